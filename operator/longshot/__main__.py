@@ -1,0 +1,74 @@
+"""Command line: ``python -m longshot operator | agent | crds``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _crds(args: argparse.Namespace) -> int:
+    from longshot.api import crdgen
+
+    if args.check:
+        stale = []
+        for name, text in crdgen.rendered_files().items():
+            path = args.output / name
+            if not path.exists() or path.read_text() != text:
+                stale.append(str(path))
+        if stale:
+            print("CRDs are out of date, run `make crds`: " + ", ".join(stale), file=sys.stderr)
+            return 1
+        print(f"CRDs in {args.output} are up to date")
+        return 0
+    if args.stdout:
+        sys.stdout.write("---\n".join(crdgen.rendered_files().values()))
+        return 0
+    for path in crdgen.write(args.output):
+        print(f"wrote {path}")
+    return 0
+
+
+def _operator(args: argparse.Namespace) -> int:
+    from longshot import operator_main
+
+    return operator_main.run(
+        namespaces=args.namespace or None,
+        standalone=args.standalone,
+        liveness=args.liveness,
+    )
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from longshot.agent import runner
+
+    return runner.main(args.rest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="longshot", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    crds = sub.add_parser("crds", help="render the CustomResourceDefinitions from the models")
+    crds.add_argument("--output", type=Path, default=Path("crds"), help="directory to write (default: crds)")
+    crds.add_argument("--check", action="store_true", help="fail when the files in --output are stale")
+    crds.add_argument("--stdout", action="store_true", help="print all CRDs as one YAML stream")
+    crds.set_defaults(func=_crds)
+
+    op = sub.add_parser("operator", help="run the operator (kopf)")
+    op.add_argument("--namespace", "-n", action="append", help="watch only this namespace (repeatable)")
+    op.add_argument("--standalone", action="store_true", default=True,
+                    help="no kopf peering (leader election uses a Lease; this is the default)")
+    op.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    op.set_defaults(func=_operator)
+
+    agent = sub.add_parser("agent", help="run an agent inside an agent Pod")
+    agent.add_argument("rest", nargs=argparse.REMAINDER)
+    agent.set_defaults(func=_agent)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

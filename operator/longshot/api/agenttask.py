@@ -1,0 +1,163 @@
+"""AgentTask (short name ``at``): one unit of agent work, owned by its BuildRequest."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from longshot.api.buildrequest import RetryPolicy
+from longshot.api.common import (
+    CONDITIONS_SCHEMA_EXTRA,
+    DNS_SUBDOMAIN,
+    GIT_BRANCH,
+    Condition,
+    LocalObjectRef,
+    Model,
+    ObjectName,
+    Resources,
+    Timestamp,
+)
+
+Role = Literal["planner", "worker", "reviewer", "tester", "fixer"]
+FailureClass = Literal["AgentError", "Timeout", "OOMKilled", "RateLimited", "Auth", "Infrastructure", "InvalidHandoff"]
+
+
+
+class AgentTaskSpec(Model):
+    """What the agent should do."""
+
+    build_ref: LocalObjectRef
+    """The BuildRequest this task belongs to (immutable)."""
+    description: str = Field(min_length=1, max_length=100_000)
+    """What the agent should do, in natural language."""
+    role: Role = "worker"
+    """``planner`` (splits work into tasks; a planner with a ``parentTask`` is a subplanner),
+    ``worker``, ``reviewer``, ``tester`` or ``fixer``."""
+    priority: int = Field(default=5, ge=1, le=10)
+    """1 (lowest) to 10 (highest); ready tasks start by priority, then by age."""
+    depends_on: list[str] = Field(
+        default_factory=list,
+        max_length=256,
+        json_schema_extra={
+            "x-kubernetes-list-type": "set",
+            "items": {"type": "string", "minLength": 1, "maxLength": 253, "pattern": DNS_SUBDOMAIN},
+        },
+    )
+    """Names of AgentTasks of the same build that must succeed before this one starts."""
+    parent_task: ObjectName | None = None
+    """The task this one was decomposed from, for subplanning."""
+    depth: int = Field(default=0, ge=0, le=10)
+    """Decomposition depth: 0 for the top-level plan."""
+    scope: list[str] = Field(default_factory=list, max_length=512)
+    """Files or glob patterns the task may change; tasks with overlapping scopes never run at once."""
+    branch: str | None = Field(default=None, min_length=1, max_length=255, pattern=GIT_BRANCH)
+    """Branch to work on; ``longshot/<build>/<task>`` when unset (a fixer gets the branch to fix)."""
+    retry_policy: RetryPolicy | None = None
+    """Retries of this task; the build's ``spec.retry`` when unset."""
+    resources: Resources | None = None
+    """Overrides the build's agent resources for this task."""
+    timeout_seconds: int | None = Field(default=None, ge=30, le=86400)
+    """Overrides the build's agent timeout for this task."""
+    cancel: bool = False
+    """Set to true to cancel the task: its Pod is deleted and it is not retried."""
+    retry_token: str | None = Field(default=None, max_length=64)
+    """Change this value to retry a failed or cancelled task from a fresh attempt."""
+
+
+class Attempt(Model):
+    """One run of the task in one Pod."""
+
+    number: int = Field(ge=1)
+    """Attempt number, from 1."""
+    pod: str
+    """Name of the attempt's Pod."""
+    start_time: Timestamp | None = None
+    """When the Pod was created."""
+    end_time: Timestamp | None = None
+    """When the Pod finished."""
+    exit_code: int | None = None
+    """Exit code of the agent container."""
+    exit_reason: str | None = Field(default=None, max_length=1024)
+    """Why the attempt ended, in words."""
+    failure_class: FailureClass | None = None
+    """Class of the failure, which picks the retry behaviour."""
+
+
+class HandoffSummary(Model):
+    """What the agent reported at the end of its successful attempt."""
+
+    branch: str | None = None
+    """Branch the agent pushed."""
+    commit: str | None = Field(default=None, max_length=64)
+    """Head commit of that branch."""
+    files_changed: list[str] = Field(default_factory=list, max_length=10_000)
+    """Files the commit changed."""
+    summary: str = Field(default="", max_length=32768)
+    """The agent's summary of its work."""
+    tokens: int = Field(default=0, ge=0)
+    """Model tokens used by the attempt."""
+    cost: float = Field(default=0.0, ge=0)
+    """Cost of the attempt."""
+    verdict: Literal["approved", "changes-requested", "passed", "failed"] | None = None
+    """Reviewer and tester verdict."""
+
+
+class Progress(Model):
+    """Live progress of the running attempt."""
+
+    message: str | None = Field(default=None, max_length=4096)
+    """Last progress line."""
+    last_heartbeat: Timestamp | None = None
+    """When the agent last reported."""
+    tokens: int = Field(default=0, ge=0)
+    """Tokens used so far in this attempt."""
+
+
+class AgentTaskStatus(Model):
+    """Observed state of the task, written by the operator."""
+
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS_SCHEMA_EXTRA)
+    """Ready, Succeeded, Running and friends."""
+    phase: str | None = Field(default=None, max_length=64)
+    """Summary for display: Pending, Running, Succeeded, Failed, Cancelled."""
+    observed_generation: int | None = Field(default=None, ge=0)
+    """The ``metadata.generation`` the operator last acted on."""
+    attempts: list[Attempt] = Field(default_factory=list, max_length=20)
+    """Every attempt so far, oldest first."""
+    next_attempt_time: Timestamp | None = None
+    """Earliest start of the next attempt (backoff)."""
+    handoff: HandoffSummary | None = None
+    """The handoff of the successful attempt."""
+    progress: Progress | None = None
+    """Progress of the running attempt."""
+    retry_token: str | None = Field(default=None, max_length=64)
+    """The ``spec.retryToken`` already acted on."""
+
+
+AGENT_TASK_RULES = [
+    {
+        "rule": "!has(self.spec.dependsOn) || !(self.metadata.name in self.spec.dependsOn)",
+        "message": "spec.dependsOn: a task cannot depend on itself",
+        "fieldPath": ".spec.dependsOn",
+    },
+]
+
+AGENT_TASK_SPEC_RULES = [
+    {
+        "rule": "self.buildRef == oldSelf.buildRef",
+        "message": "buildRef is immutable",
+        "fieldPath": ".buildRef",
+    },
+    {
+        "rule": "self.role != 'fixer' || has(self.branch)",
+        "message": "branch is required for a fixer task (the branch to fix)",
+        "fieldPath": ".branch",
+        "reason": "FieldValueRequired",
+    },
+    {
+        "rule": "!has(self.parentTask) || self.depth > 0",
+        "message": "depth must be at least 1 for a task with a parentTask",
+        "fieldPath": ".depth",
+    },
+]

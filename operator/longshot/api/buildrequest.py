@@ -1,0 +1,319 @@
+"""BuildRequest (short name ``br``): one build of a repository from a natural-language request."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from longshot.api.common import (
+    CONDITIONS_SCHEMA_EXTRA,
+    GIT_BRANCH,
+    GIT_URL,
+    Condition,
+    EnvVar,
+    LocalObjectRef,
+    Model,
+    ObjectName,
+    Resources,
+    Timestamp,
+)
+
+Backend = Literal["openai", "anthropic", "command", "scripted"]
+MergeStrategy = Literal["fast-forward", "rebase", "merge-commit"]
+PlannerSource = Literal["llm", "roadmap", "issues"]
+GateProfile = Literal["minimal", "standard", "strict"]
+
+
+class Repository(Model):
+    """The git repository the build works on."""
+
+    url: str = Field(min_length=1, max_length=2048, pattern=GIT_URL)
+    """Clone address: https://, http://, ssh://, git://, file:// or scp-like user@host:path."""
+    base_branch: str = Field(default="main", min_length=1, max_length=255, pattern=GIT_BRANCH)
+    """Branch the build starts from and merges into."""
+    credentials_secret: ObjectName | None = None
+    """Secret with git credentials (keys ``username`` and ``password``/``token``, or ``ssh-privatekey``)."""
+
+
+class IssueSource(Model):
+    """Where the planner reads issues from when ``planner.source`` is ``issues``."""
+
+    url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://[^\s]+$")
+    """Issue tracker API address."""
+    labels: list[str] = Field(default_factory=list, max_length=20)
+    """Only issues with all of these labels are planned."""
+    credentials_secret: ObjectName | None = None
+    """Secret with the tracker's token (key ``token``)."""
+
+
+class PlannerSettings(Model):
+    """How the build is split into tasks."""
+
+    source: PlannerSource = "llm"
+    """``llm``: a planner agent reads the repository; ``roadmap``: tasks come from a file in the
+    repository; ``issues``: tasks come from an issue tracker."""
+    max_tasks: int = Field(default=50, ge=1, le=1000)
+    """Largest plan accepted; a bigger plan is refused and re-planned."""
+    max_depth: int = Field(default=2, ge=0, le=5)
+    """How many times a large task may be decomposed again by a subplanner."""
+    max_replans: int = Field(default=2, ge=0, le=10)
+    """How many times an invalid plan is sent back to the planner before the build fails."""
+    roadmap_path: str | None = Field(default=None, min_length=1, max_length=1024)
+    """Path of the roadmap file in the repository (required when ``source`` is ``roadmap``)."""
+    issues: IssueSource | None = None
+    """Issue tracker settings (required when ``source`` is ``issues``)."""
+
+
+class AgentSettings(Model):
+    """How agent Pods run."""
+
+    backend: Backend = "scripted"
+    """``openai`` (any OpenAI-compatible endpoint), ``anthropic``, ``command`` (a CLI agent) or
+    ``scripted`` (deterministic, for tests and demos)."""
+    model: str | None = Field(default=None, min_length=1, max_length=256)
+    """Model name passed to the backend (required for ``openai`` and ``anthropic``)."""
+    base_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^\s]+$")
+    """API base address for the ``openai`` and ``anthropic`` backends."""
+    command: str | None = Field(default=None, min_length=1, max_length=4096)
+    """Command template for the ``command`` backend, for example ``claude -p {prompt}``."""
+    script: LocalObjectRef | None = None
+    """ConfigMap holding the script of the ``scripted`` backend (key ``script.yaml``)."""
+    image: str | None = Field(default=None, min_length=1, max_length=512)
+    """Agent container image; the operator's default when unset."""
+    resources: Resources | None = None
+    """Requests and limits of agent Pods; the operator's defaults when unset."""
+    timeout_seconds: int = Field(default=1800, ge=30, le=86400)
+    """Wall-clock limit of one attempt (the Pod's ``activeDeadlineSeconds``)."""
+    env: list[EnvVar] = Field(default_factory=list, max_length=64)
+    """Extra plain environment variables for the agent container."""
+    credentials_secret: ObjectName | None = None
+    """Secret with the model API key (key ``api-key``), mounted into agent Pods only."""
+    prompts: LocalObjectRef | None = None
+    """ConfigMap whose keys override the packaged prompt templates."""
+
+
+class WorkerSettings(Model):
+    """Limits of the worker pool."""
+
+    max: int = Field(default=4, ge=1, le=256)
+    """Most agent Pods of this build running at once."""
+
+
+class RetryPolicy(Model):
+    """How failed attempts are retried."""
+
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    """Attempts before the task fails for good."""
+    backoff_seconds: int = Field(default=10, ge=1, le=3600)
+    """First backoff; it doubles with each failed attempt (with jitter)."""
+    max_backoff_seconds: int = Field(default=600, ge=1, le=86400)
+    """Largest backoff."""
+
+
+class MergeSettings(Model):
+    """How task branches are merged into the base branch."""
+
+    strategy: MergeStrategy = "rebase"
+    """``fast-forward``, ``rebase`` or ``merge-commit``."""
+    max_conflict_retries: int = Field(default=2, ge=0, le=10)
+    """Merge retries of a conflicting branch before a fixer task is created."""
+    max_fixers: int = Field(default=5, ge=0, le=100)
+    """Most fixer tasks created for this build's conflicts and failing sweeps."""
+
+
+class ReconcilerSettings(Model):
+    """Periodic build/test sweeps on the target branch."""
+
+    enabled: bool = True
+    """Run sweeps at all."""
+    command: str = Field(default="make test", min_length=1, max_length=4096)
+    """Build and test command run in a sweep Pod at the repository root."""
+    interval_seconds: int = Field(default=300, ge=30, le=86400)
+    """Time between sweeps while the target branch passes; shortened while it fails."""
+    max_fixers_per_sweep: int = Field(default=3, ge=0, le=50)
+    """Most fixer tasks one failing sweep creates."""
+
+
+class FinalizationSettings(Model):
+    """The finalization phase that runs when no work is left."""
+
+    enabled: bool = True
+    """Run finalization at all; when false the build is Ready once every task is done."""
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    """Drain, retry and final-sweep rounds before the build is marked failed."""
+
+
+class QualityGate(Model):
+    """Checks a branch passes before it is merged."""
+
+    profile: GateProfile = "standard"
+    """``minimal``: tests; ``standard``: lint and tests; ``strict``: type check, lint, tests and a
+    reviewer's approval."""
+    test_command: str | None = Field(default=None, min_length=1, max_length=4096)
+    """Test command; ``reconciler.command`` when unset."""
+    lint_command: str | None = Field(default=None, min_length=1, max_length=4096)
+    """Lint command (``standard`` and ``strict``)."""
+    typecheck_command: str | None = Field(default=None, min_length=1, max_length=4096)
+    """Type-check command (``strict``)."""
+
+
+class Budget(Model):
+    """Spending limits; when one is spent no new agent Pod starts until it is raised."""
+
+    max_tokens: int | None = Field(default=None, ge=0)
+    """Most model tokens (input plus output) the build may use."""
+    max_cost: float | None = Field(default=None, ge=0)
+    """Most cost, in the backend's currency units, the build may use."""
+
+
+class BuildRequestSpec(Model):
+    """What to build, where, and how."""
+
+    request: str = Field(min_length=1, max_length=100_000)
+    """The natural-language build request."""
+    repository: Repository
+    """The git repository to work on."""
+    planner: PlannerSettings = Field(default_factory=PlannerSettings)
+    """How the request is split into tasks."""
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    """How agent Pods run."""
+    workers: WorkerSettings = Field(default_factory=WorkerSettings)
+    """Worker pool limits."""
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    """Default retry policy of this build's tasks."""
+    merge: MergeSettings = Field(default_factory=MergeSettings)
+    """Merge queue settings."""
+    reconciler: ReconcilerSettings = Field(default_factory=ReconcilerSettings)
+    """Periodic build/test sweeps."""
+    finalization: FinalizationSettings = Field(default_factory=FinalizationSettings)
+    """The finalization phase."""
+    quality_gate: QualityGate = Field(default_factory=QualityGate)
+    """Checks a branch passes before it is merged."""
+    budget: Budget = Field(default_factory=Budget)
+    """Token and cost limits."""
+    suspend: bool = False
+    """When true no new agent Pod starts; running Pods finish their attempt."""
+
+
+class TaskCounts(Model):
+    """AgentTasks of the build by state."""
+
+    total: int = Field(default=0, ge=0)
+    """All tasks."""
+    pending: int = Field(default=0, ge=0)
+    """Waiting for dependencies, a worker slot or a backoff."""
+    running: int = Field(default=0, ge=0)
+    """With a Pod that has not finished."""
+    succeeded: int = Field(default=0, ge=0)
+    """Finished with a valid handoff."""
+    failed: int = Field(default=0, ge=0)
+    """Failed for good."""
+    cancelled: int = Field(default=0, ge=0)
+    """Cancelled by a user."""
+    progress: str = Field(default="0/0", max_length=32)
+    """``done/total`` for display."""
+
+
+class MergeCounts(Model):
+    """MergeJobs of the build by state."""
+
+    queued: int = Field(default=0, ge=0)
+    """Waiting in the merge queue."""
+    merged: int = Field(default=0, ge=0)
+    """Merged into the target branch."""
+    conflicted: int = Field(default=0, ge=0)
+    """Conflicting with the target branch."""
+    failed: int = Field(default=0, ge=0)
+    """Failed a gate or for good."""
+
+
+class SweepStatus(Model):
+    """The last reconciler sweep."""
+
+    commit: str | None = Field(default=None, max_length=64)
+    """Target commit the sweep ran on."""
+    result: Literal["Passed", "Failed", "Running"] | None = None
+    """Outcome of the sweep."""
+    time: Timestamp | None = None
+    """When the sweep finished."""
+    message: str | None = Field(default=None, max_length=4096)
+    """Tail of the failing output, if any."""
+
+
+class Usage(Model):
+    """What the build's agents consumed."""
+
+    tokens: int = Field(default=0, ge=0)
+    """Model tokens, input plus output."""
+    cost: float = Field(default=0.0, ge=0)
+    """Cost in the backend's currency units."""
+
+
+class BuildRequestStatus(Model):
+    """Observed state of the build, written by the operator."""
+
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS_SCHEMA_EXTRA)
+    """Planned, Progressing, Merged, Finalized, Ready and friends."""
+    phase: str | None = Field(default=None, max_length=64)
+    """Summary of the conditions for display; decide on the conditions, not on this."""
+    observed_generation: int | None = Field(default=None, ge=0)
+    """The ``metadata.generation`` the operator last acted on."""
+    planner_task: str | None = None
+    """Name of the planner AgentTask."""
+    replans: int = Field(default=0, ge=0)
+    """Plans refused so far."""
+    iteration: int = Field(default=0, ge=0)
+    """Reconcile rounds (plan, work, merge, sweep) completed."""
+    tasks: TaskCounts = Field(default_factory=TaskCounts)
+    """AgentTasks by state."""
+    merges: MergeCounts = Field(default_factory=MergeCounts)
+    """MergeJobs by state."""
+    last_sweep: SweepStatus | None = None
+    """The last reconciler sweep."""
+    finalization_attempts: int = Field(default=0, ge=0)
+    """Finalization rounds run."""
+    usage: Usage = Field(default_factory=Usage)
+    """Tokens and cost used."""
+    start_time: Timestamp | None = None
+    """When the operator started the build."""
+    completion_time: Timestamp | None = None
+    """When the build became Ready."""
+
+
+BUILD_REQUEST_RULES = [
+    {
+        "rule": "self.planner.source != 'roadmap' || has(self.planner.roadmapPath)",
+        "message": "planner.roadmapPath is required when planner.source is roadmap",
+        "fieldPath": ".planner.roadmapPath",
+        "reason": "FieldValueRequired",
+    },
+    {
+        "rule": "self.planner.source != 'issues' || has(self.planner.issues)",
+        "message": "planner.issues is required when planner.source is issues",
+        "fieldPath": ".planner.issues",
+        "reason": "FieldValueRequired",
+    },
+    {
+        "rule": "!(self.agent.backend in ['openai', 'anthropic']) || has(self.agent.model)",
+        "message": "agent.model is required for the openai and anthropic backends",
+        "fieldPath": ".agent.model",
+        "reason": "FieldValueRequired",
+    },
+    {
+        "rule": "self.agent.backend != 'command' || has(self.agent.command)",
+        "message": "agent.command is required for the command backend",
+        "fieldPath": ".agent.command",
+        "reason": "FieldValueRequired",
+    },
+    {
+        "rule": "self.retry.backoffSeconds <= self.retry.maxBackoffSeconds",
+        "message": "retry.backoffSeconds must not exceed retry.maxBackoffSeconds",
+        "fieldPath": ".retry.backoffSeconds",
+    },
+    {
+        "rule": "self.repository.url == oldSelf.repository.url",
+        "message": "repository.url is immutable; create a new BuildRequest for another repository",
+        "fieldPath": ".repository.url",
+    },
+]

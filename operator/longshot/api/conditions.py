@@ -1,0 +1,166 @@
+"""Condition types and reasons of the three resources, and the one pure setter.
+
+Conditions follow the Kubernetes API conventions: ``status.conditions`` is a list keyed by ``type``; each
+entry has ``status`` (True/False/Unknown), a CamelCase ``reason``, a human ``message``, the
+``observedGeneration`` it was computed for and ``lastTransitionTime``, which changes only when ``status``
+flips. ``status.phase`` is derived from the conditions for display; nothing decides on it.
+
+Every type and reason lives here, with what it means, so that ``docs/conditions.md`` and the code agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+TRUE = "True"
+FALSE = "False"
+UNKNOWN = "Unknown"
+
+# --- condition types ---------------------------------------------------------------------------------
+
+# BuildRequest
+PLANNED = "Planned"
+"""The planner's task list was accepted and worker AgentTasks exist."""
+PROGRESSING = "Progressing"
+"""Tasks are being worked on; False when the build is idle, suspended or finished."""
+MERGED = "Merged"
+"""Every successful task branch is merged into the target branch."""
+FINALIZED = "Finalized"
+"""The finalization phase result: True/Passed, False/<why>, Unknown/InProgress."""
+READY = "Ready"
+"""The build is finished and its result is final (successfully or not, see Finalized)."""
+SUSPENDED = "Suspended"
+"""``spec.suspend`` is set: no new agent Pods start."""
+BUDGET_EXCEEDED = "BudgetExceeded"
+"""The token or cost budget is spent: no new agent Pods start until the budget is raised."""
+HALTED = "Halted"
+"""The operator-wide killswitch is engaged: every agent Pod was stopped."""
+
+# AgentTask
+SUCCEEDED = "Succeeded"
+"""The task's last attempt produced a valid handoff (True) or the task failed for good (False)."""
+RUNNING = "Running"
+"""An attempt's Pod exists and has not finished."""
+AUTHENTICATED = "Authenticated"
+"""False when the agent could not authenticate to the model or git server; needs a person."""
+
+# MergeJob
+QUEUED = "Queued"
+"""The job waits in its repository's merge queue."""
+CONFLICTED = "Conflicted"
+"""The branch does not merge cleanly; ``status.conflictingFiles`` lists the files."""
+GATES_PASSED = "GatesPassed"
+"""The branch passed the secret scan and the build's quality-gate profile."""
+
+BUILD_REQUEST_TYPES = (PLANNED, PROGRESSING, MERGED, FINALIZED, READY)
+AGENT_TASK_TYPES = (READY, SUCCEEDED, RUNNING)
+MERGE_JOB_TYPES = (QUEUED, MERGED, CONFLICTED, READY)
+
+# --- reasons ------------------------------------------------------------------------------------------
+
+REASONS: dict[str, str] = {
+    "Initializing": "The operator has seen the object and not yet acted on it.",
+    "Pending": "Waiting for something that has not happened yet (a plan, a Pod, a queue slot).",
+    "InProgress": "Work is under way.",
+    "PlanAccepted": "The planner's task list was validated and its AgentTasks created.",
+    "PlanRejected": "The planner's task list was invalid (unknown dependency, cycle, empty or too large).",
+    "TasksRunning": "At least one AgentTask is running or waiting to run.",
+    "Idle": "No task is running or waiting.",
+    "Suspended": "spec.suspend is true.",
+    "BudgetExceeded": "The build's token or cost budget is spent.",
+    "Killswitch": "The operator-wide killswitch is engaged.",
+    "Passed": "Finalization passed: everything is merged and the final sweep passed.",
+    "BuildFailed": "The final sweep's build command failed.",
+    "TestsFailed": "The final sweep's test command failed.",
+    "UnmergedBranches": "Some successful task branches could not be merged.",
+    "AttemptsExhausted": "finalization.maxAttempts attempts did not pass.",
+    "Cancelled": "The build or task was cancelled by a user.",
+    "Disabled": "Finalization is disabled for this build.",
+    "AllMerged": "Every successful task branch is merged.",
+    "BranchesPending": "Some task branches are not merged yet.",
+    "Completed": "The attempt produced a valid handoff.",
+    "Failed": "The task failed and will not be retried.",
+    "RetryScheduled": "The attempt failed and another one is scheduled after a backoff.",
+    "AuthFailed": "The agent could not authenticate; fix the credentials Secret, then retry the task.",
+    "InvalidHandoff": "The agent's handoff did not validate.",
+    "PodRunning": "The attempt's Pod is running.",
+    "WaitingForDependencies": "Some dependsOn tasks have not succeeded yet.",
+    "Queued": "Waiting in the merge queue.",
+    "MergeSucceeded": "The branch was merged and the target pushed.",
+    "MergeConflict": "The branch conflicts with the target branch.",
+    "GatesFailed": "The branch failed the secret scan or a quality gate.",
+}
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def _rfc3339(t: datetime) -> str:
+    return t.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def find(conditions: Iterable[Mapping[str, Any]] | None, type_: str) -> Mapping[str, Any] | None:
+    """The condition of this type, or None."""
+    for c in conditions or ():
+        if c.get("type") == type_:
+            return c
+    return None
+
+
+def is_true(conditions: Iterable[Mapping[str, Any]] | None, type_: str) -> bool:
+    c = find(conditions, type_)
+    return c is not None and c.get("status") == TRUE
+
+
+def set_condition(
+    conditions: Iterable[Mapping[str, Any]] | None,
+    type_: str,
+    status: str,
+    reason: str,
+    message: str = "",
+    *,
+    observed_generation: int | None = None,
+    now: datetime,
+) -> tuple[list[dict[str, Any]], bool]:
+    """Return ``(new_conditions, changed)`` with the condition ``type_`` set.
+
+    Pure: the input is not modified. ``lastTransitionTime`` is set to ``now`` only when the status
+    flips (or the condition is new); a change of reason, message or generation alone keeps it.
+    ``changed`` is False when the result equals the input, so callers can skip a no-op patch.
+    """
+    if status not in (TRUE, FALSE, UNKNOWN):
+        raise ValueError(f"condition {type_}: status must be True, False or Unknown, not {status!r}")
+    if reason and reason not in REASONS:
+        raise ValueError(f"condition {type_}: reason {reason!r} is not documented in longshot.api.conditions")
+    result = [dict(c) for c in conditions or ()]
+    for i, old in enumerate(result):
+        if old.get("type") != type_:
+            continue
+        new = dict(old)
+        new.update(status=status, reason=reason, message=message)
+        if observed_generation is not None:
+            new["observedGeneration"] = observed_generation
+        if old.get("status") != status or "lastTransitionTime" not in old:
+            new["lastTransitionTime"] = _rfc3339(now)
+        if new == old:
+            return result, False
+        result[i] = new
+        return result, True
+    new = {"type": type_, "status": status, "reason": reason, "message": message,
+           "lastTransitionTime": _rfc3339(now)}
+    if observed_generation is not None:
+        new["observedGeneration"] = observed_generation
+    result.append(new)
+    return result, True
+
+
+def initial(types: Iterable[str], *, observed_generation: int | None, now: datetime) -> list[dict[str, Any]]:
+    """Conditions for a new object: every type Unknown/Initializing."""
+    conds: list[dict[str, Any]] = []
+    for t in types:
+        conds, _ = set_condition(conds, t, UNKNOWN, "Initializing", "The operator has not acted yet.",
+                                 observed_generation=observed_generation, now=now)
+    return conds

@@ -1,0 +1,188 @@
+"""The handoff protocol: what an agent Pod reports to the operator at the end of an attempt.
+
+Transport (see docs/handoff.md):
+
+* The agent prints progress as one JSON object per line on stdout and ends with the handoff line
+  ``{"type": "handoff", "handoff": {...}}``, for people and log collectors.
+* The operator reads the handoff from the agent container's **termination message**
+  (``/dev/termination-log``), which the kubelet copies into the Pod's status. A termination message is
+  capped at 4096 bytes, so when the encoded handoff is larger the agent stores it in the build's git
+  repository instead, as ``handoff.json`` in a commit on ``refs/longshot/handoffs/<task>/<attempt>``, and
+  the termination message carries a :class:`HandoffPointer` (ref, commit, sha256 and size). The operator
+  fetches that ref with its own git credentials and checks the digest. There is no size cliff: a planner
+  returning hundreds of tasks works the same way as a worker returning one commit.
+
+Both the inline handoff and the pointer are JSON objects; ``parse_termination_message`` tells them apart
+by their ``kind`` field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import Field, ValidationError
+
+from longshot.api.agenttask import FailureClass, Role
+from longshot.api.common import DNS_SUBDOMAIN, GIT_BRANCH, Model
+
+PROTOCOL_VERSION = "longshot.dev/handoff-v1"
+TERMINATION_MESSAGE_LIMIT = 4096
+HANDOFF_REF_PREFIX = "refs/longshot/handoffs"
+HANDOFF_FILE = "handoff.json"
+
+# A plan-local task name: a DNS label short enough to be suffixed to the build's name.
+PLAN_TASK_NAME = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
+
+
+class PlannedTask(Model):
+    """One task of a planner's task list."""
+
+    name: str = Field(pattern=PLAN_TASK_NAME)
+    """Plan-local name, unique in the plan (a DNS label of at most 40 characters)."""
+    description: str = Field(min_length=1, max_length=100_000)
+    """What the worker should do."""
+    scope: list[str] = Field(default_factory=list, max_length=512)
+    """Files or globs the task may change."""
+    depends_on: list[str] = Field(default_factory=list, max_length=256)
+    """Plan-local names of tasks that must succeed first."""
+    priority: int = Field(default=5, ge=1, le=10)
+    """1 (lowest) to 10 (highest)."""
+    decompose: bool = False
+    """Ask for a subplanner to split this task further (bounded by planner.maxDepth)."""
+
+
+class Usage(Model):
+    """Model usage of the attempt."""
+
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+    cost: float = Field(default=0.0, ge=0)
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class Failure(Model):
+    """Why the agent gave up, when it did."""
+
+    failure_class: FailureClass = Field(alias="class")
+    """AgentError, Timeout, RateLimited, Auth, Infrastructure, ..."""
+    message: str = Field(default="", max_length=4096)
+    """Details (never a credential)."""
+
+
+class Handoff(Model):
+    """The agent's report for one attempt."""
+
+    kind: Literal["Handoff"] = "Handoff"
+    protocol: Literal["longshot.dev/handoff-v1"] = PROTOCOL_VERSION
+    task: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    """The AgentTask's name."""
+    attempt: int = Field(default=1, ge=1)
+    """The attempt number."""
+    role: Role
+    """The role the agent played."""
+    outcome: Literal["succeeded", "failed", "empty"]
+    """``succeeded``; ``failed`` (see ``failure``); ``empty``: the agent ran but changed nothing."""
+    branch: str | None = Field(default=None, max_length=255, pattern=GIT_BRANCH)
+    """Branch pushed (worker, fixer)."""
+    commit: str | None = Field(default=None, min_length=7, max_length=64, pattern=r"^[0-9a-f]+$")
+    """Head commit of the pushed branch."""
+    base_commit: str | None = Field(default=None, max_length=64)
+    """Commit the work started from."""
+    files_changed: list[str] = Field(default_factory=list)
+    """Files changed by the commit(s)."""
+    summary: str = Field(default="", max_length=65536)
+    """What the agent did, in words."""
+    usage: Usage = Field(default_factory=Usage)
+    """Tokens and cost."""
+    tasks: list[PlannedTask] = Field(default_factory=list)
+    """The task list (planner role)."""
+    verdict: Literal["approved", "changes-requested", "passed", "failed"] | None = None
+    """Reviewer: approved or changes-requested; tester: passed or failed."""
+    reasons: list[str] = Field(default_factory=list)
+    """Reasons for the verdict."""
+    failure: Failure | None = None
+    """Set when ``outcome`` is ``failed``."""
+
+
+class HandoffPointer(Model):
+    """Termination message used when the handoff is too large to inline."""
+
+    kind: Literal["HandoffPointer"] = "HandoffPointer"
+    protocol: Literal["longshot.dev/handoff-v1"] = PROTOCOL_VERSION
+    ref: str = Field(pattern=r"^refs/longshot/handoffs/[A-Za-z0-9._/-]+$")
+    """Git ref holding a commit whose tree has ``handoff.json``."""
+    commit: str = Field(min_length=7, max_length=64, pattern=r"^[0-9a-f]+$")
+    """The commit the ref pointed to when the agent pushed it."""
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    """Digest of ``handoff.json``'s bytes."""
+    size: int = Field(ge=0)
+    """Size of ``handoff.json`` in bytes."""
+
+
+class HandoffError(ValueError):
+    """The agent's report could not be read; the message says why, for the attempt's exit reason."""
+
+
+def handoff_ref(task: str, attempt: int) -> str:
+    return f"{HANDOFF_REF_PREFIX}/{task}/{attempt}"
+
+
+def encode(handoff: Handoff) -> bytes:
+    """The canonical bytes of a handoff (what ``handoff.json`` holds and ``sha256`` covers)."""
+    return json.dumps(handoff.to_wire(), sort_keys=True, separators=(",", ":")).encode()
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def fits_termination_message(data: bytes) -> bool:
+    return len(data) <= TERMINATION_MESSAGE_LIMIT
+
+
+def parse_termination_message(text: str | None) -> Handoff | HandoffPointer:
+    """Read a termination message: an inline :class:`Handoff` or a :class:`HandoffPointer`."""
+    if not text or not text.strip():
+        raise HandoffError("the agent wrote no handoff (empty termination message)")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise HandoffError(f"the handoff is not JSON: {e.msg} at character {e.pos}") from None
+    if not isinstance(data, dict):
+        raise HandoffError("the handoff is not a JSON object")
+    kind = data.get("kind")
+    model: type[Handoff] | type[HandoffPointer]
+    if kind == "Handoff":
+        model = Handoff
+    elif kind == "HandoffPointer":
+        model = HandoffPointer
+    else:
+        raise HandoffError(f"the handoff has kind {kind!r}; expected Handoff or HandoffPointer")
+    return _validate(model, data)
+
+
+def parse_handoff_bytes(data: bytes, pointer: HandoffPointer | None = None) -> Handoff:
+    """Read ``handoff.json`` fetched through a pointer, checking size and digest."""
+    if pointer is not None:
+        if len(data) != pointer.size or digest(data) != pointer.sha256:
+            raise HandoffError(f"handoff at {pointer.ref} does not match its digest (corrupted or replaced)")
+    try:
+        raw = json.loads(data)
+    except json.JSONDecodeError as e:
+        raise HandoffError(f"the handoff is not JSON: {e.msg} at character {e.pos}") from None
+    return _validate(Handoff, raw)
+
+
+def _validate(model, data):  # type: ignore[no-untyped-def]
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(root)"
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise HandoffError(f"invalid handoff: {where}: {first['msg']}{more}") from None

@@ -1,0 +1,78 @@
+"""MergeJob (short name ``mj``): merging one task branch into the build's target branch."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from longshot.api.buildrequest import MergeStrategy
+from longshot.api.common import (
+    CONDITIONS_SCHEMA_EXTRA,
+    GIT_BRANCH,
+    Condition,
+    LocalObjectRef,
+    Model,
+    Timestamp,
+)
+
+
+class MergeJobSpec(Model):
+    """Which branch to merge where, and how."""
+
+    build_ref: LocalObjectRef
+    """The BuildRequest the branch belongs to."""
+    task_ref: LocalObjectRef
+    """The AgentTask that produced the branch (the MergeJob's owner)."""
+    branch: str = Field(min_length=1, max_length=255, pattern=GIT_BRANCH)
+    """The task branch to merge."""
+    commit: str | None = Field(default=None, min_length=7, max_length=64, pattern=r"^[0-9a-f]+$")
+    """The branch head the task reported; the merge uses exactly this commit."""
+    target: str = Field(min_length=1, max_length=255, pattern=GIT_BRANCH)
+    """Branch to merge into (the build's base branch)."""
+    strategy: MergeStrategy = "rebase"
+    """``fast-forward``, ``rebase`` or ``merge-commit``."""
+    priority: int = Field(default=5, ge=1, le=10)
+    """Queue order: higher first, then by arrival."""
+
+
+class MergeAttempt(Model):
+    """One try at merging the branch."""
+
+    time: Timestamp | None = None
+    """When the try ran."""
+    result: str = Field(max_length=64)
+    """Merged, Conflicted, GatesFailed or Error."""
+    message: str | None = Field(default=None, max_length=4096)
+    """Details."""
+
+
+class MergeJobStatus(Model):
+    """Observed state of the merge, written by the merge queue leader."""
+
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS_SCHEMA_EXTRA)
+    """Queued, Merged, Conflicted, Ready and friends."""
+    phase: str | None = Field(default=None, max_length=64)
+    """Summary for display: Queued, Merging, Merged, Conflicted, Failed."""
+    observed_generation: int | None = Field(default=None, ge=0)
+    """The ``metadata.generation`` the operator last acted on."""
+    queue_position: int | None = Field(default=None, ge=0)
+    """Place in the repository's queue, 0 being next."""
+    merged_commit: str | None = Field(default=None, max_length=64)
+    """Commit on the target branch that contains the merge."""
+    conflicting_files: list[str] = Field(default_factory=list, max_length=10_000)
+    """Files that conflicted on the last try."""
+    attempts: list[MergeAttempt] = Field(default_factory=list, max_length=50)
+    """Tries so far."""
+
+
+MERGE_JOB_SPEC_RULES = [
+    {
+        "rule": "self.branch != self.target",
+        "message": "branch must differ from target",
+        "fieldPath": ".branch",
+    },
+    {
+        "rule": "self.taskRef == oldSelf.taskRef && self.buildRef == oldSelf.buildRef",
+        "message": "taskRef and buildRef are immutable",
+        "fieldPath": ".taskRef",
+    },
+]
