@@ -186,3 +186,64 @@ def _validate(model, data):  # type: ignore[no-untyped-def]
         where = ".".join(str(p) for p in first["loc"]) or "(root)"
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
         raise HandoffError(f"invalid handoff: {where}: {first['msg']}{more}") from None
+
+
+# --- the other direction: what the operator gives the agent ------------------------------------------
+
+TASK_INPUT_PATH = "/etc/longshot/task/task.json"
+"""Where the agent reads its :class:`TaskInput`: a downward-API file of the Pod's
+``longshot.dev/task-input`` annotation."""
+TASK_INPUT_ANNOTATION = "longshot.dev/task-input"
+GIT_CREDENTIALS_DIR = "/etc/longshot/git"
+"""Mounted git Secret: files ``username`` + ``password`` or ``token``, or ``ssh-privatekey``."""
+LLM_CREDENTIALS_DIR = "/etc/longshot/llm"
+"""Mounted model Secret: file ``api-key``."""
+SCRIPT_DIR = "/etc/longshot/script"
+"""Mounted ConfigMap of the scripted backend: file ``script.yaml``."""
+PROMPTS_DIR = "/etc/longshot/prompts"
+"""Mounted ConfigMap whose files override the packaged prompt templates."""
+WORKSPACE_DIR = "/workspace"
+"""The Pod's writable scratch volume (the root filesystem is read-only)."""
+TERMINATION_LOG = "/dev/termination-log"
+
+
+class BackendInput(Model):
+    """Backend settings of the attempt (never credentials: those are mounted files)."""
+
+    name: Literal["openai", "anthropic", "command", "scripted"] = "scripted"
+    model: str | None = None
+    base_url: str | None = None
+    command: str | None = None
+    max_turns: int = Field(default=50, ge=1, le=1000)
+
+
+class TaskInput(Model):
+    """Everything an agent Pod needs to know about its task."""
+
+    task: str
+    """AgentTask name."""
+    build: str
+    """BuildRequest name."""
+    namespace: str
+    attempt: int = Field(default=1, ge=1)
+    role: Role
+    description: str
+    """The task's description (for the planner: the build request)."""
+    request: str = ""
+    """The build's whole request, for context."""
+    scope: list[str] = Field(default_factory=list)
+    repository_url: str
+    base_branch: str = "main"
+    """Branch to start from and (for reviewer/tester) to compare against."""
+    branch: str
+    """Branch to work on and push (``longshot/<build>/<task>``; for a fixer the branch to fix; for a
+    reviewer or tester the branch to read)."""
+    backend: BackendInput = Field(default_factory=BackendInput)
+    test_command: str | None = None
+    """The tester's command (and a hint for workers)."""
+    max_tasks: int = 50
+    """Planner: largest task list accepted."""
+    depth: int = 0
+    max_depth: int = 2
+    author_name: str = "Longshot Agent"
+    author_email: str = "agent@longshot.local"

@@ -1,0 +1,64 @@
+"""Operator-wide settings, read once at start-up from the environment (the chart sets them).
+
+Every setting has a default that works on a laptop; ``Settings.from_env()`` reads ``LONGSHOT_<NAME>``
+(upper-case field name), so ``agent_image`` comes from ``LONGSHOT_AGENT_IMAGE``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Settings:
+    agent_image: str = "longshot-agent:dev"
+    """Image of agent and sweep Pods when a build does not set ``spec.agent.image``."""
+    image_pull_policy: str = "IfNotPresent"
+    """Pull policy of agent Pods (``Never`` on clusters whose images are imported locally)."""
+    default_cpu_request: str = "250m"
+    default_cpu_limit: str = "1"
+    default_memory_request: str = "256Mi"
+    default_memory_limit: str = "1Gi"
+    scratch_size: str = "2Gi"
+    """Size limit of the agent Pod's scratch (emptyDir) volume."""
+    max_workers: int = 50
+    """Operator-wide limit of agent Pods running at once, across builds."""
+    killswitch: bool = False
+    """Start with the killswitch engaged (no agent Pod runs)."""
+    killswitch_configmap: str = "longshot-killswitch"
+    """ConfigMap in the operator's namespace whose ``engaged: "true"`` stops every agent Pod."""
+    namespace: str = "longshot-system"
+    """The operator's own namespace (Leases, killswitch ConfigMap)."""
+    metrics_port: int = 8080
+    """Port of ``/metrics`` and the health endpoints; 0 disables them."""
+    git_author_name: str = "Longshot"
+    git_author_email: str = "longshot@localhost"
+    workspace_dir: str = "/var/cache/longshot"
+    """Operator-side git workspaces of the merge queue."""
+    lease_duration_seconds: int = 15
+    lease_renew_seconds: int = 5
+    identity: str = field(default_factory=lambda: os.environ.get("POD_NAME") or os.uname().nodename)
+    """This replica's name in Leases."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"LONGSHOT_{f.name.upper()}")
+            if raw is None:
+                continue
+            kind = type(getattr(cls(), f.name))
+            if kind is bool:
+                values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+            elif kind is int:
+                try:
+                    values[f.name] = int(raw)
+                except ValueError:
+                    raise ValueError(f"LONGSHOT_{f.name.upper()}={raw!r} is not an integer") from None
+            else:
+                values[f.name] = raw
+        return cls(**values)
