@@ -59,6 +59,7 @@ def _structural(node: Any) -> Any:
         node["nullable"] = True
         if node.get("default", 0) is None:
             node.pop("default")
+        return _structural(node)
 
     if "properties" in node:
         node["type"] = "object"

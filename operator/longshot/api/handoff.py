@@ -168,9 +168,8 @@ def parse_termination_message(text: str | None) -> Handoff | HandoffPointer:
 
 def parse_handoff_bytes(data: bytes, pointer: HandoffPointer | None = None) -> Handoff:
     """Read ``handoff.json`` fetched through a pointer, checking size and digest."""
-    if pointer is not None:
-        if len(data) != pointer.size or digest(data) != pointer.sha256:
-            raise HandoffError(f"handoff at {pointer.ref} does not match its digest (corrupted or replaced)")
+    if pointer is not None and (len(data) != pointer.size or digest(data) != pointer.sha256):
+        raise HandoffError(f"handoff at {pointer.ref} does not match its digest (corrupted or replaced)")
     try:
         raw = json.loads(data)
     except json.JSONDecodeError as e:

@@ -1,0 +1,125 @@
+"""The integration tier: a real etcd + kube-apiserver + kube-controller-manager for the whole session.
+
+The binaries come from ``hack/k8s-binaries.sh`` (built or downloaded once, then cached). The session's
+kubeconfig is the only one these tests use; a guard refuses anything that is not this loopback cluster.
+When a test fails the components' logs are copied to ``_artifacts/control-plane/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import kubernetes
+import pytest
+
+from longshot.testing import controlplane
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "_artifacts"
+CRD_NAMES = ("buildrequests.longshot.dev", "agenttasks.longshot.dev", "mergejobs.longshot.dev")
+
+
+def _bin_dir() -> Path:
+    result = subprocess.run(["bash", str(ROOT / "hack" / "k8s-binaries.sh")], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.fail(f"hack/k8s-binaries.sh failed; integration tests need its binaries:\n{result.stderr[-4000:]}")
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    report = yield
+    if report.failed:
+        item.session.config.stash[_FAILED] = True
+    return report
+
+
+_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory,
+                  request: pytest.FixtureRequest) -> Iterator[controlplane.ControlPlane]:
+    # a short path: unix socket paths and the logs are easier to find
+    workdir = tmp_path_factory.mktemp("cp")
+    cp = controlplane.ControlPlane(workdir=workdir, bin_dir=_bin_dir())
+    try:
+        cp.start()
+    except controlplane.ControlPlaneError:
+        cp.keep_logs(ARTIFACTS / "control-plane")
+        raise
+    old_kubeconfig = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = str(cp.kubeconfig)
+    try:
+        cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+        cp.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                   *[f"crd/{n}" for n in CRD_NAMES])
+        yield cp
+    finally:
+        if request.session.config.stash.get(_FAILED, False):
+            dest = cp.keep_logs(ARTIFACTS / "control-plane")
+            print(f"\ncontrol-plane logs kept in {dest}")
+        cp.stop()
+        if old_kubeconfig is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = old_kubeconfig
+
+
+def _guard(cp: controlplane.ControlPlane, client: kubernetes.client.ApiClient) -> None:
+    host = client.configuration.host
+    if host != cp.server or not re.match(r"^https://127\.0\.0\.1:\d+$", host):
+        raise RuntimeError(f"refusing to run integration tests against {host}: not the test control plane")
+
+
+@pytest.fixture(scope="session")
+def api_client(control_plane: controlplane.ControlPlane) -> Iterator[kubernetes.client.ApiClient]:
+    client = kubernetes.config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    _guard(control_plane, client)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def core_v1(api_client: kubernetes.client.ApiClient) -> kubernetes.client.CoreV1Api:
+    return kubernetes.client.CoreV1Api(api_client)
+
+
+@pytest.fixture(scope="session")
+def custom(api_client: kubernetes.client.ApiClient) -> kubernetes.client.CustomObjectsApi:
+    return kubernetes.client.CustomObjectsApi(api_client)
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, core_v1: kubernetes.client.CoreV1Api) -> Iterator[str]:
+    """A fresh namespace per test, enforcing Pod Security ``restricted``; deleted afterwards."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].rstrip("-")
+    name = f"t-{slug}-{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:6]}"
+    core_v1.create_namespace({"metadata": {"name": name, "labels": {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+        "longshot.dev/test": "true",
+    }}})
+    yield name
+    try:
+        core_v1.delete_namespace(name)
+    except kubernetes.client.ApiException as e:  # already gone
+        if e.status != 404:
+            raise
+
+
+@pytest.fixture
+def kubectl(control_plane: controlplane.ControlPlane):  # type: ignore[no-untyped-def]
+    """``kubectl(*args, input=None, check=True)`` against the test control plane."""
+    return control_plane.kubectl
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not session.config.stash.get(_FAILED, False) and ARTIFACTS.exists() and not any(ARTIFACTS.iterdir()):
+        shutil.rmtree(ARTIFACTS, ignore_errors=True)
