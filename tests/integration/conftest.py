@@ -123,3 +123,16 @@ def kubectl(control_plane: controlplane.ControlPlane):  # type: ignore[no-untype
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not session.config.stash.get(_FAILED, False) and ARTIFACTS.exists() and not any(ARTIFACTS.iterdir()):
         shutil.rmtree(ARTIFACTS, ignore_errors=True)
+
+
+@pytest.fixture
+def operator(control_plane: controlplane.ControlPlane, namespace: str) -> Iterator[object]:
+    """The operator, in-process with kopf's runner, watching only this test's namespace."""
+    from kopf.testing import KopfRunner
+
+    import longshot.controllers  # noqa: F401  (registers the handlers)
+
+    with KopfRunner(["run", "--standalone", "--namespace", namespace, "-m", "longshot.controllers"],
+                    timeout=60) as runner:
+        yield runner
+    assert runner.exception is None, runner.output
