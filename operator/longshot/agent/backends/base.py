@@ -1,0 +1,54 @@
+"""What every backend gets (a :class:`Session`) and must do (:class:`Backend`): drive the tools to a finish."""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from longshot.agent import events, tools
+from longshot.api import handoff
+
+
+@dataclass
+class Session:
+    """One attempt's conversation: prompts, tools, limits and the usage meter."""
+
+    task: handoff.TaskInput
+    system_prompt: str
+    prompt: str
+    toolbox: tools.Toolbox
+    events: events.Events
+    workdir: Path
+    """The checkout (the sandbox's root)."""
+    scratch: Path
+    """A private directory outside the checkout (result files of the command backend)."""
+    api_key: str | None = None
+    max_turns: int = 50
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    usage: handoff.Usage = field(default_factory=handoff.Usage)
+
+    @property
+    def role(self) -> str:
+        return self.task.role
+
+    def add_usage(self, input_tokens: int, output_tokens: int) -> None:
+        self.usage = handoff.Usage(
+            input_tokens=self.usage.input_tokens + max(int(input_tokens or 0), 0),
+            output_tokens=self.usage.output_tokens + max(int(output_tokens or 0), 0),
+        )
+        self.events.emit("tokens", input_tokens=int(input_tokens or 0), output_tokens=int(output_tokens or 0),
+                         total_tokens=self.usage.tokens)
+
+
+class Backend(abc.ABC):
+    """A way to run an agent. ``run`` returns once ``session.toolbox.finished`` is set, or raises an
+    :class:`~longshot.agent.errors.AgentFailure`."""
+
+    name: str = "?"
+
+    @abc.abstractmethod
+    def run(self, session: Session) -> tools.Finish: ...

@@ -1,0 +1,101 @@
+"""The command backend: run an external CLI agent (Claude Code, Codex, Aider, ...) in the checkout.
+
+The template is a shell command line whose placeholders are replaced by shell-quoted values:
+``{prompt}`` (system prompt and task prompt), ``{prompt_file}`` (the same text in a file: prefer it
+for long prompts, a single argument is limited to 128 KiB), ``{model}``, ``{workdir}`` and
+``{result_file}``. Examples: ``claude -p {prompt}``, ``codex exec {prompt}``,
+``aider --yes --message-file {prompt_file}``.
+
+The CLI edits the workspace; the runner commits whatever diff it leaves. A planner or reviewer CLI
+reports its result as a JSON object (``{"summary": ..., "tasks": [...]}`` or ``{"verdict": ...}``)
+written to ``$LONGSHOT_RESULT_FILE`` or printed as the last JSON line of its output.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from typing import Any
+
+from longshot.agent import errors, sandbox, tools
+from longshot.agent.backends import base
+
+PLACEHOLDER = re.compile(r"\{(prompt|prompt_file|model|workdir|result_file)\}")
+
+
+def render(template: str, values: dict[str, str]) -> str:
+    """The command line with every known placeholder replaced by its shell-quoted value."""
+    return PLACEHOLDER.sub(lambda m: shlex.quote(values[m.group(1)]), template)
+
+
+def last_json_object(output: str) -> dict[str, Any] | None:
+    for line in reversed(output.splitlines()):
+        line = line.strip()
+        if line.startswith("{") and line.endswith("}"):
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return None
+
+
+class CommandBackend(base.Backend):
+    name = "command"
+
+    def __init__(self, *, template: str, model: str | None = None, timeout: float = 3600.0,
+                 output_cap: int = sandbox.DEFAULT_OUTPUT_CAP) -> None:
+        if not template or not template.strip():
+            raise errors.ConfigError("the command backend needs spec.agent.command (e.g. 'claude -p {prompt}')")
+        self.template = template
+        self.model = model or ""
+        self.timeout = timeout
+        self.output_cap = output_cap
+
+    def run(self, session: base.Session) -> tools.Finish:
+        prompt = f"{session.system_prompt}\n\n{session.prompt}"
+        prompt_file = session.scratch / "prompt.md"
+        prompt_file.write_text(prompt)
+        result_file = session.scratch / "result.json"
+        result_file.unlink(missing_ok=True)
+        command = render(self.template, {"prompt": prompt, "prompt_file": str(prompt_file), "model": self.model,
+                                         "workdir": str(session.workdir), "result_file": str(result_file)})
+        env = dict(session.toolbox.sandbox.env)
+        env.update({"LONGSHOT_RESULT_FILE": str(result_file), "LONGSHOT_ROLE": session.role,
+                    "LONGSHOT_PROMPT_FILE": str(prompt_file)})
+        if session.api_key:
+            for name in ("LONGSHOT_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+                env.setdefault(name, session.api_key)
+        session.events.log("running command agent", command=sandbox.truncate(self.template, 300))
+        result = sandbox.run(["/bin/sh", "-c", command], cwd=session.workdir, env=env, timeout=self.timeout,
+                             output_cap=self.output_cap)
+        output = session.events.redactor.text(result.output)
+        session.events.emit("tool_call", tool="command", ok=result.exit_code == 0,
+                            exit_code=result.exit_code, result=sandbox.truncate(output, 2000))
+        if result.timed_out:
+            raise errors.AgentTimeout(f"the command agent did not finish within {self.timeout:g}s and was killed")
+        if result.exit_code != 0:
+            raise errors.AgentError(
+                f"the command agent exited with code {result.exit_code}: {sandbox.truncate(output, 1500)}"
+            )
+        payload = _result(result_file) or (last_json_object(output) if session.role in ("planner", "reviewer")
+                                           else None) or {}
+        payload.setdefault("summary", sandbox.truncate(output.strip(), 4000))
+        answer = session.toolbox.call("finish", payload)
+        if session.toolbox.finished is None:
+            raise errors.AgentError(f"the command agent's result is invalid: {answer.content}")
+        return session.toolbox.finished
+
+
+def _result(path) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as e:
+        raise errors.AgentError(f"the command agent's result file is not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise errors.AgentError("the command agent's result file must hold a JSON object")
+    return value

@@ -1,0 +1,139 @@
+"""The scripted backend: a YAML script of tool actions, so a whole build runs with no model.
+
+Format (``$LONGSHOT_SCRIPT_DIR/script.yaml``, see docs/agent.md)::
+
+    tasks:                  # by task name: the AgentTask's name, or the plan-local name
+      api-users:            #   (the AgentTask name without its "<build>-" prefix)
+        - write: {path: api/users.py, content: "..."}
+        - finish: {summary: "users endpoint"}
+    roles:                  # by role, when no task entry matches
+      planner:
+        - finish: {summary: plan, tasks: [{name: api-users, description: ...}]}
+      reviewer:
+        - finish: {summary: ok, verdict: approved}
+    steps:                  # everything else
+      - run: {command: "make fmt"}
+
+A step is a mapping with one action key: ``write``/``write_file``, ``edit``/``edit_file``,
+``read``/``read_file``, ``list``/``list_files``, ``search``, ``run``/``run_command``, ``finish``, or
+``fail: {class: AgentError, message: ...}`` to simulate a failure. A step may add ``check: true`` to
+make a tool error fatal; otherwise errors are reported and the script goes on. A script that ends
+without ``finish`` finishes with a summary of its steps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from longshot.agent import errors, tools
+from longshot.agent.backends import base
+
+SCRIPT_FILE = "script.yaml"
+
+ACTIONS = {
+    "write": "write_file", "write_file": "write_file",
+    "edit": "edit_file", "edit_file": "edit_file",
+    "read": "read_file", "read_file": "read_file",
+    "list": "list_files", "list_files": "list_files",
+    "search": "search",
+    "run": "run_command", "run_command": "run_command",
+    "finish": "finish",
+    "fail": "fail",
+}
+FAILURES: dict[str, type[errors.AgentFailure]] = {
+    "AgentError": errors.AgentError,
+    "Auth": errors.AuthError,
+    "RateLimited": errors.RateLimitedError,
+    "Infrastructure": errors.InfrastructureError,
+    "Timeout": errors.AgentTimeout,
+}
+
+
+def load_script(script_dir: Path) -> dict[str, Any]:
+    path = script_dir / SCRIPT_FILE
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise errors.ConfigError(
+            f"the scripted backend needs {path}; mount a ConfigMap with a script.yaml key there"
+        ) from None
+    except yaml.YAMLError as e:
+        raise errors.ConfigError(f"{path} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if isinstance(data, list):
+        return {"steps": data}
+    if not isinstance(data, dict):
+        raise errors.ConfigError(f"{path} must be a mapping (tasks/roles/steps) or a list of steps")
+    return data
+
+
+def select_steps(script: dict[str, Any], *, task: str, build: str, role: str) -> list[Any]:
+    """The steps for a task: by full task name, by plan-local name, by role, then the default steps."""
+    tasks = script.get("tasks") or {}
+    roles = script.get("roles") or {}
+    local = task[len(build) + 1:] if task.startswith(build + "-") else None
+    for key, table in ((task, tasks), (local, tasks), (role, roles)):
+        if key is not None and key in table:
+            return _steps(table[key], f"{key!r}")
+    return _steps(script.get("steps") or [], "steps")
+
+
+def _steps(value: Any, where: str) -> list[Any]:
+    if isinstance(value, dict) and "steps" in value:
+        value = value["steps"]
+    if not isinstance(value, list):
+        raise errors.ConfigError(f"script entry {where} must be a list of steps")
+    return value
+
+
+def parse_step(step: Any, index: int) -> tuple[str, dict[str, Any], bool]:
+    """``(tool, arguments, check)`` of a step."""
+    if not isinstance(step, dict):
+        raise errors.ConfigError(f"script step {index} must be a mapping with one action, got {step!r}")
+    check = bool(step.get("check", False))
+    keys = [k for k in step if k != "check"]
+    if len(keys) != 1 or keys[0] not in ACTIONS:
+        raise errors.ConfigError(
+            f"script step {index} must have exactly one action of {', '.join(sorted(ACTIONS))}; got {keys}"
+        )
+    args = step[keys[0]]
+    if isinstance(args, str):
+        args = {"command": args} if ACTIONS[keys[0]] == "run_command" else {"summary": args}
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise errors.ConfigError(f"script step {index} ({keys[0]}) needs a mapping of arguments")
+    return ACTIONS[keys[0]], args, check
+
+
+class ScriptedBackend(base.Backend):
+    name = "scripted"
+
+    def __init__(self, script_dir: Path) -> None:
+        self.script_dir = script_dir
+
+    def run(self, session: base.Session) -> tools.Finish:
+        script = load_script(self.script_dir)
+        task = session.task
+        steps = select_steps(script, task=task.task, build=task.build, role=task.role)
+        session.events.log("running script", steps=len(steps))
+        done: list[str] = []
+        for index, step in enumerate(steps):
+            tool, args, check = parse_step(step, index)
+            if tool == "fail":
+                cls = FAILURES.get(str(args.get("class", "AgentError")), errors.AgentError)
+                raise cls(str(args.get("message", f"script step {index} failed on purpose")))
+            result = session.toolbox.call(tool, args)
+            if result.is_error and check:
+                raise errors.AgentError(f"script step {index} ({tool}) failed: {result.content}")
+            if session.toolbox.finished is not None:
+                return session.toolbox.finished
+            done.append(tool)
+        result = session.toolbox.call("finish", {"summary": f"applied {len(done)} scripted step(s)"})
+        if session.toolbox.finished is None:
+            raise errors.AgentError(f"the script ended without a valid finish: {result.content}")
+        return session.toolbox.finished

@@ -1,0 +1,48 @@
+"""Prompt templates: Jinja2 files shipped in ``longshot/agent/prompts/*.j2``, each overridable by a
+same-named file in the prompts directory (a mounted ConfigMap)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from longshot.agent import errors, gitops
+
+PACKAGED = Path(__file__).parent / "prompts"
+SYSTEM = "system.j2"
+
+
+def environment(override_dir: Path | None) -> jinja2.Environment:
+    loaders: list[jinja2.BaseLoader] = []
+    if override_dir is not None and override_dir.is_dir():
+        loaders.append(jinja2.FileSystemLoader(str(override_dir)))
+    loaders.append(jinja2.FileSystemLoader(str(PACKAGED)))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=False,
+    )
+    env.filters["sanitize_url"] = gitops.sanitize_url
+    return env
+
+
+def render(name: str, override_dir: Path | None, **context: Any) -> str:
+    """Render template ``name`` (e.g. ``worker.j2``); errors name the template and what is wrong."""
+    env = environment(override_dir)
+    try:
+        return env.get_template(name).render(**context).strip() + "\n"
+    except jinja2.TemplateNotFound:
+        raise errors.ConfigError(f"prompt template {name} not found (packaged or in {override_dir})") from None
+    except jinja2.TemplateError as e:
+        where = f" line {e.lineno}" if getattr(e, "lineno", None) else ""
+        raise errors.ConfigError(f"prompt template {name}{where} cannot be rendered: {e.message}") from None
+
+
+def role_prompts(role: str, override_dir: Path | None, **context: Any) -> tuple[str, str]:
+    """``(system prompt, task prompt)`` of a role."""
+    context.setdefault("role", role)
+    return render(SYSTEM, override_dir, **context), render(f"{role}.j2", override_dir, **context)

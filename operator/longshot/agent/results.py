@@ -1,0 +1,98 @@
+"""Checks of what a model hands back at ``finish``: a planner's task list and a reviewer's verdict.
+
+Every check raises :class:`~longshot.agent.errors.ToolError` whose message tells the model exactly what
+to fix (the dispatcher shows it and asks again, a bounded number of times).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+
+from longshot.agent import errors
+from longshot.api import handoff
+
+
+def validate_plan(raw: Any, *, max_tasks: int, depth: int = 0, max_depth: int = 2) -> list[handoff.PlannedTask]:
+    """A validated task list: well-formed tasks, unique names, known dependencies, no cycle, bounded."""
+    if not isinstance(raw, list):
+        raise errors.ToolError("tasks must be a list of task objects")
+    if len(raw) > max_tasks:
+        raise errors.ToolError(f"the plan has {len(raw)} tasks; at most {max_tasks} are allowed, merge some")
+    tasks: list[handoff.PlannedTask] = []
+    for index, item in enumerate(raw):
+        try:
+            tasks.append(handoff.PlannedTask.model_validate(item))
+        except pydantic.ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(task)"
+            name = item.get("name") if isinstance(item, dict) else None
+            raise errors.ToolError(
+                f"task {index} ({name or 'unnamed'}): {where}: {first['msg']}"
+                + (" (names are lowercase letters, digits and '-', at most 40 characters)"
+                   if where == "name" else "")
+            ) from None
+    names = [t.name for t in tasks]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise errors.ToolError(f"task names must be unique; repeated: {', '.join(duplicates)}")
+    known = set(names)
+    for task in tasks:
+        unknown = [d for d in task.depends_on if d not in known]
+        if unknown:
+            raise errors.ToolError(f"task {task.name} depends on unknown task(s): {', '.join(unknown)}")
+        if task.name in task.depends_on:
+            raise errors.ToolError(f"task {task.name} depends on itself")
+        if task.decompose and depth + 1 >= max_depth:
+            raise errors.ToolError(
+                f"task {task.name} asks to be decomposed but the plan is at depth {depth} of {max_depth}; "
+                "split it yourself instead"
+            )
+    cycle = find_cycle({t.name: t.depends_on for t in tasks})
+    if cycle:
+        raise errors.ToolError(f"the dependencies have a cycle: {' -> '.join(cycle)}")
+    return tasks
+
+
+def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """A dependency cycle as a path that starts and ends with the same name, or None."""
+    white, grey, black = 0, 1, 2
+    colour = dict.fromkeys(graph, white)
+    for start in graph:
+        if colour[start] != white:
+            continue
+        stack: list[tuple[str, int]] = [(start, 0)]
+        path: list[str] = [start]
+        colour[start] = grey
+        while stack:
+            node, index = stack[-1]
+            deps = graph.get(node, [])
+            if index < len(deps):
+                stack[-1] = (node, index + 1)
+                nxt = deps[index]
+                if colour.get(nxt, black) == grey:
+                    return [*path[path.index(nxt):], nxt]
+                if colour.get(nxt) == white:
+                    colour[nxt] = grey
+                    stack.append((nxt, 0))
+                    path.append(nxt)
+            else:
+                colour[node] = black
+                stack.pop()
+                path.pop()
+    return None
+
+
+def validate_review(payload: dict[str, Any]) -> tuple[str, list[str]]:
+    verdict = payload.get("verdict")
+    if verdict not in ("approved", "changes-requested"):
+        raise errors.ToolError("verdict must be 'approved' or 'changes-requested'")
+    reasons = payload.get("reasons") or []
+    if isinstance(reasons, str):
+        reasons = [reasons]
+    if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
+        raise errors.ToolError("reasons must be a list of strings")
+    if verdict == "changes-requested" and not reasons:
+        raise errors.ToolError("a changes-requested verdict needs at least one reason")
+    return verdict, reasons

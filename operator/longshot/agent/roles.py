@@ -1,0 +1,290 @@
+"""What each role does between the clone and the handoff.
+
+Every role function takes an :class:`Attempt` (the checkout, the tools, the settings) and returns the
+fields of a successful handoff; failures are raised as :class:`~longshot.agent.errors.AgentFailure`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from longshot.agent import errors, events, gitops, prompts, results, sandbox, settings, tools
+from longshot.agent.backends import base
+from longshot.api import handoff
+from longshot.vcs import secretscan
+
+CONFLICT_MARKERS = ("<<<<<<< ", ">>>>>>> ")
+
+
+@dataclass
+class Attempt:
+    """Everything a role needs; built by the runner after the clone."""
+
+    task: handoff.TaskInput
+    paths: settings.Paths
+    settings: settings.Settings
+    events: events.Events
+    git: gitops.Git
+    api_key: str | None
+    known_secrets: list[str]
+    command_env: dict[str, str]
+    sleep: Callable[[float], None] = time.sleep
+    rand: Callable[[], float] = random.random
+    usage: handoff.Usage = field(default_factory=handoff.Usage)
+    base_commit: str | None = None
+
+    def sandbox(self) -> sandbox.Sandbox:
+        return sandbox.Sandbox(self.paths.checkout, env=self.command_env, output_cap=self.settings.output_cap,
+                               default_timeout=self.settings.command_timeout_seconds)
+
+
+# --- backends ----------------------------------------------------------------------------------------
+
+def make_backend(attempt: Attempt) -> base.Backend:
+    spec = attempt.task.backend
+    s = attempt.settings
+    if spec.name == "scripted":
+        from longshot.agent.backends import scripted
+
+        return scripted.ScriptedBackend(attempt.paths.script)
+    if spec.name == "command":
+        from longshot.agent.backends import command
+
+        return command.CommandBackend(template=spec.command or "", model=spec.model,
+                                      timeout=s.agent_timeout_seconds, output_cap=s.output_cap)
+    if not spec.model:
+        raise errors.ConfigError(f"the {spec.name} backend needs a model (spec.agent.model)")
+    from longshot.agent.backends import http
+
+    policy = http.RetryPolicy(max_attempts=s.retry_max_attempts, base_delay=s.retry_base_seconds,
+                              max_delay=s.retry_max_seconds)
+    if spec.name == "openai":
+        from longshot.agent.backends import openai
+
+        return openai.OpenAIBackend(model=spec.model, base_url=spec.base_url, policy=policy,
+                                    timeout=s.http_timeout_seconds, rand=attempt.rand)
+    from longshot.agent.backends import anthropic
+
+    return anthropic.AnthropicBackend(model=spec.model, base_url=spec.base_url, policy=policy,
+                                      timeout=s.http_timeout_seconds, max_tokens=s.max_output_tokens,
+                                      rand=attempt.rand)
+
+
+def run_backend(attempt: Attempt, *, validator: tools.Validator | None = None,
+                **context: Any) -> tools.Finish:
+    """Render the role's prompts and let the configured backend drive the tools to ``finish``."""
+    task = attempt.task
+    system, prompt = prompts.role_prompts(task.role, attempt.paths.prompts, task=task, **context)
+    backend = make_backend(attempt)
+    toolbox = tools.Toolbox(attempt.sandbox(), attempt.events, task.role, validator=validator,
+                            max_corrections=attempt.settings.max_corrections)
+    session = base.Session(
+        task=task, system_prompt=system, prompt=prompt, toolbox=toolbox, events=attempt.events,
+        workdir=attempt.paths.checkout, scratch=attempt.paths.scratch, api_key=attempt.api_key,
+        max_turns=task.backend.max_turns, sleep=attempt.sleep,
+    )
+    attempt.events.log("agent started", backend=backend.name, model=task.backend.model)
+    try:
+        return backend.run(session)
+    finally:
+        attempt.usage = session.usage
+
+
+# --- git helpers -------------------------------------------------------------------------------------
+
+def _remote_base(attempt: Attempt) -> str:
+    base_commit = attempt.git.remote_branch(attempt.task.base_branch)
+    if base_commit is None:
+        raise errors.InfrastructureError(
+            f"the base branch {attempt.task.base_branch!r} does not exist in the repository; "
+            "check spec.repository.baseBranch"
+        )
+    attempt.base_commit = base_commit
+    return base_commit
+
+
+def _existing_branch(attempt: Attempt) -> str:
+    head = attempt.git.remote_branch(attempt.task.branch)
+    if head is None:
+        raise errors.InfrastructureError(
+            f"the branch {attempt.task.branch!r} to {attempt.task.role} does not exist in the repository")
+    return head
+
+
+def commit_message(task: handoff.TaskInput, summary: str) -> str:
+    first = next((line.strip() for line in summary.splitlines() if line.strip()), "")
+    if not first:
+        first = next((line.strip() for line in task.description.splitlines() if line.strip()), task.task)
+    title = first if len(first) <= 72 else first[:69].rstrip() + "..."
+    description = task.description if len(task.description) <= 2000 else task.description[:2000] + " [...]"
+    body = "\n".join(textwrap.fill(p, 72) if p.strip() else "" for p in description.splitlines())
+    trailers = (f"Longshot-Build: {task.build}\nLongshot-Task: {task.task}\n"
+                f"Longshot-Attempt: {task.attempt}\nLongshot-Role: {task.role}")
+    return f"{title}\n\n{body.strip()}\n\n{trailers}\n"
+
+
+def scan_and_push(attempt: Attempt, since: str, head: str) -> None:
+    """Refuse to push when the new commits add a credential; otherwise push the branch."""
+    findings = secretscan.scan_diff(attempt.git.diff(since, head), known=attempt.known_secrets)
+    if findings:
+        where = ", ".join(str(f) for f in findings[:10])
+        more = f" and {len(findings) - 10} more" if len(findings) > 10 else ""
+        raise errors.AgentError(
+            f"refusing to push {attempt.task.branch}: the change adds what looks like a credential at {where}"
+            f"{more}; remove it (use a Secret or an environment variable) and try again"
+        )
+    attempt.events.log("pushing", branch=attempt.task.branch, commit=head)
+    attempt.git.push(f"{head}:refs/heads/{attempt.task.branch}", what=f"push of {attempt.task.branch}")
+
+
+def _commit_if_dirty(attempt: Attempt, summary: str, *, allow_empty: bool = False) -> str:
+    git = attempt.git
+    if git.dirty() or allow_empty:
+        return git.commit_all(commit_message(attempt.task, summary), name=attempt.task.author_name,
+                              email=attempt.task.author_email, allow_empty=allow_empty)
+    return git.head()
+
+
+def _result_fields(attempt: Attempt, *, start: str, head: str, base_commit: str, summary: str) -> dict[str, Any]:
+    files = attempt.git.changed_files(f"{base_commit}...{head}")
+    outcome = "succeeded" if files else "empty"
+    return {
+        "outcome": outcome,
+        "branch": attempt.task.branch if outcome == "succeeded" else None,
+        "commit": head if outcome == "succeeded" else None,
+        "base_commit": start,
+        "files_changed": files,
+        "summary": summary,
+    }
+
+
+# --- roles -------------------------------------------------------------------------------------------
+
+def worker(attempt: Attempt) -> dict[str, Any]:
+    git = attempt.git
+    base_commit = _remote_base(attempt)
+    start = git.remote_branch(attempt.task.branch) or base_commit
+    git.checkout(attempt.task.branch, start)
+    attempt.base_commit = start
+    finish = run_backend(attempt)
+    head = _commit_if_dirty(attempt, finish.summary)
+    if head != start and git.changed_files(start, head):
+        scan_and_push(attempt, start, head)
+    return _result_fields(attempt, start=start, head=head, base_commit=base_commit, summary=finish.summary)
+
+
+def planner(attempt: Attempt) -> dict[str, Any]:
+    base_commit = _remote_base(attempt)
+    attempt.git.checkout(f"longshot-plan-{attempt.task.attempt}", base_commit)
+    task = attempt.task
+
+    def validate(payload: dict[str, Any]) -> list[handoff.PlannedTask]:
+        if "tasks" not in payload:
+            raise errors.ToolError("finish needs `tasks`, the task list")
+        return results.validate_plan(payload["tasks"], max_tasks=task.max_tasks, depth=task.depth,
+                                     max_depth=task.max_depth)
+
+    finish = run_backend(attempt, validator=validate)
+    planned: list[handoff.PlannedTask] = finish.validated
+    return {"outcome": "succeeded" if planned else "empty", "tasks": planned, "summary": finish.summary,
+            "base_commit": base_commit}
+
+
+def reviewer(attempt: Attempt) -> dict[str, Any]:
+    git = attempt.git
+    base_commit = _remote_base(attempt)
+    head = _existing_branch(attempt)
+    git.checkout(attempt.task.branch, head)
+    diff = git.diff(f"{base_commit}...{head}")
+    files = git.changed_files(f"{base_commit}...{head}")
+    finish = run_backend(attempt, validator=results.validate_review,
+                         diff=sandbox.truncate(diff, attempt.settings.max_diff_chars) or "(no changes)",
+                         diff_files=files)
+    verdict, reasons = finish.validated
+    return {"outcome": "succeeded", "verdict": verdict, "reasons": reasons, "summary": finish.summary,
+            "branch": attempt.task.branch, "commit": head, "base_commit": base_commit, "files_changed": files}
+
+
+def tester(attempt: Attempt) -> dict[str, Any]:
+    task = attempt.task
+    if not task.test_command:
+        raise errors.ConfigError("the tester role needs a test command (spec.reconciler.command)")
+    base_commit = _remote_base(attempt)
+    head = _existing_branch(attempt)
+    attempt.git.checkout(task.branch, head)
+    attempt.events.log("running tests", command=task.test_command)
+    result = sandbox.run(["/bin/sh", "-c", task.test_command], cwd=attempt.paths.checkout,
+                         env=attempt.command_env, timeout=attempt.settings.test_timeout_seconds,
+                         output_cap=attempt.settings.output_cap)
+    tail = attempt.events.redactor.text(sandbox.truncate(result.output, 3000))
+    attempt.events.emit("tool_call", tool="test_command", ok=result.exit_code == 0, exit_code=result.exit_code,
+                        result=sandbox.truncate(tail, 400))
+    if result.timed_out:
+        verdict, reasons = "failed", [f"`{task.test_command}` did not finish within "
+                                      f"{attempt.settings.test_timeout_seconds:g}s", tail]
+    elif result.exit_code == 0:
+        verdict, reasons = "passed", [f"`{task.test_command}` exited with code 0", tail]
+    else:
+        verdict, reasons = "failed", [f"`{task.test_command}` exited with code {result.exit_code}", tail]
+    return {"outcome": "succeeded", "verdict": verdict, "reasons": reasons, "branch": task.branch,
+            "commit": head, "base_commit": base_commit,
+            "summary": f"tests {verdict} on {task.branch} at {head[:12]}"}
+
+
+def fixer(attempt: Attempt) -> dict[str, Any]:
+    git = attempt.git
+    task = attempt.task
+    base_commit = _remote_base(attempt)
+    start = git.remote_branch(task.branch) or base_commit
+    git.checkout(task.branch, start)
+    merge = git.run("merge", "--no-ff", "--no-edit", "--quiet", base_commit, check=False,
+                    env=gitops.author_env(task.author_name, task.author_email))
+    conflicts = [p for p in git.run("diff", "--name-only", "--diff-filter=U").stdout.splitlines() if p]
+    if merge.returncode != 0 and not conflicts:
+        raise git.error(f"merge of {task.base_branch} into {task.branch}", merge.stderr or merge.stdout)
+    if conflicts:
+        attempt.events.log("merge conflicts", files=conflicts)
+
+    def validate(payload: dict[str, Any]) -> None:
+        left = [p for p in conflicts if _has_conflict_markers(attempt.paths.checkout / p)]
+        if left:
+            raise errors.ToolError(f"conflict markers are still in: {', '.join(left)}; resolve them")
+
+    finish = run_backend(attempt, validator=validate, conflicts=conflicts)
+    head = _commit_if_dirty(attempt, finish.summary or f"Merge {task.base_branch} into {task.branch}")
+    if head != start:
+        scan_and_push(attempt, base_commit, head)
+    fields = _result_fields(attempt, start=start, head=head, base_commit=base_commit, summary=finish.summary)
+    if head == start:
+        fields.update(outcome="empty", branch=None, commit=None)
+    return fields
+
+
+def _has_conflict_markers(path: Path) -> bool:
+    try:
+        text = path.read_text(errors="replace")
+    except (FileNotFoundError, IsADirectoryError):
+        return False
+    return any(line.startswith(CONFLICT_MARKERS) or line.rstrip() == "=======" for line in text.splitlines())
+
+
+ROLES: dict[str, Callable[[Attempt], dict[str, Any]]] = {
+    "planner": planner, "worker": worker, "reviewer": reviewer, "tester": tester, "fixer": fixer,
+}
+
+
+def command_env(workspace: Path, base: dict[str, str]) -> dict[str, str]:
+    """Environment of model-run commands: the runner's own, minus git plumbing, with writable HOME/TMPDIR."""
+    env = {k: v for k, v in base.items() if not k.startswith(("GIT_", "LONGSHOT_GIT_ASKPASS"))}
+    home = env.get("HOME")
+    if not home or not os.access(home, os.W_OK):
+        env["HOME"] = str(workspace / ".home")
+        Path(env["HOME"]).mkdir(parents=True, exist_ok=True)
+    return env

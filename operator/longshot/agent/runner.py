@@ -1,0 +1,209 @@
+"""The agent runner: ``python -m longshot agent`` inside an agent Pod.
+
+Reads the task input, clones the repository with the mounted credentials, plays its role with the
+configured backend, commits and pushes, and reports a handoff: on stdout (last line) and in the
+termination log (inline, or as a pointer to a git ref when it is larger than a termination message).
+Exit codes are listed in :mod:`longshot.agent.errors` and docs/agent.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+from longshot.agent import errors, events, gitops, redact, roles, settings
+from longshot.api import common, handoff
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="longshot agent", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task-input", type=Path, help="the task input JSON (default: $LONGSHOT_TASK_INPUT "
+                                                        f"or {handoff.TASK_INPUT_PATH})")
+    parser.add_argument("--workspace", type=Path, help="scratch directory (default: $LONGSHOT_WORKSPACE_DIR "
+                                                       f"or {handoff.WORKSPACE_DIR})")
+    args = parser.parse_args(argv)
+    env = dict(os.environ)
+    if args.task_input:
+        env["LONGSHOT_TASK_INPUT"] = str(args.task_input)
+    if args.workspace:
+        env["LONGSHOT_WORKSPACE_DIR"] = str(args.workspace)
+    return run(env)
+
+
+def run(env: Mapping[str, str], *, sleep: Callable[[float], None] = time.sleep,
+        rand: Callable[[], float] = random.random) -> int:
+    """The whole attempt; ``env`` stands for the process environment (tests pass their own)."""
+    paths = settings.Paths.from_env(env)
+    redactor = redact.Redactor()
+    ev = events.Events(redactor)
+    try:
+        tuning = settings.Settings.from_env(env)
+        task = load_task_input(paths.task_input)
+    except errors.AgentFailure as e:
+        # Without a valid task there is no valid handoff: the message says why, for the attempt's reason.
+        ev.log(str(e), level="error")
+        _write_termination_log(paths.termination_log, f"invalid task input: {e}", ev)
+        return e.exit_code
+    ev.set_context(build=task.build, task=task.task, attempt=task.attempt, role=task.role)
+    ev.log("agent runner started", backend=task.backend.name, repository=gitops.sanitize_url(task.repository_url),
+           branch=task.branch, base_branch=task.base_branch)
+    attempt: roles.Attempt | None = None
+    credentials = gitops.Credentials()
+    with events.Heartbeat(ev, tuning.heartbeat_seconds):
+        try:
+            attempt, credentials = prepare(task, paths, tuning, ev, env, sleep=sleep, rand=rand)
+            fields = roles.ROLES[task.role](attempt)
+            result = make_handoff(task, attempt, **fields)
+        except errors.AgentFailure as e:
+            ev.log(str(e), level="error", failure_class=e.failure_class)
+            result = failed_handoff(task, attempt, e)
+        except Exception as e:  # a bug: still report, so the operator does not wait for a timeout
+            ev.log("internal error", level="error", error=f"{type(e).__name__}: {e}",
+                   traceback=traceback.format_exc(limit=8))
+            result = failed_handoff(task, attempt, errors.AgentError(f"internal error in the agent runner: "
+                                                                     f"{type(e).__name__}: {e}"))
+        result = deliver(result, task, paths, tuning, ev, credentials)
+    ev.emit("handoff", handoff=result.to_wire())
+    return exit_code(result)
+
+
+def load_task_input(path: Path) -> handoff.TaskInput:
+    try:
+        raw = path.read_text()
+    except FileNotFoundError:
+        raise errors.ConfigError(f"no task input at {path} (set LONGSHOT_TASK_INPUT outside a Pod)") from None
+    except OSError as e:
+        raise errors.ConfigError(f"cannot read the task input {path}: {e.strerror}") from None
+    try:
+        task = handoff.TaskInput.model_validate_json(raw)
+    except pydantic.ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(root)"
+        raise errors.ConfigError(f"the task input {path} is invalid: {where}: {first['msg']}") from None
+    if not re.match(common.DNS_SUBDOMAIN, task.task) or len(task.task) > 253:
+        raise errors.ConfigError(f"the task input's task name {task.task!r} is not a valid object name")
+    if not re.match(common.GIT_BRANCH, task.branch) or ".." in task.branch or task.branch.endswith((".lock", "/")):
+        raise errors.ConfigError(f"the task input's branch {task.branch!r} is not a valid branch name")
+    if not re.match(common.GIT_URL, task.repository_url):
+        raise errors.ConfigError("the task input's repository URL is not a URL git can clone")
+    return task
+
+
+def prepare(task: handoff.TaskInput, paths: settings.Paths, tuning: settings.Settings, ev: events.Events,
+            env: Mapping[str, str], *, sleep: Callable[[float], None],
+            rand: Callable[[], float]) -> tuple[roles.Attempt, gitops.Credentials]:
+    """Fresh workspace, credentials loaded (and registered for redaction), repository cloned."""
+    for stale in (paths.checkout, paths.scratch):
+        if stale.exists():
+            shutil.rmtree(stale)
+    paths.scratch.mkdir(parents=True, mode=0o700)
+    api_key = _read_secret(paths.llm_credentials / "api-key")
+    ev.redactor.add(api_key)
+    credentials = gitops.load_credentials(paths.git_credentials, paths.scratch)
+    for secret in credentials.secrets:
+        ev.redactor.add(secret)
+    base_env = {k: v for k, v in env.items() if not k.startswith("LONGSHOT_GIT_ASKPASS")}
+    clone = gitops.Git(paths.workspace, credentials=credentials, redactor=ev.redactor,
+                       timeout=tuning.git_timeout_seconds, base_env=base_env)
+    ev.log("cloning", repository=gitops.sanitize_url(task.repository_url), credentials=credentials.kind)
+    clone.clone(task.repository_url, paths.checkout)
+    git = gitops.Git(paths.checkout, credentials=credentials, redactor=ev.redactor,
+                     timeout=tuning.git_timeout_seconds, base_env=base_env)
+    known = [s for s in (api_key, *credentials.secrets) if s]
+    attempt = roles.Attempt(task=task, paths=paths, settings=tuning, events=ev, git=git, api_key=api_key,
+                            known_secrets=known, command_env=roles.command_env(paths.workspace, base_env),
+                            sleep=sleep, rand=rand)
+    return attempt, credentials
+
+
+def _read_secret(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+# --- the handoff -------------------------------------------------------------------------------------
+
+def make_handoff(task: handoff.TaskInput, attempt: roles.Attempt | None, **fields: Any) -> handoff.Handoff:
+    usage = attempt.usage if attempt is not None else handoff.Usage()
+    fields.setdefault("base_commit", attempt.base_commit if attempt is not None else None)
+    summary = fields.get("summary") or ""
+    fields["summary"] = summary if len(summary) <= 60_000 else summary[:60_000] + " [...]"
+    return handoff.Handoff(task=task.task, attempt=task.attempt, role=task.role, usage=usage, **fields)
+
+
+def failed_handoff(task: handoff.TaskInput, attempt: roles.Attempt | None,
+                   failure: errors.AgentFailure) -> handoff.Handoff:
+    message = str(failure) if attempt is None else attempt.events.redactor.text(str(failure))
+    if len(message) > 4000:
+        message = message[:3990] + " [...]"
+    return make_handoff(task, attempt, outcome="failed", summary=message,
+                        failure=handoff.Failure(failure_class=failure.failure_class, message=message))
+
+
+def deliver(result: handoff.Handoff, task: handoff.TaskInput, paths: settings.Paths, tuning: settings.Settings,
+            ev: events.Events, credentials: gitops.Credentials) -> handoff.Handoff:
+    """Write the termination message: the handoff itself, or a pointer to it in the repository."""
+    data = handoff.encode(result)
+    if handoff.fits_termination_message(data):
+        _write_termination_log(paths.termination_log, data.decode(), ev)
+        return result
+    ref = handoff.handoff_ref(task.task, task.attempt)
+    try:
+        git = gitops.Git(paths.scratch / "handoff.git", credentials=credentials, redactor=ev.redactor,
+                         timeout=tuning.git_timeout_seconds)
+        commit = gitops.push_handoff(git, task.repository_url, ref, data, name=task.author_name,
+                                     email=task.author_email,
+                                     message=f"Handoff of {task.task}, attempt {task.attempt}")
+    except errors.AgentFailure as e:
+        ev.log("cannot store the handoff in the repository", level="error", ref=ref, error=str(e))
+        failure = errors.InfrastructureError(f"the handoff ({len(data)} bytes) is too large for a termination "
+                                             f"message and could not be pushed to {ref}: {e}"[:3900])
+        fallback = result.model_copy(update={
+            "outcome": "failed", "tasks": [], "summary": str(failure), "files_changed": result.files_changed[:50],
+            "failure": handoff.Failure(failure_class=failure.failure_class, message=str(failure)),
+        })
+        _write_termination_log(paths.termination_log, handoff.encode(fallback).decode(), ev)
+        return fallback
+    pointer = handoff.HandoffPointer(ref=ref, commit=commit, sha256=handoff.digest(data), size=len(data))
+    ev.log("handoff stored in the repository", ref=ref, commit=commit, size=len(data))
+    _write_termination_log(paths.termination_log,
+                           json.dumps(pointer.to_wire(), sort_keys=True, separators=(",", ":")), ev)
+    return result
+
+
+def _write_termination_log(path: Path, text: str, ev: events.Events) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as e:
+        ev.log("cannot write the termination log", level="error", path=str(path), error=e.strerror)
+
+
+def exit_code(result: handoff.Handoff) -> int:
+    if result.outcome != "failed":
+        return errors.EXIT_OK
+    cls = result.failure.failure_class if result.failure else "AgentError"
+    return {
+        "Auth": errors.EXIT_AUTH,
+        "RateLimited": errors.EXIT_RATE_LIMITED,
+        "Infrastructure": errors.EXIT_INFRASTRUCTURE,
+        "Timeout": errors.EXIT_TIMEOUT,
+    }.get(cls, errors.EXIT_AGENT_ERROR)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,215 @@
+"""The tools every backend offers the model, their JSON schemas, and the dispatcher that runs them.
+
+The dispatcher turns every problem with a call (unknown tool, bad arguments, a path outside the
+workspace, ...) into a tool error the model sees and can recover from; it emits one ``tool_call`` event
+per call, redacted. ``finish`` ends the session; its payload is checked by the role's validator, and an
+invalid payload is answered with the reason so the model can correct it, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from longshot.agent import errors, events, sandbox
+
+MAX_CORRECTIONS = 3
+
+_STR = {"type": "string"}
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "list_files": {
+        "description": "List files under a directory of the repository (relative path), optionally "
+                       "filtered by a glob pattern.",
+        "parameters": {"type": "object", "properties": {"path": _STR, "pattern": _STR}, "required": []},
+    },
+    "read_file": {
+        "description": "Read a text file of the repository.",
+        "parameters": {"type": "object", "properties": {"path": _STR}, "required": ["path"]},
+    },
+    "write_file": {
+        "description": "Create or overwrite a file with the given content (parent directories are created).",
+        "parameters": {"type": "object", "properties": {"path": _STR, "content": _STR},
+                       "required": ["path", "content"]},
+    },
+    "edit_file": {
+        "description": "Replace an exact string in a file. `old` must occur exactly once unless replace_all.",
+        "parameters": {"type": "object", "properties": {
+            "path": _STR, "old": _STR, "new": _STR, "replace_all": {"type": "boolean"}},
+            "required": ["path", "old", "new"]},
+    },
+    "search": {
+        "description": "Search files for a Python regular expression; returns file:line: text.",
+        "parameters": {"type": "object", "properties": {"pattern": _STR, "path": _STR, "glob": _STR},
+                       "required": ["pattern"]},
+    },
+    "run_command": {
+        "description": "Run a shell command in the repository root (no network guarantees). Output is "
+                       "capped; the command is killed when its timeout (seconds) is up.",
+        "parameters": {"type": "object", "properties": {"command": _STR, "timeout": {"type": "number"}},
+                       "required": ["command"]},
+    },
+}
+
+_PLANNED_TASK = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "description": "unique lowercase DNS label, at most 40 characters"},
+        "description": _STR,
+        "scope": {"type": "array", "items": _STR},
+        "depends_on": {"type": "array", "items": _STR},
+        "priority": {"type": "integer", "minimum": 1, "maximum": 10},
+        "decompose": {"type": "boolean"},
+    },
+    "required": ["name", "description"],
+}
+
+
+def finish_schema(role: str) -> dict[str, Any]:
+    properties: dict[str, Any] = {"summary": {"type": "string", "description": "what you did, in words"}}
+    required = ["summary"]
+    if role == "planner":
+        properties["tasks"] = {"type": "array", "items": _PLANNED_TASK}
+        required.append("tasks")
+    if role == "reviewer":
+        properties["verdict"] = {"type": "string", "enum": ["approved", "changes-requested"]}
+        properties["reasons"] = {"type": "array", "items": _STR}
+        required.append("verdict")
+    return {
+        "description": "Call once when you are done. " + {
+            "planner": "Pass the task list.",
+            "reviewer": "Pass your verdict and the reasons.",
+        }.get(role, "Summarise the change."),
+        "parameters": {"type": "object", "properties": properties, "required": required},
+    }
+
+
+def specs(role: str) -> dict[str, dict[str, Any]]:
+    """Tool name -> {description, parameters} for a role."""
+    return {**SCHEMAS, "finish": finish_schema(role)}
+
+
+@dataclass
+class Finish:
+    """What ``finish`` returned once it passed the role's validation."""
+
+    summary: str = ""
+    payload: dict[str, Any] = field(default_factory=dict)
+    validated: Any = None
+
+
+Validator = Callable[[dict[str, Any]], Any]
+"""Checks a finish payload; returns the validated value or raises ToolError with the reason."""
+
+
+@dataclass
+class ToolResult:
+    content: str
+    is_error: bool = False
+
+
+class Toolbox:
+    """Runs tool calls against a sandbox and records the session's finish."""
+
+    def __init__(self, box: sandbox.Sandbox, ev: events.Events, role: str, *,
+                 validator: Validator | None = None, max_corrections: int = MAX_CORRECTIONS) -> None:
+        self.sandbox = box
+        self.events = ev
+        self.role = role
+        self.validator = validator
+        self.max_corrections = max_corrections
+        self.corrections = 0
+        self.finished: Finish | None = None
+        self.calls = 0
+
+    def call(self, name: str, arguments: str | dict[str, Any] | None) -> ToolResult:
+        """Run one call; ``arguments`` may be a JSON string (as OpenAI sends them) or a dict."""
+        self.calls += 1
+        try:
+            args = parse_arguments(arguments)
+            result = ToolResult(self._dispatch(name, args))
+        except errors.ToolError as e:
+            result = ToolResult(f"error: {e}", is_error=True)
+        text = self.events.redactor.text(result.content)
+        self.events.emit("tool_call", tool=name, ok=not result.is_error,
+                         arguments=_summarise_args(arguments), result=sandbox.truncate(text, 400))
+        return ToolResult(text, result.is_error)
+
+    def _dispatch(self, name: str, args: dict[str, Any]) -> str:
+        box = self.sandbox
+        try:
+            if name == "list_files":
+                return box.list_files(args.get("path") or ".", args.get("pattern"))
+            if name == "read_file":
+                return box.read_file(_required(args, "path"))
+            if name == "write_file":
+                return box.write_file(_required(args, "path"), _required(args, "content"))
+            if name == "edit_file":
+                return box.edit_file(_required(args, "path"), _required(args, "old"), _required(args, "new"),
+                                     bool(args.get("replace_all", False)))
+            if name == "search":
+                return box.search(_required(args, "pattern"), args.get("path") or ".", args.get("glob"))
+            if name == "run_command":
+                timeout = args.get("timeout")
+                if timeout is not None and not isinstance(timeout, int | float):
+                    raise errors.ToolError("timeout must be a number of seconds")
+                return box.run_command(_required(args, "command"), timeout).render()
+            if name == "finish":
+                return self._finish(args)
+        except OSError as e:
+            raise errors.ToolError(f"{name} failed: {e.strerror or e}") from None
+        raise errors.ToolError(f"unknown tool {name!r}; the tools are {', '.join(specs(self.role))}")
+
+    def _finish(self, args: dict[str, Any]) -> str:
+        summary = args.get("summary", "")
+        if not isinstance(summary, str):
+            raise errors.ToolError("summary must be a string")
+        validated = None
+        if self.validator is not None:
+            try:
+                validated = self.validator(args)
+            except errors.ToolError as e:
+                self.corrections += 1
+                if self.corrections > self.max_corrections:
+                    raise errors.AgentError(
+                        f"the model's {self.role} result is still invalid after {self.max_corrections} "
+                        f"correction(s): {e}"
+                    ) from None
+                raise errors.ToolError(f"{e} — fix it and call finish again") from None
+        self.finished = Finish(summary=summary, payload=args, validated=validated)
+        return "finished"
+
+
+def parse_arguments(arguments: str | dict[str, Any] | None) -> dict[str, Any]:
+    if arguments is None or arguments == "":
+        return {}
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        value = json.loads(arguments)
+    except (json.JSONDecodeError, TypeError) as e:
+        raise errors.ToolError(
+            f"the arguments are not valid JSON ({e}); send a JSON object matching the tool's schema"
+        ) from None
+    if not isinstance(value, dict):
+        raise errors.ToolError("the arguments must be a JSON object")
+    return value
+
+
+def _required(args: dict[str, Any], key: str) -> Any:
+    if key not in args:
+        raise errors.ToolError(f"missing required argument {key!r}")
+    return args[key]
+
+
+def _summarise_args(arguments: Any) -> Any:
+    """Arguments as logged: long strings shortened (file contents are not progress)."""
+    if isinstance(arguments, str):
+        return sandbox.truncate(arguments, 200)
+    if isinstance(arguments, dict):
+        return {k: sandbox.truncate(v, 200) if isinstance(v, str) else ("[...]" if isinstance(v, list | dict)
+                                                                          else v)
+                for k, v in arguments.items()}
+    return arguments
