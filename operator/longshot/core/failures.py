@@ -1,0 +1,217 @@
+"""Classify a finished attempt: what the Pod's status and the agent's handoff say about it.
+
+Input is the Pod's ``status`` as the API server returns it (camelCase dict) and the parsed handoff
+(:class:`~longshot.api.handoff.Handoff`), or the :class:`~longshot.api.handoff.HandoffError` raised while
+reading it, or ``None`` when there was nothing to read. Output is a :class:`Outcome`: ``failure_class`` is
+``None`` for a successful attempt, else one of ``api.agenttask.FailureClass``; ``message`` is for people.
+
+Precedence, first match wins:
+
+1. the handoff's own ``failure.class`` (the agent knows best why it gave up);
+2. facts from the kubelet: ``status.reason`` ``DeadlineExceeded`` -> Timeout, ``Evicted`` -> Infrastructure,
+   agent container terminated with reason ``OOMKilled`` -> OOMKilled;
+3. the agent container's exit code: 0 ok, 1 AgentError, 3 Auth, 4 RateLimited, 5 Infrastructure,
+   137/143 (killed by SIGKILL/SIGTERM from outside) Infrastructure, anything else AgentError;
+4. exit code 0 needs a valid handoff: a HandoffError, no handoff, or a handoff for another task or attempt
+   is InvalidHandoff; a handoff with ``outcome: failed`` and no failure is AgentError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from longshot.api.agenttask import FailureClass
+from longshot.api.handoff import Handoff, HandoffError
+
+AGENT_CONTAINER: Final = "agent"
+"""Name of the agent container in agent Pods."""
+
+EXIT_OK: Final = 0
+EXIT_AGENT_ERROR: Final = 1
+EXIT_AUTH: Final = 3
+EXIT_RATE_LIMITED: Final = 4
+EXIT_INFRASTRUCTURE: Final = 5
+
+EXIT_CODES: Final[Mapping[int, FailureClass]] = {
+    EXIT_AGENT_ERROR: "AgentError",
+    EXIT_AUTH: "Auth",
+    EXIT_RATE_LIMITED: "RateLimited",
+    EXIT_INFRASTRUCTURE: "Infrastructure",
+    137: "Infrastructure",  # SIGKILL from outside (node shutdown, kubectl delete --force) without OOM
+    143: "Infrastructure",  # SIGTERM: the Pod was deleted or preempted
+}
+
+FAILURE_CLASSES: Final[tuple[FailureClass, ...]] = (
+    "AgentError", "Timeout", "OOMKilled", "RateLimited", "Auth", "Infrastructure", "InvalidHandoff",
+)
+
+# Waiting reasons that never fix themselves: fail the attempt at once.
+FATAL_WAITING: Final = frozenset({"InvalidImageName", "ErrImageNeverPull"})
+# Waiting reasons that may be transient (a registry hiccup, a Secret created a moment late): fail the
+# attempt when they last longer than the grace period.
+STUCK_WAITING: Final = frozenset(
+    {"ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+)
+DEFAULT_STUCK_GRACE_SECONDS: Final = 120.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended. ``failure_class`` is None when it succeeded."""
+
+    failure_class: FailureClass | None
+    message: str
+    exit_code: int | None = None
+    reason: str = ""
+    """Short machine-ish reason (``OOMKilled``, ``DeadlineExceeded``, ``exit code 4``, ...)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.failure_class is None
+
+
+def agent_container_status(pod_status: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The agent container's status (named ``agent``, else the first container), or None."""
+    statuses = pod_status.get("containerStatuses") or []
+    for cs in statuses:
+        if cs.get("name") == AGENT_CONTAINER:
+            return cs
+    return statuses[0] if statuses else None
+
+
+def _terminated(pod_status: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    cs = agent_container_status(pod_status)
+    if cs is None:
+        return None
+    state = cs.get("state") or {}
+    term = state.get("terminated")
+    if term is None:
+        term = (cs.get("lastState") or {}).get("terminated")
+    return term
+
+
+def _waiting(pod_status: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for key in ("initContainerStatuses", "containerStatuses"):
+        for cs in pod_status.get(key) or []:
+            waiting = (cs.get("state") or {}).get("waiting")
+            if waiting and waiting.get("reason"):
+                return waiting
+    return None
+
+
+def classify(
+    pod_status: Mapping[str, Any],
+    handoff: Handoff | HandoffError | None,
+    *,
+    task: str | None = None,
+    attempt: int | None = None,
+) -> Outcome:
+    """Classify a finished attempt (see the module doc for the precedence).
+
+    ``task`` and ``attempt``, when given, must match the handoff's own, else it is InvalidHandoff (a
+    handoff of another attempt must never complete this one).
+    """
+    term = _terminated(pod_status)
+    exit_code: int | None = term.get("exitCode") if term else None
+    term_reason = (term or {}).get("reason") or ""
+
+    # 1. the agent's own word
+    if isinstance(handoff, Handoff) and handoff.outcome == "failed" and handoff.failure is not None:
+        f = handoff.failure
+        return Outcome(f.failure_class, f.message or f"the agent reported {f.failure_class}",
+                       exit_code, f.failure_class)
+
+    # 2. the kubelet's word
+    pod_reason = pod_status.get("reason") or ""
+    if pod_reason == "DeadlineExceeded":
+        return Outcome("Timeout", "the attempt ran longer than its timeout (activeDeadlineSeconds) and "
+                       "was stopped; raise spec.agent.timeoutSeconds or split the task",
+                       exit_code, "DeadlineExceeded")
+    if pod_reason == "Evicted":
+        detail = pod_status.get("message") or "the node evicted the Pod"
+        return Outcome("Infrastructure", f"the Pod was evicted: {detail}", exit_code, "Evicted")
+    if term_reason == "OOMKilled":
+        return Outcome("OOMKilled", "the agent ran out of memory (OOMKilled); raise the memory limit in "
+                       "spec.agent.resources or the task's spec.resources", exit_code, "OOMKilled")
+    if term is None:
+        waiting = _waiting(pod_status)
+        if waiting is not None:
+            return Outcome("Infrastructure", _waiting_message(waiting), None, waiting["reason"])
+        phase = pod_status.get("phase") or "Unknown"
+        return Outcome("Infrastructure", f"the Pod ended in phase {phase} without the agent container "
+                       "terminating", None, pod_reason or phase)
+
+    # 3. the exit code
+    if exit_code not in (None, EXIT_OK):
+        failure_class = EXIT_CODES.get(exit_code, "AgentError")
+        detail = (term.get("message") or "").strip() if not isinstance(handoff, Handoff) else ""
+        message = f"the agent exited with code {exit_code} ({failure_class})"
+        if isinstance(handoff, Handoff) and handoff.summary:
+            detail = handoff.summary
+        if detail and not detail.startswith("{"):
+            message += f": {detail[:512]}"
+        return Outcome(failure_class, message, exit_code, term_reason or f"exit code {exit_code}")
+
+    # 4. exit 0: the handoff decides
+    if isinstance(handoff, HandoffError):
+        return Outcome("InvalidHandoff", str(handoff), exit_code, "InvalidHandoff")
+    if handoff is None:
+        return Outcome("InvalidHandoff", "the agent exited successfully but wrote no handoff", exit_code,
+                       "InvalidHandoff")
+    if task is not None and handoff.task != task:
+        return Outcome("InvalidHandoff", f"the handoff is for task {handoff.task!r}, not {task!r}",
+                       exit_code, "InvalidHandoff")
+    if attempt is not None and handoff.attempt != attempt:
+        return Outcome("InvalidHandoff", f"the handoff is for attempt {handoff.attempt}, not {attempt}",
+                       exit_code, "InvalidHandoff")
+    if handoff.outcome == "failed":
+        return Outcome("AgentError", handoff.summary or "the agent reported failure without a reason",
+                       exit_code, "AgentError")
+    return Outcome(None, handoff.summary or f"the agent finished ({handoff.outcome})", exit_code,
+                   "Completed")
+
+
+def _waiting_message(waiting: Mapping[str, Any]) -> str:
+    reason = waiting.get("reason", "")
+    detail = (waiting.get("message") or "").strip()
+    hint = {
+        "ErrImagePull": "check spec.agent.image and that the node can pull it",
+        "ImagePullBackOff": "check spec.agent.image and that the node can pull it",
+        "InvalidImageName": "fix spec.agent.image",
+        "ErrImageNeverPull": "import the image on the node or change the operator's image pull policy",
+        "CreateContainerConfigError": "check that the credentials Secrets and ConfigMaps named in the "
+                                      "BuildRequest exist and have the expected keys",
+    }.get(reason, "see the Pod's events")
+    text = f"the agent container could not start ({reason}"
+    text += f": {detail[:512]})" if detail else ")"
+    return f"{text}; {hint}"
+
+
+def stuck(
+    pod_status: Mapping[str, Any],
+    *,
+    created: datetime,
+    now: datetime,
+    grace_seconds: float = DEFAULT_STUCK_GRACE_SECONDS,
+) -> Outcome | None:
+    """An Infrastructure outcome when a not-yet-running Pod will not start by itself, else None.
+
+    ``created`` is the Pod's ``metadata.creationTimestamp``. Fatal waiting reasons (``InvalidImageName``,
+    ``ErrImageNeverPull``) fail at once; transient-looking ones (image pull errors, config errors for a
+    missing Secret key) only after ``grace_seconds``. The shell deletes the Pod and feeds the outcome to
+    the task decider as a ``PodFinished``.
+    """
+    if pod_status.get("phase") not in (None, "Pending"):
+        return None
+    waiting = _waiting(pod_status)
+    if waiting is None:
+        return None
+    reason = waiting.get("reason")
+    if reason in FATAL_WAITING or (
+        reason in STUCK_WAITING and (now - created).total_seconds() >= grace_seconds
+    ):
+        return Outcome("Infrastructure", _waiting_message(waiting), None, str(reason))
+    return None

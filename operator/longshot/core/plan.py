@@ -1,0 +1,290 @@
+"""Validate a planner's task list and turn it into AgentTask manifests.
+
+The shell calls :func:`build_tasks` with the planner's ``Handoff.tasks`` and a :class:`PlanContext`
+(from :func:`context_for`). The answer is either :class:`Accepted` (manifests to create, in plan order,
+with deterministic names so that creating them again after a restart only yields ``AlreadyExists``) or
+:class:`Rejected` (reason ``PlanRejected``, a ``problem`` code and a message naming the offending task,
+fit for a condition and for the re-planning prompt).
+
+Depth: the top-level plan's tasks have ``depth`` 0 and no ``parentTask``. A task with ``decompose: true``
+becomes a (sub)planner when its depth is below ``planner.maxDepth``, else a worker (listed in
+``Accepted.downgraded``). The plan a subplanner at depth ``d`` returns has depth ``d + 1``, and its tasks
+carry ``parentTask`` = the subplanner. A plan deeper than ``maxDepth`` is rejected.
+
+Names: a top-level task is ``<build>-<name>``, a subplan task ``<subplanner>-<name>``, both shortened
+with a hash to 63 characters (see :mod:`longshot.core.names`). A plan whose names would collide with
+AgentTasks that already exist in the build (``existing``) is rejected rather than silently merged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from longshot.api.common import API_VERSION
+from longshot.api.handoff import PlannedTask
+from longshot.core import names
+
+PLAN_REJECTED: Final = "PlanRejected"
+"""Condition reason of every rejection (``api.conditions.REASONS``)."""
+
+# Problem codes, for events, metrics labels and tests.
+EMPTY: Final = "Empty"
+TOO_MANY: Final = "TooManyTasks"
+DUPLICATE: Final = "DuplicateName"
+UNKNOWN_DEPENDENCY: Final = "UnknownDependency"
+SELF_DEPENDENCY: Final = "SelfDependency"
+CYCLE: Final = "Cycle"
+TOO_DEEP: Final = "TooDeep"
+NAME_COLLISION: Final = "NameCollision"
+
+PLAN_NAME_ANNOTATION: Final = "longshot.dev/plan-name"
+"""Annotation holding a planned task's plan-local name (absent on the build's own planner task)."""
+BUILD_LABEL: Final = "longshot.dev/build"
+ROLE_LABEL: Final = "longshot.dev/role"
+TASK_LABEL: Final = "longshot.dev/task"
+PARENT_LABEL: Final = "longshot.dev/parent-task"
+
+
+def label_value(value: str) -> str:
+    """``value`` made fit for a label value (at most 63 characters)."""
+    return names.fit(value)
+
+
+def task_labels(build: str, role: str) -> dict[str, str]:
+    """Labels of an AgentTask of ``build``."""
+    return {
+        "app.kubernetes.io/name": "longshot",
+        "app.kubernetes.io/instance": label_value(build),
+        "app.kubernetes.io/component": "agent-task",
+        "app.kubernetes.io/managed-by": "longshot-operator",
+        BUILD_LABEL: label_value(build),
+        ROLE_LABEL: role,
+    }
+
+
+@dataclass(frozen=True)
+class BuildRef:
+    """The owning BuildRequest."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    @classmethod
+    def from_resource(cls, build: Mapping[str, Any]) -> BuildRef:
+        meta = build.get("metadata") or {}
+        return cls(name=meta["name"], namespace=meta.get("namespace", ""), uid=meta.get("uid", ""))
+
+    def owner_reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": "BuildRequest",
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """Where a plan comes from and the limits it must respect."""
+
+    build: BuildRef
+    max_tasks: int = 50
+    max_depth: int = 2
+    depth: int = 0
+    """Depth of the plan's tasks: 0 for the build's planner, subplanner depth + 1 otherwise."""
+    parent: str | None = None
+    """The subplanner task that returned the plan; None for the build's planner."""
+    existing: frozenset[str] = frozenset()
+    """Names of AgentTasks that already exist in the build's namespace (collisions are rejected)."""
+
+
+def context_for(
+    build: Mapping[str, Any],
+    planner_task: Mapping[str, Any] | None = None,
+    existing: Collection[str] = (),
+) -> PlanContext:
+    """The context of the plan returned by ``planner_task`` (an AgentTask dict) of ``build`` (a dict).
+
+    A planner task created from a plan (it has the ``longshot.dev/plan-name`` annotation) is a
+    subplanner: its plan gets its depth + 1 and it becomes the tasks' ``parentTask``.
+    """
+    planner = ((build.get("spec") or {}).get("planner")) or {}
+    ctx = PlanContext(
+        build=BuildRef.from_resource(build),
+        max_tasks=int(planner.get("maxTasks", 50)),
+        max_depth=int(planner.get("maxDepth", 2)),
+        existing=frozenset(existing),
+    )
+    if planner_task is not None:
+        meta = planner_task.get("metadata") or {}
+        if PLAN_NAME_ANNOTATION in (meta.get("annotations") or {}):
+            depth = int((planner_task.get("spec") or {}).get("depth", 0)) + 1
+            ctx = PlanContext(ctx.build, ctx.max_tasks, ctx.max_depth, depth, meta["name"], ctx.existing)
+    return ctx
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """The plan cannot be used; ``message`` says which task and why."""
+
+    problem: str
+    message: str
+    reason: str = PLAN_REJECTED
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The plan is valid: create ``manifests`` (in this order)."""
+
+    manifests: tuple[dict[str, Any], ...]
+    names: Mapping[str, str] = field(default_factory=dict)
+    """Plan-local name -> AgentTask name."""
+    downgraded: tuple[str, ...] = ()
+    """Plan-local names that asked for ``decompose`` beyond ``maxDepth`` and became workers."""
+
+
+def task_name(ctx: PlanContext, local: str) -> str:
+    """The AgentTask name of the plan-local task ``local``."""
+    return names.child_name(ctx.parent or ctx.build.name, local)
+
+
+def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
+    """A dependency cycle as a path ``[a, b, ..., a]``, or None. Deterministic (plan order)."""
+    white, grey, black = 0, 1, 2
+    color = dict.fromkeys(graph, white)
+    for root in graph:
+        if color[root] != white:
+            continue
+        path: list[str] = [root]
+        stack = [iter(graph[root])]
+        color[root] = grey
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                stack.pop()
+                color[path.pop()] = black
+                continue
+            if nxt not in color:
+                continue
+            if color[nxt] == grey:
+                return [*path[path.index(nxt):], nxt]
+            if color[nxt] == white:
+                color[nxt] = grey
+                path.append(nxt)
+                stack.append(iter(graph[nxt]))
+    return None
+
+
+def validate(tasks: Sequence[PlannedTask], ctx: PlanContext) -> Rejected | None:
+    """The first problem of the plan, or None when it is valid."""
+    if ctx.depth > ctx.max_depth:
+        return Rejected(TOO_DEEP, f"a plan at depth {ctx.depth} exceeds planner.maxDepth={ctx.max_depth}"
+                        + (f" (returned by {ctx.parent})" if ctx.parent else ""))
+    if not tasks:
+        return Rejected(EMPTY, "the plan has no tasks; return at least one task")
+    if len(tasks) > ctx.max_tasks:
+        return Rejected(TOO_MANY, f"the plan has {len(tasks)} tasks, more than planner.maxTasks="
+                        f"{ctx.max_tasks}; merge tasks or mark large ones with decompose")
+    seen: set[str] = set()
+    for t in tasks:
+        if t.name in seen:
+            return Rejected(DUPLICATE, f"task name {t.name!r} is used more than once; names must be unique")
+        seen.add(t.name)
+    for t in tasks:
+        for dep in t.depends_on:
+            if dep == t.name:
+                return Rejected(SELF_DEPENDENCY, f"task {t.name!r} depends on itself")
+            if dep not in seen:
+                return Rejected(UNKNOWN_DEPENDENCY,
+                                f"task {t.name!r} depends on {dep!r}, which is not in the plan")
+    cycle = find_cycle({t.name: t.depends_on for t in tasks})
+    if cycle:
+        return Rejected(CYCLE, "the dependencies form a cycle: " + " -> ".join(cycle))
+    by_name: dict[str, str] = {}
+    for t in tasks:
+        full = task_name(ctx, t.name)
+        if full in ctx.existing:
+            return Rejected(NAME_COLLISION, f"task {t.name!r} would be AgentTask {full!r}, which already "
+                            "exists in the build; choose another name")
+        if full in by_name:
+            return Rejected(NAME_COLLISION, f"tasks {by_name[full]!r} and {t.name!r} map to the same "
+                            f"AgentTask name {full!r}; choose shorter, distinct names")
+        by_name[full] = t.name
+    return None
+
+
+def build_tasks(tasks: Sequence[PlannedTask], ctx: PlanContext) -> Accepted | Rejected:
+    """Validate the plan and build its AgentTask manifests (pure, deterministic)."""
+    problem = validate(tasks, ctx)
+    if problem is not None:
+        return problem
+    mapping = {t.name: task_name(ctx, t.name) for t in tasks}
+    can_decompose = ctx.depth < ctx.max_depth
+    manifests: list[dict[str, Any]] = []
+    downgraded: list[str] = []
+    for t in tasks:
+        if t.decompose and not can_decompose:
+            downgraded.append(t.name)
+        role = "planner" if t.decompose and can_decompose else "worker"
+        labels = task_labels(ctx.build.name, role)
+        spec: dict[str, Any] = {
+            "buildRef": {"name": ctx.build.name},
+            "description": t.description,
+            "role": role,
+            "priority": t.priority,
+            "dependsOn": [mapping[d] for d in t.depends_on],
+            "scope": list(t.scope),
+            "depth": ctx.depth,
+        }
+        if ctx.parent is not None:
+            spec["parentTask"] = ctx.parent
+            labels[PARENT_LABEL] = label_value(ctx.parent)
+        manifests.append({
+            "apiVersion": API_VERSION,
+            "kind": "AgentTask",
+            "metadata": {
+                "name": mapping[t.name],
+                "namespace": ctx.build.namespace,
+                "labels": labels,
+                "annotations": {PLAN_NAME_ANNOTATION: t.name},
+                "ownerReferences": [ctx.build.owner_reference()],
+            },
+            "spec": spec,
+        })
+    return Accepted(tuple(manifests), mapping, tuple(downgraded))
+
+
+def planner_task_name(build: str, replan: int = 0) -> str:
+    """Name of the build's planner task: ``<build>-planner``, then ``<build>-planner-<n>`` for re-plans."""
+    return names.child_name(build, "planner" if replan == 0 else f"planner-{replan}")
+
+
+def planner_task_manifest(build: BuildRef, request: str, *, replan: int = 0, feedback: str = "",
+                          priority: int = 10) -> dict[str, Any]:
+    """The build's (top-level) planner AgentTask. ``feedback`` explains why the previous plan was refused."""
+    description = request
+    if feedback:
+        description = (f"{request}\n\nYour previous plan was rejected: {feedback}\n"
+                       "Return a corrected task list.")
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "AgentTask",
+        "metadata": {
+            "name": planner_task_name(build.name, replan),
+            "namespace": build.namespace,
+            "labels": task_labels(build.name, "planner"),
+            "ownerReferences": [build.owner_reference()],
+        },
+        "spec": {
+            "buildRef": {"name": build.name},
+            "description": description,
+            "role": "planner",
+            "priority": priority,
+            "depth": 0,
+        },
+    }

@@ -1,0 +1,223 @@
+"""Pure builders of agent Pod manifests (dicts), tested without a cluster.
+
+``build_agent_pod(task, build, settings, attempt)`` takes the AgentTask and BuildRequest as the API server
+returns them (camelCase dicts) and returns the Pod of one attempt. The Pod passes Pod Security Admission
+``restricted``: non-root (65532), no privilege escalation, read-only root filesystem, every capability
+dropped, seccomp ``RuntimeDefault``, no service-account token. Its only writable paths are the bounded
+``/workspace`` scratch volume and a small ``/tmp``.
+
+What the agent needs arrives as files, never as Secret values in the manifest: the
+:class:`~longshot.api.handoff.TaskInput` JSON in the ``longshot.dev/task-input`` annotation, exposed by a
+downward-API volume at ``TASK_INPUT_PATH``; the git and model credentials Secrets, the scripted backend's
+ConfigMap and the prompt ConfigMap mounted read-only when the build names them.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Mapping
+from typing import Any, Final
+
+from longshot.api import handoff as ho
+from longshot.api.common import API_VERSION
+from longshot.config import Settings
+from longshot.core import names
+from longshot.core.failures import AGENT_CONTAINER
+
+AGENT_UID: Final = 65532
+"""The ``nonroot`` user and group of distroless-style images."""
+SECRET_MODE: Final = 0o440
+TMP_SIZE: Final = "64Mi"
+DEFAULT_TIMEOUT_SECONDS: Final = 1800
+HOME_DIR: Final = f"{ho.WORKSPACE_DIR}/home"
+COMMAND: Final = ("python", "-m", "longshot", "agent")
+
+TASK_LABEL: Final = "longshot.dev/task"
+BUILD_LABEL: Final = "longshot.dev/build"
+ATTEMPT_LABEL: Final = "longshot.dev/attempt"
+ROLE_LABEL: Final = "longshot.dev/role"
+
+
+def pod_name(task_name: str, attempt: int) -> str:
+    """The deterministic Pod name of ``attempt`` (from 1) of ``task_name``: ``<task>-a<N>``."""
+    return names.pod_name(task_name, attempt)
+
+
+def _spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    return obj.get("spec") or {}
+
+
+def _resources(task: Mapping[str, Any], build: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
+    """Requests and limits, each key taken from the task, else the build, else the operator defaults."""
+    layers = [
+        (_spec(task).get("resources") or {}),
+        ((_spec(build).get("agent") or {}).get("resources") or {}),
+        {
+            "requests": {"cpu": settings.default_cpu_request, "memory": settings.default_memory_request},
+            "limits": {"cpu": settings.default_cpu_limit, "memory": settings.default_memory_limit},
+        },
+    ]
+    out: dict[str, Any] = {}
+    for kind in ("requests", "limits"):
+        merged: dict[str, Any] = {}
+        for layer in reversed(layers):
+            for key, value in (layer.get(kind) or {}).items():
+                if value is not None:
+                    merged[key] = value
+        out[kind] = {k: str(v) for k, v in sorted(merged.items())}
+    return out
+
+
+def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int) -> ho.TaskInput:
+    """What the agent is told about its task (no credentials)."""
+    tspec, bspec = _spec(task), _spec(build)
+    tmeta, bmeta = task.get("metadata") or {}, build.get("metadata") or {}
+    agent = bspec.get("agent") or {}
+    repo = bspec.get("repository") or {}
+    planner = bspec.get("planner") or {}
+    gate = bspec.get("qualityGate") or {}
+    reconciler = bspec.get("reconciler") or {}
+    build_name, task_name = bmeta["name"], tmeta["name"]
+    return ho.TaskInput(
+        task=task_name,
+        build=build_name,
+        namespace=tmeta.get("namespace") or bmeta.get("namespace") or "default",
+        attempt=attempt,
+        role=tspec.get("role", "worker"),
+        description=tspec.get("description", ""),
+        request=bspec.get("request", ""),
+        scope=list(tspec.get("scope") or []),
+        repository_url=repo.get("url", ""),
+        base_branch=repo.get("baseBranch", "main"),
+        branch=tspec.get("branch") or f"longshot/{build_name}/{task_name}",
+        backend=ho.BackendInput(
+            name=agent.get("backend", "scripted"),
+            model=agent.get("model"),
+            base_url=agent.get("baseUrl"),
+            command=agent.get("command"),
+        ),
+        test_command=gate.get("testCommand") or reconciler.get("command"),
+        max_tasks=int(planner.get("maxTasks", 50)),
+        depth=int(tspec.get("depth", 0)),
+        max_depth=int(planner.get("maxDepth", 2)),
+    )
+
+
+def _labels(task: Mapping[str, Any], build_name: str, attempt: int) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "longshot",
+        "app.kubernetes.io/instance": names.fit(build_name),
+        "app.kubernetes.io/component": "agent",
+        "app.kubernetes.io/managed-by": "longshot-operator",
+        BUILD_LABEL: names.fit(build_name),
+        TASK_LABEL: names.fit(task["metadata"]["name"]),
+        ATTEMPT_LABEL: str(attempt),
+        ROLE_LABEL: _spec(task).get("role", "worker"),
+    }
+
+
+def build_agent_pod(task: Mapping[str, Any], build: Mapping[str, Any], settings: Settings,
+                    attempt: int) -> dict[str, Any]:
+    """The Pod of ``attempt`` of ``task`` (an AgentTask dict) of ``build`` (a BuildRequest dict)."""
+    tmeta, bmeta = task["metadata"], build["metadata"]
+    tspec, bspec = _spec(task), _spec(build)
+    agent = bspec.get("agent") or {}
+    repo = bspec.get("repository") or {}
+    name = pod_name(tmeta["name"], attempt)
+    timeout = tspec.get("timeoutSeconds") or agent.get("timeoutSeconds") or DEFAULT_TIMEOUT_SECONDS
+    task_input_json = json.dumps(task_input(task, build, attempt).to_wire(), sort_keys=True,
+                                 separators=(",", ":"))
+
+    volumes: list[dict[str, Any]] = [
+        {"name": "workspace", "emptyDir": {"sizeLimit": settings.scratch_size}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}},
+        {"name": "task-input", "downwardAPI": {
+            "defaultMode": SECRET_MODE,
+            "items": [{"path": posixpath.basename(ho.TASK_INPUT_PATH),
+                       "fieldRef": {"fieldPath": f"metadata.annotations['{ho.TASK_INPUT_ANNOTATION}']"}}],
+        }},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "workspace", "mountPath": ho.WORKSPACE_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "task-input", "mountPath": posixpath.dirname(ho.TASK_INPUT_PATH), "readOnly": True},
+    ]
+
+    def mount(vol: str, path: str, source: dict[str, Any]) -> None:
+        volumes.append({"name": vol, **source})
+        mounts.append({"name": vol, "mountPath": path, "readOnly": True})
+
+    if repo.get("credentialsSecret"):
+        mount("git-credentials", ho.GIT_CREDENTIALS_DIR,
+              {"secret": {"secretName": repo["credentialsSecret"], "defaultMode": SECRET_MODE}})
+    if agent.get("credentialsSecret"):
+        mount("llm-credentials", ho.LLM_CREDENTIALS_DIR,
+              {"secret": {"secretName": agent["credentialsSecret"], "defaultMode": SECRET_MODE}})
+    if (agent.get("script") or {}).get("name"):
+        mount("script", ho.SCRIPT_DIR,
+              {"configMap": {"name": agent["script"]["name"], "defaultMode": SECRET_MODE}})
+    if (agent.get("prompts") or {}).get("name"):
+        mount("prompts", ho.PROMPTS_DIR,
+              {"configMap": {"name": agent["prompts"]["name"], "defaultMode": SECRET_MODE}})
+
+    env = [{"name": "HOME", "value": HOME_DIR}]
+    env += [{"name": e["name"], "value": str(e.get("value", ""))}
+            for e in agent.get("env") or [] if e.get("name") and e["name"] != "HOME"]
+
+    container = {
+        "name": AGENT_CONTAINER,
+        "image": agent.get("image") or settings.agent_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": list(COMMAND),
+        "workingDir": ho.WORKSPACE_DIR,
+        "env": env,
+        "resources": _resources(task, build, settings),
+        "volumeMounts": mounts,
+        "terminationMessagePath": ho.TERMINATION_LOG,
+        "terminationMessagePolicy": "File",
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": AGENT_UID,
+            "runAsGroup": AGENT_UID,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": tmeta.get("namespace") or bmeta.get("namespace"),
+            "labels": _labels(task, bmeta["name"], attempt),
+            "annotations": {ho.TASK_INPUT_ANNOTATION: task_input_json},
+            "ownerReferences": [{
+                "apiVersion": API_VERSION,
+                "kind": "AgentTask",
+                "name": tmeta["name"],
+                "uid": tmeta.get("uid", ""),
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }],
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "activeDeadlineSeconds": int(timeout),
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "terminationGracePeriodSeconds": 30,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": AGENT_UID,
+                "runAsGroup": AGENT_UID,
+                "fsGroup": AGENT_UID,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [container],
+            "volumes": volumes,
+        },
+    }
