@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from longshot.api.handoff import Failure, Handoff, HandoffError
+from longshot.core import failures
+
+pytestmark = pytest.mark.unit
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def pod_status(exit_code: int | None = 0, *, reason: str | None = None, term_reason: str | None = None,
+               phase: str | None = None, message: str = "", waiting: str | None = None) -> dict[str, Any]:
+    """A Pod status as the API server returns it."""
+    state: dict[str, Any] = {}
+    if waiting is not None:
+        state["waiting"] = {"reason": waiting, "message": "boom"}
+    elif exit_code is not None:
+        state["terminated"] = {"exitCode": exit_code, "reason": term_reason or
+                               ("Completed" if exit_code == 0 else "Error"), "message": message}
+    st: dict[str, Any] = {
+        "phase": phase or ("Pending" if waiting else "Succeeded" if exit_code == 0 else "Failed"),
+        "containerStatuses": [{"name": "agent", "state": state}] if state else [],
+    }
+    if reason:
+        st["reason"] = reason
+    return st
+
+
+def handoff(outcome: str = "succeeded", *, failure: str | None = None, task: str = "t1",
+            attempt: int = 1) -> Handoff:
+    return Handoff(task=task, attempt=attempt, role="worker", outcome=outcome,  # type: ignore[arg-type]
+                   branch="longshot/b/t1", commit="abcdef1",
+                   failure=Failure(failure_class=failure, message="said so") if failure else None)
+
+
+def test_success():
+    out = failures.classify(pod_status(0), handoff(), task="t1", attempt=1)
+    assert out.ok and out.failure_class is None and out.exit_code == 0
+
+
+def test_oom_killed():
+    out = failures.classify(pod_status(137, term_reason="OOMKilled"), None)
+    assert out.failure_class == "OOMKilled"
+    assert "memory" in out.message
+
+
+def test_deadline_exceeded_is_timeout():
+    st = pod_status(None, reason="DeadlineExceeded", phase="Failed")
+    assert failures.classify(st, None).failure_class == "Timeout"
+
+
+def test_eviction_is_infrastructure():
+    st = pod_status(None, reason="Evicted", phase="Failed")
+    out = failures.classify(st, None)
+    assert out.failure_class == "Infrastructure" and out.reason == "Evicted"
+
+
+@pytest.mark.parametrize("reason", ["ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError"])
+def test_image_pull_and_config_errors_are_infrastructure(reason):
+    out = failures.classify(pod_status(waiting=reason), None)
+    assert out.failure_class == "Infrastructure"
+    assert reason in out.message
+
+
+@pytest.mark.parametrize(("code", "cls"), [(1, "AgentError"), (3, "Auth"), (4, "RateLimited"),
+                                           (5, "Infrastructure"), (2, "AgentError"), (143, "Infrastructure")])
+def test_exit_codes(code, cls):
+    assert failures.classify(pod_status(code), None).failure_class == cls
+
+
+def test_handoff_failure_class_wins_over_exit_code_and_kubelet():
+    st = pod_status(1)
+    assert failures.classify(st, handoff("failed", failure="RateLimited")).failure_class == "RateLimited"
+    st = pod_status(None, reason="DeadlineExceeded", phase="Failed")
+    assert failures.classify(st, handoff("failed", failure="Auth")).failure_class == "Auth"
+
+
+@pytest.mark.parametrize("h", [None, HandoffError("invalid handoff: outcome: bad")])
+def test_exit_zero_without_valid_handoff_is_invalid_handoff(h):
+    out = failures.classify(pod_status(0), h)
+    assert out.failure_class == "InvalidHandoff"
+    if h is not None:
+        assert "outcome" in out.message
+
+
+def test_handoff_of_another_task_or_attempt_is_invalid():
+    assert failures.classify(pod_status(0), handoff(task="other"), task="t1").failure_class == "InvalidHandoff"
+    assert failures.classify(pod_status(0), handoff(attempt=2), attempt=1).failure_class == "InvalidHandoff"
+
+
+def test_failed_outcome_without_failure_is_agent_error():
+    assert failures.classify(pod_status(0), handoff("failed")).failure_class == "AgentError"
+
+
+def test_stuck_waiting():
+    st = pod_status(waiting="ImagePullBackOff")
+    assert failures.stuck(st, created=T0, now=T0 + timedelta(seconds=10)) is None
+    out = failures.stuck(st, created=T0, now=T0 + timedelta(seconds=300))
+    assert out is not None and out.failure_class == "Infrastructure"
+    assert failures.stuck(pod_status(waiting="InvalidImageName"), created=T0, now=T0) is not None
+    assert failures.stuck(pod_status(waiting="ContainerCreating"), created=T0,
+                          now=T0 + timedelta(hours=1)) is None
+    assert failures.stuck(pod_status(0), created=T0, now=T0 + timedelta(hours=1)) is None

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from longshot.core import scheduler
+from longshot.core.scheduler import BuildView, TaskView
+
+pytestmark = pytest.mark.unit
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def task(name: str, *, build: str = "b", depends_on: tuple[str, ...] = (), priority: int = 5,
+         age: int = 0, scope: tuple[str, ...] = (), phase: str = "Pending") -> TaskView:
+    """A task created ``age`` seconds before the others (older first)."""
+    return TaskView(name=name, build=build, priority=priority, created=T0 - timedelta(seconds=age),
+                    depends_on=depends_on, scope=scope, phase=phase)
+
+
+def builds(*names: str, **kw) -> dict[str, BuildView]:
+    return {n: BuildView(name=n, **kw) for n in names}
+
+
+def select(candidates, running=(), *, succeeded=(), bs=None, limit=100, **kw):
+    return scheduler.select(candidates, running, succeeded=set(succeeded), builds=bs or builds("b"),
+                            global_limit=limit, **kw)
+
+
+def started(sel) -> list[str]:
+    return [t.name for t in sel.start]
+
+
+def test_dependencies_must_have_succeeded():
+    cands = [task("t0"), task("t1", depends_on=("t0",)), task("t2", depends_on=("t0", "t1"))]
+    assert started(select(cands)) == ["t0"]
+    assert started(select(cands[1:], succeeded=[("b", "t0")])) == ["t1"]
+    # a dependency of another build with the same name does not count
+    assert started(select(cands[1:], succeeded=[("other", "t0")])) == []
+
+
+def test_priority_then_age():
+    cands = [task("low", priority=1, age=100), task("new", priority=9, age=1), task("old", priority=9, age=50)]
+    assert started(select(cands)) == ["old", "new", "low"]
+
+
+def test_only_pending_candidates_start():
+    assert started(select([task("a", phase="Backoff"), task("b", phase="Running")])) == []
+
+
+def test_per_build_limit_counts_running_tasks():
+    cands = [task(f"t{i}") for i in range(10)]
+    running = [task("r0", phase="Running")]
+    assert len(select(cands, running, bs=builds("b", max_workers=3)).start) == 2
+
+
+def test_global_limit():
+    bs = builds("a", "b", max_workers=10)
+    cands = [task(f"{b}{i}", build=b) for b in "ab" for i in range(10)]
+    running = [task("r", build="a", phase="Running")]
+    assert len(select(cands, running, bs=bs, limit=5).start) == 4
+
+
+def test_fairness_small_build_is_not_starved():
+    bs = {"big": BuildView("big", max_workers=50), "small": BuildView("small", max_workers=50)}
+    cands = [task(f"big{i}", build="big", age=1000 - i) for i in range(1000)]
+    cands += [task("small0", build="small"), task("small1", build="small")]
+    sel = select(cands, bs=bs, limit=4)
+    assert sorted(t.build for t in sel.start) == ["big", "big", "small", "small"]
+
+
+def test_fairness_prefers_least_running_build():
+    bs = builds("a", "b", max_workers=10)
+    running = [task("ra1", build="a", phase="Running"), task("ra2", build="a", phase="Running")]
+    cands = [task("a1", build="a", priority=10), task("b1", build="b", priority=1)]
+    assert started(select(cands, running, bs=bs, limit=3)) == ["b1"]
+
+
+def test_overlapping_scopes_never_run_together():
+    cands = [task("a", scope=("src/**",), age=3), task("b", scope=("src/a.py",), age=2),
+             task("c", scope=("docs/index.md",), age=1), task("d")]
+    assert started(select(cands)) == ["a", "c", "d"]
+    running = [task("r", scope=("src/a.py",), phase="Running")]
+    assert started(select(cands, running)) == ["c", "d"]
+
+
+def test_scopes_of_other_builds_do_not_conflict():
+    bs = builds("a", "b")
+    cands = [task("a1", build="a", scope=("src/**",)), task("b1", build="b", scope=("src/**",))]
+    assert sorted(started(select(cands, bs=bs))) == ["a1", "b1"]
+
+
+@pytest.mark.parametrize(("x", "y", "overlap"), [
+    ("src/**", "src/a.py", True),
+    ("src", "src/a.py", True),
+    ("src/", "src/deep/a.py", True),
+    ("src/*.py", "src/a.py", True),
+    ("src/*.py", "src/a.md", False),
+    ("*.py", "*.md", False),
+    ("**/*.py", "src/x/y.py", True),
+    ("src/a.py", "src/b.py", False),
+    ("src/a.py", "./src/a.py", True),
+    ("lib/**", "src/**", False),
+    ("src/*/x.py", "src/a/*.py", True),
+    ("**", "anything/at/all", True),
+])
+def test_pattern_overlap(x, y, overlap):
+    assert scheduler.patterns_overlap(x, y) is overlap
+    assert scheduler.patterns_overlap(y, x) is overlap
+
+
+def test_empty_scope_overlaps_nothing():
+    assert not scheduler.scopes_overlap((), ("**",))
+    assert not scheduler.scopes_overlap(("**",), ())
+
+
+def test_budget_blocks_and_is_reported():
+    bs = {"a": BuildView("a", max_tokens=100, tokens_used=100), "b": BuildView("b", max_cost=1.0, cost_used=0.5)}
+    sel = select([task("a1", build="a"), task("b1", build="b")], bs=bs)
+    assert started(sel) == ["b1"] and sel.budget_blocked == {"a"}
+    bs["b"] = BuildView("b", max_cost=1.0, cost_used=1.0)
+    assert select([task("b1", build="b")], bs=bs).budget_blocked == {"b"}
+
+
+def test_suspended_and_halted_builds_start_nothing():
+    bs = {"a": BuildView("a", suspended=True), "b": BuildView("b", halted=True), "c": BuildView("c")}
+    sel = select([task("a1", build="a"), task("b1", build="b"), task("c1", build="c")], bs=bs)
+    assert started(sel) == ["c1"] and sel.suspended == {"a"} and sel.halted == {"b"}
+
+
+def test_killswitch_starts_nothing():
+    sel = select([task("a")], killswitch=True)
+    assert sel.start == () and sel.halted == {"b"}
+
+
+def test_unknown_build_starts_nothing():
+    assert started(select([task("x", build="nope")])) == []
