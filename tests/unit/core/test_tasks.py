@@ -1,0 +1,341 @@
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from longshot.api import conditions
+from longshot.api.agenttask import Attempt
+from longshot.api.buildrequest import RetryPolicy
+from longshot.api.handoff import Failure, Handoff, HandoffError, PlannedTask
+from longshot.core import tasks
+from longshot.core.effects import EmitEvent, SetCondition
+from longshot.core.tasks import (
+    Admitted,
+    BackoffElapsed,
+    CancelRequested,
+    CreateMergeJob,
+    CreatePod,
+    DeletePod,
+    InvalidTransition,
+    Killswitch,
+    PlanReturned,
+    PodFinished,
+    PodVanished,
+    RecordAttempt,
+    RecordHandoff,
+    RetryRequested,
+    ScheduleRetry,
+    TaskState,
+    UpdateUsage,
+)
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def rand() -> float:
+    return 1.0
+
+
+def state(phase: str = "Pending", *, attempt: int = 0, role: str = "worker", name: str = "b-t1",
+          **kw: Any) -> TaskState:
+    return TaskState(name=name, role=role, phase=phase, attempt=attempt, **kw)  # type: ignore[arg-type]
+
+
+def decide(s: TaskState, event: Any, now: datetime = NOW):
+    new, effects = tasks.decide(s, event, now=now, rand=rand)
+    for e in effects:  # every condition the decider sets is one the setter accepts
+        if isinstance(e, SetCondition):
+            assert e.reason in conditions.REASONS, e
+    return new, effects
+
+
+def of(effects, kind):
+    return [e for e in effects if isinstance(e, kind)]
+
+
+def cond(effects, type_: str) -> SetCondition:
+    (c,) = [e for e in effects if isinstance(e, SetCondition) and e.type == type_]
+    return c
+
+
+def exited(code: int = 0, reason: str | None = None) -> dict[str, Any]:
+    return {"phase": "Succeeded" if code == 0 else "Failed", "containerStatuses": [
+        {"name": "agent", "state": {"terminated": {"exitCode": code, "reason": reason or "Completed"}}}]}
+
+
+def handoff(outcome: str = "succeeded", *, role: str = "worker", attempt: int = 1, failure: str | None = None,
+            commit: str | None = "abcdef1", tokens: int = 100, tasks_: list[PlannedTask] | None = None
+            ) -> Handoff:
+    return Handoff(task="b-t1", attempt=attempt, role=role, outcome=outcome,  # type: ignore[arg-type]
+                   branch="longshot/b/t1" if commit else None, commit=commit, summary="did it",
+                   usage={"input_tokens": tokens, "output_tokens": 0, "cost": 0.5},  # type: ignore[arg-type]
+                   failure=Failure(failure_class=failure) if failure else None, tasks=tasks_ or [])
+
+
+def running(attempt: int = 1, **kw: Any) -> TaskState:
+    return state("Running", attempt=attempt, **kw)
+
+
+# --- Pending ----------------------------------------------------------------------------------------
+
+
+def test_admitted_creates_the_pod_of_the_next_attempt():
+    new, effects = decide(state(), Admitted())
+    assert new.phase == "Running" and new.attempt == 1
+    assert of(effects, CreatePod) == [CreatePod(1, "b-t1-a1")]
+    assert of(effects, RecordAttempt) == [RecordAttempt(1, "b-t1-a1", start_time=NOW)]
+    assert cond(effects, "Running").status == "True"
+
+
+def test_restart_idempotence_no_duplicate_pod():
+    s = state(attempt=2, retry_base=0)
+    first = decide(s, Admitted(3))
+    again = decide(s, Admitted(3))  # status write lost: same state, same event
+    assert of(first[1], CreatePod) == of(again[1], CreatePod) == [CreatePod(3, "b-t1-a3")]
+    new, effects = decide(first[0], Admitted(3))  # the event delivered once more after the write
+    assert new == first[0] and effects == []
+
+
+def test_admitted_with_a_wrong_attempt_is_a_bug():
+    with pytest.raises(InvalidTransition):
+        decide(state(attempt=1), Admitted(5))
+    with pytest.raises(InvalidTransition):
+        decide(running(1), Admitted(3))
+
+
+def test_pod_finished_while_pending_adopts_the_attempt():
+    # The operator created Pod a1 and died before writing status; the Pod then finished.
+    new, effects = decide(state(), PodFinished(exited(0), handoff(), attempt=1))
+    assert new.phase == "Succeeded" and new.attempt == 1
+    assert of(effects, CreatePod) == []
+
+
+@pytest.mark.parametrize("event", [PodFinished(exited(0), None, attempt=1), PodVanished(attempt=1),
+                                   BackoffElapsed(), Killswitch()])
+def test_pending_ignores_stale_events(event):
+    s = state(attempt=1)
+    assert decide(s, event) == (s, [])
+
+
+def test_pending_pod_event_from_the_future_is_a_bug():
+    with pytest.raises(InvalidTransition):
+        decide(state(attempt=1), PodFinished(exited(0), None, attempt=5))
+
+
+def test_cancel_pending():
+    new, effects = decide(state(), CancelRequested())
+    assert new.phase == "Cancelled" and of(effects, DeletePod) == []
+    assert cond(effects, "Succeeded").reason == "Cancelled"
+
+
+def test_retry_token_while_pending_is_only_remembered():
+    new, effects = decide(state(), RetryRequested("x"))
+    assert new.phase == "Pending" and new.retry_token == "x" and effects == []
+
+
+# --- Running ----------------------------------------------------------------------------------------
+
+
+def test_worker_success_creates_merge_job_and_usage():
+    new, effects = decide(running(), PodFinished(exited(0), handoff()))
+    assert new.phase == "Succeeded"
+    assert of(effects, CreateMergeJob) == [CreateMergeJob("longshot/b/t1", "abcdef1")]
+    assert of(effects, UpdateUsage) == [UpdateUsage(1, 100, 0.5)]
+    (h,) = of(effects, RecordHandoff)
+    assert h.handoff["commit"] == "abcdef1" and h.handoff["tokens"] == 100
+    assert cond(effects, "Succeeded").status == "True" and cond(effects, "Ready").status == "True"
+    (rec,) = of(effects, RecordAttempt)
+    Attempt.model_validate(rec.to_wire())
+
+
+def test_empty_outcome_succeeds_without_merge():
+    new, effects = decide(running(), PodFinished(exited(0), handoff("empty", commit=None)))
+    assert new.phase == "Succeeded" and of(effects, CreateMergeJob) == []
+
+
+def test_planner_success_returns_the_plan():
+    plan = [PlannedTask(name="a", description="x")]
+    new, effects = decide(running(role="planner"),
+                          PodFinished(exited(0), handoff(role="planner", commit=None, tasks_=plan)))
+    assert of(effects, PlanReturned) == [PlanReturned(tuple(plan))]
+    assert of(effects, CreateMergeJob) == []
+
+
+def test_failure_schedules_retry_with_backoff():
+    s = running(policy=RetryPolicy(max_attempts=3, backoff_seconds=10))
+    new, effects = decide(s, PodFinished(exited(1), None))
+    assert new.phase == "Backoff" and new.last_failure == "AgentError"
+    assert new.next_attempt_time == NOW + timedelta(seconds=10)
+    assert of(effects, ScheduleRetry) == [ScheduleRetry(NOW + timedelta(seconds=10))]
+    (rec,) = of(effects, RecordAttempt)
+    assert rec.failure_class == "AgentError" and rec.exit_code == 1 and rec.end_time == NOW
+    assert cond(effects, "Ready").reason == "RetryScheduled"
+
+
+def test_oom_is_retried():
+    new, effects = decide(running(), PodFinished(exited(137, "OOMKilled"), None))
+    assert new.phase == "Backoff" and of(effects, RecordAttempt)[0].failure_class == "OOMKilled"
+
+
+def test_failure_with_no_retries_left_fails():
+    s = running(3, policy=RetryPolicy(max_attempts=3))
+    new, effects = decide(s, PodFinished(exited(1), None, attempt=3))
+    assert new.phase == "Failed"
+    assert cond(effects, "Succeeded") == SetCondition("Succeeded", "False", "Failed", cond(
+        effects, "Succeeded").message)
+    assert of(effects, ScheduleRetry) == []
+    assert any(isinstance(e, EmitEvent) and e.type == "Warning" for e in effects)
+
+
+def test_invalid_handoff_fails_after_one_retry():
+    new, _ = decide(running(1), PodFinished(exited(0), HandoffError("the handoff is not JSON")))
+    assert new.phase == "Backoff"
+    new, effects = decide(running(2), PodFinished(exited(0), None, attempt=2))
+    assert new.phase == "Failed" and cond(effects, "Succeeded").reason == "InvalidHandoff"
+
+
+@pytest.mark.parametrize("event", [PodFinished(exited(3), None),
+                                   PodFinished(exited(1), handoff("failed", failure="Auth"))])
+def test_auth_failure_stops_and_asks(event):
+    new, effects = decide(running(policy=RetryPolicy(max_attempts=10)), event)
+    assert new.phase == "Failed" and new.last_failure == "Auth"
+    assert cond(effects, "Authenticated") == SetCondition("Authenticated", "False", "AuthFailed",
+                                                         cond(effects, "Authenticated").message)
+    assert of(effects, ScheduleRetry) == []
+
+
+def test_pod_vanished_is_infrastructure():
+    new, effects = decide(running(), PodVanished())
+    assert new.phase == "Backoff" and of(effects, RecordAttempt)[0].failure_class == "Infrastructure"
+
+
+def test_cancel_running_deletes_the_pod():
+    new, effects = decide(running(2), CancelRequested())
+    assert new.phase == "Cancelled" and of(effects, DeletePod) == [DeletePod("b-t1-a2")]
+
+
+def test_killswitch_stops_the_pod_without_burning_an_attempt():
+    new, effects = decide(running(1, policy=RetryPolicy(max_attempts=1)), Killswitch())
+    assert new.phase == "Pending" and new.retry_base == 1
+    assert of(effects, DeletePod) == [DeletePod("b-t1-a1")]
+    # attempt 2 still has the whole budget of one attempt: a failure now is final, not before
+    started, _ = decide(new, Admitted())
+    assert started.attempt == 2
+    failed, _ = decide(started, PodFinished(exited(1), None))
+    assert failed.phase == "Failed"
+
+
+@pytest.mark.parametrize("event", [PodFinished(exited(1), None, attempt=1), BackoffElapsed(),
+                                   RetryRequested("t")])
+def test_running_ignores_stale_and_irrelevant_events(event):
+    s = running(2)
+    new, effects = decide(s, event)
+    assert effects == [] and new.phase == "Running"
+
+
+# --- Backoff ----------------------------------------------------------------------------------------
+
+
+def test_backoff_elapsed_returns_to_pending():
+    s = state("Backoff", attempt=1, next_attempt_time=NOW)
+    new, _ = decide(s, BackoffElapsed(), NOW + timedelta(seconds=1))
+    assert new.phase == "Pending" and new.next_attempt_time is None
+
+
+def test_early_backoff_timer_waits_again():
+    at = NOW + timedelta(seconds=30)
+    s = state("Backoff", attempt=1, next_attempt_time=at)
+    assert decide(s, BackoffElapsed()) == (s, [ScheduleRetry(at)])
+
+
+def test_admission_during_backoff_is_impossible():
+    with pytest.raises(InvalidTransition):
+        decide(state("Backoff", attempt=1), Admitted())
+
+
+def test_retry_during_backoff_skips_the_wait():
+    new, _ = decide(state("Backoff", attempt=2, next_attempt_time=NOW), RetryRequested("go"))
+    assert new.phase == "Pending" and new.retry_base == 2
+
+
+def test_cancel_during_backoff():
+    assert decide(state("Backoff", attempt=1), CancelRequested())[0].phase == "Cancelled"
+
+
+# --- terminal ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("phase", ["Succeeded", "Failed", "Cancelled"])
+def test_terminal_phases_cannot_be_admitted(phase):
+    with pytest.raises(InvalidTransition):
+        decide(state(phase, attempt=1), Admitted())
+
+
+@pytest.mark.parametrize("phase", ["Succeeded", "Failed", "Cancelled"])
+@pytest.mark.parametrize("event", [PodFinished(exited(0), None, attempt=1), PodVanished(1), CancelRequested(),
+                                   BackoffElapsed(), Killswitch()])
+def test_terminal_phases_ignore_late_events(phase, event):
+    s = state(phase, attempt=1)
+    assert decide(s, event) == (s, [])
+
+
+@pytest.mark.parametrize("phase", ["Failed", "Cancelled"])
+def test_retry_from_failed_or_cancelled_with_a_fresh_budget(phase):
+    s = state(phase, attempt=3, last_failure="Auth", retry_token="old")
+    new, effects = decide(s, RetryRequested("new"))
+    assert new.phase == "Pending" and new.retry_base == 3 and new.retry_token == "new"
+    assert cond(effects, "Authenticated").status == "Unknown"
+    assert decide(new, RetryRequested("new")) == (new, [])  # the same token again: nothing
+    started, effects = decide(new, Admitted())
+    assert of(effects, CreatePod) == [CreatePod(4, "b-t1-a4")]
+
+
+def test_same_retry_token_does_not_retry():
+    s = state("Failed", attempt=1, retry_token="t")
+    assert decide(s, RetryRequested("t")) == (s, [])
+
+
+def test_retry_token_after_success_is_remembered_only():
+    new, effects = decide(state("Succeeded", attempt=1), RetryRequested("t"))
+    assert new.phase == "Succeeded" and new.retry_token == "t" and effects == []
+
+
+# --- the table and the state -------------------------------------------------------------------------
+
+
+def test_every_phase_has_a_row_for_every_event_but_the_impossible_ones():
+    events = {tasks.Admitted, tasks.PodFinished, tasks.PodVanished, tasks.CancelRequested,
+              tasks.RetryRequested, tasks.BackoffElapsed, tasks.Killswitch}
+    missing = {(p, e.__name__) for p in tasks.PHASES for e in events if (p, e) not in tasks.TRANSITIONS}
+    assert missing == {("Backoff", "Admitted"), ("Succeeded", "Admitted"), ("Failed", "Admitted"),
+                       ("Cancelled", "Admitted")}
+
+
+def test_long_task_names_give_short_deterministic_pod_names():
+    s = state(name="x" * 63)
+    _, effects = decide(s, Admitted())
+    (pod,) = of(effects, CreatePod)
+    assert len(pod.name) <= 63 and pod.name.endswith("-a1")
+    assert pod == of(decide(s, Admitted())[1], CreatePod)[0]
+
+
+def test_state_from_resource_round_trip():
+    obj = {
+        "metadata": {"name": "b-t1"},
+        "spec": {"role": "fixer"},
+        "status": {"phase": "Backoff", "retryToken": "r", "nextAttemptTime": "2025-01-01T12:00:30Z",
+                   "attempts": [{"number": 1, "pod": "b-t1-a1"},
+                                {"number": 2, "pod": "b-t1-a2", "failureClass": "Timeout"}]},
+    }
+    build = {"spec": {"retry": {"maxAttempts": 5, "backoffSeconds": 7}}}
+    s = TaskState.from_resource(obj, build)
+    assert s == TaskState(name="b-t1", role="fixer", phase="Backoff", attempt=2, retry_token="r",
+                          next_attempt_time=NOW + timedelta(seconds=30), last_failure="Timeout",
+                          policy=RetryPolicy(max_attempts=5, backoff_seconds=7))
+    assert s.to_status()["nextAttemptTime"] == "2025-01-01T12:00:30Z"
+    assert replace(s, phase="Running").pod == "b-t1-a2"

@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from longshot.api.handoff import TaskInput
+from longshot.config import Settings
+from longshot.runtime import pods
+
+pytestmark = pytest.mark.unit
+
+SETTINGS = Settings(identity="test")
+
+
+def agent_task(name: str = "app-t1", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask",
+            "metadata": {"name": name, "namespace": "ns", "uid": "task-uid"},
+            "spec": {"buildRef": {"name": "app"}, "description": "add an endpoint", "role": "worker", **spec}}
+
+
+def build_request(**agent: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "app", "namespace": "ns", "uid": "build-uid"},
+            "spec": {"request": "build a REST API",
+                     "repository": {"url": "https://git.example.com/org/app.git", "baseBranch": "main",
+                                    "credentialsSecret": "git-token"},
+                     "agent": {"backend": "openai", "model": "m", "credentialsSecret": "llm-key",
+                               "timeoutSeconds": 900, **agent}}}
+
+
+def pod(task=None, build=None, attempt: int = 1) -> dict[str, Any]:
+    return pods.build_agent_pod(task or agent_task(), build or build_request(), SETTINGS, attempt)
+
+
+def container(p: dict[str, Any]) -> dict[str, Any]:
+    (c,) = p["spec"]["containers"]
+    return c
+
+
+def test_restricted_security_context():
+    p = pod()
+    spec = p["spec"]
+    assert spec["securityContext"] == {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+                                       "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}}
+    sc = container(p)["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 65532
+    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["automountServiceAccountToken"] is False and spec["enableServiceLinks"] is False
+    assert spec["restartPolicy"] == "Never"
+    assert "hostNetwork" not in spec and "hostPath" not in json.dumps(spec)
+
+
+def test_container_basics():
+    c = container(pod())
+    assert c["name"] == "agent" and c["command"] == ["python", "-m", "longshot", "agent"]
+    assert c["terminationMessagePath"] == "/dev/termination-log"
+    assert c["terminationMessagePolicy"] == "File"
+    assert c["image"] == SETTINGS.agent_image
+    assert container(pod(build=build_request(image="my/agent:1")))["image"] == "my/agent:1"
+
+
+def test_deadline_from_task_then_build():
+    assert pod()["spec"]["activeDeadlineSeconds"] == 900
+    assert pod(agent_task(timeoutSeconds=60))["spec"]["activeDeadlineSeconds"] == 60
+
+
+def test_resources_task_over_build_over_defaults():
+    build = build_request(resources={"limits": {"memory": "2Gi"}, "requests": {"cpu": "500m"}})
+    task = agent_task(resources={"limits": {"memory": "4Gi"}})
+    r = container(pod(task, build))["resources"]
+    assert r == {"requests": {"cpu": "500m", "memory": SETTINGS.default_memory_request},
+                 "limits": {"cpu": SETTINGS.default_cpu_limit, "memory": "4Gi"}}
+    r = container(pod(build=build))["resources"]
+    assert r["limits"]["memory"] == "2Gi"
+    r = container(pod())["resources"]
+    assert r["limits"] == {"cpu": SETTINGS.default_cpu_limit, "memory": SETTINGS.default_memory_limit}
+
+
+def test_volumes_and_mounts():
+    p = pod(build=build_request(script={"name": "demo-script"}, prompts={"name": "my-prompts"}))
+    volumes = {v["name"]: v for v in p["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m for m in container(p)["volumeMounts"]}
+    assert volumes["workspace"]["emptyDir"] == {"sizeLimit": SETTINGS.scratch_size}
+    assert "sizeLimit" in volumes["tmp"]["emptyDir"]
+    assert not mounts["/workspace"].get("readOnly") and not mounts["/tmp"].get("readOnly")
+    for path, vol in [("/etc/longshot/git", "git-credentials"), ("/etc/longshot/llm", "llm-credentials"),
+                      ("/etc/longshot/script", "script"), ("/etc/longshot/prompts", "my-prompts"),
+                      ("/etc/longshot/task", "task-input")]:
+        assert mounts[path]["readOnly"] is True
+    assert volumes["git-credentials"]["secret"] == {"secretName": "git-token", "defaultMode": 0o440}
+    assert volumes["llm-credentials"]["secret"] == {"secretName": "llm-key", "defaultMode": 0o440}
+    assert volumes["script"]["configMap"] == {"name": "demo-script", "defaultMode": 0o440}
+    assert volumes["prompts"]["configMap"]["name"] == "my-prompts"
+
+
+def test_optional_mounts_only_when_configured():
+    build = build_request(credentialsSecret=None)
+    build["spec"]["repository"].pop("credentialsSecret")
+    names = {v["name"] for v in pod(build=build)["spec"]["volumes"]}
+    assert names == {"workspace", "tmp", "task-input"}
+
+
+def test_task_input_via_downward_api():
+    p = pod(attempt=2)
+    (item,) = next(v for v in p["spec"]["volumes"] if v["name"] == "task-input")["downwardAPI"]["items"]
+    assert item == {"path": "task.json",
+                    "fieldRef": {"fieldPath": "metadata.annotations['longshot.dev/task-input']"}}
+    ti = TaskInput.model_validate(json.loads(p["metadata"]["annotations"]["longshot.dev/task-input"]))
+    assert ti.task == "app-t1" and ti.build == "app" and ti.attempt == 2 and ti.role == "worker"
+    assert ti.branch == "longshot/app/app-t1" and ti.repository_url.endswith("app.git")
+    assert ti.backend.name == "openai" and ti.backend.model == "m"
+
+
+def test_env_is_plain_and_home_is_fixed():
+    env = container(pod(build=build_request(env=[{"name": "FOO", "value": "bar"},
+                                                   {"name": "HOME", "value": "/root"}])))["env"]
+    assert env == [{"name": "HOME", "value": "/workspace/home"}, {"name": "FOO", "value": "bar"}]
+    assert all(set(e) == {"name", "value"} for e in env)
+
+
+def test_no_secret_values_in_the_pod():
+    text = json.dumps(pod())
+    assert "secretKeyRef" not in text and "envFrom" not in text
+    assert "api-key" not in text
+
+
+def test_labels_name_and_owner():
+    p = pod(attempt=3)
+    meta = p["metadata"]
+    assert meta["name"] == "app-t1-a3" == pods.pod_name("app-t1", 3)
+    assert meta["labels"] == {
+        "app.kubernetes.io/name": "longshot", "app.kubernetes.io/instance": "app",
+        "app.kubernetes.io/component": "agent", "app.kubernetes.io/managed-by": "longshot-operator",
+        "longshot.dev/build": "app", "longshot.dev/task": "app-t1", "longshot.dev/attempt": "3",
+        "longshot.dev/role": "worker"}
+    assert meta["ownerReferences"] == [{"apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask",
+                                        "name": "app-t1", "uid": "task-uid", "controller": True,
+                                        "blockOwnerDeletion": True}]
+    assert pod(attempt=3) == p  # deterministic
+
+
+def test_long_names_stay_valid():
+    name = "t" * 63
+    p = pod(agent_task(name))
+    assert len(p["metadata"]["name"]) <= 63 and p["metadata"]["name"].endswith("-a1")
+    assert all(len(v) <= 63 for v in p["metadata"]["labels"].values())
