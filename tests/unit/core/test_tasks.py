@@ -162,7 +162,7 @@ def test_planner_success_returns_the_plan():
     plan = [PlannedTask(name="a", description="x")]
     new, effects = decide(running(role="planner"),
                           PodFinished(exited(0), handoff(role="planner", commit=None, tasks_=plan)))
-    assert of(effects, PlanReturned) == [PlanReturned(tuple(plan))]
+    assert new.phase == "Succeeded" and of(effects, PlanReturned) == [PlanReturned(tuple(plan))]
     assert of(effects, CreateMergeJob) == []
 
 
@@ -292,7 +292,7 @@ def test_retry_from_failed_or_cancelled_with_a_fresh_budget(phase):
     assert cond(effects, "Authenticated").status == "Unknown"
     assert decide(new, RetryRequested("new")) == (new, [])  # the same token again: nothing
     started, effects = decide(new, Admitted())
-    assert of(effects, CreatePod) == [CreatePod(4, "b-t1-a4")]
+    assert started.attempt == 4 and of(effects, CreatePod) == [CreatePod(4, "b-t1-a4")]
 
 
 def test_same_retry_token_does_not_retry():

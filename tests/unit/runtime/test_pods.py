@@ -86,9 +86,9 @@ def test_volumes_and_mounts():
     assert "sizeLimit" in volumes["tmp"]["emptyDir"]
     assert not mounts["/workspace"].get("readOnly") and not mounts["/tmp"].get("readOnly")
     for path, vol in [("/etc/longshot/git", "git-credentials"), ("/etc/longshot/llm", "llm-credentials"),
-                      ("/etc/longshot/script", "script"), ("/etc/longshot/prompts", "my-prompts"),
+                      ("/etc/longshot/script", "script"), ("/etc/longshot/prompts", "prompts"),
                       ("/etc/longshot/task", "task-input")]:
-        assert mounts[path]["readOnly"] is True
+        assert mounts[path]["readOnly"] is True and mounts[path]["name"] == vol
     assert volumes["git-credentials"]["secret"] == {"secretName": "git-token", "defaultMode": 0o440}
     assert volumes["llm-credentials"]["secret"] == {"secretName": "llm-key", "defaultMode": 0o440}
     assert volumes["script"]["configMap"] == {"name": "demo-script", "defaultMode": 0o440}
