@@ -42,7 +42,7 @@ esac
 _AUTH_FAILURES = re.compile(
     r"Authentication failed|could not read (Username|Password)|terminal prompts disabled|"
     r"returned error: (401|403)|HTTP (Basic: )?Access denied|Permission denied \(publickey|"
-    r"Invalid username or password|access denied or repository not exported",
+    r"Invalid username or password",
     re.IGNORECASE,
 )
 

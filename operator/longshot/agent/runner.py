@@ -19,7 +19,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import pydantic
 
@@ -43,11 +43,12 @@ def main(argv: list[str]) -> int:
 
 
 def run(env: Mapping[str, str], *, sleep: Callable[[float], None] = time.sleep,
-        rand: Callable[[], float] = random.random) -> int:
-    """The whole attempt; ``env`` stands for the process environment (tests pass their own)."""
+        rand: Callable[[], float] = random.random, stdout: TextIO | None = None) -> int:
+    """The whole attempt; ``env`` stands for the process environment (tests pass their own, a fake
+    ``sleep`` and a ``stdout`` to read the events from)."""
     paths = settings.Paths.from_env(env)
     redactor = redact.Redactor()
-    ev = events.Events(redactor)
+    ev = events.Events(redactor, stream=stdout)
     try:
         tuning = settings.Settings.from_env(env)
         task = load_task_input(paths.task_input)
@@ -61,22 +62,26 @@ def run(env: Mapping[str, str], *, sleep: Callable[[float], None] = time.sleep,
            branch=task.branch, base_branch=task.base_branch)
     attempt: roles.Attempt | None = None
     credentials = gitops.Credentials()
+    failure: errors.AgentFailure | None = None
     with events.Heartbeat(ev, tuning.heartbeat_seconds):
         try:
             attempt, credentials = prepare(task, paths, tuning, ev, env, sleep=sleep, rand=rand)
             fields = roles.ROLES[task.role](attempt)
             result = make_handoff(task, attempt, **fields)
         except errors.AgentFailure as e:
-            ev.log(str(e), level="error", failure_class=e.failure_class)
-            result = failed_handoff(task, attempt, e)
+            failure = e
         except Exception as e:  # a bug: still report, so the operator does not wait for a timeout
             ev.log("internal error", level="error", error=f"{type(e).__name__}: {e}",
                    traceback=traceback.format_exc(limit=8))
-            result = failed_handoff(task, attempt, errors.AgentError(f"internal error in the agent runner: "
-                                                                     f"{type(e).__name__}: {e}"))
-        result = deliver(result, task, paths, tuning, ev, credentials)
-    ev.emit("handoff", handoff=result.to_wire())
-    return exit_code(result)
+            failure = errors.AgentError(f"internal error in the agent runner: {type(e).__name__}: {e}")
+        if failure is not None:
+            ev.log(str(failure), level="error", failure_class=failure.failure_class)
+            result = failed_handoff(task, attempt, failure)
+        delivered = deliver(result, task, paths, tuning, ev, credentials)
+    ev.emit("handoff", handoff=delivered.to_wire())
+    if failure is not None and delivered is result:
+        return failure.exit_code
+    return exit_code(delivered)
 
 
 def load_task_input(path: Path) -> handoff.TaskInput:

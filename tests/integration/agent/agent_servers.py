@@ -21,6 +21,20 @@ GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EM
            "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.com"}
 
 
+def task_input(url: str, *, task: str = "b1-t1", role: str = "worker", **fields: Any) -> dict[str, Any]:
+    """A task input (wire form) for ``url``; the build is the task name's first dash-separated word."""
+    from longshot.api import handoff
+
+    build = task.split("-", 1)[0]
+    data: dict[str, Any] = {
+        "task": task, "build": build, "namespace": "default", "role": role,
+        "description": fields.pop("description", "Add a farewell function"),
+        "repository_url": url, "branch": fields.pop("branch", f"longshot/{build}/{task}"),
+    }
+    data.update(fields)
+    return json.loads(handoff.TaskInput.model_validate(data).model_dump_json(by_alias=True))
+
+
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.02,
              what: str = "condition") -> Any:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
@@ -103,7 +117,7 @@ class Repos:
 
     def refs(self, name: str) -> dict[str, str]:
         out = git("for-each-ref", "--format=%(refname) %(objectname)", cwd=self.path(name))
-        return dict(reversed(line.split(" ", 1)) for line in out.splitlines())  # type: ignore[misc]
+        return dict(line.split(" ", 1) for line in out.splitlines())  # type: ignore[misc]
 
     def show(self, name: str, rev: str, path: str) -> str:
         return git("show", f"{rev}:{path}", cwd=self.path(name))

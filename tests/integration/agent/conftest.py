@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import agent_servers as servers
 import pytest
 import yaml
 
 from longshot.agent import runner
 from longshot.api import handoff
-import agent_servers as servers
 
 README = "# app\n\nA small app.\n"
 
@@ -39,17 +39,6 @@ def repo(daemon: servers.GitDaemon, request: pytest.FixtureRequest) -> str:
 def model() -> Iterator[servers.ModelAPI]:
     with servers.model_api() as api:
         yield api
-
-
-def task_input(url: str, *, task: str = "b1-t1", role: str = "worker", **fields: Any) -> dict[str, Any]:
-    build = task.split("-", 1)[0]
-    data: dict[str, Any] = {
-        "task": task, "build": build, "namespace": "default", "role": role,
-        "description": fields.pop("description", "Add a farewell function"),
-        "repository_url": url, "branch": fields.pop("branch", f"longshot/{build}/{task}"),
-    }
-    data.update(fields)
-    return json.loads(handoff.TaskInput.model_validate(data).model_dump_json(by_alias=True))
 
 
 @dataclass

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import agent_servers as servers
 import pytest
-from conftest import task_input
+from agent_servers import task_input
 
 from longshot.api import handoff
 
