@@ -38,7 +38,8 @@ def render(name: str, override_dir: Path | None, **context: Any) -> str:
     except jinja2.TemplateNotFound:
         raise errors.ConfigError(f"prompt template {name} not found (packaged or in {override_dir})") from None
     except jinja2.TemplateError as e:
-        where = f" line {e.lineno}" if getattr(e, "lineno", None) else ""
+        lineno = getattr(e, "lineno", None)
+        where = f" line {lineno}" if lineno else ""
         raise errors.ConfigError(f"prompt template {name}{where} cannot be rendered: {e.message}") from None
 
 
