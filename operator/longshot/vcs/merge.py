@@ -208,7 +208,9 @@ def _merge(w: ws.Workspace, req: MergeRequest, timer: _Timer, fetch: bool) -> Me
             return timer.result("Error", "Error", f"{which} does not exist on {ws.normalise_url(w.url)}")
         raise
     timer.lap("fetch")
-    old, commit = w.resolve(f"refs/remotes/origin/{req.target}", req.commit or ws.INCOMING_REF)
+    target_ref = f"refs/remotes/origin/{req.target}"
+    old, commit, old_tree = w.resolve(f"{target_ref}^{{commit}}", f"{req.commit or ws.INCOMING_REF}^{{commit}}",
+                                      f"{target_ref}^{{tree}}")
     if old is None:
         return timer.result("Error", "Error", f"target branch {req.target!r} does not resolve to a commit")
     if commit is None:
@@ -219,10 +221,9 @@ def _merge(w: ws.Workspace, req: MergeRequest, timer: _Timer, fetch: bool) -> Me
         timer.lap("check")
         return timer.result("AlreadyMerged", "AlreadyMerged", f"{found[:12]} on {req.target} carries "
                             f"{TRAILER_KEY}: {req.merge_id}", merged_commit=found, old_target=old)
-    if commit == old or w.is_ancestor(commit, old):
-        timer.lap("check")
-        return timer.result("AlreadyMerged", "AlreadyMerged", f"{commit[:12]} is already on {req.target}",
-                            merged_commit=commit, old_target=old)
+    # (rebase learns this from the commits of old..commit, one git call fewer on the hot path)
+    if commit == old or (req.strategy != "rebase" and w.is_ancestor(commit, old)):
+        return _already_on_target(timer, req, commit, old)
     timer.lap("check")
 
     if req.strategy == "fast-forward":
@@ -242,7 +243,10 @@ def _merge(w: ws.Workspace, req: MergeRequest, timer: _Timer, fetch: bool) -> Me
                    f"Task {req.task or '?'} of build {req.build or '?'} ({req.namespace}).\n")
         new = _commit_tree(w, tree, [old, commit], add_trailer(message, TRAILER_KEY, req.merge_id))
     else:
-        rebased = _rebase(w, old, commit, req.merge_id)
+        commits = _branch_commits(w, old, commit)
+        if not commits:
+            return _already_on_target(timer, req, commit, old)
+        rebased = _rebase(w, old, old_tree or "", commit, commits, req.merge_id)
         if isinstance(rebased, list):
             timer.lap("merge")
             return _conflicted(timer, req, old, rebased)
@@ -264,6 +268,12 @@ def _merge(w: ws.Workspace, req: MergeRequest, timer: _Timer, fetch: bool) -> Me
         return timer.result("Stale", "StaleTarget", f"{req.target} moved on the server since {old[:12]} "
                             f"({detail}); fetch and merge again", old_target=old)
     return timer.result("Error", "Error", f"push to {req.target} refused: {detail}", old_target=old)
+
+
+def _already_on_target(timer: _Timer, req: MergeRequest, commit: str, old: str) -> MergeResult:
+    timer.lap("check")
+    return timer.result("AlreadyMerged", "AlreadyMerged", f"{commit[:12]} is already on {req.target}",
+                        merged_commit=commit, old_target=old)
 
 
 def _conflicted(timer: _Timer, req: MergeRequest, old: str, files: Sequence[str]) -> MergeResult:
@@ -332,11 +342,12 @@ def _branch_commits(w: ws.Workspace, old: str, commit: str) -> list[_Commit]:
     return commits
 
 
-def _rebase(w: ws.Workspace, old: str, commit: str, trailer: str) -> str | list[str]:
-    """Cherry-pick ``old..commit`` onto ``old`` with plumbing; the new head, or the conflicting files."""
-    commits = _branch_commits(w, old, commit)
+def _rebase(w: ws.Workspace, old: str, old_tree: str, commit: str, commits: Sequence[_Commit],
+            trailer: str) -> str | list[str]:
+    """Cherry-pick ``commits`` (``old..commit``) onto ``old`` with plumbing; the new head, or the
+    conflicting files."""
     on_branch = {c.sha for c in commits}
-    base, base_tree = old, w.out("rev-parse", f"{old}^{{tree}}")
+    base, base_tree = old, old_tree or w.out("rev-parse", f"{old}^{{tree}}")
     for c in commits:
         if len(c.parents) != 1:
             continue  # merge commits are dropped (their changes come with the commits they merged)

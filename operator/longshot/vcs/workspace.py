@@ -203,6 +203,7 @@ class Workspace:
         self.timeout = timeout
         self._env: dict[str, str] | None = None
         self._fetches = 0
+        self._ensured = False
 
     def __repr__(self) -> str:
         return f"Workspace({normalise_url(self.url)!r}, path={str(self.path)!r})"
@@ -215,6 +216,8 @@ class Workspace:
 
     def ensure(self) -> Workspace:
         """Create the bare repository and its ``origin`` remote if missing; point ``origin`` at the URL."""
+        if self._ensured and (self.path / "HEAD").exists():
+            return self
         if not (self.path / "HEAD").exists():
             self.path.mkdir(parents=True, exist_ok=True)
             repo = gitpython.Repo.init(self.path, bare=True)
@@ -231,6 +234,7 @@ class Workspace:
                         cw.set("url", self.url)
             finally:
                 repo.close()
+        self._ensured = True
         return self
 
     @property
@@ -308,13 +312,13 @@ class Workspace:
         return self.git("cat-file", "-e", f"{rev}^{{commit}}", check=False).returncode == 0
 
     def resolve(self, *revs: str) -> list[str | None]:
-        """Commit ids of ``revs`` in one git call; None for a name that does not resolve to a commit."""
+        """Object ids of ``revs`` (``main^{commit}``, ``main^{tree}``...) in one git call; None when missing."""
         out = self.git("cat-file", "--batch-check=%(objectname) %(objecttype)",
-                       input="".join(f"{r}^{{commit}}\n" for r in revs)).stdout.decode().splitlines()
+                       input="".join(f"{r}\n" for r in revs)).stdout.decode().splitlines()
         result: list[str | None] = []
         for line in out:
             parts = line.split()
-            result.append(parts[0] if len(parts) == 2 and parts[1] == "commit" else None)
+            result.append(parts[0] if len(parts) == 2 and parts[1] != "missing" else None)
         return result
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
