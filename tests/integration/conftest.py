@@ -60,6 +60,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory,
         cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
         cp.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                    *[f"crd/{n}" for n in CRD_NAMES])
+        cp.kubectl("api-resources", "--api-group=longshot.dev")  # refreshes kubectl's discovery cache
         yield cp
     finally:
         if request.session.config.stash.get(_FAILED, False):

@@ -82,6 +82,10 @@ class Attempt(Model):
     """Why the attempt ended, in words."""
     failure_class: FailureClass | None = None
     """Class of the failure, which picks the retry behaviour."""
+    tokens: int = Field(default=0, ge=0)
+    """Model tokens the attempt used (from its handoff)."""
+    cost: float = Field(default=0.0, ge=0)
+    """Cost of the attempt (from its handoff)."""
 
 
 class HandoffSummary(Model):
@@ -133,6 +137,8 @@ class AgentTaskStatus(Model):
     """Progress of the running attempt."""
     retry_token: str | None = Field(default=None, max_length=64)
     """The ``spec.retryToken`` already acted on."""
+    retry_base: int = Field(default=0, ge=0)
+    """Attempts that no longer count against the retry limit (after a manual retry or a killswitch stop)."""
 
 
 AGENT_TASK_RULES = [

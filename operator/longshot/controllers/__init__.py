@@ -1,9 +1,9 @@
-"""kopf handlers, one module per resource. Importing this package registers all of them.
+"""kopf handlers. Importing this package registers all of them.
 
-Handlers are thin: they read the world, ask ``longshot.core`` what to do, carry out the effects and
-write the status once.
+The handlers only observe: they feed every BuildRequest, AgentTask, MergeJob and agent Pod event into
+the engine (``controllers/engine.py``), which decides with ``longshot.core`` and acts.
 """
 
-from longshot.controllers import agenttask, buildrequest, mergejob, startup
+from longshot.controllers import observers, startup
 
-__all__ = ["agenttask", "buildrequest", "mergejob", "startup"]
+__all__ = ["observers", "startup"]

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
 import kopf
 
 from longshot import config
+from longshot.controllers import engine
+from longshot.runtime import kube
 
 FINALIZER = "longshot.dev/finalizer"
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     ours = config.Settings.from_env()
     memo.settings = ours
 
@@ -39,15 +43,28 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
 
-    # Batch bursts of events per object (one reconcile for a burst of status writes), but keep the
-    # idle time short so Pod completions are acted on quickly.
-    settings.batching.idle_timeout = 0.5
-    settings.batching.batch_window = 0.1
+    # Per-object workers exit soon after their last event, so 10,000 quiet AgentTasks hold no tasks.
+    settings.queueing.idle_timeout = 5.0
     # Bound concurrent workers so 10,000 AgentTasks do not mean 10,000 asyncio tasks at once.
-    settings.batching.worker_limit = 200
+    settings.queueing.worker_limit = 200
 
     # Sync handlers run in this thread pool; the kubernetes client is synchronous.
     settings.execution.max_workers = 20
 
     logger.info("longshot operator starting as %s (agent image %s, max workers %d)",
                 ours.identity, ours.agent_image, ours.max_workers)
+    memo.engine = engine.Engine(kube.Kube(kube.load_client()), ours)
+    memo.engine_task = asyncio.create_task(memo.engine.run(), name="longshot-engine")
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    memo.engine.stop()
+    with contextlib.suppress(asyncio.CancelledError):
+        await memo.engine_task
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster service account first, else $KUBECONFIG (read at login time, not at import time)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)

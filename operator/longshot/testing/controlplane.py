@@ -326,7 +326,8 @@ class ControlPlane:
     # --- helpers ---------------------------------------------------------------------------------------
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([self.binary("kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+        return subprocess.run([self.binary("kubectl"), f"--kubeconfig={self.kubeconfig}",
+                               f"--cache-dir={self.workdir / 'kubectl-cache'}", *args],
                               input=input, capture_output=True, text=True, check=check)
 
     def stop(self) -> None:

@@ -1,0 +1,183 @@
+"""Kubernetes client helpers of the shell: one client, idempotent create, status patch, Events.
+
+Synchronous (the official client); the controllers call these from worker threads with
+``asyncio.to_thread``. Nothing here decides anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import kubernetes
+from kubernetes.client.rest import ApiException
+
+from longshot import api
+
+log = logging.getLogger(__name__)
+
+PLURALS = {"BuildRequest": "buildrequests", "AgentTask": "agenttasks", "MergeJob": "mergejobs"}
+COMPONENT = "longshot-operator"
+
+
+def load_client(pool_size: int = 64) -> kubernetes.client.ApiClient:
+    """An API client from the in-cluster service account, else the kubeconfig ($KUBECONFIG)."""
+    configuration = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    except kubernetes.config.ConfigException:
+        # read $KUBECONFIG now: the client's default was fixed when it was imported
+        kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"),
+                                           client_configuration=configuration)
+    configuration.connection_pool_maxsize = pool_size
+    return kubernetes.client.ApiClient(configuration)
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Kube:
+    """The few API calls the controllers make, with the error handling they all need."""
+
+    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+        self.client = client
+        self.core = kubernetes.client.CoreV1Api(client)
+        self.custom = kubernetes.client.CustomObjectsApi(client)
+        self._local = threading.local()
+
+    # --- custom resources ------------------------------------------------------------------------------
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, PLURALS[kind], name)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create a custom object; None when it already exists (creation is idempotent by name)."""
+        meta = obj["metadata"]
+        try:
+            return self.custom.create_namespaced_custom_object(
+                api.GROUP, api.VERSION, meta["namespace"], PLURALS[obj["kind"]], dict(obj))
+        except ApiException as e:
+            if e.status == 409:
+                return None
+            raise
+
+    def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch ``status``; None when the object is gone."""
+        try:
+            return self.custom.patch_namespaced_custom_object_status(
+                api.GROUP, api.VERSION, namespace, PLURALS[kind], name, {"status": dict(status)})
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    # --- pods ------------------------------------------------------------------------------------------
+
+    def create_pod(self, pod: Mapping[str, Any]) -> bool:
+        """Create a Pod; False when a Pod of that name exists already (a restart re-created it)."""
+        try:
+            self.core.create_namespaced_pod(pod["metadata"]["namespace"], dict(pod))
+            return True
+        except ApiException as e:
+            if e.status == 409:
+                return False
+            raise
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.client.sanitize_for_serialization(self.core.read_namespaced_pod(name, namespace))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def delete_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> None:
+        try:
+            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace_seconds,
+                                            propagation_policy="Background")
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
+        try:
+            return self.core.read_namespaced_config_map(name, namespace).data or {}
+        except ApiException as e:
+            if e.status in (403, 404):
+                return None
+            raise
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The Secret's data, base64-decoded. Never log the result."""
+        import base64
+
+        try:
+            data = self.core.read_namespaced_secret(name, namespace).data or {}
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return {k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()}
+
+    # --- events ----------------------------------------------------------------------------------------
+
+    def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """Record a Kubernetes Event on ``obj``. Failures are logged, never raised: events are best effort."""
+        meta = obj.get("metadata") or {}
+        now = now_rfc3339()
+        body = {
+            "metadata": {"generateName": f"{meta.get('name', 'longshot')}.", "namespace": meta.get("namespace")},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion", api.API_VERSION), "kind": obj.get("kind"),
+                "name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": type_,
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": COMPONENT,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(meta.get("namespace"), body)
+        except ApiException as e:
+            log.warning("could not record event %s on %s/%s: %s", reason, obj.get("kind"), meta.get("name"),
+                        e.reason)
+
+
+def slim(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the controllers keep of an object in memory: no managedFields, no kopf annotations."""
+    meta = body.get("metadata") or {}
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
+                   if not k.startswith("kopf.") and k != "kubectl.kubernetes.io/last-applied-configuration"}
+    keep = {k: meta[k] for k in ("name", "namespace", "uid", "labels", "creationTimestamp", "generation",
+                                 "resourceVersion", "ownerReferences", "deletionTimestamp") if k in meta}
+    if annotations:
+        keep["annotations"] = annotations
+    out: dict[str, Any] = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": keep}
+    for key in ("spec", "status"):
+        if key in body:
+            out[key] = _plain(body[key])
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

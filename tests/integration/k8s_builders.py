@@ -1,0 +1,37 @@
+"""Small builders of test objects, shared by the integration tests."""
+
+from __future__ import annotations
+
+from longshot import api
+
+GROUP, VERSION = api.GROUP, api.VERSION
+
+
+def build(name: str = "b1", **spec_patch):
+    spec = {"request": "Build a REST API", "repository": {"url": "https://git.example.com/o/r.git"}}
+    for path, value in spec_patch.items():
+        target = spec
+        keys = path.split("__")
+        for k in keys[:-1]:
+            target = target.setdefault(k, {})
+        target[keys[-1]] = value
+    return {"apiVersion": api.API_VERSION, "kind": "BuildRequest", "metadata": {"name": name}, "spec": spec}
+
+
+def task(name: str = "t1", **spec):
+    base = {"buildRef": {"name": "b1"}, "description": "Do a thing"}
+    base.update(spec)
+    return {"apiVersion": api.API_VERSION, "kind": "AgentTask", "metadata": {"name": name}, "spec": base}
+
+
+def merge_job(name: str = "m1", **spec):
+    base = {"buildRef": {"name": "b1"}, "taskRef": {"name": "t1"}, "branch": "longshot/b1/t1", "target": "main"}
+    base.update(spec)
+    return {"apiVersion": api.API_VERSION, "kind": "MergeJob", "metadata": {"name": name}, "spec": base}
+
+
+PLURAL = {"BuildRequest": "buildrequests", "AgentTask": "agenttasks", "MergeJob": "mergejobs"}
+
+
+def create(custom, namespace, obj):
+    return custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL[obj["kind"]], obj)
