@@ -127,7 +127,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 @pytest.fixture
-def operator(control_plane: controlplane.ControlPlane, namespace: str) -> Iterator[object]:
+def operator_env(namespace: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """LONGSHOT_* settings of the operator under test; tests may change them before it starts."""
+    env = {"LONGSHOT_NAMESPACE": namespace, "LONGSHOT_MAX_WORKERS": "50"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
+@pytest.fixture
+def operator(control_plane: controlplane.ControlPlane, namespace: str, operator_env: dict[str, str]
+             ) -> Iterator[object]:
     """The operator, in-process with kopf's runner, watching only this test's namespace."""
     from kopf.testing import KopfRunner
 

@@ -35,3 +35,18 @@ PLURAL = {"BuildRequest": "buildrequests", "AgentTask": "agenttasks", "MergeJob"
 
 def create(custom, namespace, obj):
     return custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL[obj["kind"]], obj)
+
+
+def get(custom, namespace, plural, name):
+    return custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+
+
+def list_of(custom, namespace, plural):
+    return custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]
+
+
+def condition(obj, type_):
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c["type"] == type_:
+            return c
+    return None

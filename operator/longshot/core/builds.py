@@ -333,6 +333,8 @@ def _counts(state: BuildState, event: TaskCountsChanged, now: datetime) -> Resul
             SetCondition(c.READY, c.FALSE, "InProgress", "tasks are running again"),
             EmitEvent("Normal", "Resumed", "tasks are running again"),
         ]
+    if state.phase in DONE:
+        return new, []  # finished (or given up on its plan): new counts change nothing
     summary = (f"{counts.succeeded} succeeded, {counts.failed} failed, {counts.cancelled} cancelled "
                f"of {counts.total}")
     if state.finalization_enabled:

@@ -1,0 +1,139 @@
+"""Leader election on a real API server: one leader, prompt hand-over on release, take-over after a crash
+once the Lease expires, and a leader whose Lease is overwritten steps down."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+
+import kubernetes
+import pytest
+
+from longshot.runtime import leader
+from longshot.testing import wait_for
+
+DURATION = 2
+RENEW = 0.5
+LEASE = leader.lease_name_for("https://git.example.com/org/app.git")
+
+
+class Replica:
+    """An elector running in this event loop, and the times it started and stopped leading."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient, namespace: str, identity: str,
+                 release_on_cancel: bool = True) -> None:
+        self.events: list[tuple[str, float]] = []
+        self.elector = leader.LeaderElector(
+            api_client, namespace=namespace, name=LEASE, identity=identity, lease_duration=DURATION,
+            renew_period=RENEW, release_on_cancel=release_on_cancel,
+            on_started_leading=lambda: self.events.append(("started", time.monotonic())),
+            on_stopped_leading=lambda: self.events.append(("stopped", time.monotonic())))
+        self.task: asyncio.Task[None] = asyncio.create_task(self.elector.run())
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await self.task
+
+
+async def until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """``wait_for`` in a thread, so the electors keep running in this loop meanwhile."""
+    await asyncio.to_thread(wait_for, predicate, timeout, what, 0.02)
+
+
+@pytest.fixture
+async def replicas(api_client: kubernetes.client.ApiClient, namespace: str) -> AsyncIterator[Callable[..., Replica]]:
+    started: list[Replica] = []
+
+    def start(identity: str, **kw: bool) -> Replica:
+        r = Replica(api_client, namespace, identity, **kw)
+        started.append(r)
+        return r
+
+    yield start
+    for r in started:
+        if not r.task.done():
+            await r.stop()
+
+
+def read_lease(api_client: kubernetes.client.ApiClient, namespace: str) -> leader.LeaseRecord:
+    obj = kubernetes.client.CoordinationV1Api(api_client).read_namespaced_lease(LEASE, namespace,
+                                                                                 _preload_content=False)
+    import json
+
+    return leader.LeaseRecord.from_object(json.loads(obj.data))
+
+
+async def test_only_one_of_two_leads(replicas: Callable[..., Replica], api_client: kubernetes.client.ApiClient,
+                                     namespace: str) -> None:
+    a, b = replicas("replica-a"), replicas("replica-b")
+    await until(lambda: a.elector.is_leader or b.elector.is_leader, 10, "a leader")
+    first, second = (a, b) if a.elector.is_leader else (b, a)
+    # several renew periods later: still exactly one leader, and the Lease names it
+    deadline = time.monotonic() + 3 * RENEW
+    while time.monotonic() < deadline:
+        assert first.elector.is_leader and not second.elector.is_leader
+        await asyncio.sleep(0.05)  # sampling, not synchronisation
+    record = read_lease(api_client, namespace)
+    assert record.holder == first.elector.identity
+    assert record.duration_seconds == DURATION
+    assert second.events == []
+
+
+async def test_release_hands_over_promptly(replicas: Callable[..., Replica],
+                                           api_client: kubernetes.client.ApiClient, namespace: str) -> None:
+    a = replicas("replica-a")
+    await until(lambda: a.elector.is_leader, 10, "replica-a to lead")
+    b = replicas("replica-b")
+    await until(lambda: b.elector.observed is not None, 10, "replica-b to see the Lease")
+    assert not b.elector.is_leader
+    transitions = read_lease(api_client, namespace).transitions
+    released = time.monotonic()
+    await a.stop()  # shutdown: releases
+    assert a.events[-1][0] == "stopped" and not a.elector.is_leader
+    await until(lambda: b.elector.is_leader, DURATION + 5, "replica-b to take over")
+    took = b.events[0][1] - released
+    assert took < DURATION, f"hand-over took {took:.2f}s: the release was not noticed, the Lease expired"
+    record = read_lease(api_client, namespace)
+    assert record.holder == "replica-b" and record.transitions == transitions + 1
+    assert b.elector.transitions == transitions + 1
+
+
+async def test_crashed_leader_is_replaced_after_expiry(replicas: Callable[..., Replica],
+                                                       api_client: kubernetes.client.ApiClient,
+                                                       namespace: str) -> None:
+    a = replicas("replica-a", release_on_cancel=False)
+    await until(lambda: a.elector.is_leader, 10, "replica-a to lead")
+    b = replicas("replica-b")
+    await until(lambda: b.elector.observed is not None, 10, "replica-b to see the Lease")
+    await a.stop()  # killed: no release
+    last_renew = read_lease(api_client, namespace).renew_time
+    assert last_renew is not None
+    killed = time.monotonic()
+    await until(lambda: b.elector.is_leader, DURATION + RENEW + 5, "replica-b to take over")
+    took = b.events[0][1] - killed
+    assert took <= DURATION + RENEW + 0.5, f"take-over took {took:.2f}s"
+    record = read_lease(api_client, namespace)
+    assert record.holder == "replica-b"
+    assert record.acquire_time is not None
+    assert record.acquire_time >= last_renew + timedelta(seconds=DURATION), "took over before expiry"
+
+
+async def test_leader_whose_lease_is_overwritten_steps_down(replicas: Callable[..., Replica],
+                                                            api_client: kubernetes.client.ApiClient,
+                                                            namespace: str) -> None:
+    a = replicas("replica-a")
+    await until(lambda: a.elector.is_leader, 10, "replica-a to lead")
+    now = datetime.now(UTC)
+    kubernetes.client.CoordinationV1Api(api_client).patch_namespaced_lease(LEASE, namespace, {"spec": {
+        "holderIdentity": "intruder", "renewTime": leader.format_micro_time(now),
+        "acquireTime": leader.format_micro_time(now)}})
+    overwritten = time.monotonic()
+    await until(lambda: not a.elector.is_leader, RENEW + 3, "replica-a to notice it lost the Lease")
+    noticed = a.events[1][1] - overwritten
+    assert a.events[1][0] == "stopped"
+    assert noticed <= RENEW + 0.5, f"noticed after {noticed:.2f}s"
+    # the intruder never renews: once its Lease expires, replica-a leads again
+    await until(lambda: a.elector.is_leader, DURATION + RENEW + 5, "replica-a to lead again")

@@ -1,0 +1,284 @@
+"""Orchestration on the real API server: plans, dispatch, sandboxed Pods, retries, user controls.
+
+No kubelet runs here: the tests play the kubelet's and the agent's part by writing the Pod's status and
+the handoff (the termination message) through the API, exactly what a kubelet would write.
+"""
+
+from __future__ import annotations
+
+import kubernetes
+import pytest
+from k8s_builders import build, condition, create, get, list_of
+from kubelet_double import finish_pod, handoff, plan_handoff
+
+from longshot.api import handoff as ho
+from longshot.testing import wait_for
+
+PLANNER = "demo-planner"
+
+
+def agent_pods(core, namespace):
+    pods = core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/managed-by=longshot-operator")
+    return {p.metadata.name: p for p in pods.items}
+
+
+def wait_pod(core, namespace, name, timeout=30):
+    return wait_for(lambda: agent_pods(core, namespace).get(name), timeout=timeout, what=f"Pod {name}")
+
+
+def wait_task(custom, namespace, name, predicate, what, timeout=30):
+    def check():
+        try:
+            t = get(custom, namespace, "agenttasks", name)
+        except kubernetes.client.ApiException:
+            return None
+        return t if predicate(t) else None
+
+    return wait_for(check, timeout=timeout, what=f"AgentTask {name}: {what}")
+
+
+def phase_is(phase):
+    return lambda obj: (obj.get("status") or {}).get("phase") == phase
+
+
+def demo_build(**patch):
+    b = build("demo", **patch)
+    b["spec"].setdefault("workers", {"max": 10})
+    return b
+
+
+def plan_three():
+    return [
+        {"name": "models", "description": "Add the data models", "scope": ["app/models.py"], "priority": 8},
+        {"name": "api", "description": "Add the REST handlers", "scope": ["app/api.py"], "dependsOn": ["models"]},
+        {"name": "docs", "description": "Document the API", "scope": ["README.md"], "priority": 2},
+    ]
+
+
+def start_and_plan(core, custom, namespace, tasks):
+    create(custom, namespace, demo_build())
+    wait_pod(core, namespace, f"{PLANNER}-a1")
+    finish_pod(core, namespace, f"{PLANNER}-a1", message=plan_handoff(PLANNER, tasks))
+
+
+def test_planner_handoff_becomes_worker_tasks_with_dependencies(operator, core_v1, custom, namespace):
+    start_and_plan(core_v1, custom, namespace, plan_three())
+
+    b = wait_for(lambda: (lambda o: o if (condition(o, "Planned") or {}).get("status") == "True" else None)(
+        get(custom, namespace, "buildrequests", "demo")), timeout=30, what="Planned=True")
+    assert condition(b, "Planned")["reason"] == "PlanAccepted"
+    tasks = {t["metadata"]["name"]: t for t in list_of(custom, namespace, "agenttasks")}
+    assert set(tasks) == {PLANNER, "demo-models", "demo-api", "demo-docs"}
+    assert tasks["demo-api"]["spec"]["dependsOn"] == ["demo-models"]
+    assert tasks["demo-models"]["spec"]["priority"] == 8
+    assert tasks["demo-models"]["spec"]["scope"] == ["app/models.py"]
+    owner = tasks["demo-api"]["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("BuildRequest", "demo", True)
+
+    # ready tasks get Pods; the dependent one waits for its dependency
+    wait_pod(core_v1, namespace, "demo-models-a1")
+    wait_pod(core_v1, namespace, "demo-docs-a1")
+    assert "demo-api-a1" not in agent_pods(core_v1, namespace)
+    finish_pod(core_v1, namespace, "demo-models-a1", message=handoff(
+        "demo-models", branch="longshot/demo/demo-models", commit="a" * 40, files_changed=["app/models.py"],
+        usage=ho.Usage(input_tokens=100, output_tokens=20)))
+    wait_pod(core_v1, namespace, "demo-api-a1")
+    t = wait_task(custom, namespace, "demo-models", phase_is("Succeeded"), "Succeeded")
+    assert t["status"]["handoff"]["commit"] == "a" * 40
+    assert condition(t, "Succeeded")["status"] == "True"
+    # a successful worker gets a MergeJob for its branch
+    mj = wait_for(lambda: next((m for m in list_of(custom, namespace, "mergejobs")
+                                if m["metadata"]["name"] == "demo-models"), None), timeout=30, what="MergeJob")
+    assert (mj["spec"]["branch"], mj["spec"]["commit"], mj["spec"]["target"]) == (
+        "longshot/demo/demo-models", "a" * 40, "main")
+    b = wait_for(lambda: (lambda o: o if o["status"].get("usage", {}).get("tokens") == 120 else None)(
+        get(custom, namespace, "buildrequests", "demo")), timeout=30, what="usage on the build")
+    assert b["status"]["tasks"]["total"] == 4
+
+
+def test_invalid_plan_is_refused_with_a_reason_and_replanned(operator, core_v1, custom, namespace):
+    cyclic = [{"name": "a", "description": "A", "dependsOn": ["b"]},
+              {"name": "b", "description": "B", "dependsOn": ["a"]}]
+    start_and_plan(core_v1, custom, namespace, cyclic)
+
+    b = wait_for(lambda: (lambda o: o if (condition(o, "Planned") or {}).get("reason") == "PlanRejected" else None)(
+        get(custom, namespace, "buildrequests", "demo")), timeout=30, what="Planned reason PlanRejected")
+    assert "cycle" in condition(b, "Planned")["message"]
+    # a bounded re-plan: a new planner task, whose description says why the plan was refused
+    replanner = wait_task(custom, namespace, "demo-planner-1", lambda t: True, "exists")
+    assert "rejected" in replanner["spec"]["description"]
+    assert {t["metadata"]["name"] for t in list_of(custom, namespace, "agenttasks")} == {PLANNER, "demo-planner-1"}
+
+    # the re-plan is also refused, and with planner.maxReplans=1 the build gives up
+    custom.patch_namespaced_custom_object("longshot.dev", "v1alpha1", namespace, "buildrequests", "demo",
+                                          {"spec": {"planner": {"maxReplans": 1}}})
+    wait_for(lambda: (lambda o: o["status"].get("observedGeneration") == o["metadata"]["generation"])(
+        get(custom, namespace, "buildrequests", "demo")), timeout=30, what="the operator saw maxReplans=1")
+    wait_pod(core_v1, namespace, "demo-planner-1-a1")
+    finish_pod(core_v1, namespace, "demo-planner-1-a1", message=plan_handoff("demo-planner-1", []))
+    b = wait_for(lambda: (lambda o: o if (condition(o, "Planned") or {}).get("status") == "False" else None)(
+        get(custom, namespace, "buildrequests", "demo")), timeout=30, what="Planned=False")
+    assert condition(b, "Planned")["reason"] == "PlanRejected"
+    assert condition(b, "Ready")["status"] == "True"
+
+
+def test_agent_pods_are_sandboxed_and_admitted_under_restricted(operator, core_v1, custom, namespace):
+    b = demo_build(agent={"backend": "scripted", "timeoutSeconds": 300,
+                          "resources": {"limits": {"memory": "300Mi", "cpu": "500m"}}})
+    create(custom, namespace, b)
+    pod = wait_pod(core_v1, namespace, f"{PLANNER}-a1")
+    # the namespace enforces Pod Security "restricted": the Pod exists, so it was admitted
+    labels = core_v1.read_namespace(namespace).metadata.labels
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    spec = pod.spec
+    c = spec.containers[0]
+    assert c.resources.limits == {"memory": "300Mi", "cpu": "500m"}
+    assert c.resources.requests["memory"] and c.resources.requests["cpu"]
+    sc = c.security_context
+    assert sc.run_as_non_root and sc.read_only_root_filesystem and not sc.allow_privilege_escalation
+    assert sc.capabilities.drop == ["ALL"] and sc.seccomp_profile.type == "RuntimeDefault"
+    assert spec.automount_service_account_token is False
+    assert spec.active_deadline_seconds == 300
+    assert spec.restart_policy == "Never"
+    scratch = {v.name: v for v in spec.volumes}["workspace"]
+    assert scratch.empty_dir.size_limit
+    owner = pod.metadata.owner_references[0]
+    assert (owner.kind, owner.name) == ("AgentTask", PLANNER)
+    assert pod.metadata.labels["longshot.dev/task"] == PLANNER
+    assert pod.metadata.labels["app.kubernetes.io/managed-by"] == "longshot-operator"
+
+
+def test_oom_killed_attempt_is_retried_with_backoff_then_fails(operator, core_v1, custom, namespace):
+    create(custom, namespace, demo_build(retry={"maxAttempts": 2, "backoffSeconds": 1, "maxBackoffSeconds": 2}))
+    wait_pod(core_v1, namespace, f"{PLANNER}-a1")
+    finish_pod(core_v1, namespace, f"{PLANNER}-a1", exit_code=137, reason="OOMKilled")
+
+    t = wait_task(custom, namespace, PLANNER, lambda t: len(t.get("status", {}).get("attempts", [])) >= 1
+                  and t["status"]["attempts"][0].get("failureClass"), "first attempt recorded")
+    first = t["status"]["attempts"][0]
+    assert first["failureClass"] == "OOMKilled" and first["exitCode"] == 137
+    # a second attempt, in a new Pod, after the backoff
+    wait_pod(core_v1, namespace, f"{PLANNER}-a2")
+    finish_pod(core_v1, namespace, f"{PLANNER}-a2", exit_code=137, reason="OOMKilled")
+    t = wait_task(custom, namespace, PLANNER, phase_is("Failed"), "Failed")
+    assert [a["failureClass"] for a in t["status"]["attempts"]] == ["OOMKilled", "OOMKilled"]
+    succeeded = condition(t, "Succeeded")
+    assert succeeded["status"] == "False" and "OOMKilled" in succeeded["message"]
+    assert f"{PLANNER}-a3" not in agent_pods(core_v1, namespace)
+    events = core_v1.list_namespaced_event(namespace, field_selector=f"involvedObject.name={PLANNER}").items
+    assert {"RetryScheduled", "Failed"} <= {e.reason for e in events}
+
+
+def test_auth_failure_stops_and_asks_instead_of_retrying(operator, core_v1, custom, namespace):
+    create(custom, namespace, demo_build())
+    wait_pod(core_v1, namespace, f"{PLANNER}-a1")
+    finish_pod(core_v1, namespace, f"{PLANNER}-a1", exit_code=3, reason="Error")
+    t = wait_task(custom, namespace, PLANNER, phase_is("Failed"), "Failed")
+    assert condition(t, "Authenticated")["status"] == "False"
+    assert condition(t, "Authenticated")["reason"] == "AuthFailed"
+    assert len(t["status"]["attempts"]) == 1
+    # retrying the task after fixing the Secret starts a fresh attempt
+    custom.patch_namespaced_custom_object("longshot.dev", "v1alpha1", namespace, "agenttasks", PLANNER,
+                                          {"spec": {"retryToken": "fixed-secret"}})
+    wait_pod(core_v1, namespace, f"{PLANNER}-a2")
+
+
+def test_suspend_stops_new_pods_and_resume_starts_them(operator, core_v1, custom, namespace):
+    start_and_plan(core_v1, custom, namespace, plan_three()[:1])
+    wait_pod(core_v1, namespace, "demo-models-a1")
+    custom.patch_namespaced_custom_object("longshot.dev", "v1alpha1", namespace, "buildrequests", "demo",
+                                          {"spec": {"suspend": True}})
+    b = wait_for(lambda: (lambda o: o if (condition(o, "Suspended") or {}).get("status") == "True" else None)(
+        get(custom, namespace, "buildrequests", "demo")), timeout=30, what="Suspended=True")
+    assert b["status"]["phase"] == "Suspended"
+    # the running attempt finishes; its failure's retry does not start while suspended
+    finish_pod(core_v1, namespace, "demo-models-a1", exit_code=1, reason="Error")
+    wait_task(custom, namespace, "demo-models", lambda t: len(t["status"].get("attempts", [])) == 1
+              and t["status"]["attempts"][0].get("failureClass"), "attempt 1 failed")
+    # the retry's backoff elapses and the task is Pending, yet no Pod while suspended
+    wait_task(custom, namespace, "demo-models", phase_is("Pending"), "Pending after backoff", timeout=40)
+    assert "demo-models-a2" not in agent_pods(core_v1, namespace)
+    custom.patch_namespaced_custom_object("longshot.dev", "v1alpha1", namespace, "buildrequests", "demo",
+                                          {"spec": {"suspend": False}})
+    wait_pod(core_v1, namespace, "demo-models-a2")
+    b = get(custom, namespace, "buildrequests", "demo")
+    assert condition(b, "Suspended")["status"] == "False"
+
+
+def test_cancel_deletes_the_pod_and_does_not_retry(operator, core_v1, custom, namespace):
+    start_and_plan(core_v1, custom, namespace, plan_three()[:1])
+    wait_pod(core_v1, namespace, "demo-models-a1")
+    custom.patch_namespaced_custom_object("longshot.dev", "v1alpha1", namespace, "agenttasks", "demo-models",
+                                          {"spec": {"cancel": True}})
+    t = wait_task(custom, namespace, "demo-models", phase_is("Cancelled"), "Cancelled")
+    assert condition(t, "Ready")["reason"] == "Cancelled"
+
+    def pod_gone_or_terminating():
+        pod = agent_pods(core_v1, namespace).get("demo-models-a1")
+        return pod is None or pod.metadata.deletion_timestamp is not None
+
+    wait_for(pod_gone_or_terminating, timeout=30, what="the cancelled task's Pod deleted")
+    b = wait_for(lambda: (lambda o: o if o["status"]["tasks"].get("cancelled") == 1 else None)(
+        get(custom, namespace, "buildrequests", "demo")), timeout=30, what="cancelled count")
+    assert b["status"]["tasks"]["progress"] == "2/2"
+
+
+def test_killswitch_stops_every_agent_pod_and_says_so(operator, core_v1, custom, namespace):
+    start_and_plan(core_v1, custom, namespace, plan_three()[:1])
+    wait_pod(core_v1, namespace, "demo-models-a1")
+    core_v1.create_namespaced_config_map(namespace, {"metadata": {"name": "longshot-killswitch"},
+                                                     "data": {"engaged": "true"}})
+    b = wait_for(lambda: (lambda o: o if (condition(o, "Halted") or {}).get("status") == "True" else None)(
+        get(custom, namespace, "buildrequests", "demo")), timeout=30, what="Halted=True")
+    assert b["status"]["phase"] == "Halted"
+    wait_for(lambda: all(p.metadata.deletion_timestamp for p in agent_pods(core_v1, namespace).values()
+                         if p.status.phase not in ("Succeeded", "Failed")),
+             timeout=30, what="every running agent Pod deleted")
+    t = wait_task(custom, namespace, "demo-models", phase_is("Pending"), "back to Pending")
+    assert condition(t, "Running")["reason"] == "Killswitch"
+    # released: the task runs again, its killed attempt not counted against the retries
+    core_v1.patch_namespaced_config_map("longshot-killswitch", namespace, {"data": {"engaged": "false"}})
+    wait_pod(core_v1, namespace, "demo-models-a2")
+
+
+def test_budget_exceeded_stops_dispatch_until_raised(operator, core_v1, custom, namespace):
+    plan = [{"name": "one", "description": "1"}, {"name": "two", "description": "2", "dependsOn": ["one"]}]
+    create(custom, namespace, demo_build(budget={"maxTokens": 100}))
+    wait_pod(core_v1, namespace, f"{PLANNER}-a1")
+    finish_pod(core_v1, namespace, f"{PLANNER}-a1", message=plan_handoff(PLANNER, plan))
+    wait_pod(core_v1, namespace, "demo-one-a1")
+    finish_pod(core_v1, namespace, "demo-one-a1", message=handoff(
+        "demo-one", branch="longshot/demo/demo-one", commit="b" * 40, usage=ho.Usage(input_tokens=150)))
+    b = wait_for(lambda: (lambda o: o if (condition(o, "BudgetExceeded") or {}).get("status") == "True" else None)(
+        get(custom, namespace, "buildrequests", "demo")), timeout=30, what="BudgetExceeded=True")
+    assert b["status"]["usage"]["tokens"] == 150
+    assert "demo-two-a1" not in agent_pods(core_v1, namespace)
+    custom.patch_namespaced_custom_object("longshot.dev", "v1alpha1", namespace, "buildrequests", "demo",
+                                          {"spec": {"budget": {"maxTokens": 1000}}})
+    wait_pod(core_v1, namespace, "demo-two-a1")
+
+
+def test_deleting_the_build_removes_tasks_pods_and_merge_jobs(operator, core_v1, custom, namespace):
+    start_and_plan(core_v1, custom, namespace, plan_three()[:1])
+    wait_pod(core_v1, namespace, "demo-models-a1")
+    finish_pod(core_v1, namespace, "demo-models-a1", message=handoff(
+        "demo-models", branch="longshot/demo/demo-models", commit="c" * 40))
+    wait_for(lambda: list_of(custom, namespace, "mergejobs"), timeout=30, what="a MergeJob")
+    custom.delete_namespaced_custom_object("longshot.dev", "v1alpha1", namespace, "buildrequests", "demo",
+                                           propagation_policy="Foreground")
+    wait_for(lambda: not list_of(custom, namespace, "agenttasks") and not list_of(custom, namespace, "mergejobs")
+             and not agent_pods(core_v1, namespace) and not list_of(custom, namespace, "buildrequests"),
+             timeout=60, what="the build, its tasks, Pods and MergeJobs garbage-collected")
+
+
+@pytest.mark.parametrize("n", [12])
+def test_plan_of_many_tasks_respects_the_worker_limit(operator, core_v1, custom, namespace, n):
+    tasks = [{"name": f"t{i}", "description": f"task {i}"} for i in range(n)]
+    b = demo_build()
+    b["spec"]["workers"] = {"max": 5}
+    create(custom, namespace, b)
+    wait_pod(core_v1, namespace, f"{PLANNER}-a1")
+    finish_pod(core_v1, namespace, f"{PLANNER}-a1", message=plan_handoff(PLANNER, tasks))
+    wait_for(lambda: len(agent_pods(core_v1, namespace)) == 6, timeout=30, what="5 worker Pods + the planner's")
+    running = [t for t in list_of(custom, namespace, "agenttasks") if t.get("status", {}).get("phase") == "Running"]
+    assert len(running) == 5
