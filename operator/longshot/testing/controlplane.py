@@ -143,6 +143,9 @@ class ControlPlane:
     extra_apiserver_flags: Sequence[str] = ()
     hosts: Sequence[str] = ("127.0.0.1", "localhost")
     bind_address: str = "127.0.0.1"
+    server_host: str = "127.0.0.1"
+    """Address clients use (kubeconfig) and the API server advertises (the ``kubernetes`` Service's endpoint).
+    The local e2e cluster sets it to its bridge address so Pods can reach the API server too."""
     controller_manager: bool = True
     processes: list[Process] = field(default_factory=list)
     apiserver_port: int = 0
@@ -158,7 +161,7 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.apiserver_port}"
+        return f"https://{self.server_host}:{self.apiserver_port}"
 
     @property
     def logs(self) -> Path:
@@ -249,7 +252,7 @@ class ControlPlane:
             self.binary("kube-apiserver"),
             f"--etcd-servers={self.etcd_url}",
             f"--bind-address={self.bind_address}",
-            "--advertise-address=127.0.0.1",
+            f"--advertise-address={self.server_host}",
             f"--secure-port={self.apiserver_port}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -304,9 +307,6 @@ class ControlPlane:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--bind-address=127.0.0.1",
             f"--secure-port={free_port()}",
-            "--kube-api-qps=500",
-            "--kube-api-burst=1000",
-            "--concurrent-job-syncs=20",
             "--v=1",
         ])
         # healthy once it has created the default ServiceAccount of the default namespace

@@ -1,0 +1,695 @@
+"""A real single-node Kubernetes cluster on this machine, for the e2e tier and ``make demo``.
+
+It is :class:`~longshot.testing.controlplane.ControlPlane` (etcd, kube-apiserver, kube-controller-manager)
+plus what makes Pods really run:
+
+* a Linux bridge (``lsbr0``, ``10.244.0.1/24``) created up front: the API server, the kubelet and a
+  ``git daemon`` listen on its gateway address, so Pods reach them without DNS or kube-proxy;
+* an iptables DNAT rule for the ``kubernetes`` Service (``10.96.0.1:443`` to the API server), the one
+  Service in-cluster clients need (there is no kube-proxy);
+* containerd with its own config, state, root and socket under the work directory (``restrict_oom_score_adj``
+  because root lacks CAP_SYS_RESOURCE here, the cgroupfs driver on cgroup v1), runc, and the CNI ``bridge``
+  + ``host-local`` plugins from ``/usr/lib/cni``;
+* kube-scheduler, and a kubelet (cgroupfs, ``failSwapOn: false``, a KubeletConfiguration file,
+  authenticated with a client certificate ``system:node:<node>`` signed by the cluster CA; webhook
+  authentication and authorization of its own API, which the API server calls with a client certificate);
+* images imported with ``ctr`` from docker archives (``hack/images.sh`` builds them, no registry).
+
+Everything lives in one work directory (default ``/var/tmp/longshot-cluster``, or ``$LONGSHOT_CLUSTER_DIR``),
+with each component's log in ``logs/``; ``cluster.json`` records what runs so that another process can
+stop it. ``up`` is idempotent (a healthy cluster is reused), ``down`` removes everything it made: Pods'
+containers and shims, mounts, cgroups, the bridge, the iptables chain and the work directory.
+
+Command line (root needed)::
+
+    python -m longshot.testing.cluster up [--images hack-archive.tar ...]
+    python -m longshot.testing.cluster status
+    python -m longshot.testing.cluster down
+
+Nothing here imports the rest of Longshot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from longshot.testing import controlplane as cpl
+
+BRIDGE = "lsbr0"
+BRIDGE_IP = "10.244.0.1"
+POD_SUBNET = "10.244.0.0/24"
+KUBERNETES_SERVICE_IP = "10.96.0.1"
+NAT_CHAIN = "LONGSHOT-SVC"
+NODE_NAME = "longshot-node"
+GIT_PORT = 9418
+PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
+CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
+DEFAULT_WORKDIR = Path(os.environ.get("LONGSHOT_CLUSTER_DIR", "/var/tmp/longshot-cluster"))
+
+
+class ClusterUnavailable(RuntimeError):
+    """This machine cannot run the cluster at all (not root, no containerd, no cgroup memory controller).
+
+    Tests skip on this and only on this; anything else that goes wrong is a failure."""
+
+
+class ClusterError(RuntimeError):
+    """A component did not start; the message names it and points at its log."""
+
+
+def log(message: str) -> None:
+    print(f"[cluster] {message}", file=sys.stderr, flush=True)
+
+
+def _run(*argv: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), check=check, capture_output=True, text=True, input=input)
+
+
+def preflight() -> None:
+    """Raise :class:`ClusterUnavailable` with the reason when this machine cannot run containers."""
+    if sys.platform != "linux":
+        raise ClusterUnavailable(f"needs Linux, this is {sys.platform}")
+    if os.geteuid() != 0:
+        raise ClusterUnavailable("needs root (containerd, runc, network namespaces, cgroups)")
+    missing = [b for b in ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables", "ip", "git")
+               if shutil.which(b) is None]
+    if not any(Path(d, "bridge").exists() for d in CNI_BIN_DIRS):
+        missing.append("CNI plugins (bridge, host-local)")
+    if missing:
+        raise ClusterUnavailable(f"missing {', '.join(missing)}; run hack/cluster/install-deps.sh")
+    if not Path("/sys/fs/cgroup/memory").is_dir() and not Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        raise ClusterUnavailable("no cgroup memory controller mounted")
+
+
+def _cni_bin_dir() -> str:
+    return next(d for d in CNI_BIN_DIRS if Path(d, "bridge").exists())
+
+
+def _pids_alive(pids: Sequence[int]) -> bool:
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    return bool(pids) and all(alive(p) for p in pids)
+
+
+@dataclass
+class LocalCluster:
+    """``LocalCluster(bin_dir).up()``: a Ready single node; ``.down()`` removes it."""
+
+    bin_dir: Path
+    workdir: Path = DEFAULT_WORKDIR
+    images: Sequence[Path] = ()
+    """docker/OCI archives to import into containerd (namespace ``k8s.io``)."""
+    node_name: str = NODE_NAME
+    git_port: int = GIT_PORT
+    control_plane: cpl.ControlPlane | None = None
+    processes: list[cpl.Process] = field(default_factory=list)
+    reused: bool = False
+    """True when ``up`` found this cluster already running (then the caller did not start it)."""
+
+    # --- paths ---------------------------------------------------------------------------------------
+
+    @property
+    def state_file(self) -> Path:
+        return self.workdir / "cluster.json"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "cp" / "admin.kubeconfig"
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.workdir / "containerd" / "containerd.sock"
+
+    @property
+    def logs(self) -> Path:
+        return self.workdir / "cp" / "logs"
+
+    @property
+    def git_root(self) -> Path:
+        return self.workdir / "git"
+
+    @property
+    def git_url(self) -> str:
+        """Base URL of the git daemon as Pods (and the host) see it: ``git://10.244.0.1:9418``."""
+        return f"git://{BRIDGE_IP}:{self.git_port}"
+
+    def state(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.state_file.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+
+    def up(self) -> LocalCluster:
+        preflight()
+        state = self.state()
+        if state and _pids_alive(state.get("pids", [])) and self._node_ready():
+            self.reused = True
+            log(f"already up (node {self.node_name} Ready); KUBECONFIG={self.kubeconfig}")
+            self.import_images()
+            self._start_git_daemon()
+            return self
+        if state or self.workdir.exists():
+            log("found a stopped or broken cluster; cleaning it up first")
+            self.down()
+        start = time.monotonic()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._network()
+            self._pki()
+            self._start_control_plane()
+            self._write_state()
+            self._start_containerd()
+            self._write_state()
+            self.import_images()
+            self._start_scheduler()
+            self._start_kubelet()
+            self._write_state()
+            self._wait_node_ready()
+            self._start_git_daemon()
+            self._write_state()
+        except BaseException:
+            log(f"start failed; logs are in {self.logs}")
+            raise
+        log(f"up in {time.monotonic() - start:.0f}s: node {self.node_name} Ready; KUBECONFIG={self.kubeconfig}; "
+            f"git daemon {self.git_url}/")
+        return self
+
+    def _write_state(self) -> None:
+        procs = list(self.control_plane.processes if self.control_plane else []) + self.processes
+        cp = self.control_plane
+        state = {
+            "kubeconfig": str(self.kubeconfig),
+            "server": cp.server if cp else None,
+            "apiserverPort": cp.apiserver_port if cp else None,
+            "containerdSocket": str(self.containerd_socket),
+            "gitUrl": self.git_url,
+            "gitRoot": str(self.git_root),
+            "node": self.node_name,
+            "bridge": BRIDGE,
+            "bridgeIP": BRIDGE_IP,
+            "pids": [p.popen.pid for p in procs if p.alive()],
+            "processes": {p.name: p.popen.pid for p in procs},
+        }
+        self.state_file.write_text(json.dumps(state, indent=2) + "\n")
+
+    # --- network -------------------------------------------------------------------------------------
+
+    def _network(self) -> None:
+        for key, value in (("net/ipv4/ip_forward", "1"), ("net/bridge/bridge-nf-call-iptables", "1")):
+            path = Path("/proc/sys") / key
+            if path.exists() and path.read_text().strip() != value:
+                path.write_text(value)
+        if _run("ip", "link", "show", BRIDGE, check=False).returncode != 0:
+            _run("ip", "link", "add", BRIDGE, "type", "bridge")
+            log(f"created bridge {BRIDGE}")
+        if f" {BRIDGE_IP}/" not in _run("ip", "-4", "addr", "show", BRIDGE).stdout:
+            _run("ip", "addr", "add", f"{BRIDGE_IP}/24", "dev", BRIDGE)
+        _run("ip", "link", "set", BRIDGE, "up")
+        cni = self.workdir / "cni"
+        cni.mkdir(parents=True, exist_ok=True)
+        (cni / "10-longshot.conflist").write_text(json.dumps({
+            "cniVersion": "1.0.0",
+            "name": "longshot",
+            "plugins": [
+                {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False, "hairpinMode": True,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_SUBNET, "gateway": BRIDGE_IP}]],
+                          "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(self.workdir / "cni-ipam")}},
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+            ],
+        }, indent=2))
+
+    def _service_nat(self, apiserver_port: int) -> None:
+        """DNAT ``10.96.0.1:443`` to the API server: the ``kubernetes`` Service without kube-proxy."""
+        ipt = ("iptables", "-w", "-t", "nat")
+        if _run(*ipt, "-N", NAT_CHAIN, check=False).returncode != 0:
+            _run(*ipt, "-F", NAT_CHAIN)
+        _run(*ipt, "-A", NAT_CHAIN, "-d", f"{KUBERNETES_SERVICE_IP}/32", "-p", "tcp", "--dport", "443",
+             "-j", "DNAT", "--to-destination", f"{BRIDGE_IP}:{apiserver_port}")
+        for hook in ("PREROUTING", "OUTPUT"):
+            if _run(*ipt, "-C", hook, "-j", NAT_CHAIN, check=False).returncode != 0:
+                _run(*ipt, "-I", hook, "-j", NAT_CHAIN)
+
+    # --- certificates --------------------------------------------------------------------------------
+
+    def _pki(self) -> None:
+        pki = self.workdir / "cp" / "pki"
+        cpl.make_pki(pki, ("127.0.0.1", "localhost", BRIDGE_IP))
+        self._client_cert(pki, "kubelet", f"system:node:{self.node_name}", "system:nodes")
+        # the API server's client certificate towards kubelets (logs, exec, port-forward)
+        self._client_cert(pki, "apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters")
+
+    @staticmethod
+    def _client_cert(pki: Path, name: str, cn: str, org: str) -> None:
+        if (pki / f"{name}.crt").exists():
+            return
+        ext = pki / f"{name}.ext"
+        ext.write_text("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
+                       "extendedKeyUsage=clientAuth\n")
+        for argv in (
+            ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+             "-subj", f"/O={org}/CN={cn}"],
+            ["x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", f"{name}.crt", "-days", "3650", "-extfile", ext.name],
+        ):
+            subprocess.run(["openssl", *argv], cwd=pki, check=True, capture_output=True)
+
+    # --- components ----------------------------------------------------------------------------------
+
+    def _start_control_plane(self) -> None:
+        pki = self.workdir / "cp" / "pki"
+        self.control_plane = cpl.ControlPlane(
+            workdir=self.workdir / "cp", bin_dir=self.bin_dir,
+            hosts=("127.0.0.1", "localhost", BRIDGE_IP), bind_address=BRIDGE_IP, server_host=BRIDGE_IP,
+            extra_apiserver_flags=(f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                                   f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                                   "--kubelet-preferred-address-types=InternalIP"))
+        self.control_plane.start()
+        self._service_nat(self.control_plane.apiserver_port)
+        log(f"control plane up: {self.control_plane.server}")
+
+    def _spawn(self, name: str, argv: list[str]) -> cpl.Process:
+        assert self.control_plane is not None
+        proc = self.control_plane._spawn(name, argv)
+        self.control_plane.processes.remove(proc)  # ours to stop, after the kubelet and containerd
+        self.processes.append(proc)
+        return proc
+
+    def _wait(self, proc: cpl.Process, check: Any, timeout: float) -> None:
+        assert self.control_plane is not None
+        try:
+            self.control_plane._wait_healthy(proc, check, timeout)
+        except cpl.ControlPlaneError as e:
+            raise ClusterError(str(e)) from None
+
+    def _start_containerd(self) -> None:
+        d = self.workdir / "containerd"
+        d.mkdir(parents=True, exist_ok=True)
+        config = d / "config.toml"
+        config.write_text(f"""version = 2
+root = "{d / 'root'}"
+state = "{d / 'state'}"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+                    "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
+
+[grpc]
+  address = "{self.containerd_socket}"
+
+[ttrpc]
+  address = "{d / 'containerd.sock.ttrpc'}"
+
+[debug]
+  level = "warn"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d / 'opt'}"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_IMAGE}"
+  # root lacks CAP_SYS_RESOURCE on these machines: never lower a container's oom_score_adj
+  restrict_oom_score_adj = true
+  enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{_cni_bin_dir()}"
+    conf_dir = "{self.workdir / 'cni'}"
+""")
+        proc = self._spawn("containerd", ["containerd", "--config", str(config)])
+
+        def ready() -> bool:
+            return _run("ctr", "--address", str(self.containerd_socket), "version", check=False).returncode == 0
+
+        self._wait(proc, ready, 60)
+        log(f"containerd up: {self.containerd_socket}")
+
+    def import_images(self, archives: Sequence[Path] | None = None) -> None:
+        """Import docker/OCI archives into containerd, skipping any already imported (by file and size)."""
+        done = self.workdir / "containerd" / "imported"
+        done.mkdir(parents=True, exist_ok=True)
+        for archive in archives if archives is not None else self.images:
+            archive = Path(archive)
+            marker = done / f"{archive.name}.{archive.stat().st_size}"
+            if marker.exists():
+                log(f"image {archive.name}: already imported")
+                continue
+            start = time.monotonic()
+            result = _run("ctr", "--address", str(self.containerd_socket), "-n", "k8s.io", "images", "import",
+                          str(archive), check=False)
+            if result.returncode != 0:
+                raise ClusterError(f"ctr images import {archive} failed: {result.stderr.strip()}")
+            marker.touch()
+            log(f"image {archive.name}: imported in {time.monotonic() - start:.0f}s")
+
+    def _start_scheduler(self) -> None:
+        cp = self.control_plane
+        assert cp is not None
+        kubeconfig = cpl.write_kubeconfig(self.workdir / "cp" / "scheduler.kubeconfig", cp.server,
+                                          cp.pki / "ca.crt", cp.scheduler_token, user="system:kube-scheduler")
+        proc = self._spawn("kube-scheduler", [
+            cp.binary("kube-scheduler"),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={cpl.free_port()}",
+            "--v=1",
+        ])
+        # healthy as soon as it serves; it needs no node to be up
+        self._wait(proc, lambda: "Serving securely" in proc.log.read_text(errors="replace")
+                   or "Starting Kubernetes Scheduler" in proc.log.read_text(errors="replace"), 60)
+        log("kube-scheduler up")
+
+    def _start_kubelet(self) -> None:
+        cp = self.control_plane
+        assert cp is not None
+        k = self.workdir / "kubelet"
+        for sub in ("root", "pod-logs", "certs"):
+            (k / sub).mkdir(parents=True, exist_ok=True)
+        pki = cp.pki
+        kubeconfig = k / "kubelet.kubeconfig"
+        kubeconfig.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "local", "cluster": {"server": cp.server,
+                                                        "certificate-authority": str(pki / "ca.crt")}}],
+            "users": [{"name": "kubelet", "user": {"client-certificate": str(pki / "kubelet.crt"),
+                                                   "client-key": str(pki / "kubelet.key")}}],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": "kubelet"}}],
+            "current-context": "local",
+        }, indent=2))
+        self.healthz_port = cpl.free_port()
+        config = k / "config.yaml"
+        config.write_text(json.dumps({
+            "apiVersion": "kubelet.config.k8s.io/v1beta1",
+            "kind": "KubeletConfiguration",
+            "address": BRIDGE_IP,
+            "port": 10250,
+            "readOnlyPort": 0,
+            "healthzBindAddress": "127.0.0.1",
+            "healthzPort": self.healthz_port,
+            "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
+                               "x509": {"clientCAFile": str(pki / "ca.crt")}},
+            "authorization": {"mode": "Webhook"},
+            "cgroupDriver": "cgroupfs",
+            "cgroupsPerQOS": True,
+            "failSwapOn": False,
+            "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
+            "podLogsDir": str(k / "pod-logs"),
+            "resolvConf": "/etc/resolv.conf",
+            "serializeImagePulls": False,
+            "maxPods": 110,
+            # a test node on a shared disk: never evict or garbage-collect the locally imported images
+            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%",
+                             "nodefs.inodesFree": "1%"},
+            "imageGCHighThresholdPercent": 100,
+            "imageGCLowThresholdPercent": 99,
+            "imageMinimumGCAge": "87600h",
+            "nodeStatusUpdateFrequency": "5s",
+            "syncFrequency": "10s",
+            "fileCheckFrequency": "10s",
+            "shutdownGracePeriod": "0s",
+            "localStorageCapacityIsolation": True,
+        }, indent=2))
+        proc = self._spawn("kubelet", [
+            cp.binary("kubelet"),
+            f"--config={config}",
+            f"--kubeconfig={kubeconfig}",
+            f"--root-dir={k / 'root'}",
+            f"--cert-dir={k / 'certs'}",
+            f"--hostname-override={self.node_name}",
+            f"--node-ip={BRIDGE_IP}",
+            "--v=1",
+        ])
+
+        def healthy() -> bool:
+            import urllib.request
+
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.healthz_port}/healthz", timeout=2) as r:
+                return r.status == 200
+
+        self._wait(proc, healthy, 120)
+        log("kubelet up")
+
+    def _node_ready(self) -> bool:
+        if not self.kubeconfig.exists():
+            return False
+        result = subprocess.run(
+            [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", "get", "node", self.node_name,
+             "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}", "--request-timeout=5s"],
+            capture_output=True, text=True, check=False)
+        return result.returncode == 0 and result.stdout.strip() == "True"
+
+    def _wait_node_ready(self) -> None:
+        kubelet = next(p for p in self.processes if p.name == "kubelet")
+        self._wait(kubelet, self._node_ready, 120)
+        # the kubelet registers with the not-ready taint and the node-lifecycle controller (off in this
+        # control plane: it would also evict Pods when the node is slow) removes it once the node is Ready
+        self.kubectl("taint", "node", self.node_name, "node.kubernetes.io/not-ready:NoSchedule-", check=False)
+        log(f"node {self.node_name} Ready")
+
+    def _start_git_daemon(self) -> None:
+        """``git daemon`` on the bridge address: every repository under ``git/`` readable and pushable."""
+        self.git_root.mkdir(parents=True, exist_ok=True)
+        state = self.state()
+        pid = (state.get("processes") or {}).get("git-daemon")
+        if pid and _pids_alive([pid]):
+            return
+        self.logs.mkdir(parents=True, exist_ok=True)
+        out = (self.logs / "git-daemon.log").open("ab")
+        popen = subprocess.Popen(
+            ["git", "daemon", f"--base-path={self.git_root}", "--export-all", "--enable=receive-pack",
+             "--reuseaddr", "--informative-errors", f"--listen={BRIDGE_IP}", f"--port={self.git_port}",
+             str(self.git_root)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        out.close()
+        proc = cpl.Process("git-daemon", popen, self.logs / "git-daemon.log")
+        self.processes.append(proc)
+
+        def listening() -> bool:
+            import socket
+
+            with socket.create_connection((BRIDGE_IP, self.git_port), timeout=1):
+                return True
+
+        self._wait(proc, listening, 30)
+        if self.reused:  # keep the recorded state of the running cluster, add the daemon
+            state.setdefault("processes", {})["git-daemon"] = popen.pid
+            state.setdefault("pids", []).append(popen.pid)
+            self.state_file.write_text(json.dumps(state, indent=2) + "\n")
+        log(f"git daemon serving {self.git_root} at {self.git_url}/")
+
+    # --- helpers -------------------------------------------------------------------------------------
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}",
+                               f"--cache-dir={self.workdir / 'kubectl-cache'}", *args],
+                              input=input, capture_output=True, text=True, check=check, timeout=timeout)
+
+    def keep_logs(self, destination: Path) -> Path:
+        destination.mkdir(parents=True, exist_ok=True)
+        for f in self.logs.glob("*.log"):
+            shutil.copy2(f, destination / f.name)
+        return destination
+
+    def status(self) -> dict[str, Any]:
+        state = self.state()
+        procs = state.get("processes") or {}
+        return {
+            "workdir": str(self.workdir),
+            "running": {name: _pids_alive([pid]) for name, pid in procs.items()},
+            "nodeReady": self._node_ready(),
+            "kubeconfig": state.get("kubeconfig"),
+            "server": state.get("server"),
+            "gitUrl": state.get("gitUrl"),
+        }
+
+    # --- teardown ------------------------------------------------------------------------------------
+
+    def down(self) -> None:
+        """Stop everything ``up`` started (in this or another process) and remove what it made."""
+        state = self.state()
+        procs: dict[str, int] = dict(state.get("processes") or {})
+        for p in self.processes + list(self.control_plane.processes if self.control_plane else []):
+            procs.setdefault(p.name, p.popen.pid)
+        # kubelet first (it would restart containers), then the Pods' containers, then containerd
+        for name in ("kubelet", "kube-scheduler", "git-daemon"):
+            if name in procs:
+                _kill_group(procs.pop(name), name)
+        self._remove_containers()
+        if "containerd" in procs:
+            _kill_group(procs.pop("containerd"), "containerd")
+        self._kill_shims()
+        for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
+            if name in procs:
+                _kill_group(procs.pop(name), name)
+        for name, pid in procs.items():
+            _kill_group(pid, name)
+        self.processes.clear()
+        if self.control_plane:
+            self.control_plane.processes.clear()
+        self._unmount()
+        self._remove_cgroups()
+        ipt = ("iptables", "-w", "-t", "nat")
+        for hook in ("PREROUTING", "OUTPUT"):
+            while _run(*ipt, "-D", hook, "-j", NAT_CHAIN, check=False).returncode == 0:
+                pass
+        _run(*ipt, "-F", NAT_CHAIN, check=False)
+        _run(*ipt, "-X", NAT_CHAIN, check=False)
+        if _run("ip", "link", "show", BRIDGE, check=False).returncode == 0:
+            _run("ip", "link", "delete", BRIDGE, check=False)
+            log(f"deleted bridge {BRIDGE}")
+        for veth in _run("ip", "-o", "link", "show", "master", BRIDGE, check=False).stdout.splitlines():
+            _run("ip", "link", "delete", veth.split(":")[1].strip().split("@")[0], check=False)
+        if self.workdir.exists():
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            if self.workdir.exists():
+                log(f"could not remove all of {self.workdir} (busy mounts?)")
+            else:
+                log(f"removed {self.workdir}")
+
+    def _remove_containers(self) -> None:
+        sock = self.containerd_socket
+        if not sock.exists():
+            return
+        ctr = ("ctr", "--address", str(sock), "-n", "k8s.io")
+        tasks = _run(*ctr, "tasks", "ls", "-q", check=False).stdout.split()
+        for t in tasks:
+            _run(*ctr, "tasks", "kill", "-s", "SIGKILL", t, check=False)
+        for t in tasks:
+            for _ in range(20):
+                if _run(*ctr, "tasks", "delete", "-f", t, check=False).returncode == 0:
+                    break
+                time.sleep(0.1)
+        containers = _run(*ctr, "containers", "ls", "-q", check=False).stdout.split()
+        for c in containers:
+            _run(*ctr, "containers", "delete", c, check=False)
+        if tasks or containers:
+            log(f"removed {len(containers)} containers ({len(tasks)} running)")
+
+    def _kill_shims(self) -> None:
+        """containerd-shim-runc-v2 processes of our containerd outlive it; find them by socket address."""
+        needle = str(self.containerd_socket).encode()
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"containerd-shim" in cmdline and needle in cmdline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(int(proc.name), signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(proc.name), signal.SIGKILL)
+
+    def _unmount(self) -> None:
+        root = str(self.workdir.resolve()) + "/"
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+        ours = sorted({m.replace("\\040", " ") for m in mounts if m.startswith(root)}, key=len, reverse=True)
+        for m in ours:
+            _run("umount", "-l", m, check=False)
+        if ours:
+            log(f"unmounted {len(ours)} mounts under {self.workdir}")
+        # network namespaces of Pods, made by the CNI under /var/run/netns (cni-<uuid>)
+        netns = Path("/var/run/netns")
+        if netns.is_dir():
+            for ns in netns.glob("cni-*"):
+                _run("umount", "-l", str(ns), check=False)
+                with contextlib.suppress(OSError):
+                    ns.unlink()
+
+    def _remove_cgroups(self) -> None:
+        """Remove ``kubepods`` cgroups the kubelet made (deepest first), once their processes are gone."""
+        removed = 0
+        for hierarchy in Path("/sys/fs/cgroup").iterdir():
+            top = hierarchy / "kubepods"
+            if not top.is_dir():
+                continue
+            dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
+            for d in [*dirs, top]:
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+                    removed += 1
+        if removed:
+            log(f"removed {removed} kubepods cgroups")
+
+
+def _kill_group(pid: int, name: str, timeout: float = 10) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    log(f"stopped {name} (pid {pid})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m longshot.testing.cluster", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("up", "down", "status", "import"))
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    parser.add_argument("--bin-dir", type=Path,
+                        default=Path(os.environ.get("LONGSHOT_BIN_DIR",
+                                                    Path.home() / ".cache/longshot/k8s-v1.34.4/bin")))
+    parser.add_argument("--images", type=Path, nargs="*", default=[], help="archives to import into containerd")
+    args = parser.parse_args(argv)
+    cluster = LocalCluster(bin_dir=args.bin_dir, workdir=args.workdir, images=args.images)
+    try:
+        if args.command == "up":
+            cluster.up()
+            print(f"export KUBECONFIG={cluster.kubeconfig}")
+        elif args.command == "import":
+            cluster.import_images()
+        elif args.command == "down":
+            cluster.down()
+        else:
+            status = cluster.status()
+            print(json.dumps(status, indent=2))
+            return 0 if status["nodeReady"] else 1
+    except ClusterUnavailable as e:
+        log(f"cannot run a cluster on this machine: {e}")
+        return 2
+    except (ClusterError, cpl.ControlPlaneError, TimeoutError) as e:
+        log(str(e))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
