@@ -1,0 +1,217 @@
+"""The Helm chart: lint, render with the cached helm, and let the real API server judge the manifests.
+
+Every rendered object is applied with ``kubectl apply --dry-run=server`` (CRDs first), so schemas,
+admission (Pod Security ``restricted`` on the test namespace) and RBAC validation all run for real.
+The RBAC objects are also applied for real, and ``kubectl auth can-i`` checks what the operator's
+ServiceAccount may and may not do.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "longshot"
+KUBE_VERSION = "1.34.4"
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def helm(control_plane) -> Callable[..., subprocess.CompletedProcess[str]]:  # type: ignore[no-untyped-def]
+    binary = Path(control_plane.bin_dir) / "helm"
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(binary), *args], capture_output=True, text=True, check=check,
+                              env={"HOME": str(control_plane.workdir), "PATH": "/usr/bin:/bin",
+                                   "HELM_CACHE_HOME": str(control_plane.workdir / "helm-cache"),
+                                   "HELM_CONFIG_HOME": str(control_plane.workdir / "helm-config"),
+                                   "HELM_DATA_HOME": str(control_plane.workdir / "helm-data")})
+
+    return run
+
+
+def render(helm, namespace: str, *sets: str, release: str = "ls") -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    args = ["template", release, str(CHART), "--namespace", namespace, f"--kube-version={KUBE_VERSION}"]
+    for s in sets:
+        args += ["--set", s]
+    return [d for d in yaml.safe_load_all(helm(*args).stdout) if d]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+@pytest.fixture(scope="module")
+def service_monitor_crd(control_plane) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """A stand-in for prometheus-operator's ServiceMonitor CRD, so a dry run can judge the object."""
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+        "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
+                 "names": {"plural": "servicemonitors", "singular": "servicemonitor", "kind": "ServiceMonitor"},
+                 "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                     "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
+    }
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(crd))
+    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                          "crd/servicemonitors.monitoring.coreos.com")
+    yield
+    control_plane.kubectl("delete", "crd", "servicemonitors.monitoring.coreos.com", "--wait=false", check=False)
+
+
+def test_helm_lint_passes(helm) -> None:  # type: ignore[no-untyped-def]
+    result = helm("lint", "--strict", str(CHART), f"--kube-version={KUBE_VERSION}", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_chart_crds_equal_the_generated_crds() -> None:
+    generated = sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
+    _, mismatch, errors = filecmp.cmpfiles(ROOT / "crds", CHART / "crds", generated, shallow=False)
+    assert sorted(p.name for p in (CHART / "crds").glob("*.yaml")) == generated, "run `make chart-crds`"
+    assert not mismatch and not errors, f"charts/longshot/crds differs from crds/ ({mismatch + errors}): " \
+                                        "run `make chart-crds`"
+
+
+def test_chart_prompts_equal_the_packaged_prompts() -> None:
+    packaged = ROOT / "operator" / "longshot" / "agent" / "prompts"
+    names = sorted(p.name for p in packaged.glob("*.j2"))
+    assert sorted(p.name for p in (CHART / "files" / "prompts").glob("*.j2")) == names, "run `make chart-crds`"
+    _, mismatch, errors = filecmp.cmpfiles(packaged, CHART / "files" / "prompts", names, shallow=False)
+    assert not mismatch and not errors, f"charts/longshot/files/prompts is stale ({mismatch}): run `make chart-crds`"
+
+
+def test_unknown_values_are_rejected_by_the_schema(helm, namespace: str) -> None:  # type: ignore[no-untyped-def]
+    for key, where in (("replicaCount=3", "additional properties 'replicaCount' not allowed"),
+                       ("operator.image.registry=x", "additional properties 'registry' not allowed"),
+                       ("networkPolicy.git.protocol=udp", "additional properties 'protocol' not allowed")):
+        result = helm("template", "x", str(CHART), "-n", namespace, f"--kube-version={KUBE_VERSION}",
+                      "--set", key, check=False)
+        assert result.returncode != 0, f"{key} was accepted"
+        assert where in result.stderr, result.stderr
+    bad_policy = helm("template", "x", str(CHART), "-n", namespace, f"--kube-version={KUBE_VERSION}",
+                      "--set", "agent.image.pullPolicy=Sometimes", check=False)
+    assert bad_policy.returncode != 0 and "pullPolicy" in bad_policy.stderr
+
+
+@pytest.mark.parametrize("sets", [
+    (),
+    ("dashboard.enabled=true", "metrics.serviceMonitor.enabled=true", "operator.watchNamespaces={a,b}",
+     "leaderElection.leaseNames={longshot-merge-0123456789abcdef}", "prompts.overrides.worker\\.j2=Do it.",
+     "networkPolicy.extraEgress[0].cidrs={10.0.0.0/8}", "networkPolicy.extraEgress[0].ports={8443}",
+     "operator.podAntiAffinity=hard", "operator.extraEnv[0].name=LONGSHOT_HEARTBEAT_SECONDS",
+     "operator.extraEnv[0].value=10"),
+    ("podDisruptionBudget.enabled=false", "networkPolicy.enabled=false", "metrics.service.enabled=false",
+     "prompts.enabled=false", "serviceAccount.create=false", "rbac.create=false"),
+], ids=["defaults", "everything-on", "everything-off"])
+def test_rendered_manifests_pass_server_side_dry_run(helm, kubectl, namespace: str, service_monitor_crd: None,
+                                                      sets: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+    kubectl("apply", "--server-side", "-f", str(CHART / "crds"))  # CRDs first (already there: a no-op)
+    docs = render(helm, namespace, *sets)
+    assert docs
+    result = kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(docs), check=False)
+    assert result.returncode == 0, result.stderr
+    # the namespace enforces Pod Security "restricted": a violation would be a warning on the Deployment
+    assert "PodSecurity" not in result.stderr, result.stderr
+    assert len(result.stdout.strip().splitlines()) == len(docs), result.stdout
+
+
+def test_operator_deployment(helm, namespace: str) -> None:  # type: ignore[no-untyped-def]
+    docs = render(helm, namespace, "agent.image.tag=dev", "agent.image.pullPolicy=Never", "agent.maxWorkers=7",
+                  "metrics.port=9090", "operator.watchNamespaces={team-a}")
+    (deploy,) = by_kind(docs, "Deployment")
+    spec = deploy["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    assert deploy["spec"]["replicas"] == 2
+    assert c["args"] == ["operator", "--namespace=team-a", "--liveness=http://0.0.0.0:9090/healthz"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
+    assert env["LONGSHOT_AGENT_IMAGE"] == "longshot-agent:dev"
+    assert env["LONGSHOT_IMAGE_PULL_POLICY"] == "Never"
+    assert env["LONGSHOT_MAX_WORKERS"] == "7"
+    assert env["LONGSHOT_METRICS_PORT"] == "9090"
+    assert env["LONGSHOT_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["ports"] == [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["securityContext"]["runAsUser"] == 65532
+    assert c["resources"]["limits"]["memory"] == "512Mi"
+
+
+def test_toggles(helm, namespace: str) -> None:  # type: ignore[no-untyped-def]
+    kinds = {d["kind"] for d in render(helm, namespace)}
+    assert {"ServiceMonitor"} & kinds == set()
+    assert "PodDisruptionBudget" in kinds and "NetworkPolicy" in kinds and "Service" in kinds
+    dashboards = [d for d in by_kind(render(helm, namespace), "ConfigMap")
+                  if d["metadata"]["name"].endswith("dashboard")]
+    assert not dashboards
+    docs = render(helm, namespace, "dashboard.enabled=true", "metrics.serviceMonitor.enabled=true",
+                  "podDisruptionBudget.enabled=false")
+    assert by_kind(docs, "ServiceMonitor")
+    assert not by_kind(docs, "PodDisruptionBudget")
+    (dash,) = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("dashboard")]
+    assert dash["metadata"]["labels"]["grafana_dashboard"] == "1"
+    board = json.loads(dash["data"]["longshot.json"])
+    assert board["title"] and board["panels"]
+
+
+def test_agent_network_policy_is_default_deny_with_configured_egress(helm, namespace: str) -> None:  # type: ignore[no-untyped-def]
+    docs = render(helm, namespace, "networkPolicy.git.cidrs={10.1.0.0/16}", "networkPolicy.git.ports={9418}",
+                  "networkPolicy.modelApi.cidrs={203.0.113.7/32}", "networkPolicy.dns.enabled=false",
+                  f"networkPolicy.namespaces={{{namespace},builds}}")
+    policies = by_kind(docs, "NetworkPolicy")
+    assert sorted(p["metadata"]["namespace"] for p in policies) == sorted([namespace, "builds"])
+    spec = policies[0]["spec"]
+    assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/component": "agent"}}
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec["ingress"] == []
+    assert spec["egress"] == [
+        {"to": [{"ipBlock": {"cidr": "10.1.0.0/16"}}], "ports": [{"protocol": "TCP", "port": 9418}]},
+        {"to": [{"ipBlock": {"cidr": "203.0.113.7/32"}}], "ports": [{"protocol": "TCP", "port": 443}]},
+    ]
+
+
+def test_operator_service_account_is_least_privilege(helm, kubectl, namespace: str) -> None:  # type: ignore[no-untyped-def]
+    release = f"rbac-{namespace[-6:]}"
+    docs = [d for d in render(helm, namespace, "leaderElection.leaseNames={longshot-merge-0123456789abcdef}",
+                              release=release)
+            if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]
+    assert len(docs) == 5
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+    sa = f"system:serviceaccount:{namespace}:{release}-longshot"
+    try:
+        def can(verb: str, resource: str, ns: str | None = namespace, subresource: str = "") -> bool:
+            args = ["auth", "can-i", verb, resource, f"--as={sa}"]
+            args += [f"--subresource={subresource}"] if subresource else []
+            args += [f"--namespace={ns}"] if ns else ["--all-namespaces"]
+            return kubectl(*args, check=False).stdout.strip() == "yes"
+
+        allowed = [("create", "agenttasks.longshot.dev", None), ("patch", "buildrequests.longshot.dev", None, "status"),
+                   ("delete", "mergejobs.longshot.dev", None), ("watch", "pods", None), ("create", "pods", "team-a"),
+                   ("delete", "pods", "team-a"), ("create", "events", "team-a"), ("get", "secrets/git-token", "team-a"),
+                   ("get", "configmaps/longshot-killswitch", namespace),
+                   ("create", "leases.coordination.k8s.io", namespace),
+                   ("update", "leases.coordination.k8s.io/longshot-merge-0123456789abcdef", namespace)]
+        denied = [("list", "secrets", "team-a"), ("watch", "secrets", None), ("patch", "pods", "team-a"),
+                  ("create", "pods", "team-a", "exec"),
+                  ("get", "pods", "team-a", "log"), ("get", "configmaps/other", namespace),
+                  ("get", "configmaps/longshot-killswitch", "team-a"),
+                  ("update", "leases.coordination.k8s.io/kube-scheduler", namespace),
+                  ("create", "leases.coordination.k8s.io", "team-a"), ("create", "deployments.apps", namespace),
+                  ("create", "customresourcedefinitions.apiextensions.k8s.io", None)]
+        assert [a for a in allowed if not can(*a)] == []
+        assert [d for d in denied if can(*d)] == []
+    finally:
+        kubectl("delete", "-f", "-", "--wait=false", input=yaml.safe_dump_all(docs), check=False)
