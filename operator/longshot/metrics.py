@@ -1,0 +1,185 @@
+"""The operator's Prometheus metrics, defined once, in one registry, and the HTTP endpoint serving them.
+
+Every metric lives in :data:`REGISTRY` (not prometheus-client's global one, so tests and several operators
+in one process do not collide). Names are ``longshot_<thing>_<unit>``, counters end in ``_total``,
+durations are in seconds. Labels are bounded sets of values only (a state, a result, a failure class, a
+role): never a build, task, branch or repository name, never anything from a Secret.
+
+Serving: :func:`start_http_server` ``(port, registry=REGISTRY, addr="0.0.0.0") -> MetricsServer`` runs a
+small stdlib HTTP server in a daemon thread:
+
+* ``GET /metrics`` — the Prometheus text exposition of ``registry``;
+* ``GET /healthz`` — ``200 ok`` while the process serves requests (liveness), or the result of the
+  ``healthy`` callable given to it (``False`` answers 503);
+* anything else — 404.
+
+Port 0 picks a free port (``server.port`` tells which); ``server.close()`` stops it. The chart points the
+Service, the ServiceMonitor and the liveness probe at ``settings.metrics_port``.
+"""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import get_args
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from longshot.api import agenttask
+from longshot.core import tasks
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+TASK_STATES: tuple[str, ...] = tuple(tasks.PHASES)
+"""Values of the ``state`` label of :data:`TASKS` (the AgentTask phases)."""
+MERGE_RESULTS = ("Merged", "AlreadyMerged", "Conflicted", "Stale", "Error")
+"""Values of the ``result`` label of :data:`MERGES` (``longshot.vcs.merge.MergeResult.outcome``)."""
+SWEEP_RESULTS = ("Passed", "BuildFailed", "TestsFailed", "Error")
+FINALIZATION_OUTCOMES = ("Passed", "BuildFailed", "TestsFailed", "UnmergedBranches", "AttemptsExhausted",
+                         "Cancelled")
+FAILURE_CLASSES: tuple[str, ...] = get_args(agenttask.FailureClass)
+"""Values of the ``failure_class`` label of :data:`POD_FAILURES`."""
+ROLES = ("leader", "follower")
+
+# --- work -----------------------------------------------------------------------------------------------------
+
+TASKS = Gauge("longshot_tasks", "AgentTasks by state, across builds.", ["state"], registry=REGISTRY)
+ACTIVE_WORKERS = Gauge("longshot_active_workers", "Agent Pods running now.", registry=REGISTRY)
+PENDING_TASKS = Gauge("longshot_pending_tasks", "AgentTasks ready to run and waiting for a worker slot.",
+                      registry=REGISTRY)
+DISPATCH_LATENCY = Histogram("longshot_dispatch_latency_seconds",
+                             "From an AgentTask becoming ready to its Pod being created.",
+                             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=REGISTRY)
+POD_FAILURES = Counter("longshot_pod_failures_total", "Failed agent Pod attempts by failure class.",
+                       ["failure_class"], registry=REGISTRY)
+TOKENS = Counter("longshot_tokens_total", "Model tokens reported by agent handoffs.", registry=REGISTRY)
+COST = Counter("longshot_cost_dollars_total", "Model cost reported by agent handoffs, in US dollars.",
+               registry=REGISTRY)
+
+# --- merge queue --------------------------------------------------------------------------------------------------
+
+MERGE_QUEUE_DEPTH = Gauge("longshot_merge_queue_depth", "MergeJobs waiting, across this replica's queues.",
+                          registry=REGISTRY)
+MERGES = Counter("longshot_merges_total", "Merge attempts by result.", ["result"], registry=REGISTRY)
+MERGE_DURATION = Histogram("longshot_merge_duration_seconds", "Duration of one merge: fetch, merge, push.",
+                           buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=REGISTRY)
+
+# --- reconcile and finalize -------------------------------------------------------------------------------------
+
+SWEEPS = Counter("longshot_sweeps_total", "Reconciler sweeps by result.", ["result"], registry=REGISTRY)
+FINALIZATION_ATTEMPTS = Counter("longshot_finalization_attempts_total", "Finalization attempts started.",
+                                registry=REGISTRY)
+FINALIZATIONS = Counter("longshot_finalizations_total", "Finished finalizations by outcome.", ["outcome"],
+                        registry=REGISTRY)
+
+# --- this replica ---------------------------------------------------------------------------------------------------
+
+ROLE = Gauge("longshot_replica_role", "1 for this replica's current role (leader of at least one merge "
+             "queue, or follower), 0 for the other.", ["role"], registry=REGISTRY)
+
+
+def _init_labels() -> None:
+    # expose every known series from the start (a rate() over a series that appears late misses its first step)
+    for s in TASK_STATES:
+        TASKS.labels(state=s)
+    for r in MERGE_RESULTS:
+        MERGES.labels(result=r)
+    for r in SWEEP_RESULTS:
+        SWEEPS.labels(result=r)
+    for o in FINALIZATION_OUTCOMES:
+        FINALIZATIONS.labels(outcome=o)
+    for c in FAILURE_CLASSES:
+        POD_FAILURES.labels(failure_class=c)
+    set_role(leader=False)
+
+
+def set_role(*, leader: bool) -> None:
+    """``longshot_replica_role{role="leader"}`` 1 and ``{role="follower"}`` 0, or the other way round."""
+    ROLE.labels(role="leader").set(1 if leader else 0)
+    ROLE.labels(role="follower").set(0 if leader else 1)
+
+
+def set_tasks_by_state(counts: Mapping[str, int]) -> None:
+    """Set :data:`TASKS` from ``{state: count}``; states missing from ``counts`` become 0, states outside
+    :data:`TASK_STATES` are ignored (labels stay bounded)."""
+    for state in TASK_STATES:
+        TASKS.labels(state=state).set(counts.get(state, 0))
+
+
+def observe_merge(outcome: str, duration_seconds: float) -> None:
+    """Count a :class:`longshot.vcs.merge.MergeResult` (``outcome``, ``duration_seconds``)."""
+    MERGES.labels(result=outcome).inc()
+    MERGE_DURATION.observe(duration_seconds)
+
+
+_init_labels()
+
+
+# --- the endpoint ------------------------------------------------------------------------------------------------
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:  # scrapes are not log lines
+        pass
+
+    def do_GET(self) -> None:
+        path = self.path.partition("?")[0]
+        if path == "/metrics":
+            self._reply(200, generate_latest(self.server.registry), CONTENT_TYPE_LATEST)
+        elif path == "/healthz":
+            ok = self.server.healthy() if self.server.healthy else True
+            self._reply(200 if ok else 503, b"ok\n" if ok else b"unhealthy\n", "text/plain; charset=utf-8")
+        else:
+            self._reply(404, b"not found: try /metrics or /healthz\n", "text/plain; charset=utf-8")
+
+    def _reply(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    registry: CollectorRegistry
+    healthy: Callable[[], bool] | None
+
+
+@dataclass
+class MetricsServer:
+    """A running metrics endpoint; :meth:`close` stops it."""
+
+    server: _Server
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+def start_http_server(port: int, registry: CollectorRegistry = REGISTRY, *, addr: str = "0.0.0.0",
+                      healthy: Callable[[], bool] | None = None) -> MetricsServer:
+    """Serve ``/metrics`` (``registry``) and ``/healthz`` on ``addr:port`` from a daemon thread.
+
+    Returns at once, listening. ``port=0`` binds a free port (see ``.port``). ``healthy`` is called per
+    ``/healthz`` request and must be quick and thread-safe.
+    """
+    server = _Server((addr, port), _Handler)
+    server.registry = registry
+    server.healthy = healthy
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5},
+                              name=f"longshot-metrics-{server.server_address[1]}", daemon=True)
+    thread.start()
+    return MetricsServer(server, thread)

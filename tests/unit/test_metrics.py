@@ -1,0 +1,69 @@
+"""The metrics endpoint: a counter incremented in the registry shows up in a real scrape."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from longshot import metrics
+
+
+@pytest.fixture
+def server() -> Iterator[metrics.MetricsServer]:
+    s = metrics.start_http_server(0, addr="127.0.0.1")
+    yield s
+    s.close()
+
+
+def sample(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and (labels is None or s.labels == labels):
+                return float(s.value)
+    return None
+
+
+def test_scrape_shows_an_incremented_counter(server: metrics.MetricsServer) -> None:
+    url = f"http://127.0.0.1:{server.port}"
+    with httpx.Client() as client:
+        before = sample(client.get(f"{url}/metrics").text, "longshot_merges_total", {"result": "Conflicted"})
+        metrics.observe_merge("Conflicted", 0.2)
+        metrics.set_role(leader=True)
+        response = client.get(f"{url}/metrics")
+        health = client.get(f"{url}/healthz")
+        missing = client.get(f"{url}/nope")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert sample(response.text, "longshot_merges_total", {"result": "Conflicted"}) == (before or 0) + 1
+    assert sample(response.text, "longshot_replica_role", {"role": "leader"}) == 1
+    assert sample(response.text, "longshot_replica_role", {"role": "follower"}) == 0
+    assert sample(response.text, "longshot_merge_duration_seconds_count") is not None
+    assert (health.status_code, health.text) == (200, "ok\n")
+    assert missing.status_code == 404
+
+
+def test_health_reflects_the_callback() -> None:
+    state = {"ok": False}
+    s = metrics.start_http_server(0, addr="127.0.0.1", healthy=lambda: state["ok"])
+    try:
+        with httpx.Client() as client:
+            assert client.get(f"http://127.0.0.1:{s.port}/healthz").status_code == 503
+            state["ok"] = True
+            assert client.get(f"http://127.0.0.1:{s.port}/healthz").status_code == 200
+    finally:
+        s.close()
+
+
+def test_names_and_labels_are_bounded() -> None:
+    forbidden = {"build", "task", "name", "namespace", "branch", "repository"}
+    for family in metrics.REGISTRY.collect():
+        assert family.name.startswith("longshot_"), family.name
+        for s in family.samples:
+            assert not forbidden & set(s.labels), (s.name, s.labels)
+    metrics.set_tasks_by_state({"Running": 3, "made-up": 7})
+    text = metrics.generate_latest(metrics.REGISTRY).decode()
+    assert 'longshot_tasks{state="Running"} 3.0' in text
+    assert "made-up" not in text
