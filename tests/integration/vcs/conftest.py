@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vcs_servers import GIT_ENV, Daemon, Server, listening, make_server
+from vcs_servers import GIT_ENV, Daemon, GitHTTPServer, Server, listening, make_server
 
 from longshot.testing import wait_for
 from longshot.testing.controlplane import free_port
@@ -46,3 +48,20 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[GitHTTPServer]:
+    """Smart HTTP over loopback accepting Basic bot:s3cret-password and Bearer t0ken-abcdef."""
+    root = tmp_path / "http"
+    root.mkdir()
+    accepted = {"Basic " + base64.b64encode(b"bot:s3cret-password").decode(), "Bearer t0ken-abcdef"}
+    server = GitHTTPServer(root, accepted)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from vcs_servers import Daemon, Server, git, make_server
+from vcs_servers import Daemon, GitHTTPServer, Server, git, make_server
 
 from longshot.vcs import merge, workspace
 
@@ -197,3 +197,30 @@ def test_merge_through_git_daemon(daemon: Daemon) -> None:
     assert result.outcome == "Merged", result
     assert server.head() == result.merged_commit and server.parents(server.head()) == [moved]
     assert merge.merge(ws, request("mj", "longshot/b/t1", commit=c)).outcome == "AlreadyMerged"
+
+
+@pytest.mark.parametrize("credentials", [
+    workspace.GitCredentials(username="bot", password="s3cret-password"),
+    workspace.GitCredentials(extra_header="Authorization: Bearer t0ken-abcdef"),
+], ids=["askpass", "extra-header"])
+def test_merge_over_authenticated_http(http_server: GitHTTPServer, tmp_path: Path,
+                                       credentials: workspace.GitCredentials) -> None:
+    server = make_server(http_server.root, "app", url=http_server.url("app"))
+    server.commit("longshot/b/t1", {"a.txt": "a\n"})
+    ws = workspace.Workspace(server.url, tmp_path / "cache", credentials=credentials)
+    result = merge.merge(ws, request("mj", "longshot/b/t1"))
+    assert result.outcome == "Merged", result
+    assert set(http_server.auth_headers) & http_server.accepted  # authenticated requests reached the server
+    # nothing secret was written into the workspace's config or logs
+    config = (ws.path / "config").read_text()
+    assert "s3cret" not in config and "t0ken" not in config and server.url in config
+
+
+def test_wrong_credentials_are_an_error_without_the_secret(http_server: GitHTTPServer, tmp_path: Path) -> None:
+    server = make_server(http_server.root, "app", url=http_server.url("app"))
+    server.commit("longshot/b/t1", {"a.txt": "a\n"})
+    ws = workspace.Workspace(server.url, tmp_path / "cache",
+                             credentials=workspace.GitCredentials(username="bot", password="wr0ng-password"))
+    result = merge.merge(ws, request("mj", "longshot/b/t1"))
+    assert result.outcome == "Error"
+    assert "wr0ng-password" not in result.message

@@ -3,6 +3,7 @@ and ``git daemon`` on loopback. No mock of git anywhere."""
 
 from __future__ import annotations
 
+import http.server
 import os
 import socket
 import subprocess
@@ -104,3 +105,61 @@ def listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+
+
+class _GitHTTPHandler(http.server.BaseHTTPRequestHandler):
+    """git smart HTTP (``git http-backend`` as CGI) behind Basic or Bearer auth."""
+
+    server: GitHTTPServer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._cgi()
+
+    def do_POST(self) -> None:
+        self._cgi()
+
+    def _cgi(self) -> None:
+        auth = self.headers.get("Authorization", "")
+        self.server.auth_headers.append(auth)
+        if auth not in self.server.accepted:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        path, _, query = self.path.partition("?")
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")} | GIT_ENV | {
+            "GIT_PROJECT_ROOT": str(self.server.root), "GIT_HTTP_EXPORT_ALL": "1", "PATH_INFO": path,
+            "QUERY_STRING": query, "REQUEST_METHOD": self.command, "REMOTE_USER": "bot",
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""), "CONTENT_LENGTH": str(len(body)),
+            "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""), "REMOTE_ADDR": "127.0.0.1"}
+        out = subprocess.run(["git", "http-backend"], input=body, capture_output=True, env=env, check=False).stdout
+        head, sep, payload = out.partition(b"\r\n\r\n")
+        if not sep:
+            head, _, payload = out.partition(b"\n\n")
+        headers = [line.split(":", 1) for line in head.decode().splitlines() if ":" in line]
+        status = next((int(v.split()[0]) for k, v in headers if k.lower() == "status"), 200)
+        self.send_response(status)
+        for key, value in headers:
+            if key.lower() != "status":
+                self.send_header(key, value.strip())
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+class GitHTTPServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, root: Path, accepted: set[str]) -> None:
+        super().__init__(("127.0.0.1", 0), _GitHTTPHandler)
+        self.root = root
+        self.accepted = accepted
+        self.auth_headers: list[str] = []
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/{name}.git"
