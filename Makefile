@@ -51,6 +51,18 @@ lint: venv ## ruff, the import layering contract and the CRD drift check
 	$(VENV)/bin/lint-imports
 	$(PY) -m longshot crds --output crds --check
 
+.PHONY: bench-dispatch
+bench-dispatch: venv binaries ## Benchmark: 1,000 AgentTasks -> Pods vs the Job controller; RSS at 10,000 tasks
+	$(PY) hack/bench_dispatch.py
+
+.PHONY: bench-merge
+bench-merge: venv ## Benchmark: 200 branches through the merge code vs plain git
+	$(PY) hack/bench_merge.py
+
+.PHONY: bench-scheduler
+bench-scheduler: venv ## Benchmark: one scheduling decision over 10,000 candidate tasks
+	$(PY) hack/bench_scheduler.py
+
 .PHONY: operator
 operator: venv ## Run the operator against the current kube context
 	$(PY) -m longshot operator

@@ -65,7 +65,7 @@ def test_enums_bounds_patterns_and_defaults_are_rendered():
     props = spec["properties"]
     assert props["merge"]["properties"]["strategy"]["enum"] == ["fast-forward", "rebase", "merge-commit"]
     workers_max = props["workers"]["properties"]["max"]
-    assert (workers_max["minimum"], workers_max["maximum"], workers_max["default"]) == (1, 256, 4)
+    assert (workers_max["minimum"], workers_max["maximum"], workers_max["default"]) == (1, 1000, 4)
     assert props["repository"]["properties"]["url"]["pattern"].startswith("^")
     assert props["workers"]["default"] == {}  # so the API server fills in nested defaults
     assert props["request"]["minLength"] == 1

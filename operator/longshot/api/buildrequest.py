@@ -96,7 +96,7 @@ class AgentSettings(Model):
 class WorkerSettings(Model):
     """Limits of the worker pool."""
 
-    max: int = Field(default=4, ge=1, le=256)
+    max: int = Field(default=4, ge=1, le=1000)
     """Most agent Pods of this build running at once."""
 
 
