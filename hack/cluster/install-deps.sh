@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages the local cluster (hack/local-cluster.sh) and the image builds
-# (hack/images.sh) need: containerd, runc, the CNI plugins, buildah, debootstrap, iptables and friends.
+# (hack/images.sh) need: containerd, runc, the CNI plugins, buildah, debootstrap, iptables, dnsmasq
+# (the cluster's small DNS server) and friends.
 #
 #   hack/cluster/install-deps.sh           install what is missing (idempotent; runs apt-get update once)
 #   hack/cluster/install-deps.sh --check   exit 0 when everything is installed, 1 otherwise (no work)
@@ -9,7 +10,7 @@
 set -euo pipefail
 
 PACKAGES=(containerd runc containernetworking-plugins buildah debootstrap iptables iproute2 conntrack
-          socat ethtool git openssl make gcc libc6-dev)
+          socat ethtool dnsmasq-base git openssl make gcc libc6-dev)
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 

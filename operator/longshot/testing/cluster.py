@@ -10,6 +10,9 @@ plus what makes Pods really run:
 * containerd with its own config, state, root and socket under the work directory (``restrict_oom_score_adj``
   because root lacks CAP_SYS_RESOURCE here, the cgroupfs driver on cgroup v1), runc, and the CNI ``bridge``
   + ``host-local`` plugins from ``/usr/lib/cni``;
+* dnsmasq on the bridge address as the cluster DNS (no CoreDNS image without a registry): it answers
+  ``kubernetes.default.svc.cluster.local`` (the Service above) and ``git-server.<ns>.svc.cluster.local``
+  (the git daemon, for the names in ``examples/``), and NXDOMAIN for the rest of ``cluster.local``;
 * kube-scheduler, and a kubelet (cgroupfs, ``failSwapOn: false``, a KubeletConfiguration file,
   authenticated with a client certificate ``system:node:<node>`` signed by the cluster CA; webhook
   authentication and authorization of its own API, which the API server calls with a client certificate);
@@ -54,6 +57,9 @@ KUBERNETES_SERVICE_IP = "10.96.0.1"
 NAT_CHAIN = "LONGSHOT-SVC"
 NODE_NAME = "longshot-node"
 GIT_PORT = 9418
+CLUSTER_DOMAIN = "cluster.local"
+GIT_SERVICE_NAMES = ("git-server.longshot-system.svc", "git-server.default.svc")
+"""DNS names of the git daemon (``git://git-server.longshot-system.svc/demo.git`` as in examples/)."""
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 DEFAULT_WORKDIR = Path(os.environ.get("LONGSHOT_CLUSTER_DIR", "/var/tmp/longshot-cluster"))
@@ -83,7 +89,8 @@ def preflight() -> None:
         raise ClusterUnavailable(f"needs Linux, this is {sys.platform}")
     if os.geteuid() != 0:
         raise ClusterUnavailable("needs root (containerd, runc, network namespaces, cgroups)")
-    missing = [b for b in ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables", "ip", "git")
+    missing = [b for b in ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables", "ip", "git",
+                           "dnsmasq")
                if shutil.which(b) is None]
     if not any(Path(d, "bridge").exists() for d in CNI_BIN_DIRS):
         missing.append("CNI plugins (bridge, host-local)")
@@ -91,6 +98,23 @@ def preflight() -> None:
         raise ClusterUnavailable(f"missing {', '.join(missing)}; run hack/cluster/install-deps.sh")
     if not Path("/sys/fs/cgroup/memory").is_dir() and not Path("/sys/fs/cgroup/cgroup.controllers").exists():
         raise ClusterUnavailable("no cgroup memory controller mounted")
+
+
+def dns_lookup(server: str, name: str, timeout: float = 1.0) -> str | None:
+    """The first A record of ``name`` from the DNS server at ``server:53`` (None when there is none)."""
+    import socket
+    import struct
+
+    query = struct.pack(">HHHHHH", 0x4C53, 0x0100, 1, 0, 0, 0)
+    query += b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split(".")) + b"\0"
+    query += struct.pack(">HH", 1, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(query, (server, 53))
+        reply = s.recv(512)
+    if struct.unpack(">H", reply[6:8])[0] == 0:
+        return None
+    return socket.inet_ntoa(reply[-4:])
 
 
 def _cni_bin_dir() -> str:
@@ -180,6 +204,7 @@ class LocalCluster:
             self._start_containerd()
             self._write_state()
             self.import_images()
+            self._start_dns()
             self._start_scheduler()
             self._start_kubelet()
             self._write_state()
@@ -364,6 +389,19 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             marker.touch()
             log(f"image {archive.name}: imported in {time.monotonic() - start:.0f}s")
 
+    def _start_dns(self) -> None:
+        names = [f"kubernetes.default.svc.{CLUSTER_DOMAIN}/{KUBERNETES_SERVICE_IP}"]
+        names += [f"{n}.{CLUSTER_DOMAIN}/{BRIDGE_IP}" for n in GIT_SERVICE_NAMES]
+        proc = self._spawn("dnsmasq", [
+            "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--pid-file=", "--no-resolv", "--no-hosts",
+            f"--listen-address={BRIDGE_IP}", "--bind-interfaces", "--port=53", f"--local=/{CLUSTER_DOMAIN}/",
+            "--log-facility=-", *[f"--address=/{n}" for n in names],
+        ])
+
+        self._wait(proc, lambda: dns_lookup(BRIDGE_IP, f"kubernetes.default.svc.{CLUSTER_DOMAIN}")
+                   == KUBERNETES_SERVICE_IP, 10)
+        log(f"cluster DNS (dnsmasq) on {BRIDGE_IP}:53")
+
     def _start_scheduler(self) -> None:
         cp = self.control_plane
         assert cp is not None
@@ -420,6 +458,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
             "podLogsDir": str(k / "pod-logs"),
             "resolvConf": "/etc/resolv.conf",
+            "clusterDNS": [BRIDGE_IP],
+            "clusterDomain": CLUSTER_DOMAIN,
             "serializeImagePulls": False,
             "maxPods": 110,
             # a test node on a shared disk: never evict or garbage-collect the locally imported images
@@ -537,7 +577,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         for p in self.processes + list(self.control_plane.processes if self.control_plane else []):
             procs.setdefault(p.name, p.popen.pid)
         # kubelet first (it would restart containers), then the Pods' containers, then containerd
-        for name in ("kubelet", "kube-scheduler", "git-daemon"):
+        for name in ("kubelet", "kube-scheduler", "git-daemon", "dnsmasq"):
             if name in procs:
                 _kill_group(procs.pop(name), name)
         self._remove_containers()
