@@ -127,9 +127,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 @pytest.fixture
-def operator_env(namespace: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def operator_env(namespace: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
     """LONGSHOT_* settings of the operator under test; tests may change them before it starts."""
-    env = {"LONGSHOT_NAMESPACE": namespace, "LONGSHOT_MAX_WORKERS": "50"}
+    env = {"LONGSHOT_NAMESPACE": namespace, "LONGSHOT_MAX_WORKERS": "50",
+           "LONGSHOT_WORKSPACE_DIR": str(tmp_path / "operator-workspaces"),
+           "LONGSHOT_METRICS_PORT": str(controlplane.free_port()),
+           "LONGSHOT_LEASE_DURATION_SECONDS": "4", "LONGSHOT_LEASE_RENEW_SECONDS": "1"}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return env
@@ -147,3 +150,12 @@ def operator(control_plane: controlplane.ControlPlane, namespace: str, operator_
                     timeout=60) as runner:
         yield runner
     assert runner.exception is None, runner.output
+
+
+@pytest.fixture
+def kubelet(api_client: kubernetes.client.ApiClient, namespace: str, tmp_path: Path) -> Iterator[object]:
+    """Runs every agent Pod of the namespace as a local process (see process_kubelet.py)."""
+    from process_kubelet import ProcessKubelet
+
+    with ProcessKubelet(api_client, namespace, tmp_path / "kubelet") as k:
+        yield k

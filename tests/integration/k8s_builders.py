@@ -50,3 +50,21 @@ def condition(obj, type_):
         if c["type"] == type_:
             return c
     return None
+
+
+def dump(custom, namespace) -> str:
+    """The namespace's Longshot objects in a few lines, for failure messages."""
+    out = []
+    for plural in ("buildrequests", "agenttasks", "mergejobs"):
+        for o in list_of(custom, namespace, plural):
+            st = o.get("status") or {}
+            conds = " ".join(f"{c['type']}={c['status']}/{c.get('reason')}" for c in st.get("conditions") or [])
+            extra = ""
+            if plural == "agenttasks":
+                atts = [(a.get("number"), a.get("failureClass"), (a.get("exitReason") or "")[:80])
+                        for a in st.get("attempts") or []]
+                extra = f" attempts={atts} verdict={(st.get('handoff') or {}).get('verdict')}"
+            if plural == "mergejobs":
+                extra = f" attempts={[(a.get('result'), (a.get('message') or '')[:120]) for a in st.get('attempts') or []]}"
+            out.append(f"{plural}/{o['metadata']['name']}: phase={st.get('phase')} {conds}{extra}")
+    return "\n".join(out)

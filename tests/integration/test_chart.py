@@ -131,7 +131,7 @@ def test_operator_deployment(helm, namespace: str) -> None:  # type: ignore[no-u
     spec = deploy["spec"]["template"]["spec"]
     (c,) = spec["containers"]
     assert deploy["spec"]["replicas"] == 2
-    assert c["args"] == ["operator", "--namespace=team-a", "--liveness=http://0.0.0.0:9090/healthz"]
+    assert c["args"] == ["operator", "--namespace=team-a"]
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
     assert env["LONGSHOT_AGENT_IMAGE"] == "longshot-agent:dev"
     assert env["LONGSHOT_IMAGE_PULL_POLICY"] == "Never"
@@ -215,3 +215,22 @@ def test_operator_service_account_is_least_privilege(helm, kubectl, namespace: s
         assert [d for d in denied if can(*d)] == []
     finally:
         kubectl("delete", "-f", "-", "--wait=false", input=yaml.safe_dump_all(docs), check=False)
+
+
+def test_dashboard_uses_only_metrics_the_operator_exports() -> None:
+    import re
+
+    from longshot import metrics
+
+    exported = set()
+    for family in metrics.REGISTRY.collect():
+        exported |= {s.name for s in family.samples} | {family.name}
+    board = json.loads((CHART / "files" / "dashboard.json").read_text())
+    exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+    used = {m for e in exprs for m in re.findall(r"\b(longshot_[a-z_]+)", e)}
+    assert used, "the dashboard queries no longshot metric"
+    assert sorted(used - exported) == [], "dashboard metrics missing from longshot.metrics"
+    titles = " ".join(p["title"].lower() for p in board["panels"])
+    for topic in ("tasks by state", "active workers", "queue depth", "merges per minute", "merge duration",
+                  "conflicts", "sweeps", "finalization outcomes", "tokens", "cost"):
+        assert topic in titles, topic

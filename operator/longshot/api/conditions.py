@@ -91,6 +91,17 @@ REASONS: dict[str, str] = {
     "MergeSucceeded": "The branch was merged and the target pushed.",
     "MergeConflict": "The branch conflicts with the target branch.",
     "GatesFailed": "The branch failed the secret scan or a quality gate.",
+    "GatesPending": "The branch waits for its quality-gate tasks (tests, lint, type check, review).",
+    "AlreadyMerged": "The branch was merged before (recognised after a restart); nothing was pushed twice.",
+    "NotFastForward": "The fast-forward strategy cannot merge: the target moved past the branch's base.",
+    "FixerCreated": "A fixer task was created for the conflicting files.",
+    "Superseded": "A fixer task's branch replaced this one; its MergeJob carries the merge.",
+    "Error": "An unexpected error; the message says what failed.",
+    "Draining": "Finalization waits for the merge queue to drain.",
+    "Sweeping": "A sweep runs the build and test command on the target branch.",
+    "SweepPassed": "The last sweep's build and tests passed on the target branch.",
+    "SweepFailed": "The last sweep's build or tests failed on the target branch.",
+    "NotLeader": "Another operator replica holds this repository's merge-queue Lease.",
 }
 
 

@@ -32,10 +32,11 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from longshot import config
+from longshot import config, metrics
 from longshot.api import conditions as cond
 from longshot.api import handoff as ho
 from longshot.api.handoff import PlannedTask
+from longshot.controllers import delivery
 from longshot.core import builds, failures, plan, scheduler, tasks
 from longshot.core.effects import EmitEvent, SetCondition
 from longshot.runtime import handoffs, kube, pods
@@ -81,13 +82,14 @@ class Engine:
         self.dirty_builds: set[Key] = set()
         self.dirty_merge_jobs: set[Key] = set()
         self.plans: dict[Key, list[tuple[dict[str, Any], tuple[PlannedTask, ...]]]] = defaultdict(list)
-        self.timers: list[tuple[datetime, Key]] = []
+        self.timers: list[tuple[datetime, str, Key]] = []
         self.inflight: set[Key] = set()
         self.killswitch = settings.killswitch
         self.wake = asyncio.Event()
         self.sem = asyncio.Semaphore(CONCURRENCY)
         self.admitted_total = 0
         self._stopping = False
+        self.delivery = delivery.Delivery(self)
 
     # --- observation (called by the kopf event handlers, on the loop) ---------------------------------
 
@@ -177,8 +179,8 @@ class Engine:
     async def step(self) -> None:
         now = self.clock()
         while self.timers and self.timers[0][0] <= now:
-            _, key = heapq.heappop(self.timers)
-            self.dirty_tasks.add(key)
+            _, kind, key = heapq.heappop(self.timers)
+            (self.dirty_tasks if kind == "task" else self.dirty_builds).add(key)
         dirty, self.dirty_tasks = self.dirty_tasks, set()
         await self._gather(self.reconcile_task(k) for k in dirty)
         dirty_m, self.dirty_merge_jobs = self.dirty_merge_jobs, set()
@@ -186,6 +188,7 @@ class Engine:
         dirty_b, self.dirty_builds = self.dirty_builds, set()
         for b in dirty_b:  # serial: a build's plan and counts are decided one at a time
             await self.reconcile_build(b)
+        await self.delivery.step()
         await self.dispatch()
 
     async def _gather(self, coros: Iterable[Any]) -> None:
@@ -199,7 +202,10 @@ class Engine:
         await asyncio.gather(*(bounded(c) for c in coros))
 
     def schedule(self, at: datetime, key: Key) -> None:
-        heapq.heappush(self.timers, (at, key))
+        heapq.heappush(self.timers, (at, "task", key))
+
+    def schedule_build(self, at: datetime, key: Key) -> None:
+        heapq.heappush(self.timers, (at, "build", key))
 
     async def _poll_killswitch(self) -> None:
         engaged = self.settings.killswitch
@@ -361,9 +367,13 @@ class Engine:
                                               observed_generation=task["metadata"].get("generation"))
             elif isinstance(e, tasks.RecordAttempt):
                 attempts.setdefault(e.number, {}).update(e.to_wire())
+                if e.failure_class:
+                    metrics.POD_FAILURES.labels(failure_class=e.failure_class).inc()
             elif isinstance(e, tasks.UpdateUsage):
                 attempts.setdefault(e.attempt, {"number": e.attempt, "pod": pods.pod_name(name, e.attempt)})
                 attempts[e.attempt].update(tokens=e.tokens, cost=e.cost)
+                metrics.TOKENS.inc(e.tokens)
+                metrics.COST.inc(e.cost)
             elif isinstance(e, tasks.RecordHandoff):
                 patch["handoff"] = dict(e.handoff)
             elif isinstance(e, tasks.ScheduleRetry):
@@ -476,9 +486,15 @@ class Engine:
                     manifests = [e.manifest] if isinstance(e, builds.CreatePlannerTask) else list(e.manifests)
                     await self._create_tasks(manifests)
                     existing.update(m["metadata"]["name"] for m in manifests)
-        counts = builds.TaskCounts.from_phases(self._phase(t) for t in self.build_tasks(key))
+        # gate and sweep tasks belong to delivery, not to the build's work
+        counts = builds.TaskCounts.from_phases(self._phase(t) for t in self.build_tasks(key)
+                                               if delivery.purpose(t) is None)
         if counts != state.counts:
             state, more = builds.decide(state, builds.TaskCountsChanged(counts), now=now)
+            effects.extend(more)
+        more_events, extra = await self.delivery.build_step(key, build, state)
+        for event in more_events:
+            state, more = builds.decide(state, event, now=now)
             effects.extend(more)
 
         conds = list(status.get("conditions") or [])
@@ -498,6 +514,16 @@ class Engine:
         patch["observedGeneration"] = build["metadata"].get("generation")
         patch["usage"] = {"tokens": tokens, "cost": cost}
         patch["merges"] = self._merge_counts(key)
+        patch.update(extra)
+        jobs = self.delivery.jobs_of(key)
+        if jobs:
+            pending = [j["metadata"]["name"] for j in jobs if not self.delivery.delivered(j)]
+            conds, _ = cond.set_condition(
+                conds, cond.MERGED, cond.FALSE if pending else cond.TRUE,
+                "BranchesPending" if pending else "AllMerged",
+                f"not merged yet: {', '.join(pending[:10])}" if pending else f"{len(jobs)} branches merged",
+                now=now, observed_generation=build["metadata"].get("generation"))
+            patch["conditions"] = conds
         if not status.get("startTime"):
             patch["startTime"] = kube.now_rfc3339()
         if cond.is_true(conds, cond.READY) and not status.get("completionTime"):
@@ -558,6 +584,14 @@ class Engine:
             done.add((f"{b[0]}/{b[1]}", k[1]))
         return done
 
+    def _task_metrics(self, candidates: list[scheduler.TaskView], running: list[scheduler.TaskView]) -> None:
+        by_state: dict[str, int] = defaultdict(int)
+        for t in self.tasks.values():
+            by_state[self._phase(t)] += 1
+        metrics.set_tasks_by_state(by_state)
+        metrics.ACTIVE_WORKERS.set(len(running))
+        metrics.PENDING_TASKS.set(len(candidates))
+
     async def dispatch(self) -> None:
         candidates: list[scheduler.TaskView] = []
         running: list[scheduler.TaskView] = []
@@ -575,6 +609,7 @@ class Engine:
                 depends_on=tuple(spec.get("dependsOn") or ()), scope=tuple(spec.get("scope") or ()),
                 phase=tasks.RUNNING if k in self.inflight else phase)
             (running if view.phase == tasks.RUNNING else candidates).append(view)
+        self._task_metrics(candidates, running)
         if not candidates:
             return
         views: dict[str, scheduler.BuildView] = {}

@@ -9,7 +9,7 @@ from typing import Any
 
 import kopf
 
-from longshot import config
+from longshot import config, metrics
 from longshot.controllers import engine
 from longshot.runtime import kube
 
@@ -55,6 +55,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
                 ours.identity, ours.agent_image, ours.max_workers)
     memo.engine = engine.Engine(kube.Kube(kube.load_client()), ours)
     memo.engine_task = asyncio.create_task(memo.engine.run(), name="longshot-engine")
+    memo.metrics_server = None
+    if ours.metrics_port:
+        memo.metrics_server = metrics.start_http_server(ours.metrics_port)
+        logger.info("metrics on :%d/metrics, health on /healthz", memo.metrics_server.port)
 
 
 @kopf.on.cleanup()
@@ -62,6 +66,9 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     memo.engine.stop()
     with contextlib.suppress(asyncio.CancelledError):
         await memo.engine_task
+    await memo.engine.delivery.stop()  # releases the merge-queue Leases for a quick hand-over
+    if memo.metrics_server is not None:
+        memo.metrics_server.close()
 
 
 @kopf.on.login()

@@ -97,6 +97,9 @@ def phase_from_conditions(conditions: Iterable[Mapping[str, Any]] | None, planne
     if planned is not None and planned.get("status") == c.FALSE:
         return FAILED
     if planned is not None and planned.get("status") == c.TRUE:
+        progressing = c.find(conds, c.PROGRESSING) or {}
+        if progressing.get("status") == c.FALSE and progressing.get("reason") == "Idle":
+            return FINALIZING  # every task finished, the build is not Ready yet
         return WORKING
     return PLANNING if planner_task else PENDING
 
@@ -205,8 +208,27 @@ class Deleted:
     """The BuildRequest is being deleted; owner references garbage-collect its tasks and Pods."""
 
 
+@dataclass(frozen=True)
+class FinalizationStarted:
+    """Finalization attempt ``attempt`` (from 1) begins: drain the queue, retry unmerged, final sweep."""
+
+    attempt: int
+    max_attempts: int
+
+
+@dataclass(frozen=True)
+class FinalizationFinished:
+    """The last finalization attempt ended: ``passed``, or not with ``reason`` (a documented reason such as
+    ``TestsFailed``, ``BuildFailed``, ``UnmergedBranches``) and ``message``."""
+
+    passed: bool
+    reason: str
+    message: str
+    attempt: int
+
+
 Event = (Created | PlannerFinished | PlanInvalid | TaskCountsChanged | SuspendChanged | BudgetChanged
-         | Killswitch | Deleted)
+         | Killswitch | Deleted | FinalizationStarted | FinalizationFinished)
 
 # --- effects -----------------------------------------------------------------------------------------
 
@@ -415,6 +437,32 @@ def _deleted(state: BuildState, event: Deleted, now: datetime) -> Result:
     return replace(state, deleted=True), []
 
 
+def _finalization_started(state: BuildState, event: FinalizationStarted, now: datetime) -> Result:
+    text = f"finalization attempt {event.attempt} of {event.max_attempts}: draining the merge queue"
+    return state, [
+        SetCondition(c.FINALIZED, c.UNKNOWN, "InProgress", text),
+        EmitEvent("Normal", "Finalizing", text),
+    ]
+
+
+def _finalization_finished(state: BuildState, event: FinalizationFinished, now: datetime) -> Result:
+    if event.passed:
+        text = f"finalization passed on attempt {event.attempt}: everything merged and the final sweep passed"
+        return replace(state, phase=SUCCEEDED), [
+            SetCondition(c.FINALIZED, c.TRUE, "Passed", text),
+            SetCondition(c.PROGRESSING, c.FALSE, "Idle", "the build is finished"),
+            SetCondition(c.READY, c.TRUE, "Completed", text),
+            EmitEvent("Normal", "Finalized", text),
+        ]
+    text = f"{event.message} (after {event.attempt} finalization attempts)"
+    return replace(state, phase=FAILED), [
+        SetCondition(c.FINALIZED, c.FALSE, event.reason, text),
+        SetCondition(c.PROGRESSING, c.FALSE, "Idle", "the build is finished"),
+        SetCondition(c.READY, c.TRUE, "Failed", text),
+        EmitEvent("Warning", "FinalizationFailed", text),
+    ]
+
+
 # --- the table ---------------------------------------------------------------------------------------
 
 _ANY_PHASE: dict[type, Handler] = {
@@ -439,7 +487,8 @@ TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
     **_rows(PLANNING, {Created: _ignore, PlannerFinished: _planner_finished, PlanInvalid: _plan_invalid}),
     **_rows(WORKING, _LATE),
     **_rows(MERGING, _LATE),
-    **_rows(FINALIZING, _LATE),
+    **_rows(FINALIZING, {**_LATE, FinalizationStarted: _finalization_started,
+                         FinalizationFinished: _finalization_finished}),
     **_rows(SUCCEEDED, _FINISHED),
     **_rows(FAILED, _FINISHED),
 }

@@ -37,6 +37,8 @@ TASK_LABEL: Final = "longshot.dev/task"
 BUILD_LABEL: Final = "longshot.dev/build"
 ATTEMPT_LABEL: Final = "longshot.dev/attempt"
 ROLE_LABEL: Final = "longshot.dev/role"
+TEST_COMMAND_ANNOTATION: Final = "longshot.dev/test-command"
+"""On a tester AgentTask: the command it runs (quality gates and sweeps set it)."""
 
 
 def pod_name(task_name: str, attempt: int) -> str:
@@ -97,7 +99,8 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int) 
             base_url=agent.get("baseUrl"),
             command=agent.get("command"),
         ),
-        test_command=gate.get("testCommand") or reconciler.get("command"),
+        test_command=((tmeta.get("annotations") or {}).get(TEST_COMMAND_ANNOTATION)
+                      or gate.get("testCommand") or reconciler.get("command")),
         max_tasks=int(planner.get("maxTasks", 50)),
         depth=int(tspec.get("depth", 0)),
         max_depth=int(planner.get("maxDepth", 2)),
