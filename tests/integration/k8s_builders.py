@@ -65,6 +65,7 @@ def dump(custom, namespace) -> str:
                         for a in st.get("attempts") or []]
                 extra = f" attempts={atts} verdict={(st.get('handoff') or {}).get('verdict')}"
             if plural == "mergejobs":
-                extra = f" attempts={[(a.get('result'), (a.get('message') or '')[:120]) for a in st.get('attempts') or []]}"
+                tries = [(a.get("result"), (a.get("message") or "")[:120]) for a in st.get("attempts") or []]
+                extra = f" attempts={tries}"
             out.append(f"{plural}/{o['metadata']['name']}: phase={st.get('phase')} {conds}{extra}")
     return "\n".join(out)

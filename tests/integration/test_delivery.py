@@ -104,3 +104,90 @@ def test_build_is_planned_worked_merged_swept_and_finalized(operator, kubelet, o
     assert samples['longshot_merges_total{result="Merged"}'] >= 2
     assert samples['longshot_finalizations_total{outcome="Passed"}'] >= 1
     assert samples['longshot_replica_role{role="leader"}'] == 1
+
+
+def finalization_status(b):
+    return condition(b, "Finalized")["status"], condition(b, "Finalized")["reason"]
+
+
+def test_finalization_fails_with_its_reason_after_max_attempts(operator, kubelet, core_v1, custom, namespace,
+                                                               tmp_path):
+    broken = {"tests/test_broken.py": "import unittest\n\n\nclass Broken(unittest.TestCase):\n"
+                                      "    def test_never(self):\n        self.fail('this repository cannot pass')\n"}
+    url = sample_repo.make(tmp_path, broken)
+    script = {"roles": {"planner": [{"finish": {"summary": "one", "tasks": [
+        {"name": "docs", "description": "Write docs", "scope": ["docs.md"]}]}}]},
+              "tasks": {"docs": [{"write": {"path": "docs.md", "content": "docs\n"}}, {"finish": "docs"}]},
+              "steps": [{"finish": "nothing I can do"}]}
+    script_configmap(core_v1, namespace, script)
+    # no gate (the tests can never pass), two finalization attempts, a fixer that cannot fix it
+    create(custom, namespace, delivery_build(url, qualityGate={"profile": "minimal", "testCommand": "true"},
+                                             finalization={"maxAttempts": 2}))
+    b = finalized(custom, namespace, timeout=150)
+    assert finalization_status(b) == ("False", "TestsFailed"), dump(custom, namespace)
+    assert "after 2 finalization attempts" in condition(b, "Finalized")["message"]
+    assert b["status"]["finalizationAttempts"] == 2
+    assert condition(b, "Ready")["status"] == "True" and b["status"]["phase"] == "Failed"
+    assert b["status"]["lastSweep"]["result"] == "Failed"
+    # the failing final sweep got a fixer task, bounded
+    fixers = [t for t in list_of(custom, namespace, "agenttasks") if t["spec"]["role"] == "fixer"]
+    assert 1 <= len(fixers) <= 5
+    assert sample_repo.show(url, "docs.md") == "docs\n"  # the work itself was merged
+
+
+def conflict_script():
+    return {
+        "roles": {"planner": [{"finish": {"summary": "two edits of one file", "tasks": [
+            {"name": "a", "description": "greet in English", "priority": 9},
+            {"name": "b", "description": "greet in French", "priority": 1}]}}]},
+        "tasks": {
+            "a": [{"write": {"path": "calc/greet.py", "content": "GREETING = 'hello'\n"}}, {"finish": "english"}],
+            "b": [{"write": {"path": "calc/greet.py", "content": "GREETING = 'bonjour'\n"}}, {"finish": "french"}],
+            "demo-b-fix": [{"write": {"path": "calc/greet.py", "content": "GREETING = 'hello / bonjour'\n"}},
+                           {"finish": "resolved: both greetings"}],
+        },
+    }
+
+
+def test_conflict_leads_to_a_fixer_task_and_then_a_merge(operator, kubelet, core_v1, custom, namespace, tmp_path):
+    url = sample_repo.make(tmp_path)
+    script_configmap(core_v1, namespace, conflict_script())
+    create(custom, namespace, delivery_build(url, merge={"strategy": "rebase", "maxConflictRetries": 0}))
+    b = finalized(custom, namespace, timeout=150)
+    assert finalization_status(b) == ("True", "Passed"), dump(custom, namespace)
+    jobs = {j["metadata"]["name"]: j for j in list_of(custom, namespace, "mergejobs")}
+    assert jobs["demo-a"]["status"]["phase"] == "Merged"
+    conflicted = jobs["demo-b"]
+    assert conflicted["status"]["phase"] == "Conflicted"
+    assert conflicted["status"]["conflictingFiles"] == ["calc/greet.py"]
+    assert condition(conflicted, "Ready")["reason"] == "FixerCreated"
+    fixer = get(custom, namespace, "agenttasks", "demo-b-fix")
+    assert fixer["spec"]["role"] == "fixer" and fixer["spec"]["scope"] == ["calc/greet.py"]
+    assert fixer["spec"]["branch"] == conflicted["spec"]["branch"]
+    assert jobs["demo-b-fix"]["status"]["phase"] == "Merged"
+    assert sample_repo.show(url, "calc/greet.py") == "GREETING = 'hello / bonjour'\n"
+    assert condition(b, "Merged")["status"] == "True"
+
+
+def test_merges_follow_priority_then_arrival_with_each_strategy_history(operator, kubelet, core_v1, custom,
+                                                                       namespace, tmp_path):
+    url = sample_repo.make(tmp_path)
+    tasks = [{"name": f"f{i}", "description": f"file {i}", "priority": p, "scope": [f"f{i}.txt"]}
+             for i, p in enumerate([2, 9, 5])]
+    script = {"roles": {"planner": [{"finish": {"summary": "three files", "tasks": tasks}}]},
+              "tasks": {f"f{i}": [{"write": {"path": f"f{i}.txt", "content": f"{i}\n"}}, {"finish": f"file {i}"}]
+                        for i in range(3)}}
+    script_configmap(core_v1, namespace, script)
+    b = delivery_build(url, merge={"strategy": "merge-commit"}, workers={"max": 1},
+                       qualityGate={"profile": "minimal", "testCommand": "true"})
+    create(custom, namespace, b)
+    b = finalized(custom, namespace, timeout=150)
+    assert finalization_status(b) == ("True", "Passed"), dump(custom, namespace)
+    # workers.max=1: tasks ran, and merged, one at a time by priority: f1 (9), f2 (5), f0 (2)
+    merges = [m for m in sample_repo.log(url) if "Longshot-Merge:" in m]
+    order = [m.split("Longshot-Merge: ")[1].split()[0].split("/")[1] for m in reversed(merges)]
+    assert order == ["demo-f1", "demo-f2", "demo-f0"]
+    # merge-commit: every merge is a two-parent commit on main
+    parents = sample_repo.git(tmp_path, "--git-dir", url.removeprefix("file://"), "log", "--format=%P",
+                              "--first-parent", "main").splitlines()
+    assert sum(len(p.split()) == 2 for p in parents) == 3

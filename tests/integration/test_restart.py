@@ -27,7 +27,8 @@ def operator_process(control_plane, namespace, tmp_path):
     def start():
         log = open(tmp_path / f"operator-{len(procs)}.log", "wb")  # noqa: SIM115
         env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig), "LONGSHOT_NAMESPACE": namespace,
-               "LONGSHOT_METRICS_PORT": "0"}
+               "LONGSHOT_METRICS_PORT": "0", "LONGSHOT_LEASE_DURATION_SECONDS": "4",
+               "LONGSHOT_LEASE_RENEW_SECONDS": "1", "LONGSHOT_WORKSPACE_DIR": str(tmp_path / "ws")}
         p = subprocess.Popen([sys.executable, "-m", "longshot", "operator", "--namespace", namespace],
                              stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         procs.append((p, log))

@@ -24,6 +24,7 @@ and creation is idempotent, so nothing is created twice and nothing is lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import random
@@ -39,7 +40,7 @@ from longshot.api.handoff import PlannedTask
 from longshot.controllers import delivery
 from longshot.core import builds, failures, plan, scheduler, tasks
 from longshot.core.effects import EmitEvent, SetCondition
-from longshot.runtime import handoffs, kube, pods
+from longshot.runtime import handoffs, kube, leader, pods
 
 log = logging.getLogger("longshot.engine")
 
@@ -47,6 +48,9 @@ Key = tuple[str, str]  # (namespace, name)
 KILLSWITCH_POLL_SECONDS = 2.0
 DISPATCH_BATCH_SECONDS = 0.05
 CONCURRENCY = 32
+CONTROLLER_LEASE = "longshot-operator"
+"""Only the holder of this Lease reconciles and dispatches; other replicas watch and stand by. Merge
+queues have a Lease each (``runtime.leader.lease_name_for``)."""
 
 
 def _rv(obj: Mapping[str, Any]) -> int:
@@ -149,8 +153,33 @@ class Engine:
 
     # --- the loop -------------------------------------------------------------------------------------
 
+    def _became_leader(self, leading: bool) -> None:
+        log.warning("this replica (%s) is %s", self.settings.identity,
+                    "now the LEADER: reconciling everything" if leading else "a follower: standing by")
+        if leading:  # catch up on everything the previous leader may have left half done
+            self.dirty_tasks.update(self.tasks)
+            self.dirty_builds.update(self.builds)
+            self.dirty_merge_jobs.update(k for k, j in self.merge_jobs.items()
+                                         if not (j.get("status") or {}).get("conditions"))
+        self.wake.set()
+
     async def run(self) -> None:
         log.info("engine started (operator-wide limit %d workers)", self.settings.max_workers)
+        s = self.settings
+        self.elector = leader.LeaderElector(
+            self.kube.client, namespace=s.namespace, name=CONTROLLER_LEASE, identity=s.identity,
+            lease_duration=s.lease_duration_seconds, renew_period=s.lease_renew_seconds,
+            on_started_leading=lambda: self._became_leader(True),
+            on_stopped_leading=lambda: self._became_leader(False))
+        elector_task = asyncio.create_task(self.elector.run(), name="controller lease")
+        try:
+            await self._loop()
+        finally:
+            elector_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await elector_task
+
+    async def _loop(self) -> None:
         next_poll = 0.0
         loop = asyncio.get_running_loop()
         while not self._stopping:
@@ -163,6 +192,8 @@ class Engine:
             except TimeoutError:
                 pass
             self.wake.clear()
+            if not self.elector.is_leader:
+                continue
             if loop.time() >= next_poll:
                 next_poll = loop.time() + KILLSWITCH_POLL_SECONDS
                 await self._poll_killswitch()

@@ -246,6 +246,17 @@ def _merge(w: ws.Workspace, req: MergeRequest, timer: _Timer, fetch: bool) -> Me
         commits = _branch_commits(w, old, commit)
         if not commits:
             return _already_on_target(timer, req, commit, old)
+        if any(len(c.parents) > 1 for c in commits) and w.is_ancestor(old, commit):
+            # The branch merged the target in (a fixer resolving a conflict): replaying its commits would drop
+            # the resolution with the merge commit. Its final tree is the answer: one commit on the target.
+            last = commits[-1]
+            subject = last.message.strip().splitlines()[0] if last.message.strip() else "changes"
+            message = add_trailer(f"{req.branch}: {subject}"
+                                  f"\n\nSquashed from {len(commits)} commits of {req.branch} (it merged {req.target} "
+                                  "to resolve conflicts).\n", TRAILER_KEY, req.merge_id)
+            new = _commit_tree(w, last.tree, [old], message)
+            timer.lap("merge")
+            return _push_result(w, req, timer, old, new)
         rebased = _rebase(w, old, old_tree or "", commit, commits, req.merge_id)
         if isinstance(rebased, list):
             timer.lap("merge")
@@ -257,7 +268,10 @@ def _merge(w: ws.Workspace, req: MergeRequest, timer: _Timer, fetch: bool) -> Me
                                 merged_commit=old, old_target=old)
         new = rebased
     timer.lap("merge")
+    return _push_result(w, req, timer, old, new)
 
+
+def _push_result(w: ws.Workspace, req: MergeRequest, timer: _Timer, old: str, new: str) -> MergeResult:
     pushed = push(w, req.target, old, new)
     timer.lap("push")
     if pushed is None:
