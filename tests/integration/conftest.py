@@ -11,7 +11,9 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -159,3 +161,29 @@ def kubelet(api_client: kubernetes.client.ApiClient, namespace: str, tmp_path: P
 
     with ProcessKubelet(api_client, namespace, tmp_path / "kubelet") as k:
         yield k
+
+
+@pytest.fixture
+def operator_process(control_plane, namespace, tmp_path):
+    procs = []
+
+    def start(identity: str = "replica-0"):
+        """Start ``python -m longshot operator`` as a real process (so that it can be SIGKILLed)."""
+        log = open(tmp_path / f"operator-{len(procs)}.log", "wb")  # noqa: SIM115
+        env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig), "LONGSHOT_NAMESPACE": namespace,
+               "POD_NAME": identity,
+               "LONGSHOT_METRICS_PORT": "0", "LONGSHOT_LEASE_DURATION_SECONDS": "4",
+               "LONGSHOT_LEASE_RENEW_SECONDS": "1", "LONGSHOT_WORKSPACE_DIR": str(tmp_path / f"ws-{identity}")}
+        p = subprocess.Popen([sys.executable, "-m", "longshot", "operator", "--namespace", namespace],
+                             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        procs.append((p, log))
+        return p
+
+    yield start
+    for p, log in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        log.close()
+    for f in sorted(Path(tmp_path).glob("operator-*.log")):
+        print(f"--- {f.name}\n" + f.read_text(errors="replace")[-3000:])

@@ -8,40 +8,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from collections import Counter
-from pathlib import Path
 
-import pytest
 from k8s_builders import build, create, list_of
 from kubelet_double import finish_pod, plan_handoff
 
 from longshot.testing import wait_for
-
-
-@pytest.fixture
-def operator_process(control_plane, namespace, tmp_path):
-    procs = []
-
-    def start():
-        log = open(tmp_path / f"operator-{len(procs)}.log", "wb")  # noqa: SIM115
-        env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig), "LONGSHOT_NAMESPACE": namespace,
-               "LONGSHOT_METRICS_PORT": "0", "LONGSHOT_LEASE_DURATION_SECONDS": "4",
-               "LONGSHOT_LEASE_RENEW_SECONDS": "1", "LONGSHOT_WORKSPACE_DIR": str(tmp_path / "ws")}
-        p = subprocess.Popen([sys.executable, "-m", "longshot", "operator", "--namespace", namespace],
-                             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        procs.append((p, log))
-        return p
-
-    yield start
-    for p, log in procs:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-        log.close()
-    for f in sorted(Path(tmp_path).glob("operator-*.log")):
-        print(f"--- {f.name}\n" + f.read_text(errors="replace")[-3000:])
 
 
 def agent_pods(core, namespace):
