@@ -275,18 +275,7 @@ class ControlPlane:
             *self.extra_apiserver_flags,
         ])
         write_kubeconfig(self.kubeconfig, self.server, pki / "ca.crt", self.admin_token)
-        context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-
-        def ready() -> bool:
-            req = urllib.request.Request(f"{self.server}/readyz",
-                                         headers={"Authorization": f"Bearer {self.admin_token}"})
-            try:
-                with urllib.request.urlopen(req, timeout=2, context=context) as r:
-                    return r.status == 200
-            except urllib.error.HTTPError:
-                return False
-
-        self._wait_healthy(proc, ready, 120)
+        self._wait_healthy(proc, lambda: self.api_ok("/readyz"), 120)
 
     def _start_controller_manager(self) -> None:
         kubeconfig = write_kubeconfig(self.workdir / "controller-manager.kubeconfig", self.server,
@@ -310,20 +299,19 @@ class ControlPlane:
             "--v=1",
         ])
         # healthy once it has created the default ServiceAccount of the default namespace
-        context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
-
-        def ready() -> bool:
-            req = urllib.request.Request(f"{self.server}/api/v1/namespaces/default/serviceaccounts/default",
-                                         headers={"Authorization": f"Bearer {self.admin_token}"})
-            try:
-                with urllib.request.urlopen(req, timeout=2, context=context) as r:
-                    return r.status == 200
-            except urllib.error.HTTPError:
-                return False
-
-        self._wait_healthy(proc, ready, 120)
+        self._wait_healthy(proc, lambda: self.api_ok("/api/v1/namespaces/default/serviceaccounts/default"), 120)
 
     # --- helpers ---------------------------------------------------------------------------------------
+
+    def api_ok(self, path: str) -> bool:
+        """Whether ``GET path`` on the API server answers 200, as the admin."""
+        context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        req = urllib.request.Request(f"{self.server}{path}", headers={"Authorization": f"Bearer {self.admin_token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=2, context=context) as r:
+                return bool(r.status == 200)
+        except urllib.error.HTTPError:
+            return False
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run([self.binary("kubectl"), f"--kubeconfig={self.kubeconfig}",
