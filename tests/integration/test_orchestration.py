@@ -282,3 +282,68 @@ def test_plan_of_many_tasks_respects_the_worker_limit(operator, core_v1, custom,
     wait_for(lambda: len(agent_pods(core_v1, namespace)) == 6, timeout=30, what="5 worker Pods + the planner's")
     running = [t for t in list_of(custom, namespace, "agenttasks") if t.get("status", {}).get("phase") == "Running"]
     assert len(running) == 5
+
+
+def test_malformed_handoff_fails_the_attempt_with_a_clear_reason(operator, core_v1, custom, namespace):
+    create(custom, namespace, demo_build(retry={"maxAttempts": 1}))
+    wait_pod(core_v1, namespace, f"{PLANNER}-a1")
+    finish_pod(core_v1, namespace, f"{PLANNER}-a1", message='{"kind": "Handoff", "task": "demo-planner"')
+    t = wait_task(custom, namespace, PLANNER, phase_is("Failed"), "Failed")
+    attempt = t["status"]["attempts"][0]
+    assert attempt["failureClass"] == "InvalidHandoff"
+    assert "not JSON" in attempt["exitReason"]
+    assert condition(t, "Succeeded")["reason"] == "InvalidHandoff"
+
+
+def test_a_200_task_plan_arrives_through_git_without_a_size_cliff(operator, core_v1, custom, namespace, tmp_path):
+    import sample_repo
+
+    url = sample_repo.make(tmp_path)
+    create(custom, namespace, build("demo", repository__url=url, planner__maxTasks=200, workers={"max": 3}))
+    wait_pod(core_v1, namespace, f"{PLANNER}-a1")
+    # the agent's side of the protocol: handoff.json committed on refs/longshot/handoffs/<task>/<attempt>
+    h = ho.Handoff(task=PLANNER, attempt=1, role="planner", outcome="succeeded",
+                   tasks=[ho.PlannedTask(name=f"t{i:03d}", description=f"task {i} " + "x" * 100,
+                                         depends_on=[f"t{i - 1:03d}"] if i % 10 else []) for i in range(200)])
+    data = ho.encode(h)
+    assert not ho.fits_termination_message(data)
+    seed = tmp_path / "seed"
+    (seed / ho.HANDOFF_FILE).write_bytes(data)
+    sample_repo.git(seed, "checkout", "-q", "--orphan", "handoff")
+    sample_repo.git(seed, "rm", "-rq", "--cached", ".")
+    sample_repo.git(seed, "add", ho.HANDOFF_FILE)
+    sample_repo.git(seed, "commit", "-q", "-m", "handoff")
+    ref = ho.handoff_ref(PLANNER, 1)
+    sample_repo.git(seed, "push", "-q", url.removeprefix("file://"), f"HEAD:{ref}")
+    commit = sample_repo.git(seed, "rev-parse", "HEAD").strip()
+    pointer = ho.HandoffPointer(ref=ref, commit=commit, sha256=ho.digest(data), size=len(data))
+    finish_pod(core_v1, namespace, f"{PLANNER}-a1", message=pointer.model_dump_json(by_alias=True))
+
+    def planned():
+        tasks = [t for t in list_of(custom, namespace, "agenttasks") if t["spec"]["role"] == "worker"]
+        return tasks if len(tasks) == 200 else None
+
+    tasks = {t["metadata"]["name"]: t for t in wait_for(planned, timeout=90, what="200 worker tasks")}
+    assert tasks["demo-t011"]["spec"]["dependsOn"] == ["demo-t010"]
+    assert condition(get(custom, namespace, "buildrequests", "demo"), "Planned")["status"] == "True"
+
+
+def test_a_decomposed_task_goes_to_a_subplanner_and_its_dependents_wait(operator, core_v1, custom, namespace):
+    start_and_plan(core_v1, custom, namespace, [
+        {"name": "big", "description": "A big piece of work", "decompose": True},
+        {"name": "after", "description": "Needs the big piece", "dependsOn": ["big"]},
+    ])
+    sub = wait_task(custom, namespace, "demo-big", lambda t: True, "exists")
+    assert sub["spec"]["role"] == "planner" and sub["spec"]["depth"] == 0
+    wait_pod(core_v1, namespace, "demo-big-a1")
+    finish_pod(core_v1, namespace, "demo-big-a1", message=plan_handoff("demo-big", [
+        {"name": "part1", "description": "first part"}, {"name": "part2", "description": "second part"}]))
+    part1 = wait_task(custom, namespace, "demo-big-part1", lambda t: True, "a subtask")
+    assert part1["spec"]["parentTask"] == "demo-big" and part1["spec"]["depth"] == 1
+    wait_pod(core_v1, namespace, "demo-big-part1-a1")
+    wait_pod(core_v1, namespace, "demo-big-part2-a1")
+    # the subplanner succeeded, but its dependents wait until everything it was split into has succeeded
+    assert "demo-after-a1" not in agent_pods(core_v1, namespace)
+    for part in ("part1", "part2"):
+        finish_pod(core_v1, namespace, f"demo-big-{part}-a1", message=handoff(f"demo-big-{part}"))
+    wait_pod(core_v1, namespace, "demo-after-a1")
