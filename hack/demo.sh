@@ -118,25 +118,18 @@ A tiny calculator package, `calc`:
 * `calc/add.py` defines `add(a, b)`, the sum of two numbers;
 * `calc/multiply.py` defines `multiply(a, b)`, their product.
 
-`make test` runs the test suite in `tests/` and must pass.
+Each function comes with its tests in `tests/test_<name>.py`. `make test` runs the suite and must pass.
 EOF
 printf '"""A tiny calculator (see SPEC.md)."""\n' >"$src/calc/__init__.py"
-cat >"$src/tests/test_calc.py" <<'EOF'
+cat >"$src/tests/test_package.py" <<'EOF'
 import unittest
 
 
-class AddTest(unittest.TestCase):
-    def test_add(self):
-        from calc.add import add
+class PackageTest(unittest.TestCase):
+    def test_imports(self):
+        import calc
 
-        self.assertEqual(add(2, 3), 5)
-
-
-class MultiplyTest(unittest.TestCase):
-    def test_multiply(self):
-        from calc.multiply import multiply
-
-        self.assertEqual(multiply(4, 5), 20)
+        self.assertTrue(calc.__doc__)
 
 
 if __name__ == "__main__":
@@ -158,7 +151,7 @@ if [[ "$GIT_PUSH_URL" == /* ]]; then
   touch "$GIT_PUSH_URL/git-daemon-export-ok"
 fi
 git -C "$src" push -q --force "$GIT_PUSH_URL" main
-log "pushed main ($(git -C "$src" rev-parse --short HEAD)): SPEC.md, calc/, tests/, Makefile (make test fails: nothing implemented)"
+log "pushed main ($(git -C "$src" rev-parse --short HEAD)): SPEC.md, calc/, tests/, Makefile (nothing implemented yet)"
 
 # --- 4. the script and the BuildRequest --------------------------------------------------------------
 say "BuildRequest $NS/$BR (scripted backend)"
@@ -175,17 +168,40 @@ data:
         - finish:
             summary: "Two tasks from SPEC.md"
             tasks:
-              - {name: add, description: "Implement add(a, b) in calc/add.py", scope: ["calc/add.py"], priority: 7}
-              - {name: multiply, description: "Implement multiply(a, b) in calc/multiply.py",
-                 scope: ["calc/multiply.py"], depends_on: [add]}
+              - {name: add, description: "Implement add(a, b) in calc/add.py with tests",
+                 scope: ["calc/add.py", "tests/test_add.py"], priority: 7}
+              - {name: multiply, description: "Implement multiply(a, b) in calc/multiply.py with tests",
+                 scope: ["calc/multiply.py", "tests/test_multiply.py"], depends_on: [add]}
       reviewer:
         - finish: {summary: "Looks fine", verdict: approved}
     tasks:
       add:
         - write: {path: calc/add.py, content: "def add(a, b):\n    return a + b\n"}
+        - write:
+            path: tests/test_add.py
+            content: |
+              import unittest
+
+              from calc.add import add
+
+
+              class AddTest(unittest.TestCase):
+                  def test_add(self):
+                      self.assertEqual(add(2, 3), 5)
         - finish: {summary: "Implement add"}
       multiply:
         - write: {path: calc/multiply.py, content: "def multiply(a, b):\n    return a * b\n"}
+        - write:
+            path: tests/test_multiply.py
+            content: |
+              import unittest
+
+              from calc.multiply import multiply
+
+
+              class MultiplyTest(unittest.TestCase):
+                  def test_multiply(self):
+                      self.assertEqual(multiply(4, 5), 20)
         - run: {command: "make test", timeout: 120}
         - finish: {summary: "Implement multiply"}
     steps:
