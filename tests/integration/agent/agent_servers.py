@@ -1,21 +1,19 @@
-"""Real servers on loopback for the agent runner's tests: git (daemon and smart HTTP with Basic auth)
-and fake model APIs (OpenAI-compatible and Anthropic) that replay scripted responses."""
+"""Real servers on loopback for the agent runner's tests: git (daemon and smart HTTP with Basic auth, from
+the shared ``git_servers``) and fake model APIs (OpenAI-compatible and Anthropic) that replay scripted responses."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import http.server
 import json
-import os
-import socket
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import git_servers
 
 GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.com",
            "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.com"}
@@ -35,31 +33,6 @@ def task_input(url: str, *, task: str = "b1-t1", role: str = "worker", **fields:
     return json.loads(handoff.TaskInput.model_validate(data).model_dump_json(by_alias=True))
 
 
-def wait_for(predicate: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.02,
-             what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-        return True
-    return False
-
-
 def process_alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie waiting for its parent to reap it counts as gone)."""
     try:
@@ -69,12 +42,7 @@ def process_alive(pid: int) -> bool:
         return False
 
 
-def git(*args: str, cwd: Path | None = None, input: str | None = None, check: bool = True) -> str:
-    result = subprocess.run(["git", *args], cwd=cwd, input=input, capture_output=True, text=True,
-                            env={**os.environ, **GIT_ENV}, check=False)
-    if check and result.returncode != 0:
-        raise AssertionError(f"git {' '.join(args)} failed: {result.stderr}")
-    return result.stdout
+git = git_servers.Git(GIT_ENV)
 
 
 class Repos:
@@ -130,12 +98,13 @@ class Repos:
 
 @dataclass
 class GitDaemon:
+    """The shared git daemon with this suite's repository helper."""
+
     repos: Repos
-    port: int
-    process: subprocess.Popen[bytes]
+    server: git_servers.GitDaemon
 
     def url(self, name: str) -> str:
-        return f"git://127.0.0.1:{self.port}/{name}.git"
+        return self.server.url(name)
 
     def ls_remote(self, name: str) -> dict[str, str]:
         out = git("ls-remote", self.url(name))
@@ -145,115 +114,25 @@ class GitDaemon:
 @contextlib.contextmanager
 def git_daemon(root: Path) -> Iterator[GitDaemon]:
     repos = Repos(root)
-    port = free_port()
-    proc = subprocess.Popen(
-        ["git", "daemon", "--export-all", "--enable=receive-pack", f"--base-path={root}", f"--port={port}",
-         "--reuseaddr", "--listen=127.0.0.1", "--informative-errors", str(root)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **GIT_ENV},
-    )
-    try:
-        wait_for(lambda: port_open(port) or proc.poll() is not None, what="git daemon to listen")
-        assert proc.poll() is None, "git daemon exited at start"
-        yield GitDaemon(repos, port, proc)
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-# --- git smart HTTP, behind Basic auth ---------------------------------------------------------------
-
-class _GitHTTPHandler(http.server.BaseHTTPRequestHandler):
-    server: _GitHTTPServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self._cgi()
-
-    def do_POST(self) -> None:
-        self._cgi()
-
-    def _cgi(self) -> None:
-        user = self._authorised()
-        self.server.requests.append((self.command, self.path, user))
-        if user is None:
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="git"')
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        path, _, query = self.path.partition("?")
-        body = self._body()
-        env = {**os.environ, **GIT_ENV, "GIT_PROJECT_ROOT": str(self.server.root), "GIT_HTTP_EXPORT_ALL": "1",
-               "PATH_INFO": path, "QUERY_STRING": query, "REQUEST_METHOD": self.command,
-               "CONTENT_TYPE": self.headers.get("Content-Type", ""), "CONTENT_LENGTH": str(len(body)),
-               "REMOTE_USER": user, "REMOTE_ADDR": "127.0.0.1", "GATEWAY_INTERFACE": "CGI/1.1",
-               "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
-               "GIT_PROTOCOL": self.headers.get("Git-Protocol", "")}
-        out = subprocess.run(["git", "http-backend"], input=body, capture_output=True, env=env, check=False).stdout
-        head, _, payload = out.partition(b"\r\n\r\n")
-        if not _:
-            head, _, payload = out.partition(b"\n\n")
-        headers = [line.split(":", 1) for line in head.decode().splitlines() if ":" in line]
-        status = next((int(v.split()[0]) for k, v in headers if k.lower() == "status"), 200)
-        self.send_response(status)
-        for key, value in headers:
-            if key.lower() != "status":
-                self.send_header(key, value.strip())
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def _authorised(self) -> str | None:
-        header = self.headers.get("Authorization", "")
-        if not header.startswith("Basic "):
-            return None
-        user, _, password = base64.b64decode(header[6:]).decode().partition(":")
-        return user if (user, password) in self.server.accounts else None
-
-    def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            data = bytearray()
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                if size == 0:
-                    self.rfile.readline()
-                    return bytes(data)
-                data += self.rfile.read(size)
-                self.rfile.readline()
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-
-class _GitHTTPServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    root: Path
-    accounts: set[tuple[str, str]]
-    requests: list[tuple[str, str, str | None]]
+    with git_servers.git_daemon(root, git=git, timeout=10.0) as server:
+        yield GitDaemon(repos, server)
 
 
 @dataclass
 class GitHTTP:
+    """The shared smart-HTTP server (Basic auth for ``accounts``) with this suite's repository helper."""
+
     repos: Repos
-    port: int
-    server: _GitHTTPServer
+    server: git_servers.GitHTTPServer
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}.git"
+        return self.server.url(name)
 
 
 @contextlib.contextmanager
 def git_http(root: Path, accounts: set[tuple[str, str]]) -> Iterator[GitHTTP]:
-    server = _GitHTTPServer(("127.0.0.1", 0), _GitHTTPHandler)
-    server.root, server.accounts, server.requests = root, accounts, []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield GitHTTP(Repos(root), server.server_address[1], server)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with git_servers.git_http(root, git=git, accounts=accounts) as server:
+        yield GitHTTP(Repos(root), server)
 
 
 # --- fake model APIs ---------------------------------------------------------------------------------

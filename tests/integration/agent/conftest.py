@@ -6,10 +6,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+# Helper modules are imported by bare name; the shared git servers (used by agent_servers) live one level up.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import agent_servers as servers
 import pytest

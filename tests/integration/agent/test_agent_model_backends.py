@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import agent_servers as servers
 import pytest
 from agent_servers import Reply, anthropic_tools, openai_tools, task_input
+
+from longshot.testing.controlplane import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +93,7 @@ def test_openai_401_is_an_auth_failure_without_retry(daemon, repo, run_agent, mo
 
 
 def test_an_unreachable_model_api_is_an_infrastructure_failure(daemon, repo, run_agent):
-    backend = {"name": "openai", "model": "m", "baseUrl": f"http://127.0.0.1:{servers.free_port()}/v1"}
+    backend = {"name": "openai", "model": "m", "baseUrl": f"http://127.0.0.1:{free_port()}/v1"}
     result = run_agent(task_input(daemon.url(repo), backend=backend), env={"LONGSHOT_RETRY_MAX_ATTEMPTS": "2"})
 
     assert result.exit_code == 5

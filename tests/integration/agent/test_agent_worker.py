@@ -10,6 +10,8 @@ import pytest
 from agent_servers import task_input
 
 from longshot.api import handoff
+from longshot.testing import wait_for
+from longshot.testing.controlplane import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +101,7 @@ def test_a_push_refused_by_the_server_is_an_infrastructure_failure(daemon, repo,
 
 
 def test_a_clone_failure_is_an_infrastructure_failure(run_agent):
-    closed = servers.free_port()
+    closed = free_port()
     result = run_agent(task_input(f"git://127.0.0.1:{closed}/nowhere.git"), script={"steps": []})
 
     assert result.exit_code == 5
@@ -156,7 +158,7 @@ def test_hanging_commands_are_killed_and_huge_output_is_truncated(daemon, repo, 
     hang, flood = result.tool_calls("run_command")
     assert hang["result"].startswith("[timed out after")
     pid = int(pidfile.read_text())
-    servers.wait_for(lambda: not servers.process_alive(pid), timeout=5, what=f"process {pid} to be gone")
+    wait_for(lambda: not servers.process_alive(pid), 5, f"process {pid} to be gone")
     assert "[... truncated" in flood["result"]
     assert result.exit_code == 0 and result.handoff.outcome == "empty"
 

@@ -1,19 +1,19 @@
-"""Fixtures of the merge-queue tests: a fresh bare repository per test, a workspace, a git daemon."""
+"""Fixtures of the merge-queue tests: a fresh bare repository per test, a workspace, a git daemon and an
+authenticated smart-HTTP server (both from the shared ``tests/integration/git_servers.py``)."""
 
 from __future__ import annotations
 
-import base64
-import os
-import subprocess
-import threading
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from vcs_servers import GIT_ENV, Daemon, GitHTTPServer, Server, listening, make_server
+# Helper modules are imported by bare name; the shared git servers live one level up, in tests/integration.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from longshot.testing import wait_for
-from longshot.testing.controlplane import free_port
+import pytest
+from git_servers import GitDaemon, GitHTTPServer, git_daemon, git_http
+from vcs_servers import Server, git, make_server
+
 from longshot.vcs import workspace
 
 
@@ -33,21 +33,11 @@ def ws(server: Server, cache_dir: Path) -> workspace.Workspace:
 
 
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
+def daemon(tmp_path: Path) -> Iterator[GitDaemon]:
     root = tmp_path / "daemon"
     root.mkdir()
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")} | GIT_ENV
-    proc = subprocess.Popen(["git", "daemon", "--export-all", "--enable=receive-pack", f"--base-path={root}",
-                             f"--port={port}", "--reuseaddr", "--listen=127.0.0.1", "--informative-errors",
-                             str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    try:
-        wait_for(lambda: listening(port) or proc.poll() is not None, 20, "git daemon to listen")
-        assert proc.poll() is None, "git daemon exited at start"
-        yield Daemon(root, port)
-    finally:
-        proc.kill()
-        proc.wait()
+    with git_daemon(root, git=git, timeout=20) as d:
+        yield d
 
 
 @pytest.fixture
@@ -55,13 +45,6 @@ def http_server(tmp_path: Path) -> Iterator[GitHTTPServer]:
     """Smart HTTP over loopback accepting Basic bot:s3cret-password and Bearer t0ken-abcdef."""
     root = tmp_path / "http"
     root.mkdir()
-    accepted = {"Basic " + base64.b64encode(b"bot:s3cret-password").decode(), "Bearer t0ken-abcdef"}
-    server = GitHTTPServer(root, accepted)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    try:
+    with git_http(root, git=git, accounts={("bot", "s3cret-password")},
+                  headers={"Bearer t0ken-abcdef": "bot"}) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)

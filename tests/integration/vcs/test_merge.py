@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from vcs_servers import Daemon, GitHTTPServer, Server, git, make_server
+from git_servers import GitDaemon, GitHTTPServer
+from vcs_servers import Server, git, make_server
 
 from longshot.vcs import merge, workspace
 
@@ -188,7 +189,7 @@ def test_missing_branch_is_an_error_naming_it(server: Server, ws: workspace.Work
     assert "longshot/b/nope" in result.message
 
 
-def test_merge_through_git_daemon(daemon: Daemon) -> None:
+def test_merge_through_git_daemon(daemon: GitDaemon) -> None:
     server = make_server(daemon.root, "app", url=daemon.url("app"))
     c = server.commit("longshot/b/t1", {"a.txt": "a\n"})
     moved = server.commit("main", {"b.txt": "b\n"})

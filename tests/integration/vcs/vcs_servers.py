@@ -1,14 +1,14 @@
-"""Real git servers for the merge-queue tests: bare repositories in a temporary directory (``file://``)
-and ``git daemon`` on loopback. No mock of git anywhere."""
+"""Real git servers for the merge-queue tests: bare repositories in a temporary directory (``file://``);
+``git daemon`` and smart HTTP on loopback come from the shared ``git_servers``. No mock of git anywhere."""
 
 from __future__ import annotations
 
-import http.server
 import os
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from git_servers import Git
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Agent", "GIT_AUTHOR_EMAIL": "agent@example.com",
@@ -17,13 +17,7 @@ GIT_ENV = {
 }
 
 
-def git(*args: str, cwd: Path | None = None, input: str | None = None) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")} | GIT_ENV
-    proc = subprocess.run(["git", "-c", "init.defaultBranch=main", *args], cwd=cwd, env=env, input=input,
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise AssertionError(f"git {' '.join(args)} failed: {proc.stderr}")
-    return proc.stdout.strip()
+git = Git(GIT_ENV, isolated=True, options=("-c", "init.defaultBranch=main"), strip=True)
 
 
 @dataclass
@@ -71,8 +65,7 @@ class Server:
         return git("show", f"{rev}:{path}", cwd=self.bare)
 
     def is_ancestor(self, a: str, b: str) -> bool:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")} | GIT_ENV
-        return subprocess.run(["git", "merge-base", "--is-ancestor", a, b], cwd=self.bare, env=env,
+        return subprocess.run(["git", "merge-base", "--is-ancestor", a, b], cwd=self.bare, env=git.env,
                               check=False).returncode == 0
 
 
@@ -88,78 +81,3 @@ def make_server(root: Path, name: str, url: str | None = None) -> Server:
     git("commit", "--quiet", "-m", "Initial commit", cwd=work)
     git("push", "--quiet", "origin", "HEAD:refs/heads/main", cwd=work)
     return server
-
-
-@dataclass
-class Daemon:
-    root: Path
-    port: int
-
-    def url(self, name: str) -> str:
-        return f"git://127.0.0.1:{self.port}/{name}.git"
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-
-
-class _GitHTTPHandler(http.server.BaseHTTPRequestHandler):
-    """git smart HTTP (``git http-backend`` as CGI) behind Basic or Bearer auth."""
-
-    server: GitHTTPServer
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self._cgi()
-
-    def do_POST(self) -> None:
-        self._cgi()
-
-    def _cgi(self) -> None:
-        auth = self.headers.get("Authorization", "")
-        self.server.auth_headers.append(auth)
-        if auth not in self.server.accepted:
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="git"')
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        path, _, query = self.path.partition("?")
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")} | GIT_ENV | {
-            "GIT_PROJECT_ROOT": str(self.server.root), "GIT_HTTP_EXPORT_ALL": "1", "PATH_INFO": path,
-            "QUERY_STRING": query, "REQUEST_METHOD": self.command, "REMOTE_USER": "bot",
-            "CONTENT_TYPE": self.headers.get("Content-Type", ""), "CONTENT_LENGTH": str(len(body)),
-            "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""), "REMOTE_ADDR": "127.0.0.1"}
-        out = subprocess.run(["git", "http-backend"], input=body, capture_output=True, env=env, check=False).stdout
-        head, sep, payload = out.partition(b"\r\n\r\n")
-        if not sep:
-            head, _, payload = out.partition(b"\n\n")
-        headers = [line.split(":", 1) for line in head.decode().splitlines() if ":" in line]
-        status = next((int(v.split()[0]) for k, v in headers if k.lower() == "status"), 200)
-        self.send_response(status)
-        for key, value in headers:
-            if key.lower() != "status":
-                self.send_header(key, value.strip())
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-
-class GitHTTPServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, root: Path, accepted: set[str]) -> None:
-        super().__init__(("127.0.0.1", 0), _GitHTTPHandler)
-        self.root = root
-        self.accepted = accepted
-        self.auth_headers: list[str] = []
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/{name}.git"
