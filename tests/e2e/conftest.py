@@ -1,0 +1,177 @@
+"""The e2e tier: a real single-node cluster (``longshot.testing.cluster``) with the chart installed.
+
+The session brings the cluster up (binaries, images and the cluster itself are cached or reused) and
+down again, unless it was already running (``make cluster-up`` or ``make demo``): then it is left as it
+was found. Tests skip only when this machine cannot run containers at all (not root, no containerd...);
+anything else that fails to start is an error. On failure the components' logs go to
+``_artifacts/e2e-cluster/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from longshot.testing import cluster as lc
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "_artifacts" / "e2e-cluster"
+SYSTEM_NS = "longshot-system"
+IMAGES = ("pause", "operator", "agent")
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 1.0) -> Any:
+    """The one polling helper: ``predicate()`` until truthy, else fail naming ``what``."""
+    return lc.cpl.wait_until(predicate, timeout, what, interval)
+
+
+def _run(*argv: str) -> str:
+    result = subprocess.run(list(argv), capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.fail(f"{' '.join(argv)} failed:\n{result.stderr[-4000:]}")
+    return result.stdout.strip().splitlines()[-1]
+
+
+_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    report = yield
+    if report.failed:
+        item.session.config.stash[_FAILED] = True
+    return report
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Iterator[lc.LocalCluster]:
+    try:
+        lc.preflight()
+    except lc.ClusterUnavailable as e:
+        pytest.skip(f"this machine cannot run the e2e cluster: {e}")
+    bin_dir = Path(_run("bash", str(ROOT / "hack" / "k8s-binaries.sh")))
+    archives = [Path(_run("bash", str(ROOT / "hack" / "images.sh"), "path", name)) for name in IMAGES]
+    c = lc.LocalCluster(bin_dir=bin_dir, images=archives)
+    try:
+        c.up()
+    except (lc.ClusterError, lc.cpl.ControlPlaneError, TimeoutError):
+        c.keep_logs(ARTIFACTS)
+        c.down()
+        raise
+    guard(c)
+    try:
+        yield c
+    finally:
+        if request.session.config.stash.get(_FAILED, False):
+            print(f"\ne2e cluster logs kept in {c.keep_logs(ARTIFACTS)}")
+        if not c.reused:
+            c.down()
+
+
+def guard(c: lc.LocalCluster) -> None:
+    """Refuse to run against anything but the local test cluster."""
+    server = json.loads(c.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    if not re.fullmatch(rf"https://{re.escape(lc.BRIDGE_IP)}:\d+", server):
+        raise RuntimeError(f"refusing to run e2e tests against {server}: not the local test cluster")
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster: lc.LocalCluster) -> Callable[..., subprocess.CompletedProcess[str]]:
+    return cluster.kubectl
+
+
+def kget(kubectl, *args: str) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
+    result = kubectl("get", *args, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: lc.LocalCluster, kubectl) -> str:  # type: ignore[no-untyped-def]
+    """The chart installed in longshot-system with the locally built images; the operator Ready."""
+    for ns in (SYSTEM_NS,):
+        kubectl("create", "namespace", ns, check=False)
+        kubectl("label", "--overwrite", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
+    helm = subprocess.run(
+        [str(cluster.bin_dir / "helm"), f"--kubeconfig={cluster.kubeconfig}", "upgrade", "--install", "longshot",
+         str(ROOT / "charts" / "longshot"), "--namespace", SYSTEM_NS,
+         "--set", "operator.image.tag=dev", "--set", "operator.image.pullPolicy=Never",
+         "--set", "agent.image.tag=dev", "--set", "agent.image.pullPolicy=Never",
+         "--set", "operator.replicas=1", "--set", "podDisruptionBudget.enabled=false",
+         "--set", "networkPolicy.enabled=false", "--set", "prompts.enabled=false", "--wait", "--timeout=5m"],
+        capture_output=True, text=True, env={**os.environ, "HELM_CACHE_HOME": str(cluster.workdir / "helm")})
+    assert helm.returncode == 0, helm.stderr
+    # the image tag is reused across builds: restart so the operator runs the image just imported
+    kubectl("-n", SYSTEM_NS, "rollout", "restart", "deployment/longshot")
+    kubectl("-n", SYSTEM_NS, "rollout", "status", "deployment/longshot", "--timeout=180s", timeout=200)
+    return SYSTEM_NS
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, kubectl) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A fresh namespace per test, enforcing Pod Security ``restricted``; deleted afterwards."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].rstrip("-")
+    name = f"e2e-{slug}-{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:6]}"
+    kubectl("delete", "namespace", name, "--wait=true", "--timeout=120s", check=False)
+    kubectl("create", "namespace", name)
+    kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted",
+            "pod-security.kubernetes.io/enforce-version=latest", "longshot.dev/test=true")
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def git_repo(cluster: lc.LocalCluster, namespace: str, tmp_path: Path) -> str:
+    """A bare repository served by the cluster's git daemon, with one commit on main; its Pod-side URL."""
+    bare = cluster.git_root / f"{namespace}.git"
+    subprocess.run(["rm", "-rf", str(bare)], check=True)
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    work = tmp_path / "repo"
+    work.mkdir()
+    (work / "README.md").write_text("e2e\n")
+    (work / "Makefile").write_text("test:\n\ttrue\n")
+    git = ["git", "-C", str(work), "-c", "user.name=e2e", "-c", "user.email=e2e@localhost"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
+    subprocess.run([*git, "push", "-q", str(bare), "main"], check=True)
+    return f"{cluster.git_url}/{namespace}.git"
+
+
+def apply(kubectl, namespace: str, *objects: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                                     "items": list(objects)}))
+
+
+def script_configmap(name: str, script: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"script.yaml": script}}
+
+
+def build_request(name: str, repo_url: str, *, script: str, memory_limit: str = "512Mi", cpu_limit: str = "1",
+                  max_attempts: int = 3, finalization: bool = True) -> dict[str, Any]:
+    return {
+        "apiVersion": "longshot.dev/v1alpha1", "kind": "BuildRequest", "metadata": {"name": name},
+        "spec": {
+            "request": "e2e",
+            "repository": {"url": repo_url, "baseBranch": "main"},
+            "agent": {"backend": "scripted", "script": {"name": script}, "timeoutSeconds": 300,
+                      "resources": {"requests": {"cpu": "100m", "memory": "64Mi"},
+                                    "limits": {"cpu": cpu_limit, "memory": memory_limit}}},
+            "workers": {"max": 2},
+            "retry": {"maxAttempts": max_attempts, "backoffSeconds": 1, "maxBackoffSeconds": 2},
+            "reconciler": {"command": "make test", "intervalSeconds": 60},
+            "finalization": {"enabled": finalization, "maxAttempts": 1},
+        },
+    }
+
+
+def now() -> float:
+    return time.monotonic()

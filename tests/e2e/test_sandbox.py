@@ -1,0 +1,125 @@
+"""Agent Pods on a real node: their limits and sandbox as the kernel sees them, and the OOM killer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import apply, build_request, kget, script_configmap, wait_for
+
+pytestmark = pytest.mark.e2e
+
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def running_container(kubectl, namespace: str, pod: str) -> tuple[dict[str, Any], str]:  # type: ignore[no-untyped-def]
+    """The Pod once its agent container runs, and that container's id."""
+    def running() -> tuple[dict[str, Any], str] | None:
+        p = kget(kubectl, "-n", namespace, "pod", pod)
+        statuses = ((p or {}).get("status") or {}).get("containerStatuses") or []
+        if statuses and "running" in (statuses[0].get("state") or {}):
+            return p, statuses[0]["containerID"].split("://", 1)[1]  # type: ignore[return-value]
+        return None
+
+    return wait_for(running, 180, f"Pod {namespace}/{pod} to run its agent container")
+
+
+def container_cgroup(controller: str, pod: dict[str, Any], container_id: str) -> Path:
+    """The container's cgroup (v1, cgroupfs driver): kubepods[/<qos>]/pod<uid>/<container id>."""
+    qos = pod["status"]["qosClass"].lower()
+    parent = CGROUP / controller / "kubepods"
+    if qos != "guaranteed":
+        parent = parent / qos
+    path = parent / f"pod{pod['metadata']['uid']}" / container_id
+    assert path.is_dir(), f"no cgroup {path}"
+    return path
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+
+def test_agent_pod_runs_sandboxed_with_its_limits(operator, kubectl, namespace, git_repo) -> None:  # type: ignore[no-untyped-def]
+    script = ("roles:\n  planner:\n    - run: {command: 'sleep 45', timeout: 60}\n"
+              "    - finish: {summary: nothing to plan, tasks: []}\n")
+    apply(kubectl, namespace, script_configmap("script", script),
+          build_request("sandbox", git_repo, script="script", memory_limit="300Mi", cpu_limit="500m",
+                        finalization=False))
+
+    pod, cid = running_container(kubectl, namespace, "sandbox-planner-a1")
+
+    # what the API server admitted (the namespace enforces Pod Security "restricted")
+    c = pod["spec"]["containers"][0]
+    assert c["resources"]["limits"] == {"cpu": "500m", "memory": "300Mi"}
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert pod["status"]["qosClass"] == "Burstable"
+
+    # what the kernel enforces
+    memory = container_cgroup("memory", pod, cid)
+    assert int((memory / "memory.limit_in_bytes").read_text()) == 300 * 1024 * 1024
+    cpu = container_cgroup("cpu", pod, cid)
+    assert int((cpu / "cpu.cfs_quota_us").read_text()) == 50_000
+    assert int((cpu / "cpu.cfs_period_us").read_text()) == 100_000
+    pids = [int(p) for p in (memory / "cgroup.procs").read_text().split()]
+    assert pids, "no process in the agent container's cgroup"
+    for pid in pids:
+        status = proc_status(pid)
+        assert status["Uid"].split() == ["65532"] * 4, status["Uid"]
+        assert status["Gid"].split() == ["65532"] * 4, status["Gid"]
+        assert status["CapEff"] == "0000000000000000" and status["CapBnd"] == "0000000000000000"
+        assert status["NoNewPrivs"] == "1"
+        assert status["Seccomp"] == "2"  # filter mode: the RuntimeDefault profile
+    init = min(pids)
+    root_mount = next(line.split() for line in Path(f"/proc/{init}/mountinfo").read_text().splitlines()
+                      if line.split()[4] == "/")
+    assert "ro" in root_mount[5].split(","), root_mount
+    assert not Path(f"/proc/{init}/root/var/run/secrets/kubernetes.io").exists(), "a service-account token"
+    workspace = next(line.split() for line in Path(f"/proc/{init}/mountinfo").read_text().splitlines()
+                     if line.split()[4] == "/workspace")
+    assert "rw" in workspace[5].split(",")
+
+    # and the attempt still completes normally
+    def done() -> dict[str, Any] | None:
+        t = kget(kubectl, "-n", namespace, "agenttask", "sandbox-planner")
+        conds = {c["type"]: c for c in (((t or {}).get("status") or {}).get("conditions") or [])}
+        return t if conds.get("Succeeded", {}).get("status") == "True" else None
+
+    wait_for(done, 180, "the sandboxed planner to succeed")
+
+
+def test_agent_exceeding_its_memory_is_oom_killed_and_retried(operator, kubectl, namespace, git_repo) -> None:  # type: ignore[no-untyped-def]
+    hog = "python3 -c 'b = bytearray(512 * 1024 * 1024); print(len(b))'"
+    script = (f"roles:\n  planner:\n    - run: {{command: \"{hog}\", timeout: 120}}\n"
+              "    - finish: {summary: should not get here, tasks: []}\n")
+    apply(kubectl, namespace, script_configmap("script", script),
+          build_request("oom", git_repo, script="script", memory_limit="128Mi", max_attempts=2,
+                        finalization=False))
+
+    def attempts(n: int) -> list[dict[str, Any]] | None:
+        t = kget(kubectl, "-n", namespace, "agenttask", "oom-planner")
+        found = [a for a in (((t or {}).get("status") or {}).get("attempts") or []) if a.get("failureClass")]
+        return found if len(found) >= n else None
+
+    first = wait_for(lambda: attempts(1), 240, "the first attempt to end")[0]
+    pod1 = kget(kubectl, "-n", namespace, "pod", "oom-planner-a1")
+    term = pod1["status"]["containerStatuses"][0]["state"]["terminated"]  # type: ignore[index]
+    assert term["reason"] == "OOMKilled", term
+    assert first["failureClass"] == "OOMKilled", first
+
+    # retried: a second Pod, with the same limit, killed the same way; then the task fails for good
+    wait_for(lambda: kget(kubectl, "-n", namespace, "pod", "oom-planner-a2"), 120, "the retry's Pod")
+    both = wait_for(lambda: attempts(2), 240, "the second attempt to end")
+    assert [a["failureClass"] for a in both] == ["OOMKilled", "OOMKilled"]
+
+    def failed() -> dict[str, Any] | None:
+        t = kget(kubectl, "-n", namespace, "agenttask", "oom-planner")
+        conds = {c["type"]: c for c in (((t or {}).get("status") or {}).get("conditions") or [])}
+        s = conds.get("Succeeded")
+        return s if s and s["status"] == "False" else None
+
+    succeeded = wait_for(failed, 120, "the task to fail after its attempts")
+    assert "OOMKilled" in succeeded["message"] or "memory" in succeeded["message"], succeeded
