@@ -9,7 +9,8 @@ import pytest
 
 from .conftest import apply, build_request, kget, script_configmap, wait_for
 
-pytestmark = pytest.mark.e2e
+# the first test also waits for the session cluster (cold: image builds, several minutes)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 CGROUP = Path("/sys/fs/cgroup")
 

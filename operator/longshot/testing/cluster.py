@@ -574,21 +574,27 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         """Stop everything ``up`` started (in this or another process) and remove what it made."""
         state = self.state()
         procs: dict[str, int] = dict(state.get("processes") or {})
-        for p in self.processes + list(self.control_plane.processes if self.control_plane else []):
+        # processes this object started: stop them through Popen, which reaps them
+        mine = {p.name: p for p in self.processes + list(self.control_plane.processes if self.control_plane else [])}
+        for p in mine.values():
             procs.setdefault(p.name, p.popen.pid)
+
+        def stop(name: str) -> None:
+            pid = procs.pop(name, None)
+            if name in mine and mine[name].popen.pid == pid:
+                mine[name].stop()
+                log(f"stopped {name} (pid {pid})")
+            elif pid is not None:
+                _kill_group(pid, name)
+
         # kubelet first (it would restart containers), then the Pods' containers, then containerd
         for name in ("kubelet", "kube-scheduler", "git-daemon", "dnsmasq"):
-            if name in procs:
-                _kill_group(procs.pop(name), name)
+            stop(name)
         self._remove_containers()
-        if "containerd" in procs:
-            _kill_group(procs.pop("containerd"), "containerd")
+        stop("containerd")
         self._kill_shims()
-        for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
-            if name in procs:
-                _kill_group(procs.pop(name), name)
-        for name, pid in procs.items():
-            _kill_group(pid, name)
+        for name in ("kube-controller-manager", "kube-apiserver", "etcd", *list(procs)):
+            stop(name)
         self.processes.clear()
         if self.control_plane:
             self.control_plane.processes.clear()
@@ -600,11 +606,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 pass
         _run(*ipt, "-F", NAT_CHAIN, check=False)
         _run(*ipt, "-X", NAT_CHAIN, check=False)
+        for veth in _run("ip", "-o", "link", "show", "master", BRIDGE, check=False).stdout.splitlines():
+            _run("ip", "link", "delete", veth.split(":")[1].strip().split("@")[0], check=False)
         if _run("ip", "link", "show", BRIDGE, check=False).returncode == 0:
             _run("ip", "link", "delete", BRIDGE, check=False)
             log(f"deleted bridge {BRIDGE}")
-        for veth in _run("ip", "-o", "link", "show", "master", BRIDGE, check=False).stdout.splitlines():
-            _run("ip", "link", "delete", veth.split(":")[1].strip().split("@")[0], check=False)
         if self.workdir.exists():
             shutil.rmtree(self.workdir, ignore_errors=True)
             if self.workdir.exists():
