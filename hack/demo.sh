@@ -19,6 +19,7 @@
 #   LONGSHOT_DEMO_TIMEOUT_SECONDS    overall limit of the build (default 900)
 #   LONGSHOT_DEMO_STALL_SECONDS      give up when nothing changes for this long (default 240)
 #   LONGSHOT_DEMO_KEEP=1             keep the namespace and BuildRequest of a previous run (default: recreate)
+#   LONGSHOT_DEMO_REPLICAS           operator replicas (default 1; the chart default is 2)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -98,7 +99,7 @@ start=$(date +%s)
   --set operator.image.tag=dev --set "operator.image.pullPolicy=$pull_policy" \
   --set agent.image.tag=dev --set "agent.image.pullPolicy=$pull_policy" \
   --set "prompts.namespaces={$NS}" --set "networkPolicy.namespaces={$NS}" \
-  --set operator.replicas=1 --set podDisruptionBudget.enabled=false \
+  --set "operator.replicas=${LONGSHOT_DEMO_REPLICAS:-1}" --set podDisruptionBudget.enabled=false \
   --wait --timeout 5m >/dev/null
 # a new image under the same tag is not a new spec: restart so the operator runs what was just built
 k -n "$SYSTEM_NS" rollout restart deployment/longshot >/dev/null

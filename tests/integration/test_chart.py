@@ -203,7 +203,8 @@ def test_operator_service_account_is_least_privilege(helm, kubectl, namespace: s
                    ("delete", "pods", "team-a"), ("create", "events", "team-a"), ("get", "secrets/git-token", "team-a"),
                    ("get", "configmaps/longshot-killswitch", namespace),
                    ("create", "leases.coordination.k8s.io", namespace),
-                   ("update", "leases.coordination.k8s.io/longshot-merge-0123456789abcdef", namespace)]
+                   ("update", "leases.coordination.k8s.io/longshot-merge-0123456789abcdef", namespace),
+                   ("update", "leases.coordination.k8s.io/longshot-operator", namespace)]
         denied = [("list", "secrets", "team-a"), ("watch", "secrets", None), ("patch", "pods", "team-a"),
                   ("create", "pods", "team-a", "exec"),
                   ("get", "pods", "team-a", "log"), ("get", "configmaps/other", namespace),
