@@ -579,22 +579,26 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         for p in mine.values():
             procs.setdefault(p.name, p.popen.pid)
 
-        def stop(name: str) -> None:
-            pid = procs.pop(name, None)
-            if name in mine and mine[name].popen.pid == pid:
-                mine[name].stop()
-                log(f"stopped {name} (pid {pid})")
-            elif pid is not None:
-                _kill_group(pid, name)
+        def stop(*names: str) -> None:
+            """SIGTERM every process of ``names`` at once, then wait for each (SIGKILL after 10 s)."""
+            pids = {n: procs.pop(n) for n in names if n in procs}
+            for pid in pids.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGTERM)
+            for n, pid in pids.items():
+                if n in mine and mine[n].popen.pid == pid:
+                    mine[n].stop()  # reaps it
+                else:
+                    _kill_group(pid, n)
+                log(f"stopped {n} (pid {pid})")
 
         # kubelet first (it would restart containers), then the Pods' containers, then containerd
-        for name in ("kubelet", "kube-scheduler", "git-daemon", "dnsmasq"):
-            stop(name)
+        stop("kubelet", "kube-scheduler", "git-daemon", "dnsmasq")
         self._remove_containers()
         stop("containerd")
         self._kill_shims()
-        for name in ("kube-controller-manager", "kube-apiserver", "etcd", *list(procs)):
-            stop(name)
+        stop("kube-controller-manager", "kube-apiserver", *[n for n in procs if n != "etcd"])
+        stop("etcd")
         self.processes.clear()
         if self.control_plane:
             self.control_plane.processes.clear()
@@ -627,10 +631,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         for t in tasks:
             _run(*ctr, "tasks", "kill", "-s", "SIGKILL", t, check=False)
         for t in tasks:
-            for _ in range(20):
-                if _run(*ctr, "tasks", "delete", "-f", t, check=False).returncode == 0:
-                    break
-                time.sleep(0.1)
+            _run(*ctr, "tasks", "delete", "-f", t, check=False)
         containers = _run(*ctr, "containers", "ls", "-q", check=False).stdout.split()
         for c in containers:
             _run(*ctr, "containers", "delete", c, check=False)
@@ -685,24 +686,26 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             log(f"removed {removed} kubepods cgroups")
 
 
-def _kill_group(pid: int, name: str, timeout: float = 10) -> None:
+def _gone(pid: int) -> bool:
+    """True when ``pid`` has exited (a zombie nobody reaps counts as exited)."""
     try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
+
+
+def _kill_group(pid: int, name: str, timeout: float = 10) -> None:
+    """Stop a process another process started (recorded in cluster.json): SIGTERM, then SIGKILL."""
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+    while not _gone(pid):
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
             break
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.1)
-    else:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-    log(f"stopped {name} (pid {pid})")
+        time.sleep(0.05)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
