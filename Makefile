@@ -7,6 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 PYTEST_ARGS ?=
+HELM = $$(bash hack/k8s-binaries.sh)/helm
 
 .PHONY: help
 help: ## Show this help
@@ -37,9 +38,36 @@ test-unit: venv ## Run the unit tier (pure code, seconds)
 test-integration: venv binaries ## Run the integration tier (real etcd + kube-apiserver + controller-manager)
 	$(PYTEST) tests/integration $(PYTEST_ARGS)
 
+.PHONY: e2e
+e2e: venv binaries deps ## e2e tier on a real local cluster (root; brought up and down unless already up)
+	$(PYTEST) tests/e2e $(PYTEST_ARGS)
+
+.PHONY: demo
+demo: venv binaries deps ## THE main job: a whole build with the scripted agent on a local cluster, until Finalized
+	bash hack/demo.sh
+
+.PHONY: deps
+deps: ## Install the Debian packages the local cluster and image builds need (root; idempotent)
+	@bash hack/cluster/install-deps.sh --check 2>/dev/null || bash hack/cluster/install-deps.sh
+
+.PHONY: images
+images: deps ## Build the pause, base, operator and agent images locally (buildah; cached; root)
+	bash hack/images.sh build
+
+.PHONY: cluster-up
+cluster-up: venv binaries deps ## Start the local single-node cluster (root)
+	bash hack/local-cluster.sh up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local cluster and remove everything it made
+	bash hack/local-cluster.sh down
+
 .PHONY: crds
-crds: venv ## Render crds/*.yaml from the pydantic models
+crds: venv ## Render crds/*.yaml from the pydantic models, and the chart's copies
 	$(PY) -m longshot crds --output crds
+	rm -f charts/longshot/crds/*.yaml charts/longshot/files/prompts/*.j2
+	cp crds/*.yaml charts/longshot/crds/
+	cp operator/longshot/agent/prompts/*.j2 charts/longshot/files/prompts/
 
 .PHONY: crds-check
 crds-check: venv ## Fail when crds/ differs from the generator's output
@@ -50,6 +78,7 @@ lint: venv ## ruff, the import layering contract and the CRD drift check
 	$(VENV)/bin/ruff check operator tests hack
 	$(VENV)/bin/lint-imports
 	$(PY) -m longshot crds --output crds --check
+	$(HELM) lint --strict charts/longshot
 
 .PHONY: bench-dispatch
 bench-dispatch: venv binaries ## Benchmark: 1,000 AgentTasks -> Pods vs the Job controller; RSS at 10,000 tasks

@@ -18,6 +18,7 @@
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-v1.34.4}"
+K8S_MINOR=${K8S_VERSION#v1.}; K8S_MINOR=${K8S_MINOR%%.*}
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 HELM_VERSION="${HELM_VERSION:-v3.19.0}"
 KWOK_VERSION="${KWOK_VERSION:-v0.7.0}"
@@ -153,7 +154,7 @@ if [[ -n "$todo" ]]; then
     log "building helm ${HELM_VERSION}"
     wrapper "$WORK/helm" helm.sh/helm/v3 "$HELM_VERSION"
     (cd "$WORK/helm" && go build -trimpath \
-      -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION} -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+      -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION} -X helm.sh/helm/v3/internal/version.gitTreeState=clean -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=${K8S_MINOR} -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=${K8S_MINOR}" \
       -o "$BIN/helm" helm.sh/helm/v3/cmd/helm >&2)
   fi
   if [[ " $todo " == *" kwok "* ]]; then

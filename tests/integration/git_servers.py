@@ -8,6 +8,7 @@ import base64
 import contextlib
 import http.server
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -76,14 +77,16 @@ def git_daemon(root: Path, *, git: Git, timeout: float) -> Iterator[GitDaemon]:
     proc = subprocess.Popen(
         ["git", "daemon", "--export-all", "--enable=receive-pack", f"--base-path={root}", f"--port={port}",
          "--reuseaddr", "--listen=127.0.0.1", "--informative-errors", str(root)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=git.env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=git.env, start_new_session=True,
     )
     try:
         wait_for(lambda: port_open(port) or proc.poll() is not None, timeout, "git daemon to listen")
         assert proc.poll() is None, "git daemon exited at start"
         yield GitDaemon(root, port, proc)
     finally:
-        proc.kill()
+        # the daemon forks a child per connection: stop the whole process group, not only the parent
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 
