@@ -279,9 +279,17 @@ def test_plan_of_many_tasks_respects_the_worker_limit(operator, core_v1, custom,
     create(custom, namespace, b)
     wait_pod(core_v1, namespace, f"{PLANNER}-a1")
     finish_pod(core_v1, namespace, f"{PLANNER}-a1", message=plan_handoff(PLANNER, tasks))
-    wait_for(lambda: len(agent_pods(core_v1, namespace)) == 6, timeout=30, what="5 worker Pods + the planner's")
-    running = [t for t in list_of(custom, namespace, "agenttasks") if t.get("status", {}).get("phase") == "Running"]
-    assert len(running) == 5
+    def running():
+        tasks = [t for t in list_of(custom, namespace, "agenttasks")
+                 if t["spec"]["role"] == "worker" and t.get("status", {}).get("phase") == "Running"]
+        return tasks if len(tasks) >= 5 else None
+
+    assert len(wait_for(running, timeout=30, what="5 Running worker tasks")) == 5
+    # the Pods are created before their task's status says Running: by now every admitted task has its Pod
+    assert len(agent_pods(core_v1, namespace)) == 6  # 5 workers + the planner's
+    waiting = [t for t in list_of(custom, namespace, "agenttasks")
+               if t["spec"]["role"] == "worker" and t.get("status", {}).get("phase") != "Running"]
+    assert len(waiting) == n - 5
 
 
 def test_malformed_handoff_fails_the_attempt_with_a_clear_reason(operator, core_v1, custom, namespace):

@@ -30,6 +30,7 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +52,21 @@ CONCURRENCY = 32
 CONTROLLER_LEASE = "longshot-operator"
 """Only the holder of this Lease reconciles and dispatches; other replicas watch and stand by. Merge
 queues have a Lease each (``runtime.leader.lease_name_for``)."""
+
+
+@dataclass(frozen=True)
+class _PodMissing:
+    """The attempt's Pod is not in the cache: ask the API before calling it vanished (the watch may lag)."""
+
+    attempt: int
+
+
+@dataclass(frozen=True)
+class _PodEnded:
+    """The attempt's Pod ended: read its handoff (maybe from git), then it is a ``tasks.PodFinished``."""
+
+    pod: Mapping[str, Any]
+    attempt: int
 
 
 def _rv(obj: Mapping[str, Any]) -> int:
@@ -274,7 +290,7 @@ class Engine:
             if finished is not None:
                 events.append(finished)
             elif pod is None:
-                events.append(("confirm-vanished", state.attempt))
+                events.append(_PodMissing(state.attempt))
         elif state.phase == tasks.PENDING:
             # A Pod of the next attempt exists although the status says Pending: created just before a
             # restart. Adopt it instead of creating another.
@@ -291,12 +307,12 @@ class Engine:
         return events
 
     def _pod_finished_event(self, task: Mapping[str, Any], pod: Mapping[str, Any] | None, attempt: int,
-                            now: datetime) -> tasks.PodFinished | None:
+                            now: datetime) -> _PodEnded | tasks.PodFinished | None:
         if pod is None:
             return None
         status = pod.get("status") or {}
         if status.get("phase") in ("Succeeded", "Failed"):
-            return tasks.PodFinished(status, ("read-handoff", pod), attempt)  # type: ignore[arg-type]
+            return _PodEnded(pod, attempt)
         created = _parse_time((pod.get("metadata") or {}).get("creationTimestamp")) or now
         if failures.stuck(status, created=created, now=now) is not None:
             return tasks.PodFinished(status, None, attempt)
@@ -332,12 +348,12 @@ class Engine:
         state = tasks.TaskState.from_resource(task, build)
         effects: list[Any] = []
         for event in self._events_for_task(task, state, now):
-            if isinstance(event, tuple) and event[0] == "confirm-vanished":
+            if isinstance(event, _PodMissing):
                 if await asyncio.to_thread(self.kube.get_pod, key[0], state.pod or "") is not None:
                     continue  # the watch is behind; the Pod exists
-                event = tasks.PodVanished(event[1])
-            if isinstance(event, tasks.PodFinished) and isinstance(event.handoff, tuple):
-                event = tasks.PodFinished(event.pod_status, await self._read_handoff(task, event.handoff[1]),
+                event = tasks.PodVanished(event.attempt)
+            elif isinstance(event, _PodEnded):
+                event = tasks.PodFinished(event.pod.get("status") or {}, await self._read_handoff(task, event.pod),
                                           event.attempt)
             if isinstance(event, tasks.PodFinished) and event.handoff is None:
                 outcome = failures.stuck(event.pod_status, created=now, now=now, grace_seconds=0)
