@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages the local cluster (hack/local-cluster.sh) and the image builds
 # (hack/images.sh) need: containerd, runc, the CNI plugins, buildah, debootstrap, iptables, dnsmasq
-# (the cluster's small DNS server) and friends.
+# (the cluster's small DNS server) and friends, and prometheus (the e2e test that scrapes the operator runs
+# the binary itself, with its own config; the Debian service it installs is not used).
 #
 #   hack/cluster/install-deps.sh           install what is missing (idempotent; runs apt-get update once)
 #   hack/cluster/install-deps.sh --check   exit 0 when everything is installed, 1 otherwise (no work)
@@ -10,7 +11,7 @@
 set -euo pipefail
 
 PACKAGES=(containerd runc containernetworking-plugins buildah debootstrap iptables iproute2 conntrack
-          socat ethtool dnsmasq-base git openssl make gcc libc6-dev)
+          socat ethtool dnsmasq-base git openssl make gcc libc6-dev prometheus)
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 

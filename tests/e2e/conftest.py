@@ -5,6 +5,10 @@ down again, unless it was already running (``make cluster-up`` or ``make demo``)
 was found. Tests skip only when this machine cannot run containers at all (not root, no containerd...);
 anything else that fails to start is an error. On failure the components' logs go to
 ``_artifacts/e2e-cluster/``.
+
+Which cluster: ``LONGSHOT_E2E_CLUSTER=local`` (the local one, above), ``kind`` (a kind cluster made with
+pytest-kind's ``KindCluster``, see ``kind.py``; skipped with the reason when kind, a working Docker engine or
+pytest-kind is missing), or unset/``auto``: the local cluster, else kind when it is available, else skip.
 """
 
 from __future__ import annotations
@@ -52,14 +56,54 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     return report
 
 
-@pytest.fixture(scope="session")
-def cluster(request: pytest.FixtureRequest) -> Iterator[lc.LocalCluster]:
+def _cluster_mode() -> str:
+    """``local`` or ``kind``, from ``$LONGSHOT_E2E_CLUSTER``; skips when the requested kind cannot run."""
+    from . import kind
+
+    requested = os.environ.get("LONGSHOT_E2E_CLUSTER", "auto").strip().lower() or "auto"
+    if requested not in ("auto", "local", "kind"):
+        raise pytest.UsageError(f"LONGSHOT_E2E_CLUSTER={requested!r}: expected local, kind or auto")
+    if requested == "kind":
+        reason = kind.unavailable()
+        if reason:
+            pytest.skip(f"LONGSHOT_E2E_CLUSTER=kind but kind cannot run here: {reason}")
+        return "kind"
     try:
         lc.preflight()
     except lc.ClusterUnavailable as e:
-        pytest.skip(f"this machine cannot run the e2e cluster: {e}")
+        if requested == "local":
+            pytest.skip(f"this machine cannot run the e2e cluster: {e}")
+        reason = kind.unavailable()
+        if reason:
+            pytest.skip(f"this machine cannot run the e2e cluster: {e}; nor kind: {reason}")
+        return "kind"
+    return "local"
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Iterator[lc.LocalCluster]:
+    mode = _cluster_mode()
     bin_dir = Path(_run("bash", str(ROOT / "hack" / "k8s-binaries.sh")))
     archives = [Path(_run("bash", str(ROOT / "hack" / "images.sh"), "path", name)) for name in IMAGES]
+    if mode == "kind":
+        from . import kind
+
+        k = kind.KindE2ECluster(bin_dir=bin_dir, images=archives,
+                                agent_image=_run("bash", str(ROOT / "hack" / "images.sh"), "ref", "agent"))
+        try:
+            k.up()
+        except BaseException:
+            k.keep_logs(ARTIFACTS)
+            k.down()
+            raise
+        k.guard()
+        try:
+            yield k  # type: ignore[misc]  # the same interface as LocalCluster, as far as the tests use it
+        finally:
+            if request.session.config.stash.get(_FAILED, False):
+                print(f"\ne2e kind cluster logs kept in {k.keep_logs(ARTIFACTS)}")
+            k.down()
+        return
     c = lc.LocalCluster(bin_dir=bin_dir, images=archives)
     try:
         c.up()
@@ -84,6 +128,17 @@ def guard(c: lc.LocalCluster) -> None:
         raise RuntimeError(f"refusing to run e2e tests against {server}: not the local test cluster")
 
 
+def is_kind(cluster: object) -> bool:
+    return not isinstance(cluster, lc.LocalCluster)
+
+
+def local_node_only(cluster: object, why: str) -> None:
+    """Skip a test that looks at the node from the host (cgroups, /proc, Pod IPs) when the node is a kind
+    container: its Pods' cgroups, processes and addresses are inside that container."""
+    if is_kind(cluster):
+        pytest.skip(f"needs the local cluster's node on this host ({why}); the kind node is a container")
+
+
 @pytest.fixture(scope="session")
 def kubectl(cluster: lc.LocalCluster) -> Callable[..., subprocess.CompletedProcess[str]]:
     return cluster.kubectl
@@ -94,21 +149,33 @@ def kget(kubectl, *args: str) -> dict[str, Any] | None:  # type: ignore[no-untyp
     return json.loads(result.stdout) if result.returncode == 0 else None
 
 
+def install_chart(cluster: lc.LocalCluster, *, replicas: int = 1, timeout: str = "5m") -> None:
+    """``helm upgrade --install`` the chart in longshot-system with the locally built images and
+    ``operator.replicas=replicas``; waits for the rollout (``--wait``)."""
+    helm = subprocess.run(
+        [str(cluster.bin_dir / "helm"), f"--kubeconfig={cluster.kubeconfig}", "upgrade", "--install", "longshot",
+         str(ROOT / "charts" / "longshot"), "--namespace", SYSTEM_NS,
+         "--set", "operator.image.tag=dev", "--set", "operator.image.pullPolicy=Never",
+         "--set", "agent.image.tag=dev", "--set", "agent.image.pullPolicy=Never",
+         "--set", f"operator.replicas={replicas}", "--set", "podDisruptionBudget.enabled=false",
+         "--set", "networkPolicy.enabled=false", "--set", "prompts.enabled=false", "--wait", f"--timeout={timeout}"],
+        capture_output=True, text=True, env={**os.environ, "HELM_CACHE_HOME": str(cluster.workdir / "helm")})
+    assert helm.returncode == 0, helm.stderr
+
+
+def operator_pods(kubectl) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """The operator's Pods that are not being deleted."""
+    pods = kget(kubectl, "-n", SYSTEM_NS, "pods", "-l", "app.kubernetes.io/component=operator") or {}
+    return [p for p in pods.get("items", []) if not p["metadata"].get("deletionTimestamp")]
+
+
 @pytest.fixture(scope="session")
 def operator(cluster: lc.LocalCluster, kubectl) -> str:  # type: ignore[no-untyped-def]
     """The chart installed in longshot-system with the locally built images; the operator Ready."""
     for ns in (SYSTEM_NS,):
         kubectl("create", "namespace", ns, check=False)
         kubectl("label", "--overwrite", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
-    helm = subprocess.run(
-        [str(cluster.bin_dir / "helm"), f"--kubeconfig={cluster.kubeconfig}", "upgrade", "--install", "longshot",
-         str(ROOT / "charts" / "longshot"), "--namespace", SYSTEM_NS,
-         "--set", "operator.image.tag=dev", "--set", "operator.image.pullPolicy=Never",
-         "--set", "agent.image.tag=dev", "--set", "agent.image.pullPolicy=Never",
-         "--set", "operator.replicas=1", "--set", "podDisruptionBudget.enabled=false",
-         "--set", "networkPolicy.enabled=false", "--set", "prompts.enabled=false", "--wait", "--timeout=5m"],
-        capture_output=True, text=True, env={**os.environ, "HELM_CACHE_HOME": str(cluster.workdir / "helm")})
-    assert helm.returncode == 0, helm.stderr
+    install_chart(cluster, replicas=1)
     # the image tag is reused across builds: restart so the operator runs the image just imported
     kubectl("-n", SYSTEM_NS, "rollout", "restart", "deployment/longshot")
     kubectl("-n", SYSTEM_NS, "rollout", "status", "deployment/longshot", "--timeout=180s", timeout=200)
@@ -156,7 +223,7 @@ def script_configmap(name: str, script: str) -> dict[str, Any]:
 
 
 def build_request(name: str, repo_url: str, *, script: str, memory_limit: str = "512Mi", cpu_limit: str = "1",
-                  max_attempts: int = 3, finalization: bool = True) -> dict[str, Any]:
+                  max_attempts: int = 3, finalization: bool = True, **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "longshot.dev/v1alpha1", "kind": "BuildRequest", "metadata": {"name": name},
         "spec": {
@@ -169,6 +236,7 @@ def build_request(name: str, repo_url: str, *, script: str, memory_limit: str = 
             "retry": {"maxAttempts": max_attempts, "backoffSeconds": 1, "maxBackoffSeconds": 2},
             "reconciler": {"command": "make test", "intervalSeconds": 60},
             "finalization": {"enabled": finalization, "maxAttempts": 1},
+            **spec,
         },
     }
 

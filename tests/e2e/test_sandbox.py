@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import apply, build_request, kget, script_configmap, wait_for
+from .conftest import apply, build_request, kget, local_node_only, script_configmap, wait_for
 
 # the first test also waits for the session cluster (cold: image builds, several minutes)
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
@@ -43,7 +43,8 @@ def proc_status(pid: int) -> dict[str, str]:
     return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
 
 
-def test_agent_pod_runs_sandboxed_with_its_limits(operator, kubectl, namespace, git_repo) -> None:  # type: ignore[no-untyped-def]
+def test_agent_pod_runs_sandboxed_with_its_limits(operator, cluster, kubectl, namespace, git_repo) -> None:  # type: ignore[no-untyped-def]
+    local_node_only(cluster, "reads the agent container's cgroups and /proc")
     script = ("roles:\n  planner:\n    - run: {command: 'sleep 45', timeout: 60}\n"
               "    - finish: {summary: nothing to plan, tasks: []}\n")
     apply(kubectl, namespace, script_configmap("script", script),
