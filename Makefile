@@ -16,7 +16,7 @@ help: ## Show this help
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test,lint]'
+	$(VENV)/bin/pip install --quiet -e '.[test,lint,e2e]'
 	touch $@
 
 .PHONY: venv
