@@ -109,7 +109,8 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def _rfc3339(t: datetime) -> str:
+def rfc3339(t: datetime) -> str:
+    """``t`` as the API server writes times: UTC, whole seconds, ``Z``."""
     return t.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -155,13 +156,13 @@ def set_condition(
         if observed_generation is not None:
             new["observedGeneration"] = observed_generation
         if old.get("status") != status or "lastTransitionTime" not in old:
-            new["lastTransitionTime"] = _rfc3339(now)
+            new["lastTransitionTime"] = rfc3339(now)
         if new == old:
             return result, False
         result[i] = new
         return result, True
     new = {"type": type_, "status": status, "reason": reason, "message": message,
-           "lastTransitionTime": _rfc3339(now)}
+           "lastTransitionTime": rfc3339(now)}
     if observed_generation is not None:
         new["observedGeneration"] = observed_generation
     result.append(new)

@@ -53,9 +53,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _rfc3339(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
 
 def _phase(obj: Mapping[str, Any] | None) -> str | None:
     return ((obj or {}).get("status") or {}).get("phase")
@@ -379,14 +376,14 @@ class Delivery:
             await self._finish_job(job, "Failed", "Error", f"{message}; gave up after {errors} tries", result="Error")
         else:
             self.not_before[key] = _now() + timedelta(seconds=5 * 2 ** errors)
-            await self._patch_job(job, {"attempts": [*attempts, {"time": _rfc3339(_now()), "result": "Error",
+            await self._patch_job(job, {"attempts": [*attempts, {"time": cond.rfc3339(_now()), "result": "Error",
                                                                  "message": message[:4096]}][-50:]})
 
     async def _finish_job(self, job: dict[str, Any], phase: str, reason: str, message: str, *, result: str,
                           merged_commit: str | None = None, files: list[str] | None = None,
                           terminal: bool = True) -> None:
         status = job.get("status") or {}
-        attempts = [*(status.get("attempts") or []), {"time": _rfc3339(_now()), "result": result,
+        attempts = [*(status.get("attempts") or []), {"time": cond.rfc3339(_now()), "result": result,
                                                      "message": message[:4096]}][-50:]
         patch: dict[str, Any] = {"phase": phase, "attempts": attempts, "queuePosition": None}
         if merged_commit:

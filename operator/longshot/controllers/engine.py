@@ -511,8 +511,10 @@ class Engine:
         tokens, cost = self.usage_of(key)
         if self.budget_spent(build, tokens, cost) != state.budget_exceeded:
             events.append(builds.BudgetChanged(not state.budget_exceeded))
-        existing = {k[1] for k in self.tasks if k[0] == key[0]}
-        for planner_task, planned in self.plans.pop(key, []):
+        plans = self.plans.pop(key, [])
+        # names a new plan must not collide with (only worth the scan when a plan arrived)
+        existing = {k[1] for k in self.tasks if k[0] == key[0]} if plans else set()
+        for planner_task, planned in plans:
             ctx = plan.context_for(build, planner_task, existing)
             events.append(builds.PlannerFinished(planned, ctx))
         planner = self.tasks.get((key[0], state.planner_task or ""))
@@ -596,9 +598,7 @@ class Engine:
 
     def _merge_counts(self, key: Key) -> dict[str, int]:
         counts = {"queued": 0, "merged": 0, "conflicted": 0, "failed": 0}
-        for (ns, _), job in self.merge_jobs.items():
-            if ns != key[0] or ((job.get("spec") or {}).get("buildRef") or {}).get("name") != key[1]:
-                continue
+        for job in self.delivery.jobs_of(key):
             phase = ((job.get("status") or {}).get("phase") or "Queued").lower()
             counts[phase if phase in counts else "queued"] += 1
         return counts

@@ -57,9 +57,6 @@ def _parse_time(value: Any) -> datetime | None:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
-def _rfc3339(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ") if t.utcoffset() in (None, timedelta(0)) else t.isoformat()
-
 
 @dataclass(frozen=True)
 class TaskState:
@@ -116,7 +113,7 @@ class TaskState:
             "phase": self.phase,
             "retryToken": self.retry_token,
             "retryBase": self.retry_base,
-            "nextAttemptTime": _rfc3339(self.next_attempt_time) if self.next_attempt_time else None,
+            "nextAttemptTime": c.rfc3339(self.next_attempt_time) if self.next_attempt_time else None,
         }
 
 
@@ -209,9 +206,9 @@ class RecordAttempt:
         """camelCase fields that are set."""
         out: dict[str, Any] = {"number": self.number, "pod": self.pod}
         if self.start_time is not None:
-            out["startTime"] = _rfc3339(self.start_time)
+            out["startTime"] = c.rfc3339(self.start_time)
         if self.end_time is not None:
-            out["endTime"] = _rfc3339(self.end_time)
+            out["endTime"] = c.rfc3339(self.end_time)
         if self.exit_code is not None:
             out["exitCode"] = self.exit_code
         if self.exit_reason is not None:

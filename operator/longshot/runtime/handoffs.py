@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import subprocess
 import tempfile
@@ -12,27 +11,17 @@ from typing import Any
 
 from longshot.api import handoff as ho
 from longshot.runtime import kube
+from longshot.vcs import workspace as vws
 
 FETCH_TIMEOUT_SECONDS = 120
 
 
-def git_env(credentials: Mapping[str, str] | None, workdir: Path) -> dict[str, str]:
-    """Environment for a git command with the repository's credentials, never in the URL or argv."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update(GIT_TERMINAL_PROMPT="0", GIT_CONFIG_NOSYSTEM="1", HOME=str(workdir))
-    if not credentials:
-        return env
-    if credentials.get("ssh-privatekey"):
-        key = workdir / "id"
-        key.write_text(credentials["ssh-privatekey"])
-        key.chmod(0o600)
-        env["GIT_SSH_COMMAND"] = f"ssh -i {key} -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new"
-    secret = credentials.get("password") or credentials.get("token")
-    if secret:
-        user = credentials.get("username") or "x-access-token"
-        basic = base64.b64encode(f"{user}:{secret}".encode()).decode()
-        env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="http.extraHeader",
-                   GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}")
+def git_env(credentials: vws.GitCredentials | None, workdir: Path) -> dict[str, str]:
+    """Environment for a git command with the repository's credentials (the merge queue's own mechanism:
+    askpass, ``http.extraHeader`` or an ssh key file), never in the URL or argv."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "LONGSHOT_GIT_"))}
+    env.update(GIT_CONFIG_NOSYSTEM="1", HOME=str(workdir))
+    env.update((credentials or vws.GitCredentials()).environment(workdir / "private"))
     return env
 
 
@@ -40,7 +29,8 @@ def fetch(k: kube.Kube, build: Mapping[str, Any], pointer: ho.HandoffPointer) ->
     """Fetch ``handoff.json`` from the pointer's ref in the build's repository and validate it."""
     repo = (build.get("spec") or {}).get("repository") or {}
     secret_name = repo.get("credentialsSecret")
-    credentials = k.get_secret(build["metadata"]["namespace"], secret_name) if secret_name else None
+    data = k.get_secret(build["metadata"]["namespace"], secret_name) if secret_name else None
+    credentials = vws.GitCredentials.from_secret_data(data) if data else None
     with tempfile.TemporaryDirectory(prefix="longshot-handoff-") as tmp:
         work = Path(tmp)
         env = git_env(credentials, work)

@@ -10,13 +10,13 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes
 from kubernetes.client.rest import ApiException
 
 from longshot import api
+from longshot.api import conditions
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def load_client(pool_size: int = 64) -> kubernetes.client.ApiClient:
 
 
 def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return conditions.rfc3339(conditions.now_utc())
 
 
 class Kube:

@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from effect_helpers import checked, cond, of
 
 from longshot.api import conditions
 from longshot.api.handoff import PlannedTask
@@ -38,19 +39,9 @@ def build(phase: str = "Pending", **kw: Any) -> BuildState:
 
 def decide(s: BuildState, event: Any):
     new, effects = builds.decide(s, event, now=NOW)
-    for e in effects:
-        if isinstance(e, SetCondition):
-            assert e.reason in conditions.REASONS, e
-    return new, effects
+    return new, checked(effects)
 
 
-def of(effects, kind):
-    return [e for e in effects if isinstance(e, kind)]
-
-
-def cond(effects, type_: str) -> SetCondition:
-    (c,) = [e for e in effects if isinstance(e, SetCondition) and e.type == type_]
-    return c
 
 
 def planned(*names: str, deps: dict[str, list[str]] | None = None) -> list[PlannedTask]:

@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from effect_helpers import checked, cond, of
 
-from longshot.api import conditions
 from longshot.api.agenttask import Attempt
 from longshot.api.buildrequest import RetryPolicy
 from longshot.api.handoff import Failure, Handoff, HandoffError, PlannedTask
@@ -48,19 +48,9 @@ def state(phase: str = "Pending", *, attempt: int = 0, role: str = "worker", nam
 
 def decide(s: TaskState, event: Any, now: datetime = NOW):
     new, effects = tasks.decide(s, event, now=now, rand=rand)
-    for e in effects:  # every condition the decider sets is one the setter accepts
-        if isinstance(e, SetCondition):
-            assert e.reason in conditions.REASONS, e
-    return new, effects
+    return new, checked(effects)
 
 
-def of(effects, kind):
-    return [e for e in effects if isinstance(e, kind)]
-
-
-def cond(effects, type_: str) -> SetCondition:
-    (c,) = [e for e in effects if isinstance(e, SetCondition) and e.type == type_]
-    return c
 
 
 def exited(code: int = 0, reason: str | None = None) -> dict[str, Any]:
