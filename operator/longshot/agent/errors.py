@@ -1,33 +1,28 @@
 """Failures of an agent attempt: each carries the handoff's failure class and the process exit code.
 
-Exit codes of ``python -m longshot agent`` (documented in docs/agent.md):
-
-==  ===============  =========================================================================
-0   -                outcome ``succeeded`` or ``empty``
-1   AgentError       the agent (or its model) could not do the task, or produced invalid output
-2   AgentError       the task input or the backend configuration is invalid (nothing was tried)
-3   Auth             git or the model API refused the credentials
-4   RateLimited      the model API kept answering 429 after the retries
-5   Infrastructure   clone, fetch or push failed, the model API was unreachable or kept failing
-6   Timeout          the agent's command (command backend, tester) ran out of time
-==  ===============  =========================================================================
+The exit codes and failure classes are the shared table of :mod:`longshot.api.exitcodes` (documented in
+docs/agent.md), so the runner and the operator cannot disagree.
 """
 
 from __future__ import annotations
 
-EXIT_OK = 0
-EXIT_AGENT_ERROR = 1
-EXIT_CONFIG = 2
-EXIT_AUTH = 3
-EXIT_RATE_LIMITED = 4
-EXIT_INFRASTRUCTURE = 5
-EXIT_TIMEOUT = 6
+from longshot.api import exitcodes
+from longshot.api.exitcodes import FailureClass
+
+EXIT_OK = exitcodes.EXIT_OK
+EXIT_AGENT_ERROR = exitcodes.EXIT_AGENT_ERROR
+EXIT_CONFIG = exitcodes.EXIT_CONFIGURATION
+EXIT_AUTH = exitcodes.EXIT_AUTH
+EXIT_RATE_LIMITED = exitcodes.EXIT_RATE_LIMITED
+EXIT_INFRASTRUCTURE = exitcodes.EXIT_INFRASTRUCTURE
+EXIT_TIMEOUT = exitcodes.EXIT_TIMEOUT
+EXIT_BUDGET_EXCEEDED = exitcodes.EXIT_BUDGET_EXCEEDED
 
 
 class AgentFailure(Exception):
     """Base of every failure the runner reports in a handoff."""
 
-    failure_class = "AgentError"
+    failure_class: FailureClass = "AgentError"
     exit_code = EXIT_AGENT_ERROR
 
 
@@ -36,8 +31,10 @@ class AgentError(AgentFailure):
 
 
 class ConfigError(AgentFailure):
-    """The task input or backend settings cannot work; retrying will not help."""
+    """The task input, the backend settings or a request the server refuses as invalid: retrying the same
+    thing cannot help. The operator stops the task with a condition naming what to fix."""
 
+    failure_class = "Configuration"
     exit_code = EXIT_CONFIG
 
 
@@ -59,6 +56,13 @@ class InfrastructureError(AgentFailure):
 class AgentTimeout(AgentFailure):
     failure_class = "Timeout"
     exit_code = EXIT_TIMEOUT
+
+
+class BudgetExceededError(AgentFailure):
+    """The gateway refused a model call: the build's token or cost budget is spent."""
+
+    failure_class = "BudgetExceeded"
+    exit_code = EXIT_BUDGET_EXCEEDED
 
 
 class ToolError(Exception):

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 import pydantic
 
 from longshot.agent import errors, events, gitops, redact, roles, settings
-from longshot.api import common, handoff
+from longshot.api import common, exitcodes, handoff
 
 
 def main(argv: list[str]) -> int:
@@ -202,12 +202,7 @@ def exit_code(result: handoff.Handoff) -> int:
     if result.outcome != "failed":
         return errors.EXIT_OK
     cls = result.failure.failure_class if result.failure else "AgentError"
-    return {
-        "Auth": errors.EXIT_AUTH,
-        "RateLimited": errors.EXIT_RATE_LIMITED,
-        "Infrastructure": errors.EXIT_INFRASTRUCTURE,
-        "Timeout": errors.EXIT_TIMEOUT,
-    }.get(cls, errors.EXIT_AGENT_ERROR)
+    return exitcodes.EXIT_OF_CLASS.get(cls, exitcodes.EXIT_AGENT_ERROR)
 
 
 if __name__ == "__main__":  # pragma: no cover

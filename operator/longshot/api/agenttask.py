@@ -18,10 +18,11 @@ from longshot.api.common import (
     Resources,
     Timestamp,
 )
+from longshot.api.exitcodes import FailureClass
+
+__all__ = ["FailureClass", "Role"]
 
 Role = Literal["planner", "worker", "reviewer", "tester", "fixer"]
-FailureClass = Literal["AgentError", "Timeout", "OOMKilled", "RateLimited", "Auth", "Infrastructure", "InvalidHandoff"]
-
 
 
 class AgentTaskSpec(Model):

@@ -15,6 +15,8 @@ RateLimited       max(6*b, 60 s)         maxAttempts + 3                        
 Infrastructure    max(3*b, 30 s)         maxAttempts + 2                         not the agent's fault
 InvalidHandoff    b                      min(maxAttempts, 2): one retry at most  a bug rarely fixes itself
 Auth              -                      never (``None``)                        needs a person: fix the Secret
+Configuration     -                      never (``None``)                        needs a person: fix the spec
+BudgetExceeded    -                      never (``None``)                        needs a person: raise the budget
 ================  =====================  ======================================  ==============================
 
 The attempts allowed never exceed :data:`MAX_ATTEMPTS` (the length of ``status.attempts``).
@@ -61,6 +63,8 @@ RULES: Final[Mapping[FailureClass, ClassRule]] = {
     "Infrastructure": ClassRule(base_factor=3, min_base=30, extra_attempts=2),
     "InvalidHandoff": ClassRule(max_attempts=2),
     "Auth": ClassRule(retry=False),
+    "Configuration": ClassRule(retry=False),
+    "BudgetExceeded": ClassRule(retry=False),
 }
 
 

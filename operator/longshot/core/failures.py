@@ -10,8 +10,9 @@ Precedence, first match wins:
 1. the handoff's own ``failure.class`` (the agent knows best why it gave up);
 2. facts from the kubelet: ``status.reason`` ``DeadlineExceeded`` -> Timeout, ``Evicted`` -> Infrastructure,
    agent container terminated with reason ``OOMKilled`` -> OOMKilled;
-3. the agent container's exit code: 0 ok, 1 AgentError, 3 Auth, 4 RateLimited, 5 Infrastructure,
-   137/143 (killed by SIGKILL/SIGTERM from outside) Infrastructure, anything else AgentError;
+3. the agent container's exit code, by the shared table of ``longshot.api.exitcodes`` (0 ok, 1 AgentError,
+   2 Configuration, 3 Auth, 4 RateLimited, 5 Infrastructure, 6 Timeout, 7 BudgetExceeded, 137/143
+   Infrastructure, anything else AgentError);
 4. exit code 0 needs a valid handoff: a HandoffError, no handoff, or a handoff for another task or attempt
    is InvalidHandoff; a handoff with ``outcome: failed`` and no failure is AgentError.
 """
@@ -23,30 +24,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from longshot.api.agenttask import FailureClass
+from longshot.api import exitcodes
+from longshot.api.exitcodes import FailureClass
 from longshot.api.handoff import Handoff, HandoffError
 
 AGENT_CONTAINER: Final = "agent"
 """Name of the agent container in agent Pods."""
 
-EXIT_OK: Final = 0
-EXIT_AGENT_ERROR: Final = 1
-EXIT_AUTH: Final = 3
-EXIT_RATE_LIMITED: Final = 4
-EXIT_INFRASTRUCTURE: Final = 5
-
-EXIT_CODES: Final[Mapping[int, FailureClass]] = {
-    EXIT_AGENT_ERROR: "AgentError",
-    EXIT_AUTH: "Auth",
-    EXIT_RATE_LIMITED: "RateLimited",
-    EXIT_INFRASTRUCTURE: "Infrastructure",
-    137: "Infrastructure",  # SIGKILL from outside (node shutdown, kubectl delete --force) without OOM
-    143: "Infrastructure",  # SIGTERM: the Pod was deleted or preempted
-}
-
-FAILURE_CLASSES: Final[tuple[FailureClass, ...]] = (
-    "AgentError", "Timeout", "OOMKilled", "RateLimited", "Auth", "Infrastructure", "InvalidHandoff",
-)
+EXIT_OK: Final = exitcodes.EXIT_OK
+EXIT_CODES: Final = exitcodes.EXIT_CODES
+FAILURE_CLASSES: Final = exitcodes.FAILURE_CLASSES
 
 # Waiting reasons that never fix themselves: fail the attempt at once.
 FATAL_WAITING: Final = frozenset({"InvalidImageName", "ErrImageNeverPull"})
@@ -146,7 +133,7 @@ def classify(
 
     # 3. the exit code
     if exit_code not in (None, EXIT_OK):
-        failure_class = EXIT_CODES.get(exit_code, "AgentError")
+        failure_class = exitcodes.failure_class_of(exit_code)
         detail = (term.get("message") or "").strip() if not isinstance(handoff, Handoff) else ""
         message = f"the agent exited with code {exit_code} ({failure_class})"
         if isinstance(handoff, Handoff) and handoff.summary:

@@ -68,7 +68,8 @@ def test_image_pull_and_config_errors_are_infrastructure(reason):
 
 
 @pytest.mark.parametrize(("code", "cls"), [(1, "AgentError"), (3, "Auth"), (4, "RateLimited"),
-                                           (5, "Infrastructure"), (2, "AgentError"), (143, "Infrastructure")])
+                                           (5, "Infrastructure"), (2, "Configuration"), (6, "Timeout"),
+                                               (7, "BudgetExceeded"), (143, "Infrastructure"), (9, "AgentError")])
 def test_exit_codes(code, cls):
     assert failures.classify(pod_status(code), None).failure_class == cls
 
