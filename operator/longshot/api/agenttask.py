@@ -106,6 +106,10 @@ class HandoffSummary(Model):
     """Cost of the attempt."""
     verdict: Literal["approved", "changes-requested", "passed", "failed"] | None = None
     """Reviewer and tester verdict."""
+    reasons: list[str] = Field(default_factory=list, max_length=50)
+    """Reasons for the verdict (a reviewer's requested changes, a tester's failing output tail)."""
+    base_commit: str | None = Field(default=None, max_length=64)
+    """The commit the work started from."""
 
 
 class Progress(Model):
@@ -140,6 +144,9 @@ class AgentTaskStatus(Model):
     """The ``spec.retryToken`` already acted on."""
     retry_base: int = Field(default=0, ge=0)
     """Attempts that no longer count against the retry limit (after a manual retry or a killswitch stop)."""
+    stop_generation: int | None = Field(default=None, ge=0)
+    """The BuildRequest's generation when the task stopped for a person (Auth, Configuration,
+    BudgetExceeded); an edit of the BuildRequest's spec resumes it."""
 
 
 AGENT_TASK_RULES = [

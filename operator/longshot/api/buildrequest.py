@@ -23,6 +23,7 @@ Backend = Literal["openai", "anthropic", "command", "scripted"]
 MergeStrategy = Literal["fast-forward", "rebase", "merge-commit"]
 PlannerSource = Literal["llm", "roadmap", "issues"]
 GateProfile = Literal["minimal", "standard", "strict"]
+DependencyMode = Literal["merged", "stacked"]
 
 
 class Repository(Model):
@@ -119,7 +120,12 @@ class MergeSettings(Model):
     max_conflict_retries: int = Field(default=2, ge=0, le=10)
     """Merge retries of a conflicting branch before a fixer task is created."""
     max_fixers: int = Field(default=5, ge=0, le=100)
-    """Most fixer tasks created for this build's conflicts and failing sweeps."""
+    """Most fixer tasks created for this build: conflicts, failed quality gates, requested changes, secrets
+    found and failing sweeps each hand the branch (or the target) to a fixer while this allows."""
+    window: int = Field(default=4, ge=1, le=32)
+    """Largest speculative batch: up to this many candidates are gated together as they would land (the
+    target plus the candidates ahead of each) and land in one push; the window grows after a batch lands and
+    halves after a failure. 1 is the serial queue."""
 
 
 class ReconcilerSettings(Model):
@@ -192,6 +198,10 @@ class BuildRequestSpec(Model):
     """Checks a branch passes before it is merged."""
     budget: Budget = Field(default_factory=Budget)
     """Token and cost limits."""
+    dependencies: DependencyMode = "merged"
+    """When a task's dependencies count as done: ``merged`` (default): their branches are merged and the task
+    starts from a target commit that contains them; ``stacked``: it starts from its dependency's branch as soon
+    as the dependency succeeded (faster; it restacks if the dependency changes, and merges after it)."""
     suspend: bool = False
     """When true no new agent Pod starts; running Pods finish their attempt."""
 
@@ -211,6 +221,10 @@ class TaskCounts(Model):
     """Failed for good."""
     cancelled: int = Field(default=0, ge=0)
     """Cancelled by a user."""
+    blocked: int = Field(default=0, ge=0)
+    """Pending tasks that cannot start because a dependency failed or was cancelled."""
+    stopped: int = Field(default=0, ge=0)
+    """Failed tasks that wait on a person (credentials, configuration, budget) and resume when it is fixed."""
     progress: str = Field(default="0/0", max_length=32)
     """``done/total`` for display."""
 

@@ -11,12 +11,14 @@ Every type and reason lives here, with what it means, so that ``docs/conditions.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import Any, Final
 
-TRUE = "True"
-FALSE = "False"
-UNKNOWN = "Unknown"
+from longshot.api import timeutil
+
+TRUE: Final = "True"
+FALSE: Final = "False"
+UNKNOWN: Final = "Unknown"
 
 # --- condition types ---------------------------------------------------------------------------------
 
@@ -30,7 +32,13 @@ MERGED = "Merged"
 FINALIZED = "Finalized"
 """The finalization phase result: True/Passed, False/<why>, Unknown/InProgress."""
 READY = "Ready"
-"""The build is finished and its result is final (successfully or not, see Finalized)."""
+"""True only when the object reached its goal: the build succeeded (every planned task succeeded and every
+branch merged), the task succeeded, the branch merged. False while working and on failure (kstatus)."""
+STALLED = "Stalled"
+"""True when the object cannot make progress without a person: a terminal failure (the reason says which), or a
+wait on a person (Configuration, AuthFailed, BudgetExceeded, TaskBlocked). kstatus reports it as Failed."""
+RECONCILING = "Reconciling"
+"""True while the operator is working towards the goal (planning, running, merging, finalizing)."""
 SUSPENDED = "Suspended"
 """``spec.suspend`` is set: no new agent Pods start."""
 BUDGET_EXCEEDED = "BudgetExceeded"
@@ -45,6 +53,8 @@ RUNNING = "Running"
 """An attempt's Pod exists and has not finished."""
 AUTHENTICATED = "Authenticated"
 """False when the agent could not authenticate to the model or git server; needs a person."""
+BLOCKED = "Blocked"
+"""True when a dependency failed or was cancelled: the task cannot start until it is retried and succeeds."""
 
 # MergeJob
 QUEUED = "Queued"
@@ -52,11 +62,14 @@ QUEUED = "Queued"
 CONFLICTED = "Conflicted"
 """The branch does not merge cleanly; ``status.conflictingFiles`` lists the files."""
 GATES_PASSED = "GatesPassed"
-"""The branch passed the secret scan and the build's quality-gate profile."""
+"""The candidate passed the build's quality gate as it would land (target tip plus the candidates ahead)."""
+CHECKS_PASSED = "ChecksPassed"
+"""The branch passed the per-branch checks before it may join a batch: the secret scan of every commit and,
+for the ``strict`` profile, a reviewer's approval."""
 
-BUILD_REQUEST_TYPES = (PLANNED, PROGRESSING, MERGED, FINALIZED, READY)
-AGENT_TASK_TYPES = (READY, SUCCEEDED, RUNNING)
-MERGE_JOB_TYPES = (QUEUED, MERGED, CONFLICTED, READY)
+BUILD_REQUEST_TYPES = (READY, STALLED, RECONCILING, PLANNED, PROGRESSING, MERGED, FINALIZED)
+AGENT_TASK_TYPES = (READY, STALLED, RECONCILING, SUCCEEDED, RUNNING)
+MERGE_JOB_TYPES = (READY, STALLED, RECONCILING, QUEUED, CHECKS_PASSED, GATES_PASSED, MERGED, CONFLICTED)
 
 # --- reasons ------------------------------------------------------------------------------------------
 
@@ -102,16 +115,37 @@ REASONS: dict[str, str] = {
     "SweepPassed": "The last sweep's build and tests passed on the target branch.",
     "SweepFailed": "The last sweep's build or tests failed on the target branch.",
     "NotLeader": "Another operator replica holds this repository's merge-queue Lease.",
+    # kstatus-style summaries (Ready / Stalled / Reconciling)
+    "Succeeded": "The object reached its goal.",
+    "Planning": "The build's planner is working out the tasks.",
+    "Working": "The build's tasks are running or waiting for a worker slot.",
+    "Merging": "Every task finished; the merge queue is landing the remaining branches.",
+    "Finalizing": "Finalization runs: draining the merge queue, retrying unmerged branches, the final sweep.",
+    "TasksFailed": "Some planned tasks failed for good (or are blocked by failed dependencies).",
+    "TaskBlocked": "A task needs a person (configuration, credentials or budget) before it can go on.",
+    "TaskRetrying": "A task failed and waits for its next attempt; the message says why.",
+    "Configuration": "The spec cannot work as written (a missing Secret or key, base branch or image, an invalid "
+                     "URL); the message names the field and the fix. Editing the spec resumes.",
+    "NotStalled": "Nothing needs a person.",
+    "Finished": "Nothing more to do.",
+    "Blocked": "Waiting on something that only a person can change.",
+    "DependencyFailed": "A dependency failed or was cancelled; the message names it.",
+    "DependenciesReady": "Every dependency is done (merged, for merging roles).",
+    "WaitingForMerge": "Dependencies succeeded and wait for their branches to merge.",
+    "Resumed": "The cause of the stop was changed (spec edit, budget raised): the task runs again.",
+    "Testing": "The candidate is in a speculative batch whose quality gates run.",
+    "Landed": "The batch holding the candidate passed its gate and was pushed to the target.",
+    "Evicted": "The candidate broke its batch's quality gate; a fixer gets the failure.",
+    "Requeued": "The candidate waits for another batch (its batch broke elsewhere or the target moved).",
+    "SecretFound": "The secret scan found a credential in a commit of the branch.",
+    "ChangesRequested": "The reviewer asked for changes; a fixer gets the reasons.",
+    "Reviewing": "A reviewer checks the branch before it may join a batch.",
+    "NoFixer": "The failure cannot get a fixer: merge.maxFixers or the fix depth is used up.",
 }
 
 
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
-def rfc3339(t: datetime) -> str:
-    """``t`` as the API server writes times: UTC, whole seconds, ``Z``."""
-    return t.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+now_utc = timeutil.utcnow
+rfc3339 = timeutil.rfc3339
 
 
 def find(conditions: Iterable[Mapping[str, Any]] | None, type_: str) -> Mapping[str, Any] | None:

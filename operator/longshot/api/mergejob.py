@@ -32,6 +32,8 @@ class MergeJobSpec(Model):
     """``fast-forward``, ``rebase`` or ``merge-commit``."""
     priority: int = Field(default=5, ge=1, le=10)
     """Queue order: higher first, then by arrival."""
+    base_commit: str | None = Field(default=None, min_length=7, max_length=64, pattern=r"^[0-9a-f]+$")
+    """The commit the branch's work started from (for a stacked task: its dependency's head)."""
 
 
 class MergeAttempt(Model):
@@ -45,13 +47,26 @@ class MergeAttempt(Model):
     """Details."""
 
 
+class BatchStatus(Model):
+    """The speculative batch the job is being tested in."""
+
+    id: str = Field(max_length=64)
+    """Batch id (a hash of its base and members)."""
+    position: int = Field(ge=1)
+    """1-based position of this candidate in the batch."""
+    base: str = Field(max_length=64)
+    """Target commit the batch was built on."""
+    commit: str = Field(max_length=64)
+    """The speculative commit: the base plus the batch's candidates up to this one; what its gate tests."""
+
+
 class MergeJobStatus(Model):
     """Observed state of the merge, written by the merge queue leader."""
 
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS_SCHEMA_EXTRA)
     """Queued, Merged, Conflicted, Ready and friends."""
     phase: str | None = Field(default=None, max_length=64)
-    """Summary for display: Queued, Merging, Merged, Conflicted, Failed."""
+    """Summary for display: Queued, Testing, Merged, Conflicted, Failed, Superseded."""
     observed_generation: int | None = Field(default=None, ge=0)
     """The ``metadata.generation`` the operator last acted on."""
     queue_position: int | None = Field(default=None, ge=0)
@@ -62,6 +77,20 @@ class MergeJobStatus(Model):
     """Files that conflicted on the last try."""
     attempts: list[MergeAttempt] = Field(default_factory=list, max_length=50)
     """Tries so far."""
+    checks: str | None = Field(default=None, max_length=16)
+    """Per-branch checks before batching (secret scan, review): pending, passed or failed."""
+    conflicts: int = Field(default=0, ge=0)
+    """Conflicts with the target so far (retried up to merge.maxConflictRetries, then a fixer)."""
+    conflict_base: str | None = Field(default=None, max_length=64)
+    """Target head of the last conflict; the job is retried when the target moves past it."""
+    errors: int = Field(default=0, ge=0)
+    """Unexpected errors so far."""
+    not_before: Timestamp | None = None
+    """Earliest next try after an error."""
+    batch: BatchStatus | None = None
+    """The speculative batch the job is in (phase Testing)."""
+    fixer: str | None = Field(default=None, max_length=253)
+    """The fixer AgentTask that took the branch over."""
 
 
 MERGE_JOB_SPEC_RULES = [

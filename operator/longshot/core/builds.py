@@ -1,16 +1,21 @@
 """The BuildRequest decider: ``decide(state, event, *, now) -> (state, effects)``.
 
-Same style as :mod:`longshot.core.tasks`: pure, transitions in one table (:data:`TRANSITIONS`), missing
-pairs raise :class:`InvalidTransition`, effects are plain data carried out by the shell, and the shell
-writes ``new_state.to_status()`` plus the conditions in one patch.
+Same style as :mod:`longshot.core.tasks`: pure, transitions in one table (:data:`TRANSITIONS`), missing pairs
+raise :class:`InvalidTransition`, effects are plain data carried out by the shell, which writes
+``new_state.to_status()`` plus the conditions in one patch.
 
-Phases: ``Pending`` -> ``Planning`` (the planner AgentTask runs) -> ``Working`` (tasks run) ->
-``Finalizing`` (placeholder: a later issue drains the merge queue and runs the final sweep; ``Merging``
-is reserved likewise) -> ``Succeeded`` / ``Failed``. ``Suspended`` and ``Halted`` are overlays shown by
-:attr:`BuildState.display_phase` while the build is not finished; they never change the phase.
+Phases: ``Pending`` -> ``Planning`` (the planner AgentTask runs) -> ``Working`` (tasks run) -> when every task
+is finished: ``Finalizing`` (:mod:`longshot.core.finalization` drains the merge queue, retries unmerged
+branches and runs the final sweep) or, with finalization disabled, ``Merging`` (the queue drains) -> ``Succeeded``
+/ ``Failed``. ``Suspended`` and ``Halted`` are overlays shown by :attr:`BuildState.display_phase`; they never
+change the phase. The phase is derived from the status (:func:`phase_from_status`), so a restarted operator
+rebuilds it without trusting ``status.phase`` (which is for display).
 
-The phase is derived from the conditions (:func:`phase_from_conditions`), so the state is rebuilt from
-the resource after a restart without trusting ``status.phase`` (which is for display).
+The summary conditions follow kstatus and the Kubernetes conventions and are recomputed after every event
+(:func:`summary`): ``Ready`` is True only when the build succeeded; ``Stalled`` is True with a reason on a
+terminal failure or when a person must act (configuration, credentials, budget); ``Reconciling`` is True while
+the operator works; ``Progressing`` says whether tasks are being worked on. The Ready message follows the phase
+and names the tasks that need attention (``task api: base branch 'release' does not exist``).
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ SUCCEEDED: Final = "Succeeded"
 FAILED: Final = "Failed"
 DONE: Final = frozenset({SUCCEEDED, FAILED})
 
+TERMINAL_REASONS: Final = frozenset({"TasksFailed", "TestsFailed", "BuildFailed", "UnmergedBranches",
+                                     "PlanRejected", "AttemptsExhausted", "Cancelled"})
+"""Reasons of ``Stalled=True`` that mean the build is finished (failed), not waiting on a person."""
+
 
 class InvalidTransition(RuntimeError):
     """The event cannot happen in this phase."""
@@ -42,7 +51,10 @@ class InvalidTransition(RuntimeError):
 
 @dataclass(frozen=True)
 class TaskCounts:
-    """AgentTasks of the build by state (``status.tasks``); ``progress`` is ``finished/total``."""
+    """AgentTasks of the build by state (``status.tasks``); ``progress`` is ``finished/total``.
+
+    ``blocked`` (pending tasks whose dependencies failed) is part of ``pending``; ``stopped`` (failed tasks
+    waiting on a person: credentials, configuration, budget) is part of ``failed``."""
 
     total: int = 0
     pending: int = 0
@@ -50,6 +62,8 @@ class TaskCounts:
     succeeded: int = 0
     failed: int = 0
     cancelled: int = 0
+    blocked: int = 0
+    stopped: int = 0
 
     @property
     def finished(self) -> int:
@@ -61,10 +75,11 @@ class TaskCounts:
 
     @property
     def all_terminal(self) -> bool:
-        return self.total > 0 and self.pending == 0 and self.running == 0
+        """No task runs or can still start, and none waits on a person."""
+        return self.total > 0 and self.running == 0 and self.pending == self.blocked and self.stopped == 0
 
     @classmethod
-    def from_phases(cls, phases: Iterable[str | None]) -> TaskCounts:
+    def from_phases(cls, phases: Iterable[str | None], *, blocked: int = 0, stopped: int = 0) -> TaskCounts:
         """Counts of AgentTask ``status.phase`` values (Backoff and unset count as pending)."""
         n = {"pending": 0, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0}
         total = 0
@@ -73,33 +88,49 @@ class TaskCounts:
             key = {"Running": "running", "Succeeded": "succeeded", "Failed": "failed",
                    "Cancelled": "cancelled"}.get(p or "", "pending")
             n[key] += 1
-        return cls(total=total, **n)
+        return cls(total=total, blocked=blocked, stopped=stopped, **n)
 
     @classmethod
-    def from_wire(cls, data: Mapping[str, Any] | None) -> TaskCounts:
-        d = data or {}
-        return cls(**{k: int(d.get(k, 0)) for k in
-                      ("total", "pending", "running", "succeeded", "failed", "cancelled")})
+    def from_wire(cls, data: Mapping[str, Any] | Any | None) -> TaskCounts:
+        if data is None:
+            return cls()
+        d = data if isinstance(data, Mapping) else data.model_dump()
+        return cls(**{k: int(d.get(k) or 0) for k in
+                      ("total", "pending", "running", "succeeded", "failed", "cancelled", "blocked", "stopped")})
 
     def to_wire(self) -> dict[str, Any]:
         return {"total": self.total, "pending": self.pending, "running": self.running,
                 "succeeded": self.succeeded, "failed": self.failed, "cancelled": self.cancelled,
-                "progress": self.progress}
+                "blocked": self.blocked, "stopped": self.stopped, "progress": self.progress}
 
 
-def phase_from_conditions(conditions: Iterable[Mapping[str, Any]] | None, planner_task: str | None) -> str:
-    """The decider's phase implied by the conditions (the source of truth after a restart)."""
+@dataclass(frozen=True)
+class TaskIssue:
+    """A task that needs attention, for the build's summary conditions.
+
+    ``kind``: ``stopped`` (waits on a person: Auth, Configuration, BudgetExceeded), ``retrying`` (failed an
+    attempt, another is scheduled), ``failed`` (failed for good), ``blocked`` (a dependency failed)."""
+
+    task: str
+    kind: Literal["stopped", "retrying", "failed", "blocked"]
+    message: str
+
+
+def phase_from_status(conditions: Iterable[Mapping[str, Any]] | None, counts: TaskCounts,
+                      planner_task: str | None, finalization_enabled: bool) -> BuildPhase:
+    """The decider's phase implied by the status (the source of truth after a restart)."""
     conds = list(conditions or ())
-    ready = c.find(conds, c.READY)
-    if ready is not None and ready.get("status") == c.TRUE:
-        return SUCCEEDED if ready.get("reason") in ("Completed", "Passed") else FAILED
+    if c.is_true(conds, c.READY):
+        return SUCCEEDED
+    stalled = c.find(conds, c.STALLED)
+    if stalled is not None and stalled.get("status") == c.TRUE and stalled.get("reason") in TERMINAL_REASONS:
+        return FAILED
     planned = c.find(conds, c.PLANNED)
     if planned is not None and planned.get("status") == c.FALSE:
         return FAILED
     if planned is not None and planned.get("status") == c.TRUE:
-        progressing = c.find(conds, c.PROGRESSING) or {}
-        if progressing.get("status") == c.FALSE and progressing.get("reason") == "Idle":
-            return FINALIZING  # every task finished, the build is not Ready yet
+        if counts.all_terminal:
+            return FINALIZING if finalization_enabled else MERGING
         return WORKING
     return PLANNING if planner_task else PENDING
 
@@ -118,7 +149,12 @@ class BuildState:
     suspended: bool = False
     budget_exceeded: bool = False
     halted: bool = False
+    configuration_error: str | None = None
+    """A deterministic spec error found before any Pod (a missing Secret or key, base branch, bad URL)."""
     counts: TaskCounts = field(default_factory=TaskCounts)
+    issues: tuple[TaskIssue, ...] = ()
+    outcome: tuple[str, str] | None = None
+    """``(reason, message)`` of the finished build."""
     deleted: bool = False
 
     @property
@@ -132,23 +168,30 @@ class BuildState:
         return self.phase
 
     @classmethod
-    def from_resource(cls, build: Mapping[str, Any]) -> BuildState:
-        spec = build.get("spec") or {}
-        status = build.get("status") or {}
-        conds = status.get("conditions") or []
-        planner_task = status.get("plannerTask")
+    def from_build(cls, build: Any) -> BuildState:
+        """State of a typed BuildRequest (``api.objects.BuildRequest``)."""
+        spec, status = build.spec, build.status
+        conds = [x.model_dump(by_alias=True, mode="json") for x in status.conditions]
+        counts = TaskCounts.from_wire(status.tasks)
+        outcome = None
+        ready = c.find(conds, c.READY)
+        if ready is not None and status.completion_time is not None:
+            outcome = (str(ready.get("reason")), str(ready.get("message")))
+        phase = phase_from_status(conds, counts, status.planner_task, spec.finalization.enabled)
         return cls(
-            ref=plan.BuildRef.from_resource(build),
-            request=spec.get("request", ""),
-            phase=phase_from_conditions(conds, planner_task),  # type: ignore[arg-type]
-            planner_task=planner_task,
-            replans=int(status.get("replans", 0)),
-            max_replans=int((spec.get("planner") or {}).get("maxReplans", 2)),
-            finalization_enabled=bool((spec.get("finalization") or {}).get("enabled", True)),
+            ref=plan.BuildRef(name=build.metadata.name, namespace=build.metadata.namespace,
+                              uid=build.metadata.uid),
+            request=spec.request,
+            phase=phase,
+            planner_task=status.planner_task,
+            replans=status.replans,
+            max_replans=spec.planner.max_replans,
+            finalization_enabled=spec.finalization.enabled,
             suspended=c.is_true(conds, c.SUSPENDED),
             budget_exceeded=c.is_true(conds, c.BUDGET_EXCEEDED),
             halted=c.is_true(conds, c.HALTED),
-            counts=TaskCounts.from_wire(status.get("tasks")),
+            counts=counts,
+            outcome=outcome if phase in DONE else None,
         )
 
     def to_status(self) -> dict[str, Any]:
@@ -167,8 +210,8 @@ class Created:
 
 @dataclass(frozen=True)
 class PlannerFinished:
-    """A planner task succeeded with ``tasks``; ``context`` is ``plan.context_for(build, planner, existing)``
-    (its ``parent`` is None for the build's own planner, the subplanner's name otherwise)."""
+    """A planner task succeeded with ``tasks``; ``context`` is ``plan.context_for(...)`` (its ``parent`` is
+    None for the build's own planner, the subplanner's name otherwise)."""
 
     tasks: Sequence[PlannedTask]
     context: plan.PlanContext
@@ -187,13 +230,28 @@ class TaskCountsChanged:
 
 
 @dataclass(frozen=True)
+class IssuesChanged:
+    """The tasks that need attention changed (``TaskIssue``s, most important first)."""
+
+    issues: tuple[TaskIssue, ...]
+
+
+@dataclass(frozen=True)
+class ConfigurationChecked:
+    """The shell's check of the spec (Secrets and keys exist, the repository and base branch answer): None
+    when it passed, else the message naming the field and the fix."""
+
+    error: str | None
+
+
+@dataclass(frozen=True)
 class SuspendChanged:
     suspended: bool
 
 
 @dataclass(frozen=True)
 class BudgetChanged:
-    """Whether the token or cost budget is spent (``scheduler.BuildView.budget_spent``)."""
+    """Whether the token or cost budget is spent (``core.usage``)."""
 
     exceeded: bool
 
@@ -217,18 +275,19 @@ class FinalizationStarted:
 
 
 @dataclass(frozen=True)
-class FinalizationFinished:
-    """The last finalization attempt ended: ``passed``, or not with ``reason`` (a documented reason such as
-    ``TestsFailed``, ``BuildFailed``, ``UnmergedBranches``) and ``message``."""
+class Finished:
+    """The outcome (from :mod:`longshot.core.finalization`): ``passed``, or not with ``reason`` (a documented
+    reason such as ``TasksFailed``, ``TestsFailed``, ``UnmergedBranches``) and ``message``. ``attempt`` is the
+    finalization attempt (0 when finalization is disabled)."""
 
     passed: bool
     reason: str
     message: str
-    attempt: int
+    attempt: int = 0
 
 
-Event = (Created | PlannerFinished | PlanInvalid | TaskCountsChanged | SuspendChanged | BudgetChanged
-         | Killswitch | Deleted | FinalizationStarted | FinalizationFinished)
+Event = (Created | PlannerFinished | PlanInvalid | TaskCountsChanged | IssuesChanged | ConfigurationChecked
+         | SuspendChanged | BudgetChanged | Killswitch | Deleted | FinalizationStarted | Finished)
 
 # --- effects -----------------------------------------------------------------------------------------
 
@@ -247,7 +306,14 @@ class CreateTasks:
     manifests: tuple[Mapping[str, Any], ...]
 
 
-Effect = CreatePlannerTask | CreateTasks | SetCondition | EmitEvent
+@dataclass(frozen=True)
+class SetCompletion:
+    """Set (``done``) or clear ``status.completionTime``."""
+
+    done: bool
+
+
+Effect = CreatePlannerTask | CreateTasks | SetCondition | EmitEvent | SetCompletion
 Result = tuple[BuildState, list[Effect]]
 Handler = Callable[[BuildState, Any, datetime], Result]
 
@@ -258,23 +324,18 @@ def _ignore(state: BuildState, event: Any, now: datetime) -> Result:
     return state, []
 
 
-def _finalized_condition(state: BuildState) -> SetCondition:
-    if state.finalization_enabled:
-        return SetCondition(c.FINALIZED, c.UNKNOWN, "Pending", "finalization runs when no work is left")
-    return SetCondition(c.FINALIZED, c.UNKNOWN, "Disabled", "spec.finalization.enabled is false")
-
-
 def _create(state: BuildState, event: Created, now: datetime) -> Result:
     manifest = plan.planner_task_manifest(state.ref, state.request)
     name = manifest["metadata"]["name"]
     new = replace(state, phase=PLANNING, planner_task=name)
+    finalized = (SetCondition(c.FINALIZED, c.UNKNOWN, "Pending", "finalization runs when no work is left")
+                 if state.finalization_enabled else
+                 SetCondition(c.FINALIZED, c.UNKNOWN, "Disabled", "spec.finalization.enabled is false"))
     return new, [
         CreatePlannerTask(manifest),
         SetCondition(c.PLANNED, c.UNKNOWN, "Pending", f"waiting for the planner task {name}"),
-        SetCondition(c.PROGRESSING, c.TRUE, "InProgress", "planning"),
         SetCondition(c.MERGED, c.UNKNOWN, "Pending", "nothing to merge yet"),
-        _finalized_condition(state),
-        SetCondition(c.READY, c.FALSE, "InProgress", "the build is being planned"),
+        finalized,
         EmitEvent("Normal", "Planning", f"created planner task {name}"),
     ]
 
@@ -292,13 +353,15 @@ def _reject(state: BuildState, message: str) -> Result:
             EmitEvent("Warning", "PlanRejected", text),
         ]
     text = f"plan rejected: {message}; planner.maxReplans={state.max_replans} re-plans used, giving up"
-    new = replace(state, phase=FAILED)
-    return new, [
+    new = replace(state, phase=FAILED, outcome=("PlanRejected", text))
+    effects: list[Effect] = [
         SetCondition(c.PLANNED, c.FALSE, "PlanRejected", text),
-        SetCondition(c.PROGRESSING, c.FALSE, "PlanRejected", text),
-        SetCondition(c.READY, c.TRUE, "PlanRejected", text),
+        SetCompletion(True),
         EmitEvent("Warning", "PlanRejected", text),
     ]
+    if state.finalization_enabled:
+        effects.insert(1, SetCondition(c.FINALIZED, c.FALSE, "PlanRejected", text))
+    return new, effects
 
 
 def _planner_finished(state: BuildState, event: PlannerFinished, now: datetime) -> Result:
@@ -314,7 +377,6 @@ def _planner_finished(state: BuildState, event: PlannerFinished, now: datetime) 
     effects: list[Effect] = [
         CreateTasks(result.manifests),
         SetCondition(c.PLANNED, c.TRUE, "PlanAccepted", text),
-        SetCondition(c.PROGRESSING, c.TRUE, "TasksRunning", text),
         EmitEvent("Normal", "PlanAccepted", text),
     ]
     if result.downgraded:
@@ -332,8 +394,7 @@ def _subplan(state: BuildState, event: PlannerFinished, now: datetime) -> Result
                                  f"subplan of {event.context.parent} rejected: {result.message}")]
     return state, [
         CreateTasks(result.manifests),
-        EmitEvent("Normal", "PlanAccepted",
-                  f"subplan of {event.context.parent}: {len(result.manifests)} tasks"),
+        EmitEvent("Normal", "PlanAccepted", f"subplan of {event.context.parent}: {len(result.manifests)} tasks"),
     ]
 
 
@@ -349,88 +410,64 @@ def _counts(state: BuildState, event: TaskCountsChanged, now: datetime) -> Resul
     if not counts.all_terminal:
         if state.phase == WORKING:
             return new, []
-        # A finished build got work again (a task was retried).
-        return replace(new, phase=WORKING), [
-            SetCondition(c.PROGRESSING, c.TRUE, "TasksRunning", f"tasks {counts.progress}"),
-            SetCondition(c.READY, c.FALSE, "InProgress", "tasks are running again"),
+        # A finishing or finished build got work again (a task was retried or resumed).
+        return replace(new, phase=WORKING, outcome=None), [
+            SetCompletion(False),
             EmitEvent("Normal", "Resumed", "tasks are running again"),
         ]
-    if state.phase in DONE:
-        return new, []  # finished (or given up on its plan): new counts change nothing
-    summary = (f"{counts.succeeded} succeeded, {counts.failed} failed, {counts.cancelled} cancelled "
-               f"of {counts.total}")
-    if state.finalization_enabled:
-        if state.phase == FINALIZING:
-            return new, []
-        return replace(new, phase=FINALIZING), [
-            SetCondition(c.PROGRESSING, c.FALSE, "Idle", f"all tasks finished: {summary}"),
-            SetCondition(c.READY, c.FALSE, "Pending", "waiting for finalization"),
-            EmitEvent("Normal", "TasksFinished", summary),
-        ]
-    phase = SUCCEEDED if counts.failed == 0 else FAILED
-    if state.phase == phase:
+    if state.phase in (FINALIZING, MERGING) or state.phase in DONE:
         return new, []
-    return replace(new, phase=phase), [
-        SetCondition(c.PROGRESSING, c.FALSE, "Idle", f"all tasks finished: {summary}"),
-        SetCondition(c.READY, c.TRUE, "Completed" if phase == SUCCEEDED else "Failed", summary),
-        EmitEvent("Normal" if phase == SUCCEEDED else "Warning", phase, summary),
-    ]
+    summary = (f"{counts.succeeded} succeeded, {counts.failed} failed, {counts.cancelled} cancelled, "
+               f"{counts.blocked} blocked of {counts.total}")
+    phase: BuildPhase = FINALIZING if state.finalization_enabled else MERGING
+    return replace(new, phase=phase), [EmitEvent("Normal", "TasksFinished", summary)]
 
 
-def _progressing(state: BuildState) -> SetCondition | None:
-    """Progressing after an overlay changed (None when the build is not working)."""
-    if state.phase not in (PLANNING, WORKING):
-        return None
-    if state.halted:
-        return SetCondition(c.PROGRESSING, c.FALSE, "Killswitch", "the operator killswitch is engaged")
-    if state.suspended:
-        return SetCondition(c.PROGRESSING, c.FALSE, "Suspended", "spec.suspend is true")
-    if state.budget_exceeded:
-        return SetCondition(c.PROGRESSING, c.FALSE, "BudgetExceeded", "the token or cost budget is spent")
-    what = "planning" if state.phase == PLANNING else "tasks are running"
-    return SetCondition(c.PROGRESSING, c.TRUE, "InProgress" if state.phase == PLANNING else "TasksRunning",
-                        what)
+def _issues(state: BuildState, event: IssuesChanged, now: datetime) -> Result:
+    return replace(state, issues=event.issues), []
 
 
-def _overlay(state: BuildState, new: BuildState, cond: SetCondition, event: EmitEvent) -> Result:
-    if new == state:
+def _configuration(state: BuildState, event: ConfigurationChecked, now: datetime) -> Result:
+    if event.error == state.configuration_error:
         return state, []
-    effects: list[Effect] = [cond]
-    p = _progressing(new)
-    if p is not None:
-        effects.append(p)
-    effects.append(event)
-    return new, effects
+    new = replace(state, configuration_error=event.error)
+    if event.error:
+        return new, [EmitEvent("Warning", "Configuration", event.error)]
+    return new, [EmitEvent("Normal", "Resumed", "the spec passed its checks again")]
 
 
 def _suspend(state: BuildState, event: SuspendChanged, now: datetime) -> Result:
+    if event.suspended == state.suspended:
+        return state, []
     new = replace(state, suspended=event.suspended)
     if event.suspended:
-        return _overlay(state, new, SetCondition(c.SUSPENDED, c.TRUE, "Suspended", "spec.suspend is true"),
-                        EmitEvent("Normal", "Suspended", "no new agent Pods start"))
-    return _overlay(state, new, SetCondition(c.SUSPENDED, c.FALSE, "InProgress", "spec.suspend is false"),
-                    EmitEvent("Normal", "Resumed", "agent Pods start again"))
+        return new, [SetCondition(c.SUSPENDED, c.TRUE, "Suspended", "spec.suspend is true"),
+                     EmitEvent("Normal", "Suspended", "no new agent Pods start")]
+    return new, [SetCondition(c.SUSPENDED, c.FALSE, "InProgress", "spec.suspend is false"),
+                 EmitEvent("Normal", "Resumed", "agent Pods start again")]
 
 
 def _budget(state: BuildState, event: BudgetChanged, now: datetime) -> Result:
+    if event.exceeded == state.budget_exceeded:
+        return state, []
     new = replace(state, budget_exceeded=event.exceeded)
     if event.exceeded:
-        return _overlay(state, new, SetCondition(c.BUDGET_EXCEEDED, c.TRUE, "BudgetExceeded",
-                                                 "the token or cost budget is spent; raise spec.budget"),
-                        EmitEvent("Warning", "BudgetExceeded", "no new agent Pods start"))
-    return _overlay(state, new, SetCondition(c.BUDGET_EXCEEDED, c.FALSE, "InProgress",
-                                             "the budget allows more work"),
-                    EmitEvent("Normal", "BudgetRaised", "agent Pods start again"))
+        return new, [SetCondition(c.BUDGET_EXCEEDED, c.TRUE, "BudgetExceeded",
+                                  "the token or cost budget is spent; raise spec.budget"),
+                     EmitEvent("Warning", "BudgetExceeded", "no new agent Pods start")]
+    return new, [SetCondition(c.BUDGET_EXCEEDED, c.FALSE, "InProgress", "the budget allows more work"),
+                 EmitEvent("Normal", "BudgetRaised", "agent Pods start again")]
 
 
 def _killswitch(state: BuildState, event: Killswitch, now: datetime) -> Result:
+    if event.engaged == state.halted:
+        return state, []
     new = replace(state, halted=event.engaged)
     if event.engaged:
-        return _overlay(state, new, SetCondition(c.HALTED, c.TRUE, "Killswitch",
-                                                 "the operator killswitch is engaged"),
-                        EmitEvent("Warning", "Killswitch", "every agent Pod was stopped"))
-    return _overlay(state, new, SetCondition(c.HALTED, c.FALSE, "InProgress", "the killswitch is released"),
-                    EmitEvent("Normal", "KillswitchReleased", "agent Pods start again"))
+        return new, [SetCondition(c.HALTED, c.TRUE, "Killswitch", "the operator killswitch is engaged"),
+                     EmitEvent("Warning", "Killswitch", "every agent Pod was stopped")]
+    return new, [SetCondition(c.HALTED, c.FALSE, "InProgress", "the killswitch is released"),
+                 EmitEvent("Normal", "KillswitchReleased", "agent Pods start again")]
 
 
 def _deleted(state: BuildState, event: Deleted, now: datetime) -> Result:
@@ -445,28 +482,108 @@ def _finalization_started(state: BuildState, event: FinalizationStarted, now: da
     ]
 
 
-def _finalization_finished(state: BuildState, event: FinalizationFinished, now: datetime) -> Result:
+def _finished(state: BuildState, event: Finished, now: datetime) -> Result:
+    effects: list[Effect] = [SetCompletion(True)]
     if event.passed:
-        text = f"finalization passed on attempt {event.attempt}: everything merged and the final sweep passed"
-        return replace(state, phase=SUCCEEDED), [
-            SetCondition(c.FINALIZED, c.TRUE, "Passed", text),
-            SetCondition(c.PROGRESSING, c.FALSE, "Idle", "the build is finished"),
-            SetCondition(c.READY, c.TRUE, "Completed", text),
-            EmitEvent("Normal", "Finalized", text),
-        ]
-    text = f"{event.message} (after {event.attempt} finalization attempts)"
-    return replace(state, phase=FAILED), [
-        SetCondition(c.FINALIZED, c.FALSE, event.reason, text),
-        SetCondition(c.PROGRESSING, c.FALSE, "Idle", "the build is finished"),
-        SetCondition(c.READY, c.TRUE, "Failed", text),
-        EmitEvent("Warning", "FinalizationFailed", text),
-    ]
+        text = event.message or "every planned task succeeded and every branch merged"
+        if state.finalization_enabled:
+            text = f"finalization passed on attempt {event.attempt}: {text}"
+            effects.append(SetCondition(c.FINALIZED, c.TRUE, "Passed", text))
+        effects.append(EmitEvent("Normal", "Succeeded", text))
+        return replace(state, phase=SUCCEEDED, outcome=("Succeeded", text)), effects
+    text = event.message
+    if state.finalization_enabled:
+        if event.attempt:
+            text = f"{text} (after {event.attempt} finalization attempts)"
+        effects.append(SetCondition(c.FINALIZED, c.FALSE, event.reason, text))
+    effects.append(EmitEvent("Warning", event.reason, text))
+    return replace(state, phase=FAILED, outcome=(event.reason, text)), effects
+
+
+# --- the summary conditions ---------------------------------------------------------------------------
+
+_PHASE_TEXT: Final[Mapping[str, str]] = {
+    PENDING: "the build waits for the operator",
+    PLANNING: "the planner is splitting the request into tasks",
+    WORKING: "tasks are running",
+    MERGING: "every task finished; the merge queue lands the remaining branches",
+    FINALIZING: "every task finished; finalization drains the queue and runs the final sweep",
+}
+
+
+def _first(issues: Sequence[TaskIssue], kind: str) -> list[TaskIssue]:
+    return [i for i in issues if i.kind == kind]
+
+
+def _issue_text(issues: Sequence[TaskIssue]) -> str:
+    shown = "; ".join(f"task {i.task}: {i.message}" for i in issues[:3])
+    return shown + (f" (and {len(issues) - 3} more)" if len(issues) > 3 else "")
+
+
+def summary(state: BuildState) -> list[SetCondition]:
+    """Ready, Stalled, Reconciling and Progressing for ``state`` (recomputed after every event)."""
+    def conds(ready: tuple[str, str, str], stalled: tuple[str, str, str], reconciling: tuple[str, str, str],
+              progressing: tuple[str, str, str]) -> list[SetCondition]:
+        return [SetCondition(c.READY, *ready), SetCondition(c.STALLED, *stalled),  # type: ignore[arg-type]
+                SetCondition(c.RECONCILING, *reconciling),  # type: ignore[arg-type]
+                SetCondition(c.PROGRESSING, *progressing)]  # type: ignore[arg-type]
+
+    not_stalled = (c.FALSE, "NotStalled", "nothing needs a person")
+    if state.phase == SUCCEEDED:
+        text = state.outcome[1] if state.outcome else "the build succeeded"
+        return conds((c.TRUE, "Succeeded", text), not_stalled, (c.FALSE, "Finished", "the build is finished"),
+                     (c.FALSE, "Idle", "the build is finished"))
+    if state.phase == FAILED:
+        reason, text = state.outcome or ("TasksFailed", "the build failed")
+        return conds((c.FALSE, reason, text), (c.TRUE, reason, text), (c.FALSE, reason, "the build is finished"),
+                     (c.FALSE, "Idle", "the build is finished"))
+    phase_reason = state.phase if state.phase != PENDING else "Pending"
+    phase_text = _PHASE_TEXT[state.phase]
+    if state.counts.total and state.phase == WORKING:
+        phase_text = f"tasks {state.counts.progress} done, {state.counts.running} running"
+    busy = state.counts.running > 0
+    if state.halted:
+        return conds((c.FALSE, "Killswitch", "the operator killswitch is engaged"), not_stalled,
+                     (c.FALSE, "Killswitch", "paused by the operator killswitch"),
+                     (c.FALSE, "Killswitch", "the operator killswitch is engaged"))
+    if state.suspended:
+        return conds((c.FALSE, "Suspended", f"spec.suspend is true ({phase_text})"), not_stalled,
+                     (c.FALSE, "Suspended", "paused by spec.suspend"), (c.FALSE, "Suspended", "spec.suspend is true"))
+    if state.configuration_error:
+        text = state.configuration_error
+        return conds((c.FALSE, "Configuration", text), (c.TRUE, "Configuration", text),
+                     (c.TRUE if busy else c.FALSE, "Configuration", text), (c.FALSE, "Configuration", text))
+    stopped = _first(state.issues, "stopped")
+    if state.budget_exceeded:
+        text = "the token or cost budget is spent; raise spec.budget to go on"
+        return conds((c.FALSE, "BudgetExceeded", text), (c.TRUE, "BudgetExceeded", text),
+                     (c.TRUE if busy else c.FALSE, "BudgetExceeded", text), (c.FALSE, "BudgetExceeded", text))
+    if stopped:
+        text = _issue_text(stopped)
+        more = state.counts.running > 0 or state.counts.pending > state.counts.blocked
+        return conds((c.FALSE, "TaskBlocked", text), (c.TRUE, "TaskBlocked", text),
+                     (c.TRUE if more else c.FALSE, phase_reason if more else "TaskBlocked", phase_text if more else text),
+                     (c.TRUE if more else c.FALSE, "TasksRunning" if more else "TaskBlocked", phase_text))
+    retrying = _first(state.issues, "retrying")
+    failed = _first(state.issues, "failed") + _first(state.issues, "blocked")
+    ready_reason: str = phase_reason
+    ready_text = f"{state.phase}: {phase_text}"
+    if retrying:
+        ready_reason, ready_text = "TaskRetrying", f"{state.phase}: {_issue_text(retrying)}"
+    elif failed:
+        ready_text = f"{state.phase}: {phase_text}; {_issue_text(failed)}"
+    progressing = ((c.TRUE, "TasksRunning", phase_text) if state.phase == WORKING
+                   else (c.TRUE, "InProgress", phase_text) if state.phase == PLANNING
+                   else (c.FALSE, "Idle", phase_text))
+    return conds((c.FALSE, ready_reason, ready_text), not_stalled, (c.TRUE, phase_reason, phase_text), progressing)
 
 
 # --- the table ---------------------------------------------------------------------------------------
 
 _ANY_PHASE: dict[type, Handler] = {
     TaskCountsChanged: _counts,
+    IssuesChanged: _issues,
+    ConfigurationChecked: _configuration,
     SuspendChanged: _suspend,
     BudgetChanged: _budget,
     Killswitch: _killswitch,
@@ -480,26 +597,29 @@ def _rows(phase: str, extra: Mapping[type, Handler]) -> dict[tuple[str, type], H
 
 _LATE: Final[Mapping[type, Handler]] = {Created: _ignore, PlannerFinished: _planner_finished,
                                         PlanInvalid: _ignore}
-_FINISHED: Final[Mapping[type, Handler]] = {Created: _ignore, PlannerFinished: _ignore, PlanInvalid: _ignore}
+_FINISHED: Final[Mapping[type, Handler]] = {Created: _ignore, PlannerFinished: _ignore, PlanInvalid: _ignore,
+                                            FinalizationStarted: _ignore, Finished: _ignore}
 
 TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
     **_rows(PENDING, {Created: _create}),
     **_rows(PLANNING, {Created: _ignore, PlannerFinished: _planner_finished, PlanInvalid: _plan_invalid}),
     **_rows(WORKING, _LATE),
-    **_rows(MERGING, _LATE),
-    **_rows(FINALIZING, {**_LATE, FinalizationStarted: _finalization_started,
-                         FinalizationFinished: _finalization_finished}),
+    **_rows(MERGING, {**_LATE, Finished: _finished}),
+    **_rows(FINALIZING, {**_LATE, FinalizationStarted: _finalization_started, Finished: _finished}),
     **_rows(SUCCEEDED, _FINISHED),
     **_rows(FAILED, _FINISHED),
 }
-"""(phase, event type) -> handler. Impossible: ``PlannerFinished`` and ``PlanInvalid`` in ``Pending``
-(there is no planner yet)."""
+"""(phase, event type) -> handler. Impossible: ``PlannerFinished`` and ``PlanInvalid`` in ``Pending`` (there
+is no planner yet), ``Finished`` while tasks still run (``Working``), ``FinalizationStarted`` outside
+``Finalizing``."""
 
 
 def decide(state: BuildState, event: Event, *, now: datetime) -> Result:
-    """The new state and the effects for ``event`` in ``state``; raises :class:`InvalidTransition`."""
+    """The new state and the effects for ``event`` in ``state`` (plus the recomputed summary conditions);
+    raises :class:`InvalidTransition`."""
     handler = TRANSITIONS.get((state.phase, type(event)))
     if handler is None:
         raise InvalidTransition(f"build {state.ref.name}: {type(event).__name__} is impossible in phase "
                                 f"{state.phase}")
-    return handler(state, event, now)
+    new, effects = handler(state, event, now)
+    return new, [*effects, *summary(new)]

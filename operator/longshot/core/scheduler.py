@@ -9,7 +9,8 @@ Rules, in order:
 
 1. Nothing starts while the operator-wide killswitch is engaged.
 2. A build that is suspended, halted, or whose token or cost budget is spent starts nothing.
-3. A task starts only when every ``dependsOn`` task of its build has succeeded.
+3. A task starts only when its dependencies are ready (``TaskView.dependencies_ready``, decided by
+   :mod:`longshot.core.dependencies`: by default every ``dependsOn`` task succeeded and its branch merged).
 4. At most ``BuildView.max_workers`` (``spec.workers.max``) running tasks per build, and at most
    ``global_limit`` (``Settings.max_workers``) across the operator.
 5. Two tasks of the same build whose file scopes overlap never run at the same time (glob-aware;
@@ -25,7 +26,7 @@ names tasks of the same build. Candidates of a build missing from ``builds`` do 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -45,6 +46,8 @@ class TaskView:
     depends_on: tuple[str, ...] = ()
     scope: tuple[str, ...] = ()
     phase: str = PENDING
+    dependencies_ready: bool = True
+    """Whether the task's dependencies allow it to start (``core.dependencies.readiness``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,15 +192,13 @@ def select(
     candidates: Iterable[TaskView],
     running: Iterable[TaskView],
     *,
-    succeeded: Collection[tuple[str, str]],
     builds: Mapping[str, BuildView],
     global_limit: int,
     killswitch: bool = False,
 ) -> Selection:
     """The tasks to start now (see the module doc for the rules).
 
-    ``succeeded`` holds ``(build, task)`` pairs of succeeded tasks. ``running`` are the tasks holding a
-    slot; their scopes block overlapping candidates of the same build.
+    ``running`` are the tasks holding a slot; their scopes block overlapping candidates of the same build.
     """
     running_by_build: dict[str, list[TaskView]] = {}
     for r in running:
@@ -223,7 +224,7 @@ def select(
         if b.budget_spent:
             budget_blocked.add(t.build)
             continue
-        if t.depends_on and not all((t.build, d) in succeeded for d in t.depends_on):
+        if not t.dependencies_ready:
             continue
         ready.setdefault(t.build, []).append(t)
 

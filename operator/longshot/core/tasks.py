@@ -1,19 +1,26 @@
 """The AgentTask decider: ``decide(state, event, *, now, rand) -> (state, effects)``.
 
-Pure: no I/O, time and randomness injected. The shell (``controllers/agenttask.py``) builds a
-:class:`TaskState` from the AgentTask (:meth:`TaskState.from_resource`), turns what it observed into one
-:data:`Event`, calls :func:`decide`, carries out the :data:`Effect` list in order, then writes
-``new_state.to_status()`` plus the conditions in one status patch.
+Pure: no I/O, time and randomness injected. The shell (``controllers/tasks.py``) builds a :class:`TaskState`
+from the typed AgentTask (:meth:`TaskState.from_task`), turns what it observed into events, calls
+:func:`decide` for each, carries out the :data:`Effect` list in order, then writes ``new_state.to_status()``
+plus the conditions in one status patch (fenced on the object's resourceVersion).
 
 Phases: ``Pending`` (waiting for dependencies or a slot), ``Backoff`` (waiting before the next attempt),
-``Running`` (a Pod exists for ``state.attempt``), and the terminal ``Succeeded``, ``Failed``,
-``Cancelled`` (``Failed`` and ``Cancelled`` leave with a new ``spec.retryToken``).
+``Running`` (a Pod exists for ``state.attempt``), and the terminal ``Succeeded``, ``Failed``, ``Cancelled``.
+
+A ``Failed`` task whose last failure needs a person (``Auth``, ``Configuration``, ``BudgetExceeded``) is
+*stopped*: it records the build's generation (``stop_generation``) and comes back by itself
+(:class:`Resume`) when the build's spec is edited or, for a budget, when the budget allows work again; a
+new ``spec.retryToken`` always retries.
 
 Every transition is a row of :data:`TRANSITIONS`; a (phase, event) pair missing from it raises
-:class:`InvalidTransition`. Events are idempotent: an event about an attempt older than the current one,
-or a repeated event, changes nothing. The Pod of attempt N is always named ``names.pod_name(task, N)``,
-so an operator restarted between creating a Pod and writing the status re-creates the same name and gets
-``AlreadyExists`` (treat it as success): never two Pods for one attempt.
+:class:`InvalidTransition`. Events are idempotent: an event about an attempt older than the current one, or a
+repeated event, changes nothing. The Pod of attempt N is always named ``names.pod_name(task, N)``, so an
+operator restarted between creating a Pod and writing the status re-creates the same name and gets
+``AlreadyExists`` (adopted): never two Pods for one attempt.
+
+Conditions (kstatus conventions): ``Ready`` is True only on success; ``Stalled`` is True when the task failed
+for good or waits on a person; ``Reconciling`` is True while it is pending, backing off or running.
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
 from longshot.api import conditions as c
-from longshot.api.agenttask import FailureClass, HandoffSummary, Role
+from longshot.api import timeutil
+from longshot.api.agenttask import HandoffSummary, Role
 from longshot.api.buildrequest import RetryPolicy
+from longshot.api.exitcodes import FailureClass
 from longshot.api.handoff import Handoff, HandoffError, PlannedTask
 from longshot.core import backoff, failures, names
 from longshot.core.effects import EmitEvent, SetCondition
@@ -42,6 +51,10 @@ TERMINAL: Final = frozenset({SUCCEEDED, FAILED, CANCELLED})
 
 MERGING_ROLES: Final = frozenset({"worker", "fixer"})
 """Roles whose successful commit goes to the merge queue."""
+PERSON_FAILURES: Final[frozenset[FailureClass]] = frozenset({"Auth", "Configuration", "BudgetExceeded"})
+"""Failure classes that stop the task until a person changes something (never retried by backoff)."""
+STOP_REASON: Final[Mapping[str, str]] = {"Auth": "AuthFailed", "Configuration": "Configuration",
+                                         "BudgetExceeded": "BudgetExceeded"}
 
 
 class InvalidTransition(RuntimeError):
@@ -51,11 +64,12 @@ class InvalidTransition(RuntimeError):
 # --- state -------------------------------------------------------------------------------------------
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+@dataclass(frozen=True)
+class Usage:
+    """Tokens and cost of one attempt."""
 
+    tokens: int = 0
+    cost: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,10 @@ class TaskState:
     """The ``spec.retryToken`` already acted on."""
     next_attempt_time: datetime | None = None
     last_failure: FailureClass | None = None
+    last_message: str = ""
+    """The last attempt's failure message (shown to the next attempt and in the build's summary)."""
+    stop_generation: int | None = None
+    """The build's generation when the task stopped for a person (Auth, Configuration, BudgetExceeded)."""
     policy: RetryPolicy = field(default_factory=RetryPolicy)
 
     @property
@@ -81,39 +99,40 @@ class TaskState:
         """Name of the current attempt's Pod."""
         return names.pod_name(self.name, self.attempt) if self.attempt else None
 
+    @property
+    def stopped(self) -> bool:
+        """Failed for a reason only a person can fix (and that fixing resumes)."""
+        return self.phase == FAILED and self.last_failure in PERSON_FAILURES
+
     @classmethod
-    def from_resource(cls, task: Mapping[str, Any], build: Mapping[str, Any] | None = None) -> TaskState:
-        """State of an AgentTask dict; the retry policy is the task's, else the build's, else the default."""
-        spec = task.get("spec") or {}
-        status = task.get("status") or {}
-        attempts = status.get("attempts") or []
-        raw_policy = spec.get("retryPolicy") or ((build or {}).get("spec") or {}).get("retry") or {}
-        last = max(attempts, key=lambda a: a.get("number", 0)) if attempts else {}
-        phase = status.get("phase") or PENDING
-        if phase not in PHASES:
-            phase = PENDING
+    def from_task(cls, task: Any, build_retry: RetryPolicy | None = None) -> TaskState:
+        """State of a typed AgentTask (``api.objects.AgentTask``); the retry policy is the task's, else the
+        build's, else the default."""
+        status = task.status
+        last = max(status.attempts, key=lambda a: a.number) if status.attempts else None
+        phase: Phase = status.phase if status.phase in PHASES else PENDING
         return cls(
-            name=task["metadata"]["name"],
-            role=spec.get("role", "worker"),
+            name=task.metadata.name,
+            role=task.spec.role,
             phase=phase,
-            attempt=int(last.get("number", 0)),
-            retry_base=int(status.get("retryBase", 0)),
-            retry_token=status.get("retryToken"),
-            next_attempt_time=_parse_time(status.get("nextAttemptTime")),
-            last_failure=last.get("failureClass"),
-            policy=RetryPolicy.model_validate(raw_policy),
+            attempt=last.number if last else 0,
+            retry_base=status.retry_base,
+            retry_token=status.retry_token,
+            next_attempt_time=status.next_attempt_time,
+            last_failure=last.failure_class if last else None,
+            last_message=(last.exit_reason or "") if last and last.failure_class else "",
+            stop_generation=status.stop_generation,
+            policy=task.spec.retry_policy or build_retry or RetryPolicy(),
         )
 
     def to_status(self) -> dict[str, Any]:
-        """The status fields this state owns (conditions, attempts and handoff come from effects).
-
-        ``retryBase`` needs a field in ``AgentTaskStatus`` to survive the API server's pruning.
-        """
+        """The status fields this state owns (conditions, attempts and handoff come from effects)."""
         return {
             "phase": self.phase,
             "retryToken": self.retry_token,
             "retryBase": self.retry_base,
-            "nextAttemptTime": c.rfc3339(self.next_attempt_time) if self.next_attempt_time else None,
+            "nextAttemptTime": timeutil.rfc3339(self.next_attempt_time) if self.next_attempt_time else None,
+            "stopGeneration": self.stop_generation,
         }
 
 
@@ -131,12 +150,17 @@ class Admitted:
 class PodFinished:
     """The attempt's Pod ended (or is stuck for good, see ``failures.stuck``).
 
-    ``handoff`` is the parsed handoff, the HandoffError raised while reading it, or None.
+    ``handoff`` is the parsed handoff, the HandoffError raised while reading it, or None. ``metered`` is the
+    usage the gateway measured for this attempt (authoritative); without it the handoff's own report is used.
+    ``outcome`` overrides the classification (a stuck Pod's, from ``failures.stuck``).
     """
 
     pod_status: Mapping[str, Any]
     handoff: Handoff | HandoffError | None = None
     attempt: int | None = None
+    metered: Usage | None = None
+    outcome: failures.Outcome | None = None
+    build_generation: int = 0
 
 
 @dataclass(frozen=True)
@@ -159,6 +183,14 @@ class RetryRequested:
 
 
 @dataclass(frozen=True)
+class Resume:
+    """What stopped the task was changed: the build's spec was edited (Auth, Configuration) or the budget
+    allows work again (BudgetExceeded). ``why`` is for people."""
+
+    why: str
+
+
+@dataclass(frozen=True)
 class BackoffElapsed:
     """The retry timer fired."""
 
@@ -168,7 +200,17 @@ class Killswitch:
     """The operator-wide killswitch is engaged."""
 
 
-Event = Admitted | PodFinished | PodVanished | CancelRequested | RetryRequested | BackoffElapsed | Killswitch
+@dataclass(frozen=True)
+class DependenciesChanged:
+    """The readiness of the task's dependencies (``core.dependencies``): ``ready``, ``waiting`` (for them
+    to succeed or merge) or ``blocked`` (one failed or was cancelled); ``message`` names them."""
+
+    readiness: Literal["ready", "waiting", "blocked"]
+    message: str = ""
+
+
+Event = (Admitted | PodFinished | PodVanished | CancelRequested | RetryRequested | Resume | BackoffElapsed
+         | Killswitch | DependenciesChanged)
 
 # --- effects -----------------------------------------------------------------------------------------
 
@@ -201,26 +243,32 @@ class RecordAttempt:
     exit_code: int | None = None
     exit_reason: str | None = None
     failure_class: FailureClass | None = None
+    tokens: int | None = None
+    cost: float | None = None
 
     def to_wire(self) -> dict[str, Any]:
         """camelCase fields that are set."""
         out: dict[str, Any] = {"number": self.number, "pod": self.pod}
         if self.start_time is not None:
-            out["startTime"] = c.rfc3339(self.start_time)
+            out["startTime"] = timeutil.rfc3339(self.start_time)
         if self.end_time is not None:
-            out["endTime"] = c.rfc3339(self.end_time)
+            out["endTime"] = timeutil.rfc3339(self.end_time)
         if self.exit_code is not None:
             out["exitCode"] = self.exit_code
         if self.exit_reason is not None:
             out["exitReason"] = self.exit_reason
         if self.failure_class is not None:
             out["failureClass"] = self.failure_class
+        if self.tokens is not None:
+            out["tokens"] = self.tokens
+        if self.cost is not None:
+            out["cost"] = self.cost
         return out
 
 
 @dataclass(frozen=True)
 class ScheduleRetry:
-    """Deliver ``BackoffElapsed`` at ``at`` (e.g. ``kopf.TemporaryError(delay=...)`` or a timer)."""
+    """Look at the task again at ``at`` (a timer in the shell's work queue)."""
 
     at: datetime
 
@@ -228,19 +276,11 @@ class ScheduleRetry:
 @dataclass(frozen=True)
 class CreateMergeJob:
     """Create the MergeJob of this task's branch at ``commit`` (name: the task's name; AlreadyExists is
-    fine)."""
+    fine). ``base_commit`` is the commit the work started from."""
 
     branch: str
     commit: str
-
-
-@dataclass(frozen=True)
-class UpdateUsage:
-    """Tokens and cost of attempt ``attempt``; add them to the build's ``status.usage`` once per attempt."""
-
-    attempt: int
-    tokens: int
-    cost: float
+    base_commit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -252,20 +292,51 @@ class RecordHandoff:
 
 @dataclass(frozen=True)
 class PlanReturned:
-    """A planner task succeeded with this task list: hand it to ``builds.decide`` as
-    ``PlannerFinished`` (with this task as the planner)."""
+    """A planner task succeeded with this task list: hand it to ``builds.decide`` as ``PlannerFinished``
+    (with this task as the planner). ``done`` is the planner's word that the request is met."""
 
     tasks: tuple[PlannedTask, ...]
+    done: bool = False
 
 
-Effect = (
-    CreatePod | DeletePod | SetCondition | RecordAttempt | ScheduleRetry | EmitEvent | CreateMergeJob
-    | UpdateUsage | RecordHandoff | PlanReturned
-)
+@dataclass(frozen=True)
+class CountUsage:
+    """Metrics: tokens and cost of a finished attempt (the status carries them in ``attempts``)."""
+
+    tokens: int
+    cost: float
+
+
+Effect = (CreatePod | DeletePod | SetCondition | RecordAttempt | ScheduleRetry | EmitEvent | CreateMergeJob
+          | RecordHandoff | PlanReturned | CountUsage)
 
 Rand = Callable[[], float]
 Result = tuple[TaskState, list[Effect]]
 Handler = Callable[[TaskState, Any, datetime, Rand], Result]
+
+# --- conditions --------------------------------------------------------------------------------------
+
+
+def _summary(ready: tuple[str, str, str], stalled: tuple[str, str, str],
+             reconciling: tuple[str, str, str]) -> list[Effect]:
+    return [SetCondition(c.READY, *ready), SetCondition(c.STALLED, *stalled),  # type: ignore[arg-type]
+            SetCondition(c.RECONCILING, *reconciling)]  # type: ignore[arg-type]
+
+
+def _working(reason: str, message: str) -> list[Effect]:
+    return _summary((c.FALSE, reason, message), (c.FALSE, "NotStalled", "nothing needs a person"),
+                    (c.TRUE, reason, message))
+
+
+def _finished_ok(message: str) -> list[Effect]:
+    return _summary((c.TRUE, "Succeeded", message), (c.FALSE, "NotStalled", "nothing needs a person"),
+                    (c.FALSE, "Finished", "nothing more to do"))
+
+
+def _finished_stalled(reason: str, message: str) -> list[Effect]:
+    return _summary((c.FALSE, reason, message), (c.TRUE, reason, message),
+                    (c.FALSE, reason, "stopped: " + message))
+
 
 # --- handlers ----------------------------------------------------------------------------------------
 
@@ -304,14 +375,15 @@ def _start(state: TaskState, event: Admitted, now: datetime, rand: Rand) -> Resu
     if event.attempt is not None and event.attempt != number:
         raise InvalidTransition(f"{state.name}: admitted for attempt {event.attempt}, but the next attempt "
                                 f"is {number}")
-    new = replace(state, phase=RUNNING, attempt=number, next_attempt_time=None)
+    new = replace(state, phase=RUNNING, attempt=number, next_attempt_time=None, stop_generation=None)
     pod = names.pod_name(state.name, number)
     return new, [
         CreatePod(number, pod),
         RecordAttempt(number, pod, start_time=now),
         SetCondition(c.RUNNING, c.TRUE, "PodRunning", f"attempt {number} runs in Pod {pod}"),
         SetCondition(c.SUCCEEDED, c.UNKNOWN, "InProgress", f"attempt {number} is running"),
-        SetCondition(c.READY, c.FALSE, "InProgress", f"attempt {number} is running"),
+        SetCondition(c.BLOCKED, c.FALSE, "DependenciesReady", "every dependency is done"),
+        *_working("InProgress", f"attempt {number} is running in Pod {pod}"),
         EmitEvent("Normal", "AttemptStarted", f"attempt {number} started in Pod {pod}"),
     ]
 
@@ -323,94 +395,123 @@ def _duplicate_admit(state: TaskState, event: Admitted, now: datetime, rand: Ran
                             f"{state.attempt} is running")
 
 
+def _usage_of(event: PodFinished) -> Usage:
+    if event.metered is not None:
+        return event.metered
+    if isinstance(event.handoff, Handoff):
+        return Usage(event.handoff.usage.tokens, event.handoff.usage.cost)
+    return Usage()
+
+
 def _finish(state: TaskState, event: PodFinished, now: datetime, rand: Rand) -> Result:
     number = _attempt_of(state, event)
     if number < state.attempt:
         return state, []
     if number > state.attempt:
         return _stale(state, event, now, rand)
-    outcome = failures.classify(event.pod_status, event.handoff, task=state.name, attempt=number)
+    outcome = event.outcome or failures.classify(event.pod_status, event.handoff, task=state.name,
+                                                 attempt=number)
+    usage = _usage_of(event)
     effects: list[Effect] = []
+    if usage.tokens or usage.cost:
+        effects.append(CountUsage(usage.tokens, usage.cost))
     handoff = event.handoff if isinstance(event.handoff, Handoff) else None
-    if handoff is not None and (handoff.usage.tokens or handoff.usage.cost):
-        effects.append(UpdateUsage(number, handoff.usage.tokens, handoff.usage.cost))
     if outcome.ok and handoff is not None:
-        return _succeed(state, handoff, outcome, now, effects)
-    return _fail(state, outcome, now, rand, effects)
+        return _succeed(state, handoff, outcome, usage, now, effects)
+    return _fail(state, outcome, usage, now, rand, effects, event.build_generation)
 
 
-def _succeed(state: TaskState, handoff: Handoff, outcome: failures.Outcome, now: datetime,
+def _succeed(state: TaskState, handoff: Handoff, outcome: failures.Outcome, usage: Usage, now: datetime,
              effects: list[Effect]) -> Result:
     number = state.attempt
     pod = names.pod_name(state.name, number)
     summary = HandoffSummary(
         branch=handoff.branch, commit=handoff.commit, files_changed=handoff.files_changed[:10_000],
-        summary=handoff.summary[:32768], tokens=handoff.usage.tokens, cost=handoff.usage.cost,
-        verdict=handoff.verdict,
+        summary=handoff.summary[:32768], tokens=usage.tokens, cost=usage.cost, verdict=handoff.verdict,
+        reasons=[r[:2048] for r in handoff.reasons[:50]], base_commit=handoff.base_commit,
     )
+    text = f"attempt {number}: {handoff.outcome}"
     effects = [
-        RecordAttempt(number, pod, end_time=now, exit_code=outcome.exit_code, exit_reason="Completed"),
+        RecordAttempt(number, pod, end_time=now, exit_code=outcome.exit_code, exit_reason="Completed",
+                      tokens=usage.tokens, cost=usage.cost),
         RecordHandoff(summary.to_wire()),
         *effects,
         SetCondition(c.RUNNING, c.FALSE, "Completed", f"attempt {number} finished"),
-        SetCondition(c.SUCCEEDED, c.TRUE, "Completed", f"attempt {number}: {handoff.outcome}"),
-        SetCondition(c.READY, c.TRUE, "Completed", f"attempt {number}: {handoff.outcome}"),
+        SetCondition(c.SUCCEEDED, c.TRUE, "Completed", text),
         SetCondition(c.AUTHENTICATED, c.TRUE, "Completed", "the agent authenticated"),
+        *_finished_ok(text),
         EmitEvent("Normal", "Succeeded", f"attempt {number} succeeded ({handoff.outcome})"),
     ]
     if (state.role in MERGING_ROLES and handoff.outcome == "succeeded" and handoff.branch
             and handoff.commit):
-        effects.append(CreateMergeJob(handoff.branch, handoff.commit))
+        effects.append(CreateMergeJob(handoff.branch, handoff.commit, handoff.base_commit))
     if state.role == "planner" and handoff.outcome == "succeeded":
         effects.append(PlanReturned(tuple(handoff.tasks)))
-    return replace(state, phase=SUCCEEDED, next_attempt_time=None, last_failure=None), effects
+    new = replace(state, phase=SUCCEEDED, next_attempt_time=None, last_failure=None, last_message="",
+                  stop_generation=None)
+    return new, effects
 
 
-def _fail(state: TaskState, outcome: failures.Outcome, now: datetime, rand: Rand,
-          effects: list[Effect]) -> Result:
+def _fail(state: TaskState, outcome: failures.Outcome, usage: Usage, now: datetime, rand: Rand,
+          effects: list[Effect], build_generation: int) -> Result:
     number = state.attempt
     pod = names.pod_name(state.name, number)
-    fc = outcome.failure_class or "Infrastructure"
+    fc: FailureClass = outcome.failure_class or "Infrastructure"
     effects = [
         RecordAttempt(number, pod, end_time=now, exit_code=outcome.exit_code,
-                      exit_reason=outcome.message[:1024], failure_class=fc),
+                      exit_reason=outcome.message[:1024], failure_class=fc, tokens=usage.tokens, cost=usage.cost),
         *effects,
     ]
+    if fc in PERSON_FAILURES:
+        return _stop(state, fc, outcome.message, number, effects, build_generation)
     counted = max(number - state.retry_base, 1)
     wait = backoff.delay(counted, fc, state.policy, rand)
-    if fc == "Auth":
-        new = replace(state, phase=FAILED, last_failure=fc, next_attempt_time=None)
-        return new, [
-            *effects,
-            SetCondition(c.AUTHENTICATED, c.FALSE, "AuthFailed", outcome.message),
-            SetCondition(c.RUNNING, c.FALSE, "AuthFailed", f"attempt {number} could not authenticate"),
-            SetCondition(c.SUCCEEDED, c.FALSE, "AuthFailed", outcome.message),
-            SetCondition(c.READY, c.TRUE, "AuthFailed", "fix the credentials Secret, then change "
-                         "spec.retryToken to retry"),
-            EmitEvent("Warning", "AuthFailed", f"attempt {number}: {outcome.message}"),
-        ]
     if wait is None:
         reason = "InvalidHandoff" if fc == "InvalidHandoff" else "Failed"
         message = f"attempt {number} failed ({fc}): {outcome.message}; no retries left"
-        new = replace(state, phase=FAILED, last_failure=fc, next_attempt_time=None)
+        new = replace(state, phase=FAILED, last_failure=fc, last_message=outcome.message,
+                      next_attempt_time=None)
         return new, [
             *effects,
             SetCondition(c.RUNNING, c.FALSE, reason, f"attempt {number} failed"),
             SetCondition(c.SUCCEEDED, c.FALSE, reason, message),
-            SetCondition(c.READY, c.TRUE, reason, message),
+            *_finished_stalled(reason, message),
             EmitEvent("Warning", "Failed", message),
         ]
     at = now + timedelta(seconds=wait)
     message = f"attempt {number} failed ({fc}): {outcome.message}; retrying in {wait:.0f}s"
-    new = replace(state, phase=BACKOFF, last_failure=fc, next_attempt_time=at)
+    new = replace(state, phase=BACKOFF, last_failure=fc, last_message=outcome.message, next_attempt_time=at)
     return new, [
         *effects,
         ScheduleRetry(at),
         SetCondition(c.RUNNING, c.FALSE, "RetryScheduled", f"attempt {number} failed"),
         SetCondition(c.SUCCEEDED, c.UNKNOWN, "RetryScheduled", message),
-        SetCondition(c.READY, c.FALSE, "RetryScheduled", message),
+        *_working("RetryScheduled", message),
         EmitEvent("Warning", "RetryScheduled", message),
     ]
+
+
+def _stop(state: TaskState, fc: FailureClass, detail: str, number: int, effects: list[Effect],
+          build_generation: int) -> Result:
+    """Failed for a reason only a person can fix: stalled, resumed by a spec edit, a budget or a retry."""
+    reason = STOP_REASON[fc]
+    fix = {"Auth": "fix the credentials Secret named in the BuildRequest (editing the BuildRequest or a new "
+                   "spec.retryToken resumes)",
+           "Configuration": "fix the BuildRequest's spec as the message says (the edit resumes the task)",
+           "BudgetExceeded": "raise spec.budget of the BuildRequest (the task resumes by itself)"}[fc]
+    message = f"attempt {number}: {detail}; {fix}"
+    new = replace(state, phase=FAILED, last_failure=fc, last_message=detail, next_attempt_time=None,
+                  stop_generation=build_generation)
+    out: list[Effect] = [*effects]
+    if fc == "Auth":
+        out.append(SetCondition(c.AUTHENTICATED, c.FALSE, "AuthFailed", detail))
+    out += [
+        SetCondition(c.RUNNING, c.FALSE, reason, f"attempt {number} stopped"),
+        SetCondition(c.SUCCEEDED, c.FALSE, reason, message),
+        *_finished_stalled(reason, message),
+        EmitEvent("Warning", reason, message),
+    ]
+    return new, out
 
 
 def _vanished(state: TaskState, event: PodVanished, now: datetime, rand: Rand) -> Result:
@@ -419,7 +520,7 @@ def _vanished(state: TaskState, event: PodVanished, now: datetime, rand: Rand) -
         return _stale(state, event, now, rand)
     outcome = failures.Outcome("Infrastructure", "the Pod was deleted before the agent finished",
                                None, "PodDeleted")
-    return _fail(state, outcome, now, rand, [])
+    return _fail(state, outcome, Usage(), now, rand, [], 0)
 
 
 def _cancel(state: TaskState, event: Any, now: datetime, rand: Rand) -> Result:
@@ -432,7 +533,9 @@ def _cancel(state: TaskState, event: Any, now: datetime, rand: Rand) -> Result:
         *effects,
         SetCondition(c.RUNNING, c.FALSE, "Cancelled", "cancelled by spec.cancel"),
         SetCondition(c.SUCCEEDED, c.FALSE, "Cancelled", "cancelled by spec.cancel"),
-        SetCondition(c.READY, c.TRUE, "Cancelled", "cancelled by spec.cancel"),
+        *_summary((c.FALSE, "Cancelled", "cancelled by spec.cancel"),
+                  (c.FALSE, "NotStalled", "cancelled by a user: nothing needs a person"),
+                  (c.FALSE, "Cancelled", "cancelled by spec.cancel")),
         EmitEvent("Normal", "Cancelled", "the task was cancelled"),
     ]
 
@@ -444,27 +547,55 @@ def _ack_token(state: TaskState, event: RetryRequested, now: datetime, rand: Ran
     return replace(state, retry_token=event.token), []
 
 
-def _retry(state: TaskState, event: RetryRequested, now: datetime, rand: Rand) -> Result:
-    if event.token == state.retry_token:
-        return state, []
-    new = replace(state, phase=PENDING, retry_token=event.token, retry_base=state.attempt,
-                  next_attempt_time=None)
+def _requeue(state: TaskState, why: str, *, token: str | None) -> Result:
+    new = replace(state, phase=PENDING, retry_token=token if token is not None else state.retry_token,
+                  retry_base=state.attempt, next_attempt_time=None, stop_generation=None)
     effects: list[Effect] = [
-        SetCondition(c.SUCCEEDED, c.UNKNOWN, "Pending", "retry requested: waiting for a worker slot"),
-        SetCondition(c.READY, c.FALSE, "Pending", "retry requested: waiting for a worker slot"),
-        EmitEvent("Normal", "RetryRequested", f"retry requested (token {event.token!r})"),
+        SetCondition(c.SUCCEEDED, c.UNKNOWN, "Pending", f"{why}: waiting for a worker slot"),
+        *_working("Pending", f"{why}: waiting for a worker slot"),
+        EmitEvent("Normal", "RetryRequested" if token is not None else "Resumed", why),
     ]
     if state.last_failure == "Auth":
         effects.insert(0, SetCondition(c.AUTHENTICATED, c.UNKNOWN, "Pending",
-                                       "retry requested: the next attempt checks the credentials"))
+                                       "the next attempt checks the credentials"))
     return new, effects
+
+
+def _retry(state: TaskState, event: RetryRequested, now: datetime, rand: Rand) -> Result:
+    if event.token == state.retry_token:
+        return state, []
+    return _requeue(state, f"retry requested (token {event.token!r})", token=event.token)
+
+
+def _resume(state: TaskState, event: Resume, now: datetime, rand: Rand) -> Result:
+    if not state.stopped:
+        return state, []  # only a stop for a person resumes by itself; a plain failure needs a retry token
+    return _requeue(state, f"resumed: {event.why}", token=None)
 
 
 def _backoff_elapsed(state: TaskState, event: BackoffElapsed, now: datetime, rand: Rand) -> Result:
     if state.next_attempt_time is not None and now < state.next_attempt_time:
         return state, [ScheduleRetry(state.next_attempt_time)]  # an early timer: wait again
     new = replace(state, phase=PENDING, next_attempt_time=None)
-    return new, [SetCondition(c.READY, c.FALSE, "Pending", "waiting for a worker slot")]
+    return new, _working("Pending", "waiting for a worker slot")
+
+
+def _dependencies(state: TaskState, event: DependenciesChanged, now: datetime, rand: Rand) -> Result:
+    if event.readiness == "blocked":
+        return state, [
+            SetCondition(c.BLOCKED, c.TRUE, "DependencyFailed", event.message),
+            *_summary((c.FALSE, "DependencyFailed", event.message), (c.TRUE, "DependencyFailed", event.message),
+                      (c.FALSE, "DependencyFailed", "cannot start: " + event.message)),
+        ]
+    if event.readiness == "waiting":
+        return state, [
+            SetCondition(c.BLOCKED, c.FALSE, "WaitingForDependencies", event.message),
+            *_working("WaitingForDependencies", event.message),
+        ]
+    return state, [
+        SetCondition(c.BLOCKED, c.FALSE, "DependenciesReady", "every dependency is done"),
+        *_working("Pending", "waiting for a worker slot"),
+    ]
 
 
 def _kill(state: TaskState, event: Killswitch, now: datetime, rand: Rand) -> Result:
@@ -476,14 +607,11 @@ def _kill(state: TaskState, event: Killswitch, now: datetime, rand: Rand) -> Res
         DeletePod(pod),
         RecordAttempt(state.attempt, pod, end_time=now, exit_reason="stopped by the operator killswitch"),
         SetCondition(c.RUNNING, c.FALSE, "Killswitch", "the operator killswitch stopped the Pod"),
-        SetCondition(c.READY, c.FALSE, "Killswitch", "waiting for the killswitch to be released"),
+        *_summary((c.FALSE, "Killswitch", "waiting for the killswitch to be released"),
+                  (c.FALSE, "NotStalled", "the killswitch is an operator-wide pause"),
+                  (c.FALSE, "Killswitch", "paused by the operator killswitch")),
         EmitEvent("Warning", "Killswitch", f"attempt {state.attempt} stopped by the operator killswitch"),
     ]
-
-
-def _retry_now(state: TaskState, event: RetryRequested, now: datetime, rand: Rand) -> Result:
-    """A retry token during a backoff: skip the wait and start with a fresh attempt budget."""
-    return _retry(state, event, now, rand)
 
 
 # --- the table ---------------------------------------------------------------------------------------
@@ -494,6 +622,8 @@ _TERMINAL_ROWS: dict[type, Handler] = {
     CancelRequested: _ignore,
     BackoffElapsed: _ignore,
     Killswitch: _ignore,
+    DependenciesChanged: _ignore,
+    Resume: _ignore,
 }
 
 TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
@@ -502,28 +632,35 @@ TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
     (PENDING, PodVanished): _pod_event_while_pending,
     (PENDING, CancelRequested): _cancel,
     (PENDING, RetryRequested): _ack_token,
+    (PENDING, Resume): _ignore,
     (PENDING, BackoffElapsed): _ignore,
     (PENDING, Killswitch): _ignore,
+    (PENDING, DependenciesChanged): _dependencies,
 
     (BACKOFF, PodFinished): _stale,
     (BACKOFF, PodVanished): _stale,
     (BACKOFF, CancelRequested): _cancel,
-    (BACKOFF, RetryRequested): _retry_now,
+    (BACKOFF, RetryRequested): _retry,
+    (BACKOFF, Resume): _ignore,
     (BACKOFF, BackoffElapsed): _backoff_elapsed,
     (BACKOFF, Killswitch): _ignore,
+    (BACKOFF, DependenciesChanged): _ignore,
 
     (RUNNING, Admitted): _duplicate_admit,
     (RUNNING, PodFinished): _finish,
     (RUNNING, PodVanished): _vanished,
     (RUNNING, CancelRequested): _cancel,
     (RUNNING, RetryRequested): _ack_token,
+    (RUNNING, Resume): _ignore,
     (RUNNING, BackoffElapsed): _ignore,
     (RUNNING, Killswitch): _kill,
+    (RUNNING, DependenciesChanged): _ignore,
 
     **{(SUCCEEDED, ev): h for ev, h in _TERMINAL_ROWS.items()},
     (SUCCEEDED, RetryRequested): _ack_token,
     **{(FAILED, ev): h for ev, h in _TERMINAL_ROWS.items()},
     (FAILED, RetryRequested): _retry,
+    (FAILED, Resume): _resume,
     **{(CANCELLED, ev): h for ev, h in _TERMINAL_ROWS.items()},
     (CANCELLED, RetryRequested): _retry,
 }
@@ -537,3 +674,12 @@ def decide(state: TaskState, event: Event, *, now: datetime, rand: Rand) -> Resu
     if handler is None:
         raise InvalidTransition(f"{state.name}: {type(event).__name__} is impossible in phase {state.phase}")
     return handler(state, event, now, rand)
+
+
+def initial_conditions(message: str = "waiting for dependencies or a worker slot") -> list[Effect]:
+    """The conditions of a task the operator has not acted on yet (written with its first status)."""
+    return [
+        SetCondition(c.SUCCEEDED, c.UNKNOWN, "Pending", "not run yet"),
+        SetCondition(c.RUNNING, c.FALSE, "Pending", "not run yet"),
+        *_working("Pending", message),
+    ]

@@ -1,7 +1,12 @@
-"""Kubernetes client helpers of the shell: one client, idempotent create, status patch, Events.
+"""Kubernetes client helpers of the shell: one client, idempotent create, fenced status patch, Events.
 
 Synchronous (the official client); the controllers call these from worker threads with
-``asyncio.to_thread``. Nothing here decides anything.
+``asyncio.to_thread``. Nothing here decides anything. :class:`KubeAPI` is the interface the controllers use;
+:class:`Kube` implements it on a real API server, and unit tests implement it in memory.
+
+Status writes are *fenced*: ``patch_status(..., resource_version=rv)`` sends ``metadata.resourceVersion`` in the
+merge patch, so the API server refuses it (409, :class:`Conflict`) when the object changed since the version
+the decision was made on. The caller re-reads and decides again.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import kubernetes
 from kubernetes.client.rest import ApiException
@@ -22,6 +27,38 @@ log = logging.getLogger(__name__)
 
 PLURALS = {"BuildRequest": "buildrequests", "AgentTask": "agenttasks", "MergeJob": "mergejobs"}
 COMPONENT = "longshot-operator"
+
+
+class Conflict(Exception):
+    """The object changed since the resourceVersion a write was fenced on (HTTP 409)."""
+
+
+class KubeAPI(Protocol):
+    """The API calls the controllers make (real: :class:`Kube`; unit tests: an in-memory fake)."""
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None: ...
+    def patch(self, kind: str, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any] | None: ...
+    def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any], *,
+                     resource_version: str | None = None) -> dict[str, Any] | None: ...
+    def create_pod(self, pod: Mapping[str, Any]) -> bool: ...
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def delete_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> None: ...
+    def pod_events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """Events about the Pod ``name`` (reason, message, type), newest last."""
+        try:
+            items = self.core.list_namespaced_event(
+                namespace, field_selector=f"involvedObject.kind=Pod,involvedObject.name={name}").items
+        except ApiException as e:
+            if e.status in (403, 404):
+                return []
+            raise
+        return [{"reason": i.reason or "", "message": i.message or "", "type": i.type or ""} for i in items]
+
+    def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None: ...
+    def get_secret(self, namespace: str, name: str) -> dict[str, str] | None: ...
+    def pod_events(self, namespace: str, name: str) -> list[dict[str, Any]]: ...
+    def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None: ...
 
 
 def load_client(pool_size: int = 64) -> kubernetes.client.ApiClient:
@@ -71,14 +108,34 @@ class Kube:
                 return None
             raise
 
-    def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Merge-patch ``status``; None when the object is gone."""
+    def patch(self, kind: str, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch the object (spec or metadata); None when it is gone."""
         try:
-            return self.custom.patch_namespaced_custom_object_status(
-                api.GROUP, api.VERSION, namespace, PLURALS[kind], name, {"status": dict(status)})
+            result: dict[str, Any] = self.custom.patch_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, PLURALS[kind], name, dict(body))
+            return result
         except ApiException as e:
             if e.status == 404:
                 return None
+            raise
+
+    def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any], *,
+                     resource_version: str | None = None) -> dict[str, Any] | None:
+        """Merge-patch ``status``, fenced on ``resource_version`` when given; None when the object is gone;
+        raises :class:`Conflict` when it changed since that version."""
+        body: dict[str, Any] = {"status": dict(status)}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            result: dict[str, Any] = self.custom.patch_namespaced_custom_object_status(
+                api.GROUP, api.VERSION, namespace, PLURALS[kind], name, body)
+            return result
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            if e.status == 409:
+                raise Conflict(f"{kind} {namespace}/{name} changed since resourceVersion {resource_version}") \
+                    from None
             raise
 
     # --- pods ------------------------------------------------------------------------------------------
@@ -108,6 +165,17 @@ class Kube:
         except ApiException as e:
             if e.status != 404:
                 raise
+
+    def pod_events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """Events about the Pod ``name`` (reason, message, type), newest last."""
+        try:
+            items = self.core.list_namespaced_event(
+                namespace, field_selector=f"involvedObject.kind=Pod,involvedObject.name={name}").items
+        except ApiException as e:
+            if e.status in (403, 404):
+                return []
+            raise
+        return [{"reason": i.reason or "", "message": i.message or "", "type": i.type or ""} for i in items]
 
     def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
         try:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import inspect
 import json
 import logging
@@ -42,40 +43,45 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import kubernetes
 
+from longshot.api import timeutil
 from longshot.vcs import workspace
 
 logger = logging.getLogger(__name__)
 
-LEASE_PREFIX = "longshot-merge-"
+SHARD_PREFIX = "longshot-shard-"
+MEMBER_PREFIX = "longshot-member-"
+KIND_LABEL = "longshot.dev/lease"
+"""Label of Longshot's Leases: ``member`` (one per live replica) or ``shard`` (one per repository)."""
 Callback = Callable[[], Awaitable[None] | None]
 
 
+def shard_lease_name(shard: str) -> str:
+    """The Lease of a shard (a repository key, ``workspace.repository_key``): ``longshot-shard-<16 hex>``."""
+    return SHARD_PREFIX + shard
+
+
 def lease_name_for(repository_url: str) -> str:
-    """The Lease of a repository's merge queue: ``longshot-merge-<16 hex>``, a valid DNS-1123 name.
-
-    Equivalent spellings of one URL (credentials, ``.git``, trailing slash, host case) give the same name.
-    """
-    return LEASE_PREFIX + workspace.repository_key(repository_url)
+    """The shard Lease of a repository. Equivalent spellings of one URL (credentials, ``.git``, trailing slash,
+    host case) give the same name."""
+    return shard_lease_name(workspace.repository_key(repository_url))
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
+def member_lease_name(identity: str) -> str:
+    """The membership Lease of the replica ``identity``: ``longshot-member-<16 hex>``."""
+    return MEMBER_PREFIX + hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
-def format_micro_time(t: datetime) -> str:
-    """A Kubernetes ``MicroTime``: RFC 3339 with exactly six fractional digits, UTC."""
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+_utcnow = timeutil.utcnow
+format_micro_time = timeutil.micro
 
 
 def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return timeutil.parse(value)
 
 
 @dataclass(frozen=True)
@@ -118,7 +124,8 @@ class LeaderElector:
                  lease_duration: float = 15.0, renew_period: float = 5.0, retry_period: float | None = None,
                  renew_deadline: float | None = None, on_started_leading: Callback | None = None,
                  on_stopped_leading: Callback | None = None, release_on_cancel: bool = True,
-                 clock: Callable[[], datetime] = _utcnow, monotonic: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], datetime] = _utcnow, monotonic: Callable[[], float] = time.monotonic,
+                 labels: dict[str, str] | None = None) -> None:
         if not identity:
             raise ValueError("leader election needs a non-empty identity (settings.identity, from POD_NAME)")
         self.lease_duration = max(1, math.ceil(lease_duration))
@@ -135,6 +142,7 @@ class LeaderElector:
         self.on_started_leading = on_started_leading
         self.on_stopped_leading = on_stopped_leading
         self.release_on_cancel = release_on_cancel
+        self.labels = dict(labels or {})
         self.clock = clock
         self.monotonic = monotonic
         self.leading = asyncio.Event()
@@ -153,6 +161,10 @@ class LeaderElector:
     @property
     def is_leader(self) -> bool:
         return self.leading.is_set()
+
+    def seconds_since_renewal(self) -> float:
+        """Seconds since the last successful acquire or renewal (inf before the first)."""
+        return self.monotonic() - self._last_renew
 
     async def wait_leading(self) -> None:
         await self.leading.wait()
@@ -304,7 +316,8 @@ class LeaderElector:
         meta = dict(obj.get("metadata") or {})
         body_meta = {k: meta[k] for k in ("name", "namespace", "resourceVersion", "labels", "annotations")
                      if k in meta}
-        body_meta.setdefault("labels", {})["app.kubernetes.io/managed-by"] = "longshot"
+        body_meta["labels"] = {**(body_meta.get("labels") or {}), "app.kubernetes.io/managed-by": "longshot",
+                               **self.labels}
         return {
             "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": body_meta,
             "spec": {

@@ -7,34 +7,40 @@ from typing import Any
 import pytest
 from effect_helpers import checked, cond, of
 
-from longshot.api import conditions
+from longshot.api import conditions, objects
 from longshot.api.handoff import PlannedTask
 from longshot.core import builds, plan
 from longshot.core.builds import (
     BudgetChanged,
     BuildState,
+    ConfigurationChecked,
     Created,
     CreatePlannerTask,
     CreateTasks,
     Deleted,
+    FinalizationStarted,
+    Finished,
     InvalidTransition,
+    IssuesChanged,
     Killswitch,
     PlanInvalid,
     PlannerFinished,
+    SetCompletion,
     SuspendChanged,
     TaskCounts,
     TaskCountsChanged,
+    TaskIssue,
 )
 from longshot.core.effects import SetCondition
 
 pytestmark = pytest.mark.unit
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
-REF = plan.BuildRef("app", "ns", "uid")
+REF = plan.BuildRef(name="b", namespace="ns", uid="u1")
 
 
 def build(phase: str = "Pending", **kw: Any) -> BuildState:
-    return BuildState(ref=REF, request="build it", phase=phase, **kw)  # type: ignore[arg-type]
+    return BuildState(ref=REF, request="do it", phase=phase, **kw)  # type: ignore[arg-type]
 
 
 def decide(s: BuildState, event: Any):
@@ -42,10 +48,8 @@ def decide(s: BuildState, event: Any):
     return new, checked(effects)
 
 
-
-
 def planned(*names: str, deps: dict[str, list[str]] | None = None) -> list[PlannedTask]:
-    return [PlannedTask(name=n, description=n, depends_on=(deps or {}).get(n, [])) for n in names]
+    return [PlannedTask(name=n, description=f"do {n}", depends_on=(deps or {}).get(n, [])) for n in names]
 
 
 def top() -> plan.PlanContext:
@@ -53,114 +57,180 @@ def top() -> plan.PlanContext:
 
 
 def counts(**kw: int) -> TaskCounts:
-    return TaskCounts(total=sum(kw.values()), **kw)
+    return TaskCounts(**kw)
 
 
-def test_created_makes_the_planner_task():
+def summary(effects: list[Any]) -> dict[str, tuple[str, str]]:
+    """The last value of each condition type set by ``effects``."""
+    out: dict[str, tuple[str, str]] = {}
+    for e in effects:
+        if isinstance(e, SetCondition):
+            out[e.type] = (e.status, e.reason)
+    return out
+
+
+def test_created_makes_the_planner_task_and_reconciles():
     new, effects = decide(build(), Created())
-    assert new.phase == "Planning" and new.planner_task == "app-planner"
+    assert new.phase == "Planning" and new.planner_task == "b-planner"
     (p,) = of(effects, CreatePlannerTask)
     assert p.manifest["spec"]["role"] == "planner"
-    assert cond(effects, "Finalized").status == "Unknown"
-    assert cond(effects, "Ready").status == "False"
-    assert decide(new, Created()) == (new, [])  # restart: nothing again
+    s = summary(effects)
+    assert s["Ready"] == ("False", "Planning") and s["Reconciling"] == ("True", "Planning")
+    assert s["Stalled"] == ("False", "NotStalled") and s["Finalized"] == ("Unknown", "Pending")
 
 
-def test_plan_accepted_creates_tasks():
-    s = build("Planning", planner_task="app-planner")
-    new, effects = decide(s, PlannerFinished(planned("a", "b", deps={"b": ["a"]}), top()))
+def test_plan_accepted_creates_tasks_and_ready_message_follows_the_phase():
+    new, effects = decide(build("Planning", planner_task="b-planner"), PlannerFinished(planned("a", "b"), top()))
     assert new.phase == "Working"
-    (ct,) = of(effects, CreateTasks)
-    assert [m["metadata"]["name"] for m in ct.manifests] == ["app-a", "app-b"]
-    assert cond(effects, "Planned") == SetCondition("Planned", "True", "PlanAccepted", "2 tasks planned")
-    assert decide(new, PlannerFinished(planned("a"), top())) == (new, [])  # delivered twice
+    assert [m["metadata"]["name"] for m in of(effects, CreateTasks)[0].manifests] == ["b-a", "b-b"]
+    assert cond(effects, "Planned").status == "True"
+    assert cond(effects, "Ready").reason == "Working"
+    assert "planned" not in cond(effects, "Ready").message
 
 
-def test_plan_rejected_replans_then_fails():
-    s = build("Planning", planner_task="app-planner", max_replans=1)
-    new, effects = decide(s, PlannerFinished(planned("a", deps={"a": ["a"]}), top()))
-    assert new.phase == "Planning" and new.replans == 1 and new.planner_task == "app-planner-1"
-    (p,) = of(effects, CreatePlannerTask)
-    assert "depends on itself" in p.manifest["spec"]["description"]
-    assert cond(effects, "Planned").reason == "PlanRejected"
-    new, effects = decide(new, PlanInvalid("the handoff is not JSON"))
-    assert new.phase == "Failed" and of(effects, CreatePlannerTask) == []
-    assert cond(effects, "Planned") .status == "False"
-    assert cond(effects, "Ready").status == "True"
+def test_plan_rejected_replans_then_fails_stalled_and_finalized_false():
+    s = build("Planning", planner_task="b-planner", max_replans=1)
+    s, effects = decide(s, PlanInvalid("no JSON"))
+    assert s.phase == "Planning" and s.replans == 1 and of(effects, CreatePlannerTask)
+    s, effects = decide(s, PlanInvalid("still no JSON"))
+    assert s.phase == "Failed"
+    got = summary(effects)
+    assert got["Ready"] == ("False", "PlanRejected") and got["Stalled"] == ("True", "PlanRejected")
+    assert got["Finalized"] == ("False", "PlanRejected") and got["Reconciling"][0] == "False"
+    assert SetCompletion(True) in effects
 
 
 def test_plan_events_before_planning_are_impossible():
     with pytest.raises(InvalidTransition):
-        decide(build(), PlannerFinished(planned("a"), top()))
+        builds.decide(build(), PlanInvalid("x"), now=NOW)
     with pytest.raises(InvalidTransition):
-        decide(build(), PlanInvalid("x"))
+        builds.decide(build("Working"), Finished(True, "Passed", ""), now=NOW)
+    with pytest.raises(InvalidTransition):
+        builds.decide(build("Working"), FinalizationStarted(1, 3), now=NOW)
 
 
 def test_subplan_creates_tasks_while_working():
-    ctx = plan.PlanContext(build=REF, depth=1, parent="app-big")
-    new, effects = decide(build("Working"), PlannerFinished(planned("x"), ctx))
-    assert new.phase == "Working"
-    assert of(effects, CreateTasks)[0].manifests[0]["spec"]["parentTask"] == "app-big"
+    ctx = replace(top(), parent="b-a", depth=1)
+    _, effects = decide(build("Working"), PlannerFinished(planned("x"), ctx))
+    assert of(effects, CreateTasks)[0].manifests[0]["spec"]["parentTask"] == "b-a"
 
 
-def test_counts_and_completion_without_finalization():
-    s = build("Working", finalization_enabled=False)
-    new, effects = decide(s, TaskCountsChanged(counts(running=1, succeeded=1)))
-    assert new.counts.progress == "1/2" and effects == []
-    new, effects = decide(new, TaskCountsChanged(counts(succeeded=2)))
-    assert new.phase == "Succeeded" and new.to_status()["tasks"]["progress"] == "2/2"
-    assert cond(effects, "Ready") == SetCondition("Ready", "True", "Completed", cond(effects, "Ready").message)
-    assert decide(new, TaskCountsChanged(counts(succeeded=2)))[1] == []
+def test_all_terminal_goes_to_finalizing_or_merging():
+    s, _ = decide(build("Working"), TaskCountsChanged(counts(total=2, succeeded=2)))
+    assert s.phase == "Finalizing"
+    s, effects = decide(build("Working", finalization_enabled=False), TaskCountsChanged(counts(total=2, succeeded=2)))
+    assert s.phase == "Merging" and summary(effects)["Reconciling"] == ("True", "Merging")
 
 
-def test_failed_tasks_fail_the_build_and_a_retry_resumes_it():
-    s = build("Working", finalization_enabled=False)
-    new, effects = decide(s, TaskCountsChanged(counts(succeeded=1, failed=1)))
-    assert new.phase == "Failed" and cond(effects, "Ready").reason == "Failed"
-    new, effects = decide(new, TaskCountsChanged(counts(succeeded=1, pending=1)))
-    assert new.phase == "Working" and cond(effects, "Ready").status == "False"
+def test_a_stopped_task_keeps_the_build_working_and_stalled():
+    """A task waiting on a person (configuration) is not terminal: the build waits, Stalled with the reason."""
+    c = counts(total=2, succeeded=1, failed=1, stopped=1)
+    assert not c.all_terminal
+    s, _ = decide(build("Working"), TaskCountsChanged(c))
+    issue = TaskIssue("api", "stopped", "base branch 'release' does not exist")
+    s, effects = decide(s, IssuesChanged((issue,)))
+    got = summary(effects)
+    assert s.phase == "Working"
+    assert got["Ready"] == ("False", "TaskBlocked") and got["Stalled"] == ("True", "TaskBlocked")
+    assert cond(effects, "Ready").message == "task api: base branch 'release' does not exist"
+    assert got["Reconciling"][0] == "False"  # nothing else can run
 
 
-def test_finalization_enabled_waits_with_finalized_unknown():
-    new, effects = decide(build("Working"), TaskCountsChanged(counts(succeeded=3)))
-    assert new.phase == "Finalizing" and cond(effects, "Ready").status == "False"
-    assert not [e for e in effects if isinstance(e, SetCondition) and e.type == "Finalized"]
+def test_retrying_tasks_show_in_the_ready_message_without_stalling():
+    s, effects = decide(build("Working", counts=counts(total=1, pending=1)),
+                        IssuesChanged((TaskIssue("x", "retrying", "attempt 1 failed (Infrastructure): no route"),)))
+    got = summary(effects)
+    assert got["Ready"] == ("False", "TaskRetrying") and got["Stalled"][0] == "False"
+    assert "task x: attempt 1 failed" in cond(effects, "Ready").message
+
+
+def test_finished_passed_and_failed():
+    s, effects = decide(build("Finalizing"), Finished(True, "Passed", "all good", 1))
+    got = summary(effects)
+    assert s.phase == "Succeeded" and got["Ready"] == ("True", "Succeeded") and got["Finalized"] == ("True", "Passed")
+    assert got["Stalled"] == ("False", "NotStalled") and got["Reconciling"] == ("False", "Finished")
+    s, effects = decide(build("Finalizing"), Finished(False, "TasksFailed", "a failed", 1))
+    got = summary(effects)
+    assert s.phase == "Failed" and got["Ready"] == ("False", "TasksFailed")
+    assert got["Stalled"] == ("True", "TasksFailed") and got["Finalized"] == ("False", "TasksFailed")
+
+
+def test_finished_without_finalization_leaves_finalized_alone():
+    s, effects = decide(build("Merging", finalization_enabled=False), Finished(False, "TasksFailed", "a failed"))
+    assert s.phase == "Failed" and "Finalized" not in summary(effects)
+    assert summary(effects)["Stalled"] == ("True", "TasksFailed")
+
+
+def test_a_retried_task_reopens_a_finished_build_and_clears_completion():
+    s = build("Failed", counts=counts(total=1, failed=1), outcome=("TasksFailed", "x"))
+    s, effects = decide(s, TaskCountsChanged(counts(total=1, pending=1)))
+    assert s.phase == "Working" and SetCompletion(False) in effects
+    assert summary(effects)["Ready"] == ("False", "Working") and summary(effects)["Stalled"][0] == "False"
 
 
 def test_suspend_overlay():
-    s = build("Working")
-    new, effects = decide(s, SuspendChanged(True))
-    assert new.suspended and new.display_phase == "Suspended" and new.phase == "Working"
-    assert cond(effects, "Suspended").status == "True"
-    assert cond(effects, "Progressing").reason == "Suspended"
-    assert decide(new, SuspendChanged(True)) == (new, [])
-    back, effects = decide(new, SuspendChanged(False))
-    assert back.display_phase == "Working" and cond(effects, "Progressing").status == "True"
+    s, effects = decide(build("Working"), SuspendChanged(True))
+    got = summary(effects)
+    assert s.display_phase == "Suspended" and got["Suspended"] == ("True", "Suspended")
+    assert got["Ready"] == ("False", "Suspended") and got["Reconciling"] == ("False", "Suspended")
+    assert got["Stalled"][0] == "False"
+    s, effects = decide(s, SuspendChanged(False))
+    assert s.display_phase == "Working" and summary(effects)["Reconciling"] == ("True", "Working")
 
 
-def test_budget_and_killswitch_conditions():
-    new, effects = decide(build("Working"), BudgetChanged(True))
-    assert cond(effects, "BudgetExceeded").status == "True"
-    new, effects = decide(new, Killswitch(True))
-    assert cond(effects, "Halted").status == "True" and new.display_phase == "Halted"
+def test_budget_and_killswitch_and_configuration():
+    s, effects = decide(build("Working"), BudgetChanged(True))
+    assert summary(effects)["Stalled"] == ("True", "BudgetExceeded")
+    s, effects = decide(build("Working"), Killswitch(True))
+    assert s.display_phase == "Halted" and summary(effects)["Halted"] == ("True", "Killswitch")
+    s, effects = decide(build("Planning"), ConfigurationChecked("spec.repository.credentialsSecret: Secret "
+                                                               "'git' does not exist"))
+    got = summary(effects)
+    assert got["Stalled"] == ("True", "Configuration") and got["Ready"] == ("False", "Configuration")
+    assert "credentialsSecret" in cond(effects, "Ready").message
+    s, effects = decide(s, ConfigurationChecked(None))
+    assert summary(effects)["Stalled"] == ("False", "NotStalled")
 
 
 def test_deleted():
-    new, effects = decide(build("Working"), Deleted())
-    assert new.deleted and effects == []
+    s, _ = decide(build("Working"), Deleted())
+    assert s.deleted
 
 
-def test_phase_from_conditions_rebuilds_state():
-    conds, _ = conditions.set_condition([], "Planned", "True", "PlanAccepted", now=NOW)
-    obj = {"metadata": {"name": "app", "namespace": "ns", "uid": "uid"},
-           "spec": {"request": "build it", "finalization": {"enabled": False}},
-           "status": {"conditions": conds, "plannerTask": "app-planner", "tasks": {"total": 2, "running": 2}}}
-    s = BuildState.from_resource(obj)
-    assert s == replace(build("Working", planner_task="app-planner", finalization_enabled=False),
-                        counts=TaskCounts(total=2, running=2))
+def test_every_condition_carries_a_documented_reason():
+    for phase in builds.TRANSITIONS:
+        assert phase[0] in ("Pending", "Planning", "Working", "Merging", "Finalizing", "Succeeded", "Failed")
+    for s in (build("Working"), build("Finalizing"), build("Merging"), build("Failed", outcome=("TestsFailed", "x"))):
+        for e in builds.summary(s):
+            assert e.reason in conditions.REASONS
+
+
+def _obj(conds: list[dict[str, Any]], **status: Any) -> objects.BuildRequest:
+    return objects.parse({"metadata": {"name": "b", "namespace": "ns", "uid": "u"},
+                          "spec": {"request": "r", "repository": {"url": "https://h/r.git"}},
+                          "status": {"conditions": conds, **status}}, objects.BuildRequest)
+
+
+def c_(type_: str, status: str, reason: str) -> dict[str, Any]:
+    return {"type": type_, "status": status, "reason": reason, "message": ""}
+
+
+def test_phase_rebuilt_from_status_after_a_restart():
+    assert BuildState.from_build(_obj([])).phase == "Pending"
+    assert BuildState.from_build(_obj([], plannerTask="b-planner")).phase == "Planning"
+    assert BuildState.from_build(_obj([c_("Planned", "True", "PlanAccepted")],
+                                      tasks={"total": 2, "running": 1})).phase == "Working"
+    assert BuildState.from_build(_obj([c_("Planned", "True", "PlanAccepted")],
+                                      tasks={"total": 2, "succeeded": 2})).phase == "Finalizing"
+    assert BuildState.from_build(_obj([c_("Ready", "True", "Succeeded")])).phase == "Succeeded"
+    assert BuildState.from_build(_obj([c_("Stalled", "True", "TestsFailed")])).phase == "Failed"
+    # a stall that waits on a person is not a failure
+    assert BuildState.from_build(_obj([c_("Planned", "True", "PlanAccepted"), c_("Stalled", "True", "TaskBlocked")],
+                                      tasks={"total": 1, "failed": 1, "stopped": 1})).phase == "Working"
 
 
 def test_counts_from_phases():
-    c = TaskCounts.from_phases(["Pending", "Backoff", "Running", "Succeeded", "Failed", "Cancelled", None])
-    assert c.to_wire() == {"total": 7, "pending": 3, "running": 1, "succeeded": 1, "failed": 1,
-                           "cancelled": 1, "progress": "3/7"}
+    c = TaskCounts.from_phases(["Pending", "Running", "Succeeded", "Backoff", None, "Failed"], blocked=1)
+    assert c == TaskCounts(total=6, pending=3, running=1, succeeded=1, failed=1, blocked=1)
+    assert c.progress == "2/6" and not c.all_terminal
+    assert TaskCounts(total=2, succeeded=1, pending=1, blocked=1).all_terminal

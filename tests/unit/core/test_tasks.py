@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from effect_helpers import checked, cond, of
 
+from longshot.api import objects
 from longshot.api.agenttask import Attempt
 from longshot.api.buildrequest import RetryPolicy
 from longshot.api.handoff import Failure, Handoff, HandoffError, PlannedTask
@@ -29,7 +30,7 @@ from longshot.core.tasks import (
     RetryRequested,
     ScheduleRetry,
     TaskState,
-    UpdateUsage,
+    CountUsage,
 )
 
 pytestmark = pytest.mark.unit
@@ -135,7 +136,7 @@ def test_worker_success_creates_merge_job_and_usage():
     new, effects = decide(running(), PodFinished(exited(0), handoff()))
     assert new.phase == "Succeeded"
     assert of(effects, CreateMergeJob) == [CreateMergeJob("longshot/b/t1", "abcdef1")]
-    assert of(effects, UpdateUsage) == [UpdateUsage(1, 100, 0.5)]
+    assert of(effects, CountUsage) == [CountUsage(100, 0.5)]
     (h,) = of(effects, RecordHandoff)
     assert h.handoff["commit"] == "abcdef1" and h.handoff["tokens"] == 100
     assert cond(effects, "Succeeded").status == "True" and cond(effects, "Ready").status == "True"
@@ -315,17 +316,16 @@ def test_long_task_names_give_short_deterministic_pod_names():
 
 
 def test_state_from_resource_round_trip():
-    obj = {
+    obj = objects.parse({
         "metadata": {"name": "b-t1"},
-        "spec": {"role": "fixer"},
+        "spec": {"role": "fixer", "branch": "longshot/b/t0", "buildRef": {"name": "b"}, "description": "fix"},
         "status": {"phase": "Backoff", "retryToken": "r", "nextAttemptTime": "2025-01-01T12:00:30Z",
                    "attempts": [{"number": 1, "pod": "b-t1-a1"},
-                                {"number": 2, "pod": "b-t1-a2", "failureClass": "Timeout"}]},
-    }
-    build = {"spec": {"retry": {"maxAttempts": 5, "backoffSeconds": 7}}}
-    s = TaskState.from_resource(obj, build)
+                                {"number": 2, "pod": "b-t1-a2", "failureClass": "Timeout", "exitReason": "slow"}]},
+    }, objects.AgentTask)
+    s = TaskState.from_task(obj, RetryPolicy(max_attempts=5, backoff_seconds=7))
     assert s == TaskState(name="b-t1", role="fixer", phase="Backoff", attempt=2, retry_token="r",
-                          next_attempt_time=NOW + timedelta(seconds=30), last_failure="Timeout",
+                          next_attempt_time=NOW + timedelta(seconds=30), last_failure="Timeout", last_message="slow",
                           policy=RetryPolicy(max_attempts=5, backoff_seconds=7))
     assert s.to_status()["nextAttemptTime"] == "2025-01-01T12:00:30Z"
     assert replace(s, phase="Running").pod == "b-t1-a2"

@@ -1,0 +1,293 @@
+"""The shell's read-only cache of observed objects, parsed once into typed models, with the indexes the
+reconcilers need.
+
+kopf's watch events (``controllers/handlers.py``) and the shell's own writes are the only inputs:
+:meth:`Cache.observe` parses the body at the edge (``api.objects``), stores it, and returns the work-queue
+references that the change concerns (the object itself, its build, its repository's merge queue, the tasks that
+depend on it). Nothing else writes here.
+
+``resourceVersion`` is opaque and only compared for equality. After the shell writes an object it stores the
+API server's answer (:meth:`Cache.written`) and remembers the version that answer replaced; a watch event that
+arrives later with that older version is ignored, so a reconcile never decides on a version older than one it
+wrote. (A watch always delivers versions in order, so the watch catches up by itself.)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict, deque
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, Literal
+
+import pydantic
+
+from longshot.api import objects, timeutil
+from longshot.core import failures, names
+from longshot.vcs import workspace as vws
+
+log = logging.getLogger("longshot.cache")
+
+Key = tuple[str, str]
+"""(namespace, name)."""
+Kind = Literal["BuildRequest", "AgentTask", "MergeJob", "Pod", "Queue"]
+Ref = tuple[str, str, str]
+"""(kind, namespace, name) of a work-queue item; a Queue's name is ``<repository key>|<target branch>``."""
+
+PURPOSE_LABEL: Final = "longshot.dev/purpose"
+"""On delivery tasks: ``gate`` (a batch's quality gate), ``review``, ``sweep`` or ``final``."""
+BATCH_LABEL: Final = "longshot.dev/batch"
+POSITION_ANNOTATION: Final = "longshot.dev/position"
+FIXES_ANNOTATION: Final = "longshot.dev/fixes"
+"""On a fixer task: the MergeJob (or sweep task) it fixes."""
+FIX_DEPTH_LABEL: Final = "longshot.dev/fix-depth"
+QUEUE_ANNOTATION: Final = "longshot.dev/queue"
+"""On gate and review tasks: the merge queue (``<repository key>|<target>``) they report to."""
+SUPERSEDED_MEMORY: Final = 8
+
+
+@dataclass(frozen=True, slots=True)
+class PodView:
+    """What the operator keeps of an agent Pod."""
+
+    namespace: str
+    name: str
+    task: str | None
+    uid: str
+    resource_version: str
+    created: datetime | None
+    deleting: bool
+    status: Mapping[str, Any]
+    """A minimal ``status``: phase, reason, message, startTime and the agent container's state."""
+
+    @property
+    def key(self) -> Key:
+        return self.namespace, self.name
+
+    @property
+    def phase(self) -> str:
+        return str(self.status.get("phase") or "Pending")
+
+    @property
+    def ended(self) -> bool:
+        return self.phase in ("Succeeded", "Failed")
+
+    def termination_message(self) -> str | None:
+        cs = failures.agent_container_status(self.status)
+        if cs is None:
+            return None
+        term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+        return None if term is None else term.get("message")
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> PodView:
+        meta = body.get("metadata") or {}
+        status = body.get("status") or {}
+        owner = next((r.get("name") for r in meta.get("ownerReferences") or [] if r.get("kind") == "AgentTask"),
+                     None)
+        keep: dict[str, Any] = {k: status[k] for k in ("phase", "reason", "message", "startTime") if k in status}
+        for group in ("initContainerStatuses", "containerStatuses"):
+            items = [{k: cs[k] for k in ("name", "state", "lastState") if k in cs}
+                     for cs in status.get(group) or []]
+            if items:
+                keep[group] = items
+        return cls(namespace=meta.get("namespace", ""), name=meta["name"], task=owner, uid=meta.get("uid", ""),
+                   resource_version=str(meta.get("resourceVersion", "")),
+                   created=timeutil.parse(meta.get("creationTimestamp")),
+                   deleting=meta.get("deletionTimestamp") is not None, status=keep)
+
+
+def queue_name(repository_url: str, target: str) -> str:
+    """The work-queue name of the merge queue of ``target`` in the repository."""
+    return f"{vws.repository_key(repository_url)}|{target}"
+
+
+@dataclass
+class Cache:
+    builds: dict[Key, objects.BuildRequest] = field(default_factory=dict)
+    tasks: dict[Key, objects.AgentTask] = field(default_factory=dict)
+    jobs: dict[Key, objects.MergeJob] = field(default_factory=dict)
+    pods: dict[Key, PodView] = field(default_factory=dict)
+    tasks_by_build: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
+    jobs_by_build: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
+    pods_by_task: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
+    dependents: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
+    """(namespace, task) -> tasks whose dependsOn names it."""
+    repositories: dict[str, str] = field(default_factory=dict)
+    """repository key -> a URL of it (to open the merge queue's workspace)."""
+    _superseded: dict[tuple[str, Key], deque[str]] = field(default_factory=dict)
+    parse_errors: int = 0
+
+    # --- observing ---------------------------------------------------------------------------------
+
+    def observe(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> list[Ref]:
+        """Store what a watch event says; return the references to reconcile."""
+        meta = body.get("metadata") or {}
+        key: Key = (meta.get("namespace", ""), meta.get("name", ""))
+        if event_type == "DELETED":
+            return self._forget(kind, key)
+        rv = str(meta.get("resourceVersion", ""))
+        old = self._superseded.get((kind, key))
+        if old is not None and rv in old:
+            return []  # a version older than one we wrote
+        if kind == "Pod":
+            return self._store_pod(PodView.from_body(body))
+        try:
+            obj = objects.parse(dict(body), objects.MODELS[kind])
+        except pydantic.ValidationError as e:
+            self.parse_errors += 1
+            log.error("cannot read %s %s/%s: %s", kind, key[0], key[1], e.errors()[:1])
+            return []
+        return self._store(obj)
+
+    def written(self, kind: str, body: Mapping[str, Any], based_on: str) -> list[Ref]:
+        """Our own write returned ``body``; ``based_on`` is the version it replaced."""
+        meta = body.get("metadata") or {}
+        key: Key = (meta.get("namespace", ""), meta.get("name", ""))
+        memory = self._superseded.setdefault((kind, key), deque(maxlen=SUPERSEDED_MEMORY))
+        if based_on:
+            memory.append(based_on)
+        return self.observe(kind, "MODIFIED", body)
+
+    def _forget(self, kind: str, key: Key) -> list[Ref]:
+        self._superseded.pop((kind, key), None)
+        if kind == "BuildRequest":
+            self.builds.pop(key, None)
+            return [("BuildRequest", *key)]
+        if kind == "AgentTask":
+            task = self.tasks.pop(key, None)
+            if task is None:
+                return []
+            self.tasks_by_build[(key[0], task.build_name)].discard(key[1])
+            for dep in task.spec.depends_on:
+                self.dependents[(key[0], dep)].discard(key[1])
+            return [("BuildRequest", key[0], task.build_name)]
+        if kind == "MergeJob":
+            job = self.jobs.pop(key, None)
+            if job is None:
+                return []
+            self.jobs_by_build[(key[0], job.build_name)].discard(key[1])
+            return [("BuildRequest", key[0], job.build_name), *self._queue_refs(job)]
+        if kind == "Pod":
+            pod = self.pods.pop(key, None)
+            if pod is None or pod.task is None:
+                return []
+            self.pods_by_task[(key[0], pod.task)].discard(key[1])
+            return [("AgentTask", key[0], pod.task)]
+        return []
+
+    def _store_pod(self, pod: PodView) -> list[Ref]:
+        self.pods[pod.key] = pod
+        if pod.task is None:
+            return []
+        self.pods_by_task[(pod.namespace, pod.task)].add(pod.name)
+        return [("AgentTask", pod.namespace, pod.task)]
+
+    def _store(self, obj: objects.Resource) -> list[Ref]:
+        ns, name = obj.key
+        if isinstance(obj, objects.BuildRequest):
+            self.builds[obj.key] = obj
+            self.repositories[vws.repository_key(obj.spec.repository.url)] = obj.spec.repository.url
+            return [("BuildRequest", ns, name)]
+        if isinstance(obj, objects.AgentTask):
+            old = self.tasks.get(obj.key)
+            self.tasks[obj.key] = obj
+            self.tasks_by_build[(ns, obj.build_name)].add(name)
+            for dep in obj.spec.depends_on:
+                self.dependents[(ns, dep)].add(name)
+            refs: list[Ref] = [("AgentTask", ns, name), ("BuildRequest", ns, obj.build_name)]
+            if old is None or old.status.phase != obj.status.phase:
+                refs += [("AgentTask", ns, d) for d in self.dependents.get((ns, name), ())]
+            queue = obj.metadata.annotations.get(QUEUE_ANNOTATION)
+            if queue:
+                refs.append(("Queue", "", queue))
+            fixes = obj.metadata.annotations.get(FIXES_ANNOTATION)
+            if fixes and (ns, fixes) in self.jobs:
+                refs.append(("MergeJob", ns, fixes))
+            return refs
+        assert isinstance(obj, objects.MergeJob)
+        self.jobs[obj.key] = obj
+        self.jobs_by_build[(ns, obj.build_name)].add(name)
+        refs = [("MergeJob", ns, name), ("BuildRequest", ns, obj.build_name), *self._queue_refs(obj)]
+        refs += [("AgentTask", ns, d) for d in self.dependents.get((ns, obj.task_name), ())]
+        task = self.tasks.get((ns, obj.task_name))
+        fixes = task.metadata.annotations.get(FIXES_ANNOTATION) if task is not None else None
+        if fixes:
+            refs.append(("MergeJob", ns, fixes))
+        return refs
+
+    def _queue_refs(self, job: objects.MergeJob) -> list[Ref]:
+        build = self.builds.get((job.namespace, job.build_name))
+        if build is None:
+            return []
+        return [("Queue", "", queue_name(build.spec.repository.url, job.spec.target))]
+
+    # --- reading -----------------------------------------------------------------------------------
+
+    def build_of(self, obj: objects.AgentTask | objects.MergeJob) -> objects.BuildRequest | None:
+        return self.builds.get((obj.namespace, obj.build_name))
+
+    def tasks_of(self, build: Key) -> Iterator[objects.AgentTask]:
+        for name in list(self.tasks_by_build.get(build, ())):
+            t = self.tasks.get((build[0], name))
+            if t is not None:
+                yield t
+
+    def jobs_of(self, build: Key) -> Iterator[objects.MergeJob]:
+        for name in list(self.jobs_by_build.get(build, ())):
+            j = self.jobs.get((build[0], name))
+            if j is not None:
+                yield j
+
+    def pods_of(self, task: Key) -> Iterator[PodView]:
+        for name in list(self.pods_by_task.get(task, ())):
+            p = self.pods.get((task[0], name))
+            if p is not None:
+                yield p
+
+    def job_of_task(self, task: objects.AgentTask) -> objects.MergeJob | None:
+        """The MergeJob of a task's branch (named like the task)."""
+        return self.jobs.get(task.key)
+
+    def shard_of(self, build: objects.BuildRequest) -> str:
+        """The shard a build belongs to: its repository."""
+        return vws.repository_key(build.spec.repository.url)
+
+    def shards(self) -> set[str]:
+        return {self.shard_of(b) for b in self.builds.values()}
+
+    def all_refs(self) -> Iterable[Ref]:
+        """Everything, for the periodic resync."""
+        for b in list(self.builds):
+            yield ("BuildRequest", *b)
+        for t in list(self.tasks):
+            yield ("AgentTask", *t)
+        for j in list(self.jobs):
+            yield ("MergeJob", *j)
+        seen: set[str] = set()
+        for (ns, _), j in list(self.jobs.items()):
+            build = self.builds.get((ns, j.build_name))
+            if build is not None:
+                q = queue_name(build.spec.repository.url, j.spec.target)
+                if q not in seen:
+                    seen.add(q)
+                    yield ("Queue", "", q)
+
+
+def purpose(task: objects.AgentTask) -> str | None:
+    """``gate``, ``review``, ``sweep``, ``final`` for delivery tasks; None for planned tasks and fixers."""
+    return task.metadata.labels.get(PURPOSE_LABEL)
+
+
+def fix_depth(task: objects.AgentTask | None) -> int:
+    if task is None:
+        return 0
+    try:
+        return int(task.metadata.labels.get(FIX_DEPTH_LABEL, "0"))
+    except ValueError:
+        return 0
+
+
+def pod_name(task: str, attempt: int) -> str:
+    return names.pod_name(task, attempt)

@@ -1,0 +1,201 @@
+"""What the reconcilers share: the cache, the API, the clock, the work queue, this replica's shards, and the
+derived views of a build they all read (dependency readiness, usage, delivery state).
+
+Derived views of a build are memoised per build and recomputed when any object of the build changes, so a
+10,000-task build costs one pass per change, not one per task.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from longshot import config
+from longshot.api import conditions as cond
+from longshot.api import objects, timeutil
+from longshot.api.handoff import PlannedTask
+from longshot.controllers import cache as cachemod
+from longshot.controllers import workqueue
+from longshot.core import dependencies, tasks
+from longshot.core import mergejobs as mj
+from longshot.runtime import kube
+
+Key = cachemod.Key
+MERGING_ROLES = tasks.MERGING_ROLES
+
+
+@dataclass(frozen=True)
+class BuildViews:
+    """Derived facts about one build's tasks and MergeJobs."""
+
+    deps: dict[str, dependencies.DepView]
+    tokens: int
+    cost: float
+    fixers: int
+    """Fixer tasks created for this build."""
+
+
+@dataclass
+class Context:
+    cache: cachemod.Cache
+    kube: kube.KubeAPI
+    settings: config.Settings
+    queue: workqueue.WorkQueue[cachemod.Ref]
+    clock: Callable[[], datetime] = timeutil.utcnow
+    rand: Callable[[], float] = random.random
+    owns: Callable[[str], bool] = lambda shard: True
+    """Whether this replica holds the shard (a repository key) now."""
+    killswitch: bool = False
+    plans: dict[Key, list[tuple[str, tuple[PlannedTask, ...], bool]]] = field(default_factory=lambda: defaultdict(list))
+    """Plans returned by planner tasks, waiting for their build's reconcile: (planner, tasks, done)."""
+    ready_since: dict[Key, datetime] = field(default_factory=dict)
+    """When a pending task's dependencies became ready (dispatch latency)."""
+    _views: dict[Key, tuple[int, BuildViews]] = field(default_factory=dict)
+    _versions: dict[Key, int] = field(default_factory=lambda: defaultdict(int))
+
+    # --- ownership -----------------------------------------------------------------------------------
+
+    def owns_build(self, build: objects.BuildRequest) -> bool:
+        return self.owns(self.cache.shard_of(build))
+
+    def touched(self, build: Key) -> None:
+        """Something of ``build`` changed: its derived views are stale."""
+        self._versions[build] += 1
+
+    # --- derived views -----------------------------------------------------------------------------
+
+    def views(self, build: Key) -> BuildViews:
+        version = self._versions[build]
+        memo = self._views.get(build)
+        if memo is not None and memo[0] == version:
+            return memo[1]
+        v = self._compute(build)
+        self._views[build] = (version, v)
+        return v
+
+    def _compute(self, build: Key) -> BuildViews:
+        ts = list(self.cache.tasks_of(build))
+        children: dict[str, list[objects.AgentTask]] = defaultdict(list)
+        for t in ts:
+            if t.spec.parent_task:
+                children[t.spec.parent_task].append(t)
+        base: dict[str, dependencies.DepView] = {}
+        tokens, cost, fixers = 0, 0.0, 0
+        for t in ts:
+            base[t.name] = self._dep_view(t)
+            t_tokens, t_cost = task_usage(t)
+            tokens += t_tokens
+            cost += t_cost
+            if t.spec.role == "fixer":
+                fixers += 1
+        views = dict(base)
+        for parent, kids in children.items():
+            v = views.get(parent)
+            if v is None:
+                continue
+            statuses = [dependencies.status_of(base[k.name]) for k in kids]
+            views[parent] = dependencies.DepView(
+                **{**_fields(v), "subplan_done": all(s == "done" for s in statuses),
+                   "subplan_failed": any(s == "failed" for s in statuses)})
+        for t in ts:
+            if t.spec.role == "planner" and t.metadata.annotations.get("longshot.dev/plan-name") \
+                    and t.name not in children and t.status.phase == tasks.SUCCEEDED:
+                views[t.name] = dependencies.DepView(**{**_fields(views[t.name]), "subplan_done": False})
+        return BuildViews(deps=views, tokens=tokens, cost=round(cost, 6), fixers=fixers)
+
+    def _dep_view(self, t: objects.AgentTask) -> dependencies.DepView:
+        handoff = t.status.handoff
+        commit = handoff.commit if handoff is not None else None
+        job = self.cache.jobs.get(t.key)
+        merging = t.spec.role in MERGING_ROLES and commit is not None
+        last = max(t.status.attempts, key=lambda a: a.number) if t.status.attempts else None
+        return dependencies.DepView(
+            name=t.name, phase=t.status.phase or tasks.PENDING, merging=merging,
+            delivered=job is not None and self.delivered(job),
+            undeliverable=job is not None and self.undeliverable(job),
+            has_commit=commit is not None,
+            failure=(last.exit_reason or "") if last is not None and last.failure_class else "")
+
+    def delivered(self, job: objects.MergeJob) -> bool:
+        return job.status.phase in mj.DELIVERED
+
+    def undeliverable(self, job: objects.MergeJob, depth: int = 0) -> bool:
+        """The job finished without merging and nothing will carry it any more."""
+        phase = job.status.phase
+        if phase in mj.DELIVERED or phase in (None, mj.QUEUED, mj.TESTING):
+            return False
+        if phase == mj.CONFLICTED and not job_terminal(job):
+            return False
+        fixer = getattr(job.status, "fixer", None)
+        if not fixer or depth > 5:
+            return True
+        fixer_task = self.cache.tasks.get((job.namespace, fixer))
+        if fixer_task is None:
+            return False  # being created
+        if fixer_task.status.phase in (tasks.FAILED, tasks.CANCELLED):
+            return True
+        fixer_job = self.cache.jobs.get(fixer_task.key)
+        if fixer_task.status.phase == tasks.SUCCEEDED and fixer_job is None:
+            return fixer_task.status.handoff is None or fixer_task.status.handoff.commit is None
+        return fixer_job is not None and self.undeliverable(fixer_job, depth + 1)
+
+    def readiness(self, task: objects.AgentTask, build: objects.BuildRequest) -> tuple[str, str]:
+        if not task.spec.depends_on:
+            return "ready", ""
+        mode = getattr(build.spec, "dependencies", "merged") or "merged"
+        policy = getattr(task.spec, "dependency_policy", None) or "all"
+        quorum = getattr(task.spec, "quorum", None)
+        return dependencies.readiness(task.spec.depends_on, self.views(build.key).deps,
+                                      mode=mode, policy=policy, quorum=quorum)
+
+    def usage(self, build: objects.BuildRequest) -> tuple[int, float]:
+        v = self.views(build.key)
+        return v.tokens, v.cost
+
+    def budget_spent(self, build: objects.BuildRequest) -> bool:
+        b = build.spec.budget
+        tokens, cost = self.usage(build)
+        return (b.max_tokens is not None and tokens >= b.max_tokens) or (b.max_cost is not None and cost >= b.max_cost)
+
+
+def _fields(v: dependencies.DepView) -> dict[str, Any]:
+    return {f: getattr(v, f) for f in v.__slots__}
+
+
+def task_usage(t: objects.AgentTask) -> tuple[int, float]:
+    """Tokens and cost of a task: its finished attempts plus the live meter of the running one."""
+    tokens = sum(a.tokens for a in t.status.attempts)
+    cost = sum(a.cost for a in t.status.attempts)
+    progress = t.status.progress
+    if progress is not None and t.status.phase == tasks.RUNNING:
+        live_attempt = getattr(progress, "attempt", None)
+        current = max((a.number for a in t.status.attempts), default=0)
+        recorded = next((a for a in t.status.attempts if a.number == current), None)
+        if live_attempt in (None, current) and (recorded is None or recorded.end_time is None):
+            tokens += progress.tokens
+            cost += float(getattr(progress, "cost", 0.0) or 0.0)
+    return tokens, cost
+
+
+def job_terminal(job: objects.MergeJob) -> bool:
+    """No more tries will happen by themselves (see ``core.mergejobs.JobState.terminal``)."""
+    ready = cond.find([c.model_dump(by_alias=True) for c in job.status.conditions], cond.RECONCILING)
+    phase = job.status.phase
+    if phase in (mj.MERGED, mj.SUPERSEDED, mj.FAILED):
+        return True
+    if phase == mj.CONFLICTED:
+        return ready is not None and ready.get("status") == cond.FALSE or bool(getattr(job.status, "fixer", None))
+    return False
+
+
+def conditions_of(obj: objects.Resource) -> list[dict[str, Any]]:
+    status = getattr(obj, "status", None)
+    return [c.model_dump(by_alias=True, mode="json", exclude_none=True) for c in getattr(status, "conditions", [])]
+
+
+def refs_of_build(build: Key, names: Iterable[str], kind: str = "AgentTask") -> list[cachemod.Ref]:
+    return [(kind, build[0], n) for n in names]

@@ -1,0 +1,186 @@
+"""The one effect executor: every write the shell makes, as typed actions carried out in order.
+
+Reconcilers turn a decider's effects into :data:`Action`\\s; :meth:`Executor.run` carries them out against the
+Kubernetes API (``runtime.kube.KubeAPI``) from worker threads:
+
+* creates are idempotent (AlreadyExists means an earlier, interrupted reconcile made it: fine), deletes too
+  (NotFound is fine);
+* a status write is fenced on the resourceVersion the decision was made on, and is always the last action of a
+  reconcile: a :class:`~longshot.runtime.kube.Conflict` propagates, the reconcile fails, and the work queue
+  retries it with backoff on a fresh read. Every side effect before it is idempotent, so a retry repeats nothing
+  harmful;
+* the answer of a write goes into the cache at once (``Cache.written``), so the next reconcile decides on it;
+* Events are rate-limited per object and reason (a burst, then one per ``EVENT_INTERVAL``), and an Event
+  identical to the last one of its object is not repeated within that interval.
+
+Nothing here decides: the executor only does what it is told, and says what it could not do by raising.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from longshot.controllers import cache as cachemod
+from longshot.controllers import workqueue
+from longshot.runtime import kube
+
+log = logging.getLogger("longshot.executor")
+
+EVENT_BURST: Final = 5
+EVENT_INTERVAL: Final = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class CreatePod:
+    manifest: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class DeletePod:
+    namespace: str
+    name: str
+    grace_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class CreateObject:
+    """Create a custom object (AlreadyExists is fine)."""
+
+    manifest: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class PatchObject:
+    """Merge-patch a custom object's spec or metadata (NotFound is fine)."""
+
+    kind: str
+    namespace: str
+    name: str
+    body: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class WriteStatus:
+    """Merge-patch ``status`` fenced on ``resource_version``."""
+
+    kind: str
+    namespace: str
+    name: str
+    resource_version: str
+    status: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class RecordEvent:
+    obj: Mapping[str, Any]
+    """A minimal object (apiVersion, kind, metadata name/namespace/uid/resourceVersion)."""
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Requeue:
+    """Reconcile ``ref`` again at ``at`` (timers)."""
+
+    ref: cachemod.Ref
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Call:
+    """Run a blocking function in a worker thread (git work of the merge queue and similar)."""
+
+    fn: Callable[[], object]
+    what: str
+
+
+Action = CreatePod | DeletePod | CreateObject | PatchObject | WriteStatus | RecordEvent | Requeue | Call
+
+
+@dataclass
+class _EventBucket:
+    tokens: float = EVENT_BURST
+    updated: datetime | None = None
+    last: tuple[str, str] | None = None
+    last_time: datetime | None = None
+
+
+@dataclass
+class Executor:
+    kube: kube.KubeAPI
+    cache: cachemod.Cache
+    queue: workqueue.WorkQueue[cachemod.Ref]
+    clock: Callable[[], datetime]
+    writes: int = 0
+    events_dropped: int = 0
+    _events: dict[tuple[str, str], _EventBucket] = field(default_factory=dict)
+
+    async def run(self, actions: Sequence[Action]) -> None:
+        """Carry out ``actions`` in order; raises on the first one that fails (after logging it)."""
+        for a in actions:
+            await self._one(a)
+
+    async def _one(self, a: Action) -> None:
+        if isinstance(a, CreatePod):
+            created = await asyncio.to_thread(self.kube.create_pod, a.manifest)
+            if not created:
+                log.info("pod %s/%s exists already (adopted)", a.manifest["metadata"].get("namespace"),
+                         a.manifest["metadata"]["name"])
+        elif isinstance(a, DeletePod):
+            await asyncio.to_thread(self.kube.delete_pod, a.namespace, a.name, a.grace_seconds)
+        elif isinstance(a, CreateObject):
+            created = await asyncio.to_thread(self.kube.create, a.manifest)
+            if created is not None:
+                self._mark(self.cache.observe(str(created.get("kind")), "ADDED", created))
+        elif isinstance(a, PatchObject):
+            patched = await asyncio.to_thread(self.kube.patch, a.kind, a.namespace, a.name, a.body)
+            if patched is not None:
+                self._mark(self.cache.observe(a.kind, "MODIFIED", patched))
+        elif isinstance(a, WriteStatus):
+            written = await asyncio.to_thread(self.kube.patch_status, a.kind, a.namespace, a.name, a.status,
+                                              resource_version=a.resource_version)
+            self.writes += 1
+            if written is not None:
+                refs = self.cache.written(a.kind, written, a.resource_version)
+                self._mark([r for r in refs if r != (a.kind, a.namespace, a.name)])
+        elif isinstance(a, RecordEvent):
+            if self._allow_event(a):
+                await asyncio.to_thread(self.kube.event, a.obj, a.type, a.reason, a.message)
+        elif isinstance(a, Requeue):
+            self.queue.add_at(a.ref, a.at)
+        else:
+            await asyncio.to_thread(a.fn)
+
+    def _mark(self, refs: Iterable[cachemod.Ref]) -> None:
+        self.queue.add_all(refs)
+
+    def _allow_event(self, a: RecordEvent) -> bool:
+        meta = a.obj.get("metadata") or {}
+        key = (str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"), a.reason)
+        now = self.clock()
+        b = self._events.setdefault(key, _EventBucket(updated=now))
+        if b.updated is not None:
+            b.tokens = min(EVENT_BURST, b.tokens + (now - b.updated) / EVENT_INTERVAL)
+        b.updated = now
+        same = b.last == (a.type, a.message) and b.last_time is not None and now - b.last_time < EVENT_INTERVAL
+        if same or b.tokens < 1:
+            self.events_dropped += 1
+            return False
+        b.tokens -= 1
+        b.last, b.last_time = (a.type, a.message), now
+        if len(self._events) > 50_000:  # forget the oldest buckets; bounded memory
+            for k in list(self._events)[:10_000]:
+                del self._events[k]
+        return True
+
+
+def stamp_generation(conditions: Iterable[Mapping[str, Any]], generation: int) -> list[dict[str, Any]]:
+    """Every condition with ``observedGeneration`` = ``generation``: all of them were computed for it (kubectl
+    wait and kstatus compare each condition's generation with the object's)."""
+    return [{**dict(c), "observedGeneration": generation} for c in conditions]

@@ -1,0 +1,167 @@
+"""One leadership story: every replica is a member, and work is sharded by repository.
+
+Why sharding and not one operator-wide leader: a single leader leaves every standby idle, and two leaderships
+(one for the operator, one per merge queue) can split: a replica that lost one Lease but kept renewing the other
+stalled a repository's queue. Here there is one kind of leadership, per repository, and nothing else:
+
+* **Members.** Each replica renews its own *member* Lease (``longshot-member-<hash of its identity>``, label
+  ``longshot.dev/lease=member``). The live members are those whose member Lease has not expired.
+* **Shards.** A shard is one repository: its merge queue and every build that targets it (their tasks, Pods
+  and MergeJobs). Every replica computes the same balanced assignment of the active shards to the live members
+  (``core.sharding.assign``) and campaigns for the shard Leases (``longshot-shard-<repository key>``) assigned to
+  it; it releases a shard it holds that is now assigned to another live member (a replica joined), so the other
+  takes it at its next poll.
+* **Footing.** A replica acts on a shard only while it holds the shard's Lease *and* its own member Lease is
+  fresh. Each Lease elector steps down by itself when it cannot renew within its renew deadline (two thirds of a
+  lease duration), before anybody else may take over; losing the member Lease drops every shard at once. So a
+  replica that stays alive but cannot reach the API server (its renewals blocked) stops merging, and another
+  replica takes its shards when their Leases expire: within one lease duration plus a poll. Merge pushes are
+  compare-and-swap on the target and status writes are fenced on resourceVersion, so even a replica that still
+  believes it leads cannot merge twice or overwrite newer state.
+
+``healthy()`` is False when the member Lease has not been renewed for longer than a lease duration (the process
+lost its footing: a liveness probe restarts it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import kubernetes
+
+from longshot import config
+from longshot.api import timeutil
+from longshot.core import sharding
+from longshot.runtime import leader
+
+log = logging.getLogger("longshot.leadership")
+
+
+class Leadership:
+    def __init__(self, client: kubernetes.client.ApiClient, settings: config.Settings, *,
+                 shards: Callable[[], set[str]], on_change: Callable[[], None],
+                 clock: Callable[[], datetime] = timeutil.utcnow) -> None:
+        self.client = client
+        self.settings = settings
+        self.shards_fn = shards
+        self.on_change = on_change
+        self.clock = clock
+        self.api = kubernetes.client.CoordinationV1Api(client)
+        s = settings
+        self.member = leader.LeaderElector(
+            client, namespace=s.namespace, name=leader.member_lease_name(s.identity), identity=s.identity,
+            lease_duration=s.lease_duration_seconds, renew_period=s.lease_renew_seconds,
+            labels={leader.KIND_LABEL: "member"},
+            on_stopped_leading=self._lost_footing, on_started_leading=self._changed)
+        self.electors: dict[str, leader.LeaderElector] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.members: set[str] = set()
+        self.assignment: dict[str, str] = {}
+        self._member_task: asyncio.Task[None] | None = None
+        self._started = asyncio.get_event_loop().time()
+
+    # --- queries -----------------------------------------------------------------------------------
+
+    def footing(self) -> bool:
+        return self.member.is_leader
+
+    def holds(self, shard: str) -> bool:
+        """Whether this replica may act on ``shard`` now."""
+        e = self.electors.get(shard)
+        return self.member.is_leader and e is not None and e.is_leader
+
+    def held(self) -> set[str]:
+        return {s for s, e in self.electors.items() if e.is_leader} if self.member.is_leader else set()
+
+    def healthy(self) -> bool:
+        grace = self.settings.lease_duration_seconds
+        if asyncio.get_event_loop().time() - self._started < 2 * grace:
+            return True
+        return self.member.seconds_since_renewal() <= grace
+
+    # --- the loop ----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._member_task = asyncio.create_task(self.member.run(), name="member lease")
+        try:
+            while True:
+                try:
+                    await self.rebalance()
+                except Exception as e:  # the API server is away: electors step down by themselves
+                    log.warning("rebalancing shards failed: %s", e)
+                await asyncio.sleep(self.settings.lease_renew_seconds)
+        finally:
+            await self.stop()
+
+    async def rebalance(self) -> None:
+        if not self.member.is_leader:
+            await self._drop_all("no member Lease")
+            return
+        self.members = await self.live_members()
+        self.members.add(self.settings.identity)
+        self.assignment = sharding.assign(self.shards_fn(), self.members)
+        mine = sharding.mine(self.assignment, self.settings.identity)
+        for shard in mine - set(self.electors):
+            self._campaign(shard)
+        for shard in set(self.electors) - mine:
+            owner = self.assignment.get(shard)
+            if owner is None or owner in self.members:
+                await self._release(shard, f"assigned to {owner}" if owner else "no longer active")
+
+    async def live_members(self) -> set[str]:
+        resp = await asyncio.to_thread(self.api.list_namespaced_lease, self.settings.namespace,
+                                       label_selector=f"{leader.KIND_LABEL}=member", _preload_content=False,
+                                       _request_timeout=max(1.0, self.settings.lease_renew_seconds * 2))
+        now = self.clock()
+        live: set[str] = set()
+        for item in json.loads(resp.data).get("items", []):
+            spec: dict[str, Any] = item.get("spec") or {}
+            holder, renew = spec.get("holderIdentity"), timeutil.parse(spec.get("renewTime"))
+            duration = int(spec.get("leaseDurationSeconds") or 0)
+            if holder and renew is not None and renew + timedelta(seconds=duration) >= now:
+                live.add(str(holder))
+        return live
+
+    def _campaign(self, shard: str) -> None:
+        s = self.settings
+        e = leader.LeaderElector(
+            self.client, namespace=s.namespace, name=leader.shard_lease_name(shard), identity=s.identity,
+            lease_duration=s.lease_duration_seconds, renew_period=s.lease_renew_seconds,
+            labels={leader.KIND_LABEL: "shard"}, on_started_leading=self._changed, on_stopped_leading=self._changed)
+        self.electors[shard] = e
+        self.tasks[shard] = asyncio.create_task(e.run(), name=f"shard {shard}")
+
+    async def _release(self, shard: str, why: str) -> None:
+        log.info("handing shard %s over (%s)", shard, why)
+        task = self.tasks.pop(shard, None)
+        self.electors.pop(shard, None)
+        if task is not None:
+            task.cancel()  # the elector releases the Lease when cancelled
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.on_change()
+
+    async def _drop_all(self, why: str) -> None:
+        for shard in list(self.electors):
+            await self._release(shard, why)
+
+    def _lost_footing(self) -> None:
+        # holds() is False from now on for every shard; the next rebalance releases the shard Leases
+        log.warning("%s lost its member Lease: it stops acting on every shard", self.settings.identity)
+        self.on_change()
+
+    def _changed(self) -> None:
+        self.on_change()
+
+    async def stop(self) -> None:
+        await self._drop_all("shutting down")
+        if self._member_task is not None:
+            self._member_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._member_task

@@ -1,0 +1,562 @@
+"""The MergeJob decider: one branch's way to the target. ``decide(state, event, *, now) -> (state, effects)``.
+
+Pure, in the table style of :mod:`longshot.core.tasks`. The repository's queue runner
+(``controllers/mergequeue.py``) observes (the secret scan, the reviewer, batches prepared and gated by
+:mod:`longshot.core.mergequeue`, pushes) and feeds events here; the effects set the MergeJob's conditions and
+create fixers.
+
+Phases::
+
+    Queued --ChecksPassed--> Queued (ready) --BatchJoined--> Testing --Landed--> Merged
+       |                                                        |--Requeued--> Queued
+       |--Conflict (retries left)--> Conflicted --TargetMoved--> Queued
+       |--Conflict (no retries) / Evicted / SecretFound / ChangesRequested / Error (no retries)--> Failed
+    Failed (a fixer took the branch over) --FixerLanded--> Superseded
+    Conflicted/Failed --Retry (finalization)--> Queued
+
+Every failure leads to a fix: a conflict after its retries, a quality gate that the candidate broke (the
+failing command's output goes to the fixer), a reviewer's changes-requested and a secret found in a commit
+each create a fixer AgentTask on the same branch, scoped and described by the failure, while the build has
+fixers left (``merge.maxFixers``) and the chain of fixes is not too deep (a fix of a fix counts:
+``MAX_FIX_DEPTH``). Without a fixer the job fails with reason ``NoFixer`` and says why.
+
+Conditions: ``Ready`` True only when merged (or superseded by a fixer that merged); ``Stalled`` True when it
+failed for good; ``Reconciling`` True while it is on its way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Final, Literal
+
+from longshot.api import conditions as c
+from longshot.core import names
+from longshot.core.effects import EmitEvent, SetCondition
+
+Phase = Literal["Queued", "Testing", "Merged", "Conflicted", "Failed", "Superseded"]
+QUEUED: Final = "Queued"
+TESTING: Final = "Testing"
+MERGED: Final = "Merged"
+CONFLICTED: Final = "Conflicted"
+FAILED: Final = "Failed"
+SUPERSEDED: Final = "Superseded"
+PHASES: Final = (QUEUED, TESTING, MERGED, CONFLICTED, FAILED, SUPERSEDED)
+DELIVERED: Final = frozenset({MERGED, SUPERSEDED})
+
+MAX_FIX_DEPTH: Final = 2
+"""A branch may be fixed, and its fixer's branch fixed once more; a third failure in the chain is final."""
+MAX_ERRORS: Final = 3
+"""Unexpected errors (git trouble, a server refusing) tried before the job fails."""
+ERROR_BACKOFF_SECONDS: Final = 5.0
+
+Checks = Literal["pending", "passed", "failed"]
+
+
+class InvalidTransition(RuntimeError):
+    """The event cannot happen in this phase."""
+
+
+@dataclass(frozen=True)
+class BatchRef:
+    """The speculative batch a job is being tested in (``status.batch``)."""
+
+    id: str
+    position: int
+    """1-based position in the batch."""
+    base: str
+    """The target commit the batch was built on."""
+    commit: str
+    """The speculative commit: ``base`` plus the batch's candidates up to and including this one."""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"id": self.id, "position": self.position, "base": self.base, "commit": self.commit}
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What the decider knows about one MergeJob (rebuilt from its status and its build's limits)."""
+
+    name: str
+    task: str
+    branch: str
+    phase: Phase = "Queued"
+    checks: Checks = "pending"
+    conflicts: int = 0
+    """Conflicts against the target itself so far."""
+    conflict_base: str | None = None
+    """The target head it last conflicted with (it is retried when the target moves)."""
+    conflicting_files: tuple[str, ...] = ()
+    errors: int = 0
+    not_before: datetime | None = None
+    batch: BatchRef | None = None
+    merged_commit: str | None = None
+    fixer: str | None = None
+    """The fixer AgentTask that took the branch over."""
+    message: str = ""
+    """The last outcome, for people."""
+    # limits and context
+    priority: int = 5
+    fix_depth: int = 0
+    """0 for a planned task's branch, 1 for its fixer's, ..."""
+    max_conflict_retries: int = 2
+    fixers_left: int = 5
+    """Fixer tasks the build may still create (``merge.maxFixers`` minus those created)."""
+
+    @property
+    def terminal(self) -> bool:
+        """No more tries will happen by themselves."""
+        return self.phase in (MERGED, SUPERSEDED) or self.phase == FAILED or (
+            self.phase == CONFLICTED and self.conflicts > self.max_conflict_retries)
+
+    @property
+    def delivered(self) -> bool:
+        return self.phase in DELIVERED
+
+    @property
+    def ready(self) -> bool:
+        """May join a batch (given ``now`` is past ``not_before``, which the queue checks)."""
+        return self.phase == QUEUED and self.checks == "passed"
+
+    def to_status(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase,
+            "checks": self.checks,
+            "conflicts": self.conflicts,
+            "conflictBase": self.conflict_base,
+            "errors": self.errors,
+            "notBefore": self.not_before.strftime("%Y-%m-%dT%H:%M:%SZ") if self.not_before else None,
+            "batch": self.batch.to_wire() if self.batch else None,
+            "mergedCommit": self.merged_commit,
+            "fixer": self.fixer,
+            "conflictingFiles": list(self.conflicting_files[:10_000]),
+        }
+
+
+# --- events ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The job was seen (first time or after a restart): write its conditions if it has none."""
+
+
+@dataclass(frozen=True)
+class ChecksPassed:
+    """The secret scan of every commit passed (and, for ``strict``, the reviewer approved)."""
+
+    what: str = "the secret scan"
+
+
+@dataclass(frozen=True)
+class Reviewing:
+    """A reviewer task checks the branch (``strict``)."""
+
+    reviewer: str
+
+
+@dataclass(frozen=True)
+class SecretFound:
+    findings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ChangesRequested:
+    reviewer: str
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BatchJoined:
+    batch: BatchRef
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """Back to the queue: its batch broke elsewhere, the push lost a race, or finalization retries it."""
+
+    why: str
+
+
+@dataclass(frozen=True)
+class Landed:
+    """The batch holding the job was pushed: the target now contains ``commit``."""
+
+    commit: str
+    already: bool = False
+    """It was on the target before (recognised by its own record after a restart)."""
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """The branch does not apply on ``base``. ``counted``: it conflicts with the target itself (not only with
+    candidates ahead of it in the batch), which uses one of ``merge.maxConflictRetries``."""
+
+    files: tuple[str, ...]
+    base: str
+    counted: bool = True
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class TargetMoved:
+    head: str
+
+
+@dataclass(frozen=True)
+class Evicted:
+    """The job's candidate broke the batch's quality gate (the culprit found by bisection)."""
+
+    command: str
+    output: str
+
+
+@dataclass(frozen=True)
+class Error:
+    message: str
+
+
+@dataclass(frozen=True)
+class FixerLanded:
+    """The fixer that took the branch over merged."""
+
+    commit: str
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Finalization gives a finished, unmerged job another try."""
+
+    why: str
+
+
+Event = (Observed | ChecksPassed | Reviewing | SecretFound | ChangesRequested | BatchJoined | Requeued | Landed
+         | Conflict | TargetMoved | Evicted | Error | FixerLanded | Retry)
+
+# --- effects -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateFixer:
+    """Create the fixer AgentTask ``name`` on ``branch`` (AlreadyExists is fine)."""
+
+    name: str
+    branch: str
+    description: str
+    scope: tuple[str, ...]
+    priority: int
+    fix_depth: int
+    fixes: str
+    """The MergeJob it fixes."""
+
+
+@dataclass(frozen=True)
+class RecordTry:
+    """Append to ``status.attempts``."""
+
+    result: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ScheduleRetry:
+    at: datetime
+
+
+Effect = SetCondition | EmitEvent | CreateFixer | RecordTry | ScheduleRetry
+Result = tuple[JobState, list[Effect]]
+Handler = Callable[[JobState, Any, datetime], Result]
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+
+def _summary(ready: tuple[str, str, str], stalled: tuple[str, str, str],
+             reconciling: tuple[str, str, str]) -> list[Effect]:
+    return [SetCondition(c.READY, *ready), SetCondition(c.STALLED, *stalled),  # type: ignore[arg-type]
+            SetCondition(c.RECONCILING, *reconciling)]  # type: ignore[arg-type]
+
+
+def _on_its_way(reason: str, message: str) -> list[Effect]:
+    return _summary((c.FALSE, reason, message), (c.FALSE, "NotStalled", "nothing needs a person"),
+                    (c.TRUE, reason, message))
+
+
+def _shown(files: Sequence[str]) -> str:
+    return ", ".join(files[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else "") or "(none listed)"
+
+
+def fixer_name(task: str) -> str:
+    """The fixer AgentTask of the branch of ``task`` (a fixer's own fixer is ``<task>-fix-fix``)."""
+    return names.child_name(task, "fix")
+
+
+def _fail(state: JobState, reason: str, message: str, *, fix: tuple[str, tuple[str, ...]] | None,
+          conflicted: bool = False, result: str = "Failed") -> Result:
+    """Finish without merging; hand the branch to a fixer when the limits allow (``fix`` = (description,
+    scope)). The phase is Conflicted for a conflict, else Failed."""
+    phase: Phase = CONFLICTED if conflicted else FAILED
+    effects: list[Effect] = [RecordTry(result, message[:4096])]
+    fixer = None
+    if fix is not None:
+        if state.fix_depth >= MAX_FIX_DEPTH:
+            why = f"the branch is already a fix of a fix (depth {state.fix_depth})"
+        elif state.fixers_left <= 0:
+            why = "merge.maxFixers fixer tasks were already created for this build"
+        else:
+            why = ""
+            fixer = fixer_name(state.task)
+            description, scope = fix
+            effects.append(CreateFixer(fixer, state.branch, description, scope, min(10, state.priority + 1),
+                                       state.fix_depth + 1, state.name))
+        if fixer is None:
+            reason, message = "NoFixer", f"{message}; no fixer: {why}"
+    text = f"{message}; fixer task {fixer} takes the branch over" if fixer else message
+    new = replace(state, phase=phase, batch=None, fixer=fixer, message=text,
+                  conflicts=state.conflicts if not conflicted else max(state.conflicts, state.max_conflict_retries + 1))
+    stalled = fixer is None
+    effects += [
+        SetCondition(c.QUEUED, c.FALSE, reason, text),
+        SetCondition(c.MERGED, c.FALSE, reason, text),
+        SetCondition(c.CONFLICTED, c.TRUE if conflicted else c.FALSE, reason, text),
+        *_summary((c.FALSE, "FixerCreated" if fixer else reason, text),
+                  (c.TRUE if stalled else c.FALSE, reason if stalled else "NotStalled", text),
+                  (c.TRUE if fixer else c.FALSE, "FixerCreated" if fixer else reason, text)),
+        EmitEvent("Warning", "FixerCreated" if fixer else reason, text),
+    ]
+    return new, effects
+
+
+# --- handlers ----------------------------------------------------------------------------------------
+
+
+def _ignore(state: JobState, event: Any, now: datetime) -> Result:
+    return state, []
+
+
+def _observed(state: JobState, event: Observed, now: datetime) -> Result:
+    return state, [
+        SetCondition(c.QUEUED, c.TRUE, "Queued", "waiting in the merge queue"),
+        SetCondition(c.CHECKS_PASSED, c.UNKNOWN, "Pending", "the secret scan runs before the branch joins a batch"),
+        SetCondition(c.GATES_PASSED, c.UNKNOWN, "Pending", "tested as it would land, in a batch"),
+        SetCondition(c.MERGED, c.FALSE, "Queued", "not merged yet"),
+        SetCondition(c.CONFLICTED, c.FALSE, "Queued", "no conflict seen"),
+        *_on_its_way("Queued", "waiting in the merge queue"),
+    ]
+
+
+def _checks_passed(state: JobState, event: ChecksPassed, now: datetime) -> Result:
+    if state.checks == "passed":
+        return state, []
+    return replace(state, checks="passed"), [
+        SetCondition(c.CHECKS_PASSED, c.TRUE, "Completed", f"{event.what} passed"),
+        *_on_its_way("Queued", "ready for the next batch"),
+    ]
+
+
+def _reviewing(state: JobState, event: Reviewing, now: datetime) -> Result:
+    return state, [SetCondition(c.CHECKS_PASSED, c.UNKNOWN, "Reviewing",
+                                f"the secret scan passed; reviewer {event.reviewer} checks the branch")]
+
+
+def _secret(state: JobState, event: SecretFound, now: datetime) -> Result:
+    shown = "; ".join(event.findings[:10])
+    message = f"the secret scan found credentials in commits of {state.branch}: {shown}"
+    description = (f"The secret scan found credentials committed on branch {state.branch}: {shown}.\n"
+                   "Remove them from every commit of the branch (rewrite the branch so that no commit contains "
+                   "them, for example by squashing onto the target), use configuration or a Secret instead, and "
+                   "push the branch again.")
+    new, effects = _fail(replace(state, checks="failed"), "SecretFound", message, fix=(description, ()))
+    return new, [SetCondition(c.CHECKS_PASSED, c.FALSE, "SecretFound", message), *effects]
+
+
+def _changes_requested(state: JobState, event: ChangesRequested, now: datetime) -> Result:
+    reasons = "\n".join(f"- {r[:1000]}" for r in event.reasons[:20]) or "- (no reasons given)"
+    message = f"reviewer {event.reviewer} requested changes"
+    description = (f"The reviewer requested changes to branch {state.branch} before it may merge:\n{reasons}\n"
+                   "Make the changes on the branch, keep the tests passing, commit and push.")
+    new, effects = _fail(replace(state, checks="failed"), "ChangesRequested", f"{message}: {reasons[:500]}",
+                         fix=(description, ()))
+    return new, [SetCondition(c.CHECKS_PASSED, c.FALSE, "ChangesRequested", message), *effects]
+
+
+def _batch_joined(state: JobState, event: BatchJoined, now: datetime) -> Result:
+    b = event.batch
+    if state.batch == b:
+        return state, []
+    text = f"position {b.position} of batch {b.id} on {b.base[:12]}: its quality gate runs"
+    return replace(state, phase=TESTING, batch=b), [
+        SetCondition(c.QUEUED, c.FALSE, "Testing", text),
+        SetCondition(c.GATES_PASSED, c.UNKNOWN, "Testing", text),
+        *_on_its_way("Testing", text),
+    ]
+
+
+def _requeued(state: JobState, event: Requeued | Retry, now: datetime) -> Result:
+    new = replace(state, phase=QUEUED, batch=None, fixer=None if state.phase != TESTING else state.fixer,
+                  conflict_base=None if isinstance(event, Retry) else state.conflict_base,
+                  errors=0 if isinstance(event, Retry) else state.errors)
+    if isinstance(event, Retry) and state.phase == CONFLICTED:
+        new = replace(new, conflicts=state.max_conflict_retries)  # one more counted try
+    return new, [
+        SetCondition(c.QUEUED, c.TRUE, "Requeued", event.why),
+        SetCondition(c.GATES_PASSED, c.UNKNOWN, "Requeued", event.why),
+        SetCondition(c.CONFLICTED, c.FALSE, "Requeued", event.why),
+        *_on_its_way("Requeued", event.why),
+    ]
+
+
+def _landed(state: JobState, event: Landed, now: datetime) -> Result:
+    reason = "AlreadyMerged" if event.already else "MergeSucceeded"
+    text = (f"already on the target as {event.commit[:12]}" if event.already
+            else f"merged into the target as {event.commit[:12]}")
+    new = replace(state, phase=MERGED, merged_commit=event.commit, batch=None, message=text)
+    return new, [
+        RecordTry("Merged", text),
+        SetCondition(c.QUEUED, c.FALSE, reason, text),
+        SetCondition(c.GATES_PASSED, c.TRUE, reason, "the candidate passed its quality gate as it landed"),
+        SetCondition(c.MERGED, c.TRUE, reason, text),
+        SetCondition(c.CONFLICTED, c.FALSE, reason, text),
+        *_summary((c.TRUE, "Succeeded", text), (c.FALSE, "NotStalled", "nothing needs a person"),
+                  (c.FALSE, "Finished", "merged")),
+        EmitEvent("Normal", reason, text),
+    ]
+
+
+def _conflict(state: JobState, event: Conflict, now: datetime) -> Result:
+    files = tuple(event.files)
+    what = _shown(files)
+    if not event.counted:
+        text = f"conflicts with candidates ahead of it in its batch ({what}); tried again in the next batch"
+        return replace(state, phase=QUEUED, batch=None, message=text), [
+            SetCondition(c.QUEUED, c.TRUE, "Requeued", text), *_on_its_way("Requeued", text)]
+    n = state.conflicts + 1
+    detail = f" ({event.detail})" if event.detail else ""
+    if n <= state.max_conflict_retries:
+        text = (f"conflicts with the target ({event.base[:12]}) in {what}{detail}; retried when the target moves "
+                f"({n} of {state.max_conflict_retries})")
+        new = replace(state, phase=CONFLICTED, conflicts=n, conflict_base=event.base, conflicting_files=files,
+                      batch=None, message=text)
+        return new, [
+            RecordTry("Conflicted", text),
+            SetCondition(c.QUEUED, c.FALSE, "MergeConflict", text),
+            SetCondition(c.CONFLICTED, c.TRUE, "MergeConflict", text),
+            *_on_its_way("MergeConflict", text),
+            EmitEvent("Warning", "MergeConflict", text),
+        ]
+    text = f"conflicts with the target in {what}{detail} after {state.max_conflict_retries} retries"
+    description = (f"Branch {state.branch} conflicts with the target branch in: {what}.\n"
+                   "Merge the target branch into this branch, resolve the conflicts keeping the intent of both "
+                   "sides, make the tests pass, commit and push.")
+    new, effects = _fail(replace(state, conflicts=n, conflict_base=event.base, conflicting_files=files),
+                         "MergeConflict", text, fix=(description, files), conflicted=True, result="Conflicted")
+    return new, effects
+
+
+def _target_moved(state: JobState, event: TargetMoved, now: datetime) -> Result:
+    if state.conflict_base == event.head:
+        return state, []
+    text = f"the target moved to {event.head[:12]}: trying again"
+    return replace(state, phase=QUEUED, conflict_base=None), [
+        SetCondition(c.QUEUED, c.TRUE, "Requeued", text),
+        SetCondition(c.CONFLICTED, c.FALSE, "Requeued", text),
+        *_on_its_way("Requeued", text),
+    ]
+
+
+def _evicted(state: JobState, event: Evicted, now: datetime) -> Result:
+    tail = event.output[-3000:] or "(no output)"
+    message = f"the candidate broke the quality gate `{event.command}` as it would land"
+    description = (f"Branch {state.branch} breaks the quality gate when it is applied on the target branch.\n"
+                   f"Failing command: `{event.command}`\nOutput (tail):\n```\n{tail}\n```\n"
+                   "Merge the target branch into this branch, find the cause, fix it so the command passes, commit "
+                   "and push.")
+    new, effects = _fail(state, "Evicted", message, fix=(description, ()), result="GatesFailed")
+    return new, [SetCondition(c.GATES_PASSED, c.FALSE, "Evicted", f"{message}: {tail[-500:]}"), *effects]
+
+
+def _error(state: JobState, event: Error, now: datetime) -> Result:
+    n = state.errors + 1
+    if n >= MAX_ERRORS:
+        return _fail(replace(state, errors=n), "Error", f"{event.message[:2000]}; gave up after {n} tries",
+                     fix=None, result="Error")
+    at = now + timedelta(seconds=ERROR_BACKOFF_SECONDS * 2 ** n)
+    text = f"{event.message[:2000]}; trying again ({n} of {MAX_ERRORS})"
+    return replace(state, phase=QUEUED if state.phase != CONFLICTED else state.phase, batch=None, errors=n,
+                   not_before=at), [
+        RecordTry("Error", text),
+        ScheduleRetry(at),
+        *_on_its_way("Error", text),
+        EmitEvent("Warning", "Error", text),
+    ]
+
+
+def _fixer_landed(state: JobState, event: FixerLanded, now: datetime) -> Result:
+    text = f"fixer {state.fixer} merged the branch as {event.commit[:12]}"
+    return replace(state, phase=SUPERSEDED, merged_commit=event.commit, message=text), [
+        SetCondition(c.MERGED, c.TRUE, "Superseded", text),
+        *_summary((c.TRUE, "Succeeded", text), (c.FALSE, "NotStalled", "nothing needs a person"),
+                  (c.FALSE, "Finished", "delivered by its fixer")),
+        EmitEvent("Normal", "Superseded", text),
+    ]
+
+
+# --- the table ---------------------------------------------------------------------------------------
+
+_COMMON: Final[Mapping[type, Handler]] = {Observed: _observed, Error: _error}
+
+TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
+    **{(QUEUED, ev): h for ev, h in _COMMON.items()},
+    (QUEUED, ChecksPassed): _checks_passed,
+    (QUEUED, Reviewing): _reviewing,
+    (QUEUED, SecretFound): _secret,
+    (QUEUED, ChangesRequested): _changes_requested,
+    (QUEUED, BatchJoined): _batch_joined,
+    (QUEUED, Requeued): _ignore,
+    (QUEUED, Landed): _landed,
+    (QUEUED, Conflict): _conflict,
+    (QUEUED, TargetMoved): _ignore,
+    (QUEUED, Retry): _ignore,
+
+    **{(TESTING, ev): h for ev, h in _COMMON.items()},
+    (TESTING, BatchJoined): _batch_joined,
+    (TESTING, Requeued): _requeued,
+    (TESTING, Landed): _landed,
+    (TESTING, Evicted): _evicted,
+    (TESTING, Conflict): _conflict,
+    (TESTING, TargetMoved): _ignore,
+    (TESTING, Retry): _ignore,
+
+    (CONFLICTED, Observed): _observed,
+    (CONFLICTED, Error): _ignore,
+    (CONFLICTED, TargetMoved): _target_moved,
+    (CONFLICTED, Landed): _landed,
+    (CONFLICTED, Retry): _requeued,
+    (CONFLICTED, Requeued): _ignore,
+    (CONFLICTED, FixerLanded): _fixer_landed,
+
+    (FAILED, Observed): _ignore,
+    (FAILED, Error): _ignore,
+    (FAILED, TargetMoved): _ignore,
+    (FAILED, Retry): _requeued,
+    (FAILED, Requeued): _ignore,
+    (FAILED, Landed): _landed,
+    (FAILED, FixerLanded): _fixer_landed,
+
+    **{(MERGED, ev): _ignore for ev in (Observed, TargetMoved, Retry, Requeued, Landed, Error, FixerLanded,
+                                         ChecksPassed)},
+    **{(SUPERSEDED, ev): _ignore for ev in (Observed, TargetMoved, Retry, Requeued, Landed, Error, FixerLanded)},
+}
+"""(phase, event type) -> handler. Impossible, for example: ``BatchJoined`` for a merged or failed job,
+``Evicted`` outside a batch, ``FixerLanded`` for a job no fixer took over."""
+
+
+def decide(state: JobState, event: Event, *, now: datetime) -> Result:
+    """The new state and the effects for ``event`` in ``state``; raises :class:`InvalidTransition`."""
+    handler = TRANSITIONS.get((state.phase, type(event)))
+    if handler is None:
+        raise InvalidTransition(f"MergeJob {state.name}: {type(event).__name__} is impossible in phase "
+                                f"{state.phase}")
+    if isinstance(event, FixerLanded) and state.fixer is None:
+        raise InvalidTransition(f"MergeJob {state.name}: FixerLanded but no fixer took the branch over")
+    return handler(state, event, now)

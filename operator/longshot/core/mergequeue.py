@@ -1,0 +1,350 @@
+"""The speculative merge queue of one repository branch: which batch to build, which prefixes to gate, what
+to land. Pure: ``decide(state) -> list[Effect]`` and ``prepared(state, result) -> list[Effect]``.
+
+The queue holds candidates (MergeJobs ready to merge, in queue order: priority, then age). A *batch* is the
+first ``window`` ready candidates of one build (one build: one quality-gate command). The shell builds the
+speculative commits ``S1 = target + c1``, ``S2 = S1 + c2``, ... with the build's strategy
+(:class:`PrepareBatch`); the quality gate tests prefixes, never a branch alone, so every candidate is tested
+as it would land. Then:
+
+* **Longest prefix first.** The whole batch ``Sn`` is gated first (one tester Pod for the whole batch, which
+  is what keeps Pods per merge low). If it passes, ``Sn`` is landed in one fenced push (compare-and-swap on the
+  base): every candidate merges at once.
+* **Bisection.** If a prefix fails, the culprit is the first candidate whose prefix fails while the prefix
+  before it passes. The prefixes between the longest passing (``L``) and the shortest failing (``f``) prefix
+  are gated, up to ``max_probes`` of them per round, evenly spread (``max_probes=1`` is binary search; the
+  default gates them all at once, finding the culprit in one more round). When ``f == L + 1``: land ``SL``,
+  evict candidate ``f`` (its MergeJob gets a fixer with the failing output), put the rest back in the queue.
+* **The window** grows by one after a batch lands whole, halves (floor 1) after an eviction, and never
+  exceeds ``spec.merge.window``. ``window: 1`` is the serial queue.
+
+Invariants (checked by the property tests): the target only ever moves to a speculative commit whose gate
+passed, by a compare-and-swap from the commit the batch was built on; every candidate lands exactly once or is
+evicted; an evicted candidate is one whose prefix failed while the prefix before it passed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+ProbeState = Literal["running", "passed", "failed"]
+DEFAULT_WINDOW: Final = 4
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A MergeJob in the queue of this repository branch."""
+
+    name: str
+    build: str
+    uid: str = ""
+    ready: bool = True
+    """Queued, checks passed, not backing off, dependencies merged (stacked), approved when required."""
+    conflict_base: str | None = None
+    """The target head it last conflicted with; it waits until the target moves."""
+    batch_id: str | None = None
+    position: int | None = None
+    """1-based position in the current batch (with ``batch_id``), None when not in a batch."""
+    commit: str | None = None
+    """Its speculative commit (base + everything up to it) when in a batch."""
+    base: str | None = None
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A quality-gate run of one prefix of the current batch."""
+
+    position: int
+    state: ProbeState
+    output: str = ""
+
+
+@dataclass(frozen=True)
+class QueueState:
+    candidates: tuple[Candidate, ...]
+    """In queue order (the shell sorts by priority, then creation time, then name)."""
+    probes: tuple[Probe, ...] = ()
+    """The gate runs of the current batch."""
+    target_head: str | None = None
+    """The target head last seen (conflicted candidates wait until it differs from their conflict base)."""
+    windows: dict[str, int] = field(default_factory=dict)
+    """Current window per build (the shell keeps it in memory; a restart starts at the maximum)."""
+    max_window: dict[str, int] = field(default_factory=dict)
+    """``spec.merge.window`` per build."""
+    max_probes: int = 0
+    """Prefixes gated per bisection round; 0: all of them at once."""
+
+
+# --- effects -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrepareBatch:
+    """Fetch the target and build the speculative commits of ``members`` in this order; answer with
+    :func:`prepared`."""
+
+    build: str
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class JoinBatch:
+    """Record that ``name`` is at ``position`` of batch ``batch_id`` built on ``base``, with speculative commit
+    ``commit`` (MergeJob decider: ``BatchJoined``)."""
+
+    name: str
+    batch_id: str
+    position: int
+    base: str
+    commit: str
+
+
+@dataclass(frozen=True)
+class StartProbes:
+    """Gate these prefix positions of the batch (one tester Pod each)."""
+
+    batch_id: str
+    positions: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Land:
+    """Push ``commit`` (the speculative commit of ``position``) to the target if it still is ``base``; the
+    candidates ``members`` (positions 1..position) merged (MergeJob decider: ``Landed`` with their own commit).
+    ``pushed``: the target already is ``commit`` (pushed before a restart): record it, push nothing."""
+
+    batch_id: str
+    position: int
+    base: str
+    commit: str
+    members: tuple[str, ...]
+    pushed: bool = False
+
+
+@dataclass(frozen=True)
+class Evict:
+    """``name`` broke the gate: its prefix failed while the one before passed (MergeJob decider: ``Evicted``)."""
+
+    name: str
+    output: str
+
+
+@dataclass(frozen=True)
+class Requeue:
+    """Put these back in the queue (MergeJob decider: ``Requeued``)."""
+
+    names: tuple[str, ...]
+    why: str
+
+
+@dataclass(frozen=True)
+class Conflicted:
+    """``name`` does not apply (MergeJob decider: ``Conflict``)."""
+
+    name: str
+    files: tuple[str, ...]
+    base: str
+    counted: bool
+
+
+@dataclass(frozen=True)
+class SetWindow:
+    build: str
+    window: int
+
+
+@dataclass(frozen=True)
+class CancelProbes:
+    """Stop the gate runs of an abandoned batch."""
+
+    batch_id: str
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """``name`` was already on the target as ``commit`` (MergeJob decider: ``Landed(already=True)``)."""
+
+    name: str
+    commit: str
+
+
+@dataclass(frozen=True)
+class Wait:
+    why: str
+
+
+Effect = (PrepareBatch | JoinBatch | StartProbes | Land | Evict | Requeue | Conflicted | SetWindow | CancelProbes
+          | Recorded | Wait)
+
+
+# --- the result of PrepareBatch ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A member applied cleanly: its speculative commit."""
+
+    name: str
+    commit: str
+
+
+@dataclass(frozen=True)
+class DidNotApply:
+    """A member did not apply on the commits before it. ``with_target``: it also conflicts with the target
+    alone (a real conflict, counted), not only with candidates ahead of it."""
+
+    name: str
+    files: tuple[str, ...]
+    with_target: bool
+
+
+@dataclass(frozen=True)
+class AlreadyOnTarget:
+    """A member's work is already on the target (found by its own record: the MergeJob's UID in a trailer of
+    a commit the queue wrote): it merged before a restart. Never merged again."""
+
+    name: str
+    commit: str
+
+
+@dataclass(frozen=True)
+class Prepared:
+    base: str
+    """The target head the batch was built on."""
+    members: tuple[Applied | DidNotApply | AlreadyOnTarget, ...]
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+
+def batch_id(base: str, members: Sequence[str]) -> str:
+    """A short, deterministic id of a batch: the same base and members give the same id."""
+    return hashlib.sha256((base + "\0" + "\0".join(members)).encode()).hexdigest()[:10]
+
+
+def window_of(state: QueueState, build: str) -> int:
+    top = max(1, state.max_window.get(build, DEFAULT_WINDOW))
+    return max(1, min(state.windows.get(build, top), top))
+
+
+def current_batch(state: QueueState) -> list[Candidate] | None:
+    """The candidates of the batch under test, by position; None when there is none."""
+    members = [c for c in state.candidates if c.batch_id is not None]
+    if not members:
+        return None
+    return sorted(members, key=lambda c: c.position or 0)
+
+
+def _consistent(batch: Sequence[Candidate]) -> bool:
+    ids = {c.batch_id for c in batch}
+    bases = {c.base for c in batch}
+    positions = [c.position for c in batch]
+    return (len(ids) == 1 and len(bases) == 1 and None not in bases
+            and positions == list(range(1, len(batch) + 1)) and all(c.commit for c in batch))
+
+
+def _spread(lo: int, hi: int, k: int) -> tuple[int, ...]:
+    """Up to ``k`` positions strictly between ``lo`` and ``hi``, evenly spread (``k <= 0``: all of them)."""
+    inner = list(range(lo + 1, hi))
+    if k <= 0 or len(inner) <= k:
+        return tuple(inner)
+    step = (hi - lo) / (k + 1)
+    return tuple(sorted({lo + max(1, round(step * (i + 1))) for i in range(k)} & set(inner)))
+
+
+# --- the decisions -------------------------------------------------------------------------------------
+
+
+def decide(state: QueueState) -> list[Effect]:
+    """The next step of the queue."""
+    batch = current_batch(state)
+    if batch is not None:
+        return _step_batch(state, batch)
+    eligible = [c for c in state.candidates if c.ready and c.batch_id is None
+                and (c.conflict_base is None or c.conflict_base != state.target_head)]
+    if not eligible:
+        return [Wait("no candidate is ready")]
+    build = eligible[0].build
+    members = tuple(c.name for c in eligible if c.build == build)[:window_of(state, build)]
+    return [PrepareBatch(build, members)]
+
+
+def prepared(state: QueueState, result: Prepared) -> list[Effect]:
+    """The batch is built: record it and gate its longest prefix; conflicting members leave it."""
+    effects: list[Effect] = []
+    applied: list[Applied] = []
+    for m in result.members:
+        if isinstance(m, Applied):
+            applied.append(m)
+        elif isinstance(m, AlreadyOnTarget):
+            effects.append(Recorded(m.name, m.commit))
+        else:
+            effects.append(Conflicted(m.name, m.files, result.base, m.with_target))
+    if not applied:
+        return effects
+    bid = batch_id(result.base, [m.name for m in applied])
+    for i, m in enumerate(applied, start=1):
+        effects.append(JoinBatch(m.name, bid, i, result.base, m.commit))
+    effects.append(StartProbes(bid, (len(applied),)))
+    return effects
+
+
+def _step_batch(state: QueueState, batch: list[Candidate]) -> list[Effect]:
+    names = tuple(c.name for c in batch)
+    if not _consistent(batch):
+        # half-written after a crash, or two batches: start over (nothing was pushed: the push is the last step)
+        return [Requeue(names, "the batch was incomplete after a restart; it is rebuilt"),
+                *[CancelProbes(i) for i in sorted({c.batch_id for c in batch if c.batch_id})]]
+    bid = batch[0].batch_id or ""
+    base = batch[0].base or ""
+    build = batch[0].build
+    n = len(batch)
+    if state.target_head is not None and state.target_head != base:
+        for k in range(n, 0, -1):
+            if batch[k - 1].commit == state.target_head:
+                # our own push of prefix k landed and the operator stopped before recording it
+                rest = names[k:]
+                effects: list[Effect] = [Land(bid, k, base, state.target_head, names[:k], pushed=True)]
+                if rest:
+                    effects.append(Requeue(rest, f"batch {bid} landed up to position {k} before a restart"))
+                return [*effects, CancelProbes(bid)]
+        # the target moved under the batch (another writer): its commits are not what would land any more
+        return [Requeue(names, f"the target moved from {base[:12]} to {state.target_head[:12]}; tested again"),
+                CancelProbes(bid)]
+    results = {p.position: p for p in state.probes if 1 <= p.position <= n}
+    if not results:
+        return [StartProbes(bid, (n,))]
+    passed = [p for p, r in results.items() if r.state == "passed"]
+    longest = max(passed, default=0)
+    if longest == n:
+        window = window_of(state, build)
+        top = state.max_window.get(build, DEFAULT_WINDOW)
+        return [Land(bid, n, base, batch[-1].commit or "", names), SetWindow(build, min(top, window + 1))]
+    failed_after = sorted(p for p, r in results.items() if r.state == "failed" and p > longest)
+    if not failed_after:
+        if any(r.state == "running" for r in results.values()):
+            return [Wait(f"batch {bid}: gates running")]
+        return [StartProbes(bid, (n,))]  # (n was never gated: a restart lost it)
+    first_failed = failed_after[0]
+    if first_failed == longest + 1:
+        culprit = batch[first_failed - 1]
+        rest = names[first_failed:]
+        effects = []
+        if longest >= 1:
+            effects.append(Land(bid, longest, base, batch[longest - 1].commit or "", names[:longest]))
+        effects.append(Evict(culprit.name, results[first_failed].output))
+        if rest:
+            effects.append(Requeue(rest, f"batch {bid} broke at {culprit.name}; tested again without it"))
+        effects.append(SetWindow(build, max(1, window_of(state, build) // 2)))
+        effects.append(CancelProbes(bid))
+        return effects
+    between = [p for p in range(longest + 1, first_failed) if p not in results]
+    running = [p for p in range(longest + 1, first_failed) if p in results and results[p].state == "running"]
+    if running:
+        return [Wait(f"batch {bid}: bisecting, gates running at {running}")]
+    probes = _spread(longest, first_failed, state.max_probes)
+    probes = tuple(p for p in probes if p in between) or tuple(between[:1])
+    return [StartProbes(bid, probes)]

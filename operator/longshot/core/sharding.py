@@ -1,0 +1,46 @@
+"""Which replica works on which repository: balanced rendezvous hashing. Pure.
+
+Every replica of the operator renews a *member* Lease; the live members are those whose Lease is not expired.
+Work is sharded by repository: a shard is one repository's merge queue and every build that targets it. Each
+replica computes the same :func:`assign` from the same inputs (the active shards it sees and the live members)
+and campaigns only for the shard Leases assigned to it; the shard Lease, not this computation, decides who
+works (two replicas with briefly different views can never both hold a shard).
+
+:func:`assign` is rendezvous (highest-random-weight) hashing with bounded loads: each shard, in sorted order,
+goes to the member with the highest ``hash(shard, member)`` that holds fewer than ``ceil(shards / members)``
+shards. The result is balanced (no member gets more than its ceiling) and stable: a member joining or leaving
+moves only a few shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Mapping
+
+
+def _weight(shard: str, member: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{shard}\0{member}".encode()).digest()[:8], "big")
+
+
+def assign(shards: Iterable[str], members: Iterable[str]) -> dict[str, str]:
+    """``{shard: member}`` for every shard; empty when there are no members."""
+    ms = sorted(set(members))
+    ss = sorted(set(shards))
+    if not ms:
+        return {}
+    cap = max(1, math.ceil(len(ss) / len(ms)))
+    load = dict.fromkeys(ms, 0)
+    out: dict[str, str] = {}
+    for s in ss:
+        for m in sorted(ms, key=lambda m: (-_weight(s, m), m)):
+            if load[m] < cap:
+                out[s] = m
+                load[m] += 1
+                break
+    return out
+
+
+def mine(assignment: Mapping[str, str], member: str) -> set[str]:
+    """The shards assigned to ``member``."""
+    return {s for s, m in assignment.items() if m == member}

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from effect_helpers import checked, cond, of
+
+from longshot.core import mergejobs as mj
+from longshot.core.mergejobs import (
+    BatchJoined,
+    BatchRef,
+    ChangesRequested,
+    ChecksPassed,
+    Conflict,
+    CreateFixer,
+    Error,
+    Evicted,
+    FixerLanded,
+    InvalidTransition,
+    JobState,
+    Landed,
+    Observed,
+    Requeued,
+    Retry,
+    ScheduleRetry,
+    SecretFound,
+    TargetMoved,
+)
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
+BATCH = BatchRef("abc", 1, "base000", "spec001")
+
+
+def job(phase: str = "Queued", **kw: Any) -> JobState:
+    return JobState(name="b-a", task="b-a", branch="longshot/b/b-a", phase=phase, **kw)  # type: ignore[arg-type]
+
+
+def decide(s: JobState, event: Any):
+    new, effects = mj.decide(s, event, now=NOW)
+    return new, checked(effects)
+
+
+def test_observed_writes_queued_conditions():
+    _, effects = decide(job(), Observed())
+    assert cond(effects, "Queued").status == "True" and cond(effects, "Reconciling").status == "True"
+    assert cond(effects, "Ready").status == "False"
+
+
+def test_ready_after_checks_then_batch_then_merged():
+    s, _ = decide(job(), ChecksPassed())
+    assert s.ready
+    s, effects = decide(s, BatchJoined(BATCH))
+    assert s.phase == "Testing" and s.batch == BATCH and cond(effects, "GatesPassed").status == "Unknown"
+    s, effects = decide(s, Landed("spec001"))
+    assert s.phase == "Merged" and s.delivered and s.merged_commit == "spec001"
+    assert cond(effects, "Ready").status == "True" and cond(effects, "GatesPassed").status == "True"
+
+
+def test_conflict_is_retried_when_the_target_moves_then_gets_a_fixer():
+    """Issue 10: after the bounded retries a conflict ALWAYS creates a fixer scoped to the files."""
+    s = job(checks="passed", max_conflict_retries=1)
+    s, effects = decide(s, Conflict(("a.py",), "t1"))
+    assert s.phase == "Conflicted" and not s.terminal and not of(effects, CreateFixer)
+    s, _ = decide(s, TargetMoved("t1"))
+    assert s.phase == "Conflicted"  # the same head: no retry
+    s, _ = decide(s, TargetMoved("t2"))
+    assert s.phase == "Queued"
+    s, effects = decide(s, Conflict(("a.py", "b.py"), "t2"))
+    assert s.phase == "Conflicted" and s.terminal and s.fixer == "b-a-fix"
+    (fixer,) = of(effects, CreateFixer)
+    assert fixer.scope == ("a.py", "b.py") and fixer.branch == "longshot/b/b-a" and fixer.fix_depth == 1
+    assert "a.py, b.py" in fixer.description
+    assert cond(effects, "Stalled").status == "False"  # a fixer carries it: nobody needs to act
+
+
+def test_a_conflict_with_candidates_ahead_is_not_counted():
+    s, effects = decide(job("Testing", checks="passed", batch=BATCH), Conflict(("a.py",), "t1", counted=False))
+    assert s.phase == "Queued" and s.conflicts == 0 and s.batch is None
+
+
+def test_evicted_culprit_gets_a_fixer_with_the_gate_output():
+    s, effects = decide(job("Testing", batch=BATCH), Evicted("make test", "FAILED test_add\nassert 3 == 4"))
+    assert s.phase == "Failed" and s.fixer == "b-a-fix"
+    (fixer,) = of(effects, CreateFixer)
+    assert "make test" in fixer.description and "assert 3 == 4" in fixer.description
+    assert cond(effects, "GatesPassed").status == "False"
+
+
+def test_changes_requested_and_secret_found_get_fixers():
+    s, effects = decide(job(), ChangesRequested("b-a-review", ("rename x",)))
+    assert s.phase == "Failed" and "rename x" in of(effects, CreateFixer)[0].description
+    s, effects = decide(job(), SecretFound(("config.py:3: AWS access key",)))
+    assert s.phase == "Failed" and "AWS access key" in of(effects, CreateFixer)[0].description
+
+
+def test_fix_of_a_fix_counts_and_the_limit_says_why():
+    s, effects = decide(job("Testing", batch=BATCH, fix_depth=1), Evicted("make test", "x"))
+    assert of(effects, CreateFixer)[0].fix_depth == 2
+    s, effects = decide(job("Testing", batch=BATCH, fix_depth=2), Evicted("make test", "x"))
+    assert not of(effects, CreateFixer) and s.fixer is None
+    assert cond(effects, "Ready").reason == "NoFixer" and cond(effects, "Stalled").status == "True"
+    assert "fix of a fix" in cond(effects, "Ready").message
+    s, effects = decide(job("Testing", batch=BATCH, fixers_left=0), Evicted("make test", "x"))
+    assert not of(effects, CreateFixer) and "maxFixers" in cond(effects, "Ready").message
+
+
+def test_fixer_landing_supersedes_the_job():
+    s, _ = decide(job("Testing", batch=BATCH), Evicted("make test", "x"))
+    s, effects = decide(s, FixerLanded("fff"))
+    assert s.phase == "Superseded" and s.delivered and cond(effects, "Ready").status == "True"
+    with pytest.raises(InvalidTransition):
+        mj.decide(job("Failed"), FixerLanded("x"), now=NOW)
+
+
+def test_errors_back_off_then_fail():
+    s, effects = decide(job(checks="passed"), Error("push refused"))
+    assert s.errors == 1 and s.not_before is not None and of(effects, ScheduleRetry)
+    s, _ = decide(s, Error("push refused"))
+    s, effects = decide(s, Error("push refused"))
+    assert s.phase == "Failed" and "gave up after 3 tries" in cond(effects, "Ready").message
+
+
+def test_requeue_and_finalization_retry():
+    s, _ = decide(job("Testing", batch=BATCH), Requeued("batch broke elsewhere"))
+    assert s.phase == "Queued" and s.batch is None
+    s, _ = decide(job("Conflicted", conflicts=3, max_conflict_retries=2), Retry("finalization"))
+    assert s.phase == "Queued" and s.conflicts == 2  # one more counted try
+
+
+def test_impossible_transitions():
+    for phase, event in (("Merged", BatchJoined(BATCH)), ("Failed", BatchJoined(BATCH)),
+                         ("Queued", Evicted("x", "y")), ("Superseded", Evicted("x", "y"))):
+        with pytest.raises(InvalidTransition):
+            mj.decide(job(phase), event, now=NOW)
+
+
+def test_status_round_trip_fields():
+    st = replace(job("Testing", batch=BATCH), not_before=NOW).to_status()
+    assert st["batch"] == {"id": "abc", "position": 1, "base": "base000", "commit": "spec001"}
+    assert st["notBefore"] == "2025-01-01T00:00:00Z" and st["phase"] == "Testing"

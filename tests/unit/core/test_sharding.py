@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from longshot.core import sharding
+
+pytestmark = pytest.mark.unit
+
+
+def test_no_members_no_assignment():
+    assert sharding.assign(["a"], []) == {}
+
+
+def test_two_members_four_shards_split_evenly():
+    got = sharding.assign(["r1", "r2", "r3", "r4"], ["replica-a", "replica-b"])
+    assert sorted(got) == ["r1", "r2", "r3", "r4"]
+    assert len(sharding.mine(got, "replica-a")) == 2 and len(sharding.mine(got, "replica-b")) == 2
+
+
+@given(st.sets(st.text(min_size=1, max_size=8), max_size=30), st.sets(st.text(min_size=1, max_size=6), min_size=1,
+                                                                       max_size=5))
+def test_balanced_deterministic_and_stable(shards, members):
+    a = sharding.assign(shards, members)
+    assert a == sharding.assign(list(reversed(sorted(shards))), members)  # same answer whatever the order
+    assert set(a) == shards and set(a.values()) <= members
+    cap = math.ceil(len(shards) / len(members)) if shards else 0
+    assert all(len(sharding.mine(a, m)) <= max(cap, 1) for m in members)
+
+
+def test_a_member_leaving_moves_only_its_shards_when_loads_allow():
+    shards = [f"repo-{i}" for i in range(8)]
+    before = sharding.assign(shards, ["a", "b", "c", "d"])
+    after = sharding.assign(shards, ["a", "b", "c"])
+    moved = [s for s in shards if before[s] != after[s]]
+    assert set(moved) >= {s for s in shards if before[s] == "d"}
+    assert all(after[s] != "d" for s in shards)
