@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -32,11 +33,10 @@ def _crds(args: argparse.Namespace) -> int:
 def _operator(args: argparse.Namespace) -> int:
     from longshot import operator_main
 
-    return operator_main.run(
-        namespaces=args.namespace or None,
-        standalone=args.standalone,
-        liveness=args.liveness,
-    )
+    namespaces = list(args.namespace or [])
+    env = os.environ.get("LONGSHOT_WATCH_NAMESPACES", "")
+    namespaces += [n.strip() for n in env.split(",") if n.strip() and n.strip() not in namespaces]
+    return operator_main.run(namespaces=namespaces or None)
 
 
 def _agent(args: argparse.Namespace) -> int:
@@ -56,10 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     crds.set_defaults(func=_crds)
 
     op = sub.add_parser("operator", help="run the operator (kopf)")
-    op.add_argument("--namespace", "-n", action="append", help="watch only this namespace (repeatable)")
-    op.add_argument("--standalone", action="store_true", default=True,
-                    help="no kopf peering (leader election uses a Lease; this is the default)")
-    op.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    op.add_argument("--namespace", "-n", action="append",
+                    help="watch only this namespace (repeatable; also $LONGSHOT_WATCH_NAMESPACES, comma-separated)")
     op.set_defaults(func=_operator)
 
     agent = sub.add_parser("agent", help="run an agent inside an agent Pod")

@@ -81,6 +81,21 @@ def _guard(cp: controlplane.ControlPlane, client: kubernetes.client.ApiClient) -
         raise RuntimeError(f"refusing to run integration tests against {host}: not the test control plane")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def sample_repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real git repository (file://, branch main) that builds without a repository of their own point at."""
+    import sample_repo
+
+    url = sample_repo.make(tmp_path_factory.mktemp("repo"))
+    old = os.environ.get("LONGSHOT_TEST_REPOSITORY")
+    os.environ["LONGSHOT_TEST_REPOSITORY"] = url
+    yield url
+    if old is None:
+        os.environ.pop("LONGSHOT_TEST_REPOSITORY", None)
+    else:
+        os.environ["LONGSHOT_TEST_REPOSITORY"] = old
+
+
 @pytest.fixture(scope="session")
 def api_client(control_plane: controlplane.ControlPlane) -> Iterator[kubernetes.client.ApiClient]:
     client = kubernetes.config.new_client_from_config(config_file=str(control_plane.kubeconfig))

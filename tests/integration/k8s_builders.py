@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
+
 from longshot import api
 
 GROUP, VERSION = api.GROUP, api.VERSION
 
 
+def default_repository() -> str:
+    """A real repository for builds whose test plays the agent: the operator checks that it answers and has
+    the base branch before any Pod (``runtime.preflight``). The session fixture ``sample_repository`` sets it."""
+    return os.environ.get("LONGSHOT_TEST_REPOSITORY", "https://git.example.com/o/r.git")
+
+
 def build(name: str = "b1", **spec_patch):
-    spec = {"request": "Build a REST API", "repository": {"url": "https://git.example.com/o/r.git"}}
+    spec = {"request": "Build a REST API", "repository": {"url": default_repository()}}
     for path, value in spec_patch.items():
         target = spec
         keys = path.split("__")

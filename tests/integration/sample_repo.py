@@ -58,3 +58,25 @@ def run_tests(url: str, root: Path, ref: str = "main") -> int:
     dest = root / f"check-{ref.replace('/', '-')}"
     subprocess.run(["git", "clone", "-q", "-b", ref, url, str(dest)], check=True, capture_output=True)
     return subprocess.run(TEST_COMMAND.split(), cwd=dest, capture_output=True).returncode
+
+
+def push_branch(url: str, branch: str, files: dict[str, str], root: Path, *, start: str = "main",
+                message: str = "change") -> str:
+    """Commit ``files`` on ``branch`` (from ``start``) in the repository at ``url`` and push it; the commit."""
+    work = root / f"work-{branch.replace('/', '-')}"
+    if not work.exists():
+        subprocess.run(["git", "clone", "-q", url, str(work)], check=True, capture_output=True)
+    git(work, "fetch", "-q", "origin")
+    git(work, "checkout", "-q", "-B", branch, f"origin/{start}")
+    for path, text in files.items():
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).write_text(text)
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", message)
+    git(work, "push", "-q", "-f", "origin", f"HEAD:refs/heads/{branch}")
+    return git(work, "rev-parse", "HEAD").strip()
+
+
+def is_ancestor(url: str, ancestor: str, descendant: str) -> bool:
+    return subprocess.run(["git", "--git-dir", url.removeprefix("file://"), "merge-base", "--is-ancestor", ancestor,
+                           descendant], capture_output=True).returncode == 0

@@ -105,7 +105,7 @@ def test_unknown_values_are_rejected_by_the_schema(helm, namespace: str) -> None
 @pytest.mark.parametrize("sets", [
     (),
     ("dashboard.enabled=true", "metrics.serviceMonitor.enabled=true", "operator.watchNamespaces={a,b}",
-     "leaderElection.leaseNames={longshot-merge-0123456789abcdef}", "prompts.overrides.worker\\.j2=Do it.",
+     "leaderElection.leaseNames={longshot-shard-0123456789abcdef,longshot-member-0123456789abcdef}", "prompts.overrides.worker\\.j2=Do it.",
      "networkPolicy.extraEgress[0].cidrs={10.0.0.0/8}", "networkPolicy.extraEgress[0].ports={8443}",
      "operator.podAntiAffinity=hard", "operator.extraEnv[0].name=LONGSHOT_HEARTBEAT_SECONDS",
      "operator.extraEnv[0].value=10"),
@@ -185,7 +185,7 @@ def test_agent_network_policy_is_default_deny_with_configured_egress(helm, names
 
 def test_operator_service_account_is_least_privilege(helm, kubectl, namespace: str) -> None:  # type: ignore[no-untyped-def]
     release = f"rbac-{namespace[-6:]}"
-    docs = [d for d in render(helm, namespace, "leaderElection.leaseNames={longshot-merge-0123456789abcdef}",
+    docs = [d for d in render(helm, namespace, "leaderElection.leaseNames={longshot-shard-0123456789abcdef,longshot-member-0123456789abcdef}",
                               release=release)
             if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]
     assert len(docs) == 5
@@ -203,8 +203,9 @@ def test_operator_service_account_is_least_privilege(helm, kubectl, namespace: s
                    ("delete", "pods", "team-a"), ("create", "events", "team-a"), ("get", "secrets/git-token", "team-a"),
                    ("get", "configmaps/longshot-killswitch", namespace),
                    ("create", "leases.coordination.k8s.io", namespace),
-                   ("update", "leases.coordination.k8s.io/longshot-merge-0123456789abcdef", namespace),
-                   ("update", "leases.coordination.k8s.io/longshot-operator", namespace)]
+                   ("list", "leases.coordination.k8s.io", namespace),
+                   ("update", "leases.coordination.k8s.io/longshot-shard-0123456789abcdef", namespace),
+                   ("update", "leases.coordination.k8s.io/longshot-member-0123456789abcdef", namespace)]
         denied = [("list", "secrets", "team-a"), ("watch", "secrets", None), ("patch", "pods", "team-a"),
                   ("create", "pods", "team-a", "exec"),
                   ("get", "pods", "team-a", "log"), ("get", "configmaps/other", namespace),

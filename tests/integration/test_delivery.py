@@ -77,11 +77,12 @@ def test_build_is_planned_worked_merged_swept_and_finalized(operator, kubelet, o
     create(custom, namespace, delivery_build(url))
 
     b = finalized(custom, namespace)
-    assert condition(b, "Finalized")["status"] == "True", condition(b, "Finalized")
+    assert condition(b, "Finalized")["status"] == "True", dump(custom, namespace)
     assert condition(b, "Finalized")["reason"] == "Passed"
-    assert condition(b, "Ready")["status"] == "True"
+    assert (condition(b, "Ready")["status"], condition(b, "Ready")["reason"]) == ("True", "Succeeded")
+    assert condition(b, "Stalled")["status"] == "False" and condition(b, "Reconciling")["status"] == "False"
     assert condition(b, "Merged")["status"] == "True"
-    assert b["status"]["phase"] == "Succeeded"
+    assert b["status"]["phase"] == "Succeeded" and b["status"]["completionTime"]
     assert b["status"]["merges"]["merged"] == 2
     assert b["status"]["lastSweep"]["result"] == "Passed"
     assert b["status"]["finalizationAttempts"] == 1
@@ -89,14 +90,22 @@ def test_build_is_planned_worked_merged_swept_and_finalized(operator, kubelet, o
     assert sample_repo.show(url, "calc/add.py") and sample_repo.show(url, "calc/mul.py")
     messages = sample_repo.log(url)
     assert sum("Longshot-Merge: " in m for m in messages) == 2
+    assert sum("Longshot-Merge-Id: " in m for m in messages) == 2
     assert sample_repo.run_tests(url, tmp_path) == 0
-    # each merge passed its quality gate first, in a tester Pod
+    # every merge passed a quality gate that tested it as it would land (a batch gate on a queue branch)
     gates = [t for t in list_of(custom, namespace, "agenttasks")
              if t["metadata"].get("labels", {}).get("longshot.dev/purpose") == "gate"]
-    assert len(gates) == 2 and all(t["status"]["handoff"]["verdict"] == "passed" for t in gates)
+    assert gates and all(t["status"]["handoff"]["verdict"] == "passed" for t in gates)
+    assert all("/_queue/" in t["spec"]["branch"] for t in gates)
     jobs = list_of(custom, namespace, "mergejobs")
     assert {j["status"]["phase"] for j in jobs} == {"Merged"}
-    assert all(condition(j, "Merged")["status"] == "True" for j in jobs)
+    assert all(condition(j, "Merged")["status"] == "True" and condition(j, "GatesPassed")["status"] == "True"
+               for j in jobs)
+    # mul depends on add: it started from a target commit that contains add's merged work
+    mul = get(custom, namespace, "agenttasks", "demo-mul")
+    add_job = get(custom, namespace, "mergejobs", "demo-add")
+    assert len(mul["status"]["attempts"]) == 1
+    assert sample_repo.is_ancestor(url, add_job["status"]["mergedCommit"], mul["status"]["handoff"]["baseCommit"])
     # the metrics endpoint shows what happened
     text = httpx.get(f"http://127.0.0.1:{operator_env['LONGSHOT_METRICS_PORT']}/metrics").text
     samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
@@ -104,6 +113,7 @@ def test_build_is_planned_worked_merged_swept_and_finalized(operator, kubelet, o
     assert samples['longshot_merges_total{result="Merged"}'] >= 2
     assert samples['longshot_finalizations_total{outcome="Passed"}'] >= 1
     assert samples['longshot_replica_role{role="leader"}'] == 1
+    assert samples["longshot_dispatch_latency_seconds_count"] >= 3
 
 
 def finalization_status(b):
@@ -127,7 +137,9 @@ def test_finalization_fails_with_its_reason_after_max_attempts(operator, kubelet
     assert finalization_status(b) == ("False", "TestsFailed"), dump(custom, namespace)
     assert "after 2 finalization attempts" in condition(b, "Finalized")["message"]
     assert b["status"]["finalizationAttempts"] == 2
-    assert condition(b, "Ready")["status"] == "True" and b["status"]["phase"] == "Failed"
+    assert (condition(b, "Ready")["status"], condition(b, "Ready")["reason"]) == ("False", "TestsFailed")
+    assert (condition(b, "Stalled")["status"], condition(b, "Stalled")["reason"]) == ("True", "TestsFailed")
+    assert b["status"]["phase"] == "Failed" and b["status"]["completionTime"]
     assert b["status"]["lastSweep"]["result"] == "Failed"
     # the failing final sweep got a fixer task, bounded
     fixers = [t for t in list_of(custom, namespace, "agenttasks") if t["spec"]["role"] == "fixer"]
@@ -157,14 +169,15 @@ def test_conflict_leads_to_a_fixer_task_and_then_a_merge(operator, kubelet, core
     b = finalized(custom, namespace, timeout=150)
     assert finalization_status(b) == ("True", "Passed"), dump(custom, namespace)
     jobs = {j["metadata"]["name"]: j for j in list_of(custom, namespace, "mergejobs")}
-    # the two branches ran in parallel from the same base: the first to pass its gate merged, the other
-    # conflicted and was handed to a fixer
+    # the two branches ran in parallel from the same base: one merged, the other conflicted and was handed to a
+    # fixer, whose branch then merged and superseded it
     phases = {name: jobs[name]["status"]["phase"] for name in ("demo-a", "demo-b")}
-    assert sorted(phases.values()) == ["Conflicted", "Merged"], phases
-    loser = next(name for name, phase in phases.items() if phase == "Conflicted")
+    assert sorted(phases.values()) == ["Merged", "Superseded"], phases
+    loser = next(name for name, phase in phases.items() if phase == "Superseded")
     conflicted = jobs[loser]
     assert conflicted["status"]["conflictingFiles"] == ["calc/greet.py"]
-    assert condition(conflicted, "Ready")["reason"] == "FixerCreated"
+    assert conflicted["status"]["fixer"] == f"{loser}-fix"
+    assert any(a["result"] == "Conflicted" for a in conflicted["status"]["attempts"])
     fixer = get(custom, namespace, "agenttasks", f"{loser}-fix")
     assert fixer["spec"]["role"] == "fixer" and fixer["spec"]["scope"] == ["calc/greet.py"]
     assert fixer["spec"]["branch"] == conflicted["spec"]["branch"]
@@ -196,3 +209,90 @@ def test_merges_follow_priority_then_arrival_with_each_strategy_history(operator
     parents = sample_repo.git(tmp_path, "--git-dir", url.removeprefix("file://"), "log", "--format=%P",
                               "--first-parent", "main").splitlines()
     assert sum(len(p.split()) == 2 for p in parents) == 3
+
+
+def test_the_only_worker_failing_is_never_a_pass(operator, kubelet, core_v1, custom, namespace, tmp_path):
+    """Issue 10: a build whose only worker failed reported Finalized=True/Passed with nothing merged."""
+    url = sample_repo.make(tmp_path)
+    script_configmap(core_v1, namespace, {
+        "roles": {"planner": [{"finish": {"summary": "one", "tasks": [{"name": "w", "description": "work"}]}}]},
+        "tasks": {"w": [{"fail": {"class": "AgentError", "message": "push blocked by the secret scan"}}]}})
+    create(custom, namespace, delivery_build(url, retry={"maxAttempts": 1}))
+    b = finalized(custom, namespace, timeout=120)
+    assert finalization_status(b) == ("False", "TasksFailed"), dump(custom, namespace)
+    assert "demo-w failed" in condition(b, "Finalized")["message"]
+    assert "push blocked by the secret scan" in condition(b, "Finalized")["message"]
+    assert (condition(b, "Ready")["status"], condition(b, "Stalled")["status"]) == ("False", "True")
+    assert b["status"]["phase"] == "Failed"
+    events = core_v1.list_namespaced_event(namespace, field_selector="involvedObject.name=demo").items
+    assert any(e.reason == "TasksFailed" for e in events)
+
+
+def test_a_failed_gate_goes_to_a_fixer_with_the_output_and_then_merges(operator, kubelet, core_v1, custom,
+                                                                        namespace, tmp_path):
+    url = sample_repo.make(tmp_path)
+    broken = add_tests("add", "+").replace("3 + 4", "3 + 5")
+    script_configmap(core_v1, namespace, {
+        "roles": {"planner": [{"finish": {"summary": "one", "tasks": [
+            {"name": "add", "description": "Add add()"}]}}]},
+        "tasks": {"add": [{"write": {"path": "calc/add.py", "content": "def add(a, b):\n    return a + b\n"}},
+                          {"write": {"path": "tests/test_add.py", "content": broken}}, {"finish": "Add add()"}],
+                  "demo-add-fix": [{"write": {"path": "tests/test_add.py", "content": add_tests("add", "+")}},
+                                   {"finish": "fixed the expectation"}]}})
+    create(custom, namespace, delivery_build(url))
+    b = finalized(custom, namespace, timeout=150)
+    assert finalization_status(b) == ("True", "Passed"), dump(custom, namespace)
+    job = get(custom, namespace, "mergejobs", "demo-add")
+    assert job["status"]["phase"] == "Superseded" and job["status"]["fixer"] == "demo-add-fix"
+    fixer = get(custom, namespace, "agenttasks", "demo-add-fix")
+    assert TEST in fixer["spec"]["description"] and "AssertionError" in fixer["spec"]["description"]
+    assert fixer["spec"]["branch"] == job["spec"]["branch"]
+    assert get(custom, namespace, "mergejobs", "demo-add-fix")["status"]["phase"] == "Merged"
+    assert sample_repo.run_tests(url, tmp_path) == 0
+
+
+def test_changes_requested_goes_to_a_fixer_with_the_reasons(operator, kubelet, core_v1, custom, namespace, tmp_path):
+    url = sample_repo.make(tmp_path)
+    script_configmap(core_v1, namespace, {
+        "roles": {"planner": [{"finish": {"summary": "one", "tasks": [{"name": "add", "description": "Add add()"}]}}],
+                  "reviewer": [{"finish": {"summary": "fine now", "verdict": "approved"}}]},
+        "tasks": {**SCRIPT["tasks"],
+                  "demo-add-review": [{"finish": {"summary": "needs a docstring", "verdict": "changes-requested",
+                                                  "reasons": ["add() needs a docstring"]}}],
+                  "demo-add-fix": [{"write": {"path": "calc/add.py", "content":
+                                              'def add(a, b):\n    """Sum."""\n    return a + b\n'}},
+                                   {"finish": "docstring"}]}})
+    create(custom, namespace, delivery_build(url, qualityGate={"profile": "strict", "testCommand": TEST}))
+    b = finalized(custom, namespace, timeout=150)
+    assert finalization_status(b) == ("True", "Passed"), dump(custom, namespace)
+    job = get(custom, namespace, "mergejobs", "demo-add")
+    assert job["status"]["phase"] == "Superseded"
+    assert condition(job, "ChecksPassed")["reason"] == "ChangesRequested"
+    assert "add() needs a docstring" in get(custom, namespace, "agenttasks", "demo-add-fix")["spec"]["description"]
+    assert '"""Sum."""' in sample_repo.show(url, "calc/add.py")
+
+
+def test_batch_bisection_evicts_exactly_the_culprit(operator, kubelet, core_v1, custom, namespace, tmp_path):
+    url = sample_repo.make(tmp_path)
+    names = ["f0", "f1", "f2", "f3"]
+    tasks = [{"name": n, "description": f"file {n}", "scope": [f"{n}.py"]} for n in names]
+    culprit = "f2"
+    script = {"roles": {"planner": [{"finish": {"summary": "four", "tasks": tasks}}]},
+              "tasks": {n: [{"write": {"path": f"tests/test_{n}.py", "content":
+                                       "import unittest\n\n\nclass T(unittest.TestCase):\n    def test_it(self):\n"
+                                       f"        self.assertEqual(1, {2 if n == culprit else 1})\n"}},
+                            {"finish": f"file {n}"}] for n in names}}
+    script["tasks"][f"demo-{culprit}-fix"] = [
+        {"write": {"path": f"tests/test_{culprit}.py", "content": "import unittest\n\n\nclass T(unittest.TestCase):"
+                   "\n    def test_it(self):\n        self.assertEqual(1, 1)\n"}}, {"finish": "fixed"}]
+    script_configmap(core_v1, namespace, script)
+    create(custom, namespace, delivery_build(url, workers={"max": 4}, merge={"strategy": "rebase", "window": 4}))
+    b = finalized(custom, namespace, timeout=240)
+    assert finalization_status(b) == ("True", "Passed"), dump(custom, namespace)
+    jobs = {j["metadata"]["name"]: j for j in list_of(custom, namespace, "mergejobs")}
+    evicted = [n for n, j in jobs.items() if any(a["result"] == "GatesFailed" for a in j["status"].get("attempts", []))]
+    assert evicted == [f"demo-{culprit}"], {n: j["status"].get("attempts") for n, j in jobs.items()}
+    assert jobs[f"demo-{culprit}"]["status"]["phase"] == "Superseded"
+    assert all(jobs[f"demo-{n}"]["status"]["phase"] == "Merged" for n in names if n != culprit)
+    # every commit the target moved to passed the tests
+    assert sample_repo.run_tests(url, tmp_path) == 0

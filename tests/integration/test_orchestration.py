@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import kubernetes
 import pytest
+import sample_repo
 from k8s_builders import build, condition, create, get, list_of
 from kubelet_double import finish_pod, handoff, plan_handoff
 
@@ -61,7 +62,8 @@ def start_and_plan(core, custom, namespace, tasks):
     finish_pod(core, namespace, f"{PLANNER}-a1", message=plan_handoff(PLANNER, tasks))
 
 
-def test_planner_handoff_becomes_worker_tasks_with_dependencies(operator, core_v1, custom, namespace):
+def test_planner_handoff_becomes_worker_tasks_with_dependencies(operator, core_v1, custom, namespace, tmp_path,
+                                                               sample_repository):
     start_and_plan(core_v1, custom, namespace, plan_three())
 
     b = wait_for(lambda: (lambda o: o if (condition(o, "Planned") or {}).get("status") == "True" else None)(
@@ -79,18 +81,31 @@ def test_planner_handoff_becomes_worker_tasks_with_dependencies(operator, core_v
     wait_pod(core_v1, namespace, "demo-models-a1")
     wait_pod(core_v1, namespace, "demo-docs-a1")
     assert "demo-api-a1" not in agent_pods(core_v1, namespace)
+    branch = f"longshot/demo/{namespace}/demo-models"
+    commit = sample_repo.push_branch(sample_repository, branch, {"app/models.py": "MODELS = []\n"}, tmp_path)
     finish_pod(core_v1, namespace, "demo-models-a1", message=handoff(
-        "demo-models", branch="longshot/demo/demo-models", commit="a" * 40, files_changed=["app/models.py"],
+        "demo-models", branch=branch, commit=commit, files_changed=["app/models.py"],
         usage=ho.Usage(input_tokens=100, output_tokens=20)))
-    wait_pod(core_v1, namespace, "demo-api-a1")
     t = wait_task(custom, namespace, "demo-models", phase_is("Succeeded"), "Succeeded")
-    assert t["status"]["handoff"]["commit"] == "a" * 40
+    assert t["status"]["handoff"]["commit"] == commit
     assert condition(t, "Succeeded")["status"] == "True"
     # a successful worker gets a MergeJob for its branch
     mj = wait_for(lambda: next((m for m in list_of(custom, namespace, "mergejobs")
                                 if m["metadata"]["name"] == "demo-models"), None), timeout=30, what="MergeJob")
-    assert (mj["spec"]["branch"], mj["spec"]["commit"], mj["spec"]["target"]) == (
-        "longshot/demo/demo-models", "a" * 40, "main")
+    assert (mj["spec"]["branch"], mj["spec"]["commit"], mj["spec"]["target"]) == (branch, commit, "main")
+    # the dependent waits for its dependency's branch to MERGE, not just to succeed
+    api = wait_task(custom, namespace, "demo-api", lambda o: (condition(o, "Reconciling") or {}).get("message")
+                    == "waiting for demo-models to merge", "waiting for the merge")
+    assert condition(api, "Reconciling")["reason"] == "WaitingForDependencies"
+    assert "demo-api-a1" not in agent_pods(core_v1, namespace)
+    # the quality gate tests the candidate as it would land; play the tester: it passes
+    gate = wait_for(lambda: next((n for n in agent_pods(core_v1, namespace) if "-gate-" in n), None), timeout=30,
+                    what="the gate Pod")
+    gate_task = gate.rsplit("-a", 1)[0]
+    finish_pod(core_v1, namespace, gate, message=handoff(gate_task, role="tester", verdict="passed",
+                                                         summary="tests passed"))
+    wait_pod(core_v1, namespace, "demo-api-a1")
+    assert sample_repo.show(sample_repository, "app/models.py") == "MODELS = []\n"
     b = wait_for(lambda: (lambda o: o if o["status"].get("usage", {}).get("tokens") == 120 else None)(
         get(custom, namespace, "buildrequests", "demo")), timeout=30, what="usage on the build")
     assert b["status"]["tasks"]["total"] == 4
@@ -119,7 +134,11 @@ def test_invalid_plan_is_refused_with_a_reason_and_replanned(operator, core_v1, 
     b = wait_for(lambda: (lambda o: o if (condition(o, "Planned") or {}).get("status") == "False" else None)(
         get(custom, namespace, "buildrequests", "demo")), timeout=30, what="Planned=False")
     assert condition(b, "Planned")["reason"] == "PlanRejected"
-    assert condition(b, "Ready")["status"] == "True"
+    # a failed build never looks healthy: Ready=False, Stalled=True, Finalized=False, and it is complete
+    assert (condition(b, "Ready")["status"], condition(b, "Ready")["reason"]) == ("False", "PlanRejected")
+    assert (condition(b, "Stalled")["status"], condition(b, "Stalled")["reason"]) == ("True", "PlanRejected")
+    assert condition(b, "Finalized")["status"] == "False" and b["status"]["completionTime"]
+    assert b["status"]["phase"] == "Failed"
 
 
 def test_agent_pods_are_sandboxed_and_admitted_under_restricted(operator, core_v1, custom, namespace):
@@ -242,8 +261,8 @@ def test_killswitch_stops_every_agent_pod_and_says_so(operator, core_v1, custom,
 
 
 def test_budget_exceeded_stops_dispatch_until_raised(operator, core_v1, custom, namespace):
-    plan = [{"name": "one", "description": "1"}, {"name": "two", "description": "2", "dependsOn": ["one"]}]
-    create(custom, namespace, demo_build(budget={"maxTokens": 100}))
+    plan = [{"name": "one", "description": "1", "priority": 9}, {"name": "two", "description": "2"}]
+    create(custom, namespace, demo_build(budget={"maxTokens": 100}, workers={"max": 1}))
     wait_pod(core_v1, namespace, f"{PLANNER}-a1")
     finish_pod(core_v1, namespace, f"{PLANNER}-a1", message=plan_handoff(PLANNER, plan))
     wait_pod(core_v1, namespace, "demo-one-a1")
@@ -252,6 +271,7 @@ def test_budget_exceeded_stops_dispatch_until_raised(operator, core_v1, custom, 
     b = wait_for(lambda: (lambda o: o if (condition(o, "BudgetExceeded") or {}).get("status") == "True" else None)(
         get(custom, namespace, "buildrequests", "demo")), timeout=30, what="BudgetExceeded=True")
     assert b["status"]["usage"]["tokens"] == 150
+    assert (condition(b, "Stalled")["status"], condition(b, "Stalled")["reason"]) == ("True", "BudgetExceeded")
     assert "demo-two-a1" not in agent_pods(core_v1, namespace)
     custom.patch_namespaced_custom_object("longshot.dev", "v1alpha1", namespace, "buildrequests", "demo",
                                           {"spec": {"budget": {"maxTokens": 1000}}})

@@ -234,8 +234,12 @@ class MergeCounts(Model):
 
     queued: int = Field(default=0, ge=0)
     """Waiting in the merge queue."""
+    testing: int = Field(default=0, ge=0)
+    """In a speculative batch whose quality gate runs."""
     merged: int = Field(default=0, ge=0)
     """Merged into the target branch."""
+    superseded: int = Field(default=0, ge=0)
+    """Carried onto the target by the fixer that took the branch over."""
     conflicted: int = Field(default=0, ge=0)
     """Conflicting with the target branch."""
     failed: int = Field(default=0, ge=0)

@@ -1,9 +1,10 @@
-"""kopf handlers. Importing this package registers all of them.
+"""kopf handlers and the shell around ``longshot.core``. Importing this package registers the handlers.
 
-The handlers only observe: they feed every BuildRequest, AgentTask, MergeJob and agent Pod event into
-the engine (``controllers/engine.py``), which decides with ``longshot.core`` and acts.
+Layers (``.importlinter`` checks them): ``startup`` and ``handlers`` (kopf) -> ``manager`` (the loop) ->
+the per-kind reconcilers ``tasks``, ``builds``, ``mergejobs``, ``mergequeue``, ``dispatch`` -> ``executor``,
+``context``, ``cache``, ``workqueue``, ``leadership``. No module imports its caller.
 """
 
-from longshot.controllers import observers, startup
+from longshot.controllers import handlers, startup
 
-__all__ = ["observers", "startup"]
+__all__ = ["handlers", "startup"]

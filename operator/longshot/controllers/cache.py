@@ -266,10 +266,10 @@ class Cache:
         for j in list(self.jobs):
             yield ("MergeJob", *j)
         seen: set[str] = set()
-        for (ns, _), j in list(self.jobs.items()):
-            build = self.builds.get((ns, j.build_name))
+        for (ns, _), job in list(self.jobs.items()):
+            build = self.builds.get((ns, job.build_name))
             if build is not None:
-                q = queue_name(build.spec.repository.url, j.spec.target)
+                q = queue_name(build.spec.repository.url, job.spec.target)
                 if q not in seen:
                     seen.add(q)
                     yield ("Queue", "", q)

@@ -22,7 +22,7 @@ from longshot.controllers import cache as cachemod
 from longshot.controllers import workqueue
 from longshot.core import dependencies, tasks
 from longshot.core import mergejobs as mj
-from longshot.runtime import kube
+from longshot.runtime import kube, preflight
 
 Key = cachemod.Key
 MERGING_ROLES = tasks.MERGING_ROLES
@@ -54,6 +54,8 @@ class Context:
     """Plans returned by planner tasks, waiting for their build's reconcile: (planner, tasks, done)."""
     ready_since: dict[Key, datetime] = field(default_factory=dict)
     """When a pending task's dependencies became ready (dispatch latency)."""
+    preflight: Callable[[kube.KubeAPI, objects.BuildRequest], str | None] = preflight.check
+    """The configuration check of a build's spec (``runtime.preflight.check``; unit tests inject their own)."""
     _views: dict[Key, tuple[int, BuildViews]] = field(default_factory=dict)
     _versions: dict[Key, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -188,7 +190,7 @@ def job_terminal(job: objects.MergeJob) -> bool:
     if phase in (mj.MERGED, mj.SUPERSEDED, mj.FAILED):
         return True
     if phase == mj.CONFLICTED:
-        return ready is not None and ready.get("status") == cond.FALSE or bool(getattr(job.status, "fixer", None))
+        return (ready is not None and ready.get("status") == cond.FALSE) or bool(getattr(job.status, "fixer", None))
     return False
 
 

@@ -128,8 +128,8 @@ class Executor:
 
     async def _one(self, a: Action) -> None:
         if isinstance(a, CreatePod):
-            created = await asyncio.to_thread(self.kube.create_pod, a.manifest)
-            if not created:
+            made = await asyncio.to_thread(self.kube.create_pod, a.manifest)
+            if not made:
                 log.info("pod %s/%s exists already (adopted)", a.manifest["metadata"].get("namespace"),
                          a.manifest["metadata"]["name"])
         elif isinstance(a, DeletePod):

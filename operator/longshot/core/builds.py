@@ -561,8 +561,8 @@ def summary(state: BuildState) -> list[SetCondition]:
     if stopped:
         text = _issue_text(stopped)
         more = state.counts.running > 0 or state.counts.pending > state.counts.blocked
-        return conds((c.FALSE, "TaskBlocked", text), (c.TRUE, "TaskBlocked", text),
-                     (c.TRUE if more else c.FALSE, phase_reason if more else "TaskBlocked", phase_text if more else text),
+        reconciling = (c.TRUE, phase_reason, phase_text) if more else (c.FALSE, "TaskBlocked", text)
+        return conds((c.FALSE, "TaskBlocked", text), (c.TRUE, "TaskBlocked", text), reconciling,
                      (c.TRUE if more else c.FALSE, "TasksRunning" if more else "TaskBlocked", phase_text))
     retrying = _first(state.issues, "retrying")
     failed = _first(state.issues, "failed") + _first(state.issues, "blocked")

@@ -19,7 +19,7 @@ Precedence, first match wins:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -35,14 +35,20 @@ EXIT_OK: Final = exitcodes.EXIT_OK
 EXIT_CODES: Final = exitcodes.EXIT_CODES
 FAILURE_CLASSES: Final = exitcodes.FAILURE_CLASSES
 
-# Waiting reasons that never fix themselves: fail the attempt at once.
+# Waiting reasons that never fix themselves: fail the attempt at once, as a Configuration error.
 FATAL_WAITING: Final = frozenset({"InvalidImageName", "ErrImageNeverPull"})
-# Waiting reasons that may be transient (a registry hiccup, a Secret created a moment late): fail the
+# Waiting reasons that may be transient (a registry hiccup, a ConfigMap created a moment late): fail the
 # attempt when they last longer than the grace period.
 STUCK_WAITING: Final = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
 )
-DEFAULT_STUCK_GRACE_SECONDS: Final = 120.0
+CONFIGURATION_WAITING: Final = frozenset(
+    {"InvalidImageName", "ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError"})
+"""Waiting reasons caused by the spec (an image that cannot be pulled, a missing ConfigMap/Secret key): the
+attempt is a ``Configuration`` failure, which stops the task until the spec is edited."""
+DEFAULT_STUCK_GRACE_SECONDS: Final = 60.0
+MOUNT_GRACE_SECONDS: Final = 30.0
+"""How long a Pod may sit in ContainerCreating with ``FailedMount`` Events before that is a Configuration error."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,15 @@ def classify(
     # 2. the kubelet's word
     pod_reason = pod_status.get("reason") or ""
     if pod_reason == "DeadlineExceeded":
+        waiting = _waiting(pod_status)
+        if term is None and waiting is not None:
+            # it never started: the deadline is not the cause and a longer timeout is not the fix
+            fc: FailureClass = "Configuration" if waiting.get("reason") in CONFIGURATION_WAITING else "Infrastructure"
+            return Outcome(fc, "the Pod never started before its deadline: " + _waiting_message(waiting),
+                           exit_code, str(waiting.get("reason")))
+        if term is None and not pod_status.get("startTime"):
+            return Outcome("Infrastructure", "the Pod was never scheduled or started before its deadline; "
+                           "check the cluster's capacity and the Pod's events", exit_code, "DeadlineExceeded")
         return Outcome("Timeout", "the attempt ran longer than its timeout (activeDeadlineSeconds) and "
                        "was stopped; raise spec.agent.timeoutSeconds or split the task",
                        exit_code, "DeadlineExceeded")
@@ -126,7 +141,8 @@ def classify(
     if term is None:
         waiting = _waiting(pod_status)
         if waiting is not None:
-            return Outcome("Infrastructure", _waiting_message(waiting), None, waiting["reason"])
+            fc = "Configuration" if waiting.get("reason") in CONFIGURATION_WAITING else "Infrastructure"
+            return Outcome(fc, _waiting_message(waiting), None, waiting["reason"])
         phase = pod_status.get("phase") or "Unknown"
         return Outcome("Infrastructure", f"the Pod ended in phase {phase} without the agent container "
                        "terminating", None, pod_reason or phase)
@@ -165,12 +181,12 @@ def _waiting_message(waiting: Mapping[str, Any]) -> str:
     reason = waiting.get("reason", "")
     detail = (waiting.get("message") or "").strip()
     hint = {
-        "ErrImagePull": "check spec.agent.image and that the node can pull it",
-        "ImagePullBackOff": "check spec.agent.image and that the node can pull it",
+        "ErrImagePull": "the image cannot be pulled: fix spec.agent.image (or make it pullable by the node)",
+        "ImagePullBackOff": "the image cannot be pulled: fix spec.agent.image (or make it pullable by the node)",
         "InvalidImageName": "fix spec.agent.image",
-        "ErrImageNeverPull": "import the image on the node or change the operator's image pull policy",
-        "CreateContainerConfigError": "check that the credentials Secrets and ConfigMaps named in the "
-                                      "BuildRequest exist and have the expected keys",
+        "ErrImageNeverPull": "the image is not on the node: fix spec.agent.image, or import it on the node",
+        "CreateContainerConfigError": "check that the ConfigMaps named in the BuildRequest (spec.agent.script, "
+                                      "spec.agent.prompts) exist and have the expected keys",
     }.get(reason, "see the Pod's events")
     text = f"the agent container could not start ({reason}"
     text += f": {detail[:512]})" if detail else ")"
@@ -183,22 +199,30 @@ def stuck(
     created: datetime,
     now: datetime,
     grace_seconds: float = DEFAULT_STUCK_GRACE_SECONDS,
+    events: Sequence[Mapping[str, Any]] = (),
 ) -> Outcome | None:
-    """An Infrastructure outcome when a not-yet-running Pod will not start by itself, else None.
+    """An outcome when a not-yet-running Pod will not start by itself, else None.
 
     ``created`` is the Pod's ``metadata.creationTimestamp``. Fatal waiting reasons (``InvalidImageName``,
-    ``ErrImageNeverPull``) fail at once; transient-looking ones (image pull errors, config errors for a
-    missing Secret key) only after ``grace_seconds``. The shell deletes the Pod and feeds the outcome to
-    the task decider as a ``PodFinished``.
+    ``ErrImageNeverPull``) fail at once; transient-looking ones (image pull errors, a missing ConfigMap key)
+    only after ``grace_seconds``; ``events`` are the Pod's Events (reason, message): ``FailedMount`` for longer
+    than ``MOUNT_GRACE_SECONDS`` means a ConfigMap or Secret volume is missing. Image and mount problems are
+    ``Configuration`` failures (the spec must change), the rest ``Infrastructure``. The shell deletes the Pod
+    and feeds the outcome to the task decider as a ``PodFinished``.
     """
     if pod_status.get("phase") not in (None, "Pending"):
         return None
+    age = (now - created).total_seconds()
     waiting = _waiting(pod_status)
     if waiting is None:
+        mounts = [e for e in events if e.get("reason") == "FailedMount"]
+        if mounts and age >= MOUNT_GRACE_SECONDS:
+            detail = str(mounts[-1].get("message") or "")[:512]
+            return Outcome("Configuration", f"a volume of the Pod cannot be mounted ({detail}); check that the "
+                           "ConfigMaps and Secrets named in the BuildRequest exist", None, "FailedMount")
         return None
     reason = waiting.get("reason")
-    if reason in FATAL_WAITING or (
-        reason in STUCK_WAITING and (now - created).total_seconds() >= grace_seconds
-    ):
-        return Outcome("Infrastructure", _waiting_message(waiting), None, str(reason))
+    if reason in FATAL_WAITING or (reason in STUCK_WAITING and age >= grace_seconds):
+        fc: FailureClass = "Configuration" if reason in CONFIGURATION_WAITING else "Infrastructure"
+        return Outcome(fc, _waiting_message(waiting), None, str(reason))
     return None

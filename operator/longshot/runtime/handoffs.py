@@ -25,7 +25,7 @@ def git_env(credentials: vws.GitCredentials | None, workdir: Path) -> dict[str, 
     return env
 
 
-def fetch(k: kube.Kube, build: Mapping[str, Any], pointer: ho.HandoffPointer) -> ho.Handoff | ho.HandoffError:
+def fetch(k: kube.KubeAPI, build: Mapping[str, Any], pointer: ho.HandoffPointer) -> ho.Handoff | ho.HandoffError:
     """Fetch ``handoff.json`` from the pointer's ref in the build's repository and validate it."""
     repo = (build.get("spec") or {}).get("repository") or {}
     secret_name = repo.get("credentialsSecret")

@@ -5,8 +5,10 @@ result's ``outcome`` says what happened:
 
 ``Merged``         the target was pushed; ``merged_commit`` is its new head.
 ``AlreadyMerged``  nothing to do: the job's commit is an ancestor of the target, or a commit on the target
-                   carries the job's ``Longshot-Merge`` trailer (a merge done before a restart or by a
-                   deposed leader); ``merged_commit`` is that commit.
+                   carries the job's UID in a ``Longshot-Merge-Id`` trailer (a merge done before a restart or by
+                   a deposed leader); ``merged_commit`` is that commit. The UID is random and known only to the
+                   operator, so a commit an agent wrote cannot fake a merge; the human-readable
+                   ``Longshot-Merge: <namespace>/<name>`` trailer is never trusted.
 ``Conflicted``     the branch does not apply: ``conflicting_files`` lists repository-relative paths. With
                    ``fast-forward`` a target that is not an ancestor of the commit is ``Conflicted`` with
                    ``reason == "NotFastForward"`` (and the files a 3-way merge would conflict on, maybe none).
@@ -49,7 +51,9 @@ from longshot.api.buildrequest import MergeStrategy
 from longshot.vcs import workspace as ws
 
 TRAILER_KEY = "Longshot-Merge"
-"""Trailer on every commit the merge queue writes; its value is ``<namespace>/<mergejob-name>``."""
+"""Trailer on every commit the merge queue writes; its value is ``<namespace>/<mergejob-name>`` (for people)."""
+ID_TRAILER = "Longshot-Merge-Id"
+"""Trailer with the MergeJob's UID: how the queue recognises its own merges."""
 
 Outcome = Literal["Merged", "AlreadyMerged", "Conflicted", "Stale", "Error"]
 
@@ -121,6 +125,9 @@ class MergeRequest:
     build: str = ""
     not_before: datetime | None = None
     """The MergeJob's creation time: the trailer search skips commits much older than this (speed)."""
+    uid: str = ""
+    """The MergeJob's UID, written in the ``Longshot-Merge-Id`` trailer; without it only ancestry recognises an
+    earlier merge."""
 
     @property
     def merge_id(self) -> str:
@@ -136,7 +143,7 @@ class MergeRequest:
             namespace=meta["namespace"], name=meta["name"], branch=spec["branch"], target=spec["target"],
             strategy=spec.get("strategy") or "rebase", commit=spec.get("commit") or None,
             task=(spec.get("taskRef") or {}).get("name", ""), build=(spec.get("buildRef") or {}).get("name", ""),
-            not_before=_parse_time(created) if created else None,
+            not_before=_parse_time(created) if created else None, uid=meta.get("uid") or "",
         )
 
 
@@ -216,11 +223,11 @@ def _merge(w: ws.Workspace, req: MergeRequest, timer: _Timer, fetch: bool) -> Me
     if commit is None:
         return timer.result("Error", "Error", f"commit {req.commit} of branch {req.branch!r} was not found")
 
-    found = find_merge(w, old, req.merge_id, since=req.not_before)
+    found = find_merge(w, old, req.uid, since=req.not_before) if req.uid else None
     if found:
         timer.lap("check")
         return timer.result("AlreadyMerged", "AlreadyMerged", f"{found[:12]} on {req.target} carries "
-                            f"{TRAILER_KEY}: {req.merge_id}", merged_commit=found, old_target=old)
+                            f"{ID_TRAILER}: {req.uid}", merged_commit=found, old_target=old)
     # (rebase learns this from the commits of old..commit, one git call fewer on the hot path)
     if commit == old or (req.strategy != "rebase" and w.is_ancestor(commit, old)):
         return _already_on_target(timer, req, commit, old)
@@ -241,7 +248,7 @@ def _merge(w: ws.Workspace, req: MergeRequest, timer: _Timer, fetch: bool) -> Me
             return _conflicted(timer, req, old, files)
         message = (f"Merge branch '{req.branch}' into {req.target}\n\n"
                    f"Task {req.task or '?'} of build {req.build or '?'} ({req.namespace}).\n")
-        new = _commit_tree(w, tree, [old, commit], add_trailer(message, TRAILER_KEY, req.merge_id))
+        new = _commit_tree(w, tree, [old, commit], _trailers(message, req))
     else:
         commits = _branch_commits(w, old, commit)
         if not commits:
@@ -251,13 +258,13 @@ def _merge(w: ws.Workspace, req: MergeRequest, timer: _Timer, fetch: bool) -> Me
             # the resolution with the merge commit. Its final tree is the answer: one commit on the target.
             last = commits[-1]
             subject = last.message.strip().splitlines()[0] if last.message.strip() else "changes"
-            message = add_trailer(f"{req.branch}: {subject}"
-                                  f"\n\nSquashed from {len(commits)} commits of {req.branch} (it merged {req.target} "
-                                  "to resolve conflicts).\n", TRAILER_KEY, req.merge_id)
+            message = _trailers(f"{req.branch}: {subject}"
+                                f"\n\nSquashed from {len(commits)} commits of {req.branch} (it merged {req.target} "
+                                "to resolve conflicts).\n", req)
             new = _commit_tree(w, last.tree, [old], message)
             timer.lap("merge")
             return _push_result(w, req, timer, old, new)
-        rebased = _rebase(w, old, old_tree or "", commit, commits, req.merge_id)
+        rebased = _rebase(w, old, old_tree or "", commit, commits, req)
         if isinstance(rebased, list):
             timer.lap("merge")
             return _conflicted(timer, req, old, rebased)
@@ -296,16 +303,21 @@ def _conflicted(timer: _Timer, req: MergeRequest, old: str, files: Sequence[str]
                         conflicting_files=tuple(files), old_target=old)
 
 
-def find_merge(w: ws.Workspace, head: str, merge_id_: str, *, since: datetime | None = None) -> str | None:
-    """The newest commit reachable from ``head`` whose ``Longshot-Merge`` trailer is ``merge_id_``, or None."""
-    pattern = f"^{TRAILER_KEY}: {_ere_escape(merge_id_)}$"
+def _trailers(message: str, req: MergeRequest) -> str:
+    out = add_trailer(message, TRAILER_KEY, req.merge_id)
+    return add_trailer(out, ID_TRAILER, req.uid) if req.uid else out
+
+
+def find_merge(w: ws.Workspace, head: str, uid: str, *, since: datetime | None = None) -> str | None:
+    """The newest commit reachable from ``head`` whose ``Longshot-Merge-Id`` trailer is ``uid``, or None."""
+    pattern = f"^{ID_TRAILER}: {_ere_escape(uid)}$"
     args = ["log", "--format=%H%x00%B%x00", "-E", "-i", f"--grep={pattern}"]
     if since is not None:
         args.append(f"--since={int((since - SINCE_MARGIN).timestamp())}")
     out = w.git(*args, head).stdout.decode(errors="replace")
     fields = out.split("\0")
     for sha, message in zip(fields[0::2], fields[1::2], strict=False):
-        if merge_id_ in trailer_values(message):
+        if uid in trailer_values(message, ID_TRAILER):
             return sha.strip()
     return None
 
@@ -357,7 +369,7 @@ def _branch_commits(w: ws.Workspace, old: str, commit: str) -> list[_Commit]:
 
 
 def _rebase(w: ws.Workspace, old: str, old_tree: str, commit: str, commits: Sequence[_Commit],
-            trailer: str) -> str | list[str]:
+            req: MergeRequest) -> str | list[str]:
     """Cherry-pick ``commits`` (``old..commit``) onto ``old`` with plumbing; the new head, or the
     conflicting files."""
     on_branch = {c.sha for c in commits}
@@ -377,7 +389,7 @@ def _rebase(w: ws.Workspace, old: str, old_tree: str, commit: str, commits: Sequ
             continue  # became empty
         env = {"GIT_AUTHOR_NAME": c.author_name, "GIT_AUTHOR_EMAIL": c.author_email,
                "GIT_AUTHOR_DATE": c.author_date}
-        base = _commit_tree(w, tree, [base], add_trailer(c.message, TRAILER_KEY, trailer), env=env)
+        base = _commit_tree(w, tree, [base], _trailers(c.message, req), env=env)
         base_tree = tree
     return base
 

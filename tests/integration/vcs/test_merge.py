@@ -13,6 +13,7 @@ from longshot.vcs import merge, workspace
 
 def request(name: str, branch: str, strategy: str = "rebase", commit: str | None = None,
             **kw: object) -> merge.MergeRequest:
+    kw.setdefault("uid", f"uid-of-{name}")
     return merge.MergeRequest(namespace="ns1", name=name, branch=branch, target="main", strategy=strategy,  # type: ignore[arg-type]
                               commit=commit, task=f"task-{name}", build="rest-api", **kw)  # type: ignore[arg-type]
 
@@ -144,6 +145,16 @@ def test_a_merged_job_is_recognised_after_a_restart(server: Server, ws: workspac
     assert again.outcome == "AlreadyMerged", again
     assert again.merged_commit == first.merged_commit
     assert server.head() == head
+
+
+def test_a_forged_trailer_does_not_fake_a_merge(server: Server, ws: workspace.Workspace) -> None:
+    """Issue 11: a commit carrying another job's `Longshot-Merge: <ns>/<job>` trailer must not make that job
+    report AlreadyMerged without its work landing."""
+    server.commit("main", {"x.txt": "x\n"}, message="innocent\n\nLongshot-Merge: ns1/mj-1\n")
+    c = server.commit("longshot/b/t1", {"a.txt": "a\n"})
+    result = merge.merge(ws, request("mj-1", "longshot/b/t1", commit=c))
+    assert result.outcome == "Merged", result
+    assert server.show("main", "a.txt") == "a"
 
 
 def test_a_job_with_a_similar_name_is_not_taken_for_merged(server: Server, ws: workspace.Workspace) -> None:

@@ -50,8 +50,18 @@ def test_oom_killed():
 
 
 def test_deadline_exceeded_is_timeout():
-    st = pod_status(None, reason="DeadlineExceeded", phase="Failed")
+    st = {**pod_status(137, reason="DeadlineExceeded", phase="Failed"), "startTime": "2025-01-01T00:00:00Z"}
     assert failures.classify(st, None).failure_class == "Timeout"
+
+
+def test_a_pod_that_never_started_is_not_called_a_timeout():
+    """Issue 12: a Pod stuck in ContainerCreating until its deadline must not advise a longer timeout."""
+    st = {**pod_status(waiting="CreateContainerConfigError"), "phase": "Failed", "reason": "DeadlineExceeded"}
+    out = failures.classify(st, None)
+    assert out.failure_class == "Configuration" and "timeoutSeconds" not in out.message
+    assert "never started" in out.message
+    st = {**pod_status(waiting="ContainerCreating"), "phase": "Failed", "reason": "DeadlineExceeded"}
+    assert failures.classify(st, None).failure_class == "Infrastructure"
 
 
 def test_eviction_is_infrastructure():
@@ -61,10 +71,14 @@ def test_eviction_is_infrastructure():
 
 
 @pytest.mark.parametrize("reason", ["ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError"])
-def test_image_pull_and_config_errors_are_infrastructure(reason):
+def test_image_pull_and_config_errors_are_configuration(reason):
     out = failures.classify(pod_status(waiting=reason), None)
-    assert out.failure_class == "Infrastructure"
-    assert reason in out.message
+    assert out.failure_class == "Configuration"
+    assert reason in out.message and "spec.agent" in out.message
+
+
+def test_other_start_errors_are_infrastructure():
+    assert failures.classify(pod_status(waiting="RunContainerError"), None).failure_class == "Infrastructure"
 
 
 @pytest.mark.parametrize(("code", "cls"), [(1, "AgentError"), (3, "Auth"), (4, "RateLimited"),
@@ -102,8 +116,18 @@ def test_stuck_waiting():
     st = pod_status(waiting="ImagePullBackOff")
     assert failures.stuck(st, created=T0, now=T0 + timedelta(seconds=10)) is None
     out = failures.stuck(st, created=T0, now=T0 + timedelta(seconds=300))
+    assert out is not None and out.failure_class == "Configuration" and "spec.agent.image" in out.message
+    out = failures.stuck(pod_status(waiting="RunContainerError"), created=T0, now=T0 + timedelta(seconds=300))
     assert out is not None and out.failure_class == "Infrastructure"
     assert failures.stuck(pod_status(waiting="InvalidImageName"), created=T0, now=T0) is not None
     assert failures.stuck(pod_status(waiting="ContainerCreating"), created=T0,
                           now=T0 + timedelta(hours=1)) is None
     assert failures.stuck(pod_status(0), created=T0, now=T0 + timedelta(hours=1)) is None
+
+
+def test_failed_mount_events_are_a_configuration_error_after_a_grace():
+    pending = {"phase": "Pending"}
+    events = [{"reason": "FailedMount", "message": 'configmap "script" not found'}]
+    assert failures.stuck(pending, created=T0, now=T0 + timedelta(seconds=5), events=events) is None
+    out = failures.stuck(pending, created=T0, now=T0 + timedelta(seconds=40), events=events)
+    assert out is not None and out.failure_class == "Configuration" and 'configmap "script"' in out.message

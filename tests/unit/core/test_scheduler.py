@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-
 from datetime import UTC, datetime, timedelta
 
 import pytest

@@ -17,6 +17,7 @@ from longshot.core.tasks import (
     Admitted,
     BackoffElapsed,
     CancelRequested,
+    CountUsage,
     CreateMergeJob,
     CreatePod,
     DeletePod,
@@ -30,7 +31,6 @@ from longshot.core.tasks import (
     RetryRequested,
     ScheduleRetry,
     TaskState,
-    CountUsage,
 )
 
 pytestmark = pytest.mark.unit

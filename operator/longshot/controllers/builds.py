@@ -1,0 +1,455 @@
+"""The BuildRequest reconciler: observe a build and its tasks, ask ``core.builds`` (and, when every task is
+finished, ``core.finalization``), return the actions.
+
+Observed: first sight (``Created``), ``spec.suspend``, the killswitch, the budget (``core`` usage of its tasks),
+the configuration check (``runtime.preflight``, once per spec generation and again every minute while it fails),
+plans returned by planner tasks, a failed planner, the task counts and the tasks that need attention (stopped
+for a person, retrying, failed, blocked). While working, sweeps run the reconciler command on the target after
+new merges; a failing sweep gets a fixer. The status is written once, last, fenced on the build's
+resourceVersion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from longshot import metrics
+from longshot.api import conditions as cond
+from longshot.api import handoff as ho
+from longshot.api import objects, timeutil
+from longshot.controllers import cache as cachemod
+from longshot.controllers import context as ctxmod
+from longshot.controllers import executor as ex
+from longshot.controllers import mergejobs as mjc
+from longshot.controllers import mergequeue as mqc
+from longshot.core import builds, finalization, names, plan, tasks
+from longshot.core import mergejobs as mj
+from longshot.core.effects import EmitEvent, SetCondition
+from longshot.runtime import handoffs
+
+log = logging.getLogger("longshot.builds")
+
+SWEEP, FINAL = "sweep", "final"
+MERGED_COUNT_ANNOTATION = "longshot.dev/merged-count"
+PREFLIGHT_RETRY = timedelta(seconds=60)
+
+
+@dataclass
+class _Checked:
+    generation: int
+    error: str | None
+    at: datetime
+
+
+class BuildReconciler:
+    def __init__(self, ctx: ctxmod.Context) -> None:
+        self.ctx = ctx
+        self.checked: dict[cachemod.Key, _Checked] = {}
+
+    async def reconcile(self, key: cachemod.Key) -> list[ex.Action]:
+        build = self.ctx.cache.builds.get(key)
+        if build is None or build.metadata.deleting:
+            self.ctx.plans.pop(key, None)
+            self.checked.pop(key, None)
+            return []
+        if not self.ctx.owns_build(build):
+            return []
+        now = self.ctx.clock()
+        state = builds.BuildState.from_build(build)
+        events: list[builds.Event] = []
+        out: list[ex.Action] = []
+        if state.phase == builds.PENDING:
+            events.append(builds.Created())
+        events.append(builds.SuspendChanged(build.spec.suspend))
+        events.append(builds.Killswitch(self.ctx.killswitch))
+        events.append(builds.BudgetChanged(self.ctx.budget_spent(build)))
+        if state.phase not in builds.DONE:
+            events.append(builds.ConfigurationChecked(await self._preflight(build, now, out)))
+        events.extend(await self._plans(build, state))
+        ts = list(self.ctx.cache.tasks_of(key))
+        work = [t for t in ts if cachemod.purpose(t) is None and not _old_planner(t, state)]
+
+        effects: list[builds.Effect] = []
+        extra: dict[str, Any] = {}
+        for event in events:
+            state, more = self._decide(state, event, now)
+            effects.extend(more)
+        if any(isinstance(e, builds.CreatePlannerTask | builds.CreateTasks) for e in effects):
+            # the tasks being created count from the next reconcile on (their creation triggers it)
+            return [*out, *self._actions(build, state, effects, extra, now)]
+        for event in (builds.TaskCountsChanged(self._counts(build, work)),
+                      builds.IssuesChanged(self._issues(build, work))):
+            state, more = self._decide(state, event, now)
+            effects.extend(more)
+        if state.phase == builds.WORKING and not (state.suspended or state.halted):
+            self._sweep(build, ts, now, out, extra)
+        if state.phase in (builds.FINALIZING, builds.MERGING):
+            for event in self._finalize(build, ts, out, extra, now):
+                state, more = self._decide(state, event, now)
+                effects.extend(more)
+        return [*out, *self._actions(build, state, effects, extra, now)]
+
+    def _decide(self, state: builds.BuildState, event: builds.Event,
+                now: datetime) -> tuple[builds.BuildState, list[builds.Effect]]:
+        try:
+            return builds.decide(state, event, now=now)
+        except builds.InvalidTransition as e:
+            log.error("%s", e)
+            return state, []
+
+    # --- observing ---------------------------------------------------------------------------------
+
+    async def _preflight(self, build: objects.BuildRequest, now: datetime, out: list[ex.Action]) -> str | None:
+        last = self.checked.get(build.key)
+        if last is not None and last.generation == build.generation and (
+                last.error is None or now - last.at < PREFLIGHT_RETRY):
+            return last.error
+        try:
+            error = await asyncio.to_thread(self.ctx.preflight, self.ctx.kube, build)
+        except Exception as e:  # the check itself could not run: not the spec's fault
+            log.warning("configuration check of %s/%s failed: %s", build.namespace, build.name, e)
+            error = last.error if last is not None else None
+        self.checked[build.key] = _Checked(build.generation, error, now)
+        if error:
+            out.append(ex.Requeue(("BuildRequest", *build.key), now + PREFLIGHT_RETRY))
+        return error
+
+    async def _plans(self, build: objects.BuildRequest, state: builds.BuildState) -> list[builds.Event]:
+        events: list[builds.Event] = []
+        stashed = self.ctx.plans.pop(build.key, [])
+        existing = {n for n in self.ctx.cache.tasks_by_build.get(build.key, ())} if stashed else set()
+        for planner_name, planned, _done in stashed:
+            planner = self.ctx.cache.tasks.get((build.namespace, planner_name))
+            if planner is None:
+                continue
+            ctx = plan.context_for(_wire(build), _wire(planner), existing | _names_in_namespace(self.ctx, build))
+            events.append(builds.PlannerFinished(planned, ctx))
+        planner = self.ctx.cache.tasks.get((build.namespace, state.planner_task or ""))
+        if planner is not None and state.phase == builds.PLANNING and not stashed:
+            if planner.status.phase == tasks.FAILED:
+                events.append(builds.PlanInvalid(_last_failure(planner)))
+            elif planner.status.phase == tasks.SUCCEEDED:
+                recovered = await self._recover_plan(build, planner)
+                if recovered is not None:
+                    events.append(recovered)
+        return events
+
+    async def _recover_plan(self, build: objects.BuildRequest, planner: objects.AgentTask) -> builds.Event | None:
+        """The planner succeeded but its plan was not taken in (the operator restarted in between): read it
+        again from its Pod, or re-plan when it is gone."""
+        attempt = max((a.number for a in planner.status.attempts), default=0)
+        pod = self.ctx.cache.pods.get((build.namespace, cachemod.pod_name(planner.name, attempt))) if attempt else None
+        message = pod.termination_message() if pod is not None else None
+        if message is None:
+            return builds.PlanInvalid("the plan was lost before it was taken in (its Pod is gone); planning again")
+        try:
+            parsed = ho.parse_termination_message(message)
+            if isinstance(parsed, ho.HandoffPointer):
+                got = await asyncio.to_thread(handoffs.fetch, self.ctx.kube, _wire(build), parsed)
+                if isinstance(got, ho.HandoffError):
+                    raise got
+                parsed = got
+        except Exception as e:
+            return builds.PlanInvalid(f"the plan could not be read again: {e}")
+        names_now = set(self.ctx.cache.tasks_by_build.get(build.key, ())) | _names_in_namespace(self.ctx, build)
+        ctx = plan.context_for(_wire(build), _wire(planner), names_now - _planned_by(self.ctx, build))
+        return builds.PlannerFinished(parsed.tasks, ctx)
+
+    def _counts(self, build: objects.BuildRequest, work: Sequence[objects.AgentTask]) -> builds.TaskCounts:
+        blocked = stopped = 0
+        for t in work:
+            phase = t.status.phase or tasks.PENDING
+            if phase in (tasks.PENDING, tasks.BACKOFF) and self.ctx.readiness(t, build)[0] == "blocked":
+                blocked += 1
+            last = t.status.attempts[-1] if t.status.attempts else None
+            if phase == tasks.FAILED and last is not None and last.failure_class in tasks.PERSON_FAILURES:
+                stopped += 1
+        return builds.TaskCounts.from_phases((t.status.phase for t in work), blocked=blocked, stopped=stopped)
+
+    def _issues(self, build: objects.BuildRequest, work: Sequence[objects.AgentTask]) -> tuple[builds.TaskIssue, ...]:
+        out: list[builds.TaskIssue] = []
+        for t in sorted(work, key=lambda t: t.name):
+            phase = t.status.phase or tasks.PENDING
+            last = t.status.attempts[-1] if t.status.attempts else None
+            reason = (last.exit_reason or "") if last is not None else ""
+            if phase == tasks.FAILED and last is not None and last.failure_class in tasks.PERSON_FAILURES:
+                out.append(builds.TaskIssue(t.name, "stopped", reason or str(last.failure_class)))
+            elif phase == tasks.BACKOFF and last is not None:
+                out.append(builds.TaskIssue(t.name, "retrying", f"attempt {last.number} failed "
+                                                                f"({last.failure_class}): {reason}"))
+            elif phase == tasks.FAILED:
+                out.append(builds.TaskIssue(t.name, "failed", reason or "failed"))
+            elif phase in (tasks.PENDING,) and self.ctx.readiness(t, build)[0] == "blocked":
+                out.append(builds.TaskIssue(t.name, "blocked", self.ctx.readiness(t, build)[1]))
+        order = {"stopped": 0, "retrying": 1, "failed": 2, "blocked": 3}
+        return tuple(sorted(out, key=lambda i: order[i.kind]))
+
+    # --- sweeps ------------------------------------------------------------------------------------
+
+    def _sweeps(self, ts: Sequence[objects.AgentTask], kind: str) -> list[objects.AgentTask]:
+        return sorted((t for t in ts if cachemod.purpose(t) == kind),
+                      key=lambda t: t.metadata.creation_timestamp or timeutil.EPOCH)
+
+    def last_sweep(self, ts: Sequence[objects.AgentTask]) -> dict[str, Any] | None:
+        done = [t for t in self._sweeps(ts, SWEEP) + self._sweeps(ts, FINAL) if t.status.phase in tasks.TERMINAL]
+        if not done:
+            return None
+        t = max(done, key=lambda t: _ended(t) or timeutil.EPOCH)
+        passed = _sweep_passed(t)
+        ended = _ended(t)
+        return {"result": "Passed" if passed else "Failed", "time": timeutil.rfc3339(ended) if ended else None,
+                "message": None if passed else _sweep_output(t)[-4096:],
+                "commit": (t.status.handoff.commit if t.status.handoff is not None else None)}
+
+    def _sweep(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask], now: datetime,
+               out: list[ex.Action], extra: dict[str, Any]) -> None:
+        rec = build.spec.reconciler
+        merged = sum(1 for j in self.ctx.cache.jobs_of(build.key) if j.status.phase == mj.MERGED)
+        if not rec.enabled or merged == 0:
+            return
+        sweeps = self._sweeps(ts, SWEEP)
+        if any(t.status.phase not in tasks.TERMINAL for t in sweeps):
+            return
+        at_last = int(sweeps[-1].metadata.annotations.get(MERGED_COUNT_ANNOTATION, "0")) if sweeps else 0
+        if sweeps and merged <= at_last:
+            return
+        last = sweeps[-1] if sweeps else None
+        interval = rec.interval_seconds
+        if last is not None and not _sweep_passed(last):
+            interval = max(30, interval // 4)
+        ended = _ended(last) if last is not None else None
+        if ended is not None and now < ended + timedelta(seconds=interval):
+            out.append(ex.Requeue(("BuildRequest", *build.key), ended + timedelta(seconds=interval)))
+            return
+        name = names.child_name(build.name, f"sweep-{len(sweeps) + 1}")
+        out.append(ex.CreateObject(self._sweep_manifest(build, name, SWEEP, merged)))
+        if last is not None and not _sweep_passed(last):
+            self._sweep_fixer(build, last, _sweep_output(last), out)
+
+    def _sweep_manifest(self, build: objects.BuildRequest, name: str, kind: str, merged: int) -> dict[str, Any]:
+        command = build.spec.reconciler.command
+        base = build.spec.repository.base_branch
+        m = mqc.tester_manifest(build, name, branch=base, command=command, purpose=kind, priority=9,
+                                annotations={MERGED_COUNT_ANNOTATION: str(merged)},
+                                description=f"Sweep: run `{command}` on {base} and report whether it passes.")
+        return m
+
+    def _sweep_fixer(self, build: objects.BuildRequest, sweep: objects.AgentTask, output: str,
+                     out: list[ex.Action]) -> bool:
+        views = self.ctx.views(build.key)
+        if build.spec.reconciler.max_fixers_per_sweep < 1 or views.fixers >= build.spec.merge.max_fixers:
+            return False
+        name = names.child_name(sweep.name, "fix")
+        if (build.namespace, name) in self.ctx.cache.tasks:
+            return False
+        base = build.spec.repository.base_branch
+        command = build.spec.reconciler.command
+        out.append(ex.CreateObject(mjc.fixer_manifest(
+            build, name, branch=f"longshot/{build.name}/{name}", scope=(), priority=9, fix_depth=1, fixes=sweep.name,
+            description=(f"`{command}` fails on {base}:\n```\n{output[-3000:]}\n```\nFind the cause and fix it on "
+                         "your branch; the tests must pass."))))
+        return True
+
+    # --- finalization ------------------------------------------------------------------------------
+
+    def _finalize(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask], out: list[ex.Action],
+                  extra: dict[str, Any], now: datetime) -> list[builds.Event]:
+        spec = build.spec
+        attempt = build.status.finalization_attempts
+        final = self.ctx.cache.tasks.get((build.namespace, names.child_name(build.name, f"final-{attempt}"))) \
+            if attempt else None
+        snapshot = finalization.Snapshot(
+            build=build.name, enabled=spec.finalization.enabled, attempt=attempt,
+            max_attempts=spec.finalization.max_attempts, tasks=self._task_views(build, ts),
+            jobs=self._job_views(build, ts),
+            final_sweep=None if final is None else finalization.SweepView(
+                final.name, final.status.phase in tasks.TERMINAL, _sweep_passed(final), _sweep_output(final)),
+            sweep_fixers_left=max(0, spec.merge.max_fixers - self.ctx.views(build.key).fixers))
+        events: list[builds.Event] = []
+        for e in finalization.decide(snapshot):
+            if isinstance(e, finalization.BeginAttempt):
+                extra["finalizationAttempts"] = e.attempt
+                metrics.FINALIZATION_ATTEMPTS.inc()
+                events.append(builds.FinalizationStarted(e.attempt, spec.finalization.max_attempts))
+            elif isinstance(e, finalization.RequeueJobs):
+                for n in e.names:
+                    job = self.ctx.cache.jobs.get((build.namespace, n))
+                    if job is None:
+                        continue
+                    st, effs = mjc.decide(job, mjc.job_state(self.ctx, job, build),
+                                          [mj.Retry(f"finalization attempt {extra.get('finalizationAttempts')} "
+                                                    "tries it again")], now)
+                    out += mjc.actions(job, build, st, effs, now, cachemod.queue_name(spec.repository.url,
+                                                                                      job.spec.target))
+            elif isinstance(e, finalization.StartFinalSweep):
+                merged = sum(1 for j in self.ctx.cache.jobs_of(build.key) if j.status.phase == mj.MERGED)
+                out.append(ex.CreateObject(self._sweep_manifest(
+                    build, names.child_name(build.name, f"final-{e.attempt}"), FINAL, merged)))
+            elif isinstance(e, finalization.FixFailingSweep):
+                sweep = self.ctx.cache.tasks.get((build.namespace, e.sweep))
+                if sweep is not None:
+                    self._sweep_fixer(build, sweep, e.message, out)
+            elif isinstance(e, finalization.Finish):
+                metrics.FINALIZATIONS.labels(outcome=e.reason).inc()
+                events.append(builds.Finished(e.passed, e.reason, e.message, e.attempt))
+        return events
+
+    def _task_views(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask]
+                    ) -> tuple[finalization.TaskView, ...]:
+        out = []
+        for t in ts:
+            if cachemod.purpose(t) is not None or (t.spec.role == "planner"
+                                                   and plan.PLAN_NAME_ANNOTATION not in t.metadata.annotations):
+                continue
+            readiness, why = self.ctx.readiness(t, build) if t.status.phase in (None, tasks.PENDING) else ("", "")
+            out.append(finalization.TaskView(
+                name=t.name, phase=t.status.phase or tasks.PENDING, role=t.spec.role, failure=_last_failure(t),
+                blocked=why if readiness == "blocked" else "",
+                fixes=t.metadata.annotations.get(cachemod.FIXES_ANNOTATION)))
+        return tuple(out)
+
+    def _job_views(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask]
+                   ) -> tuple[finalization.JobView, ...]:
+        out: list[finalization.JobView] = []
+        jobs = {j.name: j for j in self.ctx.cache.jobs_of(build.key)}
+        for j in jobs.values():
+            delivered = self.ctx.delivered(j)
+            terminal = ctxmod.job_terminal(j)
+            undeliverable = self.ctx.undeliverable(j)
+            fixer = j.status.fixer
+            finished = delivered or (terminal and (not fixer or undeliverable))
+            ready = cond.find(ctxmod.conditions_of(j), cond.READY) or {}
+            out.append(finalization.JobView(
+                name=j.name, phase=j.status.phase or mj.QUEUED, finished=finished, delivered=delivered,
+                carried_by=fixer if fixer and not undeliverable else None,
+                retryable=finished and not delivered and j.status.checks != "failed",
+                message=str(ready.get("message") or "")))
+        for t in ts:
+            if t.spec.role in tasks.MERGING_ROLES and t.status.phase == tasks.SUCCEEDED and t.name not in jobs \
+                    and t.status.handoff is not None and t.status.handoff.commit:
+                out.append(finalization.JobView(t.name, "Missing"))
+        return tuple(out)
+
+    # --- acting ------------------------------------------------------------------------------------
+
+    def _actions(self, build: objects.BuildRequest, state: builds.BuildState, effects: Sequence[builds.Effect],
+                 extra: dict[str, Any], now: datetime) -> list[ex.Action]:
+        ns, name = build.key
+        status = build.status
+        conds = ctxmod.conditions_of(build)
+        out: list[ex.Action] = []
+        completion: bool | None = None
+        for e in effects:
+            if isinstance(e, builds.CreatePlannerTask):
+                out.append(ex.CreateObject(e.manifest))
+            elif isinstance(e, builds.CreateTasks):
+                out.extend(ex.CreateObject(m) for m in e.manifests)
+            elif isinstance(e, SetCondition):
+                conds, _ = cond.set_condition(conds, e.type, e.status, e.reason, e.message, now=now)
+            elif isinstance(e, EmitEvent):
+                out.append(ex.RecordEvent(build.ref(), e.type, e.reason, e.message))
+            elif isinstance(e, builds.SetCompletion):
+                completion = e.done
+        jobs = list(self.ctx.cache.jobs_of(build.key))
+        if jobs:
+            pending = sorted(j.name for j in jobs if not self.ctx.delivered(j))
+            conds, _ = cond.set_condition(
+                conds, cond.MERGED, cond.FALSE if pending else cond.TRUE,
+                "BranchesPending" if pending else "AllMerged",
+                f"not merged yet: {', '.join(pending[:10])}" if pending else f"{len(jobs)} branches merged", now=now)
+        tokens, cost = self.ctx.usage(build)
+        patch: dict[str, Any] = {**state.to_status(), **extra,
+                                 "conditions": ex.stamp_generation(conds, build.generation),
+                                 "observedGeneration": build.generation,
+                                 "usage": {"tokens": tokens, "cost": cost},
+                                 "merges": _merge_counts(jobs)}
+        ts = list(self.ctx.cache.tasks_of(build.key))
+        last = self.last_sweep(ts)
+        if last is not None:
+            patch["lastSweep"] = {k: v for k, v in last.items() if v is not None}
+            old = status.last_sweep
+            if old is None or (old.time and timeutil.rfc3339(old.time)) != last.get("time"):
+                metrics.SWEEPS.labels(result="Passed" if last["result"] == "Passed" else "TestsFailed").inc()
+        if status.start_time is None:
+            patch["startTime"] = timeutil.rfc3339(now)
+        if completion is True and status.completion_time is None:
+            patch["completionTime"] = timeutil.rfc3339(now)
+        elif completion is False or (state.phase not in builds.DONE and status.completion_time is not None):
+            patch["completionTime"] = None
+        if _unchanged(build, patch):
+            return out
+        out.append(ex.WriteStatus("BuildRequest", ns, name, build.metadata.resource_version, patch))
+        return out
+
+
+def _wire(obj: objects.Resource) -> dict[str, Any]:
+    out: dict[str, Any] = obj.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return out
+
+
+def _old_planner(t: objects.AgentTask, state: builds.BuildState) -> bool:
+    """A top-level planner whose plan was refused (a re-plan replaced it): not part of the build's work."""
+    return (t.spec.role == "planner" and plan.PLAN_NAME_ANNOTATION not in t.metadata.annotations
+            and t.name != state.planner_task)
+
+
+def _names_in_namespace(ctx: ctxmod.Context, build: objects.BuildRequest) -> set[str]:
+    return {n for (ns, n) in ctx.cache.tasks if ns == build.namespace}
+
+
+def _planned_by(ctx: ctxmod.Context, build: objects.BuildRequest) -> set[str]:
+    """Tasks of the build's top-level plan (they exist when a plan was taken in before a restart)."""
+    return {t.name for t in ctx.cache.tasks_of(build.key)
+            if plan.PLAN_NAME_ANNOTATION in t.metadata.annotations and not t.spec.parent_task}
+
+
+def _last_failure(t: objects.AgentTask) -> str:
+    last = t.status.attempts[-1] if t.status.attempts else None
+    if last is not None and last.exit_reason and last.failure_class:
+        return last.exit_reason
+    succeeded = cond.find(ctxmod.conditions_of(t), cond.SUCCEEDED)
+    return str((succeeded or {}).get("message") or "") if t.status.phase == tasks.FAILED else ""
+
+
+def _ended(t: objects.AgentTask | None) -> datetime | None:
+    if t is None or not t.status.attempts:
+        return None
+    return t.status.attempts[-1].end_time
+
+
+def _sweep_passed(t: objects.AgentTask) -> bool:
+    return t.status.phase == tasks.SUCCEEDED and t.status.handoff is not None and t.status.handoff.verdict == "passed"
+
+
+def _sweep_output(t: objects.AgentTask) -> str:
+    h = t.status.handoff
+    if h is not None and (h.reasons or h.summary):
+        return "\n".join(h.reasons[-2:]) or h.summary
+    return _last_failure(t) or f"sweep {t.status.phase}"
+
+
+def _merge_counts(jobs: Sequence[objects.MergeJob]) -> dict[str, int]:
+    counts = {"queued": 0, "testing": 0, "merged": 0, "conflicted": 0, "failed": 0, "superseded": 0}
+    for j in jobs:
+        phase = (j.status.phase or mj.QUEUED).lower()
+        counts[phase if phase in counts else "queued"] += 1
+    return counts
+
+
+def _unchanged(build: objects.BuildRequest, patch: dict[str, Any]) -> bool:
+    current = build.status.model_dump(by_alias=True, mode="json")
+    for k, v in patch.items():
+        have = current.get(k)
+        if k == "conditions":
+            have = [{kk: vv for kk, vv in c.items() if vv is not None} for c in have or []]
+        if isinstance(v, dict) and isinstance(have, dict):
+            if any(have.get(kk) != vv for kk, vv in v.items()):
+                return False
+        elif have != v:
+            return False
+    return True

@@ -1,0 +1,85 @@
+"""Dispatch: which pending tasks start now (``core.scheduler.select``), across this replica's builds.
+
+Candidates are the pending tasks of the builds whose shard this replica holds, with their dependencies' readiness
+(``core.dependencies`` via the context); the operator-wide limit counts every running agent task the replica sees,
+whichever replica started it. The chosen tasks are admitted through the task reconciler (one Pod create and one
+status write each), concurrently.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from longshot import metrics
+from longshot.api import objects
+from longshot.controllers import cache as cachemod
+from longshot.controllers import context as ctxmod
+from longshot.core import scheduler, tasks
+
+
+@dataclass(frozen=True)
+class Plan:
+    admit: tuple[cachemod.Key, ...]
+    budget_blocked: frozenset[str]
+
+
+def plan(ctx: ctxmod.Context) -> Plan:
+    candidates: list[scheduler.TaskView] = []
+    running: list[scheduler.TaskView] = []
+    by_state: dict[str, int] = defaultdict(int)
+    builds: dict[str, scheduler.BuildView] = {}
+    for key, t in list(ctx.cache.tasks.items()):
+        phase = t.status.phase or tasks.PENDING
+        by_state[phase] += 1
+        if phase not in (tasks.PENDING, tasks.RUNNING) or (t.spec.cancel and phase == tasks.PENDING):
+            continue
+        build = ctx.cache.build_of(t)
+        if build is None:
+            continue
+        bkey = f"{build.namespace}/{build.name}"
+        if phase == tasks.RUNNING:
+            running.append(_view(t, bkey, phase, True))
+            continue
+        if not ctx.owns_build(build) or t.metadata.deleting or not t.status.conditions:
+            continue
+        if bkey not in builds:
+            builds[bkey] = _build_view(ctx, build)
+        ready = ctx.readiness(t, build)[0] == "ready"
+        if ready:
+            ctx.ready_since.setdefault(key, ctx.clock())
+        candidates.append(_view(t, bkey, phase, ready))
+    metrics.set_tasks_by_state(by_state)
+    metrics.ACTIVE_WORKERS.set(len(running))
+    metrics.PENDING_TASKS.set(sum(1 for c in candidates if c.dependencies_ready))
+    if not candidates:
+        return Plan((), frozenset())
+    selection = scheduler.select(candidates, running, builds=builds, global_limit=ctx.settings.max_workers,
+                                 killswitch=ctx.killswitch)
+    admit = tuple((v.build.split("/", 1)[0], v.name) for v in selection.start)
+    return Plan(admit, selection.budget_blocked)
+
+
+def _view(t: objects.AgentTask, build: str, phase: str, ready: bool) -> scheduler.TaskView:
+    return scheduler.TaskView(name=t.name, build=build, priority=t.spec.priority,
+                              created=t.metadata.creation_timestamp, depends_on=tuple(t.spec.depends_on),
+                              scope=tuple(t.spec.scope), phase=phase, dependencies_ready=ready)
+
+
+def _build_view(ctx: ctxmod.Context, build: objects.BuildRequest) -> scheduler.BuildView:
+    tokens, cost = ctx.usage(build)
+    budget = build.spec.budget
+    configured = ctx_configuration_ok(ctx, build)
+    return scheduler.BuildView(
+        name=build.name, max_workers=build.spec.workers.max,
+        suspended=build.spec.suspend or build.metadata.deleting or not configured,
+        halted=ctx.killswitch, tokens_used=tokens, max_tokens=budget.max_tokens, cost_used=cost,
+        max_cost=budget.max_cost)
+
+
+def ctx_configuration_ok(ctx: ctxmod.Context, build: objects.BuildRequest) -> bool:
+    """A build whose spec failed its configuration check starts no Pod (its Stalled condition says why)."""
+    for c in build.status.conditions:
+        if c.type == "Stalled" and c.status == "True" and c.reason == "Configuration":
+            return False
+    return True

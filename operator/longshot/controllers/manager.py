@@ -1,0 +1,226 @@
+"""The manager: one loop that takes references from the work queue, runs their reconciler, has the executor
+carry out the actions, and dispatches ready tasks.
+
+* kopf's event handlers only call :meth:`Manager.observe` (the cache parses the object and says which
+  references it concerns).
+* Each step takes every due reference from the work queue and reconciles them, kind by kind (tasks, MergeJobs,
+  merge queues, builds), each kind concurrently. A reconcile that raises (an API error, a fenced status write
+  that lost to a newer version) is retried with per-reference exponential backoff: never dropped. A success
+  resets the backoff.
+* A periodic resync marks everything (``RESYNC_SECONDS``), so nothing depends on an event arriving.
+* The killswitch ConfigMap is polled; leadership (``controllers/leadership.py``) says which shards this replica
+  acts on, and a change marks everything again.
+* ``healthy()`` is False when the loop has not turned for ``STALL_SECONDS`` or the replica lost its footing:
+  the liveness probe restarts a wedged operator.
+
+No module imports this one but the entry points: reconcilers get what they need through the context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any, Final
+
+import kubernetes
+
+from longshot import config, metrics
+from longshot.api import timeutil
+from longshot.controllers import builds as buildsc
+from longshot.controllers import cache as cachemod
+from longshot.controllers import context as ctxmod
+from longshot.controllers import dispatch, leadership, workqueue
+from longshot.controllers import executor as ex
+from longshot.controllers import mergejobs as mjc
+from longshot.controllers import mergequeue as mqc
+from longshot.controllers import tasks as tasksc
+from longshot.core import mergejobs as mj
+from longshot.runtime import kube
+
+log = logging.getLogger("longshot.manager")
+
+RESYNC_SECONDS: Final = 60.0
+KILLSWITCH_POLL_SECONDS: Final = 2.0
+STALL_SECONDS: Final = 60.0
+CONCURRENCY: Final = 32
+BATCH_SECONDS: Final = 0.02
+"""Let a burst of watch events land before a step."""
+ORDER: Final = ("AgentTask", "MergeJob", "Queue", "BuildRequest")
+
+
+class Manager:
+    def __init__(self, k: kube.KubeAPI, settings: config.Settings, *,
+                 client: kubernetes.client.ApiClient | None = None,
+                 clock: Callable[[], datetime] = timeutil.utcnow, rand: Callable[[], float] = random.random,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.monotonic = monotonic
+        self.cache = cachemod.Cache()
+        self.queue: workqueue.WorkQueue[cachemod.Ref] = workqueue.WorkQueue(clock)
+        self.ctx = ctxmod.Context(cache=self.cache, kube=k, settings=settings, queue=self.queue, clock=clock, rand=rand)
+        self.executor = ex.Executor(k, self.cache, self.queue, clock)
+        self.tasks = tasksc.TaskReconciler(self.ctx)
+        self.builds = buildsc.BuildReconciler(self.ctx)
+        self.jobs = mjc.MergeJobReconciler(self.ctx)
+        self.queues = mqc.QueueReconciler(self.ctx, mqc.Workspaces(self.ctx))
+        self.reconcilers: Mapping[str, Callable[[str, str], Awaitable[list[ex.Action]]]] = {
+            "AgentTask": lambda ns, n: self.tasks.reconcile((ns, n)),
+            "BuildRequest": lambda ns, n: self.builds.reconcile((ns, n)),
+            "MergeJob": lambda ns, n: self.jobs.reconcile((ns, n)),
+            "Queue": lambda ns, n: self.queues.reconcile(n),
+        }
+        self.leadership: leadership.Leadership | None = None
+        if client is not None:
+            self.leadership = leadership.Leadership(client, settings, shards=self.cache.shards,
+                                                    on_change=self._leadership_changed, clock=clock)
+            self.ctx.owns = self.leadership.holds
+        self.sem = asyncio.Semaphore(CONCURRENCY)
+        self.heartbeat = monotonic()
+        self.steps = 0
+        self.reconciles = 0
+        self.failures = 0
+        self._stopping = False
+        self._next_resync = 0.0
+        self._next_killswitch = 0.0
+
+    # --- input -------------------------------------------------------------------------------------
+
+    def observe(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> None:
+        refs = self.cache.observe(kind, event_type, body)
+        for r in refs:
+            if r[0] == "BuildRequest":
+                self.ctx.touched((r[1], r[2]))
+        self.queue.add_all(refs)
+
+    def _leadership_changed(self) -> None:
+        self.queue.add_all(self.cache.all_refs())
+
+    # --- the loop ----------------------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        if self.monotonic() - self.heartbeat > STALL_SECONDS:
+            return False
+        return self.leadership is None or self.leadership.healthy()
+
+    async def run(self) -> None:
+        log.info("manager started as %s (operator-wide limit %d workers)", self.settings.identity,
+                 self.settings.max_workers)
+        lead = asyncio.create_task(self.leadership.run(), name="leadership") if self.leadership else None
+        try:
+            while not self._stopping:
+                await self._wait()
+                if self._stopping:
+                    break
+                try:
+                    await self.step()
+                except Exception:  # a bug in a step must not stop the loop; the references are retried
+                    log.exception("manager step failed")
+                    await asyncio.sleep(0.5)
+        finally:
+            if lead is not None:
+                lead.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await lead
+
+    async def _wait(self) -> None:
+        timeout = KILLSWITCH_POLL_SECONDS
+        due = self.queue.next_due()
+        if due is not None:
+            timeout = min(timeout, max(0.0, (due - self.clock()).total_seconds()))
+        try:
+            await asyncio.wait_for(self.queue.wake.wait(), timeout=timeout)
+            await asyncio.sleep(BATCH_SECONDS)
+        except TimeoutError:
+            pass
+        self.queue.wake.clear()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.queue.wake.set()
+
+    async def step(self) -> None:
+        self.heartbeat = self.monotonic()
+        self.steps += 1
+        now = self.monotonic()
+        if now >= self._next_killswitch:
+            self._next_killswitch = now + KILLSWITCH_POLL_SECONDS
+            await self._poll_killswitch()
+        if now >= self._next_resync:
+            self._next_resync = now + RESYNC_SECONDS
+            self.queue.add_all(self.cache.all_refs())
+        refs = self.queue.take()
+        for kind in ORDER:
+            group = [r for r in refs if r[0] == kind]
+            if group:
+                await asyncio.gather(*(self._process(r) for r in group))
+        for r in refs:
+            if r[0] not in ORDER:
+                self.queue.done(r)
+        await self._dispatch()
+        self._gauges()
+
+    async def _process(self, ref: cachemod.Ref) -> None:
+        kind, ns, name = ref
+        async with self.sem:
+            try:
+                actions = await self.reconcilers[kind](ns, name)
+                await self.executor.run(actions)
+                self.queue.forget(ref)
+                self.reconciles += 1
+            except Exception as e:
+                self.failures += 1
+                delay = self.queue.retry(ref)
+                if isinstance(e, kube.Conflict):
+                    log.info("%s %s/%s changed meanwhile; reconciling again in %.2fs", kind, ns, name, delay)
+                else:
+                    log.warning("reconcile of %s %s/%s failed (%s: %s); retrying in %.2fs", kind, ns, name,
+                                type(e).__name__, e, delay, exc_info=not isinstance(e, kubernetes.client.ApiException))
+            finally:
+                self.queue.done(ref)
+
+    async def _dispatch(self) -> None:
+        chosen = dispatch.plan(self.ctx)
+        for b in chosen.budget_blocked:
+            ns, name = b.split("/", 1)
+            self.queue.add(("BuildRequest", ns, name))
+        if not chosen.admit:
+            return
+
+        async def admit(key: cachemod.Key) -> None:
+            ref: cachemod.Ref = ("AgentTask", *key)
+            async with self.sem:
+                try:
+                    await self.executor.run(await self.tasks.admit(key))
+                except Exception as e:
+                    log.warning("admission of %s/%s failed (%s); retrying", key[0], key[1], e)
+                    self.queue.retry(ref)
+
+        await asyncio.gather(*(admit(k) for k in chosen.admit))
+        self.queue.wake.set()  # more may be admissible now that counts changed
+
+    async def _poll_killswitch(self) -> None:
+        engaged = self.settings.killswitch
+        try:
+            data = await asyncio.to_thread(self.ctx.kube.get_configmap, self.settings.namespace,
+                                           self.settings.killswitch_configmap)
+        except Exception as e:
+            log.warning("cannot read the killswitch ConfigMap: %s", e)
+            return
+        if data is not None and str(data.get("engaged", "")).strip().lower() in ("true", "1", "yes"):
+            engaged = True
+        if engaged != self.ctx.killswitch:
+            log.warning("killswitch %s", "ENGAGED: stopping every agent Pod" if engaged else "released")
+            self.ctx.killswitch = engaged
+            self.queue.add_all(r for r in self.cache.all_refs() if r[0] in ("BuildRequest", "AgentTask"))
+
+    def _gauges(self) -> None:
+        held = self.leadership.held() if self.leadership is not None else {"*"}
+        metrics.set_role(leader=bool(held))
+        depth = sum(1 for j in self.cache.jobs.values() if j.status.phase in (None, mj.QUEUED, mj.TESTING))
+        metrics.MERGE_QUEUE_DEPTH.set(depth)

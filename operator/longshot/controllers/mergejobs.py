@@ -1,0 +1,125 @@
+"""The MergeJob reconciler, and the translation of ``core.mergejobs`` effects into actions (shared with the
+merge-queue reconciler, which feeds most of a job's events).
+
+A MergeJob's own reconcile writes its first conditions (``Observed``) and notices that the fixer that took its
+branch over has merged (``FixerLanded``); everything else happens in its repository's queue
+(``controllers/mergequeue.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from longshot.api import conditions as cond
+from longshot.api import objects, timeutil
+from longshot.controllers import cache as cachemod
+from longshot.controllers import context as ctxmod
+from longshot.controllers import executor as ex
+from longshot.core import mergejobs as mj
+from longshot.core import plan
+from longshot.core.effects import EmitEvent, SetCondition
+
+log = logging.getLogger("longshot.mergejobs")
+
+
+def job_state(ctx: ctxmod.Context, job: objects.MergeJob, build: objects.BuildRequest) -> mj.JobState:
+    s = job.status
+    batch = None
+    if s.batch is not None:
+        batch = mj.BatchRef(s.batch.id, s.batch.position, s.batch.base, s.batch.commit)
+    phase = s.phase if s.phase in mj.PHASES else mj.QUEUED
+    task = ctx.cache.tasks.get((job.namespace, job.task_name))
+    return mj.JobState(
+        name=job.name, task=job.task_name, branch=job.spec.branch, phase=phase,  # type: ignore[arg-type]
+        checks=s.checks if s.checks in ("pending", "passed", "failed") else "pending",  # type: ignore[arg-type]
+        conflicts=s.conflicts, conflict_base=s.conflict_base, conflicting_files=tuple(s.conflicting_files),
+        errors=s.errors, not_before=s.not_before, batch=batch, merged_commit=s.merged_commit, fixer=s.fixer,
+        priority=job.spec.priority, fix_depth=cachemod.fix_depth(task),
+        max_conflict_retries=build.spec.merge.max_conflict_retries,
+        fixers_left=max(0, build.spec.merge.max_fixers - ctx.views(build.key).fixers))
+
+
+def fixer_manifest(build: objects.BuildRequest, name: str, *, branch: str, description: str,
+                   scope: Sequence[str], priority: int, fix_depth: int, fixes: str) -> dict[str, Any]:
+    labels = {**plan.task_labels(build.name, "fixer"), cachemod.FIX_DEPTH_LABEL: str(fix_depth)}
+    return {
+        "apiVersion": build.api_version, "kind": "AgentTask",
+        "metadata": {"name": name, "namespace": build.namespace, "labels": labels,
+                     "annotations": {cachemod.FIXES_ANNOTATION: fixes},
+                     "ownerReferences": [build.owner_reference()]},
+        "spec": {"buildRef": {"name": build.name}, "description": description, "role": "fixer",
+                 "priority": min(10, max(1, priority)), "branch": branch, "scope": list(scope)[:512]},
+    }
+
+
+def decide(job: objects.MergeJob, state: mj.JobState, events: Sequence[mj.Event],
+           now: datetime) -> tuple[mj.JobState, list[mj.Effect]]:
+    effects: list[mj.Effect] = []
+    for e in events:
+        try:
+            state, more = mj.decide(state, e, now=now)
+        except mj.InvalidTransition as err:
+            log.error("%s", err)
+            continue
+        effects.extend(more)
+    return state, effects
+
+
+def actions(job: objects.MergeJob, build: objects.BuildRequest, state: mj.JobState,
+            effects: Sequence[mj.Effect], now: datetime, queue: str) -> list[ex.Action]:
+    """The actions of a MergeJob decision: fixers, Events, timers, then the status (fenced)."""
+    if not effects:
+        return []
+    conds = ctxmod.conditions_of(job)
+    tries = [a.model_dump(by_alias=True, mode="json", exclude_none=True) for a in job.status.attempts]
+    out: list[ex.Action] = []
+    for e in effects:
+        if isinstance(e, SetCondition):
+            conds, _ = cond.set_condition(conds, e.type, e.status, e.reason, e.message, now=now)
+        elif isinstance(e, mj.RecordTry):
+            tries.append({"time": timeutil.rfc3339(now), "result": e.result, "message": e.message[:4096]})
+        elif isinstance(e, mj.CreateFixer):
+            out.append(ex.CreateObject(fixer_manifest(build, e.name, branch=e.branch, description=e.description,
+                                                      scope=e.scope, priority=e.priority, fix_depth=e.fix_depth,
+                                                      fixes=e.fixes)))
+        elif isinstance(e, mj.ScheduleRetry):
+            out.append(ex.Requeue(("Queue", "", queue), e.at))
+        elif isinstance(e, EmitEvent):
+            out.append(ex.RecordEvent(job.ref(), e.type, e.reason, e.message))
+    status: dict[str, Any] = {**state.to_status(), "conditions": ex.stamp_generation(conds, job.generation),
+                              "attempts": tries[-50:], "observedGeneration": job.generation}
+    if state.phase != mj.QUEUED or state.batch is None:
+        status["queuePosition"] = None if state.phase != mj.QUEUED else job.status.queue_position
+    out.append(ex.WriteStatus("MergeJob", job.namespace, job.name, job.metadata.resource_version, status))
+    return out
+
+
+class MergeJobReconciler:
+    def __init__(self, ctx: ctxmod.Context) -> None:
+        self.ctx = ctx
+
+    async def reconcile(self, key: cachemod.Key) -> list[ex.Action]:
+        job = self.ctx.cache.jobs.get(key)
+        if job is None or job.metadata.deleting:
+            return []
+        build = self.ctx.cache.build_of(job)
+        if build is None or not self.ctx.owns_build(build):
+            return []
+        now = self.ctx.clock()
+        state = job_state(self.ctx, job, build)
+        events: list[mj.Event] = []
+        if not job.status.conditions:
+            events.append(mj.Observed())
+        if state.fixer and state.phase in (mj.FAILED, mj.CONFLICTED):
+            fixer_job = self.ctx.cache.jobs.get((job.namespace, state.fixer))
+            if fixer_job is not None and fixer_job.status.phase in mj.DELIVERED and fixer_job.status.merged_commit:
+                events.append(mj.FixerLanded(fixer_job.status.merged_commit))
+        if not events:
+            return []
+        state, effects = decide(job, state, events, now)
+        queue = cachemod.queue_name(build.spec.repository.url, job.spec.target)
+        return actions(job, build, state, effects, now, queue)
+

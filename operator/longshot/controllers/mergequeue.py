@@ -1,0 +1,396 @@
+"""The merge-queue reconciler: one repository branch's speculative queue, run by the replica that holds the
+repository's shard.
+
+Each reconcile of ``("Queue", "", "<repository key>|<target>")``:
+
+1. fetches the target and, for conflicted jobs, notices that it moved (``TargetMoved``);
+2. runs the per-branch checks of new candidates: the secret scan of every commit of the branch, and for the
+   ``strict`` profile a reviewer task ``<job>-review`` (``ChecksPassed`` / ``SecretFound`` / ``ChangesRequested``);
+3. asks ``core.mergequeue.decide`` what to do with the batch, and does it: build the speculative commits and
+   publish them (``PrepareBatch``), start one tester task per gated prefix (``StartProbes``), push a tested prefix
+   with a compare-and-swap (``Land``), evict a culprit to a fixer with the failing output (``Evict``), put the
+   rest back (``Requeue``).
+
+Gate tasks are AgentTasks ``<build>-gate-<batch>-<position>`` (role tester, label ``longshot.dev/purpose=gate``)
+on the queue branch of their prefix; their verdicts are the probes. Every job's state change goes through the
+MergeJob decider (``core.mergejobs``). In-memory state (the window per build) is only an optimisation: a
+restart starts at the maximum window and rebuilds everything else from the MergeJobs and the gate tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from longshot import metrics
+from longshot.api import objects, timeutil
+from longshot.controllers import cache as cachemod
+from longshot.controllers import context as ctxmod
+from longshot.controllers import executor as ex
+from longshot.controllers import mergejobs as mjc
+from longshot.core import mergejobs as mj
+from longshot.core import mergequeue as q
+from longshot.core import names, plan, tasks
+from longshot.runtime import pods
+from longshot.vcs import secretscan, speculate
+from longshot.vcs import workspace as vws
+
+log = logging.getLogger("longshot.mergequeue")
+
+GATE = "gate"
+REVIEW = "review"
+
+
+def gate_command(build: objects.BuildRequest) -> str:
+    """The quality gate's command for the build's profile (``&&``-joined), or "" when there is none."""
+    gate = build.spec.quality_gate
+    test = gate.test_command or build.spec.reconciler.command
+    parts = {"minimal": [test], "standard": [gate.lint_command, test],
+             "strict": [gate.typecheck_command, gate.lint_command, test]}[gate.profile]
+    return " && ".join(p for p in parts if p)
+
+
+def tester_manifest(build: objects.BuildRequest, name: str, *, branch: str, command: str, purpose: str,
+                    description: str, priority: int, annotations: dict[str, str] | None = None,
+                    labels: dict[str, str] | None = None, role: str = "tester") -> dict[str, Any]:
+    return {
+        "apiVersion": build.api_version, "kind": "AgentTask",
+        "metadata": {"name": name, "namespace": build.namespace,
+                     "labels": {**plan.task_labels(build.name, role), cachemod.PURPOSE_LABEL: purpose,
+                                **(labels or {})},
+                     "annotations": {**({pods.TEST_COMMAND_ANNOTATION: command} if command else {}),
+                                     **(annotations or {})},
+                     "ownerReferences": [build.owner_reference()]},
+        "spec": {"buildRef": {"name": build.name}, "description": description, "role": role,
+                 "priority": min(10, max(1, priority)), "branch": branch},
+    }
+
+
+class Workspaces:
+    """The operator's git workspaces, one per repository, with the build's credentials."""
+
+    def __init__(self, ctx: ctxmod.Context) -> None:
+        self.ctx = ctx
+        self._ws: dict[str, vws.Workspace] = {}
+        root = Path(ctx.settings.workspace_dir)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            writable = os.access(root, os.W_OK)
+        except OSError:
+            writable = False
+        self.root = root if writable else Path.home() / ".cache" / "longshot" / "workspaces"
+
+    async def get(self, build: objects.BuildRequest) -> vws.Workspace:
+        secret = build.spec.repository.credentials_secret
+        credentials = None
+        if secret:
+            data = await asyncio.to_thread(self.ctx.kube.get_secret, build.namespace, secret)
+            if data:
+                credentials = vws.GitCredentials.from_secret_data(data)
+        url = build.spec.repository.url
+        s = self.ctx.settings
+        w = self._ws.get(url)
+        if w is None or w.credentials != credentials:
+            w = vws.Workspace(url, self.root, credentials=credentials, committer=(s.git_author_name,
+                                                                               s.git_author_email))
+            self._ws[url] = w
+        return w
+
+
+def scan_commits(w: vws.Workspace, base: str, head: str) -> list[secretscan.Finding]:
+    """Every commit of ``base..head``, streamed (``git log -p``): what each commit adds, with bounded memory."""
+    args = ["git", *vws.GIT_OPTIONS, "--git-dir", str(w.path), "log", "-p", "--no-color", "--no-ext-diff",
+            "--format=", f"{base}..{head}"]
+    with w.locked(), subprocess.Popen(args, stdout=subprocess.PIPE, env=w.env) as proc:
+        assert proc.stdout is not None
+        lines = (raw.decode(errors="replace")[:4096].rstrip("\n") for raw in proc.stdout)
+        findings = [f for path, number, line in secretscan.added_lines(lines)
+                    for f in secretscan.scan_line(path, number, line)][:100]
+        proc.stdout.close()
+    return findings
+
+
+class QueueReconciler:
+    def __init__(self, ctx: ctxmod.Context, workspaces: Workspaces) -> None:
+        self.ctx = ctx
+        self.workspaces = workspaces
+        self.windows: dict[str, int] = {}
+
+    # --- reading the queue -------------------------------------------------------------------------
+
+    def _jobs(self, shard: str, target: str) -> list[tuple[objects.MergeJob, objects.BuildRequest]]:
+        out = []
+        for job in list(self.ctx.cache.jobs.values()):
+            if job.metadata.deleting or job.spec.target != target:
+                continue
+            build = self.ctx.cache.build_of(job)
+            if build is None or build.metadata.deleting or self.ctx.cache.shard_of(build) != shard:
+                continue
+            out.append((job, build))
+        out.sort(key=lambda jb: (-jb[0].spec.priority, jb[0].metadata.creation_timestamp or timeutil.EPOCH,
+                                 jb[0].namespace, jb[0].name))
+        return out
+
+    def _probes(self, job: objects.MergeJob) -> list[q.Probe]:
+        batch = job.status.batch
+        if batch is None:
+            return []
+        out: list[q.Probe] = []
+        for t in self.ctx.cache.tasks_of((job.namespace, job.build_name)):
+            if t.metadata.labels.get(cachemod.BATCH_LABEL) != batch.id:
+                continue
+            try:
+                pos = int(t.metadata.annotations.get(cachemod.POSITION_ANNOTATION, "0"))
+            except ValueError:
+                continue
+            phase = t.status.phase
+            handoff = t.status.handoff
+            if phase == tasks.SUCCEEDED and handoff is not None and handoff.verdict in ("passed", "failed"):
+                output = "\n".join(handoff.reasons[-2:]) or handoff.summary
+                out.append(q.Probe(pos, "passed" if handoff.verdict == "passed" else "failed", output[-4000:]))
+            elif phase in (tasks.FAILED, tasks.CANCELLED):
+                continue  # not a verdict: handled as an error of the batch
+            else:
+                out.append(q.Probe(pos, "running"))
+        return out
+
+    def _broken_gates(self, job: objects.MergeJob) -> list[str]:
+        batch = job.status.batch
+        if batch is None:
+            return []
+        return [f"gate task {t.name} failed: {(t.status.attempts[-1].exit_reason or '') if t.status.attempts else ''}"
+                for t in self.ctx.cache.tasks_of((job.namespace, job.build_name))
+                if t.metadata.labels.get(cachemod.BATCH_LABEL) == batch.id
+                and t.status.phase in (tasks.FAILED, tasks.CANCELLED) and not t.spec.cancel]
+
+    # --- the reconcile -----------------------------------------------------------------------------
+
+    async def reconcile(self, name: str) -> list[ex.Action]:
+        shard, _, target = name.partition("|")
+        if not self.ctx.owns(shard):
+            return []
+        pairs = self._jobs(shard, target)
+        live = [(j, b) for j, b in pairs if j.status.phase in (None, mj.QUEUED, mj.TESTING, mj.CONFLICTED)]
+        if not live:
+            return []
+        now = self.ctx.clock()
+        w = await self.workspaces.get(live[0][1])
+        head = await asyncio.to_thread(speculate.head_of, w, target)
+        out: list[ex.Action] = []
+        changed = False
+        # 1. conflicted jobs retry when the target moved; 2. checks of new candidates
+        for job, build in live:
+            state = mjc.job_state(self.ctx, job, build)
+            events: list[mj.Event] = []
+            if not job.status.conditions:
+                events.append(mj.Observed())
+            if state.phase == mj.CONFLICTED and not state.terminal and state.conflict_base != head:
+                events.append(mj.TargetMoved(head))
+            if state.phase == mj.QUEUED and state.checks == "pending":
+                events.extend(await self._checks(job, build, w, out))
+            if events:
+                state, effects = mjc.decide(job, state, events, now)
+                out += mjc.actions(job, build, state, effects, now, name)
+                changed = True
+        if changed:
+            out.append(ex.Requeue(("Queue", "", name), now))
+            return out
+        # 3. the batch
+        for job, build in live:
+            broken = self._broken_gates(job)
+            if broken:
+                return self._error_batch([j for j, _ in live if j.status.batch is not None], build, broken, now, name)
+        qstate = self._queue_state(live, head, now)
+        return [*out, *await self._execute(q.decide(qstate), live, qstate, w, target, now, name)]
+
+    async def _checks(self, job: objects.MergeJob, build: objects.BuildRequest, w: vws.Workspace,
+                      out: list[ex.Action]) -> list[mj.Event]:
+        task = self.ctx.cache.tasks.get((job.namespace, job.task_name))
+        if task is not None and self.ctx.readiness(task, build)[0] != "ready":
+            return []  # a stacked dependent merges after its dependencies
+        commit = job.spec.commit
+        if commit is None:
+            return [mj.Error("the MergeJob names no commit")]
+        try:
+            base = await asyncio.to_thread(self._merge_base, w, job.spec.target, job.spec.branch, commit)
+            findings = await asyncio.to_thread(scan_commits, w, base, commit)
+        except vws.GitError as e:
+            return [mj.Error(f"the secret scan could not read the branch: {e}")]
+        if findings:
+            return [mj.SecretFound(tuple(str(f) for f in findings[:20]))]
+        if build.spec.quality_gate.profile != "strict":
+            return [mj.ChecksPassed()]
+        reviewer = names.child_name(job.name, REVIEW)
+        rtask = self.ctx.cache.tasks.get((job.namespace, reviewer))
+        if rtask is None:
+            queue = cachemod.queue_name(build.spec.repository.url, job.spec.target)
+            out.append(ex.CreateObject(tester_manifest(
+                build, reviewer, branch=job.spec.branch, command="", purpose=REVIEW, role="reviewer",
+                priority=job.spec.priority, annotations={cachemod.QUEUE_ANNOTATION: queue},
+                description=f"Review the changes of branch {job.spec.branch} against {job.spec.target}: approve "
+                            "them, or request changes with reasons.")))
+            return [mj.Reviewing(reviewer)]
+        handoff = rtask.status.handoff
+        if rtask.status.phase == tasks.SUCCEEDED and handoff is not None:
+            if handoff.verdict == "changes-requested":
+                return [mj.ChangesRequested(reviewer, tuple(handoff.reasons) or (handoff.summary,))]
+            return [mj.ChecksPassed("the secret scan and the review")]
+        if rtask.status.phase in (tasks.FAILED, tasks.CANCELLED):
+            return [mj.Error(f"reviewer {reviewer} failed")]
+        return []
+
+    @staticmethod
+    def _merge_base(w: vws.Workspace, target: str, branch: str, commit: str) -> str:
+        with w.locked():
+            speculate.fetch(w, target, [speculate.Member(name="scan", namespace="", uid="", branch=branch,
+                                                         commit=commit)])
+            return w.out("merge-base", f"refs/remotes/origin/{target}", commit) or f"refs/remotes/origin/{target}"
+
+    def _queue_state(self, live: Sequence[tuple[objects.MergeJob, objects.BuildRequest]], head: str,
+                     now: datetime) -> q.QueueState:
+        candidates: list[q.Candidate] = []
+        probes: list[q.Probe] = []
+        max_window: dict[str, int] = {}
+        for job, build in live:
+            bkey = f"{build.namespace}/{build.name}"
+            max_window[bkey] = build.spec.merge.window
+            s = job.status
+            if s.phase == mj.TESTING and s.batch is not None:
+                candidates.append(q.Candidate(job.name, bkey, job.metadata.uid, True, None, s.batch.id,
+                                              s.batch.position, s.batch.commit, s.batch.base))
+                if not probes:
+                    probes = self._probes(job)
+                    if not gate_command(build):
+                        probes = [q.Probe(p, "passed") for p in range(1, 64)]
+                continue
+            ready = (s.phase in (None, mj.QUEUED) and s.checks == "passed"
+                     and (s.not_before is None or s.not_before <= now))
+            conflict_base = s.conflict_base if s.phase == mj.CONFLICTED else None
+            if s.phase == mj.CONFLICTED:
+                ready = False
+            candidates.append(q.Candidate(job.name, bkey, job.metadata.uid, ready, conflict_base))
+        return q.QueueState(tuple(candidates), tuple(probes), head, dict(self.windows), max_window)
+
+    # --- carrying out ------------------------------------------------------------------------------
+
+    async def _execute(self, effects: Sequence[q.Effect], live: Sequence[tuple[objects.MergeJob, objects.BuildRequest]],
+                       state: q.QueueState, w: vws.Workspace, target: str, now: datetime,
+                       name: str) -> list[ex.Action]:
+        jobs = {j.name: (j, b) for j, b in live}
+        batch_build = {c.batch_id: jobs[c.name][1] for c in state.candidates if c.batch_id and c.name in jobs}
+        out: list[ex.Action] = []
+        job_events: dict[str, list[mj.Event]] = {}
+
+        def add(job: str, event: mj.Event) -> None:
+            job_events.setdefault(job, []).append(event)
+
+        for e in effects:
+            if isinstance(e, q.Wait):
+                continue
+            if isinstance(e, q.PrepareBatch):
+                members = [self._member(*jobs[n]) for n in e.members]
+                prepared = await asyncio.to_thread(speculate.prepare, w, target, members)
+                more = q.prepared(state, prepared)
+                joins = [m for m in more if isinstance(m, q.JoinBatch)]
+                if joins:
+                    build = jobs[joins[0].name][1]
+                    await asyncio.to_thread(speculate.publish, w, build.name, joins[0].batch_id,
+                                            [(j.position, j.commit) for j in joins])
+                for m in more:
+                    if isinstance(m, q.JoinBatch):
+                        batch_build[m.batch_id] = jobs[m.name][1]
+                    self._job_event_of(m, add, out, jobs, batch_build, now, name)
+            elif isinstance(e, q.Land):
+                build = jobs[e.members[0]][1]
+                if not e.pushed:
+                    ok, why = await asyncio.to_thread(speculate.land, w, target, e.base, e.commit)
+                    metrics.observe_merge("Merged" if ok else "Stale", 0.0)
+                    if not ok:
+                        for n in [c.name for c in state.candidates if c.batch_id == e.batch_id]:
+                            add(n, mj.Requeued(f"the target moved while the batch was tested ({why}); tested again"))
+                        break  # the rest of the decision was made on the old target
+                for n in e.members:
+                    job = jobs[n][0]
+                    commit = job.status.batch.commit if job.status.batch is not None else e.commit
+                    add(n, mj.Landed(commit))
+                    metrics.observe_merge("Merged", 0.0)
+                positions = [c.position or 0 for c in state.candidates if c.batch_id == e.batch_id]
+                out.append(ex.Call(lambda b=build.name, i=e.batch_id, p=positions: speculate.cleanup(w, b, i, p),
+                                   "delete the batch's queue branches"))
+            else:
+                self._job_event_of(e, add, out, jobs, batch_build, now, name)
+        for n, events in job_events.items():
+            job, build = jobs[n]
+            st, effs = mjc.decide(job, mjc.job_state(self.ctx, job, build), events, now)
+            out += mjc.actions(job, build, st, effs, now, name)
+        if job_events:
+            out.append(ex.Requeue(("Queue", "", name), now))
+        return out
+
+    def _job_event_of(self, e: q.Effect, add: Any, out: list[ex.Action],
+                      jobs: dict[str, tuple[objects.MergeJob, objects.BuildRequest]],
+                      batch_build: dict[str, objects.BuildRequest], now: datetime, name: str) -> None:
+        if isinstance(e, q.JoinBatch):
+            add(e.name, mj.BatchJoined(mj.BatchRef(e.batch_id, e.position, e.base, e.commit)))
+        elif isinstance(e, q.StartProbes):
+            build = batch_build.get(e.batch_id)
+            if build is not None:
+                self._start_probes(e, build, out, now, name)
+        elif isinstance(e, q.Evict):
+            build = jobs[e.name][1]
+            add(e.name, mj.Evicted(gate_command(build) or "(no command)", e.output))
+        elif isinstance(e, q.Requeue):
+            for n in e.names:
+                add(n, mj.Requeued(e.why))
+        elif isinstance(e, q.Conflicted):
+            add(e.name, mj.Conflict(e.files, e.base, counted=e.counted))
+        elif isinstance(e, q.Recorded):
+            add(e.name, mj.Landed(e.commit, already=True))
+        elif isinstance(e, q.SetWindow):
+            self.windows[e.build] = e.window
+        elif isinstance(e, q.CancelProbes):
+            build = batch_build.get(e.batch_id)
+            if build is None:
+                return
+            for t in self.ctx.cache.tasks_of(build.key):
+                if t.metadata.labels.get(cachemod.BATCH_LABEL) == e.batch_id and not t.spec.cancel and \
+                        t.status.phase not in tasks.TERMINAL:
+                    out.append(ex.PatchObject("AgentTask", build.namespace, t.name, {"spec": {"cancel": True}}))
+
+    def _start_probes(self, e: q.StartProbes, build: objects.BuildRequest, out: list[ex.Action], now: datetime,
+                      name: str) -> None:
+        command = gate_command(build)
+        if not command:
+            out.append(ex.Requeue(("Queue", "", name), now))
+            return
+        for pos in e.positions:
+            task_name = names.child_name(build.name, f"gate-{e.batch_id}-{pos}")
+            out.append(ex.CreateObject(tester_manifest(
+                build, task_name, branch=speculate.queue_branch(build.name, e.batch_id, pos), command=command,
+                purpose=GATE, priority=9, labels={cachemod.BATCH_LABEL: e.batch_id},
+                annotations={cachemod.POSITION_ANNOTATION: str(pos), cachemod.QUEUE_ANNOTATION: name},
+                description=(f"Quality gate of batch {e.batch_id} up to position {pos}: run `{command}` on the "
+                             "candidates applied to the target as they would land."))))
+
+    def _member(self, job: objects.MergeJob, build: objects.BuildRequest) -> speculate.Member:
+        return speculate.Member(name=job.name, namespace=job.namespace, uid=job.metadata.uid, branch=job.spec.branch,
+                                commit=job.spec.commit or "", strategy=job.spec.strategy, task=job.task_name,
+                                build=build.name)
+
+    def _error_batch(self, members: Sequence[objects.MergeJob], build: objects.BuildRequest, why: Sequence[str],
+                     now: datetime, name: str) -> list[ex.Action]:
+        out: list[ex.Action] = []
+        text = "; ".join(why)[:2000]
+        for job in members:
+            b = self.ctx.cache.build_of(job) or build
+            st, effs = mjc.decide(job, mjc.job_state(self.ctx, job, b), [mj.Requeued(f"the gate broke: {text}"),
+                                                                         mj.Error(text)], now)
+            out += mjc.actions(job, b, st, effs, now, name)
+        out.append(ex.Requeue(("Queue", "", name), now + timedelta(seconds=1)))
+        return out

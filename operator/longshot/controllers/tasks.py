@@ -1,0 +1,278 @@
+"""The AgentTask reconciler: observe a task and its Pod, ask ``core.tasks.decide``, return the actions.
+
+``reconcile(key)`` turns what is observed into decider events:
+
+* ``spec.cancel`` -> ``CancelRequested``; a new ``spec.retryToken`` -> ``RetryRequested``;
+* a task stopped for a person resumes (``Resume``) when its build's spec changed since (Auth, Configuration) or
+  the budget allows work again (BudgetExceeded);
+* Running: the killswitch -> ``Killswitch``; the attempt's Pod ended -> ``PodFinished`` with its handoff (read
+  from the termination message, or fetched from git when it is a pointer) and the gateway's metered usage; a
+  Pod that will never start (``core.failures.stuck``, with its FailedMount Events) -> deleted and
+  ``PodFinished``; a Pod missing from the cache and from the API -> ``PodVanished``;
+* Pending: a Pod of the next attempt that exists already is adopted; the dependencies' readiness
+  (``core.dependencies``) -> ``DependenciesChanged`` when it differs from the task's conditions;
+* Backoff: due -> ``BackoffElapsed``, else a timer.
+
+Admission (``Admitted``) comes from the dispatcher, through :meth:`TaskReconciler.admit`. The effects become
+executor actions; the status is written once, last, fenced on the task's resourceVersion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from longshot import metrics
+from longshot.api import conditions as cond
+from longshot.api import handoff as ho
+from longshot.api import objects
+from longshot.controllers import cache as cachemod
+from longshot.controllers import context as ctxmod
+from longshot.controllers import executor as ex
+from longshot.core import failures, plan, tasks
+from longshot.core.effects import EmitEvent, SetCondition
+from longshot.runtime import handoffs, pods
+
+log = logging.getLogger("longshot.tasks")
+
+EVENT_CHECK_AFTER_SECONDS = 20.0
+"""A Pod still not running after this long gets its Events read (FailedMount)."""
+
+
+def to_dict(obj: objects.Resource) -> dict[str, Any]:
+    """The wire form of a typed object (for the Pod and manifest builders, which take API dicts)."""
+    out: dict[str, Any] = obj.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return out
+
+
+def merge_job_manifest(task: objects.AgentTask, build: objects.BuildRequest,
+                       e: tasks.CreateMergeJob) -> dict[str, Any]:
+    labels = {**plan.task_labels(build.name, task.spec.role), "app.kubernetes.io/component": "merge-job"}
+    spec: dict[str, Any] = {
+        "buildRef": {"name": build.name}, "taskRef": {"name": task.name}, "branch": e.branch,
+        "commit": e.commit, "target": build.spec.repository.base_branch, "strategy": build.spec.merge.strategy,
+        "priority": task.spec.priority,
+    }
+    if e.base_commit and len(e.base_commit) >= 7:
+        spec["baseCommit"] = e.base_commit
+    return {"apiVersion": task.api_version, "kind": "MergeJob",
+            "metadata": {"name": task.name, "namespace": task.namespace, "labels": labels,
+                         "ownerReferences": [task.owner_reference()]},
+            "spec": spec}
+
+
+class TaskReconciler:
+    def __init__(self, ctx: ctxmod.Context) -> None:
+        self.ctx = ctx
+
+    # --- entry points --------------------------------------------------------------------------------
+
+    async def reconcile(self, key: cachemod.Key) -> list[ex.Action]:
+        loaded = self._load(key)
+        if loaded is None:
+            return []
+        task, build = loaded
+        now = self.ctx.clock()
+        state = tasks.TaskState.from_task(task, build.spec.retry)
+        events, pre = await self._observe(task, build, state, now)
+        return self._decide(task, build, state, events, now, pre)
+
+    async def admit(self, key: cachemod.Key) -> list[ex.Action]:
+        """The dispatcher chose this task: start its next attempt."""
+        loaded = self._load(key)
+        if loaded is None:
+            return []
+        task, build = loaded
+        state = tasks.TaskState.from_task(task, build.spec.retry)
+        if state.phase != tasks.PENDING:
+            return []
+        now = self.ctx.clock()
+        since = self.ctx.ready_since.pop(key, None)
+        if since is not None:
+            metrics.DISPATCH_LATENCY.observe(max(0.0, (now - since).total_seconds()))
+        return self._decide(task, build, state, [tasks.Admitted()], now, [])
+
+    def _load(self, key: cachemod.Key) -> tuple[objects.AgentTask, objects.BuildRequest] | None:
+        task = self.ctx.cache.tasks.get(key)
+        if task is None or task.metadata.deleting:
+            return None
+        build = self.ctx.cache.build_of(task)
+        if build is None or build.metadata.deleting or not self.ctx.owns_build(build):
+            return None  # an orphan waits for its build (or the garbage collector); another replica's shard
+        return task, build
+
+    # --- observing ---------------------------------------------------------------------------------
+
+    async def _observe(self, task: objects.AgentTask, build: objects.BuildRequest, state: tasks.TaskState,
+                       now: datetime) -> tuple[list[tasks.Event], list[ex.Action]]:
+        ns = task.namespace
+        spec = task.spec
+        pre: list[ex.Action] = []
+        if spec.cancel and state.phase not in tasks.TERMINAL:
+            return [tasks.CancelRequested()], pre
+        events: list[tasks.Event] = []
+        if spec.retry_token and spec.retry_token != state.retry_token:
+            events.append(tasks.RetryRequested(spec.retry_token))
+        if state.stopped:
+            if state.last_failure in ("Auth", "Configuration") and build.generation > (state.stop_generation or 0):
+                events.append(tasks.Resume("the BuildRequest's spec was edited"))
+            elif state.last_failure == "BudgetExceeded" and not self.ctx.budget_spent(build):
+                events.append(tasks.Resume("the budget allows work again"))
+        if state.phase == tasks.RUNNING:
+            if self.ctx.killswitch:
+                return [*events, tasks.Killswitch()], pre
+            finished = await self._pod_event(task, build, state.attempt, now, pre)
+            if finished is not None:
+                events.append(finished)
+        elif state.phase == tasks.PENDING:
+            nxt = pods.pod_name(state.name, state.attempt + 1)
+            pod = self.ctx.cache.pods.get((ns, nxt))
+            if pod is not None and not pod.deleting:
+                finished = await self._pod_event(task, build, state.attempt + 1, now, pre)
+                events.append(finished if finished is not None and not isinstance(finished, tasks.PodVanished)
+                              else tasks.Admitted(state.attempt + 1))
+            else:
+                events.extend(self._dependencies(task, build, now))
+        elif state.phase == tasks.BACKOFF and state.next_attempt_time is not None:
+            if state.next_attempt_time <= now:
+                events.append(tasks.BackoffElapsed())
+            else:
+                pre.append(ex.Requeue(("AgentTask", *task.key), state.next_attempt_time))
+        return events, pre
+
+    def _dependencies(self, task: objects.AgentTask, build: objects.BuildRequest,
+                      now: datetime) -> list[tasks.Event]:
+        readiness, message = self.ctx.readiness(task, build)
+        conds = ctxmod.conditions_of(task)
+        blocked = cond.find(conds, cond.BLOCKED)
+        reconciling = cond.find(conds, cond.RECONCILING) or {}
+        if readiness == "ready":
+            self.ctx.ready_since.setdefault(task.key, now)
+            stale = (blocked is not None and blocked.get("status") == cond.TRUE) or \
+                reconciling.get("reason") in ("WaitingForDependencies", "DependencyFailed")
+            return [tasks.DependenciesChanged("ready")] if stale else []
+        self.ctx.ready_since.pop(task.key, None)
+        if readiness == "blocked":
+            same = blocked is not None and blocked.get("status") == cond.TRUE and blocked.get("message") == message
+            return [] if same else [tasks.DependenciesChanged("blocked", message)]
+        same = reconciling.get("reason") == "WaitingForDependencies" and reconciling.get("message") == message
+        return [] if same else [tasks.DependenciesChanged("waiting", message)]
+
+    async def _pod_event(self, task: objects.AgentTask, build: objects.BuildRequest, attempt: int, now: datetime,
+                         pre: list[ex.Action]) -> tasks.Event | None:
+        ns = task.namespace
+        name = pods.pod_name(task.name, attempt)
+        pod = self.ctx.cache.pods.get((ns, name))
+        if pod is None:
+            # the watch may lag behind our own create: ask the API before calling the Pod vanished
+            raw = await asyncio.to_thread(self.ctx.kube.get_pod, ns, name)
+            if raw is not None:
+                self.ctx.cache.observe("Pod", "MODIFIED", raw)
+                return None
+            return tasks.PodVanished(attempt)
+        if pod.ended:
+            return tasks.PodFinished(pod.status, await self._read_handoff(task, build, pod), attempt,
+                                     metered=self._metered(task, attempt), build_generation=build.generation)
+        created = pod.created or now
+        events: list[dict[str, Any]] = []
+        if (now - created).total_seconds() >= EVENT_CHECK_AFTER_SECONDS and pod.phase == "Pending":
+            events = await asyncio.to_thread(self.ctx.kube.pod_events, ns, name)
+        outcome = failures.stuck(pod.status, created=created, now=now, events=events)
+        if outcome is not None:
+            pre.append(ex.DeletePod(ns, name, 0))
+            return tasks.PodFinished(pod.status, None, attempt, outcome=outcome, build_generation=build.generation)
+        if pod.phase == "Pending" and (now - created).total_seconds() >= EVENT_CHECK_AFTER_SECONDS:
+            pre.append(ex.Requeue(("AgentTask", *task.key), now + timedelta(seconds=15)))
+        return None
+
+    def _metered(self, task: objects.AgentTask, attempt: int) -> tasks.Usage | None:
+        progress = task.status.progress
+        if progress is None:
+            return None
+        live = getattr(progress, "attempt", None)
+        if live is not None and live != attempt:
+            return None
+        if live is None and not progress.tokens:
+            return None
+        return tasks.Usage(progress.tokens, float(getattr(progress, "cost", 0.0) or 0.0))
+
+    async def _read_handoff(self, task: objects.AgentTask, build: objects.BuildRequest,
+                            pod: cachemod.PodView) -> ho.Handoff | ho.HandoffError | None:
+        message = pod.termination_message()
+        if message is None:
+            return None
+        try:
+            parsed = ho.parse_termination_message(message)
+        except ho.HandoffError as e:
+            return e
+        except Exception as e:  # never let a handoff take the operator down
+            return ho.HandoffError(f"the handoff could not be read: {type(e).__name__}")
+        if isinstance(parsed, ho.Handoff):
+            return parsed
+        try:
+            return await asyncio.to_thread(handoffs.fetch, self.ctx.kube, to_dict(build), parsed)
+        except Exception as e:
+            return ho.HandoffError(f"the handoff at {parsed.ref} could not be fetched: {type(e).__name__}")
+
+    # --- deciding and acting -----------------------------------------------------------------------
+
+    def _decide(self, task: objects.AgentTask, build: objects.BuildRequest, state: tasks.TaskState,
+                events: Sequence[tasks.Event], now: datetime, pre: list[ex.Action]) -> list[ex.Action]:
+        effects: list[tasks.Effect] = []
+        for event in events:
+            try:
+                state, more = tasks.decide(state, event, now=now, rand=self.ctx.rand)
+            except tasks.InvalidTransition as e:
+                log.error("task %s/%s: %s", task.namespace, task.name, e)
+                continue
+            effects.extend(more)
+        if not effects and task.status.conditions:
+            return pre
+        if not task.status.conditions:
+            effects = [*tasks.initial_conditions(), *effects]
+        return [*pre, *self.actions(task, build, state, effects, now)]
+
+    def actions(self, task: objects.AgentTask, build: objects.BuildRequest, state: tasks.TaskState,
+                effects: Sequence[tasks.Effect], now: datetime) -> list[ex.Action]:
+        ns, name = task.key
+        ref = task.ref()
+        conds = ctxmod.conditions_of(task)
+        attempts = {a.number: a.model_dump(by_alias=True, mode="json", exclude_none=True) for a in task.status.attempts}
+        status: dict[str, Any] = dict(state.to_status())
+        out: list[ex.Action] = []
+        for e in effects:
+            if isinstance(e, tasks.CreatePod):
+                out.append(ex.CreatePod(pods.build_agent_pod(to_dict(task), to_dict(build), self.ctx.settings,
+                                                             e.attempt)))
+            elif isinstance(e, tasks.DeletePod):
+                if e.name:
+                    out.append(ex.DeletePod(ns, e.name))
+            elif isinstance(e, SetCondition):
+                conds, _ = cond.set_condition(conds, e.type, e.status, e.reason, e.message, now=now)
+            elif isinstance(e, tasks.RecordAttempt):
+                attempts.setdefault(e.number, {}).update(e.to_wire())
+                if e.failure_class:
+                    metrics.POD_FAILURES.labels(failure_class=e.failure_class).inc()
+            elif isinstance(e, tasks.CountUsage):
+                metrics.TOKENS.inc(e.tokens)
+                metrics.COST.inc(e.cost)
+            elif isinstance(e, tasks.RecordHandoff):
+                status["handoff"] = dict(e.handoff)
+            elif isinstance(e, tasks.ScheduleRetry):
+                out.append(ex.Requeue(("AgentTask", ns, name), e.at))
+            elif isinstance(e, EmitEvent):
+                out.append(ex.RecordEvent(ref, e.type, e.reason, e.message))
+            elif isinstance(e, tasks.CreateMergeJob):
+                out.append(ex.CreateObject(merge_job_manifest(task, build, e)))
+            elif isinstance(e, tasks.PlanReturned):
+                self.ctx.plans[build.key].append((name, e.tasks, e.done))
+                out.append(ex.Requeue(("BuildRequest", *build.key), now))
+        status["conditions"] = ex.stamp_generation(conds, task.generation)
+        status["attempts"] = [attempts[n] for n in sorted(attempts)][-20:]
+        status["observedGeneration"] = task.generation
+        out.append(ex.WriteStatus("AgentTask", ns, name, task.metadata.resource_version, status))
+        return out
+

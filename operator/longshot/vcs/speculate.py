@@ -1,0 +1,192 @@
+"""Speculative batches for the merge queue: build ``S1 = target + c1``, ``S2 = S1 + c2``, ... with the build's
+strategy, publish them for the quality gate, and land a tested one with a fenced push.
+
+Everything runs in the operator's bare workspace with git plumbing (:mod:`longshot.vcs.merge`), so nothing is
+ever checked out. Blocking: call from a worker thread.
+
+* :func:`prepare` fetches the target and the members' commits, then applies each member on the commit before it.
+  A member that does not apply is left out (the batch goes on without it); whether it also conflicts with the
+  target alone is reported (only that counts as a conflict of its own). A member whose work is already on the
+  target is recognised **by the queue's own record** (:func:`already_merged`): a commit on the target written by
+  the queue that carries the MergeJob's UID in a ``Longshot-Merge-Id`` trailer, or the member's own commit being
+  an ancestor of the target. A trailer any commit can carry (``Longshot-Merge: <namespace>/<name>``) is never
+  trusted: a UID is random and not visible to agents.
+* :func:`publish` pushes every speculative commit to ``refs/heads/longshot/<build>/_queue/<batch>/<position>``
+  (one push) so that tester Pods fetch exactly what they gate.
+* :func:`land` pushes ``S_k`` to the target with ``--force-with-lease=<target>:<base>``: the target only ever moves
+  to a commit whose gate passed, from the commit the batch was built on; then it deletes the batch's branches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from longshot.core import mergequeue as q
+from longshot.vcs import merge as vmerge
+from longshot.vcs import workspace as ws
+
+ID_TRAILER = "Longshot-Merge-Id"
+"""Trailer holding the MergeJob's UID on every commit the queue writes."""
+QUEUE_BRANCH_DIR = "_queue"
+
+
+@dataclass(frozen=True)
+class Member:
+    """A MergeJob as the batch needs it."""
+
+    name: str
+    namespace: str
+    uid: str
+    branch: str
+    commit: str
+    strategy: Literal["fast-forward", "rebase", "merge-commit"] = "rebase"
+    task: str = ""
+    build: str = ""
+
+    @property
+    def human_id(self) -> str:
+        return vmerge.merge_id(self.namespace, self.name)
+
+
+def queue_branch(build: str, batch_id: str, position: int) -> str:
+    return f"longshot/{build}/{QUEUE_BRANCH_DIR}/{batch_id}/{position}"
+
+
+def _trailers(message: str, m: Member) -> str:
+    return vmerge.add_trailer(vmerge.add_trailer(message, vmerge.TRAILER_KEY, m.human_id), ID_TRAILER, m.uid)
+
+
+def already_merged(w: ws.Workspace, head: str, m: Member) -> str | None:
+    """The commit on the target that holds ``m``'s work, by the queue's own record, or None."""
+    if m.commit == head or w.is_ancestor(m.commit, head):
+        return m.commit
+    if not m.uid:
+        return None
+    pattern = f"^{ID_TRAILER}: {vmerge._ere_escape(m.uid)}$"
+    out = w.git("log", "--first-parent", "--format=%H%x00%B%x00", "-E", f"--grep={pattern}", "-n", "5",
+                head).stdout.decode(errors="replace")
+    fields = out.split("\0")
+    for sha, message in zip(fields[0::2], fields[1::2], strict=False):
+        if m.uid in vmerge.trailer_values(message, ID_TRAILER):
+            return sha.strip()
+    return None
+
+
+def fetch(w: ws.Workspace, target: str, members: Sequence[Member]) -> str:
+    """Fetch the target and the members' branches (and their exact commits if the branches moved on); the
+    target's head."""
+    w.ensure()
+    specs = [f"+refs/heads/{target}:refs/remotes/origin/{target}"]
+    specs += [f"+refs/heads/{m.branch}:refs/longshot/queue/{m.name}" for m in members if not w.has_commit(m.commit)]
+    w.git("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", "--refmap=",
+          "origin", *specs)
+    missing = [m.commit for m in members if not w.has_commit(m.commit)]
+    if missing:
+        w.git("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "origin", *missing)
+    head = w.resolve(f"refs/remotes/origin/{target}^{{commit}}")[0]
+    if head is None:
+        raise ws.GitError(f"target branch {target!r} does not resolve to a commit")
+    return head
+
+
+def head_of(w: ws.Workspace, target: str) -> str:
+    with w.locked():
+        return fetch(w, target, ())
+
+
+def _apply(w: ws.Workspace, base: str, m: Member) -> str | list[str]:
+    """``m`` applied on ``base`` with its strategy: the new commit, or the conflicting files."""
+    base_tree = w.out("rev-parse", f"{base}^{{tree}}")
+    if m.strategy == "fast-forward":
+        if w.is_ancestor(base, m.commit):
+            return m.commit
+        _, files = vmerge._merge_tree(w, base, m.commit)
+        return files or ["(not a fast-forward of the target: rebase the branch)"]
+    if m.strategy == "merge-commit":
+        tree, files = vmerge._merge_tree(w, base, m.commit)
+        if files:
+            return files
+        message = (f"Merge branch '{m.branch}' into the target\n\nTask {m.task or '?'} of build {m.build or '?'} "
+                   f"({m.namespace}).\n")
+        return vmerge._commit_tree(w, tree, [base, m.commit], _trailers(message, m))
+    commits = vmerge._branch_commits(w, base, m.commit)
+    if not commits:
+        return base
+    if any(len(c.parents) > 1 for c in commits) and w.is_ancestor(base, m.commit):
+        last = commits[-1]
+        subject = last.message.strip().splitlines()[0] if last.message.strip() else "changes"
+        message = (f"{m.branch}: {subject}\n\nSquashed from {len(commits)} commits of {m.branch} (it merged the "
+                   "target to resolve conflicts).\n")
+        return vmerge._commit_tree(w, last.tree, [base], _trailers(message, m))
+    on_branch = {c.sha for c in commits}
+    head, head_tree = base, base_tree
+    for c in commits:
+        if len(c.parents) != 1:
+            continue
+        parent = c.parents[0]
+        ours = head if parent not in on_branch else vmerge._commit_tree(w, head_tree, [parent], "longshot: scaffold\n")
+        tree, files = vmerge._merge_tree(w, ours, c.sha)
+        if files:
+            return vmerge._rebase_conflict_files(w, base, m.commit, files)
+        if tree == head_tree:
+            continue
+        env = {"GIT_AUTHOR_NAME": c.author_name, "GIT_AUTHOR_EMAIL": c.author_email, "GIT_AUTHOR_DATE": c.author_date}
+        head = vmerge._commit_tree(w, tree, [head], _trailers(c.message, m), env=env)
+        head_tree = tree
+    return head
+
+
+def prepare(w: ws.Workspace, target: str, members: Sequence[Member]) -> q.Prepared:
+    """Build the batch's speculative commits on the target's current head."""
+    with w.locked():
+        base = fetch(w, target, members)
+        out: list[q.Applied | q.DidNotApply | q.AlreadyOnTarget] = []
+        head = base
+        for m in members:
+            found = already_merged(w, base, m)
+            if found is not None:
+                out.append(q.AlreadyOnTarget(m.name, found))
+                continue
+            result = _apply(w, head, m)
+            if isinstance(result, list):
+                with_target = head == base or isinstance(_apply(w, base, m), list)
+                out.append(q.DidNotApply(m.name, tuple(result), with_target))
+                continue
+            if result == head:
+                out.append(q.AlreadyOnTarget(m.name, head))  # every change is already there
+                continue
+            head = result
+            out.append(q.Applied(m.name, result))
+        return q.Prepared(base, tuple(out))
+
+
+def publish(w: ws.Workspace, build: str, batch_id: str, commits: Sequence[tuple[int, str]]) -> None:
+    """Push each speculative commit to its queue branch, for the gate Pods."""
+    specs = [f"{c}:refs/heads/{queue_branch(build, batch_id, pos)}" for pos, c in commits]
+    if not specs:
+        return
+    with w.locked():
+        w.git("push", "--quiet", "--force", "--no-verify", "origin", *specs)
+
+
+def land(w: ws.Workspace, target: str, base: str, commit: str) -> tuple[bool, str]:
+    """Push ``commit`` to the target if it still is ``base``: ``(True, "")``, or ``(False, why)`` when the
+    compare-and-swap was lost (nothing was pushed). Raises GitError when the server refuses for another reason."""
+    with w.locked():
+        result = vmerge.push(w, target, base, commit)
+    if result is None:
+        return True, ""
+    stale, detail = result
+    if stale:
+        return False, detail
+    raise ws.GitError(f"push to {target} refused: {detail}")
+
+
+def cleanup(w: ws.Workspace, build: str, batch_id: str, positions: Sequence[int]) -> None:
+    """Delete the batch's queue branches (best effort)."""
+    specs = [f":refs/heads/{queue_branch(build, batch_id, p)}" for p in positions]
+    if specs:
+        with w.locked():
+            w.git("push", "--quiet", "--no-verify", "origin", *specs, check=False)

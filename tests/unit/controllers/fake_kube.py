@@ -1,0 +1,125 @@
+"""An in-memory ``runtime.kube.KubeAPI`` for the shell's unit tests: objects with resourceVersions, fenced status
+writes, idempotent creates, and injectable failures."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from longshot.runtime import kube
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.pods: dict[tuple[str, str], dict[str, Any]] = {}
+        self.secrets: dict[tuple[str, str], dict[str, str]] = {}
+        self.configmaps: dict[tuple[str, str], dict[str, str]] = {}
+        self.events: list[tuple[str, str, str, str]] = []
+        self.calls: list[str] = []
+        self._rv = itertools.count(1)
+        self.fail_next: dict[str, list[Exception]] = {}
+        """method name -> exceptions to raise on its next calls."""
+        self.fail_status: dict[tuple[str, str], list[Exception]] = {}
+        """(kind, name) -> exceptions to raise on the next status writes of that object."""
+
+    def _maybe_fail(self, method: str) -> None:
+        self.calls.append(method)
+        queue = self.fail_next.get(method)
+        if queue:
+            raise queue.pop(0)
+
+    def _stamp(self, obj: dict[str, Any]) -> dict[str, Any]:
+        obj.setdefault("metadata", {})["resourceVersion"] = str(next(self._rv))
+        return copy.deepcopy(obj)
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        obj = self.objects.get((kind, namespace, name))
+        return copy.deepcopy(obj) if obj else None
+
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        self._maybe_fail("create")
+        key = (str(obj["kind"]), obj["metadata"]["namespace"], obj["metadata"]["name"])
+        if key in self.objects:
+            return None
+        o = copy.deepcopy(dict(obj))
+        o["metadata"].setdefault("uid", f"uid-{key[2]}")
+        o["metadata"].setdefault("generation", 1)
+        o["metadata"].setdefault("creationTimestamp", "2025-01-01T00:00:00Z")
+        self.objects[key] = o
+        return self._stamp(o)
+
+    def patch(self, kind: str, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        self._maybe_fail("patch")
+        o = self.objects.get((kind, namespace, name))
+        if o is None:
+            return None
+        for part, value in body.items():
+            if isinstance(value, Mapping):
+                o.setdefault(part, {}).update(value)
+        if "spec" in body:
+            o["metadata"]["generation"] = int(o["metadata"].get("generation", 1)) + 1
+        return self._stamp(o)
+
+    def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any], *,
+                     resource_version: str | None = None) -> dict[str, Any] | None:
+        self._maybe_fail("patch_status")
+        queued = self.fail_status.get((kind, name))
+        if queued:
+            raise queued.pop(0)
+        o = self.objects.get((kind, namespace, name))
+        if o is None:
+            return None
+        if resource_version and o["metadata"]["resourceVersion"] != resource_version:
+            raise kube.Conflict(f"{kind} {namespace}/{name} changed")
+        current = o.setdefault("status", {})
+        for k, v in status.items():
+            if v is None:
+                current.pop(k, None)
+            else:
+                current[k] = copy.deepcopy(v)
+        return self._stamp(o)
+
+    def create_pod(self, pod: Mapping[str, Any]) -> bool:
+        self._maybe_fail("create_pod")
+        key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+        if key in self.pods:
+            return False
+        p = copy.deepcopy(dict(pod))
+        p["metadata"]["creationTimestamp"] = "2025-01-01T00:00:00Z"
+        self.pods[key] = p
+        self._stamp(p)
+        return True
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        p = self.pods.get((namespace, name))
+        return copy.deepcopy(p) if p else None
+
+    def delete_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> None:
+        self._maybe_fail("delete_pod")
+        self.pods.pop((namespace, name), None)
+
+    def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
+        return self.configmaps.get((namespace, name))
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        return self.secrets.get((namespace, name))
+
+    def pod_events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        return []
+
+    def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        self.events.append((obj["metadata"]["name"], type_, reason, message))
+
+    def finish_pod(self, namespace: str, name: str, exit_code: int, message: str) -> dict[str, Any]:
+        """Play the kubelet: the agent container terminated."""
+        p = self.pods[(namespace, name)]
+        p["status"] = {"phase": "Succeeded" if exit_code == 0 else "Failed", "containerStatuses": [
+            {"name": "agent", "state": {"terminated": {"exitCode": exit_code, "reason": "Completed",
+                                                       "message": message}}}]}
+        return self._stamp(p)
+
+
+Hook = Callable[[], None]
