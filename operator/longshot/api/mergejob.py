@@ -32,6 +32,9 @@ class MergeJobSpec(Model):
     """``fast-forward``, ``rebase`` or ``merge-commit``."""
     priority: int = Field(default=5, ge=1, le=10)
     """Queue order: higher first, then by arrival."""
+    approved: bool = False
+    """Approval for a build with ``spec.merge.requireApproval``: the MergeJob waits at ``AwaitingApproval``
+    until this is true. Ignored when the build does not require approval."""
 
 
 class MergeAttempt(Model):
