@@ -99,11 +99,11 @@ INVALID = [
      "should be greater than or equal to 1"),
     ("max-iterations-too-many", build(planner__maxIterations=21), "spec.planner.maxIterations",
      "should be less than or equal to 20"),
-    ("fanout-n-too-large", build(fanout={"n": 11}), "spec.fanout.n", "should be less than or equal to 10"),
-    ("fanout-without-n", build(fanout={"models": ["a"]}), "spec.fanout.n", "Required value"),
-    ("fanout-more-models-than-n", build(fanout={"n": 2, "models": ["a", "b", "c"]}), "spec.fanout.models",
-     "lists more models than fanout.n candidates"),
-    ("fanout-bad-judge", build(fanout={"n": 2, "judge": "vote"}), "spec.fanout.judge", 'Unsupported value: "vote"'),
+    ("fanout-count-too-large", build(fanout={"count": 11}), "spec.fanout.count", "should be less than or equal to 10"),
+    ("fanout-without-count", build(fanout={"models": ["a"]}), "spec.fanout.count", "Required value"),
+    ("fanout-more-models-than-count", build(fanout={"count": 2, "models": ["a", "b", "c"]}), "spec.fanout.models",
+     "lists more models than fanout.count candidates"),
+    ("fanout-bad-judge", build(fanout={"count": 2, "judge": "vote"}), "spec.fanout.judge", 'Unsupported value: "vote"'),
     ("bad-quantity", build(agent__resources={"limits": {"memory": "lots"}}), "spec.agent.resources.limits.memory",
      "should match"),
     ("bad-secret-name", build(repository__credentialsSecret="Not_A_Name"), "spec.repository.credentialsSecret",
@@ -124,10 +124,10 @@ INVALID = [
      "spec.dependsOnPolicy.k", "must not exceed the number of dependsOn tasks"),
     ("task-bad-policy", task(dependsOnPolicy={"type": "most"}), "spec.dependsOnPolicy.type",
      'Unsupported value: "most"'),
-    ("task-fanout-on-a-reviewer", task(role="reviewer", fanout={"n": 2}), "spec.fanout",
+    ("task-fanout-on-a-reviewer", task(role="reviewer", fanout={"count": 2}), "spec.fanout",
      "fanout is only for worker and fixer tasks"),
-    ("task-fanout-too-many-models", task(fanout={"n": 1, "models": ["a", "b"]}), "spec.fanout.models",
-     "lists more models than fanout.n candidates"),
+    ("task-fanout-too-many-models", task(fanout={"count": 1, "models": ["a", "b"]}), "spec.fanout.models",
+     "lists more models than fanout.count candidates"),
     ("task-empty-answer", task(answer=""), "spec.answer", "should be at least 1 chars long"),
     ("merge-approved-not-a-boolean", merge_job(approved="yes"), "spec.approved", "must be of type boolean"),
     ("merge-into-itself", merge_job(branch="main", target="main"), "spec.branch", "branch must differ from target"),
@@ -204,9 +204,9 @@ def test_roadmap_builds_default_their_path_and_issue_14_defaults_are_applied(cus
     assert issues["spec"]["planner"]["issues"] == {"provider": "gitlab", "repository": "group/sub/project",
                                                    "labels": ["longshot"], "comment": True}
     t = create(custom, namespace, task(dependsOn=["a", "b", "c"], dependsOnPolicy={"type": "quorum", "k": 2},
-                                       fanout={"n": 3, "models": ["m1", "m2"]}))
+                                       fanout={"count": 3, "models": ["m1", "m2"]}))
     assert t["spec"]["dependsOnPolicy"] == {"type": "quorum", "k": 2}
-    assert t["spec"]["fanout"] == {"n": 3, "models": ["m1", "m2"], "judge": "reviewer"}
+    assert t["spec"]["fanout"] == {"count": 3, "models": ["m1", "m2"], "judge": "reviewer"}
     plain = create(custom, namespace, task("t2"))
     assert plain["spec"]["dependsOnPolicy"] == {"type": "all"}
     mj = create(custom, namespace, merge_job())

@@ -108,14 +108,14 @@ def test_issue_14_fields_are_rendered_with_bounds_defaults_and_rules():
     assert "owner/name" in issues["x-kubernetes-validations"][0]["message"]
     fanout = br["spec"]["properties"]["fanout"]
     assert fanout["nullable"] is True and fanout["properties"]["judge"]["enum"] == ["reviewer"]
-    assert (fanout["properties"]["n"]["minimum"], fanout["properties"]["n"]["maximum"]) == (1, 10)
-    assert "fanout.n" in fanout["x-kubernetes-validations"][0]["message"]
+    assert (fanout["properties"]["count"]["minimum"], fanout["properties"]["count"]["maximum"]) == (1, 10)
+    assert "fanout.count" in fanout["x-kubernetes-validations"][0]["message"]
     assert br["spec"]["properties"]["merge"]["properties"]["requireApproval"]["default"] is False
     assert br["status"]["properties"]["iterations"]["items"]["required"] == ["number"]
     at = schema_of(api.AGENT_TASK)["properties"]
     policy = at["spec"]["properties"]["dependsOnPolicy"]
     assert policy["default"] == {} and policy["properties"]["type"]["enum"] == ["all", "any", "quorum"]
-    assert at["spec"]["properties"]["fanout"]["properties"]["n"]["maximum"] == 10
+    assert at["spec"]["properties"]["fanout"]["properties"]["count"]["maximum"] == 10
     assert at["spec"]["properties"]["answer"]["maxLength"] == 32768
     assert set(at["status"]["properties"]["fanout"]["properties"]) == {"candidates", "judgeTask", "winner", "reasons"}
     mj = schema_of(api.MERGE_JOB)["properties"]

@@ -125,10 +125,10 @@ def test_issue_source_fields_and_defaults():
     ({"planner": {"maxIterations": 21}}, "planner.maxIterations"),
     ({"planner": {"issues": {"repository": "no spaces/allowed here"}}}, "planner.issues.repository"),
     ({"planner": {"issues": {"repository": "o/r", "provider": "jira"}}}, "planner.issues.provider"),
-    ({"fanout": {"n": 11}}, "fanout.n"),
-    ({"fanout": {"n": 0}}, "fanout.n"),
-    ({"fanout": {"models": ["a"]}}, "fanout.n"),
-    ({"fanout": {"n": 2, "judge": "vote"}}, "fanout.judge"),
+    ({"fanout": {"count": 11}}, "fanout.count"),
+    ({"fanout": {"count": 0}}, "fanout.count"),
+    ({"fanout": {"models": ["a"]}}, "fanout.count"),
+    ({"fanout": {"count": 2, "judge": "vote"}}, "fanout.judge"),
 ])
 def test_invalid_issue_14_fields_name_the_field(patch, field):
     with pytest.raises(ValidationError) as err:
@@ -140,7 +140,7 @@ def test_invalid_issue_14_fields_name_the_field(patch, field):
 def test_agent_task_fanout_dependency_policy_and_answer():
     spec = agenttask.AgentTaskSpec.model_validate({
         "buildRef": {"name": "b"}, "description": "x", "dependsOn": ["a", "b", "c"],
-        "dependsOnPolicy": {"type": "quorum", "k": 2}, "fanout": {"n": 3, "models": ["m1", "m2"]},
+        "dependsOnPolicy": {"type": "quorum", "k": 2}, "fanout": {"count": 3, "models": ["m1", "m2"]},
         "answer": "Use port 8080"})
     assert (spec.depends_on_policy.type, spec.depends_on_policy.k) == ("quorum", 2)
     assert spec.fanout.judge == "reviewer" and spec.answer == "Use port 8080"

@@ -28,7 +28,8 @@ GateResult = Literal["Pending", "Passed", "Failed"]
 
 DEPENDENCY_POLICY_RULES: list[JsonValue] = [
     {
-        "rule": "self.type == 'quorum' ? has(self.k) : !has(self.k)",
+        # has(self.type): the API server checks the rule against the schema default {} too, before defaulting
+        "rule": "has(self.type) && self.type == 'quorum' ? has(self.k) : !has(self.k)",
         "message": "dependsOnPolicy.k is required with type quorum, and only allowed with it",
         "fieldPath": ".k",
     },
@@ -89,7 +90,7 @@ class AgentTaskSpec(Model):
     depends_on_policy: DependencyPolicy = Field(default_factory=DependencyPolicy)
     """How many of ``dependsOn`` must succeed before this task starts: all (the default), any, or a quorum."""
     fanout: FanoutSettings | None = None
-    """Best-of-N for this task (worker and fixer tasks): ``n`` candidates, each on its own branch, and a judge
+    """Best-of-N for this task (worker and fixer tasks): ``count`` candidates, each on its own branch, and a judge
     that picks the one that is merged; overrides the build's ``spec.fanout``."""
     answer: str | None = Field(default=None, min_length=1, max_length=32768)
     """The answer to the question the agent asked (``status.question``, condition ``AwaitingInput``); setting

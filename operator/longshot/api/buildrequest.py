@@ -81,20 +81,21 @@ class IssueSource(Model):
 
 FANOUT_RULES: list[JsonValue] = [
     {
-        "rule": "!has(self.models) || size(self.models) <= self.n",
-        "message": "fanout.models lists more models than fanout.n candidates; remove models or raise n",
+        "rule": "!has(self.models) || size(self.models) <= self.count",
+        "message": "fanout.models lists more models than fanout.count candidates; remove models or raise count",
         "fieldPath": ".models",
     },
 ]
 
 
 class FanoutSettings(Model):
-    """Best-of-N: run ``n`` candidate attempts of a task in parallel, each on its own branch, and let a
+    """Best-of-N: run ``count`` candidate attempts of a task in parallel, each on its own branch, and let a
     judge pick the one that is merged."""
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": FANOUT_RULES})
 
-    n: int = Field(ge=1, le=10)
+    # not "n": kubectl's YAML reader turns an unquoted key `n` into `false` (YAML 1.1 booleans)
+    count: int = Field(ge=1, le=10)
     """Number of candidates (1 turns fan-out off)."""
     models: list[str] = Field(
         default_factory=list,
