@@ -79,8 +79,31 @@ INVALID = [
     ("bad-backend", build(agent__backend="skynet"), "spec.agent.backend", 'Unsupported value: "skynet"'),
     ("openai-without-model", build(agent__backend="openai"), "spec.agent.model",
      "agent.model is required for the openai and anthropic backends"),
-    ("roadmap-without-path", build(planner__source="roadmap"), "spec.planner.roadmapPath",
-     "planner.roadmapPath is required when planner.source is roadmap"),
+    ("roadmap-path-outside-the-repository", build(planner__source="roadmap", planner__roadmapPath="../etc/x.md"),
+     "spec.planner.roadmapPath", "must be a path inside the repository"),
+    ("roadmap-path-absolute", build(planner__roadmapPath="/ROADMAP.md"), "spec.planner.roadmapPath",
+     "must be a path inside the repository"),
+    ("issues-without-settings", build(planner__source="issues"), "spec.planner.issues",
+     "planner.issues is required when planner.source is issues"),
+    ("issues-without-repository", build(planner__source="issues", planner__issues={"labels": ["x"]}),
+     "spec.planner.issues.repository", "Required value"),
+    ("issues-github-repository-not-owner-name",
+     build(planner__source="issues", planner__issues={"repository": "group/sub/project"}),
+     "spec.planner.issues.repository", "must be owner/name for the github provider"),
+    ("issues-bad-provider", build(planner__source="issues", planner__issues={"provider": "jira", "repository": "a/b"}),
+     "spec.planner.issues.provider", 'Unsupported value: "jira"'),
+    ("issues-label-with-comma", build(planner__source="issues", planner__issues={"repository": "a/b",
+                                                                               "labels": ["a,b"]}),
+     "spec.planner.issues.labels[0]", "should match"),
+    ("max-iterations-zero", build(planner__maxIterations=0), "spec.planner.maxIterations",
+     "should be greater than or equal to 1"),
+    ("max-iterations-too-many", build(planner__maxIterations=21), "spec.planner.maxIterations",
+     "should be less than or equal to 20"),
+    ("fanout-count-too-large", build(fanout={"count": 11}), "spec.fanout.count", "should be less than or equal to 10"),
+    ("fanout-without-count", build(fanout={"models": ["a"]}), "spec.fanout.count", "Required value"),
+    ("fanout-more-models-than-count", build(fanout={"count": 2, "models": ["a", "b", "c"]}), "spec.fanout.models",
+     "lists more models than fanout.count candidates"),
+    ("fanout-bad-judge", build(fanout={"count": 2, "judge": "vote"}), "spec.fanout.judge", 'Unsupported value: "vote"'),
     ("bad-quantity", build(agent__resources={"limits": {"memory": "lots"}}), "spec.agent.resources.limits.memory",
      "should match"),
     ("bad-secret-name", build(repository__credentialsSecret="Not_A_Name"), "spec.repository.credentialsSecret",
@@ -93,6 +116,20 @@ INVALID = [
     ("task-bad-role", task(role="boss"), "spec.role", 'Unsupported value: "boss"'),
     ("fixer-without-branch", task(role="fixer"), "spec.branch", "branch is required for a fixer task"),
     ("task-empty-description", task(description=""), "spec.description", "should be at least 1 chars long"),
+    ("task-quorum-without-k", task(dependsOn=["a", "b"], dependsOnPolicy={"type": "quorum"}),
+     "spec.dependsOnPolicy.k", "required with type quorum"),
+    ("task-k-without-quorum", task(dependsOn=["a", "b"], dependsOnPolicy={"type": "any", "k": 1}),
+     "spec.dependsOnPolicy.k", "only allowed with it"),
+    ("task-quorum-above-dependencies", task(dependsOn=["a", "b"], dependsOnPolicy={"type": "quorum", "k": 3}),
+     "spec.dependsOnPolicy.k", "must not exceed the number of dependsOn tasks"),
+    ("task-bad-policy", task(dependsOnPolicy={"type": "most"}), "spec.dependsOnPolicy.type",
+     'Unsupported value: "most"'),
+    ("task-fanout-on-a-reviewer", task(role="reviewer", fanout={"count": 2}), "spec.fanout",
+     "fanout is only for worker and fixer tasks"),
+    ("task-fanout-too-many-models", task(fanout={"count": 1, "models": ["a", "b"]}), "spec.fanout.models",
+     "lists more models than fanout.count candidates"),
+    ("task-empty-answer", task(answer=""), "spec.answer", "should be at least 1 chars long"),
+    ("merge-approved-not-a-boolean", merge_job(approved="yes"), "spec.approved", "must be of type boolean"),
     ("merge-into-itself", merge_job(branch="main", target="main"), "spec.branch", "branch must differ from target"),
     ("merge-bad-commit", merge_job(commit="not-a-sha!"), "spec.commit", "should match"),
 ]
@@ -128,11 +165,12 @@ def test_kubectl_get_br_shows_printer_columns(kubectl, custom, namespace):
     create(custom, namespace, build())
     custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "buildrequests", "b1", {"status": {
         "phase": "Working", "tasks": {"total": 5, "succeeded": 2, "progress": "2/5"}, "merges": {"merged": 2},
+        "iteration": 2, "iterations": [{"number": 1, "tasks": 3, "merged": 2, "failed": 1}, {"number": 2, "tasks": 2}],
         "conditions": [{"type": "Finalized", "status": "Unknown", "reason": "InProgress", "message": "",
                         "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
     lines = kubectl("get", "br", "-n", namespace).stdout.splitlines()
-    assert lines[0].split() == ["NAME", "PHASE", "TASKS", "MERGED", "FINALIZED", "AGE"]
-    assert lines[1].split()[:5] == ["b1", "Working", "2/5", "2", "Unknown"]
+    assert lines[0].split() == ["NAME", "PHASE", "TASKS", "MERGED", "FINALIZED", "ITERATION", "AGE"]
+    assert lines[1].split()[:6] == ["b1", "Working", "2/5", "2", "Unknown", "2"]
     wide = kubectl("get", "br", "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
     assert "REPOSITORY" in wide and "TOKENS" in wide
 
@@ -144,3 +182,42 @@ def test_status_is_a_subresource(custom, namespace):
                                           {"status": {"phase": "Hacked"}})
     got = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "buildrequests", "b1")
     assert got.get("status", {}).get("phase") != "Hacked"
+
+
+def test_kubectl_get_at_shows_live_progress(kubectl, custom, namespace):
+    create(custom, namespace, task())
+    custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "agenttasks", "t1", {"status": {
+        "phase": "Running", "progress": {"message": "running-tests", "lastHeartbeat": "2026-01-01T00:00:00Z",
+                                         "tokens": 1200}}})
+    lines = kubectl("get", "at", "-n", namespace).stdout.splitlines()
+    assert lines[0].split() == ["NAME", "BUILD", "ROLE", "PHASE", "PROGRESS", "AGE"]
+    assert lines[1].split()[:5] == ["t1", "b1", "worker", "Running", "running-tests"]
+
+
+def test_roadmap_builds_default_their_path_and_issue_14_defaults_are_applied(custom, namespace):
+    created = create(custom, namespace, build(planner__source="roadmap"))
+    spec = created["spec"]
+    assert spec["planner"]["roadmapPath"] == "ROADMAP.md" and spec["planner"]["maxIterations"] == 3
+    assert spec["merge"]["requireApproval"] is False and "fanout" not in spec
+    issues = create(custom, namespace, build("b2", planner__source="issues", planner__issues={
+        "provider": "gitlab", "repository": "group/sub/project", "labels": ["longshot"]}))
+    assert issues["spec"]["planner"]["issues"] == {"provider": "gitlab", "repository": "group/sub/project",
+                                                   "labels": ["longshot"], "comment": True}
+    t = create(custom, namespace, task(dependsOn=["a", "b", "c"], dependsOnPolicy={"type": "quorum", "k": 2},
+                                       fanout={"count": 3, "models": ["m1", "m2"]}))
+    assert t["spec"]["dependsOnPolicy"] == {"type": "quorum", "k": 2}
+    assert t["spec"]["fanout"] == {"count": 3, "models": ["m1", "m2"], "judge": "reviewer"}
+    plain = create(custom, namespace, task("t2"))
+    assert plain["spec"]["dependsOnPolicy"] == {"type": "all"}
+    mj = create(custom, namespace, merge_job())
+    assert mj["spec"]["approved"] is False
+
+
+def test_answering_a_question_and_approving_a_merge_are_plain_patches(kubectl, custom, namespace):
+    create(custom, namespace, task())
+    create(custom, namespace, merge_job())
+    kubectl("patch", "at", "t1", "-n", namespace, "--type", "merge", "-p", '{"spec":{"answer":"Use port 8080"}}')
+    kubectl("patch", "mj", "m1", "-n", namespace, "--type", "merge", "-p", '{"spec":{"approved":true}}')
+    assert custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "agenttasks", "t1")["spec"]["answer"] \
+        == "Use port 8080"
+    assert custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "mergejobs", "m1")["spec"]["approved"] is True

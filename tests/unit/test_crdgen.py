@@ -94,3 +94,39 @@ def test_conditions_are_a_map_list_keyed_by_type():
 def test_rendered_yaml_parses_back():
     for text in crdgen.rendered_files().values():
         assert yaml.safe_load(text)["kind"] == "CustomResourceDefinition"
+
+
+def test_issue_14_fields_are_rendered_with_bounds_defaults_and_rules():
+    br = schema_of(api.BUILD_REQUEST)["properties"]
+    planner = br["spec"]["properties"]["planner"]["properties"]
+    assert (planner["maxIterations"]["minimum"], planner["maxIterations"]["maximum"],
+            planner["maxIterations"]["default"]) == (1, 20, 3)
+    assert planner["roadmapPath"]["default"] == "ROADMAP.md"
+    issues = planner["issues"]
+    assert issues["properties"]["provider"]["enum"] == ["github", "gitlab"]
+    assert issues["required"] == ["repository"]
+    assert "owner/name" in issues["x-kubernetes-validations"][0]["message"]
+    fanout = br["spec"]["properties"]["fanout"]
+    assert fanout["nullable"] is True and fanout["properties"]["judge"]["enum"] == ["reviewer"]
+    assert (fanout["properties"]["count"]["minimum"], fanout["properties"]["count"]["maximum"]) == (1, 10)
+    assert "fanout.count" in fanout["x-kubernetes-validations"][0]["message"]
+    assert br["spec"]["properties"]["merge"]["properties"]["requireApproval"]["default"] is False
+    assert br["status"]["properties"]["iterations"]["items"]["required"] == ["number"]
+    at = schema_of(api.AGENT_TASK)["properties"]
+    policy = at["spec"]["properties"]["dependsOnPolicy"]
+    assert policy["default"] == {} and policy["properties"]["type"]["enum"] == ["all", "any", "quorum"]
+    assert at["spec"]["properties"]["fanout"]["properties"]["count"]["maximum"] == 10
+    assert at["spec"]["properties"]["answer"]["maxLength"] == 32768
+    assert set(at["status"]["properties"]["fanout"]["properties"]) == {"candidates", "judgeTask", "winner", "reasons"}
+    mj = schema_of(api.MERGE_JOB)["properties"]
+    assert mj["spec"]["properties"]["approved"]["default"] is False
+
+
+def test_iteration_and_progress_printer_columns():
+    def columns(resource):
+        return {c["name"]: c for c in crdgen.render(resource)["spec"]["versions"][0]["additionalPrinterColumns"]}
+
+    assert columns(api.BUILD_REQUEST)["Iteration"]["jsonPath"] == ".status.iteration"
+    assert columns(api.BUILD_REQUEST)["Iteration"].get("priority", 0) == 0
+    assert columns(api.AGENT_TASK)["Progress"]["jsonPath"] == ".status.progress.message"
+    assert columns(api.AGENT_TASK)["Progress"].get("priority", 0) == 0

@@ -97,3 +97,84 @@ def test_handoff_pointer_checks_the_digest():
     assert len(handoff.parse_handoff_bytes(data, pointer).tasks) == 200
     with pytest.raises(handoff.HandoffError, match="digest"):
         handoff.parse_handoff_bytes(data + b" ", pointer)
+
+
+# --- issue 14: iterations, intake, fan-out, awaits, people in the loop ------------------------------
+
+def test_planner_defaults_for_iterations_and_roadmaps():
+    spec = build_spec(planner={"source": "roadmap"})
+    assert spec.planner.max_iterations == 3
+    assert spec.planner.roadmap_path == "ROADMAP.md"
+    assert spec.merge.require_approval is False and spec.fanout is None
+
+
+def test_issue_source_fields_and_defaults():
+    spec = build_spec(planner={"source": "issues", "issues": {
+        "repository": "org/app", "labels": ["longshot"], "credentialsSecret": "gh-token"}})
+    issues = spec.planner.issues
+    assert (issues.provider, issues.url, issues.comment) == ("github", None, True)
+    assert issues.to_wire() == {"provider": "github", "repository": "org/app", "labels": ["longshot"],
+                                "credentialsSecret": "gh-token", "comment": True}
+    gitlab = build_spec(planner={"source": "issues", "issues": {"provider": "gitlab", "repository": "123",
+                                                               "url": "https://gitlab.example.com/api/v4"}})
+    assert gitlab.planner.issues.repository == "123"
+
+
+@pytest.mark.parametrize(("patch", "field"), [
+    ({"planner": {"maxIterations": 0}}, "planner.maxIterations"),
+    ({"planner": {"maxIterations": 21}}, "planner.maxIterations"),
+    ({"planner": {"issues": {"repository": "no spaces/allowed here"}}}, "planner.issues.repository"),
+    ({"planner": {"issues": {"repository": "o/r", "provider": "jira"}}}, "planner.issues.provider"),
+    ({"fanout": {"count": 11}}, "fanout.count"),
+    ({"fanout": {"count": 0}}, "fanout.count"),
+    ({"fanout": {"models": ["a"]}}, "fanout.count"),
+    ({"fanout": {"count": 2, "judge": "vote"}}, "fanout.judge"),
+])
+def test_invalid_issue_14_fields_name_the_field(patch, field):
+    with pytest.raises(ValidationError) as err:
+        build_spec(**patch)
+    locs = {".".join(str(p) for p in e["loc"]) for e in err.value.errors()}
+    assert field in locs
+
+
+def test_agent_task_fanout_dependency_policy_and_answer():
+    spec = agenttask.AgentTaskSpec.model_validate({
+        "buildRef": {"name": "b"}, "description": "x", "dependsOn": ["a", "b", "c"],
+        "dependsOnPolicy": {"type": "quorum", "k": 2}, "fanout": {"count": 3, "models": ["m1", "m2"]},
+        "answer": "Use port 8080"})
+    assert (spec.depends_on_policy.type, spec.depends_on_policy.k) == ("quorum", 2)
+    assert spec.fanout.judge == "reviewer" and spec.answer == "Use port 8080"
+    default = agenttask.AgentTaskSpec.model_validate({"buildRef": {"name": "b"}, "description": "x"})
+    assert default.depends_on_policy.type == "all" and default.fanout is None and default.answer is None
+    assert default.to_wire()["dependsOnPolicy"] == {"type": "all"}
+
+
+def test_status_fields_the_operator_writes_for_iterations_questions_and_fanout():
+    br = buildrequest.BuildRequestStatus.model_validate(
+        {"iteration": 2, "iterations": [{"number": 1, "tasks": 3, "merged": 2, "failed": 1},
+                                        {"number": 2, "tasks": 1}]})
+    assert [(i.number, i.tasks, i.merged, i.failed) for i in br.iterations] == [(1, 3, 2, 1), (2, 1, 0, 0)]
+    at = agenttask.AgentTaskStatus.model_validate({
+        "question": "Which port?", "answer": "8080",
+        "fanout": {"candidates": [{"name": "t-c1", "gate": "Passed", "branch": "longshot/b/t-c1", "commit": "abc1234"},
+                                  {"name": "t-c2", "gate": "Failed", "reason": "tests failed"}],
+                   "judgeTask": "t-judge", "winner": "t-c1", "reasons": ["smaller diff"]}})
+    assert at.fanout.winner == "t-c1" and at.fanout.candidates[1].gate == "Failed" and at.question == "Which port?"
+    mj = mergejob.MergeJobSpec.model_validate({"buildRef": {"name": "b"}, "taskRef": {"name": "t"},
+                                               "branch": "longshot/b/t", "target": "main"})
+    assert mj.approved is False
+
+
+def test_task_input_carries_the_new_context_and_stays_compatible():
+    old = handoff.TaskInput.model_validate({"task": "b-t", "build": "b", "namespace": "n", "role": "worker",
+                                            "description": "x", "repository_url": "file:///r", "branch": "x"})
+    assert (old.iteration, old.previous, old.candidates, old.dependencies) == (1, [], [], [])
+    assert old.question is None and old.answer is None and old.previous_failure is None
+    full = handoff.TaskInput.model_validate({
+        **old.to_wire(), "iteration": 2, "maxIterations": 3,
+        "previous": [{"task": "a", "outcome": "failed", "failure": {"class": "Timeout", "message": "slow"}}],
+        "candidates": [{"name": "t-c1", "branch": "longshot/b/t-c1", "commit": "abcdef1"}],
+        "previousFailure": {"class": "AgentError", "message": "boom"},
+        "dependencies": [{"task": "a", "mergedCommit": "abc"}], "question": "q?", "answer": "a."})
+    assert full.previous[0].failure.failure_class == "Timeout" and full.candidates[0].gate == "Passed"
+    assert handoff.TaskInput.model_validate_json(full.model_dump_json(by_alias=True)) == full

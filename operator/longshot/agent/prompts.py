@@ -43,7 +43,9 @@ def render(name: str, override_dir: Path | None, **context: Any) -> str:
         raise errors.ConfigError(f"prompt template {name}{where} cannot be rendered: {e.message}") from None
 
 
-def role_prompts(role: str, override_dir: Path | None, **context: Any) -> tuple[str, str]:
-    """``(system prompt, task prompt)`` of a role."""
+def role_prompts(role: str, override_dir: Path | None, *, template: str | None = None,
+                 **context: Any) -> tuple[str, str]:
+    """``(system prompt, task prompt)`` of a role; ``template`` names another task prompt (``judge``)."""
     context.setdefault("role", role)
-    return render(SYSTEM, override_dir, **context), render(f"{role}.j2", override_dir, **context)
+    context.setdefault("mode", template or role)
+    return render(SYSTEM, override_dir, **context), render(f"{template or role}.j2", override_dir, **context)

@@ -6,6 +6,7 @@ to fix (the dispatcher shows it and asks again, a bounded number of times).
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import pydantic
@@ -96,3 +97,51 @@ def validate_review(payload: dict[str, Any]) -> tuple[str, list[str]]:
     if verdict == "changes-requested" and not reasons:
         raise errors.ToolError("a changes-requested verdict needs at least one reason")
     return verdict, reasons
+
+
+def validate_planner_finish(payload: dict[str, Any], *, max_tasks: int, depth: int = 0, max_depth: int = 2,
+                            taken: Collection[str] = ()) -> tuple[list[handoff.PlannedTask], bool]:
+    """``(tasks, done)`` of a planner's finish: a validated task list, or ``done: true`` with no tasks.
+
+    ``taken`` holds the names earlier iterations used; a new plan must not reuse them (their AgentTasks
+    exist already)."""
+    done = payload.get("done", False)
+    if not isinstance(done, bool):
+        raise errors.ToolError("done must be true or false")
+    if done:
+        if payload.get("tasks"):
+            raise errors.ToolError("done: true means the request is met and takes no tasks; pass either tasks "
+                                   "(with done: false) or done: true alone")
+        return [], True
+    if "tasks" not in payload:
+        raise errors.ToolError("finish needs `tasks`, the task list (or `done: true` when the request is met)")
+    tasks = validate_plan(payload["tasks"], max_tasks=max_tasks, depth=depth, max_depth=max_depth)
+    reused = sorted({t.name for t in tasks} & set(taken))
+    if reused:
+        raise errors.ToolError(f"task name(s) {', '.join(reused)} were used by an earlier iteration; give the new "
+                               "tasks new names (earlier tasks are already merged and cannot be depended on)")
+    return tasks, False
+
+
+def validate_judgement(payload: dict[str, Any],
+                       candidates: Sequence[handoff.CandidateInput]) -> tuple[str, list[str]]:
+    """``(winner, reasons)`` of a judge: the winner is a candidate that passed its gate, with reasons."""
+    if "verdict" in payload and "winner" not in payload:
+        raise errors.ToolError("you are judging candidates: pass `winner` (a candidate name), not a verdict")
+    winner = payload.get("winner")
+    names = [c.name for c in candidates]
+    eligible = [c.name for c in candidates if c.gate == "Passed"]
+    if not isinstance(winner, str) or winner not in names:
+        raise errors.ToolError(f"winner must be one of the candidates: {', '.join(eligible or names)}")
+    if winner not in eligible:
+        raise errors.ToolError(f"candidate {winner} failed its gate and cannot win; choose one of: "
+                               f"{', '.join(eligible)}")
+    reasons = payload.get("reasons") or []
+    if isinstance(reasons, str):
+        reasons = [reasons]
+    if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
+        raise errors.ToolError("reasons must be a list of strings")
+    reasons = [r for r in reasons if r.strip()]
+    if not reasons:
+        raise errors.ToolError("give at least one reason why the winner is the best candidate")
+    return winner, reasons

@@ -77,11 +77,13 @@ def make_backend(attempt: Attempt) -> base.Backend:
                                       rand=attempt.rand)
 
 
-def run_backend(attempt: Attempt, *, validator: tools.Validator | None = None,
+def run_backend(attempt: Attempt, *, validator: tools.Validator | None = None, template: str | None = None,
                 **context: Any) -> tools.Finish:
-    """Render the role's prompts and let the configured backend drive the tools to ``finish``."""
+    """Render the role's prompts (``template`` instead of the role's, e.g. ``judge``) and let the
+    configured backend drive the tools to ``finish``."""
     task = attempt.task
-    system, prompt = prompts.role_prompts(task.role, attempt.paths.prompts, task=task, **context)
+    system, prompt = prompts.role_prompts(task.role, attempt.paths.prompts, template=template, task=task,
+                                          **context)
     backend = make_backend(attempt)
     toolbox = tools.Toolbox(attempt.sandbox(), attempt.events, task.role, validator=validator,
                             max_corrections=attempt.settings.max_corrections)
@@ -167,6 +169,13 @@ def _result_fields(attempt: Attempt, *, start: str, head: str, base_commit: str,
 
 # --- roles -------------------------------------------------------------------------------------------
 
+def _needs_input(fields: dict[str, Any], finish: tools.Finish) -> dict[str, Any]:
+    """The handoff fields of an attempt that ended with ``ask``: work so far stays on the branch (when any
+    was pushed) and the question goes to a person."""
+    fields.update(outcome="needs-input", question=finish.question, summary=finish.summary)
+    return fields
+
+
 def worker(attempt: Attempt) -> dict[str, Any]:
     git = attempt.git
     base_commit = _remote_base(attempt)
@@ -174,30 +183,36 @@ def worker(attempt: Attempt) -> dict[str, Any]:
     git.checkout(attempt.task.branch, start)
     attempt.base_commit = start
     finish = run_backend(attempt)
-    head = _commit_if_dirty(attempt, finish.summary)
+    summary = finish.summary if finish.question is None else f"Work in progress: {attempt.task.task}"
+    head = _commit_if_dirty(attempt, summary)
     if head != start and git.changed_files(start, head):
         scan_and_push(attempt, start, head)
-    return _result_fields(attempt, start=start, head=head, base_commit=base_commit, summary=finish.summary)
+    fields = _result_fields(attempt, start=start, head=head, base_commit=base_commit, summary=finish.summary)
+    return fields if finish.question is None else _needs_input(fields, finish)
 
 
 def planner(attempt: Attempt) -> dict[str, Any]:
     base_commit = _remote_base(attempt)
     attempt.git.checkout(f"longshot-plan-{attempt.task.attempt}", base_commit)
     task = attempt.task
+    taken = {p.task for p in task.previous}
 
-    def validate(payload: dict[str, Any]) -> list[handoff.PlannedTask]:
-        if "tasks" not in payload:
-            raise errors.ToolError("finish needs `tasks`, the task list")
-        return results.validate_plan(payload["tasks"], max_tasks=task.max_tasks, depth=task.depth,
-                                     max_depth=task.max_depth)
+    def validate(payload: dict[str, Any]) -> tuple[list[handoff.PlannedTask], bool]:
+        return results.validate_planner_finish(payload, max_tasks=task.max_tasks, depth=task.depth,
+                                               max_depth=task.max_depth, taken=taken)
 
     finish = run_backend(attempt, validator=validate)
-    planned: list[handoff.PlannedTask] = finish.validated
-    return {"outcome": "succeeded" if planned else "empty", "tasks": planned, "summary": finish.summary,
+    if finish.question is not None:
+        return _needs_input({"base_commit": base_commit}, finish)
+    planned, done = finish.validated
+    outcome = "succeeded" if planned or done else "empty"
+    return {"outcome": outcome, "tasks": planned, "done": done, "summary": finish.summary,
             "base_commit": base_commit}
 
 
 def reviewer(attempt: Attempt) -> dict[str, Any]:
+    if attempt.task.candidates:
+        return judge(attempt)
     git = attempt.git
     base_commit = _remote_base(attempt)
     head = _existing_branch(attempt)
@@ -210,6 +225,38 @@ def reviewer(attempt: Attempt) -> dict[str, Any]:
     verdict, reasons = finish.validated
     return {"outcome": "succeeded", "verdict": verdict, "reasons": reasons, "summary": finish.summary,
             "branch": attempt.task.branch, "commit": head, "base_commit": base_commit, "files_changed": files}
+
+
+def judge(attempt: Attempt) -> dict[str, Any]:
+    """A reviewer given ``candidates``: read every candidate's diff against the base and pick a winner."""
+    git = attempt.git
+    task = attempt.task
+    base_commit = _remote_base(attempt)
+    git.checkout(f"longshot-judge-{task.attempt}", base_commit)
+    budget = max(attempt.settings.max_diff_chars // max(len(task.candidates), 1), 2000)
+    shown: list[dict[str, Any]] = []
+    files_of: dict[str, list[str]] = {}
+    for candidate in task.candidates:
+        if git.rev(candidate.commit) is None:
+            raise errors.InfrastructureError(
+                f"candidate {candidate.name}'s commit {candidate.commit[:12]} (branch {candidate.branch}) is not in "
+                "the repository")
+        files = git.changed_files(f"{base_commit}...{candidate.commit}")
+        files_of[candidate.name] = files
+        diff = git.diff(f"{base_commit}...{candidate.commit}")
+        shown.append({"candidate": candidate, "files": files,
+                      "diff": sandbox.truncate(diff, budget) or "(no changes)"})
+
+    def validate(payload: dict[str, Any]) -> tuple[str, list[str]]:
+        return results.validate_judgement(payload, task.candidates)
+
+    finish = run_backend(attempt, validator=validate, template="judge", candidates=shown)
+    winner, reasons = finish.validated
+    chosen = next(c for c in task.candidates if c.name == winner)
+    attempt.events.log("judged", winner=winner, candidates=len(task.candidates))
+    return {"outcome": "succeeded", "winner": winner, "reasons": reasons, "summary": finish.summary,
+            "branch": chosen.branch, "commit": chosen.commit, "base_commit": base_commit,
+            "files_changed": files_of[winner]}
 
 
 def tester(attempt: Attempt) -> dict[str, Any]:
@@ -258,6 +305,9 @@ def fixer(attempt: Attempt) -> dict[str, Any]:
             raise errors.ToolError(f"conflict markers are still in: {', '.join(left)}; resolve them")
 
     finish = run_backend(attempt, validator=validate, conflicts=conflicts)
+    if finish.question is not None:
+        # nothing is pushed: a half-resolved merge must not land on the branch being fixed
+        return _needs_input({"base_commit": base_commit}, finish)
     head = _commit_if_dirty(attempt, finish.summary or f"Merge {task.base_branch} into {task.branch}")
     if head != start:
         scan_and_push(attempt, base_commit, head)

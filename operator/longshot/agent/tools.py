@@ -67,20 +67,38 @@ _PLANNED_TASK = {
 }
 
 
+ASK_ROLES = frozenset({"planner", "worker", "fixer"})
+"""Roles that may ``ask`` a person a question (reviewers and testers decide on their own)."""
+MAX_QUESTION = 4000
+
+ASK_SCHEMA: dict[str, Any] = {
+    "description": "Ask a person a question you cannot answer from the repository or the task, when a wrong "
+                   "guess would waste the work (a product decision, a missing requirement, an access you lack). "
+                   "This ENDS the attempt: your changes so far are kept on the branch, and a new attempt starts "
+                   "with the question and the person's answer. Do not ask what you can find out yourself.",
+    "parameters": {"type": "object", "properties": {"question": {
+        "type": "string", "description": "one clear, self-contained question"}}, "required": ["question"]},
+}
+
+
 def finish_schema(role: str) -> dict[str, Any]:
     properties: dict[str, Any] = {"summary": {"type": "string", "description": "what you did, in words"}}
     required = ["summary"]
     if role == "planner":
         properties["tasks"] = {"type": "array", "items": _PLANNED_TASK}
-        required.append("tasks")
+        properties["done"] = {"type": "boolean", "description": "true (with no tasks) when the build request is "
+                                                                "already met and no more work is needed"}
     if role == "reviewer":
-        properties["verdict"] = {"type": "string", "enum": ["approved", "changes-requested"]}
+        # one schema for both reviewer modes (backends ask for the tools by role): a review passes a verdict,
+        # a judge of candidates a winner; the mode's validator says which one is missing
+        properties["verdict"] = {"type": "string", "enum": ["approved", "changes-requested"],
+                                 "description": "your verdict on the change (review)"}
+        properties["winner"] = {"type": "string", "description": "the name of the best candidate (judging)"}
         properties["reasons"] = {"type": "array", "items": _STR}
-        required.append("verdict")
     return {
         "description": "Call once when you are done. " + {
-            "planner": "Pass the task list.",
-            "reviewer": "Pass your verdict and the reasons.",
+            "planner": "Pass the task list, or done: true when the request is already met.",
+            "reviewer": "Pass your verdict (or, when judging candidates, the winner) and the reasons.",
         }.get(role, "Summarise the change."),
         "parameters": {"type": "object", "properties": properties, "required": required},
     }
@@ -88,16 +106,19 @@ def finish_schema(role: str) -> dict[str, Any]:
 
 def specs(role: str) -> dict[str, dict[str, Any]]:
     """Tool name -> {description, parameters} for a role."""
-    return {**SCHEMAS, "finish": finish_schema(role)}
+    extra = {"ask": ASK_SCHEMA} if role in ASK_ROLES else {}
+    return {**SCHEMAS, **extra, "finish": finish_schema(role)}
 
 
 @dataclass
 class Finish:
-    """What ``finish`` returned once it passed the role's validation."""
+    """What ``finish`` returned once it passed the role's validation, or the question of ``ask``."""
 
     summary: str = ""
     payload: dict[str, Any] = field(default_factory=dict)
     validated: Any = None
+    question: str | None = None
+    """Set when the session ended with ``ask``: the attempt stops with outcome ``needs-input``."""
 
 
 Validator = Callable[[dict[str, Any]], Any]
@@ -158,9 +179,22 @@ class Toolbox:
                 return box.run_command(_required(args, "command"), timeout).render()
             if name == "finish":
                 return self._finish(args)
+            if name == "ask" and self.role in ASK_ROLES:
+                return self._ask(args)
         except OSError as e:
             raise errors.ToolError(f"{name} failed: {e.strerror or e}") from None
         raise errors.ToolError(f"unknown tool {name!r}; the tools are {', '.join(specs(self.role))}")
+
+    def _ask(self, args: dict[str, Any]) -> str:
+        question = _required(args, "question")
+        if not isinstance(question, str) or not question.strip():
+            raise errors.ToolError("question must be a non-empty string")
+        question = question.strip()
+        if len(question) > MAX_QUESTION:
+            raise errors.ToolError(f"the question has {len(question)} characters; ask in at most {MAX_QUESTION}")
+        question = self.events.redactor.text(question)
+        self.finished = Finish(summary=f"asked: {question}", payload=args, question=question)
+        return "asked; the attempt ends here and resumes with the answer"
 
     def _finish(self, args: dict[str, Any]) -> str:
         summary = args.get("summary", "")

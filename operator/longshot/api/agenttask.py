@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, JsonValue
 
-from longshot.api.buildrequest import RetryPolicy
+from longshot.api.buildrequest import FanoutSettings, RetryPolicy
 from longshot.api.common import (
     CONDITIONS_SCHEMA_EXTRA,
     DNS_SUBDOMAIN,
@@ -23,6 +23,29 @@ from longshot.api.exitcodes import FailureClass
 __all__ = ["FailureClass", "Role"]
 
 Role = Literal["planner", "worker", "reviewer", "tester", "fixer"]
+DependencyPolicyType = Literal["all", "any", "quorum"]
+GateResult = Literal["Pending", "Passed", "Failed"]
+
+DEPENDENCY_POLICY_RULES: list[JsonValue] = [
+    {
+        # has(self.type): the API server checks the rule against the schema default {} too, before defaulting
+        "rule": "has(self.type) && self.type == 'quorum' ? has(self.k) : !has(self.k)",
+        "message": "dependsOnPolicy.k is required with type quorum, and only allowed with it",
+        "fieldPath": ".k",
+    },
+]
+
+
+class DependencyPolicy(Model):
+    """When a task with ``dependsOn`` may start."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": DEPENDENCY_POLICY_RULES})
+
+    type: DependencyPolicyType = "all"
+    """``all``: every dependency succeeded; ``any``: at least one did; ``quorum``: at least ``k`` did. The
+    task fails (DependencyFailed) as soon as the policy can no longer be met."""
+    k: int | None = Field(default=None, ge=1, le=256)
+    """How many dependencies must succeed (``quorum`` only; at most the number of ``dependsOn``)."""
 
 
 class AgentTaskSpec(Model):
@@ -64,6 +87,14 @@ class AgentTaskSpec(Model):
     """Set to true to cancel the task: its Pod is deleted and it is not retried."""
     retry_token: str | None = Field(default=None, max_length=64)
     """Change this value to retry a failed or cancelled task from a fresh attempt."""
+    depends_on_policy: DependencyPolicy = Field(default_factory=DependencyPolicy)
+    """How many of ``dependsOn`` must succeed before this task starts: all (the default), any, or a quorum."""
+    fanout: FanoutSettings | None = None
+    """Best-of-N for this task (worker and fixer tasks): ``count`` candidates, each on its own branch, and a judge
+    that picks the one that is merged; overrides the build's ``spec.fanout``."""
+    answer: str | None = Field(default=None, min_length=1, max_length=32768)
+    """The answer to the question the agent asked (``status.question``, condition ``AwaitingInput``); setting
+    it starts a new attempt with the question and this answer in its prompt. Never put a credential here."""
 
 
 class Attempt(Model):
@@ -123,6 +154,40 @@ class Progress(Model):
     """Tokens used so far in this attempt."""
 
 
+class Candidate(Model):
+    """One candidate attempt of a fanned-out task."""
+
+    name: str = Field(min_length=1, max_length=253)
+    """Candidate name (``<task>-c<N>``); its Pod is ``<task>-c<N>-a<attempt>``."""
+    model: str | None = Field(default=None, max_length=256)
+    """Model the candidate ran with."""
+    branch: str | None = Field(default=None, max_length=255)
+    """Branch the candidate pushed."""
+    commit: str | None = Field(default=None, max_length=64)
+    """Head commit of that branch."""
+    gate: GateResult = "Pending"
+    """The candidate's quality gate: Pending, Passed or Failed (a failed candidate is out before judging)."""
+    reason: str | None = Field(default=None, max_length=4096)
+    """Why the candidate failed, or its gate's summary."""
+
+
+class FanoutStatus(Model):
+    """Best-of-N progress and the judge's decision."""
+
+    candidates: list[Candidate] = Field(default_factory=list, max_length=10)
+    """Every candidate, in order."""
+    judge_task: str | None = Field(default=None, max_length=253)
+    """Name of the judge's reviewer AgentTask."""
+    winner: str | None = Field(default=None, max_length=253)
+    """The candidate the judge picked; only its branch gets a MergeJob."""
+    reasons: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        json_schema_extra={"items": {"type": "string", "maxLength": 4096}},
+    )
+    """The judge's reasons, or why every candidate failed."""
+
+
 class AgentTaskStatus(Model):
     """Observed state of the task, written by the operator."""
 
@@ -147,6 +212,12 @@ class AgentTaskStatus(Model):
     stop_generation: int | None = Field(default=None, ge=0)
     """The BuildRequest's generation when the task stopped for a person (Auth, Configuration,
     BudgetExceeded); an edit of the BuildRequest's spec resumes it."""
+    question: str | None = Field(default=None, max_length=4096)
+    """The question the agent asked (condition ``AwaitingInput``); answer it in ``spec.answer``."""
+    answer: str | None = Field(default=None, max_length=32768)
+    """The ``spec.answer`` already given to an attempt; a different ``spec.answer`` starts a new one."""
+    fanout: FanoutStatus | None = None
+    """Candidates, winner and the judge's reasons of a fanned-out task."""
 
 
 AGENT_TASK_RULES = [
@@ -168,6 +239,17 @@ AGENT_TASK_SPEC_RULES = [
         "message": "branch is required for a fixer task (the branch to fix)",
         "fieldPath": ".branch",
         "reason": "FieldValueRequired",
+    },
+    {
+        "rule": "!has(self.dependsOnPolicy) || !has(self.dependsOnPolicy.k) "
+                "|| (has(self.dependsOn) && self.dependsOnPolicy.k <= size(self.dependsOn))",
+        "message": "dependsOnPolicy.k must not exceed the number of dependsOn tasks",
+        "fieldPath": ".dependsOnPolicy.k",
+    },
+    {
+        "rule": "!has(self.fanout) || self.role in ['worker', 'fixer']",
+        "message": "fanout is only for worker and fixer tasks",
+        "fieldPath": ".fanout",
     },
     {
         "rule": "!has(self.parentTask) || self.depth > 0",

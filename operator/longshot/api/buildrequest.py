@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, JsonValue, WithJsonSchema
 
 from longshot.api.common import (
     CONDITIONS_SCHEMA_EXTRA,
@@ -37,15 +37,79 @@ class Repository(Model):
     """Secret with git credentials (keys ``username`` and ``password``/``token``, or ``ssh-privatekey``)."""
 
 
+IssueProvider = Literal["github", "gitlab"]
+# a one-value enum (pydantic would render "const", which a structural schema does not have)
+FanoutJudge = Annotated[Literal["reviewer"], WithJsonSchema({"type": "string", "enum": ["reviewer"]})]
+# "owner/name" on GitHub; a numeric project id or a "group/subgroup/project" path on GitLab.
+ISSUE_REPOSITORY = r"^([0-9]+|[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+)$"
+DEFAULT_ROADMAP_PATH = "ROADMAP.md"
+
+
+ISSUE_SOURCE_RULES: list[JsonValue] = [
+    {
+        "rule": "self.provider != 'github' || self.repository.matches('^[^/]+/[^/]+$')",
+        "message": "planner.issues.repository must be owner/name for the github provider",
+        "fieldPath": ".repository",
+    },
+]
+
+
 class IssueSource(Model):
     """Where the planner reads issues from when ``planner.source`` is ``issues``."""
 
-    url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://[^\s]+$")
-    """Issue tracker API address."""
-    labels: list[str] = Field(default_factory=list, max_length=20)
-    """Only issues with all of these labels are planned."""
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": ISSUE_SOURCE_RULES})
+
+    provider: IssueProvider = "github"
+    """``github`` or ``gitlab`` (REST APIs; GitHub Enterprise and self-managed GitLab through ``url``)."""
+    url: str | None = Field(default=None, min_length=1, max_length=2048, pattern=r"^https?://[^\s]+$")
+    """API base address, for example ``https://github.example.com/api/v3`` or
+    ``https://gitlab.example.com/api/v4``; the public ``https://api.github.com`` or
+    ``https://gitlab.com/api/v4`` when unset."""
+    repository: str = Field(min_length=1, max_length=512, pattern=ISSUE_REPOSITORY)
+    """The tracker's project: ``owner/name`` on GitHub; a numeric project id or the
+    ``group/subgroup/project`` path on GitLab."""
+    labels: list[str] = Field(
+        default_factory=list,
+        max_length=20,
+        json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[^,\n]+$"}},
+    )
+    """Only open issues with all of these labels are planned (every open issue when empty)."""
     credentials_secret: ObjectName | None = None
-    """Secret with the tracker's token (key ``token``)."""
+    """Secret with the tracker's token (key ``token``); read by the operator only, never given to agents."""
+    comment: bool = True
+    """Post a comment with the result on each planned issue when its task is merged or fails for good."""
+
+
+FANOUT_RULES: list[JsonValue] = [
+    {
+        "rule": "!has(self.models) || size(self.models) <= self.count",
+        "message": "fanout.models lists more models than fanout.count candidates; remove models or raise count",
+        "fieldPath": ".models",
+    },
+]
+
+
+class FanoutSettings(Model):
+    """Best-of-N: run ``count`` candidate attempts of a task in parallel, each on its own branch, and let a
+    judge pick the one that is merged."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": FANOUT_RULES})
+
+    # not "n": kubectl's YAML reader turns an unquoted key `n` into `false` (YAML 1.1 booleans)
+    count: int = Field(ge=1, le=10)
+    """Number of candidates (1 turns fan-out off)."""
+    models: list[str] = Field(
+        default_factory=list,
+        max_length=10,
+        json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": 256}},
+    )
+    """Models of the candidates, in turn: candidate ``i`` uses ``models[i % len(models)]``; the build's
+    ``agent.model`` for every candidate when empty."""
+    judge: FanoutJudge = "reviewer"
+    """Who picks the winner among the candidates that passed their gate: ``reviewer``, a reviewer agent that
+    sees every candidate's diff and gate result and records its reasons in the task's ``status.fanout``."""
+
+
 
 
 class PlannerSettings(Model):
@@ -60,10 +124,14 @@ class PlannerSettings(Model):
     """How many times a large task may be decomposed again by a subplanner."""
     max_replans: int = Field(default=2, ge=0, le=10)
     """How many times an invalid plan is sent back to the planner before the build fails."""
-    roadmap_path: str | None = Field(default=None, min_length=1, max_length=1024)
-    """Path of the roadmap file in the repository (required when ``source`` is ``roadmap``)."""
+    roadmap_path: str = Field(default=DEFAULT_ROADMAP_PATH, min_length=1, max_length=1024)
+    """Path of the roadmap file in the repository, relative to its root (used when ``source`` is
+    ``roadmap``): a Markdown checklist whose unchecked items become tasks."""
     issues: IssueSource | None = None
     """Issue tracker settings (required when ``source`` is ``issues``)."""
+    max_iterations: int = Field(default=3, ge=1, le=20)
+    """Planning rounds: after an iteration's tasks are merged or failed the planner runs again with their
+    results, until it answers ``done`` or this many iterations have run."""
 
 
 class AgentSettings(Model):
@@ -126,6 +194,9 @@ class MergeSettings(Model):
     """Largest speculative batch: up to this many candidates are gated together as they would land (the
     target plus the candidates ahead of each) and land in one push; the window grows after a batch lands and
     halves after a failure. 1 is the serial queue."""
+    require_approval: bool = False
+    """Hold every MergeJob of this build at ``AwaitingApproval`` until someone sets its ``spec.approved`` to
+    true (a hook for GitOps or ChatOps approvals)."""
 
 
 class ReconcilerSettings(Model):
@@ -204,6 +275,8 @@ class BuildRequestSpec(Model):
     as the dependency succeeded (faster; it restacks if the dependency changes, and merges after it)."""
     suspend: bool = False
     """When true no new agent Pod starts; running Pods finish their attempt."""
+    fanout: FanoutSettings | None = None
+    """Best-of-N for every worker task of the build (a task's own ``spec.fanout`` wins)."""
 
 
 class TaskCounts(Model):
@@ -268,6 +341,19 @@ class Usage(Model):
     """Cost in the backend's currency units."""
 
 
+class IterationStatus(Model):
+    """One planning iteration: the tasks its plan created and how they ended."""
+
+    number: int = Field(ge=1)
+    """Iteration number, from 1."""
+    tasks: int = Field(default=0, ge=0)
+    """Tasks the iteration's plan created."""
+    merged: int = Field(default=0, ge=0)
+    """Of those, tasks whose branch was merged."""
+    failed: int = Field(default=0, ge=0)
+    """Of those, tasks that failed for good."""
+
+
 class BuildRequestStatus(Model):
     """Observed state of the build, written by the operator."""
 
@@ -282,7 +368,9 @@ class BuildRequestStatus(Model):
     replans: int = Field(default=0, ge=0)
     """Plans refused so far."""
     iteration: int = Field(default=0, ge=0)
-    """Reconcile rounds (plan, work, merge, sweep) completed."""
+    """The planning iteration under way (1 for the first plan, 0 before planning); see ``iterations``."""
+    iterations: list[IterationStatus] = Field(default_factory=list, max_length=20)
+    """One entry per planning iteration, oldest first."""
     tasks: TaskCounts = Field(default_factory=TaskCounts)
     """AgentTasks by state."""
     merges: MergeCounts = Field(default_factory=MergeCounts)
@@ -301,10 +389,10 @@ class BuildRequestStatus(Model):
 
 BUILD_REQUEST_RULES = [
     {
-        "rule": "self.planner.source != 'roadmap' || has(self.planner.roadmapPath)",
-        "message": "planner.roadmapPath is required when planner.source is roadmap",
+        "rule": "!self.planner.roadmapPath.startsWith('/') "
+                "&& !self.planner.roadmapPath.matches('(^|/)[.][.](/|$)')",
+        "message": "planner.roadmapPath must be a path inside the repository: relative, without '..'",
         "fieldPath": ".planner.roadmapPath",
-        "reason": "FieldValueRequired",
     },
     {
         "rule": "self.planner.source != 'issues' || has(self.planner.issues)",

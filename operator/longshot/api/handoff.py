@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Final, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
-from longshot.api.agenttask import FailureClass, Role
+from longshot.api.agenttask import FailureClass, GateResult, Role
 from longshot.api.common import DNS_SUBDOMAIN, GIT_BRANCH, Model
 
-PROTOCOL_VERSION = "longshot.dev/handoff-v1"
+PROTOCOL_VERSION: Final = "longshot.dev/handoff-v1"
 TERMINATION_MESSAGE_LIMIT = 4096
 HANDOFF_REF_PREFIX = "refs/longshot/handoffs"
 HANDOFF_FILE = "handoff.json"
@@ -85,8 +85,9 @@ class Handoff(Model):
     """The attempt number."""
     role: Role
     """The role the agent played."""
-    outcome: Literal["succeeded", "failed", "empty"]
-    """``succeeded``; ``failed`` (see ``failure``); ``empty``: the agent ran but changed nothing."""
+    outcome: Literal["succeeded", "failed", "empty", "needs-input"]
+    """``succeeded``; ``failed`` (see ``failure``); ``empty``: the agent ran but changed nothing;
+    ``needs-input``: the agent asked a person ``question`` (tool ``ask``) and stopped (exit code 0)."""
     branch: str | None = Field(default=None, max_length=255, pattern=GIT_BRANCH)
     """Branch pushed (worker, fixer)."""
     commit: str | None = Field(default=None, min_length=7, max_length=64, pattern=r"^[0-9a-f]+$")
@@ -107,6 +108,22 @@ class Handoff(Model):
     """Reasons for the verdict."""
     failure: Failure | None = None
     """Set when ``outcome`` is ``failed``."""
+    question: str | None = Field(default=None, min_length=1, max_length=4000)
+    """The agent's question to a person (outcome ``needs-input``)."""
+    done: bool = False
+    """Planner: the build request is met; no more iterations (``tasks`` is empty)."""
+    winner: str | None = Field(default=None, min_length=1, max_length=253)
+    """Judge (a reviewer given ``candidates``): the name of the candidate to merge; ``reasons`` say why."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Handoff:
+        if self.outcome == "needs-input" and not self.question:
+            raise ValueError("outcome needs-input needs a question")
+        if self.done and self.tasks:
+            raise ValueError("a planner that is done returns no tasks")
+        if self.winner is not None and self.role != "reviewer":
+            raise ValueError("only a reviewer (the judge) names a winner")
+        return self
 
 
 class HandoffPointer(Model):
@@ -206,6 +223,56 @@ WORKSPACE_DIR = "/workspace"
 TERMINATION_LOG = "/dev/termination-log"
 
 
+class PreviousTask(Model):
+    """A task of the previous planning iteration, as the next planner sees it."""
+
+    task: str
+    """Plan-local name (or AgentTask name) of the task."""
+    description: str = ""
+    """What the task was asked to do (may be shortened)."""
+    outcome: Literal["merged", "failed", "cancelled", "empty", "unmerged"] = "merged"
+    """How it ended: ``merged`` into the target, ``failed`` for good, ``cancelled``, ``empty`` (no change),
+    ``unmerged`` (its branch did not land)."""
+    summary: str = ""
+    """The agent's summary."""
+    files_changed: list[str] = Field(default_factory=list)
+    """Files its commit changed."""
+    failure: Failure | None = None
+    """Why it failed, when it did."""
+
+
+class DependencyResult(Model):
+    """The result of a task this task depends on, for the worker's prompt."""
+
+    task: str
+    """Plan-local name (or AgentTask name) of the dependency."""
+    summary: str = ""
+    """Its agent's summary."""
+    files_changed: list[str] = Field(default_factory=list)
+    """Files it changed."""
+    merged_commit: str | None = None
+    """Commit on the target branch that contains its work (the attempt starts from a target that has it)."""
+
+
+class CandidateInput(Model):
+    """One candidate of a fanned-out task, as the judge sees it."""
+
+    name: str = Field(min_length=1, max_length=253)
+    """Candidate name; the judge's ``winner`` is one of these."""
+    branch: str = Field(min_length=1, max_length=255, pattern=GIT_BRANCH)
+    """Branch the candidate pushed."""
+    commit: str = Field(min_length=7, max_length=64, pattern=r"^[0-9a-f]+$")
+    """The candidate's head commit (what the judge reads and what would be merged)."""
+    gate: GateResult = "Passed"
+    """The candidate's quality-gate result; only ``Passed`` candidates may win."""
+    gate_summary: str = ""
+    """The gate's details (tests, lint, review)."""
+    model: str | None = None
+    """Model the candidate ran with."""
+    summary: str = ""
+    """The candidate agent's own summary."""
+
+
 class BackendInput(Model):
     """Backend settings of the attempt (never credentials: those are mounted files)."""
 
@@ -246,3 +313,19 @@ class TaskInput(Model):
     max_depth: int = 2
     author_name: str = "Longshot Agent"
     author_email: str = "agent@longshot.local"
+    iteration: int = Field(default=1, ge=1)
+    """Planner: the planning iteration (1 for the first plan)."""
+    max_iterations: int = Field(default=1, ge=1)
+    """Planner: the last iteration (``spec.planner.maxIterations``); at it, plan everything that is left."""
+    previous: list[PreviousTask] = Field(default_factory=list)
+    """Planner: the previous iteration's tasks and how they ended."""
+    candidates: list[CandidateInput] = Field(default_factory=list)
+    """Reviewer as judge of a fanned-out task: the candidates to choose from (a plain review when empty)."""
+    previous_failure: Failure | None = None
+    """Why the previous attempt of this task failed (class and message), so this one can avoid it."""
+    dependencies: list[DependencyResult] = Field(default_factory=list)
+    """Worker/fixer: results of the tasks in ``dependsOn`` that succeeded."""
+    question: str | None = None
+    """The question a previous attempt asked (tool ``ask``), when it has been answered."""
+    answer: str | None = None
+    """A person's answer to ``question`` (the AgentTask's ``spec.answer``)."""

@@ -34,6 +34,9 @@ class MergeJobSpec(Model):
     """Queue order: higher first, then by arrival."""
     base_commit: str | None = Field(default=None, min_length=7, max_length=64, pattern=r"^[0-9a-f]+$")
     """The commit the branch's work started from (for a stacked task: its dependency's head)."""
+    approved: bool = False
+    """Approval for a build with ``spec.merge.requireApproval``: the MergeJob waits at ``AwaitingApproval``
+    until this is true. Ignored when the build does not require approval."""
 
 
 class MergeAttempt(Model):

@@ -41,7 +41,7 @@ def test_openai_worker_uses_the_tools_and_recovers_from_malformed_arguments(daem
     assert first.headers["authorization"] == f"Bearer {API_KEY}"
     assert first.body["model"] == "gpt-test"
     assert {t["function"]["name"] for t in first.body["tools"]} == {
-        "list_files", "read_file", "write_file", "edit_file", "search", "run_command", "finish"}
+        "list_files", "read_file", "write_file", "edit_file", "search", "run_command", "ask", "finish"}
     assert first.body["messages"][0]["role"] == "system" and "Add a farewell" in first.body["messages"][1]["content"]
     # the model saw the file it read, and the parse error of its malformed call
     second = model.requests[1].body["messages"]

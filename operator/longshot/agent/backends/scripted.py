@@ -15,10 +15,22 @@ Format (``$LONGSHOT_SCRIPT_DIR/script.yaml``, see docs/agent.md)::
       - run: {command: "make fmt"}
 
 A step is a mapping with one action key: ``write``/``write_file``, ``edit``/``edit_file``,
-``read``/``read_file``, ``list``/``list_files``, ``search``, ``run``/``run_command``, ``finish``, or
+``read``/``read_file``, ``list``/``list_files``, ``search``, ``run``/``run_command``, ``finish``,
+``ask: "question"`` (ends the attempt with outcome ``needs-input``), or
 ``fail: {class: AgentError, message: ...}`` to simulate a failure. A step may add ``check: true`` to
 make a tool error fatal; otherwise errors are reported and the script goes on. A script that ends
 without ``finish`` finishes with a summary of its steps.
+
+An entry (of ``tasks``, ``roles`` or ``steps``) may instead be a mapping that picks its steps by what the
+task input says, first match wins::
+
+    tasks:
+      api:
+        answered: [...]          # the task input carries an answer to an earlier ``ask``
+        attempt: {1: [...]}      # by attempt number
+        iteration: {2: [...]}    # by planning iteration (the planner of iteration 2, say)
+        judging: [...]           # a reviewer given candidates to judge
+        steps: [...]             # otherwise
 """
 
 from __future__ import annotations
@@ -41,6 +53,7 @@ ACTIONS = {
     "search": "search",
     "run": "run_command", "run_command": "run_command",
     "finish": "finish",
+    "ask": "ask",
     "fail": "fail",
 }
 FAILURES: dict[str, type[errors.AgentFailure]] = {
@@ -71,23 +84,59 @@ def load_script(script_dir: Path) -> dict[str, Any]:
     return data
 
 
-def select_steps(script: dict[str, Any], *, task: str, build: str, role: str) -> list[Any]:
-    """The steps for a task: by full task name, by plan-local name, by role, then the default steps."""
+SELECTORS = ("answered", "attempt", "iteration", "judging", "steps")
+
+
+def select_steps(script: dict[str, Any], *, task: str, build: str, role: str, attempt: int = 1,
+                 iteration: int = 1, answered: bool = False, judging: bool = False) -> list[Any]:
+    """The steps for a task: by full task name, by plan-local name, by role, then the default steps; an
+    entry that is a mapping picks among its variants (see the module docstring)."""
     tasks = script.get("tasks") or {}
     roles = script.get("roles") or {}
     local = task[len(build) + 1:] if task.startswith(build + "-") else None
+    found: tuple[Any, str] | None = None
     for key, table in ((task, tasks), (local, tasks), (role, roles)):
         if key is not None and key in table:
-            return _steps(table[key], f"{key!r}")
-    return _steps(script.get("steps") or [], "steps")
+            found = (table[key], f"{key!r}")
+            break
+    value, where = found or (script.get("steps") or [], "steps")
+    return _steps(value, where, attempt=attempt, iteration=iteration, answered=answered, judging=judging)
 
 
-def _steps(value: Any, where: str) -> list[Any]:
-    if isinstance(value, dict) and "steps" in value:
-        value = value["steps"]
+def _steps(value: Any, where: str, *, attempt: int = 1, iteration: int = 1, answered: bool = False,
+           judging: bool = False) -> list[Any]:
+    if isinstance(value, dict):
+        unknown = sorted(str(k) for k in value if k not in SELECTORS)
+        if unknown:
+            raise errors.ConfigError(f"script entry {where} has unknown key(s) {', '.join(unknown)}; "
+                                     f"an entry mapping has {', '.join(SELECTORS)}")
+        by_attempt = _numbered(value.get("attempt"), attempt, f"{where}.attempt")
+        by_iteration = _numbered(value.get("iteration"), iteration, f"{where}.iteration")
+        if answered and "answered" in value:
+            value = value["answered"]
+        elif judging and "judging" in value:
+            value = value["judging"]
+        elif by_attempt is not None:
+            value = by_attempt
+        elif by_iteration is not None:
+            value = by_iteration
+        else:
+            value = value.get("steps", [])
     if not isinstance(value, list):
         raise errors.ConfigError(f"script entry {where} must be a list of steps")
     return value
+
+
+def _numbered(table: Any, number: int, where: str) -> Any:
+    """The entry of ``table`` (a mapping keyed by numbers, as ints or strings) for ``number``, or None."""
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise errors.ConfigError(f"script entry {where} must map numbers to lists of steps")
+    for key, steps in table.items():
+        if str(key) == str(number):
+            return steps
+    return None
 
 
 def parse_step(step: Any, index: int) -> tuple[str, dict[str, Any], bool]:
@@ -102,7 +151,8 @@ def parse_step(step: Any, index: int) -> tuple[str, dict[str, Any], bool]:
         )
     args = step[keys[0]]
     if isinstance(args, str):
-        args = {"command": args} if ACTIONS[keys[0]] == "run_command" else {"summary": args}
+        key = {"run_command": "command", "ask": "question"}.get(ACTIONS[keys[0]], "summary")
+        args = {key: args}
     if args is None:
         args = {}
     if not isinstance(args, dict):
@@ -119,7 +169,9 @@ class ScriptedBackend(base.Backend):
     def run(self, session: base.Session) -> tools.Finish:
         script = load_script(self.script_dir)
         task = session.task
-        steps = select_steps(script, task=task.task, build=task.build, role=task.role)
+        steps = select_steps(script, task=task.task, build=task.build, role=task.role, attempt=task.attempt,
+                             iteration=task.iteration, answered=bool(task.answer),
+                             judging=bool(task.candidates))
         session.events.log("running script", steps=len(steps))
         done: list[str] = []
         for index, step in enumerate(steps):

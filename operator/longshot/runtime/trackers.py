@@ -1,0 +1,484 @@
+"""Issue trackers for ``spec.planner.source: issues``: GitHub and GitLab REST clients (httpx, synchronous;
+the shell runs them with ``asyncio.to_thread``).
+
+What they do: list a project's open issues that carry all of the given labels (every page, pull requests
+left out), and post a comment on an issue (once: a marker makes a repeated post after an operator restart a
+no-op). :func:`issues_to_tasks` turns issues into the planner's ``PlannedTask``s (``issue-<number>``).
+
+Rate limits are honoured, never hammered: GitHub's ``403``/``429`` with ``X-RateLimit-Remaining: 0`` waits
+until ``X-RateLimit-Reset`` (or ``Retry-After`` for secondary limits); GitLab's ``429`` waits for
+``RateLimit-Reset`` or ``Retry-After``; a response that says the budget is spent makes the *next* request
+wait too. A wait longer than ``max_wait`` seconds is not slept through: :class:`RateLimited` carries the
+time to try again, for a requeue. Server errors and dropped connections are retried a few times with
+backoff. Sleep and clock are injected.
+
+The token (a Secret's ``token`` key, passed in as a string) goes into one request header only: it is never
+in a URL, an argument, a log line or an error message (messages are scrubbed), and a next-page link that
+points to another origin is refused rather than followed with it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import re
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import httpx
+
+from longshot.api.buildrequest import IssueSource
+from longshot.api.exitcodes import FailureClass
+from longshot.api.handoff import PlannedTask
+
+log = logging.getLogger(__name__)
+
+GITHUB_API = "https://api.github.com"
+GITLAB_API = "https://gitlab.com/api/v4"
+PER_PAGE = 100
+MAX_ISSUES = 1000
+"""Most issues one listing returns (the planner's ``maxTasks`` is lower in practice)."""
+MAX_BODY = 8000
+"""Longest issue body copied into a task description; longer bodies are cut with a marker."""
+MAX_COMMENT = 60_000
+TASK_PREFIX = "issue-"
+
+
+@dataclass(frozen=True)
+class Issue:
+    """An open issue, as the planner needs it."""
+
+    number: int
+    """The issue's number in its project (GitHub ``number``, GitLab ``iid``)."""
+    title: str
+    body: str
+    labels: tuple[str, ...]
+    url: str
+    """The issue's web page."""
+
+
+class TrackerError(Exception):
+    """A tracker call failed; ``failure_class`` says whether retrying can help. The message names the
+    tracker, the project and what to do, and never holds the token."""
+
+    failure_class: FailureClass = "Infrastructure"
+
+
+class AuthError(TrackerError):
+    """The tracker refused the token (401, or 403 that is not a rate limit): fix the Secret."""
+
+    failure_class = "Auth"
+
+
+class ConfigurationError(TrackerError):
+    """The project does not exist or the request is invalid: fix ``spec.planner.issues``."""
+
+    failure_class = "Configuration"
+
+
+class RateLimited(TrackerError):
+    """The rate limit is spent for longer than the client may wait; try again at ``retry_at``."""
+
+    failure_class = "RateLimited"
+
+    def __init__(self, message: str, retry_at: float) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
+        """Clock time (the client's ``clock``, epoch seconds by default) when the limit resets."""
+
+
+class Tracker:
+    """Common part of both clients: requests with the token, retries, rate limits, pagination."""
+
+    provider: ClassVar[str] = "?"
+    default_url: ClassVar[str] = ""
+
+    def __init__(self, *, repository: str, token: str | None, url: str | None = None,
+                 transport: httpx.BaseTransport | None = None, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.time, timeout: float = 30.0, max_wait: float = 60.0,
+                 max_retries: int = 3, max_issues: int = MAX_ISSUES) -> None:
+        self.repository = repository
+        self.base = (url or self.default_url).rstrip("/")
+        self._token = token or None
+        self._client = httpx.Client(transport=transport, timeout=timeout, follow_redirects=False,
+                                    headers={"User-Agent": "longshot-operator"})
+        self.sleep = sleep
+        self.clock = clock
+        self.max_wait = max_wait
+        self.max_retries = max_retries
+        self.max_issues = max_issues
+        self._resume_at = 0.0
+        self.requests = 0
+        """Requests sent (for metrics and tests)."""
+
+    # --- what callers use --------------------------------------------------------------------------
+
+    def list_issues(self, labels: Sequence[str] = ()) -> list[Issue]:
+        """Open issues with all of ``labels``, by number, pull requests left out."""
+        issues: dict[int, Issue] = {}
+        url: str | None = self._issues_url(labels)
+        while url is not None and len(issues) < self.max_issues:
+            response = self._request("GET", url, what="listing issues")
+            for item in _json_list(response, self._where("issue listing")):
+                issue = self._issue(item)
+                if issue is not None:
+                    issues.setdefault(issue.number, issue)
+            url = self._next_page(response)
+        return [issues[n] for n in sorted(issues)][: self.max_issues]
+
+    def comment(self, number: int, body: str, *, marker: str | None = None) -> bool:
+        """Post ``body`` on issue ``number``; with ``marker`` (put into the comment as an HTML comment) do
+        nothing when a comment with that marker is already there. True when a comment was posted."""
+        tag = f"<!-- longshot:{_clean_marker(marker)} -->" if marker else ""
+        if tag and any(tag in c for c in self._comment_bodies(number)):
+            return False
+        text = body if len(body) <= MAX_COMMENT else body[: MAX_COMMENT - 6] + " [...]"
+        self._request("POST", self._comments_url(number), json={"body": f"{text}\n\n{tag}" if tag else text},
+                      what=f"commenting on issue #{number}")
+        return True
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- provider specifics ------------------------------------------------------------------------
+
+    def _issues_url(self, labels: Sequence[str]) -> str:
+        raise NotImplementedError
+
+    def _comments_url(self, number: int) -> str:
+        raise NotImplementedError
+
+    def _issue(self, item: Any) -> Issue | None:
+        raise NotImplementedError
+
+    def _auth_headers(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _rate_limit_wait(self, response: httpx.Response) -> float | None:
+        """Clock time to wait for when ``response`` is a rate-limit refusal, else None."""
+        raise NotImplementedError
+
+    def _spent_until(self, response: httpx.Response) -> float | None:
+        """Clock time the remaining budget resets when ``response`` says it is spent, else None."""
+        return None
+
+    # --- plumbing ----------------------------------------------------------------------------------
+
+    def _where(self, what: str) -> str:
+        return f"{self.provider} {what} of {self.repository} at {self.base}"
+
+    def _comment_bodies(self, number: int) -> Iterable[str]:
+        url: str | None = self._comments_url(number) + f"?per_page={PER_PAGE}"
+        while url is not None:
+            response = self._request("GET", url, what=f"reading the comments of issue #{number}")
+            for item in _json_list(response, self._where(f"comments of issue #{number}")):
+                if isinstance(item, dict) and isinstance(item.get("body"), str):
+                    yield item["body"]
+            url = self._next_page(response)
+
+    def _request(self, method: str, url: str, *, what: str, json: Any = None) -> httpx.Response:
+        failures = 0
+        waits = 0
+        while True:
+            self._wait_until(self._resume_at, what)
+            headers = {"Accept": "application/json", **self._auth_headers()}
+            self.requests += 1
+            try:
+                response = self._client.request(method, url, headers=headers, json=json)
+            except httpx.TransportError as e:
+                failures += 1
+                if failures > self.max_retries:
+                    raise TrackerError(f"{self._where(what)}: cannot reach the tracker "
+                                       f"({type(e).__name__}) after {failures} tries; check planner.issues.url "
+                                       "and the operator's egress") from None
+                self.sleep(min(2.0 ** (failures - 1), 30.0))
+                continue
+            spent = self._spent_until(response)
+            if spent is not None:
+                self._resume_at = max(self._resume_at, spent)
+            retry_at = self._rate_limit_wait(response)
+            if retry_at is not None:
+                waits += 1
+                if waits > self.max_retries:
+                    raise RateLimited(f"{self._where(what)}: still rate limited after {self.max_retries} waits",
+                                      retry_at)
+                self._resume_at = max(self._resume_at, retry_at)
+                continue
+            if response.status_code >= 500:
+                failures += 1
+                if failures > self.max_retries:
+                    raise TrackerError(f"{self._where(what)}: the tracker answered {response.status_code} "
+                                       f"{self._detail(response)} after {failures} tries")
+                self.sleep(min(2.0 ** (failures - 1), 30.0))
+                continue
+            if response.status_code in (401, 403):
+                raise AuthError(f"{self._where(what)}: the tracker refused the token ({response.status_code} "
+                                f"{self._detail(response)}); check the token in the Secret named by "
+                                "planner.issues.credentialsSecret and its access to the project")
+            if response.status_code in (404, 410, 422):
+                raise ConfigurationError(f"{self._where(what)}: {response.status_code} {self._detail(response)}; "
+                                         "check planner.issues.provider, url and repository")
+            if response.status_code >= 300:
+                raise TrackerError(f"{self._where(what)}: unexpected answer {response.status_code} "
+                                   f"{self._detail(response)}")
+            return response
+
+    def _wait_until(self, when: float, what: str) -> None:
+        delay = when - self.clock()
+        if delay <= 0:
+            return
+        if delay > self.max_wait:
+            raise RateLimited(f"{self._where(what)}: rate limited for another {delay:.0f}s "
+                              f"(longer than the {self.max_wait:g}s this client waits); try again later", when)
+        log.info("tracker rate limit: waiting", extra={"provider": self.provider, "seconds": round(delay, 1)})
+        self.sleep(delay)
+
+    def _retry_after(self, response: httpx.Response) -> float | None:
+        value = response.headers.get("retry-after")
+        if value is None:
+            return None
+        value = value.strip()
+        if value.isdigit():
+            return self.clock() + int(value)
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return when.timestamp()
+
+    def _next_page(self, response: httpx.Response) -> str | None:
+        url = _link_next(response.headers.get("link"))
+        if url is None:
+            return None
+        mine, theirs = urllib.parse.urlsplit(self.base), urllib.parse.urlsplit(url)
+        if (mine.scheme, mine.netloc) != (theirs.scheme, theirs.netloc):
+            raise TrackerError(f"{self._where('pagination')}: the next page link points to another origin "
+                               f"({theirs.scheme}://{theirs.hostname}); refusing to send the token there")
+        return url
+
+    def _detail(self, response: httpx.Response) -> str:
+        try:
+            data = response.json()
+            message = data.get("message") or data.get("error") if isinstance(data, dict) else None
+        except ValueError:
+            message = None
+        text = str(message if message is not None else response.text or response.reason_phrase)
+        if self._token:
+            text = text.replace(self._token, "***")
+        text = " ".join(text.split())
+        return f"({text[:300]})" if text else ""
+
+
+class GitHub(Tracker):
+    """GitHub's REST API (github.com or GitHub Enterprise Server's ``https://<host>/api/v3``)."""
+
+    provider = "github"
+    default_url = GITHUB_API
+
+    def _repo_path(self) -> str:
+        owner, _, name = self.repository.partition("/")
+        return f"{self.base}/repos/{urllib.parse.quote(owner, safe='')}/{urllib.parse.quote(name, safe='')}"
+
+    def _issues_url(self, labels: Sequence[str]) -> str:
+        query = {"state": "open", "per_page": str(PER_PAGE), "sort": "created", "direction": "asc"}
+        if labels:
+            query["labels"] = ",".join(labels)
+        return f"{self._repo_path()}/issues?{urllib.parse.urlencode(query)}"
+
+    def _comments_url(self, number: int) -> str:
+        return f"{self._repo_path()}/issues/{int(number)}/comments"
+
+    def _auth_headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        return headers
+
+    def _issue(self, item: Any) -> Issue | None:
+        if not isinstance(item, dict) or "pull_request" in item:  # GitHub lists pull requests as issues
+            return None
+        number = item.get("number")
+        if not isinstance(number, int) or number < 1:
+            return None
+        labels = tuple(str(label.get("name")) if isinstance(label, dict) else str(label)
+                       for label in item.get("labels") or [])
+        return Issue(number=number, title=str(item.get("title") or ""), body=str(item.get("body") or ""),
+                     labels=labels, url=str(item.get("html_url") or ""))
+
+    def _reset(self, response: httpx.Response) -> float | None:
+        value = response.headers.get("x-ratelimit-reset")
+        return float(value) + 1.0 if value and value.strip().isdigit() else None
+
+    def _spent_until(self, response: httpx.Response) -> float | None:
+        if response.headers.get("x-ratelimit-remaining", "").strip() == "0" and response.status_code < 300:
+            return self._reset(response)
+        return None
+
+    def _rate_limit_wait(self, response: httpx.Response) -> float | None:
+        if response.status_code not in (403, 429):
+            return None
+        retry_after = self._retry_after(response)
+        if retry_after is not None:
+            return retry_after
+        if response.headers.get("x-ratelimit-remaining", "").strip() == "0":
+            reset = self._reset(response)
+            return reset if reset is not None else self.clock() + 60.0
+        if response.status_code == 429:
+            return self.clock() + 60.0
+        return None  # a 403 without rate-limit headers is a permission problem
+
+
+class GitLab(Tracker):
+    """GitLab's REST API v4 (gitlab.com or a self-managed ``https://<host>/api/v4``)."""
+
+    provider = "gitlab"
+    default_url = GITLAB_API
+
+    def _project_path(self) -> str:
+        return f"{self.base}/projects/{urllib.parse.quote(self.repository, safe='')}"
+
+    def _issues_url(self, labels: Sequence[str]) -> str:
+        query = {"state": "opened", "per_page": str(PER_PAGE), "order_by": "created_at", "sort": "asc"}
+        if labels:
+            query["labels"] = ",".join(labels)
+        return f"{self._project_path()}/issues?{urllib.parse.urlencode(query)}"
+
+    def _comments_url(self, number: int) -> str:
+        return f"{self._project_path()}/issues/{int(number)}/notes"
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {"PRIVATE-TOKEN": self._token} if self._token else {}
+
+    def _issue(self, item: Any) -> Issue | None:
+        if not isinstance(item, dict):
+            return None
+        number = item.get("iid")
+        if not isinstance(number, int) or number < 1:
+            return None
+        labels = tuple(str(label.get("name")) if isinstance(label, dict) else str(label)
+                       for label in item.get("labels") or [])
+        return Issue(number=number, title=str(item.get("title") or ""), body=str(item.get("description") or ""),
+                     labels=labels, url=str(item.get("web_url") or ""))
+
+    def _next_page(self, response: httpx.Response) -> str | None:
+        linked = super()._next_page(response)
+        if linked is not None:
+            return linked
+        page = response.headers.get("x-next-page", "").strip()
+        if not page.isdigit():
+            return None
+        parts = urllib.parse.urlsplit(str(response.request.url))
+        query = dict(urllib.parse.parse_qsl(parts.query))
+        query["page"] = page
+        return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+    def _reset(self, response: httpx.Response) -> float | None:
+        value = response.headers.get("ratelimit-reset")
+        return float(value) + 1.0 if value and value.strip().isdigit() else None
+
+    def _spent_until(self, response: httpx.Response) -> float | None:
+        if response.headers.get("ratelimit-remaining", "").strip() == "0" and response.status_code < 300:
+            return self._reset(response)
+        return None
+
+    def _rate_limit_wait(self, response: httpx.Response) -> float | None:
+        if response.status_code != 429:
+            return None
+        retry_after = self._retry_after(response)
+        if retry_after is not None:
+            return retry_after
+        reset = self._reset(response)
+        return reset if reset is not None else self.clock() + 60.0
+
+
+PROVIDERS: dict[str, type[Tracker]] = {"github": GitHub, "gitlab": GitLab}
+
+
+def make_tracker(source: IssueSource, token: str | None, **options: Any) -> Tracker:
+    """The client for ``spec.planner.issues``; ``token`` is the Secret's ``token`` value (or None for a
+    public project). ``options`` go to :class:`Tracker` (transport, sleep, clock, max_wait, ...)."""
+    return PROVIDERS[source.provider](repository=source.repository, token=token, url=source.url, **options)
+
+
+# --- issues as tasks --------------------------------------------------------------------------------
+
+def task_name(number: int) -> str:
+    """The plan-local task name of issue ``number``: ``issue-<number>``."""
+    return f"{TASK_PREFIX}{int(number)}"
+
+
+def issue_number(name: str) -> int | None:
+    """The issue number of a plan-local task name made by :func:`task_name`, else None."""
+    match = re.fullmatch(rf"{TASK_PREFIX}([1-9][0-9]*)", name)
+    return int(match.group(1)) if match else None
+
+
+def describe(issue: Issue) -> str:
+    """A task description from an issue: title, body (cut at :data:`MAX_BODY`) and where it comes from."""
+    body = issue.body.strip()
+    if len(body) > MAX_BODY:
+        body = body[:MAX_BODY].rstrip() + "\n[... the issue's text is cut here; read the issue for the rest]"
+    parts = [issue.title.strip() or f"Issue #{issue.number}"]
+    if body:
+        parts.append(body)
+    parts.append(f"(Issue #{issue.number}{': ' + issue.url if issue.url else ''})")
+    return "\n\n".join(parts)
+
+
+def issues_to_tasks(issues: Iterable[Issue]) -> list[PlannedTask]:
+    """One task per issue, by issue number, named ``issue-<number>``, without dependencies."""
+    unique = {i.number: i for i in issues}
+    return [PlannedTask(name=task_name(n), description=describe(unique[n])) for n in sorted(unique)]
+
+
+def commit_reference(number: int) -> str:
+    """The line the merge commit carries so the tracker links it to the issue (``Refs #<n>``; both GitHub
+    and GitLab link a ``#<n>`` in a commit message pushed to the project's repository)."""
+    return f"Refs #{int(number)}"
+
+
+def result_comment(*, build: str, task: str, merged: bool, commit: str | None = None, summary: str = "",
+                   reason: str = "") -> str:
+    """The comment posted on an issue when its task ends (merged, or failed for good)."""
+    if merged:
+        head = f"Longshot build `{build}` merged a change for this issue" + (f" in {commit}." if commit else ".")
+    else:
+        head = f"Longshot build `{build}` could not complete this issue" + (f": {reason}" if reason else ".")
+    lines = [head, "", f"Task: `{task}`"]
+    if summary.strip():
+        lines += ["", "Summary:", "", summary.strip()[:4000]]
+    return "\n".join(lines)
+
+
+def _link_next(header: str | None) -> str | None:
+    """The ``rel="next"`` target of an RFC 8288 ``Link`` header."""
+    if not header:
+        return None
+    for part in header.split(","):
+        match = re.match(r'\s*<([^>]*)>\s*;(.*)$', part)
+        if match and re.search(r'(^|;)\s*rel\s*=\s*"?([^";]*\s)?next(\s[^";]*)?"?\s*(;|$)', match.group(2)):
+            return match.group(1)
+    return None
+
+
+def _json_list(response: httpx.Response, where: str) -> list[Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        raise TrackerError(f"{where}: the answer is not JSON") from None
+    if not isinstance(data, list):
+        raise TrackerError(f"{where}: expected a JSON list, got {type(data).__name__}")
+    return data
+
+
+def _clean_marker(marker: str | None) -> str:
+    return re.sub(r"[^A-Za-z0-9._/-]", "-", marker or "")[:200]

@@ -1,0 +1,334 @@
+"""A local issue tracker speaking the subset of GitHub's and GitLab's REST APIs that Longshot uses.
+
+One HTTP server on 127.0.0.1 serves both:
+
+* GitHub under ``/github`` (the API base a client is given): ``GET /repos/{owner}/{name}/issues``
+  (``state``, ``labels`` = all of them, ``per_page``, ``page``; pull requests are listed too, with a
+  ``pull_request`` key, as GitHub does; ``Link`` rel=next/last), ``GET``/``POST
+  /repos/{owner}/{name}/issues/{number}/comments``; token in ``Authorization: Bearer``.
+* GitLab under ``/gitlab/api/v4``: ``GET /projects/{id}/issues`` (``state=opened``, ``labels``,
+  ``per_page``, ``page``; ``X-Next-Page``/``X-Page``/``X-Total-Pages``, and ``Link`` unless turned off),
+  ``GET``/``POST /projects/{id}/issues/{iid}/notes``; ``{id}`` is the numeric id or the URL-encoded path;
+  token in ``PRIVATE-TOKEN``.
+
+Rate limits as the real ones report them, on a clock the test controls: :meth:`TrackerServer.rate_limit`
+refuses the next requests (GitHub: 403 with ``X-RateLimit-Remaining: 0`` and ``X-RateLimit-Reset``, or
+``Retry-After`` for a secondary limit; GitLab: 429 with ``RateLimit-Reset`` or ``Retry-After``), and
+:meth:`TrackerServer.budget` counts a request budget down in the headers and refuses when it is spent,
+until its reset time. Every request is recorded (method, path, query, headers) for assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class FakeIssue:
+    number: int
+    title: str
+    body: str = ""
+    labels: list[str] = field(default_factory=list)
+    state: str = "open"
+    pull_request: bool = False
+    comments: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Project:
+    """One project (a GitHub repository or a GitLab project) and its issues."""
+
+    path: str
+    id: int
+    issues: dict[int, FakeIssue] = field(default_factory=dict)
+
+    def add(self, number: int, title: str, **fields: Any) -> FakeIssue:
+        issue = FakeIssue(number, title, **fields)
+        self.issues[number] = issue
+        return issue
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any = None
+
+
+@dataclass
+class _Limit:
+    flavour: str  # "primary" (reset header) or "secondary" (Retry-After)
+    count: int
+    seconds: float
+
+
+class TrackerServer:
+    def __init__(self, clock: Callable[[], float], token: str) -> None:
+        self.clock = clock
+        self.token = token
+        self.projects: dict[str, Project] = {}
+        self.requests: list[Request] = []
+        self.limits: list[_Limit] = []
+        self.remaining: int | None = None
+        self.reset_at = 0.0
+        self.failures = 0
+        """The next this many requests answer 502."""
+        self.gitlab_link_header = True
+        self.foreign_next: str | None = None
+        """When set, the first listing page's next link points to this origin instead."""
+        self.lock = threading.Lock()
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+
+    # --- set-up -----------------------------------------------------------------------------------
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self._http.server_address[1]}"
+
+    @property
+    def github_url(self) -> str:
+        return self.origin + "/github"
+
+    @property
+    def gitlab_url(self) -> str:
+        return self.origin + "/gitlab/api/v4"
+
+    def project(self, path: str, id: int = 1) -> Project:
+        project = Project(path=path, id=id)
+        self.projects[path] = project
+        return project
+
+    def rate_limit(self, count: int = 1, *, seconds: float = 30, flavour: str = "primary") -> None:
+        """Refuse the next ``count`` requests as rate limited for ``seconds`` from now."""
+        self.limits.append(_Limit(flavour, count, seconds))
+
+    def budget(self, remaining: int, *, reset_in: float) -> None:
+        """Allow ``remaining`` more requests (reported in the headers), then refuse until the reset."""
+        self.remaining = remaining
+        self.reset_at = self.clock() + reset_in
+
+    def api_requests(self) -> list[Request]:
+        return list(self.requests)
+
+    # --- serving ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                server._serve(self, "GET")
+
+            def do_POST(self) -> None:
+                server._serve(self, "POST")
+
+        return Handler
+
+    def _serve(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        parts = urllib.parse.urlsplit(h.path)
+        query = dict(urllib.parse.parse_qsl(parts.query))
+        length = int(h.headers.get("content-length") or 0)
+        raw = h.rfile.read(length) if length else b""
+        body = json.loads(raw) if raw else None
+        with self.lock:
+            self.requests.append(Request(method, parts.path, query, {k.lower(): v for k, v in h.headers.items()},
+                                         body))
+            status, payload, headers = self._answer(method, parts.path, query, h.headers, body)
+        data = json.dumps(payload).encode()
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(data)))
+        for name, value in headers.items():
+            h.send_header(name, value)
+        h.end_headers()
+        h.wfile.write(data)
+
+    def _answer(self, method: str, path: str, query: dict[str, str], headers: Any,
+                body: Any) -> tuple[int, Any, dict[str, str]]:
+        github = path.startswith("/github/")
+        if not github and not path.startswith("/gitlab/api/v4/"):
+            return 404, {"message": "Not Found"}, {}
+        # authentication first, as the real APIs do
+        given = (headers.get("authorization") or "").removeprefix("Bearer ") if github \
+            else headers.get("private-token") or ""
+        if given != self.token:
+            return 401, {"message": "Bad credentials" if github else "401 Unauthorized"}, {}
+        if self.failures > 0:
+            self.failures -= 1
+            return 502, {"message": "Bad gateway"}, {}
+        limited = self._limited(github)
+        if limited is not None:
+            return limited
+        extra = self._budget_headers(github)
+        if extra is None:
+            return self._refusal(github, self.reset_at - self.clock(), "primary")
+        if github:
+            status, payload, more = self._github(method, path.removeprefix("/github"), query, body)
+        else:
+            status, payload, more = self._gitlab(method, path.removeprefix("/gitlab/api/v4"), query, body)
+        return status, payload, {**extra, **more}
+
+    def _limited(self, github: bool) -> tuple[int, Any, dict[str, str]] | None:
+        if not self.limits:
+            return None
+        limit = self.limits[0]
+        limit.count -= 1
+        if limit.count <= 0:
+            self.limits.pop(0)
+        return self._refusal(github, limit.seconds, limit.flavour)
+
+    def _refusal(self, github: bool, seconds: float, flavour: str) -> tuple[int, Any, dict[str, str]]:
+        reset = str(int(self.clock() + seconds))
+        if github:
+            if flavour == "secondary":
+                return 403, {"message": "You have exceeded a secondary rate limit."}, {
+                    "Retry-After": str(int(seconds))}
+            return 403, {"message": "API rate limit exceeded"}, {
+                "X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}
+        if flavour == "secondary":
+            return 429, {"message": "Retry later"}, {"Retry-After": str(int(seconds))}
+        return 429, {"message": "Retry later"}, {"RateLimit-Limit": "600", "RateLimit-Remaining": "0",
+                                                 "RateLimit-Reset": reset}
+
+    def _budget_headers(self, github: bool) -> dict[str, str] | None:
+        if self.remaining is None:
+            return {}
+        if self.clock() >= self.reset_at:
+            self.remaining = None
+            return {}
+        if self.remaining <= 0:
+            return None
+        self.remaining -= 1
+        prefix = "X-RateLimit-" if github else "RateLimit-"
+        return {f"{prefix}Remaining": str(self.remaining), f"{prefix}Reset": str(int(self.reset_at))}
+
+    # --- the two APIs -----------------------------------------------------------------------------
+
+    def _page(self, items: list[Any], query: dict[str, str]) -> tuple[list[Any], int, int]:
+        per_page = max(1, min(int(query.get("per_page", "30")), 100))
+        page = max(1, int(query.get("page", "1")))
+        pages = max(1, -(-len(items) // per_page))
+        return items[(page - 1) * per_page: page * per_page], page, pages
+
+    def _link(self, base: str, query: dict[str, str], page: int, pages: int) -> dict[str, str]:
+        links = []
+        if page < pages:
+            origin = self.foreign_next if (self.foreign_next and page == 1) else self.origin
+            links.append(f'<{origin}{base}?{urllib.parse.urlencode({**query, "page": str(page + 1)})}>; rel="next"')
+        links.append(f'<{self.origin}{base}?{urllib.parse.urlencode({**query, "page": str(pages)})}>; rel="last"')
+        return {"Link": ", ".join(links)}
+
+    def _selected(self, project: Project, query: dict[str, str], open_state: str) -> list[FakeIssue]:
+        state = query.get("state", open_state)
+        wanted = [label for label in query.get("labels", "").split(",") if label]
+        return [i for _, i in sorted(project.issues.items())
+                if (state == "all" or (i.state == "open") == (state == open_state))
+                and all(label in i.labels for label in wanted)]
+
+    def _github(self, method: str, path: str, query: dict[str, str],
+                body: Any) -> tuple[int, Any, dict[str, str]]:
+        parts = path.strip("/").split("/")
+        if len(parts) < 4 or parts[0] != "repos" or f"{parts[1]}/{parts[2]}" not in self.projects:
+            return 404, {"message": "Not Found"}, {}
+        project = self.projects[f"{parts[1]}/{parts[2]}"]
+        if parts[3:] == ["issues"] and method == "GET":
+            items, page, pages = self._page(self._selected(project, query, "open"), query)
+            payload = [{
+                "number": i.number, "title": i.title, "body": i.body or None, "state": i.state,
+                "labels": [{"name": label} for label in i.labels],
+                "html_url": f"https://github.example/{project.path}/{'pull' if i.pull_request else 'issues'}"
+                            f"/{i.number}",
+                **({"pull_request": {"url": "..."}} if i.pull_request else {}),
+            } for i in items]
+            return 200, payload, self._link("/github" + path, query, page, pages)
+        if len(parts) == 6 and parts[3] == "issues" and parts[5] == "comments" and parts[4].isdigit():
+            issue = project.issues.get(int(parts[4]))
+            if issue is None:
+                return 404, {"message": "Not Found"}, {}
+            if method == "POST":
+                if not isinstance(body, dict) or not isinstance(body.get("body"), str) or not body["body"]:
+                    return 422, {"message": "Validation Failed"}, {}
+                issue.comments.append(body["body"])
+                return 201, {"id": len(issue.comments), "body": body["body"]}, {}
+            items, page, pages = self._page([{"id": n + 1, "body": c} for n, c in enumerate(issue.comments)], query)
+            return 200, items, self._link("/github" + path, query, page, pages)
+        return 404, {"message": "Not Found"}, {}
+
+    def _gitlab(self, method: str, path: str, query: dict[str, str],
+                body: Any) -> tuple[int, Any, dict[str, str]]:
+        parts = path.strip("/").split("/")
+        if len(parts) < 3 or parts[0] != "projects":
+            return 404, {"message": "404 Not found"}, {}
+        key = urllib.parse.unquote(parts[1])
+        project = next((p for p in self.projects.values() if key in (p.path, str(p.id))), None)
+        if project is None:
+            return 404, {"message": "404 Project Not Found"}, {}
+        if parts[2:] == ["issues"] and method == "GET":
+            items, page, pages = self._page(
+                [i for i in self._selected(project, query, "opened") if not i.pull_request], query)
+            payload = [{"iid": i.number, "id": 1000 + i.number, "title": i.title, "description": i.body or None,
+                        "state": "opened" if i.state == "open" else "closed", "labels": list(i.labels),
+                        "web_url": f"https://gitlab.example/{project.path}/-/issues/{i.number}"} for i in items]
+            headers = {"X-Page": str(page), "X-Total-Pages": str(pages), "X-Per-Page": query.get("per_page", "20"),
+                       "X-Next-Page": str(page + 1) if page < pages else ""}
+            if self.gitlab_link_header:
+                headers.update(self._link("/gitlab/api/v4" + path, query, page, pages))
+            return 200, payload, headers
+        if len(parts) == 5 and parts[2] == "issues" and parts[4] == "notes" and parts[3].isdigit():
+            issue = project.issues.get(int(parts[3]))
+            if issue is None:
+                return 404, {"message": "404 Not found"}, {}
+            if method == "POST":
+                if not isinstance(body, dict) or not isinstance(body.get("body"), str) or not body["body"]:
+                    return 400, {"message": "body is missing"}, {}
+                issue.comments.append(body["body"])
+                return 201, {"id": len(issue.comments), "body": body["body"]}, {}
+            items, page, pages = self._page([{"id": n + 1, "body": c} for n, c in enumerate(issue.comments)], query)
+            return 200, items, {"X-Next-Page": str(page + 1) if page < pages else ""}
+        return 404, {"message": "404 Not found"}, {}
+
+
+class FakeClock:
+    """Epoch seconds that move only when the client sleeps."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@contextmanager
+def tracker_server(clock: Callable[[], float], token: str) -> Iterator[TrackerServer]:
+    server = TrackerServer(clock, token)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
