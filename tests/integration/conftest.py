@@ -186,7 +186,7 @@ def operator_process(control_plane, namespace, tmp_path):
         """Start ``python -m longshot operator`` as a real process (so that it can be SIGKILLed)."""
         log = open(tmp_path / f"operator-{len(procs)}.log", "wb")  # noqa: SIM115
         env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig), "LONGSHOT_NAMESPACE": namespace,
-               "POD_NAME": identity,
+               "POD_NAME": identity, "LONGSHOT_GIT_AUTHOR_NAME": identity,
                "LONGSHOT_METRICS_PORT": "0", "LONGSHOT_LEASE_DURATION_SECONDS": "4",
                "LONGSHOT_LEASE_RENEW_SECONDS": "1", "LONGSHOT_WORKSPACE_DIR": str(tmp_path / f"ws-{identity}")}
         p = subprocess.Popen([sys.executable, "-m", "longshot", "operator", "--namespace", namespace],

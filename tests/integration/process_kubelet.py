@@ -37,6 +37,8 @@ class ProcessKubelet:
         self.pool = concurrent.futures.ThreadPoolExecutor(parallel)
         self.started: set[str] = set()
         self.runs: list[tuple[str, int]] = []
+        self.uids: dict[str, set[str]] = {}
+        """Pod name -> the UIDs seen with it: more than one means the Pod was created twice."""
         self._stop = threading.Event()
         self._watch: kubernetes.watch.Watch | None = None
         self._thread = threading.Thread(target=self._loop, name="process-kubelet", daemon=True)
@@ -59,6 +61,7 @@ class ProcessKubelet:
                 for event in self._watch.stream(self.core.list_namespaced_pod, self.namespace, label_selector=LABEL,
                                                 timeout_seconds=30):
                     pod = event["object"]
+                    self.uids.setdefault(pod.metadata.name, set()).add(pod.metadata.uid)
                     fresh = (event["type"] in ("ADDED", "MODIFIED") and pod.metadata.name not in self.started
                              and pod.status.phase in (None, "Pending") and not pod.metadata.deletion_timestamp)
                     if fresh:

@@ -37,8 +37,10 @@ def test_new_build_request_gets_its_conditions(operator, custom, namespace):
 
 
 def test_merge_jobs_get_initial_conditions(operator, custom, namespace):
-    create(custom, namespace, merge_job("m1"))
-    _, conds = wait_for(lambda: (lambda r: r if r[1].get("Queued") else None)(
+    create(custom, namespace, build("b1"))
+    create(custom, namespace, merge_job("m1", commit="a" * 40))
+    obj, conds = wait_for(lambda: (lambda r: r if r[1].get("Queued") else None)(
         conditions_of(custom, namespace, "mergejobs", "m1")), timeout=30, what="mergejobs/m1 conditions")
-    assert conds["Queued"]["status"] == "True"
-    assert conds["Merged"]["status"] == "Unknown"
+    assert set(api.conditions.MERGE_JOB_TYPES) <= set(conds)
+    assert conds["Merged"]["status"] == "False" and conds["Ready"]["status"] == "False"
+    assert all(c["observedGeneration"] == obj["metadata"]["generation"] for c in conds.values())

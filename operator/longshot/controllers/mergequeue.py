@@ -309,7 +309,8 @@ class QueueReconciler:
             elif isinstance(e, q.Land):
                 build = jobs[e.members[0]][1]
                 if not e.pushed:
-                    ok, why = await asyncio.to_thread(speculate.land, w, target, e.base, e.commit)
+                    ok, why = await asyncio.to_thread(speculate.land, w, target, e.base, e.commit,
+                                                      speculate.queue_branch(build.name, e.batch_id, e.position))
                     metrics.observe_merge("Merged" if ok else "Stale", 0.0)
                     if not ok:
                         for n in [c.name for c in state.candidates if c.batch_id == e.batch_id]:

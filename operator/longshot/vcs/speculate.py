@@ -171,10 +171,19 @@ def publish(w: ws.Workspace, build: str, batch_id: str, commits: Sequence[tuple[
         w.git("push", "--quiet", "--force", "--no-verify", "origin", *specs)
 
 
-def land(w: ws.Workspace, target: str, base: str, commit: str) -> tuple[bool, str]:
+def land(w: ws.Workspace, target: str, base: str, commit: str, queue_branch_: str) -> tuple[bool, str]:
     """Push ``commit`` to the target if it still is ``base``: ``(True, "")``, or ``(False, why)`` when the
-    compare-and-swap was lost (nothing was pushed). Raises GitError when the server refuses for another reason."""
+    compare-and-swap was lost (nothing was pushed). Raises GitError when the server refuses for another reason.
+
+    The commit may have been built by another replica (the batch was prepared before a hand-over): it is then
+    fetched from its queue branch first."""
     with w.locked():
+        w.ensure()
+        if not w.has_commit(commit):
+            w.git("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--refmap=", "origin",
+                  f"+refs/heads/{queue_branch_}:refs/longshot/queue/landing")
+        if not w.has_commit(commit):
+            raise ws.GitError(f"the speculative commit {commit[:12]} is not on {queue_branch_} any more")
         result = vmerge.push(w, target, base, commit)
     if result is None:
         return True, ""

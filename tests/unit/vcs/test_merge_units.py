@@ -76,7 +76,7 @@ def test_result_is_frozen() -> None:
 
 def test_lease_name_is_a_stable_dns_name_per_repository() -> None:
     name = leader.lease_name_for("https://git.example.com/org/app.git")
-    assert re.fullmatch(r"longshot-merge-[0-9a-f]{16}", name)
+    assert re.fullmatch(r"longshot-shard-[0-9a-f]{16}", name)
     assert len(name) <= 63
     for same in ("https://git.example.com/org/app", "https://GIT.example.com/org/app.git/",
                  "https://user:token@git.example.com/org/app.git", " https://git.example.com/org/app/ "):
