@@ -3,8 +3,8 @@
 
 Run: ``.venv/bin/python hack/bench_secretscan.py [--mb 45]``. Builds a repository whose branch adds a text file
 of ``--mb`` MB (with a credential in the middle), a file of one 50 MB line, and a 5 MB binary file, then scans
-``main..branch`` in a fresh process each time and prints wall time, the Python process's peak RSS and the peak
-RSS of its largest git child:
+``main..branch`` in a fresh process each time and prints wall time, the Python process's peak RSS (VmHWM) and
+the peak RSS of its largest git child (``ru_maxrss``, which also counts the scanner's RSS when git was started):
 
 * ``scan_range``: the streaming scan (``vcs.secretscan.scan_range``);
 * with ``--compare``, ``diff+scan_diff``: the previous approach (``git diff`` read whole, then ``scan_diff``).

@@ -61,6 +61,10 @@ def test_pointer_bytes_are_bounded_and_checked() -> None:
     assert len(ho.parse_handoff_bytes(data, parsed).tasks) == 200
     with pytest.raises(ho.HandoffError, match="more than the 8388608 accepted"):
         ho.parse_handoff_bytes(b" " * (ho.MAX_HANDOFF_BYTES + 1))
+    many = json.dumps({"kind": "Handoff", "task": "t1", "role": "planner", "outcome": "succeeded",
+                       "tasks": [{"name": f"t{i}", "description": "x"} for i in range(1001)]}).encode()
+    with pytest.raises(ho.HandoffError, match="1001 tasks, more than the 1000"):
+        ho.parse_handoff_bytes(many)
     bomb = b"[" * 100_000
     with pytest.raises(ho.HandoffError, match="levels deep"):
         ho.parse_handoff_bytes(bomb, ho.HandoffPointer.model_validate_json(pointer(len(bomb), bomb)))

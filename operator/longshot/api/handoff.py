@@ -47,6 +47,8 @@ MAX_HANDOFF_BYTES: Final = 8 * 1024 * 1024
 """Largest ``handoff.json`` fetched through a pointer (8 MiB: a plan of 1,000 tasks with long descriptions
 fits several times). A pointer announcing more is refused before anything is fetched, and the real blob's
 size is checked (``git cat-file -s``) before it is read, so a lying pointer cannot make the operator read more."""
+MAX_PLAN_TASKS: Final = 1000
+"""Most tasks in a handoff (the largest ``planner.maxTasks``); counted before the tasks are validated."""
 MAX_JSON_DEPTH: Final = 32
 """Deepest nesting of arrays and objects accepted (a handoff needs 4); checked before ``json.loads``, whose
 recursion a message of 4,000 ``[`` would otherwise exhaust."""
@@ -214,6 +216,10 @@ def parse_handoff_bytes(data: bytes, pointer: HandoffPointer | None = None) -> H
         raise HandoffError(f"handoff at {pointer.ref} does not match its digest (corrupted or replaced)")
     try:
         raw = _loads(data)
+        tasks = raw.get("tasks") if isinstance(raw, dict) else None
+        if isinstance(tasks, list) and len(tasks) > MAX_PLAN_TASKS:
+            raise HandoffError(f"the plan has {len(tasks)} tasks, more than the {MAX_PLAN_TASKS} any build accepts "
+                               "(planner.maxTasks); return fewer, larger tasks")
         handoff: Handoff = _validate(Handoff, raw)
     except HandoffError:
         raise
