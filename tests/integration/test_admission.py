@@ -8,7 +8,7 @@ Secret, bob may also read the build Secrets.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -67,7 +67,7 @@ def apply_as(user: str, kubectl: Any, namespace: str, obj: dict[str, Any], *, ve
     return kubectl(*args, input=json.dumps(obj), check=False)
 
 
-def issues_build(name: str) -> dict[str, Any]:
+def issues_build(name: str) -> Any:
     return build(name, planner={"source": "issues", "issues": {"url": "https://tracker.example.com/api",
                                                                 "credentialsSecret": "tracker-token"}})
 

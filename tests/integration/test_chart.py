@@ -201,13 +201,13 @@ def test_operator_service_account_is_least_privilege(helm, kubectl, namespace: s
 
         allowed = [("create", "agenttasks.longshot.dev", None), ("patch", "buildrequests.longshot.dev", None, "status"),
                    ("delete", "mergejobs.longshot.dev", None), ("watch", "pods", None), ("create", "pods", "team-a"),
-                   ("delete", "pods", "team-a"), ("create", "events", "team-a"), ("get", "secrets/git-token", namespace),
-                   ("get", "configmaps/longshot-killswitch", namespace),
+                   ("delete", "pods", "team-a"), ("create", "events", "team-a"),
+                   ("get", "secrets/git-token", namespace), ("get", "configmaps/longshot-killswitch", namespace),
                    ("create", "leases.coordination.k8s.io", namespace),
                    ("update", "leases.coordination.k8s.io/longshot-merge-0123456789abcdef", namespace),
                    ("update", "leases.coordination.k8s.io/longshot-operator", namespace)]
         denied = [("list", "secrets", "team-a"), ("watch", "secrets", None), ("patch", "pods", "team-a"),
-                  ("get", "secrets/git-token", "team-a"),  # no cluster-wide Secret read (tests/integration/test_rbac.py)
+                  ("get", "secrets/git-token", "team-a"),  # no cluster-wide Secret read (see test_rbac.py)
                   ("create", "pods", "team-a", "exec"),
                   ("get", "pods", "team-a", "log"), ("get", "configmaps/other", namespace),
                   ("get", "configmaps/longshot-killswitch", "team-a"),

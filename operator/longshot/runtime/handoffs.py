@@ -14,6 +14,7 @@ is read into the operator's memory:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -47,8 +48,15 @@ def fetch(k: kube.Kube, build: Mapping[str, Any], pointer: ho.HandoffPointer) ->
     """
     try:
         repo = (build.get("spec") or {}).get("repository") or {}
-        secret_name = repo.get("credentialsSecret")
-        data = k.get_secret(build["metadata"]["namespace"], secret_name) if secret_name else None
+        namespace, secret_name = build["metadata"]["namespace"], repo.get("credentialsSecret")
+        try:
+            data = k.get_secret(namespace, secret_name) if secret_name else None
+        except Exception as e:  # Forbidden (the operator may not read Secrets there), the API server away
+            status = getattr(e, "status", None)
+            hint = "; grant the operator get on it (docs/install.md, RBAC)" if status == 403 else ""
+            return ho.HandoffError(f"could not read Secret {namespace}/{secret_name} (spec.repository."
+                                   f"credentialsSecret) to fetch the handoff at {pointer.ref}: "
+                                   f"{status or type(e).__name__}{hint}")
         credentials = vws.GitCredentials.from_secret_data(data) if data else None
         return fetch_from(str(repo["url"]), credentials, pointer)
     except ho.HandoffError as e:
@@ -58,14 +66,18 @@ def fetch(k: kube.Kube, build: Mapping[str, Any], pointer: ho.HandoffPointer) ->
 
 
 def fetch_from(url: str, credentials: vws.GitCredentials | None, pointer: ho.HandoffPointer,
-               *, limit: int = ho.MAX_HANDOFF_BYTES) -> ho.Handoff | ho.HandoffError:
-    """Fetch and validate the handoff of ``pointer`` from the repository at ``url`` (bounded; never raises)."""
+               *, limit: int = ho.MAX_HANDOFF_BYTES, workdir: Path | None = None) -> ho.Handoff | ho.HandoffError:
+    """Fetch and validate the handoff of ``pointer`` from the repository at ``url`` (bounded; never raises).
+
+    The fetch happens in a temporary directory, or in ``workdir`` (kept, for tests and debugging).
+    """
     try:
         ho.check_pointer(pointer)
         if pointer.size > limit:
             raise ho.HandoffError(f"the handoff at {pointer.ref} has {pointer.size} bytes, more than the {limit} "
                                   "accepted")
-        with tempfile.TemporaryDirectory(prefix="longshot-handoff-") as tmp:
+        with contextlib.nullcontext(str(workdir)) if workdir else tempfile.TemporaryDirectory(
+                prefix="longshot-handoff-") as tmp:
             data = _fetch_blob(url, credentials, pointer, Path(tmp), limit)
         return ho.parse_handoff_bytes(data, pointer)
     except ho.HandoffError as e:
