@@ -1,8 +1,9 @@
 """No confused deputy: the chart's ValidatingAdmissionPolicies on the integration tier's real API server.
 
-The policies are rendered from the chart (limited to this test's namespace by ``admissionPolicy.namespaceSelector``)
-and applied for real; users are impersonated (``kubectl --as``): alice may create BuildRequests but read no
-Secret, bob may also read the build Secrets.
+The policies are rendered from the chart (limited to this test's namespace by
+``admissionPolicy.namespaceSelector``) and applied for real (the image policy, which takes ConfigMap
+parameters, by one test only: see ``image_policies``); users are impersonated (``kubectl --as``): alice may
+create BuildRequests but read no Secret, bob may also read the build Secrets.
 """
 
 from __future__ import annotations
@@ -42,21 +43,44 @@ def people(kubectl: Any, namespace: str) -> Iterator[None]:
     yield
 
 
-@pytest.fixture
-def policies(kubectl: Any, control_plane: Any, namespace: str, people: None) -> Iterator[list[dict[str, Any]]]:
-    """The chart's admission policies (with the image allowlist), bound to this namespace only."""
+def install_policies(kubectl: Any, control_plane: Any, namespace: str, *sets: str) -> list[dict[str, Any]]:
+    """Apply the chart's admission policies, bound to ``namespace`` only, and wait until they decide."""
     docs = render(control_plane, namespace, f"admissionPolicy.namespaceSelector.matchLabels.kubernetes\\.io/"
-                  f"metadata\\.name={namespace}", "admissionPolicy.imageAllowlist.enabled=true",
-                  f"admissionPolicy.imageAllowlist.prefixes={{{ALLOWED_PREFIX}:,{ALLOWED_PREFIX}@}}",
-                  release=f"vap-{namespace[-6:]}")
+                  f"metadata\\.name={namespace}", *sets, release=f"vap-{namespace[-6:]}")
     docs = of_kinds(docs, "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ConfigMap")
     docs = [d for d in docs if d["kind"] != "ConfigMap" or d["metadata"]["name"].endswith("-agent-images")]
-    assert len(docs) == 5
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
     # the API server loads policies asynchronously: wait until alice is refused
     probe = build("probe", repository__credentialsSecret="git-token")
     wait_for(lambda: apply_as("alice", kubectl, namespace, probe, dry_run=True).returncode != 0, timeout=30,
              what="the secret-access policy to take effect")
+    return docs
+
+
+@pytest.fixture
+def policies(kubectl: Any, control_plane: Any, namespace: str, people: None) -> Iterator[list[dict[str, Any]]]:
+    """The secret-access policy (the image allowlist off: the default)."""
+    docs = install_policies(kubectl, control_plane, namespace)
+    assert [d["kind"] for d in docs] == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    yield docs
+    kubectl("delete", "-f", "-", "--wait=false", "--ignore-not-found", input=yaml.safe_dump_all(docs), check=False)
+
+
+@pytest.fixture
+def image_policies(kubectl: Any, control_plane: Any, namespace: str, people: None
+                   ) -> Iterator[list[dict[str, Any]]]:
+    """Both policies, with the image allowlist and its ConfigMap parameters.
+
+    Only one test uses a ``paramKind`` policy: the API server stops its ConfigMap parameter informer for good
+    once no binding uses that kind (kubernetes/kubernetes#130887, docs/admission.md), so a second such policy
+    in the same API server's life would find no parameters.
+    """
+    docs = install_policies(kubectl, control_plane, namespace, "admissionPolicy.imageAllowlist.enabled=true",
+                            f"admissionPolicy.imageAllowlist.prefixes={{{ALLOWED_PREFIX}:,{ALLOWED_PREFIX}@}}")
+    assert len(docs) == 5
+    good = build("probe", agent={"image": f"{ALLOWED_PREFIX}:probe"})
+    wait_for(lambda: apply_as("bob", kubectl, namespace, good, dry_run=True).returncode == 0, timeout=30,
+             what="the image policy to have its parameters")
     yield docs
     kubectl("delete", "-f", "-", "--wait=false", "--ignore-not-found", input=yaml.safe_dump_all(docs), check=False)
 
@@ -107,7 +131,7 @@ def test_builds_without_secrets_and_spec_updates(kubectl: Any, namespace: str, p
 
 
 def test_agent_images_outside_the_allowlist_are_refused(
-        kubectl: Any, namespace: str, policies: list[dict[str, Any]]) -> None:
+        kubectl: Any, namespace: str, image_policies: list[dict[str, Any]]) -> None:
     evil = build("evil", agent={"image": "docker.io/evil/agent:latest"})
     refused = apply_as("bob", kubectl, namespace, evil)
     assert refused.returncode != 0
@@ -120,7 +144,7 @@ def test_agent_images_outside_the_allowlist_are_refused(
     assert apply_as("bob", kubectl, namespace, lookalike).returncode != 0
 
     # without its parameters the image policy refuses rather than allowing everything
-    (cm,) = of_kinds(policies, "ConfigMap")
+    (cm,) = of_kinds(image_policies, "ConfigMap")
     kubectl("-n", namespace, "delete", "configmap", cm["metadata"]["name"])
     wait_for(lambda: apply_as("bob", kubectl, namespace, build("again", agent={"image": f"{ALLOWED_PREFIX}:1.3"}),
                               dry_run=True).returncode != 0, timeout=30, what="refusal without the parameters")
