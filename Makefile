@@ -92,6 +92,14 @@ bench-merge: venv ## Benchmark: 200 branches through the merge code vs plain git
 bench-scheduler: venv ## Benchmark: one scheduling decision over 10,000 candidate tasks
 	$(PY) hack/bench_scheduler.py
 
+.PHONY: bench-secretscan
+bench-secretscan: venv ## Benchmark: the merge-side secret scan over a 45 MB and a 50 MB file (time, peak RSS)
+	$(PY) hack/bench_secretscan.py
+
+.PHONY: bench-handoff
+bench-handoff: venv ## Benchmark: peak RSS of fetching and parsing large handoffs (8 MiB allowed, 36 MiB refused)
+	$(PY) hack/bench_handoff.py
+
 .PHONY: operator
 operator: venv ## Run the operator against the current kube context
 	$(PY) -m longshot operator

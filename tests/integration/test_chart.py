@@ -104,13 +104,14 @@ def test_unknown_values_are_rejected_by_the_schema(helm, namespace: str) -> None
 
 @pytest.mark.parametrize("sets", [
     (),
-    ("dashboard.enabled=true", "metrics.serviceMonitor.enabled=true", "operator.watchNamespaces={a,b}",
+    ("dashboard.enabled=true", "metrics.serviceMonitor.enabled=true", "operator.watchNamespaces={default,kube-public}",
+     "admissionPolicy.imageAllowlist.enabled=true", "admissionPolicy.imageAllowlist.prefixes={registry.example.com/}",
      "leaderElection.leaseNames={longshot-shard-0123456789abcdef,longshot-member-0123456789abcdef}", "prompts.overrides.worker\\.j2=Do it.",
      "networkPolicy.extraEgress[0].cidrs={10.0.0.0/8}", "networkPolicy.extraEgress[0].ports={8443}",
      "operator.podAntiAffinity=hard", "operator.extraEnv[0].name=LONGSHOT_HEARTBEAT_SECONDS",
      "operator.extraEnv[0].value=10"),
     ("podDisruptionBudget.enabled=false", "networkPolicy.enabled=false", "metrics.service.enabled=false",
-     "prompts.enabled=false", "serviceAccount.create=false", "rbac.create=false"),
+     "prompts.enabled=false", "serviceAccount.create=false", "rbac.create=false", "admissionPolicy.enabled=false"),
 ], ids=["defaults", "everything-on", "everything-off"])
 def test_rendered_manifests_pass_server_side_dry_run(helm, kubectl, namespace: str, service_monitor_crd: None,
                                                       sets: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
@@ -188,7 +189,7 @@ def test_operator_service_account_is_least_privilege(helm, kubectl, namespace: s
     docs = [d for d in render(helm, namespace, "leaderElection.leaseNames={longshot-shard-0123456789abcdef,longshot-member-0123456789abcdef}",
                               release=release)
             if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]
-    assert len(docs) == 5
+    assert len(docs) == 7  # + the secret-reader ClusterRole and its RoleBinding in the release namespace
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
     sa = f"system:serviceaccount:{namespace}:{release}-longshot"
     try:
@@ -200,13 +201,14 @@ def test_operator_service_account_is_least_privilege(helm, kubectl, namespace: s
 
         allowed = [("create", "agenttasks.longshot.dev", None), ("patch", "buildrequests.longshot.dev", None, "status"),
                    ("delete", "mergejobs.longshot.dev", None), ("watch", "pods", None), ("create", "pods", "team-a"),
-                   ("delete", "pods", "team-a"), ("create", "events", "team-a"), ("get", "secrets/git-token", "team-a"),
-                   ("get", "configmaps/longshot-killswitch", namespace),
+                   ("delete", "pods", "team-a"), ("create", "events", "team-a"),
+                   ("get", "secrets/git-token", namespace), ("get", "configmaps/longshot-killswitch", namespace),
                    ("create", "leases.coordination.k8s.io", namespace),
                    ("list", "leases.coordination.k8s.io", namespace),
                    ("update", "leases.coordination.k8s.io/longshot-shard-0123456789abcdef", namespace),
                    ("update", "leases.coordination.k8s.io/longshot-member-0123456789abcdef", namespace)]
         denied = [("list", "secrets", "team-a"), ("watch", "secrets", None), ("patch", "pods", "team-a"),
+                  ("get", "secrets/git-token", "team-a"),  # no cluster-wide Secret read (see test_rbac.py)
                   ("create", "pods", "team-a", "exec"),
                   ("get", "pods", "team-a", "log"), ("get", "configmaps/other", namespace),
                   ("get", "configmaps/longshot-killswitch", "team-a"),

@@ -133,14 +133,27 @@ def commit_message(task: handoff.TaskInput, summary: str) -> str:
 
 
 def scan_and_push(attempt: Attempt, since: str, head: str) -> None:
-    """Refuse to push when the new commits add a credential; otherwise push the branch."""
-    findings = secretscan.scan_diff(attempt.git.diff(since, head), known=attempt.known_secrets)
+    """Refuse to push when the new commits add a credential; otherwise push the branch.
+
+    The same scan as the merge queue's (:func:`longshot.vcs.secretscan.scan_range`): every commit of
+    ``since..head``, binary and big files included, the allow marker not honoured on added lines (a line already
+    on the base branch is not new), so what passes here is not refused later at the merge.
+    """
+    trusted = attempt.git.remote_branch(attempt.task.base_branch) or since
+    try:
+        findings = secretscan.scan_range(attempt.paths.checkout, since, head, known=attempt.known_secrets,
+                                         trusted=trusted)
+    except secretscan.ScanError as e:
+        raise errors.InfrastructureError(f"the secret scan before the push could not read the commits: {e}"
+                                         ) from None
     if findings:
         where = ", ".join(str(f) for f in findings[:10])
         more = f" and {len(findings) - 10} more" if len(findings) > 10 else ""
         raise errors.AgentError(
             f"refusing to push {attempt.task.branch}: the change adds what looks like a credential at {where}"
-            f"{more}; remove it (use a Secret or an environment variable) and try again"
+            f"{more}; remove it from every commit (a later commit deleting it does not help: rewrite the branch, "
+            f"for example `git reset --soft {since[:12]}` and commit again) and use a Secret or an environment "
+            "variable instead"
         )
     attempt.events.log("pushing", branch=attempt.task.branch, commit=head)
     attempt.git.push(f"{head}:refs/heads/{attempt.task.branch}", what=f"push of {attempt.task.branch}")

@@ -124,6 +124,9 @@ class PlannerSettings(Model):
     """How many times a large task may be decomposed again by a subplanner."""
     max_replans: int = Field(default=2, ge=0, le=10)
     """How many times an invalid plan is sent back to the planner before the build fails."""
+    max_total_tasks: int = Field(default=500, ge=1, le=10000)
+    """Most AgentTasks the whole build may have, counting every plan and subplan (and the planner, gate,
+    sweep and fixer tasks): a plan that would go beyond it is refused, which bounds recursive plans."""
     roadmap_path: str = Field(default=DEFAULT_ROADMAP_PATH, min_length=1, max_length=1024)
     """Path of the roadmap file in the repository, relative to its root (used when ``source`` is
     ``roadmap``): a Markdown checklist whose unchecked items become tasks."""

@@ -14,13 +14,21 @@ Transport (see docs/handoff.md):
 
 Both the inline handoff and the pointer are JSON objects; ``parse_termination_message`` tells them apart
 by their ``kind`` field.
+
+What an agent writes is untrusted (the agent is the adversary), so parsing never takes the operator down:
+sizes are checked before anything is parsed (:data:`MAX_INLINE_BYTES`, :data:`MAX_HANDOFF_BYTES`), the
+nesting depth is checked by a scan of the raw text before ``json.loads`` (:data:`MAX_JSON_DEPTH`), and
+every exception while parsing or validating becomes a :class:`HandoffError` (the task's ``InvalidHandoff``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-from typing import Final, Literal
+import operator
+import re
+from typing import Any, Final, Literal, TypeVar
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -31,6 +39,19 @@ PROTOCOL_VERSION: Final = "longshot.dev/handoff-v1"
 TERMINATION_MESSAGE_LIMIT = 4096
 HANDOFF_REF_PREFIX = "refs/longshot/handoffs"
 HANDOFF_FILE = "handoff.json"
+
+MAX_INLINE_BYTES: Final = 64 * 1024
+"""Largest termination message parsed. A kubelet writes at most 4096 bytes (:data:`TERMINATION_MESSAGE_LIMIT`);
+anything bigger was not written by a kubelet and is refused unread."""
+MAX_HANDOFF_BYTES: Final = 8 * 1024 * 1024
+"""Largest ``handoff.json`` fetched through a pointer (8 MiB: a plan of 1,000 tasks with long descriptions
+fits several times). A pointer announcing more is refused before anything is fetched, and the real blob's
+size is checked (``git cat-file -s``) before it is read, so a lying pointer cannot make the operator read more."""
+MAX_PLAN_TASKS: Final = 1000
+"""Most tasks in a handoff (the largest ``planner.maxTasks``); counted before the tasks are validated."""
+MAX_JSON_DEPTH: Final = 32
+"""Deepest nesting of arrays and objects accepted (a handoff needs 4); checked before ``json.loads``, whose
+recursion a message of 4,000 ``[`` would otherwise exhaust."""
 
 # A plan-local task name: a DNS label short enough to be suffixed to the build's name.
 PLAN_TASK_NAME = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
@@ -163,45 +184,138 @@ def fits_termination_message(data: bytes) -> bool:
 
 
 def parse_termination_message(text: str | None) -> Handoff | HandoffPointer:
-    """Read a termination message: an inline :class:`Handoff` or a :class:`HandoffPointer`."""
+    """Read a termination message: an inline :class:`Handoff` or a :class:`HandoffPointer`.
+
+    Raises only :class:`HandoffError`, whatever the text (too large, too deep, not JSON, invalid, ...).
+    """
     if not text or not text.strip():
         raise HandoffError("the agent wrote no handoff (empty termination message)")
+    if len(text) > MAX_INLINE_BYTES:
+        raise HandoffError(f"the termination message has {len(text)} characters, more than the {MAX_INLINE_BYTES} "
+                           "accepted; a large handoff must be stored in git behind a HandoffPointer")
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise HandoffError(f"the handoff is not JSON: {e.msg} at character {e.pos}") from None
-    if not isinstance(data, dict):
-        raise HandoffError("the handoff is not a JSON object")
-    kind = data.get("kind")
-    model: type[Handoff] | type[HandoffPointer]
-    if kind == "Handoff":
-        model = Handoff
-    elif kind == "HandoffPointer":
-        model = HandoffPointer
-    else:
-        raise HandoffError(f"the handoff has kind {kind!r}; expected Handoff or HandoffPointer")
-    return _validate(model, data)
+        data = _loads(text)
+        if not isinstance(data, dict):
+            raise HandoffError("the handoff is not a JSON object")
+        kind = data.get("kind")
+        model: type[Handoff] | type[HandoffPointer]
+        if kind == "Handoff":
+            model = Handoff
+        elif kind == "HandoffPointer":
+            model = HandoffPointer
+        else:
+            raise HandoffError(f"the handoff has kind {_short(kind)}; expected Handoff or HandoffPointer")
+        parsed: Handoff | HandoffPointer = _validate(model, data)
+    except HandoffError:
+        raise
+    except Exception as e:  # whatever an agent writes must not escape as another error
+        raise HandoffError(f"the handoff could not be read: {type(e).__name__}") from None
+    if isinstance(parsed, HandoffPointer):
+        check_pointer(parsed)
+    return parsed
+
+
+def check_pointer(pointer: HandoffPointer) -> None:
+    """Refuse a pointer whose announced size is over :data:`MAX_HANDOFF_BYTES` (before anything is fetched)."""
+    if pointer.size > MAX_HANDOFF_BYTES:
+        raise HandoffError(f"the handoff at {pointer.ref} has {pointer.size} bytes, more than the "
+                           f"{MAX_HANDOFF_BYTES} accepted; return a smaller handoff (fewer or shorter tasks)")
 
 
 def parse_handoff_bytes(data: bytes, pointer: HandoffPointer | None = None) -> Handoff:
-    """Read ``handoff.json`` fetched through a pointer, checking size and digest."""
+    """Read ``handoff.json`` fetched through a pointer, checking size and digest.
+
+    Raises only :class:`HandoffError`.
+    """
+    if len(data) > MAX_HANDOFF_BYTES:
+        raise HandoffError(f"the handoff has {len(data)} bytes, more than the {MAX_HANDOFF_BYTES} accepted")
     if pointer is not None and (len(data) != pointer.size or digest(data) != pointer.sha256):
         raise HandoffError(f"handoff at {pointer.ref} does not match its digest (corrupted or replaced)")
     try:
-        raw = json.loads(data)
+        raw = _loads(data)
+        tasks = raw.get("tasks") if isinstance(raw, dict) else None
+        if isinstance(tasks, list) and len(tasks) > MAX_PLAN_TASKS:
+            raise HandoffError(f"the plan has {len(tasks)} tasks, more than the {MAX_PLAN_TASKS} any build accepts "
+                               "(planner.maxTasks); return fewer, larger tasks")
+        handoff: Handoff = _validate(Handoff, raw)
+    except HandoffError:
+        raise
+    except Exception as e:  # whatever an agent writes must not escape as another error
+        raise HandoffError(f"the handoff could not be read: {type(e).__name__}") from None
+    return handoff
+
+
+# The depth scan. Once escaped backslashes and quotes are removed, a JSON string runs from a quote to the next
+# quote; strings are cut out, every other character but the brackets is deleted, and the running depth of
+# what is left is computed with C-level iterators (``[``/``{`` count 2, ``]``/``}`` 0: depth = sum - length).
+_DEPTH_CHUNK = 256 * 1024
+_COMPLETE_STRING = re.compile(rb'"[^"]*"')
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_BRACKET_WEIGHT = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
+
+
+def nesting_exceeds(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether arrays and objects in ``text`` nest more than ``limit`` levels deep.
+
+    A linear scan of the raw text in chunks (brackets inside strings do not count), with no recursion and
+    no backtracking, so it is safe on any input; memory is a copy of the text and a chunk. It does not
+    validate the JSON: ``json.loads`` does that once the depth is known to be safe.
+    """
+    data = text.encode("utf-8", "replace") if isinstance(text, str) else bytes(text)
+    data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    depth = 0
+    in_string = False
+    for start in range(0, len(data), _DEPTH_CHUNK):
+        chunk = data[start:start + _DEPTH_CHUNK]
+        if in_string:
+            end = chunk.find(b'"')
+            if end < 0:
+                continue
+            chunk, in_string = chunk[end + 1:], False
+        chunk = _COMPLETE_STRING.sub(b"", chunk)
+        unterminated = chunk.find(b'"')
+        if unterminated >= 0:
+            chunk, in_string = chunk[:unterminated], True
+        brackets = chunk.translate(None, _NOT_BRACKETS)
+        if not brackets:
+            continue
+        peak = max(map(operator.sub, itertools.accumulate(brackets.translate(_BRACKET_WEIGHT)),
+                       range(1, len(brackets) + 1)))
+        if depth + peak > limit:
+            return True
+        depth += 2 * (brackets.count(b"[") + brackets.count(b"{")) - len(brackets)
+    return False
+
+
+def _loads(text: str | bytes) -> Any:
+    if nesting_exceeds(text, MAX_JSON_DEPTH):
+        raise HandoffError(f"the handoff nests arrays or objects more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise HandoffError(f"the handoff is not JSON: {e.msg} at character {e.pos}") from None
-    return _validate(Handoff, raw)
+    except UnicodeDecodeError:
+        raise HandoffError("the handoff is not UTF-8 text") from None
 
 
-def _validate(model, data):  # type: ignore[no-untyped-def]
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 64 else text[:61] + "..."
+
+
+_M = TypeVar("_M", bound=Model)
+
+
+def _validate(model: type[_M], data: Any) -> _M:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(root)"
+        first = e.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"])[:200] or "(root)"
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise HandoffError(f"invalid handoff: {where}: {first['msg']}{more}") from None
+        raise HandoffError(f"invalid handoff: {where}: {first['msg'][:300]}{more}") from None
 
 
 # --- the other direction: what the operator gives the agent ------------------------------------------

@@ -127,7 +127,8 @@ class BuildReconciler:
             planner = self.ctx.cache.tasks.get((build.namespace, planner_name))
             if planner is None:
                 continue
-            ctx = plan.context_for(_wire(build), _wire(planner), existing | _names_in_namespace(self.ctx, build))
+            ctx = plan.context_for(_wire(build), _wire(planner), existing | _names_in_namespace(self.ctx, build),
+                                   total_tasks=len(self.ctx.cache.tasks_by_build.get(build.key, ())))
             events.append(builds.PlannerFinished(planned, ctx))
         planner = self.ctx.cache.tasks.get((build.namespace, state.planner_task or ""))
         if planner is not None and state.phase == builds.PLANNING and not stashed:
@@ -157,7 +158,9 @@ class BuildReconciler:
         except Exception as e:
             return builds.PlanInvalid(f"the plan could not be read again: {e}")
         names_now = set(self.ctx.cache.tasks_by_build.get(build.key, ())) | _names_in_namespace(self.ctx, build)
-        ctx = plan.context_for(_wire(build), _wire(planner), names_now - _planned_by(self.ctx, build))
+        ctx = plan.context_for(_wire(build), _wire(planner), names_now - _planned_by(self.ctx, build),
+                               total_tasks=len(self.ctx.cache.tasks_by_build.get(build.key, ()))
+                               - len(_planned_by(self.ctx, build)))
         return builds.PlannerFinished(parsed.tasks, ctx)
 
     def _counts(self, build: objects.BuildRequest, work: Sequence[objects.AgentTask]) -> builds.TaskCounts:

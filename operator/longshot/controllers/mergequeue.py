@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import subprocess
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -104,16 +103,10 @@ class Workspaces:
 
 
 def scan_commits(w: vws.Workspace, base: str, head: str) -> list[secretscan.Finding]:
-    """Every commit of ``base..head``, streamed (``git log -p``): what each commit adds, with bounded memory."""
-    args = ["git", *vws.GIT_OPTIONS, "--git-dir", str(w.path), "log", "-p", "--no-color", "--no-ext-diff",
-            "--format=", f"{base}..{head}"]
-    with w.locked(), subprocess.Popen(args, stdout=subprocess.PIPE, env=w.env) as proc:
-        assert proc.stdout is not None
-        lines = (raw.decode(errors="replace")[:4096].rstrip("\n") for raw in proc.stdout)
-        findings = [f for path, number, line in secretscan.added_lines(lines)
-                    for f in secretscan.scan_line(path, number, line)][:100]
-        proc.stdout.close()
-    return findings
+    """Every commit of ``base..head`` scanned with bounded memory (``secretscan.scan_range``), including binary
+    files and the commits a later one undoes; the workspace's own credentials are looked for too."""
+    with w.locked():
+        return secretscan.scan_range(w, base, head, known=w.credentials.secrets)[:100]
 
 
 class QueueReconciler:
@@ -220,7 +213,7 @@ class QueueReconciler:
         try:
             base = await asyncio.to_thread(self._merge_base, w, job.spec.target, job.spec.branch, commit)
             findings = await asyncio.to_thread(scan_commits, w, base, commit)
-        except vws.GitError as e:
+        except (vws.GitError, secretscan.ScanError) as e:
             return [mj.Error(f"the secret scan could not read the branch: {e}")]
         if findings:
             return [mj.SecretFound(tuple(str(f) for f in findings[:20]))]

@@ -18,6 +18,7 @@ AgentTasks that already exist in the build (``existing``) is rejected rather tha
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -32,6 +33,7 @@ PLAN_REJECTED: Final = "PlanRejected"
 # Problem codes, for events, metrics labels and tests.
 EMPTY: Final = "Empty"
 TOO_MANY: Final = "TooManyTasks"
+TOO_MANY_TOTAL: Final = "TooManyTotalTasks"
 DUPLICATE: Final = "DuplicateName"
 UNKNOWN_DEPENDENCY: Final = "UnknownDependency"
 SELF_DEPENDENCY: Final = "SelfDependency"
@@ -101,17 +103,23 @@ class PlanContext:
     """The subplanner task that returned the plan; None for the build's planner."""
     existing: frozenset[str] = frozenset()
     """Names of AgentTasks that already exist in the build's namespace (collisions are rejected)."""
+    max_total_tasks: int = 500
+    """``planner.maxTotalTasks``: most AgentTasks the whole build may have."""
+    total_tasks: int = 0
+    """How many AgentTasks the build has now (every role); the plan's tasks come on top."""
 
 
 def context_for(
     build: Mapping[str, Any],
     planner_task: Mapping[str, Any] | None = None,
     existing: Collection[str] = (),
+    total_tasks: int = 0,
 ) -> PlanContext:
     """The context of the plan returned by ``planner_task`` (an AgentTask dict) of ``build`` (a dict).
 
     A planner task created from a plan (it has the ``longshot.dev/plan-name`` annotation) is a
-    subplanner: its plan gets its depth + 1 and it becomes the tasks' ``parentTask``.
+    subplanner: its plan gets its depth + 1 and it becomes the tasks' ``parentTask``. ``total_tasks`` is
+    the number of AgentTasks the build has now (``planner.maxTotalTasks`` bounds it plus the plan).
     """
     planner = ((build.get("spec") or {}).get("planner")) or {}
     ctx = PlanContext(
@@ -119,12 +127,14 @@ def context_for(
         max_tasks=int(planner.get("maxTasks", 50)),
         max_depth=int(planner.get("maxDepth", 2)),
         existing=frozenset(existing),
+        max_total_tasks=int(planner.get("maxTotalTasks", 500)),
+        total_tasks=total_tasks,
     )
     if planner_task is not None:
         meta = planner_task.get("metadata") or {}
         if PLAN_NAME_ANNOTATION in (meta.get("annotations") or {}):
             depth = int((planner_task.get("spec") or {}).get("depth", 0)) + 1
-            ctx = PlanContext(ctx.build, ctx.max_tasks, ctx.max_depth, depth, meta["name"], ctx.existing)
+            ctx = dataclasses.replace(ctx, depth=depth, parent=meta["name"])
     return ctx
 
 
@@ -190,6 +200,13 @@ def validate(tasks: Sequence[PlannedTask], ctx: PlanContext) -> Rejected | None:
     if len(tasks) > ctx.max_tasks:
         return Rejected(TOO_MANY, f"the plan has {len(tasks)} tasks, more than planner.maxTasks="
                         f"{ctx.max_tasks}; merge tasks or mark large ones with decompose")
+    if ctx.total_tasks + len(tasks) > ctx.max_total_tasks:
+        room = max(0, ctx.max_total_tasks - ctx.total_tasks)
+        return Rejected(TOO_MANY_TOTAL, f"the build has {ctx.total_tasks} tasks and the plan adds {len(tasks)}, "
+                        f"more than planner.maxTotalTasks={ctx.max_total_tasks} in all"
+                        + (f" (returned by {ctx.parent})" if ctx.parent else "")
+                        + (f"; return at most {room} tasks" if room else "; no room is left for more tasks")
+                        + " or raise spec.planner.maxTotalTasks")
     seen: set[str] = set()
     for t in tasks:
         if t.name in seen:

@@ -1,7 +1,20 @@
-"""Fetch a handoff stored in git (the large-handoff path of the protocol, see ``api/handoff.py``)."""
+"""Fetch a handoff stored in git (the large-handoff path of the protocol, see ``api/handoff.py``).
+
+The pointer and the ref's content come from the agent, the adversary, so the fetch is bounded before anything
+is read into the operator's memory:
+
+* a pointer announcing more than :data:`~longshot.api.handoff.MAX_HANDOFF_BYTES` is refused unfetched;
+* the fetch is shallow and asks the server to leave out every blob over that size and every tree below the
+  root (``--filter=combine:blob:limit=...+tree:2``; a server that cannot filter sends the commit whole, and
+  ``core.bigFileThreshold`` keeps git streaming big blobs to disk instead of holding them);
+* the real size of ``handoff.json`` is read from git (``cat-file --batch-check``, no lazy fetch) and must
+  equal the pointer's and be within the limit before the blob is read;
+* every failure, whatever raised it, comes back as a :class:`~longshot.api.handoff.HandoffError`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -14,40 +27,96 @@ from longshot.runtime import kube
 from longshot.vcs import workspace as vws
 
 FETCH_TIMEOUT_SECONDS = 120
+BIG_FILE_THRESHOLD = "1m"
+"""git streams blobs over this size to disk instead of inflating them in memory (``core.bigFileThreshold``)."""
 
 
 def git_env(credentials: vws.GitCredentials | None, workdir: Path) -> dict[str, str]:
     """Environment for a git command with the repository's credentials (the merge queue's own mechanism:
     askpass, ``http.extraHeader`` or an ssh key file), never in the URL or argv."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "LONGSHOT_GIT_"))}
-    env.update(GIT_CONFIG_NOSYSTEM="1", HOME=str(workdir))
+    env.update(GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull, HOME=str(workdir), GIT_NO_LAZY_FETCH="1",
+               GIT_TERMINAL_PROMPT="0")
     env.update((credentials or vws.GitCredentials()).environment(workdir / "private"))
     return env
 
 
 def fetch(k: kube.KubeAPI, build: Mapping[str, Any], pointer: ho.HandoffPointer) -> ho.Handoff | ho.HandoffError:
-    """Fetch ``handoff.json`` from the pointer's ref in the build's repository and validate it."""
-    repo = (build.get("spec") or {}).get("repository") or {}
-    secret_name = repo.get("credentialsSecret")
-    data = k.get_secret(build["metadata"]["namespace"], secret_name) if secret_name else None
-    credentials = vws.GitCredentials.from_secret_data(data) if data else None
-    with tempfile.TemporaryDirectory(prefix="longshot-handoff-") as tmp:
-        work = Path(tmp)
-        env = git_env(credentials, work)
-        try:
-            subprocess.run(["git", "init", "-q", "--bare", str(work / "repo")], check=True, env=env,
-                           capture_output=True, timeout=30)
-            subprocess.run(["git", "-C", str(work / "repo"), "fetch", "-q", "--depth=1", repo["url"], pointer.ref],
-                           check=True, env=env, capture_output=True, timeout=FETCH_TIMEOUT_SECONDS)
-            data = subprocess.run(["git", "-C", str(work / "repo"), "cat-file", "blob",
-                                   f"FETCH_HEAD:{ho.HANDOFF_FILE}"],
-                                  check=True, env=env, capture_output=True, timeout=30).stdout
-        except subprocess.CalledProcessError as e:
-            err = e.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
-            return ho.HandoffError(f"could not fetch the handoff at {pointer.ref}: {err[0]}")
-        except subprocess.TimeoutExpired:
-            return ho.HandoffError(f"fetching the handoff at {pointer.ref} timed out")
+    """Fetch ``handoff.json`` from the pointer's ref in the build's repository and validate it.
+
+    Never raises: a failure of any kind (the Secret, git, the content) is returned as a HandoffError.
+    """
     try:
+        repo = (build.get("spec") or {}).get("repository") or {}
+        namespace, secret_name = build["metadata"]["namespace"], repo.get("credentialsSecret")
+        try:
+            data = k.get_secret(namespace, secret_name) if secret_name else None
+        except Exception as e:  # Forbidden (the operator may not read Secrets there), the API server away
+            status = getattr(e, "status", None)
+            hint = "; grant the operator get on it (docs/install.md, RBAC)" if status == 403 else ""
+            return ho.HandoffError(f"could not read Secret {namespace}/{secret_name} (spec.repository."
+                                   f"credentialsSecret) to fetch the handoff at {pointer.ref}: "
+                                   f"{status or type(e).__name__}{hint}")
+        credentials = vws.GitCredentials.from_secret_data(data) if data else None
+        return fetch_from(str(repo["url"]), credentials, pointer)
+    except ho.HandoffError as e:
+        return e
+    except Exception as e:  # reported on the task, never raised into the operator
+        return ho.HandoffError(f"could not fetch the handoff at {pointer.ref}: {type(e).__name__}")
+
+
+def fetch_from(url: str, credentials: vws.GitCredentials | None, pointer: ho.HandoffPointer,
+               *, limit: int = ho.MAX_HANDOFF_BYTES, workdir: Path | None = None) -> ho.Handoff | ho.HandoffError:
+    """Fetch and validate the handoff of ``pointer`` from the repository at ``url`` (bounded; never raises).
+
+    The fetch happens in a temporary directory, or in ``workdir`` (kept, for tests and debugging).
+    """
+    try:
+        ho.check_pointer(pointer)
+        if pointer.size > limit:
+            raise ho.HandoffError(f"the handoff at {pointer.ref} has {pointer.size} bytes, more than the {limit} "
+                                  "accepted")
+        with contextlib.nullcontext(str(workdir)) if workdir else tempfile.TemporaryDirectory(
+                prefix="longshot-handoff-") as tmp:
+            data = _fetch_blob(url, credentials, pointer, Path(tmp), limit)
         return ho.parse_handoff_bytes(data, pointer)
     except ho.HandoffError as e:
         return e
+    except subprocess.TimeoutExpired:
+        return ho.HandoffError(f"fetching the handoff at {pointer.ref} timed out")
+    except Exception as e:  # reported on the task, never raised into the operator
+        return ho.HandoffError(f"could not fetch the handoff at {pointer.ref}: {type(e).__name__}")
+
+
+def _fetch_blob(url: str, credentials: vws.GitCredentials | None, pointer: ho.HandoffPointer, work: Path,
+                limit: int) -> bytes:
+    env = git_env(credentials, work)
+    repo = work / "repo"
+
+    def git(*args: str, timeout: float = 30, stdin: bytes | None = None) -> bytes:
+        try:
+            return subprocess.run(["git", *vws.GIT_OPTIONS, "-c", f"core.bigFileThreshold={BIG_FILE_THRESHOLD}",
+                                   "-C", str(repo), *args], check=True, env=env, capture_output=True,
+                                  timeout=timeout, input=stdin).stdout
+        except subprocess.CalledProcessError as e:
+            lines = e.stderr.decode(errors="replace").strip().splitlines() or ["?"]
+            err = next((line for line in lines if line.startswith(("fatal:", "error:"))), lines[-1])
+            raise ho.HandoffError(f"could not fetch the handoff at {pointer.ref}: {err[:300]}") from None
+
+    subprocess.run(["git", "init", "-q", "--bare", str(repo)], check=True, env=env, capture_output=True, timeout=30)
+    git("fetch", "-q", "--no-tags", "--no-write-fetch-head", "--depth=1",
+        f"--filter=combine:blob:limit={limit + 1}+tree:2", url, f"+{pointer.ref}:refs/longshot/handoff",
+        timeout=FETCH_TIMEOUT_SECONDS)
+    # a filtered fetch records the URL as a promisor remote; forget it so that nothing is fetched lazily
+    subprocess.run(["git", "-C", str(repo), "config", "--remove-section", f"remote.{url}"], env=env,
+                   capture_output=True, timeout=30, check=False)
+    spec = f"refs/longshot/handoff:{ho.HANDOFF_FILE}"
+    info = git("cat-file", "--batch-check=%(objecttype) %(objectsize)", stdin=spec.encode() + b"\n").decode()
+    fields = info.split()
+    if len(fields) != 2 or fields[0] != "blob" or not fields[1].isdigit():
+        raise ho.HandoffError(f"the commit at {pointer.ref} has no {ho.HANDOFF_FILE} of at most {limit} bytes")
+    size = int(fields[1])
+    if size > limit or size != pointer.size:
+        raise ho.HandoffError(f"{ho.HANDOFF_FILE} at {pointer.ref} has {size} bytes but its pointer says "
+                              f"{pointer.size} (at most {limit} are accepted)")
+    return git("cat-file", "blob", spec)

@@ -1,20 +1,33 @@
-"""Find credentials in a change before it is pushed (used by the agent runner and the merge queue).
+"""Find credentials in a change before it is pushed (the agent runner) or merged (the merge queue).
 
-``scan_diff(diff)`` reads a unified diff (``git diff`` output) and checks only the lines it adds;
-``scan_text(path, text)`` checks a whole file. A :class:`Finding` names the file, the line and the rule,
-never the secret itself, so it is safe to log, to put in a handoff and to show in a condition.
+* :func:`scan_range` is the authority: it scans **every commit** of ``base..head`` (not only the net diff, so a
+  secret added by one commit and removed by a later one is still found, since it stays in the history), with
+  bounded memory whatever the file sizes. It streams ``git log -p`` line by line from a pipe (long lines in
+  pieces with an overlap), treats files over :data:`BIG_FILE_THRESHOLD` and binary files as blobs whose bytes
+  are streamed through ``git cat-file --batch`` in chunks with an overlap, and scans merge commits' own
+  changes (``--cc``). It reports what the range *introduces*: a line already present verbatim in the trusted
+  tree (the target branch) is not a finding, and the ``longshot:allow-secret`` marker is **not** honoured on
+  the lines the range adds, so an agent cannot wave its own secret through.
+* ``scan_diff(diff)`` reads a unified diff (``git diff`` output) and checks only the lines it adds;
+  ``scan_text(path, text)`` checks a whole file. They honour the marker, for people's own tooling.
 
-A line carrying the marker ``longshot:allow-secret`` (in a comment) is skipped: use it for test fixtures
-and documented example values.
+A :class:`Finding` names the file, the line, the rule and the commit, never the secret itself, so it is safe
+to log, to put in a handoff and to show in a condition.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import re
+import subprocess
+import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Final, Protocol
 
 ALLOW_MARKER = "longshot:allow-secret"
 
@@ -33,7 +46,39 @@ TOKEN_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
                                   r"|\bsk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,}"
                                   r"|\bsk-[A-Za-z0-9]{48}\b")),
     ("private-key", re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")),
+    # a signed JSON Web Token: base64url header and payload (both JSON objects, so "eyJ"), and a signature
+    ("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{16,}")),
 )
+# What every match of a rule contains, as a regex that starts with a literal (sre then skips to that literal
+# at memchr-like speed); for the case-insensitive rule a literal of the lower-cased text. A cheap look for the
+# anchors picks the few rules worth running on a line or a chunk, and where in a chunk to run them.
+_ANCHORS: dict[str, tuple[bool, re.Pattern[str]]] = {
+    rule: (lower, re.compile(anchor)) for rule, lower, anchor in (
+        ("aws-access-key-id", False, r"A(?:KIA|SIA|GPA|IDA|ROA|NPA)"),
+        ("aws-secret-access-key", True, r"secret"),
+        ("github-token", False, r"gh[pousr]_"),
+        ("github-fine-grained-token", False, r"github_pat_"),
+        ("gitlab-token", False, r"gl(?:pat|dt|rt|ptt|cbt|oas)-"),
+        ("slack-token", False, r"xox[abposr]-"),
+        ("slack-webhook", False, r"hooks\.slack\.com"),
+        ("anthropic-api-key", False, r"sk-ant-"),
+        ("openai-api-key", False, r"sk-"),
+        ("private-key", False, r"PRIVATE KEY"),
+        ("jwt", False, r"eyJ"),
+    )
+}
+
+
+def _token_rules(text: str, rules: tuple[tuple[str, re.Pattern[str]], ...]) -> Iterator[tuple[str, re.Pattern[str]]]:
+    """The rules of ``rules`` whose anchors occur in ``text``."""
+    lowered: str | None = None
+    for rule, pattern in rules:
+        lower, anchor = _ANCHORS[rule]
+        if lower and lowered is None:
+            lowered = text.lower()
+        if anchor.search(lowered if lower and lowered is not None else text):
+            yield rule, pattern
+
 
 # Files where a long random value assigned to a secret-sounding key is almost surely a credential.
 CONFIG_SUFFIXES = (
@@ -47,6 +92,20 @@ _SECRET_ASSIGNMENT = re.compile(
 )
 ENTROPY_THRESHOLD = 3.5
 
+# `.env`-style assignments (KEY=value) of a secret-sounding key: in dotenv files any real value counts (a
+# password need not look random); elsewhere only shell `export` lines and Dockerfile `ENV` lines.
+_ENV_KEY = (r"[A-Za-z0-9_.]*(?:PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|"
+            r"CREDENTIALS?)[A-Za-z0-9_.]*")
+_DOTENV_ASSIGNMENT = re.compile(
+    rf"(?i)^\s*(?:export\s+)?(?P<key>{_ENV_KEY})\s*=\s*(?P<quote>[\"']?)(?P<value>[^\s\"'#]+)(?P=quote)\s*(?:#.*)?$")
+_EXPORT_ASSIGNMENT = re.compile(
+    rf"(?i)^\s*(?:export|ENV)\s+(?P<key>{_ENV_KEY})[=\s]\s*(?P<quote>[\"']?)(?P<value>[^\s\"'#]+)(?P=quote)\s*(?:#.*)?$")
+_PLACEHOLDERS = frozenset((
+    "changeme", "change-me", "change_me", "placeholder", "example", "secret", "password", "token", "dummy",
+    "fake", "test", "none", "null", "true", "false", "todo", "xxx", "redacted", "your-password", "your-secret",
+    "your-token", "your_password", "your_secret", "your_token", "****", "********",
+))
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -55,9 +114,12 @@ class Finding:
     file: str
     line: int
     rule: str
+    commit: str = field(default="", compare=True)
+    """The commit that adds it (``scan_range`` only)."""
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.rule}"
+        where = f" (commit {self.commit[:12]})" if self.commit else ""
+        return f"{self.file}:{self.line}: {self.rule}{where}"
 
 
 def shannon_entropy(value: str) -> float:
@@ -73,22 +135,40 @@ def is_config_file(path: str) -> bool:
     return name.startswith(".env") or name.endswith(CONFIG_SUFFIXES)
 
 
-def scan_line(path: str, number: int, line: str, known: Iterable[str] = ()) -> list[Finding]:
+def is_dotenv_file(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1].lower()
+    return name.startswith(".env") or name.endswith((".env", ".envrc")) or name == ".flaskenv"
+
+
+def scan_line(path: str, number: int, line: str, known: Iterable[str] = (), *,
+              honour_marker: bool = True) -> list[Finding]:
     """Findings of one line of ``path``; ``known`` are exact credential values to look for as well
-    (the caller's own tokens), reported as rule ``known-credential``."""
+    (the caller's own tokens), reported as rule ``known-credential``. With ``honour_marker`` a line carrying
+    :data:`ALLOW_MARKER` has no findings (``known`` credentials are found regardless)."""
     found = [Finding(path, number, "known-credential") for secret in known if secret and secret in line]
     if found:
         return found[:1]
-    if ALLOW_MARKER in line:
+    if honour_marker and ALLOW_MARKER in line:
         return []
-    found = [Finding(path, number, rule) for rule, pattern in TOKEN_RULES if pattern.search(line)]
+    found = [Finding(path, number, rule) for rule, pattern in _token_rules(line, TOKEN_RULES) if pattern.search(line)]
     if not found and is_config_file(path):
         for match in _SECRET_ASSIGNMENT.finditer(line):
             value = match.group("value")
             if _looks_random(value):
                 found.append(Finding(path, number, "high-entropy-secret-assignment"))
                 break
+    if not found and "=" in line:
+        assignment = (_DOTENV_ASSIGNMENT if is_dotenv_file(path) else _EXPORT_ASSIGNMENT).match(line)
+        if assignment and _is_value(assignment.group("value")):
+            found.append(Finding(path, number, "env-secret-assignment"))
     return found
+
+
+def _is_value(value: str) -> bool:
+    """Whether the value of a ``KEY=value`` assignment is a literal, not empty, a placeholder or a reference."""
+    lowered = value.lower()
+    return (len(value) >= 4 and not value.startswith(("$", "<", "{{", "%", "@")) and lowered not in _PLACEHOLDERS
+            and len(set(lowered)) > 2 and not lowered.startswith(("your", "example", "changeme")))
 
 
 def _looks_random(value: str) -> bool:
@@ -154,3 +234,376 @@ def _unquote(target: str) -> str:
 
 def _strip_prefix(target: str) -> str:
     return target[2:] if target.startswith(("b/", "w/", "i/")) else target
+
+
+# --- the range scan: every commit of base..head, streamed ---------------------------------------------
+
+BIG_FILE_THRESHOLD: Final = 1024 * 1024
+"""Files larger than this (1 MiB) are never diffed (git would hold both versions in memory): like binary files
+their new blob is scanned as a byte stream."""
+LINE_PIECE: Final = 64 * 1024
+"""Longest piece of a diff line read at once; a longer line is scanned piece by piece."""
+OVERLAP: Final = 4096
+"""Characters carried from one piece (or chunk) to the next, so a credential across the cut is still found."""
+BLOB_CHUNK: Final = 1024 * 1024
+"""Bytes of a blob read at once."""
+MAX_FINDINGS: Final = 1000
+"""The scan stops once it has this many findings (the branch is refused either way)."""
+MAX_CANDIDATE_BYTES: Final = 4 * 1024 * 1024
+"""Most bytes of found lines kept to check against the trusted tree; beyond, findings are reported as they are."""
+
+_NULL_OID = re.compile(rb"^0+$")
+_MAX_ANCHOR_HITS = 256
+_ANCHOR_BEFORE = 64
+"""How far before its anchor a match may start (``aws_secret_access_key`` has its anchor inside)."""
+# the token rules for blobs decoded as latin-1: word boundaries of ASCII (a byte 0xE9 is no letter there)
+_BLOB_RULES = tuple((rule, re.compile(pattern.pattern, re.ASCII)) for rule, pattern in TOKEN_RULES)
+_HUNK_HEADER = re.compile(rb"^@@ -\d+(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+_COMBINED_HUNK_HEADER = re.compile(rb"^(@{3,}) (?:-\d+(?:,\d+)? )+\+(\d+)(?:,(\d+))? @{3,}")
+
+# git options that no repository config can change for the scan (the agent-side scan runs in a checkout
+# whose .git/config the model may have written): no external diff, textconv, pager, hooks, fsmonitor,
+# signatures, replacement objects, lazy fetches or network; fixed prefixes and quoting; bounded pack windows.
+_GIT = (
+    "git", "--no-pager", "--no-replace-objects",
+    "-c", "core.fsmonitor=", "-c", "core.hooksPath=/dev/null", "-c", "core.quotePath=false",
+    "-c", f"core.bigFileThreshold={BIG_FILE_THRESHOLD}", "-c", "core.useReplaceRefs=false",
+    "-c", "core.packedGitWindowSize=32m", "-c", "core.packedGitLimit=128m", "-c", "core.deltaBaseCacheLimit=16m",
+    "-c", "diff.external=", "-c", "diff.noprefix=false", "-c", "diff.mnemonicPrefix=false",
+    "-c", "diff.suppressBlankEmpty=false", "-c", "diff.relative=false", "-c", "color.ui=never",
+    "-c", "log.showSignature=false", "-c", "protocol.allow=never", "-c", "credential.helper=",
+)
+# `git diff-tree --stdin` rather than `git log -p`: log reads every big blob whole even when it prints
+# "Binary files differ" (120 MiB for a 50 MB file), diff-tree does not (4 MiB)
+_DIFF_TREE = ("diff-tree", "--stdin", "-r", "-p", "--cc", "--root", "--no-color", "--no-ext-diff", "--no-textconv",
+              "--no-renames", "--full-index", "--src-prefix=a/", "--dst-prefix=b/", "--no-relative",
+              "--format=commit %H")
+
+
+class ScanError(RuntimeError):
+    """git could not read the range (unknown commit, broken repository); the message says which command."""
+
+
+class _HasPath(Protocol):
+    @property
+    def path(self) -> Path: ...
+
+
+def scan_range(repo: str | os.PathLike[str] | _HasPath, base: str, head: str, *, known: Iterable[str] = (),
+               trusted: str | None = None) -> list[Finding]:
+    """Credentials introduced by the commits of ``base..head`` in the repository ``repo`` (a bare repository,
+    a checkout, or a :class:`~longshot.vcs.workspace.Workspace`, whose lock the caller holds).
+
+    Every commit is scanned (merge commits by their own changes), text files line by line and binary or big
+    files as byte streams, with memory bounded whatever the sizes. A line that exists verbatim in ``trusted``
+    (default ``base``: the target branch) is already there and not reported; the allow marker is not honoured.
+    ``known`` are exact values to look for (the caller's own credentials; never exempted). Synchronous (run it
+    with ``asyncio.to_thread``); raises :class:`ScanError` when git cannot read the range.
+    """
+    for rev in (base, head, trusted or "x"):
+        if not rev or rev.startswith("-") or any(c.isspace() for c in rev):
+            raise ValueError(f"not a revision: {rev!r}")
+    directory = os.fspath(repo.path if hasattr(repo, "path") else repo)
+    scan = _RangeScan([k for k in known if k], directory)
+    scan.log(base, head)
+    scan.blobs()
+    scan.exempt_existing(base if trusted is None else trusted)
+    return sorted(scan.findings, key=lambda f: (f.file, f.line, f.rule, f.commit))
+
+
+def _env() -> dict[str, str]:
+    """A clean environment for the scan's git: nothing inherited that could carry a credential or a config."""
+    keep = ("PATH", "LANG", "LC_ALL", "TMPDIR")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    env.update(GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull, GIT_ATTR_NOSYSTEM="1", GIT_NO_LAZY_FETCH="1",
+               GIT_TERMINAL_PROMPT="0", GIT_NO_REPLACE_OBJECTS="1", HOME=os.devnull, GIT_OPTIONAL_LOCKS="0")
+    return env
+
+
+@dataclass
+class _Blob:
+    path: str
+    commit: str
+    new: str
+    old: tuple[str, ...]
+
+
+class _RangeScan:
+    def __init__(self, known: list[str], directory: str) -> None:
+        self.known = known
+        self.directory = directory
+        self.findings: set[Finding] = set()
+        self.blob_queue: dict[str, _Blob] = {}
+        self.candidates: dict[str, list[Finding]] = {}
+        """Found lines (text -> findings) to check against the trusted tree."""
+        self.candidate_bytes = 0
+        self.overlap = max([OVERLAP, *(len(k) for k in known)])
+
+    @property
+    def full(self) -> bool:
+        return len(self.findings) + sum(len(v) for v in self.candidates.values()) >= MAX_FINDINGS
+
+    def _popen(self, *args: str, stdin: int | IO[bytes] | None = None) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([*_GIT, "-C", self.directory, *args], stdin=stdin, stdout=subprocess.PIPE,
+                                stderr=self.stderr, env=_env())
+
+    def _run(self, what: str, args: tuple[str, ...], consume: Callable[[IO[bytes], subprocess.Popen[bytes]], None],
+             *, ok: tuple[int, ...] = (0,), stdin: int | IO[bytes] | None = None) -> None:
+        with tempfile.TemporaryFile() as self.stderr, self._popen(*args, stdin=stdin) as proc:
+            assert proc.stdout is not None
+            try:
+                consume(proc.stdout, proc)
+            finally:
+                if proc.stdin is not None and not proc.stdin.closed:
+                    proc.stdin.close()
+                if self.full:
+                    proc.kill()
+                rc = proc.wait()
+            if rc not in ok and not self.full:
+                self.stderr.seek(0)
+                err = self.stderr.read(4000).decode(errors="replace").strip().splitlines()
+                raise ScanError(f"{what} failed in {self.directory}: {err[0] if err else f'exit {rc}'}")
+
+    # --- git log -p ------------------------------------------------------------------------------------
+
+    def log(self, base: str, head: str) -> None:
+        """Scan the patch of every commit of ``base..head`` (``git rev-list | git diff-tree --stdin``)."""
+        with tempfile.TemporaryFile() as err, subprocess.Popen(
+                [*_GIT, "-C", self.directory, "rev-list", f"{base}..{head}", "--"], stdout=subprocess.PIPE,
+                stderr=err, env=_env()) as commits:
+            try:
+                self._run("git diff-tree", _DIFF_TREE, lambda out, _: self._parse(out), stdin=commits.stdout)
+            finally:
+                if self.full:
+                    commits.kill()
+                rc = commits.wait()
+            if rc != 0 and not self.full:
+                err.seek(0)
+                lines = err.read(4000).decode(errors="replace").strip().splitlines()
+                raise ScanError(f"git rev-list {base}..{head} failed in {self.directory}: "
+                                f"{lines[0] if lines else f'exit {rc}'}")
+
+    def _parse(self, out: IO[bytes]) -> None:
+        """Read ``git log -p --cc`` output: headers, hunks (their counts say where they end), added lines."""
+        commit = path = ""
+        parents = 1  # 1: a normal diff; n > 1: a combined diff of a merge with n parents
+        new_left = old_left = number = 0
+        blob: tuple[str, tuple[str, ...]] | None = None
+        line_findings: set[str] = set()
+        continued = adding = False
+        carry = ""
+        for piece in iter(lambda: out.readline(LINE_PIECE), b""):
+            whole = piece.endswith(b"\n")
+            raw = piece[:-1] if whole else piece
+            if continued:  # the rest of a long line
+                if adding:
+                    text = raw.decode("utf-8", "replace")
+                    self._line(path, number - 1, carry + text, commit, line_findings, whole=False)
+                    carry = (carry + text)[-self.overlap:]
+                continued = not whole
+                continue
+            continued = not whole
+            adding = False
+            if new_left > 0 or old_left > 0:  # inside a hunk: the counts say where it ends
+                prefix = raw[:parents]
+                if parents == 1:
+                    kind = prefix or b" "  # an empty line is an empty context line
+                    if kind == b"+":
+                        new_left, adding = new_left - 1, True
+                    elif kind == b"-":
+                        old_left -= 1
+                    elif kind == b" ":
+                        new_left, old_left, number = new_left - 1, old_left - 1, number + 1
+                    elif kind != b"\\":
+                        new_left = old_left = 0  # not a diff line: the hunk is over; read it as a header
+                elif len(prefix) == parents and not prefix.strip(b" +-"):
+                    if b"-" not in prefix:  # in the result; new against every parent: the merge's own change
+                        new_left, adding = new_left - 1, prefix == b"+" * parents
+                        number += 0 if adding else 1
+                else:
+                    new_left = 0
+                if adding:
+                    text = raw[parents:].decode("utf-8", "replace")
+                    line_findings = set()
+                    self._line(path, number, text, commit, line_findings, whole=whole)
+                    carry = text[-self.overlap:]
+                    number += 1
+                    if self.full:
+                        return
+                if new_left > 0 or old_left > 0 or adding:
+                    continue
+            if raw.startswith(b"commit "):
+                commit = raw[7:].decode("ascii", "replace").strip()
+            elif raw.startswith(b"diff --git "):
+                path, parents, blob = _header_path(raw[11:]), 1, None
+            elif raw.startswith((b"diff --cc ", b"diff --combined ")):
+                path, blob = _unquote(raw.split(b" ", 2)[2].decode("utf-8", "replace")), None
+            elif raw.startswith(b"index "):
+                blob = _index_oids(raw[6:])
+            elif raw.startswith(b"+++ "):
+                target = _unquote(raw[4:].decode("utf-8", "replace").rstrip("\t"))
+                path = "" if target == "/dev/null" else _strip_prefix(target)
+            elif raw.startswith(b"Binary files ") and blob is not None and path:
+                new, old = blob
+                if not _NULL_OID.match(new.encode()) and new not in self.blob_queue:
+                    self.blob_queue[new] = _Blob(path, commit, new, old)
+            elif raw.startswith(b"@@"):
+                normal = _HUNK_HEADER.match(raw)
+                combined = None if normal else _COMBINED_HUNK_HEADER.match(raw)
+                if normal:
+                    parents = 1
+                    old_left = 1 if normal.group(1) is None else int(normal.group(1))
+                    number = int(normal.group(2))
+                    new_left = 1 if normal.group(3) is None else int(normal.group(3))
+                elif combined:
+                    parents = len(combined.group(1)) - 1
+                    number, old_left = int(combined.group(2)), 0
+                    new_left = 1 if combined.group(3) is None else int(combined.group(3))
+
+    def _line(self, path: str, number: int, text: str, commit: str, seen: set[str], *, whole: bool) -> None:
+        """Scan an added line (or a piece of a long one: ``whole`` is False for every piece but a short line)."""
+        if not path:
+            return
+        for f in scan_line(path, number, text, self.known, honour_marker=False):
+            if f.rule in seen:
+                continue
+            seen.add(f.rule)
+            found = Finding(f.file, f.line, f.rule, commit)
+            fits = whole and self.candidate_bytes + len(text) <= MAX_CANDIDATE_BYTES
+            if f.rule != "known-credential" and fits and "\n" not in text and "\r" not in text:
+                if text not in self.candidates:
+                    self.candidate_bytes += len(text)
+                self.candidates.setdefault(text, []).append(found)
+            else:
+                self.findings.add(found)
+
+    # --- binary and big files ---------------------------------------------------------------------------
+
+    def blobs(self) -> None:
+        """Scan the queued blobs' bytes; matches already in the blob they replace are not new."""
+        if not self.blob_queue or self.full:
+            return
+
+        def consume(out: IO[bytes], proc: subprocess.Popen[bytes]) -> None:
+            assert proc.stdin is not None
+            for blob in self.blob_queue.values():
+                before: set[bytes] = set()
+                for oid in blob.old:
+                    if not _NULL_OID.match(oid.encode()):
+                        for _, _, digest in self._read_blob(proc.stdin, out, oid, blob.path):
+                            before.add(digest)
+                seen: set[tuple[int, str]] = set()
+                for number, rule, digest in self._read_blob(proc.stdin, out, blob.new, blob.path):
+                    if digest not in before and (number, rule) not in seen:
+                        seen.add((number, rule))
+                        self.findings.add(Finding(blob.path, number, rule, blob.commit))
+                if self.full:
+                    return
+
+        self._run("git cat-file --batch", ("cat-file", "--batch"), consume, stdin=subprocess.PIPE)
+
+    def _read_blob(self, stdin: IO[bytes], out: IO[bytes], oid: str, path: str
+                   ) -> Iterator[tuple[int, str, bytes]]:
+        """``(line, rule, digest of the match)`` of every credential pattern in the blob ``oid``."""
+        stdin.write(oid.encode() + b"\n")
+        stdin.flush()
+        header = out.readline(512).split()
+        if len(header) != 3 or header[1] != b"blob":
+            return  # missing (a shallow or partial repository) or not a blob: nothing to read
+        left = int(header[2])
+        carry, first_line = "", 1
+        while left > 0:
+            chunk = out.read(min(BLOB_CHUNK, left))
+            if not chunk:
+                raise ScanError(f"git cat-file ended inside blob {oid} of {path}")
+            left -= len(chunk)
+            window = carry + chunk.decode("latin-1")
+            for rule, start, end in self._matches(window):
+                if end > len(carry):  # a match wholly inside the carry was found in the previous window
+                    number = first_line + window.count("\n", 0, start)
+                    yield number, rule, hashlib.sha256(window[start:end].encode("latin-1", "replace")).digest()
+            cut = max(0, len(window) - self.overlap)
+            first_line += window.count("\n", 0, cut)
+            carry = window[cut:]
+        out.read(1)  # the newline after the content
+
+    def _matches(self, window: str) -> Iterator[tuple[str, int, int]]:
+        """``(rule, start, end)`` of the credentials in ``window``: each rule's regex runs only around the
+        occurrences of its anchors (or over the whole window when they are many: the rules are linear)."""
+        for secret in self.known:
+            start = window.find(secret)
+            while start >= 0:
+                yield "known-credential", start, start + len(secret)
+                start = window.find(secret, start + 1)
+        lowered: str | None = None
+        for rule, pattern in _BLOB_RULES:
+            lower, anchor = _ANCHORS[rule]
+            if lower and lowered is None:
+                lowered = window.lower()
+            hits: list[int] = []
+            for hit in anchor.finditer(lowered if lower and lowered is not None else window):
+                hits.append(hit.start())
+                if len(hits) > _MAX_ANCHOR_HITS:
+                    break
+            if len(hits) > _MAX_ANCHOR_HITS:
+                yield from ((rule, m.start(), m.end()) for m in pattern.finditer(window))
+                continue
+            done = -1
+            for at in hits:
+                if at < done:
+                    continue
+                match = pattern.search(window, max(0, at - _ANCHOR_BEFORE), at + OVERLAP)
+                if match and match.end() > done:
+                    done = match.end()
+                    yield rule, match.start(), match.end()
+
+    # --- lines that were already there ------------------------------------------------------------------
+
+    def exempt_existing(self, trusted: str) -> None:
+        """Drop the found lines that exist verbatim in ``trusted``'s tree (``git grep -F``); report the rest."""
+        if not self.candidates:
+            return
+        existing: set[str] = set()
+        patterns = "\n".join(self.candidates).encode() + b"\n"
+
+        def consume(out: IO[bytes], proc: subprocess.Popen[bytes]) -> None:
+            assert proc.stdin is not None
+            proc.stdin.write(patterns)  # git grep reads every pattern before it prints anything
+            proc.stdin.close()
+            for piece in iter(lambda: out.readline(LINE_PIECE + 2), b""):
+                line = piece.rstrip(b"\n").decode("utf-8", "replace")
+                if line in self.candidates:
+                    existing.add(line)
+
+        if _has_tree(self.directory, trusted):
+            self._run(f"git grep {trusted}", ("grep", "-h", "-I", "--no-color", "-F", "-f", "-", trusted, "--"),
+                      consume, ok=(0, 1), stdin=subprocess.PIPE)
+        for text, found in self.candidates.items():
+            if text not in existing:
+                self.findings.update(found)
+        self.candidates = {}
+
+
+def _has_tree(directory: str, rev: str) -> bool:
+    return subprocess.run([*_GIT, "-C", directory, "rev-parse", "--verify", "--quiet", f"{rev}^{{tree}}"],
+                          capture_output=True, env=_env(), check=False).returncode == 0
+
+
+def _index_oids(rest: bytes) -> tuple[str, tuple[str, ...]]:
+    """``(new, (old, ...))`` from an ``index old..new [mode]`` line (``old1,old2..new`` for a merge)."""
+    oids = rest.split(b" ", 1)[0].decode("ascii", "replace")
+    old, _, new = oids.partition("..")
+    return new, tuple(old.split(","))
+
+
+def _header_path(rest: bytes) -> str:
+    """The path of a ``diff --git a/<path> b/<path>`` header (renames are off, so both sides are the same)."""
+    text = rest.decode("utf-8", "replace")
+    if text.startswith('"'):
+        end = text.find('" ', 1)
+        while end > 0 and text[end - 1] == "\\":
+            end = text.find('" ', end + 1)
+        return _strip_prefix(_unquote(text[:end + 1])) if end > 0 else ""
+    half = (len(text) - 1) // 2
+    same = len(text) > 5 and text[half] == " " and text[2:half] == text[half + 3:]
+    return text[2:half] if same else text.split(" b/", 1)[-1]

@@ -40,6 +40,31 @@ def test_too_many_tasks():
     assert r.problem == plan.TOO_MANY and "maxTasks=3" in r.message
 
 
+def test_plans_beyond_the_build_wide_task_cap_are_refused():
+    # 498 tasks exist: a plan of 2 fits planner.maxTotalTasks=500 exactly, a plan of 3 does not
+    assert isinstance(plan.build_tasks([task("a"), task("b")], ctx(total_tasks=498)), plan.Accepted)
+    r = rejected(plan.build_tasks([task("a"), task("b"), task("c")], ctx(total_tasks=498)))
+    assert r.problem == plan.TOO_MANY_TOTAL
+    assert "has 498 tasks and the plan adds 3" in r.message and "maxTotalTasks=500" in r.message
+    assert "return at most 2 tasks" in r.message
+    # a subplanner's plan is refused the same way, naming the subplanner; a full build has no room left
+    r = rejected(plan.build_tasks([task("x")], ctx(total_tasks=10, max_total_tasks=10, depth=1, parent="rest-api-big")))
+    assert "(returned by rest-api-big)" in r.message and "no room is left" in r.message
+
+
+def test_recursive_plans_stop_at_the_cap():
+    """Every subplanner asks to decompose every task again: the build's task count stays within the cap."""
+    cap, total, plans = 40, 1, [(None, 0)]  # the build's planner task exists
+    while plans:
+        parent, depth = plans.pop()
+        result = plan.build_tasks([task(f"p{i}", decompose=True) for i in range(5)],
+                                  ctx(max_total_tasks=cap, total_tasks=total, max_depth=5, depth=depth, parent=parent))
+        if isinstance(result, plan.Accepted):
+            total += len(result.manifests)
+            plans += [(m["metadata"]["name"], depth + 1) for m in result.manifests if m["spec"]["role"] == "planner"]
+    assert 35 < total <= cap
+
+
 def test_duplicate_names():
     r = rejected(plan.build_tasks([task("a"), task("a")], ctx()))
     assert r.problem == plan.DUPLICATE and "'a'" in r.message
@@ -128,6 +153,9 @@ def test_context_for_subplanner():
                 "spec": {"depth": 0}}
     sub = plan.context_for(build, sub_task)
     assert sub.parent == "rest-api-big" and sub.depth == 1 and sub.max_depth == 3
+    assert sub.max_total_tasks == 500 and sub.total_tasks == 0  # the default cap
+    capped = plan.context_for({**build, "spec": {"planner": {"maxTotalTasks": 20}}}, sub_task, total_tasks=12)
+    assert (capped.max_total_tasks, capped.total_tasks, capped.depth) == (20, 12, 1)
 
 
 def test_planner_task_manifest():

@@ -1,0 +1,27 @@
+{{/* RBAC rules shared by the ClusterRole (cluster-wide mode) and the per-namespace Roles (watchNamespaces). */}}
+{{- define "longshot.buildRules" -}}
+- apiGroups: [longshot.dev]
+  resources: [buildrequests, agenttasks, mergejobs, buildrequests/status, agenttasks/status, mergejobs/status]
+  verbs: [get, list, watch, create, patch, update, delete]
+# ownerReferences with blockOwnerDeletion (agent Pods owned by AgentTasks, tasks by builds) need
+# update on the owner's finalizers where the OwnerReferencesPermissionEnforcement plugin is on
+- apiGroups: [longshot.dev]
+  resources: [buildrequests/finalizers, agenttasks/finalizers, mergejobs/finalizers]
+  verbs: [update]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch, create, delete]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}
+
+{{- define "longshot.secretRule" -}}
+# only `get`: the operator reads the Secret a BuildRequest names, it never lists or watches Secrets
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+{{- end -}}

@@ -1,0 +1,150 @@
+"""No confused deputy: the chart's ValidatingAdmissionPolicies on the integration tier's real API server.
+
+The policies are rendered from the chart (limited to this test's namespace by
+``admissionPolicy.namespaceSelector``) and applied for real (the image policy, which takes ConfigMap
+parameters, by one test only: see ``image_policies``); users are impersonated (``kubectl --as``): alice may
+create BuildRequests but read no Secret, bob may also read the build Secrets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from chart_render import of_kinds, render
+from k8s_builders import build
+
+from longshot.testing import wait_for
+
+SECRETS = ("git-token", "llm-key", "tracker-token")
+ALLOWED_PREFIX = "registry.example.com/longshot-agent"
+
+
+@pytest.fixture
+def people(kubectl: Any, namespace: str) -> Iterator[None]:
+    """The Secrets, and the Roles of alice (BuildRequests only) and bob (BuildRequests and the Secrets)."""
+    for s in SECRETS:
+        kubectl("-n", namespace, "create", "secret", "generic", s, "--from-literal=token=t0p-s3cret")
+    author = {"apiGroups": ["longshot.dev"], "resources": ["buildrequests"],
+              "verbs": ["get", "list", "create", "update", "patch", "delete"]}
+    reader = {"apiGroups": [""], "resources": ["secrets"], "resourceNames": list(SECRETS), "verbs": ["get"]}
+    objs = []
+    for user, rules in (("alice", [author]), ("bob", [author, reader])):
+        objs += [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                  "metadata": {"name": user, "namespace": namespace}, "rules": rules},
+                 {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                  "metadata": {"name": user, "namespace": namespace},
+                  "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": user},
+                  "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}]
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objs))
+    yield
+
+
+def install_policies(kubectl: Any, control_plane: Any, namespace: str, *sets: str) -> list[dict[str, Any]]:
+    """Apply the chart's admission policies, bound to ``namespace`` only, and wait until they decide."""
+    docs = render(control_plane, namespace, f"admissionPolicy.namespaceSelector.matchLabels.kubernetes\\.io/"
+                  f"metadata\\.name={namespace}", *sets, release=f"vap-{namespace[-6:]}")
+    docs = of_kinds(docs, "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ConfigMap")
+    docs = [d for d in docs if d["kind"] != "ConfigMap" or d["metadata"]["name"].endswith("-agent-images")]
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+    # the API server loads policies asynchronously: wait until alice is refused
+    probe = build("probe", repository__credentialsSecret="git-token")
+    wait_for(lambda: apply_as("alice", kubectl, namespace, probe, dry_run=True).returncode != 0, timeout=30,
+             what="the secret-access policy to take effect")
+    return docs
+
+
+@pytest.fixture
+def policies(kubectl: Any, control_plane: Any, namespace: str, people: None) -> Iterator[list[dict[str, Any]]]:
+    """The secret-access policy (the image allowlist off: the default)."""
+    docs = install_policies(kubectl, control_plane, namespace)
+    assert [d["kind"] for d in docs] == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    yield docs
+    kubectl("delete", "-f", "-", "--wait=false", "--ignore-not-found", input=yaml.safe_dump_all(docs), check=False)
+
+
+@pytest.fixture
+def image_policies(kubectl: Any, control_plane: Any, namespace: str, people: None
+                   ) -> Iterator[list[dict[str, Any]]]:
+    """Both policies, with the image allowlist and its ConfigMap parameters.
+
+    Only one test uses a ``paramKind`` policy: the API server stops its ConfigMap parameter informer for good
+    once no binding uses that kind (kubernetes/kubernetes#130887, docs/admission.md), so a second such policy
+    in the same API server's life would find no parameters.
+    """
+    docs = install_policies(kubectl, control_plane, namespace, "admissionPolicy.imageAllowlist.enabled=true",
+                            f"admissionPolicy.imageAllowlist.prefixes={{{ALLOWED_PREFIX}:,{ALLOWED_PREFIX}@}}")
+    assert len(docs) == 5
+    good = build("probe", agent={"image": f"{ALLOWED_PREFIX}:probe"})
+    wait_for(lambda: apply_as("bob", kubectl, namespace, good, dry_run=True).returncode == 0, timeout=30,
+             what="the image policy to have its parameters")
+    yield docs
+    kubectl("delete", "-f", "-", "--wait=false", "--ignore-not-found", input=yaml.safe_dump_all(docs), check=False)
+
+
+def apply_as(user: str, kubectl: Any, namespace: str, obj: dict[str, Any], *, verb: str = "create",
+             dry_run: bool = False) -> Any:
+    args = [f"--as={user}", "-n", namespace, verb, "-f", "-"] + (["--dry-run=server"] if dry_run else [])
+    return kubectl(*args, input=json.dumps(obj), check=False)
+
+
+def issues_build(name: str) -> Any:
+    return build(name, planner={"source": "issues", "issues": {"url": "https://tracker.example.com/api",
+                                                                "credentialsSecret": "tracker-token"}})
+
+
+@pytest.mark.parametrize(("field", "obj"), [
+    ("spec.repository.credentialsSecret", build("b1", repository__credentialsSecret="git-token")),
+    ("spec.agent.credentialsSecret", build("b1", agent={"credentialsSecret": "llm-key"})),
+    ("spec.planner.issues.credentialsSecret", issues_build("b1")),
+])
+def test_an_author_who_cannot_read_a_named_secret_is_refused(
+        kubectl: Any, namespace: str, policies: list[dict[str, Any]], field: str, obj: dict[str, Any]) -> None:
+    secret = {"spec.repository.credentialsSecret": "git-token", "spec.agent.credentialsSecret": "llm-key",
+              "spec.planner.issues.credentialsSecret": "tracker-token"}[field]
+    refused = apply_as("alice", kubectl, namespace, obj)
+    assert refused.returncode != 0
+    assert f"{field}: alice may not get Secret {namespace}/{secret}" in refused.stderr, refused.stderr
+    assert "t0p-s3cret" not in refused.stderr
+    # bob may read it: the same object is admitted
+    admitted = apply_as("bob", kubectl, namespace, obj)
+    assert admitted.returncode == 0, admitted.stderr
+
+
+def test_builds_without_secrets_and_spec_updates(kubectl: Any, namespace: str, policies: list[dict[str, Any]]) -> None:
+    assert apply_as("alice", kubectl, namespace, build("plain")).returncode == 0
+    full = build("full", repository__credentialsSecret="git-token", agent={"credentialsSecret": "llm-key"})
+    assert apply_as("bob", kubectl, namespace, full).returncode == 0
+    # alice may not edit the spec of a build that names Secrets she cannot read...
+    patch = ["--as=alice", "-n", namespace, "patch", "buildrequest", "full", "--type=merge"]
+    refused = kubectl(*patch, "-p", json.dumps({"spec": {"request": "print the token"}}), check=False)
+    assert refused.returncode != 0 and "spec.repository.credentialsSecret: alice may not get" in refused.stderr
+    # ...but metadata-only writes (the operator's finalizers and annotations, a label) are not re-checked
+    assert kubectl(*patch, "-p", json.dumps({"metadata": {"labels": {"team": "a"}}}), check=False).returncode == 0
+    # and alice may not add a Secret reference to her own build
+    refused = kubectl("--as=alice", "-n", namespace, "patch", "buildrequest", "plain", "--type=merge", "-p",
+                      json.dumps({"spec": {"agent": {"credentialsSecret": "llm-key"}}}), check=False)
+    assert refused.returncode != 0 and "spec.agent.credentialsSecret: alice may not get" in refused.stderr
+
+
+def test_agent_images_outside_the_allowlist_are_refused(
+        kubectl: Any, namespace: str, image_policies: list[dict[str, Any]]) -> None:
+    evil = build("evil", agent={"image": "docker.io/evil/agent:latest"})
+    refused = apply_as("bob", kubectl, namespace, evil)
+    assert refused.returncode != 0
+    assert "spec.agent.image: docker.io/evil/agent:latest is not an allowed agent image" in refused.stderr
+    assert f"{ALLOWED_PREFIX}:, {ALLOWED_PREFIX}@" in refused.stderr
+    assert apply_as("bob", kubectl, namespace, build("good", agent={"image": f"{ALLOWED_PREFIX}:1.2"})).returncode == 0
+    assert apply_as("alice", kubectl, namespace, build("default-image")).returncode == 0
+    # a prefix that only looks alike is not enough
+    lookalike = build("lookalike", agent={"image": f"{ALLOWED_PREFIX}-evil:1"})
+    assert apply_as("bob", kubectl, namespace, lookalike).returncode != 0
+
+    # without its parameters the image policy refuses rather than allowing everything
+    (cm,) = of_kinds(image_policies, "ConfigMap")
+    kubectl("-n", namespace, "delete", "configmap", cm["metadata"]["name"])
+    wait_for(lambda: apply_as("bob", kubectl, namespace, build("again", agent={"image": f"{ALLOWED_PREFIX}:1.3"}),
+                              dry_run=True).returncode != 0, timeout=30, what="refusal without the parameters")
