@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -64,7 +65,7 @@ class Leadership:
         self.members: set[str] = set()
         self.assignment: dict[str, str] = {}
         self._member_task: asyncio.Task[None] | None = None
-        self._started = asyncio.get_event_loop().time()
+        self._started = time.monotonic()
 
     # --- queries -----------------------------------------------------------------------------------
 
@@ -81,7 +82,7 @@ class Leadership:
 
     def healthy(self) -> bool:
         grace = self.settings.lease_duration_seconds
-        if asyncio.get_event_loop().time() - self._started < 2 * grace:
+        if time.monotonic() - self._started < 2 * grace:
             return True
         return self.member.seconds_since_renewal() <= grace
 
