@@ -114,12 +114,17 @@ def _apply(w: ws.Workspace, base: str, m: Member) -> str | list[str]:
     commits = vmerge._branch_commits(w, base, m.commit)
     if not commits:
         return base
-    if any(len(c.parents) > 1 for c in commits) and w.is_ancestor(base, m.commit):
+    if any(len(c.parents) > 1 for c in commits):
+        # The branch merged the target in (a fixer resolving a conflict): replaying its commits one by one would
+        # conflict again. Its resolution, merged three-way with what the target gained since, lands as one commit.
+        tree, files = vmerge._merge_tree(w, base, m.commit)
+        if files:
+            return files
         last = commits[-1]
         subject = last.message.strip().splitlines()[0] if last.message.strip() else "changes"
         message = (f"{m.branch}: {subject}\n\nSquashed from {len(commits)} commits of {m.branch} (it merged the "
                    "target to resolve conflicts).\n")
-        return vmerge._commit_tree(w, last.tree, [base], _trailers(message, m))
+        return vmerge._commit_tree(w, tree, [base], _trailers(message, m))
     on_branch = {c.sha for c in commits}
     head, head_tree = base, base_tree
     for c in commits:
