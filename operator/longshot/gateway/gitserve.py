@@ -60,6 +60,8 @@ HOOK = """#!/bin/sh
 exec {python} -m longshot.gateway.hook
 """
 DEFAULT_USERNAME = "x-access-token"
+_AUTH_FAILURE = re.compile(r"Authentication failed|could not read (Username|Password)|returned error: (401|403)|"
+                           r"Permission denied \(publickey|Invalid username or password", re.IGNORECASE)
 
 
 class RequestTooLarge(Exception):
@@ -79,6 +81,7 @@ class Upstream:
     secrets: list[str] = field(default_factory=list)
     key: str = ""
     """The mirror's name: a digest of the namespace, the credentials Secret and the URL."""
+    secret_name: str = ""
 
     def redact(self, text: str) -> str:
         for secret in self.secrets:
@@ -131,7 +134,7 @@ class GitService:
             raise UpstreamError(f"spec.repository.url {url!r}: the gateway serves https, http, ssh and git URLs")
         secret_name = str(repo.get("credentialsSecret") or "")
         key = hashlib.sha256(f"{caller.namespace}\0{secret_name}\0{url}".encode()).hexdigest()[:40]
-        up = Upstream(url=url, key=key)
+        up = Upstream(url=url, key=key, secret_name=secret_name)
         if not secret:
             return up
         config: list[tuple[str, str]] = []
@@ -207,7 +210,9 @@ class GitService:
             if code != 0:
                 detail = up.redact(out.strip())[-600:]
                 log.warning("mirror fetch failed: %s", detail)
-                raise UpstreamError(f"the gateway could not fetch the repository {up.redact(up.url)}: {detail}")
+                why = (f"the repository refused the credentials of spec.repository.credentialsSecret "
+                       f"{up.secret_name or '(none set)'}; " if _AUTH_FAILURE.search(out) else "")
+                raise UpstreamError(f"the gateway could not fetch the repository {up.redact(up.url)}: {why}{detail}")
             await self._sync_head(path, up, env)
             self._fetched[up.key] = started
 

@@ -12,8 +12,8 @@ Agent Pods mount a projected token with audience ``longshot-gateway`` (``runtime
    controller an AgentTask, its task input annotation naming the same task and attempt);
 3. reads the AgentTask (same UID as the owner reference) and its BuildRequest.
 
-No token, or one the API server rejects: 401. A valid token whose Pod is gone, finished or not an agent
-attempt: 403.
+No token, or one the API server rejects: 401. A valid token whose Pod is finished or not an agent attempt,
+or a token the API server rejects because the Pod it is bound to was deleted: 403.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -86,6 +87,24 @@ def token_from(headers: Mapping[str, str]) -> str | None:
     return token
 
 
+def claimed_pod(token: str, audience: str) -> tuple[str, str, str] | None:
+    """The Pod ``(namespace, name, uid)`` a (not verified!) ServiceAccount JWT claims to be bound to, when it
+    is for ``audience``; only used to tell a refused token of a deleted Pod (403) from a bad one (401)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        aud = claims.get("aud")
+        k8s = claims["kubernetes.io"]
+        pod = k8s["pod"]
+        if audience not in (aud if isinstance(aud, list) else [aud]):
+            return None
+        return str(k8s["namespace"]), str(pod["name"]), str(pod["uid"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 class Authenticator:
     def __init__(self, cluster: gcluster.Cluster, *, audience: str, cache_seconds: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -111,6 +130,10 @@ class Authenticator:
             return cached[1]
         review = await asyncio.to_thread(self.cluster.review, token, self.audience)
         if review is None:
+            claimed = claimed_pod(token, self.audience)
+            if claimed is not None and not await asyncio.to_thread(self._pod_exists, *claimed):
+                # bound to a Pod that is gone: the API server invalidates such tokens; say why
+                raise Denied(403, f"the Pod {claimed[0]}/{claimed[1]} of this token no longer exists")
             raise Denied(401, "the gateway token was not accepted (expired, revoked, not bound to a Pod, or "
                               f"not for audience {self.audience})")
         self._reviews[key] = (now + self.cache_seconds, review)
@@ -118,6 +141,10 @@ class Authenticator:
         while len(self._reviews) > CACHE_SIZE:
             self._reviews.popitem(last=False)
         return review
+
+    def _pod_exists(self, namespace: str, name: str, uid: str) -> bool:
+        pod = self.cluster.get_pod(namespace, name)
+        return pod is not None and (pod.get("metadata") or {}).get("uid") == uid
 
     def _caller(self, review: gcluster.Review) -> Caller:
         ns = review.namespace
