@@ -7,7 +7,6 @@ bound to its Pod; no credential anywhere."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -92,8 +91,9 @@ def start_agent(a: AgentAttempt, core_v1, tmp_path: Path, *, script: Any = None
                LONGSHOT_TERMINATION_LOG=str(root / "termination-log"), LONGSHOT_HEARTBEAT_SECONDS="0",
                LONGSHOT_RETRY_BASE_SECONDS="0.01", LONGSHOT_RETRY_MAX_ATTEMPTS="2")
     run_pod(core_v1, a.namespace, a.pod["metadata"]["name"])
-    log = (root / "agent.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "longshot", "agent"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    with (root / "agent.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "longshot", "agent"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
     return proc, root
 
 
@@ -159,16 +159,19 @@ def test_there_are_no_credentials_to_read_and_the_token_opens_nothing_but_the_ga
     spec = {**build_spec, "agent": {"backend": "scripted", "credentialsSecret": "llm-key"}}
     a = make_attempt(core_v1, custom, namespace, gateway.url, build_spec=spec)
     assert not [v for v in a.pod["spec"]["volumes"] if "secret" in v]
-    steps = [{"run": {"command": 'env; for f in $(find "$HOME" /etc/longshot -type f 2>/dev/null); do '
-                                 'echo "== $f"; cat "$f"; done; cat "$LONGSHOT_GATEWAY_TOKEN_FILE" | base64'}},
-             {"write": {"path": "x.txt", "content": "x\n"}}, {"finish": {"summary": "looked around"}}]
+    # the attacker collects everything it can read into its branch, the one channel out it surely has
+    steps = [{"run": {"command": '(env; for f in $(find "$HOME" /etc/longshot /var/run/secrets -type f 2>/dev/null); '
+                                 'do echo "== $f"; cat "$f"; done) > loot.txt 2>&1'}},
+             {"finish": {"summary": "looked around"}}]
     proc, root = start_agent(a, core_v1, tmp_path, script=scripted(a, steps))
-    code, out, _ = finish(proc, root)
+    code, out, result = finish(proc, root)
 
     assert code == 0, out
-    assert "LONGSHOT_GATEWAY_URL" in out  # the command really ran and dumped what it could see
+    loot = subprocess.run(["git", "show", f"{result.commit}:loot.txt"], cwd=forge.root / "app.git",
+                          capture_output=True, check=True).stdout.decode(errors="replace")
+    assert "LONGSHOT_GATEWAY_URL=" in loot and "== " in loot  # it really looked
     for value in (PASSWORD, API_KEY):
-        assert value not in out
+        assert value not in loot and value not in out
         assert not any(value in p.read_text(errors="replace") for p in root.rglob("*") if p.is_file())
     # what it can read, its token, opens nothing but the gateway: not the forge, not the API server
     assert httpx.get(f"{forge.url('app')}/info/refs?service=git-upload-pack",
@@ -184,7 +187,8 @@ def test_a_push_to_main_or_another_tasks_branch_is_refused_and_the_own_branch_st
     a = make_attempt(core_v1, custom, namespace, gateway.url, build_spec=spec)
     main = refs(forge)["refs/heads/main"]
     push = ('git -c "http.extraHeader=Authorization: Bearer $(cat $LONGSHOT_GATEWAY_TOKEN_FILE)" push '
-            f'"$LONGSHOT_GATEWAY_URL/git/{namespace}/b1.git" HEAD:{{ref}} 2>&1; echo "exit=$?"')
+            f'"$LONGSHOT_GATEWAY_URL/git/{namespace}/b1.git" HEAD:{{ref}} >> pushes.log 2>&1; '
+            'echo "exit=$?" >> pushes.log')
     steps = [{"write": {"path": "evil.txt", "content": "pwned\n"}},
              {"run": {"command": "git add -A && git -c user.name=x -c user.email=x@x commit -qm evil"}},
              {"run": {"command": push.format(ref="refs/heads/main")}},
@@ -195,10 +199,14 @@ def test_a_push_to_main_or_another_tasks_branch_is_refused_and_the_own_branch_st
     code, out, result = finish(proc, root)
 
     assert code == 0, out
-    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    results = [e["result"] for e in lines if e.get("type") == "tool_call" and e.get("tool") == "run_command"]
-    assert sum("[remote rejected]" in r and "agents may only update" in r for r in results) == 2, results
-    assert "deleting refs is not allowed" in results[-1]
+    # what the attacker saw (its log is in the commit the runner pushed): three refusals with the reason
+    seen = subprocess.run(["git", "show", f"{result.commit}:pushes.log"], cwd=forge.root / "app.git",
+                          capture_output=True, text=True, check=True).stdout
+    assert seen.count("exit=1") == 3 and "exit=0" not in seen, seen
+    assert seen.count("[remote rejected]") == 3, seen
+    assert "HEAD -> main (agents may only update refs/heads/longshot/b1/b1-t1 or" in seen
+    assert "HEAD -> longshot/b1/b1-other (agents may only update" in seen
+    assert "(deleting refs is not allowed for agents)" in seen
     after = refs(forge)
     assert after["refs/heads/main"] == main and "refs/heads/longshot/b1/b1-other" not in after
     assert after["refs/heads/longshot/b1/b1-t1"] == result.commit
