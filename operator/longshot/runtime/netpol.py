@@ -91,6 +91,16 @@ def build_agent_policy(namespace: str, settings: Settings) -> dict[str, Any]:
     }
 
 
+def _pruned(value: Any) -> Any:
+    """``value`` without empty lists, maps and nulls (the API server drops ``ingress: []``)."""
+    if isinstance(value, dict):
+        out = {k: _pruned(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v not in (None, [], {})}
+    if isinstance(value, list):
+        return [_pruned(v) for v in value]
+    return value
+
+
 def ensure(client: kubernetes.client.ApiClient, namespace: str, settings: Settings) -> str:
     """Make the namespace's agent NetworkPolicy what :func:`build_agent_policy` says; returns ``created``,
     ``updated`` or ``unchanged``. Idempotent and safe to call on every build event."""
@@ -111,7 +121,8 @@ def ensure(client: kubernetes.client.ApiClient, namespace: str, settings: Settin
         return "created"
     serialize: Any = client.sanitize_for_serialization
     have = serialize(current)
-    if have.get("spec") == wanted["spec"] and (have["metadata"].get("labels") or {}) == wanted["metadata"]["labels"]:
+    if (_pruned(have.get("spec")) == _pruned(wanted["spec"])
+            and (have["metadata"].get("labels") or {}) == wanted["metadata"]["labels"]):
         return "unchanged"
     wanted["metadata"]["resourceVersion"] = have["metadata"]["resourceVersion"]
     api.replace_namespaced_network_policy(NAME, namespace, wanted)

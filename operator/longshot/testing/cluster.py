@@ -18,8 +18,13 @@ plus what makes Pods really run:
   is ``longshot`` with a random password made at ``up`` (``git_credentials``, file ``forge/credentials``,
   0600), which builds name in a ``git-token`` Secret: only the operator and longshot-gateway get it, never
   an agent Pod;
-* NetworkPolicy enforcement with SIG Network's kube-network-policies (``--network-policies``, see
-  :meth:`LocalCluster.start_network_policies`), built from the Go module proxy at a pinned version;
+* NetworkPolicy enforcement (:meth:`LocalCluster.start_network_policies`): SIG Network's
+  kube-network-policies, built from the Go module proxy at a pinned version (:data:`KNP_VERSION`), where the
+  kernel has the nftables ``queue`` expression; else (kernels without ``CONFIG_NFT_QUEUE``, such as the
+  development machines) the iptables enforcer ``longshot.testing.netpolicy``; ``cluster.json`` records
+  which one enforces and why (``networkPolicy``);
+* a service proxy (``longshot.testing.serviceproxy``: ClusterIP routing and Service DNS names), as there
+  is no kube-proxy and no CoreDNS;
 * kube-scheduler, and a kubelet (cgroupfs, ``failSwapOn: false``, a KubeletConfiguration file,
   authenticated with a client certificate ``system:node:<node>`` signed by the cluster CA; webhook
   authentication and authorization of its own API, which the API server calls with a client certificate);
@@ -70,6 +75,9 @@ CLUSTER_DOMAIN = "cluster.local"
 GIT_SERVICE_NAMES = ("git-server.longshot-system.svc", "git-server.default.svc")
 """DNS names of the forge (``http://git-server.longshot-system.svc:3000/demo.git`` as in examples/)."""
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
+KNP_MODULE = "sigs.k8s.io/kube-network-policies"
+KNP_VERSION = "v0.7.0"
+KNP_CACHE = Path.home() / ".cache" / "longshot" / f"kube-network-policies-{KNP_VERSION}"
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 DEFAULT_WORKDIR = Path(os.environ.get("LONGSHOT_CLUSTER_DIR", "/var/tmp/longshot-cluster"))
 
@@ -467,6 +475,101 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         state.setdefault("pids", []).append(pid)
         self.state_file.write_text(json.dumps(state, indent=2) + "\n")
 
+    # --- NetworkPolicy --------------------------------------------------------------------------------
+
+    def start_network_policies(self) -> dict[str, Any]:
+        """Enforce NetworkPolicy: kube-network-policies if it can program this kernel, else the iptables
+        enforcer. Returns (and records in ``cluster.json`` as ``networkPolicy``) what enforces, and why."""
+        state = self.state()
+        status = dict(state.get("networkPolicy") or {})
+        for name in ("kube-network-policies", "netpolicy"):
+            pid = (state.get("processes") or {}).get(name)
+            if pid and _pids_alive([pid]):
+                return status
+        try:
+            binary = build_kube_network_policies()
+            status = {"enforcer": "kube-network-policies", "version": KNP_VERSION}
+            problem = self._start_knp(binary)
+        except ClusterError as e:
+            problem = str(e)
+        if problem:
+            log(f"kube-network-policies {KNP_VERSION} cannot enforce NetworkPolicy here: {problem}")
+            status = {"enforcer": "longshot.testing.netpolicy", "kubeNetworkPolicies": problem}
+            self._start_netpolicy_enforcer()
+        state = self.state()
+        state["networkPolicy"] = status
+        self.state_file.write_text(json.dumps(state, indent=2) + "\n")
+        return status
+
+    def _start_knp(self, binary: Path) -> str | None:
+        """Run kube-network-policies as a host process with its own ServiceAccount; None when it enforces,
+        else the error it reported."""
+        assert self.control_plane is not None or self.kubeconfig.exists()
+        rbac = {"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "ServiceAccount",
+             "metadata": {"name": "kube-network-policies", "namespace": "kube-system"}},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+             "metadata": {"name": "kube-network-policies"},
+             "rules": [{"apiGroups": [""], "resources": ["pods", "namespaces", "nodes"], "verbs": ["list", "watch"]},
+                       {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+                        "verbs": ["list", "watch"]}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+             "metadata": {"name": "kube-network-policies"},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                         "name": "kube-network-policies"},
+             "subjects": [{"kind": "ServiceAccount", "name": "kube-network-policies", "namespace": "kube-system"}]},
+        ]}
+        self.kubectl("apply", "-f", "-", input=json.dumps(rbac))
+        token = self.kubectl("-n", "kube-system", "create", "token", "kube-network-policies",
+                             "--duration=720h").stdout.strip()
+        sa = self.workdir / "knp" / "serviceaccount"
+        sa.mkdir(parents=True, exist_ok=True)
+        (sa / "token").write_text(token)
+        (sa / "namespace").write_text("kube-system")
+        (sa / "ca.crt").write_bytes((self.workdir / "cp" / "pki" / "ca.crt").read_bytes())
+        port = json.loads(self.kubeconfig.read_text())["clusters"][0]["cluster"]["server"].rsplit(":", 1)[1]
+        # in-cluster configuration only: give it the ServiceAccount files in a private mount namespace
+        script = ("mount -t tmpfs tmpfs /run && mkdir -p /run/secrets/kubernetes.io/serviceaccount && "
+                  f"cp {sa}/* /run/secrets/kubernetes.io/serviceaccount/ && exec {binary} "
+                  f"--hostname-override={self.node_name} --metrics-bind-address=127.0.0.1:{cpl.free_port()} --v=2")
+        log_path = self.logs / "kube-network-policies.log"
+        out = log_path.open("ab")
+        popen = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script],
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "KUBERNETES_SERVICE_HOST": BRIDGE_IP,
+                 "KUBERNETES_SERVICE_PORT": port},
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        out.close()
+        proc = cpl.Process("kube-network-policies", popen, log_path)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            text = log_path.read_text(errors="replace")
+            if popen.poll() is not None:
+                return f"exited with code {popen.returncode}: {_tail(text)}"
+            if '"syncing nftables rules" error=' in text:
+                proc.stop()
+                return "syncing its nftables rules failed: " + _tail(text[text.index('"syncing nftables rules"'):])
+            if "Syncing nftables rules" in text and "nfqueue" in text.lower() and "error" not in text.lower():
+                break
+            time.sleep(0.5)
+        self.processes.append(proc)
+        self._record_reused(popen.pid, "kube-network-policies")
+        log(f"kube-network-policies {KNP_VERSION} enforcing NetworkPolicy")
+        return None
+
+    def _start_netpolicy_enforcer(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        out = (self.logs / "netpolicy.log").open("ab")
+        popen = subprocess.Popen([sys.executable, "-m", "longshot.testing.netpolicy",
+                                  f"--kubeconfig={self.kubeconfig}"], stdout=out, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        out.close()
+        proc = cpl.Process("netpolicy", popen, self.logs / "netpolicy.log")
+        self.processes.append(proc)
+        self._wait(proc, lambda: "enforcing" in proc.log.read_text(errors="replace"), 60)
+        self._record_reused(popen.pid, "netpolicy")
+        log("NetworkPolicy enforced by longshot.testing.netpolicy (iptables)")
+
     def _start_scheduler(self) -> None:
         cp = self.control_plane
         assert cp is not None
@@ -554,7 +657,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             import urllib.request
 
             with urllib.request.urlopen(f"http://127.0.0.1:{self.healthz_port}/healthz", timeout=2) as r:
-                return r.status == 200
+                return bool(r.status == 200)
 
         self._wait(proc, healthy, 120)
         log("kubelet up")
@@ -637,6 +740,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "kubeconfig": state.get("kubeconfig"),
             "server": state.get("server"),
             "gitUrl": state.get("gitUrl"),
+            "networkPolicy": state.get("networkPolicy"),
         }
 
     # --- teardown ------------------------------------------------------------------------------------
@@ -664,8 +768,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 log(f"stopped {n} (pid {pid})")
 
         # kubelet first (it would restart containers), then the Pods' containers, then containerd
-        stop("kubelet", "kube-scheduler", "kube-network-policies", "service-proxy", "git-forge", "git-daemon",
-             "dnsmasq")
+        stop("kubelet", "kube-scheduler", "kube-network-policies", "netpolicy", "service-proxy", "git-forge",
+             "git-daemon", "dnsmasq")
         self._remove_containers()
         stop("containerd")
         self._kill_shims()
@@ -757,6 +861,41 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                     removed += 1
         if removed:
             log(f"removed {removed} kubepods cgroups")
+
+
+def _tail(text: str, lines: int = 6) -> str:
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])[:1500]
+
+
+def build_kube_network_policies(cache: Path = KNP_CACHE) -> Path:
+    """The kube-network-policies binary at :data:`KNP_VERSION`, built once from the Go module proxy."""
+    binary = cache / "kube-network-policies"
+    if binary.exists():
+        return binary
+    if shutil.which("go") is None:
+        raise ClusterError("building kube-network-policies needs Go")
+    cache.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod",
+           # the module proxy's checksum database does not answer for this module here (404); the version is pinned
+           "GONOSUMDB": KNP_MODULE}
+    log(f"building {KNP_MODULE}@{KNP_VERSION} from the Go module proxy (once)")
+    dl = subprocess.run(["go", "mod", "download", "-json", f"{KNP_MODULE}@{KNP_VERSION}"], env={**env, "GOFLAGS": ""},
+                        capture_output=True, text=True, check=False)
+    try:
+        src = Path(json.loads(dl.stdout)["Dir"])
+    except (ValueError, KeyError):
+        detail = _tail(dl.stdout + dl.stderr)
+        raise ClusterError(f"go mod download {KNP_MODULE}@{KNP_VERSION} failed: {detail}") from None
+    work = cache / "src"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(src, work)
+    for path in work.rglob("*"):
+        path.chmod(path.stat().st_mode | 0o200)
+    build = subprocess.run(["go", "build", "-o", str(binary), "./cmd"], cwd=work, env=env, capture_output=True,
+                           text=True, check=False)
+    if build.returncode != 0:
+        raise ClusterError(f"go build of kube-network-policies failed: {_tail(build.stderr)}")
+    return binary
 
 
 def _gone(pid: int) -> bool:
