@@ -85,7 +85,7 @@ def test_a_hostile_agent_gets_nothing_and_goes_nowhere(operator, cluster, kubect
     # the network: the gateway always; nothing else where policy is enforced
     assert "CONNECT gateway=open" in seen, (seen, enforcer)
     if not enforcer.get("enforcer"):
-        pytest.skip(f"NetworkPolicy is not enforced on this cluster: {enforcer}")
+        pytest.skip(f"NetworkPolicy is not enforced on this cluster: {enforcer}; the agent saw {seen}")
     assert {"CONNECT forge=ConnectionRefusedError", "CONNECT apiserver=ConnectionRefusedError"} <= set(seen), (
         seen, enforcer)
     assert "CONNECT dns=ConnectionRefusedError" not in seen  # DNS (TCP 53) is allowed

@@ -271,6 +271,9 @@ class LocalCluster:
             "pids": [p.popen.pid for p in procs if p.alive()],
             "processes": {p.name: p.popen.pid for p in procs},
         }
+        previous = self.state()
+        if "networkPolicy" in previous:
+            state["networkPolicy"] = previous["networkPolicy"]
         self.state_file.write_text(json.dumps(state, indent=2) + "\n")
 
     # --- network -------------------------------------------------------------------------------------
