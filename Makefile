@@ -92,6 +92,14 @@ bench-merge: venv ## Benchmark: 200 branches through the merge code vs plain git
 bench-scheduler: venv ## Benchmark: one scheduling decision over 10,000 candidate tasks
 	$(PY) hack/bench_scheduler.py
 
+.PHONY: bench-gateway
+bench-gateway: venv binaries ## Benchmark: clone time direct from a throttled forge vs through longshot-gateway's mirror
+	$(PY) hack/bench_gateway.py
+
+.PHONY: gateway
+gateway: venv ## Run longshot-gateway against the current kube context
+	$(PY) -m longshot gateway
+
 .PHONY: operator
 operator: venv ## Run the operator against the current kube context
 	$(PY) -m longshot operator

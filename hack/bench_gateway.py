@@ -81,6 +81,9 @@ def main() -> int:
         bytes_per_s = args.mbps * 1e6 / 8
 
         class Throttled(forge_mod._Handler):
+            def log_message(self, format: str, *a: object) -> None:
+                pass
+
             def _serve(self) -> None:
                 time.sleep(args.latency_ms / 1000)
                 real = self.wfile
