@@ -127,6 +127,8 @@ def test_tokens_and_cost_appear_on_the_task_while_the_attempt_runs(build_spec, g
     assert refs(forge)["refs/heads/longshot/b1/b1-t1"] == result.commit
     p = a.progress(custom)
     assert (p["tokens"], p["calls"]) == (2350, 2)
+    # the runner's progress lines reached the task too (best effort, through POST /progress)
+    assert p["message"] and p["lastHeartbeat"]
     # the model saw the build's key, never the token; the runner never saw the key
     assert {s.headers["authorization"] for s in model.seen} == {f"Bearer {API_KEY}"}
     assert API_KEY not in out and PASSWORD not in out
