@@ -253,3 +253,18 @@ def test_the_checkouts_git_config_cannot_take_over_the_runners_git(
     assert refs(forge)["refs/heads/longshot/b1/b1-t1"] == result.commit  # pushed where it belongs, via the gateway
     assert refs(forge, "decoy") == {}
     assert set(result.files_changed) == {".gitattributes", "feature.txt"}
+
+
+def test_a_large_handoff_goes_to_its_handoff_ref_through_the_gateway(build_spec, gateway, forge, core_v1, custom,
+                                                                      namespace, tmp_path):
+    spec = {**build_spec, "agent": {"backend": "scripted"}}
+    a = make_attempt(core_v1, custom, namespace, gateway.url, build_spec=spec, task="b1-planner", role="planner")
+    tasks = [{"name": f"t{i}", "description": "x" * 300} for i in range(30)]
+    proc, root = start_agent(a, core_v1, tmp_path, script={"roles": {"planner": [
+        {"finish": {"summary": "big plan", "tasks": tasks}}]}})
+    code = proc.wait(timeout=240)
+    out = (root / "agent.log").read_text()
+    assert code == 0, out
+    pointer = handoff.parse_termination_message((root / "termination-log").read_text())
+    assert isinstance(pointer, handoff.HandoffPointer)
+    assert refs(forge)["refs/longshot/handoffs/b1-planner/1"] == pointer.commit
