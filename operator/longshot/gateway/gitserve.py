@@ -147,12 +147,11 @@ class GitService:
         private = secret.get("ssh-privatekey")
         if private:
             path = self.keys / f"{key}.key"
-            path.write_text(private if private.endswith("\n") else private + "\n")
-            path.chmod(stat.S_IRUSR | stat.S_IWUSR)
+            _write_private(path, private if private.endswith("\n") else private + "\n")
             known = secret.get("known_hosts")
             if known:
                 hosts_file = self.keys / f"{key}.known_hosts"
-                hosts_file.write_text(known)
+                _write_private(hosts_file, known)
                 hosts = f"-o UserKnownHostsFile={shlex.quote(str(hosts_file))} -o StrictHostKeyChecking=yes"
             else:
                 hosts = (f"-o UserKnownHostsFile={shlex.quote(str(self.keys / (key + '.seen_hosts')))} "
@@ -375,6 +374,20 @@ class GitService:
                 await proc.wait()
             feeder.cancel()
             errors.cancel()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` (0600) unless it holds it already; atomically, for concurrent readers."""
+    try:
+        if path.read_text() == text:
+            return
+    except FileNotFoundError:
+        pass
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 async def _body(request: web.Request, limit: int) -> AsyncIterator[bytes]:
