@@ -86,18 +86,22 @@ class Prices:
         self.clock = clock
         self._table = pricing.PriceTable({})
         self._expires = -math.inf
+        self._lock = asyncio.Lock()
 
     async def table(self) -> pricing.PriceTable:
         if self.clock() < self._expires:
             return self._table
-        self._expires = self.clock() + self.settings.prices_cache_seconds
-        data = await asyncio.to_thread(self.cluster.get_configmap, self.settings.namespace,
-                                       self.settings.prices_configmap)
-        try:
-            self._table = pricing.PriceTable.parse((data or {}).get(pricing.CONFIGMAP_KEY))
-        except pricing.PriceError as e:
-            log.error("price table ConfigMap %s/%s: %s; keeping the previous table", self.settings.namespace,
-                      self.settings.prices_configmap, e)
+        async with self._lock:  # one read at a time; calls meanwhile wait for it rather than price with nothing
+            if self.clock() < self._expires:
+                return self._table
+            data = await asyncio.to_thread(self.cluster.get_configmap, self.settings.namespace,
+                                           self.settings.prices_configmap)
+            try:
+                self._table = pricing.PriceTable.parse((data or {}).get(pricing.CONFIGMAP_KEY))
+            except pricing.PriceError as e:
+                log.error("price table ConfigMap %s/%s: %s; keeping the previous table", self.settings.namespace,
+                          self.settings.prices_configmap, e)
+            self._expires = self.clock() + self.settings.prices_cache_seconds
         return self._table
 
 

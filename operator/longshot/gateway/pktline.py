@@ -1,5 +1,7 @@
 """git's pkt-line framing, as much of it as the gateway needs: read a receive-pack request's command list
 with limits, and write a receive-pack answer (report-status, optionally inside side-band-64k).
+(Requests refused before git speaks, such as a wrong build in the URL, get a ``text/plain`` body, which
+git prints as ``remote: ...`` lines.)
 
 A push request (protocol v0/v1; git has no v2 push) starts with::
 
@@ -183,11 +185,6 @@ def report(results: Sequence[tuple[str, str | None]], *, sideband: bool, message
     for i in range(0, len(inner), _SIDEBAND_MAX):
         out += pkt(b"\x01" + inner[i:i + _SIDEBAND_MAX])
     return out + FLUSH
-
-
-def error_line(message: str) -> bytes:
-    """An ``ERR`` pkt-line: git stops and prints ``remote error: <message>``."""
-    return pkt(f"ERR {_one_line(message)}\n"[:MAX_PKT_LEN - 4])
 
 
 def _one_line(text: str) -> str:
