@@ -100,6 +100,14 @@ bench-secretscan: venv ## Benchmark: the merge-side secret scan over a 45 MB and
 bench-handoff: venv ## Benchmark: peak RSS of fetching and parsing large handoffs (8 MiB allowed, 36 MiB refused)
 	$(PY) hack/bench_handoff.py
 
+.PHONY: bench-gateway
+bench-gateway: venv binaries ## Benchmark: clone time direct from a throttled forge vs through longshot-gateway's mirror
+	$(PY) hack/bench_gateway.py
+
+.PHONY: gateway
+gateway: venv ## Run longshot-gateway against the current kube context
+	$(PY) -m longshot gateway
+
 .PHONY: operator
 operator: venv ## Run the operator against the current kube context
 	$(PY) -m longshot operator

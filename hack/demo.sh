@@ -4,7 +4,9 @@
 #   1. a cluster: the local one (hack/local-cluster.sh, root), or kind when `kind` and a Docker engine are
 #      there, or the current kube context with LONGSHOT_USE_CURRENT_CONTEXT=1;
 #   2. the chart, with the locally built images;
-#   3. a sample repository (SPEC.md, a tiny Python calculator, `make test`) served by a git daemon;
+#   3. a sample repository (SPEC.md, a tiny Python calculator, `make test`) on a git forge that needs a
+#      credential (the local cluster's; its account becomes the `git-token` Secret, which only the operator
+#      and longshot-gateway read: agent Pods clone and push through the gateway);
 #   4. the scripted backend's script (a ConfigMap) and examples/buildrequest-demo.yaml;
 #   5. live progress until the BuildRequest's `Finalized` condition is True.
 #
@@ -14,7 +16,8 @@
 #
 # Environment:
 #   LONGSHOT_USE_CURRENT_CONTEXT=1   use the current kube context (then LONGSHOT_DEMO_GIT_URL and
-#                                    LONGSHOT_DEMO_GIT_PUSH_URL: a git server the Pods reach and you can push to)
+#                                    LONGSHOT_DEMO_GIT_PUSH_URL: a git server the Pods reach and you can push to;
+#                                    LONGSHOT_DEMO_GIT_USERNAME/_PASSWORD: its credential, if it needs one)
 #   LONGSHOT_DEMO_NAMESPACE          namespace of the build (default longshot-demo)
 #   LONGSHOT_DEMO_TIMEOUT_SECONDS    overall limit of the build (default 900)
 #   LONGSHOT_DEMO_STALL_SECONDS      give up when nothing changes for this long (default 240)
@@ -54,9 +57,10 @@ case "$mode" in
     WORKDIR="${LONGSHOT_CLUSTER_DIR:-/var/tmp/longshot-cluster}"
     export KUBECONFIG="$WORKDIR/cp/admin.kubeconfig"
     GIT_ROOT="$WORKDIR/git"
-    # the cluster DNS resolves git-server.longshot-system.svc to the git daemon on the bridge
-    GIT_URL="git://git-server.longshot-system.svc/demo.git"
+    # the cluster DNS resolves git-server.longshot-system.svc to the forge on the bridge
+    GIT_URL="http://git-server.longshot-system.svc:3000/demo.git"
     GIT_PUSH_URL="$GIT_ROOT/demo.git"
+    IFS=: read -r GIT_USERNAME GIT_PASSWORD <"$WORKDIR/forge/credentials"
     ;;
   kind)
     kind get clusters 2>/dev/null | grep -qx longshot || kind create cluster --name longshot
@@ -79,6 +83,8 @@ case "$mode" in
   current)
     GIT_URL="${LONGSHOT_DEMO_GIT_URL:?LONGSHOT_DEMO_GIT_URL: the demo repository URL as Pods see it}"
     GIT_PUSH_URL="${LONGSHOT_DEMO_GIT_PUSH_URL:-$GIT_URL}"
+    GIT_USERNAME="${LONGSHOT_DEMO_GIT_USERNAME:-}"
+    GIT_PASSWORD="${LONGSHOT_DEMO_GIT_PASSWORD:-}"
     pull_policy=IfNotPresent
     ;;
 esac
@@ -99,11 +105,14 @@ start=$(date +%s)
   --set operator.image.tag=dev --set "operator.image.pullPolicy=$pull_policy" \
   --set agent.image.tag=dev --set "agent.image.pullPolicy=$pull_policy" \
   --set "prompts.namespaces={$NS}" --set "networkPolicy.namespaces={$NS}" \
+  --set "gateway.replicas=${LONGSHOT_DEMO_GATEWAY_REPLICAS:-1}" --set gateway.podDisruptionBudget.enabled=false \
+  $(if [[ "$mode" == local ]]; then echo "--set networkPolicy.dns.peers[0].ipBlock.cidr=10.244.0.1/32"; fi) \
   --set "operator.replicas=${LONGSHOT_DEMO_REPLICAS:-1}" --set podDisruptionBudget.enabled=false \
   --wait --timeout 5m >/dev/null
 # a new image under the same tag is not a new spec: restart so the operator runs what was just built
-k -n "$SYSTEM_NS" rollout restart deployment/longshot >/dev/null
+k -n "$SYSTEM_NS" rollout restart deployment/longshot deployment/longshot-gateway >/dev/null
 k -n "$SYSTEM_NS" rollout status deployment/longshot --timeout=180s >&2
+k -n "$SYSTEM_NS" rollout status deployment/longshot-gateway --timeout=180s >&2
 log "chart installed and operator ready in $(( $(date +%s) - start ))s"
 
 # --- 3. the sample repository -----------------------------------------------------------------------
@@ -156,6 +165,9 @@ log "pushed main ($(git -C "$src" rev-parse --short HEAD)): SPEC.md, calc/, test
 
 # --- 4. the script and the BuildRequest --------------------------------------------------------------
 say "BuildRequest $NS/$BR (scripted backend)"
+# the repository credential: read by the operator's merge queue and by longshot-gateway, never by agents
+k -n "$NS" create secret generic git-token --from-literal="username=${GIT_USERNAME:-x}" \
+  --from-literal="password=${GIT_PASSWORD:-x}" --dry-run=client -o yaml | k -n "$NS" apply -f - >/dev/null
 k -n "$NS" apply -f - >/dev/null <<'EOF'
 apiVersion: v1
 kind: ConfigMap
@@ -208,7 +220,7 @@ data:
     steps:
       - finish: {summary: "nothing to do"}
 EOF
-sed "s#url: git://git-server.longshot-system.svc/demo.git#url: $GIT_URL#" "$ROOT/examples/buildrequest-demo.yaml" \
+sed "s#url: http://git-server.longshot-system.svc:3000/demo.git#url: $GIT_URL#" "$ROOT/examples/buildrequest-demo.yaml" \
   | k -n "$NS" apply -f - >/dev/null
 log "applied examples/buildrequest-demo.yaml (repository $GIT_URL)"
 

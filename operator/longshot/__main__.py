@@ -1,8 +1,9 @@
-"""Command line: ``python -m longshot operator | agent | crds``."""
+"""Command line: ``python -m longshot operator | gateway | agent | crds``."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -39,6 +40,16 @@ def _operator(args: argparse.Namespace) -> int:
     return operator_main.run(namespaces=namespaces or None)
 
 
+def _gateway(args: argparse.Namespace) -> int:
+    from longshot.gateway import server
+    from longshot.gateway.settings import GatewaySettings
+
+    settings = GatewaySettings.from_env()
+    if args.port is not None:
+        settings = dataclasses.replace(settings, port=args.port)
+    return server.run(settings)
+
+
 def _agent(args: argparse.Namespace) -> int:
     from longshot.agent import runner
 
@@ -59,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     op.add_argument("--namespace", "-n", action="append",
                     help="watch only this namespace (repeatable; also $LONGSHOT_WATCH_NAMESPACES, comma-separated)")
     op.set_defaults(func=_operator)
+
+    gw = sub.add_parser("gateway", help="run longshot-gateway (agent Pods' git and model access)")
+    gw.add_argument("--port", type=int, default=None, help="listen port (default: $LONGSHOT_GATEWAY_PORT or 8080)")
+    gw.set_defaults(func=_gateway)
 
     agent = sub.add_parser("agent", help="run an agent inside an agent Pod")
     agent.add_argument("rest", nargs=argparse.REMAINDER)

@@ -40,6 +40,16 @@ class Settings:
     """Operator-side git workspaces of the merge queue."""
     lease_duration_seconds: int = 15
     lease_renew_seconds: int = 5
+    gateway_url: str = ""
+    """Base URL of longshot-gateway as agent Pods reach it (the chart sets
+    ``http://longshot-gateway.<namespace>.svc:8080``). Agent Pods get it and a gateway token; without it they
+    get neither and can reach only repositories and models that need no credential."""
+    network_policy: bool = True
+    """Keep the default-deny agent NetworkPolicy (``runtime.netpol``) in every namespace with builds."""
+    agent_dns_peers: str = ""
+    """JSON list of NetworkPolicy peers serving DNS to agent Pods (default: kube-dns in kube-system)."""
+    agent_extra_egress: str = ""
+    """JSON list of extra NetworkPolicy egress rules for agent Pods (default: none)."""
     identity: str = field(default_factory=lambda: os.environ.get("POD_NAME") or os.uname().nodename)
     """This replica's name in Leases."""
 

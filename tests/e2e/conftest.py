@@ -158,7 +158,11 @@ def install_chart(cluster: lc.LocalCluster, *, replicas: int = 1, timeout: str =
          "--set", "operator.image.tag=dev", "--set", "operator.image.pullPolicy=Never",
          "--set", "agent.image.tag=dev", "--set", "agent.image.pullPolicy=Never",
          "--set", f"operator.replicas={replicas}", "--set", "podDisruptionBudget.enabled=false",
-         "--set", "networkPolicy.enabled=false", "--set", "prompts.enabled=false", "--wait", f"--timeout={timeout}"],
+         "--set", "gateway.replicas=1", "--set", "gateway.podDisruptionBudget.enabled=false",
+         # the operator keeps the agent NetworkPolicy in build namespaces; DNS is dnsmasq on the bridge here
+         "--set", "networkPolicy.namespaces={longshot-system}",
+         "--set", f"networkPolicy.dns.peers[0].ipBlock.cidr={lc.BRIDGE_IP}/32",
+         "--set", "prompts.enabled=false", "--wait", f"--timeout={timeout}"],
         capture_output=True, text=True, env={**os.environ, "HELM_CACHE_HOME": str(cluster.workdir / "helm")})
     assert helm.returncode == 0, helm.stderr
 
@@ -176,9 +180,10 @@ def operator(cluster: lc.LocalCluster, kubectl) -> str:  # type: ignore[no-untyp
         kubectl("create", "namespace", ns, check=False)
         kubectl("label", "--overwrite", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
     install_chart(cluster, replicas=1)
-    # the image tag is reused across builds: restart so the operator runs the image just imported
-    kubectl("-n", SYSTEM_NS, "rollout", "restart", "deployment/longshot")
+    # the image tag is reused across builds: restart so the operator and the gateway run the image just imported
+    kubectl("-n", SYSTEM_NS, "rollout", "restart", "deployment/longshot", "deployment/longshot-gateway")
     kubectl("-n", SYSTEM_NS, "rollout", "status", "deployment/longshot", "--timeout=180s", timeout=200)
+    kubectl("-n", SYSTEM_NS, "rollout", "status", "deployment/longshot-gateway", "--timeout=180s", timeout=200)
     return SYSTEM_NS
 
 
@@ -197,7 +202,8 @@ def namespace(request: pytest.FixtureRequest, kubectl) -> Iterator[str]:  # type
 
 @pytest.fixture
 def git_repo(cluster: lc.LocalCluster, namespace: str, tmp_path: Path) -> str:
-    """A bare repository served by the cluster's git daemon, with one commit on main; its Pod-side URL."""
+    """A bare repository on the cluster's forge (which needs a credential), with one commit on main, and the
+    namespace's ``git-token`` Secret with the forge's account; the repository's URL as Pods see it."""
     bare = cluster.git_root / f"{namespace}.git"
     subprocess.run(["rm", "-rf", str(bare)], check=True)
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
@@ -210,6 +216,10 @@ def git_repo(cluster: lc.LocalCluster, namespace: str, tmp_path: Path) -> str:
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
     subprocess.run([*git, "push", "-q", str(bare), "main"], check=True)
+    user, password = cluster.git_credentials if hasattr(cluster, "git_credentials") else ("x", "x")
+    kubectl = cluster.kubectl
+    kubectl("-n", namespace, "create", "secret", "generic", "git-token", f"--from-literal=username={user}",
+            f"--from-literal=password={password}")
     return f"{cluster.git_url}/{namespace}.git"
 
 
@@ -228,7 +238,7 @@ def build_request(name: str, repo_url: str, *, script: str, memory_limit: str = 
         "apiVersion": "longshot.dev/v1alpha1", "kind": "BuildRequest", "metadata": {"name": name},
         "spec": {
             "request": "e2e",
-            "repository": {"url": repo_url, "baseBranch": "main"},
+            "repository": {"url": repo_url, "baseBranch": "main", "credentialsSecret": "git-token"},
             "agent": {"backend": "scripted", "script": {"name": script}, "timeoutSeconds": 300,
                       "resources": {"requests": {"cpu": "100m", "memory": "64Mi"},
                                     "limits": {"cpu": cpu_limit, "memory": memory_limit}}},

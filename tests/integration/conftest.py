@@ -144,9 +144,27 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 @pytest.fixture
-def operator_env(namespace: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+def gateway_settings(namespace: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Settings of the test's gateway (its namespace holds the price table); tests may replace fields."""
+    from gateway_server import settings_for
+
+    return settings_for(namespace, tmp_path)
+
+
+@pytest.fixture
+def gateway(control_plane: controlplane.ControlPlane, gateway_settings) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    """The real longshot-gateway for this test, in-process (see gateway_server.py); ``.url`` is its address.
+    Agent Pods of the operator fixtures reach git and the model through it."""
+    from gateway_server import GatewayThread
+
+    with GatewayThread(control_plane.kubeconfig, gateway_settings) as g:
+        yield g
+
+
+@pytest.fixture
+def operator_env(namespace: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, gateway) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """LONGSHOT_* settings of the operator under test; tests may change them before it starts."""
-    env = {"LONGSHOT_NAMESPACE": namespace, "LONGSHOT_MAX_WORKERS": "50",
+    env = {"LONGSHOT_NAMESPACE": namespace, "LONGSHOT_MAX_WORKERS": "50", "LONGSHOT_GATEWAY_URL": gateway.url,
            "LONGSHOT_WORKSPACE_DIR": str(tmp_path / "operator-workspaces"),
            "LONGSHOT_METRICS_PORT": str(controlplane.free_port()),
            "LONGSHOT_LEASE_DURATION_SECONDS": "4", "LONGSHOT_LEASE_RENEW_SECONDS": "1"}
@@ -179,14 +197,14 @@ def kubelet(api_client: kubernetes.client.ApiClient, namespace: str, tmp_path: P
 
 
 @pytest.fixture
-def operator_process(control_plane, namespace, tmp_path):
+def operator_process(control_plane, namespace, tmp_path, gateway):
     procs = []
 
     def start(identity: str = "replica-0"):
         """Start ``python -m longshot operator`` as a real process (so that it can be SIGKILLed)."""
         log = open(tmp_path / f"operator-{len(procs)}.log", "wb")  # noqa: SIM115
         env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig), "LONGSHOT_NAMESPACE": namespace,
-               "POD_NAME": identity, "LONGSHOT_GIT_AUTHOR_NAME": identity,
+               "POD_NAME": identity, "LONGSHOT_GIT_AUTHOR_NAME": identity, "LONGSHOT_GATEWAY_URL": gateway.url,
                "LONGSHOT_METRICS_PORT": "0", "LONGSHOT_LEASE_DURATION_SECONDS": "4",
                "LONGSHOT_LEASE_RENEW_SECONDS": "1", "LONGSHOT_WORKSPACE_DIR": str(tmp_path / f"ws-{identity}")}
         p = subprocess.Popen([sys.executable, "-m", "longshot", "operator", "--namespace", namespace],

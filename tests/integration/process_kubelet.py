@@ -1,8 +1,10 @@
 """A kubelet stand-in for the integration tier that really runs each agent Pod's program, as a process.
 
 It watches the namespace's agent Pods through the API; for each new one it materialises what the kubelet
-would mount (the downward-API task input, the script and prompt ConfigMaps, the git Secret) into a
-directory, runs the Pod's command (``python -m longshot agent``) with the runner's path overrides, and
+would mount (the downward-API task input, the script and prompt ConfigMaps, Secrets, and the projected
+ServiceAccount token: a real Pod-bound token from the TokenRequest API with the volume's audience and
+expiry, as the kubelet asks for it) into a directory, marks the Pod Running, runs the Pod's command
+(``python -m longshot agent``) with the container's environment and the runner's path overrides, and
 writes back what a kubelet writes: the Pod's phase and the container's terminated state with the
 termination message. No container isolation (that is the e2e tier's job); everything else is real: the
 agent runner, git, the operator reading the handoff from the Pod's status.
@@ -20,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
-from kubelet_double import finish_pod
+from kubelet_double import finish_pod, run_pod
 
 from longshot.api import handoff as ho
+from longshot.runtime import pods
 
 LABEL = "app.kubernetes.io/managed-by=longshot-operator"
 
@@ -73,6 +76,14 @@ class ProcessKubelet:
                 if self._stop.is_set():
                     return
 
+    def token_for(self, pod: Any, audience: str | None, seconds: int | None) -> str:
+        """A token bound to ``pod``, as the kubelet requests it for a projected serviceAccountToken source."""
+        body = {"spec": {"audiences": [audience] if audience else [], "expirationSeconds": seconds or 3600,
+                         "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": pod.metadata.name,
+                                            "uid": pod.metadata.uid}}}
+        account = pod.spec.service_account_name or "default"
+        return str(self.core.create_namespaced_service_account_token(account, self.namespace, body).status.token)
+
     def _materialise(self, pod: Any, root: Path) -> dict[str, str]:
         env: dict[str, str] = {}
         mounts = {m.name: m.mount_path for m in pod.spec.containers[0].volume_mounts}
@@ -93,6 +104,14 @@ class ProcessKubelet:
                 data = self.core.read_namespaced_secret(vol.secret.secret_name, self.namespace).data or {}
                 for k, v in data.items():
                     (target / k).write_bytes(base64.b64decode(v))
+            elif vol.projected is not None:
+                for source in vol.projected.sources or []:
+                    sat = source.service_account_token
+                    if sat is None:
+                        continue
+                    (target / sat.path).write_text(self.token_for(pod, sat.audience, sat.expiration_seconds))
+                    if path == pods.GATEWAY_TOKEN_DIR:
+                        env["LONGSHOT_GATEWAY_TOKEN_FILE"] = str(target / sat.path)
             else:
                 continue
             for var, default in (("LONGSHOT_SCRIPT_DIR", ho.SCRIPT_DIR), ("LONGSHOT_GIT_CREDENTIALS_DIR",
@@ -107,10 +126,17 @@ class ProcessKubelet:
         root = self.workdir / name
         root.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LONGSHOT_", "GIT_"))}
+        env.update({e.name: e.value or "" for e in pod.spec.containers[0].env or []})
         env.update(self._materialise(pod, root))
         (root / "workspace").mkdir(exist_ok=True)
         env.update(LONGSHOT_WORKSPACE_DIR=str(root / "workspace"), HOME=str(root), LONGSHOT_HEARTBEAT_SECONDS="0",
                    LONGSHOT_TERMINATION_LOG=str(root / "termination-log"), **self.env)
+        try:
+            run_pod(self.core, self.namespace, name)
+        except kubernetes.client.ApiException as e:
+            if e.status == 404:  # deleted meanwhile
+                return
+            raise
         try:
             with open(root / "agent.log", "wb") as log:
                 proc = subprocess.run([sys.executable, "-m", "longshot", "agent"], env=env, stdout=log,

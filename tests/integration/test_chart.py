@@ -92,7 +92,9 @@ def test_chart_prompts_equal_the_packaged_prompts() -> None:
 def test_unknown_values_are_rejected_by_the_schema(helm, namespace: str) -> None:  # type: ignore[no-untyped-def]
     for key, where in (("replicaCount=3", "additional properties 'replicaCount' not allowed"),
                        ("operator.image.registry=x", "additional properties 'registry' not allowed"),
-                       ("networkPolicy.git.protocol=udp", "additional properties 'protocol' not allowed")):
+                       ("networkPolicy.dns.protocol=udp", "additional properties 'protocol' not allowed"),
+                       ("gateway.replicaCount=3", "additional properties 'replicaCount' not allowed"),
+                       ("gateway.prices.models.m.price=1", "additional properties 'price' not allowed")):
         result = helm("template", "x", str(CHART), "-n", namespace, f"--kube-version={KUBE_VERSION}",
                       "--set", key, check=False)
         assert result.returncode != 0, f"{key} was accepted"
@@ -106,16 +108,21 @@ def test_unknown_values_are_rejected_by_the_schema(helm, namespace: str) -> None
     (),
     ("dashboard.enabled=true", "metrics.serviceMonitor.enabled=true", "operator.watchNamespaces={default,kube-public}",
      "admissionPolicy.imageAllowlist.enabled=true", "admissionPolicy.imageAllowlist.prefixes={registry.example.com/}",
-     "leaderElection.leaseNames={longshot-shard-0123456789abcdef,longshot-member-0123456789abcdef}", "prompts.overrides.worker\\.j2=Do it.",
-     "networkPolicy.extraEgress[0].cidrs={10.0.0.0/8}", "networkPolicy.extraEgress[0].ports={8443}",
+     "leaderElection.leaseNames={longshot-shard-0123456789abcdef,longshot-member-0123456789abcdef}",
+     "prompts.overrides.worker\\.j2=Do it.",
+     "networkPolicy.extraEgress[0].to[0].ipBlock.cidr=10.0.0.0/8", "networkPolicy.extraEgress[0].ports[0].port=8443",
+     "gateway.prices.models.gpt-4o.input=2", "gateway.prices.models.gpt-4o.output=8",
      "operator.podAntiAffinity=hard", "operator.extraEnv[0].name=LONGSHOT_HEARTBEAT_SECONDS",
      "operator.extraEnv[0].value=10"),
     ("podDisruptionBudget.enabled=false", "networkPolicy.enabled=false", "metrics.service.enabled=false",
-     "prompts.enabled=false", "serviceAccount.create=false", "rbac.create=false", "admissionPolicy.enabled=false"),
+     "prompts.enabled=false", "serviceAccount.create=false", "rbac.create=false", "admissionPolicy.enabled=false",
+     "gateway.enabled=false"),
 ], ids=["defaults", "everything-on", "everything-off"])
 def test_rendered_manifests_pass_server_side_dry_run(helm, kubectl, namespace: str, service_monitor_crd: None,
                                                       sets: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
     kubectl("apply", "--server-side", "-f", str(CHART / "crds"))  # CRDs first (already there: a no-op)
+    for ns in ("a", "b"):  # operator.watchNamespaces: namespaced Roles go there
+        kubectl("create", "namespace", ns, check=False)
     docs = render(helm, namespace, *sets)
     assert docs
     result = kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(docs), check=False)
@@ -128,7 +135,8 @@ def test_rendered_manifests_pass_server_side_dry_run(helm, kubectl, namespace: s
 def test_operator_deployment(helm, namespace: str) -> None:  # type: ignore[no-untyped-def]
     docs = render(helm, namespace, "agent.image.tag=dev", "agent.image.pullPolicy=Never", "agent.maxWorkers=7",
                   "metrics.port=9090", "operator.watchNamespaces={team-a}")
-    (deploy,) = by_kind(docs, "Deployment")
+    (deploy,) = [d for d in by_kind(docs, "Deployment")
+                 if d["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"]
     spec = deploy["spec"]["template"]["spec"]
     (c,) = spec["containers"]
     assert deploy["spec"]["replicas"] == 2
@@ -140,6 +148,7 @@ def test_operator_deployment(helm, namespace: str) -> None:  # type: ignore[no-u
     assert env["LONGSHOT_METRICS_PORT"] == "9090"
     assert env["LONGSHOT_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["LONGSHOT_GATEWAY_URL"] == f"http://ls-longshot-gateway.{namespace}.svc:8080"
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert c["ports"] == [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
@@ -159,7 +168,7 @@ def test_toggles(helm, namespace: str) -> None:  # type: ignore[no-untyped-def]
                   if d["metadata"]["name"].endswith("dashboard")]
     assert not dashboards
     docs = render(helm, namespace, "dashboard.enabled=true", "metrics.serviceMonitor.enabled=true",
-                  "podDisruptionBudget.enabled=false")
+                  "podDisruptionBudget.enabled=false", "gateway.podDisruptionBudget.enabled=false")
     assert by_kind(docs, "ServiceMonitor")
     assert not by_kind(docs, "PodDisruptionBudget")
     (dash,) = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("dashboard")]
@@ -168,27 +177,103 @@ def test_toggles(helm, namespace: str) -> None:  # type: ignore[no-untyped-def]
     assert board["title"] and board["panels"]
 
 
-def test_agent_network_policy_is_default_deny_with_configured_egress(helm, namespace: str) -> None:  # type: ignore[no-untyped-def]
-    docs = render(helm, namespace, "networkPolicy.git.cidrs={10.1.0.0/16}", "networkPolicy.git.ports={9418}",
-                  "networkPolicy.modelApi.cidrs={203.0.113.7/32}", "networkPolicy.dns.enabled=false",
-                  f"networkPolicy.namespaces={{{namespace},builds}}")
+def test_agent_network_policy_allows_only_the_gateway_and_dns(helm, namespace: str) -> None:  # type: ignore[no-untyped-def]
+    docs = render(helm, namespace, "networkPolicy.dns.peers[0].ipBlock.cidr=10.244.0.1/32", "gateway.port=8443",
+                  "networkPolicy.extraEgress[0].to[0].ipBlock.cidr=10.9.0.0/16",
+                  "networkPolicy.extraEgress[0].ports[0].port=3128", f"networkPolicy.namespaces={{{namespace},builds}}")
     policies = by_kind(docs, "NetworkPolicy")
     assert sorted(p["metadata"]["namespace"] for p in policies) == sorted([namespace, "builds"])
     spec = policies[0]["spec"]
-    assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/component": "agent"}}
+    assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/component": "agent",
+                                                   "app.kubernetes.io/managed-by": "longshot-operator"}}
     assert spec["policyTypes"] == ["Ingress", "Egress"]
     assert spec["ingress"] == []
     assert spec["egress"] == [
-        {"to": [{"ipBlock": {"cidr": "10.1.0.0/16"}}], "ports": [{"protocol": "TCP", "port": 9418}]},
-        {"to": [{"ipBlock": {"cidr": "203.0.113.7/32"}}], "ports": [{"protocol": "TCP", "port": 443}]},
+        {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                 "podSelector": {"matchLabels": {"app.kubernetes.io/component": "gateway",
+                                                 "app.kubernetes.io/part-of": "longshot"}}}],
+         "ports": [{"protocol": "TCP", "port": 8443}]},
+        {"to": [{"ipBlock": {"cidr": "10.244.0.1/32"}}],
+         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+        {"to": [{"ipBlock": {"cidr": "10.9.0.0/16"}}], "ports": [{"port": 3128}]},
     ]
+    # the gateway's Pods carry the labels the policy selects, and the operator keeps the same policy
+    (gateway,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-gateway")]
+    labels = gateway["spec"]["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/component"] == "gateway" and labels["app.kubernetes.io/part-of"] == "longshot"
+    (operator,) = [d for d in by_kind(docs, "Deployment") if not d["metadata"]["name"].endswith("-gateway")]
+    env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert json.loads(env["LONGSHOT_AGENT_DNS_PEERS"]) == [{"ipBlock": {"cidr": "10.244.0.1/32"}}]
+    assert json.loads(env["LONGSHOT_AGENT_EXTRA_EGRESS"]) == spec["egress"][2:]
+
+
+def test_gateway_deployment_service_and_prices(helm, namespace: str) -> None:  # type: ignore[no-untyped-def]
+    docs = render(helm, namespace, "gateway.prices.models.gpt-4o.input=2", "gateway.prices.models.gpt-4o.output=8",
+                  "operator.image.tag=dev")
+    (deploy,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "ls-longshot-gateway"]
+    assert deploy["spec"]["replicas"] == 2
+    spec = deploy["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    assert c["image"] == "longshot-operator:dev" and c["args"] == ["gateway"]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["securityContext"]["readOnlyRootFilesystem"] and c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert spec["serviceAccountName"] == "ls-longshot-gateway"
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
+    assert env["LONGSHOT_GATEWAY_PRICES_CONFIGMAP"] == "longshot-prices"
+    assert env["LONGSHOT_GATEWAY_ALLOW_FILE_URLS"] == "false"
+    (svc,) = [d for d in by_kind(docs, "Service") if d["metadata"]["name"] == "ls-longshot-gateway"]
+    assert svc["spec"]["ports"][0]["port"] == 8080
+    assert [d for d in by_kind(docs, "PodDisruptionBudget") if d["metadata"]["name"] == "ls-longshot-gateway"]
+    (prices,) = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == "longshot-prices"]
+    from longshot.gateway import pricing
+
+    table = pricing.PriceTable.parse(prices["data"]["prices.yaml"])
+    assert table.lookup("gpt-4o") is not None and table.lookup("gpt-4o").output == 8
+
+
+@pytest.mark.parametrize("watch", [(), ("team-a",)], ids=["cluster-wide", "watch-namespaces"])
+def test_gateway_service_account_is_least_privilege(helm, kubectl, namespace: str, watch) -> None:  # type: ignore[no-untyped-def]
+    release = f"gw-{namespace[-6:]}-{len(watch)}"
+    sets = [f"operator.watchNamespaces={{{','.join(watch)}}}"] if watch else []
+    docs = [d for d in render(helm, namespace, *sets, release=release)
+            if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+            and "gateway" in d["metadata"]["name"]]
+    for ns in watch:
+        kubectl("create", "namespace", ns, check=False)
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+    sa = f"system:serviceaccount:{namespace}:{release}-longshot-gateway"
+    try:
+        def can(verb: str, resource: str, ns: str | None, subresource: str = "") -> bool:
+            args = ["auth", "can-i", verb, resource, f"--as={sa}"]
+            args += [f"--subresource={subresource}"] if subresource else []
+            args += [f"--namespace={ns}"] if ns else ["--all-namespaces"]
+            return kubectl(*args, check=False).stdout.strip() == "yes"
+
+        builds = watch[0] if watch else "team-b"
+        allowed = [("create", "tokenreviews.authentication.k8s.io", None), ("get", "pods", builds),
+                   ("get", "agenttasks.longshot.dev", builds), ("list", "agenttasks.longshot.dev", builds),
+                   ("get", "buildrequests.longshot.dev", builds),
+                   ("patch", "agenttasks.longshot.dev", builds, "status"),
+                   ("get", "secrets/git-token", builds), ("create", "events", builds),
+                   ("get", "configmaps/longshot-prices", namespace)]
+        denied = [("list", "secrets", builds), ("patch", "agenttasks.longshot.dev", builds),
+                  ("patch", "buildrequests.longshot.dev", builds, "status"), ("create", "pods", builds),
+                  ("delete", "pods", builds), ("get", "configmaps/other", namespace),
+                  ("create", "serviceaccounts/token", builds, ""), ("create", "agenttasks.longshot.dev", builds)]
+        if watch:
+            denied += [("get", "secrets/git-token", "elsewhere"), ("get", "pods", "elsewhere")]
+        assert [a for a in allowed if not can(*a)] == []
+        assert [d for d in denied if can(*d)] == []
+    finally:
+        kubectl("delete", "-f", "-", "--wait=false", input=yaml.safe_dump_all(docs), check=False)
 
 
 def test_operator_service_account_is_least_privilege(helm, kubectl, namespace: str) -> None:  # type: ignore[no-untyped-def]
     release = f"rbac-{namespace[-6:]}"
     docs = [d for d in render(helm, namespace, "leaderElection.leaseNames={longshot-shard-0123456789abcdef,longshot-member-0123456789abcdef}",
                               release=release)
-            if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]
+            if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+            and not d["metadata"]["name"].endswith(("-gateway", "-gateway-tokenreview", "-agent-netpol"))]
     assert len(docs) == 7  # + the secret-reader ClusterRole and its RoleBinding in the release namespace
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
     sa = f"system:serviceaccount:{namespace}:{release}-longshot"

@@ -57,3 +57,48 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- $root := index . 1 -}}
 {{- if $list -}}{{- toJson $list -}}{{- else -}}{{- toJson (list $root.Release.Namespace) -}}{{- end -}}
 {{- end -}}
+
+{{/* longshot-gateway: names and labels (its Pods are selected by the agents' NetworkPolicy on
+     app.kubernetes.io/component=gateway and app.kubernetes.io/part-of=longshot). */}}
+{{- define "longshot.gatewayName" -}}
+{{- printf "%s-gateway" (include "longshot.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "longshot.gatewaySelectorLabels" -}}
+app.kubernetes.io/name: {{ include "longshot.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end -}}
+
+{{- define "longshot.gatewayLabels" -}}
+{{ include "longshot.gatewaySelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: longshot
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "longshot.gatewayServiceAccountName" -}}
+{{- default (include "longshot.gatewayName" .) .Values.gateway.serviceAccount.name -}}
+{{- end -}}
+
+{{/* The gateway's URL as agent Pods reach it (the operator passes it on as LONGSHOT_GATEWAY_URL). */}}
+{{- define "longshot.gatewayURL" -}}
+{{- printf "http://%s.%s.svc:%v" (include "longshot.gatewayName" .) .Release.Namespace .Values.gateway.port -}}
+{{- end -}}
+
+{{/* DNS servers of agent Pods as a JSON list of NetworkPolicy peers (networkPolicy.dns), [] when off. */}}
+{{- define "longshot.dnsPeers" -}}
+{{- $dns := .Values.networkPolicy.dns -}}
+{{- if not $dns.enabled -}}
+[]
+{{- else if $dns.peers -}}
+{{- toJson $dns.peers -}}
+{{- else -}}
+{{- $peer := dict -}}
+{{- if $dns.namespaceSelector -}}{{- $_ := set $peer "namespaceSelector" (dict "matchLabels" $dns.namespaceSelector) -}}
+{{- else -}}{{- $_ := set $peer "namespaceSelector" (dict) -}}{{- end -}}
+{{- with $dns.podSelector -}}{{- $_ := set $peer "podSelector" (dict "matchLabels" .) -}}{{- end -}}
+{{- toJson (list $peer) -}}
+{{- end -}}
+{{- end -}}

@@ -1,10 +1,13 @@
 """Progress on stdout: one JSON object per line, every string redacted.
 
-Event types: ``heartbeat``, ``tool_call``, ``tokens``, ``log`` and, last, ``handoff``.
+Event types: ``heartbeat``, ``tool_call``, ``tokens``, ``log`` and, last, ``handoff``. Each (redacted)
+record is also offered to an optional ``sink`` (the gateway's progress channel); a sink never blocks the
+runner and its failures are ignored.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
@@ -25,8 +28,10 @@ class Events:
         stream: TextIO | None = None,
         context: dict[str, Any] | None = None,
         clock: Callable[[], float] = time.time,
+        sink: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.redactor = redactor
+        self.sink = sink
         self._stream = stream
         self._context = dict(context or {})
         self._clock = clock
@@ -37,11 +42,15 @@ class Events:
 
     def emit(self, type_: str, **fields: Any) -> None:
         record = {"type": type_, "ts": round(self._clock(), 3), **self._context, **fields}
-        line = json.dumps(self.redactor.value(record), default=str, ensure_ascii=False)
+        redacted = self.redactor.value(record)
+        line = json.dumps(redacted, default=str, ensure_ascii=False)
         stream = self._stream or sys.stdout
         with self._lock:
             stream.write(line + "\n")
             stream.flush()
+        if self.sink is not None:
+            with contextlib.suppress(Exception):  # progress is best effort: never fail the attempt on it
+                self.sink(redacted)
 
     def log(self, message: str, *, level: str = "info", **fields: Any) -> None:
         self.emit("log", level=level, message=message, **fields)

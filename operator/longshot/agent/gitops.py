@@ -1,10 +1,29 @@
-"""Git inside the agent Pod: credentials from the mounted Secret, clone, branch, commit, push.
+"""Git inside the agent Pod: clone, branch, commit and push, with a git the checkout cannot take over.
 
-Credentials never appear in a URL, an argument or a log line: http(s) passwords and tokens reach git
-through a ``GIT_ASKPASS`` helper that reads them from the environment of the git process only; an ssh
-key is copied to a private file and used through ``GIT_SSH_COMMAND``. Every git call disables hooks
-(``core.hooksPath=/dev/null``: the model can write into the checkout, never into what the runner runs)
-and credential helpers (nothing is stored).
+Two ways to reach the repository:
+
+* **Through the gateway** (in a Pod): the runner clones and pushes ``$LONGSHOT_GATEWAY_URL/git/<ns>/<build>.git``
+  and sends the Pod's token as ``http.extraHeader`` through ``GIT_CONFIG_*`` environment variables of each
+  git process (re-read per call: the kubelet rotates it). The gateway holds the real credential and lets
+  the attempt update only its own branch and handoff ref.
+* **Directly** (outside a cluster): credentials come from a credentials directory; http(s) passwords and
+  tokens reach git through a ``GIT_ASKPASS`` helper that reads them from the git process's environment, an
+  ssh key is copied to a private file and used through ``GIT_SSH_COMMAND``.
+
+Either way no credential appears in a URL, an argument or a log line, and **the runner's own git ignores
+the checkout's configuration**, which the model can write with ``run_command``:
+
+* no system or global config (``GIT_CONFIG_NOSYSTEM``, ``GIT_CONFIG_GLOBAL=/dev/null``); trusted settings
+  on the command line (``-c``), which wins over any file: hooks off (``core.hooksPath=/dev/null``), no
+  fsmonitor, no credential helpers, no signing, only the repository URL's protocol allowed;
+* the repository's own ``.git/config`` is snapshotted right after the clone (before the model runs) and
+  put back before every git command, and ``.git/commondir`` and ``.git/config.worktree`` are removed, so
+  ``remote.*.pushurl``, ``url.*.insteadOf``, ``filter.*``, ``diff.*.textconv``, ``include.path``,
+  ``http.proxy`` and friends written by the model never reach the runner's git;
+* git runs with an explicit ``--git-dir`` and ``--work-tree`` (no discovery) and refuses to run when
+  ``.git`` is no longer the directory the clone made; fetches and pushes name the URL, never ``origin``;
+* aliases are never invoked (built-in commands win over aliases); diffs run with ``--no-ext-diff
+  --no-textconv``; replace refs are ignored (``GIT_NO_REPLACE_OBJECTS``).
 """
 
 from __future__ import annotations
@@ -14,7 +33,8 @@ import re
 import shlex
 import stat
 import subprocess
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,14 +43,36 @@ from longshot.api import handoff
 
 GIT_OPTIONS = (
     "-c", "core.hooksPath=/dev/null",
+    "-c", "core.fsmonitor=false",
+    "-c", "core.sshCommand=ssh",
     "-c", "credential.helper=",
     "-c", "commit.gpgsign=false",
     "-c", "tag.gpgsign=false",
     "-c", "core.quotePath=false",
+    "-c", "core.pager=cat",
+    "-c", "core.editor=:",
     "-c", "advice.detachedHead=false",
     "-c", "init.defaultBranch=main",
     "-c", "protocol.version=2",
+    "-c", "protocol.allow=never",
 )
+SAFE_ENV = {
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_TERMINAL_PROMPT": "0",
+    "GCM_INTERACTIVE": "never",
+    "GIT_NO_REPLACE_OBJECTS": "1",
+    "GIT_ATTR_NOSYSTEM": "1",
+    "GIT_EDITOR": ":",
+    "GIT_PAGER": "cat",
+    "GIT_ASKPASS": "/bin/false",
+    "SSH_ASKPASS": "/bin/false",
+}
+"""Environment of every runner git: no machine-wide config, no prompts, nothing interactive."""
+_KEPT_GIT_ENV = re.compile(r"^GIT_(AUTHOR|COMMITTER)_(NAME|EMAIL|DATE)$")
+_URLISH = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|[^/\s@]+@[^/\s:]+:)", re.IGNORECASE)
+UNTRUSTED_GIT_FILES = ("commondir", "config.worktree")
+"""Files in ``.git`` that would make git read configuration from elsewhere; removed before each command."""
 DEFAULT_USERNAME = "x-access-token"
 ASKPASS_SCRIPT = """#!/bin/sh
 # Longshot's git credential prompt: answers from this process's environment, holds no secret itself.
@@ -54,6 +96,20 @@ class Credentials:
     env: dict[str, str] = field(default_factory=dict)
     secrets: list[str] = field(default_factory=list)
     kind: str = "none"
+
+
+@dataclass
+class Access:
+    """How the runner reaches the repository: its URL, credentials, and fresh per-command variables."""
+
+    url: str
+    credentials: Credentials = field(default_factory=Credentials)
+    auth_env: Callable[[], Mapping[str, str]] | None = None
+
+    def git(self, cwd: Path, *, redactor: redact.Redactor, timeout: float,
+            base_env: Mapping[str, str] | None = None) -> Git:
+        return Git(cwd, credentials=self.credentials, redactor=redactor, timeout=timeout, base_env=base_env,
+                   url=self.url, auth_env=self.auth_env)
 
 
 def _read(path: Path) -> str | None:
@@ -96,28 +152,94 @@ def load_credentials(secret_dir: Path, scratch: Path) -> Credentials:
     return creds
 
 
+def url_protocol(url: str) -> str:
+    """The transport ``url`` uses, as ``protocol.<name>.allow`` knows it."""
+    if "://" in url:
+        return url.split("://", 1)[0].lower()
+    return "file" if url.startswith(("/", ".")) else "ssh"
+
+
+def git_environment(base: Mapping[str, str], credentials: Credentials) -> dict[str, str]:
+    """``base`` without any ``GIT_*`` variable (but the author and committer identity), plus the runner's
+    safe settings and the credentials' variables."""
+    env = {k: v for k, v in base.items() if not k.startswith("GIT_") or _KEPT_GIT_ENV.match(k)}
+    env.pop("SSH_ASKPASS", None)
+    env.update(SAFE_ENV)
+    env.update(credentials.env)
+    return env
+
+
 class Git:
-    """Runs git commands in one directory with the credentials' environment; errors are classified."""
+    """Runs the runner's git commands in one checkout (or bare repository) with a trusted configuration and
+    the credentials' environment; errors are classified.
+
+    ``url`` is the repository's address: fetches and pushes go there explicitly. ``auth_env`` is called
+    before every command for variables that must be fresh (the gateway token)."""
 
     def __init__(self, cwd: Path, *, credentials: Credentials, redactor: redact.Redactor,
-                 timeout: float = 600.0, base_env: Mapping[str, str] | None = None) -> None:
+                 timeout: float = 600.0, base_env: Mapping[str, str] | None = None, url: str | None = None,
+                 auth_env: Callable[[], Mapping[str, str]] | None = None) -> None:
         self.cwd = cwd
         self.redactor = redactor
         self.timeout = timeout
-        env = dict(base_env if base_env is not None else os.environ)
-        for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
-            env.pop(name, None)
-        env.update(credentials.env)
-        self.env = env
+        self.url = url
+        self.auth_env = auth_env
+        self.env = git_environment(base_env if base_env is not None else os.environ, credentials)
+        self._trusted: tuple[Path, tuple[int, int], bytes] | None = None
+
+    # --- the repository's own configuration is not trusted ---------------------------------------------
+
+    def trust(self) -> None:
+        """Snapshot the repository's git directory and config as they are now (right after the clone or
+        init, before the model runs); every later command restores them first."""
+        git_dir = self.cwd / ".git" if (self.cwd / ".git").exists() else self.cwd
+        st = os.lstat(git_dir)
+        if not stat.S_ISDIR(st.st_mode):
+            raise errors.InfrastructureError(f"{git_dir} is not a git directory")
+        self._trusted = (git_dir, (st.st_dev, st.st_ino), (git_dir / "config").read_bytes())
+
+    def _guard(self) -> list[str]:
+        """Put the trusted config back; the explicit ``--git-dir``/``--work-tree`` options."""
+        if self._trusted is None:
+            return []
+        git_dir, identity, config = self._trusted
+        try:
+            st = os.lstat(git_dir)
+        except FileNotFoundError:
+            st = None
+        if st is None or not stat.S_ISDIR(st.st_mode) or (st.st_dev, st.st_ino) != identity:
+            raise errors.AgentError(f"{git_dir} was replaced or removed during the attempt; the runner does not "
+                                    "run git in a repository it did not make")
+        for name in UNTRUSTED_GIT_FILES:
+            path = git_dir / name
+            if path.exists() or path.is_symlink():
+                if path.is_dir() and not path.is_symlink():
+                    raise errors.AgentError(f"{path} was made a directory during the attempt")
+                path.unlink()
+        path = git_dir / "config"
+        if path.is_symlink() or not path.is_file() or path.read_bytes() != config:
+            path.unlink(missing_ok=True)
+            path.write_bytes(config)
+        if git_dir == self.cwd:
+            return [f"--git-dir={git_dir}"]
+        return [f"--git-dir={git_dir}", f"--work-tree={self.cwd}"]
+
+    def _protocols(self, args: tuple[str, ...]) -> list[str]:
+        """``protocol.<p>.allow=always`` for exactly the transports of the URLs this command names."""
+        found = sorted({url_protocol(a) for a in (self.url, *args) if a and _URLISH.match(a)})
+        return [x for p in found for x in ("-c", f"protocol.{p}.allow=always")]
 
     def run(self, *args: str, input: str | bytes | None = None, check: bool = True,
             env: Mapping[str, str] | None = None, what: str | None = None) -> subprocess.CompletedProcess[str]:
         """``git <args>``; a failure raises Auth or Infrastructure errors naming ``what`` failed."""
         data = input.encode() if isinstance(input, str) else input
+        where = self._guard()
+        fresh = dict(self.auth_env()) if self.auth_env is not None else {}
+        argv = ["git", *GIT_OPTIONS, *self._protocols(args), *where, *args]
         try:
             proc = subprocess.run(
-                ["git", *GIT_OPTIONS, *args], cwd=self.cwd, input=data, capture_output=True,
-                env={**self.env, **(env or {})}, timeout=self.timeout, check=False,
+                argv, cwd=self.cwd, input=data, capture_output=True,
+                env={**self.env, **fresh, **(env or {})}, timeout=self.timeout, check=False,
             )
         except subprocess.TimeoutExpired:
             raise errors.InfrastructureError(
@@ -168,17 +290,21 @@ class Git:
 
     def diff(self, *revs: str) -> str:
         """``git diff <revs>`` (``a b`` or ``a...b``)."""
-        return self.run("diff", "--no-color", "--no-ext-diff", "--no-renames", *revs, "--").stdout
+        return self.run("diff", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames", *revs, "--").stdout
 
     def changed_files(self, *revs: str) -> list[str]:
-        out = self.run("diff", "--name-only", "--no-renames", *revs, "--").stdout
+        out = self.run("diff", "--name-only", "--no-ext-diff", "--no-textconv", "--no-renames", *revs, "--").stdout
         return [line for line in out.splitlines() if line]
 
-    def push(self, refspec: str, *, remote: str = "origin", force: bool = False, what: str = "push") -> None:
+    def push(self, refspec: str, *, remote: str | None = None, force: bool = False, what: str = "push") -> None:
+        """Push ``refspec`` to ``remote``, else to the repository's URL (never a remote from its config)."""
+        target = remote or self.url
+        if not target:
+            raise errors.InfrastructureError(f"{what}: no repository URL to push to")
         args = ["push", "--porcelain", "--no-verify"]
         if force:
             args.append("--force")
-        self.run(*args, "--", remote, refspec, what=what)
+        self.run(*args, "--", target, refspec, what=what)
 
 
 def author_env(name: str, email: str) -> dict[str, str]:
@@ -187,16 +313,23 @@ def author_env(name: str, email: str) -> dict[str, str]:
 
 
 def push_handoff(git: Git, url: str, ref: str, data: bytes, *, name: str, email: str, message: str) -> str:
-    """Store ``data`` as ``handoff.json`` in a one-file commit and force-push it to ``ref``; its sha."""
+    """Store ``data`` as ``handoff.json`` in a one-file commit and force-push it to ``ref``; its sha.
+
+    The commit is made in a fresh bare repository under ``git.cwd`` (created now, so nothing the model left
+    in the workspace can configure it)."""
     if not ref.startswith(handoff.HANDOFF_REF_PREFIX + "/"):
         raise ValueError(f"not a handoff ref: {ref}")
     git.cwd.mkdir(parents=True, exist_ok=True)
-    if not (git.cwd / "HEAD").exists():
-        git.run("init", "--quiet", "--bare", ".", what="init of the handoff repository")
-    blob = git.run("hash-object", "-w", "--stdin", input=data).stdout.strip()
-    tree = git.run("mktree", input=f"100644 blob {blob}\t{handoff.HANDOFF_FILE}\n").stdout.strip()
-    commit = git.run("commit-tree", tree, "-m", message, env=author_env(name, email)).stdout.strip()
-    git.push(f"+{commit}:{ref}", remote=url, what=f"push of the handoff to {ref}")
+    repo = Path(tempfile.mkdtemp(prefix="handoff-", dir=git.cwd))
+    bare = Git(repo, credentials=Credentials(), redactor=git.redactor, timeout=git.timeout, base_env={},
+               url=url, auth_env=git.auth_env)
+    bare.env = dict(git.env)
+    bare.run("init", "--quiet", "--bare", ".", what="init of the handoff repository")
+    bare.trust()
+    blob = bare.run("hash-object", "-w", "--stdin", input=data).stdout.strip()
+    tree = bare.run("mktree", input=f"100644 blob {blob}\t{handoff.HANDOFF_FILE}\n").stdout.strip()
+    commit = bare.run("commit-tree", tree, "-m", message, env=author_env(name, email)).stdout.strip()
+    bare.push(f"+{commit}:{ref}", what=f"push of the handoff to {ref}")
     return commit
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from longshot.agent import errors, events, gitops, prompts, results, sandbox, settings, tools
+from longshot.agent import gateway as agent_gateway
 from longshot.agent.backends import base
 from longshot.api import handoff
 from longshot.vcs import secretscan
@@ -39,6 +40,10 @@ class Attempt:
     rand: Callable[[], float] = random.random
     usage: handoff.Usage = field(default_factory=handoff.Usage)
     base_commit: str | None = None
+    gateway: agent_gateway.Gateway | None = None
+    """Set in a Pod: model calls go through the gateway with the Pod's token as their key."""
+    key_source: Callable[[], str | None] | None = None
+    """The model key, read per request (the gateway token rotates); ``api_key`` when unset."""
 
     def sandbox(self) -> sandbox.Sandbox:
         return sandbox.Sandbox(self.paths.checkout, env=self.command_env, output_cap=self.settings.output_cap,
@@ -50,6 +55,7 @@ class Attempt:
 def make_backend(attempt: Attempt) -> base.Backend:
     spec = attempt.task.backend
     s = attempt.settings
+    gw = attempt.gateway
     if spec.name == "scripted":
         from longshot.agent.backends import scripted
 
@@ -58,23 +64,35 @@ def make_backend(attempt: Attempt) -> base.Backend:
         from longshot.agent.backends import command
 
         return command.CommandBackend(template=spec.command or "", model=spec.model,
-                                      timeout=s.agent_timeout_seconds, output_cap=s.output_cap)
+                                      timeout=s.agent_timeout_seconds, output_cap=s.output_cap,
+                                      env_source=(lambda: gateway_env(gw)) if gw is not None else None)
     if not spec.model:
         raise errors.ConfigError(f"the {spec.name} backend needs a model (spec.agent.model)")
     from longshot.agent.backends import http
 
     policy = http.RetryPolicy(max_attempts=s.retry_max_attempts, base_delay=s.retry_base_seconds,
                               max_delay=s.retry_max_seconds)
+    # through the gateway the build's baseUrl is the gateway's upstream, not ours
+    base_url = gw.model_url(spec.name) if gw is not None else spec.base_url
     if spec.name == "openai":
         from longshot.agent.backends import openai
 
-        return openai.OpenAIBackend(model=spec.model, base_url=spec.base_url, policy=policy,
+        return openai.OpenAIBackend(model=spec.model, base_url=base_url, policy=policy,
                                     timeout=s.http_timeout_seconds, rand=attempt.rand)
     from longshot.agent.backends import anthropic
 
-    return anthropic.AnthropicBackend(model=spec.model, base_url=spec.base_url, policy=policy,
+    return anthropic.AnthropicBackend(model=spec.model, base_url=base_url, policy=policy,
                                       timeout=s.http_timeout_seconds, max_tokens=s.max_output_tokens,
                                       rand=attempt.rand)
+
+
+def gateway_env(gw: agent_gateway.Gateway) -> dict[str, str]:
+    """What a CLI agent (the command backend) needs to call models through the gateway: both SDK families'
+    base URL and key variables, the key being this Pod's token (valid for this attempt only)."""
+    token = gw.token()
+    return {"OPENAI_BASE_URL": gw.model_url("openai"), "OPENAI_API_KEY": token,
+            "ANTHROPIC_BASE_URL": gw.model_url("anthropic"), "ANTHROPIC_API_KEY": token,
+            "LONGSHOT_API_KEY": token, "LONGSHOT_GATEWAY_URL": gw.url}
 
 
 def run_backend(attempt: Attempt, *, validator: tools.Validator | None = None, template: str | None = None,
@@ -90,7 +108,7 @@ def run_backend(attempt: Attempt, *, validator: tools.Validator | None = None, t
     session = base.Session(
         task=task, system_prompt=system, prompt=prompt, toolbox=toolbox, events=attempt.events,
         workdir=attempt.paths.checkout, scratch=attempt.paths.scratch, api_key=attempt.api_key,
-        max_turns=task.backend.max_turns, sleep=attempt.sleep,
+        api_key_source=attempt.key_source, max_turns=task.backend.max_turns, sleep=attempt.sleep,
     )
     attempt.events.log("agent started", backend=backend.name, model=task.backend.model)
     try:

@@ -1,6 +1,7 @@
 """The agent runner: ``python -m longshot agent`` inside an agent Pod.
 
-Reads the task input, clones the repository with the mounted credentials, plays its role with the
+Reads the task input, clones the repository (through ``longshot-gateway`` in a Pod, see
+:mod:`longshot.agent.gateway`; directly with local credentials elsewhere), plays its role with the
 configured backend, commits and pushes, and reports a handoff: on stdout (last line) and in the
 termination log (inline, or as a pointer to a git ref when it is larger than a termination message).
 Exit codes are listed in :mod:`longshot.agent.errors` and docs/agent.md.
@@ -24,6 +25,7 @@ from typing import Any, TextIO
 import pydantic
 
 from longshot.agent import errors, events, gitops, redact, roles, settings
+from longshot.agent import gateway as agent_gateway
 from longshot.api import common, exitcodes, handoff
 
 
@@ -52,20 +54,24 @@ def run(env: Mapping[str, str], *, sleep: Callable[[float], None] = time.sleep,
     try:
         tuning = settings.Settings.from_env(env)
         task = load_task_input(paths.task_input)
+        gateway = agent_gateway.Gateway.from_env(env)
     except errors.AgentFailure as e:
         # Without a valid task there is no valid handoff: the message says why, for the attempt's reason.
         ev.log(str(e), level="error")
         _write_termination_log(paths.termination_log, f"invalid task input: {e}", ev)
         return e.exit_code
+    poster = agent_gateway.ProgressPoster(gateway) if gateway is not None else None
+    if poster is not None:
+        ev.sink = poster.offer
     ev.set_context(build=task.build, task=task.task, attempt=task.attempt, role=task.role)
     ev.log("agent runner started", backend=task.backend.name, repository=gitops.sanitize_url(task.repository_url),
-           branch=task.branch, base_branch=task.base_branch)
+           branch=task.branch, base_branch=task.base_branch, gateway=gateway.url if gateway else None)
     attempt: roles.Attempt | None = None
-    credentials = gitops.Credentials()
+    access = repository_access(task, paths, ev, gateway)
     failure: errors.AgentFailure | None = None
     with events.Heartbeat(ev, tuning.heartbeat_seconds):
         try:
-            attempt, credentials = prepare(task, paths, tuning, ev, env, sleep=sleep, rand=rand)
+            attempt = prepare(task, paths, tuning, ev, env, access, gateway, sleep=sleep, rand=rand)
             fields = roles.ROLES[task.role](attempt)
             result = make_handoff(task, attempt, **fields)
         except errors.AgentFailure as e:
@@ -77,7 +83,10 @@ def run(env: Mapping[str, str], *, sleep: Callable[[float], None] = time.sleep,
         if failure is not None:
             ev.log(str(failure), level="error", failure_class=failure.failure_class)
             result = failed_handoff(task, attempt, failure)
-        delivered = deliver(result, task, paths, tuning, ev, credentials)
+        delivered = deliver(result, task, paths, tuning, ev, access)
+    if poster is not None:
+        ev.sink = None
+        poster.close()
     ev.emit("handoff", handoff=delivered.to_wire())
     if failure is not None and delivered is result:
         return failure.exit_code
@@ -106,31 +115,56 @@ def load_task_input(path: Path) -> handoff.TaskInput:
     return task
 
 
+def repository_access(task: handoff.TaskInput, paths: settings.Paths, ev: events.Events,
+                      gateway: agent_gateway.Gateway | None) -> gitops.Access:
+    """The gateway's git URL with the Pod's token (in a Pod), else the repository's URL with the
+    credentials of the credentials directory (loaded later, in :func:`prepare`)."""
+    if gateway is None:
+        return gitops.Access(url=task.repository_url)
+
+    def token_env() -> dict[str, str]:
+        env = gateway.git_env()
+        ev.redactor.add(env["GIT_CONFIG_VALUE_0"].removeprefix("Authorization: Bearer "))
+        return env
+
+    return gitops.Access(url=gateway.git_url(task), auth_env=token_env)
+
+
 def prepare(task: handoff.TaskInput, paths: settings.Paths, tuning: settings.Settings, ev: events.Events,
-            env: Mapping[str, str], *, sleep: Callable[[float], None],
-            rand: Callable[[], float]) -> tuple[roles.Attempt, gitops.Credentials]:
+            env: Mapping[str, str], access: gitops.Access, gateway: agent_gateway.Gateway | None, *,
+            sleep: Callable[[float], None], rand: Callable[[], float]) -> roles.Attempt:
     """Fresh workspace, credentials loaded (and registered for redaction), repository cloned."""
     for stale in (paths.checkout, paths.scratch):
         if stale.exists():
             shutil.rmtree(stale)
     paths.scratch.mkdir(parents=True, mode=0o700)
-    api_key = _read_secret(paths.llm_credentials / "api-key")
-    ev.redactor.add(api_key)
-    credentials = gitops.load_credentials(paths.git_credentials, paths.scratch)
-    for secret in credentials.secrets:
-        ev.redactor.add(secret)
+    api_key: str | None = None
+    key_source: Callable[[], str | None] | None = None
+    if gateway is None:
+        api_key = _read_secret(paths.llm_credentials / "api-key")
+        ev.redactor.add(api_key)
+        access.credentials = gitops.load_credentials(paths.git_credentials, paths.scratch)
+        for secret in access.credentials.secrets:
+            ev.redactor.add(secret)
+    else:
+        def key_source() -> str | None:
+            token = gateway.token()
+            ev.redactor.add(token)
+            return token
+
+        key_source()
     base_env = {k: v for k, v in env.items() if not k.startswith("LONGSHOT_GIT_ASKPASS")}
-    clone = gitops.Git(paths.workspace, credentials=credentials, redactor=ev.redactor,
-                       timeout=tuning.git_timeout_seconds, base_env=base_env)
-    ev.log("cloning", repository=gitops.sanitize_url(task.repository_url), credentials=credentials.kind)
-    clone.clone(task.repository_url, paths.checkout)
-    git = gitops.Git(paths.checkout, credentials=credentials, redactor=ev.redactor,
-                     timeout=tuning.git_timeout_seconds, base_env=base_env)
-    known = [s for s in (api_key, *credentials.secrets) if s]
-    attempt = roles.Attempt(task=task, paths=paths, settings=tuning, events=ev, git=git, api_key=api_key,
-                            known_secrets=known, command_env=roles.command_env(paths.workspace, base_env),
-                            sleep=sleep, rand=rand)
-    return attempt, credentials
+    clone = access.git(paths.workspace, redactor=ev.redactor, timeout=tuning.git_timeout_seconds,
+                       base_env=base_env)
+    ev.log("cloning", repository=gitops.sanitize_url(task.repository_url),
+           via="gateway" if gateway else "direct", credentials=access.credentials.kind)
+    clone.clone(access.url, paths.checkout)
+    git = access.git(paths.checkout, redactor=ev.redactor, timeout=tuning.git_timeout_seconds, base_env=base_env)
+    git.trust()  # before the model runs: from now on the checkout's own git config is ignored
+    known = [s for s in (api_key, *access.credentials.secrets) if s]
+    return roles.Attempt(task=task, paths=paths, settings=tuning, events=ev, git=git, api_key=api_key,
+                         known_secrets=known, command_env=roles.command_env(paths.workspace, base_env),
+                         sleep=sleep, rand=rand, gateway=gateway, key_source=key_source)
 
 
 def _read_secret(path: Path) -> str | None:
@@ -160,7 +194,7 @@ def failed_handoff(task: handoff.TaskInput, attempt: roles.Attempt | None,
 
 
 def deliver(result: handoff.Handoff, task: handoff.TaskInput, paths: settings.Paths, tuning: settings.Settings,
-            ev: events.Events, credentials: gitops.Credentials) -> handoff.Handoff:
+            ev: events.Events, access: gitops.Access) -> handoff.Handoff:
     """Write the termination message: the handoff itself, or a pointer to it in the repository."""
     data = handoff.encode(result)
     if handoff.fits_termination_message(data):
@@ -168,9 +202,8 @@ def deliver(result: handoff.Handoff, task: handoff.TaskInput, paths: settings.Pa
         return result
     ref = handoff.handoff_ref(task.task, task.attempt)
     try:
-        git = gitops.Git(paths.scratch / "handoff.git", credentials=credentials, redactor=ev.redactor,
-                         timeout=tuning.git_timeout_seconds)
-        commit = gitops.push_handoff(git, task.repository_url, ref, data, name=task.author_name,
+        git = access.git(paths.scratch / "handoffs", redactor=ev.redactor, timeout=tuning.git_timeout_seconds)
+        commit = gitops.push_handoff(git, access.url, ref, data, name=task.author_name,
                                      email=task.author_email,
                                      message=f"Handoff of {task.task}, attempt {task.attempt}")
     except errors.AgentFailure as e:

@@ -151,7 +151,21 @@ class Progress(Model):
     last_heartbeat: Timestamp | None = None
     """When the agent last reported."""
     tokens: int = Field(default=0, ge=0)
-    """Tokens used so far in this attempt."""
+    """Tokens used so far in this attempt (input plus output)."""
+    attempt: int | None = Field(default=None, ge=1)
+    """The attempt these figures belong to (the gateway starts from zero for a new attempt)."""
+    input_tokens: int = Field(default=0, ge=0)
+    """Prompt tokens so far in this attempt, cached ones included (metered by the gateway)."""
+    output_tokens: int = Field(default=0, ge=0)
+    """Completion tokens so far in this attempt (metered by the gateway)."""
+    cost: float = Field(default=0.0, ge=0)
+    """Cost so far in this attempt, priced by the gateway from the ``longshot-prices`` table."""
+    calls: int = Field(default=0, ge=0)
+    """Model calls so far in this attempt."""
+    backoff_until: Timestamp | None = None
+    """Until when the gateway holds this build's calls to ``backoffApi`` after the upstream answered 429."""
+    backoff_api: Literal["openai", "anthropic"] | None = None
+    """The model API ``backoffUntil`` is about."""
 
 
 class Candidate(Model):

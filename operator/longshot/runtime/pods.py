@@ -8,8 +8,17 @@ dropped, seccomp ``RuntimeDefault``, no service-account token. Its only writable
 
 What the agent needs arrives as files, never as Secret values in the manifest: the
 :class:`~longshot.api.handoff.TaskInput` JSON in the ``longshot.dev/task-input`` annotation, exposed by a
-downward-API volume at ``TASK_INPUT_PATH``; the git and model credentials Secrets, the scripted backend's
-ConfigMap and the prompt ConfigMap mounted read-only when the build names them.
+downward-API volume at ``TASK_INPUT_PATH``; the scripted backend's ConfigMap and the prompt ConfigMap
+mounted read-only when the build names them.
+
+**No credential is mounted.** The Pod reaches git and the model through ``longshot-gateway``
+(``settings.gateway_url``, given to the agent as ``LONGSHOT_GATEWAY_URL``), which injects the build's
+``spec.repository.credentialsSecret`` and ``spec.agent.credentialsSecret`` upstream. The Pod proves who it
+is with a projected ServiceAccount token (audience ``longshot-gateway``) bound to the Pod, at
+``GATEWAY_TOKEN_PATH``: the API server rejects it (wrong audience) and the gateway accepts it only while
+this Pod runs. It lives as long as the attempt may (``activeDeadlineSeconds`` plus a margin, at least
+600 s), so a CLI agent given it once as its key keeps working; the kubelet rotates the file at 80 % of
+that. ``automountServiceAccountToken`` stays false: the Pod holds no API token.
 """
 
 from __future__ import annotations
@@ -37,6 +46,12 @@ TASK_LABEL: Final = "longshot.dev/task"
 BUILD_LABEL: Final = "longshot.dev/build"
 ATTEMPT_LABEL: Final = "longshot.dev/attempt"
 ROLE_LABEL: Final = "longshot.dev/role"
+GATEWAY_AUDIENCE: Final = "longshot-gateway"
+GATEWAY_TOKEN_DIR: Final = "/var/run/secrets/longshot.dev/gateway"
+GATEWAY_TOKEN_PATH: Final = f"{GATEWAY_TOKEN_DIR}/token"
+MIN_TOKEN_SECONDS: Final = 600
+"""The API server's floor for a projected token's ``expirationSeconds``."""
+TOKEN_MARGIN_SECONDS: Final = 600
 TEST_COMMAND_ANNOTATION: Final = "longshot.dev/test-command"
 """On a tester AgentTask: the command it runs (quality gates and sweeps set it)."""
 
@@ -44,6 +59,11 @@ TEST_COMMAND_ANNOTATION: Final = "longshot.dev/test-command"
 def pod_name(task_name: str, attempt: int) -> str:
     """The deterministic Pod name of ``attempt`` (from 1) of ``task_name``: ``<task>-a<N>``."""
     return names.pod_name(task_name, attempt)
+
+
+def token_seconds(timeout: int) -> int:
+    """Lifetime of the gateway token of an attempt that may run ``timeout`` seconds."""
+    return max(MIN_TOKEN_SECONDS, timeout + TOKEN_MARGIN_SECONDS)
 
 
 def _spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -126,7 +146,6 @@ def build_agent_pod(task: Mapping[str, Any], build: Mapping[str, Any], settings:
     tmeta, bmeta = task["metadata"], build["metadata"]
     tspec, bspec = _spec(task), _spec(build)
     agent = bspec.get("agent") or {}
-    repo = bspec.get("repository") or {}
     name = pod_name(tmeta["name"], attempt)
     timeout = tspec.get("timeoutSeconds") or agent.get("timeoutSeconds") or DEFAULT_TIMEOUT_SECONDS
     task_input_json = json.dumps(task_input(task, build, attempt).to_wire(), sort_keys=True,
@@ -151,12 +170,11 @@ def build_agent_pod(task: Mapping[str, Any], build: Mapping[str, Any], settings:
         volumes.append({"name": vol, **source})
         mounts.append({"name": vol, "mountPath": path, "readOnly": True})
 
-    if repo.get("credentialsSecret"):
-        mount("git-credentials", ho.GIT_CREDENTIALS_DIR,
-              {"secret": {"secretName": repo["credentialsSecret"], "defaultMode": SECRET_MODE}})
-    if agent.get("credentialsSecret"):
-        mount("llm-credentials", ho.LLM_CREDENTIALS_DIR,
-              {"secret": {"secretName": agent["credentialsSecret"], "defaultMode": SECRET_MODE}})
+    # spec.repository.credentialsSecret and spec.agent.credentialsSecret are read by the gateway, never mounted
+    if settings.gateway_url:
+        mount("gateway-token", GATEWAY_TOKEN_DIR, {"projected": {"defaultMode": SECRET_MODE, "sources": [
+            {"serviceAccountToken": {"audience": GATEWAY_AUDIENCE, "path": posixpath.basename(GATEWAY_TOKEN_PATH),
+                                     "expirationSeconds": token_seconds(int(timeout))}}]}})
     if (agent.get("script") or {}).get("name"):
         mount("script", ho.SCRIPT_DIR,
               {"configMap": {"name": agent["script"]["name"], "defaultMode": SECRET_MODE}})
@@ -166,7 +184,11 @@ def build_agent_pod(task: Mapping[str, Any], build: Mapping[str, Any], settings:
 
     env = [{"name": "HOME", "value": HOME_DIR}]
     env += [{"name": e["name"], "value": str(e.get("value", ""))}
-            for e in agent.get("env") or [] if e.get("name") and e["name"] != "HOME"]
+            for e in agent.get("env") or [] if e.get("name") and e["name"] != "HOME"
+            and not e["name"].startswith("LONGSHOT_GATEWAY_")]
+    if settings.gateway_url:
+        env += [{"name": "LONGSHOT_GATEWAY_URL", "value": settings.gateway_url},
+                {"name": "LONGSHOT_GATEWAY_TOKEN_FILE", "value": GATEWAY_TOKEN_PATH}]
 
     container = {
         "name": AGENT_CONTAINER,

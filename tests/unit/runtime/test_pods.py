@@ -11,7 +11,7 @@ from longshot.runtime import pods
 
 pytestmark = pytest.mark.unit
 
-SETTINGS = Settings(identity="test")
+SETTINGS = Settings(identity="test", gateway_url="http://longshot-gateway.longshot-system.svc:8080")
 
 
 def agent_task(name: str = "app-t1", **spec: Any) -> dict[str, Any]:
@@ -85,21 +85,42 @@ def test_volumes_and_mounts():
     assert volumes["workspace"]["emptyDir"] == {"sizeLimit": SETTINGS.scratch_size}
     assert "sizeLimit" in volumes["tmp"]["emptyDir"]
     assert not mounts["/workspace"].get("readOnly") and not mounts["/tmp"].get("readOnly")
-    for path, vol in [("/etc/longshot/git", "git-credentials"), ("/etc/longshot/llm", "llm-credentials"),
-                      ("/etc/longshot/script", "script"), ("/etc/longshot/prompts", "prompts"),
-                      ("/etc/longshot/task", "task-input")]:
+    for path, vol in [("/etc/longshot/script", "script"), ("/etc/longshot/prompts", "prompts"),
+                      ("/etc/longshot/task", "task-input"), ("/var/run/secrets/longshot.dev/gateway", "gateway-token")]:
         assert mounts[path]["readOnly"] is True and mounts[path]["name"] == vol
-    assert volumes["git-credentials"]["secret"] == {"secretName": "git-token", "defaultMode": 0o440}
-    assert volumes["llm-credentials"]["secret"] == {"secretName": "llm-key", "defaultMode": 0o440}
     assert volumes["script"]["configMap"] == {"name": "demo-script", "defaultMode": 0o440}
     assert volumes["prompts"]["configMap"]["name"] == "my-prompts"
+
+
+def test_no_credential_secret_is_mounted_the_pod_gets_a_gateway_token_instead():
+    p = pod()
+    assert not [v for v in p["spec"]["volumes"] if "secret" in v]
+    assert "git-token" not in json.dumps(p) and "llm-key" not in json.dumps(p)
+    (token,) = [v for v in p["spec"]["volumes"] if v["name"] == "gateway-token"]
+    assert token["projected"]["sources"] == [{"serviceAccountToken": {
+        "audience": "longshot-gateway", "path": "token", "expirationSeconds": 900 + 600}}]
+    assert p["spec"]["automountServiceAccountToken"] is False
+    env = {e["name"]: e["value"] for e in container(p)["env"]}
+    assert env["LONGSHOT_GATEWAY_URL"] == SETTINGS.gateway_url
+    assert env["LONGSHOT_GATEWAY_TOKEN_FILE"] == "/var/run/secrets/longshot.dev/gateway/token"
+    short = pod(agent_task(timeoutSeconds=30))
+    (token,) = [v for v in short["spec"]["volumes"] if v["name"] == "gateway-token"]
+    assert token["projected"]["sources"][0]["serviceAccountToken"]["expirationSeconds"] == 630
+
+
+def test_a_build_cannot_point_the_agent_at_another_gateway():
+    env = container(pod(build=build_request(env=[{"name": "LONGSHOT_GATEWAY_URL", "value": "http://evil"}])))["env"]
+    assert [e["value"] for e in env if e["name"] == "LONGSHOT_GATEWAY_URL"] == [SETTINGS.gateway_url]
 
 
 def test_optional_mounts_only_when_configured():
     build = build_request(credentialsSecret=None)
     build["spec"]["repository"].pop("credentialsSecret")
     names = {v["name"] for v in pod(build=build)["spec"]["volumes"]}
-    assert names == {"workspace", "tmp", "task-input"}
+    assert names == {"workspace", "tmp", "task-input", "gateway-token"}
+    without = pods.build_agent_pod(agent_task(), build, Settings(identity="t"), 1)
+    assert {v["name"] for v in without["spec"]["volumes"]} == {"workspace", "tmp", "task-input"}
+    assert "LONGSHOT_GATEWAY_URL" not in json.dumps(without)
 
 
 def test_task_input_via_downward_api():
@@ -116,7 +137,7 @@ def test_task_input_via_downward_api():
 def test_env_is_plain_and_home_is_fixed():
     env = container(pod(build=build_request(env=[{"name": "FOO", "value": "bar"},
                                                    {"name": "HOME", "value": "/root"}])))["env"]
-    assert env == [{"name": "HOME", "value": "/workspace/home"}, {"name": "FOO", "value": "bar"}]
+    assert env[:2] == [{"name": "HOME", "value": "/workspace/home"}, {"name": "FOO", "value": "bar"}]
     assert all(set(e) == {"name", "value"} for e in env)
 
 

@@ -35,13 +35,14 @@ class AnthropicBackend(base.Backend):
         self.rand = rand
 
     def run(self, session: base.Session) -> tools.Finish:
-        headers = {"content-type": "application/json", "anthropic-version": API_VERSION}
-        if session.api_key:
-            headers["x-api-key"] = session.api_key
         messages: list[dict[str, Any]] = [{"role": "user", "content": session.prompt}]
         definitions = tool_definitions(session.role)
         with httpx.Client(timeout=self.timeout) as client:
             for turn in range(1, session.max_turns + 1):
+                headers = {"content-type": "application/json", "anthropic-version": API_VERSION}
+                key = session.key()  # per request: a gateway token rotates
+                if key:
+                    headers["x-api-key"] = key
                 data = http.post_json(
                     client, self.url, headers=headers, ev=session.events, policy=self.policy,
                     sleep=session.sleep, rand=self.rand, api="Anthropic API",

@@ -26,6 +26,8 @@ class Session:
     scratch: Path
     """A private directory outside the checkout (result files of the command backend)."""
     api_key: str | None = None
+    api_key_source: Callable[[], str | None] | None = None
+    """Where the key comes from when it changes during the attempt (the gateway token); read per request."""
     max_turns: int = 50
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
@@ -34,6 +36,10 @@ class Session:
     @property
     def role(self) -> str:
         return self.task.role
+
+    def key(self) -> str | None:
+        """The API key to send with the next request."""
+        return self.api_key_source() if self.api_key_source is not None else self.api_key
 
     def add_usage(self, input_tokens: int, output_tokens: int) -> None:
         self.usage = handoff.Usage(

@@ -6,6 +6,10 @@ for long prompts, a single argument is limited to 128 KiB), ``{model}``, ``{work
 ``{result_file}``. Examples: ``claude -p {prompt}``, ``codex exec {prompt}``,
 ``aider --yes --message-file {prompt_file}``.
 
+In a Pod the CLI reaches models through longshot-gateway: it gets ``OPENAI_BASE_URL``,
+``ANTHROPIC_BASE_URL``, ``LONGSHOT_GATEWAY_URL`` and, as ``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY`` and
+``LONGSHOT_API_KEY``, the Pod's token: a key only the gateway accepts, for this attempt only.
+
 The CLI edits the workspace; the runner commits whatever diff it leaves. A planner or reviewer CLI
 reports its result as a JSON object (``{"summary": ..., "tasks": [...]}`` or ``{"verdict": ...}``)
 written to ``$LONGSHOT_RESULT_FILE`` or printed as the last JSON line of its output.
@@ -16,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections.abc import Callable
 from typing import Any
 
 from longshot.agent import errors, sandbox, tools
@@ -46,13 +51,16 @@ class CommandBackend(base.Backend):
     name = "command"
 
     def __init__(self, *, template: str, model: str | None = None, timeout: float = 3600.0,
-                 output_cap: int = sandbox.DEFAULT_OUTPUT_CAP) -> None:
+                 output_cap: int = sandbox.DEFAULT_OUTPUT_CAP,
+                 env_source: Callable[[], dict[str, str]] | None = None) -> None:
         if not template or not template.strip():
             raise errors.ConfigError("the command backend needs spec.agent.command (e.g. 'claude -p {prompt}')")
         self.template = template
         self.model = model or ""
         self.timeout = timeout
         self.output_cap = output_cap
+        self.env_source = env_source
+        """Extra variables read when the CLI starts: the gateway's base URLs and this attempt's key."""
 
     def run(self, session: base.Session) -> tools.Finish:
         prompt = f"{session.system_prompt}\n\n{session.prompt}"
@@ -65,7 +73,9 @@ class CommandBackend(base.Backend):
         env = dict(session.toolbox.sandbox.env)
         env.update({"LONGSHOT_RESULT_FILE": str(result_file), "LONGSHOT_ROLE": session.role,
                     "LONGSHOT_PROMPT_FILE": str(prompt_file)})
-        if session.api_key:
+        if self.env_source is not None:
+            env.update(self.env_source())  # the gateway: its URLs and this attempt's key, over the user's
+        elif session.api_key:
             for name in ("LONGSHOT_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
                 env.setdefault(name, session.api_key)
         session.events.log("running command agent", command=sandbox.truncate(self.template, 300))

@@ -4,6 +4,8 @@
   (seconds or an HTTP date); when the retries run out a 429 is ``RateLimited`` and the rest is
   ``Infrastructure``.
 * 401 and 403 are ``Auth`` and never retried.
+* 402 (or an error of type ``budget_exceeded``: longshot-gateway's answer once the build's budget is spent)
+  is ``BudgetExceeded`` and never retried.
 * Any other 4xx is an ``AgentError`` carrying the API's message (a request the model made too large, ...).
 
 Sleep and randomness are injected so tests do not wait.
@@ -89,6 +91,9 @@ def post_json(
                     raise errors.InfrastructureError(f"the {api} answered with JSON that is not an object")
                 return data
             message = _error_message(response)
+            if status == 402 or "budget_exceeded" in response.text[:2000]:
+                # longshot-gateway: the build's token or cost budget is spent (exit 7, not retried)
+                raise errors.BudgetExceededError(f"the {api} refused the call: {message}")
             if status in (401, 403):
                 raise errors.AuthError(
                     f"the {api} refused the credentials ({status}: {message}); check the api-key in the "

@@ -35,9 +35,6 @@ class OpenAIBackend(base.Backend):
         self.rand = rand
 
     def run(self, session: base.Session) -> tools.Finish:
-        headers = {"content-type": "application/json"}
-        if session.api_key:
-            headers["authorization"] = f"Bearer {session.api_key}"
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": session.system_prompt},
             {"role": "user", "content": session.prompt},
@@ -45,6 +42,10 @@ class OpenAIBackend(base.Backend):
         definitions = tool_definitions(session.role)
         with httpx.Client(timeout=self.timeout) as client:
             for turn in range(1, session.max_turns + 1):
+                headers = {"content-type": "application/json"}
+                key = session.key()  # per request: a gateway token rotates
+                if key:
+                    headers["authorization"] = f"Bearer {key}"
                 data = http.post_json(
                     client, self.url, headers=headers, ev=session.events, policy=self.policy,
                     sleep=session.sleep, rand=self.rand, api="OpenAI-compatible API",

@@ -1,0 +1,128 @@
+"""The runner's side of ``longshot-gateway``: where it is, the Pod's token, and the progress channel.
+
+Inside an agent Pod the operator sets ``LONGSHOT_GATEWAY_URL`` and mounts a projected ServiceAccount token
+(audience ``longshot-gateway``, bound to the Pod) at ``LONGSHOT_GATEWAY_TOKEN_FILE`` (default
+:data:`TOKEN_FILE`). The token is the attempt's only key: the gateway maps it to this Pod's AgentTask and
+attempt and injects the real credentials upstream. The kubelet rotates the file, so it is read again for
+every request and never cached. It is sent as a header (``Authorization: Bearer``; git gets it through
+``http.extraHeader`` in its environment), never in a URL, an argument or a log line.
+
+Without ``LONGSHOT_GATEWAY_URL`` (a laptop, the runner's own tests) the runner talks to the repository and
+the model directly with the credentials it finds in its credential directories.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from longshot.agent import errors
+from longshot.api import handoff
+
+TOKEN_FILE = "/var/run/secrets/longshot.dev/gateway/token"
+URL_ENV = "LONGSHOT_GATEWAY_URL"
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the token goes to the gateway only
+TOKEN_FILE_ENV = "LONGSHOT_GATEWAY_TOKEN_FILE"
+
+
+@dataclass(frozen=True)
+class Gateway:
+    url: str
+    token_file: Path
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Gateway | None:
+        url = (env.get(URL_ENV) or "").strip().rstrip("/")
+        if not url:
+            return None
+        if not url.startswith(("http://", "https://")):
+            raise errors.ConfigError(f"{URL_ENV}={url!r} is not an http(s) URL")
+        return cls(url=url, token_file=Path(env.get(TOKEN_FILE_ENV) or TOKEN_FILE))
+
+    def token(self) -> str:
+        """The Pod's current token (read now: the kubelet rotates it)."""
+        try:
+            token = self.token_file.read_text().strip()
+        except OSError as e:
+            raise errors.AuthError(f"cannot read the gateway token {self.token_file}: {e.strerror}; the Pod needs "
+                                   "its projected ServiceAccount token volume") from None
+        if not token:
+            raise errors.AuthError(f"the gateway token file {self.token_file} is empty")
+        return token
+
+    def git_url(self, task: handoff.TaskInput) -> str:
+        """Where the attempt clones and pushes its build's repository."""
+        return f"{self.url}/git/{task.namespace}/{task.build}.git"
+
+    def model_url(self, flavour: str) -> str:
+        """Base URL of the OpenAI-compatible (``openai``) or Anthropic (``anthropic``) pass-through."""
+        return f"{self.url}/model/{flavour}"
+
+    def git_env(self) -> dict[str, str]:
+        """Environment that makes one git process send the token (as ``http.extraHeader``)."""
+        return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
+                "GIT_CONFIG_VALUE_0": f"Authorization: Bearer {self.token()}"}
+
+
+class ProgressPoster:
+    """Posts the latest progress to ``/progress`` from a background thread, best effort.
+
+    :meth:`offer` never blocks and never raises: when a post is still under way the newer message replaces
+    the waiting one, and failures are forgotten (the attempt never fails on progress)."""
+
+    def __init__(self, gateway: Gateway, *, timeout: float = 5.0) -> None:
+        self.gateway = gateway
+        self.timeout = timeout
+        self.posted = 0
+        self.failed = 0
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=1)
+        self._thread = threading.Thread(target=self._run, name="longshot-progress", daemon=True)
+        self._thread.start()
+
+    def offer(self, record: Mapping[str, Any]) -> None:
+        kind = record.get("type")
+        if kind == "heartbeat":
+            body: dict[str, Any] = {"heartbeat": True}
+        elif kind == "log":
+            body = {"message": str(record.get("message", ""))[:4000]}
+        elif kind == "tool_call":
+            body = {"message": f"tool {record.get('tool')}: {'ok' if record.get('ok') else 'failed'}"}
+        else:
+            return
+        while True:
+            try:
+                self._queue.put_nowait(body)
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    self._queue.get_nowait()
+
+    def close(self, timeout: float = 2.0) -> None:
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            return
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            body = self._queue.get()
+            if body is None:
+                return
+            try:
+                request = urllib.request.Request(
+                    f"{self.gateway.url}/progress", data=json.dumps(body).encode(), method="POST",
+                    headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.gateway.token()}"})
+                with _OPENER.open(request, timeout=self.timeout) as response:
+                    response.read()
+                self.posted += 1
+            except (OSError, urllib.error.URLError, errors.AgentFailure, ValueError):
+                self.failed += 1

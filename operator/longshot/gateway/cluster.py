@@ -1,0 +1,107 @@
+"""The gateway's Kubernetes calls (synchronous, official client; the server runs them in threads).
+
+Only what the gateway's RBAC (charts/longshot/templates/gateway-rbac.yaml) allows: TokenReviews; Pods,
+AgentTasks, BuildRequests, Secrets and the price ConfigMap read; AgentTask status patched; Events created.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from longshot import api
+from longshot.core import names
+from longshot.runtime import kube
+
+log = logging.getLogger(__name__)
+POD_NAME_KEY = "authentication.kubernetes.io/pod-name"
+POD_UID_KEY = "authentication.kubernetes.io/pod-uid"
+
+
+class Conflict(Exception):
+    """The object changed since it was read (HTTP 409): read it again and retry."""
+
+
+@dataclass(frozen=True)
+class Review:
+    """A successful TokenReview of a Pod-bound ServiceAccount token."""
+
+    namespace: str
+    service_account: str
+    pod_name: str
+    pod_uid: str
+
+
+class Cluster:
+    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+        self.client = client
+        self.kube = kube.Kube(client)
+        self.auth = kubernetes.client.AuthenticationV1Api(client)
+
+    def review(self, token: str, audience: str) -> Review | None:
+        """The Pod the token is bound to, or None when the API server does not accept it for ``audience``."""
+        body: Any = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                     "spec": {"token": token, "audiences": [audience]}}
+        serialize: Any = self.client.sanitize_for_serialization
+        result = cast(dict[str, Any], serialize(self.auth.create_token_review(body)))
+        status = result.get("status") or {}
+        if not status.get("authenticated") or audience not in (status.get("audiences") or []):
+            return None
+        user = status.get("user") or {}
+        username = str(user.get("username") or "")
+        prefix = "system:serviceaccount:"
+        if not username.startswith(prefix) or username.count(":") != 3:
+            return None
+        namespace, account = username[len(prefix):].split(":", 1)
+        extra = user.get("extra") or {}
+        pod_name = (extra.get(POD_NAME_KEY) or [None])[0]
+        pod_uid = (extra.get(POD_UID_KEY) or [None])[0]
+        if not pod_name or not pod_uid:
+            return None
+        return Review(namespace, account, str(pod_name), str(pod_uid))
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.kube.get_pod(namespace, name)
+
+    def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.kube.get("AgentTask", namespace, name)
+
+    def get_build(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.kube.get("BuildRequest", namespace, name)
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The Secret's data, decoded. Never log the result."""
+        return self.kube.get_secret(namespace, name)
+
+    def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
+        return self.kube.get_configmap(namespace, name)
+
+    def build_tasks(self, namespace: str, build: str) -> list[dict[str, Any]]:
+        """Every AgentTask of ``build`` (by its label, checked against ``spec.buildRef``)."""
+        listed = cast(dict[str, Any], self.kube.custom.list_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, "agenttasks", label_selector=f"longshot.dev/build={names.fit(build)}"))
+        items: list[dict[str, Any]] = listed.get("items", [])
+        return [t for t in items if ((t.get("spec") or {}).get("buildRef") or {}).get("name") == build]
+
+    def patch_task_status(self, namespace: str, name: str, resource_version: str,
+                          status: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch ``status`` if the task is still at ``resource_version``; None when it is gone,
+        :class:`Conflict` when it changed meanwhile."""
+        body = {"metadata": {"resourceVersion": resource_version}, "status": dict(status)}
+        try:
+            return cast(dict[str, Any], self.kube.custom.patch_namespaced_custom_object_status(
+                api.GROUP, api.VERSION, namespace, "agenttasks", name, body))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            if e.status == 409:
+                raise Conflict(f"AgentTask {namespace}/{name} changed") from None
+            raise
+
+    def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        self.kube.event(obj, type_, reason, message)

@@ -1,0 +1,411 @@
+"""Git smart HTTP through the gateway: a caching mirror per repository, the attempt's ref policy, and the
+build's git credential injected upstream.
+
+Routes (``<ns>/<build>`` must be the caller's own build)::
+
+    GET  /git/<ns>/<build>.git/info/refs?service=git-upload-pack|git-receive-pack
+    POST /git/<ns>/<build>.git/git-upload-pack
+    POST /git/<ns>/<build>.git/git-receive-pack
+
+Each repository (upstream URL, namespace and credentials Secret: two tenants never share a mirror) has a
+bare mirror under ``mirror_dir``. Every ref advertisement (the first request of any clone, fetch or push)
+first fetches the upstream into the mirror (``+refs/heads/*``, ``+refs/tags/*``, ``+refs/longshot/*``,
+pruned), coalesced per mirror; then ``git http-backend`` serves the request from the mirror, streamed in
+both directions. Clones therefore cost the upstream only what changed since the last one.
+
+A push (``git-receive-pack``) is read up to the end of its command list (:mod:`pktline`, bounded) and
+checked against :class:`~longshot.gateway.refpolicy.RefPolicy` before git sees a byte: a refused push is
+answered by the gateway itself with ``ng <ref> <reason>`` per ref (git prints
+``! [remote rejected] <ref> (<reason>)``). An allowed push goes to ``git receive-pack`` in the mirror,
+whose ``pre-receive`` hook (:mod:`longshot.gateway.hook`) checks the refs again and pushes the new
+commits to the upstream with the build's credential and ``--force-with-lease`` on the values the agent
+saw; only when the upstream accepted do the mirror's refs move and the agent hear ``ok``.
+
+The credential never leaves the gateway: an http(s) username/password or token becomes an
+``Authorization: Basic`` header through ``GIT_CONFIG_*`` environment variables (never argv, never a URL);
+an ssh key is written to a 0600 file used by ``GIT_SSH_COMMAND``. The gateway's git runs with a config of
+its own (``GIT_CONFIG_NOSYSTEM``, ``GIT_CONFIG_GLOBAL``), allowed protocols limited, no redirects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import shlex
+import stat
+import sys
+import time
+import zlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from longshot.gateway import metrics, pktline, refpolicy
+from longshot.gateway.identity import Caller
+from longshot.gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+CHUNK = 64 * 1024
+SERVICES = ("git-upload-pack", "git-receive-pack")
+_GIT_PROTOCOL = re.compile(r"^[A-Za-z0-9=:._-]{1,200}$")
+HOOK = """#!/bin/sh
+# Longshot gateway: check the refs again and push them to the upstream before the mirror accepts them.
+exec {python} -m longshot.gateway.hook
+"""
+DEFAULT_USERNAME = "x-access-token"
+_AUTH_FAILURE = re.compile(r"Authentication failed|could not read (Username|Password)|returned error: (401|403)|"
+                           r"Permission denied \(publickey|Invalid username or password", re.IGNORECASE)
+
+
+class RequestTooLarge(Exception):
+    pass
+
+
+class UpstreamError(Exception):
+    """The upstream repository could not be reached or refused the gateway; the message is for the agent."""
+
+
+@dataclass
+class Upstream:
+    """Where a build's repository is and how the gateway authenticates there."""
+
+    url: str
+    env: dict[str, str] = field(default_factory=dict)
+    secrets: list[str] = field(default_factory=list)
+    key: str = ""
+    """The mirror's name: a digest of the namespace, the credentials Secret and the URL."""
+    secret_name: str = ""
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return re.sub(r"(://)[^/@\s]+@", r"\1***@", text)
+
+
+class GitService:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.root = Path(settings.mirror_dir)
+        self.repos = self.root / "repos"
+        self.keys = self.root / "keys"
+        self.home = self.root / "home"
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._fetched: dict[str, float] = {}
+        for d in (self.repos, self.keys, self.home, self.root / "hooks"):
+            d.mkdir(parents=True, exist_ok=True)
+        self.keys.chmod(stat.S_IRWXU)
+        self.config = self.root / "gitconfig"
+        protocols = ["https", "http", "ssh", "git"] + (["file"] if settings.allow_file_urls else [])
+        lines = ["[protocol]", "\tallow = never"]
+        lines += [f'[protocol "{p}"]\n\tallow = always' for p in protocols]
+        lines += ["[http]", "\tfollowRedirects = false", "[credential]", "\thelper = ",
+                  "[core]", "\tfsmonitor = false", "[safe]", "\tdirectory = *",
+                  "[gc]", "\tauto = 0", "[receive]", "\tautogc = false", "\tdenyDeletes = true",
+                  "\tdenyNonFastForwards = false", "[uploadpack]", "\tallowFilter = true"]
+        self.config.write_text("\n".join(lines) + "\n")
+        hook = self.root / "hooks" / "pre-receive"
+        hook.write_text(HOOK.format(python=shlex.quote(sys.executable)))
+        hook.chmod(stat.S_IRWXU)
+
+    # --- environment ------------------------------------------------------------------------------------
+
+    def base_env(self) -> dict[str, str]:
+        """The environment of every git the gateway runs: its own config, nothing from the machine's."""
+        keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH")}
+        return {**keep, "HOME": str(self.home), "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": str(self.config),
+                "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "SSH_ASKPASS": "/bin/false",
+                "GCM_INTERACTIVE": "never", "GIT_NO_REPLACE_OBJECTS": "1"}
+
+    def upstream(self, caller: Caller, secret: Mapping[str, str] | None) -> Upstream:
+        repo = caller.build_spec.get("repository") or {}
+        url = str(repo.get("url") or "")
+        scheme = url.split("://", 1)[0].lower() if "://" in url else "ssh"
+        if scheme == "file" and not self.settings.allow_file_urls:
+            raise UpstreamError(f"spec.repository.url {url!r} is a file:// URL, which the gateway does not serve "
+                                "(set LONGSHOT_GATEWAY_ALLOW_FILE_URLS=true only on a single-user machine)")
+        if scheme not in ("https", "http", "ssh", "git", "file"):
+            raise UpstreamError(f"spec.repository.url {url!r}: the gateway serves https, http, ssh and git URLs")
+        secret_name = str(repo.get("credentialsSecret") or "")
+        key = hashlib.sha256(f"{caller.namespace}\0{secret_name}\0{url}".encode()).hexdigest()[:40]
+        up = Upstream(url=url, key=key, secret_name=secret_name)
+        if not secret:
+            return up
+        config: list[tuple[str, str]] = []
+        password = (secret.get("password") or secret.get("token") or "").strip()
+        if password:
+            user = (secret.get("username") or "").strip() or DEFAULT_USERNAME
+            header = base64.b64encode(f"{user}:{password}".encode()).decode()
+            config.append(("http.extraHeader", f"Authorization: Basic {header}"))
+            up.secrets += [password, header]
+        private = secret.get("ssh-privatekey")
+        if private:
+            path = self.keys / f"{key}.key"
+            _write_private(path, private if private.endswith("\n") else private + "\n")
+            known = secret.get("known_hosts")
+            if known:
+                hosts_file = self.keys / f"{key}.known_hosts"
+                _write_private(hosts_file, known)
+                hosts = f"-o UserKnownHostsFile={shlex.quote(str(hosts_file))} -o StrictHostKeyChecking=yes"
+            else:
+                hosts = (f"-o UserKnownHostsFile={shlex.quote(str(self.keys / (key + '.seen_hosts')))} "
+                         "-o StrictHostKeyChecking=accept-new")
+            up.env["GIT_SSH_COMMAND"] = (f"ssh -i {shlex.quote(str(path))} -o IdentitiesOnly=yes -o BatchMode=yes "
+                                         f"-F /dev/null {hosts}")
+            up.env["GIT_SSH_VARIANT"] = "ssh"
+        if config:
+            up.env["GIT_CONFIG_COUNT"] = str(len(config))
+            for i, (k, v) in enumerate(config):
+                up.env[f"GIT_CONFIG_KEY_{i}"] = k
+                up.env[f"GIT_CONFIG_VALUE_{i}"] = v
+        return up
+
+    # --- the mirror -------------------------------------------------------------------------------------
+
+    def mirror(self, up: Upstream) -> Path:
+        return self.repos / f"{up.key}.git"
+
+    async def _git(self, *args: str, cwd: Path, env: Mapping[str, str]) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            "git", *args, cwd=cwd, env=dict(env), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), self.settings.git_timeout_seconds)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return 124, f"timed out after {self.settings.git_timeout_seconds:g}s"
+        return proc.returncode or 0, out.decode(errors="replace")
+
+    async def refresh(self, up: Upstream) -> None:
+        """Bring the mirror up to date with the upstream: one fetch that started after this call did."""
+        asked = time.monotonic()
+        lock = self._locks.setdefault(up.key, asyncio.Lock())
+        async with lock:
+            if self._fetched.get(up.key, -1.0) >= asked:
+                return  # a fetch that started after we asked has just finished
+            started = time.monotonic()
+            path = self.mirror(up)
+            env = self.base_env()
+            if not (path / "HEAD").exists():
+                code, out = await self._git("init", "--quiet", "--bare", str(path), cwd=self.root, env=env)
+                if code != 0:
+                    raise UpstreamError(f"cannot create the mirror: {out.strip()[-300:]}")
+                (path / "hooks").mkdir(exist_ok=True)
+                for k, v in (("core.hooksPath", str(self.root / "hooks")), ("http.receivepack", "true")):
+                    await self._git("config", k, v, cwd=path, env=env)
+            code, out = await self._git(
+                "fetch", "--quiet", "--prune", "--no-tags", "--no-write-fetch-head", "--", up.url,
+                "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*", "+refs/longshot/*:refs/longshot/*",
+                cwd=path, env={**env, **up.env})
+            elapsed = time.monotonic() - started
+            metrics.MIRROR_FETCH.labels(result="ok" if code == 0 else "error").observe(elapsed)
+            if code != 0:
+                detail = up.redact(out.strip())[-600:]
+                log.warning("mirror fetch failed: %s", detail)
+                why = (f"the repository refused the credentials of spec.repository.credentialsSecret "
+                       f"{up.secret_name or '(none set)'}; " if _AUTH_FAILURE.search(out) else "")
+                raise UpstreamError(f"the gateway could not fetch the repository {up.redact(up.url)}: {why}{detail}")
+            await self._sync_head(path, up, env)
+            self._fetched[up.key] = started
+
+    async def _sync_head(self, path: Path, up: Upstream, env: Mapping[str, str]) -> None:
+        """Point the mirror's HEAD at the upstream's default branch (what a clone checks out)."""
+        code, out = await self._git("ls-remote", "--symref", "--", up.url, "HEAD", cwd=path, env={**env, **up.env})
+        match = re.search(r"^ref: (refs/heads/\S+)\tHEAD$", out, re.MULTILINE) if code == 0 else None
+        if match:
+            await self._git("symbolic-ref", "HEAD", match.group(1), cwd=path, env=env)
+
+    # --- requests ---------------------------------------------------------------------------------------
+
+    async def info_refs(self, request: web.Request, caller: Caller, up: Upstream) -> web.StreamResponse:
+        service = request.query.get("service", "")
+        if service not in SERVICES:
+            raise web.HTTPForbidden(text="only smart HTTP is served: git-upload-pack or git-receive-pack\n")
+        await self.refresh(up)
+        return await self._backend(request, caller, up, "info/refs", None)
+
+    async def upload_pack(self, request: web.Request, caller: Caller, up: Upstream) -> web.StreamResponse:
+        body = _body(request, self.settings.max_fetch_request_bytes)
+        return await self._backend(request, caller, up, "git-upload-pack", body)
+
+    async def receive_pack(self, request: web.Request, caller: Caller, up: Upstream) -> web.StreamResponse:
+        policy = refpolicy.RefPolicy(build=caller.build, task=caller.task, attempt=caller.attempt,
+                                     role=caller.role, branch=caller.task_input.branch)
+        body = _body(request, self.settings.max_push_bytes)
+        buf = bytearray()
+        commands: pktline.Commands | None = None
+        try:
+            async for chunk in body:
+                buf += chunk
+                commands = pktline.parse_commands(buf)
+                if commands is not None:
+                    break
+        except pktline.ProtocolError as e:
+            metrics.GIT_PUSHES.labels(result="invalid").inc()
+            raise web.HTTPBadRequest(text=f"longshot-gateway: {e}\n") from None
+        except RequestTooLarge:
+            raise web.HTTPRequestEntityTooLarge(max_size=self.settings.max_push_bytes, actual_size=-1) from None
+        if commands is None:
+            metrics.GIT_PUSHES.labels(result="invalid").inc()
+            raise web.HTTPBadRequest(text="longshot-gateway: the push ended before its command list did\n")
+        results = policy.decide(commands.commands)
+        refused = [(ref, reason) for ref, reason in results if reason]
+        if refused:
+            metrics.GIT_PUSHES.labels(result="refused").inc()
+            log.warning("refused push of %s by %s/%s attempt %d: %s", ", ".join(r for r, _ in refused),
+                        caller.namespace, caller.task, caller.attempt, refused[0][1])
+            with contextlib.suppress(RequestTooLarge):
+                async for _ in body:  # read the rest (the pack) so git hears the answer, not a reset
+                    pass
+            messages = [f"longshot-gateway: refused {ref}: {reason}" for ref, reason in refused
+                        if not reason.startswith("not updated")]
+            payload = pktline.report(results, sideband=commands.sideband, messages=messages)
+            return web.Response(body=payload, content_type="application/x-git-receive-pack-result",
+                                headers={"Cache-Control": "no-cache"})
+
+        async def whole() -> AsyncIterator[bytes]:
+            yield bytes(buf)
+            async for chunk in body:
+                yield chunk
+
+        hook_env = {**up.env, "LONGSHOT_GATEWAY_UPSTREAM_URL": up.url,
+                    "LONGSHOT_GATEWAY_ALLOWED_REFS": " ".join(policy.allowed),
+                    "LONGSHOT_GATEWAY_GIT_TIMEOUT": str(self.settings.git_timeout_seconds)}
+        response = await self._backend(request, caller, up, "git-receive-pack", whole(), extra_env=hook_env)
+        metrics.GIT_PUSHES.labels(result="forwarded").inc()
+        return response
+
+    async def _backend(self, request: web.Request, caller: Caller, up: Upstream, suffix: str,
+                       body: AsyncIterator[bytes] | None, extra_env: Mapping[str, str] | None = None
+                       ) -> web.StreamResponse:
+        """Run ``git http-backend`` on the mirror for this request and stream its answer."""
+        env = {**self.base_env(), **(extra_env or {}),
+               "GIT_PROJECT_ROOT": str(self.repos), "GIT_HTTP_EXPORT_ALL": "1",
+               "PATH_INFO": f"/{up.key}.git/{suffix}", "QUERY_STRING": request.query_string,
+               "REQUEST_METHOD": request.method, "CONTENT_TYPE": request.headers.get("Content-Type", ""),
+               "REMOTE_USER": caller.pod, "REMOTE_ADDR": request.remote or "", "GATEWAY_INTERFACE": "CGI/1.1",
+               "SERVER_PROTOCOL": "HTTP/1.1"}
+        protocol = request.headers.get("Git-Protocol", "")
+        if protocol and _GIT_PROTOCOL.match(protocol):
+            env["GIT_PROTOCOL"] = protocol
+        proc = await asyncio.create_subprocess_exec(
+            "git", "http-backend", cwd=self.repos, env=env, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        stdin, stdout, stderr = proc.stdin, proc.stdout, proc.stderr
+        failure: list[BaseException] = []
+
+        async def feed() -> None:
+            try:
+                if body is not None:
+                    async for chunk in body:
+                        stdin.write(chunk)
+                        await stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            except Exception as e:  # too large, the client went away: stop git
+                failure.append(e)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            finally:
+                with contextlib.suppress(Exception):
+                    stdin.close()
+
+        async def drain_stderr() -> bytes:
+            data = bytearray()
+            while chunk := await stderr.read(CHUNK):
+                if len(data) < CHUNK:
+                    data += chunk[:CHUNK - len(data)]
+            return bytes(data)
+
+        feeder = asyncio.create_task(feed())
+        errors = asyncio.create_task(drain_stderr())
+        response: web.StreamResponse | None = None
+        try:
+            head = bytearray()
+            while b"\r\n\r\n" not in head and b"\n\n" not in head:
+                chunk = await stdout.read(CHUNK)
+                if not chunk:
+                    break
+                head += chunk
+                if len(head) > 4 * CHUNK and b"\n\n" not in head and b"\r\n\r\n" not in head:
+                    break
+            sep = b"\r\n\r\n" if b"\r\n\r\n" in head else b"\n\n"
+            if sep not in head:
+                await feeder
+                detail = up.redact((await errors).decode(errors="replace").strip())[-400:]
+                log.warning("git http-backend failed for %s/%s: %s", caller.namespace, caller.build, detail)
+                if failure and isinstance(failure[0], RequestTooLarge):
+                    raise web.HTTPRequestEntityTooLarge(max_size=self.settings.max_push_bytes, actual_size=-1)
+                raise web.HTTPBadGateway(text=f"longshot-gateway: git failed: {detail or 'no output'}\n")
+            raw_head, rest = bytes(head).split(sep, 1)
+            status, headers = 200, {}
+            for line in raw_head.decode(errors="replace").splitlines():
+                key, _, value = line.partition(":")
+                if key.lower() == "status":
+                    status = int(value.split()[0])
+                elif key and key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                    headers[key.strip()] = value.strip()
+            response = web.StreamResponse(status=status, headers=headers)
+            await response.prepare(request)
+            if rest:
+                await response.write(rest)
+            while chunk := await stdout.read(CHUNK):
+                await response.write(chunk)
+            await feeder
+            code = await proc.wait()
+            if code != 0 or failure:
+                detail = up.redact((await errors).decode(errors="replace").strip())[-400:]
+                log.warning("git http-backend exited %s for %s/%s: %s", code, caller.namespace, caller.build,
+                            detail)
+            await response.write_eof()
+            return response
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+            feeder.cancel()
+            errors.cancel()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` (0600) unless it holds it already; atomically, for concurrent readers."""
+    try:
+        if path.read_text() == text:
+            return
+    except FileNotFoundError:
+        pass
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+async def _body(request: web.Request, limit: int) -> AsyncIterator[bytes]:
+    """The request body, gunzipped when it is gzip-encoded, in bounded chunks; RequestTooLarge past ``limit``."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding in ("gzip", "x-gzip") else None
+    total = 0
+    async for chunk in request.content.iter_chunked(CHUNK):
+        pieces = [chunk]
+        if inflater is not None:
+            pieces = []
+            data = chunk
+            while data:
+                pieces.append(inflater.decompress(data, CHUNK))
+                data = inflater.unconsumed_tail
+        for piece in pieces:
+            total += len(piece)
+            if total > limit:
+                raise RequestTooLarge()
+            if piece:
+                yield piece

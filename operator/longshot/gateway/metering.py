@@ -1,0 +1,190 @@
+"""Reading model usage from API responses as they pass through the gateway (pure).
+
+Both response shapes of both APIs are understood:
+
+* OpenAI-compatible, JSON: ``usage.prompt_tokens`` / ``completion_tokens`` (chat completions; cached
+  prompt tokens in ``usage.prompt_tokens_details.cached_tokens``) or ``usage.input_tokens`` /
+  ``output_tokens`` (the Responses API).
+* OpenAI-compatible, server-sent events: the chunk that carries ``usage`` (the gateway asks for it with
+  ``stream_options.include_usage``), or the ``response.completed`` event of the Responses API.
+* Anthropic, JSON: ``usage.input_tokens``, ``output_tokens``, ``cache_creation_input_tokens``,
+  ``cache_read_input_tokens``.
+* Anthropic, server-sent events: ``message_start`` carries the input side, each ``message_delta`` the
+  output tokens so far.
+
+``input_tokens`` always counts every prompt token, cached or not; ``cache_read_tokens`` and
+``cache_write_tokens`` say how many of them were cache reads and writes (priced differently).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+Flavour = Literal["openai", "anthropic"]
+MAX_JSON_BYTES = 32 * 1024 * 1024
+"""Largest JSON response body read for its usage (a bigger one passes through unmetered, with a warning)."""
+MAX_SSE_LINE = 4 * 1024 * 1024
+"""Longest server-sent-event line looked at."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    model: str | None = None
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _model(data: dict[str, Any]) -> str | None:
+    model = data.get("model")
+    return model[:256] if isinstance(model, str) and model else None
+
+
+def openai_usage(usage: Any, model: str | None) -> Usage | None:
+    """Usage from an OpenAI-compatible ``usage`` object (chat completions or Responses)."""
+    if not isinstance(usage, dict):
+        return None
+    if "prompt_tokens" in usage or "completion_tokens" in usage:
+        details = usage.get("prompt_tokens_details")
+        cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
+        return Usage(_int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")), cached, 0, model)
+    if "input_tokens" in usage or "output_tokens" in usage:
+        details = usage.get("input_tokens_details")
+        cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
+        return Usage(_int(usage.get("input_tokens")), _int(usage.get("output_tokens")), cached, 0, model)
+    return None
+
+
+def anthropic_usage(usage: Any, model: str | None) -> Usage | None:
+    """Usage from an Anthropic ``usage`` object; ``input_tokens`` there excludes the cache, here it does not."""
+    if not isinstance(usage, dict):
+        return None
+    read, write = _int(usage.get("cache_read_input_tokens")), _int(usage.get("cache_creation_input_tokens"))
+    return Usage(_int(usage.get("input_tokens")) + read + write, _int(usage.get("output_tokens")), read, write, model)
+
+
+def from_json(flavour: Flavour, body: Any) -> Usage | None:
+    """Usage of a whole (non-streamed) response body, None when it reports none."""
+    if not isinstance(body, dict):
+        return None
+    if flavour == "openai":
+        return openai_usage(body.get("usage"), _model(body))
+    return anthropic_usage(body.get("usage"), _model(body))
+
+
+class Meter:
+    """Fed a response body chunk by chunk (JSON or server-sent events); :meth:`result` is its usage."""
+
+    def __init__(self, flavour: Flavour, *, streaming: bool, request_model: str | None = None) -> None:
+        self.flavour = flavour
+        self.streaming = streaming
+        self.request_model = request_model
+        self.truncated = False
+        self._body = bytearray()
+        self._line = bytearray()
+        self._skip_line = False
+        self._event: str | None = None
+        self._usage: Usage | None = None
+        self._model: str | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        if not self.streaming:
+            if len(self._body) + len(chunk) > MAX_JSON_BYTES:
+                self.truncated = True
+                self._body.clear()
+            elif not self.truncated:
+                self._body += chunk
+            return
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            piece = chunk[start:] if end < 0 else chunk[start:end]
+            if not self._skip_line:
+                if len(self._line) + len(piece) > MAX_SSE_LINE:
+                    self._skip_line, self.truncated = True, True
+                    self._line.clear()
+                else:
+                    self._line += piece
+            if end < 0:
+                return
+            if not self._skip_line:
+                self._on_line(bytes(self._line).rstrip(b"\r"))
+            self._line.clear()
+            self._skip_line = False
+            start = end + 1
+
+    def result(self) -> Usage | None:
+        if not self.streaming:
+            if self.truncated or not self._body:
+                return None
+            try:
+                body = json.loads(bytes(self._body))
+            except (ValueError, UnicodeDecodeError):
+                return None
+            usage = from_json(self.flavour, body)
+        else:
+            if self._line and not self._skip_line:  # a last line without its newline
+                self._on_line(bytes(self._line).rstrip(b"\r"))
+                self._line.clear()
+            usage = self._usage
+        if usage is None:
+            return None
+        return replace(usage, model=usage.model or self._model or self.request_model)
+
+    # --- server-sent events -------------------------------------------------------------------------
+
+    def _on_line(self, line: bytes) -> None:
+        if line.startswith(b"event:"):
+            self._event = line[6:].strip().decode(errors="replace")
+            return
+        if not line.startswith(b"data:"):
+            if not line:
+                self._event = None
+            return
+        payload = line[5:].strip()
+        if not payload or payload == b"[DONE]":
+            return
+        try:
+            data = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            return
+        if isinstance(data, dict):
+            self._on_data(data)
+
+    def _on_data(self, data: dict[str, Any]) -> None:
+        kind = data.get("type") if isinstance(data.get("type"), str) else self._event
+        if self.flavour == "openai":
+            self._model = _model(data) or self._model
+            if kind in ("response.completed", "response.incomplete", "response.failed"):
+                response = data.get("response")
+                if isinstance(response, dict):
+                    self._model = _model(response) or self._model
+                    self._usage = openai_usage(response.get("usage"), self._model) or self._usage
+                return
+            if data.get("usage") is not None:
+                self._usage = openai_usage(data.get("usage"), self._model) or self._usage
+            return
+        if kind == "message_start":
+            message = data.get("message")
+            if isinstance(message, dict):
+                self._model = _model(message) or self._model
+                self._usage = anthropic_usage(message.get("usage"), self._model)
+        elif kind == "message_delta":
+            usage = data.get("usage")
+            if not isinstance(usage, dict):
+                return
+            base = self._usage or Usage(model=self._model)
+            if "input_tokens" in usage or "cache_read_input_tokens" in usage:
+                base = anthropic_usage(usage, self._model) or base
+            self._usage = replace(base, output_tokens=_int(usage.get("output_tokens")) or base.output_tokens)

@@ -1,0 +1,53 @@
+"""The gateway's Prometheus metrics, in their own registry (served on the gateway's ``/metrics``).
+
+Labels are bounded: a route (``git``, ``model``, ``progress``), a result, a model API (``openai``,
+``anthropic``), a token kind. Never a build, task, Pod, model or repository name.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+ROUTES = ("git", "model", "progress")
+RESULTS = ("ok", "unauthorized", "forbidden", "refused", "budget_exceeded", "rate_limited", "too_large",
+           "bad_request", "upstream_error", "error")
+APIS = ("openai", "anthropic")
+
+REQUESTS = Counter("longshot_gateway_requests_total", "Requests by route and result.", ["route", "result"],
+                   registry=REGISTRY)
+REQUEST_DURATION = Histogram("longshot_gateway_request_duration_seconds", "Duration of a request by route.",
+                             ["route"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+                             registry=REGISTRY)
+TOKENS = Counter("longshot_gateway_tokens_total", "Model tokens metered, by API and kind (input, output).",
+                 ["api", "kind"], registry=REGISTRY)
+COST = Counter("longshot_gateway_cost_total", "Model cost metered (price table units), by API.", ["api"],
+               registry=REGISTRY)
+MODEL_CALLS = Counter("longshot_gateway_model_calls_total",
+                      "Model calls by API and upstream status class (2xx, 4xx, 429, 5xx, error).",
+                      ["api", "status"], registry=REGISTRY)
+UNPRICED_CALLS = Counter("longshot_gateway_unpriced_calls_total", "Model calls whose model has no price.",
+                         ["api"], registry=REGISTRY)
+GIT_PUSHES = Counter("longshot_gateway_git_pushes_total", "Pushes by result (forwarded, refused, invalid).",
+                     ["result"], registry=REGISTRY)
+MIRROR_FETCH = Histogram("longshot_gateway_mirror_fetch_seconds", "Upstream fetches into a mirror.", ["result"],
+                         buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=REGISTRY)
+USAGE_CONFLICTS = Counter("longshot_gateway_status_conflicts_total",
+                          "AgentTask status patches retried because another writer changed the task.",
+                          registry=REGISTRY)
+
+
+def _init() -> None:
+    for route in ROUTES:
+        for result in RESULTS:
+            REQUESTS.labels(route=route, result=result)
+    for a in APIS:
+        for kind in ("input", "output"):
+            TOKENS.labels(api=a, kind=kind)
+        COST.labels(api=a)
+    for result in ("forwarded", "refused", "invalid"):
+        GIT_PUSHES.labels(result=result)
+
+
+_init()

@@ -1,0 +1,78 @@
+"""Which refs one agent attempt may update through the gateway (pure).
+
+An attempt may update exactly:
+
+* its own branch, ``refs/heads/<TaskInput.branch>``, when its role writes code (``worker``, ``fixer``) and
+  that branch lies under ``refs/heads/longshot/<build>/`` (a fixer's branch is the one it fixes, which the
+  operator named there too);
+* its handoff ref, ``refs/longshot/handoffs/<task>/<attempt>`` (any role: large handoffs travel there).
+
+Creating and (force-)updating those two is allowed; deleting any ref, and touching any other ref, is
+refused with a reason the agent sees in git's ``! [remote rejected] <ref> (<reason>)``. Reads are not
+restricted here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from longshot.api import handoff
+from longshot.gateway import pktline
+
+WRITING_ROLES = frozenset({"worker", "fixer"})
+_BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|//|@\{|/\.|\.lock(/|$)")
+
+
+def valid_ref(ref: str) -> bool:
+    """Whether ``ref`` is a full ref name git accepts (``git check-ref-format`` rules, strictly)."""
+    return (ref.startswith("refs/") and len(ref) <= 1024 and not ref.endswith(("/", "."))
+            and _BAD_REF.search(ref) is None)
+
+
+@dataclass(frozen=True)
+class RefPolicy:
+    build: str
+    task: str
+    attempt: int
+    role: str
+    branch: str | None
+    """The attempt's branch (TaskInput ``branch``), without ``refs/heads/``."""
+
+    @property
+    def branch_ref(self) -> str | None:
+        """The branch this attempt may push, or None (a reader role, or a branch outside the build's)."""
+        if self.role not in WRITING_ROLES or not self.branch:
+            return None
+        ref = f"refs/heads/{self.branch}"
+        if not ref.startswith(f"refs/heads/longshot/{self.build}/") or not valid_ref(ref):
+            return None
+        return ref
+
+    @property
+    def handoff_ref(self) -> str:
+        return handoff.handoff_ref(self.task, self.attempt)
+
+    @property
+    def allowed(self) -> tuple[str, ...]:
+        return tuple(r for r in (self.branch_ref, self.handoff_ref) if r)
+
+    def check(self, command: pktline.Command) -> str | None:
+        """Why ``command`` is refused, or None when it may go ahead."""
+        if not valid_ref(command.ref):
+            return "invalid ref name"
+        if command.is_delete:
+            return "deleting refs is not allowed for agents"
+        if command.ref in self.allowed:
+            return None
+        mine = " or ".join(self.allowed)
+        return f"agents may only update {mine}; the merge queue updates the other branches"
+
+    def decide(self, commands: Iterable[pktline.Command]) -> list[tuple[str, str | None]]:
+        """``(ref, reason or None)`` per command; when any is refused, the others are refused with it
+        (a push goes through whole or not at all)."""
+        results = [(c.ref, self.check(c)) for c in commands]
+        if any(reason for _, reason in results):
+            return [(ref, reason or "not updated: another ref of this push was refused") for ref, reason in results]
+        return results

@@ -1,0 +1,206 @@
+"""The gateway's HTTP server (aiohttp): routes, authentication of every agent request, metrics, health.
+
+::
+
+    GET  /healthz                                     200 ok (liveness and readiness)
+    GET  /metrics                                     Prometheus text (longshot.gateway.metrics)
+    POST /progress                                    {"message": "...", "heartbeat": true} -> status.progress
+    GET  /git/<ns>/<build>.git/info/refs              \\
+    POST /git/<ns>/<build>.git/git-upload-pack         > longshot.gateway.gitserve
+    POST /git/<ns>/<build>.git/git-receive-pack       /
+    *    /model/openai/<path>, /model/anthropic/<path>    longshot.gateway.modelproxy
+
+Every route but the first two needs the caller's Pod-bound token (``longshot.gateway.identity``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from aiohttp import web
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from longshot.gateway import cluster as gcluster
+from longshot.gateway import gitserve, identity, metrics, modelproxy
+from longshot.gateway import status as gstatus
+from longshot.gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """Everything the routes share; :func:`make_app` wires it into an aiohttp application."""
+
+    def __init__(self, cluster: gcluster.Cluster, settings: GatewaySettings) -> None:
+        self.cluster = cluster
+        self.settings = settings
+        self.auth = identity.Authenticator(cluster, audience=settings.audience,
+                                           cache_seconds=settings.token_cache_seconds)
+        self.git_service = gitserve.GitService(settings)
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=30.0), follow_redirects=False,
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64), trust_env=False)
+        self.model = modelproxy.ModelProxy(cluster, settings, self.client)
+        self.status = gstatus.TaskStatus(cluster)
+        self._progress_written: dict[tuple[str, str], float] = {}
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    # --- routes -----------------------------------------------------------------------------------------
+
+    async def healthz_route(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def metrics_route(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def git_route(self, request: web.Request) -> web.StreamResponse:
+        async def handle() -> tuple[web.StreamResponse, str]:
+            try:
+                caller = await self.auth.authenticate(request.headers)
+            except identity.Denied as e:
+                return _text(e.status, e.message), _denied(e.status)
+            ns, build, rest = request.match_info["ns"], request.match_info["build"], request.match_info["rest"]
+            if (ns, build) != (caller.namespace, caller.build):
+                return _text(403, f"this attempt belongs to build {caller.namespace}/{caller.build}, not "
+                                  f"{ns}/{build}"), "forbidden"
+            secret_name = (caller.build_spec.get("repository") or {}).get("credentialsSecret")
+            secret = (await asyncio.to_thread(self.cluster.get_secret, ns, str(secret_name))
+                      if secret_name else None)
+            if secret_name and secret is None:
+                return _text(403, f"the repository credentials Secret {ns}/{secret_name} "
+                                  "(spec.repository.credentialsSecret) does not exist"), "forbidden"
+            try:
+                upstream = self.git_service.upstream(caller, secret)
+                if request.method == "GET" and rest == "info/refs":
+                    return await self.git_service.info_refs(request, caller, upstream), "ok"
+                if request.method == "POST" and rest == "git-upload-pack":
+                    return await self.git_service.upload_pack(request, caller, upstream), "ok"
+                if request.method == "POST" and rest == "git-receive-pack":
+                    response = await self.git_service.receive_pack(request, caller, upstream)
+                    refused = response.content_type == "application/x-git-receive-pack-result" and isinstance(
+                        response, web.Response)
+                    return response, "refused" if refused else "ok"
+            except gitserve.UpstreamError as e:
+                return _text(502, str(e)), "upstream_error"
+            return _text(404, f"not a git smart HTTP route: {request.method} {rest}"), "bad_request"
+
+        return await _timed("git", handle)
+
+    async def model_route(self, request: web.Request) -> web.StreamResponse:
+        async def handle() -> tuple[web.StreamResponse, str]:
+            flavour = request.match_info["flavour"]
+            if flavour not in ("openai", "anthropic"):
+                return modelproxy.json_error(404, "not_found", "model routes are /model/openai/... and "
+                                                               "/model/anthropic/..."), "bad_request"
+            try:
+                caller = await self.auth.authenticate(request.headers)
+            except identity.Denied as e:
+                kind = "authentication_error" if e.status == 401 else "permission_error"
+                return modelproxy.json_error(e.status, kind, f"longshot-gateway: {e.message}"), _denied(e.status)
+            return await self.model.handle(request, caller, flavour, request.match_info["path"])  # type: ignore[arg-type]
+
+        return await _timed("model", handle)
+
+    async def progress_route(self, request: web.Request) -> web.StreamResponse:
+        async def handle() -> tuple[web.StreamResponse, str]:
+            try:
+                caller = await self.auth.authenticate(request.headers)
+            except identity.Denied as e:
+                return web.json_response({"error": e.message}, status=e.status), _denied(e.status)
+            raw = await request.content.read(64 * 1024 + 1)
+            try:
+                data = json.loads(raw) if raw else {}
+            except ValueError:
+                data = None
+            if len(raw) > 64 * 1024 or not isinstance(data, dict):
+                return web.json_response({"error": "the body must be a JSON object under 64 KiB, e.g. "
+                                                   '{"message": "running tests"}'}, status=400), "bad_request"
+            message = data.get("message")
+            if message is not None and not isinstance(message, str):
+                return web.json_response({"error": "message must be a string"}, status=400), "bad_request"
+            key = (caller.namespace, caller.task)
+            now = time.monotonic()
+            if now - self._progress_written.get(key, -1e9) < self.settings.progress_min_interval_seconds:
+                return web.json_response({"written": False}, status=202), "ok"
+            self._progress_written[key] = now
+            if len(self._progress_written) > 10_000:
+                self._progress_written.pop(next(iter(self._progress_written)))
+            written = await asyncio.to_thread(self.status.report, caller, message)
+            return web.json_response({"written": written is not None}, status=202), "ok"
+
+        return await _timed("progress", handle)
+
+
+def _denied(status: int) -> str:
+    return "unauthorized" if status == 401 else "forbidden"
+
+
+def _text(status: int, message: str) -> web.Response:
+    # git prints a text/plain error body as "remote: ..." lines
+    return web.Response(status=status, text=f"longshot-gateway: {message}\n", content_type="text/plain")
+
+
+async def _timed(route: str, handle: Callable[[], Awaitable[tuple[web.StreamResponse, str]]]) -> web.StreamResponse:
+    start = time.monotonic()
+    result = "error"
+    try:
+        response, result = await handle()
+        return response
+    except web.HTTPException as e:
+        result = {413: "too_large", 400: "bad_request", 403: "forbidden", 502: "upstream_error"}.get(e.status, "error")
+        raise
+    except Exception:
+        log.exception("%s request failed", route)
+        raise
+    finally:
+        metrics.REQUESTS.labels(route=route, result=result).inc()
+        metrics.REQUEST_DURATION.labels(route=route).observe(time.monotonic() - start)
+
+
+def make_app(gateway: Gateway) -> web.Application:
+    app = web.Application(client_max_size=1024 * 1024)
+    app.router.add_get("/healthz", gateway.healthz_route)
+    app.router.add_get("/metrics", gateway.metrics_route)
+    app.router.add_post("/progress", gateway.progress_route)
+    app.router.add_route("*", r"/git/{ns}/{build}.git/{rest:.*}", gateway.git_route)
+    app.router.add_route("*", r"/model/{flavour}/{path:.*}", gateway.model_route)
+
+    async def close(app: web.Application) -> None:
+        await gateway.close()
+
+    app.on_cleanup.append(close)
+    return app
+
+
+def run(settings: GatewaySettings | None = None) -> int:
+    """``python -m longshot gateway``: serve until SIGTERM/SIGINT."""
+    from longshot.runtime import kube
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = settings or GatewaySettings.from_env()
+    gateway = Gateway(gcluster.Cluster(kube.load_client()), settings)
+    log.info("longshot-gateway listening on %s:%d (audience %s, mirrors in %s)", settings.address, settings.port,
+             settings.audience, settings.mirror_dir)
+    web.run_app(make_app(gateway), host=settings.address, port=settings.port, print=None,
+                handle_signals=True, shutdown_timeout=30, access_log=None)
+    return 0
+
+
+async def serve(gateway: Gateway, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:
+    """Start the app on ``host:port`` in the running loop (tests); returns the runner and the bound port."""
+    runner = web.AppRunner(make_app(gateway), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server: Any = site._server
+    bound = server.sockets[0].getsockname()[1]
+    return runner, int(bound)

@@ -1,0 +1,218 @@
+"""NetworkPolicy enforcement for the local cluster with iptables, for kernels kube-network-policies cannot use.
+
+The local cluster first tries SIG Network's kube-network-policies (``LocalCluster.start_network_policies``).
+It needs the nftables ``queue`` expression, which kernels built without ``CONFIG_NFT_QUEUE`` lack (the
+development machines: ``nft add rule ... queue num 100`` fails with "Could not process rule: No such file
+or directory"). Then this small enforcer runs instead, so the e2e tier can still prove the egress rules.
+
+It implements the part of ``networking.k8s.io/v1`` NetworkPolicy the cluster's workloads use: pod
+selectors (``matchLabels`` and ``matchExpressions``), namespace selectors, ``ipBlock`` CIDRs (``except``
+is not supported and logged), numeric ports and port ranges, both policy types, default deny for the
+selected Pods and the union of the allowed rules. Every second it renders the Pods, Namespaces and
+NetworkPolicies into the iptables filter chains ``LONGSHOT-NETPOL`` (jumped to first from FORWARD, for
+Pod-to-Pod traffic, and INPUT, for Pod-to-node traffic such as the API server, DNS and the git forge):
+established connections pass; a Pod selected for egress may only open the connections its policies allow,
+a Pod selected for ingress may only accept those; the rest is rejected.
+
+::
+
+    python -m longshot.testing.netpolicy --kubeconfig FILE
+
+Nothing here imports the rest of Longshot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+CHAIN = "LONGSHOT-NETPOL"
+EGRESS = "LONGSHOT-NETPOL-EGRESS"
+INGRESS = "LONGSHOT-NETPOL-INGRESS"
+HOOKS = ("FORWARD", "INPUT")
+
+
+def selects(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """Whether a LabelSelector matches ``labels`` (an empty selector matches everything)."""
+    selector = selector or {}
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def _labels(obj: Mapping[str, Any]) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get("labels") or {})
+
+
+def _pod_ips(pods: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, dict[str, str]]]:
+    """``(namespace, ip, labels)`` of the Pods that have their own address."""
+    out = []
+    for p in pods:
+        status, spec = p.get("status") or {}, p.get("spec") or {}
+        ip = status.get("podIP")
+        if ip and not spec.get("hostNetwork") and status.get("phase") in ("Pending", "Running"):
+            out.append((p["metadata"]["namespace"], ip, _labels(p)))
+    return out
+
+
+def _peers(peers: list[Mapping[str, Any]] | None, policy_ns: str, pods: list[tuple[str, str, dict[str, str]]],
+           namespaces: Mapping[str, dict[str, str]], warnings: list[str]) -> list[str] | None:
+    """The addresses (``ip/32`` or CIDRs) of ``peers``; None means anywhere (no peers listed)."""
+    if not peers:
+        return None
+    out: list[str] = []
+    for peer in peers:
+        if peer.get("ipBlock"):
+            block = peer["ipBlock"]
+            out.append(str(ipaddress.ip_network(block["cidr"], strict=False)))
+            if block.get("except"):
+                warnings.append(f"ipBlock.except is not enforced ({block['cidr']})")
+            continue
+        ns_sel, pod_sel = peer.get("namespaceSelector"), peer.get("podSelector")
+        for ns, ip, labels in pods:
+            in_ns = selects(ns_sel, namespaces.get(ns, {})) if ns_sel is not None else ns == policy_ns
+            if in_ns and (pod_sel is None or selects(pod_sel, labels)):
+                out.append(f"{ip}/32")
+    return out
+
+
+def _ports(ports: list[Mapping[str, Any]] | None, warnings: list[str]) -> list[str] | None:
+    """iptables match fragments of ``ports``; None means every port."""
+    if not ports:
+        return None
+    out = []
+    for p in ports:
+        proto = str(p.get("protocol") or "TCP").lower()
+        port = p.get("port")
+        if port is None:
+            out.append(f"-p {proto}")
+        elif isinstance(port, int):
+            end = p.get("endPort")
+            out.append(f"-p {proto} --dport {port}:{end}" if end else f"-p {proto} --dport {port}")
+        else:
+            warnings.append(f"named port {port!r} is not enforced (denied)")
+    return out
+
+
+def render(pods: list[Mapping[str, Any]], namespaces: list[Mapping[str, Any]],
+           policies: list[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
+    """``(iptables-restore lines of the filter table's chains, warnings)``."""
+    ips = _pod_ips(pods)
+    ns_labels = {n["metadata"]["name"]: _labels(n) for n in namespaces}
+    warnings: list[str] = []
+    egress: dict[str, list[str]] = {}
+    ingress: dict[str, list[str]] = {}
+    for pol in sorted(policies, key=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"])):
+        ns, spec = pol["metadata"]["namespace"], pol.get("spec") or {}
+        types = spec.get("policyTypes") or (["Ingress", "Egress"] if spec.get("egress") else ["Ingress"])
+        selected = [ip for pns, ip, labels in ips if pns == ns and selects(spec.get("podSelector"), labels)]
+        for ip in selected:
+            if "Egress" in types:
+                rules = egress.setdefault(ip, [])
+                for rule in spec.get("egress") or []:
+                    peers = _peers(rule.get("to"), ns, ips, ns_labels, warnings)
+                    ports = _ports(rule.get("ports"), warnings)
+                    for dst in peers if peers is not None else [None]:
+                        for port in ports if ports is not None else [None]:
+                            rules.append(" ".join(x for x in (f"-s {ip}/32", f"-d {dst}" if dst else "", port or "")
+                                                  if x))
+            if "Ingress" in types:
+                rules = ingress.setdefault(ip, [])
+                for rule in spec.get("ingress") or []:
+                    peers = _peers(rule.get("from"), ns, ips, ns_labels, warnings)
+                    ports = _ports(rule.get("ports"), warnings)
+                    for src in peers if peers is not None else [None]:
+                        for port in ports if ports is not None else [None]:
+                            rules.append(" ".join(x for x in (f"-s {src}" if src else "", f"-d {ip}/32", port or "")
+                                                  if x))
+    lines = [f":{CHAIN} - [0:0]", f":{EGRESS} - [0:0]", f":{INGRESS} - [0:0]",
+             f"-F {CHAIN}", f"-F {EGRESS}", f"-F {INGRESS}",
+             f"-A {CHAIN} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+             f"-A {CHAIN} -j {EGRESS}", f"-A {CHAIN} -j {INGRESS}"]
+    for ip in sorted(egress):
+        lines += [f"-A {EGRESS} {r} -j RETURN" for r in sorted(set(egress[ip]))]
+        lines.append(f"-A {EGRESS} -s {ip}/32 -j REJECT")
+    for ip in sorted(ingress):
+        lines += [f"-A {INGRESS} {r} -j RETURN" for r in sorted(set(ingress[ip]))]
+        lines.append(f"-A {INGRESS} -d {ip}/32 -j REJECT")
+    return lines, sorted(set(warnings))
+
+
+def apply(lines: list[str]) -> None:
+    subprocess.run(["iptables-restore", "-w", "--noflush"], input="\n".join(["*filter", *lines, "COMMIT", ""]),
+                   text=True, check=True, capture_output=True)
+    for hook in HOOKS:
+        if subprocess.run(["iptables", "-w", "-C", hook, "-j", CHAIN], capture_output=True).returncode:
+            subprocess.run(["iptables", "-w", "-I", hook, "1", "-j", CHAIN], check=True, capture_output=True)
+
+
+def remove() -> None:
+    for hook in HOOKS:
+        while subprocess.run(["iptables", "-w", "-D", hook, "-j", CHAIN], capture_output=True).returncode == 0:
+            pass
+    for chain in (CHAIN, EGRESS, INGRESS):
+        subprocess.run(["iptables", "-w", "-F", chain], capture_output=True)
+    for chain in (CHAIN, EGRESS, INGRESS):
+        subprocess.run(["iptables", "-w", "-X", chain], capture_output=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import kubernetes
+
+    parser = argparse.ArgumentParser(prog="python -m longshot.testing.netpolicy",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kubeconfig", type=Path, required=True)
+    parser.add_argument("--interval", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    new_client: Any = kubernetes.config.new_client_from_config
+    client = new_client(config_file=str(args.kubeconfig))
+    core = kubernetes.client.CoreV1Api(client)
+    net = kubernetes.client.NetworkingV1Api(client)
+    stop = False
+
+    def on_term(*_: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    last: list[str] | None = None
+    while not stop:
+        try:
+            ser = client.sanitize_for_serialization
+            lines, warnings = render(ser(core.list_pod_for_all_namespaces()).get("items", []),
+                                     ser(core.list_namespace()).get("items", []),
+                                     ser(net.list_network_policy_for_all_namespaces()).get("items", []))
+            if lines != last:
+                apply(lines)
+                print(f"[netpolicy] enforcing: {sum(' -j REJECT' in x for x in lines)} restricted Pod directions, "
+                      f"{sum(' -j RETURN' in x for x in lines)} allow rules" + (f"; {warnings}" if warnings else ""),
+                      flush=True)
+                last = lines
+        except Exception as e:  # the API server restarting, a transient iptables lock: try again
+            print(f"[netpolicy] {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        time.sleep(args.interval)
+    remove()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

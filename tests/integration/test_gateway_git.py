@@ -1,0 +1,170 @@
+"""Git through the gateway against a real smart-HTTP git server that needs a password: the build's
+credential is injected upstream, the agent holds only its Pod's token, and an attempt may update only its
+own branch and handoff ref."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import git_servers
+import pytest
+from gateway_attempts import make_attempt, secret
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "s3cr3t-upstream-passw0rd"
+IDENTITY = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
+            "GIT_TERMINAL_PROMPT": "0"}
+admin = git_servers.Git(IDENTITY, isolated=True, strip=True)
+
+
+@pytest.fixture
+def forge(tmp_path):
+    """A forge (git smart HTTP behind Basic auth) with app.git: one commit on main."""
+    root = tmp_path / "forge"
+    root.mkdir()
+    admin("init", "--quiet", "--bare", "-b", "main", str(root / "app.git"))
+    seed = tmp_path / "seed"
+    admin("init", "--quiet", "-b", "main", str(seed))
+    (seed / "README.md").write_text("# app\n")
+    admin("add", "-A", cwd=seed)
+    admin("commit", "--quiet", "-m", "initial", cwd=seed)
+    admin("push", "--quiet", str(root / "app.git"), "main", cwd=seed)
+    with git_servers.git_http(root, git=admin, accounts=[("alice", PASSWORD)]) as server:
+        yield server
+
+
+def refs(forge) -> dict[str, str]:
+    out = admin("for-each-ref", "--format=%(refname) %(objectname)", cwd=forge.root / "app.git")
+    return dict(line.split(" ", 1) for line in out.splitlines())
+
+
+@pytest.fixture
+def attempt(core_v1, custom, namespace, gateway, forge):
+    secret(core_v1, namespace, "git-token", {"username": "alice", "password": PASSWORD})
+    spec = {"repository": {"url": forge.url("app"), "credentialsSecret": "git-token"}}
+    return lambda **kw: make_attempt(core_v1, custom, namespace, gateway.url, build_spec=spec, **kw)
+
+
+def agent_git(token: str, cwd: Path | None = None, *args: str) -> subprocess.CompletedProcess[str]:
+    """git as the agent runs it: the token as an extra header from the environment, nothing else."""
+    env = {**IDENTITY, "PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "GIT_CONFIG_COUNT": "1",
+           "GIT_CONFIG_KEY_0": "http.extraHeader", "GIT_CONFIG_VALUE_0": f"Authorization: Bearer {token}"}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def clone(a, gateway, namespace, dest: Path) -> Path:
+    r = agent_git(a.token, None, "clone", "--quiet", f"{gateway.url}/git/{namespace}/b1.git", str(dest))
+    assert r.returncode == 0, r.stderr
+    return dest
+
+
+def commit(work: Path, name: str) -> str:
+    (work / name).write_text(name)
+    admin("add", "-A", cwd=work)
+    admin("commit", "--quiet", "-m", name, cwd=work)
+    return admin("rev-parse", "HEAD", cwd=work)
+
+
+def test_clone_and_push_its_own_branch_with_the_builds_credential_injected(gateway, attempt, forge, namespace,
+                                                                          tmp_path):
+    a = attempt()
+    work = clone(a, gateway, namespace, tmp_path / "work")
+    assert (work / "README.md").read_text() == "# app\n"
+    head = commit(work, "feature.txt")
+
+    r = agent_git(a.token, work, "push", "--porcelain", f"{gateway.url}/git/{namespace}/b1.git",
+                  "HEAD:refs/heads/longshot/b1/b1-t1")
+    assert r.returncode == 0, r.stderr
+    assert refs(forge)["refs/heads/longshot/b1/b1-t1"] == head
+    # the handoff ref too, forced as the runner does
+    url = f"{gateway.url}/git/{namespace}/b1.git"
+    r = agent_git(a.token, work, "push", url, "+HEAD:refs/longshot/handoffs/b1-t1/1")
+    assert r.returncode == 0, r.stderr
+    assert refs(forge)["refs/longshot/handoffs/b1-t1/1"] == head
+    # the forge only ever saw the gateway with the build's credential, never the agent's token
+    assert {user for _, _, user in forge.requests} == {"alice"}
+    assert not any(a.token in h for h in forge.auth_headers)
+    # and a force-push of its own branch is its own business
+    admin("reset", "--quiet", "--hard", "HEAD~1", cwd=work)
+    again = commit(work, "other.txt")
+    r = agent_git(a.token, work, "push", "--force", f"{gateway.url}/git/{namespace}/b1.git",
+                  "HEAD:refs/heads/longshot/b1/b1-t1")
+    assert r.returncode == 0, r.stderr
+    assert refs(forge)["refs/heads/longshot/b1/b1-t1"] == again
+
+
+@pytest.mark.parametrize("refspec, shown", [
+    ("HEAD:refs/heads/main", "main -> main"),
+    ("HEAD:refs/heads/longshot/b1/b1-other", "HEAD -> longshot/b1/b1-other"),
+    ("HEAD:refs/longshot/handoffs/b1-other/1", "HEAD -> refs/longshot/handoffs/b1-other/1"),
+    ("HEAD:refs/tags/v1", "HEAD -> v1"),
+])
+def test_any_other_ref_is_refused_with_a_message_the_agent_sees(gateway, attempt, forge, namespace, tmp_path,
+                                                               refspec, shown):
+    a = attempt()
+    work = clone(a, gateway, namespace, tmp_path / "work")
+    commit(work, "evil.txt")
+    before = refs(forge)
+
+    r = agent_git(a.token, work, "push", f"{gateway.url}/git/{namespace}/b1.git", refspec.replace("HEAD:", "HEAD:"))
+
+    assert r.returncode != 0
+    assert "[remote rejected]" in r.stderr and "agents may only update refs/heads/longshot/b1/b1-t1 or " \
+        "refs/longshot/handoffs/b1-t1/1" in r.stderr, r.stderr
+    assert "remote: longshot-gateway: refused" in r.stderr
+    assert refs(forge) == before
+
+
+def test_deletes_are_refused_even_of_its_own_branch(gateway, attempt, forge, namespace, tmp_path):
+    a = attempt()
+    work = clone(a, gateway, namespace, tmp_path / "work")
+    commit(work, "x.txt")
+    url = f"{gateway.url}/git/{namespace}/b1.git"
+    assert agent_git(a.token, work, "push", url, "HEAD:refs/heads/longshot/b1/b1-t1").returncode == 0
+
+    r = agent_git(a.token, work, "push", url, ":refs/heads/longshot/b1/b1-t1")
+    assert r.returncode != 0 and "deleting refs is not allowed" in r.stderr, r.stderr
+    r = agent_git(a.token, work, "push", url, ":refs/heads/main")
+    assert r.returncode != 0 and "deleting refs is not allowed" in r.stderr
+    assert {"refs/heads/main", "refs/heads/longshot/b1/b1-t1"} <= set(refs(forge))
+
+
+def test_one_forbidden_ref_refuses_the_whole_push(gateway, attempt, forge, namespace, tmp_path):
+    a = attempt()
+    work = clone(a, gateway, namespace, tmp_path / "work")
+    commit(work, "x.txt")
+    before = refs(forge)
+    r = agent_git(a.token, work, "push", f"{gateway.url}/git/{namespace}/b1.git",
+                  "HEAD:refs/heads/longshot/b1/b1-t1", "HEAD:refs/heads/main")
+    assert r.returncode != 0 and "another ref of this push was refused" in r.stderr, r.stderr
+    assert refs(forge) == before
+
+
+def test_a_reviewer_reads_the_branch_but_may_not_push_it(gateway, attempt, forge, namespace, tmp_path):
+    a = attempt(task="b1-review", role="reviewer", branch="longshot/b1/b1-t1")
+    work = clone(a, gateway, namespace, tmp_path / "work")
+    commit(work, "sneaky.txt")
+    r = agent_git(a.token, work, "push", f"{gateway.url}/git/{namespace}/b1.git", "HEAD:refs/heads/longshot/b1/b1-t1")
+    assert r.returncode != 0 and "agents may only update refs/longshot/handoffs/b1-review/1" in r.stderr, r.stderr
+
+
+def test_a_wrong_upstream_credential_is_an_error_naming_the_repository(gateway, core_v1, custom, namespace, forge,
+                                                                      tmp_path):
+    secret(core_v1, namespace, "bad-token", {"username": "alice", "password": "not-the-Passw0rd-x9"})
+    a = make_attempt(core_v1, custom, namespace, gateway.url, build_spec={
+        "repository": {"url": forge.url("app"), "credentialsSecret": "bad-token"}})
+    r = agent_git(a.token, None, "clone", f"{gateway.url}/git/{namespace}/b1.git", str(tmp_path / "w"))
+    assert r.returncode != 0
+    assert "remote: longshot-gateway: the gateway could not fetch the repository" in r.stderr, r.stderr
+    assert "refused the credentials of spec.repository.credentialsSecret bad-token" in r.stderr, r.stderr
+    assert "not-the-Passw0rd-x9" not in r.stderr and PASSWORD not in r.stderr
+
+
+def test_a_missing_credentials_secret_is_named(gateway, core_v1, custom, namespace, forge, tmp_path):
+    a = make_attempt(core_v1, custom, namespace, gateway.url, build_spec={
+        "repository": {"url": forge.url("app"), "credentialsSecret": "nope"}})
+    r = agent_git(a.token, None, "clone", f"{gateway.url}/git/{namespace}/b1.git", str(tmp_path / "w"))
+    assert r.returncode != 0 and f"Secret {namespace}/nope" in r.stderr, r.stderr
