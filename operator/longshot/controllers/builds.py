@@ -60,9 +60,12 @@ class BuildReconciler:
         if not self.ctx.owns_build(build):
             return []
         now = self.ctx.clock()
+        out_first: list[ex.Action] = []
+        if self.ctx.network_policy is not None and build.namespace not in self.ctx.policed:
+            out_first.append(ex.Call(self._police(build.namespace), f"agent NetworkPolicy of {build.namespace}"))
         state = builds.BuildState.from_build(build)
         events: list[builds.Event] = []
-        out: list[ex.Action] = []
+        out: list[ex.Action] = out_first
         if state.phase == builds.PENDING:
             events.append(builds.Created())
         events.append(builds.SuspendChanged(build.spec.suspend))
@@ -93,6 +96,16 @@ class BuildReconciler:
                 state, more = self._decide(state, event, now)
                 effects.extend(more)
         return [*out, *self._actions(build, state, effects, extra, now)]
+
+    def _police(self, namespace: str) -> Any:
+        ensure = self.ctx.network_policy
+        assert ensure is not None
+
+        def run() -> None:
+            ensure(namespace)
+            self.ctx.policed.add(namespace)
+
+        return run
 
     def _decide(self, state: builds.BuildState, event: builds.Event,
                 now: datetime) -> tuple[builds.BuildState, list[builds.Effect]]:

@@ -20,7 +20,7 @@ from longshot.api import objects, timeutil
 from longshot.api.handoff import PlannedTask
 from longshot.controllers import cache as cachemod
 from longshot.controllers import workqueue
-from longshot.core import dependencies, tasks
+from longshot.core import dependencies, tasks, usage
 from longshot.core import mergejobs as mj
 from longshot.runtime import kube, preflight
 
@@ -56,6 +56,10 @@ class Context:
     """When a pending task's dependencies became ready (dispatch latency)."""
     preflight: Callable[[kube.KubeAPI, objects.BuildRequest], str | None] = preflight.check
     """The configuration check of a build's spec (``runtime.preflight.check``; unit tests inject their own)."""
+    network_policy: Callable[[str], object] | None = None
+    """Keep the default-deny agent NetworkPolicy of a namespace (``runtime.netpol.ensure``); None: off."""
+    policed: set[str] = field(default_factory=set)
+    """Namespaces whose agent NetworkPolicy this replica made sure of."""
     _views: dict[Key, tuple[int, BuildViews]] = field(default_factory=dict)
     _versions: dict[Key, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -89,9 +93,9 @@ class Context:
         tokens, cost, fixers = 0, 0.0, 0
         for t in ts:
             base[t.name] = self._dep_view(t)
-            t_tokens, t_cost = task_usage(t)
-            tokens += t_tokens
-            cost += t_cost
+            used = usage.task_usage(_wire(t))
+            tokens += used.tokens
+            cost += used.cost
             if t.spec.role == "fixer":
                 fixers += 1
         views = dict(base)
@@ -159,28 +163,20 @@ class Context:
         return v.tokens, v.cost
 
     def budget_spent(self, build: objects.BuildRequest) -> bool:
-        b = build.spec.budget
         tokens, cost = self.usage(build)
-        return (b.max_tokens is not None and tokens >= b.max_tokens) or (b.max_cost is not None and cost >= b.max_cost)
+        budget = build.spec.budget.model_dump(by_alias=True, exclude_none=True)
+        return usage.budget_spent(budget, usage.Totals(tokens, cost)) is not None
 
 
 def _fields(v: dependencies.DepView) -> dict[str, Any]:
     return {f: getattr(v, f) for f in v.__slots__}
 
 
-def task_usage(t: objects.AgentTask) -> tuple[int, float]:
-    """Tokens and cost of a task: its finished attempts plus the live meter of the running one."""
-    tokens = sum(a.tokens for a in t.status.attempts)
-    cost = sum(a.cost for a in t.status.attempts)
-    progress = t.status.progress
-    if progress is not None and t.status.phase == tasks.RUNNING:
-        live_attempt = getattr(progress, "attempt", None)
-        current = max((a.number for a in t.status.attempts), default=0)
-        recorded = next((a for a in t.status.attempts if a.number == current), None)
-        if live_attempt in (None, current) and (recorded is None or recorded.end_time is None):
-            tokens += progress.tokens
-            cost += float(getattr(progress, "cost", 0.0) or 0.0)
-    return tokens, cost
+def _wire(t: objects.AgentTask) -> dict[str, Any]:
+    """The parts of a task's status that usage reads, as the API returns them."""
+    st = t.status
+    return {"status": {"attempts": [{"number": a.number, "tokens": a.tokens, "cost": a.cost} for a in st.attempts],
+                       "progress": st.progress.model_dump(by_alias=True) if st.progress is not None else {}}}
 
 
 def job_terminal(job: objects.MergeJob) -> bool:

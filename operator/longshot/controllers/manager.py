@@ -40,7 +40,7 @@ from longshot.controllers import mergejobs as mjc
 from longshot.controllers import mergequeue as mqc
 from longshot.controllers import tasks as tasksc
 from longshot.core import mergejobs as mj
-from longshot.runtime import kube
+from longshot.runtime import kube, netpol
 
 log = logging.getLogger("longshot.manager")
 
@@ -80,6 +80,8 @@ class Manager:
             self.leadership = leadership.Leadership(client, settings, shards=self.cache.shards,
                                                     on_change=self._leadership_changed, clock=clock)
             self.ctx.owns = self.leadership.holds
+            if settings.network_policy:
+                self.ctx.network_policy = lambda namespace: netpol.ensure(client, namespace, settings)
         self.sem = asyncio.Semaphore(CONCURRENCY)
         self.heartbeat = monotonic()
         self.steps = 0

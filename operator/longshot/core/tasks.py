@@ -396,11 +396,12 @@ def _duplicate_admit(state: TaskState, event: Admitted, now: datetime, rand: Ran
 
 
 def _usage_of(event: PodFinished) -> Usage:
-    if event.metered is not None:
-        return event.metered
+    """The attempt's usage: field by field the larger of what the gateway metered and what the handoff says
+    (the agent could understate; ``core.usage`` counts the same way)."""
+    metered = event.metered or Usage()
     if isinstance(event.handoff, Handoff):
-        return Usage(event.handoff.usage.tokens, event.handoff.usage.cost)
-    return Usage()
+        return Usage(max(metered.tokens, event.handoff.usage.tokens), max(metered.cost, event.handoff.usage.cost))
+    return metered
 
 
 def _finish(state: TaskState, event: PodFinished, now: datetime, rand: Rand) -> Result:
