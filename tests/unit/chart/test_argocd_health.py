@@ -8,6 +8,7 @@ import copy
 from typing import Any
 
 import pytest
+
 import status_tools as st
 
 FIXTURES = st.fixtures()
