@@ -25,6 +25,8 @@
 # result and only checks it. Atomic: downloads and builds land in $BIN/.tmp.* first, are checked (checksum,
 # version), and only then renamed into place, so a partial file is never executable under its final name.
 #
+# Extra binaries: K8S_BINARIES_EXTRA="kubeadm kube-proxy" provides those too (hack/kind-node-image.sh needs them).
+#
 # Overrides (tests use them): LONGSHOT_CACHE (the cache directory, default ~/.cache/longshot/k8s-<version>),
 # K8S_BINARIES_SOURCES, and the release base URLs K8S_RELEASE_URL, ETCD_RELEASE_URL, HELM_RELEASE_URL,
 # KWOK_RELEASE_URL.
@@ -48,6 +50,14 @@ SOURCES="${K8S_BINARIES_SOURCES:-assets download build}"
 CACHE="${LONGSHOT_CACHE:-$HOME/.cache/longshot/k8s-${K8S_VERSION}}"
 BIN="$CACHE/bin"
 KUBE_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
+# more Kubernetes binaries, e.g. K8S_BINARIES_EXTRA="kubeadm kube-proxy" for the kind node image
+read -r -a EXTRA_BINS <<<"${K8S_BINARIES_EXTRA:-}"
+for b in "${EXTRA_BINS[@]}"; do
+  case "$b" in
+    kubeadm|kube-proxy) KUBE_BINS+=("$b") ;;
+    *) echo "[k8s-binaries] K8S_BINARIES_EXTRA: unknown binary $b (kubeadm, kube-proxy)" >&2; exit 2 ;;
+  esac
+done
 ALL_BINS=(etcd "${KUBE_BINS[@]}" helm kwok)
 
 log() { printf '[k8s-binaries] %s\n' "$*" >&2; }
@@ -70,6 +80,7 @@ reported() {
     kubectl) out=$(timeout 20 "$path" version --client 2>/dev/null | sed -n 's/^Client Version: *\(v[^ ]*\).*/\1/p' || true) ;;
     helm) out=$(timeout 20 "$path" version --template '{{.Version}}' 2>/dev/null || true) ;;
     kwok) out=$(timeout 20 "$path" --version 2>/dev/null | grep -o 'v[0-9][0-9.]*[0-9]' | head -n1 || true) ;;
+    kubeadm) out=$(timeout 20 "$path" version -o short 2>/dev/null || true) ;;
     *) out=$(timeout 20 "$path" --version 2>/dev/null | sed -n 's/^Kubernetes *\(v[^ ]*\).*/\1/p' || true) ;;
   esac
   printf '%s' "${out%%$'\n'*}"

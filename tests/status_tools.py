@@ -62,13 +62,23 @@ def kstatus(objs: Iterable[Mapping[str, Any]]) -> list[KStatusRow]:
     return _rows(result.stdout)
 
 
-def kstatus_live(kubeconfig: Path | str, namespace: str, resources: Sequence[str] = RESOURCES) -> list[KStatusRow]:
-    """kstatus' ``(name, status, message)`` for every live object of ``resources`` in ``namespace``."""
+def _live(kubeconfig: Path | str, namespace: str, resources: Sequence[str]) -> list[dict[str, str]]:
     result = subprocess.run([str(kstatus_binary()), "-kubeconfig", str(kubeconfig), "-n", namespace, "-o", "json",
                              *resources], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise ToolError(f"kstatus failed ({result.returncode}): {result.stderr.strip()}")
-    return _rows(result.stdout)
+    return list(json.loads(result.stdout))
+
+
+def kstatus_live(kubeconfig: Path | str, namespace: str, resources: Sequence[str] = RESOURCES) -> list[KStatusRow]:
+    """kstatus' ``(name, status, message)`` for every live object of ``resources`` in ``namespace``."""
+    return [(r["name"], r["status"], r["message"]) for r in _live(kubeconfig, namespace, resources)]
+
+
+def kstatus_live_by_kind(kubeconfig: Path | str, namespace: str,
+                         resources: Sequence[str] = RESOURCES) -> dict[tuple[str, str], tuple[str, str]]:
+    """The same, keyed by ``(kind, name)`` (the three kinds may share names)."""
+    return {(r["kind"], r["name"]): (r["status"], r["message"]) for r in _live(kubeconfig, namespace, resources)}
 
 
 def health_script(api_version: str, kind: str) -> Path:
