@@ -118,7 +118,7 @@ EXPECTED: dict[str, tuple[str, str, str]] = {
     # kstatus reports Stalled=True as Failed: it has no status for "waiting for a person"; the message says why
     "br-budget-exceeded": ("Failed", "Degraded", "raise spec.budget.maxTokens"),
     "br-in-progress": ("InProgress", "Progressing", "2 running, 1 waiting"),
-    "br-spec-edited-after-finish": ("InProgress", "Progressing", "generation 2"),
+    "br-spec-edited-after-finish": ("InProgress", "Progressing", "generation is 2"),
     "br-suspended": ("InProgress", "Suspended", "spec.suspend is true"),
     "br-deleting": ("Terminating", "Progressing", ""),
     "at-succeeded": ("Current", "Healthy", ""),

@@ -51,7 +51,7 @@ def test_a_ready_condition_from_an_older_generation_is_not_healthy() -> None:
     obj["metadata"]["generation"] = 3
     status, text = st.argo_health(obj)
     assert status == "Progressing"
-    assert "generation 3 (the status is for generation 1)" in text
+    assert text == "BuildRequest generation is 3, but the operator has observed generation 1"
 
 
 def test_stalled_false_and_ready_false_without_reconciling_is_still_progressing() -> None:

@@ -38,6 +38,7 @@ def fake_binary(name: str, version: str) -> str:
         "kubectl": f"Client Version: {version}\\nKustomize Version: v5.7.1",
         "helm": version,
         "kwok": f"kwok version {version}",
+        "kubeadm": version,
     }.get(name, f"Kubernetes {version}")
     return f"#!/bin/sh\nprintf '{line}\\n'\n"
 
@@ -51,8 +52,8 @@ def plant(directory: Path, name: str, version: str) -> Path:
 
 
 def reported(path: Path, name: str) -> str:
-    args = {"kubectl": ["version", "--client"], "helm": ["version", "--template", "{{.Version}}"]}.get(
-        name, ["--version"])
+    args = {"kubectl": ["version", "--client"], "helm": ["version", "--template", "{{.Version}}"],
+            "kubeadm": ["version", "-o", "short"]}.get(name, ["--version"])
     return subprocess.run([str(path), *args], capture_output=True, text=True, check=True).stdout
 
 
@@ -138,6 +139,24 @@ def test_a_dangling_kubebuilder_link_is_provided_again(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert (bin_dir / "kubectl").resolve() == assets / "kubectl"
     assert_consistent(bin_dir)
+
+
+def test_extra_binaries_are_checked_like_the_others(tmp_path: Path) -> None:
+    # the kind node image needs kubeadm and kube-proxy too, at the same Kubernetes pin
+    bin_dir = good_cache(tmp_path / "cache")
+    plant(bin_dir, "kubeadm", "v1.33.0")
+    assets = tmp_path / "assets"
+    plant(assets, "kubeadm", K8S)
+    plant(assets, "kube-proxy", K8S)
+    env = {"KUBEBUILDER_ASSETS": str(assets), "K8S_BINARIES_EXTRA": "kubeadm kube-proxy"}
+    assert run(tmp_path / "cache", "--check", sources="", env=env).returncode == 1
+    result = run(tmp_path / "cache", sources="assets", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "rejected the cached kubeadm: reports v1.33.0, pinned v1.34.4" in result.stderr
+    assert reported(bin_dir / "kubeadm", "kubeadm").strip() == K8S
+    assert "Kubernetes v1.34.4" in reported(bin_dir / "kube-proxy", "kube-proxy")
+    unknown = run(tmp_path / "cache", sources="", env={"K8S_BINARIES_EXTRA": "kubefed"})
+    assert unknown.returncode == 2 and "unknown binary kubefed" in unknown.stderr
 
 
 # --- downloads -------------------------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ if observed == nil then
 end
 if generation ~= nil and observed ~= nil and observed < generation then
   hs.status = "Progressing"
-  hs.message = "Waiting for the operator to observe generation " .. generation .. " (the status is for generation " .. observed .. ")"
+  hs.message = obj.kind .. " generation is " .. generation .. ", but the operator has observed generation " .. observed
   return hs
 end
 
