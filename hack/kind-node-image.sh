@@ -169,7 +169,7 @@ docker save -o "$WORK/control-plane.tar" "${images[@]}"
 log "control-plane images: ${images[*]}"
 
 # --- 4. preload them into the node's containerd (content only: unpacked on first use), then commit ---------
-docker run -d --name "$BUILD_CONTAINER" --privileged --entrypoint sleep \
+docker run -d --init --name "$BUILD_CONTAINER" --privileged --entrypoint sleep \
   "localhost/longshot-kind-node-build:${key}" infinity >/dev/null
 docker exec "$BUILD_CONTAINER" bash -c 'nohup containerd >/tmp/containerd.log 2>&1 &'
 for _ in $(seq 1 60); do

@@ -13,7 +13,10 @@
 # root /var/lib/docker/containerd), apart from the local cluster's (socket, state and root under
 # /var/tmp/longshot-cluster); and docker-up turns IP forwarding on first, because a dockerd that turns it on
 # itself also sets the FORWARD chain's policy to DROP, which would cut the local cluster's bridged Pod traffic
-# (br_netfilter is loaded). Either cluster is a machine-wide singleton: hold /tmp/longshot-cluster.lock.
+# (br_netfilter is loaded). Where root lacks CAP_SYS_RESOURCE (these machines), dockerd gets a runc wrapper as
+# its default runtime (hack/kind/runc-without-sys-resource), as Docker 20.10 would otherwise hand every
+# privileged container (each kind node) a capability runc cannot apply.
+# Either cluster is a machine-wide singleton: hold /tmp/longshot-cluster.lock.
 #
 # Environment: LONGSHOT_KIND_DIR (kubeconfigs, default /var/tmp/longshot-kind), DOCKERD_LOG
 # (default /var/log/longshot-dockerd.log).
@@ -26,8 +29,24 @@ IMAGES=(pause operator agent)
 log() { printf '[kind] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# root's capability bounding set lacks CAP_SYS_RESOURCE on these machines: then dockerd needs the runc wrapper
+# hack/kind/runc-without-sys-resource as its default runtime, or no --privileged container (a kind node) starts
+lacks_sys_resource() {
+  local bnd; bnd=$(sed -n 's/^CapBnd:[[:space:]]*//p' /proc/self/status)
+  (( (0x$bnd >> 24 & 1) == 0 ))
+}
+RUNC_WRAPPER=/var/lib/longshot/runc-without-sys-resource
+
 docker_up() {
-  if docker info >/dev/null 2>&1; then return 0; fi
+  if docker info >/dev/null 2>&1; then
+    if lacks_sys_resource && [[ "$(docker info --format '{{.DefaultRuntime}}')" != longshot-runc ]]; then
+      die "this Docker engine runs privileged containers with runc directly, and root lacks CAP_SYS_RESOURCE here:
+kind's node containers would fail with 'unable to apply caps: operation not permitted'. Restart dockerd with
+  --add-runtime longshot-runc=$RUNC_WRAPPER --default-runtime longshot-runc
+(hack/kind.sh docker-up does that when it starts dockerd itself)."
+    fi
+    return 0
+  fi
   [[ $(id -u) == 0 ]] || die "no Docker engine answers, and starting one needs root"
   if ! command -v dockerd >/dev/null; then
     log "installing Debian's docker.io"
@@ -36,7 +55,12 @@ docker_up() {
   sysctl -qw net.ipv4.ip_forward=1
   local logfile="${DOCKERD_LOG:-/var/log/longshot-dockerd.log}"
   log "starting dockerd (log $logfile)"
-  nohup dockerd >>"$logfile" 2>&1 &
+  local flags=()
+  if lacks_sys_resource; then
+    install -D -m 0755 "$ROOT/hack/kind/runc-without-sys-resource" "$RUNC_WRAPPER"
+    flags=(--add-runtime "longshot-runc=$RUNC_WRAPPER" --default-runtime longshot-runc)
+  fi
+  nohup dockerd "${flags[@]}" >>"$logfile" 2>&1 &
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && { log "dockerd is up"; return 0; }
     sleep 1
