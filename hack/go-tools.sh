@@ -10,6 +10,7 @@
 #   kstatus           hack/kstatus, on sigs.k8s.io/cli-utils v0.37.2 (its go.mod/go.sum pin every module)
 #   dashboard-linter  github.com/grafana/dashboard-linter@v0.1.1
 #   kube-linter       golang.stackrox.io/kube-linter/cmd/kube-linter@v0.7.6
+#   coredns           github.com/coredns/coredns@v1.12.1        (the kind node image's cluster DNS; kubeadm's pin)
 #
 # The same guarantees as hack/k8s-binaries.sh: a lock (flock on $TOOLS/.lock) so two runs never race; the
 # cached binary's version is checked on every run (`go version -m`: the module and version it was built from;
@@ -31,6 +32,7 @@ spec() {
     kind) echo "sigs.k8s.io/kind v0.30.0 sigs.k8s.io/kind" ;;
     dashboard-linter) echo "github.com/grafana/dashboard-linter v0.1.1 github.com/grafana/dashboard-linter" ;;
     kube-linter) echo "golang.stackrox.io/kube-linter v0.7.6 golang.stackrox.io/kube-linter/cmd/kube-linter" ;;
+    coredns) echo "github.com/coredns/coredns v1.12.1 github.com/coredns/coredns" ;;
     kstatus) echo "local hack/kstatus" ;;
     *) return 1 ;;
   esac
@@ -59,11 +61,11 @@ have() {
   fi
 }
 
-[[ $# -ge 1 ]] || { echo "usage: $0 [--check] kind|kstatus|dashboard-linter|kube-linter" >&2; exit 2; }
+[[ $# -ge 1 ]] || { echo "usage: $0 [--check] kind|kstatus|dashboard-linter|kube-linter|coredns" >&2; exit 2; }
 check=false
 if [[ "$1" == "--check" ]]; then check=true; shift; fi
 tool=${1:?tool name}
-spec "$tool" >/dev/null || { log "unknown tool $tool (kind, kstatus, dashboard-linter, kube-linter)"; exit 2; }
+spec "$tool" >/dev/null || { log "unknown tool $tool (kind, kstatus, dashboard-linter, kube-linter, coredns)"; exit 2; }
 command -v go >/dev/null || { log "no Go toolchain: cannot build $tool (Go >= 1.24 is a requirement)"; exit 1; }
 
 target="$BIN/$tool"

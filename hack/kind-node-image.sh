@@ -12,10 +12,10 @@
 #     sigs.k8s.io/kind module at the pinned kind version (Go module proxy), with the paths of Debian's packages;
 #   * the pinned binaries (hack/k8s-binaries.sh, plus kubeadm and kube-proxy built the same way);
 #   * the control-plane images (kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, etcd) made
-#     from those binaries, and the pause image of hack/images.sh, preloaded into the node's containerd.
+#     from those binaries, and the pause image of hack/images.sh, preloaded into the node's containerd;
+#   * CoreDNS at kubeadm's pin, built from the Go module proxy (hack/go-tools.sh coredns).
 # What kind would pull and this image does not have: kindnetd (the kind config sets disableDefaultCNI and the
-# node has a bridge CNI config instead: one node needs no more), CoreDNS (skipped with kubeadm's skipPhases;
-# Longshot's Pods reach the API server and the git server by IP) and local-path-provisioner (a StorageClass
+# node has a bridge CNI config instead: one node needs no more) and local-path-provisioner (a StorageClass
 # without provisioner; nothing here asks for volumes). hack/kind/cluster.yaml is the matching kind config.
 #
 # Cached: the image is saved to $LONGSHOT_KIND_CACHE (default ~/.cache/longshot/kind) as a docker archive keyed
@@ -55,9 +55,10 @@ KIND_SRC=$(cd /tmp && GOFLAGS= go mod download -json "sigs.k8s.io/kind@${KIND_VE
            | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
 [[ -d "$KIND_SRC/images/base/files" ]] || die "no kind sources for ${KIND_VERSION} in the Go module cache"
 PAUSE_ARCHIVE=$(bash "$ROOT/hack/images.sh" path pause)
+COREDNS=$(bash "$ROOT/hack/go-tools.sh" coredns)
 
 key=$( { echo "$K8S_VERSION $KIND_VERSION $ETCD_TAG $SUITE $NODE_PACKAGES"; cat "${BASH_SOURCE[0]}";
-         cat "$ROOT"/hack/kind/node/*; sha256sum "$PAUSE_ARCHIVE";
+         cat "$ROOT"/hack/kind/node/*; sha256sum "$PAUSE_ARCHIVE" "$COREDNS";
          for b in kubeadm kubelet kubectl kube-apiserver kube-controller-manager kube-scheduler kube-proxy etcd; do
            sha256sum "$KBIN/$b"; done; } | sha256sum | cut -c1-16)
 ARCHIVE="$CACHE/node-${K8S_VERSION}-${key}.tar"
@@ -161,7 +162,12 @@ for ref in "${wanted[@]}"; do
       printf 'FROM scratch\nCOPY etcd /usr/local/bin/etcd\nENV PATH=/usr/local/bin\nENTRYPOINT ["/usr/local/bin/etcd"]\n' \
         >"$d/Dockerfile"
       docker build -q -t "$ref" "$d" >/dev/null; images+=("$ref") ;;
-    coredns|pause) ;;  # CoreDNS is skipped (cluster.yaml); the pause image comes from hack/images.sh
+    coredns)
+      # the operator reaches the API server as kubernetes.default.svc (kopf): the cluster needs its DNS
+      d="$WORK/img-coredns"; mkdir -p "$d"; cp -L "$COREDNS" "$d/coredns"
+      printf 'FROM scratch\nCOPY coredns /coredns\nENTRYPOINT ["/coredns"]\n' >"$d/Dockerfile"
+      docker build -q -t "$ref" "$d" >/dev/null; images+=("$ref") ;;
+    pause) ;;  # the pause image comes from hack/images.sh
     *) die "kubeadm lists an image this script does not know: $ref" ;;
   esac
 done
