@@ -95,6 +95,7 @@ up() {
 down() {
   local name=${1:-longshot}
   "$(kind_bin)" delete cluster --name "$name" >&2
+  docker rm -f longshot-git >/dev/null 2>&1 || true  # the demo's git daemon (hack/demo.sh)
   rm -f "$DIR/$name.kubeconfig"
 }
 
