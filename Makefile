@@ -42,6 +42,20 @@ test-integration: venv binaries ## Run the integration tier (real etcd + kube-ap
 e2e: venv binaries deps ## e2e tier on a real local cluster (root; brought up and down unless already up)
 	$(PYTEST) tests/e2e $(PYTEST_ARGS)
 
+.PHONY: e2e-kind
+e2e-kind: venv binaries ## e2e tier on a kind cluster (Docker; kind and its node image built locally, cached; root)
+	bash hack/kind.sh docker-up
+	LONGSHOT_E2E_CLUSTER=kind $(PYTEST) tests/e2e $(PYTEST_ARGS)
+
+.PHONY: demo-kind
+demo-kind: venv binaries ## The demo on a kind cluster (LONGSHOT_CLUSTER=kind make demo), left running for a look
+	bash hack/kind.sh docker-up
+	LONGSHOT_CLUSTER=kind bash hack/demo.sh
+
+.PHONY: kind-down
+kind-down: ## Delete the demo's kind cluster (hack/kind.sh down)
+	bash hack/kind.sh down longshot
+
 .PHONY: demo
 demo: venv binaries deps ## THE main job: a whole build with the scripted agent on a local cluster, until Finalized
 	bash hack/demo.sh

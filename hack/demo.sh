@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: a whole Longshot build on a real cluster, with the scripted agent backend (no API key).
 #
-#   1. a cluster: the local one (hack/local-cluster.sh, root), or kind when `kind` and a Docker engine are
-#      there, or the current kube context with LONGSHOT_USE_CURRENT_CONTEXT=1;
+#   1. a cluster: the local one (hack/local-cluster.sh, root), or kind (LONGSHOT_CLUSTER=kind, or when `kind`
+#      is on PATH and a Docker engine answers; hack/kind.sh), or the current kube context with
+#      LONGSHOT_USE_CURRENT_CONTEXT=1;
 #   2. the chart, with the locally built images;
 #   3. a sample repository (SPEC.md, a tiny Python calculator, `make test`) on a git forge that needs a
 #      credential (the local cluster's; its account becomes the `git-token` Secret, which only the operator
@@ -15,6 +16,7 @@
 # jobs, Pods, events, operator logs) and exits 1. It never reports a build it did not see finish.
 #
 # Environment:
+#   LONGSHOT_CLUSTER=local|kind      which cluster to make (default: local, or kind when `kind` and Docker are there)
 #   LONGSHOT_USE_CURRENT_CONTEXT=1   use the current kube context (then LONGSHOT_DEMO_GIT_URL and
 #                                    LONGSHOT_DEMO_GIT_PUSH_URL: a git server the Pods reach and you can push to;
 #                                    LONGSHOT_DEMO_GIT_USERNAME/_PASSWORD: its credential, if it needs one)
@@ -45,6 +47,9 @@ export HELM_CACHE_HOME="${HELM_CACHE_HOME:-$HOME/.cache/longshot/helm}"
 mode=local
 if [[ "${LONGSHOT_USE_CURRENT_CONTEXT:-}" == 1 ]]; then
   mode=current
+elif [[ -n "${LONGSHOT_CLUSTER:-}" ]]; then
+  mode=$LONGSHOT_CLUSTER
+  [[ "$mode" == local || "$mode" == kind ]] || die "LONGSHOT_CLUSTER=$mode: expected local or kind"
 elif command -v kind >/dev/null && docker info >/dev/null 2>&1; then
   mode=kind
 fi
@@ -63,19 +68,18 @@ case "$mode" in
     IFS=: read -r GIT_USERNAME GIT_PASSWORD <"$WORKDIR/forge/credentials"
     ;;
   kind)
-    kind get clusters 2>/dev/null | grep -qx longshot || kind create cluster --name longshot
-    export KUBECONFIG="${KUBECONFIG:-$HOME/.kube/config}"
-    "$KUBECTL" config use-context kind-longshot >/dev/null
-    for image in operator agent; do
-      docker build -q -f "$ROOT/images/$image/Dockerfile" -t "longshot-$image:dev" "$ROOT" >/dev/null
-      kind load docker-image --name longshot "longshot-$image:dev"
-    done
-    # a git daemon in a container on kind's network, reachable by Pods at its container IP
-    GIT_ROOT="$HOME/.cache/longshot/demo-git"
+    # kind built from the Go module proxy, a node image built locally, the images of hack/images.sh loaded
+    # with `kind load image-archive` (hack/kind.sh; nothing is pulled from a registry)
+    KUBECONFIG=$(bash "$ROOT/hack/kind.sh" up longshot)
+    export KUBECONFIG
+    # a git daemon in a container of the agent image on kind's network, reachable by Pods at its IP
+    docker load -i "$(bash "$ROOT/hack/images.sh" path agent)" >/dev/null
+    GIT_ROOT="${LONGSHOT_KIND_DIR:-/var/tmp/longshot-kind}/demo-git"
     mkdir -p "$GIT_ROOT"
     docker rm -f longshot-git >/dev/null 2>&1 || true
-    docker run -d --name longshot-git --network kind -v "$GIT_ROOT:/git" "longshot-agent:dev" \
-      git daemon --base-path=/git --export-all --enable=receive-pack --reuseaddr /git >/dev/null
+    docker run -d --name longshot-git --network kind --user 0:0 -v "$GIT_ROOT:/git" --entrypoint git \
+      "$(bash "$ROOT/hack/images.sh" ref agent)" \
+      daemon --base-path=/git --export-all --enable=receive-pack --reuseaddr /git >/dev/null
     ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' longshot-git)
     GIT_URL="git://$ip/demo.git"
     GIT_PUSH_URL="$GIT_ROOT/demo.git"

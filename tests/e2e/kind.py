@@ -3,7 +3,9 @@ the local cluster cannot run here and kind can).
 
 :class:`KindE2ECluster` offers what the tests use of ``longshot.testing.cluster.LocalCluster``: ``kubectl``,
 ``kubeconfig``, ``bin_dir``, ``workdir``, ``git_root`` and ``git_url``, ``keep_logs`` and ``down``. The
-cluster is pytest-kind's ``KindCluster`` (the ``kind`` on PATH, never a download), the images are the
+cluster is pytest-kind's ``KindCluster`` with the kind of ``hack/go-tools.sh kind`` (sigs.k8s.io/kind v0.30.0
+built from the Go module proxy; or ``$LONGSHOT_KIND``), the node image of ``hack/kind-node-image.sh`` (built
+locally from the pinned binaries, no registry) and ``hack/kind/cluster.yaml``; the images are the
 archives of ``hack/images.sh`` loaded with ``kind load image-archive``, and the git server is ``git daemon``
 in a container of the agent image on kind's Docker network, serving ``git_root`` from the host (as
 ``hack/demo.sh`` does), so the tests create and inspect repositories on the host exactly as with the local
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -24,14 +27,27 @@ from typing import Any
 CLUSTER_NAME = "longshot-e2e"
 GIT_CONTAINER = "longshot-e2e-git"
 WORKDIR = Path("/var/tmp/longshot-e2e-kind")
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER_CONFIG = ROOT / "hack" / "kind" / "cluster.yaml"
+
+
+def kind_binary() -> str | None:
+    """``$LONGSHOT_KIND``, else the kind that ``hack/go-tools.sh kind`` builds (cached), else the one on PATH."""
+    if os.environ.get("LONGSHOT_KIND"):
+        return os.environ["LONGSHOT_KIND"]
+    built = subprocess.run(["bash", str(ROOT / "hack" / "go-tools.sh"), "kind"], capture_output=True, text=True,
+                           check=False)
+    if built.returncode == 0:
+        return built.stdout.strip().splitlines()[-1]
+    return shutil.which("kind")
 
 
 def unavailable() -> str | None:
     """Why a kind cluster cannot be made here, or None when it can."""
     if importlib.util.find_spec("pytest_kind") is None:
         return "pytest-kind is not installed (pip install -e '.[e2e]')"
-    if shutil.which("kind") is None:
-        return "no `kind` on PATH"
+    if kind_binary() is None:
+        return "no kind: `hack/go-tools.sh kind` could not build it and there is none on PATH"
     if shutil.which("docker") is None:
         return "no `docker` on PATH"
     info = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True,
@@ -76,11 +92,12 @@ class KindE2ECluster:
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.git_root.mkdir(parents=True, exist_ok=True)
-        kind_bin = shutil.which("kind")
+        kind_bin = kind_binary()
         assert kind_bin is not None
+        node_image = _run("bash", str(ROOT / "hack" / "kind-node-image.sh")).stdout.strip().splitlines()[-1]
         self.kind = KindCluster(self.name, kubeconfig=self.kubeconfig, kind_path=Path(kind_bin),
-                                kubectl_path=self.bin_dir / "kubectl")
-        self.kind.create()
+                                kubectl_path=self.bin_dir / "kubectl", image=node_image)
+        self.kind.create(config_file=CLUSTER_CONFIG)
         for archive in self.images:
             _run(kind_bin, "load", "image-archive", "--name", self.name, str(archive))
         self._start_git_daemon()
@@ -117,8 +134,9 @@ class KindE2ECluster:
 
     def keep_logs(self, destination: Path) -> Path:
         destination.mkdir(parents=True, exist_ok=True)
-        if shutil.which("kind"):
-            _run("kind", "export", "logs", "--name", self.name, str(destination / "kind"), check=False)
+        kind_bin = kind_binary()
+        if kind_bin:
+            _run(kind_bin, "export", "logs", "--name", self.name, str(destination / "kind"), check=False)
         return destination
 
     def down(self) -> None:

@@ -1,0 +1,96 @@
+-- Argo CD health check for longshot.dev/MergeJob
+-- (argocd-cm key resource.customizations.health.longshot.dev_MergeJob; see docs/gitops.md).
+--
+-- The health of one merge: Healthy when merged (Ready=True), Degraded when it cannot merge without a person
+-- (Stalled=True: a conflict its fixers did not resolve, failed gates), Progressing while gated, queued or fixed.
+-- It reads only the Kubernetes-convention conditions (Ready, Stalled, Reconciling, Suspended) and
+-- metadata.generation against status.observedGeneration, as kstatus (Flux, kpt) does.
+-- The body below is the same for BuildRequest, AgentTask and MergeJob (a test keeps the three identical).
+local hs = {}
+
+local function condition(ctype)
+  if obj.status == nil or obj.status.conditions == nil then
+    return nil
+  end
+  for _, c in ipairs(obj.status.conditions) do
+    if c.type == ctype then
+      return c
+    end
+  end
+  return nil
+end
+
+local function describe(c, fallback)
+  if c == nil then
+    return fallback
+  end
+  local text = c.message
+  if text == nil or text == "" then
+    text = fallback
+  end
+  if c.reason ~= nil and c.reason ~= "" then
+    return c.reason .. ": " .. text
+  end
+  return text
+end
+
+local generation = obj.metadata.generation
+
+if obj.metadata.deletionTimestamp ~= nil then
+  hs.status = "Progressing"
+  hs.message = "Being deleted"
+  return hs
+end
+
+if obj.status == nil then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the operator to report a status"
+  return hs
+end
+
+-- A status written for an older spec says nothing about the current one (kstatus does the same).
+local observed = obj.status.observedGeneration
+if observed == nil then
+  local r = condition("Ready")
+  if r ~= nil then
+    observed = r.observedGeneration
+  end
+end
+if generation ~= nil and observed ~= nil and observed < generation then
+  hs.status = "Progressing"
+  hs.message = obj.kind .. " generation is " .. generation .. ", but the operator has observed generation " .. observed
+  return hs
+end
+
+local suspended = condition("Suspended")
+if suspended ~= nil and suspended.status == "True" then
+  hs.status = "Suspended"
+  hs.message = describe(suspended, "spec.suspend is true")
+  return hs
+end
+
+-- Stalled=True: a terminal failure, or waiting for a person (configuration, credentials, budget).
+local stalled = condition("Stalled")
+if stalled ~= nil and stalled.status == "True" then
+  hs.status = "Degraded"
+  hs.message = describe(stalled, "Stalled")
+  return hs
+end
+
+local ready = condition("Ready")
+if ready ~= nil and ready.status == "True" then
+  hs.status = "Healthy"
+  hs.message = describe(ready, "Ready")
+  return hs
+end
+
+local reconciling = condition("Reconciling")
+if reconciling ~= nil and reconciling.status == "True" then
+  hs.status = "Progressing"
+  hs.message = describe(reconciling, "Reconciling")
+  return hs
+end
+
+hs.status = "Progressing"
+hs.message = describe(ready, "Waiting for the operator's conditions")
+return hs
