@@ -88,8 +88,9 @@ crds-check: venv ## Fail when crds/ differs from the generator's output
 	$(PY) -m longshot crds --output crds --check
 
 .PHONY: lint
-lint: venv ## ruff, the import layering contract and the CRD drift check
+lint: venv ## ruff, mypy --strict, the import layering contracts and the CRD drift check
 	$(VENV)/bin/ruff check operator tests hack
+	$(VENV)/bin/mypy --strict operator/longshot
 	$(VENV)/bin/lint-imports
 	$(PY) -m longshot crds --output crds --check
 	$(HELM) lint --strict charts/longshot

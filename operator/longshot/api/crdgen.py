@@ -90,7 +90,8 @@ def model_schema(model: type[Any]) -> dict[str, Any]:
     """The structural OpenAPI v3 schema of one pydantic model."""
     raw = model.model_json_schema(by_alias=True, ref_template="#/$defs/{model}")
     defs = raw.pop("$defs", {})
-    return _structural(_inline(raw, defs))
+    schema: dict[str, Any] = _structural(_inline(raw, defs))
+    return schema
 
 
 def render(resource: api.Resource) -> dict[str, Any]:

@@ -22,7 +22,8 @@ from longshot.controllers import cache as cachemod
 from longshot.controllers import workqueue
 from longshot.core import dependencies, tasks, usage
 from longshot.core import mergejobs as mj
-from longshot.runtime import kube, preflight
+from longshot.runtime import kube as kubemod
+from longshot.runtime import preflight
 
 Key = cachemod.Key
 MERGING_ROLES = tasks.MERGING_ROLES
@@ -42,7 +43,7 @@ class BuildViews:
 @dataclass
 class Context:
     cache: cachemod.Cache
-    kube: kube.KubeAPI
+    kube: kubemod.KubeAPI
     settings: config.Settings
     queue: workqueue.WorkQueue[cachemod.Ref]
     clock: Callable[[], datetime] = timeutil.utcnow
@@ -54,7 +55,7 @@ class Context:
     """Plans returned by planner tasks, waiting for their build's reconcile: (planner, tasks, done)."""
     ready_since: dict[Key, datetime] = field(default_factory=dict)
     """When a pending task's dependencies became ready (dispatch latency)."""
-    preflight: Callable[[kube.KubeAPI, objects.BuildRequest], str | None] = preflight.check
+    preflight: Callable[[kubemod.KubeAPI, objects.BuildRequest], str | None] = preflight.check
     """The configuration check of a build's spec (``runtime.preflight.check``; unit tests inject their own)."""
     network_policy: Callable[[str], object] | None = None
     """Keep the default-deny agent NetworkPolicy of a namespace (``runtime.netpol.ensure``); None: off."""
@@ -152,11 +153,9 @@ class Context:
     def readiness(self, task: objects.AgentTask, build: objects.BuildRequest) -> tuple[str, str]:
         if not task.spec.depends_on:
             return "ready", ""
-        mode = getattr(build.spec, "dependencies", "merged") or "merged"
-        policy = getattr(task.spec, "dependency_policy", None) or "all"
-        quorum = getattr(task.spec, "quorum", None)
+        policy = task.spec.depends_on_policy
         return dependencies.readiness(task.spec.depends_on, self.views(build.key).deps,
-                                      mode=mode, policy=policy, quorum=quorum)
+                                      mode=build.spec.dependencies, policy=policy.type, quorum=policy.k)
 
     def usage(self, build: objects.BuildRequest) -> tuple[int, float]:
         v = self.views(build.key)

@@ -116,9 +116,9 @@ class Leadership:
                 await self._release(shard, f"assigned to {owner}" if owner else "no longer active")
 
     async def live_members(self) -> set[str]:
-        resp = await asyncio.to_thread(self.api.list_namespaced_lease, self.settings.namespace,
-                                       label_selector=f"{leader.KIND_LABEL}=member", _preload_content=False,
-                                       _request_timeout=max(1.0, self.settings.lease_renew_seconds * 2))
+        resp: Any = await asyncio.to_thread(self.api.list_namespaced_lease, self.settings.namespace,
+                                            label_selector=f"{leader.KIND_LABEL}=member", _preload_content=False,
+                                            _request_timeout=max(1.0, self.settings.lease_renew_seconds * 2))
         now = self.clock()
         live: set[str] = set()
         for item in json.loads(resp.data).get("items", []):

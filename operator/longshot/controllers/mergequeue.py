@@ -20,6 +20,7 @@ restart starts at the maximum window and rebuilds everything else from the Merge
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -50,9 +51,9 @@ def gate_command(build: objects.BuildRequest) -> str:
     """The quality gate's command for the build's profile (``&&``-joined), or "" when there is none."""
     gate = build.spec.quality_gate
     test = gate.test_command or build.spec.reconciler.command
-    parts = {"minimal": [test], "standard": [gate.lint_command, test],
-             "strict": [gate.typecheck_command, gate.lint_command, test]}[gate.profile]
-    return " && ".join(p for p in parts if p)
+    parts: dict[str, list[str | None]] = {"minimal": [test], "standard": [gate.lint_command, test],
+                                          "strict": [gate.typecheck_command, gate.lint_command, test]}
+    return " && ".join(p for p in parts[gate.profile] if p)
 
 
 def tester_manifest(build: objects.BuildRequest, name: str, *, branch: str, command: str, purpose: str,
@@ -315,7 +316,7 @@ class QueueReconciler:
                     add(n, mj.Landed(commit))
                     metrics.observe_merge("Merged", 0.0)
                 positions = [c.position or 0 for c in state.candidates if c.batch_id == e.batch_id]
-                out.append(ex.Call(lambda b=build.name, i=e.batch_id, p=positions: speculate.cleanup(w, b, i, p),
+                out.append(ex.Call(functools.partial(speculate.cleanup, w, build.name, e.batch_id, positions),
                                    "delete the batch's queue branches"))
             else:
                 self._job_event_of(e, add, out, jobs, batch_build, now, name)

@@ -15,7 +15,7 @@ from longshot.runtime import kube
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     ours = config.Settings.from_env()
     memo.settings = ours
 

@@ -62,7 +62,7 @@ class WorkQueue(Generic[T]):
         """A reconcile of ``ref`` failed: bring it back after its backoff; returns the delay."""
         n = self._failures.get(ref, 0) + 1
         self._failures[ref] = n
-        delay = min(self.max_delay, self.base_delay * 2 ** min(n - 1, 30))
+        delay = float(min(self.max_delay, self.base_delay * 2.0 ** min(n - 1, 30)))
         self.add_after(ref, delay)
         return delay
 

@@ -71,8 +71,8 @@ def agent_container_status(pod_status: Mapping[str, Any]) -> Mapping[str, Any] |
     statuses = pod_status.get("containerStatuses") or []
     for cs in statuses:
         if cs.get("name") == AGENT_CONTAINER:
-            return cs
-    return statuses[0] if statuses else None
+            return dict(cs)
+    return dict(statuses[0]) if statuses else None
 
 
 def _terminated(pod_status: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -91,7 +91,7 @@ def _waiting(pod_status: Mapping[str, Any]) -> Mapping[str, Any] | None:
         for cs in pod_status.get(key) or []:
             waiting = (cs.get("state") or {}).get("waiting")
             if waiting and waiting.get("reason"):
-                return waiting
+                return dict(waiting)
     return None
 
 

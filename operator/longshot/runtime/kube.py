@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 import kubernetes
-from kubernetes.client.rest import ApiException
+from kubernetes.client import ApiException
 
 from longshot import api
 from longshot.api import conditions
@@ -54,10 +54,10 @@ def load_client(pool_size: int = 64) -> kubernetes.client.ApiClient:
     """An API client from the in-cluster service account, else the kubeconfig ($KUBECONFIG)."""
     configuration = kubernetes.client.Configuration()
     try:
-        kubernetes.config.load_incluster_config(client_configuration=configuration)
+        kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
         # read $KUBECONFIG now: the client's default was fixed when it was imported
-        kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"),
+        kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"),  # type: ignore[no-untyped-call]
                                            client_configuration=configuration)
     configuration.connection_pool_maxsize = pool_size
     return kubernetes.client.ApiClient(configuration)
@@ -80,7 +80,8 @@ class Kube:
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, PLURALS[kind], name)
+            return _obj(self.custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, PLURALS[kind],
+                                                                 name))
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -90,8 +91,8 @@ class Kube:
         """Create a custom object; None when it already exists (creation is idempotent by name)."""
         meta = obj["metadata"]
         try:
-            return self.custom.create_namespaced_custom_object(
-                api.GROUP, api.VERSION, meta["namespace"], PLURALS[obj["kind"]], dict(obj))
+            return _obj(self.custom.create_namespaced_custom_object(
+                api.GROUP, api.VERSION, meta["namespace"], PLURALS[obj["kind"]], dict(obj)))
         except ApiException as e:
             if e.status == 409:
                 return None
@@ -100,9 +101,8 @@ class Kube:
     def patch(self, kind: str, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
         """Merge-patch the object (spec or metadata); None when it is gone."""
         try:
-            result: dict[str, Any] = self.custom.patch_namespaced_custom_object(
-                api.GROUP, api.VERSION, namespace, PLURALS[kind], name, dict(body))
-            return result
+            return _obj(self.custom.patch_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, PLURALS[kind], name, dict(body)))
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -116,9 +116,8 @@ class Kube:
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
         try:
-            result: dict[str, Any] = self.custom.patch_namespaced_custom_object_status(
-                api.GROUP, api.VERSION, namespace, PLURALS[kind], name, body)
-            return result
+            return _obj(self.custom.patch_namespaced_custom_object_status(
+                api.GROUP, api.VERSION, namespace, PLURALS[kind], name, body))
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -132,7 +131,8 @@ class Kube:
     def create_pod(self, pod: Mapping[str, Any]) -> bool:
         """Create a Pod; False when a Pod of that name exists already (a restart re-created it)."""
         try:
-            self.core.create_namespaced_pod(pod["metadata"]["namespace"], dict(pod))
+            body: Any = dict(pod)
+            self.core.create_namespaced_pod(pod["metadata"]["namespace"], body)
             return True
         except ApiException as e:
             if e.status == 409:
@@ -141,7 +141,9 @@ class Kube:
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.client.sanitize_for_serialization(self.core.read_namespaced_pod(name, namespace))
+            raw: Any = self.client.sanitize_for_serialization(  # type: ignore[no-untyped-call]
+                self.core.read_namespaced_pod(name, namespace))
+            return _obj(raw)
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -210,10 +212,16 @@ class Kube:
             "count": 1,
         }
         try:
-            self.core.create_namespaced_event(meta.get("namespace"), body)
+            event: Any = body
+            self.core.create_namespaced_event(str(meta.get("namespace")), event)
         except ApiException as e:
             log.warning("could not record event %s on %s/%s: %s", reason, obj.get("kind"), meta.get("name"),
                         e.reason)
+
+
+def _obj(value: object) -> dict[str, Any]:
+    """An API answer as the dict it is (the client's stubs say ``object``)."""
+    return dict(value) if isinstance(value, Mapping) else {}
 
 
 def slim(body: Mapping[str, Any]) -> dict[str, Any]:
