@@ -37,9 +37,9 @@ TASK_STATES: tuple[str, ...] = tuple(tasks.PHASES)
 """Values of the ``state`` label of :data:`TASKS` (the AgentTask phases)."""
 MERGE_RESULTS = ("Merged", "AlreadyMerged", "Conflicted", "Stale", "Error")
 """Values of the ``result`` label of :data:`MERGES` (``longshot.vcs.merge.MergeResult.outcome``)."""
-SWEEP_RESULTS = ("Passed", "BuildFailed", "TestsFailed", "Error")
-FINALIZATION_OUTCOMES = ("Passed", "BuildFailed", "TestsFailed", "UnmergedBranches", "AttemptsExhausted",
-                         "Cancelled")
+SWEEP_RESULTS = ("Passed", "TestsFailed")
+FINALIZATION_OUTCOMES = ("Passed", "TasksFailed", "TestsFailed", "UnmergedBranches")
+"""Values of the ``outcome`` label of :data:`FINALIZATIONS` (``core.finalization.Finish.reason``)."""
 FAILURE_CLASSES: tuple[str, ...] = get_args(agenttask.FailureClass)
 """Values of the ``failure_class`` label of :data:`POD_FAILURES`."""
 ROLES = ("leader", "follower")
