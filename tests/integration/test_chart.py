@@ -76,17 +76,17 @@ def test_helm_lint_passes(helm) -> None:  # type: ignore[no-untyped-def]
 def test_chart_crds_equal_the_generated_crds() -> None:
     generated = sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
     _, mismatch, errors = filecmp.cmpfiles(ROOT / "crds", CHART / "crds", generated, shallow=False)
-    assert sorted(p.name for p in (CHART / "crds").glob("*.yaml")) == generated, "run `make chart-crds`"
+    assert sorted(p.name for p in (CHART / "crds").glob("*.yaml")) == generated, "run `make crds`"
     assert not mismatch and not errors, f"charts/longshot/crds differs from crds/ ({mismatch + errors}): " \
-                                        "run `make chart-crds`"
+                                        "run `make crds`"
 
 
 def test_chart_prompts_equal_the_packaged_prompts() -> None:
     packaged = ROOT / "operator" / "longshot" / "agent" / "prompts"
     names = sorted(p.name for p in packaged.glob("*.j2"))
-    assert sorted(p.name for p in (CHART / "files" / "prompts").glob("*.j2")) == names, "run `make chart-crds`"
+    assert sorted(p.name for p in (CHART / "files" / "prompts").glob("*.j2")) == names, "run `make crds`"
     _, mismatch, errors = filecmp.cmpfiles(packaged, CHART / "files" / "prompts", names, shallow=False)
-    assert not mismatch and not errors, f"charts/longshot/files/prompts is stale ({mismatch}): run `make chart-crds`"
+    assert not mismatch and not errors, f"charts/longshot/files/prompts is stale ({mismatch}): run `make crds`"
 
 
 def test_unknown_values_are_rejected_by_the_schema(helm, namespace: str) -> None:  # type: ignore[no-untyped-def]
