@@ -33,7 +33,17 @@ tasks:
   api:
     - read: {path: calc/core.py}
       check: true
-    - write: {path: calc/api.py, content: "from calc.core import add\\n\\n\\ndef total(xs):\\n    t = 0\\n    for x in xs:\\n        t = add(t, x)\\n    return t\\n"}
+    - write:
+        path: calc/api.py
+        content: |
+          from calc.core import add
+
+
+          def total(xs):
+              t = 0
+              for x in xs:
+                  t = add(t, x)
+              return t
     - finish: {summary: "api over core"}
   tests:
     - read: {path: calc/api.py}

@@ -270,8 +270,8 @@ def test_gateway_service_account_is_least_privilege(helm, kubectl, namespace: st
 
 def test_operator_service_account_is_least_privilege(helm, kubectl, namespace: str) -> None:  # type: ignore[no-untyped-def]
     release = f"rbac-{namespace[-6:]}"
-    docs = [d for d in render(helm, namespace, "leaderElection.leaseNames={longshot-shard-0123456789abcdef,longshot-member-0123456789abcdef}",
-                              release=release)
+    names = "leaderElection.leaseNames={longshot-shard-0123456789abcdef,longshot-member-0123456789abcdef}"
+    docs = [d for d in render(helm, namespace, names, release=release)
             if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
             and not d["metadata"]["name"].endswith(("-gateway", "-gateway-tokenreview", "-agent-netpol"))]
     assert len(docs) == 7  # + the secret-reader ClusterRole and its RoleBinding in the release namespace

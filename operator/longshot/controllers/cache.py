@@ -192,7 +192,8 @@ class Cache:
             self.repositories[vws.repository_key(obj.spec.repository.url)] = obj.spec.repository.url
             if old_build is not None and old_build.generation != obj.generation:
                 # a spec edit may resume stopped tasks (Configuration, Auth) or change their limits
-                return [("BuildRequest", ns, name), *(("AgentTask", ns, t) for t in self.tasks_by_build.get(obj.key, ()))]
+                tasks = self.tasks_by_build.get(obj.key, ())
+                return [("BuildRequest", ns, name), *(("AgentTask", ns, t) for t in tasks)]
             return [("BuildRequest", ns, name)]
         if isinstance(obj, objects.AgentTask):
             old = self.tasks.get(obj.key)
