@@ -237,7 +237,7 @@ def test_gateway_service_account_is_least_privilege(helm, kubectl, namespace: st
     sets = [f"operator.watchNamespaces={{{','.join(watch)}}}"] if watch else []
     docs = [d for d in render(helm, namespace, *sets, release=release)
             if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
-            and "gateway" in d["metadata"]["name"]]
+            and ("gateway" in d["metadata"]["name"] or d["metadata"]["name"].endswith("-secret-reader"))]
     for ns in watch:
         kubectl("create", "namespace", ns, check=False)
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
@@ -254,7 +254,7 @@ def test_gateway_service_account_is_least_privilege(helm, kubectl, namespace: st
                    ("get", "agenttasks.longshot.dev", builds), ("list", "agenttasks.longshot.dev", builds),
                    ("get", "buildrequests.longshot.dev", builds),
                    ("patch", "agenttasks.longshot.dev", builds, "status"),
-                   ("get", "secrets/git-token", builds), ("create", "events", builds),
+                   ("get", "secrets/git-token", builds if watch else namespace), ("create", "events", builds),
                    ("get", "configmaps/longshot-prices", namespace)]
         denied = [("list", "secrets", builds), ("patch", "agenttasks.longshot.dev", builds),
                   ("patch", "buildrequests.longshot.dev", builds, "status"), ("create", "pods", builds),
@@ -262,6 +262,8 @@ def test_gateway_service_account_is_least_privilege(helm, kubectl, namespace: st
                   ("create", "serviceaccounts/token", builds, ""), ("create", "agenttasks.longshot.dev", builds)]
         if watch:
             denied += [("get", "secrets/git-token", "elsewhere"), ("get", "pods", "elsewhere")]
+        else:  # like the operator: Secrets only where rbac.secrets.namespaces grants them (the release's)
+            denied += [("get", "secrets/git-token", builds)]
         assert [a for a in allowed if not can(*a)] == []
         assert [d for d in denied if can(*d)] == []
     finally:
