@@ -64,7 +64,8 @@ COST = Counter("longshot_cost_dollars_total", "Model cost reported by agent hand
 MERGE_QUEUE_DEPTH = Gauge("longshot_merge_queue_depth", "MergeJobs waiting, across this replica's queues.",
                           registry=REGISTRY)
 MERGES = Counter("longshot_merges_total", "Merge attempts by result.", ["result"], registry=REGISTRY)
-MERGE_DURATION = Histogram("longshot_merge_duration_seconds", "Duration of one merge: fetch, merge, push.",
+MERGE_DURATION = Histogram("longshot_merge_duration_seconds",
+                           "Time to land a tested batch on the target (compare and push), per candidate.",
                            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=REGISTRY)
 
 # --- reconcile and finalize -------------------------------------------------------------------------------------
