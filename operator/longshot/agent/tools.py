@@ -189,6 +189,8 @@ def parse_arguments(arguments: str | dict[str, Any] | None) -> dict[str, Any]:
         return arguments
     try:
         value = json.loads(arguments)
+        if isinstance(value, str) and value.lstrip().startswith("{"):
+            value = json.loads(value)  # a JSON string holding the JSON object (some models double-encode)
     except (json.JSONDecodeError, TypeError) as e:
         raise errors.ToolError(
             f"the arguments are not valid JSON ({e}); send a JSON object matching the tool's schema"

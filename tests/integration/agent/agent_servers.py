@@ -1,5 +1,13 @@
 """Real servers on loopback for the agent runner's tests: git (daemon and smart HTTP with Basic auth, from
-the shared ``git_servers``) and fake model APIs (OpenAI-compatible and Anthropic) that replay scripted responses."""
+the shared ``git_servers``) and fake model APIs (OpenAI-compatible and Anthropic) that replay scripted responses.
+
+The fake model APIs are as strict as the real servers about what they accept (docs/agent.md, "Servers
+tested"): a request a real server refuses is answered with that server's error instead of the next scripted
+reply. The OpenAI one refuses ``"content": null`` the way llama-cpp-python does (a 500 whose body is a
+pydantic validation error), and, like OpenAI and vLLM, an empty ``tool_calls`` list, ``arguments`` that are
+not a JSON object string, and a tool result whose ``tool_call_id`` answers no call of the turn before. The
+Anthropic one refuses empty content and text blocks, a ``tool_use`` without id or object ``input``, and a
+``tool_result`` that answers no ``tool_use`` of the turn before."""
 
 from __future__ import annotations
 
@@ -165,8 +173,13 @@ class _ModelHandler(http.server.BaseHTTPRequestHandler):
             body = raw.decode(errors="replace")
         with self.server.lock:
             self.server.recorded.append(Recorded(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-            reply = self.server.replies.pop(0) if self.server.replies else Reply(
-                500, {"error": {"message": "the fake model server ran out of scripted replies"}})
+            refusal = refuse(self.path, body) if self.server.strict else None
+            if refusal is not None:
+                self.server.refused.append(refusal)
+                reply = refusal
+            else:
+                reply = self.server.replies.pop(0) if self.server.replies else Reply(
+                    500, {"error": {"message": "the fake model server ran out of scripted replies"}})
         payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
         self.send_response(reply.status)
         self.send_header("Content-Type", "application/json")
@@ -181,6 +194,8 @@ class _ModelServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     replies: list[Reply]
     recorded: list[Recorded]
+    refused: list[Reply]
+    strict: bool
     lock: threading.Lock
 
 
@@ -196,15 +211,21 @@ class ModelAPI:
     def requests(self) -> list[Recorded]:
         return self.server.recorded
 
+    @property
+    def refused(self) -> list[Reply]:
+        """The errors the server sent instead of a scripted reply, because the request was invalid."""
+        return self.server.refused
+
     def script(self, *replies: Reply) -> None:
         with self.server.lock:
             self.server.replies.extend(replies)
 
 
 @contextlib.contextmanager
-def model_api() -> Iterator[ModelAPI]:
+def model_api(*, strict: bool = True) -> Iterator[ModelAPI]:
     server = _ModelServer(("127.0.0.1", 0), _ModelHandler)
-    server.replies, server.recorded, server.lock = [], [], threading.Lock()
+    server.replies, server.recorded, server.refused, server.lock = [], [], [], threading.Lock()
+    server.strict = strict
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -213,6 +234,123 @@ def model_api() -> Iterator[ModelAPI]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+# what real servers refuse
+
+def refuse(path: str, body: Any) -> Reply | None:
+    """The error a real server answers ``body`` with, or None when it is valid."""
+    if not isinstance(body, dict):
+        return Reply(400, {"error": {"message": "the body is not JSON", "type": "invalid_request_error"}})
+    if path.endswith("/chat/completions"):
+        return _refuse_openai(body)
+    if path.endswith("/v1/messages"):
+        return _refuse_anthropic(body)
+    return Reply(404, {"error": {"message": f"no route {path}", "type": "not_found_error"}})
+
+
+def llama_cpp_validation_error(model: str, location: str, message: str, value: Any) -> Reply:
+    """llama-cpp-python's answer to a body that fails its pydantic models: a 500 with the validation error."""
+    text = (f"1 validation error for {model}\n{location}\n  {message} "
+            f"[type=string_type, input_value={value!r}, input_type={type(value).__name__}]")
+    return Reply(500, {"error": {"message": text, "type": "internal_server_error"}})
+
+
+def _openai_bad_request(message: str, param: str | None = None) -> Reply:
+    return Reply(400, {"error": {"message": message, "type": "invalid_request_error", "param": param,
+                                 "code": None}})
+
+
+def _refuse_openai(body: dict[str, Any]) -> Reply | None:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return _openai_bad_request("'messages' must be a non-empty array", "messages")
+    open_calls: set[str] = set()
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        role = message.get("role")
+        if role not in ("system", "user", "assistant", "tool"):
+            return _openai_bad_request(f"Invalid value for '{where}.role': {role!r}", f"{where}.role")
+        if "content" in message and message["content"] is None:
+            return llama_cpp_validation_error("ChatCompletionRequestAssistantMessage", "content",
+                                              "Input should be a valid string", None)
+        if role == "tool":
+            if message.get("tool_call_id") not in open_calls:
+                return _openai_bad_request(
+                    "Invalid parameter: messages with role 'tool' must be a response to a preceeding message "
+                    "with 'tool_calls'.", f"{where}.tool_call_id")
+            if not isinstance(message.get("content"), str):
+                return _openai_bad_request(f"Invalid type for '{where}.content': expected a string",
+                                           f"{where}.content")
+            continue
+        open_calls = set()
+        if role != "assistant":
+            continue
+        calls = message.get("tool_calls")
+        if calls is None:
+            if "content" not in message:
+                return _openai_bad_request(f"'{where}' must have either content or tool_calls", where)
+            continue
+        if not isinstance(calls, list) or not calls:
+            return _openai_bad_request(f"Invalid '{where}.tool_calls': empty array. Expected an array with "
+                                       "minimum length 1, but got an empty array instead.", f"{where}.tool_calls")
+        for j, call in enumerate(calls):
+            at = f"{where}.tool_calls[{j}]"
+            function = call.get("function") or {}
+            if not isinstance(call.get("id"), str) or not call["id"] or call.get("type") != "function":
+                return _openai_bad_request(f"Missing required parameter: '{at}.id' or '{at}.type'", at)
+            if not isinstance(function.get("name"), str):
+                return _openai_bad_request(f"Missing required parameter: '{at}.function.name'", at)
+            arguments = function.get("arguments")
+            if not isinstance(arguments, str):
+                return _openai_bad_request(f"Invalid type for '{at}.function.arguments': expected a string, but "
+                                           f"got {type(arguments).__name__} instead.", f"{at}.function.arguments")
+            try:
+                parsed = json.loads(arguments)
+            except json.JSONDecodeError:
+                parsed = None
+            if not isinstance(parsed, dict):  # llama.cpp's server parses them to render the chat template
+                return Reply(500, {"error": {"code": 500, "type": "server_error",
+                                             "message": "Failed to parse tool call arguments as JSON"}})
+            open_calls.add(call["id"])
+    return None
+
+
+def _anthropic_bad_request(message: str) -> Reply:
+    return Reply(400, {"type": "error", "error": {"type": "invalid_request_error", "message": message}})
+
+
+def _refuse_anthropic(body: dict[str, Any]) -> Reply | None:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return _anthropic_bad_request("messages: at least one message is required")
+    open_uses: set[str] = set()
+    for i, message in enumerate(messages):
+        content = message.get("content")
+        if content is None or content == "" or content == []:
+            return _anthropic_bad_request(
+                f"messages.{i}: all messages must have non-empty content except for the optional final "
+                "assistant message")
+        blocks = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        uses: set[str] = set()
+        for j, block in enumerate(blocks):
+            at = f"messages.{i}.content.{j}"
+            kind = block.get("type")
+            if kind == "text" and not block.get("text"):
+                return _anthropic_bad_request(f"{at}.text: text content blocks must be non-empty")
+            if kind == "tool_use":
+                if not isinstance(block.get("id"), str) or not block["id"]:
+                    return _anthropic_bad_request(f"{at}.id: Field required")
+                if not isinstance(block.get("input"), dict):
+                    return _anthropic_bad_request(f"{at}.input: Input should be a valid dictionary")
+                uses.add(block["id"])
+            if kind == "tool_result" and block.get("tool_use_id") not in open_uses:
+                return _anthropic_bad_request(
+                    f"{at}: unexpected `tool_use_id` found in `tool_result` blocks: "
+                    f"{block.get('tool_use_id')}. Each `tool_result` block must have a corresponding "
+                    "`tool_use` block in the previous message.")
+        open_uses = uses if message.get("role") == "assistant" else set()
+    return None
 
 
 # reply builders
@@ -235,3 +373,14 @@ def anthropic_tools(*calls: tuple[str, Any], usage: tuple[int, int] = (100, 20),
                 for i, (name, args) in enumerate(calls)]
     return Reply(body={"id": "msg_1", "type": "message", "role": "assistant", "content": content,
                        "stop_reason": "tool_use", "usage": {"input_tokens": usage[0], "output_tokens": usage[1]}})
+
+
+def openai_message(message: dict[str, Any], *, finish_reason: str | None = "tool_calls",
+                   usage: dict[str, Any] | None = None) -> Reply:
+    """A chat completion with ``message`` as it is (to send the dialects of other servers); ``usage`` is
+    left out when None."""
+    body: dict[str, Any] = {"id": "chatcmpl-2", "object": "chat.completion", "choices": [{
+        "index": 0, "finish_reason": finish_reason, "message": {"role": "assistant", **message}}]}
+    if usage is not None:
+        body["usage"] = usage
+    return Reply(body=body)
