@@ -253,11 +253,24 @@ def refuse(path: str, body: Any) -> Reply | None:
     return Reply(404, {"error": {"message": f"no route {path}", "type": "not_found_error"}})
 
 
-def llama_cpp_validation_error(model: str, location: str, message: str, value: Any) -> Reply:
-    """llama-cpp-python's answer to a body that fails its pydantic models: a 500 with the validation error."""
-    text = (f"1 validation error for {model}\n{location}\n  {message} "
-            f"[type=string_type, input_value={value!r}, input_type={type(value).__name__}]")
-    return Reply(500, {"error": {"message": text, "type": "internal_server_error"}})
+def llama_cpp_validation_error(index: int, *, field: str = "content", value: Any = None,
+                               message: str = "Input should be a valid string") -> Reply:
+    """llama-cpp-python 0.3.36's answer to a message its pydantic models refuse (seen for real): a 500 whose
+    message lists the validation error of every member of the message union, then a traceback."""
+    def entry(model: str, kind: str, loc: str, msg: str, value: Any) -> str:
+        return repr({"type": kind, "loc": ("body", "messages", index, model, loc), "msg": msg, "input": value})
+
+    lines = [
+        entry("ChatCompletionRequestSystemMessage", "literal_error", "role", "Input should be 'system'", "assistant"),
+        entry("ChatCompletionRequestUserMessage", "literal_error", "role", "Input should be 'user'", "assistant"),
+        entry("ChatCompletionRequestAssistantMessage", "string_type", field, message, value),
+        entry("ChatCompletionRequestToolMessage", "literal_error", "role", "Input should be 'tool'", "assistant"),
+        entry("ChatCompletionRequestToolMessage", "missing", "tool_call_id", "Field required", {"role": "assistant"}),
+    ]
+    text = (f"{len(lines)} validation errors:\n" + "\n".join(f"  {line}" for line in lines)
+            + '\n\n  File "/venv/lib/python3.11/site-packages/llama_cpp/server/app.py", line 376, in '
+              "create_chat_completion\n    POST /v1/chat/completions")
+    return Reply(500, {"error": {"message": text, "type": "internal_server_error", "param": None, "code": None}})
 
 
 def _openai_bad_request(message: str, param: str | None = None) -> Reply:
@@ -276,8 +289,7 @@ def _refuse_openai(body: dict[str, Any]) -> Reply | None:
         if role not in ("system", "user", "assistant", "tool"):
             return _openai_bad_request(f"Invalid value for '{where}.role': {role!r}", f"{where}.role")
         if "content" in message and message["content"] is None:
-            return llama_cpp_validation_error("ChatCompletionRequestAssistantMessage", "content",
-                                              "Input should be a valid string", None)
+            return llama_cpp_validation_error(i)
         if role == "tool":
             if message.get("tool_call_id") not in open_calls:
                 return _openai_bad_request(

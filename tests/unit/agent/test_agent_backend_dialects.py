@@ -110,6 +110,9 @@ def response(status, body):
 @pytest.mark.parametrize(("status", "body", "invalid"), [
     (500, {"error": {"message": "1 validation error for ChatCompletionRequestAssistantMessage\ncontent\n  Input "
                                 "should be a valid string", "type": "internal_server_error"}}, True),
+    (500, {"error": {"message": "7 validation errors:\n  {'type': 'string_type', 'loc': ('body', 'messages', 2, "
+                                "'ChatCompletionRequestAssistantMessage', 'content'), 'msg': 'Input should be a "
+                                "valid string', 'input': None}", "type": "internal_server_error"}}, True),
     (500, {"detail": [{"loc": ["body", "messages"], "msg": "field required", "type": "missing"}]}, True),
     (500, {"object": "error", "message": "bad", "type": "BadRequestError", "code": 400}, True),
     (500, {"error": {"code": 400, "message": "Failed to parse messages", "type": "invalid_request_error"}}, True),
@@ -147,3 +150,21 @@ def test_error_messages_are_one_capped_line():
     assert message.startswith("a b xxx") and len(message) <= http.MESSAGE_CAP and message.endswith("[...]")
     detail = http._error_message(response(422, {"detail": [{"loc": ["body", "model"], "msg": "required"}]}))
     assert detail == "body.model: required"
+
+
+def test_llama_cpp_pythons_validation_message_is_summarised_to_what_is_wrong():
+    """The message as llama-cpp-python 0.3.36 sent it for an assistant turn with null content."""
+    message = (
+        "7 validation errors:\n"
+        "  {'type': 'literal_error', 'loc': ('body', 'messages', 2, 'ChatCompletionRequestSystemMessage', 'role'), "
+        "'msg': \"Input should be 'system'\", 'input': 'assistant', 'ctx': {'expected': \"'system'\"}}\n"
+        "  {'type': 'string_type', 'loc': ('body', 'messages', 2, 'ChatCompletionRequestAssistantMessage', "
+        "'content'), 'msg': 'Input should be a valid string', 'input': None}\n"
+        "  {'type': 'missing', 'loc': ('body', 'messages', 2, 'ChatCompletionRequestToolMessage', 'tool_call_id'), "
+        "'msg': 'Field required', 'input': {'role': 'assistant', 'content': None}}\n"
+        "\n  File \"/venv/lib/python3.11/site-packages/llama_cpp/server/app.py\", line 376, in "
+        "create_chat_completion\n    POST /v1/chat/completions")
+    assert http.summarise_validation(message) == (
+        "7 validation errors: messages.2.content: Input should be a valid string (input: None)")
+    assert http.summarise_validation("model not found") == "model not found"
+    assert http.summarise_validation("2 validation errors:\n  not a dict") == "2 validation errors:\n  not a dict"

@@ -14,6 +14,7 @@ Sleep and randomness are injected so tests do not wait.
 
 from __future__ import annotations
 
+import ast
 import email.utils
 import json
 import random
@@ -125,7 +126,8 @@ MESSAGE_CAP = 600
 _CONTEXT_OVERFLOW = re.compile(
     r"context[ _-]?(length|window|size)|maximum context|exceeds? (the )?(model'?s? )?context|too many tokens"
     r"|prompt is too long|input is too long", re.IGNORECASE)
-_PYDANTIC = re.compile(r"\d+ validation errors? for ", re.IGNORECASE)
+_PYDANTIC = re.compile(r"\b\d+ validation errors?(?: for |:)", re.IGNORECASE)
+_CLASS_NAME = re.compile(r"^[A-Z][A-Za-z0-9]+$")
 _INVALID_TYPES = frozenset({"invalid_request_error", "badrequesterror", "bad_request", "validation_error",
                             "invalid_request", "request_validation_error", "unprocessable_entity"})
 
@@ -180,7 +182,7 @@ def _error_message(response: httpx.Response) -> str:
     if isinstance(data, dict):
         err = data.get("error")
         if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return _clean(err["message"])
+            return _clean(summarise_validation(err["message"]))
         if isinstance(err, str):
             return _clean(err)
         if isinstance(data.get("message"), str):
@@ -191,6 +193,39 @@ def _error_message(response: httpx.Response) -> str:
         if isinstance(detail, list):
             return _clean("; ".join(_validation_item(d) for d in detail[:5]))
     return _clean(str(data))
+
+
+def summarise_validation(message: str) -> str:
+    """A pydantic validation message as llama-cpp-python sends it (``N validation errors:`` then one dict
+    repr per line, for every member of a union, then a traceback) shortened to what is wrong: the entries
+    that are not mere union mismatches, as ``messages.1.content: Input should be a valid string (input:
+    None)``. Any other message is returned as it is."""
+    head = _PYDANTIC.search(message)
+    if not head:
+        return message
+    items: list[dict[str, Any]] = []
+    for line in message.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            value = ast.literal_eval(line)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            continue
+        if isinstance(value, dict) and "msg" in value:
+            items.append(value)
+    if not items:
+        return message
+    telling = ([i for i in items if i.get("type") not in ("literal_error", "missing")]
+               or [i for i in items if i.get("type") != "literal_error"] or items)
+    parts = []
+    for item in telling[:3]:
+        loc = [str(p) for p in item.get("loc") or () if p != "body" and not _CLASS_NAME.match(str(p))]
+        text = f"{'.'.join(loc)}: {item['msg']}".strip(": ")
+        if "input" in item and not isinstance(item["input"], dict | list):
+            text += f" (input: {item['input']!r})"
+        parts.append(text)
+    return f"{head.group(0).rstrip(':').rstrip()}: " + "; ".join(parts)
 
 
 def _validation_item(item: Any) -> str:
