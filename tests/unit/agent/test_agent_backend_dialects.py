@@ -117,6 +117,10 @@ def response(status, body):
     (500, {"object": "error", "message": "bad", "type": "BadRequestError", "code": 400}, True),
     (500, {"error": {"code": 400, "message": "Failed to parse messages", "type": "invalid_request_error"}}, True),
     (500, b"2 validation errors for Request", True),
+    # chat templates that cannot render the conversation (LiteLLM -> llama-cpp-python, seen for real)
+    (500, {"type": "error", "error": {"type": "api_error", "message": "litellm.InternalServerError: "
+           "InternalServerError: OpenAIException - 'dict object' has no attribute 'content'"}}, True),
+    (500, {"error": {"message": "Conversation roles must alternate user/assistant/user/assistant/..."}}, True),
     (500, {"error": {"message": "CUDA out of memory", "type": "server_error", "code": 500}}, False),
     (503, {"error": {"code": 429, "message": "busy"}}, False),
     (502, b"<html>Bad Gateway</html>", False),
@@ -142,6 +146,8 @@ def test_invalid_request_failures_name_the_field_to_check_and_spot_context_overf
     overflow = http.invalid_request("OpenAI-compatible API", "u", 400,
                                     "This model's maximum context length is 8192 tokens")
     assert type(overflow) is errors.AgentError and "context window" in str(overflow)
+    template = http.invalid_request("Anthropic API", "u", 500, "'dict object' has no attribute 'content'")
+    assert isinstance(template, errors.ConfigError) and "chat template" in str(template)
 
 
 def test_error_messages_are_one_capped_line():

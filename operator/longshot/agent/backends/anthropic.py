@@ -53,8 +53,10 @@ class AnthropicBackend(base.Backend):
                 data = http.post_json(
                     client, self.url, headers=headers, ev=session.events, policy=self.policy,
                     sleep=session.sleep, rand=self.rand, api="Anthropic API",
+                    # tool_choice "auto" is the API's default, but proxies forward only what is sent, and
+                    # llama-cpp-python behind them ignores the tools when it gets no tool_choice
                     body={"model": self.model, "max_tokens": self.max_tokens, "system": session.system_prompt,
-                          "messages": messages, "tools": definitions},
+                          "messages": messages, "tools": definitions, "tool_choice": {"type": "auto"}},
                 )
                 session.add_usage(*usage_tokens(data.get("usage")))
                 content = data.get("content")

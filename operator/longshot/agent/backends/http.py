@@ -128,6 +128,11 @@ _CONTEXT_OVERFLOW = re.compile(
     r"|prompt is too long|input is too long", re.IGNORECASE)
 _PYDANTIC = re.compile(r"\b\d+ validation errors?(?: for |:)", re.IGNORECASE)
 _CLASS_NAME = re.compile(r"^[A-Z][A-Za-z0-9]+$")
+_TEMPLATE_ERROR = re.compile(
+    r"'[\w ]+ object' has no attribute '\w+'|roles must alternate|jinja2?\.exceptions|TemplateSyntaxError",
+    re.IGNORECASE)
+"""A chat template that cannot render the conversation (llama-cpp-python's Jinja templates raise these as
+500s): the same request fails the same way every time."""
 _INVALID_TYPES = frozenset({"invalid_request_error", "badrequesterror", "bad_request", "validation_error",
                             "invalid_request", "request_validation_error", "unprocessable_entity"})
 
@@ -139,6 +144,11 @@ def invalid_request(api: str, url: str, status: int, message: str) -> errors.Age
         return errors.AgentError(
             f"the conversation outgrew the model's context window: the {api} answered {status}: {message}. "
             "Use a model (or a server setting such as llama.cpp's n_ctx) with a larger context, or split the task")
+    if _TEMPLATE_ERROR.search(message):
+        return errors.ConfigError(
+            f"the {api} could not render the conversation with its chat template ({status}: {message}); "
+            "retrying cannot help: the server (or a proxy in front of it) does not accept this conversation's "
+            "shape; see docs/agent.md (servers tested) for servers and settings known to work")
     hint = {
         404: f"check spec.agent.baseUrl (the request went to {url}) and spec.agent.model",
         405: f"check spec.agent.baseUrl (the request went to {url})",
@@ -155,9 +165,11 @@ def is_validation_error(response: httpx.Response) -> bool:
     try:
         data = response.json()
     except ValueError:
-        return bool(_PYDANTIC.search(response.text[:4000]))
+        return bool(_PYDANTIC.search(response.text[:4000]) or _TEMPLATE_ERROR.search(response.text[:4000]))
     if not isinstance(data, dict):
         return False
+    if _TEMPLATE_ERROR.search(json.dumps(data)[:4000]):
+        return True
     detail = data.get("detail")
     if isinstance(detail, list) and detail and all(isinstance(d, dict) and "msg" in d and "loc" in d
                                                    for d in detail):
