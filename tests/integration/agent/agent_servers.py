@@ -481,3 +481,74 @@ def llama_cpp_server(log: Path, *, port: int, extra: tuple[str, ...] = ()) -> It
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(15)
         out.close()
+
+
+def tool_bin(name: str) -> Path | None:
+    """The bin directory of a tool virtualenv ``hack/model-server.sh tools`` prepared (``litellm``,
+    ``aider``), or None."""
+    cache = Path(os.environ.get("LONGSHOT_LLM_CACHE", Path.home() / ".cache" / "longshot" / "llm"))
+    version = {"litellm": "1.106.2", "aider": "0.86.2"}[name]
+    binary = cache / f"{name}-{version}" / "bin" / name
+    return binary.parent if binary.exists() else None
+
+
+LITELLM_KEY = "sk-local-litellm-0123456789abcdef"  # longshot:allow-secret (a local proxy's test key)
+
+
+@contextlib.contextmanager
+def litellm_proxy(bin_dir: Path, upstream: RealModel, work: Path, *, port: int) -> Iterator[str]:
+    """LiteLLM's proxy on 127.0.0.1:``port`` serving the Messages API (``/v1/messages``) for model
+    ``claude-local``, translated to ``upstream``'s chat completions; yields its base URL."""
+    from longshot.testing import wait_for
+
+    config = work / "litellm.yaml"
+    config.write_text(json.dumps({
+        "model_list": [{"model_name": "claude-local",
+                        "litellm_params": {"model": f"openai/{upstream.model}", "api_base": upstream.base_url,
+                                           "api_key": "none"},
+                        "model_info": {"supports_function_calling": True, "supports_tool_choice": True}}],
+        "general_settings": {"master_key": LITELLM_KEY},
+    }))
+    log = work / "litellm.log"
+    out = log.open("ab")
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+           # the Messages API translated to chat completions (not the Responses API llama.cpp lacks)
+           "LITELLM_USE_CHAT_COMPLETIONS_URL_FOR_ANTHROPIC_MESSAGES": "true"}
+    proc = subprocess.Popen([str(bin_dir / "litellm"), "--config", str(config), "--host", "127.0.0.1",
+                             "--port", str(port)], stdout=out, stderr=out, env=env, start_new_session=True)
+    base_url = f"http://127.0.0.1:{port}"
+
+    def ready_or_gone() -> bool:
+        if proc.poll() is not None:
+            return True
+        try:
+            with urllib.request.urlopen(base_url + "/health/liveliness", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    try:
+        wait_for(ready_or_gone, 180, f"LiteLLM's proxy on port {port}", interval=0.5)
+        if proc.poll() is not None:
+            raise RuntimeError(f"LiteLLM exited with {proc.returncode}:\n" + log.read_text(errors="replace")[-3000:])
+        yield base_url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(15)
+        out.close()
+
+
+def aider_command(bin_dir: Path, upstream: RealModel) -> str:
+    """The command backend's template running Aider against ``upstream`` (no git commits of its own, no
+    history files in the checkout, nothing fetched from the internet that can be avoided)."""
+    return (f"OPENAI_API_KEY=${{OPENAI_API_KEY:-none}} LITELLM_LOCAL_MODEL_COST_MAP=True {bin_dir}/aider "
+            f"--model openai/{{model}} --openai-api-base {upstream.base_url} --yes-always --no-auto-commits "
+            "--no-dirty-commits --no-check-update --no-show-model-warnings --analytics-disable --no-pretty "
+            "--no-stream --edit-format whole --map-tokens 0 --no-gitignore --chat-history-file /dev/null "
+            "--input-history-file /dev/null --message-file {prompt_file} hello.txt")

@@ -17,7 +17,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_servers import ModelUnavailable, RealModel, llama_cpp_server, prepare_model_server, task_input
+from agent_servers import (
+    LITELLM_KEY,
+    ModelUnavailable,
+    RealModel,
+    aider_command,
+    litellm_proxy,
+    llama_cpp_server,
+    prepare_model_server,
+    task_input,
+    tool_bin,
+)
 
 from longshot.testing.controlplane import free_port
 
@@ -108,3 +118,55 @@ def test_the_real_server_accepts_the_conversation_shapes_the_backend_sends(real_
                                    http._error_message(refused))
     assert refused.status_code < 500 or http.is_validation_error(refused), refused.text
     assert failure.failure_class == "Configuration"
+
+
+def needs_tool(name: str) -> Path:
+    bin_dir = tool_bin(name)
+    if bin_dir is None:
+        pytest.skip(f"{name} is not prepared here: run `bash hack/model-server.sh tools` (PyPI, a few minutes)")
+    return bin_dir
+
+
+def test_the_anthropic_backend_through_litellms_messages_api(daemon, repo, run_agent, real_model, tmp_path):
+    """LiteLLM's proxy translates the Messages API to the real server's chat completions. The first turn's
+    tool call comes back as a tool_use block and is executed. LiteLLM 1.106.2 then sends the assistant
+    turn without ``content`` (the model wrote no text), which llama-cpp-python's chat template cannot
+    render (500 "'dict object' has no attribute 'content'"): that must fail fast as Configuration, not
+    be retried; a model that writes text next to its call gets further."""
+    bin_dir = needs_tool("litellm")
+    with litellm_proxy(bin_dir, real_model, tmp_path, port=free_port()) as base_url:
+        task = task_input(daemon.url(repo), description="Create a file named hello.txt whose content is the word "
+                          "hello. Use the write_file tool, then call finish.",
+                          backend={"name": "anthropic", "model": "claude-local", "baseUrl": base_url,
+                                   "maxTurns": 6})
+        result = run_agent(task, api_key=LITELLM_KEY)
+    h = result.handoff
+    calls = result.tool_calls()
+    print(f"\nanthropic via LiteLLM: outcome {h.outcome}, {len(calls)} tool call(s), failure {h.failure}")
+    assert calls, result.stdout[-3000:]
+    assert [e for e in result.events("log") if e["message"] == "retrying model request"] == []
+    assert result.events("tokens") and h.usage.input_tokens > 0
+    if h.outcome == "failed":
+        assert h.failure.failure_class in ("Configuration", "AgentError"), h.failure
+        if h.failure.failure_class == "Configuration":
+            assert "chat template" in h.failure.message and "has no attribute 'content'" in h.failure.message
+    assert LITELLM_KEY not in result.stdout
+
+
+def test_the_command_backend_with_aider_against_the_real_server(daemon, repo, run_agent, real_model):
+    """Aider (the real CLI) edits the checkout through the real server; the runner commits what it left
+    and pushes, and takes the tokens from Aider's output."""
+    bin_dir = needs_tool("aider")
+    task = task_input(daemon.url(repo), description="Create a file named hello.txt whose content is the word hello.",
+                      backend={"name": "command", "model": real_model.model,
+                               "command": aider_command(bin_dir, real_model)})
+    result = run_agent(task, env={"LONGSHOT_AGENT_TIMEOUT_SECONDS": "900"})
+    h = result.handoff
+    print(f"\naider: outcome {h.outcome}, files {h.files_changed}, tokens {h.usage}")
+    assert result.exit_code == 0, h.failure
+    command = result.tool_calls("command")
+    assert command and command[0]["ok"] and "Aider v0.86.2" in command[0]["result"]
+    assert h.outcome == "succeeded" and "hello.txt" in h.files_changed  # Aider creates the file it is given
+    assert daemon.ls_remote(repo)[f"refs/heads/{task['branch']}"] == h.commit
+    assert not any(f.startswith(".aider") for f in h.files_changed), h.files_changed
+    assert h.usage.input_tokens > 0 and h.usage.output_tokens > 0

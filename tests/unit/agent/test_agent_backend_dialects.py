@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from longshot.agent import errors
-from longshot.agent.backends import anthropic, http, openai
+from longshot.agent.backends import anthropic, command, http, openai
 
 pytestmark = pytest.mark.unit
 
@@ -174,3 +174,10 @@ def test_llama_cpp_pythons_validation_message_is_summarised_to_what_is_wrong():
         "7 validation errors: messages.2.content: Input should be a valid string (input: None)")
     assert http.summarise_validation("model not found") == "model not found"
     assert http.summarise_validation("2 validation errors:\n  not a dict") == "2 validation errors:\n  not a dict"
+
+
+def test_aiders_token_lines_are_the_command_backends_usage():
+    output = ("Aider v0.86.2\nTokens: 862 sent, 17 received.\nApplied edit to hello.txt\n"
+              "Tokens: 1.6k sent, 7 received. Cost: $0.00 message, $0.00 session.\n")
+    assert command.usage_from_output(output) == (2462, 24)
+    assert command.usage_from_output("no usage here\nTokens: many") == (0, 0)
