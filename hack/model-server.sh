@@ -35,7 +35,7 @@ LITELLM_PACKAGE="litellm[proxy]==1.106.2"
 AIDER_PACKAGE="aider-chat==0.86.2"
 # what the server runs with (the image's CMD says the same)
 MODEL_ALIAS="gemma-3-270m"
-SERVER_ARGS=(--chat_format chatml-function-calling --n_ctx 16384 --model_alias "$MODEL_ALIAS")
+SERVER_ARGS=(--chat_format chatml-function-calling --n_ctx 16384 --logits_all false --model_alias "$MODEL_ALIAS")
 
 log() { printf '[model-server] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
