@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from longshot.agent import errors, events, sandbox
+from longshot.api import handoff
 
 MAX_CORRECTIONS = 3
 
@@ -56,7 +57,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 _PLANNED_TASK = {
     "type": "object",
     "properties": {
-        "name": {"type": "string", "description": "unique lowercase DNS label, at most 40 characters"},
+        # the pattern is the plan's own rule: servers that constrain tool calls by a grammar built from the
+        # schema (llama.cpp) then only let the model write valid names
+        "name": {"type": "string", "description": "unique lowercase DNS label, at most 40 characters",
+                 "pattern": handoff.PLAN_TASK_NAME},
         "description": _STR,
         "scope": {"type": "array", "items": _STR},
         "depends_on": {"type": "array", "items": _STR},

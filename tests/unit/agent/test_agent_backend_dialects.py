@@ -181,3 +181,16 @@ def test_aiders_token_lines_are_the_command_backends_usage():
               "Tokens: 1.6k sent, 7 received. Cost: $0.00 message, $0.00 session.\n")
     assert command.usage_from_output(output) == (2462, 24)
     assert command.usage_from_output("no usage here\nTokens: many") == (0, 0)
+
+
+def test_the_planners_task_names_carry_the_plans_pattern_for_grammar_constrained_servers():
+    """llama.cpp builds the tool-call grammar from the schema: with the pattern the model can only write
+    names the plan check accepts (seen for real: without it Gemma 270M wrote `hello.txt` and was refused)."""
+    import re
+
+    from longshot.agent import tools
+    from longshot.api import handoff
+
+    name = tools.specs("planner")["finish"]["parameters"]["properties"]["tasks"]["items"]["properties"]["name"]
+    assert name["pattern"] == handoff.PLAN_TASK_NAME
+    assert re.fullmatch(name["pattern"], "create-hello-txt") and not re.fullmatch(name["pattern"], "hello.txt")
