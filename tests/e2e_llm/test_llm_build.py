@@ -127,14 +127,16 @@ def test_a_real_model_plans_works_and_reviews_on_the_cluster(operator, cluster, 
         for a in status.get("attempts") or []:
             assert a.get("failureClass") not in PROTOCOL_FAILURES, (t["metadata"]["name"], a,
                                                                     model_server.logs(kubectl))
-            # tokens: the server's usage, recorded on the attempt
-            assert a.get("tokens", 0) > 0, (t["metadata"]["name"], a)
             events = pod_events(kubectl, namespace, a["pod"])
             calls = [e for e in events if e.get("type") == "tool_call"]
             turns = [e for e in events if e.get("type") == "tokens"]
-            assert turns and sum(e["input_tokens"] + e["output_tokens"] for e in turns) == a["tokens"], (
-                a, turns)
             calls_total += len(calls)
+            assert turns, (t["metadata"]["name"], a)  # the server answered, with usage
+            if a.get("failureClass") == "Timeout":
+                continue  # killed at its deadline: no handoff, so no token count to compare
+            # tokens: the server's usage of every turn, summed into the handoff and recorded on the attempt
+            assert a.get("tokens", 0) > 0, (t["metadata"]["name"], a)
+            assert sum(e["input_tokens"] + e["output_tokens"] for e in turns) == a["tokens"], (a, turns)
         if status.get("phase") == "Succeeded":
             handoff = status.get("handoff") or {}
             assert handoff.get("tokens", 0) > 0, status
