@@ -8,7 +8,6 @@ bound to its Pod; no credential anywhere."""
 from __future__ import annotations
 
 import base64
-
 import os
 import subprocess
 import sys
