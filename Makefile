@@ -106,6 +106,8 @@ lint: venv ## ruff, mypy --strict, the import layering contracts and the CRD dri
 	$(VENV)/bin/lint-imports
 	$(PY) -m longshot crds --output crds --check
 	$(HELM) lint --strict charts/longshot
+	@dups=$$(find tests -name 'test_*.py' -not -path '*/e2e*/*' -printf '%f\n' | sort | uniq -d); \
+	  if [ -n "$$dups" ]; then echo "test modules must have unique basenames (pytest's rootdir import): $$dups"; exit 1; fi
 
 .PHONY: bench-dispatch
 bench-dispatch: venv binaries ## Benchmark: 1,000 AgentTasks -> Pods vs the Job controller; RSS at 10,000 tasks
