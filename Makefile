@@ -103,6 +103,10 @@ bench-dispatch: venv binaries ## Benchmark: 1,000 AgentTasks -> Pods vs the Job 
 bench-merge: venv ## Benchmark: 200 branches through the merge code vs plain git
 	$(PY) hack/bench_merge.py
 
+.PHONY: bench-queue
+bench-queue: venv ## Benchmark: 64 candidates through the real merge queue, serial vs speculative (window 8), 2 s gates
+	$(PY) hack/bench_queue.py
+
 .PHONY: bench-scheduler
 bench-scheduler: venv ## Benchmark: one scheduling decision over 10,000 candidate tasks
 	$(PY) hack/bench_scheduler.py
