@@ -12,6 +12,7 @@ resourceVersion.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
 from longshot.controllers import mergejobs as mjc
 from longshot.controllers import mergequeue as mqc
+from longshot.controllers import tasks as tasksc
 from longshot.core import builds, finalization, names, plan, tasks
 from longshot.core import mergejobs as mj
 from longshot.core.effects import EmitEvent, SetCondition
@@ -361,10 +363,10 @@ class BuildReconciler:
         out: list[ex.Action] = []
         completion: bool | None = None
         for e in effects:
-            if isinstance(e, builds.CreatePlannerTask):
-                out.append(ex.CreateObject(e.manifest))
-            elif isinstance(e, builds.CreateTasks):
-                out.extend(ex.CreateObject(m) for m in e.manifests)
+            if isinstance(e, builds.CreatePlannerTask | builds.CreateTasks):
+                first = functools.partial(tasksc.initial_status, now=now)
+                manifests = [e.manifest] if isinstance(e, builds.CreatePlannerTask) else e.manifests
+                out.extend(ex.CreateObject(m, status=first) for m in manifests)
             elif isinstance(e, SetCondition):
                 conds, _ = cond.set_condition(conds, e.type, e.status, e.reason, e.message, now=now)
             elif isinstance(e, EmitEvent):

@@ -117,6 +117,10 @@ class Cache:
     repositories: dict[str, str] = field(default_factory=dict)
     """repository key -> a URL of it (to open the merge queue's workspace)."""
     _superseded: dict[tuple[str, Key], deque[str]] = field(default_factory=dict)
+    changes: dict[Key, int] = field(default_factory=lambda: defaultdict(int))
+    """build -> a counter bumped whenever the build, one of its tasks or one of its MergeJobs is stored or
+    forgotten (whether from a watch event or from the shell's own write): derived views of the build are stale
+    when it moved."""
     parse_errors: int = 0
 
     # --- observing ---------------------------------------------------------------------------------
@@ -131,6 +135,8 @@ class Cache:
         old = self._superseded.get((kind, key))
         if old is not None and rv in old:
             return []  # a version older than one we wrote
+        if rv and self._version(kind, key) == rv:
+            return []  # the version we hold already (our own write's answer, then its watch event): nothing new
         if kind == "Pod":
             return self._store_pod(PodView.from_body(body))
         try:
@@ -140,6 +146,14 @@ class Cache:
             log.error("cannot read %s %s/%s: %s", kind, key[0], key[1], e.errors()[:1])
             return []
         return self._store(obj)
+
+    def _version(self, kind: str, key: Key) -> str | None:
+        if kind == "Pod":
+            pod = self.pods.get(key)
+            return pod.resource_version if pod is not None else None
+        obj: objects.Resource | None = (self.builds.get(key) if kind == "BuildRequest" else self.tasks.get(key)
+                                        if kind == "AgentTask" else self.jobs.get(key) if kind == "MergeJob" else None)
+        return obj.metadata.resource_version if obj is not None else None
 
     def written(self, kind: str, body: Mapping[str, Any], based_on: str) -> list[Ref]:
         """Our own write returned ``body``; ``based_on`` is the version it replaced."""
@@ -154,11 +168,13 @@ class Cache:
         self._superseded.pop((kind, key), None)
         if kind == "BuildRequest":
             self.builds.pop(key, None)
+            self.changes[key] += 1
             return [("BuildRequest", *key)]
         if kind == "AgentTask":
             task = self.tasks.pop(key, None)
             if task is None:
                 return []
+            self.changes[(key[0], task.build_name)] += 1
             self.tasks_by_build[(key[0], task.build_name)].discard(key[1])
             for dep in task.spec.depends_on:
                 self.dependents[(key[0], dep)].discard(key[1])
@@ -167,6 +183,7 @@ class Cache:
             job = self.jobs.pop(key, None)
             if job is None:
                 return []
+            self.changes[(key[0], job.build_name)] += 1
             self.jobs_by_build[(key[0], job.build_name)].discard(key[1])
             return [("BuildRequest", key[0], job.build_name), *self._queue_refs(job)]
         if kind == "Pod":
@@ -187,10 +204,12 @@ class Cache:
     def _store(self, obj: objects.Resource) -> list[Ref]:
         ns, name = obj.key
         if isinstance(obj, objects.BuildRequest):
+            self.changes[obj.key] += 1
             self.builds[obj.key] = obj
             self.repositories[vws.repository_key(obj.spec.repository.url)] = obj.spec.repository.url
             return [("BuildRequest", ns, name)]
         if isinstance(obj, objects.AgentTask):
+            self.changes[(ns, obj.build_name)] += 1
             old = self.tasks.get(obj.key)
             self.tasks[obj.key] = obj
             self.tasks_by_build[(ns, obj.build_name)].add(name)
@@ -207,6 +226,7 @@ class Cache:
                 refs.append(("MergeJob", ns, fixes))
             return refs
         assert isinstance(obj, objects.MergeJob)
+        self.changes[(ns, obj.build_name)] += 1
         self.jobs[obj.key] = obj
         self.jobs_by_build[(ns, obj.build_name)].add(name)
         refs = [("MergeJob", ns, name), ("BuildRequest", ns, obj.build_name), *self._queue_refs(obj)]

@@ -61,7 +61,7 @@ class Context:
     """Keep the default-deny agent NetworkPolicy of a namespace (``runtime.netpol.ensure``); None: off."""
     policed: set[str] = field(default_factory=set)
     """Namespaces whose agent NetworkPolicy this replica made sure of."""
-    _views: dict[Key, tuple[int, BuildViews]] = field(default_factory=dict)
+    _views: dict[Key, tuple[tuple[int, int], BuildViews]] = field(default_factory=dict)
     _versions: dict[Key, int] = field(default_factory=lambda: defaultdict(int))
 
     # --- ownership -----------------------------------------------------------------------------------
@@ -76,7 +76,7 @@ class Context:
     # --- derived views -----------------------------------------------------------------------------
 
     def views(self, build: Key) -> BuildViews:
-        version = self._versions[build]
+        version = (self._versions[build], self.cache.changes.get(build, 0))
         memo = self._views.get(build)
         if memo is not None and memo[0] == version:
             return memo[1]

@@ -48,6 +48,9 @@ RESYNC_SECONDS: Final = 60.0
 KILLSWITCH_POLL_SECONDS: Final = 2.0
 STALL_SECONDS: Final = 60.0
 CONCURRENCY: Final = 32
+THREADS: Final = 48
+"""Threads of the default executor (``startup.py``): every reconcile in flight may wait on the API, plus git work
+of the merge queues and the killswitch poll."""
 BATCH_SECONDS: Final = 0.02
 """Let a burst of watch events land before a step."""
 ORDER: Final = ("AgentTask", "MergeJob", "Queue", "BuildRequest")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 from typing import Any
@@ -38,6 +39,13 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger:
     # and their number is bounded (our handlers only hand the event to the manager's cache).
     settings.queueing.idle_timeout = 5.0
     settings.queueing.worker_limit = 200
+
+    # Every blocking call of the shell (the Kubernetes client, git) runs in asyncio's default thread pool, which
+    # is min(32, cores + 4) threads: 6 on a 2-core node, so at most 6 API calls in flight while the manager
+    # reconciles 32 objects at once. The calls wait on the network, not the CPU: size the pool to the manager's
+    # concurrency (and the client's connection pool, 64).
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=manager.THREADS, thread_name_prefix="longshot-io"))
 
     logger.info("longshot operator starting as %s (agent image %s, max workers %d)",
                 ours.identity, ours.agent_image, ours.max_workers)

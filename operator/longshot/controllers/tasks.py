@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -62,6 +62,20 @@ def merge_job_manifest(task: objects.AgentTask, build: objects.BuildRequest,
             "metadata": {"name": task.name, "namespace": task.namespace, "labels": labels,
                          "ownerReferences": [task.owner_reference()]},
             "spec": spec}
+
+
+def initial_status(created: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """The first status of an AgentTask the operator just created (``created``: the API server's answer): what
+    its first reconcile would write, phase Pending with the initial conditions, written by the executor right
+    after the create (``executor.CreateObject.status``) so that a plan of 10,000 tasks is taken in without a
+    watch round trip and a reconcile per task."""
+    generation = int((created.get("metadata") or {}).get("generation") or 1)
+    conds: list[dict[str, Any]] = []
+    for e in tasks.initial_conditions():
+        if isinstance(e, SetCondition):
+            conds, _ = cond.set_condition(conds, e.type, e.status, e.reason, e.message, now=now)
+    return {"phase": tasks.PENDING, "conditions": ex.stamp_generation(conds, generation), "attempts": [],
+            "observedGeneration": generation}
 
 
 class TaskReconciler:

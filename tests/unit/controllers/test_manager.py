@@ -13,6 +13,7 @@ from fake_kube import FakeKube
 from longshot import config
 from longshot.api import handoff as ho
 from longshot.controllers import manager as managermod
+from longshot.controllers import tasks as tasksc
 from longshot.runtime import kube
 
 pytestmark = pytest.mark.unit
@@ -119,3 +120,48 @@ async def test_resync_marks_everything_and_health_follows_the_loop(world):
     await m.step()  # the resync is due: everything is marked again and reconciled
     assert m.healthy()
     assert m.reconciles >= before + 2
+
+
+async def test_a_plan_s_tasks_have_their_first_status_before_any_watch_event(world):
+    """Issue 13: each new task got its initial conditions in a reconcile of its own, after its watch event."""
+    fake, m, _clock, _mono, sync = world
+    fake.create(build(suspend=True))
+    await sync()
+    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
+                      tasks=[ho.PlannedTask(name=f"p{i}", description=f"part {i}") for i in range(40)])
+    m.observe("BuildRequest", "MODIFIED", fake.patch("BuildRequest", "ns", "b", {"spec": {"suspend": False}}))
+    await sync()
+    m.observe("Pod", "MODIFIED", fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire())))
+    writes: list[str] = []
+    patch_status = fake.patch_status
+    fake.patch_status = lambda kind, ns, name, st, **kw: (  # type: ignore[method-assign]
+        writes.append(name), patch_status(kind, ns, name, st, **kw))[1]
+    created: list[str] = []
+    for _ in range(5):  # no watch event is delivered: only what the shell wrote itself
+        await m.step()
+        created = [k[2] for k in fake.objects if k[0] == "AgentTask" and k[2] != "b-planner"]
+        if created:
+            break  # the step that created them
+    assert len(created) == 40
+    for name in created:
+        st = status(fake, "AgentTask", name)
+        assert st["phase"] in ("Pending", "Running") and cond(st, "Ready")["status"] == "False"
+        assert cond(st, "Succeeded")["reason"] == ("Pending" if st["phase"] == "Pending" else "InProgress")
+    assert max(writes.count(n) for n in created) <= 2  # the first status, then admission for the ones started
+
+
+async def test_the_first_status_written_with_the_create_is_the_one_a_task_s_own_reconcile_writes(world):
+    fake, _m, clock, _mono, sync = world
+    fake.create(build(suspend=True))
+    await sync()
+    b = fake.objects[("BuildRequest", "ns", "b")]
+    owner = {"apiVersion": "longshot.dev/v1alpha1", "kind": "BuildRequest", "name": "b",
+             "uid": b["metadata"]["uid"], "controller": True}
+    by_hand = fake.create({"apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask",
+                           "metadata": {"name": "by-hand", "namespace": "ns", "ownerReferences": [owner]},
+                           "spec": {"buildRef": {"name": "b"}, "description": "d"}})
+    assert by_hand is not None
+    await sync()
+    own = status(fake, "AgentTask", "by-hand")
+    first = tasksc.initial_status(by_hand, clock())
+    assert {k: v for k, v in own.items() if v not in (None, [], 0)} == {k: v for k, v in first.items() if v != []}
