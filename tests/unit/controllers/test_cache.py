@@ -1,8 +1,11 @@
 """The shell's cache: a watch event echoing our own write concerns nothing, derived views follow our own writes,
-and it keeps what decisions need without holding equal parts once per object."""
+and equal parts of many objects are held once."""
 
 from __future__ import annotations
 
+import gc
+import json
+import tracemalloc
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,6 +13,7 @@ import pytest
 from fake_kube import FakeKube
 
 from longshot import config
+from longshot.api import objects
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import workqueue
@@ -67,3 +71,51 @@ def test_derived_views_of_a_build_follow_our_own_writes_without_a_watch_event():
     assert ctx.readiness(c, b)[0] == "waiting"
     ctx.cache.written("AgentTask", task("a", "4", "Succeeded"), based_on="2")  # our status write; no event yet
     assert ctx.readiness(c, b)[0] == "ready"
+
+
+def pending(i: int) -> dict[str, Any]:
+    """A pending task as the API returns it (every string its own object, as JSON decoding makes them)."""
+    body = task(f"t{i:05d}", str(100 + i))
+    body["metadata"]["ownerReferences"] = [{"apiVersion": "longshot.dev/v1alpha1", "kind": "BuildRequest",
+                                            "name": "b", "uid": "uid-b", "controller": True}]
+    body["metadata"]["annotations"] = {"longshot.dev/plan-name": f"t{i}"}
+    body["spec"]["scope"] = [f"src/t{i:05d}/**"]
+    body["status"] = {"phase": "Pending", "observedGeneration": 1, "conditions": [
+        {"type": t, "status": s, "reason": "Pending", "message": "not run yet", "observedGeneration": 1,
+         "lastTransitionTime": "2025-01-01T00:00:00Z"}
+        for t, s in (("Succeeded", "Unknown"), ("Running", "False"), ("Ready", "False"), ("Reconciling", "True"))]}
+    return json.loads(json.dumps(body))
+
+
+def test_equal_parts_of_many_tasks_are_held_once_and_read_the_same():
+    c = cachemod.Cache()
+    c.observe("BuildRequest", "ADDED", build())
+    for i in range(2000):
+        c.observe("AgentTask", "ADDED", pending(i))
+    a, z = c.tasks[("ns", "t00000")], c.tasks[("ns", "t01999")]
+    assert a.status.conditions[0] is z.status.conditions[0]
+    assert a.metadata.owner_references[0] is z.metadata.owner_references[0]
+    assert a.spec.build_ref is z.spec.build_ref
+    for i in (0, 777, 1999):  # what the shell reads is what the API said
+        assert c.tasks[("ns", f"t{i:05d}")] == objects.parse(pending(i), objects.AgentTask)
+        assert c.tasks[("ns", f"t{i:05d}")].model_dump() == objects.parse(pending(i), objects.AgentTask).model_dump()
+    with pytest.raises(AttributeError):
+        a.status.conditions[0].message = "changed"  # read-only: never changes the 1,999 others
+
+
+def test_a_pending_task_costs_a_fraction_of_its_plain_model():
+    def cost(make: Any) -> float:
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [make(i) for i in range(500)]
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        assert len(kept) == 500
+        return (after - before) / 500
+
+    plain = cost(lambda i: objects.parse(pending(i), objects.AgentTask))
+    compactor = cachemod.Compactor()
+    compact = cost(lambda i: compactor.model(objects.parse(pending(i), objects.AgentTask)))
+    assert compact < plain / 3, (plain, compact)
