@@ -28,6 +28,7 @@ from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
 from longshot.controllers import mergejobs as mjc
 from longshot.controllers import mergequeue as mqc
+from longshot.controllers import retention as retentionc
 from longshot.controllers import tasks as tasksc
 from longshot.core import builds, finalization, names, plan, tasks
 from longshot.core import mergejobs as mj
@@ -77,6 +78,7 @@ class BuildReconciler:
             events.append(builds.ConfigurationChecked(await self._preflight(build, now, out)))
         events.extend(await self._plans(build, state))
         ts = list(self.ctx.cache.tasks_of(key))
+        out += retentionc.actions(self.ctx, build, ts)  # finished Pods beyond spec.retention
         work = [t for t in ts if cachemod.purpose(t) is None and not _old_planner(t, state)]
 
         effects: list[builds.Effect] = []

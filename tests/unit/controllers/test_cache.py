@@ -1,5 +1,5 @@
 """The shell's cache: a watch event echoing our own write concerns nothing, derived views follow our own writes,
-and equal parts of many objects are held once."""
+equal parts of many objects are held once; and what retention reads from it."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from longshot import config
 from longshot.api import objects
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
+from longshot.controllers import executor as ex
+from longshot.controllers import retention as retentionc
 from longshot.controllers import workqueue
 
 pytestmark = pytest.mark.unit
@@ -119,3 +121,33 @@ def test_a_pending_task_costs_a_fraction_of_its_plain_model():
     compactor = cachemod.Compactor()
     compact = cost(lambda i: compactor.model(objects.parse(pending(i), objects.AgentTask)))
     assert compact < plain / 3, (plain, compact)
+
+
+def planner_world(planned: bool, annotations: dict[str, str] | None = None) -> tuple[ctxmod.Context, list[str]]:
+    ctx = context()
+    b = build()
+    b["spec"]["retention"] = {"finishedPods": 0}
+    b["status"] = {"plannerTask": "b-planner", "conditions": [
+        {"type": "Planned", "status": "True" if planned else "Unknown", "reason": "PlanAccepted" if planned else
+         "Planning", "message": "", "lastTransitionTime": "2025-01-01T00:00:00Z"}]}
+    ctx.cache.observe("BuildRequest", "ADDED", b)
+    t = task("b-planner", "2", "Succeeded")
+    t["spec"]["role"] = "planner"
+    t["metadata"]["annotations"] = annotations or {}
+    t["status"]["attempts"] = [{"number": 1, "pod": "b-planner-a1", "endTime": "2025-01-01T00:01:00Z"}]
+    ctx.cache.observe("AgentTask", "ADDED", t)
+    ctx.cache.observe("Pod", "ADDED", {"metadata": {
+        "name": "b-planner-a1", "namespace": "ns", "resourceVersion": "3", "ownerReferences": [
+            {"kind": "AgentTask", "name": "b-planner"}]}, "status": {"phase": "Succeeded"}})
+    built = ctx.cache.builds[("ns", "b")]
+    gone = [a.name for a in retentionc.actions(ctx, built, list(ctx.cache.tasks_of(built.key)))
+            if isinstance(a, ex.DeletePod)]
+    return ctx, gone
+
+
+def test_a_planner_s_pod_is_kept_until_the_build_is_planned():
+    """After a restart the plan is read again from the planner's Pod if it was not taken in before."""
+    assert planner_world(planned=False)[1] == []
+    assert planner_world(planned=True)[1] == ["b-planner-a1"]
+    # a subplanner's Pod stays until its tasks exist, whatever the build's Planned condition says
+    assert planner_world(planned=True, annotations={"longshot.dev/plan-name": "part"})[1] == []

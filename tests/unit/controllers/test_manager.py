@@ -165,3 +165,25 @@ async def test_the_first_status_written_with_the_create_is_the_one_a_task_s_own_
     own = status(fake, "AgentTask", "by-hand")
     first = tasksc.initial_status(by_hand, clock())
     assert {k: v for k, v in own.items() if v not in (None, [], 0)} == {k: v for k, v in first.items() if v != []}
+
+
+async def test_finished_pods_beyond_the_retention_are_deleted_once_recorded(world):
+    """Issue 13: a 10,000-task build left every finished Pod behind."""
+    fake, _m, clock, _mono, sync = world
+    fake.create(build(retention={"finishedPods": 2}, workers={"max": 10}))
+    await sync()
+    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
+                      tasks=[ho.PlannedTask(name=f"p{i}", description=f"part {i}") for i in range(5)])
+    fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
+    await sync()
+    assert {f"b-p{i}-a1" for i in range(5)} <= {n for _, n in fake.pods}
+    for i in range(5):
+        clock.now += timedelta(seconds=10)
+        done = ho.Handoff(task=f"b-p{i}", attempt=1, role="worker", outcome="succeeded", summary="nothing to change")
+        fake.finish_pod("ns", f"b-p{i}-a1", 0, json.dumps(done.to_wire()))
+        await sync()
+        assert status(fake, "AgentTask", f"b-p{i}")["attempts"][0]["endTime"]  # recorded before its Pod goes
+    finished = sorted(n for (_, n), p in fake.pods.items() if p.get("status", {}).get("phase") == "Succeeded")
+    assert finished == ["b-p3-a1", "b-p4-a1"]  # the planner's went too: its plan was taken in
+    assert ("ns", "b-final-1-a1") in fake.pods  # a running Pod is not finished
+    assert all(a["pod"] for i in range(5) for a in status(fake, "AgentTask", f"b-p{i}")["attempts"])
