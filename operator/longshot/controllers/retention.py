@@ -25,7 +25,7 @@ def finished_pods(ctx: ctxmod.Context, build: objects.BuildRequest,
         pods = [p for p in ctx.cache.pods_of(t.key) if p.ended and not p.deleting]
         if not pods:
             continue
-        ended = {a.pod: a.end_time for a in t.status.attempts}
+        attempts = {a.pod: a for a in t.status.attempts}
         planner = t.spec.role == "planner"
         if not planner:
             taken = True
@@ -33,7 +33,10 @@ def finished_pods(ctx: ctxmod.Context, build: objects.BuildRequest,
             taken = t.name in parents
         else:  # the build's planner: the build is planned, or another planner replaced it
             taken = planned or t.name != build.status.planner_task
-        out += [retention.FinishedPod(p.name, ended.get(p.name), planner, taken) for p in pods]
+        for p in pods:
+            a = attempts.get(p.name)
+            out.append(retention.FinishedPod(p.name, a.end_time if a is not None else None, planner, taken,
+                                             a.start_time if a is not None else None))
     return out
 
 

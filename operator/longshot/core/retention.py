@@ -36,6 +36,8 @@ class FinishedPod:
     """A planner's (or subplanner's) Pod."""
     plan_taken_in: bool = True
     """For a planner's Pod: its plan has become tasks (or was replaced by another planner's)."""
+    started: datetime | None = None
+    """When its attempt started: the order among Pods that finished within the same second."""
 
     @property
     def recorded(self) -> bool:
@@ -49,7 +51,8 @@ class FinishedPod:
 
 def to_delete(pods: Iterable[FinishedPod], keep: int) -> list[str]:
     """Names of the Pods to delete: every finished Pod that is no longer needed, but for the ``keep`` most
-    recently finished of them (ties broken by name, so that the answer is the same on every replica)."""
+    recently finished of them (times are whole seconds: ties go by start, then by name, so that the answer is the
+    same on every replica)."""
     done = sorted((p for p in pods if not p.needed),
-                  key=lambda p: (p.finished or timeutil.EPOCH, p.name), reverse=True)
+                  key=lambda p: (p.finished or timeutil.EPOCH, p.started or timeutil.EPOCH, p.name), reverse=True)
     return sorted(p.name for p in done[max(0, keep):])

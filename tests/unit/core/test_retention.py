@@ -52,3 +52,9 @@ def test_never_a_needed_pod_and_exactly_the_surplus(specs, keep):
     assert len(gone) == max(0, len(deletable) - keep)
     kept = [p for p in deletable if p.name not in gone]
     assert all((k.finished or T0) >= (g.finished or T0) for k in kept for g in deletable if g.name in gone)
+
+
+def test_within_the_same_second_the_later_started_is_the_more_recent():
+    planner = FinishedPod("b-planner-a1", T0, started=T0 - timedelta(minutes=5))
+    worker = FinishedPod("b-part-0-a1", T0, started=T0 - timedelta(minutes=1))
+    assert retention.to_delete([planner, worker], keep=1) == ["b-planner-a1"]
