@@ -96,8 +96,12 @@ lint: venv ## ruff, mypy --strict, the import layering contracts and the CRD dri
 	$(HELM) lint --strict charts/longshot
 
 .PHONY: bench-dispatch
-bench-dispatch: venv binaries ## Benchmark: 1,000 AgentTasks -> Pods vs the Job controller; RSS at 10,000 tasks
+bench-dispatch: venv binaries ## Benchmark: 1,000 AgentTasks -> Pods vs the Job controller and raw creates; ingestion and RSS at 10,000 tasks
 	$(PY) hack/bench_dispatch.py
+
+.PHONY: bench-e2e
+bench-e2e: venv binaries deps ## Benchmark: 100 scripted tasks end to end on the local cluster vs the same Pods bare (root; cluster lock)
+	flock /tmp/longshot-cluster.lock $(PY) hack/bench_e2e.py $(BENCH_E2E_ARGS)
 
 .PHONY: bench-merge
 bench-merge: venv ## Benchmark: 200 branches through the merge code vs plain git

@@ -54,7 +54,10 @@ class Context:
     plans: dict[Key, list[tuple[str, tuple[PlannedTask, ...], bool]]] = field(default_factory=lambda: defaultdict(list))
     """Plans returned by planner tasks, waiting for their build's reconcile: (planner, tasks, done)."""
     ready_since: dict[Key, datetime] = field(default_factory=dict)
-    """When a pending task's dependencies became ready (dispatch latency)."""
+    """When a pending task became dispatchable (dispatch latency): its dependencies ready and, when the last
+    dispatch held it back (limits, suspension, overlapping scopes), the start of the step after that one."""
+    held: set[Key] = field(default_factory=set)
+    """Ready tasks the last dispatch did not start."""
     preflight: Callable[[kubemod.KubeAPI, objects.BuildRequest], str | None] = preflight.check
     """The configuration check of a build's spec (``runtime.preflight.check``; unit tests inject their own)."""
     network_policy: Callable[[str], object] | None = None

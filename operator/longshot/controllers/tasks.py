@@ -104,9 +104,7 @@ class TaskReconciler:
         if state.phase != tasks.PENDING:
             return []
         now = self.ctx.clock()
-        since = self.ctx.ready_since.pop(key, None)
-        if since is not None:
-            metrics.DISPATCH_LATENCY.observe(max(0.0, (now - since).total_seconds()))
+        self.ctx.ready_since.pop(key, None)  # the manager observes the dispatch latency once the Pod is created
         return self._decide(task, build, state, [tasks.Admitted()], now, [])
 
     def _load(self, key: cachemod.Key) -> tuple[objects.AgentTask, objects.BuildRequest] | None:

@@ -187,3 +187,33 @@ async def test_finished_pods_beyond_the_retention_are_deleted_once_recorded(worl
     assert finished == ["b-p3-a1", "b-p4-a1"]  # the planner's went too: its plan was taken in
     assert ("ns", "b-final-1-a1") in fake.pods  # a running Pod is not finished
     assert all(a["pod"] for i in range(5) for a in status(fake, "AgentTask", f"b-p{i}")["attempts"])
+
+
+async def test_dispatch_latency_counts_from_a_free_slot_not_from_the_wait_for_one(world):
+    """A task that waited 10 minutes for a worker slot was dispatched at once when one came free."""
+    from longshot import metrics
+
+    def observed() -> tuple[float, float]:
+        count = metrics.REGISTRY.get_sample_value("longshot_dispatch_latency_seconds_count") or 0.0
+        total = metrics.REGISTRY.get_sample_value("longshot_dispatch_latency_seconds_sum") or 0.0
+        return count, total
+
+    fake, _m, clock, _mono, sync = world
+    fake.create(build(workers={"max": 1}))
+    await sync()
+    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
+                      tasks=[ho.PlannedTask(name=f"p{i}", description=f"part {i}") for i in range(2)])
+    fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
+    await sync()
+    first = next(n for n in ("b-p0-a1", "b-p1-a1") if ("ns", n) in fake.pods)
+    second = "b-p1-a1" if first == "b-p0-a1" else "b-p0-a1"
+    assert ("ns", second) not in fake.pods  # held back: one worker slot
+    count, total = observed()
+    clock.now += timedelta(minutes=10)
+    await sync()  # nothing changes: still held
+    done = ho.Handoff(task=first[:-3], attempt=1, role="worker", outcome="succeeded", summary="done")
+    fake.finish_pod("ns", first, 0, json.dumps(done.to_wire()))
+    await sync()
+    assert ("ns", second) in fake.pods
+    count2, total2 = observed()
+    assert count2 == count + 1 and total2 - total < 1.0  # not 600 s
