@@ -77,6 +77,8 @@ class BuildReconciler:
         if state.phase not in builds.DONE:
             events.append(builds.ConfigurationChecked(await self._preflight(build, now, out)))
         events.extend(await self._plans(build, state))
+        if self.ctx.plans.get(key):  # more plans wait: the next reconcile takes the next one
+            out.append(ex.Requeue(("BuildRequest", *key), now))
         ts = list(self.ctx.cache.tasks_of(key))
         out += retentionc.actions(self.ctx, build, ts)  # finished Pods beyond spec.retention
         work = [t for t in ts if cachemod.purpose(t) is None and not _old_planner(t, state)]
@@ -138,7 +140,14 @@ class BuildReconciler:
 
     async def _plans(self, build: objects.BuildRequest, state: builds.BuildState) -> list[builds.Event]:
         events: list[builds.Event] = []
-        stashed = self.ctx.plans.pop(build.key, [])
+        # one returned plan per reconcile: a 10,000-task build holds one plan's manifests at a time, and the next
+        # plan is checked against the tasks this one created
+        waiting = self.ctx.plans.get(build.key, [])
+        stashed, rest = waiting[:1], waiting[1:]
+        if rest:
+            self.ctx.plans[build.key] = rest
+        else:
+            self.ctx.plans.pop(build.key, None)
         existing = {n for n in self.ctx.cache.tasks_by_build.get(build.key, ())} if stashed else set()
         for planner_name, planned, _done in stashed:
             planner = self.ctx.cache.tasks.get((build.namespace, planner_name))

@@ -23,7 +23,7 @@ wrote. (A watch always delivers versions in order, so the watch catches up by it
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict, defaultdict, deque
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -182,7 +182,8 @@ class Cache:
     """(namespace, task) -> tasks whose dependsOn names it."""
     repositories: dict[str, str] = field(default_factory=dict)
     """repository key -> a URL of it (to open the merge queue's workspace)."""
-    _superseded: dict[tuple[str, Key], deque[str]] = field(default_factory=dict)
+    _superseded: dict[tuple[str, Key], tuple[str, ...]] = field(default_factory=dict)
+    """Versions our writes replaced, the last ``SUPERSEDED_MEMORY`` (a tuple: 10,000 deques cost 6 MiB)."""
     changes: dict[Key, int] = field(default_factory=lambda: defaultdict(int))
     """build -> a counter bumped whenever the build, one of its tasks or one of its MergeJobs is stored or
     forgotten (whether from a watch event or from the shell's own write): derived views of the build are stale
@@ -226,9 +227,9 @@ class Cache:
         """Our own write returned ``body``; ``based_on`` is the version it replaced."""
         meta = body.get("metadata") or {}
         key: Key = (meta.get("namespace", ""), meta.get("name", ""))
-        memory = self._superseded.setdefault((kind, key), deque(maxlen=SUPERSEDED_MEMORY))
         if based_on:
-            memory.append(based_on)
+            memory = self._superseded.get((kind, key), ())
+            self._superseded[(kind, key)] = (*memory[1 - SUPERSEDED_MEMORY:], based_on)
         return self.observe(kind, "MODIFIED", body)
 
     def _forget(self, kind: str, key: Key) -> list[Ref]:

@@ -27,6 +27,9 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger:
     # We post our own Events (rate-limited, with reasons from longshot.api.conditions); kopf's per-log-line
     # Events would flood `kubectl describe`. Only warnings and errors from kopf itself become Events.
     settings.posting.level = logging.WARNING
+    # kopf logs "Handler ... succeeded" at INFO for every watch event of every object: at 10,000 tasks that is
+    # nearly the whole log (and a share of the CPU) and says nothing our own logs do not. Warnings and errors only.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
     # Watches are restarted by the server every few minutes anyway; a client timeout a little above the
     # server's catches silently dead connections (NAT, load balancers) instead of waiting forever.
