@@ -273,8 +273,13 @@ class Cache:
         ns, name = obj.key
         if isinstance(obj, objects.BuildRequest):
             self.changes[obj.key] += 1
+            old_build = self.builds.get(obj.key)
             self.builds[obj.key] = obj
             self.repositories[vws.repository_key(obj.spec.repository.url)] = obj.spec.repository.url
+            if old_build is not None and old_build.generation != obj.generation:
+                # a spec edit may resume stopped tasks (Configuration, Auth) or change their limits
+                tasks = self.tasks_by_build.get(obj.key, ())
+                return [("BuildRequest", ns, name), *(("AgentTask", ns, t) for t in tasks)]
             return [("BuildRequest", ns, name)]
         if isinstance(obj, objects.AgentTask):
             self.changes[(ns, obj.build_name)] += 1

@@ -40,8 +40,7 @@ SUCCEEDED: Final = "Succeeded"
 FAILED: Final = "Failed"
 DONE: Final = frozenset({SUCCEEDED, FAILED})
 
-TERMINAL_REASONS: Final = frozenset({"TasksFailed", "TestsFailed", "BuildFailed", "UnmergedBranches",
-                                     "PlanRejected", "AttemptsExhausted", "Cancelled"})
+TERMINAL_REASONS: Final = frozenset({"TasksFailed", "TestsFailed", "UnmergedBranches", "PlanRejected"})
 """Reasons of ``Stalled=True`` that mean the build is finished (failed), not waiting on a person."""
 
 

@@ -138,6 +138,19 @@ def _cni_bin_dir() -> str:
     return next(d for d in CNI_BIN_DIRS if Path(d, "bridge").exists())
 
 
+def _ancestors() -> set[int]:
+    """This process and every process above it."""
+    pids, pid = set(), os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+    return pids
+
+
 def _pids_alive(pids: Sequence[int]) -> bool:
     def alive(pid: int) -> bool:
         try:
@@ -227,6 +240,8 @@ class LocalCluster:
         if state or self.workdir.exists():
             log("found a stopped or broken cluster; cleaning it up first")
             self.down()
+        else:
+            self._kill_strays()  # processes of a cluster whose state is gone would hold its ports
         start = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
@@ -778,6 +793,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         self._kill_shims()
         stop("kube-controller-manager", "kube-apiserver", *[n for n in procs if n != "etcd"])
         stop("etcd")
+        self._kill_strays()
         self.processes.clear()
         if self.control_plane:
             self.control_plane.processes.clear()
@@ -833,6 +849,26 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                     os.killpg(int(proc.name), signal.SIGKILL)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(proc.name), signal.SIGKILL)
+
+    def _kill_strays(self) -> None:
+        """SIGKILL processes left by a cluster whose state file is gone (an ``up`` killed half way, a lost
+        record): every process whose command line names this cluster's directory, except ours."""
+        needle = str(self.workdir).encode()
+        own = _ancestors()
+        killed = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) in own:
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if needle in cmdline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(proc.name), signal.SIGKILL)
+                    killed.append(cmdline.split(b"\0", 1)[0].decode(errors="replace").rsplit("/", 1)[-1])
+        if killed:
+            log(f"killed {len(killed)} stray processes of an earlier cluster: {', '.join(sorted(set(killed)))}")
 
     def _unmount(self) -> None:
         root = str(self.workdir.resolve()) + "/"
