@@ -110,12 +110,20 @@ lint: venv ## ruff, mypy --strict, the import layering contracts and the CRD dri
 	  if [ -n "$$dups" ]; then echo "test modules must have unique basenames (pytest's rootdir import): $$dups"; exit 1; fi
 
 .PHONY: bench-dispatch
-bench-dispatch: venv binaries ## Benchmark: 1,000 AgentTasks -> Pods vs the Job controller; RSS at 10,000 tasks
+bench-dispatch: venv binaries ## Benchmark: 1,000 AgentTasks -> Pods vs the Job controller and raw creates; ingestion and RSS at 10,000 tasks
 	$(PY) hack/bench_dispatch.py
+
+.PHONY: bench-e2e
+bench-e2e: venv binaries deps ## Benchmark: 100 scripted tasks end to end on the local cluster vs the same Pods bare (root; cluster lock)
+	flock /tmp/longshot-cluster.lock $(PY) hack/bench_e2e.py $(BENCH_E2E_ARGS)
 
 .PHONY: bench-merge
 bench-merge: venv ## Benchmark: 200 branches through the merge code vs plain git
 	$(PY) hack/bench_merge.py
+
+.PHONY: bench-queue
+bench-queue: venv ## Benchmark: 64 candidates through the real merge queue, serial vs speculative (window 8), 2 s gates
+	$(PY) hack/bench_queue.py
 
 .PHONY: bench-scheduler
 bench-scheduler: venv ## Benchmark: one scheduling decision over 10,000 candidate tasks

@@ -1,47 +1,83 @@
-"""Dispatch benchmark: how fast ready AgentTasks become Pods, against the Kubernetes Job controller.
+"""Dispatch benchmark: how fast ready AgentTasks become Pods, against the Job controller and against the physical
+floor (the same Pods created by concurrent raw API calls); how fast a 10,000-task plan is taken in; the operator's
+memory with 10,000 AgentTasks.
 
-On one throw-away control plane (etcd + kube-apiserver + kube-controller-manager with its default
-settings, no kubelet), in the same run:
+On one throw-away control plane (etcd + kube-apiserver + kube-controller-manager with its default settings, no
+kubelet), in the same run:
 
-1. the Job controller: one Job with parallelism = completions = N; time from creating the Job until N Pods
+1. **the Job controller**: one Job with parallelism = completions = N; time from creating the Job until N Pods
+   exist (continuity with earlier figures; the controller-manager's client is held to 20 requests/s);
+2. **raw creates** (the floor): the very Pod manifests the operator would create for N tasks (its own Pod builder),
+   created by ``--raw-threads`` concurrent API calls with nothing else to do; time until all N exist;
+3. **Longshot**: the same N ready AgentTasks of one already-planned, suspended BuildRequest, the operator running as
+   a real process (``python -m longshot operator``) and caught up; time from un-suspending the build until N Pods
    exist;
-2. Longshot: N ready AgentTasks of one already-planned, suspended BuildRequest, the operator running as
-   a real process (``python -m longshot operator``) and caught up; time from un-suspending the build
-   until N Pods exist;
-3. memory: the operator's peak RSS (VmHWM) after it has taken in M AgentTasks.
+4. **ingestion**: a new build whose planner returns 10 subplanners and 9 workers, and whose 10 subplanners
+   return 998 tasks each (handoffs fetched from a git repository, as large plans are): 10,000 AgentTasks in all.
+   Measured from the moment the subplanners' Pods end (the benchmark plays their kubelet) until every AgentTask
+   of the build exists with its initial status (phase Pending, conditions);
+5. **memory**: then the build's ``workers.max`` is raised to 1,000 (the most one build may run) and the operator
+   dispatches them; its peak RSS (VmHWM) is read with the 10,000 AgentTasks and those Pods in its cache.
+   (Finished agent Pods are deleted once their handoff is recorded, ``spec.retention``, so Pods in the cache are
+   bounded by the running tasks plus those kept for debugging, not by the tasks a build has had.)
 
-The last line reads ``dispatch_vs_job_controller_ratio=<ours/theirs pods per second>
-operator_peak_rss_mib=<n>``. Usage: ``python hack/bench_dispatch.py [--tasks 1000] [--memory-tasks 10000]``.
+The last line reads ``dispatch_vs_job_controller_ratio=<ours/theirs> dispatch_vs_raw_creates=<ours/raw>
+ingest_per_s=<tasks/s> operator_peak_rss_mib=<n>``. Usage:
+``python hack/bench_dispatch.py [--tasks 1000] [--subplans 10 --subplan-tasks 998] [--only job|raw|ingest]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import kubernetes
 
+from longshot import config
+from longshot.api import handoff as ho
+from longshot.core import names
+from longshot.runtime import pods as podmod
 from longshot.testing import controlplane
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUP, VERSION = "longshot.dev", "v1alpha1"
 LABEL = "app.kubernetes.io/managed-by=longshot-operator"
+RAW_LABEL = "bench=raw"
+GIT_ENV = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")} | {
+    "GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@example.com", "GIT_COMMITTER_NAME": "Bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.com", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+}
 
 
 def log(msg: str) -> None:
     print(f"[bench-dispatch] {msg}", flush=True)
 
 
+# --- helpers -------------------------------------------------------------------------------------------
+
+
 def count_pods(core: kubernetes.client.CoreV1Api, namespace: str, selector: str) -> int:
-    # metadata-only list is cheap enough at these sizes
-    return len(core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=True).items)
+    """Pods matching ``selector``, counted from a metadata-only page walk (cheap for the API server)."""
+    n, token = 0, None
+    while True:
+        rsp = core.list_namespaced_pod(
+            namespace, label_selector=selector, limit=500, _continue=token, _preload_content=False,
+            _headers={"Accept": "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"})
+        body = json.loads(rsp.data)
+        n += len(body.get("items") or [])
+        token = (body.get("metadata") or {}).get("continue")
+        if not token:
+            return n
 
 
 def wait_pods(core: kubernetes.client.CoreV1Api, namespace: str, selector: str, n: int, timeout: float) -> float:
@@ -59,6 +95,49 @@ def namespace(core: kubernetes.client.CoreV1Api, name: str) -> str:
     core.create_namespace({"metadata": {"name": name}})
     controlplane.wait_until(lambda: core.list_namespaced_service_account(name).items, 60, f"{name} default SA")
     return name
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_operator(cp: controlplane.ControlPlane, ns: str, workdir: Path, max_workers: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig), "LONGSHOT_NAMESPACE": ns,
+           "LONGSHOT_MAX_WORKERS": str(max_workers), "LONGSHOT_METRICS_PORT": "0",
+           "LONGSHOT_WORKSPACE_DIR": str(workdir / f"ws-{ns}"), "LONGSHOT_NETWORK_POLICY": "false"}
+    logf = open(workdir / f"operator-{ns}.log", "wb")  # noqa: SIM115
+    return subprocess.Popen([sys.executable, "-m", "longshot", "operator", "--namespace", ns],
+                            stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def stop(p: subprocess.Popen[bytes]) -> None:
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def build_body(name: str, url: str, workers: int, *, suspend: bool, planner: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
+    spec: dict[str, Any] = {"request": "bench", "repository": {"url": url}, "workers": {"max": workers},
+                            "suspend": suspend, "agent": {"backend": "scripted"}}
+    if planner:
+        spec["planner"] = planner
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "BuildRequest", "metadata": {"name": name}, "spec": spec}
+
+
+# --- 1. the Job controller -------------------------------------------------------------------------------
 
 
 def bench_job(api: kubernetes.client.ApiClient, n: int) -> float:
@@ -82,26 +161,28 @@ def bench_job(api: kubernetes.client.ApiClient, n: int) -> float:
     return n / total
 
 
-def create_tasks(custom: kubernetes.client.CustomObjectsApi, ns: str, build_uid: str, n: int) -> None:
-    def one(i: int) -> None:
-        custom.create_namespaced_custom_object(GROUP, VERSION, ns, "agenttasks", {
+# --- 2 and 3. raw creates and Longshot, the same Pods ----------------------------------------------------
+
+
+def create_tasks(custom: kubernetes.client.CustomObjectsApi, ns: str, build_uid: str, n: int) -> list[dict[str, Any]]:
+    def one(i: int) -> dict[str, Any]:
+        body: dict[str, Any] = custom.create_namespaced_custom_object(GROUP, VERSION, ns, "agenttasks", {
             "apiVersion": f"{GROUP}/{VERSION}", "kind": "AgentTask",
             "metadata": {"name": f"t{i:05d}", "labels": {"longshot.dev/build": "bench"},
                          "ownerReferences": [{"apiVersion": f"{GROUP}/{VERSION}", "kind": "BuildRequest",
                                               "name": "bench", "uid": build_uid, "controller": True}]},
             "spec": {"buildRef": {"name": "bench"}, "description": f"task {i}", "role": "worker"},
         })
+        return body
 
     with concurrent.futures.ThreadPoolExecutor(32) as pool:
-        list(pool.map(one, range(n)))
+        return list(pool.map(one, range(n)))
 
 
-def planned_build(custom: kubernetes.client.CustomObjectsApi, ns: str, workers: int) -> str:
-    b = custom.create_namespaced_custom_object(GROUP, VERSION, ns, "buildrequests", {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "BuildRequest", "metadata": {"name": "bench"},
-        "spec": {"request": "bench", "repository": {"url": "https://git.example.com/bench.git"},
-                 "workers": {"max": workers}, "suspend": True},
-    })
+def planned_build(custom: kubernetes.client.CustomObjectsApi, ns: str, workers: int) -> dict[str, Any]:
+    b: dict[str, Any] = custom.create_namespaced_custom_object(
+        GROUP, VERSION, ns, "buildrequests", build_body("bench", "https://git.example.com/bench.git", workers,
+                                                        suspend=True))
     now = "2026-01-01T00:00:00Z"
     conds = [{"type": t, "status": s, "reason": r, "message": "", "lastTransitionTime": now}
              for t, s, r in (("Planned", "True", "PlanAccepted"), ("Progressing", "True", "TasksRunning"),
@@ -109,15 +190,7 @@ def planned_build(custom: kubernetes.client.CustomObjectsApi, ns: str, workers: 
                              ("Ready", "False", "InProgress"), ("Suspended", "True", "Suspended"))]
     custom.patch_namespaced_custom_object_status(GROUP, VERSION, ns, "buildrequests", "bench", {
         "status": {"conditions": conds, "plannerTask": "bench-planner", "phase": "Suspended"}})
-    return str(b["metadata"]["uid"])
-
-
-def start_operator(cp: controlplane.ControlPlane, ns: str, workdir: Path, max_workers: int) -> subprocess.Popen:
-    env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig), "LONGSHOT_NAMESPACE": ns,
-           "LONGSHOT_MAX_WORKERS": str(max_workers), "LONGSHOT_METRICS_PORT": "0"}
-    logf = open(workdir / f"operator-{ns}.log", "wb")  # noqa: SIM115
-    return subprocess.Popen([sys.executable, "-m", "longshot", "operator", "--namespace", ns],
-                            stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    return b
 
 
 def caught_up(custom: kubernetes.client.CustomObjectsApi, ns: str, n: int) -> bool:
@@ -125,82 +198,240 @@ def caught_up(custom: kubernetes.client.CustomObjectsApi, ns: str, n: int) -> bo
     return len(items) >= n and all((t.get("status") or {}).get("conditions") for t in items)
 
 
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def raw_creates(api: kubernetes.client.ApiClient, manifests: list[dict[str, Any]], threads: int) -> float:
+    """The floor: create every Pod with ``threads`` concurrent API calls; seconds until the last one exists."""
+    core = kubernetes.client.CoreV1Api(api)
+
+    def one(m: dict[str, Any]) -> None:
+        core.create_namespaced_pod(m["metadata"]["namespace"], m, _preload_content=False)
+
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, manifests))
+    return time.monotonic() - start
 
 
-def stop(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-
-
-def bench_longshot(cp: controlplane.ControlPlane, api: kubernetes.client.ApiClient, n: int, workdir: Path) -> float:
+def bench_longshot(cp: controlplane.ControlPlane, api: kubernetes.client.ApiClient, n: int, workdir: Path,
+                   raw_threads: int, only_raw: bool = False) -> tuple[float, float]:
+    """(raw creates Pods/s, Longshot Pods/s) for the same N tasks' Pods on the same API server."""
     core, custom = kubernetes.client.CoreV1Api(api), kubernetes.client.CustomObjectsApi(api)
     ns = namespace(core, "bench-longshot")
-    uid = planned_build(custom, ns, workers=n)
-    create_tasks(custom, ns, uid, n)
+    build = planned_build(custom, ns, workers=n)
+    tasks = create_tasks(custom, ns, build["metadata"]["uid"], n)
+    # the floor: the Pods the operator would create for these tasks, built by its own Pod builder (named and
+    # labelled apart so that the operator, started afterwards, ignores them; owned by the same tasks)
+    settings = config.Settings.from_env()
+    manifests = []
+    for t in tasks:
+        m = podmod.build_agent_pod(t, build, settings, 1)
+        m["metadata"]["name"] = "raw-" + m["metadata"]["name"]
+        m["metadata"]["labels"] = {**m["metadata"]["labels"], "app.kubernetes.io/managed-by": "bench", "bench": "raw"}
+        manifests.append(m)
+    seconds = raw_creates(api, manifests, raw_threads)
+    have = count_pods(core, ns, RAW_LABEL)
+    raw = n / seconds
+    log(f"raw creates ({raw_threads} concurrent calls): {have} Pods in {seconds:.1f}s ({raw:.1f} Pods/s)")
+    if only_raw:
+        return raw, float("nan")
     op = start_operator(cp, ns, workdir, max_workers=n)
     try:
         t0 = time.monotonic()
         controlplane.wait_until(lambda: caught_up(custom, ns, n), 600, "the operator to take in every task", 0.5)
         log(f"operator took in {n} tasks in {time.monotonic() - t0:.1f}s (start-up, not measured)")
+        cpu0 = cpu_seconds(op.pid)
         start = time.monotonic()
         custom.patch_namespaced_custom_object(GROUP, VERSION, ns, "buildrequests", "bench",
                                               {"spec": {"suspend": False}})
         wait_pods(core, ns, LABEL, n, timeout=900)
         total = time.monotonic() - start
-        log(f"longshot: {n} Pods in {total:.1f}s ({n / total:.1f} Pods/s); operator RSS {peak_rss_mib(op.pid):.0f} MiB")
-        return n / total
+        log(f"longshot: {n} Pods in {total:.1f}s ({n / total:.1f} Pods/s); operator CPU "
+            f"{cpu_seconds(op.pid) - cpu0:.1f}s, RSS {peak_rss_mib(op.pid):.0f} MiB")
+        return raw, n / total
     finally:
         stop(op)
 
 
-def bench_memory(cp: controlplane.ControlPlane, api: kubernetes.client.ApiClient, m: int, workdir: Path) -> float:
+# --- 4 and 5. ingestion of a 10,000-task plan, then memory -----------------------------------------------
+
+
+def git(*args: str, cwd: Path | None = None, input: bytes | None = None) -> str:
+    return subprocess.run(["git", "-c", "init.defaultBranch=main", *args], cwd=cwd, env=GIT_ENV, input=input,
+                          check=True, capture_output=True).stdout.decode().strip()
+
+
+def handoff_commit(bare: Path, handoff: ho.Handoff) -> ho.HandoffPointer:
+    """Store ``handoff`` at its handoff ref, as the agent runner pushes a large handoff; its pointer."""
+    data = ho.encode(handoff)
+    blob = git("--git-dir", str(bare), "hash-object", "-w", "--stdin", input=data)
+    tree = git("--git-dir", str(bare), "mktree", input=f"100644 blob {blob}\t{ho.HANDOFF_FILE}\n".encode())
+    commit = git("--git-dir", str(bare), "commit-tree", tree, "-m", f"handoff of {handoff.task}")
+    ref = ho.handoff_ref(handoff.task, handoff.attempt)
+    git("--git-dir", str(bare), "update-ref", ref, commit)
+    return ho.HandoffPointer(ref=ref, commit=commit, sha256=ho.digest(data), size=len(data))
+
+
+def finish_pod(core: kubernetes.client.CoreV1Api, ns: str, name: str, message: str) -> None:
+    """What a kubelet writes when the agent container exits 0 with ``message`` as its termination message."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    core.patch_namespaced_pod_status(name, ns, {"status": {
+        "phase": "Succeeded", "startTime": now,
+        "containerStatuses": [{"name": "agent", "image": "agent", "imageID": "", "ready": False, "restartCount": 0,
+                               "started": False, "state": {"terminated": {
+                                   "exitCode": 0, "reason": "Completed", "message": message, "startedAt": now,
+                                   "finishedAt": now}}}]}})
+
+
+class TaskCounter:
+    """Watches the namespace's AgentTasks; counts those the operator has given their initial status."""
+
+    def __init__(self, api: kubernetes.client.ApiClient, ns: str) -> None:
+        self.custom = kubernetes.client.CustomObjectsApi(api)
+        self.ns = ns
+        self.ready: set[str] = set()
+        self.seen: set[str] = set()
+        self.changed = threading.Condition()
+        self._stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        rv = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.ns, "agenttasks", limit=1)[
+            "metadata"]["resourceVersion"]
+        while not self._stop:
+            w = kubernetes.watch.Watch()
+            try:
+                for ev in w.stream(self.custom.list_namespaced_custom_object, GROUP, VERSION, self.ns, "agenttasks",
+                                   resource_version=rv, timeout_seconds=60, allow_watch_bookmarks=True):
+                    obj = ev["object"]
+                    rv = obj["metadata"]["resourceVersion"]
+                    if ev["type"] == "BOOKMARK":
+                        continue
+                    name = obj["metadata"]["name"]
+                    status = obj.get("status") or {}
+                    with self.changed:
+                        self.seen.add(name)
+                        if status.get("conditions") and status.get("phase"):
+                            self.ready.add(name)
+                        self.changed.notify_all()
+                    if self._stop:
+                        return
+            except Exception as e:  # a dropped watch: resume from the last version
+                log(f"task watch restarted: {e}")
+
+    def wait(self, n: int, timeout: float) -> float:
+        start = time.monotonic()
+        with self.changed:
+            while len(self.ready) < n:
+                left = timeout - (time.monotonic() - start)
+                if left <= 0:
+                    raise TimeoutError(f"{len(self.ready)} of {n} AgentTasks have their status ({len(self.seen)} "
+                                       f"exist) after {timeout}s")
+                self.changed.wait(min(left, 1.0))
+        return time.monotonic() - start
+
+    def stop(self) -> None:
+        self._stop = True
+
+
+def bench_ingest(cp: controlplane.ControlPlane, api: kubernetes.client.ApiClient, subplans: int, per_subplan: int,
+                 workers_after: int, workdir: Path) -> tuple[float, float, int]:
+    """(tasks taken in per second, operator peak RSS MiB, AgentTasks in the build)."""
     core, custom = kubernetes.client.CoreV1Api(api), kubernetes.client.CustomObjectsApi(api)
-    ns = namespace(core, "bench-memory")
-    uid = planned_build(custom, ns, workers=1)
-    t0 = time.monotonic()
-    create_tasks(custom, ns, uid, m)
-    log(f"created {m} AgentTasks in {time.monotonic() - t0:.1f}s")
-    op = start_operator(cp, ns, workdir, max_workers=1)
+    ns = namespace(core, "bench-ingest")
+    bare = workdir / "ingest.git"
+    git("init", "--quiet", "--bare", str(bare))
+    base = git("--git-dir", str(bare), "commit-tree", git("--git-dir", str(bare), "mktree", input=b""), "-m", "base")
+    git("--git-dir", str(bare), "update-ref", "refs/heads/main", base)
+    extra_workers = 9
+    total = 1 + subplans + extra_workers + subplans * per_subplan
+    planner = {"maxTasks": max(per_subplan, subplans + extra_workers), "maxDepth": 1, "maxTotalTasks": total}
+    name = "ingest"
+    custom.create_namespaced_custom_object(GROUP, VERSION, ns, "buildrequests",
+                                           build_body(name, f"file://{bare}", subplans + extra_workers + 1,
+                                                      suspend=False, planner=planner))
+    op = start_operator(cp, ns, workdir, max_workers=2000)
+    counter = TaskCounter(api, ns)
     try:
-        t0 = time.monotonic()
-        controlplane.wait_until(lambda: caught_up(custom, ns, m), 1200, "the operator to take in every task", 2)
-        log(f"operator took in {m} tasks in {time.monotonic() - t0:.1f}s")
-        return peak_rss_mib(op.pid)
+        top = names.child_name(name, "planner")
+        top_pod = names.pod_name(top, 1)
+        controlplane.wait_until(lambda: count_pods(core, ns, f"longshot.dev/task={top}"), 120, "the planner's Pod")
+        plan = [ho.PlannedTask(name=f"part-{i}", description=f"Part {i} of the system: split it up.", decompose=True)
+                for i in range(subplans)]
+        plan += [ho.PlannedTask(name=f"glue-{i}", description=f"Glue {i}.") for i in range(extra_workers)]
+        finish_pod(core, ns, top_pod, ho.encode(ho.Handoff(task=top, attempt=1, role="planner", outcome="succeeded",
+                                                           tasks=plan)).decode())
+        subplanners = [names.child_name(name, f"part-{i}") for i in range(subplans)]
+        pointers = {}
+        for sp in subplanners:
+            tasks = [ho.PlannedTask(name=f"w{j:04d}", description=f"Implement piece {j} of {sp}; write its tests.",
+                                    priority=5, scope=[f"src/{sp}/w{j:04d}/**"]) for j in range(per_subplan)]
+            pointers[sp] = handoff_commit(bare, ho.Handoff(task=sp, attempt=1, role="planner", outcome="succeeded",
+                                                           tasks=tasks))
+        controlplane.wait_until(
+            lambda: all(count_pods(core, ns, f"longshot.dev/task={sp}") for sp in subplanners), 300,
+            "the subplanners' Pods", 0.5)
+        counter.wait(1 + subplans + extra_workers, 120)
+        rss0 = peak_rss_mib(op.pid)
+        cpu0 = cpu_seconds(op.pid)
+        start = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(subplans) as pool:
+            list(pool.map(lambda sp: finish_pod(core, ns, names.pod_name(sp, 1), json.dumps(pointers[sp].to_wire())),
+                          subplanners))
+        seconds = counter.wait(total, 1800)
+        taken = subplans * per_subplan
+        rate = taken / seconds
+        log(f"ingestion: {taken} planned tasks taken in (created, initial status, Pending) in {seconds:.1f}s "
+            f"({rate:.0f} tasks/s); {len(counter.ready)} AgentTasks in the build; operator CPU "
+            f"{cpu_seconds(op.pid) - cpu0:.1f}s, peak RSS {rss0:.0f} MiB before, {peak_rss_mib(op.pid):.0f} after")
+        # memory: the most one build may run at once, dispatched from the 10,000-task build
+        before = count_pods(core, ns, LABEL)
+        start = time.monotonic()
+        custom.patch_namespaced_custom_object(GROUP, VERSION, ns, "buildrequests", name,
+                                              {"spec": {"workers": {"max": workers_after}}})
+        wait_pods(core, ns, LABEL, before + workers_after - subplans - extra_workers - 1, timeout=900)
+        took = time.monotonic() - start
+        pods_now = count_pods(core, ns, LABEL)
+        rss = peak_rss_mib(op.pid)
+        log(f"dispatch in the {len(counter.ready)}-task build: {pods_now - before} more Pods in {took:.1f}s; "
+            f"operator peak RSS {rss:.0f} MiB with {len(counter.ready)} AgentTasks and {pods_now} Pods")
+        return rate, rss, len(counter.ready)
     finally:
+        counter.stop()
         stop(op)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tasks", type=int, default=1000)
-    parser.add_argument("--memory-tasks", type=int, default=10_000)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=1000, help="ready tasks dispatched (and raw Pods created)")
+    parser.add_argument("--raw-threads", type=int, default=32, help="concurrent calls of the raw-creates floor")
+    parser.add_argument("--subplans", type=int, default=10)
+    parser.add_argument("--subplan-tasks", type=int, default=998)
+    parser.add_argument("--workers-after", type=int, default=1000, help="workers.max raised to after ingestion")
+    parser.add_argument("--only", choices=("job", "raw", "longshot", "ingest"), default=None)
     parser.add_argument("--bin-dir", default=None)
+    parser.add_argument("--keep", default=None, help="keep the work directory (logs) here")
     args = parser.parse_args()
     bin_dir = args.bin_dir or subprocess.run(["bash", str(ROOT / "hack/k8s-binaries.sh")], check=True,
                                              capture_output=True, text=True).stdout.strip()
+    theirs = raw = ours = rate = rss = float("nan")
     with tempfile.TemporaryDirectory(prefix="bench-dispatch-") as tmp:
-        work = Path(tmp)
+        work = Path(args.keep) if args.keep else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         with controlplane.ControlPlane(workdir=work / "cp", bin_dir=Path(bin_dir)) as cp:
             cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
             cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
             api = kubernetes.config.new_client_from_config(config_file=str(cp.kubeconfig))
-            api.configuration.connection_pool_maxsize = 32
-            theirs = bench_job(api, args.tasks)
-            ours = bench_longshot(cp, api, args.tasks, work)
-            rss = bench_memory(cp, api, args.memory_tasks, work)
-    log(f"longshot {ours:.1f} Pods/s vs job controller {theirs:.1f} Pods/s; peak RSS with "
-        f"{args.memory_tasks} AgentTasks: {rss:.0f} MiB")
-    print(f"dispatch_vs_job_controller_ratio={ours / theirs:.2f} operator_peak_rss_mib={rss:.0f}")
+            api.configuration.connection_pool_maxsize = 64
+            if args.only in (None, "job"):
+                theirs = bench_job(api, args.tasks)
+            if args.only in (None, "raw", "longshot"):
+                raw, ours = bench_longshot(cp, api, args.tasks, work, args.raw_threads, only_raw=args.only == "raw")
+            if args.only in (None, "ingest"):
+                rate, rss, _ = bench_ingest(cp, api, args.subplans, args.subplan_tasks, args.workers_after, work)
+    log(f"longshot {ours:.1f} Pods/s vs job controller {theirs:.1f} Pods/s vs raw creates {raw:.1f} Pods/s; "
+        f"ingestion {rate:.0f} tasks/s; peak RSS {rss:.0f} MiB")
+    print(f"dispatch_vs_job_controller_ratio={ours / theirs:.2f} dispatch_vs_raw_creates={ours / raw:.2f} "
+          f"ingest_per_s={rate:.0f} operator_peak_rss_mib={rss:.0f}")
     return 0
 
 

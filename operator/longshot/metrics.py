@@ -51,7 +51,8 @@ ACTIVE_WORKERS = Gauge("longshot_active_workers", "Agent Pods running now.", reg
 PENDING_TASKS = Gauge("longshot_pending_tasks", "AgentTasks ready to run and waiting for a worker slot.",
                       registry=REGISTRY)
 DISPATCH_LATENCY = Histogram("longshot_dispatch_latency_seconds",
-                             "From an AgentTask becoming ready to its Pod being created.",
+                             "From an AgentTask that could start (dependencies ready, a worker slot free) to its Pod "
+                             "being created.",
                              buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=REGISTRY)
 POD_FAILURES = Counter("longshot_pod_failures_total", "Failed agent Pod attempts by failure class.",
                        ["failure_class"], registry=REGISTRY)

@@ -247,6 +247,16 @@ class Budget(Model):
     """Most cost, in the backend's currency units, the build may use."""
 
 
+class Retention(Model):
+    """What a build keeps of its finished work beyond the AgentTasks' status."""
+
+    finished_pods: int = Field(default=10, ge=0, le=10_000)
+    """Finished agent Pods kept for debugging (``kubectl logs``): the most recently finished ones. Older ones
+    are deleted once their AgentTask has recorded the attempt (exit, failure class and handoff stay in its
+    status), so a 10,000-task build does not leave 10,000 Pods behind. A planner's Pod stays until its plan has
+    been taken in, whatever this says."""
+
+
 class BuildRequestSpec(Model):
     """What to build, where, and how."""
 
@@ -280,6 +290,8 @@ class BuildRequestSpec(Model):
     """When true no new agent Pod starts; running Pods finish their attempt."""
     fanout: FanoutSettings | None = None
     """Best-of-N for every worker task of the build (a task's own ``spec.fanout`` wins)."""
+    retention: Retention = Field(default_factory=Retention)
+    """Finished agent Pods kept; the others are deleted once their attempt is recorded."""
 
 
 class TaskCounts(Model):

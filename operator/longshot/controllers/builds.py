@@ -12,6 +12,7 @@ resourceVersion.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
 from longshot.controllers import mergejobs as mjc
 from longshot.controllers import mergequeue as mqc
+from longshot.controllers import retention as retentionc
+from longshot.controllers import tasks as tasksc
 from longshot.core import builds, finalization, names, plan, tasks
 from longshot.core import mergejobs as mj
 from longshot.core.effects import EmitEvent, SetCondition
@@ -74,7 +77,10 @@ class BuildReconciler:
         if state.phase not in builds.DONE:
             events.append(builds.ConfigurationChecked(await self._preflight(build, now, out)))
         events.extend(await self._plans(build, state))
+        if self.ctx.plans.get(key):  # more plans wait: the next reconcile takes the next one
+            out.append(ex.Requeue(("BuildRequest", *key), now))
         ts = list(self.ctx.cache.tasks_of(key))
+        out += retentionc.actions(self.ctx, build, ts)  # finished Pods beyond spec.retention
         work = [t for t in ts if cachemod.purpose(t) is None and not _old_planner(t, state)]
 
         effects: list[builds.Effect] = []
@@ -134,7 +140,14 @@ class BuildReconciler:
 
     async def _plans(self, build: objects.BuildRequest, state: builds.BuildState) -> list[builds.Event]:
         events: list[builds.Event] = []
-        stashed = self.ctx.plans.pop(build.key, [])
+        # one returned plan per reconcile: a 10,000-task build holds one plan's manifests at a time, and the next
+        # plan is checked against the tasks this one created
+        waiting = self.ctx.plans.get(build.key, [])
+        stashed, rest = waiting[:1], waiting[1:]
+        if rest:
+            self.ctx.plans[build.key] = rest
+        else:
+            self.ctx.plans.pop(build.key, None)
         existing = {n for n in self.ctx.cache.tasks_by_build.get(build.key, ())} if stashed else set()
         for planner_name, planned, _done in stashed:
             planner = self.ctx.cache.tasks.get((build.namespace, planner_name))
@@ -363,10 +376,10 @@ class BuildReconciler:
         out: list[ex.Action] = []
         completion: bool | None = None
         for e in effects:
-            if isinstance(e, builds.CreatePlannerTask):
-                out.append(ex.CreateObject(e.manifest))
-            elif isinstance(e, builds.CreateTasks):
-                out.extend(ex.CreateObject(m) for m in e.manifests)
+            if isinstance(e, builds.CreatePlannerTask | builds.CreateTasks):
+                first = functools.partial(tasksc.initial_status, now=now)
+                manifests = [e.manifest] if isinstance(e, builds.CreatePlannerTask) else e.manifests
+                out.extend(ex.CreateObject(m, status=first) for m in manifests)
             elif isinstance(e, SetCondition):
                 conds, _ = cond.set_condition(conds, e.type, e.status, e.reason, e.message, now=now)
             elif isinstance(e, EmitEvent):

@@ -6,6 +6,14 @@ kopf's watch events (``controllers/handlers.py``) and the shell's own writes are
 references that the change concerns (the object itself, its build, its repository's merge queue, the tasks that
 depend on it). Nothing else writes here.
 
+Memory: a typed model costs far more than its JSON (a pydantic instance per nested part, each with its own
+``__dict__`` and set of the fields given: about 15 KiB per AgentTask). :class:`Compactor` holds what is equal
+across objects once: the sets of fields given (a few dozen distinct ones), leaf parts that are equal (the same
+conditions of 10,000 pending tasks, their owner reference, build reference, dependency policy) and short strings of
+labels and annotations. About 3.5 KiB per pending AgentTask, 6.5 KiB once its conditions are its own. Cached models
+are read-only (they always were: the shell writes through the API and stores the answer); the shared sets of
+fields are frozen, so an assignment to a cached model fails loudly instead of changing other objects.
+
 ``resourceVersion`` is opaque and only compared for equality. After the shell writes an object it stores the
 API server's answer (:meth:`Cache.written`) and remembers the version that answer replaced; a watch event that
 arrives later with that older version is ignored, so a reconcile never decides on a version older than one it
@@ -15,11 +23,11 @@ wrote. (A watch always delivers versions in order, so the watch catches up by it
 from __future__ import annotations
 
 import logging
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import pydantic
 
@@ -45,6 +53,7 @@ FIX_DEPTH_LABEL: Final = "longshot.dev/fix-depth"
 QUEUE_ANNOTATION: Final = "longshot.dev/queue"
 """On gate and review tasks: the merge queue (``<repository key>|<target>``) they report to."""
 SUPERSEDED_MEMORY: Final = 8
+M = TypeVar("M", bound=pydantic.BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +107,63 @@ class PodView:
                    deleting=meta.get("deletionTimestamp") is not None, status=keep)
 
 
+class Compactor:
+    """Makes parsed models share what is equal (see the module's docstring); :meth:`model` compacts one in place
+    and returns it (or an equal instance already held, for a leaf part)."""
+
+    RECENT: Final = 4096
+    """Distinct leaf parts remembered (least recently seen forgotten first): a plan's tasks arrive together."""
+    STRINGS: Final = 20_000
+    SHORT: Final = 64
+
+    def __init__(self) -> None:
+        self._sets: dict[frozenset[str], frozenset[str]] = {}
+        self._leaves: OrderedDict[tuple[Any, ...], pydantic.BaseModel] = OrderedDict()
+        self._strings: dict[str, str] = {}
+
+    def model(self, m: M) -> M:
+        d = m.__dict__
+        leaf = True
+        for k, v in d.items():
+            nv = self._value(v)
+            if nv is not v:
+                d[k] = nv
+            if isinstance(nv, pydantic.BaseModel | list | dict | tuple | set):
+                leaf = False
+        fields = frozenset(m.__pydantic_fields_set__)
+        object.__setattr__(m, "__pydantic_fields_set__", self._sets.setdefault(fields, fields))
+        if not leaf or m.__pydantic_extra__ or m.__pydantic_private__:
+            return m
+        key = (type(m), *d.values())
+        try:
+            held = self._leaves.get(key)
+        except TypeError:  # an unhashable value: not shared
+            return m
+        if held is not None:
+            self._leaves.move_to_end(key)
+            return held  # type: ignore[return-value]  # same type: it is part of the key
+        self._leaves[key] = m
+        if len(self._leaves) > self.RECENT:
+            self._leaves.popitem(last=False)
+        return m
+
+    def _value(self, v: Any) -> Any:
+        if isinstance(v, pydantic.BaseModel):
+            return self.model(v)
+        if isinstance(v, list):
+            return [self._value(x) for x in v]
+        if isinstance(v, dict):
+            return {self._string(k): self._string(x) if isinstance(x, str) else self._value(x) for k, x in v.items()}
+        return v
+
+    def _string(self, s: str) -> str:
+        if len(s) > self.SHORT:
+            return s
+        if len(self._strings) > self.STRINGS:
+            self._strings.clear()
+        return self._strings.setdefault(s, s)
+
+
 def queue_name(repository_url: str, target: str) -> str:
     """The work-queue name of the merge queue of ``target`` in the repository."""
     return f"{vws.repository_key(repository_url)}|{target}"
@@ -116,8 +182,14 @@ class Cache:
     """(namespace, task) -> tasks whose dependsOn names it."""
     repositories: dict[str, str] = field(default_factory=dict)
     """repository key -> a URL of it (to open the merge queue's workspace)."""
-    _superseded: dict[tuple[str, Key], deque[str]] = field(default_factory=dict)
+    _superseded: dict[tuple[str, Key], tuple[str, ...]] = field(default_factory=dict)
+    """Versions our writes replaced, the last ``SUPERSEDED_MEMORY`` (a tuple: 10,000 deques cost 6 MiB)."""
+    changes: dict[Key, int] = field(default_factory=lambda: defaultdict(int))
+    """build -> a counter bumped whenever the build, one of its tasks or one of its MergeJobs is stored or
+    forgotten (whether from a watch event or from the shell's own write): derived views of the build are stale
+    when it moved."""
     parse_errors: int = 0
+    compactor: Compactor = field(default_factory=Compactor)
 
     # --- observing ---------------------------------------------------------------------------------
 
@@ -131,34 +203,46 @@ class Cache:
         old = self._superseded.get((kind, key))
         if old is not None and rv in old:
             return []  # a version older than one we wrote
+        if rv and self._version(kind, key) == rv:
+            return []  # the version we hold already (our own write's answer, then its watch event): nothing new
         if kind == "Pod":
             return self._store_pod(PodView.from_body(body))
         try:
-            obj = objects.parse(dict(body), objects.MODELS[kind])
+            obj = self.compactor.model(objects.parse(dict(body), objects.MODELS[kind]))
         except pydantic.ValidationError as e:
             self.parse_errors += 1
             log.error("cannot read %s %s/%s: %s", kind, key[0], key[1], e.errors()[:1])
             return []
         return self._store(obj)
 
+    def _version(self, kind: str, key: Key) -> str | None:
+        if kind == "Pod":
+            pod = self.pods.get(key)
+            return pod.resource_version if pod is not None else None
+        obj: objects.Resource | None = (self.builds.get(key) if kind == "BuildRequest" else self.tasks.get(key)
+                                        if kind == "AgentTask" else self.jobs.get(key) if kind == "MergeJob" else None)
+        return obj.metadata.resource_version if obj is not None else None
+
     def written(self, kind: str, body: Mapping[str, Any], based_on: str) -> list[Ref]:
         """Our own write returned ``body``; ``based_on`` is the version it replaced."""
         meta = body.get("metadata") or {}
         key: Key = (meta.get("namespace", ""), meta.get("name", ""))
-        memory = self._superseded.setdefault((kind, key), deque(maxlen=SUPERSEDED_MEMORY))
         if based_on:
-            memory.append(based_on)
+            memory = self._superseded.get((kind, key), ())
+            self._superseded[(kind, key)] = (*memory[1 - SUPERSEDED_MEMORY:], based_on)
         return self.observe(kind, "MODIFIED", body)
 
     def _forget(self, kind: str, key: Key) -> list[Ref]:
         self._superseded.pop((kind, key), None)
         if kind == "BuildRequest":
             self.builds.pop(key, None)
+            self.changes[key] += 1
             return [("BuildRequest", *key)]
         if kind == "AgentTask":
             task = self.tasks.pop(key, None)
             if task is None:
                 return []
+            self.changes[(key[0], task.build_name)] += 1
             self.tasks_by_build[(key[0], task.build_name)].discard(key[1])
             for dep in task.spec.depends_on:
                 self.dependents[(key[0], dep)].discard(key[1])
@@ -167,6 +251,7 @@ class Cache:
             job = self.jobs.pop(key, None)
             if job is None:
                 return []
+            self.changes[(key[0], job.build_name)] += 1
             self.jobs_by_build[(key[0], job.build_name)].discard(key[1])
             return [("BuildRequest", key[0], job.build_name), *self._queue_refs(job)]
         if kind == "Pod":
@@ -187,6 +272,7 @@ class Cache:
     def _store(self, obj: objects.Resource) -> list[Ref]:
         ns, name = obj.key
         if isinstance(obj, objects.BuildRequest):
+            self.changes[obj.key] += 1
             old_build = self.builds.get(obj.key)
             self.builds[obj.key] = obj
             self.repositories[vws.repository_key(obj.spec.repository.url)] = obj.spec.repository.url
@@ -196,6 +282,7 @@ class Cache:
                 return [("BuildRequest", ns, name), *(("AgentTask", ns, t) for t in tasks)]
             return [("BuildRequest", ns, name)]
         if isinstance(obj, objects.AgentTask):
+            self.changes[(ns, obj.build_name)] += 1
             old = self.tasks.get(obj.key)
             self.tasks[obj.key] = obj
             self.tasks_by_build[(ns, obj.build_name)].add(name)
@@ -212,6 +299,7 @@ class Cache:
                 refs.append(("MergeJob", ns, fixes))
             return refs
         assert isinstance(obj, objects.MergeJob)
+        self.changes[(ns, obj.build_name)] += 1
         self.jobs[obj.key] = obj
         self.jobs_by_build[(ns, obj.build_name)].add(name)
         refs = [("MergeJob", ns, name), ("BuildRequest", ns, obj.build_name), *self._queue_refs(obj)]

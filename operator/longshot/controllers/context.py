@@ -54,14 +54,17 @@ class Context:
     plans: dict[Key, list[tuple[str, tuple[PlannedTask, ...], bool]]] = field(default_factory=lambda: defaultdict(list))
     """Plans returned by planner tasks, waiting for their build's reconcile: (planner, tasks, done)."""
     ready_since: dict[Key, datetime] = field(default_factory=dict)
-    """When a pending task's dependencies became ready (dispatch latency)."""
+    """When a pending task became dispatchable (dispatch latency): its dependencies ready and, when the last
+    dispatch held it back (limits, suspension, overlapping scopes), the start of the step after that one."""
+    held: set[Key] = field(default_factory=set)
+    """Ready tasks the last dispatch did not start."""
     preflight: Callable[[kubemod.KubeAPI, objects.BuildRequest], str | None] = preflight.check
     """The configuration check of a build's spec (``runtime.preflight.check``; unit tests inject their own)."""
     network_policy: Callable[[str], object] | None = None
     """Keep the default-deny agent NetworkPolicy of a namespace (``runtime.netpol.ensure``); None: off."""
     policed: set[str] = field(default_factory=set)
     """Namespaces whose agent NetworkPolicy this replica made sure of."""
-    _views: dict[Key, tuple[int, BuildViews]] = field(default_factory=dict)
+    _views: dict[Key, tuple[tuple[int, int], BuildViews]] = field(default_factory=dict)
     _versions: dict[Key, int] = field(default_factory=lambda: defaultdict(int))
 
     # --- ownership -----------------------------------------------------------------------------------
@@ -76,7 +79,7 @@ class Context:
     # --- derived views -----------------------------------------------------------------------------
 
     def views(self, build: Key) -> BuildViews:
-        version = self._versions[build]
+        version = (self._versions[build], self.cache.changes.get(build, 0))
         memo = self._views.get(build)
         if memo is not None and memo[0] == version:
             return memo[1]

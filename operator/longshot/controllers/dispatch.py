@@ -57,6 +57,8 @@ def plan(ctx: ctxmod.Context) -> Plan:
     selection = scheduler.select(candidates, running, builds=builds, global_limit=ctx.settings.max_workers,
                                  killswitch=ctx.killswitch)
     admit = tuple((v.build.split("/", 1)[0], v.name) for v in selection.start)
+    started = set(admit)
+    ctx.held = {(c.build.split("/", 1)[0], c.name) for c in candidates if c.dependencies_ready} - started
     return Plan(admit, selection.budget_blocked)
 
 

@@ -4,7 +4,9 @@ Reconcilers turn a decider's effects into :data:`Action`\\s; :meth:`Executor.run
 Kubernetes API (``runtime.kube.KubeAPI``) from worker threads:
 
 * creates are idempotent (AlreadyExists means an earlier, interrupted reconcile made it: fine), deletes too
-  (NotFound is fine);
+  (NotFound is fine); consecutive creations of custom objects (a plan's tasks) run concurrently, and a new
+  AgentTask gets its first status in the same breath (``CreateObject.status``), so a 10,000-task plan is taken in
+  without a watch round trip and a reconcile per task;
 * a status write is fenced on the resourceVersion the decision was made on, and is always the last action of a
   reconcile: a :class:`~longshot.runtime.kube.Conflict` propagates, the reconcile fails, and the work queue
   retries it with backoff on a fresh read. Every side effect before it is idempotent, so a retry repeats nothing
@@ -32,6 +34,8 @@ from longshot.runtime import kube
 log = logging.getLogger("longshot.executor")
 
 EVENT_BURST: Final = 5
+CREATE_CONCURRENCY: Final = 16
+"""Creations of one reconcile (a plan's tasks) in flight at once."""
 EVENT_INTERVAL: Final = timedelta(seconds=30)
 
 
@@ -49,9 +53,15 @@ class DeletePod:
 
 @dataclass(frozen=True)
 class CreateObject:
-    """Create a custom object (AlreadyExists is fine)."""
+    """Create a custom object (AlreadyExists is fine).
+
+    ``status``: the object's first status, written right after the create (fenced on the version the create
+    returned), from the object the API server answered: a new AgentTask gets its initial conditions at once
+    instead of after a watch round trip and a reconcile of its own. When the object existed already, or the
+    write loses to a newer version, nothing more is done: its own reconcile writes what is missing."""
 
     manifest: Mapping[str, Any]
+    status: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -122,9 +132,39 @@ class Executor:
     _events: dict[tuple[str, str], _EventBucket] = field(default_factory=dict)
 
     async def run(self, actions: Sequence[Action]) -> None:
-        """Carry out ``actions`` in order; raises on the first one that fails (after logging it)."""
-        for a in actions:
-            await self._one(a)
+        """Carry out ``actions`` in order; raises on the first one that fails (after logging it).
+
+        Consecutive creations of custom objects (a plan's tasks) are independent and idempotent: they run
+        concurrently, at most :data:`CREATE_CONCURRENCY` at a time, and the actions after them wait for all of
+        them (the first failure is raised once every one of them has been tried)."""
+        i = 0
+        while i < len(actions):
+            j = i
+            while j < len(actions) and isinstance(actions[j], CreateObject):
+                j += 1
+            if j - i > 1:
+                await self._concurrently(actions[i:j])
+                i = j
+                continue
+            await self._one(actions[i])
+            i += 1
+
+    async def _concurrently(self, actions: Sequence[Action]) -> None:
+        """``actions`` by :data:`CREATE_CONCURRENCY` workers taking the next one in turn (a 10,000-task plan holds
+        that many coroutines, not 10,000); every one is tried, then the first failure is raised."""
+        todo = iter(actions)
+        failed: list[BaseException] = []
+
+        async def worker() -> None:
+            for a in todo:
+                try:
+                    await self._one(a)
+                except Exception as e:
+                    failed.append(e)
+
+        await asyncio.gather(*(worker() for _ in range(min(CREATE_CONCURRENCY, len(actions)))))
+        if failed:
+            raise failed[0]
 
     async def _one(self, a: Action) -> None:
         if isinstance(a, CreatePod):
@@ -137,7 +177,11 @@ class Executor:
         elif isinstance(a, CreateObject):
             created = await asyncio.to_thread(self.kube.create, a.manifest)
             if created is not None:
-                self._mark(self.cache.observe(str(created.get("kind")), "ADDED", created))
+                kind = str(created.get("kind"))
+                refs = self.cache.observe(kind, "ADDED", created)
+                if a.status is not None:
+                    refs += await self._first_status(kind, created, a.status(created))
+                self._mark(refs)
         elif isinstance(a, PatchObject):
             patched = await asyncio.to_thread(self.kube.patch, a.kind, a.namespace, a.name, a.body)
             if patched is not None:
@@ -156,6 +200,17 @@ class Executor:
             self.queue.add_at(a.ref, a.at)
         else:
             await asyncio.to_thread(a.fn)
+
+    async def _first_status(self, kind: str, created: Mapping[str, Any],
+                            status: Mapping[str, Any]) -> list[cachemod.Ref]:
+        meta = created.get("metadata") or {}
+        ns, name, rv = str(meta.get("namespace", "")), str(meta.get("name", "")), str(meta.get("resourceVersion", ""))
+        try:
+            written = await asyncio.to_thread(self.kube.patch_status, kind, ns, name, status, resource_version=rv)
+        except kube.Conflict:
+            return []  # changed meanwhile: its own reconcile decides on the newer version
+        self.writes += 1
+        return [] if written is None else self.cache.written(kind, written, rv)
 
     def _mark(self, refs: Iterable[cachemod.Ref]) -> None:
         self.queue.add_all(refs)

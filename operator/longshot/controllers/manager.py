@@ -48,6 +48,9 @@ RESYNC_SECONDS: Final = 60.0
 KILLSWITCH_POLL_SECONDS: Final = 2.0
 STALL_SECONDS: Final = 60.0
 CONCURRENCY: Final = 32
+THREADS: Final = 48
+"""Threads of the default executor (``startup.py``): every reconcile in flight may wait on the API, plus git work
+of the merge queues and the killswitch poll."""
 BATCH_SECONDS: Final = 0.02
 """Let a burst of watch events land before a step."""
 ORDER: Final = ("AgentTask", "MergeJob", "Queue", "BuildRequest")
@@ -149,6 +152,12 @@ class Manager:
     async def step(self) -> None:
         self.heartbeat = self.monotonic()
         self.steps += 1
+        # a ready task held back by the last dispatch may start now (a slot came free): its dispatch latency
+        # counts from here, not from when it became ready
+        started = self.clock()
+        for key in self.ctx.held:
+            if key in self.ctx.ready_since:
+                self.ctx.ready_since[key] = started
         now = self.monotonic()
         if now >= self._next_killswitch:
             self._next_killswitch = now + KILLSWITCH_POLL_SECONDS
@@ -196,9 +205,12 @@ class Manager:
 
         async def admit(key: cachemod.Key) -> None:
             ref: cachemod.Ref = ("AgentTask", *key)
+            since = self.ctx.ready_since.get(key)
             async with self.sem:
                 try:
                     await self.executor.run(await self.tasks.admit(key))
+                    if since is not None:  # the Pod is created
+                        metrics.DISPATCH_LATENCY.observe(max(0.0, (self.clock() - since).total_seconds()))
                 except Exception as e:
                     log.warning("admission of %s/%s failed (%s); retrying", key[0], key[1], e)
                     self.queue.retry(ref)

@@ -116,6 +116,8 @@ class QueueReconciler:
         self.ctx = ctx
         self.workspaces = workspaces
         self.windows: dict[str, int] = {}
+        self.broke: set[str] = set()
+        """Builds whose last batch ended with an eviction (``core.mergequeue.QueueState.broke``)."""
 
     # --- reading the queue -------------------------------------------------------------------------
 
@@ -270,7 +272,8 @@ class QueueReconciler:
             if s.phase == mj.CONFLICTED:
                 ready = False
             candidates.append(q.Candidate(job.name, bkey, job.metadata.uid, ready, conflict_base))
-        return q.QueueState(tuple(candidates), tuple(probes), head, dict(self.windows), max_window)
+        return q.QueueState(tuple(candidates), tuple(probes), head, dict(self.windows), max_window,
+                            broke=frozenset(self.broke))
 
     # --- carrying out ------------------------------------------------------------------------------
 
@@ -353,6 +356,10 @@ class QueueReconciler:
             add(e.name, mj.Landed(e.commit, already=True))
         elif isinstance(e, q.SetWindow):
             self.windows[e.build] = e.window
+            if e.broke:
+                self.broke.add(e.build)
+            else:
+                self.broke.discard(e.build)
         elif isinstance(e, q.CancelProbes):
             build = batch_build.get(e.batch_id)
             if build is None:

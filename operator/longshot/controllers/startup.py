@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 from typing import Any
@@ -26,6 +27,9 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger:
     # We post our own Events (rate-limited, with reasons from longshot.api.conditions); kopf's per-log-line
     # Events would flood `kubectl describe`. Only warnings and errors from kopf itself become Events.
     settings.posting.level = logging.WARNING
+    # kopf logs "Handler ... succeeded" at INFO for every watch event of every object: at 10,000 tasks that is
+    # nearly the whole log (and a share of the CPU) and says nothing our own logs do not. Warnings and errors only.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
     # Watches are restarted by the server every few minutes anyway; a client timeout a little above the
     # server's catches silently dead connections (NAT, load balancers) instead of waiting forever.
@@ -38,6 +42,13 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger:
     # and their number is bounded (our handlers only hand the event to the manager's cache).
     settings.queueing.idle_timeout = 5.0
     settings.queueing.worker_limit = 200
+
+    # Every blocking call of the shell (the Kubernetes client, git) runs in asyncio's default thread pool, which
+    # is min(32, cores + 4) threads: 6 on a 2-core node, so at most 6 API calls in flight while the manager
+    # reconciles 32 objects at once. The calls wait on the network, not the CPU: size the pool to the manager's
+    # concurrency (and the client's connection pool, 64).
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=manager.THREADS, thread_name_prefix="longshot-io"))
 
     logger.info("longshot operator starting as %s (agent image %s, max workers %d)",
                 ours.identity, ours.agent_image, ours.max_workers)

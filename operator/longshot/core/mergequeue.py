@@ -15,8 +15,12 @@ as it would land. Then:
   are gated, up to ``max_probes`` of them per round, evenly spread (``max_probes=1`` is binary search; the
   default gates them all at once, finding the culprit in one more round). When ``f == L + 1``: land ``SL``,
   evict candidate ``f`` (its MergeJob gets a fixer with the failing output), put the rest back in the queue.
-* **The window** grows by one after a batch lands whole, halves (floor 1) after an eviction, and never
-  exceeds ``spec.merge.window``. ``window: 1`` is the serial queue.
+* **The window** grows by one after a batch lands whole and never exceeds ``spec.merge.window``; ``window: 1``
+  is the serial queue. After an eviction it halves (floor 1) when the build's batch before also broke: failures
+  that come in a row (a broken target, a flaky gate) back off exponentially, as Zuul's window does. An isolated
+  culprit keeps the window: bisection already found it at the cost of one round, and the passing prefix landed,
+  so shrinking would only make the next batches smaller (with culprits 1 in 16 and a window of 8, halving on
+  every eviction costs about a third more rounds: ``make bench-queue``).
 
 Invariants (checked by the property tests): the target only ever moves to a speculative commit whose gate
 passed, by a compare-and-swap from the commit the batch was built on; every candidate lands exactly once or is
@@ -76,6 +80,8 @@ class QueueState:
     """``spec.merge.window`` per build."""
     max_probes: int = 0
     """Prefixes gated per bisection round; 0: all of them at once."""
+    broke: frozenset[str] = frozenset()
+    """Builds whose last batch broke (ended with an eviction); kept in memory by the shell like the window."""
 
 
 # --- effects -----------------------------------------------------------------------------------------
@@ -152,8 +158,12 @@ class Conflicted:
 
 @dataclass(frozen=True)
 class SetWindow:
+    """The build's window from now on; ``broke``: its batch ended with an eviction (remember it, see
+    :attr:`QueueState.broke`)."""
+
     build: str
     window: int
+    broke: bool = False
 
 
 @dataclass(frozen=True)
@@ -338,7 +348,8 @@ def _step_batch(state: QueueState, batch: list[Candidate]) -> list[Effect]:
         effects.append(Evict(culprit.name, results[first_failed].output))
         if rest:
             effects.append(Requeue(rest, f"batch {bid} broke at {culprit.name}; tested again without it"))
-        effects.append(SetWindow(build, max(1, window_of(state, build) // 2)))
+        window = window_of(state, build)
+        effects.append(SetWindow(build, max(1, window // 2 if build in state.broke else window), broke=True))
         effects.append(CancelProbes(bid))
         return effects
     between = [p for p in range(longest + 1, first_failed) if p not in results]

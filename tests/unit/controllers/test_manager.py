@@ -13,6 +13,7 @@ from fake_kube import FakeKube
 from longshot import config
 from longshot.api import handoff as ho
 from longshot.controllers import manager as managermod
+from longshot.controllers import tasks as tasksc
 from longshot.runtime import kube
 
 pytestmark = pytest.mark.unit
@@ -119,3 +120,100 @@ async def test_resync_marks_everything_and_health_follows_the_loop(world):
     await m.step()  # the resync is due: everything is marked again and reconciled
     assert m.healthy()
     assert m.reconciles >= before + 2
+
+
+async def test_a_plan_s_tasks_have_their_first_status_before_any_watch_event(world):
+    """Issue 13: each new task got its initial conditions in a reconcile of its own, after its watch event."""
+    fake, m, _clock, _mono, sync = world
+    fake.create(build(suspend=True))
+    await sync()
+    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
+                      tasks=[ho.PlannedTask(name=f"p{i}", description=f"part {i}") for i in range(40)])
+    m.observe("BuildRequest", "MODIFIED", fake.patch("BuildRequest", "ns", "b", {"spec": {"suspend": False}}))
+    await sync()
+    m.observe("Pod", "MODIFIED", fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire())))
+    writes: list[str] = []
+    patch_status = fake.patch_status
+    fake.patch_status = lambda kind, ns, name, st, **kw: (  # type: ignore[method-assign]
+        writes.append(name), patch_status(kind, ns, name, st, **kw))[1]
+    created: list[str] = []
+    for _ in range(5):  # no watch event is delivered: only what the shell wrote itself
+        await m.step()
+        created = [k[2] for k in fake.objects if k[0] == "AgentTask" and k[2] != "b-planner"]
+        if created:
+            break  # the step that created them
+    assert len(created) == 40
+    for name in created:
+        st = status(fake, "AgentTask", name)
+        assert st["phase"] in ("Pending", "Running") and cond(st, "Ready")["status"] == "False"
+        assert cond(st, "Succeeded")["reason"] == ("Pending" if st["phase"] == "Pending" else "InProgress")
+    assert max(writes.count(n) for n in created) <= 2  # the first status, then admission for the ones started
+
+
+async def test_the_first_status_written_with_the_create_is_the_one_a_task_s_own_reconcile_writes(world):
+    fake, _m, clock, _mono, sync = world
+    fake.create(build(suspend=True))
+    await sync()
+    b = fake.objects[("BuildRequest", "ns", "b")]
+    owner = {"apiVersion": "longshot.dev/v1alpha1", "kind": "BuildRequest", "name": "b",
+             "uid": b["metadata"]["uid"], "controller": True}
+    by_hand = fake.create({"apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask",
+                           "metadata": {"name": "by-hand", "namespace": "ns", "ownerReferences": [owner]},
+                           "spec": {"buildRef": {"name": "b"}, "description": "d"}})
+    assert by_hand is not None
+    await sync()
+    own = status(fake, "AgentTask", "by-hand")
+    first = tasksc.initial_status(by_hand, clock())
+    assert {k: v for k, v in own.items() if v not in (None, [], 0)} == {k: v for k, v in first.items() if v != []}
+
+
+async def test_finished_pods_beyond_the_retention_are_deleted_once_recorded(world):
+    """Issue 13: a 10,000-task build left every finished Pod behind."""
+    fake, _m, clock, _mono, sync = world
+    fake.create(build(retention={"finishedPods": 2}, workers={"max": 10}))
+    await sync()
+    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
+                      tasks=[ho.PlannedTask(name=f"p{i}", description=f"part {i}") for i in range(5)])
+    fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
+    await sync()
+    assert {f"b-p{i}-a1" for i in range(5)} <= {n for _, n in fake.pods}
+    for i in range(5):
+        clock.now += timedelta(seconds=10)
+        done = ho.Handoff(task=f"b-p{i}", attempt=1, role="worker", outcome="succeeded", summary="nothing to change")
+        fake.finish_pod("ns", f"b-p{i}-a1", 0, json.dumps(done.to_wire()))
+        await sync()
+        assert status(fake, "AgentTask", f"b-p{i}")["attempts"][0]["endTime"]  # recorded before its Pod goes
+    finished = sorted(n for (_, n), p in fake.pods.items() if p.get("status", {}).get("phase") == "Succeeded")
+    assert finished == ["b-p3-a1", "b-p4-a1"]  # the planner's went too: its plan was taken in
+    assert ("ns", "b-final-1-a1") in fake.pods  # a running Pod is not finished
+    assert all(a["pod"] for i in range(5) for a in status(fake, "AgentTask", f"b-p{i}")["attempts"])
+
+
+async def test_dispatch_latency_counts_from_a_free_slot_not_from_the_wait_for_one(world):
+    """A task that waited 10 minutes for a worker slot was dispatched at once when one came free."""
+    from longshot import metrics
+
+    def observed() -> tuple[float, float]:
+        count = metrics.REGISTRY.get_sample_value("longshot_dispatch_latency_seconds_count") or 0.0
+        total = metrics.REGISTRY.get_sample_value("longshot_dispatch_latency_seconds_sum") or 0.0
+        return count, total
+
+    fake, _m, clock, _mono, sync = world
+    fake.create(build(workers={"max": 1}))
+    await sync()
+    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
+                      tasks=[ho.PlannedTask(name=f"p{i}", description=f"part {i}") for i in range(2)])
+    fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
+    await sync()
+    first = next(n for n in ("b-p0-a1", "b-p1-a1") if ("ns", n) in fake.pods)
+    second = "b-p1-a1" if first == "b-p0-a1" else "b-p0-a1"
+    assert ("ns", second) not in fake.pods  # held back: one worker slot
+    count, total = observed()
+    clock.now += timedelta(minutes=10)
+    await sync()  # nothing changes: still held
+    done = ho.Handoff(task=first[:-3], attempt=1, role="worker", outcome="succeeded", summary="done")
+    fake.finish_pod("ns", first, 0, json.dumps(done.to_wire()))
+    await sync()
+    assert ("ns", second) in fake.pods
+    count2, total2 = observed()
+    assert count2 == count + 1 and total2 - total < 1.0  # not 600 s

@@ -83,8 +83,24 @@ def test_failed_batch_is_bisected_then_exactly_the_culprit_is_evicted():
     assert q.decide(s) == [StartProbes("B", (1, 2, 3))]  # all at once by default
     s = replace(s, probes=(*s.probes, Probe(1, "passed"), Probe(2, "passed"), Probe(3, "failed", "E at c")))
     assert q.decide(s) == [Land("B", 2, "T0", "S2", ("a", "b")), Evict("c", "E at c"),
-                           Requeue(("d",), "batch B broke at c; tested again without it"), SetWindow("b", 2),
-                           CancelProbes("B")]
+                           Requeue(("d",), "batch B broke at c; tested again without it"),
+                           SetWindow("b", 4, broke=True), CancelProbes("B")]
+
+
+def test_an_isolated_culprit_keeps_the_window_and_failures_in_a_row_halve_it():
+    failing = (Probe(4, "failed", "boom"), Probe(1, "passed"), Probe(2, "failed", "E at b"), Probe(3, "failed"))
+    s = QueueState(in_batch(["a", "b", "c", "d"]), probes=failing, target_head="T0", windows={"b": 4},
+                   max_window={"b": 8})
+    assert SetWindow("b", 4, broke=True) in q.decide(s)
+    # the build's batch before broke too: back off
+    assert SetWindow("b", 2, broke=True) in q.decide(replace(s, broke=frozenset({"b"})))
+    assert SetWindow("b", 1, broke=True) in q.decide(replace(s, windows={"b": 1}, broke=frozenset({"b"})))
+    # another build's broken batch does not count
+    assert SetWindow("b", 4, broke=True) in q.decide(replace(s, broke=frozenset({"other"})))
+    # a batch that lands whole grows the window and clears the memory of the failure
+    whole = QueueState(in_batch(["a", "b"]), probes=(Probe(2, "passed"),), target_head="T0", windows={"b": 2},
+                       max_window={"b": 8}, broke=frozenset({"b"}))
+    assert SetWindow("b", 3, broke=False) in q.decide(whole)
 
 
 def test_binary_bisection_with_one_probe_per_round():
@@ -143,6 +159,7 @@ class World:
     """speculative commit -> the candidates it contains."""
     passed_commits: set[str] = field(default_factory=set)
     windows: dict[str, int] = field(default_factory=dict)
+    broke: set[str] = field(default_factory=set)
     pushes: list[str] = field(default_factory=list)
     crash_after_push: float = 0.0
 
@@ -158,7 +175,8 @@ class World:
         cs = tuple(self.jobs[n] for n in self.order if n not in self.out)
         return QueueState(cs, probes=tuple(p for (b, _), p in self.probes.items()
                                            if any(c.batch_id == b for c in cs)),
-                          target_head=self.head(), windows=dict(self.windows), max_window={"b": self.max_window})
+                          target_head=self.head(), windows=dict(self.windows), max_window={"b": self.max_window},
+                          broke=frozenset(self.broke))
 
     def prepare(self, members: tuple[str, ...]) -> Prepared:
         content = tuple(self.target)
@@ -226,7 +244,9 @@ class World:
                     self.jobs[e.name] = replace(self.jobs[e.name], conflict_base=e.base, batch_id=None,
                                                 position=None, commit=None, base=None)
             elif isinstance(e, SetWindow):
+                assert 1 <= e.window <= self.max_window
                 self.windows[e.build] = e.window
+                (self.broke.add if e.broke else self.broke.discard)(e.build)
             elif isinstance(e, CancelProbes):
                 for k in [k for k in self.probes if k[0] == e.batch_id and self.probes[k].state == "running"]:
                     del self.probes[k]
@@ -272,6 +292,7 @@ def test_queue_invariants_under_random_histories(n, culprit_rate, window, confli
             break
         if rng.random() < 0.05:
             w.windows.clear()  # a restart forgets the in-memory window
+            w.broke.clear()
         if w.finish_a_probe() and rng.random() < 0.5:
             continue
         effects = q.decide(w.state())

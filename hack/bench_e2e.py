@@ -1,0 +1,363 @@
+"""End-to-end benchmark against the bare-Pod floor, on the local cluster (``make bench-e2e``).
+
+On the local single-node cluster (containerd + kubelet, brought up if needed, like ``make demo``; the Makefile
+holds the machine-wide cluster lock), with the chart installed from the locally built images:
+
+1. **the floor**: the N worker Pods Longshot would run (the operator's own Pod builder, the same image, script,
+   resources and gateway) created directly as bare Pods, at most W at a time (a new one as soon as one ends),
+   each cloning through longshot-gateway, writing its own file, committing and pushing its branch to the
+   forge. No operator decision, no gate, no merge. Time: first create to last Pod ended. (The Pods belong to
+   AgentTasks of a suspended BuildRequest only because the gateway admits nothing else; the operator starts
+   nothing for a suspended build and ignores these Pods.)
+2. **Longshot**: a BuildRequest whose scripted planner plans the same N tasks, ``workers.max`` W, the minimal
+   quality gate (``make test``), rebase, speculative window 8, until ``Finalized=True``. Time: creation to
+   ``Finalized=True``; ``main`` must then hold every task's file.
+
+Figures: ``e2e_vs_bare`` = floor time / Longshot time; ``merged_per_hour``; ``pods_per_merge`` = agent Pods
+created (every attempt of every AgentTask of the build: planner, workers, gates, sweeps) / branches merged;
+``dispatch_p95_s`` from the operator's ``longshot_dispatch_latency_seconds`` (a ready task that a free worker
+slot could run, to its Pod created), interpolated within its histogram bucket like PromQL's histogram_quantile.
+
+``--repos K`` splits the N tasks over K repositories (K builds, one shard each) and ``--replicas R`` runs R
+operator replicas: ``--repos 2 --replicas 1`` against ``--repos 2 --replicas 2`` shows what a second busy
+replica gives on one node. ``--no-floor`` skips the floor. The cluster is brought down at the end (before the
+Makefile releases the lock) unless ``--keep-cluster``.
+
+Last line: ``e2e_vs_bare=<n> merged_per_hour=<n> pods_per_merge=<n> dispatch_p95_s=<n>``.
+Usage: ``python hack/bench_e2e.py [--tasks 100] [--workers 20] [--repos 1] [--replicas 1] [--no-floor]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+from prometheus_client.parser import text_string_to_metric_families
+
+from longshot import config
+from longshot.runtime import pods as podmod
+from longshot.testing import cluster as lc
+
+ROOT = Path(__file__).resolve().parents[1]
+GROUP, VERSION = "longshot.dev", "v1alpha1"
+SYSTEM_NS = "longshot-system"
+NS = "bench-e2e"
+IMAGES = ("pause", "operator", "agent")
+GIT_ENV = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")} | {
+    "GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@localhost", "GIT_COMMITTER_NAME": "Bench",
+    "GIT_COMMITTER_EMAIL": "bench@localhost", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+}
+
+
+def log(msg: str) -> None:
+    print(f"[bench-e2e] {msg}", flush=True)
+
+
+def run(*argv: str, **kw: Any) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True, **kw).stdout.strip()
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    return run("git", *args, cwd=cwd, env=GIT_ENV)
+
+
+# --- the cluster, the chart, the repositories --------------------------------------------------------
+
+
+def install_chart(c: lc.LocalCluster, replicas: int, workers: int) -> None:
+    helm = [str(c.bin_dir / "helm"), f"--kubeconfig={c.kubeconfig}", "upgrade", "--install", "longshot",
+            str(ROOT / "charts" / "longshot"), "--namespace", SYSTEM_NS,
+            "--set", "operator.image.tag=dev", "--set", "operator.image.pullPolicy=Never",
+            "--set", "agent.image.tag=dev", "--set", "agent.image.pullPolicy=Never",
+            "--set", f"operator.replicas={replicas}", "--set", "podDisruptionBudget.enabled=false",
+            "--set", "gateway.replicas=1", "--set", "gateway.podDisruptionBudget.enabled=false",
+            "--set", f"agent.maxWorkers={max(50, 2 * workers)}",
+            "--set", f"networkPolicy.namespaces={{{NS}}}",
+            "--set", f"networkPolicy.dns.peers[0].ipBlock.cidr={lc.BRIDGE_IP}/32",
+            "--set", "prompts.enabled=false", "--wait", "--timeout=5m"]
+    subprocess.run(helm, check=True, capture_output=True, text=True,
+                   env={**os.environ, "HELM_CACHE_HOME": str(c.workdir / "helm")})
+    c.kubectl("-n", SYSTEM_NS, "rollout", "restart", "deployment/longshot", "deployment/longshot-gateway")
+    for d in ("longshot", "longshot-gateway"):
+        c.kubectl("-n", SYSTEM_NS, "rollout", "status", f"deployment/{d}", "--timeout=300s", timeout=320)
+
+
+def fresh_namespace(c: lc.LocalCluster) -> None:
+    c.kubectl("delete", "namespace", NS, "--wait=true", "--timeout=300s", check=False, timeout=320)
+    c.kubectl("create", "namespace", NS)
+    c.kubectl("label", "namespace", NS, "pod-security.kubernetes.io/enforce=restricted")
+    user, password = c.git_credentials
+    c.kubectl("-n", NS, "create", "secret", "generic", "git-token", f"--from-literal=username={user}",
+              f"--from-literal=password={password}")
+
+
+def repository(c: lc.LocalCluster, name: str, work: Path) -> tuple[Path, str]:
+    """A bare repository on the forge with README and a Makefile whose ``test`` passes; (path, URL for Pods)."""
+    bare = c.git_root / f"{name}.git"
+    subprocess.run(["rm", "-rf", str(bare)], check=True)
+    git("init", "-q", "--bare", "-b", "main", str(bare))
+    src = work / f"src-{name}"
+    src.mkdir(parents=True)
+    (src / "README.md").write_text("bench-e2e\n")
+    (src / "Makefile").write_text("test:\n\ttrue\n.PHONY: test\n")
+    git("init", "-q", "-b", "main", str(src))
+    git("add", "-A", cwd=src)
+    git("commit", "-q", "-m", "init", cwd=src)
+    git("push", "-q", str(bare), "main", cwd=src)
+    return bare, f"{c.git_url}/{name}.git"
+
+
+def script(tasks: list[str]) -> str:
+    """The scripted agent: the planner plans ``tasks``; each task writes its own file and finishes (the runner
+    commits and pushes its branch); testers, sweeps and everything else finish (the gate runs ``make test``)."""
+    plan = [{"name": t, "description": f"Write work/{t}.txt", "scope": [f"work/{t}.txt"]} for t in tasks]
+    data: dict[str, Any] = {
+        "roles": {"planner": [{"finish": {"summary": f"{len(tasks)} tasks", "tasks": plan}}],
+                  "reviewer": [{"finish": {"summary": "fine", "verdict": "approved"}}]},
+        "tasks": {t: [{"write": {"path": f"work/{t}.txt", "content": f"{t}\n"}}, {"finish": {"summary": t}}]
+                  for t in tasks},
+        "steps": [{"finish": {"summary": "nothing to do"}}],
+    }
+    return json.dumps(data)  # JSON is YAML
+
+
+def build_body(name: str, url: str, script_name: str, workers: int, *, suspend: bool = False) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "BuildRequest", "metadata": {"name": name}, "spec": {
+        "request": "bench-e2e: write one file per task",
+        "repository": {"url": url, "baseBranch": "main", "credentialsSecret": "git-token"},
+        "agent": {"backend": "scripted", "script": {"name": script_name}, "timeoutSeconds": 600,
+                  "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
+                                "limits": {"cpu": "1", "memory": "256Mi"}}},
+        "workers": {"max": workers}, "suspend": suspend,
+        "planner": {"maxTasks": 1000},
+        "merge": {"strategy": "rebase", "window": 8},
+        "qualityGate": {"profile": "minimal", "testCommand": "make test"},
+        "reconciler": {"command": "make test", "intervalSeconds": 300},
+        "finalization": {"maxAttempts": 2},
+    }}
+
+
+# --- 1. the floor -----------------------------------------------------------------------------------
+
+
+def operator_settings(apps: kubernetes.client.AppsV1Api) -> config.Settings:
+    """The Settings the operator runs with (its Deployment's environment): the floor's Pods are built alike."""
+    d = apps.read_namespaced_deployment("longshot", SYSTEM_NS)
+    env = {e.name: e.value for e in d.spec.template.spec.containers[0].env or [] if e.value is not None}
+    return config.Settings.from_env({**env, "LONGSHOT_NAMESPACE": SYSTEM_NS})
+
+
+def floor(api: kubernetes.client.ApiClient, bare: Path, url: str, tasks: list[str], workers: int) -> float:
+    core, custom = kubernetes.client.CoreV1Api(api), kubernetes.client.CustomObjectsApi(api)
+    b = custom.create_namespaced_custom_object(GROUP, VERSION, NS, "buildrequests",
+                                               build_body("floor", url, "script-floor", workers, suspend=True))
+    owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "BuildRequest", "name": "floor",
+             "uid": b["metadata"]["uid"], "controller": True}
+    ts = [custom.create_namespaced_custom_object(GROUP, VERSION, NS, "agenttasks", {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "AgentTask",
+        "metadata": {"name": f"floor-{t}", "labels": {"longshot.dev/build": "floor"}, "ownerReferences": [owner]},
+        "spec": {"buildRef": {"name": "floor"}, "description": f"Write work/{t}.txt", "role": "worker"}})
+        for t in tasks]
+    settings = operator_settings(kubernetes.client.AppsV1Api(api))
+    manifests = []
+    for t in ts:
+        m = podmod.build_agent_pod(t, b, settings, 1)
+        m["metadata"]["name"] = f"{t['metadata']['name']}-floor"  # not the name the operator would adopt
+        m["metadata"]["labels"] = {**m["metadata"]["labels"], "app.kubernetes.io/managed-by": "bench-e2e",
+                                   "bench": "floor"}
+        manifests.append(m)
+    ended: dict[str, str] = {}
+    done = threading.Condition()
+
+    def watch() -> None:
+        w = kubernetes.watch.Watch()
+        for ev in w.stream(core.list_namespaced_pod, NS, label_selector="bench=floor", timeout_seconds=3600):
+            pod = ev["object"]
+            if pod.status.phase in ("Succeeded", "Failed"):
+                with done:
+                    ended.setdefault(pod.metadata.name, pod.status.phase)
+                    done.notify_all()
+            with done:
+                if len(ended) >= len(manifests):
+                    w.stop()
+                    return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    time.sleep(1)  # the watch is established before the first create (a benchmark, not a test)
+    start = time.monotonic()
+    created = 0
+    with done:
+        while len(ended) < len(manifests):
+            while created < len(manifests) and created - len(ended) < workers:
+                core.create_namespaced_pod(NS, manifests[created])
+                created += 1
+            if not done.wait(timeout=900):
+                raise TimeoutError(f"floor: {len(ended)} of {len(manifests)} Pods ended after 900 s without news")
+    seconds = time.monotonic() - start
+    failed = sorted(n for n, phase in ended.items() if phase != "Succeeded")
+    if failed:
+        raise RuntimeError(f"floor: {len(failed)} Pods failed, e.g. {failed[:3]}")
+    branches = git("--git-dir", str(bare), "for-each-ref", "--format=%(refname)", "refs/heads/longshot/floor/")
+    pushed = len(branches.split())
+    if pushed != len(tasks):
+        raise RuntimeError(f"floor: {pushed} of {len(tasks)} branches were pushed")
+    log(f"floor: {len(tasks)} bare Pods (at most {workers} at once) cloned, committed and pushed their branches "
+        f"in {seconds:.1f}s")
+    custom.delete_namespaced_custom_object(GROUP, VERSION, NS, "buildrequests", "floor")  # and its tasks, Pods
+    return seconds
+
+
+# --- 2. Longshot ------------------------------------------------------------------------------------
+
+
+def finalized(custom: kubernetes.client.CustomObjectsApi, name: str) -> str | None:
+    b = custom.get_namespaced_custom_object(GROUP, VERSION, NS, "buildrequests", name)
+    c = next((c for c in (b.get("status") or {}).get("conditions") or [] if c["type"] == "Finalized"), None)
+    return None if c is None or c["status"] == "Unknown" else f"{c['status']}/{c['reason']}"
+
+
+def longshot(api: kubernetes.client.ApiClient, builds: dict[str, str], workers: int, timeout: float) -> float:
+    custom = kubernetes.client.CustomObjectsApi(api)
+    start = time.monotonic()
+    for name, url in builds.items():
+        custom.create_namespaced_custom_object(GROUP, VERSION, NS, "buildrequests",
+                                               build_body(name, url, f"script-{name}", workers))
+    outcome: dict[str, str] = {}
+    last = 0.0
+    while len(outcome) < len(builds):
+        for name in builds:
+            if name not in outcome and (f := finalized(custom, name)) is not None:
+                outcome[name] = f
+                log(f"{name}: Finalized={f} after {time.monotonic() - start:.1f}s")
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"not every build finalized after {timeout}s: {outcome}")
+        if time.monotonic() - last > 30:
+            last = time.monotonic()
+            for name in builds:
+                b = custom.get_namespaced_custom_object(GROUP, VERSION, NS, "buildrequests", name)
+                st = b.get("status") or {}
+                log(f"{name}: {st.get('phase')} tasks {st.get('tasks')} merges {st.get('merges')}")
+        time.sleep(1)
+    bad = {n: f for n, f in outcome.items() if f != "True/Passed"}
+    if bad:
+        raise RuntimeError(f"builds did not pass: {bad}")
+    return time.monotonic() - start
+
+
+def pods_and_merges(api: kubernetes.client.ApiClient, builds: list[str]) -> tuple[int, int]:
+    """(agent Pods created: every attempt of every AgentTask of the builds, MergeJobs merged)."""
+    custom = kubernetes.client.CustomObjectsApi(api)
+    tasks = custom.list_namespaced_custom_object(GROUP, VERSION, NS, "agenttasks")["items"]
+    jobs = custom.list_namespaced_custom_object(GROUP, VERSION, NS, "mergejobs")["items"]
+    pods = sum(len((t.get("status") or {}).get("attempts") or []) for t in tasks
+               if t["spec"]["buildRef"]["name"] in builds)
+    merged = sum(1 for j in jobs if j["spec"]["buildRef"]["name"] in builds
+                 and (j.get("status") or {}).get("phase") == "Merged")
+    return pods, merged
+
+
+def dispatch_p95(api: kubernetes.client.ApiClient) -> tuple[float, int]:
+    """p95 of longshot_dispatch_latency_seconds over every operator replica, and the number of observations."""
+    core = kubernetes.client.CoreV1Api(api)
+    buckets: dict[float, float] = {}
+    for pod in core.list_namespaced_pod(SYSTEM_NS, label_selector="app.kubernetes.io/component=operator").items:
+        if not pod.status.pod_ip:
+            continue
+        text = urllib.request.urlopen(f"http://{pod.status.pod_ip}:8080/metrics", timeout=10).read().decode()
+        for fam in text_string_to_metric_families(text):
+            if fam.name != "longshot_dispatch_latency_seconds":
+                continue
+            for s in fam.samples:
+                if s.name.endswith("_bucket"):
+                    le = float(s.labels["le"])
+                    buckets[le] = buckets.get(le, 0.0) + s.value
+    return quantile(0.95, buckets), int(buckets.get(float("inf"), 0))
+
+
+def quantile(q: float, buckets: dict[float, float]) -> float:
+    """PromQL's histogram_quantile over cumulative buckets ``{le: count}``."""
+    bounds = sorted(buckets)
+    if not bounds or buckets[bounds[-1]] == 0:
+        return float("nan")
+    rank = q * buckets[bounds[-1]]
+    lower, below = 0.0, 0.0
+    for le in bounds:
+        count = buckets[le]
+        if count >= rank:
+            if le == float("inf"):
+                return lower
+            return lower + (le - lower) * (rank - below) / max(count - below, 1e-9)
+        lower, below = le, count
+    return lower
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=20, help="workers.max of each build, and the floor's W")
+    parser.add_argument("--repos", type=int, default=1, help="split the tasks over this many repositories/builds")
+    parser.add_argument("--replicas", type=int, default=1, help="operator replicas")
+    parser.add_argument("--no-floor", action="store_true")
+    parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--keep-cluster", action="store_true")
+    args = parser.parse_args()
+    bin_dir = Path(run("bash", str(ROOT / "hack/k8s-binaries.sh")))
+    archives = [Path(run("bash", str(ROOT / "hack/images.sh"), "path", name)) for name in IMAGES]
+    c = lc.LocalCluster(bin_dir=bin_dir, images=archives)
+    c.up()
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
+            work = Path(tmp)
+            install_chart(c, args.replicas, args.workers)
+            fresh_namespace(c)
+            api = kubernetes.config.new_client_from_config(config_file=str(c.kubeconfig))
+            names = [f"t{i:03d}" for i in range(args.tasks)]
+            floor_s = float("nan")
+            if not args.no_floor:
+                bare, url = repository(c, f"{NS}-floor", work)
+                c.kubectl("-n", NS, "create", "configmap", "script-floor",
+                          f"--from-literal=script.yaml={script(names)}")
+                floor_s = floor(api, bare, url, names, args.workers)
+            builds: dict[str, str] = {}
+            bares: dict[str, Path] = {}
+            share = -(-args.tasks // args.repos)
+            for k in range(args.repos):
+                name = "e2e" if args.repos == 1 else f"e2e-{k}"
+                mine = names[k * share:(k + 1) * share]
+                bares[name], builds[name] = repository(c, f"{NS}-{name}", work)
+                c.kubectl("-n", NS, "create", "configmap", f"script-{name}",
+                          f"--from-literal=script.yaml={script(mine)}")
+            log(f"longshot: {len(builds)} build(s) of {args.tasks} tasks in all, workers.max {args.workers}, "
+                f"{args.replicas} operator replica(s)")
+            seconds = longshot(api, builds, args.workers, args.timeout)
+            for name, bare in bares.items():
+                files = git("--git-dir", str(bare), "ls-tree", "--name-only", "main", "work/").split()
+                log(f"{name}: main holds {len(files)} task files")
+            pods, merged = pods_and_merges(api, list(builds))
+            p95, observed = dispatch_p95(api)
+    finally:
+        if not args.keep_cluster:
+            c.down()  # the cluster is a machine-wide singleton: down before the lock is released
+    ratio = floor_s / seconds
+    per_hour = merged / seconds * 3600
+    log(f"longshot: {merged} merged in {seconds:.1f}s ({per_hour:.0f}/hour); {pods} agent Pods "
+        f"({pods / max(merged, 1):.2f} per merge); dispatch p95 {p95:.2f}s over {observed} admissions; "
+        f"floor {floor_s:.1f}s")
+    print(f"e2e_vs_bare={ratio:.2f} merged_per_hour={per_hour:.0f} pods_per_merge={pods / max(merged, 1):.2f} "
+          f"dispatch_p95_s={p95:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

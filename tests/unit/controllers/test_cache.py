@@ -1,0 +1,153 @@
+"""The shell's cache: a watch event echoing our own write concerns nothing, derived views follow our own writes,
+equal parts of many objects are held once; and what retention reads from it."""
+
+from __future__ import annotations
+
+import gc
+import json
+import tracemalloc
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from fake_kube import FakeKube
+
+from longshot import config
+from longshot.api import objects
+from longshot.controllers import cache as cachemod
+from longshot.controllers import context as ctxmod
+from longshot.controllers import executor as ex
+from longshot.controllers import retention as retentionc
+from longshot.controllers import workqueue
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def build() -> dict[str, Any]:
+    return {"apiVersion": "longshot.dev/v1alpha1", "kind": "BuildRequest",
+            "metadata": {"name": "b", "namespace": "ns", "uid": "uid-b", "resourceVersion": "1", "generation": 1},
+            "spec": {"request": "r", "repository": {"url": "https://git.example/r.git"}}}
+
+
+def task(name: str, rv: str, phase: str | None = None, depends_on: tuple[str, ...] = ()) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask",
+        "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "resourceVersion": rv, "generation": 1,
+                     "labels": {"longshot.dev/build": "b"}},
+        "spec": {"buildRef": {"name": "b"}, "description": f"do {name}", "role": "reviewer",
+                 "dependsOn": list(depends_on)}}
+    if phase:
+        body["status"] = {"phase": phase, "conditions": [
+            {"type": "Ready", "status": "False", "reason": "Pending", "message": "", "lastTransitionTime":
+             "2025-01-01T00:00:00Z"}]}
+    return body
+
+
+def context() -> ctxmod.Context:
+    clock = lambda: NOW  # noqa: E731
+    return ctxmod.Context(cache=cachemod.Cache(), kube=FakeKube(), settings=config.Settings(metrics_port=0),
+                          queue=workqueue.WorkQueue(clock), clock=clock)
+
+
+def test_the_watch_event_of_our_own_write_concerns_nothing_and_a_newer_version_does():
+    c = cachemod.Cache()
+    c.observe("BuildRequest", "ADDED", build())
+    assert c.observe("AgentTask", "ADDED", task("a", "5"))
+    assert c.written("AgentTask", task("a", "6", "Pending"), based_on="5")
+    assert c.observe("AgentTask", "MODIFIED", task("a", "6", "Pending")) == []  # the echo of our write
+    assert c.observe("AgentTask", "MODIFIED", task("a", "5")) == []  # older than what we wrote
+    assert c.tasks[("ns", "a")].status.phase == "Pending"
+    refs = c.observe("AgentTask", "MODIFIED", task("a", "7", "Running"))
+    assert ("AgentTask", "ns", "a") in refs and c.tasks[("ns", "a")].status.phase == "Running"
+
+
+def test_derived_views_of_a_build_follow_our_own_writes_without_a_watch_event():
+    ctx = context()
+    ctx.cache.observe("BuildRequest", "ADDED", build())
+    ctx.cache.observe("AgentTask", "ADDED", task("a", "2", "Running"))
+    ctx.cache.observe("AgentTask", "ADDED", task("c", "3", "Pending", depends_on=("a",)))
+    b = ctx.cache.builds[("ns", "b")]
+    c = ctx.cache.tasks[("ns", "c")]
+    assert ctx.readiness(c, b)[0] == "waiting"
+    ctx.cache.written("AgentTask", task("a", "4", "Succeeded"), based_on="2")  # our status write; no event yet
+    assert ctx.readiness(c, b)[0] == "ready"
+
+
+def pending(i: int) -> dict[str, Any]:
+    """A pending task as the API returns it (every string its own object, as JSON decoding makes them)."""
+    body = task(f"t{i:05d}", str(100 + i))
+    body["metadata"]["ownerReferences"] = [{"apiVersion": "longshot.dev/v1alpha1", "kind": "BuildRequest",
+                                            "name": "b", "uid": "uid-b", "controller": True}]
+    body["metadata"]["annotations"] = {"longshot.dev/plan-name": f"t{i}"}
+    body["spec"]["scope"] = [f"src/t{i:05d}/**"]
+    body["status"] = {"phase": "Pending", "observedGeneration": 1, "conditions": [
+        {"type": t, "status": s, "reason": "Pending", "message": "not run yet", "observedGeneration": 1,
+         "lastTransitionTime": "2025-01-01T00:00:00Z"}
+        for t, s in (("Succeeded", "Unknown"), ("Running", "False"), ("Ready", "False"), ("Reconciling", "True"))]}
+    return json.loads(json.dumps(body))
+
+
+def test_equal_parts_of_many_tasks_are_held_once_and_read_the_same():
+    c = cachemod.Cache()
+    c.observe("BuildRequest", "ADDED", build())
+    for i in range(2000):
+        c.observe("AgentTask", "ADDED", pending(i))
+    a, z = c.tasks[("ns", "t00000")], c.tasks[("ns", "t01999")]
+    assert a.status.conditions[0] is z.status.conditions[0]
+    assert a.metadata.owner_references[0] is z.metadata.owner_references[0]
+    assert a.spec.build_ref is z.spec.build_ref
+    for i in (0, 777, 1999):  # what the shell reads is what the API said
+        assert c.tasks[("ns", f"t{i:05d}")] == objects.parse(pending(i), objects.AgentTask)
+        assert c.tasks[("ns", f"t{i:05d}")].model_dump() == objects.parse(pending(i), objects.AgentTask).model_dump()
+    with pytest.raises(AttributeError):
+        a.status.conditions[0].message = "changed"  # read-only: never changes the 1,999 others
+
+
+def test_a_pending_task_costs_a_fraction_of_its_plain_model():
+    def cost(make: Any) -> float:
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [make(i) for i in range(500)]
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        assert len(kept) == 500
+        return (after - before) / 500
+
+    plain = cost(lambda i: objects.parse(pending(i), objects.AgentTask))
+    compactor = cachemod.Compactor()
+    compact = cost(lambda i: compactor.model(objects.parse(pending(i), objects.AgentTask)))
+    assert compact < plain / 3, (plain, compact)
+
+
+def planner_world(planned: bool, annotations: dict[str, str] | None = None) -> tuple[ctxmod.Context, list[str]]:
+    ctx = context()
+    b = build()
+    b["spec"]["retention"] = {"finishedPods": 0}
+    b["status"] = {"plannerTask": "b-planner", "conditions": [
+        {"type": "Planned", "status": "True" if planned else "Unknown", "reason": "PlanAccepted" if planned else
+         "Planning", "message": "", "lastTransitionTime": "2025-01-01T00:00:00Z"}]}
+    ctx.cache.observe("BuildRequest", "ADDED", b)
+    t = task("b-planner", "2", "Succeeded")
+    t["spec"]["role"] = "planner"
+    t["metadata"]["annotations"] = annotations or {}
+    t["status"]["attempts"] = [{"number": 1, "pod": "b-planner-a1", "endTime": "2025-01-01T00:01:00Z"}]
+    ctx.cache.observe("AgentTask", "ADDED", t)
+    ctx.cache.observe("Pod", "ADDED", {"metadata": {
+        "name": "b-planner-a1", "namespace": "ns", "resourceVersion": "3", "ownerReferences": [
+            {"kind": "AgentTask", "name": "b-planner"}]}, "status": {"phase": "Succeeded"}})
+    built = ctx.cache.builds[("ns", "b")]
+    gone = [a.name for a in retentionc.actions(ctx, built, list(ctx.cache.tasks_of(built.key)))
+            if isinstance(a, ex.DeletePod)]
+    return ctx, gone
+
+
+def test_a_planner_s_pod_is_kept_until_the_build_is_planned():
+    """After a restart the plan is read again from the planner's Pod if it was not taken in before."""
+    assert planner_world(planned=False)[1] == []
+    assert planner_world(planned=True)[1] == ["b-planner-a1"]
+    # a subplanner's Pod stays until its tasks exist, whatever the build's Planned condition says
+    assert planner_world(planned=True, annotations={"longshot.dev/plan-name": "part"})[1] == []

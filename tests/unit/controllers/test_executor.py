@@ -1,0 +1,140 @@
+"""The executor against an in-memory API: Events rate-limited per object and reason, a plan's creations run
+concurrently (bounded) with each new task's first status written at once, and what happens when a create finds the
+object there already or its first status loses to a newer version."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fake_kube import FakeKube
+
+from longshot.controllers import cache as cachemod
+from longshot.controllers import executor as ex
+from longshot.controllers import manager as managermod
+from longshot.controllers import tasks as tasksc
+from longshot.controllers import workqueue
+from longshot.runtime import kube
+
+pytestmark = pytest.mark.unit
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2025, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def executor(fake: FakeKube, clock: Clock) -> ex.Executor:
+    return ex.Executor(fake, cachemod.Cache(), workqueue.WorkQueue(clock), clock)
+
+
+def ref(name: str, uid: str) -> dict[str, Any]:
+    return {"apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask",
+            "metadata": {"name": name, "namespace": "ns", "uid": uid, "resourceVersion": "1"}}
+
+
+def task(name: str) -> dict[str, Any]:
+    return {"apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask",
+            "metadata": {"name": name, "namespace": "ns", "labels": {"longshot.dev/build": "b"}},
+            "spec": {"buildRef": {"name": "b"}, "description": f"do {name}"}}
+
+
+async def test_events_are_rate_limited_per_object_and_reason():
+    fake, clock = FakeKube(), Clock()
+    e = executor(fake, clock)
+    a, b = ref("a", "uid-a"), ref("b", "uid-b")
+    await e.run([ex.RecordEvent(a, "Warning", "AttemptFailed", f"attempt {i} failed") for i in range(20)])
+    assert len(fake.events) == ex.EVENT_BURST  # a burst, then nothing more for now
+    await e.run([ex.RecordEvent(a, "Normal", "Admitted", "started"), ex.RecordEvent(b, "Warning", "AttemptFailed",
+                                                                                      "attempt 1 failed")])
+    assert fake.events[-2:] == [("a", "Normal", "Admitted", "started"), ("b", "Warning", "AttemptFailed",
+                                                                         "attempt 1 failed")]
+    await e.run([ex.RecordEvent(a, "Normal", "Admitted", "started")])  # the same Event again at once: dropped
+    assert len(fake.events) == ex.EVENT_BURST + 2
+    assert e.events_dropped == 16
+    clock.now += ex.EVENT_INTERVAL
+    await e.run([ex.RecordEvent(a, "Warning", "AttemptFailed", f"late {i}") for i in range(3)])
+    assert [m for (_, _, _, m) in fake.events[ex.EVENT_BURST + 2:]] == ["late 0"]  # one token per interval
+
+
+class GatedKube(FakeKube):
+    """Creates wait until ``parties`` of them are in flight at once (a serial executor never gets there)."""
+
+    def __init__(self, parties: int) -> None:
+        super().__init__()
+        self.barrier = threading.Barrier(parties, timeout=20)
+        self.lock = threading.Lock()
+        self.in_flight = self.most = 0
+
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        with self.lock:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+        try:
+            self.barrier.wait()
+            with self.lock:
+                return super().create(obj)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+async def test_a_plan_s_tasks_are_created_concurrently_bounded_each_with_its_first_status():
+    asyncio.get_running_loop().set_default_executor(concurrent.futures.ThreadPoolExecutor(managermod.THREADS))
+    n = 2 * ex.CREATE_CONCURRENCY
+    fake, clock = GatedKube(ex.CREATE_CONCURRENCY), Clock()
+    e = executor(fake, clock)
+    first = lambda created: tasksc.initial_status(created, clock())  # noqa: E731
+    await e.run([ex.CreateObject(task(f"t{i:02d}"), status=first) for i in range(n)]
+                + [ex.Requeue(("Queue", "", "after"), clock.now)])
+    assert fake.most == ex.CREATE_CONCURRENCY
+    assert len([k for k in fake.objects if k[0] == "AgentTask"]) == n
+    for i in range(n):
+        status = fake.objects[("AgentTask", "ns", f"t{i:02d}")]["status"]
+        assert status["phase"] == "Pending"
+        assert {c["type"]: c["status"] for c in status["conditions"]} == {
+            "Succeeded": "Unknown", "Running": "False", "Ready": "False", "Reconciling": "True", "Stalled": "False"}
+        assert all(c["observedGeneration"] == 1 for c in status["conditions"])
+        cached = e.cache.tasks[("ns", f"t{i:02d}")]  # the cache holds the status written, not the bare create
+        assert cached.status.phase == "Pending" and cached.status.conditions
+    assert e.writes == n
+    assert ("Queue", "", "after") in e.queue.take()  # the action after the creations ran after all of them
+
+
+async def test_every_creation_is_tried_before_the_first_failure_is_raised():
+    fake, clock = FakeKube(), Clock()
+    fake.fail_next["create"] = [RuntimeError("the API server refused one")]
+    e = executor(fake, clock)
+    with pytest.raises(RuntimeError, match="refused one"):
+        await e.run([ex.CreateObject(task(f"t{i}")) for i in range(5)]
+                    + [ex.Requeue(("Queue", "", "after"), clock.now)])
+    assert len([k for k in fake.objects if k[0] == "AgentTask"]) == 4
+    assert ("Queue", "", "after") not in e.queue.take()  # what came after the creations did not run
+
+
+async def test_an_existing_task_or_a_lost_race_leaves_the_first_status_to_the_task_s_own_reconcile():
+    fake, clock = FakeKube(), Clock()
+    e = executor(fake, clock)
+    fake.create(task("old"))
+    first = lambda created: tasksc.initial_status(created, clock())  # noqa: E731
+    fake.fail_status[("AgentTask", "raced")] = [kube.Conflict("changed meanwhile")]
+    await e.run([ex.CreateObject(task("old"), status=first), ex.CreateObject(task("raced"), status=first)])
+    assert "status" not in fake.objects[("AgentTask", "ns", "old")]  # AlreadyExists: nothing more is done
+    assert "status" not in fake.objects[("AgentTask", "ns", "raced")]  # the Conflict is not an error
+    assert ("AgentTask", "ns", "raced") in e.queue.take()  # its own reconcile writes what is missing
+    assert e.writes == 0
+
+
+def test_initial_status_is_what_the_task_s_first_reconcile_writes():
+    now = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=3)
+    st = tasksc.initial_status({"metadata": {"generation": 2}}, now)
+    assert st["phase"] == "Pending" and st["observedGeneration"] == 2 and st["attempts"] == []
+    assert {c["lastTransitionTime"] for c in st["conditions"]} == {"2025-01-01T00:00:03Z"}
