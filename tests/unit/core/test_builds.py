@@ -205,9 +205,10 @@ def test_every_condition_carries_a_documented_reason():
             assert e.reason in conditions.REASONS
 
 
-def _obj(conds: list[dict[str, Any]], **status: Any) -> objects.BuildRequest:
+def _obj(conds: list[dict[str, Any]], max_iterations: int = 1, **status: Any) -> objects.BuildRequest:
     return objects.parse({"metadata": {"name": "b", "namespace": "ns", "uid": "u"},
-                          "spec": {"request": "r", "repository": {"url": "https://h/r.git"}},
+                          "spec": {"request": "r", "repository": {"url": "https://h/r.git"},
+                                   "planner": {"maxIterations": max_iterations}},
                           "status": {"conditions": conds, **status}}, objects.BuildRequest)
 
 
@@ -222,6 +223,15 @@ def test_phase_rebuilt_from_status_after_a_restart():
                                       tasks={"total": 2, "running": 1})).phase == "Working"
     assert BuildState.from_build(_obj([c_("Planned", "True", "PlanAccepted")],
                                       tasks={"total": 2, "succeeded": 2})).phase == "Finalizing"
+    # with iterations left, a finished iteration is still Working (the next one starts once the queue drained)
+    assert BuildState.from_build(_obj([c_("Planned", "True", "PlanAccepted")], max_iterations=3, iteration=1,
+                                      tasks={"total": 2, "succeeded": 2})).phase == "Working"
+    assert BuildState.from_build(_obj([c_("Planned", "True", "PlanAccepted")], max_iterations=3, iteration=3,
+                                      tasks={"total": 2, "succeeded": 2})).phase == "Finalizing"
+    assert BuildState.from_build(_obj([c_("Planned", "True", "RequestMet")], max_iterations=3, iteration=2,
+                                      tasks={"total": 2, "succeeded": 2})).phase == "Finalizing"
+    assert BuildState.from_build(_obj([c_("Planned", "Unknown", "NextIteration")], max_iterations=3,
+                                      iteration=2, tasks={"total": 2, "succeeded": 2})).phase == "Planning"
     assert BuildState.from_build(_obj([c_("Ready", "True", "Succeeded")])).phase == "Succeeded"
     assert BuildState.from_build(_obj([c_("Stalled", "True", "TestsFailed")])).phase == "Failed"
     # a stall that waits on a person is not a failure

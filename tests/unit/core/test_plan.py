@@ -93,8 +93,14 @@ def test_plan_deeper_than_max_depth():
 
 
 def test_name_collision_with_existing_task():
-    r = rejected(plan.build_tasks([task("planner")], ctx(existing=frozenset({"rest-api-planner"}))))
+    r = rejected(plan.build_tasks([task("models")], ctx(existing=frozenset({"rest-api-models"}))))
     assert r.problem == plan.NAME_COLLISION
+
+
+@pytest.mark.parametrize("name", ["planner", "planner-2", "planner-i2", "planner-i3-1"])
+def test_the_planners_names_are_reserved(name):
+    r = rejected(plan.build_tasks([task(name)], ctx()))
+    assert r.problem == plan.RESERVED and name in r.message
 
 
 def test_accepted_manifests():
@@ -111,7 +117,7 @@ def test_accepted_manifests():
     assert first["metadata"]["labels"] == {
         "app.kubernetes.io/name": "longshot", "app.kubernetes.io/instance": "rest-api",
         "app.kubernetes.io/component": "agent-task", "app.kubernetes.io/managed-by": "longshot-operator",
-        "longshot.dev/build": "rest-api", "longshot.dev/role": "worker"}
+        "longshot.dev/build": "rest-api", "longshot.dev/role": "worker", "longshot.dev/iteration": "1"}
     for m in result.manifests:
         AgentTaskSpec.model_validate(m["spec"])  # the API server would accept it
 

@@ -304,7 +304,7 @@ def test_every_phase_has_a_row_for_every_event_but_the_impossible_ones():
               tasks.RetryRequested, tasks.BackoffElapsed, tasks.Killswitch}
     missing = {(p, e.__name__) for p in tasks.PHASES for e in events if (p, e) not in tasks.TRANSITIONS}
     assert missing == {("Backoff", "Admitted"), ("Succeeded", "Admitted"), ("Failed", "Admitted"),
-                       ("Cancelled", "Admitted")}
+                       ("Cancelled", "Admitted"), ("AwaitingInput", "Admitted")}
 
 
 def test_long_task_names_give_short_deterministic_pod_names():
