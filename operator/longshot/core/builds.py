@@ -212,7 +212,7 @@ class BuildState:
         iteration = status.iteration or (1 if planned is not None else 0)
         request_met = planned is not None and planned.get("reason") == REQUEST_MET
         max_iterations = spec.planner.max_iterations
-        planning_done = request_met or (0 < iteration and iteration >= max_iterations)
+        planning_done = request_met or (iteration > 0 and iteration >= max_iterations)
         phase = phase_from_status(conds, counts, status.planner_task, spec.finalization.enabled,
                                   iteration=iteration, planning_done=planning_done)
         return cls(

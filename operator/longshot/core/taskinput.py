@@ -72,13 +72,11 @@ def previous(results: Iterable[TaskResult]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for r in sorted(results, key=lambda r: r.name):
         entry = ho.PreviousTask(task=r.name, description=_cut(r.description, MAX_DESCRIPTION),
-                                outcome=outcome_of(r), summary=_cut(r.summary, MAX_SUMMARY),  # type: ignore[arg-type]
+                                outcome=outcome_of(r), summary=_cut(r.summary, MAX_SUMMARY),
                                 files_changed=list(r.files[:MAX_FILES]))
-        if r.phase in ("Failed", "Cancelled") or r.failure_class:
-            if r.phase != "Succeeded":
-                entry.failure = ho.Failure.model_validate(
-                    {"class": r.failure_class or "AgentError",
-                     "message": _cut(r.failure or r.phase.lower(), MAX_MESSAGE)})
+        if r.phase in ("Failed", "Cancelled"):
+            entry.failure = ho.Failure.model_validate(
+                {"class": r.failure_class or "AgentError", "message": _cut(r.failure or r.phase.lower(), MAX_MESSAGE)})
         out.append(entry.to_wire())
     return out
 

@@ -511,7 +511,7 @@ def _succeed(state: TaskState, handoff: Handoff, outcome: failures.Outcome, usag
     if (state.role in MERGING_ROLES and state.merges and handoff.outcome == "succeeded" and handoff.branch
             and handoff.commit):
         effects.append(CreateMergeJob(handoff.branch, handoff.commit, handoff.base_commit))
-    if state.role == "planner" and (handoff.outcome == "succeeded" or handoff.done):
+    if state.role == "planner" and handoff.outcome in ("succeeded", "empty"):
         effects.append(PlanReturned(tuple(handoff.tasks), handoff.done))
     new = replace(state, phase=SUCCEEDED, next_attempt_time=None, last_failure=None, last_message="",
                   stop_generation=None)
@@ -574,7 +574,7 @@ def _start_fanout(state: TaskState, event: StartFanout, now: datetime, rand: Ran
     new = replace(state, phase=RUNNING, attempt=number, next_attempt_time=None, stop_generation=None)
     return new, [
         StartCandidates(number, event.count),
-        RecordAttempt(number, fanout.round_label(state.name, number, event.count), start_time=now),
+        RecordAttempt(number, fanout.round_label(state.name, number), start_time=now),
         SetCondition(c.RUNNING, c.TRUE, "FanningOut", text),
         SetCondition(c.SUCCEEDED, c.UNKNOWN, "FanningOut", text),
         SetCondition(c.BLOCKED, c.FALSE, "DependenciesReady", "every dependency is done"),
