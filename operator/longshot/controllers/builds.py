@@ -519,6 +519,8 @@ class BuildReconciler:
                 retryable=finished and not delivered and j.status.checks != "failed",
                 message=str(ready.get("message") or "")))
         for t in ts:
+            if cachemod.purpose(t) is not None:
+                continue  # a best-of-N candidate: only its task's winner is merged
             if t.spec.role in tasks.MERGING_ROLES and t.status.phase == tasks.SUCCEEDED and t.name not in jobs \
                     and t.status.handoff is not None and t.status.handoff.commit:
                 out.append(finalization.JobView(t.name, "Missing"))
