@@ -446,10 +446,11 @@ def test_heartbeats_through_the_gateway_keep_a_long_attempt_alive(heartbeat_boun
 
 
 def test_a_silent_running_attempt_is_hung_killed_and_retried_as_timeout(heartbeat_bound, operator, core_v1, custom,
-                                                                       namespace):
+                                                                       namespace, tmp_path):
     from kubelet_double import run_pod
 
-    create(custom, namespace, delivery_build(sample_repo_url(), planner={"maxIterations": 1},
+    script_configmap(core_v1, namespace, {"steps": [{"finish": "never runs"}]})
+    create(custom, namespace, delivery_build(sample_repo.make(tmp_path), planner={"maxIterations": 1},
                                              retry={"backoffSeconds": 1}))
     # no kubelet: the test marks the Pod running, and its agent never reports
     wait_for(lambda: _pod(core_v1, namespace, "demo-planner-a1"), timeout=60, what="the planner's Pod")
@@ -472,11 +473,6 @@ def test_a_silent_running_attempt_is_hung_killed_and_retried_as_timeout(heartbea
     wait_for(lambda: _pod(core_v1, namespace, "demo-planner-a2"), timeout=60, what="attempt 2's Pod")
     t = get(custom, namespace, "agenttasks", "demo-planner")
     assert t["status"]["attempts"][1]["number"] == 2
-
-
-def sample_repo_url():
-    from k8s_builders import default_repository
-    return default_repository()
 
 
 def _pod(core_v1, namespace, name):

@@ -364,8 +364,8 @@ def _checks_passed(state: JobState, event: ChecksPassed, now: datetime) -> Resul
     if state.checks == "passed":
         return state, []
     if state.needs_approval:
-        text = (f"{event.what} passed; waiting for approval: kubectl patch mj {state.name} --type merge "
-                "-p '{\"spec\":{\"approved\":true}}'")
+        text = (f"{event.what} passed; waiting for spec.approved to be true (kubectl patch mj {state.name} "
+                "--type merge -p '{\"spec\":{\"approved\":true}}')")
         return replace(state, checks="passed", phase=AWAITING_APPROVAL), [
             SetCondition(c.CHECKS_PASSED, c.TRUE, "Completed", f"{event.what} passed"),
             SetCondition(c.AWAITING_APPROVAL, c.TRUE, "AwaitingApproval", text),
