@@ -169,3 +169,20 @@ def test_planner_task_manifest():
     assert m["metadata"]["name"] == "rest-api-planner-2"
     assert "cycle a -> a" in m["spec"]["description"]
     AgentTaskSpec.model_validate(m["spec"])
+
+
+def test_planner_names_per_iteration_and_replan():
+    assert [plan.planner_task_name("b", r, i) for r, i in ((0, 1), (1, 1), (0, 2), (2, 3))] == [
+        "b-planner", "b-planner-1", "b-planner-i2", "b-planner-i3-2"]
+    m = plan.planner_task_manifest(plan.BuildRef("b", "ns", "u"), "r", iteration=2)
+    assert m["metadata"]["labels"]["longshot.dev/iteration"] == "2"
+
+
+def test_a_subplan_keeps_its_planners_iteration():
+    subplanner = {"metadata": {"name": "rest-api-big", "labels": {"longshot.dev/iteration": "2"},
+                               "annotations": {"longshot.dev/plan-name": "big"}}, "spec": {"depth": 0}}
+    c = plan.context_for({"metadata": {"name": "rest-api", "namespace": "ns", "uid": "u"}}, subplanner)
+    assert (c.iteration, c.parent, c.depth) == (2, "rest-api-big", 1)
+    result = plan.build_tasks([task("part")], c)
+    assert isinstance(result, plan.Accepted)
+    assert result.manifests[0]["metadata"]["labels"]["longshot.dev/iteration"] == "2"
