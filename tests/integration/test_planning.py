@@ -471,8 +471,9 @@ def test_a_silent_running_attempt_is_hung_killed_and_retried_as_timeout(heartbea
     assert any(e.reason == "HeartbeatLost" for e in events)
     # Timeout is retried: the next attempt gets a new Pod
     wait_for(lambda: _pod(core_v1, namespace, "demo-planner-a2"), timeout=60, what="attempt 2's Pod")
-    t = get(custom, namespace, "agenttasks", "demo-planner")
-    assert t["status"]["attempts"][1]["number"] == 2
+    t = wait_for(lambda: (lambda t: t if len(t["status"].get("attempts") or []) == 2 else None)(
+        get(custom, namespace, "agenttasks", "demo-planner")), timeout=30, what="attempt 2 recorded")
+    assert t["status"]["attempts"][1]["pod"] == "demo-planner-a2" and t["status"]["phase"] == "Running"
 
 
 def _pod(core_v1, namespace, name):
