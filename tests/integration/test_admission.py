@@ -92,7 +92,8 @@ def apply_as(user: str, kubectl: Any, namespace: str, obj: dict[str, Any], *, ve
 
 
 def issues_build(name: str) -> Any:
-    return build(name, planner={"source": "issues", "issues": {"url": "https://tracker.example.com/api", "repository": "o/r",
+    return build(name, planner={"source": "issues", "issues": {"url": "https://tracker.example.com/api",
+                                                                "repository": "o/r",
                                                                 "credentialsSecret": "tracker-token"}})
 
 

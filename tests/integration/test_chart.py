@@ -76,17 +76,17 @@ def test_helm_lint_passes(helm) -> None:  # type: ignore[no-untyped-def]
 def test_chart_crds_equal_the_generated_crds() -> None:
     generated = sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
     _, mismatch, errors = filecmp.cmpfiles(ROOT / "crds", CHART / "crds", generated, shallow=False)
-    assert sorted(p.name for p in (CHART / "crds").glob("*.yaml")) == generated, "run `make chart-crds`"
+    assert sorted(p.name for p in (CHART / "crds").glob("*.yaml")) == generated, "run `make crds`"
     assert not mismatch and not errors, f"charts/longshot/crds differs from crds/ ({mismatch + errors}): " \
-                                        "run `make chart-crds`"
+                                        "run `make crds`"
 
 
 def test_chart_prompts_equal_the_packaged_prompts() -> None:
     packaged = ROOT / "operator" / "longshot" / "agent" / "prompts"
     names = sorted(p.name for p in packaged.glob("*.j2"))
-    assert sorted(p.name for p in (CHART / "files" / "prompts").glob("*.j2")) == names, "run `make chart-crds`"
+    assert sorted(p.name for p in (CHART / "files" / "prompts").glob("*.j2")) == names, "run `make crds`"
     _, mismatch, errors = filecmp.cmpfiles(packaged, CHART / "files" / "prompts", names, shallow=False)
-    assert not mismatch and not errors, f"charts/longshot/files/prompts is stale ({mismatch}): run `make chart-crds`"
+    assert not mismatch and not errors, f"charts/longshot/files/prompts is stale ({mismatch}): run `make crds`"
 
 
 def test_unknown_values_are_rejected_by_the_schema(helm, namespace: str) -> None:  # type: ignore[no-untyped-def]
@@ -237,7 +237,7 @@ def test_gateway_service_account_is_least_privilege(helm, kubectl, namespace: st
     sets = [f"operator.watchNamespaces={{{','.join(watch)}}}"] if watch else []
     docs = [d for d in render(helm, namespace, *sets, release=release)
             if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
-            and "gateway" in d["metadata"]["name"]]
+            and ("gateway" in d["metadata"]["name"] or d["metadata"]["name"].endswith("-secret-reader"))]
     for ns in watch:
         kubectl("create", "namespace", ns, check=False)
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
@@ -254,7 +254,7 @@ def test_gateway_service_account_is_least_privilege(helm, kubectl, namespace: st
                    ("get", "agenttasks.longshot.dev", builds), ("list", "agenttasks.longshot.dev", builds),
                    ("get", "buildrequests.longshot.dev", builds),
                    ("patch", "agenttasks.longshot.dev", builds, "status"),
-                   ("get", "secrets/git-token", builds), ("create", "events", builds),
+                   ("get", "secrets/git-token", builds if watch else namespace), ("create", "events", builds),
                    ("get", "configmaps/longshot-prices", namespace)]
         denied = [("list", "secrets", builds), ("patch", "agenttasks.longshot.dev", builds),
                   ("patch", "buildrequests.longshot.dev", builds, "status"), ("create", "pods", builds),
@@ -262,6 +262,8 @@ def test_gateway_service_account_is_least_privilege(helm, kubectl, namespace: st
                   ("create", "serviceaccounts/token", builds, ""), ("create", "agenttasks.longshot.dev", builds)]
         if watch:
             denied += [("get", "secrets/git-token", "elsewhere"), ("get", "pods", "elsewhere")]
+        else:  # like the operator: Secrets only where rbac.secrets.namespaces grants them (the release's)
+            denied += [("get", "secrets/git-token", builds)]
         assert [a for a in allowed if not can(*a)] == []
         assert [d for d in denied if can(*d)] == []
     finally:
@@ -270,8 +272,8 @@ def test_gateway_service_account_is_least_privilege(helm, kubectl, namespace: st
 
 def test_operator_service_account_is_least_privilege(helm, kubectl, namespace: str) -> None:  # type: ignore[no-untyped-def]
     release = f"rbac-{namespace[-6:]}"
-    docs = [d for d in render(helm, namespace, "leaderElection.leaseNames={longshot-shard-0123456789abcdef,longshot-member-0123456789abcdef}",
-                              release=release)
+    names = "leaderElection.leaseNames={longshot-shard-0123456789abcdef,longshot-member-0123456789abcdef}"
+    docs = [d for d in render(helm, namespace, names, release=release)
             if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
             and not d["metadata"]["name"].endswith(("-gateway", "-gateway-tokenreview", "-agent-netpol"))]
     assert len(docs) == 7  # + the secret-reader ClusterRole and its RoleBinding in the release namespace

@@ -180,7 +180,7 @@ def test_rendered_chart_passes_kube_linter_checks(helm: Callable[..., str], vari
 
 
 def test_the_checks_catch_what_kube_linter_catches(helm: Callable[..., str]) -> None:
-    docs = render(helm)
+    docs = render(helm, "gateway.enabled=false")
     (deploy,) = [d for d in docs if d["kind"] == "Deployment"]
     (pdb,) = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
     del pdb["spec"]["unhealthyPodEvictionPolicy"]  # the chart before issue 12
@@ -195,9 +195,14 @@ def test_the_checks_catch_what_kube_linter_catches(helm: Callable[..., str]) -> 
 
 
 def test_pdb_only_with_two_replicas_or_more(helm: Callable[..., str]) -> None:
-    def pdbs(*sets: str) -> list[dict[str, Any]]:
-        return [d for d in render(helm, *sets) if d["kind"] == "PodDisruptionBudget"]
+    def pdbs(*sets: str, component: str = "operator") -> list[dict[str, Any]]:
+        return [d for d in render(helm, *sets) if d["kind"] == "PodDisruptionBudget"
+                and d["metadata"]["name"].endswith("-gateway") == (component == "gateway")]
 
+    # the gateway's PDB follows the same rule, on its own replicas
+    assert pdbs("gateway.replicas=1", component="gateway") == []
+    (gw,) = pdbs("gateway.replicas=2", component="gateway")
+    assert gw["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
     assert pdbs("operator.replicas=1") == []  # minAvailable 1 of 1 would block every drain
     assert pdbs("operator.replicas=0") == []
     (pdb,) = pdbs("operator.replicas=2")

@@ -111,6 +111,10 @@ def test_build_is_planned_worked_merged_swept_and_finalized(operator, kubelet, o
     samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line and not line.startswith("#")}
     assert samples['longshot_merges_total{result="Merged"}'] >= 2
+    # one observation per merged candidate (and per stale batch), each the real time its batch took to land
+    assert samples["longshot_merge_duration_seconds_count"] == sum(
+        v for k, v in samples.items() if k.startswith("longshot_merges_total{"))
+    assert samples["longshot_merge_duration_seconds_sum"] > 0
     assert samples['longshot_finalizations_total{outcome="Passed"}'] >= 1
     assert samples['longshot_replica_role{role="leader"}'] == 1
     assert samples["longshot_dispatch_latency_seconds_count"] >= 3

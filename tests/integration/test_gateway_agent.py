@@ -7,6 +7,7 @@ bound to its Pod; no credential anywhere."""
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -161,16 +162,20 @@ def test_there_are_no_credentials_to_read_and_the_token_opens_nothing_but_the_ga
     spec = {**build_spec, "agent": {"backend": "scripted", "credentialsSecret": "llm-key"}}
     a = make_attempt(core_v1, custom, namespace, gateway.url, build_spec=spec)
     assert not [v for v in a.pod["spec"]["volumes"] if "secret" in v]
-    # the attacker collects everything it can read into its branch, the one channel out it surely has
+    # the attacker collects everything it can read into its branch, the one channel out it surely has, base64ed
+    # so that no scanner recognises a token in it (its own Pod token is a JWT the push scan would refuse)
+    # (collected outside the searched directories first: a file that grows while it is read never ends)
     steps = [{"run": {"command": '(env; for f in $(find "$HOME" /etc/longshot /var/run/secrets -type f 2>/dev/null); '
-                                 'do echo "== $f"; cat "$f"; done) > loot.txt 2>&1'}},
+                                 'do echo "== $f"; cat "$f"; done) > /tmp/loot.raw 2>&1; '
+                                 'base64 -w0 /tmp/loot.raw > loot.txt; rm -f /tmp/loot.raw'}},
              {"finish": {"summary": "looked around"}}]
     proc, root = start_agent(a, core_v1, tmp_path, script=scripted(a, steps))
     code, out, result = finish(proc, root)
 
     assert code == 0, out
-    loot = subprocess.run(["git", "show", f"{result.commit}:loot.txt"], cwd=forge.root / "app.git",
-                          capture_output=True, check=True).stdout.decode(errors="replace")
+    encoded = subprocess.run(["git", "show", f"{result.commit}:loot.txt"], cwd=forge.root / "app.git",
+                             capture_output=True, check=True).stdout
+    loot = base64.b64decode(encoded).decode(errors="replace")
     assert "LONGSHOT_GATEWAY_URL=" in loot and "== " in loot  # it really looked
     for value in (PASSWORD, API_KEY):
         assert value not in loot and value not in out

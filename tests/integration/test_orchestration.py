@@ -220,8 +220,9 @@ def test_suspend_stops_new_pods_and_resume_starts_them(operator, core_v1, custom
     custom.patch_namespaced_custom_object("longshot.dev", "v1alpha1", namespace, "buildrequests", "demo",
                                           {"spec": {"suspend": False}})
     wait_pod(core_v1, namespace, "demo-models-a2")
-    b = get(custom, namespace, "buildrequests", "demo")
-    assert condition(b, "Suspended")["status"] == "False"
+    b = wait_for(lambda: (lambda o: o if (condition(o, "Suspended") or {}).get("status") == "False" else None)(
+        get(custom, namespace, "buildrequests", "demo")), timeout=30, what="Suspended=False")
+    assert condition(b, "Reconciling")["status"] == "True"
 
 
 def test_cancel_deletes_the_pod_and_does_not_retry(operator, core_v1, custom, namespace):

@@ -80,8 +80,9 @@ def test_holder_killed_mid_queue_the_other_replica_finishes(operator_process, ku
     url = sample_repo.make(tmp_path)
     script_configmap(core_v1, namespace, files_script())
     replicas = {name: operator_process(name) for name in ("replica-a", "replica-b")}
+    gate = {"profile": "minimal", "testCommand": "true"}
     custom.create_namespaced_custom_object("longshot.dev", "v1alpha1", namespace, "buildrequests",
-                                           delivery_build(url, qualityGate={"profile": "minimal", "testCommand": "true"}))
+                                           delivery_build(url, qualityGate=gate))
     first = wait_for(lambda: shard_holder(api_client, namespace, url), timeout=30, what="a shard holder")
     wait_for(lambda: merges_by(url), timeout=120, what="a first merge")
     killed_at = lease(api_client, namespace, leader.lease_name_for(url)).renew_time

@@ -56,7 +56,7 @@ def test_names_printer_columns_and_status_subresource():
     version = crd["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns[:4] == ["Phase", "Tasks", "Merged", "Finalized"] and "Age" in columns
+    assert columns[:6] == ["Phase", "Tasks", "Merged", "Ready", "Reason", "Finalized"] and "Age" in columns
     assert [crdgen.render(r)["spec"]["names"]["shortNames"] for r in api.RESOURCES] == [["br"], ["at"], ["mj"]]
 
 

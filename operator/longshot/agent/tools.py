@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from longshot.agent import errors, events, sandbox
+from longshot.api import handoff
 
 MAX_CORRECTIONS = 3
 
@@ -56,7 +57,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 _PLANNED_TASK = {
     "type": "object",
     "properties": {
-        "name": {"type": "string", "description": "unique lowercase DNS label, at most 40 characters"},
+        # the pattern is the plan's own rule: servers that constrain tool calls by a grammar built from the
+        # schema (llama.cpp) then only let the model write valid names
+        "name": {"type": "string", "description": "unique lowercase DNS label, at most 40 characters",
+                 "pattern": handoff.PLAN_TASK_NAME},
         "description": _STR,
         "scope": {"type": "array", "items": _STR},
         "depends_on": {"type": "array", "items": _STR},
@@ -223,6 +227,8 @@ def parse_arguments(arguments: str | dict[str, Any] | None) -> dict[str, Any]:
         return arguments
     try:
         value = json.loads(arguments)
+        if isinstance(value, str) and value.lstrip().startswith("{"):
+            value = json.loads(value)  # a JSON string holding the JSON object (some models double-encode)
     except (json.JSONDecodeError, TypeError) as e:
         raise errors.ToolError(
             f"the arguments are not valid JSON ({e}); send a JSON object matching the tool's schema"

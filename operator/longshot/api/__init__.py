@@ -67,6 +67,10 @@ BUILD_REQUEST = Resource(
         {"name": "Tasks", "type": "string", "jsonPath": ".status.tasks.progress",
          "description": "Tasks done/total"},
         {"name": "Merged", "type": "integer", "jsonPath": ".status.merges.merged"},
+        _condition_column("Ready", "Ready"),
+        {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+         "description": "Why the build is (not) ready: the phase while working, the failure or what needs a "
+                        "person (TaskBlocked, Configuration, BudgetExceeded) otherwise"},
         _condition_column("Finalized", "Finalized"),
         {"name": "Iteration", "type": "integer", "jsonPath": ".status.iteration",
          "description": "The planning iteration under way"},

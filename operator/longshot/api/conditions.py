@@ -81,7 +81,6 @@ MERGE_JOB_TYPES = (READY, STALLED, RECONCILING, QUEUED, CHECKS_PASSED, AWAITING_
 # --- reasons ------------------------------------------------------------------------------------------
 
 REASONS: dict[str, str] = {
-    "Initializing": "The operator has seen the object and not yet acted on it.",
     "Pending": "Waiting for something that has not happened yet (a plan, a Pod, a queue slot).",
     "InProgress": "Work is under way.",
     "PlanAccepted": "The planner's task list was validated and its AgentTasks created.",
@@ -92,10 +91,8 @@ REASONS: dict[str, str] = {
     "BudgetExceeded": "The build's token or cost budget is spent.",
     "Killswitch": "The operator-wide killswitch is engaged.",
     "Passed": "Finalization passed: everything is merged and the final sweep passed.",
-    "BuildFailed": "The final sweep's build command failed.",
     "TestsFailed": "The final sweep's test command failed.",
     "UnmergedBranches": "Some successful task branches could not be merged.",
-    "AttemptsExhausted": "finalization.maxAttempts attempts did not pass.",
     "Cancelled": "The build or task was cancelled by a user.",
     "Disabled": "Finalization is disabled for this build.",
     "AllMerged": "Every successful task branch is merged.",
@@ -111,17 +108,11 @@ REASONS: dict[str, str] = {
     "MergeSucceeded": "The branch was merged and the target pushed.",
     "MergeConflict": "The branch conflicts with the target branch.",
     "GatesFailed": "The branch failed the secret scan or a quality gate.",
-    "GatesPending": "The branch waits for its quality-gate tasks (tests, lint, type check, review).",
     "AlreadyMerged": "The branch was merged before (recognised after a restart); nothing was pushed twice.",
     "NotFastForward": "The fast-forward strategy cannot merge: the target moved past the branch's base.",
     "FixerCreated": "A fixer task was created for the conflicting files.",
     "Superseded": "A fixer task's branch replaced this one; its MergeJob carries the merge.",
     "Error": "An unexpected error; the message says what failed.",
-    "Draining": "Finalization waits for the merge queue to drain.",
-    "Sweeping": "A sweep runs the build and test command on the target branch.",
-    "SweepPassed": "The last sweep's build and tests passed on the target branch.",
-    "SweepFailed": "The last sweep's build or tests failed on the target branch.",
-    "NotLeader": "Another operator replica holds this repository's merge-queue Lease.",
     # kstatus-style summaries (Ready / Stalled / Reconciling)
     "Succeeded": "The object reached its goal.",
     "Planning": "The build's planner is working out the tasks.",
@@ -135,13 +126,10 @@ REASONS: dict[str, str] = {
                      "URL); the message names the field and the fix. Editing the spec resumes.",
     "NotStalled": "Nothing needs a person.",
     "Finished": "Nothing more to do.",
-    "Blocked": "Waiting on something that only a person can change.",
     "DependencyFailed": "A dependency failed or was cancelled; the message names it.",
     "DependenciesReady": "Every dependency is done (merged, for merging roles).",
-    "WaitingForMerge": "Dependencies succeeded and wait for their branches to merge.",
     "Resumed": "The cause of the stop was changed (spec edit, budget raised): the task runs again.",
     "Testing": "The candidate is in a speculative batch whose quality gates run.",
-    "Landed": "The batch holding the candidate passed its gate and was pushed to the target.",
     "Evicted": "The candidate broke its batch's quality gate; a fixer gets the failure.",
     "Requeued": "The candidate waits for another batch (its batch broke elsewhere or the target moved).",
     "SecretFound": "The secret scan found a credential in a commit of the branch.",
@@ -225,12 +213,3 @@ def set_condition(
         new["observedGeneration"] = observed_generation
     result.append(new)
     return result, True
-
-
-def initial(types: Iterable[str], *, observed_generation: int | None, now: datetime) -> list[dict[str, Any]]:
-    """Conditions for a new object: every type Unknown/Initializing."""
-    conds: list[dict[str, Any]] = []
-    for t in types:
-        conds, _ = set_condition(conds, t, UNKNOWN, "Initializing", "The operator has not acted yet.",
-                                 observed_generation=observed_generation, now=now)
-    return conds

@@ -187,7 +187,9 @@ class BuildReconciler:
             events.append(builds.PlannerFinished(planned, ctx, done))
         planner = self.ctx.cache.tasks.get((build.namespace, state.planner_task or ""))
         if planner is not None and state.phase == builds.PLANNING and not stashed:
-            if planner.status.phase == tasks.FAILED:
+            last = planner.status.attempts[-1] if planner.status.attempts else None
+            stopped = last is not None and last.failure_class in tasks.PERSON_FAILURES
+            if planner.status.phase == tasks.FAILED and not stopped:  # a stop waits for a person, not a re-plan
                 events.append(builds.PlanInvalid(_last_failure(planner)))
             elif planner.status.phase == tasks.SUCCEEDED:
                 recovered = await self._recover_plan(build, planner)

@@ -187,8 +187,13 @@ class Cache:
     def _store(self, obj: objects.Resource) -> list[Ref]:
         ns, name = obj.key
         if isinstance(obj, objects.BuildRequest):
+            old_build = self.builds.get(obj.key)
             self.builds[obj.key] = obj
             self.repositories[vws.repository_key(obj.spec.repository.url)] = obj.spec.repository.url
+            if old_build is not None and old_build.generation != obj.generation:
+                # a spec edit may resume stopped tasks (Configuration, Auth) or change their limits
+                tasks = self.tasks_by_build.get(obj.key, ())
+                return [("BuildRequest", ns, name), *(("AgentTask", ns, t) for t in tasks)]
             return [("BuildRequest", ns, name)]
         if isinstance(obj, objects.AgentTask):
             old = self.tasks.get(obj.key)

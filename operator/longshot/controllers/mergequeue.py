@@ -25,6 +25,7 @@ import asyncio
 import functools
 import logging
 import os
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -287,11 +288,14 @@ class QueueReconciler:
                     self._job_event_of(m, add, out, jobs, batch_build, now, name)
             elif isinstance(e, q.Land):
                 build = jobs[e.members[0]][1]
+                took = 0.0
                 if not e.pushed:
+                    started = time.monotonic()
                     ok, why = await asyncio.to_thread(speculate.land, w, target, e.base, e.commit,
                                                       speculate.queue_branch(build.name, e.batch_id, e.position))
-                    metrics.observe_merge("Merged" if ok else "Stale", 0.0)
+                    took = time.monotonic() - started
                     if not ok:
+                        metrics.observe_merge("Stale", took)
                         for n in [c.name for c in state.candidates if c.batch_id == e.batch_id]:
                             add(n, mj.Requeued(f"the target moved while the batch was tested ({why}); tested again"))
                         break  # the rest of the decision was made on the old target
@@ -299,7 +303,7 @@ class QueueReconciler:
                     job = jobs[n][0]
                     commit = job.status.batch.commit if job.status.batch is not None else e.commit
                     add(n, mj.Landed(commit))
-                    metrics.observe_merge("Merged", 0.0)
+                    metrics.observe_merge("Merged", took)
                 positions = [c.position or 0 for c in state.candidates if c.batch_id == e.batch_id]
                 out.append(ex.Call(functools.partial(speculate.cleanup, w, build.name, e.batch_id, positions),
                                    "delete the batch's queue branches"))

@@ -154,6 +154,10 @@ class TaskReconciler:
         spec = task.spec
         pre: list[ex.Action] = []
         if spec.cancel and state.phase not in tasks.TERMINAL:
+            unrecorded = (ns, pods.pod_name(state.name, state.attempt + 1))
+            if state.phase == tasks.PENDING and unrecorded in self.ctx.cache.pods:
+                # a Pod created just before an interrupted status write: adopt it, so the cancel deletes it
+                return [tasks.Admitted(state.attempt + 1), tasks.CancelRequested()], pre
             return [tasks.CancelRequested()], pre
         events: list[tasks.Event] = []
         if spec.retry_token and spec.retry_token != state.retry_token:

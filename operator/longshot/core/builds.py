@@ -51,8 +51,7 @@ DONE: Final = frozenset({SUCCEEDED, FAILED})
 REQUEST_MET: Final = "RequestMet"
 """``Planned`` reason once no more iterations will be planned because the request is met."""
 
-TERMINAL_REASONS: Final = frozenset({"TasksFailed", "TestsFailed", "BuildFailed", "UnmergedBranches",
-                                     "PlanRejected", "AttemptsExhausted", "Cancelled"})
+TERMINAL_REASONS: Final = frozenset({"TasksFailed", "TestsFailed", "UnmergedBranches", "PlanRejected"})
 """Reasons of ``Stalled=True`` that mean the build is finished (failed), not waiting on a person."""
 
 

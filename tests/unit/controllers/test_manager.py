@@ -65,7 +65,7 @@ def cond(obj_status: dict[str, Any], type_: str) -> dict[str, Any]:
 
 async def test_a_failed_status_write_is_retried_with_backoff_without_any_new_event(world):
     """Issue 9: one failed patch after spec.suspend: true was never retried over the following steps."""
-    fake, m, clock, mono, sync = world
+    fake, m, clock, _mono, sync = world
     fake.create(build())
     await sync()
     obj = fake.patch("BuildRequest", "ns", "b", {"spec": {"suspend": True}})
@@ -89,7 +89,7 @@ async def test_a_failed_status_write_is_retried_with_backoff_without_any_new_eve
 
 
 async def test_a_plan_becomes_tasks_and_dependency_order_is_kept(world):
-    fake, m, clock, mono, sync = world
+    fake, _m, _clock, _mono, sync = world
     fake.create(build())
     await sync()
     assert ("ns", "b-planner-a1") in fake.pods
@@ -107,7 +107,7 @@ async def test_a_plan_becomes_tasks_and_dependency_order_is_kept(world):
 
 
 async def test_resync_marks_everything_and_health_follows_the_loop(world):
-    fake, m, clock, mono, sync = world
+    fake, m, _clock, mono, sync = world
     fake.create(build())
     await sync()
     assert m.healthy()

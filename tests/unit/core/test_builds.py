@@ -137,7 +137,7 @@ def test_a_stopped_task_keeps_the_build_working_and_stalled():
 
 
 def test_retrying_tasks_show_in_the_ready_message_without_stalling():
-    _, effects = decide(build("Working", counts=counts(total=1, pending=1)),
+    _s, effects = decide(build("Working", counts=counts(total=1, pending=1)),
                         IssuesChanged((TaskIssue("x", "retrying", "attempt 1 failed (Infrastructure): no route"),)))
     got = summary(effects)
     assert got["Ready"] == ("False", "TaskRetrying") and got["Stalled"][0] == "False"

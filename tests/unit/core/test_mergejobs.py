@@ -78,7 +78,7 @@ def test_conflict_is_retried_when_the_target_moves_then_gets_a_fixer():
 
 
 def test_a_conflict_with_candidates_ahead_is_not_counted():
-    s, _ = decide(job("Testing", checks="passed", batch=BATCH), Conflict(("a.py",), "t1", counted=False))
+    s, _effects = decide(job("Testing", checks="passed", batch=BATCH), Conflict(("a.py",), "t1", counted=False))
     assert s.phase == "Queued" and s.conflicts == 0 and s.batch is None
 
 

@@ -1,7 +1,15 @@
-"""The Anthropic backend: the Messages API (``POST {base_url}/v1/messages``) with tool_use blocks."""
+"""The Anthropic backend: the Messages API (``POST {base_url}/v1/messages``) with tool_use blocks.
+
+Lenient in what it accepts from Messages-API servers and proxies (LiteLLM, ...): ``tool_use`` blocks
+without an id get a stable made-up one (echoed in the history and the ``tool_result``), ``input`` as an
+object or a JSON string, any ``stop_reason``, ``usage`` missing or partial. Strict in what it sends: the
+assistant turn is echoed without empty text blocks, and a turn with nothing left is not echoed at all (the
+API refuses empty content; consecutive user turns are allowed).
+"""
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
 from typing import Any
@@ -46,29 +54,26 @@ class AnthropicBackend(base.Backend):
                 data = http.post_json(
                     client, self.url, headers=headers, ev=session.events, policy=self.policy,
                     sleep=session.sleep, rand=self.rand, api="Anthropic API",
+                    # tool_choice "auto" is the API's default, but proxies forward only what is sent, and
+                    # llama-cpp-python behind them ignores the tools when it gets no tool_choice
                     body={"model": self.model, "max_tokens": self.max_tokens, "system": session.system_prompt,
-                          "messages": messages, "tools": definitions},
+                          "messages": messages, "tools": definitions, "tool_choice": {"type": "auto"}},
                 )
-                usage = data.get("usage") or {}
-                session.add_usage(
-                    (usage.get("input_tokens") or 0) + (usage.get("cache_read_input_tokens") or 0)
-                    + (usage.get("cache_creation_input_tokens") or 0),
-                    usage.get("output_tokens", 0),
-                )
+                session.add_usage(*usage_tokens(data.get("usage")))
                 content = data.get("content")
                 if not isinstance(content, list):
                     raise errors.InfrastructureError("the Anthropic API answered without a content list")
-                messages.append({"role": "assistant", "content": content})
+                blocks, inputs = echo_blocks(content, turn)
+                if blocks:
+                    messages.append({"role": "assistant", "content": blocks})
                 results: list[dict[str, Any]] = []
-                for block in content:
-                    if not isinstance(block, dict):
-                        continue
-                    if block.get("type") == "text" and block.get("text"):
+                for block in blocks:
+                    if block["type"] == "text":
                         session.events.log("model says", turn=turn, text=str(block["text"])[:2000])
-                    if block.get("type") != "tool_use":
+                    if block["type"] != "tool_use":
                         continue
-                    result = session.toolbox.call(str(block.get("name", "")), block.get("input"))
-                    results.append({"type": "tool_result", "tool_use_id": block.get("id", ""),
+                    result = session.toolbox.call(str(block.get("name", "")), inputs[block["id"]])
+                    results.append({"type": "tool_result", "tool_use_id": block["id"],
                                     "content": result.content, "is_error": result.is_error})
                     if session.toolbox.finished is not None:
                         return session.toolbox.finished
@@ -79,3 +84,52 @@ class AnthropicBackend(base.Backend):
                     continue
                 messages.append({"role": "user", "content": results})
         raise errors.AgentError(f"the model did not call finish within {session.max_turns} turns")
+
+
+def echo_blocks(content: list[Any], turn: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The assistant's content blocks as sent back, and each tool_use id's ``input`` as the server sent it
+    (for the toolbox, which answers the model when it is not valid). Empty text blocks are dropped;
+    ``tool_use`` blocks get an id (``toolu_<turn>_<index>`` when the server gave none) and ``input`` as an
+    object (decoded when it came as a JSON string, ``{}`` when it cannot be)."""
+    blocks: list[dict[str, Any]] = []
+    inputs: dict[str, Any] = {}
+    for index, block in enumerate(content):
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind == "text":
+            if block.get("text"):
+                blocks.append(block)
+        elif kind == "tool_use":
+            block = dict(block)
+            if not isinstance(block.get("id"), str) or not block["id"] or block["id"] in inputs:
+                block["id"] = f"toolu_{turn}_{index}"
+            raw = block.get("input")
+            inputs[block["id"]] = raw
+            if not isinstance(raw, dict):
+                block["input"] = _input_object(raw)
+            blocks.append(block)
+        elif kind:
+            blocks.append(block)  # thinking and other blocks: echoed as they came, the API wants them back
+    return blocks, inputs
+
+
+def _input_object(value: Any) -> dict[str, Any]:
+    """A tool_use ``input`` that is not an object, as an object: a JSON string of one decoded, else ``{}``."""
+    if isinstance(value, str):
+        try:
+            decoded = json.loads(value)
+        except json.JSONDecodeError:
+            return {}
+        if isinstance(decoded, dict):
+            return decoded
+    return {}
+
+
+def usage_tokens(usage: Any) -> tuple[int, int]:
+    """``(input, output)`` tokens: input counts the cache reads and writes too; missing fields are 0."""
+    if not isinstance(usage, dict):
+        return 0, 0
+    count = http.token_count
+    return (count(usage.get("input_tokens")) + count(usage.get("cache_read_input_tokens"))
+            + count(usage.get("cache_creation_input_tokens")), count(usage.get("output_tokens")))

@@ -13,6 +13,9 @@ In a Pod the CLI reaches models through longshot-gateway: it gets ``OPENAI_BASE_
 The CLI edits the workspace; the runner commits whatever diff it leaves. A planner or reviewer CLI
 reports its result as a JSON object (``{"summary": ..., "tasks": [...]}`` or ``{"verdict": ...}``)
 written to ``$LONGSHOT_RESULT_FILE`` or printed as the last JSON line of its output.
+
+Token usage is taken from the output where the CLI prints it: Aider's ``Tokens: 1.6k sent, 7 received.``
+lines are summed (a ``k`` is rounded to the hundred, as Aider prints it).
 """
 
 from __future__ import annotations
@@ -27,11 +30,21 @@ from longshot.agent import errors, sandbox, tools
 from longshot.agent.backends import base
 
 PLACEHOLDER = re.compile(r"\{(prompt|prompt_file|model|workdir|result_file)\}")
+AIDER_TOKENS = re.compile(r"^Tokens: ([\d.]+)(k?) sent, ([\d.]+)(k?) received", re.MULTILINE)
 
 
 def render(template: str, values: dict[str, str]) -> str:
     """The command line with every known placeholder replaced by its shell-quoted value."""
     return PLACEHOLDER.sub(lambda m: shlex.quote(values[m.group(1)]), template)
+
+
+def usage_from_output(output: str) -> tuple[int, int]:
+    """``(input, output)`` tokens the CLI reported in its output (Aider's ``Tokens:`` lines); 0 when none."""
+    sent = received = 0
+    for m in AIDER_TOKENS.finditer(output):
+        sent += round(float(m.group(1)) * (1000 if m.group(2) else 1))
+        received += round(float(m.group(3)) * (1000 if m.group(4) else 1))
+    return sent, received
 
 
 def last_json_object(output: str) -> dict[str, Any] | None:
@@ -84,6 +97,9 @@ class CommandBackend(base.Backend):
         output = session.events.redactor.text(result.output)
         session.events.emit("tool_call", tool="command", ok=result.exit_code == 0,
                             exit_code=result.exit_code, result=sandbox.truncate(output, 2000))
+        tokens = usage_from_output(output)
+        if tokens != (0, 0):
+            session.add_usage(*tokens)
         if result.timed_out:
             raise errors.AgentTimeout(f"the command agent did not finish within {self.timeout:g}s and was killed")
         if result.exit_code != 0:
