@@ -50,6 +50,10 @@ class Settings:
     """JSON list of NetworkPolicy peers serving DNS to agent Pods (default: kube-dns in kube-system)."""
     agent_extra_egress: str = ""
     """JSON list of extra NetworkPolicy egress rules for agent Pods (default: none)."""
+    heartbeat_timeout_seconds: int = 300
+    """A running attempt whose agent sent no heartbeat (``status.progress.lastHeartbeat``, through the gateway;
+    the runner beats every 30 s) for longer than this is hung: its Pod is deleted and the attempt fails as
+    Timeout. 0 turns the check off; it is off without ``gateway_url`` (no heartbeat reaches the operator)."""
     identity: str = field(default_factory=lambda: os.environ.get("POD_NAME") or os.uname().nodename)
     """This replica's name in Leases."""
 

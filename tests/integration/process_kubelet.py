@@ -130,7 +130,8 @@ class ProcessKubelet:
         env.update(self._materialise(pod, root))
         (root / "workspace").mkdir(exist_ok=True)
         env.update(LONGSHOT_WORKSPACE_DIR=str(root / "workspace"), HOME=str(root), LONGSHOT_HEARTBEAT_SECONDS="0",
-                   LONGSHOT_TERMINATION_LOG=str(root / "termination-log"), **self.env)
+                   LONGSHOT_TERMINATION_LOG=str(root / "termination-log"))
+        env.update(self.env)  # the test's own settings win (a heartbeat interval, say)
         try:
             run_pod(self.core, self.namespace, name)
         except kubernetes.client.ApiException as e:

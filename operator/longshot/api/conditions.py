@@ -55,6 +55,9 @@ AUTHENTICATED = "Authenticated"
 """False when the agent could not authenticate to the model or git server; needs a person."""
 BLOCKED = "Blocked"
 """True when a dependency failed or was cancelled: the task cannot start until it is retried and succeeds."""
+AWAITING_INPUT = "AwaitingInput"
+"""True when the agent asked a person a question (``status.question``); a new ``spec.answer`` starts the next
+attempt with the question and the answer in its prompt."""
 
 # MergeJob
 QUEUED = "Queued"
@@ -63,13 +66,17 @@ CONFLICTED = "Conflicted"
 """The branch does not merge cleanly; ``status.conflictingFiles`` lists the files."""
 GATES_PASSED = "GatesPassed"
 """The candidate passed the build's quality gate as it would land (target tip plus the candidates ahead)."""
+AWAITING_APPROVAL = "AwaitingApproval"
+"""True when the build requires approval (``spec.merge.requireApproval``) and the branch passed its checks: it
+joins no batch until someone sets the MergeJob's ``spec.approved`` to true."""
 CHECKS_PASSED = "ChecksPassed"
 """The branch passed the per-branch checks before it may join a batch: the secret scan of every commit and,
 for the ``strict`` profile, a reviewer's approval."""
 
 BUILD_REQUEST_TYPES = (READY, STALLED, RECONCILING, PLANNED, PROGRESSING, MERGED, FINALIZED)
-AGENT_TASK_TYPES = (READY, STALLED, RECONCILING, SUCCEEDED, RUNNING)
-MERGE_JOB_TYPES = (READY, STALLED, RECONCILING, QUEUED, CHECKS_PASSED, GATES_PASSED, MERGED, CONFLICTED)
+AGENT_TASK_TYPES = (READY, STALLED, RECONCILING, SUCCEEDED, RUNNING, AWAITING_INPUT)
+MERGE_JOB_TYPES = (READY, STALLED, RECONCILING, QUEUED, CHECKS_PASSED, AWAITING_APPROVAL, GATES_PASSED, MERGED,
+                   CONFLICTED)
 
 # --- reasons ------------------------------------------------------------------------------------------
 
@@ -129,6 +136,23 @@ REASONS: dict[str, str] = {
     "ChangesRequested": "The reviewer asked for changes; a fixer gets the reasons.",
     "Reviewing": "A reviewer checks the branch before it may join a batch.",
     "NoFixer": "The failure cannot get a fixer: merge.maxFixers or the fix depth is used up.",
+    # planning iterations, intake, best-of-N, awaits and people in the loop (docs/planning.md)
+    "RequestMet": "The planner said the request is met (or the roadmap or issue list has nothing left): no more "
+                  "planning iterations.",
+    "NextIteration": "Every task of the iteration ended and its branches landed; the next iteration is planned.",
+    "QuestionAsked": "The agent asked a person a question (status.question); answer it in spec.answer.",
+    "Answered": "spec.answer answered the agent's question; the next attempt has both in its prompt.",
+    "AwaitingInput": "A task waits for a person's answer to its agent's question.",
+    "AwaitingApproval": "The branch passed its checks and waits for spec.approved (spec.merge.requireApproval).",
+    "Approved": "spec.approved is true: the branch may join a batch.",
+    "NotRequired": "Nothing to wait for (the build does not require it, or no question is open).",
+    "FanningOut": "Candidates of a best-of-N task run, are gated and judged; only the winner is merged.",
+    "Judged": "The judge picked the winning candidate; the reasons are in status.fanout.",
+    "NoCandidatePassed": "Every candidate of a best-of-N task failed or failed its gate; status.fanout says why.",
+    "HeartbeatLost": "The running attempt's agent stopped reporting for longer than the heartbeat bound; its Pod was "
+                     "deleted and the attempt failed as Timeout.",
+    "IntakeFailed": "Reading the roadmap file or the issue tracker failed; the message says why and what to do.",
+    "RateLimited": "The issue tracker's rate limit is spent; the build reads it again when the limit resets.",
 }
 
 

@@ -4,14 +4,23 @@ finished, ``core.finalization``), return the actions.
 Observed: first sight (``Created``), ``spec.suspend``, the killswitch, the budget (``core`` usage of its tasks),
 the configuration check (``runtime.preflight``, once per spec generation and again every minute while it fails),
 plans returned by planner tasks, a failed planner, the task counts and the tasks that need attention (stopped
-for a person, retrying, failed, blocked). While working, sweeps run the reconciler command on the target after
-new merges; a failing sweep gets a fixer. The status is written once, last, fenced on the build's
-resourceVersion.
+for a person, waiting for an answer or an approval, retrying, failed, blocked). While working, sweeps run the
+reconciler command on the target after new merges; a failing sweep gets a fixer. The status is written once,
+last, fenced on the build's resourceVersion.
+
+Iterations and intake (docs/planning.md): when every task of an iteration ended and the build's MergeJobs and
+fixers are done, the decider gets ``IterationEnded`` and plans the next iteration. For ``spec.planner.source``
+``roadmap`` the plan is read from the roadmap file at the target tip (``controllers.intake``); for ``issues``
+from the tracker (token from the Secret, in a thread; a rate limit is retried at its reset). Tasks of an earlier
+iteration are not planned again. For an issue-driven build each issue's task gets a comment with its result when
+it merged or failed for good (once: an annotation records it, and the tracker client skips a comment whose
+marker is there already).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from collections.abc import Sequence
@@ -26,6 +35,7 @@ from longshot.api import objects, timeutil
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
+from longshot.controllers import intake
 from longshot.controllers import mergejobs as mjc
 from longshot.controllers import mergequeue as mqc
 from longshot.controllers import retention as retentionc
@@ -33,13 +43,27 @@ from longshot.controllers import tasks as tasksc
 from longshot.core import builds, finalization, names, plan, tasks
 from longshot.core import mergejobs as mj
 from longshot.core.effects import EmitEvent, SetCondition
-from longshot.runtime import handoffs
+from longshot.runtime import handoffs, trackers
 
 log = logging.getLogger("longshot.builds")
 
 SWEEP, FINAL = "sweep", "final"
 MERGED_COUNT_ANNOTATION = "longshot.dev/merged-count"
+COMMENTED_ANNOTATION = "longshot.dev/issue-comment"
+"""On an issue-driven task: the result already commented on the issue (``merged`` or ``failed``)."""
 PREFLIGHT_RETRY = timedelta(seconds=60)
+INTAKE_RETRY = timedelta(seconds=30)
+"""When a failed read of the roadmap or tracker is tried again (a person's fix, or a passing outage)."""
+MAX_COMMENTS = 10
+"""Issue comments posted per reconcile; the rest wait for the next one."""
+
+
+@dataclass
+class _Intake:
+    iteration: int
+    generation: int
+    error: tuple[str, str] | None
+    retry_at: datetime | None
 
 
 @dataclass
@@ -53,12 +77,16 @@ class BuildReconciler:
     def __init__(self, ctx: ctxmod.Context) -> None:
         self.ctx = ctx
         self.checked: dict[cachemod.Key, _Checked] = {}
+        self.intakes: dict[cachemod.Key, _Intake] = {}
+        self.comment_after: dict[cachemod.Key, datetime] = {}
 
     async def reconcile(self, key: cachemod.Key) -> list[ex.Action]:
         build = self.ctx.cache.builds.get(key)
         if build is None or build.metadata.deleting:
             self.ctx.plans.pop(key, None)
             self.checked.pop(key, None)
+            self.intakes.pop(key, None)
+            self.comment_after.pop(key, None)
             return []
         if not self.ctx.owns_build(build):
             return []
@@ -88,6 +116,12 @@ class BuildReconciler:
         for event in events:
             state, more = self._decide(state, event, now)
             effects.extend(more)
+        if state.phase == builds.PLANNING and state.source in ("roadmap", "issues"):
+            for event in await self._intake(build, state, now, out):
+                state, more = self._decide(state, event, now)
+                effects.extend(more)
+        if state.iteration:
+            extra["iterations"] = self._iterations(build, ts, state.iteration)
         if any(isinstance(e, builds.CreatePlannerTask | builds.CreateTasks) for e in effects):
             # the tasks being created count from the next reconcile on (their creation triggers it)
             return [*out, *self._actions(build, state, effects, extra, now)]
@@ -97,6 +131,14 @@ class BuildReconciler:
             effects.extend(more)
         if state.phase == builds.WORKING and not (state.suspended or state.halted):
             self._sweep(build, ts, now, out, extra)
+        if state.phase == builds.WORKING and not state.planning_done and state.counts.all_terminal \
+                and self._drained(build, ts):
+            state, more = self._decide(state, builds.IterationEnded(), now)
+            effects.extend(more)
+            if state.phase == builds.PLANNING:
+                out.append(ex.Requeue(("BuildRequest", *build.key), now))
+        if state.source == "issues":
+            await self._comment(build, ts, now, out)
         if state.phase in (builds.FINALIZING, builds.MERGING):
             for event in self._finalize(build, ts, out, extra, now):
                 state, more = self._decide(state, event, now)
@@ -149,13 +191,13 @@ class BuildReconciler:
         else:
             self.ctx.plans.pop(build.key, None)
         existing = {n for n in self.ctx.cache.tasks_by_build.get(build.key, ())} if stashed else set()
-        for planner_name, planned, _done in stashed:
+        for planner_name, planned, done in stashed:
             planner = self.ctx.cache.tasks.get((build.namespace, planner_name))
             if planner is None:
                 continue
             ctx = plan.context_for(_wire(build), _wire(planner), existing | _names_in_namespace(self.ctx, build),
                                    total_tasks=len(self.ctx.cache.tasks_by_build.get(build.key, ())))
-            events.append(builds.PlannerFinished(planned, ctx))
+            events.append(builds.PlannerFinished(planned, ctx, done))
         planner = self.ctx.cache.tasks.get((build.namespace, state.planner_task or ""))
         if planner is not None and state.phase == builds.PLANNING and not stashed:
             last = planner.status.attempts[-1] if planner.status.attempts else None
@@ -186,10 +228,136 @@ class BuildReconciler:
         except Exception as e:
             return builds.PlanInvalid(f"the plan could not be read again: {e}")
         names_now = set(self.ctx.cache.tasks_by_build.get(build.key, ())) | _names_in_namespace(self.ctx, build)
-        ctx = plan.context_for(_wire(build), _wire(planner), names_now - _planned_by(self.ctx, build),
-                               total_tasks=len(self.ctx.cache.tasks_by_build.get(build.key, ()))
-                               - len(_planned_by(self.ctx, build)))
-        return builds.PlannerFinished(parsed.tasks, ctx)
+        mine = _planned_by(self.ctx, build, plan.iteration_of({"labels": planner.metadata.labels}))
+        ctx = plan.context_for(_wire(build), _wire(planner), names_now - mine,
+                               total_tasks=len(self.ctx.cache.tasks_by_build.get(build.key, ())) - len(mine))
+        return builds.PlannerFinished(parsed.tasks, ctx, parsed.done)
+
+    # --- intake: roadmap and issues ----------------------------------------------------------------
+
+    async def _intake(self, build: objects.BuildRequest, state: builds.BuildState, now: datetime,
+                      out: list[ex.Action]) -> list[builds.Event]:
+        """The plan of this iteration from the roadmap file or the issue tracker, or why it could not be read."""
+        memo = self.intakes.get(build.key)
+        if memo is not None and memo.iteration == state.iteration and memo.generation == build.generation \
+                and memo.retry_at is not None and now < memo.retry_at:
+            out.append(ex.Requeue(("BuildRequest", *build.key), memo.retry_at))
+            return [builds.IntakeChecked(memo.error)]
+        try:
+            if state.source == "roadmap":
+                w = await self.ctx.workspaces.get(build)
+                planned = await asyncio.to_thread(intake.read_roadmap, w, build.spec.repository.base_branch,
+                                                  build.spec.planner.roadmap_path)
+            else:
+                planned = await asyncio.to_thread(intake.read_issues, self.ctx.kube, build)
+        except intake.IntakeError as e:
+            retry_at = e.retry_at or now + INTAKE_RETRY
+            self.intakes[build.key] = _Intake(state.iteration, build.generation, (e.failure_class, e.message),
+                                              retry_at)
+            out.append(ex.Requeue(("BuildRequest", *build.key), retry_at))
+            log.warning("intake of %s/%s failed: %s", build.namespace, build.name, e.message)
+            return [builds.IntakeChecked((e.failure_class, e.message))]
+        self.intakes[build.key] = _Intake(state.iteration, build.generation, None, None)
+        mine = {t.name: t for t in self.ctx.cache.tasks_of(build.key)}
+        current = _planned_by(self.ctx, build, state.iteration)
+        base = plan.context_for(_wire(build))
+        earlier = {n for n, t in mine.items()
+                   if n not in current and plan.PLAN_NAME_ANNOTATION in t.metadata.annotations}
+        # what an earlier iteration attempted is not planned again (its merged work is on the target; a failed
+        # one stays failed until someone retries it); dependencies on it are dropped
+        fresh = [t for t in planned if plan.task_name(base, t.name) not in earlier]
+        kept = {t.name for t in fresh}
+        fresh = [t.model_copy(update={"depends_on": [d for d in t.depends_on if d in kept]}) for t in fresh]
+        ctx = plan.context_for(_wire(build), None, _names_in_namespace(self.ctx, build) - current,
+                               total_tasks=len(mine) - len(current))
+        ctx = dataclasses.replace(ctx, iteration=max(1, state.iteration))
+        return [builds.IntakeChecked(None), builds.PlannerFinished(fresh, ctx)]
+
+    async def _comment(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask], now: datetime,
+                       out: list[ex.Action]) -> None:
+        """Comment each issue whose task merged or failed for good, once."""
+        source = build.spec.planner.issues
+        after = self.comment_after.get(build.key)
+        if source is None or not source.comment or (after is not None and now < after):
+            return
+        posts: list[tuple[int, str, str]] = []
+        results: dict[int, tuple[str, str]] = {}
+        for t in sorted(ts, key=lambda t: t.name):
+            local = t.metadata.annotations.get(plan.PLAN_NAME_ANNOTATION)
+            number = trackers.issue_number(local) if local else None
+            if number is None or t.spec.parent_task or COMMENTED_ANNOTATION in t.metadata.annotations:
+                continue
+            result = self._issue_result(build, t)
+            if result is None:
+                continue
+            merged, body = result
+            posts.append((number, body, f"{build.name}/{t.name}"))
+            results[number] = (t.name, "merged" if merged else "failed")
+            if len(posts) >= MAX_COMMENTS:
+                out.append(ex.Requeue(("BuildRequest", *build.key), now + timedelta(seconds=1)))
+                break
+        if not posts:
+            return
+        try:
+            done = await asyncio.to_thread(intake.comment, self.ctx.kube, build, posts)
+        except intake.IntakeError as e:
+            done = e.done
+            retry_at = e.retry_at or now + INTAKE_RETRY
+            self.comment_after[build.key] = retry_at
+            out.append(ex.Requeue(("BuildRequest", *build.key), retry_at))
+            out.append(ex.RecordEvent(build.ref(), "Warning", "IssueCommentFailed", e.message[:1024]))
+        for number in done:
+            name, what = results[number]
+            out.append(ex.PatchObject("AgentTask", build.namespace, name,
+                                      {"metadata": {"annotations": {COMMENTED_ANNOTATION: what}}}))
+
+    def _issue_result(self, build: objects.BuildRequest, t: objects.AgentTask) -> tuple[bool, str] | None:
+        """``(merged, comment)`` once the task's result is final, else None."""
+        job = self.ctx.cache.jobs.get(t.key)
+        handoff = t.status.handoff
+        summary = handoff.summary if handoff is not None else ""
+        if job is not None and self.ctx.delivered(job):
+            return True, trackers.result_comment(build=build.name, task=t.name, merged=True,
+                                                 commit=job.status.merged_commit, summary=summary)
+        last = t.status.attempts[-1] if t.status.attempts else None
+        reason = ""
+        if t.status.phase == tasks.FAILED and not (last is not None and last.failure_class in tasks.PERSON_FAILURES):
+            reason = _last_failure(t) or "the task failed"
+        elif t.status.phase == tasks.CANCELLED:
+            reason = "the task was cancelled"
+        elif job is not None and self.ctx.undeliverable(job):
+            ready = cond.find(ctxmod.conditions_of(job), cond.READY) or {}
+            reason = f"its branch could not be merged: {ready.get('message') or job.status.phase}"
+        elif t.status.phase == tasks.SUCCEEDED and (handoff is None or not handoff.commit):
+            reason = "the agent changed nothing"
+        if not reason:
+            return None
+        return False, trackers.result_comment(build=build.name, task=t.name, merged=False, reason=reason[:2000],
+                                              summary=summary)
+
+    # --- iterations --------------------------------------------------------------------------------
+
+    def _drained(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask]) -> bool:
+        """Every MergeJob of the build is finished (merged, or no try will happen by itself)."""
+        return all(j.finished for j in self._job_views(build, ts))
+
+    def _iterations(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask],
+                    iteration: int) -> list[dict[str, Any]]:
+        """``status.iterations``: per iteration, its planned tasks, how many merged and how many failed."""
+        stats = {n: {"number": n, "tasks": 0, "merged": 0, "failed": 0} for n in range(1, min(iteration, 20) + 1)}
+        for t in ts:
+            if plan.PLAN_NAME_ANNOTATION not in t.metadata.annotations or t.spec.role == "planner":
+                continue
+            n = plan.iteration_of({"labels": t.metadata.labels}) or 1
+            if n not in stats:
+                continue
+            stats[n]["tasks"] += 1
+            job = self.ctx.cache.jobs.get(t.key)
+            if job is not None and self.ctx.delivered(job):
+                stats[n]["merged"] += 1
+            elif t.status.phase == tasks.FAILED:
+                stats[n]["failed"] += 1
+        return [stats[n] for n in sorted(stats)]
 
     def _counts(self, build: objects.BuildRequest, work: Sequence[objects.AgentTask]) -> builds.TaskCounts:
         blocked = stopped = 0
@@ -210,6 +378,8 @@ class BuildReconciler:
             reason = (last.exit_reason or "") if last is not None else ""
             if phase == tasks.FAILED and last is not None and last.failure_class in tasks.PERSON_FAILURES:
                 out.append(builds.TaskIssue(t.name, "stopped", reason or str(last.failure_class)))
+            elif phase == tasks.AWAITING_INPUT:
+                out.append(builds.TaskIssue(t.name, "awaiting", (t.status.question or "")[:500]))
             elif phase == tasks.BACKOFF and last is not None:
                 out.append(builds.TaskIssue(t.name, "retrying", f"attempt {last.number} failed "
                                                                 f"({last.failure_class}): {reason}"))
@@ -217,7 +387,10 @@ class BuildReconciler:
                 out.append(builds.TaskIssue(t.name, "failed", reason or "failed"))
             elif phase in (tasks.PENDING,) and self.ctx.readiness(t, build)[0] == "blocked":
                 out.append(builds.TaskIssue(t.name, "blocked", self.ctx.readiness(t, build)[1]))
-        order = {"stopped": 0, "retrying": 1, "failed": 2, "blocked": 3}
+        for j in sorted(self.ctx.cache.jobs_of(build.key), key=lambda j: j.name):
+            if j.status.phase == mj.AWAITING_APPROVAL:
+                out.append(builds.TaskIssue(j.name, "approval", "waiting for spec.approved"))
+        order = {"stopped": 0, "awaiting": 1, "approval": 1, "retrying": 2, "failed": 3, "blocked": 4}
         return tuple(sorted(out, key=lambda i: order[i.kind]))
 
     # --- sweeps ------------------------------------------------------------------------------------
@@ -361,6 +534,8 @@ class BuildReconciler:
                 retryable=finished and not delivered and j.status.checks != "failed",
                 message=str(ready.get("message") or "")))
         for t in ts:
+            if cachemod.purpose(t) is not None:
+                continue  # a best-of-N candidate: only its task's winner is merged
             if t.spec.role in tasks.MERGING_ROLES and t.status.phase == tasks.SUCCEEDED and t.name not in jobs \
                     and t.status.handoff is not None and t.status.handoff.commit:
                 out.append(finalization.JobView(t.name, "Missing"))
@@ -433,10 +608,13 @@ def _names_in_namespace(ctx: ctxmod.Context, build: objects.BuildRequest) -> set
     return {n for (ns, n) in ctx.cache.tasks if ns == build.namespace}
 
 
-def _planned_by(ctx: ctxmod.Context, build: objects.BuildRequest) -> set[str]:
-    """Tasks of the build's top-level plan (they exist when a plan was taken in before a restart)."""
+def _planned_by(ctx: ctxmod.Context, build: objects.BuildRequest, iteration: int) -> set[str]:
+    """Tasks of the build's top-level plan of ``iteration`` (they exist when a plan was taken in before a
+    restart)."""
+    it = str(max(1, iteration))
     return {t.name for t in ctx.cache.tasks_of(build.key)
-            if plan.PLAN_NAME_ANNOTATION in t.metadata.annotations and not t.spec.parent_task}
+            if plan.PLAN_NAME_ANNOTATION in t.metadata.annotations and not t.spec.parent_task
+            and t.metadata.labels.get(plan.ITERATION_LABEL, "1") == it}
 
 
 def _last_failure(t: objects.AgentTask) -> str:

@@ -32,7 +32,7 @@ from typing import Any, Final, Literal, TypeVar
 import pydantic
 
 from longshot.api import objects, timeutil
-from longshot.core import failures, names
+from longshot.core import failures, fanout, names
 from longshot.vcs import workspace as vws
 
 log = logging.getLogger("longshot.cache")
@@ -297,6 +297,9 @@ class Cache:
             fixes = obj.metadata.annotations.get(FIXES_ANNOTATION)
             if fixes and (ns, fixes) in self.jobs:
                 refs.append(("MergeJob", ns, fixes))
+            fanned = obj.metadata.labels.get(fanout.FANOUT_LABEL)
+            if fanned:  # a candidate, its gate or the judge of a best-of-N task: the task decides on it
+                refs.append(("AgentTask", ns, fanned))
             return refs
         assert isinstance(obj, objects.MergeJob)
         self.changes[(ns, obj.build_name)] += 1

@@ -20,7 +20,7 @@ from longshot.api import objects, timeutil
 from longshot.api.handoff import PlannedTask
 from longshot.controllers import cache as cachemod
 from longshot.controllers import workqueue
-from longshot.core import dependencies, tasks, usage
+from longshot.core import dependencies, fanout, plan, tasks, usage
 from longshot.core import mergejobs as mj
 from longshot.runtime import kube as kubemod
 from longshot.runtime import preflight
@@ -64,6 +64,9 @@ class Context:
     """Keep the default-deny agent NetworkPolicy of a namespace (``runtime.netpol.ensure``); None: off."""
     policed: set[str] = field(default_factory=set)
     """Namespaces whose agent NetworkPolicy this replica made sure of."""
+    workspaces: Any = None
+    """The operator's git workspaces (``controllers.mergequeue.Workspaces``), shared by the merge queue, roadmap
+    intake and best-of-N gates; set by the manager."""
     _views: dict[Key, tuple[tuple[int, int], BuildViews]] = field(default_factory=dict)
     _versions: dict[Key, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -136,7 +139,7 @@ class Context:
     def undeliverable(self, job: objects.MergeJob, depth: int = 0) -> bool:
         """The job finished without merging and nothing will carry it any more."""
         phase = job.status.phase
-        if phase in mj.DELIVERED or phase in (None, mj.QUEUED, mj.TESTING):
+        if phase in mj.DELIVERED or phase in (None, mj.QUEUED, mj.TESTING, mj.AWAITING_APPROVAL):
             return False
         if phase == mj.CONFLICTED and not job_terminal(job):
             return False
@@ -159,6 +162,18 @@ class Context:
         policy = task.spec.depends_on_policy
         return dependencies.readiness(task.spec.depends_on, self.views(build.key).deps,
                                       mode=build.spec.dependencies, policy=policy.type, quorum=policy.k)
+
+    def fanout_of(self, task: objects.AgentTask, build: objects.BuildRequest) -> fanout.Settings | None:
+        """The task's best-of-N settings, or None when it runs as one attempt (``core.fanout.effective``)."""
+        if (task.spec.fanout is None and build.spec.fanout is None) or task.spec.role not in MERGING_ROLES \
+                or fanout.FANOUT_LABEL in task.metadata.labels:
+            return None
+        if task.status.attempts and task.status.fanout is None:
+            return None  # it started as one attempt before a fanout was set: it stays one
+        own = task.spec.fanout.model_dump(by_alias=True) if task.spec.fanout is not None else None
+        built = build.spec.fanout.model_dump(by_alias=True) if build.spec.fanout is not None else None
+        planned = plan.PLAN_NAME_ANNOTATION in task.metadata.annotations
+        return fanout.effective(own, built, role=task.spec.role, planned=planned)
 
     def usage(self, build: objects.BuildRequest) -> tuple[int, float]:
         v = self.views(build.key)

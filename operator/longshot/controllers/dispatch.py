@@ -3,7 +3,8 @@
 Candidates are the pending tasks of the builds whose shard this replica holds, with their dependencies' readiness
 (``core.dependencies`` via the context); the operator-wide limit counts every running agent task the replica sees,
 whichever replica started it. The chosen tasks are admitted through the task reconciler (one Pod create and one
-status write each), concurrently.
+status write each), concurrently. A best-of-N task holds no slot and is never admitted: its candidates are (they
+run in parallel whatever their scope: one scheduling group).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from longshot import metrics
 from longshot.api import objects
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
-from longshot.core import scheduler, tasks
+from longshot.core import fanout, scheduler, tasks
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ def plan(ctx: ctxmod.Context) -> Plan:
         if phase not in (tasks.PENDING, tasks.RUNNING) or (t.spec.cancel and phase == tasks.PENDING):
             continue
         build = ctx.cache.build_of(t)
-        if build is None:
+        if build is None or ctx.fanout_of(t, build) is not None:
             continue
         bkey = f"{build.namespace}/{build.name}"
         if phase == tasks.RUNNING:
@@ -65,7 +66,8 @@ def plan(ctx: ctxmod.Context) -> Plan:
 def _view(t: objects.AgentTask, build: str, phase: str, ready: bool) -> scheduler.TaskView:
     return scheduler.TaskView(name=t.name, build=build, priority=t.spec.priority,
                               created=t.metadata.creation_timestamp, depends_on=tuple(t.spec.depends_on),
-                              scope=tuple(t.spec.scope), phase=phase, dependencies_ready=ready)
+                              scope=tuple(t.spec.scope), phase=phase, dependencies_ready=ready,
+                              group=t.metadata.labels.get(fanout.FANOUT_LABEL, ""))
 
 
 def _build_view(ctx: ctxmod.Context, build: objects.BuildRequest) -> scheduler.BuildView:

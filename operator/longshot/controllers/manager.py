@@ -71,7 +71,8 @@ class Manager:
         self.tasks = tasksc.TaskReconciler(self.ctx)
         self.builds = buildsc.BuildReconciler(self.ctx)
         self.jobs = mjc.MergeJobReconciler(self.ctx)
-        self.queues = mqc.QueueReconciler(self.ctx, mqc.Workspaces(self.ctx))
+        self.ctx.workspaces = mqc.Workspaces(self.ctx)  # shared: merge queue, roadmap intake, best-of-N gates
+        self.queues = mqc.QueueReconciler(self.ctx, self.ctx.workspaces)
         self.reconcilers: Mapping[str, Callable[[str, str], Awaitable[list[ex.Action]]]] = {
             "AgentTask": lambda ns, n: self.tasks.reconcile((ns, n)),
             "BuildRequest": lambda ns, n: self.builds.reconcile((ns, n)),

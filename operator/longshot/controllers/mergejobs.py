@@ -21,6 +21,7 @@ from longshot.controllers import executor as ex
 from longshot.core import mergejobs as mj
 from longshot.core import plan
 from longshot.core.effects import EmitEvent, SetCondition
+from longshot.runtime import pods
 
 log = logging.getLogger("longshot.mergejobs")
 
@@ -39,7 +40,33 @@ def job_state(ctx: ctxmod.Context, job: objects.MergeJob, build: objects.BuildRe
         errors=s.errors, not_before=s.not_before, batch=batch, merged_commit=s.merged_commit, fixer=s.fixer,
         priority=job.spec.priority, fix_depth=cachemod.fix_depth(task),
         max_conflict_retries=build.spec.merge.max_conflict_retries,
-        fixers_left=max(0, build.spec.merge.max_fixers - ctx.views(build.key).fixers))
+        fixers_left=max(0, build.spec.merge.max_fixers - ctx.views(build.key).fixers),
+        needs_approval=build.spec.merge.require_approval and not job.spec.approved)
+
+
+def gate_command(build: objects.BuildRequest) -> str:
+    """The quality gate's command for the build's profile (``&&``-joined), or "" when there is none."""
+    gate = build.spec.quality_gate
+    test = gate.test_command or build.spec.reconciler.command
+    parts: dict[str, list[str | None]] = {"minimal": [test], "standard": [gate.lint_command, test],
+                                          "strict": [gate.typecheck_command, gate.lint_command, test]}
+    return " && ".join(p for p in parts[gate.profile] if p)
+
+
+def tester_manifest(build: objects.BuildRequest, name: str, *, branch: str, command: str, purpose: str,
+                    description: str, priority: int, annotations: dict[str, str] | None = None,
+                    labels: dict[str, str] | None = None, role: str = "tester") -> dict[str, Any]:
+    return {
+        "apiVersion": build.api_version, "kind": "AgentTask",
+        "metadata": {"name": name, "namespace": build.namespace,
+                     "labels": {**plan.task_labels(build.name, role), cachemod.PURPOSE_LABEL: purpose,
+                                **(labels or {})},
+                     "annotations": {**({pods.TEST_COMMAND_ANNOTATION: command} if command else {}),
+                                     **(annotations or {})},
+                     "ownerReferences": [build.owner_reference()]},
+        "spec": {"buildRef": {"name": build.name}, "description": description, "role": role,
+                 "priority": min(10, max(1, priority)), "branch": branch},
+    }
 
 
 def fixer_manifest(build: objects.BuildRequest, name: str, *, branch: str, description: str,

@@ -6,6 +6,8 @@ Each reconcile of ``("Queue", "", "<repository key>|<target>")``:
 1. fetches the target and, for conflicted jobs, notices that it moved (``TargetMoved``);
 2. runs the per-branch checks of new candidates: the secret scan of every commit of the branch, and for the
    ``strict`` profile a reviewer task ``<job>-review`` (``ChecksPassed`` / ``SecretFound`` / ``ChangesRequested``);
+   with ``spec.merge.requireApproval`` a job that passed them waits at ``AwaitingApproval`` until its
+   ``spec.approved`` is true (``Approved``);
 3. asks ``core.mergequeue.decide`` what to do with the batch, and does it: build the speculative commits and
    publish them (``PrepareBatch``), start one tester task per gated prefix (``StartProbes``), push a tested prefix
    with a compare-and-swap (``Land``), evict a culprit to a fixer with the failing output (``Evict``), put the
@@ -38,7 +40,7 @@ from longshot.controllers import mergejobs as mjc
 from longshot.core import mergejobs as mj
 from longshot.core import mergequeue as q
 from longshot.core import names, plan, tasks
-from longshot.runtime import pods
+from longshot.runtime import trackers
 from longshot.vcs import secretscan, speculate
 from longshot.vcs import workspace as vws
 
@@ -48,29 +50,8 @@ GATE = "gate"
 REVIEW = "review"
 
 
-def gate_command(build: objects.BuildRequest) -> str:
-    """The quality gate's command for the build's profile (``&&``-joined), or "" when there is none."""
-    gate = build.spec.quality_gate
-    test = gate.test_command or build.spec.reconciler.command
-    parts: dict[str, list[str | None]] = {"minimal": [test], "standard": [gate.lint_command, test],
-                                          "strict": [gate.typecheck_command, gate.lint_command, test]}
-    return " && ".join(p for p in parts[gate.profile] if p)
-
-
-def tester_manifest(build: objects.BuildRequest, name: str, *, branch: str, command: str, purpose: str,
-                    description: str, priority: int, annotations: dict[str, str] | None = None,
-                    labels: dict[str, str] | None = None, role: str = "tester") -> dict[str, Any]:
-    return {
-        "apiVersion": build.api_version, "kind": "AgentTask",
-        "metadata": {"name": name, "namespace": build.namespace,
-                     "labels": {**plan.task_labels(build.name, role), cachemod.PURPOSE_LABEL: purpose,
-                                **(labels or {})},
-                     "annotations": {**({pods.TEST_COMMAND_ANNOTATION: command} if command else {}),
-                                     **(annotations or {})},
-                     "ownerReferences": [build.owner_reference()]},
-        "spec": {"buildRef": {"name": build.name}, "description": description, "role": role,
-                 "priority": min(10, max(1, priority)), "branch": branch},
-    }
+gate_command = mjc.gate_command
+tester_manifest = mjc.tester_manifest
 
 
 class Workspaces:
@@ -173,7 +154,8 @@ class QueueReconciler:
         if not self.ctx.owns(shard):
             return []
         pairs = self._jobs(shard, target)
-        live = [(j, b) for j, b in pairs if j.status.phase in (None, mj.QUEUED, mj.TESTING, mj.CONFLICTED)]
+        live = [(j, b) for j, b in pairs if j.status.phase in (None, mj.QUEUED, mj.TESTING, mj.CONFLICTED,
+                                                                mj.AWAITING_APPROVAL)]
         if not live:
             return []
         now = self.ctx.clock()
@@ -191,6 +173,9 @@ class QueueReconciler:
                 events.append(mj.TargetMoved(head))
             if state.phase == mj.QUEUED and state.checks == "pending":
                 events.extend(await self._checks(job, build, w, out))
+            if state.phase == mj.AWAITING_APPROVAL and not state.needs_approval:
+                events.append(mj.Approved("spec.approved is true" if job.spec.approved
+                                          else "the build no longer requires approval"))
             if events:
                 state, effects = mjc.decide(job, state, events, now)
                 out += mjc.actions(job, build, state, effects, now, name)
@@ -385,9 +370,34 @@ class QueueReconciler:
                              "candidates applied to the target as they would land."))))
 
     def _member(self, job: objects.MergeJob, build: objects.BuildRequest) -> speculate.Member:
+        check_off, references = self.intake_of(job, build)
         return speculate.Member(name=job.name, namespace=job.namespace, uid=job.metadata.uid, branch=job.spec.branch,
                                 commit=job.spec.commit or "", strategy=job.spec.strategy, task=job.task_name,
-                                build=build.name)
+                                build=build.name, check_off=check_off, references=references)
+
+    def intake_of(self, job: objects.MergeJob, build: objects.BuildRequest
+                  ) -> tuple[tuple[str, str] | None, tuple[str, ...]]:
+        """What the intake hook adds to the job's merged commit: the roadmap item to check off (a roadmap-driven
+        build) or the issue reference (an issue-driven build), from the planned task whose work the branch
+        carries (through the fixers that took branches over)."""
+        source = build.spec.planner.source
+        if source == "llm":
+            return None, ()
+        ns = job.namespace
+        task = self.ctx.cache.tasks.get((ns, job.task_name))
+        for _ in range(5):
+            fixes = task.metadata.annotations.get(cachemod.FIXES_ANNOTATION) if task is not None else None
+            if not fixes:
+                break
+            fixed = self.ctx.cache.jobs.get((ns, fixes))
+            task = self.ctx.cache.tasks.get((ns, fixed.task_name if fixed is not None else fixes))
+        local = task.metadata.annotations.get(plan.PLAN_NAME_ANNOTATION) if task is not None else None
+        if not local or (task is not None and task.spec.parent_task):
+            return None, ()
+        if source == "roadmap":
+            return (build.spec.planner.roadmap_path, local), ()
+        number = trackers.issue_number(local)
+        return None, ((trackers.commit_reference(number),) if number is not None else ())
 
     def _error_batch(self, members: Sequence[objects.MergeJob], build: objects.BuildRequest, why: Sequence[str],
                      now: datetime, name: str) -> list[ex.Action]:

@@ -11,7 +11,12 @@
   ``PodFinished``; a Pod missing from the cache and from the API -> ``PodVanished``;
 * Pending: a Pod of the next attempt that exists already is adopted; the dependencies' readiness
   (``core.dependencies``) -> ``DependenciesChanged`` when it differs from the task's conditions;
-* Backoff: due -> ``BackoffElapsed``, else a timer.
+* Backoff: due -> ``BackoffElapsed``, else a timer;
+* AwaitingInput: a ``spec.answer`` that differs from ``status.answer`` -> ``Answered``;
+* Running, the Pod running but silent: no heartbeat (``status.progress.lastHeartbeat``, else the attempt's start)
+  for longer than ``LONGSHOT_HEARTBEAT_TIMEOUT_SECONDS`` -> ``HeartbeatLost`` (the Pod is deleted);
+* a best-of-N task (``core.fanout``): its dependencies ready -> ``StartFanout``; while its round runs
+  ``controllers.fanout`` gates and judges the candidates -> ``FanoutFinished``.
 
 Admission (``Admitted``) comes from the dispatcher, through :meth:`TaskReconciler.admit`. The effects become
 executor actions; the status is written once, last, fenced on the task's resourceVersion.
@@ -32,7 +37,9 @@ from longshot.api import objects
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
-from longshot.core import failures, plan, tasks
+from longshot.controllers import fanout as fanoutc
+from longshot.controllers import taskinput
+from longshot.core import failures, fanout, plan, tasks
 from longshot.core.effects import EmitEvent, SetCondition
 from longshot.runtime import handoffs, pods
 
@@ -81,6 +88,7 @@ def initial_status(created: Mapping[str, Any], now: datetime) -> dict[str, Any]:
 class TaskReconciler:
     def __init__(self, ctx: ctxmod.Context) -> None:
         self.ctx = ctx
+        self.fanout = fanoutc.Fanout(ctx)
 
     # --- entry points --------------------------------------------------------------------------------
 
@@ -91,8 +99,42 @@ class TaskReconciler:
         task, build = loaded
         now = self.ctx.clock()
         state = tasks.TaskState.from_task(task, build.spec.retry)
+        fan = self.ctx.fanout_of(task, build)
+        if fan is not None:
+            return await self._fanout(task, build, state, fan, now)
         events, pre = await self._observe(task, build, state, now)
         return self._decide(task, build, state, events, now, pre)
+
+    async def _fanout(self, task: objects.AgentTask, build: objects.BuildRequest, state: tasks.TaskState,
+                      fan: Any, now: datetime) -> list[ex.Action]:
+        """A best-of-N task: no Pod of its own; its round of candidates (``controllers.fanout``)."""
+        spec = task.spec
+        pre: list[ex.Action] = []
+        extra: dict[str, Any] = {}
+        if spec.cancel and state.phase not in tasks.TERMINAL:
+            events: list[tasks.Event] = [tasks.CancelRequested()]
+        else:
+            events = []
+            if spec.retry_token and spec.retry_token != state.retry_token:
+                events.append(tasks.RetryRequested(spec.retry_token))
+            if state.phase == tasks.PENDING:
+                if self.ctx.readiness(task, build)[0] == "ready":
+                    events.append(tasks.StartFanout(fan.count))
+                    first = self.fanout.snapshot(task, build, fan, state.attempt + 1, True)
+                    extra["fanout"] = fanout.status(first, fanout.Record())
+                else:
+                    events.extend(self._dependencies(task, build, now))
+            elif state.phase == tasks.RUNNING:
+                more, pre, wire = await self.fanout.observe(task, build, fan, state, now)
+                events.extend(more)
+                if task.status.fanout is None or wire != task.status.fanout.model_dump(
+                        by_alias=True, mode="json", exclude_none=True):
+                    extra["fanout"] = wire
+        if state.phase != tasks.RUNNING or any(isinstance(e, (tasks.CancelRequested, tasks.FanoutFinished))
+                                               for e in events):
+            pre += await self.fanout.stop(task, build, fan, state)
+        actions = self._decide(task, build, state, events, now, pre, extra)
+        return actions
 
     async def admit(self, key: cachemod.Key) -> list[ex.Action]:
         """The dispatcher chose this task: start its next attempt."""
@@ -157,6 +199,8 @@ class TaskReconciler:
                 events.append(tasks.BackoffElapsed())
             else:
                 pre.append(ex.Requeue(("AgentTask", *task.key), state.next_attempt_time))
+        elif state.phase == tasks.AWAITING_INPUT and spec.answer and spec.answer != state.answer:
+            events.append(tasks.Answered(spec.answer))
         return events, pre
 
     def _dependencies(self, task: objects.AgentTask, build: objects.BuildRequest,
@@ -202,6 +246,29 @@ class TaskReconciler:
             return tasks.PodFinished(pod.status, None, attempt, outcome=outcome, build_generation=build.generation)
         if pod.phase == "Pending" and (now - created).total_seconds() >= EVENT_CHECK_AFTER_SECONDS:
             pre.append(ex.Requeue(("AgentTask", *task.key), now + timedelta(seconds=15)))
+        if pod.phase == "Running":
+            return self._heartbeat(task, attempt, created, now, pre)
+        return None
+
+    def _heartbeat(self, task: objects.AgentTask, attempt: int, created: datetime, now: datetime,
+                   pre: list[ex.Action]) -> tasks.Event | None:
+        """``HeartbeatLost`` when the running attempt has been silent for longer than the bound, else a timer for
+        when it would be. Only with the gateway: it is the heartbeats' way to the task's status."""
+        bound = self.ctx.settings.heartbeat_timeout_seconds
+        if bound <= 0 or not self.ctx.settings.gateway_url:
+            return None
+        progress = task.status.progress
+        beat = None
+        if progress is not None and progress.attempt in (None, attempt):
+            beat = progress.last_heartbeat
+        record = next((a for a in task.status.attempts if a.number == attempt), None)
+        started = record.start_time if record is not None and record.start_time is not None else created
+        silence = tasks.heartbeat_silence(beat, started, now)
+        if silence is None:
+            return None
+        if silence > bound:
+            return tasks.HeartbeatLost(silence, float(bound), attempt)
+        pre.append(ex.Requeue(("AgentTask", *task.key), now + timedelta(seconds=bound - silence + 1)))
         return None
 
     def _metered(self, task: objects.AgentTask, attempt: int) -> tasks.Usage | None:
@@ -236,7 +303,8 @@ class TaskReconciler:
     # --- deciding and acting -----------------------------------------------------------------------
 
     def _decide(self, task: objects.AgentTask, build: objects.BuildRequest, state: tasks.TaskState,
-                events: Sequence[tasks.Event], now: datetime, pre: list[ex.Action]) -> list[ex.Action]:
+                events: Sequence[tasks.Event], now: datetime, pre: list[ex.Action],
+                extra: dict[str, Any] | None = None) -> list[ex.Action]:
         effects: list[tasks.Effect] = []
         for event in events:
             try:
@@ -245,24 +313,27 @@ class TaskReconciler:
                 log.error("task %s/%s: %s", task.namespace, task.name, e)
                 continue
             effects.extend(more)
-        if not effects and task.status.conditions:
+        if not effects and task.status.conditions and not extra:
             return pre
         if not task.status.conditions:
             effects = [*tasks.initial_conditions(), *effects]
-        return [*pre, *self.actions(task, build, state, effects, now)]
+        return [*pre, *self.actions(task, build, state, effects, now, extra)]
 
     def actions(self, task: objects.AgentTask, build: objects.BuildRequest, state: tasks.TaskState,
-                effects: Sequence[tasks.Effect], now: datetime) -> list[ex.Action]:
+                effects: Sequence[tasks.Effect], now: datetime, extra: dict[str, Any] | None = None
+                ) -> list[ex.Action]:
         ns, name = task.key
         ref = task.ref()
         conds = ctxmod.conditions_of(task)
         attempts = {a.number: a.model_dump(by_alias=True, mode="json", exclude_none=True) for a in task.status.attempts}
-        status: dict[str, Any] = dict(state.to_status())
+        status: dict[str, Any] = {**state.to_status(), **(extra or {})}
         out: list[ex.Action] = []
         for e in effects:
             if isinstance(e, tasks.CreatePod):
                 out.append(ex.CreatePod(pods.build_agent_pod(to_dict(task), to_dict(build), self.ctx.settings,
-                                                             e.attempt)))
+                                                             e.attempt, taskinput.extra(self.ctx, task, build))))
+            elif isinstance(e, tasks.StartCandidates):
+                out.append(ex.Requeue(("AgentTask", ns, name), now))  # the round's candidates are made next
             elif isinstance(e, tasks.DeletePod):
                 if e.name:
                     out.append(ex.DeletePod(ns, e.name))

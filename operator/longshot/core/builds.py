@@ -11,6 +11,14 @@ branches and runs the final sweep) or, with finalization disabled, ``Merging`` (
 change the phase. The phase is derived from the status (:func:`phase_from_status`), so a restarted operator
 rebuilds it without trusting ``status.phase`` (which is for display).
 
+**Iterations.** Planning runs in iterations (``spec.planner.maxIterations``). When every task of an iteration
+has ended and its branches landed (the shell sends :class:`IterationEnded` once the build's merge queue has
+drained), the next iteration is planned on the new target tip: a planner task ``<build>-planner-i<k>`` whose task
+input has the last iteration's results, or, for ``spec.planner.source`` ``roadmap`` and ``issues``, the shell
+reads the source again (no planner Pod). Planning stops when the planner answers ``done`` (or an iteration after
+the first plans nothing, or an intake source has nothing left: ``Planned=True/RequestMet``) or after
+``maxIterations`` iterations; only then does the build finalize. ``status.iteration`` is the iteration under way.
+
 The summary conditions follow kstatus and the Kubernetes conventions and are recomputed after every event
 (:func:`summary`): ``Ready`` is True only when the build succeeded; ``Stalled`` is True with a reason on a
 terminal failure or when a person must act (configuration, credentials, budget); ``Reconciling`` is True while
@@ -39,6 +47,9 @@ FINALIZING: Final = "Finalizing"
 SUCCEEDED: Final = "Succeeded"
 FAILED: Final = "Failed"
 DONE: Final = frozenset({SUCCEEDED, FAILED})
+
+REQUEST_MET: Final = "RequestMet"
+"""``Planned`` reason once no more iterations will be planned because the request is met."""
 
 TERMINAL_REASONS: Final = frozenset({"TasksFailed", "TestsFailed", "UnmergedBranches", "PlanRejected"})
 """Reasons of ``Stalled=True`` that mean the build is finished (failed), not waiting on a person."""
@@ -107,17 +118,21 @@ class TaskCounts:
 class TaskIssue:
     """A task that needs attention, for the build's summary conditions.
 
-    ``kind``: ``stopped`` (waits on a person: Auth, Configuration, BudgetExceeded), ``retrying`` (failed an
-    attempt, another is scheduled), ``failed`` (failed for good), ``blocked`` (a dependency failed)."""
+    ``kind``: ``stopped`` (waits on a person: Auth, Configuration, BudgetExceeded), ``awaiting`` (its agent
+    asked a question, waiting for ``spec.answer``), ``approval`` (a MergeJob waits for ``spec.approved``;
+    ``task`` is the MergeJob's name), ``retrying`` (failed an attempt, another is scheduled), ``failed`` (failed
+    for good), ``blocked`` (a dependency failed)."""
 
     task: str
-    kind: Literal["stopped", "retrying", "failed", "blocked"]
+    kind: Literal["stopped", "awaiting", "approval", "retrying", "failed", "blocked"]
     message: str
 
 
 def phase_from_status(conditions: Iterable[Mapping[str, Any]] | None, counts: TaskCounts,
-                      planner_task: str | None, finalization_enabled: bool) -> BuildPhase:
-    """The decider's phase implied by the status (the source of truth after a restart)."""
+                      planner_task: str | None, finalization_enabled: bool, *, iteration: int = 0,
+                      planning_done: bool = True) -> BuildPhase:
+    """The decider's phase implied by the status (the source of truth after a restart). ``planning_done``: no
+    more iterations will be planned (the request is met or ``maxIterations`` ran)."""
     conds = list(conditions or ())
     if c.is_true(conds, c.READY):
         return SUCCEEDED
@@ -128,10 +143,10 @@ def phase_from_status(conditions: Iterable[Mapping[str, Any]] | None, counts: Ta
     if planned is not None and planned.get("status") == c.FALSE:
         return FAILED
     if planned is not None and planned.get("status") == c.TRUE:
-        if counts.all_terminal:
+        if planning_done and (counts.all_terminal or counts.total == 0):
             return FINALIZING if finalization_enabled else MERGING
         return WORKING
-    return PLANNING if planner_task else PENDING
+    return PLANNING if planner_task or iteration > 0 else PENDING
 
 
 @dataclass(frozen=True)
@@ -155,6 +170,22 @@ class BuildState:
     outcome: tuple[str, str] | None = None
     """``(reason, message)`` of the finished build."""
     deleted: bool = False
+    iteration: int = 0
+    """The planning iteration under way (``status.iteration``): 0 before planning, 1 for the first plan."""
+    max_iterations: int = 1
+    """``spec.planner.maxIterations``."""
+    source: str = "llm"
+    """``spec.planner.source``: ``llm`` (planner Pods), ``roadmap`` or ``issues`` (the shell reads them)."""
+    request_met: bool = False
+    """The planner answered done (or planned nothing after the first iteration; an intake source had nothing
+    left): no more iterations."""
+    intake_error: tuple[str, str] | None = None
+    """``(failure class, message)`` of the last failed read of the roadmap or issue tracker."""
+
+    @property
+    def planning_done(self) -> bool:
+        """No more iterations will be planned."""
+        return self.request_met or max(self.iteration, 1) >= self.max_iterations
 
     @property
     def display_phase(self) -> str:
@@ -176,7 +207,13 @@ class BuildState:
         ready = c.find(conds, c.READY)
         if ready is not None and status.completion_time is not None:
             outcome = (str(ready.get("reason")), str(ready.get("message")))
-        phase = phase_from_status(conds, counts, status.planner_task, spec.finalization.enabled)
+        planned = c.find(conds, c.PLANNED)
+        iteration = status.iteration or (1 if planned is not None else 0)
+        request_met = planned is not None and planned.get("reason") == REQUEST_MET
+        max_iterations = spec.planner.max_iterations
+        planning_done = request_met or (iteration > 0 and iteration >= max_iterations)
+        phase = phase_from_status(conds, counts, status.planner_task, spec.finalization.enabled,
+                                  iteration=iteration, planning_done=planning_done)
         return cls(
             ref=plan.BuildRef(name=build.metadata.name, namespace=build.metadata.namespace,
                               uid=build.metadata.uid),
@@ -191,12 +228,16 @@ class BuildState:
             halted=c.is_true(conds, c.HALTED),
             counts=counts,
             outcome=outcome if phase in DONE else None,
+            iteration=iteration,
+            max_iterations=max_iterations,
+            source=spec.planner.source,
+            request_met=request_met,
         )
 
     def to_status(self) -> dict[str, Any]:
         """Status fields this state owns (conditions come from the effects)."""
         return {"phase": self.display_phase, "plannerTask": self.planner_task, "replans": self.replans,
-                "tasks": self.counts.to_wire()}
+                "tasks": self.counts.to_wire(), "iteration": self.iteration}
 
 
 # --- events ------------------------------------------------------------------------------------------
@@ -210,10 +251,27 @@ class Created:
 @dataclass(frozen=True)
 class PlannerFinished:
     """A planner task succeeded with ``tasks``; ``context`` is ``plan.context_for(...)`` (its ``parent`` is
-    None for the build's own planner, the subplanner's name otherwise)."""
+    None for the build's own planner, the subplanner's name otherwise). For ``roadmap`` and ``issues`` sources
+    the shell sends it with the tasks it read. ``done``: the planner said the request is met."""
 
     tasks: Sequence[PlannedTask]
     context: plan.PlanContext
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class IterationEnded:
+    """Every task of the iteration has ended and the build's merge queue has drained (no MergeJob on its way,
+    no fixer running): plan the next iteration, unless planning is done."""
+
+
+@dataclass(frozen=True)
+class IntakeChecked:
+    """The shell's last read of the roadmap file or issue tracker: None when it worked, else ``(failure class,
+    message)``: ``Auth`` and ``Configuration`` wait for a person, ``RateLimited`` and ``Infrastructure`` are
+    retried by the shell."""
+
+    error: tuple[str, str] | None
 
 
 @dataclass(frozen=True)
@@ -286,7 +344,8 @@ class Finished:
 
 
 Event = (Created | PlannerFinished | PlanInvalid | TaskCountsChanged | IssuesChanged | ConfigurationChecked
-         | SuspendChanged | BudgetChanged | Killswitch | Deleted | FinalizationStarted | Finished)
+         | SuspendChanged | BudgetChanged | Killswitch | Deleted | FinalizationStarted | Finished | IterationEnded
+         | IntakeChecked)
 
 # --- effects -----------------------------------------------------------------------------------------
 
@@ -323,13 +382,24 @@ def _ignore(state: BuildState, event: Any, now: datetime) -> Result:
     return state, []
 
 
+_SOURCE_TEXT: Final[Mapping[str, str]] = {"roadmap": "the roadmap file", "issues": "the issue tracker"}
+
+
 def _create(state: BuildState, event: Created, now: datetime) -> Result:
-    manifest = plan.planner_task_manifest(state.ref, state.request)
-    name = manifest["metadata"]["name"]
-    new = replace(state, phase=PLANNING, planner_task=name)
     finalized = (SetCondition(c.FINALIZED, c.UNKNOWN, "Pending", "finalization runs when no work is left")
                  if state.finalization_enabled else
                  SetCondition(c.FINALIZED, c.UNKNOWN, "Disabled", "spec.finalization.enabled is false"))
+    if state.source in _SOURCE_TEXT:
+        text = f"iteration 1: reading {_SOURCE_TEXT[state.source]} (spec.planner.source={state.source})"
+        return replace(state, phase=PLANNING, iteration=1), [
+            SetCondition(c.PLANNED, c.UNKNOWN, "Pending", text),
+            SetCondition(c.MERGED, c.UNKNOWN, "Pending", "nothing to merge yet"),
+            finalized,
+            EmitEvent("Normal", "Planning", text),
+        ]
+    manifest = plan.planner_task_manifest(state.ref, state.request, iteration=1)
+    name = manifest["metadata"]["name"]
+    new = replace(state, phase=PLANNING, planner_task=name, iteration=1)
     return new, [
         CreatePlannerTask(manifest),
         SetCondition(c.PLANNED, c.UNKNOWN, "Pending", f"waiting for the planner task {name}"),
@@ -339,10 +409,52 @@ def _create(state: BuildState, event: Created, now: datetime) -> Result:
     ]
 
 
+def _iteration_ended(state: BuildState, event: IterationEnded, now: datetime) -> Result:
+    if state.planning_done or state.iteration < 1:
+        return state, []
+    k = state.iteration + 1
+    of = f"iteration {k} of {state.max_iterations}"
+    if state.source in _SOURCE_TEXT:
+        text = f"{of}: reading {_SOURCE_TEXT[state.source]} again at the new target tip"
+        return replace(state, phase=PLANNING, iteration=k), [
+            SetCondition(c.PLANNED, c.UNKNOWN, "NextIteration", text),
+            EmitEvent("Normal", "NextIteration", text),
+        ]
+    manifest = plan.planner_task_manifest(state.ref, state.request, iteration=k)
+    name = manifest["metadata"]["name"]
+    text = f"{of}: planner task {name} plans what is left on the new target tip"
+    return replace(state, phase=PLANNING, iteration=k, planner_task=name), [
+        CreatePlannerTask(manifest),
+        SetCondition(c.PLANNED, c.UNKNOWN, "NextIteration", text),
+        EmitEvent("Normal", "NextIteration", text),
+    ]
+
+
+def _intake(state: BuildState, event: IntakeChecked, now: datetime) -> Result:
+    if event.error == state.intake_error:
+        return state, []
+    new = replace(state, intake_error=event.error)
+    if event.error is None:
+        return new, [EmitEvent("Normal", "IntakeRead", f"{_SOURCE_TEXT.get(state.source, 'the source')} was read")]
+    fc, message = event.error
+    return new, [EmitEvent("Warning", "RateLimited" if fc == "RateLimited" else "IntakeFailed", message)]
+
+
 def _reject(state: BuildState, message: str) -> Result:
+    if state.source in _SOURCE_TEXT:
+        # a roadmap or issue list that does not make a valid plan: a person must change the source
+        text = f"iteration {state.iteration}: the tasks from {_SOURCE_TEXT[state.source]} are not a valid plan: " \
+               f"{message}"
+        new = replace(state, phase=FAILED, outcome=("PlanRejected", text))
+        effects0: list[Effect] = [SetCondition(c.PLANNED, c.FALSE, "PlanRejected", text), SetCompletion(True),
+                                  EmitEvent("Warning", "PlanRejected", text)]
+        if state.finalization_enabled:
+            effects0.insert(1, SetCondition(c.FINALIZED, c.FALSE, "PlanRejected", text))
+        return new, effects0
     if state.replans < state.max_replans:
         n = state.replans + 1
-        manifest = plan.planner_task_manifest(state.ref, state.request, replan=n, feedback=message)
+        manifest = plan.planner_task_manifest(state.ref, state.request, replan=n, feedback=message,
+                                              iteration=max(1, state.iteration))
         name = manifest["metadata"]["name"]
         new = replace(state, replans=n, planner_task=name)
         text = f"plan rejected: {message}; re-planning ({n} of {state.max_replans}) with {name}"
@@ -369,10 +481,21 @@ def _planner_finished(state: BuildState, event: PlannerFinished, now: datetime) 
         return _subplan(state, event, now)
     if state.phase != PLANNING:
         return state, []  # the same plan delivered again after it was accepted: nothing to do
+    iteration = max(1, state.iteration)
+    if event.done or (not event.tasks and (iteration > 1 or state.source in _SOURCE_TEXT)):
+        why = ("the planner says the request is met" if event.done or state.source not in _SOURCE_TEXT
+               else f"{_SOURCE_TEXT[state.source]} has nothing left to do")
+        text = f"iteration {iteration}: {why}; no more iterations"
+        return replace(state, phase=WORKING, request_met=True, iteration=iteration), [
+            SetCondition(c.PLANNED, c.TRUE, REQUEST_MET, text),
+            EmitEvent("Normal", REQUEST_MET, text),
+        ]
     result = plan.build_tasks(event.tasks, ctx)
     if isinstance(result, plan.Rejected):
         return _reject(state, result.message)
     text = f"{len(result.manifests)} tasks planned"
+    if state.max_iterations > 1:
+        text = f"iteration {iteration} of {state.max_iterations}: {text}"
     effects: list[Effect] = [
         CreateTasks(result.manifests),
         SetCondition(c.PLANNED, c.TRUE, "PlanAccepted", text),
@@ -381,7 +504,7 @@ def _planner_finished(state: BuildState, event: PlannerFinished, now: datetime) 
     if result.downgraded:
         effects.append(EmitEvent("Normal", "DecomposeLimited",
                                  "planner.maxDepth reached; run as workers: " + ", ".join(result.downgraded)))
-    return replace(state, phase=WORKING), effects
+    return replace(state, phase=WORKING, iteration=iteration), effects
 
 
 def _subplan(state: BuildState, event: PlannerFinished, now: datetime) -> Result:
@@ -406,7 +529,7 @@ def _counts(state: BuildState, event: TaskCountsChanged, now: datetime) -> Resul
     new = replace(state, counts=counts)
     if state.phase in (PENDING, PLANNING):
         return new, []
-    if not counts.all_terminal:
+    if not (counts.all_terminal or (counts.total == 0 and state.planning_done)):
         if state.phase == WORKING:
             return new, []
         # A finishing or finished build got work again (a task was retried or resumed).
@@ -416,6 +539,8 @@ def _counts(state: BuildState, event: TaskCountsChanged, now: datetime) -> Resul
         ]
     if state.phase in (FINALIZING, MERGING) or state.phase in DONE:
         return new, []
+    if not state.planning_done:
+        return new, []  # the iteration ends when the merge queue has drained (IterationEnded)
     summary = (f"{counts.succeeded} succeeded, {counts.failed} failed, {counts.cancelled} cancelled, "
                f"{counts.blocked} blocked of {counts.total}")
     phase: BuildPhase = FINALIZING if state.finalization_enabled else MERGING
@@ -552,6 +677,14 @@ def summary(state: BuildState) -> list[SetCondition]:
         text = state.configuration_error
         return conds((c.FALSE, "Configuration", text), (c.TRUE, "Configuration", text),
                      (c.TRUE if busy else c.FALSE, "Configuration", text), (c.FALSE, "Configuration", text))
+    if state.intake_error is not None:
+        fc, text = state.intake_error
+        if fc in ("Auth", "Configuration"):
+            reason = "AuthFailed" if fc == "Auth" else "Configuration"
+            return conds((c.FALSE, reason, text), (c.TRUE, reason, text), (c.TRUE if busy else c.FALSE, reason, text),
+                         (c.FALSE, reason, text))
+        reason = "RateLimited" if fc == "RateLimited" else "IntakeFailed"
+        return conds((c.FALSE, reason, text), not_stalled, (c.TRUE, reason, text), (c.FALSE, reason, text))
     stopped = _first(state.issues, "stopped")
     if state.budget_exceeded:
         text = "the token or cost budget is spent; raise spec.budget to go on"
@@ -563,6 +696,19 @@ def summary(state: BuildState) -> list[SetCondition]:
         reconciling = (c.TRUE, phase_reason, phase_text) if more else (c.FALSE, "TaskBlocked", text)
         return conds((c.FALSE, "TaskBlocked", text), (c.TRUE, "TaskBlocked", text), reconciling,
                      (c.TRUE if more else c.FALSE, "TasksRunning" if more else "TaskBlocked", phase_text))
+    asking = _first(state.issues, "awaiting")
+    waiting = asking + _first(state.issues, "approval")
+    if waiting:
+        text = "waiting for a person: " + "; ".join(
+            (f"task {i.task} asked: {i.message}" if i.kind == "awaiting" else f"MergeJob {i.task}: {i.message}")
+            for i in waiting[:3]) + (f" (and {len(waiting) - 3} more)" if len(waiting) > 3 else "")
+        reason = "AwaitingInput" if asking else "AwaitingApproval"
+        more = state.counts.running > 0 or state.counts.pending > state.counts.blocked + len(asking) \
+            or state.phase == PLANNING
+        if more:
+            return conds((c.FALSE, reason, f"{state.phase}: {text}"), not_stalled, (c.TRUE, phase_reason, phase_text),
+                         (c.TRUE, "TasksRunning", phase_text))
+        return conds((c.FALSE, reason, text), (c.TRUE, reason, text), (c.FALSE, reason, text), (c.FALSE, reason, text))
     retrying = _first(state.issues, "retrying")
     failed = _first(state.issues, "failed") + _first(state.issues, "blocked")
     ready_reason: str = phase_reason
@@ -583,6 +729,7 @@ _ANY_PHASE: dict[type, Handler] = {
     TaskCountsChanged: _counts,
     IssuesChanged: _issues,
     ConfigurationChecked: _configuration,
+    IntakeChecked: _intake,
     SuspendChanged: _suspend,
     BudgetChanged: _budget,
     Killswitch: _killswitch,
@@ -595,14 +742,16 @@ def _rows(phase: str, extra: Mapping[type, Handler]) -> dict[tuple[str, type], H
 
 
 _LATE: Final[Mapping[type, Handler]] = {Created: _ignore, PlannerFinished: _planner_finished,
-                                        PlanInvalid: _ignore}
+                                        PlanInvalid: _ignore, IterationEnded: _ignore}
 _FINISHED: Final[Mapping[type, Handler]] = {Created: _ignore, PlannerFinished: _ignore, PlanInvalid: _ignore,
-                                            FinalizationStarted: _ignore, Finished: _ignore}
+                                            FinalizationStarted: _ignore, Finished: _ignore,
+                                            IterationEnded: _ignore}
 
 TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
     **_rows(PENDING, {Created: _create}),
-    **_rows(PLANNING, {Created: _ignore, PlannerFinished: _planner_finished, PlanInvalid: _plan_invalid}),
-    **_rows(WORKING, _LATE),
+    **_rows(PLANNING, {Created: _ignore, PlannerFinished: _planner_finished, PlanInvalid: _plan_invalid,
+                       IterationEnded: _ignore}),
+    **_rows(WORKING, {**_LATE, IterationEnded: _iteration_ended}),
     **_rows(MERGING, {**_LATE, Finished: _finished}),
     **_rows(FINALIZING, {**_LATE, FinalizationStarted: _finalization_started, Finished: _finished}),
     **_rows(SUCCEEDED, _FINISHED),

@@ -8,6 +8,7 @@ create fixers.
 Phases::
 
     Queued --ChecksPassed--> Queued (ready) --BatchJoined--> Testing --Landed--> Merged
+       |--ChecksPassed (approval required)--> AwaitingApproval --Approved--> Queued (ready)
        |                                                        |--Requeued--> Queued
        |--Conflict (retries left)--> Conflicted --TargetMoved--> Queued
        |--Conflict (no retries) / Evicted / SecretFound / ChangesRequested / Error (no retries)--> Failed
@@ -35,14 +36,15 @@ from longshot.api import conditions as c
 from longshot.core import names
 from longshot.core.effects import EmitEvent, SetCondition
 
-Phase = Literal["Queued", "Testing", "Merged", "Conflicted", "Failed", "Superseded"]
+Phase = Literal["Queued", "AwaitingApproval", "Testing", "Merged", "Conflicted", "Failed", "Superseded"]
 QUEUED: Final = "Queued"
+AWAITING_APPROVAL: Final = "AwaitingApproval"
 TESTING: Final = "Testing"
 MERGED: Final = "Merged"
 CONFLICTED: Final = "Conflicted"
 FAILED: Final = "Failed"
 SUPERSEDED: Final = "Superseded"
-PHASES: Final = (QUEUED, TESTING, MERGED, CONFLICTED, FAILED, SUPERSEDED)
+PHASES: Final = (QUEUED, AWAITING_APPROVAL, TESTING, MERGED, CONFLICTED, FAILED, SUPERSEDED)
 DELIVERED: Final = frozenset({MERGED, SUPERSEDED})
 
 MAX_FIX_DEPTH: Final = 2
@@ -103,6 +105,8 @@ class JobState:
     max_conflict_retries: int = 2
     fixers_left: int = 5
     """Fixer tasks the build may still create (``merge.maxFixers`` minus those created)."""
+    needs_approval: bool = False
+    """The build requires approval (``spec.merge.requireApproval``) and ``spec.approved`` is not true."""
 
     @property
     def terminal(self) -> bool:
@@ -147,6 +151,13 @@ class ChecksPassed:
     """The secret scan of every commit passed (and, for ``strict``, the reviewer approved)."""
 
     what: str = "the secret scan"
+
+
+@dataclass(frozen=True)
+class Approved:
+    """``spec.approved`` is true (or the build no longer requires approval)."""
+
+    why: str = "spec.approved is true"
 
 
 @dataclass(frozen=True)
@@ -232,7 +243,7 @@ class Retry:
 
 
 Event = (Observed | ChecksPassed | Reviewing | SecretFound | ChangesRequested | BatchJoined | Requeued | Landed
-         | Conflict | TargetMoved | Evicted | Error | FixerLanded | Retry)
+         | Conflict | TargetMoved | Evicted | Error | FixerLanded | Retry | Approved)
 
 # --- effects -----------------------------------------------------------------------------------------
 
@@ -335,9 +346,13 @@ def _ignore(state: JobState, event: Any, now: datetime) -> Result:
 
 
 def _observed(state: JobState, event: Observed, now: datetime) -> Result:
+    approval = (SetCondition(c.AWAITING_APPROVAL, c.UNKNOWN, "Pending",
+                             "the build requires approval: asked for once the checks pass") if state.needs_approval
+                else SetCondition(c.AWAITING_APPROVAL, c.FALSE, "NotRequired", "no approval needed"))
     return state, [
         SetCondition(c.QUEUED, c.TRUE, "Queued", "waiting in the merge queue"),
         SetCondition(c.CHECKS_PASSED, c.UNKNOWN, "Pending", "the secret scan runs before the branch joins a batch"),
+        approval,
         SetCondition(c.GATES_PASSED, c.UNKNOWN, "Pending", "tested as it would land, in a batch"),
         SetCondition(c.MERGED, c.FALSE, "Queued", "not merged yet"),
         SetCondition(c.CONFLICTED, c.FALSE, "Queued", "no conflict seen"),
@@ -348,9 +363,30 @@ def _observed(state: JobState, event: Observed, now: datetime) -> Result:
 def _checks_passed(state: JobState, event: ChecksPassed, now: datetime) -> Result:
     if state.checks == "passed":
         return state, []
+    if state.needs_approval:
+        text = (f"{event.what} passed; waiting for spec.approved to be true (kubectl patch mj {state.name} "
+                "--type merge -p '{\"spec\":{\"approved\":true}}')")
+        return replace(state, checks="passed", phase=AWAITING_APPROVAL), [
+            SetCondition(c.CHECKS_PASSED, c.TRUE, "Completed", f"{event.what} passed"),
+            SetCondition(c.AWAITING_APPROVAL, c.TRUE, "AwaitingApproval", text),
+            SetCondition(c.QUEUED, c.FALSE, "AwaitingApproval", text),
+            *_summary((c.FALSE, "AwaitingApproval", text), (c.TRUE, "AwaitingApproval", text),
+                      (c.FALSE, "AwaitingApproval", "waiting for spec.approved")),
+            EmitEvent("Normal", "AwaitingApproval", text),
+        ]
     return replace(state, checks="passed"), [
         SetCondition(c.CHECKS_PASSED, c.TRUE, "Completed", f"{event.what} passed"),
         *_on_its_way("Queued", "ready for the next batch"),
+    ]
+
+
+def _approved(state: JobState, event: Approved, now: datetime) -> Result:
+    text = f"{event.why}: ready for the next batch"
+    return replace(state, phase=QUEUED, needs_approval=False), [
+        SetCondition(c.AWAITING_APPROVAL, c.FALSE, "Approved", event.why),
+        SetCondition(c.QUEUED, c.TRUE, "Approved", text),
+        *_on_its_way("Approved", text),
+        EmitEvent("Normal", "Approved", text),
     ]
 
 
@@ -517,6 +553,16 @@ TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
     (QUEUED, Conflict): _conflict,
     (QUEUED, TargetMoved): _ignore,
     (QUEUED, Retry): _ignore,
+    (QUEUED, Approved): _ignore,
+
+    (AWAITING_APPROVAL, Observed): _ignore,
+    (AWAITING_APPROVAL, Approved): _approved,
+    (AWAITING_APPROVAL, ChecksPassed): _ignore,
+    (AWAITING_APPROVAL, Error): _ignore,
+    (AWAITING_APPROVAL, TargetMoved): _ignore,
+    (AWAITING_APPROVAL, Retry): _ignore,
+    (AWAITING_APPROVAL, Requeued): _ignore,
+    (AWAITING_APPROVAL, Landed): _landed,
 
     **{(TESTING, ev): h for ev, h in _COMMON.items()},
     (TESTING, BatchJoined): _batch_joined,
@@ -544,7 +590,7 @@ TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
     (FAILED, FixerLanded): _fixer_landed,
 
     **{(MERGED, ev): _ignore for ev in (Observed, TargetMoved, Retry, Requeued, Landed, Error, FixerLanded,
-                                         ChecksPassed)},
+                                         ChecksPassed, Approved)},
     **{(SUPERSEDED, ev): _ignore for ev in (Observed, TargetMoved, Retry, Requeued, Landed, Error, FixerLanded)},
 }
 """(phase, event type) -> handler. Impossible, for example: ``BatchJoined`` for a merged or failed job,

@@ -19,6 +19,7 @@ AgentTasks that already exist in the build (``existing``) is rejected rather tha
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -47,6 +48,11 @@ BUILD_LABEL: Final = "longshot.dev/build"
 ROLE_LABEL: Final = "longshot.dev/role"
 TASK_LABEL: Final = "longshot.dev/task"
 PARENT_LABEL: Final = "longshot.dev/parent-task"
+ITERATION_LABEL: Final = "longshot.dev/iteration"
+"""On every planned task and on the build's planners: the planning iteration that created it (from 1)."""
+RESERVED_NAME: Final = re.compile(r"^planner(-i[0-9]+)?(-[0-9]+)?$")
+"""Plan-local names the build's own planner tasks use (``<build>-planner``, ``-planner-2``, ``-planner-i2``)."""
+RESERVED: Final = "ReservedName"
 
 
 def label_value(value: str) -> str:
@@ -107,6 +113,8 @@ class PlanContext:
     """``planner.maxTotalTasks``: most AgentTasks the whole build may have."""
     total_tasks: int = 0
     """How many AgentTasks the build has now (every role); the plan's tasks come on top."""
+    iteration: int = 1
+    """The planning iteration the plan belongs to (label ``longshot.dev/iteration`` of its tasks)."""
 
 
 def context_for(
@@ -132,10 +140,21 @@ def context_for(
     )
     if planner_task is not None:
         meta = planner_task.get("metadata") or {}
+        iteration = iteration_of(meta)
+        if iteration:
+            ctx = dataclasses.replace(ctx, iteration=iteration)
         if PLAN_NAME_ANNOTATION in (meta.get("annotations") or {}):
             depth = int((planner_task.get("spec") or {}).get("depth", 0)) + 1
             ctx = dataclasses.replace(ctx, depth=depth, parent=meta["name"])
     return ctx
+
+
+def iteration_of(meta: Mapping[str, Any]) -> int:
+    """The iteration label of an object's ``metadata`` (0 when absent or not a number)."""
+    try:
+        return max(0, int((meta.get("labels") or {}).get(ITERATION_LABEL, "0")))
+    except ValueError:
+        return 0
 
 
 @dataclass(frozen=True)
@@ -211,6 +230,9 @@ def validate(tasks: Sequence[PlannedTask], ctx: PlanContext) -> Rejected | None:
     for t in tasks:
         if t.name in seen:
             return Rejected(DUPLICATE, f"task name {t.name!r} is used more than once; names must be unique")
+        if ctx.parent is None and RESERVED_NAME.match(t.name):
+            return Rejected(RESERVED, f"task name {t.name!r} is reserved for the build's planner tasks; choose "
+                            "another name")
         seen.add(t.name)
     for t in tasks:
         for dep in t.depends_on:
@@ -248,7 +270,7 @@ def build_tasks(tasks: Sequence[PlannedTask], ctx: PlanContext) -> Accepted | Re
         if t.decompose and not can_decompose:
             downgraded.append(t.name)
         role = "planner" if t.decompose and can_decompose else "worker"
-        labels = task_labels(ctx.build.name, role)
+        labels = {**task_labels(ctx.build.name, role), ITERATION_LABEL: str(ctx.iteration)}
         spec: dict[str, Any] = {
             "buildRef": {"name": ctx.build.name},
             "description": t.description,
@@ -276,14 +298,17 @@ def build_tasks(tasks: Sequence[PlannedTask], ctx: PlanContext) -> Accepted | Re
     return Accepted(tuple(manifests), mapping, tuple(downgraded))
 
 
-def planner_task_name(build: str, replan: int = 0) -> str:
-    """Name of the build's planner task: ``<build>-planner``, then ``<build>-planner-<n>`` for re-plans."""
-    return names.child_name(build, "planner" if replan == 0 else f"planner-{replan}")
+def planner_task_name(build: str, replan: int = 0, iteration: int = 1) -> str:
+    """Name of the build's planner task: ``<build>-planner``, then ``<build>-planner-<n>`` for re-plans; from
+    iteration 2 on ``<build>-planner-i<k>`` (and ``-i<k>-<n>``)."""
+    local = "planner" if iteration <= 1 else f"planner-i{iteration}"
+    return names.child_name(build, local if replan == 0 else f"{local}-{replan}")
 
 
 def planner_task_manifest(build: BuildRef, request: str, *, replan: int = 0, feedback: str = "",
-                          priority: int = 10) -> dict[str, Any]:
-    """The build's (top-level) planner AgentTask. ``feedback`` explains why the previous plan was refused."""
+                          priority: int = 10, iteration: int = 1) -> dict[str, Any]:
+    """The build's (top-level) planner AgentTask of ``iteration``. ``feedback`` explains why the previous plan
+    was refused. Its task input gets the iteration, the limit and the last iteration's results."""
     description = request
     if feedback:
         description = (f"{request}\n\nYour previous plan was rejected: {feedback}\n"
@@ -292,9 +317,9 @@ def planner_task_manifest(build: BuildRef, request: str, *, replan: int = 0, fee
         "apiVersion": API_VERSION,
         "kind": "AgentTask",
         "metadata": {
-            "name": planner_task_name(build.name, replan),
+            "name": planner_task_name(build.name, replan, iteration),
             "namespace": build.namespace,
-            "labels": task_labels(build.name, "planner"),
+            "labels": {**task_labels(build.name, "planner"), ITERATION_LABEL: str(max(1, iteration))},
             "ownerReferences": [build.owner_reference()],
         },
         "spec": {

@@ -46,7 +46,7 @@ HASH_LEN = 6
 TAB = 4
 MAX_DESCRIPTION = 100_000
 """Longest task description (``PlannedTask.description``); longer item text is cut."""
-RESERVED = re.compile(r"^planner(-[0-9]+)?$")
+RESERVED = re.compile(r"^planner(-i[0-9]+)?(-[0-9]+)?$")
 """Names the build's own tasks use (``core.plan.planner_task_name``)."""
 
 _ITEM = re.compile(

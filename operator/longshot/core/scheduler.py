@@ -14,7 +14,8 @@ Rules, in order:
 4. At most ``BuildView.max_workers`` (``spec.workers.max``) running tasks per build, and at most
    ``global_limit`` (``Settings.max_workers``) across the operator.
 5. Two tasks of the same build whose file scopes overlap never run at the same time (glob-aware;
-   an empty scope overlaps nothing); a candidate that overlaps a running or just-admitted task waits.
+   an empty scope overlaps nothing); a candidate that overlaps a running or just-admitted task waits. Tasks
+   of one ``group`` (the candidates of a best-of-N task) do not block each other.
 6. Fairness: slots go to the build with the fewest running tasks first; ties go to the build whose next
    task has the highest priority, then the oldest. A build with 1,000 ready tasks therefore cannot starve a
    build with 2. Within a build, tasks go by priority (10 first), then age (``creationTimestamp``), then name.
@@ -48,6 +49,9 @@ class TaskView:
     phase: str = PENDING
     dependencies_ready: bool = True
     """Whether the task's dependencies allow it to start (``core.dependencies.readiness``)."""
+    group: str = ""
+    """Tasks of one non-empty group never block each other by scope: the candidates of a best-of-N task do the
+    same work on their own branches, in parallel."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +238,7 @@ def select(
         # Heap of builds keyed by (running, -priority of next task, age of next task, build).
         queues: dict[str, list[TaskView]] = {}
         pos: dict[str, int] = {}
-        taken: dict[str, list[tuple[str, ...]]] = {}
+        taken: dict[str, list[tuple[tuple[str, ...], str]]] = {}
         heap: list[tuple[int, int, datetime, str, str]] = []
         for key, tasks in ready.items():
             busy = len(running_by_build.get(key, ()))
@@ -243,7 +247,7 @@ def select(
             tasks.sort(key=_order)
             queues[key] = tasks
             pos[key] = 0
-            taken[key] = [r.scope for r in running_by_build.get(key, ()) if r.scope]
+            taken[key] = [(r.scope, r.group) for r in running_by_build.get(key, ()) if r.scope]
             head = tasks[0]
             prio, created, name = _order(head)
             heap.append((busy, prio, created, name, key))
@@ -256,7 +260,7 @@ def select(
             while i < len(tasks):
                 t = tasks[i]
                 i += 1
-                if t.scope and any(scopes_overlap(t.scope, s) for s in scopes):
+                if t.scope and any(scopes_overlap(t.scope, s) for s, g in scopes if not (g and g == t.group)):
                     continue  # waits for the overlapping task; conflicts only grow in this round
                 chosen = t
                 break
@@ -267,7 +271,7 @@ def select(
             slots -= 1
             busy += 1
             if chosen.scope:
-                scopes.append(chosen.scope)
+                scopes.append((chosen.scope, chosen.group))
             if busy < builds[key].max_workers and i < len(tasks):
                 prio, created, name = _order(tasks[i])
                 heapq.heappush(heap, (busy, prio, created, name, key))

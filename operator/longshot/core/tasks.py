@@ -6,7 +6,14 @@ from the typed AgentTask (:meth:`TaskState.from_task`), turns what it observed i
 plus the conditions in one status patch (fenced on the object's resourceVersion).
 
 Phases: ``Pending`` (waiting for dependencies or a slot), ``Backoff`` (waiting before the next attempt),
-``Running`` (a Pod exists for ``state.attempt``), and the terminal ``Succeeded``, ``Failed``, ``Cancelled``.
+``Running`` (a Pod exists for ``state.attempt``; for a best-of-N task, its candidates run), ``AwaitingInput``
+(the agent asked a person a question; a new ``spec.answer`` starts the next attempt), and the terminal
+``Succeeded``, ``Failed``, ``Cancelled``.
+
+A running attempt whose agent stopped reporting (no heartbeat for longer than the operator's bound) is hung:
+:class:`HeartbeatLost` deletes its Pod and fails the attempt as ``Timeout``. A best-of-N task
+(:mod:`longshot.core.fanout`) starts its candidates instead of a Pod (:class:`StartFanout`) and ends with the
+judge's pick (:class:`FanoutFinished`): only the winner's branch gets a MergeJob.
 
 A ``Failed`` task whose last failure needs a person (``Auth``, ``Configuration``, ``BudgetExceeded``) is
 *stopped*: it records the build's generation (``stop_generation``) and comes back by itself
@@ -36,17 +43,18 @@ from longshot.api.agenttask import HandoffSummary, Role
 from longshot.api.buildrequest import RetryPolicy
 from longshot.api.exitcodes import FailureClass
 from longshot.api.handoff import Handoff, HandoffError, PlannedTask
-from longshot.core import backoff, failures, names
+from longshot.core import backoff, failures, fanout, names
 from longshot.core.effects import EmitEvent, SetCondition
 
-Phase = Literal["Pending", "Backoff", "Running", "Succeeded", "Failed", "Cancelled"]
+Phase = Literal["Pending", "Backoff", "Running", "AwaitingInput", "Succeeded", "Failed", "Cancelled"]
 PENDING: Final = "Pending"
 BACKOFF: Final = "Backoff"
 RUNNING: Final = "Running"
+AWAITING_INPUT: Final = "AwaitingInput"
 SUCCEEDED: Final = "Succeeded"
 FAILED: Final = "Failed"
 CANCELLED: Final = "Cancelled"
-PHASES: Final = (PENDING, BACKOFF, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+PHASES: Final = (PENDING, BACKOFF, RUNNING, AWAITING_INPUT, SUCCEEDED, FAILED, CANCELLED)
 TERMINAL: Final = frozenset({SUCCEEDED, FAILED, CANCELLED})
 
 MERGING_ROLES: Final = frozenset({"worker", "fixer"})
@@ -93,6 +101,13 @@ class TaskState:
     stop_generation: int | None = None
     """The build's generation when the task stopped for a person (Auth, Configuration, BudgetExceeded)."""
     policy: RetryPolicy = field(default_factory=RetryPolicy)
+    question: str | None = None
+    """The question the agent asked (``status.question``), kept after it is answered."""
+    answer: str | None = None
+    """The ``spec.answer`` already given to an attempt (``status.answer``)."""
+    merges: bool = True
+    """Whether a successful worker or fixer attempt gets a MergeJob: False for the candidates of a best-of-N task
+    (only the winner, through its task, is merged)."""
 
     @property
     def pod(self) -> str | None:
@@ -123,6 +138,9 @@ class TaskState:
             last_message=(last.exit_reason or "") if last and last.failure_class else "",
             stop_generation=status.stop_generation,
             policy=task.spec.retry_policy or build_retry or RetryPolicy(),
+            question=status.question,
+            answer=status.answer,
+            merges=fanout.FANOUT_LABEL not in task.metadata.labels,
         )
 
     def to_status(self) -> dict[str, Any]:
@@ -133,6 +151,8 @@ class TaskState:
             "retryBase": self.retry_base,
             "nextAttemptTime": timeutil.rfc3339(self.next_attempt_time) if self.next_attempt_time else None,
             "stopGeneration": self.stop_generation,
+            "question": self.question,
+            "answer": self.answer,
         }
 
 
@@ -201,6 +221,40 @@ class Killswitch:
 
 
 @dataclass(frozen=True)
+class Answered:
+    """``spec.answer`` differs from ``status.answer`` while the task waits for one."""
+
+    answer: str
+
+
+@dataclass(frozen=True)
+class HeartbeatLost:
+    """The running attempt's agent has not reported for ``silent_seconds`` (more than the operator's bound,
+    ``bound_seconds``): it is hung."""
+
+    silent_seconds: float
+    bound_seconds: float
+    attempt: int | None = None
+
+
+@dataclass(frozen=True)
+class StartFanout:
+    """A best-of-N task's dependencies are ready: start a round of ``count`` candidates instead of a Pod."""
+
+    count: int
+
+
+@dataclass(frozen=True)
+class FanoutFinished:
+    """The round of candidates ended (:mod:`longshot.core.fanout`): ``winner`` (the winning candidate's handoff,
+    an ``api.agenttask.HandoffSummary`` in wire form, checked by the operator against its own candidates) or
+    None when no candidate passed; ``message`` says which one and why, or why each failed."""
+
+    winner: Mapping[str, Any] | None
+    message: str
+
+
+@dataclass(frozen=True)
 class DependenciesChanged:
     """The readiness of the task's dependencies (``core.dependencies``): ``ready``, ``waiting`` (for them
     to succeed or merge) or ``blocked`` (one failed or was cancelled); ``message`` names them."""
@@ -210,7 +264,7 @@ class DependenciesChanged:
 
 
 Event = (Admitted | PodFinished | PodVanished | CancelRequested | RetryRequested | Resume | BackoffElapsed
-         | Killswitch | DependenciesChanged)
+         | Killswitch | DependenciesChanged | Answered | HeartbeatLost | StartFanout | FanoutFinished)
 
 # --- effects -----------------------------------------------------------------------------------------
 
@@ -300,6 +354,15 @@ class PlanReturned:
 
 
 @dataclass(frozen=True)
+class StartCandidates:
+    """Create the ``count`` candidate AgentTasks of round ``round`` of a best-of-N task
+    (``fanout.candidate_manifests``; AlreadyExists is fine)."""
+
+    round: int
+    count: int
+
+
+@dataclass(frozen=True)
 class CountUsage:
     """Metrics: tokens and cost of a finished attempt (the status carries them in ``attempts``)."""
 
@@ -308,7 +371,7 @@ class CountUsage:
 
 
 Effect = (CreatePod | DeletePod | SetCondition | RecordAttempt | ScheduleRetry | EmitEvent | CreateMergeJob
-          | RecordHandoff | PlanReturned | CountUsage)
+          | RecordHandoff | PlanReturned | CountUsage | StartCandidates)
 
 Rand = Callable[[], float]
 Result = tuple[TaskState, list[Effect]]
@@ -417,6 +480,8 @@ def _finish(state: TaskState, event: PodFinished, now: datetime, rand: Rand) -> 
     if usage.tokens or usage.cost:
         effects.append(CountUsage(usage.tokens, usage.cost))
     handoff = event.handoff if isinstance(event.handoff, Handoff) else None
+    if outcome.ok and handoff is not None and handoff.outcome == "needs-input":
+        return _ask(state, handoff, outcome, usage, now, effects)
     if outcome.ok and handoff is not None:
         return _succeed(state, handoff, outcome, usage, now, effects)
     return _fail(state, outcome, usage, now, rand, effects, event.build_generation)
@@ -443,11 +508,107 @@ def _succeed(state: TaskState, handoff: Handoff, outcome: failures.Outcome, usag
         *_finished_ok(text),
         EmitEvent("Normal", "Succeeded", f"attempt {number} succeeded ({handoff.outcome})"),
     ]
-    if (state.role in MERGING_ROLES and handoff.outcome == "succeeded" and handoff.branch
+    if (state.role in MERGING_ROLES and state.merges and handoff.outcome == "succeeded" and handoff.branch
             and handoff.commit):
         effects.append(CreateMergeJob(handoff.branch, handoff.commit, handoff.base_commit))
-    if state.role == "planner" and handoff.outcome == "succeeded":
-        effects.append(PlanReturned(tuple(handoff.tasks)))
+    if state.role == "planner" and handoff.outcome in ("succeeded", "empty"):
+        effects.append(PlanReturned(tuple(handoff.tasks), handoff.done))
+    new = replace(state, phase=SUCCEEDED, next_attempt_time=None, last_failure=None, last_message="",
+                  stop_generation=None)
+    return new, effects
+
+
+def _ask(state: TaskState, handoff: Handoff, outcome: failures.Outcome, usage: Usage, now: datetime,
+         effects: list[Effect]) -> Result:
+    """The agent asked a person (tool ``ask``): wait for ``spec.answer``. Not a failure, and the attempt does not
+    count against the retry policy."""
+    number = state.attempt
+    pod = names.pod_name(state.name, number)
+    question = (handoff.question or "").strip()[:4096] or "(the agent asked without saying what)"
+    text = f"attempt {number} asked: {question}"
+    hint = "; answer with kubectl patch at " + state.name + " --type merge -p '{\"spec\":{\"answer\":\"...\"}}'"
+    new = replace(state, phase=AWAITING_INPUT, question=question, retry_base=state.retry_base + 1,
+                  next_attempt_time=None, last_failure=None, last_message="")
+    return new, [
+        RecordAttempt(number, pod, end_time=now, exit_code=outcome.exit_code,
+                      exit_reason=f"asked a question: {question}"[:1024], tokens=usage.tokens, cost=usage.cost),
+        *effects,
+        SetCondition(c.AWAITING_INPUT, c.TRUE, "QuestionAsked", question),
+        SetCondition(c.RUNNING, c.FALSE, "QuestionAsked", f"attempt {number} asked a question"),
+        SetCondition(c.SUCCEEDED, c.UNKNOWN, "QuestionAsked", text),
+        *_summary((c.FALSE, "QuestionAsked", text + hint), (c.TRUE, "QuestionAsked", text),
+                  (c.FALSE, "QuestionAsked", "waiting for spec.answer")),
+        EmitEvent("Normal", "QuestionAsked", text),
+    ]
+
+
+def _answered(state: TaskState, event: Answered, now: datetime, rand: Rand) -> Result:
+    if event.answer == state.answer:
+        return state, []
+    new = replace(state, phase=PENDING, answer=event.answer, next_attempt_time=None)
+    text = "spec.answer answered the question: the next attempt has both in its prompt"
+    return new, [
+        SetCondition(c.AWAITING_INPUT, c.FALSE, "Answered", text),
+        SetCondition(c.SUCCEEDED, c.UNKNOWN, "Answered", "waiting for a worker slot"),
+        *_working("Pending", "answered: waiting for a worker slot"),
+        EmitEvent("Normal", "Answered", text),
+    ]
+
+
+def _hung(state: TaskState, event: HeartbeatLost, now: datetime, rand: Rand) -> Result:
+    number = _attempt_of(state, event)
+    if number != state.attempt:
+        return _stale(state, event, now, rand)
+    pod = names.pod_name(state.name, number)
+    message = (f"the agent sent no heartbeat for {event.silent_seconds:.0f}s (more than the operator's bound of "
+               f"{event.bound_seconds:.0f}s, LONGSHOT_HEARTBEAT_TIMEOUT_SECONDS): it is hung; its Pod was deleted")
+    outcome = failures.Outcome("Timeout", message, None, "HeartbeatLost")
+    new, effects = _fail(state, outcome, Usage(), now, rand, [], 0)
+    return new, [DeletePod(pod), EmitEvent("Warning", "HeartbeatLost", f"attempt {number}: {message}"), *effects]
+
+
+def _start_fanout(state: TaskState, event: StartFanout, now: datetime, rand: Rand) -> Result:
+    """Start a round of candidates; the task holds no Pod of its own (its candidates do)."""
+    number = state.attempt + 1
+    text = f"round {number}: {event.count} candidates run, are gated and judged"
+    new = replace(state, phase=RUNNING, attempt=number, next_attempt_time=None, stop_generation=None)
+    return new, [
+        StartCandidates(number, event.count),
+        RecordAttempt(number, fanout.round_label(state.name, number), start_time=now),
+        SetCondition(c.RUNNING, c.TRUE, "FanningOut", text),
+        SetCondition(c.SUCCEEDED, c.UNKNOWN, "FanningOut", text),
+        SetCondition(c.BLOCKED, c.FALSE, "DependenciesReady", "every dependency is done"),
+        *_working("FanningOut", text),
+        EmitEvent("Normal", "FanningOut", text),
+    ]
+
+
+def _fanout_finished(state: TaskState, event: FanoutFinished, now: datetime, rand: Rand) -> Result:
+    number = state.attempt
+    label = fanout.round_label(state.name, number)
+    if event.winner is None:
+        message = f"round {number}: {event.message}"
+        new = replace(state, phase=FAILED, last_failure="AgentError", last_message=event.message,
+                      next_attempt_time=None)
+        return new, [
+            RecordAttempt(number, label, end_time=now, exit_reason=event.message[:1024], failure_class="AgentError"),
+            SetCondition(c.RUNNING, c.FALSE, "NoCandidatePassed", message),
+            SetCondition(c.SUCCEEDED, c.FALSE, "NoCandidatePassed", message),
+            *_finished_stalled("NoCandidatePassed", message),
+            EmitEvent("Warning", "NoCandidatePassed", message),
+        ]
+    w = event.winner
+    text = f"round {number}: {event.message}"
+    effects: list[Effect] = [
+        RecordAttempt(number, label, end_time=now, exit_reason="Completed"),
+        RecordHandoff(dict(w)),
+        SetCondition(c.RUNNING, c.FALSE, "Judged", text),
+        SetCondition(c.SUCCEEDED, c.TRUE, "Judged", text),
+        *_finished_ok(text),
+        EmitEvent("Normal", "Judged", text),
+    ]
+    if state.role in MERGING_ROLES and state.merges and w.get("branch") and w.get("commit"):
+        effects.append(CreateMergeJob(str(w["branch"]), str(w["commit"]), w.get("baseCommit")))
     new = replace(state, phase=SUCCEEDED, next_attempt_time=None, last_failure=None, last_message="",
                   stop_generation=None)
     return new, effects
@@ -559,7 +720,14 @@ def _requeue(state: TaskState, why: str, *, token: str | None) -> Result:
     if state.last_failure == "Auth":
         effects.insert(0, SetCondition(c.AUTHENTICATED, c.UNKNOWN, "Pending",
                                        "the next attempt checks the credentials"))
+    if state.phase == AWAITING_INPUT:
+        effects.insert(0, SetCondition(c.AWAITING_INPUT, c.FALSE, "NotRequired", f"{why}: the question is dropped"))
     return new, effects
+
+
+def _cancel_waiting(state: TaskState, event: Any, now: datetime, rand: Rand) -> Result:
+    new, effects = _cancel(state, event, now, rand)
+    return new, [SetCondition(c.AWAITING_INPUT, c.FALSE, "Cancelled", "cancelled by spec.cancel"), *effects]
 
 
 def _retry(state: TaskState, event: RetryRequested, now: datetime, rand: Rand) -> Result:
@@ -625,6 +793,9 @@ _TERMINAL_ROWS: dict[type, Handler] = {
     Killswitch: _ignore,
     DependenciesChanged: _ignore,
     Resume: _ignore,
+    Answered: _ignore,
+    HeartbeatLost: _ignore,
+    FanoutFinished: _ignore,
 }
 
 TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
@@ -637,6 +808,10 @@ TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
     (PENDING, BackoffElapsed): _ignore,
     (PENDING, Killswitch): _ignore,
     (PENDING, DependenciesChanged): _dependencies,
+    (PENDING, Answered): _ignore,
+    (PENDING, HeartbeatLost): _ignore,
+    (PENDING, StartFanout): _start_fanout,
+    (PENDING, FanoutFinished): _ignore,
 
     (BACKOFF, PodFinished): _stale,
     (BACKOFF, PodVanished): _stale,
@@ -646,6 +821,9 @@ TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
     (BACKOFF, BackoffElapsed): _backoff_elapsed,
     (BACKOFF, Killswitch): _ignore,
     (BACKOFF, DependenciesChanged): _ignore,
+    (BACKOFF, Answered): _ignore,
+    (BACKOFF, HeartbeatLost): _ignore,
+    (BACKOFF, FanoutFinished): _ignore,
 
     (RUNNING, Admitted): _duplicate_admit,
     (RUNNING, PodFinished): _finish,
@@ -656,6 +834,21 @@ TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
     (RUNNING, BackoffElapsed): _ignore,
     (RUNNING, Killswitch): _kill,
     (RUNNING, DependenciesChanged): _ignore,
+    (RUNNING, Answered): _ignore,
+    (RUNNING, HeartbeatLost): _hung,
+    (RUNNING, FanoutFinished): _fanout_finished,
+
+    (AWAITING_INPUT, PodFinished): _stale,
+    (AWAITING_INPUT, PodVanished): _ignore,
+    (AWAITING_INPUT, CancelRequested): _cancel_waiting,
+    (AWAITING_INPUT, RetryRequested): _retry,
+    (AWAITING_INPUT, Resume): _ignore,
+    (AWAITING_INPUT, BackoffElapsed): _ignore,
+    (AWAITING_INPUT, Killswitch): _ignore,
+    (AWAITING_INPUT, DependenciesChanged): _ignore,
+    (AWAITING_INPUT, Answered): _answered,
+    (AWAITING_INPUT, HeartbeatLost): _ignore,
+    (AWAITING_INPUT, FanoutFinished): _ignore,
 
     **{(SUCCEEDED, ev): h for ev, h in _TERMINAL_ROWS.items()},
     (SUCCEEDED, RetryRequested): _ack_token,
@@ -665,8 +858,8 @@ TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
     **{(CANCELLED, ev): h for ev, h in _TERMINAL_ROWS.items()},
     (CANCELLED, RetryRequested): _retry,
 }
-"""(phase, event type) -> handler. Missing pairs, for example ``(Backoff, Admitted)`` or
-``(Succeeded, Admitted)``, are impossible transitions."""
+"""(phase, event type) -> handler. Missing pairs, for example ``(Backoff, Admitted)``, ``(Succeeded, Admitted)``,
+``(AwaitingInput, Admitted)`` or ``StartFanout`` outside ``Pending``, are impossible transitions."""
 
 
 def decide(state: TaskState, event: Event, *, now: datetime, rand: Rand) -> Result:
@@ -682,5 +875,15 @@ def initial_conditions(message: str = "waiting for dependencies or a worker slot
     return [
         SetCondition(c.SUCCEEDED, c.UNKNOWN, "Pending", "not run yet"),
         SetCondition(c.RUNNING, c.FALSE, "Pending", "not run yet"),
+        SetCondition(c.AWAITING_INPUT, c.FALSE, "NotRequired", "no question is open"),
         *_working("Pending", message),
     ]
+
+
+def heartbeat_silence(last_heartbeat: datetime | None, started: datetime | None, now: datetime) -> float | None:
+    """Seconds since the running attempt last showed life: its last heartbeat, or its start when it has not
+    reported yet (the later of the two). None when neither is known."""
+    marks = [t for t in (last_heartbeat, started) if t is not None]
+    if not marks:
+        return None
+    return max(0.0, (now - max(marks)).total_seconds())

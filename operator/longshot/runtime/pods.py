@@ -31,7 +31,7 @@ from typing import Any, Final
 from longshot.api import handoff as ho
 from longshot.api.common import API_VERSION
 from longshot.config import Settings
-from longshot.core import names
+from longshot.core import fanout, names, plan
 from longshot.core.failures import AGENT_CONTAINER
 
 AGENT_UID: Final = 65532
@@ -91,8 +91,14 @@ def _resources(task: Mapping[str, Any], build: Mapping[str, Any], settings: Sett
     return out
 
 
-def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int) -> ho.TaskInput:
-    """What the agent is told about its task (no credentials)."""
+def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
+               extra: Mapping[str, Any] | None = None) -> ho.TaskInput:
+    """What the agent is told about its task (no credentials). ``extra`` holds the fields the operator derives
+    from other objects (``core.taskinput``: previous iteration, dependencies, last failure, question and answer,
+    candidates), in wire form.
+
+    A candidate of a best-of-N task runs with its own model (annotation ``longshot.dev/model``); the build's
+    top-level planner gets its iteration (label ``longshot.dev/iteration``) and ``spec.planner.maxIterations``."""
     tspec, bspec = _spec(task), _spec(build)
     tmeta, bmeta = task.get("metadata") or {}, build.get("metadata") or {}
     agent = bspec.get("agent") or {}
@@ -101,7 +107,13 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int) 
     gate = bspec.get("qualityGate") or {}
     reconciler = bspec.get("reconciler") or {}
     build_name, task_name = bmeta["name"], tmeta["name"]
-    return ho.TaskInput(
+    annotations = tmeta.get("annotations") or {}
+    model = annotations.get(fanout.MODEL_ANNOTATION) or agent.get("model")
+    iteration, max_iterations = 1, 1
+    if tspec.get("role") == "planner" and plan.PLAN_NAME_ANNOTATION not in annotations:
+        iteration = max(1, plan.iteration_of(tmeta))
+        max_iterations = max(iteration, int(planner.get("maxIterations", 3)))
+    base = ho.TaskInput(
         task=task_name,
         build=build_name,
         namespace=tmeta.get("namespace") or bmeta.get("namespace") or "default",
@@ -115,7 +127,7 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int) 
         branch=tspec.get("branch") or f"longshot/{build_name}/{task_name}",
         backend=ho.BackendInput(
             name=agent.get("backend", "scripted"),
-            model=agent.get("model"),
+            model=model,
             base_url=agent.get("baseUrl"),
             command=agent.get("command"),
         ),
@@ -124,7 +136,12 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int) 
         max_tasks=int(planner.get("maxTasks", 50)),
         depth=int(tspec.get("depth", 0)),
         max_depth=int(planner.get("maxDepth", 2)),
+        iteration=iteration,
+        max_iterations=max_iterations,
     )
+    if not extra:
+        return base
+    return ho.TaskInput.model_validate({**base.to_wire(), **extra})
 
 
 def _labels(task: Mapping[str, Any], build_name: str, attempt: int) -> dict[str, str]:
@@ -141,14 +158,15 @@ def _labels(task: Mapping[str, Any], build_name: str, attempt: int) -> dict[str,
 
 
 def build_agent_pod(task: Mapping[str, Any], build: Mapping[str, Any], settings: Settings,
-                    attempt: int) -> dict[str, Any]:
-    """The Pod of ``attempt`` of ``task`` (an AgentTask dict) of ``build`` (a BuildRequest dict)."""
+                    attempt: int, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The Pod of ``attempt`` of ``task`` (an AgentTask dict) of ``build`` (a BuildRequest dict); ``extra``: see
+    :func:`task_input`."""
     tmeta, bmeta = task["metadata"], build["metadata"]
     tspec, bspec = _spec(task), _spec(build)
     agent = bspec.get("agent") or {}
     name = pod_name(tmeta["name"], attempt)
     timeout = tspec.get("timeoutSeconds") or agent.get("timeoutSeconds") or DEFAULT_TIMEOUT_SECONDS
-    task_input_json = json.dumps(task_input(task, build, attempt).to_wire(), sort_keys=True,
+    task_input_json = json.dumps(task_input(task, build, attempt, extra).to_wire(), sort_keys=True,
                                  separators=(",", ":"))
 
     volumes: list[dict[str, Any]] = [

@@ -15,17 +15,29 @@ ever checked out. Blocking: call from a worker thread.
   (one push) so that tester Pods fetch exactly what they gate.
 * :func:`land` pushes ``S_k`` to the target with ``--force-with-lease=<target>:<base>``: the target only ever moves
   to a commit whose gate passed, from the commit the batch was built on; then it deletes the batch's branches.
+
+**The intake hook** (:func:`finish_member`): a member of a roadmap-driven build names its roadmap item
+(``Member.check_off``) and one of an issue-driven build the lines its merged commit must carry
+(``Member.references``, e.g. ``Refs #12``). After the member is applied, its last commit is rewritten with the
+item checked off in the roadmap file (``core.roadmap.check_off``: only that mark changes, byte for byte) and the
+lines added to its message, so the check-off lands in the same commit as the work, and is gated with it.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from longshot.core import mergequeue as q
+from longshot.core import roadmap
 from longshot.vcs import merge as vmerge
 from longshot.vcs import workspace as ws
+
+log = logging.getLogger("longshot.speculate")
 
 ID_TRAILER = "Longshot-Merge-Id"
 """Trailer holding the MergeJob's UID on every commit the queue writes."""
@@ -44,6 +56,10 @@ class Member:
     strategy: Literal["fast-forward", "rebase", "merge-commit"] = "rebase"
     task: str = ""
     build: str = ""
+    check_off: tuple[str, str] | None = None
+    """``(roadmap path, item name)``: check the item off in the merged commit (roadmap-driven builds)."""
+    references: tuple[str, ...] = ()
+    """Lines the merged commit's message must carry (``Refs #<issue>`` for issue-driven builds)."""
 
     @property
     def human_id(self) -> str:
@@ -143,6 +159,97 @@ def _apply(w: ws.Workspace, base: str, m: Member) -> str | list[str]:
     return head
 
 
+MAX_ROADMAP_BYTES = 1024 * 1024
+"""Largest roadmap file the operator reads or rewrites."""
+
+
+def read_file(w: ws.Workspace, commit: str, path: str, limit: int = MAX_ROADMAP_BYTES) -> str | None:
+    """The UTF-8 text of ``path`` at ``commit``, or None when it does not exist there. Raises ValueError when it
+    is larger than ``limit`` bytes, not a file, or not UTF-8 text."""
+    spec = f"{commit}:{path}"
+    kind = w.git("cat-file", "-t", spec, check=False)
+    if kind.returncode != 0:
+        return None
+    if kind.stdout.decode().strip() != "blob":
+        raise ValueError(f"{path} is not a file")
+    size = int(w.out("cat-file", "-s", spec))
+    if size > limit:
+        raise ValueError(f"{path} has {size} bytes, more than the {limit} read")
+    data = w.git("cat-file", "blob", spec).stdout
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text") from None
+
+
+def _replace_file(w: ws.Workspace, commit: str, path: str, text: str) -> str:
+    """The tree of ``commit`` with ``path`` holding ``text`` (mode kept), without touching any worktree."""
+    mode = w.out("ls-tree", commit, "--", path).split(" ", 1)[0] or "100644"
+    blob = w.out("hash-object", "-w", "--stdin", input=text.encode("utf-8"))
+    fd, index = tempfile.mkstemp(prefix="longshot-index-", dir=str(w.path))
+    os.close(fd)
+    os.unlink(index)
+    env = {"GIT_INDEX_FILE": index}
+    try:
+        w.git("read-tree", commit, env=env)
+        w.git("update-index", "--add", "--cacheinfo", f"{mode},{blob},{path}", env=env)
+        return w.git("write-tree", env=env).stdout.decode().strip()
+    finally:
+        if os.path.exists(index):
+            os.unlink(index)
+
+
+def finish_member(w: ws.Workspace, commit: str, m: Member) -> str:
+    """``commit`` (the member applied) rewritten with its roadmap item checked off and its reference lines in the
+    message (the intake hook); ``commit`` itself when there is nothing to change."""
+    if m.check_off is None and not m.references:
+        return commit
+    out = w.git("log", "-1", "--date=raw", "--format=%P%x00%T%x00%an%x00%ae%x00%ad%x00%B", commit).stdout
+    parents, tree, an, ae, ad, message = out.decode("utf-8", errors="surrogateescape").split("\0", 5)
+    new_tree = tree.strip()
+    if m.check_off is not None:
+        path, item = m.check_off
+        try:
+            text = read_file(w, commit, path)
+        except ValueError as e:
+            log.warning("roadmap of %s not checked off: %s", m.name, e)
+            text = None
+        if text is not None:
+            checked = roadmap.check_off(text, [item])
+            if checked != text:
+                new_tree = _replace_file(w, commit, path, checked)
+            elif roadmap.unknown_names(text, [item]):
+                log.warning("roadmap item %s of %s is no longer in %s; nothing checked off", item, m.name, path)
+    new_message = message.rstrip("\n") + "\n"
+    missing = [line for line in m.references if line not in new_message.splitlines()]
+    if missing:
+        new_message = new_message.rstrip("\n") + "\n\n" + "\n".join(missing) + "\n"
+    if m.uid and m.uid not in vmerge.trailer_values(new_message, ID_TRAILER):
+        new_message = _trailers(new_message, m)  # recognised after a restart like every queue commit
+    if new_tree == tree.strip() and new_message == message:
+        return commit
+    env = {"GIT_AUTHOR_NAME": an, "GIT_AUTHOR_EMAIL": ae, "GIT_AUTHOR_DATE": ad}
+    return vmerge._commit_tree(w, new_tree, parents.split(), new_message, env=env)
+
+
+def copy_branch(w: ws.Workspace, source: str, destinations: Sequence[str]) -> str:
+    """Create ``destinations`` at the head of branch ``source`` on the remote (those that exist are left as they
+    are); the head. For the candidates of a best-of-N fixer, which each start from the branch to fix."""
+    with w.locked():
+        w.ensure()
+        w.git("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--refmap=", "origin",
+              f"+refs/heads/{source}:refs/longshot/copy-source")
+        head = w.resolve("refs/longshot/copy-source^{commit}")[0]
+        if head is None:
+            raise ws.GitError(f"branch {source!r} does not resolve to a commit")
+        listed = w.out("ls-remote", "--heads", "origin", *[f"refs/heads/{d}" for d in destinations])
+        have = {line.split("\t", 1)[1] for line in listed.splitlines() if "\t" in line}
+        specs = [f"{head}:refs/heads/{d}" for d in destinations if f"refs/heads/{d}" not in have]
+        if specs:
+            w.git("push", "--quiet", "--no-verify", "origin", *specs)
+        return head
+
+
 def prepare(w: ws.Workspace, target: str, members: Sequence[Member]) -> q.Prepared:
     """Build the batch's speculative commits on the target's current head."""
     with w.locked():
@@ -162,6 +269,7 @@ def prepare(w: ws.Workspace, target: str, members: Sequence[Member]) -> q.Prepar
             if result == head:
                 out.append(q.AlreadyOnTarget(m.name, head))  # every change is already there
                 continue
+            result = finish_member(w, result, m)
             head = result
             out.append(q.Applied(m.name, result))
         return q.Prepared(base, tuple(out))

@@ -166,6 +166,17 @@ def test_scripted_entries_pick_steps_by_attempt_iteration_answer_and_judging(kwa
     assert scripted.select_steps(SCRIPT, build="b1", **kwargs) == [step]
 
 
+def test_a_scripted_planner_not_keyed_by_iteration_is_done_after_the_first():
+    script = {"roles": {"planner": [{"finish": {"summary": "plan", "tasks": [{"name": "a", "description": "a"}]}}]}}
+    assert scripted.select_steps(script, task="b1-planner", build="b1", role="planner") == \
+        script["roles"]["planner"]
+    (step,) = scripted.select_steps(script, task="b1-planner-i2", build="b1", role="planner", iteration=2)
+    assert step["finish"]["done"] is True
+    # an entry keyed by iteration decides itself (here: falls back to its steps)
+    assert scripted.select_steps(SCRIPT, task="b1-planner", build="b1", role="planner", iteration=3) == \
+        [{"finish": "n"}]
+
+
 def test_a_scripted_ask_step_takes_the_question_as_a_string():
     assert scripted.parse_step({"ask": "Which port?"}, 0) == ("ask", {"question": "Which port?"}, False)
 

@@ -101,7 +101,8 @@ async def test_a_plan_s_tasks_are_created_concurrently_bounded_each_with_its_fir
         status = fake.objects[("AgentTask", "ns", f"t{i:02d}")]["status"]
         assert status["phase"] == "Pending"
         assert {c["type"]: c["status"] for c in status["conditions"]} == {
-            "Succeeded": "Unknown", "Running": "False", "Ready": "False", "Reconciling": "True", "Stalled": "False"}
+            "Succeeded": "Unknown", "Running": "False", "Ready": "False", "Reconciling": "True", "Stalled": "False",
+                "AwaitingInput": "False"}
         assert all(c["observedGeneration"] == 1 for c in status["conditions"])
         cached = e.cache.tasks[("ns", f"t{i:02d}")]  # the cache holds the status written, not the bare create
         assert cached.status.phase == "Pending" and cached.status.conditions

@@ -185,7 +185,7 @@ async def test_finished_pods_beyond_the_retention_are_deleted_once_recorded(worl
         assert status(fake, "AgentTask", f"b-p{i}")["attempts"][0]["endTime"]  # recorded before its Pod goes
     finished = sorted(n for (_, n), p in fake.pods.items() if p.get("status", {}).get("phase") == "Succeeded")
     assert finished == ["b-p3-a1", "b-p4-a1"]  # the planner's went too: its plan was taken in
-    assert ("ns", "b-final-1-a1") in fake.pods  # a running Pod is not finished
+    assert ("ns", "b-planner-i2-a1") in fake.pods  # a running Pod (the next iteration's planner) is not finished
     assert all(a["pod"] for i in range(5) for a in status(fake, "AgentTask", f"b-p{i}")["attempts"])
 
 

@@ -31,7 +31,7 @@ from longshot.core.builds import (
     TaskCountsChanged,
     TaskIssue,
 )
-from longshot.core.effects import SetCondition
+from longshot.core.effects import EmitEvent, SetCondition
 
 pytestmark = pytest.mark.unit
 
@@ -205,9 +205,10 @@ def test_every_condition_carries_a_documented_reason():
             assert e.reason in conditions.REASONS
 
 
-def _obj(conds: list[dict[str, Any]], **status: Any) -> objects.BuildRequest:
+def _obj(conds: list[dict[str, Any]], max_iterations: int = 1, **status: Any) -> objects.BuildRequest:
     return objects.parse({"metadata": {"name": "b", "namespace": "ns", "uid": "u"},
-                          "spec": {"request": "r", "repository": {"url": "https://h/r.git"}},
+                          "spec": {"request": "r", "repository": {"url": "https://h/r.git"},
+                                   "planner": {"maxIterations": max_iterations}},
                           "status": {"conditions": conds, **status}}, objects.BuildRequest)
 
 
@@ -222,6 +223,15 @@ def test_phase_rebuilt_from_status_after_a_restart():
                                       tasks={"total": 2, "running": 1})).phase == "Working"
     assert BuildState.from_build(_obj([c_("Planned", "True", "PlanAccepted")],
                                       tasks={"total": 2, "succeeded": 2})).phase == "Finalizing"
+    # with iterations left, a finished iteration is still Working (the next one starts once the queue drained)
+    assert BuildState.from_build(_obj([c_("Planned", "True", "PlanAccepted")], max_iterations=3, iteration=1,
+                                      tasks={"total": 2, "succeeded": 2})).phase == "Working"
+    assert BuildState.from_build(_obj([c_("Planned", "True", "PlanAccepted")], max_iterations=3, iteration=3,
+                                      tasks={"total": 2, "succeeded": 2})).phase == "Finalizing"
+    assert BuildState.from_build(_obj([c_("Planned", "True", "RequestMet")], max_iterations=3, iteration=2,
+                                      tasks={"total": 2, "succeeded": 2})).phase == "Finalizing"
+    assert BuildState.from_build(_obj([c_("Planned", "Unknown", "NextIteration")], max_iterations=3,
+                                      iteration=2, tasks={"total": 2, "succeeded": 2})).phase == "Planning"
     assert BuildState.from_build(_obj([c_("Ready", "True", "Succeeded")])).phase == "Succeeded"
     assert BuildState.from_build(_obj([c_("Stalled", "True", "TestsFailed")])).phase == "Failed"
     # a stall that waits on a person is not a failure
@@ -234,3 +244,121 @@ def test_counts_from_phases():
     assert c == TaskCounts(total=6, pending=3, running=1, succeeded=1, failed=1, blocked=1)
     assert c.progress == "2/6" and not c.all_terminal
     assert TaskCounts(total=2, succeeded=1, pending=1, blocked=1).all_terminal
+
+
+# --- issue 14: iterations, intake, people in the loop -------------------------------------------------
+
+
+def iterating(phase: str = "Working", iteration: int = 1, max_iterations: int = 3, **kw: Any) -> BuildState:
+    return build(phase, iteration=iteration, max_iterations=max_iterations, **kw)
+
+
+def test_an_iteration_that_ended_waits_for_the_queue_then_plans_again():
+    s = iterating(planner_task="b-planner")
+    # every task ended: the build keeps working until the shell says the merge queue drained
+    s, effects = decide(s, TaskCountsChanged(counts(total=2, succeeded=2)))
+    assert s.phase == "Working" and not of(effects, CreatePlannerTask)
+    s, effects = decide(s, builds.IterationEnded())
+    assert s.phase == "Planning" and s.iteration == 2 and s.planner_task == "b-planner-i2"
+    (p,) = of(effects, CreatePlannerTask)
+    assert p.manifest["metadata"]["labels"]["longshot.dev/iteration"] == "2"
+    assert cond(effects, "Planned").status == "Unknown" and cond(effects, "Planned").reason == "NextIteration"
+    assert "iteration 2 of 3" in cond(effects, "Planned").message
+    assert s.to_status()["iteration"] == 2
+    # the next plan is taken in with the iteration's number
+    s, effects = decide(s, PlannerFinished(planned("c"), replace(top(), iteration=2)))
+    assert s.phase == "Working" and "iteration 2 of 3: 1 tasks planned" in cond(effects, "Planned").message
+    assert of(effects, CreateTasks)[0].manifests[0]["metadata"]["labels"]["longshot.dev/iteration"] == "2"
+
+
+def test_the_planners_done_or_an_empty_later_plan_ends_planning_and_finalization_starts():
+    s = iterating("Planning", iteration=2, planner_task="b-planner-i2", counts=counts(total=3, succeeded=3))
+    for event in (PlannerFinished([], replace(top(), iteration=2), done=True),
+                  PlannerFinished([], replace(top(), iteration=2))):
+        new, effects = decide(s, event)
+        assert new.request_met and new.planning_done and not of(effects, CreateTasks)
+        assert (cond(effects, "Planned").status, cond(effects, "Planned").reason) == ("True", "RequestMet")
+        new, _ = decide(new, TaskCountsChanged(counts(total=3, succeeded=3)))
+        assert new.phase == "Finalizing"
+        assert decide(new, builds.IterationEnded())[0] == new  # too late to iterate
+
+
+def test_an_empty_first_plan_is_still_rejected_but_done_is_accepted():
+    s = iterating("Planning", planner_task="b-planner")
+    new, effects = decide(s, PlannerFinished([], top()))
+    assert new.replans == 1 and of(effects, CreatePlannerTask)  # re-planned
+    new, effects = decide(s, PlannerFinished([], top(), done=True))
+    assert new.request_met and cond(effects, "Planned").reason == "RequestMet"
+    # nothing to do at all: finalization (the final sweep) decides
+    new, _ = decide(new, TaskCountsChanged(counts()))
+    assert new.phase == "Finalizing"
+
+
+def test_max_iterations_bounds_planning():
+    s = iterating(iteration=3, max_iterations=3)
+    assert s.planning_done
+    new, _ = decide(s, TaskCountsChanged(counts(total=1, succeeded=1)))
+    assert new.phase == "Finalizing"
+    assert decide(s, builds.IterationEnded()) == (s, builds.summary(s))
+
+
+def test_a_later_iterations_replans_keep_its_number():
+    s = iterating("Planning", iteration=2, planner_task="b-planner-i2")
+    new, effects = decide(s, PlanInvalid("bad"))
+    (p,) = of(effects, CreatePlannerTask)
+    assert p.manifest["metadata"]["name"] == "b-planner-i2-1" and new.iteration == 2
+
+
+def test_a_roadmap_build_plans_without_a_planner_task():
+    s = build(source="roadmap", max_iterations=2)
+    new, effects = decide(s, Created())
+    assert new.phase == "Planning" and new.iteration == 1 and new.planner_task is None
+    assert not of(effects, CreatePlannerTask) and "roadmap" in cond(effects, "Planned").message
+    new, effects = decide(new, builds.IntakeChecked(None))
+    new, effects = decide(new, PlannerFinished(planned("a"), top()))
+    assert new.phase == "Working"
+    new, _ = decide(new, TaskCountsChanged(counts(total=1, succeeded=1)))
+    new, effects = decide(new, builds.IterationEnded())
+    assert new.phase == "Planning" and new.iteration == 2 and not of(effects, CreatePlannerTask)
+    # everything checked off: nothing left, the request is met
+    new, effects = decide(new, PlannerFinished([], replace(top(), iteration=2)))
+    assert new.request_met and "the roadmap file has nothing left" in cond(effects, "Planned").message
+    # an invalid roadmap is the source's fault: no re-plan, the build fails and says so
+    bad = build("Planning", source="roadmap", iteration=1)
+    new, effects = decide(bad, PlannerFinished(planned("a", deps={"a": ["x"]}), top()))
+    assert new.phase == "Failed" and not of(effects, CreatePlannerTask)
+    assert "roadmap file are not a valid plan" in cond(effects, "Planned").message
+
+
+@pytest.mark.parametrize("fc,reason,stalled", [("Auth", "AuthFailed", "True"),
+                                               ("Configuration", "Configuration", "True"),
+                                               ("RateLimited", "RateLimited", "False"),
+                                               ("Infrastructure", "IntakeFailed", "False")])
+def test_intake_failures_map_to_conditions(fc, reason, stalled):
+    s = build("Planning", source="issues", iteration=1)
+    new, effects = decide(s, builds.IntakeChecked((fc, f"github issue listing of o/r: {fc}")))
+    got = summary(effects)
+    assert got["Ready"] == ("False", reason)
+    assert got["Stalled"] == (stalled, reason if stalled == "True" else "NotStalled")
+    assert [e.reason for e in of(effects, EmitEvent)] == ["RateLimited" if fc == "RateLimited" else "IntakeFailed"]
+    new, effects = decide(new, builds.IntakeChecked(None))
+    assert summary(effects)["Ready"][1] == "Planning"
+    assert decide(new, builds.IntakeChecked(None))[1] == builds.summary(new)  # no repeated Event
+
+
+def test_a_question_names_the_task_and_stalls_only_when_nothing_else_can_run():
+    ask = TaskIssue("b-api", "awaiting", "Which port?")
+    busy = build("Working", counts=counts(total=3, running=1, pending=1, succeeded=1))
+    _, effects = decide(busy, IssuesChanged((ask,)))
+    got = summary(effects)
+    assert got["Ready"] == ("False", "AwaitingInput") and got["Stalled"] == ("False", "NotStalled")
+    assert "task b-api asked: Which port?" in cond(effects, "Ready").message
+    assert got["Reconciling"][0] == "True"
+    idle = build("Working", counts=counts(total=2, pending=1, succeeded=1))
+    _, effects = decide(idle, IssuesChanged((ask,)))
+    got = summary(effects)
+    assert got["Stalled"] == ("True", "AwaitingInput") and got["Reconciling"] == ("False", "AwaitingInput")
+    approval = TaskIssue("b-api", "approval", "waiting for spec.approved")
+    _, effects = decide(build("Finalizing", counts=counts(total=1, succeeded=1)), IssuesChanged((approval,)))
+    assert summary(effects)["Stalled"] == ("True", "AwaitingApproval")
+    assert "MergeJob b-api" in cond(effects, "Ready").message

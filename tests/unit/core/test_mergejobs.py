@@ -142,3 +142,37 @@ def test_status_round_trip_fields():
     st = replace(job("Testing", batch=BATCH), not_before=NOW).to_status()
     assert st["batch"] == {"id": "abc", "position": 1, "base": "base000", "commit": "spec001"}
     assert st["notBefore"] == "2025-01-01T00:00:00Z" and st["phase"] == "Testing"
+
+
+# --- approval (spec.merge.requireApproval) -------------------------------------------------------------
+
+
+def test_a_job_that_passed_its_checks_waits_for_approval_then_joins_the_queue():
+    s = job(needs_approval=True)
+    _, effects = decide(s, mj.Observed())
+    assert (cond(effects, "AwaitingApproval").status, cond(effects, "AwaitingApproval").reason) == ("Unknown",
+                                                                                                 "Pending")
+    s, effects = decide(s, ChecksPassed())
+    assert s.phase == "AwaitingApproval" and s.checks == "passed" and not s.ready
+    c = cond(effects, "AwaitingApproval")
+    assert (c.status, c.reason) == ("True", "AwaitingApproval") and "spec.approved" in c.message
+    assert (cond(effects, "Stalled").status, cond(effects, "Ready").reason) == ("True", "AwaitingApproval")
+    assert any(e.reason == "AwaitingApproval" for e in effects if isinstance(e, mj.EmitEvent))
+    assert s.to_status()["phase"] == "AwaitingApproval"
+    # nothing but the approval moves it on; a merge found after a restart is recorded
+    for event in (mj.TargetMoved("t2"), mj.Requeued("x"), mj.Retry("x"), ChecksPassed()):
+        assert decide(s, event) == (s, [])
+    assert decide(s, mj.Landed("c1", already=True))[0].phase == "Merged"
+    s, effects = decide(s, mj.Approved())
+    assert s.phase == "Queued" and s.ready
+    assert (cond(effects, "AwaitingApproval").status, cond(effects, "AwaitingApproval").reason) == ("False",
+                                                                                                 "Approved")
+
+
+def test_without_required_approval_or_once_approved_nothing_waits():
+    _, effects = decide(job(), mj.Observed())
+    assert cond(effects, "AwaitingApproval").reason == "NotRequired"
+    s, _ = decide(job(needs_approval=False), ChecksPassed())
+    assert s.phase == "Queued" and s.ready
+    with pytest.raises(mj.InvalidTransition):
+        decide(job("Testing", checks="passed", batch=BATCH), mj.Approved())

@@ -93,8 +93,14 @@ def test_plan_deeper_than_max_depth():
 
 
 def test_name_collision_with_existing_task():
-    r = rejected(plan.build_tasks([task("planner")], ctx(existing=frozenset({"rest-api-planner"}))))
+    r = rejected(plan.build_tasks([task("models")], ctx(existing=frozenset({"rest-api-models"}))))
     assert r.problem == plan.NAME_COLLISION
+
+
+@pytest.mark.parametrize("name", ["planner", "planner-2", "planner-i2", "planner-i3-1"])
+def test_the_planners_names_are_reserved(name):
+    r = rejected(plan.build_tasks([task(name)], ctx()))
+    assert r.problem == plan.RESERVED and name in r.message
 
 
 def test_accepted_manifests():
@@ -111,7 +117,7 @@ def test_accepted_manifests():
     assert first["metadata"]["labels"] == {
         "app.kubernetes.io/name": "longshot", "app.kubernetes.io/instance": "rest-api",
         "app.kubernetes.io/component": "agent-task", "app.kubernetes.io/managed-by": "longshot-operator",
-        "longshot.dev/build": "rest-api", "longshot.dev/role": "worker"}
+        "longshot.dev/build": "rest-api", "longshot.dev/role": "worker", "longshot.dev/iteration": "1"}
     for m in result.manifests:
         AgentTaskSpec.model_validate(m["spec"])  # the API server would accept it
 
@@ -163,3 +169,20 @@ def test_planner_task_manifest():
     assert m["metadata"]["name"] == "rest-api-planner-2"
     assert "cycle a -> a" in m["spec"]["description"]
     AgentTaskSpec.model_validate(m["spec"])
+
+
+def test_planner_names_per_iteration_and_replan():
+    assert [plan.planner_task_name("b", r, i) for r, i in ((0, 1), (1, 1), (0, 2), (2, 3))] == [
+        "b-planner", "b-planner-1", "b-planner-i2", "b-planner-i3-2"]
+    m = plan.planner_task_manifest(plan.BuildRef("b", "ns", "u"), "r", iteration=2)
+    assert m["metadata"]["labels"]["longshot.dev/iteration"] == "2"
+
+
+def test_a_subplan_keeps_its_planners_iteration():
+    subplanner = {"metadata": {"name": "rest-api-big", "labels": {"longshot.dev/iteration": "2"},
+                               "annotations": {"longshot.dev/plan-name": "big"}}, "spec": {"depth": 0}}
+    c = plan.context_for({"metadata": {"name": "rest-api", "namespace": "ns", "uid": "u"}}, subplanner)
+    assert (c.iteration, c.parent, c.depth) == (2, "rest-api-big", 1)
+    result = plan.build_tasks([task("part")], c)
+    assert isinstance(result, plan.Accepted)
+    assert result.manifests[0]["metadata"]["labels"]["longshot.dev/iteration"] == "2"

@@ -139,3 +139,11 @@ def test_killswitch_starts_nothing():
 
 def test_unknown_build_starts_nothing():
     assert started(select([task("x", build="nope")])) == []
+
+
+def test_candidates_of_one_best_of_n_task_run_together_but_exclude_other_overlapping_tasks():
+    cands = [replace(task(f"api-c{i}", scope=("calc/api.py",), age=5 - i), group="api") for i in (1, 2, 3)]
+    other = task("other", scope=("calc/**",), age=0)
+    assert started(select([*cands, other])) == ["api-c1", "api-c2", "api-c3"]
+    running = [replace(task("x", scope=("calc/api.py",), phase="Running"), group="x")]
+    assert started(select(cands, running)) == []

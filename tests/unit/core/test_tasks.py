@@ -304,7 +304,7 @@ def test_every_phase_has_a_row_for_every_event_but_the_impossible_ones():
               tasks.RetryRequested, tasks.BackoffElapsed, tasks.Killswitch}
     missing = {(p, e.__name__) for p in tasks.PHASES for e in events if (p, e) not in tasks.TRANSITIONS}
     assert missing == {("Backoff", "Admitted"), ("Succeeded", "Admitted"), ("Failed", "Admitted"),
-                       ("Cancelled", "Admitted")}
+                       ("Cancelled", "Admitted"), ("AwaitingInput", "Admitted")}
 
 
 def test_long_task_names_give_short_deterministic_pod_names():
@@ -329,3 +329,121 @@ def test_state_from_resource_round_trip():
                           policy=RetryPolicy(max_attempts=5, backoff_seconds=7))
     assert s.to_status()["nextAttemptTime"] == "2025-01-01T12:00:30Z"
     assert replace(s, phase="Running").pod == "b-t1-a2"
+
+
+# --- issue 14: questions, answers, hung attempts, best-of-N -------------------------------------------
+
+
+def asking(question: str = "Which port?", attempt: int = 1) -> Handoff:
+    return Handoff(task="b-t1", attempt=attempt, role="worker", outcome="needs-input", question=question,
+                   branch="longshot/b/t1", commit="abcdef1", summary="half done")
+
+
+def test_a_question_waits_for_a_person_without_counting_as_a_failure():
+    new, effects = decide(running(1), PodFinished(exited(0), asking()))
+    assert new.phase == "AwaitingInput" and new.question == "Which port?" and new.retry_base == 1
+    assert of(effects, CreateMergeJob) == [] and of(effects, ScheduleRetry) == []
+    (rec,) = of(effects, RecordAttempt)
+    assert rec.failure_class is None and rec.exit_reason == "asked a question: Which port?"
+    assert (cond(effects, "AwaitingInput").status, cond(effects, "AwaitingInput").reason) == ("True", "QuestionAsked")
+    assert cond(effects, "AwaitingInput").message == "Which port?"
+    assert (cond(effects, "Stalled").status, cond(effects, "Reconciling").status) == ("True", "False")
+    assert "spec" in cond(effects, "Ready").message and "answer" in cond(effects, "Ready").message
+    assert [e.reason for e in of(effects, EmitEvent)] == ["QuestionAsked"]
+    assert new.to_status()["question"] == "Which port?"
+
+
+def test_an_answer_starts_the_next_attempt_once():
+    waiting = replace(running(1), phase="AwaitingInput", question="Which port?", retry_base=1)
+    new, effects = decide(waiting, tasks.Answered("8080"))
+    assert new.phase == "Pending" and new.answer == "8080" and new.question == "Which port?"
+    assert (cond(effects, "AwaitingInput").status, cond(effects, "AwaitingInput").reason) == ("False", "Answered")
+    assert new.to_status()["answer"] == "8080"
+    # the same answer again (a restart before the status write was seen) changes nothing
+    assert decide(replace(waiting, answer="8080"), tasks.Answered("8080")) == (replace(waiting, answer="8080"), [])
+    # the answered attempt does not use the retry budget: attempt 2 is counted as the first
+    started, _ = decide(new, Admitted())
+    assert started.attempt == 2 and started.attempt - started.retry_base == 1
+
+
+@pytest.mark.parametrize("phase", ["Pending", "Running", "Backoff", "Succeeded", "Failed", "Cancelled"])
+def test_an_answer_without_an_open_question_is_ignored(phase):
+    s = state(phase, attempt=1)
+    assert decide(s, tasks.Answered("x")) == (s, [])
+
+
+def test_cancel_or_retry_while_waiting_drops_the_question():
+    waiting = replace(running(1), phase="AwaitingInput", question="Q")
+    new, effects = decide(waiting, CancelRequested())
+    assert new.phase == "Cancelled" and cond(effects, "AwaitingInput").status == "False"
+    new, effects = decide(waiting, RetryRequested("r1"))
+    assert new.phase == "Pending" and cond(effects, "AwaitingInput").reason == "NotRequired"
+
+
+def test_a_silent_attempt_is_hung_killed_and_failed_as_timeout():
+    new, effects = decide(running(1), tasks.HeartbeatLost(400.0, 300.0, attempt=1))
+    assert new.phase == "Backoff" and new.last_failure == "Timeout"
+    assert of(effects, DeletePod) == [DeletePod("b-t1-a1")]
+    (rec,) = of(effects, RecordAttempt)
+    assert rec.failure_class == "Timeout" and "no heartbeat for 400s" in (rec.exit_reason or "")
+    assert "HeartbeatLost" in [e.reason for e in of(effects, EmitEvent)]
+    # out of retries: failed for good
+    new, _ = decide(running(3), tasks.HeartbeatLost(400.0, 300.0))
+    assert new.phase == "Failed"
+    # about an older attempt, or in another phase: nothing
+    assert decide(running(2), tasks.HeartbeatLost(400.0, 300.0, attempt=1)) == (running(2), [])
+    assert decide(state("Backoff", attempt=1), tasks.HeartbeatLost(1.0, 1.0)) == (state("Backoff", attempt=1), [])
+
+
+def test_heartbeat_silence_counts_from_the_later_of_beat_and_start():
+    start = NOW - timedelta(seconds=600)
+    assert tasks.heartbeat_silence(None, start, NOW) == 600
+    assert tasks.heartbeat_silence(NOW - timedelta(seconds=20), start, NOW) == 20
+    assert tasks.heartbeat_silence(start - timedelta(hours=1), start, NOW) == 600  # a beat of an older attempt
+    assert tasks.heartbeat_silence(None, None, NOW) is None
+
+
+def test_a_best_of_n_task_starts_candidates_instead_of_a_pod():
+    new, effects = decide(state(), tasks.StartFanout(3))
+    assert new.phase == "Running" and new.attempt == 1 and of(effects, CreatePod) == []
+    assert of(effects, tasks.StartCandidates) == [tasks.StartCandidates(1, 3)]
+    assert of(effects, RecordAttempt)[0].pod == "b-t1-c*"
+    assert cond(effects, "Running").reason == "FanningOut"
+    with pytest.raises(InvalidTransition):
+        decide(running(1), tasks.StartFanout(3))
+
+
+def test_the_judges_pick_is_merged_and_no_pick_fails_the_task():
+    winner = {"branch": "longshot/b/b-t1-c2", "commit": "c2c2c2c", "baseCommit": "base000", "summary": "c2"}
+    new, effects = decide(running(1), tasks.FanoutFinished(winner, "the judge picked b-t1-c2"))
+    assert new.phase == "Succeeded"
+    assert of(effects, CreateMergeJob) == [CreateMergeJob("longshot/b/b-t1-c2", "c2c2c2c", "base000")]
+    assert of(effects, RecordHandoff) == [RecordHandoff(winner)]
+    assert cond(effects, "Succeeded").reason == "Judged"
+    new, effects = decide(running(1), tasks.FanoutFinished(None, "no candidate passed: c1: failed"))
+    assert new.phase == "Failed" and of(effects, CreateMergeJob) == []
+    assert (cond(effects, "Stalled").status, cond(effects, "Stalled").reason) == ("True", "NoCandidatePassed")
+    assert "c1: failed" in cond(effects, "Succeeded").message
+
+
+def test_a_candidate_succeeds_without_a_merge_job():
+    new, effects = decide(running(1, merges=False), PodFinished(exited(0), handoff()))
+    assert new.phase == "Succeeded" and of(effects, CreateMergeJob) == []
+
+
+def test_a_planner_that_is_done_returns_an_empty_plan_marked_done():
+    done = Handoff(task="b-t1", attempt=1, role="planner", outcome="succeeded", done=True, summary="met")
+    _, effects = decide(running(1, role="planner"), PodFinished(exited(0), done))
+    assert of(effects, PlanReturned) == [PlanReturned((), True)]
+    empty = Handoff(task="b-t1", attempt=1, role="planner", outcome="empty", summary="nothing")
+    _, effects = decide(running(1, role="planner"), PodFinished(exited(0), empty))
+    assert of(effects, PlanReturned) == [PlanReturned((), False)]
+
+
+def test_question_and_answer_survive_a_round_trip_through_the_status():
+    task = objects.parse({"metadata": {"name": "b-t1", "labels": {"longshot.dev/fanout-of": "b-t0"}},
+                          "spec": {"buildRef": {"name": "b"}, "description": "d"},
+                          "status": {"phase": "AwaitingInput", "question": "Q?", "answer": "A",
+                                     "attempts": [{"number": 1, "pod": "b-t1-a1"}]}}, objects.AgentTask)
+    s = TaskState.from_task(task)
+    assert (s.phase, s.question, s.answer, s.merges) == ("AwaitingInput", "Q?", "A", False)

@@ -167,3 +167,31 @@ def test_long_names_stay_valid():
     p = pod(agent_task(name))
     assert len(p["metadata"]["name"]) <= 63 and p["metadata"]["name"].endswith("-a1")
     assert all(len(v) <= 63 for v in p["metadata"]["labels"].values())
+
+
+def test_task_input_carries_the_operators_extra_fields_and_a_candidates_model():
+    task = agent_task("app-api-c2")
+    task["metadata"]["annotations"] = {"longshot.dev/model": "m-b"}
+    extra = {"previousFailure": {"class": "AgentError", "message": "2 failed"},
+             "question": "Which port?", "answer": "8080",
+             "dependencies": [{"task": "models", "summary": "User", "filesChanged": ["m.py"], "mergedCommit": "c1"}]}
+    p = pods.build_agent_pod(task, build_request(), SETTINGS, 2, extra)
+    given = TaskInput.model_validate_json(p["metadata"]["annotations"]["longshot.dev/task-input"])
+    assert given.backend.model == "m-b" and given.attempt == 2
+    assert (given.question, given.answer) == ("Which port?", "8080")
+    assert given.previous_failure is not None and given.previous_failure.failure_class == "AgentError"
+    assert given.dependencies[0].merged_commit == "c1"
+
+
+def test_the_builds_planner_gets_its_iteration_and_a_subplanner_does_not():
+    build = build_request()
+    build["spec"]["planner"] = {"maxIterations": 4}
+    planner = agent_task("app-planner-i2", role="planner")
+    planner["metadata"]["labels"] = {"longshot.dev/iteration": "2"}
+    given = pods.task_input(planner, build, 1)
+    assert (given.iteration, given.max_iterations) == (2, 4)
+    sub = agent_task("app-big", role="planner")
+    sub["metadata"]["labels"] = {"longshot.dev/iteration": "2"}
+    sub["metadata"]["annotations"] = {"longshot.dev/plan-name": "big"}
+    given = pods.task_input(sub, build, 1)
+    assert (given.iteration, given.max_iterations) == (1, 1)

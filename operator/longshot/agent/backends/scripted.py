@@ -31,6 +31,9 @@ task input says, first match wins::
         iteration: {2: [...]}    # by planning iteration (the planner of iteration 2, say)
         judging: [...]           # a reviewer given candidates to judge
         steps: [...]             # otherwise
+
+A planner entry that does not pick by ``iteration`` plans the first iteration only: from iteration 2 on, the
+build's planner finishes with ``done: true`` (the script's plan was the whole request).
 """
 
 from __future__ import annotations
@@ -87,10 +90,22 @@ def load_script(script_dir: Path) -> dict[str, Any]:
 SELECTORS = ("answered", "attempt", "iteration", "judging", "steps")
 
 
+DONE_STEPS: list[Any] = [{"finish": {"summary": "the script plans one iteration; the request is met",
+                                      "done": True}}]
+
+
 def select_steps(script: dict[str, Any], *, task: str, build: str, role: str, attempt: int = 1,
                  iteration: int = 1, answered: bool = False, judging: bool = False) -> list[Any]:
     """The steps for a task: by full task name, by plan-local name, by role, then the default steps; an
     entry that is a mapping picks among its variants (see the module docstring)."""
+    value, where = _entry(script, task=task, build=build, role=role)
+    if role == "planner" and iteration > 1 and not (isinstance(value, dict) and "iteration" in value) \
+            and not answered:
+        return DONE_STEPS
+    return _steps(value, where, attempt=attempt, iteration=iteration, answered=answered, judging=judging)
+
+
+def _entry(script: dict[str, Any], *, task: str, build: str, role: str) -> tuple[Any, str]:
     tasks = script.get("tasks") or {}
     roles = script.get("roles") or {}
     local = task[len(build) + 1:] if task.startswith(build + "-") else None
@@ -100,7 +115,7 @@ def select_steps(script: dict[str, Any], *, task: str, build: str, role: str, at
             found = (table[key], f"{key!r}")
             break
     value, where = found or (script.get("steps") or [], "steps")
-    return _steps(value, where, attempt=attempt, iteration=iteration, answered=answered, judging=judging)
+    return value, where
 
 
 def _steps(value: Any, where: str, *, attempt: int = 1, iteration: int = 1, answered: bool = False,

@@ -1,0 +1,128 @@
+"""Best-of-N decisions (core.fanout): candidates, gates, the judge, and how the round ends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from longshot.api.agenttask import AgentTaskSpec
+from longshot.core import fanout
+from longshot.core.fanout import CandidateView, CreateCandidates, Finish, GateCandidate, JudgeView, Snapshot, StartJudge
+
+pytestmark = pytest.mark.unit
+
+
+def cand(i: int, phase: str = "Succeeded", gate: str = "Pending", **kw: Any) -> CandidateView:
+    commit = kw.pop("commit", f"c{i}c{i}c{i}0")
+    return CandidateView(name=f"b-api-c{i}", phase=phase, branch=f"longshot/b/b-api-c{i}", commit=commit,
+                         handoff={"commit": commit}, gate=gate, **kw)  # type: ignore[arg-type]
+
+
+def snap(*candidates: CandidateView, judge: JudgeView | None = None, **kw: Any) -> Snapshot:
+    return Snapshot(task="b-api", round=1, candidates=candidates, judge=judge, **kw)
+
+
+def test_settings_the_tasks_own_win_the_builds_apply_to_planned_workers():
+    assert fanout.effective({"count": 2}, {"count": 3}, role="worker", planned=True) == fanout.Settings(2)
+    assert fanout.effective(None, {"count": 3, "models": ["a"]}, role="worker", planned=True) == \
+        fanout.Settings(3, ("a",))
+    assert fanout.effective(None, {"count": 3}, role="worker", planned=False) is None  # a hand-made task
+    assert fanout.effective(None, {"count": 3}, role="fixer", planned=True) is None
+    assert fanout.effective({"count": 2}, None, role="fixer", planned=False) == fanout.Settings(2)
+    assert fanout.effective({"count": 1}, {"count": 3}, role="worker", planned=True) is None
+    assert fanout.effective({"count": 2}, None, role="reviewer", planned=True) is None
+
+
+def test_names_branches_and_models_are_deterministic():
+    assert [fanout.candidate_name("b-api", 1, i) for i in (1, 2)] == ["b-api-c1", "b-api-c2"]
+    assert fanout.candidate_name("b-api", 2, 1) == "b-api-r2-c1" and fanout.judge_name("b-api", 2) == "b-api-r2-judge"
+    s = fanout.Settings(3, ("m-a", "m-b"))
+    assert [fanout.model_for(s, i, "default") for i in (1, 2, 3)] == ["m-a", "m-b", "m-a"]
+    assert fanout.model_for(fanout.Settings(2), 1, "default") == "default"
+    assert len(fanout.candidate_name("x" * 70, 1, 10)) <= 63
+
+
+def test_candidate_manifests_are_owned_by_the_task_and_carry_its_work():
+    task = {"metadata": {"name": "b-api", "namespace": "ns", "uid": "u1"},
+            "spec": {"buildRef": {"name": "b"}, "description": "answer()", "role": "worker", "priority": 7,
+                     "scope": ["calc/**"], "dependsOn": ["b-models"], "timeoutSeconds": 600}}
+    ms = fanout.candidate_manifests(task, "b", 1, fanout.Settings(2, ("m-a",)), "default", {"app": "x"})
+    assert [m["metadata"]["name"] for m in ms] == ["b-api-c1", "b-api-c2"]
+    m = ms[1]
+    assert m["metadata"]["ownerReferences"][0] == {"apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask",
+                                                    "name": "b-api", "uid": "u1", "controller": True,
+                                                    "blockOwnerDeletion": True}
+    assert m["metadata"]["labels"][fanout.FANOUT_LABEL] == "b-api"
+    assert m["metadata"]["labels"][fanout.PURPOSE_LABEL] == "candidate"
+    assert m["metadata"]["annotations"] == {fanout.MODEL_ANNOTATION: "m-a"}
+    assert m["spec"]["branch"] == "longshot/b/b-api-c2" and "dependsOn" not in m["spec"]
+    assert m["spec"]["priority"] == 7 and m["spec"]["timeoutSeconds"] == 600
+    AgentTaskSpec.model_validate(m["spec"])
+    judge = fanout.judge_manifest(task, "b", 1, ["b-api-c1", "b-api-c2"], {})
+    assert judge["spec"]["role"] == "reviewer" and judge["metadata"]["name"] == "b-api-judge"
+    AgentTaskSpec.model_validate(judge["spec"])
+
+
+def test_missing_candidates_are_created_first():
+    s = snap(CandidateView("b-api-c1", "Missing"), cand(2, "Running"))
+    assert fanout.decide(s) == [CreateCandidates(("b-api-c1",))]
+
+
+def test_each_succeeded_candidate_is_gated_once_and_the_round_waits():
+    s = snap(cand(1), cand(2, "Running"), cand(3, gate_started=True))
+    assert fanout.decide(s) == [GateCandidate("b-api-c1")]
+
+
+def test_without_a_gate_command_candidates_pass_and_one_passing_candidate_wins_alone():
+    s = snap(cand(1, gate="Passed"), cand(2, "Failed", failure="no idea"))
+    (finish,) = fanout.decide(s)
+    assert finish == Finish("b-api-c1", ("the only candidate that passed its gate",),
+                            "b-api-c1 wins: the only candidate that passed its gate")
+
+
+def test_two_passing_candidates_go_to_the_judge():
+    s = snap(cand(1, gate="Passed"), cand(2, gate="Failed", gate_reason="1 test failed"), cand(3, gate="Passed"))
+    assert fanout.decide(s) == [StartJudge("b-api-judge", ("b-api-c1", "b-api-c3"))]
+    running = fanout.Snapshot(**{**s.__dict__, "judge": JudgeView("b-api-judge", "Running")})
+    assert fanout.decide(running) == []
+
+
+def test_the_judges_pick_is_checked_against_the_passing_candidates():
+    base = (cand(1, gate="Passed"), cand(2, gate="Failed"), cand(3, gate="Passed"))
+    ok = snap(*base, judge=JudgeView("b-api-judge", "Succeeded", commit="c3c3c30", branch="longshot/b/b-api-c3",
+                                     reasons=("smaller",)))
+    assert fanout.decide(ok) == [Finish("b-api-c3", ("smaller",), "the judge picked b-api-c3: smaller")]
+    for commit, branch in (("c2c2c20", "longshot/b/b-api-c2"), ("fffffff", None), ("c3c3c30", "longshot/b/other")):
+        bad = snap(*base, judge=JudgeView("b-api-judge", "Succeeded", commit=commit, branch=branch))
+        (finish,) = fanout.decide(bad)
+        assert finish.winner is None and "not a candidate that passed its gate" in finish.message
+    failed = snap(*base, judge=JudgeView("b-api-judge", "Failed", failure="the model gave up"))
+    (finish,) = fanout.decide(failed)
+    assert finish.winner is None and "the judge b-api-judge failed: the model gave up" in finish.message
+
+
+def test_when_every_candidate_is_out_each_reason_is_given():
+    s = snap(cand(1, "Failed", failure="no idea"), cand(2, gate="Failed", gate_reason="1 failed"),
+             cand(3, commit=None), cand(4, "Cancelled"))
+    (finish,) = fanout.decide(s)
+    assert finish.winner is None
+    assert finish.reasons == ("b-api-c1: failed: no idea", "b-api-c2: failed its gate: 1 failed",
+                              "b-api-c3: it changed nothing", "b-api-c4: cancelled")
+
+
+def test_a_stopped_round_cancels_what_still_runs():
+    s = snap(cand(1, "Running"), cand(2), CandidateView("b-api-c3", "Missing"),
+             judge=JudgeView("b-api-judge", "Pending"), running=False)
+    assert fanout.decide(s) == [fanout.CancelTasks(("b-api-c1", "b-api-judge"))]
+    assert fanout.decide(snap(cand(1), running=False)) == []
+
+
+def test_status_records_every_candidate_and_the_decision():
+    s = fanout.with_gate(snap(cand(1, gate="Passed", model="m-a"), cand(2)), "b-api-c2", "Failed", "conflicts")
+    wire = fanout.status(s, fanout.Record("b-api-judge", "b-api-c1", ("simplest",)))
+    assert wire == {"candidates": [
+        {"name": "b-api-c1", "gate": "Passed", "model": "m-a", "branch": "longshot/b/b-api-c1", "commit": "c1c1c10"},
+        {"name": "b-api-c2", "gate": "Failed", "branch": "longshot/b/b-api-c2", "commit": "c2c2c20",
+         "reason": "failed its gate: conflicts"}],
+        "reasons": ["simplest"], "judgeTask": "b-api-judge", "winner": "b-api-c1"}
