@@ -138,7 +138,12 @@ def _existing_branch(attempt: Attempt) -> str:
     return head
 
 
-def commit_message(task: handoff.TaskInput, summary: str) -> str:
+STACKED_TRAILER = "Longshot-Stacked-On"
+"""Trailer naming each dependency commit a stacked branch was built on, so a later attempt continuing the branch
+still knows them after the dependencies merged (they are no longer in ``TaskInput.stack`` then)."""
+
+
+def commit_message(task: handoff.TaskInput, summary: str, stacked_on: list[str] | None = None) -> str:
     first = next((line.strip() for line in summary.splitlines() if line.strip()), "")
     if not first:
         first = next((line.strip() for line in task.description.splitlines() if line.strip()), task.task)
@@ -147,6 +152,7 @@ def commit_message(task: handoff.TaskInput, summary: str) -> str:
     body = "\n".join(textwrap.fill(p, 72) if p.strip() else "" for p in description.splitlines())
     trailers = (f"Longshot-Build: {task.build}\nLongshot-Task: {task.task}\n"
                 f"Longshot-Attempt: {task.attempt}\nLongshot-Role: {task.role}")
+    trailers += "".join(f"\n{STACKED_TRAILER}: {c}" for c in stacked_on or ())
     return f"{title}\n\n{body.strip()}\n\n{trailers}\n"
 
 
@@ -177,25 +183,124 @@ def scan_and_push(attempt: Attempt, since: str, head: str) -> None:
     attempt.git.push(f"{head}:refs/heads/{attempt.task.branch}", what=f"push of {attempt.task.branch}")
 
 
-def _commit_if_dirty(attempt: Attempt, summary: str, *, allow_empty: bool = False) -> str:
+def _commit_if_dirty(attempt: Attempt, summary: str, *, allow_empty: bool = False,
+                     stacked_on: list[str] | None = None) -> str:
     git = attempt.git
     if git.dirty() or allow_empty:
-        return git.commit_all(commit_message(attempt.task, summary), name=attempt.task.author_name,
+        return git.commit_all(commit_message(attempt.task, summary, stacked_on), name=attempt.task.author_name,
                               email=attempt.task.author_email, allow_empty=allow_empty)
     return git.head()
 
 
-def _result_fields(attempt: Attempt, *, start: str, head: str, base_commit: str, summary: str) -> dict[str, Any]:
-    files = attempt.git.changed_files(f"{base_commit}...{head}")
+def _result_fields(attempt: Attempt, *, start: str, head: str, base_commit: str, summary: str,
+                   stacked_on: list[str] | None = None, own_since: str | None = None) -> dict[str, Any]:
+    """The handoff fields of a branch at ``head``. Without a stack, files are those changed against the base.
+    Stacked (``stacked_on``), they are the task's own changes only: against ``own_since`` (the stacked start of a
+    fresh branch), else those of the branch's commits not reachable from the base or the stacked commits;
+    ``base_commit`` is then the target's commit, not the start."""
+    if not stacked_on:
+        files = attempt.git.changed_files(f"{base_commit}...{head}")
+    elif own_since is not None:
+        files = attempt.git.changed_files(f"{own_since}...{head}")
+    else:
+        files = own_files(attempt.git, head, [base_commit, *stacked_on])
     outcome = "succeeded" if files else "empty"
-    return {
+    fields: dict[str, Any] = {
         "outcome": outcome,
         "branch": attempt.task.branch if outcome == "succeeded" else None,
         "commit": head if outcome == "succeeded" else None,
-        "base_commit": start,
+        "base_commit": start if not stacked_on else base_commit,
         "files_changed": files,
         "summary": summary,
     }
+    if stacked_on and outcome == "succeeded":
+        fields["stacked_on"] = list(stacked_on)
+    return fields
+
+
+# --- stacked dependencies ----------------------------------------------------------------------------
+
+def is_ancestor(git: gitops.Git, ancestor: str, commit: str) -> bool:
+    return git.run("merge-base", "--is-ancestor", ancestor, commit, check=False).returncode == 0
+
+
+def own_files(git: gitops.Git, head: str, exclude: list[str]) -> list[str]:
+    """Files changed by the commits of ``head`` that are not reachable from ``exclude`` (merge commits, which
+    only bring other branches' changes together, left out)."""
+    out = git.run("log", "--no-merges", "--no-renames", "--format=", "--name-only", head, "--not", *exclude,
+                  "--").stdout
+    return sorted({line for line in out.splitlines() if line})
+
+
+def _fetch_stacked(attempt: Attempt, entry: handoff.StackEntry, index: int) -> None:
+    """Make ``entry.commit`` present in the checkout: fetch its branch, then the commit itself."""
+    git = attempt.git
+    if git.rev(entry.commit) is not None:
+        return
+    url = git.url or attempt.task.repository_url
+    git.run("fetch", "--quiet", "--no-tags", "--", url, f"+refs/heads/{entry.branch}:refs/longshot/stack/{index}",
+            check=False)
+    if git.rev(entry.commit) is None:
+        git.run("fetch", "--quiet", "--no-tags", "--", url, entry.commit, check=False)
+    if git.rev(entry.commit) is None:
+        raise errors.InfrastructureError(
+            f"dependency {entry.task}'s commit {entry.commit[:12]} (branch {entry.branch}) is not in the "
+            "repository; the stacked start (spec.dependencies: stacked) needs it")
+
+
+def stacked_start(attempt: Attempt) -> tuple[str, list[str]] | None:
+    """Check out a fresh branch on the stacked dependencies (``TaskInput.stack``): the first one's commit, the
+    others merged in (``git merge --no-edit``). ``(start, stacked_on)``, or None when there is no stack.
+
+    Two dependencies that conflict with each other cannot both be stacked on: the merge is aborted and the attempt
+    fails (AgentError) naming them and the files; a later attempt starts once one of them has merged (then the
+    target has it and the stack is shorter)."""
+    task = attempt.task
+    if not task.stack:
+        return None
+    git = attempt.git
+    for i, entry in enumerate(task.stack):
+        _fetch_stacked(attempt, entry, i)
+    first = task.stack[0]
+    git.checkout(task.branch, first.commit)
+    env = gitops.author_env(task.author_name, task.author_email)
+    for entry in task.stack[1:]:
+        if is_ancestor(git, entry.commit, "HEAD"):
+            continue
+        merge = git.run("merge", "--no-edit", "--quiet", "-m",
+                        f"Stack {entry.task} ({entry.commit[:12]}) on {first.task}", entry.commit, check=False,
+                        env=env)
+        if merge.returncode != 0:
+            conflicts = [p for p in git.run("diff", "--name-only", "--diff-filter=U").stdout.splitlines() if p]
+            git.run("merge", "--abort", check=False)
+            shown = ", ".join(conflicts[:10]) or "(unknown files)"
+            raise errors.AgentError(
+                f"the stacked dependencies conflict: {entry.task} ({entry.commit[:12]}) does not merge with "
+                f"{', '.join(e.task for e in task.stack[:task.stack.index(entry)])} in {shown}; this attempt "
+                "cannot start from both (spec.dependencies: stacked). A later attempt starts once one of them has "
+                "merged, or use spec.dependencies: merged")
+    head = git.head()
+    attempt.events.log("stacked on dependencies", tasks=[e.task for e in task.stack],
+                       commits=[e.commit for e in task.stack])
+    return head, [e.commit for e in task.stack]
+
+
+def stacked_on_branch(attempt: Attempt, base_commit: str, head: str) -> list[str]:
+    """The dependency commits an existing branch (a later attempt continuing it) was stacked on: those of
+    ``TaskInput.stack`` and those its own commits name in a ``Longshot-Stacked-On`` trailer, that the branch
+    contains and the target does not."""
+    git = attempt.git
+    found = [e.commit for e in attempt.task.stack]
+    log = git.run("log", "--format=%B", head, "--not", base_commit, "--").stdout
+    prefix = f"{STACKED_TRAILER}: "
+    found += [line[len(prefix):].strip() for line in log.splitlines() if line.startswith(prefix)]
+    out: list[str] = []
+    for c in found:
+        if c in out or git.rev(c) is None:
+            continue
+        if is_ancestor(git, c, head) and not is_ancestor(git, c, base_commit):
+            out.append(c)
+    return out
 
 
 # --- roles -------------------------------------------------------------------------------------------
@@ -207,18 +312,34 @@ def _needs_input(fields: dict[str, Any], finish: tools.Finish) -> dict[str, Any]
     return fields
 
 
+def _start(attempt: Attempt, base_commit: str) -> tuple[str, list[str], str | None]:
+    """Check out the branch to work on: the existing one (a later attempt), else the stacked dependencies
+    (:func:`stacked_start`), else the base. ``(start, stacked_on, own_since)``; ``own_since`` is the stacked start
+    of a fresh branch (the task's own changes are diffed against it)."""
+    git = attempt.git
+    existing = git.remote_branch(attempt.task.branch)
+    if existing is not None:
+        git.checkout(attempt.task.branch, existing)
+        return existing, stacked_on_branch(attempt, base_commit, existing), None
+    stacked = stacked_start(attempt)
+    if stacked is not None:
+        return stacked[0], stacked[1], stacked[0]
+    git.checkout(attempt.task.branch, base_commit)
+    return base_commit, [], None
+
+
 def worker(attempt: Attempt) -> dict[str, Any]:
     git = attempt.git
     base_commit = _remote_base(attempt)
-    start = git.remote_branch(attempt.task.branch) or base_commit
-    git.checkout(attempt.task.branch, start)
-    attempt.base_commit = start
+    start, stacked_on, own_since = _start(attempt, base_commit)
+    attempt.base_commit = start if not stacked_on else base_commit
     finish = run_backend(attempt)
     summary = finish.summary if finish.question is None else f"Work in progress: {attempt.task.task}"
-    head = _commit_if_dirty(attempt, summary)
+    head = _commit_if_dirty(attempt, summary, stacked_on=stacked_on)
     if head != start and git.changed_files(start, head):
         scan_and_push(attempt, start, head)
-    fields = _result_fields(attempt, start=start, head=head, base_commit=base_commit, summary=finish.summary)
+    fields = _result_fields(attempt, start=start, head=head, base_commit=base_commit, summary=finish.summary,
+                            stacked_on=stacked_on, own_since=own_since)
     return fields if finish.question is None else _needs_input(fields, finish)
 
 
@@ -320,8 +441,12 @@ def fixer(attempt: Attempt) -> dict[str, Any]:
     git = attempt.git
     task = attempt.task
     base_commit = _remote_base(attempt)
-    start = git.remote_branch(task.branch) or base_commit
-    git.checkout(task.branch, start)
+    existing = git.remote_branch(task.branch)
+    stacked = stacked_start(attempt) if existing is None else None
+    start = existing or (stacked[0] if stacked is not None else base_commit)
+    stacked_on = stacked[1] if stacked is not None else []
+    if stacked is None:
+        git.checkout(task.branch, start)
     merge = git.run("merge", "--no-ff", "--no-edit", "--quiet", base_commit, check=False,
                     env=gitops.author_env(task.author_name, task.author_email))
     conflicts = [p for p in git.run("diff", "--name-only", "--diff-filter=U").stdout.splitlines() if p]
@@ -339,10 +464,12 @@ def fixer(attempt: Attempt) -> dict[str, Any]:
     if finish.question is not None:
         # nothing is pushed: a half-resolved merge must not land on the branch being fixed
         return _needs_input({"base_commit": base_commit}, finish)
-    head = _commit_if_dirty(attempt, finish.summary or f"Merge {task.base_branch} into {task.branch}")
+    head = _commit_if_dirty(attempt, finish.summary or f"Merge {task.base_branch} into {task.branch}",
+                            stacked_on=stacked_on)
     if head != start:
         scan_and_push(attempt, base_commit, head)
-    fields = _result_fields(attempt, start=start, head=head, base_commit=base_commit, summary=finish.summary)
+    fields = _result_fields(attempt, start=start, head=head, base_commit=base_commit, summary=finish.summary,
+                            stacked_on=stacked_on)
     if head == start:
         fields.update(outcome="empty", branch=None, commit=None)
     return fields

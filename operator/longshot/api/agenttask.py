@@ -141,6 +141,9 @@ class HandoffSummary(Model):
     """Reasons for the verdict (a reviewer's requested changes, a tester's failing output tail)."""
     base_commit: str | None = Field(default=None, max_length=64)
     """The commit the work started from."""
+    stacked_on: list[str] = Field(default_factory=list, max_length=256)
+    """The dependencies' commits a stacked branch was built on (``spec.dependencies: stacked``); the MergeJob's
+    ``spec.stackedOn``."""
 
 
 class Progress(Model):

@@ -114,9 +114,14 @@ class Handoff(Model):
     commit: str | None = Field(default=None, min_length=7, max_length=64, pattern=r"^[0-9a-f]+$")
     """Head commit of the pushed branch."""
     base_commit: str | None = Field(default=None, max_length=64)
-    """Commit the work started from."""
+    """Commit the work started from (the target's commit; for a stacked start, the target's commit at the
+    start, while ``stacked_on`` names the dependencies' commits the branch was built on)."""
+    stacked_on: list[str] = Field(default_factory=list, max_length=256)
+    """Worker/fixer of a ``stacked`` build: the dependencies' commits (``TaskInput.stack``) the branch starts
+    from, before they merged. The merge queue replays only the commits not reachable from them."""
     files_changed: list[str] = Field(default_factory=list)
-    """Files changed by the commit(s)."""
+    """Files changed by the commit(s): the task's own changes (for a stacked start, against the stacked
+    start, not the dependencies' changes)."""
     summary: str = Field(default="", max_length=65536)
     """What the agent did, in words."""
     usage: Usage = Field(default_factory=Usage)
@@ -368,6 +373,17 @@ class DependencyResult(Model):
     """Commit on the target branch that contains its work (the attempt starts from a target that has it)."""
 
 
+class StackEntry(Model):
+    """A dependency whose branch a ``stacked`` dependent starts from, before it merged."""
+
+    task: str
+    """Plan-local name (or AgentTask name) of the dependency."""
+    branch: str = Field(min_length=1, max_length=255, pattern=GIT_BRANCH)
+    """The dependency's branch (fetched when ``commit`` is not in the clone)."""
+    commit: str = Field(min_length=7, max_length=64, pattern=r"^[0-9a-f]+$")
+    """The head commit of the dependency's successful attempt: what the dependent starts from."""
+
+
 class CandidateInput(Model):
     """One candidate of a fanned-out task, as the judge sees it."""
 
@@ -439,6 +455,10 @@ class TaskInput(Model):
     """Why the previous attempt of this task failed (class and message), so this one can avoid it."""
     dependencies: list[DependencyResult] = Field(default_factory=list)
     """Worker/fixer: results of the tasks in ``dependsOn`` that succeeded."""
+    stack: list[StackEntry] = Field(default_factory=list)
+    """Worker/fixer of a build with ``spec.dependencies: stacked``: the dependencies that succeeded with a commit
+    but are not merged yet, in ``dependsOn`` order. A fresh branch starts from the first commit and merges the
+    others in. Empty in ``merged`` mode (the target already has the dependencies' work)."""
     question: str | None = None
     """The question a previous attempt asked (tool ``ask``), when it has been answered."""
     answer: str | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
 from longshot.api.buildrequest import MergeStrategy
@@ -13,6 +15,8 @@ from longshot.api.common import (
     Model,
     Timestamp,
 )
+
+CommitSha = Annotated[str, Field(min_length=7, max_length=64, pattern=r"^[0-9a-f]+$")]
 
 
 class MergeJobSpec(Model):
@@ -33,7 +37,12 @@ class MergeJobSpec(Model):
     priority: int = Field(default=5, ge=1, le=10)
     """Queue order: higher first, then by arrival."""
     base_commit: str | None = Field(default=None, min_length=7, max_length=64, pattern=r"^[0-9a-f]+$")
-    """The commit the branch's work started from (for a stacked task: its dependency's head)."""
+    """The target commit the branch's work started from."""
+    stacked_on: list[CommitSha] = Field(default_factory=list, max_length=256)
+    """For a task of a build with ``spec.dependencies: stacked``: the dependencies' commits its branch was built
+    on before they merged. The job waits until every dependency of its task merged (and fails, naming it, when
+    one never will); then only the branch's own commits (those not reachable from these) are replayed onto
+    the target, which by then holds the dependencies' merged work."""
     approved: bool = False
     """Approval for a build with ``spec.merge.requireApproval``: the MergeJob waits at ``AwaitingApproval``
     until this is true. Ignored when the build does not require approval."""

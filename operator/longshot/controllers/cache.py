@@ -291,6 +291,11 @@ class Cache:
             refs: list[Ref] = [("AgentTask", ns, name), ("BuildRequest", ns, obj.build_name)]
             if old is None or old.status.phase != obj.status.phase:
                 refs += [("AgentTask", ns, d) for d in self.dependents.get((ns, name), ())]
+                # a stacked dependent's MergeJob waits on this task (and fails when it does)
+                for d in self.dependents.get((ns, name), ()):
+                    job = self.jobs.get((ns, d))
+                    if job is not None:
+                        refs += self._queue_refs(job)
             queue = obj.metadata.annotations.get(QUEUE_ANNOTATION)
             if queue:
                 refs.append(("Queue", "", queue))

@@ -163,6 +163,14 @@ class Context:
         return dependencies.readiness(task.spec.depends_on, self.views(build.key).deps,
                                       mode=build.spec.dependencies, policy=policy.type, quorum=policy.k)
 
+    def merge_readiness(self, task: objects.AgentTask, build: objects.BuildRequest) -> tuple[str, str]:
+        """May the branch of ``task`` merge, given its dependencies (``core.dependencies.merge_readiness``)?"""
+        if not task.spec.depends_on:
+            return "ready", ""
+        policy = task.spec.depends_on_policy
+        return dependencies.merge_readiness(task.spec.depends_on, self.views(build.key).deps, policy=policy.type,
+                                            quorum=policy.k)
+
     def fanout_of(self, task: objects.AgentTask, build: objects.BuildRequest) -> fanout.Settings | None:
         """The task's best-of-N settings, or None when it runs as one attempt (``core.fanout.effective``)."""
         if (task.spec.fanout is None and build.spec.fanout is None) or task.spec.role not in MERGING_ROLES \

@@ -4,8 +4,10 @@ repository's shard.
 Each reconcile of ``("Queue", "", "<repository key>|<target>")``:
 
 1. fetches the target and, for conflicted jobs, notices that it moved (``TargetMoved``);
-2. runs the per-branch checks of new candidates: the secret scan of every commit of the branch, and for the
-   ``strict`` profile a reviewer task ``<job>-review`` (``ChecksPassed`` / ``SecretFound`` / ``ChangesRequested``);
+2. runs the per-branch checks of new candidates (a stacked branch first waits until its task's dependencies
+   merged, ``WaitingForDependencies``, and fails, ``DependencyFailed``, when one never will): the secret scan
+   of every commit of the branch, and for the ``strict`` profile a reviewer task ``<job>-review``
+   (``ChecksPassed`` / ``SecretFound`` / ``ChangesRequested``);
    with ``spec.merge.requireApproval`` a job that passed them waits at ``AwaitingApproval`` until its
    ``spec.approved`` is true (``Approved``);
 3. asks ``core.mergequeue.decide`` what to do with the batch, and does it: build the speculative commits and
@@ -194,8 +196,13 @@ class QueueReconciler:
     async def _checks(self, job: objects.MergeJob, build: objects.BuildRequest, w: vws.Workspace,
                       out: list[ex.Action]) -> list[mj.Event]:
         task = self.ctx.cache.tasks.get((job.namespace, job.task_name))
-        if task is not None and self.ctx.readiness(task, build)[0] != "ready":
-            return []  # a stacked dependent merges after its dependencies
+        if task is not None and (build.spec.dependencies == "stacked" or job.spec.stacked_on):
+            # a stacked dependent merges after its dependencies, and never without them
+            verdict, why = self.ctx.merge_readiness(task, build)
+            if verdict == "waiting":
+                return [mj.DependenciesPending(why)]
+            if verdict == "blocked":
+                return [mj.DependencyFailed(why)]
         commit = job.spec.commit
         if commit is None:
             return [mj.Error("the MergeJob names no commit")]
@@ -373,7 +380,8 @@ class QueueReconciler:
         check_off, references = self.intake_of(job, build)
         return speculate.Member(name=job.name, namespace=job.namespace, uid=job.metadata.uid, branch=job.spec.branch,
                                 commit=job.spec.commit or "", strategy=job.spec.strategy, task=job.task_name,
-                                build=build.name, check_off=check_off, references=references)
+                                build=build.name, check_off=check_off, references=references,
+                                stacked_on=tuple(job.spec.stacked_on))
 
     def intake_of(self, job: objects.MergeJob, build: objects.BuildRequest
                   ) -> tuple[tuple[str, str] | None, tuple[str, ...]]:

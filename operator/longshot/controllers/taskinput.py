@@ -1,5 +1,6 @@
 """The task input fields an attempt gets from other objects (``core.taskinput``), read from the cache when its Pod
-is built: the previous iteration's results for a planner, the dependencies' results, the last failure, the
+is built: the previous iteration's results for a planner, the dependencies' results (and, for a stacked build,
+the unmerged dependency commits to start from), the last failure, the
 question and its answer, and a judge's candidates."""
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def result_of(ctx: ctxmod.Context, t: objects.AgentTask, build: objects.BuildReq
         description=t.spec.description,
         merging=t.spec.role in tasks.MERGING_ROLES,
         commit=handoff.commit if handoff is not None else None,
+        branch=handoff.branch if handoff is not None else None,
         delivered=bool(dep is not None and dep.delivered),
         merged_commit=merged_commit,
         summary=handoff.summary if handoff is not None else "",
@@ -55,9 +57,13 @@ def extra(ctx: ctxmod.Context, task: objects.AgentTask, build: objects.BuildRequ
     if role in tasks.MERGING_ROLES:
         depends = task.spec.depends_on or (parent.spec.depends_on if parent is not None else [])
         found = [ctx.cache.tasks.get((task.namespace, d)) for d in depends]
-        deps = taskinput.dependencies(result_of(ctx, t, build) for t in found if t is not None)
+        found_results = [result_of(ctx, t, build) for t in found if t is not None]
+        deps = taskinput.dependencies(found_results)
         if deps:
             out["dependencies"] = deps
+        stack = taskinput.stack(found_results, build.spec.dependencies)
+        if stack:
+            out["stack"] = stack
     elif role == "planner" and plan.PLAN_NAME_ANNOTATION not in task.metadata.annotations:
         iteration = plan.iteration_of({"labels": task.metadata.labels})
         if iteration > 1:

@@ -65,6 +65,9 @@ def merge_job_manifest(task: objects.AgentTask, build: objects.BuildRequest,
     }
     if e.base_commit and len(e.base_commit) >= 7:
         spec["baseCommit"] = e.base_commit
+    stacked = [c for c in e.stacked_on if 7 <= len(c) <= 64 and all(ch in "0123456789abcdef" for ch in c)]
+    if stacked:
+        spec["stackedOn"] = stacked[:256]
     return {"apiVersion": task.api_version, "kind": "MergeJob",
             "metadata": {"name": task.name, "namespace": task.namespace, "labels": labels,
                          "ownerReferences": [task.owner_reference()]},

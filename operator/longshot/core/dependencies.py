@@ -6,7 +6,8 @@ A dependency is *done* when the task succeeded and its work is where the depende
   target (its MergeJob merged, or the fixer that took its branch over merged), so the dependent clones the
   target at a commit that contains it. A task that produced nothing to merge is done when it succeeded.
 * ``stacked``: the dependency succeeded with a commit; the dependent starts from that commit before the merge
-  (its own MergeJob waits for the dependency to merge, and restacks if the dependency's head changes).
+  (its own MergeJob waits for the dependency to merge, :func:`merge_readiness`, and restacks: only its own
+  commits are replayed onto the target, so a dependency whose head changed lands as it merged).
 
 A decomposed task (a subplanner) is done when every task of its subplan is done.
 
@@ -109,3 +110,20 @@ def readiness(depends_on: Sequence[str], views: Mapping[str, DepView], *, mode: 
     if merging and len(merging) == len(waiting):
         return "waiting", f"waiting for {shown} to merge"
     return "waiting", f"waiting for {shown}" + (f" ({need} of {len(depends_on)} needed)" if policy != "all" else "")
+
+
+def merge_readiness(depends_on: Sequence[str], views: Mapping[str, DepView], *, policy: Policy = "all",
+                    quorum: int | None = None) -> tuple[Readiness, str]:
+    """May the branch of a task with these dependencies merge? For a stacked dependent, whose branch was built on
+    its dependencies' unmerged commits: ``ready`` only when the policy is met in ``merged`` mode (the dependencies
+    are on the target) and no other dependency is still on its way (the branch may carry its work);
+    ``waiting`` (``"waiting for <dep> to merge"``) while one is; ``blocked``, naming the dependency, when the
+    policy can no longer be met (a dependency failed, was cancelled, or its branch can never merge)."""
+    verdict, message = readiness(depends_on, views, mode=MERGED, policy=policy, quorum=quorum)
+    if verdict != "ready":
+        return verdict, message
+    pending = [n for n in depends_on if (v := views.get(n)) is not None and status_of(v, MERGED) == "waiting"]
+    if pending:
+        shown = ", ".join(pending[:10]) + (f" and {len(pending) - 10} more" if len(pending) > 10 else "")
+        return "waiting", f"waiting for {shown} to merge"
+    return "ready", ""

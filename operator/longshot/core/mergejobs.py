@@ -8,6 +8,8 @@ create fixers.
 Phases::
 
     Queued --ChecksPassed--> Queued (ready) --BatchJoined--> Testing --Landed--> Merged
+       |--DependenciesPending--> Queued (a stacked branch waits for its dependencies to merge)
+       |--DependencyFailed--> Failed (a dependency will never merge; no fixer)
        |--ChecksPassed (approval required)--> AwaitingApproval --Approved--> Queued (ready)
        |                                                        |--Requeued--> Queued
        |--Conflict (retries left)--> Conflicted --TargetMoved--> Queued
@@ -54,6 +56,8 @@ MAX_ERRORS: Final = 3
 ERROR_BACKOFF_SECONDS: Final = 5.0
 
 Checks = Literal["pending", "passed", "failed"]
+WAITING_FOR_DEPENDENCIES: Final = "WaitingForDependencies"
+"""Reason of the ``Queued`` condition of a stacked branch waiting for its dependencies to merge."""
 
 
 class InvalidTransition(RuntimeError):
@@ -107,6 +111,8 @@ class JobState:
     """Fixer tasks the build may still create (``merge.maxFixers`` minus those created)."""
     needs_approval: bool = False
     """The build requires approval (``spec.merge.requireApproval``) and ``spec.approved`` is not true."""
+    waiting: str = ""
+    """Why the branch waits for its dependencies (a stacked dependent), as its ``Queued`` condition says."""
 
     @property
     def terminal(self) -> bool:
@@ -179,6 +185,21 @@ class ChangesRequested:
 
 
 @dataclass(frozen=True)
+class DependenciesPending:
+    """A stacked branch waits for its task's dependencies to merge first (``core.dependencies.merge_readiness``)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class DependencyFailed:
+    """A dependency of the branch's task will never merge (failed, cancelled, undeliverable): a stacked branch,
+    built on its work, must not merge."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class BatchJoined:
     batch: BatchRef
 
@@ -243,7 +264,8 @@ class Retry:
 
 
 Event = (Observed | ChecksPassed | Reviewing | SecretFound | ChangesRequested | BatchJoined | Requeued | Landed
-         | Conflict | TargetMoved | Evicted | Error | FixerLanded | Retry | Approved)
+         | Conflict | TargetMoved | Evicted | Error | FixerLanded | Retry | Approved | DependenciesPending
+         | DependencyFailed)
 
 # --- effects -----------------------------------------------------------------------------------------
 
@@ -360,9 +382,29 @@ def _observed(state: JobState, event: Observed, now: datetime) -> Result:
     ]
 
 
+def _dependencies_pending(state: JobState, event: DependenciesPending, now: datetime) -> Result:
+    if state.waiting == event.message:
+        return state, []
+    text = f"{event.message}: the branch was stacked on their work and merges after them"
+    return replace(state, waiting=event.message, message=text), [
+        SetCondition(c.QUEUED, c.TRUE, WAITING_FOR_DEPENDENCIES, event.message),
+        SetCondition(c.CHECKS_PASSED, c.UNKNOWN, WAITING_FOR_DEPENDENCIES, "checked once the dependencies merged"),
+        *_on_its_way(WAITING_FOR_DEPENDENCIES, text),
+        EmitEvent("Normal", WAITING_FOR_DEPENDENCIES, text),
+    ]
+
+
+def _dependency_failed(state: JobState, event: DependencyFailed, now: datetime) -> Result:
+    message = f"{event.message}; the branch was stacked on its work and cannot merge without it"
+    return _fail(replace(state, waiting=""), "DependencyFailed", message, fix=None)
+
+
 def _checks_passed(state: JobState, event: ChecksPassed, now: datetime) -> Result:
     if state.checks == "passed":
         return state, []
+    if state.waiting:
+        state, more = _checks_passed(replace(state, waiting=""), event, now)
+        return state, [SetCondition(c.QUEUED, c.TRUE, "Queued", "the dependencies merged"), *more]
     if state.needs_approval:
         text = (f"{event.what} passed; waiting for spec.approved to be true (kubectl patch mj {state.name} "
                 "--type merge -p '{\"spec\":{\"approved\":true}}')")
@@ -554,6 +596,8 @@ TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
     (QUEUED, TargetMoved): _ignore,
     (QUEUED, Retry): _ignore,
     (QUEUED, Approved): _ignore,
+    (QUEUED, DependenciesPending): _dependencies_pending,
+    (QUEUED, DependencyFailed): _dependency_failed,
 
     (AWAITING_APPROVAL, Observed): _ignore,
     (AWAITING_APPROVAL, Approved): _approved,

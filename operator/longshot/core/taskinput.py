@@ -3,6 +3,8 @@
 * ``previous`` (a planner of iteration ``k`` > 1): one entry per task of iteration ``k - 1`` with how it ended;
 * ``dependencies`` (worker, fixer): the results of the ``dependsOn`` tasks that succeeded (under ``any`` or
   ``quorum`` policies, only those);
+* ``stack`` (worker, fixer of a ``spec.dependencies: stacked`` build): the dependencies that succeeded with a
+  commit but are not merged yet, whose branches the attempt starts from (:func:`stack`);
 * ``previousFailure``: the class and message of the task's last failed attempt;
 * ``question`` and ``answer``: the question an earlier attempt asked and the person's answer;
 * ``candidates`` (a judge): the passing candidates of a best-of-N task.
@@ -41,6 +43,8 @@ class TaskResult:
     """A worker or fixer: its output is a branch to merge."""
     commit: str | None = None
     """The commit of its successful attempt."""
+    branch: str | None = None
+    """The branch its successful attempt pushed."""
     delivered: bool = False
     """Its branch is on the target (merged, or carried by a fixer that merged)."""
     merged_commit: str | None = None
@@ -90,6 +94,23 @@ def dependencies(results: Iterable[TaskResult]) -> list[dict[str, Any]]:
         out.append(ho.DependencyResult(task=r.name, summary=_cut(r.summary, MAX_SUMMARY),
                                        files_changed=list(r.files[:MAX_FILES]),
                                        merged_commit=r.merged_commit).to_wire())
+    return out
+
+
+def stack(results: Iterable[TaskResult], mode: str) -> list[dict[str, Any]]:
+    """``TaskInput.stack`` (wire form), in the order given (``dependsOn``): in ``stacked`` mode, every dependency
+    that succeeded with a branch and a commit to merge but is not delivered yet; empty in ``merged`` mode (the
+    target the attempt clones already holds every dependency)."""
+    if mode != "stacked":
+        return []
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for r in results:
+        if (r.phase != "Succeeded" or not r.merging or r.delivered or not r.commit or not r.branch
+                or r.commit in seen):
+            continue
+        seen.add(r.commit)
+        out.append(ho.StackEntry(task=r.name, branch=r.branch, commit=r.commit).to_wire())
     return out
 
 

@@ -330,11 +330,13 @@ class ScheduleRetry:
 @dataclass(frozen=True)
 class CreateMergeJob:
     """Create the MergeJob of this task's branch at ``commit`` (name: the task's name; AlreadyExists is
-    fine). ``base_commit`` is the commit the work started from."""
+    fine). ``base_commit`` is the commit the work started from; ``stacked_on`` the dependencies' commits a stacked
+    branch was built on (``MergeJob.spec.stackedOn``)."""
 
     branch: str
     commit: str
     base_commit: str | None = None
+    stacked_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -495,6 +497,7 @@ def _succeed(state: TaskState, handoff: Handoff, outcome: failures.Outcome, usag
         branch=handoff.branch, commit=handoff.commit, files_changed=handoff.files_changed[:10_000],
         summary=handoff.summary[:32768], tokens=usage.tokens, cost=usage.cost, verdict=handoff.verdict,
         reasons=[r[:2048] for r in handoff.reasons[:50]], base_commit=handoff.base_commit,
+        stacked_on=handoff.stacked_on[:256],
     )
     text = f"attempt {number}: {handoff.outcome}"
     effects = [
@@ -510,7 +513,8 @@ def _succeed(state: TaskState, handoff: Handoff, outcome: failures.Outcome, usag
     ]
     if (state.role in MERGING_ROLES and state.merges and handoff.outcome == "succeeded" and handoff.branch
             and handoff.commit):
-        effects.append(CreateMergeJob(handoff.branch, handoff.commit, handoff.base_commit))
+        effects.append(CreateMergeJob(handoff.branch, handoff.commit, handoff.base_commit,
+                                      tuple(handoff.stacked_on[:256])))
     if state.role == "planner" and handoff.outcome in ("succeeded", "empty"):
         effects.append(PlanReturned(tuple(handoff.tasks), handoff.done))
     new = replace(state, phase=SUCCEEDED, next_attempt_time=None, last_failure=None, last_message="",
@@ -608,7 +612,8 @@ def _fanout_finished(state: TaskState, event: FanoutFinished, now: datetime, ran
         EmitEvent("Normal", "Judged", text),
     ]
     if state.role in MERGING_ROLES and state.merges and w.get("branch") and w.get("commit"):
-        effects.append(CreateMergeJob(str(w["branch"]), str(w["commit"]), w.get("baseCommit")))
+        effects.append(CreateMergeJob(str(w["branch"]), str(w["commit"]), w.get("baseCommit"),
+                                      tuple(str(x) for x in w.get("stackedOn") or ())))
     new = replace(state, phase=SUCCEEDED, next_attempt_time=None, last_failure=None, last_message="",
                   stop_generation=None)
     return new, effects

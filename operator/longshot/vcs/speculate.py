@@ -11,6 +11,11 @@ ever checked out. Blocking: call from a worker thread.
   the queue that carries the MergeJob's UID in a ``Longshot-Merge-Id`` trailer, or the member's own commit being
   an ancestor of the target. A trailer any commit can carry (``Longshot-Merge: <namespace>/<name>``) is never
   trusted: a UID is random and not visible to agents.
+* **Restacking** (``spec.dependencies: stacked``): a member built on its dependencies' unmerged commits
+  (``Member.stacked_on``) joins a batch only after they merged (the MergeJob waits); then only its own commits,
+  those not reachable from ``stacked_on`` (:func:`own_commits`), are replayed onto the target, which holds the
+  dependencies' work as it merged (rebased, squashed, or from a later attempt). A conflict there is an ordinary
+  conflict (retries, then a fixer).
 * :func:`publish` pushes every speculative commit to ``refs/heads/longshot/<build>/_queue/<batch>/<position>``
   (one push) so that tester Pods fetch exactly what they gate.
 * :func:`land` pushes ``S_k`` to the target with ``--force-with-lease=<target>:<base>``: the target only ever moves
@@ -60,6 +65,9 @@ class Member:
     """``(roadmap path, item name)``: check the item off in the merged commit (roadmap-driven builds)."""
     references: tuple[str, ...] = ()
     """Lines the merged commit's message must carry (``Refs #<issue>`` for issue-driven builds)."""
+    stacked_on: tuple[str, ...] = ()
+    """The dependencies' commits a stacked branch was built on (``MergeJob.spec.stackedOn``): they and everything
+    reachable from them are not the member's own work and are never replayed (:func:`own_commits`)."""
 
     @property
     def human_id(self) -> str:
@@ -112,9 +120,70 @@ def head_of(w: ws.Workspace, target: str) -> str:
         return fetch(w, target, ())
 
 
+def own_commits(w: ws.Workspace, base: str, commits: Sequence[vmerge._Commit], stacked_on: Sequence[str]
+                ) -> tuple[list[vmerge._Commit], set[str]]:
+    """The restack of a stacked branch: ``commits`` (``base..head``, oldest first) without those reachable from
+    ``stacked_on`` (the dependencies' work, which reaches the target through their own MergeJobs, possibly
+    rebased, squashed or changed by a later attempt) and without the merge commits that only joined them (every
+    parent excluded). ``(own commits, excluded shas)``; commits already on ``base`` are neither."""
+    present = [c for c in stacked_on if w.has_commit(c)]
+    if not present:
+        return list(commits), set()
+    excluded = set(w.out("rev-list", *present, "--not", base, "--").split())
+    own: list[vmerge._Commit] = []
+    for c in commits:
+        if c.sha in excluded:
+            continue
+        if len(c.parents) > 1 and all(p in excluded for p in c.parents):
+            excluded.add(c.sha)  # the merge that stacked two dependencies together
+            continue
+        own.append(c)
+    return own, excluded
+
+
+def _replay(w: ws.Workspace, base: str, base_tree: str, m: Member, commits: Sequence[vmerge._Commit],
+            stacked: set[str]) -> str | list[str]:
+    """Cherry-pick ``commits`` one by one onto ``base`` with plumbing: the new head, or the conflicting files. A
+    commit whose parent is not ``base``'s ancestor (on the branch, or a stacked-on dependency commit) is picked
+    against a scaffold commit so that its parent is the merge base: only its own change is applied."""
+    on_branch = {c.sha for c in commits}
+    head, head_tree = base, base_tree
+    for c in commits:
+        if len(c.parents) != 1:
+            continue
+        parent = c.parents[0]
+        if parent not in on_branch and parent not in stacked:
+            ours = head
+        else:
+            ours = vmerge._commit_tree(w, head_tree, [parent], "longshot: scaffold\n")
+        tree, files = vmerge._merge_tree(w, ours, c.sha)
+        if files:
+            return vmerge._rebase_conflict_files(w, base, m.commit, files)
+        if tree == head_tree:
+            continue
+        env = {"GIT_AUTHOR_NAME": c.author_name, "GIT_AUTHOR_EMAIL": c.author_email, "GIT_AUTHOR_DATE": c.author_date}
+        head = vmerge._commit_tree(w, tree, [head], _trailers(c.message, m), env=env)
+        head_tree = tree
+    return head
+
+
 def _apply(w: ws.Workspace, base: str, m: Member) -> str | list[str]:
-    """``m`` applied on ``base`` with its strategy: the new commit, or the conflicting files."""
+    """``m`` applied on ``base`` with its strategy: the new commit, or the conflicting files.
+
+    A stacked member (``stacked_on``) is restacked: only its own commits are replayed onto ``base`` (which holds
+    its dependencies' merged work by then); with ``merge-commit`` the replayed tree is committed as the merge of
+    ``base`` and the branch."""
     base_tree = w.out("rev-parse", f"{base}^{{tree}}")
+    if m.stacked_on and m.strategy != "fast-forward":
+        own, stacked = own_commits(w, base, vmerge._branch_commits(w, base, m.commit), m.stacked_on)
+        if stacked and not any(len(c.parents) > 1 for c in own):
+            result = _replay(w, base, base_tree, m, own, stacked)
+            if isinstance(result, list) or result == base or m.strategy != "merge-commit":
+                return result
+            tree = w.out("rev-parse", f"{result}^{{tree}}")
+            message = (f"Merge branch '{m.branch}' into the target\n\nTask {m.task or '?'} of build "
+                       f"{m.build or '?'} ({m.namespace}), restacked on its merged dependencies.\n")
+            return vmerge._commit_tree(w, tree, [base, m.commit], _trailers(message, m))
     if m.strategy == "fast-forward":
         if w.is_ancestor(base, m.commit):
             return m.commit
@@ -141,22 +210,7 @@ def _apply(w: ws.Workspace, base: str, m: Member) -> str | list[str]:
         message = (f"{m.branch}: {subject}\n\nSquashed from {len(commits)} commits of {m.branch} (it merged the "
                    "target to resolve conflicts).\n")
         return vmerge._commit_tree(w, tree, [base], _trailers(message, m))
-    on_branch = {c.sha for c in commits}
-    head, head_tree = base, base_tree
-    for c in commits:
-        if len(c.parents) != 1:
-            continue
-        parent = c.parents[0]
-        ours = head if parent not in on_branch else vmerge._commit_tree(w, head_tree, [parent], "longshot: scaffold\n")
-        tree, files = vmerge._merge_tree(w, ours, c.sha)
-        if files:
-            return vmerge._rebase_conflict_files(w, base, m.commit, files)
-        if tree == head_tree:
-            continue
-        env = {"GIT_AUTHOR_NAME": c.author_name, "GIT_AUTHOR_EMAIL": c.author_email, "GIT_AUTHOR_DATE": c.author_date}
-        head = vmerge._commit_tree(w, tree, [head], _trailers(c.message, m), env=env)
-        head_tree = tree
-    return head
+    return _replay(w, base, base_tree, m, commits, set())
 
 
 MAX_ROADMAP_BYTES = 1024 * 1024
