@@ -180,8 +180,9 @@ class QueueReconciler:
                                           else "the build no longer requires approval"))
             if events:
                 state, effects = mjc.decide(job, state, events, now)
-                out += mjc.actions(job, build, state, effects, now, name)
-                changed = True
+                if effects:  # nothing changed (a stacked job still waiting, say): on to the batch
+                    out += mjc.actions(job, build, state, effects, now, name)
+                    changed = True
         if changed:
             out.append(ex.Requeue(("Queue", "", name), now))
             return out
