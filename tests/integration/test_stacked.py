@@ -25,7 +25,7 @@ def script() -> dict:
                     {"write": {"path": "tests/test_add.py", "content": add_tests("add", "+")}},
                     {"finish": "Add add()"}],
             # mul's checkout must hold add's unmerged work: the attempt fails without it
-            "mul": [{"run": {"command": "test -f calc/add.py", "check": True}},
+            "mul": [{"read": {"path": "calc/add.py"}, "check": True},
                     {"write": {"path": "calc/mul.py", "content": "from calc.add import add\n\n\n"
                                                                 "def mul(a, b):\n    return a * b + add(0, 0)\n"}},
                     {"write": {"path": "tests/test_mul.py", "content": add_tests("mul", "*")}},

@@ -22,7 +22,8 @@ def test_the_worker_starts_on_both_dependencies_and_hands_off_only_its_own_chang
     a = daemon.repos.commit("stk1", {"models.py": "class User: ...\n"}, branch="longshot/b1/b1-a", start="main")
     c = daemon.repos.commit("stk1", {"store.py": "STORE = {}\n"}, branch="longshot/b1/b1-c", start="main")
     script = {"tasks": {"b1-b": [
-        {"run": {"command": "test -f models.py && test -f store.py", "check": True}},
+        {"read": {"path": "models.py"}, "check": True},  # a missing file fails the attempt
+        {"read": {"path": "store.py"}, "check": True},
         {"write": {"path": "api.py", "content": "from models import User\nfrom store import STORE\n"}},
         {"finish": {"summary": "api over models and store"}},
     ]}}
