@@ -75,3 +75,27 @@ def test_a_stacked_dependent_starts_on_its_dependency_before_the_merge_and_merge
     assert sample_repo.run_tests(url, tmp_path) == 0
     # add's work is on the target once: mul's own commits were replayed, not add's again
     assert sum(m.startswith("Add add()") for m in sample_repo.log(url)) == 1
+
+
+def test_a_stacked_dependent_never_merges_without_its_dependency(operator, kubelet, core_v1, custom, namespace,
+                                                                 tmp_path):
+    url = sample_repo.make(tmp_path)
+    s = script()
+    # add also adds a file the gate refuses: its candidate is evicted, and with no fixer allowed it never merges
+    s["tasks"]["add"].insert(0, {"write": {"path": "BROKEN", "content": "the gate refuses this\n"}})
+    script_configmap(core_v1, namespace, s)
+    gate = {"profile": "minimal", "testCommand": f"test ! -e BROKEN && {TEST}"}
+    create(custom, namespace, delivery_build(url, dependencies="stacked", merge={"maxFixers": 0}, qualityGate=gate,
+                                             reconciler={"command": "true", "intervalSeconds": 30}))
+
+    b = finalized(custom, namespace, timeout=240)
+    assert condition(b, "Finalized")["status"] == "False", dump(custom, namespace)
+    add_job = get(custom, namespace, "mergejobs", "demo-add")
+    mul_job = get(custom, namespace, "mergejobs", "demo-mul")
+    assert add_job["status"]["phase"] == "Failed" and condition(add_job, "Stalled")["reason"] == "NoFixer"
+    # mul's branch carries add's work: it fails naming add instead of waiting forever or landing it
+    assert mul_job["status"]["phase"] == "Failed", dump(custom, namespace)
+    stalled = condition(mul_job, "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "DependencyFailed"
+    assert "dependency demo-add" in stalled["message"]
+    assert sample_repo.show(url, "calc/add.py") is None and sample_repo.show(url, "calc/mul.py") is None
