@@ -151,3 +151,24 @@ def test_a_planner_s_pod_is_kept_until_the_build_is_planned():
     assert planner_world(planned=True)[1] == ["b-planner-a1"]
     # a subplanner's Pod stays until its tasks exist, whatever the build's Planned condition says
     assert planner_world(planned=True, annotations={"longshot.dev/plan-name": "part"})[1] == []
+
+
+def merge_job(name: str) -> dict[str, Any]:
+    return {"apiVersion": "longshot.dev/v1alpha1", "kind": "MergeJob",
+            "metadata": {"name": name, "namespace": "ns", "uid": f"uid-mj-{name}", "resourceVersion": "1",
+                         "generation": 1, "labels": {"longshot.dev/build": "b"}},
+            "spec": {"buildRef": {"name": "b"}, "taskRef": {"name": name}, "branch": f"longshot/b/{name}",
+                     "target": "main"}}
+
+
+def test_a_dependency_changing_phase_wakes_the_queue_of_its_dependents_merge_jobs():
+    c = cachemod.Cache()
+    c.observe("BuildRequest", "ADDED", build())
+    c.observe("AgentTask", "ADDED", task("a", "1", "Succeeded"))
+    c.observe("AgentTask", "ADDED", task("b", "1", "Succeeded", depends_on=("a",)))
+    c.observe("MergeJob", "ADDED", merge_job("b"))
+    queue = ("Queue", "", cachemod.queue_name("https://git.example/r.git", "main"))
+    # a stacked dependent's MergeJob waits on its dependency: when that fails, the queue must look again
+    refs = c.observe("AgentTask", "MODIFIED", task("a", "2", "Failed"))
+    assert queue in refs and ("AgentTask", "ns", "b") in refs
+    assert queue not in c.observe("AgentTask", "MODIFIED", task("a", "3", "Failed"))  # no phase change
