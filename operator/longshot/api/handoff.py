@@ -28,7 +28,7 @@ import itertools
 import json
 import operator
 import re
-from typing import Any, Final, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -52,6 +52,9 @@ MAX_PLAN_TASKS: Final = 1000
 MAX_JSON_DEPTH: Final = 32
 """Deepest nesting of arrays and objects accepted (a handoff needs 4); checked before ``json.loads``, whose
 recursion a message of 4,000 ``[`` would otherwise exhaust."""
+
+CommitSha = Annotated[str, Field(min_length=7, max_length=64, pattern=r"^[0-9a-f]+$")]
+"""A git commit id (abbreviated or full, lowercase hex)."""
 
 # A plan-local task name: a DNS label short enough to be suffixed to the build's name.
 PLAN_TASK_NAME = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
@@ -116,7 +119,7 @@ class Handoff(Model):
     base_commit: str | None = Field(default=None, max_length=64)
     """Commit the work started from (the target's commit; for a stacked start, the target's commit at the
     start, while ``stacked_on`` names the dependencies' commits the branch was built on)."""
-    stacked_on: list[str] = Field(default_factory=list, max_length=256)
+    stacked_on: list[CommitSha] = Field(default_factory=list, max_length=256)
     """Worker/fixer of a ``stacked`` build: the dependencies' commits (``TaskInput.stack``) the branch starts
     from, before they merged. The merge queue replays only the commits not reachable from them."""
     files_changed: list[str] = Field(default_factory=list)

@@ -176,7 +176,9 @@ def _apply(w: ws.Workspace, base: str, m: Member) -> str | list[str]:
     base_tree = w.out("rev-parse", f"{base}^{{tree}}")
     if m.stacked_on and m.strategy != "fast-forward":
         own, stacked = own_commits(w, base, vmerge._branch_commits(w, base, m.commit), m.stacked_on)
-        if stacked and not any(len(c.parents) > 1 for c in own):
+        # a branch with no commit of its own would "land" as nothing: never trust stackedOn that far (the agent
+        # reports it); the branch is then replayed whole, as without a stack
+        if stacked and own and not any(len(c.parents) > 1 for c in own):
             result = _replay(w, base, base_tree, m, own, stacked)
             if isinstance(result, list) or result == base or m.strategy != "merge-commit":
                 return result

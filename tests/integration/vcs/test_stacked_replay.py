@@ -107,3 +107,11 @@ def test_two_stacked_dependencies_and_the_merge_that_joined_them_are_not_replaye
     # the queue recognises the member on the target after a restart: never merged twice
     (again,) = speculate.prepare(ws, "main", [member(server, "b", strategy, stacked_on=(dep_a, dep_c))]).members
     assert isinstance(again, q.AlreadyOnTarget)
+
+
+def test_stacked_on_that_would_leave_nothing_of_the_branch_is_not_trusted(server: Server, ws: ws.Workspace) -> None:
+    own = server.commit("b", {"api.py": "A = 1\n"}, message="b: api")
+    before = server.head()
+    # the agent reports stackedOn: a branch claiming its own head would otherwise be recorded merged unmerged
+    head = land(server, ws, member(server, "b", stacked_on=(own,)))
+    assert server.parents(head) == [before] and touched(server, before, head) == ["api.py"]
