@@ -60,6 +60,10 @@ kind-down: ## Delete the demo's kind cluster (hack/kind.sh down)
 demo: venv binaries deps ## THE main job: a whole build with the scripted agent on a local cluster, until Finalized
 	bash hack/demo.sh
 
+.PHONY: test-llm
+test-llm: venv ## Real-model integration tests: the agent runner against llama.cpp, LiteLLM and aider (prepares the model server once; not in make test)
+	LONGSHOT_REAL_MODEL=1 LONGSHOT_PREPARE_MODEL=1 $(PYTEST) tests/integration/agent/test_agent_real_model.py $(PYTEST_ARGS)
+
 .PHONY: e2e-llm
 e2e-llm: venv binaries deps ## Real-model tier: planner, worker, reviewer with a small real model on the local cluster (root; not in make test)
 	$(PYTEST) tests/e2e_llm -m e2e_llm $(PYTEST_ARGS)

@@ -32,6 +32,7 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 
 from pydantic import Field, ValidationError, model_validator
 
+from longshot.api import keys
 from longshot.api.agenttask import FailureClass, GateResult, Role
 from longshot.api.common import DNS_SUBDOMAIN, GIT_BRANCH, Model
 
@@ -331,7 +332,7 @@ def _validate(model: type[_M], data: Any) -> _M:
 TASK_INPUT_PATH = "/etc/longshot/task/task.json"
 """Where the agent reads its :class:`TaskInput`: a downward-API file of the Pod's
 ``longshot.dev/task-input`` annotation."""
-TASK_INPUT_ANNOTATION = "longshot.dev/task-input"
+TASK_INPUT_ANNOTATION = keys.TASK_INPUT
 GIT_CREDENTIALS_DIR = "/etc/longshot/git"
 """Mounted git Secret: files ``username`` + ``password`` or ``token``, or ``ssh-privatekey``."""
 LLM_CREDENTIALS_DIR = "/etc/longshot/llm"

@@ -31,7 +31,7 @@ from typing import Any
 from longshot import metrics
 from longshot.api import conditions as cond
 from longshot.api import handoff as ho
-from longshot.api import objects, timeutil
+from longshot.api import keys, objects, timeutil
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
@@ -48,8 +48,8 @@ from longshot.runtime import handoffs, trackers
 log = logging.getLogger("longshot.builds")
 
 SWEEP, FINAL = "sweep", "final"
-MERGED_COUNT_ANNOTATION = "longshot.dev/merged-count"
-COMMENTED_ANNOTATION = "longshot.dev/issue-comment"
+MERGED_COUNT_ANNOTATION = keys.MERGED_COUNT
+COMMENTED_ANNOTATION = keys.ISSUE_COMMENT
 """On an issue-driven task: the result already commented on the issue (``merged`` or ``failed``)."""
 PREFLIGHT_RETRY = timedelta(seconds=60)
 INTAKE_RETRY = timedelta(seconds=30)

@@ -31,7 +31,7 @@ from typing import Any, Final, Literal, TypeVar
 
 import pydantic
 
-from longshot.api import objects, timeutil
+from longshot.api import keys, objects, timeutil
 from longshot.core import failures, fanout, names
 from longshot.vcs import workspace as vws
 
@@ -43,14 +43,14 @@ Kind = Literal["BuildRequest", "AgentTask", "MergeJob", "Pod", "Queue"]
 Ref = tuple[str, str, str]
 """(kind, namespace, name) of a work-queue item; a Queue's name is ``<repository key>|<target branch>``."""
 
-PURPOSE_LABEL: Final = "longshot.dev/purpose"
+PURPOSE_LABEL: Final = keys.PURPOSE
 """On delivery tasks: ``gate`` (a batch's quality gate), ``review``, ``sweep`` or ``final``."""
-BATCH_LABEL: Final = "longshot.dev/batch"
-POSITION_ANNOTATION: Final = "longshot.dev/position"
-FIXES_ANNOTATION: Final = "longshot.dev/fixes"
+BATCH_LABEL: Final = keys.BATCH
+POSITION_ANNOTATION: Final = keys.POSITION
+FIXES_ANNOTATION: Final = keys.FIXES
 """On a fixer task: the MergeJob (or sweep task) it fixes."""
-FIX_DEPTH_LABEL: Final = "longshot.dev/fix-depth"
-QUEUE_ANNOTATION: Final = "longshot.dev/queue"
+FIX_DEPTH_LABEL: Final = keys.FIX_DEPTH
+QUEUE_ANNOTATION: Final = keys.QUEUE
 """On gate and review tasks: the merge queue (``<repository key>|<target>``) they report to."""
 SUPERSEDED_MEMORY: Final = 8
 M = TypeVar("M", bound=pydantic.BaseModel)

@@ -16,7 +16,7 @@ from typing import Any
 
 from longshot import config
 from longshot.api import conditions as cond
-from longshot.api import objects, timeutil
+from longshot.api import keys, objects, timeutil
 from longshot.api.handoff import PlannedTask
 from longshot.controllers import cache as cachemod
 from longshot.controllers import workqueue
@@ -115,7 +115,7 @@ class Context:
                 **{**_fields(v), "subplan_done": all(s == "done" for s in statuses),
                    "subplan_failed": any(s == "failed" for s in statuses)})
         for t in ts:
-            if t.spec.role == "planner" and t.metadata.annotations.get("longshot.dev/plan-name") \
+            if t.spec.role == "planner" and t.metadata.annotations.get(keys.PLAN_NAME) \
                     and t.name not in children and t.status.phase == tasks.SUCCEEDED:
                 views[t.name] = dependencies.DepView(**{**_fields(views[t.name]), "subplan_done": False})
         return BuildViews(deps=views, tokens=tokens, cost=round(cost, 6), fixers=fixers)

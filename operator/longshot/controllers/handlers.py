@@ -11,8 +11,9 @@ from typing import Any
 import kopf
 
 from longshot import api
+from longshot.api import keys
 
-AGENT_POD_LABELS = {"app.kubernetes.io/managed-by": "longshot-operator"}
+AGENT_POD_LABELS = {keys.MANAGED_BY: keys.OPERATOR}
 
 
 def _observe(memo: kopf.Memo, kind: str, event: kopf.RawEvent) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 from longshot import metrics
 from longshot.api import conditions as cond
 from longshot.api import handoff as ho
-from longshot.api import objects
+from longshot.api import keys, objects
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
@@ -57,7 +57,7 @@ def to_dict(obj: objects.Resource) -> dict[str, Any]:
 
 def merge_job_manifest(task: objects.AgentTask, build: objects.BuildRequest,
                        e: tasks.CreateMergeJob) -> dict[str, Any]:
-    labels = {**plan.task_labels(build.name, task.spec.role), "app.kubernetes.io/component": "merge-job"}
+    labels = {**plan.task_labels(build.name, task.spec.role), keys.COMPONENT: "merge-job"}
     spec: dict[str, Any] = {
         "buildRef": {"name": build.name}, "taskRef": {"name": task.name}, "branch": e.branch,
         "commit": e.commit, "target": build.spec.repository.base_branch, "strategy": build.spec.merge.strategy,

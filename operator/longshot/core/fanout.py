@@ -28,18 +28,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
+from longshot.api import keys
 from longshot.api.common import API_VERSION
 from longshot.core import names
 
-FANOUT_LABEL: Final = "longshot.dev/fanout-of"
+FANOUT_LABEL: Final = keys.FANOUT_OF
 """On candidates, their gate tasks and the judge: the task they belong to."""
-PURPOSE_LABEL: Final = "longshot.dev/purpose"
+PURPOSE_LABEL: Final = keys.PURPOSE
 CANDIDATE: Final = "candidate"
 CANDIDATE_GATE: Final = "candidate-gate"
 JUDGE: Final = "judge"
-MODEL_ANNOTATION: Final = "longshot.dev/model"
+MODEL_ANNOTATION: Final = keys.MODEL
 """On a candidate: the model it runs with (overrides the build's ``spec.agent.model``)."""
-CANDIDATE_ANNOTATION: Final = "longshot.dev/candidate"
+CANDIDATE_ANNOTATION: Final = keys.CANDIDATE
 """On a candidate's gate task: the candidate it gates."""
 MAX_REASON: Final = 4096
 

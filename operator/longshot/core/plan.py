@@ -24,6 +24,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from longshot.api import keys
 from longshot.api.common import API_VERSION
 from longshot.api.handoff import PlannedTask
 from longshot.core import names
@@ -42,13 +43,13 @@ CYCLE: Final = "Cycle"
 TOO_DEEP: Final = "TooDeep"
 NAME_COLLISION: Final = "NameCollision"
 
-PLAN_NAME_ANNOTATION: Final = "longshot.dev/plan-name"
+PLAN_NAME_ANNOTATION: Final = keys.PLAN_NAME
 """Annotation holding a planned task's plan-local name (absent on the build's own planner task)."""
-BUILD_LABEL: Final = "longshot.dev/build"
-ROLE_LABEL: Final = "longshot.dev/role"
-TASK_LABEL: Final = "longshot.dev/task"
-PARENT_LABEL: Final = "longshot.dev/parent-task"
-ITERATION_LABEL: Final = "longshot.dev/iteration"
+BUILD_LABEL: Final = keys.BUILD
+ROLE_LABEL: Final = keys.ROLE
+TASK_LABEL: Final = keys.TASK
+PARENT_LABEL: Final = keys.PARENT_TASK
+ITERATION_LABEL: Final = keys.ITERATION
 """On every planned task and on the build's planners: the planning iteration that created it (from 1)."""
 RESERVED_NAME: Final = re.compile(r"^planner(-i[0-9]+)?(-[0-9]+)?$")
 """Plan-local names the build's own planner tasks use (``<build>-planner``, ``-planner-2``, ``-planner-i2``)."""
@@ -63,10 +64,10 @@ def label_value(value: str) -> str:
 def task_labels(build: str, role: str) -> dict[str, str]:
     """Labels of an AgentTask of ``build``."""
     return {
-        "app.kubernetes.io/name": "longshot",
-        "app.kubernetes.io/instance": label_value(build),
-        "app.kubernetes.io/component": "agent-task",
-        "app.kubernetes.io/managed-by": "longshot-operator",
+        keys.NAME: "longshot",
+        keys.INSTANCE: label_value(build),
+        keys.COMPONENT: "agent-task",
+        keys.MANAGED_BY: keys.OPERATOR,
         BUILD_LABEL: label_value(build),
         ROLE_LABEL: role,
     }

@@ -15,6 +15,7 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from longshot import api
+from longshot.api import keys
 from longshot.core import names
 from longshot.runtime import kube
 
@@ -84,7 +85,7 @@ class Cluster:
     def build_tasks(self, namespace: str, build: str) -> list[dict[str, Any]]:
         """Every AgentTask of ``build`` (by its label, checked against ``spec.buildRef``)."""
         listed = cast(dict[str, Any], self.kube.custom.list_namespaced_custom_object(
-            api.GROUP, api.VERSION, namespace, "agenttasks", label_selector=f"longshot.dev/build={names.fit(build)}"))
+            api.GROUP, api.VERSION, namespace, "agenttasks", label_selector=f"{keys.BUILD}={names.fit(build)}"))
         items: list[dict[str, Any]] = listed.get("items", [])
         return [t for t in items if ((t.get("spec") or {}).get("buildRef") or {}).get("name") == build]
 

@@ -48,14 +48,14 @@ from typing import Any
 
 import kubernetes
 
-from longshot.api import timeutil
+from longshot.api import keys, timeutil
 from longshot.vcs import workspace
 
 logger = logging.getLogger(__name__)
 
 SHARD_PREFIX = "longshot-shard-"
 MEMBER_PREFIX = "longshot-member-"
-KIND_LABEL = "longshot.dev/lease"
+KIND_LABEL = keys.LEASE_KIND
 """Label of Longshot's Leases: ``member`` (one per live replica) or ``shard`` (one per repository)."""
 Callback = Callable[[], Awaitable[None] | None]
 
@@ -316,7 +316,7 @@ class LeaderElector:
         meta = dict(obj.get("metadata") or {})
         body_meta = {k: meta[k] for k in ("name", "namespace", "resourceVersion", "labels", "annotations")
                      if k in meta}
-        body_meta["labels"] = {**(body_meta.get("labels") or {}), "app.kubernetes.io/managed-by": "longshot",
+        body_meta["labels"] = {**(body_meta.get("labels") or {}), keys.MANAGED_BY: keys.OPERATOR,
                                **self.labels}
         return {
             "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": body_meta,

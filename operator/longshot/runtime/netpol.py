@@ -27,12 +27,13 @@ from typing import Any, Final
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from longshot.api import keys
 from longshot.config import Settings
 
 log = logging.getLogger(__name__)
 NAME: Final = "longshot-agent-egress"
-AGENT_SELECTOR: Final = {"app.kubernetes.io/component": "agent", "app.kubernetes.io/managed-by": "longshot-operator"}
-GATEWAY_SELECTOR: Final = {"app.kubernetes.io/component": "gateway", "app.kubernetes.io/part-of": "longshot"}
+AGENT_SELECTOR: Final = {keys.COMPONENT: "agent", keys.MANAGED_BY: keys.OPERATOR}
+GATEWAY_SELECTOR: Final = {keys.COMPONENT: "gateway", keys.PART_OF: "longshot"}
 DEFAULT_DNS_PEERS: Final = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
                              "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]
 DEFAULT_GATEWAY_PORT: Final = 8080
@@ -77,9 +78,9 @@ def build_agent_policy(namespace: str, settings: Settings) -> dict[str, Any]:
         "metadata": {
             "name": NAME,
             "namespace": namespace,
-            "labels": {"app.kubernetes.io/name": "longshot", "app.kubernetes.io/component": "agent-network-policy",
-                       "app.kubernetes.io/managed-by": "longshot-operator"},
-            "annotations": {"longshot.dev/description": "Agent Pods: no ingress; egress only to longshot-gateway "
+            "labels": {keys.NAME: "longshot", keys.COMPONENT: "agent-network-policy",
+                       keys.MANAGED_BY: keys.OPERATOR},
+            "annotations": {keys.DESCRIPTION: "Agent Pods: no ingress; egress only to longshot-gateway "
                                                         "and DNS (docs/security.md)"},
         },
         "spec": {

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from longshot.api import handoff as ho
+from longshot.api import keys
 from longshot.api.common import API_VERSION
 from longshot.config import Settings
 from longshot.core import fanout, names, plan
@@ -42,17 +43,17 @@ DEFAULT_TIMEOUT_SECONDS: Final = 1800
 HOME_DIR: Final = f"{ho.WORKSPACE_DIR}/home"
 COMMAND: Final = ("python", "-m", "longshot", "agent")
 
-TASK_LABEL: Final = "longshot.dev/task"
-BUILD_LABEL: Final = "longshot.dev/build"
-ATTEMPT_LABEL: Final = "longshot.dev/attempt"
-ROLE_LABEL: Final = "longshot.dev/role"
+TASK_LABEL: Final = keys.TASK
+BUILD_LABEL: Final = keys.BUILD
+ATTEMPT_LABEL: Final = keys.ATTEMPT
+ROLE_LABEL: Final = keys.ROLE
 GATEWAY_AUDIENCE: Final = "longshot-gateway"
 GATEWAY_TOKEN_DIR: Final = "/var/run/secrets/longshot.dev/gateway"
 GATEWAY_TOKEN_PATH: Final = f"{GATEWAY_TOKEN_DIR}/token"
 MIN_TOKEN_SECONDS: Final = 600
 """The API server's floor for a projected token's ``expirationSeconds``."""
 TOKEN_MARGIN_SECONDS: Final = 600
-TEST_COMMAND_ANNOTATION: Final = "longshot.dev/test-command"
+TEST_COMMAND_ANNOTATION: Final = keys.TEST_COMMAND
 """On a tester AgentTask: the command it runs (quality gates and sweeps set it)."""
 
 
@@ -146,10 +147,10 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
 
 def _labels(task: Mapping[str, Any], build_name: str, attempt: int) -> dict[str, str]:
     return {
-        "app.kubernetes.io/name": "longshot",
-        "app.kubernetes.io/instance": names.fit(build_name),
-        "app.kubernetes.io/component": "agent",
-        "app.kubernetes.io/managed-by": "longshot-operator",
+        keys.NAME: "longshot",
+        keys.INSTANCE: names.fit(build_name),
+        keys.COMPONENT: "agent",
+        keys.MANAGED_BY: keys.OPERATOR,
         BUILD_LABEL: names.fit(build_name),
         TASK_LABEL: names.fit(task["metadata"]["name"]),
         ATTEMPT_LABEL: str(attempt),

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from longshot.api import timeutil
 from longshot.api.buildrequest import MergeStrategy
 from longshot.vcs import workspace as ws
 
@@ -143,7 +144,7 @@ class MergeRequest:
             namespace=meta["namespace"], name=meta["name"], branch=spec["branch"], target=spec["target"],
             strategy=spec.get("strategy") or "rebase", commit=spec.get("commit") or None,
             task=(spec.get("taskRef") or {}).get("name", ""), build=(spec.get("buildRef") or {}).get("name", ""),
-            not_before=_parse_time(created) if created else None, uid=meta.get("uid") or "",
+            not_before=timeutil.parse(created), uid=meta.get("uid") or "",
         )
 
 
@@ -429,12 +430,6 @@ def push(w: ws.Workspace, target: str, old: str, new: str) -> tuple[bool, str] |
 
 # --- the queue ---------------------------------------------------------------------------------------------
 
-def _parse_time(value: str | datetime) -> datetime:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -443,7 +438,7 @@ def queue_key(job: Mapping[str, Any]) -> tuple[int, datetime, str, str]:
     meta = job.get("metadata") or {}
     spec = job.get("spec") or {}
     created = meta.get("creationTimestamp")
-    return (-int(spec.get("priority") or 5), _parse_time(created) if created else _EPOCH,
+    return (-int(spec.get("priority") or 5), timeutil.parse(created) or _EPOCH,
             meta.get("namespace") or "", meta.get("name") or "")
 
 

