@@ -50,7 +50,7 @@ ITERATIONS = {
         1: [{"finish": {"summary": "models first", "tasks": [
             {"name": "models", "description": "Add calc/models.py with a User class"}]}}],
         # iteration 2 starts from the new target tip: the merged models are there
-        2: [{"run": {"command": "grep -q 'class User' calc/models.py", "check": True}},
+        2: [{"read": {"path": "calc/models.py"}, "check": True},
             {"finish": {"summary": "api on the models", "tasks": [
                 {"name": "api", "description": "Add calc/api.py using calc.models.User"}]}}],
         3: [{"finish": {"summary": "the request is met", "done": True}}],
@@ -59,7 +59,7 @@ ITERATIONS = {
         "models": [{"write": {"path": "calc/models.py", "content": "class User:\n    name = 'ada'\n"}},
                    {"finish": "User model"}],
         # iteration 2's task needs iteration 1's merged code
-        "api": [{"run": {"command": "grep -q 'class User' calc/models.py", "check": True}},
+        "api": [{"read": {"path": "calc/models.py"}, "check": True},
                 {"write": {"path": "calc/api.py",
                            "content": "from calc.models import User\n\n\ndef user():\n    return User.name\n"}},
                 {"write": {"path": "tests/test_api.py",
@@ -132,7 +132,7 @@ def roadmap_script():
         "add": [{"write": {"path": "calc/add.py", "content": "def add(a, b):\n    return a + b\n"}},
                 {"edit": {"path": "ROADMAP.md", "old": "- [x] skeleton\n", "new": "- [x] skeleton\n- [ ] sub\n"}},
                 {"finish": "add(), and sub is next"}],
-        "mul": [{"run": {"command": "test -f MUL.md", "check": True}},
+        "mul": [{"read": {"path": "MUL.md"}, "check": True},
                 {"write": {"path": "calc/mul.py", "content": "def mul(a, b):\n    return a * b\n"}},
                 {"finish": "mul()"}],
         "mul-docs": [{"write": {"path": "MUL.md", "content": "mul multiplies\n"}}, {"finish": "mul docs"}],
@@ -387,8 +387,8 @@ def test_any_and_quorum_start_on_enough_merged_dependencies_and_all_blocks_on_a_
     script = {"roles": {"planner": [{"finish": {"summary": "three", "tasks": [
         {"name": n, "description": f"file {n}"} for n in ("a", "b", "c")]}}]},
         "tasks": {**files, "b": [{"fail": {"class": "AgentError", "message": "b cannot be done"}}],
-                  "any": [{"run": {"command": "test -f c.txt", "check": True}}, {"finish": "saw c"}],
-                  "quorum": [{"run": {"command": "test -f a.txt && test -f c.txt", "check": True}},
+                  "any": [{"read": {"path": "c.txt"}, "check": True}, {"finish": "saw c"}],
+                  "quorum": [{"read": {"path": "a.txt"}, "check": True}, {"read": {"path": "c.txt"}, "check": True},
                              {"finish": "saw a and c"}]}}
     script_configmap(core_v1, namespace, script)
     create(custom, namespace, delivery_build(url, planner={"maxIterations": 1}, retry={"maxAttempts": 1},

@@ -98,6 +98,19 @@ def test_script_steps_parse():
         scripted.parse_step("write", 3)
 
 
+def test_a_checked_command_fails_on_a_non_zero_exit_wherever_check_is_written():
+    """``run: {command: ..., check: true}`` used to pass ``check`` to the tool and go on after any exit."""
+    from longshot.agent.tools import ToolResult
+
+    assert scripted.parse_step({"run": {"command": "test -f a", "check": True}}, 0) == (
+        "run_command", {"command": "test -f a"}, True)
+    assert scripted.parse_step({"run": {"command": "test -f a"}, "check": True}, 0)[2] is True
+    assert scripted.failed("run_command", ToolResult("[exit code 1]\n"))
+    assert not scripted.failed("run_command", ToolResult("[exit code 0]\nok"))
+    assert scripted.failed("run_command", ToolResult("[timed out after 9.0s and was killed]\n"))
+    assert not scripted.failed("read_file", ToolResult("[exit code 1] is what the file says"))
+
+
 def test_missing_script_is_a_configuration_error(tmp_path):
     with pytest.raises(errors.ConfigError, match=r"script\.yaml"):
         scripted.load_script(tmp_path)

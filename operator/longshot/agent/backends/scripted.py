@@ -17,8 +17,9 @@ Format (``$LONGSHOT_SCRIPT_DIR/script.yaml``, see docs/agent.md)::
 A step is a mapping with one action key: ``write``/``write_file``, ``edit``/``edit_file``,
 ``read``/``read_file``, ``list``/``list_files``, ``search``, ``run``/``run_command``, ``finish``,
 ``ask: "question"`` (ends the attempt with outcome ``needs-input``), or
-``fail: {class: AgentError, message: ...}`` to simulate a failure. A step may add ``check: true`` to
-make a tool error fatal; otherwise errors are reported and the script goes on. A script that ends
+``fail: {class: AgentError, message: ...}`` to simulate a failure. A step may add ``check: true`` (next
+to the action, or among a ``run``'s arguments) to make a tool error, or a command that does not exit 0, fail
+the attempt; otherwise errors are reported and the script goes on. A script that ends
 without ``finish`` finishes with a summary of its steps.
 
 An entry (of ``tasks``, ``roles`` or ``steps``) may instead be a mapping that picks its steps by what the
@@ -172,7 +173,15 @@ def parse_step(step: Any, index: int) -> tuple[str, dict[str, Any], bool]:
         args = {}
     if not isinstance(args, dict):
         raise errors.ConfigError(f"script step {index} ({keys[0]}) needs a mapping of arguments")
+    if "check" in args:  # ``run: {command: ..., check: true}`` means the same as a step-level ``check``
+        args = {k: v for k, v in args.items() if k != "check"}
+        check = check or bool(step[keys[0]]["check"])
     return ACTIONS[keys[0]], args, check
+
+
+def failed(tool: str, result: tools.ToolResult) -> bool:
+    """Whether a step's tool call failed: a tool error, or a command that did not exit 0."""
+    return result.is_error or (tool == "run_command" and not result.content.startswith("[exit code 0]"))
 
 
 class ScriptedBackend(base.Backend):
@@ -195,7 +204,7 @@ class ScriptedBackend(base.Backend):
                 cls = FAILURES.get(str(args.get("class", "AgentError")), errors.AgentError)
                 raise cls(str(args.get("message", f"script step {index} failed on purpose")))
             result = session.toolbox.call(tool, args)
-            if result.is_error and check:
+            if check and failed(tool, result):
                 raise errors.AgentError(f"script step {index} ({tool}) failed: {result.content}")
             if session.toolbox.finished is not None:
                 return session.toolbox.finished
