@@ -130,10 +130,11 @@ def test_the_planner_plans_again_on_the_merged_work_and_then_says_done(daemon, r
 
 
 def test_a_later_iteration_cannot_reuse_an_earlier_tasks_name(daemon, repo, run_agent):
-    script = {"roles": {"planner": [
+    # keyed by iteration: a plain planner entry plans the first iteration only and answers done after it
+    script = {"roles": {"planner": {"iteration": {2: [
         {"finish": {"summary": "again", "tasks": [{"name": "models", "description": "redo"}]}},
         {"finish": {"summary": "again", "tasks": [{"name": "models-v2", "description": "redo"}]}},
-    ]}}
+    ]}}}}
     result = run_agent(planner_input(daemon.url(repo), iteration=2, previous=[
         {"task": "models", "outcome": "failed", "failure": {"class": "AgentError", "message": "tests failed"}}]),
         script=script)
