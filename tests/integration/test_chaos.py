@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 import sample_repo
 from k8s_builders import condition, dump, get, list_of
 from test_delivery import delivery_build, script_configmap
@@ -50,6 +51,8 @@ def merge_ids(url: str) -> list[str]:
     return [v.strip() for line in out.splitlines() for v in line.split(",") if v.strip()]
 
 
+# its own bounds: 420 s of kills, then up to 600 s to finalize (a loaded 2-core machine needs more than the default)
+@pytest.mark.timeout(1200)
 def test_killed_at_20_random_moments_a_30_task_build_finalizes_with_nothing_doubled(
         operator_process, kubelet, core_v1, custom, namespace, tmp_path):
     rng = random.Random(int(os.environ.get("LONGSHOT_CHAOS_SEED", "20261122")))

@@ -166,11 +166,14 @@ def test_kubectl_get_br_shows_printer_columns(kubectl, custom, namespace):
     custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "buildrequests", "b1", {"status": {
         "phase": "Working", "tasks": {"total": 5, "succeeded": 2, "progress": "2/5"}, "merges": {"merged": 2},
         "iteration": 2, "iterations": [{"number": 1, "tasks": 3, "merged": 2, "failed": 1}, {"number": 2, "tasks": 2}],
-        "conditions": [{"type": "Finalized", "status": "Unknown", "reason": "InProgress", "message": "",
+        "conditions": [{"type": "Ready", "status": "False", "reason": "TaskBlocked", "message": "task api: blocked",
+                        "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                       {"type": "Finalized", "status": "Unknown", "reason": "InProgress", "message": "",
                         "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
     lines = kubectl("get", "br", "-n", namespace).stdout.splitlines()
-    assert lines[0].split() == ["NAME", "PHASE", "TASKS", "MERGED", "FINALIZED", "ITERATION", "AGE"]
-    assert lines[1].split()[:6] == ["b1", "Working", "2/5", "2", "Unknown", "2"]
+    assert lines[0].split() == ["NAME", "PHASE", "TASKS", "MERGED", "READY", "REASON", "FINALIZED", "ITERATION",
+                                "AGE"]
+    assert lines[1].split()[:8] == ["b1", "Working", "2/5", "2", "False", "TaskBlocked", "Unknown", "2"]
     wide = kubectl("get", "br", "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
     assert "REPOSITORY" in wide and "TOKENS" in wide
 

@@ -36,6 +36,7 @@ def test_finished_pods_beyond_the_retention_are_deleted_once_their_attempt_is_re
         operator, core_v1, custom, namespace):
     b = build("demo", workers={"max": 10}, retention={"finishedPods": 1})
     b["spec"]["finalization"] = {"enabled": False}
+    b["spec"].setdefault("planner", {})["maxIterations"] = 1  # no second planner Pod in the count
     create(custom, namespace, b)
     wait_for(lambda: pods(core_v1, namespace).get(f"{PLANNER}-a1"), timeout=30, what="the planner's Pod")
     names = [f"part-{i}" for i in range(4)]
