@@ -77,12 +77,14 @@ def test_a_worker_with_a_real_model_server_runs_its_tools_and_pushes_or_says_why
     # the model's tool calls reached the tools (grammar-constrained: their arguments parse)
     assert calls, result.stdout[-3000:]
     assert not any("arguments are not valid JSON" in str(c.get("result")) for c in calls), calls
-    # the loop ended as the protocol says: a pushed branch, an empty change, or a named agent failure
+    # the loop ended as the protocol says: a pushed branch, an empty change, a question, or a named agent failure
     if h.outcome == "succeeded":
         assert daemon.ls_remote(repo)[f"refs/heads/{task['branch']}"] == h.commit
         assert h.files_changed
     elif h.outcome == "failed":
         assert "did not call finish" in h.failure.message or "invalid" in h.failure.message, h.failure
+    elif h.outcome == "needs-input":  # workers may ask a person (issue 14); the question reaches the handoff
+        assert h.question and any(c["tool"] == "ask" for c in calls), calls
     else:
         assert h.outcome == "empty" and any(c["tool"] == "finish" for c in calls)
     # tokens: the server's usage of every turn, summed into the handoff
