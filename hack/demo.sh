@@ -108,7 +108,7 @@ start=$(date +%s)
 "$HELM" upgrade --install longshot "$ROOT/charts/longshot" --namespace "$SYSTEM_NS" \
   --set operator.image.tag=dev --set "operator.image.pullPolicy=$pull_policy" \
   --set agent.image.tag=dev --set "agent.image.pullPolicy=$pull_policy" \
-  --set "prompts.namespaces={$NS}" --set "networkPolicy.namespaces={$NS}" \
+  --set "prompts.namespaces={$NS}" --set "networkPolicy.namespaces={$NS}" --set "rbac.secrets.namespaces={$NS}" \
   --set "gateway.replicas=${LONGSHOT_DEMO_GATEWAY_REPLICAS:-1}" --set gateway.podDisruptionBudget.enabled=false \
   $(if [[ "$mode" == local ]]; then echo "--set networkPolicy.dns.peers[0].ipBlock.cidr=10.244.0.1/32"; fi) \
   --set "operator.replicas=${LONGSHOT_DEMO_REPLICAS:-1}" --set podDisruptionBudget.enabled=false \
