@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from longshot.testing import daemon
 
 CHAIN = "LONGSHOT-NETPOL"
 EGRESS = "LONGSHOT-NETPOL-EGRESS"
@@ -182,20 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kubeconfig", type=Path, required=True)
     parser.add_argument("--interval", type=float, default=1.0)
     args = parser.parse_args(argv)
-    new_client: Any = kubernetes.config.new_client_from_config
-    client = new_client(config_file=str(args.kubeconfig))
+    client = daemon.api_client(args.kubeconfig)
     core = kubernetes.client.CoreV1Api(client)
     net = kubernetes.client.NetworkingV1Api(client)
-    stop = False
-
-    def on_term(*_: Any) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
+    stopped = daemon.stop_on_term()
     last: list[str] | None = None
-    while not stop:
+    while not stopped():
         try:
             ser = client.sanitize_for_serialization
             lines, warnings = render(ser(core.list_pod_for_all_namespaces()).get("items", []),

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from longshot.testing import daemon
+
 CHAIN = "LONGSHOT-SVCPROXY"
 DOMAIN = "cluster.local"
 SKIP = {("default", "kubernetes")}
@@ -98,20 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dnsmasq-pid", type=int, default=0)
     parser.add_argument("--interval", type=float, default=1.0)
     args = parser.parse_args(argv)
-    new_client: Any = kubernetes.config.new_client_from_config
-    client = new_client(config_file=str(args.kubeconfig))
+    client = daemon.api_client(args.kubeconfig)
     core = kubernetes.client.CoreV1Api(client)
     discovery = kubernetes.client.DiscoveryV1Api(client)
-    stop = False
-
-    def on_term(*_: Any) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
+    stopped = daemon.stop_on_term()
     last: tuple[list[str], list[str]] | None = None
-    while not stop:
+    while not stopped():
         try:
             services = client.sanitize_for_serialization(core.list_service_for_all_namespaces()).get("items", [])
             slices = client.sanitize_for_serialization(
