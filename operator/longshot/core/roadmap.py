@@ -127,7 +127,7 @@ def _scan(text: str) -> list[_Raw]:
             blank_since = True
             continue
         match = _ITEM.match(line)
-        if match and match["text"]:
+        if match and match["text"] and match["text"].strip():  # text of only whitespace (e.g. \x1f) is no item
             column = _columns(match["lead"])
             while stack and raws[stack[-1]].column >= column:
                 stack.pop()
