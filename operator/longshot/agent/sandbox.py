@@ -11,6 +11,7 @@ import contextlib
 import fnmatch
 import os
 import re
+import select
 import signal
 import subprocess
 import threading
@@ -235,15 +236,12 @@ def run(argv: list[str], *, cwd: Path, env: Mapping[str, str], timeout: float,
     except OSError as e:
         raise errors.ToolError(f"cannot start {argv[0]!r}: {e.strerror}") from None
     reader = _CappedReader(proc.stdout, output_cap)
-    timed_out = False
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
+    timed_out = not _wait_unreaped(proc, timeout)
+    if timed_out:
         _kill_group(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=KILL_GRACE_SECONDS)
-    # Background children may still hold the pipe open; the group goes with the command.
+        _wait_unreaped(proc, KILL_GRACE_SECONDS)
+    # Background children may still hold the pipe open; the group goes with the command. The command is not
+    # reaped yet, so its pid (the group's id) cannot have been reused by an unrelated process.
     _kill_group(proc.pid, signal.SIGKILL)
     proc.wait()
     reader.thread.join(timeout=5)
@@ -251,6 +249,25 @@ def run(argv: list[str], *, cwd: Path, env: Mapping[str, str], timeout: float,
     proc.stdout.close()
     return CommandResult(exit_code=None if timed_out else proc.returncode, output=reader.text(),
                          timed_out=timed_out, duration=time.monotonic() - start)
+
+
+def _wait_unreaped(proc: subprocess.Popen[bytes], timeout: float | None) -> bool:
+    """Wait until ``proc`` exits, without reaping it (a pidfd becomes readable at exit); False on timeout.
+    Where pidfds are missing (Linux < 5.3) it falls back to a reaping wait."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000))))
+    finally:
+        os.close(fd)
 
 
 def _kill_group(pgid: int, sig: int) -> None:

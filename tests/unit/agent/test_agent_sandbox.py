@@ -82,6 +82,22 @@ def test_background_children_do_not_hold_a_finished_command(box):
     assert time.monotonic() - start < 10
 
 
+def test_the_group_is_killed_before_the_command_is_reaped(tmp_path, monkeypatch):
+    """Killing the group after reaping the command could reach an unrelated group that reused its pid."""
+    states: list[str] = []
+    kill = sandbox._kill_group
+
+    def spy(pgid: int, sig: int) -> None:
+        with open(f"/proc/{pgid}/stat") as f:  # the leader must still exist (a zombie): its pid is not free
+            states.append(f.read().rsplit(")", 1)[1].split()[0])
+        kill(pgid, sig)
+
+    monkeypatch.setattr(sandbox, "_kill_group", spy)
+    result = sandbox.run(["sh", "-c", "echo done"], cwd=tmp_path, env=dict(os.environ), timeout=30)
+    assert result.exit_code == 0 and "done" in result.output
+    assert states == ["Z"]
+
+
 def test_output_is_capped_to_head_and_tail(box):
     result = box.run_command("seq 1 100000")
     assert result.output.startswith("1\n2\n3\n")
