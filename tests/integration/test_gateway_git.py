@@ -96,6 +96,22 @@ def test_clone_and_push_its_own_branch_with_the_builds_credential_injected(gatew
     assert refs(forge)["refs/heads/longshot/b1/b1-t1"] == again
 
 
+def test_a_clone_of_a_repository_with_many_branches_gzips_its_request_and_works(gateway, attempt, forge, namespace,
+                                                                               tmp_path):
+    """git gzips an upload-pack request over 1 KiB (one want line per ref): the gateway inflated it a second
+    time after aiohttp had, the request failed with `incorrect header check` and the clone with HTTP 502."""
+    bare = forge.root / "app.git"
+    main = admin("rev-parse", "main", cwd=bare)
+    for i in range(80):
+        admin("update-ref", f"refs/heads/longshot/b1/b1-t{i:02d}", main, cwd=bare)
+    a = attempt()
+    r = agent_git(a.token, None, "-c", "protocol.version=0", "clone", "--quiet", "--mirror",
+                  f"{gateway.url}/git/{namespace}/b1.git", str(tmp_path / "mirror"))
+    assert r.returncode == 0, r.stderr
+    cloned = admin("for-each-ref", "--format=%(refname)", "refs/heads/longshot/", cwd=tmp_path / "mirror")
+    assert len(cloned.splitlines()) == 80
+
+
 @pytest.mark.parametrize("refspec, shown", [
     ("HEAD:refs/heads/main", "main -> main"),
     ("HEAD:refs/heads/longshot/b1/b1-other", "HEAD -> longshot/b1/b1-other"),

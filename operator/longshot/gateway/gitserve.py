@@ -40,7 +40,6 @@ import shlex
 import stat
 import sys
 import time
-import zlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -341,7 +340,8 @@ class GitService:
             if sep not in head:
                 await feeder
                 detail = up.redact((await errors).decode(errors="replace").strip())[-400:]
-                log.warning("git http-backend failed for %s/%s: %s", caller.namespace, caller.build, detail)
+                log.warning("git http-backend failed for %s/%s: %s%s", caller.namespace, caller.build, detail,
+                            _why(failure))
                 if failure and isinstance(failure[0], RequestTooLarge):
                     raise web.HTTPRequestEntityTooLarge(max_size=self.settings.max_push_bytes, actual_size=-1)
                 raise web.HTTPBadGateway(text=f"longshot-gateway: git failed: {detail or 'no output'}\n")
@@ -363,8 +363,8 @@ class GitService:
             code = await proc.wait()
             if code != 0 or failure:
                 detail = up.redact((await errors).decode(errors="replace").strip())[-400:]
-                log.warning("git http-backend exited %s for %s/%s: %s", code, caller.namespace, caller.build,
-                            detail)
+                log.warning("git http-backend exited %s for %s/%s: %s%s", code, caller.namespace, caller.build,
+                            detail, _why(failure))
             await response.write_eof()
             return response
         finally:
@@ -390,22 +390,19 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _why(failure: list[BaseException]) -> str:
+    """Why the gateway stopped git itself (reading the request body failed), for the log."""
+    return f" (request body: {type(failure[0]).__name__}: {str(failure[0])[:200]})" if failure else ""
+
+
 async def _body(request: web.Request, limit: int) -> AsyncIterator[bytes]:
-    """The request body, gunzipped when it is gzip-encoded, in bounded chunks; RequestTooLarge past ``limit``."""
-    encoding = request.headers.get("Content-Encoding", "").strip().lower()
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding in ("gzip", "x-gzip") else None
+    """The request body in bounded chunks; RequestTooLarge past ``limit``. A gzip-encoded body (git gzips
+    upload-pack requests over 1 KiB: a fetch with a few dozen refs) arrives already inflated: aiohttp's server
+    decompresses request payloads by their Content-Encoding, so ``limit`` counts inflated bytes."""
     total = 0
     async for chunk in request.content.iter_chunked(CHUNK):
-        pieces = [chunk]
-        if inflater is not None:
-            pieces = []
-            data = chunk
-            while data:
-                pieces.append(inflater.decompress(data, CHUNK))
-                data = inflater.unconsumed_tail
-        for piece in pieces:
-            total += len(piece)
-            if total > limit:
-                raise RequestTooLarge()
-            if piece:
-                yield piece
+        total += len(chunk)
+        if total > limit:
+            raise RequestTooLarge()
+        if chunk:
+            yield chunk
