@@ -51,8 +51,9 @@ class FinishedPod:
 
 def to_delete(pods: Iterable[FinishedPod], keep: int) -> list[str]:
     """Names of the Pods to delete: every finished Pod that is no longer needed, but for the ``keep`` most
-    recently finished of them (times are whole seconds: ties go by start, then by name, so that the answer is the
-    same on every replica)."""
+    recently finished of them. Times are whole seconds, so ties go by start, then a planner's Pod counts as the
+    older (the tasks it planned ran after it), then by name, so that the answer is the same on every replica."""
     done = sorted((p for p in pods if not p.needed),
-                  key=lambda p: (p.finished or timeutil.EPOCH, p.started or timeutil.EPOCH, p.name), reverse=True)
+                  key=lambda p: (p.finished or timeutil.EPOCH, p.started or timeutil.EPOCH, not p.planner, p.name),
+                  reverse=True)
     return sorted(p.name for p in done[max(0, keep):])

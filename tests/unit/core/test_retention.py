@@ -58,3 +58,11 @@ def test_within_the_same_second_the_later_started_is_the_more_recent():
     planner = FinishedPod("b-planner-a1", T0, started=T0 - timedelta(minutes=5))
     worker = FinishedPod("b-part-0-a1", T0, started=T0 - timedelta(minutes=1))
     assert retention.to_delete([planner, worker], keep=1) == ["b-planner-a1"]
+
+
+def test_within_the_same_second_a_planner_s_pod_is_older_than_the_tasks_it_planned():
+    # a fast build: the planner and its first worker started and ended within one second
+    planner = FinishedPod("b-planner-a1", T0, planner=True, started=T0)
+    worker = FinishedPod("b-part-0-a1", T0, started=T0)
+    assert retention.to_delete([planner, worker], keep=1) == ["b-planner-a1"]
+    assert retention.to_delete([worker, planner], keep=1) == ["b-planner-a1"]
