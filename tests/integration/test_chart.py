@@ -288,7 +288,8 @@ def test_operator_service_account_is_least_privilege(helm, kubectl, namespace: s
 
         allowed = [("create", "agenttasks.longshot.dev", None), ("patch", "buildrequests.longshot.dev", None, "status"),
                    ("delete", "mergejobs.longshot.dev", None), ("watch", "pods", None), ("create", "pods", "team-a"),
-                   ("delete", "pods", "team-a"), ("create", "events", "team-a"),
+                   ("delete", "pods", "team-a"), ("create", "events", "team-a"), ("list", "events", "team-a"),
+                   ("get", "configmaps/script", "team-a"),  # the preflight checks spec.agent.script exists
                    ("get", "secrets/git-token", namespace), ("get", "configmaps/longshot-killswitch", namespace),
                    ("create", "leases.coordination.k8s.io", namespace),
                    ("list", "leases.coordination.k8s.io", namespace),
@@ -297,8 +298,8 @@ def test_operator_service_account_is_least_privilege(helm, kubectl, namespace: s
         denied = [("list", "secrets", "team-a"), ("watch", "secrets", None), ("patch", "pods", "team-a"),
                   ("get", "secrets/git-token", "team-a"),  # no cluster-wide Secret read (see test_rbac.py)
                   ("create", "pods", "team-a", "exec"),
-                  ("get", "pods", "team-a", "log"), ("get", "configmaps/other", namespace),
-                  ("get", "configmaps/longshot-killswitch", "team-a"),
+                  ("get", "pods", "team-a", "log"), ("list", "configmaps", "team-a"), ("watch", "configmaps", None),
+                  ("update", "configmaps/script", "team-a"), ("watch", "events", None),
                   ("update", "leases.coordination.k8s.io/kube-scheduler", namespace),
                   ("create", "leases.coordination.k8s.io", "team-a"), ("create", "deployments.apps", namespace),
                   ("create", "customresourcedefinitions.apiextensions.k8s.io", None)]

@@ -11,12 +11,19 @@
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch, create, delete]
+# `list` (by field selector, never watched): a Pod stuck in ContainerCreating is explained by its FailedMount
+# Events (a Secret or ConfigMap that is missing), which stop the task as Configuration
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create, patch, list]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+# only `get`: before any Pod the operator checks that the ConfigMaps a BuildRequest names (spec.agent.script,
+# spec.agent.prompts) exist and have their keys; it never lists or watches ConfigMaps
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get]
 {{- end -}}
 
 {{- define "longshot.secretRule" -}}

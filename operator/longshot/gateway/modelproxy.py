@@ -45,6 +45,7 @@ from longshot.gateway import status as gstatus
 from longshot.gateway.cluster import Cluster
 from longshot.gateway.identity import Caller
 from longshot.gateway.settings import GatewaySettings
+from longshot.runtime import kube as kubemod
 
 log = logging.getLogger(__name__)
 CHUNK = 64 * 1024
@@ -94,10 +95,12 @@ class Prices:
         async with self._lock:  # one read at a time; calls meanwhile wait for it rather than price with nothing
             if self.clock() < self._expires:
                 return self._table
-            data = await asyncio.to_thread(self.cluster.get_configmap, self.settings.namespace,
-                                           self.settings.prices_configmap)
             try:
+                data = await asyncio.to_thread(self.cluster.get_configmap, self.settings.namespace,
+                                               self.settings.prices_configmap)
                 self._table = pricing.PriceTable.parse((data or {}).get(pricing.CONFIGMAP_KEY))
+            except kubemod.Forbidden as e:
+                log.error("cannot read the price table (%s: Forbidden); keeping the previous table", e)
             except pricing.PriceError as e:
                 log.error("price table ConfigMap %s/%s: %s; keeping the previous table", self.settings.namespace,
                           self.settings.prices_configmap, e)

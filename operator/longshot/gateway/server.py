@@ -31,6 +31,7 @@ from longshot.gateway import cluster as gcluster
 from longshot.gateway import gitserve, identity, metrics, modelproxy
 from longshot.gateway import status as gstatus
 from longshot.gateway.settings import GatewaySettings
+from longshot.runtime import kube as kubemod
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,13 @@ class Gateway:
                 return _text(403, f"this attempt belongs to build {caller.namespace}/{caller.build}, not "
                                   f"{ns}/{build}"), "forbidden"
             secret_name = (caller.build_spec.get("repository") or {}).get("credentialsSecret")
-            secret = (await asyncio.to_thread(self.cluster.get_secret, ns, str(secret_name))
-                      if secret_name else None)
+            try:
+                secret = (await asyncio.to_thread(self.cluster.get_secret, ns, str(secret_name))
+                          if secret_name else None)
+            except kubemod.Forbidden:
+                return _text(403, f"longshot-gateway may not read the repository credentials Secret {ns}/"
+                                  f"{secret_name} (spec.repository.credentialsSecret): grant it with the chart's "
+                                  "rbac.secrets (docs/install.md, RBAC)"), "forbidden"
             if secret_name and secret is None:
                 return _text(403, f"the repository credentials Secret {ns}/{secret_name} "
                                   "(spec.repository.credentialsSecret) does not exist"), "forbidden"

@@ -33,6 +33,12 @@ class Conflict(Exception):
     """The object changed since the resourceVersion a write was fenced on (HTTP 409)."""
 
 
+class Forbidden(Exception):
+    """RBAC does not let this ServiceAccount read the object (HTTP 403): not the same as "it does not exist"."""
+
+    status = 403
+
+
 class KubeAPI(Protocol):
     """The API calls the controllers make (real: :class:`Kube`; unit tests: an in-memory fake)."""
 
@@ -169,15 +175,19 @@ class Kube:
         return [{"reason": i.reason or "", "message": i.message or "", "type": i.type or ""} for i in items]
 
     def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The ConfigMap's data; None when it does not exist; :class:`Forbidden` when RBAC hides it."""
         try:
             return self.core.read_namespaced_config_map(name, namespace).data or {}
         except ApiException as e:
-            if e.status in (403, 404):
+            if e.status == 404:
                 return None
+            if e.status == 403:
+                raise Forbidden(f"ConfigMap {namespace}/{name}") from None
             raise
 
     def get_secret(self, namespace: str, name: str) -> dict[str, str] | None:
-        """The Secret's data, base64-decoded. Never log the result."""
+        """The Secret's data, base64-decoded (None when it does not exist; :class:`Forbidden` when RBAC hides it).
+        Never log the result."""
         import base64
 
         try:
@@ -185,6 +195,8 @@ class Kube:
         except ApiException as e:
             if e.status == 404:
                 return None
+            if e.status == 403:
+                raise Forbidden(f"Secret {namespace}/{name}") from None
             raise
         return {k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()}
 

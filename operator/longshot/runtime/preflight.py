@@ -1,7 +1,8 @@
 """Check a BuildRequest's spec against the world before any Pod runs: deterministic errors are found here and
 reported as a ``Configuration`` stop naming the field and the fix, instead of Pods retrying for minutes.
 
-:func:`check` reads (never writes): the Secrets and ConfigMaps the spec names and their keys, and the repository
+:func:`check` reads (never writes): the Secrets and ConfigMaps the spec names and their keys (a ConfigMap RBAC hides
+is left to the kubelet's mount; a Secret RBAC hides is a stop that says which binding is missing), and the repository
 (``git ls-remote`` with the build's credentials): that it answers, accepts the credentials and has the base
 branch. It returns None when everything is in place, else one message. A repository that does not answer for
 reasons that may pass (a timeout, a refused connection) is not a configuration error: it returns None and the
@@ -25,7 +26,12 @@ LS_REMOTE_TIMEOUT = 20.0
 
 def _secret(k: kubemod.KubeAPI, namespace: str, name: str, field: str, keys: tuple[str, ...],
             any_of: bool = False) -> tuple[str | None, dict[str, str] | None]:
-    data = k.get_secret(namespace, name)
+    try:
+        data = k.get_secret(namespace, name)
+    except kubemod.Forbidden:
+        return (f"{field}: the operator may not read Secret {name!r} in namespace {namespace} (Forbidden); bind "
+                "the <release>-longshot-secret-reader ClusterRole to its ServiceAccount in this namespace, or list "
+                "the namespace in the chart's rbac.secrets.namespaces (or operator.watchNamespaces)", None)
     if data is None:
         return (f"{field}: Secret {name!r} does not exist in namespace {namespace}; create it or fix the name",
                 None)
@@ -67,7 +73,10 @@ def check(k: kubemod.KubeAPI, build: Any) -> str | None:
                             ("spec.agent.prompts", agent.prompts, None)):
         if ref is None:
             continue
-        data = k.get_configmap(ns, ref.name)
+        try:
+            data = k.get_configmap(ns, ref.name)
+        except kubemod.Forbidden:
+            continue  # not the operator's to read here: the kubelet's mount reports a missing one (FailedMount)
         if data is None:
             return f"{field}: ConfigMap {ref.name!r} does not exist in namespace {ns}; create it or fix the name"
         if key and key not in data:
