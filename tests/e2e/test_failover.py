@@ -1,5 +1,6 @@
-"""Two operator replicas, and the leader's Pod deleted mid-build: the other replica takes the Lease and the
-build still finishes, every branch merged exactly once and nothing lost."""
+"""Two operator replicas, and the Pod of the replica that holds the build's repository shard deleted mid-build:
+the other replica takes the shard Lease and the build still finishes, every branch merged exactly once and
+nothing lost."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from typing import Any
 
 import pytest
 
+from longshot.runtime import leader as leadermod
+
 from .conftest import SYSTEM_NS, apply, build_request, install_chart, kget, operator_pods, script_configmap, wait_for
 
 # the first test also waits for the session cluster (cold: image builds, several minutes)
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
-LEASE = "longshot-operator"
 TASKS = ("alpha", "beta", "gamma", "delta")
 # gamma and delta start only once alpha and beta succeeded: there is work left when the first merge lands
 DEPENDS = {"gamma": ["alpha"], "delta": ["beta"]}
@@ -40,8 +42,9 @@ def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
     return {}
 
 
-def lease_holder(kubectl) -> str:  # type: ignore[no-untyped-def]
-    lease = kget(kubectl, "-n", SYSTEM_NS, "lease", LEASE) or {}
+def lease_holder(kubectl, repository: str) -> str:  # type: ignore[no-untyped-def]
+    """The replica holding the repository's shard Lease (the one that runs its builds and merge queue)."""
+    lease = kget(kubectl, "-n", SYSTEM_NS, "lease", leadermod.lease_name_for(repository)) or {}
     return str((lease.get("spec") or {}).get("holderIdentity") or "")
 
 
@@ -78,14 +81,14 @@ def test_leader_pod_deleted_mid_build(two_replicas, cluster, kubectl, namespace,
         return [j["metadata"]["name"] for j in jobs if condition(j, "Merged").get("status") == "True"]
 
     first = wait_for(lambda: merged(mergejobs()), 300, "the first MergeJob to be merged", interval=0.5)
-    leader = lease_holder(kubectl)
+    leader = lease_holder(kubectl, git_repo)
     pods = [p["metadata"]["name"] for p in operator_pods(kubectl)]
     assert leader in pods, (leader, pods)
     # the build is mid-way: some work is not merged yet when the leader goes
     assert len(merged(mergejobs())) < len(TASKS), "every task was merged before the leader could be deleted"
 
     def new_leader() -> str | None:
-        holder = lease_holder(kubectl)
+        holder = lease_holder(kubectl, git_repo)
         return holder if holder and holder != leader else None
 
     # The Deployment replaces the deleted Pod at once, and that new Pod campaigns too: it could win the
@@ -96,7 +99,7 @@ def test_leader_pod_deleted_mid_build(two_replicas, cluster, kubectl, namespace,
         kubectl("cordon", node)
     try:
         kubectl("-n", SYSTEM_NS, "delete", "pod", leader, "--wait=false")
-        successor = wait_for(new_leader, 120, f"another replica to take Lease {LEASE} from {leader}")
+        successor = wait_for(new_leader, 120, f"another replica to take the shard Lease of {git_repo} from {leader}")
     finally:
         for node in nodes:
             kubectl("uncordon", node)
