@@ -76,7 +76,7 @@ def git(*args: str, cwd: Path | None = None) -> str:
 
 def install_chart(c: lc.LocalCluster, replicas: int, workers: int) -> None:
     helm = [str(c.bin_dir / "helm"), f"--kubeconfig={c.kubeconfig}", "upgrade", "--install", "longshot",
-            str(ROOT / "charts" / "longshot"), "--namespace", SYSTEM_NS,
+            str(ROOT / "charts" / "longshot"), "--namespace", SYSTEM_NS, "--create-namespace",
             "--set", "operator.image.tag=dev", "--set", "operator.image.pullPolicy=Never",
             "--set", "agent.image.tag=dev", "--set", "agent.image.pullPolicy=Never",
             "--set", f"operator.replicas={replicas}", "--set", "podDisruptionBudget.enabled=false",
@@ -84,9 +84,13 @@ def install_chart(c: lc.LocalCluster, replicas: int, workers: int) -> None:
             "--set", f"agent.maxWorkers={max(50, 2 * workers)}",
             "--set", f"networkPolicy.namespaces={{{NS}}}",
             "--set", f"networkPolicy.dns.peers[0].ipBlock.cidr={lc.BRIDGE_IP}/32",
+            # the operator and the gateway read the build's git Secret in the bench namespace only
+            "--set", f"rbac.secrets.namespaces={{{NS}}}",
             "--set", "prompts.enabled=false", "--wait", "--timeout=5m"]
-    subprocess.run(helm, check=True, capture_output=True, text=True,
-                   env={**os.environ, "HELM_CACHE_HOME": str(c.workdir / "helm")})
+    done = subprocess.run(helm, check=False, capture_output=True, text=True,
+                          env={**os.environ, "HELM_CACHE_HOME": str(c.workdir / "helm")})
+    if done.returncode != 0:
+        raise SystemExit(f"helm upgrade --install failed: {done.stderr.strip()}")
     c.kubectl("-n", SYSTEM_NS, "rollout", "restart", "deployment/longshot", "deployment/longshot-gateway")
     for d in ("longshot", "longshot-gateway"):
         c.kubectl("-n", SYSTEM_NS, "rollout", "status", f"deployment/{d}", "--timeout=300s", timeout=320)
@@ -207,7 +211,13 @@ def floor(api: kubernetes.client.ApiClient, bare: Path, url: str, tasks: list[st
     seconds = time.monotonic() - start
     failed = sorted(n for n, phase in ended.items() if phase != "Succeeded")
     if failed:
-        raise RuntimeError(f"floor: {len(failed)} Pods failed, e.g. {failed[:3]}")
+        why = []
+        for name in failed[:3]:
+            pod = core.read_namespaced_pod(name, NS)
+            term = next((cs.state.terminated for cs in pod.status.container_statuses or []
+                         if cs.state and cs.state.terminated), None)
+            why.append(f"{name}: exit {getattr(term, 'exit_code', '?')} {(getattr(term, 'message', '') or '')[-600:]}")
+        raise RuntimeError(f"floor: {len(failed)} Pods failed:\n" + "\n".join(why))
     branches = git("--git-dir", str(bare), "for-each-ref", "--format=%(refname)", "refs/heads/longshot/floor/")
     pushed = len(branches.split())
     if pushed != len(tasks):
@@ -319,8 +329,8 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
             work = Path(tmp)
+            fresh_namespace(c)  # first: the chart binds the Secret reader and the NetworkPolicy in it
             install_chart(c, args.replicas, args.workers)
-            fresh_namespace(c)
             api = kubernetes.config.new_client_from_config(config_file=str(c.kubeconfig))
             names = [f"t{i:03d}" for i in range(args.tasks)]
             floor_s = float("nan")
