@@ -179,10 +179,18 @@ def create_tasks(custom: kubernetes.client.CustomObjectsApi, ns: str, build_uid:
         return list(pool.map(one, range(n)))
 
 
-def planned_build(custom: kubernetes.client.CustomObjectsApi, ns: str, workers: int) -> dict[str, Any]:
+def local_repository(workdir: Path, name: str) -> Path:
+    """A bare repository with an empty commit on main: the operator checks the base branch before any Pod."""
+    bare = workdir / f"{name}.git"
+    git("init", "--quiet", "--bare", str(bare))
+    base = git("--git-dir", str(bare), "commit-tree", git("--git-dir", str(bare), "mktree", input=b""), "-m", "base")
+    git("--git-dir", str(bare), "update-ref", "refs/heads/main", base)
+    return bare
+
+
+def planned_build(custom: kubernetes.client.CustomObjectsApi, ns: str, workers: int, url: str) -> dict[str, Any]:
     b: dict[str, Any] = custom.create_namespaced_custom_object(
-        GROUP, VERSION, ns, "buildrequests", build_body("bench", "https://git.example.com/bench.git", workers,
-                                                        suspend=True))
+        GROUP, VERSION, ns, "buildrequests", build_body("bench", url, workers, suspend=True))
     now = "2026-01-01T00:00:00Z"
     conds = [{"type": t, "status": s, "reason": r, "message": "", "lastTransitionTime": now}
              for t, s, r in (("Planned", "True", "PlanAccepted"), ("Progressing", "True", "TasksRunning"),
@@ -216,7 +224,7 @@ def bench_longshot(cp: controlplane.ControlPlane, api: kubernetes.client.ApiClie
     """(raw creates Pods/s, Longshot Pods/s) for the same N tasks' Pods on the same API server."""
     core, custom = kubernetes.client.CoreV1Api(api), kubernetes.client.CustomObjectsApi(api)
     ns = namespace(core, "bench-longshot")
-    build = planned_build(custom, ns, workers=n)
+    build = planned_build(custom, ns, workers=n, url=f"file://{local_repository(workdir, 'dispatch')}")
     tasks = create_tasks(custom, ns, build["metadata"]["uid"], n)
     # the floor: the Pods the operator would create for these tasks, built by its own Pod builder (named and
     # labelled apart so that the operator, started afterwards, ignores them; owned by the same tasks)
@@ -338,10 +346,7 @@ def bench_ingest(cp: controlplane.ControlPlane, api: kubernetes.client.ApiClient
     """(tasks taken in per second, operator peak RSS MiB, AgentTasks in the build)."""
     core, custom = kubernetes.client.CoreV1Api(api), kubernetes.client.CustomObjectsApi(api)
     ns = namespace(core, "bench-ingest")
-    bare = workdir / "ingest.git"
-    git("init", "--quiet", "--bare", str(bare))
-    base = git("--git-dir", str(bare), "commit-tree", git("--git-dir", str(bare), "mktree", input=b""), "-m", "base")
-    git("--git-dir", str(bare), "update-ref", "refs/heads/main", base)
+    bare = local_repository(workdir, "ingest")
     extra_workers = 9
     total = 1 + subplans + extra_workers + subplans * per_subplan
     planner = {"maxTasks": max(per_subplan, subplans + extra_workers), "maxDepth": 1, "maxTotalTasks": total}
