@@ -356,7 +356,9 @@ def test_a_200_task_plan_arrives_through_git_without_a_size_cliff(operator, core
 
     tasks = {t["metadata"]["name"]: t for t in wait_for(planned, timeout=90, what="200 worker tasks")}
     assert tasks["demo-t011"]["spec"]["dependsOn"] == ["demo-t010"]
-    assert condition(get(custom, namespace, "buildrequests", "demo"), "Planned")["status"] == "True"
+    # the tasks are created before the build's status says Planned (its next write)
+    wait_for(lambda: (condition(get(custom, namespace, "buildrequests", "demo"), "Planned") or {}).get("status")
+             == "True", timeout=30, what="Planned=True")
 
 
 def test_a_decomposed_task_goes_to_a_subplanner_and_its_dependents_wait(operator, core_v1, custom, namespace):
