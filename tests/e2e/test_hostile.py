@@ -86,6 +86,8 @@ def test_a_hostile_agent_gets_nothing_and_goes_nowhere(operator, cluster, kubect
     assert "CONNECT gateway=open" in seen, (seen, enforcer)
     if not enforcer.get("enforcer"):
         pytest.skip(f"NetworkPolicy is not enforced on this cluster: {enforcer}; the agent saw {seen}")
+    netpolicy_log = cluster.logs / "netpolicy.log"
+    tail = netpolicy_log.read_text(errors="replace")[-2000:] if netpolicy_log.exists() else "(no netpolicy.log)"
     assert {"CONNECT forge=ConnectionRefusedError", "CONNECT apiserver=ConnectionRefusedError"} <= set(seen), (
-        seen, enforcer)
+        "the agent saw:\n" + "\n".join(seen) + f"\nenforcer: {enforcer.get('enforcer')}\nnetpolicy.log:\n{tail}")
     assert "CONNECT dns=ConnectionRefusedError" not in seen  # DNS (TCP 53) is allowed

@@ -9,7 +9,7 @@ It implements the part of ``networking.k8s.io/v1`` NetworkPolicy the cluster's w
 selectors (``matchLabels`` and ``matchExpressions``), namespace selectors, ``ipBlock`` CIDRs (``except``
 is not supported and logged), numeric ports and port ranges, both policy types, default deny for the
 selected Pods and the union of the allowed rules. Every second it renders the Pods, Namespaces and
-NetworkPolicies into the iptables filter chains ``LONGSHOT-NETPOL`` (jumped to first from FORWARD, for
+NetworkPolicies into the iptables filter chains ``LONGSHOT-NETPOL`` (kept first in FORWARD, for
 Pod-to-Pod traffic, and INPUT, for Pod-to-node traffic such as the API server, DNS and the git forge):
 established connections pass; a Pod selected for egress may only open the connections its policies allow,
 a Pod selected for ingress may only accept those; the rest is rejected.
@@ -161,7 +161,12 @@ def apply(lines: list[str]) -> None:
     subprocess.run(["iptables-restore", "-w", "--noflush"], input="\n".join(["*filter", *lines, "COMMIT", ""]),
                    text=True, check=True, capture_output=True)
     for hook in HOOKS:
-        if subprocess.run(["iptables", "-w", "-C", hook, "-j", CHAIN], capture_output=True).returncode:
+        # first in the hook: a rule another component inserts at the top (a CNI plugin's ACCEPT) must not
+        # come before the policy
+        rules = subprocess.run(["iptables", "-w", "-S", hook], capture_output=True, text=True).stdout.splitlines()
+        if rules[1:2] != [f"-A {hook} -j {CHAIN}"]:
+            while subprocess.run(["iptables", "-w", "-D", hook, "-j", CHAIN], capture_output=True).returncode == 0:
+                pass
             subprocess.run(["iptables", "-w", "-I", hook, "1", "-j", CHAIN], check=True, capture_output=True)
 
 
@@ -194,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             lines, warnings = render(ser(core.list_pod_for_all_namespaces()).get("items", []),
                                      ser(core.list_namespace()).get("items", []),
                                      ser(net.list_network_policy_for_all_namespaces()).get("items", []))
+            apply(lines)  # every round: rules or hooks that something else changed are put back within a second
             if lines != last:
-                apply(lines)
                 print(f"[netpolicy] enforcing: {sum(' -j REJECT' in x for x in lines)} restricted Pod directions, "
                       f"{sum(' -j RETURN' in x for x in lines)} allow rules" + (f"; {warnings}" if warnings else ""),
                       flush=True)
