@@ -39,6 +39,16 @@ class Forbidden(Exception):
     status = 403
 
 
+def _raise_unless_missing(e: ApiException, what: str) -> None:
+    """A failed read: returns when the object does not exist (404), raises :class:`Forbidden` when RBAC hides it
+    (403), and anything else again."""
+    if e.status == 404:
+        return
+    if e.status == 403:
+        raise Forbidden(what) from None
+    raise e
+
+
 class KubeAPI(Protocol):
     """The API calls the controllers make (real: :class:`Kube`; unit tests: an in-memory fake)."""
 
@@ -179,11 +189,8 @@ class Kube:
         try:
             return self.core.read_namespaced_config_map(name, namespace).data or {}
         except ApiException as e:
-            if e.status == 404:
-                return None
-            if e.status == 403:
-                raise Forbidden(f"ConfigMap {namespace}/{name}") from None
-            raise
+            _raise_unless_missing(e, f"ConfigMap {namespace}/{name}")
+            return None
 
     def get_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """The Secret's data, base64-decoded (None when it does not exist; :class:`Forbidden` when RBAC hides it).
@@ -193,11 +200,8 @@ class Kube:
         try:
             data = self.core.read_namespaced_secret(name, namespace).data or {}
         except ApiException as e:
-            if e.status == 404:
-                return None
-            if e.status == 403:
-                raise Forbidden(f"Secret {namespace}/{name}") from None
-            raise
+            _raise_unless_missing(e, f"Secret {namespace}/{name}")
+            return None
         return {k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()}
 
     # --- events ----------------------------------------------------------------------------------------

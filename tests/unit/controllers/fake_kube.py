@@ -102,9 +102,11 @@ class FakeKube:
         self.pods.pop((namespace, name), None)
 
     def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
+        self._maybe_fail("get_configmap")
         return self.configmaps.get((namespace, name))
 
     def get_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        self._maybe_fail("get_secret")
         return self.secrets.get((namespace, name))
 
     def pod_events(self, namespace: str, name: str) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_kube import FakeKube
 
 from longshot.api import objects
 from longshot.runtime import kube as kubemod
@@ -16,24 +17,14 @@ from longshot.runtime import preflight
 pytestmark = pytest.mark.unit
 
 
-class Kube:
-    """get_secret / get_configmap of runtime.kube.KubeAPI: existing, missing (None) or hidden (Forbidden)."""
-
-    def __init__(self, secrets: dict[str, Any], configmaps: dict[str, Any]) -> None:
-        self.secrets, self.configmaps = secrets, configmaps
-
-    @staticmethod
-    def _read(table: dict[str, Any], name: str) -> dict[str, str] | None:
-        value = table.get(name)
-        if value is kubemod.Forbidden:
-            raise kubemod.Forbidden(name)
-        return value  # type: ignore[no-any-return]
-
-    def get_secret(self, namespace: str, name: str) -> dict[str, str] | None:
-        return self._read(self.secrets, name)
-
-    def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
-        return self._read(self.configmaps, name)
+def kube(*, configmaps: dict[str, Any] | None = None, hidden: tuple[str, ...] = ()) -> FakeKube:
+    """The fake API with these ConfigMaps in team-a; ``hidden`` methods ("get_secret", "get_configmap") answer
+    Forbidden, as the real client does for a 403."""
+    k = FakeKube()
+    k.configmaps = {("team-a", n): d for n, d in (configmaps or {}).items()}
+    for method in hidden:
+        k.fail_next[method] = [kubemod.Forbidden(method)]
+    return k
 
 
 def a_build(url: str, **spec: Any) -> objects.BuildRequest:
@@ -60,19 +51,19 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def test_a_script_configmap_the_operator_may_not_read_is_not_reported_missing(repository: str) -> None:
     build = a_build(repository, agent={"backend": "scripted", "script": {"name": "script"}})
-    assert preflight.check(Kube({}, {"script": kubemod.Forbidden}), build) is None
+    assert preflight.check(kube(hidden=("get_configmap",)), build) is None
 
 
 def test_a_script_configmap_that_does_not_exist_is_named(repository: str) -> None:
     build = a_build(repository, agent={"backend": "scripted", "script": {"name": "script"}})
-    problem = preflight.check(Kube({}, {}), build)
+    problem = preflight.check(kube(), build)
     assert problem is not None and problem.startswith("spec.agent.script: ConfigMap 'script' does not exist")
-    assert preflight.check(Kube({}, {"script": {"script.yaml": "steps: []"}}), build) is None
+    assert preflight.check(kube(configmaps={"script": {"script.yaml": "steps: []"}}), build) is None
 
 
 def test_a_secret_the_operator_may_not_read_names_the_missing_binding(repository: str) -> None:
     build = a_build(repository, repository={"credentialsSecret": "git-token"})
-    problem = preflight.check(Kube({"git-token": kubemod.Forbidden}, {}), build)
+    problem = preflight.check(kube(hidden=("get_secret",)), build)
     assert problem is not None
     assert problem.startswith("spec.repository.credentialsSecret: the operator may not read Secret 'git-token'")
     assert "does not exist" not in problem and "rbac.secrets.namespaces" in problem
