@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import stat
 import subprocess
 import tempfile
@@ -81,6 +82,13 @@ case "$1" in
   *) printf '%s\\n' "$LONGSHOT_GIT_ASKPASS_PASSWORD" ;;
 esac
 """
+# git's words for "no connection could be made" (curl's, and the gateway answering while it starts)
+_UNREACHABLE = re.compile(
+    r"Failed to connect|Connection refused|Could not resolve host|Couldn't connect|Connection timed out|"
+    r"Network is unreachable|No route to host|Temporary failure in name resolution|"
+    r"The requested URL returned error: 50[234]", re.IGNORECASE)
+CLONE_ATTEMPTS = 5
+CLONE_BACKOFF_SECONDS = 0.5
 _AUTH_FAILURES = re.compile(
     r"Authentication failed|could not read (Username|Password)|terminal prompts disabled|"
     r"returned error: (401|403)|HTTP (Basic: )?Access denied|Permission denied \(publickey|"
@@ -261,8 +269,21 @@ class Git:
 
     # --- operations ----------------------------------------------------------------------------------
 
-    def clone(self, url: str, dest: Path) -> None:
-        self.run("clone", "--quiet", "--no-tags", "--", url, str(dest), what="clone of the repository")
+    def clone(self, url: str, dest: Path, *, sleep: Callable[[float], None] | None = None,
+              attempts: int = CLONE_ATTEMPTS) -> None:
+        """Clone ``url`` into ``dest``. A connection that cannot be made yet (a Pod's network is programmed
+        moments after it starts on CNIs that isolate first, as Calico and Cilium do; DNS or the gateway
+        restarting) is tried again with backoff, ``attempts`` times in all; other failures raise at once."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self.run("clone", "--quiet", "--no-tags", "--", url, str(dest), what="clone of the repository")
+                return
+            except errors.InfrastructureError as e:
+                if attempt == attempts or sleep is None or not _UNREACHABLE.search(str(e)):
+                    raise
+                if dest.exists():
+                    shutil.rmtree(dest)
+                sleep(min(CLONE_BACKOFF_SECONDS * 2 ** (attempt - 1), 8.0))
 
     def rev(self, ref: str) -> str | None:
         result = self.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)

@@ -158,7 +158,7 @@ def prepare(task: handoff.TaskInput, paths: settings.Paths, tuning: settings.Set
                        base_env=base_env)
     ev.log("cloning", repository=gitops.sanitize_url(task.repository_url),
            via="gateway" if gateway else "direct", credentials=access.credentials.kind)
-    clone.clone(access.url, paths.checkout)
+    clone.clone(access.url, paths.checkout, sleep=sleep)
     git = access.git(paths.checkout, redactor=ev.redactor, timeout=tuning.git_timeout_seconds, base_env=base_env)
     git.trust()  # before the model runs: from now on the checkout's own git config is ignored
     known = [s for s in (api_key, *access.credentials.secrets) if s]

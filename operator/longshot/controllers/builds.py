@@ -109,7 +109,8 @@ class BuildReconciler:
             out.append(ex.Requeue(("BuildRequest", *key), now))
         ts = list(self.ctx.cache.tasks_of(key))
         out += retentionc.actions(self.ctx, build, ts)  # finished Pods beyond spec.retention
-        work = [t for t in ts if cachemod.purpose(t) is None and not _old_planner(t, state)]
+        refused = builds.refused_planners(_top_planners(ts), state.iteration, state.planner_task)
+        work = [t for t in ts if cachemod.purpose(t) is None and t.name not in refused]
 
         effects: list[builds.Effect] = []
         extra: dict[str, Any] = {}
@@ -598,10 +599,26 @@ def _wire(obj: objects.Resource) -> dict[str, Any]:
     return out
 
 
-def _old_planner(t: objects.AgentTask, state: builds.BuildState) -> bool:
-    """A top-level planner whose plan was refused (a re-plan replaced it): not part of the build's work."""
-    return (t.spec.role == "planner" and plan.PLAN_NAME_ANNOTATION not in t.metadata.annotations
-            and t.name != state.planner_task)
+def _top_planners(ts: Sequence[objects.AgentTask]) -> list[builds.PlannerView]:
+    """The build's own planner tasks (not a sub-planner, not planned by a plan)."""
+    out = []
+    for t in ts:
+        if t.spec.role != "planner" or plan.PLAN_NAME_ANNOTATION in t.metadata.annotations:
+            continue
+        labels = t.metadata.labels
+        created = t.metadata.creation_timestamp
+        out.append(builds.PlannerView(
+            name=t.name, iteration=_int(labels.get(plan.ITERATION_LABEL), 1),
+            replan=_int(labels.get(plan.REPLAN_LABEL), 0),
+            created=timeutil.rfc3339(created) if created is not None else ""))
+    return out
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
 
 
 def _names_in_namespace(ctx: ctxmod.Context, build: objects.BuildRequest) -> set[str]:

@@ -128,6 +128,31 @@ class TaskIssue:
     message: str
 
 
+@dataclass(frozen=True)
+class PlannerView:
+    """A top-level planner task of the build, as :func:`refused_planners` needs it."""
+    name: str
+    iteration: int
+    replan: int = 0
+    created: str = ""  # creationTimestamp (RFC 3339): orders re-plans made before they were labelled
+
+
+def refused_planners(planners: Iterable[PlannerView], iteration: int, current: str | None) -> frozenset[str]:
+    """The top-level planners whose plan was refused (a re-plan of the same iteration replaced them): not part
+    of the build's work or counts. In the current iteration every planner but ``current`` was replaced; in an
+    earlier one, every planner but its last re-plan (the one whose plan the iteration carried out). An
+    earlier iteration's accepted planner is work that was done and stays counted."""
+    by_iteration: dict[int, list[PlannerView]] = {}
+    for p in planners:
+        by_iteration.setdefault(max(1, p.iteration), []).append(p)
+    refused: set[str] = set()
+    for k, ps in by_iteration.items():
+        last = max(ps, key=lambda p: (p.replan, p.created, p.name)).name
+        kept = current if k >= iteration else last
+        refused.update(p.name for p in ps if p.name != kept)
+    return frozenset(refused)
+
+
 def phase_from_status(conditions: Iterable[Mapping[str, Any]] | None, counts: TaskCounts,
                       planner_task: str | None, finalization_enabled: bool, *, iteration: int = 0,
                       planning_done: bool = True) -> BuildPhase:

@@ -51,6 +51,8 @@ TASK_LABEL: Final = keys.TASK
 PARENT_LABEL: Final = keys.PARENT_TASK
 ITERATION_LABEL: Final = keys.ITERATION
 """On every planned task and on the build's planners: the planning iteration that created it (from 1)."""
+REPLAN_LABEL: Final = keys.REPLAN
+"""On a re-plan's planner task: which re-plan it is (from 1)."""
 RESERVED_NAME: Final = re.compile(r"^planner(-i[0-9]+)?(-[0-9]+)?$")
 """Plan-local names the build's own planner tasks use (``<build>-planner``, ``-planner-2``, ``-planner-i2``)."""
 RESERVED: Final = "ReservedName"
@@ -320,7 +322,8 @@ def planner_task_manifest(build: BuildRef, request: str, *, replan: int = 0, fee
         "metadata": {
             "name": planner_task_name(build.name, replan, iteration),
             "namespace": build.namespace,
-            "labels": {**task_labels(build.name, "planner"), ITERATION_LABEL: str(max(1, iteration))},
+            "labels": {**task_labels(build.name, "planner"), ITERATION_LABEL: str(max(1, iteration)),
+                       **({REPLAN_LABEL: str(replan)} if replan else {})},
             "ownerReferences": [build.owner_reference()],
         },
         "spec": {

@@ -579,7 +579,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         self.logs.mkdir(parents=True, exist_ok=True)
         out = (self.logs / "netpolicy.log").open("ab")
         popen = subprocess.Popen([sys.executable, "-m", "longshot.testing.netpolicy",
-                                  f"--kubeconfig={self.kubeconfig}"], stdout=out, stderr=subprocess.STDOUT,
+                                  f"--kubeconfig={self.kubeconfig}", f"--pod-cidr={POD_SUBNET}"],
+                                 stdout=out, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, start_new_session=True)
         out.close()
         proc = cpl.Process("netpolicy", popen, self.logs / "netpolicy.log")

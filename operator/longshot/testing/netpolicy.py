@@ -8,15 +8,21 @@ or directory"). Then this small enforcer runs instead, so the e2e tier can still
 It implements the part of ``networking.k8s.io/v1`` NetworkPolicy the cluster's workloads use: pod
 selectors (``matchLabels`` and ``matchExpressions``), namespace selectors, ``ipBlock`` CIDRs (``except``
 is not supported and logged), numeric ports and port ranges, both policy types, default deny for the
-selected Pods and the union of the allowed rules. Every second it renders the Pods, Namespaces and
-NetworkPolicies into the iptables filter chains ``LONGSHOT-NETPOL`` (kept first in FORWARD, for
-Pod-to-Pod traffic, and INPUT, for Pod-to-node traffic such as the API server, DNS and the git forge):
-established connections pass; a Pod selected for egress may only open the connections its policies allow,
-a Pod selected for ingress may only accept those; the rest is rejected.
+selected Pods and the union of the allowed rules. On every Pod event (a watch), and at least every second,
+it renders the Pods, Namespaces and NetworkPolicies into the iptables filter chains ``LONGSHOT-NETPOL``
+(kept first in FORWARD, for Pod-to-Pod traffic, and INPUT, for Pod-to-node traffic such as the API server,
+DNS and the git forge): established connections pass; a Pod selected for egress may only open the
+connections its policies allow, a Pod selected for ingress may only accept those; the rest is rejected.
+
+It fails closed, as Calico and Cilium do for endpoints they have not programmed yet: a Pod's containers
+can run before the kubelet reports its address, and until the enforcer has seen that address, new
+connections from it (any source in the Pod CIDR it does not know) are rejected. Without this an agent
+Pod could reach anything in the moments after it starts, before its policy applies. Workloads retry
+their first connections (the agent runner retries its clone).
 
 ::
 
-    python -m longshot.testing.netpolicy --kubeconfig FILE
+    python -m longshot.testing.netpolicy --kubeconfig FILE --pod-cidr 10.244.0.0/24
 
 Nothing here imports the rest of Longshot.
 """
@@ -27,6 +33,7 @@ import argparse
 import ipaddress
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -114,8 +121,9 @@ def _ports(ports: list[Mapping[str, Any]] | None, warnings: list[str]) -> list[s
 
 
 def render(pods: list[Mapping[str, Any]], namespaces: list[Mapping[str, Any]],
-           policies: list[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
-    """``(iptables-restore lines of the filter table's chains, warnings)``."""
+           policies: list[Mapping[str, Any]], pod_cidrs: Iterable[str] = ()) -> tuple[list[str], list[str]]:
+    """``(iptables-restore lines of the filter table's chains, warnings)``. New connections from an address
+    in ``pod_cidrs`` that is no known Pod's are rejected (fail closed until the Pod is seen)."""
     ips = _pod_ips(pods)
     ns_labels = {n["metadata"]["name"]: _labels(n) for n in namespaces}
     warnings: list[str] = []
@@ -151,6 +159,14 @@ def render(pods: list[Mapping[str, Any]], namespaces: list[Mapping[str, Any]],
     for ip in sorted(egress):
         lines += [f"-A {EGRESS} {r} -j RETURN" for r in sorted(set(egress[ip]))]
         lines.append(f"-A {EGRESS} -s {ip}/32 -j REJECT")
+    cidrs = sorted({str(ipaddress.ip_network(c, strict=False)) for c in pod_cidrs})
+    if cidrs:
+        # known Pods no policy restricts go on; an address the enforcer has not seen yet does not
+        lines += [f"-A {EGRESS} -s {ip}/32 -j RETURN"
+                  for ip in sorted({ip for _, ip, _ in ips} - set(egress), key=ipaddress.ip_address)]
+        # the node's own addresses in the range (the bridge's gateway address: kubectl, the kubelet) are no Pod
+        lines.append(f"-A {EGRESS} -m addrtype --src-type LOCAL -j RETURN")
+        lines += [f"-A {EGRESS} -s {c} -j REJECT" for c in cidrs]
     for ip in sorted(ingress):
         lines += [f"-A {INGRESS} {r} -j RETURN" for r in sorted(set(ingress[ip]))]
         lines.append(f"-A {INGRESS} -d {ip}/32 -j REJECT")
@@ -180,6 +196,29 @@ def remove() -> None:
         subprocess.run(["iptables", "-w", "-X", chain], capture_output=True)
 
 
+def _watch_pods(core: Any, wake: threading.Event, stopped: Any) -> None:
+    """Set ``wake`` on every Pod event, so a new Pod's address is enforced within moments of its report."""
+    import kubernetes
+
+    watcher: Any = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
+    while not stopped():
+        try:
+            for _ in watcher.stream(core.list_pod_for_all_namespaces, timeout_seconds=60):
+                wake.set()
+                if stopped():
+                    return
+        except Exception as e:  # the API server restarting, an expired resourceVersion: watch again
+            print(f"[netpolicy] pod watch: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            time.sleep(1)
+
+
+def _pod_cidrs(core: Any, given: list[str]) -> list[str]:
+    if given:
+        return given
+    return sorted({c for n in core.list_node().items for c in (n.spec.pod_cid_rs or [n.spec.pod_cidr])
+                   if c})
+
+
 def main(argv: list[str] | None = None) -> int:
     import kubernetes
 
@@ -187,27 +226,39 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--kubeconfig", type=Path, required=True)
     parser.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--pod-cidr", action="append", default=[],
+                        help="the Pods' address range (repeatable); default: the Nodes' spec.podCIDRs")
     args = parser.parse_args(argv)
     client = daemon.api_client(args.kubeconfig)
     core = kubernetes.client.CoreV1Api(client)
     net = kubernetes.client.NetworkingV1Api(client)
     stopped = daemon.stop_on_term()
+    wake = threading.Event()
+    threading.Thread(target=_watch_pods, args=(core, wake, stopped), daemon=True, name="pod-watch").start()
     last: list[str] | None = None
+    cidrs: list[str] = []
     while not stopped():
+        wake.clear()
         try:
+            cidrs = cidrs or _pod_cidrs(core, args.pod_cidr)
             ser = client.sanitize_for_serialization
             lines, warnings = render(ser(core.list_pod_for_all_namespaces()).get("items", []),
                                      ser(core.list_namespace()).get("items", []),
-                                     ser(net.list_network_policy_for_all_namespaces()).get("items", []))
+                                     ser(net.list_network_policy_for_all_namespaces()).get("items", []), cidrs)
             apply(lines)  # every round: rules or hooks that something else changed are put back within a second
             if lines != last:
-                print(f"[netpolicy] enforcing: {sum(' -j REJECT' in x for x in lines)} restricted Pod directions, "
-                      f"{sum(' -j RETURN' in x for x in lines)} allow rules" + (f"; {warnings}" if warnings else ""),
+                restricted = sorted({x.split()[3] for x in lines if x.endswith(" -j REJECT") and " -s " in x
+                                     and x.split()[3].endswith("/32")})
+                print(f"[netpolicy] {time.strftime('%H:%M:%S')} enforcing: "
+                      f"{sum(' -j REJECT' in x and '/32' in x for x in lines)} restricted Pod directions "
+                      f"(egress from {', '.join(restricted) or 'none'}), "
+                      f"{sum(' -j RETURN' in x for x in lines)} allow rules, unknown addresses in "
+                      f"{', '.join(cidrs) or 'no Pod CIDR'} refused" + (f"; {warnings}" if warnings else ""),
                       flush=True)
                 last = lines
         except Exception as e:  # the API server restarting, a transient iptables lock: try again
             print(f"[netpolicy] {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-        time.sleep(args.interval)
+        wake.wait(args.interval)
     remove()
     return 0
 

@@ -47,3 +47,71 @@ def test_only_the_protocol_of_the_url_is_allowed_and_no_git_env_leaks():
     assert g._protocols(("push", "--", "https://gw/git/ns/b.git", "x:y")) == ["-c", "protocol.https.allow=always"]
     assert "GIT_DIR" not in g.env and "GIT_SSH_COMMAND" not in g.env and g.env["GIT_AUTHOR_NAME"] == "a"
     assert g.env["GIT_CONFIG_GLOBAL"] == "/dev/null" and g.env["GIT_CONFIG_NOSYSTEM"] == "1"
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_clone_that_cannot_connect_yet_is_tried_again_with_backoff(tmp_path):
+    """A Pod's network can be programmed moments after it starts (CNIs that isolate first): the clone waits
+    for it instead of failing the attempt; here the server comes up during the first backoff."""
+    import functools
+    import http.server
+    import threading
+
+    bare = tmp_path / "served" / "repo.git"
+    work = tmp_path / "work"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    subprocess.run(["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+                    "--allow-empty", "-m", "first"], check=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+    subprocess.run(["git", "-C", str(bare), "update-server-info"], check=True)  # dumb HTTP: plain files
+    port = _free_port()
+    servers: list[http.server.ThreadingHTTPServer] = []
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if not servers:
+            class Quiet(http.server.SimpleHTTPRequestHandler):
+                def log_message(self, *args: object) -> None:
+                    pass
+
+            handler = functools.partial(Quiet, directory=str(tmp_path / "served"))
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            servers.append(server)
+
+    url = f"http://127.0.0.1:{port}/repo.git"
+    g = gitops.Git(tmp_path, credentials=gitops.Credentials(), redactor=redact.Redactor(),
+                   base_env={"PATH": "/usr/bin:/bin"}, url=url)
+    try:
+        g.clone(url, tmp_path / "checkout", sleep=sleep)
+    finally:
+        for s in servers:
+            s.shutdown()
+            s.server_close()
+    assert slept == [gitops.CLONE_BACKOFF_SECONDS]
+    assert (tmp_path / "checkout" / ".git").is_dir()
+
+
+def test_a_clone_gives_up_after_its_attempts_and_other_failures_are_not_retried(tmp_path):
+    slept: list[float] = []
+    closed = f"http://127.0.0.1:{_free_port()}/repo.git"
+    g = gitops.Git(tmp_path, credentials=gitops.Credentials(), redactor=redact.Redactor(),
+                   base_env={"PATH": "/usr/bin:/bin"}, url=closed)
+    with pytest.raises(errors.InfrastructureError, match="clone of the repository failed"):
+        g.clone(closed, tmp_path / "a", sleep=slept.append, attempts=4)
+    assert slept == [0.5, 1.0, 2.0]
+
+    slept.clear()
+    missing = f"file://{tmp_path}/missing.git"
+    g = gitops.Git(tmp_path, credentials=gitops.Credentials(), redactor=redact.Redactor(),
+                   base_env={"PATH": "/usr/bin:/bin"}, url=missing)
+    with pytest.raises(errors.InfrastructureError):
+        g.clone(missing, tmp_path / "b", sleep=slept.append)
+    assert slept == []

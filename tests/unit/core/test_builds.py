@@ -362,3 +362,24 @@ def test_a_question_names_the_task_and_stalls_only_when_nothing_else_can_run():
     _, effects = decide(build("Finalizing", counts=counts(total=1, succeeded=1)), IssuesChanged((approval,)))
     assert summary(effects)["Stalled"] == ("True", "AwaitingApproval")
     assert "MergeJob b-api" in cond(effects, "Ready").message
+
+
+def test_refused_planners_are_the_replaced_ones_of_each_iteration_not_the_earlier_iterations_planners():
+    """An earlier iteration's planner did its work (its plan was carried out): it stays in the counts. Only a
+    planner a re-plan replaced is left out (the current iteration's, and an earlier iteration's refused ones).
+    CI saw the build's progress drop from 2/2 to 1/2 when iteration 2 began, the first planner uncounted."""
+    P = builds.PlannerView
+    # iteration 2 running: the first planner was accepted and stays
+    assert builds.refused_planners([P("b-planner", 1), P("b-planner-i2", 2)], 2, "b-planner-i2") == frozenset()
+    # iteration 1 re-planned once: the first planner is refused
+    assert builds.refused_planners([P("b-planner", 1), P("b-planner-1", 1, 1)], 1, "b-planner-1") == {"b-planner"}
+    # iteration 3: of iteration 1 the last re-plan stayed, of iteration 3 the current one
+    ps = [P("b-planner", 1), P("b-planner-1", 1, 1), P("b-planner-2", 1, 2), P("b-planner-i2", 2),
+          P("b-planner-i3-3", 3, 3), P("b-planner-i3-4", 3, 4)]
+    assert builds.refused_planners(ps, 3, "b-planner-i3-4") == {"b-planner", "b-planner-1", "b-planner-i3-3"}
+    # unlabelled re-plans (made before the label existed) are ordered by creation time
+    old = [P("b-planner", 1, 0, "2026-01-01T00:00:00Z"), P("b-planner-1", 1, 0, "2026-01-01T00:01:00Z"),
+           P("b-planner-i2", 2)]
+    assert builds.refused_planners(old, 2, "b-planner-i2") == {"b-planner"}
+    # a build that reads a roadmap has no planner of its own
+    assert builds.refused_planners([], 2, None) == frozenset()

@@ -167,6 +167,7 @@ def test_context_for_subplanner():
 def test_planner_task_manifest():
     m = plan.planner_task_manifest(BUILD, "build it", replan=2, feedback="cycle a -> a")
     assert m["metadata"]["name"] == "rest-api-planner-2"
+    assert m["metadata"]["labels"]["longshot.dev/replan"] == "2"
     assert "cycle a -> a" in m["spec"]["description"]
     AgentTaskSpec.model_validate(m["spec"])
 
@@ -176,6 +177,7 @@ def test_planner_names_per_iteration_and_replan():
         "b-planner", "b-planner-1", "b-planner-i2", "b-planner-i3-2"]
     m = plan.planner_task_manifest(plan.BuildRef("b", "ns", "u"), "r", iteration=2)
     assert m["metadata"]["labels"]["longshot.dev/iteration"] == "2"
+    assert "longshot.dev/replan" not in m["metadata"]["labels"]
 
 
 def test_a_subplan_keeps_its_planners_iteration():

@@ -51,3 +51,24 @@ def test_selectors_and_open_rules():
         "podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}}
     lines, _ = netpolicy.render([pod("n", "a", "10.0.0.5")], [ns("n")], [policy])
     assert "-A LONGSHOT-NETPOL-EGRESS -s 10.0.0.5/32 -j RETURN" in lines
+
+
+def test_an_address_in_the_pod_cidr_the_enforcer_has_not_seen_is_refused_until_it_has():
+    """Fail closed: a Pod's containers can run before its address is reported; until the enforcer knows the
+    Pod (and so its policies), nothing new leaves that address. Known Pods no policy selects go on."""
+    policy = {"metadata": {"namespace": "builds", "name": "p"}, "spec": {
+        "podSelector": {"matchLabels": AGENT}, "policyTypes": ["Egress"], "egress": []}}
+    pods = [pod("builds", "agent", "10.244.0.10", **AGENT), pod("other", "free", "10.244.0.9"),
+            pod("other", "pending-no-ip", "", app="x")]
+    lines, _ = netpolicy.render(pods, [ns("builds"), ns("other")], [policy], pod_cidrs=["10.244.0.0/24"])
+    egress = [x for x in lines if x.startswith("-A LONGSHOT-NETPOL-EGRESS")]
+    assert egress == [
+        "-A LONGSHOT-NETPOL-EGRESS -s 10.244.0.10/32 -j REJECT",
+        "-A LONGSHOT-NETPOL-EGRESS -s 10.244.0.9/32 -j RETURN",
+        "-A LONGSHOT-NETPOL-EGRESS -m addrtype --src-type LOCAL -j RETURN",  # the node's bridge address
+        "-A LONGSHOT-NETPOL-EGRESS -s 10.244.0.0/24 -j REJECT",
+    ]
+    # without a Pod CIDR nothing is refused beyond the policies (the old behaviour, for clusters it cannot read)
+    lines, _ = netpolicy.render(pods, [ns("builds"), ns("other")], [policy])
+    assert [x for x in lines if x.startswith("-A LONGSHOT-NETPOL-EGRESS")] == [
+        "-A LONGSHOT-NETPOL-EGRESS -s 10.244.0.10/32 -j REJECT"]
