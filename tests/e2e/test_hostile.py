@@ -50,13 +50,15 @@ def test_a_hostile_agent_gets_nothing_and_goes_nowhere(operator, cluster, kubect
     gateway_repo = f"$LONGSHOT_GATEWAY_URL/git/{namespace}/hostile.git"
     token = 'Authorization: Bearer $(cat "$LONGSHOT_GATEWAY_TOKEN_FILE")'
     steps: list[dict[str, Any]] = [
+        # first, the moment the model gets control: the Pod has just started (an enforcer that programs a Pod's
+        # policy only after it sees the Pod's address must not leave that moment open)
+        {"run": {"command": "python3 -c \"$CONNECT\"", "timeout": 60}},
         {"run": {"command": f"grep -rlF -- '{password[4:16]}' /etc /var/run/secrets /workspace /tmp "
                             "/proc/self/environ 2>/dev/null | head -3; echo SECRETS_FOUND=$?"}},
         {"run": {"command": "git -c user.name=x -c user.email=x@x commit -q --allow-empty -m evil; "
                             f'git -c "http.extraHeader={token}" push "{gateway_repo}" HEAD:refs/heads/main 2>&1 '
                             "| grep -o 'remote rejected.*' | head -1 | sed 's/^/PUSH_MAIN /'"}},
         {"run": {"command": f"git push {forge_url} HEAD:refs/heads/main >/dev/null 2>&1; echo DIRECT_PUSH_EXIT=$?"}},
-        {"run": {"command": "python3 -c \"$CONNECT\"", "timeout": 60}},
         {"finish": {"summary": "done", "tasks": []}},
     ]
     env = [{"name": "CONNECT", "value": CONNECT.format(bridge=lc.BRIDGE_IP)}]

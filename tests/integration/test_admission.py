@@ -20,6 +20,7 @@ from k8s_builders import build
 from longshot.testing import wait_for
 
 SECRETS = ("git-token", "llm-key", "tracker-token")
+CONFIGMAPS = ("private-script", "private-prompts")
 ALLOWED_PREFIX = "registry.example.com/longshot-agent"
 
 
@@ -28,11 +29,14 @@ def people(kubectl: Any, namespace: str) -> Iterator[None]:
     """The Secrets, and the Roles of alice (BuildRequests only) and bob (BuildRequests and the Secrets)."""
     for s in SECRETS:
         kubectl("-n", namespace, "create", "secret", "generic", s, "--from-literal=token=t0p-s3cret")
+    for c in CONFIGMAPS:
+        kubectl("-n", namespace, "create", "configmap", c, "--from-literal=script.yaml=t0p-s3cret-plan")
     author = {"apiGroups": ["longshot.dev"], "resources": ["buildrequests"],
               "verbs": ["get", "list", "create", "update", "patch", "delete"]}
     reader = {"apiGroups": [""], "resources": ["secrets"], "resourceNames": list(SECRETS), "verbs": ["get"]}
+    cm_reader = {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": list(CONFIGMAPS), "verbs": ["get"]}
     objs = []
-    for user, rules in (("alice", [author]), ("bob", [author, reader])):
+    for user, rules in (("alice", [author]), ("bob", [author, reader, cm_reader])):
         objs += [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
                   "metadata": {"name": user, "namespace": namespace}, "rules": rules},
                  {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
@@ -101,14 +105,20 @@ def issues_build(name: str) -> Any:
     ("spec.repository.credentialsSecret", build("b1", repository__credentialsSecret="git-token")),
     ("spec.agent.credentialsSecret", build("b1", agent={"credentialsSecret": "llm-key"})),
     ("spec.planner.issues.credentialsSecret", issues_build("b1")),
+    # a ConfigMap's script or prompts reach the agent, which can write them to its branch
+    ("spec.agent.script.name", build("b1", agent={"backend": "scripted", "script": {"name": "private-script"}})),
+    ("spec.agent.prompts.name", build("b1", agent={"prompts": {"name": "private-prompts"}})),
 ])
-def test_an_author_who_cannot_read_a_named_secret_is_refused(
+def test_an_author_who_cannot_read_a_named_secret_or_configmap_is_refused(
         kubectl: Any, namespace: str, policies: list[dict[str, Any]], field: str, obj: dict[str, Any]) -> None:
-    secret = {"spec.repository.credentialsSecret": "git-token", "spec.agent.credentialsSecret": "llm-key",
-              "spec.planner.issues.credentialsSecret": "tracker-token"}[field]
+    kind, name = {"spec.repository.credentialsSecret": ("Secret", "git-token"),
+                  "spec.agent.credentialsSecret": ("Secret", "llm-key"),
+                  "spec.planner.issues.credentialsSecret": ("Secret", "tracker-token"),
+                  "spec.agent.script.name": ("ConfigMap", "private-script"),
+                  "spec.agent.prompts.name": ("ConfigMap", "private-prompts")}[field]
     refused = apply_as("alice", kubectl, namespace, obj)
     assert refused.returncode != 0
-    assert f"{field}: alice may not get Secret {namespace}/{secret}" in refused.stderr, refused.stderr
+    assert f"{field}: alice may not get {kind} {namespace}/{name}" in refused.stderr, refused.stderr
     assert "t0p-s3cret" not in refused.stderr
     # bob may read it: the same object is admitted
     admitted = apply_as("bob", kubectl, namespace, obj)

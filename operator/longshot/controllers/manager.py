@@ -4,14 +4,17 @@ carry out the actions, and dispatches ready tasks.
 * kopf's event handlers only call :meth:`Manager.observe` (the cache parses the object and says which
   references it concerns).
 * Each step takes every due reference from the work queue and reconciles them, kind by kind (tasks, MergeJobs,
-  merge queues, builds), each kind concurrently. A reconcile that raises (an API error, a fenced status write
+  merge queues, builds), each kind concurrently. The merge queues' reconciles do git work that takes seconds
+  (fetch, speculative merges, the secret scan, push): they run detached (``DETACHED``), so the step goes on to
+  the builds and to dispatch while they work, as controller-runtime gives each controller its own workers; the
+  work queue still never runs one reference twice at once. A reconcile that raises (an API error, a fenced status write
   that lost to a newer version) is retried with per-reference exponential backoff: never dropped. A success
   resets the backoff.
 * A periodic resync marks everything (``RESYNC_SECONDS``), so nothing depends on an event arriving.
 * The killswitch ConfigMap is polled; leadership (``controllers/leadership.py``) says which shards this replica
   acts on, and a change marks everything again.
-* ``healthy()`` is False when the loop has not turned for ``STALL_SECONDS`` or the replica lost its footing:
-  the liveness probe restarts a wedged operator.
+* ``healthy()`` is False when the loop has not turned for ``STALL_SECONDS``, a detached reconcile has run for
+  ``DETACHED_STALL_SECONDS``, or the replica lost its footing: the liveness probe restarts a wedged operator.
 
 No module imports this one but the entry points: reconcilers get what they need through the context.
 """
@@ -54,6 +57,10 @@ of the merge queues and the killswitch poll."""
 BATCH_SECONDS: Final = 0.02
 """Let a burst of watch events land before a step."""
 ORDER: Final = ("AgentTask", "MergeJob", "Queue", "BuildRequest")
+DETACHED: Final = frozenset({"Queue"})
+"""Kinds whose reconciles the step does not wait for (git work): dispatch is not held up by a merge."""
+DETACHED_STALL_SECONDS: Final = 300.0
+"""A detached reconcile running longer than this is wedged (every git call of the merge queue is bounded)."""
 
 
 class Manager:
@@ -94,6 +101,8 @@ class Manager:
         self._stopping = False
         self._next_resync = 0.0
         self._next_killswitch = 0.0
+        self._detached: dict[asyncio.Task[None], float] = {}
+        """Detached reconciles in flight, with when they started (monotonic)."""
 
     # --- input -------------------------------------------------------------------------------------
 
@@ -110,7 +119,10 @@ class Manager:
     # --- the loop ----------------------------------------------------------------------------------
 
     def healthy(self) -> bool:
-        if self.monotonic() - self.heartbeat > STALL_SECONDS:
+        now = self.monotonic()
+        if now - self.heartbeat > STALL_SECONDS:
+            return False
+        if any(now - started > DETACHED_STALL_SECONDS for started in self._detached.values()):
             return False
         return self.leadership is None or self.leadership.healthy()
 
@@ -129,6 +141,10 @@ class Manager:
                     log.exception("manager step failed")
                     await asyncio.sleep(0.5)
         finally:
+            for t in list(self._detached):
+                t.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.gather(*self._detached, return_exceptions=True)
             if lead is not None:
                 lead.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -169,13 +185,30 @@ class Manager:
         refs = self.queue.take()
         for kind in ORDER:
             group = [r for r in refs if r[0] == kind]
-            if group:
+            if group and kind in DETACHED:
+                self._detach(group)
+            elif group:
                 await asyncio.gather(*(self._process(r) for r in group))
         for r in refs:
             if r[0] not in ORDER:
                 self.queue.done(r)
         await self._dispatch()
         self._gauges()
+
+    def _detach(self, refs: list[cachemod.Ref]) -> None:
+        for r in refs:
+            task = asyncio.create_task(self._process(r), name=f"reconcile {r[0]} {r[1]}/{r[2]}")
+            self._detached[task] = self.monotonic()
+            task.add_done_callback(self._detached_done)
+
+    def _detached_done(self, task: asyncio.Task[None]) -> None:
+        self._detached.pop(task, None)
+        self.queue.wake.set()  # what it wrote may make tasks ready, and its own reference may be dirty again
+
+    async def settle(self) -> None:
+        """Wait for the detached reconciles in flight (tests and shutdown)."""
+        while self._detached:
+            await asyncio.gather(*list(self._detached), return_exceptions=True)
 
     async def _process(self, ref: cachemod.Ref) -> None:
         kind, ns, name = ref

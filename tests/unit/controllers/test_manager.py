@@ -50,6 +50,7 @@ def world():
             for pod in list(fake.pods.values()):
                 m.observe("Pod", "MODIFIED", pod)
             await m.step()
+            await m.settle()  # the merge queues' detached reconciles
             if not m.queue.pending():
                 break
 
@@ -217,3 +218,42 @@ async def test_dispatch_latency_counts_from_a_free_slot_not_from_the_wait_for_on
     assert ("ns", second) in fake.pods
     count2, total2 = observed()
     assert count2 == count + 1 and total2 - total < 1.0  # not 600 s
+
+
+async def test_a_merge_queue_busy_with_git_does_not_hold_up_dispatch_and_a_wedged_one_fails_health(world):
+    """Issue 13: dispatch waited for the step's slowest reconcile, a merge queue's git work (p95 8.66 s)."""
+    import asyncio
+
+    fake, m, _clock, mono, sync = world
+    fake.create(build(workers={"max": 5}))
+    await sync()
+    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
+                      tasks=[ho.PlannedTask(name="a", description="A")])
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def git_work(ns: str, name: str) -> list[Any]:
+        started.set()
+        await release.wait()
+        return []
+
+    m.reconcilers = {**m.reconcilers, "Queue": git_work}
+    m.queue.add(("Queue", "", "shard|main"))
+    m.observe("Pod", "MODIFIED", fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire())))
+    for _ in range(5):  # the plan's task is created and started while the queue still works
+        await m.step()
+        if ("ns", "b-a-a1") in fake.pods:
+            break
+    assert started.is_set() and not release.is_set()
+    assert ("ns", "b-a-a1") in fake.pods
+    # the queue's reference is not handed out twice while it runs
+    m.queue.add(("Queue", "", "shard|main"))
+    await m.step()
+    assert len(m._detached) == 1
+    assert m.healthy()
+    mono[0] += managermod.DETACHED_STALL_SECONDS + 1
+    m.heartbeat = mono[0]
+    assert not m.healthy()  # the loop turns, but the merge queue is wedged
+    release.set()
+    await m.settle()
+    assert m.healthy() and not m._detached

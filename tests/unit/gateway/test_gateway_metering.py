@@ -128,3 +128,44 @@ def test_an_unknown_model_has_no_price():
 def test_a_bad_table_is_refused_naming_the_key(text, message):
     with pytest.raises(pricing.PriceError, match=message):
         pricing.PriceTable.parse(text)
+
+
+class _PriceConfigMaps:
+    """The gateway's cluster as the price table sees it: get_configmap answers from a list, or raises."""
+
+    def __init__(self, *answers: object) -> None:
+        self.answers = list(answers)
+        self.reads = 0
+
+    def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
+        self.reads += 1
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer  # type: ignore[return-value]
+
+
+def test_the_price_table_is_kept_when_rbac_hides_it_or_it_breaks_and_is_re_read_after_its_cache_time():
+    import asyncio
+
+    from longshot.gateway.modelproxy import Prices
+    from longshot.gateway.settings import GatewaySettings
+    from longshot.runtime import kube
+
+    now = [0.0]
+    good = {pricing.CONFIGMAP_KEY: "models:\n  gpt-4o: {input: 2.5, output: 10}\n"}
+    newer = {pricing.CONFIGMAP_KEY: "models:\n  gpt-4o: {input: 5, output: 20}\n"}
+    cluster = _PriceConfigMaps(good, kube.Forbidden("configmaps longshot-prices"), {pricing.CONFIGMAP_KEY: "[:"},
+                               newer)
+    prices = Prices(cluster, GatewaySettings(prices_cache_seconds=30.0), clock=lambda: now[0])  # type: ignore[arg-type]
+
+    async def table_at(t: float) -> pricing.PriceTable:
+        now[0] = t
+        return await prices.table()
+
+    assert asyncio.run(table_at(0)).lookup("gpt-4o").input == 2.5
+    assert asyncio.run(table_at(10)).lookup("gpt-4o").input == 2.5 and cluster.reads == 1  # cached
+    assert asyncio.run(table_at(31)).lookup("gpt-4o").input == 2.5  # Forbidden: the last good table stays
+    assert asyncio.run(table_at(62)).lookup("gpt-4o").input == 2.5  # not YAML: the last good table stays
+    assert asyncio.run(table_at(93)).lookup("gpt-4o").input == 5  # readable again: the new prices
+    assert cluster.reads == 4
