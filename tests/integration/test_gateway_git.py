@@ -184,3 +184,28 @@ def test_a_missing_credentials_secret_is_named(gateway, core_v1, custom, namespa
         "repository": {"url": forge.url("app"), "credentialsSecret": "nope"}})
     r = agent_git(a.token, None, "clone", f"{gateway.url}/git/{namespace}/b1.git", str(tmp_path / "w"))
     assert r.returncode != 0 and f"Secret {namespace}/nope" in r.stderr, r.stderr
+
+
+def test_a_push_over_the_limit_is_refused_and_the_mirror_still_serves_clones(control_plane, core_v1, custom, namespace,
+                                                                          forge, gateway_settings, tmp_path):
+    """The whole push is received before the mirror's push lock is taken (a slow sender must not hold up the
+    build's clones); one over ``max_push_bytes`` is refused without reaching the upstream."""
+    import dataclasses
+    import os
+
+    from gateway_server import GatewayThread
+
+    secret(core_v1, namespace, "git-token", {"username": "alice", "password": PASSWORD})
+    settings = dataclasses.replace(gateway_settings, max_push_bytes=64 * 1024)
+    with GatewayThread(control_plane.kubeconfig, settings) as gw:
+        a = make_attempt(core_v1, custom, namespace, gw.url, build_spec={
+            "repository": {"url": forge.url("app"), "credentialsSecret": "git-token"}})
+        work = clone(a, gw, namespace, tmp_path / "work")
+        (work / "big.bin").write_bytes(os.urandom(512 * 1024))  # incompressible: the pack stays over the limit
+        admin("add", "-A", cwd=work)
+        admin("commit", "--quiet", "-m", "big", cwd=work)
+        r = agent_git(a.token, work, "push", f"{gw.url}/git/{namespace}/b1.git", "HEAD:refs/heads/longshot/b1/b1-t1")
+        assert r.returncode != 0
+        assert "refs/heads/longshot/b1/b1-t1" not in refs(forge)
+        # the mirror is not left locked: a clone still works
+        clone(a, gw, namespace, tmp_path / "again")

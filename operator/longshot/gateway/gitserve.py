@@ -39,6 +39,7 @@ import re
 import shlex
 import stat
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -88,6 +89,50 @@ class Upstream:
         return re.sub(r"(://)[^/@\s]+@", r"\1***@", text)
 
 
+class MirrorLock:
+    """Pushes into a mirror run side by side (each moves its own attempt's refs); a fetch into it runs alone.
+
+    A push's ``pre-receive`` hook updates the upstream first and the mirror's refs move after it. A fetch in
+    between (another agent's clone) would create the pushed ref in the mirror first, and git would then refuse
+    the push the upstream had accepted ("cannot lock ref ...: reference already exists"): seen with 20 agents
+    pushing to one repository. A waiting fetch goes first (new pushes wait for it), so fetches never starve.
+    """
+
+    def __init__(self) -> None:
+        self._cond = asyncio.Condition()
+        self._pushes = 0
+        self._fetching = False
+        self._fetches_waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def push(self) -> AsyncIterator[None]:
+        async with self._cond:
+            await self._cond.wait_for(lambda: not self._fetching and not self._fetches_waiting)
+            self._pushes += 1
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._pushes -= 1
+                self._cond.notify_all()
+
+    @contextlib.asynccontextmanager
+    async def fetch(self) -> AsyncIterator[None]:
+        async with self._cond:
+            self._fetches_waiting += 1
+            try:
+                await self._cond.wait_for(lambda: not self._fetching and self._pushes == 0)
+            finally:
+                self._fetches_waiting -= 1
+            self._fetching = True
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._fetching = False
+                self._cond.notify_all()
+
+
 class GitService:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
@@ -96,6 +141,7 @@ class GitService:
         self.keys = self.root / "keys"
         self.home = self.root / "home"
         self._locks: dict[str, asyncio.Lock] = {}
+        self._mirror_locks: dict[str, MirrorLock] = {}
         self._fetched: dict[str, float] = {}
         for d in (self.repos, self.keys, self.home, self.root / "hooks"):
             d.mkdir(parents=True, exist_ok=True)
@@ -182,6 +228,9 @@ class GitService:
             return 124, f"timed out after {self.settings.git_timeout_seconds:g}s"
         return proc.returncode or 0, out.decode(errors="replace")
 
+    def mirror_lock(self, up: Upstream) -> MirrorLock:
+        return self._mirror_locks.setdefault(up.key, MirrorLock())
+
     async def refresh(self, up: Upstream) -> None:
         """Bring the mirror up to date with the upstream: one fetch that started after this call did."""
         asked = time.monotonic()
@@ -199,10 +248,11 @@ class GitService:
                 (path / "hooks").mkdir(exist_ok=True)
                 for k, v in (("core.hooksPath", str(self.root / "hooks")), ("http.receivepack", "true")):
                     await self._git("config", k, v, cwd=path, env=env)
-            code, out = await self._git(
-                "fetch", "--quiet", "--prune", "--no-tags", "--no-write-fetch-head", "--", up.url,
-                "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*", "+refs/longshot/*:refs/longshot/*",
-                cwd=path, env={**env, **up.env})
+            async with self.mirror_lock(up).fetch():
+                code, out = await self._git(
+                    "fetch", "--quiet", "--prune", "--no-tags", "--no-write-fetch-head", "--", up.url,
+                    "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*", "+refs/longshot/*:refs/longshot/*",
+                    cwd=path, env={**env, **up.env})
             elapsed = time.monotonic() - started
             metrics.MIRROR_FETCH.labels(result="ok" if code == 0 else "error").observe(elapsed)
             if code != 0:
@@ -269,15 +319,34 @@ class GitService:
             return web.Response(body=payload, content_type="application/x-git-receive-pack-result",
                                 headers={"Cache-Control": "no-cache"})
 
-        async def whole() -> AsyncIterator[bytes]:
-            yield bytes(buf)
+        # the whole push is received before the mirror's push lock is taken: an agent that sends slowly must not
+        # hold up every clone of its build's repository
+        spool = tempfile.SpooledTemporaryFile(max_size=16 * CHUNK, dir=str(self.root))  # noqa: SIM115 (closed below)
+        try:
+            spool.write(bytes(buf))
             async for chunk in body:
+                spool.write(chunk)
+        except RequestTooLarge:
+            spool.close()
+            raise web.HTTPRequestEntityTooLarge(max_size=self.settings.max_push_bytes, actual_size=-1) from None
+        except BaseException:
+            spool.close()
+            raise
+        spool.seek(0)
+
+        async def whole() -> AsyncIterator[bytes]:
+            while chunk := spool.read(CHUNK):
                 yield chunk
 
         hook_env = {**up.env, "LONGSHOT_GATEWAY_UPSTREAM_URL": up.url,
                     "LONGSHOT_GATEWAY_ALLOWED_REFS": " ".join(policy.allowed),
                     "LONGSHOT_GATEWAY_GIT_TIMEOUT": str(self.settings.git_timeout_seconds)}
-        response = await self._backend(request, caller, up, "git-receive-pack", whole(), extra_env=hook_env)
+        try:
+            async with self.mirror_lock(up).push():
+                response = await self._backend(request, caller, up, "git-receive-pack", whole(),
+                                               extra_env=hook_env)
+        finally:
+            spool.close()
         metrics.GIT_PUSHES.labels(result="forwarded").inc()
         return response
 
