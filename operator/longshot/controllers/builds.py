@@ -605,20 +605,11 @@ def _top_planners(ts: Sequence[objects.AgentTask]) -> list[builds.PlannerView]:
     for t in ts:
         if t.spec.role != "planner" or plan.PLAN_NAME_ANNOTATION in t.metadata.annotations:
             continue
-        labels = t.metadata.labels
+        meta = {"labels": t.metadata.labels}
         created = t.metadata.creation_timestamp
-        out.append(builds.PlannerView(
-            name=t.name, iteration=_int(labels.get(plan.ITERATION_LABEL), 1),
-            replan=_int(labels.get(plan.REPLAN_LABEL), 0),
-            created=timeutil.rfc3339(created) if created is not None else ""))
+        out.append(builds.PlannerView(name=t.name, iteration=plan.iteration_of(meta), replan=plan.replan_of(meta),
+                                      created=timeutil.rfc3339(created) if created is not None else ""))
     return out
-
-
-def _int(value: str | None, default: int) -> int:
-    try:
-        return int(value) if value is not None else default
-    except ValueError:
-        return default
 
 
 def _names_in_namespace(ctx: ctxmod.Context, build: objects.BuildRequest) -> set[str]:

@@ -152,12 +152,21 @@ def context_for(
     return ctx
 
 
-def iteration_of(meta: Mapping[str, Any]) -> int:
-    """The iteration label of an object's ``metadata`` (0 when absent or not a number)."""
+def _label_number(meta: Mapping[str, Any], key: str) -> int:
     try:
-        return max(0, int((meta.get("labels") or {}).get(ITERATION_LABEL, "0")))
+        return max(0, int((meta.get("labels") or {}).get(key, "0")))
     except ValueError:
         return 0
+
+
+def iteration_of(meta: Mapping[str, Any]) -> int:
+    """The iteration label of an object's ``metadata`` (0 when absent or not a number)."""
+    return _label_number(meta, ITERATION_LABEL)
+
+
+def replan_of(meta: Mapping[str, Any]) -> int:
+    """The re-plan label of a planner task's ``metadata`` (0 when absent or not a number)."""
+    return _label_number(meta, REPLAN_LABEL)
 
 
 @dataclass(frozen=True)

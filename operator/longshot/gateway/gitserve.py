@@ -319,29 +319,25 @@ class GitService:
             return web.Response(body=payload, content_type="application/x-git-receive-pack-result",
                                 headers={"Cache-Control": "no-cache"})
 
+        hook_env = {**up.env, "LONGSHOT_GATEWAY_UPSTREAM_URL": up.url,
+                    "LONGSHOT_GATEWAY_ALLOWED_REFS": " ".join(policy.allowed),
+                    "LONGSHOT_GATEWAY_GIT_TIMEOUT": str(self.settings.git_timeout_seconds)}
         # the whole push is received before the mirror's push lock is taken: an agent that sends slowly must not
         # hold up every clone of its build's repository
         spool = tempfile.SpooledTemporaryFile(max_size=16 * CHUNK, dir=str(self.root))  # noqa: SIM115 (closed below)
-        try:
-            spool.write(bytes(buf))
-            async for chunk in body:
-                spool.write(chunk)
-        except RequestTooLarge:
-            spool.close()
-            raise web.HTTPRequestEntityTooLarge(max_size=self.settings.max_push_bytes, actual_size=-1) from None
-        except BaseException:
-            spool.close()
-            raise
-        spool.seek(0)
 
         async def whole() -> AsyncIterator[bytes]:
             while chunk := spool.read(CHUNK):
                 yield chunk
 
-        hook_env = {**up.env, "LONGSHOT_GATEWAY_UPSTREAM_URL": up.url,
-                    "LONGSHOT_GATEWAY_ALLOWED_REFS": " ".join(policy.allowed),
-                    "LONGSHOT_GATEWAY_GIT_TIMEOUT": str(self.settings.git_timeout_seconds)}
         try:
+            try:
+                spool.write(bytes(buf))
+                async for chunk in body:
+                    spool.write(chunk)
+            except RequestTooLarge:
+                raise web.HTTPRequestEntityTooLarge(max_size=self.settings.max_push_bytes, actual_size=-1) from None
+            spool.seek(0)
             async with self.mirror_lock(up).push():
                 response = await self._backend(request, caller, up, "git-receive-pack", whole(),
                                                extra_env=hook_env)

@@ -247,14 +247,13 @@ def main(argv: list[str] | None = None) -> int:
                                      ser(net.list_network_policy_for_all_namespaces()).get("items", []), cidrs)
             apply(lines)  # every round: rules or hooks that something else changed are put back within a second
             if lines != last:
-                restricted = sorted({x.split()[3] for x in lines if x.endswith(" -j REJECT") and " -s " in x
-                                     and x.split()[3].endswith("/32")})
+                egress = [x.split()[3] for x in lines
+                          if x.startswith(f"-A {EGRESS} -s ") and x.endswith("/32 -j REJECT")]
                 print(f"[netpolicy] {time.strftime('%H:%M:%S')} enforcing: "
-                      f"{sum(' -j REJECT' in x and '/32' in x for x in lines)} restricted Pod directions "
-                      f"(egress from {', '.join(restricted) or 'none'}), "
-                      f"{sum(' -j RETURN' in x for x in lines)} allow rules, unknown addresses in "
-                      f"{', '.join(cidrs) or 'no Pod CIDR'} refused" + (f"; {warnings}" if warnings else ""),
-                      flush=True)
+                      f"{sum(x.endswith('/32 -j REJECT') for x in lines)} restricted Pod directions "
+                      f"(egress from {', '.join(egress) or 'none'}), {sum(' -j RETURN' in x for x in lines)} "
+                      f"allow rules" + (f", unknown addresses in {', '.join(cidrs)} refused" if cidrs else "")
+                      + (f"; {warnings}" if warnings else ""), flush=True)
                 last = lines
         except Exception as e:  # the API server restarting, a transient iptables lock: try again
             print(f"[netpolicy] {type(e).__name__}: {e}", file=sys.stderr, flush=True)
