@@ -178,6 +178,15 @@ def test_planner_names_per_iteration_and_replan():
     m = plan.planner_task_manifest(plan.BuildRef("b", "ns", "u"), "r", iteration=2)
     assert m["metadata"]["labels"]["longshot.dev/iteration"] == "2"
     assert "longshot.dev/replan" not in m["metadata"]["labels"]
+    assert (plan.iteration_of(m["metadata"]), plan.replan_of(m["metadata"])) == (2, 0)
+
+
+def test_label_numbers_someone_edited_to_garbage_read_as_zero():
+    """Labels are writable by anyone who may edit the task: a bad value must not break the build's reconcile."""
+    for bad in ("x", "-3", "", "1e9x"):
+        meta = {"labels": {"longshot.dev/iteration": bad, "longshot.dev/replan": bad}}
+        assert (plan.iteration_of(meta), plan.replan_of(meta)) == (0, 0)
+    assert plan.replan_of({"labels": {"longshot.dev/replan": "4"}}) == 4
 
 
 def test_a_subplan_keeps_its_planners_iteration():
