@@ -274,16 +274,15 @@ class Git:
         """Clone ``url`` into ``dest``. A connection that cannot be made yet (a Pod's network is programmed
         moments after it starts on CNIs that isolate first, as Calico and Cilium do; DNS or the gateway
         restarting) is tried again with backoff, ``attempts`` times in all; other failures raise at once."""
-        for attempt in range(1, attempts + 1):
-            try:
-                self.run("clone", "--quiet", "--no-tags", "--", url, str(dest), what="clone of the repository")
-                return
-            except errors.InfrastructureError as e:
-                if attempt == attempts or sleep is None or not _UNREACHABLE.search(str(e)):
-                    raise
-                if dest.exists():
-                    shutil.rmtree(dest)
-                sleep(min(CLONE_BACKOFF_SECONDS * 2 ** (attempt - 1), 8.0))
+        tried: list[bool] = []
+
+        def once() -> None:
+            if tried and dest.exists():
+                shutil.rmtree(dest)  # what a failed clone left
+            tried.append(True)
+            self.run("clone", "--quiet", "--no-tags", "--", url, str(dest), what="clone of the repository")
+
+        _reconnecting(once, sleep, attempts)
 
     def rev(self, ref: str) -> str | None:
         result = self.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
@@ -317,15 +316,31 @@ class Git:
         out = self.run("diff", "--name-only", "--no-ext-diff", "--no-textconv", "--no-renames", *revs, "--").stdout
         return [line for line in out.splitlines() if line]
 
-    def push(self, refspec: str, *, remote: str | None = None, force: bool = False, what: str = "push") -> None:
-        """Push ``refspec`` to ``remote``, else to the repository's URL (never a remote from its config)."""
+    def push(self, refspec: str, *, remote: str | None = None, force: bool = False, what: str = "push",
+             sleep: Callable[[float], None] | None = None, attempts: int = CLONE_ATTEMPTS) -> None:
+        """Push ``refspec`` to ``remote``, else to the repository's URL (never a remote from its config). A
+        connection that cannot be made (a name that does not resolve for a moment, the gateway restarting) is
+        tried again like a clone's: pushing the same commit again is harmless (git answers up to date)."""
         target = remote or self.url
         if not target:
             raise errors.InfrastructureError(f"{what}: no repository URL to push to")
         args = ["push", "--porcelain", "--no-verify"]
         if force:
             args.append("--force")
-        self.run(*args, "--", target, refspec, what=what)
+        _reconnecting(lambda: self.run(*args, "--", target, refspec, what=what), sleep, attempts)
+
+
+def _reconnecting(op: Callable[[], object], sleep: Callable[[float], None] | None, attempts: int) -> None:
+    """Run ``op``; while it fails because no connection could be made (``_UNREACHABLE``) and ``sleep`` is
+    given, run it again after 0.5 s, 1 s, 2 s... (at most 8 s), ``attempts`` times in all."""
+    for attempt in range(1, attempts + 1):
+        try:
+            op()
+            return
+        except errors.InfrastructureError as e:
+            if attempt == attempts or sleep is None or not _UNREACHABLE.search(str(e)):
+                raise
+            sleep(min(CLONE_BACKOFF_SECONDS * 2 ** (attempt - 1), 8.0))
 
 
 def author_env(name: str, email: str) -> dict[str, str]:
@@ -333,7 +348,8 @@ def author_env(name: str, email: str) -> dict[str, str]:
             "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
 
 
-def push_handoff(git: Git, url: str, ref: str, data: bytes, *, name: str, email: str, message: str) -> str:
+def push_handoff(git: Git, url: str, ref: str, data: bytes, *, name: str, email: str, message: str,
+                 sleep: Callable[[float], None] | None = None) -> str:
     """Store ``data`` as ``handoff.json`` in a one-file commit and force-push it to ``ref``; its sha.
 
     The commit is made in a fresh bare repository under ``git.cwd`` (created now, so nothing the model left
@@ -350,7 +366,7 @@ def push_handoff(git: Git, url: str, ref: str, data: bytes, *, name: str, email:
     blob = bare.run("hash-object", "-w", "--stdin", input=data).stdout.strip()
     tree = bare.run("mktree", input=f"100644 blob {blob}\t{handoff.HANDOFF_FILE}\n").stdout.strip()
     commit = bare.run("commit-tree", tree, "-m", message, env=author_env(name, email)).stdout.strip()
-    bare.push(f"+{commit}:{ref}", what=f"push of the handoff to {ref}")
+    bare.push(f"+{commit}:{ref}", what=f"push of the handoff to {ref}", sleep=sleep)
     return commit
 
 

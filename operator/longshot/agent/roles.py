@@ -180,7 +180,8 @@ def scan_and_push(attempt: Attempt, since: str, head: str) -> None:
             "variable instead"
         )
     attempt.events.log("pushing", branch=attempt.task.branch, commit=head)
-    attempt.git.push(f"{head}:refs/heads/{attempt.task.branch}", what=f"push of {attempt.task.branch}")
+    attempt.git.push(f"{head}:refs/heads/{attempt.task.branch}", what=f"push of {attempt.task.branch}",
+                     sleep=attempt.sleep)
 
 
 def _commit_if_dirty(attempt: Attempt, summary: str, *, allow_empty: bool = False,

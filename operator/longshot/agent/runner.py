@@ -83,7 +83,7 @@ def run(env: Mapping[str, str], *, sleep: Callable[[float], None] = time.sleep,
         if failure is not None:
             ev.log(str(failure), level="error", failure_class=failure.failure_class)
             result = failed_handoff(task, attempt, failure)
-        delivered = deliver(result, task, paths, tuning, ev, access)
+        delivered = deliver(result, task, paths, tuning, ev, access, sleep=sleep)
     if poster is not None:
         ev.sink = None
         poster.close()
@@ -194,7 +194,8 @@ def failed_handoff(task: handoff.TaskInput, attempt: roles.Attempt | None,
 
 
 def deliver(result: handoff.Handoff, task: handoff.TaskInput, paths: settings.Paths, tuning: settings.Settings,
-            ev: events.Events, access: gitops.Access) -> handoff.Handoff:
+            ev: events.Events, access: gitops.Access, *,
+            sleep: Callable[[float], None] | None = None) -> handoff.Handoff:
     """Write the termination message: the handoff itself, or a pointer to it in the repository."""
     data = handoff.encode(result)
     if handoff.fits_termination_message(data):
@@ -205,7 +206,7 @@ def deliver(result: handoff.Handoff, task: handoff.TaskInput, paths: settings.Pa
         git = access.git(paths.scratch / "handoffs", redactor=ev.redactor, timeout=tuning.git_timeout_seconds)
         commit = gitops.push_handoff(git, access.url, ref, data, name=task.author_name,
                                      email=task.author_email,
-                                     message=f"Handoff of {task.task}, attempt {task.attempt}")
+                                     message=f"Handoff of {task.task}, attempt {task.attempt}", sleep=sleep)
     except errors.AgentFailure as e:
         ev.log("cannot store the handoff in the repository", level="error", ref=ref, error=str(e))
         failure = errors.InfrastructureError(f"the handoff ({len(data)} bytes) is too large for a termination "

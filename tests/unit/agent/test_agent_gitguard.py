@@ -115,3 +115,58 @@ def test_a_clone_gives_up_after_its_attempts_and_other_failures_are_not_retried(
     with pytest.raises(errors.InfrastructureError):
         g.clone(missing, tmp_path / "b", sleep=slept.append)
     assert slept == []
+
+
+def test_a_push_that_cannot_connect_yet_is_retried_and_lands_and_a_refused_push_is_not(tmp_path):
+    """A name that does not resolve for a moment or a gateway restarting must not throw away the attempt's
+    work at its last step: the push waits like the clone. Here the git server comes up during the first
+    backoff; then a push the server refuses (not a fast-forward) fails at once."""
+    import socket
+    import time
+
+    bare = tmp_path / "served" / "repo.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    work = tmp_path / "work"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    subprocess.run(["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+                    "--allow-empty", "-m", "first"], check=True)
+    port = _free_port()
+    daemons: list[subprocess.Popen[bytes]] = []
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if daemons:
+            return
+        daemons.append(subprocess.Popen(
+            ["git", "daemon", "--export-all", "--enable=receive-pack", "--reuseaddr", "--listen=127.0.0.1",
+             f"--port={port}", f"--base-path={tmp_path / 'served'}", str(tmp_path / "served")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until it accepts connections (a condition, not a fixed wait)
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+
+    url = f"git://127.0.0.1:{port}/repo.git"
+    g = gitops.Git(work, credentials=gitops.Credentials(), redactor=redact.Redactor(),
+                   base_env={"PATH": "/usr/bin:/bin"}, url=url)
+    try:
+        g.push("main:refs/heads/task-1", what="push of task-1", sleep=sleep)
+        assert slept == [gitops.CLONE_BACKOFF_SECONDS]
+        pushed = subprocess.run(["git", "--git-dir", str(bare), "rev-parse", "task-1"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        assert pushed == g.head()
+
+        slept.clear()
+        subprocess.run(["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+                        "--amend", "--allow-empty", "-m", "rewritten"], check=True)
+        with pytest.raises(errors.InfrastructureError, match="push of task-1 failed"):
+            g.push("main:refs/heads/task-1", what="push of task-1", sleep=sleep)
+        assert slept == []
+    finally:
+        for d in daemons:
+            d.terminate()
+            d.wait()
