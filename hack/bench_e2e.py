@@ -74,7 +74,7 @@ def git(*args: str, cwd: Path | None = None) -> str:
 # --- the cluster, the chart, the repositories --------------------------------------------------------
 
 
-def install_chart(c: lc.LocalCluster, replicas: int, workers: int) -> None:
+def install_chart(c: lc.LocalCluster, replicas: int, workers: int, extra: list[str]) -> None:
     helm = [str(c.bin_dir / "helm"), f"--kubeconfig={c.kubeconfig}", "upgrade", "--install", "longshot",
             str(ROOT / "charts" / "longshot"), "--namespace", SYSTEM_NS, "--create-namespace",
             "--set", "operator.image.tag=dev", "--set", "operator.image.pullPolicy=Never",
@@ -86,7 +86,8 @@ def install_chart(c: lc.LocalCluster, replicas: int, workers: int) -> None:
             "--set", f"networkPolicy.dns.peers[0].ipBlock.cidr={lc.BRIDGE_IP}/32",
             # the operator and the gateway read the build's git Secret in the bench namespace only
             "--set", f"rbac.secrets.namespaces={{{NS}}}",
-            "--set", "prompts.enabled=false", "--wait", "--timeout=5m"]
+            "--set", "prompts.enabled=false", *[a for kv in extra for a in ("--set", kv)],
+            "--wait", "--timeout=5m"]
     done = subprocess.run(helm, check=False, capture_output=True, text=True,
                           env={**os.environ, "HELM_CACHE_HOME": str(c.workdir / "helm")})
     if done.returncode != 0:
@@ -321,6 +322,8 @@ def main() -> int:
     parser.add_argument("--no-floor", action="store_true")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--keep-cluster", action="store_true")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a chart value, as helm's --set (repeatable)")
     args = parser.parse_args()
     bin_dir = Path(run("bash", str(ROOT / "hack/k8s-binaries.sh")))
     archives = [Path(run("bash", str(ROOT / "hack/images.sh"), "path", name)) for name in IMAGES]
@@ -330,7 +333,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
             work = Path(tmp)
             fresh_namespace(c)  # first: the chart binds the Secret reader and the NetworkPolicy in it
-            install_chart(c, args.replicas, args.workers)
+            install_chart(c, args.replicas, args.workers, args.set)
             api = kubernetes.config.new_client_from_config(config_file=str(c.kubeconfig))
             names = [f"t{i:03d}" for i in range(args.tasks)]
             floor_s = float("nan")

@@ -11,7 +11,8 @@ is not supported and logged), numeric ports and port ranges, both policy types, 
 selected Pods and the union of the allowed rules. On every Pod event (a watch), and at least every second,
 it renders the Pods, Namespaces and NetworkPolicies into the iptables filter chains ``LONGSHOT-NETPOL``
 (kept first in FORWARD, for Pod-to-Pod traffic, and INPUT, for Pod-to-node traffic such as the API server,
-DNS and the git forge): established connections pass; a Pod selected for egress may only open the
+DNS and the git forge; applied when the rendering changes and again every 10 seconds, the jumps checked
+every round): established connections pass; a Pod selected for egress may only open the
 connections its policies allow, a Pod selected for ingress may only accept those; the rest is rejected.
 
 It fails closed, as Calico and Cilium do for endpoints they have not programmed yet: a Pod's containers
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import subprocess
 import sys
 import threading
@@ -45,6 +47,7 @@ CHAIN = "LONGSHOT-NETPOL"
 EGRESS = "LONGSHOT-NETPOL-EGRESS"
 INGRESS = "LONGSHOT-NETPOL-INGRESS"
 HOOKS = ("FORWARD", "INPUT")
+REAPPLY_SECONDS = 10.0
 
 
 def selects(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
@@ -176,9 +179,13 @@ def render(pods: list[Mapping[str, Any]], namespaces: list[Mapping[str, Any]],
 def apply(lines: list[str]) -> None:
     subprocess.run(["iptables-restore", "-w", "--noflush"], input="\n".join(["*filter", *lines, "COMMIT", ""]),
                    text=True, check=True, capture_output=True)
+    ensure_hooks()
+
+
+def ensure_hooks() -> None:
+    """Our chain first in FORWARD and INPUT: a rule another component inserts at the top (a CNI plugin's
+    ACCEPT) must not come before the policy."""
     for hook in HOOKS:
-        # first in the hook: a rule another component inserts at the top (a CNI plugin's ACCEPT) must not
-        # come before the policy
         rules = subprocess.run(["iptables", "-w", "-S", hook], capture_output=True, text=True).stdout.splitlines()
         if rules[1:2] != [f"-A {hook} -j {CHAIN}"]:
             while subprocess.run(["iptables", "-w", "-D", hook, "-j", CHAIN], capture_output=True).returncode == 0:
@@ -212,6 +219,13 @@ def _watch_pods(core: Any, wake: threading.Event, stopped: Any) -> None:
             time.sleep(1)
 
 
+def _items(call: Any) -> list[Mapping[str, Any]]:
+    """The items of a list call as plain JSON (the client's typed objects cost more CPU than the rendering;
+    with a Pod event every few milliseconds in a busy cluster that matters)."""
+    items: list[Mapping[str, Any]] = json.loads(call(_preload_content=False).data).get("items") or []
+    return items
+
+
 def _pod_cidrs(core: Any, given: list[str]) -> list[str]:
     if given:
         return given
@@ -237,15 +251,18 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=_watch_pods, args=(core, wake, stopped), daemon=True, name="pod-watch").start()
     last: list[str] | None = None
     cidrs: list[str] = []
+    reapplied = 0.0
     while not stopped():
         wake.clear()
         try:
             cidrs = cidrs or _pod_cidrs(core, args.pod_cidr)
-            ser = client.sanitize_for_serialization
-            lines, warnings = render(ser(core.list_pod_for_all_namespaces()).get("items", []),
-                                     ser(core.list_namespace()).get("items", []),
-                                     ser(net.list_network_policy_for_all_namespaces()).get("items", []), cidrs)
-            apply(lines)  # every round: rules or hooks that something else changed are put back within a second
+            lines, warnings = render(_items(core.list_pod_for_all_namespaces), _items(core.list_namespace),
+                                     _items(net.list_network_policy_for_all_namespaces), cidrs)
+            if lines != last or time.monotonic() - reapplied >= REAPPLY_SECONDS:
+                apply(lines)  # chains something else changed are put back within REAPPLY_SECONDS
+                reapplied = time.monotonic()
+            else:
+                ensure_hooks()  # every round: our jump first
             if lines != last:
                 egress = [x.split()[3] for x in lines
                           if x.startswith(f"-A {EGRESS} -s ") and x.endswith("/32 -j REJECT")]
