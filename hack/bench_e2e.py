@@ -10,7 +10,7 @@ holds the machine-wide cluster lock), with the chart installed from the locally 
    AgentTasks of a suspended BuildRequest only because the gateway admits nothing else; the operator starts
    nothing for a suspended build and ignores these Pods.)
 2. **Longshot**: a BuildRequest whose scripted planner plans the same N tasks, ``workers.max`` W, the minimal
-   quality gate (``make test``), rebase, speculative window 8, until ``Finalized=True``. Time: creation to
+   quality gate (``make test``), rebase, speculative window 32 (``--window``), until ``Finalized=True``. Time: creation to
    ``Finalized=True``; ``main`` must then hold every task's file.
 
 Figures: ``e2e_vs_bare`` = floor time / Longshot time; ``merged_per_hour``; ``pods_per_merge`` = agent Pods
@@ -86,7 +86,11 @@ def install_chart(c: lc.LocalCluster, replicas: int, workers: int, extra: list[s
             "--set", f"networkPolicy.dns.peers[0].ipBlock.cidr={lc.BRIDGE_IP}/32",
             # the operator and the gateway read the build's git Secret in the bench namespace only
             "--set", f"rbac.secrets.namespaces={{{NS}}}",
-            "--set", "prompts.enabled=false", *[a for kv in extra for a in ("--set", kv)],
+            "--set", "prompts.enabled=false",
+            # a CPU request is a CPU share under contention (cgroup weight): 20 busy agents at 50m each would
+            # leave the chart's 100m operator a twentieth of the node (docs/install.md, "Sizing")
+            "--set", "operator.resources.requests.cpu=400m", "--set", "gateway.resources.requests.cpu=200m",
+            *[a for kv in extra for a in ("--set", kv)],
             "--wait", "--timeout=5m"]
     done = subprocess.run(helm, check=False, capture_output=True, text=True,
                           env={**os.environ, "HELM_CACHE_HOME": str(c.workdir / "helm")})
@@ -136,7 +140,8 @@ def script(tasks: list[str]) -> str:
     return json.dumps(data)  # JSON is YAML
 
 
-def build_body(name: str, url: str, script_name: str, workers: int, *, suspend: bool = False) -> dict[str, Any]:
+def build_body(name: str, url: str, script_name: str, workers: int, *, suspend: bool = False,
+               window: int = 32) -> dict[str, Any]:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "BuildRequest", "metadata": {"name": name}, "spec": {
         "request": "bench-e2e: write one file per task",
         "repository": {"url": url, "baseBranch": "main", "credentialsSecret": "git-token"},
@@ -145,7 +150,7 @@ def build_body(name: str, url: str, script_name: str, workers: int, *, suspend: 
                                 "limits": {"cpu": "1", "memory": "256Mi"}}},
         "workers": {"max": workers}, "suspend": suspend,
         "planner": {"maxTasks": 1000},
-        "merge": {"strategy": "rebase", "window": 8},
+        "merge": {"strategy": "rebase", "window": window},
         "qualityGate": {"profile": "minimal", "testCommand": "make test"},
         "reconciler": {"command": "make test", "intervalSeconds": 300},
         "finalization": {"maxAttempts": 2},
@@ -238,12 +243,13 @@ def finalized(custom: kubernetes.client.CustomObjectsApi, name: str) -> str | No
     return None if c is None or c["status"] == "Unknown" else f"{c['status']}/{c['reason']}"
 
 
-def longshot(api: kubernetes.client.ApiClient, builds: dict[str, str], workers: int, timeout: float) -> float:
+def longshot(api: kubernetes.client.ApiClient, builds: dict[str, str], workers: int, timeout: float,
+             window: int) -> float:
     custom = kubernetes.client.CustomObjectsApi(api)
     start = time.monotonic()
     for name, url in builds.items():
         custom.create_namespaced_custom_object(GROUP, VERSION, NS, "buildrequests",
-                                               build_body(name, url, f"script-{name}", workers))
+                                               build_body(name, url, f"script-{name}", workers, window=window))
     outcome: dict[str, str] = {}
     last = 0.0
     while len(outcome) < len(builds):
@@ -322,6 +328,7 @@ def main() -> int:
     parser.add_argument("--no-floor", action="store_true")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--keep-cluster", action="store_true")
+    parser.add_argument("--window", type=int, default=32, help="spec.merge.window of each build (1: serial)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a chart value, as helm's --set (repeatable)")
     args = parser.parse_args()
@@ -353,7 +360,7 @@ def main() -> int:
                           f"--from-literal=script.yaml={script(mine)}")
             log(f"longshot: {len(builds)} build(s) of {args.tasks} tasks in all, workers.max {args.workers}, "
                 f"{args.replicas} operator replica(s)")
-            seconds = longshot(api, builds, args.workers, args.timeout)
+            seconds = longshot(api, builds, args.workers, args.timeout, args.window)
             for name, bare in bares.items():
                 files = git("--git-dir", str(bare), "ls-tree", "--name-only", "main", "work/").split()
                 log(f"{name}: main holds {len(files)} task files")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from agent_servers import Reply, anthropic_tools, llama_cpp_validation_error, openai_message, openai_tools, task_input
 
+from longshot.agent.backends.base import WRAP_UP
 from longshot.testing.controlplane import free_port
 
 pytestmark = pytest.mark.integration
@@ -113,6 +114,37 @@ def test_the_model_must_finish_within_max_turns(daemon, repo, run_agent, model):
 
     assert result.exit_code == 1
     assert "did not call finish within 3 turns" in result.handoff.failure.message
+    # the last two turns required finish; a server that ignores tool_choice still gets its calls run
+    assert [r.body["tool_choice"] for r in model.requests] == [
+        "auto", {"type": "function", "function": {"name": "finish"}},
+        {"type": "function", "function": {"name": "finish"}}]
+
+
+@pytest.mark.parametrize("flavour", ["openai", "anthropic"])
+def test_a_model_at_the_end_of_its_turns_is_made_to_finish_and_its_handoff_is_kept(
+        daemon, repo, run_agent, model, flavour):
+    """A small model that would wander until its turns (or its time) run out: the last turns require the
+    finish tool (grammar-constrained servers then produce a valid call), so the attempt ends with a handoff
+    instead of nothing."""
+    tools, backend = (openai_tools, openai_backend) if flavour == "openai" else (anthropic_tools, anthropic_backend)
+    model.script(tools(("list_files", {})), tools(("read_file", {"path": "app.py"})),
+                 tools(("list_files", {})), tools(("finish", {"summary": "looked around"})))
+    result = run_agent(task_input(daemon.url(repo), backend=backend(model, maxTurns=5)), api_key=API_KEY)
+
+    assert result.exit_code == 0, result.stdout
+    assert result.handoff.summary == "looked around"
+    assert model.refused == []  # what the strict fakes accept: alternating turns, the tool_choice forms
+    choices = [r.body["tool_choice"] for r in model.requests]
+    if flavour == "openai":
+        forced = {"type": "function", "function": {"name": "finish"}}
+        assert choices == ["auto", "auto", "auto", forced]
+        assert model.requests[3].body["messages"][-1] == {"role": "user", "content": WRAP_UP}
+        assert all(m.get("content") != WRAP_UP for m in model.requests[2].body["messages"])
+    else:
+        assert choices == [{"type": "auto"}] * 3 + [{"type": "tool", "name": "finish"}]
+        last = model.requests[3].body["messages"][-1]
+        assert last["role"] == "user" and last["content"][0]["type"] == "tool_result"
+        assert last["content"][-1] == {"type": "text", "text": WRAP_UP}
 
 
 def test_openai_dialects_of_other_servers_are_understood_and_answered_in_the_strict_form(

@@ -51,13 +51,17 @@ class AnthropicBackend(base.Backend):
                 key = session.key()  # per request: a gateway token rotates
                 if key:
                     headers["x-api-key"] = key
+                # tool_choice "auto" is the API's default, but proxies forward only what is sent, and
+                # llama-cpp-python behind them ignores the tools when it gets no tool_choice
+                choice: dict[str, Any] = {"type": "auto"}
+                if session.finishing(turn):
+                    choice = {"type": "tool", "name": "finish"}  # the last turns require finish
+                    _wrap_up(messages)
                 data = http.post_json(
                     client, self.url, headers=headers, ev=session.events, policy=self.policy,
                     sleep=session.sleep, rand=self.rand, api="Anthropic API",
-                    # tool_choice "auto" is the API's default, but proxies forward only what is sent, and
-                    # llama-cpp-python behind them ignores the tools when it gets no tool_choice
                     body={"model": self.model, "max_tokens": self.max_tokens, "system": session.system_prompt,
-                          "messages": messages, "tools": definitions, "tool_choice": {"type": "auto"}},
+                          "messages": messages, "tools": definitions, "tool_choice": choice},
                 )
                 session.add_usage(*usage_tokens(data.get("usage")))
                 content = data.get("content")
@@ -84,6 +88,20 @@ class AnthropicBackend(base.Backend):
                     continue
                 messages.append({"role": "user", "content": results})
         raise errors.AgentError(f"the model did not call finish within {session.max_turns} turns")
+
+
+def _wrap_up(messages: list[dict[str, Any]]) -> None:
+    """Tell the model its turns are running out, once, in the user turn the request ends with (the API wants
+    user and assistant turns to alternate: after tool results the text joins their turn)."""
+    last = messages[-1]
+    text = {"type": "text", "text": base.WRAP_UP}
+    if last["role"] != "user":
+        messages.append({"role": "user", "content": [text]})
+    elif isinstance(last["content"], str):
+        if last["content"] != base.WRAP_UP:
+            last["content"] = [{"type": "text", "text": last["content"]}, text]
+    elif text not in last["content"]:
+        last["content"] = [*last["content"], text]
 
 
 def echo_blocks(content: list[Any], turn: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:

@@ -7,9 +7,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from longshot.agent import events, tools
 from longshot.api import handoff
+
+FINISH_TURNS: Final = 2
+"""The last turns of a session in which the backend requires the ``finish`` tool (forced tool choice): a
+model that would run out of turns ends with a handoff (its plan, summary or verdict so far) instead of
+nothing; two, so that a finish the role's validation refuses can be corrected once."""
+WRAP_UP: Final = ("You are at the end of your turn budget. Call `finish` now with what you have done so far "
+                  "(your plan, your summary or your verdict).")
 
 
 @dataclass
@@ -36,6 +44,10 @@ class Session:
     @property
     def role(self) -> str:
         return self.task.role
+
+    def finishing(self, turn: int) -> bool:
+        """Whether ``turn`` (1-based) is one of the last :data:`FINISH_TURNS` (never the first turn)."""
+        return turn > 1 and turn > self.max_turns - FINISH_TURNS
 
     def key(self) -> str | None:
         """The API key to send with the next request."""

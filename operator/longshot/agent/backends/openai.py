@@ -93,10 +93,16 @@ class OpenAIBackend(base.Backend):
                 key = session.key()  # per request: a gateway token rotates
                 if key:
                     headers["authorization"] = f"Bearer {key}"
+                choice: str | dict[str, Any] = "auto"
+                if session.finishing(turn_no):
+                    # the last turns require finish (grammar-constrained servers then produce a valid call)
+                    choice = {"type": "function", "function": {"name": "finish"}}
+                    if messages[-1].get("content") != base.WRAP_UP:
+                        messages.append({"role": "user", "content": base.WRAP_UP})
                 data = http.post_json(
                     client, self.url, headers=headers, ev=session.events, policy=self.policy,
                     sleep=session.sleep, rand=self.rand, api="OpenAI-compatible API",
-                    body={"model": self.model, "messages": messages, "tools": definitions, "tool_choice": "auto"},
+                    body={"model": self.model, "messages": messages, "tools": definitions, "tool_choice": choice},
                 )
                 session.add_usage(*usage_tokens(data.get("usage")))
                 turn = parse_turn(data, turn_no)
