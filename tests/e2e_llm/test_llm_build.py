@@ -34,7 +34,7 @@ def llm_build_request(name: str, repo_url: str, server: ModelServer) -> dict[str
             "repository": {"url": repo_url, "baseBranch": "main"},
             "planner": {"maxTasks": 3, "maxDepth": 0, "maxReplans": 1},
             "agent": {"backend": "openai", "model": server.model, "baseUrl": server.base_url,
-                      "timeoutSeconds": 900,
+                      "timeoutSeconds": 900, "maxTurns": 8,  # a 270M model wanders: its last turns must finish
                       "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
                                     "limits": {"cpu": "1", "memory": "512Mi"}}},
             "workers": {"max": 1},

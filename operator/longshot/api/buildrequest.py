@@ -157,6 +157,9 @@ class AgentSettings(Model):
     """Requests and limits of agent Pods; the operator's defaults when unset."""
     timeout_seconds: int = Field(default=1800, ge=30, le=86400)
     """Wall-clock limit of one attempt (the Pod's ``activeDeadlineSeconds``)."""
+    max_turns: int = Field(default=50, ge=1, le=1000)
+    """Most model calls of one attempt (``openai`` and ``anthropic``); the last two require ``finish``. Small
+    local models: 6 to 10."""
     env: list[EnvVar] = Field(default_factory=list, max_length=64)
     """Extra plain environment variables for the agent container."""
     credentials_secret: ObjectName | None = None

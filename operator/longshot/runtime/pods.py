@@ -131,6 +131,7 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
             model=model,
             base_url=agent.get("baseUrl"),
             command=agent.get("command"),
+            max_turns=int(agent.get("maxTurns", 50)),
         ),
         test_command=((tmeta.get("annotations") or {}).get(TEST_COMMAND_ANNOTATION)
                       or gate.get("testCommand") or reconciler.get("command")),

@@ -132,6 +132,10 @@ def test_task_input_via_downward_api():
     assert ti.task == "app-t1" and ti.build == "app" and ti.attempt == 2 and ti.role == "worker"
     assert ti.branch == "longshot/app/app-t1" and ti.repository_url.endswith("app.git")
     assert ti.backend.name == "openai" and ti.backend.model == "m"
+    assert ti.backend.max_turns == 50
+    small = TaskInput.model_validate(json.loads(
+        pod(build=build_request(maxTurns=8))["metadata"]["annotations"]["longshot.dev/task-input"]))
+    assert small.backend.max_turns == 8  # spec.agent.maxTurns reaches the runner
 
 
 def test_env_is_plain_and_home_is_fixed():
