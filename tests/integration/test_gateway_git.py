@@ -209,3 +209,40 @@ def test_a_push_over_the_limit_is_refused_and_the_mirror_still_serves_clones(con
         assert "refs/heads/longshot/b1/b1-t1" not in refs(forge)
         # the mirror is not left locked: a clone still works
         clone(a, gw, namespace, tmp_path / "again")
+
+
+def test_without_the_charts_secret_grant_the_agent_is_told_which_value_to_set(
+        control_plane, kubectl, core_v1, custom, namespace, forge, gateway_settings, tmp_path):
+    """The gateway running with the chart's own RBAC, rendered with ``rbac.secrets.namespaces`` naming another
+    namespace: it may not read the build's repository Secret, and the agent's git sees a 403 naming the Secret,
+    the build field and the chart value that grants it, not a bare upstream failure."""
+    import yaml
+    from chart_render import of_kinds, render
+    from gateway_server import GatewayThread
+
+    from longshot.testing.controlplane import write_kubeconfig
+
+    secret(core_v1, namespace, "git-token", {"username": "alice", "password": PASSWORD})
+    release = f"gw-{namespace[-6:]}"
+    docs = of_kinds(render(control_plane, namespace, "rbac.secrets.namespaces={default}", release=release),
+                    "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+    try:
+        (account,) = [d["metadata"]["name"] for d in of_kinds(docs, "ServiceAccount")
+                      if d["metadata"]["name"].endswith("-gateway")]
+        token = core_v1.create_namespaced_service_account_token(
+            account, namespace, {"spec": {"expirationSeconds": 3600}}).status.token
+        config = write_kubeconfig(tmp_path / "gateway.kubeconfig", control_plane.server,
+                                  Path(control_plane.pki) / "ca.crt", token, user=account)
+        with GatewayThread(config, gateway_settings) as gw:
+            a = make_attempt(core_v1, custom, namespace, gw.url, build_spec={
+                "repository": {"url": forge.url("app"), "credentialsSecret": "git-token"}})
+            r = agent_git(a.token, None, "clone", f"{gw.url}/git/{namespace}/b1.git", str(tmp_path / "w"))
+        assert r.returncode != 0
+        assert "403" in r.stderr, r.stderr
+        assert f"may not read the repository credentials Secret {namespace}/git-token" in r.stderr, r.stderr
+        assert "spec.repository.credentialsSecret" in r.stderr and "rbac.secrets" in r.stderr, r.stderr
+        assert PASSWORD not in r.stderr
+    finally:
+        kubectl("delete", "-f", "-", "--wait=false", "--ignore-not-found", input=yaml.safe_dump_all(docs),
+                check=False)
