@@ -75,6 +75,8 @@ def git(*args: str, cwd: Path | None = None) -> str:
 
 
 def install_chart(c: lc.LocalCluster, replicas: int, workers: int, extra: list[str]) -> None:
+    # Helm installs a chart's CRDs once and never upgrades them: a kept cluster may hold older ones
+    c.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "charts" / "longshot" / "crds"))
     helm = [str(c.bin_dir / "helm"), f"--kubeconfig={c.kubeconfig}", "upgrade", "--install", "longshot",
             str(ROOT / "charts" / "longshot"), "--namespace", SYSTEM_NS, "--create-namespace",
             "--set", "operator.image.tag=dev", "--set", "operator.image.pullPolicy=Never",

@@ -105,6 +105,8 @@ for ns in "$SYSTEM_NS" "$NS"; do
   k label --overwrite namespace "$ns" pod-security.kubernetes.io/enforce=restricted >/dev/null
 done
 start=$(date +%s)
+# Helm installs a chart's CRDs once and never upgrades them: on a cluster kept from an earlier run, apply them
+k apply --server-side --force-conflicts -f "$ROOT/charts/longshot/crds/" >/dev/null
 "$HELM" upgrade --install longshot "$ROOT/charts/longshot" --namespace "$SYSTEM_NS" \
   --set operator.image.tag=dev --set "operator.image.pullPolicy=$pull_policy" \
   --set agent.image.tag=dev --set "agent.image.pullPolicy=$pull_policy" \

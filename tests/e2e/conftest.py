@@ -151,7 +151,12 @@ def kget(kubectl, *args: str) -> dict[str, Any] | None:  # type: ignore[no-untyp
 
 def install_chart(cluster: lc.LocalCluster, *, replicas: int = 1, timeout: str = "5m") -> None:
     """``helm upgrade --install`` the chart in longshot-system with the locally built images and
-    ``operator.replicas=replicas``; waits for the rollout (``--wait``)."""
+    ``operator.replicas=replicas``; waits for the rollout (``--wait``). The CRDs are applied first: Helm
+    installs them once and never upgrades them, and a kept cluster may hold older ones."""
+    crds = subprocess.run([str(cluster.bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}", "apply",
+                           "--server-side", "--force-conflicts", "-f", str(ROOT / "charts" / "longshot" / "crds")],
+                          capture_output=True, text=True)
+    assert crds.returncode == 0, crds.stderr
     helm = subprocess.run(
         [str(cluster.bin_dir / "helm"), f"--kubeconfig={cluster.kubeconfig}", "upgrade", "--install", "longshot",
          str(ROOT / "charts" / "longshot"), "--namespace", SYSTEM_NS,
