@@ -31,7 +31,7 @@ def llm_build_request(name: str, repo_url: str, server: ModelServer) -> dict[str
         "apiVersion": "longshot.dev/v1alpha1", "kind": "BuildRequest", "metadata": {"name": name},
         "spec": {
             "request": REQUEST,
-            "repository": {"url": repo_url, "baseBranch": "main"},
+            "repository": {"url": repo_url, "baseBranch": "main", "credentialsSecret": "git-token"},
             "planner": {"maxTasks": 3, "maxDepth": 0, "maxReplans": 1},
             "agent": {"backend": "openai", "model": server.model, "baseUrl": server.base_url,
                       "timeoutSeconds": 900, "maxTurns": 8,  # a 270M model wanders: its last turns must finish
@@ -94,6 +94,8 @@ def test_a_real_model_plans_works_and_reviews_on_the_cluster(operator, cluster, 
             input=json.dumps(llm_build_request("hello", git_repo, model_server)))
 
     def planner_done() -> dict[str, Any] | None:
+        stalled = condition(kget(kubectl, "-n", namespace, "br", "hello"), "Stalled")
+        assert stalled.get("status") != "True", f"the build stalled before planning: {stalled}"
         planners = [t for t in tasks_of(kubectl, namespace, "hello") if t["spec"].get("role") == "planner"]
         return planners[0] if planners and ended(planners[0]) else None
 
