@@ -66,12 +66,11 @@ def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
 
 
 def settled(br: dict[str, Any] | None) -> bool:
-    """The build is done deciding: finalized either way, stalled, or failed/ready for good."""
+    """The build is done: finalized either way, or stalled (a person must act). Ready=False alone is not
+    done: a rejected plan is re-planned (``maxReplans``) while Ready says why the last one failed."""
     if condition(br, "Finalized").get("status") in ("True", "False"):
         return True
-    return condition(br, "Stalled").get("status") == "True" or (
-        condition(br, "Ready").get("status") in ("True", "False") and condition(br, "Ready").get("reason")
-        not in (None, "InProgress", "Pending", "Reconciling", "Working", "Progressing"))
+    return condition(br, "Stalled").get("status") == "True"
 
 
 def pod_events(kubectl, namespace: str, pod: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
@@ -110,13 +109,15 @@ def test_a_real_model_plans_works_and_reviews_on_the_cluster(operator, cluster, 
     elapsed = time.monotonic() - start
 
     tasks = tasks_of(kubectl, namespace, "hello")
+    conditions = (br.get("status") or {}).get("conditions") or []
     report = {t["metadata"]["name"]: (t["spec"].get("role"), (t.get("status") or {}).get("phase"),
                                       [(a.get("failureClass"), (a.get("exitReason") or "")[:160], a.get("tokens"))
                                        for a in (t.get("status") or {}).get("attempts") or []])
               for t in tasks}
     print(f"\nreal-model build: planner ended after {planned_at - start:.0f}s, build settled after "
           f"{elapsed:.0f}s; Finalized={condition(br, 'Finalized')}; tasks: {json.dumps(report, indent=1)}; "
-          f"usage: {(br.get('status') or {}).get('usage')}")
+          f"usage: {(br.get('status') or {}).get('usage')}; conditions: "
+          f"{[(c['type'], c['status'], c.get('reason'), c.get('message', '')[:200]) for c in conditions]}")
 
     # every attempt ended with a recorded outcome, never a broken conversation
     calls_total = 0
