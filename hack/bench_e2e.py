@@ -10,8 +10,8 @@ holds the machine-wide cluster lock), with the chart installed from the locally 
    AgentTasks of a suspended BuildRequest only because the gateway admits nothing else; the operator starts
    nothing for a suspended build and ignores these Pods.)
 2. **Longshot**: a BuildRequest whose scripted planner plans the same N tasks, ``workers.max`` W, the minimal
-   quality gate (``make test``), rebase, speculative window 32 (``--window``), until ``Finalized=True``. Time: creation to
-   ``Finalized=True``; ``main`` must then hold every task's file.
+   quality gate (``make test``), rebase, speculative window 32 (``--window``), until ``Finalized=True``. Time:
+   creation to ``Finalized=True``; ``main`` must then hold every task's file.
 
 Figures: ``e2e_vs_bare`` = floor time / Longshot time; ``merged_per_hour``; ``pods_per_merge`` = agent Pods
 created (every attempt of every AgentTask of the build: planner, workers, gates, sweeps) / branches merged;

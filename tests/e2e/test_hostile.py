@@ -59,7 +59,7 @@ def test_a_hostile_agent_gets_nothing_and_goes_nowhere(operator, cluster, kubect
                             f'git -c "http.extraHeader={token}" push "{gateway_repo}" HEAD:refs/heads/main 2>&1 '
                             "| grep -o 'remote rejected.*' | head -1 | sed 's/^/PUSH_MAIN /'"}},
         {"run": {"command": f"git push {forge_url} HEAD:refs/heads/main >/dev/null 2>&1; echo DIRECT_PUSH_EXIT=$?"}},
-        {"finish": {"summary": "done", "tasks": []}},
+        {"finish": {"summary": "done", "done": True}},
     ]
     env = [{"name": "CONNECT", "value": CONNECT.format(bridge=lc.BRIDGE_IP)}]
     apply(kubectl, namespace, script_configmap("script", yaml.safe_dump({"roles": {"planner": steps}})),

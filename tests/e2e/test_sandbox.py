@@ -46,7 +46,7 @@ def proc_status(pid: int) -> dict[str, str]:
 def test_agent_pod_runs_sandboxed_with_its_limits(operator, cluster, kubectl, namespace, git_repo) -> None:  # type: ignore[no-untyped-def]
     local_node_only(cluster, "reads the agent container's cgroups and /proc")
     script = ("roles:\n  planner:\n    - run: {command: 'sleep 45', timeout: 60}\n"
-              "    - finish: {summary: nothing to plan, tasks: []}\n")
+              "    - finish: {summary: nothing to plan, done: true}\n")
     apply(kubectl, namespace, script_configmap("script", script),
           build_request("sandbox", git_repo, script="script", memory_limit="300Mi", cpu_limit="500m",
                         finalization=False))
@@ -96,7 +96,7 @@ def test_agent_pod_runs_sandboxed_with_its_limits(operator, cluster, kubectl, na
 def test_agent_exceeding_its_memory_is_oom_killed_and_retried(operator, kubectl, namespace, git_repo) -> None:  # type: ignore[no-untyped-def]
     hog = "python3 -c 'b = bytearray(512 * 1024 * 1024); print(len(b))'"
     script = (f"roles:\n  planner:\n    - run: {{command: \"{hog}\", timeout: 120}}\n"
-              "    - finish: {summary: should not get here, tasks: []}\n")
+              "    - finish: {summary: should not get here, done: true}\n")
     apply(kubectl, namespace, script_configmap("script", script),
           build_request("oom", git_repo, script="script", memory_limit="128Mi", max_attempts=2,
                         finalization=False))

@@ -115,6 +115,10 @@ def validate_planner_finish(payload: dict[str, Any], *, max_tasks: int, depth: i
         return [], True
     if "tasks" not in payload:
         raise errors.ToolError("finish needs `tasks`, the task list (or `done: true` when the request is met)")
+    if payload["tasks"] == []:
+        # the operator rejects an empty plan (a whole re-plan); the model can still fix it in this session
+        raise errors.ToolError("the plan has no tasks: pass at least one task, or done: true (and no tasks) when "
+                               "the request is already met")
     tasks = validate_plan(payload["tasks"], max_tasks=max_tasks, depth=depth, max_depth=max_depth)
     reused = sorted({t.name for t in tasks} & set(taken))
     if reused:

@@ -85,11 +85,14 @@ ASK_SCHEMA: dict[str, Any] = {
 }
 
 
-def finish_schema(role: str) -> dict[str, Any]:
+def finish_schema(role: str, *, max_tasks: int | None = None) -> dict[str, Any]:
+    """The ``finish`` tool of ``role``; a planner's with ``maxItems`` (``max_tasks``, when given): servers that
+    constrain tool calls to the schema (llama.cpp's grammars) then cannot produce a plan over the limit."""
     properties: dict[str, Any] = {"summary": {"type": "string", "description": "what you did, in words"}}
     required = ["summary"]
     if role == "planner":
-        properties["tasks"] = {"type": "array", "items": _PLANNED_TASK}
+        properties["tasks"] = {"type": "array", "items": _PLANNED_TASK,
+                               **({"maxItems": max_tasks} if max_tasks is not None else {})}
         properties["done"] = {"type": "boolean", "description": "true (with no tasks) when the build request is "
                                                                 "already met and no more work is needed"}
     if role == "reviewer":
@@ -108,10 +111,10 @@ def finish_schema(role: str) -> dict[str, Any]:
     }
 
 
-def specs(role: str) -> dict[str, dict[str, Any]]:
+def specs(role: str, *, max_tasks: int | None = None) -> dict[str, dict[str, Any]]:
     """Tool name -> {description, parameters} for a role."""
     extra = {"ask": ASK_SCHEMA} if role in ASK_ROLES else {}
-    return {**SCHEMAS, **extra, "finish": finish_schema(role)}
+    return {**SCHEMAS, **extra, "finish": finish_schema(role, max_tasks=max_tasks)}
 
 
 @dataclass
@@ -148,6 +151,8 @@ class Toolbox:
         self.corrections = 0
         self.finished: Finish | None = None
         self.calls = 0
+        self.refused: str | None = None
+        """Why the last ``finish`` was refused (invalid arguments or the role's validation), if it was."""
 
     def call(self, name: str, arguments: str | dict[str, Any] | None) -> ToolResult:
         """Run one call; ``arguments`` may be a JSON string (as OpenAI sends them) or a dict."""
@@ -157,6 +162,8 @@ class Toolbox:
             result = ToolResult(self._dispatch(name, args))
         except errors.ToolError as e:
             result = ToolResult(f"error: {e}", is_error=True)
+            if name == "finish":
+                self.refused = self.events.redactor.text(str(e))
         text = self.events.redactor.text(result.content)
         self.events.emit("tool_call", tool=name, ok=not result.is_error,
                          arguments=_summarise_args(arguments), result=sandbox.truncate(text, 400))
@@ -218,6 +225,13 @@ class Toolbox:
                 raise errors.ToolError(f"{e} — fix it and call finish again") from None
         self.finished = Finish(summary=summary, payload=args, validated=validated)
         return "finished"
+
+    def unfinished(self, max_turns: int) -> errors.AgentError:
+        """The failure of a session that ran out of turns: it says why the model's last finish was refused."""
+        if self.refused is not None:
+            return errors.AgentError(f"the model did not finish within {max_turns} turns: its last finish was "
+                                     f"refused ({sandbox.truncate(self.refused, 600)})")
+        return errors.AgentError(f"the model did not call finish within {max_turns} turns")
 
 
 def parse_arguments(arguments: str | dict[str, Any] | None) -> dict[str, Any]:

@@ -24,9 +24,9 @@ API_VERSION = "2023-06-01"
 NUDGE = "Use the tools to do the task, and call the `finish` tool when you are done."
 
 
-def tool_definitions(role: str) -> list[dict[str, Any]]:
+def tool_definitions(role: str, *, max_tasks: int | None = None) -> list[dict[str, Any]]:
     return [{"name": name, "description": spec["description"], "input_schema": spec["parameters"]}
-            for name, spec in tools.specs(role).items()]
+            for name, spec in tools.specs(role, max_tasks=max_tasks).items()]
 
 
 class AnthropicBackend(base.Backend):
@@ -44,7 +44,7 @@ class AnthropicBackend(base.Backend):
 
     def run(self, session: base.Session) -> tools.Finish:
         messages: list[dict[str, Any]] = [{"role": "user", "content": session.prompt}]
-        definitions = tool_definitions(session.role)
+        definitions = tool_definitions(session.role, max_tasks=session.task.max_tasks)
         with httpx.Client(timeout=self.timeout) as client:
             for turn in range(1, session.max_turns + 1):
                 headers = {"content-type": "application/json", "anthropic-version": API_VERSION}
@@ -87,7 +87,7 @@ class AnthropicBackend(base.Backend):
                     messages.append({"role": "user", "content": NUDGE})
                     continue
                 messages.append({"role": "user", "content": results})
-        raise errors.AgentError(f"the model did not call finish within {session.max_turns} turns")
+        raise session.toolbox.unfinished(session.max_turns)
 
 
 def _wrap_up(messages: list[dict[str, Any]]) -> None:

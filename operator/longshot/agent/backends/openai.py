@@ -36,8 +36,9 @@ TRUNCATED = ("Your answer was cut off at the output token limit. Make smaller to
              "file in parts with edit_file), and call `finish` when you are done.")
 
 
-def tool_definitions(role: str) -> list[dict[str, Any]]:
-    return [{"type": "function", "function": {"name": name, **spec}} for name, spec in tools.specs(role).items()]
+def tool_definitions(role: str, *, max_tasks: int | None = None) -> list[dict[str, Any]]:
+    return [{"type": "function", "function": {"name": name, **spec}}
+            for name, spec in tools.specs(role, max_tasks=max_tasks).items()]
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class OpenAIBackend(base.Backend):
             {"role": "system", "content": session.system_prompt},
             {"role": "user", "content": session.prompt},
         ]
-        definitions = tool_definitions(session.role)
+        definitions = tool_definitions(session.role, max_tasks=session.task.max_tasks)
         with httpx.Client(timeout=self.timeout) as client:
             for turn_no in range(1, session.max_turns + 1):
                 headers = {"content-type": "application/json"}
@@ -118,7 +119,7 @@ class OpenAIBackend(base.Backend):
                     messages.append({"role": "tool", "tool_call_id": call.id, "content": result.content})
                     if session.toolbox.finished is not None:
                         return session.toolbox.finished
-        raise errors.AgentError(f"the model did not call finish within {session.max_turns} turns")
+        raise session.toolbox.unfinished(session.max_turns)
 
 
 def parse_turn(data: dict[str, Any], turn_no: int) -> Turn:
