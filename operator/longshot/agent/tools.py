@@ -71,6 +71,9 @@ _PLANNED_TASK = {
 }
 
 
+MAX_SUMMARY = 2000
+"""Longest summary the finish schema asks for (longer ones are accepted from servers that do not constrain)."""
+
 ASK_ROLES = frozenset({"planner", "worker", "fixer"})
 """Roles that may ``ask`` a person a question (reviewers and testers decide on their own)."""
 MAX_QUESTION = 4000
@@ -88,11 +91,14 @@ ASK_SCHEMA: dict[str, Any] = {
 def finish_schema(role: str, *, max_tasks: int | None = None) -> dict[str, Any]:
     """The ``finish`` tool of ``role``; a planner's with ``maxItems`` (``max_tasks``, when given): servers that
     constrain tool calls to the schema (llama.cpp's grammars) then cannot produce a plan over the limit."""
-    properties: dict[str, Any] = {"summary": {"type": "string", "description": "what you did, in words"}}
+    # bounded, so that a grammar-constrained small model cannot ramble inside the string until it is cut off
+    properties: dict[str, Any] = {"summary": {"type": "string", "description": "what you did, in words",
+                                              "maxLength": MAX_SUMMARY}}
     required = ["summary"]
     if role == "planner":
         properties["tasks"] = {"type": "array", "items": _PLANNED_TASK,
                                **({"maxItems": max_tasks} if max_tasks is not None else {})}
+        required.append("tasks")  # [] only with done: true; required, a constrained server always writes a plan
         properties["done"] = {"type": "boolean", "description": "true (with no tasks) when the build request is "
                                                                 "already met and no more work is needed"}
     if role == "reviewer":

@@ -95,9 +95,11 @@ def test_invalid_planner_results_say_what_to_fix(payload, taken, message):
         results.validate_planner_finish(payload, max_tasks=5, taken=taken)
 
 
-def test_the_planner_finish_schema_offers_done_and_requires_only_a_summary():
+def test_the_planner_finish_schema_offers_done_and_asks_for_a_task_list():
     params = tools.finish_schema("planner")["parameters"]
-    assert params["properties"]["done"]["type"] == "boolean" and params["required"] == ["summary"]
+    assert params["properties"]["done"]["type"] == "boolean" and params["required"] == ["summary", "tasks"]
+    # the schema asks for tasks (a constrained server then always writes them); done: true alone is still taken
+    assert results.validate_planner_finish({"summary": "met", "done": True}, max_tasks=5) == ([], True)
 
 
 # --- judge -------------------------------------------------------------------------------------------
@@ -261,3 +263,4 @@ def test_a_planners_finish_schema_carries_the_task_limit_for_grammar_constrained
     assert tools.specs("planner", max_tasks=3)["finish"]["parameters"]["properties"]["tasks"]["maxItems"] == 3
     assert "maxItems" not in tools.specs("planner")["finish"]["parameters"]["properties"]["tasks"]
     assert "tasks" not in tools.specs("worker", max_tasks=3)["finish"]["parameters"]["properties"]
+    assert tools.specs("worker")["finish"]["parameters"]["properties"]["summary"]["maxLength"] == tools.MAX_SUMMARY
