@@ -237,20 +237,42 @@ class Manager:
         if not chosen.admit:
             return
 
-        async def admit(key: cachemod.Key) -> None:
-            ref: cachemod.Ref = ("AgentTask", *key)
+        # 1. every chosen task's Pod, concurrently: a task's dispatch latency ends when its Pod exists
+        async def create(key: cachemod.Key) -> list[ex.Action] | None:
             since = self.ctx.ready_since.get(key)
             async with self.sem:
                 try:
-                    await self.executor.run(await self.tasks.admit(key))
-                    if since is not None:  # the Pod is created
-                        metrics.DISPATCH_LATENCY.observe(max(0.0, (self.clock() - since).total_seconds()))
+                    pods, rest = ex.split_pod_creates(await self.tasks.admit(key))
+                    await self.executor.run(pods)
                 except Exception as e:
-                    log.warning("admission of %s/%s failed (%s); retrying", key[0], key[1], e)
-                    self.queue.retry(ref)
+                    self._admission_failed(key, e)
+                    return None
+            if pods and since is not None:
+                metrics.DISPATCH_LATENCY.observe(max(0.0, (self.clock() - since).total_seconds()))
+            return rest
 
-        await asyncio.gather(*(admit(k) for k in chosen.admit))
+        rests = await asyncio.gather(*(create(k) for k in chosen.admit))
+
+        # 2. then their status writes and Events (fenced as ever: one that loses is retried, and the retry adopts
+        # the Pod created above)
+        async def finish(key: cachemod.Key, rest: list[ex.Action]) -> None:
+            async with self.sem:
+                try:
+                    await self.executor.run(rest)
+                except Exception as e:
+                    self._admission_failed(key, e)
+
+        await asyncio.gather(*(finish(k, r) for k, r in zip(chosen.admit, rests, strict=True) if r))
         self.queue.wake.set()  # more may be admissible now that counts changed
+
+    def _admission_failed(self, key: cachemod.Key, e: Exception) -> None:
+        ref: cachemod.Ref = ("AgentTask", *key)
+        delay = self.queue.retry(ref)
+        if isinstance(e, kube.Conflict):
+            log.info("admission of %s/%s: the task changed meanwhile; reconciling it in %.2fs", key[0], key[1], delay)
+        else:
+            log.warning("admission of %s/%s failed (%s: %s); retrying in %.2fs", key[0], key[1], type(e).__name__, e,
+                        delay)
 
     async def _poll_killswitch(self) -> None:
         engaged = self.settings.killswitch
