@@ -58,6 +58,26 @@ RAW_LABEL = "bench=raw"
 PROFILE = bool(os.environ.get("BENCH_PROFILE"))
 """``BENCH_PROFILE=1``: record the operator with py-spy (``profile-<namespace>.txt`` in the work directory)."""
 PROFILERS: dict[int, subprocess.Popen[bytes]] = {}
+TRACEMALLOC = bool(os.environ.get("BENCH_TRACEMALLOC"))
+"""``BENCH_TRACEMALLOC=1``: the operator traces its allocations; ``memory(op, workdir, label)`` writes where its live
+memory is (``tracemalloc-<label>.txt``) after ingestion and after the last dispatch (slows the operator down)."""
+SITECUSTOMIZE = """
+import signal, tracemalloc, os, pathlib
+tracemalloc.start(4)
+def _dump(signum, frame):
+    out = pathlib.Path(os.environ["BENCH_TRACEMALLOC_OUT"])
+    snap = tracemalloc.take_snapshot()
+    cur, peak = tracemalloc.get_traced_memory()
+    lines = [f"traced {cur / 2**20:.1f} MiB now, {peak / 2**20:.1f} MiB peak"]
+    lines += [str(s) for s in snap.statistics("lineno")[:40]]
+    lines += ["", "by traceback:"]
+    for s in snap.statistics("traceback")[:15]:
+        lines += [f"{s.size / 2**20:.1f} MiB in {s.count} blocks", *s.traceback.format()]
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text("\\n".join(lines) + "\\n")
+    tmp.rename(out)
+signal.signal(signal.SIGUSR2, _dump)
+"""
 GIT_ENV = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")} | {
     "GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@example.com", "GIT_COMMITTER_NAME": "Bench",
     "GIT_COMMITTER_EMAIL": "bench@example.com", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
@@ -118,6 +138,12 @@ def start_operator(cp: controlplane.ControlPlane, ns: str, workdir: Path, max_wo
     env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig), "LONGSHOT_NAMESPACE": ns,
            "LONGSHOT_MAX_WORKERS": str(max_workers), "LONGSHOT_METRICS_PORT": "0",
            "LONGSHOT_WORKSPACE_DIR": str(workdir / f"ws-{ns}"), "LONGSHOT_NETWORK_POLICY": "false"}
+    if TRACEMALLOC:
+        site = workdir / "sitecustomize"
+        site.mkdir(exist_ok=True)
+        (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        env["PYTHONPATH"] = f"{site}{os.pathsep}{env.get('PYTHONPATH', '')}"
+        env["BENCH_TRACEMALLOC_OUT"] = str(workdir / f"tracemalloc-{ns}.txt")
     logf = open(workdir / f"operator-{ns}.log", "wb")  # noqa: SIM115
     p = subprocess.Popen([sys.executable, "-m", "longshot", "operator", "--namespace", ns],
                          stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -128,6 +154,18 @@ def start_operator(cp: controlplane.ControlPlane, ns: str, workdir: Path, max_wo
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         log(f"profiling the operator into {out}")
     return p
+
+
+def memory(p: subprocess.Popen[bytes], workdir: Path, ns: str, label: str) -> None:
+    """With ``BENCH_TRACEMALLOC``: the operator's live Python memory by line, into ``tracemalloc-<label>.txt``."""
+    if not TRACEMALLOC:
+        return
+    out = workdir / f"tracemalloc-{ns}.txt"
+    out.unlink(missing_ok=True)
+    os.kill(p.pid, signal.SIGUSR2)
+    controlplane.wait_until(out.exists, 300, "the operator's tracemalloc snapshot", 0.5)
+    out.rename(workdir / f"tracemalloc-{label}.txt")
+    log(f"operator memory by line: {workdir / f'tracemalloc-{label}.txt'}")
 
 
 def stop(p: subprocess.Popen[bytes]) -> None:
@@ -409,6 +447,7 @@ def bench_ingest(cp: controlplane.ControlPlane, api: kubernetes.client.ApiClient
         log(f"ingestion: {taken} planned tasks taken in (created, initial status, Pending) in {seconds:.1f}s "
             f"({out['ingest_per_s']:.0f} tasks/s); {len(counter.ready)} AgentTasks in the build; operator CPU "
             f"{cpu_seconds(op.pid) - cpu0:.1f}s, peak RSS {rss0:.0f} MiB before, {out['rss']:.0f} after")
+        memory(op, workdir, ns, "ingested")
         # memory: the most one build may run at once, dispatched from the 10,000-task build
         before = count_pods(core, ns, LABEL)
         start = time.monotonic()
@@ -424,6 +463,7 @@ def bench_ingest(cp: controlplane.ControlPlane, api: kubernetes.client.ApiClient
             log(f"dispatch in the {len(counter.ready)}-task build: {pods_now - before} more Pods in {took:.1f}s; "
                 f"operator CPU {cpu_seconds(op.pid) - cpu0:.1f}s, peak RSS {out['rss']:.0f} MiB with "
                 f"{len(counter.ready)} AgentTasks and {pods_now} Pods")
+        memory(op, workdir, ns, "dispatched")
     finally:
         counter.stop()
         stop(op)

@@ -34,7 +34,7 @@ from longshot.runtime import kube
 log = logging.getLogger("longshot.executor")
 
 EVENT_BURST: Final = 5
-CREATE_CONCURRENCY: Final = 16
+CREATE_CONCURRENCY: Final = 32
 """Creations of one reconcile (a plan's tasks) in flight at once."""
 EVENT_INTERVAL: Final = timedelta(seconds=30)
 
@@ -195,10 +195,10 @@ class Executor:
             created = await asyncio.to_thread(self.kube.create, a.manifest)
             if created is not None:
                 kind = str(created.get("kind"))
-                refs = self.cache.observe(kind, "ADDED", created)
-                if a.status is not None:
-                    refs += await self._first_status(kind, created, a.status(created))
-                self._mark(refs)
+                if a.status is None:
+                    self._mark(self.cache.observe(kind, "ADDED", created))
+                else:  # parsed once, with its first status (the answer to the create is superseded at once)
+                    self._mark(await self._first_status(kind, created, a.status(created)))
         elif isinstance(a, PatchObject):
             patched = await asyncio.to_thread(self.kube.patch, a.kind, a.namespace, a.name, a.body)
             if patched is not None:
@@ -224,10 +224,11 @@ class Executor:
         ns, name, rv = str(meta.get("namespace", "")), str(meta.get("name", "")), str(meta.get("resourceVersion", ""))
         try:
             written = await asyncio.to_thread(self.kube.patch_status, kind, ns, name, status, resource_version=rv)
-        except kube.Conflict:
-            return []  # changed meanwhile: its own reconcile decides on the newer version
+        except kube.Conflict:  # changed meanwhile: its own reconcile decides on the newer version
+            return self.cache.observe(kind, "ADDED", created)
         self.writes += 1
-        return [] if written is None else self.cache.written(kind, written, rv)
+        return self.cache.observe(kind, "ADDED", created) if written is None else \
+            self.cache.written(kind, written, rv)
 
     def _mark(self, refs: Iterable[cachemod.Ref]) -> None:
         self.queue.add_all(refs)

@@ -51,7 +51,7 @@ RESYNC_SECONDS: Final = 60.0
 KILLSWITCH_POLL_SECONDS: Final = 2.0
 STALL_SECONDS: Final = 60.0
 CONCURRENCY: Final = 32
-THREADS: Final = 48
+THREADS: Final = 64
 """Threads of the default executor (``startup.py``): every reconcile in flight may wait on the API, plus git work
 of the merge queues and the killswitch poll."""
 BATCH_SECONDS: Final = 0.02
