@@ -26,9 +26,9 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import kubernetes
 
@@ -46,6 +46,8 @@ from longshot.core import mergejobs as mj
 from longshot.runtime import kube, netpol
 
 log = logging.getLogger("longshot.manager")
+T = TypeVar("T")
+R = TypeVar("R")
 
 RESYNC_SECONDS: Final = 60.0
 KILLSWITCH_POLL_SECONDS: Final = 2.0
@@ -188,7 +190,7 @@ class Manager:
             if group and kind in DETACHED:
                 self._detach(group)
             elif group:
-                await asyncio.gather(*(self._process(r) for r in group))
+                await bounded(group, self._process, CONCURRENCY)
         for r in refs:
             if r[0] not in ORDER:
                 self.queue.done(r)
@@ -251,7 +253,7 @@ class Manager:
                 metrics.DISPATCH_LATENCY.observe(max(0.0, (self.clock() - since).total_seconds()))
             return rest
 
-        rests = await asyncio.gather(*(create(k) for k in chosen.admit))
+        rests = await bounded(chosen.admit, create, CONCURRENCY)
 
         # 2. then their status writes and Events (fenced as ever: one that loses is retried, and the retry adopts
         # the Pod created above)
@@ -262,7 +264,8 @@ class Manager:
                 except Exception as e:
                     self._admission_failed(key, e)
 
-        await asyncio.gather(*(finish(k, r) for k, r in zip(chosen.admit, rests, strict=True) if r))
+        await bounded([(k, r) for k, r in zip(chosen.admit, rests, strict=True) if r], lambda kr: finish(*kr),
+                      CONCURRENCY)
         self.queue.wake.set()  # more may be admissible now that counts changed
 
     def _admission_failed(self, key: cachemod.Key, e: Exception) -> None:
@@ -294,3 +297,27 @@ class Manager:
         metrics.set_role(leader=bool(held))
         depth = sum(1 for j in self.cache.jobs.values() if j.status.phase in (None, mj.QUEUED, mj.TESTING))
         metrics.MERGE_QUEUE_DEPTH.set(depth)
+
+
+async def bounded(items: Sequence[T], fn: Callable[[T], Awaitable[R]], limit: int) -> list[R]:
+    """``fn`` over ``items``, at most ``limit`` at a time, the results in the items' order.
+
+    ``limit`` workers take the next item in turn: a resync of 10,000 tasks holds ``limit`` coroutines, not an
+    asyncio task (and its frame) per item all at once (``asyncio.gather`` over every item did: tens of MiB at the
+    operator's peak). ``fn`` is expected to handle its own errors; one that raises is re-raised once every item
+    has been tried."""
+    results: list[R | None] = [None] * len(items)
+    todo = iter(range(len(items)))
+    failed: list[BaseException] = []
+
+    async def worker() -> None:
+        for i in todo:
+            try:
+                results[i] = await fn(items[i])
+            except Exception as e:
+                failed.append(e)
+
+    await asyncio.gather(*(worker() for _ in range(min(limit, len(items)))))
+    if failed:
+        raise failed[0]
+    return results  # type: ignore[return-value]  # every slot is filled when nothing failed

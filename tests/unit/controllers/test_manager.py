@@ -307,3 +307,29 @@ async def test_a_task_whose_pod_exists_before_its_admission_is_written_holds_its
     assert p1["phase"] == "Running" and [a["pod"] for a in p1["attempts"]] == ["b-p1-a1"]
     assert status(fake, "AgentTask", "b-p0")["phase"] == "Pending"
     assert m.ctx.cache.pods[("ns", "b-p1-a1")].task == "b-p1"
+
+
+async def test_bounded_runs_every_item_at_most_limit_at_once_in_order_and_raises_after_trying_all():
+    import asyncio
+
+    in_flight, most, seen = 0, 0, []
+
+    async def work(i: int) -> int:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0)  # yield: the other workers run meanwhile
+        seen.append(i)
+        in_flight -= 1
+        if i == 3:
+            raise ValueError("item 3")
+        return i * 10
+
+    assert await managermod.bounded(list(range(3)), work, 8) == [0, 10, 20]
+    seen.clear()
+    most = 0
+    with pytest.raises(ValueError, match="item 3"):
+        await managermod.bounded(list(range(100)), work, 8)
+    assert sorted(seen) == list(range(100))  # the failure did not stop the rest
+    assert most == 8  # bounded, and concurrent
+    assert await managermod.bounded([], work, 8) == []
