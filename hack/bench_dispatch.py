@@ -448,7 +448,15 @@ def bench_ingest(cp: controlplane.ControlPlane, api: kubernetes.client.ApiClient
         with concurrent.futures.ThreadPoolExecutor(subplans) as pool:
             list(pool.map(lambda sp: finish_pod(core, ns, names.pod_name(sp, 1), json.dumps(pointers[sp].to_wire())),
                           subplanners))
-        seconds = counter.wait(total, step_timeout)
+        try:
+            seconds = counter.wait(total, step_timeout)
+        except TimeoutError:
+            out["rss"] = peak_rss_mib(op.pid)
+            log(f"ingestion did not finish: {len(counter.ready)} AgentTasks with their status after "
+                f"{time.monotonic() - start:.0f}s; operator CPU {cpu_seconds(op.pid) - cpu0:.1f}s, peak RSS "
+                f"{out['rss']:.0f} MiB")
+            memory(op, workdir, ns, "ingesting")
+            raise
         taken = subplans * per_subplan
         out["ingest_per_s"] = taken / seconds
         out["rss"] = peak_rss_mib(op.pid)
