@@ -57,7 +57,8 @@ GROUP, VERSION = "longshot.dev", "v1alpha1"
 LABEL = "app.kubernetes.io/managed-by=longshot-operator"
 RAW_LABEL = "bench=raw"
 PROFILE = bool(os.environ.get("BENCH_PROFILE"))
-"""``BENCH_PROFILE=1``: record the operator with py-spy (``profile-<namespace>.txt`` in the work directory)."""
+"""``BENCH_PROFILE=1``: record the operator with py-spy (``profile-<namespace>.txt`` in the work directory);
+``BENCH_PROFILE=gil``: only the thread holding the GIL (where the CPU goes)."""
 PROFILERS: dict[int, subprocess.Popen[bytes]] = {}
 TRACEMALLOC = bool(os.environ.get("BENCH_TRACEMALLOC"))
 """``BENCH_TRACEMALLOC=1``: the operator traces its allocations from the start of ingestion (SIGUSR1) and writes where
@@ -151,7 +152,8 @@ def start_operator(cp: controlplane.ControlPlane, ns: str, workdir: Path, max_wo
     if PROFILE:  # a sampling profile of the operator (py-spy, collapsed stacks), written when it is stopped
         out = workdir / f"profile-{ns}.txt"
         PROFILERS[p.pid] = subprocess.Popen(
-            ["py-spy", "record", "--pid", str(p.pid), "--format", "raw", "--rate", "50", "-o", str(out)],
+            ["py-spy", "record", "--pid", str(p.pid), "--format", "raw", "--rate", "50", "-o", str(out),
+             *(["--gil"] if os.environ.get("BENCH_PROFILE") == "gil" else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         log(f"profiling the operator into {out}")
     return p
