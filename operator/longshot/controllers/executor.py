@@ -34,7 +34,7 @@ from longshot.runtime import kube
 log = logging.getLogger("longshot.executor")
 
 EVENT_BURST: Final = 5
-CREATE_CONCURRENCY: Final = 32
+CREATE_CONCURRENCY: Final = 48
 """Creations of one reconcile (a plan's tasks) in flight at once."""
 EVENT_INTERVAL: Final = timedelta(seconds=30)
 

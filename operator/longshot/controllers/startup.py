@@ -12,7 +12,7 @@ import kopf
 
 from longshot import config, metrics
 from longshot.controllers import manager
-from longshot.runtime import kube, memory
+from longshot.runtime import kube
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -65,8 +65,6 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger:
     # is min(32, cores + 4) threads: 6 on a 2-core node, so at most 6 API calls in flight while the manager
     # reconciles 32 objects at once. The calls wait on the network, not the CPU: size the pool to the manager's
     # concurrency (and the client's connection pool, 64).
-    # ...and those threads share two malloc arenas instead of glibc's up to 8 per core (runtime/memory.py).
-    memory.limit_malloc_arenas()
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(max_workers=manager.THREADS, thread_name_prefix="longshot-io"))
 
