@@ -58,7 +58,11 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger:
 
     # Per-object kopf workers exit soon after their last event, so 10,000 quiet AgentTasks hold no asyncio tasks,
     # and their number is bounded (our handlers only hand the event to the manager's cache).
-    settings.queueing.idle_timeout = 5.0
+    # A worker holds one of the worker_limit slots for idle_timeout after its object's last event, and kopf queues
+    # the raw events (about 24 KiB each as Python dicts, managedFields and all) of objects waiting for a slot without
+    # bound: with 5 s, 200 slots took in 40 new objects/s, and a plan created at 100/s left hundreds of MiB of events
+    # queued. Our handlers only hand the event to the cache, so a short idle time costs a little worker churn.
+    settings.queueing.idle_timeout = 0.2
     settings.queueing.worker_limit = 200
 
     # Every blocking call of the shell (the Kubernetes client, git) runs in asyncio's default thread pool, which
