@@ -466,21 +466,24 @@ def bench_ingest(cp: controlplane.ControlPlane, api: kubernetes.client.ApiClient
             f"({out['ingest_per_s']:.0f} tasks/s); {len(counter.ready)} AgentTasks in the build; operator CPU "
             f"{cpu_seconds(op.pid) - cpu0:.1f}s, peak RSS {rss0:.0f} MiB before, {out['rss']:.0f} after")
         memory(op, workdir, ns, "ingested")
-        # memory: the most one build may run at once, dispatched from the 10,000-task build
-        before = count_pods(core, ns, LABEL)
+        # memory: the most one build may run at once, dispatched from the 10,000-task build. Worker Pods are
+        # counted: the planners' finished Pods are deleted meanwhile (spec.retention), so all Pods never add up
+        workers = f"{LABEL},longshot.dev/role=worker"
+        before = count_pods(core, ns, workers)
         start = time.monotonic()
         custom.patch_namespaced_custom_object(GROUP, VERSION, ns, "buildrequests", name,
                                               {"spec": {"workers": {"max": workers_after}}})
         cpu0 = cpu_seconds(op.pid)
         try:
-            wait_pods(core, ns, LABEL, before + workers_after - subplans - extra_workers - 1, timeout=step_timeout)
+            wait_pods(core, ns, workers, workers_after, timeout=step_timeout)
         finally:  # what it reached, even when it did not finish
             took = time.monotonic() - start
-            pods_now = count_pods(core, ns, LABEL)
+            pods_now = count_pods(core, ns, workers)
             out["rss"] = peak_rss_mib(op.pid)
-            log(f"dispatch in the {len(counter.ready)}-task build: {pods_now - before} more Pods in {took:.1f}s; "
+            log(f"dispatch in the {len(counter.ready)}-task build: {pods_now - before} more worker Pods "
+                f"({pods_now} running, workers.max {workers_after}) in {took:.1f}s; "
                 f"operator CPU {cpu_seconds(op.pid) - cpu0:.1f}s, peak RSS {out['rss']:.0f} MiB with "
-                f"{len(counter.ready)} AgentTasks and {pods_now} Pods")
+                f"{len(counter.ready)} AgentTasks and {count_pods(core, ns, LABEL)} Pods")
         memory(op, workdir, ns, "dispatched")
     finally:
         counter.stop()
