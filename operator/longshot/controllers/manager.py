@@ -303,9 +303,8 @@ async def bounded(items: Sequence[T], fn: Callable[[T], Awaitable[R]], limit: in
     """``fn`` over ``items``, at most ``limit`` at a time, the results in the items' order.
 
     ``limit`` workers take the next item in turn: a resync of 10,000 tasks holds ``limit`` coroutines, not an
-    asyncio task (and its frame) per item all at once (``asyncio.gather`` over every item did: tens of MiB at the
-    operator's peak). ``fn`` is expected to handle its own errors; one that raises is re-raised once every item
-    has been tried."""
+    asyncio Task (with its coroutine frame) per item all at once, as ``asyncio.gather`` over every item did. ``fn``
+    is expected to handle its own errors; one that raises is re-raised once every item has been tried."""
     results: list[R | None] = [None] * len(items)
     todo = iter(range(len(items)))
     failed: list[BaseException] = []
