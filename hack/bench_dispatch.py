@@ -26,6 +26,8 @@ The last line reads ``dispatch_vs_job_controller_ratio=<ours/theirs> dispatch_vs
 ingest_per_s=<tasks/s> peak_rss_mib=<n>``; it is always printed: a step that fails or does not finish within
 ``--step-timeout`` says what it measured so far, and the line ends with ``unfinished=<steps>``. Usage:
 ``python hack/bench_dispatch.py [--tasks 1000] [--subplans 10 --subplan-tasks 998] [--only job|raw|ingest]``.
+Profiling the operator: ``BENCH_PROFILE=1`` (py-spy, collapsed stacks; ``gil``: the GIL holder only) and
+``BENCH_TRACEMALLOC=1`` (its live Python memory by line after ingestion and after the last step), with ``--keep``.
 """
 
 from __future__ import annotations
