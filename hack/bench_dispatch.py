@@ -8,7 +8,8 @@ kubelet), in the same run:
 1. **the Job controller**: one Job with parallelism = completions = N; time from creating the Job until N Pods
    exist (continuity with earlier figures; the controller-manager's client is held to 20 requests/s);
 2. **raw creates** (the floor): the very Pod manifests the operator would create for N tasks (its own Pod builder),
-   created by ``--raw-threads`` concurrent API calls with nothing else to do; time until all N exist;
+   created by ``--raw-threads`` concurrent API calls with nothing else to do; time until all N exist. Measured before
+   and again after Longshot's run (the machine is shared): the faster of the two is the floor;
 3. **Longshot**: the same N ready AgentTasks of one already-planned, suspended BuildRequest, the operator running as
    a real process (``python -m longshot operator``) and caught up; time from un-suspending the build until N Pods
    exist;
@@ -22,8 +23,11 @@ kubelet), in the same run:
    bounded by the running tasks plus those kept for debugging, not by the tasks a build has had.)
 
 The last line reads ``dispatch_vs_job_controller_ratio=<ours/theirs> dispatch_vs_raw_creates=<ours/raw>
-ingest_per_s=<tasks/s> operator_peak_rss_mib=<n>``. Usage:
+ingest_per_s=<tasks/s> peak_rss_mib=<n>``; it is always printed: a step that fails or does not finish within
+``--step-timeout`` says what it measured so far, and the line ends with ``unfinished=<steps>``. Usage:
 ``python hack/bench_dispatch.py [--tasks 1000] [--subplans 10 --subplan-tasks 998] [--only job|raw|ingest]``.
+Profiling the operator: ``BENCH_PROFILE=1`` (py-spy, collapsed stacks; ``gil``: the GIL holder only) and
+``BENCH_TRACEMALLOC=1`` (its live Python memory by line after ingestion and after the last step), with ``--keep``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +58,30 @@ ROOT = Path(__file__).resolve().parents[1]
 GROUP, VERSION = "longshot.dev", "v1alpha1"
 LABEL = "app.kubernetes.io/managed-by=longshot-operator"
 RAW_LABEL = "bench=raw"
+PROFILE = bool(os.environ.get("BENCH_PROFILE"))
+"""``BENCH_PROFILE=1``: record the operator with py-spy (``profile-<namespace>.txt`` in the work directory);
+``BENCH_PROFILE=gil``: only the thread holding the GIL (where the CPU goes)."""
+PROFILERS: dict[int, subprocess.Popen[bytes]] = {}
+TRACEMALLOC = bool(os.environ.get("BENCH_TRACEMALLOC"))
+"""``BENCH_TRACEMALLOC=1``: the operator traces its allocations from the start of ingestion (SIGUSR1) and writes where
+its live memory is (``tracemalloc-<label>.txt``, SIGUSR2) after ingestion and after the last dispatch (slower)."""
+SITECUSTOMIZE = """
+import signal, tracemalloc, os, pathlib
+signal.signal(signal.SIGUSR1, lambda signum, frame: tracemalloc.start(2))
+def _dump(signum, frame):
+    out = pathlib.Path(os.environ["BENCH_TRACEMALLOC_OUT"])
+    snap = tracemalloc.take_snapshot()
+    cur, peak = tracemalloc.get_traced_memory()
+    lines = [f"traced {cur / 2**20:.1f} MiB now, {peak / 2**20:.1f} MiB peak"]
+    lines += [str(s) for s in snap.statistics("lineno")[:40]]
+    lines += ["", "by traceback:"]
+    for s in snap.statistics("traceback")[:15]:
+        lines += [f"{s.size / 2**20:.1f} MiB in {s.count} blocks", *s.traceback.format()]
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text("\\n".join(lines) + "\\n")
+    tmp.rename(out)
+signal.signal(signal.SIGUSR2, _dump)
+"""
 GIT_ENV = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")} | {
     "GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@example.com", "GIT_COMMITTER_NAME": "Bench",
     "GIT_COMMITTER_EMAIL": "bench@example.com", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
@@ -113,12 +142,45 @@ def start_operator(cp: controlplane.ControlPlane, ns: str, workdir: Path, max_wo
     env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig), "LONGSHOT_NAMESPACE": ns,
            "LONGSHOT_MAX_WORKERS": str(max_workers), "LONGSHOT_METRICS_PORT": "0",
            "LONGSHOT_WORKSPACE_DIR": str(workdir / f"ws-{ns}"), "LONGSHOT_NETWORK_POLICY": "false"}
+    if TRACEMALLOC:
+        site = workdir / "sitecustomize"
+        site.mkdir(exist_ok=True)
+        (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        env["PYTHONPATH"] = f"{site}{os.pathsep}{env.get('PYTHONPATH', '')}"
+        env["BENCH_TRACEMALLOC_OUT"] = str(workdir / f"tracemalloc-{ns}.txt")
     logf = open(workdir / f"operator-{ns}.log", "wb")  # noqa: SIM115
-    return subprocess.Popen([sys.executable, "-m", "longshot", "operator", "--namespace", ns],
-                            stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    p = subprocess.Popen([sys.executable, "-m", "longshot", "operator", "--namespace", ns],
+                         stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    if PROFILE:  # a sampling profile of the operator (py-spy, collapsed stacks), written when it is stopped
+        out = workdir / f"profile-{ns}.txt"
+        PROFILERS[p.pid] = subprocess.Popen(
+            ["py-spy", "record", "--pid", str(p.pid), "--format", "raw", "--rate", "50", "-o", str(out),
+             *(["--gil"] if os.environ.get("BENCH_PROFILE") == "gil" else [])],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        log(f"profiling the operator into {out}")
+    return p
+
+
+def memory(p: subprocess.Popen[bytes], workdir: Path, ns: str, label: str) -> None:
+    """With ``BENCH_TRACEMALLOC``: the operator's live Python memory by line, into ``tracemalloc-<label>.txt``."""
+    if not TRACEMALLOC:
+        return
+    out = workdir / f"tracemalloc-{ns}.txt"
+    out.unlink(missing_ok=True)
+    os.kill(p.pid, signal.SIGUSR2)
+    controlplane.wait_until(out.exists, 300, "the operator's tracemalloc snapshot", 0.5)
+    out.rename(workdir / f"tracemalloc-{label}.txt")
+    log(f"operator memory by line: {workdir / f'tracemalloc-{label}.txt'}")
 
 
 def stop(p: subprocess.Popen[bytes]) -> None:
+    prof = PROFILERS.pop(p.pid, None)
+    if prof is not None and prof.poll() is None:
+        prof.send_signal(signal.SIGINT)
+        try:
+            prof.wait(60)
+        except subprocess.TimeoutExpired:
+            prof.kill()
     if p.poll() is None:
         os.killpg(p.pid, signal.SIGTERM)
         try:
@@ -254,9 +316,14 @@ def bench_longshot(cp: controlplane.ControlPlane, api: kubernetes.client.ApiClie
         total = time.monotonic() - start
         log(f"longshot: {n} Pods in {total:.1f}s ({n / total:.1f} Pods/s); operator CPU "
             f"{cpu_seconds(op.pid) - cpu0:.1f}s, RSS {peak_rss_mib(op.pid):.0f} MiB")
-        return raw, n / total
     finally:
         stop(op)
+    # the floor again, now that the operator is gone: the machine is shared, and the faster of the two is the floor
+    for m in manifests:
+        m["metadata"]["name"] = "raw2-" + m["metadata"]["name"][len("raw-"):]
+    again = n / raw_creates(api, manifests, raw_threads)
+    log(f"raw creates again, after Longshot: {again:.1f} Pods/s; the floor is the faster: {max(raw, again):.1f}")
+    return max(raw, again), n / total
 
 
 # --- 4 and 5. ingestion of a 10,000-task plan, then memory -----------------------------------------------
@@ -342,8 +409,9 @@ class TaskCounter:
 
 
 def bench_ingest(cp: controlplane.ControlPlane, api: kubernetes.client.ApiClient, subplans: int, per_subplan: int,
-                 workers_after: int, workdir: Path) -> tuple[float, float, int]:
-    """(tasks taken in per second, operator peak RSS MiB, AgentTasks in the build)."""
+                 workers_after: int, workdir: Path, out: dict[str, float], step_timeout: float) -> None:
+    """Fills ``out``: ``ingest_per_s`` (tasks taken in per second) and ``rss`` (the operator's peak RSS, MiB), each
+    as soon as it is measured, so a later step that does not finish leaves the earlier figures."""
     core, custom = kubernetes.client.CoreV1Api(api), kubernetes.client.CustomObjectsApi(api)
     ns = namespace(core, "bench-ingest")
     bare = local_repository(workdir, "ingest")
@@ -377,29 +445,48 @@ def bench_ingest(cp: controlplane.ControlPlane, api: kubernetes.client.ApiClient
             "the subplanners' Pods", 0.5)
         counter.wait(1 + subplans + extra_workers, 120)
         rss0 = peak_rss_mib(op.pid)
+        if TRACEMALLOC:
+            os.kill(op.pid, signal.SIGUSR1)
         cpu0 = cpu_seconds(op.pid)
         start = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(subplans) as pool:
             list(pool.map(lambda sp: finish_pod(core, ns, names.pod_name(sp, 1), json.dumps(pointers[sp].to_wire())),
                           subplanners))
-        seconds = counter.wait(total, 1800)
+        try:
+            seconds = counter.wait(total, step_timeout)
+        except TimeoutError:
+            out["rss"] = peak_rss_mib(op.pid)
+            log(f"ingestion did not finish: {len(counter.ready)} AgentTasks with their status after "
+                f"{time.monotonic() - start:.0f}s; operator CPU {cpu_seconds(op.pid) - cpu0:.1f}s, peak RSS "
+                f"{out['rss']:.0f} MiB")
+            memory(op, workdir, ns, "ingesting")
+            raise
         taken = subplans * per_subplan
-        rate = taken / seconds
+        out["ingest_per_s"] = taken / seconds
+        out["rss"] = peak_rss_mib(op.pid)
         log(f"ingestion: {taken} planned tasks taken in (created, initial status, Pending) in {seconds:.1f}s "
-            f"({rate:.0f} tasks/s); {len(counter.ready)} AgentTasks in the build; operator CPU "
-            f"{cpu_seconds(op.pid) - cpu0:.1f}s, peak RSS {rss0:.0f} MiB before, {peak_rss_mib(op.pid):.0f} after")
-        # memory: the most one build may run at once, dispatched from the 10,000-task build
-        before = count_pods(core, ns, LABEL)
+            f"({out['ingest_per_s']:.0f} tasks/s); {len(counter.ready)} AgentTasks in the build; operator CPU "
+            f"{cpu_seconds(op.pid) - cpu0:.1f}s, peak RSS {rss0:.0f} MiB before, {out['rss']:.0f} after")
+        memory(op, workdir, ns, "ingested")
+        # memory: the most one build may run at once, dispatched from the 10,000-task build. Worker Pods are
+        # counted: the planners' finished Pods are deleted meanwhile (spec.retention), so all Pods never add up
+        workers = f"{LABEL},longshot.dev/role=worker"
+        before = count_pods(core, ns, workers)
         start = time.monotonic()
         custom.patch_namespaced_custom_object(GROUP, VERSION, ns, "buildrequests", name,
                                               {"spec": {"workers": {"max": workers_after}}})
-        wait_pods(core, ns, LABEL, before + workers_after - subplans - extra_workers - 1, timeout=900)
-        took = time.monotonic() - start
-        pods_now = count_pods(core, ns, LABEL)
-        rss = peak_rss_mib(op.pid)
-        log(f"dispatch in the {len(counter.ready)}-task build: {pods_now - before} more Pods in {took:.1f}s; "
-            f"operator peak RSS {rss:.0f} MiB with {len(counter.ready)} AgentTasks and {pods_now} Pods")
-        return rate, rss, len(counter.ready)
+        cpu0 = cpu_seconds(op.pid)
+        try:
+            wait_pods(core, ns, workers, workers_after, timeout=step_timeout)
+        finally:  # what it reached, even when it did not finish
+            took = time.monotonic() - start
+            pods_now = count_pods(core, ns, workers)
+            out["rss"] = peak_rss_mib(op.pid)
+            log(f"dispatch in the {len(counter.ready)}-task build: {pods_now - before} more worker Pods "
+                f"({pods_now} running, workers.max {workers_after}) in {took:.1f}s; "
+                f"operator CPU {cpu_seconds(op.pid) - cpu0:.1f}s, peak RSS {out['rss']:.0f} MiB with "
+                f"{len(counter.ready)} AgentTasks and {count_pods(core, ns, LABEL)} Pods")
+        memory(op, workdir, ns, "dispatched")
     finally:
         counter.stop()
         stop(op)
@@ -413,31 +500,65 @@ def main() -> int:
     parser.add_argument("--subplan-tasks", type=int, default=998)
     parser.add_argument("--workers-after", type=int, default=1000, help="workers.max raised to after ingestion")
     parser.add_argument("--only", choices=("job", "raw", "longshot", "ingest"), default=None)
+    parser.add_argument("--step-timeout", type=float, default=600,
+                        help="seconds a step may take before it is reported as not finished")
     parser.add_argument("--bin-dir", default=None)
     parser.add_argument("--keep", default=None, help="keep the work directory (logs) here")
     args = parser.parse_args()
     bin_dir = args.bin_dir or subprocess.run(["bash", str(ROOT / "hack/k8s-binaries.sh")], check=True,
                                              capture_output=True, text=True).stdout.strip()
-    theirs = raw = ours = rate = rss = float("nan")
-    with tempfile.TemporaryDirectory(prefix="bench-dispatch-") as tmp:
-        work = Path(args.keep) if args.keep else Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        with controlplane.ControlPlane(workdir=work / "cp", bin_dir=Path(bin_dir)) as cp:
-            cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-            cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-            api = kubernetes.config.new_client_from_config(config_file=str(cp.kubeconfig))
-            api.configuration.connection_pool_maxsize = 64
-            if args.only in (None, "job"):
-                theirs = bench_job(api, args.tasks)
-            if args.only in (None, "raw", "longshot"):
-                raw, ours = bench_longshot(cp, api, args.tasks, work, args.raw_threads, only_raw=args.only == "raw")
-            if args.only in (None, "ingest"):
-                rate, rss, _ = bench_ingest(cp, api, args.subplans, args.subplan_tasks, args.workers_after, work)
-    log(f"longshot {ours:.1f} Pods/s vs job controller {theirs:.1f} Pods/s vs raw creates {raw:.1f} Pods/s; "
-        f"ingestion {rate:.0f} tasks/s; peak RSS {rss:.0f} MiB")
-    print(f"dispatch_vs_job_controller_ratio={ours / theirs:.2f} dispatch_vs_raw_creates={ours / raw:.2f} "
-          f"ingest_per_s={rate:.0f} operator_peak_rss_mib={rss:.0f}")
-    return 0
+    theirs = raw = ours = float("nan")
+    ingest: dict[str, float] = {"ingest_per_s": float("nan"), "rss": float("nan")}
+    unfinished: list[str] = []
+
+    def step(what: str, fn: Callable[[], None]) -> None:
+        """Run one step; one that fails or times out is reported, and the benchmark goes on to its last line."""
+        try:
+            fn()
+        except Exception as e:
+            unfinished.append(what)
+            log(f"step {what!r} did not finish: {type(e).__name__}: {e}")
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-dispatch-") as tmp:
+            work = Path(args.keep) if args.keep else Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
+            with controlplane.ControlPlane(workdir=work / "cp", bin_dir=Path(bin_dir)) as cp:
+                cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+                cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+                api = kubernetes.config.new_client_from_config(config_file=str(cp.kubeconfig))
+                api.configuration.connection_pool_maxsize = 64
+
+                def job() -> None:
+                    nonlocal theirs
+                    theirs = bench_job(api, args.tasks)
+
+                def longshot() -> None:
+                    nonlocal raw, ours
+                    raw, ours = bench_longshot(cp, api, args.tasks, work, args.raw_threads,
+                                               only_raw=args.only == "raw")
+
+                if args.only in (None, "job"):
+                    step("job controller", job)
+                if args.only in (None, "raw", "longshot"):
+                    step("raw creates and longshot dispatch", longshot)
+                if args.only in (None, "ingest"):
+                    step("ingestion and dispatch at 10,000 tasks", lambda: bench_ingest(
+                        cp, api, args.subplans, args.subplan_tasks, args.workers_after, work, ingest,
+                        args.step_timeout))
+    except Exception as e:  # the control plane itself: still say what was measured
+        unfinished.append("control plane")
+        log(f"the control plane failed: {type(e).__name__}: {e}")
+    finally:
+        rate, rss = ingest["ingest_per_s"], ingest["rss"]
+        log(f"longshot {ours:.1f} Pods/s vs job controller {theirs:.1f} Pods/s vs raw creates {raw:.1f} Pods/s; "
+            f"ingestion {rate:.0f} tasks/s; peak RSS {rss:.0f} MiB"
+            + (f"; did not finish: {', '.join(unfinished)}" if unfinished else ""))
+        print(f"dispatch_vs_job_controller_ratio={ours / theirs:.2f} dispatch_vs_raw_creates={ours / raw:.2f} "
+              f"ingest_per_s={rate:.0f} peak_rss_mib={rss:.0f}"
+              + (f" unfinished={','.join(s.replace(' ', '_') for s in unfinished)}" if unfinished else ""),
+              flush=True)
+    return 1 if unfinished else 0
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 Candidates are the pending tasks of the builds whose shard this replica holds, with their dependencies' readiness
 (``core.dependencies`` via the context); the operator-wide limit counts every running agent task the replica sees,
 whichever replica started it. The chosen tasks are admitted through the task reconciler (one Pod create and one
-status write each), concurrently. A best-of-N task holds no slot and is never admitted: its candidates are (they
-run in parallel whatever their scope: one scheduling group).
+status write each), concurrently: every Pod first, then the status writes (``manager``). A pending task whose next
+attempt's Pod is in the cache already counts as running (admitted, its status write not done yet or interrupted): it
+holds its slot and is not admitted twice; its reconcile adopts the Pod. A best-of-N task holds no slot and is never
+admitted: its candidates are (they run in parallel whatever their scope: one scheduling group).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ def plan(ctx: ctxmod.Context) -> Plan:
         if build is None or ctx.fanout_of(t, build) is not None:
             continue
         bkey = f"{build.namespace}/{build.name}"
+        if phase == tasks.PENDING and _next_pod_exists(ctx, t):
+            phase = tasks.RUNNING  # admitted, its status not written yet (or interrupted): it holds a slot
         if phase == tasks.RUNNING:
             running.append(_view(t, bkey, phase, True))
             continue
@@ -61,6 +65,15 @@ def plan(ctx: ctxmod.Context) -> Plan:
     started = set(admit)
     ctx.held = {(c.build.split("/", 1)[0], c.name) for c in candidates if c.dependencies_ready} - started
     return Plan(admit, selection.budget_blocked)
+
+
+def _next_pod_exists(ctx: ctxmod.Context, t: objects.AgentTask) -> bool:
+    """The Pod of the task's next attempt is in the cache: the task was admitted (its reconcile adopts the Pod)."""
+    if not ctx.cache.pods_by_task.get(t.key):
+        return False
+    attempt = max((a.number for a in t.status.attempts), default=0) + 1
+    pod = ctx.cache.pods.get((t.namespace, cachemod.pod_name(t.name, attempt)))
+    return pod is not None and not pod.deleting
 
 
 def _view(t: objects.AgentTask, build: str, phase: str, ready: bool) -> scheduler.TaskView:

@@ -34,7 +34,7 @@ from longshot.runtime import kube
 log = logging.getLogger("longshot.executor")
 
 EVENT_BURST: Final = 5
-CREATE_CONCURRENCY: Final = 16
+CREATE_CONCURRENCY: Final = 48
 """Creations of one reconcile (a plan's tasks) in flight at once."""
 EVENT_INTERVAL: Final = timedelta(seconds=30)
 
@@ -113,6 +113,19 @@ class Call:
 Action = CreatePod | DeletePod | CreateObject | PatchObject | WriteStatus | RecordEvent | Requeue | Call
 
 
+def split_pod_creates(actions: Sequence[Action]) -> tuple[list[Action], list[Action]]:
+    """(the leading Pod creations, the rest): an admission's Pod first, its status write and Event after.
+
+    The dispatcher creates every chosen task's Pod before it writes any of their statuses, so a burst of
+    admissions costs the time of the Pod creations, not three API round trips per Pod. What follows a Pod
+    creation in a reconcile's actions still runs after it, in order; a failed creation leaves the rest undone
+    (the task stays Pending and is dispatched again; a Pod that was made is adopted by the task's reconcile)."""
+    i = 0
+    while i < len(actions) and isinstance(actions[i], CreatePod):
+        i += 1
+    return list(actions[:i]), list(actions[i:])
+
+
 @dataclass
 class _EventBucket:
     tokens: float = EVENT_BURST
@@ -169,19 +182,23 @@ class Executor:
     async def _one(self, a: Action) -> None:
         if isinstance(a, CreatePod):
             made = await asyncio.to_thread(self.kube.create_pod, a.manifest)
-            if not made:
+            if made is None:
                 log.info("pod %s/%s exists already (adopted)", a.manifest["metadata"].get("namespace"),
                          a.manifest["metadata"]["name"])
+            elif made.get("metadata"):
+                # the Pod is in the cache at once: the next dispatch counts its task as running even before the
+                # task's status says so, and the task's reconcile does not ask the API for a Pod the watch lags on
+                self.cache.observe("Pod", "ADDED", made)
         elif isinstance(a, DeletePod):
             await asyncio.to_thread(self.kube.delete_pod, a.namespace, a.name, a.grace_seconds)
         elif isinstance(a, CreateObject):
             created = await asyncio.to_thread(self.kube.create, a.manifest)
             if created is not None:
                 kind = str(created.get("kind"))
-                refs = self.cache.observe(kind, "ADDED", created)
-                if a.status is not None:
-                    refs += await self._first_status(kind, created, a.status(created))
-                self._mark(refs)
+                if a.status is None:
+                    self._mark(self.cache.observe(kind, "ADDED", created))
+                else:  # parsed once, with its first status (the answer to the create is superseded at once)
+                    self._mark(await self._first_status(kind, created, a.status(created)))
         elif isinstance(a, PatchObject):
             patched = await asyncio.to_thread(self.kube.patch, a.kind, a.namespace, a.name, a.body)
             if patched is not None:
@@ -207,10 +224,11 @@ class Executor:
         ns, name, rv = str(meta.get("namespace", "")), str(meta.get("name", "")), str(meta.get("resourceVersion", ""))
         try:
             written = await asyncio.to_thread(self.kube.patch_status, kind, ns, name, status, resource_version=rv)
-        except kube.Conflict:
-            return []  # changed meanwhile: its own reconcile decides on the newer version
+        except kube.Conflict:  # changed meanwhile: its own reconcile decides on the newer version
+            return self.cache.observe(kind, "ADDED", created)
         self.writes += 1
-        return [] if written is None else self.cache.written(kind, written, rv)
+        return self.cache.observe(kind, "ADDED", created) if written is None else \
+            self.cache.written(kind, written, rv)
 
     def _mark(self, refs: Iterable[cachemod.Ref]) -> None:
         self.queue.add_all(refs)

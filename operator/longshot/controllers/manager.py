@@ -26,9 +26,9 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import kubernetes
 
@@ -46,12 +46,14 @@ from longshot.core import mergejobs as mj
 from longshot.runtime import kube, netpol
 
 log = logging.getLogger("longshot.manager")
+T = TypeVar("T")
+R = TypeVar("R")
 
 RESYNC_SECONDS: Final = 60.0
 KILLSWITCH_POLL_SECONDS: Final = 2.0
 STALL_SECONDS: Final = 60.0
 CONCURRENCY: Final = 32
-THREADS: Final = 48
+THREADS: Final = 64
 """Threads of the default executor (``startup.py``): every reconcile in flight may wait on the API, plus git work
 of the merge queues and the killswitch poll."""
 BATCH_SECONDS: Final = 0.02
@@ -188,7 +190,7 @@ class Manager:
             if group and kind in DETACHED:
                 self._detach(group)
             elif group:
-                await asyncio.gather(*(self._process(r) for r in group))
+                await bounded(group, self._process, CONCURRENCY)
         for r in refs:
             if r[0] not in ORDER:
                 self.queue.done(r)
@@ -237,20 +239,43 @@ class Manager:
         if not chosen.admit:
             return
 
-        async def admit(key: cachemod.Key) -> None:
-            ref: cachemod.Ref = ("AgentTask", *key)
+        # 1. every chosen task's Pod, concurrently: a task's dispatch latency ends when its Pod exists
+        async def create(key: cachemod.Key) -> list[ex.Action] | None:
             since = self.ctx.ready_since.get(key)
             async with self.sem:
                 try:
-                    await self.executor.run(await self.tasks.admit(key))
-                    if since is not None:  # the Pod is created
-                        metrics.DISPATCH_LATENCY.observe(max(0.0, (self.clock() - since).total_seconds()))
+                    pods, rest = ex.split_pod_creates(await self.tasks.admit(key))
+                    await self.executor.run(pods)
                 except Exception as e:
-                    log.warning("admission of %s/%s failed (%s); retrying", key[0], key[1], e)
-                    self.queue.retry(ref)
+                    self._admission_failed(key, e)
+                    return None
+            if pods and since is not None:
+                metrics.DISPATCH_LATENCY.observe(max(0.0, (self.clock() - since).total_seconds()))
+            return rest
 
-        await asyncio.gather(*(admit(k) for k in chosen.admit))
+        rests = await bounded(chosen.admit, create, CONCURRENCY)
+
+        # 2. then their status writes and Events (fenced as ever: one that loses is retried, and the retry adopts
+        # the Pod created above)
+        async def finish(key: cachemod.Key, rest: list[ex.Action]) -> None:
+            async with self.sem:
+                try:
+                    await self.executor.run(rest)
+                except Exception as e:
+                    self._admission_failed(key, e)
+
+        await bounded([(k, r) for k, r in zip(chosen.admit, rests, strict=True) if r], lambda kr: finish(*kr),
+                      CONCURRENCY)
         self.queue.wake.set()  # more may be admissible now that counts changed
+
+    def _admission_failed(self, key: cachemod.Key, e: Exception) -> None:
+        ref: cachemod.Ref = ("AgentTask", *key)
+        delay = self.queue.retry(ref)
+        if isinstance(e, kube.Conflict):
+            log.info("admission of %s/%s: the task changed meanwhile; reconciling it in %.2fs", key[0], key[1], delay)
+        else:
+            log.warning("admission of %s/%s failed (%s: %s); retrying in %.2fs", key[0], key[1], type(e).__name__, e,
+                        delay)
 
     async def _poll_killswitch(self) -> None:
         engaged = self.settings.killswitch
@@ -272,3 +297,26 @@ class Manager:
         metrics.set_role(leader=bool(held))
         depth = sum(1 for j in self.cache.jobs.values() if j.status.phase in (None, mj.QUEUED, mj.TESTING))
         metrics.MERGE_QUEUE_DEPTH.set(depth)
+
+
+async def bounded(items: Sequence[T], fn: Callable[[T], Awaitable[R]], limit: int) -> list[R]:
+    """``fn`` over ``items``, at most ``limit`` at a time, the results in the items' order.
+
+    ``limit`` workers take the next item in turn: a resync of 10,000 tasks holds ``limit`` coroutines, not an
+    asyncio Task (with its coroutine frame) per item all at once, as ``asyncio.gather`` over every item did. ``fn``
+    is expected to handle its own errors; one that raises is re-raised once every item has been tried."""
+    results: list[R | None] = [None] * len(items)
+    todo = iter(range(len(items)))
+    failed: list[BaseException] = []
+
+    async def worker() -> None:
+        for i in todo:
+            try:
+                results[i] = await fn(items[i])
+            except Exception as e:
+                failed.append(e)
+
+    await asyncio.gather(*(worker() for _ in range(min(limit, len(items)))))
+    if failed:
+        raise failed[0]
+    return results  # type: ignore[return-value]  # every slot is filled when nothing failed

@@ -11,6 +11,7 @@ the decision was made on. The caller re-reads and decides again.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -57,7 +58,7 @@ class KubeAPI(Protocol):
     def patch(self, kind: str, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any] | None: ...
     def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any], *,
                      resource_version: str | None = None) -> dict[str, Any] | None: ...
-    def create_pod(self, pod: Mapping[str, Any]) -> bool: ...
+    def create_pod(self, pod: Mapping[str, Any]) -> dict[str, Any] | None: ...
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def delete_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> None: ...
     def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None: ...
@@ -144,15 +145,18 @@ class Kube:
 
     # --- pods ------------------------------------------------------------------------------------------
 
-    def create_pod(self, pod: Mapping[str, Any]) -> bool:
-        """Create a Pod; False when a Pod of that name exists already (a restart re-created it)."""
+    def create_pod(self, pod: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create a Pod; the API server's answer (the Pod as created), or None when a Pod of that name exists
+        already (a restart re-created it). The answer is parsed as plain JSON, not into the client's models (a
+        thousand ``V1Pod`` deserialisations cost seconds of CPU during a dispatch burst)."""
         try:
             body: Any = dict(pod)
-            self.core.create_namespaced_pod(pod["metadata"]["namespace"], body)
-            return True
+            rsp = self.core.create_namespaced_pod(pod["metadata"]["namespace"], body, _preload_content=False)
+            data = getattr(rsp, "data", b"")
+            return _obj(json.loads(data)) if data else {}
         except ApiException as e:
             if e.status == 409:
-                return False
+                return None
             raise
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:

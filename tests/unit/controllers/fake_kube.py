@@ -82,16 +82,16 @@ class FakeKube:
                 current[k] = copy.deepcopy(v)
         return self._stamp(o)
 
-    def create_pod(self, pod: Mapping[str, Any]) -> bool:
+    def create_pod(self, pod: Mapping[str, Any]) -> dict[str, Any] | None:
         self._maybe_fail("create_pod")
         key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
         if key in self.pods:
-            return False
+            return None
         p = copy.deepcopy(dict(pod))
         p["metadata"]["creationTimestamp"] = "2025-01-01T00:00:00Z"
+        p["metadata"].setdefault("uid", f"uid-{key[1]}")
         self.pods[key] = p
-        self._stamp(p)
-        return True
+        return self._stamp(p)
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         p = self.pods.get((namespace, name))

@@ -139,3 +139,33 @@ def test_initial_status_is_what_the_task_s_first_reconcile_writes():
     st = tasksc.initial_status({"metadata": {"generation": 2}}, now)
     assert st["phase"] == "Pending" and st["observedGeneration"] == 2 and st["attempts"] == []
     assert {c["lastTransitionTime"] for c in st["conditions"]} == {"2025-01-01T00:00:03Z"}
+
+
+async def test_a_created_pod_is_in_the_cache_at_once_and_its_own_watch_event_is_not_news():
+    """The next dispatch must count the task as running before any watch event arrives; the Pod's ADDED event
+    (the version the create returned) then changes nothing. What is kept is the slim view, not the Pod's spec."""
+    fake, clock = FakeKube(), Clock()
+    e = executor(fake, clock)
+    owner = {"apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask", "name": "t", "uid": "uid-t",
+             "controller": True}
+    manifest = {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "t-a1", "namespace": "ns", "ownerReferences": [owner],
+                             "managedFields": [{"manager": "longshot", "operation": "Update"}]},
+                "spec": {"containers": [{"name": "agent", "image": "agent", "env": [{"name": "X", "value": "1"}]}]}}
+    await e.run([ex.CreatePod(manifest), ex.DeletePod("ns", "gone")])
+    pod = e.cache.pods[("ns", "t-a1")]
+    assert pod.task == "t" and pod.phase == "Pending" and not pod.deleting
+    assert e.cache.pods_by_task[("ns", "t")] == {"t-a1"}
+    assert not hasattr(pod, "spec") and not hasattr(pod, "metadata")  # no spec, no managedFields kept
+    assert e.cache.observe("Pod", "ADDED", fake.pods[("ns", "t-a1")]) == []  # its own event: nothing new
+    await e.run([ex.CreatePod(manifest)])  # exists already: adopted, the cached view unchanged
+    assert e.cache.pods[("ns", "t-a1")] is pod
+
+
+def test_pod_creations_lead_and_everything_after_them_keeps_its_order():
+    pod = ex.CreatePod({"metadata": {"name": "p", "namespace": "ns"}})
+    status = ex.WriteStatus("AgentTask", "ns", "t", "1", {})
+    event = ex.RecordEvent(ref("t", "uid-t"), "Normal", "AttemptStarted", "started")
+    assert ex.split_pod_creates([pod, event, status]) == ([pod], [event, status])
+    assert ex.split_pod_creates([event, pod, status]) == ([], [event, pod, status])  # not leading: not split
+    assert ex.split_pod_creates([]) == ([], [])

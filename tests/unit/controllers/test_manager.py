@@ -257,3 +257,79 @@ async def test_a_merge_queue_busy_with_git_does_not_hold_up_dispatch_and_a_wedge
     release.set()
     await m.settle()
     assert m.healthy() and not m._detached
+
+
+async def test_a_dispatch_burst_creates_every_pod_before_any_status_write(world):
+    """Issue 13: each admission made three round trips (Pod, Event, status) before the next Pod's turn came, so
+    1,000 ready tasks became Pods at a third of the rate of plain concurrent creates."""
+    fake, m, _clock, _mono, sync = world
+    fake.create(build(workers={"max": 50}))
+    await sync()
+    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
+                      tasks=[ho.PlannedTask(name=f"p{i}", description=f"part {i}") for i in range(40)])
+    m.observe("Pod", "MODIFIED", fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire())))
+    calls: list[tuple[str, str]] = []
+    create_pod, patch_status = fake.create_pod, fake.patch_status
+    fake.create_pod = lambda pod: (  # type: ignore[method-assign]
+        calls.append(("pod", pod["metadata"]["name"])), create_pod(pod))[1]
+    fake.patch_status = lambda kind, ns, name, st, **kw: (  # type: ignore[method-assign]
+        calls.append(("status", name)), patch_status(kind, ns, name, st, **kw))[1]
+    await sync()
+    workers = {f"b-p{i}" for i in range(40)}
+    creates = [i for i, (what, name) in enumerate(calls) if what == "pod" and name[:-3] in workers]
+    assert len(creates) == 40
+    # the admissions' status writes: those after the plan's tasks were created with their first status
+    writes = [i for i, (what, name) in enumerate(calls) if what == "status" and name in workers and i > creates[0]]
+    assert len(writes) >= 40
+    assert max(creates) < min(writes)  # every Pod first
+    for i in range(40):
+        st = status(fake, "AgentTask", f"b-p{i}")
+        assert st["phase"] == "Running" and st["attempts"][0]["pod"] == f"b-p{i}-a1"
+
+
+async def test_a_task_whose_pod_exists_before_its_admission_is_written_holds_its_slot(world):
+    """A replica that created a Pod and died before the task's status write: the next one counts that task as
+    running (the worker limit holds) and adopts the Pod; it does not start another task in its slot."""
+    fake, m, _clock, _mono, sync = world
+    fake.create(build(workers={"max": 1}))
+    await sync()
+    task_owner = {"apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask", "name": "b-p1", "uid": "uid-b-p1",
+                  "controller": True}
+    fake.create_pod({"metadata": {"name": "b-p1-a1", "namespace": "ns", "ownerReferences": [task_owner]},
+                     "spec": {"containers": [{"name": "agent", "image": "agent"}]}})
+    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
+                      tasks=[ho.PlannedTask(name="p0", description="first", priority=9),
+                             ho.PlannedTask(name="p1", description="second", priority=1)])
+    fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
+    await sync()
+    assert ("ns", "b-p0-a1") not in fake.pods  # p0 goes first by priority, but p1's Pod holds the one slot
+    p1 = status(fake, "AgentTask", "b-p1")
+    assert p1["phase"] == "Running" and [a["pod"] for a in p1["attempts"]] == ["b-p1-a1"]
+    assert status(fake, "AgentTask", "b-p0")["phase"] == "Pending"
+    assert m.ctx.cache.pods[("ns", "b-p1-a1")].task == "b-p1"
+
+
+async def test_bounded_runs_every_item_at_most_limit_at_once_in_order_and_raises_after_trying_all():
+    import asyncio
+
+    in_flight, most, seen = 0, 0, []
+
+    async def work(i: int) -> int:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0)  # yield: the other workers run meanwhile
+        seen.append(i)
+        in_flight -= 1
+        if i == 3:
+            raise ValueError("item 3")
+        return i * 10
+
+    assert await managermod.bounded(list(range(3)), work, 8) == [0, 10, 20]
+    seen.clear()
+    most = 0
+    with pytest.raises(ValueError, match="item 3"):
+        await managermod.bounded(list(range(100)), work, 8)
+    assert sorted(seen) == list(range(100))  # the failure did not stop the rest
+    assert most == 8  # bounded, and concurrent
+    assert await managermod.bounded([], work, 8) == []
