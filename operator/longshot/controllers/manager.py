@@ -191,6 +191,10 @@ class Manager:
                 self._detach(group)
             elif group:
                 await bounded(group, self._process, CONCURRENCY)
+            if kind == "AgentTask":
+                # the slots the tasks that just ended freed are filled now, not after the merge jobs' and the
+                # builds' reconciles of this step (status writes of every build: seconds on a busy node)
+                await self._dispatch()
         for r in refs:
             if r[0] not in ORDER:
                 self.queue.done(r)

@@ -333,3 +333,40 @@ async def test_bounded_runs_every_item_at_most_limit_at_once_in_order_and_raises
     assert sorted(seen) == list(range(100))  # the failure did not stop the rest
     assert most == 8  # bounded, and concurrent
     assert await managermod.bounded([], work, 8) == []
+
+
+async def test_a_freed_slot_is_filled_before_the_steps_build_reconciles_run(world):
+    """Issue 13: dispatch waited for every reconcile of its step, the builds' status writes included (seconds on
+    a busy node): a task that ended freed its slot, and the next task's Pod waited for all of them."""
+    import asyncio
+
+    fake, m, _clock, _mono, sync = world
+    fake.create(build(workers={"max": 1}))
+    await sync()
+    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
+                      tasks=[ho.PlannedTask(name=f"p{i}", description=f"part {i}") for i in range(2)])
+    fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
+    await sync()
+    first = next(n for n in ("b-p0-a1", "b-p1-a1") if ("ns", n) in fake.pods)
+    second = "b-p1-a1" if first == "b-p0-a1" else "b-p0-a1"
+    assert ("ns", second) not in fake.pods
+
+    release = asyncio.Event()
+    builds_reconciled = m.reconcilers["BuildRequest"]
+
+    async def slow_build(ns: str, name: str) -> list[Any]:
+        await release.wait()
+        return await builds_reconciled(ns, name)
+
+    m.reconcilers = {**m.reconcilers, "BuildRequest": slow_build}
+    done = ho.Handoff(task=first[:-3], attempt=1, role="worker", outcome="succeeded", summary="done")
+    m.observe("Pod", "MODIFIED", fake.finish_pod("ns", first, 0, json.dumps(done.to_wire())))
+    m.queue.add(("BuildRequest", "ns", "b"))
+    step = asyncio.create_task(m.step())
+    for _ in range(200):  # let the step run up to the blocked build reconcile
+        if ("ns", second) in fake.pods or step.done():
+            break
+        await asyncio.sleep(0)
+    assert ("ns", second) in fake.pods and not release.is_set()
+    release.set()
+    await step
