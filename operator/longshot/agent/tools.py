@@ -71,9 +71,6 @@ _PLANNED_TASK = {
 }
 
 
-MAX_SUMMARY = 2000
-"""Longest summary the finish schema asks for (longer ones are accepted from servers that do not constrain)."""
-
 ASK_ROLES = frozenset({"planner", "worker", "fixer"})
 """Roles that may ``ask`` a person a question (reviewers and testers decide on their own)."""
 MAX_QUESTION = 4000
@@ -91,9 +88,10 @@ ASK_SCHEMA: dict[str, Any] = {
 def finish_schema(role: str, *, max_tasks: int | None = None) -> dict[str, Any]:
     """The ``finish`` tool of ``role``; a planner's with ``maxItems`` (``max_tasks``, when given): servers that
     constrain tool calls to the schema (llama.cpp's grammars) then cannot produce a plan over the limit."""
-    # bounded, so that a grammar-constrained small model cannot ramble inside the string until it is cut off
-    properties: dict[str, Any] = {"summary": {"type": "string", "description": "what you did, in words",
-                                              "maxLength": MAX_SUMMARY}}
+    # no maxLength: llama.cpp turns one into that many nested grammar rules and refuses the grammar ("number of
+    # rules that are going to be repeated ... exceeds sane defaults"; the server answered 500 on every request)
+    properties: dict[str, Any] = {"summary": {"type": "string", "description": "what you did, in one or two "
+                                                                             "sentences"}}
     required = ["summary"]
     if role == "planner":
         properties["tasks"] = {"type": "array", "items": _PLANNED_TASK,

@@ -263,4 +263,5 @@ def test_a_planners_finish_schema_carries_the_task_limit_for_grammar_constrained
     assert tools.specs("planner", max_tasks=3)["finish"]["parameters"]["properties"]["tasks"]["maxItems"] == 3
     assert "maxItems" not in tools.specs("planner")["finish"]["parameters"]["properties"]["tasks"]
     assert "tasks" not in tools.specs("worker", max_tasks=3)["finish"]["parameters"]["properties"]
-    assert tools.specs("worker")["finish"]["parameters"]["properties"]["summary"]["maxLength"] == tools.MAX_SUMMARY
+    # no string length bounds: llama.cpp expands one into as many nested grammar rules and refuses the grammar
+    assert "maxLength" not in json.dumps(tools.specs("planner", max_tasks=3))
