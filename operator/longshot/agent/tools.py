@@ -85,9 +85,10 @@ ASK_SCHEMA: dict[str, Any] = {
 }
 
 
-def finish_schema(role: str, *, max_tasks: int | None = None) -> dict[str, Any]:
-    """The ``finish`` tool of ``role``; a planner's with ``maxItems`` (``max_tasks``, when given): servers that
-    constrain tool calls to the schema (llama.cpp's grammars) then cannot produce a plan over the limit."""
+def finish_schema(role: str, *, max_tasks: int | None = None, judging: bool | None = None) -> dict[str, Any]:
+    """The ``finish`` tool of ``role``; a planner's with ``maxItems`` (``max_tasks``, when given), a reviewer's
+    requiring ``verdict`` (a review, ``judging`` False) or ``winner`` (``judging`` True): servers that constrain
+    tool calls to the schema (llama.cpp's grammars) then cannot leave out what the role's validation needs."""
     # no maxLength: llama.cpp turns one into that many nested grammar rules and refuses the grammar ("number of
     # rules that are going to be repeated ... exceeds sane defaults"; the server answered 500 on every request)
     properties: dict[str, Any] = {"summary": {"type": "string", "description": "what you did, in one or two "
@@ -106,6 +107,8 @@ def finish_schema(role: str, *, max_tasks: int | None = None) -> dict[str, Any]:
                                  "description": "your verdict on the change (review)"}
         properties["winner"] = {"type": "string", "description": "the name of the best candidate (judging)"}
         properties["reasons"] = {"type": "array", "items": _STR}
+        if judging is not None:
+            required.append("winner" if judging else "verdict")
     return {
         "description": "Call once when you are done. " + {
             "planner": "Pass the task list, or done: true when the request is already met.",
@@ -115,10 +118,10 @@ def finish_schema(role: str, *, max_tasks: int | None = None) -> dict[str, Any]:
     }
 
 
-def specs(role: str, *, max_tasks: int | None = None) -> dict[str, dict[str, Any]]:
+def specs(role: str, *, max_tasks: int | None = None, judging: bool | None = None) -> dict[str, dict[str, Any]]:
     """Tool name -> {description, parameters} for a role."""
     extra = {"ask": ASK_SCHEMA} if role in ASK_ROLES else {}
-    return {**SCHEMAS, **extra, "finish": finish_schema(role, max_tasks=max_tasks)}
+    return {**SCHEMAS, **extra, "finish": finish_schema(role, max_tasks=max_tasks, judging=judging)}
 
 
 @dataclass

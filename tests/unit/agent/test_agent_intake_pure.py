@@ -265,3 +265,14 @@ def test_a_planners_finish_schema_carries_the_task_limit_for_grammar_constrained
     assert "tasks" not in tools.specs("worker", max_tasks=3)["finish"]["parameters"]["properties"]
     # no string length bounds: llama.cpp expands one into as many nested grammar rules and refuses the grammar
     assert "maxLength" not in json.dumps(tools.specs("planner", max_tasks=3))
+
+
+def test_a_reviewers_finish_schema_requires_what_its_mode_needs():
+    """Gemma 3 270M behind a grammar left the optional verdict out on both of its last turns: a review's schema
+    requires the verdict (an enum the grammar enforces), a judge's the winner."""
+    def required(**kw):
+        return tools.specs("reviewer", **kw)["finish"]["parameters"]["required"]
+
+    assert required(judging=False) == ["summary", "verdict"]
+    assert required(judging=True) == ["summary", "winner"]
+    assert required() == ["summary"]  # the mode unknown: the validator says what is missing

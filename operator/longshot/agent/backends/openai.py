@@ -36,9 +36,10 @@ TRUNCATED = ("Your answer was cut off at the output token limit. Make smaller to
              "file in parts with edit_file), and call `finish` when you are done.")
 
 
-def tool_definitions(role: str, *, max_tasks: int | None = None) -> list[dict[str, Any]]:
+def tool_definitions(role: str, *, max_tasks: int | None = None, judging: bool | None = None
+                     ) -> list[dict[str, Any]]:
     return [{"type": "function", "function": {"name": name, **spec}}
-            for name, spec in tools.specs(role, max_tasks=max_tasks).items()]
+            for name, spec in tools.specs(role, max_tasks=max_tasks, judging=judging).items()]
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,8 @@ class OpenAIBackend(base.Backend):
             {"role": "system", "content": session.system_prompt},
             {"role": "user", "content": session.prompt},
         ]
-        definitions = tool_definitions(session.role, max_tasks=session.task.max_tasks)
+        definitions = tool_definitions(session.role, max_tasks=session.task.max_tasks,
+                                       judging=bool(session.task.candidates))
         with httpx.Client(timeout=self.timeout) as client:
             for turn_no in range(1, session.max_turns + 1):
                 headers = {"content-type": "application/json"}
