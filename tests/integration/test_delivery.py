@@ -8,6 +8,7 @@ with the scripted backend, pushing to a real git repository.
 from __future__ import annotations
 
 import httpx
+import pytest
 import sample_repo
 import yaml
 from k8s_builders import build, condition, create, dump, get, list_of
@@ -166,10 +167,14 @@ def conflict_script():
     }
 
 
-def test_conflict_leads_to_a_fixer_task_and_then_a_merge(operator, kubelet, core_v1, custom, namespace, tmp_path):
+@pytest.mark.parametrize("retries", [0, 2])
+def test_conflict_leads_to_a_fixer_task_and_then_a_merge(operator, kubelet, core_v1, custom, namespace, tmp_path,
+                                                         retries):
+    """With retries left (the default 2) the conflicted branch would wait for the target to move, and nothing
+    else is left to move it: it goes to a fixer when the queue holds nothing else (``TargetIdle``)."""
     url = sample_repo.make(tmp_path)
     script_configmap(core_v1, namespace, conflict_script())
-    create(custom, namespace, delivery_build(url, merge={"strategy": "rebase", "maxConflictRetries": 0}))
+    create(custom, namespace, delivery_build(url, merge={"strategy": "rebase", "maxConflictRetries": retries}))
     b = finalized(custom, namespace, timeout=150)
     assert finalization_status(b) == ("True", "Passed"), dump(custom, namespace)
     jobs = {j["metadata"]["name"]: j for j in list_of(custom, namespace, "mergejobs")}

@@ -3,7 +3,8 @@ repository's shard.
 
 Each reconcile of ``("Queue", "", "<repository key>|<target>")``:
 
-1. fetches the target and, for conflicted jobs, notices that it moved (``TargetMoved``);
+1. fetches the target and, for conflicted jobs, notices that it moved (``TargetMoved``), or that nothing else
+   in the queue can move it (``TargetIdle``: the job goes to a fixer instead of waiting for ever);
 2. runs the per-branch checks of new candidates (a stacked branch first waits until its task's dependencies
    merged, ``WaitingForDependencies``, and fails, ``DependencyFailed``, when one never will): the secret scan
    of every commit of the branch, and for the ``strict`` profile a reviewer task ``<job>-review``
@@ -165,7 +166,9 @@ class QueueReconciler:
         head = await asyncio.to_thread(speculate.head_of, w, target)
         out: list[ex.Action] = []
         changed = False
-        # 1. conflicted jobs retry when the target moved; 2. checks of new candidates
+        # 1. conflicted jobs retry when the target moved, and go to a fixer when nothing else can move it;
+        # 2. checks of new candidates
+        moving = any(j.status.phase in (None, mj.QUEUED, mj.TESTING, mj.AWAITING_APPROVAL) for j, _ in live)
         for job, build in live:
             state = mjc.job_state(self.ctx, job, build)
             events: list[mj.Event] = []
@@ -173,6 +176,8 @@ class QueueReconciler:
                 events.append(mj.Observed())
             if state.phase == mj.CONFLICTED and not state.terminal and state.conflict_base != head:
                 events.append(mj.TargetMoved(head))
+            elif state.phase == mj.CONFLICTED and not state.terminal and not moving:
+                events.append(mj.TargetIdle(head))  # its retry would never come
             if state.phase == mj.QUEUED and state.checks == "pending":
                 events.extend(await self._checks(job, build, w, out))
             if state.phase == mj.AWAITING_APPROVAL and not state.needs_approval:

@@ -13,6 +13,7 @@ Phases::
        |--ChecksPassed (approval required)--> AwaitingApproval --Approved--> Queued (ready)
        |                                                        |--Requeued--> Queued
        |--Conflict (retries left)--> Conflicted --TargetMoved--> Queued
+                                          |--TargetIdle--> Conflicted (terminal, a fixer takes the branch over)
        |--Conflict (no retries) / Evicted / SecretFound / ChangesRequested / Error (no retries)--> Failed
     Failed (a fixer took the branch over) --FixerLanded--> Superseded
     Conflicted/Failed --Retry (finalization)--> Queued
@@ -237,6 +238,14 @@ class TargetMoved:
 
 
 @dataclass(frozen=True)
+class TargetIdle:
+    """Nothing else in the repository's queue can move the target from ``head`` (no other job queued, awaiting
+    approval or in a batch): a conflicted job's retry would never come, so it goes to a fixer now."""
+
+    head: str
+
+
+@dataclass(frozen=True)
 class Evicted:
     """The job's candidate broke the batch's quality gate (the culprit found by bisection)."""
 
@@ -264,8 +273,8 @@ class Retry:
 
 
 Event = (Observed | ChecksPassed | Reviewing | SecretFound | ChangesRequested | BatchJoined | Requeued | Landed
-         | Conflict | TargetMoved | Evicted | Error | FixerLanded | Retry | Approved | DependenciesPending
-         | DependencyFailed)
+         | Conflict | TargetMoved | TargetIdle | Evicted | Error | FixerLanded | Retry | Approved
+         | DependenciesPending | DependencyFailed)
 
 # --- effects -----------------------------------------------------------------------------------------
 
@@ -523,12 +532,25 @@ def _conflict(state: JobState, event: Conflict, now: datetime) -> Result:
             EmitEvent("Warning", "MergeConflict", text),
         ]
     text = f"conflicts with the target in {what}{detail} after {state.max_conflict_retries} retries"
+    return _conflict_to_fixer(replace(state, conflicts=n, conflict_base=event.base, conflicting_files=files),
+                              text)
+
+
+def _conflict_to_fixer(state: JobState, text: str) -> Result:
+    what = _shown(state.conflicting_files)
     description = (f"Branch {state.branch} conflicts with the target branch in: {what}.\n"
                    "Merge the target branch into this branch, resolve the conflicts keeping the intent of both "
                    "sides, make the tests pass, commit and push.")
-    new, effects = _fail(replace(state, conflicts=n, conflict_base=event.base, conflicting_files=files),
-                         "MergeConflict", text, fix=(description, files), conflicted=True, result="Conflicted")
-    return new, effects
+    return _fail(state, "MergeConflict", text, fix=(description, state.conflicting_files), conflicted=True,
+                 result="Conflicted")
+
+
+def _target_idle(state: JobState, event: TargetIdle, now: datetime) -> Result:
+    if state.terminal or state.conflict_base != event.head:
+        return state, []  # already handed over, or the target moved (TargetMoved requeues it)
+    text = (f"conflicts with the target ({event.head[:12]}) in {_shown(state.conflicting_files)} and nothing else "
+            "in the queue will move the target: the branch goes to a fixer instead of waiting for a retry")
+    return _conflict_to_fixer(state, text)
 
 
 def _target_moved(state: JobState, event: TargetMoved, now: datetime) -> Result:
@@ -620,6 +642,7 @@ TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
     (CONFLICTED, Observed): _observed,
     (CONFLICTED, Error): _ignore,
     (CONFLICTED, TargetMoved): _target_moved,
+    (CONFLICTED, TargetIdle): _target_idle,
     (CONFLICTED, Landed): _landed,
     (CONFLICTED, Retry): _requeued,
     (CONFLICTED, Requeued): _ignore,
@@ -628,14 +651,16 @@ TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
     (FAILED, Observed): _ignore,
     (FAILED, Error): _ignore,
     (FAILED, TargetMoved): _ignore,
+    (FAILED, TargetIdle): _ignore,
     (FAILED, Retry): _requeued,
     (FAILED, Requeued): _ignore,
     (FAILED, Landed): _landed,
     (FAILED, FixerLanded): _fixer_landed,
 
-    **{(MERGED, ev): _ignore for ev in (Observed, TargetMoved, Retry, Requeued, Landed, Error, FixerLanded,
-                                         ChecksPassed, Approved)},
-    **{(SUPERSEDED, ev): _ignore for ev in (Observed, TargetMoved, Retry, Requeued, Landed, Error, FixerLanded)},
+    **{(MERGED, ev): _ignore for ev in (Observed, TargetMoved, TargetIdle, Retry, Requeued, Landed, Error,
+                                         FixerLanded, ChecksPassed, Approved)},
+    **{(SUPERSEDED, ev): _ignore for ev in (Observed, TargetMoved, TargetIdle, Retry, Requeued, Landed, Error,
+                                            FixerLanded)},
 }
 """(phase, event type) -> handler. Impossible, for example: ``BatchJoined`` for a merged or failed job,
 ``Evicted`` outside a batch, ``FixerLanded`` for a job no fixer took over."""

@@ -77,6 +77,23 @@ def test_conflict_is_retried_when_the_target_moves_then_gets_a_fixer():
     assert cond(effects, "Stalled").status == "False"  # a fixer carries it: nobody needs to act
 
 
+def test_a_conflict_goes_to_a_fixer_when_nothing_else_will_move_the_target():
+    """Seen with a real model (make e2e-llm): two tasks wrote hello.txt, one merged, the other conflicted with
+    retries left and waited for a target move that no other job would make: the build never finished."""
+    s = job(checks="passed", max_conflict_retries=2)
+    s, _ = decide(s, Conflict(("hello.txt",), "t1"))
+    assert s.phase == "Conflicted" and not s.terminal
+    same, effects = decide(s, mj.TargetIdle("t2"))  # the target moved meanwhile: TargetMoved requeues it
+    assert same == s and effects == []
+    s, effects = decide(s, mj.TargetIdle("t1"))
+    assert s.phase == "Conflicted" and s.terminal and s.fixer == "b-a-fix"
+    (fixer,) = of(effects, CreateFixer)
+    assert fixer.scope == ("hello.txt",) and "hello.txt" in fixer.description
+    assert "nothing else in the queue will move the target" in cond(effects, "Conflicted").message
+    again, effects = decide(s, mj.TargetIdle("t1"))  # handed over already: nothing more
+    assert again == s and effects == []
+
+
 def test_a_conflict_with_candidates_ahead_is_not_counted():
     s, _effects = decide(job("Testing", checks="passed", batch=BATCH), Conflict(("a.py",), "t1", counted=False))
     assert s.phase == "Queued" and s.conflicts == 0 and s.batch is None
