@@ -274,15 +274,9 @@ class Git:
         """Clone ``url`` into ``dest``. A connection that cannot be made yet (a Pod's network is programmed
         moments after it starts on CNIs that isolate first, as Calico and Cilium do; DNS or the gateway
         restarting) is tried again with backoff, ``attempts`` times in all; other failures raise at once."""
-        tried: list[bool] = []
-
-        def once() -> None:
-            if tried and dest.exists():
-                shutil.rmtree(dest)  # what a failed clone left
-            tried.append(True)
-            self.run("clone", "--quiet", "--no-tags", "--", url, str(dest), what="clone of the repository")
-
-        _reconnecting(once, sleep, attempts)
+        _reconnecting(lambda: self.run("clone", "--quiet", "--no-tags", "--", url, str(dest),
+                                       what="clone of the repository"),
+                      sleep, attempts, before_retry=lambda: shutil.rmtree(dest, ignore_errors=True))
 
     def rev(self, ref: str) -> str | None:
         result = self.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
@@ -330,9 +324,11 @@ class Git:
         _reconnecting(lambda: self.run(*args, "--", target, refspec, what=what), sleep, attempts)
 
 
-def _reconnecting(op: Callable[[], object], sleep: Callable[[float], None] | None, attempts: int) -> None:
+def _reconnecting(op: Callable[[], object], sleep: Callable[[float], None] | None, attempts: int, *,
+                  before_retry: Callable[[], object] = lambda: None) -> None:
     """Run ``op``; while it fails because no connection could be made (``_UNREACHABLE``) and ``sleep`` is
-    given, run it again after 0.5 s, 1 s, 2 s... (at most 8 s), ``attempts`` times in all."""
+    given, run it again after 0.5 s, 1 s, 2 s... (at most 8 s), ``attempts`` times in all; ``before_retry``
+    clears what a failed try left (a clone's directory)."""
     for attempt in range(1, attempts + 1):
         try:
             op()
@@ -340,6 +336,7 @@ def _reconnecting(op: Callable[[], object], sleep: Callable[[float], None] | Non
         except errors.InfrastructureError as e:
             if attempt == attempts or sleep is None or not _UNREACHABLE.search(str(e)):
                 raise
+            before_retry()
             sleep(min(CLONE_BACKOFF_SECONDS * 2 ** (attempt - 1), 8.0))
 
 

@@ -174,10 +174,11 @@ class QueueReconciler:
             events: list[mj.Event] = []
             if not job.status.conditions:
                 events.append(mj.Observed())
-            if state.phase == mj.CONFLICTED and not state.terminal and state.conflict_base != head:
-                events.append(mj.TargetMoved(head))
-            elif state.phase == mj.CONFLICTED and not state.terminal and not moving:
-                events.append(mj.TargetIdle(head))  # its retry would never come
+            if state.phase == mj.CONFLICTED and not state.terminal:
+                if state.conflict_base != head:
+                    events.append(mj.TargetMoved(head))
+                elif not moving:
+                    events.append(mj.TargetIdle(head))  # its retry would never come
             if state.phase == mj.QUEUED and state.checks == "pending":
                 events.extend(await self._checks(job, build, w, out))
             if state.phase == mj.AWAITING_APPROVAL and not state.needs_approval:

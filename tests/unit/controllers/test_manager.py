@@ -33,6 +33,20 @@ def build(name: str = "b", **spec: Any) -> dict[str, Any]:
             "spec": {"request": "do it", "repository": {"url": "https://git.example/r.git"}, **spec}}
 
 
+async def one_running_one_held(fake: FakeKube, sync: Any) -> tuple[str, str]:
+    """A build with one worker slot whose planner planned two tasks: ``(the Pod that runs, the Pod held back)``."""
+    fake.create(build(workers={"max": 1}))
+    await sync()
+    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
+                      tasks=[ho.PlannedTask(name=f"p{i}", description=f"part {i}") for i in range(2)])
+    fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
+    await sync()
+    first = next(n for n in ("b-p0-a1", "b-p1-a1") if ("ns", n) in fake.pods)
+    second = "b-p1-a1" if first == "b-p0-a1" else "b-p0-a1"
+    assert ("ns", second) not in fake.pods  # held back: one worker slot
+    return first, second
+
+
 @pytest.fixture
 def world():
     fake = FakeKube()
@@ -200,15 +214,7 @@ async def test_dispatch_latency_counts_from_a_free_slot_not_from_the_wait_for_on
         return count, total
 
     fake, _m, clock, _mono, sync = world
-    fake.create(build(workers={"max": 1}))
-    await sync()
-    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
-                      tasks=[ho.PlannedTask(name=f"p{i}", description=f"part {i}") for i in range(2)])
-    fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
-    await sync()
-    first = next(n for n in ("b-p0-a1", "b-p1-a1") if ("ns", n) in fake.pods)
-    second = "b-p1-a1" if first == "b-p0-a1" else "b-p0-a1"
-    assert ("ns", second) not in fake.pods  # held back: one worker slot
+    first, second = await one_running_one_held(fake, sync)
     count, total = observed()
     clock.now += timedelta(minutes=10)
     await sync()  # nothing changes: still held
@@ -341,15 +347,7 @@ async def test_a_freed_slot_is_filled_before_the_steps_build_reconciles_run(worl
     import asyncio
 
     fake, m, _clock, _mono, sync = world
-    fake.create(build(workers={"max": 1}))
-    await sync()
-    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
-                      tasks=[ho.PlannedTask(name=f"p{i}", description=f"part {i}") for i in range(2)])
-    fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
-    await sync()
-    first = next(n for n in ("b-p0-a1", "b-p1-a1") if ("ns", n) in fake.pods)
-    second = "b-p1-a1" if first == "b-p0-a1" else "b-p0-a1"
-    assert ("ns", second) not in fake.pods
+    first, second = await one_running_one_held(fake, sync)
 
     release = asyncio.Event()
     builds_reconciled = m.reconcilers["BuildRequest"]
