@@ -50,6 +50,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 RESYNC_SECONDS: Final = 60.0
+SLOW_STEP_SECONDS: Final = 5.0
+"""A step that takes this long is logged with what it spent its time on (reconciles by kind, dispatch)."""
 KILLSWITCH_POLL_SECONDS: Final = 2.0
 STALL_SECONDS: Final = 60.0
 CONCURRENCY: Final = 32
@@ -169,8 +171,16 @@ class Manager:
         self.queue.wake.set()
 
     async def step(self) -> None:
-        self.heartbeat = self.monotonic()
+        self.heartbeat = mark = self.monotonic()
         self.steps += 1
+        spent: list[str] = []  # what the step spent its time on, said when it was slow
+
+        def lap(what: str) -> None:
+            nonlocal mark
+            t = self.monotonic()
+            spent.append(f"{what} {t - mark:.1f}s")
+            mark = t
+
         # a ready task held back by the last dispatch may start now (a slot came free): its dispatch latency
         # counts from here, not from when it became ready
         started = self.clock()
@@ -185,21 +195,29 @@ class Manager:
             self._next_resync = now + RESYNC_SECONDS
             self.queue.add_all(self.cache.all_refs())
         refs = self.queue.take()
+        lap("killswitch poll")
         for kind in ORDER:
             group = [r for r in refs if r[0] == kind]
             if group and kind in DETACHED:
                 self._detach(group)
             elif group:
                 await bounded(group, self._process, CONCURRENCY)
+                lap(f"{len(group)} {kind}")
             if kind == "AgentTask":
                 # the slots the tasks that just ended freed are filled now, not after the merge jobs' and the
                 # builds' reconciles of this step (status writes of every build: seconds on a busy node)
                 await self._dispatch()
+                lap("dispatch")
         for r in refs:
             if r[0] not in ORDER:
                 self.queue.done(r)
         await self._dispatch()
+        lap("dispatch")
         self._gauges()
+        took = self.monotonic() - self.heartbeat
+        if took >= SLOW_STEP_SECONDS:
+            # every event waits for the step to end: a slow one is the first thing to know about a slow operator
+            log.warning("a manager step took %.1fs (%s)", took, ", ".join(spent))
 
     def _detach(self, refs: list[cachemod.Ref]) -> None:
         for r in refs:
