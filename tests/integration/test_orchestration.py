@@ -230,7 +230,12 @@ def test_cancel_deletes_the_pod_and_does_not_retry(operator, core_v1, custom, na
     wait_pod(core_v1, namespace, "demo-models-a1")
     custom.patch_namespaced_custom_object("longshot.dev", "v1alpha1", namespace, "agenttasks", "demo-models",
                                           {"spec": {"cancel": True}})
-    t = wait_task(custom, namespace, "demo-models", phase_is("Cancelled"), "Cancelled")
+    try:
+        t = wait_task(custom, namespace, "demo-models", phase_is("Cancelled"), "Cancelled")
+    except TimeoutError as e:  # what the task looked like, for the reader of a failure
+        seen = get(custom, namespace, "agenttasks", "demo-models")
+        raise AssertionError(f"{e}: spec {seen['spec']}, resourceVersion {seen['metadata']['resourceVersion']}, "
+                             f"status {seen.get('status')}") from None
     assert condition(t, "Ready")["reason"] == "Cancelled"
 
     def pod_gone_or_terminating():
