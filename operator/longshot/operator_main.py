@@ -3,12 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
+import os
+from collections.abc import Mapping
+from typing import Final
 
 import kopf
 
+M_ARENA_MAX: Final = -8
+"""glibc's ``mallopt`` parameter for the most malloc arenas (``malloc.h``)."""
+MALLOC_ARENAS: Final = 2
+"""The operator's malloc arenas. glibc gives each thread that allocates its own arena, up to 8 per core; the
+operator's thread pool (``controllers/manager.THREADS``) parses API answers in 64 threads, and the memory freed
+in one arena is not reused by another: with 10,000 AgentTasks, the peak RSS grew by tens of MiB of fragmented
+arenas. Two arenas cost nothing measurable (the threads wait on the network, the GIL serialises the parsing)."""
+
+
+def limit_malloc_arenas(environ: Mapping[str, str] = os.environ, arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas before any thread starts, unless ``MALLOC_ARENA_MAX`` says otherwise (glibc read
+    it at start). True when the cap was set; False elsewhere (musl, macOS) or when the environment decides."""
+    if "MALLOC_ARENA_MAX" in environ:
+        return False
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        return bool(libc.mallopt(M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):  # not glibc
+        return False
+
 
 def run(*, namespaces: list[str] | None = None) -> int:
+    limit_malloc_arenas()
     import longshot.controllers  # noqa: F401  (registers the handlers)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -67,6 +67,21 @@ class KubeAPI(Protocol):
     def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None: ...
 
 
+class BoundedApiClient(kubernetes.client.ApiClient):
+    """The official client with a time limit on every call that does not set its own: (connect, read) seconds.
+
+    The client's calls have no time limit by default: a connection the API server (or a partition) leaves
+    half-open holds its thread, and the reconcile waiting on it, for ever. With a limit the call raises, the
+    reconcile fails and is retried like any other API error."""
+
+    request_timeout: tuple[float, float] = (10.0, 60.0)
+
+    def call_api(self, method: str, url: str, header_params: Any = None, body: Any = None,
+                 post_params: Any = None, _request_timeout: Any = None) -> Any:
+        return super().call_api(method, url, header_params, body, post_params,
+                                _request_timeout=self.request_timeout if _request_timeout is None else _request_timeout)
+
+
 def load_client(pool_size: int = 64) -> kubernetes.client.ApiClient:
     """An API client from the in-cluster service account, else the kubeconfig ($KUBECONFIG)."""
     configuration = kubernetes.client.Configuration()
@@ -77,7 +92,7 @@ def load_client(pool_size: int = 64) -> kubernetes.client.ApiClient:
         kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"),  # type: ignore[no-untyped-call]
                                            client_configuration=configuration)
     configuration.connection_pool_maxsize = pool_size
-    return kubernetes.client.ApiClient(configuration)
+    return BoundedApiClient(configuration)
 
 
 def now_rfc3339() -> str:
