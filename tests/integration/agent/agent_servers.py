@@ -544,11 +544,20 @@ def litellm_proxy(bin_dir: Path, upstream: RealModel, work: Path, *, port: int) 
         out.close()
 
 
+AIDER_MAX_TOKENS = 512
+"""Aider sends no ``max_tokens``: a small model that does not stop generated until the server's context was full
+(16k tokens, minutes per request on 2 cores; the test ran out of time). Its model settings cap each answer."""
+
+
 def aider_command(bin_dir: Path, upstream: RealModel) -> str:
     """The command backend's template running Aider against ``upstream`` (no git commits of its own, no
-    history files in the checkout, nothing fetched from the internet that can be avoided)."""
+    history files in the checkout, nothing fetched from the internet that can be avoided, each answer capped at
+    :data:`AIDER_MAX_TOKENS` and each request at 300 s)."""
+    settings = bin_dir.parent / "longshot-model-settings.yml"
+    settings.write_text(f"- name: openai/{upstream.model}\n  extra_params:\n    max_tokens: {AIDER_MAX_TOKENS}\n")
     return (f"OPENAI_API_KEY=${{OPENAI_API_KEY:-none}} LITELLM_LOCAL_MODEL_COST_MAP=True {bin_dir}/aider "
-            f"--model openai/{{model}} --openai-api-base {upstream.base_url} --yes-always --no-auto-commits "
+            f"--model openai/{{model}} --openai-api-base {upstream.base_url} --model-settings-file {settings} "
+            "--timeout 300 --yes-always --no-auto-commits "
             "--no-dirty-commits --no-check-update --no-show-model-warnings --analytics-disable --no-pretty "
             "--no-stream --edit-format whole --map-tokens 0 --no-gitignore --chat-history-file /dev/null "
             "--input-history-file /dev/null --message-file {prompt_file} hello.txt")
