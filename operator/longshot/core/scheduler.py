@@ -136,7 +136,7 @@ def _segments_overlap(a: str, b: str) -> bool:
     return (pa.startswith(pb) or pb.startswith(pa)) and (sa.endswith(sb) or sb.endswith(sa))
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=8192)
 def patterns_overlap(a: str, b: str) -> bool:
     """Whether some path could be matched by both scope entries (``**`` spans directories).
 
