@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -286,6 +287,53 @@ def pods_and_merges(api: kubernetes.client.ApiClient, builds: list[str]) -> tupl
     return pods, merged
 
 
+def _kind(task: dict[str, Any]) -> str:
+    role, name = task["spec"].get("role", "worker"), task["metadata"]["name"]
+    if role != "tester":
+        return role
+    return "final sweep" if "-final-" in name else "sweep" if "-sweep-" in name else "gate"
+
+
+def _seconds(stamp: str | None, since: datetime) -> float | None:
+    return None if not stamp else (datetime.fromisoformat(stamp.replace("Z", "+00:00")) - since).total_seconds()
+
+
+def timeline(build: dict[str, Any], tasks: list[dict[str, Any]]) -> list[str]:
+    """Where a build's time went, from its objects (seconds since its creation; the API's stamps are whole
+    seconds): each kind of agent Pod's first start and last end, how many ran, and which kinds ran after the last
+    worker ended (the tail the floor does not have)."""
+    since = datetime.fromisoformat(build["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for t in tasks:
+        for a in (t.get("status") or {}).get("attempts") or []:
+            start, end = _seconds(a.get("startTime"), since), _seconds(a.get("endTime"), since)
+            if start is not None and end is not None:
+                spans.setdefault(_kind(t), []).append((start, end))
+    out = [f"{kind}: {len(v)} Pod(s), first start {min(s for s, _ in v):.0f}s, last end {max(e for _, e in v):.0f}s"
+           for kind, v in sorted(spans.items(), key=lambda kv: min(s for s, _ in kv[1]))]
+    if spans.get("worker"):
+        last = max(e for _, e in spans["worker"])
+        after = {k: sum(1 for s, _ in v if s >= last) for k, v in spans.items()}
+        out.append("after the last worker ended (" + f"{last:.0f}s): " + (", ".join(
+            f"{n} {k}" for k, n in after.items() if n) or "nothing"))
+    finalized = next((c for c in (build.get("status") or {}).get("conditions") or [] if c["type"] == "Finalized"),
+                     None)
+    if finalized is not None:
+        out.append(f"Finalized={finalized['status']} at {_seconds(finalized.get('lastTransitionTime'), since):.0f}s")
+    return out
+
+
+def build_timelines(api: kubernetes.client.ApiClient, builds: list[str]) -> list[str]:
+    custom = kubernetes.client.CustomObjectsApi(api)
+    tasks = custom.list_namespaced_custom_object(GROUP, VERSION, NS, "agenttasks")["items"]
+    out = []
+    for name in builds:
+        b = custom.get_namespaced_custom_object(GROUP, VERSION, NS, "buildrequests", name)
+        mine = [t for t in tasks if t["spec"]["buildRef"]["name"] == name]
+        out += [f"{name}: {line}" for line in timeline(b, mine)]
+    return out
+
+
 def dispatch_p95(api: kubernetes.client.ApiClient) -> tuple[float, int]:
     """p95 of longshot_dispatch_latency_seconds over every operator replica, and the number of observations."""
     core = kubernetes.client.CoreV1Api(api)
@@ -368,6 +416,8 @@ def main() -> int:
                 log(f"{name}: main holds {len(files)} task files")
             pods, merged = pods_and_merges(api, list(builds))
             p95, observed = dispatch_p95(api)
+            for line in build_timelines(api, list(builds)):
+                log(line)
     finally:
         if not args.keep_cluster:
             c.down()  # the cluster is a machine-wide singleton: down before the lock is released
