@@ -19,7 +19,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +149,8 @@ def kget(kubectl, *args: str) -> dict[str, Any] | None:  # type: ignore[no-untyp
     return json.loads(result.stdout) if result.returncode == 0 else None
 
 
-def install_chart(cluster: lc.LocalCluster, *, replicas: int = 1, timeout: str = "5m") -> None:
+def install_chart(cluster: lc.LocalCluster, *, replicas: int = 1, timeout: str = "5m",
+                  extra: Sequence[str] = ()) -> None:
     """``helm upgrade --install`` the chart in longshot-system with the locally built images and
     ``operator.replicas=replicas``; waits for the rollout (``--wait``). The CRDs are applied first: Helm
     installs them once and never upgrades them, and a kept cluster may hold older ones."""
@@ -170,7 +171,7 @@ def install_chart(cluster: lc.LocalCluster, *, replicas: int = 1, timeout: str =
          # every test has its own namespace: the operator and the gateway read the git Secret in any (a test
          # cluster; the chart's default reads Secrets only in rbac.secrets.namespaces)
          "--set", "rbac.secrets.clusterWide=true",
-         "--set", "prompts.enabled=false", "--wait", f"--timeout={timeout}"],
+         "--set", "prompts.enabled=false", *extra, "--wait", f"--timeout={timeout}"],
         capture_output=True, text=True, env={**os.environ, "HELM_CACHE_HOME": str(cluster.workdir / "helm")})
     assert helm.returncode == 0, helm.stderr
 
@@ -181,18 +182,25 @@ def operator_pods(kubectl) -> list[dict[str, Any]]:  # type: ignore[no-untyped-d
     return [p for p in pods.get("items", []) if not p["metadata"].get("deletionTimestamp")]
 
 
-@pytest.fixture(scope="session")
-def operator(cluster: lc.LocalCluster, kubectl) -> str:  # type: ignore[no-untyped-def]
-    """The chart installed in longshot-system with the locally built images; the operator Ready."""
+def install_operator(cluster: lc.LocalCluster, kubectl,  # type: ignore[no-untyped-def]
+                     extra: Sequence[str] = ()) -> str:
+    """The chart installed in longshot-system (``extra``: more ``helm`` arguments) with the locally built images;
+    the operator and the gateway restarted on them and Ready."""
     for ns in (SYSTEM_NS,):
         kubectl("create", "namespace", ns, check=False)
         kubectl("label", "--overwrite", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
-    install_chart(cluster, replicas=1)
+    install_chart(cluster, replicas=1, extra=extra)
     # the image tag is reused across builds: restart so the operator and the gateway run the image just imported
     kubectl("-n", SYSTEM_NS, "rollout", "restart", "deployment/longshot", "deployment/longshot-gateway")
     kubectl("-n", SYSTEM_NS, "rollout", "status", "deployment/longshot", "--timeout=180s", timeout=200)
     kubectl("-n", SYSTEM_NS, "rollout", "status", "deployment/longshot-gateway", "--timeout=180s", timeout=200)
     return SYSTEM_NS
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: lc.LocalCluster, kubectl) -> str:  # type: ignore[no-untyped-def]
+    """The chart installed in longshot-system with the locally built images; the operator Ready."""
+    return install_operator(cluster, kubectl)
 
 
 @pytest.fixture

@@ -31,11 +31,11 @@ from e2e.conftest import (  # the e2e tier's fixtures, shared (pytest registers 
     _run,
     cluster,
     git_repo,
+    install_operator,
     is_kind,
     kget,
     kubectl,
     namespace,
-    operator,
     pytest_runtest_makereport,
     wait_for,
 )
@@ -43,6 +43,15 @@ from e2e.conftest import (  # the e2e tier's fixtures, shared (pytest registers 
 __all__ = ["cluster", "git_repo", "kubectl", "namespace", "operator", "pytest_runtest_makereport"]
 
 MODEL_NS = "longshot-llm"
+PRICES = {"*": {"input": 1.0, "output": 4.0}}
+"""The gateway's price table in this tier (per million tokens, any model): the real server's usage is priced, and
+the cost reaches the attempts and the build."""
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Any, kubectl: Callable[..., subprocess.CompletedProcess[str]]) -> str:
+    """The e2e tier's chart installation, with a price for every model (``PRICES``)."""
+    return install_operator(cluster, kubectl, ("--set-json", f"gateway.prices.models={json.dumps(PRICES)}"))
 MANIFEST = ROOT / "examples" / "model-server.yaml"
 
 

@@ -5,7 +5,8 @@ A 270M model does poor work; what is asserted is the protocol, never the prose o
 attempt ends with a handoff the operator records (a success, or an agent failure with its reason, never a
 configuration, auth or infrastructure failure that would mean the conversation broke), the model's tool
 calls are executed in the Pods, a successful worker's branch is in the git server, and the tokens the
-server reported are recorded on the attempts and the BuildRequest.
+server reported are recorded on the attempts and the BuildRequest, with their cost from the gateway's price
+table.
 """
 
 from __future__ import annotations
@@ -140,6 +141,10 @@ def test_a_real_model_plans_works_and_reviews_on_the_cluster(operator, cluster, 
             # tokens: the server's usage of every turn, summed into the handoff and recorded on the attempt
             assert a.get("tokens", 0) > 0, (t["metadata"]["name"], a)
             assert sum(e["input_tokens"] + e["output_tokens"] for e in turns) == a["tokens"], (a, turns)
+            # cost: what the gateway metered and priced (conftest.PRICES: 1 per million input tokens, 4 per million
+            # output tokens) is at most the all-output price of the attempt's tokens (the meter may lag the
+            # handoff's count at the very end, so no lower bound per attempt)
+            assert a.get("cost", 0) <= a["tokens"] * 4e-6 + 1e-9, (t["metadata"]["name"], a)
         if status.get("phase") == "Succeeded":
             handoff = status.get("handoff") or {}
             assert handoff.get("tokens", 0) > 0, status
@@ -162,3 +167,7 @@ def test_a_real_model_plans_works_and_reviews_on_the_cluster(operator, cluster, 
     # the build's usage is the sum of its attempts' tokens
     attempts_tokens = sum(a.get("tokens", 0) for t in tasks for a in (t.get("status") or {}).get("attempts") or [])
     assert ((br.get("status") or {}).get("usage") or {}).get("tokens") == attempts_tokens, br.get("status")
+    # and its cost the sum of their costs, not zero: the price table reached the gateway
+    attempts_cost = sum(a.get("cost", 0) for t in tasks for a in (t.get("status") or {}).get("attempts") or [])
+    assert attempts_cost > 0, report
+    assert abs(((br.get("status") or {}).get("usage") or {}).get("cost", 0) - attempts_cost) < 1e-6, br.get("status")
