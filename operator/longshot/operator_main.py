@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import logging
 import os
 from collections.abc import Mapping
@@ -26,13 +25,9 @@ def limit_malloc_arenas(environ: Mapping[str, str] = os.environ, arenas: int = M
     it at start). True when the cap was set; False elsewhere (musl, macOS) or when the environment decides."""
     if "MALLOC_ARENA_MAX" in environ:
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        return bool(libc.mallopt(M_ARENA_MAX, arenas))
-    except (OSError, AttributeError):  # not glibc
+    try:  # the C library the process runs on (no ldconfig lookup)
+        return bool(ctypes.CDLL(None).mallopt(M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):  # no mallopt: not glibc
         return False
 
 

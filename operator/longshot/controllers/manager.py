@@ -195,7 +195,7 @@ class Manager:
             self._next_resync = now + RESYNC_SECONDS
             self.queue.add_all(self.cache.all_refs())
         refs = self.queue.take()
-        lap("killswitch poll")
+        lap("killswitch poll and resync")
         for kind in ORDER:
             group = [r for r in refs if r[0] == kind]
             if group and kind in DETACHED:

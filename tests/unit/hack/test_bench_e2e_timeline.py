@@ -3,24 +3,10 @@ after the last worker (the tail the bare-Pod floor does not have)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
+import hack_modules
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-
 pytestmark = pytest.mark.unit
-
-
-def load():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("bench_e2e", ROOT / "hack" / "bench_e2e.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_e2e"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def task(name: str, role: str, *spans: tuple[int, int]) -> dict:
@@ -30,7 +16,7 @@ def task(name: str, role: str, *spans: tuple[int, int]) -> dict:
 
 
 def test_the_timeline_says_each_kind_s_span_and_what_ran_after_the_last_worker():
-    bench = load()
+    bench = hack_modules.load("bench_e2e")
     build = {"metadata": {"creationTimestamp": "2026-01-01T00:00:00Z"}, "status": {"conditions": [
         {"type": "Finalized", "status": "True", "lastTransitionTime": "2026-01-01T00:02:30Z"}]}}
     tasks = [task("e2e-planner", "planner", (2, 13)), task("e2e-a", "worker", (14, 40)),

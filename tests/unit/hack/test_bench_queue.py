@@ -4,29 +4,16 @@ culprits, and leave no red commit on the target, in both modes. Figures are prin
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
+import hack_modules
 import pytest
-
-ROOT = Path(__file__).resolve().parents[3]
 
 pytestmark = pytest.mark.unit
 
 
-def load():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("bench_queue", ROOT / "hack" / "bench_queue.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_queue"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_a_small_run_evicts_exactly_the_culprits_and_keeps_the_target_green(capsys: pytest.CaptureFixture[str]):
-    bench = load()
+    bench = hack_modules.load("bench_queue")
     assert bench.main(["--candidates", "8", "--culprit-every", "4", "--gate-seconds", "0", "--window", "4"]) == 0
     out = capsys.readouterr().out
     last = out.strip().splitlines()[-1]
@@ -43,7 +30,7 @@ def test_a_small_run_evicts_exactly_the_culprits_and_keeps_the_target_green(caps
 
 
 def test_culprits_are_one_per_group():
-    bench = load()
+    bench = hack_modules.load("bench_queue")
     import random
 
     culprits = bench.plant_culprits(64, 16, random.Random(1))

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
+import hack_modules
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = hack_modules.ROOT
 
 pytestmark = pytest.mark.unit
 

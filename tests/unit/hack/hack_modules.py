@@ -1,0 +1,20 @@
+"""Load a ``hack/`` script as a module (the scripts are not a package) for the tests of this directory."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def load(name: str) -> ModuleType:
+    """``hack/<name>.py``, imported once under ``name``."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "hack" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
