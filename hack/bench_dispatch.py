@@ -126,9 +126,10 @@ def namespace(core: kubernetes.client.CoreV1Api, name: str) -> str:
     return name
 
 
-def peak_rss_mib(pid: int) -> float:
+def peak_rss_mib(pid: int, field: str = "VmHWM") -> float:
+    """The process's peak resident memory (``VmRSS``: its resident memory now), MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -264,8 +265,10 @@ def planned_build(custom: kubernetes.client.CustomObjectsApi, ns: str, workers: 
 
 
 def caught_up(custom: kubernetes.client.CustomObjectsApi, ns: str, n: int) -> bool:
-    items = custom.list_namespaced_custom_object(GROUP, VERSION, ns, "agenttasks")["items"]
-    return len(items) >= n and all((t.get("status") or {}).get("conditions") for t in items)
+    """The operator holds the build's ``n`` tasks: its status counts them. (A task's own status says nothing here:
+    it is Pending with its conditions from its create, the CRD's default status.)"""
+    b = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "buildrequests", "bench")
+    return int(((b.get("status") or {}).get("tasks") or {}).get("total") or 0) >= n
 
 
 def raw_creates(api: kubernetes.client.ApiClient, manifests: list[dict[str, Any]], threads: int) -> float:
@@ -466,7 +469,8 @@ def bench_ingest(cp: controlplane.ControlPlane, api: kubernetes.client.ApiClient
         out["rss"] = peak_rss_mib(op.pid)
         log(f"ingestion: {taken} planned tasks taken in (created, initial status, Pending) in {seconds:.1f}s "
             f"({out['ingest_per_s']:.0f} tasks/s); {len(counter.ready)} AgentTasks in the build; operator CPU "
-            f"{cpu_seconds(op.pid) - cpu0:.1f}s, peak RSS {rss0:.0f} MiB before, {out['rss']:.0f} after")
+            f"{cpu_seconds(op.pid) - cpu0:.1f}s, peak RSS {rss0:.0f} MiB before, {out['rss']:.0f} after (RSS now "
+            f"{peak_rss_mib(op.pid, 'VmRSS'):.0f})")
         memory(op, workdir, ns, "ingested")
         # memory: the most one build may run at once, dispatched from the 10,000-task build. Worker Pods are
         # counted: the planners' finished Pods are deleted meanwhile (spec.retention), so all Pods never add up
@@ -484,7 +488,8 @@ def bench_ingest(cp: controlplane.ControlPlane, api: kubernetes.client.ApiClient
             out["rss"] = peak_rss_mib(op.pid)
             log(f"dispatch in the {len(counter.ready)}-task build: {pods_now - before} more worker Pods "
                 f"({pods_now} running, workers.max {workers_after}) in {took:.1f}s; "
-                f"operator CPU {cpu_seconds(op.pid) - cpu0:.1f}s, peak RSS {out['rss']:.0f} MiB with "
+                f"operator CPU {cpu_seconds(op.pid) - cpu0:.1f}s, peak RSS {out['rss']:.0f} MiB (now "
+                f"{peak_rss_mib(op.pid, 'VmRSS'):.0f}) with "
                 f"{len(counter.ready)} AgentTasks and {count_pods(core, ns, LABEL)} Pods")
         memory(op, workdir, ns, "dispatched")
     finally:

@@ -12,6 +12,7 @@ import yaml
 from k8s_builders import GROUP, VERSION, build, create, merge_job, task
 
 from longshot import api
+from longshot.api import agenttask
 from longshot.testing import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,6 +186,26 @@ def test_status_is_a_subresource(custom, namespace):
                                           {"status": {"phase": "Hacked"}})
     got = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "buildrequests", "b1")
     assert got.get("status", {}).get("phase") != "Hacked"
+
+
+def test_a_new_agent_task_is_pending_with_its_conditions_from_its_create(kubectl, custom, namespace):
+    """Issue 13: the initial status took a second write per task. The CRD's default status is applied by the API
+    server to the answer of the create and every read; a status write replaces it."""
+    body = task()
+    body["status"] = {"phase": "Hacked"}  # a create cannot set status (the subresource): the default holds
+    created = create(custom, namespace, body)
+    assert created["status"] == agenttask.initial_status()
+    assert {c["type"]: c["status"] for c in created["status"]["conditions"]} == {
+        "Succeeded": "Unknown", "Running": "False", "AwaitingInput": "False", "Ready": "False", "Stalled": "False",
+        "Reconciling": "True"}
+    lines = kubectl("get", "at", "-n", namespace).stdout.splitlines()
+    assert lines[1].split()[:4] == ["t1", "b1", "worker", "Pending"]
+    assert kubectl("wait", "--for=condition=Reconciling", "at/t1", "-n", namespace, "--timeout=5s").returncode == 0
+    written = custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "agenttasks", "t1", {"status": {
+        "phase": "Running", "conditions": [{"type": "Ready", "status": "False", "reason": "Running",
+                                            "message": "m", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+    assert written["status"]["phase"] == "Running"
+    assert [c["type"] for c in written["status"]["conditions"]] == ["Ready"]
 
 
 def test_kubectl_get_at_shows_live_progress(kubectl, custom, namespace):

@@ -10,6 +10,7 @@ import pytest
 from k8s_builders import GROUP, VERSION, build, condition, create, list_of
 from kubelet_double import finish_pod, handoff, plan_handoff
 
+from longshot.api import agenttask
 from longshot.testing import wait_for
 
 pytestmark = pytest.mark.integration
@@ -68,7 +69,9 @@ def test_finished_pods_beyond_the_retention_are_deleted_once_their_attempt_is_re
     assert {t["metadata"]["name"] for t in tasks["items"]} == {PLANNER, *workers}
 
 
-def test_a_large_plan_is_taken_in_whole_with_each_task_s_first_status(operator, core_v1, custom, namespace):
+def test_a_large_plan_is_taken_in_whole_each_task_pending_from_its_create(operator, core_v1, custom, namespace):
+    """Issue 13: each new task took a second write for its initial status. It is Pending, with its conditions, from
+    its create (the CRD's default status); the operator writes a task's status when something happens to it."""
     n = 150
     b = build("demo", workers={"max": 5})
     b["spec"]["planner"] = {"maxTasks": n}
@@ -83,11 +86,18 @@ def test_a_large_plan_is_taken_in_whole_with_each_task_s_first_status(operator, 
         return items if len(items) == n and all((t.get("status") or {}).get("conditions") for t in items) else None
 
     items = wait_for(taken_in, timeout=120, what=f"{n} tasks, each with its status")
+    untouched = 0
     for t in items:
         st = t["status"]
         assert st["phase"] in ("Pending", "Running"), t["metadata"]["name"]
-        assert all(c["observedGeneration"] == t["metadata"]["generation"] for c in st["conditions"])
+        if "observedGeneration" not in st:  # never written: the default status, exactly
+            assert st == agenttask.initial_status(), t["metadata"]["name"]
+            untouched += 1
+            continue
         assert st["observedGeneration"] == t["metadata"]["generation"]
+        assert all(c["observedGeneration"] == t["metadata"]["generation"] and c["lastTransitionTime"]
+                   for c in st["conditions"])
+    assert untouched >= n // 3 - 5 - 1  # the independent tasks not started: no write of their own at all
     waiting = [t for t in items if t["spec"].get("dependsOn")]
     assert len(waiting) == 100
     wait_for(lambda: all(condition(t, "Reconciling")["reason"] == "WaitingForDependencies"

@@ -31,6 +31,8 @@ class Resource:
     printer_columns: tuple[dict[str, Any], ...]
     spec_rules: tuple[dict[str, Any], ...] = ()
     root_rules: tuple[dict[str, Any], ...] = ()
+    status_default: dict[str, Any] | None = None
+    """The CRD's default for ``status``: what the object's status is until the operator first writes it."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -90,6 +92,7 @@ AGENT_TASK = Resource(
     status=agenttask.AgentTaskStatus,
     spec_rules=tuple(agenttask.AGENT_TASK_SPEC_RULES),
     root_rules=tuple(agenttask.AGENT_TASK_RULES),
+    status_default=agenttask.initial_status(),
     printer_columns=(
         {"name": "Build", "type": "string", "jsonPath": ".spec.buildRef.name"},
         {"name": "Role", "type": "string", "jsonPath": ".spec.role"},

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Final, Literal
 
 from pydantic import ConfigDict, Field, JsonValue
 
+from longshot.api import conditions as c
 from longshot.api.buildrequest import FanoutSettings, RetryPolicy
 from longshot.api.common import (
     CONDITIONS_SCHEMA_EXTRA,
@@ -203,6 +204,31 @@ class FanoutStatus(Model):
         json_schema_extra={"items": {"type": "string", "maxLength": 4096}},
     )
     """The judge's reasons, or why every candidate failed."""
+
+
+PENDING_MESSAGE: Final = "waiting for dependencies or a worker slot"
+INITIAL_CONDITIONS: Final[tuple[tuple[str, Literal["True", "False", "Unknown"], str, str], ...]] = (
+    (c.SUCCEEDED, c.UNKNOWN, "Pending", "not run yet"),
+    (c.RUNNING, c.FALSE, "Pending", "not run yet"),
+    (c.AWAITING_INPUT, c.FALSE, "NotRequired", "no question is open"),
+    (c.READY, c.FALSE, "Pending", PENDING_MESSAGE),
+    (c.STALLED, c.FALSE, "NotStalled", "nothing needs a person"),
+    (c.RECONCILING, c.TRUE, "Pending", PENDING_MESSAGE),
+)
+"""The conditions of a task nobody has acted on yet: (type, status, reason, message)."""
+
+
+def initial_status() -> dict[str, Any]:
+    """The status every AgentTask has from its creation: the CRD's default for ``status``, which the API server
+    fills in whenever it reads the object from storage (the answer to the create, every get, list and watch).
+
+    A new task is therefore Pending, with its conditions, in the one write that creates it: taking in a
+    10,000-task plan costs 10,000 writes, not 20,000. The operator's first status write (when it dispatches the
+    task, or anything else happens to it) replaces it, and gives every condition that kept its status since the
+    creation the creation time as ``lastTransitionTime`` (a default cannot carry a time, nor the generation)."""
+    return {"phase": "Pending",
+            "conditions": [{"type": t, "status": s, "reason": r, "message": m} for t, s, r, m in INITIAL_CONDITIONS],
+            "retryBase": 0}
 
 
 class AgentTaskStatus(Model):

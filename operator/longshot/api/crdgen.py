@@ -100,6 +100,9 @@ def render(resource: api.Resource) -> dict[str, Any]:
     if resource.spec_rules:
         spec["x-kubernetes-validations"] = [dict(r) for r in resource.spec_rules]
     status = model_schema(resource.status)
+    if resource.status_default is not None:
+        # applied by the API server on every read from storage: a status subresource drops ``status`` on create
+        status["default"] = resource.status_default
     root: dict[str, Any] = {
         "type": "object",
         "description": resource.description,

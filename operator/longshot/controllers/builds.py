@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,7 +38,6 @@ from longshot.controllers import intake
 from longshot.controllers import mergejobs as mjc
 from longshot.controllers import mergequeue as mqc
 from longshot.controllers import retention as retentionc
-from longshot.controllers import tasks as tasksc
 from longshot.core import builds, finalization, names, plan, tasks
 from longshot.core import mergejobs as mj
 from longshot.core.effects import EmitEvent, SetCondition
@@ -553,9 +551,9 @@ class BuildReconciler:
         completion: bool | None = None
         for e in effects:
             if isinstance(e, builds.CreatePlannerTask | builds.CreateTasks):
-                first = functools.partial(tasksc.initial_status, now=now)
+                # a new task is Pending with its conditions from its creation (the CRD's default status): one write
                 manifests = [e.manifest] if isinstance(e, builds.CreatePlannerTask) else e.manifests
-                out.extend(ex.CreateObject(m, status=first) for m in manifests)
+                out.extend(ex.CreateObject(m) for m in manifests)
             elif isinstance(e, SetCondition):
                 conds, _ = cond.set_condition(conds, e.type, e.status, e.reason, e.message, now=now)
             elif isinstance(e, EmitEvent):

@@ -5,8 +5,8 @@ Kubernetes API (``runtime.kube.KubeAPI``) from worker threads:
 
 * creates are idempotent (AlreadyExists means an earlier, interrupted reconcile made it: fine), deletes too
   (NotFound is fine); consecutive creations of custom objects (a plan's tasks) run concurrently, and a new
-  AgentTask gets its first status in the same breath (``CreateObject.status``), so a 10,000-task plan is taken in
-  without a watch round trip and a reconcile per task;
+  AgentTask needs no second write (its first status is the CRD's default, ``api.agenttask.initial_status``), so a
+  10,000-task plan is taken in with 10,000 writes;
 * a status write is fenced on the resourceVersion the decision was made on, and is always the last action of a
   reconcile: a :class:`~longshot.runtime.kube.Conflict` propagates, the reconcile fails, and the work queue
   retries it with backoff on a fresh read. Every side effect before it is idempotent, so a retry repeats nothing
@@ -53,15 +53,9 @@ class DeletePod:
 
 @dataclass(frozen=True)
 class CreateObject:
-    """Create a custom object (AlreadyExists is fine).
-
-    ``status``: the object's first status, written right after the create (fenced on the version the create
-    returned), from the object the API server answered: a new AgentTask gets its initial conditions at once
-    instead of after a watch round trip and a reconcile of its own. When the object existed already, or the
-    write loses to a newer version, nothing more is done: its own reconcile writes what is missing."""
+    """Create a custom object (AlreadyExists is fine: an earlier, interrupted reconcile made it)."""
 
     manifest: Mapping[str, Any]
-    status: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -194,11 +188,7 @@ class Executor:
         elif isinstance(a, CreateObject):
             created = await asyncio.to_thread(self.kube.create, a.manifest)
             if created is not None:
-                kind = str(created.get("kind"))
-                if a.status is None:
-                    self._mark(self.cache.observe(kind, "ADDED", created))
-                else:  # parsed once, with its first status (the answer to the create is superseded at once)
-                    self._mark(await self._first_status(kind, created, a.status(created)))
+                self._mark(self.cache.observe(str(created.get("kind")), "ADDED", created))
         elif isinstance(a, PatchObject):
             patched = await asyncio.to_thread(self.kube.patch, a.kind, a.namespace, a.name, a.body)
             if patched is not None:
@@ -217,18 +207,6 @@ class Executor:
             self.queue.add_at(a.ref, a.at)
         else:
             await asyncio.to_thread(a.fn)
-
-    async def _first_status(self, kind: str, created: Mapping[str, Any],
-                            status: Mapping[str, Any]) -> list[cachemod.Ref]:
-        meta = created.get("metadata") or {}
-        ns, name, rv = str(meta.get("namespace", "")), str(meta.get("name", "")), str(meta.get("resourceVersion", ""))
-        try:
-            written = await asyncio.to_thread(self.kube.patch_status, kind, ns, name, status, resource_version=rv)
-        except kube.Conflict:  # changed meanwhile: its own reconcile decides on the newer version
-            return self.cache.observe(kind, "ADDED", created)
-        self.writes += 1
-        return self.cache.observe(kind, "ADDED", created) if written is None else \
-            self.cache.written(kind, written, rv)
 
     def _mark(self, refs: Iterable[cachemod.Ref]) -> None:
         self.queue.add_all(refs)

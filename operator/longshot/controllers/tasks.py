@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -74,18 +74,14 @@ def merge_job_manifest(task: objects.AgentTask, build: objects.BuildRequest,
             "spec": spec}
 
 
-def initial_status(created: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-    """The first status of an AgentTask the operator just created (``created``: the API server's answer): what
-    its first reconcile would write, phase Pending with the initial conditions, written by the executor right
-    after the create (``executor.CreateObject.status``) so that a plan of 10,000 tasks is taken in without a
-    watch round trip and a reconcile per task."""
-    generation = int((created.get("metadata") or {}).get("generation") or 1)
-    conds: list[dict[str, Any]] = []
-    for e in tasks.initial_conditions():
-        if isinstance(e, SetCondition):
-            conds, _ = cond.set_condition(conds, e.type, e.status, e.reason, e.message, now=now)
-    return {"phase": tasks.PENDING, "conditions": ex.stamp_generation(conds, generation), "attempts": [],
-            "observedGeneration": generation}
+def since_creation(conds: list[dict[str, Any]], task: objects.AgentTask) -> list[dict[str, Any]]:
+    """The conditions, each without a ``lastTransitionTime`` given the task's creation time: those of the CRD's
+    default status (``api.agenttask.initial_status``) have held since the task was created."""
+    created = task.metadata.creation_timestamp
+    if created is None or all("lastTransitionTime" in c for c in conds):
+        return conds
+    stamp = cond.rfc3339(created)
+    return [c if "lastTransitionTime" in c else {**c, "lastTransitionTime": stamp} for c in conds]
 
 
 class TaskReconciler:
@@ -327,7 +323,7 @@ class TaskReconciler:
                 ) -> list[ex.Action]:
         ns, name = task.key
         ref = task.ref()
-        conds = ctxmod.conditions_of(task)
+        conds = since_creation(ctxmod.conditions_of(task), task)
         attempts = {a.number: a.model_dump(by_alias=True, mode="json", exclude_none=True) for a in task.status.attempts}
         status: dict[str, Any] = {**state.to_status(), **(extra or {})}
         out: list[ex.Action] = []

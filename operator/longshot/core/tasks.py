@@ -39,7 +39,7 @@ from typing import Any, Final, Literal
 
 from longshot.api import conditions as c
 from longshot.api import timeutil
-from longshot.api.agenttask import HandoffSummary, Role
+from longshot.api.agenttask import INITIAL_CONDITIONS, PENDING_MESSAGE, HandoffSummary, Role
 from longshot.api.buildrequest import RetryPolicy
 from longshot.api.exitcodes import FailureClass
 from longshot.api.handoff import Handoff, HandoffError, PlannedTask
@@ -875,14 +875,12 @@ def decide(state: TaskState, event: Event, *, now: datetime, rand: Rand) -> Resu
     return handler(state, event, now, rand)
 
 
-def initial_conditions(message: str = "waiting for dependencies or a worker slot") -> list[Effect]:
-    """The conditions of a task the operator has not acted on yet (written with its first status)."""
-    return [
-        SetCondition(c.SUCCEEDED, c.UNKNOWN, "Pending", "not run yet"),
-        SetCondition(c.RUNNING, c.FALSE, "Pending", "not run yet"),
-        SetCondition(c.AWAITING_INPUT, c.FALSE, "NotRequired", "no question is open"),
-        *_working("Pending", message),
-    ]
+def initial_conditions(message: str = PENDING_MESSAGE) -> list[Effect]:
+    """The conditions of a task the operator has not acted on yet (``api.agenttask.INITIAL_CONDITIONS``, the
+    CRD's default status; written with its first status when it has none, for example one made before the CRD
+    had that default)."""
+    return [SetCondition(t, s, r, message if m == PENDING_MESSAGE else m)
+            for t, s, r, m in INITIAL_CONDITIONS]
 
 
 def heartbeat_silence(last_heartbeat: datetime | None, started: datetime | None, now: datetime) -> float | None:

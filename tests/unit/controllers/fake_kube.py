@@ -8,7 +8,11 @@ import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from longshot import api
 from longshot.runtime import kube
+
+STATUS_DEFAULTS = {r.kind: r.status_default for r in api.RESOURCES if r.status_default is not None}
+"""Like the API server: a status subresource drops ``status`` on create; the CRD's default status applies."""
 
 
 class FakeKube:
@@ -48,6 +52,9 @@ class FakeKube:
         o["metadata"].setdefault("uid", f"uid-{key[2]}")
         o["metadata"].setdefault("generation", 1)
         o["metadata"].setdefault("creationTimestamp", "2025-01-01T00:00:00Z")
+        o.pop("status", None)
+        if key[0] in STATUS_DEFAULTS:
+            o["status"] = copy.deepcopy(STATUS_DEFAULTS[key[0]])
         self.objects[key] = o
         return self._stamp(o)
 

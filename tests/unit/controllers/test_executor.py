@@ -8,7 +8,7 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -17,9 +17,7 @@ from fake_kube import FakeKube
 from longshot.controllers import cache as cachemod
 from longshot.controllers import executor as ex
 from longshot.controllers import manager as managermod
-from longshot.controllers import tasks as tasksc
 from longshot.controllers import workqueue
-from longshot.runtime import kube
 
 pytestmark = pytest.mark.unit
 
@@ -87,26 +85,24 @@ class GatedKube(FakeKube):
                 self.in_flight -= 1
 
 
-async def test_a_plan_s_tasks_are_created_concurrently_bounded_each_with_its_first_status():
+async def test_a_plan_s_tasks_are_created_concurrently_bounded_each_pending_from_its_creation():
+    """Issue 13: each new task took two writes, its create and its initial status; now the create alone (the
+    CRD's default status)."""
     asyncio.get_running_loop().set_default_executor(concurrent.futures.ThreadPoolExecutor(managermod.THREADS))
     n = 2 * ex.CREATE_CONCURRENCY
     fake, clock = GatedKube(ex.CREATE_CONCURRENCY), Clock()
     e = executor(fake, clock)
-    first = lambda created: tasksc.initial_status(created, clock())  # noqa: E731
-    await e.run([ex.CreateObject(task(f"t{i:02d}"), status=first) for i in range(n)]
+    await e.run([ex.CreateObject(task(f"t{i:02d}")) for i in range(n)]
                 + [ex.Requeue(("Queue", "", "after"), clock.now)])
     assert fake.most == ex.CREATE_CONCURRENCY
     assert len([k for k in fake.objects if k[0] == "AgentTask"]) == n
     for i in range(n):
-        status = fake.objects[("AgentTask", "ns", f"t{i:02d}")]["status"]
-        assert status["phase"] == "Pending"
-        assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        cached = e.cache.tasks[("ns", f"t{i:02d}")]  # the answer to the create, with the default status
+        assert cached.status.phase == "Pending"
+        assert {c.type: c.status for c in cached.status.conditions} == {
             "Succeeded": "Unknown", "Running": "False", "Ready": "False", "Reconciling": "True", "Stalled": "False",
-                "AwaitingInput": "False"}
-        assert all(c["observedGeneration"] == 1 for c in status["conditions"])
-        cached = e.cache.tasks[("ns", f"t{i:02d}")]  # the cache holds the status written, not the bare create
-        assert cached.status.phase == "Pending" and cached.status.conditions
-    assert e.writes == n
+            "AwaitingInput": "False"}
+    assert e.writes == 0 and "patch_status" not in fake.calls
     assert ("Queue", "", "after") in e.queue.take()  # the action after the creations ran after all of them
 
 
@@ -119,26 +115,6 @@ async def test_every_creation_is_tried_before_the_first_failure_is_raised():
                     + [ex.Requeue(("Queue", "", "after"), clock.now)])
     assert len([k for k in fake.objects if k[0] == "AgentTask"]) == 4
     assert ("Queue", "", "after") not in e.queue.take()  # what came after the creations did not run
-
-
-async def test_an_existing_task_or_a_lost_race_leaves_the_first_status_to_the_task_s_own_reconcile():
-    fake, clock = FakeKube(), Clock()
-    e = executor(fake, clock)
-    fake.create(task("old"))
-    first = lambda created: tasksc.initial_status(created, clock())  # noqa: E731
-    fake.fail_status[("AgentTask", "raced")] = [kube.Conflict("changed meanwhile")]
-    await e.run([ex.CreateObject(task("old"), status=first), ex.CreateObject(task("raced"), status=first)])
-    assert "status" not in fake.objects[("AgentTask", "ns", "old")]  # AlreadyExists: nothing more is done
-    assert "status" not in fake.objects[("AgentTask", "ns", "raced")]  # the Conflict is not an error
-    assert ("AgentTask", "ns", "raced") in e.queue.take()  # its own reconcile writes what is missing
-    assert e.writes == 0
-
-
-def test_initial_status_is_what_the_task_s_first_reconcile_writes():
-    now = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=3)
-    st = tasksc.initial_status({"metadata": {"generation": 2}}, now)
-    assert st["phase"] == "Pending" and st["observedGeneration"] == 2 and st["attempts"] == []
-    assert {c["lastTransitionTime"] for c in st["conditions"]} == {"2025-01-01T00:00:03Z"}
 
 
 async def test_a_created_pod_is_in_the_cache_at_once_and_its_own_watch_event_is_not_news():
