@@ -122,6 +122,7 @@ EXPECTED: dict[str, tuple[str, str, str]] = {
     "br-suspended": ("InProgress", "Suspended", "spec.suspend is true"),
     "br-deleting": ("Terminating", "Progressing", ""),
     "at-succeeded": ("Current", "Healthy", ""),
+    "at-pending": ("InProgress", "Progressing", "waiting for dependencies or a worker slot"),
     "at-running": ("InProgress", "Progressing", "Pod rest-api-orders-a2 is running"),
     "at-failed": ("Failed", "Degraded", "3 of 3 attempts failed"),
     "at-configuration": ("Failed", "Degraded", "spec.repository.baseBranch"),

@@ -168,9 +168,9 @@ class QueueReconciler:
         changed = False
         # 1. conflicted jobs retry when the target moved, and go to a fixer when nothing else can move it;
         # 2. checks of new candidates
-        moving = any(j.status.phase in (None, mj.QUEUED, mj.TESTING, mj.AWAITING_APPROVAL) for j, _ in live)
-        for job, build in live:
-            state = mjc.job_state(self.ctx, job, build)
+        states = [mjc.job_state(self.ctx, job, build) for job, build in live]
+        moving = mj.target_can_move(states)
+        for (job, build), state in zip(live, states, strict=True):
             events: list[mj.Event] = []
             if not job.status.conditions:
                 events.append(mj.Observed())

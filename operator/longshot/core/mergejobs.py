@@ -30,7 +30,7 @@ failed for good; ``Reconciling`` True while it is on its way.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
@@ -326,6 +326,15 @@ def _on_its_way(reason: str, message: str) -> list[Effect]:
 
 def _shown(files: Sequence[str]) -> str:
     return ", ".join(files[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else "") or "(none listed)"
+
+
+def target_can_move(states: Iterable[JobState]) -> bool:
+    """Whether a job of the queue may still move the target by itself: queued, testing or awaiting approval, and
+    not waiting for its dependencies. A conflicted job whose conflict base is the target's head retries only when
+    the target moves; when nothing can move it, the job goes to a fixer (``TargetIdle``). A stacked job waiting for
+    its dependencies moves nothing until they merge: counted, it would leave a conflicted dependency and itself
+    waiting for each other for ever."""
+    return any(s.phase in (QUEUED, TESTING, AWAITING_APPROVAL) and not s.waiting for s in states)
 
 
 def fixer_name(task: str) -> str:

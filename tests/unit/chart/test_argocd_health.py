@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import status_tools as st
+from longshot.api import agenttask
 
 FIXTURES = st.fixtures()
 
@@ -31,6 +32,10 @@ def test_the_three_scripts_share_one_body() -> None:
               for p in st.ARGOCD.glob("longshot.dev/*/health.lua")}
     assert sorted(bodies) == ["AgentTask", "BuildRequest", "MergeJob"]
     assert len(set(bodies.values())) == 1
+
+
+def test_the_pending_fixture_is_the_crd_s_default_status() -> None:
+    assert FIXTURES["at-pending"]["status"] == agenttask.initial_status()
 
 
 def test_a_degraded_message_names_the_reason() -> None:

@@ -94,6 +94,18 @@ def test_a_conflict_goes_to_a_fixer_when_nothing_else_will_move_the_target():
     assert again == s and effects == []
 
 
+def test_a_stacked_job_waiting_for_its_dependencies_does_not_count_as_moving_the_target():
+    """A stacked job waiting for the conflicted job it depends on cannot move the target before that one merges:
+    counted, the conflicted job waited for it and it for the conflicted job, for ever."""
+    conflicted = job("Conflicted", conflicts=1, conflict_base="t1")
+    waiting = job(checks="pending", waiting="waiting for b-a to merge")
+    assert not mj.target_can_move([conflicted, waiting])
+    assert mj.target_can_move([conflicted, waiting, job(checks="passed")])
+    assert mj.target_can_move([conflicted, job("Testing", checks="passed", batch=BATCH)])
+    assert mj.target_can_move([conflicted, job("AwaitingApproval", checks="passed")])  # a person will act
+    assert not mj.target_can_move([conflicted, job("Merged"), job("Failed"), job("Superseded")])
+
+
 def test_a_conflict_with_candidates_ahead_is_not_counted():
     s, _effects = decide(job("Testing", checks="passed", batch=BATCH), Conflict(("a.py",), "t1", counted=False))
     assert s.phase == "Queued" and s.conflicts == 0 and s.batch is None
