@@ -83,8 +83,12 @@ def image_policies(kubectl: Any, control_plane: Any, namespace: str, people: Non
                             f"admissionPolicy.imageAllowlist.prefixes={{{ALLOWED_PREFIX}:,{ALLOWED_PREFIX}@}}")
     assert len(docs) == 5
     good = build("probe", agent={"image": f"{ALLOWED_PREFIX}:probe"})
-    wait_for(lambda: apply_as("bob", kubectl, namespace, good, dry_run=True).returncode == 0, timeout=30,
-             what="the image policy to have its parameters")
+    evil = build("probe-evil", agent={"image": "docker.io/evil/agent:probe"})
+    # both: a good image alone also passes before the API server enforces the new policy at all (seen once:
+    # the first refusal of the test did not happen), an evil one alone is also refused without the parameters
+    wait_for(lambda: apply_as("bob", kubectl, namespace, evil, dry_run=True).returncode != 0
+             and apply_as("bob", kubectl, namespace, good, dry_run=True).returncode == 0, timeout=30,
+             what="the image policy to be enforced with its parameters")
     yield docs
     kubectl("delete", "-f", "-", "--wait=false", "--ignore-not-found", input=yaml.safe_dump_all(docs), check=False)
 
