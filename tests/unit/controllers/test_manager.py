@@ -196,6 +196,28 @@ async def test_a_task_made_by_hand_is_pending_from_its_creation_and_its_first_wr
     assert all(c["observedGeneration"] == 1 for c in st["conditions"])
 
 
+async def test_a_task_without_any_status_gets_its_initial_status_from_its_first_reconcile(world):
+    """A CRD installed before it had a default status (the chart does not upgrade CRDs): a new task has no status,
+    and its first reconcile writes the initial one, timed, instead of leaving it blank until it is dispatched."""
+    fake, _m, clock, _mono, sync = world
+    fake.create(build(suspend=True))
+    await sync()
+    b = fake.objects[("BuildRequest", "ns", "b")]
+    owner = {"apiVersion": "longshot.dev/v1alpha1", "kind": "BuildRequest", "name": "b",
+             "uid": b["metadata"]["uid"], "controller": True}
+    fake.create({"apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask",
+                 "metadata": {"name": "old-crd", "namespace": "ns", "ownerReferences": [owner]},
+                 "spec": {"buildRef": {"name": "b"}, "description": "d"}})
+    del fake.objects[("AgentTask", "ns", "old-crd")]["status"]  # what an API server without the default stores
+    clock.now += timedelta(minutes=5)
+    await sync()
+    st = status(fake, "AgentTask", "old-crd")
+    assert st["phase"] == "Pending" and st["observedGeneration"] == 1
+    assert {c["type"]: c["reason"] for c in st["conditions"]} == {
+        t: r for t, _s, r, _m in agenttask.INITIAL_CONDITIONS}
+    assert {c["lastTransitionTime"] for c in st["conditions"]} == {"2025-01-01T00:05:00Z"}  # when written
+
+
 async def test_finished_pods_beyond_the_retention_are_deleted_once_recorded(world):
     """Issue 13: a 10,000-task build left every finished Pod behind."""
     fake, _m, clock, _mono, sync = world
