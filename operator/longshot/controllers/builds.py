@@ -40,6 +40,7 @@ from longshot.controllers import mergequeue as mqc
 from longshot.controllers import retention as retentionc
 from longshot.core import builds, finalization, names, plan, tasks
 from longshot.core import mergejobs as mj
+from longshot.core import sweeps as sweepsc
 from longshot.core.effects import EmitEvent, SetCondition
 from longshot.runtime import handoffs, trackers
 
@@ -411,28 +412,28 @@ class BuildReconciler:
 
     def _sweep(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask], now: datetime,
                out: list[ex.Action], extra: dict[str, Any]) -> None:
+        """The periodic sweep: decided by ``core.sweeps.next_sweep``."""
         rec = build.spec.reconciler
         merged = sum(1 for j in self.ctx.cache.jobs_of(build.key) if j.status.phase == mj.MERGED)
-        if not rec.enabled or merged == 0:
-            return
         sweeps = self._sweeps(ts, SWEEP)
-        if any(t.status.phase not in tasks.TERMINAL for t in sweeps):
-            return
-        at_last = int(sweeps[-1].metadata.annotations.get(MERGED_COUNT_ANNOTATION, "0")) if sweeps else 0
-        if sweeps and merged <= at_last:
-            return
-        last = sweeps[-1] if sweeps else None
-        interval = rec.interval_seconds
-        if last is not None and not _sweep_passed(last):
-            interval = max(30, interval // 4)
-        ended = _ended(last) if last is not None else None
-        if ended is not None and now < ended + timedelta(seconds=interval):
-            out.append(ex.Requeue(("BuildRequest", *build.key), ended + timedelta(seconds=interval)))
-            return
-        name = names.child_name(build.name, f"sweep-{len(sweeps) + 1}")
-        out.append(ex.CreateObject(self._sweep_manifest(build, name, SWEEP, merged)))
-        if last is not None and not _sweep_passed(last):
-            self._sweep_fixer(build, last, _sweep_output(last), out)
+        views = [sweepsc.SweepView(
+            name=t.name, finished=t.status.phase in tasks.TERMINAL, passed=_sweep_passed(t),
+            merged_at_start=int(t.metadata.annotations.get(MERGED_COUNT_ANNOTATION, "0") or 0), ended=_ended(t),
+            fixer_exists=(build.namespace, names.child_name(t.name, "fix")) in self.ctx.cache.tasks)
+            for t in sweeps]
+        settings = sweepsc.Settings(
+            enabled=rec.enabled, interval_seconds=rec.interval_seconds,
+            max_fixers_per_sweep=rec.max_fixers_per_sweep,
+            fixers_left=max(0, build.spec.merge.max_fixers - self.ctx.views(build.key).fixers))
+        decision = sweepsc.next_sweep(views, merged, settings, now)
+        if isinstance(decision, sweepsc.WaitUntil):
+            out.append(ex.Requeue(("BuildRequest", *build.key), decision.at))
+        elif isinstance(decision, sweepsc.Start):
+            name = names.child_name(build.name, f"sweep-{decision.number}")
+            out.append(ex.CreateObject(self._sweep_manifest(build, name, SWEEP, decision.merged)))
+            if decision.fix is not None:
+                last = sweeps[-1]
+                out.append(self._fixer_of(build, last, _sweep_output(last)))
 
     def _sweep_manifest(self, build: objects.BuildRequest, name: str, kind: str, merged: int) -> dict[str, Any]:
         command = build.spec.reconciler.command
@@ -444,19 +445,23 @@ class BuildReconciler:
 
     def _sweep_fixer(self, build: objects.BuildRequest, sweep: objects.AgentTask, output: str,
                      out: list[ex.Action]) -> bool:
+        """A fixer for the failed final sweep ``sweep``, when the build may still create one."""
         views = self.ctx.views(build.key)
         if build.spec.reconciler.max_fixers_per_sweep < 1 or views.fixers >= build.spec.merge.max_fixers:
             return False
-        name = names.child_name(sweep.name, "fix")
-        if (build.namespace, name) in self.ctx.cache.tasks:
+        if (build.namespace, names.child_name(sweep.name, "fix")) in self.ctx.cache.tasks:
             return False
+        out.append(self._fixer_of(build, sweep, output))
+        return True
+
+    def _fixer_of(self, build: objects.BuildRequest, sweep: objects.AgentTask, output: str) -> ex.CreateObject:
+        name = names.child_name(sweep.name, "fix")
         base = build.spec.repository.base_branch
         command = build.spec.reconciler.command
-        out.append(ex.CreateObject(mjc.fixer_manifest(
+        return ex.CreateObject(mjc.fixer_manifest(
             build, name, branch=f"longshot/{build.name}/{name}", scope=(), priority=9, fix_depth=1, fixes=sweep.name,
             description=(f"`{command}` fails on {base}:\n```\n{output[-3000:]}\n```\nFind the cause and fix it on "
-                         "your branch; the tests must pass."))))
-        return True
+                         "your branch; the tests must pass.")))
 
     # --- finalization ------------------------------------------------------------------------------
 

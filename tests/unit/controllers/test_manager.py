@@ -426,3 +426,41 @@ async def test_a_slow_step_is_logged_with_what_it_spent_its_time_on(world, caplo
         await m.step()
     slow = [r.getMessage() for r in caplog.records if "manager step" in r.getMessage()]
     assert len(slow) == 1 and f"1 BuildRequest {managermod.SLOW_STEP_SECONDS + 2:.1f}s" in slow[0], slow
+
+
+def merged_job(name: str, task: str) -> dict[str, Any]:
+    return {"apiVersion": "longshot.dev/v1alpha1", "kind": "MergeJob",
+            "metadata": {"name": name, "namespace": "ns", "labels": {"longshot.dev/build": "b"}},
+            "spec": {"buildRef": {"name": "b"}, "taskRef": {"name": task}, "branch": f"longshot/b/{task}",
+                     "commit": "a" * 40, "target": "main", "strategy": "rebase"}}
+
+
+async def test_periodic_sweeps_follow_merges_and_a_failed_one_gets_a_fixer(world):
+    """The shell gathers the facts for core.sweeps.next_sweep and creates what it decides."""
+    fake, _m, clock, _mono, sync = world
+    fake.create(build(workers={"max": 4}))
+    await sync()
+    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
+                      tasks=[ho.PlannedTask(name=f"p{i}", description=f"part {i}") for i in range(3)])
+    fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
+    await sync()
+    assert ("AgentTask", "ns", "b-sweep-1") not in fake.objects  # nothing merged yet
+    fake.create(merged_job("b-p0", "b-p0"))
+    fake.patch_status("MergeJob", "ns", "b-p0", {"phase": "Merged"})
+    await sync()
+    sweep = fake.objects[("AgentTask", "ns", "b-sweep-1")]
+    assert sweep["metadata"]["annotations"]["longshot.dev/merged-count"] == "1"
+    failed = ho.Handoff(task="b-sweep-1", attempt=1, role="tester", outcome="succeeded", verdict="failed",
+                        summary="make test fails", reasons=["test_api.py::test_get FAILED"])
+    fake.finish_pod("ns", "b-sweep-1-a1", 0, json.dumps(failed.to_wire()))
+    await sync()
+    assert status(fake, "AgentTask", "b-sweep-1")["phase"] == "Succeeded"
+    assert ("AgentTask", "ns", "b-sweep-2") not in fake.objects  # nothing merged since it began
+    fake.create(merged_job("b-p1", "b-p1"))
+    fake.patch_status("MergeJob", "ns", "b-p1", {"phase": "Merged"})
+    clock.now += timedelta(seconds=80)  # a quarter of the 300 s interval after a failed sweep
+    await sync()
+    assert fake.objects[("AgentTask", "ns", "b-sweep-2")]["metadata"]["annotations"][
+        "longshot.dev/merged-count"] == "2"
+    fixer = fake.objects[("AgentTask", "ns", "b-sweep-1-fix")]
+    assert fixer["spec"]["role"] == "fixer" and "test_api.py::test_get FAILED" in fixer["spec"]["description"]

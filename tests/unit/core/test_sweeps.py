@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from longshot.core import sweeps
+from longshot.core.sweeps import Settings, Start, SweepView, WaitUntil, next_sweep
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2025, 1, 1, 12, tzinfo=UTC)
+
+
+def done(n: int, *, passed: bool = True, merged: int = 1, ago: float = 3600, fixer: bool = False) -> SweepView:
+    return SweepView(name=f"b-sweep-{n}", finished=True, passed=passed, merged_at_start=merged,
+                     ended=NOW - timedelta(seconds=ago), fixer_exists=fixer)
+
+
+def test_nothing_before_the_first_merge_or_with_sweeps_disabled():
+    assert next_sweep([], 0, Settings(), NOW) is None
+    assert next_sweep([], 3, Settings(enabled=False), NOW) is None
+
+
+def test_the_first_merge_starts_the_first_sweep():
+    assert next_sweep([], 1, Settings(), NOW) == Start(1, 1)
+
+
+def test_one_sweep_at_a_time():
+    running = SweepView(name="b-sweep-2", finished=False, merged_at_start=3)
+    assert next_sweep([done(1), running], 9, Settings(), NOW) is None
+
+
+def test_no_sweep_while_nothing_merged_since_the_last_one_began():
+    assert next_sweep([done(1, merged=4)], 4, Settings(), NOW) is None
+    assert next_sweep([done(1, merged=4)], 5, Settings(), NOW) == Start(2, 5)
+
+
+def test_the_interval_after_a_passing_sweep_and_a_quarter_of_it_after_a_failing_one():
+    recent = done(1, ago=100)
+    assert next_sweep([recent], 2, Settings(interval_seconds=300), NOW) == WaitUntil(NOW + timedelta(seconds=200))
+    failed = done(1, passed=False, ago=100)
+    assert next_sweep([failed], 2, Settings(interval_seconds=300), NOW) == Start(2, 2, fix="b-sweep-1")  # 75 s
+    assert next_sweep([done(1, passed=False, ago=10)], 2, Settings(interval_seconds=60), NOW) == WaitUntil(
+        NOW + timedelta(seconds=sweeps.FAILED_INTERVAL_FLOOR - 10))  # never under 30 s
+
+
+def test_a_failed_sweep_gets_one_fixer_when_the_build_may_create_it():
+    failed = done(1, passed=False)
+    assert next_sweep([failed], 2, Settings(), NOW) == Start(2, 2, fix="b-sweep-1")
+    assert next_sweep([done(1, passed=False, fixer=True)], 2, Settings(), NOW) == Start(2, 2)
+    assert next_sweep([failed], 2, Settings(fixers_left=0), NOW) == Start(2, 2)
+    assert next_sweep([failed], 2, Settings(max_fixers_per_sweep=0), NOW) == Start(2, 2)
+    assert next_sweep([done(1)], 2, Settings(), NOW) == Start(2, 2)  # a passing sweep needs no fixer
+
+
+def test_a_sweep_without_an_end_time_does_not_hold_the_next_one():
+    unrecorded = SweepView(name="b-sweep-1", finished=True, passed=True, merged_at_start=1)
+    assert next_sweep([unrecorded], 2, Settings(), NOW) == Start(2, 2)
