@@ -87,8 +87,20 @@ _UNREACHABLE = re.compile(
     r"Failed to connect|Connection refused|Could not resolve host|Couldn't connect|Connection timed out|"
     r"Network is unreachable|No route to host|Temporary failure in name resolution|"
     r"The requested URL returned error: 50[234]", re.IGNORECASE)
-CLONE_ATTEMPTS = 5
-CLONE_BACKOFF_SECONDS = 0.5
+CLONE_ATTEMPTS = 30
+CLONE_BACKOFF_SECONDS = 0.25
+CLONE_FAST_RETRIES = 20
+"""A connection that cannot be made yet is tried again every ``CLONE_BACKOFF_SECONDS`` for the first
+``CLONE_FAST_RETRIES`` retries (5 s: a Pod's network on a CNI that isolates first is usually ready within a few
+seconds, and a lone Pod waited up to 2 s longer than needed with a doubling backoff from the start), then with a
+doubling wait up to 8 s: about 52 s in all before the attempt fails."""
+
+
+def reconnect_delay(retry: int) -> float:
+    """Seconds to wait before retry number ``retry`` (from 1) of a connection that could not be made."""
+    if retry <= CLONE_FAST_RETRIES:
+        return CLONE_BACKOFF_SECONDS
+    return min(CLONE_BACKOFF_SECONDS * float(2 ** (retry - CLONE_FAST_RETRIES)), 8.0)
 _AUTH_FAILURES = re.compile(
     r"Authentication failed|could not read (Username|Password)|terminal prompts disabled|"
     r"returned error: (401|403)|HTTP (Basic: )?Access denied|Permission denied \(publickey|"
@@ -327,8 +339,8 @@ class Git:
 def _reconnecting(op: Callable[[], object], sleep: Callable[[float], None] | None, attempts: int, *,
                   before_retry: Callable[[], object] = lambda: None) -> None:
     """Run ``op``; while it fails because no connection could be made (``_UNREACHABLE``) and ``sleep`` is
-    given, run it again after 0.5 s, 1 s, 2 s... (at most 8 s), ``attempts`` times in all; ``before_retry``
-    clears what a failed try left (a clone's directory)."""
+    given, run it again after :func:`reconnect_delay`, ``attempts`` times in all; ``before_retry`` clears what a
+    failed try left (a clone's directory)."""
     for attempt in range(1, attempts + 1):
         try:
             op()
@@ -337,7 +349,7 @@ def _reconnecting(op: Callable[[], object], sleep: Callable[[float], None] | Non
             if attempt == attempts or sleep is None or not _UNREACHABLE.search(str(e)):
                 raise
             before_retry()
-            sleep(min(CLONE_BACKOFF_SECONDS * 2 ** (attempt - 1), 8.0))
+            sleep(reconnect_delay(attempt))
 
 
 def author_env(name: str, email: str) -> dict[str, str]:

@@ -158,7 +158,15 @@ def prepare(task: handoff.TaskInput, paths: settings.Paths, tuning: settings.Set
                        base_env=base_env)
     ev.log("cloning", repository=gitops.sanitize_url(task.repository_url),
            via="gateway" if gateway else "direct", credentials=access.credentials.kind)
-    clone.clone(access.url, paths.checkout, sleep=sleep)
+    waits: list[float] = []
+
+    def waiting(seconds: float) -> None:
+        waits.append(seconds)
+        sleep(seconds)
+
+    clone.clone(access.url, paths.checkout, sleep=waiting)
+    if waits:  # the Pod's network (or the gateway) was not reachable at first: how long that cost
+        ev.log("cloned after waiting for the network", retries=len(waits), waited_seconds=round(sum(waits), 2))
     git = access.git(paths.checkout, redactor=ev.redactor, timeout=tuning.git_timeout_seconds, base_env=base_env)
     git.trust()  # before the model runs: from now on the checkout's own git config is ignored
     known = [s for s in (api_key, *access.credentials.secrets) if s]

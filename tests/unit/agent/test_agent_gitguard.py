@@ -99,6 +99,17 @@ def test_a_clone_that_cannot_connect_yet_is_tried_again_with_backoff(tmp_path):
     assert (tmp_path / "checkout" / ".git").is_dir()
 
 
+def test_a_connection_is_retried_often_at_first_then_with_a_doubling_wait():
+    """A lone Pod's first connections fail until its network is programmed (isolate-first CNIs): retrying every
+    quarter second for 5 s starts it within 0.25 s of the network being ready (0.5, 1, 2 s waits from the start
+    cost up to 2 s more), and the whole budget stays near a minute."""
+    delays = [gitops.reconnect_delay(n) for n in range(1, gitops.CLONE_ATTEMPTS)]
+    assert delays[:gitops.CLONE_FAST_RETRIES] == [0.25] * gitops.CLONE_FAST_RETRIES
+    assert delays[gitops.CLONE_FAST_RETRIES:gitops.CLONE_FAST_RETRIES + 3] == [0.5, 1.0, 2.0]
+    assert max(delays) == 8.0
+    assert 45 <= sum(delays) <= 60
+
+
 def test_a_clone_gives_up_after_its_attempts_and_other_failures_are_not_retried(tmp_path):
     slept: list[float] = []
     closed = f"http://127.0.0.1:{_free_port()}/repo.git"
@@ -106,7 +117,7 @@ def test_a_clone_gives_up_after_its_attempts_and_other_failures_are_not_retried(
                    base_env={"PATH": "/usr/bin:/bin"}, url=closed)
     with pytest.raises(errors.InfrastructureError, match="clone of the repository failed"):
         g.clone(closed, tmp_path / "a", sleep=slept.append, attempts=4)
-    assert slept == [0.5, 1.0, 2.0]
+    assert slept == [0.25, 0.25, 0.25]
 
     slept.clear()
     missing = f"file://{tmp_path}/missing.git"
