@@ -413,7 +413,6 @@ class BuildReconciler:
     def _sweep(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask], now: datetime,
                out: list[ex.Action], extra: dict[str, Any]) -> None:
         """The periodic sweep: decided by ``core.sweeps.next_sweep``."""
-        rec = build.spec.reconciler
         merged = sum(1 for j in self.ctx.cache.jobs_of(build.key) if j.status.phase == mj.MERGED)
         sweeps = self._sweeps(ts, SWEEP)
         views = [sweepsc.SweepView(
@@ -421,11 +420,7 @@ class BuildReconciler:
             merged_at_start=int(t.metadata.annotations.get(MERGED_COUNT_ANNOTATION, "0") or 0), ended=_ended(t),
             fixer_exists=(build.namespace, names.child_name(t.name, "fix")) in self.ctx.cache.tasks)
             for t in sweeps]
-        settings = sweepsc.Settings(
-            enabled=rec.enabled, interval_seconds=rec.interval_seconds,
-            max_fixers_per_sweep=rec.max_fixers_per_sweep,
-            fixers_left=max(0, build.spec.merge.max_fixers - self.ctx.views(build.key).fixers))
-        decision = sweepsc.next_sweep(views, merged, settings, now)
+        decision = sweepsc.next_sweep(views, merged, self._sweep_settings(build), now)
         if isinstance(decision, sweepsc.WaitUntil):
             out.append(ex.Requeue(("BuildRequest", *build.key), decision.at))
         elif isinstance(decision, sweepsc.Start):
@@ -445,14 +440,18 @@ class BuildReconciler:
 
     def _sweep_fixer(self, build: objects.BuildRequest, sweep: objects.AgentTask, output: str,
                      out: list[ex.Action]) -> bool:
-        """A fixer for the failed final sweep ``sweep``, when the build may still create one."""
-        views = self.ctx.views(build.key)
-        if build.spec.reconciler.max_fixers_per_sweep < 1 or views.fixers >= build.spec.merge.max_fixers:
-            return False
-        if (build.namespace, names.child_name(sweep.name, "fix")) in self.ctx.cache.tasks:
+        """A fixer for the failed final sweep ``sweep``, when ``core.sweeps.may_fix`` allows one."""
+        exists = (build.namespace, names.child_name(sweep.name, "fix")) in self.ctx.cache.tasks
+        if not sweepsc.may_fix(self._sweep_settings(build), exists):
             return False
         out.append(self._fixer_of(build, sweep, output))
         return True
+
+    def _sweep_settings(self, build: objects.BuildRequest) -> sweepsc.Settings:
+        rec = build.spec.reconciler
+        return sweepsc.Settings(
+            enabled=rec.enabled, interval_seconds=rec.interval_seconds, max_fixers_per_sweep=rec.max_fixers_per_sweep,
+            fixers_left=max(0, build.spec.merge.max_fixers - self.ctx.views(build.key).fixers))
 
     def _fixer_of(self, build: objects.BuildRequest, sweep: objects.AgentTask, output: str) -> ex.CreateObject:
         name = names.child_name(sweep.name, "fix")

@@ -11,7 +11,8 @@ target branch and reports whether it passes. While the build works:
 4. a failed sweep gets a fixer (``<sweep>-fix``) when the next sweep starts, if the build may still create one
    (``reconciler.maxFixersPerSweep`` at least 1, ``merge.maxFixers`` not used up) and it does not exist yet.
 
-The final sweep of finalization is not decided here (``core.finalization``).
+When the final sweep of finalization runs is not decided here (``core.finalization``); whether it gets a fixer
+is (:func:`may_fix`).
 
 Pure: the shell (``controllers/builds.py``) gathers the facts and creates what this returns.
 """
@@ -84,8 +85,11 @@ def next_sweep(sweeps: Sequence[SweepView], merged: int, settings: Settings, now
         interval = max(FAILED_INTERVAL_FLOOR, interval // 4)
     if last is not None and last.ended is not None and now < last.ended + timedelta(seconds=interval):
         return WaitUntil(last.ended + timedelta(seconds=interval))
-    fix = None
-    if last is not None and not last.passed and settings.max_fixers_per_sweep >= 1 and settings.fixers_left > 0 \
-            and not last.fixer_exists:
-        fix = last.name
+    fix = last.name if last is not None and not last.passed and may_fix(settings, last.fixer_exists) else None
     return Start(len(sweeps) + 1, merged, fix)
+
+
+def may_fix(settings: Settings, fixer_exists: bool) -> bool:
+    """Whether a failed sweep (periodic or final) gets a fixer: the build may still create one and it does not
+    exist yet."""
+    return settings.max_fixers_per_sweep >= 1 and settings.fixers_left > 0 and not fixer_exists

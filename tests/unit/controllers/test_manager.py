@@ -168,20 +168,23 @@ async def test_a_plan_s_tasks_have_their_first_status_before_any_watch_event(wor
     assert any(writes.count(n) == 0 for n in created)
 
 
+def task_by_hand(fake: FakeKube, name: str, **metadata: Any) -> dict[str, Any] | None:
+    """An AgentTask of build ``b`` created directly (not planned by the operator)."""
+    b = fake.objects[("BuildRequest", "ns", "b")]
+    owner = {"apiVersion": "longshot.dev/v1alpha1", "kind": "BuildRequest", "name": "b",
+             "uid": b["metadata"]["uid"], "controller": True}
+    return fake.create({"apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask",
+                        "metadata": {"name": name, "namespace": "ns", "ownerReferences": [owner], **metadata},
+                        "spec": {"buildRef": {"name": "b"}, "description": "d"}})
+
+
 async def test_a_task_made_by_hand_is_pending_from_its_creation_and_its_first_write_dates_what_held_since(world):
     """The CRD's default status carries no time: the first status the operator writes gives every condition that
     kept its status since the creation the creation time, and the ones that changed the time they did."""
     fake, m, clock, _mono, sync = world
     fake.create(build(suspend=True))
     await sync()
-    b = fake.objects[("BuildRequest", "ns", "b")]
-    owner = {"apiVersion": "longshot.dev/v1alpha1", "kind": "BuildRequest", "name": "b",
-             "uid": b["metadata"]["uid"], "controller": True}
-    by_hand = fake.create({"apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask",
-                           "metadata": {"name": "by-hand", "namespace": "ns", "ownerReferences": [owner],
-                                        "creationTimestamp": "2024-12-31T23:00:00Z"},
-                           "spec": {"buildRef": {"name": "b"}, "description": "d"}})
-    assert by_hand is not None
+    assert task_by_hand(fake, "by-hand", creationTimestamp="2024-12-31T23:00:00Z") is not None
     await sync()
     assert status(fake, "AgentTask", "by-hand") == agenttask.initial_status()  # nothing to write yet
     clock.now += timedelta(minutes=5)
@@ -202,12 +205,7 @@ async def test_a_task_without_any_status_gets_its_initial_status_from_its_first_
     fake, _m, clock, _mono, sync = world
     fake.create(build(suspend=True))
     await sync()
-    b = fake.objects[("BuildRequest", "ns", "b")]
-    owner = {"apiVersion": "longshot.dev/v1alpha1", "kind": "BuildRequest", "name": "b",
-             "uid": b["metadata"]["uid"], "controller": True}
-    fake.create({"apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask",
-                 "metadata": {"name": "old-crd", "namespace": "ns", "ownerReferences": [owner]},
-                 "spec": {"buildRef": {"name": "b"}, "description": "d"}})
+    task_by_hand(fake, "old-crd")
     del fake.objects[("AgentTask", "ns", "old-crd")]["status"]  # what an API server without the default stores
     clock.now += timedelta(minutes=5)
     await sync()
