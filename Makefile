@@ -117,6 +117,10 @@ lint: venv ## ruff, mypy --strict, the import layering contracts and the CRD dri
 bench-dispatch: venv binaries ## Benchmark: 1,000 AgentTasks -> Pods vs the Job controller and raw creates; ingestion and RSS at 10,000 tasks
 	$(PY) hack/bench_dispatch.py
 
+.PHONY: bench-cache
+bench-cache: venv ## Benchmark: the operator cache's resident memory per AgentTask, at 10,000 tasks (seconds)
+	$(PY) hack/bench_cache.py
+
 .PHONY: bench-e2e
 bench-e2e: venv binaries deps ## Benchmark: 100 scripted tasks end to end on the local cluster vs the same Pods bare (root; cluster lock)
 	flock /tmp/longshot-cluster.lock $(PY) hack/bench_e2e.py $(BENCH_E2E_ARGS)

@@ -3,9 +3,12 @@ equal parts of many objects are held once; and what retention reads from it."""
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
+import pickle
 import tracemalloc
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,6 +84,7 @@ def pending(i: int) -> dict[str, Any]:
     body["metadata"]["ownerReferences"] = [{"apiVersion": "longshot.dev/v1alpha1", "kind": "BuildRequest",
                                             "name": "b", "uid": "uid-b", "controller": True}]
     body["metadata"]["annotations"] = {"longshot.dev/plan-name": f"t{i}"}
+    body["metadata"]["creationTimestamp"] = "2025-01-01T00:00:00Z"
     body["spec"]["scope"] = [f"src/t{i:05d}/**"]
     body["status"] = {"phase": "Pending", "observedGeneration": 1, "conditions": [
         {"type": t, "status": s, "reason": "Pending", "message": "not run yet", "observedGeneration": 1,
@@ -103,6 +107,38 @@ def test_equal_parts_of_many_tasks_are_held_once_and_read_the_same():
         assert c.tasks[("ns", f"t{i:05d}")].model_dump() == objects.parse(pending(i), objects.AgentTask).model_dump()
     with pytest.raises(AttributeError):
         a.status.conditions[0].message = "changed"  # read-only: never changes the 1,999 others
+
+
+def test_equal_maps_lists_and_strings_of_many_tasks_are_held_once_read_only_and_read_the_same():
+    c = cachemod.Cache()
+    c.observe("BuildRequest", "ADDED", build())
+    for i in range(300):
+        c.observe("AgentTask", "ADDED", pending(i))
+    a, z = c.tasks[("ns", "t00000")], c.tasks[("ns", "t00299")]
+    assert a.metadata.labels is z.metadata.labels  # equal labels: one map
+    assert a.metadata.annotations is not z.metadata.annotations  # different plan names: their own
+    assert a.status.conditions is z.status.conditions  # a list of shared parts: one list
+    assert a.metadata.owner_references is z.metadata.owner_references
+    assert a.spec.depends_on is z.spec.depends_on is cachemod.EMPTY
+    assert a.spec.scope is not z.spec.scope  # a list of their own strings: their own
+    assert a.metadata.namespace is z.metadata.namespace and a.status.phase is z.status.phase
+    assert a.metadata.creation_timestamp is z.metadata.creation_timestamp
+    changes: list[Callable[[], object]] = [
+        lambda: a.metadata.labels.update({"x": "y"}), lambda: a.metadata.labels.__setitem__("x", "y"),
+        lambda: a.metadata.labels.pop("longshot.dev/build"), lambda: a.spec.depends_on.append("x"),
+        lambda: a.status.conditions.pop(), lambda: a.status.conditions.sort(key=id)]
+    for change in changes:
+        with pytest.raises(TypeError, match="read-only"):
+            change()
+    assert z.metadata.labels == {"longshot.dev/build": "b"} and len(z.status.conditions) == 4
+    for i in (0, 150, 299):  # what the shell reads, copies, dumps and pickles is what the API said
+        held, parsed = c.tasks[("ns", f"t{i:05d}")], objects.parse(pending(i), objects.AgentTask)
+        assert held == parsed and held.model_dump() == parsed.model_dump() and held.to_wire() == parsed.to_wire()
+        assert copy.deepcopy(held) == parsed and pickle.loads(pickle.dumps(held)) == parsed
+        assert objects.AgentTask.model_validate(held.model_dump()) == parsed
+    mine = dict(a.metadata.labels)  # a copy is an ordinary map
+    mine["x"] = "y"
+    assert "x" not in z.metadata.labels
 
 
 def test_a_pending_task_costs_a_fraction_of_its_plain_model():
