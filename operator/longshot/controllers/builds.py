@@ -139,8 +139,9 @@ class BuildReconciler:
                 out.append(ex.Requeue(("BuildRequest", *build.key), now))
         if state.source == "issues":
             await self._comment(build, ts, now, out)
+        early = self._early_sweep(build, ts, state, out)
         if state.phase in (builds.FINALIZING, builds.MERGING):
-            for event in self._finalize(build, ts, out, extra, now):
+            for event in self._finalize(build, ts, out, extra, now, early):
                 state, more = self._decide(state, event, now)
                 effects.extend(more)
         return [*out, *self._actions(build, state, effects, extra, now)]
@@ -400,7 +401,8 @@ class BuildReconciler:
                       key=lambda t: t.metadata.creation_timestamp or timeutil.EPOCH)
 
     def last_sweep(self, ts: Sequence[objects.AgentTask]) -> dict[str, Any] | None:
-        done = [t for t in self._sweeps(ts, SWEEP) + self._sweeps(ts, FINAL) if t.status.phase in tasks.TERMINAL]
+        done = [t for t in self._sweeps(ts, SWEEP) + self._sweeps(ts, FINAL)
+                if t.status.phase in tasks.TERMINAL and t.status.phase != tasks.CANCELLED]  # cancelled: no result
         if not done:
             return None
         t = max(done, key=lambda t: _ended(t) or timeutil.EPOCH)
@@ -417,7 +419,7 @@ class BuildReconciler:
         sweeps = self._sweeps(ts, SWEEP)
         views = [sweepsc.SweepView(
             name=t.name, finished=t.status.phase in tasks.TERMINAL, passed=_sweep_passed(t),
-            merged_at_start=int(t.metadata.annotations.get(MERGED_COUNT_ANNOTATION, "0") or 0), ended=_ended(t),
+            merged_at_start=cachemod.merged_count(t), ended=_ended(t),
             fixer_exists=(build.namespace, names.child_name(t.name, "fix")) in self.ctx.cache.tasks)
             for t in sweeps]
         decision = sweepsc.next_sweep(views, merged, self._sweep_settings(build), now)
@@ -430,11 +432,15 @@ class BuildReconciler:
                 last = sweeps[-1]
                 out.append(self._fixer_of(build, last, _sweep_output(last)))
 
-    def _sweep_manifest(self, build: objects.BuildRequest, name: str, kind: str, merged: int) -> dict[str, Any]:
+    def _sweep_manifest(self, build: objects.BuildRequest, name: str, kind: str, merged: int,
+                        iteration: int | None = None) -> dict[str, Any]:
         command = build.spec.reconciler.command
         base = build.spec.repository.base_branch
+        annotations = {MERGED_COUNT_ANNOTATION: str(merged)}
+        if iteration is not None:  # an early final sweep (core.builds.StartEarlySweep)
+            annotations[keys.SWEEP_ITERATION] = str(iteration)
         m = mqc.tester_manifest(build, name, branch=base, command=command, purpose=kind, priority=9,
-                                annotations={MERGED_COUNT_ANNOTATION: str(merged)},
+                                annotations=annotations,
                                 description=f"Sweep: run `{command}` on {base} and report whether it passes.")
         return m
 
@@ -464,18 +470,54 @@ class BuildReconciler:
 
     # --- finalization ------------------------------------------------------------------------------
 
+    def _merged(self, build: objects.BuildRequest) -> int:
+        return sum(1 for j in self.ctx.cache.jobs_of(build.key) if j.status.phase == mj.MERGED)
+
+    def _early_sweep(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask], state: builds.BuildState,
+                     out: list[ex.Action]) -> objects.AgentTask | None:
+        """The early final sweep that still tests the tip the build ends with (``core.sweeps.early_sweep_kept``), if
+        any and not adopted yet; every other early sweep still running is cancelled."""
+        kept: objects.AgentTask | None = None
+        merged: int | None = None
+        for t in self._sweeps(ts, FINAL):
+            raw = t.metadata.annotations.get(keys.SWEEP_ITERATION)
+            if raw is None or not raw.isdigit():
+                continue  # a final sweep of an attempt
+            if merged is None:
+                merged = self._merged(build)
+            view = sweepsc.EarlySweep(name=t.name, iteration=int(raw), merged_at_start=cachemod.merged_count(t),
+                                      adopted=keys.FINAL_ATTEMPT in t.metadata.annotations)
+            if sweepsc.early_sweep_kept(view, iteration=state.iteration, planning=state.phase == builds.PLANNING,
+                                        request_met=state.request_met,
+                                        attempt=build.status.finalization_attempts, merged=merged):
+                if not view.adopted and t.status.phase != tasks.CANCELLED and not t.spec.cancel:
+                    kept = t
+            elif t.status.phase not in tasks.TERMINAL and not t.spec.cancel:
+                out.append(ex.PatchObject("AgentTask", build.namespace, t.name, {"spec": {"cancel": True}}))
+        return kept
+
+    def _final_sweep(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask],
+                     attempt: int) -> objects.AgentTask | None:
+        """The final sweep of ``attempt``: ``<build>-final-<attempt>``, or the early sweep that attempt adopted."""
+        if not attempt:
+            return None
+        final = self.ctx.cache.tasks.get((build.namespace, names.child_name(build.name, f"final-{attempt}")))
+        if final is None:
+            final = next((t for t in self._sweeps(ts, FINAL)
+                          if t.metadata.annotations.get(keys.FINAL_ATTEMPT) == str(attempt)), None)
+        return final
+
     def _finalize(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask], out: list[ex.Action],
-                  extra: dict[str, Any], now: datetime) -> list[builds.Event]:
+                  extra: dict[str, Any], now: datetime, early: objects.AgentTask | None = None) -> list[builds.Event]:
         spec = build.spec
         attempt = build.status.finalization_attempts
-        final = self.ctx.cache.tasks.get((build.namespace, names.child_name(build.name, f"final-{attempt}"))) \
-            if attempt else None
+        final = self._final_sweep(build, ts, attempt)
         snapshot = finalization.Snapshot(
             build=build.name, enabled=spec.finalization.enabled, attempt=attempt,
             max_attempts=spec.finalization.max_attempts, tasks=self._task_views(build, ts),
             jobs=self._job_views(build, ts),
-            final_sweep=None if final is None else finalization.SweepView(
-                final.name, final.status.phase in tasks.TERMINAL, _sweep_passed(final), _sweep_output(final)),
+            final_sweep=None if final is None else _sweep_view(final),
+            early_sweep=None if early is None or attempt else _sweep_view(early),
             sweep_fixers_left=max(0, spec.merge.max_fixers - self.ctx.views(build.key).fixers))
         events: list[builds.Event] = []
         for e in finalization.decide(snapshot):
@@ -494,9 +536,11 @@ class BuildReconciler:
                     out += mjc.actions(job, build, st, effs, now, cachemod.queue_name(spec.repository.url,
                                                                                       job.spec.target))
             elif isinstance(e, finalization.StartFinalSweep):
-                merged = sum(1 for j in self.ctx.cache.jobs_of(build.key) if j.status.phase == mj.MERGED)
                 out.append(ex.CreateObject(self._sweep_manifest(
-                    build, names.child_name(build.name, f"final-{e.attempt}"), FINAL, merged)))
+                    build, names.child_name(build.name, f"final-{e.attempt}"), FINAL, self._merged(build))))
+            elif isinstance(e, finalization.AdoptEarlySweep):
+                out.append(ex.PatchObject("AgentTask", build.namespace, e.sweep, {
+                    "metadata": {"annotations": {keys.FINAL_ATTEMPT: str(e.attempt)}}}))
             elif isinstance(e, finalization.FixFailingSweep):
                 sweep = self.ctx.cache.tasks.get((build.namespace, e.sweep))
                 if sweep is not None:
@@ -558,6 +602,10 @@ class BuildReconciler:
                 # a new task is Pending with its conditions from its creation (the CRD's default status): one write
                 manifests = [e.manifest] if isinstance(e, builds.CreatePlannerTask) else e.manifests
                 out.extend(ex.CreateObject(m) for m in manifests)
+            elif isinstance(e, builds.StartEarlySweep):
+                out.append(ex.CreateObject(self._sweep_manifest(
+                    build, names.child_name(build.name, f"final-i{e.iteration}"), FINAL, self._merged(build),
+                    iteration=e.iteration)))
             elif isinstance(e, SetCondition):
                 conds, _ = cond.set_condition(conds, e.type, e.status, e.reason, e.message, now=now)
             elif isinstance(e, EmitEvent):
@@ -639,6 +687,10 @@ def _ended(t: objects.AgentTask | None) -> datetime | None:
     if t is None or not t.status.attempts:
         return None
     return t.status.attempts[-1].end_time
+
+
+def _sweep_view(t: objects.AgentTask) -> finalization.SweepView:
+    return finalization.SweepView(t.name, t.status.phase in tasks.TERMINAL, _sweep_passed(t), _sweep_output(t))
 
 
 def _sweep_passed(t: objects.AgentTask) -> bool:

@@ -494,6 +494,15 @@ def purpose(task: objects.AgentTask) -> str | None:
     return task.metadata.labels.get(PURPOSE_LABEL)
 
 
+def merged_count(task: objects.AgentTask) -> int:
+    """A sweep task's ``longshot.dev/merged-count`` annotation: the branches merged when it was created (0 when a
+    person made it something else than a count: the next sweep is then due by time alone, and nothing fails)."""
+    try:
+        return max(0, int(task.metadata.annotations.get(keys.MERGED_COUNT, "0") or 0))
+    except ValueError:
+        return 0
+
+
 def fix_depth(task: objects.AgentTask | None) -> int:
     if task is None:
         return 0

@@ -390,13 +390,22 @@ class CreateTasks:
 
 
 @dataclass(frozen=True)
+class StartEarlySweep:
+    """Begin the final sweep beside iteration ``iteration``'s planner: the queue has drained and nothing can move the
+    target before the planner answers, so when it answers done, finalization adopts this sweep instead of starting
+    one after it (``core.sweeps.early_sweep_kept``); when it plans more, the shell cancels it."""
+
+    iteration: int
+
+
+@dataclass(frozen=True)
 class SetCompletion:
     """Set (``done``) or clear ``status.completionTime``."""
 
     done: bool
 
 
-Effect = CreatePlannerTask | CreateTasks | SetCondition | EmitEvent | SetCompletion
+Effect = CreatePlannerTask | CreateTasks | StartEarlySweep | SetCondition | EmitEvent | SetCompletion
 Result = tuple[BuildState, list[Effect]]
 Handler = Callable[[BuildState, Any, datetime], Result]
 
@@ -448,8 +457,10 @@ def _iteration_ended(state: BuildState, event: IterationEnded, now: datetime) ->
     manifest = plan.planner_task_manifest(state.ref, state.request, iteration=k)
     name = manifest["metadata"]["name"]
     text = f"{of}: planner task {name} plans what is left on the new target tip"
+    early: list[Effect] = [StartEarlySweep(k)] if state.finalization_enabled else []
     return replace(state, phase=PLANNING, iteration=k, planner_task=name), [
         CreatePlannerTask(manifest),
+        *early,
         SetCondition(c.PLANNED, c.UNKNOWN, "NextIteration", text),
         EmitEvent("Normal", "NextIteration", text),
     ]

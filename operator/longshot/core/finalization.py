@@ -12,7 +12,9 @@ enabled) or ``Merging`` (disabled) is reconciled, and carries out the effects. T
    to a fixer whose branch has not landed) or a successful branch has no MergeJob yet: wait.
 3. **Attempts.** Attempt 1 begins when the queue is drained (``BeginAttempt``): unmerged branches that can
    be retried are re-queued once more, then the final sweep ``<build>-final-<n>`` runs the reconciler
-   command on the target tip. Finalization disabled: no sweep; the outcome is decided on the drained queue.
+   command on the target tip. When nothing is re-queued and a final sweep begun beside the last iteration's
+   planner still tests the tip (``Snapshot.early_sweep``), attempt 1 adopts it instead (``AdoptEarlySweep``).
+   Finalization disabled: no sweep; the outcome is decided on the drained queue.
 4. **Outcome.** ``Passed`` only when every planned task succeeded (or was cancelled by a user) and every
    produced branch is delivered (merged, or carried by a fixer that merged) and the final sweep passed.
    Otherwise, while attempts remain, the next attempt begins (re-queue, a fixer for a failing sweep, sweep
@@ -82,6 +84,9 @@ class Snapshot:
     jobs: tuple[JobView, ...]
     final_sweep: SweepView | None = None
     """The final sweep of ``attempt`` (None when it does not exist yet)."""
+    early_sweep: SweepView | None = None
+    """Before the first attempt: a final sweep begun beside the last iteration's planner that still tests the target
+    tip (``core.sweeps.early_sweep_kept``), running or finished."""
     sweep_fixers_left: int = 0
     """How many more fixer tasks this build may create (``merge.maxFixers`` minus the fixers so far)."""
 
@@ -118,6 +123,14 @@ class StartFinalSweep:
 
 
 @dataclass(frozen=True)
+class AdoptEarlySweep:
+    """Take the early final sweep ``sweep`` as the final sweep of ``attempt`` (record it on the sweep)."""
+
+    sweep: str
+    attempt: int
+
+
+@dataclass(frozen=True)
 class FixFailingSweep:
     """Create a fixer for the failing final sweep ``sweep`` with its output."""
 
@@ -133,7 +146,7 @@ class Finish:
     attempt: int
 
 
-Effect = Wait | BeginAttempt | RequeueJobs | StartFinalSweep | FixFailingSweep | Finish
+Effect = Wait | BeginAttempt | RequeueJobs | StartFinalSweep | AdoptEarlySweep | FixFailingSweep | Finish
 
 
 def _names(items: Sequence[str], limit: int = 10) -> str:
@@ -171,7 +184,10 @@ def decide(s: Snapshot) -> list[Effect]:
                                                                                for j in unmerged]), 0)]
         return [Finish(True, "Passed", "every planned task succeeded and every branch merged", 0)]
     if s.attempt == 0:
-        return [BeginAttempt(1), *_requeue(unmerged), StartFinalSweep(1)]
+        requeue = _requeue(unmerged)
+        if s.early_sweep is not None and not requeue:  # it tests the tip the build ends with: no second run
+            return [BeginAttempt(1), AdoptEarlySweep(s.early_sweep.name, 1)]
+        return [BeginAttempt(1), *requeue, StartFinalSweep(1)]
     if s.final_sweep is None:
         return [StartFinalSweep(s.attempt)]
     if not s.final_sweep.finished:

@@ -12,7 +12,11 @@ target branch and reports whether it passes. While the build works:
    (``reconciler.maxFixersPerSweep`` at least 1, ``merge.maxFixers`` not used up) and it does not exist yet.
 
 When the final sweep of finalization runs is not decided here (``core.finalization``); whether it gets a fixer
-is (:func:`may_fix`).
+is (:func:`may_fix`), and so is whether an *early* final sweep is kept (:func:`early_sweep_kept`): when an iteration
+ends and the next iteration's planner starts, the final sweep starts beside it (``<build>-final-i<k>``); if the
+planner answers done, finalization adopts that sweep instead of starting one after it (the build ends a sweep's run
+sooner); if the planner plans more, or anything merges meanwhile, the early sweep no longer tests what the build
+ends with and is cancelled.
 
 Pure: the shell (``controllers/builds.py``) gathers the facts and creates what this returns.
 """
@@ -93,3 +97,26 @@ def may_fix(settings: Settings, fixer_exists: bool) -> bool:
     """Whether a failed sweep (periodic or final) gets a fixer: the build may still create one and it does not
     exist yet."""
     return settings.max_fixers_per_sweep >= 1 and settings.fixers_left > 0 and not fixer_exists
+
+
+@dataclass(frozen=True, slots=True)
+class EarlySweep:
+    """A final sweep begun beside iteration ``iteration``'s planner (``core.builds.StartEarlySweep``)."""
+
+    name: str
+    iteration: int
+    merged_at_start: int
+    adopted: bool = False
+    """Finalization took it as an attempt's final sweep (its ``longshot.dev/final-attempt`` annotation)."""
+
+
+def early_sweep_kept(sweep: EarlySweep, *, iteration: int, planning: bool, request_met: bool, attempt: int,
+                     merged: int) -> bool:
+    """Whether an early final sweep still tests what the build will end with: adopted, or begun beside the current
+    iteration's planner that has not answered yet (``planning``) or answered that the request is met
+    (``request_met``; a planner that planned more work means more merges), before finalization began (``attempt``
+    0), with nothing merged since it began. Not kept: the shell cancels it."""
+    if sweep.adopted:
+        return True
+    return (sweep.iteration == iteration and (planning or request_met) and attempt == 0
+            and sweep.merged_at_start == merged)

@@ -462,3 +462,107 @@ async def test_periodic_sweeps_follow_merges_and_a_failed_one_gets_a_fixer(world
         "longshot.dev/merged-count"] == "2"
     fixer = fake.objects[("AgentTask", "ns", "b-sweep-1-fix")]
     assert fixer["spec"]["role"] == "fixer" and "test_api.py::test_get FAILED" in fixer["spec"]["description"]
+
+
+async def test_a_sweep_s_merged_count_edited_to_a_non_number_reads_as_none_merged_and_fails_nothing(world):
+    """A person's edit of a sweep task's annotation must not make every reconcile of its build fail: the count
+    reads as 0, so the next sweep is due by time alone."""
+    fake, _m, clock, _mono, sync = world
+    fake.create(build(workers={"max": 4}))
+    await sync()
+    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
+                      tasks=[ho.PlannedTask(name=f"p{i}", description=f"part {i}") for i in range(3)])
+    fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
+    await sync()
+    fake.create(merged_job("b-p0", "b-p0"))
+    fake.patch_status("MergeJob", "ns", "b-p0", {"phase": "Merged"})
+    await sync()
+    fake.patch("AgentTask", "ns", "b-sweep-1", {"metadata": {"annotations": {"longshot.dev/merged-count": "lots"}}})
+    passed = ho.Handoff(task="b-sweep-1", attempt=1, role="tester", outcome="succeeded", verdict="passed",
+                        summary="make test passes")
+    fake.finish_pod("ns", "b-sweep-1-a1", 0, json.dumps(passed.to_wire()))
+    await sync()
+    assert status(fake, "AgentTask", "b-sweep-1")["phase"] == "Succeeded"
+    clock.now += timedelta(seconds=301)  # the interval after a passed sweep; one branch merged since "0"
+    await sync()
+    assert fake.objects[("AgentTask", "ns", "b-sweep-2")]["metadata"]["annotations"][
+        "longshot.dev/merged-count"] == "1"
+
+
+async def iteration_two_with_its_early_sweep(fake: FakeKube, sync: Any) -> None:
+    """A build whose one planned task changed nothing: the iteration ends, and the next iteration's planner and the
+    early final sweep start side by side."""
+    fake.create(build(planner={"maxIterations": 2}))
+    await sync()
+    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
+                      tasks=[ho.PlannedTask(name="p0", description="part 0")])
+    fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
+    await sync()
+    done = ho.Handoff(task="b-p0", attempt=1, role="worker", outcome="succeeded", summary="nothing to change")
+    fake.finish_pod("ns", "b-p0-a1", 0, json.dumps(done.to_wire()))
+    await sync()
+    early = fake.objects[("AgentTask", "ns", "b-final-i2")]
+    assert early["metadata"]["labels"]["longshot.dev/purpose"] == "final"
+    assert early["metadata"]["annotations"]["longshot.dev/sweep-iteration"] == "2"
+    assert {("ns", "b-planner-i2-a1"), ("ns", "b-final-i2-a1")} <= set(fake.pods)  # both running at once
+    assert status(fake, "BuildRequest", "b")["phase"] == "Planning"
+
+
+async def test_the_final_sweep_runs_beside_the_last_planner_and_is_adopted_when_it_answers_done(world):
+    """Issue 13: the build's tail was the last re-plan, then the final sweep; now they overlap."""
+    fake, _m, _clock, _mono, sync = world
+    await iteration_two_with_its_early_sweep(fake, sync)
+    passed = ho.Handoff(task="b-final-i2", attempt=1, role="tester", outcome="succeeded", verdict="passed",
+                        summary="make test passes")
+    fake.finish_pod("ns", "b-final-i2-a1", 0, json.dumps(passed.to_wire()))
+    await sync()
+    assert status(fake, "BuildRequest", "b")["phase"] == "Planning"  # a passed sweep alone finishes nothing
+    answer = ho.Handoff(task="b-planner-i2", attempt=1, role="planner", outcome="succeeded", done=True,
+                        summary="the request is met")
+    fake.finish_pod("ns", "b-planner-i2-a1", 0, json.dumps(answer.to_wire()))
+    await sync()
+    st = status(fake, "BuildRequest", "b")
+    assert st["phase"] == "Succeeded" and cond(st, "Finalized")["status"] == "True", st
+    assert st["finalizationAttempts"] == 1 and st["lastSweep"]["result"] == "Passed"
+    assert ("AgentTask", "ns", "b-final-1") not in fake.objects  # the early sweep was attempt 1's: no second run
+    assert fake.objects[("AgentTask", "ns", "b-final-i2")]["metadata"]["annotations"][
+        "longshot.dev/final-attempt"] == "1"
+
+
+async def test_an_adopted_early_sweep_that_fails_is_attempt_one_s_failure(world):
+    fake, _m, _clock, _mono, sync = world
+    await iteration_two_with_its_early_sweep(fake, sync)
+    answer = ho.Handoff(task="b-planner-i2", attempt=1, role="planner", outcome="succeeded", done=True,
+                        summary="the request is met")
+    fake.finish_pod("ns", "b-planner-i2-a1", 0, json.dumps(answer.to_wire()))
+    await sync()
+    st = status(fake, "BuildRequest", "b")
+    assert st["phase"] == "Finalizing" and st["finalizationAttempts"] == 1  # waits for the adopted sweep
+    failed = ho.Handoff(task="b-final-i2", attempt=1, role="tester", outcome="succeeded", verdict="failed",
+                        summary="make test fails", reasons=["test_x FAILED"])
+    fake.finish_pod("ns", "b-final-i2-a1", 0, json.dumps(failed.to_wire()))
+    await sync()
+    st = status(fake, "BuildRequest", "b")
+    assert st["finalizationAttempts"] == 2 and st["lastSweep"]["result"] == "Failed"
+    fixer = fake.objects[("AgentTask", "ns", "b-final-i2-fix")]  # the failing sweep gets its fixer
+    assert "test_x FAILED" in fixer["spec"]["description"]
+
+
+async def test_an_early_sweep_is_cancelled_when_the_planner_plans_more_and_the_last_one_runs_after(world):
+    fake, _m, _clock, _mono, sync = world
+    await iteration_two_with_its_early_sweep(fake, sync)
+    more = ho.Handoff(task="b-planner-i2", attempt=1, role="planner", outcome="succeeded",
+                      tasks=[ho.PlannedTask(name="p1", description="part 1")])
+    fake.finish_pod("ns", "b-planner-i2-a1", 0, json.dumps(more.to_wire()))
+    await sync()
+    assert fake.objects[("AgentTask", "ns", "b-final-i2")]["spec"]["cancel"] is True
+    assert status(fake, "AgentTask", "b-final-i2")["phase"] == "Cancelled"
+    assert ("ns", "b-final-i2-a1") not in fake.pods or \
+        fake.pods[("ns", "b-final-i2-a1")].get("metadata", {}).get("deletionTimestamp")
+    done = ho.Handoff(task="b-p1", attempt=1, role="worker", outcome="succeeded", summary="nothing to change")
+    fake.finish_pod("ns", "b-p1-a1", 0, json.dumps(done.to_wire()))
+    await sync()  # the last iteration (maxIterations 2) ended: finalization runs its own sweep
+    assert ("AgentTask", "ns", "b-final-i3") not in fake.objects
+    assert ("AgentTask", "ns", "b-final-1") in fake.objects
+    st = status(fake, "BuildRequest", "b")
+    assert st["phase"] == "Finalizing" and "lastSweep" not in st  # the cancelled sweep is no result

@@ -264,6 +264,7 @@ def test_an_iteration_that_ended_waits_for_the_queue_then_plans_again():
     assert p.manifest["metadata"]["labels"]["longshot.dev/iteration"] == "2"
     assert cond(effects, "Planned").status == "Unknown" and cond(effects, "Planned").reason == "NextIteration"
     assert "iteration 2 of 3" in cond(effects, "Planned").message
+    assert of(effects, builds.StartEarlySweep) == [builds.StartEarlySweep(2)]  # the final sweep starts beside it
     assert s.to_status()["iteration"] == 2
     # the next plan is taken in with the iteration's number
     s, effects = decide(s, PlannerFinished(planned("c"), replace(top(), iteration=2)))
@@ -383,3 +384,15 @@ def test_refused_planners_are_the_replaced_ones_of_each_iteration_not_the_earlie
     assert builds.refused_planners(old, 2, "b-planner-i2") == {"b-planner"}
     # a build that reads a roadmap has no planner of its own
     assert builds.refused_planners([], 2, None) == frozenset()
+
+
+def test_the_early_final_sweep_starts_only_with_a_planner_and_finalization_enabled():
+    ended = TaskCountsChanged(counts(total=2, succeeded=2))
+    off = decide(iterating(planner_task="b-planner", finalization_enabled=False), ended)[0]
+    new, effects = decide(off, builds.IterationEnded())
+    assert new.phase == "Planning" and of(effects, CreatePlannerTask) and not of(effects, builds.StartEarlySweep)
+    roadmap = decide(iterating(source="roadmap", max_iterations=2), ended)[0]
+    new, effects = decide(roadmap, builds.IterationEnded())  # the shell reads the file again: nothing to overlap
+    assert new.phase == "Planning" and not of(effects, builds.StartEarlySweep)
+    last = decide(iterating(iteration=3, max_iterations=3), ended)[0]
+    assert not of(decide(last, builds.IterationEnded())[1], builds.StartEarlySweep)  # finalization's own sweep

@@ -4,6 +4,7 @@ import pytest
 
 from longshot.core import finalization as f
 from longshot.core.finalization import (
+    AdoptEarlySweep,
     BeginAttempt,
     Finish,
     FixFailingSweep,
@@ -93,3 +94,27 @@ def test_sweep_running_waits_and_missing_sweep_starts():
     assert isinstance(f.decide(snap(attempt=1, jobs=(MERGED,)))[0], StartFinalSweep)
     s = snap(attempt=1, jobs=(MERGED,), final_sweep=SweepView("b-final-1", finished=False))
     assert isinstance(f.decide(s)[0], Wait)
+
+
+EARLY = SweepView("b-final-i2", finished=False)
+
+
+def test_the_first_attempt_adopts_an_early_sweep_that_still_tests_the_tip():
+    assert f.decide(snap(jobs=(MERGED,), early_sweep=EARLY)) == [BeginAttempt(1), AdoptEarlySweep("b-final-i2", 1)]
+    done = SweepView("b-final-i2", finished=True, passed=True)
+    assert f.decide(snap(jobs=(MERGED,), early_sweep=done)) == [BeginAttempt(1), AdoptEarlySweep("b-final-i2", 1)]
+    # re-queued branches move the tip: the early sweep no longer tests what the build ends with
+    jobs = (MERGED, JobView("b-c", "Conflicted", finished=True, retryable=True))
+    assert f.decide(snap(jobs=jobs, early_sweep=EARLY)) == [BeginAttempt(1), RequeueJobs(("b-c",)),
+                                                           StartFinalSweep(1)]
+    # an unmerged branch that will not be retried does not move it
+    jobs = (MERGED, JobView("b-d", "Failed", finished=True))
+    assert f.decide(snap(jobs=jobs, early_sweep=EARLY)) == [BeginAttempt(1), AdoptEarlySweep("b-final-i2", 1)]
+
+
+def test_an_adopted_early_sweep_is_the_attempt_s_sweep_and_never_replaces_a_later_one():
+    passed = SweepView("b-final-i2", finished=True, passed=True)
+    (eff,) = f.decide(snap(jobs=(MERGED,), attempt=1, final_sweep=passed))
+    assert isinstance(eff, Finish) and eff.passed
+    # after the first attempt an early sweep is not offered again (the shell passes it before attempt 1 only)
+    assert f.decide(snap(jobs=(MERGED,), attempt=2, early_sweep=EARLY)) == [StartFinalSweep(2)]

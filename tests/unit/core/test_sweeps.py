@@ -57,3 +57,18 @@ def test_a_failed_sweep_gets_one_fixer_when_the_build_may_create_it():
 def test_a_sweep_without_an_end_time_does_not_hold_the_next_one():
     unrecorded = SweepView(name="b-sweep-1", finished=True, passed=True, merged_at_start=1)
     assert next_sweep([unrecorded], 2, Settings(), NOW) == Start(2, 2)
+
+
+
+def test_an_early_final_sweep_is_kept_while_it_tests_what_the_build_ends_with():
+    from longshot.core.sweeps import EarlySweep, early_sweep_kept
+
+    sweep = EarlySweep("b-final-i2", iteration=2, merged_at_start=5)
+    base = {"iteration": 2, "planning": True, "request_met": False, "attempt": 0, "merged": 5}
+    assert early_sweep_kept(sweep, **base)  # the planner has not answered
+    assert early_sweep_kept(sweep, **{**base, "planning": False, "request_met": True})  # it answered done
+    for change, why in (({"planning": False}, "it planned more work"), ({"merged": 6}, "something merged since"),
+                        ({"iteration": 3}, "a later iteration"), ({"attempt": 1}, "finalization began without it")):
+        assert not early_sweep_kept(sweep, **{**base, **change}), why
+    adopted = EarlySweep("b-final-i2", iteration=2, merged_at_start=5, adopted=True)
+    assert early_sweep_kept(adopted, **{**base, "planning": False, "attempt": 1, "merged": 9})
