@@ -29,6 +29,7 @@ from kubernetes.client.exceptions import ApiException
 
 from longshot.api import keys
 from longshot.config import Settings
+from longshot.runtime import kube
 
 log = logging.getLogger(__name__)
 NAME: Final = "longshot-agent-egress"
@@ -37,6 +38,7 @@ GATEWAY_SELECTOR: Final = {keys.COMPONENT: "gateway", keys.PART_OF: "longshot"}
 DEFAULT_DNS_PEERS: Final = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
                              "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]
 DEFAULT_GATEWAY_PORT: Final = 8080
+PATH: Final = "/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies"
 
 
 class PolicyError(ValueError):
@@ -105,27 +107,26 @@ def _pruned(value: Any) -> Any:
 def ensure(client: kubernetes.client.ApiClient, namespace: str, settings: Settings) -> str:
     """Make the namespace's agent NetworkPolicy what :func:`build_agent_policy` says; returns ``created``,
     ``updated`` or ``unchanged``. Idempotent and safe to call on every build event."""
-    api = kubernetes.client.NetworkingV1Api(client)
+    api = kube.Core(client)
+    where = {"namespace": namespace, "name": NAME}
     wanted: Any = build_agent_policy(namespace, settings)
     try:
-        current = api.read_namespaced_network_policy(NAME, namespace)
+        have = api.call("GET", f"{PATH}/{{name}}", where)
     except ApiException as e:
         if e.status != 404:
             raise
         try:
-            api.create_namespaced_network_policy(namespace, wanted)
+            api.call("POST", PATH, where, body=wanted)
         except ApiException as e2:
             if e2.status != 409:  # created meanwhile by another replica
                 raise
             return "unchanged"
         log.info("created NetworkPolicy %s/%s", namespace, NAME)
         return "created"
-    serialize: Any = client.sanitize_for_serialization
-    have = serialize(current)
     if (_pruned(have.get("spec")) == _pruned(wanted["spec"])
             and (have["metadata"].get("labels") or {}) == wanted["metadata"]["labels"]):
         return "unchanged"
     wanted["metadata"]["resourceVersion"] = have["metadata"]["resourceVersion"]
-    api.replace_namespaced_network_policy(NAME, namespace, wanted)
+    api.call("PUT", f"{PATH}/{{name}}", where, body=wanted)
     log.info("updated NetworkPolicy %s/%s", namespace, NAME)
     return "updated"

@@ -26,13 +26,14 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from longshot.api.buildrequest import IssueSource
 from longshot.api.exitcodes import FailureClass
 from longshot.api.handoff import PlannedTask
+
+if TYPE_CHECKING:  # imported when a tracker client is made: the operator of a build without issues never needs it
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,11 @@ class Tracker:
         self.repository = repository
         self.base = (url or self.default_url).rstrip("/")
         self._token = token or None
+        import httpx  # a few MiB of the operator's memory, for issue-sourced builds only
+
         self._client = httpx.Client(transport=transport, timeout=timeout, follow_redirects=False,
                                     headers={"User-Agent": "longshot-operator"})
+        self._transport_error = httpx.TransportError
         self.sleep = sleep
         self.clock = clock
         self.max_wait = max_wait
@@ -194,7 +198,7 @@ class Tracker:
             self.requests += 1
             try:
                 response = self._client.request(method, url, headers=headers, json=json)
-            except httpx.TransportError as e:
+            except self._transport_error as e:
                 failures += 1
                 if failures > self.max_retries:
                     raise TrackerError(f"{self._where(what)}: cannot reach the tracker "
