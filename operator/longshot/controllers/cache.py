@@ -16,7 +16,7 @@ its own made by pydantic; equal label and annotation maps are one read-only map 
 shared parts (the conditions of pending tasks) is one read-only list (:class:`FrozenList`), every empty list is
 :data:`EMPTY`, and the strings of fields that repeat (namespace, phase, a condition's reason) and equal timestamps
 are held once. ``make bench-cache``: 1.5 KiB of resident memory per pending AgentTask, 1.7 KiB on average with one
-in ten running (3.9 KiB before these, 15 KiB as plain models).
+in ten running (3.9 KiB before these; about 13 KiB as plain models, traced).
 Cached models are read-only (they always were: the shell writes through the API and stores the answer); the shared
 sets of fields, maps and lists are frozen, so a change to a cached model fails loudly instead of changing other
 objects.
