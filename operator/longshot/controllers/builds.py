@@ -415,7 +415,7 @@ class BuildReconciler:
     def _sweep(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask], now: datetime,
                out: list[ex.Action], extra: dict[str, Any]) -> None:
         """The periodic sweep: decided by ``core.sweeps.next_sweep``."""
-        merged = sum(1 for j in self.ctx.cache.jobs_of(build.key) if j.status.phase == mj.MERGED)
+        merged = self._merged(build)
         sweeps = self._sweeps(ts, SWEEP)
         views = [sweepsc.SweepView(
             name=t.name, finished=t.status.phase in tasks.TERMINAL, passed=_sweep_passed(t),
@@ -477,6 +477,8 @@ class BuildReconciler:
                      out: list[ex.Action]) -> objects.AgentTask | None:
         """The early final sweep that still tests the tip the build ends with (``core.sweeps.early_sweep_kept``), if
         any and not adopted yet; every other early sweep still running is cancelled."""
+        if state.iteration < 2:  # early sweeps begin with the second iteration: no scan of a one-plan build's tasks
+            return None
         kept: objects.AgentTask | None = None
         merged: int | None = None
         for t in self._sweeps(ts, FINAL):

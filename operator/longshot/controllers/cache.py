@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, ClassVar, Final, Literal, TypeVar
 
 import pydantic
 
@@ -61,6 +61,7 @@ QUEUE_ANNOTATION: Final = keys.QUEUE
 """On gate and review tasks: the merge queue (``<repository key>|<target>``) they report to."""
 SUPERSEDED_MEMORY: Final = 8
 M = TypeVar("M", bound=pydantic.BaseModel)
+V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,45 +115,44 @@ class PodView:
                    deleting=meta.get("deletionTimestamp") is not None, status=keep)
 
 
-class FrozenDict(dict[str, str]):
+class _Shared:
+    """What the shared read-only containers of cached objects have in common: every change raises, and a copy
+    (shallow or deep) is the container itself."""
+
+    __slots__ = ()
+    WHAT: ClassVar[str] = "container"
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"a cached object's {self.WHAT} is shared and read-only; copy it to change it")
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self
+
+
+class FrozenDict(_Shared, dict[str, str]):
     """A read-only map of strings, shared by every cached object whose map is equal to it."""
 
     __slots__ = ()
-
-    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError("a cached object's map is shared and read-only; copy it to change it")
-
-    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _read_only
+    WHAT = "map"
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _Shared._read_only
 
     def __hash__(self) -> int:  # type: ignore[override]  # read-only: hashable like a frozenset of its items
         return hash(frozenset(self.items()))
-
-    def __copy__(self) -> FrozenDict:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> FrozenDict:
-        return self
 
     def __reduce__(self) -> tuple[Any, ...]:
         return FrozenDict, (dict(self),)
 
 
-class FrozenList(list[Any]):
-    """A read-only list (the one shared empty list of cached objects)."""
+class FrozenList(_Shared, list[Any]):
+    """A read-only list (the one shared empty list of cached objects, lists of shared parts)."""
 
     __slots__ = ()
-
-    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError("a cached object's list is shared and read-only; copy it to change it")
-
-    __setitem__ = __delitem__ = append = extend = insert = pop = remove = clear = sort = reverse = _read_only
-    __iadd__ = __imul__ = _read_only
-
-    def __copy__(self) -> FrozenList:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> FrozenList:
-        return self
+    WHAT = "list"
+    __setitem__ = __delitem__ = append = extend = insert = pop = remove = clear = sort = reverse = _Shared._read_only
+    __iadd__ = __imul__ = _Shared._read_only
 
     def __reduce__(self) -> tuple[Any, ...]:
         return FrozenList, (list(self),)
@@ -242,39 +242,36 @@ class Compactor:
         if not all(id(x) in self._held for x in items):
             return items
         key = tuple(id(x) for x in items)  # alive while the list below holds them: no id is reused meanwhile
-        held = self._lists.get(key)
-        if held is not None:
-            self._lists.move_to_end(key)
-            return held
-        fl = self._lists[key] = FrozenList(items)
-        if len(self._lists) > self.RECENT:
-            self._lists.popitem(last=False)
-        return fl
+        return self._recent(self._lists, key, lambda: FrozenList(items))
 
     def _map(self, d: dict[str, str]) -> FrozenDict:
         """One read-only map for all equal maps of strings (labels, annotations) seen recently."""
         fd = FrozenDict({self._string(k): self._string(x) for k, x in d.items()})
-        held = self._maps.get(fd)
+        return self._recent(self._maps, fd, lambda: fd)
+
+    def _recent(self, table: OrderedDict[Any, V], key: Any, make: Callable[[], V]) -> V:
+        """The value ``table`` holds for ``key``, else ``make()``'s, remembered; the ``RECENT`` last used are kept."""
+        held = table.get(key)
         if held is not None:
-            self._maps.move_to_end(fd)
+            table.move_to_end(key)
             return held
-        self._maps[fd] = fd
-        if len(self._maps) > self.RECENT:
-            self._maps.popitem(last=False)
-        return fd
+        value = table[key] = make()
+        if len(table) > self.RECENT:
+            table.popitem(last=False)
+        return value
 
     def _string(self, s: str) -> str:
-        if len(s) > self.SHORT:
-            return s
-        if len(self._strings) > self.STRINGS:
-            self._strings.clear()
-        return self._strings.setdefault(s, s)  # type: ignore[no-any-return]  # a str key holds itself
+        return s if len(s) > self.SHORT else self._intern(s, s)
 
     def _atom(self, d: datetime) -> datetime:
         """Equal timestamps (a plan's tasks are created in the same second) held once."""
+        return self._intern((d, d.utcoffset()), d)
+
+    def _intern(self, key: Any, value: V) -> V:
+        """The value held for ``key`` (equal strings, timestamps), else ``value``; at most ``STRINGS`` of them."""
         if len(self._strings) > self.STRINGS:
             self._strings.clear()
-        return self._strings.setdefault((d, d.utcoffset()), d)  # type: ignore[no-any-return]
+        return self._strings.setdefault(key, value)  # type: ignore[no-any-return]  # held under its own key
 
 
 def queue_name(repository_url: str, target: str) -> str:

@@ -93,11 +93,17 @@ def pending(i: int) -> dict[str, Any]:
     return json.loads(json.dumps(body))
 
 
-def test_equal_parts_of_many_tasks_are_held_once_and_read_the_same():
+def cache_of_pending(n: int) -> cachemod.Cache:
+    """A cache that saw the build and ``n`` pending tasks ``t00000``...: equal parts, their own names."""
     c = cachemod.Cache()
     c.observe("BuildRequest", "ADDED", build())
-    for i in range(2000):
+    for i in range(n):
         c.observe("AgentTask", "ADDED", pending(i))
+    return c
+
+
+def test_equal_parts_of_many_tasks_are_held_once_and_read_the_same():
+    c = cache_of_pending(2000)
     a, z = c.tasks[("ns", "t00000")], c.tasks[("ns", "t01999")]
     assert a.status.conditions[0] is z.status.conditions[0]
     assert a.metadata.owner_references[0] is z.metadata.owner_references[0]
@@ -110,10 +116,7 @@ def test_equal_parts_of_many_tasks_are_held_once_and_read_the_same():
 
 
 def test_equal_maps_lists_and_strings_of_many_tasks_are_held_once_read_only_and_read_the_same():
-    c = cachemod.Cache()
-    c.observe("BuildRequest", "ADDED", build())
-    for i in range(300):
-        c.observe("AgentTask", "ADDED", pending(i))
+    c = cache_of_pending(300)
     a, z = c.tasks[("ns", "t00000")], c.tasks[("ns", "t00299")]
     assert a.metadata.labels is z.metadata.labels  # equal labels: one map
     assert a.metadata.annotations is not z.metadata.annotations  # different plan names: their own

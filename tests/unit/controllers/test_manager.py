@@ -433,18 +433,28 @@ def merged_job(name: str, task: str) -> dict[str, Any]:
                      "commit": "a" * 40, "target": "main", "strategy": "rebase"}}
 
 
-async def test_periodic_sweeps_follow_merges_and_a_failed_one_gets_a_fixer(world):
-    """The shell gathers the facts for core.sweeps.next_sweep and creates what it decides."""
-    fake, _m, clock, _mono, sync = world
+async def three_planned(fake: FakeKube, sync: Any) -> None:
+    """A build with four worker slots whose planner planned three tasks."""
     fake.create(build(workers={"max": 4}))
     await sync()
     plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
                       tasks=[ho.PlannedTask(name=f"p{i}", description=f"part {i}") for i in range(3)])
     fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
     await sync()
+
+
+def merged(fake: FakeKube, task: str) -> None:
+    """The task's branch merged (its MergeJob, as the merge queue leaves it)."""
+    fake.create(merged_job(task, task))
+    fake.patch_status("MergeJob", "ns", task, {"phase": "Merged"})
+
+
+async def test_periodic_sweeps_follow_merges_and_a_failed_one_gets_a_fixer(world):
+    """The shell gathers the facts for core.sweeps.next_sweep and creates what it decides."""
+    fake, _m, clock, _mono, sync = world
+    await three_planned(fake, sync)
     assert ("AgentTask", "ns", "b-sweep-1") not in fake.objects  # nothing merged yet
-    fake.create(merged_job("b-p0", "b-p0"))
-    fake.patch_status("MergeJob", "ns", "b-p0", {"phase": "Merged"})
+    merged(fake, "b-p0")
     await sync()
     sweep = fake.objects[("AgentTask", "ns", "b-sweep-1")]
     assert sweep["metadata"]["annotations"]["longshot.dev/merged-count"] == "1"
@@ -454,8 +464,7 @@ async def test_periodic_sweeps_follow_merges_and_a_failed_one_gets_a_fixer(world
     await sync()
     assert status(fake, "AgentTask", "b-sweep-1")["phase"] == "Succeeded"
     assert ("AgentTask", "ns", "b-sweep-2") not in fake.objects  # nothing merged since it began
-    fake.create(merged_job("b-p1", "b-p1"))
-    fake.patch_status("MergeJob", "ns", "b-p1", {"phase": "Merged"})
+    merged(fake, "b-p1")
     clock.now += timedelta(seconds=80)  # a quarter of the 300 s interval after a failed sweep
     await sync()
     assert fake.objects[("AgentTask", "ns", "b-sweep-2")]["metadata"]["annotations"][
@@ -468,14 +477,8 @@ async def test_a_sweep_s_merged_count_edited_to_a_non_number_reads_as_none_merge
     """A person's edit of a sweep task's annotation must not make every reconcile of its build fail: the count
     reads as 0, so the next sweep is due by time alone."""
     fake, _m, clock, _mono, sync = world
-    fake.create(build(workers={"max": 4}))
-    await sync()
-    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
-                      tasks=[ho.PlannedTask(name=f"p{i}", description=f"part {i}") for i in range(3)])
-    fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
-    await sync()
-    fake.create(merged_job("b-p0", "b-p0"))
-    fake.patch_status("MergeJob", "ns", "b-p0", {"phase": "Merged"})
+    await three_planned(fake, sync)
+    merged(fake, "b-p0")
     await sync()
     fake.patch("AgentTask", "ns", "b-sweep-1", {"metadata": {"annotations": {"longshot.dev/merged-count": "lots"}}})
     passed = ho.Handoff(task="b-sweep-1", attempt=1, role="tester", outcome="succeeded", verdict="passed",
