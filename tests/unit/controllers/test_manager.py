@@ -569,3 +569,20 @@ async def test_an_early_sweep_is_cancelled_when_the_planner_plans_more_and_the_l
     assert ("AgentTask", "ns", "b-final-1") in fake.objects
     st = status(fake, "BuildRequest", "b")
     assert st["phase"] == "Finalizing" and "lastSweep" not in st  # the cancelled sweep is no result
+
+
+async def test_an_early_sweep_whose_iteration_annotation_was_edited_is_an_ordinary_final_sweep(world):
+    """A person's edit of ``longshot.dev/sweep-iteration`` to a non-number: the sweep is neither adopted nor
+    cancelled, and finalization runs its own sweep; nothing fails."""
+    fake, _m, _clock, _mono, sync = world
+    await iteration_two_with_its_early_sweep(fake, sync)
+    fake.patch("AgentTask", "ns", "b-final-i2", {"metadata": {"annotations": {"longshot.dev/sweep-iteration": "x2"}}})
+    answer = ho.Handoff(task="b-planner-i2", attempt=1, role="planner", outcome="succeeded", done=True,
+                        summary="the request is met")
+    fake.finish_pod("ns", "b-planner-i2-a1", 0, json.dumps(answer.to_wire()))
+    await sync()
+    st = status(fake, "BuildRequest", "b")
+    assert st["phase"] == "Finalizing" and st["finalizationAttempts"] == 1
+    assert ("AgentTask", "ns", "b-final-1") in fake.objects
+    early = fake.objects[("AgentTask", "ns", "b-final-i2")]
+    assert not early["spec"].get("cancel") and "longshot.dev/final-attempt" not in early["metadata"]["annotations"]
