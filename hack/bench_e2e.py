@@ -237,6 +237,60 @@ def floor(api: kubernetes.client.ApiClient, bare: Path, url: str, tasks: list[st
     return seconds
 
 
+# --- where the CPU went ----------------------------------------------------------------------------
+
+CGROUP = Path("/sys/fs/cgroup/cpuacct")
+HOST = ("kube-apiserver", "etcd", "kubelet", "containerd", "kube-scheduler", "kube-controller")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(api: kubernetes.client.ApiClient) -> dict[str, float]:
+    """CPU seconds used so far: the machine (busy time of every core), every Pod together (the kubelet's
+    ``kubepods`` cgroup, which keeps the time of Pods since removed), the operator and gateway Pods, and the
+    cluster's long-lived host processes by name. Only on the local cluster's cgroup v1 hierarchy; {} elsewhere."""
+    if not (CGROUP / "kubepods" / "cpuacct.usage").exists():
+        return {}
+    out: dict[str, float] = {}
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    out["machine"] = (sum(fields[:8]) - fields[3] - fields[4]) / TICK  # all but idle and iowait
+    out["pods"] = int((CGROUP / "kubepods" / "cpuacct.usage").read_text()) / 1e9
+    core = kubernetes.client.CoreV1Api(api)
+    for component, key in (("operator", "operator"), ("gateway", "gateway")):
+        total = 0.0
+        for pod in core.list_namespaced_pod(SYSTEM_NS, label_selector=f"app.kubernetes.io/component={component}").items:
+            for usage in CGROUP.glob(f"kubepods/*/pod{pod.metadata.uid}/cpuacct.usage"):
+                total += int(usage.read_text()) / 1e9
+            for usage in CGROUP.glob(f"kubepods/pod{pod.metadata.uid}/cpuacct.usage"):  # Guaranteed QoS
+                total += int(usage.read_text()) / 1e9
+        out[key] = total
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue
+        comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        name = next((h for h in HOST if comm.startswith(h[:15])), None)
+        if name is not None:
+            out[name] = out.get(name, 0.0) + (int(rest[11]) + int(rest[12])) / TICK
+    return out
+
+
+def cpu_report(phase: str, before: dict[str, float], after: dict[str, float], seconds: float) -> str:
+    """One line: the CPU seconds each part used in a phase, and the machine's mean busy cores."""
+    if not before or not after:
+        return f"{phase}: no CPU accounting on this machine"
+    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    agents = d["pods"] - d["operator"] - d["gateway"]
+    host = sum(d.get(h, 0.0) for h in HOST)
+    other = d["machine"] - d["pods"] - host
+    parts = [f"agent Pods {agents:.0f}", f"operator {d['operator']:.0f}", f"gateway {d['gateway']:.0f}",
+             *[f"{h} {d.get(h, 0.0):.0f}" for h in HOST], f"other (shims, runc, CNI, bench) {other:.0f}"]
+    return (f"{phase}: CPU {d['machine']:.0f} s over {seconds:.0f} s ({d['machine'] / seconds:.2f} cores busy): "
+            + ", ".join(parts))
+
+
 # --- 2. Longshot ------------------------------------------------------------------------------------
 
 
@@ -334,6 +388,15 @@ def build_timelines(api: kubernetes.client.ApiClient, builds: list[str]) -> list
     return out
 
 
+def dump(api: kubernetes.client.ApiClient, to: Path) -> None:
+    custom = kubernetes.client.CustomObjectsApi(api)
+    to.mkdir(parents=True, exist_ok=True)
+    for plural in ("buildrequests", "agenttasks", "mergejobs"):
+        items = custom.list_namespaced_custom_object(GROUP, VERSION, NS, plural)["items"]
+        (to / f"{plural}.json").write_text(json.dumps(items, indent=1))
+    log(f"wrote the builds' objects to {to}")
+
+
 def dispatch_p95(api: kubernetes.client.ApiClient) -> tuple[float, int]:
     """p95 of longshot_dispatch_latency_seconds over every operator replica, and the number of observations."""
     core = kubernetes.client.CoreV1Api(api)
@@ -379,6 +442,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--keep-cluster", action="store_true")
     parser.add_argument("--window", type=int, default=32, help="spec.merge.window of each build (1: serial)")
+    parser.add_argument("--dump", type=Path, metavar="DIR",
+                        help="write the builds' BuildRequests, AgentTasks and MergeJobs there as JSON (for study)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a chart value, as helm's --set (repeatable)")
     args = parser.parse_args()
@@ -394,11 +459,14 @@ def main() -> int:
             api = kubernetes.config.new_client_from_config(config_file=str(c.kubeconfig))
             names = [f"t{i:03d}" for i in range(args.tasks)]
             floor_s = float("nan")
+            cpu_lines: list[str] = []
             if not args.no_floor:
                 bare, url = repository(c, f"{NS}-floor", work)
                 c.kubectl("-n", NS, "create", "configmap", "script-floor",
                           f"--from-literal=script.yaml={script(names)}")
+                before = cpu_snapshot(api)
                 floor_s = floor(api, bare, url, names, args.workers)
+                cpu_lines.append(cpu_report("floor", before, cpu_snapshot(api), floor_s))
             builds: dict[str, str] = {}
             bares: dict[str, Path] = {}
             share = -(-args.tasks // args.repos)
@@ -410,13 +478,17 @@ def main() -> int:
                           f"--from-literal=script.yaml={script(mine)}")
             log(f"longshot: {len(builds)} build(s) of {args.tasks} tasks in all, workers.max {args.workers}, "
                 f"{args.replicas} operator replica(s)")
+            before = cpu_snapshot(api)
             seconds = longshot(api, builds, args.workers, args.timeout, args.window)
+            cpu_lines.append(cpu_report("longshot", before, cpu_snapshot(api), seconds))
             for name, bare in bares.items():
                 files = git("--git-dir", str(bare), "ls-tree", "--name-only", "main", "work/").split()
                 log(f"{name}: main holds {len(files)} task files")
             pods, merged = pods_and_merges(api, list(builds))
             p95, observed = dispatch_p95(api)
-            for line in build_timelines(api, list(builds)):
+            if args.dump is not None:
+                dump(api, args.dump)
+            for line in build_timelines(api, list(builds)) + cpu_lines:
                 log(line)
     finally:
         if not args.keep_cluster:
