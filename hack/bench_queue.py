@@ -2,7 +2,7 @@
 """Benchmark: the speculative merge queue against the serial one, on real git repositories.
 
     python hack/bench_queue.py [--candidates 64] [--culprit-every 16] [--gate-seconds 2] [--window 8]
-                               [--max-probes 0] [--seed 7]
+                               [--depth 2] [--max-probes 0] [--seed 7]
 
 The REAL queue code decides and does the git work: ``core.mergequeue`` (which batch, which prefixes to gate,
 bisection, what to land, the window) and ``vcs.speculate`` (the speculative commits built with the rebase strategy
@@ -13,8 +13,9 @@ the published queue branch's tree out of the server repository and runs ``sleep 
 
 The repository: a base commit with ``test.sh`` (fails when any file under ``tasks/`` says ``BROKEN``) and N
 candidate branches that each add their own file; one in ``--culprit-every`` (one per group, at a random place
-in it) writes ``BROKEN``: a planted culprit. The serial queue (``window 1``) and the speculative one
-(``--window``) run in the same invocation, each on its own copy of the repository.
+in it) writes ``BROKEN``: a planted culprit. The serial queue (``window 1``, one batch at a time) and the
+speculative one (``--window``, ``--depth`` batches at once: stacked on the one under test) run in the same
+invocation, each on its own copy of the repository.
 
 Afterwards every commit on the target's first-parent history since the base (every position the target moved to
 is one of them) is tested again, without the sleep; a failing one is a red target commit. The last line reads
@@ -195,6 +196,8 @@ class Run:
     work: Path
     gate_seconds: float
     max_probes: int = 0
+    depth: int = q.DEFAULT_DEPTH
+    did_not_stack: set[tuple[str, str]] = field(default_factory=set)
     candidates: dict[str, q.Candidate] = field(default_factory=dict)
     commits: dict[str, str] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
@@ -219,10 +222,11 @@ class Run:
 
     def state(self, head: str) -> q.QueueState:
         live = [self.candidates[n] for n in self.order if n in self.candidates]
-        batch = next((c.batch_id for c in live if c.batch_id), None)
-        probes = tuple(self.probes.get(batch, {}).values()) if batch else ()
+        batches = {c.batch_id for c in live if c.batch_id}
+        probes = tuple(p for b in sorted(batches) for p in self.probes.get(b, {}).values())
         return q.QueueState(tuple(live), probes, head, dict(self.windows), {BUILD: self.window},
-                            max_probes=self.max_probes, broke=frozenset(self.broke))
+                            max_probes=self.max_probes, broke=frozenset(self.broke), depth=self.depth,
+                            did_not_stack=frozenset(self.did_not_stack))
 
     def member(self, name: str) -> speculate.Member:
         c = self.candidates[name]
@@ -253,12 +257,13 @@ class Run:
         if gate.cancelled:
             return
         self.probes.setdefault(gate.batch, {})[gate.position] = q.Probe(gate.position, "passed" if ok else "failed",
-                                                                        output)
+                                                                        output, gate.batch)
 
     def _carry_out(self, effects: list[q.Effect], state: q.QueueState, w: vws.Workspace, gates: Gates) -> None:
         for e in effects:
             if isinstance(e, q.PrepareBatch):
-                prepared = speculate.prepare(w, TARGET, [self.member(n) for n in e.members])
+                below = speculate.queue_branch(BUILD, e.onto_batch, e.onto_position) if e.onto_batch else None
+                prepared = speculate.prepare(w, TARGET, [self.member(n) for n in e.members], e.onto, below)
                 more = q.prepared(state, prepared)
                 joins = [m for m in more if isinstance(m, q.JoinBatch)]
                 if joins:
@@ -272,7 +277,7 @@ class Run:
                 for pos in e.positions:
                     commit = members[pos].commit
                     assert commit is not None
-                    self.probes.setdefault(e.batch_id, {})[pos] = q.Probe(pos, "running")
+                    self.probes.setdefault(e.batch_id, {})[pos] = q.Probe(pos, "running", "", e.batch_id)
                     gates.start(e.batch_id, pos, commit)
             elif isinstance(e, q.Land):
                 if not e.pushed:
@@ -304,6 +309,8 @@ class Run:
             elif isinstance(e, q.Recorded):
                 self.merged.append(e.name)
                 del self.candidates[e.name]
+            elif isinstance(e, q.DidNotStack):
+                self.did_not_stack.add((e.name, e.onto))
             elif isinstance(e, q.Conflicted):
                 raise RuntimeError(f"no candidate of this benchmark conflicts, yet {e.name} did: {e.files}")
 
@@ -332,10 +339,11 @@ class Run:
 
 
 def run_mode(label: str, template: Path, work: Path, n: int, window: int, gate_seconds: float,
-             max_probes: int) -> Run:
+             max_probes: int, depth: int) -> Run:
     bare = work / f"{label}.git"
     shutil.copytree(template, bare)
-    r = Run(window=window, bare=bare, work=work / label, gate_seconds=gate_seconds, max_probes=max_probes)
+    r = Run(window=window, bare=bare, work=work / label, gate_seconds=gate_seconds, max_probes=max_probes,
+            depth=depth)
     r.setup(n)
     r.go()
     return r
@@ -347,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--culprit-every", type=int, default=16, help="one planted culprit per this many candidates")
     parser.add_argument("--gate-seconds", type=float, default=2.0, help="the gate's fixed duration (its sleep)")
     parser.add_argument("--window", type=int, default=8, help="spec.merge.window of the speculative run")
+    parser.add_argument("--depth", type=int, default=q.DEFAULT_DEPTH,
+                        help="batches under test at once in the speculative run (1: no stacking)")
     parser.add_argument("--max-probes", type=int, default=0, help="prefixes gated per bisection round (0: all)")
     parser.add_argument("--seed", type=int, default=7, help="where the culprits are planted")
     parser.add_argument("--only", choices=("serial", "speculative"), default=None, help="run one mode only")
@@ -359,18 +369,18 @@ def main(argv: list[str] | None = None) -> int:
         template = work / "template.git"
         seed(template, args.candidates, culprits)
         base = git("--git-dir", str(template), "rev-parse", TARGET).decode().strip()
-        modes = [("serial", 1), ("speculative", args.window)]
+        modes = [("serial", 1, 1), ("speculative", args.window, args.depth)]
         if args.only:
             modes = [m for m in modes if m[0] == args.only]
         runs: dict[str, Run] = {}
         red_total = 0
-        for label, window in modes:
-            r = run_mode(label, template, work, args.candidates, window, args.gate_seconds, args.max_probes)
+        for label, window, depth in modes:
+            r = run_mode(label, template, work, args.candidates, window, args.gate_seconds, args.max_probes, depth)
             red, checked = r.red_commits(base)
             red_total += red
             found = len(set(r.evicted) & culprits)
             innocent = sorted(set(r.evicted) - culprits)
-            log(f"{label} (window {window}): {len(r.merged)} merged, {len(r.evicted)} evicted in {r.seconds:.1f}s "
+            log(f"{label} (window {window}, depth {depth}): {len(r.merged)} merged, {len(r.evicted)} evicted in {r.seconds:.1f}s "
                 f"({len(r.merged) / r.seconds * 3600:.0f} merges/hour); {r.pushes} pushes, "
                 f"{len(r.merged) / max(1, r.pushes):.1f} merges per push, gate runs "
                 f"{sum(len(p) for p in r.probes.values())}, decisions {r.decisions}; "

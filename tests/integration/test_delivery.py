@@ -305,3 +305,54 @@ def test_batch_bisection_evicts_exactly_the_culprit(operator, kubelet, core_v1, 
     assert all(jobs[f"demo-{n}"]["status"]["phase"] == "Merged" for n in names if n != culprit)
     # every commit the target moved to passed the tests
     assert sample_repo.run_tests(url, tmp_path) == 0
+
+
+def test_a_candidate_ready_while_a_batch_is_gated_is_gated_stacked_on_it(operator, kubelet, core_v1, custom,
+                                                                         namespace, tmp_path):
+    """Zuul's dependent pipeline: the first batch's gate is held (its command waits for a file while the tree lacks
+    s1.py); the second task only finishes once that gate runs, so its MergeJob is ready while the first batch is
+    under test. It joins a batch built on the first batch's speculative commit and is gated at once; when the
+    first batch lands, it lands on its gate result, without a second gate."""
+    url = sample_repo.make(tmp_path)
+    gating, release = tmp_path / "gating", tmp_path / "release"
+    hold = (f"if [ ! -e s1.py ]; then touch {gating}; i=0; "
+            f"while [ ! -e {release} ] && [ $i -lt 1800 ]; do sleep 0.1; i=$((i+1)); done; fi; {TEST}")
+    wait_gating = f"i=0; while [ ! -e {gating} ] && [ $i -lt 1800 ]; do sleep 0.1; i=$((i+1)); done; test -e {gating}"
+    script = {"roles": {"planner": [{"finish": {"summary": "two", "tasks": [
+        {"name": "s0", "description": "s0", "scope": ["s0.py"]},
+        {"name": "s1", "description": "s1", "scope": ["s1.py"]}]}}]},
+        "tasks": {"s0": [{"write": {"path": "s0.py", "content": "S0 = 0\n"}}, {"finish": "s0"}],
+                  "s1": [{"run": {"command": wait_gating, "check": True}},
+                         {"write": {"path": "s1.py", "content": "S1 = 1\n"}}, {"finish": "s1"}]}}
+    script_configmap(core_v1, namespace, script)
+    create(custom, namespace, delivery_build(url, workers={"max": 2}, merge={"strategy": "rebase", "window": 4},
+                                             qualityGate={"profile": "minimal", "testCommand": hold}))
+
+    def stacked():
+        jobs = {j["metadata"]["name"]: j for j in list_of(custom, namespace, "mergejobs")}
+        below, above = (jobs.get(n, {}).get("status", {}) for n in ("demo-s0", "demo-s1"))
+        if below.get("phase") != "Testing" or above.get("phase") != "Testing":
+            return None
+        if above["batch"]["base"] != below["batch"]["commit"]:
+            return None
+        gate = next((t for t in list_of(custom, namespace, "agenttasks")
+                     if t["metadata"].get("labels", {}).get("longshot.dev/batch") == above["batch"]["id"]), None)
+        handoff = (gate or {}).get("status", {}).get("handoff") or {}
+        return above["batch"] if handoff.get("verdict") == "passed" else None
+
+    try:
+        batch = wait_for(stacked, timeout=120, what="demo-s1 gated (passed) on demo-s0's speculative commit")
+    except TimeoutError as e:
+        raise TimeoutError(f"{e}\n{dump(custom, namespace)}") from None
+    assert batch["position"] == 1
+    release.touch()
+    b = finalized(custom, namespace, timeout=180)
+    assert finalization_status(b) == ("True", "Passed"), dump(custom, namespace)
+    jobs = {j["metadata"]["name"]: j for j in list_of(custom, namespace, "mergejobs")}
+    assert {n: jobs[n]["status"]["phase"] for n in ("demo-s0", "demo-s1")} == {"demo-s0": "Merged", "demo-s1": "Merged"}
+    gates = [t["metadata"]["name"] for t in list_of(custom, namespace, "agenttasks")
+             if t["metadata"].get("labels", {}).get("longshot.dev/purpose") == "gate"]
+    assert len(gates) == 2, gates  # one per batch: s1 was not gated again after s0 landed
+    # the target moved to the stacked batch's tested commit, which holds s0 then s1
+    assert jobs["demo-s1"]["status"]["mergedCommit"] == batch["commit"]
+    assert sample_repo.run_tests(url, tmp_path) == 0

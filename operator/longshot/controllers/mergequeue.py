@@ -11,10 +11,11 @@ Each reconcile of ``("Queue", "", "<repository key>|<target>")``:
    (``ChecksPassed`` / ``SecretFound`` / ``ChangesRequested``);
    with ``spec.merge.requireApproval`` a job that passed them waits at ``AwaitingApproval`` until its
    ``spec.approved`` is true (``Approved``);
-3. asks ``core.mergequeue.decide`` what to do with the batch, and does it: build the speculative commits and
-   publish them (``PrepareBatch``), start one tester task per gated prefix (``StartProbes``), push a tested prefix
-   with a compare-and-swap (``Land``), evict a culprit to a fixer with the failing output (``Evict``), put the
-   rest back (``Requeue``).
+3. in the same reconcile (leaving out the jobs step 2 just changed), asks ``core.mergequeue.decide`` what to do
+   with the batches, and does it: build the speculative commits, on the target or stacked on the batch under
+   test, and publish them (``PrepareBatch``), start one tester task per gated prefix (``StartProbes``), push a
+   tested prefix with a compare-and-swap (``Land``), evict a culprit to a fixer with the failing output
+   (``Evict``), put the rest back (``Requeue``).
 
 Gate tasks are AgentTasks ``<build>-gate-<batch>-<position>`` (role tester, label ``longshot.dev/purpose=gate``)
 on the queue branch of their prefix; their verdicts are the probes. Every job's state change goes through the
@@ -102,6 +103,8 @@ class QueueReconciler:
         self.windows: dict[str, int] = {}
         self.broke: set[str] = set()
         """Builds whose last batch ended with an eviction (``core.mergequeue.QueueState.broke``)."""
+        self.did_not_stack: set[tuple[str, str]] = set()
+        """(job, speculative commit) pairs that did not apply there (``core.mergequeue.QueueState.did_not_stack``)."""
 
     # --- reading the queue -------------------------------------------------------------------------
 
@@ -134,11 +137,12 @@ class QueueReconciler:
             handoff = t.status.handoff
             if phase == tasks.SUCCEEDED and handoff is not None and handoff.verdict in ("passed", "failed"):
                 output = "\n".join(handoff.reasons[-2:]) or handoff.summary
-                out.append(q.Probe(pos, "passed" if handoff.verdict == "passed" else "failed", output[-4000:]))
+                out.append(q.Probe(pos, "passed" if handoff.verdict == "passed" else "failed", output[-4000:],
+                                   batch.id))
             elif phase in (tasks.FAILED, tasks.CANCELLED):
                 continue  # not a verdict: handled as an error of the batch
             else:
-                out.append(q.Probe(pos, "running"))
+                out.append(q.Probe(pos, "running", "", batch.id))
         return out
 
     def _broken_gates(self, job: objects.MergeJob) -> list[str]:
@@ -165,7 +169,7 @@ class QueueReconciler:
         w = await self.workspaces.get(live[0][1])
         head = await asyncio.to_thread(speculate.head_of, w, target)
         out: list[ex.Action] = []
-        changed = False
+        touched: set[str] = set()
         # 1. conflicted jobs retry when the target moved, and go to a fixer when nothing else can move it;
         # 2. checks of new candidates
         states = [mjc.job_state(self.ctx, job, build) for job, build in live]
@@ -188,17 +192,22 @@ class QueueReconciler:
                 state, effects = mjc.decide(job, state, events, now)
                 if effects:  # nothing changed (a stacked job still waiting, say): on to the batch
                     out += mjc.actions(job, build, state, effects, now, name)
-                    changed = True
-        if changed:
+                    touched.add(job.name)
+        if touched:
             out.append(ex.Requeue(("Queue", "", name), now))
-            return out
-        # 3. the batch
-        for job, build in live:
+            if any(j.status.batch is not None for j, _ in live if j.name in touched):
+                return out  # a batch member's status is being rewritten: decide on it next time
+        # 3. the batches, now: while workers keep finishing, the checks of new jobs above happen on almost every
+        # reconcile, and a queue that waited for a reconcile without them would gate nothing until they stop.
+        # The jobs just checked are left out of this decision (their status is being written); none is in a batch.
+        rest = [(j, b) for j, b in live if j.name not in touched]
+        for job, build in rest:
             broken = self._broken_gates(job)
             if broken:
-                return self._error_batch([j for j, _ in live if j.status.batch is not None], build, broken, now, name)
-        qstate = self._queue_state(live, head, now)
-        return [*out, *await self._execute(q.decide(qstate), live, qstate, w, target, now, name)]
+                return [*out, *self._error_batch([j for j, _ in rest if j.status.batch is not None], build, broken,
+                                                  now, name)]
+        qstate = self._queue_state(rest, head, now)
+        return [*out, *await self._execute(q.decide(qstate), rest, qstate, w, target, now, name)]
 
     async def _checks(self, job: objects.MergeJob, build: objects.BuildRequest, w: vws.Workspace,
                       out: list[ex.Action]) -> list[mj.Event]:
@@ -252,6 +261,7 @@ class QueueReconciler:
                      now: datetime) -> q.QueueState:
         candidates: list[q.Candidate] = []
         probes: list[q.Probe] = []
+        gated: set[str] = set()
         max_window: dict[str, int] = {}
         for job, build in live:
             bkey = f"{build.namespace}/{build.name}"
@@ -260,10 +270,10 @@ class QueueReconciler:
             if s.phase == mj.TESTING and s.batch is not None:
                 candidates.append(q.Candidate(job.name, bkey, job.metadata.uid, True, None, s.batch.id,
                                               s.batch.position, s.batch.commit, s.batch.base))
-                if not probes:
-                    probes = self._probes(job)
-                    if not gate_command(build):
-                        probes = [q.Probe(p, "passed") for p in range(1, 64)]
+                if s.batch.id not in gated:  # the gate tasks of each batch once
+                    gated.add(s.batch.id)
+                    probes += (self._probes(job) if gate_command(build)
+                               else [q.Probe(p, "passed", "", s.batch.id) for p in range(1, 64)])
                 continue
             ready = (s.phase in (None, mj.QUEUED) and s.checks == "passed"
                      and (s.not_before is None or s.not_before <= now))
@@ -271,8 +281,10 @@ class QueueReconciler:
             if s.phase == mj.CONFLICTED:
                 ready = False
             candidates.append(q.Candidate(job.name, bkey, job.metadata.uid, ready, conflict_base))
+        commits = {c.commit for c in candidates if c.commit}
+        self.did_not_stack = {(n, c) for n, c in self.did_not_stack if c in commits}  # forget batches gone
         return q.QueueState(tuple(candidates), tuple(probes), head, dict(self.windows), max_window,
-                            broke=frozenset(self.broke))
+                            broke=frozenset(self.broke), did_not_stack=frozenset(self.did_not_stack))
 
     # --- carrying out ------------------------------------------------------------------------------
 
@@ -292,7 +304,10 @@ class QueueReconciler:
                 continue
             if isinstance(e, q.PrepareBatch):
                 members = [self._member(*jobs[n]) for n in e.members]
-                prepared = await asyncio.to_thread(speculate.prepare, w, target, members)
+                below = batch_build.get(e.onto_batch or "")
+                onto_branch = (speculate.queue_branch(below.name, e.onto_batch, e.onto_position)
+                               if below is not None and e.onto_batch else None)
+                prepared = await asyncio.to_thread(speculate.prepare, w, target, members, e.onto, onto_branch)
                 more = q.prepared(state, prepared)
                 joins = [m for m in more if isinstance(m, q.JoinBatch)]
                 if joins:
@@ -353,6 +368,8 @@ class QueueReconciler:
             add(e.name, mj.Conflict(e.files, e.base, counted=e.counted))
         elif isinstance(e, q.Recorded):
             add(e.name, mj.Landed(e.commit, already=True))
+        elif isinstance(e, q.DidNotStack):
+            self.did_not_stack.add((e.name, e.onto))
         elif isinstance(e, q.SetWindow):
             self.windows[e.build] = e.window
             if e.broke:

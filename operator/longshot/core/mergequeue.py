@@ -15,6 +15,14 @@ as it would land. Then:
   are gated, up to ``max_probes`` of them per round, evenly spread (``max_probes=1`` is binary search; the
   default gates them all at once, finding the culprit in one more round). When ``f == L + 1``: land ``SL``,
   evict candidate ``f`` (its MergeJob gets a fixer with the failing output), put the rest back in the queue.
+* **Stacked batches** (Zuul's dependent pipeline). While a batch is gated and none of its prefixes failed, the
+  next ready candidates form a second batch built on the first batch's longest speculative commit, and its
+  longest prefix is gated at once, on the bet that the first lands whole (``QueueState.depth`` batches at most,
+  default 2; 1 is one batch at a time). The stacked batch never lands, bisects or evicts on its own: when the
+  batch below lands whole it becomes the head batch (its base is now the target) and goes on from the gate
+  results it already has; when the batch below breaks (a culprit, a lost push, a moved target), the stacked
+  batch goes back to the queue and its gates are stopped. At the end of a build this takes one gate round off
+  the tail: the last candidates are gated while the batch before them still is.
 * **The window** grows by one after a batch lands whole and never exceeds ``spec.merge.window``; ``window: 1``
   is the serial queue. After an eviction it halves (floor 1) when the build's batch before also broke: failures
   that come in a row (a broken target, a flaky gate) back off exponentially, as Zuul's window does. An isolated
@@ -24,7 +32,7 @@ as it would land. Then:
 
 Invariants (checked by the property tests): the target only ever moves to a speculative commit whose gate
 passed, by a compare-and-swap from the commit the batch was built on; every candidate lands exactly once or is
-evicted; an evicted candidate is one whose prefix failed while the prefix before it passed.
+evicted; an evicted candidate is one whose prefix failed, on the target, while the prefix before it passed.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from typing import Final, Literal
 
 ProbeState = Literal["running", "passed", "failed"]
 DEFAULT_WINDOW: Final = 4
+DEFAULT_DEPTH: Final = 2
 
 
 @dataclass(frozen=True)
@@ -55,15 +64,18 @@ class Candidate:
     commit: str | None = None
     """Its speculative commit (base + everything up to it) when in a batch."""
     base: str | None = None
+    """The commit its batch was built on: the target head, or the longest speculative commit of the batch below
+    (a stacked batch)."""
 
 
 @dataclass(frozen=True)
 class Probe:
-    """A quality-gate run of one prefix of the current batch."""
+    """A quality-gate run of one prefix of a batch."""
 
     position: int
     state: ProbeState
     output: str = ""
+    batch_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -71,7 +83,7 @@ class QueueState:
     candidates: tuple[Candidate, ...]
     """In queue order (the shell sorts by priority, then creation time, then name)."""
     probes: tuple[Probe, ...] = ()
-    """The gate runs of the current batch."""
+    """The gate runs of the batches in the queue."""
     target_head: str | None = None
     """The target head last seen (conflicted candidates wait until it differs from their conflict base)."""
     windows: dict[str, int] = field(default_factory=dict)
@@ -82,6 +94,11 @@ class QueueState:
     """Prefixes gated per bisection round; 0: all of them at once."""
     broke: frozenset[str] = frozenset()
     """Builds whose last batch broke (ended with an eviction); kept in memory by the shell like the window."""
+    depth: int = DEFAULT_DEPTH
+    """Batches under test at once: the head batch and those stacked on it (1: one batch at a time)."""
+    did_not_stack: frozenset[tuple[str, str]] = frozenset()
+    """``(candidate, commit)``: the candidate did not apply on that speculative commit (only on it, not on the
+    target), so it is not stacked on it again; kept in memory by the shell (a restart tries once more)."""
 
 
 # --- effects -----------------------------------------------------------------------------------------
@@ -89,11 +106,15 @@ class QueueState:
 
 @dataclass(frozen=True)
 class PrepareBatch:
-    """Fetch the target and build the speculative commits of ``members`` in this order; answer with
-    :func:`prepared`."""
+    """Fetch the target and build the speculative commits of ``members`` in this order, on the target's head or,
+    for a stacked batch, on ``onto`` (the longest speculative commit of batch ``onto_batch``, at ``onto_position``);
+    answer with :func:`prepared`."""
 
     build: str
     members: tuple[str, ...]
+    onto: str | None = None
+    onto_batch: str | None = None
+    onto_position: int = 0
 
 
 @dataclass(frozen=True)
@@ -182,12 +203,21 @@ class Recorded:
 
 
 @dataclass(frozen=True)
+class DidNotStack:
+    """``name`` did not apply on the speculative commit ``onto`` of the batch below (only there, not on the
+    target): it stays in the queue, and is not stacked on that commit again (:attr:`QueueState.did_not_stack`)."""
+
+    name: str
+    onto: str
+
+
+@dataclass(frozen=True)
 class Wait:
     why: str
 
 
 Effect = (PrepareBatch | JoinBatch | StartProbes | Land | Evict | Requeue | Conflicted | SetWindow | CancelProbes
-          | Recorded | Wait)
+          | Recorded | DidNotStack | Wait)
 
 
 # --- the result of PrepareBatch ------------------------------------------------------------------------
@@ -204,7 +234,8 @@ class Applied:
 @dataclass(frozen=True)
 class DidNotApply:
     """A member did not apply on the commits before it. ``with_target``: it also conflicts with the target
-    alone (a real conflict, counted), not only with candidates ahead of it."""
+    alone (a real conflict, counted), not only with candidates ahead of it (in its batch, or in the batch it was
+    stacked on)."""
 
     name: str
     files: tuple[str, ...]
@@ -223,8 +254,10 @@ class AlreadyOnTarget:
 @dataclass(frozen=True)
 class Prepared:
     base: str
-    """The target head the batch was built on."""
+    """The commit the batch was built on: the target head, or ``PrepareBatch.onto``."""
     members: tuple[Applied | DidNotApply | AlreadyOnTarget, ...]
+    target: str | None = None
+    """The target head when the batch was stacked (``base`` is then a speculative commit); None: ``base``."""
 
 
 # --- helpers -----------------------------------------------------------------------------------------
@@ -240,12 +273,32 @@ def window_of(state: QueueState, build: str) -> int:
     return max(1, min(state.windows.get(build, top), top))
 
 
-def current_batch(state: QueueState) -> list[Candidate] | None:
-    """The candidates of the batch under test, by position; None when there is none."""
-    members = [c for c in state.candidates if c.batch_id is not None]
-    if not members:
+def stack(state: QueueState) -> list[list[Candidate]] | None:
+    """The batches in the queue, each by position, from the head batch (built on the target) up through those
+    stacked on it; None when they are not one stack of whole batches (half-written after a crash)."""
+    groups: dict[str, list[Candidate]] = {}
+    for c in state.candidates:
+        if c.batch_id is not None:
+            groups.setdefault(c.batch_id, []).append(c)
+    batches = [sorted(b, key=lambda c: c.position or 0) for b in groups.values()]
+    if not all(_consistent(b) for b in batches):
         return None
-    return sorted(members, key=lambda c: c.position or 0)
+    tops = {b[-1].commit for b in batches}
+    chain = [b for b in batches if b[0].base not in tops]
+    if len(batches) > 0 and len(chain) != 1:
+        return None
+    while len(chain) < len(batches):
+        above = [b for b in batches if b[0].base == chain[-1][-1].commit]
+        if len(above) != 1:
+            return None
+        chain.append(above[0])
+    return chain
+
+
+def current_batch(state: QueueState) -> list[Candidate] | None:
+    """The candidates of the head batch, by position; None when there is none (or the batches are broken)."""
+    chain = stack(state)
+    return chain[0] if chain else None
 
 
 def _consistent(batch: Sequence[Candidate]) -> bool:
@@ -270,29 +323,66 @@ def _spread(lo: int, hi: int, k: int) -> tuple[int, ...]:
 
 def decide(state: QueueState) -> list[Effect]:
     """The next step of the queue."""
-    batch = current_batch(state)
-    if batch is not None:
-        return _step_batch(state, batch)
-    eligible = [c for c in state.candidates if c.ready and c.batch_id is None
-                and (c.conflict_base is None or c.conflict_base != state.target_head)]
-    if not eligible:
-        return [Wait("no candidate is ready")]
-    build = eligible[0].build
-    members = tuple(c.name for c in eligible if c.build == build)[:window_of(state, build)]
-    return [PrepareBatch(build, members)]
+    chain = stack(state)
+    if chain is None:
+        # half-written after a crash: start over (nothing was pushed: the push is the last step)
+        members = tuple(c.name for c in state.candidates if c.batch_id is not None)
+        return [Requeue(members, "the batch was incomplete after a restart; it is rebuilt"),
+                *[CancelProbes(i) for i in sorted({c.batch_id for c in state.candidates if c.batch_id})]]
+    if not chain:
+        eligible = _eligible(state, state.target_head)
+        if not eligible:
+            return [Wait("no candidate is ready")]
+        build = eligible[0].build
+        return [PrepareBatch(build, tuple(c.name for c in eligible if c.build == build)[:window_of(state, build)])]
+    effects = _step_batch(state, chain[0], chain[1:])
+    if any(not isinstance(e, (Wait, StartProbes)) for e in effects):
+        return effects  # the head batch landed or broke: the stacked ones were handled with it
+    for b in chain[1:]:
+        if not _results(state, b):
+            effects.append(StartProbes(b[0].batch_id or "", (len(b),)))
+    failing = any(p.state == "failed" for b in chain for p in _results(state, b).values())
+    top = chain[-1][-1]
+    eligible = _eligible(state, top.commit) if len(chain) < state.depth and not failing else []
+    if eligible:
+        build = eligible[0].build
+        members = tuple(c.name for c in eligible if c.build == build)[:window_of(state, build)]
+        effects.append(PrepareBatch(build, members, onto=top.commit, onto_batch=top.batch_id,
+                                    onto_position=top.position or 0))
+    work: list[Effect] = [e for e in effects if not isinstance(e, Wait)]
+    return work or effects
+
+
+def _eligible(state: QueueState, onto: str | None) -> list[Candidate]:
+    """Ready candidates outside any batch that may be built on ``onto`` (the target head, or the longest commit of
+    the top batch): a conflicted one waits for the target to move, and one that did not apply on a stacked commit
+    is not stacked on it again."""
+    return [c for c in state.candidates if c.ready and c.batch_id is None
+            and (c.conflict_base is None or c.conflict_base != state.target_head)
+            and (c.name, onto or "") not in state.did_not_stack]
+
+
+def _results(state: QueueState, batch: Sequence[Candidate]) -> dict[int, Probe]:
+    bid, n = batch[0].batch_id, len(batch)
+    return {p.position: p for p in state.probes if p.batch_id == bid and 1 <= p.position <= n}
 
 
 def prepared(state: QueueState, result: Prepared) -> list[Effect]:
-    """The batch is built: record it and gate its longest prefix; conflicting members leave it."""
+    """The batch is built: record it and gate its longest prefix; conflicting members leave it. Of a stacked batch
+    (``result.target`` set), a member that conflicts only with the batch below is left for a later batch."""
     effects: list[Effect] = []
     applied: list[Applied] = []
+    target = result.target or result.base
+    stacked = target != result.base
     for m in result.members:
         if isinstance(m, Applied):
             applied.append(m)
         elif isinstance(m, AlreadyOnTarget):
             effects.append(Recorded(m.name, m.commit))
+        elif stacked and not m.with_target:
+            effects.append(DidNotStack(m.name, result.base))
         else:
-            effects.append(Conflicted(m.name, m.files, result.base, m.with_target))
+            effects.append(Conflicted(m.name, m.files, target, m.with_target))
     if not applied:
         return effects
     bid = batch_id(result.base, [m.name for m in applied])
@@ -302,16 +392,20 @@ def prepared(state: QueueState, result: Prepared) -> list[Effect]:
     return effects
 
 
-def _step_batch(state: QueueState, batch: list[Candidate]) -> list[Effect]:
+def _step_batch(state: QueueState, batch: list[Candidate], stacked: Sequence[list[Candidate]]) -> list[Effect]:
+    """The head batch's next step. When it does not land whole, the batches stacked on it go back to the queue."""
     names = tuple(c.name for c in batch)
-    if not _consistent(batch):
-        # half-written after a crash, or two batches: start over (nothing was pushed: the push is the last step)
-        return [Requeue(names, "the batch was incomplete after a restart; it is rebuilt"),
-                *[CancelProbes(i) for i in sorted({c.batch_id for c in batch if c.batch_id})]]
     bid = batch[0].batch_id or ""
     base = batch[0].base or ""
     build = batch[0].build
     n = len(batch)
+    above = tuple(c.name for b in stacked for c in b)
+
+    def drop_stacked(why: str) -> list[Effect]:
+        if not above:
+            return []
+        return [Requeue(above, why), *[CancelProbes(b[0].batch_id or "") for b in stacked]]
+
     if state.target_head is not None and state.target_head != base:
         for k in range(n, 0, -1):
             if batch[k - 1].commit == state.target_head:
@@ -320,11 +414,15 @@ def _step_batch(state: QueueState, batch: list[Candidate]) -> list[Effect]:
                 effects: list[Effect] = [Land(bid, k, base, state.target_head, names[:k], pushed=True)]
                 if rest:
                     effects.append(Requeue(rest, f"batch {bid} landed up to position {k} before a restart"))
+                    effects += drop_stacked(f"batch {bid} below it landed only up to position {k}; tested again")
                 return [*effects, CancelProbes(bid)]
+        if any(c.commit == state.target_head for b in stacked for c in b):
+            # a stacked batch was pushed on top of this one before a restart: this one landed whole
+            return [Land(bid, n, base, batch[-1].commit or "", names, pushed=True), CancelProbes(bid)]
         # the target moved under the batch (another writer): its commits are not what would land any more
-        return [Requeue(names, f"the target moved from {base[:12]} to {state.target_head[:12]}; tested again"),
-                CancelProbes(bid)]
-    results = {p.position: p for p in state.probes if 1 <= p.position <= n}
+        return [Requeue(names + above, f"the target moved from {base[:12]} to {state.target_head[:12]}; tested again"),
+                CancelProbes(bid), *[CancelProbes(b[0].batch_id or "") for b in stacked]]
+    results = _results(state, batch)
     if not results:
         return [StartProbes(bid, (n,))]
     passed = [p for p, r in results.items() if r.state == "passed"]
@@ -348,6 +446,7 @@ def _step_batch(state: QueueState, batch: list[Candidate]) -> list[Effect]:
         effects.append(Evict(culprit.name, results[first_failed].output))
         if rest:
             effects.append(Requeue(rest, f"batch {bid} broke at {culprit.name}; tested again without it"))
+        effects += drop_stacked(f"batch {bid} below it broke at {culprit.name}; tested again without it")
         window = window_of(state, build)
         effects.append(SetWindow(build, max(1, window // 2 if build in state.broke else window), broke=True))
         effects.append(CancelProbes(bid))

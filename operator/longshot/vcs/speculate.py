@@ -16,6 +16,10 @@ ever checked out. Blocking: call from a worker thread.
   those not reachable from ``stacked_on`` (:func:`own_commits`), are replayed onto the target, which holds the
   dependencies' work as it merged (rebased, squashed, or from a later attempt). A conflict there is an ordinary
   conflict (retries, then a fixer).
+* **Stacking**: ``prepare(..., onto=S)`` builds a batch on the speculative commit ``S`` of the batch under test
+  instead of the target's head (``core.mergequeue``'s stacked batches); a member's conflict still counts only if
+  it conflicts with the target alone, and a member whose change the batch below already holds is left out, not
+  recorded as merged (that batch may still break).
 * :func:`publish` pushes every speculative commit to ``refs/heads/longshot/<build>/_queue/<batch>/<position>``
   (one push) so that tester Pods fetch exactly what they gate.
 * :func:`land` pushes ``S_k`` to the target with ``--force-with-lease=<target>:<base>``: the target only ever moves
@@ -306,29 +310,43 @@ def copy_branch(w: ws.Workspace, source: str, destinations: Sequence[str]) -> st
         return head
 
 
-def prepare(w: ws.Workspace, target: str, members: Sequence[Member]) -> q.Prepared:
-    """Build the batch's speculative commits on the target's current head."""
+def prepare(w: ws.Workspace, target: str, members: Sequence[Member], onto: str | None = None,
+            onto_branch: str | None = None) -> q.Prepared:
+    """Build the batch's speculative commits on the target's current head, or, for a batch stacked on the batch
+    under test, on ``onto`` (that batch's longest speculative commit, fetched from its queue branch
+    ``onto_branch`` when another replica built it)."""
     with w.locked():
-        base = fetch(w, target, members)
+        tip = fetch(w, target, members)
+        base = tip
+        if onto is not None:
+            if not w.has_commit(onto) and onto_branch:
+                w.git("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--refmap=", "origin",
+                      f"+refs/heads/{onto_branch}:refs/longshot/queue/stacking")
+            if not w.has_commit(onto):
+                raise ws.GitError(f"the speculative commit {onto[:12]} to stack on is not on {onto_branch} any more")
+            base = onto
         out: list[q.Applied | q.DidNotApply | q.AlreadyOnTarget] = []
         head = base
         for m in members:
-            found = already_merged(w, base, m)
+            found = already_merged(w, tip, m)
             if found is not None:
                 out.append(q.AlreadyOnTarget(m.name, found))
                 continue
             result = _apply(w, head, m)
             if isinstance(result, list):
-                with_target = head == base or isinstance(_apply(w, base, m), list)
+                with_target = head == tip or isinstance(_apply(w, tip, m), list)
                 out.append(q.DidNotApply(m.name, tuple(result), with_target))
                 continue
             if result == head:
-                out.append(q.AlreadyOnTarget(m.name, head))  # every change is already there
+                if head == tip:
+                    out.append(q.AlreadyOnTarget(m.name, head))  # every change is already there
+                else:  # already in the batch below, which may still break: not recorded as merged
+                    out.append(q.DidNotApply(m.name, (), with_target=False))
                 continue
             result = finish_member(w, result, m)
             head = result
             out.append(q.Applied(m.name, result))
-        return q.Prepared(base, tuple(out))
+        return q.Prepared(base, tuple(out), target=tip if onto is not None else None)
 
 
 def publish(w: ws.Workspace, build: str, batch_id: str, commits: Sequence[tuple[int, str]]) -> None:

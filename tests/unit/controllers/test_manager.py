@@ -4,7 +4,9 @@ is retried and lands, a plan becomes tasks and Pods, the periodic resync and the
 from __future__ import annotations
 
 import json
+import subprocess
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,8 @@ from fake_kube import FakeKube
 from longshot import config
 from longshot.api import agenttask
 from longshot.api import handoff as ho
+from longshot.controllers import cache as cachemod
+from longshot.controllers import executor as ex
 from longshot.controllers import manager as managermod
 from longshot.runtime import kube
 
@@ -586,3 +590,58 @@ async def test_an_early_sweep_whose_iteration_annotation_was_edited_is_an_ordina
     assert ("AgentTask", "ns", "b-final-1") in fake.objects
     early = fake.objects[("AgentTask", "ns", "b-final-i2")]
     assert not early["spec"].get("cancel") and "longshot.dev/final-attempt" not in early["metadata"]["annotations"]
+
+
+def repository_with_branches(root: Path, tasks: list[str]) -> tuple[str, dict[str, str]]:
+    """A bare repository with ``main`` and a branch per task adding its own file: (file URL, task -> commit)."""
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.com", "HOME": str(root), "PATH": "/usr/bin:/bin"}
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root / "work"), *args], env=env, check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(root / "r.git")], check=True)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(root / "work")], check=True)
+    (root / "work" / "README.md").write_text("r\n")
+    git("add", "-A")
+    git("commit", "-q", "-m", "init")
+    git("push", "-q", str(root / "r.git"), "main")
+    commits = {}
+    for t in tasks:
+        git("checkout", "-q", "-b", f"longshot/b/{t}", "main")
+        (root / "work" / f"{t}.txt").write_text(f"{t}\n")
+        git("add", "-A")
+        git("commit", "-q", "-m", t)
+        git("push", "-q", str(root / "r.git"), f"longshot/b/{t}")
+        commits[t] = git("rev-parse", "HEAD")
+    return f"file://{root / 'r.git'}", commits
+
+
+async def test_the_queue_gates_ready_jobs_in_the_same_reconcile_that_checks_new_ones(world, tmp_path):
+    """While workers keep finishing, nearly every queue reconcile has a new MergeJob to check: the batch of the
+    jobs already checked is prepared and gated in that same reconcile, not after the arrivals stop (the queue
+    used to return after the checks, and gated nothing for half a minute of a 100-task build)."""
+    fake, m, _clock, _mono, _sync = world
+    url, commits = repository_with_branches(tmp_path / "git", ["b-p0", "b-p1"])
+    m.queues.workspaces.root = tmp_path / "workspaces"
+    fake.create(build(repository={"url": url}, qualityGate={"profile": "minimal", "testCommand": "true"},
+                      merge={"strategy": "rebase", "window": 4}))
+    for task in ("b-p0", "b-p1"):
+        job = merged_job(task, task)
+        job["spec"].update({"branch": f"longshot/b/{task}", "commit": commits[task]})
+        fake.create(job)
+    checked = {"type": "ChecksPassed", "status": "True", "reason": "Completed", "message": "the secret scan passed",
+               "lastTransitionTime": "2025-01-01T00:00:00Z"}
+    fake.patch_status("MergeJob", "ns", "b-p0", {"phase": "Queued", "checks": "passed", "conditions": [checked]})
+    for (kind, _, _), obj in list(fake.objects.items()):
+        m.observe(kind, "MODIFIED", obj)
+    actions = await m.reconcilers["Queue"]("", cachemod.queue_name(url, "main"))
+    gates = [a.manifest for a in actions if isinstance(a, ex.CreateObject)
+             and a.manifest["metadata"].get("labels", {}).get("longshot.dev/purpose") == "gate"]
+    assert len(gates) == 1, actions  # b-p0's batch, gated now
+    joined = [a for a in actions if isinstance(a, ex.WriteStatus) and a.name == "b-p0"]
+    assert joined and joined[-1].status["phase"] == "Testing" and joined[-1].status["batch"]["position"] == 1
+    checks = [a for a in actions if isinstance(a, ex.WriteStatus) and a.name == "b-p1"]
+    assert checks and checks[-1].status["checks"] == "passed"  # b-p1 checked, and left for the next batch
+    assert not any(a.status.get("batch") for a in checks)

@@ -25,6 +25,7 @@ def test_a_small_run_evicts_exactly_the_culprits_and_keeps_the_target_green(caps
     assert figures["innocent_evicted"] == "0"
     for mode in ("serial", "speculative"):
         line = next(line for line in out.splitlines() if f"] {mode} (window" in line)
+        assert ("depth 1" in line) == (mode == "serial"), line
         assert re.search(r": 6 merged, 2 evicted", line), line
         assert "merged twice 0" in line and "lost" not in out
 
