@@ -277,6 +277,32 @@ def cpu_snapshot(api: kubernetes.client.ApiClient) -> dict[str, float]:
     return out
 
 
+def api_requests(api: kubernetes.client.ApiClient) -> dict[tuple[str, str], float]:
+    """The API server's requests so far by (verb, resource), from its own metrics."""
+    text = api.call_api("/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False,
+                        response_type="str")[0].data.decode()
+    out: dict[tuple[str, str], float] = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name != "apiserver_request":
+            continue
+        for s in fam.samples:
+            if s.name == "apiserver_request_total":
+                key = (s.labels.get("verb", ""), s.labels.get("resource", "") + (
+                    "/" + s.labels["subresource"] if s.labels.get("subresource") else ""))
+                out[key] = out.get(key, 0.0) + s.value
+    return out
+
+
+def requests_report(phase: str, before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]) -> str:
+    """One line: the API server's requests in a phase, writes by resource first."""
+    d = {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
+    writes = {k: v for k, v in d.items() if k[0] in ("CREATE", "UPDATE", "PATCH", "DELETE", "APPLY")}
+    reads = sum(v for k, v in d.items() if k not in writes and k[0] not in ("WATCH",))
+    top = sorted(writes.items(), key=lambda kv: -kv[1])[:12]
+    return (f"{phase}: API requests {sum(d.values()):.0f} ({sum(writes.values()):.0f} writes, {reads:.0f} reads); "
+            "writes: " + ", ".join(f"{verb} {res} {n:.0f}" for (verb, res), n in top))
+
+
 def cpu_report(phase: str, before: dict[str, float], after: dict[str, float], seconds: float) -> str:
     """One line: the CPU seconds each part used in a phase, and the machine's mean busy cores."""
     if not before or not after:
@@ -394,6 +420,9 @@ def dump(api: kubernetes.client.ApiClient, to: Path) -> None:
     for plural in ("buildrequests", "agenttasks", "mergejobs"):
         items = custom.list_namespaced_custom_object(GROUP, VERSION, NS, plural)["items"]
         (to / f"{plural}.json").write_text(json.dumps(items, indent=1))
+    core = kubernetes.client.CoreV1Api(api)
+    for pod in core.list_namespaced_pod(SYSTEM_NS, label_selector="app.kubernetes.io/component=operator").items:
+        (to / f"{pod.metadata.name}.log").write_text(core.read_namespaced_pod_log(pod.metadata.name, SYSTEM_NS))
     log(f"wrote the builds' objects to {to}")
 
 
@@ -464,9 +493,10 @@ def main() -> int:
                 bare, url = repository(c, f"{NS}-floor", work)
                 c.kubectl("-n", NS, "create", "configmap", "script-floor",
                           f"--from-literal=script.yaml={script(names)}")
-                before = cpu_snapshot(api)
+                before, requests = cpu_snapshot(api), api_requests(api)
                 floor_s = floor(api, bare, url, names, args.workers)
                 cpu_lines.append(cpu_report("floor", before, cpu_snapshot(api), floor_s))
+                cpu_lines.append(requests_report("floor", requests, api_requests(api)))
             builds: dict[str, str] = {}
             bares: dict[str, Path] = {}
             share = -(-args.tasks // args.repos)
@@ -478,9 +508,10 @@ def main() -> int:
                           f"--from-literal=script.yaml={script(mine)}")
             log(f"longshot: {len(builds)} build(s) of {args.tasks} tasks in all, workers.max {args.workers}, "
                 f"{args.replicas} operator replica(s)")
-            before = cpu_snapshot(api)
+            before, requests = cpu_snapshot(api), api_requests(api)
             seconds = longshot(api, builds, args.workers, args.timeout, args.window)
             cpu_lines.append(cpu_report("longshot", before, cpu_snapshot(api), seconds))
+            cpu_lines.append(requests_report("longshot", requests, api_requests(api)))
             for name, bare in bares.items():
                 files = git("--git-dir", str(bare), "ls-tree", "--name-only", "main", "work/").split()
                 log(f"{name}: main holds {len(files)} task files")

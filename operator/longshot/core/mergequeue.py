@@ -18,7 +18,8 @@ as it would land. Then:
 * **Stacked batches** (Zuul's dependent pipeline). While a batch is gated and none of its prefixes failed, the
   next ready candidates form a second batch built on the first batch's longest speculative commit, and its
   longest prefix is gated at once, on the bet that the first lands whole (``QueueState.depth`` batches at most,
-  default 2; 1 is one batch at a time). The stacked batch never lands, bisects or evicts on its own: when the
+  default 2; 1 is one batch at a time; a build whose ``spec.merge.window`` is 1 is never stacked: the serial
+  queue has one candidate under test at a time). The stacked batch never lands, bisects or evicts on its own: when the
   batch below lands whole it becomes the head batch (its base is now the target) and goes on from the gate
   results it already has; when the batch below breaks (a culprit, a lost push, a moved target), the stacked
   batch goes back to the queue and its gates are stopped. At the end of a build this takes one gate round off
@@ -344,7 +345,7 @@ def decide(state: QueueState) -> list[Effect]:
     failing = any(p.state == "failed" for b in chain for p in _results(state, b).values())
     top = chain[-1][-1]
     eligible = _eligible(state, top.commit) if len(chain) < state.depth and not failing else []
-    if eligible:
+    if eligible and state.max_window.get(eligible[0].build, DEFAULT_WINDOW) > 1:  # window 1: serial, no stack
         build = eligible[0].build
         members = tuple(c.name for c in eligible if c.build == build)[:window_of(state, build)]
         effects.append(PrepareBatch(build, members, onto=top.commit, onto_batch=top.batch_id,

@@ -155,8 +155,10 @@ def test_while_a_batch_is_gated_the_next_ready_candidates_are_stacked_on_its_lon
     s = QueueState(in_batch(["a", "b"]) + cands("c", "d"), probes=(probe(2, "running"),), target_head="T0",
                    max_window={"b": 4})
     assert q.decide(s) == [PrepareBatch("b", ("c", "d"), onto="S2", onto_batch="B", onto_position=2)]
-    # not with one batch at a time, not above the depth, not on a batch whose gate failed
+    # not with one batch at a time, not for a serial build (window 1), not above the depth, not on a batch whose
+    # gate failed
     assert isinstance(q.decide(replace(s, depth=1))[0], Wait)
+    assert isinstance(q.decide(replace(s, max_window={"b": 1}))[0], Wait)
     deep = replace(two_stacked((probe(2, "running"), probe(2, "running", bid="C"))),
                    candidates=two_stacked().candidates + cands("e"))
     assert isinstance(q.decide(deep)[0], Wait)
@@ -430,7 +432,7 @@ def test_queue_invariants_under_random_histories(n, culprit_rate, window, confli
     # with no conflicts, the queue always finishes: every innocent merged, every culprit evicted
     if not conflicts:
         assert set(w.target) == set(order) - culprits and evicted == culprits
-    if depth == 1:
+    if depth == 1 or window == 1:
         assert w.stacked_gates == 0
 
 
