@@ -279,8 +279,10 @@ def cpu_snapshot(api: kubernetes.client.ApiClient) -> dict[str, float]:
 
 def api_requests(api: kubernetes.client.ApiClient) -> dict[tuple[str, str], float]:
     """The API server's requests so far by (verb, resource), from its own metrics."""
-    text = api.call_api("/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False,
-                        response_type="str")[0].data.decode()
+    request = api.param_serialize(method="GET", resource_path="/metrics", auth_settings=["BearerToken"])
+    response = api.call_api(*request)
+    response.read()
+    text = response.data.decode()
     out: dict[tuple[str, str], float] = {}
     for fam in text_string_to_metric_families(text):
         if fam.name != "apiserver_request":
