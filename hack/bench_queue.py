@@ -380,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
             red_total += red
             found = len(set(r.evicted) & culprits)
             innocent = sorted(set(r.evicted) - culprits)
-            log(f"{label} (window {window}, depth {depth}): {len(r.merged)} merged, {len(r.evicted)} evicted in {r.seconds:.1f}s "
+            log(f"{label} (window {window}, depth {depth}): {len(r.merged)} merged, {len(r.evicted)} evicted in "
+                f"{r.seconds:.1f}s "
                 f"({len(r.merged) / r.seconds * 3600:.0f} merges/hour); {r.pushes} pushes, "
                 f"{len(r.merged) / max(1, r.pushes):.1f} merges per push, gate runs "
                 f"{sum(len(p) for p in r.probes.values())}, decisions {r.decisions}; "

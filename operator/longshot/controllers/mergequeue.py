@@ -52,6 +52,8 @@ log = logging.getLogger("longshot.mergequeue")
 
 GATE = "gate"
 REVIEW = "review"
+SLOW_RECONCILE_SECONDS = 2.0
+"""A queue reconcile taking longer is logged with what it spent its time on."""
 
 
 gate_command = mjc.gate_command
@@ -166,18 +168,28 @@ class QueueReconciler:
         if not live:
             return []
         now = self.ctx.clock()
+        started = time.monotonic()
         w = await self.workspaces.get(live[0][1])
         head = await asyncio.to_thread(speculate.head_of, w, target)
+        fetched = time.monotonic()
         out: list[ex.Action] = []
         touched: set[str] = set()
         # 1. conflicted jobs retry when the target moved, and go to a fixer when nothing else can move it;
-        # 2. checks of new candidates
+        # 2. checks of new candidates (their branches fetched together first: one fetch, not one per job)
         states = [mjc.job_state(self.ctx, job, build) for job, build in live]
         moving = mj.target_can_move(states)
+        # a job without conditions yet is the MergeJob reconciler's to write first (Observed); writing it here
+        # too raced that write (409, and this whole reconcile again); its first write brings the queue back
+        unseen = {job.name for job, _ in live if not job.status.conditions}
+        checking = [(job, build) for (job, build), st in zip(live, states, strict=True)
+                    if st.phase == mj.QUEUED and st.checks == "pending" and job.name not in unseen and job.spec.commit]
+        if len(checking) > 1:
+            await asyncio.to_thread(speculate.fetch_commits, w, [self._member(j, b) for j, b in checking])
+        checked = 0
         for (job, build), state in zip(live, states, strict=True):
+            if job.name in unseen:
+                continue
             events: list[mj.Event] = []
-            if not job.status.conditions:
-                events.append(mj.Observed())
             if state.phase == mj.CONFLICTED and not state.terminal:
                 if state.conflict_base != head:
                     events.append(mj.TargetMoved(head))
@@ -185,6 +197,7 @@ class QueueReconciler:
                     events.append(mj.TargetIdle(head))  # its retry would never come
             if state.phase == mj.QUEUED and state.checks == "pending":
                 events.extend(await self._checks(job, build, w, out))
+                checked += 1
             if state.phase == mj.AWAITING_APPROVAL and not state.needs_approval:
                 events.append(mj.Approved("spec.approved is true" if job.spec.approved
                                           else "the build no longer requires approval"))
@@ -200,14 +213,20 @@ class QueueReconciler:
         # 3. the batches, now: while workers keep finishing, the checks of new jobs above happen on almost every
         # reconcile, and a queue that waited for a reconcile without them would gate nothing until they stop.
         # The jobs just checked are left out of this decision (their status is being written); none is in a batch.
-        rest = [(j, b) for j, b in live if j.name not in touched]
+        rest = [(j, b) for j, b in live if j.name not in touched and j.name not in unseen]
         for job, build in rest:
             broken = self._broken_gates(job)
             if broken:
                 return [*out, *self._error_batch([j for j, _ in rest if j.status.batch is not None], build, broken,
                                                   now, name)]
         qstate = self._queue_state(rest, head, now)
-        return [*out, *await self._execute(q.decide(qstate), rest, qstate, w, target, now, name)]
+        checks_done = time.monotonic()
+        out += await self._execute(q.decide(qstate), rest, qstate, w, target, now, name)
+        took = time.monotonic() - started
+        if took >= SLOW_RECONCILE_SECONDS:
+            log.info("queue %s: a reconcile took %.1fs (target fetch %.1fs, checks of %d job(s) %.1fs, batches %.1fs)",
+                     name, took, fetched - started, checked, checks_done - fetched, time.monotonic() - checks_done)
+        return out
 
     async def _checks(self, job: objects.MergeJob, build: objects.BuildRequest, w: vws.Workspace,
                       out: list[ex.Action]) -> list[mj.Event]:
@@ -252,9 +271,12 @@ class QueueReconciler:
 
     @staticmethod
     def _merge_base(w: vws.Workspace, target: str, branch: str, commit: str) -> str:
+        """Where the branch left the target (fetched by this reconcile); the branch is fetched unless it already
+        was, with the others (``speculate.fetch_commits``)."""
         with w.locked():
-            speculate.fetch(w, target, [speculate.Member(name="scan", namespace="", uid="", branch=branch,
-                                                         commit=commit)])
+            if not w.has_commit(commit):
+                speculate.fetch(w, target, [speculate.Member(name="scan", namespace="", uid="", branch=branch,
+                                                             commit=commit)])
             return w.out("merge-base", f"refs/remotes/origin/{target}", commit) or f"refs/remotes/origin/{target}"
 
     def _queue_state(self, live: Sequence[tuple[objects.MergeJob, objects.BuildRequest]], head: str,

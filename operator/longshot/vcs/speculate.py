@@ -119,6 +119,23 @@ def fetch(w: ws.Workspace, target: str, members: Sequence[Member]) -> str:
     return head
 
 
+def fetch_commits(w: ws.Workspace, members: Sequence[Member]) -> None:
+    """Fetch, in one fetch, the branches of the members whose commits the workspace lacks (the queue checks many
+    new branches per reconcile). Best effort: when one branch cannot be fetched (deleted meanwhile), nothing is
+    raised, and each member's own fetch later says what is wrong with it."""
+    with w.locked():
+        w.ensure()
+        missing = [m for m in members if not w.has_commit(m.commit)]
+        if not missing:
+            return
+        specs = [f"+refs/heads/{m.branch}:refs/longshot/queue/{m.name}" for m in missing]
+        try:
+            w.git("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", "--refmap=",
+                  "origin", *specs, check=False)
+        except ws.GitError as e:  # (timed out) each member's own fetch tries again
+            log.info("fetching %d branches together failed: %s", len(missing), e)
+
+
 def head_of(w: ws.Workspace, target: str) -> str:
     with w.locked():
         return fetch(w, target, ())

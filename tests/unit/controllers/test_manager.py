@@ -621,19 +621,23 @@ def repository_with_branches(root: Path, tasks: list[str]) -> tuple[str, dict[st
 async def test_the_queue_gates_ready_jobs_in_the_same_reconcile_that_checks_new_ones(world, tmp_path):
     """While workers keep finishing, nearly every queue reconcile has a new MergeJob to check: the batch of the
     jobs already checked is prepared and gated in that same reconcile, not after the arrivals stop (the queue
-    used to return after the checks, and gated nothing for half a minute of a 100-task build)."""
+    used to return after the checks, and gated nothing for half a minute of a 100-task build). A job without
+    conditions yet is left to the MergeJob reconciler, whose first write of them the queue's used to race."""
     fake, m, _clock, _mono, _sync = world
-    url, commits = repository_with_branches(tmp_path / "git", ["b-p0", "b-p1"])
+    url, commits = repository_with_branches(tmp_path / "git", ["b-p0", "b-p1", "b-p2", "b-p3"])
     m.queues.workspaces.root = tmp_path / "workspaces"
     fake.create(build(repository={"url": url}, qualityGate={"profile": "minimal", "testCommand": "true"},
                       merge={"strategy": "rebase", "window": 4}))
-    for task in ("b-p0", "b-p1"):
+    for task in ("b-p0", "b-p1", "b-p2", "b-p3"):
         job = merged_job(task, task)
         job["spec"].update({"branch": f"longshot/b/{task}", "commit": commits[task]})
         fake.create(job)
     checked = {"type": "ChecksPassed", "status": "True", "reason": "Completed", "message": "the secret scan passed",
                "lastTransitionTime": "2025-01-01T00:00:00Z"}
     fake.patch_status("MergeJob", "ns", "b-p0", {"phase": "Queued", "checks": "passed", "conditions": [checked]})
+    pending = {**checked, "status": "Unknown", "reason": "Pending", "message": "the secret scan runs"}
+    for task in ("b-p1", "b-p3"):  # observed by the MergeJob reconciler; b-p2 not yet
+        fake.patch_status("MergeJob", "ns", task, {"phase": "Queued", "checks": "pending", "conditions": [pending]})
     for (kind, _, _), obj in list(fake.objects.items()):
         m.observe(kind, "MODIFIED", obj)
     actions = await m.reconcilers["Queue"]("", cachemod.queue_name(url, "main"))
@@ -642,6 +646,8 @@ async def test_the_queue_gates_ready_jobs_in_the_same_reconcile_that_checks_new_
     assert len(gates) == 1, actions  # b-p0's batch, gated now
     joined = [a for a in actions if isinstance(a, ex.WriteStatus) and a.name == "b-p0"]
     assert joined and joined[-1].status["phase"] == "Testing" and joined[-1].status["batch"]["position"] == 1
-    checks = [a for a in actions if isinstance(a, ex.WriteStatus) and a.name == "b-p1"]
-    assert checks and checks[-1].status["checks"] == "passed"  # b-p1 checked, and left for the next batch
-    assert not any(a.status.get("batch") for a in checks)
+    for task in ("b-p1", "b-p3"):  # checked (their branches fetched in one go), and left for the next batch
+        checks = [a for a in actions if isinstance(a, ex.WriteStatus) and a.name == task]
+        assert checks and checks[-1].status["checks"] == "passed", actions
+        assert not any(a.status.get("batch") for a in checks)
+    assert not any(getattr(a, "name", None) == "b-p2" for a in actions)  # the MergeJob reconciler's, first
