@@ -428,22 +428,43 @@ def dump(api: kubernetes.client.ApiClient, to: Path) -> None:
     log(f"wrote the builds' objects to {to}")
 
 
-def dispatch_p95(api: kubernetes.client.ApiClient) -> tuple[float, int]:
-    """p95 of longshot_dispatch_latency_seconds over every operator replica, and the number of observations."""
+def operator_samples(api: kubernetes.client.ApiClient) -> list[Any]:
+    """Every sample of every operator replica's metrics."""
     core = kubernetes.client.CoreV1Api(api)
-    buckets: dict[float, float] = {}
+    out: list[Any] = []
     for pod in core.list_namespaced_pod(SYSTEM_NS, label_selector="app.kubernetes.io/component=operator").items:
         if not pod.status.pod_ip:
             continue
         text = urllib.request.urlopen(f"http://{pod.status.pod_ip}:8080/metrics", timeout=10).read().decode()
         for fam in text_string_to_metric_families(text):
-            if fam.name != "longshot_dispatch_latency_seconds":
-                continue
-            for s in fam.samples:
-                if s.name.endswith("_bucket"):
-                    le = float(s.labels["le"])
-                    buckets[le] = buckets.get(le, 0.0) + s.value
+            out += fam.samples
+    return out
+
+
+def dispatch_p95(samples: list[Any]) -> tuple[float, int]:
+    """p95 of longshot_dispatch_latency_seconds over every operator replica, and the number of observations."""
+    buckets: dict[float, float] = {}
+    for s in samples:
+        if s.name == "longshot_dispatch_latency_seconds_bucket":
+            le = float(s.labels["le"])
+            buckets[le] = buckets.get(le, 0.0) + s.value
     return quantile(0.95, buckets), int(buckets.get(float("inf"), 0))
+
+
+def reconcile_report(samples: list[Any]) -> str:
+    """One line: the operator's reconciles by kind (count, conflicts, errors, seconds in all), since it started."""
+    counts: dict[tuple[str, str], float] = {}
+    seconds: dict[str, float] = {}
+    for s in samples:
+        if s.name == "longshot_reconciles_total":
+            key = (s.labels["kind"], s.labels["result"])
+            counts[key] = counts.get(key, 0.0) + s.value
+        elif s.name == "longshot_reconcile_duration_seconds_sum":
+            seconds[s.labels["kind"]] = seconds.get(s.labels["kind"], 0.0) + s.value
+    kinds = sorted({k for k, _ in counts})
+    return "operator reconciles (floor and longshot): " + ", ".join(
+        f"{k} {sum(v for (kk, _), v in counts.items() if kk == k):.0f} (conflicts {counts.get((k, 'Conflict'), 0):.0f},"
+        f" errors {counts.get((k, 'Error'), 0):.0f}, {seconds.get(k, 0.0):.1f}s)" for k in kinds)
 
 
 def quantile(q: float, buckets: dict[float, float]) -> float:
@@ -518,7 +539,9 @@ def main() -> int:
                 files = git("--git-dir", str(bare), "ls-tree", "--name-only", "main", "work/").split()
                 log(f"{name}: main holds {len(files)} task files")
             pods, merged = pods_and_merges(api, list(builds))
-            p95, observed = dispatch_p95(api)
+            samples = operator_samples(api)
+            p95, observed = dispatch_p95(samples)
+            cpu_lines.append(reconcile_report(samples))
             if args.dump is not None:
                 dump(api, args.dump)
             for line in build_timelines(api, list(builds)) + cpu_lines:

@@ -43,6 +43,12 @@ FINALIZATION_OUTCOMES = ("Passed", "TasksFailed", "TestsFailed", "UnmergedBranch
 FAILURE_CLASSES: tuple[str, ...] = get_args(agenttask.FailureClass)
 """Values of the ``failure_class`` label of :data:`POD_FAILURES`."""
 ROLES = ("leader", "follower")
+RECONCILE_KINDS = ("AgentTask", "MergeJob", "Queue", "BuildRequest")
+"""Values of the ``kind`` label of :data:`RECONCILES` (``controllers.manager.ORDER``; ``Queue`` is one
+repository branch's merge queue)."""
+RECONCILE_RESULTS = ("Success", "Conflict", "Error")
+"""Values of the ``result`` label of :data:`RECONCILES`: done; an object changed meanwhile (409, retried at
+once); failed (retried with backoff)."""
 
 # --- work -----------------------------------------------------------------------------------------------------
 
@@ -77,6 +83,13 @@ FINALIZATION_ATTEMPTS = Counter("longshot_finalization_attempts_total", "Finaliz
 FINALIZATIONS = Counter("longshot_finalizations_total", "Finished finalizations by outcome.", ["outcome"],
                         registry=REGISTRY)
 
+RECONCILES = Counter("longshot_reconciles_total", "Reconciles by kind of object and result.", ["kind", "result"],
+                     registry=REGISTRY)
+RECONCILE_DURATION = Histogram("longshot_reconcile_duration_seconds",
+                               "Time a reconcile took, its actions carried out, by kind of object.", ["kind"],
+                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+                               registry=REGISTRY)
+
 # --- this replica ---------------------------------------------------------------------------------------------------
 
 ROLE = Gauge("longshot_replica_role", "1 for this replica's current role (leader of at least one merge "
@@ -95,6 +108,10 @@ def _init_labels() -> None:
         FINALIZATIONS.labels(outcome=o)
     for c in FAILURE_CLASSES:
         POD_FAILURES.labels(failure_class=c)
+    for k in RECONCILE_KINDS:
+        RECONCILE_DURATION.labels(kind=k)
+        for r in RECONCILE_RESULTS:
+            RECONCILES.labels(kind=k, result=r)
     set_role(leader=False)
 
 
@@ -109,6 +126,13 @@ def set_tasks_by_state(counts: Mapping[str, int]) -> None:
     :data:`TASK_STATES` are ignored (labels stay bounded)."""
     for state in TASK_STATES:
         TASKS.labels(state=state).set(counts.get(state, 0))
+
+
+def observe_reconcile(kind: str, result: str, duration_seconds: float) -> None:
+    """Count a reconcile of ``kind`` (one of :data:`RECONCILE_KINDS`; others are not counted) and its duration."""
+    if kind in RECONCILE_KINDS and result in RECONCILE_RESULTS:
+        RECONCILES.labels(kind=kind, result=result).inc()
+        RECONCILE_DURATION.labels(kind=kind).observe(duration_seconds)
 
 
 def observe_merge(outcome: str, duration_seconds: float) -> None:

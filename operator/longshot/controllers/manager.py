@@ -237,14 +237,18 @@ class Manager:
     async def _process(self, ref: cachemod.Ref) -> None:
         kind, ns, name = ref
         async with self.sem:
+            started = time.monotonic()  # the real clock, not the injected one: a duration for the metrics
             try:
                 actions = await self.reconcilers[kind](ns, name)
                 await self.executor.run(actions)
                 self.queue.forget(ref)
                 self.reconciles += 1
+                metrics.observe_reconcile(kind, "Success", time.monotonic() - started)
             except Exception as e:
                 self.failures += 1
                 delay = self.queue.retry(ref)
+                metrics.observe_reconcile(kind, "Conflict" if isinstance(e, kube.Conflict) else "Error",
+                                          time.monotonic() - started)
                 if isinstance(e, kube.Conflict):
                     log.info("%s %s/%s changed meanwhile; reconciling again in %.2fs", kind, ns, name, delay)
                 else:

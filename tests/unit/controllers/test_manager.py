@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fake_kube import FakeKube
 
-from longshot import config
+from longshot import config, metrics
 from longshot.api import agenttask
 from longshot.api import handoff as ho
 from longshot.controllers import cache as cachemod
@@ -91,6 +91,12 @@ async def test_a_failed_status_write_is_retried_with_backoff_without_any_new_eve
     obj = fake.patch("BuildRequest", "ns", "b", {"spec": {"suspend": True}})
     m.observe("BuildRequest", "MODIFIED", obj)  # the one and only event
     fake.fail_status[("BuildRequest", "b")] = [kube.Conflict("injected"), RuntimeError("a webhook refused once")]
+
+    def reconciles(result: str) -> float:
+        return metrics.REGISTRY.get_sample_value("longshot_reconciles_total",
+                                                 {"kind": "BuildRequest", "result": result}) or 0.0
+
+    counted = {r: reconciles(r) for r in metrics.RECONCILE_RESULTS}
     await m.step()
     assert m.queue.failures(("BuildRequest", "ns", "b")) == 1
     await m.step()  # not due yet: nothing happens
@@ -104,6 +110,9 @@ async def test_a_failed_status_write_is_retried_with_backoff_without_any_new_eve
     st = status(fake, "BuildRequest", "b")
     assert cond(st, "Suspended")["status"] == "True" and st["phase"] == "Suspended"
     assert cond(st, "Reconciling")["reason"] == "Suspended"
+    # each reconcile is counted by its result (longshot_reconciles_total)
+    assert reconciles("Conflict") == counted["Conflict"] + 1 and reconciles("Error") == counted["Error"] + 1
+    assert reconciles("Success") > counted["Success"]
     assert all(c["observedGeneration"] == 2 for c in st["conditions"])
     assert m.queue.failures(("BuildRequest", "ns", "b")) == 0
 
