@@ -61,7 +61,7 @@ class Candidate:
     """The target head it last conflicted with; it waits until the target moves."""
     batch_id: str | None = None
     position: int | None = None
-    """1-based position in the current batch (with ``batch_id``), None when not in a batch."""
+    """1-based position in its batch (with ``batch_id``), None when not in a batch."""
     commit: str | None = None
     """Its speculative commit (base + everything up to it) when in a batch."""
     base: str | None = None
@@ -286,7 +286,7 @@ def stack(state: QueueState) -> list[list[Candidate]] | None:
         return None
     tops = {b[-1].commit for b in batches}
     chain = [b for b in batches if b[0].base not in tops]
-    if len(batches) > 0 and len(chain) != 1:
+    if batches and len(chain) != 1:
         return None
     while len(chain) < len(batches):
         above = [b for b in batches if b[0].base == chain[-1][-1].commit]
@@ -294,12 +294,6 @@ def stack(state: QueueState) -> list[list[Candidate]] | None:
             return None
         chain.append(above[0])
     return chain
-
-
-def current_batch(state: QueueState) -> list[Candidate] | None:
-    """The candidates of the head batch, by position; None when there is none (or the batches are broken)."""
-    chain = stack(state)
-    return chain[0] if chain else None
 
 
 def _consistent(batch: Sequence[Candidate]) -> bool:
@@ -331,7 +325,7 @@ def decide(state: QueueState) -> list[Effect]:
         return [Requeue(members, "the batch was incomplete after a restart; it is rebuilt"),
                 *[CancelProbes(i) for i in sorted({c.batch_id for c in state.candidates if c.batch_id})]]
     if not chain:
-        eligible = _eligible(state, state.target_head)
+        eligible = _eligible(state, None)
         if not eligible:
             return [Wait("no candidate is ready")]
         build = eligible[0].build
@@ -355,12 +349,12 @@ def decide(state: QueueState) -> list[Effect]:
 
 
 def _eligible(state: QueueState, onto: str | None) -> list[Candidate]:
-    """Ready candidates outside any batch that may be built on ``onto`` (the target head, or the longest commit of
-    the top batch): a conflicted one waits for the target to move, and one that did not apply on a stacked commit
-    is not stacked on it again."""
+    """Ready candidates outside any batch that may be built on ``onto`` (None: the target head; else the longest
+    commit of the top batch): a conflicted one waits for the target to move, and one that did not apply on a
+    stacked commit is not stacked on it again."""
     return [c for c in state.candidates if c.ready and c.batch_id is None
             and (c.conflict_base is None or c.conflict_base != state.target_head)
-            and (c.name, onto or "") not in state.did_not_stack]
+            and (onto is None or (c.name, onto) not in state.did_not_stack)]
 
 
 def _results(state: QueueState, batch: Sequence[Candidate]) -> dict[int, Probe]:

@@ -336,11 +336,7 @@ def prepare(w: ws.Workspace, target: str, members: Sequence[Member], onto: str |
         tip = fetch(w, target, members)
         base = tip
         if onto is not None:
-            if not w.has_commit(onto) and onto_branch:
-                w.git("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--refmap=", "origin",
-                      f"+refs/heads/{onto_branch}:refs/longshot/queue/stacking")
-            if not w.has_commit(onto):
-                raise ws.GitError(f"the speculative commit {onto[:12]} to stack on is not on {onto_branch} any more")
+            _fetch_speculative(w, onto, onto_branch, "stacking")
             base = onto
         out: list[q.Applied | q.DidNotApply | q.AlreadyOnTarget] = []
         head = base
@@ -366,6 +362,16 @@ def prepare(w: ws.Workspace, target: str, members: Sequence[Member], onto: str |
         return q.Prepared(base, tuple(out), target=tip if onto is not None else None)
 
 
+def _fetch_speculative(w: ws.Workspace, commit: str, queue_branch_: str | None, local: str) -> None:
+    """Make sure the workspace has the speculative ``commit``, fetching its queue branch (into
+    ``refs/longshot/queue/<local>``) when another replica built it; GitError when it is gone."""
+    if not w.has_commit(commit) and queue_branch_:
+        w.git("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--refmap=", "origin",
+              f"+refs/heads/{queue_branch_}:refs/longshot/queue/{local}")
+    if not w.has_commit(commit):
+        raise ws.GitError(f"the speculative commit {commit[:12]} is not on {queue_branch_} any more")
+
+
 def publish(w: ws.Workspace, build: str, batch_id: str, commits: Sequence[tuple[int, str]]) -> None:
     """Push each speculative commit to its queue branch, for the gate Pods."""
     specs = [f"{c}:refs/heads/{queue_branch(build, batch_id, pos)}" for pos, c in commits]
@@ -383,11 +389,7 @@ def land(w: ws.Workspace, target: str, base: str, commit: str, queue_branch_: st
     fetched from its queue branch first."""
     with w.locked():
         w.ensure()
-        if not w.has_commit(commit):
-            w.git("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--refmap=", "origin",
-                  f"+refs/heads/{queue_branch_}:refs/longshot/queue/landing")
-        if not w.has_commit(commit):
-            raise ws.GitError(f"the speculative commit {commit[:12]} is not on {queue_branch_} any more")
+        _fetch_speculative(w, commit, queue_branch_, "landing")
         result = vmerge.push(w, target, base, commit)
     if result is None:
         return True, ""

@@ -226,8 +226,8 @@ def test_batches_that_do_not_stack_are_rebuilt():
     effects = q.decide(QueueState(two, target_head="T0"))
     assert effects == [Requeue(("a", "b", "c"), "the batch was incomplete after a restart; it is rebuilt"),
                        CancelProbes("B"), CancelProbes("C")]
-    assert q.current_batch(QueueState(two)) is None
-    assert [c.name for c in q.current_batch(two_stacked()) or []] == ["a", "b"]
+    assert q.stack(QueueState(two)) is None
+    assert [c.name for c in (q.stack(two_stacked()) or [[]])[0]] == ["a", "b"]
 
 
 # --- the property: random queues, culprits, conflicts, gate timing and restarts --------------------
