@@ -208,8 +208,8 @@ class QueueReconciler:
                     touched.add(job.name)
         if touched:
             out.append(ex.Requeue(("Queue", "", name), now))
-            if any(j.status.batch is not None for j, _ in live if j.name in touched):
-                return out  # a batch member's status is being rewritten: decide on it next time
+        if any(j.status.batch is not None for j, _ in live if j.name in touched or j.name in unseen):
+            return out  # a batch member's status is being (re)written: decide on its whole batch next time
         # 3. the batches, now: while workers keep finishing, the checks of new jobs above happen on almost every
         # reconcile, and a queue that waited for a reconcile without them would gate nothing until they stop.
         # The jobs just checked are left out of this decision (their status is being written); none is in a batch.

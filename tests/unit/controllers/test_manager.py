@@ -660,3 +660,25 @@ async def test_the_queue_gates_ready_jobs_in_the_same_reconcile_that_checks_new_
         assert checks and checks[-1].status["checks"] == "passed", actions
         assert not any(a.status.get("batch") for a in checks)
     assert not any(getattr(a, "name", None) == "b-p2" for a in actions)  # the MergeJob reconciler's, first
+
+
+async def test_a_batch_member_whose_conditions_are_not_written_yet_holds_its_batch_decision(world, tmp_path):
+    """A MergeJob in a batch whose conditions are missing (the MergeJob reconciler writes them first) is not
+    left out of its batch's decision: leaving it out made the rest look like a half-written batch, requeued."""
+    fake, m, _clock, _mono, _sync = world
+    url, commits = repository_with_branches(tmp_path / "git", ["b-p0", "b-p1"])
+    m.queues.workspaces.root = tmp_path / "workspaces"
+    fake.create(build(repository={"url": url}, qualityGate={"profile": "minimal", "testCommand": "true"}))
+    checked = {"type": "ChecksPassed", "status": "True", "reason": "Completed", "message": "the secret scan passed",
+               "lastTransitionTime": "2025-01-01T00:00:00Z"}
+    for i, task in enumerate(("b-p0", "b-p1"), start=1):
+        job = merged_job(task, task)
+        job["spec"].update({"branch": f"longshot/b/{task}", "commit": commits[task]})
+        fake.create(job)
+        batch = {"id": "B", "position": i, "base": "0" * 40, "commit": commits[task]}
+        fake.patch_status("MergeJob", "ns", task, {"phase": "Testing", "checks": "passed", "batch": batch,
+                                                   "conditions": [checked] if i == 1 else []})
+    for (kind, _, _), obj in list(fake.objects.items()):
+        m.observe(kind, "MODIFIED", obj)
+    actions = await m.reconcilers["Queue"]("", cachemod.queue_name(url, "main"))
+    assert not [a for a in actions if isinstance(a, ex.WriteStatus)], actions  # nobody requeued
