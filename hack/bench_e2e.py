@@ -9,9 +9,13 @@ holds the machine-wide cluster lock), with the chart installed from the locally 
    forge. No operator decision, no gate, no merge. Time: first create to last Pod ended. (The Pods belong to
    AgentTasks of a suspended BuildRequest only because the gateway admits nothing else; the operator starts
    nothing for a suspended build and ignores these Pods.)
-2. **Longshot**: a BuildRequest whose scripted planner plans the same N tasks, ``workers.max`` W, the minimal
-   quality gate (``make test``), rebase, speculative window 32 (``--window``), until ``Finalized=True``. Time:
+2. **Longshot**: a BuildRequest whose scripted planner plans the same N tasks (one iteration: the plan is the
+   whole request), ``workers.max`` W, the minimal quality gate (``make test``, the reconciler's command: the last
+   batch's gate run is the final sweep), rebase, speculative window 32 (``--window``), until ``Finalized=True``. Time:
    creation to ``Finalized=True``; ``main`` must then hold every task's file.
+
+Each phase starts on a settled machine (``settle``): the floor's Pods deleted by the garbage collector and the
+cores quiet again, so Longshot's time does not include tearing down the floor's 100 Pods.
 
 Figures: ``e2e_vs_bare`` = floor time / Longshot time; ``merged_per_hour``; ``pods_per_merge`` = agent Pods
 created (every attempt of every AgentTask of the build: planner, workers, gates, sweeps) / branches merged;
@@ -152,7 +156,8 @@ def build_body(name: str, url: str, script_name: str, workers: int, *, suspend: 
                   "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
                                 "limits": {"cpu": "1", "memory": "256Mi"}}},
         "workers": {"max": workers}, "suspend": suspend,
-        "planner": {"maxTasks": 1000},
+        # the script's plan is the whole request: no second planner asking whether anything is left
+        "planner": {"maxTasks": 1000, "maxIterations": 1},
         "merge": {"strategy": "rebase", "window": window},
         "qualityGate": {"profile": "minimal", "testCommand": "make test"},
         "reconciler": {"command": "make test", "intervalSeconds": 300},
@@ -235,6 +240,36 @@ def floor(api: kubernetes.client.ApiClient, bare: Path, url: str, tasks: list[st
         f"in {seconds:.1f}s")
     custom.delete_namespaced_custom_object(GROUP, VERSION, NS, "buildrequests", "floor")  # and its tasks, Pods
     return seconds
+
+
+def busy_cores() -> float:
+    """The machine's mean busy cores (all but idle and iowait) since the last call (the first call: since boot)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy, total = sum(fields[:8]) - fields[3] - fields[4], sum(fields[:8])
+    last = getattr(busy_cores, "last", (0, 0))
+    busy_cores.last = (busy, total)  # type: ignore[attr-defined]
+    return (busy - last[0]) / max(total - last[1], 1) * (os.cpu_count() or 1)
+
+
+def settle(api: kubernetes.client.ApiClient, selector: str, limit: float = 300) -> None:
+    """Before a timed phase: wait until the Pods ``selector`` matches are gone (the floor's, which the garbage
+    collector deletes with their build) and the machine is quiet (under a third of a core busy over 2 s, or 60 s
+    at most). Else the next phase pays for the last one's teardown: the kubelet and containerd removing 100
+    containers, sandboxes and volumes is CPU on the same two cores."""
+    core = kubernetes.client.CoreV1Api(api)
+    start = time.monotonic()
+    while core.list_namespaced_pod(NS, label_selector=selector).items:
+        if time.monotonic() - start > limit:
+            raise TimeoutError(f"Pods {selector} still exist after {limit:.0f}s")
+        time.sleep(1)
+    gone = time.monotonic() - start
+    busy_cores()
+    cores = float("inf")
+    while cores > 0.33 and time.monotonic() - start < gone + 60:
+        time.sleep(2)
+        cores = busy_cores()
+    log(f"settled: Pods {selector} gone after {gone:.1f}s, then {cores:.2f} cores busy after "
+        f"{time.monotonic() - start - gone:.1f}s more")
 
 
 # --- where the CPU went ----------------------------------------------------------------------------
@@ -516,10 +551,12 @@ def main() -> int:
                 bare, url = repository(c, f"{NS}-floor", work)
                 c.kubectl("-n", NS, "create", "configmap", "script-floor",
                           f"--from-literal=script.yaml={script(names)}")
+                settle(api, "bench=floor")
                 before, requests = cpu_snapshot(api), api_requests(api)
                 floor_s = floor(api, bare, url, names, args.workers)
                 cpu_lines.append(cpu_report("floor", before, cpu_snapshot(api), floor_s))
                 cpu_lines.append(requests_report("floor", requests, api_requests(api)))
+                settle(api, "bench=floor")
             builds: dict[str, str] = {}
             bares: dict[str, Path] = {}
             share = -(-args.tasks // args.repos)

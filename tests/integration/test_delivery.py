@@ -121,6 +121,28 @@ def test_build_is_planned_worked_merged_swept_and_finalized(operator, kubelet, o
     assert samples["longshot_dispatch_latency_seconds_count"] >= 3
 
 
+
+def test_a_one_iteration_build_takes_its_last_gate_run_as_the_final_sweep(operator, kubelet, core_v1, custom,
+                                                                        namespace, tmp_path):
+    """Issue 13: the gate runs the reconciler's command on exactly the commit that lands; a final sweep Pod after it
+    only ran that command on that commit again, one Pod round on every build's tail."""
+    url = sample_repo.make(tmp_path)
+    script_configmap(core_v1, namespace, SCRIPT)
+    create(custom, namespace, delivery_build(url, planner={"maxIterations": 1}))
+    b = finalized(custom, namespace)
+    assert finalization_status(b) == ("True", "Passed"), dump(custom, namespace)
+    assert b["status"]["finalizationAttempts"] == 1 and b["status"]["merges"]["merged"] == 2
+    head = sample_repo.git(tmp_path, "--git-dir", url.removeprefix("file://"), "rev-parse", "main").strip()
+    assert b["status"]["lastSweep"]["result"] == "Passed" and b["status"]["lastSweep"]["commit"] == head
+    ts = list_of(custom, namespace, "agenttasks")
+    assert not [t["metadata"]["name"] for t in ts if t["metadata"]["labels"].get("longshot.dev/purpose") ==
+                "final"]  # no final sweep Pod ran: the gate's run on the tip was the final sweep
+    (adopted,) = [t for t in ts if t["metadata"].get("annotations", {}).get("longshot.dev/final-attempt") == "1"]
+    assert adopted["metadata"]["labels"]["longshot.dev/purpose"] == "gate"
+    assert adopted["status"]["handoff"]["commit"] == head and adopted["status"]["handoff"]["verdict"] == "passed"
+    assert sample_repo.run_tests(url, tmp_path) == 0
+
+
 def finalization_status(b):
     return condition(b, "Finalized")["status"], condition(b, "Finalized")["reason"]
 

@@ -43,6 +43,7 @@ from longshot.core import mergejobs as mj
 from longshot.core import sweeps as sweepsc
 from longshot.core.effects import EmitEvent, SetCondition
 from longshot.runtime import handoffs, trackers
+from longshot.vcs import speculate
 
 log = logging.getLogger("longshot.builds")
 
@@ -141,7 +142,7 @@ class BuildReconciler:
             await self._comment(build, ts, now, out)
         early = self._early_sweep(build, ts, state, out)
         if state.phase in (builds.FINALIZING, builds.MERGING):
-            for event in self._finalize(build, ts, out, extra, now, early):
+            for event in await self._finalize(build, ts, out, extra, now, early):
                 state, more = self._decide(state, event, now)
                 effects.extend(more)
         return [*out, *self._actions(build, state, effects, extra, now)]
@@ -401,7 +402,8 @@ class BuildReconciler:
                       key=lambda t: t.metadata.creation_timestamp or timeutil.EPOCH)
 
     def last_sweep(self, ts: Sequence[objects.AgentTask]) -> dict[str, Any] | None:
-        done = [t for t in self._sweeps(ts, SWEEP) + self._sweeps(ts, FINAL)
+        adopted = [t for t in self._sweeps(ts, mqc.GATE) if keys.FINAL_ATTEMPT in t.metadata.annotations]
+        done = [t for t in self._sweeps(ts, SWEEP) + self._sweeps(ts, FINAL) + adopted
                 if t.status.phase in tasks.TERMINAL and t.status.phase != tasks.CANCELLED]  # cancelled: no result
         if not done:
             return None
@@ -504,13 +506,14 @@ class BuildReconciler:
         if not attempt:
             return None
         final = self.ctx.cache.tasks.get((build.namespace, names.child_name(build.name, f"final-{attempt}")))
-        if final is None:
-            final = next((t for t in self._sweeps(ts, FINAL)
+        if final is None:  # an adopted early sweep or gate run
+            final = next((t for t in self._sweeps(ts, FINAL) + self._sweeps(ts, mqc.GATE)
                           if t.metadata.annotations.get(keys.FINAL_ATTEMPT) == str(attempt)), None)
         return final
 
-    def _finalize(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask], out: list[ex.Action],
-                  extra: dict[str, Any], now: datetime, early: objects.AgentTask | None = None) -> list[builds.Event]:
+    async def _finalize(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask], out: list[ex.Action],
+                        extra: dict[str, Any], now: datetime, early: objects.AgentTask | None = None
+                        ) -> list[builds.Event]:
         spec = build.spec
         attempt = build.status.finalization_attempts
         final = self._final_sweep(build, ts, attempt)
@@ -521,8 +524,15 @@ class BuildReconciler:
             final_sweep=None if final is None else _sweep_view(final),
             early_sweep=None if early is None or attempt else _sweep_view(early),
             sweep_fixers_left=max(0, spec.merge.max_fixers - self.ctx.views(build.key).fixers))
+        decided = finalization.decide(snapshot)
+        if any(isinstance(e, finalization.StartFinalSweep) for e in decided) and not attempt and \
+                not any(isinstance(e, finalization.RequeueJobs) for e in decided):
+            # the first final sweep would run: unless a gate already ran its command on the tip (read only now)
+            tested = await self._tested_tip(build, ts)
+            if tested is not None:
+                decided = finalization.decide(dataclasses.replace(snapshot, tested_tip=_sweep_view(tested)))
         events: list[builds.Event] = []
-        for e in finalization.decide(snapshot):
+        for e in decided:
             if isinstance(e, finalization.BeginAttempt):
                 extra["finalizationAttempts"] = e.attempt
                 metrics.FINALIZATION_ATTEMPTS.inc()
@@ -551,6 +561,31 @@ class BuildReconciler:
                 metrics.FINALIZATIONS.labels(outcome=e.reason).inc()
                 events.append(builds.Finished(e.passed, e.reason, e.message, e.attempt))
         return events
+
+    async def _tested_tip(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask]
+                          ) -> objects.AgentTask | None:
+        """The build's passed quality-gate run on the commit the target tip is now, when its gate covers the
+        reconciler command (``core.sweeps.gate_covers``): the merge queue landed exactly that commit. None when
+        there is none, or the tip cannot be read now (the final sweep then runs)."""
+        if self.ctx.workspaces is None or not sweepsc.gate_covers(mjc.gate_parts(build),
+                                                                  build.spec.reconciler.command):
+            return None
+        landed = {j.status.merged_commit for j in self.ctx.cache.jobs_of(build.key)
+                  if j.status.phase == mj.MERGED and j.status.merged_commit}
+        command = mjc.gate_command(build)  # what the gate runs now, and what each run ran (its annotation)
+        gates = [t for t in ts if cachemod.purpose(t) == mqc.GATE and _sweep_passed(t)
+                 and t.metadata.annotations.get(keys.TEST_COMMAND) == command
+                 and t.status.handoff is not None and t.status.handoff.commit in landed]
+        if not gates:
+            return None
+        try:
+            w = await self.ctx.workspaces.get(build)
+            head = await asyncio.to_thread(speculate.head_of, w, build.spec.repository.base_branch)
+        except Exception as e:  # the sweep runs instead
+            log.info("the tip of %s for %s/%s could not be read: %s", build.spec.repository.base_branch,
+                     build.namespace, build.name, e)
+            return None
+        return next((t for t in gates if t.status.handoff is not None and t.status.handoff.commit == head), None)
 
     def _task_views(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask]
                     ) -> tuple[finalization.TaskView, ...]:

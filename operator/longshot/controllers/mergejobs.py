@@ -46,13 +46,18 @@ def job_state(ctx: ctxmod.Context, job: objects.MergeJob, build: objects.BuildRe
                       if x.type == cond.QUEUED and x.reason == mj.WAITING_FOR_DEPENDENCIES), ""))
 
 
-def gate_command(build: objects.BuildRequest) -> str:
-    """The quality gate's command for the build's profile (``&&``-joined), or "" when there is none."""
+def gate_parts(build: objects.BuildRequest) -> list[str]:
+    """The quality gate's commands for the build's profile, in the order they run."""
     gate = build.spec.quality_gate
     test = gate.test_command or build.spec.reconciler.command
     parts: dict[str, list[str | None]] = {"minimal": [test], "standard": [gate.lint_command, test],
                                           "strict": [gate.typecheck_command, gate.lint_command, test]}
-    return " && ".join(p for p in parts[gate.profile] if p)
+    return [p for p in parts[gate.profile] if p]
+
+
+def gate_command(build: objects.BuildRequest) -> str:
+    """The quality gate's command for the build's profile (``&&``-joined), or "" when there is none."""
+    return " && ".join(gate_parts(build))
 
 
 def tester_manifest(build: objects.BuildRequest, name: str, *, branch: str, command: str, purpose: str,

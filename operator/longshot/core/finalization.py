@@ -13,7 +13,10 @@ enabled) or ``Merging`` (disabled) is reconciled, and carries out the effects. T
 3. **Attempts.** Attempt 1 begins when the queue is drained (``BeginAttempt``): unmerged branches that can
    be retried are re-queued once more, then the final sweep ``<build>-final-<n>`` runs the reconciler
    command on the target tip. When nothing is re-queued and a final sweep begun beside the last iteration's
-   planner still tests the tip (``Snapshot.early_sweep``), attempt 1 adopts it instead (``AdoptEarlySweep``).
+   planner still tests the tip (``Snapshot.early_sweep``), attempt 1 adopts it instead (``AdoptEarlySweep``);
+   else, when the quality gate that passed on the commit now at the target tip ran the reconciler command
+   (``Snapshot.tested_tip``: the merge queue lands exactly what its gate tested), attempt 1 adopts that gate run
+   (``AdoptEarlySweep`` too): running the same command on the same commit again would only repeat it.
    Finalization disabled: no sweep; the outcome is decided on the drained queue.
 4. **Outcome.** ``Passed`` only when every planned task succeeded (or was cancelled by a user) and every
    produced branch is delivered (merged, or carried by a fixer that merged) and the final sweep passed.
@@ -87,6 +90,9 @@ class Snapshot:
     early_sweep: SweepView | None = None
     """Before the first attempt: a final sweep begun beside the last iteration's planner that still tests the target
     tip (``core.sweeps.early_sweep_kept``), running or finished."""
+    tested_tip: SweepView | None = None
+    """Before the first attempt: a passed quality-gate run whose command covers the reconciler command
+    (``core.sweeps.gate_covers``) on the commit the target tip is now (the shell checked the tip)."""
     sweep_fixers_left: int = 0
     """How many more fixer tasks this build may create (``merge.maxFixers`` minus the fixers so far)."""
 
@@ -124,7 +130,8 @@ class StartFinalSweep:
 
 @dataclass(frozen=True)
 class AdoptEarlySweep:
-    """Take the early final sweep ``sweep`` as the final sweep of ``attempt`` (record it on the sweep)."""
+    """Take ``sweep`` as the final sweep of ``attempt`` (record it on that task): an early final sweep, or the
+    quality-gate run that tested the tip (``Snapshot.tested_tip``)."""
 
     sweep: str
     attempt: int
@@ -187,6 +194,8 @@ def decide(s: Snapshot) -> list[Effect]:
         requeue = _requeue(unmerged)
         if s.early_sweep is not None and not requeue:  # it tests the tip the build ends with: no second run
             return [BeginAttempt(1), AdoptEarlySweep(s.early_sweep.name, 1)]
+        if s.tested_tip is not None and s.tested_tip.passed and not requeue:  # the gate ran it on this tip
+            return [BeginAttempt(1), AdoptEarlySweep(s.tested_tip.name, 1)]
         return [BeginAttempt(1), *requeue, StartFinalSweep(1)]
     if s.final_sweep is None:
         return [StartFinalSweep(s.attempt)]

@@ -12,11 +12,11 @@ target branch and reports whether it passes. While the build works:
    (``reconciler.maxFixersPerSweep`` at least 1, ``merge.maxFixers`` not used up) and it does not exist yet.
 
 When the final sweep of finalization runs is not decided here (``core.finalization``); whether it gets a fixer
-is (:func:`may_fix`), and so is whether an *early* final sweep is kept (:func:`early_sweep_kept`): when an iteration
-ends and the next iteration's planner starts, the final sweep starts beside it (``<build>-final-i<k>``); if the
-planner answers done, finalization adopts that sweep instead of starting one after it (the build ends a sweep's run
-sooner); if the planner plans more, or anything merges meanwhile, the early sweep no longer tests what the build
-ends with and is cancelled.
+is (:func:`may_fix`), whether a quality-gate run can stand for it is (:func:`gate_covers`), and so is whether an
+*early* final sweep is kept (:func:`early_sweep_kept`): when an iteration ends and the next iteration's planner
+starts, the final sweep starts beside it (``<build>-final-i<k>``); if the planner answers done, finalization adopts
+that sweep instead of starting one after it (the build ends a sweep's run sooner); if the planner plans more, or
+anything merges meanwhile, the early sweep no longer tests what the build ends with and is cancelled.
 
 Pure: the shell (``controllers/builds.py``) gathers the facts and creates what this returns.
 """
@@ -91,6 +91,14 @@ def next_sweep(sweeps: Sequence[SweepView], merged: int, settings: Settings, now
         return WaitUntil(last.ended + timedelta(seconds=interval))
     fix = last.name if last is not None and not last.passed and may_fix(settings, last.fixer_exists) else None
     return Start(len(sweeps) + 1, merged, fix)
+
+
+def gate_covers(gate_parts: Sequence[str], command: str) -> bool:
+    """Whether a passing quality gate made of ``gate_parts`` (run as ``part && part ...``) means ``command`` passes on
+    the same commit: ``command`` is the whole gate or one of its parts (each part ran, and exited 0)."""
+    command = command.strip()
+    parts = [p.strip() for p in gate_parts if p and p.strip()]
+    return bool(command) and (command in parts or command == " && ".join(parts))
 
 
 def may_fix(settings: Settings, fixer_exists: bool) -> bool:

@@ -682,3 +682,71 @@ async def test_a_batch_member_whose_conditions_are_not_written_yet_holds_its_bat
         m.observe(kind, "MODIFIED", obj)
     actions = await m.reconcilers["Queue"]("", cachemod.queue_name(url, "main"))
     assert not [a for a in actions if isinstance(a, ex.WriteStatus)], actions  # nobody requeued
+
+
+async def one_task_gated(world: Any, tmp_path: Path, reconciler: str, gate_claims: str | None = None
+                         ) -> tuple[FakeKube, Any, str]:
+    """A one-iteration build of one task (a real repository): planned, worked, and its MergeJob's batch gated by a
+    tester that passes, claiming to have tested ``gate_claims`` (default: the queue branch's commit it was given).
+    ``(fake, sync, the commit main ends on)``."""
+    fake, m, _clock, _mono, sync = world
+    url, commits = repository_with_branches(tmp_path / "git", ["b-p0"])
+    m.queues.workspaces.root = tmp_path / "workspaces"
+    fake.create(build(repository={"url": url}, planner={"maxIterations": 1}, merge={"strategy": "rebase"},
+                      qualityGate={"profile": "minimal", "testCommand": "make test"},
+                      reconciler={"command": reconciler}))
+    await sync()
+    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
+                      tasks=[ho.PlannedTask(name="p0", description="part 0")])
+    fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
+    await sync()
+    branch = "longshot/b/b-p0"  # the task's default branch, which the worker pushed
+    work = ho.Handoff(task="b-p0", attempt=1, role="worker", outcome="succeeded", branch=branch,
+                      commit=commits["b-p0"], files_changed=["b-p0.txt"], summary="part 0")
+    fake.finish_pod("ns", "b-p0-a1", 0, json.dumps(work.to_wire()))
+    await sync()
+    (gate,) = [o for (kind, _, _), o in fake.objects.items() if kind == "AgentTask"
+               and o["metadata"].get("labels", {}).get("longshot.dev/purpose") == "gate"]
+    tested = subprocess.run(["git", "--git-dir", str(tmp_path / "git" / "r.git"), "rev-parse", gate["spec"]["branch"]],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    name = gate["metadata"]["name"]
+    passed = ho.Handoff(task=name, attempt=1, role="tester", outcome="succeeded", verdict="passed",
+                        branch=gate["spec"]["branch"], commit=gate_claims or tested, summary="make test passes")
+    fake.finish_pod("ns", f"{name}-a1", 0, json.dumps(passed.to_wire()))
+    await sync()
+    head = subprocess.run(["git", "--git-dir", str(tmp_path / "git" / "r.git"), "rev-parse", "main"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    assert head == tested and status(fake, "MergeJob", "b-p0")["phase"] == "Merged"  # the queue landed it
+    return fake, sync, head
+
+
+async def test_the_gate_run_that_tested_the_tip_with_the_reconciler_command_is_the_final_sweep(world, tmp_path):
+    """Issue 13: a build's tail was its last batch's gate, then a final sweep Pod running the same command on the
+    same commit; now finalization adopts the gate run (it checks the tip first)."""
+    fake, _sync, head = await one_task_gated(world, tmp_path, "make test")
+    st = status(fake, "BuildRequest", "b")
+    assert st["phase"] == "Succeeded" and cond(st, "Finalized")["reason"] == "Passed", st
+    assert st["finalizationAttempts"] == 1
+    assert st["lastSweep"]["result"] == "Passed" and st["lastSweep"]["commit"] == head
+    assert not [k for k in fake.objects if k[0] == "AgentTask" and "-final-" in k[2]]  # no sweep Pod of its own
+    (gate,) = [o for (kind, _, _), o in fake.objects.items() if kind == "AgentTask"
+               and o["metadata"].get("labels", {}).get("longshot.dev/purpose") == "gate"]
+    assert gate["metadata"]["annotations"]["longshot.dev/final-attempt"] == "1"
+
+
+@pytest.mark.parametrize(("reconciler", "claims"), [
+    ("make e2e", None),  # the gate ran another command
+    ("make test", "f" * 40),  # the gate says it tested another commit than the tip
+])
+async def test_a_final_sweep_runs_when_no_gate_run_tested_the_tip_with_its_command(world, tmp_path, reconciler,
+                                                                                 claims):
+    fake, sync, head = await one_task_gated(world, tmp_path, reconciler, claims)
+    st = status(fake, "BuildRequest", "b")
+    assert st["phase"] == "Finalizing" and st["finalizationAttempts"] == 1, st
+    final = fake.objects[("AgentTask", "ns", "b-final-1")]
+    assert final["metadata"]["annotations"]["longshot.dev/test-command"] == reconciler
+    passed = ho.Handoff(task="b-final-1", attempt=1, role="tester", outcome="succeeded", verdict="passed",
+                        branch="main", commit=head, summary="passes")
+    fake.finish_pod("ns", "b-final-1-a1", 0, json.dumps(passed.to_wire()))
+    await sync()
+    assert cond(status(fake, "BuildRequest", "b"), "Finalized")["reason"] == "Passed"

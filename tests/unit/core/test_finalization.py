@@ -118,3 +118,25 @@ def test_an_adopted_early_sweep_is_the_attempt_s_sweep_and_never_replaces_a_late
     assert isinstance(eff, Finish) and eff.passed
     # after the first attempt an early sweep is not offered again (the shell passes it before attempt 1 only)
     assert f.decide(snap(jobs=(MERGED,), attempt=2, early_sweep=EARLY)) == [StartFinalSweep(2)]
+
+
+GATED = SweepView("b-gate-1-2", finished=True, passed=True)
+
+
+def test_the_first_attempt_adopts_the_gate_run_that_tested_the_tip_with_the_reconciler_command():
+    """Issue 13: the tail of a build was its last batch's gate, then a final sweep running the same command on
+    the same commit."""
+    assert f.decide(snap(jobs=(MERGED,), tested_tip=GATED)) == [BeginAttempt(1), AdoptEarlySweep("b-gate-1-2", 1)]
+    # an early sweep is preferred (it was started for this), and a re-queued branch moves the tip
+    assert f.decide(snap(jobs=(MERGED,), early_sweep=EARLY, tested_tip=GATED)) == [
+        BeginAttempt(1), AdoptEarlySweep("b-final-i2", 1)]
+    jobs = (MERGED, JobView("b-c", "Conflicted", finished=True, retryable=True))
+    assert f.decide(snap(jobs=jobs, tested_tip=GATED)) == [BeginAttempt(1), RequeueJobs(("b-c",)),
+                                                          StartFinalSweep(1)]
+    # a run that did not pass is no sweep of the tip; after the first attempt none is offered
+    failed = SweepView("b-gate-1-2", finished=True, passed=False)
+    assert f.decide(snap(jobs=(MERGED,), tested_tip=failed)) == [BeginAttempt(1), StartFinalSweep(1)]
+    assert f.decide(snap(jobs=(MERGED,), attempt=2, tested_tip=GATED)) == [StartFinalSweep(2)]
+    # the adopted run is attempt 1's sweep: it passed, so the build passed
+    (eff,) = f.decide(snap(jobs=(MERGED,), attempt=1, final_sweep=GATED))
+    assert isinstance(eff, Finish) and eff.passed and eff.reason == "Passed"

@@ -72,3 +72,18 @@ def test_an_early_final_sweep_is_kept_while_it_tests_what_the_build_ends_with():
         assert not early_sweep_kept(sweep, **{**base, **change}), why
     adopted = EarlySweep("b-final-i2", iteration=2, merged_at_start=5, adopted=True)
     assert early_sweep_kept(adopted, **{**base, "planning": False, "attempt": 1, "merged": 9})
+
+
+@pytest.mark.parametrize(("parts", "command", "covers"), [
+    (["make test"], "make test", True),
+    (["make lint", "make test"], "make test", True),  # the standard profile: lint, then the tests
+    (["make lint", "make test"], "make lint && make test", True),  # the whole gate
+    (["  make test "], "make test", True),
+    (["make lint", "make test"], "make lint && make test && make e2e", False),
+    (["make test"], "make e2e", False),
+    (["make test"], "make", False),  # a part is a command, not a prefix
+    (["make test"], "", False),  # no reconciler command: nothing to cover
+    ([], "make test", False),  # no gate
+])
+def test_gate_covers_the_reconciler_command_when_it_is_the_gate_or_one_of_its_parts(parts, command, covers):
+    assert sweeps.gate_covers(parts, command) is covers
