@@ -26,12 +26,16 @@ venv: $(VENV)/.installed ## Create the virtualenv in .venv with the package and 
 binaries: ## Provide the pinned Kubernetes binaries in ~/.cache/longshot (build them on a cold cache)
 	@bash hack/k8s-binaries.sh >/dev/null
 
+.PHONY: test-tools
+test-tools: ## promtool, which the metrics and dashboard tests run (Debian's prometheus package, installed if missing)
+	@command -v promtool >/dev/null || bash hack/cluster/install-deps.sh prometheus
+
 .PHONY: test
-test: venv binaries ## Run the unit and integration tiers (the README's test command)
+test: venv binaries test-tools ## Run the unit and integration tiers (the README's test command)
 	$(PYTEST) tests/unit tests/integration $(PYTEST_ARGS)
 
 .PHONY: test-unit
-test-unit: venv ## Run the unit tier (pure code, seconds)
+test-unit: venv test-tools ## Run the unit tier (pure code, seconds)
 	$(PYTEST) tests/unit $(PYTEST_ARGS)
 
 .PHONY: test-integration

@@ -6,12 +6,17 @@
 #
 #   hack/cluster/install-deps.sh           install what is missing (idempotent; runs apt-get update once)
 #   hack/cluster/install-deps.sh --check   exit 0 when everything is installed, 1 otherwise (no work)
+#   hack/cluster/install-deps.sh PKG...    the same for these packages only (make test: prometheus, for promtool)
 #
 # Needs root (or passwordless sudo). CI calls this once before `make e2e` / `make demo`.
 set -euo pipefail
 
 PACKAGES=(containerd runc containernetworking-plugins buildah debootstrap iptables iproute2 conntrack
           socat ethtool dnsmasq-base git openssl make gcc libc6-dev prometheus)
+if [[ $# -gt 0 && "$1" != "--check" ]]; then
+  PACKAGES=("$@")
+  set --
+fi
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 
