@@ -392,8 +392,17 @@ class Cache:
                 return [("BuildRequest", ns, name), *(("AgentTask", ns, t) for t in tasks)]
             return [("BuildRequest", ns, name)]
         if isinstance(obj, objects.AgentTask):
-            self.changes[(ns, obj.build_name)] += 1
             old = self.tasks.get(obj.key)
+            if old is not None and progress_only(old, obj):
+                # the gateway's live figures of a running attempt: a heartbeat or a progress message changes no
+                # decision (the heartbeat bound's timer reads the newest one when it fires); tokens and cost
+                # change the build's usage and budget
+                self.tasks[obj.key] = obj
+                if _metered(old) == _metered(obj):
+                    return []
+                self.changes[(ns, obj.build_name)] += 1
+                return [("BuildRequest", ns, obj.build_name)]
+            self.changes[(ns, obj.build_name)] += 1
             self.tasks[obj.key] = obj
             self.tasks_by_build[(ns, obj.build_name)].add(name)
             for dep in obj.spec.depends_on:
@@ -511,3 +520,24 @@ def fix_depth(task: objects.AgentTask | None) -> int:
 
 def pod_name(task: str, attempt: int) -> str:
     return names.pod_name(task, attempt)
+
+
+_META_COMPARED: Final = ("generation", "labels", "annotations", "deletion_timestamp", "owner_references")
+
+
+def progress_only(old: objects.AgentTask, new: objects.AgentTask) -> bool:
+    """Whether ``new`` differs from ``old`` in ``status.progress`` only (and the resourceVersion)."""
+    if old.spec != new.spec or old.metadata.uid != new.metadata.uid:
+        return False
+    if any(getattr(old.metadata, f) != getattr(new.metadata, f) for f in _META_COMPARED):
+        return False
+    a, b = old.status, new.status
+    return all(getattr(a, f) == getattr(b, f) for f in type(b).model_fields if f != "progress")
+
+
+def _metered(task: objects.AgentTask) -> tuple[object, ...]:
+    """What of a task's progress the build reads: its usage (``controllers.context``: usage and budget)."""
+    p = task.status.progress
+    if p is None or not (p.tokens or p.cost):
+        return (0, 0.0)  # an attempt's first heartbeat starts its figures at zero: no usage either way
+    return (p.attempt, p.tokens, p.cost)

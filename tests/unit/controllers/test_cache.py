@@ -211,3 +211,36 @@ def test_a_dependency_changing_phase_wakes_the_queue_of_its_dependents_merge_job
     refs = c.observe("AgentTask", "MODIFIED", task("a", "2", "Failed"))
     assert queue in refs and ("AgentTask", "ns", "b") in refs
     assert queue not in c.observe("AgentTask", "MODIFIED", task("a", "3", "Failed"))  # no phase change
+
+
+def with_progress(body: dict[str, Any], rv: str, **progress: Any) -> dict[str, Any]:
+    out = {**body, "metadata": {**body["metadata"], "resourceVersion": rv}}
+    out["status"] = {**body.get("status", {}), "progress": progress}
+    return out
+
+
+def test_the_gateway_s_heartbeats_and_messages_wake_nothing_and_its_metering_wakes_the_build_only():
+    """Issue 13: every progress line the gateway wrote to a running task woke the task, its build (a reconcile
+    over all the build's tasks) and, for a gate, the merge queue (a git fetch), and invalidated the build's
+    derived views; none of them decides anything on a heartbeat or a message."""
+    ctx = context()
+    c = ctx.cache
+    c.observe("BuildRequest", "ADDED", build())
+    running = task("a", "2", "Running")
+    c.observe("AgentTask", "ADDED", running)
+    views = ctx.views(("ns", "b"))
+    beat = with_progress(running, "3", attempt=1, message="cloning", lastHeartbeat="2025-01-01T00:00:01Z")
+    assert c.observe("AgentTask", "MODIFIED", beat) == []
+    assert c.tasks[("ns", "a")].status.progress.message == "cloning"  # held: kubectl-like readers see it
+    assert ctx.views(("ns", "b")) is views  # nothing the views derive from changed
+    again = with_progress(running, "4", attempt=1, message="pushing", lastHeartbeat="2025-01-01T00:00:09Z")
+    assert c.observe("AgentTask", "MODIFIED", again) == []
+    metered = with_progress(running, "5", attempt=1, message="pushing", tokens=120, cost=0.01)
+    assert c.observe("AgentTask", "MODIFIED", metered) == [("BuildRequest", "ns", "b")]  # usage and budget
+    assert ctx.views(("ns", "b")).tokens == 120
+    # anything else in the same write is a change like any other
+    moved = with_progress(task("a", "6", "Succeeded"), "6", attempt=1, message="done", tokens=120, cost=0.01)
+    assert ("AgentTask", "ns", "a") in c.observe("AgentTask", "MODIFIED", moved)
+    labelled = with_progress(running, "7", attempt=1, message="x", tokens=120, cost=0.01)
+    labelled["metadata"] = {**labelled["metadata"], "labels": {"longshot.dev/build": "b", "extra": "1"}}
+    assert ("AgentTask", "ns", "a") in c.observe("AgentTask", "MODIFIED", labelled)
