@@ -148,8 +148,9 @@ def script(tasks: list[str]) -> str:
 
 
 def build_body(name: str, url: str, script_name: str, workers: int, *, suspend: bool = False,
-               window: int = 32) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "BuildRequest", "metadata": {"name": name}, "spec": {
+               window: int = 32, finished_pods: int | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "BuildRequest", "metadata": {"name": name},
+                            "spec": {
         "request": "bench-e2e: write one file per task",
         "repository": {"url": url, "baseBranch": "main", "credentialsSecret": "git-token"},
         "agent": {"backend": "scripted", "script": {"name": script_name}, "timeoutSeconds": 600,
@@ -163,6 +164,9 @@ def build_body(name: str, url: str, script_name: str, workers: int, *, suspend: 
         "reconciler": {"command": "make test", "intervalSeconds": 300},
         "finalization": {"maxAttempts": 2},
     }}
+    if finished_pods is not None:
+        body["spec"]["retention"] = {"finishedPods": finished_pods}
+    return body
 
 
 # --- 1. the floor -----------------------------------------------------------------------------------
@@ -333,11 +337,15 @@ def api_requests(api: kubernetes.client.ApiClient) -> dict[tuple[str, str], floa
 def requests_report(phase: str, before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]) -> str:
     """One line: the API server's requests in a phase, writes by resource first."""
     d = {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
-    writes = {k: v for k, v in d.items() if k[0] in ("CREATE", "UPDATE", "PATCH", "DELETE", "APPLY")}
-    reads = sum(v for k, v in d.items() if k not in writes and k[0] not in ("WATCH",))
-    top = sorted(writes.items(), key=lambda kv: -kv[1])[:12]
-    return (f"{phase}: API requests {sum(d.values()):.0f} ({sum(writes.values()):.0f} writes, {reads:.0f} reads); "
-            "writes: " + ", ".join(f"{verb} {res} {n:.0f}" for (verb, res), n in top))
+    # the metric's verbs: POST (create), PUT, PATCH, DELETE, DELETECOLLECTION, APPLY; GET, LIST, WATCH
+    writes = {k: v for k, v in d.items() if k[0] in ("POST", "CREATE", "PUT", "UPDATE", "PATCH", "DELETE",
+                                                     "DELETECOLLECTION", "APPLY")}
+    reads = {k: v for k, v in d.items() if k not in writes and k[0] != "WATCH"}
+    top = sorted(writes.items(), key=lambda kv: -kv[1])[:14]
+    top_reads = sorted(reads.items(), key=lambda kv: -kv[1])[:6]
+    return (f"{phase}: API requests {sum(d.values()):.0f} ({sum(writes.values()):.0f} writes, "
+            f"{sum(reads.values()):.0f} reads); writes: " + ", ".join(f"{verb} {res} {n:.0f}" for (verb, res), n in top)
+            + "; reads: " + ", ".join(f"{verb} {res} {n:.0f}" for (verb, res), n in top_reads))
 
 
 def cpu_report(phase: str, before: dict[str, float], after: dict[str, float], seconds: float) -> str:
@@ -364,12 +372,13 @@ def finalized(custom: kubernetes.client.CustomObjectsApi, name: str) -> str | No
 
 
 def longshot(api: kubernetes.client.ApiClient, builds: dict[str, str], workers: int, timeout: float,
-             window: int) -> float:
+             window: int, finished_pods: int | None = None) -> float:
     custom = kubernetes.client.CustomObjectsApi(api)
     start = time.monotonic()
     for name, url in builds.items():
         custom.create_namespaced_custom_object(GROUP, VERSION, NS, "buildrequests",
-                                               build_body(name, url, f"script-{name}", workers, window=window))
+                                               build_body(name, url, f"script-{name}", workers, window=window,
+                                                          finished_pods=finished_pods))
     outcome: dict[str, str] = {}
     last = 0.0
     while len(outcome) < len(builds):
@@ -529,6 +538,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--keep-cluster", action="store_true")
     parser.add_argument("--window", type=int, default=32, help="spec.merge.window of each build (1: serial)")
+    parser.add_argument("--finished-pods", type=int, default=None,
+                        help="spec.retention.finishedPods of each build (default: the CRD's, 10)")
     parser.add_argument("--dump", type=Path, metavar="DIR",
                         help="write the builds' BuildRequests, AgentTasks and MergeJobs there as JSON (for study)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -569,7 +580,7 @@ def main() -> int:
             log(f"longshot: {len(builds)} build(s) of {args.tasks} tasks in all, workers.max {args.workers}, "
                 f"{args.replicas} operator replica(s)")
             before, requests = cpu_snapshot(api), api_requests(api)
-            seconds = longshot(api, builds, args.workers, args.timeout, args.window)
+            seconds = longshot(api, builds, args.workers, args.timeout, args.window, args.finished_pods)
             cpu_lines.append(cpu_report("longshot", before, cpu_snapshot(api), seconds))
             cpu_lines.append(requests_report("longshot", requests, api_requests(api)))
             for name, bare in bares.items():

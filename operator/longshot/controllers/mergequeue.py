@@ -31,6 +31,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,9 @@ from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
 from longshot.controllers import mergejobs as mjc
+from longshot.core import fanout, names, plan, tasks
 from longshot.core import mergejobs as mj
 from longshot.core import mergequeue as q
-from longshot.core import names, plan, tasks
 from longshot.runtime import trackers
 from longshot.vcs import secretscan, speculate
 from longshot.vcs import workspace as vws
@@ -220,6 +221,8 @@ class QueueReconciler:
                 return [*out, *self._error_batch([j for j, _ in rest if j.status.batch is not None], build, broken,
                                                   now, name)]
         qstate = self._queue_state(rest, head, now)
+        incoming, awaited = self._coming(live, {j.name for j, _ in rest})
+        qstate = replace(qstate, incoming=incoming, awaited=awaited)
         checks_done = time.monotonic()
         out += await self._execute(q.decide(qstate), rest, qstate, w, target, now, name)
         took = time.monotonic() - started
@@ -307,6 +310,31 @@ class QueueReconciler:
         self.did_not_stack = {(n, c) for n, c in self.did_not_stack if c in commits}  # forget batches gone
         return q.QueueState(tuple(candidates), tuple(probes), head, dict(self.windows), max_window,
                             broke=frozenset(self.broke), did_not_stack=frozenset(self.did_not_stack))
+
+    def _coming(self, live: Sequence[tuple[objects.MergeJob, objects.BuildRequest]],
+                decided: set[str]) -> tuple[dict[str, int], frozenset[str]]:
+        """``QueueState.incoming`` and ``awaited``: per build, the candidates still to come (its worker and fixer
+        tasks not finished; its MergeJobs not in this decision, or not through their checks), and the MergeJobs a
+        task of the build depends on (a task waits for their merge)."""
+        incoming: dict[str, int] = {}
+        awaited: set[str] = set()
+        for ns, bname in sorted({(b.namespace, b.name) for _, b in live}):
+            bkey = f"{ns}/{bname}"
+            n = 0
+            for t in self.ctx.cache.tasks_of((ns, bname)):
+                phase = t.status.phase or tasks.PENDING
+                if phase not in (tasks.PENDING, tasks.RUNNING, tasks.BACKOFF) or t.spec.cancel:
+                    continue
+                awaited.update(t.spec.depends_on)
+                if t.spec.role in tasks.MERGING_ROLES and fanout.FANOUT_LABEL not in t.metadata.labels:
+                    n += 1
+            for job, b in live:
+                if (b.namespace, b.name) == (ns, bname) and job.status.phase in (None, mj.QUEUED) and (
+                        job.name not in decided or job.status.checks != "passed"):
+                    n += 1
+            if n:
+                incoming[bkey] = n
+        return incoming, frozenset(awaited)
 
     # --- carrying out ------------------------------------------------------------------------------
 

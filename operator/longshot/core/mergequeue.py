@@ -24,6 +24,13 @@ as it would land. Then:
   results it already has; when the batch below breaks (a culprit, a lost push, a moved target), the stacked
   batch goes back to the queue and its gates are stopped. At the end of a build this takes one gate round off
   the tail: the last candidates are gated while the batch before them still is.
+* **A stacked batch waits to be full** while more candidates of its build are still to come
+  (``QueueState.incoming``: its worker and fixer tasks not finished, its MergeJobs not through their checks), as
+  GitHub's merge queue waits for a minimum group size: stacking a few candidates now would cost a tester Pod
+  that a batch formed when the head batch lands (with everything that arrived meanwhile) shares. It is built at
+  once when it fills the window, when nothing more is coming (the end of a build: the last candidates are still
+  gated beside the head batch), or when a task waits for one of its candidates to merge
+  (``QueueState.awaited``). The head batch never waits: a candidate waits at most one gate run longer.
 * **The window** grows by one after a batch lands whole and never exceeds ``spec.merge.window``; ``window: 1``
   is the serial queue. After an eviction it halves (floor 1) when the build's batch before also broke: failures
   that come in a row (a broken target, a flaky gate) back off exponentially, as Zuul's window does. An isolated
@@ -100,6 +107,11 @@ class QueueState:
     did_not_stack: frozenset[tuple[str, str]] = frozenset()
     """``(candidate, commit)``: the candidate did not apply on that speculative commit (only on it, not on the
     target), so it is not stacked on it again; kept in memory by the shell (a restart tries once more)."""
+    incoming: dict[str, int] = field(default_factory=dict)
+    """Per build: candidates still to come (its worker and fixer tasks not finished, its MergeJobs not through
+    their checks yet). While some are coming, a stacked batch waits to be full (see :func:`decide`)."""
+    awaited: frozenset[str] = frozenset()
+    """Candidates that a task waits for (it depends on their merge): never kept waiting to fill a batch."""
 
 
 # --- effects -----------------------------------------------------------------------------------------
@@ -342,8 +354,13 @@ def decide(state: QueueState) -> list[Effect]:
     if eligible and state.max_window.get(eligible[0].build, DEFAULT_WINDOW) > 1:  # window 1: serial, no stack
         build = eligible[0].build
         members = tuple(c.name for c in eligible if c.build == build)[:window_of(state, build)]
-        effects.append(PrepareBatch(build, members, onto=top.commit, onto_batch=top.batch_id,
-                                    onto_position=top.position or 0))
+        coming = state.incoming.get(build, 0)
+        if coming and len(members) < window_of(state, build) and not state.awaited.intersection(members):
+            effects.append(Wait(f"{len(members)} candidate(s) wait to stack until the batch is full or the "
+                                f"{coming} still to come arrive"))
+        else:
+            effects.append(PrepareBatch(build, members, onto=top.commit, onto_batch=top.batch_id,
+                                        onto_position=top.position or 0))
     work: list[Effect] = [e for e in effects if not isinstance(e, Wait)]
     return work or effects
 

@@ -171,6 +171,32 @@ def test_while_a_batch_is_gated_the_next_ready_candidates_are_stacked_on_its_lon
         PrepareBatch("b", ("d",), onto="S2", onto_batch="B", onto_position=2)]
 
 
+@pytest.mark.parametrize(("waiting", "incoming", "awaited", "window", "stacks"), [
+    (("c", "d"), 0, (), 4, True),  # nothing more to come (the end of a build): gated beside the head batch
+    (("c", "d"), 3, (), 4, False),  # more to come: wait to fill the batch (one tester Pod for more of them)
+    (("c", "d", "e", "f"), 3, (), 4, True),  # full: no reason to wait
+    (("c", "d"), 3, ("d",), 4, True),  # a task waits for d to merge
+    (("c", "d"), 3, ("x",), 4, False),  # ... not for one outside the batch
+])
+def test_a_stacked_batch_waits_to_be_full_while_more_candidates_are_coming(
+        waiting: tuple[str, ...], incoming: int, awaited: tuple[str, ...], window: int, stacks: bool) -> None:
+    s = QueueState(in_batch(["a", "b"]) + cands(*waiting), probes=(probe(2, "running"),), target_head="T0",
+                   max_window={"b": window}, incoming={"b": incoming}, awaited=frozenset(awaited))
+    effects = q.decide(s)
+    if stacks:
+        assert effects == [PrepareBatch("b", waiting, onto="S2", onto_batch="B", onto_position=2)]
+    else:
+        assert all(isinstance(e, Wait) for e in effects)
+        assert any("wait to stack" in e.why for e in effects if isinstance(e, Wait))
+    # another build's candidates coming do not hold this one
+    assert isinstance(q.decide(replace(s, incoming={"other": 5}))[0], PrepareBatch)
+
+
+def test_the_head_batch_never_waits_for_candidates_to_come():
+    s = QueueState(cands("a"), max_window={"b": 8}, incoming={"b": 50})
+    assert q.decide(s) == [PrepareBatch("b", ("a",))]
+
+
 def test_a_stacked_batch_is_built_on_the_commit_below_and_leaves_out_who_conflicts_only_with_it():
     result = Prepared("S2", (Applied("c", "U1"), DidNotApply("d", ("f.py",), with_target=False),
                              DidNotApply("e", ("g.py",), with_target=True), Applied("f", "U2")), target="T0")
