@@ -750,3 +750,49 @@ async def test_a_final_sweep_runs_when_no_gate_run_tested_the_tip_with_its_comma
     fake.finish_pod("ns", "b-final-1-a1", 0, json.dumps(passed.to_wire()))
     await sync()
     assert cond(status(fake, "BuildRequest", "b"), "Finalized")["reason"] == "Passed"
+
+
+async def test_a_stacked_batch_waits_for_the_build_s_running_worker_then_takes_what_came(world, tmp_path):
+    """While a batch is gated and a worker of the build still runs, a newly checked MergeJob is not stacked on
+    its own (a tester Pod for one candidate); once the worker has finished (nothing more to come), it is."""
+    fake, m, _clock, _mono, _sync = world
+    url, commits = repository_with_branches(tmp_path / "git", ["b-p0", "b-p1"])
+    m.queues.workspaces.root = tmp_path / "workspaces"
+    fake.create(build(repository={"url": url}, qualityGate={"profile": "minimal", "testCommand": "true"},
+                      merge={"strategy": "rebase", "window": 4}))
+    fake.create({"apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask",
+                 "metadata": {"name": "b-p2", "namespace": "ns", "labels": {"longshot.dev/build": "b"}},
+                 "spec": {"buildRef": {"name": "b"}, "description": "part 2", "role": "worker"}})
+    fake.patch_status("AgentTask", "ns", "b-p2", {"phase": "Running"})
+    checked = {"type": "ChecksPassed", "status": "True", "reason": "Completed", "message": "the secret scan passed",
+               "lastTransitionTime": "2025-01-01T00:00:00Z"}
+    queue = cachemod.queue_name(url, "main")
+
+    def add_job(task: str) -> None:
+        job = merged_job(task, task)
+        job["spec"].update({"branch": f"longshot/b/{task}", "commit": commits[task]})
+        fake.create(job)
+        fake.patch_status("MergeJob", "ns", task, {"phase": "Queued", "checks": "passed", "conditions": [checked]})
+
+    async def reconcile() -> list[Any]:
+        for (kind, _, _), obj in list(fake.objects.items()):
+            m.observe(kind, "MODIFIED", obj)
+        actions = await m.reconcilers["Queue"]("", queue)
+        await m.executor.run(actions)
+        return list(actions)
+
+    def gates(actions: list[Any]) -> list[dict[str, Any]]:
+        return [a.manifest for a in actions if isinstance(a, ex.CreateObject)
+                and a.manifest["metadata"].get("labels", {}).get("longshot.dev/purpose") == "gate"]
+
+    add_job("b-p0")
+    assert len(gates(await reconcile())) == 1  # the head batch never waits
+    head = status(fake, "MergeJob", "b-p0")["batch"]
+    add_job("b-p1")
+    waiting = await reconcile()
+    assert not gates(waiting) and not [a for a in waiting if getattr(a, "name", None) == "b-p1"], waiting
+    assert "batch" not in status(fake, "MergeJob", "b-p1")
+    fake.patch_status("AgentTask", "ns", "b-p2", {"phase": "Succeeded"})  # nothing more to come
+    assert len(gates(await reconcile())) == 1
+    stacked = status(fake, "MergeJob", "b-p1")["batch"]
+    assert stacked["base"] == head["commit"] and stacked["position"] == 1
