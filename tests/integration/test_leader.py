@@ -137,3 +137,32 @@ async def test_leader_whose_lease_is_overwritten_steps_down(replicas: Callable[.
     assert noticed <= RENEW + 0.5, f"noticed after {noticed:.2f}s"
     # the intruder never renews: once its Lease expires, replica-a leads again
     await until(lambda: a.elector.is_leader, DURATION + RENEW + 5, "replica-a to lead again")
+
+
+async def test_a_new_repository_s_shard_is_taken_at_once_not_at_the_next_poll(
+        api_client: kubernetes.client.ApiClient, namespace: str) -> None:
+    """The shard loop polls every renew period (30 s here); a replica that gets its member Lease, and a build of a
+    repository no rebalance saw yet (the manager pokes the loop), are acted on at once: the new build's planner
+    used to wait up to a renew period (5 s by default) for its repository's shard."""
+    from longshot import config
+    from longshot.controllers import leadership
+
+    shards: set[str] = set()
+    changes: list[float] = []
+    settings = config.Settings(namespace=namespace, identity="replica-a", lease_duration_seconds=60,
+                               lease_renew_seconds=30)
+    lead = leadership.Leadership(api_client, settings, shards=lambda: set(shards),
+                                 on_change=lambda: changes.append(time.monotonic()))
+    task = asyncio.create_task(lead.run())
+    try:
+        shards.add("repo-one")  # there before the member Lease: taken once the replica has its footing
+        await until(lambda: lead.holds("repo-one"), 10, "the first shard taken once the member Lease is held")
+        assert not lead.knows("repo-two")
+        shards.add("repo-two")
+        lead.poke()
+        await until(lambda: lead.holds("repo-two"), 10, "a new repository's shard taken when poked")
+        assert lead.knows("repo-two") and changes
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

@@ -59,13 +59,14 @@ class Leadership:
             client, namespace=s.namespace, name=leader.member_lease_name(s.identity), identity=s.identity,
             lease_duration=s.lease_duration_seconds, renew_period=s.lease_renew_seconds,
             labels={leader.KIND_LABEL: "member"},
-            on_stopped_leading=self._lost_footing, on_started_leading=self._changed)
+            on_stopped_leading=self._lost_footing, on_started_leading=self._got_footing)
         self.electors: dict[str, leader.LeaderElector] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.members: set[str] = set()
         self.assignment: dict[str, str] = {}
         self._member_task: asyncio.Task[None] | None = None
         self._started = time.monotonic()
+        self._wake: asyncio.Event | None = None
 
     # --- queries -----------------------------------------------------------------------------------
 
@@ -88,15 +89,28 @@ class Leadership:
 
     # --- the loop ----------------------------------------------------------------------------------
 
+    def knows(self, shard: str) -> bool:
+        """Whether the last rebalance saw ``shard`` (assigned to a member, or campaigned for here)."""
+        return shard in self.assignment or shard in self.electors
+
+    def poke(self) -> None:
+        """Rebalance now rather than at the next poll: a build of a repository no rebalance saw yet arrived (its
+        planner would otherwise wait up to a renew period for its shard), or this replica got its member Lease."""
+        if self._wake is not None:
+            self._wake.set()
+
     async def run(self) -> None:
+        self._wake = asyncio.Event()
         self._member_task = asyncio.create_task(self.member.run(), name="member lease")
         try:
             while True:
+                self._wake.clear()
                 try:
                     await self.rebalance()
                 except Exception as e:  # the API server is away: electors step down by themselves
                     log.warning("rebalancing shards failed: %s", e)
-                await asyncio.sleep(self.settings.lease_renew_seconds)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.settings.lease_renew_seconds)
         finally:
             await self.stop()
 
@@ -158,6 +172,10 @@ class Leadership:
         self.on_change()
 
     def _changed(self) -> None:
+        self.on_change()
+
+    def _got_footing(self) -> None:
+        self.poke()  # campaign for this replica's shards now, not a renew period later
         self.on_change()
 
     async def stop(self) -> None:

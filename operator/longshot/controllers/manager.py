@@ -115,6 +115,10 @@ class Manager:
         for r in refs:
             if r[0] == "BuildRequest":
                 self.ctx.touched((r[1], r[2]))
+                build = self.cache.builds.get((r[1], r[2]))
+                if self.leadership is not None and build is not None and not self.leadership.knows(
+                        self.cache.shard_of(build)):
+                    self.leadership.poke()  # a new repository: its shard is taken now, not at the next poll
         self.queue.add_all(refs)
 
     def _leadership_changed(self) -> None:
