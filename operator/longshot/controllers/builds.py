@@ -79,14 +79,19 @@ class BuildReconciler:
         self.checked: dict[cachemod.Key, _Checked] = {}
         self.intakes: dict[cachemod.Key, _Intake] = {}
         self.comment_after: dict[cachemod.Key, datetime] = {}
+        self.tip_tested: dict[cachemod.Key, int] = {}
+        """Per build: the branches merged when its target tip was found to be a commit its gate tested (covering
+        the reconciler command): no periodic sweep until more merges (``core.sweeps.next_sweep``)."""
 
     async def reconcile(self, key: cachemod.Key) -> list[ex.Action]:
         build = self.ctx.cache.builds.get(key)
         if build is None or build.metadata.deleting:
             self.ctx.plans.pop(key, None)
+            self.ctx.forget(key)
             self.checked.pop(key, None)
             self.intakes.pop(key, None)
             self.comment_after.pop(key, None)
+            self.tip_tested.pop(key, None)
             return []
         if not self.ctx.owns_build(build):
             return []
@@ -131,7 +136,7 @@ class BuildReconciler:
             state, more = self._decide(state, event, now)
             effects.extend(more)
         if state.phase == builds.WORKING and not (state.suspended or state.halted):
-            self._sweep(build, ts, now, out, extra)
+            await self._sweep(build, ts, now, out)
         if state.phase == builds.WORKING and not state.planning_done and state.counts.all_terminal \
                 and self._drained(build, ts):
             state, more = self._decide(state, builds.IterationEnded(), now)
@@ -414,9 +419,11 @@ class BuildReconciler:
                 "message": None if passed else _sweep_output(t)[-4096:],
                 "commit": (t.status.handoff.commit if t.status.handoff is not None else None)}
 
-    def _sweep(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask], now: datetime,
-               out: list[ex.Action], extra: dict[str, Any]) -> None:
-        """The periodic sweep: decided by ``core.sweeps.next_sweep``."""
+    async def _sweep(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask], now: datetime,
+                     out: list[ex.Action]) -> None:
+        """The periodic sweep: decided by ``core.sweeps.next_sweep``. When it would start one, the target tip is
+        read first: a tip the build's gate tested with the reconciler's command needs no sweep (it is remembered
+        until the next merge, so the tip is read once per move of the target, not once per reconcile)."""
         merged = self._merged(build)
         sweeps = self._sweeps(ts, SWEEP)
         views = [sweepsc.SweepView(
@@ -424,7 +431,11 @@ class BuildReconciler:
             merged_at_start=cachemod.merged_count(t), ended=_ended(t),
             fixer_exists=(build.namespace, names.child_name(t.name, "fix")) in self.ctx.cache.tasks)
             for t in sweeps]
-        decision = sweepsc.next_sweep(views, merged, self._sweep_settings(build), now)
+        settings = self._sweep_settings(build)
+        decision = sweepsc.next_sweep(views, merged, settings, now, tip_tested_at=self.tip_tested.get(build.key))
+        if isinstance(decision, sweepsc.Start) and await self._tested_tip(build, ts, locked=False) is not None:
+            self.tip_tested[build.key] = merged
+            decision = sweepsc.next_sweep(views, merged, settings, now, tip_tested_at=merged)
         if isinstance(decision, sweepsc.WaitUntil):
             out.append(ex.Requeue(("BuildRequest", *build.key), decision.at))
         elif isinstance(decision, sweepsc.Start):
@@ -562,11 +573,12 @@ class BuildReconciler:
                 events.append(builds.Finished(e.passed, e.reason, e.message, e.attempt))
         return events
 
-    async def _tested_tip(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask]
-                          ) -> objects.AgentTask | None:
+    async def _tested_tip(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask], *,
+                          locked: bool = True) -> objects.AgentTask | None:
         """The build's passed quality-gate run on the commit the target tip is now, when its gate covers the
         reconciler command (``core.sweeps.gate_covers``): the merge queue landed exactly that commit. None when
-        there is none, or the tip cannot be read now (the final sweep then runs)."""
+        there is none, or the tip cannot be read now (the sweep then runs). ``locked=False`` asks the server
+        (``ls-remote``) instead of fetching in the workspace: a build reconcile never waits for the queue's git work."""
         if self.ctx.workspaces is None or not sweepsc.gate_covers(mjc.gate_parts(build),
                                                                   build.spec.reconciler.command):
             return None
@@ -580,7 +592,8 @@ class BuildReconciler:
             return None
         try:
             w = await self.ctx.workspaces.get(build)
-            head = await asyncio.to_thread(speculate.head_of, w, build.spec.repository.base_branch)
+            read = speculate.head_of if locked else speculate.remote_head
+            head = await asyncio.to_thread(read, w, build.spec.repository.base_branch)
         except Exception as e:  # the sweep runs instead
             log.info("the tip of %s for %s/%s could not be read: %s", build.spec.repository.base_branch,
                      build.namespace, build.name, e)

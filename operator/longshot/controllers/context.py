@@ -68,6 +68,9 @@ class Context:
     """The operator's git workspaces (``controllers.mergequeue.Workspaces``), shared by the merge queue, roadmap
     intake and best-of-N gates; set by the manager."""
     _views: dict[Key, tuple[tuple[int, int], BuildViews]] = field(default_factory=dict)
+    _usage: dict[Key, dict[str, tuple[objects.AgentTask, usage.Totals]]] = field(default_factory=dict)
+    """Per build: each task's usage with the task object it was read from. The cache replaces a task's object when
+    it changes, so an unchanged task's usage is not read again when the build's views are recomputed."""
     _versions: dict[Key, int] = field(default_factory=lambda: defaultdict(int))
 
     # --- ownership -----------------------------------------------------------------------------------
@@ -80,6 +83,11 @@ class Context:
         self._versions[build] += 1
 
     # --- derived views -----------------------------------------------------------------------------
+
+    def forget(self, build: Key) -> None:
+        """The build is gone: drop what was derived from it (and the task objects its memo holds)."""
+        self._views.pop(build, None)
+        self._usage.pop(build, None)
 
     def views(self, build: Key) -> BuildViews:
         version = (self._versions[build], self.cache.changes.get(build, 0))
@@ -98,13 +106,18 @@ class Context:
                 children[t.spec.parent_task].append(t)
         base: dict[str, dependencies.DepView] = {}
         tokens, cost, fixers = 0, 0.0, 0
+        known = self._usage.get(build, {})
+        usages: dict[str, tuple[objects.AgentTask, usage.Totals]] = {}
         for t in ts:
             base[t.name] = self._dep_view(t)
-            used = usage.task_usage(_wire(t))
+            memo = known.get(t.name)
+            used = memo[1] if memo is not None and memo[0] is t else usage.task_usage(_wire(t))
+            usages[t.name] = (t, used)
             tokens += used.tokens
             cost += used.cost
             if t.spec.role == "fixer":
                 fixers += 1
+        self._usage[build] = usages
         views = dict(base)
         for parent, kids in children.items():
             v = views.get(parent)

@@ -5,7 +5,12 @@ target branch and reports whether it passes. While the build works:
 
 1. nothing runs before the first merge (the target is what the build started from), with sweeps disabled, or
    while a sweep is running;
-2. a sweep runs again only when something merged since the last one began (the target moved);
+2. a sweep runs again only when something merged since the last one began (the target moved), and not while
+   the target tip is a commit the build's quality gate tested and passed with a command that covers the
+   reconciler's (:func:`gate_covers`; the merge queue lands exactly the commit its gate tested, so a sweep would
+   run the same command on the same commit): the shell reads the tip when a sweep would start and says so
+   (``tip_tested_at``, the branches merged then); a target moved by anything else (a person's push, another
+   build with another gate) is swept as before;
 3. after a sweep, the next waits ``intervalSeconds``; after a failed one a quarter of it (at least 30 s): a
    broken target is checked again sooner;
 4. a failed sweep gets a fixer (``<sweep>-fix``) when the next sweep starts, if the build may still create one
@@ -74,9 +79,11 @@ class WaitUntil:
 Decision = Start | WaitUntil | None
 
 
-def next_sweep(sweeps: Sequence[SweepView], merged: int, settings: Settings, now: datetime) -> Decision:
-    """What to do about the build's periodic sweeps, given the sweeps so far (oldest first) and the number of
-    its branches merged."""
+def next_sweep(sweeps: Sequence[SweepView], merged: int, settings: Settings, now: datetime, *,
+               tip_tested_at: int | None = None) -> Decision:
+    """What to do about the build's periodic sweeps, given the sweeps so far (oldest first), the number of its
+    branches merged, and ``tip_tested_at``: the number merged when the target tip was last found to be a commit a
+    passing quality-gate run covering the reconciler command tested (None: not found, or not looked at)."""
     if not settings.enabled or merged == 0:
         return None
     if any(not s.finished for s in sweeps):
@@ -84,6 +91,8 @@ def next_sweep(sweeps: Sequence[SweepView], merged: int, settings: Settings, now
     last = sweeps[-1] if sweeps else None
     if last is not None and merged <= last.merged_at_start:
         return None  # the target has not moved since the last sweep began
+    if tip_tested_at is not None and merged <= tip_tested_at:
+        return None  # the target has not moved since the gate tested the commit it is now
     interval = settings.interval_seconds
     if last is not None and not last.passed:
         interval = max(FAILED_INTERVAL_FLOOR, interval // 4)

@@ -141,6 +141,19 @@ def head_of(w: ws.Workspace, target: str) -> str:
         return fetch(w, target, ())
 
 
+def remote_head(w: ws.Workspace, target: str) -> str:
+    """The target's head on the server (``git ls-remote``), without the workspace's lock: it writes nothing, so it
+    does not wait for the merge queue's git work in the same workspace (the build reconciler asks between merges)."""
+    if not (w.path / "HEAD").exists():
+        with w.locked():
+            w.ensure()
+    for line in w.out("ls-remote", "--", "origin", f"refs/heads/{target}").splitlines():
+        sha, _, ref = line.partition("\t")
+        if ref == f"refs/heads/{target}" and sha:
+            return sha
+    raise ws.GitError(f"target branch {target!r} does not exist on the server")
+
+
 def own_commits(w: ws.Workspace, base: str, commits: Sequence[vmerge._Commit], stacked_on: Sequence[str]
                 ) -> tuple[list[vmerge._Commit], set[str]]:
     """The restack of a stacked branch: ``commits`` (``base..head``, oldest first) without those reachable from

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import re
@@ -92,8 +93,10 @@ def normalise_url(url: str) -> str:
     return u.rstrip("/")
 
 
+@functools.lru_cache(maxsize=4096)
 def repository_key(url: str) -> str:
-    """A short stable key of a repository (hex, 16 characters), used for workspace and Lease names."""
+    """A short stable key of a repository (hex, 16 characters), used for workspace and Lease names. Remembered:
+    the operator asks it of every build at every dispatch (``Cache.shard_of``)."""
     return hashlib.sha256(normalise_url(url).encode()).hexdigest()[:16]
 
 

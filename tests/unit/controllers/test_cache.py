@@ -78,6 +78,30 @@ def test_derived_views_of_a_build_follow_our_own_writes_without_a_watch_event():
     assert ctx.readiness(c, b)[0] == "ready"
 
 
+def test_a_build_s_usage_reads_only_the_tasks_that_changed_and_follows_their_metering(monkeypatch):
+    """The build's views are recomputed on every change of any of its tasks (the gateway's metering of one running
+    task among 100); each task's usage is read again only when its object changed."""
+    ctx = context()
+    ctx.cache.observe("BuildRequest", "ADDED", build())
+    for name, rv in (("a", "2"), ("c", "3")):
+        body = task(name, rv, "Running")
+        body["status"]["attempts"] = [{"number": 1, "pod": f"{name}-a1", "tokens": 10, "cost": 0.5}]
+        ctx.cache.observe("AgentTask", "ADDED", body)
+    b = ctx.cache.builds[("ns", "b")]
+    assert ctx.usage(b) == (20, 1.0)
+    read: list[int] = []
+    real = ctxmod.usage.task_usage
+    monkeypatch.setattr(ctxmod.usage, "task_usage", lambda t: read.append(1) or real(t))
+    metered = task("a", "4", "Running")
+    metered["status"]["attempts"] = [{"number": 1, "pod": "a-a1", "tokens": 10, "cost": 0.5}]
+    metered["status"]["progress"] = {"attempt": 2, "tokens": 7, "cost": 0.25}
+    ctx.cache.observe("AgentTask", "MODIFIED", metered)
+    assert ctx.usage(b) == (27, 1.25)
+    assert len(read) == 1  # "a" read again, "c" not
+    ctx.forget(("ns", "b"))
+    assert ctx.usage(b) == (27, 1.25) and len(read) == 3  # forgotten: both read again
+
+
 def pending(i: int) -> dict[str, Any]:
     """A pending task as the API returns it (every string its own object, as JSON decoding makes them)."""
     body = task(f"t{i:05d}", str(100 + i))

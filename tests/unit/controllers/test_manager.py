@@ -752,6 +752,50 @@ async def test_a_final_sweep_runs_when_no_gate_run_tested_the_tip_with_its_comma
     assert cond(status(fake, "BuildRequest", "b"), "Finalized")["reason"] == "Passed"
 
 
+@pytest.mark.parametrize(("reconciler", "claims", "swept"), [
+    ("make test", None, False),  # the gate ran the reconciler's command on the commit main is now
+    ("make e2e", None, True),  # the gate ran another command
+    ("make test", "f" * 40, True),  # the gate says it tested another commit than the tip
+])
+async def test_no_periodic_sweep_of_a_tip_the_gate_tested_with_the_reconciler_command(world, tmp_path, reconciler,
+                                                                                     claims, swept):
+    """Issue 13: after a merge, a periodic sweep Pod ran the reconciler command on the target tip while the build's
+    other tasks still ran; when the merge queue's gate ran that command on exactly that commit (the queue lands what
+    its gate tested), the sweep is not started: the tip is read once and the answer kept until the next merge."""
+    fake, m, _clock, _mono, sync = world
+    url, commits = repository_with_branches(tmp_path / "git", ["b-p0"])
+    m.queues.workspaces.root = tmp_path / "workspaces"
+    fake.create(build(repository={"url": url}, planner={"maxIterations": 1}, merge={"strategy": "rebase"},
+                      qualityGate={"profile": "minimal", "testCommand": "make test"},
+                      reconciler={"command": reconciler, "intervalSeconds": 60}))
+    await sync()
+    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
+                      tasks=[ho.PlannedTask(name="p0", description="part 0"),
+                             ho.PlannedTask(name="p1", description="part 1")])
+    fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
+    await sync()
+    work = ho.Handoff(task="b-p0", attempt=1, role="worker", outcome="succeeded", branch="longshot/b/b-p0",
+                      commit=commits["b-p0"], files_changed=["b-p0.txt"], summary="part 0")
+    fake.finish_pod("ns", "b-p0-a1", 0, json.dumps(work.to_wire()))
+    await sync()
+    (gate,) = [o for (kind, _, _), o in fake.objects.items() if kind == "AgentTask"
+               and o["metadata"].get("labels", {}).get("longshot.dev/purpose") == "gate"]
+    tested = subprocess.run(["git", "--git-dir", str(tmp_path / "git" / "r.git"), "rev-parse", gate["spec"]["branch"]],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    name = gate["metadata"]["name"]
+    passed = ho.Handoff(task=name, attempt=1, role="tester", outcome="succeeded", verdict="passed",
+                        branch=gate["spec"]["branch"], commit=claims or tested, summary="make test passes")
+    fake.finish_pod("ns", f"{name}-a1", 0, json.dumps(passed.to_wire()))
+    await sync()
+    await sync()  # the build's reconcile after the merge
+    assert status(fake, "MergeJob", "b-p0")["phase"] == "Merged"
+    assert status(fake, "AgentTask", "b-p1")["phase"] == "Running"  # the build is still working
+    sweeps = [k for k in fake.objects if k[0] == "AgentTask" and k[2].startswith("b-sweep-")]
+    assert bool(sweeps) is swept, sweeps
+    if not swept:
+        assert m.builds.tip_tested[("ns", "b")] == 1  # remembered until the next merge
+
+
 async def test_a_stacked_batch_waits_for_the_build_s_running_worker_then_takes_what_came(world, tmp_path):
     """While a batch is gated and a worker of the build still runs, a newly checked MergeJob is not stacked on
     its own (a tester Pod for one candidate); once the worker has finished (nothing more to come), it is."""

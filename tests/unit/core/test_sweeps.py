@@ -36,6 +36,14 @@ def test_no_sweep_while_nothing_merged_since_the_last_one_began():
     assert next_sweep([done(1, merged=4)], 5, Settings(), NOW) == Start(2, 5)
 
 
+def test_no_sweep_while_the_tip_is_the_commit_a_covering_gate_tested():
+    """The shell found the tip tested by the gate when 3 branches had merged: no sweep until more merge."""
+    assert next_sweep([], 3, Settings(), NOW, tip_tested_at=3) is None
+    assert next_sweep([done(1, merged=1)], 3, Settings(), NOW, tip_tested_at=3) is None
+    assert next_sweep([done(1, merged=1)], 4, Settings(), NOW, tip_tested_at=3) == Start(2, 4)
+    assert next_sweep([], 3, Settings(), NOW, tip_tested_at=None) == Start(1, 3)
+
+
 def test_the_interval_after_a_passing_sweep_and_a_quarter_of_it_after_a_failing_one():
     recent = done(1, ago=100)
     assert next_sweep([recent], 2, Settings(interval_seconds=300), NOW) == WaitUntil(NOW + timedelta(seconds=200))
