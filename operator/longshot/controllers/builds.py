@@ -25,7 +25,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from longshot import metrics
 from longshot.api import conditions as cond
@@ -73,12 +73,17 @@ class _Checked:
     at: datetime
 
 
+TIP_READ_SECONDS: Final = 10.0
+"""The periodic sweep's check of the target tip (is it a commit the gate tested?) is made at most this often."""
+
+
 class BuildReconciler:
     def __init__(self, ctx: ctxmod.Context) -> None:
         self.ctx = ctx
         self.checked: dict[cachemod.Key, _Checked] = {}
         self.intakes: dict[cachemod.Key, _Intake] = {}
         self.comment_after: dict[cachemod.Key, datetime] = {}
+        self.tip_read: dict[cachemod.Key, datetime] = {}
         self.tip_tested: dict[cachemod.Key, int] = {}
         """Per build: the branches merged when its target tip was found to be a commit its gate tested (covering
         the reconciler command): no periodic sweep until more merges (``core.sweeps.next_sweep``)."""
@@ -92,6 +97,7 @@ class BuildReconciler:
             self.intakes.pop(key, None)
             self.comment_after.pop(key, None)
             self.tip_tested.pop(key, None)
+            self.tip_read.pop(key, None)
             return []
         if not self.ctx.owns_build(build):
             return []
@@ -433,9 +439,18 @@ class BuildReconciler:
             for t in sweeps]
         settings = self._sweep_settings(build)
         decision = sweepsc.next_sweep(views, merged, settings, now, tip_tested_at=self.tip_tested.get(build.key))
-        if isinstance(decision, sweepsc.Start) and await self._tested_tip(build, ts, locked=False) is not None:
-            self.tip_tested[build.key] = merged
-            decision = sweepsc.next_sweep(views, merged, settings, now, tip_tested_at=merged)
+        gates = self._covering_gates(build, ts, landed_only=False) if isinstance(decision, sweepsc.Start) else []
+        if gates:
+            # a batch's MergeJobs are marked Merged one write at a time: read the tip at most every few seconds
+            # (a sweep waits that long at most) rather than at each of those writes
+            read = self.tip_read.get(build.key)
+            if read is not None and now < read + timedelta(seconds=TIP_READ_SECONDS):
+                out.append(ex.Requeue(("BuildRequest", *build.key), read + timedelta(seconds=TIP_READ_SECONDS)))
+                return
+            self.tip_read[build.key] = now
+            if await self._head_tested(build, gates, locked=False) is not None:
+                self.tip_tested[build.key] = merged
+                decision = sweepsc.next_sweep(views, merged, settings, now, tip_tested_at=merged)
         if isinstance(decision, sweepsc.WaitUntil):
             out.append(ex.Requeue(("BuildRequest", *build.key), decision.at))
         elif isinstance(decision, sweepsc.Start):
@@ -573,21 +588,33 @@ class BuildReconciler:
                 events.append(builds.Finished(e.passed, e.reason, e.message, e.attempt))
         return events
 
-    async def _tested_tip(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask], *,
-                          locked: bool = True) -> objects.AgentTask | None:
+    async def _tested_tip(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask]
+                          ) -> objects.AgentTask | None:
         """The build's passed quality-gate run on the commit the target tip is now, when its gate covers the
         reconciler command (``core.sweeps.gate_covers``): the merge queue landed exactly that commit. None when
-        there is none, or the tip cannot be read now (the sweep then runs). ``locked=False`` asks the server
-        (``ls-remote``) instead of fetching in the workspace: a build reconcile never waits for the queue's git work."""
+        there is none, or the tip cannot be read now (the final sweep then runs)."""
+        return await self._head_tested(build, self._covering_gates(build, ts), locked=True)
+
+    def _covering_gates(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask], *,
+                        landed_only: bool = True) -> list[objects.AgentTask]:
+        """The build's passed quality-gate runs whose command covers the reconciler command, on a commit the queue
+        landed (``landed_only``; the periodic sweep takes any: the tip is compared with each after a batch's
+        landing, while its MergeJobs are still being marked Merged one by one). Empty without workspaces."""
         if self.ctx.workspaces is None or not sweepsc.gate_covers(mjc.gate_parts(build),
                                                                   build.spec.reconciler.command):
-            return None
+            return []
         landed = {j.status.merged_commit for j in self.ctx.cache.jobs_of(build.key)
                   if j.status.phase == mj.MERGED and j.status.merged_commit}
         command = mjc.gate_command(build)  # what the gate runs now, and what each run ran (its annotation)
-        gates = [t for t in ts if cachemod.purpose(t) == mqc.GATE and _sweep_passed(t)
-                 and t.metadata.annotations.get(keys.TEST_COMMAND) == command
-                 and t.status.handoff is not None and t.status.handoff.commit in landed]
+        return [t for t in ts if cachemod.purpose(t) == mqc.GATE and _sweep_passed(t)
+                and t.metadata.annotations.get(keys.TEST_COMMAND) == command
+                and t.status.handoff is not None and (not landed_only or t.status.handoff.commit in landed)]
+
+    async def _head_tested(self, build: objects.BuildRequest, gates: Sequence[objects.AgentTask], *,
+                           locked: bool) -> objects.AgentTask | None:
+        """The one of ``gates`` that tested the commit the target tip is now (read now), or None (also when the tip
+        cannot be read). ``locked=False`` asks the server (``ls-remote``) instead of fetching in the workspace: the
+        build reconcile does not wait for the merge queue's git work there."""
         if not gates:
             return None
         try:
