@@ -3,7 +3,9 @@
 Candidates are the pending tasks of the builds whose shard this replica holds, with their dependencies' readiness
 (``core.dependencies`` via the context); the operator-wide limit counts every running agent task the replica sees,
 whichever replica started it. The chosen tasks are admitted through the task reconciler (one Pod create and one
-status write each), concurrently: every Pod first, then the status writes (``manager``). A pending task whose next
+status write each), concurrently: every Pod first, then the status writes (``manager``). A running task whose Pod
+has ended holds no slot: the next task's Pod is created while the ended one's reconcile records its handoff (the
+worker limit bounds Pods that run). A pending task whose next
 attempt's Pod is in the cache already counts as running (admitted, its status write not done yet or interrupted): it
 holds its slot and is not admitted twice; its reconcile adopts the Pod. A best-of-N task holds no slot and is never
 admitted: its candidates are (they run in parallel whatever their scope: one scheduling group).
@@ -43,6 +45,8 @@ def plan(ctx: ctxmod.Context) -> Plan:
         bkey = f"{build.namespace}/{build.name}"
         if phase == tasks.PENDING and _next_pod_exists(ctx, t):
             phase = tasks.RUNNING  # admitted, its status not written yet (or interrupted): it holds a slot
+        elif phase == tasks.RUNNING and pod_ended(ctx, t):
+            continue  # its Pod has ended: the slot is free now, before the task's reconcile records how it ended
         if phase == tasks.RUNNING:
             running.append(_view(t, bkey, phase, True))
             continue
@@ -65,6 +69,15 @@ def plan(ctx: ctxmod.Context) -> Plan:
     started = set(admit)
     ctx.held = {(c.build.split("/", 1)[0], c.name) for c in candidates if c.dependencies_ready} - started
     return Plan(admit, selection.budget_blocked)
+
+
+def pod_ended(ctx: ctxmod.Context, t: objects.AgentTask) -> bool:
+    """The Pod of the task's current attempt is in the cache and has ended (Succeeded or Failed)."""
+    if not t.status.attempts or not ctx.cache.pods_by_task.get(t.key):
+        return False
+    attempt = max(a.number for a in t.status.attempts)
+    pod = ctx.cache.pods.get((t.namespace, cachemod.pod_name(t.name, attempt)))
+    return pod is not None and pod.ended
 
 
 def _next_pod_exists(ctx: ctxmod.Context, t: objects.AgentTask) -> bool:

@@ -200,6 +200,11 @@ class Manager:
             self.queue.add_all(self.cache.all_refs())
         refs = self.queue.take()
         lap("killswitch poll and resync")
+        if any(r[0] == "AgentTask" and self._ended(r) for r in refs):
+            # a Pod ended: its slot is free already (``dispatch.pod_ended``); the next task's Pod is created
+            # before this step's task reconciles (the ended one's status write among them), not after them
+            await self._dispatch()
+            lap("dispatch")
         for kind in ORDER:
             group = [r for r in refs if r[0] == kind]
             if group and kind in DETACHED:
@@ -222,6 +227,11 @@ class Manager:
         if took >= SLOW_STEP_SECONDS:
             # every event waits for the step to end: a slow one is the first thing to know about a slow operator
             log.warning("a manager step took %.1fs (%s)", took, ", ".join(spent))
+
+    def _ended(self, ref: cachemod.Ref) -> bool:
+        """The task of ``ref`` is Running in the cache while the Pod of its attempt has ended."""
+        t = self.cache.tasks.get((ref[1], ref[2]))
+        return t is not None and t.status.phase == "Running" and dispatch.pod_ended(self.ctx, t)
 
     def _detach(self, refs: list[cachemod.Ref]) -> None:
         for r in refs:

@@ -362,6 +362,34 @@ async def test_a_task_whose_pod_exists_before_its_admission_is_written_holds_its
     assert m.ctx.cache.pods[("ns", "b-p1-a1")].task == "b-p1"
 
 
+async def test_a_task_whose_pod_ended_frees_its_slot_before_its_reconcile_records_it(world):
+    """Issue 13 (dispatch latency): a slot is free once its Pod has ended. The next task's Pod is created first in
+    the step that sees the end, before the ended task's own reconcile writes its status; and a task whose end could
+    not be recorded yet (its status write failed, retried later) does not hold the slot meanwhile."""
+    fake, m, clock, _mono, sync = world
+    fake.create(build(workers={"max": 1}))
+    await sync()
+    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
+                      tasks=[ho.PlannedTask(name="p0", description="first", priority=9),
+                             ho.PlannedTask(name="p1", description="second", priority=1)])
+    fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
+    await sync()
+    assert status(fake, "AgentTask", "b-p0")["phase"] == "Running" and ("ns", "b-p1-a1") not in fake.pods
+    work = ho.Handoff(task="b-p0", attempt=1, role="worker", outcome="succeeded", summary="done")
+    fake.finish_pod("ns", "b-p0-a1", 0, json.dumps(work.to_wire()))
+    fake.fail_status[("AgentTask", "b-p0")] = [RuntimeError("the API server is busy")]
+    m.observe("Pod", "MODIFIED", fake.pods[("ns", "b-p0-a1")])
+    before = len(fake.calls)
+    await m.step()
+    calls = fake.calls[before:]
+    assert ("ns", "b-p1-a1") in fake.pods  # started in the slot p0's ended Pod freed
+    assert calls.index("create_pod") < calls.index("patch_status"), calls  # before p0's status write
+    assert status(fake, "AgentTask", "b-p0")["phase"] == "Running"  # its write failed: retried later
+    clock.now += timedelta(seconds=1)
+    await sync()
+    assert status(fake, "AgentTask", "b-p0")["phase"] == "Succeeded"
+
+
 async def test_bounded_runs_every_item_at_most_limit_at_once_in_order_and_raises_after_trying_all():
     import asyncio
 
