@@ -5,7 +5,7 @@ Candidates are the pending tasks of the builds whose shard this replica holds, w
 whichever replica started it. The chosen tasks are admitted through the task reconciler (one Pod create and one
 status write each), concurrently: every Pod first, then the status writes (``manager``). A running task whose Pod
 has ended holds no slot: the next task's Pod is created while the ended one's reconcile records its handoff (the
-worker limit bounds Pods that run). A pending task whose next
+worker limit bounds Pods that run); in a build with a budget it does, until its handoff's usage is recorded. A pending task whose next
 attempt's Pod is in the cache already counts as running (admitted, its status write not done yet or interrupted): it
 holds its slot and is not admitted twice; its reconcile adopts the Pod. A best-of-N task holds no slot and is never
 admitted: its candidates are (they run in parallel whatever their scope: one scheduling group).
@@ -45,7 +45,7 @@ def plan(ctx: ctxmod.Context) -> Plan:
         bkey = f"{build.namespace}/{build.name}"
         if phase == tasks.PENDING and _next_pod_exists(ctx, t):
             phase = tasks.RUNNING  # admitted, its status not written yet (or interrupted): it holds a slot
-        elif phase == tasks.RUNNING and pod_ended(ctx, t):
+        elif phase == tasks.RUNNING and not _budgeted(build) and pod_ended(ctx, t):
             continue  # its Pod has ended: the slot is free now, before the task's reconcile records how it ended
         if phase == tasks.RUNNING:
             running.append(_view(t, bkey, phase, True))
@@ -78,6 +78,13 @@ def pod_ended(ctx: ctxmod.Context, t: objects.AgentTask) -> bool:
     attempt = max(a.number for a in t.status.attempts)
     pod = ctx.cache.pods.get((t.namespace, cachemod.pod_name(t.name, attempt)))
     return pod is not None and pod.ended
+
+
+def _budgeted(build: objects.BuildRequest) -> bool:
+    """The build has a token or cost budget: an ended task holds its slot until its handoff's usage is recorded,
+    so that no work starts that the budget would not allow."""
+    budget = build.spec.budget
+    return budget.max_tokens is not None or budget.max_cost is not None
 
 
 def _next_pod_exists(ctx: ctxmod.Context, t: objects.AgentTask) -> bool:

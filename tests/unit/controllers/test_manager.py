@@ -362,6 +362,25 @@ async def test_a_task_whose_pod_exists_before_its_admission_is_written_holds_its
     assert m.ctx.cache.pods[("ns", "b-p1-a1")].task == "b-p1"
 
 
+async def test_with_a_budget_an_ended_task_holds_its_slot_until_its_usage_is_recorded(world):
+    """The handoff may carry usage that spends the budget: nothing starts in the slot before it is recorded."""
+    fake, m, _clock, _mono, sync = world
+    fake.create(build(workers={"max": 1}, budget={"maxTokens": 100}))
+    await sync()
+    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
+                      tasks=[ho.PlannedTask(name="p0", description="first", priority=9),
+                             ho.PlannedTask(name="p1", description="second", priority=1)])
+    fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
+    await sync()
+    work = ho.Handoff(task="b-p0", attempt=1, role="worker", outcome="succeeded", summary="done")
+    fake.finish_pod("ns", "b-p0-a1", 0, json.dumps(work.to_wire()))
+    fake.fail_status[("AgentTask", "b-p0")] = [RuntimeError("the API server is busy")]
+    m.observe("Pod", "MODIFIED", fake.pods[("ns", "b-p0-a1")])
+    await m.step()
+    assert status(fake, "AgentTask", "b-p0")["phase"] == "Running"
+    assert ("ns", "b-p1-a1") not in fake.pods
+
+
 async def test_a_task_whose_pod_ended_frees_its_slot_before_its_reconcile_records_it(world):
     """Issue 13 (dispatch latency): a slot is free once its Pod has ended. The next task's Pod is created first in
     the step that sees the end, before the ended task's own reconcile writes its status; and a task whose end could
