@@ -6,8 +6,8 @@ whichever replica started it. The chosen tasks are admitted through the task rec
 status write each), concurrently: every Pod first, then the status writes (``manager``). A running task whose Pod
 has ended holds no slot: the next task's Pod is created while the ended one's reconcile records its handoff (the
 worker limit bounds Pods that run); in a build with a budget it does, until its handoff's usage is recorded.
-A pending task whose next attempt's Pod is in the cache already counts as running (admitted, its status write not done yet or interrupted): it
-holds its slot and is not admitted twice; its reconcile adopts the Pod. A best-of-N task holds no slot and is never
+A pending task whose next attempt's Pod is in the cache already counts as running (admitted, its status write not
+done yet or interrupted): it holds its slot and is not admitted twice; its reconcile adopts the Pod. A best-of-N task holds no slot and is never
 admitted: its candidates are (they run in parallel whatever their scope: one scheduling group).
 """
 
