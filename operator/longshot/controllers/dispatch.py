@@ -5,10 +5,11 @@ Candidates are the pending tasks of the builds whose shard this replica holds, w
 whichever replica started it. The chosen tasks are admitted through the task reconciler (one Pod create and one
 status write each), concurrently: every Pod first, then the status writes (``manager``). A running task whose Pod
 has ended holds no slot: the next task's Pod is created while the ended one's reconcile records its handoff (the
-worker limit bounds Pods that run); in a build with a budget it does, until its handoff's usage is recorded.
-A pending task whose next attempt's Pod is in the cache already counts as running (admitted, its status write not
-done yet or interrupted): it holds its slot and is not admitted twice; its reconcile adopts the Pod. A best-of-N task holds no slot and is never
-admitted: its candidates are (they run in parallel whatever their scope: one scheduling group).
+worker limit bounds Pods that run); in a build with a budget it does, until its handoff's usage is recorded. A
+pending task whose next attempt's Pod is in the cache already counts as running (admitted, its status write not done
+yet or interrupted): it holds its slot and is not admitted twice; its reconcile adopts the Pod. A best-of-N task
+holds no slot and is never admitted: its candidates are (they run in parallel whatever their scope: one scheduling
+group).
 """
 
 from __future__ import annotations
