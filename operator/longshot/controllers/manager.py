@@ -54,6 +54,8 @@ SLOW_STEP_SECONDS: Final = 5.0
 """A step that takes this long is logged with what it spent its time on (reconciles by kind, dispatch)."""
 KILLSWITCH_POLL_SECONDS: Final = 2.0
 STALL_SECONDS: Final = 60.0
+SLOW_DISPATCH_SECONDS: Final = 1.0
+"""An admission whose Pod was created this long after its task could start is logged (with the dispatch's place)."""
 CONCURRENCY: Final = 32
 THREADS: Final = 64
 """Threads of the default executor (``startup.py``): every reconcile in flight may wait on the API, plus git work
@@ -203,7 +205,7 @@ class Manager:
         if any(r[0] == "AgentTask" and self._ended(r) for r in refs):
             # a Pod ended: its slot is free already (``dispatch.pod_ended``); the next task's Pod is created
             # before this step's task reconciles (the ended one's status write among them), not after them
-            await self._dispatch()
+            await self._dispatch("a Pod ended")
             lap("dispatch")
         for kind in ORDER:
             group = [r for r in refs if r[0] == kind]
@@ -215,12 +217,12 @@ class Manager:
             if kind == "AgentTask":
                 # the slots the tasks that just ended freed are filled now, not after the merge jobs' and the
                 # builds' reconciles of this step (status writes of every build: seconds on a busy node)
-                await self._dispatch()
+                await self._dispatch("after the tasks")
                 lap("dispatch")
         for r in refs:
             if r[0] not in ORDER:
                 self.queue.done(r)
-        await self._dispatch()
+        await self._dispatch("end of step")
         lap("dispatch")
         self._gauges()
         took = self.monotonic() - self.heartbeat
@@ -271,7 +273,7 @@ class Manager:
             finally:
                 self.queue.done(ref)
 
-    async def _dispatch(self) -> None:
+    async def _dispatch(self, where: str = "") -> None:
         chosen = dispatch.plan(self.ctx)
         for b in chosen.budget_blocked:
             ns, name = b.split("/", 1)
@@ -280,6 +282,9 @@ class Manager:
             return
 
         # 1. every chosen task's Pod, concurrently: a task's dispatch latency ends when its Pod exists
+        slow: list[float] = []
+        began = self.monotonic()
+
         async def create(key: cachemod.Key) -> list[ex.Action] | None:
             since = self.ctx.ready_since.get(key)
             async with self.sem:
@@ -290,10 +295,17 @@ class Manager:
                     self._admission_failed(key, e)
                     return None
             if pods and since is not None:
-                metrics.DISPATCH_LATENCY.observe(max(0.0, (self.clock() - since).total_seconds()))
+                latency = max(0.0, (self.clock() - since).total_seconds())
+                metrics.DISPATCH_LATENCY.observe(latency)
+                if latency >= SLOW_DISPATCH_SECONDS:
+                    slow.append(latency)
             return rest
 
         rests = await bounded(chosen.admit, create, CONCURRENCY)
+        if slow:  # where the time went, for longshot_dispatch_latency_seconds' tail: before the dispatch, or in it
+            log.info("dispatch (%s): %d of %d Pods created %.1f-%.1fs after their task could start; the creates "
+                     "took %.1fs", where, len(slow), len(chosen.admit), min(slow), max(slow),
+                     self.monotonic() - began)
 
         # 2. then their status writes and Events (fenced as ever: one that loses is retried, and the retry adopts
         # the Pod created above)

@@ -362,6 +362,24 @@ async def test_a_task_whose_pod_exists_before_its_admission_is_written_holds_its
     assert m.ctx.cache.pods[("ns", "b-p1-a1")].task == "b-p1"
 
 
+async def test_a_slow_admission_is_logged_with_where_the_dispatch_ran(world, caplog):
+    """The tail of longshot_dispatch_latency_seconds is explained in the log: which dispatch of the step, how many
+    Pods, how late, and how long the creates themselves took."""
+    fake, _m, clock, _mono, sync = world
+    real = fake.create_pod
+
+    def slow_create(pod: Any) -> Any:
+        clock.now += timedelta(seconds=2)  # an API server that takes 2 s to answer
+        return real(pod)
+
+    fake.create_pod = slow_create  # type: ignore[method-assign]
+    fake.create(build())
+    with caplog.at_level("INFO", logger="longshot.manager"):
+        await sync()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dispatch (")]
+    assert lines and "1 of 1 Pods created 2.0-2.0s after their task could start" in lines[0], lines
+
+
 async def test_with_a_budget_an_ended_task_holds_its_slot_until_its_usage_is_recorded(world):
     """The handoff may carry usage that spends the budget: nothing starts in the slot before it is recorded."""
     fake, m, _clock, _mono, sync = world
