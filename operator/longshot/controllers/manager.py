@@ -102,6 +102,9 @@ class Manager:
         self.sem = asyncio.Semaphore(CONCURRENCY)
         self.heartbeat = monotonic()
         self.steps = 0
+        self.slot_freed: datetime | None = None
+        """When an agent Pod was last seen to end (a worker slot came free): a held task's dispatch latency counts
+        from then when that is later than the start of its step."""
         self.reconciles = 0
         self.failures = 0
         self._stopping = False
@@ -113,6 +116,11 @@ class Manager:
     # --- input -------------------------------------------------------------------------------------
 
     def observe(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> None:
+        if kind == "Pod" and _ended(body):
+            meta = body.get("metadata") or {}
+            before = self.cache.pods.get((str(meta.get("namespace", "")), str(meta.get("name", ""))))
+            if before is None or not before.ended:
+                self.slot_freed = self.clock()  # a worker slot came free now (dispatch.pod_ended)
         refs = self.cache.observe(kind, event_type, body)
         for r in refs:
             if r[0] == "BuildRequest":
@@ -274,6 +282,7 @@ class Manager:
                 self.queue.done(ref)
 
     async def _dispatch(self, where: str = "") -> None:
+        held, freed = self.ctx.held, self.slot_freed  # before this dispatch's plan (which sets ctx.held anew)
         chosen = dispatch.plan(self.ctx)
         for b in chosen.budget_blocked:
             ns, name = b.split("/", 1)
@@ -287,6 +296,8 @@ class Manager:
 
         async def create(key: cachemod.Key) -> list[ex.Action] | None:
             since = self.ctx.ready_since.get(key)
+            if since is not None and key in held and freed is not None and freed > since:
+                since = freed  # held for a slot that came free in this step (a Pod ended): it could start from then
             async with self.sem:
                 try:
                     pods, rest = ex.split_pod_creates(await self.tasks.admit(key))
@@ -349,6 +360,10 @@ class Manager:
         metrics.set_role(leader=bool(held))
         depth = sum(1 for j in self.cache.jobs.values() if j.status.phase in (None, mj.QUEUED, mj.TESTING))
         metrics.MERGE_QUEUE_DEPTH.set(depth)
+
+
+def _ended(body: Mapping[str, Any]) -> bool:
+    return str((body.get("status") or {}).get("phase") or "") in ("Succeeded", "Failed")
 
 
 async def bounded(items: Sequence[T], fn: Callable[[T], Awaitable[R]], limit: int) -> list[R]:

@@ -273,6 +273,36 @@ async def test_dispatch_latency_counts_from_a_free_slot_not_from_the_wait_for_on
     assert count2 == count + 1 and total2 - total < 1.0  # not 600 s
 
 
+async def test_dispatch_latency_of_a_held_task_counts_from_the_pod_end_seen_during_the_step(world):
+    """A slot that came free in the middle of a step (its Pod's end seen while the step's reconciles ran): the held
+    task could start from then, not from the start of the step (bench-e2e's log showed 1-4 s "latencies" that were
+    the step's reconciles before the slot was free)."""
+    from longshot import metrics
+
+    fake, m, clock, _mono, _sync = world
+    first, second = await one_running_one_held(fake, _sync)
+    done = ho.Handoff(task=first[:-3], attempt=1, role="worker", outcome="succeeded", summary="done")
+    fake.finish_pod("ns", first, 0, json.dumps(done.to_wire()))
+    real = m.reconcilers["AgentTask"]
+    seen = []
+
+    async def busy(ns: str, name: str) -> Any:
+        if not seen:  # the step's reconciles take 3 s; the Pod's end arrives meanwhile, then 0.5 s more
+            seen.append(name)
+            clock.now += timedelta(seconds=3)
+            m.observe("Pod", "MODIFIED", fake.pods[("ns", first)])
+            clock.now += timedelta(seconds=0.5)
+        return await real(ns, name)
+
+    m.reconcilers["AgentTask"] = busy
+    m.queue.add(("AgentTask", "ns", second[:-3]))
+    before = metrics.REGISTRY.get_sample_value("longshot_dispatch_latency_seconds_sum") or 0.0
+    await m.step()
+    assert ("ns", second) in fake.pods
+    after = metrics.REGISTRY.get_sample_value("longshot_dispatch_latency_seconds_sum") or 0.0
+    assert after - before == pytest.approx(0.5)  # not 3.5
+
+
 async def test_a_merge_queue_busy_with_git_does_not_hold_up_dispatch_and_a_wedged_one_fails_health(world):
     """Issue 13: dispatch waited for the step's slowest reconcile, a merge queue's git work (p95 8.66 s)."""
     import asyncio
