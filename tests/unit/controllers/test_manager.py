@@ -410,31 +410,10 @@ async def test_a_slow_admission_is_logged_with_where_the_dispatch_ran(world, cap
     assert lines and "1 of 1 Pods created 2.0-2.0s after their task could start" in lines[0], lines
 
 
-async def test_with_a_budget_an_ended_task_holds_its_slot_until_its_usage_is_recorded(world):
-    """The handoff may carry usage that spends the budget: nothing starts in the slot before it is recorded."""
-    fake, m, _clock, _mono, sync = world
-    fake.create(build(workers={"max": 1}, budget={"maxTokens": 100}))
-    await sync()
-    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
-                      tasks=[ho.PlannedTask(name="p0", description="first", priority=9),
-                             ho.PlannedTask(name="p1", description="second", priority=1)])
-    fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
-    await sync()
-    work = ho.Handoff(task="b-p0", attempt=1, role="worker", outcome="succeeded", summary="done")
-    fake.finish_pod("ns", "b-p0-a1", 0, json.dumps(work.to_wire()))
-    fake.fail_status[("AgentTask", "b-p0")] = [RuntimeError("the API server is busy")]
-    m.observe("Pod", "MODIFIED", fake.pods[("ns", "b-p0-a1")])
-    await m.step()
-    assert status(fake, "AgentTask", "b-p0")["phase"] == "Running"
-    assert ("ns", "b-p1-a1") not in fake.pods
-
-
-async def test_a_task_whose_pod_ended_frees_its_slot_before_its_reconcile_records_it(world):
-    """Issue 13 (dispatch latency): a slot is free once its Pod has ended. The next task's Pod is created first in
-    the step that sees the end, before the ended task's own reconcile writes its status; and a task whose end could
-    not be recorded yet (its status write failed, retried later) does not hold the slot meanwhile."""
-    fake, m, clock, _mono, sync = world
-    fake.create(build(workers={"max": 1}))
+async def p0_ended_unrecorded(fake: FakeKube, m: Any, sync: Any, **spec: Any) -> None:
+    """A build of one worker slot whose planner planned p0 (first) and p1: p0 runs; then its Pod ends, and the next
+    status write of p0 (recording that) is made to fail."""
+    fake.create(build(workers={"max": 1}, **spec))
     await sync()
     plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
                       tasks=[ho.PlannedTask(name="p0", description="first", priority=9),
@@ -446,6 +425,23 @@ async def test_a_task_whose_pod_ended_frees_its_slot_before_its_reconcile_record
     fake.finish_pod("ns", "b-p0-a1", 0, json.dumps(work.to_wire()))
     fake.fail_status[("AgentTask", "b-p0")] = [RuntimeError("the API server is busy")]
     m.observe("Pod", "MODIFIED", fake.pods[("ns", "b-p0-a1")])
+
+
+async def test_with_a_budget_an_ended_task_holds_its_slot_until_its_usage_is_recorded(world):
+    """The handoff may carry usage that spends the budget: nothing starts in the slot before it is recorded."""
+    fake, m, _clock, _mono, sync = world
+    await p0_ended_unrecorded(fake, m, sync, budget={"maxTokens": 100})
+    await m.step()
+    assert status(fake, "AgentTask", "b-p0")["phase"] == "Running"
+    assert ("ns", "b-p1-a1") not in fake.pods
+
+
+async def test_a_task_whose_pod_ended_frees_its_slot_before_its_reconcile_records_it(world):
+    """Issue 13 (dispatch latency): a slot is free once its Pod has ended. The next task's Pod is created first in
+    the step that sees the end, before the ended task's own reconcile writes its status; and a task whose end could
+    not be recorded yet (its status write failed, retried later) does not hold the slot meanwhile."""
+    fake, m, clock, _mono, sync = world
+    await p0_ended_unrecorded(fake, m, sync)
     before = len(fake.calls)
     await m.step()
     calls = fake.calls[before:]
@@ -779,11 +775,11 @@ async def test_a_batch_member_whose_conditions_are_not_written_yet_holds_its_bat
     assert not [a for a in actions if isinstance(a, ex.WriteStatus)], actions  # nobody requeued
 
 
-async def one_task_gated(world: Any, tmp_path: Path, reconciler: str, gate_claims: str | None = None
-                         ) -> tuple[FakeKube, Any, str]:
-    """A one-iteration build of one task (a real repository): planned, worked, and its MergeJob's batch gated by a
-    tester that passes, claiming to have tested ``gate_claims`` (default: the queue branch's commit it was given).
-    ``(fake, sync, the commit main ends on)``."""
+async def one_task_gated(world: Any, tmp_path: Path, reconciler: str, gate_claims: str | None = None, *,
+                         planned: int = 1) -> tuple[FakeKube, Any, str]:
+    """A one-iteration build of ``planned`` tasks (a real repository): planned, its first task worked, and that
+    task's MergeJob's batch gated by a tester that passes, claiming to have tested ``gate_claims`` (default: the queue
+    branch's commit it was given). ``(fake, sync, the commit main ends on)``."""
     fake, m, _clock, _mono, sync = world
     url, commits = repository_with_branches(tmp_path / "git", ["b-p0"])
     m.queues.workspaces.root = tmp_path / "workspaces"
@@ -792,7 +788,7 @@ async def one_task_gated(world: Any, tmp_path: Path, reconciler: str, gate_claim
                       reconciler={"command": reconciler}))
     await sync()
     plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
-                      tasks=[ho.PlannedTask(name="p0", description="part 0")])
+                      tasks=[ho.PlannedTask(name=f"p{i}", description=f"part {i}") for i in range(planned)])
     fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
     await sync()
     branch = "longshot/b/b-p0"  # the task's default branch, which the worker pushed
@@ -857,38 +853,14 @@ async def test_no_periodic_sweep_of_a_tip_the_gate_tested_with_the_reconciler_co
     """Issue 13: after a merge, a periodic sweep Pod ran the reconciler command on the target tip while the build's
     other tasks still ran; when the merge queue's gate ran that command on exactly that commit (the queue lands what
     its gate tested), the sweep is not started: the tip is read once and the answer kept until the next merge."""
-    fake, m, _clock, _mono, sync = world
-    url, commits = repository_with_branches(tmp_path / "git", ["b-p0"])
-    m.queues.workspaces.root = tmp_path / "workspaces"
-    fake.create(build(repository={"url": url}, planner={"maxIterations": 1}, merge={"strategy": "rebase"},
-                      qualityGate={"profile": "minimal", "testCommand": "make test"},
-                      reconciler={"command": reconciler, "intervalSeconds": 60}))
-    await sync()
-    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
-                      tasks=[ho.PlannedTask(name="p0", description="part 0"),
-                             ho.PlannedTask(name="p1", description="part 1")])
-    fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
-    await sync()
-    work = ho.Handoff(task="b-p0", attempt=1, role="worker", outcome="succeeded", branch="longshot/b/b-p0",
-                      commit=commits["b-p0"], files_changed=["b-p0.txt"], summary="part 0")
-    fake.finish_pod("ns", "b-p0-a1", 0, json.dumps(work.to_wire()))
-    await sync()
-    (gate,) = [o for (kind, _, _), o in fake.objects.items() if kind == "AgentTask"
-               and o["metadata"].get("labels", {}).get("longshot.dev/purpose") == "gate"]
-    tested = subprocess.run(["git", "--git-dir", str(tmp_path / "git" / "r.git"), "rev-parse", gate["spec"]["branch"]],
-                            check=True, capture_output=True, text=True).stdout.strip()
-    name = gate["metadata"]["name"]
-    passed = ho.Handoff(task=name, attempt=1, role="tester", outcome="succeeded", verdict="passed",
-                        branch=gate["spec"]["branch"], commit=claims or tested, summary="make test passes")
-    fake.finish_pod("ns", f"{name}-a1", 0, json.dumps(passed.to_wire()))
-    await sync()
+    fake, sync, _head = await one_task_gated(world, tmp_path, reconciler, claims, planned=2)
     await sync()  # the build's reconcile after the merge
     assert status(fake, "MergeJob", "b-p0")["phase"] == "Merged"
     assert status(fake, "AgentTask", "b-p1")["phase"] == "Running"  # the build is still working
     sweeps = [k for k in fake.objects if k[0] == "AgentTask" and k[2].startswith("b-sweep-")]
     assert bool(sweeps) is swept, sweeps
     if not swept:
-        assert m.builds.tip_tested[("ns", "b")] == 1  # remembered until the next merge
+        assert world[1].builds.tip_tested[("ns", "b")] == 1  # remembered until the next merge
 
 
 async def test_a_stacked_batch_waits_for_the_build_s_running_worker_then_takes_what_came(world, tmp_path):
