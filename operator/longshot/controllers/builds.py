@@ -604,7 +604,7 @@ class BuildReconciler:
                                                                   build.spec.reconciler.command):
             return []
         landed = {j.status.merged_commit for j in self.ctx.cache.jobs_of(build.key)
-                  if j.status.phase == mj.MERGED and j.status.merged_commit}
+                  if j.status.phase == mj.MERGED and j.status.merged_commit} if landed_only else set()
         command = mjc.gate_command(build)  # what the gate runs now, and what each run ran (its annotation)
         return [t for t in ts if cachemod.purpose(t) == mqc.GATE and _sweep_passed(t)
                 and t.metadata.annotations.get(keys.TEST_COMMAND) == command

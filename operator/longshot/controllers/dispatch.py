@@ -46,7 +46,7 @@ def plan(ctx: ctxmod.Context) -> Plan:
         bkey = f"{build.namespace}/{build.name}"
         if phase == tasks.PENDING and _next_pod_exists(ctx, t):
             phase = tasks.RUNNING  # admitted, its status not written yet (or interrupted): it holds a slot
-        elif phase == tasks.RUNNING and not _budgeted(build) and pod_ended(ctx, t):
+        elif slot_freed(ctx, t, build):
             continue  # its Pod has ended: the slot is free now, before the task's reconcile records how it ended
         if phase == tasks.RUNNING:
             running.append(_view(t, bkey, phase, True))
@@ -72,7 +72,13 @@ def plan(ctx: ctxmod.Context) -> Plan:
     return Plan(admit, selection.budget_blocked)
 
 
-def pod_ended(ctx: ctxmod.Context, t: objects.AgentTask) -> bool:
+def slot_freed(ctx: ctxmod.Context, t: objects.AgentTask, build: objects.BuildRequest) -> bool:
+    """The task is Running in the cache, its Pod has ended, and its build has no budget: its worker slot is free
+    before its reconcile records how it ended."""
+    return t.status.phase == tasks.RUNNING and not _budgeted(build) and _pod_ended(ctx, t)
+
+
+def _pod_ended(ctx: ctxmod.Context, t: objects.AgentTask) -> bool:
     """The Pod of the task's current attempt is in the cache and has ended (Succeeded or Failed)."""
     if not t.status.attempts or not ctx.cache.pods_by_task.get(t.key):
         return False

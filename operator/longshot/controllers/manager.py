@@ -120,7 +120,7 @@ class Manager:
             meta = body.get("metadata") or {}
             before = self.cache.pods.get((str(meta.get("namespace", "")), str(meta.get("name", ""))))
             if before is None or not before.ended:
-                self.slot_freed = self.clock()  # a worker slot came free now (dispatch.pod_ended)
+                self.slot_freed = self.clock()  # a worker slot came free now (dispatch.slot_freed)
         refs = self.cache.observe(kind, event_type, body)
         for r in refs:
             if r[0] == "BuildRequest":
@@ -211,7 +211,7 @@ class Manager:
         refs = self.queue.take()
         lap("killswitch poll and resync")
         if any(r[0] == "AgentTask" and self._ended(r) for r in refs):
-            # a Pod ended: its slot is free already (``dispatch.pod_ended``); the next task's Pod is created
+            # a Pod ended: its slot is free already (``dispatch.slot_freed``); the next task's Pod is created
             # before this step's task reconciles (the ended one's status write among them), not after them
             await self._dispatch("a Pod ended")
             lap("dispatch")
@@ -239,9 +239,10 @@ class Manager:
             log.warning("a manager step took %.1fs (%s)", took, ", ".join(spent))
 
     def _ended(self, ref: cachemod.Ref) -> bool:
-        """The task of ``ref`` is Running in the cache while the Pod of its attempt has ended."""
+        """The task of ``ref`` freed its worker slot (``dispatch.slot_freed``): its Pod ended, not recorded yet."""
         t = self.cache.tasks.get((ref[1], ref[2]))
-        return t is not None and t.status.phase == "Running" and dispatch.pod_ended(self.ctx, t)
+        build = self.cache.build_of(t) if t is not None else None
+        return t is not None and build is not None and dispatch.slot_freed(self.ctx, t, build)
 
     def _detach(self, refs: list[cachemod.Ref]) -> None:
         for r in refs:
