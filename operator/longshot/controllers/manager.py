@@ -10,6 +10,11 @@ carry out the actions, and dispatches ready tasks.
   work queue still never runs one reference twice at once. A reconcile that raises (an API error, a fenced status write
   that lost to a newer version) is retried with per-reference exponential backoff: never dropped. A success
   resets the backoff.
+* A worker slot is filled as soon as its Pod's end is seen: the dispatcher (``_dispatcher``) runs beside the
+  step, not after it, since a step's reconciles take seconds on a busy node and every event waits for them (the
+  tail of the dispatch latency). Every dispatch (the dispatcher's and the step's after its reconciles) runs under
+  one lock, so no two plans count the same free slot, and an admitted task's reference is claimed in the work
+  queue until its admission is written: a task is never reconciled and admitted at once.
 * A periodic resync marks everything (``RESYNC_SECONDS``), so nothing depends on an event arriving.
 * The killswitch ConfigMap is polled; leadership (``controllers/leadership.py``) says which shards this replica
   acts on, and a change marks everything again.
@@ -58,8 +63,8 @@ SLOW_DISPATCH_SECONDS: Final = 1.0
 """An admission whose Pod was created this long after its task could start is logged (with the dispatch's place)."""
 CONCURRENCY: Final = 32
 THREADS: Final = 64
-"""Threads of the default executor (``startup.py``): every reconcile in flight may wait on the API, plus git work
-of the merge queues and the killswitch poll."""
+"""Threads of the default executor (``startup.py``): every reconcile and admission in flight may wait on the API,
+plus git work of the merge queues and the killswitch poll."""
 BATCH_SECONDS: Final = 0.02
 """Let a burst of watch events land before a step."""
 ORDER: Final = ("AgentTask", "MergeJob", "Queue", "BuildRequest")
@@ -100,11 +105,18 @@ class Manager:
             if settings.network_policy:
                 self.ctx.network_policy = lambda namespace: netpol.ensure(client, namespace, settings)
         self.sem = asyncio.Semaphore(CONCURRENCY)
+        self.admissions = asyncio.Semaphore(CONCURRENCY)
+        """Admissions' API calls in flight: their own, so a step's reconciles never hold up the dispatcher."""
         self.heartbeat = monotonic()
         self.steps = 0
         self.slot_freed: datetime | None = None
         """When an agent Pod was last seen to end (a worker slot came free): a held task's dispatch latency counts
         from then when that is later than the start of its step."""
+        self.slot_wake = asyncio.Event()
+        """Set when an agent Pod is seen to end: the dispatcher (or the next step, whichever comes first) fills
+        the slot."""
+        self._dispatching = asyncio.Lock()
+        """One dispatch at a time: its plan counts the Pods the one before it created (they are in the cache)."""
         self.reconciles = 0
         self.failures = 0
         self._stopping = False
@@ -121,6 +133,7 @@ class Manager:
             before = self.cache.pods.get((str(meta.get("namespace", "")), str(meta.get("name", ""))))
             if before is None or not before.ended:
                 self.slot_freed = self.clock()  # a worker slot came free now (dispatch.slot_freed)
+                self.slot_wake.set()
         refs = self.cache.observe(kind, event_type, body)
         for r in refs:
             if r[0] == "BuildRequest":
@@ -148,6 +161,7 @@ class Manager:
         log.info("manager started as %s (operator-wide limit %d workers)", self.settings.identity,
                  self.settings.max_workers)
         lead = asyncio.create_task(self.leadership.run(), name="leadership") if self.leadership else None
+        dispatcher = asyncio.create_task(self._dispatcher(), name="dispatcher")
         try:
             while not self._stopping:
                 await self._wait()
@@ -159,6 +173,9 @@ class Manager:
                     log.exception("manager step failed")
                     await asyncio.sleep(0.5)
         finally:
+            dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await dispatcher
             for t in list(self._detached):
                 t.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -183,6 +200,22 @@ class Manager:
     def stop(self) -> None:
         self._stopping = True
         self.queue.wake.set()
+
+    async def _dispatcher(self) -> None:
+        """Fill the slots of agent Pods that ended, at once, whatever the step is doing meanwhile."""
+        while True:
+            await self.slot_wake.wait()
+            await asyncio.sleep(BATCH_SECONDS)  # the ends of a burst: one plan for all of them
+            try:
+                await self._fill_freed_slots()
+            except Exception:  # a bug must not stop the dispatcher; the step's dispatches still run
+                log.exception("dispatch failed")
+                await asyncio.sleep(0.5)
+
+    async def _fill_freed_slots(self) -> None:
+        if self.slot_wake.is_set():
+            self.slot_wake.clear()
+            await self._dispatch("a Pod ended")
 
     async def step(self) -> None:
         self.heartbeat = mark = self.monotonic()
@@ -210,10 +243,10 @@ class Manager:
             self.queue.add_all(self.cache.all_refs())
         refs = self.queue.take()
         lap("killswitch poll and resync")
-        if any(r[0] == "AgentTask" and self._ended(r) for r in refs):
-            # a Pod ended: its slot is free already (``dispatch.slot_freed``); the next task's Pod is created
-            # before this step's task reconciles (the ended one's status write among them), not after them
-            await self._dispatch("a Pod ended")
+        if self.slot_wake.is_set():
+            # a Pod ended and the dispatcher has not filled its slot yet (``dispatch.slot_freed``): the next task's
+            # Pod is created before this step's task reconciles (the ended one's status write among them)
+            await self._fill_freed_slots()
             lap("dispatch")
         for kind in ORDER:
             group = [r for r in refs if r[0] == kind]
@@ -237,12 +270,6 @@ class Manager:
         if took >= SLOW_STEP_SECONDS:
             # every event waits for the step to end: a slow one is the first thing to know about a slow operator
             log.warning("a manager step took %.1fs (%s)", took, ", ".join(spent))
-
-    def _ended(self, ref: cachemod.Ref) -> bool:
-        """The task of ``ref`` freed its worker slot (``dispatch.slot_freed``): its Pod ended, not recorded yet."""
-        t = self.cache.tasks.get((ref[1], ref[2]))
-        build = self.cache.build_of(t) if t is not None else None
-        return t is not None and build is not None and dispatch.slot_freed(self.ctx, t, build)
 
     def _detach(self, refs: list[cachemod.Ref]) -> None:
         for r in refs:
@@ -283,23 +310,41 @@ class Manager:
                 self.queue.done(ref)
 
     async def _dispatch(self, where: str = "") -> None:
-        held, freed = self.ctx.held, self.slot_freed  # before this dispatch's plan (which sets ctx.held anew)
-        chosen = dispatch.plan(self.ctx)
-        for b in chosen.budget_blocked:
-            ns, name = b.split("/", 1)
-            self.queue.add(("BuildRequest", ns, name))
-        if not chosen.admit:
-            return
+        claimed: list[cachemod.Key] = []
+        try:
+            async with self._dispatching:
+                held, freed = self.ctx.held, self.slot_freed  # before this plan (which sets ctx.held anew)
+                chosen = dispatch.plan(self.ctx)
+                for b in chosen.budget_blocked:
+                    ns, name = b.split("/", 1)
+                    self.queue.add(("BuildRequest", ns, name))
+                # a chosen task whose reconcile is in flight is admitted by the dispatch after it, not beside it
+                claimed = [k for k in chosen.admit if self.queue.claim(("AgentTask", *k))]
+                if not claimed:
+                    return
+                rests = await self._create_pods(claimed, held, freed, where)
+            # 2. then their status writes and Events, outside the lock: the Pods are in the cache, so the next
+            # plan counts their tasks as running (fenced as ever: a write that loses is retried, and the retry
+            # adopts the Pod created above)
+            await bounded([(k, r) for k, r in zip(claimed, rests, strict=True) if r], lambda kr: self._finish(*kr),
+                          CONCURRENCY)
+        finally:
+            for k in claimed:
+                self.queue.done(("AgentTask", *k))
+        self.queue.wake.set()  # more may be admissible now that counts changed
 
-        # 1. every chosen task's Pod, concurrently: a task's dispatch latency ends when its Pod exists
+    async def _create_pods(self, keys: list[cachemod.Key], held: set[cachemod.Key], freed: datetime | None,
+                           where: str) -> list[list[ex.Action] | None]:
+        """1. every chosen task's Pod, concurrently: a task's dispatch latency ends when its Pod exists. Returns
+        each admission's remaining actions (None: it failed, and is retried)."""
         slow: list[float] = []
         began = self.monotonic()
 
         async def create(key: cachemod.Key) -> list[ex.Action] | None:
             since = self.ctx.ready_since.get(key)
             if since is not None and key in held and freed is not None and freed > since:
-                since = freed  # held for a slot that came free in this step (a Pod ended): it could start from then
-            async with self.sem:
+                since = freed  # held for a slot that came free since (a Pod ended): it could start from then
+            async with self.admissions:
                 try:
                     pods, rest = ex.split_pod_creates(await self.tasks.admit(key))
                     await self.executor.run(pods)
@@ -313,24 +358,18 @@ class Manager:
                     slow.append(latency)
             return rest
 
-        rests = await bounded(chosen.admit, create, CONCURRENCY)
+        rests = await bounded(keys, create, CONCURRENCY)
         if slow:  # where the time went, for longshot_dispatch_latency_seconds' tail: before the dispatch, or in it
             log.info("dispatch (%s): %d of %d Pods created %.1f-%.1fs after their task could start; the creates "
-                     "took %.1fs", where, len(slow), len(chosen.admit), min(slow), max(slow),
-                     self.monotonic() - began)
+                     "took %.1fs", where, len(slow), len(keys), min(slow), max(slow), self.monotonic() - began)
+        return rests
 
-        # 2. then their status writes and Events (fenced as ever: one that loses is retried, and the retry adopts
-        # the Pod created above)
-        async def finish(key: cachemod.Key, rest: list[ex.Action]) -> None:
-            async with self.sem:
-                try:
-                    await self.executor.run(rest)
-                except Exception as e:
-                    self._admission_failed(key, e)
-
-        await bounded([(k, r) for k, r in zip(chosen.admit, rests, strict=True) if r], lambda kr: finish(*kr),
-                      CONCURRENCY)
-        self.queue.wake.set()  # more may be admissible now that counts changed
+    async def _finish(self, key: cachemod.Key, rest: list[ex.Action]) -> None:
+        async with self.admissions:
+            try:
+                await self.executor.run(rest)
+            except Exception as e:
+                self._admission_failed(key, e)
 
     def _admission_failed(self, key: cachemod.Key, e: Exception) -> None:
         ref: cachemod.Ref = ("AgentTask", *key)

@@ -8,6 +8,8 @@ time (timers: backoffs, sweeps, error retries).
   capped at ``cap``; :meth:`forget` (after a success) resets its failure count. A failed reconcile is never
   dropped.
 * :meth:`add_at` holds a reference until a time; the earliest such time is :meth:`next_due`.
+* :meth:`claim` takes one reference out of turn (the dispatcher admitting a task while the step works): it is
+  processing until :meth:`done`, exactly as if :meth:`take` had handed it out.
 
 The clock is injected; the queue does no I/O and no waiting itself (the manager waits on :attr:`wake`).
 """
@@ -91,6 +93,18 @@ class WorkQueue(Generic[T]):
             if limit is not None and len(out) >= limit:
                 break
         return out
+
+    def claim(self, ref: T) -> bool:
+        """Process ``ref`` now, out of turn: False when it is being processed already (leave it to that).
+        A dirty ``ref`` stays dirty: it is handed out again after :meth:`done`, as one added while processing."""
+        if ref in self._processing:
+            return False
+        self._processing.add(ref)
+        return True
+
+    def busy(self, ref: T) -> bool:
+        """``ref`` is being processed (taken or claimed, not done yet)."""
+        return ref in self._processing
 
     def done(self, ref: T) -> None:
         self._processing.discard(ref)

@@ -506,6 +506,97 @@ async def test_a_freed_slot_is_filled_before_the_steps_build_reconciles_run(worl
     await step
 
 
+async def test_a_slot_freed_while_a_step_is_busy_is_filled_before_the_step_ends(world):
+    """Issue 13 (dispatch p95): a Pod that ended while a step's reconciles ran waited for the rest of the step (the
+    builds' status writes: 1.5-2.5 s on a busy node, bench-e2e's log). The dispatcher fills the slot beside it."""
+    import asyncio
+
+    fake, m, _clock, _mono, sync = world
+    first, second = await one_running_one_held(fake, sync)
+    release, entered, created = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    builds_reconciled = m.reconcilers["BuildRequest"]
+
+    async def slow_build(ns: str, name: str) -> list[Any]:
+        entered.set()
+        await release.wait()
+        return await builds_reconciled(ns, name)
+
+    real_create, real_status = fake.create_pod, fake.patch_status
+    written = asyncio.Event()
+
+    def create_pod(pod: Any) -> Any:
+        made = real_create(pod)
+        if pod["metadata"]["name"] == second:
+            created.set()
+        return made
+
+    def patch_status(kind: str, ns: str, name: str, st: Any, **kw: Any) -> Any:
+        out = real_status(kind, ns, name, st, **kw)
+        if name == second[:-3] and st.get("phase") == "Running":
+            written.set()
+        return out
+
+    fake.create_pod = create_pod  # type: ignore[method-assign]
+    fake.patch_status = patch_status  # type: ignore[method-assign]
+    m.reconcilers = {**m.reconcilers, "BuildRequest": slow_build}
+    runner = asyncio.create_task(m.run())
+    m.queue.add(("BuildRequest", "ns", "b"))
+    await asyncio.wait_for(entered.wait(), timeout=30)  # the loop's step is in the (blocked) build reconcile
+    done = ho.Handoff(task=first[:-3], attempt=1, role="worker", outcome="succeeded", summary="done")
+    m.observe("Pod", "MODIFIED", fake.finish_pod("ns", first, 0, json.dumps(done.to_wire())))
+    await asyncio.wait_for(created.wait(), timeout=30)
+    assert not release.is_set()  # the step is still in its build reconcile
+    await asyncio.wait_for(written.wait(), timeout=30)  # the admission's status write, beside the step too
+    release.set()
+    m.stop()
+    await asyncio.wait_for(runner, timeout=30)
+    assert [a["pod"] for a in status(fake, "AgentTask", second[:-3])["attempts"]] == [second]
+
+
+async def test_a_task_being_reconciled_is_admitted_after_its_reconcile_not_beside_it(world):
+    """The dispatcher runs beside the step, but a task is never reconciled and admitted at once (the work queue's
+    promise): chosen while its reconcile is in flight, it is admitted by the step's dispatch after that reconcile."""
+    import asyncio
+
+    fake, m, _clock, _mono, sync = world
+    first, second = await one_running_one_held(fake, sync)
+    release, entered, dispatched = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    tasks_reconciled = m.reconcilers["AgentTask"]
+
+    async def slow_task(ns: str, name: str) -> list[Any]:
+        if name == second[:-3]:
+            entered.set()
+            await release.wait()
+        return await tasks_reconciled(ns, name)
+
+    real_dispatch = m._dispatch
+
+    async def spy(where: str = "") -> None:
+        await real_dispatch(where)
+        if where == "a Pod ended":
+            dispatched.set()
+
+    creates: list[str] = []
+    real_create = fake.create_pod
+    fake.create_pod = lambda pod: (creates.append(pod["metadata"]["name"]), real_create(pod))[1]  # type: ignore[method-assign]
+    m.reconcilers = {**m.reconcilers, "AgentTask": slow_task}
+    m._dispatch = spy  # type: ignore[method-assign]
+    runner = asyncio.create_task(m.run())
+    m.queue.add(("AgentTask", "ns", second[:-3]))
+    await asyncio.wait_for(entered.wait(), timeout=30)
+    done = ho.Handoff(task=first[:-3], attempt=1, role="worker", outcome="succeeded", summary="done")
+    m.observe("Pod", "MODIFIED", fake.finish_pod("ns", first, 0, json.dumps(done.to_wire())))
+    await asyncio.wait_for(dispatched.wait(), timeout=30)
+    assert ("ns", second) not in fake.pods  # chosen, but its reconcile is in flight
+    release.set()
+    m.stop()
+    await asyncio.wait_for(runner, timeout=30)
+    assert ("ns", second) in fake.pods  # the step's dispatch after the task reconciles admitted it
+    await sync()
+    assert creates.count(second) == 1
+    assert [a["pod"] for a in status(fake, "AgentTask", second[:-3])["attempts"]] == [second]
+
+
 async def test_a_slow_step_is_logged_with_what_it_spent_its_time_on(world, caplog):
     """Every event waits for the step in progress: a step that took seconds says which kind's reconciles or the
     dispatch took them (the first thing to know about a slow operator at 3 a.m.); a quick step says nothing."""

@@ -57,3 +57,17 @@ def test_timers_release_at_their_time():
     assert q.next_due() == clock.now + timedelta(seconds=10)
     clock.tick(10)
     assert q.take() == ["later"]
+
+
+def test_a_claimed_reference_is_not_handed_out_until_done_and_a_taken_one_cannot_be_claimed():
+    q: WorkQueue[str] = WorkQueue(Clock())
+    q.add("a")
+    assert q.claim("a") and q.busy("a")
+    assert not q.claim("a")  # once at a time
+    assert q.take() == []  # dirty, but being processed: not handed out twice at once
+    q.done("a")
+    assert not q.busy("a")
+    assert q.take() == ["a"]  # the change made while it was claimed is not lost
+    assert not q.claim("a")  # taken by the step: the dispatcher leaves it
+    q.done("a")
+    assert q.claim("a")
