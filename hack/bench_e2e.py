@@ -292,6 +292,7 @@ def cpu_snapshot(api: kubernetes.client.ApiClient) -> dict[str, float]:
     out: dict[str, float] = {}
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     out["machine"] = (sum(fields[:8]) - fields[3] - fields[4]) / TICK  # all but idle and iowait
+    out["steal"] = fields[7] / TICK  # time the hypervisor gave to others: a slower machine for that phase
     out["pods"] = int((CGROUP / "kubepods" / "cpuacct.usage").read_text()) / 1e9
     core = kubernetes.client.CoreV1Api(api)
     for component, key in (("operator", "operator"), ("gateway", "gateway")):
@@ -358,8 +359,8 @@ def cpu_report(phase: str, before: dict[str, float], after: dict[str, float], se
     other = d["machine"] - d["pods"] - host
     parts = [f"agent Pods {agents:.0f}", f"operator {d['operator']:.0f}", f"gateway {d['gateway']:.0f}",
              *[f"{h} {d.get(h, 0.0):.0f}" for h in HOST], f"other (shims, runc, CNI, bench) {other:.0f}"]
-    return (f"{phase}: CPU {d['machine']:.0f} s over {seconds:.0f} s ({d['machine'] / seconds:.2f} cores busy): "
-            + ", ".join(parts))
+    return (f"{phase}: CPU {d['machine']:.0f} s over {seconds:.0f} s ({d['machine'] / seconds:.2f} cores busy, "
+            f"steal {d['steal']:.1f} s): " + ", ".join(parts))
 
 
 # --- 2. Longshot ------------------------------------------------------------------------------------

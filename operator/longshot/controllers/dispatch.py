@@ -31,44 +31,73 @@ class Plan:
 
 
 def plan(ctx: ctxmod.Context) -> Plan:
-    candidates: list[scheduler.TaskView] = []
-    running: list[scheduler.TaskView] = []
+    """The tasks to admit now, and the builds whose ready work a spent budget holds back.
+
+    One pass over the tasks, build by build (a build's facts are read once): the running ones and the pending
+    candidates. Only builds that can start something now (a free slot of their own and of the operator-wide limit,
+    not suspended, halted or out of budget) get a view of every candidate for the scheduler; any other build gets
+    one, which starts nothing and is enough for the scheduler to say why the build is held (a 10,000-task build
+    whose slots are full costs its running tasks, not 9,000 candidates' views)."""
+    now = ctx.clock()
     by_state: dict[str, int] = defaultdict(int)
+    running: list[scheduler.TaskView] = []
+    busy: dict[str, int] = defaultdict(int)
+    pending: dict[str, list[tuple[objects.AgentTask, bool]]] = {}
     builds: dict[str, scheduler.BuildView] = {}
-    for key, t in list(ctx.cache.tasks.items()):
-        phase = t.status.phase or tasks.PENDING
-        by_state[phase] += 1
-        if phase not in (tasks.PENDING, tasks.RUNNING) or (t.spec.cancel and phase == tasks.PENDING):
-            continue
-        build = ctx.cache.build_of(t)
-        if build is None or ctx.fanout_of(t, build) is not None:
-            continue
-        bkey = f"{build.namespace}/{build.name}"
-        if phase == tasks.PENDING and _next_pod_exists(ctx, t):
-            phase = tasks.RUNNING  # admitted, its status not written yet (or interrupted): it holds a slot
-        elif slot_freed(ctx, t, build):
-            continue  # its Pod has ended: the slot is free now, before the task's reconcile records how it ended
-        if phase == tasks.RUNNING:
-            running.append(_view(t, bkey, phase, True))
-            continue
-        if not ctx.owns_build(build) or t.metadata.deleting or not t.status.conditions:
-            continue
-        if bkey not in builds:
-            builds[bkey] = _build_view(ctx, build)
-        ready = ctx.readiness(t, build)[0] == "ready"
-        if ready:
-            ctx.ready_since.setdefault(key, ctx.clock())
-        candidates.append(_view(t, bkey, phase, ready))
+    ready_keys: set[cachemod.Key] = set()
+    for (ns, build_name), names in list(ctx.cache.tasks_by_build.items()):
+        build = ctx.cache.builds.get((ns, build_name))
+        bkey = f"{ns}/{build_name}"
+        ours: bool | None = None  # whether this replica holds the build's shard, asked once
+        for name in list(names):
+            key = (ns, name)
+            t = ctx.cache.tasks.get(key)
+            if t is None:
+                continue
+            phase = t.status.phase or tasks.PENDING
+            by_state[phase] += 1
+            if phase not in (tasks.PENDING, tasks.RUNNING) or (t.spec.cancel and phase == tasks.PENDING):
+                continue
+            if build is None or ctx.fanout_of(t, build) is not None:
+                continue
+            if phase == tasks.PENDING and _next_pod_exists(ctx, t, key):
+                phase = tasks.RUNNING  # admitted, its status not written yet (or interrupted): it holds a slot
+            elif slot_freed(ctx, t, build):
+                continue  # its Pod has ended: the slot is free now, before the task's reconcile records how it ended
+            if phase == tasks.RUNNING:
+                running.append(_view(t, bkey, phase, True))
+                busy[bkey] += 1
+                continue
+            if ours is None:
+                ours = ctx.owns_build(build)
+            if not ours or t.metadata.deleting or not t.status.conditions:
+                continue
+            ready = ctx.readiness(t, build)[0] == "ready"
+            if ready:
+                ready_keys.add(key)
+                if key not in ctx.ready_since:
+                    ctx.ready_since[key] = now
+            pending.setdefault(bkey, []).append((t, ready))
+            if bkey not in builds:
+                builds[bkey] = _build_view(ctx, build)
     metrics.set_tasks_by_state(by_state)
     metrics.ACTIVE_WORKERS.set(len(running))
-    metrics.PENDING_TASKS.set(sum(1 for c in candidates if c.dependencies_ready))
-    if not candidates:
+    metrics.PENDING_TASKS.set(len(ready_keys))
+    if not pending:
         return Plan((), frozenset())
+    free = ctx.settings.max_workers - len(running)
+    candidates: list[scheduler.TaskView] = []
+    for bkey, waiting in pending.items():
+        b = builds[bkey]
+        if free > 0 and busy[bkey] < b.max_workers and not (ctx.killswitch or b.halted or b.suspended
+                                                             or b.budget_spent):
+            candidates.extend(_view(t, bkey, tasks.PENDING, ready) for t, ready in waiting)
+        else:  # it can start nothing now: one candidate says why (halted, suspended, budget) and starts nothing
+            candidates.append(_view(waiting[0][0], bkey, tasks.PENDING, waiting[0][1]))
     selection = scheduler.select(candidates, running, builds=builds, global_limit=ctx.settings.max_workers,
                                  killswitch=ctx.killswitch)
     admit = tuple((v.build.split("/", 1)[0], v.name) for v in selection.start)
-    started = set(admit)
-    ctx.held = {(c.build.split("/", 1)[0], c.name) for c in candidates if c.dependencies_ready} - started
+    ctx.held = ready_keys - set(admit)
     return Plan(admit, selection.budget_blocked)
 
 
@@ -94,12 +123,12 @@ def _budgeted(build: objects.BuildRequest) -> bool:
     return budget.max_tokens is not None or budget.max_cost is not None
 
 
-def _next_pod_exists(ctx: ctxmod.Context, t: objects.AgentTask) -> bool:
+def _next_pod_exists(ctx: ctxmod.Context, t: objects.AgentTask, key: cachemod.Key) -> bool:
     """The Pod of the task's next attempt is in the cache: the task was admitted (its reconcile adopts the Pod)."""
-    if not ctx.cache.pods_by_task.get(t.key):
+    if not ctx.cache.pods_by_task.get(key):
         return False
     attempt = max((a.number for a in t.status.attempts), default=0) + 1
-    pod = ctx.cache.pods.get((t.namespace, cachemod.pod_name(t.name, attempt)))
+    pod = ctx.cache.pods.get((key[0], cachemod.pod_name(key[1], attempt)))
     return pod is not None and not pod.deleting
 
 

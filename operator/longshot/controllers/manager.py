@@ -115,6 +115,8 @@ class Manager:
         self.slot_wake = asyncio.Event()
         """Set when an agent Pod is seen to end: the dispatcher (or the next step, whichever comes first) fills
         the slot."""
+        self.plan_seconds = 0.0
+        """How long the last dispatch's plan took (``dispatch.plan`` reads every task)."""
         self._dispatching = asyncio.Lock()
         """One dispatch at a time: its plan counts the Pods the one before it created (they are in the cache)."""
         self.reconciles = 0
@@ -205,7 +207,9 @@ class Manager:
         """Fill the slots of agent Pods that ended, at once, whatever the step is doing meanwhile."""
         while True:
             await self.slot_wake.wait()
-            await asyncio.sleep(BATCH_SECONDS)  # the ends of a burst: one plan for all of them
+            # the ends of a burst: one plan for all of them; and at least as long as the last plan took (its cost
+            # grows with the tasks: ~0.1 s at 10,000), so the dispatcher never holds more than half of the loop
+            await asyncio.sleep(max(BATCH_SECONDS, self.plan_seconds))
             try:
                 await self._fill_freed_slots()
             except Exception:  # a bug must not stop the dispatcher; the step's dispatches still run
@@ -314,7 +318,9 @@ class Manager:
         try:
             async with self._dispatching:
                 held, freed = self.ctx.held, self.slot_freed  # before this plan (which sets ctx.held anew)
+                began = self.monotonic()
                 chosen = dispatch.plan(self.ctx)
+                self.plan_seconds = self.monotonic() - began
                 for b in chosen.budget_blocked:
                     ns, name = b.split("/", 1)
                     self.queue.add(("BuildRequest", ns, name))

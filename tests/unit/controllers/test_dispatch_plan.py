@@ -1,0 +1,176 @@
+"""The dispatch plan (``controllers.dispatch.plan``) gives only the builds that can start something a view of every
+candidate. Whatever the world, it chooses exactly what the scheduler chooses when every candidate has a view, and
+holds back, and says the same of the builds' budgets, as that."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fake_kube import FakeKube
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from longshot import config
+from longshot.controllers import cache as cachemod
+from longshot.controllers import context as ctxmod
+from longshot.controllers import dispatch, workqueue
+from longshot.core import scheduler, tasks
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
+SCOPES = ((), ("src/**",), ("src/a",), ("docs",), ("src/a", "docs"))
+
+
+def every_candidate(ctx: ctxmod.Context) -> tuple[tuple[cachemod.Key, ...], frozenset[str], set[cachemod.Key]]:
+    """The plan as it was made before: a view of every candidate of every build, for the scheduler."""
+    candidates: list[scheduler.TaskView] = []
+    running: list[scheduler.TaskView] = []
+    builds: dict[str, scheduler.BuildView] = {}
+    for t in ctx.cache.tasks.values():
+        phase = t.status.phase or tasks.PENDING
+        if phase not in (tasks.PENDING, tasks.RUNNING) or (t.spec.cancel and phase == tasks.PENDING):
+            continue
+        build = ctx.cache.build_of(t)
+        if build is None or ctx.fanout_of(t, build) is not None:
+            continue
+        bkey = f"{build.namespace}/{build.name}"
+        if phase == tasks.PENDING and dispatch._next_pod_exists(ctx, t, t.key):
+            phase = tasks.RUNNING
+        elif dispatch.slot_freed(ctx, t, build):
+            continue
+        if phase == tasks.RUNNING:
+            running.append(dispatch._view(t, bkey, phase, True))
+            continue
+        if not ctx.owns_build(build) or t.metadata.deleting or not t.status.conditions:
+            continue
+        builds.setdefault(bkey, dispatch._build_view(ctx, build))
+        candidates.append(dispatch._view(t, bkey, phase, ctx.readiness(t, build)[0] == "ready"))
+    if not candidates:
+        return (), frozenset(), set()
+    selection = scheduler.select(candidates, running, builds=builds, global_limit=ctx.settings.max_workers,
+                                 killswitch=ctx.killswitch)
+    admit = tuple((v.build.split("/", 1)[0], v.name) for v in selection.start)
+    held = {(c.build.split("/", 1)[0], c.name) for c in candidates if c.dependencies_ready} - set(admit)
+    return admit, selection.budget_blocked, held
+
+
+@st.composite
+def worlds(draw: Any) -> dict[str, Any]:
+    builds = []
+    for b in range(draw(st.integers(1, 3))):
+        builds.append({
+            "name": f"b{b}", "workers": draw(st.integers(1, 4)), "suspend": draw(st.integers(0, 4)) == 0,
+            "budget": draw(st.sampled_from([None, 5, 1000])), "owned": draw(st.integers(0, 3)) != 0,
+            "misconfigured": draw(st.integers(0, 5)) == 0,
+            "tasks": [{
+                "phase": draw(st.sampled_from([None, "Pending", "Pending", "Running", "Succeeded", "Backoff"])),
+                "priority": draw(st.integers(1, 10)), "age": draw(st.integers(0, 5)),
+                "scope": draw(st.sampled_from(SCOPES)), "cancel": draw(st.integers(0, 6)) == 0,
+                "deleting": draw(st.integers(0, 8)) == 0, "conditions": draw(st.integers(0, 8)) != 0,
+                "depends": draw(st.lists(st.integers(0, 7), max_size=2) if draw(st.integers(0, 3)) == 0
+                                else st.just([])),
+                "tokens": draw(st.sampled_from([0, 3, 3])),
+                "pod": draw(st.sampled_from(["none", "none", "running", "ended", "next", "next-deleting"])),
+            } for _ in range(draw(st.integers(0, 8)))],
+        })
+    return {"builds": builds, "limit": draw(st.integers(1, 8)), "killswitch": draw(st.integers(0, 9)) == 0}
+
+
+def owner(task: str) -> dict[str, Any]:
+    return {"apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask", "name": task, "uid": f"uid-{task}",
+            "controller": True}
+
+
+def context_of(world: dict[str, Any]) -> ctxmod.Context:
+    clock = lambda: NOW  # noqa: E731
+    owned: set[str] = set()
+    ctx = ctxmod.Context(cache=cachemod.Cache(), kube=FakeKube(),
+                         settings=config.Settings(metrics_port=0, max_workers=world["limit"]),
+                         queue=workqueue.WorkQueue(clock), clock=clock, owns=lambda shard: shard in owned,
+                         killswitch=world["killswitch"])
+    for b in world["builds"]:
+        spec: dict[str, Any] = {"request": "r", "repository": {"url": f"https://git.example/{b['name']}.git"},
+                                "workers": {"max": b["workers"]}, "suspend": b["suspend"]}
+        if b["budget"] is not None:
+            spec["budget"] = {"maxTokens": b["budget"]}
+        status = {"conditions": [{"type": "Stalled", "status": "True", "reason": "Configuration", "message": "x",
+                                  "lastTransitionTime": "2025-01-01T00:00:00Z"}]} if b["misconfigured"] else {}
+        ctx.cache.observe("BuildRequest", "ADDED", {
+            "apiVersion": "longshot.dev/v1alpha1", "kind": "BuildRequest",
+            "metadata": {"name": b["name"], "namespace": "ns", "uid": f"uid-{b['name']}", "resourceVersion": "1",
+                         "generation": 1}, "spec": spec, "status": status})
+        if b["owned"]:
+            owned.add(ctx.cache.shard_of(ctx.cache.builds[("ns", b["name"])]))
+        names = [f"{b['name']}-t{i}" for i in range(len(b["tasks"]))]
+        for i, t in enumerate(b["tasks"]):
+            attempts = 1 if t["phase"] in ("Running", "Succeeded", "Backoff") else 0
+            status = {"phase": t["phase"]} if t["phase"] else {}
+            if t["conditions"]:
+                status["conditions"] = [{"type": "Ready", "status": "False", "reason": "Pending", "message": "",
+                                         "lastTransitionTime": "2025-01-01T00:00:00Z"}]
+            if attempts:
+                status["attempts"] = [{"number": 1, "pod": f"{names[i]}-a1", "tokens": t["tokens"]}]
+            meta: dict[str, Any] = {
+                "name": names[i], "namespace": "ns", "uid": f"uid-{names[i]}", "resourceVersion": "1",
+                "generation": 1, "labels": {"longshot.dev/build": b["name"]},
+                "creationTimestamp": (NOW - timedelta(minutes=t["age"])).isoformat().replace("+00:00", "Z")}
+            if t["deleting"]:
+                meta["deletionTimestamp"] = "2025-01-01T00:00:00Z"
+            ctx.cache.observe("AgentTask", "ADDED", {
+                "apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask", "metadata": meta,
+                "spec": {"buildRef": {"name": b["name"]}, "description": "d", "role": "worker",
+                         "priority": t["priority"], "scope": list(t["scope"]), "cancel": t["cancel"],
+                         "dependsOn": sorted({names[d] for d in t["depends"] if d < i})},
+                "status": status})
+            pod = {"running": (attempts, "Running"), "ended": (attempts, "Succeeded"),
+                   "next": (attempts + 1, "Pending"), "next-deleting": (attempts + 1, "Pending")}.get(t["pod"])
+            if pod is not None and pod[0] >= 1:
+                pmeta: dict[str, Any] = {"name": f"{names[i]}-a{pod[0]}", "namespace": "ns", "resourceVersion": "1",
+                                         "ownerReferences": [owner(names[i])]}
+                if t["pod"] == "next-deleting":
+                    pmeta["deletionTimestamp"] = "2025-01-01T00:00:00Z"
+                ctx.cache.observe("Pod", "ADDED", {"metadata": pmeta, "status": {"phase": pod[1]}})
+    return ctx
+
+
+@settings(max_examples=600, deadline=None)
+@given(worlds())
+def test_the_plan_chooses_and_holds_what_a_view_of_every_candidate_gives(world):
+    ctx, oracle = context_of(world), context_of(world)
+    chosen = dispatch.plan(ctx)
+    admit, budget_blocked, held = every_candidate(oracle)
+    assert chosen.admit == admit
+    assert chosen.budget_blocked == budget_blocked
+    assert ctx.held == held
+    assert set(ctx.ready_since) == {k for k in oracle.ready_since} | held | set(admit)
+
+
+def test_a_full_build_of_many_tasks_gets_no_view_of_its_candidates_and_a_free_slot_gets_them_all(monkeypatch):
+    """What makes a 10,000-task plan cheap while the build's slots are full: its candidates are not viewed."""
+    world = {"limit": 100, "killswitch": False, "builds": [{
+        "name": "b0", "workers": 3, "suspend": False, "budget": None, "owned": True, "misconfigured": False,
+        "tasks": [{"phase": "Running" if i < 3 else "Pending", "priority": 5, "age": 0, "scope": (),
+                   "cancel": False, "deleting": False, "conditions": True, "depends": [], "tokens": 0,
+                   "pod": "running" if i < 3 else "none"} for i in range(50)]}]}
+    ctx = context_of(world)
+    viewed: defaultdict[str, int] = defaultdict(int)
+    view = dispatch._view
+
+    def counting(t: Any, build: str, phase: str, ready: bool) -> scheduler.TaskView:
+        viewed[phase] += 1
+        return view(t, build, phase, ready)
+
+    monkeypatch.setattr(dispatch, "_view", counting)
+    assert dispatch.plan(ctx).admit == () and len(ctx.held) == 47
+    assert viewed == {tasks.RUNNING: 3, tasks.PENDING: 1}  # one candidate says why the build starts nothing
+    viewed.clear()
+    ctx.cache.observe("Pod", "MODIFIED", {"metadata": {"name": "b0-t0-a1", "namespace": "ns", "resourceVersion": "2",
+                                                       "ownerReferences": [owner("b0-t0")]},
+                                          "status": {"phase": "Succeeded"}})
+    first = min(f"b0-t{i}" for i in range(3, 50))  # of equal priority and age, the first by name
+    assert dispatch.plan(ctx).admit == (("ns", first),)  # a slot came free
+    assert viewed == {tasks.RUNNING: 2, tasks.PENDING: 47}
