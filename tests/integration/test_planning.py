@@ -255,9 +255,10 @@ def test_issues_become_tasks_whose_merges_reference_them_and_get_a_result_commen
     # the token went only into the Authorization header
     assert all(TOKEN not in r.path and TOKEN not in r.query for r in tracker.api_requests())
     assert TOKEN not in json.dumps(list_of(custom, namespace, "buildrequests"))
-    # comments are posted once: a restart or another reconcile finds the annotation (and the marker)
-    assert get(custom, namespace, "agenttasks", "demo-issue-1")["metadata"]["annotations"][
-        "longshot.dev/issue-comment"] == "merged"
+    # comments are posted once: a restart or another reconcile finds the annotation (and the marker); the
+    # annotation is written after the comment is posted
+    wait_for(lambda: (get(custom, namespace, "agenttasks", "demo-issue-1")["metadata"].get("annotations") or {}).get(
+        "longshot.dev/issue-comment") == "merged", timeout=30, what="issue 1's task annotated as commented")
 
 
 def test_a_refused_token_stalls_and_a_rate_limit_waits_for_its_reset(operator, kubelet, core_v1, custom,

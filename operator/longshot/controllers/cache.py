@@ -298,6 +298,9 @@ class Cache:
     """build -> a counter bumped whenever the build, one of its tasks or one of its MergeJobs is stored or
     forgotten (whether from a watch event or from the shell's own write): derived views of the build are stale
     when it moved."""
+    version: int = 0
+    """Bumped by every change a dispatch plan reads (an object or Pod stored or forgotten; not the gateway's
+    heartbeats that change no metering): a plan of the same version would choose the same tasks."""
     parse_errors: int = 0
     compactor: Compactor = field(default_factory=Compactor)
 
@@ -344,6 +347,7 @@ class Cache:
 
     def _forget(self, kind: str, key: Key) -> list[Ref]:
         self._superseded.pop((kind, key), None)
+        self.version += 1
         if kind == "BuildRequest":
             self.builds.pop(key, None)
             self.changes[key] += 1
@@ -373,6 +377,7 @@ class Cache:
         return []
 
     def _store_pod(self, pod: PodView) -> list[Ref]:
+        self.version += 1
         self.pods[pod.key] = pod
         if pod.task is None:
             return []
@@ -382,6 +387,7 @@ class Cache:
     def _store(self, obj: objects.Resource) -> list[Ref]:
         ns, name = obj.key
         if isinstance(obj, objects.BuildRequest):
+            self.version += 1
             self.changes[obj.key] += 1
             old_build = self.builds.get(obj.key)
             self.builds[obj.key] = obj
@@ -400,8 +406,10 @@ class Cache:
                 self.tasks[obj.key] = obj
                 if _metered(old) == _metered(obj):
                     return []
+                self.version += 1
                 self.changes[(ns, obj.build_name)] += 1
                 return [("BuildRequest", ns, obj.build_name)]
+            self.version += 1
             self.changes[(ns, obj.build_name)] += 1
             self.tasks[obj.key] = obj
             self.tasks_by_build[(ns, obj.build_name)].add(name)
@@ -426,6 +434,7 @@ class Cache:
                 refs.append(("AgentTask", ns, fanned))
             return refs
         assert isinstance(obj, objects.MergeJob)
+        self.version += 1
         self.changes[(ns, obj.build_name)] += 1
         self.jobs[obj.key] = obj
         self.jobs_by_build[(ns, obj.build_name)].add(name)

@@ -115,6 +115,10 @@ class Manager:
         self.slot_wake = asyncio.Event()
         """Set when an agent Pod is seen to end: the dispatcher (or the next step, whichever comes first) fills
         the slot."""
+        self._planned: tuple[int, bool] | None = None
+        """What the last plan read (the cache's version, the killswitch): a dispatch that would read the same makes
+        no plan, since it would choose the same tasks. None: the next dispatch plans (this replica's shards moved,
+        the resync, or a chosen task was not admitted: its claim or its admission failed)."""
         self.plan_seconds = 0.0
         """How long the last dispatch's plan took (``dispatch.plan`` reads every task)."""
         self._dispatching = asyncio.Lock()
@@ -147,6 +151,7 @@ class Manager:
         self.queue.add_all(refs)
 
     def _leadership_changed(self) -> None:
+        self._planned = None
         self.queue.add_all(self.cache.all_refs())
 
     # --- the loop ----------------------------------------------------------------------------------
@@ -244,6 +249,7 @@ class Manager:
             await self._poll_killswitch()
         if now >= self._next_resync:
             self._next_resync = now + RESYNC_SECONDS
+            self._planned = None
             self.queue.add_all(self.cache.all_refs())
         refs = self.queue.take()
         lap("killswitch poll and resync")
@@ -317,6 +323,10 @@ class Manager:
         claimed: list[cachemod.Key] = []
         try:
             async with self._dispatching:
+                reads = (self.cache.version, self.ctx.killswitch)
+                if reads == self._planned:
+                    return  # nothing the last plan read has changed: it would choose the same
+                self._planned = reads
                 held, freed = self.ctx.held, self.slot_freed  # before this plan (which sets ctx.held anew)
                 began = self.monotonic()
                 chosen = dispatch.plan(self.ctx)
@@ -326,6 +336,8 @@ class Manager:
                     self.queue.add(("BuildRequest", ns, name))
                 # a chosen task whose reconcile is in flight is admitted by the dispatch after it, not beside it
                 claimed = [k for k in chosen.admit if self.queue.claim(("AgentTask", *k))]
+                if len(claimed) < len(chosen.admit):
+                    self._planned = None
                 if not claimed:
                     return
                 rests = await self._create_pods(claimed, held, freed, where)
@@ -378,6 +390,7 @@ class Manager:
                 self._admission_failed(key, e)
 
     def _admission_failed(self, key: cachemod.Key, e: Exception) -> None:
+        self._planned = None  # the task is still a candidate, whether or not anything else changes
         ref: cachemod.Ref = ("AgentTask", *key)
         delay = self.queue.retry(ref)
         if isinstance(e, kube.Conflict):
