@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import kubernetes
 import pytest
@@ -37,8 +38,11 @@ def test_pods_events_configmaps_and_secrets_through_the_core_calls(api_client, c
     assert k.get_pod(namespace, "missing") is None
 
     k.event(made, "Warning", "FailedMount", "secret \"x\" not found")
-    assert {"reason": "FailedMount", "message": "secret \"x\" not found", "type": "Warning"} in k.pod_events(
-        namespace, "p1")
+    (seen,) = k.pod_events(namespace, "p1")
+    assert {k_: seen[k_] for k_ in ("reason", "message", "type")} == {
+        "reason": "FailedMount", "message": "secret \"x\" not found", "type": "Warning"}
+    first = datetime.fromisoformat(seen["firstTimestamp"].replace("Z", "+00:00"))  # when the mount first failed
+    assert abs((datetime.now(UTC) - first).total_seconds()) < 600
     assert k.pod_events(namespace, "p2") == []
 
     assert k.get_configmap(namespace, "cm") is None

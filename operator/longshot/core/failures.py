@@ -86,6 +86,27 @@ def _terminated(pod_status: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return term
 
 
+def _when(value: object) -> datetime | None:
+    """An API timestamp (``2025-01-01T00:00:00Z``) as an aware datetime; None when absent or unreadable."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _scheduled(pod_status: Mapping[str, Any]) -> datetime | None:
+    """When the Pod was bound to a node (its ``PodScheduled=True`` condition), if it has been."""
+    for c in pod_status.get("conditions") or ():
+        if isinstance(c, Mapping) and c.get("type") == "PodScheduled" and c.get("status") == "True":
+            return _when(c.get("lastTransitionTime"))
+    return None
+
+
 def _waiting(pod_status: Mapping[str, Any]) -> Mapping[str, Any] | None:
     for key in ("initContainerStatuses", "containerStatuses"):
         for cs in pod_status.get(key) or []:
@@ -205,18 +226,28 @@ def stuck(
 
     ``created`` is the Pod's ``metadata.creationTimestamp``. Fatal waiting reasons (``InvalidImageName``,
     ``ErrImageNeverPull``) fail at once; transient-looking ones (image pull errors, a missing ConfigMap key)
-    only after ``grace_seconds``; ``events`` are the Pod's Events (reason, message): ``FailedMount`` for longer
-    than ``MOUNT_GRACE_SECONDS`` means a ConfigMap or Secret volume is missing. Image and mount problems are
+    only ``grace_seconds`` after the Pod was scheduled (``created`` if it has no ``PodScheduled`` condition);
+    ``events`` are the Pod's Events (reason, message, firstTimestamp): ``FailedMount`` going on for
+    ``MOUNT_GRACE_SECONDS`` since the first of them (and since the scheduling) means a ConfigMap or Secret volume
+    is missing. Image and mount problems are
     ``Configuration`` failures (the spec must change), the rest ``Infrastructure``. The shell deletes the Pod
     and feeds the outcome to the task decider as a ``PodFinished``.
     """
     if pod_status.get("phase") not in (None, "Pending"):
         return None
-    age = (now - created).total_seconds()
+    # Both graces count from when the Pod was bound to a node, not from its creation: a Pod that waited for room
+    # (Insufficient cpu) has had no chance to pull or mount yet.
+    since = _scheduled(pod_status) or created
+    age = (now - since).total_seconds()
     waiting = _waiting(pod_status)
     if waiting is None:
         mounts = [e for e in events if e.get("reason") == "FailedMount"]
-        if mounts and age >= MOUNT_GRACE_SECONDS:
+        # The kubelet retries a mount; one failure is not the spec's fault (a bound token asked for a moment
+        # after the binding, before the API server's own cache has it, is refused once). Only failures that go on
+        # for the grace, from the first of them, are.
+        firsts = [t for t in (_when(e.get("firstTimestamp")) for e in mounts) if t is not None]
+        failing = (now - max(since, min(firsts))).total_seconds() if firsts else age
+        if mounts and failing >= MOUNT_GRACE_SECONDS:
             detail = str(mounts[-1].get("message") or "")[:512]
             return Outcome("Configuration", f"a volume of the Pod cannot be mounted ({detail}); check that the "
                            "ConfigMaps and Secrets named in the BuildRequest exist", None, "FailedMount")

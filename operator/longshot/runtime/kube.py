@@ -221,7 +221,7 @@ class Kube:
                 raise
 
     def pod_events(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        """Events about the Pod ``name`` (reason, message, type), newest last."""
+        """Events about the Pod ``name`` (reason, message, type, firstTimestamp), newest last."""
         try:
             listed = self.core.call("GET", "/api/v1/namespaces/{namespace}/events", {"namespace": namespace},
                                     query=[("fieldSelector", f"involvedObject.kind=Pod,involvedObject.name={name}")])
@@ -230,7 +230,8 @@ class Kube:
                 return []
             raise
         items = _obj(listed).get("items") or []
-        return [{"reason": i.get("reason") or "", "message": i.get("message") or "", "type": i.get("type") or ""}
+        return [{"reason": i.get("reason") or "", "message": i.get("message") or "", "type": i.get("type") or "",
+                 "firstTimestamp": _event_first(i)}
                 for i in items if isinstance(i, Mapping)]
 
     def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
@@ -286,6 +287,17 @@ class Kube:
         except ApiException as e:
             log.warning("could not record event %s on %s/%s: %s", reason, obj.get("kind"), meta.get("name"),
                         e.reason)
+
+
+def _event_first(event: Mapping[str, Any]) -> str:
+    """When an Event first happened: ``firstTimestamp`` (the kubelet's recorder), else ``eventTime`` (the
+    events.k8s.io API), else its creation; "" when it has none."""
+    meta = event.get("metadata")
+    created = meta.get("creationTimestamp") if isinstance(meta, Mapping) else None
+    for value in (event.get("firstTimestamp"), event.get("eventTime"), created):
+        if isinstance(value, str) and value:
+            return value
+    return ""
 
 
 def _obj(value: object) -> dict[str, Any]:

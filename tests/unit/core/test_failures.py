@@ -125,6 +125,40 @@ def test_stuck_waiting():
     assert failures.stuck(pod_status(0), created=T0, now=T0 + timedelta(hours=1)) is None
 
 
+def _iso(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_a_failed_mount_is_a_configuration_error_only_when_it_goes_on_for_the_grace_from_its_first_failure():
+    # bench-e2e with 2 replicas: a Pod waited 78 s for room (Insufficient cpu), was bound, and the kubelet's first
+    # token request was refused once ("a pod scheduled on a different node": the API server's cache had not seen
+    # the binding); counted from the Pod's creation, that one failure stopped the task as a Configuration error.
+    scheduled = T0 + timedelta(seconds=78)
+    pending = {"phase": "Pending", "conditions": [
+        {"type": "PodScheduled", "status": "True", "lastTransitionTime": _iso(scheduled)}]}
+    events = [{"reason": "FailedMount", "firstTimestamp": _iso(scheduled + timedelta(seconds=1)),
+               "message": 'failed to fetch token: node requested token bound to a pod scheduled on a different node'}]
+    at = scheduled + timedelta(seconds=2)
+    assert failures.stuck(pending, created=T0, now=at, events=events) is None
+    assert failures.stuck(pending, created=T0, now=scheduled + timedelta(seconds=30), events=events) is None
+    out = failures.stuck(pending, created=T0, now=scheduled + timedelta(seconds=31), events=events)
+    assert out is not None and out.failure_class == "Configuration" and "different node" in out.message
+    # an event without a time counts from the scheduling, not from the creation
+    untimed = [{"reason": "FailedMount", "message": 'configmap "script" not found'}]
+    assert failures.stuck(pending, created=T0, now=scheduled + timedelta(seconds=29), events=untimed) is None
+    assert failures.stuck(pending, created=T0, now=scheduled + timedelta(seconds=30), events=untimed) is not None
+
+
+def test_a_pull_error_counts_its_grace_from_the_scheduling_not_from_the_creation():
+    scheduled = T0 + timedelta(seconds=120)
+    st = pod_status(waiting="ImagePullBackOff")
+    st["conditions"] = [{"type": "PodScheduled", "status": "True", "lastTransitionTime": _iso(scheduled)}]
+    assert failures.stuck(st, created=T0, now=scheduled + timedelta(seconds=10)) is None
+    assert failures.stuck(st, created=T0, now=scheduled + timedelta(seconds=60)) is not None
+    st["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]
+    assert failures.stuck(st, created=T0, now=T0 + timedelta(seconds=60)) is not None  # not bound: from creation
+
+
 def test_failed_mount_events_are_a_configuration_error_after_a_grace():
     pending = {"phase": "Pending"}
     events = [{"reason": "FailedMount", "message": 'configmap "script" not found'}]
