@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from longshot.api import exitcodes
+from longshot.api import exitcodes, timeutil
 from longshot.api.exitcodes import FailureClass
 from longshot.api.handoff import Handoff, HandoffError
 
@@ -87,16 +87,13 @@ def _terminated(pod_status: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 
 def _when(value: object) -> datetime | None:
-    """An API timestamp (``2025-01-01T00:00:00Z``) as an aware datetime; None when absent or unreadable."""
-    if isinstance(value, datetime):
-        return value
-    if not isinstance(value, str) or not value:
+    """An API timestamp as ``timeutil.parse`` reads it; None when absent or unreadable (Events are not ours)."""
+    if not isinstance(value, (str, datetime)):
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return timeutil.parse(value)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo is not None else None
 
 
 def _scheduled(pod_status: Mapping[str, Any]) -> datetime | None:
