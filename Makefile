@@ -149,6 +149,10 @@ bench-secretscan: venv ## Benchmark: the merge-side secret scan over a 45 MB and
 bench-handoff: venv ## Benchmark: peak RSS of fetching and parsing large handoffs (8 MiB allowed, 36 MiB refused)
 	$(PY) hack/bench_handoff.py
 
+.PHONY: bench-hostile
+bench-hostile: venv binaries ## Benchmark: the worst parse of hostile input, the gateway's peak RSS under 20 max-size bodies, budget overshoot
+	$(PY) hack/bench_hostile.py
+
 .PHONY: bench-gateway
 bench-gateway: venv binaries ## Benchmark: clone time direct from a throttled forge vs through longshot-gateway's mirror
 	$(PY) hack/bench_gateway.py

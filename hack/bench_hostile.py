@@ -1,0 +1,44 @@
+"""Hostile-input benchmark: what the worst input a tenant can send costs Longshot.
+
+Three figures, each from the real code:
+
+* ``worst_parse_s``: the slowest of every parser of untrusted text (the merge-side secret scan, the roadmap,
+  the handoff, scope patterns, tracker bodies) over maximum-size adversarial inputs (``hack/hostile_parsers.py``).
+  Target: under 1 s.
+* ``gateway_peak_rss_mib``: the peak resident memory (``VmHWM``) of a real ``longshot-gateway`` process while
+  20 agents send maximum-size model request bodies at once (``hack/hostile_gateway.py``). Target: under half the
+  chart's memory limit for the gateway (512 MiB, so under 256).
+* ``budget_overshoot_tokens``: tokens served beyond ``spec.budget.maxTokens: 100`` when 20 calls are sent in
+  parallel (``hack/hostile_gateway.py``). Target: at most one reservation.
+
+Last line: ``worst_parse_s=<s> gateway_peak_rss_mib=<MiB> budget_overshoot_tokens=<n>``.
+Usage: ``python hack/bench_hostile.py`` (``make bench-hostile``; the gateway part starts a real etcd and
+kube-apiserver from ``hack/k8s-binaries.sh``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import hostile_gateway  # noqa: E402
+import hostile_parsers  # noqa: E402
+
+
+def main() -> int:
+    parses = hostile_parsers.worst_parse_s()
+    for name, seconds in sorted(parses.items(), key=lambda kv: -kv[1]):
+        print(f"parse {name:<32} {seconds:8.3f} s")
+    worst = max(parses.values())
+    rss = hostile_gateway.gateway_peak_rss_mib()
+    print(f"gateway peak RSS under 20 concurrent maximum-size bodies: {rss:.1f} MiB")
+    overshoot = hostile_gateway.budget_overshoot_tokens()
+    print(f"tokens served past maxTokens=100 with 20 parallel calls: {overshoot}")
+    print(f"worst_parse_s={worst:.3f} gateway_peak_rss_mib={rss:.0f} budget_overshoot_tokens={overshoot}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
