@@ -141,6 +141,20 @@ def observe_merge(outcome: str, duration_seconds: float) -> None:
     MERGE_DURATION.observe(duration_seconds)
 
 
+@dataclass(frozen=True)
+class Increment:
+    """A count of something that happened, carried by the status write that records it
+    (``controllers.executor.WriteStatus.counts``): the executor counts it once that write has succeeded, so a write
+    that loses with 409 and is retried counts nothing twice (count after the write, never while planning it)."""
+
+    counter: Counter
+    amount: float = 1.0
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def count(self) -> None:
+        (self.counter.labels(**dict(self.labels)) if self.labels else self.counter).inc(self.amount)
+
+
 _init_labels()
 
 
