@@ -47,8 +47,8 @@ RECONCILE_KINDS = ("AgentTask", "MergeJob", "Queue", "BuildRequest")
 """Values of the ``kind`` label of :data:`RECONCILES` (``controllers.manager.ORDER``; ``Queue`` is one
 repository branch's merge queue)."""
 RECONCILE_RESULTS = ("Success", "Conflict", "Error")
-"""Values of the ``result`` label of :data:`RECONCILES`: done; an object changed meanwhile (409, retried at
-once); failed (retried with backoff)."""
+"""Values of the ``result`` label of :data:`RECONCILES`: done; an object changed meanwhile (a fenced status write
+lost with 409); failed. Both failures are retried with the reference's backoff (``controllers.workqueue``)."""
 
 # --- work -----------------------------------------------------------------------------------------------------
 
