@@ -34,6 +34,10 @@ RUN_TIME_PATHS = frozenset({
     "build", "dist",  # packaging output (ignored by git)
 })
 """Paths the docs name that are created at run time, not committed."""
+PENDING_PATHS = frozenset({
+    "docs/operations.md",  # the operations guide the README links; another change of the same session writes it
+})
+"""Files the README promises and another change of the same session adds; remove a name once it lands."""
 PENDING_TARGETS = frozenset({
     "bench-hostile",  # the hostile-input benchmark: its row in the README waits for the target (issue 30's session)
 })
@@ -112,7 +116,7 @@ def test_every_repository_path_the_docs_mention_exists():
     named += [(doc, p) for doc, link in mentions(LINK) if (p := linked_path(doc, link)) is not None]
     assert len(named) > 50  # the reader finds paths at all
     missing = sorted({f"{doc}: {p}" for doc, p in named
-                      if p.rstrip("/") not in RUN_TIME_PATHS and not (ROOT / p).exists()})
+                      if p.rstrip("/") not in RUN_TIME_PATHS | PENDING_PATHS and not (ROOT / p).exists()})
     assert not missing, "the docs name files that do not exist:\n" + "\n".join(missing)
 
 
