@@ -1,4 +1,8 @@
-"""The one effect executor: every write the shell makes, as typed actions carried out in order.
+"""The one effect executor: every write the shell makes to the Kubernetes API, as typed actions carried out in order.
+
+(Git pushes of the merge queue and of best-of-N, and issue comments, are made by the reconcilers themselves, in
+threads, since their answer decides what comes next; ``docs/controller.md`` says which and why each is safe to
+repeat.)
 
 Reconcilers turn a decider's effects into :data:`Action`\\s; :meth:`Executor.run` carries them out against the
 Kubernetes API (``runtime.kube.KubeAPI``) from worker threads:
