@@ -14,7 +14,8 @@ both sides see the same machine load:
 
 Prints per-phase totals and, as its last line,
 ``merge_overhead_vs_git=<longshot time / git time> merges_per_minute=<longshot merges per minute>``.
-The target (DESIGN.md §6) is a ratio of at most 1.5.
+The target (the benchmark table in README.md; figures of past runs in docs/benchmarks.md) is a ratio of
+at most 1.5.
 """
 
 from __future__ import annotations

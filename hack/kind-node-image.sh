@@ -100,7 +100,7 @@ cp -r "$KIND_SRC/images/base/files" "$ctx/files"
 chmod -R u+w "$ctx/files"
 cp "$ROOT"/hack/kind/node/* "$ctx/"
 # kind's containerd config for Debian's containerd 1.6 (the same v2 format): no fuse-overlayfs (rootless only);
-# restrict_oom_score_adj, as root lacks CAP_SYS_RESOURCE on these machines (DESIGN.md §5); Debian's CNI plugins
+# restrict_oom_score_adj, as root lacks CAP_SYS_RESOURCE on these machines (docs/install.md, kind); Debian's CNI plugins
 sed -e '/^\[proxy_plugins/d' -e '/fuse-overlayfs/d' -e '/^  type = "snapshot"/d' -e '/^  address = /d' \
     -e 's/restrict_oom_score_adj = false/restrict_oom_score_adj = true/' \
     "$KIND_SRC/images/base/files/etc/containerd/config.toml" >"$ctx/containerd-config.toml"

@@ -47,8 +47,8 @@ RECONCILE_KINDS = ("AgentTask", "MergeJob", "Queue", "BuildRequest")
 """Values of the ``kind`` label of :data:`RECONCILES` (``controllers.manager.ORDER``; ``Queue`` is one
 repository branch's merge queue)."""
 RECONCILE_RESULTS = ("Success", "Conflict", "Error")
-"""Values of the ``result`` label of :data:`RECONCILES`: done; an object changed meanwhile (409, retried at
-once); failed (retried with backoff)."""
+"""Values of the ``result`` label of :data:`RECONCILES`: done; an object changed meanwhile (a fenced status write
+lost with 409); failed. Both failures are retried with the reference's backoff (``controllers.workqueue``)."""
 
 # --- work -----------------------------------------------------------------------------------------------------
 
@@ -139,6 +139,20 @@ def observe_merge(outcome: str, duration_seconds: float) -> None:
     """Count a :class:`longshot.vcs.merge.MergeResult` (``outcome``, ``duration_seconds``)."""
     MERGES.labels(result=outcome).inc()
     MERGE_DURATION.observe(duration_seconds)
+
+
+@dataclass(frozen=True)
+class Increment:
+    """A count of something that happened, carried by the status write that records it
+    (``controllers.executor.WriteStatus.counts``): the executor counts it once that write has succeeded, so a write
+    that loses with 409 and is retried counts nothing twice (count after the write, never while planning it)."""
+
+    counter: Counter
+    amount: float = 1.0
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def count(self) -> None:
+        (self.counter.labels(**dict(self.labels)) if self.labels else self.counter).inc(self.amount)
 
 
 _init_labels()

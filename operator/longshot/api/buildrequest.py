@@ -198,8 +198,9 @@ class MergeSettings(Model):
     found and failing sweeps each hand the branch (or the target) to a fixer while this allows."""
     window: int = Field(default=4, ge=1, le=32)
     """Largest speculative batch: up to this many candidates are gated together as they would land (the
-    target plus the candidates ahead of each) and land in one push; the window grows after a batch lands and
-    halves after a failure. 1 is the serial queue."""
+    target plus the candidates ahead of each) and land in one push; the window grows by one after a batch lands
+    whole, and halves (floor 1) after an eviction that follows another broken batch of the build (an isolated
+    culprit keeps it). 1 is the serial queue."""
     require_approval: bool = False
     """Hold every MergeJob of this build at ``AwaitingApproval`` until someone sets its ``spec.approved`` to
     true (a hook for GitOps or ChatOps approvals)."""

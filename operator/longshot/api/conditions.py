@@ -3,7 +3,9 @@
 Conditions follow the Kubernetes API conventions: ``status.conditions`` is a list keyed by ``type``; each
 entry has ``status`` (True/False/Unknown), a CamelCase ``reason``, a human ``message``, the
 ``observedGeneration`` it was computed for and ``lastTransitionTime``, which changes only when ``status``
-flips. ``status.phase`` is derived from the conditions for display; nothing decides on it.
+flips. ``status.phase`` is the state of the resource's state machine in ``core/`` (written with the conditions in
+the same fenced status write, and read back by the operator: it is the decider's state); for people and tools it
+is a summary for display, and what to decide on is the conditions.
 
 Every type and reason lives here, with what it means, so that ``docs/conditions.md`` and the code agree.
 """

@@ -125,6 +125,7 @@ class BuildReconciler:
 
         effects: list[builds.Effect] = []
         extra: dict[str, Any] = {}
+        counts: list[metrics.Increment] = []  # counted by the executor once the build's status write succeeded
         for event in events:
             state, more = self._decide(state, event, now)
             effects.extend(more)
@@ -136,7 +137,7 @@ class BuildReconciler:
             extra["iterations"] = self._iterations(build, ts, state.iteration)
         if any(isinstance(e, builds.CreatePlannerTask | builds.CreateTasks) for e in effects):
             # the tasks being created count from the next reconcile on (their creation triggers it)
-            return [*out, *self._actions(build, state, effects, extra, now)]
+            return [*out, *self._actions(build, state, effects, extra, now, counts)]
         for event in (builds.TaskCountsChanged(self._counts(build, work)),
                       builds.IssuesChanged(self._issues(build, work))):
             state, more = self._decide(state, event, now)
@@ -153,10 +154,10 @@ class BuildReconciler:
             await self._comment(build, ts, now, out)
         early = self._early_sweep(build, ts, state, out)
         if state.phase in (builds.FINALIZING, builds.MERGING):
-            for event in await self._finalize(build, ts, out, extra, now, early):
+            for event in await self._finalize(build, ts, out, extra, counts, now, early):
                 state, more = self._decide(state, event, now)
                 effects.extend(more)
-        return [*out, *self._actions(build, state, effects, extra, now)]
+        return [*out, *self._actions(build, state, effects, extra, now, counts)]
 
     def _police(self, namespace: str) -> Any:
         ensure = self.ctx.network_policy
@@ -538,8 +539,8 @@ class BuildReconciler:
         return final
 
     async def _finalize(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask], out: list[ex.Action],
-                        extra: dict[str, Any], now: datetime, early: objects.AgentTask | None = None
-                        ) -> list[builds.Event]:
+                        extra: dict[str, Any], counts: list[metrics.Increment], now: datetime,
+                        early: objects.AgentTask | None = None) -> list[builds.Event]:
         spec = build.spec
         attempt = build.status.finalization_attempts
         final = self._final_sweep(build, ts, attempt)
@@ -561,7 +562,7 @@ class BuildReconciler:
         for e in decided:
             if isinstance(e, finalization.BeginAttempt):
                 extra["finalizationAttempts"] = e.attempt
-                metrics.FINALIZATION_ATTEMPTS.inc()
+                counts.append(metrics.Increment(metrics.FINALIZATION_ATTEMPTS))
                 events.append(builds.FinalizationStarted(e.attempt, spec.finalization.max_attempts))
             elif isinstance(e, finalization.RequeueJobs):
                 for n in e.names:
@@ -584,7 +585,7 @@ class BuildReconciler:
                 if sweep is not None:
                     self._sweep_fixer(build, sweep, e.message, out)
             elif isinstance(e, finalization.Finish):
-                metrics.FINALIZATIONS.labels(outcome=e.reason).inc()
+                counts.append(metrics.Increment(metrics.FINALIZATIONS, labels=(("outcome", e.reason),)))
                 events.append(builds.Finished(e.passed, e.reason, e.message, e.attempt))
         return events
 
@@ -668,11 +669,12 @@ class BuildReconciler:
     # --- acting ------------------------------------------------------------------------------------
 
     def _actions(self, build: objects.BuildRequest, state: builds.BuildState, effects: Sequence[builds.Effect],
-                 extra: dict[str, Any], now: datetime) -> list[ex.Action]:
+                 extra: dict[str, Any], now: datetime, counts: Sequence[metrics.Increment] = ()) -> list[ex.Action]:
         ns, name = build.key
         status = build.status
         conds = ctxmod.conditions_of(build)
         out: list[ex.Action] = []
+        counts = list(counts)
         completion: bool | None = None
         for e in effects:
             if isinstance(e, builds.CreatePlannerTask | builds.CreateTasks):
@@ -708,7 +710,8 @@ class BuildReconciler:
             patch["lastSweep"] = {k: v for k, v in last.items() if v is not None}
             old = status.last_sweep
             if old is None or (old.time and timeutil.rfc3339(old.time)) != last.get("time"):
-                metrics.SWEEPS.labels(result="Passed" if last["result"] == "Passed" else "TestsFailed").inc()
+                counts.append(metrics.Increment(metrics.SWEEPS, labels=(
+                    ("result", "Passed" if last["result"] == "Passed" else "TestsFailed"),)))
         if status.start_time is None:
             patch["startTime"] = timeutil.rfc3339(now)
         if completion is True and status.completion_time is None:
@@ -717,7 +720,7 @@ class BuildReconciler:
             patch["completionTime"] = None
         if _unchanged(build, patch):
             return out
-        out.append(ex.WriteStatus("BuildRequest", ns, name, build.metadata.resource_version, patch))
+        out.append(ex.WriteStatus("BuildRequest", ns, name, build.metadata.resource_version, patch, tuple(counts)))
         return out
 
 

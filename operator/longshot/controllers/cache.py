@@ -1,10 +1,13 @@
 """The shell's read-only cache of observed objects, parsed once into typed models, with the indexes the
 reconcilers need.
 
-kopf's watch events (``controllers/handlers.py``) and the shell's own writes are the only inputs:
-:meth:`Cache.observe` parses the body at the edge (``api.objects``), stores it, and returns the work-queue
+kopf's watch events (``controllers/handlers.py``), the answers of the shell's own writes (``controllers/executor.py``)
+and objects the shell reads from the API when the watch lags (a task's Pod: ``Context.observe``) are the only
+inputs: :meth:`Cache.observe` parses the body at the edge (``api.objects``), stores it, and returns the work-queue
 references that the change concerns (the object itself, its build, its repository's merge queue, the tasks that
-depend on it). Nothing else writes here.
+depend on it). Whoever observes enqueues those references (but a writer's own object, which its reconcile decided
+on): the watch event that follows with the same resourceVersion is ignored as an echo, so a reference dropped here
+would wait for the resync. Nothing else writes here.
 
 Memory: a typed model costs far more than its JSON (a pydantic instance per nested part, each with its own
 ``__dict__`` and set of the fields given: about 15 KiB per AgentTask). :class:`Compactor` holds what is equal

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -74,6 +74,11 @@ class Context:
     _versions: dict[Key, int] = field(default_factory=lambda: defaultdict(int))
 
     # --- ownership -----------------------------------------------------------------------------------
+
+    def observe(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """Store an object read from the API (not from a watch) and enqueue every reference it concerns: its watch
+        event, which arrives later with the same resourceVersion, looks like an echo and enqueues nothing."""
+        self.queue.add_all(self.cache.observe(kind, event_type, body))
 
     def owns_build(self, build: objects.BuildRequest) -> bool:
         return self.owns(self.cache.shard_of(build))

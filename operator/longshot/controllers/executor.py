@@ -1,4 +1,8 @@
-"""The one effect executor: every write the shell makes, as typed actions carried out in order.
+"""The one effect executor: every write the shell makes to the Kubernetes API, as typed actions carried out in order.
+
+(Git pushes of the merge queue and of best-of-N, and issue comments, are made by the reconcilers themselves, in
+threads, since their answer decides what comes next; ``docs/controller.md`` says which and why each is safe to
+repeat.)
 
 Reconcilers turn a decider's effects into :data:`Action`\\s; :meth:`Executor.run` carries them out against the
 Kubernetes API (``runtime.kube.KubeAPI``) from worker threads:
@@ -11,7 +15,10 @@ Kubernetes API (``runtime.kube.KubeAPI``) from worker threads:
   reconcile: a :class:`~longshot.runtime.kube.Conflict` propagates, the reconcile fails, and the work queue
   retries it with backoff on a fresh read. Every side effect before it is idempotent, so a retry repeats nothing
   harmful;
-* the answer of a write goes into the cache at once (``Cache.written``), so the next reconcile decides on it;
+* the answer of a write goes into the cache at once (``Cache.written``), so the next reconcile decides on it, and
+  the references it concerns (but the written object's own) are enqueued;
+* the counters a status write carries (``WriteStatus.counts``: tokens, cost, Pod failures, finalizations, sweeps)
+  are counted after it succeeded, so a write that lost and was retried is counted once;
 * Events are rate-limited per object and reason (a burst, then one per ``EVENT_INTERVAL``), and an Event
   identical to the last one of its object is not repeated within that interval.
 
@@ -27,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from longshot import metrics
 from longshot.controllers import cache as cachemod
 from longshot.controllers import workqueue
 from longshot.runtime import kube
@@ -77,6 +85,9 @@ class WriteStatus:
     name: str
     resource_version: str
     status: Mapping[str, Any]
+    counts: tuple[metrics.Increment, ...] = ()
+    """What this write records that a counter counts (tokens, a Pod failure, a finalization): counted once the
+    write has succeeded, never when it lost and its reconcile is retried."""
 
 
 @dataclass(frozen=True)
@@ -181,8 +192,11 @@ class Executor:
                          a.manifest["metadata"]["name"])
             elif made.get("metadata"):
                 # the Pod is in the cache at once: the next dispatch counts its task as running even before the
-                # task's status says so, and the task's reconcile does not ask the API for a Pod the watch lags on
-                self.cache.observe("Pod", "ADDED", made)
+                # task's status says so, and the task's reconcile does not ask the API for a Pod the watch lags on.
+                # What it concerns is enqueued but its own task, whose reconcile (or admission) made it
+                refs = self.cache.observe("Pod", "ADDED", made)
+                pod = self.cache.pods.get((str(made["metadata"].get("namespace", "")), str(made["metadata"]["name"])))
+                self._mark([r for r in refs if pod is None or r != ("AgentTask", pod.namespace, pod.task)])
         elif isinstance(a, DeletePod):
             await asyncio.to_thread(self.kube.delete_pod, a.namespace, a.name, a.grace_seconds)
         elif isinstance(a, CreateObject):
@@ -198,6 +212,8 @@ class Executor:
                                               resource_version=a.resource_version)
             self.writes += 1
             if written is not None:
+                for c in a.counts:
+                    c.count()
                 refs = self.cache.written(a.kind, written, a.resource_version)
                 self._mark([r for r in refs if r != (a.kind, a.namespace, a.name)])
         elif isinstance(a, RecordEvent):

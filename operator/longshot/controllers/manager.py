@@ -18,8 +18,11 @@ carry out the actions, and dispatches ready tasks.
 * A periodic resync marks everything (``RESYNC_SECONDS``), so nothing depends on an event arriving.
 * The killswitch ConfigMap is polled; leadership (``controllers/leadership.py``) says which shards this replica
   acts on, and a change marks everything again.
-* ``healthy()`` is False when the loop has not turned for ``STALL_SECONDS``, a detached reconcile has run for
-  ``DETACHED_STALL_SECONDS``, or the replica lost its footing: the liveness probe restarts a wedged operator.
+* A step hands back every reference it took, whatever raises (a reference it had not reconciled yet is dirty
+  again), so a bug outside a reconcile wedges nothing.
+* ``healthy()`` is False when the loop has not turned for ``STALL_SECONDS``, its last ``STEP_FAILURES_UNHEALTHY``
+  steps raised, a detached reconcile has run for ``DETACHED_STALL_SECONDS``, or the replica lost its footing: the
+  liveness probe restarts a wedged operator.
 
 No module imports this one but the entry points: reconcilers get what they need through the context.
 """
@@ -70,6 +73,9 @@ BATCH_SECONDS: Final = 0.02
 ORDER: Final = ("AgentTask", "MergeJob", "Queue", "BuildRequest")
 DETACHED: Final = frozenset({"Queue"})
 """Kinds whose reconciles the step does not wait for (git work): dispatch is not held up by a merge."""
+STEP_FAILURES_UNHEALTHY: Final = 10
+"""Steps in a row that raised (each followed by half a second's pause in :meth:`Manager.run`): the loop turns but
+does nothing useful, and :meth:`Manager.healthy` says so."""
 DETACHED_STALL_SECONDS: Final = 300.0
 """A detached reconcile running longer than this is wedged (every git call of the merge queue is bounded)."""
 
@@ -125,6 +131,8 @@ class Manager:
         """One dispatch at a time: its plan counts the Pods the one before it created (they are in the cache)."""
         self.reconciles = 0
         self.failures = 0
+        self.step_failures = 0
+        """Steps in a row that raised (reset by one that did not)."""
         self._stopping = False
         self._next_resync = 0.0
         self._next_killswitch = 0.0
@@ -158,7 +166,7 @@ class Manager:
 
     def healthy(self) -> bool:
         now = self.monotonic()
-        if now - self.heartbeat > STALL_SECONDS:
+        if now - self.heartbeat > STALL_SECONDS or self.step_failures >= STEP_FAILURES_UNHEALTHY:
             return False
         if any(now - started > DETACHED_STALL_SECONDS for started in self._detached.values()):
             return False
@@ -176,7 +184,7 @@ class Manager:
                     break
                 try:
                     await self.step()
-                except Exception:  # a bug in a step must not stop the loop; the references are retried
+                except Exception:  # a bug in a step must not stop the loop: the step handed back its references
                     log.exception("manager step failed")
                     await asyncio.sleep(0.5)
         finally:
@@ -227,6 +235,17 @@ class Manager:
             await self._dispatch("a Pod ended")
 
     async def step(self) -> None:
+        """One turn of the loop. A step that raises (a bug outside any reconcile: the dispatch, the killswitch
+        poll) has handed back every reference it took (:meth:`_step`); ``STEP_FAILURES_UNHEALTHY`` of them in a
+        row make :meth:`healthy` False, and one step that ends well makes it True again."""
+        try:
+            await self._step()
+        except Exception:
+            self.step_failures += 1
+            raise
+        self.step_failures = 0
+
+    async def _step(self) -> None:
         self.heartbeat = mark = self.monotonic()
         self.steps += 1
         spent: list[str] = []  # what the step spent its time on, said when it was slow
@@ -252,27 +271,36 @@ class Manager:
             self._planned = None
             self.queue.add_all(self.cache.all_refs())
         refs = self.queue.take()
-        lap("killswitch poll and resync")
-        if self.slot_wake.is_set():
-            # a Pod ended and the dispatcher has not filled its slot yet (``dispatch.slot_freed``): the next task's
-            # Pod is created before this step's task reconciles (the ended one's status write among them)
-            await self._fill_freed_slots()
-            lap("dispatch")
-        for kind in ORDER:
-            group = [r for r in refs if r[0] == kind]
-            if group and kind in DETACHED:
-                self._detach(group)
-            elif group:
-                await bounded(group, self._process, CONCURRENCY)
-                lap(f"{len(group)} {kind}")
-            if kind == "AgentTask":
-                # the slots the tasks that just ended freed are filled now, not after the merge jobs' and the
-                # builds' reconciles of this step (status writes of every build: seconds on a busy node)
-                await self._dispatch("after the tasks")
+        handed: set[cachemod.Ref] = set()
+        """The references given to ``_process`` (which calls ``done`` on each, in its own ``finally``)."""
+        try:
+            lap("killswitch poll and resync")
+            if self.slot_wake.is_set():
+                # a Pod ended and the dispatcher has not filled its slot yet (``dispatch.slot_freed``): the next
+                # task's Pod is created before this step's task reconciles (the ended one's status write among them)
+                await self._fill_freed_slots()
                 lap("dispatch")
-        for r in refs:
-            if r[0] not in ORDER:
-                self.queue.done(r)
+            for kind in ORDER:
+                group = [r for r in refs if r[0] == kind]
+                handed.update(group)
+                if group and kind in DETACHED:
+                    self._detach(group)
+                elif group:
+                    await bounded(group, self._process, CONCURRENCY)
+                    lap(f"{len(group)} {kind}")
+                if kind == "AgentTask":
+                    # the slots the tasks that just ended freed are filled now, not after the merge jobs' and the
+                    # builds' reconciles of this step (status writes of every build: seconds on a busy node)
+                    await self._dispatch("after the tasks")
+                    lap("dispatch")
+        finally:
+            # every reference taken is handed back, whatever raised: one never reconciled is dirty again (the next
+            # step takes it), so none stays "processing" for ever (controller-runtime's ``done`` in a ``finally``)
+            for r in refs:
+                if r not in handed:
+                    if r[0] in ORDER:
+                        self.queue.add(r)
+                    self.queue.done(r)
         await self._dispatch("end of step")
         lap("dispatch")
         self._gauges()

@@ -229,7 +229,7 @@ class TaskReconciler:
             # the watch may lag behind our own create: ask the API before calling the Pod vanished
             raw = await asyncio.to_thread(self.ctx.kube.get_pod, ns, name)
             if raw is not None:
-                self.ctx.cache.observe("Pod", "MODIFIED", raw)
+                self.ctx.observe("Pod", "MODIFIED", raw)  # its task is reconciled again, on the Pod read
                 return None
             return tasks.PodVanished(attempt)
         if pod.ended:
@@ -327,6 +327,7 @@ class TaskReconciler:
         attempts = {a.number: a.model_dump(by_alias=True, mode="json", exclude_none=True) for a in task.status.attempts}
         status: dict[str, Any] = {**state.to_status(), **(extra or {})}
         out: list[ex.Action] = []
+        counts: list[metrics.Increment] = []  # counted by the executor once the status write below succeeded
         for e in effects:
             if isinstance(e, tasks.CreatePod):
                 out.append(ex.CreatePod(pods.build_agent_pod(to_dict(task), to_dict(build), self.ctx.settings,
@@ -341,10 +342,9 @@ class TaskReconciler:
             elif isinstance(e, tasks.RecordAttempt):
                 attempts.setdefault(e.number, {}).update(e.to_wire())
                 if e.failure_class:
-                    metrics.POD_FAILURES.labels(failure_class=e.failure_class).inc()
+                    counts.append(metrics.Increment(metrics.POD_FAILURES, labels=(("failure_class", e.failure_class),)))
             elif isinstance(e, tasks.CountUsage):
-                metrics.TOKENS.inc(e.tokens)
-                metrics.COST.inc(e.cost)
+                counts += [metrics.Increment(metrics.TOKENS, e.tokens), metrics.Increment(metrics.COST, e.cost)]
             elif isinstance(e, tasks.RecordHandoff):
                 status["handoff"] = dict(e.handoff)
             elif isinstance(e, tasks.ScheduleRetry):
@@ -359,6 +359,6 @@ class TaskReconciler:
         status["conditions"] = ex.stamp_generation(conds, task.generation)
         status["attempts"] = [attempts[n] for n in sorted(attempts)][-20:]
         status["observedGeneration"] = task.generation
-        out.append(ex.WriteStatus("AgentTask", ns, name, task.metadata.resource_version, status))
+        out.append(ex.WriteStatus("AgentTask", ns, name, task.metadata.resource_version, status, tuple(counts)))
         return out
 

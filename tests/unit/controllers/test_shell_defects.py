@@ -1,0 +1,196 @@
+"""Three defects of the shell (issue 30), each reproduced against the real classes and the in-memory API:
+
+* A: a step that raised outside a reconcile left the references it had taken "processing" for ever;
+* B: counters were incremented before the fenced status write that can lose with 409 (and be retried);
+* C: a Pod read directly from the API was stored with its references dropped, so its lagging watch event looked
+  like an echo and nothing reconciled the task until the resync.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fake_kube import FakeKube
+
+from longshot import config, metrics
+from longshot.api import handoff as ho
+from longshot.controllers import manager as managermod
+from longshot.runtime import kube
+
+pytestmark = pytest.mark.unit
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2025, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def build(name: str = "b", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "longshot.dev/v1alpha1", "kind": "BuildRequest",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"request": "do it", "repository": {"url": "https://git.example/r.git"}, **spec}}
+
+
+def manager(fake: FakeKube, clock: Clock, mono: list[float]) -> managermod.Manager:
+    m = managermod.Manager(fake, config.Settings(namespace="ops", metrics_port=0), clock=clock, rand=lambda: 0.5,
+                           monotonic=lambda: mono[0])
+    m.ctx.preflight = lambda k, b: None
+    return m
+
+
+async def sync(fake: FakeKube, m: managermod.Manager, *, pods: bool = True) -> None:
+    """Deliver every object (and Pod) as a watch would, then run steps until nothing is due."""
+    for _ in range(30):
+        for (kind, _, _), obj in list(fake.objects.items()):
+            m.observe(kind, "MODIFIED", obj)
+        if pods:
+            for pod in list(fake.pods.values()):
+                m.observe("Pod", "MODIFIED", pod)
+        await m.step()
+        await m.settle()
+        if not m.queue.pending():
+            break
+
+
+def status(fake: FakeKube, kind: str, name: str) -> dict[str, Any]:
+    return fake.objects[(kind, "ns", name)].get("status") or {}
+
+
+def cond(obj_status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in obj_status.get("conditions", []) if c["type"] == type_), {})
+
+
+def plan_of(n: int) -> str:
+    return json.dumps(ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
+                                 tasks=[ho.PlannedTask(name=f"p{i}", description=f"part {i}")
+                                        for i in range(n)]).to_wire())
+
+
+# --- A ----------------------------------------------------------------------------------------------------------
+
+
+async def test_a_step_that_raises_outside_a_reconcile_leaves_no_reference_processing():
+    """A suspended build whose first dispatch raised once never got its Suspended condition, even after five more
+    steps and a resync: the step had taken its reference and never handed it back."""
+    fake, clock, mono = FakeKube(), Clock(), [0.0]
+    m = manager(fake, clock, mono)
+    fake.create(build())
+    await sync(fake, m)
+    obj = fake.patch("BuildRequest", "ns", "b", {"spec": {"suspend": True}})
+    m.observe("BuildRequest", "MODIFIED", obj)  # the one and only event
+
+    dispatch = m._dispatch
+    raised: list[str] = []
+
+    async def dispatch_raising_once(where: str = "") -> None:
+        if not raised:
+            raised.append(where)
+            raise RuntimeError("a bug in the dispatch")
+        await dispatch(where)
+
+    m._dispatch = dispatch_raising_once  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        await m.step()
+    assert raised
+    assert not m.queue.busy(("BuildRequest", "ns", "b"))  # handed back, whatever raised
+    for _ in range(5):
+        clock.now += timedelta(seconds=1)
+        await m.step()
+    st = status(fake, "BuildRequest", "b")
+    assert cond(st, "Suspended").get("status") == "True" and st["phase"] == "Suspended"
+
+
+async def test_a_loop_whose_steps_keep_raising_is_unhealthy_and_one_good_step_heals_it():
+    fake, clock, mono = FakeKube(), Clock(), [0.0]
+    m = manager(fake, clock, mono)
+    fake.create(build())
+    await sync(fake, m)
+    assert m.healthy()
+
+    async def broken(where: str = "") -> None:
+        raise RuntimeError("a bug in the dispatch")
+
+    dispatch = m._dispatch
+    m._dispatch = broken  # type: ignore[method-assign]
+    for _ in range(managermod.STEP_FAILURES_UNHEALTHY):
+        assert m.healthy()
+        with pytest.raises(RuntimeError):
+            await m.step()
+    assert not m.healthy()  # the heartbeat turned every time, but the loop does nothing useful
+    m._dispatch = dispatch  # type: ignore[method-assign]
+    await m.step()
+    assert m.healthy()
+
+
+# --- B ----------------------------------------------------------------------------------------------------------
+
+
+def sample(name: str, labels: dict[str, str] | None = None) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+async def test_tokens_and_cost_are_counted_once_when_the_status_write_that_records_them_lost_once():
+    """An attempt with 1,000 metered tokens whose write lost once made longshot_tokens_total grow by 2,000."""
+    fake, clock, mono = FakeKube(), Clock(), [0.0]
+    m = manager(fake, clock, mono)
+    fake.create(build())
+    await sync(fake, m)
+    rv = fake.objects[("AgentTask", "ns", "b-planner")]["metadata"]["resourceVersion"]
+    fake.patch_status("AgentTask", "ns", "b-planner", {"progress": {"attempt": 1, "tokens": 1000, "cost": 0.25}},
+                      resource_version=rv)
+    await sync(fake, m)
+    tokens, cost = sample("longshot_tokens_total"), sample("longshot_cost_dollars_total")
+    fake.finish_pod("ns", "b-planner-a1", 0, plan_of(1))
+    fake.fail_status[("AgentTask", "b-planner")] = [kube.Conflict("the gateway wrote progress meanwhile")]
+    for _ in range(5):
+        await sync(fake, m)
+        clock.now += timedelta(seconds=2)
+    assert status(fake, "AgentTask", "b-planner")["phase"] == "Succeeded"
+    assert not fake.fail_status[("AgentTask", "b-planner")]  # the write did lose once
+    assert sample("longshot_tokens_total") == tokens + 1000
+    assert sample("longshot_cost_dollars_total") == pytest.approx(cost + 0.25)
+
+
+async def test_a_pod_failure_is_counted_once_when_the_status_write_that_records_it_lost_once():
+    fake, clock, mono = FakeKube(), Clock(), [0.0]
+    m = manager(fake, clock, mono)
+    fake.create(build())
+    await sync(fake, m)
+    failed = {"failure_class": "AgentError"}
+    before = sample("longshot_pod_failures_total", failed)
+    fake.finish_pod("ns", "b-planner-a1", 1, "it broke")
+    fake.fail_status[("AgentTask", "b-planner")] = [kube.Conflict("the gateway wrote progress meanwhile")]
+    await sync(fake, m)
+    clock.now += timedelta(seconds=2)
+    await sync(fake, m)
+    assert not fake.fail_status[("AgentTask", "b-planner")]
+    attempts = status(fake, "AgentTask", "b-planner")["attempts"]
+    assert attempts[0].get("failureClass") == "AgentError"
+    assert sample("longshot_pod_failures_total", failed) == before + 1
+
+
+# --- C ----------------------------------------------------------------------------------------------------------
+
+
+async def test_a_pod_read_from_the_api_has_its_task_reconciled_though_its_watch_event_looks_like_an_echo():
+    """A planner whose Pod had ended stayed Running until the 60 s resync: the task's reconcile read the Pod from
+    the API (the watch lagged after a restart), stored it and dropped its references; the Pod's watch event, with
+    the same resourceVersion, then changed nothing."""
+    fake, clock, mono = FakeKube(), Clock(), [0.0]
+    first = manager(fake, clock, mono)
+    fake.create(build())
+    await sync(fake, first)
+    assert status(fake, "AgentTask", "b-planner")["phase"] == "Running"
+    fake.finish_pod("ns", "b-planner-a1", 0, plan_of(1))
+
+    m = manager(fake, clock, mono)  # a restart; the Pods' watch lags behind the objects'
+    await sync(fake, m, pods=False)
+    for _ in range(5):  # the Pods' events arrive now, steps go on; no resync is due (the clocks stand)
+        await sync(fake, m)
+    assert status(fake, "AgentTask", "b-planner")["phase"] == "Succeeded"
