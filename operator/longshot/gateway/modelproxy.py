@@ -28,7 +28,6 @@ Rate limits: an upstream 429 holds the whole build's calls to that API for ``Ret
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
@@ -39,8 +38,8 @@ from typing import Any
 import httpx
 from aiohttp import web
 
-from longshot.core import usage
-from longshot.gateway import metering, metrics, pricing
+from longshot.core import modelcalls, usage
+from longshot.gateway import metering, metrics, modelroutes, pricing
 from longshot.gateway import status as gstatus
 from longshot.gateway.cluster import Cluster
 from longshot.gateway.identity import Caller
@@ -121,6 +120,10 @@ class ModelProxy:
         self._tasks: dict[tuple[str, str], tuple[float, list[dict[str, Any]]]] = {}
         self._backoff: dict[tuple[str, str, str], float] = {}
         self._warned: set[tuple[str, str, str]] = set()
+        self.ledger = modelcalls.Ledger()
+        self.bucket = modelcalls.TokenBucket(settings.model_calls_per_second, settings.model_call_burst)
+        self._active: dict[tuple[str, str, int], int] = {}
+        self._inflight_bytes = 0
 
     # --- the build's state ------------------------------------------------------------------------------
 
@@ -149,13 +152,59 @@ class ModelProxy:
 
     # --- a call -----------------------------------------------------------------------------------------
 
-    async def handle(self, request: web.Request, caller: Caller, flavour: metering.Flavour, path: str
+    async def handle(self, request: web.Request, caller: Caller, route: modelroutes.Route
                      ) -> tuple[web.StreamResponse, str]:
         """Answer one model call; returns the response and the result label for the metrics."""
+        flavour = route.flavour
+        agent = caller.build_spec.get("agent") or {}
+        own = modelroutes.provider(agent)
+        if own != flavour:
+            uses = f"uses the {own} API" if own else "calls no model API"
+            return json_error(403, "permission_error", f"longshot-gateway: build {caller.namespace}/{caller.build} "
+                                                       f"{uses} (spec.agent.backend {agent.get('backend')!r}); "
+                                                       f"/model/{flavour}/ is refused so that its key never goes to "
+                                                       "another provider"), "forbidden"
+        wait = self.bucket.take((caller.namespace, caller.pod_uid), self.clock())
+        if wait > 0:
+            return json_error(429, "rate_limit_error", "longshot-gateway: this attempt starts model calls faster than "
+                                                       f"{self.settings.model_calls_per_second:g} a second (burst "
+                                                       f"{self.settings.model_call_burst})",
+                              {"Retry-After": str(max(1, math.ceil(wait)))}), "rate_limited"
+        cap = self.settings.max_model_request_bytes
+        if request.content_length is not None and request.content_length > cap:
+            return _too_large(cap), "too_large"
+        attempt = (caller.namespace, caller.task, caller.attempt)
+        if self._active.get(attempt, 0) >= self.settings.max_model_calls_per_attempt:
+            return json_error(429, "rate_limit_error", "longshot-gateway: this attempt already has "
+                                                       f"{self.settings.max_model_calls_per_attempt} model calls in "
+                                                       "flight; retry when one ends", {"Retry-After": "1"}), \
+                "rate_limited"
+        holds = request.content_length if request.content_length is not None else cap
+        if self._inflight_bytes + holds > self.settings.max_model_inflight_bytes:
+            return json_error(429, "rate_limit_error", "longshot-gateway: too many model request bytes in flight on "
+                                                       "this replica; retry in a moment", {"Retry-After": "1"}), \
+                "rate_limited"
+        self._active[attempt] = self._active.get(attempt, 0) + 1
+        self._inflight_bytes += holds
+        try:
+            return await self._call(request, caller, route, cap)
+        finally:
+            self._inflight_bytes -= holds
+            left = self._active.get(attempt, 1) - 1
+            if left > 0:
+                self._active[attempt] = left
+            else:
+                self._active.pop(attempt, None)
+
+    async def _call(self, request: web.Request, caller: Caller, route: modelroutes.Route, cap: int
+                    ) -> tuple[web.StreamResponse, str]:
+        flavour = route.flavour
         tasks = await self.build_tasks(caller)
-        spent = usage.budget_spent(caller.build_spec.get("budget"), usage.build_usage(tasks))
-        if spent:
-            return json_error(402, "budget_exceeded", f"longshot-gateway: {spent}; no more model calls for this "
+        budget = caller.build_spec.get("budget")
+        spent = usage.build_usage(tasks)
+        why = usage.budget_spent(budget, spent)
+        if why and route.metered:
+            return json_error(402, "budget_exceeded", f"longshot-gateway: {why}; no more model calls for this "
                                                       "build until spec.budget is raised"), "budget_exceeded"
         until = self.backoff_until(caller, flavour, tasks)
         now = self.wall()
@@ -164,25 +213,43 @@ class ModelProxy:
             return json_error(429, "rate_limit_error",
                               f"longshot-gateway: the {flavour} API answered 429 to this build; all its calls wait "
                               f"{wait}s", {"Retry-After": str(wait)}), "rate_limited"
-        body = await _read(request, self.settings.max_model_request_bytes)
+        body = await _read(request, cap)
         if body is None:
-            return json_error(413, "request_too_large", "longshot-gateway: the request body is larger than "
-                                                        f"{self.settings.max_model_request_bytes} bytes"), "too_large"
-        payload: Any = None
-        if body:
-            try:
-                payload = json.loads(body)
-            except (ValueError, UnicodeDecodeError):
-                payload = None
-        streaming = isinstance(payload, dict) and payload.get("stream") is True
-        if (flavour == "openai" and streaming and isinstance(payload, dict)
-                and path.rstrip("/").endswith("chat/completions")):
-            options = payload.get("stream_options")
-            if not isinstance(options, dict) or options.get("include_usage") is not True:
-                payload["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-                body = json.dumps(payload).encode()
-        request_model = payload.get("model") if isinstance(payload, dict) and isinstance(payload.get("model"),
-                                                                                          str) else None
+            return _too_large(cap), "too_large"
+        try:
+            fields = modelroutes.read_fields(body)
+        except modelroutes.BodyError as e:
+            return json_error(400, "invalid_request_error", f"longshot-gateway: {e}"), "bad_request"
+        request_model = fields.model or (caller.build_spec.get("agent") or {}).get("model")
+        ticket: int | None = None
+        claim = modelcalls.Claim()
+        if route.metered:
+            price = (await self.prices.table()).lookup(request_model)
+            claim = modelcalls.estimate(len(body), fields.max_output_tokens,
+                                        default_output_tokens=self.settings.default_reserve_output_tokens,
+                                        input_price=price.input if price else 0.0,
+                                        output_price=price.output if price else 0.0, per_tokens=pricing.PER_TOKENS)
+            decision = self.ledger.admit((caller.namespace, caller.build), (caller.namespace, caller.task,
+                                                                              caller.attempt),
+                                         claim, budget=budget, spent=spent)
+            if isinstance(decision, modelcalls.Refused):
+                headers = {"Retry-After": str(decision.retry_after)} if decision.retry_after else None
+                return json_error(decision.status, decision.kind, f"longshot-gateway: {decision.message}", headers), \
+                    ("budget_exceeded" if decision.status == 402 else "rate_limited")
+            ticket = decision.ticket
+        try:
+            return await self._forward(request, caller, route, body, fields, claim, ticket is not None)
+        finally:
+            if ticket is not None:
+                self.ledger.release(ticket)
+
+    async def _forward(self, request: web.Request, caller: Caller, route: modelroutes.Route, body: bytes,
+                       fields: modelroutes.Fields, claim: modelcalls.Claim, metered: bool
+                       ) -> tuple[web.StreamResponse, str]:
+        flavour = route.flavour
+        if (fields.stream and (flavour, route.path) in modelroutes.STREAM_OPTIONS
+                and (fields.stream_options or {}).get("include_usage") is not True):
+            body = modelroutes.with_usage_requested(body, fields)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST
                    and not k.lower().startswith("proxy-")}
         headers["accept-encoding"] = "identity"
@@ -192,10 +259,10 @@ class ModelProxy:
                 headers["authorization"] = f"Bearer {key}"
             else:
                 headers["x-api-key"] = key
-        url = f"{upstream_base(flavour, caller.build_spec, self.settings)}/{path.lstrip('/')}"
-        if request.query_string:
-            url += f"?{request.query_string}"
-        upstream = self.client.build_request(request.method, url, headers=headers, content=body)
+        url = f"{upstream_base(flavour, caller.build_spec, self.settings)}/{route.path}"
+        upstream = self.client.build_request(request.method, url, headers=headers,
+                                             content=body if request.method == "POST" else None)
+        del body
         try:
             response = await self.client.send(upstream, stream=True)
         except httpx.HTTPError as e:
@@ -204,23 +271,30 @@ class ModelProxy:
             return json_error(502, "upstream_error", f"longshot-gateway: cannot reach the {flavour} API: "
                                                      f"{type(e).__name__}"), "upstream_error"
         metrics.MODEL_CALLS.labels(api=flavour, status=status_class(response.status_code)).inc()
+        content_type = response.headers.get("content-type", "")
+        meter = metering.Meter(flavour, streaming="text/event-stream" in content_type,
+                               request_model=fields.model or (caller.build_spec.get("agent") or {}).get("model"))
+        settled = False
         try:
             if response.status_code == 429:
                 await self._hold(caller, flavour, response.headers.get("retry-after"))
             out = web.StreamResponse(status=response.status_code, headers={
                 k: v for k, v in response.headers.items() if k.lower() not in _DROP_RESPONSE})
             await out.prepare(request)
-            content_type = response.headers.get("content-type", "")
-            meter = metering.Meter(flavour, streaming="text/event-stream" in content_type,
-                                   request_model=request_model)
             async for chunk in response.aiter_bytes(CHUNK):
-                meter.feed(chunk)
+                if metered:
+                    meter.feed(chunk)
                 await out.write(chunk)
-            if response.is_success:
-                await self._record(caller, flavour, meter)
+            if metered and response.is_success:
+                settled = True
+                await self._record(caller, flavour, meter, claim)
             await out.write_eof()
         finally:
             await response.aclose()
+            if metered and response.is_success and not settled:
+                # cut short (the agent went away, the upstream failed mid-body): what was metered so far, or
+                # the whole reservation, is charged; the upstream bills the call either way
+                await asyncio.shield(self._record(caller, flavour, meter, claim))
         return out, ("ok" if response.is_success else "rate_limited" if response.status_code == 429
                      else "upstream_error")
 
@@ -255,12 +329,17 @@ class ModelProxy:
         except Exception as e:  # the other replica learns it from its own 429 then
             log.warning("could not record the backoff on %s/%s: %s", caller.namespace, caller.task, e)
 
-    async def _record(self, caller: Caller, flavour: metering.Flavour, meter: metering.Meter) -> None:
-        used = meter.result()
+    async def _record(self, caller: Caller, flavour: metering.Flavour, meter: metering.Meter,
+                      claim: modelcalls.Claim) -> None:
+        used = meter.result(estimated_input=claim.input_tokens)
         if used is None:
-            if meter.truncated:
-                log.warning("a %s response too large to meter for %s/%s", flavour, caller.namespace, caller.task)
-            used = metering.Usage()
+            log.warning("a %s response of %s/%s reports no usage%s: charged its reservation of %d tokens", flavour,
+                        caller.namespace, caller.task, " (too large to meter)" if meter.truncated else "",
+                        claim.tokens)
+            metrics.UNMETERED_CALLS.labels(api=flavour).inc()
+            used = metering.Usage(claim.input_tokens, claim.output_tokens, model=meter.request_model, estimated=True)
+        elif used.estimated:
+            metrics.UNMETERED_CALLS.labels(api=flavour).inc()
         table = await self.prices.table()
         cost = table.cost(used)
         if cost is None:
@@ -288,10 +367,23 @@ class ModelProxy:
         await asyncio.to_thread(self.cluster.event, caller.build_obj, "Warning", "UnpricedModel", message)
 
 
+def _too_large(cap: int) -> web.Response:
+    return json_error(413, "request_too_large", f"longshot-gateway: the request body is larger than {cap} bytes "
+                                                "(the gateway's max_model_request_bytes)")
+
+
 async def _read(request: web.Request, limit: int) -> bytes | None:
+    """The body (at most ``limit`` bytes, else None): read in one piece when its length is declared."""
+    if request.content_length is not None:
+        if request.content_length > limit:
+            return None
+        try:
+            return await request.content.readexactly(request.content_length)
+        except asyncio.IncompleteReadError:
+            raise web.HTTPBadRequest(text="the request body ended before its Content-Length") from None
     data = bytearray()
     async for chunk in request.content.iter_chunked(CHUNK):
-        data += chunk
-        if len(data) > limit:
+        if len(data) + len(chunk) > limit:
             return None
+        data += chunk
     return bytes(data)
