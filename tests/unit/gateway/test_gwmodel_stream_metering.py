@@ -43,7 +43,8 @@ def test_responses_api_deltas_are_counted():
 
 
 def test_reported_usage_wins_over_the_count():
-    body = sse({"choices": [{"text": "x" * 400}]}, {"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2}})
+    body = sse({"choices": [{"text": "x" * 400}]},
+               {"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2}})
     assert meter("openai", body, estimated_input=1000) == metering.Usage(9, 2, model="req-model")
 
 
