@@ -172,7 +172,7 @@ def test_two_replicas_metering_one_task_at_once_lose_no_update(
     model.script(*[Reply(body=openai_json("gpt-test", (10, 5))) for _ in range(calls)])
     other = dataclasses.replace(gateway_settings, mirror_dir=str(tmp_path / "replica-2"))
     with GatewayThread(control_plane.kubeconfig, other) as replica, \
-            concurrent.futures.ThreadPoolExecutor(8) as pool:
+            concurrent.futures.ThreadPoolExecutor(4) as pool:  # the per-attempt limit is 4 a replica
         urls = [gateway.url, replica.url] * (calls // 2)
         results = list(pool.map(lambda url: httpx.post(
             f"{url}/model/openai/chat/completions", json={"model": "gpt-test"}, headers=a.headers,
