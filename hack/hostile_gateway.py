@@ -1,7 +1,7 @@
 """Hostile-tenant figures of the gateway's model proxy, on a real API server and the real gateway.
 
 * :func:`gateway_peak_rss_mib`: ``python -m longshot gateway`` as a subprocess (the chart's process, default
-  settings: 4 MiB body cap, 4 calls in flight per attempt, 64 MiB of bodies in flight), a fake model API
+  settings: 4 MiB body cap, 4 calls in flight per attempt, 48 MiB of bodies in flight), a fake model API
   upstream, and 20 agent attempts each sending one maximum-size body at once, twice: bodies of one long
   string (a real prompt's shape) and bodies of countless tiny JSON values (the most a parse could cost).
   Returns the gateway process's peak resident memory (``VmHWM``) in MiB; the chart's limit is 512Mi.

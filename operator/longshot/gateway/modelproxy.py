@@ -31,7 +31,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -243,7 +243,7 @@ class ModelProxy:
             if ticket is not None:
                 self.ledger.release(ticket)
 
-    async def _forward(self, request: web.Request, caller: Caller, route: modelroutes.Route, body: bytes,
+    async def _forward(self, request: web.Request, caller: Caller, route: modelroutes.Route, body: bytes | bytearray,
                        fields: modelroutes.Fields, claim: modelcalls.Claim, metered: bool
                        ) -> tuple[web.StreamResponse, str]:
         flavour = route.flavour
@@ -260,9 +260,10 @@ class ModelProxy:
             else:
                 headers["x-api-key"] = key
         url = f"{upstream_base(flavour, caller.build_spec, self.settings)}/{route.path}"
+        if request.method == "POST":
+            headers["content-length"] = str(len(body))  # sent as declared, not chunked
         upstream = self.client.build_request(request.method, url, headers=headers,
-                                             content=body if request.method == "POST" else None)
-        del body
+                                             content=_chunks(body) if request.method == "POST" else None)
         try:
             response = await self.client.send(upstream, stream=True)
         except httpx.HTTPError as e:
@@ -372,18 +373,38 @@ def _too_large(cap: int) -> web.Response:
                                                 "(the gateway's max_model_request_bytes)")
 
 
-async def _read(request: web.Request, limit: int) -> bytes | None:
-    """The body (at most ``limit`` bytes, else None): read in one piece when its length is declared."""
-    if request.content_length is not None:
-        if request.content_length > limit:
+async def _read(request: web.Request, limit: int) -> bytearray | None:
+    """The body (at most ``limit`` bytes, else None), read into one buffer of its declared length: no
+    second copy of a large body is ever held."""
+    declared = request.content_length
+    if declared is not None:
+        if declared > limit:
             return None
-        try:
-            return await request.content.readexactly(request.content_length)
-        except asyncio.IncompleteReadError:
-            raise web.HTTPBadRequest(text="the request body ended before its Content-Length") from None
+        data = bytearray(declared)
+        view = memoryview(data)
+        got = 0
+        while got < declared:
+            chunk = await request.content.read(min(CHUNK, declared - got))
+            if not chunk:
+                view.release()
+                raise web.HTTPBadRequest(text="the request body ended before its Content-Length")
+            view[got:got + len(chunk)] = chunk
+            got += len(chunk)
+        view.release()
+        return data
     data = bytearray()
     async for chunk in request.content.iter_chunked(CHUNK):
         if len(data) + len(chunk) > limit:
             return None
         data += chunk
-    return bytes(data)
+    return data
+
+
+async def _chunks(body: bytes | bytearray) -> AsyncIterator[bytes]:
+    """The body as 64 KiB pieces, so that sending it upstream copies a piece at a time, never the whole."""
+    view = memoryview(body)
+    try:
+        for start in range(0, len(body), CHUNK):
+            yield bytes(view[start:start + CHUNK])
+    finally:
+        view.release()

@@ -137,7 +137,7 @@ class Fields:
     has_stream_options: bool = False
 
 
-def parse_cost(body: bytes) -> int:
+def parse_cost(body: bytes | bytearray) -> int:
     """An upper estimate of the memory ``json.loads`` of ``body`` may take: about 90 bytes per container
     (``[`` or ``{``) and 60 per string (a ``"`` pair) on top of the body itself. Counted in C, so a body
     made of ``[[],[],...]`` (27x its size as Python lists) is refused before it is parsed."""
@@ -150,12 +150,12 @@ def _keep_wanted(pairs: list[tuple[str, Any]]) -> dict[str, Any] | None:
     return kept or None
 
 
-def read_fields(body: bytes) -> Fields:
+def read_fields(body: bytes | bytearray) -> Fields:
     """The top-level fields the gateway needs from a JSON request body (an empty body has none).
 
     The body is parsed once, each object reduced to the wanted keys as it is built, so the parse holds
     little more than the body; a body whose parse could cost more than ``PARSE_BUDGET_BYTES`` is refused."""
-    if not body.strip():
+    if not body or body.isspace():
         return Fields()
     if parse_cost(body) > PARSE_BUDGET_BYTES:
         raise BodyError("the request body has too many JSON values for its size to be a model request")
@@ -178,7 +178,7 @@ def read_fields(body: bytes) -> Fields:
                   has_stream_options="stream_options" in data)
 
 
-def with_usage_requested(body: bytes, fields: Fields) -> bytes:
+def with_usage_requested(body: bytes | bytearray, fields: Fields) -> bytes | bytearray:
     """``body`` with ``stream_options.include_usage: true`` (the agent's other stream options kept), appended
     as the object's last key (JSON parsers keep the last of duplicate keys); one copy of the body."""
     end = body.rfind(b"}")

@@ -55,7 +55,7 @@ class GatewaySettings:
     """Average model calls a second one attempt may start (a token bucket; 0 turns the limit off)."""
     model_call_burst: int = 20
     """Model calls one attempt may start at once before ``model_calls_per_second`` applies."""
-    max_model_inflight_bytes: int = 64 * 1024 * 1024
+    max_model_inflight_bytes: int = 48 * 1024 * 1024
     """Request bodies all model calls on this replica may hold at once; a call that would pass it is 429."""
     default_reserve_output_tokens: int = 4096
     """Output tokens reserved against spec.budget for a call that names no max_tokens."""

@@ -32,7 +32,7 @@ def test_the_chart_defaults_are_the_gateways():
             model["maxInflightBytes"], model["defaultReserveOutputTokens"]) == (
         d.max_model_request_bytes, d.max_model_calls_per_attempt, d.model_calls_per_second, d.model_call_burst,
         d.max_model_inflight_bytes, d.default_reserve_output_tokens) == (
-        4 * 1024 * 1024, 4, 2.0, 20, 64 * 1024 * 1024, 4096)
+        4 * 1024 * 1024, 4, 2.0, 20, 48 * 1024 * 1024, 4096)
 
 
 def test_the_limits_are_read_from_the_environment():
