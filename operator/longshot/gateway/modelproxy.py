@@ -186,18 +186,23 @@ class ModelProxy:
                 "rate_limited"
         self._active[attempt] = self._active.get(attempt, 0) + 1
         self._inflight_bytes += holds
+        held = [holds]
+
+        def body_done() -> None:  # the body is sent (or refused): its bytes no longer count
+            self._inflight_bytes -= held.pop() if held else 0
+
         try:
-            return await self._call(request, caller, route, cap)
+            return await self._call(request, caller, route, cap, body_done)
         finally:
-            self._inflight_bytes -= holds
+            body_done()
             left = self._active.get(attempt, 1) - 1
             if left > 0:
                 self._active[attempt] = left
             else:
                 self._active.pop(attempt, None)
 
-    async def _call(self, request: web.Request, caller: Caller, route: modelroutes.Route, cap: int
-                    ) -> tuple[web.StreamResponse, str]:
+    async def _call(self, request: web.Request, caller: Caller, route: modelroutes.Route, cap: int,
+                    body_done: Callable[[], None]) -> tuple[web.StreamResponse, str]:
         flavour = route.flavour
         tasks = await self.build_tasks(caller)
         budget = caller.build_spec.get("budget")
@@ -237,16 +242,20 @@ class ModelProxy:
                 return json_error(decision.status, decision.kind, f"longshot-gateway: {decision.message}", headers), \
                     ("budget_exceeded" if decision.status == 402 else "rate_limited")
             ticket = decision.ticket
+        # _forward drops the body once it is sent: the response may stream for minutes
+        holder: list[bytes | bytearray] = [body]
+        del body
         try:
-            return await self._forward(request, caller, route, body, fields, claim, ticket is not None)
+            return await self._forward(request, caller, route, holder, body_done, fields, claim, ticket is not None)
         finally:
             if ticket is not None:
                 self.ledger.release(ticket)
 
-    async def _forward(self, request: web.Request, caller: Caller, route: modelroutes.Route, body: bytes | bytearray,
-                       fields: modelroutes.Fields, claim: modelcalls.Claim, metered: bool
-                       ) -> tuple[web.StreamResponse, str]:
+    async def _forward(self, request: web.Request, caller: Caller, route: modelroutes.Route,
+                       holder: list[bytes | bytearray], body_done: Callable[[], None], fields: modelroutes.Fields,
+                       claim: modelcalls.Claim, metered: bool) -> tuple[web.StreamResponse, str]:
         flavour = route.flavour
+        body = holder.pop()
         if (fields.stream and (flavour, route.path) in modelroutes.STREAM_OPTIONS
                 and (fields.stream_options or {}).get("include_usage") is not True):
             body = modelroutes.with_usage_requested(body, fields)
@@ -264,6 +273,7 @@ class ModelProxy:
             headers["content-length"] = str(len(body))  # sent as declared, not chunked
         upstream = self.client.build_request(request.method, url, headers=headers,
                                              content=_chunks(body) if request.method == "POST" else None)
+        del body
         try:
             response = await self.client.send(upstream, stream=True)
         except httpx.HTTPError as e:
@@ -271,6 +281,9 @@ class ModelProxy:
             log.warning("model upstream %s unreachable: %s", flavour, type(e).__name__)
             return json_error(502, "upstream_error", f"longshot-gateway: cannot reach the {flavour} API: "
                                                      f"{type(e).__name__}"), "upstream_error"
+        finally:
+            upstream.stream = httpx.ByteStream(b"")  # the sent body's last reference
+            body_done()
         metrics.MODEL_CALLS.labels(api=flavour, status=status_class(response.status_code)).inc()
         content_type = response.headers.get("content-type", "")
         meter = metering.Meter(flavour, streaming="text/event-stream" in content_type,
