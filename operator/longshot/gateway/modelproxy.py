@@ -117,7 +117,10 @@ class ModelProxy:
         self.clock = clock
         self.prices = Prices(cluster, settings, clock)
         self.status = gstatus.TaskStatus(cluster)
-        self._tasks: dict[tuple[str, str], tuple[float, list[dict[str, Any]]]] = {}
+        self._tasks: dict[tuple[str, str], tuple[float, int, list[dict[str, Any]]]] = {}
+        self._settled: dict[tuple[str, str], int] = {}
+        """Per build, how many of this replica's calls have written their usage: a read of the build's tasks
+        started before a settlement may miss it, so it is not used to admit a call after that settlement."""
         self._backoff: dict[tuple[str, str, str], float] = {}
         self._warned: set[tuple[str, str, str]] = set()
         self.ledger = modelcalls.Ledger()
@@ -129,14 +132,26 @@ class ModelProxy:
 
     async def build_tasks(self, caller: Caller) -> list[dict[str, Any]]:
         key = (caller.namespace, caller.build)
+        epoch = self._settled.get(key, 0)
         cached = self._tasks.get(key)
-        if cached and cached[0] > self.clock():
-            return cached[1]
+        if cached and cached[0] > self.clock() and cached[1] == epoch:
+            return cached[2]
         tasks = await asyncio.to_thread(self.cluster.build_tasks, caller.namespace, caller.build)
-        self._tasks[key] = (self.clock() + self.settings.usage_cache_seconds, tasks)
+        self._tasks[key] = (self.clock() + self.settings.usage_cache_seconds, epoch, tasks)
         if len(self._tasks) > 10_000:
             self._tasks.pop(next(iter(self._tasks)))
         return tasks
+
+    async def current_tasks(self, caller: Caller) -> list[dict[str, Any]]:
+        """The build's tasks as read after this replica's last settlement for the build: the caller admits
+        on them without awaiting anything in between, so no settled call is missed by both the tasks and
+        the ledger (a reservation is released only after its usage is written and counted here)."""
+        key = (caller.namespace, caller.build)
+        while True:
+            epoch = self._settled.get(key, 0)
+            tasks = await self.build_tasks(caller)
+            if self._settled.get(key, 0) == epoch:
+                return tasks
 
     def backoff_until(self, caller: Caller, api: str, tasks: list[dict[str, Any]]) -> float:
         until = self._backoff.get((caller.namespace, caller.build, api), 0.0)
@@ -234,6 +249,8 @@ class ModelProxy:
                                         default_output_tokens=self.settings.default_reserve_output_tokens,
                                         input_price=price.input if price else 0.0,
                                         output_price=price.output if price else 0.0, per_tokens=pricing.PER_TOKENS)
+            spent = usage.build_usage(await self.current_tasks(caller))
+            # no await from here to the admission: the ledger and ``spent`` are one consistent view
             decision = self.ledger.admit((caller.namespace, caller.build), (caller.namespace, caller.task,
                                                                               caller.attempt),
                                          claim, budget=budget, spent=spent)
@@ -364,11 +381,15 @@ class ModelProxy:
         metrics.TOKENS.labels(api=flavour, kind="input").inc(used.input_tokens)
         metrics.TOKENS.labels(api=flavour, kind="output").inc(used.output_tokens)
         metrics.COST.labels(api=flavour).inc(cost)
+        key = (caller.namespace, caller.build)
         try:
             await asyncio.to_thread(self.status.add_usage, caller, input_tokens=used.input_tokens,
                                     output_tokens=used.output_tokens, cost=cost)
         finally:
-            self._tasks.pop((caller.namespace, caller.build), None)
+            self._tasks.pop(key, None)
+            self._settled[key] = self._settled.get(key, 0) + 1
+            if len(self._settled) > 10_000:
+                self._settled.pop(next(iter(self._settled)))
 
     async def _warn_unpriced(self, caller: Caller, model: str) -> None:
         key = (caller.namespace, caller.build, model)
