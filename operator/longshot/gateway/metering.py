@@ -35,6 +35,8 @@ MAX_JSON_BYTES = 2 * 1024 * 1024
 reservation): about 500,000 output tokens."""
 MAX_SSE_LINE = 1024 * 1024
 """Longest server-sent-event line looked at."""
+FREE_BYTES = 64 * 1024
+"""What a meter may buffer (a JSON body, one event line) without asking its :class:`Buffers`."""
 BYTES_PER_TOKEN = 4
 """Bytes of streamed text per output token, when a stream reports no usage."""
 
@@ -105,11 +107,32 @@ def _usage_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return {k: v for k, v in pairs if k in _USAGE_KEYS}
 
 
+class Buffers:
+    """The bytes all meters of a process may buffer beyond ``FREE_BYTES`` each, together (one event loop).
+    A meter refused more stops buffering that body or line: the call is settled as unmetered."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, n: int) -> bool:
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.used = max(self.used - n, 0)
+
+
 class Meter:
     """Fed a response body chunk by chunk (JSON or server-sent events); :meth:`result` is its usage."""
 
-    def __init__(self, flavour: Flavour, *, streaming: bool, request_model: str | None = None) -> None:
+    def __init__(self, flavour: Flavour, *, streaming: bool, request_model: str | None = None,
+                 buffers: Buffers | None = None) -> None:
         self.flavour = flavour
+        self.buffers = buffers
+        self._taken = 0
         self.streaming = streaming
         self.request_model = request_model
         self.truncated = False
@@ -123,12 +146,37 @@ class Meter:
         """Bytes of text and tool-call arguments seen in stream deltas."""
         self.events = 0
 
+    def _room(self, size: int) -> bool:
+        """Whether the buffer may grow to ``size`` bytes (taking what it needs beyond FREE_BYTES)."""
+        need = max(size - FREE_BYTES, 0) - self._taken
+        if need <= 0 or self.buffers is None:
+            return True
+        if not self.buffers.take(need):
+            return False
+        self._taken += need
+        return True
+
+    def _free(self) -> None:
+        if self.buffers is not None and self._taken:
+            self.buffers.give(self._taken)
+        self._taken = 0
+
+    def close(self) -> None:
+        """Give back what the meter buffered (call it once the response is done)."""
+        self._body = bytearray()
+        self._line = bytearray()
+        self._free()
+
     def feed(self, chunk: bytes) -> None:
         if not self.streaming:
-            if len(self._body) + len(chunk) > MAX_JSON_BYTES:
+            if self.truncated:
+                return
+            size = len(self._body) + len(chunk)
+            if size > MAX_JSON_BYTES or not self._room(size):
                 self.truncated = True
-                self._body.clear()
-            elif not self.truncated:
+                self._body = bytearray()
+                self._free()
+            else:
                 self._body += chunk
             return
         start = 0
@@ -136,16 +184,22 @@ class Meter:
             end = chunk.find(b"\n", start)
             piece = chunk[start:] if end < 0 else chunk[start:end]
             if not self._skip_line:
-                if len(self._line) + len(piece) > MAX_SSE_LINE:
+                size = len(self._line) + len(piece)
+                if size > MAX_SSE_LINE or not self._room(size):
                     self._skip_line, self.truncated = True, True
-                    self._line.clear()
+                    self._line = bytearray()
+                    self._free()
                 else:
                     self._line += piece
             if end < 0:
                 return
             if not self._skip_line:
                 self._on_line(bytes(self._line).rstrip(b"\r"))
-            self._line.clear()
+            if self._taken:
+                self._line = bytearray()
+                self._free()
+            else:
+                self._line.clear()
             self._skip_line = False
             start = end + 1
 

@@ -127,6 +127,7 @@ class ModelProxy:
         self.bucket = modelcalls.TokenBucket(settings.model_calls_per_second, settings.model_call_burst)
         self._active: dict[tuple[str, str, int], int] = {}
         self._inflight_bytes = 0
+        self.meter_buffers = metering.Buffers(settings.max_model_meter_bytes)
 
     # --- the build's state ------------------------------------------------------------------------------
 
@@ -304,7 +305,8 @@ class ModelProxy:
         metrics.MODEL_CALLS.labels(api=flavour, status=status_class(response.status_code)).inc()
         content_type = response.headers.get("content-type", "")
         meter = metering.Meter(flavour, streaming="text/event-stream" in content_type,
-                               request_model=fields.model or (caller.build_spec.get("agent") or {}).get("model"))
+                               request_model=fields.model or (caller.build_spec.get("agent") or {}).get("model"),
+                               buffers=self.meter_buffers)
         settled = False
         try:
             if response.status_code == 429:
@@ -326,6 +328,8 @@ class ModelProxy:
                 # cut short (the agent went away, the upstream failed mid-body): what was metered so far, or
                 # the whole reservation, is charged; the upstream bills the call either way
                 await asyncio.shield(self._record(caller, flavour, meter, claim))
+            elif not (metered and response.is_success):
+                meter.close()
         return out, ("ok" if response.is_success else "rate_limited" if response.status_code == 429
                      else "upstream_error")
 
@@ -362,7 +366,10 @@ class ModelProxy:
 
     async def _record(self, caller: Caller, flavour: metering.Flavour, meter: metering.Meter,
                       claim: modelcalls.Claim) -> None:
-        used = meter.result(estimated_input=claim.input_tokens)
+        try:
+            used = meter.result(estimated_input=claim.input_tokens)
+        finally:
+            meter.close()
         if used is None:
             log.warning("a %s response of %s/%s reports no usage%s: charged its reservation of %d tokens", flavour,
                         caller.namespace, caller.task, " (too large to meter)" if meter.truncated else "",

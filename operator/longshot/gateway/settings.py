@@ -59,6 +59,9 @@ class GatewaySettings:
     """Request bodies all model calls on this replica may hold at once; a call that would pass it is 429."""
     default_reserve_output_tokens: int = 4096
     """Output tokens reserved against spec.budget for a call that names no max_tokens."""
+    max_model_meter_bytes: int = 32 * 1024 * 1024
+    """Response bytes all model calls on this replica may buffer to read their usage (beyond 64 KiB each);
+    a response that would pass it is settled at its reservation."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:

@@ -70,3 +70,32 @@ def test_a_json_response_of_countless_containers_is_not_parsed():
     m = metering.Meter("openai", streaming=False)
     m.feed(b'{"x": [' + b"[]," * 600_000 + b'[]], "usage": {"prompt_tokens": 1}}')
     assert m.result() is None
+
+
+def test_meters_share_a_bounded_buffer_and_give_it_back():
+    buffers = metering.Buffers(100 * 1024)
+    first = metering.Meter("openai", streaming=False, buffers=buffers)
+    body = json.dumps({"model": "m", "x": "y" * (150 * 1024), "usage": {"prompt_tokens": 3, "completion_tokens": 4}})
+    for i in range(0, len(body), 4096):
+        first.feed(body[i:i + 4096].encode())
+    assert buffers.used > 80 * 1024
+    second = metering.Meter("openai", streaming=False, buffers=buffers)
+    for i in range(0, len(body), 4096):
+        second.feed(body[i:i + 4096].encode())
+    assert second.truncated and second.result() is None  # no room left: settled at its reservation
+    assert first.result() == metering.Usage(3, 4, model="m")
+    first.close()
+    second.close()
+    assert buffers.used == 0
+
+
+def test_a_long_event_line_takes_from_the_buffer_only_while_it_is_read():
+    buffers = metering.Buffers(1024 * 1024)
+    m = metering.Meter("openai", streaming=True, buffers=buffers)
+    line = b"data: " + json.dumps({"type": "response.completed", "response": {
+        "model": "m", "output": "z" * (200 * 1024), "usage": {"input_tokens": 5, "output_tokens": 6}}}).encode()
+    m.feed(line[:100_000])
+    assert buffers.used > 0
+    m.feed(line[100_000:] + b"\n\n")
+    assert buffers.used == 0
+    assert m.result() == metering.Usage(5, 6, model="m")
