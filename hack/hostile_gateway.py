@@ -187,7 +187,7 @@ def budget_overshoot_tokens(bin_dir: Path | None = None, *, calls: int = 20, ver
         if verbose:
             counts = {s: statuses.count(s) for s in sorted(set(statuses))}
             print(f"{calls} parallel calls vs maxTokens {budget}: {counts}, {used} tokens metered "
-                  f"(one reservation: {len(json.dumps(body)) // 4 + 1 + 50} tokens)")
+                  f"(one reservation: {-(-len(json.dumps(body, separators=(',', ':'))) // 4) + 50} tokens)")
         return max(0, used - budget)
 
 
