@@ -1,22 +1,25 @@
 """Model calls through the gateway: the build's API key injected, usage metered and priced as it happens,
-the build's budget enforced, and one upstream 429 backing off the whole build.
+the build's budget reserved before each call and settled after it, and one upstream 429 backing off the
+whole build.
 
-Routes::
+Routes (``longshot.gateway.modelroutes``: the build's one provider, an allowlist of methods and paths
+checked on the raw request target, the query string dropped)::
 
-    <any method> /model/openai/<path>      -> <spec.agent.baseUrl or https://api.openai.com/v1>/<path>
-    <any method> /model/anthropic/<path>   -> <spec.agent.baseUrl or https://api.anthropic.com>/<path>
+    POST /model/openai/chat/completions ...   -> <spec.agent.baseUrl or https://api.openai.com/v1>/<path>
+    POST /model/anthropic/v1/messages ...     -> <spec.agent.baseUrl or https://api.anthropic.com>/<path>
 
-``spec.agent.baseUrl`` is used for the route of the build's backend (``openai`` or ``anthropic``) and, for
-the ``command`` backend, for both. The key is the ``api-key`` of ``spec.agent.credentialsSecret``, sent as
-``Authorization: Bearer`` (OpenAI) or ``x-api-key`` (Anthropic); the agent's own authorization headers
-(its gateway token) never go upstream.
+The key is the ``api-key`` of ``spec.agent.credentialsSecret``, sent as ``Authorization: Bearer`` (OpenAI)
+or ``x-api-key`` (Anthropic); the agent's own authorization headers (its gateway token) never go upstream.
 
-Before a call: the build's total (``core.usage.build_usage`` over its AgentTasks: finished attempts plus
-the live progress of running ones) is compared with ``spec.budget``; when spent, the gateway answers
-``402`` with ``{"error": {"type": "budget_exceeded", ...}}`` and the agent stops with exit code 7. After
-a call: its usage (JSON or server-sent events; for streamed OpenAI chat completions the gateway sets
-``stream_options.include_usage``) is priced from the price table and added to the task's
-``status.progress`` before the response ends.
+Per call, in order: the provider (403), the attempt's rate limit (429), the body's declared size (413,
+before reading it), the attempt's calls in flight and the replica's bytes in flight (429), a spent budget
+(402), a held build (429), the body read into one buffer and its few fields parsed (400), then for a
+metered route the reservation (``core.modelcalls``: 402, or 429 while the rest is reserved). After the
+call its usage (JSON or server-sent events; ``stream_options.include_usage`` asked for on OpenAI chat and
+completion streams; a stream without usage counted from its text; a 2xx response without any usage
+charged its reservation) is priced and added to the task's ``status.progress`` before the response ends,
+and only then is the reservation released. docs/security.md (the model proxy under a hostile agent) has
+the limits and what they do not stop.
 
 Rate limits: an upstream 429 holds the whole build's calls to that API for ``Retry-After`` seconds (or
 ``default_backoff_seconds``): this replica remembers it at once, and it is written to the calling task's
