@@ -198,7 +198,8 @@ class ModelProxy:
                                                        f"{self.settings.max_model_calls_per_attempt} model calls in "
                                                        "flight; retry when one ends", {"Retry-After": "1"}), \
                 "rate_limited"
-        holds = request.content_length if request.content_length is not None else cap
+        posts = request.method == "POST"  # the GET routes (models) carry no body: none is read or sent
+        holds = (request.content_length if request.content_length is not None else cap) if posts else 0
         if self._inflight_bytes + holds > self.settings.max_model_inflight_bytes:
             return json_error(429, "rate_limit_error", "longshot-gateway: too many model request bytes in flight on "
                                                        "this replica; retry in a moment", {"Retry-After": "1"}), \
@@ -237,7 +238,7 @@ class ModelProxy:
             return json_error(429, "rate_limit_error",
                               f"longshot-gateway: the {flavour} API answered 429 to this build; all its calls wait "
                               f"{wait}s", {"Retry-After": str(wait)}), "rate_limited"
-        body = await _read(request, cap)
+        body = await _read(request, cap) if request.method == "POST" else bytearray()
         if body is None:
             return _too_large(cap), "too_large"
         try:
