@@ -172,7 +172,7 @@ def test_two_replicas_metering_one_task_at_once_lose_no_update(
     model.script(*[Reply(body=openai_json("gpt-test", (10, 5))) for _ in range(calls)])
     other = dataclasses.replace(gateway_settings, mirror_dir=str(tmp_path / "replica-2"))
     with GatewayThread(control_plane.kubeconfig, other) as replica, \
-            concurrent.futures.ThreadPoolExecutor(8) as pool:
+            concurrent.futures.ThreadPoolExecutor(4) as pool:  # the per-attempt limit is 4 a replica
         urls = [gateway.url, replica.url] * (calls // 2)
         results = list(pool.map(lambda url: httpx.post(
             f"{url}/model/openai/chat/completions", json={"model": "gpt-test"}, headers=a.headers,
@@ -181,3 +181,16 @@ def test_two_replicas_metering_one_task_at_once_lose_no_update(
     p = a.progress(custom)
     assert (p["calls"], p["tokens"], p["inputTokens"]) == (calls, 15 * calls, 10 * calls)
     assert p["cost"] == pytest.approx(calls * (10 * 2 + 5 * 8) / 1e6)
+
+
+def test_a_listed_get_route_is_forwarded_without_its_query_and_not_metered(
+        gateway, setup, model, core_v1, custom, namespace):
+    a = openai_attempt(core_v1, custom, namespace, gateway, model, budget={"maxTokens": 1})
+    model.script(Reply(body={"object": "list", "data": [{"id": "gpt-test"}]}))
+
+    r = httpx.get(f"{gateway.url}/model/openai/models?after=x&key=steal", headers=a.headers, timeout=60)
+
+    assert r.status_code == 200 and r.json()["data"][0]["id"] == "gpt-test"
+    (seen,) = model.seen
+    assert (seen.method, seen.path) == ("GET", "/v1/models")
+    assert a.progress(custom).get("calls", 0) == 0

@@ -4,5 +4,6 @@ See docs/security.md. Modules: :mod:`~longshot.gateway.server` (routes), :mod:`~
 (Pod-bound tokens), :mod:`~longshot.gateway.gitserve` (smart HTTP, mirrors, ref policy),
 :mod:`~longshot.gateway.modelproxy` (model pass-through, metering, budget, 429 backoff),
 :mod:`~longshot.gateway.status` (AgentTask progress writes), and the pure :mod:`~longshot.gateway.pktline`,
-:mod:`~longshot.gateway.refpolicy`, :mod:`~longshot.gateway.metering`, :mod:`~longshot.gateway.pricing`.
+:mod:`~longshot.gateway.refpolicy`, :mod:`~longshot.gateway.modelroutes` (the model allowlist),
+:mod:`~longshot.gateway.metering`, :mod:`~longshot.gateway.pricing`.
 """

@@ -29,6 +29,9 @@ MODEL_CALLS = Counter("longshot_gateway_model_calls_total",
                       ["api", "status"], registry=REGISTRY)
 UNPRICED_CALLS = Counter("longshot_gateway_unpriced_calls_total", "Model calls whose model has no price.",
                          ["api"], registry=REGISTRY)
+UNMETERED_CALLS = Counter("longshot_gateway_estimated_calls_total",
+                          "Model calls whose usage the API did not report: counted from the stream, or charged "
+                          "their reservation.", ["api"], registry=REGISTRY)
 GIT_PUSHES = Counter("longshot_gateway_git_pushes_total", "Pushes by result (forwarded, refused, invalid).",
                      ["result"], registry=REGISTRY)
 MIRROR_FETCH = Histogram("longshot_gateway_mirror_fetch_seconds", "Upstream fetches into a mirror.", ["result"],
@@ -46,6 +49,7 @@ def _init() -> None:
         for kind in ("input", "output"):
             TOKENS.labels(api=a, kind=kind)
         COST.labels(api=a)
+        UNMETERED_CALLS.labels(api=a)
     for result in ("forwarded", "refused", "invalid"):
         GIT_PUSHES.labels(result=result)
 

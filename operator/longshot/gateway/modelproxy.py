@@ -1,22 +1,25 @@
 """Model calls through the gateway: the build's API key injected, usage metered and priced as it happens,
-the build's budget enforced, and one upstream 429 backing off the whole build.
+the build's budget reserved before each call and settled after it, and one upstream 429 backing off the
+whole build.
 
-Routes::
+Routes (``longshot.gateway.modelroutes``: the build's one provider, an allowlist of methods and paths
+checked on the raw request target, the query string dropped)::
 
-    <any method> /model/openai/<path>      -> <spec.agent.baseUrl or https://api.openai.com/v1>/<path>
-    <any method> /model/anthropic/<path>   -> <spec.agent.baseUrl or https://api.anthropic.com>/<path>
+    POST /model/openai/chat/completions ...   -> <spec.agent.baseUrl or https://api.openai.com/v1>/<path>
+    POST /model/anthropic/v1/messages ...     -> <spec.agent.baseUrl or https://api.anthropic.com>/<path>
 
-``spec.agent.baseUrl`` is used for the route of the build's backend (``openai`` or ``anthropic``) and, for
-the ``command`` backend, for both. The key is the ``api-key`` of ``spec.agent.credentialsSecret``, sent as
-``Authorization: Bearer`` (OpenAI) or ``x-api-key`` (Anthropic); the agent's own authorization headers
-(its gateway token) never go upstream.
+The key is the ``api-key`` of ``spec.agent.credentialsSecret``, sent as ``Authorization: Bearer`` (OpenAI)
+or ``x-api-key`` (Anthropic); the agent's own authorization headers (its gateway token) never go upstream.
 
-Before a call: the build's total (``core.usage.build_usage`` over its AgentTasks: finished attempts plus
-the live progress of running ones) is compared with ``spec.budget``; when spent, the gateway answers
-``402`` with ``{"error": {"type": "budget_exceeded", ...}}`` and the agent stops with exit code 7. After
-a call: its usage (JSON or server-sent events; for streamed OpenAI chat completions the gateway sets
-``stream_options.include_usage``) is priced from the price table and added to the task's
-``status.progress`` before the response ends.
+Per call, in order: the provider (403), the attempt's rate limit (429), the body's declared size (413,
+before reading it), the attempt's calls in flight and the replica's bytes in flight (429), a spent budget
+(402), a held build (429), the body read into one buffer and its few fields parsed (400), then for a
+metered route the reservation (``core.modelcalls``: 402, or 429 while the rest is reserved). After the
+call its usage (JSON or server-sent events; ``stream_options.include_usage`` asked for on OpenAI chat and
+completion streams; a stream without usage counted from its text; a 2xx response without any usage
+charged its reservation) is priced and added to the task's ``status.progress`` before the response ends,
+and only then is the reservation released. docs/security.md (the model proxy under a hostile agent) has
+the limits and what they do not stop.
 
 Rate limits: an upstream 429 holds the whole build's calls to that API for ``Retry-After`` seconds (or
 ``default_backoff_seconds``): this replica remembers it at once, and it is written to the calling task's
@@ -28,19 +31,18 @@ Rate limits: an upstream 429 holds the whole build's calls to that API for ``Ret
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from aiohttp import web
 
-from longshot.core import usage
-from longshot.gateway import metering, metrics, pricing
+from longshot.core import modelcalls, usage
+from longshot.gateway import metering, metrics, modelroutes, pricing
 from longshot.gateway import status as gstatus
 from longshot.gateway.cluster import Cluster
 from longshot.gateway.identity import Caller
@@ -118,22 +120,42 @@ class ModelProxy:
         self.clock = clock
         self.prices = Prices(cluster, settings, clock)
         self.status = gstatus.TaskStatus(cluster)
-        self._tasks: dict[tuple[str, str], tuple[float, list[dict[str, Any]]]] = {}
+        self._tasks: dict[tuple[str, str], tuple[float, int, list[dict[str, Any]]]] = {}
+        self._settled: dict[tuple[str, str], int] = {}
+        """Per build, how many of this replica's calls have written their usage: a read of the build's tasks
+        started before a settlement may miss it, so it is not used to admit a call after that settlement."""
         self._backoff: dict[tuple[str, str, str], float] = {}
         self._warned: set[tuple[str, str, str]] = set()
+        self.ledger = modelcalls.Ledger()
+        self.bucket = modelcalls.TokenBucket(settings.model_calls_per_second, settings.model_call_burst)
+        self._active: dict[tuple[str, str, int], int] = {}
+        self._inflight_bytes = 0
+        self.meter_buffers = metering.Buffers(settings.max_model_meter_bytes)
 
     # --- the build's state ------------------------------------------------------------------------------
 
     async def build_tasks(self, caller: Caller) -> list[dict[str, Any]]:
         key = (caller.namespace, caller.build)
+        epoch = self._settled.get(key, 0)
         cached = self._tasks.get(key)
-        if cached and cached[0] > self.clock():
-            return cached[1]
+        if cached and cached[0] > self.clock() and cached[1] == epoch:
+            return cached[2]
         tasks = await asyncio.to_thread(self.cluster.build_tasks, caller.namespace, caller.build)
-        self._tasks[key] = (self.clock() + self.settings.usage_cache_seconds, tasks)
+        self._tasks[key] = (self.clock() + self.settings.usage_cache_seconds, epoch, tasks)
         if len(self._tasks) > 10_000:
             self._tasks.pop(next(iter(self._tasks)))
         return tasks
+
+    async def current_tasks(self, caller: Caller) -> list[dict[str, Any]]:
+        """The build's tasks as read after this replica's last settlement for the build: the caller admits
+        on them without awaiting anything in between, so no settled call is missed by both the tasks and
+        the ledger (a reservation is released only after its usage is written and counted here)."""
+        key = (caller.namespace, caller.build)
+        while True:
+            epoch = self._settled.get(key, 0)
+            tasks = await self.build_tasks(caller)
+            if self._settled.get(key, 0) == epoch:
+                return tasks
 
     def backoff_until(self, caller: Caller, api: str, tasks: list[dict[str, Any]]) -> float:
         until = self._backoff.get((caller.namespace, caller.build, api), 0.0)
@@ -149,13 +171,65 @@ class ModelProxy:
 
     # --- a call -----------------------------------------------------------------------------------------
 
-    async def handle(self, request: web.Request, caller: Caller, flavour: metering.Flavour, path: str
+    async def handle(self, request: web.Request, caller: Caller, route: modelroutes.Route
                      ) -> tuple[web.StreamResponse, str]:
         """Answer one model call; returns the response and the result label for the metrics."""
+        flavour = route.flavour
+        agent = caller.build_spec.get("agent") or {}
+        own = modelroutes.provider(agent)
+        if own != flavour:
+            uses = f"uses the {own} API" if own else "calls no model API"
+            return json_error(403, "permission_error", f"longshot-gateway: build {caller.namespace}/{caller.build} "
+                                                       f"{uses} (spec.agent.backend {agent.get('backend')!r}); "
+                                                       f"/model/{flavour}/ is refused so that its key never goes to "
+                                                       "another provider"), "forbidden"
+        wait = self.bucket.take((caller.namespace, caller.pod_uid), self.clock())
+        if wait > 0:
+            return json_error(429, "rate_limit_error", "longshot-gateway: this attempt starts model calls faster than "
+                                                       f"{self.settings.model_calls_per_second:g} a second (burst "
+                                                       f"{self.settings.model_call_burst})",
+                              {"Retry-After": str(max(1, math.ceil(wait)))}), "rate_limited"
+        cap = self.settings.max_model_request_bytes
+        if request.content_length is not None and request.content_length > cap:
+            return _too_large(cap), "too_large"
+        attempt = (caller.namespace, caller.task, caller.attempt)
+        if self._active.get(attempt, 0) >= self.settings.max_model_calls_per_attempt:
+            return json_error(429, "rate_limit_error", "longshot-gateway: this attempt already has "
+                                                       f"{self.settings.max_model_calls_per_attempt} model calls in "
+                                                       "flight; retry when one ends", {"Retry-After": "1"}), \
+                "rate_limited"
+        posts = request.method == "POST"  # the GET routes (models) carry no body: none is read or sent
+        holds = (request.content_length if request.content_length is not None else cap) if posts else 0
+        if self._inflight_bytes + holds > self.settings.max_model_inflight_bytes:
+            return json_error(429, "rate_limit_error", "longshot-gateway: too many model request bytes in flight on "
+                                                       "this replica; retry in a moment", {"Retry-After": "1"}), \
+                "rate_limited"
+        self._active[attempt] = self._active.get(attempt, 0) + 1
+        self._inflight_bytes += holds
+        held = [holds]
+
+        def body_done() -> None:  # the body is sent (or refused): its bytes no longer count
+            self._inflight_bytes -= held.pop() if held else 0
+
+        try:
+            return await self._call(request, caller, route, cap, body_done)
+        finally:
+            body_done()
+            left = self._active.get(attempt, 1) - 1
+            if left > 0:
+                self._active[attempt] = left
+            else:
+                self._active.pop(attempt, None)
+
+    async def _call(self, request: web.Request, caller: Caller, route: modelroutes.Route, cap: int,
+                    body_done: Callable[[], None]) -> tuple[web.StreamResponse, str]:
+        flavour = route.flavour
         tasks = await self.build_tasks(caller)
-        spent = usage.budget_spent(caller.build_spec.get("budget"), usage.build_usage(tasks))
-        if spent:
-            return json_error(402, "budget_exceeded", f"longshot-gateway: {spent}; no more model calls for this "
+        budget = caller.build_spec.get("budget")
+        spent = usage.build_usage(tasks)
+        why = usage.budget_spent(budget, spent)
+        if why and route.metered:
+            return json_error(402, "budget_exceeded", f"longshot-gateway: {why}; no more model calls for this "
                                                       "build until spec.budget is raised"), "budget_exceeded"
         until = self.backoff_until(caller, flavour, tasks)
         now = self.wall()
@@ -164,25 +238,49 @@ class ModelProxy:
             return json_error(429, "rate_limit_error",
                               f"longshot-gateway: the {flavour} API answered 429 to this build; all its calls wait "
                               f"{wait}s", {"Retry-After": str(wait)}), "rate_limited"
-        body = await _read(request, self.settings.max_model_request_bytes)
+        body = await _read(request, cap) if request.method == "POST" else bytearray()
         if body is None:
-            return json_error(413, "request_too_large", "longshot-gateway: the request body is larger than "
-                                                        f"{self.settings.max_model_request_bytes} bytes"), "too_large"
-        payload: Any = None
-        if body:
-            try:
-                payload = json.loads(body)
-            except (ValueError, UnicodeDecodeError):
-                payload = None
-        streaming = isinstance(payload, dict) and payload.get("stream") is True
-        if (flavour == "openai" and streaming and isinstance(payload, dict)
-                and path.rstrip("/").endswith("chat/completions")):
-            options = payload.get("stream_options")
-            if not isinstance(options, dict) or options.get("include_usage") is not True:
-                payload["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-                body = json.dumps(payload).encode()
-        request_model = payload.get("model") if isinstance(payload, dict) and isinstance(payload.get("model"),
-                                                                                          str) else None
+            return _too_large(cap), "too_large"
+        try:
+            fields = modelroutes.read_fields(body)
+        except modelroutes.BodyError as e:
+            return json_error(400, "invalid_request_error", f"longshot-gateway: {e}"), "bad_request"
+        request_model = fields.model or (caller.build_spec.get("agent") or {}).get("model")
+        ticket: int | None = None
+        claim = modelcalls.Claim()
+        if route.metered:
+            price = (await self.prices.table()).lookup(request_model)
+            claim = modelcalls.estimate(len(body), fields.max_output_tokens,
+                                        default_output_tokens=self.settings.default_reserve_output_tokens,
+                                        input_price=price.input if price else 0.0,
+                                        output_price=price.output if price else 0.0, per_tokens=pricing.PER_TOKENS)
+            spent = usage.build_usage(await self.current_tasks(caller))
+            # no await from here to the admission: the ledger and ``spent`` are one consistent view
+            decision = self.ledger.admit((caller.namespace, caller.build), (caller.namespace, caller.task,
+                                                                              caller.attempt),
+                                         claim, budget=budget, spent=spent)
+            if isinstance(decision, modelcalls.Refused):
+                headers = {"Retry-After": str(decision.retry_after)} if decision.retry_after else None
+                return json_error(decision.status, decision.kind, f"longshot-gateway: {decision.message}", headers), \
+                    ("budget_exceeded" if decision.status == 402 else "rate_limited")
+            ticket = decision.ticket
+        # _forward drops the body once it is sent: the response may stream for minutes
+        holder: list[bytes | bytearray] = [body]
+        del body
+        try:
+            return await self._forward(request, caller, route, holder, body_done, fields, claim, ticket is not None)
+        finally:
+            if ticket is not None:
+                self.ledger.release(ticket)
+
+    async def _forward(self, request: web.Request, caller: Caller, route: modelroutes.Route,
+                       holder: list[bytes | bytearray], body_done: Callable[[], None], fields: modelroutes.Fields,
+                       claim: modelcalls.Claim, metered: bool) -> tuple[web.StreamResponse, str]:
+        flavour = route.flavour
+        body = holder.pop()
+        if (fields.stream and (flavour, route.path) in modelroutes.STREAM_OPTIONS
+                and (fields.stream_options or {}).get("include_usage") is not True):
+            body = modelroutes.with_usage_requested(body, fields)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST
                    and not k.lower().startswith("proxy-")}
         headers["accept-encoding"] = "identity"
@@ -192,10 +290,12 @@ class ModelProxy:
                 headers["authorization"] = f"Bearer {key}"
             else:
                 headers["x-api-key"] = key
-        url = f"{upstream_base(flavour, caller.build_spec, self.settings)}/{path.lstrip('/')}"
-        if request.query_string:
-            url += f"?{request.query_string}"
-        upstream = self.client.build_request(request.method, url, headers=headers, content=body)
+        url = f"{upstream_base(flavour, caller.build_spec, self.settings)}/{route.path}"
+        if request.method == "POST":
+            headers["content-length"] = str(len(body))  # sent as declared, not chunked
+        upstream = self.client.build_request(request.method, url, headers=headers,
+                                             content=_chunks(body) if request.method == "POST" else None)
+        del body
         try:
             response = await self.client.send(upstream, stream=True)
         except httpx.HTTPError as e:
@@ -203,24 +303,37 @@ class ModelProxy:
             log.warning("model upstream %s unreachable: %s", flavour, type(e).__name__)
             return json_error(502, "upstream_error", f"longshot-gateway: cannot reach the {flavour} API: "
                                                      f"{type(e).__name__}"), "upstream_error"
+        finally:
+            upstream.stream = httpx.ByteStream(b"")  # the sent body's last reference
+            body_done()
         metrics.MODEL_CALLS.labels(api=flavour, status=status_class(response.status_code)).inc()
+        content_type = response.headers.get("content-type", "")
+        meter = metering.Meter(flavour, streaming="text/event-stream" in content_type,
+                               request_model=fields.model or (caller.build_spec.get("agent") or {}).get("model"),
+                               buffers=self.meter_buffers)
+        settled = False
         try:
             if response.status_code == 429:
                 await self._hold(caller, flavour, response.headers.get("retry-after"))
             out = web.StreamResponse(status=response.status_code, headers={
                 k: v for k, v in response.headers.items() if k.lower() not in _DROP_RESPONSE})
             await out.prepare(request)
-            content_type = response.headers.get("content-type", "")
-            meter = metering.Meter(flavour, streaming="text/event-stream" in content_type,
-                                   request_model=request_model)
             async for chunk in response.aiter_bytes(CHUNK):
-                meter.feed(chunk)
+                if metered:
+                    meter.feed(chunk)
                 await out.write(chunk)
-            if response.is_success:
-                await self._record(caller, flavour, meter)
+            if metered and response.is_success:
+                settled = True
+                await self._record(caller, flavour, meter, claim)
             await out.write_eof()
         finally:
             await response.aclose()
+            if metered and response.is_success and not settled:
+                # cut short (the agent went away, the upstream failed mid-body): what was metered so far, or
+                # the whole reservation, is charged; the upstream bills the call either way
+                await asyncio.shield(self._record(caller, flavour, meter, claim))
+            elif not (metered and response.is_success):
+                meter.close()
         return out, ("ok" if response.is_success else "rate_limited" if response.status_code == 429
                      else "upstream_error")
 
@@ -255,12 +368,20 @@ class ModelProxy:
         except Exception as e:  # the other replica learns it from its own 429 then
             log.warning("could not record the backoff on %s/%s: %s", caller.namespace, caller.task, e)
 
-    async def _record(self, caller: Caller, flavour: metering.Flavour, meter: metering.Meter) -> None:
-        used = meter.result()
+    async def _record(self, caller: Caller, flavour: metering.Flavour, meter: metering.Meter,
+                      claim: modelcalls.Claim) -> None:
+        try:
+            used = meter.result(estimated_input=claim.input_tokens)
+        finally:
+            meter.close()
         if used is None:
-            if meter.truncated:
-                log.warning("a %s response too large to meter for %s/%s", flavour, caller.namespace, caller.task)
-            used = metering.Usage()
+            log.warning("a %s response of %s/%s reports no usage%s: charged its reservation of %d tokens", flavour,
+                        caller.namespace, caller.task, " (too large to meter)" if meter.truncated else "",
+                        claim.tokens)
+            metrics.UNMETERED_CALLS.labels(api=flavour).inc()
+            used = metering.Usage(claim.input_tokens, claim.output_tokens, model=meter.request_model, estimated=True)
+        elif used.estimated:
+            metrics.UNMETERED_CALLS.labels(api=flavour).inc()
         table = await self.prices.table()
         cost = table.cost(used)
         if cost is None:
@@ -271,11 +392,15 @@ class ModelProxy:
         metrics.TOKENS.labels(api=flavour, kind="input").inc(used.input_tokens)
         metrics.TOKENS.labels(api=flavour, kind="output").inc(used.output_tokens)
         metrics.COST.labels(api=flavour).inc(cost)
+        key = (caller.namespace, caller.build)
         try:
             await asyncio.to_thread(self.status.add_usage, caller, input_tokens=used.input_tokens,
                                     output_tokens=used.output_tokens, cost=cost)
         finally:
-            self._tasks.pop((caller.namespace, caller.build), None)
+            self._tasks.pop(key, None)
+            self._settled[key] = self._settled.get(key, 0) + 1
+            if len(self._settled) > 10_000:
+                self._settled.pop(next(iter(self._settled)))
 
     async def _warn_unpriced(self, caller: Caller, model: str) -> None:
         key = (caller.namespace, caller.build, model)
@@ -288,10 +413,43 @@ class ModelProxy:
         await asyncio.to_thread(self.cluster.event, caller.build_obj, "Warning", "UnpricedModel", message)
 
 
-async def _read(request: web.Request, limit: int) -> bytes | None:
+def _too_large(cap: int) -> web.Response:
+    return json_error(413, "request_too_large", f"longshot-gateway: the request body is larger than {cap} bytes "
+                                                "(the gateway's max_model_request_bytes)")
+
+
+async def _read(request: web.Request, limit: int) -> bytearray | None:
+    """The body (at most ``limit`` bytes, else None), read into one buffer of its declared length: no
+    second copy of a large body is ever held."""
+    declared = request.content_length
+    if declared is not None:
+        if declared > limit:
+            return None
+        data = bytearray(declared)
+        view = memoryview(data)
+        got = 0
+        while got < declared:
+            chunk = await request.content.read(min(CHUNK, declared - got))
+            if not chunk:
+                view.release()
+                raise web.HTTPBadRequest(text="the request body ended before its Content-Length")
+            view[got:got + len(chunk)] = chunk
+            got += len(chunk)
+        view.release()
+        return data
     data = bytearray()
     async for chunk in request.content.iter_chunked(CHUNK):
-        data += chunk
-        if len(data) > limit:
+        if len(data) + len(chunk) > limit:
             return None
-    return bytes(data)
+        data += chunk
+    return data
+
+
+async def _chunks(body: bytes | bytearray) -> AsyncIterator[bytes]:
+    """The body as 64 KiB pieces, so that sending it upstream copies a piece at a time, never the whole."""
+    view = memoryview(body)
+    try:
+        for start in range(0, len(body), CHUNK):
+            yield bytes(view[start:start + CHUNK])
+    finally:
+        view.release()

@@ -8,7 +8,8 @@
     GET  /git/<ns>/<build>.git/info/refs              \\
     POST /git/<ns>/<build>.git/git-upload-pack         > longshot.gateway.gitserve
     POST /git/<ns>/<build>.git/git-receive-pack       /
-    *    /model/openai/<path>, /model/anthropic/<path>    longshot.gateway.modelproxy
+    POST /model/openai/chat/completions, ...          longshot.gateway.modelproxy (the allowlist:
+    POST /model/anthropic/v1/messages, ...            longshot.gateway.modelroutes)
 
 Every route but the first two needs the caller's Pod-bound token (``longshot.gateway.identity``).
 """
@@ -28,7 +29,7 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from longshot.gateway import cluster as gcluster
-from longshot.gateway import gitserve, identity, metrics, modelproxy
+from longshot.gateway import gitserve, identity, metrics, modelproxy, modelroutes
 from longshot.gateway import status as gstatus
 from longshot.gateway.settings import GatewaySettings
 from longshot.runtime import kube as kubemod
@@ -103,16 +104,18 @@ class Gateway:
 
     async def model_route(self, request: web.Request) -> web.StreamResponse:
         async def handle() -> tuple[web.StreamResponse, str]:
-            flavour = request.match_info["flavour"]
-            if flavour not in ("openai", "anthropic"):
-                return modelproxy.json_error(404, "not_found", "model routes are /model/openai/... and "
-                                                               "/model/anthropic/..."), "bad_request"
+            try:  # the raw target, before aiohttp decodes or normalises anything
+                route = modelroutes.parse_target(request.method, request.raw_path)
+            except modelroutes.RouteError as e:
+                kind = {400: "invalid_request_error", 405: "invalid_request_error"}.get(e.status, "not_found_error")
+                return modelproxy.json_error(e.status, kind, f"longshot-gateway: {e.message}",
+                                             {"Allow": e.allow} if e.allow else None), "bad_request"
             try:
                 caller = await self.auth.authenticate(request.headers)
             except identity.Denied as e:
                 kind = "authentication_error" if e.status == 401 else "permission_error"
                 return modelproxy.json_error(e.status, kind, f"longshot-gateway: {e.message}"), _denied(e.status)
-            return await self.model.handle(request, caller, flavour, request.match_info["path"])  # type: ignore[arg-type]
+            return await self.model.handle(request, caller, route)
 
         return await _timed("model", handle)
 
@@ -178,7 +181,7 @@ def make_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/metrics", gateway.metrics_route)
     app.router.add_post("/progress", gateway.progress_route)
     app.router.add_route("*", r"/git/{ns}/{build}.git/{rest:.*}", gateway.git_route)
-    app.router.add_route("*", r"/model/{flavour}/{path:.*}", gateway.model_route)
+    app.router.add_route("*", r"/model/{path:.*}", gateway.model_route)
 
     async def close(app: web.Application) -> None:
         await gateway.close()

@@ -35,7 +35,8 @@ class GatewaySettings:
     """How long a build's task list (for its budget and backoff) is reused between model calls."""
     upstream_timeout_seconds: float = 600.0
     git_timeout_seconds: float = 600.0
-    max_model_request_bytes: int = 64 * 1024 * 1024
+    max_model_request_bytes: int = 4 * 1024 * 1024
+    """Largest model request body; a larger one is answered 413 (on its Content-Length, before it is read)."""
     max_push_bytes: int = 2 * 1024 * 1024 * 1024
     max_fetch_request_bytes: int = 64 * 1024 * 1024
     default_backoff_seconds: float = 30.0
@@ -47,6 +48,20 @@ class GatewaySettings:
     """Upstream of ``/model/openai/`` when a build sets no ``spec.agent.baseUrl``."""
     anthropic_url: str = DEFAULT_ANTHROPIC_URL
     """Upstream of ``/model/anthropic/`` when a build sets no ``spec.agent.baseUrl``."""
+    # --- model proxy containment (docs/security: the model proxy) ---
+    max_model_calls_per_attempt: int = 4
+    """Model calls one attempt may have in flight on this replica; more are answered 429 (Retry-After 1)."""
+    model_calls_per_second: float = 2.0
+    """Average model calls a second one attempt may start (a token bucket; 0 turns the limit off)."""
+    model_call_burst: int = 20
+    """Model calls one attempt may start at once before ``model_calls_per_second`` applies."""
+    max_model_inflight_bytes: int = 48 * 1024 * 1024
+    """Request bodies all model calls on this replica may hold at once; a call that would pass it is 429."""
+    default_reserve_output_tokens: int = 4096
+    """Output tokens reserved against spec.budget for a call that names no max_tokens."""
+    max_model_meter_bytes: int = 32 * 1024 * 1024
+    """Response bytes all model calls on this replica may buffer to read their usage (beyond 64 KiB each);
+    a response that would pass it is settled at its reservation."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:

@@ -1,0 +1,193 @@
+"""What the model proxy forwards (pure): the build's one provider, an allowlist of methods and paths, the
+request target checked on its raw bytes, and the few request fields the gateway needs read from the body.
+
+**Provider.** A build's calls go to one model API: ``spec.agent.backend`` ``openai`` or ``anthropic``.
+For the ``command`` backend (a CLI agent) it is ``anthropic`` when ``spec.agent.model`` starts with
+``claude`` or ``anthropic/``, when the command's program is ``claude``, or when ``spec.agent.baseUrl``'s
+host contains ``anthropic``; ``openai`` otherwise. The other provider's route answers 403, so the build's
+key never goes to another provider's URL.
+
+**Routes** (relative to ``/model/<provider>/``; exact matches)::
+
+    openai      POST chat/completions   POST completions   POST responses   GET models
+    anthropic   POST v1/messages        POST v1/messages/count_tokens
+
+``chat/completions`` is what the openai backend sends, ``v1/messages`` the anthropic backend; the rest
+is what CLI agents (Codex, Claude Code, Aider) send. Anything else is 404 (a listed path with another
+method 405), before the call is authenticated.
+
+**Request target.** Checked as received, before any decoding: a ``%`` (so ``%2e``, ``%2F``, ``%3F``,
+``%23``), a backslash, a ``#``, an empty segment (``//``), a ``.`` or ``..`` segment, a control or
+non-ASCII character: 400. The query string is not forwarded (no listed route needs one; Claude Code's
+``?beta=true`` is harmless to drop: betas travel in the ``anthropic-beta`` header).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+Flavour = Literal["openai", "anthropic"]
+FLAVOURS: tuple[Flavour, ...] = ("openai", "anthropic")
+PREFIX = "/model/"
+
+ROUTES: Mapping[Flavour, Mapping[str, str]] = {
+    "openai": {"chat/completions": "POST", "completions": "POST", "responses": "POST", "models": "GET"},
+    "anthropic": {"v1/messages": "POST", "v1/messages/count_tokens": "POST"},
+}
+"""Path (after ``/model/<provider>/``) -> the one method served."""
+METERED: frozenset[tuple[Flavour, str]] = frozenset({
+    ("openai", "chat/completions"), ("openai", "completions"), ("openai", "responses"), ("anthropic", "v1/messages")})
+"""Routes that cost tokens: reserved before, metered and settled after."""
+STREAM_OPTIONS: frozenset[tuple[Flavour, str]] = frozenset({("openai", "chat/completions"), ("openai", "completions")})
+"""Routes where the gateway asks for usage in a stream with ``stream_options.include_usage``."""
+
+_SAFE = re.compile(r"^[A-Za-z0-9_\-./]*$")
+
+
+class RouteError(Exception):
+    def __init__(self, status: int, message: str, allow: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.allow = allow
+
+
+@dataclass(frozen=True)
+class Route:
+    flavour: Flavour
+    path: str
+    metered: bool
+
+
+def listing() -> str:
+    return "; ".join(f"{f}: " + ", ".join(f"{m} /model/{f}/{p}" for p, m in ROUTES[f].items()) for f in FLAVOURS)
+
+
+def parse_target(method: str, raw_target: str) -> Route:
+    """The route of a request target (``raw_path`` as received, query included), or :class:`RouteError`."""
+    path, _, _query = raw_target.partition("?")  # the query is dropped, never forwarded
+    if not _SAFE.match(path):
+        raise RouteError(400, "the model path may only contain letters, digits and - _ . / (no percent-encoding, "
+                              "backslash, '#' or control characters)")
+    if not path.startswith(PREFIX):
+        raise RouteError(404, "model routes are /model/openai/... and /model/anthropic/...")
+    segments = path[len(PREFIX):].split("/")
+    if any(s in ("", ".", "..") for s in segments):
+        raise RouteError(400, "the model path may not contain empty, '.' or '..' segments")
+    flavour, rest = segments[0], "/".join(segments[1:])
+    if flavour not in FLAVOURS:
+        raise RouteError(404, "model routes are /model/openai/... and /model/anthropic/...")
+    routes = ROUTES[flavour]
+    allowed = routes.get(rest)
+    if allowed is None:
+        raise RouteError(404, f"{method} /model/{flavour}/{rest} is not a model route longshot-gateway forwards; "
+                              f"it forwards {listing()}")
+    if method != allowed:
+        raise RouteError(405, f"/model/{flavour}/{rest} takes {allowed} only, not {method}", allow=allowed)
+    return Route(flavour, rest, (flavour, rest) in METERED)
+
+
+def provider(agent: Mapping[str, Any]) -> Flavour | None:
+    """The one model API a build's agent calls (see the module's docstring); None for ``scripted``."""
+    backend = agent.get("backend")
+    if backend in FLAVOURS:
+        return backend  # type: ignore[no-any-return]
+    if backend != "command":
+        return None
+    model = str(agent.get("model") or "").lower()
+    if model.startswith(("claude", "anthropic/")):
+        return "anthropic"
+    try:
+        words = shlex.split(str(agent.get("command") or ""))
+    except ValueError:
+        words = []
+    if words and words[0].rsplit("/", 1)[-1] == "claude":
+        return "anthropic"
+    try:
+        host = urlsplit(str(agent.get("baseUrl") or "")).hostname or ""
+    except ValueError:
+        host = ""
+    return "anthropic" if "anthropic" in host else "openai"
+
+
+# --- the request body -------------------------------------------------------------------------------------
+
+WANTED = frozenset({"model", "stream", "max_tokens", "max_completion_tokens", "max_output_tokens", "stream_options",
+                    "include_usage"})
+PARSE_BUDGET_BYTES = 48 * 1024 * 1024
+"""Most memory a body's parse may be estimated to take (see :func:`parse_cost`); above it the body is refused."""
+
+
+class BodyError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Fields:
+    model: str | None = None
+    stream: bool = False
+    max_output_tokens: int | None = None
+    stream_options: Mapping[str, Any] | None = None
+    has_stream_options: bool = False
+
+
+def parse_cost(body: bytes | bytearray) -> int:
+    """An upper estimate of the memory ``json.loads`` of ``body`` may take: about 90 bytes per container
+    (``[`` or ``{``) and 60 per string (a ``"`` pair) on top of the body itself. Counted in C, so a body
+    made of ``[[],[],...]`` (27x its size as Python lists) is refused before it is parsed."""
+    return len(body) + 90 * (body.count(b"[") + body.count(b"{")) + 30 * body.count(b'"')
+
+
+def _keep_wanted(pairs: list[tuple[str, Any]]) -> dict[str, Any] | None:
+    # every object, nested ones too, is reduced to its wanted keys as soon as it is parsed
+    kept = {k: v for k, v in pairs if k in WANTED}
+    return kept or None
+
+
+def read_fields(body: bytes | bytearray) -> Fields:
+    """The top-level fields the gateway needs from a JSON request body (an empty body has none).
+
+    The body is parsed once, each object reduced to the wanted keys as it is built, so the parse holds
+    little more than the body; a body whose parse could cost more than ``PARSE_BUDGET_BYTES`` is refused."""
+    if not body or body.isspace():
+        return Fields()
+    if parse_cost(body) > PARSE_BUDGET_BYTES:
+        raise BodyError("the request body has too many JSON values for its size to be a model request")
+    try:
+        data = json.loads(body, object_pairs_hook=_keep_wanted)
+    except (ValueError, RecursionError):
+        raise BodyError("the request body is not valid JSON") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise BodyError("the request body must be a JSON object")
+    model = data.get("model")
+    limits = [data.get(k) for k in ("max_tokens", "max_completion_tokens", "max_output_tokens")]
+    numbers = [v for v in limits if isinstance(v, int) and not isinstance(v, bool) and v >= 0]
+    options = data.get("stream_options")
+    return Fields(model=model[:256] if isinstance(model, str) and model else None,
+                  stream=data.get("stream") is True,
+                  max_output_tokens=max(numbers) if numbers else None,
+                  stream_options=options if isinstance(options, dict) else None,
+                  has_stream_options="stream_options" in data)
+
+
+def with_usage_requested(body: bytes | bytearray, fields: Fields) -> bytes | bytearray:
+    """``body`` with ``stream_options.include_usage: true`` (the agent's other stream options kept), appended
+    as the object's last key (JSON parsers keep the last of duplicate keys); one copy of the body."""
+    end = body.rfind(b"}")
+    if end < 0:
+        return body
+    options = json.dumps({**(fields.stream_options or {}), "include_usage": True}, separators=(",", ":"))
+    view = memoryview(body)
+    last = end - 1
+    while last >= 0 and body[last] in b" \t\r\n":
+        last -= 1
+    sep = b"" if body[last:last + 1] == b"{" else b","
+    return b"".join([view[:end], sep, b'"stream_options":', options.encode(), view[end:]])
