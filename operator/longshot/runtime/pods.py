@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from longshot.api import handoff as ho
-from longshot.api import keys
+from longshot.api import keys, sanitize
 from longshot.api.common import API_VERSION
 from longshot.config import Settings
 from longshot.core import fanout, names, plan
@@ -126,9 +126,10 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
         description=tspec.get("description", ""),
         request=bspec.get("request", ""),
         scope=list(tspec.get("scope") or []),
-        repository_url=repo.get("url", ""),
+        repository_url=sanitize.strip_userinfo(str(repo.get("url", ""))),
         base_branch=repo.get("baseBranch", "main"),
         branch=tspec.get("branch") or f"longshot/{build_name}/{task_name}",
+        commit=tspec.get("commit"),
         backend=ho.BackendInput(
             name=agent.get("backend", "scripted"),
             model=model,
