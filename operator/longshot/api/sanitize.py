@@ -11,8 +11,9 @@ that split on newlines. Left as is, such text can
 
 :func:`clean` removes all of these: C0 controls (but ``\\n`` and ``\\t`` where a multi-line text keeps them),
 DEL, C1 controls, whole ANSI escape sequences (CSI, OSC, and the two-character ones), and the bidi embedding,
-override and isolate characters. It runs in linear time (one pass of ``re.sub`` over alternatives without
-nested repetition) and never raises. :func:`strip_userinfo` removes ``user:token@`` from a URL.
+override and isolate characters. It runs in linear time (escape sequences by one ``re.sub`` over alternatives
+without nested repetition, after runs of escape introducers are collapsed; single characters by
+``str.translate``) and never raises. :func:`strip_userinfo` removes ``user:token@`` from a URL.
 """
 
 from __future__ import annotations
@@ -28,10 +29,13 @@ _ESCAPES: Final = (
     r"|\x1b[PX^_][^\x1b\x9c]*(?:\x1b\\|\x9c)?"        # DCS, SOS, PM, APC ... ST
     r"|\x1b[ -/]*[0-~]?"                     # any other escape (ESC c, ESC ( B, ...)
 )
-_BIDI: Final = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_BIDI: Final = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 """The arabic letter mark, LRM/RLM, embeddings and overrides (LRE RLE PDF LRO RLO), isolates (LRI RLI FSI PDI)."""
-_MULTI_LINE: Final = re.compile(_ESCAPES + r"|[\x00-\x08\x0b-\x1f\x7f-\x9f" + _BIDI + "]")
-_ONE_LINE: Final = re.compile(_ESCAPES + r"|[\x00-\x1f\x7f-\x9f" + _BIDI + "]")
+_SEQUENCE: Final = re.compile(_ESCAPES)
+_RUNS: Final = re.compile(r"[\x1b\x9b\x9d]{2,}")
+_CONTROLS: Final = [*range(0x00, 0x20), *range(0x7F, 0xA0), *map(ord, _BIDI)]
+_MULTI_LINE: Final = {c: None for c in _CONTROLS if chr(c) not in "\n\t"}
+_ONE_LINE: Final = dict.fromkeys(_CONTROLS)
 _USERINFO: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@]*@")
 
 
@@ -42,8 +46,10 @@ def clean(text: str, *, multi_line: bool = True) -> str:
     ref name, a condition's one-line message) every control character goes, newlines included."""
     if not isinstance(text, str):  # the callers are typed; agent data that is not text is shown as its repr
         text = repr(text)
-    pattern = _MULTI_LINE if multi_line else _ONE_LINE
-    return pattern.sub("", text)
+    if "\x1b" in text or "\x9b" in text or "\x9d" in text:
+        # a run of escape introducers is one (each would be a match of its own), then whole sequences go
+        text = _SEQUENCE.sub("", _RUNS.sub(lambda m: m.group(0)[-1], text))
+    return text.translate(_MULTI_LINE if multi_line else _ONE_LINE)
 
 
 def one_line(text: str) -> str:

@@ -172,12 +172,13 @@ class GitService:
     def upstream(self, caller: Caller, secret: Mapping[str, str] | None) -> Upstream:
         repo = caller.build_spec.get("repository") or {}
         url = str(repo.get("url") or "")
+        shown = sanitize.strip_userinfo(url)
         scheme = url.split("://", 1)[0].lower() if "://" in url else "ssh"
         if scheme == "file" and not self.settings.allow_file_urls:
-            raise UpstreamError(f"spec.repository.url {url!r} is a file:// URL, which the gateway does not serve "
+            raise UpstreamError(f"spec.repository.url {shown!r} is a file:// URL, which the gateway does not serve "
                                 "(set LONGSHOT_GATEWAY_ALLOW_FILE_URLS=true only on a single-user machine)")
         if scheme not in ("https", "http", "ssh", "git", "file"):
-            raise UpstreamError(f"spec.repository.url {url!r}: the gateway serves https, http, ssh and git URLs")
+            raise UpstreamError(f"spec.repository.url {shown!r}: the gateway serves https, http, ssh and git URLs")
         secret_name = str(repo.get("credentialsSecret") or "")
         key = hashlib.sha256(f"{caller.namespace}\0{secret_name}\0{url}".encode()).hexdigest()[:40]
         up = Upstream(url=url, key=key, secret_name=secret_name)

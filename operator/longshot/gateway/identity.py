@@ -134,7 +134,7 @@ class Authenticator:
         self.clock = clock
         self.limiter = RateLimiter(rate, burst, clock)
         self._reviews: OrderedDict[str, tuple[float, gcluster.Review]] = OrderedDict()
-        self._callers: OrderedDict[str, tuple[float, Caller]] = OrderedDict()
+        self._callers: OrderedDict[str, tuple[float, Caller | Denied]] = OrderedDict()
 
     async def authenticate(self, headers: Mapping[str, str]) -> Caller:
         token = token_from(headers)
@@ -143,7 +143,7 @@ class Authenticator:
                               "'Authorization: Bearer <token>'")
         review = await self._review(token)
         cached = self._callers.get(review.pod_uid)
-        if cached is not None and cached[0] > self.clock():
+        if cached is not None and cached[0] > self.clock() and isinstance(cached[1], Caller):
             caller = cached[1]
         else:
             caller = await asyncio.to_thread(self._lookup, review)
@@ -185,12 +185,21 @@ class Authenticator:
         cached = self._callers.get(review.pod_uid)
         if cached is not None and cached[0] > now:
             self._callers.move_to_end(review.pod_uid)
+            if isinstance(cached[1], Denied):
+                raise cached[1]
             return cached[1]
-        caller = self._caller(review)
+        try:
+            caller: Caller | Denied = self._caller(review)
+        except Denied as e:
+            if e.status != 403:
+                raise  # a 503 (the UID is about to be recorded) is read again at the next request
+            caller = e  # a refused Pod is refused from the cache too: its requests cost no API reads
         self._callers[review.pod_uid] = (now + self.identity_cache_seconds, caller)
         self._callers.move_to_end(review.pod_uid)
         while len(self._callers) > CACHE_SIZE:
             self._callers.popitem(last=False)
+        if isinstance(caller, Denied):
+            raise caller
         return caller
 
     def _caller(self, review: gcluster.Review) -> Caller:
@@ -247,15 +256,15 @@ def bound_attempt(task: Mapping[str, Any], pod_name: str, pod_uid: str) -> int:
     last = max(attempts, key=lambda a: int(a.get("number") or 0)) if attempts else None
     number = int(last.get("number") or 0) if last else 0
     recorded = str(last.get("podUID") or "") if last else ""
-    if last is not None and recorded:
-        if recorded != pod_uid or last.get("pod") != pod_name:
-            raise Denied(403, f"the Pod {ns}/{pod_name} is not the current attempt of AgentTask {ns}/{name} "
-                              f"(attempt {number} runs in Pod {last.get('pod')} with another UID)")
+    if last is not None and recorded and last.get("pod") == pod_name:
+        if recorded != pod_uid:
+            raise Denied(403, f"the Pod {ns}/{pod_name} is not the one the operator created for attempt {number} "
+                              f"of AgentTask {ns}/{name} (its UID is not the recorded one)")
         if last.get("endTime"):
             raise Denied(403, f"attempt {number} of AgentTask {ns}/{name} has ended; only a running attempt may "
                               "use the gateway")
         return number
-    if last is not None and last.get("pod") == pod_name and not last.get("endTime"):
+    if last is not None and not recorded and last.get("pod") == pod_name and not last.get("endTime"):
         raise Denied(503, f"the operator has not recorded the Pod {ns}/{pod_name} as attempt {number} of "
                           f"AgentTask {ns}/{name} yet; retry", retry_after=RETRY_AFTER_UNRECORDED)
     if pod_name == names.pod_name(str(name), number + 1):
