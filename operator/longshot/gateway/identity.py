@@ -142,11 +142,7 @@ class Authenticator:
             raise Denied(401, "no gateway token: send the Pod's projected token (audience longshot-gateway) as "
                               "'Authorization: Bearer <token>'")
         review = await self._review(token)
-        cached = self._callers.get(review.pod_uid)
-        if cached is not None and cached[0] > self.clock() and isinstance(cached[1], Caller):
-            caller = cached[1]
-        else:
-            caller = await asyncio.to_thread(self._lookup, review)
+        caller = await self._lookup(review)
         wait = self.limiter.take(review.pod_uid)
         if wait > 0:
             raise Denied(429, f"attempt {caller.attempt} of {caller.namespace}/{caller.task} sends more than "
@@ -178,9 +174,10 @@ class Authenticator:
         pod = self.cluster.get_pod(namespace, name)
         return pod is not None and (pod.get("metadata") or {}).get("uid") == uid
 
-    def _lookup(self, review: gcluster.Review) -> Caller:
+    async def _lookup(self, review: gcluster.Review) -> Caller:
         """The caller of ``review``, from the identity cache when it was looked up less than
-        ``identity_cache_seconds`` ago (keyed by the Pod's UID), else from the API server."""
+        ``identity_cache_seconds`` ago (keyed by the Pod's UID), else from the API server (in a thread; the cache
+        itself is only touched from the event loop)."""
         now = self.clock()
         cached = self._callers.get(review.pod_uid)
         if cached is not None and cached[0] > now:
@@ -189,7 +186,7 @@ class Authenticator:
                 raise cached[1]
             return cached[1]
         try:
-            caller: Caller | Denied = self._caller(review)
+            caller: Caller | Denied = await asyncio.to_thread(self._caller, review)
         except Denied as e:
             if e.status != 403:
                 raise  # a 503 (the UID is about to be recorded) is read again at the next request
