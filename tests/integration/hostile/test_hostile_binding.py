@@ -72,12 +72,15 @@ def demo_build(**spec):
     return b
 
 
-def plan_one(core, custom, namespace, **spec):
-    create(custom, namespace, demo_build(**spec))
+def plan_one(core, custom, namespace, tmp_path, **spec):
+    """A build of its own repository (returned) whose planner planned one task, ``models``, now running."""
+    url = sample_repo.make(tmp_path)
+    create(custom, namespace, demo_build(repository__url=url, **spec))
     wait_pod(core, namespace, f"{PLANNER}-a1")
     finish_pod(core, namespace, f"{PLANNER}-a1", message=plan_handoff(PLANNER, [
         {"name": "models", "description": "Add the data models", "scope": ["app/models.py"]}]))
     wait_pod(core, namespace, "demo-models-a1")
+    return url
 
 
 def progress(gateway, headers):
@@ -144,10 +147,9 @@ def test_a_pushed_ref_with_a_newline_does_not_forge_a_gateway_log_line(gateway, 
 # --- the operator: handoffs bound to their own branch and its tip ------------------------------------------------
 
 def test_a_handoff_naming_another_branch_or_a_commit_that_is_not_the_tip_is_refused(operator, core_v1, custom,
-                                                                                   namespace, tmp_path,
-                                                                                   sample_repository):
-    plan_one(core_v1, custom, namespace)
-    other = sample_repo.push_branch(sample_repository, "longshot/demo/demo-other", {"x.txt": "x\n"}, tmp_path)
+                                                                                   namespace, tmp_path):
+    repo = plan_one(core_v1, custom, namespace, tmp_path)
+    other = sample_repo.push_branch(repo, "longshot/demo/demo-other", {"x.txt": "x\n"}, tmp_path)
     finish_pod(core_v1, namespace, "demo-models-a1", message=handoff(
         "demo-models", branch="longshot/demo/demo-other", commit=other))
 
@@ -156,8 +158,8 @@ def test_a_handoff_naming_another_branch_or_a_commit_that_is_not_the_tip_is_refu
     assert "'longshot/demo/demo-other'" in a1["exitReason"] and "'longshot/demo/demo-models'" in a1["exitReason"]
 
     wait_pod(core_v1, namespace, "demo-models-a2")
-    handed = sample_repo.push_branch(sample_repository, "longshot/demo/demo-models", {"m.txt": "1\n"}, tmp_path)
-    moved = sample_repo.push_branch(sample_repository, "longshot/demo/demo-models", {"m.txt": "2\n"}, tmp_path)
+    handed = sample_repo.push_branch(repo, "longshot/demo/demo-models", {"m.txt": "1\n"}, tmp_path)
+    moved = sample_repo.push_branch(repo, "longshot/demo/demo-models", {"m.txt": "2\n"}, tmp_path)
     finish_pod(core_v1, namespace, "demo-models-a2", message=handoff(
         "demo-models", 2, branch="longshot/demo/demo-models", commit=handed))
 
@@ -168,18 +170,17 @@ def test_a_handoff_naming_another_branch_or_a_commit_that_is_not_the_tip_is_refu
 
 
 def test_a_force_push_between_review_and_merge_does_not_land_the_unreviewed_commit(operator, core_v1, custom,
-                                                                                  namespace, tmp_path,
-                                                                                  sample_repository):
+                                                                                  namespace, tmp_path):
     branch = "longshot/demo/demo-models"
-    plan_one(core_v1, custom, namespace, qualityGate={"profile": "strict"})
-    unreviewed = sample_repo.push_branch(sample_repository, branch, {"app/models.py": "EVIL = 1\n"}, tmp_path)
+    repo = plan_one(core_v1, custom, namespace, tmp_path, qualityGate={"profile": "strict"})
+    unreviewed = sample_repo.push_branch(repo, branch, {"app/models.py": "EVIL = 1\n"}, tmp_path)
     finish_pod(core_v1, namespace, "demo-models-a1", message=handoff("demo-models", branch=branch,
                                                                      commit=unreviewed))
     # the MergeJob's reviewer is bound to the handoff's commit
     review = wait_for(lambda: task_of(custom, namespace, "demo-models-review"), 60, "the reviewer task")
     assert (review["spec"]["branch"], review["spec"].get("commit")) == (branch, unreviewed)
     # a process the worker left behind force-pushes a harmless commit before the reviewer checks the branch out
-    harmless = sample_repo.push_branch(sample_repository, branch, {"app/models.py": "MODELS = []\n"}, tmp_path)
+    harmless = sample_repo.push_branch(repo, branch, {"app/models.py": "MODELS = []\n"}, tmp_path)
     wait_pod(core_v1, namespace, "demo-models-review-a1")
     ti = ho.TaskInput.model_validate_json(
         core_v1.read_namespaced_pod("demo-models-review-a1", namespace).metadata.annotations[ho.TASK_INPUT_ANNOTATION])
@@ -194,7 +195,7 @@ def test_a_force_push_between_review_and_merge_does_not_land_the_unreviewed_comm
     job = get(custom, namespace, "mergejobs", "demo-models")
     assert (condition(job, "ChecksPassed") or {}).get("status") != "True"
     assert job["status"].get("phase") not in ("Merged", "Landed")
-    assert not sample_repo.is_ancestor(sample_repository, unreviewed, "main")
+    assert not sample_repo.is_ancestor(repo, unreviewed, "main")
 
     # the review of the bound commit counts
     wait_pod(core_v1, namespace, "demo-models-review-a2")
@@ -222,7 +223,7 @@ def test_a_pod_with_the_attempts_name_and_a_foreign_owner_is_not_adopted(operato
     assert a1["failureClass"] == "Infrastructure" and "not this task's" in a1["exitReason"]
     still = core_v1.read_namespaced_pod(f"{PLANNER}-a1", namespace)
     assert still.metadata.uid == made.metadata.uid and still.metadata.deletion_timestamp is None  # never deleted
-    a2 = wait_pod(core_v1, namespace, f"{PLANNER}-a2")
+    a2 = wait_pod(core_v1, namespace, f"{PLANNER}-a2", timeout=90)  # after the Infrastructure backoff (30 s)
     planner = get(custom, namespace, "agenttasks", PLANNER)
     assert a2.metadata.owner_references[0].uid == planner["metadata"]["uid"]
     assert task_of(custom, namespace, "demo-evil") is None
@@ -234,8 +235,8 @@ def test_a_pod_with_the_attempts_name_and_a_foreign_owner_is_not_adopted(operato
 # --- hygiene: agent text in conditions and Events ---------------------------------------------------------------
 
 def test_ansi_escapes_are_stripped_from_agent_text_before_conditions_and_events(operator, core_v1, custom,
-                                                                               namespace):
-    plan_one(core_v1, custom, namespace)
+                                                                               namespace, tmp_path):
+    plan_one(core_v1, custom, namespace, tmp_path)
     escapes = "\x1b[2J\x1b[31mred\x1b[0m \x1b]0;pwned\x07 \u202eesrever \x9b1m"
     finish_pod(core_v1, namespace, "demo-models-a1", message=handoff(
         "demo-models", outcome="failed", summary="summary " + escapes,
