@@ -30,7 +30,8 @@ class GatewaySettings:
     """Serve ``file://`` repositories (tests and single-machine setups only: a build could otherwise name
     any path the gateway can read)."""
     token_cache_seconds: float = 30.0
-    """How long a successful TokenReview is reused (the Pod itself is looked up on every request)."""
+    """How long a successful TokenReview is reused (the Pod, AgentTask and BuildRequest are read again every
+    ``identity_cache_seconds``)."""
     usage_cache_seconds: float = 1.0
     """How long a build's task list (for its budget and backoff) is reused between model calls."""
     upstream_timeout_seconds: float = 600.0
