@@ -1,6 +1,7 @@
 """Agent attempts as the API server knows them, for the gateway's tests: a BuildRequest, an AgentTask, the
 attempt's Pod exactly as ``runtime.pods`` builds it, and a token bound to that Pod (TokenRequest, the
-audience and expiry of the Pod's projected volume, as the kubelet asks for it). No kubelet: the Pod stays
+audience and expiry of the Pod's projected volume, as the kubelet asks for it), with the Pod's UID recorded on
+the task's attempt as the operator records it. No kubelet: the Pod stays
 Pending unless a test marks it otherwise, like the process kubelet does."""
 
 from __future__ import annotations
@@ -63,9 +64,20 @@ def ensure_build(custom: kubernetes.client.CustomObjectsApi, namespace: str, nam
     return create(custom, namespace, body)
 
 
+def record_attempt(custom: kubernetes.client.CustomObjectsApi, namespace: str, task: str, attempt: int,
+                   pod: dict[str, Any] | None) -> None:
+    """Write ``status.attempts`` as the operator does when it creates the attempt's Pod: its name and, given the
+    Pod, its UID (``podUID``, what the gateway binds the caller to)."""
+    record: dict[str, Any] = {"number": attempt, "pod": pods.pod_name(task, attempt)}
+    if pod is not None:
+        record["podUID"] = pod["metadata"]["uid"]
+    custom.patch_namespaced_custom_object_status("longshot.dev", "v1alpha1", namespace, "agenttasks", task,
+                                                 {"status": {"phase": "Running", "attempts": [record]}})
+
+
 def make_attempt(core: kubernetes.client.CoreV1Api, custom: kubernetes.client.CustomObjectsApi, namespace: str,
                  gateway_url: str, *, build: str = "b1", task: str = "b1-t1", role: str = "worker", attempt: int = 1,
-                 build_spec: dict[str, Any] | None = None, **task_spec: Any) -> AgentAttempt:
+                 build_spec: dict[str, Any] | None = None, record: bool = True, **task_spec: Any) -> AgentAttempt:
     b = ensure_build(custom, namespace, build, **(build_spec or {}))
     t = create(custom, namespace, {
         "apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask",
@@ -73,4 +85,6 @@ def make_attempt(core: kubernetes.client.CoreV1Api, custom: kubernetes.client.Cu
         "spec": {"buildRef": {"name": build}, "description": "Do a thing", "role": role, **task_spec}})
     manifest = pods.build_agent_pod(t, b, Settings(identity="test", gateway_url=gateway_url), attempt)
     p = kubernetes.client.ApiClient().sanitize_for_serialization(core.create_namespaced_pod(namespace, manifest))
+    if record:
+        record_attempt(custom, namespace, task, attempt, p)
     return AgentAttempt(namespace, b, t, p, pod_token(core, namespace, p))

@@ -68,8 +68,13 @@ def test_a_deleted_pod_is_403(gateway, attempt, core_v1, namespace):
         core_v1.delete_namespaced_pod(x.pod["metadata"]["name"], namespace, grace_period_seconds=0)
     wait_for(lambda: not core_v1.list_namespaced_pod(namespace).items, 30, "the Pods to be gone")
 
-    for x in (a, b):
+    def refused(x):
         r = progress(gateway, x.headers)
+        return r if r.status_code != 202 else None
+
+    for x in (a, b):
+        # a's identity is cached for identity_cache_seconds: it loses access within that window
+        r = wait_for(lambda x=x: refused(x), 30, "the deleted Pod's requests to be refused")
         assert r.status_code == 403 and "no longer exists" in r.json()["error"], r.text
 
 

@@ -81,7 +81,7 @@ def test_planner_handoff_becomes_worker_tasks_with_dependencies(operator, core_v
     wait_pod(core_v1, namespace, "demo-models-a1")
     wait_pod(core_v1, namespace, "demo-docs-a1")
     assert "demo-api-a1" not in agent_pods(core_v1, namespace)
-    branch = f"longshot/demo/{namespace}/demo-models"
+    branch = "longshot/demo/demo-models"  # the task's own branch: a handoff of another one is refused
     commit = sample_repo.push_branch(sample_repository, branch, {"app/models.py": "MODELS = []\n"}, tmp_path)
     finish_pod(core_v1, namespace, "demo-models-a1", message=handoff(
         "demo-models", branch=branch, commit=commit, files_changed=["app/models.py"],
@@ -280,14 +280,16 @@ def test_killswitch_stops_every_agent_pod_and_says_so(operator, core_v1, custom,
     wait_pod(core_v1, namespace, "demo-models-a2")
 
 
-def test_budget_exceeded_stops_dispatch_until_raised(operator, core_v1, custom, namespace):
+def test_budget_exceeded_stops_dispatch_until_raised(operator, core_v1, custom, namespace, tmp_path,
+                                                    sample_repository):
     plan = [{"name": "one", "description": "1", "priority": 9}, {"name": "two", "description": "2"}]
     create(custom, namespace, demo_build(budget={"maxTokens": 100}, workers={"max": 1}))
     wait_pod(core_v1, namespace, f"{PLANNER}-a1")
     finish_pod(core_v1, namespace, f"{PLANNER}-a1", message=plan_handoff(PLANNER, plan))
     wait_pod(core_v1, namespace, "demo-one-a1")
+    commit = sample_repo.push_branch(sample_repository, "longshot/demo/demo-one", {"one.txt": "1\n"}, tmp_path)
     finish_pod(core_v1, namespace, "demo-one-a1", message=handoff(
-        "demo-one", branch="longshot/demo/demo-one", commit="b" * 40, usage=ho.Usage(input_tokens=150)))
+        "demo-one", branch="longshot/demo/demo-one", commit=commit, usage=ho.Usage(input_tokens=150)))
     b = wait_for(lambda: (lambda o: o if (condition(o, "BudgetExceeded") or {}).get("status") == "True" else None)(
         get(custom, namespace, "buildrequests", "demo")), timeout=30, what="BudgetExceeded=True")
     assert b["status"]["usage"]["tokens"] == 150
@@ -298,11 +300,13 @@ def test_budget_exceeded_stops_dispatch_until_raised(operator, core_v1, custom, 
     wait_pod(core_v1, namespace, "demo-two-a1")
 
 
-def test_deleting_the_build_removes_tasks_pods_and_merge_jobs(operator, core_v1, custom, namespace):
+def test_deleting_the_build_removes_tasks_pods_and_merge_jobs(operator, core_v1, custom, namespace, tmp_path,
+                                                             sample_repository):
     start_and_plan(core_v1, custom, namespace, plan_three()[:1])
     wait_pod(core_v1, namespace, "demo-models-a1")
+    commit = sample_repo.push_branch(sample_repository, "longshot/demo/demo-models", {"m.txt": "m\n"}, tmp_path)
     finish_pod(core_v1, namespace, "demo-models-a1", message=handoff(
-        "demo-models", branch="longshot/demo/demo-models", commit="c" * 40))
+        "demo-models", branch="longshot/demo/demo-models", commit=commit))
     wait_for(lambda: list_of(custom, namespace, "mergejobs"), timeout=30, what="a MergeJob")
     custom.delete_namespaced_custom_object("longshot.dev", "v1alpha1", namespace, "buildrequests", "demo",
                                            propagation_policy="Foreground")

@@ -86,7 +86,7 @@ esac
 _UNREACHABLE = re.compile(
     r"Failed to connect|Connection refused|Could not resolve host|Couldn't connect|Connection timed out|"
     r"Network is unreachable|No route to host|Temporary failure in name resolution|"
-    r"The requested URL returned error: 50[234]", re.IGNORECASE)
+    r"The requested URL returned error: (429|50[234])", re.IGNORECASE)
 CLONE_ATTEMPTS = 30
 CLONE_BACKOFF_SECONDS = 0.25
 CLONE_FAST_RETRIES = 20

@@ -138,6 +138,29 @@ def _existing_branch(attempt: Attempt) -> str:
     return head
 
 
+def _bound_checkout(attempt: Attempt) -> str:
+    """Check out what a reviewer or tester reads: the exact commit it is bound to (``TaskInput.commit``, the
+    MergeJob's commit), detached, when it has one; else the branch's tip. The branch is fetched again when the
+    clone lacks the commit; a commit the repository does not hold is refused (never a tip that moved since)."""
+    task, git = attempt.task, attempt.git
+    tip = _existing_branch(attempt)
+    if not task.commit:
+        git.checkout(task.branch, tip)
+        return tip
+    if git.rev(task.commit) is None:
+        url = git.url or task.repository_url
+        git.run("fetch", "--quiet", "--no-tags", "--", url,
+                f"+refs/heads/{task.branch}:refs/remotes/origin/{task.branch}", check=False)
+    head = git.rev(task.commit)
+    if head is None:
+        raise errors.InfrastructureError(
+            f"commit {task.commit[:12]} to {task.role} is not in the repository (branch {task.branch!r} is at "
+            f"{tip[:12]}): refusing to {task.role} another commit")
+    git.run("checkout", "--quiet", "--detach", head, what=f"checkout of commit {head[:12]}")
+    attempt.events.log("checked out the bound commit", commit=head, branch=task.branch, tip=tip)
+    return head
+
+
 STACKED_TRAILER = "Longshot-Stacked-On"
 """Trailer naming each dependency commit a stacked branch was built on, so a later attempt continuing the branch
 still knows them after the dependencies merged (they are no longer in ``TaskInput.stack`` then)."""
@@ -368,8 +391,7 @@ def reviewer(attempt: Attempt) -> dict[str, Any]:
         return judge(attempt)
     git = attempt.git
     base_commit = _remote_base(attempt)
-    head = _existing_branch(attempt)
-    git.checkout(attempt.task.branch, head)
+    head = _bound_checkout(attempt)
     diff = git.diff(f"{base_commit}...{head}")
     files = git.changed_files(f"{base_commit}...{head}")
     finish = run_backend(attempt, validator=results.validate_review,
@@ -417,8 +439,7 @@ def tester(attempt: Attempt) -> dict[str, Any]:
     if not task.test_command:
         raise errors.ConfigError("the tester role needs a test command (spec.reconciler.command)")
     base_commit = _remote_base(attempt)
-    head = _existing_branch(attempt)
-    attempt.git.checkout(task.branch, head)
+    head = _bound_checkout(attempt)
     attempt.events.log("running tests", command=task.test_command)
     result = sandbox.run(["/bin/sh", "-c", task.test_command], cwd=attempt.paths.checkout,
                          env=attempt.command_env, timeout=attempt.settings.test_timeout_seconds,

@@ -78,6 +78,9 @@ class AgentTaskSpec(Model):
     """Files or glob patterns the task may change; tasks with overlapping scopes never run at once."""
     branch: str | None = Field(default=None, min_length=1, max_length=255, pattern=GIT_BRANCH)
     """Branch to work on; ``longshot/<build>/<task>`` when unset (a fixer gets the branch to fix)."""
+    commit: str | None = Field(default=None, min_length=7, max_length=64, pattern=r"^[0-9a-f]+$")
+    """Reviewer and tester: the exact commit of ``branch`` to read (the MergeJob's commit). The agent checks it
+    out detached and refuses to run when the branch does not hold it; its handoff must name it."""
     retry_policy: RetryPolicy | None = None
     """Retries of this task; the build's ``spec.retry`` when unset."""
     resources: Resources | None = None
@@ -105,6 +108,9 @@ class Attempt(Model):
     """Attempt number, from 1."""
     pod: str
     """Name of the attempt's Pod."""
+    pod_uid: str | None = Field(default=None, max_length=64, alias="podUID")
+    """UID of the attempt's Pod, recorded by the operator when it created (or adopted) it. The gateway serves a Pod
+    only when it is the current attempt's and its UID is this one."""
     start_time: Timestamp | None = None
     """When the Pod was created."""
     end_time: Timestamp | None = None

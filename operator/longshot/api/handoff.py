@@ -32,7 +32,7 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 
 from pydantic import Field, ValidationError, model_validator
 
-from longshot.api import keys
+from longshot.api import keys, sanitize
 from longshot.api.agenttask import FailureClass, GateResult, Role
 from longshot.api.common import DNS_SUBDOMAIN, GIT_BRANCH, Model
 
@@ -175,6 +175,26 @@ class HandoffError(ValueError):
     """The agent's report could not be read; the message says why, for the attempt's exit reason."""
 
 
+def clean(handoff: Handoff) -> Handoff:
+    """``handoff`` with its free text (summary, reasons, question, failure message, file names, planned tasks'
+    descriptions and scopes) stripped of control characters, escape sequences and bidi overrides
+    (``api.sanitize``): that text reaches conditions, Events, logs and the next prompts."""
+    update: dict[str, Any] = {
+        "summary": sanitize.clean(handoff.summary),
+        "reasons": [sanitize.clean(r) for r in handoff.reasons],
+        "files_changed": [sanitize.one_line(f) for f in handoff.files_changed],
+    }
+    if handoff.question is not None:
+        update["question"] = sanitize.clean(handoff.question) or "(an empty question)"
+    if handoff.failure is not None:
+        update["failure"] = handoff.failure.model_copy(update={"message": sanitize.clean(handoff.failure.message)})
+    if handoff.tasks:
+        update["tasks"] = [t.model_copy(update={"description": sanitize.clean(t.description) or "(empty)",
+                                                "scope": [sanitize.one_line(x) for x in t.scope]})
+                           for t in handoff.tasks]
+    return handoff.model_copy(update=update)
+
+
 def handoff_ref(task: str, attempt: int) -> str:
     return f"{HANDOFF_REF_PREFIX}/{task}/{attempt}"
 
@@ -215,6 +235,8 @@ def parse_termination_message(text: str | None) -> Handoff | HandoffPointer:
         else:
             raise HandoffError(f"the handoff has kind {_short(kind)}; expected Handoff or HandoffPointer")
         parsed: Handoff | HandoffPointer = _validate(model, data)
+        if isinstance(parsed, Handoff):
+            parsed = clean(parsed)
     except HandoffError:
         raise
     except Exception as e:  # whatever an agent writes must not escape as another error
@@ -246,7 +268,7 @@ def parse_handoff_bytes(data: bytes, pointer: HandoffPointer | None = None) -> H
         if isinstance(tasks, list) and len(tasks) > MAX_PLAN_TASKS:
             raise HandoffError(f"the plan has {len(tasks)} tasks, more than the {MAX_PLAN_TASKS} any build accepts "
                                "(planner.maxTasks); return fewer, larger tasks")
-        handoff: Handoff = _validate(Handoff, raw)
+        handoff: Handoff = clean(_validate(Handoff, raw))
     except HandoffError:
         raise
     except Exception as e:  # whatever an agent writes must not escape as another error
@@ -438,6 +460,9 @@ class TaskInput(Model):
     branch: str
     """Branch to work on and push (``longshot/<build>/<task>``; for a fixer the branch to fix; for a
     reviewer or tester the branch to read)."""
+    commit: str | None = None
+    """Reviewer and tester: the exact commit of ``branch`` to read (``spec.commit``); the attempt checks it out
+    detached and refuses to run when the branch does not hold it."""
     backend: BackendInput = Field(default_factory=BackendInput)
     test_command: str | None = None
     """The tester's command (and a hint for workers)."""

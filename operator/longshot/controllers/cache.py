@@ -80,6 +80,8 @@ class PodView:
     deleting: bool
     status: Mapping[str, Any]
     """A minimal ``status``: phase, reason, message, startTime and the agent container's state."""
+    owner_uid: str = ""
+    """UID of the AgentTask that is the Pod's controller (owner reference with ``controller: true``), or ""."""
 
     @property
     def key(self) -> Key:
@@ -112,10 +114,12 @@ class PodView:
                      for cs in status.get(group) or []]
             if items:
                 keep[group] = items
+        controller = next((str(r.get("uid") or "") for r in meta.get("ownerReferences") or []
+                           if r.get("kind") == "AgentTask" and r.get("controller")), "")
         return cls(namespace=meta.get("namespace", ""), name=meta["name"], task=owner, uid=meta.get("uid", ""),
                    resource_version=str(meta.get("resourceVersion", "")),
                    created=timeutil.parse(meta.get("creationTimestamp")),
-                   deleting=meta.get("deletionTimestamp") is not None, status=keep)
+                   deleting=meta.get("deletionTimestamp") is not None, status=keep, owner_uid=controller)
 
 
 class _Shared:

@@ -148,6 +148,8 @@ class Executor:
     writes: int = 0
     events_dropped: int = 0
     _events: dict[tuple[str, str], _EventBucket] = field(default_factory=dict)
+    _created: dict[tuple[str, str], str] = field(default_factory=dict)
+    """UIDs of the Pods this executor created, by (namespace, name), until a status write records them."""
 
     async def run(self, actions: Sequence[Action]) -> None:
         """Carry out ``actions`` in order; raises on the first one that fails (after logging it).
@@ -191,6 +193,13 @@ class Executor:
                 log.info("pod %s/%s exists already (adopted)", a.manifest["metadata"].get("namespace"),
                          a.manifest["metadata"]["name"])
             elif made.get("metadata"):
+                meta = made["metadata"]
+                if meta.get("uid"):
+                    # recorded on the attempt by the task's status write that follows (no extra write): the gateway
+                    # serves the Pod only once its UID is there
+                    self._created[(str(meta.get("namespace")), str(meta.get("name")))] = str(meta["uid"])
+                    if len(self._created) > 10_000:
+                        self._created.pop(next(iter(self._created)))
                 # the Pod is in the cache at once: the next dispatch counts its task as running even before the
                 # task's status says so, and the task's reconcile does not ask the API for a Pod the watch lags on.
                 # What it concerns is enqueued but its own task, whose reconcile (or admission) made it
@@ -208,7 +217,8 @@ class Executor:
             if patched is not None:
                 self._mark(self.cache.observe(a.kind, "MODIFIED", patched))
         elif isinstance(a, WriteStatus):
-            written = await asyncio.to_thread(self.kube.patch_status, a.kind, a.namespace, a.name, a.status,
+            status = self._with_pod_uids(a) if a.kind == "AgentTask" and self._created else a.status
+            written = await asyncio.to_thread(self.kube.patch_status, a.kind, a.namespace, a.name, status,
                                               resource_version=a.resource_version)
             self.writes += 1
             if written is not None:
@@ -223,6 +233,19 @@ class Executor:
             self.queue.add_at(a.ref, a.at)
         else:
             await asyncio.to_thread(a.fn)
+
+    def _with_pod_uids(self, a: WriteStatus) -> Mapping[str, Any]:
+        """``a.status`` with ``podUID`` filled in on the attempts whose Pod this executor created."""
+        attempts = a.status.get("attempts")
+        if not isinstance(attempts, list):
+            return a.status
+        out = []
+        for record in attempts:
+            uid = self._created.get((a.namespace, str(record.get("pod"))))
+            if uid is not None and not record.get("podUID"):
+                record = {**record, "podUID": uid}
+            out.append(record)
+        return {**a.status, "attempts": out}
 
     def _mark(self, refs: Iterable[cachemod.Ref]) -> None:
         self.queue.add_all(refs)

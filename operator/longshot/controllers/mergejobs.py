@@ -62,7 +62,8 @@ def gate_command(build: objects.BuildRequest) -> str:
 
 def tester_manifest(build: objects.BuildRequest, name: str, *, branch: str, command: str, purpose: str,
                     description: str, priority: int, annotations: dict[str, str] | None = None,
-                    labels: dict[str, str] | None = None, role: str = "tester") -> dict[str, Any]:
+                    labels: dict[str, str] | None = None, role: str = "tester",
+                    commit: str | None = None) -> dict[str, Any]:
     return {
         "apiVersion": build.api_version, "kind": "AgentTask",
         "metadata": {"name": name, "namespace": build.namespace,
@@ -72,7 +73,7 @@ def tester_manifest(build: objects.BuildRequest, name: str, *, branch: str, comm
                                      **(annotations or {})},
                      "ownerReferences": [build.owner_reference()]},
         "spec": {"buildRef": {"name": build.name}, "description": description, "role": role,
-                 "priority": min(10, max(1, priority)), "branch": branch},
+                 "priority": min(10, max(1, priority)), "branch": branch, **({"commit": commit} if commit else {})},
     }
 
 

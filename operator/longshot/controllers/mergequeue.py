@@ -42,7 +42,7 @@ from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
 from longshot.controllers import mergejobs as mjc
-from longshot.core import fanout, names, plan, tasks
+from longshot.core import binding, fanout, names, plan, tasks
 from longshot.core import mergejobs as mj
 from longshot.core import mergequeue as q
 from longshot.runtime import trackers
@@ -259,12 +259,23 @@ class QueueReconciler:
             queue = cachemod.queue_name(build.spec.repository.url, job.spec.target)
             out.append(ex.CreateObject(tester_manifest(
                 build, reviewer, branch=job.spec.branch, command="", purpose=REVIEW, role="reviewer",
-                priority=job.spec.priority, annotations={cachemod.QUEUE_ANNOTATION: queue},
-                description=f"Review the changes of branch {job.spec.branch} against {job.spec.target}: approve "
-                            "them, or request changes with reasons.")))
+                priority=job.spec.priority, annotations={cachemod.QUEUE_ANNOTATION: queue}, commit=commit,
+                description=f"Review the changes of branch {job.spec.branch} at commit {commit} against "
+                            f"{job.spec.target}: approve them, or request changes with reasons.")))
             return [mj.Reviewing(reviewer)]
         handoff = rtask.status.handoff
         if rtask.status.phase == tasks.SUCCEEDED and handoff is not None:
+            void = binding.review_mismatch(handoff.commit, commit) or (
+                None if rtask.spec.commit == commit else binding.review_mismatch(rtask.spec.commit, commit))
+            if void is not None:
+                # the review read another commit than the one that would land: it does not count; the reviewer
+                # task is deleted and made again (bound to the MergeJob's commit) once it is gone
+                log.warning("merge job %s/%s: %s", job.namespace, job.name, void)
+                out.append(ex.RecordEvent(job.ref(), "Warning", "ReviewVoid", void))
+                kube = self.ctx.kube
+                ns = job.namespace
+                out.append(ex.Call(lambda: kube.delete("AgentTask", ns, reviewer), f"delete void review {reviewer}"))
+                return [mj.Reviewing(reviewer)]
             if handoff.verdict == "changes-requested":
                 return [mj.ChangesRequested(reviewer, tuple(handoff.reasons) or (handoff.summary,))]
             return [mj.ChecksPassed("the secret scan and the review")]

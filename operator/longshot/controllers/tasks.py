@@ -39,7 +39,7 @@ from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
 from longshot.controllers import fanout as fanoutc
 from longshot.controllers import taskinput
-from longshot.core import failures, fanout, plan, tasks
+from longshot.core import binding, failures, fanout, plan, tasks
 from longshot.core.effects import EmitEvent, SetCondition
 from longshot.runtime import handoffs, pods
 
@@ -102,7 +102,7 @@ class TaskReconciler:
         if fan is not None:
             return await self._fanout(task, build, state, fan, now)
         events, pre = await self._observe(task, build, state, now)
-        return self._decide(task, build, state, events, now, pre)
+        return self._decide(task, build, state, events, now, pre, pod_uid=self._unrecorded_uid(task, state))
 
     async def _fanout(self, task: objects.AgentTask, build: objects.BuildRequest, state: tasks.TaskState,
                       fan: Any, now: datetime) -> list[ex.Action]:
@@ -187,7 +187,15 @@ class TaskReconciler:
         elif state.phase == tasks.PENDING:
             nxt = pods.pod_name(state.name, state.attempt + 1)
             pod = self.ctx.cache.pods.get((ns, nxt))
-            if pod is not None and not pod.deleting:
+            refused = None if pod is None else binding.adoption_refused(pod.name, pod.owner_uid, task.metadata.uid,
+                                                                         None, pod.uid)
+            if refused is not None:
+                # not adopted, and never deleted: the next admission's create finds the name taken and that attempt
+                # fails with this reason; the one after gets a fresh name
+                log.warning("task %s/%s: %s", ns, task.name, refused)
+                pre.append(ex.RecordEvent(task.ref(), "Warning", "ForeignPod", refused))
+                events.extend(self._dependencies(task, build, now))
+            elif pod is not None and not pod.deleting:
                 finished = await self._pod_event(task, build, state.attempt + 1, now, pre)
                 events.append(finished if finished is not None and not isinstance(finished, tasks.PodVanished)
                               else tasks.Admitted(state.attempt + 1))
@@ -232,8 +240,25 @@ class TaskReconciler:
                 self.ctx.observe("Pod", "MODIFIED", raw)  # its task is reconciled again, on the Pod read
                 return None
             return tasks.PodVanished(attempt)
+        record = next((a for a in task.status.attempts if a.number == attempt), None)
+        refused = binding.adoption_refused(name, pod.owner_uid, task.metadata.uid,
+                                           record.pod_uid if record is not None else None, pod.uid)
+        if refused is not None:
+            # a Pod of this name that the operator did not make for this task: nothing it reports is read
+            log.warning("task %s/%s: %s", ns, task.name, refused)
+            return tasks.PodFinished({}, None, attempt, outcome=failures.Outcome(
+                "Infrastructure", refused, None, binding.FOREIGN_POD), build_generation=build.generation)
         if pod.ended:
-            return tasks.PodFinished(pod.status, await self._read_handoff(task, build, pod), attempt,
+            handoff = await self._read_handoff(task, build, pod)
+            if isinstance(handoff, ho.Handoff):
+                try:
+                    handoff = await self._bound(task, build, handoff)
+                except handoffs.TipUnknown as e:
+                    log.info("task %s/%s: the handoff's branch tip cannot be read yet (%s); trying again", ns,
+                             task.name, e)
+                    pre.append(ex.Requeue(("AgentTask", *task.key), now + timedelta(seconds=15)))
+                    return None
+            return tasks.PodFinished(pod.status, handoff, attempt,
                                      metered=self._metered(task, attempt), build_generation=build.generation)
         created = pod.created or now
         events: list[dict[str, Any]] = []
@@ -281,6 +306,21 @@ class TaskReconciler:
             return None
         return tasks.Usage(progress.tokens, float(getattr(progress, "cost", 0.0) or 0.0))
 
+    async def _bound(self, task: objects.AgentTask, build: objects.BuildRequest,
+                     handoff: ho.Handoff) -> ho.Handoff | ho.HandoffError:
+        """The handoff, or why it may not complete the attempt (``core.binding``): a worker's or fixer's must name
+        the task's own branch at that branch's tip (read from the repository now: the Pod has ended, so nothing of
+        it pushes any more); a reviewer's or tester's the commit it was bound to."""
+        expected = binding.task_branch(task.spec.branch, build.name, task.name)
+        delivers = (task.spec.role in ("worker", "fixer") and handoff.outcome == "succeeded" and bool(handoff.commit)
+                    and handoff.branch == expected)
+        tip = await asyncio.to_thread(handoffs.branch_tip, self.ctx.kube, to_dict(build), expected) \
+            if delivers else None
+        why = binding.handoff_mismatch(role=task.spec.role, outcome=handoff.outcome, branch=handoff.branch,
+                                       commit=handoff.commit, expected_branch=expected, tip=tip,
+                                       bound_commit=task.spec.commit)
+        return handoff if why is None else ho.HandoffError(why)
+
     async def _read_handoff(self, task: objects.AgentTask, build: objects.BuildRequest,
                             pod: cachemod.PodView) -> ho.Handoff | ho.HandoffError | None:
         message = pod.termination_message()
@@ -301,9 +341,23 @@ class TaskReconciler:
 
     # --- deciding and acting -----------------------------------------------------------------------
 
+    def _unrecorded_uid(self, task: objects.AgentTask, state: tasks.TaskState) -> tuple[int, str] | None:
+        """(attempt, Pod UID) when the current or next attempt's Pod is this task's own (its controller) but its UID
+        is not on the attempt yet: a Pod adopted after a restart, or a status write that carried no UID."""
+        for number in (state.attempt, state.attempt + 1):
+            if number < 1 or (number == state.attempt + 1 and state.phase != tasks.PENDING):
+                continue
+            pod = self.ctx.cache.pods.get((task.namespace, pods.pod_name(task.name, number)))
+            if pod is None or pod.deleting or not pod.uid or pod.owner_uid != task.metadata.uid:
+                continue
+            record = next((a for a in task.status.attempts if a.number == number), None)
+            if (record is None and number == state.attempt + 1) or (record is not None and not record.pod_uid):
+                return number, pod.uid
+        return None
+
     def _decide(self, task: objects.AgentTask, build: objects.BuildRequest, state: tasks.TaskState,
                 events: Sequence[tasks.Event], now: datetime, pre: list[ex.Action],
-                extra: dict[str, Any] | None = None) -> list[ex.Action]:
+                extra: dict[str, Any] | None = None, pod_uid: tuple[int, str] | None = None) -> list[ex.Action]:
         effects: list[tasks.Effect] = []
         for event in events:
             try:
@@ -312,15 +366,17 @@ class TaskReconciler:
                 log.error("task %s/%s: %s", task.namespace, task.name, e)
                 continue
             effects.extend(more)
-        if not effects and task.status.conditions and not extra:
+        if pod_uid is not None and pod_uid[0] != state.attempt:
+            pod_uid = None  # the next attempt's Pod, not adopted by these events
+        if not effects and task.status.conditions and not extra and pod_uid is None:
             return pre
         if not task.status.conditions:
             effects = [*tasks.initial_conditions(), *effects]
-        return [*pre, *self.actions(task, build, state, effects, now, extra)]
+        return [*pre, *self.actions(task, build, state, effects, now, extra, pod_uid)]
 
     def actions(self, task: objects.AgentTask, build: objects.BuildRequest, state: tasks.TaskState,
-                effects: Sequence[tasks.Effect], now: datetime, extra: dict[str, Any] | None = None
-                ) -> list[ex.Action]:
+                effects: Sequence[tasks.Effect], now: datetime, extra: dict[str, Any] | None = None,
+                pod_uid: tuple[int, str] | None = None) -> list[ex.Action]:
         ns, name = task.key
         ref = task.ref()
         conds = since_creation(ctxmod.conditions_of(task), task)
@@ -356,6 +412,8 @@ class TaskReconciler:
             elif isinstance(e, tasks.PlanReturned):
                 self.ctx.plans[build.key].append((name, e.tasks, e.done))
                 out.append(ex.Requeue(("BuildRequest", *build.key), now))
+        if pod_uid is not None and pod_uid[0] in attempts and not attempts[pod_uid[0]].get("podUID"):
+            attempts[pod_uid[0]]["podUID"] = pod_uid[1]  # a Pod of this task's, adopted (the gateway now serves it)
         status["conditions"] = ex.stamp_generation(conds, task.generation)
         status["attempts"] = [attempts[n] for n in sorted(attempts)][-20:]
         status["observedGeneration"] = task.generation

@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
 from longshot.api import conditions as c
-from longshot.api import timeutil
+from longshot.api import sanitize, timeutil
 from longshot.api.agenttask import INITIAL_CONDITIONS, PENDING_MESSAGE, HandoffSummary, Role
 from longshot.api.buildrequest import RetryPolicy
 from longshot.api.exitcodes import FailureClass
@@ -624,6 +624,8 @@ def _fail(state: TaskState, outcome: failures.Outcome, usage: Usage, now: dateti
     number = state.attempt
     pod = names.pod_name(state.name, number)
     fc: FailureClass = outcome.failure_class or "Infrastructure"
+    # the message may be the agent's (its handoff, its termination message): no control characters in status/Events
+    outcome = replace(outcome, message=sanitize.clean(outcome.message))
     effects = [
         RecordAttempt(number, pod, end_time=now, exit_code=outcome.exit_code,
                       exit_reason=outcome.message[:1024], failure_class=fc, tokens=usage.tokens, cost=usage.cost),

@@ -47,6 +47,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from longshot.api import sanitize
 from longshot.gateway import metrics, pktline, refpolicy
 from longshot.gateway.identity import Caller
 from longshot.gateway.settings import GatewaySettings
@@ -171,12 +172,13 @@ class GitService:
     def upstream(self, caller: Caller, secret: Mapping[str, str] | None) -> Upstream:
         repo = caller.build_spec.get("repository") or {}
         url = str(repo.get("url") or "")
+        shown = sanitize.strip_userinfo(url)
         scheme = url.split("://", 1)[0].lower() if "://" in url else "ssh"
         if scheme == "file" and not self.settings.allow_file_urls:
-            raise UpstreamError(f"spec.repository.url {url!r} is a file:// URL, which the gateway does not serve "
+            raise UpstreamError(f"spec.repository.url {shown!r} is a file:// URL, which the gateway does not serve "
                                 "(set LONGSHOT_GATEWAY_ALLOW_FILE_URLS=true only on a single-user machine)")
         if scheme not in ("https", "http", "ssh", "git", "file"):
-            raise UpstreamError(f"spec.repository.url {url!r}: the gateway serves https, http, ssh and git URLs")
+            raise UpstreamError(f"spec.repository.url {shown!r}: the gateway serves https, http, ssh and git URLs")
         secret_name = str(repo.get("credentialsSecret") or "")
         key = hashlib.sha256(f"{caller.namespace}\0{secret_name}\0{url}".encode()).hexdigest()[:40]
         up = Upstream(url=url, key=key, secret_name=secret_name)
@@ -257,7 +259,7 @@ class GitService:
             metrics.MIRROR_FETCH.labels(result="ok" if code == 0 else "error").observe(elapsed)
             if code != 0:
                 detail = up.redact(out.strip())[-600:]
-                log.warning("mirror fetch failed: %s", detail)
+                log.warning("mirror fetch failed: %s", sanitize.one_line(detail))
                 why = (f"the repository refused the credentials of spec.repository.credentialsSecret "
                        f"{up.secret_name or '(none set)'}; " if _AUTH_FAILURE.search(out) else "")
                 raise UpstreamError(f"the gateway could not fetch the repository {up.redact(up.url)}: {why}{detail}")
@@ -308,8 +310,10 @@ class GitService:
         refused = [(ref, reason) for ref, reason in results if reason]
         if refused:
             metrics.GIT_PUSHES.labels(result="refused").inc()
-            log.warning("refused push of %s by %s/%s attempt %d: %s", ", ".join(r for r, _ in refused),
-                        caller.namespace, caller.task, caller.attempt, refused[0][1])
+            # ref names come from the agent: one line each, so that a newline in one cannot forge a log line
+            log.warning("refused push of %s by %s/%s attempt %d: %s",
+                        ", ".join(sanitize.one_line(r)[:256] for r, _ in refused[:10]), caller.namespace,
+                        caller.task, caller.attempt, sanitize.one_line(refused[0][1] or ""))
             with contextlib.suppress(RequestTooLarge):
                 async for _ in body:  # read the rest (the pack) so git hears the answer, not a reset
                     pass
@@ -404,7 +408,7 @@ class GitService:
             sep = b"\r\n\r\n" if b"\r\n\r\n" in head else b"\n\n"
             if sep not in head:
                 await feeder
-                detail = up.redact((await errors).decode(errors="replace").strip())[-400:]
+                detail = sanitize.one_line(up.redact((await errors).decode(errors="replace").strip()))[-400:]
                 log.warning("git http-backend failed for %s/%s: %s%s", caller.namespace, caller.build, detail,
                             _why(failure))
                 if failure and isinstance(failure[0], RequestTooLarge):
@@ -427,7 +431,7 @@ class GitService:
             await feeder
             code = await proc.wait()
             if code != 0 or failure:
-                detail = up.redact((await errors).decode(errors="replace").strip())[-400:]
+                detail = sanitize.one_line(up.redact((await errors).decode(errors="replace").strip()))[-400:]
                 log.warning("git http-backend exited %s for %s/%s: %s%s", code, caller.namespace, caller.build,
                             detail, _why(failure))
             await response.write_eof()

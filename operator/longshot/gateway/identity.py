@@ -7,13 +7,24 @@ Agent Pods mount a projected token with audience ``longshot-gateway`` (``runtime
 1. asks the API server (TokenReview, audiences ``[longshot-gateway]``) whether the token is valid and which
    Pod (name and UID) it is bound to; successful reviews are reused for ``token_cache_seconds``, keyed by
    the token's SHA-256 (the token itself is not kept);
-2. reads that Pod on every request: it must exist with that UID, be Pending or Running and not being
-   deleted, and be a Longshot agent Pod (labels ``longshot.dev/task`` and ``longshot.dev/attempt``, its
-   controller an AgentTask, its task input annotation naming the same task and attempt);
-3. reads the AgentTask (same UID as the owner reference) and its BuildRequest.
+2. reads that Pod: it must exist with that UID, be Pending or Running and not being deleted, and have an
+   AgentTask as its controller (owner reference with ``controller: true``);
+3. reads that AgentTask (same UID as the owner reference): the Pod must be its **current** attempt's, the one
+   whose ``status.attempts[-1].podUID`` the operator recorded when it created (or adopted) the Pod, and that
+   attempt must not have ended (:func:`bound_attempt`);
+4. reads the task's BuildRequest. Role, branch and build come from the AgentTask's spec and the BuildRequest
+   (``runtime.pods.task_input``, the operator's own builder), never from the Pod's labels or task input
+   annotation: anyone who may create Pods in the namespace writes those.
 
-No token, or one the API server rejects: 401. A valid token whose Pod is finished or not an agent attempt,
-or a token the API server rejects because the Pod it is bound to was deleted: 403.
+Steps 2-4 are cached for ``identity_cache_seconds`` (2 s by default), keyed by the Pod's UID, in a bounded LRU:
+an attempt that ended, a Pod deleted or a task cancelled loses access at most that long after the API server
+knows it. Every request then takes a token from its attempt's bucket (``requests_per_second``,
+``request_burst``): an attempt that sends more is answered 429 with ``Retry-After``.
+
+No token, or one the API server rejects: 401. A valid token whose Pod is finished, not an agent attempt, or not
+its task's current attempt, or a token the API server rejects because the Pod it is bound to was deleted: 403.
+The Pod of the current attempt before the operator recorded its UID (the agent started faster than the status
+write): 503 with ``Retry-After: 1``; the agent's git and model clients retry it.
 """
 
 from __future__ import annotations
@@ -22,11 +33,12 @@ import asyncio
 import base64
 import hashlib
 import json
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import pydantic
 
@@ -40,12 +52,18 @@ CACHE_SIZE = 4096
 
 
 class Denied(Exception):
-    """The request is refused: ``status`` is 401 or 403, ``message`` says why (no secret in it)."""
+    """The request is refused: ``status`` is 401, 403, 429 or 503, ``message`` says why (no secret in it);
+    ``retry_after`` (seconds) for the two that are worth retrying."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after is None else {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
 @dataclass(frozen=True)
@@ -107,12 +125,16 @@ def claimed_pod(token: str, audience: str) -> tuple[str, str, str] | None:
 
 class Authenticator:
     def __init__(self, cluster: gcluster.Cluster, *, audience: str, cache_seconds: float,
+                 identity_cache_seconds: float = 0.0, rate: float = 0.0, burst: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.cluster = cluster
         self.audience = audience
         self.cache_seconds = cache_seconds
+        self.identity_cache_seconds = identity_cache_seconds
         self.clock = clock
+        self.limiter = RateLimiter(rate, burst, clock)
         self._reviews: OrderedDict[str, tuple[float, gcluster.Review]] = OrderedDict()
+        self._callers: OrderedDict[str, tuple[float, Caller | Denied]] = OrderedDict()
 
     async def authenticate(self, headers: Mapping[str, str]) -> Caller:
         token = token_from(headers)
@@ -120,7 +142,13 @@ class Authenticator:
             raise Denied(401, "no gateway token: send the Pod's projected token (audience longshot-gateway) as "
                               "'Authorization: Bearer <token>'")
         review = await self._review(token)
-        return await asyncio.to_thread(self._caller, review)
+        caller = await self._lookup(review)
+        wait = self.limiter.take(review.pod_uid)
+        if wait > 0:
+            raise Denied(429, f"attempt {caller.attempt} of {caller.namespace}/{caller.task} sends more than "
+                              f"{self.limiter.rate:g} requests a second (bursts of {self.limiter.burst:g}); slow "
+                              "down", retry_after=wait)
+        return caller
 
     async def _review(self, token: str) -> gcluster.Review:
         key = hashlib.sha256(token.encode()).hexdigest()
@@ -146,6 +174,31 @@ class Authenticator:
         pod = self.cluster.get_pod(namespace, name)
         return pod is not None and (pod.get("metadata") or {}).get("uid") == uid
 
+    async def _lookup(self, review: gcluster.Review) -> Caller:
+        """The caller of ``review``, from the identity cache when it was looked up less than
+        ``identity_cache_seconds`` ago (keyed by the Pod's UID), else from the API server (in a thread; the cache
+        itself is only touched from the event loop)."""
+        now = self.clock()
+        cached = self._callers.get(review.pod_uid)
+        if cached is not None and cached[0] > now:
+            self._callers.move_to_end(review.pod_uid)
+            if isinstance(cached[1], Denied):
+                raise cached[1]
+            return cached[1]
+        try:
+            caller: Caller | Denied = await asyncio.to_thread(self._caller, review)
+        except Denied as e:
+            if e.status != 403:
+                raise  # a 503 (the UID is about to be recorded) is read again at the next request
+            caller = e  # a refused Pod is refused from the cache too: its requests cost no API reads
+        self._callers[review.pod_uid] = (now + self.identity_cache_seconds, caller)
+        self._callers.move_to_end(review.pod_uid)
+        while len(self._callers) > CACHE_SIZE:
+            self._callers.popitem(last=False)
+        if isinstance(caller, Denied):
+            raise caller
+        return caller
+
     def _caller(self, review: gcluster.Review) -> Caller:
         ns = review.namespace
         pod = self.cluster.get_pod(ns, review.pod_name)
@@ -155,31 +208,91 @@ class Authenticator:
         if meta.get("deletionTimestamp") or status.get("phase") not in (None, "Pending", "Running"):
             raise Denied(403, f"the Pod {ns}/{review.pod_name} is {status.get('phase') or 'terminating'}; only a "
                               "running agent attempt may use the gateway")
-        labels = meta.get("labels") or {}
         owner = next((o for o in meta.get("ownerReferences") or []
                       if o.get("kind") == "AgentTask" and o.get("controller")), None)
-        if owner is None or pods.TASK_LABEL not in labels or pods.ATTEMPT_LABEL not in labels:
+        if owner is None or not owner.get("name") or not owner.get("uid"):
             raise Denied(403, f"the Pod {ns}/{review.pod_name} is not a Longshot agent Pod")
-        task_name = str(owner.get("name"))
-        if labels[pods.TASK_LABEL] != names.fit(task_name):
-            raise Denied(403, f"the Pod {ns}/{review.pod_name} is not a Longshot agent Pod")
-        try:
-            attempt = int(labels[pods.ATTEMPT_LABEL])
-            task_input = handoff.TaskInput.model_validate_json(
-                (meta.get("annotations") or {})[handoff.TASK_INPUT_ANNOTATION])
-        except (KeyError, ValueError, pydantic.ValidationError):
-            raise Denied(403, f"the Pod {ns}/{review.pod_name} has no valid task input") from None
-        if task_input.task != task_name or task_input.attempt != attempt:
-            raise Denied(403, f"the Pod {ns}/{review.pod_name} has a task input of another task or attempt")
+        task_name = str(owner["name"])
         task = self.cluster.get_task(ns, task_name)
         if task is None or task["metadata"].get("uid") != owner.get("uid"):
             raise Denied(403, f"the AgentTask {ns}/{task_name} of this Pod no longer exists")
+        # who the caller is comes from the AgentTask and the Pod UID the operator recorded for its current
+        # attempt, never from the Pod's own labels or task input annotation (anyone who may create Pods writes those)
+        attempt = bound_attempt(task, review.pod_name, review.pod_uid)
         build_name = ((task.get("spec") or {}).get("buildRef") or {}).get("name")
-        if not build_name or build_name != task_input.build:
-            raise Denied(403, f"the AgentTask {ns}/{task_name} belongs to no build or to another one")
-        build = self.cluster.get_build(ns, build_name)
+        if not build_name:
+            raise Denied(403, f"the AgentTask {ns}/{task_name} belongs to no build")
+        build = self.cluster.get_build(ns, str(build_name))
         if build is None:
             raise Denied(403, f"the BuildRequest {ns}/{build_name} no longer exists")
+        try:
+            task_input = pods.task_input(task, build, attempt)
+        except (KeyError, ValueError, TypeError, pydantic.ValidationError):
+            raise Denied(403, f"the AgentTask {ns}/{task_name} or its BuildRequest cannot describe an attempt") \
+                from None
         return Caller(namespace=ns, pod=review.pod_name, pod_uid=review.pod_uid, task=task_name, attempt=attempt,
-                      role=task_input.role, build=build_name, task_input=task_input, task_obj=task,
+                      role=task_input.role, build=str(build_name), task_input=task_input, task_obj=task,
                       build_obj=build)
+
+
+RETRY_AFTER_UNRECORDED: Final = 1.0
+"""``Retry-After`` (seconds) of the 503 answered to an attempt's Pod whose UID the operator has not recorded yet."""
+
+
+def bound_attempt(task: Mapping[str, Any], pod_name: str, pod_uid: str) -> int:
+    """The number of the attempt of ``task`` (an AgentTask dict) that runs in the Pod ``pod_name``/``pod_uid``:
+    the task's current attempt (``status.attempts``' last), when the operator recorded this Pod's UID on it
+    (``podUID``) and the attempt has not ended. Pure.
+
+    Raises :class:`Denied`: 503 with ``retry_after`` when the Pod is the current (or next) attempt's by name but
+    its UID is not recorded yet (the operator writes it right after it creates the Pod, and the agent may call
+    first); 403 for a Pod of an older attempt, an ended attempt, or a Pod whose UID is not the recorded one."""
+    meta = task.get("metadata") or {}
+    ns, name = meta.get("namespace", ""), meta.get("name", "")
+    attempts = [a for a in (task.get("status") or {}).get("attempts") or [] if isinstance(a, Mapping)]
+    last = max(attempts, key=lambda a: int(a.get("number") or 0)) if attempts else None
+    number = int(last.get("number") or 0) if last else 0
+    recorded = str(last.get("podUID") or "") if last else ""
+    if last is not None and recorded and last.get("pod") == pod_name:
+        if recorded != pod_uid:
+            raise Denied(403, f"the Pod {ns}/{pod_name} is not the one the operator created for attempt {number} "
+                              f"of AgentTask {ns}/{name} (its UID is not the recorded one)")
+        if last.get("endTime"):
+            raise Denied(403, f"attempt {number} of AgentTask {ns}/{name} has ended; only a running attempt may "
+                              "use the gateway")
+        return number
+    if last is not None and not recorded and last.get("pod") == pod_name and not last.get("endTime"):
+        raise Denied(503, f"the operator has not recorded the Pod {ns}/{pod_name} as attempt {number} of "
+                          f"AgentTask {ns}/{name} yet; retry", retry_after=RETRY_AFTER_UNRECORDED)
+    if pod_name == names.pod_name(str(name), number + 1):
+        raise Denied(503, f"the operator has not recorded the Pod {ns}/{pod_name} as attempt {number + 1} of "
+                          f"AgentTask {ns}/{name} yet; retry", retry_after=RETRY_AFTER_UNRECORDED)
+    raise Denied(403, f"the Pod {ns}/{pod_name} is not the current attempt of AgentTask {ns}/{name}")
+
+
+class RateLimiter:
+    """A token bucket per attempt (Pod UID): ``rate`` requests a second on average, bursts of ``burst``.
+    Bounded: the least recently used buckets are forgotten beyond :data:`CACHE_SIZE`."""
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, key: str) -> float:
+        """0 when a request of ``key`` may go ahead now (and counts it), else the seconds until one may."""
+        if self.rate <= 0:
+            return 0.0
+        now = self.clock()
+        tokens, then = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - then) * self.rate)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            self._buckets.move_to_end(key)
+            return (1 - tokens) / self.rate
+        self._buckets[key] = (tokens - 1, now)
+        self._buckets.move_to_end(key)
+        while len(self._buckets) > CACHE_SIZE:
+            self._buckets.popitem(last=False)
+        return 0.0

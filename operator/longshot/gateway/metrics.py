@@ -12,7 +12,7 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 ROUTES = ("git", "model", "progress")
 RESULTS = ("ok", "unauthorized", "forbidden", "refused", "budget_exceeded", "rate_limited", "too_large",
-           "bad_request", "upstream_error", "error")
+           "bad_request", "upstream_error", "unavailable", "error")
 APIS = ("openai", "anthropic")
 
 REQUESTS = Counter("longshot_gateway_requests_total", "Requests by route and result.", ["route", "result"],

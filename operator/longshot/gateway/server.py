@@ -44,7 +44,9 @@ class Gateway:
         self.cluster = cluster
         self.settings = settings
         self.auth = identity.Authenticator(cluster, audience=settings.audience,
-                                           cache_seconds=settings.token_cache_seconds)
+                                           cache_seconds=settings.token_cache_seconds,
+                                           identity_cache_seconds=settings.identity_cache_seconds,
+                                           rate=settings.requests_per_second, burst=settings.request_burst)
         self.git_service = gitserve.GitService(settings)
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=30.0), follow_redirects=False,
@@ -69,7 +71,7 @@ class Gateway:
             try:
                 caller = await self.auth.authenticate(request.headers)
             except identity.Denied as e:
-                return _text(e.status, e.message), _denied(e.status)
+                return _text(e.status, e.message, e.headers), _denied(e.status)
             ns, build, rest = request.match_info["ns"], request.match_info["build"], request.match_info["rest"]
             if (ns, build) != (caller.namespace, caller.build):
                 return _text(403, f"this attempt belongs to build {caller.namespace}/{caller.build}, not "
@@ -113,8 +115,11 @@ class Gateway:
             try:
                 caller = await self.auth.authenticate(request.headers)
             except identity.Denied as e:
-                kind = "authentication_error" if e.status == 401 else "permission_error"
-                return modelproxy.json_error(e.status, kind, f"longshot-gateway: {e.message}"), _denied(e.status)
+                kind = {401: "authentication_error", 429: "rate_limit_error", 503: "overloaded_error"}.get(
+                    e.status, "permission_error")
+                response = modelproxy.json_error(e.status, kind, f"longshot-gateway: {e.message}")
+                response.headers.update(e.headers)
+                return response, _denied(e.status)
             return await self.model.handle(request, caller, route)
 
         return await _timed("model", handle)
@@ -124,7 +129,8 @@ class Gateway:
             try:
                 caller = await self.auth.authenticate(request.headers)
             except identity.Denied as e:
-                return web.json_response({"error": e.message}, status=e.status), _denied(e.status)
+                return (web.json_response({"error": e.message}, status=e.status, headers=e.headers),
+                        _denied(e.status))
             raw = await request.content.read(64 * 1024 + 1)
             try:
                 data = json.loads(raw) if raw else {}
@@ -150,12 +156,13 @@ class Gateway:
 
 
 def _denied(status: int) -> str:
-    return "unauthorized" if status == 401 else "forbidden"
+    return {401: "unauthorized", 429: "rate_limited", 503: "unavailable"}.get(status, "forbidden")
 
 
-def _text(status: int, message: str) -> web.Response:
+def _text(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     # git prints a text/plain error body as "remote: ..." lines
-    return web.Response(status=status, text=f"longshot-gateway: {message}\n", content_type="text/plain")
+    return web.Response(status=status, text=f"longshot-gateway: {message}\n", content_type="text/plain",
+                        headers=headers)
 
 
 async def _timed(route: str, handle: Callable[[], Awaitable[tuple[web.StreamResponse, str]]]) -> web.StreamResponse:

@@ -30,7 +30,8 @@ class GatewaySettings:
     """Serve ``file://`` repositories (tests and single-machine setups only: a build could otherwise name
     any path the gateway can read)."""
     token_cache_seconds: float = 30.0
-    """How long a successful TokenReview is reused (the Pod itself is looked up on every request)."""
+    """How long a successful TokenReview is reused (the Pod, AgentTask and BuildRequest are read again every
+    ``identity_cache_seconds``)."""
     usage_cache_seconds: float = 1.0
     """How long a build's task list (for its budget and backoff) is reused between model calls."""
     upstream_timeout_seconds: float = 600.0
@@ -84,3 +85,14 @@ class GatewaySettings:
             except ValueError:
                 raise ValueError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
         return cls(**values)
+
+    # --- identity cache and per-attempt rate limit (docs/security/binding.md) -----------------------------
+    identity_cache_seconds: float = 2.0
+    """How long the gateway reuses a caller's Pod, AgentTask and BuildRequest (keyed by the Pod's UID, at most
+    4,096 callers): an attempt that ended, a deleted Pod or a cancelled task loses access at most this long after
+    the API server knows it. 0 reads them on every request."""
+    requests_per_second: float = 50.0
+    """Requests (git, model, progress) one attempt may send a second on average; more are answered 429 with
+    ``Retry-After``. 0 turns the limit off."""
+    request_burst: float = 200.0
+    """Requests one attempt may send at once before ``requests_per_second`` applies."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from longshot.api import conditions
+from longshot.api import conditions, sanitize
 from longshot.gateway import cluster as gcluster
 from longshot.gateway import metrics
 from longshot.gateway.identity import Caller
@@ -78,7 +78,7 @@ class TaskStatus:
     def report(self, caller: Caller, message: str | None) -> dict[str, Any] | None:
         def change(p: dict[str, Any]) -> dict[str, Any]:
             if message is not None:
-                p["message"] = message[:MAX_MESSAGE]
+                p["message"] = sanitize.one_line(message)[:MAX_MESSAGE]
             p["lastHeartbeat"] = conditions.rfc3339(self.now())
             return p
 

@@ -120,3 +120,34 @@ def _fetch_blob(url: str, credentials: vws.GitCredentials | None, pointer: ho.Ha
         raise ho.HandoffError(f"{ho.HANDOFF_FILE} at {pointer.ref} has {size} bytes but its pointer says "
                               f"{pointer.size} (at most {limit} are accepted)")
     return git("cat-file", "blob", spec)
+
+
+class TipUnknown(Exception):
+    """The branch's tip could not be read now (the server or the Secret is away): try again later."""
+
+
+def branch_tip(k: kube.KubeAPI, build: Mapping[str, Any], branch: str) -> str | None:
+    """The commit ``refs/heads/<branch>`` points to in the build's repository (``git ls-remote`` with the build's
+    credentials), or None when the branch does not exist. Raises :class:`TipUnknown` when it cannot be read."""
+    repo = (build.get("spec") or {}).get("repository") or {}
+    namespace, secret_name = build["metadata"]["namespace"], repo.get("credentialsSecret")
+    try:
+        data = k.get_secret(namespace, secret_name) if secret_name else None
+    except Exception as e:
+        raise TipUnknown(f"could not read Secret {namespace}/{secret_name}: {type(e).__name__}") from None
+    credentials = vws.GitCredentials.from_secret_data(data) if data else None
+    ref = f"refs/heads/{branch}"
+    with tempfile.TemporaryDirectory(prefix="longshot-tip-") as tmp:
+        try:
+            proc = subprocess.run(["git", *vws.GIT_OPTIONS, "ls-remote", "--", str(repo["url"]), ref],
+                                  env=git_env(credentials, Path(tmp)), capture_output=True,
+                                  timeout=FETCH_TIMEOUT_SECONDS, check=False)
+        except subprocess.TimeoutExpired:
+            raise TipUnknown(f"git ls-remote of {ref} timed out") from None
+    if proc.returncode != 0:
+        raise TipUnknown(f"git ls-remote of {ref} exited {proc.returncode}")
+    for line in proc.stdout.decode(errors="replace").splitlines():
+        sha, _, name = line.partition("\t")
+        if name.strip() == ref:
+            return sha.strip()
+    return None

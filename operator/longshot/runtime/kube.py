@@ -60,6 +60,7 @@ class KubeAPI(Protocol):
     def create_pod(self, pod: Mapping[str, Any]) -> dict[str, Any] | None: ...
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def delete_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> None: ...
+    def delete(self, kind: str, namespace: str, name: str) -> None: ...
     def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None: ...
     def get_secret(self, namespace: str, name: str) -> dict[str, str] | None: ...
     def pod_events(self, namespace: str, name: str) -> list[dict[str, Any]]: ...
@@ -185,6 +186,15 @@ class Kube:
                 raise Conflict(f"{kind} {namespace}/{name} changed since resourceVersion {resource_version}") \
                     from None
             raise
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Delete a custom object (in the background: what it owns goes with it); NotFound is fine."""
+        try:
+            self.custom.delete_namespaced_custom_object(api.GROUP, api.VERSION, namespace, PLURALS[kind], name,
+                                                        propagation_policy="Background")
+        except ApiException as e:
+            if e.status != 404:
+                raise
 
     # --- pods ------------------------------------------------------------------------------------------
 

@@ -29,10 +29,10 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from longshot.api import handoff as ho
-from longshot.api import keys
+from longshot.api import keys, sanitize
 from longshot.api.common import API_VERSION
 from longshot.config import Settings
-from longshot.core import fanout, names, plan
+from longshot.core import binding, fanout, names, plan
 from longshot.core.failures import AGENT_CONTAINER
 
 AGENT_UID: Final = 65532
@@ -126,9 +126,10 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
         description=tspec.get("description", ""),
         request=bspec.get("request", ""),
         scope=list(tspec.get("scope") or []),
-        repository_url=repo.get("url", ""),
+        repository_url=sanitize.strip_userinfo(str(repo.get("url", ""))),
         base_branch=repo.get("baseBranch", "main"),
-        branch=tspec.get("branch") or f"longshot/{build_name}/{task_name}",
+        branch=binding.task_branch(tspec.get("branch"), build_name, task_name),
+        commit=tspec.get("commit"),
         backend=ho.BackendInput(
             name=agent.get("backend", "scripted"),
             model=model,

@@ -108,6 +108,10 @@ class FakeKube:
         self._maybe_fail("delete_pod")
         self.pods.pop((namespace, name), None)
 
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        self._maybe_fail("delete")
+        self.objects.pop((kind, namespace, name), None)
+
     def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
         self._maybe_fail("get_configmap")
         return self.configmaps.get((namespace, name))

@@ -1,0 +1,148 @@
+"""The gateway's caller: the current attempt's Pod by the UID the operator recorded, role and branch from the
+AgentTask (never the Pod's annotation), identity lookups cached by Pod UID, requests limited per attempt."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from longshot.api import handoff as ho
+from longshot.gateway import cluster as gcluster
+from longshot.gateway import identity
+
+pytestmark = pytest.mark.unit
+
+
+def task(attempts: list[dict[str, Any]], *, role: str = "reviewer", branch: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"buildRef": {"name": "b"}, "description": "d", "role": role}
+    if branch:
+        spec["branch"] = branch
+    return {"metadata": {"name": "b-t", "namespace": "ns", "uid": "task-uid"}, "spec": spec,
+            "status": {"attempts": attempts}}
+
+
+def denied(t: dict[str, Any], pod: str, uid: str) -> identity.Denied:
+    with pytest.raises(identity.Denied) as e:
+        identity.bound_attempt(t, pod, uid)
+    return e.value
+
+
+def test_the_current_attempt_with_the_recorded_uid_is_bound():
+    t = task([{"number": 1, "pod": "b-t-a1", "podUID": "u1", "endTime": "x"},
+              {"number": 2, "pod": "b-t-a2", "podUID": "u2"}])
+    assert identity.bound_attempt(t, "b-t-a2", "u2") == 2
+
+
+def test_another_uid_an_older_attempt_or_an_ended_one_is_403():
+    t = task([{"number": 1, "pod": "b-t-a1", "podUID": "u1", "endTime": "x"},
+              {"number": 2, "pod": "b-t-a2", "podUID": "u2"}])
+    assert denied(t, "b-t-a2", "forged").status == 403
+    assert denied(t, "b-t-a1", "u1").status == 403
+    ended = task([{"number": 1, "pod": "b-t-a1", "podUID": "u1", "endTime": "x"}])
+    assert "has ended" in denied(ended, "b-t-a1", "u1").message
+
+
+def test_the_current_or_next_attempts_pod_before_its_uid_is_recorded_is_503_with_retry_after():
+    for t, pod in ((task([]), "b-t-a1"), (task([{"number": 1, "pod": "b-t-a1"}]), "b-t-a1"),
+                   (task([{"number": 1, "pod": "b-t-a1", "podUID": "u1", "endTime": "x"}]), "b-t-a2")):
+        e = denied(t, pod, "u")
+        assert (e.status, e.headers) == (503, {"Retry-After": "1"}), e.message
+    assert denied(task([]), "b-t-a7", "u").status == 403  # not the next attempt's name
+
+
+class FakeCluster:
+    """The gateway's cluster calls, in memory; counts the reads."""
+
+    def __init__(self, pod: dict[str, Any], t: dict[str, Any], build: dict[str, Any]) -> None:
+        self.pod, self.task, self.build = pod, t, build
+        self.reads = 0
+
+    def review(self, token: str, audience: str) -> gcluster.Review | None:
+        return gcluster.Review("ns", "default", self.pod["metadata"]["name"], self.pod["metadata"]["uid"])
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.reads += 1
+        return self.pod
+
+    def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.reads += 1
+        return self.task
+
+    def get_build(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.reads += 1
+        return self.build
+
+
+def world(annotation_role: str = "worker") -> FakeCluster:
+    forged = ho.TaskInput(task="b-t", build="b", namespace="ns", role=annotation_role, description="d",  # type: ignore[arg-type]
+                          repository_url="https://x/r.git", branch="longshot/b/b-other")
+    pod = {"metadata": {"name": "b-t-a1", "namespace": "ns", "uid": "u1",
+                        "annotations": {ho.TASK_INPUT_ANNOTATION: json.dumps(forged.to_wire())},
+                        "ownerReferences": [{"kind": "AgentTask", "name": "b-t", "uid": "task-uid",
+                                             "controller": True}]},
+           "status": {"phase": "Running"}}
+    build = {"metadata": {"name": "b", "namespace": "ns"}, "spec": {"repository": {"url": "https://x/r.git"}}}
+    return FakeCluster(pod, task([{"number": 1, "pod": "b-t-a1", "podUID": "u1"}]), build)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def auth(c: FakeCluster, clock: Clock, **kw: Any) -> identity.Authenticator:
+    return identity.Authenticator(c, audience="longshot-gateway", cache_seconds=30,  # type: ignore[arg-type]
+                                  clock=clock, **kw)
+
+
+HEADERS = {"Authorization": "Bearer t"}
+
+
+def test_role_and_branch_come_from_the_agent_task_not_the_pods_annotation():
+    caller = asyncio.run(auth(world("worker"), Clock()).authenticate(HEADERS))
+    assert (caller.role, caller.task_input.branch, caller.attempt) == ("reviewer", "longshot/b/b-t", 1)
+
+
+def test_identity_lookups_are_cached_by_pod_uid_for_the_window_then_read_again():
+    c, clock = world(), Clock()
+    a = auth(c, clock, identity_cache_seconds=2.0)
+    for _ in range(10):
+        asyncio.run(a.authenticate(HEADERS))
+    assert c.reads == 3  # Pod, AgentTask, BuildRequest once
+    c.task = task([{"number": 1, "pod": "b-t-a1", "podUID": "u1", "endTime": "x"}])
+    clock.now = 2.5  # past the window: the ended attempt loses access
+    with pytest.raises(identity.Denied) as e:
+        asyncio.run(a.authenticate(HEADERS))
+    assert e.value.status == 403 and c.reads == 5  # Pod and AgentTask read again; refused before the build
+    with pytest.raises(identity.Denied):
+        asyncio.run(a.authenticate(HEADERS))
+    assert c.reads == 5  # refused from the cache
+
+
+def test_an_attempt_over_its_request_rate_is_429_with_retry_after():
+    c, clock = world(), Clock()
+    a = auth(c, clock, identity_cache_seconds=2.0, rate=10.0, burst=5.0)
+    for _ in range(5):
+        asyncio.run(a.authenticate(HEADERS))
+    with pytest.raises(identity.Denied) as e:
+        asyncio.run(a.authenticate(HEADERS))
+    assert e.value.status == 429 and e.value.headers == {"Retry-After": "1"}
+    clock.now = 0.1  # one token back
+    asyncio.run(a.authenticate(HEADERS))
+
+
+def test_the_rate_limiter_refills_and_stays_bounded():
+    clock = Clock()
+    r = identity.RateLimiter(1.0, 2.0, clock)
+    assert [r.take("a"), r.take("a")] == [0.0, 0.0] and r.take("a") == pytest.approx(1.0)
+    clock.now = 1.0
+    assert r.take("a") == 0.0
+    for i in range(identity.CACHE_SIZE + 10):
+        r.take(str(i))
+    assert len(r._buckets) <= identity.CACHE_SIZE
