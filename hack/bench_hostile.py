@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import hostile_gateway  # noqa: E402
-import hostile_parsers  # noqa: E402
+import hostile_gateway
+import hostile_parsers
 
 
 def main() -> int:
