@@ -144,10 +144,10 @@ def _networks(values: Iterable[str], what: str) -> tuple[IPNetwork, ...]:
 
 
 def split_list(raw: str | Iterable[str]) -> list[str]:
-    """A list setting from the environment: comma- or whitespace-separated (or already a list)."""
-    if isinstance(raw, str):
-        return [p for p in re.split(r"[\s,]+", raw) if p]
-    return [p.strip() for p in raw if p.strip()]
+    """A list setting from the environment: comma- or whitespace-separated (or already a list); the word
+    ``none`` stands for the empty list (an empty variable means "the default")."""
+    items = re.split(r"[\s,]+", raw) if isinstance(raw, str) else [p.strip() for p in raw]
+    return [p for p in items if p and p.lower() != "none"]
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ from longshot.gateway import cluster as gcluster
 from longshot.gateway import gitserve, identity, metrics, modelproxy
 from longshot.gateway import status as gstatus
 from longshot.gateway.settings import GatewaySettings
+from longshot.net import guard as gd
+from longshot.net import transport as egress_transport
 from longshot.runtime import kube as kubemod
 
 log = logging.getLogger(__name__)
@@ -44,10 +46,16 @@ class Gateway:
         self.settings = settings
         self.auth = identity.Authenticator(cluster, audience=settings.audience,
                                            cache_seconds=settings.token_cache_seconds)
-        self.git_service = gitserve.GitService(settings)
+        self.egress = gd.Guard(settings.egress_policy())
+        """Where builds may send the gateway (``core.egress``): checked before each call and at each connection."""
+        self.git_service = gitserve.GitService(settings, egress=self.egress)
+        # every upstream connection goes to an address the egress policy checked (longshot.net.transport)
+        transport = egress_transport.AsyncGuardedTransport(
+            self.egress, "spec.agent.baseUrl",
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
         self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=30.0), follow_redirects=False,
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64), trust_env=False)
+            transport=transport, timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=30.0),
+            follow_redirects=False, trust_env=False)
         self.model = modelproxy.ModelProxy(cluster, settings, self.client)
         self.status = gstatus.TaskStatus(cluster)
         self._progress_written: dict[tuple[str, str], float] = {}
@@ -86,6 +94,7 @@ class Gateway:
                                   "(spec.repository.credentialsSecret) does not exist"), "forbidden"
             try:
                 upstream = self.git_service.upstream(caller, secret)
+                await self.git_service.pin(upstream)
                 if request.method == "GET" and rest == "info/refs":
                     return await self.git_service.info_refs(request, caller, upstream), "ok"
                 if request.method == "POST" and rest == "git-upload-pack":
@@ -112,6 +121,15 @@ class Gateway:
             except identity.Denied as e:
                 kind = "authentication_error" if e.status == 401 else "permission_error"
                 return modelproxy.json_error(e.status, kind, f"longshot-gateway: {e.message}"), _denied(e.status)
+            base = modelproxy.upstream_base(flavour, caller.build_spec, self.settings)  # type: ignore[arg-type]
+            decision = self.egress.policy.check(base)
+            if not decision.allowed:
+                own = base == str((caller.build_spec.get("agent") or {}).get("baseUrl") or "").rstrip("/")
+                field = "spec.agent.baseUrl" if own else f"LONGSHOT_GATEWAY_{flavour.upper()}_URL"
+                log.warning("refused a model call of %s/%s: %s", caller.namespace, caller.task,
+                            decision.message(field))
+                return modelproxy.json_error(403, "egress_refused",
+                                             f"longshot-gateway: {decision.message(field, base)}"), "forbidden"
             return await self.model.handle(request, caller, flavour, request.match_info["path"])  # type: ignore[arg-type]
 
         return await _timed("model", handle)

@@ -151,7 +151,7 @@ def test_denied_cidrs_replace_the_default_private_ranges() -> None:
 
 
 def test_malformed_settings_are_named() -> None:
-    with pytest.raises(egress.PolicyError, match="allowed_cidrs: '10.0.0.0/33'"):
+    with pytest.raises(egress.PolicyError, match=r"allowed_cidrs: '10\.0\.0\.0/33'"):
         egress.Policy.parse(allowed_cidrs="10.0.0.0/33")
     with pytest.raises(egress.PolicyError, match="allowed_hosts"):
         egress.Policy.parse(allowed_hosts="exa$mple")
