@@ -168,6 +168,9 @@ def install_chart(cluster: lc.LocalCluster, *, replicas: int = 1, timeout: str =
          # the operator keeps the agent NetworkPolicy in build namespaces; DNS is dnsmasq on the bridge here
          "--set", "networkPolicy.namespaces={longshot-system}",
          "--set", f"networkPolicy.dns.peers[0].ipBlock.cidr={lc.BRIDGE_IP}/32",
+         # the forge and the tests' model servers listen on the bridge, inside the private ranges the egress
+         # policy refuses by default: listed, as an installation lists its own git server
+         "--set", f"egress.allowedCIDRs={{{lc.BRIDGE_IP}/32}}",
          # every test has its own namespace: the operator and the gateway read the git Secret in any (a test
          # cluster; the chart's default reads Secrets only in rbac.secrets.namespaces)
          "--set", "rbac.secrets.clusterWide=true",
