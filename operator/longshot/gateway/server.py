@@ -121,15 +121,16 @@ class Gateway:
             except identity.Denied as e:
                 kind = "authentication_error" if e.status == 401 else "permission_error"
                 return modelproxy.json_error(e.status, kind, f"longshot-gateway: {e.message}"), _denied(e.status)
+            # the upstream is held to the egress policy before the call (here, for a message naming the field) and
+            # at its connection (the client's transport connects only to addresses it checked itself)
             base = modelproxy.upstream_base(flavour, caller.build_spec, self.settings)  # type: ignore[arg-type]
-            decision = self.egress.policy.check(base)
-            if not decision.allowed:
-                own = base == str((caller.build_spec.get("agent") or {}).get("baseUrl") or "").rstrip("/")
-                field = "spec.agent.baseUrl" if own else f"LONGSHOT_GATEWAY_{flavour.upper()}_URL"
-                log.warning("refused a model call of %s/%s: %s", caller.namespace, caller.task,
-                            decision.message(field))
-                return modelproxy.json_error(403, "egress_refused",
-                                             f"longshot-gateway: {decision.message(field, base)}"), "forbidden"
+            own = base == str((caller.build_spec.get("agent") or {}).get("baseUrl") or "").rstrip("/")
+            try:
+                await self.egress.aaddresses(base, "spec.agent.baseUrl" if own
+                                             else f"LONGSHOT_GATEWAY_{flavour.upper()}_URL")
+            except gd.Refused as e:
+                log.warning("refused a model call of %s/%s: %s", caller.namespace, caller.task, e)
+                return modelproxy.json_error(403, "egress_refused", f"longshot-gateway: {e}"), "forbidden"
             return await self.model.handle(request, caller, flavour, request.match_info["path"])  # type: ignore[arg-type]
 
         return await _timed("model", handle)
