@@ -117,12 +117,16 @@ LONGSHOT_GATEWAY_ (gateway). An empty list is "none" (an empty variable would me
   value: {{ join "," $eg.clusterCIDRs | default "none" | quote }}
 {{- end -}}
 
+{{/* The ranges core.egress never connects to (ALWAYS_DENIED there; a test compares the two lists). */}}
+{{- define "longshot.egressAlwaysDenied" -}}
+{{- toJson (list "0.0.0.0/8" "127.0.0.0/8" "169.254.0.0/16" "100.100.100.200/32" "192.0.0.0/24" "224.0.0.0/4" "240.0.0.0/4" "::/128" "::1/128" "fe80::/10" "fec0::/10" "fd00:ec2::254/128" "100::/64" "ff00::/8") -}}
+{{- end -}}
+
 {{/* The IPv4 (family "4") or IPv6 ("6") ranges an egress NetworkPolicy excepts from "anywhere": the always-denied
 ranges of core.egress, egress.deniedCIDRs and egress.clusterCIDRs. */}}
 {{- define "longshot.egressExcept" -}}
-{{- $always := list "0.0.0.0/8" "127.0.0.0/8" "169.254.0.0/16" "100.100.100.200/32" "192.0.0.0/24" "224.0.0.0/4" "240.0.0.0/4" "::/128" "::1/128" "fe80::/10" "fec0::/10" "fd00:ec2::254/128" "100::/64" "ff00::/8" -}}
 {{- $out := list -}}
-{{- range (concat $always .root.Values.egress.deniedCIDRs .root.Values.egress.clusterCIDRs) -}}
+{{- range (concat (include "longshot.egressAlwaysDenied" . | fromJsonArray) .root.Values.egress.deniedCIDRs .root.Values.egress.clusterCIDRs) -}}
 {{- if eq (contains ":" .) (eq $.family "6") -}}
 {{- $out = append $out . -}}
 {{- end -}}
