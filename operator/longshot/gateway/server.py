@@ -94,7 +94,8 @@ class Gateway:
                                   "(spec.repository.credentialsSecret) does not exist"), "forbidden"
             try:
                 upstream = self.git_service.upstream(caller, secret)
-                await self.git_service.pin(upstream)
+                if rest in ("info/refs", "git-receive-pack"):  # the requests that reach the upstream
+                    await self.git_service.pin(upstream)
                 if request.method == "GET" and rest == "info/refs":
                     return await self.git_service.info_refs(request, caller, upstream), "ok"
                 if request.method == "POST" and rest == "git-upload-pack":

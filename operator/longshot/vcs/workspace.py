@@ -66,7 +66,7 @@ case "$1" in
 esac
 """
 DEFAULT_USERNAME = "x-access-token"
-REMOTE_COMMANDS = frozenset({"fetch", "push", "ls-remote", "pull", "clone", "remote"})
+REMOTE_COMMANDS = frozenset({"fetch", "push", "ls-remote", "pull"})
 """git commands that connect to the remote: held to the egress policy when the workspace has a guard."""
 GC_EVERY = 200
 """Run ``git gc --auto`` after this many fetches (automatic maintenance is off on the hot path)."""
