@@ -126,7 +126,7 @@ LONGSHOT_GATEWAY_ (gateway). An empty list is "none" (an empty variable would me
 ranges of core.egress, egress.deniedCIDRs and egress.clusterCIDRs. */}}
 {{- define "longshot.egressExcept" -}}
 {{- $out := list -}}
-{{- range (concat (include "longshot.egressAlwaysDenied" . | fromJsonArray) .root.Values.egress.deniedCIDRs .root.Values.egress.clusterCIDRs) -}}
+{{- range (concat (include "longshot.egressAlwaysDenied" . | fromJsonArray) (.root.Values.egress.deniedCIDRs | default list) (.root.Values.egress.clusterCIDRs | default list)) -}}
 {{- if eq (contains ":" .) (eq $.family "6") -}}
 {{- $out = append $out . -}}
 {{- end -}}
