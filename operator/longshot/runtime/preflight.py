@@ -122,6 +122,9 @@ def repository(url: str, base_branch: str, credentials: vws.GitCredentials | Non
         try:
             pins = guard.git_pins(url, "spec.repository.url")
         except gd.Refused as e:
+            if e.decision.rule == "no-address":
+                return (f"spec.repository.url: {vws.normalise_url(url)} is not a reachable git repository (its host "
+                        "does not resolve); fix the URL (editing the spec resumes the build)")
             return str(e)
     with tempfile.TemporaryDirectory(prefix="longshot-preflight-") as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "LONGSHOT_GIT_"))}

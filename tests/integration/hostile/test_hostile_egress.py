@@ -227,3 +227,28 @@ def test_git_connects_to_the_checked_address_and_a_rebinding_is_refused(tmp_path
     plain = subprocess.run(["git", "ls-remote", f"http://git.invalid:{server.port}/repo.git"], capture_output=True,
                            text=True, check=False, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert plain.returncode != 0
+
+
+# --- the operator: a refused destination is a Configuration stop naming the field --------------------------------
+
+@pytest.mark.parametrize(("field", "patch"), [
+    ("spec.agent.baseUrl", {"agent": {"backend": "openai", "model": "m", "baseUrl": "http://169.254.169.254/v1"}}),
+    ("spec.planner.issues.url", {"planner": {"source": "issues", "issues": {
+        "url": "http://[::ffff:10.0.0.1]/api/v4", "provider": "gitlab", "repository": "7"}}}),
+])
+def test_the_operator_stops_a_build_with_a_refused_destination_before_any_pod(
+        operator: Any, core_v1: Any, custom: Any, namespace: str, field: str, patch: dict[str, Any],
+        sample_repository: Any) -> None:
+    from k8s_builders import condition, create, get
+
+    create(custom, namespace, build("demo", **patch))
+
+    def stalled() -> Any:
+        b = get(custom, namespace, "buildrequests", "demo")
+        s = condition(b, "Stalled") or {}
+        return b if s.get("status") == "True" and s.get("reason") == "Configuration" else None
+
+    b = wait_for(stalled, timeout=30, what="Stalled=True/Configuration")
+    message = condition(b, "Ready")["message"]
+    assert message.startswith(f"{field} ") and "refused by the egress policy" in message, message
+    assert core_v1.list_namespaced_pod(namespace).items == []
