@@ -10,6 +10,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from longshot.core import egress
 from longshot.net import guard as gd
@@ -150,3 +152,22 @@ def test_git_pins_name_the_checked_addresses() -> None:
         "ssh -i k -o HostName=10.1.2.3 -o HostKeyAlias=git.corp.internal")
     with pytest.raises(gd.Refused, match=r"^spec.repository.url .*host-not-listed"):
         g.git_pins("https://github.com/o/r.git", "spec.repository.url")
+
+
+_label = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_ÄéßЖ", min_size=1, max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_label, min_size=1, max_size=4).map(".".join), st.sampled_from(["", ".", ":8443", ".:443"]))
+def test_the_policy_and_httpx_agree_on_the_host_of_an_allowed_url(name: str, tail: str) -> None:
+    """No parser differential: when the policy allows a URL by its name, httpx connects to that same name (the one
+    the transport resolves and checks again)."""
+    url = f"https://{name}{tail}/v1"
+    d = egress.Policy.parse().check(url)
+    if not d.allowed or d.target is None or d.target.address is not None:
+        return
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return  # httpx refuses it outright: nothing is connected
+    assert parsed.raw_host.decode("ascii").rstrip(".") == d.target.host  # what httpcore connects to
