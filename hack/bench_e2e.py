@@ -91,6 +91,7 @@ def install_chart(c: lc.LocalCluster, replicas: int, workers: int, extra: list[s
             "--set", f"agent.maxWorkers={max(50, 2 * workers)}",
             "--set", f"networkPolicy.namespaces={{{NS}}}",
             "--set", f"networkPolicy.dns.peers[0].ipBlock.cidr={lc.BRIDGE_IP}/32",
+            "--set", f"egress.allowedCIDRs={{{lc.BRIDGE_IP}/32}}",  # the forge on the bridge (egress policy)
             # the operator and the gateway read the build's git Secret in the bench namespace only
             "--set", f"rbac.secrets.namespaces={{{NS}}}",
             "--set", "prompts.enabled=false",

@@ -6,10 +6,13 @@ Every setting has a default that works on a laptop; ``Settings.from_env()`` read
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+from longshot.core import egress
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,25 @@ class Settings:
     """A running attempt whose agent sent no heartbeat (``status.progress.lastHeartbeat``, through the gateway;
     the runner beats every 30 s) for longer than this is hung: its Pod is deleted and the attempt fails as
     Timeout. 0 turns the check off; it is off without ``gateway_url`` (no heartbeat reaches the operator)."""
+    egress_allowed_hosts: str = "*"
+    """Hosts the operator may reach for a build (``spec.repository.url``, ``spec.planner.issues.url``): exact
+    names, ``*.suffix`` or ``*`` (any name), comma-separated (``core.egress``; the chart's egress.allowedHosts)."""
+    egress_allowed_cidrs: str = ""
+    """Address ranges always allowed, even inside the denied ones (e.g. an on-premises git server's)."""
+    egress_denied_cidrs: str = ",".join(egress.DEFAULT_DENIED_CIDRS)
+    """Ranges refused unless a host is listed exactly in ``egress_allowed_hosts`` (default: the private ranges)."""
+    egress_cluster_cidrs: str = ""
+    """The cluster's Pod and Service ranges (and any other range never to reach): refused whatever the host list."""
+    egress_allow_file_urls: bool = True
+    """Let builds name ``file://`` repositories (tests and single-machine setups; the chart sets it from
+    ``gateway.allowFileUrls``, false by default)."""
     identity: str = field(default_factory=lambda: os.environ.get("POD_NAME") or os.uname().nodename)
     """This replica's name in Leases."""
+
+    def egress_policy(self) -> egress.Policy:
+        """The egress policy of these settings (``core.egress``); PolicyError names a malformed entry."""
+        return _policy(self.egress_allowed_hosts, self.egress_allowed_cidrs, self.egress_denied_cidrs,
+                       self.egress_cluster_cidrs, self.egress_allow_file_urls)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -76,3 +96,9 @@ class Settings:
             else:
                 values[f.name] = raw
         return cls(**values)
+
+
+@functools.lru_cache(maxsize=8)
+def _policy(hosts: str, allowed: str, denied: str, cluster: str, allow_file: bool) -> egress.Policy:
+    return egress.Policy.parse(allowed_hosts=hosts, allowed_cidrs=allowed, denied_cidrs=denied,
+                               cluster_cidrs=cluster, allow_file=allow_file)

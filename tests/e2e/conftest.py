@@ -149,6 +149,13 @@ def kget(kubectl, *args: str) -> dict[str, Any] | None:  # type: ignore[no-untyp
     return json.loads(result.stdout) if result.returncode == 0 else None
 
 
+def _git_host(cluster: Any) -> str:
+    """The address of the cluster's git server (the forge on the local cluster's bridge, kind's git daemon)."""
+    from longshot.core import egress
+
+    return egress.parse(cluster.git_url + "/r.git").host
+
+
 def install_chart(cluster: lc.LocalCluster, *, replicas: int = 1, timeout: str = "5m",
                   extra: Sequence[str] = ()) -> None:
     """``helm upgrade --install`` the chart in longshot-system with the locally built images and
@@ -168,6 +175,9 @@ def install_chart(cluster: lc.LocalCluster, *, replicas: int = 1, timeout: str =
          # the operator keeps the agent NetworkPolicy in build namespaces; DNS is dnsmasq on the bridge here
          "--set", "networkPolicy.namespaces={longshot-system}",
          "--set", f"networkPolicy.dns.peers[0].ipBlock.cidr={lc.BRIDGE_IP}/32",
+         # the forge and the tests' model servers listen on the bridge, inside the private ranges the egress
+         # policy refuses by default: listed, as an installation lists its own git server
+         "--set", f"egress.allowedCIDRs={{{_git_host(cluster)}/32}}",
          # every test has its own namespace: the operator and the gateway read the git Secret in any (a test
          # cluster; the chart's default reads Secrets only in rbac.secrets.namespaces)
          "--set", "rbac.secrets.clusterWide=true",

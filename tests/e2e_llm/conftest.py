@@ -28,6 +28,7 @@ import yaml
 
 from e2e.conftest import (  # the e2e tier's fixtures, shared (pytest registers them for this directory too)
     ROOT,
+    _git_host,
     _run,
     cluster,
     git_repo,
@@ -51,7 +52,12 @@ the cost reaches the attempts and the build."""
 @pytest.fixture(scope="session")
 def operator(cluster: Any, kubectl: Callable[..., subprocess.CompletedProcess[str]]) -> str:
     """The e2e tier's chart installation, with a price for every model (``PRICES``)."""
-    return install_operator(cluster, kubectl, ("--set-json", f"gateway.prices.models={json.dumps(PRICES)}"))
+    # the model server is a Pod of this cluster (its Service or Pod address): listed in the egress policy, with
+    # the forge on the bridge, as an installation lists an in-cluster model server
+    # (10.244.0.0/16 and 10.96.0.0/12: the local cluster's and kind's Pod and Service ranges)
+    egress = f"egress.allowedCIDRs={{{_git_host(cluster)}/32,10.244.0.0/16,10.96.0.0/12}}"
+    return install_operator(cluster, kubectl, ("--set-json", f"gateway.prices.models={json.dumps(PRICES)}",
+                                               "--set", egress))
 MANIFEST = ROOT / "examples" / "model-server.yaml"
 
 

@@ -143,6 +143,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         shutil.rmtree(ARTIFACTS, ignore_errors=True)
 
 
+LOOPBACK = "127.0.0.0/8,::1/128"
+"""The egress policy's allowed ranges of the tier's operators and gateways (``core.egress``)."""
+
+
 @pytest.fixture
 def gateway_settings(namespace: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     """Settings of the test's gateway (its namespace holds the price table); tests may replace fields."""
@@ -167,7 +171,9 @@ def operator_env(namespace: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     env = {"LONGSHOT_NAMESPACE": namespace, "LONGSHOT_MAX_WORKERS": "50", "LONGSHOT_GATEWAY_URL": gateway.url,
            "LONGSHOT_WORKSPACE_DIR": str(tmp_path / "operator-workspaces"),
            "LONGSHOT_METRICS_PORT": str(controlplane.free_port()),
-           "LONGSHOT_LEASE_DURATION_SECONDS": "4", "LONGSHOT_LEASE_RENEW_SECONDS": "1"}
+           "LONGSHOT_LEASE_DURATION_SECONDS": "4", "LONGSHOT_LEASE_RENEW_SECONDS": "1",
+           # the tier's git and tracker servers listen on loopback: listed, as an installation lists its own
+           "LONGSHOT_EGRESS_ALLOWED_CIDRS": LOOPBACK}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return env
@@ -206,7 +212,8 @@ def operator_process(control_plane, namespace, tmp_path, gateway):
         env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig), "LONGSHOT_NAMESPACE": namespace,
                "POD_NAME": identity, "LONGSHOT_GIT_AUTHOR_NAME": identity, "LONGSHOT_GATEWAY_URL": gateway.url,
                "LONGSHOT_METRICS_PORT": "0", "LONGSHOT_LEASE_DURATION_SECONDS": "4",
-               "LONGSHOT_LEASE_RENEW_SECONDS": "1", "LONGSHOT_WORKSPACE_DIR": str(tmp_path / f"ws-{identity}")}
+               "LONGSHOT_LEASE_RENEW_SECONDS": "1", "LONGSHOT_WORKSPACE_DIR": str(tmp_path / f"ws-{identity}"),
+               "LONGSHOT_EGRESS_ALLOWED_CIDRS": LOOPBACK}
         p = subprocess.Popen([sys.executable, "-m", "longshot", "operator", "--namespace", namespace],
                              stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         procs.append((p, log))

@@ -1,7 +1,8 @@
 """The real longshot-gateway, in-process on a thread of its own (its own event loop), for the integration tier.
 
 It talks to the test control plane with the admin kubeconfig; the chart's RBAC for it is checked by
-test_gateway_rbac. ``allow_file_urls`` is on: the tier's repositories are file:// URLs.
+test_gateway_rbac. ``allow_file_urls`` is on: the tier's repositories are file:// URLs. The egress policy lists
+loopback (``egress_allowed_cidrs``): the tier's git, model and tracker servers listen there.
 """
 
 from __future__ import annotations
@@ -75,5 +76,5 @@ def settings_for(namespace: str, workdir: Path, **overrides: Any) -> GatewaySett
     base = GatewaySettings(port=0, namespace=namespace, mirror_dir=str(workdir / "gateway-mirrors"),
                            allow_file_urls=True, token_cache_seconds=1.0, usage_cache_seconds=0.0,
                            progress_min_interval_seconds=0.0, default_backoff_seconds=5.0,
-                           identity_cache_seconds=1.0)
+                           identity_cache_seconds=1.0, egress_allowed_cidrs="127.0.0.0/8,::1/128")
     return dataclasses.replace(base, **overrides)

@@ -50,7 +50,8 @@ def people(kubectl: Any, namespace: str) -> Iterator[None]:
 def install_policies(kubectl: Any, control_plane: Any, namespace: str, *sets: str) -> list[dict[str, Any]]:
     """Apply the chart's admission policies, bound to ``namespace`` only, and wait until they decide."""
     docs = render(control_plane, namespace, f"admissionPolicy.namespaceSelector.matchLabels.kubernetes\\.io/"
-                  f"metadata\\.name={namespace}", *sets, release=f"vap-{namespace[-6:]}")
+                  f"metadata\\.name={namespace}", "egress.admission=false",  # test_hostile_egress has it
+                  *sets, release=f"vap-{namespace[-6:]}")
     docs = of_kinds(docs, "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ConfigMap")
     docs = [d for d in docs if d["kind"] != "ConfigMap" or d["metadata"]["name"].endswith("-agent-images")]
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))

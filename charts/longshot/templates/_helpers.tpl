@@ -102,3 +102,55 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- toJson (list $peer) -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The egress policy's settings as environment variables (core.egress); the prefix is LONGSHOT_ (operator) or
+LONGSHOT_GATEWAY_ (gateway). An empty list is "none" (an empty variable would mean the built-in default). */}}
+{{- define "longshot.egressEnv" -}}
+{{- $eg := .root.Values.egress -}}
+- name: {{ .prefix }}EGRESS_ALLOWED_HOSTS
+  value: {{ join "," $eg.allowedHosts | default "none" | quote }}
+- name: {{ .prefix }}EGRESS_ALLOWED_CIDRS
+  value: {{ join "," $eg.allowedCIDRs | default "none" | quote }}
+- name: {{ .prefix }}EGRESS_DENIED_CIDRS
+  value: {{ join "," $eg.deniedCIDRs | default "none" | quote }}
+- name: {{ .prefix }}EGRESS_CLUSTER_CIDRS
+  value: {{ join "," $eg.clusterCIDRs | default "none" | quote }}
+{{- end -}}
+
+{{/* The ranges core.egress never connects to (ALWAYS_DENIED there; a test compares the two lists). */}}
+{{- define "longshot.egressAlwaysDenied" -}}
+{{- toJson (list "0.0.0.0/8" "127.0.0.0/8" "169.254.0.0/16" "100.100.100.200/32" "192.0.0.0/24" "224.0.0.0/4" "240.0.0.0/4" "::/128" "::1/128" "fe80::/10" "fec0::/10" "fd00:ec2::254/128" "100::/64" "ff00::/8") -}}
+{{- end -}}
+
+{{/* The IPv4 (family "4") or IPv6 ("6") ranges an egress NetworkPolicy excepts from "anywhere": the always-denied
+ranges of core.egress, egress.deniedCIDRs and egress.clusterCIDRs. */}}
+{{- define "longshot.egressExcept" -}}
+{{- $out := list -}}
+{{- range (concat (include "longshot.egressAlwaysDenied" . | fromJsonArray) (.root.Values.egress.deniedCIDRs | default list) (.root.Values.egress.clusterCIDRs | default list)) -}}
+{{- if eq (contains ":" .) (eq $.family "6") -}}
+{{- $out = append $out . -}}
+{{- end -}}
+{{- end -}}
+{{- toJson (uniq $out) -}}
+{{- end -}}
+
+{{/* CEL: whether the host in variable `.var` (lower case, no trailing dot; '' for a file:// URL, '!' when the URL
+does not parse) is allowed by the egress policy (core.egress.Policy.check, the part an admission can decide). */}}
+{{- define "longshot.celHostAllowed" -}}
+{{- $h := printf "variables.%s" .var -}}
+({{ $h }} == '' ? variables.allowFile :
+ {{ $h }} == '!' ? false :
+ isIP({{ $h }}) ? (variables.allowedCIDRs.exists(c, cidr(c).containsIP({{ $h }}))
+   || (!variables.hardDenied.exists(c, cidr(c).containsIP({{ $h }}))
+       && (variables.hosts.exists(p, p == {{ $h }})
+           || (variables.hosts.exists(p, p == '*') && !variables.denied.exists(c, cidr(c).containsIP({{ $h }}))))))
+ : (!{{ $h }}.contains(':') && !{{ $h }}.matches('(^|[.])(0x[0-9a-f]*|[0-9]+)$')
+    && variables.hosts.exists(p, p == '*' || p == {{ $h }} || (p.startsWith('*.') && {{ $h }}.endsWith(p.substring(1))))))
+{{- end -}}
+
+{{/* CEL: the normalised host of the URL in variable `.var` (see longshot.celHostAllowed). */}}
+{{- define "longshot.celHostOf" -}}
+{{- $u := printf "variables.%s" .var -}}
+{{- $raw := printf "(%s.startsWith('file://') ? '' : %s.matches('^[A-Za-z][A-Za-z0-9+.-]*://') ? (isURL(%s) ? url(%s).getHostname() : '!') : %s.split(':')[0].split('@')[%s.split(':')[0].split('@').size() - 1]).lowerAscii()" $u $u $u $u $u $u -}}
+({{ $raw }}.endsWith('.') ? {{ $raw }}.substring(0, {{ $raw }}.size() - 1) : {{ $raw }})
+{{- end -}}

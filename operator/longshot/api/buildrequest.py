@@ -26,8 +26,36 @@ GateProfile = Literal["minimal", "standard", "strict"]
 DependencyMode = Literal["merged", "stacked"]
 
 
+USERINFO = r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@"
+"""A URL with user information (``user@`` or ``user:token@``) in its authority."""
+PASSWORD = r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#@]*:[^/?#@]*@"
+"""A URL with a password or token in its authority (``user:token@``)."""
+_NO_CREDENTIALS = ("must not carry credentials (user:token@{also}): the URL is copied into Pod annotations, logs and "
+                   "status; put them in the Secret named by {secret}")
+REPOSITORY_RULES: list[JsonValue] = [
+    {
+        "rule": f"!self.url.matches('{PASSWORD}') && (self.url.matches('^ssh://') || !self.url.matches('{USERINFO}'))",
+        "message": "spec.repository.url " + _NO_CREDENTIALS.format(
+            also=", or user@ outside ssh", secret="spec.repository.credentialsSecret"),
+        "fieldPath": ".url",
+        "reason": "FieldValueInvalid",
+    },
+]
+AGENT_RULES: list[JsonValue] = [
+    {
+        "rule": f"!has(self.baseUrl) || !self.baseUrl.matches('{USERINFO}')",
+        "message": "spec.agent.baseUrl " + _NO_CREDENTIALS.format(also=" or user@",
+                                                                  secret="spec.agent.credentialsSecret"),
+        "fieldPath": ".baseUrl",
+        "reason": "FieldValueInvalid",
+    },
+]
+
+
 class Repository(Model):
     """The git repository the build works on."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": REPOSITORY_RULES})
 
     url: str = Field(min_length=1, max_length=2048, pattern=GIT_URL)
     """Clone address: https://, http://, ssh://, git://, file:// or scp-like user@host:path."""
@@ -50,6 +78,13 @@ ISSUE_SOURCE_RULES: list[JsonValue] = [
         "rule": "self.provider != 'github' || self.repository.matches('^[^/]+/[^/]+$')",
         "message": "planner.issues.repository must be owner/name for the github provider",
         "fieldPath": ".repository",
+    },
+    {
+        "rule": f"!has(self.url) || !self.url.matches('{USERINFO}')",
+        "message": "spec.planner.issues.url " + _NO_CREDENTIALS.format(also=" or user@",
+                                                                       secret="spec.planner.issues.credentialsSecret"),
+        "fieldPath": ".url",
+        "reason": "FieldValueInvalid",
     },
 ]
 
@@ -139,6 +174,8 @@ class PlannerSettings(Model):
 
 class AgentSettings(Model):
     """How agent Pods run."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": AGENT_RULES})
 
     backend: Backend = "scripted"
     """``openai`` (any OpenAI-compatible endpoint), ``anthropic``, ``command`` (a CLI agent) or

@@ -235,7 +235,8 @@ class BuildReconciler:
         try:
             parsed = ho.parse_termination_message(message)
             if isinstance(parsed, ho.HandoffPointer):
-                got = await asyncio.to_thread(handoffs.fetch, self.ctx.kube, _wire(build), parsed)
+                got = await asyncio.to_thread(handoffs.fetch, self.ctx.kube, _wire(build), parsed,
+                                              guard=self.ctx.egress)
                 if isinstance(got, ho.HandoffError):
                     raise got
                 parsed = got
@@ -263,7 +264,7 @@ class BuildReconciler:
                 planned = await asyncio.to_thread(intake.read_roadmap, w, build.spec.repository.base_branch,
                                                   build.spec.planner.roadmap_path)
             else:
-                planned = await asyncio.to_thread(intake.read_issues, self.ctx.kube, build)
+                planned = await asyncio.to_thread(intake.read_issues, self.ctx.kube, build, guard=self.ctx.egress)
         except intake.IntakeError as e:
             retry_at = e.retry_at or now + INTAKE_RETRY
             self.intakes[build.key] = _Intake(state.iteration, build.generation, (e.failure_class, e.message),
@@ -313,7 +314,7 @@ class BuildReconciler:
         if not posts:
             return
         try:
-            done = await asyncio.to_thread(intake.comment, self.ctx.kube, build, posts)
+            done = await asyncio.to_thread(intake.comment, self.ctx.kube, build, posts, guard=self.ctx.egress)
         except intake.IntakeError as e:
             done = e.done
             retry_at = e.retry_at or now + INTAKE_RETRY

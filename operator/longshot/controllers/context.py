@@ -22,6 +22,7 @@ from longshot.controllers import cache as cachemod
 from longshot.controllers import workqueue
 from longshot.core import dependencies, fanout, plan, tasks, usage
 from longshot.core import mergejobs as mj
+from longshot.net import guard as gd
 from longshot.runtime import kube as kubemod
 from longshot.runtime import preflight
 
@@ -67,6 +68,9 @@ class Context:
     workspaces: Any = None
     """The operator's git workspaces (``controllers.mergequeue.Workspaces``), shared by the merge queue, roadmap
     intake and best-of-N gates; set by the manager."""
+    egress: gd.Guard | None = None
+    """The egress policy of the operator's own connections for builds (git, trackers; ``longshot.net.guard``),
+    set by the manager from the settings; None (unit tests): not checked."""
     _views: dict[Key, tuple[tuple[int, int], BuildViews]] = field(default_factory=dict)
     _usage: dict[Key, dict[str, tuple[objects.AgentTask, usage.Totals]]] = field(default_factory=dict)
     """Per build: each task's usage with the task object it was read from. The cache replaces a task's object when

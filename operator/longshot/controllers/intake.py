@@ -16,6 +16,7 @@ from typing import Any
 from longshot.api import objects
 from longshot.api.handoff import PlannedTask
 from longshot.core import roadmap
+from longshot.net import guard as gd
 from longshot.runtime import kube as kubemod
 from longshot.runtime import trackers
 from longshot.vcs import speculate
@@ -72,12 +73,21 @@ def _token(k: kubemod.KubeAPI, build: objects.BuildRequest) -> str | None:
     return token
 
 
-def tracker(k: kubemod.KubeAPI, build: objects.BuildRequest, **options: Any) -> trackers.Tracker:
-    """The client of the build's issue tracker, with the token from its Secret."""
+def tracker(k: kubemod.KubeAPI, build: objects.BuildRequest, guard: gd.Guard | None = None,
+            **options: Any) -> trackers.Tracker:
+    """The client of the build's issue tracker, with the token from its Secret; with ``guard``, held to the egress
+    policy (the URL checked here, every connection's addresses in ``net.transport``)."""
     source = build.spec.planner.issues
     if source is None:
         raise IntakeError("Configuration", "spec.planner.issues is required when spec.planner.source is issues")
     options.setdefault("max_wait", TRACKER_MAX_WAIT)
+    if guard is not None:
+        url = source.url or (trackers.GITHUB_API if source.provider == "github" else trackers.GITLAB_API)
+        try:
+            guard.check_url(url, "spec.planner.issues.url")
+        except gd.Refused as e:
+            raise IntakeError("Configuration", str(e)) from None
+        options.setdefault("egress", guard)
     return trackers.make_tracker(source, _token(k, build), **options)
 
 
@@ -90,23 +100,24 @@ def _mapped(e: trackers.TrackerError) -> IntakeError:
     return IntakeError(e.failure_class, f"{e}{hint}", retry_at)
 
 
-def read_issues(k: kubemod.KubeAPI, build: objects.BuildRequest, **options: Any) -> list[PlannedTask]:
+def read_issues(k: kubemod.KubeAPI, build: objects.BuildRequest, guard: gd.Guard | None = None,
+                **options: Any) -> list[PlannedTask]:
     """One task per open issue with the labels (``trackers.issues_to_tasks``)."""
     source = build.spec.planner.issues
     try:
-        with tracker(k, build, **options) as t:
+        with tracker(k, build, guard, **options) as t:
             return trackers.issues_to_tasks(t.list_issues(source.labels if source is not None else ()))
     except trackers.TrackerError as e:
         raise _mapped(e) from None
 
 
 def comment(k: kubemod.KubeAPI, build: objects.BuildRequest, posts: list[tuple[int, str, str]],
-            **options: Any) -> list[int]:
+            guard: gd.Guard | None = None, **options: Any) -> list[int]:
     """Post ``(issue number, body, marker)`` comments (once per marker); the numbers done, in order. Stops at the
     first failure, which it raises after the ones before it were posted (their numbers are in ``e.done``)."""
     done: list[int] = []
     try:
-        with tracker(k, build, **options) as t:
+        with tracker(k, build, guard, **options) as t:
             for number, body, marker in posts:
                 t.comment(number, body, marker=marker)
                 done.append(number)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -51,7 +52,8 @@ from longshot.controllers import mergejobs as mjc
 from longshot.controllers import mergequeue as mqc
 from longshot.controllers import tasks as tasksc
 from longshot.core import mergejobs as mj
-from longshot.runtime import kube, netpol
+from longshot.net import guard as gd
+from longshot.runtime import kube, netpol, preflight
 
 log = logging.getLogger("longshot.manager")
 T = TypeVar("T")
@@ -91,6 +93,8 @@ class Manager:
         self.cache = cachemod.Cache()
         self.queue: workqueue.WorkQueue[cachemod.Ref] = workqueue.WorkQueue(clock)
         self.ctx = ctxmod.Context(cache=self.cache, kube=k, settings=settings, queue=self.queue, clock=clock, rand=rand)
+        self.ctx.egress = gd.for_policy(settings.egress_policy())
+        self.ctx.preflight = functools.partial(preflight.check, guard=self.ctx.egress)
         self.executor = ex.Executor(k, self.cache, self.queue, clock)
         self.tasks = tasksc.TaskReconciler(self.ctx)
         self.builds = buildsc.BuildReconciler(self.ctx)

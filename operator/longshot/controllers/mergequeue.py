@@ -87,7 +87,8 @@ class Workspaces:
         w = self._ws.get(url)
         if w is None or w.credentials != credentials:
             w = vws.Workspace(url, self.root, credentials=credentials, committer=(s.git_author_name,
-                                                                               s.git_author_email))
+                                                                               s.git_author_email),
+                              egress=self.ctx.egress)
             self._ws[url] = w
         return w
 

@@ -335,7 +335,8 @@ class TaskReconciler:
         if isinstance(parsed, ho.Handoff):
             return parsed
         try:
-            return await asyncio.to_thread(handoffs.fetch, self.ctx.kube, to_dict(build), parsed)
+            return await asyncio.to_thread(handoffs.fetch, self.ctx.kube, to_dict(build), parsed,
+                                           guard=self.ctx.egress)
         except Exception as e:
             return ho.HandoffError(f"the handoff at {parsed.ref} could not be fetched: {type(e).__name__}")
 

@@ -51,6 +51,7 @@ from longshot.api import sanitize
 from longshot.gateway import metrics, pktline, refpolicy
 from longshot.gateway.identity import Caller
 from longshot.gateway.settings import GatewaySettings
+from longshot.net import guard as gd
 
 log = logging.getLogger(__name__)
 CHUNK = 64 * 1024
@@ -135,8 +136,9 @@ class MirrorLock:
 
 
 class GitService:
-    def __init__(self, settings: GatewaySettings) -> None:
+    def __init__(self, settings: GatewaySettings, egress: gd.Guard | None = None) -> None:
         self.settings = settings
+        self.egress = egress or gd.Guard(settings.egress_policy())
         self.root = Path(settings.mirror_dir)
         self.repos = self.root / "repos"
         self.keys = self.root / "keys"
@@ -212,6 +214,15 @@ class GitService:
                 up.env[f"GIT_CONFIG_KEY_{i}"] = k
                 up.env[f"GIT_CONFIG_VALUE_{i}"] = v
         return up
+
+    async def pin(self, up: Upstream) -> None:
+        """Hold the upstream to the egress policy: resolve its host once, check every address, and make every
+        git of this request (the mirror's fetch, the hook's push) connect to those addresses only."""
+        try:
+            pins = await self.egress.agit_pins(up.url, "spec.repository.url")
+        except gd.Refused as e:
+            raise UpstreamError(str(e)) from None
+        up.env = pins.env(up.env)
 
     # --- the mirror -------------------------------------------------------------------------------------
 

@@ -32,6 +32,8 @@ from longshot.gateway import cluster as gcluster
 from longshot.gateway import gitserve, identity, metrics, modelproxy, modelroutes
 from longshot.gateway import status as gstatus
 from longshot.gateway.settings import GatewaySettings
+from longshot.net import guard as gd
+from longshot.net import transport as egress_transport
 from longshot.runtime import kube as kubemod
 
 log = logging.getLogger(__name__)
@@ -47,10 +49,16 @@ class Gateway:
                                            cache_seconds=settings.token_cache_seconds,
                                            identity_cache_seconds=settings.identity_cache_seconds,
                                            rate=settings.requests_per_second, burst=settings.request_burst)
-        self.git_service = gitserve.GitService(settings)
+        self.egress = gd.Guard(settings.egress_policy())
+        """Where builds may send the gateway (``core.egress``): checked before each call and at each connection."""
+        self.git_service = gitserve.GitService(settings, egress=self.egress)
+        # every upstream connection goes to an address the egress policy checked (longshot.net.transport)
+        transport = egress_transport.AsyncGuardedTransport(
+            self.egress, "spec.agent.baseUrl",
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
         self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=30.0), follow_redirects=False,
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64), trust_env=False)
+            transport=transport, timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=30.0),
+            follow_redirects=False, trust_env=False)
         self.model = modelproxy.ModelProxy(cluster, settings, self.client)
         self.status = gstatus.TaskStatus(cluster)
         self._progress_written: dict[tuple[str, str], float] = {}
@@ -89,6 +97,8 @@ class Gateway:
                                   "(spec.repository.credentialsSecret) does not exist"), "forbidden"
             try:
                 upstream = self.git_service.upstream(caller, secret)
+                if rest in ("info/refs", "git-receive-pack"):  # the requests that reach the upstream
+                    await self.git_service.pin(upstream)
                 if request.method == "GET" and rest == "info/refs":
                     return await self.git_service.info_refs(request, caller, upstream), "ok"
                 if request.method == "POST" and rest == "git-upload-pack":
@@ -120,6 +130,16 @@ class Gateway:
                 response = modelproxy.json_error(e.status, kind, f"longshot-gateway: {e.message}")
                 response.headers.update(e.headers)
                 return response, _denied(e.status)
+            # the upstream is held to the egress policy before the call (here, for a message naming the field) and
+            # at its connection (the client's transport connects only to addresses it checked itself)
+            base = modelproxy.upstream_base(route.flavour, caller.build_spec, self.settings)
+            own = base == str((caller.build_spec.get("agent") or {}).get("baseUrl") or "").rstrip("/")
+            try:
+                await self.egress.aaddresses(base, "spec.agent.baseUrl" if own
+                                             else f"LONGSHOT_GATEWAY_{route.flavour.upper()}_URL")
+            except gd.Refused as e:
+                log.warning("refused a model call of %s/%s: %s", caller.namespace, caller.task, e)
+                return modelproxy.json_error(403, "egress_refused", f"longshot-gateway: {e}"), "forbidden"
             return await self.model.handle(request, caller, route)
 
         return await _timed("model", handle)

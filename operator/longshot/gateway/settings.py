@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from longshot.core import egress
+
 AUDIENCE = "longshot-gateway"
 """Audience of the agent Pods' projected ServiceAccount tokens; a token for another audience is refused."""
 DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
@@ -63,6 +65,22 @@ class GatewaySettings:
     max_model_meter_bytes: int = 32 * 1024 * 1024
     """Response bytes all model calls on this replica may buffer to read their usage (beyond 64 KiB each);
     a response that would pass it is settled at its reservation."""
+    # --- egress (core.egress; docs/security/egress.md) ---
+    egress_allowed_hosts: str = "*"
+    """Hosts the gateway may reach for a build (models, git): exact names, ``*.suffix`` or ``*`` (any name),
+    comma-separated (the chart's egress.allowedHosts)."""
+    egress_allowed_cidrs: str = ""
+    """Address ranges always allowed, even inside the denied ones (tests list loopback here)."""
+    egress_denied_cidrs: str = ",".join(egress.DEFAULT_DENIED_CIDRS)
+    """Ranges refused unless a host is listed exactly in ``egress_allowed_hosts`` (default: the private ranges)."""
+    egress_cluster_cidrs: str = ""
+    """The cluster's Pod and Service ranges (and any other range never to reach): refused whatever the host list."""
+
+    def egress_policy(self) -> egress.Policy:
+        """The egress policy of these settings; ``file://`` follows ``allow_file_urls``."""
+        return egress.Policy.parse(allowed_hosts=self.egress_allowed_hosts, allowed_cidrs=self.egress_allowed_cidrs,
+                                   denied_cidrs=self.egress_denied_cidrs, cluster_cidrs=self.egress_cluster_cidrs,
+                                   allow_file=self.allow_file_urls)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from longshot.api import handoff as ho
+from longshot.net import guard as gd
 from longshot.runtime import kube
 from longshot.vcs import workspace as vws
 
@@ -41,7 +42,8 @@ def git_env(credentials: vws.GitCredentials | None, workdir: Path) -> dict[str, 
     return env
 
 
-def fetch(k: kube.KubeAPI, build: Mapping[str, Any], pointer: ho.HandoffPointer) -> ho.Handoff | ho.HandoffError:
+def fetch(k: kube.KubeAPI, build: Mapping[str, Any], pointer: ho.HandoffPointer, *,
+          guard: gd.Guard | None = None) -> ho.Handoff | ho.HandoffError:
     """Fetch ``handoff.json`` from the pointer's ref in the build's repository and validate it.
 
     Never raises: a failure of any kind (the Secret, git, the content) is returned as a HandoffError.
@@ -58,7 +60,7 @@ def fetch(k: kube.KubeAPI, build: Mapping[str, Any], pointer: ho.HandoffPointer)
                                    f"credentialsSecret) to fetch the handoff at {pointer.ref}: "
                                    f"{status or type(e).__name__}{hint}")
         credentials = vws.GitCredentials.from_secret_data(data) if data else None
-        return fetch_from(str(repo["url"]), credentials, pointer)
+        return fetch_from(str(repo["url"]), credentials, pointer, guard=guard)
     except ho.HandoffError as e:
         return e
     except Exception as e:  # reported on the task, never raised into the operator
@@ -66,22 +68,27 @@ def fetch(k: kube.KubeAPI, build: Mapping[str, Any], pointer: ho.HandoffPointer)
 
 
 def fetch_from(url: str, credentials: vws.GitCredentials | None, pointer: ho.HandoffPointer,
-               *, limit: int = ho.MAX_HANDOFF_BYTES, workdir: Path | None = None) -> ho.Handoff | ho.HandoffError:
+               *, limit: int = ho.MAX_HANDOFF_BYTES, workdir: Path | None = None,
+               guard: gd.Guard | None = None) -> ho.Handoff | ho.HandoffError:
     """Fetch and validate the handoff of ``pointer`` from the repository at ``url`` (bounded; never raises).
 
-    The fetch happens in a temporary directory, or in ``workdir`` (kept, for tests and debugging).
+    The fetch happens in a temporary directory, or in ``workdir`` (kept, for tests and debugging). With
+    ``guard``, the fetch connects only to the addresses the egress policy checked.
     """
     try:
         ho.check_pointer(pointer)
+        pins = guard.git_pins(url, "spec.repository.url") if guard is not None else gd.GitPins()
         if pointer.size > limit:
             raise ho.HandoffError(f"the handoff at {pointer.ref} has {pointer.size} bytes, more than the {limit} "
                                   "accepted")
         with contextlib.nullcontext(str(workdir)) if workdir else tempfile.TemporaryDirectory(
                 prefix="longshot-handoff-") as tmp:
-            data = _fetch_blob(url, credentials, pointer, Path(tmp), limit)
+            data = _fetch_blob(url, credentials, pointer, Path(tmp), limit, pins)
         return ho.parse_handoff_bytes(data, pointer)
     except ho.HandoffError as e:
         return e
+    except gd.Refused as e:
+        return ho.HandoffError(f"could not fetch the handoff at {pointer.ref}: {e}")
     except subprocess.TimeoutExpired:
         return ho.HandoffError(f"fetching the handoff at {pointer.ref} timed out")
     except Exception as e:  # reported on the task, never raised into the operator
@@ -89,8 +96,8 @@ def fetch_from(url: str, credentials: vws.GitCredentials | None, pointer: ho.Han
 
 
 def _fetch_blob(url: str, credentials: vws.GitCredentials | None, pointer: ho.HandoffPointer, work: Path,
-                limit: int) -> bytes:
-    env = git_env(credentials, work)
+                limit: int, pins: gd.GitPins) -> bytes:
+    env = pins.env(git_env(credentials, work))
     repo = work / "repo"
 
     def git(*args: str, timeout: float = 30, stdin: bytes | None = None) -> bytes:
@@ -104,7 +111,7 @@ def _fetch_blob(url: str, credentials: vws.GitCredentials | None, pointer: ho.Ha
             raise ho.HandoffError(f"could not fetch the handoff at {pointer.ref}: {err[:300]}") from None
 
     subprocess.run(["git", "init", "-q", "--bare", str(repo)], check=True, env=env, capture_output=True, timeout=30)
-    git("fetch", "-q", "--no-tags", "--no-write-fetch-head", "--depth=1",
+    git(*pins.args(), "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--depth=1",
         f"--filter=combine:blob:limit={limit + 1}+tree:2", url, f"+{pointer.ref}:refs/longshot/handoff",
         timeout=FETCH_TIMEOUT_SECONDS)
     # a filtered fetch records the URL as a promisor remote; forget it so that nothing is fetched lazily

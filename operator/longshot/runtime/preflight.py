@@ -18,7 +18,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from longshot.net import guard as gd
 from longshot.runtime import kube as kubemod
+from longshot.runtime import trackers
 from longshot.vcs import workspace as vws
 
 LS_REMOTE_TIMEOUT = 20.0
@@ -44,11 +46,39 @@ def _secret(k: kubemod.KubeAPI, namespace: str, name: str, field: str, keys: tup
     return None, data
 
 
-def check(k: kubemod.KubeAPI, build: Any) -> str | None:
-    """None when the spec of ``build`` (an ``api.objects.BuildRequest``) can work, else what to fix."""
+def destinations(build: Any) -> list[tuple[str, str]]:
+    """``(field, url)`` of every destination the spec names for the operator or the gateway."""
+    spec = build.spec
+    out = [("spec.repository.url", spec.repository.url)]
+    if spec.agent.base_url:
+        out.append(("spec.agent.baseUrl", spec.agent.base_url))
+    issues = getattr(spec.planner, "issues", None)
+    if issues is not None:
+        default = trackers.GITHUB_API if issues.provider == "github" else trackers.GITLAB_API
+        out.append(("spec.planner.issues.url", issues.url or default))
+    return out
+
+
+def check_egress(guard: gd.Guard, build: Any) -> str | None:
+    """None when the egress policy allows every URL of the spec (before resolving), else what to fix. Only the
+    URLs themselves: a name's addresses are checked at each connection, which is where rebinding is stopped."""
+    for field, url in destinations(build):
+        d = guard.policy.check(url)
+        if not d.allowed:
+            return d.message(field, url)
+    return None
+
+
+def check(k: kubemod.KubeAPI, build: Any, guard: gd.Guard | None = None) -> str | None:
+    """None when the spec of ``build`` (an ``api.objects.BuildRequest``) can work, else what to fix. With
+    ``guard``, the spec's URLs are held to the egress policy first, and ``git ls-remote`` is pinned."""
     ns = build.namespace
     spec = build.spec
     repo = spec.repository
+    if guard is not None:
+        refused = check_egress(guard, build)
+        if refused:
+            return refused
     credentials = None
     if repo.credentials_secret:
         problem, data = _secret(k, ns, repo.credentials_secret, "spec.repository.credentialsSecret",
@@ -81,17 +111,29 @@ def check(k: kubemod.KubeAPI, build: Any) -> str | None:
             return f"{field}: ConfigMap {ref.name!r} does not exist in namespace {ns}; create it or fix the name"
         if key and key not in data:
             return f"{field}: ConfigMap {ref.name!r} has no key {key}; add it"
-    return repository(repo.url, repo.base_branch, credentials)
+    return repository(repo.url, repo.base_branch, credentials, guard=guard)
 
 
-def repository(url: str, base_branch: str, credentials: vws.GitCredentials | None) -> str | None:
+def repository(url: str, base_branch: str, credentials: vws.GitCredentials | None,
+               guard: gd.Guard | None = None) -> str | None:
     """``git ls-remote`` the base branch: None when it exists (or the server is only unreachable for now)."""
+    pins = gd.GitPins()
+    if guard is not None:
+        try:
+            pins = guard.git_pins(url, "spec.repository.url")
+        except gd.Refused as e:
+            if e.decision.rule == "no-address":
+                return (f"spec.repository.url: {vws.normalise_url(url)} is not a reachable git repository (its host "
+                        "does not resolve); fix the URL (editing the spec resumes the build)")
+            return str(e)
     with tempfile.TemporaryDirectory(prefix="longshot-preflight-") as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "LONGSHOT_GIT_"))}
         env.update(GIT_CONFIG_NOSYSTEM="1", HOME=tmp, GIT_TERMINAL_PROMPT="0", LC_ALL="C")
         env.update((credentials or vws.GitCredentials()).environment(Path(tmp) / "private"))
+        env = pins.env(env)
         try:
-            proc = subprocess.run(["git", *vws.GIT_OPTIONS, "ls-remote", "--heads", url, f"refs/heads/{base_branch}"],
+            proc = subprocess.run(["git", *vws.GIT_OPTIONS, *pins.args(), "ls-remote", "--heads", url,
+                                   f"refs/heads/{base_branch}"],
                                   capture_output=True, env=env, timeout=LS_REMOTE_TIMEOUT, check=False)
         except subprocess.TimeoutExpired:
             return None

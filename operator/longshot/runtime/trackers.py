@@ -35,6 +35,8 @@ from longshot.api.handoff import PlannedTask
 if TYPE_CHECKING:  # imported when a tracker client is made: the operator of a build without issues never needs it
     import httpx
 
+    from longshot.net import guard as gd
+
 log = logging.getLogger(__name__)
 
 GITHUB_API = "https://api.github.com"
@@ -100,15 +102,21 @@ class Tracker:
     def __init__(self, *, repository: str, token: str | None, url: str | None = None,
                  transport: httpx.BaseTransport | None = None, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.time, timeout: float = 30.0, max_wait: float = 60.0,
-                 max_retries: int = 3, max_issues: int = MAX_ISSUES) -> None:
+                 max_retries: int = 3, max_issues: int = MAX_ISSUES, egress: gd.Guard | None = None) -> None:
         self.repository = repository
         self.base = (url or self.default_url).rstrip("/")
         self._token = token or None
         import httpx  # a few MiB of the operator's memory, for issue-sourced builds only
 
+        from longshot.net import transport as egress_transport
+
+        if egress is not None and transport is None:
+            # every connection to an address the egress policy checked; no proxy from the environment
+            transport = egress_transport.GuardedTransport(egress, "spec.planner.issues.url")
         self._client = httpx.Client(transport=transport, timeout=timeout, follow_redirects=False,
-                                    headers={"User-Agent": "longshot-operator"})
+                                    headers={"User-Agent": "longshot-operator"}, trust_env=egress is None)
         self._transport_error = httpx.TransportError
+        self._refused = egress_transport.EgressRefused
         self.sleep = sleep
         self.clock = clock
         self.max_wait = max_wait
@@ -198,6 +206,8 @@ class Tracker:
             self.requests += 1
             try:
                 response = self._client.request(method, url, headers=headers, json=json)
+            except self._refused as e:  # nothing was sent: retrying cannot help
+                raise ConfigurationError(str(e)) from None
             except self._transport_error as e:
                 failures += 1
                 if failures > self.max_retries:

@@ -42,6 +42,8 @@ from pathlib import Path
 
 import git as gitpython
 
+from longshot.net import guard as gd
+
 INCOMING_REF = "refs/longshot/incoming"
 """Scratch ref the job's branch is fetched into (overwritten by every fetch)."""
 
@@ -64,6 +66,8 @@ case "$1" in
 esac
 """
 DEFAULT_USERNAME = "x-access-token"
+REMOTE_COMMANDS = frozenset({"fetch", "push", "ls-remote", "pull"})
+"""git commands that connect to the remote: held to the egress policy when the workspace has a guard."""
 GC_EVERY = 200
 """Run ``git gc --auto`` after this many fetches (automatic maintenance is off on the hot path)."""
 
@@ -198,8 +202,13 @@ class Workspace:
     """
 
     def __init__(self, url: str, cache_dir: str | os.PathLike[str], *, credentials: GitCredentials | None = None,
-                 committer: tuple[str, str] = ("Longshot", "longshot@localhost"), timeout: float = 300.0) -> None:
+                 committer: tuple[str, str] = ("Longshot", "longshot@localhost"), timeout: float = 300.0,
+                 egress: gd.Guard | None = None) -> None:
         self.url = url
+        self.egress = egress
+        """With a guard, every command that reaches the remote first resolves and checks its host and then
+        connects to the checked addresses only (``longshot.net.guard``); a refusal is a GitError naming
+        ``spec.repository.url``."""
         self.path = Path(cache_dir) / repository_key(url)
         self.credentials = credentials or GitCredentials()
         self.committer = committer
@@ -273,14 +282,22 @@ class Workspace:
         """``git <args>`` in the workspace; a return code outside ``ok`` raises :class:`GitError` if ``check``."""
         data = input.encode() if isinstance(input, str) else input
         full_env = self.env if not env else {**self.env, **env}
+        shown = args  # messages name the command without the pinned addresses
+        if self.egress is not None and _subcommand(args) in REMOTE_COMMANDS:
+            try:
+                pins = self.egress.git_pins(self.url, "spec.repository.url")
+            except gd.Refused as e:
+                raise GitError(str(e)) from None
+            args = (*pins.args(), *args)
+            full_env = pins.env(full_env)
         try:
             proc = subprocess.run(["git", *GIT_OPTIONS, "--git-dir", str(self.path), *args], input=data,
                                   capture_output=True, env=full_env, timeout=self.timeout, check=False)
         except subprocess.TimeoutExpired:
-            raise GitError(f"git {self._show(args)} timed out after {self.timeout:.0f}s") from None
+            raise GitError(f"git {self._show(shown)} timed out after {self.timeout:.0f}s") from None
         if check and proc.returncode not in ok:
             stderr = redact(proc.stderr.decode(errors="replace").strip(), self.credentials.secrets)
-            raise GitError(f"git {self._show(args)} failed with exit code {proc.returncode}: {stderr[-2000:]}",
+            raise GitError(f"git {self._show(shown)} failed with exit code {proc.returncode}: {stderr[-2000:]}",
                            returncode=proc.returncode, stderr=stderr)
         return proc
 
@@ -331,3 +348,16 @@ class Workspace:
     def gc(self) -> None:
         """``git gc --auto``: packs objects and drops those of abandoned branches once they are old enough."""
         self.git("-c", "gc.auto=6700", "gc", "--auto", "--quiet", check=False)
+
+
+def _subcommand(args: Sequence[str]) -> str:
+    """The git command of ``args`` (after global options such as ``-c key=value``)."""
+    i = 0
+    while i < len(args):
+        if args[i] in ("-c", "-C", "--git-dir", "--work-tree"):
+            i += 2
+        elif args[i].startswith("-"):
+            i += 1
+        else:
+            return args[i]
+    return ""

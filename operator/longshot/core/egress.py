@@ -1,0 +1,389 @@
+"""Egress policy: where the operator and the gateway may connect on behalf of a BuildRequest.
+
+A BuildRequest names three destinations: ``spec.repository.url`` (the gateway mirrors it, the operator's merge
+queue fetches and pushes it), ``spec.agent.baseUrl`` (the gateway proxies model calls to it) and
+``spec.planner.issues.url`` (the operator's tracker client). Their authors are untrusted for the cluster
+network: without a policy, ``baseUrl: http://169.254.169.254`` turns the gateway into a proxy to the cloud
+metadata service. Pure: strings and addresses in, a :class:`Decision` out; resolving and connecting are the
+shell's (``longshot.net``), which calls :meth:`Policy.check` on the URL before resolving and
+:meth:`Policy.check_addresses` on every address the name resolved to, then connects to a checked address.
+
+**Rules** (decided here, documented in docs/security/egress.md):
+
+1. The URL must be ``http``, ``https``, ``ssh`` or ``git`` (or the scp form ``host:path`` of ssh), with a
+   plain authority: no password or token in it (``user:token@``; ssh keeps a user name), no ``%``, ``\\``,
+   zone id or other character that two URL parsers could read differently. ``file://`` only when the policy
+   says ``allow_file``.
+2. The host is normalised before anything is compared: lower case, one trailing dot dropped, IDNA (UTS 46)
+   to its ASCII form, and every numeric form a resolver accepts read as the IPv4 address it is
+   (``2852039166``, ``0251.0376.0251.0376``, ``0x7f.1``: ``inet_aton``). A name whose last label is
+   numeric but not an address (``1.2.3.999``) is refused.
+3. A name must match ``allowed_hosts``: an exact name, ``*.suffix`` (any name below the suffix, not the
+   suffix itself) or ``*`` (any name). A literal address must be in ``allowed_cidrs``, or, when ``*`` is
+   listed, outside every denied range.
+4. Every address a name resolves to must be allowed, or the whole destination is refused (one bad address
+   is enough: the connection could go to any of them). An address in ``allowed_cidrs`` is allowed. An
+   address in an **always-denied** range (loopback, link-local with the metadata services, unspecified,
+   multicast, reserved, broadcast, and the configured ``cluster_cidrs``: the Pod and Service ranges) is
+   refused. An address in a **denied** range (``denied_cidrs``; by default the private ranges RFC 1918,
+   100.64.0.0/10, 198.18.0.0/15 and fc00::/7, where node networks live) is refused unless the name is listed
+   exactly in ``allowed_hosts`` (an operator who lists ``git.corp.internal`` means its private address; a
+   wildcard never reaches a private address unless the range is listed in ``allowed_cidrs``).
+5. IPv6 addresses that carry an IPv4 address (IPv4-mapped ``::ffff:a.b.c.d``, IPv4-compatible, NAT64
+   ``64:ff9b::/96``, 6to4 ``2002::/16``, Teredo) are checked as that IPv4 address too.
+
+A refusal's message names the field and the rule, never what a connection would have found: nothing is
+connected before the decision, so "refused by the egress policy" is the same whether the host answers or not.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+ALWAYS_DENIED: tuple[tuple[str, str], ...] = (
+    ("0.0.0.0/8", "unspecified"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local (cloud metadata)"),
+    ("100.100.100.200/32", "cloud metadata"),
+    ("192.0.0.0/24", "IETF protocol assignments"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved"),
+    ("::/128", "unspecified"),
+    ("::1/128", "loopback"),
+    ("fe80::/10", "link-local"),
+    ("fec0::/10", "site-local"),
+    ("fd00:ec2::254/128", "cloud metadata"),
+    ("100::/64", "discard"),
+    ("ff00::/8", "multicast"),
+)
+"""Ranges refused whatever the host list says; only ``allowed_cidrs`` lets one through."""
+
+_ALWAYS = tuple((ipaddress.ip_network(cidr), label) for cidr, label in ALWAYS_DENIED)
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+DEFAULT_DENIED_CIDRS: tuple[str, ...] = (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "198.18.0.0/15", "fc00::/7")
+"""The default of ``denied_cidrs``: private ranges (node networks, most clusters' Pod and Service ranges)."""
+
+SCHEMES = ("http", "https", "ssh", "git")
+DEFAULT_PORTS = {"http": 80, "https": 443, "ssh": 22, "git": 9418}
+MAX_URL = 2048
+
+_AUTHORITY = re.compile(
+    r"^(?:(?P<user>[A-Za-z0-9._~-]{1,255})@)?"
+    r"(?P<host>\[[0-9A-Fa-f:.]{2,45}\]|[^\s/?#@\[\]\\:%]{1,253})"
+    r"(?::(?P<port>[0-9]{1,5}))?$")
+_SCHEME_URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]{0,15})://(?P<authority>[^/?#]*)(?P<rest>[/?#].*)?$",
+                         re.DOTALL)
+_SCP = re.compile(r"^(?:(?P<user>[A-Za-z0-9._~-]{1,255})@)?(?P<host>[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]):"
+                  r"(?!//)(?P<path>.*)$", re.DOTALL)
+_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+_NUMERIC_PART = re.compile(r"^(?:0[xX][0-9A-Fa-f]*|[0-9]+)$")
+
+
+class PolicyError(ValueError):
+    """A setting of the policy (a CIDR, a host pattern) is malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a URL points, normalised."""
+
+    scheme: str
+    host: str
+    """Lower case, ASCII (IDNA), no trailing dot; an address in its canonical text form."""
+    port: int
+    address: IPAddress | None
+    """Set when the host is a literal address (whatever its form in the URL)."""
+    written: str
+    """The host as the URL has it (lower case, brackets removed): what git's curl looks up."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    rule: str
+    """A short, stable name of the rule that decided (``host-not-listed``, ``denied-range``...)."""
+    reason: str
+    """What a person reads: why, without any address a resolution returned."""
+    target: Target | None = None
+
+    def message(self, field_path: str, url: str = "") -> str:
+        """The refusal as an error message naming the field (``spec.agent.baseUrl``) and the rule."""
+        shown = f" {redact(url)!r}" if url else ""
+        return (f"{field_path}{shown} is refused by the egress policy ({self.rule}): {self.reason}; an operator "
+                "can allow it with the chart's egress.allowedHosts / egress.allowedCIDRs (docs/security/egress.md)")
+
+
+def redact(url: str) -> str:
+    """``url`` without a password or token in its authority."""
+    return re.sub(r"(://)[^/@\s]*@", r"\1***@", url)[:300]
+
+
+def _refuse(rule: str, reason: str, target: Target | None = None) -> Decision:
+    return Decision(False, rule, reason, target)
+
+
+def _networks(values: Iterable[str], what: str) -> tuple[IPNetwork, ...]:
+    out: list[IPNetwork] = []
+    for raw in values:
+        v = raw.strip()
+        if not v:
+            continue
+        try:
+            out.append(ipaddress.ip_network(v, strict=False))
+        except ValueError:
+            raise PolicyError(f"{what}: {v!r} is not a CIDR (e.g. 10.0.0.0/8 or fd00::/8)") from None
+    return tuple(out)
+
+
+def split_list(raw: str | Iterable[str]) -> list[str]:
+    """A list setting from the environment: comma- or whitespace-separated (or already a list); the word
+    ``none`` stands for the empty list (an empty variable means "the default")."""
+    items = re.split(r"[\s,]+", raw) if isinstance(raw, str) else [p.strip() for p in raw]
+    return [p for p in items if p and p.lower() != "none"]
+
+
+@dataclass(frozen=True)
+class Policy:
+    allowed_hosts: tuple[str, ...] = ("*",)
+    allowed_cidrs: tuple[IPNetwork, ...] = ()
+    denied_cidrs: tuple[IPNetwork, ...] = field(
+        default_factory=lambda: _networks(DEFAULT_DENIED_CIDRS, "denied_cidrs"))
+    cluster_cidrs: tuple[IPNetwork, ...] = ()
+    allow_file: bool = False
+
+    @classmethod
+    def parse(cls, *, allowed_hosts: str | Iterable[str] = "*", allowed_cidrs: str | Iterable[str] = "",
+              denied_cidrs: str | Iterable[str] | None = None, cluster_cidrs: str | Iterable[str] = "",
+              allow_file: bool = False) -> Policy:
+        """From settings (lists or comma/space-separated strings); PolicyError names a malformed entry."""
+        hosts: list[str] = []
+        for h in split_list(allowed_hosts):
+            pattern = h.lower().rstrip(".")
+            if pattern == "*":
+                hosts.append(pattern)
+                continue
+            bare = pattern[2:] if pattern.startswith("*.") else pattern
+            try:
+                literal = _literal(bare) if bare == pattern else None
+                if literal is not None:
+                    hosts.append(str(literal))
+                    continue
+                normal = _normalise_name(bare)
+            except ValueError as e:
+                raise PolicyError(f"allowed_hosts: {h!r} is not a host name, '*.suffix' or '*' ({e})") from None
+            hosts.append(("*." if pattern.startswith("*.") else "") + normal)
+        return cls(allowed_hosts=tuple(hosts), allowed_cidrs=_networks(split_list(allowed_cidrs), "allowed_cidrs"),
+                   denied_cidrs=_networks(split_list(DEFAULT_DENIED_CIDRS if denied_cidrs is None else denied_cidrs),
+                                          "denied_cidrs"),
+                   cluster_cidrs=_networks(split_list(cluster_cidrs), "cluster_cidrs"), allow_file=allow_file)
+
+    # --- names ----------------------------------------------------------------------------------------------
+
+    def listed(self, host: str) -> str | None:
+        """``exact``, ``wildcard`` or None: how ``host`` (normalised) matches ``allowed_hosts``."""
+        how: str | None = None
+        for pattern in self.allowed_hosts:
+            if pattern == host:
+                return "exact"
+            if pattern == "*" or (pattern.startswith("*.") and host.endswith(pattern[1:])):
+                how = "wildcard"
+        return how
+
+    # --- addresses ------------------------------------------------------------------------------------------
+
+    def address_rule(self, address: IPAddress, *, exact: bool) -> Decision:
+        """Whether one address may be connected to; ``exact``: the name was listed exactly."""
+        if any(address in n for n in self.allowed_cidrs if n.version == address.version):
+            return Decision(True, "allowed-cidr", "the address is in egress.allowedCIDRs")
+        for a in (address, *_embedded(address)):
+            for net, label in _ALWAYS:
+                if net.version == a.version and a in net:
+                    return _refuse("denied-range", f"an address in {net} ({label}) is never a destination")
+            for net in self.cluster_cidrs:
+                if net.version == a.version and a in net:
+                    return _refuse("cluster-range", f"an address in {net} (egress.clusterCIDRs: the cluster's "
+                                                    "Pod and Service ranges) is never a destination")
+            if not exact:
+                for net in self.denied_cidrs:
+                    if net.version == a.version and a in net:
+                        return _refuse("private-range",
+                                       f"an address in {net} (egress.deniedCIDRs) is refused for a host not "
+                                       "listed exactly in egress.allowedHosts")
+        return Decision(True, "public-address", "the address is outside every denied range")
+
+    # --- the two checks -------------------------------------------------------------------------------------
+
+    def check(self, url: str) -> Decision:
+        """The URL's destination before any resolution: scheme, authority, host list, literal addresses."""
+        try:
+            target = parse(url)
+        except ValueError as e:
+            return _refuse("malformed-url", str(e))
+        if target.scheme == "file":
+            return (Decision(True, "file-allowed", "file:// URLs are allowed on this installation", target)
+                    if self.allow_file else _refuse("file-url", "file:// URLs name the server's own files", target))
+        if target.address is not None:
+            if any(target.address in n for n in self.allowed_cidrs if n.version == target.address.version):
+                return Decision(True, "allowed-cidr", "the address is in egress.allowedCIDRs", target)
+            how = self.listed(target.host)
+            if how is None:
+                return _refuse("address-not-listed", f"the literal address {target.host} is in neither "
+                                                     "egress.allowedCIDRs nor egress.allowedHosts", target)
+            d = self.address_rule(target.address, exact=how == "exact")
+            return Decision(d.allowed, d.rule, d.reason, target)
+        if self.listed(target.host) is None:
+            return _refuse("host-not-listed", f"the host {target.host} is not in egress.allowedHosts", target)
+        return Decision(True, "host-listed", "the host is in egress.allowedHosts", target)
+
+    def check_addresses(self, host: str, addresses: Sequence[IPAddress | str]) -> Decision:
+        """After resolving ``host`` (normalised, as in :attr:`Target.host`): every address must be allowed."""
+        if not addresses:
+            return _refuse("no-address", f"the host {host} resolved to no address")
+        exact = self.listed(host) == "exact"
+        for raw in addresses:
+            try:
+                address = ipaddress.ip_address(raw) if isinstance(raw, str) else raw
+            except ValueError:
+                return _refuse("malformed-address", f"the host {host} resolved to something that is not an address")
+            d = self.address_rule(address, exact=exact)
+            if not d.allowed:
+                return _refuse(d.rule, f"the host {host} resolves to {d.reason[0].lower()}{d.reason[1:]}")
+        return Decision(True, "addresses-allowed", "every address of the host is allowed")
+
+
+def _embedded(address: IPAddress) -> list[ipaddress.IPv4Address]:
+    """IPv4 addresses an IPv6 address carries (mapped, compatible, NAT64, 6to4, Teredo)."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    out: list[ipaddress.IPv4Address] = []
+    if address.ipv4_mapped is not None:
+        out.append(address.ipv4_mapped)
+    value = int(address)
+    if value >> 32 == 0 and value > 1:  # ::a.b.c.d (IPv4-compatible, deprecated but routed by some stacks)
+        out.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+    if any(address in n for n in _NAT64):
+        out.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+    if address.sixtofour is not None:
+        out.append(address.sixtofour)
+    if address.teredo is not None:
+        out.extend(address.teredo)
+    return out
+
+
+# --- parsing -------------------------------------------------------------------------------------------------
+
+
+def parse(url: str) -> Target:
+    """The normalised destination of a git or HTTP URL; ValueError says what is wrong with it."""
+    if len(url) > MAX_URL:
+        raise ValueError(f"the URL is longer than {MAX_URL} characters")
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        raise ValueError("the URL contains a space or a control character")
+    m = _SCHEME_URL.match(url)
+    if m is None:
+        scp = _SCP.match(url)
+        if scp is None or "://" in url:
+            raise ValueError("not a URL of the form scheme://host/path or host:path")
+        return _target("ssh", scp.group("user"), scp.group("host"), None, scp_form=True)
+    scheme = m.group("scheme").lower()
+    if scheme == "file":
+        return Target("file", "", 0, None, "")
+    if scheme not in SCHEMES:
+        raise ValueError(f"the scheme {scheme!r} is not one of {', '.join(SCHEMES)}")
+    authority = _AUTHORITY.match(m.group("authority"))
+    if authority is None:
+        if "@" in m.group("authority"):
+            raise ValueError("the URL has a password or token in it (user:token@); put credentials in the "
+                             "Secret the spec names instead")
+        raise ValueError("the host part of the URL is malformed (only letters, digits, '.', '-', '_' or an "
+                         "address in brackets, and an optional :port)")
+    if authority.group("user") is not None and scheme != "ssh":
+        raise ValueError("the URL has user information (user@); put credentials in the Secret the spec names "
+                         "instead")
+    return _target(scheme, authority.group("user"), authority.group("host"), authority.group("port"))
+
+
+def _target(scheme: str, user: str | None, host: str, port: str | None, *, scp_form: bool = False) -> Target:
+    number = int(port) if port else DEFAULT_PORTS[scheme]
+    if not 0 < number < 65536:
+        raise ValueError(f"the port {port} is out of range")
+    if host.startswith("["):
+        text = host[1:-1]
+        try:
+            v6 = ipaddress.IPv6Address(text)
+        except ValueError:
+            raise ValueError(f"[{text}] is not an IPv6 address") from None
+        return Target(scheme, str(v6), number, v6, text.lower())
+    written = host.lower()
+    if written.endswith(".."):
+        raise ValueError("the host ends with more than one dot")
+    bare = written[:-1] if written.endswith(".") else written
+    v4 = inet_aton(bare)
+    if v4 is not None:
+        return Target(scheme, str(v4), number, v4, written)
+    return Target(scheme, _normalise_name(bare), number, None, written)
+
+
+def _literal(text: str) -> IPAddress | None:
+    """An address written in ``allowed_hosts`` (``10.0.0.7``, ``[fd00::7]``, ``fd00::7``), or None."""
+    try:
+        return ipaddress.IPv6Address(text.strip("[]")) if ":" in text else inet_aton(text)
+    except ValueError:
+        return None
+
+
+def _normalise_name(name: str) -> str:
+    if not name:
+        raise ValueError("the host is empty")
+    try:
+        ascii_name = name.encode("ascii").decode() if name.isascii() else _idna(name)
+    except UnicodeError:
+        raise ValueError("the host is not a valid internationalised domain name") from None
+    ascii_name = ascii_name.lower()
+    labels = ascii_name.split(".")
+    if len(ascii_name) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise ValueError(f"{ascii_name[:80]!r} is not a valid host name")
+    if _NUMERIC_PART.match(labels[-1]):
+        raise ValueError(f"{ascii_name[:80]!r} ends with a numeric label but is not an IPv4 address")
+    return ascii_name
+
+
+def _idna(name: str) -> str:
+    import idna  # the same UTS 46 mapping httpx uses
+
+    return str(idna.encode(name, uts46=True).decode("ascii"))
+
+
+def inet_aton(text: str) -> ipaddress.IPv4Address | None:
+    """The IPv4 address ``text`` is in any form ``inet_aton`` accepts (``127.1``, ``0x7f.1``, ``2130706433``,
+    ``0177.0.0.1``), or None when it is not an address of that shape. Raises ValueError for a numeric form
+    that is out of range (``1.2.3.999``, ``4294967296``): a resolver would refuse it or wrap it around."""
+    parts = text.split(".")
+    if not 1 <= len(parts) <= 4 or not all(_NUMERIC_PART.match(p) for p in parts):
+        return None
+    values: list[int] = []
+    for p in parts:
+        if p[:2] in ("0x", "0X"):
+            values.append(int(p[2:] or "0", 16))
+        elif len(p) > 1 and p.startswith("0"):
+            if not all(c in "01234567" for c in p):
+                raise ValueError(f"{text!r} looks like an IPv4 address but {p!r} is not an octal number")
+            values.append(int(p, 8))
+        else:
+            values.append(int(p))
+    *head, last = values
+    if any(v > 255 for v in head) or last >= 256 ** (4 - len(head)):
+        raise ValueError(f"{text!r} looks like an IPv4 address but is out of range")
+    value = 0
+    for v in head:
+        value = value << 8 | v
+    value = value << 8 * (4 - len(head)) | last
+    return ipaddress.IPv4Address(value)
