@@ -54,6 +54,10 @@ class Settings:
     """A running attempt whose agent sent no heartbeat (``status.progress.lastHeartbeat``, through the gateway;
     the runner beats every 30 s) for longer than this is hung: its Pod is deleted and the attempt fails as
     Timeout. 0 turns the check off; it is off without ``gateway_url`` (no heartbeat reaches the operator)."""
+    scan_timeout_seconds: int = 90
+    """Wall-clock limit of the merge queue's secret scan of one branch (``vcs.secretscan.scan_range``): past it the
+    MergeJob fails with ``ScanTimedOut`` (a fixer gets it) and the repository's lock is released. Keep it well
+    under the liveness bound of a reconcile (300 s). 0 turns the limit off."""
     identity: str = field(default_factory=lambda: os.environ.get("POD_NAME") or os.uname().nodename)
     """This replica's name in Leases."""
 
