@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import re2
+
 from longshot.api.buildrequest import IssueSource
 from longshot.api.exitcodes import FailureClass
 from longshot.api.handoff import PlannedTask
@@ -45,6 +47,13 @@ MAX_ISSUES = 1000
 MAX_BODY = 8000
 """Longest issue body copied into a task description; longer bodies are cut with a marker."""
 MAX_COMMENT = 60_000
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+"""Largest answer read from a tracker (decoded); a larger one fails the intake (the tracker URL is the
+BuildRequest author's: its answers are untrusted)."""
+MAX_PAGES = 100
+"""Most pages one listing follows (a tracker whose next-page links never end fails the intake)."""
+READ_DEADLINE = 60.0
+"""Seconds one answer may take to arrive in full (httpx's timeout bounds each read, not a slow drip)."""
 TASK_PREFIX = "issue-"
 
 
@@ -124,7 +133,11 @@ class Tracker:
         """Open issues with all of ``labels``, by number, pull requests left out."""
         issues: dict[int, Issue] = {}
         url: str | None = self._issues_url(labels)
+        pages = 0
         while url is not None and len(issues) < self.max_issues:
+            pages += 1
+            if pages > MAX_PAGES:
+                raise TrackerError(f"{self._where('issue listing')}: more than {MAX_PAGES} pages; refusing to go on")
             response = self._request("GET", url, what="listing issues")
             for item in _json_list(response, self._where("issue listing")):
                 issue = self._issue(item)
@@ -182,7 +195,11 @@ class Tracker:
 
     def _comment_bodies(self, number: int) -> Iterable[str]:
         url: str | None = self._comments_url(number) + f"?per_page={PER_PAGE}"
+        pages = 0
         while url is not None:
+            pages += 1
+            if pages > MAX_PAGES:
+                raise TrackerError(f"{self._where(f'comments of issue #{number}')}: more than {MAX_PAGES} pages")
             response = self._request("GET", url, what=f"reading the comments of issue #{number}")
             for item in _json_list(response, self._where(f"comments of issue #{number}")):
                 if isinstance(item, dict) and isinstance(item.get("body"), str):
@@ -197,7 +214,7 @@ class Tracker:
             headers = {"Accept": "application/json", **self._auth_headers()}
             self.requests += 1
             try:
-                response = self._client.request(method, url, headers=headers, json=json)
+                response = self._bounded(self._client.build_request(method, url, headers=headers, json=json), what)
             except self._transport_error as e:
                 failures += 1
                 if failures > self.max_retries:
@@ -235,6 +252,28 @@ class Tracker:
                 raise TrackerError(f"{self._where(what)}: unexpected answer {response.status_code} "
                                    f"{self._detail(response)}")
             return response
+
+    def _bounded(self, request: httpx.Request, what: str) -> httpx.Response:
+        """The answer to ``request``, read as a stream: at most :data:`MAX_RESPONSE_BYTES` and
+        :data:`READ_DEADLINE` seconds, else :class:`TrackerError`."""
+        import httpx
+
+        deadline = time.monotonic() + READ_DEADLINE
+        streamed = self._client.send(request, stream=True)
+        body = bytearray()
+        try:
+            for chunk in streamed.iter_bytes():
+                body += chunk
+                if len(body) > MAX_RESPONSE_BYTES:
+                    raise TrackerError(f"{self._where(what)}: the tracker's answer is larger than "
+                                       f"{MAX_RESPONSE_BYTES} bytes; refusing to read it")
+                if time.monotonic() > deadline:
+                    raise TrackerError(f"{self._where(what)}: the tracker's answer took longer than "
+                                       f"{READ_DEADLINE:.0f}s to arrive")
+        finally:
+            streamed.close()
+        return httpx.Response(streamed.status_code, headers=streamed.headers, content=bytes(body), request=request,
+                              extensions={"reason_phrase": streamed.reason_phrase.encode()})
 
     def _wait_until(self, when: float, what: str) -> None:
         delay = when - self.clock()
@@ -467,11 +506,17 @@ def _link_next(header: str | None) -> str | None:
     """The ``rel="next"`` target of an RFC 8288 ``Link`` header."""
     if not header:
         return None
-    for part in header.split(","):
-        match = re.match(r'\s*<([^>]*)>\s*;(.*)$', part)
-        if match and re.search(r'(^|;)\s*rel\s*=\s*"?([^";]*\s)?next(\s[^";]*)?"?\s*(;|$)', match.group(2)):
+    for part in header[:MAX_LINK_HEADER].split(","):
+        match = _LINK.match(part)
+        if match and _REL_NEXT.search(match.group(2)):
             return match.group(1)
     return None
+
+
+# The Link header is the tracker's (untrusted) text: RE2, linear in it (``([^";]*\s)?next`` backtracks in re).
+MAX_LINK_HEADER = 64 * 1024
+_LINK = re2.compile(r'\s*<([^>]*)>\s*;(.*)$')
+_REL_NEXT = re2.compile(r'(^|;)\s*rel\s*=\s*"?([^";]*\s)?next(\s[^";]*)?"?\s*(;|$)')
 
 
 def _json_list(response: httpx.Response, where: str) -> list[Any]:
