@@ -47,6 +47,10 @@ MAX_ISSUES = 1000
 MAX_BODY = 8000
 """Longest issue body copied into a task description; longer bodies are cut with a marker."""
 MAX_COMMENT = 60_000
+MAX_TITLE = 1000
+"""Longest issue title kept."""
+MAX_KEPT_BODY = 4 * MAX_BODY
+"""Longest issue body kept from a listing (a task description takes :data:`MAX_BODY` of it)."""
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 """Largest answer read from a tracker (decoded); a larger one fails the intake (the tracker URL is the
 BuildRequest author's: its answers are untrusted)."""
@@ -354,7 +358,8 @@ class GitHub(Tracker):
             return None
         labels = tuple(str(label.get("name")) if isinstance(label, dict) else str(label)
                        for label in item.get("labels") or [])
-        return Issue(number=number, title=str(item.get("title") or ""), body=str(item.get("body") or ""),
+        return Issue(number=number, title=_kept(item.get("title"), MAX_TITLE),
+                     body=_kept(item.get("body"), MAX_KEPT_BODY),
                      labels=labels, url=str(item.get("html_url") or ""))
 
     def _reset(self, response: httpx.Response) -> float | None:
@@ -409,7 +414,8 @@ class GitLab(Tracker):
             return None
         labels = tuple(str(label.get("name")) if isinstance(label, dict) else str(label)
                        for label in item.get("labels") or [])
-        return Issue(number=number, title=str(item.get("title") or ""), body=str(item.get("description") or ""),
+        return Issue(number=number, title=_kept(item.get("title"), MAX_TITLE),
+                     body=_kept(item.get("description"), MAX_KEPT_BODY),
                      labels=labels, url=str(item.get("web_url") or ""))
 
     def _next_page(self, response: httpx.Response) -> str | None:
@@ -527,6 +533,11 @@ def _json_list(response: httpx.Response, where: str) -> list[Any]:
     if not isinstance(data, list):
         raise TrackerError(f"{where}: expected a JSON list, got {type(data).__name__}")
     return data
+
+
+def _kept(value: Any, limit: int) -> str:
+    """A text field of an issue, cut to ``limit`` characters (what is kept of 1,000 issues stays bounded)."""
+    return str(value or "")[:limit]
 
 
 def _clean_marker(marker: str | None) -> str:
