@@ -143,6 +143,7 @@ def operator_env(operator_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) 
     return {**operator_env, "LONGSHOT_SCAN_TIMEOUT_SECONDS": "1"}
 
 
+@pytest.mark.timeout(900)  # a whole delivery (planner, two workers, a 40 MiB push) on a busy machine
 def test_a_scan_past_its_deadline_fails_only_that_merge_job_and_a_fixer_gets_it(
         operator: object, kubelet: object, core_v1: Any, custom: Any, namespace: str, tmp_path: Any) -> None:
     url = sample_repo.make(tmp_path)
@@ -172,7 +173,7 @@ def test_a_scan_past_its_deadline_fails_only_that_merge_job_and_a_fixer_gets_it(
         return j if predicate(j) else None
 
     timed_out = wait_for(lambda: job("demo-big", lambda j: (condition(j, "ChecksPassed") or {}).get("reason")
-                                     == "ScanTimedOut"), timeout=300, what="demo-big ChecksPassed=False/ScanTimedOut")
+                                     == "ScanTimedOut"), timeout=600, what="demo-big ChecksPassed=False/ScanTimedOut")
     assert condition(timed_out, "ChecksPassed")["status"] == "False"
     assert "did not finish within 1s" in condition(timed_out, "ChecksPassed")["message"]
     merged = wait_for(lambda: job("demo-small", lambda j: (j.get("status") or {}).get("phase") == "Merged"),
