@@ -95,10 +95,10 @@ class Workspaces:
 def scan_commits(w: vws.Workspace, base: str, head: str, *, timeout: float | None = None) -> list[secretscan.Finding]:
     """Every commit of ``base..head`` scanned with bounded memory (``secretscan.scan_range``), including binary
     files and the commits a later one undoes; the workspace's own credentials are looked for too. ``timeout``
-    (seconds, counted from the call, waiting for the lock included) bounds it: past it the scan raises
-    ``secretscan.ScanTimedOut`` and the workspace lock is released."""
-    deadline = None if timeout is None else time.monotonic() + timeout
+    (seconds, counted once the workspace lock is held: a wait for another job's git work is not this branch's
+    fault) bounds it: past it the scan raises ``secretscan.ScanTimedOut`` and the lock is released."""
     with w.locked():
+        deadline = None if timeout is None else time.monotonic() + timeout
         return secretscan.scan_range(w, base, head, known=w.credentials.secrets, deadline=deadline)[:100]
 
 
