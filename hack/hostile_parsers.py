@@ -9,7 +9,8 @@ The inputs are the shapes that made the old parsers backtrack (issue 29), at the
 * secret scan: a line of ``token`` repeated in ``settings.yaml`` (2,000 bytes took 21 s, 4,000 bytes 144 s with
   Python's re), as one line piece (64 KiB), as a whole 1 MiB file scanned by ``scan_range`` in a real git
   repository, and a 1 MiB-plus blob of credential anchors (the byte-stream path);
-* roadmap: one item line of 1 MiB of trailing spaces (20,000 took 3.9 s), and the most items and lines;
+* roadmap: one item line of 1 MiB of spaces before a last character (20,000 took 3.9 s), and the most items
+  and lines;
 * scope patterns: two scopes at the CRD bounds (128 entries of 32 segments) whose every entry pair is disjoint
   and costly, and the issue's ``"a/"*1000 + "x.py"`` (RecursionError before);
 * handoff: a plan at the handoff size bound (8 MiB), and 8 MiB of brackets;
@@ -93,7 +94,7 @@ def worst_parse_s() -> dict[str, float]:
         for w in ("sk-" * (secretscan.BLOB_CHUNK // 3), "eyJ" * (secretscan.BLOB_CHUNK // 3),
                   "aws_secret_access_key=" * (secretscan.BLOB_CHUNK // 22)))
     out.update(_scan_range_worst())
-    out["roadmap_line_1mib_spaces"] = _timed(lambda: roadmap.plan("- [ ] x" + " " * (ROADMAP_BYTES - 8)))
+    out["roadmap_line_1mib_spaces"] = _timed(lambda: roadmap.plan("- [ ] x" + " " * (ROADMAP_BYTES - 9) + "y"))
     out["roadmap_most_items_and_lines"] = _timed(
         lambda: roadmap.plan(("- [ ] " + "a" * 150 + "\n") * roadmap.MAX_ITEMS
                              + "  b\n" * (roadmap.MAX_LINES - roadmap.MAX_ITEMS - 1)))
