@@ -519,7 +519,8 @@ def _link_next(header: str | None) -> str | None:
     return None
 
 
-# The Link header is the tracker's (untrusted) text: RE2, linear in it (``([^";]*\s)?next`` backtracks in re).
+# The Link header is the tracker's (untrusted) text: RE2, linear in it by construction (the same patterns on
+# Python's re measured linear too, 4 ms at 60 KiB; RE2 makes it a property of the engine, not of the pattern).
 MAX_LINK_HEADER = 64 * 1024
 _LINK = re2.compile(r'\s*<([^>]*)>\s*;(.*)$')
 _REL_NEXT = re2.compile(r'(^|;)\s*rel\s*=\s*"?([^";]*\s)?next(\s[^";]*)?"?\s*(;|$)')

@@ -42,7 +42,7 @@ def test_the_link_header_gives_what_the_backtracking_patterns_gave(pieces: list[
 
 
 @pytest.mark.parametrize("header", [
-    "<https://t/x>; rel=" + "a" * 60_000,  # "([^\";]*\\s)?next" backtracked over this in re
+    "<https://t/x>; rel=" + "a" * 60_000,
     "<https://t/x>;" + " " * 60_000 + "rel=",
     "<https://t/x>; rel=\"" + "a " * 30_000,
     "<" * 60_000,
