@@ -130,6 +130,58 @@ def test_hostile_plans_cost_only_their_own_build_and_another_tenant_progresses(
         assert (condition(b, "Stalled") or {}).get("reason") != "DispatchFailed", b["status"]
 
 
+def test_a_build_whose_part_of_the_dispatch_plan_raises_gets_dispatch_failed_and_the_other_tenant_dispatches(
+        operator_two: object, core_v1: Any, custom: Any, namespace: str, other_namespace: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever raises in one build's part of the plan (here the scope check, made to raise for that build's
+    scopes as the recursive check did on the issue's plan, in the operator under test) costs only that build:
+    the real BuildRequest gets Stalled=True/DispatchFailed naming the error class, the other tenant's tasks
+    start, and the condition clears once the plan reads the build again without an error."""
+    from longshot.core import scheduler
+
+    check = scheduler.scope_check
+
+    def poisoned(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[bool, int]:
+        if any(e.startswith("poison/") for e in (*a, *b)):
+            raise RecursionError("maximum recursion depth exceeded")
+        return check(a, b)
+
+    monkeypatch.setattr(scheduler, "scope_check", poisoned)
+    create(custom, namespace, demo())
+    create(custom, other_namespace, demo())
+    for ns in (namespace, other_namespace):
+        wait_for(lambda ns=ns: f"{PLANNER}-a1" in agent_pods(core_v1, ns), timeout=60, what=f"planner Pod in {ns}")
+    finish_pod(core_v1, namespace, f"{PLANNER}-a1", message=plan_handoff(PLANNER, [
+        {"name": "p1", "description": "d", "scope": ["poison/a"]},
+        {"name": "p2", "description": "d", "scope": ["poison/b"]}]))
+    finish_pod(core_v1, other_namespace, f"{PLANNER}-a1", message=plan_handoff(PLANNER, [
+        {"name": "models", "description": "Add the models", "scope": ["app/models.py"]},
+        {"name": "docs", "description": "Document", "scope": ["README.md"]}]))
+
+    def stalled() -> dict[str, Any] | None:
+        b = get(custom, namespace, "buildrequests", "demo")
+        c = condition(b, "Stalled") or {}
+        return b if (c.get("status"), c.get("reason")) == ("True", "DispatchFailed") else None
+
+    b = wait_for(stalled, timeout=90, what="Stalled=True/DispatchFailed on the hostile build")
+    message = condition(b, "Stalled")["message"]
+    assert "(RecursionError)" in message and "Traceback" not in message, message
+    assert condition(b, "Ready")["reason"] == "DispatchFailed"
+    wait_for(lambda: {"demo-models-a1", "demo-docs-a1"} <= agent_pods(core_v1, other_namespace), timeout=60,
+             what="the other tenant's worker Pods")
+    assert not {"demo-p1-a1", "demo-p2-a1"} & agent_pods(core_v1, namespace)
+    other = get(custom, other_namespace, "buildrequests", "demo")
+    assert (condition(other, "Stalled") or {}).get("reason") != "DispatchFailed"
+    events = core_v1.list_namespaced_event(namespace, field_selector="involvedObject.name=demo").items
+    assert any(e.reason == "DispatchFailed" for e in events)
+
+    monkeypatch.setattr(scheduler, "scope_check", check)  # the bad data is gone (a fix, a cancel)
+    finish_pod(core_v1, other_namespace, "demo-docs-a1", exit_code=1, reason="Error")  # a change: a new plan
+    wait_for(lambda: {"demo-p1-a1"} & agent_pods(core_v1, namespace), timeout=90, what="the healed build's Pod")
+    wait_for(lambda: (condition(get(custom, namespace, "buildrequests", "demo"), "Stalled") or {}).get("reason")
+             != "DispatchFailed", timeout=60, what="DispatchFailed cleared")
+
+
 # --- the merge side ----------------------------------------------------------------------------------------
 
 TEST = "python -m pytest -q tests"
