@@ -49,6 +49,7 @@ def main() -> None:
         for _ in range(args.rounds):
             if cold:
                 scheduler.patterns_overlap.cache_clear()  # as after a restart
+                scheduler._scope_cache.clear()
             start = time.perf_counter()
             sel = scheduler.select(candidates, running, builds=builds, global_limit=args.global_limit)
             times.append(time.perf_counter() - start)

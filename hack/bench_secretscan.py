@@ -30,12 +30,12 @@ ENV = {**os.environ, "GIT_AUTHOR_NAME": "a", "GIT_AUTHOR_EMAIL": "a@example.com"
 SECRET = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
 
 MEASURE = """
-import json, resource, sys
+import json, resource, sys, time
 
 def peak_mib():  # VmHWM: this process's own peak (ru_maxrss would count the parent's RSS at exec)
     status = open("/proc/self/status").read()
     return int(status.split("VmHWM:")[1].split()[0]) / 1024
-, time
+
 start = time.perf_counter()
 from longshot.vcs import secretscan
 repo, mode = sys.argv[1], sys.argv[2]

@@ -69,6 +69,10 @@ class Settings:
     egress_allow_file_urls: bool = True
     """Let builds name ``file://`` repositories (tests and single-machine setups; the chart sets it from
     ``gateway.allowFileUrls``, false by default)."""
+    scan_timeout_seconds: int = 90
+    """Wall-clock limit of the merge queue's secret scan of one branch (``vcs.secretscan.scan_range``): past it the
+    MergeJob fails with ``ScanTimedOut`` (a fixer gets it) and the repository's lock is released. Keep it well
+    under the liveness bound of a reconcile (300 s). 0 turns the limit off."""
     identity: str = field(default_factory=lambda: os.environ.get("POD_NAME") or os.uname().nodename)
     """This replica's name in Leases."""
 

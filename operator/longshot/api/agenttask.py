@@ -12,11 +12,13 @@ from longshot.api.common import (
     CONDITIONS_SCHEMA_EXTRA,
     DNS_SUBDOMAIN,
     GIT_BRANCH,
+    MAX_SCOPE_ENTRIES,
     Condition,
     LocalObjectRef,
     Model,
     ObjectName,
     Resources,
+    ScopeEntry,
     Timestamp,
 )
 from longshot.api.exitcodes import FailureClass
@@ -74,8 +76,9 @@ class AgentTaskSpec(Model):
     """The task this one was decomposed from, for subplanning."""
     depth: int = Field(default=0, ge=0, le=10)
     """Decomposition depth: 0 for the top-level plan."""
-    scope: list[str] = Field(default_factory=list, max_length=512)
-    """Files or glob patterns the task may change; tasks with overlapping scopes never run at once."""
+    scope: list[ScopeEntry] = Field(default_factory=list, max_length=MAX_SCOPE_ENTRIES)
+    """Files or glob patterns the task may change; tasks with overlapping scopes never run at once. At most 128
+    entries of at most 1024 characters and 32 ``/``-separated segments each."""
     branch: str | None = Field(default=None, min_length=1, max_length=255, pattern=GIT_BRANCH)
     """Branch to work on; ``longshot/<build>/<task>`` when unset (a fixer gets the branch to fix)."""
     commit: str | None = Field(default=None, min_length=7, max_length=64, pattern=r"^[0-9a-f]+$")

@@ -32,7 +32,20 @@ QUANTITY = (
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 
+# A task's file scope (AgentTask spec.scope, a planned task's scope): bounded so that the overlap check of two
+# scopes (core.scheduler.scopes_overlap) costs at most MAX_SCOPE_ENTRIES^2 entry pairs of at most
+# (MAX_SCOPE_SEGMENTS + 2)^2 segment pairs, each of bounded length (docs/security/parsers.md).
+MAX_SCOPE_ENTRIES = 128
+"""Most entries of a task's scope."""
+MAX_SCOPE_ENTRY_LENGTH = 1024
+"""Most characters of one scope entry."""
+MAX_SCOPE_SEGMENTS = 32
+"""Most ``/``-separated segments of one scope entry."""
+SCOPE_ENTRY = rf"^[^/]*(/[^/]*){{0,{MAX_SCOPE_SEGMENTS - 1}}}$"
+"""At most :data:`MAX_SCOPE_SEGMENTS` segments (linear to match: every repetition starts with its own ``/``)."""
+
 ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+ScopeEntry = Annotated[str, Field(max_length=MAX_SCOPE_ENTRY_LENGTH, pattern=SCOPE_ENTRY)]
 Quantity = Annotated[
     int | str,
     WithJsonSchema(

@@ -135,6 +135,10 @@ REASONS: dict[str, str] = {
     "Evicted": "The candidate broke its batch's quality gate; a fixer gets the failure.",
     "Requeued": "The candidate waits for another batch (its batch broke elsewhere or the target moved).",
     "SecretFound": "The secret scan found a credential in a commit of the branch.",
+    "ScanTimedOut": "The secret scan of the branch did not finish within its deadline (scanTimeoutSeconds); a fixer "
+                    "gets it, as for a found secret.",
+    "DispatchFailed": "The dispatch plan of this build's tasks failed (the message names the error class); its "
+                      "tasks do not start until it is fixed, and every other build dispatches as usual.",
     "ChangesRequested": "The reviewer asked for changes; a fixer gets the reasons.",
     "Reviewing": "A reviewer checks the branch before it may join a batch.",
     "NoFixer": "The failure cannot get a fixer: merge.maxFixers or the fix depth is used up.",

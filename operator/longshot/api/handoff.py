@@ -34,7 +34,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from longshot.api import keys, sanitize
 from longshot.api.agenttask import FailureClass, GateResult, Role
-from longshot.api.common import DNS_SUBDOMAIN, GIT_BRANCH, Model
+from longshot.api.common import DNS_SUBDOMAIN, GIT_BRANCH, MAX_SCOPE_ENTRIES, Model, ScopeEntry
 
 PROTOCOL_VERSION: Final = "longshot.dev/handoff-v1"
 TERMINATION_MESSAGE_LIMIT = 4096
@@ -68,8 +68,9 @@ class PlannedTask(Model):
     """Plan-local name, unique in the plan (a DNS label of at most 40 characters)."""
     description: str = Field(min_length=1, max_length=100_000)
     """What the worker should do."""
-    scope: list[str] = Field(default_factory=list, max_length=512)
-    """Files or globs the task may change."""
+    scope: list[ScopeEntry] = Field(default_factory=list, max_length=MAX_SCOPE_ENTRIES)
+    """Files or globs the task may change: at most 128 entries of at most 1024 characters and 32 segments each
+    (a plan with a longer scope is refused, naming the task and the entry)."""
     depends_on: list[str] = Field(default_factory=list, max_length=256)
     """Plan-local names of tasks that must succeed first."""
     priority: int = Field(default=5, ge=1, le=10)

@@ -113,6 +113,7 @@ class BuildReconciler:
         events.append(builds.SuspendChanged(build.spec.suspend))
         events.append(builds.Killswitch(self.ctx.killswitch))
         events.append(builds.BudgetChanged(self.ctx.budget_spent(build)))
+        events.append(builds.DispatchChecked(self.ctx.dispatch_errors.get(key)))
         if state.phase not in builds.DONE:
             events.append(builds.ConfigurationChecked(await self._preflight(build, now, out)))
         events.extend(await self._plans(build, state))

@@ -59,6 +59,9 @@ class Context:
     dispatch held it back (limits, suspension, overlapping scopes), the start of the step after that one."""
     held: set[Key] = field(default_factory=set)
     """Ready tasks the last dispatch did not start."""
+    dispatch_errors: dict[Key, str] = field(default_factory=dict)
+    """Builds whose part of the last dispatch plan raised, with the error's class (``core.scheduler.Selection
+    .failed``): their reconcile sets the ``DispatchFailed`` condition."""
     preflight: Callable[[kubemod.KubeAPI, objects.BuildRequest], str | None] = preflight.check
     """The configuration check of a build's spec (``runtime.preflight.check``; unit tests inject their own)."""
     network_policy: Callable[[str], object] | None = None

@@ -14,8 +14,11 @@ group).
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from longshot import metrics
 from longshot.api import objects
@@ -23,11 +26,16 @@ from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.core import fanout, scheduler, tasks
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Plan:
     admit: tuple[cachemod.Key, ...]
     budget_blocked: frozenset[str]
+    failed: frozenset[cachemod.Key] = frozenset()
+    """Builds whose dispatch error changed (appeared, changed or cleared; ``Context.dispatch_errors``): their
+    reconcile writes the condition."""
 
 
 def plan(ctx: ctxmod.Context) -> Plan:
@@ -45,46 +53,21 @@ def plan(ctx: ctxmod.Context) -> Plan:
     pending: dict[str, list[tuple[objects.AgentTask, bool]]] = {}
     builds: dict[str, scheduler.BuildView] = {}
     ready_keys: set[cachemod.Key] = set()
+    errors: dict[str, str] = {}
     for (ns, build_name), names in list(ctx.cache.tasks_by_build.items()):
-        build = ctx.cache.builds.get((ns, build_name))
         bkey = f"{ns}/{build_name}"
-        ours: bool | None = None  # whether this replica holds the build's shard, asked once
-        for name in list(names):
-            key = (ns, name)
-            t = ctx.cache.tasks.get(key)
-            if t is None:
-                continue
-            phase = t.status.phase or tasks.PENDING
-            by_state[phase] += 1
-            if phase not in (tasks.PENDING, tasks.RUNNING) or (t.spec.cancel and phase == tasks.PENDING):
-                continue
-            if build is None or ctx.fanout_of(t, build) is not None:
-                continue
-            if phase == tasks.PENDING and _next_pod_exists(ctx, t, key):
-                phase = tasks.RUNNING  # admitted, its status not written yet (or interrupted): it holds a slot
-            elif slot_freed(ctx, t, build):
-                continue  # its Pod has ended: the slot is free now, before the task's reconcile records how it ended
-            if phase == tasks.RUNNING:
-                running.append(_view(t, bkey, phase, True))
-                busy[bkey] += 1
-                continue
-            if ours is None:
-                ours = ctx.owns_build(build)
-            if not ours or t.metadata.deleting or not t.status.conditions:
-                continue
-            ready = ctx.readiness(t, build)[0] == "ready"
-            if ready:
-                ready_keys.add(key)
-                if key not in ctx.ready_since:
-                    ctx.ready_since[key] = now
-            pending.setdefault(bkey, []).append((t, ready))
-            if bkey not in builds:
-                builds[bkey] = _build_view(ctx, build)
+        try:
+            _gather(ctx, ns, build_name, names, now, by_state, running, busy, pending, builds, ready_keys)
+        except Exception as e:  # one build's bad data: that build is left out of this plan, the others go on
+            errors[bkey] = type(e).__name__
+            pending.pop(bkey, None)
+            builds.pop(bkey, None)
+            log.warning("dispatch: build %s left out of the plan (%s)", bkey, type(e).__name__, exc_info=True)
     metrics.set_tasks_by_state(by_state)
     metrics.ACTIVE_WORKERS.set(len(running))
     metrics.PENDING_TASKS.set(len(ready_keys))
     if not pending:
-        return Plan((), frozenset())
+        return Plan((), frozenset(), _record_errors(ctx, errors))
     free = ctx.settings.max_workers - len(running)
     candidates: list[scheduler.TaskView] = []
     for bkey, waiting in pending.items():
@@ -96,9 +79,63 @@ def plan(ctx: ctxmod.Context) -> Plan:
             candidates.append(_view(waiting[0][0], bkey, tasks.PENDING, waiting[0][1]))
     selection = scheduler.select(candidates, running, builds=builds, global_limit=ctx.settings.max_workers,
                                  killswitch=ctx.killswitch)
+    errors.update(selection.failed)
     admit = tuple((v.build.split("/", 1)[0], v.name) for v in selection.start)
     ctx.held = ready_keys - set(admit)
-    return Plan(admit, selection.budget_blocked)
+    return Plan(admit, selection.budget_blocked, _record_errors(ctx, errors))
+
+
+def _record_errors(ctx: ctxmod.Context, errors: dict[str, str]) -> frozenset[cachemod.Key]:
+    """Keep this plan's per-build errors in the context; the builds whose error changed."""
+    new: dict[cachemod.Key, str] = {}
+    for bkey, error in errors.items():
+        ns, name = bkey.split("/", 1)
+        new[(ns, name)] = error
+    old = ctx.dispatch_errors
+    changed = frozenset(k for k in new.keys() | old.keys() if new.get(k) != old.get(k))
+    ctx.dispatch_errors = new
+    return changed
+
+
+def _gather(ctx: ctxmod.Context, ns: str, build_name: str, names: Iterable[str], now: datetime,
+            by_state: dict[str, int], running: list[scheduler.TaskView], busy: dict[str, int],
+            pending: dict[str, list[tuple[objects.AgentTask, bool]]], builds: dict[str, scheduler.BuildView],
+            ready_keys: set[cachemod.Key]) -> None:
+    """One build's part of the plan's inputs: its running tasks and its pending candidates."""
+    build = ctx.cache.builds.get((ns, build_name))
+    bkey = f"{ns}/{build_name}"
+    ours: bool | None = None  # whether this replica holds the build's shard, asked once
+    for name in list(names):
+        key = (ns, name)
+        t = ctx.cache.tasks.get(key)
+        if t is None:
+            continue
+        phase = t.status.phase or tasks.PENDING
+        by_state[phase] += 1
+        if phase not in (tasks.PENDING, tasks.RUNNING) or (t.spec.cancel and phase == tasks.PENDING):
+            continue
+        if build is None or ctx.fanout_of(t, build) is not None:
+            continue
+        if phase == tasks.PENDING and _next_pod_exists(ctx, t, key):
+            phase = tasks.RUNNING  # admitted, its status not written yet (or interrupted): it holds a slot
+        elif slot_freed(ctx, t, build):
+            continue  # its Pod has ended: the slot is free now, before the task's reconcile records how it ended
+        if phase == tasks.RUNNING:
+            running.append(_view(t, bkey, phase, True))
+            busy[bkey] += 1
+            continue
+        if ours is None:
+            ours = ctx.owns_build(build)
+        if not ours or t.metadata.deleting or not t.status.conditions:
+            continue
+        ready = ctx.readiness(t, build)[0] == "ready"
+        if ready:
+            ready_keys.add(key)
+            if key not in ctx.ready_since:
+                ctx.ready_since[key] = now
+        pending.setdefault(bkey, []).append((t, ready))
+        if bkey not in builds:
+            builds[bkey] = _build_view(ctx, build)
 
 
 def slot_freed(ctx: ctxmod.Context, t: objects.AgentTask, build: objects.BuildRequest) -> bool:

@@ -52,7 +52,10 @@ def read_roadmap(w: vws.Workspace, base: str, path: str) -> list[PlannedTask]:
     if text is None:
         raise IntakeError("Configuration", f"spec.planner.roadmapPath: {path} does not exist on branch {base} "
                                            f"(at {head[:12]}); add the file or fix the path")
-    return roadmap.plan(text)
+    try:
+        return roadmap.plan(text)
+    except roadmap.RoadmapTooLarge as e:
+        raise IntakeError("Configuration", f"spec.planner.roadmapPath: {path} on branch {base}: {e}") from None
 
 
 def _token(k: kubemod.KubeAPI, build: objects.BuildRequest) -> str | None:

@@ -366,6 +366,8 @@ class Manager:
                 for b in chosen.budget_blocked:
                     ns, name = b.split("/", 1)
                     self.queue.add(("BuildRequest", ns, name))
+                for ns, name in chosen.failed:  # its DispatchFailed condition appeared, changed or cleared
+                    self.queue.add(("BuildRequest", ns, name))
                 # a chosen task whose reconcile is in flight is admitted by the dispatch after it, not beside it
                 claimed = [k for k in chosen.admit if self.queue.claim(("AgentTask", *k))]
                 if len(claimed) < len(chosen.admit):

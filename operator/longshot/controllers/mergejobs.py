@@ -19,7 +19,7 @@ from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
 from longshot.core import mergejobs as mj
-from longshot.core import plan
+from longshot.core import plan, scheduler
 from longshot.core.effects import EmitEvent, SetCondition
 from longshot.runtime import pods
 
@@ -86,7 +86,7 @@ def fixer_manifest(build: objects.BuildRequest, name: str, *, branch: str, descr
                      "annotations": {cachemod.FIXES_ANNOTATION: fixes},
                      "ownerReferences": [build.owner_reference()]},
         "spec": {"buildRef": {"name": build.name}, "description": description, "role": "fixer",
-                 "priority": min(10, max(1, priority)), "branch": branch, "scope": list(scope)[:512]},
+                 "priority": min(10, max(1, priority)), "branch": branch, "scope": scheduler.bounded_scope(scope)},
     }
 
 

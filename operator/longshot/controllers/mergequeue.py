@@ -93,11 +93,14 @@ class Workspaces:
         return w
 
 
-def scan_commits(w: vws.Workspace, base: str, head: str) -> list[secretscan.Finding]:
+def scan_commits(w: vws.Workspace, base: str, head: str, *, timeout: float | None = None) -> list[secretscan.Finding]:
     """Every commit of ``base..head`` scanned with bounded memory (``secretscan.scan_range``), including binary
-    files and the commits a later one undoes; the workspace's own credentials are looked for too."""
+    files and the commits a later one undoes; the workspace's own credentials are looked for too. ``timeout``
+    (seconds, counted once the workspace lock is held: a wait for another job's git work is not this branch's
+    fault) bounds it: past it the scan raises ``secretscan.ScanTimedOut`` and the lock is released."""
     with w.locked():
-        return secretscan.scan_range(w, base, head, known=w.credentials.secrets)[:100]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return secretscan.scan_range(w, base, head, known=w.credentials.secrets, deadline=deadline)[:100]
 
 
 class QueueReconciler:
@@ -247,7 +250,10 @@ class QueueReconciler:
             return [mj.Error("the MergeJob names no commit")]
         try:
             base = await asyncio.to_thread(self._merge_base, w, job.spec.target, job.spec.branch, commit)
-            findings = await asyncio.to_thread(scan_commits, w, base, commit)
+            timeout = self.ctx.settings.scan_timeout_seconds
+            findings = await asyncio.to_thread(scan_commits, w, base, commit, timeout=timeout or None)
+        except secretscan.ScanTimedOut:
+            return [mj.ScanTimedOut(self.ctx.settings.scan_timeout_seconds)]
         except (vws.GitError, secretscan.ScanError) as e:
             return [mj.Error(f"the secret scan could not read the branch: {e}")]
         if findings:

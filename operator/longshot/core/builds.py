@@ -190,6 +190,9 @@ class BuildState:
     halted: bool = False
     configuration_error: str | None = None
     """A deterministic spec error found before any Pod (a missing Secret or key, base branch, bad URL)."""
+    dispatch_error: str | None = None
+    """The class of the error the build's part of the dispatch plan raised (``core.scheduler.Selection.failed``):
+    its tasks start nothing until their data is fixed; every other build dispatches."""
     counts: TaskCounts = field(default_factory=TaskCounts)
     issues: tuple[TaskIssue, ...] = ()
     outcome: tuple[str, str] | None = None
@@ -251,6 +254,7 @@ class BuildState:
             suspended=c.is_true(conds, c.SUSPENDED),
             budget_exceeded=c.is_true(conds, c.BUDGET_EXCEEDED),
             halted=c.is_true(conds, c.HALTED),
+            dispatch_error=_dispatch_error(conds),
             counts=counts,
             outcome=outcome if phase in DONE else None,
             iteration=iteration,
@@ -327,6 +331,13 @@ class ConfigurationChecked:
 
 
 @dataclass(frozen=True)
+class DispatchChecked:
+    """The class of the error the build's part of the last dispatch plan raised, or None."""
+
+    error: str | None
+
+
+@dataclass(frozen=True)
 class SuspendChanged:
     suspended: bool
 
@@ -369,6 +380,7 @@ class Finished:
 
 
 Event = (Created | PlannerFinished | PlanInvalid | TaskCountsChanged | IssuesChanged | ConfigurationChecked
+         | DispatchChecked
          | SuspendChanged | BudgetChanged | Killswitch | Deleted | FinalizationStarted | Finished | IterationEnded
          | IntakeChecked)
 
@@ -596,6 +608,33 @@ def _configuration(state: BuildState, event: ConfigurationChecked, now: datetime
     return new, [EmitEvent("Normal", "Resumed", "the spec passed its checks again")]
 
 
+DISPATCH_FAILED: Final = "DispatchFailed"
+
+
+def dispatch_failed_text(error: str) -> str:
+    """The condition message of a build whose part of the dispatch plan raised ``error`` (a class name)."""
+    return (f"the dispatch plan of this build's tasks failed ({error}): none of its tasks starts, every other "
+            "build goes on; fix or cancel the tasks with bad data (for example an oversized spec.scope)")
+
+
+def _dispatch_error(conds: list[Mapping[str, Any]]) -> str | None:
+    stalled = c.find(conds, c.STALLED)
+    if stalled is None or stalled.get("status") != c.TRUE or stalled.get("reason") != DISPATCH_FAILED:
+        return None
+    message = str(stalled.get("message") or "")
+    start, end = message.find("("), message.find(")")
+    return message[start + 1:end] if 0 <= start < end else "Error"
+
+
+def _dispatch(state: BuildState, event: DispatchChecked, now: datetime) -> Result:
+    if event.error == state.dispatch_error:
+        return state, []
+    new = replace(state, dispatch_error=event.error)
+    if event.error:
+        return new, [EmitEvent("Warning", DISPATCH_FAILED, dispatch_failed_text(event.error))]
+    return new, [EmitEvent("Normal", "Resumed", "the build's tasks are planned for dispatch again")]
+
+
 def _suspend(state: BuildState, event: SuspendChanged, now: datetime) -> Result:
     if event.suspended == state.suspended:
         return state, []
@@ -713,6 +752,10 @@ def summary(state: BuildState) -> list[SetCondition]:
         text = state.configuration_error
         return conds((c.FALSE, "Configuration", text), (c.TRUE, "Configuration", text),
                      (c.TRUE if busy else c.FALSE, "Configuration", text), (c.FALSE, "Configuration", text))
+    if state.dispatch_error:
+        text = dispatch_failed_text(state.dispatch_error)
+        return conds((c.FALSE, DISPATCH_FAILED, text), (c.TRUE, DISPATCH_FAILED, text),
+                     (c.TRUE if busy else c.FALSE, DISPATCH_FAILED, text), (c.FALSE, DISPATCH_FAILED, text))
     if state.intake_error is not None:
         fc, text = state.intake_error
         if fc in ("Auth", "Configuration"):
@@ -766,6 +809,7 @@ _ANY_PHASE: dict[type, Handler] = {
     IssuesChanged: _issues,
     ConfigurationChecked: _configuration,
     IntakeChecked: _intake,
+    DispatchChecked: _dispatch,
     SuspendChanged: _suspend,
     BudgetChanged: _budget,
     Killswitch: _killswitch,

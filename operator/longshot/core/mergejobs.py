@@ -14,7 +14,7 @@ Phases::
        |                                                        |--Requeued--> Queued
        |--Conflict (retries left)--> Conflicted --TargetMoved--> Queued
                                           |--TargetIdle--> Conflicted (terminal, a fixer takes the branch over)
-       |--Conflict (no retries) / Evicted / SecretFound / ChangesRequested / Error (no retries)--> Failed
+       |--Conflict (no retries) / Evicted / SecretFound / ScanTimedOut / ChangesRequested / Error (no retries)--> Failed
     Failed (a fixer took the branch over) --FixerLanded--> Superseded
     Conflicted/Failed --Retry (finalization)--> Queued
 
@@ -180,6 +180,14 @@ class SecretFound:
 
 
 @dataclass(frozen=True)
+class ScanTimedOut:
+    """The secret scan of the branch did not finish within its deadline (``Settings.scan_timeout_seconds``):
+    the branch is refused as a found secret is (a fixer, or a person when there is none), never retried as is."""
+
+    seconds: int
+
+
+@dataclass(frozen=True)
 class ChangesRequested:
     reviewer: str
     reasons: tuple[str, ...]
@@ -272,8 +280,8 @@ class Retry:
     why: str
 
 
-Event = (Observed | ChecksPassed | Reviewing | SecretFound | ChangesRequested | BatchJoined | Requeued | Landed
-         | Conflict | TargetMoved | TargetIdle | Evicted | Error | FixerLanded | Retry | Approved
+Event = (Observed | ChecksPassed | Reviewing | SecretFound | ScanTimedOut | ChangesRequested | BatchJoined | Requeued
+         | Landed         | Conflict | TargetMoved | TargetIdle | Evicted | Error | FixerLanded | Retry | Approved
          | DependenciesPending | DependencyFailed)
 
 # --- effects -----------------------------------------------------------------------------------------
@@ -466,6 +474,17 @@ def _secret(state: JobState, event: SecretFound, now: datetime) -> Result:
     return new, [SetCondition(c.CHECKS_PASSED, c.FALSE, "SecretFound", message), *effects]
 
 
+def _scan_timed_out(state: JobState, event: ScanTimedOut, now: datetime) -> Result:
+    message = (f"the secret scan of the commits of {state.branch} did not finish within {event.seconds}s "
+               "(a huge commit or a pathological file); the branch is not merged")
+    description = (f"The merge queue's secret scan of branch {state.branch} did not finish within {event.seconds}s, "
+                   "so the branch cannot merge. Make its commits smaller: remove generated, minified or vendored "
+                   "files and very long lines from every commit of the branch (rewrite the branch, for example by "
+                   "squashing onto the target), and push the branch again.")
+    new, effects = _fail(replace(state, checks="failed"), "ScanTimedOut", message, fix=(description, ()))
+    return new, [SetCondition(c.CHECKS_PASSED, c.FALSE, "ScanTimedOut", message), *effects]
+
+
 def _changes_requested(state: JobState, event: ChangesRequested, now: datetime) -> Result:
     reasons = "\n".join(f"- {r[:1000]}" for r in event.reasons[:20]) or "- (no reasons given)"
     message = f"reviewer {event.reviewer} requested changes"
@@ -619,6 +638,7 @@ TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
     (QUEUED, ChecksPassed): _checks_passed,
     (QUEUED, Reviewing): _reviewing,
     (QUEUED, SecretFound): _secret,
+    (QUEUED, ScanTimedOut): _scan_timed_out,
     (QUEUED, ChangesRequested): _changes_requested,
     (QUEUED, BatchJoined): _batch_joined,
     (QUEUED, Requeued): _ignore,

@@ -45,17 +45,41 @@ MAX_NAME = 40
 HASH_LEN = 6
 TAB = 4
 MAX_DESCRIPTION = 100_000
+MAX_LINES = 20_000
+"""Most lines a roadmap may have (with its 1 MiB size bound, ``vcs.speculate.MAX_ROADMAP_BYTES``, this bounds the
+per-line work of a parse: a longer file is refused, :class:`RoadmapTooLarge`)."""
+MAX_ITEMS = 5_000
+"""Most checklist items, checked ones included (a plan takes at most ``api.handoff.MAX_PLAN_TASKS`` of them)."""
 """Longest task description (``PlannedTask.description``); longer item text is cut."""
 RESERVED = re.compile(r"^planner(-i[0-9]+)?(-[0-9]+)?$")
 """Names the build's own tasks use (``core.plan.planner_task_name``)."""
 
+# The roadmap is repository text an agent may have written, so no pattern applied to its lines may backtrack
+# (the item pattern once ended in ``.*?[ \t]*\r?$``: 3.9 s on one line with 20,000 trailing spaces). Each is
+# anchored at the line's start, and each quantifier is followed by a character it cannot match: a match attempt
+# is linear in the line. An item line's trailing ``\r`` and blanks are cut off before the match (:func:`_item`).
 _ITEM = re.compile(
-    r"^(?P<lead>[ \t]*)(?P<bullet>[-*+]|[0-9]{1,9}[.)])[ \t]+\[(?P<mark>[ xX])\](?:[ \t]+(?P<text>.*?))?[ \t]*\r?$"
+    r"(?P<lead>[ \t]*)(?P<bullet>[-*+]|[0-9]{1,9}[.)])[ \t]+\[(?P<mark>[ xX])\](?:[ \t]+(?P<text>.*))?"
 )
 _LIST = re.compile(r"^[ \t]*(?:[-*+]|[0-9]{1,9}[.)])(?:[ \t]|\r?$)")
 _HEADING = re.compile(r"^ {0,3}#{1,6}(?:[ \t]|\r?$)")
 _FENCE = re.compile(r"^[ \t]*(?P<fence>`{3,}|~{3,})")
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def _item(line: str) -> re.Match[str] | None:
+    """The checklist item of ``line``: its text is what follows the box, without the trailing blanks and ``\r``."""
+    end = len(line) - 1 if line.endswith("\r") else len(line)
+    while end > 0 and line[end - 1] in " \t":
+        end -= 1
+    return _ITEM.fullmatch(line, 0, end)
+
+
 _NAME = re.compile(PLAN_TASK_NAME)
+
+
+class RoadmapTooLarge(ValueError):
+    """The roadmap has more lines or items than a parse accepts; the message says which bound and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +135,11 @@ def _scan(text: str) -> list[_Raw]:
     fence: str | None = None
     current: int | None = None  # the item whose continuation lines may follow
     blank_since = False
-    for number, line in enumerate(_lines(text)):
+    lines = _lines(text)
+    if len(lines) > MAX_LINES:
+        raise RoadmapTooLarge(f"the roadmap has {len(lines)} lines, more than the {MAX_LINES} accepted; split it or "
+                              "remove done items")
+    for number, line in enumerate(lines):
         stripped = line.strip()
         opening = _FENCE.match(line)
         if fence is not None:
@@ -126,7 +154,7 @@ def _scan(text: str) -> list[_Raw]:
         if not stripped:
             blank_since = True
             continue
-        match = _ITEM.match(line)
+        match = _item(line)
         if match and match["text"] and match["text"].strip():  # text of only whitespace (e.g. \x1f) is no item
             column = _columns(match["lead"])
             while stack and raws[stack[-1]].column >= column:
@@ -134,6 +162,9 @@ def _scan(text: str) -> list[_Raw]:
             raw = _Raw(title=match["text"].strip(), checked=match["mark"] != " ", line=number, column=column,
                        mark=match.start("mark"), parent=stack[-1] if stack else None)
             raws.append(raw)
+            if len(raws) > MAX_ITEMS:
+                raise RoadmapTooLarge(f"the roadmap has more than {MAX_ITEMS} checklist items; split it or remove "
+                                      "done items")
             index = len(raws) - 1
             if raw.parent is not None:
                 raws[raw.parent].children.append(index)
@@ -158,7 +189,7 @@ def _scan(text: str) -> list[_Raw]:
 
 def _slug(title: str) -> str:
     ascii_text = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode().lower()
-    return re.sub(r"[^a-z0-9]+", "-", ascii_text).strip("-")
+    return _NOT_SLUG.sub("-", ascii_text).strip("-")
 
 
 def _digest(text: str) -> str:
@@ -190,7 +221,9 @@ def _names(raws: list[_Raw]) -> list[str]:
 
 
 def parse(text: str) -> list[Item]:
-    """Every checklist item of ``text``, checked or not, in document order."""
+    """Every checklist item of ``text``, checked or not, in document order. Raises :class:`RoadmapTooLarge` past
+    :data:`MAX_LINES` lines or :data:`MAX_ITEMS` items: with those bounds and the size bound a parse is linear
+    in the text and takes well under a second (``hack/hostile_parsers.py``)."""
     raws = _scan(text)
     names = _names(raws)
     return [

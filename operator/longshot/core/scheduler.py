@@ -20,6 +20,13 @@ Rules, in order:
    task has the highest priority, then the oldest. A build with 1,000 ready tasks therefore cannot starve a
    build with 2. Within a build, tasks go by priority (10 first), then age (``creationTimestamp``), then name.
 
+Containment: each build's part of the plan runs on its own. An exception while a build's candidates are
+ordered or checked (bad data in a task, a bug) drops that build from this plan, with the error's class in
+``Selection.failed`` (the shell sets a ``DispatchFailed`` condition on it), and every other build is planned as
+usual. The scope checks of one build cost at most :data:`MAX_BUILD_SCOPE_STEPS` segment comparisons per plan
+(results are remembered across plans, so the next plan goes on where this one stopped); a pair of scopes whose
+check would cost more than :data:`MAX_SCOPE_STEPS` counts as overlapping (the safe answer: a task waits).
+
 Builds are identified by an opaque key (the shell uses ``"<namespace>/<name>"``); a task's ``depends_on``
 names tasks of the same build. Candidates of a build missing from ``builds`` do not start.
 """
@@ -28,10 +35,12 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from functools import lru_cache
+
+from longshot.api import common
 
 PENDING = "Pending"
 
@@ -86,6 +95,8 @@ class Selection:
     """Builds with ready work held back by ``spec.suspend``."""
     halted: frozenset[str] = frozenset()
     """Builds held back by the killswitch (every build with ready work when it is engaged)."""
+    failed: Mapping[str, str] = field(default_factory=dict)
+    """Builds whose part of the plan raised, with the exception's class name: they start nothing this round."""
 
 
 # --- scopes ----------------------------------------------------------------------------------------
@@ -144,35 +155,95 @@ def patterns_overlap(a: str, b: str) -> bool:
     ``*.py`` and ``*.md`` do not. When two wildcard segments cannot be compared exactly the answer errs
     on the side of overlap (the cost is a task waiting, not a conflict).
     """
+    return overlap_steps(a, b)[0]
+
+
+def overlap_steps(a: str, b: str) -> tuple[bool, int]:
+    """:func:`patterns_overlap` and the number of segment positions it visited (at most ``(n + 1) * (m + 1)`` for
+    entries of ``n`` and ``m`` segments: each pair of positions is visited once). Iterative: a worklist of
+    positions, no recursion, whatever the number of segments."""
     pa, pb = _parse(a), _parse(b)
-    memo: dict[tuple[int, int], bool] = {}
+    n, m = len(pa), len(pb)
+    seen: set[tuple[int, int]] = set()
+    todo = [(0, 0)]
+    while todo:
+        i, j = todo.pop()
+        if (i, j) in seen:
+            continue
+        seen.add((i, j))
+        if i == n and j == m:
+            return True, len(seen)
+        if i < n and pa[i] == "**":
+            todo.append((i + 1, j))
+            if j < m:
+                todo.append((i, j + 1))
+        elif j < m and pb[j] == "**":
+            todo.append((i, j + 1))
+            if i < n:
+                todo.append((i + 1, j))
+        elif i < n and j < m and _segments_overlap(pa[i], pb[j]):
+            todo.append((i + 1, j + 1))
+    return False, len(seen)
 
-    def ov(i: int, j: int) -> bool:
-        key = (i, j)
-        if key in memo:
-            return memo[key]
-        if i == len(pa) and j == len(pb):
-            r = True
-        elif i < len(pa) and pa[i] == "**":
-            r = ov(i + 1, j) or (j < len(pb) and ov(i, j + 1))
-        elif j < len(pb) and pb[j] == "**":
-            r = ov(i, j + 1) or (i < len(pa) and ov(i + 1, j))
-        elif i == len(pa) or j == len(pb):
-            r = False
-        else:
-            r = _segments_overlap(pa[i], pb[j]) and ov(i + 1, j + 1)
-        memo[key] = r
-        return r
 
-    return ov(0, 0)
+def bounded_scope(entries: Iterable[str]) -> list[str]:
+    """``entries`` within the CRD's scope bounds (``api.common.MAX_SCOPE_*``), never narrower: an entry with too
+    many segments or characters is cut to its leading segments (an entry covers what is below it), and when
+    there are too many entries they are cut to fewer segments until they fit (``**``, everything, at worst).
+    For scopes the operator writes from what git reports (a fixer's conflicting files), not for a planner's
+    scope, which is refused when it is out of bounds."""
+    def cut(entry: str, depth: int) -> str:
+        segs = [s for s in entry.strip().strip("/").split("/") if s not in ("", ".")][:depth]
+        while segs and len("/".join(segs)) > common.MAX_SCOPE_ENTRY_LENGTH:
+            segs.pop()
+        return "/".join(segs) or "**"
+
+    out = list(dict.fromkeys(cut(e, common.MAX_SCOPE_SEGMENTS) for e in entries))
+    depth = common.MAX_SCOPE_SEGMENTS
+    while len(out) > common.MAX_SCOPE_ENTRIES and depth > 1:
+        depth -= 1
+        out = list(dict.fromkeys(cut(e, depth) for e in out))
+    return out if len(out) <= common.MAX_SCOPE_ENTRIES else ["**"]
+
+
+MAX_SCOPE_STEPS = 100_000
+"""Most segment positions one check of two scopes visits (about 0.1 s); past it the scopes count as overlapping.
+Scopes a person or planner writes take a few dozen."""
+MAX_BUILD_SCOPE_STEPS = 300_000
+"""Most segment positions the scope checks of one build visit in one plan (results already known are free)."""
+_SCOPE_CACHE_SIZE = 65536
+_scope_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], bool] = {}
 
 
 def scopes_overlap(a: Iterable[str], b: Iterable[str]) -> bool:
     """Whether two task scopes overlap; an empty scope overlaps nothing."""
-    bl = tuple(b)
-    if not bl:
-        return False
-    return any(patterns_overlap(x, y) for x in a for y in bl)
+    return scope_check(tuple(a), tuple(b))[0]
+
+
+def scope_check(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[bool, int]:
+    """:func:`scopes_overlap` and the segment positions it visited now (0 when the answer was remembered). At
+    most :data:`MAX_SCOPE_STEPS`: a check that would take longer answers True (overlap, the safe side)."""
+    if not a or not b:
+        return False, 0
+    key = (a, b)
+    known = _scope_cache.get(key)
+    if known is not None:
+        return known, 0
+    steps = 0
+    answer = False
+    for x in a:
+        for y in b:
+            hit, n = overlap_steps(x, y)
+            steps += n
+            if hit or steps > MAX_SCOPE_STEPS:
+                answer = True
+                break
+        if answer:
+            break
+    if len(_scope_cache) >= _SCOPE_CACHE_SIZE:
+        _scope_cache.clear()
+    _scope_cache[key] = answer
+    return answer, steps
 
 
 # --- selection -------------------------------------------------------------------------------------
@@ -204,6 +275,7 @@ def select(
 
     ``running`` are the tasks holding a slot; their scopes block overlapping candidates of the same build.
     """
+    failed: dict[str, str] = {}
     running_by_build: dict[str, list[TaskView]] = {}
     for r in running:
         running_by_build.setdefault(r.build, []).append(r)
@@ -217,16 +289,21 @@ def select(
         if t.phase != PENDING:
             continue
         b = builds.get(t.build)
-        if b is None:
+        if b is None or t.build in failed:
             continue
-        if killswitch or b.halted:
-            halted.add(t.build)
-            continue
-        if b.suspended:
-            suspended.add(t.build)
-            continue
-        if b.budget_spent:
-            budget_blocked.add(t.build)
+        try:
+            if killswitch or b.halted:
+                halted.add(t.build)
+                continue
+            if b.suspended:
+                suspended.add(t.build)
+                continue
+            if b.budget_spent:
+                budget_blocked.add(t.build)
+                continue
+        except Exception as e:  # this build's data: it starts nothing now, every other build goes on
+            failed[t.build] = type(e).__name__
+            ready.pop(t.build, None)
             continue
         if not t.dependencies_ready:
             continue
@@ -240,33 +317,35 @@ def select(
         pos: dict[str, int] = {}
         taken: dict[str, list[tuple[tuple[str, ...], str]]] = {}
         heap: list[tuple[int, int, datetime, str, str]] = []
+        spent: dict[str, int] = {}
         for key, tasks in ready.items():
-            busy = len(running_by_build.get(key, ()))
-            if busy >= builds[key].max_workers:
-                continue
-            tasks.sort(key=_order)
-            queues[key] = tasks
-            pos[key] = 0
-            taken[key] = [(r.scope, r.group) for r in running_by_build.get(key, ()) if r.scope]
-            head = tasks[0]
-            prio, created, name = _order(head)
-            heap.append((busy, prio, created, name, key))
+            try:
+                busy = len(running_by_build.get(key, ()))
+                if busy >= builds[key].max_workers:
+                    continue
+                tasks.sort(key=_order)
+                queues[key] = tasks
+                pos[key] = 0
+                taken[key] = [(tuple(r.scope), r.group) for r in running_by_build.get(key, ()) if r.scope]
+                head = tasks[0]
+                prio, created, name = _order(head)
+                heap.append((busy, prio, created, name, key))
+            except Exception as e:  # this build's data: it starts nothing now, every other build goes on
+                failed[key] = type(e).__name__
         heapq.heapify(heap)
         while heap and slots > 0:
             busy, _, _, _, key = heapq.heappop(heap)
-            tasks, scopes = queues[key], taken[key]
-            i = pos[key]
-            chosen = None
-            while i < len(tasks):
-                t = tasks[i]
-                i += 1
-                if t.scope and any(scopes_overlap(t.scope, s) for s, g in scopes if not (g and g == t.group)):
-                    continue  # waits for the overlapping task; conflicts only grow in this round
-                chosen = t
-                break
-            pos[key] = i
-            if chosen is None:
+            try:
+                chosen, over = _next(queues[key], pos, key, taken[key], spent)
+            except Exception as e:  # as above; what this build was given in this round is taken back
+                failed[key] = type(e).__name__
+                kept = [t for t in start if t.build != key]
+                slots += len(start) - len(kept)
+                start = kept
                 continue
+            if chosen is None or over:
+                continue  # nothing startable, or its scope checks used this plan's share: the next plan goes on
+            tasks, scopes, i = queues[key], taken[key], pos[key]
             start.append(chosen)
             slots -= 1
             busy += 1
@@ -275,4 +354,38 @@ def select(
             if busy < builds[key].max_workers and i < len(tasks):
                 prio, created, name = _order(tasks[i])
                 heapq.heappush(heap, (busy, prio, created, name, key))
-    return Selection(tuple(start), frozenset(budget_blocked), frozenset(suspended), frozenset(halted))
+    return Selection(tuple(start), frozenset(budget_blocked), frozenset(suspended), frozenset(halted), failed)
+
+
+def _next(tasks: list[TaskView], pos: dict[str, int], key: str, scopes: list[tuple[tuple[str, ...], str]],
+          spent: dict[str, int]) -> tuple[TaskView | None, bool]:
+    """The build's next candidate whose scope overlaps no taken scope, and whether its scope checks ran out of
+    their share of this plan (:data:`MAX_BUILD_SCOPE_STEPS`; the candidate they stopped at is looked at again in
+    the next plan)."""
+    i = pos[key]
+    while i < len(tasks):
+        t = tasks[i]
+        if t.scope:
+            scope = tuple(t.scope)
+            blocked = False
+            for s, g in scopes:
+                if g and g == t.group:
+                    continue
+                hit, steps = scope_check(scope, s)
+                spent[key] = spent.get(key, 0) + steps
+                if hit:
+                    blocked = True
+                    break
+                if spent[key] > MAX_BUILD_SCOPE_STEPS:
+                    pos[key] = i
+                    return None, True
+            if blocked:
+                i += 1
+                if spent.get(key, 0) > MAX_BUILD_SCOPE_STEPS:
+                    pos[key] = i
+                    return None, True
+                continue  # waits for the overlapping task; conflicts only grow in this round
+        pos[key] = i + 1
+        return t, False
+    pos[key] = i
+    return None, False

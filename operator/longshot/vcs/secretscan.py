@@ -17,41 +17,55 @@ to log, to put in a handoff and to show in a condition.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
 import re
 import subprocess
 import tempfile
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Final, Protocol
 
+import re2
+
 ALLOW_MARKER = "longshot:allow-secret"
 
-# (rule, pattern) — specific token formats; each is a credential wherever it appears.
-TOKEN_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("aws-access-key-id", re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA)[0-9A-Z]{16}\b")),
-    ("aws-secret-access-key", re.compile(
-        r"(?i)aws_?secret_?access_?key[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])")),
-    ("github-token", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,255}\b")),
-    ("github-fine-grained-token", re.compile(r"\bgithub_pat_[A-Za-z0-9_]{50,255}\b")),
-    ("gitlab-token", re.compile(r"\bgl(?:pat|dt|rt|ptt|cbt|oas)-[A-Za-z0-9_-]{20,}")),
-    ("slack-token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
-    ("slack-webhook", re.compile(r"https://hooks\.slack\.com/services/T[A-Za-z0-9_]+/B[A-Za-z0-9_]+/[A-Za-z0-9_]+")),
-    ("anthropic-api-key", re.compile(r"\bsk-ant-(?:api|admin)\d{2}-[A-Za-z0-9_-]{20,}")),
-    ("openai-api-key", re.compile(r"\bsk-(?!ant-)(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}T3BlbkFJ[A-Za-z0-9_-]{20,}"
-                                  r"|\bsk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,}"
-                                  r"|\bsk-[A-Za-z0-9]{48}\b")),
-    ("private-key", re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")),
+# (rule, pattern) — specific token formats; each is a credential wherever it appears. RE2 patterns (linear time in
+# the text whatever it holds: an agent writes it); RE2 has no lookaround, so "not followed by" is spelt out.
+_C = "[A-Za-z0-9_-]"
+TOKEN_RULES: tuple[tuple[str, re2._Regexp[str]], ...] = (
+    ("aws-access-key-id", re2.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA)[0-9A-Z]{16}\b")),
+    # exactly 40 characters of the key's alphabet: the match ends with the character after them (or the end)
+    ("aws-secret-access-key", re2.compile(
+        r"(?i)aws_?secret_?access_?key[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+]|$)")),
+    ("github-token", re2.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,255}\b")),
+    ("github-fine-grained-token", re2.compile(r"\bgithub_pat_[A-Za-z0-9_]{50,255}\b")),
+    ("gitlab-token", re2.compile(r"\bgl(?:pat|dt|rt|ptt|cbt|oas)-[A-Za-z0-9_-]{20,}")),
+    ("slack-token", re2.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
+    ("slack-webhook", re2.compile(r"https://hooks\.slack\.com/services/T[A-Za-z0-9_]+/B[A-Za-z0-9_]+/[A-Za-z0-9_]+")),
+    ("anthropic-api-key", re2.compile(r"\bsk-ant-(?:api|admin)\d{2}-[A-Za-z0-9_-]{20,}")),
+    # ``sk-`` not followed by ``ant-`` (an Anthropic key): the first four characters spelt out as "not a",
+    # "a, not n", "an, not t", "ant, not -"; the optional proj-/svcacct-/admin- prefix is inside [A-Za-z0-9_-]{20,}
+    ("openai-api-key", re2.compile(
+        rf"\bsk-(?:[A-Zb-z0-9_-]{_C}{{19,}}|a[A-Za-mo-z0-9_-]{_C}{{18,}}|an[A-Za-su-z0-9_-]{_C}{{17,}}"
+        rf"|ant[A-Za-z0-9_]{_C}{{16,}})T3BlbkFJ{_C}{{20,}}"
+        r"|\bsk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,}"
+        r"|\bsk-[A-Za-z0-9]{48}\b")),
+    ("private-key", re2.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")),
     # a signed JSON Web Token: base64url header and payload (both JSON objects, so "eyJ"), and a signature
-    ("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{16,}")),
+    ("jwt", re2.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{16,}")),
 )
 # What every match of a rule contains, as a regex that starts with a literal (sre then skips to that literal
 # at memchr-like speed); for the case-insensitive rule a literal of the lower-cased text. A cheap look for the
-# anchors picks the few rules worth running on a line or a chunk, and where in a chunk to run them.
+# anchors picks the few rules worth running on a line or a chunk, and where in a chunk to run them. These stay
+# on Python's ``re``: each is a fixed literal or an alternation of fixed literals of one length, so a match
+# attempt costs a bounded number of steps at each position (linear in the text, no backtracking to speak of).
 _ANCHORS: dict[str, tuple[bool, re.Pattern[str]]] = {
     rule: (lower, re.compile(anchor)) for rule, lower, anchor in (
         ("aws-access-key-id", False, r"A(?:KIA|SIA|GPA|IDA|ROA|NPA)"),
@@ -69,7 +83,8 @@ _ANCHORS: dict[str, tuple[bool, re.Pattern[str]]] = {
 }
 
 
-def _token_rules(text: str, rules: tuple[tuple[str, re.Pattern[str]], ...]) -> Iterator[tuple[str, re.Pattern[str]]]:
+def _token_rules(text: str, rules: tuple[tuple[str, re2._Regexp[str]], ...]
+                 ) -> Iterator[tuple[str, re2._Regexp[str]]]:
     """The rules of ``rules`` whose anchors occur in ``text``."""
     lowered: str | None = None
     for rule, pattern in rules:
@@ -85,7 +100,7 @@ CONFIG_SUFFIXES = (
     ".env", ".ini", ".cfg", ".conf", ".config", ".properties", ".toml", ".yaml", ".yml", ".json",
     ".tfvars", ".tf", ".xml", ".npmrc", ".pypirc", ".netrc", ".envrc",
 )
-_SECRET_ASSIGNMENT = re.compile(
+_SECRET_ASSIGNMENT = re2.compile(
     r"(?i)(?P<key>[A-Za-z0-9_.-]*(?:secret|token|passw(?:or)?d|pwd|api[_-]?key|access[_-]?key|"
     r"private[_-]?key|client[_-]?secret|credential|auth)[A-Za-z0-9_.-]*)[\"']?\s*[:=]\s*[\"']?"
     r"(?P<value>[A-Za-z0-9+/=_.~-]{20,})"
@@ -93,13 +108,14 @@ _SECRET_ASSIGNMENT = re.compile(
 ENTROPY_THRESHOLD = 3.5
 
 # `.env`-style assignments (KEY=value) of a secret-sounding key: in dotenv files any real value counts (a
-# password need not look random); elsewhere only shell `export` lines and Dockerfile `ENV` lines.
+# password need not look random); elsewhere only shell `export` lines and Dockerfile `ENV` lines. The value is
+# unquoted, or in matching double or single quotes (three alternatives: RE2 has no backreference).
 _ENV_KEY = (r"[A-Za-z0-9_.]*(?:PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|"
             r"CREDENTIALS?)[A-Za-z0-9_.]*")
-_DOTENV_ASSIGNMENT = re.compile(
-    rf"(?i)^\s*(?:export\s+)?(?P<key>{_ENV_KEY})\s*=\s*(?P<quote>[\"']?)(?P<value>[^\s\"'#]+)(?P=quote)\s*(?:#.*)?$")
-_EXPORT_ASSIGNMENT = re.compile(
-    rf"(?i)^\s*(?:export|ENV)\s+(?P<key>{_ENV_KEY})[=\s]\s*(?P<quote>[\"']?)(?P<value>[^\s\"'#]+)(?P=quote)\s*(?:#.*)?$")
+_ENV_VALUE = (r"(?:\"(?P<dq>[^\s\"'#]+)\"|'(?P<sq>[^\s\"'#]+)'|(?P<bare>[^\s\"'#]+))"
+              r"[ \t\f\v\r]*(?:#.*)?$")
+_DOTENV_ASSIGNMENT = re2.compile(rf"(?i)^[ \t\f\v\r]*(?:export\s+)?(?P<key>{_ENV_KEY})\s*=\s*{_ENV_VALUE}")
+_EXPORT_ASSIGNMENT = re2.compile(rf"(?i)^[ \t\f\v\r]*(?:export|ENV)\s+(?P<key>{_ENV_KEY})[=\s]\s*{_ENV_VALUE}")
 _PLACEHOLDERS = frozenset((
     "changeme", "change-me", "change_me", "placeholder", "example", "secret", "password", "token", "dummy",
     "fake", "test", "none", "null", "true", "false", "todo", "xxx", "redacted", "your-password", "your-secret",
@@ -159,7 +175,7 @@ def scan_line(path: str, number: int, line: str, known: Iterable[str] = (), *,
                 break
     if not found and "=" in line:
         assignment = (_DOTENV_ASSIGNMENT if is_dotenv_file(path) else _EXPORT_ASSIGNMENT).match(line)
-        if assignment and _is_value(assignment.group("value")):
+        if assignment and _is_value(assignment.group("dq") or assignment.group("sq") or assignment.group("bare")):
             found.append(Finding(path, number, "env-secret-assignment"))
     return found
 
@@ -257,7 +273,7 @@ _MAX_ANCHOR_HITS = 256
 _ANCHOR_BEFORE = 64
 """How far before its anchor a match may start (``aws_secret_access_key`` has its anchor inside)."""
 # the token rules for blobs decoded as latin-1: word boundaries of ASCII (a byte 0xE9 is no letter there)
-_BLOB_RULES = tuple((rule, re.compile(pattern.pattern, re.ASCII)) for rule, pattern in TOKEN_RULES)
+_BLOB_RULES = TOKEN_RULES  # RE2's \b and classes are ASCII: a byte 0xE9 decoded as latin-1 is no letter there
 _HUNK_HEADER = re.compile(rb"^@@ -\d+(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 _COMBINED_HUNK_HEADER = re.compile(rb"^(@{3,}) (?:-\d+(?:,\d+)? )+\+(\d+)(?:,(\d+))? @{3,}")
 
@@ -284,13 +300,17 @@ class ScanError(RuntimeError):
     """git could not read the range (unknown commit, broken repository); the message says which command."""
 
 
+class ScanTimedOut(ScanError):
+    """The scan did not finish before its deadline (``scan_range(deadline=...)``); its git processes were killed."""
+
+
 class _HasPath(Protocol):
     @property
     def path(self) -> Path: ...
 
 
 def scan_range(repo: str | os.PathLike[str] | _HasPath, base: str, head: str, *, known: Iterable[str] = (),
-               trusted: str | None = None) -> list[Finding]:
+               trusted: str | None = None, deadline: float | None = None) -> list[Finding]:
     """Credentials introduced by the commits of ``base..head`` in the repository ``repo`` (a bare repository,
     a checkout, or a :class:`~longshot.vcs.workspace.Workspace`, whose lock the caller holds).
 
@@ -299,15 +319,34 @@ def scan_range(repo: str | os.PathLike[str] | _HasPath, base: str, head: str, *,
     (default ``base``: the target branch) is already there and not reported; the allow marker is not honoured.
     ``known`` are exact values to look for (the caller's own credentials; never exempted). Synchronous (run it
     with ``asyncio.to_thread``); raises :class:`ScanError` when git cannot read the range.
+
+    ``deadline`` (a :func:`time.monotonic` value) bounds the wall-clock time: the scan checks it between lines,
+    pieces and chunks, and a timer kills its git processes at that moment (a ``git grep`` that prints nothing
+    for a long time cannot hold it past the deadline); it then raises :class:`ScanTimedOut`.
     """
     for rev in (base, head, trusted or "x"):
         if not rev or rev.startswith("-") or any(c.isspace() for c in rev):
             raise ValueError(f"not a revision: {rev!r}")
     directory = os.fspath(repo.path if hasattr(repo, "path") else repo)
-    scan = _RangeScan([k for k in known if k], directory)
-    scan.log(base, head)
-    scan.blobs()
-    scan.exempt_existing(base if trusted is None else trusted)
+    scan = _RangeScan([k for k in known if k], directory, deadline)
+    timer = None
+    if deadline is not None:
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), scan.expire)
+        timer.daemon = True
+        timer.start()
+    try:
+        scan.log(base, head)
+        scan.blobs()
+        scan.exempt_existing(base if trusted is None else trusted)
+    except ScanError:
+        if scan.timed_out or scan.past_deadline():
+            raise scan.timeout() from None
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+    if scan.timed_out:
+        raise scan.timeout()
     return sorted(scan.findings, key=lambda f: (f.file, f.line, f.rule, f.commit))
 
 
@@ -329,9 +368,13 @@ class _Blob:
 
 
 class _RangeScan:
-    def __init__(self, known: list[str], directory: str) -> None:
+    def __init__(self, known: list[str], directory: str, deadline: float | None = None) -> None:
         self.known = known
         self.directory = directory
+        self.deadline = deadline
+        self.timed_out = False
+        self.procs: set[subprocess.Popen[bytes]] = set()
+        self.lock = threading.Lock()
         self.findings: set[Finding] = set()
         self.blob_queue: dict[str, _Blob] = {}
         self.candidates: dict[str, list[Finding]] = {}
@@ -339,26 +382,57 @@ class _RangeScan:
         self.candidate_bytes = 0
         self.overlap = max([OVERLAP, *(len(k) for k in known)])
 
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def timeout(self) -> ScanTimedOut:
+        return ScanTimedOut(f"the secret scan did not finish within its deadline in {self.directory}")
+
+    def check(self) -> None:
+        """Raise :class:`ScanTimedOut` once the deadline has passed."""
+        if self.timed_out or self.past_deadline():
+            self.timed_out = True
+            raise self.timeout()
+
+    def expire(self) -> None:
+        """The deadline's timer: kill every git process of the scan (their pipes end; the reader stops)."""
+        with self.lock:
+            self.timed_out = True
+            for proc in self.procs:
+                proc.kill()
+
+    def _track(self, proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+        with self.lock:
+            if self.timed_out:
+                proc.kill()
+            self.procs.add(proc)
+        return proc
+
     @property
     def full(self) -> bool:
         return len(self.findings) + sum(len(v) for v in self.candidates.values()) >= MAX_FINDINGS
 
     def _popen(self, *args: str, stdin: int | IO[bytes] | None = None) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([*_GIT, "-C", self.directory, *args], stdin=stdin, stdout=subprocess.PIPE,
-                                stderr=self.stderr, env=_env())
+        return self._track(subprocess.Popen([*_GIT, "-C", self.directory, *args], stdin=stdin,
+                                            stdout=subprocess.PIPE, stderr=self.stderr, env=_env()))
 
     def _run(self, what: str, args: tuple[str, ...], consume: Callable[[IO[bytes], subprocess.Popen[bytes]], None],
              *, ok: tuple[int, ...] = (0,), stdin: int | IO[bytes] | None = None) -> None:
         with tempfile.TemporaryFile() as self.stderr, self._popen(*args, stdin=stdin) as proc:
             assert proc.stdout is not None
+            failed = True
             try:
                 consume(proc.stdout, proc)
+                failed = False
             finally:
+                if failed or self.full:
+                    proc.kill()  # an error or the deadline: git must not block on a full pipe
                 if proc.stdin is not None and not proc.stdin.closed:
-                    proc.stdin.close()
-                if self.full:
-                    proc.kill()
+                    with contextlib.suppress(OSError):  # git was killed: the pipe is broken
+                        proc.stdin.close()
                 rc = proc.wait()
+                self.procs.discard(proc)
+            self.check()
             if rc not in ok and not self.full:
                 self.stderr.seek(0)
                 err = self.stderr.read(4000).decode(errors="replace").strip().splitlines()
@@ -368,15 +442,18 @@ class _RangeScan:
 
     def log(self, base: str, head: str) -> None:
         """Scan the patch of every commit of ``base..head`` (``git rev-list | git diff-tree --stdin``)."""
-        with tempfile.TemporaryFile() as err, subprocess.Popen(
+        with tempfile.TemporaryFile() as err, self._track(subprocess.Popen(
                 [*_GIT, "-C", self.directory, "rev-list", f"{base}..{head}", "--"], stdout=subprocess.PIPE,
-                stderr=err, env=_env()) as commits:
+                stderr=err, env=_env())) as commits:
+            failed = True
             try:
                 self._run("git diff-tree", _DIFF_TREE, lambda out, _: self._parse(out), stdin=commits.stdout)
+                failed = False
             finally:
-                if self.full:
+                if failed or self.full:
                     commits.kill()
                 rc = commits.wait()
+                self.procs.discard(commits)
             if rc != 0 and not self.full:
                 err.seek(0)
                 lines = err.read(4000).decode(errors="replace").strip().splitlines()
@@ -392,7 +469,10 @@ class _RangeScan:
         line_findings: set[str] = set()
         continued = adding = False
         carry = ""
+        check = self.check if self.deadline is not None else None
         for piece in iter(lambda: out.readline(LINE_PIECE), b""):
+            if check is not None:
+                check()
             whole = piece.endswith(b"\n")
             raw = piece[:-1] if whole else piece
             if continued:  # the rest of a long line
@@ -513,6 +593,7 @@ class _RangeScan:
         left = int(header[2])
         carry, first_line = "", 1
         while left > 0:
+            self.check()
             chunk = out.read(min(BLOB_CHUNK, left))
             if not chunk:
                 raise ScanError(f"git cat-file ended inside blob {oid} of {path}")
@@ -546,16 +627,20 @@ class _RangeScan:
                 if len(hits) > _MAX_ANCHOR_HITS:
                     break
             if len(hits) > _MAX_ANCHOR_HITS:
-                yield from ((rule, m.start(), m.end()) for m in pattern.finditer(window))
+                yield from ((rule, m.start(), _end(window, m)) for m in pattern.finditer(window))
                 continue
             done = -1
             for at in hits:
                 if at < done:
                     continue
-                match = pattern.search(window, max(0, at - _ANCHOR_BEFORE), at + OVERLAP)
-                if match and match.end() > done:
-                    done = match.end()
-                    yield rule, match.start(), match.end()
+                # RE2 encodes the text it is given: a slice around the anchor (with one character before it, so
+                # that \b sees what precedes), not the whole window for every hit
+                lo = max(0, at - _ANCHOR_BEFORE)
+                ctx = max(0, lo - 1)
+                match = pattern.search(window[ctx:at + OVERLAP], lo - ctx)
+                if match and ctx + match.end() > done:
+                    done = ctx + match.end()
+                    yield rule, ctx + match.start(), ctx + _end(window[ctx:at + OVERLAP], match)
 
     # --- lines that were already there ------------------------------------------------------------------
 
@@ -571,6 +656,7 @@ class _RangeScan:
             proc.stdin.write(patterns)  # git grep reads every pattern before it prints anything
             proc.stdin.close()
             for piece in iter(lambda: out.readline(LINE_PIECE + 2), b""):
+                self.check()
                 line = piece.rstrip(b"\n").decode("utf-8", "replace")
                 if line in self.candidates:
                     existing.add(line)
@@ -582,6 +668,18 @@ class _RangeScan:
             if text not in existing:
                 self.findings.update(found)
         self.candidates = {}
+
+
+_AWS_SECRET_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+")
+
+
+def _end(text: str, match: re2._Match[str]) -> int:
+    """Where the credential of ``match`` ends: the AWS secret key rule also matches the character after the key
+    (RE2 has no lookahead), which is not part of it."""
+    end = match.end()
+    if end > match.start() and text[end - 1] not in _AWS_SECRET_ALPHABET and match.re is TOKEN_RULES[1][1]:
+        return end - 1
+    return end
 
 
 def _has_tree(directory: str, rev: str) -> bool:

@@ -305,10 +305,15 @@ def finish_member(w: ws.Workspace, commit: str, m: Member) -> str:
             log.warning("roadmap of %s not checked off: %s", m.name, e)
             text = None
         if text is not None:
-            checked = roadmap.check_off(text, [item])
+            try:
+                checked = roadmap.check_off(text, [item])
+                unknown = checked == text and bool(roadmap.unknown_names(text, [item]))
+            except roadmap.RoadmapTooLarge as e:
+                log.warning("roadmap of %s not checked off: %s", m.name, e)
+                checked, unknown = text, False
             if checked != text:
                 new_tree = _replace_file(w, commit, path, checked)
-            elif roadmap.unknown_names(text, [item]):
+            elif unknown:
                 log.warning("roadmap item %s of %s is no longer in %s; nothing checked off", item, m.name, path)
     new_message = message.rstrip("\n") + "\n"
     missing = [line for line in m.references if line not in new_message.splitlines()]

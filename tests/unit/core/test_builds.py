@@ -192,6 +192,21 @@ def test_budget_and_killswitch_and_configuration():
     assert summary(effects)["Stalled"] == ("False", "NotStalled")
 
 
+def test_a_dispatch_failure_stalls_only_that_build_naming_the_error_class_and_clears():
+    s, effects = decide(build("Working"), builds.DispatchChecked("RecursionError"))
+    got = summary(effects)
+    assert got["Stalled"] == ("True", "DispatchFailed") and got["Ready"] == ("False", "DispatchFailed")
+    message = cond(effects, "Stalled").message
+    assert "(RecursionError)" in message and "Traceback" not in message and "every other build" in message
+    assert [e.reason for e in effects if isinstance(e, EmitEvent)] == ["DispatchFailed"]
+    status = [{"type": "Stalled", "status": "True", "reason": "DispatchFailed", "message": message}]
+    assert builds._dispatch_error(status) == "RecursionError"  # read back after a restart: no second Event
+    _, effects = decide(s, builds.DispatchChecked("RecursionError"))
+    assert not [e for e in effects if isinstance(e, EmitEvent)]
+    s, effects = decide(s, builds.DispatchChecked(None))
+    assert summary(effects)["Stalled"] == ("False", "NotStalled") and s.dispatch_error is None
+
+
 def test_deleted():
     s, _ = decide(build("Working"), Deleted())
     assert s.deleted

@@ -126,6 +126,16 @@ def test_changes_requested_and_secret_found_get_fixers():
     assert s.phase == "Failed" and "AWS access key" in of(effects, CreateFixer)[0].description
 
 
+def test_a_scan_past_its_deadline_fails_the_job_and_gets_a_fixer_as_a_found_secret_does():
+    s, effects = decide(job(), mj.ScanTimedOut(90))
+    assert s.phase == "Failed" and s.checks == "failed"
+    assert cond(effects, "ChecksPassed").reason == "ScanTimedOut" and "90s" in cond(effects, "ChecksPassed").message
+    assert "did not finish within 90s" in of(effects, CreateFixer)[0].description
+    s, effects = decide(job(fixers_left=0), mj.ScanTimedOut(90))
+    assert s.phase == "Failed" and not of(effects, CreateFixer)  # no fixer left: a person (NoFixer)
+    assert cond(effects, "Stalled").status == "True"
+
+
 def test_fix_of_a_fix_counts_and_the_limit_says_why():
     s, effects = decide(job("Testing", batch=BATCH, fix_depth=1), Evicted("make test", "x"))
     assert of(effects, CreateFixer)[0].fix_depth == 2

@@ -1,0 +1,112 @@
+"""A tracker's answers are the BuildRequest author's text: the Link header is matched in linear time, an answer
+is read up to a size bound, and pagination ends; issue bodies and handoff JSON stay bounded."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from longshot.api import handoff as hmod
+from longshot.runtime import trackers
+
+pytestmark = pytest.mark.unit
+
+_OLD_LINK = re.compile(r'\s*<([^>]*)>\s*;(.*)$')
+_OLD_REL = re.compile(r'(^|;)\s*rel\s*=\s*"?([^";]*\s)?next(\s[^";]*)?"?\s*(;|$)')
+
+
+def old_link_next(header: str | None) -> str | None:
+    if not header:
+        return None
+    for part in header.split(","):
+        match = _OLD_LINK.match(part)
+        if match and _OLD_REL.search(match.group(2)):
+            return match.group(1)
+    return None
+
+
+PIECES = ["<", ">", ";", ",", " ", "\t", '"', "rel", "=", "next", "prev", "https://t/x?page=2", "a", "nextx"]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=30))
+def test_the_link_header_gives_what_the_backtracking_patterns_gave(pieces: list[str]) -> None:
+    header = "".join(pieces)
+    assert trackers._link_next(header) == old_link_next(header)
+
+
+@pytest.mark.parametrize("header", [
+    "<https://t/x>; rel=" + "a" * 60_000,
+    "<https://t/x>;" + " " * 60_000 + "rel=",
+    "<https://t/x>; rel=\"" + "a " * 30_000,
+    "<" * 60_000,
+])
+def test_worst_link_headers_at_the_bound_give_no_next_page(header: str) -> None:
+    assert trackers._link_next(header) is None
+
+
+def tracker(handler: object) -> trackers.Tracker:
+    return trackers.GitHub(repository="o/r", token="t0ken", url="https://tracker.example",
+                           transport=httpx.MockTransport(handler), sleep=lambda s: None)  # type: ignore[arg-type]
+
+
+def test_an_answer_larger_than_the_bound_fails_the_listing_without_reading_it_all() -> None:
+    sent = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        def body() -> object:
+            for _ in range(trackers.MAX_RESPONSE_BYTES // (1024 * 1024) + 4):
+                sent.append(1)
+                yield b"[" + b" " * (1024 * 1024 - 1)
+        return httpx.Response(200, content=body())  # type: ignore[arg-type]
+
+    with tracker(handler) as t, pytest.raises(trackers.TrackerError, match="larger than 8388608 bytes"):
+        t.list_issues()
+    assert len(sent) <= trackers.MAX_RESPONSE_BYTES // (1024 * 1024) + 2
+
+
+def test_next_page_links_that_never_end_fail_the_listing_at_the_page_bound() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        page = int(request.url.params.get("page", "1"))
+        return httpx.Response(200, json=[], headers={"link": f'<https://tracker.example/next?page={page + 1}>; '
+                                                             'rel="next"'})
+
+    with tracker(handler) as t, pytest.raises(trackers.TrackerError, match="more than 100 pages"):
+        t.list_issues()
+    assert t.requests == trackers.MAX_PAGES
+
+
+def test_a_bounded_answer_is_read_as_before() -> None:
+    issue = {"number": 7, "title": "t", "body": "b" * 100_000, "labels": [], "html_url": "https://x/7"}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=[issue])
+
+    with tracker(handler) as t:
+        (got,) = t.list_issues()
+    assert got.number == 7 and len(trackers.describe(got)) < trackers.MAX_BODY + 500
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=2000), st.integers(0, 3))
+def test_hostile_handoff_text_is_a_handoff_or_a_handoff_error(text: str, wrap: int) -> None:
+    """Whatever a planner writes: a Handoff or a HandoffError, never another exception."""
+    data = [text, json.dumps(text), json.dumps({"kind": "Handoff", "tasks": [{"scope": [text]}]}),
+            '{"kind": "Handoff", "summary": ' + text + "}"][wrap]
+    with contextlib.suppress(hmod.HandoffError):
+        assert isinstance(hmod.parse_handoff_bytes(data.encode("utf-8", "surrogatepass")), hmod.Handoff)
+
+
+def test_a_plan_at_the_handoff_bounds_parses() -> None:
+    tasks = [{"name": f"t{i}", "description": "d" * 4000, "scope": [f"src/m{i}/f{j}.py" for j in range(4)]}
+             for i in range(hmod.MAX_PLAN_TASKS)]
+    data = json.dumps({"kind": "Handoff", "task": "p", "role": "planner", "outcome": "succeeded",
+                       "tasks": tasks}).encode()
+    assert len(data) <= hmod.MAX_HANDOFF_BYTES
+    assert len(hmod.parse_handoff_bytes(data).tasks) == hmod.MAX_PLAN_TASKS
