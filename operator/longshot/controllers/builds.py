@@ -671,7 +671,7 @@ class BuildReconciler:
                  extra: dict[str, Any], now: datetime) -> list[ex.Action]:
         ns, name = build.key
         status = build.status
-        conds = ctxmod.conditions_of(build)
+        conds = cond.since_creation(ctxmod.conditions_of(build), build.metadata.creation_timestamp)
         out: list[ex.Action] = []
         completion: bool | None = None
         for e in effects:
