@@ -230,7 +230,8 @@ class TaskReconciler:
             return tasks.PodVanished(attempt)
         if pod.ended:
             return tasks.PodFinished(pod.status, await self._read_handoff(task, build, pod), attempt,
-                                     metered=self._metered(task, attempt), build_generation=build.generation)
+                                     metered=self._metered(task, attempt), build_generation=build.generation,
+                                     repository=build.spec.repository.url)
         created = pod.created or now
         events: list[dict[str, Any]] = []
         if (now - created).total_seconds() >= EVENT_CHECK_AFTER_SECONDS and pod.phase == "Pending":
