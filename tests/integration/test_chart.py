@@ -130,6 +130,11 @@ def test_rendered_manifests_pass_server_side_dry_run(helm, kubectl, namespace: s
         kubectl("create", "namespace", ns, check=False)
     docs = render(helm, namespace, *sets)
     assert docs
+    # `helm test` creates the test Pod's ServiceAccount first (hook weight -1): a Pod's dry run needs it to exist
+    hook_accounts = [d for d in docs if d["kind"] == "ServiceAccount"
+                     and d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
+    if hook_accounts:
+        kubectl("apply", "-f", "-", input=yaml.safe_dump_all(hook_accounts))
     result = kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(docs), check=False)
     assert result.returncode == 0, result.stderr
     # the namespace enforces Pod Security "restricted": a violation would be a warning on the Deployment
@@ -303,9 +308,14 @@ def test_gateway_service_account_is_least_privilege(helm, kubectl, namespace: st
 def test_operator_service_account_is_least_privilege(helm, kubectl, namespace: str) -> None:  # type: ignore[no-untyped-def]
     release = f"rbac-{namespace[-6:]}"
     names = "leaderElection.leaseNames={longshot-shard-0123456789abcdef,longshot-member-0123456789abcdef}"
-    docs = [d for d in render(helm, namespace, names, release=release)
+    rendered = render(helm, namespace, names, release=release)
+    # the `helm test` Pod's account is bound to nothing (it only asks API discovery, open to every account)
+    bound = {s["name"] for d in rendered if d["kind"] in ("RoleBinding", "ClusterRoleBinding")
+             for s in d.get("subjects", [])}
+    assert f"{release}-longshot-test" not in bound
+    docs = [d for d in rendered
             if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
-            and not d["metadata"]["name"].endswith(("-gateway", "-gateway-tokenreview", "-agent-netpol"))]
+            and not d["metadata"]["name"].endswith(("-gateway", "-gateway-tokenreview", "-agent-netpol", "-test"))]
     assert len(docs) == 7  # + the secret-reader ClusterRole and its RoleBinding in the release namespace
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
     sa = f"system:serviceaccount:{namespace}:{release}-longshot"
