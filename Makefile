@@ -108,10 +108,11 @@ crds-check: venv ## Fail when crds/ differs from the generator's output
 	$(PY) -m longshot crds --output crds --check
 
 .PHONY: lint
-lint: venv ## ruff, mypy --strict, the import layering contracts and the CRD drift check
+lint: venv ## ruff, mypy --strict, the import layering contracts, declared dependencies (deptry) and the CRD drift check
 	$(VENV)/bin/ruff check operator tests hack
 	$(VENV)/bin/mypy --strict operator/longshot
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/deptry operator
 	$(PY) -m longshot crds --output crds --check
 	$(HELM) lint --strict charts/longshot
 	@dups=$$(find tests -name 'test_*.py' -not -path '*/e2e*/*' -printf '%f\n' | sort | uniq -d); \

@@ -18,6 +18,7 @@ proxy; about a minute cold) and reused while its sources do not change. Point th
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
@@ -29,6 +30,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "status"
 ARGOCD = ROOT / "charts" / "longshot" / "files" / "argocd"
+CONDITIONS_DOC = ROOT / "docs" / "conditions.md"
 RESOURCES = ("buildrequests.longshot.dev", "agenttasks.longshot.dev", "mergejobs.longshot.dev")
 
 KStatusRow = tuple[str, str, str]
@@ -118,6 +120,16 @@ EXPECTED: dict[str, tuple[str, str, str]] = {
     # kstatus reports Stalled=True as Failed: it has no status for "waiting for a person"; the message says why
     "br-budget-exceeded": ("Failed", "Degraded", "raise spec.budget.maxTokens"),
     "br-in-progress": ("InProgress", "Progressing", "2 running, 1 waiting"),
+    # a build the operator has not written yet: the CRD's default status (Reconciling=True/Pending)
+    "br-fresh": ("InProgress", "Progressing", "the build waits for the operator"),
+    # Stalled comes before Reconciling in status.conditions: Failed at once, while the last Pods still run
+    "br-budget-exceeded-busy": ("Failed", "Degraded", "raise spec.budget"),
+    "br-configuration": ("Failed", "Degraded", "spec.repository.url: host git.example.invalid does not resolve"),
+    "br-configuration-busy": ("Failed", "Degraded", "spec.agent.credentialsSecret"),
+    "br-awaiting-input": ("Failed", "Degraded", "which OAuth provider"),
+    "br-awaiting-input-busy": ("InProgress", "Progressing", "1 running"),
+    # kstatus falls back to Ready=False (InProgress); Argo CD reads Suspended, which the killswitch does not set
+    "br-killswitch": ("InProgress", "Progressing", "the operator killswitch is engaged"),
     "br-spec-edited-after-finish": ("InProgress", "Progressing", "generation is 2"),
     "br-suspended": ("InProgress", "Suspended", "spec.suspend is true"),
     "br-deleting": ("Terminating", "Progressing", ""),
@@ -126,8 +138,51 @@ EXPECTED: dict[str, tuple[str, str, str]] = {
     "at-running": ("InProgress", "Progressing", "Pod rest-api-orders-a2 is running"),
     "at-failed": ("Failed", "Degraded", "3 of 3 attempts failed"),
     "at-configuration": ("Failed", "Degraded", "spec.repository.baseBranch"),
+    "mj-fresh": ("InProgress", "Progressing", "waiting for the operator"),
     "mj-merged": ("Current", "Healthy", ""),
     "mj-queued": ("InProgress", "Progressing", "position 2 in the merge queue"),
     "mj-conflicted": ("Failed", "Degraded", "api/routes.py"),
 }
 """What Flux (kstatus) and Argo CD must say of each state in ``tests/fixtures/status`` (issue 12's table)."""
+
+
+DocRow = dict[str, str]
+
+
+def docs_table(path: Path = CONDITIONS_DOC) -> dict[str, DocRow]:
+    """The table "What a tool sees" of docs/conditions.md, by fixture name: each row's cells by column header
+    (``Ready``, ``Stalled``, ``Reconciling``, ``Finalized``, ``kstatus``, ``Argo CD``, ...)."""
+    text = path.read_text()
+    section = text.split("## What a tool sees", 1)[1].split("\n## ", 1)[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("|")]
+    header = [h.strip() for h in lines[0].strip("|").split("|")]
+    rows: dict[str, DocRow] = {}
+    for ln in lines[2:]:
+        cells = dict(zip(header, (x.strip() for x in ln.strip().strip("|").split("|")), strict=True))
+        rows[cells["fixture"].strip("`")] = cells
+    return rows
+
+
+def condition_mismatches(row: DocRow, obj: Mapping[str, Any]) -> list[str]:
+    """Where the Ready, Stalled, Reconciling and Finalized cells of a docs row disagree with ``obj``'s conditions:
+    the cell's first word is the status (``(any)`` matches anything, ``(none)`` means no such condition), and
+    reasons in backticks, when the cell names some, must include the condition's reason."""
+    conds = {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+    out = []
+    for column in ("Ready", "Stalled", "Reconciling", "Finalized"):
+        cell = row[column]
+        if cell == "(any)":
+            continue
+        found = conds.get(column)
+        if cell == "(none)":
+            if found is not None:
+                out.append(f"{column}: the docs say none, the object has {found['status']}")
+            continue
+        status = re.split(r"[ /]", cell, maxsplit=1)[0]
+        if found is None or found["status"] != status:
+            out.append(f"{column}: the docs say {status}, the object has {found and found['status']}")
+            continue
+        reasons = re.findall(r"`([A-Za-z]+)`", cell)
+        if reasons and found["reason"] not in reasons:
+            out.append(f"{column}: the docs name {reasons}, the object's reason is {found['reason']}")
+    return out

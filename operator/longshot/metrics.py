@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import http.server
 import threading
-from collections.abc import Callable, Mapping
+from collections import Counter as Counter_
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import get_args
 
@@ -29,7 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from longshot.api import agenttask
-from longshot.core import tasks
+from longshot.core import builds, tasks
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -94,6 +95,17 @@ RECONCILE_DURATION = Histogram("longshot_reconcile_duration_seconds",
 
 ROLE = Gauge("longshot_replica_role", "1 for this replica's current role (leader of at least one merge "
              "queue, or follower), 0 for the other.", ["role"], registry=REGISTRY)
+BUILDS_STALLED = Gauge("longshot_builds_stalled", "BuildRequests this replica reconciles that wait for a person "
+                       "(Stalled=True: Configuration, AuthFailed, BudgetExceeded, TaskBlocked, AwaitingInput, "
+                       "AwaitingApproval), by reason.", ["reason"], registry=REGISTRY)
+BUDGET_USED = Gauge("longshot_budget_used_ratio", "The largest share of its budget (tokens or cost, whichever is "
+                    "further) used by a BuildRequest this replica reconciles that is not finished; 0 when none has "
+                    "a budget.", registry=REGISTRY)
+LEASE_RESULTS = ("ok", "error", "lost", "expired")
+LEASE_RENEWALS = Counter("longshot_lease_renewals_total", "Renewals and acquisitions of this replica's Leases by "
+                         "result: ok, error (the API server failed or did not answer), lost (another holder has "
+                         "it), expired (no renewal within the renew deadline: the replica stepped down).",
+                         ["result"], registry=REGISTRY)
 
 
 def _init_labels() -> None:
@@ -108,6 +120,10 @@ def _init_labels() -> None:
         FINALIZATIONS.labels(outcome=o)
     for c in FAILURE_CLASSES:
         POD_FAILURES.labels(failure_class=c)
+    for r in builds.WAITING_REASONS:
+        BUILDS_STALLED.labels(reason=r)
+    for r in LEASE_RESULTS:
+        LEASE_RENEWALS.labels(result=r)
     for k in RECONCILE_KINDS:
         RECONCILE_DURATION.labels(kind=k)
         for r in RECONCILE_RESULTS:
@@ -119,6 +135,16 @@ def set_role(*, leader: bool) -> None:
     """``longshot_replica_role{role="leader"}`` 1 and ``{role="follower"}`` 0, or the other way round."""
     ROLE.labels(role="leader").set(1 if leader else 0)
     ROLE.labels(role="follower").set(0 if leader else 1)
+
+
+def set_builds(waiting: Iterable[str | None], budget_shares: Iterable[float | None]) -> None:
+    """Set :data:`BUILDS_STALLED` from the builds' wait reasons (``core.builds.waiting_for_a_person``; None and
+    unknown reasons are not counted) and :data:`BUDGET_USED` from their budget shares (``core.builds.budget_used``
+    of the unfinished builds)."""
+    counts = Counter_(r for r in waiting if r in builds.WAITING_REASONS)
+    for reason in builds.WAITING_REASONS:
+        BUILDS_STALLED.labels(reason=reason).set(counts.get(reason, 0))
+    BUDGET_USED.set(max((x for x in budget_shares if x is not None), default=0.0))
 
 
 def set_tasks_by_state(counts: Mapping[str, int]) -> None:

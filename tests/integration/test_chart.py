@@ -52,7 +52,7 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def service_monitor_crd(control_plane) -> Iterator[None]:  # type: ignore[no-untyped-def]
-    """A stand-in for prometheus-operator's ServiceMonitor CRD, so a dry run can judge the object."""
+    """Stand-ins for prometheus-operator's ServiceMonitor and PrometheusRule CRDs, so a dry run can judge them."""
     crd = {
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
         "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
@@ -61,11 +61,15 @@ def service_monitor_crd(control_plane) -> Iterator[None]:  # type: ignore[no-unt
                  "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
                      "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
     }
-    control_plane.kubectl("apply", "-f", "-", input=json.dumps(crd))
+    rule = json.loads(json.dumps(crd).replace("servicemonitor", "prometheusrule").replace("ServiceMonitor",
+                                                                                          "PrometheusRule"))
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                                "items": [crd, rule]}))
     control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                          "crd/servicemonitors.monitoring.coreos.com")
+                          "crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com")
     yield
-    control_plane.kubectl("delete", "crd", "servicemonitors.monitoring.coreos.com", "--wait=false", check=False)
+    control_plane.kubectl("delete", "crd", "servicemonitors.monitoring.coreos.com",
+                          "prometheusrules.monitoring.coreos.com", "--wait=false", check=False)
 
 
 def test_helm_lint_passes(helm) -> None:  # type: ignore[no-untyped-def]
@@ -107,6 +111,7 @@ def test_unknown_values_are_rejected_by_the_schema(helm, namespace: str) -> None
 @pytest.mark.parametrize("sets", [
     (),
     ("dashboard.enabled=true", "metrics.serviceMonitor.enabled=true", "operator.watchNamespaces={default,kube-public}",
+     "prometheusRule.enabled=true", "prometheusRule.labels.release=kube-prometheus-stack",
      "admissionPolicy.imageAllowlist.enabled=true", "admissionPolicy.imageAllowlist.prefixes={registry.example.com/}",
      "leaderElection.leaseNames={longshot-shard-0123456789abcdef,longshot-member-0123456789abcdef}",
      "prompts.overrides.worker\\.j2=Do it.",
@@ -116,7 +121,7 @@ def test_unknown_values_are_rejected_by_the_schema(helm, namespace: str) -> None
      "operator.extraEnv[0].value=10"),
     ("podDisruptionBudget.enabled=false", "networkPolicy.enabled=false", "metrics.service.enabled=false",
      "prompts.enabled=false", "serviceAccount.create=false", "rbac.create=false", "admissionPolicy.enabled=false",
-     "gateway.enabled=false"),
+     "gateway.enabled=false", "helmTest.enabled=false"),
 ], ids=["defaults", "everything-on", "everything-off"])
 def test_rendered_manifests_pass_server_side_dry_run(helm, kubectl, namespace: str, service_monitor_crd: None,
                                                       sets: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
@@ -125,6 +130,11 @@ def test_rendered_manifests_pass_server_side_dry_run(helm, kubectl, namespace: s
         kubectl("create", "namespace", ns, check=False)
     docs = render(helm, namespace, *sets)
     assert docs
+    # `helm test` creates the test Pod's ServiceAccount first (hook weight -1): a Pod's dry run needs it to exist
+    hook_accounts = [d for d in docs if d["kind"] == "ServiceAccount"
+                     and d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
+    if hook_accounts:
+        kubectl("apply", "-f", "-", input=yaml.safe_dump_all(hook_accounts))
     result = kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(docs), check=False)
     assert result.returncode == 0, result.stderr
     # the namespace enforces Pod Security "restricted": a violation would be a warning on the Deployment
@@ -175,6 +185,31 @@ def test_toggles(helm, namespace: str) -> None:  # type: ignore[no-untyped-def]
     assert dash["metadata"]["labels"]["grafana_dashboard"] == "1"
     board = json.loads(dash["data"]["longshot.json"])
     assert board["title"] and board["panels"]
+
+
+def test_alerts_and_the_gateway_scrape(helm, namespace: str) -> None:  # type: ignore[no-untyped-def]
+    assert not by_kind(render(helm, namespace), "PrometheusRule")
+    docs = render(helm, namespace, "metrics.serviceMonitor.enabled=true", "prometheusRule.enabled=true",
+                  "prometheusRule.labels.release=prom", "prometheusRule.runbookBaseUrl=https://wiki.example.com/ls/")
+    # one ServiceMonitor per Service: the operator's metrics port, and the gateway's /metrics on its http port
+    monitors = {m["metadata"]["name"]: m for m in by_kind(docs, "ServiceMonitor")}
+    assert sorted(monitors) == ["ls-longshot", "ls-longshot-gateway"]
+    gateway_svc = next(s for s in by_kind(docs, "Service") if s["metadata"]["name"] == "ls-longshot-gateway")
+    gw = monitors["ls-longshot-gateway"]["spec"]
+    assert gw["selector"]["matchLabels"].items() <= gateway_svc["metadata"]["labels"].items()
+    assert gw["endpoints"][0]["port"] in {p["name"] for p in gateway_svc["spec"]["ports"]}
+    assert gw["endpoints"][0]["path"] == "/metrics"
+    # the PrometheusRule is files/alerts.yaml, its runbook links moved to runbookBaseUrl
+    (rule,) = by_kind(docs, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "prom"
+    shipped = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text().replace(
+        "https://github.com/longshot-dev/longshot/blob/main/docs/runbooks.md", "https://wiki.example.com/ls"))
+    assert rule["spec"] == shipped
+    assert rule["spec"]["groups"][0]["rules"][0]["annotations"]["runbook_url"] == \
+        "https://wiki.example.com/ls#longshotbuildstalled"
+    assert "{{ $labels.reason }}" in rule["spec"]["groups"][0]["rules"][0]["annotations"]["summary"]
+    without_gateway = render(helm, namespace, "metrics.serviceMonitor.enabled=true", "gateway.enabled=false")
+    assert [m["metadata"]["name"] for m in by_kind(without_gateway, "ServiceMonitor")] == ["ls-longshot"]
 
 
 def test_agent_network_policy_allows_only_the_gateway_and_dns(helm, namespace: str) -> None:  # type: ignore[no-untyped-def]
@@ -274,9 +309,14 @@ def test_gateway_service_account_is_least_privilege(helm, kubectl, namespace: st
 def test_operator_service_account_is_least_privilege(helm, kubectl, namespace: str) -> None:  # type: ignore[no-untyped-def]
     release = f"rbac-{namespace[-6:]}"
     names = "leaderElection.leaseNames={longshot-shard-0123456789abcdef,longshot-member-0123456789abcdef}"
-    docs = [d for d in render(helm, namespace, names, release=release)
+    rendered = render(helm, namespace, names, release=release)
+    # the `helm test` Pod's account is bound to nothing (it only asks API discovery, open to every account)
+    bound = {s["name"] for d in rendered if d["kind"] in ("RoleBinding", "ClusterRoleBinding")
+             for s in d.get("subjects", [])}
+    assert f"{release}-longshot-test" not in bound
+    docs = [d for d in rendered
             if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
-            and not d["metadata"]["name"].endswith(("-gateway", "-gateway-tokenreview", "-agent-netpol"))]
+            and not d["metadata"]["name"].endswith(("-gateway", "-gateway-tokenreview", "-agent-netpol", "-test"))]
     assert len(docs) == 7  # + the secret-reader ClusterRole and its RoleBinding in the release namespace
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
     sa = f"system:serviceaccount:{namespace}:{release}-longshot"

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.integration
 VARIANTS = {
     "defaults": (),
     "everything-on": ("dashboard.enabled=true", "metrics.serviceMonitor.enabled=true",
-                      "argocd.healthChecks.enabled=true", "operator.podAntiAffinity=hard", "operator.replicas=3"),
+                      "argocd.healthChecks.enabled=true", "operator.podAntiAffinity=hard", "operator.replicas=3",
+                      "prometheusRule.enabled=true"),
     "one-replica": ("operator.replicas=1",),
     "soft-anti-affinity-2": ("operator.replicas=2", "operator.podAntiAffinity=soft"),
 }
@@ -56,6 +57,10 @@ def _pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dic
     for d in docs:
         if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"):
             yield d, d["spec"]["template"]["spec"]
+        elif d["kind"] == "Pod":  # the `helm test` Pod, shaped as a workload of one
+            labels = d["metadata"].get("labels", {})
+            yield ({"kind": "Pod", "metadata": d["metadata"], "spec": {
+                "selector": {"matchLabels": labels}, "template": {"metadata": d["metadata"]}}}, d["spec"])
 
 
 def _containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -192,6 +197,19 @@ def test_the_checks_catch_what_kube_linter_catches(helm: Callable[..., str]) -> 
     problems = {p.split(":")[0] for p in kube_lint(docs)}
     assert problems == {"pdb-unhealthy-pod-eviction-policy", "pdb-min-available", "no-read-only-root-fs",
                         "latest-tag", "no-anti-affinity"}
+
+
+def test_the_helm_test_pod_is_linted_too(helm: Callable[..., str]) -> None:
+    docs = render(helm)
+    (pod,) = [d for d in docs if d["kind"] == "Pod"]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert [w["metadata"]["name"] for w, _ in _pod_specs(docs) if w["kind"] == "Pod"] == [pod["metadata"]["name"]]
+    del pod["spec"]["containers"][0]["resources"]["limits"]
+    pod["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    assert {p.split(":")[0] for p in kube_lint(docs)} == {"unset-memory-requirements",
+                                                          "privilege-escalation-container"}
+    assert render(helm, "helmTest.enabled=false") and not [d for d in render(helm, "helmTest.enabled=false")
+                                                           if d["kind"] == "Pod"]
 
 
 def test_pdb_only_with_two_replicas_or_more(helm: Callable[..., str]) -> None:

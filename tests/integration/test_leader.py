@@ -166,3 +166,36 @@ async def test_a_new_repository_s_shard_is_taken_at_once_not_at_the_next_poll(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_lease_renewals_are_counted_by_result(replicas: Callable[..., Replica],
+                                                    api_client: kubernetes.client.ApiClient, namespace: str) -> None:
+    # longshot_lease_renewals_total{result}: what the LongshotLeaseRenewalFailing alert reads
+    from longshot import metrics
+
+    def count(result: str) -> float:
+        return metrics.REGISTRY.get_sample_value("longshot_lease_renewals_total", {"result": result}) or 0.0
+
+    before = {r: count(r) for r in metrics.LEASE_RESULTS}
+    a = replicas("replica-a")
+    await until(lambda: a.elector.is_leader and count("ok") >= before["ok"] + 2, 10, "two renewals counted")
+    now = datetime.now(UTC)
+    kubernetes.client.CoordinationV1Api(api_client).patch_namespaced_lease(LEASE, namespace, {"spec": {
+        "holderIdentity": "intruder", "renewTime": leader.format_micro_time(now),
+        "acquireTime": leader.format_micro_time(now)}})
+    await until(lambda: count("lost") >= before["lost"] + 1, RENEW + 3, "the lost Lease counted")
+    # a replica whose API server does not answer: every try is an error
+    config = kubernetes.client.Configuration()
+    config.host = "http://127.0.0.1:9"
+    dead = kubernetes.client.ApiClient(config)
+    cut_off = leader.LeaderElector(dead, namespace=namespace, name=LEASE, identity="cut-off",
+                                   lease_duration=DURATION, renew_period=RENEW, release_on_cancel=False)
+    task = asyncio.create_task(cut_off.run())
+    try:
+        await until(lambda: count("error") >= before["error"] + 2, 10, "the failed tries counted")
+        assert not cut_off.is_leader
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        dead.close()

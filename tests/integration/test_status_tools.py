@@ -21,11 +21,15 @@ import pytest
 import yaml
 
 import status_tools as st
+from longshot import api
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "longshot"
 GROUP, VERSION = "longshot.dev", "v1alpha1"
 PLURAL = {"BuildRequest": "buildrequests", "AgentTask": "agenttasks", "MergeJob": "mergejobs"}
+
+DEFAULTS = {r.kind: r.status_default for r in api.RESOURCES}
+"""The CRDs' default statuses: a fixture with one of them is stored without any status write."""
 
 pytestmark = pytest.mark.integration
 
@@ -44,8 +48,9 @@ def _store(custom: kubernetes.client.CustomObjectsApi, namespace: str, fixture: 
     if edited:  # created with the spec before the edit
         body["spec"]["workers"]["max"] += 1
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
-    custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, plural, meta["name"],
-                                                 {"status": fixture["status"]})
+    if fixture["status"] != DEFAULTS.get(fixture["kind"]):  # a fresh object's status is the API server's default
+        custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, plural, meta["name"],
+                                                     {"status": fixture["status"]})
     if edited:
         custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, plural, meta["name"],
                                               {"spec": {"workers": {"max": fixture["spec"]["workers"]["max"]}}})
@@ -96,6 +101,31 @@ def test_kstatus_over_live_objects(control_plane, live: dict[str, dict[str, Any]
         status, text = seen[(fixtures[key]["kind"], fixtures[key]["metadata"]["name"])]
         assert status == kstatus, (key, status, text)
         assert message in text, (key, text)
+
+
+def test_a_fresh_object_is_in_progress_before_the_operator_writes_anything(control_plane, live, namespace) -> None:  # type: ignore[no-untyped-def]
+    # created without any status write: the API server fills in the CRD's default status on every read
+    for name in ("br-fresh", "mj-fresh", "at-pending"):
+        kind = live[name]["kind"]
+        # (and the defaults of the status' own fields: counts at 0 and the like)
+        assert _missing(DEFAULTS[kind], live[name]["status"]) == [], name
+        assert "observedGeneration" not in live[name]["status"], name
+    seen = st.kstatus_live_by_kind(control_plane.kubeconfig, namespace)
+    for kind, name in (("BuildRequest", "br-fresh"), ("MergeJob", "mj-fresh"), ("AgentTask", "at-pending")):
+        assert seen[(kind, live[name]["metadata"]["name"])][0] == "InProgress", name
+        assert st.argo_health(live[name])[0] == "Progressing", name
+
+
+def test_the_docs_table_is_what_kstatus_says(control_plane, live, namespace) -> None:  # type: ignore[no-untyped-def]
+    # docs/conditions.md "What a tool sees": the kstatus cell of every row, against kstatus over the live object
+    # (the Argo CD cell and the condition cells: tests/unit/chart/test_argocd_health.py)
+    seen = st.kstatus_live_by_kind(control_plane.kubeconfig, namespace)
+    rows = st.docs_table()
+    assert rows and set(rows) <= set(live)
+    for name, row in rows.items():
+        status, text = seen[("BuildRequest", live[name]["metadata"]["name"])]
+        assert row["kstatus"] == status, (name, text)
+        assert row["Argo CD"] == st.argo_health(live[name])[0], name
 
 
 def test_kstatus_over_files_agrees_with_live_objects(live: dict[str, dict[str, Any]]) -> None:

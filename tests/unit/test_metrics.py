@@ -67,3 +67,29 @@ def test_names_and_labels_are_bounded() -> None:
     text = metrics.generate_latest(metrics.REGISTRY).decode()
     assert 'longshot_tasks{state="Running"} 3.0' in text
     assert "made-up" not in text
+
+
+def test_the_builds_waiting_for_a_person_and_the_largest_budget_share() -> None:
+    from longshot.core import builds
+
+    def stalled(reason: str) -> list[dict[str, str]]:
+        return [{"type": "Stalled", "status": "True", "reason": reason}]
+
+    waiting = [builds.waiting_for_a_person(stalled("Configuration")),
+               builds.waiting_for_a_person(stalled("Configuration")),
+               builds.waiting_for_a_person(stalled("TestsFailed")),  # finished for good: not waiting
+               builds.waiting_for_a_person([{"type": "Stalled", "status": "False", "reason": "NotStalled"}]),
+               builds.waiting_for_a_person(None)]
+    assert waiting == ["Configuration", "Configuration", None, None, None]
+    shares = [builds.budget_used(1000, None, 930, 0.0), builds.budget_used(None, 10.0, 0, 2.5),
+              builds.budget_used(None, None, 10**9, 1e9)]
+    assert shares == [0.93, 0.25, None]
+    assert builds.budget_used(0, None, 0, 0.0) == 1.0
+    metrics.set_builds(waiting, shares)
+    value = metrics.REGISTRY.get_sample_value
+    assert value("longshot_builds_stalled", {"reason": "Configuration"}) == 2
+    assert value("longshot_builds_stalled", {"reason": "BudgetExceeded"}) == 0
+    assert value("longshot_budget_used_ratio") == 0.93
+    metrics.set_builds([], [])
+    assert value("longshot_builds_stalled", {"reason": "Configuration"}) == 0
+    assert value("longshot_budget_used_ratio") == 0

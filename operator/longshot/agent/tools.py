@@ -160,6 +160,9 @@ class Toolbox:
         self.calls = 0
         self.refused: str | None = None
         """Why the last ``finish`` was refused (invalid arguments or the role's validation), if it was."""
+        self.refused_result: str | None = None
+        """Why the last ``finish`` that carried a result (any argument besides ``summary``: a plan, a verdict) was
+        refused by the role's validation: the rule the result broke (a task name, a dependency cycle)."""
 
     def call(self, name: str, arguments: str | dict[str, Any] | None) -> ToolResult:
         """Run one call; ``arguments`` may be a JSON string (as OpenAI sends them) or a dict."""
@@ -224,17 +227,34 @@ class Toolbox:
                 validated = self.validator(args)
             except errors.ToolError as e:
                 self.corrections += 1
+                carried = any(k != "summary" for k in args)
+                if carried:
+                    self.refused_result = self.events.redactor.text(str(e))
                 if self.corrections > self.max_corrections:
                     raise errors.AgentError(
                         f"the model's {self.role} result is still invalid after {self.max_corrections} "
-                        f"correction(s): {e}"
+                        f"correction(s): {self.why(str(e), carried=carried)}"
                     ) from None
                 raise errors.ToolError(f"{e} — fix it and call finish again") from None
         self.finished = Finish(summary=summary, payload=args, validated=validated)
         return "finished"
 
+    def why(self, last: str, *, carried: bool = False) -> str:
+        """Why the session's result was refused, given the ``last`` refusal: the rule its last result broke first
+        (the condition of a rejected plan names it, not a later finish without a plan), then ``last`` when that
+        is something else. ``carried``: the last refused finish carried a result itself."""
+        rule = self.refused_result
+        if carried or rule is None or last.startswith(rule):
+            return last
+        return f"{sandbox.truncate(rule, 600)} (then: {sandbox.truncate(last, 300)})"
+
     def unfinished(self, max_turns: int) -> errors.AgentError:
-        """The failure of a session that ran out of turns: it says why the model's last finish was refused."""
+        """The failure of a session that ran out of turns: it says why the model's result was refused."""
+        if self.refused_result is not None and self.refused is not None \
+                and not self.refused.startswith(self.refused_result):
+            return errors.AgentError(f"the model did not finish within {max_turns} turns: its result was refused "
+                                     f"({sandbox.truncate(self.refused_result, 600)}); its last finish was refused "
+                                     f"({sandbox.truncate(self.refused, 300)})")
         if self.refused is not None:
             return errors.AgentError(f"the model did not finish within {max_turns} turns: its last finish was "
                                      f"refused ({sandbox.truncate(self.refused, 600)})")

@@ -64,6 +64,7 @@ BUILD_REQUEST = Resource(
     spec=buildrequest.BuildRequestSpec,
     status=buildrequest.BuildRequestStatus,
     spec_rules=tuple(buildrequest.BUILD_REQUEST_RULES),
+    status_default=buildrequest.initial_status(),
     printer_columns=(
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Tasks", "type": "string", "jsonPath": ".status.tasks.progress",
@@ -114,6 +115,7 @@ MERGE_JOB = Resource(
     spec=mergejob.MergeJobSpec,
     status=mergejob.MergeJobStatus,
     spec_rules=tuple(mergejob.MERGE_JOB_SPEC_RULES),
+    status_default=mergejob.initial_status(),
     printer_columns=(
         {"name": "Build", "type": "string", "jsonPath": ".spec.buildRef.name"},
         {"name": "Task", "type": "string", "jsonPath": ".spec.taskRef.name"},

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import ConfigDict, Field, JsonValue, WithJsonSchema
 
+from longshot.api import conditions as c
 from longshot.api.common import (
     CONDITIONS_SCHEMA_EXTRA,
     GIT_BRANCH,
@@ -441,6 +442,27 @@ class BuildRequestStatus(Model):
     """When the operator started the build."""
     completion_time: Timestamp | None = None
     """When the build became Ready."""
+
+
+PENDING_TEXT: Final = "the build waits for the operator"
+INITIAL_CONDITIONS: Final[tuple[tuple[str, Literal["True", "False", "Unknown"], str, str], ...]] = (
+    (c.READY, c.FALSE, "Pending", f"Pending: {PENDING_TEXT}"),
+    (c.STALLED, c.FALSE, "NotStalled", "nothing needs a person"),
+    (c.RECONCILING, c.TRUE, "Pending", PENDING_TEXT),
+    (c.PROGRESSING, c.FALSE, "Idle", PENDING_TEXT),
+)
+"""The summary conditions of a build the operator has not looked at yet: (type, status, reason, message); the
+same as ``core.builds.summary`` of a fresh build, so the operator's first write flips none of them."""
+
+
+def initial_status() -> dict[str, Any]:
+    """The status every BuildRequest has from its creation: the CRD's default for ``status``, which the API server
+    fills in whenever it reads the object from storage. ``Reconciling=True`` makes kstatus (Flux, kpt, cli-utils)
+    and Argo CD call a build nobody has looked at yet InProgress / Progressing, where an object without conditions
+    would be Current: a Flux Kustomization with ``wait: true`` would go green before any work started. There is no
+    ``observedGeneration`` (a default cannot carry the generation), which also says the operator has not seen it."""
+    return {"phase": "Pending",
+            "conditions": [{"type": t, "status": s, "reason": r, "message": m} for t, s, r, m in INITIAL_CONDITIONS]}
 
 
 BUILD_REQUEST_RULES = [

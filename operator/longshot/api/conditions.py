@@ -219,3 +219,14 @@ def set_condition(
         new["observedGeneration"] = observed_generation
     result.append(new)
     return result, True
+
+
+def since_creation(conditions: Iterable[Mapping[str, Any]], created: datetime | None) -> list[dict[str, Any]]:
+    """The conditions, each without a ``lastTransitionTime`` given ``created`` (the object's creation time): the
+    conditions of a CRD's default status (``initial_status`` of ``api.agenttask``, ``api.buildrequest`` and
+    ``api.mergejob``) carry no time, and have held since the object was created."""
+    conds = [dict(c) for c in conditions]
+    if created is None or all("lastTransitionTime" in c for c in conds):
+        return conds
+    stamp = rfc3339(created)
+    return [c if "lastTransitionTime" in c else {**c, "lastTransitionTime": stamp} for c in conds]

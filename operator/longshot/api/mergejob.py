@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field
 
+from longshot.api import conditions as c
 from longshot.api.buildrequest import MergeStrategy
 from longshot.api.common import (
     CONDITIONS_SCHEMA_EXTRA,
@@ -103,6 +104,30 @@ class MergeJobStatus(Model):
     """The speculative batch the job is in (phase Testing)."""
     fixer: str | None = Field(default=None, max_length=253)
     """The fixer AgentTask that took the branch over."""
+
+
+PENDING_TEXT: Final = "waiting for the operator"
+INITIAL_CONDITIONS: Final[tuple[tuple[str, Literal["True", "False", "Unknown"], str, str], ...]] = (
+    (c.READY, c.FALSE, "Pending", PENDING_TEXT),
+    (c.STALLED, c.FALSE, "NotStalled", "nothing needs a person"),
+    (c.RECONCILING, c.TRUE, "Pending", PENDING_TEXT),
+)
+"""The summary conditions of a MergeJob the operator has not looked at yet: (type, status, reason, message)."""
+
+
+def initial_status() -> dict[str, Any]:
+    """The status every MergeJob has from its creation: the CRD's default for ``status`` (see
+    ``buildrequest.initial_status``): ``Reconciling=True``, so kstatus and Argo CD call it InProgress / Progressing
+    until the operator writes its first status. No ``phase`` (the queue reads an unset phase as Queued), no
+    ``observedGeneration`` and no ``lastTransitionTime`` (a default cannot carry them): :func:`seen` tells it."""
+    return {"conditions": [{"type": t, "status": s, "reason": r, "message": m} for t, s, r, m in INITIAL_CONDITIONS]}
+
+
+def seen(status: MergeJobStatus) -> bool:
+    """Whether the operator has written this job's conditions: every condition it writes carries a
+    ``lastTransitionTime``; until then the job has the CRD's default status (:func:`initial_status`), whose
+    conditions carry none, or no status at all."""
+    return any(x.last_transition_time is not None for x in status.conditions)
 
 
 MERGE_JOB_SPEC_RULES = [

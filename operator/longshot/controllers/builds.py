@@ -674,7 +674,7 @@ class BuildReconciler:
                  extra: dict[str, Any], now: datetime, counts: Sequence[metrics.Increment] = ()) -> list[ex.Action]:
         ns, name = build.key
         status = build.status
-        conds = ctxmod.conditions_of(build)
+        conds = cond.since_creation(ctxmod.conditions_of(build), build.metadata.creation_timestamp)
         out: list[ex.Action] = []
         counts = list(counts)
         completion: bool | None = None

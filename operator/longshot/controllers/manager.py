@@ -51,6 +51,7 @@ from longshot.controllers import executor as ex
 from longshot.controllers import mergejobs as mjc
 from longshot.controllers import mergequeue as mqc
 from longshot.controllers import tasks as tasksc
+from longshot.core import builds
 from longshot.core import mergejobs as mj
 from longshot.net import guard as gd
 from longshot.runtime import kube, netpol, preflight
@@ -453,6 +454,12 @@ class Manager:
         metrics.set_role(leader=bool(held))
         depth = sum(1 for j in self.cache.jobs.values() if j.status.phase in (None, mj.QUEUED, mj.TESTING))
         metrics.MERGE_QUEUE_DEPTH.set(depth)
+        mine = [b for b in self.cache.builds.values() if self.ctx.owns_build(b)]
+        metrics.set_builds(
+            (builds.waiting_for_a_person(ctxmod.conditions_of(b)) for b in mine),
+            (builds.budget_used(b.spec.budget.max_tokens, b.spec.budget.max_cost, b.status.usage.tokens,
+                                b.status.usage.cost)
+             for b in mine if b.status.completion_time is None))
 
 
 def _ended(body: Mapping[str, Any]) -> bool:

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from longshot.api import conditions as cond
-from longshot.api import objects, timeutil
+from longshot.api import mergejob, objects, timeutil
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
@@ -108,7 +108,7 @@ def actions(job: objects.MergeJob, build: objects.BuildRequest, state: mj.JobSta
     """The actions of a MergeJob decision: fixers, Events, timers, then the status (fenced)."""
     if not effects:
         return []
-    conds = ctxmod.conditions_of(job)
+    conds = cond.since_creation(ctxmod.conditions_of(job), job.metadata.creation_timestamp)
     tries = [a.model_dump(by_alias=True, mode="json", exclude_none=True) for a in job.status.attempts]
     out: list[ex.Action] = []
     for e in effects:
@@ -146,7 +146,7 @@ class MergeJobReconciler:
         now = self.ctx.clock()
         state = job_state(self.ctx, job, build)
         events: list[mj.Event] = []
-        if not job.status.conditions:
+        if not mergejob.seen(job.status):  # none, or the CRD's default status (api.mergejob.initial_status)
             events.append(mj.Observed())
         if state.fixer and state.phase in (mj.FAILED, mj.CONFLICTED):
             fixer_job = self.ctx.cache.jobs.get((job.namespace, state.fixer))

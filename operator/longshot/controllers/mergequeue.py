@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from longshot import metrics
-from longshot.api import objects, timeutil
+from longshot.api import mergejob, objects, timeutil
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
@@ -185,7 +185,7 @@ class QueueReconciler:
         moving = mj.target_can_move(states)
         # a job without conditions yet is the MergeJob reconciler's to write first (Observed); writing it here
         # too raced that write (409, and this whole reconcile again); its first write brings the queue back
-        unseen = {job.name for job, _ in live if not job.status.conditions}
+        unseen = {job.name for job, _ in live if not mergejob.seen(job.status)}
         checking = [(job, build) for (job, build), st in zip(live, states, strict=True)
                     if st.phase == mj.QUEUED and st.checks == "pending" and job.name not in unseen and job.spec.commit]
         if len(checking) > 1:

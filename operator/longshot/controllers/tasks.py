@@ -77,11 +77,7 @@ def merge_job_manifest(task: objects.AgentTask, build: objects.BuildRequest,
 def since_creation(conds: list[dict[str, Any]], task: objects.AgentTask) -> list[dict[str, Any]]:
     """The conditions, each without a ``lastTransitionTime`` given the task's creation time: those of the CRD's
     default status (``api.agenttask.initial_status``) have held since the task was created."""
-    created = task.metadata.creation_timestamp
-    if created is None or all("lastTransitionTime" in c for c in conds):
-        return conds
-    stamp = cond.rfc3339(created)
-    return [c if "lastTransitionTime" in c else {**c, "lastTransitionTime": stamp} for c in conds]
+    return cond.since_creation(conds, task.metadata.creation_timestamp)
 
 
 class TaskReconciler:
@@ -259,7 +255,8 @@ class TaskReconciler:
                     pre.append(ex.Requeue(("AgentTask", *task.key), now + timedelta(seconds=15)))
                     return None
             return tasks.PodFinished(pod.status, handoff, attempt,
-                                     metered=self._metered(task, attempt), build_generation=build.generation)
+                                     metered=self._metered(task, attempt), build_generation=build.generation,
+                                     repository=build.spec.repository.url)
         created = pod.created or now
         events: list[dict[str, Any]] = []
         if (now - created).total_seconds() >= EVENT_CHECK_AFTER_SECONDS and pod.phase == "Pending":

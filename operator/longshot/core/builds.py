@@ -52,6 +52,10 @@ REQUEST_MET: Final = "RequestMet"
 """``Planned`` reason once no more iterations will be planned because the request is met."""
 
 TERMINAL_REASONS: Final = frozenset({"TasksFailed", "TestsFailed", "UnmergedBranches", "PlanRejected"})
+WAITING_REASONS: Final = ("Configuration", "AuthFailed", "BudgetExceeded", "TaskBlocked", "AwaitingInput",
+                          "AwaitingApproval")
+"""Reasons of ``Stalled=True`` that are a wait on a person (not a terminal failure): editing the spec, the
+credentials, the budget, an answer or an approval lets the build go on."""
 """Reasons of ``Stalled=True`` that mean the build is finished (failed), not waiting on a person."""
 
 
@@ -172,6 +176,24 @@ def phase_from_status(conditions: Iterable[Mapping[str, Any]] | None, counts: Ta
             return FINALIZING if finalization_enabled else MERGING
         return WORKING
     return PLANNING if planner_task or iteration > 0 else PENDING
+
+
+def waiting_for_a_person(conditions: Iterable[Mapping[str, Any]] | None) -> str | None:
+    """The reason of a build's ``Stalled=True`` when it is a wait on a person (:data:`WAITING_REASONS`), else
+    None (not stalled, or finished for good)."""
+    stalled = c.find(list(conditions or ()), c.STALLED)
+    if stalled is not None and stalled.get("status") == c.TRUE and stalled.get("reason") in WAITING_REASONS:
+        return str(stalled["reason"])
+    return None
+
+
+def budget_used(max_tokens: int | None, max_cost: float | None, tokens: int, cost: float) -> float | None:
+    """The share of its budget a build has used: the larger of tokens and cost (1.0 or more: spent); None when
+    it has no budget."""
+    shares = [used / limit for used, limit in ((tokens, max_tokens), (cost, max_cost)) if limit]
+    if max_tokens == 0 or max_cost == 0:
+        shares.append(1.0)  # a zero budget is spent from the start
+    return max(shares) if shares else None
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,21 @@ Precedence, first match wins:
    Infrastructure, anything else AgentError);
 4. exit code 0 needs a valid handoff: a HandoffError, no handoff, or a handoff for another task or attempt
    is InvalidHandoff; a handoff with ``outcome: failed`` and no failure is AgentError.
+
+Then one correction (:func:`unreachable_repository`): an ``Infrastructure`` failure whose message says that the
+build's own repository host does not resolve, or refuses connections, is a ``Configuration`` failure naming
+``spec.repository.url``, at the first attempt. The agent has already retried the connection for about a minute
+(``agent.gitops.CLONE_ATTEMPTS``), so this is not a Pod network still being programmed; three more attempts of the
+task would fail the same way. Transient failures stay ``Infrastructure`` and are retried: a timeout, a 5xx, "Temporary
+failure in name resolution" (the DNS server did not answer), and any failure about another host (the gateway's
+own Service name not resolving is the cluster's problem, not the spec's).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -113,18 +122,82 @@ def _waiting(pod_status: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
+_HOST = r"([a-z0-9](?:[a-z0-9.-]{0,252}[a-z0-9])?)"
+_NOT_RESOLVED: Final = tuple(re.compile(p, re.IGNORECASE) for p in (
+    rf"could not resolve host(?:name)?:? {_HOST}",  # curl (https, http); ssh says "hostname"
+    rf"unable to look up {_HOST}",  # git://
+    rf"lookup {_HOST}[^:\n]{{0,80}}: no such host",  # Go resolvers
+))
+_REFUSED: Final = tuple(re.compile(p, re.IGNORECASE) for p in (
+    rf"failed to connect to {_HOST} port (\d+)(?: after \d+ ms)?: (?:connection refused|couldn't connect to server)",
+    rf"connect to host {_HOST} port (\d+): connection refused",  # ssh
+    rf"unable to connect to {_HOST}:\s*[^\n]{{0,300}}errno=connection refused",  # git://
+))
+_TRANSIENT_DNS: Final = re.compile(r"temporary failure in name resolution|try again", re.IGNORECASE)
+_SCANNED: Final = 8192
+"""Only the first characters of a failure message are matched (it comes from the agent Pod: bounded input)."""
+
+
+def repository_host(url: str) -> str | None:
+    """The host of a clone address (``https://host/...``, ``ssh://user@host:22/...``, scp-like
+    ``user@host:path``), lower case; None for ``file://`` and what has no host."""
+    m = re.match(r"^[a-z][a-z0-9+.-]*://(?:[^@/]*@)?(\[[^\]]*\]|[^:/]+)", url, re.IGNORECASE) or \
+        re.match(r"^(?:[^@/:]+@)?([^:/]+):(?!//)", url)
+    host = m.group(1).strip("[]").lower() if m else ""
+    return host or None
+
+
+def unreachable_repository(message: str, url: str) -> str | None:
+    """The ``Configuration`` message when ``message`` (a failed attempt's) says that the host of ``url`` (the
+    build's ``spec.repository.url``) does not resolve or refuses connections; None otherwise (see the module
+    doc: timeouts, 5xx, a DNS server that did not answer, another host)."""
+    host = repository_host(url)
+    text = message[:_SCANNED]
+    if host is None or not text:
+        return None
+    for pattern in _NOT_RESOLVED:
+        for m in pattern.finditer(text):
+            if m.group(1).lower() == host and not _TRANSIENT_DNS.search(text[m.end():m.end() + 80]):
+                return (f"spec.repository.url: the repository host {host} does not resolve ({m.group(0)}); fix "
+                        "the URL, or the cluster's DNS if the name is right (editing the spec resumes the build)")
+    for pattern in _REFUSED:
+        for m in pattern.finditer(text):
+            if m.group(1).lower() == host:
+                return (f"spec.repository.url: the repository host {host} refuses connections "
+                        f"({m.group(0)}); fix the URL's host or port (editing the spec resumes the build)")
+    return None
+
+
 def classify(
     pod_status: Mapping[str, Any],
     handoff: Handoff | HandoffError | None,
     *,
     task: str | None = None,
     attempt: int | None = None,
+    repository: str = "",
 ) -> Outcome:
     """Classify a finished attempt (see the module doc for the precedence).
 
     ``task`` and ``attempt``, when given, must match the handoff's own, else it is InvalidHandoff (a
-    handoff of another attempt must never complete this one).
+    handoff of another attempt must never complete this one). ``repository`` is the build's
+    ``spec.repository.url``: an Infrastructure failure that says its host does not resolve or refuses
+    connections is a Configuration failure (:func:`unreachable_repository`).
     """
+    outcome = _classify(pod_status, handoff, task=task, attempt=attempt)
+    if outcome.failure_class == "Infrastructure" and repository:
+        why = unreachable_repository(outcome.message, repository)
+        if why is not None:
+            return replace(outcome, failure_class="Configuration", message=why, reason="Configuration")
+    return outcome
+
+
+def _classify(
+    pod_status: Mapping[str, Any],
+    handoff: Handoff | HandoffError | None,
+    *,
+    task: str | None,
+    attempt: int | None,
+) -> Outcome:
     term = _terminated(pod_status)
     exit_code: int | None = term.get("exitCode") if term else None
     term_reason = (term or {}).get("reason") or ""

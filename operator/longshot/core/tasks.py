@@ -172,7 +172,8 @@ class PodFinished:
 
     ``handoff`` is the parsed handoff, the HandoffError raised while reading it, or None. ``metered`` is the
     usage the gateway measured for this attempt (authoritative); without it the handoff's own report is used.
-    ``outcome`` overrides the classification (a stuck Pod's, from ``failures.stuck``).
+    ``outcome`` overrides the classification (a stuck Pod's, from ``failures.stuck``). ``repository`` is the
+    build's ``spec.repository.url``: a failure that says its host does not resolve is a Configuration failure.
     """
 
     pod_status: Mapping[str, Any]
@@ -181,6 +182,7 @@ class PodFinished:
     metered: Usage | None = None
     outcome: failures.Outcome | None = None
     build_generation: int = 0
+    repository: str = ""
 
 
 @dataclass(frozen=True)
@@ -476,7 +478,7 @@ def _finish(state: TaskState, event: PodFinished, now: datetime, rand: Rand) -> 
     if number > state.attempt:
         return _stale(state, event, now, rand)
     outcome = event.outcome or failures.classify(event.pod_status, event.handoff, task=state.name,
-                                                 attempt=number)
+                                                 attempt=number, repository=event.repository)
     usage = _usage_of(event)
     effects: list[Effect] = []
     if usage.tokens or usage.cost:

@@ -48,6 +48,7 @@ from typing import Any
 
 import kubernetes
 
+from longshot import metrics
 from longshot.api import keys, timeutil
 from longshot.vcs import workspace
 
@@ -225,13 +226,16 @@ class LeaderElector:
             still = await self._renew()
         except Exception as e:  # API errors, timeouts, connection trouble: try again later
             still = None
+            metrics.LEASE_RENEWALS.labels(result="error").inc()
             logger.warning("renewing Lease %s/%s failed: %s", self.namespace, self.name, _describe(e))
         if still is False:
+            metrics.LEASE_RENEWALS.labels(result="lost").inc()
             holder = self.observed.holder if self.observed else None
             await self._became(False, f"Lease taken over by {holder!r}")
             return
         if still is None:
             if self.monotonic() - self._last_renew >= self.renew_deadline:
+                metrics.LEASE_RENEWALS.labels(result="expired").inc()
                 await self._became(False, f"no renewal for {self.renew_deadline:.1f}s")
                 return
             await asyncio.sleep(min(self.retry_period, max(0.0, self._time_left())))
@@ -267,6 +271,7 @@ class LeaderElector:
                 return True
             return False
         except Exception as e:  # API errors, timeouts, connection trouble: try again later
+            metrics.LEASE_RENEWALS.labels(result="error").inc()
             logger.warning("acquiring Lease %s/%s failed: %s", self.namespace, self.name, _describe(e))
             return False
 
@@ -303,6 +308,7 @@ class LeaderElector:
                     raise
                 continue  # someone wrote in between: re-read
             self._last_renew = started
+            metrics.LEASE_RENEWALS.labels(result="ok").inc()  # counted after the write
             return True
         raise TimeoutError("the Lease kept changing under us (3 conflicts in a row)")
 

@@ -276,3 +276,43 @@ def test_a_reviewers_finish_schema_requires_what_its_mode_needs():
     assert required(judging=False) == ["summary", "verdict"]
     assert required(judging=True) == ["summary", "winner"]
     assert required() == ["summary"]  # the mode unknown: the validator says what is missing
+
+
+CYCLIC = [{"name": "a", "description": "A", "depends_on": ["b"]},
+          {"name": "b", "description": "B", "depends_on": ["a"]}]
+
+
+def test_a_refused_plan_is_named_by_the_rule_it_broke_not_by_a_later_finish_without_a_plan(toolbox_for):
+    # the scripted planner: its plan (a cycle) is refused, then the script ends with a summary-only finish, whose
+    # complaint ("finish needs `tasks`") used to be all the build's PlanRejected condition said
+    toolbox = toolbox_for("planner")
+    toolbox.validator = lambda payload: results.validate_planner_finish(payload, max_tasks=5)
+    assert toolbox.call("finish", {"summary": "plan", "tasks": CYCLIC}).is_error
+    last = toolbox.call("finish", {"summary": "applied 1 scripted step(s)"})
+    assert "finish needs `tasks`" in last.content
+    why = toolbox.why(last.content.removeprefix("error: "))
+    assert why.startswith("the dependencies have a cycle: a -> b -> a (then: finish needs `tasks`")
+    assert "its result was refused (the dependencies have a cycle: a -> b -> a); its last finish was refused " \
+           "(finish needs `tasks`" in str(toolbox.unfinished(8))
+
+
+def test_a_bad_task_name_is_what_the_last_correction_s_failure_names(toolbox_for):
+    toolbox = toolbox_for("planner")
+    toolbox.max_corrections = 1
+    toolbox.validator = lambda payload: results.validate_planner_finish(payload, max_tasks=5)
+    assert toolbox.call("finish", {"summary": "p", "tasks": [{"name": "Bad Name", "description": "x"}]}).is_error
+    with pytest.raises(errors.AgentError) as failure:
+        toolbox.call("finish", {"summary": "p"})
+    assert str(failure.value).startswith("the model's planner result is still invalid after 1 correction(s): "
+                                         "task 0 (Bad Name): name: ")
+    assert "(then: finish needs `tasks`" in str(failure.value)
+
+
+def test_the_last_refusal_is_enough_when_it_carried_the_plan_itself(toolbox_for):
+    toolbox = toolbox_for("planner")
+    toolbox.validator = lambda payload: results.validate_planner_finish(payload, max_tasks=5)
+    toolbox.call("finish", {"summary": "p", "tasks": [{"name": "Bad Name", "description": "x"}]})
+    toolbox.call("finish", {"summary": "p", "tasks": CYCLIC})
+    assert toolbox.why("x", carried=True) == "x"
+    assert str(toolbox.unfinished(8)).startswith("the model did not finish within 8 turns: its last finish was "
+                                                 "refused (the dependencies have a cycle")

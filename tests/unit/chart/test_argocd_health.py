@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 import status_tools as st
-from longshot.api import agenttask
+from longshot.api import agenttask, buildrequest, mergejob
+from longshot.api import conditions as c
+from longshot.core import builds, plan
 
 FIXTURES = st.fixtures()
 
@@ -64,9 +66,77 @@ def test_stalled_false_and_ready_false_without_reconciling_is_still_progressing(
     obj["status"]["conditions"] = [c for c in obj["status"]["conditions"] if c["type"] != "Reconciling"]
     status, text = st.argo_health(obj)
     assert status == "Progressing"
-    assert text.startswith("InProgress: ")
+    assert text.startswith("Working: ")  # the Ready condition speaks
 
 
 @pytest.mark.parametrize("kind", ["BuildRequest", "AgentTask", "MergeJob"])
 def test_the_check_exists_for_each_kind(kind: str) -> None:
     assert st.health_script("longshot.dev/v1alpha1", kind).is_file()
+
+
+def test_the_fresh_fixtures_are_the_crd_s_default_status() -> None:
+    assert FIXTURES["br-fresh"]["status"] == buildrequest.initial_status()
+    assert FIXTURES["mj-fresh"]["status"] == mergejob.initial_status()
+
+
+# --- docs/conditions.md "What a tool sees": every row checked against its fixture and the Lua check -------------
+
+DOCS = st.docs_table()
+
+
+def test_the_docs_table_has_a_row_for_every_build_fixture() -> None:
+    assert sorted(DOCS) == sorted(n for n in FIXTURES if n.startswith("br-"))
+
+
+@pytest.mark.parametrize("name", sorted(DOCS))
+def test_the_docs_argo_cd_cell_is_what_the_health_check_says(name: str) -> None:
+    status, text = st.argo_health(FIXTURES[name])
+    assert DOCS[name]["Argo CD"] == status, text
+    # the kstatus cell is checked against kstatus itself in tests/integration/test_status_tools.py
+    assert DOCS[name]["kstatus"] == st.EXPECTED[name][0]
+
+
+@pytest.mark.parametrize("name", sorted(DOCS))
+def test_the_docs_condition_cells_are_the_fixture_s_conditions(name: str) -> None:
+    assert st.condition_mismatches(DOCS[name], FIXTURES[name]) == []
+
+
+def test_a_docs_cell_that_contradicts_the_tool_is_caught() -> None:
+    row = {**DOCS["br-killswitch"], "Reconciling": "True"}
+    assert st.condition_mismatches(row, FIXTURES["br-killswitch"]) == [
+        "Reconciling: the docs say True, the object has False"]
+    assert st.argo_health(FIXTURES["br-killswitch"])[0] != "Suspended"  # what the docs used to say
+
+
+def _counts(**k: int) -> builds.TaskCounts:
+    k.setdefault("total", sum(k.get(x, 0) for x in ("pending", "running", "succeeded", "failed", "cancelled")))
+    return builds.TaskCounts(**k)
+
+
+_ASKING = (builds.TaskIssue("rest-api-auth", "awaiting", "which OAuth provider should /login use?"),)
+DECIDED: dict[str, dict[str, Any]] = {
+    # the fixtures written from core.builds.summary: the state each one stands for
+    "br-configuration": {"phase": "Pending", "configuration_error": "spec.repository.url: host git.example.invalid "
+                         "does not resolve (Could not resolve host: git.example.invalid); fix the URL"},
+    "br-configuration-busy": {"phase": "Working", "counts": _counts(running=2, pending=1, succeeded=3),
+                              "configuration_error": "spec.agent.credentialsSecret: Secret 'llm-key' not found in "
+                                                     "namespace team-a; create it or fix the name"},
+    "br-budget-exceeded-busy": {"phase": "Working", "counts": _counts(running=2, pending=5, succeeded=5),
+                                "budget_exceeded": True},
+    "br-awaiting-input": {"phase": "Working", "counts": _counts(pending=1, succeeded=2), "issues": _ASKING},
+    "br-awaiting-input-busy": {"phase": "Working", "counts": _counts(pending=2, running=1, succeeded=2),
+                               "issues": _ASKING},
+    "br-killswitch": {"phase": "Working", "counts": _counts(pending=5, succeeded=2), "halted": True},
+}
+
+
+@pytest.mark.parametrize("name", sorted(DECIDED))
+def test_the_decided_fixtures_are_what_the_decider_writes(name: str) -> None:
+    obj = FIXTURES[name]
+    state = builds.BuildState(ref=plan.BuildRef(obj["metadata"]["name"], "team-a", "u"), **DECIDED[name])
+    written = {x["type"]: (x["status"], x["reason"], x["message"]) for x in obj["status"]["conditions"]}
+    for e in builds.summary(state):
+        assert written[e.type] == (e.status, e.reason, e.message), e.type
+    # and in the order the CRD's default status gives them: kstatus reads Stalled before Reconciling
+    order = [x["type"] for x in obj["status"]["conditions"]]
+    assert order[:4] == [c.READY, c.STALLED, c.RECONCILING, c.PROGRESSING]

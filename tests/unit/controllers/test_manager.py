@@ -1025,3 +1025,18 @@ async def test_a_stacked_batch_waits_for_the_build_s_running_worker_then_takes_w
     assert len(gates(await reconcile())) == 1
     stacked = status(fake, "MergeJob", "b-p1")["batch"]
     assert stacked["base"] == head["commit"] and stacked["position"] == 1
+
+
+async def test_a_step_counts_the_builds_that_wait_for_a_person(world):
+    """The gauges the alerts read: longshot_builds_stalled{reason} and longshot_budget_used_ratio."""
+    fake, m, _clock, _mono, sync = world
+    m.ctx.preflight = lambda k, b: ("spec.repository.url: host git.example does not resolve; fix the URL"
+                                    if b.name == "stuck" else None)
+    fake.create(build("stuck"))
+    fake.create(build("fine", budget={"maxTokens": 1000}))
+    await sync()
+    assert cond(status(fake, "BuildRequest", "stuck"), "Stalled")["reason"] == "Configuration"
+    value = metrics.REGISTRY.get_sample_value
+    assert value("longshot_builds_stalled", {"reason": "Configuration"}) == 1
+    assert value("longshot_builds_stalled", {"reason": "TaskBlocked"}) == 0
+    assert value("longshot_budget_used_ratio") == 0.0  # "fine" has a budget and has used none of it yet

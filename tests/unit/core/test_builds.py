@@ -411,3 +411,15 @@ def test_the_early_final_sweep_starts_only_with_a_planner_and_finalization_enabl
     assert new.phase == "Planning" and not of(effects, builds.StartEarlySweep)
     last = decide(iterating(iteration=3, max_iterations=3), ended)[0]
     assert not of(decide(last, builds.IterationEnded())[1], builds.StartEarlySweep)  # finalization's own sweep
+
+
+def test_the_crd_s_default_status_is_what_the_decider_says_of_a_build_nobody_has_looked_at():
+    # the first write flips none of them (kstatus and kubectl wait see no change of state), and a restarted
+    # operator reads the defaulted status as a build that has not started
+    from longshot.api import buildrequest
+
+    fresh = [(e.type, e.status, e.reason, e.message) for e in builds.summary(build())]
+    assert fresh == list(buildrequest.INITIAL_CONDITIONS)
+    defaulted = buildrequest.initial_status()
+    assert builds.phase_from_status(defaulted["conditions"], counts(), None, True) == builds.PENDING
+    assert defaulted["phase"] == build().display_phase

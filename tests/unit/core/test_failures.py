@@ -165,3 +165,87 @@ def test_failed_mount_events_are_a_configuration_error_after_a_grace():
     assert failures.stuck(pending, created=T0, now=T0 + timedelta(seconds=5), events=events) is None
     out = failures.stuck(pending, created=T0, now=T0 + timedelta(seconds=40), events=events)
     assert out is not None and out.failure_class == "Configuration" and 'configmap "script"' in out.message
+
+
+# --- a repository that cannot be resolved or reached: Configuration, naming spec.repository.url ---------------
+
+URL = "https://git.example.invalid/org/app.git"
+VIA_GATEWAY = ("clone of the repository failed: remote: the gateway could not fetch the repository "
+               "https://git.example.invalid/org/app.git: fatal: unable to access "
+               "'https://git.example.invalid/org/app.git/': Could not resolve host: git.example.invalid; fatal: "
+               "unable to access 'http://longshot-gateway.longshot:8080/git/app/': The requested URL returned "
+               "error: 502")
+
+
+def infra(message: str) -> Handoff:
+    return Handoff(task="t1", attempt=1, role="worker", outcome="failed",
+                   failure=Failure(failure_class="Infrastructure", message=message))
+
+
+def test_a_repository_host_that_does_not_resolve_is_configuration_naming_the_field():
+    out = failures.classify(pod_status(5), infra(VIA_GATEWAY), task="t1", attempt=1, repository=URL)
+    assert out.failure_class == "Configuration"
+    assert out.message.startswith("spec.repository.url: the repository host git.example.invalid does not resolve "
+                                  "(Could not resolve host: git.example.invalid); fix the URL")
+    # without the build's URL nothing changes (and the same failure was Infrastructure, retried 3 times)
+    assert failures.classify(pod_status(5), infra(VIA_GATEWAY), task="t1", attempt=1).failure_class == \
+        "Infrastructure"
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("https://git.example.invalid/a.git", "fatal: unable to access 'x': Could not resolve host: git.example.invalid"),
+    ("git@git.example.invalid:org/a.git", "ssh: Could not resolve hostname git.example.invalid: Name or service "
+                                          "not known"),
+    ("git://git.example.invalid/a.git", "fatal: unable to look up git.example.invalid (port 9418) (Name or service "
+                                        "not known)"),
+    ("http://10.0.0.7:3000/a.git", "fatal: unable to access 'http://10.0.0.7:3000/a.git/': Failed to connect to "
+                                   "10.0.0.7 port 3000 after 0 ms: Couldn't connect to server"),
+    ("http://Git.Example.com/a.git", "Failed to connect to git.example.com port 80: Connection refused"),
+    ("ssh://git@git.example.com:2222/a.git", "ssh: connect to host git.example.com port 2222: Connection refused"),
+    ("git://127.0.0.1:1/x.git", "fatal: unable to connect to 127.0.0.1:\n127.0.0.1[0: 127.0.0.1]: "
+                                "errno=Connection refused"),
+])
+def test_what_git_says_of_an_unresolvable_or_refusing_host_is_configuration(url, message):
+    # the messages are git 2.39's own (curl, ssh and git:// transports), taken from real runs
+    why = failures.unreachable_repository(message, url)
+    assert why is not None and why.startswith("spec.repository.url: the repository host "), message
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    # transient: the upstream timed out, answered 5xx, or the DNS server did not answer
+    (URL, "fatal: unable to access 'x': Failed to connect to git.example.invalid port 443 after 130001 ms: "
+          "Connection timed out"),
+    (URL, "fatal: unable to access 'x': The requested URL returned error: 503"),
+    ("git@git.example.invalid:a.git", "ssh: Could not resolve hostname git.example.invalid: Temporary failure in "
+                                      "name resolution"),
+    # another host: the gateway's own Service name is the cluster's problem, not the spec's
+    (URL, "fatal: unable to access 'http://longshot-gateway.longshot:8080/git/a/': Could not resolve host: "
+          "longshot-gateway.longshot"),
+    (URL, "Failed to connect to longshot-gateway.longshot port 8080 after 1 ms: Couldn't connect to server"),
+    # no host to compare with
+    ("file:///srv/git/a.git", "Could not resolve host: a"),
+])
+def test_transient_failures_and_other_hosts_stay_infrastructure(url, message):
+    assert failures.unreachable_repository(message, url) is None
+    out = failures.classify(pod_status(5), infra(message), task="t1", attempt=1, repository=url)
+    assert out.failure_class == "Infrastructure"
+
+
+def test_only_infrastructure_failures_are_reclassified():
+    # an agent error that merely quotes such a line (a test's output) is the agent's
+    h = Handoff(task="t1", attempt=1, role="worker", outcome="failed",
+                failure=Failure(failure_class="AgentError", message=VIA_GATEWAY))
+    assert failures.classify(pod_status(1), h, task="t1", attempt=1, repository=URL).failure_class == "AgentError"
+
+
+def test_the_exit_code_path_is_reclassified_too():
+    st = pod_status(5, message="clone failed: Could not resolve host: git.example.invalid")
+    out = failures.classify(st, None, task="t1", attempt=1, repository=URL)
+    assert out.failure_class == "Configuration" and out.exit_code == 5
+
+
+@pytest.mark.parametrize(("url", "host"), [
+    ("https://user:tok@Git.Example.com:8443/a.git", "git.example.com"), ("git@host.example:org/a", "host.example"),
+    ("ssh://git@[::1]:22/a.git", "::1"), ("file:///srv/a.git", None), ("host:path", "host")])
+def test_repository_host(url, host):
+    assert failures.repository_host(url) == host

@@ -215,3 +215,15 @@ def test_without_required_approval_or_once_approved_nothing_waits():
     assert s.phase == "Queued" and s.ready
     with pytest.raises(mj.InvalidTransition):
         decide(job("Testing", checks="passed", batch=BATCH), mj.Approved())
+
+
+def test_a_job_with_the_crd_s_default_status_is_not_seen_yet_and_one_written_by_the_operator_is():
+    from longshot.api import conditions as c
+    from longshot.api import mergejob
+
+    defaulted = mergejob.MergeJobStatus.model_validate(mergejob.initial_status())
+    assert defaulted.conditions and not mergejob.seen(defaulted)  # the MergeJob reconciler writes its conditions
+    assert not mergejob.seen(mergejob.MergeJobStatus())
+    written, _ = c.set_condition(mergejob.initial_status()["conditions"], c.QUEUED, c.TRUE, "Queued", "waiting",
+                                 now=NOW)
+    assert mergejob.seen(mergejob.MergeJobStatus.model_validate({"conditions": written}))

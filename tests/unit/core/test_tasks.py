@@ -447,3 +447,18 @@ def test_question_and_answer_survive_a_round_trip_through_the_status():
                                      "attempts": [{"number": 1, "pod": "b-t1-a1"}]}}, objects.AgentTask)
     s = TaskState.from_task(task)
     assert (s.phase, s.question, s.answer, s.merges) == ("AwaitingInput", "Q?", "A", False)
+
+
+def test_a_repository_host_that_does_not_resolve_stops_the_task_at_the_first_attempt():
+    h = handoff("failed", failure="Infrastructure")
+    h = h.model_copy(update={"failure": Failure(failure_class="Infrastructure", message=(
+        "clone of the repository failed: Could not resolve host: git.example.invalid"))})
+    url = "https://git.example.invalid/org/app.git"
+    new, effects = decide(running(policy=RetryPolicy(max_attempts=3)), PodFinished(exited(5), h, repository=url))
+    assert new.phase == "Failed" and new.last_failure == "Configuration"
+    assert of(effects, ScheduleRetry) == []
+    assert "spec.repository.url" in cond(effects, "Stalled").message
+    # the same failure for a build whose repository is elsewhere: Infrastructure, retried
+    new, effects = decide(running(policy=RetryPolicy(max_attempts=3)),
+                          PodFinished(exited(5), h, repository="https://git.example.com/org/app.git"))
+    assert new.phase == "Backoff" and of(effects, ScheduleRetry)

@@ -211,5 +211,7 @@ class ScriptedBackend(base.Backend):
             done.append(tool)
         result = session.toolbox.call("finish", {"summary": f"applied {len(done)} scripted step(s)"})
         if session.toolbox.finished is None:
-            raise errors.AgentError(f"the script ended without a valid finish: {result.content}")
+            # the rule the script's result broke (a task name, a cycle), not this summary-only finish's complaint
+            why = session.toolbox.why(result.content.removeprefix("error: "))
+            raise errors.AgentError(f"the script ended without a valid finish: {why}")
         return session.toolbox.finished
