@@ -361,7 +361,7 @@ def test_a_200_task_plan_arrives_through_git_without_a_size_cliff(operator, core
     sample_repo.git(seed, "rm", "-rq", "--cached", ".")
     sample_repo.git(seed, "add", ho.HANDOFF_FILE)
     sample_repo.git(seed, "commit", "-q", "-m", "handoff")
-    ref = ho.handoff_ref(PLANNER, 1)
+    ref = ho.handoff_ref(namespace, "demo", PLANNER, 1)
     sample_repo.git(seed, "push", "-q", url.removeprefix("file://"), f"HEAD:{ref}")
     commit = sample_repo.git(seed, "rev-parse", "HEAD").strip()
     pointer = ho.HandoffPointer(ref=ref, commit=commit, sha256=ho.digest(data), size=len(data))

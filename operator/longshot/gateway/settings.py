@@ -36,7 +36,9 @@ class GatewaySettings:
     upstream_timeout_seconds: float = 600.0
     git_timeout_seconds: float = 600.0
     max_model_request_bytes: int = 64 * 1024 * 1024
-    max_push_bytes: int = 2 * 1024 * 1024 * 1024
+    max_push_bytes: int = 256 * 1024 * 1024
+    """Largest push (the request body of one ``git-receive-pack``, spooled to the mirror disk before it is
+    forwarded); a larger one is refused with 413. Chart value ``gateway.maxPushBytes``."""
     max_fetch_request_bytes: int = 64 * 1024 * 1024
     default_backoff_seconds: float = 30.0
     """How long a build's calls to one model API are held after a 429 without ``Retry-After``."""
@@ -47,6 +49,11 @@ class GatewaySettings:
     """Upstream of ``/model/openai/`` when a build sets no ``spec.agent.baseUrl``."""
     anthropic_url: str = DEFAULT_ANTHROPIC_URL
     """Upstream of ``/model/anthropic/`` when a build sets no ``spec.agent.baseUrl``."""
+    # --- tenancy: disk bounds (issue 29, item 8) -------------------------------------------------------------
+    mirror_max_bytes: int = 2 * 1024 * 1024 * 1024
+    """Largest size of one mirror (one tenant's use of one repository): a fetch from the upstream stores at most
+    what is left under it (``vcs.packlimit``) and fails with a reason naming this cap, and a mirror found over
+    it is removed. 0: no cap. Chart value ``gateway.mirrorMaxBytes``."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from longshot.core import mergequeue as q
-from longshot.core import roadmap
+from longshot.core import names, roadmap
 from longshot.vcs import merge as vmerge
 from longshot.vcs import workspace as ws
 
@@ -50,7 +50,7 @@ log = logging.getLogger("longshot.speculate")
 
 ID_TRAILER = "Longshot-Merge-Id"
 """Trailer holding the MergeJob's UID on every commit the queue writes."""
-QUEUE_BRANCH_DIR = "_queue"
+QUEUE_BRANCH_DIR = names.QUEUE_BRANCH_DIR
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,9 @@ class Member:
         return vmerge.merge_id(self.namespace, self.name)
 
 
-def queue_branch(build: str, batch_id: str, position: int) -> str:
-    return f"longshot/{build}/{QUEUE_BRANCH_DIR}/{batch_id}/{position}"
+def queue_branch(namespace: str, build: str, batch_id: str, position: int) -> str:
+    """``longshot/<namespace>/<build>/_queue/<batch>/<position>`` (``core.names.queue_branch``)."""
+    return names.queue_branch(namespace, build, batch_id, position)
 
 
 def _trailers(message: str, m: Member) -> str:
@@ -385,9 +386,9 @@ def _fetch_speculative(w: ws.Workspace, commit: str, queue_branch_: str | None, 
         raise ws.GitError(f"the speculative commit {commit[:12]} is not on {queue_branch_} any more")
 
 
-def publish(w: ws.Workspace, build: str, batch_id: str, commits: Sequence[tuple[int, str]]) -> None:
+def publish(w: ws.Workspace, namespace: str, build: str, batch_id: str, commits: Sequence[tuple[int, str]]) -> None:
     """Push each speculative commit to its queue branch, for the gate Pods."""
-    specs = [f"{c}:refs/heads/{queue_branch(build, batch_id, pos)}" for pos, c in commits]
+    specs = [f"{c}:refs/heads/{queue_branch(namespace, build, batch_id, pos)}" for pos, c in commits]
     if not specs:
         return
     with w.locked():
@@ -412,9 +413,9 @@ def land(w: ws.Workspace, target: str, base: str, commit: str, queue_branch_: st
     raise ws.GitError(f"push to {target} refused: {detail}")
 
 
-def cleanup(w: ws.Workspace, build: str, batch_id: str, positions: Sequence[int]) -> None:
+def cleanup(w: ws.Workspace, namespace: str, build: str, batch_id: str, positions: Sequence[int]) -> None:
     """Delete the batch's queue branches (best effort)."""
-    specs = [f":refs/heads/{queue_branch(build, batch_id, p)}" for p in positions]
+    specs = [f":refs/heads/{queue_branch(namespace, build, batch_id, p)}" for p in positions]
     if specs:
         with w.locked():
             w.git("push", "--quiet", "--no-verify", "origin", *specs, check=False)
