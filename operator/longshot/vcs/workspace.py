@@ -44,6 +44,8 @@ from pathlib import Path
 
 import git as gitpython
 
+from longshot.vcs import packlimit
+
 INCOMING_REF = "refs/longshot/incoming"
 """Scratch ref the job's branch is fetched into (overwritten by every fetch)."""
 
@@ -291,16 +293,21 @@ class Workspace:
         """``git <args>`` in the workspace; a return code outside ``ok`` raises :class:`GitError` if ``check``."""
         data = input.encode() if isinstance(input, str) else input
         full_env = self.env if not env else {**self.env, **env}
+        bounded = bool(self.max_bytes and args and args[0] == "fetch")
+        if bounded:  # the fetch stores at most what is left under the cap, whatever the server sends
+            full_env = {**full_env, **packlimit.environment(max(1, self.max_bytes - self.size()))}
         try:
             proc = subprocess.run(["git", *GIT_OPTIONS, "--git-dir", str(self.path), *args], input=data,
                                   capture_output=True, env=full_env, timeout=self.timeout, check=False)
         except subprocess.TimeoutExpired:
             raise GitError(f"git {self._show(args)} timed out after {self.timeout:.0f}s") from None
+        if bounded and proc.returncode != 0 and packlimit.is_over_limit(proc.stderr.decode(errors="replace")):
+            self._over_cap(self.max_bytes + 1, "a fetch was stopped at")
         if check and proc.returncode not in ok:
             stderr = redact(proc.stderr.decode(errors="replace").strip(), self.credentials.secrets)
             raise GitError(f"git {self._show(args)} failed with exit code {proc.returncode}: {stderr[-2000:]}",
                            returncode=proc.returncode, stderr=stderr)
-        if self.max_bytes and args and args[0] == "fetch":
+        if bounded:
             self.check_size()
         return proc
 
@@ -320,14 +327,15 @@ class Workspace:
         fetch; the workspace is removed first (a cache: the next job fetches it again), so one oversized branch
         leaves neither a full disk nor a wedged queue behind."""
         size = self.size()
-        if size <= self.max_bytes:
-            return
+        if size > self.max_bytes:
+            self._over_cap(size, f"it held {size / 2**20:.1f} MiB after a fetch,")
+
+    def _over_cap(self, size: int, what: str) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
         self._ensured = False
-        raise GitError(f"the workspace of {normalise_url(self.url)} held {size / 2**20:.1f} MiB after a fetch, "
-                       f"more than its cap of {self.max_bytes / 2**20:.1f} MiB (operator setting "
-                       "LONGSHOT_WORKSPACE_MAX_BYTES, chart value operator.workspaceMaxBytes); the branch is "
-                       "refused and the workspace removed")
+        raise GitError(f"the workspace of {normalise_url(self.url)} is over its cap: {what} more than "
+                       f"{self.max_bytes / 2**20:.1f} MiB (operator setting LONGSHOT_WORKSPACE_MAX_BYTES, chart value "
+                       "operator.workspaceMaxBytes); the branch is refused and the workspace removed")
 
     def out(self, *args: str, input: bytes | str | None = None) -> str:
         """Standard output of ``git <args>``, stripped."""
