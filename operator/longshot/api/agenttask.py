@@ -77,7 +77,7 @@ class AgentTaskSpec(Model):
     scope: list[str] = Field(default_factory=list, max_length=512)
     """Files or glob patterns the task may change; tasks with overlapping scopes never run at once."""
     branch: str | None = Field(default=None, min_length=1, max_length=255, pattern=GIT_BRANCH)
-    """Branch to work on; ``longshot/<build>/<task>`` when unset (a fixer gets the branch to fix)."""
+    """Branch to work on; ``longshot/<namespace>/<build>/<task>`` when unset (a fixer gets the branch to fix)."""
     retry_policy: RetryPolicy | None = None
     """Retries of this task; the build's ``spec.retry`` when unset."""
     resources: Resources | None = None

@@ -443,7 +443,7 @@ class TaskInput(Model):
     base_branch: str = "main"
     """Branch to start from and (for reviewer/tester) to compare against."""
     branch: str
-    """Branch to work on and push (``longshot/<build>/<task>``; for a fixer the branch to fix; for a
+    """Branch to work on and push (``longshot/<namespace>/<build>/<task>``; for a fixer the branch to fix; for a
     reviewer or tester the branch to read)."""
     backend: BackendInput = Field(default_factory=BackendInput)
     test_command: str | None = None

@@ -4,8 +4,8 @@ A task fans out when its ``spec.fanout`` (or, for a planned worker, the build's 
 more candidates (:func:`effective`). Its dependencies ready, the task decider starts a *round*
 (``core.tasks.StartFanout``): the shell creates the round's candidate AgentTasks (:func:`candidate_manifests`),
 owned by the task, with deterministic names (``<task>-c<i>``; round ``r`` > 1: ``<task>-r<r>-c<i>``), each on
-its own branch ``longshot/<build>/<candidate>`` and with model ``models[(i - 1) % len(models)]``. Candidates are
-ordinary agent tasks for the scheduler; they never get a MergeJob themselves.
+its own branch ``longshot/<namespace>/<build>/<candidate>`` and with model ``models[(i - 1) % len(models)]``.
+Candidates are ordinary agent tasks for the scheduler; they never get a MergeJob themselves.
 
 :func:`decide` then looks at a :class:`Snapshot` (the candidates, their gates, the judge) and says what is next:
 

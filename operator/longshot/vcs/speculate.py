@@ -20,8 +20,9 @@ ever checked out. Blocking: call from a worker thread.
   instead of the target's head (``core.mergequeue``'s stacked batches); a member's conflict still counts only if
   it conflicts with the target alone, and a member whose change the batch below already holds is left out, not
   recorded as merged (that batch may still break).
-* :func:`publish` pushes every speculative commit to ``refs/heads/longshot/<build>/_queue/<batch>/<position>``
-  (one push) so that tester Pods fetch exactly what they gate.
+* :func:`publish` pushes every speculative commit to
+  ``refs/heads/longshot/<namespace>/<build>/_queue/<batch>/<position>`` (one push) so that tester Pods fetch
+  exactly what they gate.
 * :func:`land` pushes ``S_k`` to the target with ``--force-with-lease=<target>:<base>``: the target only ever moves
   to a commit whose gate passed, from the commit the batch was built on; then it deletes the batch's branches.
 
