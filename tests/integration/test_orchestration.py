@@ -349,7 +349,8 @@ def test_a_200_task_plan_arrives_through_git_without_a_size_cliff(operator, core
     url = sample_repo.make(tmp_path)
     create(custom, namespace, build("demo", repository__url=url, planner__maxTasks=200, workers={"max": 3}))
     wait_pod(core_v1, namespace, f"{PLANNER}-a1")
-    # the agent's side of the protocol: handoff.json committed on refs/longshot/handoffs/<namespace>/<build>/<task>/<attempt>
+    # the agent's side of the protocol: handoff.json committed on
+    # refs/longshot/handoffs/<namespace>/<build>/<task>/<attempt>
     h = ho.Handoff(task=PLANNER, attempt=1, role="planner", outcome="succeeded",
                    tasks=[ho.PlannedTask(name=f"t{i:03d}", description=f"task {i} " + "x" * 100,
                                          depends_on=[f"t{i - 1:03d}"] if i % 10 else []) for i in range(200)])
