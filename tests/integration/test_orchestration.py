@@ -81,7 +81,7 @@ def test_planner_handoff_becomes_worker_tasks_with_dependencies(operator, core_v
     wait_pod(core_v1, namespace, "demo-models-a1")
     wait_pod(core_v1, namespace, "demo-docs-a1")
     assert "demo-api-a1" not in agent_pods(core_v1, namespace)
-    branch = f"longshot/demo/{namespace}/demo-models"
+    branch = f"longshot/{namespace}/demo/demo-models"
     commit = sample_repo.push_branch(sample_repository, branch, {"app/models.py": "MODELS = []\n"}, tmp_path)
     finish_pod(core_v1, namespace, "demo-models-a1", message=handoff(
         "demo-models", branch=branch, commit=commit, files_changed=["app/models.py"],
@@ -287,7 +287,7 @@ def test_budget_exceeded_stops_dispatch_until_raised(operator, core_v1, custom, 
     finish_pod(core_v1, namespace, f"{PLANNER}-a1", message=plan_handoff(PLANNER, plan))
     wait_pod(core_v1, namespace, "demo-one-a1")
     finish_pod(core_v1, namespace, "demo-one-a1", message=handoff(
-        "demo-one", branch="longshot/demo/demo-one", commit="b" * 40, usage=ho.Usage(input_tokens=150)))
+        "demo-one", branch=f"longshot/{namespace}/demo/demo-one", commit="b" * 40, usage=ho.Usage(input_tokens=150)))
     b = wait_for(lambda: (lambda o: o if (condition(o, "BudgetExceeded") or {}).get("status") == "True" else None)(
         get(custom, namespace, "buildrequests", "demo")), timeout=30, what="BudgetExceeded=True")
     assert b["status"]["usage"]["tokens"] == 150
@@ -302,7 +302,7 @@ def test_deleting_the_build_removes_tasks_pods_and_merge_jobs(operator, core_v1,
     start_and_plan(core_v1, custom, namespace, plan_three()[:1])
     wait_pod(core_v1, namespace, "demo-models-a1")
     finish_pod(core_v1, namespace, "demo-models-a1", message=handoff(
-        "demo-models", branch="longshot/demo/demo-models", commit="c" * 40))
+        "demo-models", branch=f"longshot/{namespace}/demo/demo-models", commit="c" * 40))
     wait_for(lambda: list_of(custom, namespace, "mergejobs"), timeout=30, what="a MergeJob")
     custom.delete_namespaced_custom_object("longshot.dev", "v1alpha1", namespace, "buildrequests", "demo",
                                            propagation_policy="Foreground")

@@ -333,6 +333,7 @@ class Workspace:
     def _over_cap(self, size: int, what: str) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
         self._ensured = False
+        self._env = None  # its askpass script and key files went with it
         raise GitError(f"the workspace of {normalise_url(self.url)} is over its cap: {what} more than "
                        f"{self.max_bytes / 2**20:.1f} MiB (operator setting LONGSHOT_WORKSPACE_MAX_BYTES, chart value "
                        "operator.workspaceMaxBytes); the branch is refused and the workspace removed")
