@@ -347,3 +347,22 @@ def test_the_gateway_refuses_to_mirror_a_repository_over_its_cap(
         assert not (tmp_path / "w" / "big.bin").exists()
         mirrors = Path(settings.mirror_dir) / "repos"
         assert packlimit.tree_bytes(mirrors) <= 1 * MiB + 64 * 1024, r
+
+
+def test_the_chart_sets_the_disk_bounds_and_they_are_configurable(control_plane: Any, namespace: str) -> None:
+    from chart_render import of_kinds, render
+
+    def env_of(docs: list[dict[str, Any]], component: str) -> dict[str, str]:
+        (dep,) = [d for d in of_kinds(docs, "Deployment")
+                  if d["metadata"]["labels"].get("app.kubernetes.io/component") == component]
+        return {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    docs = render(control_plane, namespace)
+    assert env_of(docs, "gateway")["LONGSHOT_GATEWAY_MAX_PUSH_BYTES"] == str(256 * MiB)
+    assert env_of(docs, "gateway")["LONGSHOT_GATEWAY_MIRROR_MAX_BYTES"] == str(2048 * MiB)
+    assert env_of(docs, "operator")["LONGSHOT_WORKSPACE_MAX_BYTES"] == str(1024 * MiB)
+    docs = render(control_plane, namespace, "gateway.maxPushBytes=1048576", "gateway.mirrorMaxBytes=0",
+                  "operator.workspaceMaxBytes=5000000000")
+    assert env_of(docs, "gateway")["LONGSHOT_GATEWAY_MAX_PUSH_BYTES"] == "1048576"
+    assert env_of(docs, "gateway")["LONGSHOT_GATEWAY_MIRROR_MAX_BYTES"] == "0"
+    assert env_of(docs, "operator")["LONGSHOT_WORKSPACE_MAX_BYTES"] == "5000000000"
