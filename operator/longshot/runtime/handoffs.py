@@ -42,8 +42,9 @@ OVERHEAD_BYTES = 32 * 1024
 
 
 def pack_budget(limit: int) -> int:
-    """The largest pack a handoff fetch with ``limit`` stores, so that everything it writes fits in ``limit``."""
-    return max(1, limit - OVERHEAD_BYTES)
+    """The largest pack a handoff fetch with ``limit`` stores, so that everything it writes fits in ``limit`` (for
+    limits over twice :data:`OVERHEAD_BYTES`, the real ones; a smaller limit, in tests, gets half of it)."""
+    return limit - OVERHEAD_BYTES if limit > 2 * OVERHEAD_BYTES else max(1, limit // 2)
 
 
 def git_env(credentials: vws.GitCredentials | None, workdir: Path) -> dict[str, str]:

@@ -70,8 +70,8 @@ def test_a_handoff_over_the_limit_is_neither_downloaded_nor_read(http_server: Gi
 
 @pytest.mark.parametrize(("credentials", "why"), [
     (workspace.GitCredentials.from_secret_data({"username": "bot", "password": "wrong-password"}),
-     "could not fetch the handoff at refs/longshot/handoffs/t1/1"),
-    (None, "could not fetch the handoff at refs/longshot/handoffs/t1/1"),
+     "could not fetch the handoff at refs/longshot/handoffs/ns/b/t1/1"),
+    (None, "could not fetch the handoff at refs/longshot/handoffs/ns/b/t1/1"),
 ])
 def test_failures_are_handoff_errors_without_secrets(http_server: GitHTTPServer,
                                                      credentials: workspace.GitCredentials | None, why: str) -> None:
@@ -82,4 +82,4 @@ def test_failures_are_handoff_errors_without_secrets(http_server: GitHTTPServer,
     assert "wrong-password" not in str(result)
     missing = handoffs.fetch_from(url, CREDENTIALS, ho.HandoffPointer(
         ref=ho.handoff_ref("ns", "b", "t1", 9), commit=commit, sha256=ho.digest(data), size=2))
-    assert isinstance(missing, ho.HandoffError) and "refs/longshot/handoffs/t1/9" in str(missing)
+    assert isinstance(missing, ho.HandoffError) and "refs/longshot/handoffs/ns/b/t1/9" in str(missing)
