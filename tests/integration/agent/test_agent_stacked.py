@@ -67,7 +67,8 @@ def test_a_later_attempt_on_its_branch_still_knows_what_it_was_stacked_on(daemon
                      {"finish": {"summary": "api"}}],
         "steps": [{"write": {"path": "notes.md", "content": "plan\n"}}, {"ask": "REST or RPC?"}],
     }}}
-    first = run_agent(task_input(daemon.url("stk3"), task="b1-b", stack=[stack_entry("a", "longshot/default/b1/b1-a", a)]),
+    first = run_agent(task_input(daemon.url("stk3"), task="b1-b",
+                                 stack=[stack_entry("a", "longshot/default/b1/b1-a", a)]),
                       script=script)
     assert first.exit_code == 0 and first.handoff.outcome == "needs-input"
     # meanwhile the dependency merged (as a different commit): the next attempt's stack is empty
