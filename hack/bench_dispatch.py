@@ -346,13 +346,13 @@ def git(*args: str, cwd: Path | None = None, input: bytes | None = None) -> str:
                           check=True, capture_output=True).stdout.decode().strip()
 
 
-def handoff_commit(bare: Path, handoff: ho.Handoff) -> ho.HandoffPointer:
+def handoff_commit(bare: Path, handoff: ho.Handoff, namespace: str, build: str) -> ho.HandoffPointer:
     """Store ``handoff`` at its handoff ref, as the agent runner pushes a large handoff; its pointer."""
     data = ho.encode(handoff)
     blob = git("--git-dir", str(bare), "hash-object", "-w", "--stdin", input=data)
     tree = git("--git-dir", str(bare), "mktree", input=f"100644 blob {blob}\t{ho.HANDOFF_FILE}\n".encode())
     commit = git("--git-dir", str(bare), "commit-tree", tree, "-m", f"handoff of {handoff.task}")
-    ref = ho.handoff_ref(handoff.task, handoff.attempt)
+    ref = ho.handoff_ref(namespace, build, handoff.task, handoff.attempt)
     git("--git-dir", str(bare), "update-ref", ref, commit)
     return ho.HandoffPointer(ref=ref, commit=commit, sha256=ho.digest(data), size=len(data))
 
@@ -451,7 +451,7 @@ def bench_ingest(cp: controlplane.ControlPlane, api: kubernetes.client.ApiClient
             tasks = [ho.PlannedTask(name=f"w{j:04d}", description=f"Implement piece {j} of {sp}; write its tests.",
                                     priority=5, scope=[f"src/{sp}/w{j:04d}/**"]) for j in range(per_subplan)]
             pointers[sp] = handoff_commit(bare, ho.Handoff(task=sp, attempt=1, role="planner", outcome="succeeded",
-                                                           tasks=tasks))
+                                                           tasks=tasks), ns, name)
         controlplane.wait_until(
             lambda: all(count_pods(core, ns, f"longshot.dev/task={sp}") for sp in subplanners), 300,
             "the subplanners' Pods", 0.5)

@@ -237,7 +237,7 @@ def floor(api: kubernetes.client.ApiClient, bare: Path, url: str, tasks: list[st
                          if cs.state and cs.state.terminated), None)
             why.append(f"{name}: exit {getattr(term, 'exit_code', '?')} {(getattr(term, 'message', '') or '')[-600:]}")
         raise RuntimeError(f"floor: {len(failed)} Pods failed:\n" + "\n".join(why))
-    branches = git("--git-dir", str(bare), "for-each-ref", "--format=%(refname)", "refs/heads/longshot/floor/")
+    branches = git("--git-dir", str(bare), "for-each-ref", "--format=%(refname)", f"refs/heads/longshot/{NS}/floor/")
     pushed = len(branches.split())
     if pushed != len(tasks):
         raise RuntimeError(f"floor: {pushed} of {len(tasks)} branches were pushed")

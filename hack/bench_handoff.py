@@ -101,13 +101,13 @@ def main() -> None:
         many = plan("t", ho.MAX_HANDOFF_BYTES - 1024)
         bomb = plan("t", 36 * 1024 * 1024)
         cases = [
-            ("8 MiB plan, 1,000 tasks (accepted)", "refs/longshot/handoffs/t/1", allowed, len(allowed), "bounded"),
-            ("8 MiB plan, 79,000 small tasks", "refs/longshot/handoffs/t/5", many, len(many), "bounded"),
-            ("36 MiB plan, honest pointer", "refs/longshot/handoffs/t/2", bomb, len(bomb), "bounded"),
-            ("36 MiB blob, pointer says 2000", "refs/longshot/handoffs/t/3", bomb, 2000, "bounded"),
+            ("8 MiB plan, 1,000 tasks (accepted)", "refs/longshot/handoffs/ns/b/t/1", allowed, len(allowed), "bounded"),
+            ("8 MiB plan, 79,000 small tasks", "refs/longshot/handoffs/ns/b/t/5", many, len(many), "bounded"),
+            ("36 MiB plan, honest pointer", "refs/longshot/handoffs/ns/b/t/2", bomb, len(bomb), "bounded"),
+            ("36 MiB blob, pointer says 2000", "refs/longshot/handoffs/ns/b/t/3", bomb, 2000, "bounded"),
         ]
         if args.unbounded:
-            cases.append(("36 MiB plan, no limits (before)", "refs/longshot/handoffs/t/4", bomb, len(bomb), "old"))
+            cases.append(("36 MiB plan, no limits (before)", "refs/longshot/handoffs/ns/b/t/4", bomb, len(bomb), "old"))
         for what, ref, data, size, mode in cases:
             commit = publish(repo, ref, data)
             pointer = ho.HandoffPointer(ref=ref, commit=commit, sha256=ho.digest(data), size=size)

@@ -48,6 +48,7 @@ from longshot.vcs import speculate  # noqa: E402
 from longshot.vcs import workspace as vws  # noqa: E402
 
 BUILD = "bench"
+NAMESPACE = "bench"
 TARGET = "main"
 TEST_SH = """#!/bin/sh
 # the project's tests: every task file must be healthy
@@ -102,7 +103,7 @@ def seed(bare: Path, n: int, culprits: set[str]) -> None:
     data("")
     for i in range(n):
         name = candidate_name(i)
-        out.append(f"commit refs/heads/longshot/{BUILD}/{name}\nmark :{i + 2}\n"
+        out.append(f"commit refs/heads/longshot/{NAMESPACE}/{BUILD}/{name}\nmark :{i + 2}\n"
                    f"committer Agent <agent@example.com> {1700000100 + i} +0000\n".encode())
         data(f"Task {name}: add tasks/{name}.txt")
         out.append(b"from :1\n")
@@ -215,7 +216,7 @@ class Run:
     def setup(self, n: int) -> None:
         for i in range(n):
             name = candidate_name(i)
-            branch = f"longshot/{BUILD}/{name}"
+            branch = f"longshot/{NAMESPACE}/{BUILD}/{name}"
             self.commits[name] = git("--git-dir", str(self.bare), "rev-parse", branch).decode().strip()
             self.candidates[name] = q.Candidate(name, BUILD, uid=str(uuid.uuid4()))
             self.order.append(name)
@@ -230,7 +231,8 @@ class Run:
 
     def member(self, name: str) -> speculate.Member:
         c = self.candidates[name]
-        return speculate.Member(name=name, namespace="bench", uid=c.uid, branch=f"longshot/{BUILD}/{name}",
+        return speculate.Member(name=name, namespace=NAMESPACE, uid=c.uid,
+                                branch=f"longshot/{NAMESPACE}/{BUILD}/{name}",
                                 commit=self.commits[name], strategy="rebase", task=name, build=BUILD)
 
     def go(self) -> None:
@@ -262,12 +264,13 @@ class Run:
     def _carry_out(self, effects: list[q.Effect], state: q.QueueState, w: vws.Workspace, gates: Gates) -> None:
         for e in effects:
             if isinstance(e, q.PrepareBatch):
-                below = speculate.queue_branch(BUILD, e.onto_batch, e.onto_position) if e.onto_batch else None
+                below = (speculate.queue_branch(NAMESPACE, BUILD, e.onto_batch, e.onto_position)
+                         if e.onto_batch else None)
                 prepared = speculate.prepare(w, TARGET, [self.member(n) for n in e.members], e.onto, below)
                 more = q.prepared(state, prepared)
                 joins = [m for m in more if isinstance(m, q.JoinBatch)]
                 if joins:
-                    speculate.publish(w, BUILD, joins[0].batch_id, [(j.position, j.commit) for j in joins])
+                    speculate.publish(w, NAMESPACE, BUILD, joins[0].batch_id, [(j.position, j.commit) for j in joins])
                 self._carry_out(more, state, w, gates)
             elif isinstance(e, q.JoinBatch):
                 self.candidates[e.name] = replace(self.candidates[e.name], batch_id=e.batch_id, position=e.position,
@@ -282,7 +285,7 @@ class Run:
             elif isinstance(e, q.Land):
                 if not e.pushed:
                     ok, why = speculate.land(w, TARGET, e.base, e.commit,
-                                             speculate.queue_branch(BUILD, e.batch_id, e.position))
+                                             speculate.queue_branch(NAMESPACE, BUILD, e.batch_id, e.position))
                     if not ok:
                         raise RuntimeError(f"nothing else pushes to {TARGET}, yet the compare-and-swap failed: {why}")
                     self.pushes += 1
@@ -291,7 +294,7 @@ class Run:
                     self.merged.append(n)
                     del self.candidates[n]
                 positions = [p for p in range(1, e.position + 1)]
-                speculate.cleanup(w, BUILD, e.batch_id, positions)
+                speculate.cleanup(w, NAMESPACE, BUILD, e.batch_id, positions)
             elif isinstance(e, q.Evict):
                 self.evicted.append(e.name)
                 del self.candidates[e.name]

@@ -41,6 +41,10 @@ class Settings:
     git_author_email: str = "longshot@localhost"
     workspace_dir: str = "/var/cache/longshot"
     """Operator-side git workspaces of the merge queue."""
+    workspace_max_bytes: int = 1024 * 1024 * 1024
+    """Largest size of one workspace (one tenant's repository) after a fetch; a fetch past it fails the job that
+    asked for it with a reason naming this cap, and the workspace is removed. 0: no cap. The chart's workspace
+    volume is 2Gi: keep this well under it."""
     lease_duration_seconds: int = 15
     lease_renew_seconds: int = 5
     gateway_url: str = ""

@@ -125,7 +125,7 @@ def test_tokens_and_cost_appear_on_the_task_while_the_attempt_runs(build_spec, g
         release.set()
     code, out, result = finish(proc, root)
     assert code == 0, out
-    assert refs(forge)["refs/heads/longshot/b1/b1-t1"] == result.commit
+    assert refs(forge)[f"refs/heads/longshot/{namespace}/b1/b1-t1"] == result.commit
     p = a.progress(custom)
     assert (p["tokens"], p["calls"]) == (2350, 2)
     # the runner's progress lines reached the task too (best effort, through POST /progress)
@@ -211,12 +211,12 @@ def test_a_push_to_main_or_another_tasks_branch_is_refused_and_the_own_branch_st
                           capture_output=True, text=True, check=True).stdout
     assert seen.count("exit=1") == 3 and "exit=0" not in seen, seen
     assert seen.count("[remote rejected]") == 3, seen
-    assert "HEAD -> main (agents may only update refs/heads/longshot/b1/b1-t1 or" in seen
+    assert f"HEAD -> main (agents may only update refs/heads/longshot/{namespace}/b1/b1-t1 or" in seen
     assert "HEAD -> longshot/b1/b1-other (agents may only update" in seen
     assert "(deleting refs is not allowed for agents)" in seen
     after = refs(forge)
     assert after["refs/heads/main"] == main and "refs/heads/longshot/b1/b1-other" not in after
-    assert after["refs/heads/longshot/b1/b1-t1"] == result.commit
+    assert after[f"refs/heads/longshot/{namespace}/b1/b1-t1"] == result.commit
 
 
 def test_the_checkouts_git_config_cannot_take_over_the_runners_git(
@@ -255,7 +255,8 @@ def test_the_checkouts_git_config_cannot_take_over_the_runners_git(
 
     assert code == 0, out
     assert sorted(p.name for p in marks.iterdir()) == []  # no hook, fsmonitor, filter, alias or textconv ran
-    assert refs(forge)["refs/heads/longshot/b1/b1-t1"] == result.commit  # pushed where it belongs, via the gateway
+    # pushed where it belongs, via the gateway
+    assert refs(forge)[f"refs/heads/longshot/{namespace}/b1/b1-t1"] == result.commit
     assert refs(forge, "decoy") == {}
     assert set(result.files_changed) == {".gitattributes", "feature.txt"}
 
@@ -272,4 +273,4 @@ def test_a_large_handoff_goes_to_its_handoff_ref_through_the_gateway(build_spec,
     assert code == 0, out
     pointer = handoff.parse_termination_message((root / "termination-log").read_text())
     assert isinstance(pointer, handoff.HandoffPointer)
-    assert refs(forge)["refs/longshot/handoffs/b1-planner/1"] == pointer.commit
+    assert refs(forge)[f"refs/longshot/handoffs/{namespace}/b1/b1-planner/1"] == pointer.commit

@@ -76,14 +76,14 @@ def test_clone_and_push_its_own_branch_with_the_builds_credential_injected(gatew
     head = commit(work, "feature.txt")
 
     r = agent_git(a.token, work, "push", "--porcelain", f"{gateway.url}/git/{namespace}/b1.git",
-                  "HEAD:refs/heads/longshot/b1/b1-t1")
+                  f"HEAD:refs/heads/longshot/{namespace}/b1/b1-t1")
     assert r.returncode == 0, r.stderr
-    assert refs(forge)["refs/heads/longshot/b1/b1-t1"] == head
+    assert refs(forge)[f"refs/heads/longshot/{namespace}/b1/b1-t1"] == head
     # the handoff ref too, forced as the runner does
     url = f"{gateway.url}/git/{namespace}/b1.git"
-    r = agent_git(a.token, work, "push", url, "+HEAD:refs/longshot/handoffs/b1-t1/1")
+    r = agent_git(a.token, work, "push", url, f"+HEAD:refs/longshot/handoffs/{namespace}/b1/b1-t1/1")
     assert r.returncode == 0, r.stderr
-    assert refs(forge)["refs/longshot/handoffs/b1-t1/1"] == head
+    assert refs(forge)[f"refs/longshot/handoffs/{namespace}/b1/b1-t1/1"] == head
     # the forge only ever saw the gateway with the build's credential, never the agent's token
     assert {user for _, _, user in forge.requests} == {"alice"}
     assert not any(a.token in h for h in forge.auth_headers)
@@ -91,9 +91,9 @@ def test_clone_and_push_its_own_branch_with_the_builds_credential_injected(gatew
     admin("reset", "--quiet", "--hard", "HEAD~1", cwd=work)
     again = commit(work, "other.txt")
     r = agent_git(a.token, work, "push", "--force", f"{gateway.url}/git/{namespace}/b1.git",
-                  "HEAD:refs/heads/longshot/b1/b1-t1")
+                  f"HEAD:refs/heads/longshot/{namespace}/b1/b1-t1")
     assert r.returncode == 0, r.stderr
-    assert refs(forge)["refs/heads/longshot/b1/b1-t1"] == again
+    assert refs(forge)[f"refs/heads/longshot/{namespace}/b1/b1-t1"] == again
 
 
 def test_a_clone_of_a_repository_with_many_branches_gzips_its_request_and_works(gateway, attempt, forge, namespace,
@@ -128,8 +128,8 @@ def test_any_other_ref_is_refused_with_a_message_the_agent_sees(gateway, attempt
     r = agent_git(a.token, work, "push", f"{gateway.url}/git/{namespace}/b1.git", refspec.replace("HEAD:", "HEAD:"))
 
     assert r.returncode != 0
-    assert "[remote rejected]" in r.stderr and "agents may only update refs/heads/longshot/b1/b1-t1 or " \
-        "refs/longshot/handoffs/b1-t1/1" in r.stderr, r.stderr
+    assert "[remote rejected]" in r.stderr and f"agents may only update refs/heads/longshot/{namespace}/b1/b1-t1 or " \
+        f"refs/longshot/handoffs/{namespace}/b1/b1-t1/1" in r.stderr, r.stderr
     assert "remote: longshot-gateway: refused" in r.stderr
     assert refs(forge) == before
 
@@ -139,13 +139,13 @@ def test_deletes_are_refused_even_of_its_own_branch(gateway, attempt, forge, nam
     work = clone(a, gateway, namespace, tmp_path / "work")
     commit(work, "x.txt")
     url = f"{gateway.url}/git/{namespace}/b1.git"
-    assert agent_git(a.token, work, "push", url, "HEAD:refs/heads/longshot/b1/b1-t1").returncode == 0
+    assert agent_git(a.token, work, "push", url, f"HEAD:refs/heads/longshot/{namespace}/b1/b1-t1").returncode == 0
 
-    r = agent_git(a.token, work, "push", url, ":refs/heads/longshot/b1/b1-t1")
+    r = agent_git(a.token, work, "push", url, f":refs/heads/longshot/{namespace}/b1/b1-t1")
     assert r.returncode != 0 and "deleting refs is not allowed" in r.stderr, r.stderr
     r = agent_git(a.token, work, "push", url, ":refs/heads/main")
     assert r.returncode != 0 and "deleting refs is not allowed" in r.stderr
-    assert {"refs/heads/main", "refs/heads/longshot/b1/b1-t1"} <= set(refs(forge))
+    assert {"refs/heads/main", f"refs/heads/longshot/{namespace}/b1/b1-t1"} <= set(refs(forge))
 
 
 def test_one_forbidden_ref_refuses_the_whole_push(gateway, attempt, forge, namespace, tmp_path):
@@ -154,17 +154,19 @@ def test_one_forbidden_ref_refuses_the_whole_push(gateway, attempt, forge, names
     commit(work, "x.txt")
     before = refs(forge)
     r = agent_git(a.token, work, "push", f"{gateway.url}/git/{namespace}/b1.git",
-                  "HEAD:refs/heads/longshot/b1/b1-t1", "HEAD:refs/heads/main")
+                  f"HEAD:refs/heads/longshot/{namespace}/b1/b1-t1", "HEAD:refs/heads/main")
     assert r.returncode != 0 and "another ref of this push was refused" in r.stderr, r.stderr
     assert refs(forge) == before
 
 
 def test_a_reviewer_reads_the_branch_but_may_not_push_it(gateway, attempt, forge, namespace, tmp_path):
-    a = attempt(task="b1-review", role="reviewer", branch="longshot/b1/b1-t1")
+    a = attempt(task="b1-review", role="reviewer", branch=f"longshot/{namespace}/b1/b1-t1")
     work = clone(a, gateway, namespace, tmp_path / "work")
     commit(work, "sneaky.txt")
-    r = agent_git(a.token, work, "push", f"{gateway.url}/git/{namespace}/b1.git", "HEAD:refs/heads/longshot/b1/b1-t1")
-    assert r.returncode != 0 and "agents may only update refs/longshot/handoffs/b1-review/1" in r.stderr, r.stderr
+    r = agent_git(a.token, work, "push", f"{gateway.url}/git/{namespace}/b1.git",
+                  f"HEAD:refs/heads/longshot/{namespace}/b1/b1-t1")
+    assert r.returncode != 0, r.stderr
+    assert f"agents may only update refs/longshot/handoffs/{namespace}/b1/b1-review/1" in r.stderr, r.stderr
 
 
 def test_a_wrong_upstream_credential_is_an_error_naming_the_repository(gateway, core_v1, custom, namespace, forge,
@@ -204,9 +206,10 @@ def test_a_push_over_the_limit_is_refused_and_the_mirror_still_serves_clones(con
         (work / "big.bin").write_bytes(os.urandom(512 * 1024))  # incompressible: the pack stays over the limit
         admin("add", "-A", cwd=work)
         admin("commit", "--quiet", "-m", "big", cwd=work)
-        r = agent_git(a.token, work, "push", f"{gw.url}/git/{namespace}/b1.git", "HEAD:refs/heads/longshot/b1/b1-t1")
+        r = agent_git(a.token, work, "push", f"{gw.url}/git/{namespace}/b1.git",
+                      f"HEAD:refs/heads/longshot/{namespace}/b1/b1-t1")
         assert r.returncode != 0
-        assert "refs/heads/longshot/b1/b1-t1" not in refs(forge)
+        assert f"refs/heads/longshot/{namespace}/b1/b1-t1" not in refs(forge)
         # the mirror is not left locked: a clone still works
         clone(a, gw, namespace, tmp_path / "again")
 

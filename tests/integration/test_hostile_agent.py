@@ -197,7 +197,8 @@ def test_handoff_bombs_fail_their_task_and_the_operator_stays_healthy(
 
     # a 36 MiB plan in git, announced honestly (too big) and with a lying size (the blob is what is big)
     data = write_plan_bomb(seed / ho.HANDOFF_FILE, "huge-pointer-planner", BOMB_SIZE)
-    huge_ref, lying_ref = ho.handoff_ref("huge-pointer-planner", 1), ho.handoff_ref("lying-pointer-planner", 1)
+    huge_ref = ho.handoff_ref(namespace, "huge-pointer", "huge-pointer-planner", 1)
+    lying_ref = ho.handoff_ref(namespace, "lying-pointer", "lying-pointer-planner", 1)
     commit = push_handoff(url, seed, huge_ref)
     sample_repo.git(seed, "push", "-q", url.removeprefix("file://"), f"HEAD:{lying_ref}")
     messages = {

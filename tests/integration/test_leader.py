@@ -16,7 +16,7 @@ from longshot.testing import wait_for
 
 DURATION = 2
 RENEW = 0.5
-LEASE = leader.lease_name_for("https://git.example.com/org/app.git")
+LEASE = leader.lease_name_for("team", "git", "https://git.example.com/org/app.git")
 
 
 class Replica:

@@ -81,7 +81,7 @@ def test_planner_handoff_becomes_worker_tasks_with_dependencies(operator, core_v
     wait_pod(core_v1, namespace, "demo-models-a1")
     wait_pod(core_v1, namespace, "demo-docs-a1")
     assert "demo-api-a1" not in agent_pods(core_v1, namespace)
-    branch = "longshot/demo/demo-models"  # the task's own branch: a handoff of another one is refused
+    branch = f"longshot/{namespace}/demo/demo-models"  # the task's own branch: a handoff of another one is refused
     commit = sample_repo.push_branch(sample_repository, branch, {"app/models.py": "MODELS = []\n"}, tmp_path)
     finish_pod(core_v1, namespace, "demo-models-a1", message=handoff(
         "demo-models", branch=branch, commit=commit, files_changed=["app/models.py"],
@@ -289,7 +289,7 @@ def test_budget_exceeded_stops_dispatch_until_raised(operator, core_v1, custom, 
     wait_pod(core_v1, namespace, "demo-one-a1")
     commit = sample_repo.push_branch(sample_repository, "longshot/demo/demo-one", {"one.txt": "1\n"}, tmp_path)
     finish_pod(core_v1, namespace, "demo-one-a1", message=handoff(
-        "demo-one", branch="longshot/demo/demo-one", commit=commit, usage=ho.Usage(input_tokens=150)))
+        "demo-one", branch=f"longshot/{namespace}/demo/demo-one", commit=commit, usage=ho.Usage(input_tokens=150)))
     b = wait_for(lambda: (lambda o: o if (condition(o, "BudgetExceeded") or {}).get("status") == "True" else None)(
         get(custom, namespace, "buildrequests", "demo")), timeout=30, what="BudgetExceeded=True")
     assert b["status"]["usage"]["tokens"] == 150
@@ -306,7 +306,7 @@ def test_deleting_the_build_removes_tasks_pods_and_merge_jobs(operator, core_v1,
     wait_pod(core_v1, namespace, "demo-models-a1")
     commit = sample_repo.push_branch(sample_repository, "longshot/demo/demo-models", {"m.txt": "m\n"}, tmp_path)
     finish_pod(core_v1, namespace, "demo-models-a1", message=handoff(
-        "demo-models", branch="longshot/demo/demo-models", commit=commit))
+        "demo-models", branch=f"longshot/{namespace}/demo/demo-models", commit=commit))
     wait_for(lambda: list_of(custom, namespace, "mergejobs"), timeout=30, what="a MergeJob")
     custom.delete_namespaced_custom_object("longshot.dev", "v1alpha1", namespace, "buildrequests", "demo",
                                            propagation_policy="Foreground")
@@ -353,7 +353,8 @@ def test_a_200_task_plan_arrives_through_git_without_a_size_cliff(operator, core
     url = sample_repo.make(tmp_path)
     create(custom, namespace, build("demo", repository__url=url, planner__maxTasks=200, workers={"max": 3}))
     wait_pod(core_v1, namespace, f"{PLANNER}-a1")
-    # the agent's side of the protocol: handoff.json committed on refs/longshot/handoffs/<task>/<attempt>
+    # the agent's side of the protocol: handoff.json committed on
+    # refs/longshot/handoffs/<namespace>/<build>/<task>/<attempt>
     h = ho.Handoff(task=PLANNER, attempt=1, role="planner", outcome="succeeded",
                    tasks=[ho.PlannedTask(name=f"t{i:03d}", description=f"task {i} " + "x" * 100,
                                          depends_on=[f"t{i - 1:03d}"] if i % 10 else []) for i in range(200)])
@@ -365,7 +366,7 @@ def test_a_200_task_plan_arrives_through_git_without_a_size_cliff(operator, core
     sample_repo.git(seed, "rm", "-rq", "--cached", ".")
     sample_repo.git(seed, "add", ho.HANDOFF_FILE)
     sample_repo.git(seed, "commit", "-q", "-m", "handoff")
-    ref = ho.handoff_ref(PLANNER, 1)
+    ref = ho.handoff_ref(namespace, "demo", PLANNER, 1)
     sample_repo.git(seed, "push", "-q", url.removeprefix("file://"), f"HEAD:{ref}")
     commit = sample_repo.git(seed, "rev-parse", "HEAD").strip()
     pointer = ho.HandoffPointer(ref=ref, commit=commit, sha256=ho.digest(data), size=len(data))

@@ -322,14 +322,14 @@ def test_best_of_three_gates_each_candidate_and_merges_only_the_judges_pick(oper
     fan = api["status"]["fanout"]
     assert [(c["name"], c["gate"], c.get("model")) for c in fan["candidates"]] == [
         ("demo-api-c1", "Passed", "m-a"), ("demo-api-c2", "Failed", "m-b"), ("demo-api-c3", "Passed", "m-a")]
-    assert fan["candidates"][1]["branch"] == "longshot/demo/demo-api-c2"
+    assert fan["candidates"][1]["branch"] == f"longshot/{namespace}/demo/demo-api-c2"
     assert "failed its gate" in fan["candidates"][1]["reason"]
     assert fan["judgeTask"] == "demo-api-judge" and fan["winner"] == "demo-api-c3"
     assert fan["reasons"] == ["smallest diff", "clear name"]
     assert condition(api, "Succeeded")["reason"] == "Judged"
     # only the winner's branch has a MergeJob, and its code is on main
     jobs = {j["metadata"]["name"]: j for j in list_of(custom, namespace, "mergejobs")}
-    assert set(jobs) == {"demo-api"} and jobs["demo-api"]["spec"]["branch"] == "longshot/demo/demo-api-c3"
+    assert set(jobs) == {"demo-api"} and jobs["demo-api"]["spec"]["branch"] == f"longshot/{namespace}/demo/demo-api-c3"
     assert sample_repo.show(url, "calc/api.py") == "def answer():\n    return 42\n"
     # candidates ran in parallel, each with its own model; the judge saw the passing ones only
     assert task_input(core_v1, namespace, "demo-api-c2-a1")["backend"]["model"] == "m-b"

@@ -35,7 +35,7 @@ def lease(api_client, namespace, name):
 
 
 def shard_holder(api_client, namespace, url):
-    spec = lease(api_client, namespace, leader.lease_name_for(url))
+    spec = lease(api_client, namespace, leader.lease_name_for(namespace, None, url))
     return spec.holder_identity if spec is not None else None
 
 
@@ -86,14 +86,14 @@ def test_holder_killed_mid_queue_the_other_replica_finishes(operator_process, ku
     wait_for(lambda: shard_holder(api_client, namespace, url), timeout=30, what="a shard holder")
     wait_for(lambda: merges_by(url), timeout=120, what="a first merge")
     # the holder now: as the second replica joins, the shard may move once to spread the shards (a rebalance)
-    held = lease(api_client, namespace, leader.lease_name_for(url))
+    held = lease(api_client, namespace, leader.lease_name_for(namespace, None, url))
     first, killed_at = held.holder_identity, held.renew_time
     os.killpg(replicas[first].pid, signal.SIGKILL)
     replicas[first].wait()
 
     other = next(r for r in replicas if r != first)
     wait_for(lambda: shard_holder(api_client, namespace, url) == other, timeout=30, what=f"{other} to take over")
-    spec = lease(api_client, namespace, leader.lease_name_for(url))
+    spec = lease(api_client, namespace, leader.lease_name_for(namespace, None, url))
     gap = (spec.acquire_time - killed_at).total_seconds()
     assert spec.lease_duration_seconds - 1 <= gap <= spec.lease_duration_seconds + 4, gap
     finalized_true(custom, namespace)
@@ -132,7 +132,7 @@ def test_a_replica_that_loses_its_footing_but_stays_alive_hands_over(operator_pr
     """Issue 9's split brain: replica A keeps running but its Lease renewals are refused; B takes the shard
     within one lease duration (plus a poll), merges the rest, and nothing merges twice."""
     url = sample_repo.make(tmp_path)
-    a, b = identities_for(workspace.repository_key(url))
+    a, b = identities_for(workspace.tenant_key(namespace, None, url))
     script_configmap(core_v1, namespace, files_script(n=6))
     pa = operator_process(a)
     custom.create_namespaced_custom_object("longshot.dev", "v1alpha1", namespace, "buildrequests",
@@ -145,7 +145,7 @@ def test_a_replica_that_loses_its_footing_but_stays_alive_hands_over(operator_pr
     blocked = time.monotonic()
     wait_for(lambda: shard_holder(api_client, namespace, url) == b, timeout=30, what=f"{b} to take the shard")
     took = time.monotonic() - blocked
-    duration = lease(api_client, namespace, leader.lease_name_for(url)).lease_duration_seconds
+    duration = lease(api_client, namespace, leader.lease_name_for(namespace, None, url)).lease_duration_seconds
     assert took <= duration + 4, took
     assert pa.poll() is None and pb.poll() is None  # A is alive all along
     finalized_true(custom, namespace, timeout=240)

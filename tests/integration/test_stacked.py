@@ -41,7 +41,7 @@ def test_a_stacked_dependent_starts_on_its_dependency_before_the_merge_and_merge
     # add's gate holds until mul's branch is pushed (bounded at 60 s): add cannot merge before mul has worked,
     # whatever the machine's speed, so mul can only have seen add's work on add's unmerged branch
     held = (f"for i in $(seq 600); do git --git-dir={bare} rev-parse -q --verify "
-            f"refs/heads/longshot/demo/demo-mul >/dev/null && break; sleep 0.1; done; {TEST}")
+            f"refs/heads/longshot/{namespace}/demo/demo-mul >/dev/null && break; sleep 0.1; done; {TEST}")
     script_configmap(core_v1, namespace, script())
     create(custom, namespace, delivery_build(url, dependencies="stacked",
                                              qualityGate={"profile": "minimal", "testCommand": held}))

@@ -14,7 +14,7 @@ def worker(**fields: object) -> ho.Handoff:
 
 
 def pointer(size: int, data: bytes = b"") -> str:
-    return json.dumps({"kind": "HandoffPointer", "ref": ho.handoff_ref("t1", 1), "commit": "a" * 40,
+    return json.dumps({"kind": "HandoffPointer", "ref": ho.handoff_ref("ns", "b", "t1", 1), "commit": "a" * 40,
                        "sha256": ho.digest(data), "size": size})
 
 

@@ -92,7 +92,7 @@ def test_handoff_pointer_checks_the_digest():
                         tasks=[handoff.PlannedTask(name=f"t{i}", description="x" * 100) for i in range(200)])
     data = handoff.encode(h)
     assert not handoff.fits_termination_message(data)
-    pointer = handoff.HandoffPointer(ref=handoff.handoff_ref("t1", 1), commit="abcdef1",
+    pointer = handoff.HandoffPointer(ref=handoff.handoff_ref("ns", "b", "t1", 1), commit="abcdef1",
                                      sha256=handoff.digest(data), size=len(data))
     assert len(handoff.parse_handoff_bytes(data, pointer).tasks) == 200
     with pytest.raises(handoff.HandoffError, match="digest"):

@@ -209,7 +209,7 @@ def deliver(result: handoff.Handoff, task: handoff.TaskInput, paths: settings.Pa
     if handoff.fits_termination_message(data):
         _write_termination_log(paths.termination_log, data.decode(), ev)
         return result
-    ref = handoff.handoff_ref(task.task, task.attempt)
+    ref = handoff.handoff_ref(task.namespace, task.build, task.task, task.attempt)
     try:
         git = access.git(paths.scratch / "handoffs", redactor=ev.redactor, timeout=tuning.git_timeout_seconds)
         commit = gitops.push_handoff(git, access.url, ref, data, name=task.author_name,

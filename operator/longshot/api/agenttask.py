@@ -80,7 +80,7 @@ class AgentTaskSpec(Model):
     """Files or glob patterns the task may change; tasks with overlapping scopes never run at once. At most 128
     entries of at most 1024 characters and 32 ``/``-separated segments each."""
     branch: str | None = Field(default=None, min_length=1, max_length=255, pattern=GIT_BRANCH)
-    """Branch to work on; ``longshot/<build>/<task>`` when unset (a fixer gets the branch to fix)."""
+    """Branch to work on; ``longshot/<namespace>/<build>/<task>`` when unset (a fixer gets the branch to fix)."""
     commit: str | None = Field(default=None, min_length=7, max_length=64, pattern=r"^[0-9a-f]+$")
     """Reviewer and tester: the exact commit of ``branch`` to read (the MergeJob's commit). The agent checks it
     out detached and refuses to run when the branch does not hold it; its handoff must name it."""

@@ -7,7 +7,8 @@ Transport (see docs/handoff.md):
 * The operator reads the handoff from the agent container's **termination message**
   (``/dev/termination-log``), which the kubelet copies into the Pod's status. A termination message is
   capped at 4096 bytes, so when the encoded handoff is larger the agent stores it in the build's git
-  repository instead, as ``handoff.json`` in a commit on ``refs/longshot/handoffs/<task>/<attempt>``, and
+  repository instead, as ``handoff.json`` in a commit on
+  ``refs/longshot/handoffs/<namespace>/<build>/<task>/<attempt>``, and
   the termination message carries a :class:`HandoffPointer` (ref, commit, sha256 and size). The operator
   fetches that ref with its own git credentials and checks the digest. There is no size cliff: a planner
   returning hundreds of tasks works the same way as a worker returning one commit.
@@ -196,8 +197,14 @@ def clean(handoff: Handoff) -> Handoff:
     return handoff.model_copy(update=update)
 
 
-def handoff_ref(task: str, attempt: int) -> str:
-    return f"{HANDOFF_REF_PREFIX}/{task}/{attempt}"
+def handoff_ref(namespace: str, build: str, task: str, attempt: int) -> str:
+    """Where attempt ``attempt`` of ``task`` stores a large handoff:
+    ``refs/longshot/handoffs/<namespace>/<build>/<task>/<attempt>`` (the namespace and the build keep two
+    tenants' builds of one name apart; ``core.names`` lists every ref Longshot writes)."""
+    if not namespace or not build or not task or attempt < 1:
+        raise ValueError(f"a handoff ref needs a namespace, a build, a task and an attempt from 1, not "
+                         f"{namespace!r}/{build!r}/{task!r}/{attempt!r}")
+    return f"{HANDOFF_REF_PREFIX}/{namespace}/{build}/{task}/{attempt}"
 
 
 def encode(handoff: Handoff) -> bytes:
@@ -459,7 +466,7 @@ class TaskInput(Model):
     base_branch: str = "main"
     """Branch to start from and (for reviewer/tester) to compare against."""
     branch: str
-    """Branch to work on and push (``longshot/<build>/<task>``; for a fixer the branch to fix; for a
+    """Branch to work on and push (``longshot/<namespace>/<build>/<task>``; for a fixer the branch to fix; for a
     reviewer or tester the branch to read)."""
     commit: str | None = None
     """Reviewer and tester: the exact commit of ``branch`` to read (``spec.commit``); the attempt checks it out

@@ -495,7 +495,8 @@ class BuildReconciler:
         base = build.spec.repository.base_branch
         command = build.spec.reconciler.command
         return ex.CreateObject(mjc.fixer_manifest(
-            build, name, branch=f"longshot/{build.name}/{name}", scope=(), priority=9, fix_depth=1, fixes=sweep.name,
+            build, name, branch=names.task_branch(build.namespace, build.name, name), scope=(), priority=9,
+            fix_depth=1, fixes=sweep.name,
             description=(f"`{command}` fails on {base}:\n```\n{output[-3000:]}\n```\nFind the cause and fix it on "
                          "your branch; the tests must pass.")))
 
@@ -574,7 +575,7 @@ class BuildReconciler:
                     st, effs = mjc.decide(job, mjc.job_state(self.ctx, job, build),
                                           [mj.Retry(f"finalization attempt {extra.get('finalizationAttempts')} "
                                                     "tries it again")], now)
-                    out += mjc.actions(job, build, st, effs, now, cachemod.queue_name(spec.repository.url,
+                    out += mjc.actions(job, build, st, effs, now, cachemod.queue_name(build,
                                                                                       job.spec.target))
             elif isinstance(e, finalization.StartFinalSweep):
                 out.append(ex.CreateObject(self._sweep_manifest(

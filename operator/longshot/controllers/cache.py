@@ -281,9 +281,18 @@ class Compactor:
         return self._strings.setdefault(key, value)  # type: ignore[no-any-return]  # held under its own key
 
 
-def queue_name(repository_url: str, target: str) -> str:
-    """The work-queue name of the merge queue of ``target`` in the repository."""
-    return f"{vws.repository_key(repository_url)}|{target}"
+def shard_key(build: objects.BuildRequest) -> str:
+    """The shard (and merge-queue prefix) of a build: its tenant's use of its repository
+    (``workspace.tenant_key``: namespace, credentials Secret, URL)."""
+    repo = build.spec.repository
+    return vws.tenant_key(build.namespace, repo.credentials_secret, repo.url)
+
+
+def queue_name(build: objects.BuildRequest, target: str) -> str:
+    """The work-queue name of the merge queue of ``target`` for the build's tenant and repository:
+    ``<shard_key(build)>|<target>``. Two namespaces (or two credentials Secrets) on one repository and target
+    have two queues, each fetching and pushing with its own credential."""
+    return f"{shard_key(build)}|{target}"
 
 
 @dataclass
@@ -297,8 +306,6 @@ class Cache:
     pods_by_task: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
     dependents: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
     """(namespace, task) -> tasks whose dependsOn names it."""
-    repositories: dict[str, str] = field(default_factory=dict)
-    """repository key -> a URL of it (to open the merge queue's workspace)."""
     _superseded: dict[tuple[str, Key], tuple[str, ...]] = field(default_factory=dict)
     """Versions our writes replaced, the last ``SUPERSEDED_MEMORY`` (a tuple: 10,000 deques cost 6 MiB)."""
     changes: dict[Key, int] = field(default_factory=lambda: defaultdict(int))
@@ -398,7 +405,6 @@ class Cache:
             self.changes[obj.key] += 1
             old_build = self.builds.get(obj.key)
             self.builds[obj.key] = obj
-            self.repositories[vws.repository_key(obj.spec.repository.url)] = obj.spec.repository.url
             if old_build is not None and old_build.generation != obj.generation:
                 # a spec edit may resume stopped tasks (Configuration, Auth) or change their limits
                 tasks = self.tasks_by_build.get(obj.key, ())
@@ -457,7 +463,7 @@ class Cache:
         build = self.builds.get((job.namespace, job.build_name))
         if build is None:
             return []
-        return [("Queue", "", queue_name(build.spec.repository.url, job.spec.target))]
+        return [("Queue", "", queue_name(build, job.spec.target))]
 
     # --- reading -----------------------------------------------------------------------------------
 
@@ -487,8 +493,8 @@ class Cache:
         return self.jobs.get(task.key)
 
     def shard_of(self, build: objects.BuildRequest) -> str:
-        """The shard a build belongs to: its repository."""
-        return vws.repository_key(build.spec.repository.url)
+        """The shard a build belongs to: its tenant's use of its repository (:func:`shard_key`)."""
+        return shard_key(build)
 
     def shards(self) -> set[str]:
         return {self.shard_of(b) for b in self.builds.values()}
@@ -505,7 +511,7 @@ class Cache:
         for (ns, _), job in list(self.jobs.items()):
             build = self.builds.get((ns, job.build_name))
             if build is not None:
-                q = queue_name(build.spec.repository.url, job.spec.target)
+                q = queue_name(build, job.spec.target)
                 if q not in seen:
                     seen.add(q)
                     yield ("Queue", "", q)

@@ -38,7 +38,7 @@ def _last_failure(t: objects.AgentTask) -> str:
 
 
 def gate_batch(candidate: str) -> str:
-    """The queue-branch directory of a candidate's gate: ``longshot/<build>/_queue/<this>/1``."""
+    """The queue-branch directory of a candidate's gate: ``longshot/<namespace>/<build>/_queue/<this>/1``."""
     return names.fit(f"cand-{candidate}")
 
 
@@ -52,8 +52,8 @@ def prepare_gate(w: vws.Workspace, target: str, member: speculate.Member, build:
     if isinstance(result, q.AlreadyOnTarget):
         return False, "its changes are already on the target"
     batch = gate_batch(member.name)
-    speculate.publish(w, build, batch, [(1, result.commit)])
-    return True, speculate.queue_branch(build, batch, 1)
+    speculate.publish(w, member.namespace, build, batch, [(1, result.commit)])
+    return True, speculate.queue_branch(member.namespace, build, batch, 1)
 
 
 class Fanout:
@@ -199,7 +199,7 @@ class Fanout:
         if not gated:
             return []
         w = await self.ctx.workspaces.get(build)
-        return [ex.Call(functools.partial(speculate.cleanup, w, build.name, gate_batch(n), [1]),
+        return [ex.Call(functools.partial(speculate.cleanup, w, build.namespace, build.name, gate_batch(n), [1]),
                         f"delete the gate branch of candidate {n}") for n in gated]
 
     @staticmethod

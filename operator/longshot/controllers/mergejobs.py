@@ -155,6 +155,6 @@ class MergeJobReconciler:
         if not events:
             return []
         state, effects = decide(job, state, events, now)
-        queue = cachemod.queue_name(build.spec.repository.url, job.spec.target)
+        queue = cachemod.queue_name(build, job.spec.target)
         return actions(job, build, state, effects, now, queue)
 

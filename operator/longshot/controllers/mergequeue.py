@@ -1,7 +1,10 @@
-"""The merge-queue reconciler: one repository branch's speculative queue, run by the replica that holds the
-repository's shard.
+"""The merge-queue reconciler: one tenant's speculative queue of one repository branch, run by the replica that
+holds the shard (``cache.shard_key``: namespace, credentials Secret and repository URL).
 
-Each reconcile of ``("Queue", "", "<repository key>|<target>")``:
+Each reconcile of ``("Queue", "", "<shard key>|<target>")``: every job in it belongs to a build of one namespace
+naming one credentials Secret, so the reconcile fetches, scans and pushes with exactly that credential. Two
+tenants on one repository and target have two queues; their pushes to the target are compare-and-swaps, so one
+landing makes the other's batch stale (tested again), never lost.
 
 1. fetches the target and, for conflicted jobs, notices that it moved (``TargetMoved``), or that nothing else
    in the queue can move it (``TargetIdle``: the job goes to a fixer instead of waiting for ever);
@@ -62,7 +65,9 @@ tester_manifest = mjc.tester_manifest
 
 
 class Workspaces:
-    """The operator's git workspaces, one per repository, with the build's credentials."""
+    """The operator's git workspaces, one per tenant and repository (``workspace.tenant_key``: the build's
+    namespace, its credentials Secret and the URL), each with that build's credentials: a job is fetched, scanned
+    and pushed only with the credential of its own build's Secret, and ssh key files are never shared."""
 
     def __init__(self, ctx: ctxmod.Context) -> None:
         self.ctx = ctx
@@ -84,12 +89,13 @@ class Workspaces:
                 credentials = vws.GitCredentials.from_secret_data(data)
         url = build.spec.repository.url
         s = self.ctx.settings
-        w = self._ws.get(url)
-        if w is None or w.credentials != credentials:
-            w = vws.Workspace(url, self.root, credentials=credentials, committer=(s.git_author_name,
-                                                                               s.git_author_email),
-                              egress=self.ctx.egress)
-            self._ws[url] = w
+        key = vws.tenant_key(build.namespace, secret, url)
+        w = self._ws.get(key)
+        if w is None or w.credentials != credentials or w.url != url:
+            w = vws.Workspace(url, self.root, credentials=credentials, key=key, max_bytes=s.workspace_max_bytes,
+                              egress=self.ctx.egress,
+                              committer=(s.git_author_name, s.git_author_email))
+            self._ws[key] = w
         return w
 
 
@@ -263,7 +269,7 @@ class QueueReconciler:
         reviewer = names.child_name(job.name, REVIEW)
         rtask = self.ctx.cache.tasks.get((job.namespace, reviewer))
         if rtask is None:
-            queue = cachemod.queue_name(build.spec.repository.url, job.spec.target)
+            queue = cachemod.queue_name(build, job.spec.target)
             out.append(ex.CreateObject(tester_manifest(
                 build, reviewer, branch=job.spec.branch, command="", purpose=REVIEW, role="reviewer",
                 priority=job.spec.priority, annotations={cachemod.QUEUE_ANNOTATION: queue}, commit=commit,
@@ -373,14 +379,14 @@ class QueueReconciler:
             if isinstance(e, q.PrepareBatch):
                 members = [self._member(*jobs[n]) for n in e.members]
                 below = batch_build.get(e.onto_batch or "")
-                onto_branch = (speculate.queue_branch(below.name, e.onto_batch, e.onto_position)
+                onto_branch = (speculate.queue_branch(below.namespace, below.name, e.onto_batch, e.onto_position)
                                if below is not None and e.onto_batch else None)
                 prepared = await asyncio.to_thread(speculate.prepare, w, target, members, e.onto, onto_branch)
                 more = q.prepared(state, prepared)
                 joins = [m for m in more if isinstance(m, q.JoinBatch)]
                 if joins:
                     build = jobs[joins[0].name][1]
-                    await asyncio.to_thread(speculate.publish, w, build.name, joins[0].batch_id,
+                    await asyncio.to_thread(speculate.publish, w, build.namespace, build.name, joins[0].batch_id,
                                             [(j.position, j.commit) for j in joins])
                 for m in more:
                     if isinstance(m, q.JoinBatch):
@@ -392,7 +398,8 @@ class QueueReconciler:
                 if not e.pushed:
                     started = time.monotonic()
                     ok, why = await asyncio.to_thread(speculate.land, w, target, e.base, e.commit,
-                                                      speculate.queue_branch(build.name, e.batch_id, e.position))
+                                                      speculate.queue_branch(build.namespace, build.name, e.batch_id,
+                                                                              e.position))
                     took = time.monotonic() - started
                     if not ok:
                         metrics.observe_merge("Stale", took)
@@ -405,7 +412,8 @@ class QueueReconciler:
                     add(n, mj.Landed(commit))
                     metrics.observe_merge("Merged", took)
                 positions = [c.position or 0 for c in state.candidates if c.batch_id == e.batch_id]
-                out.append(ex.Call(functools.partial(speculate.cleanup, w, build.name, e.batch_id, positions),
+                out.append(ex.Call(functools.partial(speculate.cleanup, w, build.namespace, build.name, e.batch_id,
+                                                     positions),
                                    "delete the batch's queue branches"))
             else:
                 self._job_event_of(e, add, out, jobs, batch_build, now, name)
@@ -462,7 +470,8 @@ class QueueReconciler:
         for pos in e.positions:
             task_name = names.child_name(build.name, f"gate-{e.batch_id}-{pos}")
             out.append(ex.CreateObject(tester_manifest(
-                build, task_name, branch=speculate.queue_branch(build.name, e.batch_id, pos), command=command,
+                build, task_name, branch=speculate.queue_branch(build.namespace, build.name, e.batch_id, pos),
+                command=command,
                 purpose=GATE, priority=9, labels={cachemod.BATCH_LABEL: e.batch_id},
                 annotations={cachemod.POSITION_ANNOTATION: str(pos), cachemod.QUEUE_ANNOTATION: name},
                 description=(f"Quality gate of batch {e.batch_id} up to position {pos}: run `{command}` on the "

@@ -308,7 +308,7 @@ class TaskReconciler:
         """The handoff, or why it may not complete the attempt (``core.binding``): a worker's or fixer's must name
         the task's own branch at that branch's tip (read from the repository now: the Pod has ended, so nothing of
         it pushes any more); a reviewer's or tester's the commit it was bound to."""
-        expected = binding.task_branch(task.spec.branch, build.name, task.name)
+        expected = binding.task_branch(task.spec.branch, task.namespace, build.name, task.name)
         delivers = (task.spec.role in ("worker", "fixer") and handoff.outcome == "succeeded" and bool(handoff.commit)
                     and handoff.branch == expected)
         tip = await asyncio.to_thread(handoffs.branch_tip, self.ctx.kube, to_dict(build), expected) \

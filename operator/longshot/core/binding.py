@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Final
 
 from longshot.api import sanitize
+from longshot.core import names
 
 FOREIGN_POD: Final = "ForeignPod"
 """Reason of an attempt whose Pod name is taken by a Pod the operator did not make for the task."""
@@ -29,9 +30,10 @@ def _short(commit: str | None) -> str:
     return (commit or "none")[:12]
 
 
-def task_branch(spec_branch: str | None, build: str, task: str) -> str:
-    """The branch a task works on: ``spec.branch``, else ``longshot/<build>/<task>`` (``runtime.pods.task_input``)."""
-    return spec_branch or f"longshot/{build}/{task}"
+def task_branch(spec_branch: str | None, namespace: str, build: str, task: str) -> str:
+    """The branch a task works on: ``spec.branch``, else ``longshot/<namespace>/<build>/<task>``
+    (``core.names.task_branch``; ``runtime.pods.task_input`` and the handoff check both ask here)."""
+    return spec_branch or names.task_branch(namespace, build, task)
 
 
 def handoff_mismatch(*, role: str, outcome: str, branch: str | None, commit: str | None, expected_branch: str,

@@ -4,8 +4,8 @@ A task fans out when its ``spec.fanout`` (or, for a planned worker, the build's 
 more candidates (:func:`effective`). Its dependencies ready, the task decider starts a *round*
 (``core.tasks.StartFanout``): the shell creates the round's candidate AgentTasks (:func:`candidate_manifests`),
 owned by the task, with deterministic names (``<task>-c<i>``; round ``r`` > 1: ``<task>-r<r>-c<i>``), each on
-its own branch ``longshot/<build>/<candidate>`` and with model ``models[(i - 1) % len(models)]``. Candidates are
-ordinary agent tasks for the scheduler; they never get a MergeJob themselves.
+its own branch ``longshot/<namespace>/<build>/<candidate>`` and with model ``models[(i - 1) % len(models)]``.
+Candidates are ordinary agent tasks for the scheduler; they never get a MergeJob themselves.
 
 :func:`decide` then looks at a :class:`Snapshot` (the candidates, their gates, the judge) and says what is next:
 
@@ -93,8 +93,9 @@ def model_for(settings: Settings, index: int, default: str | None) -> str | None
     return settings.models[(index - 1) % len(settings.models)]
 
 
-def candidate_branch(build: str, candidate: str) -> str:
-    return f"longshot/{build}/{candidate}"
+def candidate_branch(namespace: str, build: str, candidate: str) -> str:
+    """A candidate's own branch: ``longshot/<namespace>/<build>/<candidate>`` (``names.task_branch``)."""
+    return names.task_branch(namespace, build, candidate)
 
 
 def candidate_manifests(task: Mapping[str, Any], build_name: str, round_: int, settings: Settings,
@@ -115,7 +116,7 @@ def candidate_manifests(task: Mapping[str, Any], build_name: str, round_: int, s
             "priority": spec.get("priority", 5),
             "scope": list(spec.get("scope") or []),
             "depth": spec.get("depth", 0),
-            "branch": candidate_branch(build_name, name),
+            "branch": candidate_branch(meta.get("namespace", ""), build_name, name),
         }
         for key in ("retryPolicy", "resources", "timeoutSeconds"):
             if spec.get(key) is not None:
@@ -155,7 +156,7 @@ def judge_manifest(task: Mapping[str, Any], build_name: str, round_: int, candid
         },
         "spec": {"buildRef": {"name": build_name}, "description": description[:100_000], "role": "reviewer",
                  "priority": min(10, int(spec.get("priority", 5)) + 1),
-                 "branch": candidate_branch(build_name, parent)},
+                 "branch": candidate_branch(meta.get("namespace", ""), build_name, parent)},
     }
 
 

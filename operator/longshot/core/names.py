@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 
+from longshot.api import handoff as _handoff
+
 MAX_NAME = 63
 """Longest name produced: a label value and a DNS label are at most 63 characters."""
 HASH_LEN = 8
@@ -49,3 +51,46 @@ def pod_name(task: str, attempt: int) -> str:
     # Keep the attempt suffix readable; hash the task name into the cut.
     head = task[: MAX_NAME - len(suffix) - HASH_LEN - 1].rstrip("-.")
     return f"{head}-{short_hash(task)}{suffix}"
+
+
+# --- refs ------------------------------------------------------------------------------------------------
+#
+# Every ref Longshot writes into a repository carries the build's namespace, so two builds of the same name in
+# two namespaces (two tenants on one repository) never share a branch or a handoff ref:
+#
+#   task branch        longshot/<namespace>/<build>/<task>
+#   candidate branch   longshot/<namespace>/<build>/<candidate task>          (a best-of-N candidate: a task)
+#   queue branch       longshot/<namespace>/<build>/_queue/<batch>/<position>
+#   handoff ref        refs/longshot/handoffs/<namespace>/<build>/<task>/<attempt>
+#
+# A namespace is a DNS label (at most 63 characters) and a build or task name a DNS subdomain (at most 253), so
+# every component stays under the 255 bytes a loose ref's file name may have and the whole ref well under the
+# gateway's 1,024 (``gateway.refpolicy.valid_ref``). The handoff ref is defined in ``api.handoff`` (the agent
+# reads the protocol module and may not import ``core``); :func:`handoff_ref` here is the same function.
+
+BRANCH_ROOT = "longshot"
+"""Every branch Longshot writes lies under ``refs/heads/longshot/``."""
+QUEUE_BRANCH_DIR = "_queue"
+"""The directory of a build's speculative queue branches (a task name never starts with ``_``)."""
+HANDOFF_REF_PREFIX = _handoff.HANDOFF_REF_PREFIX
+
+
+def build_branch_prefix(namespace: str, build: str) -> str:
+    """Where every branch of the build lies: ``longshot/<namespace>/<build>/`` (without ``refs/heads/``)."""
+    if not namespace or not build:
+        raise ValueError(f"a build branch needs a namespace and a build name, not {namespace!r}/{build!r}")
+    return f"{BRANCH_ROOT}/{namespace}/{build}/"
+
+
+def task_branch(namespace: str, build: str, task: str) -> str:
+    """The branch of a task (a worker's work, a candidate's, a fixer's own): ``longshot/<ns>/<build>/<task>``."""
+    return build_branch_prefix(namespace, build) + task
+
+
+def queue_branch(namespace: str, build: str, batch_id: str, position: int) -> str:
+    """The branch of a speculative commit: ``longshot/<ns>/<build>/_queue/<batch>/<position>``."""
+    return f"{build_branch_prefix(namespace, build)}{QUEUE_BRANCH_DIR}/{batch_id}/{position}"
+
+
+handoff_ref = _handoff.handoff_ref
+"""``refs/longshot/handoffs/<namespace>/<build>/<task>/<attempt>``: where an attempt stores a large handoff."""

@@ -1,7 +1,8 @@
 """Which replica works on which repository: balanced rendezvous hashing. Pure.
 
 Every replica of the operator renews a *member* Lease; the live members are those whose Lease is not expired.
-Work is sharded by repository: a shard is one repository's merge queue and every build that targets it. Each
+Work is sharded by tenant and repository: a shard is one tenant's use of a repository (namespace, credentials
+Secret and URL: ``workspace.tenant_key``), its merge queues and every build of that tenant that targets it. Each
 replica computes the same :func:`assign` from the same inputs (the active shards it sees and the live members)
 and campaigns only for the shard Leases assigned to it; the shard Lease, not this computation, decides who
 works (two replicas with briefly different views can never both hold a shard).

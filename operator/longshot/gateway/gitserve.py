@@ -37,6 +37,7 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import stat
 import sys
 import tempfile
@@ -52,6 +53,7 @@ from longshot.gateway import metrics, pktline, refpolicy
 from longshot.gateway.identity import Caller
 from longshot.gateway.settings import GatewaySettings
 from longshot.net import guard as gd
+from longshot.vcs import packlimit
 
 log = logging.getLogger(__name__)
 CHUNK = 64 * 1024
@@ -262,10 +264,13 @@ class GitService:
                 for k, v in (("core.hooksPath", str(self.root / "hooks")), ("http.receivepack", "true")):
                     await self._git("config", k, v, cwd=path, env=env)
             async with self.mirror_lock(up).fetch():
+                bound = await asyncio.to_thread(self._fetch_bound, path)
                 code, out = await self._git(
                     "fetch", "--quiet", "--prune", "--no-tags", "--no-write-fetch-head", "--", up.url,
                     "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*", "+refs/longshot/*:refs/longshot/*",
-                    cwd=path, env={**env, **up.env})
+                    cwd=path, env={**env, **up.env, **bound})
+                if code == 0:
+                    code, out = await asyncio.to_thread(self._check_size, path, up)
             elapsed = time.monotonic() - started
             metrics.MIRROR_FETCH.labels(result="ok" if code == 0 else "error").observe(elapsed)
             if code != 0:
@@ -273,9 +278,34 @@ class GitService:
                 log.warning("mirror fetch failed: %s", sanitize.one_line(detail))
                 why = (f"the repository refused the credentials of spec.repository.credentialsSecret "
                        f"{up.secret_name or '(none set)'}; " if _AUTH_FAILURE.search(out) else "")
+                if packlimit.is_over_limit(out):
+                    for tmp in (path / "objects" / "pack").glob("tmp_*"):  # what the stopped fetch left
+                        tmp.unlink(missing_ok=True)
+                    raise UpstreamError(
+                        f"the repository {up.redact(up.url)} is larger than the gateway's mirror cap of "
+                        f"{self.settings.mirror_max_bytes} bytes (LONGSHOT_GATEWAY_MIRROR_MAX_BYTES, chart value "
+                        "gateway.mirrorMaxBytes); the fetch was stopped at the cap")
                 raise UpstreamError(f"the gateway could not fetch the repository {up.redact(up.url)}: {why}{detail}")
             await self._sync_head(path, up, env)
             self._fetched[up.key] = started
+
+    def _fetch_bound(self, path: Path) -> dict[str, str]:
+        """The environment that bounds a fetch into the mirror at ``path`` to what is left under
+        ``mirror_max_bytes`` (``vcs.packlimit``); empty without a cap."""
+        cap = self.settings.mirror_max_bytes
+        if not cap:
+            return {}
+        return packlimit.environment(max(1, cap - packlimit.tree_bytes(path / "objects")))
+
+    def _check_size(self, path: Path, up: Upstream) -> tuple[int, str]:
+        """``(0, "")`` when the mirror is within ``mirror_max_bytes``; else the mirror is removed (a cache: the
+        next request fetches it again) and ``(1, why)``."""
+        cap = self.settings.mirror_max_bytes
+        size = packlimit.tree_bytes(path / "objects") if cap else 0
+        if size <= cap:
+            return 0, ""
+        shutil.rmtree(path, ignore_errors=True)
+        return 1, f"{packlimit.OVER_LIMIT_MARKERS[0]}: the mirror held {size} bytes"
 
     async def _sync_head(self, path: Path, up: Upstream, env: Mapping[str, str]) -> None:
         """Point the mirror's HEAD at the upstream's default branch (what a clone checks out)."""
@@ -298,8 +328,8 @@ class GitService:
         return await self._backend(request, caller, up, "git-upload-pack", body)
 
     async def receive_pack(self, request: web.Request, caller: Caller, up: Upstream) -> web.StreamResponse:
-        policy = refpolicy.RefPolicy(build=caller.build, task=caller.task, attempt=caller.attempt,
-                                     role=caller.role, branch=caller.task_input.branch)
+        policy = refpolicy.RefPolicy(namespace=caller.namespace, build=caller.build, task=caller.task,
+                                     attempt=caller.attempt, role=caller.role, branch=caller.task_input.branch)
         body = _body(request, self.settings.max_push_bytes)
         buf = bytearray()
         commands: pktline.Commands | None = None

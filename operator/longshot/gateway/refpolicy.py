@@ -3,9 +3,12 @@
 An attempt may update exactly:
 
 * its own branch, ``refs/heads/<TaskInput.branch>``, when its role writes code (``worker``, ``fixer``) and
-  that branch lies under ``refs/heads/longshot/<build>/`` (a fixer's branch is the one it fixes, which the
-  operator named there too);
-* its handoff ref, ``refs/longshot/handoffs/<task>/<attempt>`` (any role: large handoffs travel there).
+  that branch lies under ``refs/heads/longshot/<namespace>/<build>/`` (a fixer's branch is the one it fixes,
+  which the operator named there too; ``core.names`` lists every ref Longshot writes);
+* its handoff ref, ``refs/longshot/handoffs/<namespace>/<build>/<task>/<attempt>`` (any role: large handoffs
+  travel there).
+
+The namespace in both keeps two tenants' builds of one name on one repository apart.
 
 Creating and (force-)updating those two is allowed; deleting any ref, and touching any other ref, is
 refused with a reason the agent sees in git's ``! [remote rejected] <ref> (<reason>)``. Reads are not
@@ -18,7 +21,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from longshot.api import handoff
+from longshot.core import names
 from longshot.gateway import pktline
 
 WRITING_ROLES = frozenset({"worker", "fixer"})
@@ -33,6 +36,7 @@ def valid_ref(ref: str) -> bool:
 
 @dataclass(frozen=True)
 class RefPolicy:
+    namespace: str
     build: str
     task: str
     attempt: int
@@ -46,13 +50,14 @@ class RefPolicy:
         if self.role not in WRITING_ROLES or not self.branch:
             return None
         ref = f"refs/heads/{self.branch}"
-        if not ref.startswith(f"refs/heads/longshot/{self.build}/") or not valid_ref(ref):
+        if not ref.startswith("refs/heads/" + names.build_branch_prefix(self.namespace, self.build)) \
+                or not valid_ref(ref):
             return None
         return ref
 
     @property
     def handoff_ref(self) -> str:
-        return handoff.handoff_ref(self.task, self.attempt)
+        return names.handoff_ref(self.namespace, self.build, self.task, self.attempt)
 
     @property
     def allowed(self) -> tuple[str, ...]:

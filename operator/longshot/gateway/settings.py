@@ -40,7 +40,9 @@ class GatewaySettings:
     git_timeout_seconds: float = 600.0
     max_model_request_bytes: int = 4 * 1024 * 1024
     """Largest model request body; a larger one is answered 413 (on its Content-Length, before it is read)."""
-    max_push_bytes: int = 2 * 1024 * 1024 * 1024
+    max_push_bytes: int = 256 * 1024 * 1024
+    """Largest push (the request body of one ``git-receive-pack``, spooled to the mirror disk before it is
+    forwarded); a larger one is refused with 413. Chart value ``gateway.maxPushBytes``."""
     max_fetch_request_bytes: int = 64 * 1024 * 1024
     default_backoff_seconds: float = 30.0
     """How long a build's calls to one model API are held after a 429 without ``Retry-After``."""
@@ -81,6 +83,11 @@ class GatewaySettings:
         return egress.Policy.parse(allowed_hosts=self.egress_allowed_hosts, allowed_cidrs=self.egress_allowed_cidrs,
                                    denied_cidrs=self.egress_denied_cidrs, cluster_cidrs=self.egress_cluster_cidrs,
                                    allow_file=self.allow_file_urls)
+    # --- tenancy: disk bounds (issue 29, item 8) -------------------------------------------------------------
+    mirror_max_bytes: int = 2 * 1024 * 1024 * 1024
+    """Largest size of one mirror (one tenant's use of one repository): a fetch from the upstream stores at most
+    what is left under it (``vcs.packlimit``) and fails with a reason naming this cap, and a mirror found over
+    it is removed. 0: no cap. Chart value ``gateway.mirrorMaxBytes``."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:

@@ -5,8 +5,13 @@ is read into the operator's memory:
 
 * a pointer announcing more than :data:`~longshot.api.handoff.MAX_HANDOFF_BYTES` is refused unfetched;
 * the fetch is shallow and asks the server to leave out every blob over that size and every tree below the
-  root (``--filter=combine:blob:limit=...+tree:2``; a server that cannot filter sends the commit whole, and
-  ``core.bigFileThreshold`` keeps git streaming big blobs to disk instead of holding them);
+  root (``--filter=combine:blob:limit=...+tree:2``; ``core.bigFileThreshold`` keeps git streaming big blobs to
+  disk instead of holding them);
+* whatever the server sends (one that ignores filters sends the commit whole), the fetch writes at most the
+  handoff limit: the received pack is stored through :mod:`longshot.vcs.packlimit`, which stops git as soon as
+  the pack passes :func:`pack_budget` bytes or announces more than :data:`MAX_PACK_OBJECTS` objects (a handoff
+  commit has three), and the repository is created without templates; the task's handoff fails with a reason
+  naming the limit;
 * the real size of ``handoff.json`` is read from git (``cat-file --batch-check``, no lazy fetch) and must
   equal the pointer's and be within the limit before the blob is read;
 * every failure, whatever raised it, comes back as a :class:`~longshot.api.handoff.HandoffError`.
@@ -25,11 +30,22 @@ from typing import Any
 from longshot.api import handoff as ho
 from longshot.net import guard as gd
 from longshot.runtime import kube
+from longshot.vcs import packlimit
 from longshot.vcs import workspace as vws
 
 FETCH_TIMEOUT_SECONDS = 120
 BIG_FILE_THRESHOLD = "1m"
 """git streams blobs over this size to disk instead of inflating them in memory (``core.bigFileThreshold``)."""
+MAX_PACK_OBJECTS = 64
+"""Most objects a handoff fetch stores (a handoff commit is a commit, a tree and ``handoff.json``)."""
+OVERHEAD_BYTES = 32 * 1024
+"""Room kept in the limit for what is not the pack: the bare repository's files, the pack's index, the refs."""
+
+
+def pack_budget(limit: int) -> int:
+    """The largest pack a handoff fetch with ``limit`` stores, so that everything it writes fits in ``limit`` (for
+    limits over twice :data:`OVERHEAD_BYTES`, the real ones; a smaller limit, in tests, gets half of it)."""
+    return limit - OVERHEAD_BYTES if limit > 2 * OVERHEAD_BYTES else max(1, limit // 2)
 
 
 def git_env(credentials: vws.GitCredentials | None, workdir: Path) -> dict[str, str]:
@@ -99,21 +115,29 @@ def _fetch_blob(url: str, credentials: vws.GitCredentials | None, pointer: ho.Ha
                 limit: int, pins: gd.GitPins) -> bytes:
     env = pins.env(git_env(credentials, work))
     repo = work / "repo"
+    bounded = {**env, **packlimit.environment(pack_budget(limit), MAX_PACK_OBJECTS)}
 
-    def git(*args: str, timeout: float = 30, stdin: bytes | None = None) -> bytes:
+    def git(*args: str, timeout: float = 30, stdin: bytes | None = None, limited: bool = False) -> bytes:
         try:
             return subprocess.run(["git", *vws.GIT_OPTIONS, "-c", f"core.bigFileThreshold={BIG_FILE_THRESHOLD}",
-                                   "-C", str(repo), *args], check=True, env=env, capture_output=True,
-                                  timeout=timeout, input=stdin).stdout
+                                   "-C", str(repo), *args], check=True, env=bounded if limited else env,
+                                  capture_output=True, timeout=timeout, input=stdin).stdout
         except subprocess.CalledProcessError as e:
-            lines = e.stderr.decode(errors="replace").strip().splitlines() or ["?"]
+            text = e.stderr.decode(errors="replace")
+            if limited and packlimit.is_over_limit(text):
+                raise ho.HandoffError(f"the commit at {pointer.ref} is larger than the handoff limit of {limit} "
+                                      "bytes (the repository's server sent it whole: it ignores fetch filters, or "
+                                      "the commit holds more than handoff.json); nothing over the limit was "
+                                      "written") from None
+            lines = text.strip().splitlines() or ["?"]
             err = next((line for line in lines if line.startswith(("fatal:", "error:"))), lines[-1])
             raise ho.HandoffError(f"could not fetch the handoff at {pointer.ref}: {err[:300]}") from None
 
-    subprocess.run(["git", "init", "-q", "--bare", str(repo)], check=True, env=env, capture_output=True, timeout=30)
+    subprocess.run(["git", "init", "-q", "--bare", "--template=", str(repo)], check=True, env=env,
+                   capture_output=True, timeout=30)
     git(*pins.args(), "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--depth=1",
         f"--filter=combine:blob:limit={limit + 1}+tree:2", url, f"+{pointer.ref}:refs/longshot/handoff",
-        timeout=FETCH_TIMEOUT_SECONDS)
+        timeout=FETCH_TIMEOUT_SECONDS, limited=True)
     # a filtered fetch records the URL as a promisor remote; forget it so that nothing is fetched lazily
     subprocess.run(["git", "-C", str(repo), "config", "--remove-section", f"remote.{url}"], env=env,
                    capture_output=True, timeout=30, check=False)

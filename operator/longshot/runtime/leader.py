@@ -62,14 +62,14 @@ Callback = Callable[[], Awaitable[None] | None]
 
 
 def shard_lease_name(shard: str) -> str:
-    """The Lease of a shard (a repository key, ``workspace.repository_key``): ``longshot-shard-<16 hex>``."""
+    """The Lease of a shard (a tenant's repository key, ``workspace.tenant_key``): ``longshot-shard-<16 hex>``."""
     return SHARD_PREFIX + shard
 
 
-def lease_name_for(repository_url: str) -> str:
-    """The shard Lease of a repository. Equivalent spellings of one URL (credentials, ``.git``, trailing slash,
-    host case) give the same name."""
-    return shard_lease_name(workspace.repository_key(repository_url))
+def lease_name_for(namespace: str, credentials_secret: str | None, repository_url: str) -> str:
+    """The shard Lease of one tenant's use of a repository (``workspace.tenant_key``). Equivalent spellings of one
+    URL (credentials, ``.git``, trailing slash, host case) give the same name."""
+    return shard_lease_name(workspace.tenant_key(namespace, credentials_secret, repository_url))
 
 
 def member_lease_name(identity: str) -> str:

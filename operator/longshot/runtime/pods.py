@@ -117,10 +117,11 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
     if tspec.get("role") == "planner" and plan.PLAN_NAME_ANNOTATION not in annotations:
         iteration = max(1, plan.iteration_of(tmeta))
         max_iterations = max(iteration, int(planner.get("maxIterations", 3)))
+    namespace = tmeta.get("namespace") or bmeta.get("namespace") or "default"
     base = ho.TaskInput(
         task=task_name,
         build=build_name,
-        namespace=tmeta.get("namespace") or bmeta.get("namespace") or "default",
+        namespace=namespace,
         attempt=attempt,
         role=tspec.get("role", "worker"),
         description=tspec.get("description", ""),
@@ -128,7 +129,7 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
         scope=list(tspec.get("scope") or []),
         repository_url=sanitize.strip_userinfo(str(repo.get("url", ""))),
         base_branch=repo.get("baseBranch", "main"),
-        branch=binding.task_branch(tspec.get("branch"), build_name, task_name),
+        branch=binding.task_branch(tspec.get("branch"), namespace, build_name, task_name),
         commit=tspec.get("commit"),
         backend=ho.BackendInput(
             name=agent.get("backend", "scripted"),

@@ -20,8 +20,9 @@ ever checked out. Blocking: call from a worker thread.
   instead of the target's head (``core.mergequeue``'s stacked batches); a member's conflict still counts only if
   it conflicts with the target alone, and a member whose change the batch below already holds is left out, not
   recorded as merged (that batch may still break).
-* :func:`publish` pushes every speculative commit to ``refs/heads/longshot/<build>/_queue/<batch>/<position>``
-  (one push) so that tester Pods fetch exactly what they gate.
+* :func:`publish` pushes every speculative commit to
+  ``refs/heads/longshot/<namespace>/<build>/_queue/<batch>/<position>`` (one push) so that tester Pods fetch
+  exactly what they gate.
 * :func:`land` pushes ``S_k`` to the target with ``--force-with-lease=<target>:<base>``: the target only ever moves
   to a commit whose gate passed, from the commit the batch was built on; then it deletes the batch's branches.
 
@@ -42,7 +43,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from longshot.core import mergequeue as q
-from longshot.core import roadmap
+from longshot.core import names, roadmap
 from longshot.vcs import merge as vmerge
 from longshot.vcs import workspace as ws
 
@@ -50,7 +51,7 @@ log = logging.getLogger("longshot.speculate")
 
 ID_TRAILER = "Longshot-Merge-Id"
 """Trailer holding the MergeJob's UID on every commit the queue writes."""
-QUEUE_BRANCH_DIR = "_queue"
+QUEUE_BRANCH_DIR = names.QUEUE_BRANCH_DIR
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,9 @@ class Member:
         return vmerge.merge_id(self.namespace, self.name)
 
 
-def queue_branch(build: str, batch_id: str, position: int) -> str:
-    return f"longshot/{build}/{QUEUE_BRANCH_DIR}/{batch_id}/{position}"
+def queue_branch(namespace: str, build: str, batch_id: str, position: int) -> str:
+    """``longshot/<namespace>/<build>/_queue/<batch>/<position>`` (``core.names.queue_branch``)."""
+    return names.queue_branch(namespace, build, batch_id, position)
 
 
 def _trailers(message: str, m: Member) -> str:
@@ -390,9 +392,9 @@ def _fetch_speculative(w: ws.Workspace, commit: str, queue_branch_: str | None, 
         raise ws.GitError(f"the speculative commit {commit[:12]} is not on {queue_branch_} any more")
 
 
-def publish(w: ws.Workspace, build: str, batch_id: str, commits: Sequence[tuple[int, str]]) -> None:
+def publish(w: ws.Workspace, namespace: str, build: str, batch_id: str, commits: Sequence[tuple[int, str]]) -> None:
     """Push each speculative commit to its queue branch, for the gate Pods."""
-    specs = [f"{c}:refs/heads/{queue_branch(build, batch_id, pos)}" for pos, c in commits]
+    specs = [f"{c}:refs/heads/{queue_branch(namespace, build, batch_id, pos)}" for pos, c in commits]
     if not specs:
         return
     with w.locked():
@@ -417,9 +419,9 @@ def land(w: ws.Workspace, target: str, base: str, commit: str, queue_branch_: st
     raise ws.GitError(f"push to {target} refused: {detail}")
 
 
-def cleanup(w: ws.Workspace, build: str, batch_id: str, positions: Sequence[int]) -> None:
+def cleanup(w: ws.Workspace, namespace: str, build: str, batch_id: str, positions: Sequence[int]) -> None:
     """Delete the batch's queue branches (best effort)."""
-    specs = [f":refs/heads/{queue_branch(build, batch_id, p)}" for p in positions]
+    specs = [f":refs/heads/{queue_branch(namespace, build, batch_id, p)}" for p in positions]
     if specs:
         with w.locked():
             w.git("push", "--quiet", "--no-verify", "origin", *specs, check=False)

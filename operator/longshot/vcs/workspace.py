@@ -1,6 +1,7 @@
-"""The merge queue's operator-side git workspace: one bare clone per repository, fetched before each merge.
+"""The merge queue's operator-side git workspace: one bare clone per repository and tenant, fetched before each merge.
 
-A :class:`Workspace` is a bare repository under ``<cache_dir>/<repository_key(url)>`` with one remote,
+A :class:`Workspace` is a bare repository under ``<cache_dir>/<tenant_key(namespace, secret, url)>`` (or
+``<repository_key(url)>`` when no tenant is given: tests and benchmarks) with one remote,
 ``origin``. It holds no working tree: every merge strategy in :mod:`longshot.vcs.merge` is done with git's
 plumbing (``merge-tree --write-tree``, ``commit-tree``), so there is never a checkout to leave dirty and a
 crash in the middle of a merge leaves nothing to clean up but unreferenced objects.
@@ -33,6 +34,7 @@ import hashlib
 import os
 import re
 import shlex
+import shutil
 import stat
 import subprocess
 import threading
@@ -43,6 +45,7 @@ from pathlib import Path
 import git as gitpython
 
 from longshot.net import guard as gd
+from longshot.vcs import packlimit
 
 INCOMING_REF = "refs/longshot/incoming"
 """Scratch ref the job's branch is fetched into (overwritten by every fetch)."""
@@ -102,6 +105,17 @@ def repository_key(url: str) -> str:
     """A short stable key of a repository (hex, 16 characters), used for workspace and Lease names. Remembered:
     the operator asks it of every build at every dispatch (``Cache.shard_of``)."""
     return hashlib.sha256(normalise_url(url).encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=4096)
+def tenant_key(namespace: str, credentials_secret: str | None, url: str) -> str:
+    """The key of one tenant's use of a repository (hex, 16 characters): the namespace, the credentials Secret
+    and the repository. Merge queues, workspaces (with their ssh key files), shards and shard Leases are keyed by
+    it, so no tenant's jobs are ever fetched, scanned or pushed with another tenant's credential, even on the same
+    repository and target (the pushes of two queues to one target are compare-and-swaps: neither loses work).
+    Remembered: asked of every build at every dispatch (``Cache.shard_of``)."""
+    text = f"{namespace}\0{credentials_secret or ''}\0{normalise_url(url)}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -203,13 +217,17 @@ class Workspace:
 
     def __init__(self, url: str, cache_dir: str | os.PathLike[str], *, credentials: GitCredentials | None = None,
                  committer: tuple[str, str] = ("Longshot", "longshot@localhost"), timeout: float = 300.0,
-                 egress: gd.Guard | None = None) -> None:
+                 egress: gd.Guard | None = None, key: str | None = None, max_bytes: int = 0) -> None:
         self.url = url
         self.egress = egress
         """With a guard, every command that reaches the remote first resolves and checks its host and then
         connects to the checked addresses only (``longshot.net.guard``); a refusal is a GitError naming
         ``spec.repository.url``."""
-        self.path = Path(cache_dir) / repository_key(url)
+        self.key = key or repository_key(url)
+        """The directory's name: ``tenant_key(...)`` in the operator (one workspace per tenant and repository)."""
+        self.path = Path(cache_dir) / self.key
+        self.max_bytes = max_bytes
+        """Largest size of the workspace's objects after a fetch (0: no cap); see :meth:`check_size`."""
         self.credentials = credentials or GitCredentials()
         self.committer = committer
         self.timeout = timeout
@@ -283,6 +301,7 @@ class Workspace:
         data = input.encode() if isinstance(input, str) else input
         full_env = self.env if not env else {**self.env, **env}
         shown = args  # messages name the command without the pinned addresses
+        bounded = bool(self.max_bytes and args and args[0] == "fetch")
         if self.egress is not None and _subcommand(args) in REMOTE_COMMANDS:
             try:
                 pins = self.egress.git_pins(self.url, "spec.repository.url")
@@ -290,16 +309,49 @@ class Workspace:
                 raise GitError(str(e)) from None
             args = (*pins.args(), *args)
             full_env = pins.env(full_env)
+        if bounded:  # the fetch stores at most what is left under the cap, whatever the server sends
+            full_env = {**full_env, **packlimit.environment(max(1, self.max_bytes - self.size()))}
         try:
             proc = subprocess.run(["git", *GIT_OPTIONS, "--git-dir", str(self.path), *args], input=data,
                                   capture_output=True, env=full_env, timeout=self.timeout, check=False)
         except subprocess.TimeoutExpired:
             raise GitError(f"git {self._show(shown)} timed out after {self.timeout:.0f}s") from None
+        if bounded and proc.returncode != 0 and packlimit.is_over_limit(proc.stderr.decode(errors="replace")):
+            self._over_cap(self.max_bytes + 1, "a fetch was stopped at")
         if check and proc.returncode not in ok:
             stderr = redact(proc.stderr.decode(errors="replace").strip(), self.credentials.secrets)
             raise GitError(f"git {self._show(shown)} failed with exit code {proc.returncode}: {stderr[-2000:]}",
                            returncode=proc.returncode, stderr=stderr)
+        if bounded:
+            self.check_size()
         return proc
+
+    def size(self) -> int:
+        """Bytes of the workspace's objects (``git count-objects -v``: loose, packed and garbage)."""
+        out = subprocess.run(["git", *GIT_OPTIONS, "--git-dir", str(self.path), "count-objects", "-v"],
+                             capture_output=True, env=self.env, timeout=self.timeout, check=False)
+        kib = 0
+        for line in out.stdout.decode(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key in ("size", "size-pack", "size-garbage") and value.strip().isdigit():
+                kib += int(value)
+        return kib * 1024
+
+    def check_size(self) -> None:
+        """Raise :class:`GitError` naming the cap when the workspace holds more than :attr:`max_bytes` after a
+        fetch; the workspace is removed first (a cache: the next job fetches it again), so one oversized branch
+        leaves neither a full disk nor a wedged queue behind."""
+        size = self.size()
+        if size > self.max_bytes:
+            self._over_cap(size, f"it held {size / 2**20:.1f} MiB after a fetch,")
+
+    def _over_cap(self, size: int, what: str) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        self._ensured = False
+        self._env = None  # its askpass script and key files went with it
+        raise GitError(f"the workspace of {normalise_url(self.url)} is over its cap: {what} more than "
+                       f"{self.max_bytes / 2**20:.1f} MiB (operator setting LONGSHOT_WORKSPACE_MAX_BYTES, chart value "
+                       "operator.workspaceMaxBytes); the branch is refused and the workspace removed")
 
     def out(self, *args: str, input: bytes | str | None = None) -> str:
         """Standard output of ``git <args>``, stripped."""

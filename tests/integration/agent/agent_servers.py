@@ -39,7 +39,7 @@ def task_input(url: str, *, task: str = "b1-t1", role: str = "worker", **fields:
     data: dict[str, Any] = {
         "task": task, "build": build, "namespace": "default", "role": role,
         "description": fields.pop("description", "Add a farewell function"),
-        "repository_url": url, "branch": fields.pop("branch", f"longshot/{build}/{task}"),
+        "repository_url": url, "branch": fields.pop("branch", f"longshot/default/{build}/{task}"),
     }
     data.update(fields)
     return json.loads(handoff.TaskInput.model_validate(data).model_dump_json(by_alias=True))

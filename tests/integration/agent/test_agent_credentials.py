@@ -26,7 +26,7 @@ def test_username_and_password_clone_and_push_over_http(http_git, run_agent):
                        git_secret={"username": "alice", "password": PASSWORD})
 
     assert result.exit_code == 0, result.stdout
-    assert http_git.repos.refs("app")["refs/heads/longshot/b1/b1-t1"] == result.handoff.commit
+    assert http_git.repos.refs("app")["refs/heads/longshot/default/b1/b1-t1"] == result.handoff.commit
     users = {user for _, _, user in http_git.server.requests}
     assert users == {None, "alice"}  # git asks anonymously first, then answers the 401 with the Secret
     assert PASSWORD not in result.stdout and PASSWORD not in result.termination

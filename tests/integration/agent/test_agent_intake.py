@@ -13,7 +13,7 @@ from longshot.api import handoff
 
 pytestmark = pytest.mark.integration
 
-BRANCH = "longshot/b1/b1-api"
+BRANCH = "longshot/default/b1/b1-api"
 
 
 # --- ask / answer -------------------------------------------------------------------------------------
@@ -67,7 +67,7 @@ def test_a_model_sees_the_ask_tool_and_the_answer_in_its_prompt(daemon, repo, ru
     offered = [t["function"]["name"] for t in model.requests[0].body["tools"]]
     assert "ask" in offered and offered[-1] == "finish"
     assert len(model.requests) == 1  # the attempt ended with the question
-    assert "refs/heads/longshot/b1/b1-t1" not in daemon.ls_remote(repo)  # nothing was changed, nothing pushed
+    assert "refs/heads/longshot/default/b1/b1-t1" not in daemon.ls_remote(repo)  # nothing was changed, nothing pushed
 
     model.script(openai_tools(("write_file", {"path": "bye.py", "content": "def bye():\n    return 'goodbye'\n"})),
                  openai_tools(("finish", {"summary": "Add bye()"})))
@@ -104,7 +104,7 @@ PLANS = {"roles": {"planner": {"iteration": {
 
 
 def planner_input(url, **fields):
-    return task_input(url, task="b1-planner", role="planner", branch="longshot/b1/planner",
+    return task_input(url, task="b1-planner", role="planner", branch="longshot/default/b1/planner",
                       description="Build a user API", max_iterations=3, **fields)
 
 
@@ -167,7 +167,7 @@ def candidates(daemon, repo):
     """Three candidate branches of task b1-api: two pass their gate, one failed it."""
     made = []
     for n, body in enumerate(["return 'bye'", "return 'good' + 'bye'", "raise NotImplementedError"], start=1):
-        branch = f"longshot/b1/b1-api-c{n}"
+        branch = f"longshot/default/b1/b1-api-c{n}"
         commit = daemon.repos.commit(repo, {"app.py": f"def greet():\n    return 'hi'\n\n\ndef bye():\n    {body}\n"},
                                      branch=branch, start="main", message=f"candidate {n}")
         made.append({"name": f"b1-api-c{n}", "branch": branch, "commit": commit,
@@ -177,7 +177,7 @@ def candidates(daemon, repo):
 
 
 def judge_input(url, candidates, **fields):
-    return task_input(url, task="b1-api-judge", role="reviewer", branch="longshot/b1/b1-api-judge",
+    return task_input(url, task="b1-api-judge", role="reviewer", branch="longshot/default/b1/b1-api-judge",
                       description="Add bye() returning 'bye'", candidates=candidates, **fields)
 
 

@@ -35,7 +35,7 @@ def test_openai_worker_uses_the_tools_and_recovers_from_malformed_arguments(daem
     assert result.exit_code == 0, result.stdout
     h = result.handoff
     assert h.files_changed == ["app.py", "bye.py"]
-    assert daemon.ls_remote(repo)["refs/heads/longshot/b1/b1-t1"] == h.commit
+    assert daemon.ls_remote(repo)["refs/heads/longshot/default/b1/b1-t1"] == h.commit
     assert (h.usage.input_tokens, h.usage.output_tokens) == (800, 90)
     first = model.requests[0]
     assert first.path == "/v1/chat/completions"

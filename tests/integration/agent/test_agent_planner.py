@@ -20,7 +20,7 @@ PLAN = [
 
 
 def planner_input(url: str, **fields):
-    return task_input(url, task="b1-plan", role="planner", branch="longshot/b1/plan",
+    return task_input(url, task="b1-plan", role="planner", branch="longshot/default/b1/plan",
                       description="Build a REST API", **fields)
 
 
@@ -45,7 +45,7 @@ def test_a_plan_of_200_tasks_is_handed_off_through_a_git_ref(daemon, repo, run_a
     assert result.exit_code == 0, result.stdout
     pointer = handoff.parse_termination_message(result.termination)
     assert isinstance(pointer, handoff.HandoffPointer)
-    assert pointer.ref == handoff.handoff_ref("b1-plan", 1)
+    assert pointer.ref == handoff.handoff_ref("default", "b1", "b1-plan", 1)
     assert daemon.ls_remote(repo)[pointer.ref] == pointer.commit
     data = daemon.repos.show(repo, pointer.commit, handoff.HANDOFF_FILE).encode()
     fetched = handoff.parse_handoff_bytes(data, pointer)

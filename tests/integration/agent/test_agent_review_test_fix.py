@@ -8,7 +8,7 @@ from agent_servers import openai_tools, task_input
 
 pytestmark = pytest.mark.integration
 
-BRANCH = "longshot/b1/b1-feature"
+BRANCH = "longshot/default/b1/b1-feature"
 
 
 @pytest.fixture
@@ -51,10 +51,10 @@ def test_reviewer_verdict_must_be_valid(daemon, repo, feature, run_agent):
 
 
 def test_reviewer_of_a_missing_branch_fails(daemon, repo, run_agent):
-    result = run_agent(task_input(daemon.url(repo), role="reviewer", branch="longshot/b1/none"), script=[])
+    result = run_agent(task_input(daemon.url(repo), role="reviewer", branch="longshot/default/b1/none"), script=[])
 
     assert result.exit_code == 5
-    assert "'longshot/b1/none' to reviewer does not exist" in result.handoff.failure.message
+    assert "'longshot/default/b1/none' to reviewer does not exist" in result.handoff.failure.message
 
 
 @pytest.mark.parametrize(("command", "verdict", "exit_reason"), [

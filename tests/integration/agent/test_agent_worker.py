@@ -28,14 +28,14 @@ def test_scripted_multi_file_change_is_committed_pushed_and_handed_off(daemon, r
     assert result.exit_code == 0, result.stdout
     h = result.handoff
     assert h.outcome == "succeeded" and h.role == "worker" and h.task == "b1-t1"
-    assert h.branch == "longshot/b1/b1-t1"
+    assert h.branch == "longshot/default/b1/b1-t1"
     assert h.files_changed == ["README.md", "app.py", "farewell/__init__.py"]
     # the pushed branch is the handoff's commit, on top of main
     remote = daemon.ls_remote(repo)
-    assert remote["refs/heads/longshot/b1/b1-t1"] == h.commit
+    assert remote["refs/heads/longshot/default/b1/b1-t1"] == h.commit
     assert h.base_commit == remote["refs/heads/main"]
     clone = tmp_path / "check"
-    servers.git("clone", "-q", "-b", "longshot/b1/b1-t1", daemon.url(repo), str(clone))
+    servers.git("clone", "-q", "-b", "longshot/default/b1/b1-t1", daemon.url(repo), str(clone))
     assert (clone / "app.py").read_text() == "def greet():\n    return 'hello'\n"
     assert (clone / "farewell/__init__.py").exists() and not (clone / "README.md").exists()
     log = servers.git("log", "-1", "--format=%an <%ae>%n%s%n%b", cwd=clone)
@@ -85,7 +85,7 @@ def test_the_model_api_key_copied_into_a_file_is_blocked(daemon, repo, run_agent
     assert "leaked.txt:1: known-credential" in result.handoff.failure.message
     assert api_key not in result.stdout
     assert "***" in result.tool_calls("run_command")[0]["result"]
-    assert "refs/heads/longshot/b1/b1-t1" not in daemon.ls_remote(repo)
+    assert "refs/heads/longshot/default/b1/b1-t1" not in daemon.ls_remote(repo)
 
 
 def test_a_push_refused_by_the_server_is_an_infrastructure_failure(daemon, repo, run_agent):
@@ -96,7 +96,7 @@ def test_a_push_refused_by_the_server_is_an_infrastructure_failure(daemon, repo,
     assert result.exit_code == 5
     failure = result.handoff.failure
     assert failure.failure_class == "Infrastructure"
-    assert "push of longshot/b1/b1-t1 failed" in failure.message
+    assert "push of longshot/default/b1/b1-t1 failed" in failure.message
     assert "pushes are frozen" in failure.message
 
 

@@ -18,7 +18,8 @@ from longshot.vcs import workspace
 CREDENTIALS = workspace.GitCredentials.from_secret_data({"username": "bot", "password": "s3cret-password"})
 
 
-def publish(server: GitHTTPServer, files: dict[str, bytes], ref: str = ho.handoff_ref("t1", 1)) -> tuple[str, str]:
+def publish(server: GitHTTPServer, files: dict[str, bytes],
+            ref: str = ho.handoff_ref("ns", "b", "t1", 1)) -> tuple[str, str]:
     """A repository served over HTTP (filters allowed, as real forges do) with ``files`` committed on ``ref``."""
     bare = server.root / "app.git"
     git("init", "--quiet", "--bare", str(bare))
@@ -35,7 +36,7 @@ def publish(server: GitHTTPServer, files: dict[str, bytes], ref: str = ho.handof
 
 
 def pointer_for(data: bytes, commit: str, size: int | None = None) -> ho.HandoffPointer:
-    return ho.HandoffPointer(ref=ho.handoff_ref("t1", 1), commit=commit, sha256=ho.digest(data),
+    return ho.HandoffPointer(ref=ho.handoff_ref("ns", "b", "t1", 1), commit=commit, sha256=ho.digest(data),
                              size=len(data) if size is None else size)
 
 
@@ -69,8 +70,8 @@ def test_a_handoff_over_the_limit_is_neither_downloaded_nor_read(http_server: Gi
 
 @pytest.mark.parametrize(("credentials", "why"), [
     (workspace.GitCredentials.from_secret_data({"username": "bot", "password": "wrong-password"}),
-     "could not fetch the handoff at refs/longshot/handoffs/t1/1"),
-    (None, "could not fetch the handoff at refs/longshot/handoffs/t1/1"),
+     "could not fetch the handoff at refs/longshot/handoffs/ns/b/t1/1"),
+    (None, "could not fetch the handoff at refs/longshot/handoffs/ns/b/t1/1"),
 ])
 def test_failures_are_handoff_errors_without_secrets(http_server: GitHTTPServer,
                                                      credentials: workspace.GitCredentials | None, why: str) -> None:
@@ -80,5 +81,5 @@ def test_failures_are_handoff_errors_without_secrets(http_server: GitHTTPServer,
     assert isinstance(result, ho.HandoffError) and why in str(result)
     assert "wrong-password" not in str(result)
     missing = handoffs.fetch_from(url, CREDENTIALS, ho.HandoffPointer(
-        ref=ho.handoff_ref("t1", 9), commit=commit, sha256=ho.digest(data), size=2))
-    assert isinstance(missing, ho.HandoffError) and "refs/longshot/handoffs/t1/9" in str(missing)
+        ref=ho.handoff_ref("ns", "b", "t1", 9), commit=commit, sha256=ho.digest(data), size=2))
+    assert isinstance(missing, ho.HandoffError) and "refs/longshot/handoffs/ns/b/t1/9" in str(missing)

@@ -230,7 +230,7 @@ def test_a_dependency_changing_phase_wakes_the_queue_of_its_dependents_merge_job
     c.observe("AgentTask", "ADDED", task("a", "1", "Succeeded"))
     c.observe("AgentTask", "ADDED", task("b", "1", "Succeeded", depends_on=("a",)))
     c.observe("MergeJob", "ADDED", merge_job("b"))
-    queue = ("Queue", "", cachemod.queue_name("https://git.example/r.git", "main"))
+    queue = ("Queue", "", cachemod.queue_name(c.builds[("ns", "b")], "main"))
     # a stacked dependent's MergeJob waits on its dependency: when that fails, the queue must look again
     refs = c.observe("AgentTask", "MODIFIED", task("a", "2", "Failed"))
     assert queue in refs and ("AgentTask", "ns", "b") in refs

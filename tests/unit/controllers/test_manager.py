@@ -858,7 +858,7 @@ async def test_the_queue_gates_ready_jobs_in_the_same_reconcile_that_checks_new_
         fake.patch_status("MergeJob", "ns", task, {"phase": "Queued", "checks": "pending", "conditions": [pending]})
     for (kind, _, _), obj in list(fake.objects.items()):
         m.observe(kind, "MODIFIED", obj)
-    actions = await m.reconcilers["Queue"]("", cachemod.queue_name(url, "main"))
+    actions = await m.reconcilers["Queue"]("", cachemod.queue_name(m.cache.builds[("ns", "b")], "main"))
     gates = [a.manifest for a in actions if isinstance(a, ex.CreateObject)
              and a.manifest["metadata"].get("labels", {}).get("longshot.dev/purpose") == "gate"]
     assert len(gates) == 1, actions  # b-p0's batch, gated now
@@ -889,7 +889,7 @@ async def test_a_batch_member_whose_conditions_are_not_written_yet_holds_its_bat
                                                    "conditions": [checked] if i == 1 else []})
     for (kind, _, _), obj in list(fake.objects.items()):
         m.observe(kind, "MODIFIED", obj)
-    actions = await m.reconcilers["Queue"]("", cachemod.queue_name(url, "main"))
+    actions = await m.reconcilers["Queue"]("", cachemod.queue_name(m.cache.builds[("ns", "b")], "main"))
     assert not [a for a in actions if isinstance(a, ex.WriteStatus)], actions  # nobody requeued
 
 
@@ -995,7 +995,6 @@ async def test_a_stacked_batch_waits_for_the_build_s_running_worker_then_takes_w
     fake.patch_status("AgentTask", "ns", "b-p2", {"phase": "Running"})
     checked = {"type": "ChecksPassed", "status": "True", "reason": "Completed", "message": "the secret scan passed",
                "lastTransitionTime": "2025-01-01T00:00:00Z"}
-    queue = cachemod.queue_name(url, "main")
 
     def add_job(task: str) -> None:
         job = merged_job(task, task)
@@ -1006,7 +1005,7 @@ async def test_a_stacked_batch_waits_for_the_build_s_running_worker_then_takes_w
     async def reconcile() -> list[Any]:
         for (kind, _, _), obj in list(fake.objects.items()):
             m.observe(kind, "MODIFIED", obj)
-        actions = await m.reconcilers["Queue"]("", queue)
+        actions = await m.reconcilers["Queue"]("", cachemod.queue_name(m.cache.builds[("ns", "b")], "main"))
         await m.executor.run(actions)
         return list(actions)
 

@@ -56,7 +56,7 @@ def test_candidate_manifests_are_owned_by_the_task_and_carry_its_work():
     assert m["metadata"]["labels"][fanout.FANOUT_LABEL] == "b-api"
     assert m["metadata"]["labels"][fanout.PURPOSE_LABEL] == "candidate"
     assert m["metadata"]["annotations"] == {fanout.MODEL_ANNOTATION: "m-a"}
-    assert m["spec"]["branch"] == "longshot/b/b-api-c2" and "dependsOn" not in m["spec"]
+    assert m["spec"]["branch"] == "longshot/ns/b/b-api-c2" and "dependsOn" not in m["spec"]
     assert m["spec"]["priority"] == 7 and m["spec"]["timeoutSeconds"] == 600
     AgentTaskSpec.model_validate(m["spec"])
     judge = fanout.judge_manifest(task, "b", 1, ["b-api-c1", "b-api-c2"], {})

@@ -80,27 +80,29 @@ def test_a_refusal_is_a_report_status_inside_side_band_with_a_message_on_band_tw
         pkt("unpack ok\n") + pkt("ng refs/heads/main a b\n") + b"0000")
 
 
-POLICY = refpolicy.RefPolicy(build="b", task="b-t", attempt=2, role="worker", branch="longshot/b/b-t")
+POLICY = refpolicy.RefPolicy(namespace="ns", build="b", task="b-t", attempt=2, role="worker",
+                             branch="longshot/ns/b/b-t")
 
 
 @pytest.mark.parametrize("command", [
-    Command(A, B, "refs/heads/longshot/b/b-t"),
-    Command(Z, B, "refs/heads/longshot/b/b-t"),
-    Command(Z, B, "refs/longshot/handoffs/b-t/2"),
-    Command(A, B, "refs/longshot/handoffs/b-t/2"),
+    Command(A, B, "refs/heads/longshot/ns/b/b-t"),
+    Command(Z, B, "refs/heads/longshot/ns/b/b-t"),
+    Command(Z, B, "refs/longshot/handoffs/ns/b/b-t/2"),
+    Command(A, B, "refs/longshot/handoffs/ns/b/b-t/2"),
 ])
 def test_an_attempt_may_create_and_update_its_own_branch_and_handoff_ref(command):
     assert POLICY.check(command) is None
 
 
 @pytest.mark.parametrize("command, reason", [
-    (Command(A, B, "refs/heads/main"), "may only update refs/heads/longshot/b/b-t or refs/longshot/handoffs/b-t/2"),
-    (Command(A, B, "refs/heads/longshot/b/b-other"), "may only update"),
-    (Command(A, B, "refs/longshot/handoffs/b-t/1"), "may only update"),
+    (Command(A, B, "refs/heads/main"),
+     "may only update refs/heads/longshot/ns/b/b-t or refs/longshot/handoffs/ns/b/b-t/2"),
+    (Command(A, B, "refs/heads/longshot/ns/b/b-other"), "may only update"),
+    (Command(A, B, "refs/longshot/handoffs/ns/b/b-t/1"), "may only update"),
     (Command(A, B, "refs/tags/v1"), "may only update"),
-    (Command(A, Z, "refs/heads/longshot/b/b-t"), "deleting refs is not allowed"),
+    (Command(A, Z, "refs/heads/longshot/ns/b/b-t"), "deleting refs is not allowed"),
     (Command(A, Z, "refs/heads/main"), "deleting refs is not allowed"),
-    (Command(A, B, "refs/heads/longshot/b/b-t/../../../main"), "invalid ref name"),
+    (Command(A, B, "refs/heads/longshot/ns/b/b-t/../../../main"), "invalid ref name"),
     (Command(A, B, "HEAD"), "invalid ref name"),
 ])
 def test_every_other_update_and_every_delete_is_refused_with_a_reason(command, reason):
@@ -108,16 +110,33 @@ def test_every_other_update_and_every_delete_is_refused_with_a_reason(command, r
 
 
 def test_one_refused_ref_refuses_the_whole_push():
-    results = POLICY.decide([Command(A, B, "refs/heads/longshot/b/b-t"), Command(A, B, "refs/heads/main")])
-    assert results[0] == ("refs/heads/longshot/b/b-t", "not updated: another ref of this push was refused")
+    results = POLICY.decide([Command(A, B, "refs/heads/longshot/ns/b/b-t"), Command(A, B, "refs/heads/main")])
+    assert results[0] == ("refs/heads/longshot/ns/b/b-t", "not updated: another ref of this push was refused")
     assert "may only update" in (results[1][1] or "")
 
 
 def test_readers_may_push_only_their_handoff_and_a_branch_outside_the_build_is_never_theirs():
-    reviewer = refpolicy.RefPolicy(build="b", task="b-r", attempt=1, role="reviewer", branch="longshot/b/b-t")
-    assert reviewer.allowed == ("refs/longshot/handoffs/b-r/1",)
-    assert reviewer.check(Command(A, B, "refs/heads/longshot/b/b-t")) is not None
-    fixer = refpolicy.RefPolicy(build="b", task="b-f", attempt=1, role="fixer", branch="main")
+    reviewer = refpolicy.RefPolicy(namespace="ns", build="b", task="b-r", attempt=1, role="reviewer",
+                                   branch="longshot/ns/b/b-t")
+    assert reviewer.allowed == ("refs/longshot/handoffs/ns/b/b-r/1",)
+    assert reviewer.check(Command(A, B, "refs/heads/longshot/ns/b/b-t")) is not None
+    fixer = refpolicy.RefPolicy(namespace="ns", build="b", task="b-f", attempt=1, role="fixer",
+                                branch="main")
     assert fixer.branch_ref is None and fixer.check(Command(A, B, "refs/heads/main")) is not None
-    other_build = refpolicy.RefPolicy(build="b", task="b-t", attempt=1, role="worker", branch="longshot/c/b-t")
+    other_build = refpolicy.RefPolicy(namespace="ns", build="b", task="b-t", attempt=1, role="worker",
+                                      branch="longshot/ns/c/b-t")
     assert other_build.branch_ref is None
+
+
+@pytest.mark.parametrize("ref", [
+    "refs/heads/longshot/other/b/b-t",        # the build of the same name in another namespace
+    "refs/heads/longshot/b/b-t",              # the name without a namespace (before the namespace was in refs)
+    "refs/longshot/handoffs/other/b/b-t/2",   # the other namespace's handoff ref
+    "refs/longshot/handoffs/b-t/2",
+])
+def test_a_build_of_the_same_name_in_another_namespace_shares_no_ref(ref):
+    assert POLICY.allowed == ("refs/heads/longshot/ns/b/b-t", "refs/longshot/handoffs/ns/b/b-t/2")
+    assert "may only update" in (POLICY.check(Command(A, B, ref)) or "")
+    tenant_b = refpolicy.RefPolicy(namespace="other", build="b", task="b-t", attempt=2, role="worker",
+                                   branch="longshot/ns/b/b-t")
+    assert tenant_b.branch_ref is None  # a branch of namespace ns is never another namespace's attempt's

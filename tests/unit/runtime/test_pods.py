@@ -139,7 +139,7 @@ def test_task_input_via_downward_api():
                     "fieldRef": {"fieldPath": "metadata.annotations['longshot.dev/task-input']"}}
     ti = TaskInput.model_validate(json.loads(p["metadata"]["annotations"]["longshot.dev/task-input"]))
     assert ti.task == "app-t1" and ti.build == "app" and ti.attempt == 2 and ti.role == "worker"
-    assert ti.branch == "longshot/app/app-t1" and ti.repository_url.endswith("app.git")
+    assert ti.branch == "longshot/ns/app/app-t1" and ti.repository_url.endswith("app.git")
     assert ti.backend.name == "openai" and ti.backend.model == "m"
     assert ti.backend.max_turns == 50
     small = TaskInput.model_validate(json.loads(

@@ -75,14 +75,15 @@ def test_result_is_frozen() -> None:
 
 
 def test_lease_name_is_a_stable_dns_name_per_repository() -> None:
-    name = leader.lease_name_for("https://git.example.com/org/app.git")
+    name = leader.lease_name_for("ns", "git", "https://git.example.com/org/app.git")
     assert re.fullmatch(r"longshot-shard-[0-9a-f]{16}", name)
     assert len(name) <= 63
     for same in ("https://git.example.com/org/app", "https://GIT.example.com/org/app.git/",
                  "https://user:token@git.example.com/org/app.git", " https://git.example.com/org/app/ "):
-        assert leader.lease_name_for(same) == name, same
-    assert leader.lease_name_for("https://git.example.com/org/other.git") != name
-    assert leader.lease_name_for("https://git.example.com/Org/app.git") != name  # paths are case-sensitive
+        assert leader.lease_name_for("ns", "git", same) == name, same
+    assert leader.lease_name_for("ns", "git", "https://git.example.com/org/other.git") != name
+    assert leader.lease_name_for("ns", "git", "https://git.example.com/Org/app.git") != name  # case-sensitive paths
+    assert leader.lease_name_for("other", "git", "https://git.example.com/org/app.git") != name  # another tenant
 
 
 def test_credentials_reach_git_through_the_environment_only(tmp_path: object) -> None:
