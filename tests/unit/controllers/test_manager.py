@@ -651,7 +651,7 @@ async def test_a_slow_step_is_logged_with_what_it_spent_its_time_on(world, caplo
 def merged_job(name: str, task: str) -> dict[str, Any]:
     return {"apiVersion": "longshot.dev/v1alpha1", "kind": "MergeJob",
             "metadata": {"name": name, "namespace": "ns", "labels": {"longshot.dev/build": "b"}},
-            "spec": {"buildRef": {"name": "b"}, "taskRef": {"name": task}, "branch": f"longshot/b/{task}",
+            "spec": {"buildRef": {"name": "b"}, "taskRef": {"name": task}, "branch": f"longshot/ns/b/{task}",
                      "commit": "a" * 40, "target": "main", "strategy": "rebase"}}
 
 
@@ -827,11 +827,11 @@ def repository_with_branches(root: Path, tasks: list[str]) -> tuple[str, dict[st
     git("push", "-q", str(root / "r.git"), "main")
     commits = {}
     for t in tasks:
-        git("checkout", "-q", "-b", f"longshot/b/{t}", "main")
+        git("checkout", "-q", "-b", f"longshot/ns/b/{t}", "main")
         (root / "work" / f"{t}.txt").write_text(f"{t}\n")
         git("add", "-A")
         git("commit", "-q", "-m", t)
-        git("push", "-q", str(root / "r.git"), f"longshot/b/{t}")
+        git("push", "-q", str(root / "r.git"), f"longshot/ns/b/{t}")
         commits[t] = git("rev-parse", "HEAD")
     return f"file://{root / 'r.git'}", commits
 
@@ -848,7 +848,7 @@ async def test_the_queue_gates_ready_jobs_in_the_same_reconcile_that_checks_new_
                       merge={"strategy": "rebase", "window": 4}))
     for task in ("b-p0", "b-p1", "b-p2", "b-p3"):
         job = merged_job(task, task)
-        job["spec"].update({"branch": f"longshot/b/{task}", "commit": commits[task]})
+        job["spec"].update({"branch": f"longshot/ns/b/{task}", "commit": commits[task]})
         fake.create(job)
     checked = {"type": "ChecksPassed", "status": "True", "reason": "Completed", "message": "the secret scan passed",
                "lastTransitionTime": "2025-01-01T00:00:00Z"}
@@ -882,7 +882,7 @@ async def test_a_batch_member_whose_conditions_are_not_written_yet_holds_its_bat
                "lastTransitionTime": "2025-01-01T00:00:00Z"}
     for i, task in enumerate(("b-p0", "b-p1"), start=1):
         job = merged_job(task, task)
-        job["spec"].update({"branch": f"longshot/b/{task}", "commit": commits[task]})
+        job["spec"].update({"branch": f"longshot/ns/b/{task}", "commit": commits[task]})
         fake.create(job)
         batch = {"id": "B", "position": i, "base": "0" * 40, "commit": commits[task]}
         fake.patch_status("MergeJob", "ns", task, {"phase": "Testing", "checks": "passed", "batch": batch,
@@ -909,7 +909,7 @@ async def one_task_gated(world: Any, tmp_path: Path, reconciler: str, gate_claim
                       tasks=[ho.PlannedTask(name=f"p{i}", description=f"part {i}") for i in range(planned)])
     fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
     await sync()
-    branch = "longshot/b/b-p0"  # the task's default branch, which the worker pushed
+    branch = "longshot/ns/b/b-p0"  # the task's default branch, which the worker pushed
     work = ho.Handoff(task="b-p0", attempt=1, role="worker", outcome="succeeded", branch=branch,
                       commit=commits["b-p0"], files_changed=["b-p0.txt"], summary="part 0")
     fake.finish_pod("ns", "b-p0-a1", 0, json.dumps(work.to_wire()))
@@ -998,7 +998,7 @@ async def test_a_stacked_batch_waits_for_the_build_s_running_worker_then_takes_w
 
     def add_job(task: str) -> None:
         job = merged_job(task, task)
-        job["spec"].update({"branch": f"longshot/b/{task}", "commit": commits[task]})
+        job["spec"].update({"branch": f"longshot/ns/b/{task}", "commit": commits[task]})
         fake.create(job)
         fake.patch_status("MergeJob", "ns", task, {"phase": "Queued", "checks": "passed", "conditions": [checked]})
 

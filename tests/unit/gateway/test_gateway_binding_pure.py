@@ -78,7 +78,7 @@ class FakeCluster:
 
 def world(annotation_role: str = "worker") -> FakeCluster:
     forged = ho.TaskInput(task="b-t", build="b", namespace="ns", role=annotation_role, description="d",  # type: ignore[arg-type]
-                          repository_url="https://x/r.git", branch="longshot/b/b-other")
+                          repository_url="https://x/r.git", branch="longshot/ns/b/b-other")
     pod = {"metadata": {"name": "b-t-a1", "namespace": "ns", "uid": "u1",
                         "annotations": {ho.TASK_INPUT_ANNOTATION: json.dumps(forged.to_wire())},
                         "ownerReferences": [{"kind": "AgentTask", "name": "b-t", "uid": "task-uid",
@@ -106,7 +106,7 @@ HEADERS = {"Authorization": "Bearer t"}
 
 def test_role_and_branch_come_from_the_agent_task_not_the_pods_annotation():
     caller = asyncio.run(auth(world("worker"), Clock()).authenticate(HEADERS))
-    assert (caller.role, caller.task_input.branch, caller.attempt) == ("reviewer", "longshot/b/b-t", 1)
+    assert (caller.role, caller.task_input.branch, caller.attempt) == ("reviewer", "longshot/ns/b/b-t", 1)
 
 
 def test_identity_lookups_are_cached_by_pod_uid_for_the_window_then_read_again():
