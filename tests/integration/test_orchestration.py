@@ -287,7 +287,8 @@ def test_budget_exceeded_stops_dispatch_until_raised(operator, core_v1, custom, 
     wait_pod(core_v1, namespace, f"{PLANNER}-a1")
     finish_pod(core_v1, namespace, f"{PLANNER}-a1", message=plan_handoff(PLANNER, plan))
     wait_pod(core_v1, namespace, "demo-one-a1")
-    commit = sample_repo.push_branch(sample_repository, "longshot/demo/demo-one", {"one.txt": "1\n"}, tmp_path)
+    commit = sample_repo.push_branch(sample_repository, f"longshot/{namespace}/demo/demo-one", {"one.txt": "1\n"},
+                                     tmp_path)
     finish_pod(core_v1, namespace, "demo-one-a1", message=handoff(
         "demo-one", branch=f"longshot/{namespace}/demo/demo-one", commit=commit, usage=ho.Usage(input_tokens=150)))
     b = wait_for(lambda: (lambda o: o if (condition(o, "BudgetExceeded") or {}).get("status") == "True" else None)(
@@ -304,7 +305,8 @@ def test_deleting_the_build_removes_tasks_pods_and_merge_jobs(operator, core_v1,
                                                              sample_repository):
     start_and_plan(core_v1, custom, namespace, plan_three()[:1])
     wait_pod(core_v1, namespace, "demo-models-a1")
-    commit = sample_repo.push_branch(sample_repository, "longshot/demo/demo-models", {"m.txt": "m\n"}, tmp_path)
+    commit = sample_repo.push_branch(sample_repository, f"longshot/{namespace}/demo/demo-models", {"m.txt": "m\n"},
+                                     tmp_path)
     finish_pod(core_v1, namespace, "demo-models-a1", message=handoff(
         "demo-models", branch=f"longshot/{namespace}/demo/demo-models", commit=commit))
     wait_for(lambda: list_of(custom, namespace, "mergejobs"), timeout=30, what="a MergeJob")

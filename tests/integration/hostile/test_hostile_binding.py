@@ -131,7 +131,7 @@ def test_a_pushed_ref_with_a_newline_does_not_forge_a_gateway_log_line(gateway, 
                                                                        caplog):
     a = make_attempt(core_v1, custom, namespace, gateway.url)
     forged = "2026-01-01T00:00:00\tINFO\tlongshot.gateway.gitserve\tpush\tof\trefs/heads/main\taccepted"
-    command = f"{ZERO} {'1' * 40} refs/heads/longshot/b1/b1-t1\n{forged}\0report-status side-band-64k"
+    command = f"{ZERO} {'1' * 40} refs/heads/longshot/{namespace}/b1/b1-t1\n{forged}\0report-status side-band-64k"
     body = pktline.pkt(command) + b"0000"
     caplog.set_level(logging.WARNING, logger="longshot.gateway")
 
@@ -149,19 +149,20 @@ def test_a_pushed_ref_with_a_newline_does_not_forge_a_gateway_log_line(gateway, 
 def test_a_handoff_naming_another_branch_or_a_commit_that_is_not_the_tip_is_refused(operator, core_v1, custom,
                                                                                    namespace, tmp_path):
     repo = plan_one(core_v1, custom, namespace, tmp_path)
-    other = sample_repo.push_branch(repo, "longshot/demo/demo-other", {"x.txt": "x\n"}, tmp_path)
+    other = sample_repo.push_branch(repo, f"longshot/{namespace}/demo/demo-other", {"x.txt": "x\n"}, tmp_path)
     finish_pod(core_v1, namespace, "demo-models-a1", message=handoff(
-        "demo-models", branch="longshot/demo/demo-other", commit=other))
+        "demo-models", branch=f"longshot/{namespace}/demo/demo-other", commit=other))
 
     a1 = failed_attempt(custom, namespace, "demo-models", 1)
     assert a1["failureClass"] == "InvalidHandoff"
-    assert "'longshot/demo/demo-other'" in a1["exitReason"] and "'longshot/demo/demo-models'" in a1["exitReason"]
+    assert f"'longshot/{namespace}/demo/demo-other'" in a1["exitReason"]
+    assert f"'longshot/{namespace}/demo/demo-models'" in a1["exitReason"]
 
     wait_pod(core_v1, namespace, "demo-models-a2")
-    handed = sample_repo.push_branch(repo, "longshot/demo/demo-models", {"m.txt": "1\n"}, tmp_path)
-    moved = sample_repo.push_branch(repo, "longshot/demo/demo-models", {"m.txt": "2\n"}, tmp_path)
+    handed = sample_repo.push_branch(repo, f"longshot/{namespace}/demo/demo-models", {"m.txt": "1\n"}, tmp_path)
+    moved = sample_repo.push_branch(repo, f"longshot/{namespace}/demo/demo-models", {"m.txt": "2\n"}, tmp_path)
     finish_pod(core_v1, namespace, "demo-models-a2", message=handoff(
-        "demo-models", 2, branch="longshot/demo/demo-models", commit=handed))
+        "demo-models", 2, branch=f"longshot/{namespace}/demo/demo-models", commit=handed))
 
     a2 = failed_attempt(custom, namespace, "demo-models", 2)
     assert a2["failureClass"] == "InvalidHandoff"
@@ -171,7 +172,7 @@ def test_a_handoff_naming_another_branch_or_a_commit_that_is_not_the_tip_is_refu
 
 def test_a_force_push_between_review_and_merge_does_not_land_the_unreviewed_commit(operator, core_v1, custom,
                                                                                   namespace, tmp_path):
-    branch = "longshot/demo/demo-models"
+    branch = f"longshot/{namespace}/demo/demo-models"
     repo = plan_one(core_v1, custom, namespace, tmp_path, qualityGate={"profile": "strict"})
     unreviewed = sample_repo.push_branch(repo, branch, {"app/models.py": "EVIL = 1\n"}, tmp_path)
     finish_pod(core_v1, namespace, "demo-models-a1", message=handoff("demo-models", branch=branch,
