@@ -93,7 +93,7 @@ case "$mode" in
     ;;
 esac
 k() { "$KUBECTL" "$@"; }
-# the demo's git server is on a private address, which the egress policy refuses unless listed (docs/security/egress.md)
+# the demo's git server is on a private address, which the egress policy refuses unless listed (docs/security.md)
 demo_git_cidr() {
   case "$mode" in
     local) echo 10.244.0.1/32 ;;

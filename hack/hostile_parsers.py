@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Every parser of untrusted text over maximum-size adversarial inputs, timed (docs/security/parsers.md).
+"""Every parser of untrusted text over maximum-size adversarial inputs, timed (docs/security.md).
 
 Run: ``PYTHONPATH=operator .venv/bin/python hack/hostile_parsers.py``. Prints one line per input and, last,
 ``worst_parse_s=…``; the target is under 1 s. ``hack/bench_hostile.py`` imports :func:`worst_parse_s`.

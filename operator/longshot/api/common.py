@@ -34,7 +34,7 @@ QUANTITY = (
 
 # A task's file scope (AgentTask spec.scope, a planned task's scope): bounded so that the overlap check of two
 # scopes (core.scheduler.scopes_overlap) costs at most MAX_SCOPE_ENTRIES^2 entry pairs of at most
-# (MAX_SCOPE_SEGMENTS + 2)^2 segment pairs, each of bounded length (docs/security/parsers.md).
+# (MAX_SCOPE_SEGMENTS + 2)^2 segment pairs, each of bounded length (docs/security.md).
 MAX_SCOPE_ENTRIES = 128
 """Most entries of a task's scope."""
 MAX_SCOPE_ENTRY_LENGTH = 1024

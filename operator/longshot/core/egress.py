@@ -8,7 +8,7 @@ metadata service. Pure: strings and addresses in, a :class:`Decision` out; resol
 shell's (``longshot.net``), which calls :meth:`Policy.check` on the URL before resolving and
 :meth:`Policy.check_addresses` on every address the name resolved to, then connects to a checked address.
 
-**Rules** (decided here, documented in docs/security/egress.md):
+**Rules** (decided here, documented in docs/security.md):
 
 1. The URL must be ``http``, ``https``, ``ssh`` or ``git`` (or the scp form ``host:path`` of ssh), with a
    plain authority: no password or token in it (``user:token@``; ssh keeps a user name), no ``%``, ``\\``,
@@ -118,7 +118,7 @@ class Decision:
         """The refusal as an error message naming the field (``spec.agent.baseUrl``) and the rule."""
         shown = f" {redact(url)!r}" if url else ""
         return (f"{field_path}{shown} is refused by the egress policy ({self.rule}): {self.reason}; an operator "
-                "can allow it with the chart's egress.allowedHosts / egress.allowedCIDRs (docs/security/egress.md)")
+                "can allow it with the chart's egress.allowedHosts / egress.allowedCIDRs (docs/security.md)")
 
 
 def redact(url: str) -> str:

@@ -15,7 +15,7 @@ reservation is settled: the real usage is written and the reservation dropped (:
 One exception keeps small budgets usable: an attempt with no reservation outstanding may make one call
 while the budget is not yet reached by ``spent`` plus the outstanding reservations, even if its
 reservation does not fit. So the build's overshoot is at most **one reservation per attempt** (per gateway
-replica: each replica holds its own reservations; see docs/security/gwmodel.md for N replicas).
+replica: each replica holds its own reservations; see docs/security.md for N replicas).
 """
 
 from __future__ import annotations

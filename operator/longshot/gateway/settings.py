@@ -67,7 +67,7 @@ class GatewaySettings:
     max_model_meter_bytes: int = 32 * 1024 * 1024
     """Response bytes all model calls on this replica may buffer to read their usage (beyond 64 KiB each);
     a response that would pass it is settled at its reservation."""
-    # --- egress (core.egress; docs/security/egress.md) ---
+    # --- egress (core.egress; docs/security.md) ---
     egress_allowed_hosts: str = "*"
     """Hosts the gateway may reach for a build (models, git): exact names, ``*.suffix`` or ``*`` (any name),
     comma-separated (the chart's egress.allowedHosts)."""
@@ -111,7 +111,7 @@ class GatewaySettings:
                 raise ValueError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
         return cls(**values)
 
-    # --- identity cache and per-attempt rate limit (docs/security/binding.md) -----------------------------
+    # --- identity cache and per-attempt rate limit (docs/security.md) -----------------------------
     identity_cache_seconds: float = 2.0
     """How long the gateway reuses a caller's Pod, AgentTask and BuildRequest (keyed by the Pod's UID, at most
     4,096 callers): an attempt that ended, a deleted Pod or a cancelled task loses access at most this long after

@@ -12,7 +12,7 @@ test injects one). For a URL it
    ``-o HostName=<address> -o HostKeyAlias=<host>``).
 
 ``git://`` URLs are checked and resolved, but git's own daemon client resolves the name again: a rebinding in
-between is not stopped (docs/security/egress.md). A refusal raises :class:`Refused`, whose message names the
+between is not stopped (docs/security.md). A refusal raises :class:`Refused`, whose message names the
 field and the rule and never says whether anything answers there.
 """
 
