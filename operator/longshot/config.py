@@ -73,7 +73,7 @@ class Settings:
     egress_allow_file_urls: bool = True
     """Let builds name ``file://`` repositories (tests and single-machine setups; the chart sets it from
     ``gateway.allowFileUrls``, false by default)."""
-    scan_timeout_seconds: int = 90
+    scan_timeout_seconds: float = 90.0
     """Wall-clock limit of the merge queue's secret scan of one branch (``vcs.secretscan.scan_range``): past it the
     MergeJob fails with ``ScanTimedOut`` (a fixer gets it) and the repository's lock is released. Keep it well
     under the liveness bound of a reconcile (300 s). 0 turns the limit off."""
@@ -101,6 +101,11 @@ class Settings:
                     values[f.name] = int(raw)
                 except ValueError:
                     raise ValueError(f"LONGSHOT_{f.name.upper()}={raw!r} is not an integer") from None
+            elif kind is float:
+                try:
+                    values[f.name] = float(raw)
+                except ValueError:
+                    raise ValueError(f"LONGSHOT_{f.name.upper()}={raw!r} is not a number") from None
             else:
                 values[f.name] = raw
         return cls(**values)

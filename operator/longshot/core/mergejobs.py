@@ -184,7 +184,7 @@ class ScanTimedOut:
     """The secret scan of the branch did not finish within its deadline (``Settings.scan_timeout_seconds``):
     the branch is refused as a found secret is (a fixer, or a person when there is none), never retried as is."""
 
-    seconds: int
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -475,9 +475,9 @@ def _secret(state: JobState, event: SecretFound, now: datetime) -> Result:
 
 
 def _scan_timed_out(state: JobState, event: ScanTimedOut, now: datetime) -> Result:
-    message = (f"the secret scan of the commits of {state.branch} did not finish within {event.seconds}s "
+    message = (f"the secret scan of the commits of {state.branch} did not finish within {event.seconds:g}s "
                "(a huge commit or a pathological file); the branch is not merged")
-    description = (f"The merge queue's secret scan of branch {state.branch} did not finish within {event.seconds}s, "
+    description = (f"The merge queue's secret scan of branch {state.branch} did not finish within {event.seconds:g}s, "
                    "so the branch cannot merge. Make its commits smaller: remove generated, minified or vendored "
                    "files and very long lines from every commit of the branch (rewrite the branch, for example by "
                    "squashing onto the target), and push the branch again.")
