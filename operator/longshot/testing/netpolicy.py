@@ -6,14 +6,22 @@ development machines: ``nft add rule ... queue num 100`` fails with "Could not p
 or directory"). Then this small enforcer runs instead, so the e2e tier can still prove the egress rules.
 
 It implements the part of ``networking.k8s.io/v1`` NetworkPolicy the cluster's workloads use: pod
-selectors (``matchLabels`` and ``matchExpressions``), namespace selectors, ``ipBlock`` CIDRs (``except``
-is not supported and logged), numeric ports and port ranges, both policy types, default deny for the
-selected Pods and the union of the allowed rules. On every Pod event (a watch), and at least every second,
-it renders the Pods, Namespaces and NetworkPolicies into the iptables filter chains ``LONGSHOT-NETPOL``
+selectors (``matchLabels`` and ``matchExpressions``), namespace selectors, IPv4 ``ipBlock`` CIDRs with their
+``except`` ranges (IPv6 blocks are skipped: iptables filters IPv4 only), numeric ports and port ranges,
+both policy types, default deny for the selected Pods and the union of the allowed rules. On every Pod
+event (a watch), and at least every second, it renders the Pods, Namespaces and NetworkPolicies into the
+iptables filter chains ``LONGSHOT-NETPOL``
 (kept first in FORWARD, for Pod-to-Pod traffic, and INPUT, for Pod-to-node traffic such as the API server,
 DNS and the git forge; applied when the rendering changes and again every 10 seconds, the jumps checked
 every round): established connections pass; a Pod selected for egress may only open the
 connections its policies allow, a Pod selected for ingress may only accept those; the rest is rejected.
+
+A rule whose ``ipBlock`` has ``except`` ranges jumps to a sub-chain ``LONGSHOT-NETPOL-X<n>`` (one per set
+of except ranges and direction) that returns at once for an address in an except range and otherwise sets
+the bit ``MARK`` (0x100000) on the packet; the next rule returns (allows) a marked packet. Each sub-chain
+clears the bit first, and the main chain clears it before the ingress decision and at its end, so an
+allow never leaks from one decision to the next or out of the chain. An excepted address is then
+allowed only if another peer or rule allows it (policies are unions).
 
 It fails closed, as Calico and Cilium do for endpoints they have not programmed yet: a Pod's containers
 can run before the kubelet reports its address, and until the enforcer has seen that address, new
@@ -48,6 +56,8 @@ EGRESS = "LONGSHOT-NETPOL-EGRESS"
 INGRESS = "LONGSHOT-NETPOL-INGRESS"
 HOOKS = ("FORWARD", "INPUT")
 REAPPLY_SECONDS = 10.0
+EXCEPT_PREFIX = f"{CHAIN}-X"  # + a number: the except sub-chains (names <= 28 characters)
+MARK = "0x100000"
 
 
 def selects(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
@@ -84,24 +94,32 @@ def _pod_ips(pods: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, dict[str
     return out
 
 
+Peer = tuple[str, tuple[str, ...]]
+"""An address range (``ip/32`` or a CIDR) and the ranges inside it it excludes (an ``ipBlock``'s ``except``)."""
+
+
 def _peers(peers: list[Mapping[str, Any]] | None, policy_ns: str, pods: list[tuple[str, str, dict[str, str]]],
-           namespaces: Mapping[str, dict[str, str]], warnings: list[str]) -> list[str] | None:
-    """The addresses (``ip/32`` or CIDRs) of ``peers``; None means anywhere (no peers listed)."""
+           namespaces: Mapping[str, dict[str, str]]) -> list[Peer] | None:
+    """The address ranges of ``peers`` with their except ranges; None means anywhere (no peers listed).
+    IPv6 blocks are left out (iptables filters IPv4; the IPv6 traffic of a Pod is not filtered here)."""
     if not peers:
         return None
-    out: list[str] = []
+    out: list[Peer] = []
     for peer in peers:
         if peer.get("ipBlock"):
             block = peer["ipBlock"]
-            out.append(str(ipaddress.ip_network(block["cidr"], strict=False)))
-            if block.get("except"):
-                warnings.append(f"ipBlock.except is not enforced ({block['cidr']})")
+            cidr = ipaddress.ip_network(block["cidr"], strict=False)
+            if not isinstance(cidr, ipaddress.IPv4Network):
+                continue
+            excepts = {ipaddress.ip_network(e, strict=False) for e in block.get("except") or []}
+            inside = [e for e in excepts if isinstance(e, ipaddress.IPv4Network) and e.subnet_of(cidr)]
+            out.append((str(cidr), tuple(str(e) for e in sorted(inside))))
             continue
         ns_sel, pod_sel = peer.get("namespaceSelector"), peer.get("podSelector")
         for ns, ip, labels in pods:
             in_ns = selects(ns_sel, namespaces.get(ns, {})) if ns_sel is not None else ns == policy_ns
             if in_ns and (pod_sel is None or selects(pod_sel, labels)):
-                out.append(f"{ip}/32")
+                out.append((f"{ip}/32", ()))
     return out
 
 
@@ -130,8 +148,9 @@ def render(pods: list[Mapping[str, Any]], namespaces: list[Mapping[str, Any]],
     ips = _pod_ips(pods)
     ns_labels = {n["metadata"]["name"]: _labels(n) for n in namespaces}
     warnings: list[str] = []
-    egress: dict[str, list[str]] = {}
-    ingress: dict[str, list[str]] = {}
+    # per Pod address: (the rule's match, the except ranges of its peer: -d for egress, -s for ingress)
+    egress: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+    ingress: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
     for pol in sorted(policies, key=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"])):
         ns, spec = pol["metadata"]["namespace"], pol.get("spec") or {}
         types = spec.get("policyTypes") or (["Ingress", "Egress"] if spec.get("egress") else ["Ingress"])
@@ -140,27 +159,47 @@ def render(pods: list[Mapping[str, Any]], namespaces: list[Mapping[str, Any]],
             if "Egress" in types:
                 rules = egress.setdefault(ip, [])
                 for rule in spec.get("egress") or []:
-                    peers = _peers(rule.get("to"), ns, ips, ns_labels, warnings)
+                    peers = _peers(rule.get("to"), ns, ips, ns_labels)
                     ports = _ports(rule.get("ports"), warnings)
-                    for dst in peers if peers is not None else [None]:
+                    for dst, excepts in peers if peers is not None else [("", ())]:
                         for port in ports if ports is not None else [None]:
-                            rules.append(" ".join(x for x in (f"-s {ip}/32", f"-d {dst}" if dst else "", port or "")
-                                                  if x))
+                            rules.append((" ".join(x for x in (f"-s {ip}/32", f"-d {dst}" if dst else "", port or "")
+                                                   if x), excepts))
             if "Ingress" in types:
                 rules = ingress.setdefault(ip, [])
                 for rule in spec.get("ingress") or []:
-                    peers = _peers(rule.get("from"), ns, ips, ns_labels, warnings)
+                    peers = _peers(rule.get("from"), ns, ips, ns_labels)
                     ports = _ports(rule.get("ports"), warnings)
-                    for src in peers if peers is not None else [None]:
+                    for src, excepts in peers if peers is not None else [("", ())]:
                         for port in ports if ports is not None else [None]:
-                            rules.append(" ".join(x for x in (f"-s {src}" if src else "", f"-d {ip}/32", port or "")
-                                                  if x))
+                            rules.append((" ".join(x for x in (f"-s {src}" if src else "", f"-d {ip}/32", port or "")
+                                                   if x), excepts))
+    # one sub-chain per direction and set of except ranges: returns for an excepted address, marks the rest
+    subs = {key: f"{EXCEPT_PREFIX}{n}" for n, key in enumerate(sorted(
+        {("-d", ex) for rs in egress.values() for _, ex in rs if ex}
+        | {("-s", ex) for rs in ingress.values() for _, ex in rs if ex}))}
+    clear = f"-j MARK --set-xmark 0x0/{MARK}"
     lines = [f":{CHAIN} - [0:0]", f":{EGRESS} - [0:0]", f":{INGRESS} - [0:0]",
-             f"-F {CHAIN}", f"-F {EGRESS}", f"-F {INGRESS}",
+             *[f":{sub} - [0:0]" for sub in subs.values()],
+             f"-F {CHAIN}", f"-F {EGRESS}", f"-F {INGRESS}", *[f"-F {sub}" for sub in subs.values()],
              f"-A {CHAIN} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
-             f"-A {CHAIN} -j {EGRESS}", f"-A {CHAIN} -j {INGRESS}"]
+             f"-A {CHAIN} -j {EGRESS}", f"-A {CHAIN} {clear}", f"-A {CHAIN} -j {INGRESS}", f"-A {CHAIN} {clear}"]
+    for (flag, excepts), sub in subs.items():
+        lines += [f"-A {sub} {clear}", *[f"-A {sub} {flag} {e} -j RETURN" for e in excepts],
+                  f"-A {sub} -j MARK --set-xmark {MARK}/{MARK}"]
+
+    def allow(chain: str, flag: str, rules: list[tuple[str, tuple[str, ...]]]) -> list[str]:
+        out = []
+        for r, excepts in sorted(set(rules)):
+            if excepts:
+                out += [f"-A {chain} {r} -j {subs[(flag, excepts)]}",
+                        f"-A {chain} {r} -m mark --mark {MARK}/{MARK} -j RETURN"]
+            else:
+                out.append(f"-A {chain} {r} -j RETURN")
+        return out
+
     for ip in sorted(egress):
-        lines += [f"-A {EGRESS} {r} -j RETURN" for r in sorted(set(egress[ip]))]
+        lines += allow(EGRESS, "-d", egress[ip])
         lines.append(f"-A {EGRESS} -s {ip}/32 -j REJECT")
     cidrs = sorted({str(ipaddress.ip_network(c, strict=False)) for c in pod_cidrs})
     if cidrs:
@@ -171,7 +210,7 @@ def render(pods: list[Mapping[str, Any]], namespaces: list[Mapping[str, Any]],
         lines.append(f"-A {EGRESS} -m addrtype --src-type LOCAL -j RETURN")
         lines += [f"-A {EGRESS} -s {c} -j REJECT" for c in cidrs]
     for ip in sorted(ingress):
-        lines += [f"-A {INGRESS} {r} -j RETURN" for r in sorted(set(ingress[ip]))]
+        lines += allow(INGRESS, "-s", ingress[ip])
         lines.append(f"-A {INGRESS} -d {ip}/32 -j REJECT")
     return lines, sorted(set(warnings))
 
@@ -180,6 +219,21 @@ def apply(lines: list[str]) -> None:
     subprocess.run(["iptables-restore", "-w", "--noflush"], input="\n".join(["*filter", *lines, "COMMIT", ""]),
                    text=True, check=True, capture_output=True)
     ensure_hooks()
+    # except sub-chains an earlier rendering made and this one no longer jumps to
+    _remove_chains(set(_except_chains()) - {x[1:].split()[0] for x in lines if x.startswith(":")})
+
+
+def _except_chains() -> list[str]:
+    rules = subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True).stdout.splitlines()
+    return [x.split()[1] for x in rules if x.startswith(f"-N {EXCEPT_PREFIX}")]
+
+
+def _remove_chains(chains: Iterable[str]) -> None:
+    chains = list(chains)
+    for chain in chains:
+        subprocess.run(["iptables", "-w", "-F", chain], capture_output=True)
+    for chain in chains:
+        subprocess.run(["iptables", "-w", "-X", chain], capture_output=True)
 
 
 def ensure_hooks() -> None:
@@ -197,10 +251,7 @@ def remove() -> None:
     for hook in HOOKS:
         while subprocess.run(["iptables", "-w", "-D", hook, "-j", CHAIN], capture_output=True).returncode == 0:
             pass
-    for chain in (CHAIN, EGRESS, INGRESS):
-        subprocess.run(["iptables", "-w", "-F", chain], capture_output=True)
-    for chain in (CHAIN, EGRESS, INGRESS):
-        subprocess.run(["iptables", "-w", "-X", chain], capture_output=True)
+    _remove_chains([CHAIN, EGRESS, INGRESS, *_except_chains()])
 
 
 def _watch_pods(core: Any, wake: threading.Event, stopped: Any) -> None:

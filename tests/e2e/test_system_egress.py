@@ -1,0 +1,138 @@
+"""The chart's egress NetworkPolicies of the operator and longshot-gateway on a real cluster: from inside
+their Pods the metadata address and the cluster's own Pods (private ranges, the policy's ``ipBlock.except``)
+are refused, while DNS, the API server (through its Service) and the git server listed in
+``egress.allowedCIDRs`` answer."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from typing import Any
+
+import pytest
+
+from longshot.testing import cluster as lc
+
+from .conftest import SYSTEM_NS, apply, kget, local_node_only, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+LISTENER_PORT = 8000
+
+PROBE = """\
+import json, socket
+out = {}
+try:
+    out["dns"] = socket.getaddrinfo(%(api)r, 443, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+except OSError as e:
+    out["dns"] = type(e).__name__
+for name, host, port in %(targets)r:
+    try:
+        socket.create_connection((host, port), 3).close()
+        out[name] = "open"
+    except OSError as e:
+        out[name] = type(e).__name__
+print(json.dumps(out))
+"""
+
+
+def component_pod(kubectl, component: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    pods = kget(kubectl, "-n", SYSTEM_NS, "pods", "-l", f"app.kubernetes.io/component={component}") or {}
+    running = [p for p in pods.get("items", [])
+               if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
+    assert running, f"no running {component} Pod in {SYSTEM_NS}: {pods}"
+    return running[0]  # type: ignore[no-any-return]
+
+
+def listener_pod(image: str) -> dict[str, Any]:
+    """A Pod that listens on LISTENER_PORT (Pod Security ``restricted``), in the test's namespace: a
+    neighbour Pod in the cluster's Pod range, which the system Pods' policies refuse (10.0.0.0/8 is excepted)."""
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "listener", "labels": {"app": "listener"}},
+            "spec": {"securityContext": {"runAsNonRoot": True, "runAsUser": 65532,
+                                         "seccompProfile": {"type": "RuntimeDefault"}},
+                     "containers": [{"name": "listener", "image": image, "imagePullPolicy": "Never",
+                                     "command": ["python", "-m", "http.server", "--bind", "0.0.0.0",
+                                                 str(LISTENER_PORT)],
+                                     "securityContext": {"allowPrivilegeEscalation": False,
+                                                         "capabilities": {"drop": ["ALL"]}}}]}}
+
+
+def iptables_rules() -> str | None:
+    """``iptables -S`` of this host (the local cluster's node), None where it cannot be read (not root)."""
+    result = subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True)
+    return result.stdout if result.returncode == 0 else None
+
+
+def host_connects(ip: str, port: int) -> bool:
+    """Whether this host (the node: its traffic to Pods passes no Pod's policy) reaches ``ip:port``."""
+    try:
+        socket.create_connection((ip, port), 3).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("component", ["gateway", "operator"])
+def test_the_system_pods_reach_dns_the_api_server_and_the_git_server_and_no_private_address(  # type: ignore[no-untyped-def]
+        operator, cluster, kubectl, namespace, component: str) -> None:
+    local_node_only(cluster, "probes a Pod's address from the host and the local cluster's enforcer")
+    enforcer = cluster.start_network_policies()
+    policies = (kget(kubectl, "-n", SYSTEM_NS, "networkpolicies") or {}).get("items", [])
+    excepts = [peer["ipBlock"]["except"] for p in policies
+               if p["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/component") == component
+               for rule in p["spec"].get("egress") or [] for peer in rule.get("to") or []
+               if peer.get("ipBlock", {}).get("except")]
+    assert excepts, f"no {component} egress policy with ipBlock.except (egress.networkPolicy.enabled): {policies}"
+
+    system_pod = component_pod(kubectl, component)
+    image = system_pod["spec"]["containers"][0]["image"]
+    apply(kubectl, namespace, listener_pod(image))
+    pod = wait_for(lambda: ((p := kget(kubectl, "-n", namespace, "pod", "listener")) or {}).get("status", {})
+                   .get("podIP") and p, 120, "the listener Pod's address")
+    ip = pod["status"]["podIP"]
+    # reachable without the Pod's policy: the neighbour listens (so a refusal below is the policy's)
+    wait_for(lambda: host_connects(ip, LISTENER_PORT), 120, f"the listener on {ip}:{LISTENER_PORT}")
+
+    api = f"kubernetes.default.svc.{lc.CLUSTER_DOMAIN}"
+    forge = cluster.git_url.removeprefix("http://").split(":")  # the bridge address and the forge's port
+    targets = [
+        # the cloud metadata address: link-local, always denied (nothing listens here; the REJECT answers)
+        ("metadata", "169.254.169.254", 80),
+        # a neighbour Pod in the Pod range (inside 10.0.0.0/8, a denied private range), which listens: only
+        # the policy's except refuses it. (The node's own services all listen on the bridge address, which the
+        # e2e values list in egress.allowedCIDRs as the git server; the API server's ports are allowed to any
+        # address by egress.networkPolicy.apiServer; so a neighbour Pod is the reachable denied address.)
+        ("neighbour", ip, LISTENER_PORT),
+        # the API server through its Service (DNAT to its endpoint, allowed by the apiServer rule)
+        ("apiserver", api, 443),
+        ("forge", forge[0], int(forge[1])),  # in egress.allowedCIDRs: allowed though inside 10.0.0.0/8
+    ]
+    script = PROBE % {"api": api, "targets": targets}
+
+    def probe() -> dict[str, str]:
+        result = kubectl("-n", SYSTEM_NS, "exec", system_pod["metadata"]["name"], "-c", component, "--",
+                         "python", "-c", script, check=False, timeout=60)
+        assert result.returncode == 0, result.stderr
+        seen: dict[str, str] = json.loads(result.stdout.strip().splitlines()[-1])
+        return seen
+
+    if not enforcer.get("enforcer"):
+        pytest.skip(f"NetworkPolicy is not enforced on this cluster: {enforcer}; the {component} saw {probe()}")
+    if enforcer["enforcer"] == "longshot.testing.netpolicy" and iptables_rules() is not None:
+        # the chart's except ranges become sub-chains; an enforcer started from code older than that (a kept
+        # cluster) allows the whole 0.0.0.0/0: restart it (stop the cluster's netpolicy process)
+        wait_for(lambda: "-N LONGSHOT-NETPOL-X" in (iptables_rules() or ""), 30,
+                 "the enforcer's ipBlock.except sub-chains (an enforcer running older code must be restarted)")
+
+    # the enforcer programs the listener's and the Pod's addresses within moments of their reports
+    seen = wait_for(lambda: (s := probe())["neighbour"] != "open" and s, 60,
+                    f"the {component}'s policy refusing the neighbour Pod")
+    netpolicy_log = cluster.logs / "netpolicy.log"
+    tail = netpolicy_log.read_text(errors="replace")[-2000:] if netpolicy_log.exists() else "(no netpolicy.log)"
+    why = f"the {component} saw {seen}; enforcer {enforcer}; netpolicy.log:\n{tail}"
+    assert seen["metadata"] == "ConnectionRefusedError", why  # the REJECT's ICMP answer
+    assert seen["neighbour"] == "ConnectionRefusedError", why
+    assert seen["dns"] == lc.KUBERNETES_SERVICE_IP, why
+    assert seen["apiserver"] == "open", why
+    assert seen["forge"] == "open", why
