@@ -42,9 +42,10 @@ def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
     return {}
 
 
-def lease_holder(kubectl, repository: str) -> str:  # type: ignore[no-untyped-def]
-    """The replica holding the repository's shard Lease (the one that runs its builds and merge queue)."""
-    lease = kget(kubectl, "-n", SYSTEM_NS, "lease", leadermod.lease_name_for(repository)) or {}
+def lease_holder(kubectl, namespace: str, repository: str) -> str:  # type: ignore[no-untyped-def]
+    """The replica holding the shard Lease of this namespace's use of the repository with its credentials Secret
+    (``git-token``, as ``build_request`` names it): the one that runs its builds and merge queue."""
+    lease = kget(kubectl, "-n", SYSTEM_NS, "lease", leadermod.lease_name_for(namespace, "git-token", repository)) or {}
     return str((lease.get("spec") or {}).get("holderIdentity") or "")
 
 
@@ -81,14 +82,14 @@ def test_leader_pod_deleted_mid_build(two_replicas, cluster, kubectl, namespace,
         return [j["metadata"]["name"] for j in jobs if condition(j, "Merged").get("status") == "True"]
 
     first = wait_for(lambda: merged(mergejobs()), 300, "the first MergeJob to be merged", interval=0.5)
-    leader = lease_holder(kubectl, git_repo)
+    leader = lease_holder(kubectl, namespace, git_repo)
     pods = [p["metadata"]["name"] for p in operator_pods(kubectl)]
     assert leader in pods, (leader, pods)
     # the build is mid-way: some work is not merged yet when the leader goes
     assert len(merged(mergejobs())) < len(TASKS), "every task was merged before the leader could be deleted"
 
     def new_leader() -> str | None:
-        holder = lease_holder(kubectl, git_repo)
+        holder = lease_holder(kubectl, namespace, git_repo)
         return holder if holder and holder != leader else None
 
     # The Deployment replaces the deleted Pod at once, and that new Pod campaigns too: it could win the
