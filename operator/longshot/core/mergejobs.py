@@ -463,6 +463,14 @@ def _reviewing(state: JobState, event: Reviewing, now: datetime) -> Result:
                                 f"the secret scan passed; reviewer {event.reviewer} checks the branch")]
 
 
+def _checks_failed(state: JobState, reason: str, message: str, description: str, *,
+                   failure: str | None = None) -> Result:
+    """The branch failed a check before the queue (secret scan, review): ``ChecksPassed=False/<reason>``, the job
+    failed with ``failure`` (default ``message``), and a fixer told ``description``."""
+    new, effects = _fail(replace(state, checks="failed"), reason, failure or message, fix=(description, ()))
+    return new, [SetCondition(c.CHECKS_PASSED, c.FALSE, reason, message), *effects]
+
+
 def _secret(state: JobState, event: SecretFound, now: datetime) -> Result:
     shown = "; ".join(event.findings[:10])
     message = f"the secret scan found credentials in commits of {state.branch}: {shown}"
@@ -470,8 +478,7 @@ def _secret(state: JobState, event: SecretFound, now: datetime) -> Result:
                    "Remove them from every commit of the branch (rewrite the branch so that no commit contains "
                    "them, for example by squashing onto the target), use configuration or a Secret instead, and "
                    "push the branch again.")
-    new, effects = _fail(replace(state, checks="failed"), "SecretFound", message, fix=(description, ()))
-    return new, [SetCondition(c.CHECKS_PASSED, c.FALSE, "SecretFound", message), *effects]
+    return _checks_failed(state, "SecretFound", message, description)
 
 
 def _scan_timed_out(state: JobState, event: ScanTimedOut, now: datetime) -> Result:
@@ -481,8 +488,7 @@ def _scan_timed_out(state: JobState, event: ScanTimedOut, now: datetime) -> Resu
                    "so the branch cannot merge. Make its commits smaller: remove generated, minified or vendored "
                    "files and very long lines from every commit of the branch (rewrite the branch, for example by "
                    "squashing onto the target), and push the branch again.")
-    new, effects = _fail(replace(state, checks="failed"), "ScanTimedOut", message, fix=(description, ()))
-    return new, [SetCondition(c.CHECKS_PASSED, c.FALSE, "ScanTimedOut", message), *effects]
+    return _checks_failed(state, "ScanTimedOut", message, description)
 
 
 def _changes_requested(state: JobState, event: ChangesRequested, now: datetime) -> Result:
@@ -490,9 +496,7 @@ def _changes_requested(state: JobState, event: ChangesRequested, now: datetime) 
     message = f"reviewer {event.reviewer} requested changes"
     description = (f"The reviewer requested changes to branch {state.branch} before it may merge:\n{reasons}\n"
                    "Make the changes on the branch, keep the tests passing, commit and push.")
-    new, effects = _fail(replace(state, checks="failed"), "ChangesRequested", f"{message}: {reasons[:500]}",
-                         fix=(description, ()))
-    return new, [SetCondition(c.CHECKS_PASSED, c.FALSE, "ChangesRequested", message), *effects]
+    return _checks_failed(state, "ChangesRequested", message, description, failure=f"{message}: {reasons[:500]}")
 
 
 def _batch_joined(state: JobState, event: BatchJoined, now: datetime) -> Result:

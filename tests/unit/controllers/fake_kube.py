@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from longshot import api
@@ -136,3 +137,19 @@ class FakeKube:
 
 
 Hook = Callable[[], None]
+
+
+# --- shared by the manager tests ------------------------------------------------------------------------------------
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2025, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def build(name: str = "b", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "longshot.dev/v1alpha1", "kind": "BuildRequest",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"request": "do it", "repository": {"url": "https://git.example/r.git"}, **spec}}

@@ -9,11 +9,11 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from fake_kube import FakeKube
+from fake_kube import Clock, FakeKube, build
 
 from longshot import config, metrics
 from longshot.api import handoff as ho
@@ -21,20 +21,6 @@ from longshot.controllers import manager as managermod
 from longshot.runtime import kube
 
 pytestmark = pytest.mark.unit
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2025, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def build(name: str = "b", **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "longshot.dev/v1alpha1", "kind": "BuildRequest",
-            "metadata": {"name": name, "namespace": "ns"},
-            "spec": {"request": "do it", "repository": {"url": "https://git.example/r.git"}, **spec}}
 
 
 def manager(fake: FakeKube, clock: Clock, mono: list[float]) -> managermod.Manager:
