@@ -90,6 +90,12 @@ RECONCILE_DURATION = Histogram("longshot_reconcile_duration_seconds",
                                "Time a reconcile took, its actions carried out, by kind of object.", ["kind"],
                                buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
                                registry=REGISTRY)
+WORKQUEUE_DEPTH = Gauge("longshot_workqueue_depth", "References waiting in each controller's work queue (dirty or "
+                        "held until a time), by kind; Dispatch is the dispatch controller's one key.", ["kind"],
+                        registry=REGISTRY)
+WORKQUEUE_LONGEST_RUNNING = Gauge("longshot_workqueue_longest_running_seconds",
+                                  "How long the oldest reconcile in flight has run, by kind (0: none); past the "
+                                  "kind's stall limit /healthz fails.", ["kind"], registry=REGISTRY)
 
 # --- this replica ---------------------------------------------------------------------------------------------------
 
@@ -126,6 +132,8 @@ def _init_labels() -> None:
         LEASE_RENEWALS.labels(result=r)
     for k in RECONCILE_KINDS:
         RECONCILE_DURATION.labels(kind=k)
+        WORKQUEUE_DEPTH.labels(kind=k)
+        WORKQUEUE_LONGEST_RUNNING.labels(kind=k)
         for r in RECONCILE_RESULTS:
             RECONCILES.labels(kind=k, result=r)
     set_role(leader=False)

@@ -38,7 +38,8 @@ from longshot.controllers import intake
 from longshot.controllers import mergejobs as mjc
 from longshot.controllers import mergequeue as mqc
 from longshot.controllers import retention as retentionc
-from longshot.core import builds, finalization, names, plan, tasks
+from longshot.core import builds, delivery, finalization, names, plan, tasks
+from longshot.core import effects as fx
 from longshot.core import mergejobs as mj
 from longshot.core import sweeps as sweepsc
 from longshot.core.effects import EmitEvent, SetCondition
@@ -172,11 +173,10 @@ class BuildReconciler:
 
     def _decide(self, state: builds.BuildState, event: builds.Event,
                 now: datetime) -> tuple[builds.BuildState, list[builds.Effect]]:
-        try:
-            return builds.decide(state, event, now=now)
-        except builds.InvalidTransition as e:
-            log.error("%s", e)
-            return state, []
+        state, effects, invalid = fx.fold(lambda s, e: builds.decide(s, e, now=now), state, [event])
+        for err in invalid:
+            log.error("%s", err)
+        return state, effects
 
     # --- observing ---------------------------------------------------------------------------------
 
@@ -651,14 +651,11 @@ class BuildReconciler:
         jobs = {j.name: j for j in self.ctx.cache.jobs_of(build.key)}
         for j in jobs.values():
             delivered = self.ctx.delivered(j)
-            terminal = ctxmod.job_terminal(j)
-            undeliverable = self.ctx.undeliverable(j)
-            fixer = j.status.fixer
-            finished = delivered or (terminal and (not fixer or undeliverable))
+            finished, carried_by = delivery.job_outcome(ctxmod.job_facts(j), self.ctx.undeliverable(j))
             ready = cond.find(ctxmod.conditions_of(j), cond.READY) or {}
             out.append(finalization.JobView(
                 name=j.name, phase=j.status.phase or mj.QUEUED, finished=finished, delivered=delivered,
-                carried_by=fixer if fixer and not undeliverable else None,
+                carried_by=carried_by,
                 retryable=finished and not delivered and j.status.checks != "failed",
                 message=str(ready.get("message") or "")))
         for t in ts:
@@ -695,12 +692,11 @@ class BuildReconciler:
             elif isinstance(e, builds.SetCompletion):
                 completion = e.done
         jobs = list(self.ctx.cache.jobs_of(build.key))
-        if jobs:
-            pending = sorted(j.name for j in jobs if not self.ctx.delivered(j))
-            conds, _ = cond.set_condition(
-                conds, cond.MERGED, cond.FALSE if pending else cond.TRUE,
-                "BranchesPending" if pending else "AllMerged",
-                f"not merged yet: {', '.join(pending[:10])}" if pending else f"{len(jobs)} branches merged", now=now)
+        merged = delivery.merged_condition({j.name: self.ctx.delivered(j) for j in jobs})
+        if merged is not None:
+            ok, reason, message = merged
+            conds, _ = cond.set_condition(conds, cond.MERGED, cond.TRUE if ok else cond.FALSE, reason, message,
+                                          now=now)
         tokens, cost = self.ctx.usage(build)
         patch: dict[str, Any] = {**state.to_status(), **extra,
                                  "conditions": ex.stamp_generation(conds, build.generation),

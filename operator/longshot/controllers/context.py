@@ -20,8 +20,7 @@ from longshot.api import keys, objects, timeutil
 from longshot.api.handoff import PlannedTask
 from longshot.controllers import cache as cachemod
 from longshot.controllers import workqueue
-from longshot.core import dependencies, fanout, plan, tasks, usage
-from longshot.core import mergejobs as mj
+from longshot.core import delivery, dependencies, fanout, plan, tasks, usage
 from longshot.net import guard as gd
 from longshot.runtime import kube as kubemod
 from longshot.runtime import preflight
@@ -46,7 +45,7 @@ class Context:
     cache: cachemod.Cache
     kube: kubemod.KubeAPI
     settings: config.Settings
-    queue: workqueue.WorkQueue[cachemod.Ref]
+    queue: workqueue.Enqueuer
     clock: Callable[[], datetime] = timeutil.utcnow
     rand: Callable[[], float] = random.random
     owns: Callable[[str], bool] = lambda shard: True
@@ -159,27 +158,21 @@ class Context:
             failure=(last.exit_reason or "") if last is not None and last.failure_class else "")
 
     def delivered(self, job: objects.MergeJob) -> bool:
-        return job.status.phase in mj.DELIVERED
+        return delivery.delivered(job_facts(job))
 
-    def undeliverable(self, job: objects.MergeJob, depth: int = 0) -> bool:
-        """The job finished without merging and nothing will carry it any more."""
-        phase = job.status.phase
-        if phase in mj.DELIVERED or phase in (None, mj.QUEUED, mj.TESTING, mj.AWAITING_APPROVAL):
-            return False
-        if phase == mj.CONFLICTED and not job_terminal(job):
-            return False
-        fixer = getattr(job.status, "fixer", None)
-        if not fixer or depth > 5:
-            return True
-        fixer_task = self.cache.tasks.get((job.namespace, fixer))
-        if fixer_task is None:
-            return False  # being created
-        if fixer_task.status.phase in (tasks.FAILED, tasks.CANCELLED):
-            return True
-        fixer_job = self.cache.jobs.get(fixer_task.key)
-        if fixer_task.status.phase == tasks.SUCCEEDED and fixer_job is None:
-            return fixer_task.status.handoff is None or fixer_task.status.handoff.commit is None
-        return fixer_job is not None and self.undeliverable(fixer_job, depth + 1)
+    def undeliverable(self, job: objects.MergeJob) -> bool:
+        """The job finished without merging and nothing will carry it any more (``core.delivery``)."""
+        return delivery.undeliverable(job_facts(job), lambda name: self._fixer_facts(job.namespace, name))
+
+    def _fixer_facts(self, namespace: str, name: str) -> delivery.FixerFacts | None:
+        task = self.cache.tasks.get((namespace, name))
+        if task is None:
+            return None
+        handoff = task.status.handoff
+        job = self.cache.jobs.get(task.key)
+        return delivery.FixerFacts(phase=task.status.phase,
+                                   has_commit=handoff is not None and handoff.commit is not None,
+                                   job=job_facts(job) if job is not None else None)
 
     def readiness(self, task: objects.AgentTask, build: objects.BuildRequest) -> tuple[str, str]:
         if not task.spec.depends_on:
@@ -229,15 +222,16 @@ def _wire(t: objects.AgentTask) -> dict[str, Any]:
                        "progress": st.progress.model_dump(by_alias=True) if st.progress is not None else {}}}
 
 
+def job_facts(job: objects.MergeJob) -> delivery.JobFacts:
+    """What ``core.delivery`` reads of a MergeJob's status."""
+    reconciling = cond.find([c.model_dump(by_alias=True) for c in job.status.conditions], cond.RECONCILING)
+    return delivery.JobFacts(phase=job.status.phase, reconciling=reconciling.get("status") if reconciling else None,
+                             fixer=getattr(job.status, "fixer", None))
+
+
 def job_terminal(job: objects.MergeJob) -> bool:
-    """No more tries will happen by themselves (see ``core.mergejobs.JobState.terminal``)."""
-    ready = cond.find([c.model_dump(by_alias=True) for c in job.status.conditions], cond.RECONCILING)
-    phase = job.status.phase
-    if phase in (mj.MERGED, mj.SUPERSEDED, mj.FAILED):
-        return True
-    if phase == mj.CONFLICTED:
-        return (ready is not None and ready.get("status") == cond.FALSE) or bool(getattr(job.status, "fixer", None))
-    return False
+    """No more tries will happen by themselves (``core.delivery.terminal``)."""
+    return delivery.terminal(job_facts(job))
 
 
 def conditions_of(obj: objects.Resource) -> list[dict[str, Any]]:

@@ -32,7 +32,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, assert_never
 
 from longshot import metrics
 from longshot.controllers import cache as cachemod
@@ -143,7 +143,7 @@ class _EventBucket:
 class Executor:
     kube: kube.KubeAPI
     cache: cachemod.Cache
-    queue: workqueue.WorkQueue[cachemod.Ref]
+    queue: workqueue.Enqueuer
     clock: Callable[[], datetime]
     writes: int = 0
     events_dropped: int = 0
@@ -187,52 +187,58 @@ class Executor:
             raise failed[0]
 
     async def _one(self, a: Action) -> None:
-        if isinstance(a, CreatePod):
-            made = await asyncio.to_thread(self.kube.create_pod, a.manifest)
-            if made is None:
-                log.info("pod %s/%s exists already (adopted)", a.manifest["metadata"].get("namespace"),
-                         a.manifest["metadata"]["name"])
-            elif made.get("metadata"):
-                meta = made["metadata"]
-                if meta.get("uid"):
-                    # recorded on the attempt by the task's status write that follows (no extra write): the gateway
-                    # serves the Pod only once its UID is there
-                    self._created[(str(meta.get("namespace")), str(meta.get("name")))] = str(meta["uid"])
-                    if len(self._created) > 10_000:
-                        self._created.pop(next(iter(self._created)))
-                # the Pod is in the cache at once: the next dispatch counts its task as running even before the
-                # task's status says so, and the task's reconcile does not ask the API for a Pod the watch lags on.
-                # What it concerns is enqueued but its own task, whose reconcile (or admission) made it
-                refs = self.cache.observe("Pod", "ADDED", made)
-                pod = self.cache.pods.get((str(made["metadata"].get("namespace", "")), str(made["metadata"]["name"])))
-                self._mark([r for r in refs if pod is None or r != ("AgentTask", pod.namespace, pod.task)])
-        elif isinstance(a, DeletePod):
-            await asyncio.to_thread(self.kube.delete_pod, a.namespace, a.name, a.grace_seconds)
-        elif isinstance(a, CreateObject):
-            created = await asyncio.to_thread(self.kube.create, a.manifest)
-            if created is not None:
-                self._mark(self.cache.observe(str(created.get("kind")), "ADDED", created))
-        elif isinstance(a, PatchObject):
-            patched = await asyncio.to_thread(self.kube.patch, a.kind, a.namespace, a.name, a.body)
-            if patched is not None:
-                self._mark(self.cache.observe(a.kind, "MODIFIED", patched))
-        elif isinstance(a, WriteStatus):
-            status = self._with_pod_uids(a) if a.kind == "AgentTask" and self._created else a.status
-            written = await asyncio.to_thread(self.kube.patch_status, a.kind, a.namespace, a.name, status,
-                                              resource_version=a.resource_version)
-            self.writes += 1
-            if written is not None:
-                for c in a.counts:
-                    c.count()
-                refs = self.cache.written(a.kind, written, a.resource_version)
-                self._mark([r for r in refs if r != (a.kind, a.namespace, a.name)])
-        elif isinstance(a, RecordEvent):
-            if self._allow_event(a):
-                await asyncio.to_thread(self.kube.event, a.obj, a.type, a.reason, a.message)
-        elif isinstance(a, Requeue):
-            self.queue.add_at(a.ref, a.at)
-        else:
-            await asyncio.to_thread(a.fn)
+        match a:
+            case CreatePod():
+                await self._create_pod(a)
+            case DeletePod():
+                await asyncio.to_thread(self.kube.delete_pod, a.namespace, a.name, a.grace_seconds)
+            case CreateObject():
+                created = await asyncio.to_thread(self.kube.create, a.manifest)
+                if created is not None:
+                    self._mark(self.cache.observe(str(created.get("kind")), "ADDED", created))
+            case PatchObject():
+                patched = await asyncio.to_thread(self.kube.patch, a.kind, a.namespace, a.name, a.body)
+                if patched is not None:
+                    self._mark(self.cache.observe(a.kind, "MODIFIED", patched))
+            case WriteStatus():
+                status = self._with_pod_uids(a) if a.kind == "AgentTask" and self._created else a.status
+                written = await asyncio.to_thread(self.kube.patch_status, a.kind, a.namespace, a.name, status,
+                                                  resource_version=a.resource_version)
+                self.writes += 1
+                if written is not None:
+                    for c in a.counts:
+                        c.count()
+                    refs = self.cache.written(a.kind, written, a.resource_version)
+                    self._mark([r for r in refs if r != (a.kind, a.namespace, a.name)])
+            case RecordEvent():
+                if self._allow_event(a):
+                    await asyncio.to_thread(self.kube.event, a.obj, a.type, a.reason, a.message)
+            case Requeue():
+                self.queue.add_at(a.ref, a.at)
+            case Call():
+                await asyncio.to_thread(a.fn)
+            case _:
+                assert_never(a)  # a new kind of action must be carried out here (mypy --strict says where)
+
+    async def _create_pod(self, a: CreatePod) -> None:
+        made = await asyncio.to_thread(self.kube.create_pod, a.manifest)
+        if made is None:
+            log.info("pod %s/%s exists already (adopted)", a.manifest["metadata"].get("namespace"),
+                     a.manifest["metadata"]["name"])
+        elif made.get("metadata"):
+            meta = made["metadata"]
+            if meta.get("uid"):
+                # recorded on the attempt by the task's status write that follows (no extra write): the gateway
+                # serves the Pod only once its UID is there
+                self._created[(str(meta.get("namespace")), str(meta.get("name")))] = str(meta["uid"])
+                if len(self._created) > 10_000:
+                    self._created.pop(next(iter(self._created)))
+            # the Pod is in the cache at once: the next dispatch counts its task as running even before the
+            # task's status says so, and the task's reconcile does not ask the API for a Pod the watch lags on.
+            # What it concerns is enqueued but its own task, whose reconcile (or admission) made it
+            refs = self.cache.observe("Pod", "ADDED", made)
+            pod = self.cache.pods.get((str(made["metadata"].get("namespace", "")), str(made["metadata"]["name"])))
+            self._mark([r for r in refs if pod is None or r != ("AgentTask", pod.namespace, pod.task)])
 
     def _with_pod_uids(self, a: WriteStatus) -> Mapping[str, Any]:
         """``a.status`` with ``podUID`` filled in on the attempts whose Pod this executor created."""

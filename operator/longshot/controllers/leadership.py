@@ -27,25 +27,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
-from typing import Any
-
-import kubernetes
+from datetime import datetime
 
 from longshot import config
 from longshot.api import timeutil
 from longshot.core import sharding
-from longshot.runtime import leader
+from longshot.runtime import kube, leader
 
 log = logging.getLogger("longshot.leadership")
 
 
 class Leadership:
-    def __init__(self, client: kubernetes.client.ApiClient, settings: config.Settings, *,
+    def __init__(self, client: kube.ApiClient, settings: config.Settings, *,
                  shards: Callable[[], set[str]], on_change: Callable[[], None],
                  clock: Callable[[], datetime] = timeutil.utcnow) -> None:
         self.client = client
@@ -53,7 +49,6 @@ class Leadership:
         self.shards_fn = shards
         self.on_change = on_change
         self.clock = clock
-        self.api = kubernetes.client.CoordinationV1Api(client)
         s = settings
         self.member = leader.LeaderElector(
             client, namespace=s.namespace, name=leader.member_lease_name(s.identity), identity=s.identity,
@@ -130,18 +125,9 @@ class Leadership:
                 await self._release(shard, f"assigned to {owner}" if owner else "no longer active")
 
     async def live_members(self) -> set[str]:
-        resp: Any = await asyncio.to_thread(self.api.list_namespaced_lease, self.settings.namespace,
-                                            label_selector=f"{leader.KIND_LABEL}=member", _preload_content=False,
-                                            _request_timeout=max(1.0, self.settings.lease_renew_seconds * 2))
-        now = self.clock()
-        live: set[str] = set()
-        for item in json.loads(resp.data).get("items", []):
-            spec: dict[str, Any] = item.get("spec") or {}
-            holder, renew = spec.get("holderIdentity"), timeutil.parse(spec.get("renewTime"))
-            duration = int(spec.get("leaseDurationSeconds") or 0)
-            if holder and renew is not None and renew + timedelta(seconds=duration) >= now:
-                live.add(str(holder))
-        return live
+        return await asyncio.to_thread(leader.live_holders, self.client, self.settings.namespace,
+                                       f"{leader.KIND_LABEL}=member", self.clock(),
+                                       max(1.0, self.settings.lease_renew_seconds * 2))
 
     def _campaign(self, shard: str) -> None:
         s = self.settings

@@ -18,6 +18,7 @@ from longshot.api import mergejob, objects, timeutil
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
+from longshot.core import effects as fx
 from longshot.core import mergejobs as mj
 from longshot.core import plan, scheduler
 from longshot.core.effects import EmitEvent, SetCondition
@@ -92,14 +93,9 @@ def fixer_manifest(build: objects.BuildRequest, name: str, *, branch: str, descr
 
 def decide(job: objects.MergeJob, state: mj.JobState, events: Sequence[mj.Event],
            now: datetime) -> tuple[mj.JobState, list[mj.Effect]]:
-    effects: list[mj.Effect] = []
-    for e in events:
-        try:
-            state, more = mj.decide(state, e, now=now)
-        except mj.InvalidTransition as err:
-            log.error("%s", err)
-            continue
-        effects.extend(more)
+    state, effects, invalid = fx.fold(lambda s, e: mj.decide(s, e, now=now), state, events)
+    for err in invalid:
+        log.error("%s", err)
     return state, effects
 
 

@@ -201,11 +201,9 @@ class QueueReconciler:
             if job.name in unseen:
                 continue
             events: list[mj.Event] = []
-            if state.phase == mj.CONFLICTED and not state.terminal:
-                if state.conflict_base != head:
-                    events.append(mj.TargetMoved(head))
-                elif not moving:
-                    events.append(mj.TargetIdle(head))  # its retry would never come
+            moved = mj.target_event(state, head, moving)
+            if moved is not None:
+                events.append(moved)
             if state.phase == mj.QUEUED and state.checks == "pending":
                 events.extend(await self._checks(job, build, w, out))
                 checked += 1

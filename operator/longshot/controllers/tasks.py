@@ -40,6 +40,7 @@ from longshot.controllers import executor as ex
 from longshot.controllers import fanout as fanoutc
 from longshot.controllers import taskinput
 from longshot.core import binding, failures, fanout, plan, tasks
+from longshot.core import effects as fx
 from longshot.core.effects import EmitEvent, SetCondition
 from longshot.runtime import handoffs, pods
 
@@ -356,14 +357,10 @@ class TaskReconciler:
     def _decide(self, task: objects.AgentTask, build: objects.BuildRequest, state: tasks.TaskState,
                 events: Sequence[tasks.Event], now: datetime, pre: list[ex.Action],
                 extra: dict[str, Any] | None = None, pod_uid: tuple[int, str] | None = None) -> list[ex.Action]:
-        effects: list[tasks.Effect] = []
-        for event in events:
-            try:
-                state, more = tasks.decide(state, event, now=now, rand=self.ctx.rand)
-            except tasks.InvalidTransition as e:
-                log.error("task %s/%s: %s", task.namespace, task.name, e)
-                continue
-            effects.extend(more)
+        state, effects, invalid = fx.fold(lambda s, e: tasks.decide(s, e, now=now, rand=self.ctx.rand), state,
+                                          events)
+        for err in invalid:
+            log.error("task %s/%s: %s", task.namespace, task.name, err)
         if pod_uid is not None and pod_uid[0] != state.attempt:
             pod_uid = None  # the next attempt's Pod, not adopted by these events
         if not effects and task.status.conditions and not extra and pod_uid is None:

@@ -8,21 +8,45 @@ time (timers: backoffs, sweeps, error retries).
   capped at ``cap``; :meth:`forget` (after a success) resets its failure count. A failed reconcile is never
   dropped.
 * :meth:`add_at` holds a reference until a time; the earliest such time is :meth:`next_due`.
-* :meth:`claim` takes one reference out of turn (the dispatcher admitting a task while the step works): it is
-  processing until :meth:`done`, exactly as if :meth:`take` had handed it out.
+* :meth:`claim` takes one reference out of turn (the dispatcher admitting a task while the task controller's
+  workers run): it is processing until :meth:`done`, exactly as if :meth:`take` had handed it out.
+* :meth:`get` waits for the next reference a worker may process (controller-runtime's ``Get``); :meth:`take`
+  hands out every due one at once (a controller's :meth:`~longshot.controllers.controller.Controller.drain`).
 
-The clock is injected; the queue does no I/O and no waiting itself (the manager waits on :attr:`wake`).
+The clock is injected; the queue does no I/O. :class:`Queues` routes references to the queue of their kind: every
+kind has its own queue and workers (``controllers/controller.py``), one facade for whoever enqueues.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
-from collections.abc import Callable, Iterable
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 T = TypeVar("T")
+Ref = tuple[str, str, str]
+"""(kind, namespace, name): what :class:`Queues` routes (``controllers.cache.Ref``)."""
+
+log = logging.getLogger(__name__)
+
+
+class ShutDown(Exception):
+    """The queue was shut down: :meth:`WorkQueue.get` hands out nothing more (client-go's ``ShuttingDown``)."""
+
+
+class Enqueuer(Protocol):
+    """What reconcilers, the executor and the cache's observers need of the work queues: to add references, now or
+    at a time. :class:`Queues` (every controller's queue) and a single :class:`WorkQueue` of references (unit
+    tests) both are one."""
+
+    def add_all(self, refs: Iterable[Ref]) -> None: ...
+
+    def add_at(self, ref: Ref, when: datetime) -> None: ...
 
 
 class WorkQueue(Generic[T]):
@@ -35,6 +59,7 @@ class WorkQueue(Generic[T]):
         self._failures: dict[T, int] = {}
         self._timers: list[tuple[datetime, int, T]] = []
         self._seq = 0
+        self._shut = False
         self.wake = asyncio.Event()
 
     def __len__(self) -> int:
@@ -117,3 +142,96 @@ class WorkQueue(Generic[T]):
     def pending(self) -> int:
         """Dirty references plus timers."""
         return len(self._dirty) + len(self._timers)
+
+    def in_flight(self) -> int:
+        """References being processed now."""
+        return len(self._processing)
+
+    def shut_down(self) -> None:
+        """Hand out nothing more: every :meth:`get`, waiting or to come, raises :class:`ShutDown` (the workers
+        finish what they hold and stop)."""
+        self._shut = True
+        self.wake.set()
+
+    async def get(self) -> T:
+        """The next reference to process, once there is one (a dirty reference not being processed, or a timer
+        that came due); it is processing until :meth:`done`. Any number of workers may wait at once: each
+        reference goes to one of them. Raises :class:`ShutDown` once :meth:`shut_down` was called."""
+        while True:
+            if self._shut:
+                raise ShutDown()
+            got = self.take(1)
+            if got:
+                if self._dirty or self._timers:
+                    self.wake.set()  # more for the other workers
+                return got[0]
+            self.wake.clear()
+            due = self.next_due()
+            timeout = None if due is None else max(0.0, (due - self.clock()).total_seconds())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=timeout)
+
+
+class Queues:
+    """Every controller's work queue behind one facade: a reference goes to the queue of its kind
+    (``ref[0]``). The reconcilers, the executor and the cache's observers enqueue through it without knowing
+    which controller processes what. A reference of a kind no controller handles is dropped with a log line."""
+
+    def __init__(self, queues: Mapping[str, WorkQueue[Ref]]) -> None:
+        self.by_kind = dict(queues)
+
+    def _queue(self, ref: Ref) -> WorkQueue[Ref] | None:
+        q = self.by_kind.get(ref[0])
+        if q is None:
+            log.debug("no controller for %s: %s/%s not enqueued", *ref)
+        return q
+
+    def add(self, ref: Ref) -> None:
+        q = self._queue(ref)
+        if q is not None:
+            q.add(ref)
+
+    def add_all(self, refs: Iterable[Ref]) -> None:
+        groups: dict[str, list[Ref]] = defaultdict(list)
+        for r in refs:
+            groups[r[0]].append(r)
+        for group in groups.values():
+            q = self._queue(group[0])
+            if q is not None:
+                q.add_all(group)
+
+    def add_at(self, ref: Ref, when: datetime) -> None:
+        q = self._queue(ref)
+        if q is not None:
+            q.add_at(ref, when)
+
+    def add_after(self, ref: Ref, seconds: float) -> None:
+        q = self._queue(ref)
+        if q is not None:
+            q.add_after(ref, seconds)
+
+    def retry(self, ref: Ref) -> float:
+        return self.by_kind[ref[0]].retry(ref)
+
+    def forget(self, ref: Ref) -> None:
+        self.by_kind[ref[0]].forget(ref)
+
+    def failures(self, ref: Ref) -> int:
+        return self.by_kind[ref[0]].failures(ref)
+
+    def claim(self, ref: Ref) -> bool:
+        return self.by_kind[ref[0]].claim(ref)
+
+    def busy(self, ref: Ref) -> bool:
+        return self.by_kind[ref[0]].busy(ref)
+
+    def done(self, ref: Ref) -> None:
+        self.by_kind[ref[0]].done(ref)
+
+    def pending(self) -> int:
+        """Dirty references plus timers, over every queue."""
+        return sum(q.pending() for q in self.by_kind.values())
+
+    def next_due(self) -> datetime | None:
+        dues = [d for d in (q.next_due() for q in self.by_kind.values()) if d is not None]
+        return min(dues) if dues else None

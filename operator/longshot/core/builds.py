@@ -35,7 +35,7 @@ from typing import Any, Final, Literal
 
 from longshot.api import conditions as c
 from longshot.api.handoff import PlannedTask
-from longshot.core import plan
+from longshot.core import effects, plan
 from longshot.core.effects import EmitEvent, SetCondition
 
 BuildPhase = Literal["Pending", "Planning", "Working", "Merging", "Finalizing", "Succeeded", "Failed"]
@@ -59,8 +59,7 @@ credentials, the budget, an answer or an approval lets the build go on."""
 """Reasons of ``Stalled=True`` that mean the build is finished (failed), not waiting on a person."""
 
 
-class InvalidTransition(RuntimeError):
-    """The event cannot happen in this phase."""
+InvalidTransition = effects.InvalidTransition
 
 
 @dataclass(frozen=True)

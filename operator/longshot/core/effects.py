@@ -6,8 +6,35 @@ ones it emits. The shell carries them out in order and writes the new state's st
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
+
+S = TypeVar("S")
+E = TypeVar("E")
+F = TypeVar("F")
+
+
+class InvalidTransition(RuntimeError):
+    """The event cannot happen in this phase; the shell's view of the world is wrong (a bug). One class for every
+    decider (``core.tasks``, ``core.builds``, ``core.mergejobs`` re-export it)."""
+
+
+def fold(decide: Callable[[S, E], tuple[S, list[F]]], state: S,
+         events: Iterable[E]) -> tuple[S, list[F], list[InvalidTransition]]:
+    """Every event through ``decide`` in turn: the last state, every effect in order, and the events that were
+    impossible (skipped, not retried: they would be impossible again; the shell logs them). The one loop every
+    reconciler folds its events with."""
+    effects: list[F] = []
+    invalid: list[InvalidTransition] = []
+    for event in events:
+        try:
+            state, more = decide(state, event)
+        except InvalidTransition as e:
+            invalid.append(e)
+            continue
+        effects.extend(more)
+    return state, effects, invalid
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
 from longshot.api import conditions as c
-from longshot.core import names
+from longshot.core import effects, names
 from longshot.core.effects import EmitEvent, SetCondition
 
 Phase = Literal["Queued", "AwaitingApproval", "Testing", "Merged", "Conflicted", "Failed", "Superseded"]
@@ -61,8 +61,7 @@ WAITING_FOR_DEPENDENCIES: Final = "WaitingForDependencies"
 """Reason of the ``Queued`` condition of a stacked branch waiting for its dependencies to merge."""
 
 
-class InvalidTransition(RuntimeError):
-    """The event cannot happen in this phase."""
+InvalidTransition = effects.InvalidTransition
 
 
 @dataclass(frozen=True)
@@ -343,6 +342,19 @@ def target_can_move(states: Iterable[JobState]) -> bool:
     its dependencies moves nothing until they merge: counted, it would leave a conflicted dependency and itself
     waiting for each other for ever."""
     return any(s.phase in (QUEUED, TESTING, AWAITING_APPROVAL) and not s.waiting for s in states)
+
+
+def target_event(state: JobState, head: str, moving: bool) -> Event | None:
+    """What a conflicted job learns from the target's head: it moved since the conflict (``TargetMoved``: try
+    again), or it did not and nothing in the queue can move it (``TargetIdle``: its retry would never come, a fixer
+    takes the branch over). None: wait (not conflicted, terminal, or another job may still move the target)."""
+    if state.phase != CONFLICTED or state.terminal:
+        return None
+    if state.conflict_base != head:
+        return TargetMoved(head)
+    if not moving:
+        return TargetIdle(head)
+    return None
 
 
 def fixer_name(task: str) -> str:

@@ -43,7 +43,7 @@ from longshot.api.agenttask import INITIAL_CONDITIONS, PENDING_MESSAGE, HandoffS
 from longshot.api.buildrequest import RetryPolicy
 from longshot.api.exitcodes import FailureClass
 from longshot.api.handoff import Handoff, HandoffError, PlannedTask
-from longshot.core import backoff, failures, fanout, names
+from longshot.core import backoff, effects, failures, fanout, names
 from longshot.core.effects import EmitEvent, SetCondition
 
 Phase = Literal["Pending", "Backoff", "Running", "AwaitingInput", "Succeeded", "Failed", "Cancelled"]
@@ -65,8 +65,7 @@ STOP_REASON: Final[Mapping[str, str]] = {"Auth": "AuthFailed", "Configuration": 
                                          "BudgetExceeded": "BudgetExceeded"}
 
 
-class InvalidTransition(RuntimeError):
-    """The event cannot happen in this phase; the shell's view of the world is wrong (a bug)."""
+InvalidTransition = effects.InvalidTransition
 
 
 # --- state -------------------------------------------------------------------------------------------

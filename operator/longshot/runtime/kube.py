@@ -25,6 +25,16 @@ from longshot.api import conditions
 
 log = logging.getLogger(__name__)
 
+ApiClient = kubernetes.client.ApiClient
+"""The Kubernetes client's connection, for the shell to pass along: no module outside ``runtime/`` (and the entry
+points) imports ``kubernetes`` itself (an import-linter contract)."""
+
+
+def is_api_error(e: BaseException) -> bool:
+    """An error the API server answered (logged without a traceback: the answer says it all)."""
+    return isinstance(e, ApiException)
+
+
 PLURALS = {"BuildRequest": "buildrequests", "AgentTask": "agenttasks", "MergeJob": "mergejobs"}
 COMPONENT = "longshot-operator"
 

@@ -374,6 +374,23 @@ class LeaderElector:
             logger.exception("leader-election callback failed (Lease %s/%s)", self.namespace, self.name)
 
 
+def live_holders(api_client: kubernetes.client.ApiClient, namespace: str, selector: str, now: datetime,
+                 timeout: float) -> set[str]:
+    """The holders of the Leases matching ``selector`` whose last renewal has not expired at ``now`` (blocking:
+    run it in a thread)."""
+    api = kubernetes.client.CoordinationV1Api(api_client)
+    resp: Any = api.list_namespaced_lease(namespace, label_selector=selector, _preload_content=False,
+                                          _request_timeout=timeout)
+    live: set[str] = set()
+    for item in json.loads(resp.data).get("items", []):
+        spec: dict[str, Any] = item.get("spec") or {}
+        holder, renew = spec.get("holderIdentity"), _parse_time(spec.get("renewTime"))
+        duration = int(spec.get("leaseDurationSeconds") or 0)
+        if holder and renew is not None and renew + timedelta(seconds=duration) >= now:
+            live.add(str(holder))
+    return live
+
+
 def _describe(e: BaseException) -> str:
     if isinstance(e, kubernetes.client.ApiException):
         return f"HTTP {e.status} {e.reason}"

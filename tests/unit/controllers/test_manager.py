@@ -318,14 +318,14 @@ async def test_a_merge_queue_busy_with_git_does_not_hold_up_dispatch_and_a_wedge
     # the queue's reference is not handed out twice while it runs
     m.queue.add(("Queue", "", "shard|main"))
     await m.step()
-    assert len(m._detached) == 1
+    assert len(m.controllers["Queue"].in_flight) == 1
     assert m.healthy()
     mono[0] += managermod.DETACHED_STALL_SECONDS + 1
     m.heartbeat = mono[0]
     assert not m.healthy()  # the loop turns, but the merge queue is wedged
     release.set()
     await m.settle()
-    assert m.healthy() and not m._detached
+    assert m.healthy() and not m.controllers["Queue"].in_flight
 
 
 async def test_a_dispatch_burst_creates_every_pod_before_any_status_write(world):
@@ -390,7 +390,7 @@ async def test_a_slow_admission_is_logged_with_where_the_dispatch_ran(world, cap
 
     fake.create_pod = slow_create  # type: ignore[method-assign]
     fake.create(build())
-    with caplog.at_level("INFO", logger="longshot.manager"):
+    with caplog.at_level("INFO", logger="longshot.dispatch"):
         await sync()
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dispatch (")]
     assert lines and "1 of 1 Pods created 2.0-2.0s after their task could start" in lines[0], lines
@@ -555,18 +555,27 @@ async def test_a_task_being_reconciled_is_admitted_after_its_reconcile_not_besid
             await release.wait()
         return await tasks_reconciled(ns, name)
 
-    real_dispatch = m._dispatch
+    real_dispatch = m.dispatcher.dispatch
 
-    async def spy(where: str = "") -> None:
-        await real_dispatch(where)
-        if where == "a Pod ended":
+    async def spy(why: str = "") -> None:
+        await real_dispatch(why)
+        if "a Pod ended" in why:
             dispatched.set()
 
     creates: list[str] = []
     real_create = fake.create_pod
-    fake.create_pod = lambda pod: (creates.append(pod["metadata"]["name"]), real_create(pod))[1]  # type: ignore[method-assign]
+    created = asyncio.Event()
+
+    def create_pod(pod: Any) -> Any:
+        creates.append(pod["metadata"]["name"])
+        made = real_create(pod)
+        if pod["metadata"]["name"] == second:
+            created.set()
+        return made
+
+    fake.create_pod = create_pod  # type: ignore[method-assign]
     m.reconcilers = {**m.reconcilers, "AgentTask": slow_task}
-    m._dispatch = spy  # type: ignore[method-assign]
+    m.dispatcher.dispatch = spy  # type: ignore[method-assign]
     runner = asyncio.create_task(m.run())
     m.queue.add(("AgentTask", "ns", second[:-3]))
     await asyncio.wait_for(entered.wait(), timeout=30)
@@ -575,9 +584,9 @@ async def test_a_task_being_reconciled_is_admitted_after_its_reconcile_not_besid
     await asyncio.wait_for(dispatched.wait(), timeout=30)
     assert ("ns", second) not in fake.pods  # chosen, but its reconcile is in flight
     release.set()
+    await asyncio.wait_for(created.wait(), timeout=30)  # the dispatch after the task's reconcile admitted it
     m.stop()
     await asyncio.wait_for(runner, timeout=30)
-    assert ("ns", second) in fake.pods  # the step's dispatch after the task reconciles admitted it
     await sync()
     assert creates.count(second) == 1
     assert [a["pod"] for a in status(fake, "AgentTask", second[:-3])["attempts"]] == [second]
@@ -610,28 +619,30 @@ async def test_a_dispatch_that_reads_what_the_last_plan_read_makes_no_plan_and_a
     assert len(plans) == 3
 
 
-async def test_a_slow_step_is_logged_with_what_it_spent_its_time_on(world, caplog):
-    """Every event waits for the step in progress: a step that took seconds says which kind's reconciles or the
-    dispatch took them (the first thing to know about a slow operator at 3 a.m.); a quick step says nothing."""
+async def test_a_slow_reconcile_is_logged_with_its_kind_and_object(world, caplog):
+    """A reconcile that took seconds says which kind and object took them (the first thing to know about a slow
+    operator at 3 a.m.); a quick one says nothing."""
+    from longshot.controllers import controller
+
     fake, m, _clock, mono, sync = world
     fake.create(build())
     await sync()
     builds_reconciled = m.reconcilers["BuildRequest"]
 
     async def slow_build(ns: str, name: str) -> list[Any]:
-        mono[0] += managermod.SLOW_STEP_SECONDS + 2
+        mono[0] += controller.SLOW_RECONCILE_SECONDS + 2
         return await builds_reconciled(ns, name)
 
     m.reconcilers = {**m.reconcilers, "BuildRequest": slow_build}
     m.queue.add(("AgentTask", "ns", "b-planner"))
-    with caplog.at_level("WARNING", logger="longshot.manager"):
+    with caplog.at_level("WARNING", logger="longshot.controller"):
         await m.step()
-    assert not any("manager step" in r.getMessage() for r in caplog.records)  # no build reconciled: quick
+    assert not any("took" in r.getMessage() for r in caplog.records)  # no build reconciled: quick
     m.queue.add(("BuildRequest", "ns", "b"))
-    with caplog.at_level("WARNING", logger="longshot.manager"):
+    with caplog.at_level("WARNING", logger="longshot.controller"):
         await m.step()
-    slow = [r.getMessage() for r in caplog.records if "manager step" in r.getMessage()]
-    assert len(slow) == 1 and f"1 BuildRequest {managermod.SLOW_STEP_SECONDS + 2:.1f}s" in slow[0], slow
+    slow = [r.getMessage() for r in caplog.records if "took" in r.getMessage()]
+    assert slow == [f"a reconcile of BuildRequest ns/b took {controller.SLOW_RECONCILE_SECONDS + 2:.1f}s"], slow
 
 
 def merged_job(name: str, task: str) -> dict[str, Any]:

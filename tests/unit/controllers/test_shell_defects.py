@@ -17,6 +17,7 @@ from fake_kube import Clock, FakeKube, build
 
 from longshot import config, metrics
 from longshot.api import handoff as ho
+from longshot.controllers import dispatcher
 from longshot.controllers import manager as managermod
 from longshot.runtime import kube
 
@@ -61,9 +62,11 @@ def plan_of(n: int) -> str:
 # --- A ----------------------------------------------------------------------------------------------------------
 
 
-async def test_a_step_that_raises_outside_a_reconcile_leaves_no_reference_processing():
+async def test_a_dispatch_that_raises_leaves_no_reference_processing():
     """A suspended build whose first dispatch raised once never got its Suspended condition, even after five more
-    steps and a resync: the step had taken its reference and never handed it back."""
+    steps and a resync: the step had taken its reference and never handed it back. Now every controller hands back
+    what it took in its own ``finally``, and the dispatcher is a controller of its own: its failure is its own
+    retry."""
     fake, clock, mono = FakeKube(), Clock(), [0.0]
     m = manager(fake, clock, mono)
     fake.create(build())
@@ -71,19 +74,18 @@ async def test_a_step_that_raises_outside_a_reconcile_leaves_no_reference_proces
     obj = fake.patch("BuildRequest", "ns", "b", {"spec": {"suspend": True}})
     m.observe("BuildRequest", "MODIFIED", obj)  # the one and only event
 
-    dispatch = m._dispatch
+    dispatch = m.dispatcher.dispatch
     raised: list[str] = []
 
-    async def dispatch_raising_once(where: str = "") -> None:
+    async def dispatch_raising_once(why: str = "") -> None:
         if not raised:
-            raised.append(where)
+            raised.append(why)
             raise RuntimeError("a bug in the dispatch")
-        await dispatch(where)
+        await dispatch(why)
 
-    m._dispatch = dispatch_raising_once  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError):
-        await m.step()
-    assert raised
+    m.dispatcher.dispatch = dispatch_raising_once  # type: ignore[method-assign]
+    await m.step()
+    assert raised  # and retried with its key's backoff
     assert not m.queue.busy(("BuildRequest", "ns", "b"))  # handed back, whatever raised
     for _ in range(5):
         clock.now += timedelta(seconds=1)
@@ -92,24 +94,46 @@ async def test_a_step_that_raises_outside_a_reconcile_leaves_no_reference_proces
     assert cond(st, "Suspended").get("status") == "True" and st["phase"] == "Suspended"
 
 
-async def test_a_loop_whose_steps_keep_raising_is_unhealthy_and_one_good_step_heals_it():
+async def test_a_dispatcher_that_keeps_raising_is_unhealthy_and_one_good_dispatch_heals_it():
     fake, clock, mono = FakeKube(), Clock(), [0.0]
     m = manager(fake, clock, mono)
     fake.create(build())
     await sync(fake, m)
     assert m.healthy()
 
-    async def broken(where: str = "") -> None:
+    async def broken(why: str = "") -> None:
         raise RuntimeError("a bug in the dispatch")
 
-    dispatch = m._dispatch
-    m._dispatch = broken  # type: ignore[method-assign]
+    dispatch = m.dispatcher.dispatch
+    m.dispatcher.dispatch = broken  # type: ignore[method-assign]
+    for _ in range(dispatcher.FAILURES_UNHEALTHY):
+        assert m.healthy()
+        m.dispatcher.poke("test")
+        clock.now += timedelta(seconds=60)  # past its backoff
+        await m.step()
+    assert not m.healthy()  # the housekeeping turned every time, but dispatch does nothing useful
+    m.dispatcher.dispatch = dispatch  # type: ignore[method-assign]
+    clock.now += timedelta(seconds=60)
+    await m.step()
+    assert m.healthy()
+
+
+async def test_housekeeping_that_keeps_raising_is_unhealthy_and_one_good_turn_heals_it():
+    fake, clock, mono = FakeKube(), Clock(), [0.0]
+    m = manager(fake, clock, mono)
+    fake.create(build())
+    await sync(fake, m)
+
+    def broken() -> None:
+        raise RuntimeError("a bug in the gauges")
+
+    gauges = m._gauges
+    m._gauges = broken  # type: ignore[method-assign]
     for _ in range(managermod.STEP_FAILURES_UNHEALTHY):
         assert m.healthy()
-        with pytest.raises(RuntimeError):
-            await m.step()
-    assert not m.healthy()  # the heartbeat turned every time, but the loop does nothing useful
-    m._dispatch = dispatch  # type: ignore[method-assign]
+        await m.step()
+    assert not m.healthy()
+    m._gauges = gauges  # type: ignore[method-assign]
     await m.step()
     assert m.healthy()
 

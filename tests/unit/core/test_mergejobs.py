@@ -94,6 +94,18 @@ def test_a_conflict_goes_to_a_fixer_when_nothing_else_will_move_the_target():
     assert again == s and effects == []
 
 
+@pytest.mark.parametrize(("state", "head", "moving", "event"), [
+    (job("Queued"), "t1", False, None),  # not conflicted: nothing to learn
+    (job("Conflicted", conflicts=1, conflict_base="t1"), "t2", False, mj.TargetMoved("t2")),
+    (job("Conflicted", conflicts=1, conflict_base="t1"), "t1", True, None),  # another job may move it: wait
+    (job("Conflicted", conflicts=1, conflict_base="t1"), "t1", False, mj.TargetIdle("t1")),
+    (job("Conflicted", conflicts=3, conflict_base="t1", max_conflict_retries=2), "t2", False, None),  # terminal
+])
+def test_what_a_conflicted_job_learns_from_the_target_s_head(state: Any, head: str, moving: bool,
+                                                               event: Any) -> None:
+    assert mj.target_event(state, head, moving) == event
+
+
 def test_a_stacked_job_waiting_for_its_dependencies_does_not_count_as_moving_the_target():
     """A stacked job waiting for the conflicted job it depends on cannot move the target before that one merges:
     counted, the conflicted job waited for it and it for the conflicted job, for ever."""

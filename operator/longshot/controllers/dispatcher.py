@@ -1,0 +1,223 @@
+"""The dispatch controller: a controller with a single key. Whatever may free a worker slot or ready a task (an agent
+Pod that ended, a reconcile that wrote a status, the resync, the killswitch, a change of shards) enqueues that key;
+the work queue's de-duplication turns a burst of such events into one plan (``dispatch.plan``: which pending tasks
+start now), and its one worker admits the chosen tasks.
+
+* A plan that would read what the last one read (the cache's version, the killswitch) is not made: it would choose
+  the same tasks. An admission that failed, or a chosen task that could not be claimed, plans again next time.
+* Admission, for every chosen task at once: first every Pod (a task's dispatch latency ends when its Pod exists),
+  then the status writes and Events, outside the plan's lock. A chosen task whose reconcile is in flight is not
+  admitted beside it: the task's reference is claimed in the task controller's queue until its admission is
+  written, and one that cannot be claimed is admitted by the next plan.
+* A dispatch that raises is retried with the key's backoff, as any reconcile; ``FAILURES_UNHEALTHY`` in a row make
+  :meth:`healthy` False.
+* Between two plans the worker waits at least as long as the last plan took (its cost grows with the tasks: ~0.1 s
+  at 10,000), so dispatch never holds more than half of the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Final
+
+from longshot import metrics
+from longshot.controllers import cache as cachemod
+from longshot.controllers import context as ctxmod
+from longshot.controllers import dispatch, workqueue
+from longshot.controllers import executor as ex
+from longshot.controllers import tasks as tasksc
+from longshot.controllers.controller import bounded
+from longshot.runtime import kube
+
+log = logging.getLogger("longshot.dispatch")
+
+KEY: Final = ("Dispatch", "", "dispatch")
+"""The controller's one reference."""
+BATCH_SECONDS: Final = 0.02
+"""Let a burst of events land before a plan."""
+SLOW_DISPATCH_SECONDS: Final = 1.0
+"""An admission whose Pod was created this long after its task could start is logged (with why it was dispatched)."""
+CONCURRENCY: Final = 32
+"""Admissions' API calls in flight."""
+FAILURES_UNHEALTHY: Final = 10
+STALL_SECONDS: Final = 60.0
+
+
+class Dispatcher:
+    def __init__(self, ctx: ctxmod.Context, tasks: tasksc.TaskReconciler, executor: ex.Executor,
+                 task_queue: workqueue.WorkQueue[workqueue.Ref], *, clock: Callable[[], datetime],
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.ctx = ctx
+        self.tasks = tasks
+        self.executor = executor
+        self.task_queue = task_queue
+        """The task controller's queue: a task being admitted is claimed there (never reconciled at once)."""
+        self.clock = clock
+        self.monotonic = monotonic
+        self.queue: workqueue.WorkQueue[workqueue.Ref] = workqueue.WorkQueue(clock, base_delay=0.5, max_delay=30.0)
+        self.why: list[str] = []
+        """Why the key was enqueued since the last plan (said in the log of a slow admission)."""
+        self.poked: datetime | None = None
+        """When the key was first enqueued since the last plan: a ready task the last plan held back may start from
+        then (its dispatch latency counts from there, not from when it became ready)."""
+        self.slot_freed: datetime | None = None
+        """When an agent Pod was last seen to end (a worker slot came free): a held task's dispatch latency counts
+        from then when that is later than when it became ready."""
+        self.planned: tuple[int, bool] | None = None
+        """What the last plan read (the cache's version, the killswitch); None: the next dispatch plans."""
+        self.plan_seconds = 0.0
+        self.failures = 0
+        """Dispatches in a row that raised."""
+        self.started: float | None = None
+        """When the dispatch in flight started (monotonic); None: none is."""
+        self.admissions = asyncio.Semaphore(CONCURRENCY)
+
+    # --- input ---------------------------------------------------------------------------------------
+
+    def poke(self, why: str) -> None:
+        """Something that may change the plan happened: dispatch soon (bursts coalesce)."""
+        if len(self.why) < 8 and why not in self.why:
+            self.why.append(why)
+        if self.poked is None:
+            self.poked = self.clock()
+        self.queue.add(KEY)
+
+    def pod_ended(self) -> None:
+        self.slot_freed = self.clock()
+        self.poke("a Pod ended")
+
+    def replan(self, why: str) -> None:
+        """Plan at the next dispatch even if nothing the last plan read has changed (shards moved, the resync)."""
+        self.planned = None
+        self.poke(why)
+
+    # --- the controller ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The one worker, until the queue is shut down (it finishes the dispatch in flight) or it is cancelled."""
+        while True:
+            try:
+                await self.queue.get()
+            except workqueue.ShutDown:
+                return
+            await asyncio.sleep(BATCH_SECONDS)  # the rest of the burst lands
+            await self.process()
+            await asyncio.sleep(self.plan_seconds)
+
+    async def drain(self) -> int:
+        """Dispatch now if the key is due (tests and :meth:`Manager.step`); how many dispatches ran (0 or 1)."""
+        if not self.queue.take():
+            return 0
+        await self.process()
+        return 1
+
+    async def process(self) -> None:
+        """One dispatch; the key was taken from the queue and is handed back here, whatever happens."""
+        why, self.why = ", ".join(self.why) or "resync", []
+        poked, self.poked = self.poked, None
+        if poked is not None:
+            for key in self.ctx.held:  # held back by the last plan: it may start from when this dispatch was asked
+                if key in self.ctx.ready_since:
+                    self.ctx.ready_since[key] = max(self.ctx.ready_since[key], poked)
+        self.started = self.monotonic()
+        try:
+            await self.dispatch(why)
+            self.queue.forget(KEY)
+            self.failures = 0
+        except Exception:
+            self.failures += 1
+            self.planned = None
+            delay = self.queue.retry(KEY)
+            log.exception("dispatch failed; dispatching again in %.2fs", delay)
+        finally:
+            self.started = None
+            self.queue.done(KEY)
+
+    def healthy(self) -> bool:
+        if self.failures >= FAILURES_UNHEALTHY:
+            return False
+        return self.started is None or self.monotonic() - self.started <= STALL_SECONDS
+
+    # --- one dispatch --------------------------------------------------------------------------------
+
+    async def dispatch(self, why: str = "") -> None:
+        reads = (self.ctx.cache.version, self.ctx.killswitch)
+        if reads == self.planned:
+            return  # nothing the last plan read has changed: it would choose the same
+        self.planned = reads
+        held, freed = self.ctx.held, self.slot_freed  # before this plan (which sets ctx.held anew)
+        began = self.monotonic()
+        chosen = dispatch.plan(self.ctx)
+        self.plan_seconds = self.monotonic() - began
+        for b in chosen.budget_blocked:
+            ns, name = b.split("/", 1)
+            self.ctx.queue.add_all([("BuildRequest", ns, name)])
+        # their DispatchFailed condition appeared, changed or cleared
+        self.ctx.queue.add_all([("BuildRequest", ns, name) for ns, name in chosen.failed])
+        # a chosen task whose reconcile is in flight is admitted by the dispatch after it, not beside it
+        claimed = [k for k in chosen.admit if self.task_queue.claim(("AgentTask", *k))]
+        try:
+            if len(claimed) < len(chosen.admit):
+                self.planned = None  # the end of that task's reconcile dispatches again (``Manager._reconciled``)
+            if not claimed:
+                return
+            rests = await self._create_pods(claimed, held, freed, why)
+            # then their status writes and Events: the Pods are in the cache, so the next plan counts their tasks
+            # as running (fenced as ever: a write that loses is retried, and the retry adopts the Pod created above)
+            await bounded([(k, r) for k, r in zip(claimed, rests, strict=True) if r], lambda kr: self._finish(*kr),
+                          CONCURRENCY)
+        finally:
+            for k in claimed:
+                self.task_queue.done(("AgentTask", *k))
+
+    async def _create_pods(self, keys: list[cachemod.Key], held: set[cachemod.Key], freed: datetime | None,
+                           why: str) -> list[list[ex.Action] | None]:
+        """Every chosen task's Pod, concurrently. Returns each admission's remaining actions (None: it failed,
+        and is retried)."""
+        slow: list[float] = []
+        began = self.monotonic()
+
+        async def create(key: cachemod.Key) -> list[ex.Action] | None:
+            since = self.ctx.ready_since.get(key)
+            if since is not None and key in held and freed is not None and freed > since:
+                since = freed  # held for a slot that came free since (a Pod ended): it could start from then
+            async with self.admissions:
+                try:
+                    pods, rest = ex.split_pod_creates(await self.tasks.admit(key))
+                    await self.executor.run(pods)
+                except Exception as e:
+                    self._admission_failed(key, e)
+                    return None
+            if pods and since is not None:
+                latency = max(0.0, (self.clock() - since).total_seconds())
+                metrics.DISPATCH_LATENCY.observe(latency)
+                if latency >= SLOW_DISPATCH_SECONDS:
+                    slow.append(latency)
+            return rest
+
+        rests = await bounded(keys, create, CONCURRENCY)
+        if slow:  # where the time went, for longshot_dispatch_latency_seconds' tail: before the dispatch, or in it
+            log.info("dispatch (%s): %d of %d Pods created %.1f-%.1fs after their task could start; the creates "
+                     "took %.1fs", why, len(slow), len(keys), min(slow), max(slow), self.monotonic() - began)
+        return rests
+
+    async def _finish(self, key: cachemod.Key, rest: list[ex.Action]) -> None:
+        async with self.admissions:
+            try:
+                await self.executor.run(rest)
+            except Exception as e:
+                self._admission_failed(key, e)
+
+    def _admission_failed(self, key: cachemod.Key, e: Exception) -> None:
+        self.planned = None  # the task is still a candidate: its retried reconcile dispatches again
+        ref: cachemod.Ref = ("AgentTask", *key)
+        delay = self.task_queue.retry(ref)
+        if isinstance(e, kube.Conflict):
+            log.info("admission of %s/%s: the task changed meanwhile; reconciling it in %.2fs", key[0], key[1], delay)
+        else:
+            log.warning("admission of %s/%s failed (%s: %s); retrying in %.2fs", key[0], key[1], type(e).__name__, e,
+                        delay)
