@@ -25,7 +25,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, assert_never
 
 from longshot import metrics
 from longshot.api import conditions as cond
@@ -563,33 +563,38 @@ class BuildReconciler:
                 decided = finalization.decide(dataclasses.replace(snapshot, tested_tip=_sweep_view(tested)))
         events: list[builds.Event] = []
         for e in decided:
-            if isinstance(e, finalization.BeginAttempt):
-                extra["finalizationAttempts"] = e.attempt
-                counts.append(metrics.Increment(metrics.FINALIZATION_ATTEMPTS))
-                events.append(builds.FinalizationStarted(e.attempt, spec.finalization.max_attempts))
-            elif isinstance(e, finalization.RequeueJobs):
-                for n in e.names:
-                    job = self.ctx.cache.jobs.get((build.namespace, n))
-                    if job is None:
-                        continue
-                    st, effs = mjc.decide(job, mjc.job_state(self.ctx, job, build),
-                                          [mj.Retry(f"finalization attempt {extra.get('finalizationAttempts')} "
-                                                    "tries it again")], now)
-                    out += mjc.actions(job, build, st, effs, now, cachemod.queue_name(build,
-                                                                                      job.spec.target))
-            elif isinstance(e, finalization.StartFinalSweep):
-                out.append(ex.CreateObject(self._sweep_manifest(
-                    build, names.child_name(build.name, f"final-{e.attempt}"), FINAL, self._merged(build))))
-            elif isinstance(e, finalization.AdoptEarlySweep):
-                out.append(ex.PatchObject("AgentTask", build.namespace, e.sweep, {
-                    "metadata": {"annotations": {keys.FINAL_ATTEMPT: str(e.attempt)}}}))
-            elif isinstance(e, finalization.FixFailingSweep):
-                sweep = self.ctx.cache.tasks.get((build.namespace, e.sweep))
-                if sweep is not None:
-                    self._sweep_fixer(build, sweep, e.message, out)
-            elif isinstance(e, finalization.Finish):
-                counts.append(metrics.Increment(metrics.FINALIZATIONS, labels=(("outcome", e.reason),)))
-                events.append(builds.Finished(e.passed, e.reason, e.message, e.attempt))
+            match e:
+                case finalization.BeginAttempt():
+                    extra["finalizationAttempts"] = e.attempt
+                    counts.append(metrics.Increment(metrics.FINALIZATION_ATTEMPTS))
+                    events.append(builds.FinalizationStarted(e.attempt, spec.finalization.max_attempts))
+                case finalization.RequeueJobs():
+                    for n in e.names:
+                        job = self.ctx.cache.jobs.get((build.namespace, n))
+                        if job is None:
+                            continue
+                        st, effs = mjc.decide(job, mjc.job_state(self.ctx, job, build),
+                                              [mj.Retry(f"finalization attempt {extra.get('finalizationAttempts')} "
+                                                        "tries it again")], now)
+                        out += mjc.actions(job, build, st, effs, now, cachemod.queue_name(build,
+                                                                                          job.spec.target))
+                case finalization.StartFinalSweep():
+                    out.append(ex.CreateObject(self._sweep_manifest(
+                        build, names.child_name(build.name, f"final-{e.attempt}"), FINAL, self._merged(build))))
+                case finalization.AdoptEarlySweep():
+                    out.append(ex.PatchObject("AgentTask", build.namespace, e.sweep, {
+                        "metadata": {"annotations": {keys.FINAL_ATTEMPT: str(e.attempt)}}}))
+                case finalization.FixFailingSweep():
+                    sweep = self.ctx.cache.tasks.get((build.namespace, e.sweep))
+                    if sweep is not None:
+                        self._sweep_fixer(build, sweep, e.message, out)
+                case finalization.Finish():
+                    counts.append(metrics.Increment(metrics.FINALIZATIONS, labels=(("outcome", e.reason),)))
+                    events.append(builds.Finished(e.passed, e.reason, e.message, e.attempt))
+                case finalization.Wait():
+                    pass  # nothing to do until what it waits for happens (its reconcile comes then)
+                case _:
+                    assert_never(e)
         return events
 
     async def _tested_tip(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask]
@@ -677,20 +682,23 @@ class BuildReconciler:
         counts = list(counts)
         completion: bool | None = None
         for e in effects:
-            if isinstance(e, builds.CreatePlannerTask | builds.CreateTasks):
-                # a new task is Pending with its conditions from its creation (the CRD's default status): one write
-                manifests = [e.manifest] if isinstance(e, builds.CreatePlannerTask) else e.manifests
-                out.extend(ex.CreateObject(m) for m in manifests)
-            elif isinstance(e, builds.StartEarlySweep):
-                out.append(ex.CreateObject(self._sweep_manifest(
-                    build, names.child_name(build.name, f"final-i{e.iteration}"), FINAL, self._merged(build),
-                    iteration=e.iteration)))
-            elif isinstance(e, SetCondition):
-                conds, _ = cond.set_condition(conds, e.type, e.status, e.reason, e.message, now=now)
-            elif isinstance(e, EmitEvent):
-                out.append(ex.RecordEvent(build.ref(), e.type, e.reason, e.message))
-            elif isinstance(e, builds.SetCompletion):
-                completion = e.done
+            match e:
+                case builds.CreatePlannerTask() | builds.CreateTasks():
+                    # a new task is Pending with its conditions from its creation (the CRD's default status): one write
+                    manifests = [e.manifest] if isinstance(e, builds.CreatePlannerTask) else e.manifests
+                    out.extend(ex.CreateObject(m) for m in manifests)
+                case builds.StartEarlySweep():
+                    out.append(ex.CreateObject(self._sweep_manifest(
+                        build, names.child_name(build.name, f"final-i{e.iteration}"), FINAL, self._merged(build),
+                        iteration=e.iteration)))
+                case SetCondition():
+                    conds, _ = cond.set_condition(conds, e.type, e.status, e.reason, e.message, now=now)
+                case EmitEvent():
+                    out.append(ex.RecordEvent(build.ref(), e.type, e.reason, e.message))
+                case builds.SetCompletion():
+                    completion = e.done
+                case _:
+                    assert_never(e)
         jobs = list(self.ctx.cache.jobs_of(build.key))
         merged = delivery.merged_condition({j.name: self.ctx.delivered(j) for j in jobs})
         if merged is not None:

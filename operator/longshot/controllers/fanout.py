@@ -18,7 +18,7 @@ import asyncio
 import functools
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Any, assert_never
 
 from longshot.api import objects
 from longshot.controllers import context as ctxmod
@@ -125,22 +125,27 @@ class Fanout:
         for _ in range(3):
             again = False
             for e in fanout.decide(snap):
-                if isinstance(e, fanout.CreateCandidates):
-                    actions += await self._create(task, build, settings, state.attempt, e.names, wire, labels)
-                elif isinstance(e, fanout.GateCandidate):
-                    ok, detail = await self._gate(task, build, snap, e.name, actions)
-                    snap = fanout.with_gate(snap, e.name, "Pending" if ok else "Failed", "" if ok else detail)
-                    again = again or not ok
-                elif isinstance(e, fanout.StartJudge):
-                    actions.append(ex.CreateObject(fanout.judge_manifest(
-                        wire, build.name, state.attempt, e.candidates, plan.task_labels(build.name, "reviewer"))))
-                    record = fanout.Record(judge_task=e.name, reasons=record.reasons)
-                elif isinstance(e, fanout.Finish):
-                    winner = next((c for c in snap.candidates if c.name == e.winner), None)
-                    events.append(tasks.FanoutFinished(dict(winner.handoff) if winner and winner.handoff else None,
-                                                       e.message))
-                    record = fanout.Record(judge_task=record.judge_task, winner=e.winner, reasons=e.reasons)
-                    actions += await self._cleanup(build, snap)
+                match e:
+                    case fanout.CreateCandidates():
+                        actions += await self._create(task, build, settings, state.attempt, e.names, wire, labels)
+                    case fanout.GateCandidate():
+                        ok, detail = await self._gate(task, build, snap, e.name, actions)
+                        snap = fanout.with_gate(snap, e.name, "Pending" if ok else "Failed", "" if ok else detail)
+                        again = again or not ok
+                    case fanout.StartJudge():
+                        actions.append(ex.CreateObject(fanout.judge_manifest(
+                            wire, build.name, state.attempt, e.candidates, plan.task_labels(build.name, "reviewer"))))
+                        record = fanout.Record(judge_task=e.name, reasons=record.reasons)
+                    case fanout.Finish():
+                        winner = next((c for c in snap.candidates if c.name == e.winner), None)
+                        events.append(tasks.FanoutFinished(dict(winner.handoff) if winner and winner.handoff else None,
+                                                           e.message))
+                        record = fanout.Record(judge_task=record.judge_task, winner=e.winner, reasons=e.reasons)
+                        actions += await self._cleanup(build, snap)
+                    case fanout.CancelTasks():
+                        pass  # what still runs of a round is cancelled when the task stops (stop())
+                    case _:
+                        assert_never(e)
             if not again:
                 break
         return events, actions, fanout.status(snap, record)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, assert_never
 
 from longshot.api import conditions as cond
 from longshot.api import mergejob, objects, timeutil
@@ -19,10 +19,9 @@ from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
 from longshot.core import effects as fx
+from longshot.core import manifests, scheduler
 from longshot.core import mergejobs as mj
-from longshot.core import plan, scheduler
 from longshot.core.effects import EmitEvent, SetCondition
-from longshot.runtime import pods
 
 log = logging.getLogger("longshot.mergejobs")
 
@@ -65,30 +64,18 @@ def tester_manifest(build: objects.BuildRequest, name: str, *, branch: str, comm
                     description: str, priority: int, annotations: dict[str, str] | None = None,
                     labels: dict[str, str] | None = None, role: str = "tester",
                     commit: str | None = None) -> dict[str, Any]:
-    return {
-        "apiVersion": build.api_version, "kind": "AgentTask",
-        "metadata": {"name": name, "namespace": build.namespace,
-                     "labels": {**plan.task_labels(build.name, role), cachemod.PURPOSE_LABEL: purpose,
-                                **(labels or {})},
-                     "annotations": {**({pods.TEST_COMMAND_ANNOTATION: command} if command else {}),
-                                     **(annotations or {})},
-                     "ownerReferences": [build.owner_reference()]},
-        "spec": {"buildRef": {"name": build.name}, "description": description, "role": role,
-                 "priority": min(10, max(1, priority)), "branch": branch, **({"commit": commit} if commit else {})},
-    }
+    """A tester or reviewer of ``build`` (``core.manifests.tester``)."""
+    return manifests.tester(name=name, namespace=build.namespace, build=build.name, owner=build.owner_reference(),
+                            branch=branch, command=command, purpose=purpose, description=description,
+                            priority=priority, annotations=annotations, labels=labels, role=role, commit=commit)
 
 
 def fixer_manifest(build: objects.BuildRequest, name: str, *, branch: str, description: str,
                    scope: Sequence[str], priority: int, fix_depth: int, fixes: str) -> dict[str, Any]:
-    labels = {**plan.task_labels(build.name, "fixer"), cachemod.FIX_DEPTH_LABEL: str(fix_depth)}
-    return {
-        "apiVersion": build.api_version, "kind": "AgentTask",
-        "metadata": {"name": name, "namespace": build.namespace, "labels": labels,
-                     "annotations": {cachemod.FIXES_ANNOTATION: fixes},
-                     "ownerReferences": [build.owner_reference()]},
-        "spec": {"buildRef": {"name": build.name}, "description": description, "role": "fixer",
-                 "priority": min(10, max(1, priority)), "branch": branch, "scope": scheduler.bounded_scope(scope)},
-    }
+    """A fixer of ``build`` (``core.manifests.fixer``; its scope bounded as the CRD requires)."""
+    return manifests.fixer(name=name, namespace=build.namespace, build=build.name, owner=build.owner_reference(),
+                           branch=branch, description=description, scope=scheduler.bounded_scope(scope),
+                           priority=priority, fix_depth=fix_depth, fixes=fixes)
 
 
 def decide(job: objects.MergeJob, state: mj.JobState, events: Sequence[mj.Event],
@@ -108,18 +95,21 @@ def actions(job: objects.MergeJob, build: objects.BuildRequest, state: mj.JobSta
     tries = [a.model_dump(by_alias=True, mode="json", exclude_none=True) for a in job.status.attempts]
     out: list[ex.Action] = []
     for e in effects:
-        if isinstance(e, SetCondition):
-            conds, _ = cond.set_condition(conds, e.type, e.status, e.reason, e.message, now=now)
-        elif isinstance(e, mj.RecordTry):
-            tries.append({"time": timeutil.rfc3339(now), "result": e.result, "message": e.message[:4096]})
-        elif isinstance(e, mj.CreateFixer):
-            out.append(ex.CreateObject(fixer_manifest(build, e.name, branch=e.branch, description=e.description,
-                                                      scope=e.scope, priority=e.priority, fix_depth=e.fix_depth,
-                                                      fixes=e.fixes)))
-        elif isinstance(e, mj.ScheduleRetry):
-            out.append(ex.Requeue(("Queue", "", queue), e.at))
-        elif isinstance(e, EmitEvent):
-            out.append(ex.RecordEvent(job.ref(), e.type, e.reason, e.message))
+        match e:
+            case SetCondition():
+                conds, _ = cond.set_condition(conds, e.type, e.status, e.reason, e.message, now=now)
+            case mj.RecordTry():
+                tries.append({"time": timeutil.rfc3339(now), "result": e.result, "message": e.message[:4096]})
+            case mj.CreateFixer():
+                out.append(ex.CreateObject(fixer_manifest(build, e.name, branch=e.branch, description=e.description,
+                                                          scope=e.scope, priority=e.priority, fix_depth=e.fix_depth,
+                                                          fixes=e.fixes)))
+            case mj.ScheduleRetry():
+                out.append(ex.Requeue(("Queue", "", queue), e.at))
+            case EmitEvent():
+                out.append(ex.RecordEvent(job.ref(), e.type, e.reason, e.message))
+            case _:
+                assert_never(e)
     status: dict[str, Any] = {**state.to_status(), "conditions": ex.stamp_generation(conds, job.generation),
                               "attempts": tries[-50:], "observedGeneration": job.generation}
     if state.phase != mj.QUEUED or state.batch is None:

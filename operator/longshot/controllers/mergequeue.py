@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 from longshot import metrics
 from longshot.api import mergejob, objects, timeutil
@@ -426,38 +426,43 @@ class QueueReconciler:
     def _job_event_of(self, e: q.Effect, add: Any, out: list[ex.Action],
                       jobs: dict[str, tuple[objects.MergeJob, objects.BuildRequest]],
                       batch_build: dict[str, objects.BuildRequest], now: datetime, name: str) -> None:
-        if isinstance(e, q.JoinBatch):
-            add(e.name, mj.BatchJoined(mj.BatchRef(e.batch_id, e.position, e.base, e.commit)))
-        elif isinstance(e, q.StartProbes):
-            build = batch_build.get(e.batch_id)
-            if build is not None:
-                self._start_probes(e, build, out, now, name)
-        elif isinstance(e, q.Evict):
-            build = jobs[e.name][1]
-            add(e.name, mj.Evicted(gate_command(build) or "(no command)", e.output))
-        elif isinstance(e, q.Requeue):
-            for n in e.names:
-                add(n, mj.Requeued(e.why))
-        elif isinstance(e, q.Conflicted):
-            add(e.name, mj.Conflict(e.files, e.base, counted=e.counted))
-        elif isinstance(e, q.Recorded):
-            add(e.name, mj.Landed(e.commit, already=True))
-        elif isinstance(e, q.DidNotStack):
-            self.did_not_stack.add((e.name, e.onto))
-        elif isinstance(e, q.SetWindow):
-            self.windows[e.build] = e.window
-            if e.broke:
-                self.broke.add(e.build)
-            else:
-                self.broke.discard(e.build)
-        elif isinstance(e, q.CancelProbes):
-            build = batch_build.get(e.batch_id)
-            if build is None:
-                return
-            for t in self.ctx.cache.tasks_of(build.key):
-                if t.metadata.labels.get(cachemod.BATCH_LABEL) == e.batch_id and not t.spec.cancel and \
-                        t.status.phase not in tasks.TERMINAL:
-                    out.append(ex.PatchObject("AgentTask", build.namespace, t.name, {"spec": {"cancel": True}}))
+        match e:
+            case q.JoinBatch():
+                add(e.name, mj.BatchJoined(mj.BatchRef(e.batch_id, e.position, e.base, e.commit)))
+            case q.StartProbes():
+                build = batch_build.get(e.batch_id)
+                if build is not None:
+                    self._start_probes(e, build, out, now, name)
+            case q.Evict():
+                build = jobs[e.name][1]
+                add(e.name, mj.Evicted(gate_command(build) or "(no command)", e.output))
+            case q.Requeue():
+                for n in e.names:
+                    add(n, mj.Requeued(e.why))
+            case q.Conflicted():
+                add(e.name, mj.Conflict(e.files, e.base, counted=e.counted))
+            case q.Recorded():
+                add(e.name, mj.Landed(e.commit, already=True))
+            case q.DidNotStack():
+                self.did_not_stack.add((e.name, e.onto))
+            case q.SetWindow():
+                self.windows[e.build] = e.window
+                if e.broke:
+                    self.broke.add(e.build)
+                else:
+                    self.broke.discard(e.build)
+            case q.CancelProbes():
+                build = batch_build.get(e.batch_id)
+                if build is None:
+                    return
+                for t in self.ctx.cache.tasks_of(build.key):
+                    if t.metadata.labels.get(cachemod.BATCH_LABEL) == e.batch_id and not t.spec.cancel and \
+                            t.status.phase not in tasks.TERMINAL:
+                        out.append(ex.PatchObject("AgentTask", build.namespace, t.name, {"spec": {"cancel": True}}))
+            case q.PrepareBatch() | q.Land() | q.Wait():
+                raise ValueError(f"{type(e).__name__} is carried out by the queue's reconcile itself")
+            case _:
+                assert_never(e)
 
     def _start_probes(self, e: q.StartProbes, build: objects.BuildRequest, out: list[ex.Action], now: datetime,
                       name: str) -> None:

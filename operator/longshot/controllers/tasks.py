@@ -28,18 +28,18 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, assert_never
 
 from longshot import metrics
 from longshot.api import conditions as cond
 from longshot.api import handoff as ho
-from longshot.api import keys, objects
+from longshot.api import objects
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
 from longshot.controllers import fanout as fanoutc
 from longshot.controllers import taskinput
-from longshot.core import binding, failures, fanout, plan, tasks
+from longshot.core import binding, failures, fanout, manifests, tasks
 from longshot.core import effects as fx
 from longshot.core.effects import EmitEvent, SetCondition
 from longshot.runtime import handoffs, pods
@@ -58,21 +58,12 @@ def to_dict(obj: objects.Resource) -> dict[str, Any]:
 
 def merge_job_manifest(task: objects.AgentTask, build: objects.BuildRequest,
                        e: tasks.CreateMergeJob) -> dict[str, Any]:
-    labels = {**plan.task_labels(build.name, task.spec.role), keys.COMPONENT: "merge-job"}
-    spec: dict[str, Any] = {
-        "buildRef": {"name": build.name}, "taskRef": {"name": task.name}, "branch": e.branch,
-        "commit": e.commit, "target": build.spec.repository.base_branch, "strategy": build.spec.merge.strategy,
-        "priority": task.spec.priority,
-    }
-    if e.base_commit and len(e.base_commit) >= 7:
-        spec["baseCommit"] = e.base_commit
-    stacked = [c for c in e.stacked_on if 7 <= len(c) <= 64 and all(ch in "0123456789abcdef" for ch in c)]
-    if stacked:
-        spec["stackedOn"] = stacked[:256]
-    return {"apiVersion": task.api_version, "kind": "MergeJob",
-            "metadata": {"name": task.name, "namespace": task.namespace, "labels": labels,
-                         "ownerReferences": [task.owner_reference()]},
-            "spec": spec}
+    """The MergeJob of the task's branch (``core.manifests.merge_job``)."""
+    return manifests.merge_job(
+        task=task.name, namespace=task.namespace, build=build.name, role=task.spec.role, task_uid=task.metadata.uid,
+        branch=e.branch, commit=e.commit, target=build.spec.repository.base_branch,
+        strategy=build.spec.merge.strategy, priority=task.spec.priority, base_commit=e.base_commit,
+        stacked_on=e.stacked_on)
 
 
 def since_creation(conds: list[dict[str, Any]], task: objects.AgentTask) -> list[dict[str, Any]]:
@@ -380,33 +371,37 @@ class TaskReconciler:
         out: list[ex.Action] = []
         counts: list[metrics.Increment] = []  # counted by the executor once the status write below succeeded
         for e in effects:
-            if isinstance(e, tasks.CreatePod):
-                out.append(ex.CreatePod(pods.build_agent_pod(to_dict(task), to_dict(build), self.ctx.settings,
-                                                             e.attempt, taskinput.extra(self.ctx, task, build))))
-            elif isinstance(e, tasks.StartCandidates):
-                out.append(ex.Requeue(("AgentTask", ns, name), now))  # the round's candidates are made next
-            elif isinstance(e, tasks.DeletePod):
-                if e.name:
-                    out.append(ex.DeletePod(ns, e.name))
-            elif isinstance(e, SetCondition):
-                conds, _ = cond.set_condition(conds, e.type, e.status, e.reason, e.message, now=now)
-            elif isinstance(e, tasks.RecordAttempt):
-                attempts.setdefault(e.number, {}).update(e.to_wire())
-                if e.failure_class:
-                    counts.append(metrics.Increment(metrics.POD_FAILURES, labels=(("failure_class", e.failure_class),)))
-            elif isinstance(e, tasks.CountUsage):
-                counts += [metrics.Increment(metrics.TOKENS, e.tokens), metrics.Increment(metrics.COST, e.cost)]
-            elif isinstance(e, tasks.RecordHandoff):
-                status["handoff"] = dict(e.handoff)
-            elif isinstance(e, tasks.ScheduleRetry):
-                out.append(ex.Requeue(("AgentTask", ns, name), e.at))
-            elif isinstance(e, EmitEvent):
-                out.append(ex.RecordEvent(ref, e.type, e.reason, e.message))
-            elif isinstance(e, tasks.CreateMergeJob):
-                out.append(ex.CreateObject(merge_job_manifest(task, build, e)))
-            elif isinstance(e, tasks.PlanReturned):
-                self.ctx.plans[build.key].append((name, e.tasks, e.done))
-                out.append(ex.Requeue(("BuildRequest", *build.key), now))
+            match e:
+                case tasks.CreatePod():
+                    out.append(ex.CreatePod(pods.build_agent_pod(to_dict(task), to_dict(build), self.ctx.settings,
+                                                                 e.attempt, taskinput.extra(self.ctx, task, build))))
+                case tasks.StartCandidates():
+                    out.append(ex.Requeue(("AgentTask", ns, name), now))  # the round's candidates are made next
+                case tasks.DeletePod():
+                    if e.name:
+                        out.append(ex.DeletePod(ns, e.name))
+                case SetCondition():
+                    conds, _ = cond.set_condition(conds, e.type, e.status, e.reason, e.message, now=now)
+                case tasks.RecordAttempt():
+                    attempts.setdefault(e.number, {}).update(e.to_wire())
+                    if e.failure_class:
+                        counts.append(metrics.Increment(metrics.POD_FAILURES,
+                                                        labels=(("failure_class", e.failure_class),)))
+                case tasks.CountUsage():
+                    counts += [metrics.Increment(metrics.TOKENS, e.tokens), metrics.Increment(metrics.COST, e.cost)]
+                case tasks.RecordHandoff():
+                    status["handoff"] = dict(e.handoff)
+                case tasks.ScheduleRetry():
+                    out.append(ex.Requeue(("AgentTask", ns, name), e.at))
+                case EmitEvent():
+                    out.append(ex.RecordEvent(ref, e.type, e.reason, e.message))
+                case tasks.CreateMergeJob():
+                    out.append(ex.CreateObject(merge_job_manifest(task, build, e)))
+                case tasks.PlanReturned():
+                    self.ctx.plans[build.key].append((name, e.tasks, e.done))
+                    out.append(ex.Requeue(("BuildRequest", *build.key), now))
+                case _:
+                    assert_never(e)
         if pod_uid is not None and pod_uid[0] in attempts and not attempts[pod_uid[0]].get("podUID"):
             attempts[pod_uid[0]]["podUID"] = pod_uid[1]  # a Pod of this task's, adopted (the gateway now serves it)
         status["conditions"] = ex.stamp_generation(conds, task.generation)

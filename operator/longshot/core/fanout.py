@@ -29,8 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
 from longshot.api import keys
-from longshot.api.common import API_VERSION
-from longshot.core import names
+from longshot.core import manifests, names
 
 FANOUT_LABEL: Final = keys.FANOUT_OF
 """On candidates, their gate tasks and the judge: the task they belong to."""
@@ -109,31 +108,15 @@ def candidate_manifests(task: Mapping[str, Any], build_name: str, round_: int, s
     for i in range(1, settings.count + 1):
         name = candidate_name(parent, round_, i)
         model = model_for(settings, i, default_model)
-        cspec: dict[str, Any] = {
-            "buildRef": {"name": build_name},
-            "description": spec.get("description", ""),
-            "role": spec.get("role", "worker"),
-            "priority": spec.get("priority", 5),
-            "scope": list(spec.get("scope") or []),
-            "depth": spec.get("depth", 0),
-            "branch": candidate_branch(meta.get("namespace", ""), build_name, name),
-        }
-        for key in ("retryPolicy", "resources", "timeoutSeconds"):
-            if spec.get(key) is not None:
-                cspec[key] = spec[key]
-        out.append({
-            "apiVersion": API_VERSION,
-            "kind": "AgentTask",
-            "metadata": {
-                "name": name,
-                "namespace": meta.get("namespace", ""),
-                "labels": {**labels, PURPOSE_LABEL: CANDIDATE, FANOUT_LABEL: names.fit(parent)},
-                "annotations": {MODEL_ANNOTATION: model} if model else {},
-                "ownerReferences": [{"apiVersion": API_VERSION, "kind": "AgentTask", "name": parent,
-                                     "uid": meta.get("uid", ""), "controller": True, "blockOwnerDeletion": True}],
-            },
-            "spec": cspec,
-        })
+        extra = {key: spec[key] for key in ("retryPolicy", "resources", "timeoutSeconds") if spec.get(key) is not None}
+        out.append(manifests.agent_task(
+            name=name, namespace=meta.get("namespace", ""), build=build_name, role=spec.get("role", "worker"),
+            description=spec.get("description", ""), priority=spec.get("priority", 5),
+            owner=manifests.owned_by_task(parent, meta.get("uid", "")),
+            labels={**labels, PURPOSE_LABEL: CANDIDATE, FANOUT_LABEL: names.fit(parent)},
+            annotations={MODEL_ANNOTATION: model} if model else {}, scope=list(spec.get("scope") or []),
+            depth=spec.get("depth", 0), branch=candidate_branch(meta.get("namespace", ""), build_name, name),
+            **extra))
     return out
 
 
@@ -144,20 +127,12 @@ def judge_manifest(task: Mapping[str, Any], build_name: str, round_: int, candid
     parent = meta["name"]
     description = (f"Judge the candidates of task {parent} ({', '.join(candidates)}): each did this work:\n\n"
                    f"{spec.get('description', '')}\n\nPick the one that should be merged, and say why.")
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "AgentTask",
-        "metadata": {
-            "name": judge_name(parent, round_),
-            "namespace": meta.get("namespace", ""),
-            "labels": {**labels, PURPOSE_LABEL: JUDGE, FANOUT_LABEL: names.fit(parent)},
-            "ownerReferences": [{"apiVersion": API_VERSION, "kind": "AgentTask", "name": parent,
-                                 "uid": meta.get("uid", ""), "controller": True, "blockOwnerDeletion": True}],
-        },
-        "spec": {"buildRef": {"name": build_name}, "description": description[:100_000], "role": "reviewer",
-                 "priority": min(10, int(spec.get("priority", 5)) + 1),
-                 "branch": candidate_branch(meta.get("namespace", ""), build_name, parent)},
-    }
+    return manifests.agent_task(
+        name=judge_name(parent, round_), namespace=meta.get("namespace", ""), build=build_name, role="reviewer",
+        description=description[:100_000], priority=int(spec.get("priority", 5)) + 1,
+        owner=manifests.owned_by_task(parent, meta.get("uid", "")),
+        labels={**labels, PURPOSE_LABEL: JUDGE, FANOUT_LABEL: names.fit(parent)},
+        branch=candidate_branch(meta.get("namespace", ""), build_name, parent))
 
 
 # --- the decision ------------------------------------------------------------------------------------

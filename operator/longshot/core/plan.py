@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from longshot.api import keys
-from longshot.api.common import API_VERSION
 from longshot.api.handoff import PlannedTask
-from longshot.core import names
+from longshot.core import manifests, names
 
 PLAN_REJECTED: Final = "PlanRejected"
 """Condition reason of every rejection (``api.conditions.REASONS``)."""
@@ -58,21 +57,8 @@ RESERVED_NAME: Final = re.compile(r"^planner(-i[0-9]+)?(-[0-9]+)?$")
 RESERVED: Final = "ReservedName"
 
 
-def label_value(value: str) -> str:
-    """``value`` made fit for a label value (at most 63 characters)."""
-    return names.fit(value)
-
-
-def task_labels(build: str, role: str) -> dict[str, str]:
-    """Labels of an AgentTask of ``build``."""
-    return {
-        keys.NAME: "longshot",
-        keys.INSTANCE: label_value(build),
-        keys.COMPONENT: "agent-task",
-        keys.MANAGED_BY: keys.OPERATOR,
-        BUILD_LABEL: label_value(build),
-        ROLE_LABEL: role,
-    }
+label_value = manifests.label_value
+task_labels = manifests.task_labels
 
 
 @dataclass(frozen=True)
@@ -89,14 +75,7 @@ class BuildRef:
         return cls(name=meta["name"], namespace=meta.get("namespace", ""), uid=meta.get("uid", ""))
 
     def owner_reference(self) -> dict[str, Any]:
-        return {
-            "apiVersion": API_VERSION,
-            "kind": "BuildRequest",
-            "name": self.name,
-            "uid": self.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
+        return manifests.owned_by_build(self.name, self.uid)
 
 
 @dataclass(frozen=True)
@@ -276,38 +255,21 @@ def build_tasks(tasks: Sequence[PlannedTask], ctx: PlanContext) -> Accepted | Re
         return problem
     mapping = {t.name: task_name(ctx, t.name) for t in tasks}
     can_decompose = ctx.depth < ctx.max_depth
-    manifests: list[dict[str, Any]] = []
+    made: list[dict[str, Any]] = []
     downgraded: list[str] = []
     for t in tasks:
         if t.decompose and not can_decompose:
             downgraded.append(t.name)
         role = "planner" if t.decompose and can_decompose else "worker"
-        labels = {**task_labels(ctx.build.name, role), ITERATION_LABEL: str(ctx.iteration)}
-        spec: dict[str, Any] = {
-            "buildRef": {"name": ctx.build.name},
-            "description": t.description,
-            "role": role,
-            "priority": t.priority,
-            "dependsOn": [mapping[d] for d in t.depends_on],
-            "scope": list(t.scope),
-            "depth": ctx.depth,
-        }
+        labels = {ITERATION_LABEL: str(ctx.iteration)}
         if ctx.parent is not None:
-            spec["parentTask"] = ctx.parent
             labels[PARENT_LABEL] = label_value(ctx.parent)
-        manifests.append({
-            "apiVersion": API_VERSION,
-            "kind": "AgentTask",
-            "metadata": {
-                "name": mapping[t.name],
-                "namespace": ctx.build.namespace,
-                "labels": labels,
-                "annotations": {PLAN_NAME_ANNOTATION: t.name},
-                "ownerReferences": [ctx.build.owner_reference()],
-            },
-            "spec": spec,
-        })
-    return Accepted(tuple(manifests), mapping, tuple(downgraded))
+        made.append(manifests.agent_task(
+            name=mapping[t.name], namespace=ctx.build.namespace, build=ctx.build.name, role=role,
+            description=t.description, priority=t.priority, owner=ctx.build.owner_reference(), labels=labels,
+            annotations={PLAN_NAME_ANNOTATION: t.name}, dependsOn=[mapping[d] for d in t.depends_on],
+            scope=list(t.scope), depth=ctx.depth, parentTask=ctx.parent))
+    return Accepted(tuple(made), mapping, tuple(downgraded))
 
 
 def planner_task_name(build: str, replan: int = 0, iteration: int = 1) -> str:
@@ -325,21 +287,8 @@ def planner_task_manifest(build: BuildRef, request: str, *, replan: int = 0, fee
     if feedback:
         description = (f"{request}\n\nYour previous plan was rejected: {feedback}\n"
                        "Return a corrected task list.")
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "AgentTask",
-        "metadata": {
-            "name": planner_task_name(build.name, replan, iteration),
-            "namespace": build.namespace,
-            "labels": {**task_labels(build.name, "planner"), ITERATION_LABEL: str(max(1, iteration)),
-                       **({REPLAN_LABEL: str(replan)} if replan else {})},
-            "ownerReferences": [build.owner_reference()],
-        },
-        "spec": {
-            "buildRef": {"name": build.name},
-            "description": description,
-            "role": "planner",
-            "priority": priority,
-            "depth": 0,
-        },
-    }
+    return manifests.agent_task(
+        name=planner_task_name(build.name, replan, iteration), namespace=build.namespace, build=build.name,
+        role="planner", description=description, priority=priority, owner=build.owner_reference(),
+        labels={ITERATION_LABEL: str(max(1, iteration)), **({REPLAN_LABEL: str(replan)} if replan else {})},
+        depth=0)
