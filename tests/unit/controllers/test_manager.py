@@ -975,7 +975,7 @@ async def test_no_periodic_sweep_of_a_tip_the_gate_tested_with_the_reconciler_co
     sweeps = [k for k in fake.objects if k[0] == "AgentTask" and k[2].startswith("b-sweep-")]
     assert bool(sweeps) is swept, sweeps
     if not swept:
-        assert world[1].builds.tip_tested[("ns", "b")] == 1  # remembered until the next merge
+        assert world[1].builds.sweeps.tip_tested[("ns", "b")] == 1  # remembered until the next merge
 
 
 async def test_a_stacked_batch_waits_for_the_build_s_running_worker_then_takes_what_came(world, tmp_path):
