@@ -115,3 +115,18 @@ def test_an_unreachable_repository_does_not_hold_the_deletion_for_ever(operator,
     delete_and_wait_gone(custom, namespace)
     (event,) = cleanup_events(core_v1, namespace, "CleanupAbandoned")
     assert "after 6 attempt(s)" in event and f"refs/heads/longshot/{namespace}/demo/" in event
+
+
+def test_a_build_whose_credentials_secret_is_gone_is_deleted_at_once(operator, core_v1, custom, namespace, tmp_path):
+    """As in a namespace being deleted: the Secret may go before the build, and no wait would bring it back."""
+    url = sample_repo.make(tmp_path)
+    core_v1.create_namespaced_secret(namespace, {"metadata": {"name": "git-token"},
+                                                 "stringData": {"username": "bot", "token": "t0ken-for-the-test"}})
+    create(custom, namespace, delivery_build(url, repository={"url": url, "credentialsSecret": "git-token"}))
+    with_finalizer(custom, namespace)
+    queue = sample_repo.push_branch(url, f"longshot/{namespace}/demo/_queue/b1/1", {"q.txt": "q\n"}, tmp_path)
+    core_v1.delete_namespaced_secret("git-token", namespace)
+    delete_and_wait_gone(custom, namespace)
+    (event,) = cleanup_events(core_v1, namespace, "CleanupAbandoned")
+    assert "credentials Secret git-token is gone" in event and "t0ken-for-the-test" not in event
+    assert refs(url, namespace) == {f"refs/heads/longshot/{namespace}/demo/_queue/b1/1": queue}

@@ -113,7 +113,10 @@ async def _carry_out(ctx: ctxmod.Context, build: objects.BuildRequest, e: cleanu
         case EmitEvent(type=type_, reason=reason, message=message):
             out.append(ex.RecordEvent(build.ref(), type_, reason, message))
         case cleanup.ListRefs(prefixes=prefixes):
+            secret = build.spec.repository.credentials_secret
             try:
+                if secret and await asyncio.to_thread(ctx.kube.get_secret, build.namespace, secret) is None:
+                    return cleanup.CredentialsGone(secret)
                 w = await ctx.workspaces.get(build)
                 found = await asyncio.to_thread(vrefs.list_refs, w, prefixes)
             except Exception as err:  # the forge, the Secret, the egress guard: retried by the decider

@@ -43,6 +43,8 @@ Cleaning      Listed           nothing to delete: Event + RemoveFinalizer; else 
 Cleaning      Deleted          none left: Event + RemoveFinalizer; else as ForgeFailed
 Cleaning      ForgeFailed      attempts left before the deadline: RecordAttempt + RetryAt + Warning Event;
                                else Warning Event ``CleanupAbandoned`` naming what is left + RemoveFinalizer
+Cleaning      CredentialsGone  Warning Event ``CleanupAbandoned`` + RemoveFinalizer (the namespace is going:
+                               nothing can list or delete the refs, and no wait would help)
 ============  ===============  ==================================================================================
 """
 
@@ -171,7 +173,15 @@ class ForgeFailed:
     error: str
 
 
-Event = Observed | Listed | Deleted | ForgeFailed
+@dataclass(frozen=True)
+class CredentialsGone:
+    """The build's credentials Secret no longer exists (its namespace is being deleted, most often): waiting would
+    not bring it back."""
+
+    secret: str
+
+
+Event = Observed | Listed | Deleted | ForgeFailed | CredentialsGone
 
 # --- effects ---------------------------------------------------------------------------------------------
 
@@ -332,18 +342,26 @@ def _deleted(state: State, event: Deleted, now: datetime) -> tuple[State, list[E
                    ForgeFailed(f"the server kept {len(event.left)} ref(s) it was asked to delete"), now)
 
 
+def _abandon(state: State, why: str, error: str) -> tuple[State, list[Effect]]:
+    left = _named(list(state.left)) if state.left else "every ref of the build under " + " and ".join(
+        prefixes(state.namespace, state.build))
+    return replace(state, finalizer=False), [EmitEvent(
+        "Warning", "CleanupAbandoned",
+        f"the repository could not be cleaned up {why} ({_cut(error)}); the build is deleted anyway, "
+        f"leaving {left}"), RemoveFinalizer()]
+
+
+def _credentials_gone(state: State, event: CredentialsGone, now: datetime) -> tuple[State, list[Effect]]:
+    return _abandon(state, "at all", f"its credentials Secret {event.secret} is gone")
+
+
 def _failed(state: State, event: ForgeFailed, now: datetime) -> tuple[State, list[Effect]]:
     attempts = state.attempts + 1
     since = state.deleting_since or now
-    left = _named(list(state.left)) if state.left else "every ref of the build under " + " and ".join(
-        prefixes(state.namespace, state.build))
     if attempts >= MAX_ATTEMPTS or now - since >= DEADLINE:
         why = (f"after {attempts} attempt(s)" if attempts >= MAX_ATTEMPTS
                else f"{DEADLINE.total_seconds() / 60:g} minutes after the deletion was asked for")
-        return replace(state, attempts=attempts, finalizer=False), [EmitEvent(
-            "Warning", "CleanupAbandoned",
-            f"the repository could not be cleaned up {why} ({_cut(event.error)}); the build is deleted anyway, "
-            f"leaving {left}"), RemoveFinalizer()]
+        return _abandon(replace(state, attempts=attempts), why, event.error)
     at = now + delay(attempts)
     return replace(state, attempts=attempts, retry_at=at), [
         RecordAttempt(attempts, at), RetryAt(at),
@@ -360,6 +378,7 @@ TRANSITIONS: Final[Mapping[tuple[str, type], _Handler]] = {
     (CLEANING, Listed): _listed,  # type: ignore[dict-item]
     (CLEANING, Deleted): _deleted,  # type: ignore[dict-item]
     (CLEANING, ForgeFailed): _failed,  # type: ignore[dict-item]
+    (CLEANING, CredentialsGone): _credentials_gone,  # type: ignore[dict-item]
 }
 
 

@@ -201,3 +201,10 @@ def test_an_event_names_at_most_a_bounded_number_of_refs():
     _, effects = cleanup.decide(state(), event, now=T0)
     message = events(effects)[0].message
     assert f"and {500 - cleanup.MAX_NAMED} more" in message and len(message) < 2000
+
+
+def test_a_credentials_secret_gone_gives_up_at_once():
+    _, effects = cleanup.decide(state(), cleanup.CredentialsGone("git-token"), now=T0)
+    assert effects[-1] == cleanup.RemoveFinalizer()
+    (ev,) = events(effects)
+    assert ev.reason == "CleanupAbandoned" and "credentials Secret git-token is gone" in ev.message
