@@ -114,6 +114,24 @@ def custom(api_client: kubernetes.client.ApiClient) -> kubernetes.client.CustomO
     return kubernetes.client.CustomObjectsApi(api_client)
 
 
+def _release_builds(client: kubernetes.client.ApiClient, namespace: str) -> None:
+    """Drop the clean-up finalizer of the namespace's BuildRequests: the test's operator is stopped by now, and
+    nothing would remove it, so the namespace would stay Terminating for the rest of the session."""
+    custom = kubernetes.client.CustomObjectsApi(client)
+    try:
+        builds = custom.list_namespaced_custom_object("longshot.dev", "v1alpha1", namespace, "buildrequests")["items"]
+    except kubernetes.client.ApiException:
+        return  # no CRDs in this test
+    for b in builds:
+        if b["metadata"].get("finalizers"):
+            try:
+                custom.patch_namespaced_custom_object("longshot.dev", "v1alpha1", namespace, "buildrequests",
+                                                      b["metadata"]["name"], {"metadata": {"finalizers": None}})
+            except kubernetes.client.ApiException as e:
+                if e.status != 404:
+                    raise
+
+
 @pytest.fixture
 def namespace(request: pytest.FixtureRequest, core_v1: kubernetes.client.CoreV1Api) -> Iterator[str]:
     """A fresh namespace per test, enforcing Pod Security ``restricted``; deleted afterwards."""
@@ -125,6 +143,7 @@ def namespace(request: pytest.FixtureRequest, core_v1: kubernetes.client.CoreV1A
         "longshot.dev/test": "true",
     }}})
     yield name
+    _release_builds(core_v1.api_client, name)
     try:
         core_v1.delete_namespace(name)
     except kubernetes.client.ApiException as e:  # already gone

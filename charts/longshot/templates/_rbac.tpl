@@ -1,6 +1,7 @@
 {{/* RBAC rules shared by the ClusterRole (cluster-wide mode) and the per-namespace Roles (watchNamespaces). */}}
 {{- define "longshot.buildRules" -}}
 - apiGroups: [longshot.dev]
+  # patch on buildrequests includes metadata: the clean-up finalizer and its retry annotations (docs/cleanup.md)
   resources: [buildrequests, agenttasks, mergejobs, buildrequests/status, agenttasks/status, mergejobs/status]
   verbs: [get, list, watch, create, patch, update, delete]
 # ownerReferences with blockOwnerDeletion (agent Pods owned by AgentTasks, tasks by builds) need

@@ -299,6 +299,21 @@ class Retention(Model):
     been taken in, whatever this says."""
 
 
+CleanupBranches = Literal["OnSuccess", "Always", "Never"]
+
+
+class Cleanup(Model):
+    """What Longshot removes from the repository when the BuildRequest is deleted (docs/cleanup.md)."""
+
+    branches: CleanupBranches = "OnSuccess"
+    """Refs of the build in the repository (task and candidate branches ``longshot/<namespace>/<build>/*``,
+    queue branches, handoff refs ``refs/longshot/handoffs/<namespace>/<build>/*``) deleted when the build is
+    deleted. ``OnSuccess`` (default): when the build succeeded, the refs whose work landed on the target or was
+    abandoned (a best-of-N candidate that lost); a branch whose work did not merge is kept, and a build that did
+    not succeed keeps every branch and handoff ref (only its queue branches, scratch copies, go). ``Always``:
+    every ref of the build. ``Never``: nothing."""
+
+
 class BuildRequestSpec(Model):
     """What to build, where, and how."""
 
@@ -334,6 +349,8 @@ class BuildRequestSpec(Model):
     """Best-of-N for every worker task of the build (a task's own ``spec.fanout`` wins)."""
     retention: Retention = Field(default_factory=Retention)
     """Finished agent Pods kept; the others are deleted once their attempt is recorded."""
+    cleanup: Cleanup = Field(default_factory=Cleanup)
+    """What is removed from the repository when the build is deleted."""
 
 
 class TaskCounts(Model):

@@ -44,6 +44,7 @@ class ObjectMeta(Model):
     creation_timestamp: datetime | None = None
     deletion_timestamp: datetime | None = None
     owner_references: list[OwnerReference] = Field(default_factory=list)
+    finalizers: list[str] = Field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -126,7 +127,7 @@ MODELS: dict[str, type[Resource]] = {"BuildRequest": BuildRequest, "AgentTask": 
 def slim_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     """``metadata`` without what the operator never reads (managedFields, kopf's and kubectl's annotations)."""
     out: dict[str, Any] = {k: meta[k] for k in ("name", "namespace", "uid", "generation", "resourceVersion", "labels",
-                                "creationTimestamp", "deletionTimestamp", "ownerReferences") if k in meta}
+                                "creationTimestamp", "deletionTimestamp", "ownerReferences", "finalizers") if k in meta}
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
                    if not k.startswith(SKIPPED_ANNOTATION_PREFIXES)}
     if annotations:

@@ -38,6 +38,7 @@ from longshot.api import conditions as cond
 from longshot.api import handoff as ho
 from longshot.api import keys, objects, timeutil
 from longshot.controllers import cache as cachemod
+from longshot.controllers import cleanup as cleanupc
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
 from longshot.controllers import finalizing, intake, sweeping
@@ -88,9 +89,11 @@ class BuildReconciler:
             self.checked.pop(key, None)
             self.intake.forget(key)
             self.sweeps.forget(key)
-            return []
+            return [] if build is None else await cleanupc.reconcile(self.ctx, build)  # its refs, its finalizer
         if not self.ctx.owns_build(build):
             return []
+        if cleanupc.needs_work(build):  # the first reconcile puts the clean-up's finalizer on, and only that
+            return await cleanupc.reconcile(self.ctx, build)
         now = self.ctx.clock()
         out_first: list[ex.Action] = []
         if self.ctx.network_policy is not None and build.namespace not in self.ctx.policed:

@@ -1,7 +1,10 @@
 """kopf event handlers: every event of our resources and agent Pods goes to the manager's cache.
 
-Handlers keep no state in the objects (no progress annotations, no finalizers): deletion is garbage
-collection through owner references (BuildRequest -> AgentTask -> Pod, MergeJob).
+Handlers keep no state in the objects (no kopf progress annotations, no kopf finalizers). The one finalizer,
+``longshot.dev/cleanup`` on every BuildRequest, is the operator's own, put on and taken off by the BuildRequest
+reconciler (``controllers.cleanup``, docs/cleanup.md) so that a deleted build's refs are cleaned up in its
+repository first. Everything else is deleted by garbage collection through owner references (BuildRequest ->
+AgentTask -> Pod, MergeJob).
 """
 
 from __future__ import annotations
