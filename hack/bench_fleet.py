@@ -876,6 +876,7 @@ def report_writes(writes: Counter[tuple[str, str, str, int]], created: int, merg
     creates = sum(n for (cl, verb, res, code), n in writes.items()
                   if cl == "bench" and verb == "create" and res == "agenttasks" and code < 400)
     every = sum(n for (*_, code), n in writes.items() if code < 400)
+    created = max(created, creates)  # the last creates may land after the count was read
     log(f"api_writes_per_merge: {creates} AgentTask creates for {created} tasks ({creates / max(created, 1):.2f} "
         f"each) + {sum(opw.values())} operator writes for {merged} merges "
         f"({sum(opw.values()) / max(merged, 1):.2f} each; tasks still in flight at the end add to it); every client "
