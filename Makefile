@@ -130,6 +130,10 @@ bench-cache: venv ## Benchmark: the operator cache's resident memory per AgentTa
 bench-e2e: venv binaries deps ## Benchmark: 100 scripted tasks end to end on the local cluster vs the same Pods bare (root; cluster lock)
 	flock /tmp/longshot-cluster.lock $(PY) hack/bench_e2e.py $(BENCH_E2E_ARGS)
 
+.PHONY: bench-fleet
+bench-fleet: venv binaries ## Benchmark: 10,000 tasks, 1,000 simulated agents on kwok nodes through the real operator, merge queue and git forge (under 15 min)
+	$(PY) hack/bench_fleet.py $(BENCH_FLEET_ARGS)
+
 .PHONY: bench-merge
 bench-merge: venv ## Benchmark: 200 branches through the merge code vs plain git
 	$(PY) hack/bench_merge.py

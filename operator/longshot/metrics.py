@@ -75,6 +75,14 @@ MERGES = Counter("longshot_merges_total", "Merge attempts by result.", ["result"
 MERGE_DURATION = Histogram("longshot_merge_duration_seconds",
                            "Time to land a tested batch on the target (compare and push), per candidate.",
                            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=REGISTRY)
+MERGE_QUEUE_PHASES = ("fetch", "checks", "decide", "prepare", "land")
+"""The phases of a queue reconcile: fetch the target; the checks of new jobs (their fetch and secret scan); build
+the queue's state and decide; build and publish speculative commits; push a tested prefix."""
+MERGE_QUEUE_PHASE = Histogram("longshot_merge_queue_phase_seconds",
+                              "Time a merge-queue reconcile spent in each phase (fetch, checks, decide, prepare, "
+                              "land).", ["phase"],
+                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+                              registry=REGISTRY)
 
 # --- reconcile and finalize -------------------------------------------------------------------------------------
 
@@ -167,6 +175,11 @@ def observe_reconcile(kind: str, result: str, duration_seconds: float) -> None:
     if kind in RECONCILE_KINDS and result in RECONCILE_RESULTS:
         RECONCILES.labels(kind=kind, result=result).inc()
         RECONCILE_DURATION.labels(kind=kind).observe(duration_seconds)
+
+
+def observe_queue_phase(phase: str, seconds: float) -> None:
+    """Time a merge-queue reconcile spent in ``phase`` (one of :data:`MERGE_QUEUE_PHASES`)."""
+    MERGE_QUEUE_PHASE.labels(phase=phase).observe(seconds)
 
 
 def observe_merge(outcome: str, duration_seconds: float) -> None:

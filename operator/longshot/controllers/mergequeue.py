@@ -183,6 +183,7 @@ class QueueReconciler:
         w = await self.workspaces.get(live[0][1])
         head = await asyncio.to_thread(speculate.head_of, w, target)
         fetched = time.monotonic()
+        metrics.observe_queue_phase("fetch", fetched - started)
         out: list[ex.Action] = []
         touched: set[str] = set()
         # 1. conflicted jobs retry when the target moved, and go to a fixer when nothing else can move it;
@@ -215,6 +216,8 @@ class QueueReconciler:
                 if effects:  # nothing changed (a stacked job still waiting, say): on to the batch
                     out += mjc.actions(job, build, state, effects, now, name)
                     touched.add(job.name)
+        checked_at = time.monotonic()
+        metrics.observe_queue_phase("checks", checked_at - fetched)
         if touched:
             out.append(ex.Requeue(("Queue", "", name), now))
         if any(j.status.batch is not None for j, _ in live if j.name in touched or j.name in unseen):
@@ -232,7 +235,9 @@ class QueueReconciler:
         incoming, awaited = self._coming(live, {j.name for j, _ in rest})
         qstate = replace(qstate, incoming=incoming, awaited=awaited)
         checks_done = time.monotonic()
-        out += await self._execute(q.decide(qstate), rest, qstate, w, target, now, name)
+        decision = q.decide(qstate)
+        metrics.observe_queue_phase("decide", time.monotonic() - checked_at)
+        out += await self._execute(decision, rest, qstate, w, target, now, name)
         took = time.monotonic() - started
         if took >= SLOW_RECONCILE_SECONDS:
             log.info("queue %s: a reconcile took %.1fs (target fetch %.1fs, checks of %d job(s) %.1fs, batches %.1fs)",
@@ -375,6 +380,7 @@ class QueueReconciler:
             if isinstance(e, q.Wait):
                 continue
             if isinstance(e, q.PrepareBatch):
+                started = time.monotonic()
                 members = [self._member(*jobs[n]) for n in e.members]
                 below = batch_build.get(e.onto_batch or "")
                 onto_branch = (speculate.queue_branch(below.namespace, below.name, e.onto_batch, e.onto_position)
@@ -386,6 +392,7 @@ class QueueReconciler:
                     build = jobs[joins[0].name][1]
                     await asyncio.to_thread(speculate.publish, w, build.namespace, build.name, joins[0].batch_id,
                                             [(j.position, j.commit) for j in joins])
+                metrics.observe_queue_phase("prepare", time.monotonic() - started)
                 for m in more:
                     if isinstance(m, q.JoinBatch):
                         batch_build[m.batch_id] = jobs[m.name][1]
@@ -399,6 +406,7 @@ class QueueReconciler:
                                                       speculate.queue_branch(build.namespace, build.name, e.batch_id,
                                                                               e.position))
                     took = time.monotonic() - started
+                    metrics.observe_queue_phase("land", took)
                     if not ok:
                         metrics.observe_merge("Stale", took)
                         for n in [c.name for c in state.candidates if c.batch_id == e.batch_id]:
