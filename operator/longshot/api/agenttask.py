@@ -7,7 +7,7 @@ from typing import Any, Final, Literal
 from pydantic import ConfigDict, Field, JsonValue
 
 from longshot.api import conditions as c
-from longshot.api.buildrequest import FanoutSettings, RetryPolicy
+from longshot.api.buildrequest import Backend, FanoutSettings, RetryPolicy
 from longshot.api.common import (
     CONDITIONS_SCHEMA_EXTRA,
     DNS_SUBDOMAIN,
@@ -49,6 +49,25 @@ class DependencyPolicy(Model):
     task fails (DependencyFailed) as soon as the policy can no longer be met."""
     k: int | None = Field(default=None, ge=1, le=256)
     """How many dependencies must succeed (``quorum`` only; at most the number of ``dependsOn``)."""
+
+
+class AgentOverride(Model):
+    """Per-task agent settings; each one set wins over the build's ``spec.agent`` (and over the task's older
+    ``spec.resources`` and ``spec.timeoutSeconds``)."""
+
+    backend: Backend | None = None
+    """The backend of this task's attempts. The gateway serves the build's model provider with the build's
+    credentials Secret only: a backend that speaks another provider's API is refused by the gateway."""
+    model: str | None = Field(default=None, min_length=1, max_length=256)
+    """The model of this task's attempts (required when ``backend`` is ``openai`` or ``anthropic``); the first of
+    the build's ``spec.agent.fallbackModels`` chain for this task."""
+    prompt_addendum: str | None = Field(default=None, min_length=1, max_length=16384)
+    """Text added to the task's prompt (worker, fixer and planner roles), after the task and before the work
+    starts, as instructions from a person. Never put a credential here."""
+    timeout_seconds: int | None = Field(default=None, ge=30, le=86400)
+    """Wall-clock limit of one attempt of this task (the Pod's ``activeDeadlineSeconds``)."""
+    resources: Resources | None = None
+    """Requests and limits of this task's agent Pods."""
 
 
 class AgentTaskSpec(Model):
@@ -93,7 +112,16 @@ class AgentTaskSpec(Model):
     cancel: bool = False
     """Set to true to cancel the task: its Pod is deleted and it is not retried."""
     retry_token: str | None = Field(default=None, max_length=64)
-    """Change this value to retry a failed or cancelled task from a fresh attempt."""
+    """Change this value to relaunch the task from a new attempt, in any state: a Failed or Cancelled task is
+    retried; a Running one has its Pod deleted and starts again; a Succeeded one runs again, and its new handoff
+    gets a new MergeJob (``<task>-a<attempt>``). The relaunched attempt starts from the task's branch with its
+    retry count reset. ``kubectl longshot relaunch`` sets it."""
+    suspend: bool = False
+    """Set to true to pause this task: a running attempt's Pod is deleted (not a failure, and not counted against
+    the retry policy), the task goes back to Pending with condition ``Suspended``, and no attempt starts until it is
+    false again; the next attempt then starts from the task's branch."""
+    agent: AgentOverride | None = None
+    """Per-task backend, model, prompt addendum, timeout and resources, over the build's ``spec.agent``."""
     depends_on_policy: DependencyPolicy = Field(default_factory=DependencyPolicy)
     """How many of ``dependsOn`` must succeed before this task starts: all (the default), any, or a quorum."""
     fanout: FanoutSettings | None = None
@@ -128,6 +156,9 @@ class Attempt(Model):
     """Model tokens the attempt used (from its handoff)."""
     cost: float = Field(default=0.0, ge=0)
     """Cost of the attempt (from its handoff)."""
+    model: str | None = Field(default=None, max_length=256)
+    """The model the attempt ran with (the task's ``spec.agent.model``, else the build's, or the next of the
+    build's ``spec.agent.fallbackModels`` after an attempt the model API failed or rate-limited)."""
 
 
 class HandoffSummary(Model):
@@ -270,6 +301,9 @@ class AgentTaskStatus(Model):
     """The ``spec.answer`` already given to an attempt; a different ``spec.answer`` starts a new one."""
     fanout: FanoutStatus | None = None
     """Candidates, winner and the judge's reasons of a fanned-out task."""
+    merge_job: str | None = Field(default=None, max_length=253)
+    """The MergeJob of the task's latest successful handoff: named like the task for the first one, and
+    ``<task>-a<attempt>`` for one made after a relaunch."""
 
 
 AGENT_TASK_RULES = [
@@ -302,6 +336,20 @@ AGENT_TASK_SPEC_RULES = [
         "rule": "!has(self.fanout) || self.role in ['worker', 'fixer']",
         "message": "fanout is only for worker and fixer tasks",
         "fieldPath": ".fanout",
+    },
+    {
+        "rule": "!has(self.agent) || !has(self.agent.backend) || !(self.agent.backend in ['openai', 'anthropic']) "
+                "|| has(self.agent.model)",
+        "message": "agent.model is required when agent.backend is openai or anthropic",
+        "fieldPath": ".agent.model",
+        "reason": "FieldValueRequired",
+    },
+    {
+        "rule": "!has(self.agent) || !has(self.agent.backend) || self.agent.backend != 'command'",
+        "message": "agent.backend: command cannot be set per task (the command template is the build's "
+                   "spec.agent.command); set it on the BuildRequest",
+        "fieldPath": ".agent.backend",
+        "reason": "FieldValueForbidden",
     },
     {
         "rule": "!has(self.parentTask) || self.depth > 0",

@@ -204,6 +204,15 @@ class AgentSettings(Model):
     """Secret with the model API key (key ``api-key``), mounted into agent Pods only."""
     prompts: LocalObjectRef | None = None
     """ConfigMap whose keys override the packaged prompt templates."""
+    fallback_models: list[str] = Field(
+        default_factory=list,
+        max_length=10,
+        json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": 256}},
+    )
+    """Models to fall back to, in order: after an attempt that failed because the model API was failing or
+    rate-limited (``RateLimited``, or ``Infrastructure`` naming the model API), the task's next attempt uses the
+    next model of ``[model, *fallbackModels]`` (wrapping round), and keeps it while it works. Every attempt
+    records its model in ``status.attempts[].model``. Same provider and credentials as ``model``."""
 
 
 class WorkerSettings(Model):

@@ -42,7 +42,7 @@ wait on a person (Configuration, AuthFailed, BudgetExceeded, TaskBlocked). kstat
 RECONCILING = "Reconciling"
 """True while the operator is working towards the goal (planning, running, merging, finalizing)."""
 SUSPENDED = "Suspended"
-"""``spec.suspend`` is set: no new agent Pods start."""
+"""``spec.suspend`` is set: no new agent Pods start (on an AgentTask, its running attempt was stopped too)."""
 BUDGET_EXCEEDED = "BudgetExceeded"
 """The token or cost budget is spent: no new agent Pods start until the budget is raised."""
 HALTED = "Halted"
@@ -90,6 +90,7 @@ REASONS: dict[str, str] = {
     "TasksRunning": "At least one AgentTask is running or waiting to run.",
     "Idle": "No task is running or waiting.",
     "Suspended": "spec.suspend is true.",
+    "Relaunched": "A new spec.retryToken stopped the running attempt; a new one starts.",
     "BudgetExceeded": "The build's token or cost budget is spent.",
     "Killswitch": "The operator-wide killswitch is engaged.",
     "Passed": "Finalization passed: everything is merged and the final sweep passed.",
@@ -130,7 +131,8 @@ REASONS: dict[str, str] = {
     "Finished": "Nothing more to do.",
     "DependencyFailed": "A dependency failed or was cancelled; the message names it.",
     "DependenciesReady": "Every dependency is done (merged, for merging roles).",
-    "Resumed": "The cause of the stop was changed (spec edit, budget raised): the task runs again.",
+    "Resumed": "The cause of the stop was changed (spec edit, budget raised, spec.suspend set back to false): the "
+               "task runs again.",
     "Testing": "The candidate is in a speculative batch whose quality gates run.",
     "Evicted": "The candidate broke its batch's quality gate; a fixer gets the failure.",
     "Requeued": "The candidate waits for another batch (its batch broke elsewhere or the target moved).",

@@ -500,3 +500,5 @@ class TaskInput(Model):
     """The question a previous attempt asked (tool ``ask``), when it has been answered."""
     answer: str | None = None
     """A person's answer to ``question`` (the AgentTask's ``spec.answer``)."""
+    instructions: str | None = None
+    """A person's addendum to the prompt (the AgentTask's ``spec.agent.promptAddendum``)."""

@@ -261,7 +261,7 @@ class BuildReconciler:
             if n not in stats:
                 continue
             stats[n]["tasks"] += 1
-            job = self.ctx.cache.jobs.get(t.key)
+            job = self.ctx.cache.job_of_task(t)
             if job is not None and self.ctx.delivered(job):
                 stats[n]["merged"] += 1
             elif t.status.phase == tasks.FAILED:

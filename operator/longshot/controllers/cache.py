@@ -477,10 +477,18 @@ class Cache:
                 yield t
 
     def jobs_of(self, build: Key) -> Iterator[objects.MergeJob]:
+        """The build's current MergeJobs: every one but those a relaunched task replaced with a newer one (its
+        ``status.mergeJob`` names another), which are history."""
         for name in list(self.jobs_by_build.get(build, ())):
             j = self.jobs.get((build[0], name))
-            if j is not None:
+            if j is not None and not self.replaced(j):
                 yield j
+
+    def replaced(self, job: objects.MergeJob) -> bool:
+        """A relaunch of the job's task made a newer MergeJob (the task's ``status.mergeJob`` names it)."""
+        task = self.tasks.get((job.namespace, job.task_name))
+        current = task.status.merge_job if task is not None else None
+        return current is not None and current != job.name
 
     def pods_of(self, task: Key) -> Iterator[PodView]:
         for name in list(self.pods_by_task.get(task, ())):
@@ -489,8 +497,9 @@ class Cache:
                 yield p
 
     def job_of_task(self, task: objects.AgentTask) -> objects.MergeJob | None:
-        """The MergeJob of a task's branch (named like the task)."""
-        return self.jobs.get(task.key)
+        """The MergeJob of a task's latest successful handoff: ``status.mergeJob``, else the one named like the task
+        (its first)."""
+        return self.jobs.get((task.namespace, task.status.merge_job or task.name))
 
     def shard_of(self, build: objects.BuildRequest) -> str:
         """The shard a build belongs to: its tenant's use of its repository (:func:`shard_key`)."""

@@ -147,7 +147,7 @@ class Context:
     def _dep_view(self, t: objects.AgentTask) -> dependencies.DepView:
         handoff = t.status.handoff
         commit = handoff.commit if handoff is not None else None
-        job = self.cache.jobs.get(t.key)
+        job = self.cache.job_of_task(t)
         merging = t.spec.role in MERGING_ROLES and commit is not None
         last = max(t.status.attempts, key=lambda a: a.number) if t.status.attempts else None
         return dependencies.DepView(
@@ -169,7 +169,7 @@ class Context:
         if task is None:
             return None
         handoff = task.status.handoff
-        job = self.cache.jobs.get(task.key)
+        job = self.cache.job_of_task(task)
         return delivery.FixerFacts(phase=task.status.phase,
                                    has_commit=handoff is not None and handoff.commit is not None,
                                    job=job_facts(job) if job is not None else None)

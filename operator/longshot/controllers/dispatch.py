@@ -112,7 +112,8 @@ def _gather(ctx: ctxmod.Context, ns: str, build_name: str, names: Iterable[str],
             continue
         phase = t.status.phase or tasks.PENDING
         by_state[phase] += 1
-        if phase not in (tasks.PENDING, tasks.RUNNING) or (t.spec.cancel and phase == tasks.PENDING):
+        if phase not in (tasks.PENDING, tasks.RUNNING) or (
+                phase == tasks.PENDING and (t.spec.cancel or t.spec.suspend)):
             continue
         if build is None or ctx.fanout_of(t, build) is not None:
             continue

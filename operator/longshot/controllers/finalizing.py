@@ -154,7 +154,8 @@ class Finalizer:
         for t in ts:
             if cachemod.purpose(t) is not None:
                 continue  # a best-of-N candidate: only its task's winner is merged
-            if t.spec.role in tasks.MERGING_ROLES and t.status.phase == tasks.SUCCEEDED and t.name not in jobs \
+            if t.spec.role in tasks.MERGING_ROLES and t.status.phase == tasks.SUCCEEDED \
+                    and (t.status.merge_job or t.name) not in jobs \
                     and t.status.handoff is not None and t.status.handoff.commit:
                 out.append(finalization.JobView(t.name, "Missing"))
         return tuple(out)

@@ -252,7 +252,7 @@ class Intake:
 
     def issue_result(self, build: objects.BuildRequest, t: objects.AgentTask) -> tuple[bool, str] | None:
         """``(merged, comment)`` once the task's result is final, else None."""
-        job = self.ctx.cache.jobs.get(t.key)
+        job = self.ctx.cache.job_of_task(t)
         handoff = t.status.handoff
         summary = handoff.summary if handoff is not None else ""
         if job is not None and self.ctx.delivered(job):

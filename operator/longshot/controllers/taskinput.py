@@ -16,7 +16,7 @@ from longshot.core import mergejobs as mj
 def result_of(ctx: ctxmod.Context, t: objects.AgentTask, build: objects.BuildRequest) -> taskinput.TaskResult:
     """How ``t`` ended, for a later prompt."""
     handoff = t.status.handoff
-    job = ctx.cache.jobs.get(t.key)
+    job = ctx.cache.job_of_task(t)
     merged_commit = job.status.merged_commit if job is not None and job.status.phase in mj.DELIVERED else None
     last = max(t.status.attempts, key=lambda a: a.number) if t.status.attempts else None
     dep = ctx.views(build.key).deps.get(t.name)

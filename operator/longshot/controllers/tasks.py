@@ -2,7 +2,9 @@
 
 ``reconcile(key)`` turns what is observed into decider events:
 
-* ``spec.cancel`` -> ``CancelRequested``; a new ``spec.retryToken`` -> ``RetryRequested``;
+* ``spec.cancel`` -> ``CancelRequested``; a new ``spec.retryToken`` -> ``RetryRequested`` (a relaunch, in any
+  state); ``spec.suspend`` differing from the ``Suspended`` condition, or true while an attempt runs ->
+  ``SuspendChanged`` (a running attempt's Pod is not observed: it is deleted);
 * a task stopped for a person resumes (``Resume``) when its build's spec changed since (Auth, Configuration) or
   the budget allows work again (BudgetExceeded);
 * Running: the killswitch -> ``Killswitch``; the attempt's Pod ended -> ``PodFinished`` with its handoff (read
@@ -27,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, assert_never
 
@@ -63,7 +66,27 @@ def merge_job_manifest(task: objects.AgentTask, build: objects.BuildRequest,
         task=task.name, namespace=task.namespace, build=build.name, role=task.spec.role, task_uid=task.metadata.uid,
         branch=e.branch, commit=e.commit, target=build.spec.repository.base_branch,
         strategy=build.spec.merge.strategy, priority=task.spec.priority, base_commit=e.base_commit,
-        stacked_on=e.stacked_on)
+        stacked_on=e.stacked_on, name=e.name)
+
+
+def model_chain(task: objects.AgentTask, build: objects.BuildRequest) -> tuple[str, ...]:
+    """The task's model chain (``core.tasks.model_chain``): a best-of-N candidate's own model (no fallback), else
+    the task's ``spec.agent.model`` or the build's, then the build's ``spec.agent.fallbackModels``."""
+    own = task.metadata.annotations.get(fanout.MODEL_ANNOTATION)
+    if own:
+        return (own,)
+    override = task.spec.agent.model if task.spec.agent is not None else None
+    return tasks.model_chain(override or build.spec.agent.model, build.spec.agent.fallback_models)
+
+
+def task_state(task: objects.AgentTask, build: objects.BuildRequest,
+               jobs: cachemod.Cache | None = None) -> tasks.TaskState:
+    """The decider's state of ``task``; a task that had a MergeJob before ``status.mergeJob`` existed (named like
+    the task) gets that name, so a relaunch does not collide with it."""
+    state = tasks.TaskState.from_task(task, build.spec.retry, model_chain(task, build))
+    if state.merge_job is None and jobs is not None and task.key in jobs.jobs:
+        state = replace(state, merge_job=task.name)
+    return state
 
 
 def since_creation(conds: list[dict[str, Any]], task: objects.AgentTask) -> list[dict[str, Any]]:
@@ -85,7 +108,7 @@ class TaskReconciler:
             return []
         task, build = loaded
         now = self.ctx.clock()
-        state = tasks.TaskState.from_task(task, build.spec.retry)
+        state = task_state(task, build, self.ctx.cache)
         fan = self.ctx.fanout_of(task, build)
         if fan is not None:
             return await self._fanout(task, build, state, fan, now)
@@ -105,7 +128,9 @@ class TaskReconciler:
             if spec.retry_token and spec.retry_token != state.retry_token:
                 events.append(tasks.RetryRequested(spec.retry_token))
             if state.phase == tasks.PENDING:
-                if self.ctx.readiness(task, build)[0] == "ready":
+                if spec.suspend:
+                    pass  # a suspended best-of-N task starts no round (its running candidates are tasks of their own)
+                elif self.ctx.readiness(task, build)[0] == "ready":
                     events.append(tasks.StartFanout(fan.count))
                     first = self.fanout.snapshot(task, build, fan, state.attempt + 1, True)
                     extra["fanout"] = fanout.status(first, fanout.Record())
@@ -117,8 +142,8 @@ class TaskReconciler:
                 if task.status.fanout is None or wire != task.status.fanout.model_dump(
                         by_alias=True, mode="json", exclude_none=True):
                     extra["fanout"] = wire
-        if state.phase != tasks.RUNNING or any(isinstance(e, (tasks.CancelRequested, tasks.FanoutFinished))
-                                               for e in events):
+        if state.phase != tasks.RUNNING or any(isinstance(e, (tasks.CancelRequested, tasks.FanoutFinished,
+                                                              tasks.RetryRequested)) for e in events):
             pre += await self.fanout.stop(task, build, fan, state)
         actions = self._decide(task, build, state, events, now, pre, extra)
         return actions
@@ -129,8 +154,8 @@ class TaskReconciler:
         if loaded is None:
             return []
         task, build = loaded
-        state = tasks.TaskState.from_task(task, build.spec.retry)
-        if state.phase != tasks.PENDING:
+        state = task_state(task, build, self.ctx.cache)
+        if state.phase != tasks.PENDING or task.spec.suspend:
             return []
         now = self.ctx.clock()
         self.ctx.ready_since.pop(key, None)  # the manager observes the dispatch latency once the Pod is created
@@ -161,6 +186,10 @@ class TaskReconciler:
         events: list[tasks.Event] = []
         if spec.retry_token and spec.retry_token != state.retry_token:
             events.append(tasks.RetryRequested(spec.retry_token))
+        if spec.suspend != state.suspended or (spec.suspend and state.phase == tasks.RUNNING):
+            events.append(tasks.SuspendChanged(spec.suspend))
+            if spec.suspend:
+                return events, pre  # a running attempt is stopped, not observed
         if state.stopped:
             if state.last_failure in ("Auth", "Configuration") and build.generation > (state.stop_generation or 0):
                 events.append(tasks.Resume("the BuildRequest's spec was edited"))
@@ -374,7 +403,8 @@ class TaskReconciler:
             match e:
                 case tasks.CreatePod():
                     out.append(ex.CreatePod(pods.build_agent_pod(to_dict(task), to_dict(build), self.ctx.settings,
-                                                                 e.attempt, taskinput.extra(self.ctx, task, build))))
+                                                                 e.attempt, taskinput.extra(self.ctx, task, build),
+                                                                 model=e.model)))
                 case tasks.StartCandidates():
                     out.append(ex.Requeue(("AgentTask", ns, name), now))  # the round's candidates are made next
                 case tasks.DeletePod():

@@ -92,8 +92,9 @@ def fixer(*, name: str, namespace: str, build: str, owner: Mapping[str, Any], br
 
 def merge_job(*, task: str, namespace: str, build: str, role: str, task_uid: str, branch: str, commit: str,
               target: str, strategy: str, priority: int, base_commit: str | None = None,
-              stacked_on: Sequence[str] = ()) -> dict[str, Any]:
-    """The MergeJob of ``task``'s branch at ``commit`` (named after the task, owned by it)."""
+              stacked_on: Sequence[str] = (), name: str = "") -> dict[str, Any]:
+    """The MergeJob of ``task``'s branch at ``commit``, owned by it: named ``name`` (``names.merge_job_name``), else
+    after the task."""
     spec: dict[str, Any] = {"buildRef": {"name": build}, "taskRef": {"name": task}, "branch": branch,
                             "commit": commit, "target": target, "strategy": strategy, "priority": priority}
     if base_commit and len(base_commit) >= 7:
@@ -102,7 +103,7 @@ def merge_job(*, task: str, namespace: str, build: str, role: str, task_uid: str
     if stacked:
         spec["stackedOn"] = stacked[:256]
     return {"apiVersion": API_VERSION, "kind": "MergeJob",
-            "metadata": {"name": task, "namespace": namespace,
+            "metadata": {"name": name or task, "namespace": namespace,
                          "labels": {**task_labels(build, role), keys.COMPONENT: "merge-job"},
                          "ownerReferences": [owned_by_task(task, task_uid)]},
             "spec": spec}

@@ -53,6 +53,12 @@ def pod_name(task: str, attempt: int) -> str:
     return f"{head}-{short_hash(task)}{suffix}"
 
 
+def merge_job_name(task: str, attempt: int, *, first: bool) -> str:
+    """Name of the MergeJob of the successful ``attempt`` of ``task``: the task's own name for its first MergeJob,
+    ``<task>-a<N>`` (as its Pod) for one made after a relaunch, so it never collides with the earlier one."""
+    return task if first else pod_name(task, attempt)
+
+
 # --- refs ------------------------------------------------------------------------------------------------
 #
 # Every ref Longshot writes into a repository carries the build's namespace, so two builds of the same name in

@@ -15,6 +15,18 @@ A running attempt whose agent stopped reporting (no heartbeat for longer than th
 (:mod:`longshot.core.fanout`) starts its candidates instead of a Pod (:class:`StartFanout`) and ends with the
 judge's pick (:class:`FanoutFinished`): only the winner's branch gets a MergeJob.
 
+**Per-task control.** ``spec.suspend`` (:class:`SuspendChanged`) pauses a task: a running attempt's Pod is
+deleted, the attempt is recorded as suspended (not a failure, not counted against the retry policy) and the task
+goes back to Pending with condition ``Suspended=True``; the dispatcher starts nothing for it until
+``spec.suspend`` is false again (``Suspended=False/Resumed``), and the next attempt starts from the task's branch
+like any later attempt. A new ``spec.retryToken`` (:class:`RetryRequested`) relaunches the task in any state: a
+Running attempt is stopped, a Succeeded task runs again, and the retry count starts afresh; the handoff of a
+relaunched task gets its own MergeJob (``names.merge_job_name``: ``<task>-a<N>`` once the task has had one).
+
+**Models.** Each attempt runs with :func:`next_model` of ``state.models`` (the task's or the build's model, then
+the build's ``spec.agent.fallbackModels``): the next model after an attempt that the model API failed or
+rate-limited (:func:`upstream_failure`), else the model of the last attempt. ``status.attempts[].model`` records it.
+
 A ``Failed`` task whose last failure needs a person (``Auth``, ``Configuration``, ``BudgetExceeded``) is
 *stopped*: it records the build's generation (``stop_generation``) and comes back by itself
 (:class:`Resume`) when the build's spec is edited or, for a budget, when the budget allows work again; a
@@ -32,7 +44,7 @@ for good or waits on a person; ``Reconciling`` is True while it is pending, back
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
@@ -61,6 +73,10 @@ MERGING_ROLES: Final = frozenset({"worker", "fixer"})
 """Roles whose successful commit goes to the merge queue."""
 PERSON_FAILURES: Final[frozenset[FailureClass]] = frozenset({"Auth", "Configuration", "BudgetExceeded"})
 """Failure classes that stop the task until a person changes something (never retried by backoff)."""
+SUSPENDED_EXIT: Final = "suspended by spec.suspend"
+"""``exitReason`` of an attempt stopped by ``spec.suspend`` (it has no failure class)."""
+MODEL_API_MARKERS: Final = ("model API", "OpenAI-compatible API", "Anthropic API")
+"""How the agent runner names a model API in its failure messages (``agent.backends.http``)."""
 STOP_REASON: Final[Mapping[str, str]] = {"Auth": "AuthFailed", "Configuration": "Configuration",
                                          "BudgetExceeded": "BudgetExceeded"}
 
@@ -107,6 +123,15 @@ class TaskState:
     merges: bool = True
     """Whether a successful worker or fixer attempt gets a MergeJob: False for the candidates of a best-of-N task
     (only the winner, through its task, is merged)."""
+    suspended: bool = False
+    """``spec.suspend`` was acted on (condition ``Suspended=True``): no attempt starts."""
+    merge_job: str | None = None
+    """The MergeJob of the latest successful handoff (``status.mergeJob``); None before the first one."""
+    models: tuple[str, ...] = ()
+    """The model chain of this task: its own or the build's model, then the build's fallback models (empty: the
+    backend needs no model, and the Pod uses the build's settings)."""
+    last_model: str | None = None
+    """The model of the latest attempt (``status.attempts[-1].model``)."""
 
     @property
     def pod(self) -> str | None:
@@ -119,9 +144,10 @@ class TaskState:
         return self.phase == FAILED and self.last_failure in PERSON_FAILURES
 
     @classmethod
-    def from_task(cls, task: Any, build_retry: RetryPolicy | None = None) -> TaskState:
+    def from_task(cls, task: Any, build_retry: RetryPolicy | None = None,
+                  models: tuple[str, ...] = ()) -> TaskState:
         """State of a typed AgentTask (``api.objects.AgentTask``); the retry policy is the task's, else the
-        build's, else the default."""
+        build's, else the default; ``models`` the task's model chain (:func:`model_chain`)."""
         status = task.status
         last = max(status.attempts, key=lambda a: a.number) if status.attempts else None
         phase: Phase = status.phase if status.phase in PHASES else PENDING
@@ -140,6 +166,10 @@ class TaskState:
             question=status.question,
             answer=status.answer,
             merges=fanout.FANOUT_LABEL not in task.metadata.labels,
+            suspended=c.is_true([x.model_dump(by_alias=True) for x in status.conditions], c.SUSPENDED),
+            merge_job=status.merge_job,
+            models=models,
+            last_model=last.model if last else None,
         )
 
     def to_status(self) -> dict[str, Any]:
@@ -152,6 +182,7 @@ class TaskState:
             "stopGeneration": self.stop_generation,
             "question": self.question,
             "answer": self.answer,
+            "mergeJob": self.merge_job,
         }
 
 
@@ -256,6 +287,13 @@ class FanoutFinished:
 
 
 @dataclass(frozen=True)
+class SuspendChanged:
+    """``spec.suspend`` is ``suspended`` and differs from what was acted on (or is true while an attempt runs)."""
+
+    suspended: bool
+
+
+@dataclass(frozen=True)
 class DependenciesChanged:
     """The readiness of the task's dependencies (``core.dependencies``): ``ready``, ``waiting`` (for them
     to succeed or merge) or ``blocked`` (one failed or was cancelled); ``message`` names them."""
@@ -265,7 +303,8 @@ class DependenciesChanged:
 
 
 Event = (Admitted | PodFinished | PodVanished | CancelRequested | RetryRequested | Resume | BackoffElapsed
-         | Killswitch | DependenciesChanged | Answered | HeartbeatLost | StartFanout | FanoutFinished)
+         | Killswitch | DependenciesChanged | Answered | HeartbeatLost | StartFanout | FanoutFinished
+         | SuspendChanged)
 
 # --- effects -----------------------------------------------------------------------------------------
 
@@ -273,10 +312,12 @@ Event = (Admitted | PodFinished | PodVanished | CancelRequested | RetryRequested
 @dataclass(frozen=True)
 class CreatePod:
     """Create the Pod of ``attempt`` (``pods.build_agent_pod(task, build, settings, attempt)``), named
-    ``name``; AlreadyExists means it was created before a restart: fine."""
+    ``name``, running ``model`` (None: the task's or build's settings); AlreadyExists means it was created before
+    a restart: fine."""
 
     attempt: int
     name: str
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -300,6 +341,7 @@ class RecordAttempt:
     failure_class: FailureClass | None = None
     tokens: int | None = None
     cost: float | None = None
+    model: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
         """camelCase fields that are set."""
@@ -318,6 +360,8 @@ class RecordAttempt:
             out["tokens"] = self.tokens
         if self.cost is not None:
             out["cost"] = self.cost
+        if self.model is not None:
+            out["model"] = self.model
         return out
 
 
@@ -330,14 +374,15 @@ class ScheduleRetry:
 
 @dataclass(frozen=True)
 class CreateMergeJob:
-    """Create the MergeJob of this task's branch at ``commit`` (name: the task's name; AlreadyExists is
-    fine). ``base_commit`` is the commit the work started from; ``stacked_on`` the dependencies' commits a stacked
-    branch was built on (``MergeJob.spec.stackedOn``)."""
+    """Create the MergeJob ``name`` of this task's branch at ``commit`` (``names.merge_job_name``: the task's name
+    for its first MergeJob; AlreadyExists is fine). ``base_commit`` is the commit the work started from;
+    ``stacked_on`` the dependencies' commits a stacked branch was built on (``MergeJob.spec.stackedOn``)."""
 
     branch: str
     commit: str
     base_commit: str | None = None
     stacked_on: tuple[str, ...] = ()
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -441,11 +486,13 @@ def _start(state: TaskState, event: Admitted, now: datetime, rand: Rand) -> Resu
     if event.attempt is not None and event.attempt != number:
         raise InvalidTransition(f"{state.name}: admitted for attempt {event.attempt}, but the next attempt "
                                 f"is {number}")
-    new = replace(state, phase=RUNNING, attempt=number, next_attempt_time=None, stop_generation=None)
+    model = next_model(state)
+    new = replace(state, phase=RUNNING, attempt=number, next_attempt_time=None, stop_generation=None,
+                  last_model=model)
     pod = names.pod_name(state.name, number)
     return new, [
-        CreatePod(number, pod),
-        RecordAttempt(number, pod, start_time=now),
+        CreatePod(number, pod, model),
+        RecordAttempt(number, pod, start_time=now, model=model),
         SetCondition(c.RUNNING, c.TRUE, "PodRunning", f"attempt {number} runs in Pod {pod}"),
         SetCondition(c.SUCCEEDED, c.UNKNOWN, "InProgress", f"attempt {number} is running"),
         SetCondition(c.BLOCKED, c.FALSE, "DependenciesReady", "every dependency is done"),
@@ -512,14 +559,16 @@ def _succeed(state: TaskState, handoff: Handoff, outcome: failures.Outcome, usag
         *_finished_ok(text),
         EmitEvent("Normal", "Succeeded", f"attempt {number} succeeded ({handoff.outcome})"),
     ]
+    job = state.merge_job
     if (state.role in MERGING_ROLES and state.merges and handoff.outcome == "succeeded" and handoff.branch
             and handoff.commit):
+        job = names.merge_job_name(state.name, number, first=state.merge_job is None)
         effects.append(CreateMergeJob(handoff.branch, handoff.commit, handoff.base_commit,
-                                      tuple(handoff.stacked_on[:256])))
+                                      tuple(handoff.stacked_on[:256]), job))
     if state.role == "planner" and handoff.outcome in ("succeeded", "empty"):
         effects.append(PlanReturned(tuple(handoff.tasks), handoff.done))
     new = replace(state, phase=SUCCEEDED, next_attempt_time=None, last_failure=None, last_message="",
-                  stop_generation=None)
+                  stop_generation=None, merge_job=job)
     return new, effects
 
 
@@ -612,11 +661,13 @@ def _fanout_finished(state: TaskState, event: FanoutFinished, now: datetime, ran
         *_finished_ok(text),
         EmitEvent("Normal", "Judged", text),
     ]
+    job = state.merge_job
     if state.role in MERGING_ROLES and state.merges and w.get("branch") and w.get("commit"):
+        job = names.merge_job_name(state.name, number, first=state.merge_job is None)
         effects.append(CreateMergeJob(str(w["branch"]), str(w["commit"]), w.get("baseCommit"),
-                                      tuple(str(x) for x in w.get("stackedOn") or ())))
+                                      tuple(str(x) for x in w.get("stackedOn") or ()), job))
     new = replace(state, phase=SUCCEEDED, next_attempt_time=None, last_failure=None, last_message="",
-                  stop_generation=None)
+                  stop_generation=None, merge_job=job)
     return new, effects
 
 
@@ -744,6 +795,62 @@ def _retry(state: TaskState, event: RetryRequested, now: datetime, rand: Rand) -
     return _requeue(state, f"retry requested (token {event.token!r})", token=event.token)
 
 
+def _retry_pending(state: TaskState, event: RetryRequested, now: datetime, rand: Rand) -> Result:
+    """A new token while the task waits for its next attempt anyway: remember it and start the retry count afresh."""
+    if event.token == state.retry_token:
+        return state, []
+    return replace(state, retry_token=event.token, retry_base=state.attempt), []
+
+
+def _relaunch_running(state: TaskState, event: RetryRequested, now: datetime, rand: Rand) -> Result:
+    """A new token while an attempt runs: stop it (not a failure) and wait for a new one."""
+    if event.token == state.retry_token:
+        return state, []
+    pod = state.pod or ""
+    new, effects = _requeue(state, f"relaunch requested (token {event.token!r})", token=event.token)
+    return new, [
+        DeletePod(pod),
+        RecordAttempt(state.attempt, pod, end_time=now, exit_reason=f"stopped: relaunched (token {event.token!r})"),
+        SetCondition(c.RUNNING, c.FALSE, "Relaunched", f"attempt {state.attempt} stopped by a relaunch"),
+        *effects,
+    ]
+
+
+def _suspend(state: TaskState, event: SuspendChanged, now: datetime, rand: Rand) -> Result:
+    """``spec.suspend`` changed (or is true while an attempt runs). Suspending stops a running attempt (its Pod is
+    deleted; not a failure, not counted) and puts the task back to Pending; a backoff is dropped. Resuming clears
+    the flag: the dispatcher may start the next attempt."""
+    if not event.suspended:
+        if not state.suspended:
+            return state, []
+        new = replace(state, suspended=False)
+        effects: list[Effect] = [SetCondition(c.SUSPENDED, c.FALSE, "Resumed", "spec.suspend is false"),
+                                 EmitEvent("Normal", "Resumed", "spec.suspend is false: the task may start again")]
+        if state.phase == PENDING:
+            effects += _working("Pending", "resumed: waiting for a worker slot")
+        return new, effects
+    if state.suspended and state.phase != RUNNING:
+        return state, []
+    text = "paused by spec.suspend"
+    out: list[Effect] = []
+    new = replace(state, suspended=True)
+    if state.phase == RUNNING:
+        pod = state.pod or ""
+        out += [DeletePod(pod),
+                RecordAttempt(state.attempt, pod, end_time=now, exit_reason=SUSPENDED_EXIT),
+                SetCondition(c.RUNNING, c.FALSE, "Suspended", f"attempt {state.attempt} stopped by spec.suspend")]
+        text = f"attempt {state.attempt} stopped by spec.suspend; the next one starts from the task's branch"
+        new = replace(new, phase=PENDING, retry_base=state.retry_base + 1, next_attempt_time=None)
+    elif state.phase == BACKOFF:
+        new = replace(new, phase=PENDING, next_attempt_time=None)
+    if new.phase == PENDING:
+        out += [SetCondition(c.SUCCEEDED, c.UNKNOWN, "Suspended", text),
+                *_summary((c.FALSE, "Suspended", text), (c.FALSE, "NotStalled", "suspended by a user"),
+                          (c.FALSE, "Suspended", "paused by spec.suspend"))]
+    return new, [*out, SetCondition(c.SUSPENDED, c.TRUE, "Suspended", text),
+                 EmitEvent("Normal", "Suspended", text)]
+
+
 def _resume(state: TaskState, event: Resume, now: datetime, rand: Rand) -> Result:
     if not state.stopped:
         return state, []  # only a stop for a person resumes by itself; a plain failure needs a retry token
@@ -804,6 +911,7 @@ _TERMINAL_ROWS: dict[type, Handler] = {
     Answered: _ignore,
     HeartbeatLost: _ignore,
     FanoutFinished: _ignore,
+    SuspendChanged: _suspend,
 }
 
 TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
@@ -811,7 +919,8 @@ TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
     (PENDING, PodFinished): _pod_event_while_pending,
     (PENDING, PodVanished): _pod_event_while_pending,
     (PENDING, CancelRequested): _cancel,
-    (PENDING, RetryRequested): _ack_token,
+    (PENDING, RetryRequested): _retry_pending,
+    (PENDING, SuspendChanged): _suspend,
     (PENDING, Resume): _ignore,
     (PENDING, BackoffElapsed): _ignore,
     (PENDING, Killswitch): _ignore,
@@ -832,12 +941,14 @@ TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
     (BACKOFF, Answered): _ignore,
     (BACKOFF, HeartbeatLost): _ignore,
     (BACKOFF, FanoutFinished): _ignore,
+    (BACKOFF, SuspendChanged): _suspend,
 
     (RUNNING, Admitted): _duplicate_admit,
     (RUNNING, PodFinished): _finish,
     (RUNNING, PodVanished): _vanished,
     (RUNNING, CancelRequested): _cancel,
-    (RUNNING, RetryRequested): _ack_token,
+    (RUNNING, RetryRequested): _relaunch_running,
+    (RUNNING, SuspendChanged): _suspend,
     (RUNNING, Resume): _ignore,
     (RUNNING, BackoffElapsed): _ignore,
     (RUNNING, Killswitch): _kill,
@@ -857,9 +968,10 @@ TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
     (AWAITING_INPUT, Answered): _answered,
     (AWAITING_INPUT, HeartbeatLost): _ignore,
     (AWAITING_INPUT, FanoutFinished): _ignore,
+    (AWAITING_INPUT, SuspendChanged): _suspend,
 
     **{(SUCCEEDED, ev): h for ev, h in _TERMINAL_ROWS.items()},
-    (SUCCEEDED, RetryRequested): _ack_token,
+    (SUCCEEDED, RetryRequested): _retry,
     **{(FAILED, ev): h for ev, h in _TERMINAL_ROWS.items()},
     (FAILED, RetryRequested): _retry,
     (FAILED, Resume): _resume,
@@ -893,3 +1005,37 @@ def heartbeat_silence(last_heartbeat: datetime | None, started: datetime | None,
     if not marks:
         return None
     return max(0.0, (now - max(marks)).total_seconds())
+
+
+def model_chain(model: str | None, fallbacks: Sequence[str] = ()) -> tuple[str, ...]:
+    """The models a task's attempts may use, in order: ``model`` (the task's own, else the build's), then the
+    build's fallbacks (each once). Empty when there is no model (a backend that needs none)."""
+    if not model:
+        return ()
+    out = [model]
+    for m in fallbacks:
+        if m and m not in out:
+            out.append(m)
+    return tuple(out)
+
+
+def upstream_failure(failure_class: FailureClass | None, message: str) -> bool:
+    """The attempt failed because the model API was rate-limiting or failing: ``RateLimited``, or
+    ``Infrastructure`` whose message names the model API (a git failure does not)."""
+    if failure_class == "RateLimited":
+        return True
+    return failure_class == "Infrastructure" and any(m in message[:4096] for m in MODEL_API_MARKERS)
+
+
+def next_model(state: TaskState) -> str | None:
+    """The model of the next attempt: the first of ``state.models`` at first (or when the last attempt's model is no
+    longer in the chain, say after a relaunch with another model); the one after the last attempt's model
+    (wrapping round) when that attempt failed upstream (:func:`upstream_failure`); else the last attempt's."""
+    if not state.models:
+        return None
+    if state.last_model not in state.models:
+        return state.models[0]
+    i = state.models.index(state.last_model)
+    if upstream_failure(state.last_failure, state.last_message):
+        return state.models[(i + 1) % len(state.models)]
+    return state.models[i]

@@ -74,9 +74,16 @@ def _spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return obj.get("spec") or {}
 
 
+def _override(task: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The task's ``spec.agent`` (per-task backend, model, prompt addendum, timeout, resources), or {}."""
+    return _spec(task).get("agent") or {}
+
+
 def _resources(task: Mapping[str, Any], build: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
-    """Requests and limits, each key taken from the task, else the build, else the operator defaults."""
+    """Requests and limits, each key taken from the task's ``spec.agent``, else its ``spec.resources``, else the
+    build, else the operator defaults."""
     layers = [
+        (_override(task).get("resources") or {}),
         (_spec(task).get("resources") or {}),
         ((_spec(build).get("agent") or {}).get("resources") or {}),
         {
@@ -95,14 +102,24 @@ def _resources(task: Mapping[str, Any], build: Mapping[str, Any], settings: Sett
     return out
 
 
+def timeout_of(task: Mapping[str, Any], build: Mapping[str, Any]) -> int:
+    """The attempt's wall-clock limit: the task's ``spec.agent.timeoutSeconds``, else its ``spec.timeoutSeconds``,
+    else the build's ``spec.agent.timeoutSeconds``, else the default."""
+    agent = _spec(build).get("agent") or {}
+    return int(_override(task).get("timeoutSeconds") or _spec(task).get("timeoutSeconds")
+               or agent.get("timeoutSeconds") or DEFAULT_TIMEOUT_SECONDS)
+
+
 def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
-               extra: Mapping[str, Any] | None = None) -> ho.TaskInput:
+               extra: Mapping[str, Any] | None = None, model: str | None = None) -> ho.TaskInput:
     """What the agent is told about its task (no credentials). ``extra`` holds the fields the operator derives
     from other objects (``core.taskinput``: previous iteration, dependencies, last failure, question and answer,
     candidates), in wire form.
 
-    A candidate of a best-of-N task runs with its own model (annotation ``longshot.dev/model``); the build's
-    top-level planner gets its iteration (label ``longshot.dev/iteration``) and ``spec.planner.maxIterations``."""
+    The backend and model are the task's ``spec.agent`` over the build's; ``model``, when given, is the model the
+    operator chose for this attempt (``core.tasks.next_model``: a fallback after the model API failed). A candidate
+    of a best-of-N task runs with its own model (annotation ``longshot.dev/model``); the build's top-level planner
+    gets its iteration (label ``longshot.dev/iteration``) and ``spec.planner.maxIterations``."""
     tspec, bspec = _spec(task), _spec(build)
     tmeta, bmeta = task.get("metadata") or {}, build.get("metadata") or {}
     agent = bspec.get("agent") or {}
@@ -112,7 +129,8 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
     reconciler = bspec.get("reconciler") or {}
     build_name, task_name = bmeta["name"], tmeta["name"]
     annotations = tmeta.get("annotations") or {}
-    model = annotations.get(fanout.MODEL_ANNOTATION) or agent.get("model")
+    override = _override(task)
+    model = annotations.get(fanout.MODEL_ANNOTATION) or model or override.get("model") or agent.get("model")
     iteration, max_iterations = 1, 1
     if tspec.get("role") == "planner" and plan.PLAN_NAME_ANNOTATION not in annotations:
         iteration = max(1, plan.iteration_of(tmeta))
@@ -132,7 +150,7 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
         branch=binding.task_branch(tspec.get("branch"), namespace, build_name, task_name),
         commit=tspec.get("commit"),
         backend=ho.BackendInput(
-            name=agent.get("backend", "scripted"),
+            name=override.get("backend") or agent.get("backend", "scripted"),
             model=model,
             base_url=agent.get("baseUrl"),
             command=agent.get("command"),
@@ -145,6 +163,7 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
         max_depth=int(planner.get("maxDepth", 2)),
         iteration=iteration,
         max_iterations=max_iterations,
+        instructions=override.get("promptAddendum"),
     )
     if not extra:
         return base
@@ -165,15 +184,17 @@ def _labels(task: Mapping[str, Any], build_name: str, attempt: int) -> dict[str,
 
 
 def build_agent_pod(task: Mapping[str, Any], build: Mapping[str, Any], settings: Settings,
-                    attempt: int, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The Pod of ``attempt`` of ``task`` (an AgentTask dict) of ``build`` (a BuildRequest dict); ``extra``: see
-    :func:`task_input`."""
+                    attempt: int, extra: Mapping[str, Any] | None = None, *,
+                    model: str | None = None) -> dict[str, Any]:
+    """The Pod of ``attempt`` of ``task`` (an AgentTask dict) of ``build`` (a BuildRequest dict); ``extra`` and
+    ``model``: see :func:`task_input`. The task's ``spec.agent`` wins over the build's for the backend, model,
+    timeout and resources."""
     tmeta, bmeta = task["metadata"], build["metadata"]
-    tspec, bspec = _spec(task), _spec(build)
+    bspec = _spec(build)
     agent = bspec.get("agent") or {}
     name = pod_name(tmeta["name"], attempt)
-    timeout = tspec.get("timeoutSeconds") or agent.get("timeoutSeconds") or DEFAULT_TIMEOUT_SECONDS
-    task_input_json = json.dumps(task_input(task, build, attempt, extra).to_wire(), sort_keys=True,
+    timeout = timeout_of(task, build)
+    task_input_json = json.dumps(task_input(task, build, attempt, extra, model).to_wire(), sort_keys=True,
                                  separators=(",", ":"))
 
     volumes: list[dict[str, Any]] = [

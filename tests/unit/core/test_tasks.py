@@ -135,7 +135,8 @@ def test_retry_token_while_pending_is_only_remembered():
 def test_worker_success_creates_merge_job_and_usage():
     new, effects = decide(running(), PodFinished(exited(0), handoff()))
     assert new.phase == "Succeeded"
-    assert of(effects, CreateMergeJob) == [CreateMergeJob("longshot/b/t1", "abcdef1")]
+    assert of(effects, CreateMergeJob) == [CreateMergeJob("longshot/b/t1", "abcdef1", name="b-t1")]
+    assert new.merge_job == "b-t1" and new.to_status()["mergeJob"] == "b-t1"
     assert of(effects, CountUsage) == [CountUsage(100, 0.5)]
     (h,) = of(effects, RecordHandoff)
     assert h.handoff["commit"] == "abcdef1" and h.handoff["tokens"] == 100
@@ -221,8 +222,7 @@ def test_killswitch_stops_the_pod_without_burning_an_attempt():
     assert failed.phase == "Failed"
 
 
-@pytest.mark.parametrize("event", [PodFinished(exited(1), None, attempt=1), BackoffElapsed(),
-                                   RetryRequested("t")])
+@pytest.mark.parametrize("event", [PodFinished(exited(1), None, attempt=1), BackoffElapsed()])
 def test_running_ignores_stale_and_irrelevant_events(event):
     s = running(2)
     new, effects = decide(s, event)
@@ -291,9 +291,10 @@ def test_same_retry_token_does_not_retry():
     assert decide(s, RetryRequested("t")) == (s, [])
 
 
-def test_retry_token_after_success_is_remembered_only():
+def test_retry_token_after_success_relaunches_the_task():
     new, effects = decide(state("Succeeded", attempt=1), RetryRequested("t"))
-    assert new.phase == "Succeeded" and new.retry_token == "t" and effects == []
+    assert new.phase == "Pending" and new.retry_token == "t" and new.retry_base == 1
+    assert cond(effects, "Ready").status == "False" and cond(effects, "Succeeded").status == "Unknown"
 
 
 # --- the table and the state -------------------------------------------------------------------------
@@ -301,7 +302,7 @@ def test_retry_token_after_success_is_remembered_only():
 
 def test_every_phase_has_a_row_for_every_event_but_the_impossible_ones():
     events = {tasks.Admitted, tasks.PodFinished, tasks.PodVanished, tasks.CancelRequested,
-              tasks.RetryRequested, tasks.BackoffElapsed, tasks.Killswitch}
+              tasks.RetryRequested, tasks.BackoffElapsed, tasks.Killswitch, tasks.SuspendChanged}
     missing = {(p, e.__name__) for p in tasks.PHASES for e in events if (p, e) not in tasks.TRANSITIONS}
     assert missing == {("Backoff", "Admitted"), ("Succeeded", "Admitted"), ("Failed", "Admitted"),
                        ("Cancelled", "Admitted"), ("AwaitingInput", "Admitted")}
@@ -417,7 +418,7 @@ def test_the_judges_pick_is_merged_and_no_pick_fails_the_task():
     winner = {"branch": "longshot/b/b-t1-c2", "commit": "c2c2c2c", "baseCommit": "base000", "summary": "c2"}
     new, effects = decide(running(1), tasks.FanoutFinished(winner, "the judge picked b-t1-c2"))
     assert new.phase == "Succeeded"
-    assert of(effects, CreateMergeJob) == [CreateMergeJob("longshot/b/b-t1-c2", "c2c2c2c", "base000")]
+    assert of(effects, CreateMergeJob) == [CreateMergeJob("longshot/b/b-t1-c2", "c2c2c2c", "base000", name="b-t1")]
     assert of(effects, RecordHandoff) == [RecordHandoff(winner)]
     assert cond(effects, "Succeeded").reason == "Judged"
     new, effects = decide(running(1), tasks.FanoutFinished(None, "no candidate passed: c1: failed"))

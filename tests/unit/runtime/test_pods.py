@@ -208,3 +208,30 @@ def test_the_builds_planner_gets_its_iteration_and_a_subplanner_does_not():
     sub["metadata"]["annotations"] = {"longshot.dev/plan-name": "big"}
     given = pods.task_input(sub, build, 1)
     assert (given.iteration, given.max_iterations) == (1, 1)
+
+
+# --- issue 31: the per-task agent override and the attempt's model --------------------------------------
+
+
+def task_input_of(p: dict[str, Any]) -> TaskInput:
+    return TaskInput.model_validate(json.loads(p["metadata"]["annotations"]["longshot.dev/task-input"]))
+
+
+def test_the_tasks_agent_override_wins_over_the_build_for_backend_model_prompt_timeout_and_resources():
+    task = agent_task(timeoutSeconds=600, resources={"limits": {"memory": "4Gi"}},
+                      agent={"backend": "anthropic", "model": "claude-x", "promptAddendum": "Use httpx.",
+                             "timeoutSeconds": 120, "resources": {"limits": {"memory": "8Gi"}}})
+    p = pod(task, build_request(resources={"limits": {"memory": "2Gi"}}))
+    ti = task_input_of(p)
+    assert (ti.backend.name, ti.backend.model, ti.instructions) == ("anthropic", "claude-x", "Use httpx.")
+    assert p["spec"]["activeDeadlineSeconds"] == 120
+    assert container(p)["resources"]["limits"]["memory"] == "8Gi"
+    # without an override: the build's (and the task's older spec.timeoutSeconds / spec.resources)
+    plain = pod(agent_task(timeoutSeconds=600))
+    assert task_input_of(plain).instructions is None and task_input_of(plain).backend.model == "m"
+    assert plain["spec"]["activeDeadlineSeconds"] == 600
+
+
+def test_the_model_the_operator_chose_for_the_attempt_is_the_one_the_agent_gets():
+    p = pods.build_agent_pod(agent_task(agent={"model": "primary"}), build_request(), SETTINGS, 2, model="fallback")
+    assert task_input_of(p).backend.model == "fallback"
