@@ -10,11 +10,13 @@ import json
 import kubernetes
 import pytest
 import sample_repo
-from k8s_builders import build, condition, create, dump, get, list_of, task
+import yaml
+from k8s_builders import build, condition, create, dump, get, list_of, merge_job, task
 from kubelet_double import finish_pod, handoff, plan_handoff, run_pod
 from test_delivery import delivery_build, script_configmap
 from test_orchestration import PLANNER, agent_pods, demo_build, phase_is, wait_pod, wait_task
 
+from longshot.api import handoff as ho
 from longshot.cli import main as cli
 from longshot.testing import wait_for
 
@@ -151,3 +153,112 @@ def test_a_succeeded_task_relaunched_with_the_plugin_runs_again_and_merges_a_new
     (add,) = [x for x in tree["tasks"] if x["name"] == "demo-add"]
     assert [(j["name"], j["phase"], j["current"]) for j in add["mergeJobs"]] == [
         ("demo-add", "Merged", False), ("demo-add-a2", "Merged", True)]
+
+
+def test_after_the_model_api_failed_the_next_attempt_uses_the_fallback_model_and_records_it(
+        operator, control_plane, core_v1, custom, namespace):
+    create(custom, namespace, demo_build(agent={"backend": "scripted", "model": "primary",
+                                                "fallbackModels": ["secondary"]}))
+    wait_pod(core_v1, namespace, f"{PLANNER}-a1")
+    finish_pod(core_v1, namespace, f"{PLANNER}-a1", message=plan_handoff(PLANNER, [
+        {"name": "work", "description": "Do the work"}]))
+    pod = wait_pod(core_v1, namespace, "demo-work-a1")
+    assert json.loads(pod.metadata.annotations["longshot.dev/task-input"])["backend"]["model"] == "primary"
+    failed = handoff("demo-work", outcome="failed", failure=ho.Failure.model_validate({
+        "class": "Infrastructure", "message": "gave up after 5 attempts: the OpenAI-compatible API answered 503"}))
+    finish_pod(core_v1, namespace, "demo-work-a1", exit_code=5, reason="Error", message=failed)
+    wait_task(custom, namespace, "demo-work", phase_is("Backoff"), "Backoff")
+    # the plugin's retry skips the backoff (Infrastructure waits at least 30 s)
+    err = io.StringIO()
+    assert cli.main(["--kubeconfig", str(control_plane.kubeconfig), "-n", namespace, "retry", "demo-work"],
+                    out=io.StringIO(), err=err) == 0, err.getvalue()
+    pod = wait_pod(core_v1, namespace, "demo-work-a2")
+    assert json.loads(pod.metadata.annotations["longshot.dev/task-input"])["backend"]["model"] == "secondary"
+    t = wait_task(custom, namespace, "demo-work", lambda t: len(t["status"].get("attempts") or []) == 2, "attempt 2")
+    assert [(a["model"], a.get("failureClass")) for a in t["status"]["attempts"]] == [
+        ("primary", "Infrastructure"), ("secondary", None)]
+
+
+# --- the plugin against the API server (no operator: what it reads and the patches it makes) -------------
+
+
+def run_cli(control_plane, namespace, *argv):
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(["--kubeconfig", str(control_plane.kubeconfig), "-n", namespace, *argv], out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_the_plugin_patches_the_fields_a_person_sets_and_refuses_what_cannot_work(control_plane, custom, namespace):
+    create(custom, namespace, build("b1"))
+    create(custom, namespace, task("b1-t1", buildRef={"name": "b1"}))
+    create(custom, namespace, task("b1-t2", buildRef={"name": "b1"}))
+    create(custom, namespace, merge_job("b1-t1", buildRef={"name": "b1"}, taskRef={"name": "b1-t1"}))
+
+    def spec(plural, name):
+        return get(custom, namespace, plural, name)["spec"]
+
+    assert run_cli(control_plane, namespace, "suspend", "b1-t1")[0] == 0
+    assert spec("agenttasks", "b1-t1")["suspend"] is True
+    assert run_cli(control_plane, namespace, "resume", "at/b1-t1")[0] == 0
+    assert spec("agenttasks", "b1-t1")["suspend"] is False
+    code, out, _ = run_cli(control_plane, namespace, "suspend", "b1")
+    assert code == 0 and out.startswith("buildrequest/b1 suspended") and spec("buildrequests", "b1")["suspend"]
+    assert run_cli(control_plane, namespace, "resume", "br/b1")[0] == 0 and not spec("buildrequests", "b1")["suspend"]
+
+    code, out, _ = run_cli(control_plane, namespace, "relaunch", "b1-t1", "--model", "big", "--timeout", "600")
+    assert code == 0 and "model=big" in out
+    s = spec("agenttasks", "b1-t1")
+    assert s["agent"] == {"model": "big", "timeoutSeconds": 600} and s["retryToken"].startswith("cli-")
+    first = s["retryToken"]
+    assert run_cli(control_plane, namespace, "retry", "b1-t1")[0] == 0
+    assert spec("agenttasks", "b1-t1")["retryToken"] != first and spec("agenttasks", "b1-t1")["agent"]["model"] == "big"
+
+    # answer: only a task that asked (the status says so); approve: spec.approved
+    code, _, err = run_cli(control_plane, namespace, "answer", "b1-t1", "8080")
+    assert code == 1 and "not AwaitingInput" in err and "answer" not in spec("agenttasks", "b1-t1")
+    custom.patch_namespaced_custom_object_status("longshot.dev", "v1alpha1", namespace, "agenttasks", "b1-t1",
+                                                 {"status": {"phase": "AwaitingInput", "question": "Which port?"}})
+    assert run_cli(control_plane, namespace, "answer", "b1-t1", "Use 8080")[0] == 0
+    assert spec("agenttasks", "b1-t1")["answer"] == "Use 8080"
+    assert run_cli(control_plane, namespace, "approve", "b1-t1")[0] == 0
+    assert spec("mergejobs", "b1-t1")["approved"] is True
+
+    # cancel a build: suspended, and its unfinished tasks cancelled
+    custom.patch_namespaced_custom_object_status("longshot.dev", "v1alpha1", namespace, "agenttasks", "b1-t2",
+                                                 {"status": {"phase": "Succeeded"}})
+    code, out, _ = run_cli(control_plane, namespace, "cancel", "b1")
+    assert code == 0 and "1 unfinished tasks cancelled: b1-t1" in out
+    assert spec("buildrequests", "b1")["suspend"] is True
+    assert spec("agenttasks", "b1-t1")["cancel"] is True and not spec("agenttasks", "b1-t2").get("cancel")
+
+    # the tree, as yaml
+    code, out, _ = run_cli(control_plane, namespace, "tree", "b1", "-o", "yaml")
+    assert code == 0
+    tree = yaml.safe_load(out)
+    assert [t["name"] for t in tree["tasks"]] == ["b1-t1", "b1-t2"]
+    assert tree["tasks"][0]["mergeJobs"][0]["name"] == "b1-t1" and tree["tasks"][0]["cancel"] is True
+
+
+def test_the_plugin_exits_1_with_a_reason_when_there_is_nothing_to_act_on(control_plane, custom, namespace):
+    create(custom, namespace, build("b1"))
+    create(custom, namespace, task("b1", buildRef={"name": "b1"}))  # a task named like its build
+    code, _, err = run_cli(control_plane, namespace, "suspend", "b1")
+    assert code == 1 and "say at/b1 or br/b1" in err
+    code, _, err = run_cli(control_plane, namespace, "tree", "nope")
+    assert code == 1 and "BuildRequest 'nope' not found" in err
+    # trace: tracing records status.traceId; without it the plugin says tracing is off
+    code, _, err = run_cli(control_plane, namespace, "trace", "b1")
+    assert code == 1 and "tracing is off" in err
+    # logs: no attempt yet; then an attempt whose Pod is gone
+    code, _, err = run_cli(control_plane, namespace, "logs", "b1")
+    assert code == 1 and "has not started an attempt" in err
+    custom.patch_namespaced_custom_object_status("longshot.dev", "v1alpha1", namespace, "agenttasks", "b1", {
+        "status": {"attempts": [{"number": 1, "pod": "b1-a1"}]}})
+    code, _, err = run_cli(control_plane, namespace, "logs", "b1", "--attempt", "2")
+    assert code == 1 and "has no attempt 2" in err
+    code, _, err = run_cli(control_plane, namespace, "logs", "b1")
+    assert code == 1 and "the Pod b1-a1 of attempt 1 is gone" in err
+    # the API server's refusal is reported with the field it names, not a traceback
+    code, _, err = run_cli(control_plane, namespace, "relaunch", "at/b1", "--model", "m" * 300)
+    assert code == 1 and err.startswith("error: the API server refused: ") and "spec.agent.model" in err
+    assert "Traceback" not in err

@@ -64,3 +64,10 @@ def test_flags_may_come_before_or_after_the_command():
 def test_retry_tokens_differ_and_fit_the_field():
     a, b = cli.token(), cli.token()
     assert a != b and len(a) <= 64
+
+
+def test_names_may_carry_their_kind_as_kubectl_writes_it():
+    assert cli.name_of("at/t1", "AgentTask") == cli.name_of("t1", "AgentTask") == "t1"
+    assert cli.name_of("mergejob/m1", "MergeJob") == "m1"
+    with pytest.raises(cli.CLIError, match="expected a AgentTask"):
+        cli.name_of("br/b1", "AgentTask")

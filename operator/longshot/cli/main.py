@@ -31,7 +31,8 @@ from longshot.core import names
 
 PLURALS = {"BuildRequest": "buildrequests", "AgentTask": "agenttasks", "MergeJob": "mergejobs"}
 KIND_PREFIXES = {"at": "AgentTask", "agenttask": "AgentTask", "agenttasks": "AgentTask",
-                 "br": "BuildRequest", "buildrequest": "BuildRequest", "buildrequests": "BuildRequest"}
+                 "br": "BuildRequest", "buildrequest": "BuildRequest", "buildrequests": "BuildRequest",
+                 "mj": "MergeJob", "mergejob": "MergeJob", "mergejobs": "MergeJob"}
 TERMINAL = frozenset({"Succeeded", "Failed", "Cancelled"})
 MAX_TEXT = 32768
 """The longest answer or prompt addendum the CRDs accept."""
@@ -131,12 +132,26 @@ def token() -> str:
     return f"cli-{int(time.time()):x}-{secrets.token_hex(4)}"
 
 
+def name_of(arg: str, kind: str) -> str:
+    """The name in ``arg``, which may carry its kind as kubectl writes it (``at/NAME``, ``mj/NAME``)."""
+    if "/" not in arg:
+        return arg
+    prefix, name = arg.split("/", 1)
+    if KIND_PREFIXES.get(prefix.lower()) != kind:
+        raise CLIError(f"{arg!r}: expected a {kind} (a bare name, or {_short(kind)}/NAME)")
+    return name
+
+
+def _short(kind: str) -> str:
+    return {"AgentTask": "at", "BuildRequest": "br", "MergeJob": "mj"}[kind]
+
+
 def resolve(k: Kube, target: str) -> tuple[str, dict[str, Any]]:
     """``(kind, object)`` of a ``TASK|BUILD`` target."""
     if "/" in target:
         prefix, name = target.split("/", 1)
         kind = KIND_PREFIXES.get(prefix.lower())
-        if kind is None:
+        if kind not in ("AgentTask", "BuildRequest"):
             raise CLIError(f"{target!r}: the prefix must be at/ (an AgentTask) or br/ (a BuildRequest)")
         return kind, k.must(kind, name)
     task, build = k.get("AgentTask", target), k.get("BuildRequest", target)
@@ -383,6 +398,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
     a = parser().parse_args(argv)
     namespace = getattr(a, "namespace", None)
     try:
+        for attr, kind in (("task", "AgentTask"), ("build", "BuildRequest"), ("mergejob", "MergeJob")):
+            if hasattr(a, attr):
+                setattr(a, attr, name_of(getattr(a, attr), kind))
         k = kube or connect(getattr(a, "kubeconfig", None), getattr(a, "context", None), namespace)
         if kube is not None and namespace:
             k = Kube(kube.api, namespace)
