@@ -13,7 +13,7 @@ import sample_repo
 import yaml
 from k8s_builders import build, condition, create, dump, get, list_of, merge_job, task
 from kubelet_double import finish_pod, handoff, plan_handoff, run_pod
-from test_delivery import delivery_build, script_configmap
+from test_delivery import delivery_build, finalized, script_configmap
 from test_orchestration import PLANNER, agent_pods, demo_build, phase_is, wait_pod, wait_task
 
 from longshot.api import handoff as ho
@@ -107,6 +107,7 @@ RELAUNCH_SCRIPT = {
 }
 
 
+@pytest.mark.timeout(900)  # two whole deliveries and finalizations (planner, worker, gate, sweep) on a busy machine
 def test_a_succeeded_task_relaunched_with_the_plugin_runs_again_and_merges_a_new_merge_job(
         operator, kubelet, control_plane, core_v1, custom, namespace, tmp_path):
     url = sample_repo.make(tmp_path)
@@ -125,6 +126,8 @@ def test_a_succeeded_task_relaunched_with_the_plugin_runs_again_and_merges_a_new
 
     merged("demo-add")
     assert "return a + b" in (sample_repo.show(url, "calc/add.py") or "")
+    b = finalized(custom, namespace, timeout=120)
+    assert condition(b, "Finalized")["reason"] == "Passed", dump(custom, namespace)
     t = wait_task(custom, namespace, "demo-add", phase_is("Succeeded"), "Succeeded")
     assert t["status"]["mergeJob"] == "demo-add"
 
@@ -141,6 +144,17 @@ def test_a_succeeded_task_relaunched_with_the_plugin_runs_again_and_merges_a_new
                   "status.mergeJob")
     assert t["status"]["phase"] == "Succeeded" and [a["number"] for a in t["status"]["attempts"]] == [1, 2]
     assert t["status"]["retryBase"] == 1
+    # the finished build was reopened by the relaunch ("Resumed") and is finished again, counting the current
+    # MergeJob only (the replaced one is history). It does not run a new final sweep: status.lastSweep still names
+    # the commit before the relaunch (the new MergeJob's gate tested the target as it landed)
+    def finished_again():
+        b = get(custom, namespace, "buildrequests", "demo")
+        reasons = [x.reason for x in core_v1.list_namespaced_event(
+            namespace, field_selector="involvedObject.name=demo").items]
+        return b if "Resumed" in reasons and b["status"].get("phase") == "Succeeded" else None
+    b = wait_for(finished_again, timeout=120, what="the build reopened and finished again")
+    assert condition(b, "Finalized")["reason"] == "Passed" and b["status"]["merges"]["merged"] == 1
+    assert condition(b, "Merged")["status"] == "True"
     # the old MergeJob stays, as history; the relaunched attempt got the person's addendum in its task input
     assert get(custom, namespace, "mergejobs", "demo-add")["status"]["phase"] == "Merged"
     pod = core_v1.read_namespaced_pod("demo-add-a2", namespace)
