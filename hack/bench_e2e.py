@@ -1,4 +1,4 @@
-"""End-to-end benchmark against the bare-Pod floor, on the local cluster (``make bench-e2e``).
+"""End-to-end benchmark against the floor (the same Pods, no operator), on the local cluster (``make bench-e2e``).
 
 On the local single-node cluster (containerd + kubelet, brought up if needed, like ``make demo``; the Makefile
 holds the machine-wide cluster lock), with the chart installed from the locally built images:
@@ -287,8 +287,8 @@ def floor(api: kubernetes.client.ApiClient, bare: Path, url: str, tasks: list[st
     pushed = len(branches.split())
     if pushed != len(tasks):
         raise RuntimeError(f"floor: {pushed} of {len(tasks)} branches were pushed")
-    log(f"floor: {len(tasks)} bare Pods (at most {workers} at once) cloned, committed and pushed their branches "
-        f"in {seconds:.1f}s")
+    log(f"floor: {len(tasks)} Pods without the operator (at most {workers} at once) cloned, committed and pushed "
+        f"their branches in {seconds:.1f}s")
     custom.delete_namespaced_custom_object(GROUP, VERSION, NS, "buildrequests", "floor")  # and its tasks, Pods
     return seconds
 
@@ -554,7 +554,7 @@ def reconcile_report(samples: list[Any]) -> str:
         elif s.name == "longshot_reconcile_duration_seconds_sum":
             seconds[s.labels["kind"]] = seconds.get(s.labels["kind"], 0.0) + s.value
     kinds = sorted({k for k, _ in counts})
-    return "operator reconciles (floor and longshot): " + ", ".join(
+    return "operator reconciles (longshot: the operator is restarted after the floor): " + ", ".join(
         f"{k} {sum(v for (kk, _), v in counts.items() if kk == k):.0f} (conflicts {counts.get((k, 'Conflict'), 0):.0f},"
         f" errors {counts.get((k, 'Error'), 0):.0f}, {seconds.get(k, 0.0):.1f}s)" for k in kinds)
 
