@@ -1,14 +1,18 @@
-"""End-to-end benchmark against the bare-Pod floor, on the local cluster (``make bench-e2e``).
+"""End-to-end benchmark against the floor (the same Pods, no operator), on the local cluster (``make bench-e2e``).
 
 On the local single-node cluster (containerd + kubelet, brought up if needed, like ``make demo``; the Makefile
 holds the machine-wide cluster lock), with the chart installed from the locally built images:
 
-1. **the floor**: the N worker Pods Longshot would run (the operator's own Pod builder, the same image, script,
-   resources and gateway) created directly as bare Pods, at most W at a time (a new one as soon as one ends),
-   each cloning through longshot-gateway, writing its own file, committing and pushing its branch to the
-   forge. No operator decision, no gate, no merge. Time: first create to last Pod ended. (The Pods belong to
-   AgentTasks of a suspended BuildRequest only because the gateway admits nothing else; the operator starts
-   nothing for a suspended build and ignores these Pods.)
+1. **the floor**: the N worker Pods Longshot would run (the operator's own Pod builder: the same image, script,
+   resources, labels and gateway) created directly, at most W at a time (a new one as soon as one ends), each
+   cloning through longshot-gateway, writing its own file, committing and pushing its branch to the forge. No
+   operator decision, no gate, no merge. Time: first create to last Pod ended. The same containment as
+   Longshot's own Pods: the agent NetworkPolicy (egress to the gateway and DNS only) and the gateway's ingress
+   policy select them by the operator's labels, and the gateway serves each only as its AgentTask's current
+   attempt: the bench records the attempt after the create (Pod name and UID, :func:`attempt_status`), the one
+   status write the operator makes. The operator is scaled to zero for the floor (:func:`operator_replicas`):
+   running, it would take these Pods for its own (adopt, judge and merge them) or, for a Pod it did not name,
+   end the attempt the gateway binds it to.
 2. **Longshot**: a BuildRequest whose scripted planner plans the same N tasks (one iteration: the plan is the
    whole request), ``workers.max`` W, the minimal quality gate (``make test``, the reconciler's command: the last
    batch's gate run is the final sweep), rebase, speculative window 32 (``--window``), until ``Finalized=True``. Time:
@@ -42,7 +46,8 @@ import tempfile
 import threading
 import time
 import urllib.request
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +55,7 @@ import kubernetes
 from prometheus_client.parser import text_string_to_metric_families
 
 from longshot import config
+from longshot.core import tasks as coretasks
 from longshot.runtime import pods as podmod
 from longshot.testing import cluster as lc
 
@@ -180,6 +186,44 @@ def operator_settings(apps: kubernetes.client.AppsV1Api) -> config.Settings:
     return config.Settings.from_env({**env, "LONGSHOT_NAMESPACE": SYSTEM_NS})
 
 
+def attempt_status(pod: Mapping[str, Any], started: datetime) -> dict[str, Any]:
+    """The status write the operator makes once it has created an attempt's Pod (``pod``, as the API server returned
+    it): the task Running, the attempt recorded with its Pod's name, start and UID (``core.tasks``' RecordAttempt,
+    the UID filled in by the executor). The gateway serves a Pod only as its AgentTask's current attempt with that
+    UID (``gateway.identity.bound_attempt``). Pure."""
+    meta = pod["metadata"]
+    number = int(meta["labels"][podmod.ATTEMPT_LABEL])
+    record = {**coretasks.RecordAttempt(number, str(meta["name"]), start_time=started).to_wire(),
+              "podUID": str(meta["uid"])}
+    return {"status": {"phase": coretasks.RUNNING, "attempts": [record]}}
+
+
+def operator_replicas(c: lc.LocalCluster, replicas: int) -> None:
+    """Scale the operator's Deployment to ``replicas`` and wait until it is there (0: its Pods are gone)."""
+    c.kubectl("-n", SYSTEM_NS, "scale", "deployment/longshot", f"--replicas={replicas}")
+    if replicas == 0:
+        c.kubectl("-n", SYSTEM_NS, "wait", "--for=delete", "pod", "-l", "app.kubernetes.io/component=operator",
+                  "--timeout=120s", timeout=140)
+    else:
+        c.kubectl("-n", SYSTEM_NS, "rollout", "status", "deployment/longshot", "--timeout=300s", timeout=320)
+
+
+def gone(api: kubernetes.client.ApiClient, build: str, limit: float = 300) -> None:
+    """Wait until the BuildRequest ``build`` and its AgentTasks are deleted (the garbage collector)."""
+    custom = kubernetes.client.CustomObjectsApi(api)
+    start = time.monotonic()
+    while True:
+        left = [t for t in custom.list_namespaced_custom_object(GROUP, VERSION, NS, "agenttasks")["items"]
+                if t["spec"]["buildRef"]["name"] == build]
+        builds = [b for b in custom.list_namespaced_custom_object(GROUP, VERSION, NS, "buildrequests")["items"]
+                  if b["metadata"]["name"] == build]
+        if not left and not builds:
+            return
+        if time.monotonic() - start > limit:
+            raise TimeoutError(f"the BuildRequest {build} or {len(left)} of its AgentTasks exist after {limit:.0f}s")
+        time.sleep(1)
+
+
 def floor(api: kubernetes.client.ApiClient, bare: Path, url: str, tasks: list[str], workers: int) -> float:
     core, custom = kubernetes.client.CoreV1Api(api), kubernetes.client.CustomObjectsApi(api)
     b = custom.create_namespaced_custom_object(GROUP, VERSION, NS, "buildrequests",
@@ -194,10 +238,8 @@ def floor(api: kubernetes.client.ApiClient, bare: Path, url: str, tasks: list[st
     settings = operator_settings(kubernetes.client.AppsV1Api(api))
     manifests = []
     for t in ts:
-        m = podmod.build_agent_pod(t, b, settings, 1)
-        m["metadata"]["name"] = f"{t['metadata']['name']}-floor"  # not the name the operator would adopt
-        m["metadata"]["labels"] = {**m["metadata"]["labels"], "app.kubernetes.io/managed-by": "bench-e2e",
-                                   "bench": "floor"}
+        m = podmod.build_agent_pod(t, b, settings, 1)  # the operator's Pod: its name, labels and owner
+        m["metadata"]["labels"] = {**m["metadata"]["labels"], "bench": "floor"}
         manifests.append(m)
     ended: dict[str, str] = {}
     done = threading.Condition()
@@ -223,7 +265,11 @@ def floor(api: kubernetes.client.ApiClient, bare: Path, url: str, tasks: list[st
     with done:
         while len(ended) < len(manifests):
             while created < len(manifests) and created - len(ended) < workers:
-                core.create_namespaced_pod(NS, manifests[created])
+                started = datetime.now(UTC)
+                pod = api.sanitize_for_serialization(core.create_namespaced_pod(NS, manifests[created]))
+                custom.patch_namespaced_custom_object_status(GROUP, VERSION, NS, "agenttasks",
+                                                             ts[created]["metadata"]["name"],
+                                                             attempt_status(pod, started))
                 created += 1
             if not done.wait(timeout=900):
                 raise TimeoutError(f"floor: {len(ended)} of {len(manifests)} Pods ended after 900 s without news")
@@ -241,8 +287,8 @@ def floor(api: kubernetes.client.ApiClient, bare: Path, url: str, tasks: list[st
     pushed = len(branches.split())
     if pushed != len(tasks):
         raise RuntimeError(f"floor: {pushed} of {len(tasks)} branches were pushed")
-    log(f"floor: {len(tasks)} bare Pods (at most {workers} at once) cloned, committed and pushed their branches "
-        f"in {seconds:.1f}s")
+    log(f"floor: {len(tasks)} Pods without the operator (at most {workers} at once) cloned, committed and pushed "
+        f"their branches in {seconds:.1f}s")
     custom.delete_namespaced_custom_object(GROUP, VERSION, NS, "buildrequests", "floor")  # and its tasks, Pods
     return seconds
 
@@ -508,7 +554,7 @@ def reconcile_report(samples: list[Any]) -> str:
         elif s.name == "longshot_reconcile_duration_seconds_sum":
             seconds[s.labels["kind"]] = seconds.get(s.labels["kind"], 0.0) + s.value
     kinds = sorted({k for k, _ in counts})
-    return "operator reconciles (floor and longshot): " + ", ".join(
+    return "operator reconciles (longshot: the operator is restarted after the floor): " + ", ".join(
         f"{k} {sum(v for (kk, _), v in counts.items() if kk == k):.0f} (conflicts {counts.get((k, 'Conflict'), 0):.0f},"
         f" errors {counts.get((k, 'Error'), 0):.0f}, {seconds.get(k, 0.0):.1f}s)" for k in kinds)
 
@@ -564,11 +610,15 @@ def main() -> int:
                 bare, url = repository(c, f"{NS}-floor", work)
                 c.kubectl("-n", NS, "create", "configmap", "script-floor",
                           f"--from-literal=script.yaml={script(names)}")
+                operator_replicas(c, 0)  # the floor has no operator (see the docstring)
                 settle(api, "bench=floor")
                 before, requests = cpu_snapshot(api), api_requests(api)
                 floor_s = floor(api, bare, url, names, args.workers)
                 cpu_lines.append(cpu_report("floor", before, cpu_snapshot(api), floor_s))
                 cpu_lines.append(requests_report("floor", requests, api_requests(api)))
+                settle(api, "bench=floor")
+                gone(api, "floor")  # the operator comes back to none of the floor's objects
+                operator_replicas(c, args.replicas)
                 settle(api, "bench=floor")
             builds: dict[str, str] = {}
             bares: dict[str, Path] = {}
