@@ -96,7 +96,14 @@ def already_merged(w: ws.Workspace, head: str, m: Member) -> str | None:
         return m.commit
     if not m.uid:
         return None
-    return vmerge.find_merge(w, head, m.uid, ignore_case=False, first_parent=True, limit=5)
+    pattern = f"^{ID_TRAILER}: {vmerge._ere_escape(m.uid)}$"
+    out = w.git("log", "--first-parent", "--format=%H%x00%B%x00", "-E", f"--grep={pattern}", "-n", "5",
+                head).stdout.decode(errors="replace")
+    fields = out.split("\0")
+    for sha, message in zip(fields[0::2], fields[1::2], strict=False):
+        if m.uid in vmerge.trailer_values(message, ID_TRAILER):
+            return sha.strip()
+    return None
 
 
 def fetch(w: ws.Workspace, target: str, members: Sequence[Member]) -> str:

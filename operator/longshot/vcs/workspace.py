@@ -21,10 +21,10 @@ Credentials never appear in a URL, an argument or a log line:
 
 Every message of a :class:`GitError` has those secrets replaced by ``***``.
 
-GitPython sets the repository up (``Repo.init``, remote, config) and reads commits where its objects read better
-than a format string split on NUL bytes (:meth:`Workspace.repo`: the queue's own trailer search, a commit's metadata
-for the intake hook); the hot path (fetch, plumbing, the branch's commits, push) and every command that reaches the
-remote (held to the egress policy, see :meth:`Workspace.git`) call the ``git`` binary directly with
+GitPython sets the repository up (``Repo.init``, remote, config) and reads a commit where its objects read better
+than a format string split on NUL bytes, off the hot path (:meth:`Workspace.repo`: the intake hook's commit
+metadata); the hot path (fetch, plumbing, the trailer search, the branch's commits, push) and every command that
+reaches the remote (held to the egress policy, see :meth:`Workspace.git`) call the ``git`` binary directly with
 :mod:`subprocess`, which costs one process per call and nothing more. Which and why: docs/git.md.
 """
 
