@@ -62,12 +62,7 @@ have() {
   [[ -x "$path" ]] || return 0
   if [[ $(spec "$tool") == local* ]]; then
     timeout 20 "$path" -version 2>/dev/null || true
-  elif [[ $(spec "$tool") == wrapper* ]]; then
-    # built in the wrapper module: the tool's module is a dependency of it (and the main module must be the wrapper)
-    local mod; read -r _ _ mod _ <<<"$(spec "$tool")"
-    go version -m "$path" 2>/dev/null | awk -v m="$mod" '$1 == "mod" && $2 != "longshot.dev/hack/'"$tool"'" {exit}
-      $1 == "dep" && $2 == m {print $2, $3; exit}' || true
-  else
+  else  # a wrapper's build records the tool's module as its "mod" too (the module of the main package)
     go version -m "$path" 2>/dev/null | awk '$1 == "mod" {print $2, $3; exit}' || true
   fi
 }
