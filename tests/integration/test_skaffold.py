@@ -3,8 +3,8 @@
 
 * ``skaffold render`` (offline, from a build-artifacts file, so nothing is built and no cluster is asked) gives the
   chart's manifests: the CRDs, the operator Deployment and the gateway with the images skaffold built, one operator
-  replica and no operator PodDisruptionBudget, as ``skaffold.yaml`` sets; the profiles ``kind`` (activated by a ``kind-*``
-  context) and ``no-registry`` set the pull policies they say.
+  replica and no operator PodDisruptionBudget, as ``skaffold.yaml`` sets; the profiles ``kind`` (activated by a
+  ``kind-*`` context) and ``no-registry`` set the pull policies they say.
 * ``skaffold build`` builds both images where a Docker engine answers (``docker info``), else it is skipped naming
   why.
 
