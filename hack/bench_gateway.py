@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import dataclasses
 import os
 import shutil
 import statistics
@@ -122,7 +121,7 @@ def main() -> int:
         size = sum(p.stat().st_size for p in (repos / "app.git").rglob("*") if p.is_file())
 
         secret(core, ns, "git-token", {"username": "alice", "password": password})
-        settings = dataclasses.replace(settings_for(ns, work), token_cache_seconds=30.0)
+        settings = settings_for(ns, work).replace(token_cache_seconds=30.0)
         with GatewayThread(cp.kubeconfig, settings) as gw:
             a = make_attempt(core, custom, ns, gw.url, build_spec={"repository": {"url": url,
                                                                                   "credentialsSecret": "git-token"}})

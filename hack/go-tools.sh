@@ -11,6 +11,9 @@
 #   dashboard-linter  github.com/grafana/dashboard-linter@v0.1.1
 #   kube-linter       golang.stackrox.io/kube-linter/cmd/kube-linter@v0.7.6
 #   coredns           github.com/coredns/coredns@v1.12.1        (the kind node image's cluster DNS; kubeadm's pin)
+#   skaffold          github.com/GoogleContainerTools/skaffold/v2@v2.16.1, through the wrapper module hack/skaffold
+#                     (skaffold's go.mod has replace directives, which `go install pkg@version` refuses; the wrapper
+#                     carries them, and its go.sum pins every module). Cold: see docs/install.md#skaffold-dev-on-kind
 #
 # The same guarantees as hack/k8s-binaries.sh: a lock (flock on $TOOLS/.lock) so two runs never race; the
 # cached binary's version is checked on every run (`go version -m`: the module and version it was built from;
@@ -34,6 +37,7 @@ spec() {
     kube-linter) echo "golang.stackrox.io/kube-linter v0.7.6 golang.stackrox.io/kube-linter/cmd/kube-linter" ;;
     coredns) echo "github.com/coredns/coredns v1.12.1 github.com/coredns/coredns" ;;
     kstatus) echo "local hack/kstatus" ;;
+    skaffold) echo "wrapper hack/skaffold github.com/GoogleContainerTools/skaffold/v2 v2.16.1 github.com/GoogleContainerTools/skaffold/v2/cmd/skaffold" ;;
     *) return 1 ;;
   esac
 }
@@ -47,6 +51,8 @@ want() {
   local s; s=$(spec "$1")
   if [[ $s == local* ]]; then
     echo "kstatus $(source_hash "${s#local }") cli-utils v0.37.2"
+  elif [[ $s == wrapper* ]]; then
+    read -r _ _ mod ver _ <<<"$s"; echo "$mod $ver"
   else
     read -r mod ver _ <<<"$s"; echo "$mod $ver"
   fi
@@ -56,16 +62,16 @@ have() {
   [[ -x "$path" ]] || return 0
   if [[ $(spec "$tool") == local* ]]; then
     timeout 20 "$path" -version 2>/dev/null || true
-  else
+  else  # a wrapper's build records the tool's module as its "mod" too (the module of the main package)
     go version -m "$path" 2>/dev/null | awk '$1 == "mod" {print $2, $3; exit}' || true
   fi
 }
 
-[[ $# -ge 1 ]] || { echo "usage: $0 [--check] kind|kstatus|dashboard-linter|kube-linter|coredns" >&2; exit 2; }
+[[ $# -ge 1 ]] || { echo "usage: $0 [--check] kind|kstatus|dashboard-linter|kube-linter|coredns|skaffold" >&2; exit 2; }
 check=false
 if [[ "$1" == "--check" ]]; then check=true; shift; fi
 tool=${1:?tool name}
-spec "$tool" >/dev/null || { log "unknown tool $tool (kind, kstatus, dashboard-linter, kube-linter, coredns)"; exit 2; }
+spec "$tool" >/dev/null || { log "unknown tool $tool (kind, kstatus, dashboard-linter, kube-linter, coredns, skaffold)"; exit 2; }
 command -v go >/dev/null || { log "no Go toolchain: cannot build $tool (Go >= 1.24 is a requirement)"; exit 1; }
 
 target="$BIN/$tool"
@@ -96,6 +102,15 @@ if [[ $s == local* ]]; then
   log "$tool: building $dir"
   (cd "$dir" && GOFLAGS=-mod=readonly go build -trimpath \
     -ldflags "-s -w -X main.SourceHash=$(source_hash "${s#local }")" -o "$TMP/$tool" . >&2)
+elif [[ $s == wrapper* ]]; then
+  read -r _ dir mod ver pkg <<<"$s"
+  log "$tool: go build $pkg ($mod $ver) in $dir"
+  # -X: the version `skaffold version` prints (skaffold's Makefile sets it the same way)
+  if ! (cd "$ROOT/$dir" && GOFLAGS=-mod=readonly go build -trimpath \
+        -ldflags "-s -w -X $mod/pkg/skaffold/version.version=$ver" -o "$TMP/$tool" "$pkg" >&2); then
+    log "$tool: could not build $pkg $ver from the Go module proxy (see the go error above)"
+    exit 1
+  fi
 else
   read -r mod ver pkg <<<"$s"
   log "$tool: go install $pkg@$ver"

@@ -163,8 +163,8 @@ def budget_overshoot_tokens(bin_dir: Path | None = None, *, calls: int = 20, ver
     with _world(bin_dir) as w, fake_model() as model:
         release = threading.Event()
         model.script(*[Reply(body=openai_json("gpt-test", (40, 50)), hold=release) for _ in range(calls)])
-        settings = dataclasses.replace(settings_for(w.namespace, w.work), max_model_calls_per_attempt=calls,
-                                       model_call_burst=calls)
+        settings = settings_for(w.namespace, w.work).replace(max_model_calls_per_attempt=calls,
+                                                             model_call_burst=calls)
         with GatewayThread(w.kubeconfig, settings) as gw:
             a = make_attempt(w.core, w.custom, w.namespace, gw.url, build_spec=_spec(model.url, {"maxTokens": budget}))
             body = {"model": "gpt-test", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -46,7 +45,7 @@ def _gateway(args: argparse.Namespace) -> int:
 
     settings = GatewaySettings.from_env()
     if args.port is not None:
-        settings = dataclasses.replace(settings, port=args.port)
+        settings = settings.replace(port=args.port)
     return server.run(settings)
 
 

@@ -1,25 +1,30 @@
 """Operator-wide settings, read once at start-up from the environment (the chart sets them).
 
 Every setting has a default that works on a laptop; ``Settings.from_env()`` reads ``LONGSHOT_<NAME>``
-(upper-case field name), so ``agent_image`` comes from ``LONGSHOT_AGENT_IMAGE``.
+(upper-case field name), so ``agent_image`` comes from ``LONGSHOT_AGENT_IMAGE`` (pydantic-settings,
+``longshot.envsettings``: a value that does not validate fails start-up naming the variable). An empty variable
+is an empty value (``LONGSHOT_EGRESS_DENIED_CIDRS=""``: no denied range), and an empty boolean is false.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from longshot.core import egress
+from longshot.envsettings import EnvBool, EnvSettings
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(EnvSettings):
+    model_config = SettingsConfigDict(env_prefix="LONGSHOT_", env_ignore_empty=False)
+
     agent_image: str = "longshot-agent:dev"
     """Image of agent and sweep Pods when a build does not set ``spec.agent.image``."""
-    image_pull_policy: str = "IfNotPresent"
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     """Pull policy of agent Pods (``Never`` on clusters whose images are imported locally)."""
     default_cpu_request: str = "250m"
     default_cpu_limit: str = "1"
@@ -27,37 +32,37 @@ class Settings:
     default_memory_limit: str = "1Gi"
     scratch_size: str = "2Gi"
     """Size limit of the agent Pod's scratch (emptyDir) volume."""
-    max_workers: int = 50
+    max_workers: int = Field(default=50, ge=0)
     """Operator-wide limit of agent Pods running at once, across builds."""
-    killswitch: bool = False
+    killswitch: EnvBool = False
     """Start with the killswitch engaged (no agent Pod runs)."""
     killswitch_configmap: str = "longshot-killswitch"
     """ConfigMap in the operator's namespace whose ``engaged: "true"`` stops every agent Pod."""
     namespace: str = "longshot-system"
     """The operator's own namespace (Leases, killswitch ConfigMap)."""
-    metrics_port: int = 8080
+    metrics_port: int = Field(default=8080, ge=0, le=65535)
     """Port of ``/metrics`` and the health endpoints; 0 disables them."""
     git_author_name: str = "Longshot"
     git_author_email: str = "longshot@localhost"
     workspace_dir: str = "/var/cache/longshot"
     """Operator-side git workspaces of the merge queue."""
-    workspace_max_bytes: int = 1024 * 1024 * 1024
+    workspace_max_bytes: int = Field(default=1024 * 1024 * 1024, ge=0)
     """Largest size of one workspace (one tenant's repository) after a fetch; a fetch past it fails the job that
     asked for it with a reason naming this cap, and the workspace is removed. 0: no cap. The chart's workspace
     volume is 2Gi: keep this well under it."""
-    lease_duration_seconds: int = 15
-    lease_renew_seconds: int = 5
+    lease_duration_seconds: int = Field(default=15, gt=0)
+    lease_renew_seconds: int = Field(default=5, gt=0)
     gateway_url: str = ""
     """Base URL of longshot-gateway as agent Pods reach it (the chart sets
     ``http://longshot-gateway.<namespace>.svc:8080``). Agent Pods get it and a gateway token; without it they
     get neither and can reach only repositories and models that need no credential."""
-    network_policy: bool = True
+    network_policy: EnvBool = True
     """Keep the default-deny agent NetworkPolicy (``runtime.netpol``) in every namespace with builds."""
     agent_dns_peers: str = ""
     """JSON list of NetworkPolicy peers serving DNS to agent Pods (default: kube-dns in kube-system)."""
     agent_extra_egress: str = ""
     """JSON list of extra NetworkPolicy egress rules for agent Pods (default: none)."""
-    heartbeat_timeout_seconds: int = 300
+    heartbeat_timeout_seconds: int = Field(default=300, ge=0)
     """A running attempt whose agent sent no heartbeat (``status.progress.lastHeartbeat``, through the gateway;
     the runner beats every 30 s) for longer than this is hung: its Pod is deleted and the attempt fails as
     Timeout. 0 turns the check off; it is off without ``gateway_url`` (no heartbeat reaches the operator)."""
@@ -70,45 +75,20 @@ class Settings:
     """Ranges refused unless a host is listed exactly in ``egress_allowed_hosts`` (default: the private ranges)."""
     egress_cluster_cidrs: str = ""
     """The cluster's Pod and Service ranges (and any other range never to reach): refused whatever the host list."""
-    egress_allow_file_urls: bool = True
+    egress_allow_file_urls: EnvBool = True
     """Let builds name ``file://`` repositories (tests and single-machine setups; the chart sets it from
     ``gateway.allowFileUrls``, false by default)."""
-    scan_timeout_seconds: float = 90.0
+    scan_timeout_seconds: float = Field(default=90.0, ge=0)
     """Wall-clock limit of the merge queue's secret scan of one branch (``vcs.secretscan.scan_range``): past it the
     MergeJob fails with ``ScanTimedOut`` (a fixer gets it) and the repository's lock is released. Keep it well
     under the liveness bound of a reconcile (300 s). 0 turns the limit off."""
-    identity: str = field(default_factory=lambda: os.environ.get("POD_NAME") or os.uname().nodename)
+    identity: str = Field(default_factory=lambda: os.environ.get("POD_NAME") or os.uname().nodename)
     """This replica's name in Leases."""
 
     def egress_policy(self) -> egress.Policy:
         """The egress policy of these settings (``core.egress``); PolicyError names a malformed entry."""
         return _policy(self.egress_allowed_hosts, self.egress_allowed_cidrs, self.egress_denied_cidrs,
                        self.egress_cluster_cidrs, self.egress_allow_file_urls)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get(f"LONGSHOT_{f.name.upper()}")
-            if raw is None:
-                continue
-            kind = type(getattr(cls(), f.name))
-            if kind is bool:
-                values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
-            elif kind is int:
-                try:
-                    values[f.name] = int(raw)
-                except ValueError:
-                    raise ValueError(f"LONGSHOT_{f.name.upper()}={raw!r} is not an integer") from None
-            elif kind is float:
-                try:
-                    values[f.name] = float(raw)
-                except ValueError:
-                    raise ValueError(f"LONGSHOT_{f.name.upper()}={raw!r} is not a number") from None
-            else:
-                values[f.name] = raw
-        return cls(**values)
 
 
 @functools.lru_cache(maxsize=8)

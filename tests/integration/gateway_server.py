@@ -8,7 +8,6 @@ loopback (``egress_allowed_cidrs``): the tier's git, model and tracker servers l
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
 from pathlib import Path
 from typing import Any
@@ -77,4 +76,4 @@ def settings_for(namespace: str, workdir: Path, **overrides: Any) -> GatewaySett
                            allow_file_urls=True, token_cache_seconds=1.0, usage_cache_seconds=0.0,
                            progress_min_interval_seconds=0.0, default_backoff_seconds=5.0,
                            identity_cache_seconds=1.0, egress_allowed_cidrs="127.0.0.0/8,::1/128")
-    return dataclasses.replace(base, **overrides)
+    return base.replace(**overrides)

@@ -192,13 +192,12 @@ def test_a_push_over_the_limit_is_refused_and_the_mirror_still_serves_clones(con
                                                                           forge, gateway_settings, tmp_path):
     """The whole push is received before the mirror's push lock is taken (a slow sender must not hold up the
     build's clones); one over ``max_push_bytes`` is refused without reaching the upstream."""
-    import dataclasses
     import os
 
     from gateway_server import GatewayThread
 
     secret(core_v1, namespace, "git-token", {"username": "alice", "password": PASSWORD})
-    settings = dataclasses.replace(gateway_settings, max_push_bytes=64 * 1024)
+    settings = gateway_settings.replace(max_push_bytes=64 * 1024)
     with GatewayThread(control_plane.kubeconfig, settings) as gw:
         a = make_attempt(core_v1, custom, namespace, gw.url, build_spec={
             "repository": {"url": forge.url("app"), "credentialsSecret": "git-token"}})

@@ -5,7 +5,6 @@ whole build, and two replicas metering one task lose no update."""
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import json
 
 import httpx
@@ -156,7 +155,7 @@ def test_one_429_holds_the_whole_builds_calls_on_both_replicas(
     r = chat(gateway, second)
     assert r.status_code == 429 and 25 <= int(r.headers["retry-after"]) <= 31  # stored in whole seconds
     assert "answered 429 to this build" in r.json()["error"]["message"]
-    other = dataclasses.replace(gateway_settings, mirror_dir=str(tmp_path / "replica-2"))
+    other = gateway_settings.replace(mirror_dir=str(tmp_path / "replica-2"))
     with GatewayThread(control_plane.kubeconfig, other) as replica:
         r = httpx.post(f"{replica.url}/model/openai/chat/completions", json={"model": "gpt-test"},
                        headers=second.headers, timeout=60)
@@ -170,7 +169,7 @@ def test_two_replicas_metering_one_task_at_once_lose_no_update(
     a = openai_attempt(core_v1, custom, namespace, gateway, model)
     calls = 16
     model.script(*[Reply(body=openai_json("gpt-test", (10, 5))) for _ in range(calls)])
-    other = dataclasses.replace(gateway_settings, mirror_dir=str(tmp_path / "replica-2"))
+    other = gateway_settings.replace(mirror_dir=str(tmp_path / "replica-2"))
     with GatewayThread(control_plane.kubeconfig, other) as replica, \
             concurrent.futures.ThreadPoolExecutor(4) as pool:  # the per-attempt limit is 4 a replica
         urls = [gateway.url, replica.url] * (calls // 2)

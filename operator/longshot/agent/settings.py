@@ -6,44 +6,46 @@ runner also works outside a Pod (tests, a laptop)::
     LONGSHOT_TASK_INPUT, LONGSHOT_GIT_CREDENTIALS_DIR, LONGSHOT_LLM_CREDENTIALS_DIR, LONGSHOT_SCRIPT_DIR,
     LONGSHOT_PROMPTS_DIR, LONGSHOT_WORKSPACE_DIR, LONGSHOT_TERMINATION_LOG
 
-Each :class:`Settings` field ``x`` is read from ``LONGSHOT_<X>`` (upper case).
+Each :class:`Settings` field ``x`` is read from ``LONGSHOT_<X>`` (upper case). Both are pydantic-settings
+(``longshot.envsettings``); an empty variable means the default, and a value that does not validate is a
+ConfigError naming the variable.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from longshot.agent import errors
 from longshot.api import handoff
+from longshot.envsettings import EnvSettings, SettingsError
 
 
-@dataclass(frozen=True)
-class Paths:
-    task_input: Path
-    git_credentials: Path
-    llm_credentials: Path
-    script: Path
-    prompts: Path
-    workspace: Path
-    termination_log: Path
+class _AgentSettings(EnvSettings):
+    model_config = SettingsConfigDict(env_prefix="LONGSHOT_", env_ignore_empty=True, validate_by_name=True)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Paths:
-        def get(name: str, default: str) -> Path:
-            return Path(env.get(name) or default)
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        try:
+            return super().from_env(env)
+        except SettingsError as e:
+            raise errors.ConfigError(str(e)) from None
 
-        return cls(
-            task_input=get("LONGSHOT_TASK_INPUT", handoff.TASK_INPUT_PATH),
-            git_credentials=get("LONGSHOT_GIT_CREDENTIALS_DIR", handoff.GIT_CREDENTIALS_DIR),
-            llm_credentials=get("LONGSHOT_LLM_CREDENTIALS_DIR", handoff.LLM_CREDENTIALS_DIR),
-            script=get("LONGSHOT_SCRIPT_DIR", handoff.SCRIPT_DIR),
-            prompts=get("LONGSHOT_PROMPTS_DIR", handoff.PROMPTS_DIR),
-            workspace=get("LONGSHOT_WORKSPACE_DIR", handoff.WORKSPACE_DIR),
-            termination_log=get("LONGSHOT_TERMINATION_LOG", handoff.TERMINATION_LOG),
-        )
+
+class Paths(_AgentSettings):
+    task_input: Path = Path(handoff.TASK_INPUT_PATH)
+    git_credentials: Path = Field(default=Path(handoff.GIT_CREDENTIALS_DIR),
+                                  validation_alias="LONGSHOT_GIT_CREDENTIALS_DIR")
+    llm_credentials: Path = Field(default=Path(handoff.LLM_CREDENTIALS_DIR),
+                                  validation_alias="LONGSHOT_LLM_CREDENTIALS_DIR")
+    script: Path = Field(default=Path(handoff.SCRIPT_DIR), validation_alias="LONGSHOT_SCRIPT_DIR")
+    prompts: Path = Field(default=Path(handoff.PROMPTS_DIR), validation_alias="LONGSHOT_PROMPTS_DIR")
+    workspace: Path = Field(default=Path(handoff.WORKSPACE_DIR), validation_alias="LONGSHOT_WORKSPACE_DIR")
+    termination_log: Path = Path(handoff.TERMINATION_LOG)
 
     @property
     def checkout(self) -> Path:
@@ -56,41 +58,25 @@ class Paths:
         return self.workspace / ".longshot"
 
 
-@dataclass(frozen=True)
-class Settings:
-    heartbeat_seconds: float = 30.0
+class Settings(_AgentSettings):
+    heartbeat_seconds: float = Field(default=30.0, ge=0)
     """Interval of ``heartbeat`` events; 0 turns them off."""
-    command_timeout_seconds: float = 600.0
+    command_timeout_seconds: float = Field(default=600.0, ge=0)
     """Longest a ``run_command`` tool call may run (the model may ask for less)."""
-    output_cap: int = 16_000
+    output_cap: int = Field(default=16_000, ge=0)
     """Characters of command output kept (head and tail)."""
-    git_timeout_seconds: float = 600.0
-    test_timeout_seconds: float = 1800.0
+    git_timeout_seconds: float = Field(default=600.0, ge=0)
+    test_timeout_seconds: float = Field(default=1800.0, ge=0)
     """Tester role: longest the test command may run."""
-    agent_timeout_seconds: float = 3600.0
+    agent_timeout_seconds: float = Field(default=3600.0, ge=0)
     """Command backend: longest the CLI agent may run."""
-    http_timeout_seconds: float = 300.0
-    retry_max_attempts: int = 8
-    retry_base_seconds: float = 1.0
-    retry_max_seconds: float = 60.0
-    max_corrections: int = 3
+    http_timeout_seconds: float = Field(default=300.0, ge=0)
+    retry_max_attempts: int = Field(default=8, ge=0)
+    retry_base_seconds: float = Field(default=1.0, ge=0)
+    retry_max_seconds: float = Field(default=60.0, ge=0)
+    max_corrections: int = Field(default=3, ge=0)
     """How many times an invalid plan or verdict is sent back to the model before giving up."""
-    max_output_tokens: int = 8192
+    max_output_tokens: int = Field(default=8192, ge=0)
     """Anthropic ``max_tokens`` per turn."""
-    max_diff_chars: int = 100_000
+    max_diff_chars: int = Field(default=100_000, ge=0)
     """Reviewer: largest diff put in the prompt (head and tail beyond)."""
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Settings:
-        values: dict[str, object] = {}
-        for field in dataclasses.fields(cls):
-            name = f"LONGSHOT_{field.name.upper()}"
-            raw = env.get(name)
-            if raw is None or raw == "":
-                continue
-            kind = int if field.type in (int, "int") else float
-            try:
-                values[field.name] = kind(raw)
-            except ValueError:
-                raise errors.ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
-        return cls(**values)  # type: ignore[arg-type]

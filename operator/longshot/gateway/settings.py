@@ -1,13 +1,16 @@
-"""Settings of ``longshot-gateway``, read once at start-up from ``LONGSHOT_GATEWAY_<NAME>`` (the chart sets them)."""
+"""Settings of ``longshot-gateway``, read once at start-up from ``LONGSHOT_GATEWAY_<NAME>`` (the chart sets them).
+
+pydantic-settings (``longshot.envsettings``): a value that does not validate fails start-up naming the variable; an
+empty variable means the default (the chart's egress lists say ``none`` for an empty list).
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from longshot.core import egress
+from longshot.envsettings import EnvBool, EnvSettings
 
 AUDIENCE = "longshot-gateway"
 """Audience of the agent Pods' projected ServiceAccount tokens; a token for another audience is refused."""
@@ -15,9 +18,10 @@ DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
 DEFAULT_ANTHROPIC_URL = "https://api.anthropic.com"
 
 
-@dataclass(frozen=True)
-class GatewaySettings:
-    port: int = 8080
+class GatewaySettings(EnvSettings):
+    model_config = SettingsConfigDict(env_prefix="LONGSHOT_GATEWAY_", env_ignore_empty=True)
+
+    port: int = Field(default=8080, ge=0, le=65535)
     """Port of every route (``/git``, ``/model``, ``/progress``, ``/healthz``, ``/metrics``)."""
     address: str = "0.0.0.0"
     namespace: str = "longshot-system"
@@ -25,46 +29,46 @@ class GatewaySettings:
     audience: str = AUDIENCE
     prices_configmap: str = "longshot-prices"
     """ConfigMap (key ``prices.yaml``) with the price table; see ``longshot.gateway.pricing``."""
-    prices_cache_seconds: float = 30.0
+    prices_cache_seconds: float = Field(default=30.0, ge=0)
     mirror_dir: str = "/var/cache/longshot-gateway"
     """Where the per-repository git mirrors live (an emptyDir in the chart)."""
-    allow_file_urls: bool = False
+    allow_file_urls: EnvBool = False
     """Serve ``file://`` repositories (tests and single-machine setups only: a build could otherwise name
     any path the gateway can read)."""
-    token_cache_seconds: float = 30.0
+    token_cache_seconds: float = Field(default=30.0, ge=0)
     """How long a successful TokenReview is reused (the Pod, AgentTask and BuildRequest are read again every
     ``identity_cache_seconds``)."""
-    usage_cache_seconds: float = 1.0
+    usage_cache_seconds: float = Field(default=1.0, ge=0)
     """How long a build's task list (for its budget and backoff) is reused between model calls."""
-    upstream_timeout_seconds: float = 600.0
-    git_timeout_seconds: float = 600.0
-    max_model_request_bytes: int = 4 * 1024 * 1024
+    upstream_timeout_seconds: float = Field(default=600.0, ge=0)
+    git_timeout_seconds: float = Field(default=600.0, ge=0)
+    max_model_request_bytes: int = Field(default=4 * 1024 * 1024, ge=0)
     """Largest model request body; a larger one is answered 413 (on its Content-Length, before it is read)."""
-    max_push_bytes: int = 256 * 1024 * 1024
+    max_push_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
     """Largest push (the request body of one ``git-receive-pack``, spooled to the mirror disk before it is
     forwarded); a larger one is refused with 413. Chart value ``gateway.maxPushBytes``."""
-    max_fetch_request_bytes: int = 64 * 1024 * 1024
-    default_backoff_seconds: float = 30.0
+    max_fetch_request_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    default_backoff_seconds: float = Field(default=30.0, ge=0)
     """How long a build's calls to one model API are held after a 429 without ``Retry-After``."""
-    max_backoff_seconds: float = 600.0
-    progress_min_interval_seconds: float = 1.0
+    max_backoff_seconds: float = Field(default=600.0, ge=0)
+    progress_min_interval_seconds: float = Field(default=1.0, ge=0)
     """Progress messages of one task closer together than this are acknowledged but not written."""
     openai_url: str = DEFAULT_OPENAI_URL
     """Upstream of ``/model/openai/`` when a build sets no ``spec.agent.baseUrl``."""
     anthropic_url: str = DEFAULT_ANTHROPIC_URL
     """Upstream of ``/model/anthropic/`` when a build sets no ``spec.agent.baseUrl``."""
     # --- model proxy containment (docs/security: the model proxy) ---
-    max_model_calls_per_attempt: int = 4
+    max_model_calls_per_attempt: int = Field(default=4, ge=0)
     """Model calls one attempt may have in flight on this replica; more are answered 429 (Retry-After 1)."""
-    model_calls_per_second: float = 2.0
+    model_calls_per_second: float = Field(default=2.0, ge=0)
     """Average model calls a second one attempt may start (a token bucket; 0 turns the limit off)."""
-    model_call_burst: int = 20
+    model_call_burst: int = Field(default=20, ge=0)
     """Model calls one attempt may start at once before ``model_calls_per_second`` applies."""
-    max_model_inflight_bytes: int = 48 * 1024 * 1024
+    max_model_inflight_bytes: int = Field(default=48 * 1024 * 1024, ge=0)
     """Request bodies all model calls on this replica may hold at once; a call that would pass it is 429."""
-    default_reserve_output_tokens: int = 4096
+    default_reserve_output_tokens: int = Field(default=4096, ge=0)
     """Output tokens reserved against spec.budget for a call that names no max_tokens."""
-    max_model_meter_bytes: int = 32 * 1024 * 1024
+    max_model_meter_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
     """Response bytes all model calls on this replica may buffer to read their usage (beyond 64 KiB each);
     a response that would pass it is settled at its reservation."""
     # --- egress (core.egress; docs/security.md) ---
@@ -78,46 +82,25 @@ class GatewaySettings:
     egress_cluster_cidrs: str = ""
     """The cluster's Pod and Service ranges (and any other range never to reach): refused whatever the host list."""
 
+    # --- tenancy: disk bounds (issue 29, item 8) -------------------------------------------------------------
+    mirror_max_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=0)
+    """Largest size of one mirror (one tenant's use of one repository): a fetch from the upstream stores at most
+    what is left under it (``vcs.packlimit``) and fails with a reason naming this cap, and a mirror found over
+    it is removed. 0: no cap. Chart value ``gateway.mirrorMaxBytes``."""
+
+    # --- identity cache and per-attempt rate limit (docs/security.md) -----------------------------
+    identity_cache_seconds: float = Field(default=2.0, ge=0)
+    """How long the gateway reuses a caller's Pod, AgentTask and BuildRequest (keyed by the Pod's UID, at most
+    4,096 callers): an attempt that ended, a deleted Pod or a cancelled task loses access at most this long after
+    the API server knows it. 0 reads them on every request."""
+    requests_per_second: float = Field(default=50.0, ge=0)
+    """Requests (git, model, progress) one attempt may send a second on average; more are answered 429 with
+    ``Retry-After``. 0 turns the limit off."""
+    request_burst: float = Field(default=200.0, ge=0)
+    """Requests one attempt may send at once before ``requests_per_second`` applies."""
+
     def egress_policy(self) -> egress.Policy:
         """The egress policy of these settings; ``file://`` follows ``allow_file_urls``."""
         return egress.Policy.parse(allowed_hosts=self.egress_allowed_hosts, allowed_cidrs=self.egress_allowed_cidrs,
                                    denied_cidrs=self.egress_denied_cidrs, cluster_cidrs=self.egress_cluster_cidrs,
                                    allow_file=self.allow_file_urls)
-    # --- tenancy: disk bounds (issue 29, item 8) -------------------------------------------------------------
-    mirror_max_bytes: int = 2 * 1024 * 1024 * 1024
-    """Largest size of one mirror (one tenant's use of one repository): a fetch from the upstream stores at most
-    what is left under it (``vcs.packlimit``) and fails with a reason naming this cap, and a mirror found over
-    it is removed. 0: no cap. Chart value ``gateway.mirrorMaxBytes``."""
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        defaults = cls()
-        for f in fields(cls):
-            name = f"LONGSHOT_GATEWAY_{f.name.upper()}"
-            raw = env.get(name)
-            if raw is None or raw == "":
-                continue
-            kind = type(getattr(defaults, f.name))
-            try:
-                if kind is bool:
-                    values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
-                elif kind in (int, float):
-                    values[f.name] = kind(raw)
-                else:
-                    values[f.name] = raw
-            except ValueError:
-                raise ValueError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
-        return cls(**values)
-
-    # --- identity cache and per-attempt rate limit (docs/security.md) -----------------------------
-    identity_cache_seconds: float = 2.0
-    """How long the gateway reuses a caller's Pod, AgentTask and BuildRequest (keyed by the Pod's UID, at most
-    4,096 callers): an attempt that ended, a deleted Pod or a cancelled task loses access at most this long after
-    the API server knows it. 0 reads them on every request."""
-    requests_per_second: float = 50.0
-    """Requests (git, model, progress) one attempt may send a second on average; more are answered 429 with
-    ``Retry-After``. 0 turns the limit off."""
-    request_burst: float = 200.0
-    """Requests one attempt may send at once before ``requests_per_second`` applies."""

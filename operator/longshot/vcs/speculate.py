@@ -42,6 +42,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from git.objects.util import altz_to_utctz_str
+
 from longshot.core import mergequeue as q
 from longshot.core import names, roadmap
 from longshot.vcs import merge as vmerge
@@ -296,9 +298,18 @@ def finish_member(w: ws.Workspace, commit: str, m: Member) -> str:
     message (the intake hook); ``commit`` itself when there is nothing to change."""
     if m.check_off is None and not m.references:
         return commit
-    out = w.git("log", "-1", "--date=raw", "--format=%P%x00%T%x00%an%x00%ae%x00%ad%x00%B", commit).stdout
-    parents, tree, an, ae, ad, message = out.decode("utf-8", errors="surrogateescape").split("\0", 5)
-    new_tree = tree.strip()
+    with w.repo() as repo:
+        c = repo.commit(commit)
+        try:  # the commit may be the agent's own (fast-forward): its headers are hostile input
+            parents, tree, message = [p.hexsha for p in c.parents], c.tree.hexsha, c.message
+            an, ae = c.author.name or "", c.author.email or ""
+            ad = f"{c.authored_date} {altz_to_utctz_str(c.author_tz_offset)}"  # git's raw date (GIT_AUTHOR_DATE)
+        except (ValueError, LookupError) as e:
+            log.warning("commit %s of %s is not checked off: its header does not parse (%s)", commit[:12], m.name, e)
+            return commit
+    if isinstance(message, bytes):  # GitPython keeps a message it could not decode as bytes
+        message = message.decode("utf-8", errors="replace")
+    new_tree = tree
     if m.check_off is not None:
         path, item = m.check_off
         try:
@@ -323,10 +334,10 @@ def finish_member(w: ws.Workspace, commit: str, m: Member) -> str:
         new_message = new_message.rstrip("\n") + "\n\n" + "\n".join(missing) + "\n"
     if m.uid and m.uid not in vmerge.trailer_values(new_message, ID_TRAILER):
         new_message = _trailers(new_message, m)  # recognised after a restart like every queue commit
-    if new_tree == tree.strip() and new_message == message:
+    if new_tree == tree and new_message == message:
         return commit
     env = {"GIT_AUTHOR_NAME": an, "GIT_AUTHOR_EMAIL": ae, "GIT_AUTHOR_DATE": ad}
-    return vmerge._commit_tree(w, new_tree, parents.split(), new_message, env=env)
+    return vmerge._commit_tree(w, new_tree, parents, new_message, env=env)
 
 
 def copy_branch(w: ws.Workspace, source: str, destinations: Sequence[str]) -> str:

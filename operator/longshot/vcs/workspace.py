@@ -21,8 +21,11 @@ Credentials never appear in a URL, an argument or a log line:
 
 Every message of a :class:`GitError` has those secrets replaced by ``***``.
 
-GitPython sets the repository up (``Repo.init``, remote, config); the hot path (fetch, plumbing, push)
-calls the ``git`` binary directly with :mod:`subprocess`, which costs one process per call and nothing more.
+GitPython sets the repository up (``Repo.init``, remote, config) and reads a commit where its objects read better
+than a format string split on NUL bytes, off the hot path (:meth:`Workspace.repo`: the intake hook's commit
+metadata); the hot path (fetch, plumbing, the trailer search, the branch's commits, push) and every command that
+reaches the remote (held to the egress policy, see :meth:`Workspace.git`) call the ``git`` binary directly with
+:mod:`subprocess`, which costs one process per call and nothing more. Which and why: docs/git.md.
 """
 
 from __future__ import annotations
@@ -266,6 +269,16 @@ class Workspace:
                 repo.close()
         self._ensured = True
         return self
+
+    @contextlib.contextmanager
+    def repo(self) -> Iterator[gitpython.Repo]:
+        """The workspace as a GitPython ``Repo``, for reading objects and history (never for the remote: GitPython
+        would connect without the egress policy's pinned addresses); its ``git cat-file`` processes end on exit."""
+        repo = gitpython.Repo(self.path)
+        try:
+            yield repo
+        finally:
+            repo.close()
 
     @property
     def env(self) -> dict[str, str]:

@@ -6,7 +6,6 @@ attempt cannot call faster than its rate limit. Each test fails on the gateway b
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import http.client
 import json
 import sys
@@ -77,7 +76,7 @@ def raw(url: str, method: str, target: str, headers: dict[str, str], body: bytes
 def test_the_builds_key_never_goes_to_the_other_providers_api(
         gateway_settings, setup, model, core_v1, custom, namespace, control_plane):
     with fake_model() as other:
-        settings = dataclasses.replace(gateway_settings, anthropic_url=other.url)
+        settings = gateway_settings.replace(anthropic_url=other.url)
         with GatewayThread(control_plane.kubeconfig, settings) as gw:
             a = openai_attempt(core_v1, custom, namespace, gw.url, model)
             r = httpx.post(f"{gw.url}/model/anthropic/v1/messages", headers={"x-api-key": a.token}, json={
@@ -138,7 +137,7 @@ def test_a_huge_body_is_refused_before_it_is_read(gateway, setup, model, core_v1
 
 def test_twenty_parallel_calls_cannot_spend_past_max_tokens(
         gateway_settings, setup, model, core_v1, custom, namespace, control_plane):
-    settings = dataclasses.replace(gateway_settings, max_model_calls_per_attempt=64)  # only the budget limits
+    settings = gateway_settings.replace(max_model_calls_per_attempt=64)  # only the budget limits
     release = threading.Event()
     model.script(*[Reply(body=openai_json("gpt-test", (40, 50)), hold=release) for _ in range(20)])
     body = {"model": "gpt-test", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
@@ -184,7 +183,7 @@ def test_a_streamed_completion_without_usage_is_metered(gateway, setup, model, c
 
 def test_an_attempt_calling_too_fast_is_answered_429(
         gateway_settings, setup, model, core_v1, custom, namespace, control_plane):
-    settings = dataclasses.replace(gateway_settings, model_calls_per_second=0.01, model_call_burst=2)
+    settings = gateway_settings.replace(model_calls_per_second=0.01, model_call_burst=2)
     model.script(*[Reply(body=openai_json("gpt-test", (1, 1))) for _ in range(3)])
     with GatewayThread(control_plane.kubeconfig, settings) as gw:
         a = openai_attempt(core_v1, custom, namespace, gw.url, model)
@@ -197,7 +196,7 @@ def test_an_attempt_calling_too_fast_is_answered_429(
 
 def test_an_attempt_may_have_only_a_few_calls_in_flight(
         gateway_settings, setup, model, core_v1, custom, namespace, control_plane):
-    settings = dataclasses.replace(gateway_settings, max_model_calls_per_attempt=2)
+    settings = gateway_settings.replace(max_model_calls_per_attempt=2)
     release = threading.Event()
     model.script(*[Reply(body=openai_json("gpt-test", (1, 1)), hold=release) for _ in range(4)])
     with GatewayThread(control_plane.kubeconfig, settings) as gw:

@@ -12,7 +12,6 @@ and disks are bounded, on a real API server with real git servers.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import re
@@ -307,7 +306,7 @@ def test_the_gateway_refuses_a_push_over_its_limit_which_is_256_mib_by_default(
     assert gwsettings.GatewaySettings().max_push_bytes == 256 * MiB
     assert gwsettings.GatewaySettings.from_env({"LONGSHOT_GATEWAY_MAX_PUSH_BYTES": "65536"}).max_push_bytes == 65536
     secret(core_v1, namespace, "git-alice", {"username": "alice", "password": "alice-pw-1"})
-    settings = dataclasses.replace(gateway_settings, max_push_bytes=256 * 1024)
+    settings = gateway_settings.replace(max_push_bytes=256 * 1024)
     with GatewayThread(control_plane.kubeconfig, settings) as gw:
         a = make_attempt(core_v1, custom, namespace, gw.url, build_spec={
             "repository": {"url": forge.url("calc"), "credentialsSecret": "git-alice"}})
@@ -336,7 +335,7 @@ def test_the_gateway_refuses_to_mirror_a_repository_over_its_cap(
     sample_repo.git(seed, "commit", "-q", "-m", "big")
     sample_repo.git(seed, "push", "-q", str(forge.root / "calc.git"), "main")
     secret(core_v1, namespace, "git-alice", {"username": "alice", "password": "alice-pw-1"})
-    settings = dataclasses.replace(gateway_settings, mirror_max_bytes=1 * MiB)
+    settings = gateway_settings.replace(mirror_max_bytes=1 * MiB)
     with GatewayThread(control_plane.kubeconfig, settings) as gw:
         a = make_attempt(core_v1, custom, namespace, gw.url, build_spec={
             "repository": {"url": forge.url("calc"), "credentialsSecret": "git-alice"}})

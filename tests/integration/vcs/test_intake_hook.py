@@ -91,3 +91,52 @@ def test_copy_branch_starts_each_candidate_from_the_branch_to_fix(server, ws):
     kept = server.head("c2")
     assert speculate.copy_branch(ws, "fixme", ["c1", "c2"]) == fix
     assert server.head("c1") == fix and server.head("c2") == kept
+
+
+def test_a_commit_with_nothing_to_add_is_not_rewritten(server, ws):
+    # the item is checked, the reference and the queue's trailer are there: the commit lands as it is (its message
+    # is read exactly, with GitPython; a format string's extra newline used to make every such commit "changed")
+    server.commit("main", {"ROADMAP.md": "- [x] add\n"}, message="roadmap")
+    server.commit("add", {"calc.py": "x = 1\n"}, message="add()\n\nRefs #12\n\nLongshot-Merge-Id: uid-add")
+    m = member(server, "add", "fast-forward", check_off=("ROADMAP.md", "add"), references=("Refs #12",))
+    with ws.locked():
+        speculate.fetch(ws, "main", [m])
+        assert speculate.finish_member(ws, m.commit, m) == m.commit
+
+
+def test_the_rewritten_commit_keeps_its_author_date_and_time_zone(server, ws):
+    git("fetch", "--quiet", "origin", cwd=server.work)
+    git("checkout", "--quiet", "-B", "tz", "origin/main", cwd=server.work)
+    (server.work / "tz.py").write_text("tz = 1\n")
+    git("add", "--all", cwd=server.work)
+    git("commit", "--quiet", "--author=Ann Ö <ann@example.com>", "--date=1700000000 +0530", "-m", "tz", cwd=server.work)
+    git("push", "--quiet", "origin", "HEAD:refs/heads/tz", cwd=server.work)
+    m = member(server, "tz", "fast-forward", references=("Refs #7",))
+    with ws.locked():
+        speculate.fetch(ws, "main", [m])
+        rewritten = speculate.finish_member(ws, m.commit, m)
+    assert rewritten != m.commit
+    shown = ws.out("log", "-1", "--date=raw", "--format=%an <%ae> %ad%x00%P%x00%T%x00%B", rewritten).split("\0")
+    original = ws.out("log", "-1", "--format=%P%x00%T", m.commit).split("\0")
+    assert shown[0] == "Ann Ö <ann@example.com> 1700000000 +0530"
+    assert shown[1:3] == original
+    assert shown[3] == "tz\n\nRefs #7\n\nLongshot-Merge: ns/b-tz\nLongshot-Merge-Id: uid-tz"
+
+
+def test_an_agent_commit_whose_message_is_not_utf8_still_lands(server, ws):
+    # a fast-forward lands the agent's own commit, whose headers and message are whatever it wrote: a message in no
+    # encoding (and a made-up encoding header) is read with replacement characters, not a crash of the batch
+    tree = git("rev-parse", "main^{tree}", cwd=server.bare)
+    raw_commit = (f"tree {tree}\nparent {server.head()}\nauthor A <a@example.com> 1700000000 +0000\n"
+                  "committer A <a@example.com> 1700000000 +0000\nencoding x-no-such-encoding\n\n").encode()
+    obj = server.bare.parent / "odd-commit"
+    obj.write_bytes(raw_commit + b"work \xff\xfe done\n")
+    sha = git("hash-object", "-t", "commit", "-w", "--literally", str(obj), cwd=server.bare)
+    git("update-ref", "refs/heads/odd", sha, cwd=server.bare)
+    m = member(server, "odd", "fast-forward", references=("Refs #9",))
+    prepared = speculate.prepare(ws, "main", [m])
+    (applied,) = prepared.members
+    assert isinstance(applied, q.Applied) and applied.commit != sha
+    assert speculate.land(ws, "main", prepared.base, applied.commit, "unused")[0]
+    message = server.message("main")
+    assert message.startswith("work ") and "done" in message and "Refs #9" in message

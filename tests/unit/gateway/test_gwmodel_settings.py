@@ -3,7 +3,6 @@ Deployment is a field of GatewaySettings, and the defaults are the documented on
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
@@ -19,7 +18,7 @@ CHART = Path(__file__).resolve().parents[3] / "charts" / "longshot"
 def test_every_gateway_env_of_the_chart_is_a_setting():
     names = set(re.findall(r"LONGSHOT_GATEWAY_([A-Z0-9_]+)", (CHART / "templates" / "gateway-deployment.yaml")
                            .read_text()))
-    fields = {f.name.upper() for f in dataclasses.fields(GatewaySettings)}
+    fields = {name.upper() for name in GatewaySettings.model_fields}
     assert {"MAX_MODEL_REQUEST_BYTES", "MAX_MODEL_CALLS_PER_ATTEMPT", "MODEL_CALLS_PER_SECOND", "MODEL_CALL_BURST",
             "MAX_MODEL_INFLIGHT_BYTES", "DEFAULT_RESERVE_OUTPUT_TOKENS"} <= names
     assert names <= fields

@@ -52,3 +52,16 @@ def test_an_unknown_tool_is_refused(tmp_path: Path) -> None:
     result = run(tmp_path, "kubefed")
     assert result.returncode == 2
     assert "unknown tool kubefed" in result.stderr
+
+
+def test_skaffold_is_a_known_tool_checked_as_a_build_of_its_wrapper_module(tmp_path: Path) -> None:
+    assert run(tmp_path, "--check", "skaffold").returncode == 1  # missing
+    plant(tmp_path, "skaffold", "echo v2.16.1")  # says the right version, but is no Go build of hack/skaffold
+    assert run(tmp_path, "--check", "skaffold").returncode == 1
+    gomod = (ROOT / "hack" / "skaffold" / "go.mod").read_text()
+    assert "tool github.com/GoogleContainerTools/skaffold/v2/cmd/skaffold" in gomod
+    assert "github.com/GoogleContainerTools/skaffold/v2 v2.16.1" in gomod
+    # skaffold's own replace directives at v2.16.1, which `go install pkg@version` would refuse
+    for replaced in ("github.com/docker/docker => github.com/docker/docker v27.5.1+incompatible",
+                     "github.com/spf13/viper => github.com/spf13/viper v1.19.0"):
+        assert f"replace {replaced}" in gomod
