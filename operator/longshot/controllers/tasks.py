@@ -427,6 +427,8 @@ def attempt_spans(task: objects.AgentTask, build: objects.BuildRequest, numbers:
                   attempts: dict[int, dict[str, Any]]) -> tuple[tracing.SpanRecord, ...]:
     """Tracing: the spans of the attempts ``numbers`` that this write ends (not those whose end is on the task's
     status already: a reconcile that repeats the record exports nothing twice)."""
+    if not numbers:
+        return ()
     ended = {a.number for a in task.status.attempts if a.end_time is not None}
     out = []
     for n in numbers:
