@@ -63,9 +63,9 @@ have() {
   [[ -x "$path" ]] || return 0
   if [[ $(spec "$tool") == local* ]]; then
     timeout 20 "$path" -version 2>/dev/null || true
-  elif [[ $(spec "$tool") == tool* ]]; then  # the wrapper module is the main one: the tool's module is a dep
+  elif [[ $(spec "$tool") == tool* ]]; then  # built in the wrapper module: the tool's module is the main one
     local s; s=$(spec "$tool"); read -r _ _ mod _ <<<"$s"
-    go version -m "$path" 2>/dev/null | awk -v m="$mod" '$1 == "dep" && $2 == m {print $2, $3; exit}' || true
+    go version -m "$path" 2>/dev/null | awk -v m="$mod" '($1 == "mod" || $1 == "dep") && $2 == m {print $2, $3; exit}' || true
   else
     go version -m "$path" 2>/dev/null | awk '$1 == "mod" {print $2, $3; exit}' || true
   fi

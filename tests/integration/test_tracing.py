@@ -102,7 +102,8 @@ def test_one_build_is_one_trace_across_operator_gateway_and_agents(trace_collect
     # the agent runner's spans are children of their attempt; its git requests reached the gateway in this trace
     agents = [s for s in spans if s.name == "agent"]
     assert agents and all(s.parent_id in by_id and by_id[s.parent_id] in attempts for s in agents)
-    assert all(s.service == tracing.AGENT and s.attributes["longshot.pod"] for s in agents)  # the relay's identity
+    # the relay's identity, from the caller's verified token
+    assert all(s.service == tracing.AGENT and s.resource["longshot.pod"].startswith("demo-") for s in agents)
     for s in spans:
         if s.service == tracing.GATEWAY:
             parent = by_id.get(s.parent_id)

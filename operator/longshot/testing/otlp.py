@@ -45,6 +45,7 @@ class Span:
     attributes: dict[str, Any] = field(default_factory=dict)
     start_ns: int = 0
     end_ns: int = 0
+    resource: dict[str, Any] = field(default_factory=dict)
 
 
 class Collector(Protocol):
@@ -123,7 +124,7 @@ class Receiver:
                 for s in ss.spans:
                     got.append(Span(s.name, service, s.trace_id.hex(), s.span_id.hex(), s.parent_span_id.hex(),
                                     {a.key: _value(a.value) for a in s.attributes}, s.start_time_unix_nano,
-                                    s.end_time_unix_nano))
+                                    s.end_time_unix_nano, attrs))
         with self._lock:
             self.requests += 1
             self._spans.extend(got)
@@ -187,12 +188,14 @@ def jaeger_binary(build: bool = True) -> tuple[Path | None, str]:
         return None, "hack/go-tools.sh is not there (not a checkout)"
     if shutil.which("go") is None:
         return None, "no Go toolchain to build Jaeger"
+    cached = subprocess.run(["bash", str(script), "--check", "jaeger"], capture_output=True, text=True,
+                            check=False, timeout=60)
+    if cached.returncode == 0:  # no lock taken: the cache path is the binary
+        return Path(os.environ.get("LONGSHOT_TOOLS") or Path.home() / ".cache" / "longshot" / "tools") / "bin" / \
+            "jaeger", ""
     if not build:
-        cached = subprocess.run(["bash", str(script), "--check", "jaeger"], capture_output=True, text=True,
-                                check=False, timeout=60)
-        if cached.returncode != 0:
-            return None, ("the pinned Jaeger is not built (hack/go-tools.sh jaeger builds it, about 15 minutes; or "
-                          "set LONGSHOT_TRACING_BUILD_JAEGER=1)")
+        return None, ("the pinned Jaeger is not built (hack/go-tools.sh jaeger builds it, about 15 minutes; or "
+                      "set LONGSHOT_TRACING_BUILD_JAEGER=1)")
     done = subprocess.run(["bash", str(script), "jaeger"], capture_output=True, text=True, check=False,
                           timeout=3600)
     if done.returncode != 0:
@@ -264,7 +267,8 @@ class Jaeger:
                     out.append(Span(s["name"], str(attrs.get("service.name", "")), _hex(s.get("traceId", "")),
                                     _hex(s.get("spanId", "")), _hex(s.get("parentSpanId", "")),
                                     {a["key"]: _value(a.get("value") or {}) for a in s.get("attributes") or []},
-                                    int(s.get("startTimeUnixNano") or 0), int(s.get("endTimeUnixNano") or 0)))
+                                    int(s.get("startTimeUnixNano") or 0), int(s.get("endTimeUnixNano") or 0),
+                                    attrs))
         return out
 
 
