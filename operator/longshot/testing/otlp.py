@@ -194,7 +194,7 @@ def jaeger_binary(build: bool = True) -> tuple[Path | None, str]:
         return Path(os.environ.get("LONGSHOT_TOOLS") or Path.home() / ".cache" / "longshot" / "tools") / "bin" / \
             "jaeger", ""
     if not build:
-        return None, ("the pinned Jaeger is not built (hack/go-tools.sh jaeger builds it, about 15 minutes; or "
+        return None, ("the pinned Jaeger is not built (hack/go-tools.sh jaeger builds it, 10+ minutes of CPU; or "
                       "set LONGSHOT_TRACING_BUILD_JAEGER=1)")
     done = subprocess.run(["bash", str(script), "jaeger"], capture_output=True, text=True, check=False,
                           timeout=3600)
