@@ -154,6 +154,10 @@ bench-secretscan: venv ## Benchmark: the merge-side secret scan over a 45 MB and
 bench-handoff: venv ## Benchmark: peak RSS of fetching and parsing large handoffs (8 MiB allowed, 36 MiB refused)
 	$(PY) hack/bench_handoff.py
 
+.PHONY: bench-tracing
+bench-tracing: venv ## Benchmark: tracing off (the no-op path) and on (a span; a scripted agent attempt off and on)
+	$(PY) hack/bench_tracing.py
+
 .PHONY: bench-hostile
 bench-hostile: venv binaries ## Benchmark: the worst parse of hostile input, the gateway's peak RSS under 20 max-size bodies, budget overshoot
 	$(PY) hack/bench_hostile.py

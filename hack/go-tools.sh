@@ -14,6 +14,10 @@
 #   skaffold          github.com/GoogleContainerTools/skaffold/v2@v2.16.1, through the wrapper module hack/skaffold
 #                     (skaffold's go.mod has replace directives, which `go install pkg@version` refuses; the wrapper
 #                     carries them, and its go.sum pins every module). Cold: see docs/install.md#skaffold-dev-on-kind
+#   jaeger            github.com/jaegertracing/jaeger/cmd/jaeger, v1.76.0 (Jaeger v2: an OpenTelemetry collector
+#                     with in-memory storage and a query API; the trace collector of the tracing tests). Its go.mod
+#                     has replace directives, so `go install pkg@version` refuses it: hack/jaeger is a module that
+#                     requires it as a `tool`, and its go.mod/go.sum pin every module
 #
 # The same guarantees as hack/k8s-binaries.sh: a lock (flock on $TOOLS/.lock) so two runs never race; the
 # cached binary's version is checked on every run (`go version -m`: the module and version it was built from;
@@ -38,6 +42,7 @@ spec() {
     coredns) echo "github.com/coredns/coredns v1.12.1 github.com/coredns/coredns" ;;
     kstatus) echo "local hack/kstatus" ;;
     skaffold) echo "wrapper hack/skaffold github.com/GoogleContainerTools/skaffold/v2 v2.16.1 github.com/GoogleContainerTools/skaffold/v2/cmd/skaffold" ;;
+    jaeger) echo "tool hack/jaeger github.com/jaegertracing/jaeger v1.76.0 github.com/jaegertracing/jaeger/cmd/jaeger" ;;
     *) return 1 ;;
   esac
 }
@@ -51,7 +56,7 @@ want() {
   local s; s=$(spec "$1")
   if [[ $s == local* ]]; then
     echo "kstatus $(source_hash "${s#local }") cli-utils v0.37.2"
-  elif [[ $s == wrapper* ]]; then
+  elif [[ $s == wrapper* || $s == tool* ]]; then
     read -r _ _ mod ver _ <<<"$s"; echo "$mod $ver"
   else
     read -r mod ver _ <<<"$s"; echo "$mod $ver"
@@ -62,16 +67,19 @@ have() {
   [[ -x "$path" ]] || return 0
   if [[ $(spec "$tool") == local* ]]; then
     timeout 20 "$path" -version 2>/dev/null || true
+  elif [[ $(spec "$tool") == tool* ]]; then  # built in the wrapper module: the tool's module is the main one
+    local s; s=$(spec "$tool"); read -r _ _ mod _ <<<"$s"
+    go version -m "$path" 2>/dev/null | awk -v m="$mod" '($1 == "mod" || $1 == "dep") && $2 == m {print $2, $3; exit}' || true
   else  # a wrapper's build records the tool's module as its "mod" too (the module of the main package)
     go version -m "$path" 2>/dev/null | awk '$1 == "mod" {print $2, $3; exit}' || true
   fi
 }
 
-[[ $# -ge 1 ]] || { echo "usage: $0 [--check] kind|kstatus|dashboard-linter|kube-linter|coredns|skaffold" >&2; exit 2; }
+[[ $# -ge 1 ]] || { echo "usage: $0 [--check] kind|kstatus|dashboard-linter|kube-linter|coredns|skaffold|jaeger" >&2; exit 2; }
 check=false
 if [[ "$1" == "--check" ]]; then check=true; shift; fi
 tool=${1:?tool name}
-spec "$tool" >/dev/null || { log "unknown tool $tool (kind, kstatus, dashboard-linter, kube-linter, coredns, skaffold)"; exit 2; }
+spec "$tool" >/dev/null || { log "unknown tool $tool (kind, kstatus, dashboard-linter, kube-linter, coredns, skaffold, jaeger)"; exit 2; }
 command -v go >/dev/null || { log "no Go toolchain: cannot build $tool (Go >= 1.24 is a requirement)"; exit 1; }
 
 target="$BIN/$tool"
@@ -109,6 +117,13 @@ elif [[ $s == wrapper* ]]; then
   if ! (cd "$ROOT/$dir" && GOFLAGS=-mod=readonly go build -trimpath \
         -ldflags "-s -w -X $mod/pkg/skaffold/version.version=$ver" -o "$TMP/$tool" "$pkg" >&2); then
     log "$tool: could not build $pkg $ver from the Go module proxy (see the go error above)"
+    exit 1
+  fi
+elif [[ $s == tool* ]]; then
+  read -r _ dir mod ver pkg <<<"$s"
+  log "$tool: building $pkg ($mod $ver, pinned by $dir/go.mod and go.sum)"
+  if ! (cd "$ROOT/$dir" && GOFLAGS=-mod=readonly go build -trimpath -ldflags "-s -w" -o "$TMP/$tool" "$pkg" >&2); then
+    log "$tool: could not build $pkg from the Go module proxy (see the go error above)"
     exit 1
   fi
 else

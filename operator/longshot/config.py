@@ -56,6 +56,13 @@ class Settings(EnvSettings):
     """Base URL of longshot-gateway as agent Pods reach it (the chart sets
     ``http://longshot-gateway.<namespace>.svc:8080``). Agent Pods get it and a gateway token; without it they
     get neither and can reach only repositories and models that need no credential."""
+    tracing_endpoint: str = ""
+    """OTLP/HTTP base URL of the trace collector (``http://otel-collector.observability:4318``; the chart's
+    ``tracing.endpoint`` when ``tracing.enabled``). Empty: no tracing, at no cost (docs/tracing.md). Set: the
+    operator exports its spans there, records ``status.traceId`` and gives agent Pods a ``TRACEPARENT``."""
+    tracing_ui_base_url: str = ""
+    """Base URL of a trace UI (chart ``tracing.uiBaseUrl``): the build's ``Traced`` Event links
+    ``<url>/<traceId>``."""
     network_policy: EnvBool = True
     """Keep the default-deny agent NetworkPolicy (``runtime.netpol``) in every namespace with builds."""
     agent_dns_peers: str = ""

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from longshot import tracing
 from longshot.agent import errors
 from longshot.api import handoff
 
@@ -68,8 +69,17 @@ class Gateway:
 
     def git_env(self) -> dict[str, str]:
         """Environment that makes one git process send the token (as ``http.extraHeader``)."""
-        return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
-                "GIT_CONFIG_VALUE_0": f"Authorization: Bearer {self.token()}"}
+        env = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
+               "GIT_CONFIG_VALUE_0": f"Authorization: Bearer {self.token()}"}
+        parent = tracing.current_traceparent()
+        if parent is not None:  # tracing: the gateway's git spans join the attempt's trace
+            env.update({"GIT_CONFIG_COUNT": "2", "GIT_CONFIG_KEY_1": "http.extraHeader",
+                        "GIT_CONFIG_VALUE_1": f"traceparent: {parent}"})
+        return env
+
+    def traces_url(self) -> str:
+        """Where the agent sends its spans (OTLP/HTTP): the gateway relays them to the collector."""
+        return f"{self.url}/traces"
 
 
 class ProgressPoster:

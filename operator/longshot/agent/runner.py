@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 import pydantic
 
+from longshot import tracing
 from longshot.agent import errors, events, gitops, redact, roles, settings
 from longshot.agent import gateway as agent_gateway
 from longshot.api import common, exitcodes, handoff
@@ -69,7 +70,12 @@ def run(env: Mapping[str, str], *, sleep: Callable[[float], None] = time.sleep,
     attempt: roles.Attempt | None = None
     access = repository_access(task, paths, ev, gateway)
     failure: errors.AgentFailure | None = None
-    with events.Heartbeat(ev, tuning.heartbeat_seconds):
+    parent = start_tracing(env, gateway, ev)
+    with events.Heartbeat(ev, tuning.heartbeat_seconds), tracing.span(
+            "agent", {"longshot.namespace": task.namespace, "longshot.build": task.build, "longshot.task": task.task,
+                      "longshot.role": task.role, "longshot.attempt": task.attempt,
+                      "longshot.backend": task.backend.name},
+            parent=parent, service=tracing.AGENT) as traced:
         try:
             attempt = prepare(task, paths, tuning, ev, env, access, gateway, sleep=sleep, rand=rand)
             fields = roles.ROLES[task.role](attempt)
@@ -84,6 +90,11 @@ def run(env: Mapping[str, str], *, sleep: Callable[[float], None] = time.sleep,
             ev.log(str(failure), level="error", failure_class=failure.failure_class)
             result = failed_handoff(task, attempt, failure)
         delivered = deliver(result, task, paths, tuning, ev, access, sleep=sleep)
+        traced.set("longshot.outcome", delivered.outcome)
+        if failure is not None:
+            traced.error(failure.failure_class)
+    if parent is not None:
+        tracing.shutdown(tracing.AGENT)  # the batched spans go out before the Pod ends
     if poster is not None:
         ev.sink = None
         poster.close()
@@ -91,6 +102,26 @@ def run(env: Mapping[str, str], *, sleep: Callable[[float], None] = time.sleep,
     if failure is not None and delivered is result:
         return failure.exit_code
     return exit_code(delivered)
+
+
+def start_tracing(env: Mapping[str, str], gateway: agent_gateway.Gateway | None,
+                  ev: events.Events) -> tracing.Parent | None:
+    """Tracing, when the Pod has a ``TRACEPARENT`` (the operator traces): the attempt's span, whose children this
+    runner's spans are. They go to the gateway's ``/traces`` (with the Pod's token), or without a gateway to
+    ``LONGSHOT_TRACING_ENDPOINT``. None: tracing is off (the SDK is not loaded)."""
+    parent = tracing.parse_traceparent(env.get(tracing.TRACEPARENT_ENV))
+    if parent is None:
+        return None
+    try:
+        if gateway is not None:
+            on = tracing.setup(tracing.AGENT, "", url=gateway.traces_url(),
+                               headers={"Authorization": f"Bearer {gateway.token()}"})
+        else:
+            on = tracing.setup_from_env(tracing.AGENT, env)
+    except errors.AgentFailure as e:  # no token: the attempt fails on it later, with its own reason
+        ev.log("tracing is off", level="warning", error=str(e))
+        return None
+    return parent if on else None
 
 
 def load_task_input(path: Path) -> handoff.TaskInput:
@@ -164,7 +195,8 @@ def prepare(task: handoff.TaskInput, paths: settings.Paths, tuning: settings.Set
         waits.append(seconds)
         sleep(seconds)
 
-    clone.clone(access.url, paths.checkout, sleep=waiting)
+    with tracing.span("git clone", service=tracing.AGENT):
+        clone.clone(access.url, paths.checkout, sleep=waiting)
     if waits:  # the Pod's network (or the gateway) was not reachable at first: how long that cost
         ev.log("cloned after waiting for the network", retries=len(waits), waited_seconds=round(sum(waits), 2))
     git = access.git(paths.checkout, redactor=ev.redactor, timeout=tuning.git_timeout_seconds, base_env=base_env)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from longshot import tracing
 from longshot.agent import errors, events, sandbox
 from longshot.api import handoff
 
@@ -167,13 +168,18 @@ class Toolbox:
     def call(self, name: str, arguments: str | dict[str, Any] | None) -> ToolResult:
         """Run one call; ``arguments`` may be a JSON string (as OpenAI sends them) or a dict."""
         self.calls += 1
-        try:
-            args = parse_arguments(arguments)
-            result = ToolResult(self._dispatch(name, args))
-        except errors.ToolError as e:
-            result = ToolResult(f"error: {e}", is_error=True)
-            if name == "finish":
-                self.refused = self.events.redactor.text(str(e))
+        known = name in SCHEMAS or name in ("finish", "ask")  # tracing: a made-up tool name is not a span name
+        with tracing.span(f"tool {name}" if known else "tool", {"longshot.tool": name[:64]},
+                          service=tracing.AGENT) as traced:
+            try:
+                args = parse_arguments(arguments)
+                result = ToolResult(self._dispatch(name, args))
+            except errors.ToolError as e:
+                result = ToolResult(f"error: {e}", is_error=True)
+                if name == "finish":
+                    self.refused = self.events.redactor.text(str(e))
+            if result.is_error:
+                traced.error("the tool call failed")
         text = self.events.redactor.text(result.content)
         self.events.emit("tool_call", tool=name, ok=not result.is_error,
                          arguments=_summarise_args(arguments), result=sandbox.truncate(text, 400))

@@ -468,6 +468,9 @@ class BuildRequestStatus(Model):
     """When the operator started the build."""
     completion_time: Timestamp | None = None
     """When the build became Ready."""
+    trace_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+    """The build's OpenTelemetry trace ID (32 hex digits: the first 16 bytes of the SHA-256 of its UID), set while
+    the operator exports traces (docs/tracing.md)."""
 
 
 PENDING_TEXT: Final = "the build waits for the operator"

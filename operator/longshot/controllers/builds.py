@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final, assert_never
 
-from longshot import metrics
+from longshot import metrics, tracing
 from longshot.api import conditions as cond
 from longshot.api import handoff as ho
 from longshot.api import keys, objects, timeutil
@@ -360,9 +360,22 @@ class BuildReconciler:
             patch["completionTime"] = timeutil.rfc3339(now)
         elif completion is False or (state.phase not in builds.DONE and status.completion_time is not None):
             patch["completionTime"] = None
+        spans: tuple[tracing.SpanRecord, ...] = ()
+        if tracing.enabled():  # tracing: the build's trace ID, and its root span once Finalized is True or False
+            patch["traceId"] = tracing.trace_id_hex(build.metadata.uid)
+            if status.trace_id != patch["traceId"]:
+                ui = self.ctx.settings.tracing_ui_base_url.rstrip("/")
+                out.append(ex.RecordEvent(build.ref(), "Normal", "Traced", f"trace {patch['traceId']}" +
+                                          (f": {ui}/{patch['traceId']}" if ui else "")))
+            spans = tracing.build_records(
+                build_uid=build.metadata.uid, build=name, namespace=ns, created=build.metadata.creation_timestamp,
+                now=now, before=cond.find(ctxmod.conditions_of(build), cond.FINALIZED),
+                after=cond.find(conds, cond.FINALIZED), finalization_attempts=int(
+                    patch.get("finalizationAttempts") or status.finalization_attempts), usage=patch["usage"])
         if _unchanged(build, patch):
             return out
-        out.append(ex.WriteStatus("BuildRequest", ns, name, build.metadata.resource_version, patch, tuple(counts)))
+        out.append(ex.WriteStatus("BuildRequest", ns, name, build.metadata.resource_version, patch, tuple(counts),
+                                  spans=spans))
         return out
 
 

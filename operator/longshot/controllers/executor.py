@@ -18,7 +18,8 @@ Kubernetes API (``runtime.kube.KubeAPI``) from worker threads:
 * the answer of a write goes into the cache at once (``Cache.written``), so the next reconcile decides on it, and
   the references it concerns (but the written object's own) are enqueued;
 * the counters a status write carries (``WriteStatus.counts``: tokens, cost, Pod failures, finalizations, sweeps)
-  are counted after it succeeded, so a write that lost and was retried is counted once;
+  are counted after it succeeded, so a write that lost and was retried is counted once; the spans it ends
+  (``WriteStatus.spans``: attempts, builds) are exported the same way;
 * Events are rate-limited per object and reason (a burst, then one per ``EVENT_INTERVAL``), and an Event
   identical to the last one of its object is not repeated within that interval.
 
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, assert_never
 
-from longshot import metrics
+from longshot import metrics, tracing
 from longshot.controllers import cache as cachemod
 from longshot.controllers import workqueue
 from longshot.runtime import kube
@@ -88,6 +89,9 @@ class WriteStatus:
     counts: tuple[metrics.Increment, ...] = ()
     """What this write records that a counter counts (tokens, a Pod failure, a finalization): counted once the
     write has succeeded, never when it lost and its reconcile is retried."""
+    spans: tuple[tracing.SpanRecord, ...] = ()
+    """Spans this write ends (an attempt, a build; ``longshot.tracing``): exported once the write has succeeded,
+    like ``counts``."""
 
 
 @dataclass(frozen=True)
@@ -208,6 +212,8 @@ class Executor:
                 if written is not None:
                     for c in a.counts:
                         c.count()
+                    for sp in a.spans:  # tracing: spans that end with this write, sent once it succeeded
+                        tracing.emit(sp)
                     refs = self.cache.written(a.kind, written, a.resource_version)
                     self._mark([r for r in refs if r != (a.kind, a.namespace, a.name)])
             case RecordEvent():

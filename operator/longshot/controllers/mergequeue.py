@@ -39,7 +39,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, assert_never
 
-from longshot import metrics
+from longshot import metrics, tracing
 from longshot.api import mergejob, objects, timeutil
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
@@ -385,7 +385,10 @@ class QueueReconciler:
                 below = batch_build.get(e.onto_batch or "")
                 onto_branch = (speculate.queue_branch(below.namespace, below.name, e.onto_batch, e.onto_position)
                                if below is not None and e.onto_batch else None)
-                prepared = await asyncio.to_thread(speculate.prepare, w, target, members, e.onto, onto_branch)
+                first = jobs[e.members[0]][1] if e.members else None
+                with tracing.span("batch", _batch_attrs(first, e.members, target),  # tracing: building the batch
+                                  parent=tracing.build_span(first.metadata.uid) if first is not None else None):
+                    prepared = await asyncio.to_thread(speculate.prepare, w, target, members, e.onto, onto_branch)
                 more = q.prepared(state, prepared)
                 joins = [m for m in more if isinstance(m, q.JoinBatch)]
                 if joins:
@@ -402,9 +405,13 @@ class QueueReconciler:
                 took = 0.0
                 if not e.pushed:
                     started = time.monotonic()
-                    ok, why = await asyncio.to_thread(speculate.land, w, target, e.base, e.commit,
-                                                      speculate.queue_branch(build.namespace, build.name, e.batch_id,
-                                                                              e.position))
+                    with tracing.span("landing", {**_batch_attrs(build, e.members, target),  # tracing: the push
+                                                  "longshot.batch": e.batch_id, "longshot.commit": e.commit},
+                                      parent=tracing.build_span(build.metadata.uid)) as traced:
+                        ok, why = await asyncio.to_thread(speculate.land, w, target, e.base, e.commit,
+                                                          speculate.queue_branch(build.namespace, build.name,
+                                                                                  e.batch_id, e.position))
+                        traced.set("longshot.landed", ok)
                     took = time.monotonic() - started
                     metrics.observe_queue_phase("land", took)
                     if not ok:
@@ -530,3 +537,10 @@ class QueueReconciler:
             out += mjc.actions(job, b, st, effs, now, name)
         out.append(ex.Requeue(("Queue", "", name), now + timedelta(seconds=1)))
         return out
+
+
+def _batch_attrs(build: objects.BuildRequest | None, members: Sequence[str], target: str) -> dict[str, Any]:
+    """Tracing: the attributes of a batch's spans."""
+    return {"longshot.namespace": build.namespace if build is not None else None,
+            "longshot.build": build.name if build is not None else None,
+            "longshot.target": target, "longshot.members": ",".join(members[:50]), "longshot.size": len(members)}

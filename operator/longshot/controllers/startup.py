@@ -10,7 +10,7 @@ from typing import Any
 
 import kopf
 
-from longshot import config, metrics
+from longshot import config, metrics, tracing
 from longshot.controllers import manager
 from longshot.runtime import kube
 
@@ -74,6 +74,8 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger:
 
     logger.info("longshot operator starting as %s (agent image %s, max workers %d)",
                 ours.identity, ours.agent_image, ours.max_workers)
+    # OpenTelemetry only with an endpoint (LONGSHOT_TRACING_ENDPOINT): otherwise the SDK is never imported
+    tracing.setup(tracing.OPERATOR, ours.tracing_endpoint)
     client = kube.load_client()
     memo.manager = manager.Manager(kube.Kube(client), ours, client=client)
     memo.manager_task = asyncio.create_task(memo.manager.run(), name="longshot-manager")
@@ -90,6 +92,7 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
         await memo.manager_task  # its leadership task releases the shard Leases for a quick hand-over
     if memo.metrics_server is not None:
         memo.metrics_server.close()
+    await asyncio.to_thread(tracing.shutdown, tracing.OPERATOR)  # the spans still batched are sent
 
 
 @kopf.on.login()

@@ -33,7 +33,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, assert_never
 
-from longshot import metrics
+from longshot import metrics, tracing
 from longshot.api import conditions as cond
 from longshot.api import handoff as ho
 from longshot.api import objects
@@ -399,6 +399,7 @@ class TaskReconciler:
         status: dict[str, Any] = {**state.to_status(), **(extra or {})}
         out: list[ex.Action] = []
         counts: list[metrics.Increment] = []  # counted by the executor once the status write below succeeded
+        spans: list[int] = []  # tracing: attempts that ended here, exported by the executor after the write
         for e in effects:
             match e:
                 case tasks.CreatePod():
@@ -417,6 +418,8 @@ class TaskReconciler:
                     if e.failure_class:
                         counts.append(metrics.Increment(metrics.POD_FAILURES,
                                                         labels=(("failure_class", e.failure_class),)))
+                    if e.end_time is not None and tracing.enabled():  # tracing: the attempt's span, once, at its end
+                        spans.append(e.number)
                 case tasks.CountUsage():
                     counts += [metrics.Increment(metrics.TOKENS, e.tokens), metrics.Increment(metrics.COST, e.cost)]
                 case tasks.RecordHandoff():
@@ -437,6 +440,26 @@ class TaskReconciler:
         status["conditions"] = ex.stamp_generation(conds, task.generation)
         status["attempts"] = [attempts[n] for n in sorted(attempts)][-20:]
         status["observedGeneration"] = task.generation
-        out.append(ex.WriteStatus("AgentTask", ns, name, task.metadata.resource_version, status, tuple(counts)))
+        out.append(ex.WriteStatus("AgentTask", ns, name, task.metadata.resource_version, status, tuple(counts),
+                                  spans=attempt_spans(task, build, spans, attempts)))
         return out
+
+
+def attempt_spans(task: objects.AgentTask, build: objects.BuildRequest, numbers: Sequence[int],
+                  attempts: dict[int, dict[str, Any]]) -> tuple[tracing.SpanRecord, ...]:
+    """Tracing: the spans of the attempts ``numbers`` that this write ends (not those whose end is on the task's
+    status already: a reconcile that repeats the record exports nothing twice)."""
+    if not numbers:
+        return ()
+    ended = {a.number for a in task.status.attempts if a.end_time is not None}
+    out = []
+    for n in numbers:
+        if n in ended or n not in attempts:
+            continue
+        rec = tracing.attempt_record(build_uid=build.metadata.uid or "", build=build.name, namespace=task.namespace,
+                                     task_uid=task.metadata.uid or "", task=task.name, role=task.spec.role,
+                                     purpose=cachemod.purpose(task), attempt=attempts[n])
+        if rec is not None:
+            out.append(rec)
+    return tuple(out)
 

@@ -5,6 +5,8 @@
     GET  /healthz                                     200 ok (liveness and readiness)
     GET  /metrics                                     Prometheus text (longshot.gateway.metrics)
     POST /progress                                    {"message": "...", "heartbeat": true} -> status.progress
+    POST /traces                                      an agent's spans (OTLP/HTTP protobuf), relayed to the
+                                                      collector (longshot.gateway.traces)
     GET  /git/<ns>/<build>.git/info/refs              \\
     POST /git/<ns>/<build>.git/git-upload-pack         > longshot.gateway.gitserve
     POST /git/<ns>/<build>.git/git-receive-pack       /
@@ -28,8 +30,10 @@ from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from longshot import tracing
+from longshot.api import timeutil
 from longshot.gateway import cluster as gcluster
-from longshot.gateway import gitserve, identity, metrics, modelproxy, modelroutes
+from longshot.gateway import gitserve, identity, metrics, modelproxy, modelroutes, traces
 from longshot.gateway import status as gstatus
 from longshot.gateway.settings import GatewaySettings
 from longshot.net import guard as gd
@@ -37,6 +41,9 @@ from longshot.net import transport as egress_transport
 from longshot.runtime import kube as kubemod
 
 log = logging.getLogger(__name__)
+
+CALLER: web.RequestKey[identity.Caller] = web.RequestKey("longshot_caller", identity.Caller)
+"""The authenticated caller of a request (tracing: its span's trace and parent)."""
 
 
 class Gateway:
@@ -62,9 +69,19 @@ class Gateway:
         self.model = modelproxy.ModelProxy(cluster, settings, self.client)
         self.status = gstatus.TaskStatus(cluster)
         self._progress_written: dict[tuple[str, str], float] = {}
+        self.traces = traces.Relay(settings) if tracing.setup(tracing.GATEWAY, settings.tracing_endpoint) else None
+        """Tracing (only with ``tracing_endpoint``): the relay of agents' spans."""
 
     async def close(self) -> None:
         await self.client.aclose()
+        if self.traces is not None:
+            await self.traces.close()
+            await asyncio.to_thread(tracing.shutdown, tracing.GATEWAY)
+
+    async def _authenticate(self, request: web.Request) -> identity.Caller:
+        caller = await self.auth.authenticate(request.headers)
+        request[CALLER] = caller
+        return caller
 
     # --- routes -----------------------------------------------------------------------------------------
 
@@ -77,7 +94,7 @@ class Gateway:
     async def git_route(self, request: web.Request) -> web.StreamResponse:
         async def handle() -> tuple[web.StreamResponse, str]:
             try:
-                caller = await self.auth.authenticate(request.headers)
+                caller = await self._authenticate(request)
             except identity.Denied as e:
                 return _text(e.status, e.message, e.headers), _denied(e.status)
             ns, build, rest = request.match_info["ns"], request.match_info["build"], request.match_info["rest"]
@@ -112,7 +129,7 @@ class Gateway:
                 return _text(502, str(e)), "upstream_error"
             return _text(404, f"not a git smart HTTP route: {request.method} {rest}"), "bad_request"
 
-        return await _timed("git", handle)
+        return await _timed("git", handle, request)
 
     async def model_route(self, request: web.Request) -> web.StreamResponse:
         async def handle() -> tuple[web.StreamResponse, str]:
@@ -123,7 +140,7 @@ class Gateway:
                 return modelproxy.json_error(e.status, kind, f"longshot-gateway: {e.message}",
                                              {"Allow": e.allow} if e.allow else None), "bad_request"
             try:
-                caller = await self.auth.authenticate(request.headers)
+                caller = await self._authenticate(request)
             except identity.Denied as e:
                 kind = {401: "authentication_error", 429: "rate_limit_error", 503: "overloaded_error"}.get(
                     e.status, "permission_error")
@@ -142,12 +159,12 @@ class Gateway:
                 return modelproxy.json_error(403, "egress_refused", f"longshot-gateway: {e}"), "forbidden"
             return await self.model.handle(request, caller, route)
 
-        return await _timed("model", handle)
+        return await _timed("model", handle, request)
 
     async def progress_route(self, request: web.Request) -> web.StreamResponse:
         async def handle() -> tuple[web.StreamResponse, str]:
             try:
-                caller = await self.auth.authenticate(request.headers)
+                caller = await self._authenticate(request)
             except identity.Denied as e:
                 return (web.json_response({"error": e.message}, status=e.status, headers=e.headers),
                         _denied(e.status))
@@ -172,7 +189,20 @@ class Gateway:
             written = await asyncio.to_thread(self.status.report, caller, message)
             return web.json_response({"written": written is not None}, status=202), "ok"
 
-        return await _timed("progress", handle)
+        return await _timed("progress", handle, request)
+
+    async def traces_route(self, request: web.Request) -> web.StreamResponse:
+        async def handle() -> tuple[web.StreamResponse, str]:
+            if self.traces is None:
+                return web.json_response({"error": "tracing is off in longshot-gateway"}, status=404), "bad_request"
+            try:
+                caller = await self.auth.authenticate(request.headers)  # not CALLER: no span of its own
+            except identity.Denied as e:
+                return (web.json_response({"error": e.message}, status=e.status, headers=e.headers),
+                        _denied(e.status))
+            return await self.traces.relay(request, caller)
+
+        return await _timed("traces", handle)
 
 
 def _denied(status: int) -> str:
@@ -185,11 +215,16 @@ def _text(status: int, message: str, headers: dict[str, str] | None = None) -> w
                         headers=headers)
 
 
-async def _timed(route: str, handle: Callable[[], Awaitable[tuple[web.StreamResponse, str]]]) -> web.StreamResponse:
+async def _timed(route: str, handle: Callable[[], Awaitable[tuple[web.StreamResponse, str]]],
+                 request: web.Request | None = None) -> web.StreamResponse:
     start = time.monotonic()
+    began = timeutil.utcnow() if request is not None and tracing.enabled(tracing.GATEWAY) else None
     result = "error"
     try:
         response, result = await handle()
+        if began is not None and request is not None and CALLER in request:
+            tracing.emit(traces.request_span(route, request[CALLER], request.headers, began, timeutil.utcnow(),
+                                             result, response.status, request.path), tracing.GATEWAY)
         return response
     except web.HTTPException as e:
         result = {413: "too_large", 400: "bad_request", 403: "forbidden", 502: "upstream_error"}.get(e.status, "error")
@@ -207,6 +242,7 @@ def make_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/healthz", gateway.healthz_route)
     app.router.add_get("/metrics", gateway.metrics_route)
     app.router.add_post("/progress", gateway.progress_route)
+    app.router.add_post("/traces", gateway.traces_route)
     app.router.add_route("*", r"/git/{ns}/{build}.git/{rest:.*}", gateway.git_route)
     app.router.add_route("*", r"/model/{path:.*}", gateway.model_route)
 

@@ -51,6 +51,12 @@ class GatewaySettings(EnvSettings):
     default_backoff_seconds: float = Field(default=30.0, ge=0)
     """How long a build's calls to one model API are held after a 429 without ``Retry-After``."""
     max_backoff_seconds: float = Field(default=600.0, ge=0)
+    tracing_endpoint: str = ""
+    """OTLP/HTTP base URL of the trace collector (chart ``tracing.endpoint`` when ``tracing.enabled``): the gateway
+    exports a span per git and model request of an attempt, and relays the agents' spans (``POST /traces``).
+    Empty: no tracing, at no cost."""
+    max_trace_bytes: int = Field(default=1024 * 1024, ge=0)
+    """Largest body of one ``POST /traces`` (an agent's batch of spans); a larger one is answered 413."""
     progress_min_interval_seconds: float = Field(default=1.0, ge=0)
     """Progress messages of one task closer together than this are acknowledged but not written."""
     openai_url: str = DEFAULT_OPENAI_URL

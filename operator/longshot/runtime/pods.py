@@ -28,6 +28,7 @@ import posixpath
 from collections.abc import Mapping
 from typing import Any, Final
 
+from longshot import tracing
 from longshot.api import handoff as ho
 from longshot.api import keys, sanitize
 from longshot.api.common import API_VERSION
@@ -235,6 +236,12 @@ def build_agent_pod(task: Mapping[str, Any], build: Mapping[str, Any], settings:
     if settings.gateway_url:
         env += [{"name": "LONGSHOT_GATEWAY_URL", "value": settings.gateway_url},
                 {"name": "LONGSHOT_GATEWAY_TOKEN_FILE", "value": GATEWAY_TOKEN_PATH}]
+    if settings.tracing_endpoint and tmeta.get("uid") and bmeta.get("uid"):
+        # tracing: the agent's spans are children of this attempt's span (its IDs derive from the UIDs); it sends
+        # them to the gateway's /traces, the only place it may reach
+        env = [e for e in env if e["name"] != tracing.TRACEPARENT_ENV]
+        env.append({"name": tracing.TRACEPARENT_ENV,
+                    "value": tracing.traceparent(str(bmeta["uid"]), str(tmeta["uid"]), attempt)})
 
     container = {
         "name": AGENT_CONTAINER,

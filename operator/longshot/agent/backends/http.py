@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from longshot import tracing
 from longshot.agent import errors, events
 
 RETRYABLE_4XX = frozenset({408, 409, 429})
@@ -86,7 +87,7 @@ def post_json(
         retry_after: float | None = None
         status = None
         try:
-            response = client.post(url, headers=headers, json=body)
+            response = _post(client, url, headers, body, api, attempt)
         except httpx.TimeoutException as e:
             last = f"the {api} timed out ({type(e).__name__})"
         except httpx.TransportError as e:
@@ -124,6 +125,19 @@ def post_json(
     if status == 429:
         raise errors.RateLimitedError(f"gave up after {policy.max_attempts} attempts: {last}")
     raise errors.InfrastructureError(f"gave up after {policy.max_attempts} attempts: {last}")
+
+
+def _post(client: httpx.Client, url: str, headers: dict[str, str], body: dict[str, Any], api: str,
+          attempt: int) -> httpx.Response:
+    """One try, in a ``model call`` span when tracing (its ``traceparent`` goes along, so the gateway's span of
+    the call is its child)."""
+    with tracing.span("model call", {"longshot.api": api, "longshot.try": attempt},
+                      service=tracing.AGENT) as traced:
+        response = client.post(url, headers=tracing.inject(dict(headers)), json=body)
+        traced.set("http.response.status_code", response.status_code)
+        if response.status_code >= 300:
+            traced.error(f"HTTP {response.status_code}")
+        return response
 
 
 MESSAGE_CAP = 600
