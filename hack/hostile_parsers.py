@@ -8,7 +8,8 @@ The inputs are the shapes that made the old parsers backtrack (issue 29), at the
 
 * secret scan: a line of ``token`` repeated in ``settings.yaml`` (2,000 bytes took 21 s, 4,000 bytes 144 s with
   Python's re), as one line piece (64 KiB), as a whole 1 MiB file scanned by ``scan_range`` in a real git
-  repository, and a 1 MiB-plus blob of credential anchors (the byte-stream path);
+  repository, and a 1 MiB-plus blob of credential anchors (the byte-stream path); and text holding every
+  keyword of every rule (gitleaks' and ours), so that every rule runs, as a line piece and as a 1 MiB chunk;
 * roadmap: one item line of 1 MiB of spaces before a last character (20,000 took 3.9 s), and the most items
   and lines;
 * scope patterns: two scopes at the CRD bounds (128 entries of 32 segments) whose every entry pair is disjoint
@@ -34,7 +35,7 @@ from longshot.api import common
 from longshot.api import handoff as hmod
 from longshot.core import roadmap, scheduler
 from longshot.runtime import trackers
-from longshot.vcs import secretscan
+from longshot.vcs import secretrules, secretscan
 
 ROADMAP_BYTES = 1024 * 1024  # vcs.speculate.MAX_ROADMAP_BYTES
 
@@ -76,6 +77,17 @@ def _scan_range_worst() -> dict[str, float]:
         }
 
 
+EVERY_KEYWORD = ("{}= ", '{}="Ab3dE5gH7jK9mN1pQ3sT5" ', '"{}" + "')
+"""Shapes of text around each keyword: an assignment without a value, one with a random value, joined literals."""
+
+
+def _every_keyword(unit: str, size: int) -> str:
+    """``unit`` around every keyword of every rule, repeated up to ``size`` characters: every rule runs on it."""
+    words = sorted({k for r in secretrules.ruleset().rules for k in r.keywords})
+    text = "".join(unit.format(k) for k in words)
+    return (text * (size // len(text) + 1))[:size]
+
+
 def _worst_scope(i: int, tail: str) -> str:
     return "/".join(["x"] * (common.MAX_SCOPE_SEGMENTS - 1) + [f"*.{tail}{i}"])
 
@@ -93,6 +105,12 @@ def worst_parse_s() -> dict[str, float]:
         _timed(lambda w=w: list(secretscan._RangeScan([], ".")._matches(w)))
         for w in ("sk-" * (secretscan.BLOB_CHUNK // 3), "eyJ" * (secretscan.BLOB_CHUNK // 3),
                   "aws_secret_access_key=" * (secretscan.BLOB_CHUNK // 22)))
+    out["secretscan_line_every_keyword_64kib"] = max(
+        _timed(lambda u=u: secretscan.scan_line("settings.yaml", 1, _every_keyword(u, piece))) for u in EVERY_KEYWORD)
+    out["secretscan_chunk_every_keyword_1mib"] = max(
+        _timed(lambda u=u: secretscan._RangeScan([], ".")._matches(_every_keyword(u, secretscan.BLOB_CHUNK),
+                                                                    "settings.yaml"))
+        for u in EVERY_KEYWORD)
     out.update(_scan_range_worst())
     out["roadmap_line_1mib_spaces"] = _timed(lambda: roadmap.plan("- [ ] x" + " " * (ROADMAP_BYTES - 9) + "y"))
     out["roadmap_most_items_and_lines"] = _timed(

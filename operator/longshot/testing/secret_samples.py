@@ -30,14 +30,19 @@ def _rand(n: int, alphabet: str = "Zk4Qp9Xv2Lm7Rt3Wb8Nc5Hd6Jf1Gs0Ya", seed: int 
 
 _HEX = "0123456789abcdef"
 _B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-_KEY_BODY = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC" + _rand(64, _B64 + "+/", 3)
-_PRIVATE = "-----BEGIN " + "PRIVATE KEY-----"
+def _cat(*parts: str) -> str:
+    """Pieces joined at run time (a scan joins adjacent literals, ``"a" + "b"``, in the text it reads)."""
+    return "".join(parts)
+
+
+_KEY_BODY = _cat("MIIEvQIBADANBgkq", "hkiG9w0BAQEFAASC", _rand(64, _B64 + "+/", 3))
+_PRIVATE = _cat("-----BEGIN ", "PRIVATE KEY-----")
 _PRIVATE_END = "-----END " + "PRIVATE KEY-----"
 
 SAMPLES: tuple[Sample, ...] = (
     # --- the eight that got through the hand-written rules (issue 32) ---
     Sample("postgres URL password", "app/settings.py",
-           'DATABASE_URL = "postgres://app:' + "Vq7" + 'tN2xLp9@db.internal:5432/app"\n', ("url-credentials",)),
+           _cat('DATABASE_URL = "postgres://app:', "Vq7", 'tN2xLp9@db.internal:5432/app"\n'), ("url-credentials",)),
     Sample("Stripe live key", "billing/config.py",
            'stripe.api_key = "sk_' + "live_" + _rand(24, _B64, 11) + '"\n', ("stripe-access-token",)),
     Sample("Google API key", "web/maps.js",
@@ -45,7 +50,7 @@ SAMPLES: tuple[Sample, ...] = (
     Sample("40-hex GitHub classic token", "tools/release.py",
            'GITHUB_TOKEN = "' + _rand(40, _HEX, 13) + '"\n', ("generic-api-key",)),
     Sample("Django SECRET_KEY", "mysite/settings.py",
-           "SECRET_KEY = 'django-" + "insecure-" + _rand(40, _B64 + "!@#$%^&*(-_=+)", 17) + "'\n",
+           _cat("SECRET_KEY = 'django-", "insecure-", _rand(40, _B64 + "!@#$%^&*(-_=+)", 17), "'\n"),
            ("secret-assignment",)),
     Sample("Authorization: Bearer <hex>", "clients/billing.py",
            'HEADERS = {"Authorization": "' + "Bearer " + _rand(40, _HEX, 19) + '", "Accept": "application/json"}\n',
@@ -56,12 +61,12 @@ SAMPLES: tuple[Sample, ...] = (
            ("env-secret-assignment",)),
     # --- the common formats ---
     Sample("AWS key pair", "deploy/credentials",
-           "[default]\naws_access_key_id = AK" + "IA" + "Z7VQ3HMXK2PLN4RT\n"
+           _cat("[default]\naws_access_key_id = AK", "IA", "Z7VQ3HMXK2PLN4RT\n") +
            "aws_secret_access_key = " + _rand(40, _B64 + "/+", 29) + "\n",
            ("aws-access-token", "aws-secret-access-key")),
     Sample("GitHub ghp_ token", "ci/publish.py", 'token = "gh' + "p_" + _rand(36, _B64, 31) + '"\n', ("github-pat",)),
     Sample("Slack bot token", "bot/config.yaml",
-           "slack_token: xo" + "xb-" + "2345678901-" + "3456789012345-" + _rand(24, _B64, 37) + "\n",
+           _cat("slack_token: xo", "xb-", "2345678901-", "3456789012345-", _rand(24, _B64, 37), "\n"),
            ("slack-bot-token",)),
     Sample("private key block", "certs/server.key",
            _PRIVATE + "\n" + _KEY_BODY + "\n" + _PRIVATE_END + "\n", ("private-key",)),

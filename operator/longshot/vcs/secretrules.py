@@ -66,8 +66,8 @@ def _literal_set(words: list[str]) -> re2.Set | None:
 
 @dataclass(frozen=True, eq=False)
 class Allowlist:
-    regex: re2._Regexp[str] | None
-    """Its ``regexes`` as one alternation: one RE2 pass whatever their number."""
+    regex: re2._Regexp[bytes] | None
+    """Its ``regexes`` as one alternation: one RE2 pass whatever their number (on UTF-8 bytes, like the rules)."""
     paths: tuple[re2._Regexp[str], ...]
     stopwords: re2.Set | None
     target: str
@@ -78,7 +78,8 @@ class Allowlist:
     @classmethod
     def load(cls, raw: dict[str, Any]) -> Allowlist:
         regexes = raw.get("regexes", ())
-        return cls(_compile("|".join(f"(?:{r})" for r in regexes)) if regexes else None,
+        alternation = "|".join(f"(?:{r})" for r in regexes).encode()
+        return cls(re2.compile(alternation, _TESTS) if regexes else None,
                    tuple(_compile(p) for p in raw.get("paths", ())),
                    _literal_set(sorted({w.lower() for w in raw.get("stopwords", ())})),
                    raw.get("regexTarget", "secret"), raw.get("condition", "OR").upper() == "AND")
@@ -92,7 +93,7 @@ class Allowlist:
             return False
         return self._path(path)
 
-    def allows(self, path: str, secret: str, match: str, line: Callable[[], str]) -> bool:
+    def allows(self, path: str, secret: bytes, match: bytes, line: Callable[[], bytes]) -> bool:
         target = match if self.target == "match" else line() if self.target == "line" else secret
         checks: list[bool] = []
         if self.every and self.paths:
@@ -100,7 +101,7 @@ class Allowlist:
         if self.regex is not None:
             checks.append(self.regex.search(target) is not None)
         if self.stopwords is not None:
-            checks.append(self.stopwords.Match(secret.lower().encode()) is not None)
+            checks.append(self.stopwords.Match(secret.lower()) is not None)
         return bool(checks) and (all(checks) if self.every else any(checks))
 
 
@@ -125,6 +126,8 @@ class Match(NamedTuple):
     end: int
     """Where the secret is in the text (byte offsets)."""
     generic: bool
+    rank: int
+    """The rule's place in :attr:`Ruleset.rules` (of two generic rules on a line, the first is named)."""
 
 
 class Ruleset:
@@ -172,17 +175,23 @@ class Ruleset:
 
     def candidates(self, data: bytes) -> list[Rule]:
         """The rules whose keywords occur in ``data`` (in order: the specific ones first)."""
+        return [self.rules[i] for i in self._candidates(data)]
+
+    def _candidates(self, data: bytes) -> list[int]:
         # RE2's Set.Match gives the indices of the patterns that occur (the stubs say bool)
         hits = cast("list[int] | None", self._keywords.Match(data.lower())) if self._keywords is not None else None
+        if not hits and not self.always:
+            return []  # most lines of most files
         chosen = set(self.always).union(*(self._by_keyword[k] for k in hits or ()))
-        return [self.rules[i] for i in sorted(chosen)]
+        return sorted(chosen)
 
     def find(self, path: str, data: bytes, *, first: bool = True) -> Iterator[Match]:
         """The secrets in ``data`` (a line, or a window of a file, UTF-8). With ``first``: one per rule, and the
         generic rules only until one matches, and only if no specific one did. Linear in the text for each rule
         that runs (RE2; at most every rule runs)."""
         specific = generic = False
-        for rule in self.candidates(data):
+        for rank in self._candidates(data):
+            rule = self.rules[rank]
             if first and rule.generic and (specific or generic):
                 break
             if rule.path is not None and not rule.path.search(path):
@@ -192,14 +201,13 @@ class Ruleset:
                 continue
             for m in rule.regex.finditer(data):
                 secret_span = _secret_span(rule, m)
-                secret = data[secret_span[0]:secret_span[1]].decode(errors="replace")
-                if rule.entropy and shannon_entropy(secret) <= rule.entropy:
+                secret = data[secret_span[0]:secret_span[1]]
+                if rule.entropy and shannon_entropy(secret.decode(errors="replace")) <= rule.entropy:
                     continue
                 line = partial(_line_of, data, m.start(), m.end())
-                match = m.group().decode(errors="replace")
-                if any(a.allows(path, secret, match, line) for a in (*self.allowlists, *rule.allowlists)):
+                if any(a.allows(path, secret, m.group(), line) for a in (*self.allowlists, *rule.allowlists)):
                     continue
-                yield Match(rule.id, *secret_span, rule.generic)
+                yield Match(rule.id, *secret_span, rule.generic, rank)
                 specific, generic = specific or not rule.generic, generic or rule.generic
                 if first:
                     break
@@ -220,10 +228,10 @@ _LINE_AROUND = 4096
 """How far from a match its line is taken (for allowlists on the line): bounded work per match in a long text."""
 
 
-def _line_of(data: bytes, start: int, end: int) -> str:
+def _line_of(data: bytes, start: int, end: int) -> bytes:
     lo, hi = max(0, start - _LINE_AROUND), min(len(data), end + _LINE_AROUND)
     before, after = data.rfind(b"\n", lo, start), data.find(b"\n", end, hi)
-    return data[lo if before < 0 else before + 1:hi if after < 0 else after].decode(errors="replace")
+    return data[lo if before < 0 else before + 1:hi if after < 0 else after]
 
 
 @cache
