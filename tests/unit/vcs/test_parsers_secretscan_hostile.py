@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -163,6 +164,28 @@ def test_a_scan_past_its_deadline_raises_scan_timed_out(repo: tuple[Path, str, s
 def test_the_issue_line_in_a_real_commit_is_scanned_within_a_generous_deadline(repo: tuple[Path, str, str]) -> None:
     r, base, head = repo
     assert secretscan.scan_range(r, base, head, deadline=time.monotonic() + 120) == []
+
+
+def test_compiling_the_rules_does_not_count_against_the_deadline(repo: tuple[Path, str, str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first scan of a process compiles the rules (about 0.7 s whatever the branch holds): a short deadline
+    is for the branch's content. A fake clock: compiling takes 10 s of it, the deadline is 5 s away."""
+    r, base, head = repo
+    clock = [1000.0]
+    monkeypatch.setattr(secretscan, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    compiled, calls = secretscan.ruleset, []
+
+    def slow_compile() -> secretrules.Ruleset:
+        if not calls:  # the first call compiles; the others find the rules compiled
+            clock[0] += 10
+        calls.append(1)
+        return compiled()
+
+    monkeypatch.setattr(secretscan, "ruleset", slow_compile)
+    assert secretscan.scan_range(r, base, head, deadline=1005.0) == []
+    assert len(calls) > 1
+    with pytest.raises(secretscan.ScanTimedOut):  # the branch's own time still counts
+        secretscan.scan_range(r, base, head, deadline=clock[0] - 1)
 
 
 def test_the_deadline_timer_kills_the_scans_git(repo: tuple[Path, str, str]) -> None:
