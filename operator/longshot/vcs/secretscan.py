@@ -159,8 +159,11 @@ LINE_PIECE: Final = 64 * 1024
 """Longest piece of a diff line read at once; a longer line is scanned piece by piece."""
 OVERLAP: Final = 4096
 """Characters carried from one piece (or chunk) to the next, so a credential across the cut is still found."""
-BLOB_CHUNK: Final = 1024 * 1024
-"""Bytes of a blob read at once."""
+BLOB_CHUNK: Final = 64 * 1024
+"""Bytes of a blob read and scanned at once (with the overlap before them), the size of a line piece: every rule
+whose keyword occurs in a chunk runs over it, so a chunk crafted to hold every keyword costs up to ~0.2-0.5 s of
+CPU; the chunk bounds that cost between two deadline checks, the scan's deadline bounds the total
+(docs/security.md)."""
 MAX_FINDINGS: Final = 1000
 """The scan stops once it has this many findings (the branch is refused either way)."""
 MAX_CANDIDATE_BYTES: Final = 4 * 1024 * 1024
