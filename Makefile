@@ -147,7 +147,7 @@ bench-scheduler: venv ## Benchmark: one scheduling decision over 10,000 candidat
 	$(PY) hack/bench_scheduler.py
 
 .PHONY: bench-secretscan
-bench-secretscan: venv ## Benchmark: the merge-side secret scan over a 45 MB and a 50 MB file (time, peak RSS)
+bench-secretscan: venv ## Benchmark: the merge-side secret scan over a 45 MB and a 50 MB file (time, peak RSS), samples_caught=a/b
 	$(PY) hack/bench_secretscan.py
 
 .PHONY: bench-handoff

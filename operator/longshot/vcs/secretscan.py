@@ -11,6 +11,7 @@
 * ``scan_diff(diff)`` reads a unified diff (``git diff`` output) and checks only the lines it adds;
   ``scan_text(path, text)`` checks a whole file. They honour the marker, for people's own tooling.
 
+The rules are gitleaks' maintained ruleset plus a few of our own (:mod:`longshot.vcs.secretrules`), all RE2.
 A :class:`Finding` names the file, the line, the rule and the commit, never the secret itself, so it is safe
 to log, to put in a handoff and to show in a condition.
 """
@@ -19,14 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import os
 import re
 import subprocess
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,93 +33,17 @@ from typing import IO, Final, Protocol
 
 import re2
 
+from longshot.vcs.secretrules import Match, ruleset, shannon_entropy
+
+__all__ = ["ALLOW_MARKER", "Finding", "ScanError", "ScanTimedOut", "added_lines", "line_rules", "scan_diff",
+           "scan_line", "scan_range", "scan_text", "shannon_entropy"]
+
 ALLOW_MARKER = "longshot:allow-secret"
 
-# (rule, pattern) — specific token formats; each is a credential wherever it appears. RE2 patterns (linear time in
-# the text whatever it holds: an agent writes it); RE2 has no lookaround, so "not followed by" is spelt out.
-_C = "[A-Za-z0-9_-]"
-TOKEN_RULES: tuple[tuple[str, re2._Regexp[str]], ...] = (
-    ("aws-access-key-id", re2.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA)[0-9A-Z]{16}\b")),
-    # exactly 40 characters of the key's alphabet: the match ends with the character after them (or the end)
-    ("aws-secret-access-key", re2.compile(
-        r"(?i)aws_?secret_?access_?key[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+]|$)")),
-    ("github-token", re2.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,255}\b")),
-    ("github-fine-grained-token", re2.compile(r"\bgithub_pat_[A-Za-z0-9_]{50,255}\b")),
-    ("gitlab-token", re2.compile(r"\bgl(?:pat|dt|rt|ptt|cbt|oas)-[A-Za-z0-9_-]{20,}")),
-    ("slack-token", re2.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
-    ("slack-webhook", re2.compile(r"https://hooks\.slack\.com/services/T[A-Za-z0-9_]+/B[A-Za-z0-9_]+/[A-Za-z0-9_]+")),
-    ("anthropic-api-key", re2.compile(r"\bsk-ant-(?:api|admin)\d{2}-[A-Za-z0-9_-]{20,}")),
-    # ``sk-`` not followed by ``ant-`` (an Anthropic key): the first four characters spelt out as "not a",
-    # "a, not n", "an, not t", "ant, not -"; the optional proj-/svcacct-/admin- prefix is inside [A-Za-z0-9_-]{20,}
-    ("openai-api-key", re2.compile(
-        rf"\bsk-(?:[A-Zb-z0-9_-]{_C}{{19,}}|a[A-Za-mo-z0-9_-]{_C}{{18,}}|an[A-Za-su-z0-9_-]{_C}{{17,}}"
-        rf"|ant[A-Za-z0-9_]{_C}{{16,}})T3BlbkFJ{_C}{{20,}}"
-        r"|\bsk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,}"
-        r"|\bsk-[A-Za-z0-9]{48}\b")),
-    ("private-key", re2.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")),
-    # a signed JSON Web Token: base64url header and payload (both JSON objects, so "eyJ"), and a signature
-    ("jwt", re2.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{16,}")),
-)
-# What every match of a rule contains, as a regex that starts with a literal (sre then skips to that literal
-# at memchr-like speed); for the case-insensitive rule a literal of the lower-cased text. A cheap look for the
-# anchors picks the few rules worth running on a line or a chunk, and where in a chunk to run them. These stay
-# on Python's ``re``: each is a fixed literal or an alternation of fixed literals of one length, so a match
-# attempt costs a bounded number of steps at each position (linear in the text, no backtracking to speak of).
-_ANCHORS: dict[str, tuple[bool, re.Pattern[str]]] = {
-    rule: (lower, re.compile(anchor)) for rule, lower, anchor in (
-        ("aws-access-key-id", False, r"A(?:KIA|SIA|GPA|IDA|ROA|NPA)"),
-        ("aws-secret-access-key", True, r"secret"),
-        ("github-token", False, r"gh[pousr]_"),
-        ("github-fine-grained-token", False, r"github_pat_"),
-        ("gitlab-token", False, r"gl(?:pat|dt|rt|ptt|cbt|oas)-"),
-        ("slack-token", False, r"xox[abposr]-"),
-        ("slack-webhook", False, r"hooks\.slack\.com"),
-        ("anthropic-api-key", False, r"sk-ant-"),
-        ("openai-api-key", False, r"sk-"),
-        ("private-key", False, r"PRIVATE KEY"),
-        ("jwt", False, r"eyJ"),
-    )
-}
-
-
-def _token_rules(text: str, rules: tuple[tuple[str, re2._Regexp[str]], ...]
-                 ) -> Iterator[tuple[str, re2._Regexp[str]]]:
-    """The rules of ``rules`` whose anchors occur in ``text``."""
-    lowered: str | None = None
-    for rule, pattern in rules:
-        lower, anchor = _ANCHORS[rule]
-        if lower and lowered is None:
-            lowered = text.lower()
-        if anchor.search(lowered if lower and lowered is not None else text):
-            yield rule, pattern
-
-
-# Files where a long random value assigned to a secret-sounding key is almost surely a credential.
-CONFIG_SUFFIXES = (
-    ".env", ".ini", ".cfg", ".conf", ".config", ".properties", ".toml", ".yaml", ".yml", ".json",
-    ".tfvars", ".tf", ".xml", ".npmrc", ".pypirc", ".netrc", ".envrc",
-)
-_SECRET_ASSIGNMENT = re2.compile(
-    r"(?i)(?P<key>[A-Za-z0-9_.-]*(?:secret|token|passw(?:or)?d|pwd|api[_-]?key|access[_-]?key|"
-    r"private[_-]?key|client[_-]?secret|credential|auth)[A-Za-z0-9_.-]*)[\"']?\s*[:=]\s*[\"']?"
-    r"(?P<value>[A-Za-z0-9+/=_.~-]{20,})"
-)
-ENTROPY_THRESHOLD = 3.5
-
-# `.env`-style assignments (KEY=value) of a secret-sounding key: in dotenv files any real value counts (a
-# password need not look random); elsewhere only shell `export` lines and Dockerfile `ENV` lines. The value is
-# unquoted, or in matching double or single quotes (three alternatives: RE2 has no backreference).
-_ENV_KEY = (r"[A-Za-z0-9_.]*(?:PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|"
-            r"CREDENTIALS?)[A-Za-z0-9_.]*")
-_ENV_VALUE = (r"(?:\"(?P<dq>[^\s\"'#]+)\"|'(?P<sq>[^\s\"'#]+)'|(?P<bare>[^\s\"'#]+))"
-              r"[ \t\f\v\r]*(?:#.*)?$")
-_DOTENV_ASSIGNMENT = re2.compile(rf"(?i)^[ \t\f\v\r]*(?:export\s+)?(?P<key>{_ENV_KEY})\s*=\s*{_ENV_VALUE}")
-_EXPORT_ASSIGNMENT = re2.compile(rf"(?i)^[ \t\f\v\r]*(?:export|ENV)\s+(?P<key>{_ENV_KEY})[=\s]\s*{_ENV_VALUE}")
-_PLACEHOLDERS = frozenset((
-    "changeme", "change-me", "change_me", "placeholder", "example", "secret", "password", "token", "dummy",
-    "fake", "test", "none", "null", "true", "false", "todo", "xxx", "redacted", "your-password", "your-secret",
-    "your-token", "your_password", "your_secret", "your_token", "****", "********",
-))
+# String literals next to each other, alone or joined by an operator (``"sk_live_" + "abc"``, ``"AKIA" "..."``,
+# ``'a' . 'b'``, ``"a" .. "b"``, ``'a' || 'b'``): the line is scanned once more with them joined, so a credential
+# split in two is found. RE2: linear in the line.
+_ADJACENT_LITERALS = re2.compile(rb"""["'][ \t]*(?:\+|\.\.?|&|\|\|)?[ \t]*["']""")
 
 
 @dataclass(frozen=True)
@@ -138,22 +61,24 @@ class Finding:
         return f"{self.file}:{self.line}: {self.rule}{where}"
 
 
-def shannon_entropy(value: str) -> float:
-    """Bits per character of ``value``."""
-    if not value:
-        return 0.0
-    counts = Counter(value)
-    return -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
+def _most_specific(matches: Iterable[Match]) -> list[str]:
+    """The rules to report for one line: every specific rule that matched, else the first generic one."""
+    matches = list(matches)
+    specific = list(dict.fromkeys(m.rule for m in matches if not m.generic))
+    if specific or not matches:
+        return specific
+    return [min(matches, key=lambda m: m.rank).rule]
 
 
-def is_config_file(path: str) -> bool:
-    name = path.rsplit("/", 1)[-1].lower()
-    return name.startswith(".env") or name.endswith(CONFIG_SUFFIXES)
-
-
-def is_dotenv_file(path: str) -> bool:
-    name = path.rsplit("/", 1)[-1].lower()
-    return name.startswith(".env") or name.endswith((".env", ".envrc")) or name == ".flaskenv"
+def line_rules(path: str, line: str) -> list[str]:
+    """The rules that find a credential in one line of ``path`` (with its adjacent string literals joined too)."""
+    rules, data = ruleset(), line.encode(errors="replace")
+    found = list(rules.find(path, data))
+    # two literals have four quotes: most lines have fewer, and skip the RE2 pass
+    joined = _ADJACENT_LITERALS.sub(b"", data) if line.count("'") + line.count('"') >= 4 else data
+    if joined != data:
+        found += rules.find(path, joined)
+    return _most_specific(found)
 
 
 def scan_line(path: str, number: int, line: str, known: Iterable[str] = (), *,
@@ -161,38 +86,11 @@ def scan_line(path: str, number: int, line: str, known: Iterable[str] = (), *,
     """Findings of one line of ``path``; ``known`` are exact credential values to look for as well
     (the caller's own tokens), reported as rule ``known-credential``. With ``honour_marker`` a line carrying
     :data:`ALLOW_MARKER` has no findings (``known`` credentials are found regardless)."""
-    found = [Finding(path, number, "known-credential") for secret in known if secret and secret in line]
-    if found:
-        return found[:1]
+    if any(secret and secret in line for secret in known):
+        return [Finding(path, number, "known-credential")]
     if honour_marker and ALLOW_MARKER in line:
         return []
-    found = [Finding(path, number, rule) for rule, pattern in _token_rules(line, TOKEN_RULES) if pattern.search(line)]
-    if not found and is_config_file(path):
-        for match in _SECRET_ASSIGNMENT.finditer(line):
-            value = match.group("value")
-            if _looks_random(value):
-                found.append(Finding(path, number, "high-entropy-secret-assignment"))
-                break
-    if not found and "=" in line:
-        assignment = (_DOTENV_ASSIGNMENT if is_dotenv_file(path) else _EXPORT_ASSIGNMENT).match(line)
-        if assignment and _is_value(assignment.group("dq") or assignment.group("sq") or assignment.group("bare")):
-            found.append(Finding(path, number, "env-secret-assignment"))
-    return found
-
-
-def _is_value(value: str) -> bool:
-    """Whether the value of a ``KEY=value`` assignment is a literal, not empty, a placeholder or a reference."""
-    lowered = value.lower()
-    return (len(value) >= 4 and not value.startswith(("$", "<", "{{", "%", "@")) and lowered not in _PLACEHOLDERS
-            and len(set(lowered)) > 2 and not lowered.startswith(("your", "example", "changeme")))
-
-
-def _looks_random(value: str) -> bool:
-    if value.startswith(("${", "{{", "<")) or value.lower() in {"changeme", "placeholder"}:
-        return False
-    has_digit = any(c.isdigit() for c in value)
-    has_alpha = any(c.isalpha() for c in value)
-    return has_digit and has_alpha and shannon_entropy(value) >= ENTROPY_THRESHOLD
+    return [Finding(path, number, rule) for rule in line_rules(path, line)]
 
 
 def scan_text(path: str, text: str, known: Iterable[str] = ()) -> list[Finding]:
@@ -261,19 +159,17 @@ LINE_PIECE: Final = 64 * 1024
 """Longest piece of a diff line read at once; a longer line is scanned piece by piece."""
 OVERLAP: Final = 4096
 """Characters carried from one piece (or chunk) to the next, so a credential across the cut is still found."""
-BLOB_CHUNK: Final = 1024 * 1024
-"""Bytes of a blob read at once."""
+BLOB_CHUNK: Final = 64 * 1024
+"""Bytes of a blob read and scanned at once (with the overlap before them), the size of a line piece: every rule
+whose keyword occurs in a chunk runs over it, so a chunk crafted to hold every keyword costs up to ~0.2-0.5 s of
+CPU; the chunk bounds that cost between two deadline checks, the scan's deadline bounds the total
+(docs/security.md)."""
 MAX_FINDINGS: Final = 1000
 """The scan stops once it has this many findings (the branch is refused either way)."""
 MAX_CANDIDATE_BYTES: Final = 4 * 1024 * 1024
 """Most bytes of found lines kept to check against the trusted tree; beyond, findings are reported as they are."""
 
 _NULL_OID = re.compile(rb"^0+$")
-_MAX_ANCHOR_HITS = 256
-_ANCHOR_BEFORE = 64
-"""How far before its anchor a match may start (``aws_secret_access_key`` has its anchor inside)."""
-# the token rules for blobs decoded as latin-1: word boundaries of ASCII (a byte 0xE9 is no letter there)
-_BLOB_RULES = TOKEN_RULES  # RE2's \b and classes are ASCII: a byte 0xE9 decoded as latin-1 is no letter there
 _HUNK_HEADER = re.compile(rb"^@@ -\d+(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 _COMBINED_HUNK_HEADER = re.compile(rb"^(@{3,}) (?:-\d+(?:,\d+)? )+\+(\d+)(?:,(\d+))? @{3,}")
 
@@ -322,12 +218,17 @@ def scan_range(repo: str | os.PathLike[str] | _HasPath, base: str, head: str, *,
 
     ``deadline`` (a :func:`time.monotonic` value) bounds the wall-clock time: the scan checks it between lines,
     pieces and chunks, and a timer kills its git processes at that moment (a ``git grep`` that prints nothing
-    for a long time cannot hold it past the deadline); it then raises :class:`ScanTimedOut`.
+    for a long time cannot hold it past the deadline); it then raises :class:`ScanTimedOut`. The first scan of a
+    process compiles the rules (about 0.7 s, whatever the branch holds): that time moves the deadline on.
     """
     for rev in (base, head, trusted or "x"):
         if not rev or rev.startswith("-") or any(c.isspace() for c in rev):
             raise ValueError(f"not a revision: {rev!r}")
     directory = os.fspath(repo.path if hasattr(repo, "path") else repo)
+    began = time.monotonic()
+    ruleset()
+    if deadline is not None:
+        deadline += time.monotonic() - began
     scan = _RangeScan([k for k in known if k], directory, deadline)
     timer = None
     if deadline is not None:
@@ -380,7 +281,7 @@ class _RangeScan:
         self.candidates: dict[str, list[Finding]] = {}
         """Found lines (text -> findings) to check against the trusted tree."""
         self.candidate_bytes = 0
-        self.overlap = max([OVERLAP, *(len(k) for k in known)])
+        self.overlap = max([OVERLAP, *(len(k.encode()) for k in known)])
 
     def past_deadline(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -591,56 +492,40 @@ class _RangeScan:
         if len(header) != 3 or header[1] != b"blob":
             return  # missing (a shallow or partial repository) or not a blob: nothing to read
         left = int(header[2])
-        carry, first_line = "", 1
+        carry, first_line = b"", 1
         while left > 0:
             self.check()
             chunk = out.read(min(BLOB_CHUNK, left))
             if not chunk:
                 raise ScanError(f"git cat-file ended inside blob {oid} of {path}")
             left -= len(chunk)
-            window = carry + chunk.decode("latin-1")
-            for rule, start, end in self._matches(window):
+            window = carry + chunk
+            number, counted = first_line, 0
+            for rule, start, end in self._matches(window, path):
+                number += window.count(b"\n", counted, start)  # matches come in order: one pass over the window
+                counted = start
                 if end > len(carry):  # a match wholly inside the carry was found in the previous window
-                    number = first_line + window.count("\n", 0, start)
-                    yield number, rule, hashlib.sha256(window[start:end].encode("latin-1", "replace")).digest()
+                    yield number, rule, hashlib.sha256(window[start:end]).digest()
             cut = max(0, len(window) - self.overlap)
-            first_line += window.count("\n", 0, cut)
+            first_line += window.count(b"\n", 0, cut)
             carry = window[cut:]
         out.read(1)  # the newline after the content
 
-    def _matches(self, window: str) -> Iterator[tuple[str, int, int]]:
-        """``(rule, start, end)`` of the credentials in ``window``: each rule's regex runs only around the
-        occurrences of its anchors (or over the whole window when they are many: the rules are linear)."""
-        for secret in self.known:
-            start = window.find(secret)
-            while start >= 0:
-                yield "known-credential", start, start + len(secret)
-                start = window.find(secret, start + 1)
-        lowered: str | None = None
-        for rule, pattern in _BLOB_RULES:
-            lower, anchor = _ANCHORS[rule]
-            if lower and lowered is None:
-                lowered = window.lower()
-            hits: list[int] = []
-            for hit in anchor.finditer(lowered if lower and lowered is not None else window):
-                hits.append(hit.start())
-                if len(hits) > _MAX_ANCHOR_HITS:
-                    break
-            if len(hits) > _MAX_ANCHOR_HITS:
-                yield from ((rule, m.start(), _end(window, m)) for m in pattern.finditer(window))
-                continue
-            done = -1
-            for at in hits:
-                if at < done:
-                    continue
-                # RE2 encodes the text it is given: a slice around the anchor (with one character before it, so
-                # that \b sees what precedes), not the whole window for every hit
-                lo = max(0, at - _ANCHOR_BEFORE)
-                ctx = max(0, lo - 1)
-                match = pattern.search(window[ctx:at + OVERLAP], lo - ctx)
-                if match and ctx + match.end() > done:
-                    done = ctx + match.end()
-                    yield rule, ctx + match.start(), ctx + _end(window[ctx:at + OVERLAP], match)
+    def _matches(self, window: bytes | str, path: str = "") -> list[tuple[str, int, int]]:
+        """``(rule, start, end)`` of the credentials in ``window`` (bytes of the file ``path``; a str is taken as
+        UTF-8), in order: every rule whose keywords occur in the window runs over it once (RE2: linear, and invalid
+        UTF-8 is no character of a token), and each line keeps its most specific rules as in :func:`scan_line`."""
+        window = window.encode(errors="replace") if isinstance(window, str) else window
+        found = [("known-credential", start, start + len(secret)) for secret in map(str.encode, self.known)
+                 for start in _occurrences(window, secret)]
+        line_end, line = -1, list[Match]()
+        for m in sorted(ruleset().find(path, window, first=False), key=lambda m: m.start):
+            if m.start > line_end:
+                found += _reported(line)
+                line_end, line = _end_of_line(window, m.start), []
+            line.append(m)
+        found += _reported(line)
+        return sorted(found, key=lambda f: f[1])
 
     # --- lines that were already there ------------------------------------------------------------------
 
@@ -670,16 +555,23 @@ class _RangeScan:
         self.candidates = {}
 
 
-_AWS_SECRET_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+")
+def _reported(line: list[Match]) -> list[tuple[str, int, int]]:
+    """The matches of one line of the rules :func:`scan_line` would name: the specific ones, else the first generic
+    rule (all its matches: one may be new where another was in the blob before)."""
+    rules = _most_specific(line)
+    return [(m.rule, m.start, m.end) for m in line if m.rule in rules]
 
 
-def _end(text: str, match: re2._Match[str]) -> int:
-    """Where the credential of ``match`` ends: the AWS secret key rule also matches the character after the key
-    (RE2 has no lookahead), which is not part of it."""
-    end = match.end()
-    if end > match.start() and text[end - 1] not in _AWS_SECRET_ALPHABET and match.re is TOKEN_RULES[1][1]:
-        return end - 1
-    return end
+def _occurrences(text: bytes, part: bytes) -> Iterator[int]:
+    start = text.find(part)
+    while start >= 0:
+        yield start
+        start = text.find(part, start + 1)
+
+
+def _end_of_line(text: bytes, at: int) -> int:
+    end = text.find(b"\n", at)
+    return len(text) if end < 0 else end
 
 
 def _has_tree(directory: str, rev: str) -> bool:

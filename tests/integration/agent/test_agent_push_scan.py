@@ -22,7 +22,7 @@ def test_a_secret_committed_then_deleted_is_still_refused(daemon, repo, run_agen
     assert result.exit_code == 1
     failure = result.handoff.failure
     assert failure is not None and failure.failure_class == "AgentError"
-    assert "cfg.py:1: github-token (commit " in failure.message and "git reset --soft" in failure.message
+    assert "cfg.py:1: github-pat (commit " in failure.message and "git reset --soft" in failure.message
     assert GITHUB not in result.stdout and GITHUB not in result.termination
     assert "refs/heads/longshot/default/b1/b1-t1" not in daemon.ls_remote(repo)
 
@@ -35,5 +35,5 @@ def test_the_allow_marker_on_a_new_line_does_not_let_a_secret_through(daemon, re
     result = run_agent(task_input(daemon.url(repo)), script=script)
 
     assert result.exit_code == 1
-    assert "tests/fixture.py:1: github-token" in result.handoff.failure.message
+    assert "tests/fixture.py:1: github-pat" in result.handoff.failure.message
     assert "refs/heads/longshot/default/b1/b1-t1" not in daemon.ls_remote(repo)

@@ -68,7 +68,7 @@ def test_a_committed_secret_blocks_the_push(daemon, repo, run_agent):
     failure = result.handoff.failure
     assert result.handoff.outcome == "failed" and failure is not None
     assert failure.failure_class == "AgentError"
-    assert "deploy/settings.py:2: aws-access-key-id" in failure.message
+    assert "deploy/settings.py:2: aws-access-token" in failure.message
     assert key not in result.stdout and key not in result.termination
     assert list(daemon.ls_remote(repo)) == ["HEAD", "refs/heads/main"]
 

@@ -16,7 +16,7 @@ from longshot.vcs import secretscan
 
 # Built from pieces so that this file itself does not trip scanners.
 GITHUB = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
-AWS = "AKIA" + "IOSFODNN7EXAMPLE"
+AWS = "AKIA" + "Z7VQ3HMXK2PLN4RT"  # not AWS's documented example key, which gitleaks allowlists
 JWT = ("eyJ" + "hbGciOiJIUzI1NiJ9" + ".eyJ" + "zdWIiOiIxMjM0NTY3ODkwIn0" + "."
        + "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U")
 MARKER = secretscan.ALLOW_MARKER
@@ -63,7 +63,7 @@ def test_a_secret_removed_by_a_later_commit_is_still_found(repo: Repo) -> None:
     added = repo.commit({"app/config.py": f"TOKEN = '{GITHUB}'\n"}, "add config")
     repo.commit({"app/config.py": "import os\nTOKEN = os.environ['TOKEN']\n"}, "use the environment")
     assert git("diff", "main", "work", cwd=repo.path).count(GITHUB) == 0  # the net diff is clean
-    assert repo.scan() == [f"app/config.py:1: github-token (commit {added[:12]})"]
+    assert repo.scan() == [f"app/config.py:1: github-pat (commit {added[:12]})"]
 
 
 def test_a_secret_in_a_binary_file_is_found_and_one_already_in_the_target_is_not(repo: Repo) -> None:
@@ -75,7 +75,7 @@ def test_a_secret_in_a_binary_file_is_found_and_one_already_in_the_target_is_not
     assert repo.scan() == []  # the credential was in the blob it replaces
     noise = bytes(b for b in os.urandom(4000) if b not in b"\n\r")
     new = repo.commit({"assets/icon.bin": noise + b"\0\n\n" + GITHUB.encode() + b"\n"}, "new binary")
-    assert repo.scan() == [f"assets/icon.bin:3: github-token (commit {new[:12]})"]
+    assert repo.scan() == [f"assets/icon.bin:3: github-pat (commit {new[:12]})"]
 
 
 def test_the_allow_marker_is_not_honoured_on_lines_the_branch_adds(repo: Repo) -> None:
@@ -83,7 +83,7 @@ def test_the_allow_marker_is_not_honoured_on_lines_the_branch_adds(repo: Repo) -
     repo.commit({"tests/old_fixtures.py": moved.read_text(), "tests/fixtures.py": None}, "move the fixture")
     assert repo.scan() == []  # the marked line is on main already: moving it introduces nothing
     added = repo.commit({"tests/more.py": f"OTHER = '{GITHUB}'  # {MARKER}\n"}, "the agent marks its own")
-    assert repo.scan() == [f"tests/more.py:1: github-token (commit {added[:12]})"]
+    assert repo.scan() == [f"tests/more.py:1: github-pat (commit {added[:12]})"]
     # scan_diff, for people's own tooling, still honours it
     assert secretscan.scan_diff(git("diff", "main", "work", cwd=repo.path)) == []
 
@@ -109,7 +109,7 @@ def test_a_merge_commit_is_scanned_for_its_own_changes(repo: Repo) -> None:
     git("add", "b.txt", cwd=repo.path)
     git("commit", "--quiet", "-m", "merge main", cwd=repo.path)
     merge = git("rev-parse", "HEAD", cwd=repo.path)
-    assert repo.scan() == [f"b.txt:3: github-token (commit {merge[:12]})"]
+    assert repo.scan() == [f"b.txt:3: github-pat (commit {merge[:12]})"]
 
 
 def test_known_credentials_are_found_even_when_the_target_has_them(repo: Repo) -> None:
@@ -125,7 +125,7 @@ def test_known_credentials_are_found_even_when_the_target_has_them(repo: Repo) -
 def test_a_secret_across_the_pieces_of_a_long_line_is_found(repo: Repo) -> None:
     line = "x = '" + "a" * (secretscan.LINE_PIECE - 20) + f"' + '{GITHUB}' + 'b'\n"
     c = repo.commit({"long.py": "first\n" + line}, "a long line")
-    assert repo.scan() == [f"long.py:2: github-token (commit {c[:12]})"]
+    assert repo.scan() == [f"long.py:2: github-pat (commit {c[:12]})"]
 
 
 def test_a_hostile_checkout_config_does_not_blind_the_scan(repo: Repo) -> None:
@@ -137,8 +137,8 @@ def test_a_hostile_checkout_config_does_not_blind_the_scan(repo: Repo) -> None:
                        ("diff.hide.textconv", "true"), ("diff.hide.binary", "true"),
                        ("core.bigFileThreshold", "1g"), ("diff.mnemonicPrefix", "true"), ("color.ui", "always")):
         git("config", key, value, cwd=repo.path)
-    assert repo.scan() == [f"app.py:5: github-token (commit {c[:12]})",
-                           f"data.txt:1: aws-access-key-id (commit {c[:12]})"]
+    assert repo.scan() == [f"app.py:5: github-pat (commit {c[:12]})",
+                           f"data.txt:1: aws-access-token (commit {c[:12]})"]
 
 
 def test_bad_revisions(repo: Repo) -> None:
@@ -175,8 +175,8 @@ def test_50_mb_and_45_mb_files_are_scanned_with_bounded_memory(repo: Repo) -> No
     result = json.loads(out.stdout)
     print(f"peak RSS: scanner {result['python_mib']:.0f} MiB, largest git child {result['git_mib']:.0f} MiB")
     line = 1 + 16_000 * (per_mb * 45 // 2)
-    assert result["findings"] == [f"big.py:{line}: github-token (commit {c[:12]})",
-                                  f"bundle.min.js:1: aws-access-key-id (commit {c[:12]})"]
+    assert result["findings"] == [f"big.py:{line}: github-pat (commit {c[:12]})",
+                                  f"bundle.min.js:1: aws-access-token (commit {c[:12]})"]
     # generous bounds (about 30 and 45 MiB measured); reading the files whole would need over 100 MiB each
     assert result["python_mib"] < 100
     assert result["git_mib"] < 100
