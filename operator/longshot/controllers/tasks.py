@@ -283,9 +283,9 @@ class TaskReconciler:
         if (now - created).total_seconds() >= EVENT_CHECK_AFTER_SECONDS and pod.phase == "Pending":
             events = await asyncio.to_thread(self.ctx.kube.pod_events, ns, name)
         outcome = failures.stuck(pod.status, created=created, now=now, events=events)
-        if outcome is not None:
-            pre.append(ex.DeletePod(ns, name, 0))
-            return tasks.PodFinished(pod.status, None, attempt, outcome=outcome, build_generation=build.generation)
+        if outcome is not None:  # it will never start: core.tasks deletes it at once
+            return tasks.PodFinished(pod.status, None, attempt, outcome=outcome, build_generation=build.generation,
+                                     stuck=True)
         if pod.phase == "Pending" and (now - created).total_seconds() >= EVENT_CHECK_AFTER_SECONDS:
             pre.append(ex.Requeue(("AgentTask", *task.key), now + timedelta(seconds=15)))
         if pod.phase == "Running":
@@ -410,7 +410,7 @@ class TaskReconciler:
                     out.append(ex.Requeue(("AgentTask", ns, name), now))  # the round's candidates are made next
                 case tasks.DeletePod():
                     if e.name:
-                        out.append(ex.DeletePod(ns, e.name))
+                        out.append(ex.DeletePod(ns, e.name, e.grace_seconds))
                 case SetCondition():
                     conds, _ = cond.set_condition(conds, e.type, e.status, e.reason, e.message, now=now)
                 case tasks.RecordAttempt():

@@ -213,6 +213,9 @@ class PodFinished:
     outcome: failures.Outcome | None = None
     build_generation: int = 0
     repository: str = ""
+    stuck: bool = False
+    """The Pod will never start (``failures.stuck``): whatever the decision, it is deleted at once (no grace: its
+    agent never ran)."""
 
 
 @dataclass(frozen=True)
@@ -322,9 +325,10 @@ class CreatePod:
 
 @dataclass(frozen=True)
 class DeletePod:
-    """Delete the Pod ``name`` (NotFound is fine)."""
+    """Delete the Pod ``name`` (NotFound is fine), with ``grace_seconds`` (None: the Pod's own)."""
 
     name: str
+    grace_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -987,7 +991,11 @@ def decide(state: TaskState, event: Event, *, now: datetime, rand: Rand) -> Resu
     handler = TRANSITIONS.get((state.phase, type(event)))
     if handler is None:
         raise InvalidTransition(f"{state.name}: {type(event).__name__} is impossible in phase {state.phase}")
-    return handler(state, event, now, rand)
+    new, effects = handler(state, event, now, rand)
+    if isinstance(event, PodFinished) and event.stuck and event.attempt is not None:
+        # a Pod that will never start is deleted at once, whatever the event means to the task (stale or not)
+        effects = [DeletePod(names.pod_name(state.name, event.attempt), grace_seconds=0), *effects]
+    return new, effects
 
 
 def initial_conditions(message: str = PENDING_MESSAGE) -> list[Effect]:

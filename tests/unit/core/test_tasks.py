@@ -463,3 +463,18 @@ def test_a_repository_host_that_does_not_resolve_stops_the_task_at_the_first_att
     new, effects = decide(running(policy=RetryPolicy(max_attempts=3)),
                           PodFinished(exited(5), h, repository="https://git.example.com/org/app.git"))
     assert new.phase == "Backoff" and of(effects, ScheduleRetry)
+
+
+def test_a_pod_that_will_never_start_is_deleted_at_once_whatever_the_event_means() -> None:
+    """The stuck-Pod deletion is the core's decision (it was the shell's): a Pod that will never start is deleted
+    with no grace, first; a foreign Pod's outcome (not stuck) deletes nothing; a stale stuck Pod is deleted too."""
+    from longshot.core import failures
+
+    never = failures.Outcome("Configuration", "image InvalidImageName", None, "InvalidImageName")
+    s, effects = decide(running(1), PodFinished({}, None, 1, outcome=never, stuck=True))
+    assert effects[0] == DeletePod("b-t1-a1", grace_seconds=0)
+    assert of(effects, RecordAttempt)[0].failure_class == "Configuration" and s.phase != "Running"
+    _, effects = decide(running(1), PodFinished({}, None, 1, outcome=never))  # a foreign Pod: refused, kept
+    assert not of(effects, DeletePod)
+    _, effects = decide(running(2), PodFinished({}, None, 1, outcome=never, stuck=True))  # an older attempt's
+    assert of(effects, DeletePod) == [DeletePod("b-t1-a1", grace_seconds=0)]
