@@ -183,9 +183,17 @@ def _build_view(ctx: ctxmod.Context, build: objects.BuildRequest) -> scheduler.B
     configured = ctx_configuration_ok(ctx, build)
     return scheduler.BuildView(
         name=build.name, max_workers=build.spec.workers.max,
-        suspended=build.spec.suspend or build.metadata.deleting or not configured,
+        suspended=build.spec.suspend or build.metadata.deleting or not configured or not observed(build),
         halted=ctx.killswitch, tokens_used=tokens, max_tokens=budget.max_tokens, cost_used=cost,
         max_cost=budget.max_cost)
+
+
+def observed(build: objects.BuildRequest) -> bool:
+    """The operator has decided on the build's current spec (``status.observedGeneration``): until its reconcile
+    has, nothing of the build starts, since that reconcile may stop it (a spec that fails its configuration check
+    stops the build before any Pod; a suspension; a budget). Dispatch runs beside the build's reconcile, so it
+    cannot count on having run after it."""
+    return build.status.observed_generation == build.generation
 
 
 def ctx_configuration_ok(ctx: ctxmod.Context, build: objects.BuildRequest) -> bool:

@@ -8,7 +8,10 @@ start now), and its one worker admits the chosen tasks.
 * Admission, for every chosen task at once: first every Pod (a task's dispatch latency ends when its Pod exists),
   then the status writes and Events, outside the plan's lock. A chosen task whose reconcile is in flight is not
   admitted beside it: the task's reference is claimed in the task controller's queue until its admission is
-  written, and one that cannot be claimed is admitted by the next plan.
+  written, and one that cannot be claimed is admitted by the next plan. Nor is one whose owner task's reconcile is
+  in flight (a best-of-N candidate or judge: the reconcile that made it still writes the round's gates its input is
+  read from). A build's tasks start only once the operator has decided on the build's current spec
+  (``dispatch.observed``): a spec that fails its configuration check stops the build before any Pod.
 * A dispatch that raises is retried with the key's backoff, as any reconcile; ``FAILURES_UNHEALTHY`` in a row make
   :meth:`healthy` False.
 * Between two plans the worker waits at least as long as the last plan took (its cost grows with the tasks: ~0.1 s
@@ -158,8 +161,10 @@ class Dispatcher:
             self.ctx.queue.add_all([("BuildRequest", ns, name)])
         # their DispatchFailed condition appeared, changed or cleared
         self.ctx.queue.add_all([("BuildRequest", ns, name) for ns, name in chosen.failed])
-        # a chosen task whose reconcile is in flight is admitted by the dispatch after it, not beside it
-        claimed = [k for k in chosen.admit if self.task_queue.claim(("AgentTask", *k))]
+        # a chosen task whose reconcile, or its owner task's, is in flight is admitted by the dispatch after it, not
+        # beside it (the end of every reconcile dispatches again)
+        claimed = [k for k in chosen.admit
+                   if not self._owner_busy(k) and self.task_queue.claim(("AgentTask", *k))]
         try:
             if len(claimed) < len(chosen.admit):
                 self.planned = None  # the end of that task's reconcile dispatches again (``Manager._reconciled``)
@@ -173,6 +178,15 @@ class Dispatcher:
         finally:
             for k in claimed:
                 self.task_queue.done(("AgentTask", *k))
+
+    def _owner_busy(self, key: cachemod.Key) -> bool:
+        """The task is owned by another task (a best-of-N candidate or judge) whose reconcile is in flight: that
+        reconcile made it and is still writing what its task input is read from (the round's gates)."""
+        task = self.ctx.cache.tasks.get(key)
+        if task is None:
+            return False
+        return any(o.kind == "AgentTask" and self.task_queue.busy(("AgentTask", key[0], o.name))
+                   for o in task.metadata.owner_references)
 
     async def _create_pods(self, keys: list[cachemod.Key], held: set[cachemod.Key], freed: datetime | None,
                            why: str) -> list[list[ex.Action] | None]:

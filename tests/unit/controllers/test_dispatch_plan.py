@@ -102,7 +102,8 @@ def context_of(world: dict[str, Any]) -> ctxmod.Context:
         ctx.cache.observe("BuildRequest", "ADDED", {
             "apiVersion": "longshot.dev/v1alpha1", "kind": "BuildRequest",
             "metadata": {"name": b["name"], "namespace": "ns", "uid": f"uid-{b['name']}", "resourceVersion": "1",
-                         "generation": 1}, "spec": spec, "status": status})
+                         "generation": 1}, "spec": spec,
+            "status": {**status, "observedGeneration": 1}})  # the operator has decided on this spec
         if b["owned"]:
             owned.add(ctx.cache.shard_of(ctx.cache.builds[("ns", b["name"])]))
         names = [f"{b['name']}-t{i}" for i in range(len(b["tasks"]))]
@@ -174,3 +175,24 @@ def test_a_full_build_of_many_tasks_gets_no_view_of_its_candidates_and_a_free_sl
     first = min(f"b0-t{i}" for i in range(3, 50))  # of equal priority and age, the first by name
     assert dispatch.plan(ctx).admit == (("ns", first),)  # a slot came free
     assert viewed == {tasks.RUNNING: 2, tasks.PENDING: 47}
+
+
+def test_a_build_whose_current_spec_the_operator_has_not_decided_on_starts_nothing() -> None:
+    """Dispatch runs beside the build's reconcile: a task of a build whose spec is new or edited (its
+    observedGeneration behind its generation) waits for that reconcile, which may stop it (a spec that fails its
+    configuration check stops the build before any Pod)."""
+    world = {"limit": 10, "killswitch": False, "builds": [{
+        "name": "b0", "workers": 3, "suspend": False, "budget": None, "owned": True, "misconfigured": False,
+        "tasks": [{"phase": "Pending", "priority": 5, "age": 0, "scope": (), "cancel": False, "deleting": False,
+                   "conditions": True, "depends": [], "tokens": 0, "pod": "none"} for _ in range(2)]}]}
+    ctx = context_of(world)
+    assert len(dispatch.plan(ctx).admit) == 2
+    build = ctx.cache.builds[("ns", "b0")]
+    body = build.model_dump(by_alias=True, mode="json", exclude_none=True)
+    body["metadata"].update(generation=2, resourceVersion="2")  # an edit the operator has not reconciled yet
+    ctx.cache.observe("BuildRequest", "MODIFIED", body)
+    assert not dispatch.observed(ctx.cache.builds[("ns", "b0")]) and dispatch.plan(ctx).admit == ()
+    body["metadata"]["resourceVersion"] = "3"
+    body["status"]["observedGeneration"] = 2  # its reconcile decided on it
+    ctx.cache.observe("BuildRequest", "MODIFIED", body)
+    assert len(dispatch.plan(ctx).admit) == 2

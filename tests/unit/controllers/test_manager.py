@@ -1036,3 +1036,27 @@ async def test_a_step_counts_the_builds_that_wait_for_a_person(world):
     assert value("longshot_builds_stalled", {"reason": "Configuration"}) == 1
     assert value("longshot_builds_stalled", {"reason": "TaskBlocked"}) == 0
     assert value("longshot_budget_used_ratio") == 0.0  # "fine" has a budget and has used none of it yet
+
+
+async def test_a_task_owned_by_a_task_whose_reconcile_is_in_flight_is_not_admitted_beside_it(world):
+    """A best-of-N judge's task input is read from its owner's status, which the reconcile that made the judge is
+    still writing: the judge is admitted after that reconcile, not beside it."""
+    fake, m, _clock, _mono, sync = world
+    fake.create(build(workers={"max": 5}))
+    await sync()
+    judge = {"apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask",
+             "metadata": {"name": "b-judge", "namespace": "ns", "labels": {"longshot.dev/build": "b"},
+                          "ownerReferences": [{"apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask",
+                                               "name": "b-planner", "uid": "u", "controller": True}]},
+             "spec": {"buildRef": {"name": "b"}, "description": "judge", "role": "reviewer"}}
+    fake.create(judge)
+    owner = ("AgentTask", "ns", "b-planner")
+    assert m.queue.claim(owner)  # the owner's reconcile is in flight
+    for (kind, _, _), obj in list(fake.objects.items()):
+        m.observe(kind, "MODIFIED", obj)
+    await m.controllers["AgentTask"].drain()
+    await m.dispatcher.dispatch("test")
+    assert ("ns", "b-judge-a1") not in fake.pods
+    m.queue.done(owner)
+    await m.dispatcher.dispatch("the owner's reconcile ended")
+    assert ("ns", "b-judge-a1") in fake.pods
