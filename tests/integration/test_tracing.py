@@ -11,7 +11,6 @@ agent or its attempt.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Iterator
 
@@ -35,7 +34,7 @@ def trace_collector() -> Iterator[otlp.Collector]:
 
 @pytest.fixture
 def gateway_settings(gateway_settings, trace_collector):  # type: ignore[no-untyped-def]
-    return dataclasses.replace(gateway_settings, tracing_endpoint=trace_collector.endpoint)
+    return gateway_settings.replace(tracing_endpoint=trace_collector.endpoint)
 
 
 @pytest.fixture

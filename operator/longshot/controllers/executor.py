@@ -92,6 +92,9 @@ class WriteStatus:
     spans: tuple[tracing.SpanRecord, ...] = ()
     """Spans this write ends (an attempt, a build; ``longshot.tracing``): exported once the write has succeeded,
     like ``counts``."""
+    then: tuple[Callable[[], None], ...] = ()
+    """Done once the write has succeeded, in the same turn of the event loop as storing its answer in the cache
+    (no reconcile runs in between): a planner's plan is handed to its build only together with its Succeeded."""
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,8 @@ class Executor:
                         c.count()
                     for sp in a.spans:  # tracing: spans that end with this write, sent once it succeeded
                         tracing.emit(sp)
+                    for fn in a.then:
+                        fn()
                     refs = self.cache.written(a.kind, written, a.resource_version)
                     self._mark([r for r in refs if r != (a.kind, a.namespace, a.name)])
             case RecordEvent():

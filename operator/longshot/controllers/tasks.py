@@ -27,6 +27,7 @@ executor actions; the status is written once, last, fenced on the task's resourc
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
@@ -292,6 +293,9 @@ class TaskReconciler:
             return self._heartbeat(task, attempt, created, now, pre)
         return None
 
+    def _hand_over(self, build: cachemod.Key, returned: tuple[str, tuple[ho.PlannedTask, ...], bool]) -> None:
+        self.ctx.plans[build].append(returned)  # looked up now: the build's reconcile may have taken the last list
+
     def _heartbeat(self, task: objects.AgentTask, attempt: int, created: datetime, now: datetime,
                    pre: list[ex.Action]) -> tasks.Event | None:
         """``HeartbeatLost`` when the running attempt has been silent for longer than the bound, else a timer for
@@ -399,6 +403,7 @@ class TaskReconciler:
         status: dict[str, Any] = {**state.to_status(), **(extra or {})}
         out: list[ex.Action] = []
         counts: list[metrics.Increment] = []  # counted by the executor once the status write below succeeded
+        returned: list[tuple[str, tuple[ho.PlannedTask, ...], bool]] = []  # plans, handed over after the write
         spans: list[int] = []  # tracing: attempts that ended here, exported by the executor after the write
         for e in effects:
             match e:
@@ -431,8 +436,7 @@ class TaskReconciler:
                 case tasks.CreateMergeJob():
                     out.append(ex.CreateObject(merge_job_manifest(task, build, e)))
                 case tasks.PlanReturned():
-                    self.ctx.plans[build.key].append((name, e.tasks, e.done))
-                    out.append(ex.Requeue(("BuildRequest", *build.key), now))
+                    returned.append((name, e.tasks, e.done))
                 case _:
                     assert_never(e)
         if pod_uid is not None and pod_uid[0] in attempts and not attempts[pod_uid[0]].get("podUID"):
@@ -440,8 +444,14 @@ class TaskReconciler:
         status["conditions"] = ex.stamp_generation(conds, task.generation)
         status["attempts"] = [attempts[n] for n in sorted(attempts)][-20:]
         status["observedGeneration"] = task.generation
+        # a returned plan reaches the build together with the planner's status (Succeeded), in the same turn: the
+        # build's reconcile, which runs beside this one, never sees a plan of a planner it counts as running, nor
+        # a Succeeded planner without its plan (which it would read again from the Pod)
+        handover = tuple(functools.partial(self._hand_over, build.key, p) for p in returned)
         out.append(ex.WriteStatus("AgentTask", ns, name, task.metadata.resource_version, status, tuple(counts),
-                                  spans=attempt_spans(task, build, spans, attempts)))
+                                  spans=attempt_spans(task, build, spans, attempts), then=handover))
+        if returned:
+            out.append(ex.Requeue(("BuildRequest", *build.key), now))
         return out
 
 
