@@ -58,6 +58,7 @@ from longshot import config
 from longshot.core import tasks as coretasks
 from longshot.runtime import pods as podmod
 from longshot.testing import cluster as lc
+from longshot.testing.quantiles import histogram_quantile
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUP, VERSION = "longshot.dev", "v1alpha1"
@@ -540,7 +541,7 @@ def dispatch_p95(samples: list[Any]) -> tuple[float, int]:
         if s.name == "longshot_dispatch_latency_seconds_bucket":
             le = float(s.labels["le"])
             buckets[le] = buckets.get(le, 0.0) + s.value
-    return quantile(0.95, buckets), int(buckets.get(float("inf"), 0))
+    return histogram_quantile(0.95, buckets), int(buckets.get(float("inf"), 0))
 
 
 def reconcile_report(samples: list[Any]) -> str:
@@ -557,23 +558,6 @@ def reconcile_report(samples: list[Any]) -> str:
     return "operator reconciles (longshot: the operator is restarted after the floor): " + ", ".join(
         f"{k} {sum(v for (kk, _), v in counts.items() if kk == k):.0f} (conflicts {counts.get((k, 'Conflict'), 0):.0f},"
         f" errors {counts.get((k, 'Error'), 0):.0f}, {seconds.get(k, 0.0):.1f}s)" for k in kinds)
-
-
-def quantile(q: float, buckets: dict[float, float]) -> float:
-    """PromQL's histogram_quantile over cumulative buckets ``{le: count}``."""
-    bounds = sorted(buckets)
-    if not bounds or buckets[bounds[-1]] == 0:
-        return float("nan")
-    rank = q * buckets[bounds[-1]]
-    lower, below = 0.0, 0.0
-    for le in bounds:
-        count = buckets[le]
-        if count >= rank:
-            if le == float("inf"):
-                return lower
-            return lower + (le - lower) * (rank - below) / max(count - below, 1e-9)
-        lower, below = le, count
-    return lower
 
 
 def main() -> int:

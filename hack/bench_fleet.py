@@ -82,6 +82,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from longshot.api import handoff as ho  # noqa: E402
 from longshot.testing import controlplane  # noqa: E402
+from longshot.testing.quantiles import histogram_quantile  # noqa: E402
 
 GROUP, VERSION = "longshot.dev", "v1alpha1"
 NS = "bench-fleet"
@@ -114,21 +115,6 @@ def percentile(values: Sequence[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
-def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float:
-    """PromQL's ``histogram_quantile`` over cumulative buckets ``{le: count}`` (``+Inf`` included); NaN when empty."""
-    bounds = sorted(buckets)
-    if not bounds or buckets[bounds[-1]] == 0:
-        return float("nan")
-    rank = q * buckets[bounds[-1]]
-    lower, below = 0.0, 0.0
-    for le in bounds:
-        count = buckets[le]
-        if count >= rank:
-            if le == float("inf"):
-                return lower
-            return lower + (le - lower) * (rank - below) / max(count - below, 1e-9)
-        lower, below = le, count
-    return lower
 
 
 @dataclass

@@ -75,7 +75,6 @@ DETACHED: Final = frozenset({"Queue"})
 DETACHED_STALL_SECONDS: Final = STALLS["Queue"]
 STEP_FAILURES_UNHEALTHY: Final = 10
 """Housekeeping turns in a row that raised: the loop turns but does nothing useful."""
-CONCURRENCY: Final = dsp.CONCURRENCY
 SHUTDOWN_GRACE_SECONDS: Final = 10.0
 """On stop, how long the reconciles and the admission in flight may take to finish before they are cancelled."""
 
@@ -289,5 +288,3 @@ class Manager:
 def _ended(body: Mapping[str, Any]) -> bool:
     return str((body.get("status") or {}).get("phase") or "") in ("Succeeded", "Failed")
 
-
-bounded = ctl.bounded

@@ -16,6 +16,7 @@ from longshot import config, metrics
 from longshot.api import agenttask
 from longshot.api import handoff as ho
 from longshot.controllers import cache as cachemod
+from longshot.controllers import controller as ctlmod
 from longshot.controllers import executor as ex
 from longshot.controllers import manager as managermod
 from longshot.runtime import kube
@@ -455,14 +456,14 @@ async def test_bounded_runs_every_item_at_most_limit_at_once_in_order_and_raises
             raise ValueError("item 3")
         return i * 10
 
-    assert await managermod.bounded(list(range(3)), work, 8) == [0, 10, 20]
+    assert await ctlmod.bounded(list(range(3)), work, 8) == [0, 10, 20]
     seen.clear()
     most = 0
     with pytest.raises(ValueError, match="item 3"):
-        await managermod.bounded(list(range(100)), work, 8)
+        await ctlmod.bounded(list(range(100)), work, 8)
     assert sorted(seen) == list(range(100))  # the failure did not stop the rest
     assert most == 8  # bounded, and concurrent
-    assert await managermod.bounded([], work, 8) == []
+    assert await ctlmod.bounded([], work, 8) == []
 
 
 async def test_a_freed_slot_is_filled_before_the_steps_build_reconciles_run(world):
