@@ -91,7 +91,7 @@ def test_killed_at_20_random_moments_a_30_task_build_finalizes_with_nothing_doub
     ids = merge_ids(url)
     assert len(ids) == len(set(ids)), "a MergeJob merged twice"
     merged_uids = {j["metadata"]["uid"] for j in jobs.values() if j["status"]["phase"] == "Merged"}
-    assert set(ids) == merged_uids
+    assert set(ids) == merged_uids, dump(custom, namespace)
     for i in range(N):
         if f"t{i:02d}" not in CONFLICTING:
             assert sample_repo.show(url, f"files/f{i:02d}.txt") == f"t{i:02d}\n"

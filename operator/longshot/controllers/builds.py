@@ -205,7 +205,7 @@ class BuildReconciler:
             ctx = plan.context_for(intake.wire(build), intake.wire(planner),
                                    existing | intake.names_in_namespace(self.ctx, build),
                                    total_tasks=len(self.ctx.cache.tasks_by_build.get(build.key, ())))
-            events.append(builds.PlannerFinished(planned, ctx, done))
+            events.append(builds.PlannerFinished(planned, ctx, done, planner=planner_name))
         planner = self.ctx.cache.tasks.get((build.namespace, state.planner_task or ""))
         if planner is not None and state.phase == builds.PLANNING and not stashed:
             last = planner.status.attempts[-1] if planner.status.attempts else None
@@ -240,7 +240,7 @@ class BuildReconciler:
         mine = intake.planned_by(self.ctx, build, plan.iteration_of({"labels": planner.metadata.labels}))
         ctx = plan.context_for(intake.wire(build), intake.wire(planner), names_now - mine,
                                total_tasks=len(self.ctx.cache.tasks_by_build.get(build.key, ())) - len(mine))
-        return builds.PlannerFinished(parsed.tasks, ctx, parsed.done)
+        return builds.PlannerFinished(parsed.tasks, ctx, parsed.done, planner=planner.name)
 
     # --- intake: roadmap and issues ----------------------------------------------------------------
 

@@ -82,10 +82,16 @@ def model_chain(task: objects.AgentTask, build: objects.BuildRequest) -> tuple[s
 
 def task_state(task: objects.AgentTask, build: objects.BuildRequest,
                jobs: cachemod.Cache | None = None) -> tasks.TaskState:
-    """The decider's state of ``task``; a task that had a MergeJob before ``status.mergeJob`` existed (named like
-    the task) gets that name, so a relaunch does not collide with it."""
+    """The decider's state of ``task``; a task that succeeded before ``status.mergeJob`` existed and has a MergeJob
+    named like it gets that name, so a relaunch does not collide with it.
+
+    Only a recorded success counts: a task still Running whose job exists is the replay of a success whose status
+    write lost (409, a restart) after the job was created. Its job is the one this very success makes again (the
+    create is idempotent by name); taking it for an earlier attempt's would queue the branch a second time as
+    ``<task>-a<N>``."""
     state = tasks.TaskState.from_task(task, build.spec.retry, model_chain(task, build))
-    if state.merge_job is None and jobs is not None and task.key in jobs.jobs:
+    if (state.merge_job is None and state.phase == tasks.SUCCEEDED and jobs is not None
+            and task.key in jobs.jobs):
         state = replace(state, merge_job=task.name)
     return state
 

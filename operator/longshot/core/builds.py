@@ -307,6 +307,9 @@ class PlannerFinished:
     tasks: Sequence[PlannedTask]
     context: plan.PlanContext
     done: bool = False
+    planner: str | None = None
+    """The planner task that returned the plan (None: tasks the shell read from a roadmap or tracker). A plan of
+    the build's planner other than ``BuildState.planner_task`` is one a re-plan replaced: ignored."""
 
 
 @dataclass(frozen=True)
@@ -550,6 +553,8 @@ def _planner_finished(state: BuildState, event: PlannerFinished, now: datetime) 
         return _subplan(state, event, now)
     if state.phase != PLANNING:
         return state, []  # the same plan delivered again after it was accepted: nothing to do
+    if event.planner is not None and state.planner_task is not None and event.planner != state.planner_task:
+        return state, []  # a replaced planner's plan, delivered again after it was rejected: not this planning's
     iteration = max(1, state.iteration)
     if event.done or (not event.tasks and (iteration > 1 or state.source in _SOURCE_TEXT)):
         why = ("the planner says the request is met" if event.done or state.source not in _SOURCE_TEXT

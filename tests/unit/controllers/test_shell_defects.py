@@ -19,7 +19,7 @@ from longshot import config, metrics
 from longshot.api import handoff as ho
 from longshot.controllers import dispatcher
 from longshot.controllers import manager as managermod
-from longshot.runtime import kube
+from longshot.runtime import handoffs, kube
 
 pytestmark = pytest.mark.unit
 
@@ -204,3 +204,33 @@ async def test_a_pod_read_from_the_api_has_its_task_reconciled_though_its_watch_
     for _ in range(5):  # the Pods' events arrive now, steps go on; no resync is due (the clocks stand)
         await sync(fake, m)
     assert status(fake, "AgentTask", "b-planner")["phase"] == "Succeeded"
+
+
+# --- a replayed success -------------------------------------------------------------------------------------------
+
+
+async def test_a_success_whose_status_write_lost_creates_its_merge_job_once(monkeypatch: pytest.MonkeyPatch):
+    """A worker's Succeeded write lost with 409 after its MergeJob was created: the replay found the job by name,
+    took it for the MergeJob of an earlier attempt and made a second one (``<task>-a1``, a relaunch's name), so the
+    branch was queued twice (seen in the chaos test: six MergeJobs "already on the target")."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    monkeypatch.setattr(handoffs, "branch_tip", lambda k, b, branch: commit)  # the repository: the branch is there
+    fake, clock, mono = FakeKube(), Clock(), [0.0]
+    m = manager(fake, clock, mono)
+    fake.create(build())
+    await sync(fake, m)
+    fake.finish_pod("ns", "b-planner-a1", 0, plan_of(1))
+    await sync(fake, m)
+    assert ("AgentTask", "ns", "b-p0") in fake.objects
+    fake.finish_pod("ns", "b-p0-a1", 0, json.dumps(ho.Handoff(
+        task="b-p0", attempt=1, role="worker", outcome="succeeded", branch="longshot/ns/b/b-p0",
+        commit=commit, summary="done").to_wire()))
+    fake.fail_status[("AgentTask", "b-p0")] = [kube.Conflict("the gateway wrote progress meanwhile")]
+    for _ in range(3):
+        await sync(fake, m)
+        clock.now += timedelta(seconds=2)
+    assert not fake.fail_status[("AgentTask", "b-p0")], status(fake, "AgentTask", "b-p0")  # the write lost once
+    assert status(fake, "AgentTask", "b-p0")["phase"] == "Succeeded"
+    jobs = sorted(name for kind, _, name in fake.objects if kind == "MergeJob")
+    assert jobs == ["b-p0"]
+    assert status(fake, "AgentTask", "b-p0")["mergeJob"] == "b-p0"

@@ -423,3 +423,18 @@ def test_the_crd_s_default_status_is_what_the_decider_says_of_a_build_nobody_has
     defaulted = buildrequest.initial_status()
     assert builds.phase_from_status(defaulted["conditions"], counts(), None, True) == builds.PENDING
     assert defaulted["phase"] == build().display_phase
+
+
+def test_a_replaced_planners_plan_delivered_again_does_not_replan_twice():
+    """Seen on a loaded machine: the build took the refused plan in twice (once read back from the planner's Pod,
+    once handed over by the planner's reconcile), so one refusal made two re-plans (``b-planner-2`` too)."""
+    cyclic = [PlannedTask(name="a", description="A", depends_on=["b"]),
+              PlannedTask(name="b", description="B", depends_on=["a"])]
+    s = build("Planning", planner_task="b-planner", max_replans=2)
+    s, effects = decide(s, PlannerFinished(cyclic, top(), planner="b-planner"))
+    assert s.replans == 1 and s.planner_task == "b-planner-1" and of(effects, CreatePlannerTask)
+    again, effects = decide(s, PlannerFinished(cyclic, top(), planner="b-planner"))
+    assert again == s and not of(effects, CreatePlannerTask) and not of(effects, EmitEvent)
+    # the current planner's plan is taken in as before
+    s, effects = decide(s, PlannerFinished(planned("x"), top(), planner="b-planner-1"))
+    assert s.phase == "Working" and of(effects, CreateTasks)
