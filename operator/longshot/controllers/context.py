@@ -77,6 +77,9 @@ class Context:
     _usage: dict[Key, dict[str, tuple[objects.AgentTask, usage.Totals]]] = field(default_factory=dict)
     """Per build: each task's usage with the task object it was read from. The cache replaces a task's object when
     it changes, so an unchanged task's usage is not read again when the build's views are recomputed."""
+    _deps: dict[Key, dict[str, tuple[objects.AgentTask, objects.MergeJob | None, dependencies.DepView]]] = field(
+        default_factory=dict)
+    """Per build: each task's dependency view with the task and MergeJob objects it was made from (as ``_usage``)."""
     _versions: dict[Key, int] = field(default_factory=lambda: defaultdict(int))
 
     # --- ownership -----------------------------------------------------------------------------------
@@ -99,6 +102,7 @@ class Context:
         """The build is gone: drop what was derived from it (and the task objects its memo holds)."""
         self._views.pop(build, None)
         self._usage.pop(build, None)
+        self._deps.pop(build, None)
 
     def views(self, build: Key) -> BuildViews:
         version = (self._versions[build], self.cache.changes.get(build, 0))
@@ -118,9 +122,20 @@ class Context:
         base: dict[str, dependencies.DepView] = {}
         tokens, cost, fixers = 0, 0.0, 0
         known = self._usage.get(build, {})
+        known_deps = self._deps.get(build, {})
         usages: dict[str, tuple[objects.AgentTask, usage.Totals]] = {}
+        deps: dict[str, tuple[objects.AgentTask, objects.MergeJob | None, dependencies.DepView]] = {}
         for t in ts:
-            base[t.name] = self._dep_view(t)
+            # a task's view is its own object's and its MergeJob's (both replaced, never mutated, on a change): kept
+            # while neither changed; a job a fixer took over also reads the fixer's, so it is always made afresh
+            job = self.cache.job_of_task(t)
+            dep = known_deps.get(t.name)
+            if dep is not None and dep[0] is t and dep[1] is job and (job is None or not job.status.fixer):
+                view = dep[2]
+            else:
+                view = self._dep_view(t, job)
+            deps[t.name] = (t, job, view)
+            base[t.name] = view
             memo = known.get(t.name)
             used = memo[1] if memo is not None and memo[0] is t else usage.task_usage(_wire(t))
             usages[t.name] = (t, used)
@@ -129,6 +144,7 @@ class Context:
             if t.spec.role == "fixer":
                 fixers += 1
         self._usage[build] = usages
+        self._deps[build] = deps
         views = dict(base)
         for parent, kids in children.items():
             v = views.get(parent)
@@ -144,10 +160,9 @@ class Context:
                 views[t.name] = dependencies.DepView(**{**_fields(views[t.name]), "subplan_done": False})
         return BuildViews(deps=views, tokens=tokens, cost=round(cost, 6), fixers=fixers)
 
-    def _dep_view(self, t: objects.AgentTask) -> dependencies.DepView:
+    def _dep_view(self, t: objects.AgentTask, job: objects.MergeJob | None) -> dependencies.DepView:
         handoff = t.status.handoff
         commit = handoff.commit if handoff is not None else None
-        job = self.cache.job_of_task(t)
         merging = t.spec.role in MERGING_ROLES and commit is not None
         last = max(t.status.attempts, key=lambda a: a.number) if t.status.attempts else None
         return dependencies.DepView(

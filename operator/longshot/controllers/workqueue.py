@@ -12,6 +12,10 @@ time (timers: backoffs, sweeps, error retries).
   workers run): it is processing until :meth:`done`, exactly as if :meth:`take` had handed it out.
 * :meth:`get` waits for the next reference a worker may process (controller-runtime's ``Get``); :meth:`take`
   hands out every due one at once (a controller's :meth:`~longshot.controllers.controller.Controller.drain`).
+* ``min_interval``: a reference is handed to a worker (:meth:`get`) at most once per that many seconds; events
+  that land meanwhile wait and are reconciled together. The BuildRequest controller uses it: every change of any of
+  a build's tasks enqueues the build, and a build's reconcile reads all of its tasks, so without it a 10,000-task
+  build's reconciles cost O(tasks) per task event. (:meth:`take`, the test driver's, hands out regardless.)
 
 The clock is injected; the queue does no I/O. :class:`Queues` routes references to the queue of their kind: every
 kind has its own queue and workers (``controllers/controller.py``), one facade for whoever enqueues.
@@ -50,10 +54,14 @@ class Enqueuer(Protocol):
 
 
 class WorkQueue(Generic[T]):
-    def __init__(self, clock: Callable[[], datetime], *, base_delay: float = 0.25, max_delay: float = 60.0) -> None:
+    def __init__(self, clock: Callable[[], datetime], *, base_delay: float = 0.25, max_delay: float = 60.0,
+                 min_interval: float = 0.0) -> None:
         self.clock = clock
         self.base_delay = base_delay
         self.max_delay = max_delay
+        self.min_interval = timedelta(seconds=min_interval)
+        self._cooldown: dict[T, datetime] = {}
+        """Reference -> when :meth:`get` may hand it out again (``min_interval`` after its last :meth:`done`)."""
         self._dirty: dict[T, None] = {}
         self._processing: set[T] = set()
         self._failures: dict[T, int] = {}
@@ -109,14 +117,15 @@ class WorkQueue(Generic[T]):
         """Dirty references that are not being processed (due timers included); they are now processing."""
         self._release_timers()
         out: list[T] = []
-        for ref in list(self._dirty):
+        for ref in self._dirty:  # no copy: a worker's take(1) costs O(references being processed), not O(dirty)
             if ref in self._processing:
                 continue
-            del self._dirty[ref]
-            self._processing.add(ref)
             out.append(ref)
             if limit is not None and len(out) >= limit:
                 break
+        for ref in out:
+            del self._dirty[ref]
+            self._processing.add(ref)
         return out
 
     def claim(self, ref: T) -> bool:
@@ -133,11 +142,40 @@ class WorkQueue(Generic[T]):
 
     def done(self, ref: T) -> None:
         self._processing.discard(ref)
+        if self.min_interval:
+            now = self.clock()
+            if len(self._cooldown) > 4096:  # forget those long past (references that never came back)
+                self._cooldown = {r: t for r, t in self._cooldown.items() if t > now}
+            self._cooldown[ref] = now + self.min_interval
         if ref in self._dirty:
             self.wake.set()
 
     def next_due(self) -> datetime | None:
         return self._timers[0][0] if self._timers else None
+
+    def _get_one(self) -> T | None:
+        """:meth:`take` of one reference, minding ``min_interval``; None when none may be handed out now."""
+        if not self._cooldown:
+            got = self.take(1)
+            return got[0] if got else None
+        self._release_timers()
+        now = self.clock()
+        for ref in self._dirty:
+            if ref in self._processing:
+                continue
+            until = self._cooldown.get(ref)
+            if until is not None and until > now:
+                continue
+            self._cooldown.pop(ref, None)
+            del self._dirty[ref]
+            self._processing.add(ref)
+            return ref
+        return None
+
+    def _cooling(self) -> datetime | None:
+        """The earliest time a dirty reference held back by ``min_interval`` may be handed out."""
+        times = [t for r, t in self._cooldown.items() if r in self._dirty and r not in self._processing]
+        return min(times) if times else None
 
     def pending(self) -> int:
         """Dirty references plus timers."""
@@ -160,13 +198,14 @@ class WorkQueue(Generic[T]):
         while True:
             if self._shut:
                 raise ShutDown()
-            got = self.take(1)
-            if got:
+            got = self._get_one()
+            if got is not None:
                 if self._dirty or self._timers:
                     self.wake.set()  # more for the other workers
-                return got[0]
+                return got
             self.wake.clear()
-            due = self.next_due()
+            due = min((t for t in (self.next_due(), self._cooling() if self._cooldown else None) if t is not None),
+                      default=None)
             timeout = None if due is None else max(0.0, (due - self.clock()).total_seconds())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=timeout)

@@ -5,7 +5,7 @@ a wedged reconcile fails health. And the facade that routes references to their 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -156,3 +156,28 @@ def test_queues_route_references_to_their_kind_and_drop_unknown_kinds():
     assert qs.busy(("AgentTask", "ns", "t")) and not qs.claim(("AgentTask", "ns", "t"))
     qs.done(("AgentTask", "ns", "t"))
     assert qs.claim(("AgentTask", "ns", "t"))
+
+
+async def test_min_interval_hands_a_reference_to_workers_at_most_once_per_interval_and_coalesces_meanwhile():
+    """A build is enqueued by every change of its tasks: with ``min_interval`` the events that land while it waits
+    are one reconcile, handed out once the interval since the last one's end has passed."""
+    now = [datetime(2025, 1, 1, tzinfo=UTC)]
+    q = workqueue.WorkQueue[str](lambda: now[0], min_interval=0.5)
+    q.add("b")
+    assert await q.get() == "b"
+    q.done("b")
+    for _ in range(100):
+        q.add("b")
+    q.add("other")
+    assert await q.get() == "other"  # another reference is not held back
+    waiting = asyncio.ensure_future(q.get())
+    await asyncio.sleep(0)
+    assert not waiting.done() and len(q) == 1  # "b" waits, once
+    now[0] += timedelta(seconds=0.5)
+    q.wake.set()
+    assert await asyncio.wait_for(waiting, 5) == "b"
+    q.done("b")
+    assert len(q) == 0
+    # the test driver's take() hands out regardless (a frozen clock in unit tests)
+    q.add("b")
+    assert q.take() == ["b"]
