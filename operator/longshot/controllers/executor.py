@@ -78,6 +78,21 @@ class PatchObject:
 
 
 @dataclass(frozen=True)
+class PutConfigMap:
+    """Create a ConfigMap, or merge its data and annotations into the existing one (a ledger entry's result)."""
+
+    manifest: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class DeleteConfigMap:
+    """Delete a ConfigMap (NotFound is fine): a ledger entry past its build's retention."""
+
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True)
 class WriteStatus:
     """Merge-patch ``status`` fenced on ``resource_version``."""
 
@@ -122,7 +137,8 @@ class Call:
     what: str
 
 
-Action = CreatePod | DeletePod | CreateObject | PatchObject | WriteStatus | RecordEvent | Requeue | Call
+Action = (CreatePod | DeletePod | CreateObject | PatchObject | WriteStatus | RecordEvent | Requeue | Call
+          | PutConfigMap | DeleteConfigMap)
 
 
 def split_pod_creates(actions: Sequence[Action]) -> tuple[list[Action], list[Action]]:
@@ -228,6 +244,10 @@ class Executor:
                 self.queue.add_at(a.ref, a.at)
             case Call():
                 await asyncio.to_thread(a.fn)
+            case PutConfigMap():
+                await asyncio.to_thread(self.kube.put_configmap, a.manifest)
+            case DeleteConfigMap():
+                await asyncio.to_thread(self.kube.delete_configmap, a.namespace, a.name)
             case _:
                 assert_never(a)  # a new kind of action must be carried out here (mypy --strict says where)
 
