@@ -198,7 +198,7 @@ class LedgerPoster:
                 events = self._take()
                 if not events:
                     break
-                self._post(events, retries=5 if closing else 1)
+                self._post(events, retries=5 if closing else 3)
             if closing:
                 return
 
