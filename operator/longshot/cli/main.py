@@ -225,20 +225,23 @@ def cmd_logs(k: Kube, a: argparse.Namespace, out: TextIO) -> int:
         out.write(k.pod_log(pod, "agent", a.tail))
     except kubernetes.client.ApiException as e:
         if e.status == 404:  # the Pod is gone (finished Pods are deleted past spec.retention.finishedPods)
-            return _print_ledger(k, entry, number, a, out)
+            return _print_ledger(k, entry, number, a, out, gone=pod)
         if e.status == 400:
             raise CLIError(f"the Pod {pod} of attempt {number} has no log yet: {_reason(e)}") from None
         raise
     return 0
 
 
-def _print_ledger(k: Kube, entry: str, number: int, a: argparse.Namespace, out: TextIO) -> int:
+def _print_ledger(k: Kube, entry: str, number: int, a: argparse.Namespace, out: TextIO, *,
+                  gone: str | None = None) -> int:
     """The attempt's transcript from its ledger entry (docs/ledger.md): JSONL like the Pod's log, or with ``-o`` the
-    entry (its result and events) as JSON or YAML."""
+    entry (its result and events) as JSON or YAML. ``gone``: the attempt's Pod, which no longer exists."""
     cm = k.configmap(entry)
     if cm is None:
-        raise CLIError(f"attempt {number} has no ledger entry (ConfigMap {entry!r} not found: its Pod is gone and the "
-                       "entry was never written, or spec.retention.ledger deleted it)")
+        pod = (f"the Pod {gone} of attempt {number} is gone (finished Pods are deleted past "
+               "spec.retention.finishedPods) and it" if gone else f"attempt {number}")
+        raise CLIError(f"{pod} has no ledger entry (ConfigMap {entry!r} not found: never written, or deleted past "
+                       "spec.retention.ledger)")
     blob = ((cm.get("binaryData") or {}).get(ledger.TRANSCRIPT_KEY)) or ""
     try:
         events = ledger.events(base64.b64decode(blob)) if blob else []
