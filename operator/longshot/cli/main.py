@@ -215,6 +215,10 @@ def cmd_logs(k: Kube, a: argparse.Namespace, out: TextIO) -> int:
     number = a.attempt if a.attempt is not None else max(int(x.get("number", 0)) for x in attempts)
     record = next((x for x in attempts if x.get("number") == number), None)
     if record is None:
+        # status keeps the last 20 attempts; an older one may still have its ledger entry
+        older = ledger.entry_name(names.pod_name(a.task, number))
+        if number < max(int(x.get("number", 0)) for x in attempts) and k.configmap(older) is not None:
+            return _print_ledger(k, older, number, a, out)
         raise CLIError(f"AgentTask {a.task!r} has no attempt {number} "
                        f"(attempts: {', '.join(str(x.get('number')) for x in attempts)})")
     pod = record.get("pod") or names.pod_name(a.task, number)
