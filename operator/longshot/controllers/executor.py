@@ -85,14 +85,6 @@ class PutConfigMap:
 
 
 @dataclass(frozen=True)
-class DeleteConfigMap:
-    """Delete a ConfigMap (NotFound is fine): a ledger entry past its build's retention."""
-
-    namespace: str
-    name: str
-
-
-@dataclass(frozen=True)
 class WriteStatus:
     """Merge-patch ``status`` fenced on ``resource_version``."""
 
@@ -138,7 +130,7 @@ class Call:
 
 
 Action = (CreatePod | DeletePod | CreateObject | PatchObject | WriteStatus | RecordEvent | Requeue | Call
-          | PutConfigMap | DeleteConfigMap)
+          | PutConfigMap)
 
 
 def split_pod_creates(actions: Sequence[Action]) -> tuple[list[Action], list[Action]]:
@@ -246,8 +238,6 @@ class Executor:
                 await asyncio.to_thread(a.fn)
             case PutConfigMap():
                 await asyncio.to_thread(self.kube.put_configmap, a.manifest)
-            case DeleteConfigMap():
-                await asyncio.to_thread(self.kube.delete_configmap, a.namespace, a.name)
             case _:
                 assert_never(a)  # a new kind of action must be carried out here (mypy --strict says where)
 

@@ -8,7 +8,6 @@ taken in; the returned deletions are idempotent (a Pod already being deleted is 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -61,25 +60,32 @@ def ledger_selector(build: str) -> str:
     return f"{ledger.LABEL}=true,{keys.BUILD}={names.fit(build)}"
 
 
-async def ledger_actions(ctx: ctxmod.Context, build: objects.BuildRequest, now: datetime) -> list[ex.Action]:
-    """The build's ledger entries to delete (oldest first) beyond ``spec.retention.ledger``; at most once every
-    :data:`LEDGER_SWEEP` per build (a metadata-only list of its entries). A list that fails is logged and tried at
-    the next sweep: retention never holds up the build's reconcile."""
+def ledger_actions(ctx: ctxmod.Context, build: objects.BuildRequest, now: datetime) -> list[ex.Action]:
+    """At most once every :data:`LEDGER_SWEEP` per build: one executor action that lists the build's ledger entries
+    (metadata only) and deletes, oldest first, those beyond ``spec.retention.ledger`` (``core.ledger.to_delete``
+    decides). It runs in the executor, not here: the build's reconcile reads nothing more and never waits on it (its
+    decision stays one turn of the event loop). A list or delete that fails is logged and tried at the next sweep:
+    retention never holds up the build."""
     last = ctx.ledger_swept.get(build.key)
     if last is not None and now - last < LEDGER_SWEEP:
         return []
     ctx.ledger_swept[build.key] = now
-    try:
-        metas = await asyncio.to_thread(ctx.kube.list_configmap_metadata, build.namespace, ledger_selector(build.name))
-    except Exception as e:
-        log.warning("build %s/%s: cannot list its ledger entries: %s", build.namespace, build.name, e)
-        return []
-    entries = [ledger.Entry(str(m.get("name")), _time(m.get("creationTimestamp")) or now,
-                            _time((m.get("annotations") or {}).get(ledger.ENDED_ANNOTATION)))
-               for m in metas if m.get("name")]
     policy = build.spec.retention.ledger
-    gone = ledger.to_delete(entries, max_entries=policy.max_entries, ttl_seconds=policy.ttl_seconds, now=now)
-    return [ex.DeleteConfigMap(build.namespace, name) for name in gone]
+    k, ns, name = ctx.kube, build.namespace, build.name
+
+    def sweep() -> None:
+        try:
+            metas = k.list_configmap_metadata(ns, ledger_selector(name))
+            entries = [ledger.Entry(str(m.get("name")), _time(m.get("creationTimestamp")) or now,
+                                    _time((m.get("annotations") or {}).get(ledger.ENDED_ANNOTATION)))
+                       for m in metas if m.get("name")]
+            for gone in ledger.to_delete(entries, max_entries=policy.max_entries, ttl_seconds=policy.ttl_seconds,
+                                         now=now):
+                k.delete_configmap(ns, gone)
+        except Exception as e:
+            log.warning("build %s/%s: ledger retention failed, tried again in %s: %s", ns, name, LEDGER_SWEEP, e)
+
+    return [ex.Call(sweep, f"ledger retention of {ns}/{name}")]
 
 
 def _time(value: object) -> datetime | None:
