@@ -291,13 +291,18 @@ def test_gateway_service_account_is_least_privilege(helm, kubectl, namespace: st
                    ("get", "buildrequests.longshot.dev", builds),
                    ("patch", "agenttasks.longshot.dev", builds, "status"),
                    ("get", "secrets/git-token", builds if watch else namespace), ("create", "events", builds),
-                   ("get", "configmaps/longshot-prices", namespace)]
+                   ("get", "configmaps/longshot-prices", namespace),
+                   # the attempt ledger: transcripts into <pod>-ledger (docs/ledger.md)
+                   ("create", "configmaps", builds), ("patch", "configmaps/t-a1-ledger", builds),
+                   ("get", "configmaps/t-a1-ledger", builds)]
         denied = [("list", "secrets", builds), ("patch", "agenttasks.longshot.dev", builds),
                   ("patch", "buildrequests.longshot.dev", builds, "status"), ("create", "pods", builds),
-                  ("delete", "pods", builds), ("get", "configmaps/other", namespace),
+                  ("delete", "pods", builds), ("list", "configmaps", builds), ("watch", "configmaps", builds),
+                  ("delete", "configmaps/t-a1-ledger", builds), ("update", "configmaps/t-a1-ledger", builds),
                   ("create", "serviceaccounts/token", builds, ""), ("create", "agenttasks.longshot.dev", builds)]
         if watch:
-            denied += [("get", "secrets/git-token", "elsewhere"), ("get", "pods", "elsewhere")]
+            denied += [("get", "secrets/git-token", "elsewhere"), ("get", "pods", "elsewhere"),
+                       ("get", "configmaps/other", namespace), ("create", "configmaps", "elsewhere")]
         else:  # like the operator: Secrets only where rbac.secrets.namespaces grants them (the release's)
             denied += [("get", "secrets/git-token", builds)]
         assert [a for a in allowed if not can(*a)] == []
@@ -331,6 +336,9 @@ def test_operator_service_account_is_least_privilege(helm, kubectl, namespace: s
                    ("delete", "mergejobs.longshot.dev", None), ("watch", "pods", None), ("create", "pods", "team-a"),
                    ("delete", "pods", "team-a"), ("create", "events", "team-a"), ("list", "events", "team-a"),
                    ("get", "configmaps/script", "team-a"),  # the preflight checks spec.agent.script exists
+                   # the attempt ledger: an entry's result, and spec.retention.ledger (docs/ledger.md)
+                   ("create", "configmaps", "team-a"), ("patch", "configmaps/t-a1-ledger", "team-a"),
+                   ("list", "configmaps", "team-a"), ("delete", "configmaps/t-a1-ledger", "team-a"),
                    ("get", "secrets/git-token", namespace), ("get", "configmaps/longshot-killswitch", namespace),
                    ("create", "leases.coordination.k8s.io", namespace),
                    ("list", "leases.coordination.k8s.io", namespace),
@@ -339,7 +347,7 @@ def test_operator_service_account_is_least_privilege(helm, kubectl, namespace: s
         denied = [("list", "secrets", "team-a"), ("watch", "secrets", None), ("patch", "pods", "team-a"),
                   ("get", "secrets/git-token", "team-a"),  # no cluster-wide Secret read (see test_rbac.py)
                   ("create", "pods", "team-a", "exec"),
-                  ("get", "pods", "team-a", "log"), ("list", "configmaps", "team-a"), ("watch", "configmaps", None),
+                  ("get", "pods", "team-a", "log"), ("watch", "configmaps", None),
                   ("update", "configmaps/script", "team-a"), ("watch", "events", None),
                   ("update", "leases.coordination.k8s.io/kube-scheduler", namespace),
                   ("create", "leases.coordination.k8s.io", "team-a"), ("create", "deployments.apps", namespace),

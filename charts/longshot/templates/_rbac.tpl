@@ -20,11 +20,14 @@
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
-# only `get`: before any Pod the operator checks that the ConfigMaps a BuildRequest names (spec.agent.script,
-# spec.agent.prompts) exist and have their keys; it never lists or watches ConfigMaps
+# `get`: before any Pod the operator checks that the ConfigMaps a BuildRequest names (spec.agent.script,
+# spec.agent.prompts) exist and have their keys. The attempt ledger (docs/ledger.md): `create`/`patch` write an
+# attempt's result into its entry `<pod>-ledger` (created when the gateway wrote no transcript), `list` (metadata
+# only, by the label longshot.dev/ledger, every few minutes per build, never watched) and `delete` enforce
+# spec.retention.ledger
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get]
+  verbs: [get, list, create, patch, delete]
 {{- end -}}
 
 {{- define "longshot.secretRule" -}}

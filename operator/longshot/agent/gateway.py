@@ -13,10 +13,12 @@ the model directly with the credentials it finds in its credential directories.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import queue
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -136,3 +138,86 @@ class ProgressPoster:
                 self.posted += 1
             except (OSError, urllib.error.URLError, errors.AgentFailure, ValueError):
                 self.failed += 1
+
+
+class LedgerPoster:
+    """Posts the attempt's transcript events to ``/ledger`` in batches, from a background thread, best effort.
+
+    :meth:`offer` never blocks: events wait in a bounded queue (the oldest go when it is full, and the next batch
+    says how many with a ``ledger_dropped`` event); a batch goes every ``interval`` seconds or when ``batch`` events
+    wait. :meth:`close` posts what is left (the handoff last) before the Pod ends. The gateway bounds and redacts
+    the transcript again; the token names the attempt, so there is nothing to address."""
+
+    def __init__(self, gateway: Gateway, *, interval: float = 2.0, batch: int = 200, capacity: int = 5000,
+                 timeout: float = 10.0) -> None:
+        self.gateway = gateway
+        self.interval = interval
+        self.batch = batch
+        self.timeout = timeout
+        self.posted = 0
+        self.failed = 0
+        self.dropped = 0
+        self._pending: collections.deque[dict[str, Any]] = collections.deque(maxlen=capacity)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="longshot-ledger", daemon=True)
+        self._thread.start()
+
+    def offer(self, record: Mapping[str, Any]) -> None:
+        if record.get("type") == "heartbeat":
+            return
+        with self._lock:
+            if len(self._pending) == self._pending.maxlen:
+                self.dropped += 1
+            self._pending.append(dict(record))
+            full = len(self._pending) >= self.batch
+        if full:
+            self._wake.set()
+
+    def close(self, timeout: float = 15.0) -> None:
+        """Post everything still waiting, then stop (at most ``timeout`` seconds)."""
+        self._closing.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _take(self) -> list[dict[str, Any]]:
+        with self._lock:
+            out = [self._pending.popleft() for _ in range(min(self.batch, len(self._pending)))]
+            if self.dropped and out:
+                out.insert(0, {"type": "ledger_dropped", "dropped": self.dropped})
+                self.dropped = 0
+        return out
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            closing = self._closing.is_set()
+            while True:
+                events = self._take()
+                if not events:
+                    break
+                self._post(events, retries=5 if closing else 3)
+            if closing:
+                return
+
+    def _post(self, events: list[dict[str, Any]], *, retries: int) -> None:
+        body = json.dumps({"events": events}, default=str).encode()
+        for attempt in range(retries):
+            try:
+                request = urllib.request.Request(
+                    f"{self.gateway.url}/ledger", data=body, method="POST",
+                    headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.gateway.token()}"})
+                with _OPENER.open(request, timeout=self.timeout) as response:
+                    response.read()
+                self.posted += len(events)
+                return
+            except urllib.error.HTTPError as e:
+                if e.code not in (429, 503) or attempt + 1 >= retries:
+                    self.failed += len(events)
+                    return
+                time.sleep(min(float(e.headers.get("Retry-After") or 1), 5.0))
+            except (OSError, urllib.error.URLError, errors.AgentFailure, ValueError):
+                self.failed += len(events)
+                return

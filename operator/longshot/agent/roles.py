@@ -111,6 +111,8 @@ def run_backend(attempt: Attempt, *, validator: tools.Validator | None = None, t
         api_key_source=attempt.key_source, max_turns=task.backend.max_turns, sleep=attempt.sleep,
     )
     attempt.events.log("agent started", backend=backend.name, model=task.backend.model)
+    for role, text in (("system", system), ("user", prompt)):  # what the model is told first (the ledger keeps it)
+        attempt.events.emit("message", role=role, content=sandbox.truncate(text, 3500))
     try:
         return backend.run(session)
     finally:

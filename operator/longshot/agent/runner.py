@@ -62,8 +62,15 @@ def run(env: Mapping[str, str], *, sleep: Callable[[float], None] = time.sleep,
         _write_termination_log(paths.termination_log, f"invalid task input: {e}", ev)
         return e.exit_code
     poster = agent_gateway.ProgressPoster(gateway) if gateway is not None else None
-    if poster is not None:
-        ev.sink = poster.offer
+    transcript = agent_gateway.LedgerPoster(gateway) if gateway is not None else None
+    if poster is not None and transcript is not None:
+        progress, ledger = poster.offer, transcript.offer
+
+        def both(record: dict[str, Any]) -> None:
+            progress(record)
+            ledger(record)
+
+        ev.sink = both
     ev.set_context(build=task.build, task=task.task, attempt=task.attempt, role=task.role)
     ev.log("agent runner started", backend=task.backend.name, repository=gitops.sanitize_url(task.repository_url),
            branch=task.branch, base_branch=task.base_branch, gateway=gateway.url if gateway else None)
@@ -98,7 +105,11 @@ def run(env: Mapping[str, str], *, sleep: Callable[[float], None] = time.sleep,
     if poster is not None:
         ev.sink = None
         poster.close()
+    ev.sink = transcript.offer if transcript is not None else None
     ev.emit("handoff", handoff=delivered.to_wire())
+    if transcript is not None:  # the transcript, handoff last, reaches the ledger before the Pod ends
+        ev.sink = None
+        transcript.close()
     if failure is not None and delivered is result:
         return failure.exit_code
     return exit_code(delivered)

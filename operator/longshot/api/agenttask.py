@@ -159,6 +159,9 @@ class Attempt(Model):
     model: str | None = Field(default=None, max_length=256)
     """The model the attempt ran with (the task's ``spec.agent.model``, else the build's, or the next of the
     build's ``spec.agent.fallbackModels`` after an attempt the model API failed or rate-limited)."""
+    ledger: str | None = Field(default=None, max_length=253)
+    """The attempt's ledger entry, a ConfigMap in the task's namespace (``<pod>-ledger``: its transcript and result,
+    kept after the Pod is gone; ``kubectl longshot logs``, docs/ledger.md). Set when the attempt ends."""
 
 
 class HandoffSummary(Model):

@@ -298,6 +298,16 @@ class Budget(Model):
     """Most cost, in the backend's currency units, the build may use."""
 
 
+class LedgerRetention(Model):
+    """How long a build keeps its attempts' ledger entries (docs/ledger.md)."""
+
+    max_entries: int = Field(default=500, ge=1, le=100_000)
+    """Ledger entries (one ConfigMap per attempt, at most 256 KiB of transcript before compression) kept per build;
+    the oldest finished ones beyond this are deleted."""
+    ttl_seconds: int = Field(default=30 * 86400, ge=3600, le=366 * 86400)
+    """Seconds an entry is kept after its attempt ended (default 30 days, at least one hour, at most a year)."""
+
+
 class Retention(Model):
     """What a build keeps of its finished work beyond the AgentTasks' status."""
 
@@ -306,6 +316,9 @@ class Retention(Model):
     are deleted once their AgentTask has recorded the attempt (exit, failure class and handoff stay in its
     status), so a 10,000-task build does not leave 10,000 Pods behind. A planner's Pod stays until its plan has
     been taken in, whatever this says."""
+    ledger: LedgerRetention = Field(default_factory=LedgerRetention)
+    """The attempts' ledger entries (transcripts and results, kept after their Pods are gone): how many and how
+    long. Deleting the build deletes them all."""
 
 
 CleanupBranches = Literal["OnSuccess", "Always", "Never"]

@@ -13,6 +13,7 @@ name is looked up as a task first, then as a build (both existing: an error that
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import secrets
@@ -27,7 +28,7 @@ import yaml
 
 from longshot.api import common
 from longshot.cli import view
-from longshot.core import names
+from longshot.core import ledger, names
 
 PLURALS = {"BuildRequest": "buildrequests", "AgentTask": "agenttasks", "MergeJob": "mergejobs"}
 KIND_PREFIXES = {"at": "AgentTask", "agenttask": "AgentTask", "agenttasks": "AgentTask",
@@ -85,6 +86,17 @@ class Kube:
         obj: dict[str, Any] = self.custom.patch_namespaced_custom_object(  # type: ignore[assignment]
             common.GROUP, common.VERSION, self.namespace, PLURALS[kind], name, dict(body))
         return obj
+
+    def configmap(self, name: str) -> dict[str, Any] | None:
+        """A ConfigMap as plain JSON (``binaryData`` still base64); None when it does not exist."""
+        try:
+            obj = self.core.read_namespaced_config_map(name, self.namespace)
+        except kubernetes.client.ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        data: dict[str, Any] = self.api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
+        return data
 
     def pod_log(self, name: str, container: str, tail: int | None) -> str:
         kwargs: dict[str, Any] = {"container": container}
@@ -203,20 +215,56 @@ def cmd_logs(k: Kube, a: argparse.Namespace, out: TextIO) -> int:
     number = a.attempt if a.attempt is not None else max(int(x.get("number", 0)) for x in attempts)
     record = next((x for x in attempts if x.get("number") == number), None)
     if record is None:
+        # status keeps the last 20 attempts; an older one may still have its ledger entry
+        older = ledger.entry_name(names.pod_name(a.task, number))
+        if number < max(int(x.get("number", 0)) for x in attempts) and k.configmap(older) is not None:
+            return _print_ledger(k, older, number, a, out)
         raise CLIError(f"AgentTask {a.task!r} has no attempt {number} "
                        f"(attempts: {', '.join(str(x.get('number')) for x in attempts)})")
     pod = record.get("pod") or names.pod_name(a.task, number)
-    # the hook for the transcript ledger: an attempt whose Pod is gone is read from its ledger entry, once the
-    # attempt records have one; until then the Pod's log is the only transcript
+    entry = record.get("ledger") or ledger.entry_name(pod)
+    if a.ledger or a.output:
+        return _print_ledger(k, entry, number, a, out)
     try:
         out.write(k.pod_log(pod, "agent", a.tail))
     except kubernetes.client.ApiException as e:
-        if e.status == 404:
-            raise CLIError(f"the Pod {pod} of attempt {number} is gone (finished Pods are deleted past "
-                           "spec.retention.finishedPods); its transcript is not kept") from None
+        if e.status == 404:  # the Pod is gone (finished Pods are deleted past spec.retention.finishedPods)
+            return _print_ledger(k, entry, number, a, out, gone=pod)
         if e.status == 400:
             raise CLIError(f"the Pod {pod} of attempt {number} has no log yet: {_reason(e)}") from None
         raise
+    return 0
+
+
+def _print_ledger(k: Kube, entry: str, number: int, a: argparse.Namespace, out: TextIO, *,
+                  gone: str | None = None) -> int:
+    """The attempt's transcript from its ledger entry (docs/ledger.md): JSONL like the Pod's log, or with ``-o`` the
+    entry (its result and events) as JSON or YAML. ``gone``: the attempt's Pod, which no longer exists."""
+    cm = k.configmap(entry)
+    if cm is None:
+        pod = (f"the Pod {gone} of attempt {number} is gone (finished Pods are deleted past "
+               "spec.retention.finishedPods) and it" if gone else f"attempt {number}")
+        raise CLIError(f"{pod} has no ledger entry (ConfigMap {entry!r} not found: never written, or deleted past "
+                       "spec.retention.ledger)")
+    blob = ((cm.get("binaryData") or {}).get(ledger.TRANSCRIPT_KEY)) or ""
+    try:
+        events = ledger.events(base64.b64decode(blob)) if blob else []
+    except ValueError:
+        events = []
+    raw_result = (cm.get("data") or {}).get(ledger.RESULT_KEY)
+    try:
+        result = json.loads(raw_result) if raw_result else None
+    except ValueError:
+        result = None
+    if a.tail is not None:
+        events = events[-a.tail:]
+    if a.output:
+        emit(out, {"entry": entry, "attempt": number, "result": result, "events": events}, a.output, "")
+        return 0
+    # one JSON object a line, as the agent printed them; ASCII only: nothing an agent wrote can drive the terminal
+    out.write("".join(json.dumps(e, ensure_ascii=True, sort_keys=False) + "\n" for e in events))
+    if result is not None:
+        out.write(json.dumps({"type": "result", **result}, ensure_ascii=True) + "\n")
     return 0
 
 
@@ -346,10 +394,13 @@ def parser() -> argparse.ArgumentParser:
         return sp
 
     add("tree", cmd_tree, "show a build with its tasks, attempts and merge jobs", structured).add_argument("build")
-    sp = add("logs", cmd_logs, "show an attempt's agent log (the Pod's log)")
+    sp = add("logs", cmd_logs, "show an attempt's transcript: the Pod's log, or its ledger entry once the Pod is gone",
+             structured)
     sp.add_argument("task")
     sp.add_argument("--attempt", type=_positive, help="attempt number (default: the latest)")
     sp.add_argument("--tail", type=_positive, help="only the last lines")
+    sp.add_argument("--ledger", action="store_true",
+                    help="read the ledger entry even while the Pod exists (-o json|yaml implies it)")
     sp = add("answer", cmd_answer, "answer the question a task's agent asked (spec.answer)")
     sp.add_argument("task")
     sp.add_argument("text")

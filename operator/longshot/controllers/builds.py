@@ -114,6 +114,7 @@ class BuildReconciler:
             out.append(ex.Requeue(("BuildRequest", *key), now))
         ts = list(self.ctx.cache.tasks_of(key))
         out += retentionc.actions(self.ctx, build, ts)  # finished Pods beyond spec.retention
+        out += retentionc.ledger_actions(self.ctx, build, now)  # ledger entries beyond spec.retention.ledger
         refused = builds.refused_planners(_top_planners(ts), state.iteration, state.planner_task)
         work = [t for t in ts if cachemod.purpose(t) is None and t.name not in refused]
 

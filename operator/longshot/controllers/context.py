@@ -56,6 +56,9 @@ class Context:
     ready_since: dict[Key, datetime] = field(default_factory=dict)
     """When a pending task became dispatchable (dispatch latency): its dependencies ready and, when the last
     dispatch held it back (limits, suspension, overlapping scopes), the start of the step after that one."""
+    ledger_swept: dict[Key, datetime] = field(default_factory=dict)
+    """When each build's ledger entries were last checked against ``spec.retention.ledger``
+    (``controllers.retention.ledger_actions``)."""
     held: set[Key] = field(default_factory=set)
     """Ready tasks the last dispatch did not start."""
     dispatch_errors: dict[Key, str] = field(default_factory=dict)

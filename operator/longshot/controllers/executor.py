@@ -78,6 +78,13 @@ class PatchObject:
 
 
 @dataclass(frozen=True)
+class PutConfigMap:
+    """Create a ConfigMap, or merge its data and annotations into the existing one (a ledger entry's result)."""
+
+    manifest: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class WriteStatus:
     """Merge-patch ``status`` fenced on ``resource_version``."""
 
@@ -122,7 +129,8 @@ class Call:
     what: str
 
 
-Action = CreatePod | DeletePod | CreateObject | PatchObject | WriteStatus | RecordEvent | Requeue | Call
+Action = (CreatePod | DeletePod | CreateObject | PatchObject | WriteStatus | RecordEvent | Requeue | Call
+          | PutConfigMap)
 
 
 def split_pod_creates(actions: Sequence[Action]) -> tuple[list[Action], list[Action]]:
@@ -228,6 +236,8 @@ class Executor:
                 self.queue.add_at(a.ref, a.at)
             case Call():
                 await asyncio.to_thread(a.fn)
+            case PutConfigMap():
+                await asyncio.to_thread(self.kube.put_configmap, a.manifest)
             case _:
                 assert_never(a)  # a new kind of action must be carried out here (mypy --strict says where)
 

@@ -1,4 +1,5 @@
-"""Finished agent Pods of a build deleted beyond ``spec.retention.finishedPods`` (``core.retention`` decides).
+"""Finished agent Pods of a build deleted beyond ``spec.retention.finishedPods`` (``core.retention`` decides), and
+its attempts' ledger entries beyond ``spec.retention.ledger`` (``core.ledger.to_delete`` decides).
 
 The build reconciler calls :func:`actions` on every reconcile of a build it owns: from the cache it gathers the
 build's finished Pods, when each one's attempt was recorded in its task's status, and whether a planner's plan was
@@ -7,13 +8,21 @@ taken in; the returned deletions are idempotent (a Pod already being deleted is 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Final
 
 from longshot.api import conditions as cond
-from longshot.api import objects
+from longshot.api import keys, objects, timeutil
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
-from longshot.core import plan, retention
+from longshot.core import ledger, names, plan, retention
+
+log = logging.getLogger("longshot.retention")
+
+LEDGER_SWEEP: Final = timedelta(minutes=5)
+"""How often a build's ledger entries are listed (metadata only) and held to ``spec.retention.ledger``."""
 
 
 def finished_pods(ctx: ctxmod.Context, build: objects.BuildRequest,
@@ -44,3 +53,43 @@ def actions(ctx: ctxmod.Context, build: objects.BuildRequest,
             tasks: Sequence[objects.AgentTask]) -> list[ex.Action]:
     gone = retention.to_delete(finished_pods(ctx, build, tasks), build.spec.retention.finished_pods)
     return [ex.DeletePod(build.namespace, name, 0) for name in gone]
+
+
+def ledger_selector(build: str) -> str:
+    """The label selector of a build's ledger entries."""
+    return f"{ledger.LABEL}=true,{keys.BUILD}={names.fit(build)}"
+
+
+def ledger_actions(ctx: ctxmod.Context, build: objects.BuildRequest, now: datetime) -> list[ex.Action]:
+    """At most once every :data:`LEDGER_SWEEP` per build: one executor action that lists the build's ledger entries
+    (metadata only) and deletes, oldest first, those beyond ``spec.retention.ledger`` (``core.ledger.to_delete``
+    decides). It runs in the executor, not here: the build's reconcile reads nothing more and never waits on it (its
+    decision stays one turn of the event loop). A list or delete that fails is logged and tried at the next sweep:
+    retention never holds up the build."""
+    last = ctx.ledger_swept.get(build.key)
+    if last is not None and now - last < LEDGER_SWEEP:
+        return []
+    ctx.ledger_swept[build.key] = now
+    policy = build.spec.retention.ledger
+    k, ns, name = ctx.kube, build.namespace, build.name
+
+    def sweep() -> None:
+        try:
+            metas = k.list_configmap_metadata(ns, ledger_selector(name))
+            entries = [ledger.Entry(str(m.get("name")), _time(m.get("creationTimestamp")) or now,
+                                    _time((m.get("annotations") or {}).get(ledger.ENDED_ANNOTATION)))
+                       for m in metas if m.get("name")]
+            for gone in ledger.to_delete(entries, max_entries=policy.max_entries, ttl_seconds=policy.ttl_seconds,
+                                         now=now):
+                k.delete_configmap(ns, gone)
+        except Exception as e:
+            log.warning("build %s/%s: ledger retention failed, tried again in %s: %s", ns, name, LEDGER_SWEEP, e)
+
+    return [ex.Call(sweep, f"ledger retention of {ns}/{name}")]
+
+
+def _time(value: object) -> datetime | None:
+    try:
+        return timeutil.parse(value) if isinstance(value, str) else None
+    except ValueError:
+        return None

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
@@ -43,7 +44,7 @@ from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
 from longshot.controllers import fanout as fanoutc
 from longshot.controllers import taskinput
-from longshot.core import binding, failures, fanout, manifests, tasks
+from longshot.core import binding, failures, fanout, ledger, manifests, tasks
 from longshot.core import effects as fx
 from longshot.core.effects import EmitEvent, SetCondition
 from longshot.runtime import handoffs, pods
@@ -411,6 +412,7 @@ class TaskReconciler:
         counts: list[metrics.Increment] = []  # counted by the executor once the status write below succeeded
         returned: list[tuple[str, tuple[ho.PlannedTask, ...], bool]] = []  # plans, handed over after the write
         spans: list[int] = []  # tracing: attempts that ended here, exported by the executor after the write
+        ledgers: list[tasks.FinalizeLedger] = []  # entries completed before the status write that ends their attempt
         for e in effects:
             match e:
                 case tasks.CreatePod():
@@ -443,10 +445,13 @@ class TaskReconciler:
                     out.append(ex.CreateObject(merge_job_manifest(task, build, e)))
                 case tasks.PlanReturned():
                     returned.append((name, e.tasks, e.done))
+                case tasks.FinalizeLedger():
+                    ledgers.append(e)
                 case _:
                     assert_never(e)
         if pod_uid is not None and pod_uid[0] in attempts and not attempts[pod_uid[0]].get("podUID"):
             attempts[pod_uid[0]]["podUID"] = pod_uid[1]  # a Pod of this task's, adopted (the gateway now serves it)
+        out += [ex.PutConfigMap(ledger_entry(task, build, e, attempts.get(e.number, {}))) for e in ledgers]
         status["conditions"] = ex.stamp_generation(conds, task.generation)
         status["attempts"] = [attempts[n] for n in sorted(attempts)][-20:]
         status["observedGeneration"] = task.generation
@@ -459,6 +464,18 @@ class TaskReconciler:
         if returned:
             out.append(ex.Requeue(("BuildRequest", *build.key), now))
         return out
+
+
+def ledger_entry(task: objects.AgentTask, build: objects.BuildRequest, e: tasks.FinalizeLedger,
+                 attempt: dict[str, Any]) -> dict[str, Any]:
+    """The ledger entry of a finished attempt (``core.ledger``) with its ``result.json`` (the attempt's record as
+    this reconcile writes it) and its end, for retention."""
+    manifest = ledger.manifest(namespace=task.namespace, pod=e.pod, task=task.name, task_uid=task.metadata.uid or "",
+                               build=build.name, attempt=e.number, role=task.spec.role)
+    result = ledger.result(attempt, namespace=task.namespace, build=build.name, task=task.name, role=task.spec.role)
+    manifest["data"] = {ledger.RESULT_KEY: json.dumps(result, sort_keys=True)}
+    manifest["metadata"]["annotations"] = {ledger.ENDED_ANNOTATION: str(attempt.get("endTime") or "")}
+    return manifest
 
 
 def attempt_spans(task: objects.AgentTask, build: objects.BuildRequest, numbers: Sequence[int],

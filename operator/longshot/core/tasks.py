@@ -32,6 +32,10 @@ A ``Failed`` task whose last failure needs a person (``Auth``, ``Configuration``
 (:class:`Resume`) when the build's spec is edited or, for a budget, when the budget allows work again; a
 new ``spec.retryToken`` always retries.
 
+**Ledger.** Every attempt whose Pod ends, whatever the reason (finished, vanished, hung, cancelled, suspended,
+relaunched, killed), gets :class:`FinalizeLedger` before its ``RecordAttempt`` with the end time, and that record
+names the entry (``status.attempts[].ledger``; :func:`with_ledger`, ``core.ledger``).
+
 Every transition is a row of :data:`TRANSITIONS`; a (phase, event) pair missing from it raises
 :class:`InvalidTransition`. Events are idempotent: an event about an attempt older than the current one, or a
 repeated event, changes nothing. The Pod of attempt N is always named ``names.pod_name(task, N)``, so an
@@ -55,7 +59,7 @@ from longshot.api.agenttask import INITIAL_CONDITIONS, PENDING_MESSAGE, HandoffS
 from longshot.api.buildrequest import RetryPolicy
 from longshot.api.exitcodes import FailureClass
 from longshot.api.handoff import Handoff, HandoffError, PlannedTask
-from longshot.core import backoff, effects, failures, fanout, names
+from longshot.core import backoff, effects, failures, fanout, ledger, names
 from longshot.core.effects import EmitEvent, SetCondition
 
 Phase = Literal["Pending", "Backoff", "Running", "AwaitingInput", "Succeeded", "Failed", "Cancelled"]
@@ -346,6 +350,7 @@ class RecordAttempt:
     tokens: int | None = None
     cost: float | None = None
     model: str | None = None
+    ledger: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
         """camelCase fields that are set."""
@@ -366,6 +371,8 @@ class RecordAttempt:
             out["cost"] = self.cost
         if self.model is not None:
             out["model"] = self.model
+        if self.ledger is not None:
+            out["ledger"] = self.ledger
         return out
 
 
@@ -415,6 +422,18 @@ class StartCandidates:
 
 
 @dataclass(frozen=True)
+class FinalizeLedger:
+    """The attempt ``number`` (Pod ``pod``) ended: complete its ledger entry ``entry`` (``core.ledger``) with
+    ``result.json``, the attempt's record as this decision writes it to ``status.attempts[]``. Carried out before
+    the status write that records the end (create the entry when the gateway made none, else patch it), so a Pod
+    whose end is recorded, the only kind retention deletes, has a finalised entry."""
+
+    number: int
+    pod: str
+    entry: str
+
+
+@dataclass(frozen=True)
 class CountUsage:
     """Metrics: tokens and cost of a finished attempt (the status carries them in ``attempts``)."""
 
@@ -423,7 +442,7 @@ class CountUsage:
 
 
 Effect = (CreatePod | DeletePod | SetCondition | RecordAttempt | ScheduleRetry | EmitEvent | CreateMergeJob
-          | RecordHandoff | PlanReturned | CountUsage | StartCandidates)
+          | RecordHandoff | PlanReturned | CountUsage | StartCandidates | FinalizeLedger)
 
 Rand = Callable[[], float]
 Result = tuple[TaskState, list[Effect]]
@@ -992,10 +1011,25 @@ def decide(state: TaskState, event: Event, *, now: datetime, rand: Rand) -> Resu
     if handler is None:
         raise InvalidTransition(f"{state.name}: {type(event).__name__} is impossible in phase {state.phase}")
     new, effects = handler(state, event, now, rand)
+    effects = with_ledger(state.name, effects)
     if isinstance(event, PodFinished) and event.stuck and event.attempt is not None:
         # a Pod that will never start is deleted at once, whatever the event means to the task (stale or not)
         effects = [DeletePod(names.pod_name(state.name, event.attempt), grace_seconds=0), *effects]
     return new, effects
+
+
+def with_ledger(task: str, effects: list[Effect]) -> list[Effect]:
+    """``effects`` where every attempt of a Pod that ends (a :class:`RecordAttempt` with an end time, of the Pod
+    ``<task>-a<N>``: not a best-of-N round, which has no Pod of its own) names its ledger entry, and is preceded by
+    the :class:`FinalizeLedger` that completes that entry."""
+    out: list[Effect] = []
+    for e in effects:
+        if isinstance(e, RecordAttempt) and e.end_time is not None and e.pod == names.pod_name(task, e.number):
+            entry = ledger.entry_name(e.pod)
+            out += [FinalizeLedger(e.number, e.pod, entry), replace(e, ledger=entry)]
+        else:
+            out.append(e)
+    return out
 
 
 def initial_conditions(message: str = PENDING_MESSAGE) -> list[Effect]:

@@ -1,11 +1,13 @@
 """The gateway's Kubernetes calls (synchronous, official client; the server runs them in threads).
 
 Only what the gateway's RBAC (charts/longshot/templates/gateway-rbac.yaml) allows: TokenReviews; Pods,
-AgentTasks, BuildRequests, Secrets and the price ConfigMap read; AgentTask status patched; Events created.
+AgentTasks, BuildRequests, Secrets and the price ConfigMap read; AgentTask status patched; Events created; ledger
+entries (ConfigMaps) created, read and patched.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from longshot import api
 from longshot.api import keys
-from longshot.core import names
+from longshot.core import ledger, names
 from longshot.runtime import kube
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,22 @@ class Cluster:
 
     def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
         return self.kube.get_configmap(namespace, name)
+
+    def put_configmap(self, manifest: Mapping[str, Any]) -> None:
+        """Create the ConfigMap, or merge its data into the existing one (a ledger entry)."""
+        self.kube.put_configmap(manifest)
+
+    def get_ledger_transcript(self, namespace: str, name: str) -> bytes | None:
+        """The stored (compressed) transcript of a ledger entry; None when there is none."""
+        try:
+            found = self.kube.core.call("GET", "/api/v1/namespaces/{namespace}/configmaps/{name}",
+                                        {"namespace": namespace, "name": name})
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        blob = ((found or {}).get("binaryData") or {}).get(ledger.TRANSCRIPT_KEY)
+        return base64.b64decode(blob) if isinstance(blob, str) else None
 
     def build_tasks(self, namespace: str, build: str) -> list[dict[str, Any]]:
         """Every AgentTask of ``build`` (by its label, checked against ``spec.buildRef``)."""

@@ -34,7 +34,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -131,6 +131,8 @@ class ModelProxy:
         self._active: dict[tuple[str, str, int], int] = {}
         self._inflight_bytes = 0
         self.meter_buffers = metering.Buffers(settings.max_model_meter_bytes)
+        self.on_call: Callable[[Caller, dict[str, Any]], Awaitable[None]] | None = None
+        """The ledger's record of each proxied call (``gateway.ledger``): model, status, usage, duration."""
 
     # --- the build's state ------------------------------------------------------------------------------
 
@@ -296,11 +298,16 @@ class ModelProxy:
         upstream = self.client.build_request(request.method, url, headers=headers,
                                              content=_chunks(body) if request.method == "POST" else None)
         del body
+        began = time.monotonic()
+        model = fields.model or (caller.build_spec.get("agent") or {}).get("model")
         try:
             response = await self.client.send(upstream, stream=True)
         except httpx.HTTPError as e:
             metrics.MODEL_CALLS.labels(api=flavour, status="error").inc()
             log.warning("model upstream %s unreachable: %s", flavour, type(e).__name__)
+            await self._ledger(caller, {"api": flavour, "path": route.path, "model": model, "status": 502,
+                                        "error": f"unreachable: {type(e).__name__}",
+                                        "durationSeconds": round(time.monotonic() - began, 3)})
             return json_error(502, "upstream_error", f"longshot-gateway: cannot reach the {flavour} API: "
                                                      f"{type(e).__name__}"), "upstream_error"
         finally:
@@ -312,6 +319,7 @@ class ModelProxy:
                                request_model=fields.model or (caller.build_spec.get("agent") or {}).get("model"),
                                buffers=self.meter_buffers)
         settled = False
+        used: metering.Usage | None = None
         try:
             if response.status_code == 429:
                 await self._hold(caller, flavour, response.headers.get("retry-after"))
@@ -324,16 +332,23 @@ class ModelProxy:
                 await out.write(chunk)
             if metered and response.is_success:
                 settled = True
-                await self._record(caller, flavour, meter, claim)
+                used = await self._record(caller, flavour, meter, claim)
             await out.write_eof()
         finally:
             await response.aclose()
             if metered and response.is_success and not settled:
                 # cut short (the agent went away, the upstream failed mid-body): what was metered so far, or
                 # the whole reservation, is charged; the upstream bills the call either way
-                await asyncio.shield(self._record(caller, flavour, meter, claim))
+                used = await asyncio.shield(self._record(caller, flavour, meter, claim))
             elif not (metered and response.is_success):
                 meter.close()
+            record: dict[str, Any] = {"api": flavour, "path": route.path, "model": model,
+                                      "status": response.status_code,
+                                      "durationSeconds": round(time.monotonic() - began, 3)}
+            if used is not None:
+                record.update(inputTokens=used.input_tokens, outputTokens=used.output_tokens,
+                              estimated=used.estimated, **({"model": used.model} if used.model else {}))
+            await asyncio.shield(self._ledger(caller, record))
         return out, ("ok" if response.is_success else "rate_limited" if response.status_code == 429
                      else "upstream_error")
 
@@ -368,8 +383,16 @@ class ModelProxy:
         except Exception as e:  # the other replica learns it from its own 429 then
             log.warning("could not record the backoff on %s/%s: %s", caller.namespace, caller.task, e)
 
+    async def _ledger(self, caller: Caller, record: dict[str, Any]) -> None:
+        if self.on_call is not None:
+            try:
+                await self.on_call(caller, record)
+            except Exception as e:  # the ledger never fails a call
+                log.warning("could not record a model call of %s/%s in the ledger: %s", caller.namespace, caller.task,
+                            type(e).__name__)
+
     async def _record(self, caller: Caller, flavour: metering.Flavour, meter: metering.Meter,
-                      claim: modelcalls.Claim) -> None:
+                      claim: modelcalls.Claim) -> metering.Usage:
         try:
             used = meter.result(estimated_input=claim.input_tokens)
         finally:
@@ -401,6 +424,7 @@ class ModelProxy:
             self._settled[key] = self._settled.get(key, 0) + 1
             if len(self._settled) > 10_000:
                 self._settled.pop(next(iter(self._settled)))
+        return used
 
     async def _warn_unpriced(self, caller: Caller, model: str) -> None:
         key = (caller.namespace, caller.build, model)

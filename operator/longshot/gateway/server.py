@@ -5,6 +5,8 @@
     GET  /healthz                                     200 ok (liveness and readiness)
     GET  /metrics                                     Prometheus text (longshot.gateway.metrics)
     POST /progress                                    {"message": "...", "heartbeat": true} -> status.progress
+    POST /ledger                                      {"events": [...]}: the runner's transcript, into its
+                                                      attempt's ledger entry (longshot.gateway.ledger)
     POST /traces                                      an agent's spans (OTLP/HTTP protobuf), relayed to the
                                                       collector (longshot.gateway.traces)
     GET  /git/<ns>/<build>.git/info/refs              \\
@@ -34,6 +36,7 @@ from longshot import tracing
 from longshot.api import timeutil
 from longshot.gateway import cluster as gcluster
 from longshot.gateway import gitserve, identity, metrics, modelproxy, modelroutes, traces
+from longshot.gateway import ledger as gledger
 from longshot.gateway import status as gstatus
 from longshot.gateway.settings import GatewaySettings
 from longshot.net import guard as gd
@@ -66,13 +69,17 @@ class Gateway:
         self.client = httpx.AsyncClient(
             transport=transport, timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=30.0),
             follow_redirects=False, trust_env=False)
+        self.ledger = gledger.Ledger(cluster, settings)
+        """The attempts' transcripts, buffered and written to their ledger entries (docs/ledger.md)."""
         self.model = modelproxy.ModelProxy(cluster, settings, self.client)
+        self.model.on_call = self.ledger.model_call
         self.status = gstatus.TaskStatus(cluster)
         self._progress_written: dict[tuple[str, str], float] = {}
         self.traces = traces.Relay(settings) if tracing.setup(tracing.GATEWAY, settings.tracing_endpoint) else None
         """Tracing (only with ``tracing_endpoint``): the relay of agents' spans."""
 
     async def close(self) -> None:
+        await self.ledger.close()
         await self.client.aclose()
         if self.traces is not None:
             await self.traces.close()
@@ -191,6 +198,38 @@ class Gateway:
 
         return await _timed("progress", handle, request)
 
+    async def ledger_route(self, request: web.Request) -> web.StreamResponse:
+        async def handle() -> tuple[web.StreamResponse, str]:
+            try:
+                caller = await self._authenticate(request)
+            except identity.Denied as e:
+                return (web.json_response({"error": e.message}, status=e.status, headers=e.headers),
+                        _denied(e.status))
+            cap = self.settings.max_ledger_request_bytes
+            if request.content_length is not None and request.content_length > cap:
+                return web.json_response({"error": f"the body is larger than {cap} bytes (max_ledger_request_bytes)"},
+                                         status=413), "too_large"
+            raw = bytearray()
+            async for chunk in request.content.iter_chunked(64 * 1024):  # never more than cap + one chunk held
+                raw += chunk
+                if len(raw) > cap:
+                    break
+            if len(raw) > cap:
+                return web.json_response({"error": f"the body is larger than {cap} bytes (max_ledger_request_bytes)"},
+                                         status=413), "too_large"
+            events = gledger.parse_body(bytes(raw))
+            if events is None:
+                return web.json_response({"error": 'the body must be a JSON object {"events": [{"type": ...}, ...]}'},
+                                         status=400), "bad_request"
+            try:  # the token names the attempt: the body cannot point at another entry
+                kept, flushed = await self.ledger.append(caller, identity.token_from(request.headers), events)
+            except gledger.Full as e:
+                return web.json_response({"error": str(e)}, status=503,
+                                         headers={"Retry-After": str(max(1, int(e.retry_after)))}), "unavailable"
+            return web.json_response({"kept": kept, "flushed": flushed}, status=202), "ok"
+
+        return await _timed("ledger", handle, request)
+
     async def traces_route(self, request: web.Request) -> web.StreamResponse:
         async def handle() -> tuple[web.StreamResponse, str]:
             if self.traces is None:
@@ -243,12 +282,17 @@ def make_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/metrics", gateway.metrics_route)
     app.router.add_post("/progress", gateway.progress_route)
     app.router.add_post("/traces", gateway.traces_route)
+    app.router.add_post("/ledger", gateway.ledger_route)
     app.router.add_route("*", r"/git/{ns}/{build}.git/{rest:.*}", gateway.git_route)
     app.router.add_route("*", r"/model/{path:.*}", gateway.model_route)
 
     async def close(app: web.Application) -> None:
         await gateway.close()
 
+    async def start(app: web.Application) -> None:
+        gateway.ledger.start()
+
+    app.on_startup.append(start)
     app.on_cleanup.append(close)
     return app
 

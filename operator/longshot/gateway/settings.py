@@ -94,6 +94,16 @@ class GatewaySettings(EnvSettings):
     what is left under it (``vcs.packlimit``) and fails with a reason naming this cap, and a mirror found over
     it is removed. 0: no cap. Chart value ``gateway.mirrorMaxBytes``."""
 
+    # --- the attempt ledger (docs/ledger.md) -----------------------------------------------------------------
+    ledger_flush_seconds: float = Field(default=5.0, gt=0)
+    """How often an attempt's buffered transcript is written to its ledger entry (a ConfigMap; the handoff flushes at
+    once): a gateway restart loses at most this many seconds of transcript."""
+    max_ledger_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Largest body of one ``POST /ledger`` (a batch of the runner's events); a larger one is answered 413."""
+    max_ledger_buffer_bytes: int = Field(default=48 * 1024 * 1024, ge=256 * 1024)
+    """Memory for all attempts' transcripts on this replica: each buffered attempt holds up to 256 KiB, so this
+    many bytes / 256 KiB attempts are buffered at once (flushed ones make room; then new attempts wait, 503)."""
+
     # --- identity cache and per-attempt rate limit (docs/security.md) -----------------------------
     identity_cache_seconds: float = Field(default=2.0, ge=0)
     """How long the gateway reuses a caller's Pod, AgentTask and BuildRequest (keyed by the Pod's UID, at most

@@ -11,6 +11,7 @@ the decision was made on. The caller re-reads and decides again.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -72,6 +73,9 @@ class KubeAPI(Protocol):
     def delete_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> None: ...
     def delete(self, kind: str, namespace: str, name: str) -> None: ...
     def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None: ...
+    def put_configmap(self, manifest: Mapping[str, Any]) -> None: ...
+    def list_configmap_metadata(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
+    def delete_configmap(self, namespace: str, name: str) -> None: ...
     def get_secret(self, namespace: str, name: str) -> dict[str, str] | None: ...
     def pod_events(self, namespace: str, name: str) -> list[dict[str, Any]]: ...
     def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None: ...
@@ -263,6 +267,54 @@ class Kube:
             _raise_unless_missing(e, f"ConfigMap {namespace}/{name}")
             return None
         return {str(k): str(v) for k, v in (_obj(found).get("data") or {}).items()}
+
+    def put_configmap(self, manifest: Mapping[str, Any]) -> None:
+        """Create the ConfigMap, or when it exists merge-patch its ``data``, ``binaryData`` and annotations into it
+        (its labels and owners stay as its creator made them)."""
+        meta = manifest["metadata"]
+        params = {"namespace": str(meta["namespace"]), "name": str(meta["name"])}
+        try:
+            self.core.call("POST", "/api/v1/namespaces/{namespace}/configmaps", params, body=dict(manifest))
+            return
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        patch: dict[str, Any] = {k: manifest[k] for k in ("data", "binaryData") if manifest.get(k)}
+        if meta.get("annotations"):
+            patch["metadata"] = {"annotations": dict(meta["annotations"])}
+        request = self.client.param_serialize(
+            method="PATCH", resource_path="/api/v1/namespaces/{namespace}/configmaps/{name}", path_params=params,
+            header_params={"Accept": "application/json", "Content-Type": "application/merge-patch+json"},
+            body=patch, auth_settings=["BearerToken"])
+        response = self.client.call_api(*request)
+        response.read()  # type: ignore[no-untyped-call]
+        if not 200 <= response.status < 300:
+            raise ApiException(status=response.status, reason=response.reason)
+
+    def list_configmap_metadata(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The metadata (name, labels, annotations, creationTimestamp) of the ConfigMaps matching ``selector``: a
+        metadata-only list (``PartialObjectMetadataList``), so a build's ledger is listed without its transcripts."""
+        request = self.client.param_serialize(
+            method="GET", resource_path="/api/v1/namespaces/{namespace}/configmaps",
+            path_params={"namespace": namespace}, query_params=[("labelSelector", selector)],
+            header_params={"Accept": "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io,"
+                                     "application/json"},
+            auth_settings=["BearerToken"])
+        response = self.client.call_api(*request)
+        data = response.read()  # type: ignore[no-untyped-call]
+        if not 200 <= response.status < 300:
+            raise ApiException(status=response.status, reason=response.reason)
+        items = (json.loads(data or b"{}").get("items")) or []
+        return [dict(i.get("metadata") or {}) for i in items if isinstance(i, Mapping)]
+
+    def delete_configmap(self, namespace: str, name: str) -> None:
+        """Delete a ConfigMap; NotFound is fine."""
+        try:
+            self.core.call("DELETE", "/api/v1/namespaces/{namespace}/configmaps/{name}",
+                           {"namespace": namespace, "name": name})
+        except ApiException as e:
+            if e.status != 404:
+                raise
 
     def get_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """The Secret's data, base64-decoded (None when it does not exist; :class:`Forbidden` when RBAC hides it).

@@ -22,6 +22,8 @@ class FakeKube:
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         self.secrets: dict[tuple[str, str], dict[str, str]] = {}
         self.configmaps: dict[tuple[str, str], dict[str, str]] = {}
+        self.configmap_objects: dict[tuple[str, str], dict[str, Any]] = {}
+        """Whole ConfigMaps written with ``put_configmap`` (ledger entries)."""
         self.events: list[tuple[str, str, str, str]] = []
         self.calls: list[str] = []
         self._rv = itertools.count(1)
@@ -116,6 +118,28 @@ class FakeKube:
     def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
         self._maybe_fail("get_configmap")
         return self.configmaps.get((namespace, name))
+
+    def put_configmap(self, manifest: Mapping[str, Any]) -> None:
+        self._maybe_fail("put_configmap")
+        meta = manifest["metadata"]
+        key = (meta["namespace"], meta["name"])
+        stored = self.configmap_objects.setdefault(key, copy.deepcopy(dict(manifest)))
+        if stored is not manifest:
+            for part in ("data", "binaryData"):
+                stored.setdefault(part, {}).update(manifest.get(part) or {})
+            stored["metadata"].setdefault("annotations", {}).update(meta.get("annotations") or {})
+        self.configmaps[key] = dict(stored.get("data") or {})
+
+    def list_configmap_metadata(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self._maybe_fail("list_configmap_metadata")
+        want = dict(part.split("=", 1) for part in selector.split(","))
+        return [copy.deepcopy(o["metadata"]) for (ns, _), o in sorted(self.configmap_objects.items())
+                if ns == namespace and all((o["metadata"].get("labels") or {}).get(k) == v for k, v in want.items())]
+
+    def delete_configmap(self, namespace: str, name: str) -> None:
+        self._maybe_fail("delete_configmap")
+        self.configmap_objects.pop((namespace, name), None)
+        self.configmaps.pop((namespace, name), None)
 
     def get_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         self._maybe_fail("get_secret")
