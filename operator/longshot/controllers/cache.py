@@ -295,6 +295,13 @@ def queue_name(build: objects.BuildRequest, target: str) -> str:
     return f"{shard_key(build)}|{target}"
 
 
+def _dispatch_facts(build: objects.BuildRequest) -> tuple[object, ...]:
+    """What a dispatch plan reads of a build besides its tasks (``controllers.dispatch._build_view``): its spec, its
+    deletion, whether the operator has decided on its spec, and whether the spec failed its configuration check."""
+    stalled = next((c.reason for c in build.status.conditions if c.type == "Stalled" and c.status == "True"), None)
+    return (build.generation, build.metadata.deleting, build.status.observed_generation, stalled)
+
+
 @dataclass
 class Cache:
     builds: dict[Key, objects.BuildRequest] = field(default_factory=dict)
@@ -315,6 +322,11 @@ class Cache:
     version: int = 0
     """Bumped by every change a dispatch plan reads (an object or Pod stored or forgotten; not the gateway's
     heartbeats that change no metering): a plan of the same version would choose the same tasks."""
+    freeing: int = 0
+    """Bumped by every change that may let a dispatch start something where the last plan could not (a worker slot
+    or an operator-wide slot came free, a build's spec or status changed, a running task stopped, a task's spec
+    changed, a Pod ended or went): a plan that found every build full is not made again until it moves
+    (``controllers.dispatcher``). A new task, or a status write of a running one, does not move it."""
     parse_errors: int = 0
     compactor: Compactor = field(default_factory=Compactor)
 
@@ -362,6 +374,7 @@ class Cache:
     def _forget(self, kind: str, key: Key) -> list[Ref]:
         self._superseded.pop((kind, key), None)
         self.version += 1
+        self.freeing += 1
         if kind == "BuildRequest":
             self.builds.pop(key, None)
             self.changes[key] += 1
@@ -392,6 +405,9 @@ class Cache:
 
     def _store_pod(self, pod: PodView) -> list[Ref]:
         self.version += 1
+        old = self.pods.get(pod.key)
+        if old is None or pod.ended != old.ended or pod.deleting != old.deleting:
+            self.freeing += 1
         self.pods[pod.key] = pod
         if pod.task is None:
             return []
@@ -404,6 +420,8 @@ class Cache:
             self.version += 1
             self.changes[obj.key] += 1
             old_build = self.builds.get(obj.key)
+            if old_build is None or _dispatch_facts(old_build) != _dispatch_facts(obj):
+                self.freeing += 1
             self.builds[obj.key] = obj
             if old_build is not None and old_build.generation != obj.generation:
                 # a spec edit may resume stopped tasks (Configuration, Auth) or change their limits
@@ -423,6 +441,10 @@ class Cache:
                 self.changes[(ns, obj.build_name)] += 1
                 return [("BuildRequest", ns, obj.build_name)]
             self.version += 1
+            if old is not None and ((old.status.phase == "Running" and obj.status.phase != "Running")
+                                    or old.generation != obj.generation
+                                    or old.metadata.deleting != obj.metadata.deleting):
+                self.freeing += 1  # a slot may be free (a running task stopped), or the task's spec changed
             self.changes[(ns, obj.build_name)] += 1
             self.tasks[obj.key] = obj
             self.tasks_by_build[(ns, obj.build_name)].add(name)

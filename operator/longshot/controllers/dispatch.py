@@ -36,6 +36,10 @@ class Plan:
     failed: frozenset[cachemod.Key] = frozenset()
     """Builds whose dispatch error changed (appeared, changed or cleared; ``Context.dispatch_errors``): their
     reconcile writes the condition."""
+    full: bool = False
+    """Nothing can start until a slot comes free or a build changes (``Cache.freeing``): the operator-wide limit is
+    reached, or every build of this replica is at its ``workers.max``, suspended, halted or out of budget. New tasks
+    and status writes of running ones change nothing of that."""
 
 
 def plan(ctx: ctxmod.Context) -> Plan:
@@ -66,9 +70,9 @@ def plan(ctx: ctxmod.Context) -> Plan:
     metrics.set_tasks_by_state(by_state)
     metrics.ACTIVE_WORKERS.set(len(running))
     metrics.PENDING_TASKS.set(len(ready_keys))
-    if not pending:
-        return Plan((), frozenset(), _record_errors(ctx, errors))
     free = ctx.settings.max_workers - len(running)
+    if not pending:
+        return Plan((), frozenset(), _record_errors(ctx, errors), full=free <= 0)
     candidates: list[scheduler.TaskView] = []
     for bkey, waiting in pending.items():
         b = builds[bkey]
@@ -82,7 +86,23 @@ def plan(ctx: ctxmod.Context) -> Plan:
     errors.update(selection.failed)
     admit = tuple((v.build.split("/", 1)[0], v.name) for v in selection.start)
     ctx.held = ready_keys - set(admit)
-    return Plan(admit, selection.budget_blocked, _record_errors(ctx, errors))
+    return Plan(admit, selection.budget_blocked, _record_errors(ctx, errors),
+                full=free <= 0 or _all_full(ctx, busy, builds))
+
+
+def _all_full(ctx: ctxmod.Context, busy: dict[str, int], builds: dict[str, scheduler.BuildView]) -> bool:
+    """Every build of this replica can start nothing until a slot comes free or it changes: at its ``workers.max``,
+    suspended, halted or out of budget (those with pending tasks, ``builds``); a build without pending tasks counts
+    as full only at its ``workers.max`` (a task created in it may start at once)."""
+    for key, build in ctx.cache.builds.items():
+        bkey = f"{key[0]}/{key[1]}"
+        view = builds.get(bkey)
+        if view is not None:
+            if not (busy[bkey] >= view.max_workers or view.halted or view.suspended or view.budget_spent):
+                return False
+        elif busy[bkey] < build.spec.workers.max and ctx.owns_build(build):
+            return False
+    return True
 
 
 def _record_errors(ctx: ctxmod.Context, errors: dict[str, str]) -> frozenset[cachemod.Key]:

@@ -16,6 +16,9 @@ start now), and its one worker admits the chosen tasks.
   :meth:`healthy` False.
 * Between two plans the worker waits at least as long as the last plan took (its cost grows with the tasks: ~0.1 s
   at 10,000), so dispatch never holds more than half of the event loop.
+* A plan that found everything full (``Plan.full``: the operator-wide limit, or every build at its limit,
+  suspended, halted or out of budget) is not made again until something may free a slot (``Cache.freeing``): a
+  10,000-task plan taken in while the build's slots are full costs no plan per new task.
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ class Dispatcher:
         from then when that is later than when it became ready."""
         self.planned: tuple[int, bool] | None = None
         """What the last plan read (the cache's version, the killswitch); None: the next dispatch plans."""
+        self.full: tuple[int, bool] | None = None
+        """The last plan found everything full: ``(Cache.freeing, killswitch)`` then; None: it did not."""
         self.plan_seconds = 0.0
         self.failures = 0
         """Dispatches in a row that raised."""
@@ -96,6 +101,7 @@ class Dispatcher:
     def replan(self, why: str) -> None:
         """Plan at the next dispatch even if nothing the last plan read has changed (shards moved, the resync)."""
         self.planned = None
+        self.full = None
         self.poke(why)
 
     # --- the controller ------------------------------------------------------------------------------
@@ -133,7 +139,7 @@ class Dispatcher:
             self.failures = 0
         except Exception:
             self.failures += 1
-            self.planned = None
+            self.planned = self.full = None
             delay = self.queue.retry(KEY)
             log.exception("dispatch failed; dispatching again in %.2fs", delay)
         finally:
@@ -151,11 +157,15 @@ class Dispatcher:
         reads = (self.ctx.cache.version, self.ctx.killswitch)
         if reads == self.planned:
             return  # nothing the last plan read has changed: it would choose the same
+        if self.full is not None and self.full == (self.ctx.cache.freeing, self.ctx.killswitch):
+            return  # everything was full, and nothing that could free a slot has happened since
         self.planned = reads
+        freeing = self.ctx.cache.freeing
         held, freed = self.ctx.held, self.slot_freed  # before this plan (which sets ctx.held anew)
         began = self.monotonic()
         chosen = dispatch.plan(self.ctx)
         self.plan_seconds = self.monotonic() - began
+        self.full = (freeing, reads[1]) if chosen.full and not chosen.admit else None
         for b in chosen.budget_blocked:
             ns, name = b.split("/", 1)
             self.ctx.queue.add_all([("BuildRequest", ns, name)])
@@ -227,7 +237,7 @@ class Dispatcher:
                 self._admission_failed(key, e)
 
     def _admission_failed(self, key: cachemod.Key, e: Exception) -> None:
-        self.planned = None  # the task is still a candidate: its retried reconcile dispatches again
+        self.planned = self.full = None  # the task is still a candidate: its retried reconcile dispatches again
         ref: cachemod.Ref = ("AgentTask", *key)
         delay = self.task_queue.retry(ref)
         if isinstance(e, kube.Conflict):

@@ -61,7 +61,7 @@ class WorkQueue(Generic[T]):
         self.max_delay = max_delay
         self.min_interval = timedelta(seconds=min_interval)
         self._cooldown: dict[T, datetime] = {}
-        """Reference -> when :meth:`get` may hand it out again (``min_interval`` after its last :meth:`done`)."""
+        """Reference -> when :meth:`get` may hand it out again (``min_interval`` after it last did)."""
         self._dirty: dict[T, None] = {}
         self._processing: set[T] = set()
         self._failures: dict[T, int] = {}
@@ -142,11 +142,6 @@ class WorkQueue(Generic[T]):
 
     def done(self, ref: T) -> None:
         self._processing.discard(ref)
-        if self.min_interval:
-            now = self.clock()
-            if len(self._cooldown) > 4096:  # forget those long past (references that never came back)
-                self._cooldown = {r: t for r, t in self._cooldown.items() if t > now}
-            self._cooldown[ref] = now + self.min_interval
         if ref in self._dirty:
             self.wake.set()
 
@@ -154,8 +149,9 @@ class WorkQueue(Generic[T]):
         return self._timers[0][0] if self._timers else None
 
     def _get_one(self) -> T | None:
-        """:meth:`take` of one reference, minding ``min_interval``; None when none may be handed out now."""
-        if not self._cooldown:
+        """:meth:`take` of one reference, minding ``min_interval`` (counted from when :meth:`get` last handed the
+        reference out); None when none may be handed out now."""
+        if not self.min_interval:
             got = self.take(1)
             return got[0] if got else None
         self._release_timers()
@@ -166,9 +162,11 @@ class WorkQueue(Generic[T]):
             until = self._cooldown.get(ref)
             if until is not None and until > now:
                 continue
-            self._cooldown.pop(ref, None)
             del self._dirty[ref]
             self._processing.add(ref)
+            if len(self._cooldown) > 4096:  # forget those long past (references that never came back)
+                self._cooldown = {r: t for r, t in self._cooldown.items() if t > now}
+            self._cooldown[ref] = now + self.min_interval
             return ref
         return None
 

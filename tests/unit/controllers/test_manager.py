@@ -1061,3 +1061,40 @@ async def test_a_task_owned_by_a_task_whose_reconcile_is_in_flight_is_not_admitt
     m.queue.done(owner)
     await m.dispatcher.dispatch("the owner's reconcile ended")
     assert ("ns", "b-judge-a1") in fake.pods
+
+
+async def test_a_plan_that_found_every_slot_full_is_not_made_again_for_new_tasks_only_when_a_slot_may_free(
+        world, monkeypatch):
+    """bench-dispatch: a 10,000-task plan taken in while the build's slots were full made a plan (O(tasks)) per
+    new task. Now a full plan waits for what may free a slot (``Cache.freeing``): a Pod that ends, a task that
+    leaves its phase, a build that changes."""
+    from longshot.controllers import dispatch
+
+    fake, m, _clock, _mono, sync = world
+    first, second = await one_running_one_held(fake, sync)
+    plans: list[dispatch.Plan] = []
+    real = dispatch.plan
+
+    def counted(ctx: Any) -> dispatch.Plan:
+        plans.append(real(ctx))
+        return plans[-1]
+
+    monkeypatch.setattr(dispatch, "plan", counted)
+    m.dispatcher.replan("test")  # one plan now: it finds the one slot taken
+    await sync()
+    assert plans and plans[-1].full and not plans[-1].admit
+    made = len(plans)
+    for i in range(5):  # new tasks in the full build (a plan being taken in): no plan
+        task = json.loads(json.dumps(fake.objects[("AgentTask", "ns", second[:-3])]))
+        task["metadata"] = {"name": f"b-new{i}", "namespace": "ns", "labels": task["metadata"].get("labels", {}),
+                            "ownerReferences": task["metadata"].get("ownerReferences", [])}
+        fake.create(task)
+        await sync()
+    assert ("AgentTask", "ns", "b-new4") in fake.objects
+    assert len(plans) == made
+    # the running task's Pod ends: its slot may be free, so a plan is made, and it fills the slot
+    done = ho.Handoff(task=first[:-3], attempt=1, role="worker", outcome="succeeded", summary="done")
+    fake.finish_pod("ns", first, 0, json.dumps(done.to_wire()))
+    await sync()
+    # the scheduler's order (same priority and age: by name)
+    assert [p.admit for p in plans[made:] if p.admit] == [(("ns", "b-new0"),)]
