@@ -53,14 +53,9 @@ class Context:
     killswitch: bool = False
     plans: dict[Key, list[tuple[str, tuple[PlannedTask, ...], bool]]] = field(default_factory=lambda: defaultdict(list))
     """Plans returned by planner tasks, waiting for their build's reconcile: (planner, tasks, done)."""
-    ready_since: dict[Key, datetime] = field(default_factory=dict)
-    """When a pending task became dispatchable (dispatch latency): its dependencies ready and, when the last
-    dispatch held it back (limits, suspension, overlapping scopes), the start of the step after that one."""
     ledger_swept: dict[Key, datetime] = field(default_factory=dict)
     """When each build's ledger entries were last checked against ``spec.retention.ledger``
     (``controllers.retention.ledger_actions``)."""
-    held: set[Key] = field(default_factory=set)
-    """Ready tasks the last dispatch did not start."""
     dispatch_errors: dict[Key, str] = field(default_factory=dict)
     """Builds whose part of the last dispatch plan raised, with the error's class (``core.scheduler.Selection
     .failed``): their reconcile sets the ``DispatchFailed`` condition."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from longshot import metrics
@@ -42,7 +42,17 @@ class Plan:
     and status writes of running ones change nothing of that."""
 
 
-def plan(ctx: ctxmod.Context) -> Plan:
+@dataclass
+class Readiness:
+    """What only dispatch reads, kept by the dispatcher (not in the shared context): when each ready pending task
+    became ready as plans saw it (its dispatch latency counts from then), and the ready tasks the last plan held
+    back."""
+
+    ready_since: dict[cachemod.Key, datetime] = field(default_factory=dict)
+    held: set[cachemod.Key] = field(default_factory=set)
+
+
+def plan(ctx: ctxmod.Context, readiness: Readiness | None = None) -> Plan:
     """The tasks to admit now, and the builds whose ready work a spent budget holds back.
 
     One pass over the tasks, build by build (a build's facts are read once): the running ones and the pending
@@ -51,6 +61,7 @@ def plan(ctx: ctxmod.Context) -> Plan:
     one, which starts nothing and is enough for the scheduler to say why the build is held (a 10,000-task build
     whose slots are full costs its running tasks, not 9,000 candidates' views)."""
     now = ctx.clock()
+    readiness = readiness if readiness is not None else Readiness()
     by_state: dict[str, int] = defaultdict(int)
     running: list[scheduler.TaskView] = []
     busy: dict[str, int] = defaultdict(int)
@@ -70,8 +81,11 @@ def plan(ctx: ctxmod.Context) -> Plan:
     metrics.set_tasks_by_state(by_state)
     metrics.ACTIVE_WORKERS.set(len(running))
     metrics.PENDING_TASKS.set(len(ready_keys))
+    since = readiness.ready_since
+    readiness.ready_since = {k: since.get(k, now) for k in ready_keys}  # tasks no longer ready (or gone) drop out
     free = ctx.settings.max_workers - len(running)
     if not pending:
+        readiness.held = set()
         return Plan((), frozenset(), _record_errors(ctx, errors), full=free <= 0)
     candidates: list[scheduler.TaskView] = []
     for bkey, waiting in pending.items():
@@ -85,7 +99,7 @@ def plan(ctx: ctxmod.Context) -> Plan:
                                  killswitch=ctx.killswitch)
     errors.update(selection.failed)
     admit = tuple((v.build.split("/", 1)[0], v.name) for v in selection.start)
-    ctx.held = ready_keys - set(admit)
+    readiness.held = ready_keys - set(admit)
     return Plan(admit, selection.budget_blocked, _record_errors(ctx, errors),
                 full=free <= 0 or _all_full(ctx, busy, builds))
 
@@ -152,8 +166,6 @@ def _gather(ctx: ctxmod.Context, ns: str, build_name: str, names: Iterable[str],
         ready = ctx.readiness(t, build)[0] == "ready"
         if ready:
             ready_keys.add(key)
-            if key not in ctx.ready_since:
-                ctx.ready_since[key] = now
         pending.setdefault(bkey, []).append((t, ready))
         if bkey not in builds:
             builds[bkey] = _build_view(ctx, build)

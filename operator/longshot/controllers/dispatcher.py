@@ -83,6 +83,8 @@ class Dispatcher:
         self.started: float | None = None
         """When the dispatch in flight started (monotonic); None: none is."""
         self.admissions = asyncio.Semaphore(CONCURRENCY)
+        self.readiness = dispatch.Readiness()
+        """When ready tasks became ready and which the last plan held back: read by dispatch alone."""
 
     # --- input ---------------------------------------------------------------------------------------
 
@@ -129,9 +131,10 @@ class Dispatcher:
         why, self.why = ", ".join(self.why) or "resync", []
         poked, self.poked = self.poked, None
         if poked is not None:
-            for key in self.ctx.held:  # held back by the last plan: it may start from when this dispatch was asked
-                if key in self.ctx.ready_since:
-                    self.ctx.ready_since[key] = max(self.ctx.ready_since[key], poked)
+            since = self.readiness.ready_since
+            for key in self.readiness.held:  # held back by the last plan: may start from when this dispatch was asked
+                if key in since:
+                    since[key] = max(since[key], poked)
         self.started = self.monotonic()
         try:
             await self.dispatch(why)
@@ -161,9 +164,9 @@ class Dispatcher:
             return  # everything was full, and nothing that could free a slot has happened since
         self.planned = reads
         freeing = self.ctx.cache.freeing
-        held, freed = self.ctx.held, self.slot_freed  # before this plan (which sets ctx.held anew)
+        held, freed = self.readiness.held, self.slot_freed  # before this plan (which sets them anew)
         began = self.monotonic()
-        chosen = dispatch.plan(self.ctx)
+        chosen = dispatch.plan(self.ctx, self.readiness)
         self.plan_seconds = self.monotonic() - began
         self.full = (freeing, reads[1]) if chosen.full and not chosen.admit else None
         for b in chosen.budget_blocked:
@@ -206,7 +209,7 @@ class Dispatcher:
         began = self.monotonic()
 
         async def create(key: cachemod.Key) -> list[ex.Action] | None:
-            since = self.ctx.ready_since.get(key)
+            since = self.readiness.ready_since.get(key)
             if since is not None and key in held and freed is not None and freed > since:
                 since = freed  # held for a slot that came free since (a Pod ended): it could start from then
             async with self.admissions:
@@ -216,6 +219,7 @@ class Dispatcher:
                 except Exception as e:
                     self._admission_failed(key, e)
                     return None
+            self.readiness.ready_since.pop(key, None)  # admitted: its latency is observed now
             if pods and since is not None:
                 latency = max(0.0, (self.clock() - since).total_seconds())
                 metrics.DISPATCH_LATENCY.observe(latency)

@@ -166,7 +166,6 @@ class TaskReconciler:
         if state.phase != tasks.PENDING or task.spec.suspend:
             return []
         now = self.ctx.clock()
-        self.ctx.ready_since.pop(key, None)  # the manager observes the dispatch latency once the Pod is created
         return self._decide(task, build, state, [tasks.Admitted()], now, [])
 
     def _load(self, key: cachemod.Key) -> tuple[objects.AgentTask, objects.BuildRequest] | None:
@@ -242,11 +241,9 @@ class TaskReconciler:
         blocked = cond.find(conds, cond.BLOCKED)
         reconciling = cond.find(conds, cond.RECONCILING) or {}
         if readiness == "ready":
-            self.ctx.ready_since.setdefault(task.key, now)
             stale = (blocked is not None and blocked.get("status") == cond.TRUE) or \
                 reconciling.get("reason") in ("WaitingForDependencies", "DependencyFailed")
             return [tasks.DependenciesChanged("ready")] if stale else []
-        self.ctx.ready_since.pop(task.key, None)
         if readiness == "blocked":
             same = blocked is not None and blocked.get("status") == cond.TRUE and blocked.get("message") == message
             return [] if same else [tasks.DependenciesChanged("blocked", message)]

@@ -142,12 +142,13 @@ def context_of(world: dict[str, Any]) -> ctxmod.Context:
 @given(worlds())
 def test_the_plan_chooses_and_holds_what_a_view_of_every_candidate_gives(world):
     ctx, oracle = context_of(world), context_of(world)
-    chosen = dispatch.plan(ctx)
+    readiness = dispatch.Readiness()
+    chosen = dispatch.plan(ctx, readiness)
     admit, budget_blocked, held = every_candidate(oracle)
     assert chosen.admit == admit
     assert chosen.budget_blocked == budget_blocked
-    assert ctx.held == held
-    assert set(ctx.ready_since) == {k for k in oracle.ready_since} | held | set(admit)
+    assert readiness.held == held
+    assert set(readiness.ready_since) == held | set(admit)
 
 
 def test_a_full_build_of_many_tasks_gets_no_view_of_its_candidates_and_a_free_slot_gets_them_all(monkeypatch):
@@ -166,7 +167,8 @@ def test_a_full_build_of_many_tasks_gets_no_view_of_its_candidates_and_a_free_sl
         return view(t, build, phase, ready)
 
     monkeypatch.setattr(dispatch, "_view", counting)
-    assert dispatch.plan(ctx).admit == () and len(ctx.held) == 47
+    readiness = dispatch.Readiness()
+    assert dispatch.plan(ctx, readiness).admit == () and len(readiness.held) == 47
     assert viewed == {tasks.RUNNING: 3, tasks.PENDING: 1}  # one candidate says why the build starts nothing
     viewed.clear()
     ctx.cache.observe("Pod", "MODIFIED", {"metadata": {"name": "b0-t0-a1", "namespace": "ns", "resourceVersion": "2",

@@ -604,7 +604,7 @@ async def test_a_dispatch_that_reads_what_the_last_plan_read_makes_no_plan_and_a
     first, second = await one_running_one_held(fake, sync)
     plans = []
     real_plan = dispatch.plan
-    monkeypatch.setattr(dispatch, "plan", lambda ctx: (plans.append(1), real_plan(ctx))[1])
+    monkeypatch.setattr(dispatch, "plan", lambda ctx, *rest: (plans.append(1), real_plan(ctx, *rest))[1])
     await m._dispatch("again")
     await m.step()
     assert plans == []  # nothing changed since the last plan
@@ -1075,8 +1075,8 @@ async def test_a_plan_that_found_every_slot_full_is_not_made_again_for_new_tasks
     plans: list[dispatch.Plan] = []
     real = dispatch.plan
 
-    def counted(ctx: Any) -> dispatch.Plan:
-        plans.append(real(ctx))
+    def counted(ctx: Any, *rest: Any) -> dispatch.Plan:
+        plans.append(real(ctx, *rest))
         return plans[-1]
 
     monkeypatch.setattr(dispatch, "plan", counted)
