@@ -295,6 +295,12 @@ def queue_name(build: objects.BuildRequest, target: str) -> str:
     return f"{shard_key(build)}|{target}"
 
 
+def _affected_by_spec(task: objects.AgentTask | None) -> bool:
+    """Whether an edit of its build's spec may change what a task's reconcile decides: any task but a pending or
+    finished one (a pending task's start is decided by dispatch, which reads the build)."""
+    return task is not None and task.status.phase not in (None, "", "Pending", "Succeeded", "Cancelled")
+
+
 def _dispatch_facts(build: objects.BuildRequest) -> tuple[object, ...]:
     """What a dispatch plan reads of a build besides its tasks (``controllers.dispatch._build_view``): its spec, its
     deletion, whether the operator has decided on its spec, and whether the spec failed its configuration check."""
@@ -424,9 +430,12 @@ class Cache:
                 self.freeing += 1
             self.builds[obj.key] = obj
             if old_build is not None and old_build.generation != obj.generation:
-                # a spec edit may resume stopped tasks (Configuration, Auth) or change their limits
-                tasks = self.tasks_by_build.get(obj.key, ())
-                return [("BuildRequest", ns, name), *(("AgentTask", ns, t) for t in tasks)]
+                # a spec edit may resume stopped tasks (Configuration, Auth, a budget) or change what running ones
+                # do; a pending task's start is dispatch's to decide, which reads the build anew (and the resync
+                # reconciles every task): raising workers.max of a 10,000-task build is not 10,000 reconciles
+                return [("BuildRequest", ns, name),
+                        *(("AgentTask", ns, t) for t in self.tasks_by_build.get(obj.key, ())
+                          if _affected_by_spec(self.tasks.get((ns, t))))]
             return [("BuildRequest", ns, name)]
         if isinstance(obj, objects.AgentTask):
             old = self.tasks.get(obj.key)
