@@ -12,9 +12,8 @@ time (timers: backoffs, sweeps, error retries).
   workers run): it is processing until :meth:`done`, exactly as if :meth:`take` had handed it out.
 * :meth:`get` waits for the next reference a worker may process (controller-runtime's ``Get``); :meth:`take`
   hands out every due one at once (a controller's :meth:`~longshot.controllers.controller.Controller.drain`).
-* ``min_interval``: a reference is handed to a worker (:meth:`get`) at most once per that many seconds, and no
-  sooner than four times its last reconcile's duration after that one ended (``BUSY_SHARE``); events that land
-  meanwhile wait and are reconciled together. The BuildRequest controller uses it: every change of any of
+* ``min_interval``: a reference is handed to a worker (:meth:`get`) at most once per that many seconds; events
+  that land meanwhile wait and are reconciled together. The BuildRequest controller uses it: every change of any of
   a build's tasks enqueues the build, and a build's reconcile reads all of its tasks, so without it a 10,000-task
   build's reconciles cost O(tasks) per task event. (:meth:`take`, the test driver's, hands out regardless.)
 
@@ -54,11 +53,6 @@ class Enqueuer(Protocol):
     def add_at(self, ref: Ref, when: datetime) -> None: ...
 
 
-BUSY_SHARE = 5
-"""With ``min_interval``, a reference whose reconcile took ``d`` is handed out again no sooner than ``4 d`` after it
-ended (and ``min_interval`` after it started): one reference's reconciles take at most a fifth of the time."""
-
-
 class WorkQueue(Generic[T]):
     def __init__(self, clock: Callable[[], datetime], *, base_delay: float = 0.25, max_delay: float = 60.0,
                  min_interval: float = 0.0) -> None:
@@ -67,7 +61,6 @@ class WorkQueue(Generic[T]):
         self.max_delay = max_delay
         self.min_interval = timedelta(seconds=min_interval)
         self._cooldown: dict[T, datetime] = {}
-        self._started: dict[T, datetime] = {}
         """Reference -> when :meth:`get` may hand it out again (``min_interval`` after it last did)."""
         self._dirty: dict[T, None] = {}
         self._processing: set[T] = set()
@@ -149,10 +142,6 @@ class WorkQueue(Generic[T]):
 
     def done(self, ref: T) -> None:
         self._processing.discard(ref)
-        started = self._started.pop(ref, None) if self.min_interval else None
-        if started is not None:  # a reconcile that took long waits longer: it holds at most 1/BUSY_SHARE of the loop
-            now = self.clock()
-            self._cooldown[ref] = max(self._cooldown.get(ref, now), now + (now - started) * (BUSY_SHARE - 1))
         if ref in self._dirty:
             self.wake.set()
 
@@ -178,7 +167,6 @@ class WorkQueue(Generic[T]):
             if len(self._cooldown) > 4096:  # forget those long past (references that never came back)
                 self._cooldown = {r: t for r, t in self._cooldown.items() if t > now}
             self._cooldown[ref] = now + self.min_interval
-            self._started[ref] = now
             return ref
         return None
 

@@ -181,18 +181,3 @@ async def test_min_interval_hands_a_reference_to_workers_at_most_once_per_interv
     # the test driver's take() hands out regardless (a frozen clock in unit tests)
     q.add("b")
     assert q.take() == ["b"]
-
-
-async def test_a_reference_whose_reconcile_took_long_waits_four_times_that_before_the_next():
-    now = [datetime(2025, 1, 1, tzinfo=UTC)]
-    q = workqueue.WorkQueue[str](lambda: now[0], min_interval=0.5)
-    q.add("b")
-    assert await q.get() == "b"
-    now[0] += timedelta(seconds=1)  # the reconcile took 1 s
-    q.done("b")
-    q.add("b")
-    assert q._get_one() is None
-    now[0] += timedelta(seconds=3.9)
-    assert q._get_one() is None
-    now[0] += timedelta(seconds=0.1)
-    assert q._get_one() == "b"
