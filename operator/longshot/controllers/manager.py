@@ -70,10 +70,10 @@ WORKERS: Final = {"AgentTask": 16, "MergeJob": 8, "Queue": 4, "BuildRequest": 8}
 STALLS: Final = {"AgentTask": 60.0, "MergeJob": 60.0, "Queue": 300.0, "BuildRequest": 60.0}
 """A reconcile running longer than this is wedged (every API and git call is bounded; a merge queue's git work
 takes the longest)."""
-MIN_INTERVAL: Final = {"BuildRequest": 0.5}
+MIN_INTERVAL: Final = {"BuildRequest": 1.0}
 """Seconds between two reconciles of one reference (``WorkQueue.min_interval``): a build is enqueued by every change
 of any of its tasks and its reconcile reads all of them, so a burst of task events is one build reconcile, not one
-each (a 10,000-task build's reconcile costs ~30 ms)."""
+each (a 10,000-task build's reconcile costs 100-200 ms: at most one a second keeps it under a fifth of the loop)."""
 DETACHED: Final = frozenset({"Queue"})
 """Kinds whose reconciles :meth:`Manager.step` starts without waiting for them, as their workers would (git work)."""
 DETACHED_STALL_SECONDS: Final = STALLS["Queue"]
