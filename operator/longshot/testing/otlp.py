@@ -55,9 +55,9 @@ class Collector(Protocol):
     def spans(self, trace_id: str) -> list[Span]: ...
 
 
-def _free_port() -> int:
+def _free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -81,7 +81,7 @@ class Receiver:
 
     kind = "otlp-receiver"
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self._spans: list[Span] = []
         self._lock = threading.Lock()
         self.requests = 0
@@ -111,8 +111,8 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.endpoint = f"http://{host}:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, name="otlp-receiver", daemon=True)
 
     def take(self, request: Any) -> None:
@@ -174,7 +174,7 @@ receivers:
   otlp:
     protocols:
       http:
-        endpoint: 127.0.0.1:{otlp}
+        endpoint: {host}:{otlp}
 exporters:
   jaeger_storage_exporter:
     trace_storage: memstore
@@ -207,13 +207,15 @@ def jaeger_binary(build: bool = True) -> tuple[Path | None, str]:
 class Jaeger:
     kind = "jaeger"
 
-    def __init__(self, binary: Path) -> None:
+    def __init__(self, binary: Path, host: str = "127.0.0.1") -> None:
         self.binary = binary
-        self.otlp, self.query = _free_port(), _free_port()
-        self.endpoint = f"http://127.0.0.1:{self.otlp}"
+        self.host = host
+        self.otlp, self.query = _free_port(host), _free_port()
+        self.endpoint = f"http://{host}:{self.otlp}"
         self._dir = tempfile.TemporaryDirectory(prefix="jaeger-")
         self.config = Path(self._dir.name) / "config.yaml"
-        self.config.write_text(JAEGER_CONFIG.format(otlp=self.otlp, query=self.query, query_grpc=_free_port()))
+        self.config.write_text(JAEGER_CONFIG.format(host=self.host, otlp=self.otlp, query=self.query,
+                                                    query_grpc=_free_port()))
         self.log = Path(self._dir.name) / "jaeger.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -232,10 +234,10 @@ class Jaeger:
         raise RuntimeError(f"jaeger did not listen within 60 s: {self.log.read_text()[-3000:]}")
 
     def _up(self) -> bool:
-        for port in (self.otlp, self.query):
+        for host, port in ((self.host, self.otlp), ("127.0.0.1", self.query)):
             with socket.socket() as s, contextlib.suppress(OSError):
                 s.settimeout(0.5)
-                s.connect(("127.0.0.1", port))
+                s.connect((host, port))
                 continue
             return False
         return True
@@ -282,18 +284,19 @@ def _hex(value: str) -> str:
 
 
 @contextlib.contextmanager
-def collector() -> Iterator[Collector]:
+def collector(host: str = "127.0.0.1") -> Iterator[Collector]:
     """Jaeger when its pinned build is cached (``hack/go-tools.sh jaeger`` builds it; with
     ``LONGSHOT_TRACING_BUILD_JAEGER=1`` this builds it when missing), else the OTLP/HTTP receiver;
     ``LONGSHOT_TRACING_COLLECTOR=receiver`` forces the receiver. ``.kind`` says which one; the receiver's ``.why``
-    says why it is not Jaeger."""
+    says why it is not Jaeger. ``host``: the address its OTLP receiver listens on (the local cluster's bridge, for
+    Pods to reach it)."""
     why = "LONGSHOT_TRACING_COLLECTOR=receiver"
     if os.environ.get("LONGSHOT_TRACING_COLLECTOR", "jaeger") != "receiver":
         binary, why = jaeger_binary(build=os.environ.get("LONGSHOT_TRACING_BUILD_JAEGER") == "1")
         if binary is not None:
-            with Jaeger(binary) as j:
+            with Jaeger(binary, host) as j:
                 yield j
             return
-    with Receiver() as r:
+    with Receiver(host) as r:
         r.why = why
         yield r
