@@ -296,8 +296,10 @@ def test_budget_exceeded_stops_dispatch_until_raised(operator, core_v1, custom, 
     assert b["status"]["usage"]["tokens"] == 150
     assert (condition(b, "Stalled")["status"], condition(b, "Stalled")["reason"]) == ("True", "BudgetExceeded")
     assert "demo-two-a1" not in agent_pods(core_v1, namespace)
+    # raised: dispatch goes on. With one worker slot, the merge queue's gate of demo-one's MergeJob (created
+    # meanwhile, priority 9) may take it first, and no kubelet ends its Pod here: a second slot lets both start.
     custom.patch_namespaced_custom_object("longshot.dev", "v1alpha1", namespace, "buildrequests", "demo",
-                                          {"spec": {"budget": {"maxTokens": 1000}}})
+                                          {"spec": {"budget": {"maxTokens": 1000}, "workers": {"max": 2}}})
     wait_pod(core_v1, namespace, "demo-two-a1")
 
 
