@@ -42,7 +42,7 @@ from typing import Any, ClassVar, Final, Literal, TypeVar
 import pydantic
 
 from longshot.api import keys, objects, timeutil
-from longshot.core import failures, fanout, names
+from longshot.core import failures, fanout, names, tasks
 from longshot.vcs import workspace as vws
 
 log = logging.getLogger("longshot.cache")
@@ -298,7 +298,7 @@ def queue_name(build: objects.BuildRequest, target: str) -> str:
 def _affected_by_spec(task: objects.AgentTask | None) -> bool:
     """Whether an edit of its build's spec may change what a task's reconcile decides: any task but a pending or
     finished one (a pending task's start is decided by dispatch, which reads the build)."""
-    return task is not None and task.status.phase not in (None, "", "Pending", "Succeeded", "Cancelled")
+    return task is not None and task.status.phase not in (None, "", tasks.PENDING, tasks.SUCCEEDED, tasks.CANCELLED)
 
 
 def _dispatch_facts(build: objects.BuildRequest) -> tuple[object, ...]:
@@ -450,7 +450,7 @@ class Cache:
                 self.changes[(ns, obj.build_name)] += 1
                 return [("BuildRequest", ns, obj.build_name)]
             self.version += 1
-            if old is not None and ((old.status.phase == "Running" and obj.status.phase != "Running")
+            if old is not None and ((old.status.phase == tasks.RUNNING and obj.status.phase != tasks.RUNNING)
                                     or old.generation != obj.generation
                                     or old.metadata.deleting != obj.metadata.deleting):
                 self.freeing += 1  # a slot may be free (a running task stopped), or the task's spec changed

@@ -101,6 +101,7 @@ class Context:
         self._views.pop(build, None)
         self._usage.pop(build, None)
         self._deps.pop(build, None)
+        self.ledger_swept.pop(build, None)
 
     def views(self, build: Key) -> BuildViews:
         version = (self._versions[build], self.cache.changes.get(build, 0))

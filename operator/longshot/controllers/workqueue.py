@@ -114,11 +114,18 @@ class WorkQueue(Generic[T]):
             self._dirty[ref] = None
 
     def take(self, limit: int | None = None) -> list[T]:
-        """Dirty references that are not being processed (due timers included); they are now processing."""
+        """Dirty references that are not being processed (due timers included); they are now processing.
+        ``min_interval`` does not hold them back (the test driver's hand-out)."""
+        return self._hand_out(limit, mind_interval=False)
+
+    def _hand_out(self, limit: int | None, *, mind_interval: bool) -> list[T]:
         self._release_timers()
+        now = self.clock() if mind_interval and self.min_interval else None
         out: list[T] = []
-        for ref in self._dirty:  # no copy: a worker's take(1) costs O(references being processed), not O(dirty)
+        for ref in self._dirty:  # no copy: a worker's take of one costs O(references being processed), not O(dirty)
             if ref in self._processing:
+                continue
+            if now is not None and self._cooldown.get(ref, now) > now:
                 continue
             out.append(ref)
             if limit is not None and len(out) >= limit:
@@ -126,6 +133,10 @@ class WorkQueue(Generic[T]):
         for ref in out:
             del self._dirty[ref]
             self._processing.add(ref)
+            if now is not None:
+                self._cooldown[ref] = now + self.min_interval
+        if now is not None and len(self._cooldown) > 4096:  # forget those long past (references that never came back)
+            self._cooldown = {r: t for r, t in self._cooldown.items() if t > now}
         return out
 
     def claim(self, ref: T) -> bool:
@@ -149,26 +160,10 @@ class WorkQueue(Generic[T]):
         return self._timers[0][0] if self._timers else None
 
     def _get_one(self) -> T | None:
-        """:meth:`take` of one reference, minding ``min_interval`` (counted from when :meth:`get` last handed the
-        reference out); None when none may be handed out now."""
-        if not self.min_interval:
-            got = self.take(1)
-            return got[0] if got else None
-        self._release_timers()
-        now = self.clock()
-        for ref in self._dirty:
-            if ref in self._processing:
-                continue
-            until = self._cooldown.get(ref)
-            if until is not None and until > now:
-                continue
-            del self._dirty[ref]
-            self._processing.add(ref)
-            if len(self._cooldown) > 4096:  # forget those long past (references that never came back)
-                self._cooldown = {r: t for r, t in self._cooldown.items() if t > now}
-            self._cooldown[ref] = now + self.min_interval
-            return ref
-        return None
+        """One reference, minding ``min_interval`` (counted from when :meth:`get` last handed it out); None when
+        none may be handed out now."""
+        got = self._hand_out(1, mind_interval=True)
+        return got[0] if got else None
 
     def _cooling(self) -> datetime | None:
         """The earliest time a dirty reference held back by ``min_interval`` may be handed out."""

@@ -240,7 +240,7 @@ class ModelProxy:
             return json_error(429, "rate_limit_error",
                               f"longshot-gateway: the {flavour} API answered 429 to this build; all its calls wait "
                               f"{wait}s", {"Retry-After": str(wait)}), "rate_limited"
-        body = await _read(request, cap) if request.method == "POST" else bytearray()
+        body = await read_body(request, cap) if request.method == "POST" else bytearray()
         if body is None:
             return _too_large(cap), "too_large"
         try:
@@ -442,7 +442,7 @@ def _too_large(cap: int) -> web.Response:
                                                 "(the gateway's max_model_request_bytes)")
 
 
-async def _read(request: web.Request, limit: int) -> bytearray | None:
+async def read_body(request: web.Request, limit: int) -> bytearray | None:
     """The body (at most ``limit`` bytes, else None), read into one buffer of its declared length: no
     second copy of a large body is ever held."""
     declared = request.content_length

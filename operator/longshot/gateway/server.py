@@ -173,8 +173,7 @@ class Gateway:
             try:
                 caller = await self._authenticate(request)
             except identity.Denied as e:
-                return (web.json_response({"error": e.message}, status=e.status, headers=e.headers),
-                        _denied(e.status))
+                return _json_denied(e)
             raw = await request.content.read(64 * 1024 + 1)
             try:
                 data = json.loads(raw) if raw else {}
@@ -203,18 +202,10 @@ class Gateway:
             try:
                 caller = await self._authenticate(request)
             except identity.Denied as e:
-                return (web.json_response({"error": e.message}, status=e.status, headers=e.headers),
-                        _denied(e.status))
+                return _json_denied(e)
             cap = self.settings.max_ledger_request_bytes
-            if request.content_length is not None and request.content_length > cap:
-                return web.json_response({"error": f"the body is larger than {cap} bytes (max_ledger_request_bytes)"},
-                                         status=413), "too_large"
-            raw = bytearray()
-            async for chunk in request.content.iter_chunked(64 * 1024):  # never more than cap + one chunk held
-                raw += chunk
-                if len(raw) > cap:
-                    break
-            if len(raw) > cap:
+            raw = await modelproxy.read_body(request, cap)  # never more than cap held
+            if raw is None:
                 return web.json_response({"error": f"the body is larger than {cap} bytes (max_ledger_request_bytes)"},
                                          status=413), "too_large"
             events = gledger.parse_body(bytes(raw))
@@ -237,11 +228,15 @@ class Gateway:
             try:
                 caller = await self.auth.authenticate(request.headers)  # not CALLER: no span of its own
             except identity.Denied as e:
-                return (web.json_response({"error": e.message}, status=e.status, headers=e.headers),
-                        _denied(e.status))
+                return _json_denied(e)
             return await self.traces.relay(request, caller)
 
         return await _timed("traces", handle)
+
+
+def _json_denied(e: identity.Denied) -> tuple[web.StreamResponse, str]:
+    """A refused caller of a JSON route (progress, ledger, traces), and its result label."""
+    return web.json_response({"error": e.message}, status=e.status, headers=e.headers), _denied(e.status)
 
 
 def _denied(status: int) -> str:
