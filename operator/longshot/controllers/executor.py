@@ -165,6 +165,8 @@ class Executor:
     _events: dict[tuple[str, str], _EventBucket] = field(default_factory=dict)
     _created: dict[tuple[str, str], str] = field(default_factory=dict)
     """UIDs of the Pods this executor created, by (namespace, name), until a status write records them."""
+    _found: set[tuple[str, str]] = field(default_factory=set)
+    """Pods whose creation found the name taken, by (namespace, name), until the status write that admits them."""
 
     async def run(self, actions: Sequence[Action]) -> None:
         """Carry out ``actions`` in order; raises on the first one that fails (after logging it).
@@ -217,6 +219,7 @@ class Executor:
                     self._mark(self.cache.observe(a.kind, "MODIFIED", patched))
             case WriteStatus():
                 status = self._with_pod_uids(a) if a.kind == "AgentTask" and self._created else a.status
+                again = a.kind == "AgentTask" and bool(self._found) and self._admits_found(a)
                 written = await asyncio.to_thread(self.kube.patch_status, a.kind, a.namespace, a.name, status,
                                                   resource_version=a.resource_version)
                 self.writes += 1
@@ -228,7 +231,8 @@ class Executor:
                     for fn in a.then:
                         fn()
                     refs = self.cache.written(a.kind, written, a.resource_version)
-                    self._mark([r for r in refs if r != (a.kind, a.namespace, a.name)])
+                    own = (a.kind, a.namespace, a.name)
+                    self._mark([*(r for r in refs if r != own), *((own,) if again else ())])
             case RecordEvent():
                 if self._allow_event(a):
                     await asyncio.to_thread(self.kube.event, a.obj, a.type, a.reason, a.message)
@@ -244,8 +248,14 @@ class Executor:
     async def _create_pod(self, a: CreatePod) -> None:
         made = await asyncio.to_thread(self.kube.create_pod, a.manifest)
         if made is None:
-            log.info("pod %s/%s exists already (adopted)", a.manifest["metadata"].get("namespace"),
-                     a.manifest["metadata"]["name"])
+            ns, name = str(a.manifest["metadata"].get("namespace")), str(a.manifest["metadata"]["name"])
+            log.info("pod %s/%s exists already: the task's next reconcile adopts it or refuses it", ns, name)
+            # that Pod's watch events may all be behind us (it can have ended before the build existed), and the
+            # admitting status write is our own echo: the task is reconciled once more after that write, so it
+            # looks at the Pod it found instead of waiting for the resync
+            self._found.add((ns, name))
+            if len(self._found) > 10_000:
+                self._found.pop()
         elif made.get("metadata"):
             meta = made["metadata"]
             if meta.get("uid"):
@@ -273,6 +283,17 @@ class Executor:
                 record = {**record, "podUID": uid}
             out.append(record)
         return {**a.status, "attempts": out}
+
+    def _admits_found(self, a: WriteStatus) -> bool:
+        """Whether ``a`` records an attempt whose Pod's creation found the name taken (forgotten once seen)."""
+        attempts = a.status.get("attempts")
+        hit = False
+        for record in attempts if isinstance(attempts, list) else ():
+            key = (a.namespace, str(record.get("pod")))
+            if key in self._found:
+                self._found.discard(key)
+                hit = True
+        return hit
 
     def _mark(self, refs: Iterable[cachemod.Ref]) -> None:
         self.queue.add_all(refs)

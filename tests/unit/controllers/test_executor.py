@@ -145,3 +145,25 @@ def test_pod_creations_lead_and_everything_after_them_keeps_its_order():
     assert ex.split_pod_creates([pod, event, status]) == ([pod], [event, status])
     assert ex.split_pod_creates([event, pod, status]) == ([], [event, pod, status])  # not leading: not split
     assert ex.split_pod_creates([]) == ([], [])
+
+
+async def test_an_admission_whose_pod_name_was_taken_reconciles_its_task_once_more_after_the_status_write():
+    """CI found a planner stuck Running: its first attempt's name was taken by a foreign Pod that had ended before
+    the build existed, so no watch event was still to come, and the admitting status write is the executor's own
+    echo. The task is enqueued after that write (and only then), so its reconcile refuses or adopts the Pod."""
+    fake, clock = FakeKube(), Clock()
+    e = executor(fake, clock)
+    fake.objects[("AgentTask", "ns", "t")] = {**task("t"), "metadata": {**task("t")["metadata"], "uid": "uid-t",
+                                                                        "resourceVersion": "1"}}
+    e.cache.observe("AgentTask", "ADDED", fake.objects[("AgentTask", "ns", "t")])
+    e.queue.take()
+    manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "t-a1", "namespace": "ns"}, "spec": {}}
+    fake.pods[("ns", "t-a1")] = {**manifest, "metadata": {**manifest["metadata"], "uid": "foreign"}}
+    await e.run([ex.CreatePod(manifest)])
+    assert ("AgentTask", "ns", "t") not in e.queue.take()  # not before the write: it would still see Pending
+    admitted = {"phase": "Running", "attempts": [{"number": 1, "pod": "t-a1"}]}
+    await e.run([ex.WriteStatus("AgentTask", "ns", "t", "1", admitted)])
+    assert ("AgentTask", "ns", "t") in e.queue.take()
+    await e.run([ex.WriteStatus("AgentTask", "ns", "t", fake.objects[("AgentTask", "ns", "t")]["metadata"][
+        "resourceVersion"], admitted)])
+    assert ("AgentTask", "ns", "t") not in e.queue.take()  # once: an ordinary write of its own is an echo again
