@@ -576,9 +576,16 @@ def main() -> int:
                         help="write the builds' BuildRequests, AgentTasks and MergeJobs there as JSON (for study)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a chart value, as helm's --set (repeatable)")
+    parser.add_argument("--images-from", type=Path, metavar="TREE",
+                        help="run the operator and agent images built from another checkout (its hack/images.sh, "
+                             "with LONGSHOT_IMAGE_CACHE as given): a before-and-after pair with this harness, chart "
+                             "and floor")
     args = parser.parse_args()
     bin_dir = Path(run("bash", str(ROOT / "hack/k8s-binaries.sh")))
-    archives = [Path(run("bash", str(ROOT / "hack/images.sh"), "path", name)) for name in IMAGES]
+    tree = (args.images_from or ROOT).resolve()
+    archives = [Path(run("bash", str(tree / "hack/images.sh"), "path", name)) for name in IMAGES]
+    if args.images_from:
+        log(f"images from {tree}: {', '.join(a.name for a in archives)}")
     c = lc.LocalCluster(bin_dir=bin_dir, images=archives)
     c.up()
     try:

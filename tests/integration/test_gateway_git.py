@@ -248,3 +248,42 @@ def test_without_the_charts_secret_grant_the_agent_is_told_which_value_to_set(
     finally:
         kubectl("delete", "-f", "-", "--wait=false", "--ignore-not-found", input=yaml.safe_dump_all(docs),
                 check=False)
+
+
+def test_with_scopes_enforced_a_push_changing_files_outside_the_tasks_scope_is_refused_naming_them(
+        core_v1, custom, namespace, gateway, forge, tmp_path):
+    secret(core_v1, namespace, "git-token", {"username": "alice", "password": PASSWORD})
+    spec = {"repository": {"url": forge.url("app"), "credentialsSecret": "git-token"}, "scope": {"enforce": True}}
+    a = make_attempt(core_v1, custom, namespace, gateway.url, build_spec=spec, scope=["src", "tests/**"])
+    url, branch = f"{gateway.url}/git/{namespace}/b1.git", f"refs/heads/longshot/{namespace}/b1/b1-t1"
+    work = clone(a, gateway, namespace, tmp_path / "work")
+    (work / "src").mkdir()
+    ok = commit(work, "src/app.py")
+    r = agent_git(a.token, work, "push", "--porcelain", url, f"HEAD:{branch}")
+    assert r.returncode == 0, r.stderr
+    assert refs(forge)[branch] == ok
+
+    (work / "docs").mkdir()
+    commit(work, "docs/notes.md")
+    commit(work, "README.md")
+    r = agent_git(a.token, work, "push", url, f"HEAD:{branch}")
+    assert r.returncode != 0
+    assert "2 changed file(s) outside the task's scope [src, tests/**]" in r.stderr, r.stderr
+    assert "docs/notes.md, README.md" in r.stderr and "spec.scope.enforce" in r.stderr
+    assert refs(forge)[branch] == ok  # nothing reached the upstream
+    # the handoff ref is not the task's work: it is not checked
+    r = agent_git(a.token, work, "push", url, f"+HEAD:refs/longshot/handoffs/{namespace}/b1/b1-t1/1")
+    assert r.returncode == 0, r.stderr
+
+
+def test_without_enforcement_the_scope_is_only_a_hint_and_the_same_push_lands(core_v1, custom, namespace, gateway,
+                                                                             forge, tmp_path):
+    secret(core_v1, namespace, "git-token", {"username": "alice", "password": PASSWORD})
+    spec = {"repository": {"url": forge.url("app"), "credentialsSecret": "git-token"}}
+    a = make_attempt(core_v1, custom, namespace, gateway.url, build_spec=spec, scope=["src"])
+    work = clone(a, gateway, namespace, tmp_path / "work")
+    head = commit(work, "README.md")
+    r = agent_git(a.token, work, "push", f"{gateway.url}/git/{namespace}/b1.git",
+                  f"HEAD:refs/heads/longshot/{namespace}/b1/b1-t1")
+    assert r.returncode == 0, r.stderr
+    assert refs(forge)[f"refs/heads/longshot/{namespace}/b1/b1-t1"] == head

@@ -101,6 +101,8 @@ def reconnect_delay(retry: int) -> float:
     if retry <= CLONE_FAST_RETRIES:
         return CLONE_BACKOFF_SECONDS
     return min(CLONE_BACKOFF_SECONDS * float(2 ** (retry - CLONE_FAST_RETRIES)), 8.0)
+_OUT_OF_SCOPE = re.compile(r"(?<![0-9])[0-9]{1,9} changed file\(s\) outside the task's scope[^\n]*")
+"""The gateway's refusal of a push that changed files outside an enforced scope (``gateway.hook``)."""
 _AUTH_FAILURES = re.compile(
     r"Authentication failed|could not read (Username|Password)|terminal prompts disabled|"
     r"returned error: (401|403)|HTTP (Basic: )?Access denied|Permission denied \(publickey|"
@@ -274,6 +276,11 @@ class Git:
         text = self.redactor.text(output.strip())
         lines = [line for line in text.splitlines() if line.strip()]
         detail = "; ".join(lines[-6:])[:1500] or "no output"
+        scope = _OUT_OF_SCOPE.search(text)
+        if scope:
+            # the agent's own change broke its build's rule: its retry is told which files (not a backoff of
+            # the infrastructure kind)
+            return errors.AgentError(f"{what} was refused: {scope.group(0)[:1500]}")
         if _AUTH_FAILURES.search(text):
             return errors.AuthError(f"{what} failed: the git server refused the credentials ({detail}); "
                                     "check the repository credentials Secret")

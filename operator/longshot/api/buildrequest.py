@@ -336,6 +336,16 @@ class Cleanup(Model):
     every ref of the build. ``Never``: nothing."""
 
 
+class ScopeSettings(Model):
+    """How the build treats its tasks' file scopes (AgentTask ``spec.scope``)."""
+
+    enforce: bool = False
+    """When true, a task's scope is a limit, not only a hint: the gateway refuses a push whose new commits change
+    a file no entry of the task's scope covers, naming the files (the attempt then fails as an agent error and
+    its retry is told why). A fixer of a task's branch inherits that task's scope. A task with an empty scope is
+    not limited. Default false: scopes only keep overlapping tasks from running at once."""
+
+
 class BuildRequestSpec(Model):
     """What to build, where, and how."""
 
@@ -373,6 +383,8 @@ class BuildRequestSpec(Model):
     """Finished agent Pods kept; the others are deleted once their attempt is recorded."""
     cleanup: Cleanup = Field(default_factory=Cleanup)
     """What is removed from the repository when the build is deleted."""
+    scope: ScopeSettings = Field(default_factory=ScopeSettings)
+    """Whether task scopes are enforced on push (``enforce``)."""
 
 
 class TaskCounts(Model):

@@ -462,6 +462,8 @@ class TaskInput(Model):
     request: str = ""
     """The build's whole request, for context."""
     scope: list[str] = Field(default_factory=list)
+    scope_enforced: bool = False
+    """The build enforces ``scope`` (``spec.scope.enforce``): a push that changes another file is refused."""
     repository_url: str
     base_branch: str = "main"
     """Branch to start from and (for reviewer/tester) to compare against."""

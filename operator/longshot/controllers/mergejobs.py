@@ -43,7 +43,8 @@ def job_state(ctx: ctxmod.Context, job: objects.MergeJob, build: objects.BuildRe
         fixers_left=max(0, build.spec.merge.max_fixers - ctx.views(build.key).fixers),
         needs_approval=build.spec.merge.require_approval and not job.spec.approved,
         waiting=next((x.message or "" for x in s.conditions
-                      if x.type == cond.QUEUED and x.reason == mj.WAITING_FOR_DEPENDENCIES), ""))
+                      if x.type == cond.QUEUED and x.reason == mj.WAITING_FOR_DEPENDENCIES), ""),
+        task_scope=tuple(task.spec.scope) if task is not None else (), enforce_scope=build.spec.scope.enforce)
 
 
 def gate_parts(build: objects.BuildRequest) -> list[str]:

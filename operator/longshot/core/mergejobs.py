@@ -37,6 +37,7 @@ from typing import Any, Final, Literal
 
 from longshot.api import conditions as c
 from longshot.core import effects, names
+from longshot.core import scope as scopemod
 from longshot.core.effects import EmitEvent, SetCondition
 
 Phase = Literal["Queued", "AwaitingApproval", "Testing", "Merged", "Conflicted", "Failed", "Superseded"]
@@ -113,6 +114,10 @@ class JobState:
     """The build requires approval (``spec.merge.requireApproval``) and ``spec.approved`` is not true."""
     waiting: str = ""
     """Why the branch waits for its dependencies (a stacked dependent), as its ``Queued`` condition says."""
+    task_scope: tuple[str, ...] = ()
+    """The scope of the task whose branch this is (AgentTask ``spec.scope``)."""
+    enforce_scope: bool = False
+    """The build enforces scopes (``spec.scope.enforce``): a fixer inherits ``task_scope``."""
 
     @property
     def terminal(self) -> bool:
@@ -377,7 +382,8 @@ def _fail(state: JobState, reason: str, message: str, *, fix: tuple[str, tuple[s
         else:
             why = ""
             fixer = fixer_name(state.task)
-            description, scope = fix
+            description, named = fix
+            scope = scopemod.inherited(named, state.task_scope, enforce=state.enforce_scope)
             effects.append(CreateFixer(fixer, state.branch, description, scope, min(10, state.priority + 1),
                                        state.fix_depth + 1, state.name))
         if fixer is None:

@@ -41,6 +41,7 @@ from fnmatch import fnmatchcase
 from functools import lru_cache
 
 from longshot.api import common
+from longshot.core import scope as scopemod
 
 PENDING = "Pending"
 
@@ -101,25 +102,9 @@ class Selection:
 
 # --- scopes ----------------------------------------------------------------------------------------
 
-_WILD = frozenset("*?[")
-
-
-def _has_wild(segment: str) -> bool:
-    return not _WILD.isdisjoint(segment)
-
-
-@lru_cache(maxsize=65536)
-def _parse(pattern: str) -> tuple[str, ...]:
-    """Path segments of a scope entry; every entry also covers what is below it (``<entry>/**``)."""
-    p = pattern.strip()
-    while p.startswith("./"):
-        p = p[2:]
-    segs = tuple(s for s in p.strip("/").split("/") if s not in ("", "."))
-    if not segs:
-        return ("**",)
-    if segs[-1] != "**":
-        segs = (*segs, "**")
-    return segs
+_WILD = scopemod.WILD
+_has_wild = scopemod.has_wild
+_parse = scopemod.parse_entry
 
 
 def _literal_edges(segment: str) -> tuple[str, str]:

@@ -364,9 +364,15 @@ class GitService:
             return web.Response(body=payload, content_type="application/x-git-receive-pack-result",
                                 headers={"Cache-Control": "no-cache"})
 
+        ti = caller.task_input
+        repo = caller.build_spec.get("repository") or {}
+        enforce = (caller.build_spec.get("scope") or {}).get("enforce") is True
         hook_env = {**up.env, "LONGSHOT_GATEWAY_UPSTREAM_URL": up.url,
                     "LONGSHOT_GATEWAY_ALLOWED_REFS": " ".join(policy.allowed),
-                    "LONGSHOT_GATEWAY_GIT_TIMEOUT": str(self.settings.git_timeout_seconds)}
+                    "LONGSHOT_GATEWAY_GIT_TIMEOUT": str(self.settings.git_timeout_seconds),
+                    **refpolicy.scope_env(policy, enforce=enforce, scope=ti.scope,
+                                          base_branches=(ti.base_branch, str(repo.get("baseBranch") or "")),
+                                          stack_commits=(s.commit for s in ti.stack))}
         # the whole push is received before the mirror's push lock is taken: an agent that sends slowly must not
         # hold up every clone of its build's repository
         spool = tempfile.SpooledTemporaryFile(max_size=16 * CHUNK, dir=str(self.root))  # noqa: SIM115 (closed below)

@@ -4,7 +4,15 @@ stdin has one ``<old> <new> <ref>`` line per ref of the push. The hook
 
 1. refuses any ref not in ``$LONGSHOT_GATEWAY_ALLOWED_REFS`` and any delete (the gateway checked the
    commands already; this is the second lock on the same door);
-2. pushes the new commits to ``$LONGSHOT_GATEWAY_UPSTREAM_URL`` with the credential in its environment,
+2. when ``$LONGSHOT_GATEWAY_SCOPE`` is set (a JSON list: the task's scope, its build has ``spec.scope.enforce``),
+   refuses the push of ``$LONGSHOT_GATEWAY_SCOPE_REF`` (the task's branch) when a commit new to the task (not
+   reachable from the ref's old value, nor from ``$LONGSHOT_GATEWAY_SCOPE_BASE``: the branches and commits the
+   task started from) changes a file outside that scope, naming the files (:mod:`longshot.core.scope`). A
+   merge counts only the files it changed from every parent (``git diff-tree -c``): what a conflict
+   resolution or an "evil merge" wrote, not what it brought in.
+   Bounded: at most :data:`MAX_COMMITS` new commits and :data:`MAX_DIFF_BYTES` of path names, within the git
+   timeout; a push past a bound is refused, never let through unchecked;
+3. pushes the new commits to ``$LONGSHOT_GATEWAY_UPSTREAM_URL`` with the credential in its environment,
    each ref with ``--force-with-lease=<ref>:<old>`` (the upstream must still be where the agent saw it),
    atomically when there are several.
 
@@ -15,13 +23,100 @@ not print extra headers, and URLs are printed without user info.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import threading
+import time
+
+from longshot.core import scope as scopemod
 
 ZERO = re.compile(r"^0+$")
 USERINFO = re.compile(r"(://)[^/@\s]+@")
+MAX_COMMITS = 10_000
+"""Most new commits of one ref whose changes the scope check reads."""
+MAX_DIFF_BYTES = 32 * 1024 * 1024
+"""Most bytes of changed path names the scope check reads for one ref."""
+
+
+class ScopeCheckError(Exception):
+    """The check could not be made within its bounds (the push is refused)."""
+
+
+def _bounded(args: list[str], *, stdin: bytes | None, limit: int, deadline: float) -> bytes:
+    """stdout of ``args``, killed past ``limit`` bytes or ``deadline`` (monotonic); raises ScopeCheckError."""
+    with subprocess.Popen(args, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as proc:
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), proc.kill)
+        timer.start()
+        try:
+            if stdin is not None:
+                threading.Thread(target=_feed, args=(proc, stdin), daemon=True).start()
+            assert proc.stdout is not None
+            out = bytearray()
+            while chunk := proc.stdout.read(65536):
+                out += chunk
+                if len(out) > limit:
+                    raise ScopeCheckError(f"more than {limit} bytes of changes to check")
+            code = proc.wait()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+    if time.monotonic() >= deadline:
+        raise ScopeCheckError("the check did not finish within the git timeout")
+    if code != 0:
+        raise ScopeCheckError(f"{args[1]} failed (exit {code})")
+    return bytes(out)
+
+
+def _feed(proc: subprocess.Popen[bytes], data: bytes) -> None:
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(data)
+        proc.stdin.close()
+    except (OSError, ValueError):
+        pass  # killed, or closed once the reader gave up: the reader reports why
+
+
+def changed_paths(old: str, new: str, base: list[str], deadline: float) -> list[str]:
+    """Paths changed by the commits reachable from ``new`` and not from ``old`` or ``base`` (merges: the files
+    that differ from every parent), each once, in the order first seen."""
+    not_from = ([] if ZERO.match(old) else [old]) + base
+    revs = _bounded(["git", "rev-list", "--ignore-missing", f"--max-count={MAX_COMMITS + 1}", new, "--not",
+                     *not_from], stdin=None, limit=(MAX_COMMITS + 1) * 65, deadline=deadline).split()
+    if len(revs) > MAX_COMMITS:
+        raise ScopeCheckError(f"more than {MAX_COMMITS} new commits")
+    if not revs:
+        return []
+    out = _bounded(["git", "diff-tree", "--stdin", "-r", "-c", "--root", "--no-commit-id", "--name-only", "-z"],
+                   stdin=b"\n".join(revs) + b"\n", limit=MAX_DIFF_BYTES, deadline=deadline)
+    seen = dict.fromkeys(p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p)
+    return list(seen)
+
+
+def check_scope(updates: list[list[str]], timeout: float) -> str | None:
+    """Why the push is refused for its task's scope (one message), or None."""
+    raw = os.environ.get("LONGSHOT_GATEWAY_SCOPE", "")
+    if not raw:
+        return None
+    entries = [str(e) for e in json.loads(raw)]
+    base = os.environ.get("LONGSHOT_GATEWAY_SCOPE_BASE", "").split()
+    checked = os.environ.get("LONGSHOT_GATEWAY_SCOPE_REF", "")
+    deadline = time.monotonic() + timeout
+    for old, new, ref in updates:
+        if ref != checked:
+            continue  # the handoff ref carries the handoff, not the task's work
+        try:
+            paths = changed_paths(old, new, base, deadline)
+        except ScopeCheckError as e:
+            return f"refusing {ref}: its changes could not be checked against the task's scope ({e})"
+        verdict = scopemod.outside(entries, paths)
+        if verdict.count:
+            return f"refusing {ref}: {scopemod.refusal(entries, verdict)}"
+    return None
 
 
 def main() -> int:
@@ -46,6 +141,10 @@ def main() -> int:
             return 1
     if not updates:
         return 0
+    refused = check_scope(updates, timeout)
+    if refused:
+        print(f"longshot-gateway: {refused}", file=sys.stderr)
+        return 1
     args = ["git", "push", "--porcelain", "--no-verify"]
     if len(updates) > 1:
         args.append("--atomic")

@@ -17,6 +17,7 @@ restricted here.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -81,3 +82,18 @@ class RefPolicy:
         if any(reason for _, reason in results):
             return [(ref, reason or "not updated: another ref of this push was refused") for ref, reason in results]
         return results
+
+
+def scope_env(policy: RefPolicy, *, enforce: bool, scope: Iterable[str], base_branches: Iterable[str],
+              stack_commits: Iterable[str]) -> dict[str, str]:
+    """The ``pre-receive`` hook's environment for ``spec.scope.enforce`` (:mod:`longshot.gateway.hook`): the
+    task's scope, the branch it guards, and what the task started from (its base branches and, stacked, its
+    dependencies' commits), whose commits are not the task's. Empty when nothing is enforced: the build does
+    not enforce, the task has no scope, or the attempt pushes no branch."""
+    entries = list(scope)
+    if not enforce or not entries or policy.branch_ref is None:
+        return {}
+    bases = [f"refs/heads/{b}" for b in dict.fromkeys(base_branches) if b and valid_ref(f"refs/heads/{b}")]
+    commits = [c for c in stack_commits if re.fullmatch(r"[0-9a-f]{7,64}", c)]
+    return {"LONGSHOT_GATEWAY_SCOPE": json.dumps(entries), "LONGSHOT_GATEWAY_SCOPE_REF": policy.branch_ref,
+            "LONGSHOT_GATEWAY_SCOPE_BASE": " ".join([*bases, *commits])}

@@ -181,3 +181,16 @@ def test_a_push_that_cannot_connect_yet_is_retried_and_lands_and_a_refused_push_
         for d in daemons:
             d.terminate()
             d.wait()
+
+
+def test_a_push_refused_for_files_outside_an_enforced_scope_is_the_agents_error_naming_the_files():
+    g = gitops.Git(gitops.Path("/tmp"), credentials=gitops.Credentials(), redactor=redact.Redactor())
+    err = g.error("push of the branch", "remote: longshot-gateway: refusing refs/heads/longshot/ns/b/b-t1: 2 changed "
+                  "file(s) outside the task's scope [src]: docs/a.md, README.md; the build enforces scopes "
+                  "(spec.scope.enforce): change only files the scope covers\n"
+                  " ! [remote rejected] HEAD -> longshot/ns/b/b-t1 (pre-receive hook declined)\n")
+    assert isinstance(err, errors.AgentError) and err.failure_class == "AgentError"
+    assert str(err).startswith("push of the branch was refused: 2 changed file(s) outside the task's scope [src]: "
+                               "docs/a.md, README.md")
+    other = g.error("push of the branch", " ! [remote rejected] HEAD -> x (pre-receive hook declined)\n")
+    assert isinstance(other, errors.InfrastructureError)

@@ -1098,3 +1098,25 @@ async def test_a_plan_that_found_every_slot_full_is_not_made_again_for_new_tasks
     await sync()
     # the scheduler's order (same priority and age: by name)
     assert [p.admit for p in plans[made:] if p.admit] == [(("ns", "b-new0"),)]
+
+
+@pytest.mark.parametrize("enforce", [True, False])
+def test_a_merge_jobs_state_carries_its_tasks_scope_and_whether_the_build_enforces_it(world, enforce):
+    """The wiring of spec.scope.enforce into the merge job's decisions (core.mergejobs: a fixer inherits)."""
+    from longshot.controllers import mergejobs as mjc
+
+    fake, m, *_ = world
+    b = build(scope={"enforce": enforce})
+    b["metadata"]["uid"] = "uid-b"
+    task = {"apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask",
+            "metadata": {"name": "b-a", "namespace": "ns", "labels": {"longshot.dev/build": "b"}},
+            "spec": {"buildRef": {"name": "b"}, "description": "do a", "scope": ["src", "tests/**"]}}
+    job = {"apiVersion": "longshot.dev/v1alpha1", "kind": "MergeJob",
+           "metadata": {"name": "b-a", "namespace": "ns", "labels": {"longshot.dev/build": "b"}},
+           "spec": {"buildRef": {"name": "b"}, "taskRef": {"name": "b-a"}, "branch": "longshot/ns/b/b-a",
+                    "target": "main"}}
+    for obj in (b, task, job):
+        m.observe(obj["kind"], "ADDED", fake.create(obj) or {})
+    cached_build, cached_job = m.ctx.cache.builds[("ns", "b")], m.ctx.cache.jobs[("ns", "b-a")]
+    state = mjc.job_state(m.ctx, cached_job, cached_build)
+    assert state.task_scope == ("src", "tests/**") and state.enforce_scope is enforce

@@ -77,6 +77,18 @@ def test_conflict_is_retried_when_the_target_moves_then_gets_a_fixer():
     assert cond(effects, "Stalled").status == "False"  # a fixer carries it: nobody needs to act
 
 
+@pytest.mark.parametrize(("enforce", "task_scope", "expected"), [
+    (True, ("src", "tests/**"), ("src", "tests/**")),  # spec.scope.enforce: the task's own scope, no wider
+    (True, (), ()),                                     # an unscoped task's fixer is not limited either
+    (False, ("src", "tests/**"), ("src/a.py",)),        # otherwise the conflicting files, a scheduling hint
+])
+def test_a_fixer_inherits_the_fixed_tasks_scope_when_the_build_enforces_scopes(enforce, task_scope, expected):
+    s = job(checks="passed", max_conflict_retries=0, task_scope=task_scope, enforce_scope=enforce)
+    s, effects = decide(s, Conflict(("src/a.py",), "t1"))
+    (fixer,) = of(effects, CreateFixer)
+    assert fixer.scope == expected
+
+
 def test_a_conflict_goes_to_a_fixer_when_nothing_else_will_move_the_target():
     """Seen with a real model (make e2e-llm): two tasks wrote hello.txt, one merged, the other conflicted with
     retries left and waited for a target move that no other job would make: the build never finished."""

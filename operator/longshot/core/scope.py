@@ -1,0 +1,138 @@
+"""Whether a path is inside a task's file scope: the check behind ``spec.scope.enforce`` (the gateway's refusal of
+a push that changes files outside its task's scope, :mod:`longshot.gateway.hook`). Pure and bounded.
+
+A scope entry is a path or a glob over ``/``-separated segments, as the scheduler reads it
+(:func:`longshot.core.scheduler.patterns_overlap`; both read entries with :func:`parse_entry`): ``*``, ``?`` and
+``[...]`` match within one segment, ``**`` spans any number of segments, and every entry also covers what is
+below it (``src`` covers ``src/a.py``). A
+path is always literal here: a file named ``*`` matches only an entry that matches the name ``*``, unlike two
+entries compared by the scheduler, where wildcards on both sides err on the side of overlap.
+
+Both sides come from people who may be hostile (the scope from a planner or a BuildRequest author, within the
+CRD's bounds: 128 entries of at most 32 segments; the paths from an agent's push). One path against one entry
+visits at most ``(entry segments + 1) * (path segments + 1)`` positions, each a segment match of bounded length;
+:func:`outside` stops at a budget of positions and reports the paths it could not judge as outside (a refused
+push names them; it never lets them through).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from functools import lru_cache
+
+MAX_PATH_LENGTH = 4096
+"""Longest path judged; a longer one is outside every scope (git itself is not so bounded)."""
+MAX_STEPS = 2_000_000
+"""Most positions one check of a push visits (about a second); the paths left when it is spent are outside."""
+
+
+WILD = frozenset("*?[")
+
+
+def has_wild(segment: str) -> bool:
+    return not WILD.isdisjoint(segment)
+
+
+@lru_cache(maxsize=65536)
+def parse_entry(pattern: str) -> tuple[str, ...]:
+    """Path segments of a scope entry; every entry also covers what is below it (``<entry>/**``)."""
+    p = pattern.strip()
+    while p.startswith("./"):
+        p = p[2:]
+    segs = tuple(s for s in p.strip("/").split("/") if s not in ("", "."))
+    if not segs:
+        return ("**",)
+    if segs[-1] != "**":
+        segs = (*segs, "**")
+    return segs
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outside: tuple[str, ...]
+    """Paths outside the scope, in the order given (at most ``limit`` of them)."""
+    count: int
+    """How many paths are outside (``outside`` may list fewer)."""
+    unjudged: int = 0
+    """Of ``count``, paths not judged because the budget was spent or the path is too long."""
+
+
+def _segment_matches(pattern: str, segment: str) -> bool:
+    return fnmatchcase(segment, pattern) if has_wild(pattern) else pattern == segment
+
+
+def covers_steps(entry: str, path: str) -> tuple[bool, int]:
+    """Whether scope ``entry`` covers ``path`` (a file of the repository), and the positions it visited.
+    Iterative: a worklist of (entry position, path position), each visited once."""
+    pe = parse_entry(entry)  # ends with "**": an entry covers what is below it
+    pp = tuple(s for s in path.split("/") if s)
+    n, m = len(pe), len(pp)
+    seen: set[tuple[int, int]] = set()
+    todo = [(0, 0)]
+    while todo:
+        i, j = todo.pop()
+        if (i, j) in seen:
+            continue
+        seen.add((i, j))
+        if i == n and j == m:
+            return True, len(seen)
+        if i < n and pe[i] == "**":
+            todo.append((i + 1, j))  # zero segments
+            if j < m:
+                todo.append((i, j + 1))  # one more
+        elif i < n and j < m and _segment_matches(pe[i], pp[j]):
+            todo.append((i + 1, j + 1))
+    return False, len(seen)
+
+
+def covers(entry: str, path: str) -> bool:
+    return covers_steps(entry, path)[0]
+
+
+def outside(scope: Sequence[str], paths: Iterable[str], *, limit: int = 20, budget: int = MAX_STEPS) -> Verdict:
+    """The paths no entry of ``scope`` covers. An empty scope covers everything (the task is not scoped)."""
+    if not scope:
+        return Verdict((), 0)
+    entries = tuple(dict.fromkeys(scope))
+    found: list[str] = []
+    count = unjudged = 0
+    steps = 0
+    for path in paths:
+        judged = len(path) <= MAX_PATH_LENGTH and steps < budget
+        inside = False
+        if judged:
+            for e in entries:
+                hit, n = covers_steps(e, path)
+                steps += n
+                if hit:
+                    inside = True
+                    break
+                if steps >= budget:
+                    judged = False
+                    break
+        if inside:
+            continue
+        count += 1
+        unjudged += 0 if judged else 1
+        if len(found) < limit:
+            found.append(path)
+    return Verdict(tuple(found), count, unjudged)
+
+
+def refusal(scope: Sequence[str], verdict: Verdict) -> str:
+    """One line for the agent (and its ledger) naming what was outside, and the scope."""
+    shown = ", ".join(verdict.outside)
+    more = f" and {verdict.count - len(verdict.outside)} more" if verdict.count > len(verdict.outside) else ""
+    entries = ", ".join(scope[:8]) + (f" (+{len(scope) - 8} more)" if len(scope) > 8 else "")
+    why = f" ({verdict.unjudged} too long or past the check's budget)" if verdict.unjudged else ""
+    return (f"{verdict.count} changed file(s) outside the task's scope [{entries}]{why}: {shown}{more}; "
+            f"the build enforces scopes (spec.scope.enforce): change only files the scope covers")
+
+
+def inherited(fix_scope: Iterable[str], task_scope: Iterable[str], *, enforce: bool) -> tuple[str, ...]:
+    """The scope of a fixer of a task's branch: under ``spec.scope.enforce`` the fixed task's own scope (an
+    unscoped task's fixer is unscoped), so that the fixer may change what the task could and no more; otherwise
+    what the failure names (the conflicting files), as a scheduling hint."""
+    return tuple(task_scope) if enforce else tuple(fix_scope)
