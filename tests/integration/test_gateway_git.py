@@ -269,7 +269,7 @@ def test_with_scopes_enforced_a_push_changing_files_outside_the_tasks_scope_is_r
     r = agent_git(a.token, work, "push", url, f"HEAD:{branch}")
     assert r.returncode != 0
     assert "2 changed file(s) outside the task's scope [src, tests/**]" in r.stderr, r.stderr
-    assert "docs/notes.md, README.md" in r.stderr and "spec.scope.enforce" in r.stderr
+    assert "README.md" in r.stderr and "docs/notes.md" in r.stderr and "spec.scope.enforce" in r.stderr
     assert refs(forge)[branch] == ok  # nothing reached the upstream
     # the handoff ref is not the task's work: it is not checked
     r = agent_git(a.token, work, "push", url, f"+HEAD:refs/longshot/handoffs/{namespace}/b1/b1-t1/1")

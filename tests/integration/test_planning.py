@@ -373,6 +373,38 @@ def test_when_every_candidate_fails_the_task_fails_with_each_reason(operator, ku
     assert not list_of(custom, namespace, "mergejobs")
 
 
+def test_candidates_on_two_backends_compared_without_a_judge_the_least_costly_merges(operator, kubelet, core_v1,
+                                                                                      custom, namespace, tmp_path):
+    """fanout.backends: one candidate runs the scripted agent, the other a CLI agent (the command backend); with
+    judge: compare no judge task runs: both passed, cost and tokens tie (none used a model), and the CLI's
+    candidate changed fewer files, so it wins and only its branch merges."""
+    url = sample_repo.make(tmp_path)
+    script = fanout_script()
+    script["tasks"] = {"api-c1": script["tasks"]["api-c1"]}  # 6 * 7, with its own test: two files
+    script_configmap(core_v1, namespace, script)
+    cli = "mkdir -p calc && printf 'def answer():\\n    return 42\\n' > calc/api.py"
+    create(custom, namespace, delivery_build(
+        url, planner={"maxIterations": 1}, fanout={"count": 2, "backends": ["scripted", "command"],
+                                                   "judge": "compare"},
+        agent={"backend": "scripted", "script": {"name": "script"}, "command": cli}))
+    b = finalized(custom, namespace, timeout=240)
+    assert condition(b, "Finalized")["reason"] == "Passed", dump(custom, namespace)
+    api = get(custom, namespace, "agenttasks", "demo-api")
+    fan = api["status"]["fanout"]
+    assert [(c["name"], c["gate"], c.get("backend")) for c in fan["candidates"]] == [
+        ("demo-api-c1", "Passed", "scripted"), ("demo-api-c2", "Passed", "command")]
+    assert fan["winner"] == "demo-api-c2" and "judgeTask" not in fan
+    assert fan["reasons"][0] == "compared on cost, then tokens, then files changed (judge: compare)"
+    first = fan["reasons"][1]
+    assert first.startswith("1. demo-api-c2 (command): passed its gate") and "1 file(s)" in first
+    assert task_input(core_v1, namespace, "demo-api-c1-a1")["backend"]["name"] == "scripted"
+    assert task_input(core_v1, namespace, "demo-api-c2-a1")["backend"]["name"] == "command"
+    assert "demo-api-judge" not in {t["metadata"]["name"] for t in list_of(custom, namespace, "agenttasks")}
+    jobs = {j["metadata"]["name"]: j for j in list_of(custom, namespace, "mergejobs")}
+    assert jobs["demo-api"]["spec"]["branch"] == f"longshot/{namespace}/demo/demo-api-c2"
+    assert sample_repo.show(url, "calc/api.py") == "def answer():\n    return 42\n"
+
+
 # --- 4. awaits: dependency policies, progress and hung attempts --------------------------------------
 
 def hand_task(name, depends_on, policy, description):

@@ -222,6 +222,8 @@ class Candidate(Model):
     """Candidate name (``<task>-c<N>``); its Pod is ``<task>-c<N>-a<attempt>``."""
     model: str | None = Field(default=None, max_length=256)
     """Model the candidate ran with."""
+    backend: Backend | None = None
+    """Backend the candidate ran with, when the fan-out names them (``fanout.backends``)."""
     branch: str | None = Field(default=None, max_length=255)
     """Branch the candidate pushed."""
     commit: str | None = Field(default=None, max_length=64)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final, Literal
+from typing import Any, Final, Literal
 
-from pydantic import ConfigDict, Field, JsonValue, WithJsonSchema
+from pydantic import ConfigDict, Field, JsonValue
 
 from longshot.api import conditions as c
 from longshot.api.common import (
@@ -67,8 +67,7 @@ class Repository(Model):
 
 
 IssueProvider = Literal["github", "gitlab"]
-# a one-value enum (pydantic would render "const", which a structural schema does not have)
-FanoutJudge = Annotated[Literal["reviewer"], WithJsonSchema({"type": "string", "enum": ["reviewer"]})]
+FanoutJudge = Literal["reviewer", "compare"]
 # "owner/name" on GitHub; a numeric project id or a "group/subgroup/project" path on GitLab.
 ISSUE_REPOSITORY = r"^([0-9]+|[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+)$"
 DEFAULT_ROADMAP_PATH = "ROADMAP.md"
@@ -122,6 +121,11 @@ FANOUT_RULES: list[JsonValue] = [
         "message": "fanout.models lists more models than fanout.count candidates; remove models or raise count",
         "fieldPath": ".models",
     },
+    {
+        "rule": "!has(self.backends) || size(self.backends) <= self.count",
+        "message": "fanout.backends lists more backends than fanout.count candidates; remove backends or raise count",
+        "fieldPath": ".backends",
+    },
 ]
 
 
@@ -141,9 +145,18 @@ class FanoutSettings(Model):
     )
     """Models of the candidates, in turn: candidate ``i`` uses ``models[i % len(models)]``; the build's
     ``agent.model`` for every candidate when empty."""
+    backends: list[Backend] = Field(default_factory=list, max_length=10)
+    """Backends of the candidates, in turn, as ``models`` (for example ``[anthropic, command]``: the native agent
+    against a CLI agent on the same model API); the task's or the build's backend for every candidate when empty.
+    Each candidate's backend needs what it needs on the build (``agent.command`` for ``command``, ``agent.script``
+    for ``scripted``); the gateway serves the build's one model provider, so candidates differ in the agent, not
+    in the provider."""
     judge: FanoutJudge = "reviewer"
     """Who picks the winner among the candidates that passed their gate: ``reviewer``, a reviewer agent that
-    sees every candidate's diff and gate result and records its reasons in the task's ``status.fanout``."""
+    sees every candidate's diff and gate result and records its reasons in the task's ``status.fanout``;
+    ``compare``, no agent: the operator compares the passing candidates on what was measured (cost, then tokens,
+    as the gateway metered them, then files changed, then candidate order) and the least costly wins, with the
+    comparison recorded as the reasons."""
 
 
 

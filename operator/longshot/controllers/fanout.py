@@ -71,9 +71,10 @@ class Fanout:
         for i in range(1, settings.count + 1):
             name = fanout.candidate_name(task.name, round_, i)
             model = fanout.model_for(settings, i, build.spec.agent.model)
+            backend = fanout.backend_for(settings, i)
             t = self.ctx.cache.tasks.get((ns, name))
             if t is None:
-                views.append(fanout.CandidateView(name, "Missing", model))
+                views.append(fanout.CandidateView(name, "Missing", model, backend=backend))
                 continue
             h = t.status.handoff
             phase = t.status.phase or tasks.PENDING
@@ -95,7 +96,9 @@ class Fanout:
                 gate, reason, started = "Passed", "no quality gate is configured", True
             views.append(fanout.CandidateView(
                 name=name, phase=phase, model=model, branch=h.branch if h is not None else None,
-                commit=h.commit if h is not None else None,
+                commit=h.commit if h is not None else None, backend=backend,
+                tokens=sum(a.tokens for a in t.status.attempts), cost=sum(a.cost for a in t.status.attempts),
+                files=len(h.files_changed) if h is not None else 0,
                 handoff=h.model_dump(by_alias=True, mode="json", exclude_none=True) if h is not None else None,
                 failure=_last_failure(t), gate=gate, gate_reason=reason, gate_started=started))
         jt = self.ctx.cache.tasks.get((ns, fanout.judge_name(task.name, round_)))
@@ -106,7 +109,7 @@ class Fanout:
                                      commit=jh.commit if jh is not None else None,
                                      branch=jh.branch if jh is not None else None,
                                      reasons=tuple(jh.reasons) if jh is not None else (), failure=_last_failure(jt))
-        return fanout.Snapshot(task.name, round_, tuple(views), judge, has_gate, running)
+        return fanout.Snapshot(task.name, round_, tuple(views), judge, has_gate, running, settings.judge)
 
     # --- acting --------------------------------------------------------------------------------------
 

@@ -15,7 +15,8 @@ Candidates are ordinary agent tasks for the scheduler; they never get a MergeJob
 * a candidate that failed, was cancelled, changed nothing or failed its gate is **out**, with its reason;
 * when every candidate is decided: none passed -> :class:`Finish` without a winner (the task fails, naming each
   reason); one passed -> it wins without a judge; more -> a **judge** (a reviewer task ``<task>-judge`` whose
-  task input has the passing candidates) picks one (:class:`StartJudge`). The judge's answer is untrusted: the
+  task input has the passing candidates) picks one (:class:`StartJudge`), or with ``judge: compare`` no agent
+  does: :func:`compare` ranks them on measured cost, tokens and files changed. The judge's answer is untrusted: the
   winner is the passing candidate whose commit and branch the judge's handoff names, else the task fails.
 
 The task's ``status.fanout`` (:func:`status`) records every candidate (model, branch, commit, gate, reason), the
@@ -39,6 +40,10 @@ CANDIDATE_GATE: Final = "candidate-gate"
 JUDGE: Final = "judge"
 MODEL_ANNOTATION: Final = keys.MODEL
 """On a candidate: the model it runs with (overrides the build's ``spec.agent.model``)."""
+BACKEND_ANNOTATION: Final = keys.BACKEND
+"""On a candidate: the backend it runs with (overrides the task's and the build's). An annotation, as the model
+is, and not the candidate's ``spec.agent.backend``: ``command`` cannot be set per task through the API (its
+template is the build's ``spec.agent.command``), and ``openai``/``anthropic`` there would need a model too."""
 CANDIDATE_ANNOTATION: Final = keys.CANDIDATE
 """On a candidate's gate task: the candidate it gates."""
 MAX_REASON: Final = 4096
@@ -52,6 +57,9 @@ class Settings:
 
     count: int
     models: tuple[str, ...] = ()
+    backends: tuple[str, ...] = ()
+    judge: str = "reviewer"
+    """``reviewer`` (a judge agent picks) or ``compare`` (the least costly passing candidate wins, no agent)."""
 
 
 def effective(task_fanout: Mapping[str, Any] | None, build_fanout: Mapping[str, Any] | None, *, role: str,
@@ -64,7 +72,8 @@ def effective(task_fanout: Mapping[str, Any] | None, build_fanout: Mapping[str, 
     count = int(chosen.get("count", 1) or 1)
     if count < 2:
         return None
-    return Settings(count, tuple(str(m) for m in chosen.get("models") or ()))
+    return Settings(count, tuple(str(m) for m in chosen.get("models") or ()),
+                    tuple(str(b) for b in chosen.get("backends") or ()), str(chosen.get("judge") or "reviewer"))
 
 
 def candidate_name(task: str, round_: int, index: int) -> str:
@@ -92,6 +101,13 @@ def model_for(settings: Settings, index: int, default: str | None) -> str | None
     return settings.models[(index - 1) % len(settings.models)]
 
 
+def backend_for(settings: Settings, index: int) -> str | None:
+    """The backend of candidate ``index`` (from 1): the backends in turn, else None (the task's or the build's)."""
+    if not settings.backends:
+        return None
+    return settings.backends[(index - 1) % len(settings.backends)]
+
+
 def candidate_branch(namespace: str, build: str, candidate: str) -> str:
     """A candidate's own branch: ``longshot/<namespace>/<build>/<candidate>`` (``names.task_branch``)."""
     return names.task_branch(namespace, build, candidate)
@@ -108,13 +124,18 @@ def candidate_manifests(task: Mapping[str, Any], build_name: str, round_: int, s
     for i in range(1, settings.count + 1):
         name = candidate_name(parent, round_, i)
         model = model_for(settings, i, default_model)
-        extra = {key: spec[key] for key in ("retryPolicy", "resources", "timeoutSeconds") if spec.get(key) is not None}
+        extra = {key: spec[key] for key in ("retryPolicy", "resources", "timeoutSeconds", "agent")
+                 if spec.get(key) is not None}
+        backend = backend_for(settings, i)
+        annotations = {MODEL_ANNOTATION: model} if model else {}
+        if backend:
+            annotations[BACKEND_ANNOTATION] = backend
         out.append(manifests.agent_task(
             name=name, namespace=meta.get("namespace", ""), build=build_name, role=spec.get("role", "worker"),
             description=spec.get("description", ""), priority=spec.get("priority", 5),
             owner=manifests.owned_by_task(parent, meta.get("uid", "")),
             labels={**labels, PURPOSE_LABEL: CANDIDATE, FANOUT_LABEL: names.fit(parent)},
-            annotations={MODEL_ANNOTATION: model} if model else {}, scope=list(spec.get("scope") or []),
+            annotations=annotations, scope=list(spec.get("scope") or []),
             depth=spec.get("depth", 0), branch=candidate_branch(meta.get("namespace", ""), build_name, name),
             **extra))
     return out
@@ -148,6 +169,14 @@ class CandidateView:
     model: str | None = None
     branch: str | None = None
     commit: str | None = None
+    backend: str | None = None
+    """The backend it runs with when the fan-out names one (``fanout.backends``)."""
+    tokens: int = 0
+    """Tokens of its attempts (each the larger of what the gateway metered and what the handoff said)."""
+    cost: float = 0.0
+    """Cost of its attempts, likewise."""
+    files: int = 0
+    """Files its handoff says the commit changed."""
     handoff: Mapping[str, Any] | None = None
     """Its ``status.handoff`` (wire form) when it succeeded."""
     failure: str = ""
@@ -180,6 +209,8 @@ class Snapshot:
     """The build has a quality-gate command; without one every candidate that produced a commit passes."""
     running: bool = True
     """The task is still running this round (False: it was cancelled or ended; running candidates stop)."""
+    judge_mode: str = "reviewer"
+    """``reviewer``: a judge agent picks among two or more passing candidates; ``compare``: :func:`compare`."""
 
 
 @dataclass(frozen=True)
@@ -264,6 +295,8 @@ def decide(s: Snapshot) -> list[Effect]:
         only = passing[0]
         why = "the only candidate that passed its gate"
         return [Finish(only.name, (why,), f"{only.name} wins: {why}")]
+    if s.judge_mode == "compare":
+        return [compare(passing)]
     judge = s.judge
     if judge is None:
         return [StartJudge(judge_name(s.task, s.round), tuple(c.name for c in passing))]
@@ -280,6 +313,23 @@ def decide(s: Snapshot) -> list[Effect]:
         return [Finish(None, (why,), why)]
     reasons = tuple(r[:MAX_REASON] for r in judge.reasons[:50]) or ("(the judge gave no reasons)",)
     return [Finish(chosen[0].name, reasons, f"the judge picked {chosen[0].name}: " + "; ".join(reasons)[:2000])]
+
+
+def compare(passing: Sequence[CandidateView]) -> Finish:
+    """The ``compare`` reduction: no judge agent; the passing candidates are ranked on what was measured (cost,
+    then tokens, then files changed, then candidate order) and the first wins. The reasons are the ranking, one
+    line per candidate. Every candidate passed the same gate as it would land, so the cheaper one is taken."""
+    ranked = sorted(enumerate(passing), key=lambda ic: (round(ic[1].cost, 6), ic[1].tokens, ic[1].files, ic[0]))
+    lines = []
+    for n, (_, c) in enumerate(ranked, start=1):
+        ran = ", ".join(x for x in (c.backend, c.model) if x)
+        lines.append(f"{n}. {c.name}{f' ({ran})' if ran else ''}: passed its gate; cost {c.cost:.4f}, "
+                     f"{c.tokens} tokens, {c.files} file(s) changed")
+    winner = ranked[0][1]
+    why = ("compared on cost, then tokens, then files changed (judge: compare)", *lines)
+    return Finish(winner.name, tuple(r[:MAX_REASON] for r in why[:50]),
+                  f"{winner.name} wins the comparison of {len(passing)} passing candidates: least cost, tokens "
+                  "and files changed")
 
 
 def with_gate(s: Snapshot, name: str, gate: Gate, reason: str) -> Snapshot:
@@ -305,6 +355,8 @@ def status(s: Snapshot, record: Record) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": c.name, "gate": c.gate}
         if c.model:
             entry["model"] = c.model
+        if c.backend:
+            entry["backend"] = c.backend
         if c.branch:
             entry["branch"] = c.branch
         if c.commit:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import typing
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -78,6 +79,15 @@ def _spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 def _override(task: Mapping[str, Any]) -> Mapping[str, Any]:
     """The task's ``spec.agent`` (per-task backend, model, prompt addendum, timeout, resources), or {}."""
     return _spec(task).get("agent") or {}
+
+
+def _backend(annotations: Mapping[str, Any], override: Mapping[str, Any], agent: Mapping[str, Any]) -> Any:
+    """The attempt's backend: a best-of-N candidate's (its annotation, written by the operator; an unknown value
+    is ignored, whoever wrote it), else the task's ``spec.agent``, else the build's."""
+    candidate = annotations.get(fanout.BACKEND_ANNOTATION)
+    if candidate in typing.get_args(ho.BackendInput.model_fields["name"].annotation):
+        return candidate
+    return override.get("backend") or agent.get("backend", "scripted")
 
 
 def _resources(task: Mapping[str, Any], build: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
@@ -152,7 +162,7 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
         branch=binding.task_branch(tspec.get("branch"), namespace, build_name, task_name),
         commit=tspec.get("commit"),
         backend=ho.BackendInput(
-            name=override.get("backend") or agent.get("backend", "scripted"),
+            name=_backend(annotations, override, agent),
             model=model,
             base_url=agent.get("baseUrl"),
             command=agent.get("command"),

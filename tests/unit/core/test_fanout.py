@@ -126,3 +126,47 @@ def test_status_records_every_candidate_and_the_decision():
         {"name": "b-api-c2", "gate": "Failed", "branch": "longshot/b/b-api-c2", "commit": "c2c2c20",
          "reason": "failed its gate: conflicts"}],
         "reasons": ["simplest"], "judgeTask": "b-api-judge", "winner": "b-api-c1"}
+
+
+def test_candidates_differ_in_backend_in_turn_keeping_the_tasks_own_agent_settings():
+    s = fanout.effective(None, {"count": 3, "backends": ["anthropic", "command"], "models": ["m"],
+                                "judge": "compare"}, role="worker", planned=True)
+    assert s == fanout.Settings(3, ("m",), ("anthropic", "command"), "compare")
+    assert [fanout.backend_for(s, i) for i in (1, 2, 3)] == ["anthropic", "command", "anthropic"]
+    assert fanout.backend_for(fanout.Settings(2), 1) is None
+    task = {"metadata": {"name": "b-api", "namespace": "ns", "uid": "u1"},
+            "spec": {"buildRef": {"name": "b"}, "description": "answer()", "role": "worker",
+                     "agent": {"promptAddendum": "be brief", "backend": "openai"}}}
+    ms = fanout.candidate_manifests(task, "b", 1, s, "default", {})
+    # an annotation written by the operator, as the model is: `command` cannot be set in a task's spec.agent
+    assert [m["metadata"]["annotations"] for m in ms] == [
+        {fanout.MODEL_ANNOTATION: "m", fanout.BACKEND_ANNOTATION: b} for b in ("anthropic", "command", "anthropic")]
+    assert all(m["spec"]["agent"] == {"promptAddendum": "be brief", "backend": "openai"} for m in ms)  # the task's
+    plain = fanout.candidate_manifests(task, "b", 1, fanout.Settings(2), "default", {})
+    assert fanout.BACKEND_ANNOTATION not in plain[0]["metadata"]["annotations"]
+    for m in ms:
+        AgentTaskSpec.model_validate(m["spec"])
+
+
+def test_compare_picks_the_least_costly_passing_candidate_without_a_judge_and_records_the_ranking():
+    s = snap(cand(1, gate="Passed", cost=0.30, tokens=900, files=2, backend="anthropic", model="m"),
+             cand(2, gate="Passed", cost=0.10, tokens=5000, files=9, backend="command", model="m"),
+             cand(3, gate="Failed", cost=0.01, tokens=10, files=1),
+             cand(4, gate="Passed", cost=0.10, tokens=5000, files=3), judge_mode="compare")
+    (done,) = fanout.decide(s)
+    assert isinstance(done, Finish) and done.winner == "b-api-c4"  # c2's cost and tokens, fewer files
+    assert done.reasons[0] == "compared on cost, then tokens, then files changed (judge: compare)"
+    assert done.reasons[1:] == (
+        "1. b-api-c4: passed its gate; cost 0.1000, 5000 tokens, 3 file(s) changed",
+        "2. b-api-c2 (command, m): passed its gate; cost 0.1000, 5000 tokens, 9 file(s) changed",
+        "3. b-api-c1 (anthropic, m): passed its gate; cost 0.3000, 900 tokens, 2 file(s) changed")
+    # a tie on everything: candidate order decides, so a replay decides the same
+    tie = fanout.decide(snap(cand(2, gate="Passed"), cand(1, gate="Passed"), judge_mode="compare"))
+    assert isinstance(tie[0], Finish) and tie[0].winner == "b-api-c2"
+    # the reviewer mode still asks a judge
+    assert isinstance(fanout.decide(snap(cand(1, gate="Passed"), cand(2, gate="Passed")))[0], StartJudge)
+
+
+def test_status_records_each_candidates_backend():
+    wire = fanout.status(snap(cand(1, gate="Passed", backend="command")), fanout.Record())
+    assert wire["candidates"][0]["backend"] == "command"

@@ -235,3 +235,19 @@ def test_the_tasks_agent_override_wins_over_the_build_for_backend_model_prompt_t
 def test_the_model_the_operator_chose_for_the_attempt_is_the_one_the_agent_gets():
     p = pods.build_agent_pod(agent_task(agent={"model": "primary"}), build_request(), SETTINGS, 2, model="fallback")
     assert task_input_of(p).backend.model == "fallback"
+
+
+@pytest.mark.parametrize(("annotation", "override", "expected"), [
+    ("command", None, "command"),        # a best-of-N candidate's backend (fanout.backends)
+    ("command", "anthropic", "command"),  # wins over the task's spec.agent
+    (None, "anthropic", "anthropic"),
+    ("evil", None, "openai"),            # an unknown value is ignored, whoever wrote it: the build's
+    (None, None, "openai"),
+])
+def test_the_backend_of_a_candidate_comes_from_its_annotation_then_the_task_then_the_build(annotation, override,
+                                                                                          expected):
+    t = agent_task(**({"agent": {"backend": override, "model": "m2"}} if override else {}))
+    if annotation:
+        t["metadata"]["annotations"] = {"longshot.dev/backend": annotation}
+    ti = TaskInput.model_validate(json.loads(pod(task=t)["metadata"]["annotations"]["longshot.dev/task-input"]))
+    assert ti.backend.name == expected
