@@ -3,12 +3,18 @@ the field, and carried by the task input of the Pods the operator builds (the bu
 
 from __future__ import annotations
 
+import io
 import json
+import os
+from pathlib import Path
 
 import kubernetes
 import pytest
-from k8s_builders import build, create, get, task
-from test_orchestration import PLANNER, demo_build, wait_pod
+from k8s_builders import build, condition, create, get, task
+from kubelet_double import finish_pod
+from test_orchestration import PLANNER, demo_build, phase_is, wait_pod, wait_task
+
+from longshot.agent import runner
 
 pytestmark = pytest.mark.integration
 
@@ -65,3 +71,37 @@ def test_the_pods_of_a_build_carry_its_hooks_and_a_tasks_own_hooks_win(operator,
                                    agent={"hooks": {"afterClone": "pnpm install", "timeoutSeconds": 30}}))
     own = wait_pod(core_v1, namespace, "demo-own-a1")
     assert task_input(own)["hooks"] == {**HOOKS, "afterClone": "pnpm install", "timeoutSeconds": 30}
+
+
+def run_runner(pod, tmp_path: Path) -> tuple[int, str]:
+    """The agent runner on the Pod's own task input, as the Pod would run it (without a gateway: the build's
+    repository is a local file:// one); its exit code and termination message."""
+    (tmp_path / "task.json").write_text(pod.metadata.annotations["longshot.dev/task-input"])
+    none = str(tmp_path / "none")
+    env = {**os.environ, "LONGSHOT_TASK_INPUT": str(tmp_path / "task.json"),
+           "LONGSHOT_GIT_CREDENTIALS_DIR": none, "LONGSHOT_LLM_CREDENTIALS_DIR": none,
+           "LONGSHOT_SCRIPT_DIR": none, "LONGSHOT_PROMPTS_DIR": none,
+           "LONGSHOT_WORKSPACE_DIR": str(tmp_path / "workspace"),
+           "LONGSHOT_TERMINATION_LOG": str(tmp_path / "termination-log"), "LONGSHOT_HEARTBEAT_SECONDS": "0"}
+    env.pop("LONGSHOT_GATEWAY_URL", None)
+    code = runner.run(env, sleep=lambda s: None, rand=lambda: 0.5, stdout=io.StringIO())
+    return code, (tmp_path / "termination-log").read_text()
+
+
+def test_a_failing_hook_run_from_the_pods_task_input_stops_the_task_naming_the_hook(
+        operator, core_v1, custom, namespace, tmp_path):
+    create(custom, namespace, demo_build(workers={"max": 2}))
+    wait_pod(core_v1, namespace, f"{PLANNER}-a1")
+    create(custom, namespace, task("demo-setup", buildRef={"name": "demo"}, description="Needs set-up",
+                                   agent={"hooks": {"afterClone": "echo 'npm ERR! missing script: ci' >&2; exit 2"}}))
+    pod = wait_pod(core_v1, namespace, "demo-setup-a1")
+
+    code, message = run_runner(pod, tmp_path)
+    assert code == 2
+    finish_pod(core_v1, namespace, "demo-setup-a1", exit_code=code, reason="Error", message=message)
+    t = wait_task(custom, namespace, "demo-setup", phase_is("Failed"), "Failed")
+    (attempt,) = t["status"]["attempts"]  # not retried: a person fixes the hook
+    assert attempt["failureClass"] == "Configuration"
+    stalled = condition(t, "Stalled")
+    assert stalled["reason"] == "Configuration"
+    assert "spec.agent.hooks.afterClone exited 2: npm ERR! missing script: ci" in stalled["message"]
