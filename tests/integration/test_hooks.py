@@ -15,6 +15,7 @@ from kubelet_double import finish_pod
 from test_orchestration import PLANNER, demo_build, phase_is, wait_pod, wait_task
 
 from longshot.agent import runner
+from longshot.testing import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +31,17 @@ def test_hooks_are_accepted_and_their_timeout_defaulted(custom, namespace):
     create(custom, namespace, task("t2", suspend=True, agent={"hooks": {"afterRun": "make fmt"}}))
     # a task's hooks have no timeout default: the build's applies
     assert get(custom, namespace, "agenttasks", "t2")["spec"]["agent"]["hooks"] == {"afterRun": "make fmt"}
+
+
+def test_kubectl_explain_describes_each_hook(kubectl):
+    def explain(field):
+        result = kubectl("explain", field, check=False)
+        return " ".join(result.stdout.split()) if result.returncode == 0 else None
+
+    out = wait_for(lambda: explain("br.spec.agent.hooks.afterRun"), timeout=30, what="kubectl explain")
+    assert "before the runner commits and pushes" in out
+    assert "whole process group is killed" in explain("br.spec.agent.hooks.timeoutSeconds")
+    assert "wins over the build's" in explain("at.spec.agent.hooks")
 
 
 @pytest.mark.parametrize(("obj", "field", "text"), [
