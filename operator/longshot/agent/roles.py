@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from longshot.agent import errors, events, gitops, prompts, results, sandbox, settings, tools
+from longshot.agent import errors, events, gitops, hooks, prompts, results, sandbox, settings, tools
 from longshot.agent import gateway as agent_gateway
 from longshot.agent.backends import base
 from longshot.api import handoff
@@ -117,6 +117,12 @@ def run_backend(attempt: Attempt, *, validator: tools.Validator | None = None, t
         return backend.run(session)
     finally:
         attempt.usage = session.usage
+
+
+def hook(attempt: Attempt, name: hooks.HookName) -> None:
+    """Run workspace hook ``name`` (``spec.agent.hooks``) in the checkout when the task sets it and the role runs
+    it (:data:`longshot.agent.hooks.ROLE_HOOKS`); a failing hook fails the attempt."""
+    hooks.run(name, attempt.task, cwd=attempt.paths.checkout, env=attempt.command_env, ev=attempt.events)
 
 
 # --- git helpers -------------------------------------------------------------------------------------
@@ -359,7 +365,10 @@ def worker(attempt: Attempt) -> dict[str, Any]:
     base_commit = _remote_base(attempt)
     start, stacked_on, own_since = _start(attempt, base_commit)
     attempt.base_commit = start if not stacked_on else base_commit
+    hook(attempt, "afterClone")
+    hook(attempt, "beforeRun")
     finish = run_backend(attempt)
+    hook(attempt, "afterRun")
     summary = finish.summary if finish.question is None else f"Work in progress: {attempt.task.task}"
     head = _commit_if_dirty(attempt, summary, stacked_on=stacked_on)
     if head != start and git.changed_files(start, head):
@@ -372,6 +381,7 @@ def worker(attempt: Attempt) -> dict[str, Any]:
 def planner(attempt: Attempt) -> dict[str, Any]:
     base_commit = _remote_base(attempt)
     attempt.git.checkout(f"longshot-plan-{attempt.task.attempt}", base_commit)
+    hook(attempt, "afterClone")
     task = attempt.task
     taken = {p.task for p in task.previous}
 
@@ -394,6 +404,7 @@ def reviewer(attempt: Attempt) -> dict[str, Any]:
     git = attempt.git
     base_commit = _remote_base(attempt)
     head = _bound_checkout(attempt)
+    hook(attempt, "afterClone")
     diff = git.diff(f"{base_commit}...{head}")
     files = git.changed_files(f"{base_commit}...{head}")
     finish = run_backend(attempt, validator=results.validate_review,
@@ -410,6 +421,7 @@ def judge(attempt: Attempt) -> dict[str, Any]:
     task = attempt.task
     base_commit = _remote_base(attempt)
     git.checkout(f"longshot-judge-{task.attempt}", base_commit)
+    hook(attempt, "afterClone")
     budget = max(attempt.settings.max_diff_chars // max(len(task.candidates), 1), 2000)
     shown: list[dict[str, Any]] = []
     files_of: dict[str, list[str]] = {}
@@ -442,6 +454,8 @@ def tester(attempt: Attempt) -> dict[str, Any]:
         raise errors.ConfigError("the tester role needs a test command (spec.reconciler.command)")
     base_commit = _remote_base(attempt)
     head = _bound_checkout(attempt)
+    hook(attempt, "afterClone")
+    hook(attempt, "beforeGate")
     attempt.events.log("running tests", command=task.test_command)
     result = sandbox.run(["/bin/sh", "-c", task.test_command], cwd=attempt.paths.checkout,
                          env=attempt.command_env, timeout=attempt.settings.test_timeout_seconds,
@@ -471,6 +485,7 @@ def fixer(attempt: Attempt) -> dict[str, Any]:
     stacked_on = stacked[1] if stacked is not None else []
     if stacked is None:
         git.checkout(task.branch, start)
+    hook(attempt, "afterClone")
     merge = git.run("merge", "--no-ff", "--no-edit", "--quiet", base_commit, check=False,
                     env=gitops.author_env(task.author_name, task.author_email))
     conflicts = [p for p in git.run("diff", "--name-only", "--diff-filter=U").stdout.splitlines() if p]
@@ -484,7 +499,9 @@ def fixer(attempt: Attempt) -> dict[str, Any]:
         if left:
             raise errors.ToolError(f"conflict markers are still in: {', '.join(left)}; resolve them")
 
+    hook(attempt, "beforeRun")
     finish = run_backend(attempt, validator=validate, conflicts=conflicts)
+    hook(attempt, "afterRun")
     if finish.question is not None:
         # nothing is pushed: a half-resolved merge must not land on the branch being fixed
         return _needs_input({"base_commit": base_commit}, finish)

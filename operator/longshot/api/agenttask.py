@@ -7,7 +7,7 @@ from typing import Any, Final, Literal
 from pydantic import ConfigDict, Field, JsonValue
 
 from longshot.api import conditions as c
-from longshot.api.buildrequest import Backend, FanoutSettings, RetryPolicy
+from longshot.api.buildrequest import Backend, FanoutSettings, Hooks, RetryPolicy
 from longshot.api.common import (
     CONDITIONS_SCHEMA_EXTRA,
     DNS_SUBDOMAIN,
@@ -51,6 +51,13 @@ class DependencyPolicy(Model):
     """How many dependencies must succeed (``quorum`` only; at most the number of ``dependsOn``)."""
 
 
+class HooksOverride(Hooks):
+    """Workspace hooks of one task: each one set wins over the build's ``spec.agent.hooks``."""
+
+    timeout_seconds: int | None = Field(default=None, ge=1, le=3600)  # type: ignore[assignment]
+    """Longest each hook of this task may run; the build's ``spec.agent.hooks.timeoutSeconds`` when unset."""
+
+
 class AgentOverride(Model):
     """Per-task agent settings; each one set wins over the build's ``spec.agent`` (and over the task's older
     ``spec.resources`` and ``spec.timeoutSeconds``)."""
@@ -68,6 +75,9 @@ class AgentOverride(Model):
     """Wall-clock limit of one attempt of this task (the Pod's ``activeDeadlineSeconds``)."""
     resources: Resources | None = None
     """Requests and limits of this task's agent Pods."""
+    hooks: HooksOverride | None = None
+    """Workspace hooks of this task's attempts: each hook set here (and ``timeoutSeconds``) wins over the build's
+    ``spec.agent.hooks``; a build hook this task should skip can be set to ``":"``."""
 
 
 class AgentTaskSpec(Model):
@@ -121,7 +131,7 @@ class AgentTaskSpec(Model):
     the retry policy), the task goes back to Pending with condition ``Suspended``, and no attempt starts until it is
     false again; the next attempt then starts from the task's branch."""
     agent: AgentOverride | None = None
-    """Per-task backend, model, prompt addendum, timeout and resources, over the build's ``spec.agent``."""
+    """Per-task backend, model, prompt addendum, timeout, resources and hooks, over the build's ``spec.agent``."""
     depends_on_policy: DependencyPolicy = Field(default_factory=DependencyPolicy)
     """How many of ``dependsOn`` must succeed before this task starts: all (the default), any, or a quorum."""
     fanout: FanoutSettings | None = None

@@ -186,6 +186,36 @@ class PlannerSettings(Model):
     results, until it answers ``done`` or this many iterations have run."""
 
 
+HOOK_COMMAND_MAX = 4096
+"""Longest hook command, like every other command of a BuildRequest."""
+HOOK_NAMES: Final = ("afterClone", "beforeRun", "afterRun", "beforeGate")
+"""The hooks, in the order an attempt may run them (wire names: ``spec.agent.hooks.<name>``)."""
+
+
+class Hooks(Model):
+    """Workspace hooks: shell commands the agent Pod runs in the checkout (``/bin/sh -c``, the repository root as
+    working directory), in the same sandbox and with the same limits as the agent. Each output is kept bounded (head
+    and tail) and redacted. A hook that exits non-zero fails the attempt with a message naming it: ``Configuration``
+    (the task stops until the spec is edited or the task relaunched), except ``afterRun``, which runs on the agent's
+    changes and is the agent's error (``AgentError``, retried with the hook's output); a hook that runs out of time
+    is a ``Timeout`` (retried). See docs/agent.md."""
+
+    after_clone: str | None = Field(default=None, min_length=1, max_length=HOOK_COMMAND_MAX)
+    """Runs in every role right after the runner checked out what the role works on (before the agent, the tests
+    or the review), for example ``npm ci``."""
+    before_run: str | None = Field(default=None, min_length=1, max_length=HOOK_COMMAND_MAX)
+    """Worker and fixer: runs after ``afterClone``, just before the agent starts (for example a service the agent's
+    commands need, started detached with ``setsid -f``)."""
+    after_run: str | None = Field(default=None, min_length=1, max_length=HOOK_COMMAND_MAX)
+    """Worker and fixer: runs after the agent finished and before the runner commits and pushes; what it changes is
+    committed with the agent's work (for example a formatter)."""
+    before_gate: str | None = Field(default=None, min_length=1, max_length=HOOK_COMMAND_MAX)
+    """Tester (quality gates and sweeps): runs after ``afterClone``, just before the test command."""
+    timeout_seconds: int = Field(default=300, ge=1, le=3600)
+    """Longest each hook may run; the hook's whole process group is killed when it is up, and the attempt fails
+    with ``Timeout``. The attempt's own limit (``timeoutSeconds``) still applies."""
+
+
 class AgentSettings(Model):
     """How agent Pods run."""
 
@@ -226,6 +256,9 @@ class AgentSettings(Model):
     rate-limited (``RateLimited``, or ``Infrastructure`` naming the model API), the task's next attempt uses the
     next model of ``[model, *fallbackModels]`` (wrapping round), and keeps it while it works. Every attempt
     records its model in ``status.attempts[].model``. Same provider and credentials as ``model``."""
+    hooks: Hooks | None = None
+    """Workspace hooks (``afterClone``, ``beforeRun``, ``afterRun``, ``beforeGate``): shell commands run in the
+    checkout around the agent's work and before a gate's tests."""
 
 
 class WorkerSettings(Model):

@@ -35,6 +35,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from longshot.api import keys, sanitize
 from longshot.api.agenttask import FailureClass, GateResult, Role
+from longshot.api.buildrequest import Hooks
 from longshot.api.common import DNS_SUBDOMAIN, GIT_BRANCH, MAX_SCOPE_ENTRIES, Model, ScopeEntry
 
 PROTOCOL_VERSION: Final = "longshot.dev/handoff-v1"
@@ -504,3 +505,6 @@ class TaskInput(Model):
     """A person's answer to ``question`` (the AgentTask's ``spec.answer``)."""
     instructions: str | None = None
     """A person's addendum to the prompt (the AgentTask's ``spec.agent.promptAddendum``)."""
+    hooks: Hooks = Field(default_factory=Hooks)
+    """Workspace hooks of the attempt: the task's ``spec.agent.hooks`` over the build's (each hook and the timeout
+    on its own); the runner runs those of its role (docs/agent.md)."""

@@ -30,8 +30,8 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from longshot import tracing
+from longshot.api import buildrequest, keys, sanitize
 from longshot.api import handoff as ho
-from longshot.api import keys, sanitize
 from longshot.api.common import API_VERSION
 from longshot.config import Settings
 from longshot.core import binding, fanout, names, plan
@@ -77,7 +77,7 @@ def _spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _override(task: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The task's ``spec.agent`` (per-task backend, model, prompt addendum, timeout, resources), or {}."""
+    """The task's ``spec.agent`` (per-task backend, model, prompt addendum, timeout, resources, hooks), or {}."""
     return _spec(task).get("agent") or {}
 
 
@@ -119,6 +119,14 @@ def timeout_of(task: Mapping[str, Any], build: Mapping[str, Any]) -> int:
     agent = _spec(build).get("agent") or {}
     return int(_override(task).get("timeoutSeconds") or _spec(task).get("timeoutSeconds")
                or agent.get("timeoutSeconds") or DEFAULT_TIMEOUT_SECONDS)
+
+
+def hooks_of(task: Mapping[str, Any], build: Mapping[str, Any]) -> dict[str, Any]:
+    """The attempt's workspace hooks (wire form): each key of the task's ``spec.agent.hooks`` that is set wins over
+    the build's ``spec.agent.hooks``."""
+    merged = {k: v for k, v in ((_spec(build).get("agent") or {}).get("hooks") or {}).items() if v is not None}
+    merged.update({k: v for k, v in (_override(task).get("hooks") or {}).items() if v is not None})
+    return merged
 
 
 def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
@@ -176,6 +184,7 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
         iteration=iteration,
         max_iterations=max_iterations,
         instructions=override.get("promptAddendum"),
+        hooks=buildrequest.Hooks.model_validate(hooks_of(task, build)),
     )
     if not extra:
         return base
