@@ -107,7 +107,8 @@ def test_issue_14_fields_are_rendered_with_bounds_defaults_and_rules():
     assert issues["required"] == ["repository"]
     assert "owner/name" in issues["x-kubernetes-validations"][0]["message"]
     fanout = br["spec"]["properties"]["fanout"]
-    assert fanout["nullable"] is True and fanout["properties"]["judge"]["enum"] == ["reviewer"]
+    assert fanout["nullable"] is True and fanout["properties"]["judge"]["enum"] == ["reviewer", "compare"]
+    assert fanout["properties"]["backends"]["items"]["enum"] == ["openai", "anthropic", "command", "scripted"]
     assert (fanout["properties"]["count"]["minimum"], fanout["properties"]["count"]["maximum"]) == (1, 10)
     assert "fanout.count" in fanout["x-kubernetes-validations"][0]["message"]
     assert br["spec"]["properties"]["merge"]["properties"]["requireApproval"]["default"] is False
