@@ -143,9 +143,7 @@ class Leadership:
         task = self.tasks.pop(shard, None)
         self.electors.pop(shard, None)
         if task is not None:
-            task.cancel()  # the elector releases the Lease when cancelled
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_and_wait(task)  # the elector releases the Lease when cancelled
         self.on_change()
 
     async def _drop_all(self, why: str) -> None:
@@ -167,6 +165,29 @@ class Leadership:
     async def stop(self) -> None:
         await self._drop_all("shutting down")
         if self._member_task is not None:
-            self._member_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._member_task
+            await cancel_and_wait(self._member_task)
+
+
+RELEASE_GRACE_SECONDS = 5.0
+"""How long a cancelled caller of :func:`cancel_and_wait` still waits for the task's release before it stops."""
+
+
+async def cancel_and_wait(task: asyncio.Task[object]) -> None:
+    """Cancel ``task`` and wait until it has ended (an elector releasing its Lease), swallowing its cancellation
+    and its errors, but never a cancellation of the caller itself. ``contextlib.suppress(CancelledError)`` around
+    the ``await`` swallows both: the operator's shutdown cancelled the leadership loop while a rebalance was
+    handing a shard over, the loop went on, and the replica never stopped (an integration test's teardown: "The
+    operator didn't stop, still running"). Called while the caller is already being cancelled (a ``finally``), it
+    waits for the task as well: only a cancellation that arrives during the wait is raised, after the task has
+ended (at most :data:`RELEASE_GRACE_SECONDS` later)."""
+    me = asyncio.current_task()
+    before = me.cancelling() if me is not None else 0
+    task.cancel()
+    try:
+        await asyncio.shield(task)  # our own cancellation must not cut the task's release short
+    except asyncio.CancelledError:
+        if me is not None and me.cancelling() > before:
+            await asyncio.wait({task}, timeout=RELEASE_GRACE_SECONDS)  # let the hand-over finish, briefly
+            raise
+    except Exception:  # the task logged what it could; a hand-over goes on
+        log.debug("a cancelled task ended with an error", exc_info=True)
