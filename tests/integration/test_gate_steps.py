@@ -40,6 +40,8 @@ def test_the_api_server_takes_a_custom_gate_with_steps_and_defaults_the_coverage
     assert [s["name"] for s in gate["steps"]] == ["unit", "coverage"]
     assert gate["steps"][1]["coverage"]["format"] == "lcov" and gate["review"] is True
     create(custom, namespace, build("preset", qualityGate={"profile": "standard", "steps": STEPS[1:]}))
+    create(custom, namespace, build("named", qualityGate={"profile": "custom", "steps": [
+        {"name": "test", "command": "make test"}, {"name": "lint", "command": "make lint"}]}))
 
 
 @pytest.mark.parametrize(("gate", "field", "text"), [
@@ -47,6 +49,8 @@ def test_the_api_server_takes_a_custom_gate_with_steps_and_defaults_the_coverage
     ({"profile": "custom", "steps": []}, "spec.qualityGate.steps", "custom runs exactly qualityGate.steps"),
     ({"profile": "custom", "steps": [{"name": "a", "command": "true"}, {"name": "a", "command": "false"}]},
      "spec.qualityGate.steps", "names must be unique"),
+    ({"steps": [{"name": "test", "command": "make test"}]}, "spec.qualityGate.steps",
+     "whose names typecheck, lint and test they must not take"),
     ({"profile": "custom", "steps": [{"name": "lint"}]}, "spec.qualityGate.steps[0].command",
      "needs a command, a coverage threshold, or both"),
     ({"profile": "custom", "steps": [{"name": "Lint", "command": "true"}]}, "spec.qualityGate.steps[0].name",

@@ -391,6 +391,14 @@ QUALITY_GATE_RULES: list[JsonValue] = [
         "fieldPath": ".steps",
         "reason": "FieldValueInvalid",
     },
+    {
+        "rule": "!has(self.steps) || (has(self.profile) && self.profile == 'custom') || "
+                "self.steps.all(s, !(s.name in ['typecheck', 'lint', 'test']))",
+        "message": "qualityGate.steps run after the profile's preset steps, whose names typecheck, lint and test they "
+                   "must not take: rename the step, or use profile custom",
+        "fieldPath": ".steps",
+        "reason": "FieldValueInvalid",
+    },
 ]
 
 
@@ -411,7 +419,8 @@ class QualityGate(Model):
     """Type-check command (step ``typecheck``, in ``strict``)."""
     steps: list[GateStep] = Field(default_factory=list, max_length=MAX_GATE_STEPS)
     """Named steps: the whole gate with ``profile: custom``, else run after the preset's steps (for example a
-    coverage threshold after ``standard``'s lint and tests)."""
+    coverage threshold after ``standard``'s lint and tests), under other names than ``typecheck``, ``lint`` and
+    ``test``."""
     review: bool = False
     """Also require a reviewer agent's approval before merging (``strict`` always does)."""
 

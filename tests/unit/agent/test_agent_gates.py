@@ -153,6 +153,8 @@ def test_a_command_then_its_coverage_in_one_step(tmp_path):
     ('<coverage lines-valid="10" lines-covered="11">', "cobertura", "larger than lines-valid"),
     ("<coverage line-rate=\"0.9\"" + " a='b'" * 20000, "cobertura", "does not end"),
     (b"\xff\xfe\x00garbage" * 1000, "cobertura", "not a Cobertura report"),
+    ("<!--" + "x" * 70_000 + "-->\n<coverage line-rate='1'>", "cobertura", "in the first 64 KiB"),
+    ("<coverages line-rate='1'>", "cobertura", "not a Cobertura report"),
     ("LF:10\nLH:20\n", "lcov", "more lines hit"),
     ("LF:" + "9" * 5000 + "\nLH:1\n", "lcov", "is not a line count"),
     ("LF:-5\nLH:1\n", "lcov", "is not a line count"),
