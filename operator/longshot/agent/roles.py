@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from longshot.agent import errors, events, gitops, hooks, prompts, results, sandbox, settings, tools
+from longshot.agent import errors, events, gates, gitops, hooks, prompts, results, sandbox, settings, tools
 from longshot.agent import gateway as agent_gateway
 from longshot.agent.backends import base
 from longshot.api import handoff
@@ -450,12 +450,15 @@ def judge(attempt: Attempt) -> dict[str, Any]:
 
 def tester(attempt: Attempt) -> dict[str, Any]:
     task = attempt.task
-    if not task.test_command:
+    if not task.test_command and not task.gate_steps:
         raise errors.ConfigError("the tester role needs a test command (spec.reconciler.command)")
     base_commit = _remote_base(attempt)
     head = _bound_checkout(attempt)
     hook(attempt, "afterClone")
     hook(attempt, "beforeGate")
+    if task.gate_steps:
+        return _gate_steps(attempt, head, base_commit)
+    assert task.test_command is not None
     attempt.events.log("running tests", command=task.test_command)
     result = sandbox.run(["/bin/sh", "-c", task.test_command], cwd=attempt.paths.checkout,
                          env=attempt.command_env, timeout=attempt.settings.test_timeout_seconds,
@@ -473,6 +476,27 @@ def tester(attempt: Attempt) -> dict[str, Any]:
     return {"outcome": "succeeded", "verdict": verdict, "reasons": reasons, "branch": task.branch,
             "commit": head, "base_commit": base_commit,
             "summary": f"tests {verdict} on {task.branch} at {head[:12]}"}
+
+
+def _gate_steps(attempt: Attempt, head: str, base_commit: str) -> dict[str, Any]:
+    """The tester of a quality gate with named steps: run them in order, stop at the first that fails, and name
+    it (with its output tail) in the reasons and the summary."""
+    task = attempt.task
+
+    def record(r: gates.StepResult) -> None:
+        attempt.events.emit("tool_call", tool="gate_step", step=r.name, ok=r.passed, result=r.headline[:400])
+
+    attempt.events.log("running the gate", steps=[s.name for s in task.gate_steps])
+    results = gates.run_steps(task.gate_steps, cwd=attempt.paths.checkout, env=attempt.command_env,
+                              default_timeout=attempt.settings.test_timeout_seconds,
+                              output_cap=attempt.settings.output_cap, redact=attempt.events.redactor.text,
+                              on_step=record)
+    failed = next((r for r in results if not r.passed), None)
+    verdict = "failed" if failed is not None else "passed"
+    what = f"step {failed.name} failed" if failed is not None else f"{len(results)} steps passed"
+    return {"outcome": "succeeded", "verdict": verdict, "reasons": gates.reasons_of(results), "branch": task.branch,
+            "commit": head, "base_commit": base_commit,
+            "summary": f"gate {verdict} on {task.branch} at {head[:12]}: {what}"}
 
 
 def fixer(attempt: Attempt) -> dict[str, Any]:

@@ -23,7 +23,8 @@ from longshot.api.common import (
 Backend = Literal["openai", "anthropic", "command", "scripted"]
 MergeStrategy = Literal["fast-forward", "rebase", "merge-commit"]
 PlannerSource = Literal["llm", "roadmap", "issues"]
-GateProfile = Literal["minimal", "standard", "strict"]
+GateProfile = Literal["minimal", "standard", "strict", "custom"]
+CoverageFormat = Literal["cobertura", "lcov"]
 DependencyMode = Literal["merged", "stacked"]
 
 
@@ -321,18 +322,107 @@ class FinalizationSettings(Model):
     """Drain, retry and final-sweep rounds before the build is marked failed."""
 
 
+GATE_STEP_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+"""A gate step's name: a DNS label (lowercase letters, digits and ``-``)."""
+MAX_GATE_STEPS = 20
+"""Most steps a BuildRequest's quality gate may list (the presets add at most three)."""
+GATE_STEP_TIMEOUT_MAX = 6 * 3600
+"""Longest timeout of one gate step, in seconds."""
+COVERAGE_REPORT = r"^[^/]"
+"""A coverage report's path: relative to the repository root (the runner also refuses one that resolves outside it
+or into ``.git``)."""
+
+
+class Coverage(Model):
+    """A coverage threshold: after the step's command (if any) the gate reads a standard coverage report from the
+    checkout and fails the step when fewer lines are covered than ``minPercent``."""
+
+    report: str = Field(min_length=1, max_length=1024, pattern=COVERAGE_REPORT)
+    """Path of the report in the checkout, relative to the repository root (for example ``coverage.xml``). A
+    report larger than 16 MiB, missing, or that cannot be read fails the step."""
+    format: CoverageFormat = "cobertura"
+    """``cobertura``: Cobertura XML (``coverage xml``, ``pytest --cov-report=xml``, JaCoCo and Istanbul's
+    ``cobertura`` reporter), read from the root element's ``lines-covered``/``lines-valid`` (else
+    ``line-rate``); ``lcov``: an LCOV tracefile
+    (``lcov.info``), lines found and hit summed over its ``LF:``/``LH:`` records."""
+    min_percent: float = Field(ge=0, le=100)
+    """Least share of lines covered, in percent (0 to 100)."""
+
+
+GATE_STEP_RULES: list[JsonValue] = [
+    {
+        "rule": "has(self.command) || has(self.coverage)",
+        "message": "a qualityGate step needs a command, a coverage threshold, or both",
+        "fieldPath": ".command",
+        "reason": "FieldValueRequired",
+    },
+]
+
+
+class GateStep(Model):
+    """One named step of a quality gate: a shell command run in the checkout (``/bin/sh -c``, the repository root
+    as working directory, in the tester's sandbox with its limits), and optionally a coverage threshold checked
+    after it. Steps run in order; the first that fails fails the gate, and its name and output tail reach the
+    fixer."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": GATE_STEP_RULES})
+
+    name: str = Field(min_length=1, max_length=63, pattern=GATE_STEP_NAME)
+    """Name of the step (a DNS label, unique in the gate), as the gate's result and the fixer see it."""
+    command: str | None = Field(default=None, min_length=1, max_length=4096)
+    """Shell command of the step; it passes when it exits with code 0."""
+    timeout_seconds: int | None = Field(default=None, ge=1, le=GATE_STEP_TIMEOUT_MAX)
+    """Seconds the command may run before its process group is killed and the step fails; the runner's test
+    timeout (``LONGSHOT_TEST_TIMEOUT_SECONDS``) when unset."""
+    coverage: Coverage | None = None
+    """A coverage threshold checked after the command (or on its own, on a report an earlier step wrote)."""
+
+
+QUALITY_GATE_RULES: list[JsonValue] = [
+    {
+        "rule": "!has(self.profile) || self.profile != 'custom' || (has(self.steps) && size(self.steps) > 0)",
+        "message": "qualityGate.profile custom runs exactly qualityGate.steps: list at least one step",
+        "fieldPath": ".steps",
+        "reason": "FieldValueRequired",
+    },
+    {
+        "rule": "!has(self.steps) || self.steps.all(s, self.steps.exists_one(t, t.name == s.name))",
+        "message": "qualityGate.steps names must be unique",
+        "fieldPath": ".steps",
+        "reason": "FieldValueInvalid",
+    },
+    {
+        "rule": "!has(self.steps) || (has(self.profile) && self.profile == 'custom') || "
+                "self.steps.all(s, !(s.name in ['typecheck', 'lint', 'test']))",
+        "message": "qualityGate.steps run after the profile's preset steps, whose names typecheck, lint and test they "
+                   "must not take: rename the step, or use profile custom",
+        "fieldPath": ".steps",
+        "reason": "FieldValueInvalid",
+    },
+]
+
+
 class QualityGate(Model):
-    """Checks a branch passes before it is merged."""
+    """Checks a branch passes before it is merged: a list of named steps run in order (docs/merge-queue.md)."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": QUALITY_GATE_RULES})
 
     profile: GateProfile = "standard"
-    """``minimal``: tests; ``standard``: lint and tests; ``strict``: type check, lint, tests and a
-    reviewer's approval."""
+    """A preset of steps: ``minimal``: ``test``; ``standard``: ``lint`` and ``test``; ``strict``: ``typecheck``,
+    ``lint``, ``test`` and a reviewer's approval; ``custom``: exactly ``steps`` (which it requires). A preset's
+    step is left out when its command is unset; ``steps`` run after the preset's."""
     test_command: str | None = Field(default=None, min_length=1, max_length=4096)
-    """Test command; ``reconciler.command`` when unset."""
+    """Test command (step ``test``); ``reconciler.command`` when unset."""
     lint_command: str | None = Field(default=None, min_length=1, max_length=4096)
-    """Lint command (``standard`` and ``strict``)."""
+    """Lint command (step ``lint``, in ``standard`` and ``strict``)."""
     typecheck_command: str | None = Field(default=None, min_length=1, max_length=4096)
-    """Type-check command (``strict``)."""
+    """Type-check command (step ``typecheck``, in ``strict``)."""
+    steps: list[GateStep] = Field(default_factory=list, max_length=MAX_GATE_STEPS)
+    """Named steps: the whole gate with ``profile: custom``, else run after the preset's steps (for example a
+    coverage threshold after ``standard``'s lint and tests), under other names than ``typecheck``, ``lint`` and
+    ``test``."""
+    review: bool = False
+    """Also require a reviewer agent's approval before merging (``strict`` always does)."""
 
 
 class Budget(Model):

@@ -35,7 +35,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from longshot.api import keys, sanitize
 from longshot.api.agenttask import FailureClass, GateResult, Role
-from longshot.api.buildrequest import Hooks
+from longshot.api.buildrequest import MAX_GATE_STEPS, GateStep, Hooks
 from longshot.api.common import DNS_SUBDOMAIN, GIT_BRANCH, MAX_SCOPE_ENTRIES, Model, ScopeEntry
 
 PROTOCOL_VERSION: Final = "longshot.dev/handoff-v1"
@@ -477,6 +477,9 @@ class TaskInput(Model):
     backend: BackendInput = Field(default_factory=BackendInput)
     test_command: str | None = None
     """The tester's command (and a hint for workers)."""
+    gate_steps: list[GateStep] = Field(default_factory=list, max_length=MAX_GATE_STEPS + 3)
+    """Tester of a quality gate: its named steps, run in order instead of ``test_command`` (which is the same gate
+    as one command); empty for any other tester, which runs ``test_command``."""
     max_tasks: int = 50
     """Planner: largest task list accepted."""
     depth: int = 0

@@ -15,11 +15,12 @@ from typing import Any, assert_never
 
 from longshot.api import conditions as cond
 from longshot.api import mergejob, objects, timeutil
+from longshot.api.buildrequest import GateStep
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
 from longshot.core import effects as fx
-from longshot.core import manifests, scheduler
+from longshot.core import gates, manifests, scheduler
 from longshot.core import mergejobs as mj
 from longshot.core.effects import EmitEvent, SetCondition
 
@@ -47,18 +48,19 @@ def job_state(ctx: ctxmod.Context, job: objects.MergeJob, build: objects.BuildRe
         task_scope=tuple(task.spec.scope) if task is not None else (), enforce_scope=build.spec.scope.enforce)
 
 
+def gate_steps(build: objects.BuildRequest) -> tuple[GateStep, ...]:
+    """The quality gate's named steps for the build's profile, in the order they run (``core.gates.steps_of``)."""
+    return gates.steps_of(build.spec.quality_gate, build.spec.reconciler.command)
+
+
 def gate_parts(build: objects.BuildRequest) -> list[str]:
     """The quality gate's commands for the build's profile, in the order they run."""
-    gate = build.spec.quality_gate
-    test = gate.test_command or build.spec.reconciler.command
-    parts: dict[str, list[str | None]] = {"minimal": [test], "standard": [gate.lint_command, test],
-                                          "strict": [gate.typecheck_command, gate.lint_command, test]}
-    return [p for p in parts[gate.profile] if p]
+    return gates.parts_of(gate_steps(build))
 
 
 def gate_command(build: objects.BuildRequest) -> str:
     """The quality gate's command for the build's profile (``&&``-joined), or "" when there is none."""
-    return " && ".join(gate_parts(build))
+    return gates.command_of(gate_steps(build))
 
 
 def tester_manifest(build: objects.BuildRequest, name: str, *, branch: str, command: str, purpose: str,

@@ -10,8 +10,8 @@ landing makes the other's batch stale (tested again), never lost.
    in the queue can move it (``TargetIdle``: the job goes to a fixer instead of waiting for ever);
 2. runs the per-branch checks of new candidates (a stacked branch first waits until its task's dependencies
    merged, ``WaitingForDependencies``, and fails, ``DependencyFailed``, when one never will): the secret scan
-   of every commit of the branch, and for the ``strict`` profile a reviewer task ``<job>-review``
-   (``ChecksPassed`` / ``SecretFound`` / ``ChangesRequested``);
+   of every commit of the branch, and for the ``strict`` profile (or ``qualityGate.review``) a reviewer task
+   ``<job>-review`` (``ChecksPassed`` / ``SecretFound`` / ``ChangesRequested``);
    with ``spec.merge.requireApproval`` a job that passed them waits at ``AwaitingApproval`` until its
    ``spec.approved`` is true (``Approved``);
 3. in the same reconcile (leaving out the jobs step 2 just changed), asks ``core.mergequeue.decide`` what to do
@@ -45,7 +45,7 @@ from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
 from longshot.controllers import mergejobs as mjc
-from longshot.core import binding, fanout, names, plan, tasks
+from longshot.core import binding, fanout, gates, names, plan, tasks
 from longshot.core import mergejobs as mj
 from longshot.core import mergequeue as q
 from longshot.runtime import trackers
@@ -267,7 +267,7 @@ class QueueReconciler:
             return [mj.Error(f"the secret scan could not read the branch: {e}")]
         if findings:
             return [mj.SecretFound(tuple(str(f) for f in findings[:20]))]
-        if build.spec.quality_gate.profile != "strict":
+        if not gates.needs_review(build.spec.quality_gate):
             return [mj.ChecksPassed()]
         reviewer = names.child_name(job.name, REVIEW)
         rtask = self.ctx.cache.tasks.get((job.namespace, reviewer))

@@ -159,7 +159,7 @@ class Observed:
 
 @dataclass(frozen=True)
 class ChecksPassed:
-    """The secret scan of every commit passed (and, for ``strict``, the reviewer approved)."""
+    """The secret scan of every commit passed (and, for ``strict`` or ``qualityGate.review``, the reviewer approved)."""
 
     what: str = "the secret scan"
 
@@ -173,7 +173,7 @@ class Approved:
 
 @dataclass(frozen=True)
 class Reviewing:
-    """A reviewer task checks the branch (``strict``)."""
+    """A reviewer task checks the branch (``strict``, or ``qualityGate.review``)."""
 
     reviewer: str
 

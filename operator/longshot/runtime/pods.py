@@ -34,7 +34,7 @@ from longshot.api import buildrequest, keys, sanitize
 from longshot.api import handoff as ho
 from longshot.api.common import API_VERSION
 from longshot.config import Settings
-from longshot.core import binding, fanout, names, plan
+from longshot.core import binding, fanout, gates, names, plan
 from longshot.core.failures import AGENT_CONTAINER
 
 AGENT_UID: Final = 65532
@@ -129,6 +129,19 @@ def hooks_of(task: Mapping[str, Any], build: Mapping[str, Any]) -> dict[str, Any
     return merged
 
 
+def gate_steps_of(tspec: Mapping[str, Any], annotations: Mapping[str, Any], gate: Mapping[str, Any],
+                  reconciler: Mapping[str, Any]) -> tuple[buildrequest.GateStep, ...]:
+    """A tester's named gate steps: the build's, when the command its AgentTask was made to run is the build's gate
+    (``core.gates.steps_for_command``); none otherwise (a sweep's own command, a gate edited since)."""
+    if tspec.get("role") != "tester":
+        return ()
+    try:
+        steps = gates.steps_of(buildrequest.QualityGate.model_validate(gate), reconciler.get("command") or "make test")
+    except ValueError:
+        return ()
+    return gates.steps_for_command(steps, annotations.get(TEST_COMMAND_ANNOTATION))
+
+
 def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
                extra: Mapping[str, Any] | None = None, model: str | None = None) -> ho.TaskInput:
     """What the agent is told about its task (no credentials). ``extra`` holds the fields the operator derives
@@ -155,6 +168,7 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
         iteration = max(1, plan.iteration_of(tmeta))
         max_iterations = max(iteration, int(planner.get("maxIterations", 3)))
     namespace = tmeta.get("namespace") or bmeta.get("namespace") or "default"
+    steps = gate_steps_of(tspec, annotations, gate, reconciler)
     base = ho.TaskInput(
         task=task_name,
         build=build_name,
@@ -176,8 +190,9 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
             command=agent.get("command"),
             max_turns=int(agent.get("maxTurns", 50)),
         ),
-        test_command=((tmeta.get("annotations") or {}).get(TEST_COMMAND_ANNOTATION)
-                      or gate.get("testCommand") or reconciler.get("command")),
+        # a tester with named steps runs them instead (the same gate), and its input does not carry the gate twice
+        test_command=None if steps else ((tmeta.get("annotations") or {}).get(TEST_COMMAND_ANNOTATION)
+                                         or gate.get("testCommand") or reconciler.get("command")),
         max_tasks=int(planner.get("maxTasks", 50)),
         depth=int(tspec.get("depth", 0)),
         max_depth=int(planner.get("maxDepth", 2)),
@@ -185,6 +200,7 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
         max_iterations=max_iterations,
         instructions=override.get("promptAddendum"),
         hooks=buildrequest.Hooks.model_validate(hooks_of(task, build)),
+        gate_steps=list(steps),
     )
     if not extra:
         return base
