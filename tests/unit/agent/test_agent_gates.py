@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.unit.agent.test_agent_hooks import FEATURE, git, origin, run_agent  # noqa: F401  (origin: a fixture)
+from test_agent_hooks import FEATURE, git, origin, run_agent  # noqa: F401  (origin: a fixture)
 
 from longshot.agent import gates
 from longshot.api.buildrequest import Coverage, GateStep
