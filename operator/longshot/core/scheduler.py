@@ -147,28 +147,7 @@ def overlap_steps(a: str, b: str) -> tuple[bool, int]:
     """:func:`patterns_overlap` and the number of segment positions it visited (at most ``(n + 1) * (m + 1)`` for
     entries of ``n`` and ``m`` segments: each pair of positions is visited once). Iterative: a worklist of
     positions, no recursion, whatever the number of segments."""
-    pa, pb = _parse(a), _parse(b)
-    n, m = len(pa), len(pb)
-    seen: set[tuple[int, int]] = set()
-    todo = [(0, 0)]
-    while todo:
-        i, j = todo.pop()
-        if (i, j) in seen:
-            continue
-        seen.add((i, j))
-        if i == n and j == m:
-            return True, len(seen)
-        if i < n and pa[i] == "**":
-            todo.append((i + 1, j))
-            if j < m:
-                todo.append((i, j + 1))
-        elif j < m and pb[j] == "**":
-            todo.append((i, j + 1))
-            if i < n:
-                todo.append((i + 1, j))
-        elif i < n and j < m and _segments_overlap(pa[i], pb[j]):
-            todo.append((i + 1, j + 1))
-    return False, len(seen)
+    return scopemod.walk(_parse(a), _parse(b), _segments_overlap, stars_in_b=True)
 
 
 def bounded_scope(entries: Iterable[str]) -> list[str]:

@@ -17,7 +17,7 @@ push names them; it never lets them through).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import lru_cache
@@ -63,12 +63,14 @@ def _segment_matches(pattern: str, segment: str) -> bool:
     return fnmatchcase(segment, pattern) if has_wild(pattern) else pattern == segment
 
 
-def covers_steps(entry: str, path: str) -> tuple[bool, int]:
-    """Whether scope ``entry`` covers ``path`` (a file of the repository), and the positions it visited.
-    Iterative: a worklist of (entry position, path position), each visited once."""
-    pe = parse_entry(entry)  # ends with "**": an entry covers what is below it
-    pp = tuple(s for s in path.split("/") if s)
-    n, m = len(pe), len(pp)
+def walk(a: Sequence[str], b: Sequence[str], match: Callable[[str, str], bool], *,
+         stars_in_b: bool) -> tuple[bool, int]:
+    """Whether the segments ``a`` and ``b`` match, and the positions visited (at most ``(len(a) + 1) *
+    (len(b) + 1)``: each pair once). A ``**`` of ``a`` (and of ``b`` when ``stars_in_b``) spans any number of the
+    other's segments; other segments pair by ``match(a_i, b_j)``. Iterative: a worklist of positions, no
+    recursion, whatever the number of segments. The scheduler's overlap of two entries and :func:`covers_steps`
+    (an entry against a literal path) are both this walk."""
+    n, m = len(a), len(b)
     seen: set[tuple[int, int]] = set()
     todo = [(0, 0)]
     while todo:
@@ -78,13 +80,23 @@ def covers_steps(entry: str, path: str) -> tuple[bool, int]:
         seen.add((i, j))
         if i == n and j == m:
             return True, len(seen)
-        if i < n and pe[i] == "**":
+        if i < n and a[i] == "**":
             todo.append((i + 1, j))  # zero segments
             if j < m:
                 todo.append((i, j + 1))  # one more
-        elif i < n and j < m and _segment_matches(pe[i], pp[j]):
+        elif stars_in_b and j < m and b[j] == "**":
+            todo.append((i, j + 1))
+            if i < n:
+                todo.append((i + 1, j))
+        elif i < n and j < m and match(a[i], b[j]):
             todo.append((i + 1, j + 1))
     return False, len(seen)
+
+
+def covers_steps(entry: str, path: str) -> tuple[bool, int]:
+    """Whether scope ``entry`` covers ``path`` (a file of the repository), and the positions it visited. The path
+    is literal: its segments are never wildcards."""
+    return walk(parse_entry(entry), tuple(s for s in path.split("/") if s), _segment_matches, stars_in_b=False)
 
 
 def covers(entry: str, path: str) -> bool:

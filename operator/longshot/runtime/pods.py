@@ -85,7 +85,7 @@ def _backend(annotations: Mapping[str, Any], override: Mapping[str, Any], agent:
     """The attempt's backend: a best-of-N candidate's (its annotation, written by the operator; an unknown value
     is ignored, whoever wrote it), else the task's ``spec.agent``, else the build's."""
     candidate = annotations.get(fanout.BACKEND_ANNOTATION)
-    if candidate in typing.get_args(ho.BackendInput.model_fields["name"].annotation):
+    if candidate in typing.get_args(buildrequest.Backend):
         return candidate
     return override.get("backend") or agent.get("backend", "scripted")
 

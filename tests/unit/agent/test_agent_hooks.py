@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from test_agent_sandbox import _alive
 
 from longshot.agent import errors, hooks, runner, sandbox
 from longshot.api import buildrequest, handoff
@@ -256,9 +257,3 @@ def test_failure_classes_of_each_hook():
     assert "was killed by signal 9" in str(hooks.failure("afterClone", killed, "", 5))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
