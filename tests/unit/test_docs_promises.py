@@ -143,3 +143,37 @@ def test_the_path_and_metric_readers_find_what_is_missing():
     assert linked_path("docs/controller.md", "install.md#rbac") == "docs/install.md"
     assert METRIC.findall("see longshot_no_such_metric_total") == ["longshot_no_such_metric_total"]
     assert "longshot_no_such_metric_total" not in defined_metrics()
+
+
+README_MAX_LINES = 250
+"""The README is a front door (what Longshot is, the quickstart, the two commands, Helm, an example, links); history
+goes to CHANGELOG.md and per-run figures to docs/benchmarks.md."""
+HISTORY = re.compile(r"^#+ .*(new since|before that|last stop|this session|diary)", re.IGNORECASE | re.MULTILINE)
+
+
+def front_door_problems(text: str) -> list[str]:
+    problems = []
+    lines = text.count("\n")
+    if lines > README_MAX_LINES:
+        problems.append(f"{lines} lines, over {README_MAX_LINES}: move detail to docs/ and history to CHANGELOG.md")
+    problems += [f"a history heading: {m.group(0)!r} (CHANGELOG.md)" for m in HISTORY.finditer(text)]
+    for row in (r for r in text.splitlines() if r.startswith("| `make bench-")):
+        if len(row) > 1200:
+            problems.append(f"a benchmark row of {len(row)} characters (its last line and target; the rest in docs/)")
+    for needed in ("make demo", "make test", "helm install", "kind: BuildRequest", "CHANGELOG.md"):
+        if needed not in text:
+            problems.append(f"no {needed!r}")
+    return problems
+
+
+def test_the_readme_is_a_front_door():
+    problems = front_door_problems((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert not problems, "README.md:\n" + "\n".join(problems)
+
+
+def test_the_front_door_check_finds_history_and_length():
+    good = "make demo\nmake test\nhelm install\nkind: BuildRequest\nCHANGELOG.md\n"
+    assert front_door_problems(good) == []
+    assert any("history heading" in p for p in front_door_problems(good + "## New since the last stop\n"))
+    assert any("lines, over" in p for p in front_door_problems(good + "x\n" * README_MAX_LINES))
+    assert any("benchmark row" in p for p in front_door_problems(good + "| `make bench-x` | " + "y" * 1300 + " |\n"))
