@@ -405,6 +405,34 @@ def test_candidates_on_two_backends_compared_without_a_judge_the_least_costly_me
     assert sample_repo.show(url, "calc/api.py") == "def answer():\n    return 42\n"
 
 
+def test_a_summarize_judge_compares_every_candidate_that_committed_and_its_summary_is_recorded(
+        operator, kubelet, core_v1, custom, namespace, tmp_path):
+    """judge: summarize: the judge is also shown the candidate that failed its gate, must compare all three by
+    name, and its comparison lands in status.fanout.summary beside its pick; only the pick merges."""
+    url = sample_repo.make(tmp_path)
+    summary = ("demo-api-c1 computes 6 * 7 and tests it; demo-api-c2 returns 41, so its gate failed; "
+               "demo-api-c3 returns the constant 42, the smallest change.")
+    script = fanout_script()
+    script["roles"]["reviewer"]["judging"][0]["finish"]["summary"] = summary
+    script_configmap(core_v1, namespace, script)
+    create(custom, namespace, delivery_build(url, planner={"maxIterations": 1},
+                                             fanout={"count": 3, "judge": "summarize"}))
+    b = finalized(custom, namespace, timeout=240)
+    assert condition(b, "Finalized")["reason"] == "Passed", dump(custom, namespace)
+    fan = get(custom, namespace, "agenttasks", "demo-api")["status"]["fanout"]
+    assert fan["winner"] == "demo-api-c3" and fan["summary"] == summary
+    assert fan["reasons"] == ["smallest diff", "clear name"]
+    judge = get(custom, namespace, "agenttasks", "demo-api-judge")
+    assert judge["metadata"]["annotations"]["longshot.dev/reduction"] == "summarize"
+    given = task_input(core_v1, namespace, "demo-api-judge-a1")
+    assert given["reduction"] == "summarize"
+    assert [(c["name"], c["gate"]) for c in given["candidates"]] == [
+        ("demo-api-c1", "Passed"), ("demo-api-c3", "Passed"), ("demo-api-c2", "Failed")]
+    jobs = {j["metadata"]["name"]: j for j in list_of(custom, namespace, "mergejobs")}
+    assert jobs["demo-api"]["spec"]["branch"] == f"longshot/{namespace}/demo/demo-api-c3"
+    assert sample_repo.show(url, "calc/api.py") == "def answer():\n    return 42\n"
+
+
 # --- 4. awaits: dependency policies, progress and hung attempts --------------------------------------
 
 def hand_task(name, depends_on, policy, description):

@@ -107,7 +107,7 @@ def test_issue_14_fields_are_rendered_with_bounds_defaults_and_rules():
     assert issues["required"] == ["repository"]
     assert "owner/name" in issues["x-kubernetes-validations"][0]["message"]
     fanout = br["spec"]["properties"]["fanout"]
-    assert fanout["nullable"] is True and fanout["properties"]["judge"]["enum"] == ["reviewer", "compare"]
+    assert fanout["nullable"] is True and fanout["properties"]["judge"]["enum"] == ["reviewer", "compare", "summarize"]
     assert fanout["properties"]["backends"]["items"]["enum"] == ["openai", "anthropic", "command", "scripted"]
     assert (fanout["properties"]["count"]["minimum"], fanout["properties"]["count"]["maximum"]) == (1, 10)
     assert "fanout.count" in fanout["x-kubernetes-validations"][0]["message"]
@@ -118,7 +118,8 @@ def test_issue_14_fields_are_rendered_with_bounds_defaults_and_rules():
     assert policy["default"] == {} and policy["properties"]["type"]["enum"] == ["all", "any", "quorum"]
     assert at["spec"]["properties"]["fanout"]["properties"]["count"]["maximum"] == 10
     assert at["spec"]["properties"]["answer"]["maxLength"] == 32768
-    assert set(at["status"]["properties"]["fanout"]["properties"]) == {"candidates", "judgeTask", "winner", "reasons"}
+    assert set(at["status"]["properties"]["fanout"]["properties"]) == {"candidates", "judgeTask", "winner", "reasons",
+                                                                     "summary"}
     mj = schema_of(api.MERGE_JOB)["properties"]
     assert mj["spec"]["properties"]["approved"]["default"] is False
 

@@ -7,7 +7,7 @@ to fix (the dispatcher shows it and asks again, a bounded number of times).
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import Any, Final
 
 import pydantic
 
@@ -127,9 +127,15 @@ def validate_planner_finish(payload: dict[str, Any], *, max_tasks: int, depth: i
     return tasks, False
 
 
-def validate_judgement(payload: dict[str, Any],
-                       candidates: Sequence[handoff.CandidateInput]) -> tuple[str, list[str]]:
-    """``(winner, reasons)`` of a judge: the winner is a candidate that passed its gate, with reasons."""
+MIN_SUMMARY_PER_CANDIDATE: Final = 20
+"""A ``summarize`` judge's summary has at least this many characters for each candidate it compares."""
+
+
+def validate_judgement(payload: dict[str, Any], candidates: Sequence[handoff.CandidateInput], *,
+                       summarize: bool = False) -> tuple[str, list[str]]:
+    """``(winner, reasons)`` of a judge: the winner is a candidate that passed its gate, with reasons. A
+    ``summarize`` judge's ``summary`` must also compare the candidates: name every one of them, with some words
+    for each."""
     if "verdict" in payload and "winner" not in payload:
         raise errors.ToolError("you are judging candidates: pass `winner` (a candidate name), not a verdict")
     winner = payload.get("winner")
@@ -148,4 +154,15 @@ def validate_judgement(payload: dict[str, Any],
     reasons = [r for r in reasons if r.strip()]
     if not reasons:
         raise errors.ToolError("give at least one reason why the winner is the best candidate")
+    if summarize:
+        summary = payload.get("summary")
+        if not isinstance(summary, str):
+            raise errors.ToolError("summary must be a string: your comparison of every candidate")
+        unnamed = [n for n in names if n not in summary]
+        if unnamed:
+            raise errors.ToolError("summary must compare every candidate by name (what each did, how they differ, "
+                                   f"what its gate said); it does not name {', '.join(unnamed)}")
+        if len(summary.strip()) < MIN_SUMMARY_PER_CANDIDATE * len(names):
+            raise errors.ToolError(f"summary is too short to compare {len(names)} candidates: say what each did and "
+                                   "how they differ")
     return winner, reasons

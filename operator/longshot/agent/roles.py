@@ -436,13 +436,15 @@ def judge(attempt: Attempt) -> dict[str, Any]:
         shown.append({"candidate": candidate, "files": files,
                       "diff": sandbox.truncate(diff, budget) or "(no changes)"})
 
+    summarize = task.reduction == "summarize"
+
     def validate(payload: dict[str, Any]) -> tuple[str, list[str]]:
-        return results.validate_judgement(payload, task.candidates)
+        return results.validate_judgement(payload, task.candidates, summarize=summarize)
 
     finish = run_backend(attempt, validator=validate, template="judge", candidates=shown)
     winner, reasons = finish.validated
     chosen = next(c for c in task.candidates if c.name == winner)
-    attempt.events.log("judged", winner=winner, candidates=len(task.candidates))
+    attempt.events.log("judged", winner=winner, candidates=len(task.candidates), reduction=task.reduction)
     return {"outcome": "succeeded", "winner": winner, "reasons": reasons, "summary": finish.summary,
             "branch": chosen.branch, "commit": chosen.commit, "base_commit": base_commit,
             "files_changed": files_of[winner]}

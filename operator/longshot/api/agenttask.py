@@ -259,6 +259,9 @@ class FanoutStatus(Model):
         json_schema_extra={"items": {"type": "string", "maxLength": 4096}},
     )
     """The judge's reasons, or why every candidate failed."""
+    summary: str | None = Field(default=None, max_length=16384)
+    """``judge: summarize``: the judge's comparison of every candidate that produced a commit (what each did, how
+    they differ, what their gates said), for the people who read the build; cut to 16 KiB."""
 
 
 PENDING_MESSAGE: Final = "waiting for dependencies or a worker slot"

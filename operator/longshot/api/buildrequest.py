@@ -68,7 +68,7 @@ class Repository(Model):
 
 
 IssueProvider = Literal["github", "gitlab"]
-FanoutJudge = Literal["reviewer", "compare"]
+FanoutJudge = Literal["reviewer", "compare", "summarize"]
 # "owner/name" on GitHub; a numeric project id or a "group/subgroup/project" path on GitLab.
 ISSUE_REPOSITORY = r"^([0-9]+|[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+)$"
 DEFAULT_ROADMAP_PATH = "ROADMAP.md"
@@ -157,7 +157,10 @@ class FanoutSettings(Model):
     sees every candidate's diff and gate result and records its reasons in the task's ``status.fanout``;
     ``compare``, no agent: the operator compares the passing candidates on what was measured (cost, then tokens,
     as the gateway metered them, then files changed, then candidate order) and the least costly wins, with the
-    comparison recorded as the reasons."""
+    comparison recorded as the reasons; ``summarize``, a reviewer agent that is shown every candidate that
+    produced a commit (those that failed their gate too), writes a comparison of them all (what each did, how they
+    differ), recorded in the task's ``status.fanout.summary``, and picks the winner among the passing ones (it runs
+    whenever two or more candidates produced a commit, even when only one passed)."""
 
 
 

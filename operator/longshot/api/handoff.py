@@ -494,6 +494,9 @@ class TaskInput(Model):
     """Planner: the previous iteration's tasks and how they ended."""
     candidates: list[CandidateInput] = Field(default_factory=list)
     """Reviewer as judge of a fanned-out task: the candidates to choose from (a plain review when empty)."""
+    reduction: Literal["pick", "summarize"] = "pick"
+    """Judge: ``pick`` the winner among ``candidates`` (all passed their gate), or ``summarize``: ``candidates``
+    also holds those that failed their gate, and the judge's ``summary`` compares every one of them by name."""
     previous_failure: Failure | None = None
     """Why the previous attempt of this task failed (class and message), so this one can avoid it."""
     dependencies: list[DependencyResult] = Field(default_factory=list)

@@ -37,6 +37,8 @@ LEASE_KIND: Final = "longshot.dev/lease"
 """What a Lease elects (the operator, or one repository's merge queue)."""
 
 # --- annotations -----------------------------------------------------------------------------------------
+REDUCTION: Final = "longshot.dev/reduction"
+"""On a best-of-N judge: how it reduces the candidates (``summarize``: it compares them all; absent: it picks)."""
 PLAN_NAME: Final = "longshot.dev/plan-name"
 """A task's name in its plan (an AgentTask's name is made unique within the namespace)."""
 TASK_INPUT: Final = "longshot.dev/task-input"

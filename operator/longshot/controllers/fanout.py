@@ -108,7 +108,8 @@ class Fanout:
             judge = fanout.JudgeView(jt.name, jt.status.phase or tasks.PENDING,
                                      commit=jh.commit if jh is not None else None,
                                      branch=jh.branch if jh is not None else None,
-                                     reasons=tuple(jh.reasons) if jh is not None else (), failure=_last_failure(jt))
+                                     reasons=tuple(jh.reasons) if jh is not None else (), failure=_last_failure(jt),
+                                     summary=jh.summary if jh is not None else "")
         return fanout.Snapshot(task.name, round_, tuple(views), judge, has_gate, running, settings.judge)
 
     # --- acting --------------------------------------------------------------------------------------
@@ -122,7 +123,8 @@ class Fanout:
         events: list[tasks.Event] = []
         old = task.status.fanout
         record = fanout.Record(judge_task=snap.judge.name if snap.judge is not None else None,
-                               reasons=tuple(old.reasons) if old is not None else ())
+                               reasons=tuple(old.reasons) if old is not None else (),
+                               summary=(old.summary or "") if old is not None else "")
         wire = self._wire(task)
         labels = plan.task_labels(build.name, task.spec.role)
         for _ in range(3):
@@ -137,13 +139,15 @@ class Fanout:
                         again = again or not ok
                     case fanout.StartJudge():
                         actions.append(ex.CreateObject(fanout.judge_manifest(
-                            wire, build.name, state.attempt, e.candidates, plan.task_labels(build.name, "reviewer"))))
+                            wire, build.name, state.attempt, e.candidates, plan.task_labels(build.name, "reviewer"),
+                            settings.judge)))
                         record = fanout.Record(judge_task=e.name, reasons=record.reasons)
                     case fanout.Finish():
                         winner = next((c for c in snap.candidates if c.name == e.winner), None)
                         events.append(tasks.FanoutFinished(dict(winner.handoff) if winner and winner.handoff else None,
                                                            e.message))
-                        record = fanout.Record(judge_task=record.judge_task, winner=e.winner, reasons=e.reasons)
+                        record = fanout.Record(judge_task=record.judge_task, winner=e.winner, reasons=e.reasons,
+                                               summary=e.summary)
                         actions += await self._cleanup(build, snap)
                     case fanout.CancelTasks():
                         pass  # what still runs of a round is cancelled when the task stops (stop())

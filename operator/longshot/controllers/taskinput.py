@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from longshot.api import objects
+from longshot.api import keys, objects
 from longshot.controllers import context as ctxmod
 from longshot.core import fanout, plan, taskinput, tasks
 from longshot.core import mergejobs as mj
@@ -73,14 +73,17 @@ def extra(ctx: ctxmod.Context, task: objects.AgentTask, build: objects.BuildRequ
                        and plan.PLAN_NAME_ANNOTATION in t.metadata.annotations]
             out["previous"] = taskinput.previous(results)
     elif role == "reviewer" and parent is not None and parent.status.fanout is not None:
+        summarize = task.metadata.annotations.get(keys.REDUCTION) == fanout.SUMMARIZE
         chosen = []
-        for c in parent.status.fanout.candidates:
-            if c.gate != "Passed" or not c.branch or not c.commit:
+        for c in sorted(parent.status.fanout.candidates, key=lambda c: c.gate != "Passed"):  # passing first
+            if c.gate not in (("Passed", "Failed") if summarize else ("Passed",)) or not c.branch or not c.commit:
                 continue
             cand = ctx.cache.tasks.get((task.namespace, c.name))
             summary = cand.status.handoff.summary if cand is not None and cand.status.handoff is not None else ""
-            chosen.append({"name": c.name, "branch": c.branch, "commit": c.commit, "gate": "Passed",
+            chosen.append({"name": c.name, "branch": c.branch, "commit": c.commit, "gate": c.gate,
                            "gate_summary": c.reason or "", "model": c.model, "summary": summary})
         if chosen:
             out["candidates"] = taskinput.judged(chosen)
+            if summarize:
+                out["reduction"] = fanout.SUMMARIZE
     return taskinput.fit(out)

@@ -16,7 +16,9 @@ Candidates are ordinary agent tasks for the scheduler; they never get a MergeJob
 * when every candidate is decided: none passed -> :class:`Finish` without a winner (the task fails, naming each
   reason); one passed -> it wins without a judge; more -> a **judge** (a reviewer task ``<task>-judge`` whose
   task input has the passing candidates) picks one (:class:`StartJudge`), or with ``judge: compare`` no agent
-  does: :func:`compare` ranks them on measured cost, tokens and files changed. The judge's answer is untrusted: the
+  does: :func:`compare` ranks them on measured cost, tokens and files changed. With ``judge: summarize`` the judge
+  is shown every candidate that produced a commit (gate failed or passed) as soon as two did and one passed, and
+  its summary, a comparison of them all, is recorded beside its pick. The judge's answer is untrusted: the
   winner is the passing candidate whose commit and branch the judge's handoff names, else the task fails.
 
 The task's ``status.fanout`` (:func:`status`) records every candidate (model, branch, commit, gate, reason), the
@@ -47,6 +49,9 @@ template is the build's ``spec.agent.command``), and ``openai``/``anthropic`` th
 CANDIDATE_ANNOTATION: Final = keys.CANDIDATE
 """On a candidate's gate task: the candidate it gates."""
 MAX_REASON: Final = 4096
+MAX_SUMMARY: Final = 16384
+"""``status.fanout.summary`` (the ``summarize`` judge's comparison) is cut to this many characters."""
+SUMMARIZE: Final = "summarize"
 
 Gate = Literal["Pending", "Passed", "Failed"]
 
@@ -59,7 +64,8 @@ class Settings:
     models: tuple[str, ...] = ()
     backends: tuple[str, ...] = ()
     judge: str = "reviewer"
-    """``reviewer`` (a judge agent picks) or ``compare`` (the least costly passing candidate wins, no agent)."""
+    """``reviewer`` (a judge agent picks), ``compare`` (the least costly passing candidate wins, no agent) or
+    ``summarize`` (a judge agent compares every candidate that produced a commit in a summary, and picks)."""
 
 
 def effective(task_fanout: Mapping[str, Any] | None, build_fanout: Mapping[str, Any] | None, *, role: str,
@@ -142,17 +148,21 @@ def candidate_manifests(task: Mapping[str, Any], build_name: str, round_: int, s
 
 
 def judge_manifest(task: Mapping[str, Any], build_name: str, round_: int, candidates: Sequence[str],
-                   labels: Mapping[str, str]) -> dict[str, Any]:
-    """The judge: a reviewer task owned by ``task``; its task input lists the passing candidates."""
+                   labels: Mapping[str, str], mode: str = "reviewer") -> dict[str, Any]:
+    """The judge: a reviewer task owned by ``task``; its task input lists the candidates it is shown (the passing
+    ones; with ``mode`` ``summarize`` those that failed their gate too, and the annotation says so)."""
     meta, spec = task["metadata"], task.get("spec") or {}
     parent = meta["name"]
+    ask = ("Compare every candidate in a summary that names each, pick the one that should be merged, and say why."
+           if mode == SUMMARIZE else "Pick the one that should be merged, and say why.")
     description = (f"Judge the candidates of task {parent} ({', '.join(candidates)}): each did this work:\n\n"
-                   f"{spec.get('description', '')}\n\nPick the one that should be merged, and say why.")
+                   f"{spec.get('description', '')}\n\n{ask}")
     return manifests.agent_task(
         name=judge_name(parent, round_), namespace=meta.get("namespace", ""), build=build_name, role="reviewer",
         description=description[:100_000], priority=int(spec.get("priority", 5)) + 1,
         owner=manifests.owned_by_task(parent, meta.get("uid", "")),
         labels={**labels, PURPOSE_LABEL: JUDGE, FANOUT_LABEL: names.fit(parent)},
+        annotations={keys.REDUCTION: SUMMARIZE} if mode == SUMMARIZE else None,
         branch=candidate_branch(meta.get("namespace", ""), build_name, parent))
 
 
@@ -197,6 +207,8 @@ class JudgeView:
     branch: str | None = None
     reasons: tuple[str, ...] = ()
     failure: str = ""
+    summary: str = ""
+    """Its handoff's summary (with ``judge: summarize``, its comparison of the candidates)."""
 
 
 @dataclass(frozen=True)
@@ -210,7 +222,8 @@ class Snapshot:
     running: bool = True
     """The task is still running this round (False: it was cancelled or ended; running candidates stop)."""
     judge_mode: str = "reviewer"
-    """``reviewer``: a judge agent picks among two or more passing candidates; ``compare``: :func:`compare`."""
+    """``reviewer``: a judge agent picks among two or more passing candidates; ``compare``: :func:`compare`;
+    ``summarize``: a judge agent compares every candidate that produced a commit, and picks."""
 
 
 @dataclass(frozen=True)
@@ -247,6 +260,8 @@ class Finish:
     winner: str | None
     reasons: tuple[str, ...]
     message: str
+    summary: str = ""
+    """The ``summarize`` judge's comparison (``status.fanout.summary``)."""
 
 
 Effect = CreateCandidates | GateCandidate | StartJudge | CancelTasks | Finish
@@ -291,7 +306,8 @@ def decide(s: Snapshot) -> list[Effect]:
     if not passing:
         reasons = tuple(f"{c.name}: {_out_reason(c)}"[:MAX_REASON] for c in s.candidates)
         return [Finish(None, reasons, "no candidate passed: " + "; ".join(reasons)[:3000])]
-    if len(passing) == 1:
+    shown = judged_candidates(s, passing)
+    if len(shown) == 1:
         only = passing[0]
         why = "the only candidate that passed its gate"
         return [Finish(only.name, (why,), f"{only.name} wins: {why}")]
@@ -299,7 +315,7 @@ def decide(s: Snapshot) -> list[Effect]:
         return [compare(passing)]
     judge = s.judge
     if judge is None:
-        return [StartJudge(judge_name(s.task, s.round), tuple(c.name for c in passing))]
+        return [StartJudge(judge_name(s.task, s.round), tuple(c.name for c in shown))]
     if judge.phase in ("Failed", "Cancelled"):
         why = f"the judge {judge.name} {judge.phase.lower()}" + (f": {judge.failure}" if judge.failure else "")
         return [Finish(None, (why,), why)]
@@ -312,7 +328,28 @@ def decide(s: Snapshot) -> list[Effect]:
                "candidate that passed its gate")
         return [Finish(None, (why,), why)]
     reasons = tuple(r[:MAX_REASON] for r in judge.reasons[:50]) or ("(the judge gave no reasons)",)
-    return [Finish(chosen[0].name, reasons, f"the judge picked {chosen[0].name}: " + "; ".join(reasons)[:2000])]
+    summary = cut_summary(judge.summary) if s.judge_mode == SUMMARIZE else ""
+    return [Finish(chosen[0].name, reasons, f"the judge picked {chosen[0].name}: " + "; ".join(reasons)[:2000],
+                   summary)]
+
+
+def judged_candidates(s: Snapshot, passing: Sequence[CandidateView]) -> list[CandidateView]:
+    """The candidates the judge is shown: the passing ones; with ``judge: summarize`` every candidate that produced
+    a commit, passing first, once two or more did (one alone has nothing to be compared with)."""
+    if s.judge_mode != SUMMARIZE:
+        return list(passing)
+    failed = [c for c in s.candidates if c.phase == "Succeeded" and c.commit and c.gate == "Failed"]
+    committed = [*passing, *failed]
+    return committed if len(committed) >= 2 else list(passing)
+
+
+def cut_summary(text: str) -> str:
+    """A summary for ``status.fanout.summary``: at most :data:`MAX_SUMMARY` characters, its cut marked."""
+    text = text.strip()
+    if len(text) <= MAX_SUMMARY:
+        return text
+    mark = "\n[... cut at 16 KiB; the judge's ledger entry has it all]"
+    return text[:MAX_SUMMARY - len(mark)].rstrip() + mark
 
 
 def compare(passing: Sequence[CandidateView]) -> Finish:
@@ -345,6 +382,7 @@ class Record:
     judge_task: str | None = None
     winner: str | None = None
     reasons: tuple[str, ...] = field(default_factory=tuple)
+    summary: str = ""
 
 
 def status(s: Snapshot, record: Record) -> dict[str, Any]:
@@ -370,4 +408,6 @@ def status(s: Snapshot, record: Record) -> dict[str, Any]:
         wire["judgeTask"] = record.judge_task
     if record.winner:
         wire["winner"] = record.winner
+    if record.summary:
+        wire["summary"] = cut_summary(record.summary)
     return wire

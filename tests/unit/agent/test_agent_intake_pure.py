@@ -119,6 +119,35 @@ def test_the_judge_must_name_a_passed_candidate_with_reasons():
             results.validate_judgement(payload, cands)
 
 
+def test_a_summarize_judge_must_compare_every_candidate_by_name():
+    cands = [candidate("t-c1"), candidate("t-c2", gate="Failed"), candidate("t-c3")]
+    text = "t-c1 computes 6 * 7 with a test; t-c2 returns 41 and failed its gate; t-c3 returns the constant 42."
+    payload = {"winner": "t-c3", "reasons": ["simpler"], "summary": text}
+    assert results.validate_judgement(payload, cands, summarize=True) == ("t-c3", ["simpler"])
+    assert results.validate_judgement({**payload, "summary": "c3"}, cands) == ("t-c3", ["simpler"])  # a pick only
+    for summary, message in [
+        ("t-c1 and t-c3 both pass; t-c3 is shorter and clearer than the other one.", "does not name t-c2"),
+        ("t-c1, t-c2, t-c3.", "too short to compare 3 candidates"),
+        (None, "summary must be a string"),
+    ]:
+        with pytest.raises(errors.ToolError, match=message):
+            results.validate_judgement({**payload, "summary": summary}, cands, summarize=True)
+
+
+def test_the_judge_prompt_asks_a_summarize_judge_for_a_comparison_of_all():
+    cands = [candidate("t-c1"), candidate("t-c2", gate="Failed")]
+    base = {"task": "t", "build": "b", "namespace": "n", "role": "reviewer", "description": "answer()",
+            "repositoryUrl": "u", "branch": "longshot/n/b/t", "candidates": [c.to_wire() for c in cands]}
+    shown = [{"candidate": c, "files": ["a.py"], "diff": "+x"} for c in cands]
+    _, plain = prompts.role_prompts("reviewer", None, template="judge", task=handoff.TaskInput.model_validate(base),
+                                    candidates=shown)
+    _, summ = prompts.role_prompts("reviewer", None, template="judge", candidates=shown,
+                                   task=handoff.TaskInput.model_validate({**base, "reduction": "summarize"}))
+    assert "a comparison of every candidate above" in summ and "one-line summary" not in summ
+    assert "one-line summary" in plain and "comparison" not in plain
+    assert "quality gate: Failed" in summ
+
+
 # --- the handoff's new fields ------------------------------------------------------------------------
 
 def test_needs_input_done_and_winner_round_trip():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -170,3 +171,46 @@ def test_compare_picks_the_least_costly_passing_candidate_without_a_judge_and_re
 def test_status_records_each_candidates_backend():
     wire = fanout.status(snap(cand(1, gate="Passed", backend="command")), fanout.Record())
     assert wire["candidates"][0]["backend"] == "command"
+
+
+# --- judge: summarize ------------------------------------------------------------------------------------
+
+def test_summarize_shows_the_judge_every_candidate_that_committed_passing_first():
+    s = snap(cand(1, gate="Failed", gate_reason="1 test failed"), cand(2, gate="Passed"), cand(3, commit=None),
+             cand(4, "Failed", failure="gave up"), judge_mode="summarize")
+    # one passed, but two produced a commit: the judge compares them (a reviewer judge would not run at all)
+    assert fanout.decide(s) == [StartJudge("b-api-judge", ("b-api-c2", "b-api-c1"))]
+    assert fanout.decide(replace(s, judge_mode="reviewer"))[0].winner == "b-api-c2"  # type: ignore[union-attr]
+    alone = snap(cand(1, gate="Passed"), cand(2, commit=None), judge_mode="summarize")
+    (finish,) = fanout.decide(alone)
+    assert isinstance(finish, Finish) and finish.winner == "b-api-c1" and finish.summary == ""
+
+
+def test_summarize_records_the_judges_comparison_and_still_checks_its_pick():
+    base = (cand(1, gate="Passed"), cand(2, gate="Failed"), cand(3, gate="Passed"))
+    text = "b-api-c1 multiplies; b-api-c2 returns 41 and failed; b-api-c3 returns the constant."
+    judge = JudgeView("b-api-judge", "Succeeded", commit="c3c3c30", branch="longshot/b/b-api-c3",
+                      reasons=("smaller",), summary=text)
+    (finish,) = fanout.decide(snap(*base, judge=judge, judge_mode="summarize"))
+    assert finish == Finish("b-api-c3", ("smaller",), "the judge picked b-api-c3: smaller", text)
+    (plain,) = fanout.decide(snap(*base, judge=judge))  # a reviewer judge's one-line summary is not recorded
+    assert isinstance(plain, Finish) and plain.summary == ""
+    # the failed candidate was shown, but cannot win
+    (bad,) = fanout.decide(snap(*base, judge=replace(judge, commit="c2c2c20", branch="longshot/b/b-api-c2"),
+                                judge_mode="summarize"))
+    assert isinstance(bad, Finish) and bad.winner is None and bad.summary == ""
+    wire = fanout.status(snap(*base), fanout.Record("b-api-judge", "b-api-c3", ("smaller",), text))
+    assert wire["summary"] == text
+    long = fanout.status(snap(*base), fanout.Record(summary="x" * 100_000))["summary"]
+    assert len(long) <= fanout.MAX_SUMMARY and long.endswith("ledger entry has it all]")
+    assert "summary" not in fanout.status(snap(*base), fanout.Record())
+
+
+def test_a_summarize_judge_is_annotated_and_asked_to_compare():
+    task = {"metadata": {"name": "b-api", "namespace": "ns", "uid": "u1"},
+            "spec": {"buildRef": {"name": "b"}, "description": "answer()", "role": "worker"}}
+    m = fanout.judge_manifest(task, "b", 1, ("b-api-c1", "b-api-c2"), {}, "summarize")
+    assert m["metadata"]["annotations"] == {"longshot.dev/reduction": "summarize"}
+    assert "Compare every candidate in a summary" in m["spec"]["description"]
+    plain = fanout.judge_manifest(task, "b", 1, ("b-api-c1", "b-api-c2"), {})
+    assert "annotations" not in plain["metadata"] and "Compare" not in plain["spec"]["description"]
