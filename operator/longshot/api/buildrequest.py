@@ -547,6 +547,9 @@ class TaskCounts(Model):
     """Failed tasks that wait on a person (credentials, configuration, budget) and resume when it is fixed."""
     progress: str = Field(default="0/0", max_length=32)
     """``done/total`` for display."""
+    attempts: int | None = Field(default=None, ge=0)
+    """Attempts the build's work tasks have started, retries and relaunches included (each task's newest attempt
+    number, summed). A finished build that finds more than it recorded reopens: a task ran again."""
 
 
 class MergeCounts(Model):

@@ -278,7 +278,9 @@ class BuildReconciler:
             last = t.status.attempts[-1] if t.status.attempts else None
             if phase == tasks.FAILED and last is not None and last.failure_class in tasks.PERSON_FAILURES:
                 stopped += 1
-        return builds.TaskCounts.from_phases((t.status.phase for t in work), blocked=blocked, stopped=stopped)
+        attempts = sum(t.status.attempts[-1].number for t in work if t.status.attempts)
+        return builds.TaskCounts.from_phases((t.status.phase for t in work), blocked=blocked, stopped=stopped,
+                                             attempts=attempts)
 
     def _issues(self, build: objects.BuildRequest, work: Sequence[objects.AgentTask]) -> tuple[builds.TaskIssue, ...]:
         out: list[builds.TaskIssue] = []

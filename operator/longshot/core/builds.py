@@ -77,6 +77,11 @@ class TaskCounts:
     cancelled: int = 0
     blocked: int = 0
     stopped: int = 0
+    attempts: int | None = None
+    """Attempts the work tasks started (each task's newest attempt number, summed); None when not known (a status
+    written before the field existed). A finished build reopens when it finds more than it recorded: a task ran
+    again, relaunched and perhaps ended between two of the build's reconciles (a build coalesces its events, one
+    reconcile a second at most), so its phases alone may never have shown it running."""
 
     @property
     def finished(self) -> int:
@@ -92,7 +97,8 @@ class TaskCounts:
         return self.total > 0 and self.running == 0 and self.pending == self.blocked and self.stopped == 0
 
     @classmethod
-    def from_phases(cls, phases: Iterable[str | None], *, blocked: int = 0, stopped: int = 0) -> TaskCounts:
+    def from_phases(cls, phases: Iterable[str | None], *, blocked: int = 0, stopped: int = 0,
+                    attempts: int | None = None) -> TaskCounts:
         """Counts of AgentTask ``status.phase`` values (Backoff and unset count as pending)."""
         n = {"pending": 0, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0}
         total = 0
@@ -101,20 +107,23 @@ class TaskCounts:
             key = {"Running": "running", "Succeeded": "succeeded", "Failed": "failed",
                    "Cancelled": "cancelled"}.get(p or "", "pending")
             n[key] += 1
-        return cls(total=total, blocked=blocked, stopped=stopped, **n)
+        return cls(total=total, blocked=blocked, stopped=stopped, attempts=attempts, **n)
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any] | Any | None) -> TaskCounts:
         if data is None:
             return cls()
         d = data if isinstance(data, Mapping) else data.model_dump()
+        attempts = d.get("attempts")
         return cls(**{k: int(d.get(k) or 0) for k in
-                      ("total", "pending", "running", "succeeded", "failed", "cancelled", "blocked", "stopped")})
+                      ("total", "pending", "running", "succeeded", "failed", "cancelled", "blocked", "stopped")},
+                   attempts=int(attempts) if attempts is not None else None)
 
     def to_wire(self) -> dict[str, Any]:
         return {"total": self.total, "pending": self.pending, "running": self.running,
                 "succeeded": self.succeeded, "failed": self.failed, "cancelled": self.cancelled,
-                "blocked": self.blocked, "stopped": self.stopped, "progress": self.progress}
+                "blocked": self.blocked, "stopped": self.stopped, "progress": self.progress,
+                **({"attempts": self.attempts} if self.attempts is not None else {})}
 
 
 @dataclass(frozen=True)
@@ -611,14 +620,22 @@ def _counts(state: BuildState, event: TaskCountsChanged, now: datetime) -> Resul
             SetCompletion(False),
             EmitEvent("Normal", "Resumed", "tasks are running again"),
         ]
-    if state.phase in (FINALIZING, MERGING) or state.phase in DONE:
+    reopened: list[Effect] = []
+    if (state.phase in DONE and state.counts.attempts is not None and counts.attempts is not None
+            and counts.attempts > state.counts.attempts):
+        # every task is terminal again, but one ran after the build finished (relaunched, and ended before the
+        # build looked): its new work is not in the outcome, so the build finishes again from here
+        new = replace(new, phase=WORKING, outcome=None)
+        reopened = [SetCompletion(False),
+                    EmitEvent("Normal", "Resumed", "a task ran again after the build finished: finishing again")]
+    elif state.phase in (FINALIZING, MERGING) or state.phase in DONE:
         return new, []
     if not state.planning_done:
-        return new, []  # the iteration ends when the merge queue has drained (IterationEnded)
+        return new, reopened  # the iteration ends when the merge queue has drained (IterationEnded)
     summary = (f"{counts.succeeded} succeeded, {counts.failed} failed, {counts.cancelled} cancelled, "
                f"{counts.blocked} blocked of {counts.total}")
     phase: BuildPhase = FINALIZING if state.finalization_enabled else MERGING
-    return replace(new, phase=phase), [EmitEvent("Normal", "TasksFinished", summary)]
+    return replace(new, phase=phase), [*reopened, EmitEvent("Normal", "TasksFinished", summary)]
 
 
 def _issues(state: BuildState, event: IssuesChanged, now: datetime) -> Result:

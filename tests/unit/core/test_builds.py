@@ -168,6 +168,30 @@ def test_a_retried_task_reopens_a_finished_build_and_clears_completion():
     assert summary(effects)["Ready"] == ("False", "Working") and summary(effects)["Stalled"][0] == "False"
 
 
+def test_a_task_that_ran_again_unseen_reopens_a_finished_build_and_finishes_it_again():
+    """A relaunch of a finished build's task can start and end between two of the build's reconciles (coalesced,
+    one a second at most): the phases alone never show it running, the attempts it started do."""
+    done = build("Succeeded", counts=counts(total=2, succeeded=2, attempts=2), outcome=("Succeeded", "x"))
+    s, effects = decide(done, TaskCountsChanged(counts(total=2, succeeded=2, attempts=3)))
+    assert s.phase == "Finalizing" and s.outcome is None and s.counts.attempts == 3
+    assert SetCompletion(False) in effects
+    assert [e.reason for e in effects if isinstance(e, EmitEvent)] == ["Resumed", "TasksFinished"]
+    # without finalization it merges, then finishes
+    s, _ = decide(replace(done, finalization_enabled=False), TaskCountsChanged(counts(total=2, succeeded=2,
+                                                                                      attempts=3)))
+    assert s.phase == "Merging"
+    # nothing ran again: the finished build stays as it is; nor does one whose status predates the count
+    for before, now in ((2, 2), (None, 5), (2, None)):
+        old = replace(done, counts=counts(total=2, succeeded=2, attempts=before))  # type: ignore[arg-type]
+        s, effects = decide(old, TaskCountsChanged(counts(total=2, succeeded=2, attempts=now)))  # type: ignore[arg-type]
+        assert s.phase == "Succeeded" and SetCompletion(False) not in effects, (before, now)
+        assert not [e for e in effects if isinstance(e, EmitEvent)], (before, now)
+    # the count is kept in status.tasks, and read back
+    wire = counts(total=2, succeeded=2, attempts=3).to_wire()
+    assert wire["attempts"] == 3 and TaskCounts.from_wire(wire).attempts == 3
+    assert "attempts" not in counts(total=1).to_wire() and TaskCounts.from_wire({"total": 1}).attempts is None
+
+
 def test_suspend_overlay():
     s, effects = decide(build("Working"), SuspendChanged(True))
     got = summary(effects)
