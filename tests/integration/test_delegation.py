@@ -123,7 +123,7 @@ def test_the_gateway_refuses_a_spawn_when_delegation_is_off_naming_the_field(gat
     assert r.status_code == 403 and "spec.delegation.enabled" in r.json()["error"]
     assert "delegation" not in (get(custom, namespace, "agenttasks", a.name).get("status") or {})
     client = agent_delegation.Client(gateway.url, lambda: a.token)
-    with pytest.raises(agent_errors.ToolError, match="spec.delegation.enabled"):
+    with pytest.raises(agent_errors.ToolError, match=r"spec\.delegation\.enabled"):
         agent_delegation.spawn(client, {"name": "x", "prompt": "p"})
 
 
