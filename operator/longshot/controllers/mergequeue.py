@@ -251,7 +251,7 @@ class QueueReconciler:
         if task is not None and task.status.children:
             waiting = delegating.merge_wait(self.ctx, task, build)  # delegated children merge first
             if waiting is not None:
-                return [mj.DependenciesPending(waiting)]
+                return [mj.DependenciesPending(waiting, delegated=True)]
         if task is not None and (build.spec.dependencies == "stacked" or job.spec.stacked_on):
             # a stacked dependent merges after its dependencies, and never without them
             verdict, why = self.ctx.merge_readiness(task, build)
