@@ -1,4 +1,4 @@
-"""Command line: ``python -m longshot operator | gateway | agent | crds``."""
+"""Command line: ``python -m longshot operator | gateway | agent | mcp | crds``."""
 
 from __future__ import annotations
 
@@ -55,6 +55,12 @@ def _agent(args: argparse.Namespace) -> int:
     return runner.main(args.rest)
 
 
+def _mcp(args: argparse.Namespace) -> int:
+    from longshot.agent import mcpserver
+
+    return mcpserver.main()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="longshot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     agent = sub.add_parser("agent", help="run an agent inside an agent Pod")
     agent.add_argument("rest", nargs=argparse.REMAINDER)
     agent.set_defaults(func=_agent)
+
+    mcp = sub.add_parser("mcp", help="serve the delegation tools over MCP (stdio), for CLI agents in an agent Pod")
+    mcp.set_defaults(func=_mcp)
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from longshot import tracing
-from longshot.agent import errors, events, sandbox
+from longshot.agent import delegation, errors, events, sandbox
 from longshot.api import handoff
 
 MAX_CORRECTIONS = 3
@@ -119,9 +119,16 @@ def finish_schema(role: str, *, max_tasks: int | None = None, judging: bool | No
     }
 
 
-def specs(role: str, *, max_tasks: int | None = None, judging: bool | None = None) -> dict[str, dict[str, Any]]:
-    """Tool name -> {description, parameters} for a role."""
-    extra = {"ask": ASK_SCHEMA} if role in ASK_ROLES else {}
+DELEGATION_TOOLS = ("spawn_task", "await_tasks")
+"""A worker's tools when its build lets it delegate (``TaskInput.delegate``; :mod:`longshot.agent.delegation`)."""
+
+
+def specs(role: str, *, max_tasks: int | None = None, judging: bool | None = None,
+          delegate: bool = False) -> dict[str, dict[str, Any]]:
+    """Tool name -> {description, parameters} for a role (with ``delegate``: a worker's spawn and await tools)."""
+    extra: dict[str, dict[str, Any]] = {"ask": ASK_SCHEMA} if role in ASK_ROLES else {}
+    if delegate and role == "worker":
+        extra.update({"spawn_task": delegation.SPAWN_SCHEMA, "await_tasks": delegation.AWAIT_SCHEMA})
     return {**SCHEMAS, **extra, "finish": finish_schema(role, max_tasks=max_tasks, judging=judging)}
 
 
@@ -150,8 +157,11 @@ class Toolbox:
     """Runs tool calls against a sandbox and records the session's finish."""
 
     def __init__(self, box: sandbox.Sandbox, ev: events.Events, role: str, *,
-                 validator: Validator | None = None, max_corrections: int = MAX_CORRECTIONS) -> None:
+                 validator: Validator | None = None, max_corrections: int = MAX_CORRECTIONS,
+                 delegation: delegation.Delegation | None = None) -> None:
         self.sandbox = box
+        self.delegation = delegation if role == "worker" else None
+        """The gateway's delegation routes, when this worker may delegate (``spawn_task``, ``await_tasks``)."""
         self.events = ev
         self.role = role
         self.validator = validator
@@ -168,7 +178,8 @@ class Toolbox:
     def call(self, name: str, arguments: str | dict[str, Any] | None) -> ToolResult:
         """Run one call; ``arguments`` may be a JSON string (as OpenAI sends them) or a dict."""
         self.calls += 1
-        known = name in SCHEMAS or name in ("finish", "ask")  # tracing: a made-up tool name is not a span name
+        # tracing: a made-up tool name is not a span name
+        known = name in SCHEMAS or name in ("finish", "ask", *DELEGATION_TOOLS)
         with tracing.span(f"tool {name}" if known else "tool", {"longshot.tool": name[:64]},
                           service=tracing.AGENT) as traced:
             try:
@@ -208,9 +219,14 @@ class Toolbox:
                 return self._finish(args)
             if name == "ask" and self.role in ASK_ROLES:
                 return self._ask(args)
+            if name == "spawn_task" and self.delegation is not None:
+                return delegation.spawn(self.delegation, args)
+            if name == "await_tasks" and self.delegation is not None:
+                return delegation.wait(self.delegation, args)
         except OSError as e:
             raise errors.ToolError(f"{name} failed: {e.strerror or e}") from None
-        raise errors.ToolError(f"unknown tool {name!r}; the tools are {', '.join(specs(self.role))}")
+        raise errors.ToolError(f"unknown tool {name!r}; the tools are "
+                               f"{', '.join(specs(self.role, delegate=self.delegation is not None))}")
 
     def _ask(self, args: dict[str, Any]) -> str:
         question = _required(args, "question")

@@ -264,6 +264,57 @@ class FanoutStatus(Model):
     they differ, what their gates said), for the people who read the build; cut to 16 KiB."""
 
 
+MAX_CHILDREN: Final = 20
+"""Most delegated children one task can ask for (the CRD's bound; ``spec.delegation.maxChildren`` is lower)."""
+MAX_CHILD_PROMPT: Final = 16384
+"""Longest prompt of a delegated child (16 KiB)."""
+CHILD_NAME: Final = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
+"""A child's local name: a DNS-1123 label of at most 40 characters."""
+
+
+class ChildRequest(Model):
+    """A child task an agent asked for through longshot-gateway (``spawn_task``), recorded on its parent."""
+
+    name: str = Field(min_length=1, max_length=40, pattern=CHILD_NAME)
+    """The child's local name; its AgentTask is ``<parent>-<name>``."""
+    prompt: str = Field(min_length=1, max_length=MAX_CHILD_PROMPT)
+    """What the child should do (its description)."""
+    scope: list[ScopeEntry] = Field(default_factory=list, max_length=MAX_SCOPE_ENTRIES)
+    """The child's file scope."""
+    attempt: int = Field(default=1, ge=1)
+    """The parent's attempt that asked."""
+
+
+class DelegationStatus(Model):
+    """What the task's agents asked to delegate; written by longshot-gateway only."""
+
+    requests: list[ChildRequest] = Field(default_factory=list, max_length=MAX_CHILDREN)
+    """Every child asked for, in order (a name asked again is the same child)."""
+
+
+ChildPhase = Literal["Pending", "Backoff", "Running", "AwaitingInput", "Succeeded", "Failed", "Cancelled", "Refused"]
+
+
+class ChildStatus(Model):
+    """One delegated child, as the operator last saw it."""
+
+    name: str = Field(min_length=1, max_length=40)
+    """The child's local name (as asked)."""
+    task: str | None = Field(default=None, max_length=253)
+    """The child's AgentTask; unset when it was refused."""
+    phase: ChildPhase = "Pending"
+    """The child AgentTask's phase, or ``Refused``."""
+    done: bool = False
+    """Whether the child reached its end: refused, failed or cancelled, or succeeded with its branch merged (or
+    nothing to merge). ``await_tasks`` returns when every child it waits for is done."""
+    merged: bool = False
+    """The child's branch is on the target."""
+    reason: str | None = Field(default=None, max_length=1024)
+    """Why it was refused (naming the limit) or failed."""
+    summary: str | None = Field(default=None, max_length=2048)
+    """The child's handoff summary."""
+
+
 PENDING_MESSAGE: Final = "waiting for dependencies or a worker slot"
 INITIAL_CONDITIONS: Final[tuple[tuple[str, Literal["True", "False", "Unknown"], str, str], ...]] = (
     (c.SUCCEEDED, c.UNKNOWN, "Pending", "not run yet"),
@@ -322,6 +373,10 @@ class AgentTaskStatus(Model):
     merge_job: str | None = Field(default=None, max_length=253)
     """The MergeJob of the task's latest successful handoff: named like the task for the first one, and
     ``<task>-a<attempt>`` for one made after a relaunch."""
+    delegation: DelegationStatus | None = None
+    """Children the task's agents asked for (``spawn_task``), written by longshot-gateway."""
+    children: list[ChildStatus] = Field(default_factory=list, max_length=MAX_CHILDREN)
+    """The task's delegated children and how each is doing (or why it was refused), written by the operator."""
 
 
 AGENT_TASK_RULES = [

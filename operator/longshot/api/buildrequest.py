@@ -485,6 +485,22 @@ class ScopeSettings(Model):
     not limited. Default false: scopes only keep overlapping tasks from running at once."""
 
 
+class DelegationSettings(Model):
+    """Whether workers may delegate: spawn child AgentTasks at run time and await them (docs/planning.md,
+    Delegation)."""
+
+    enabled: bool = False
+    """When true, worker agents get the ``spawn_task`` and ``await_tasks`` tools (and the MCP server's): a child is
+    a worker AgentTask of the same build, created by the operator, that runs, merges through the merge queue like
+    any task, and merges before its parent. Default false: a spawn is refused, naming this field."""
+    max_depth: int = Field(default=2, ge=1, le=5)
+    """How deep delegation may go: a task made by the planner has depth 0, its children 1, theirs 2. A spawn whose
+    child would be deeper is refused, naming this field."""
+    max_children: int = Field(default=5, ge=1, le=20)
+    """Most children one task may spawn (over all its attempts); further spawns are refused, naming this field.
+    Children also count against ``spec.planner.maxTotalTasks`` and the budget."""
+
+
 class BuildRequestSpec(Model):
     """What to build, where, and how."""
 
@@ -524,6 +540,8 @@ class BuildRequestSpec(Model):
     """What is removed from the repository when the build is deleted."""
     scope: ScopeSettings = Field(default_factory=ScopeSettings)
     """Whether task scopes are enforced on push (``enforce``)."""
+    delegation: DelegationSettings = Field(default_factory=DelegationSettings)
+    """Whether workers may spawn child tasks and await them (``enabled``), and the limits."""
 
 
 class TaskCounts(Model):

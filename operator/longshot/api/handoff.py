@@ -484,6 +484,9 @@ class TaskInput(Model):
     """Planner: largest task list accepted."""
     depth: int = 0
     max_depth: int = 2
+    delegate: bool = False
+    """Worker of a build with ``spec.delegation.enabled`` that may still delegate (its depth is under
+    ``maxDepth``): it gets the ``spawn_task`` and ``await_tasks`` tools."""
     author_name: str = "Longshot Agent"
     author_email: str = "agent@longshot.local"
     iteration: int = Field(default=1, ge=1)

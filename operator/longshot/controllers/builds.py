@@ -40,8 +40,8 @@ from longshot.api import keys, objects, timeutil
 from longshot.controllers import cache as cachemod
 from longshot.controllers import cleanup as cleanupc
 from longshot.controllers import context as ctxmod
+from longshot.controllers import delegating, finalizing, intake, sweeping
 from longshot.controllers import executor as ex
-from longshot.controllers import finalizing, intake, sweeping
 from longshot.controllers import retention as retentionc
 from longshot.core import builds, delivery, names, plan, tasks
 from longshot.core import effects as fx
@@ -115,6 +115,7 @@ class BuildReconciler:
         ts = list(self.ctx.cache.tasks_of(key))
         out += retentionc.actions(self.ctx, build, ts)  # finished Pods beyond spec.retention
         out += retentionc.ledger_actions(self.ctx, build, now)  # ledger entries beyond spec.retention.ledger
+        out += delegating.actions(self.ctx, build, ts)  # children the workers asked for (spawn_task)
         refused = builds.refused_planners(_top_planners(ts), state.iteration, state.planner_task)
         work = [t for t in ts if cachemod.purpose(t) is None and t.name not in refused]
 

@@ -467,6 +467,10 @@ class Cache:
                     job = self.jobs.get((ns, d))
                     if job is not None:
                         refs += self._queue_refs(job)
+                parent = obj.metadata.labels.get(keys.PARENT)  # a delegating task's MergeJob waits on its children
+                job = self.jobs.get((ns, parent)) if parent else None
+                if job is not None:
+                    refs += self._queue_refs(job)
             queue = obj.metadata.annotations.get(QUEUE_ANNOTATION)
             if queue:
                 refs.append(("Queue", "", queue))

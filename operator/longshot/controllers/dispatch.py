@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from longshot import metrics
-from longshot.api import objects
+from longshot.api import keys, objects
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.core import fanout, scheduler, tasks
+from longshot.core import names as namesmod
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,19 @@ def _view(t: objects.AgentTask, build: str, phase: str, ready: bool) -> schedule
     return scheduler.TaskView(name=t.name, build=build, priority=t.spec.priority,
                               created=t.metadata.creation_timestamp, depends_on=tuple(t.spec.depends_on),
                               scope=tuple(t.spec.scope), phase=phase, dependencies_ready=ready,
-                              group=t.metadata.labels.get(fanout.FANOUT_LABEL, ""))
+                              group=_group(t))
+
+
+def _group(t: objects.AgentTask) -> str:
+    """The scheduler's group of a task: a best-of-N task's candidates share one; so do a delegating task and the
+    children it made (it awaits them while it runs: their scopes must not keep them apart)."""
+    fan = t.metadata.labels.get(fanout.FANOUT_LABEL)
+    if fan:
+        return fan
+    parent = t.metadata.labels.get(keys.PARENT)
+    if parent:
+        return f"delegation:{parent}"
+    return f"delegation:{namesmod.fit(t.name)}" if t.status.delegation is not None else ""
 
 
 def _build_view(ctx: ctxmod.Context, build: objects.BuildRequest) -> scheduler.BuildView:

@@ -43,6 +43,7 @@ from longshot import metrics, tracing
 from longshot.api import mergejob, objects, timeutil
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
+from longshot.controllers import delegating
 from longshot.controllers import executor as ex
 from longshot.controllers import mergejobs as mjc
 from longshot.core import binding, fanout, gates, names, plan, tasks
@@ -247,6 +248,10 @@ class QueueReconciler:
     async def _checks(self, job: objects.MergeJob, build: objects.BuildRequest, w: vws.Workspace,
                       out: list[ex.Action]) -> list[mj.Event]:
         task = self.ctx.cache.tasks.get((job.namespace, job.task_name))
+        if task is not None and task.status.children:
+            waiting = delegating.merge_wait(self.ctx, task, build)  # delegated children merge first
+            if waiting is not None:
+                return [mj.DependenciesPending(waiting, delegated=True)]
         if task is not None and (build.spec.dependencies == "stacked" or job.spec.stacked_on):
             # a stacked dependent merges after its dependencies, and never without them
             verdict, why = self.ctx.merge_readiness(task, build)

@@ -8,7 +8,8 @@ create fixers.
 Phases::
 
     Queued --ChecksPassed--> Queued (ready) --BatchJoined--> Testing --Landed--> Merged
-       |--DependenciesPending--> Queued (a stacked branch waits for its dependencies to merge)
+       |--DependenciesPending--> Queued (a stacked branch waits for its dependencies to merge; a delegating task's
+       |                         branch for its children)
        |--DependencyFailed--> Failed (a dependency will never merge; no fixer)
        |--ChecksPassed (approval required)--> AwaitingApproval --Approved--> Queued (ready)
        |                                                        |--Requeued--> Queued
@@ -199,9 +200,11 @@ class ChangesRequested:
 
 @dataclass(frozen=True)
 class DependenciesPending:
-    """A stacked branch waits for its task's dependencies to merge first (``core.dependencies.merge_readiness``)."""
+    """A stacked branch waits for its task's dependencies to merge first (``core.dependencies.merge_readiness``), or
+    a delegating task's branch for its children (``delegated``; ``core.delegation.merge_wait``)."""
 
     message: str
+    delegated: bool = False
 
 
 @dataclass(frozen=True)
@@ -429,7 +432,8 @@ def _observed(state: JobState, event: Observed, now: datetime) -> Result:
 def _dependencies_pending(state: JobState, event: DependenciesPending, now: datetime) -> Result:
     if state.waiting == event.message:
         return state, []
-    text = f"{event.message}: the branch was stacked on their work and merges after them"
+    text = event.message if event.delegated else f"{event.message}: the branch was stacked on their work and " \
+                                                  "merges after them"
     return replace(state, waiting=event.message, message=text), [
         SetCondition(c.QUEUED, c.TRUE, WAITING_FOR_DEPENDENCIES, event.message),
         SetCondition(c.CHECKS_PASSED, c.UNKNOWN, WAITING_FOR_DEPENDENCIES, "checked once the dependencies merged"),

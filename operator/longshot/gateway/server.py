@@ -7,6 +7,9 @@
     POST /progress                                    {"message": "...", "heartbeat": true} -> status.progress
     POST /ledger                                      {"events": [...]}: the runner's transcript, into its
                                                       attempt's ledger entry (longshot.gateway.ledger)
+    POST /delegation/spawn                            {"tasks": [{"name", "prompt", "scope"}]}: children of the
+                                                      caller's task (longshot.gateway.delegation)
+    GET  /delegation/children                         how they are doing (status.children)
     POST /traces                                      an agent's spans (OTLP/HTTP protobuf), relayed to the
                                                       collector (longshot.gateway.traces)
     GET  /git/<ns>/<build>.git/info/refs              \\
@@ -35,6 +38,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from longshot import tracing
 from longshot.api import timeutil
 from longshot.gateway import cluster as gcluster
+from longshot.gateway import delegation as gdelegation
 from longshot.gateway import gitserve, identity, metrics, modelproxy, modelroutes, traces
 from longshot.gateway import ledger as gledger
 from longshot.gateway import status as gstatus
@@ -197,6 +201,31 @@ class Gateway:
 
         return await _timed("progress", handle, request)
 
+    async def delegation_route(self, request: web.Request) -> web.StreamResponse:
+        async def handle() -> tuple[web.StreamResponse, str]:
+            try:
+                caller = await self._authenticate(request)
+            except identity.Denied as e:
+                return _json_denied(e)
+            try:
+                if request.method == "GET":
+                    answer = await asyncio.to_thread(gdelegation.children, self.cluster, caller)
+                    return web.json_response(answer), "ok"
+                raw = await modelproxy.read_body(request, gdelegation.MAX_BODY)
+                if raw is None:
+                    return web.json_response({"error": f"the body is larger than {gdelegation.MAX_BODY} bytes"},
+                                             status=413), "too_large"
+                answer = await asyncio.to_thread(gdelegation.spawn, self.cluster, caller, bytes(raw))
+            except gdelegation.Refused as e:
+                label = {400: "bad_request", 403: "forbidden", 409: "bad_request", 503: "unavailable"}.get(
+                    e.status, "error")
+                return web.json_response({"error": e.message}, status=e.status), label
+            log.info("%s/%s attempt %d asked for children %s", caller.namespace, caller.task, caller.attempt,
+                     ", ".join(answer["accepted"])[:500])
+            return web.json_response(answer, status=202), "ok"
+
+        return await _timed("delegation", handle, request)
+
     async def ledger_route(self, request: web.Request) -> web.StreamResponse:
         async def handle() -> tuple[web.StreamResponse, str]:
             try:
@@ -278,6 +307,8 @@ def make_app(gateway: Gateway) -> web.Application:
     app.router.add_post("/progress", gateway.progress_route)
     app.router.add_post("/traces", gateway.traces_route)
     app.router.add_post("/ledger", gateway.ledger_route)
+    app.router.add_post("/delegation/spawn", gateway.delegation_route)
+    app.router.add_get("/delegation/children", gateway.delegation_route)
     app.router.add_route("*", r"/git/{ns}/{build}.git/{rest:.*}", gateway.git_route)
     app.router.add_route("*", r"/model/{path:.*}", gateway.model_route)
 

@@ -34,7 +34,7 @@ from longshot.api import buildrequest, keys, sanitize
 from longshot.api import handoff as ho
 from longshot.api.common import API_VERSION
 from longshot.config import Settings
-from longshot.core import binding, fanout, gates, names, plan
+from longshot.core import binding, delegation, fanout, gates, names, plan
 from longshot.core.failures import AGENT_CONTAINER
 
 AGENT_UID: Final = 65532
@@ -201,6 +201,8 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
         instructions=override.get("promptAddendum"),
         hooks=buildrequest.Hooks.model_validate(hooks_of(task, build)),
         gate_steps=list(steps),
+        delegate=delegation.may_delegate(tspec.get("role", "worker"), bspec.get("delegation") or {},
+                                         delegation.depth_of(annotations)),
     )
     if not extra:
         return base

@@ -198,3 +198,25 @@ def test_a_build_whose_current_spec_the_operator_has_not_decided_on_starts_nothi
     body["status"]["observedGeneration"] = 2  # its reconcile decided on it
     ctx.cache.observe("BuildRequest", "MODIFIED", body)
     assert len(dispatch.plan(ctx).admit) == 2
+
+
+def _task(name: str, labels: dict[str, str] | None = None, status: dict[str, Any] | None = None) -> Any:
+    from longshot.api import objects
+
+    return objects.AgentTask.model_validate({
+        "apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask",
+        "metadata": {"name": name, "namespace": "ns", "labels": {"longshot.dev/build": "b", **(labels or {})}},
+        "spec": {"buildRef": {"name": "b"}, "description": "d", "scope": ["src/**"]}, "status": status or {}})
+
+
+def test_a_delegating_task_and_its_children_share_a_scheduler_group_so_their_scopes_never_block_each_other():
+    parent = _task("b-p", status={"phase": "Running", "delegation": {"requests": [{"name": "a", "prompt": "x"}]}})
+    child = _task("b-p-a", labels={"longshot.dev/parent": "b-p"})
+    other = _task("b-q")
+    assert dispatch._group(parent) == dispatch._group(child) == "delegation:b-p"
+    assert dispatch._group(other) == ""
+    running = [dispatch._view(parent, "ns/b", tasks.RUNNING, True)]
+    chosen = scheduler.select([dispatch._view(child, "ns/b", tasks.PENDING, True),
+                               dispatch._view(other, "ns/b", tasks.PENDING, True)], running,
+                              builds={"ns/b": scheduler.BuildView(name="ns/b", max_workers=4)}, global_limit=10)
+    assert [v.name for v in chosen.start] == ["b-p-a"]  # the other task's scope overlaps the running parent's

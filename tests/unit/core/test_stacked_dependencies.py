@@ -133,3 +133,12 @@ def test_a_dependency_that_fails_for_good_fails_the_stacked_job_without_a_fixer(
     # finalization may give it another try: it is queued again and re-checks its dependencies
     s, _ = decide(s, mj.Retry("finalization"))
     assert s.phase == "Queued" and s.checks == "pending"
+
+
+def test_a_delegating_tasks_job_waits_for_its_children_and_says_so_plainly():
+    why = "waiting for delegated child task(s) b-p-a to finish and merge first"
+    s, effects = decide(job(), mj.DependenciesPending(why, delegated=True))
+    assert s.phase == "Queued" and not s.ready
+    assert cond(effects, "Queued").message == why and cond(effects, "Reconciling").message == why
+    s, _ = decide(s, mj.ChecksPassed())
+    assert s.ready

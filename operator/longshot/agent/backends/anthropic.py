@@ -24,10 +24,11 @@ API_VERSION = "2023-06-01"
 NUDGE = "Use the tools to do the task, and call the `finish` tool when you are done."
 
 
-def tool_definitions(role: str, *, max_tasks: int | None = None, judging: bool | None = None
-                     ) -> list[dict[str, Any]]:
+def tool_definitions(role: str, *, max_tasks: int | None = None, judging: bool | None = None,
+                     delegate: bool = False) -> list[dict[str, Any]]:
     return [{"name": name, "description": spec["description"], "input_schema": spec["parameters"]}
-            for name, spec in tools.specs(role, max_tasks=max_tasks, judging=judging).items()]
+            for name, spec in tools.specs(role, max_tasks=max_tasks, judging=judging,
+                                               delegate=delegate).items()]
 
 
 class AnthropicBackend(base.Backend):
@@ -46,7 +47,8 @@ class AnthropicBackend(base.Backend):
     def run(self, session: base.Session) -> tools.Finish:
         messages: list[dict[str, Any]] = [{"role": "user", "content": session.prompt}]
         definitions = tool_definitions(session.role, max_tasks=session.task.max_tasks,
-                                       judging=bool(session.task.candidates))
+                                       judging=bool(session.task.candidates),
+                                       delegate=session.toolbox.delegation is not None)
         with httpx.Client(timeout=self.timeout) as client:
             for turn in range(1, session.max_turns + 1):
                 headers = {"content-type": "application/json", "anthropic-version": API_VERSION}

@@ -36,10 +36,11 @@ TRUNCATED = ("Your answer was cut off at the output token limit. Make smaller to
              "file in parts with edit_file), and call `finish` when you are done.")
 
 
-def tool_definitions(role: str, *, max_tasks: int | None = None, judging: bool | None = None
-                     ) -> list[dict[str, Any]]:
+def tool_definitions(role: str, *, max_tasks: int | None = None, judging: bool | None = None,
+                     delegate: bool = False) -> list[dict[str, Any]]:
     return [{"type": "function", "function": {"name": name, **spec}}
-            for name, spec in tools.specs(role, max_tasks=max_tasks, judging=judging).items()]
+            for name, spec in tools.specs(role, max_tasks=max_tasks, judging=judging,
+                                               delegate=delegate).items()]
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,8 @@ class OpenAIBackend(base.Backend):
             {"role": "user", "content": session.prompt},
         ]
         definitions = tool_definitions(session.role, max_tasks=session.task.max_tasks,
-                                       judging=bool(session.task.candidates))
+                                       judging=bool(session.task.candidates),
+                                       delegate=session.toolbox.delegation is not None)
         with httpx.Client(timeout=self.timeout) as client:
             for turn_no in range(1, session.max_turns + 1):
                 headers = {"content-type": "application/json"}

@@ -16,7 +16,8 @@ Format (``$LONGSHOT_SCRIPT_DIR/script.yaml``, see docs/agent.md)::
 
 A step is a mapping with one action key: ``write``/``write_file``, ``edit``/``edit_file``,
 ``read``/``read_file``, ``list``/``list_files``, ``search``, ``run``/``run_command``, ``finish``,
-``ask: "question"`` (ends the attempt with outcome ``needs-input``), or
+``ask: "question"`` (ends the attempt with outcome ``needs-input``), ``spawn: {name, prompt, scope}`` and
+``await: {names: [...], timeout: 600}`` (delegation: a worker of a build with ``spec.delegation.enabled``), or
 ``fail: {class: AgentError, message: ...}`` to simulate a failure. A step may add ``check: true`` (next
 to the action, or among a ``run``'s arguments) to make a tool error, or a command that does not exit 0, fail
 the attempt; otherwise errors are reported and the script goes on. A script that ends
@@ -58,6 +59,8 @@ ACTIONS = {
     "run": "run_command", "run_command": "run_command",
     "finish": "finish",
     "ask": "ask",
+    "spawn": "spawn_task", "spawn_task": "spawn_task",
+    "await": "await_tasks", "await_tasks": "await_tasks",
     "fail": "fail",
 }
 FAILURES: dict[str, type[errors.AgentFailure]] = {
