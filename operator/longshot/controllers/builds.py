@@ -41,7 +41,7 @@ from longshot.controllers import cache as cachemod
 from longshot.controllers import cleanup as cleanupc
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
-from longshot.controllers import finalizing, intake, sweeping
+from longshot.controllers import finalizing, intake, standing, sweeping
 from longshot.controllers import retention as retentionc
 from longshot.core import builds, delivery, names, plan, tasks
 from longshot.core import effects as fx
@@ -80,9 +80,18 @@ class BuildReconciler:
         self.sweeps = sweeping.Sweeps(ctx)
         self.final = finalizing.Finalizer(ctx, self.sweeps)
         self.intake = intake.Intake(ctx)
+        self.standing = standing.Standing(ctx)
 
     async def reconcile(self, key: cachemod.Key) -> list[ex.Action]:
         build = self.ctx.cache.builds.get(key)
+        if build is not None and build.spec.intake is not None:
+            # a standing intake (spec.intake): never planned, worked or finalized; its children are builds of their
+            # own (controllers/standing.py)
+            if build.metadata.deleting or not self.ctx.owns_build(build):
+                self.standing.forget(key)
+                return []
+            return await self.standing.reconcile(build)
+        self.standing.forget(key)
         if build is None or build.metadata.deleting:
             self.ctx.plans.pop(key, None)
             self.ctx.forget(key)
