@@ -174,7 +174,7 @@ def test_a_bad_tracker_setting_is_a_condition_naming_the_field(operator, core_v1
                 "generation"] else None
         return check
 
-    b = wait_for(ready_reason("ConfigurationInvalid"), timeout=60, what="Ready=False/ConfigurationInvalid")
+    b = wait_for(ready_reason("Configuration"), timeout=60, what="Ready=False/Configuration")
     assert "spec.intake.tracker.credentialsSecret" in condition(b, "Ready")["message"]
     assert condition(b, "Stalled")["status"] == "True"
     assert not children(custom, namespace) and not list_of(custom, namespace, "agenttasks")

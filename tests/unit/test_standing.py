@@ -86,6 +86,9 @@ def test_without_a_fresh_poll_nothing_is_started_but_finished_children_are_repor
     assert d.comments == (st.Comment(1, "intake-i1", "finished", "Succeeded", (1,)),
                           st.Comment(2, "intake-i2", "finished", "Failed", (2,)))
     assert d.close == (st.Close(1, "intake-i1"),)  # a failed child's issue stays open
+    # the last listing, not read now: counted, not started
+    stale = st.decide("intake", [issue(1), issue(3)], children, F, P, fresh=False)
+    assert stale.create == () and (stale.summary.eligible, stale.summary.waiting) == (2, 1)
 
 
 def test_comment_false_posts_nothing_but_still_closes():

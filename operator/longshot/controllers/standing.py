@@ -197,7 +197,8 @@ class Standing:
             except PollError as e:
                 metrics.INTAKE_POLLS.labels(result="error").inc()
                 retry = e.retry_at or now + timedelta(seconds=min(spec.poll_seconds, 30))
-                memo = _Memo(build.generation, max(retry, now + timedelta(seconds=1)), last, {}, e)
+                memo = _Memo(build.generation, max(retry, now + timedelta(seconds=1)), last,
+                             memo.issues if memo is not None else {}, e)
                 log.warning("intake %s/%s: poll failed: %s", build.namespace, build.name, e.message)
             else:
                 metrics.INTAKE_POLLS.labels(result="ok").inc()
@@ -210,9 +211,10 @@ class Standing:
                                    assignee=spec.assignee, milestone=spec.milestone)
         policy = standing.Policy(policy=spec.policy, batch_size=spec.batch_size, max_active=spec.max_active_builds,
                                  poll_seconds=spec.poll_seconds, comment=spec.tracker.comment)
-        views = None if fresh is None else [standing.IssueView(i.number, i.labels, i.assignees, i.milestone)
-                                            for i in fresh]
-        decision = standing.decide(build.name, views, children, filters, policy)
+        listing = fresh if fresh is not None else list(memo.issues.values()) if memo.last_poll is not None else None
+        views = None if listing is None else [standing.IssueView(i.number, i.labels, i.assignees, i.milestone)
+                                              for i in listing]
+        decision = standing.decide(build.name, views, children, filters, policy, fresh=fresh is not None)
         out: list[ex.Action] = []
         for c in decision.create:
             out.append(ex.Call(self._creator(self._manifest(build, c, memo.issues)), f"intake child {c.name}"))
@@ -300,14 +302,14 @@ class Standing:
                     (cond.RECONCILING, cond.FALSE, "Watching", message)]
         else:
             person = error.failure_class in ("Configuration", "Auth")
-            reason = {"Configuration": "ConfigurationInvalid", "Auth": "AuthFailed",
-                      "RateLimited": "RateLimited"}.get(error.failure_class, "TrackerUnavailable")
+            reason = {"Configuration": "Configuration", "Auth": "AuthFailed",
+                      "RateLimited": "RateLimited"}.get(error.failure_class, "IntakeFailed")
             sets = [(cond.READY, cond.FALSE, reason, error.message[:1024]),
                     (cond.STALLED, cond.TRUE if person else cond.FALSE, reason if person else "NotStalled",
                      error.message[:1024] if person else "the tracker is tried again"),
                     (cond.RECONCILING, cond.FALSE if person else cond.TRUE, reason, error.message[:1024])]
         sets.append((cond.PROGRESSING, cond.TRUE if summary.active else cond.FALSE,
-                     "BuildsActive" if summary.active else "Idle",
+                     "BuildsRunning" if summary.active else "Idle",
                      f"{summary.active} child builds active" if summary.active else "no child build is active"))
         for t, s, r, m in sets:
             conds, _ = cond.set_condition(conds, t, s, r, m, now=now)

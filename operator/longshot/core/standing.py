@@ -15,7 +15,7 @@ Transitions, per issue (``eligible`` = open, with every label, the assignee and 
     eligible, no child              a slot (active < maxActive)      create a child (perIssue: one issue; batch:
                                                                      the next ``batchSize`` uncovered issues)
     eligible, no child              no slot                          wait (``status.intake.waiting``)
-    eligible, no child              no fresh poll (``issues=None``)  nothing (never start from a stale listing)
+    eligible, no child              no fresh poll (``fresh=False``)  nothing (never start from a stale listing)
     not eligible (closed, label     no child                         nothing, ever
       removed, other assignee)
     any                             child exists, active             nothing new (a child is never cancelled
@@ -185,18 +185,20 @@ def eligible(issue: IssueView, filters: Filters) -> bool:
 
 
 def decide(parent: str, issues: Sequence[IssueView] | None, children: Sequence[ChildView], filters: Filters,
-           policy: Policy) -> Decision:
-    """What to do now (see the module's table). ``issues`` is None when there is no fresh poll."""
+           policy: Policy, *, fresh: bool = True) -> Decision:
+    """What to do now (see the module's table). ``issues``: the last poll's listing (None before the first);
+    ``fresh``: it was read in this reconcile (builds are started from a fresh listing only; an older one still
+    counts the eligible and waiting issues)."""
     covered = {n for c in children for n in c.issues}
     active = sum(1 for c in children if c.outcome == "Active")
     wanted = sorted({i.number for i in issues or () if eligible(i, filters)})
-    fresh = [n for n in wanted if n not in covered]
+    uncovered = [n for n in wanted if n not in covered]
     taken = {c.name for c in children}
     create: list[Create] = []
     slots = max(0, policy.max_active - active)
     size = policy.batch_size if policy.policy == "batch" else 1
-    rest = list(fresh) if issues is not None else []
-    while slots > 0 and rest:
+    rest = list(uncovered)
+    while fresh and issues is not None and slots > 0 and rest:
         group, rest = tuple(rest[:size]), rest[size:]
         name = child_name(parent, group)
         if name in taken:  # a shortened name that collides: leave the group for a person, never two builds
