@@ -125,7 +125,7 @@ async def test_an_intake_starts_a_child_per_issue_and_never_plans_itself(world: 
 
 
 async def test_a_webhook_delivery_polls_at_once(world: Any) -> None:
-    fake, m, clock, sync, listed, polls, acted = world
+    fake, m, _, sync, listed, polls, _ = world
     fake.secrets[("ns", "hook")] = {"token": "s"}
     fake.create(build("intake", intake={**INTAKE, "webhook": {"name": "hook"}}))
     await sync()
@@ -143,7 +143,7 @@ async def test_a_webhook_delivery_polls_at_once(world: Any) -> None:
 
 
 async def test_a_missing_secret_names_the_field(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    fake, m, clock, sync, *_ = world
+    fake, _, _, sync, *_ = world
     monkeypatch.setattr(standingc, "poll", lambda k, b, guard=None: standingc.client(k, b))
     fake.create(build("intake", intake={**INTAKE, "tracker": {**INTAKE["tracker"], "credentialsSecret": "gone"}}))
     await sync()
