@@ -245,7 +245,8 @@ class Standing:
 
     def _manifest(self, build: objects.BuildRequest, c: standing.Create,
                   issues: Mapping[int, trackers.Issue]) -> dict[str, Any]:
-        spec: dict[str, Any] = build.spec.model_dump(by_alias=True, mode="json", exclude_none=True)
+        spec: dict[str, Any] = build.spec.model_dump(by_alias=True, mode="json", exclude_none=True,
+                                                     exclude_defaults=True)  # the server defaults them again
         spec.pop("intake", None)
         planner = spec.setdefault("planner", {})
         if planner.get("source") == "issues":  # the child works on its issues, given in its request

@@ -89,7 +89,7 @@ def brs(fake: FakeKube) -> dict[str, dict[str, Any]]:
 async def test_an_intake_starts_a_child_per_issue_and_never_plans_itself(world: Any) -> None:
     fake, m, clock, sync, listed, polls, acted = world
     listed += [issue(1), issue(2), issue(3), issue(4, "other")]
-    fake.create(build("intake", intake=INTAKE, agent={"backend": "scripted"}))
+    fake.create(build("intake", intake=INTAKE, workers={"max": 7}))
     await sync()
     objs = brs(fake)
     assert set(objs) == {"intake", "intake-i1", "intake-i2"}  # maxActiveBuilds 2; 4 is not eligible
@@ -99,7 +99,7 @@ async def test_an_intake_starts_a_child_per_issue_and_never_plans_itself(world: 
     assert child["metadata"]["labels"]["longshot.dev/intake"] == "intake"
     assert child["metadata"]["ownerReferences"][0]["name"] == "intake"
     assert "intake" not in child["spec"] and child["spec"]["request"].startswith("do it\n\nIssue 1")
-    assert child["spec"]["agent"]["backend"] == "scripted"
+    assert child["spec"]["workers"] == {"max": 7}  # the template, without the defaults (the server adds them)
     st = objs["intake"]["status"]
     assert st["intake"]["started"] == 2 and st["intake"]["waiting"] == 1 and st["intake"]["eligible"] == 3
     assert st["intake"]["lastPoll"]
