@@ -22,6 +22,10 @@ and carrying out ``core.finalization``'s decision (``controllers/finalizing.py``
 a tracker with its comments on issues (``controllers/intake.py``). Side effects that are not writes to the API run
 in threads in those parts, where their answer decides what comes next: reading the roadmap at the target tip,
 reading and commenting on the tracker, reading the target tip (``docs/controller.md``).
+
+A BuildRequest with ``spec.intake`` is a standing intake: none of the above runs for it (no preflight, planner,
+tasks or finalization); its reconcile is ``controllers/standing.py``'s, which polls the tracker and starts child
+BuildRequests.
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@ the dispatch controller (``controllers/dispatcher.py``), the killswitch, the res
 * ``healthy()`` is False when housekeeping has not turned for ``STALL_SECONDS`` or failed
   ``STEP_FAILURES_UNHEALTHY`` times in a row, a controller's reconcile has run past its stall limit, the dispatcher
   is wedged or keeps failing, or the replica lost its footing: the liveness probe restarts a wedged operator.
+* A standing intake's child build (label ``longshot.dev/intake``) that changes enqueues its intake too; the
+  metrics server's ``POST /intake/<namespace>/<name>`` (:meth:`Manager.webhook`) schedules a poll of an intake on the
+  event loop.
 * :meth:`step` drives every controller by hand, in a fixed order, for tests: the same ``process`` path the workers
   take.
 

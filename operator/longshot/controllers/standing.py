@@ -219,7 +219,7 @@ class Standing:
         for c in decision.create:
             out.append(ex.Call(self._creator(self._manifest(build, c, memo.issues)), f"intake child {c.name}"))
         error = memo.error
-        if decision.comments or decision.close:
+        if (decision.comments or decision.close) and not (due and fresh is None):  # not while the tracker fails
             posted, closed, failed = await asyncio.to_thread(act, self.ctx.kube, build, decision.comments,
                                                              decision.close, guard=self.ctx.egress)
             out += self._record(build, children, decision, posted, closed)
