@@ -125,9 +125,14 @@ def test_eligible_issues_become_builds_that_finalize_comment_close_and_a_webhook
     # not eligible: another label, another assignee, a pull request
     for n in (3, 4, 6):
         assert project.issues[n].state == "open" and not project.issues[n].comments
-    intake = get(custom, namespace, "buildrequests", "intake")
+    # the status is written after the tracker calls of the same reconcile
+    def settled():
+        b = get(custom, namespace, "buildrequests", "intake")
+        return b if ((b.get("status") or {}).get("intake") or {}).get("active") == 0 else None
+
+    intake = wait_for(settled, timeout=30, what="the intake's status: no build active")
     st = intake["status"]["intake"]
-    assert st["lastPoll"] and st["started"] == 2 and st["eligible"] == 0
+    assert st["lastPoll"] and st["started"] == 2 and st["waiting"] == 0
     assert {(e["build"], e["outcome"]) for e in st["builds"]} == {("intake-i1", "Succeeded"),
                                                                   ("intake-i2", "Succeeded")}
     assert (condition(intake, "Ready")["status"], condition(intake, "Ready")["reason"]) == ("True", "Watching")
