@@ -17,7 +17,9 @@ the next poll. Bad settings (a missing Secret, a refused token, an unknown proje
 named; the token is never logged or written anywhere.
 
 The webhook (:func:`delivery`) runs in the metrics server's thread: it finds the intake in the cache, reads the
-Secret of ``spec.intake.webhook``, checks the signature and only schedules a poll; the body's content is not used.
+Secret of ``spec.intake.webhook``, checks the signature and only asks for a poll: it writes the time into the
+intake's annotation ``longshot.dev/intake-poll`` (whichever replica holds the intake's shard polls when it changes)
+and schedules a local reconcile. The body's content is not used.
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ class _Memo:
     last_poll: datetime | None = None
     issues: dict[int, trackers.Issue] = field(default_factory=dict)
     error: PollError | None = None
+    poked: str | None = None
+    """The intake's :data:`~longshot.core.standing.POLL_ANNOTATION` at this poll."""
 
 
 def _token(k: kubemod.KubeAPI, namespace: str, spec: IntakeSettings) -> str | None:
@@ -187,7 +191,9 @@ class Standing:
         ref = ("BuildRequest", *key)
         now = self.ctx.clock()
         memo = self.memos.get(key)
-        due = (memo is None or key in self.wanted or memo.generation != build.generation or now >= memo.next_poll)
+        poked = build.metadata.annotations.get(standing.POLL_ANNOTATION)
+        due = (memo is None or key in self.wanted or memo.generation != build.generation or now >= memo.next_poll
+               or poked != memo.poked)
         fresh: list[trackers.Issue] | None = None
         if due:
             self.wanted.discard(key)
@@ -198,12 +204,12 @@ class Standing:
                 metrics.INTAKE_POLLS.labels(result="error").inc()
                 retry = e.retry_at or now + timedelta(seconds=min(spec.poll_seconds, 30))
                 memo = _Memo(build.generation, max(retry, now + timedelta(seconds=1)), last,
-                             memo.issues if memo is not None else {}, e)
+                             memo.issues if memo is not None else {}, e, poked)
                 log.warning("intake %s/%s: poll failed: %s", build.namespace, build.name, e.message)
             else:
                 metrics.INTAKE_POLLS.labels(result="ok").inc()
                 memo = _Memo(build.generation, now + timedelta(seconds=spec.poll_seconds), now,
-                             {i.number: i for i in fresh})
+                             {i.number: i for i in fresh}, None, poked)
             self.memos[key] = memo
         assert memo is not None
         children = self.children(build)
@@ -372,5 +378,12 @@ def delivery(ctx: ctxmod.Context, schedule: Callable[[cachemod.Key], None], path
         metrics.INTAKE_WEBHOOKS.labels(result="refused").inc()
         return 401, "bad signature"
     metrics.INTAKE_WEBHOOKS.labels(result="accepted").inc()
+    # the replica that holds the intake's shard polls when this annotation changes (the delivery may have reached
+    # another replica); this one also schedules its own reconcile, the quick path when it is the holder
+    try:
+        ctx.kube.patch("BuildRequest", key[0], key[1], {"metadata": {"annotations": {
+            standing.POLL_ANNOTATION: ctx.clock().isoformat()}}})  # microseconds: every delivery changes it
+    except Exception as e:
+        log.warning("intake %s/%s: could not record a webhook delivery: %s", key[0], key[1], type(e).__name__)
     schedule(key)
     return 202, "poll scheduled"

@@ -57,6 +57,9 @@ FINISHED_ANNOTATION: Final = "longshot.dev/intake-finished"
 """On a child build: the outcome comment was posted (its value: the outcome)."""
 CLOSED_ANNOTATION: Final = "longshot.dev/intake-closed"
 """On a child build: its issues were closed."""
+POLL_ANNOTATION: Final = "longshot.dev/intake-poll"
+"""On an intake: when a webhook delivery was last accepted (any replica writes it; the one holding the intake's
+shard polls when it changes)."""
 MAX_ENTRIES: Final = 50
 """Child builds listed in ``status.intake.builds``."""
 MAX_ACTIONS: Final = 20
