@@ -220,7 +220,9 @@ class Standing:
         listing = fresh if fresh is not None else list(memo.issues.values()) if memo.last_poll is not None else None
         views = None if listing is None else [standing.IssueView(i.number, i.labels, i.assignees, i.milestone)
                                               for i in listing]
-        decision = standing.decide(build.name, views, children, filters, policy, fresh=fresh is not None)
+        # spec.suspend on an intake: no new builds (its children are not suspended by it; comments and closes go on)
+        decision = standing.decide(build.name, views, children, filters, policy,
+                                   fresh=fresh is not None and not build.spec.suspend)
         out: list[ex.Action] = []
         for c in decision.create:
             out.append(ex.Call(self._creator(self._manifest(build, c, memo.issues)), f"intake child {c.name}"))
@@ -254,6 +256,7 @@ class Standing:
         spec: dict[str, Any] = build.spec.model_dump(by_alias=True, mode="json", exclude_none=True,
                                                      exclude_defaults=True)  # the server defaults them again
         spec.pop("intake", None)
+        spec.pop("suspend", None)  # the intake's suspend pauses the intake, not its children
         planner = spec.setdefault("planner", {})
         if planner.get("source") == "issues":  # the child works on its issues, given in its request
             planner["source"] = "llm"
@@ -303,7 +306,8 @@ class Standing:
         polled = memo.last_poll is not None
         if error is None:
             message = (f"watching the tracker: {summary.eligible} eligible issues, {summary.active} builds active, "
-                       f"{summary.waiting} waiting for a slot, {summary.started} started")
+                       f"{summary.waiting} waiting for a slot, {summary.started} started"
+                       + ("; suspended: no new build starts" if build.spec.suspend else ""))
             sets = [(cond.READY, cond.TRUE, "Watching", message), (cond.STALLED, cond.FALSE, "NotStalled",
                                                                    "nothing needs a person"),
                     (cond.RECONCILING, cond.FALSE, "Watching", message)]

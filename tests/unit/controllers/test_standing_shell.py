@@ -156,3 +156,17 @@ async def test_a_missing_secret_names_the_field(world: Any, monkeypatch: pytest.
     assert "spec.intake.tracker.credentialsSecret" in ready["message"]
     assert next(c for c in st["conditions"] if c["type"] == "Stalled")["status"] == "True"
     assert set(brs(fake)) == {"intake"}
+
+
+async def test_a_suspended_intake_starts_nothing_and_its_children_are_not_suspended(world: Any) -> None:
+    fake, _, _, sync, listed, polls, _ = world
+    listed += [issue(1)]
+    fake.create(build("intake", intake=INTAKE, suspend=True))
+    await sync()
+    assert set(brs(fake)) == {"intake"} and polls
+    assert "suspended" in next(c for c in brs(fake)["intake"]["status"]["conditions"] if c["type"] == "Ready")[
+        "message"]
+    fake.patch("BuildRequest", "ns", "intake", {"spec": {"suspend": False}})
+    await sync()
+    assert set(brs(fake)) == {"intake", "intake-i1"}
+    assert "suspend" not in brs(fake)["intake-i1"]["spec"]
