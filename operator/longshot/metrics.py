@@ -11,6 +11,9 @@ small stdlib HTTP server in a daemon thread:
 * ``GET /metrics`` — the Prometheus text exposition of ``registry``;
 * ``GET /healthz`` — ``200 ok`` while the process serves requests (liveness), or the result of the
   ``healthy`` callable given to it (``False`` answers 503);
+* ``POST /intake/<namespace>/<name>`` — a standing intake's webhook, handed to the ``webhook`` callable given to
+  it (``(path, headers, body) -> (status, text)``); a body over :data:`MAX_WEBHOOK_BYTES` answers 413 unread, one
+  without ``Content-Length`` 411, and no callable 404;
 * anything else — 404.
 
 Port 0 picks a free port (``server.port`` tells which); ``server.close()`` stops it. The chart points the
@@ -121,6 +124,19 @@ LEASE_RENEWALS = Counter("longshot_lease_renewals_total", "Renewals and acquisit
                          "it), expired (no renewal within the renew deadline: the replica stepped down).",
                          ["result"], registry=REGISTRY)
 
+# --- standing intake ------------------------------------------------------------------------------------------------
+
+INTAKE_RESULTS = ("ok", "error")
+INTAKE_BUILDS = Counter("longshot_intake_builds_total", "Child BuildRequests a standing intake (spec.intake) "
+                        "started.", registry=REGISTRY)
+INTAKE_POLLS = Counter("longshot_intake_polls_total", "Polls of a standing intake's tracker by result: ok, or error "
+                       "(the tracker refused, failed or could not be reached; see the intake's Ready condition).",
+                       ["result"], registry=REGISTRY)
+WEBHOOK_RESULTS = ("accepted", "refused")
+INTAKE_WEBHOOKS = Counter("longshot_intake_webhooks_total", "Webhook deliveries to POST /intake/<namespace>/<name> "
+                          "by result: accepted (a poll was scheduled) or refused (bad signature).", ["result"],
+                          registry=REGISTRY)
+
 
 def _init_labels() -> None:
     # expose every known series from the start (a rate() over a series that appears late misses its first step)
@@ -144,6 +160,10 @@ def _init_labels() -> None:
         WORKQUEUE_LONGEST_RUNNING.labels(kind=k)
         for r in RECONCILE_RESULTS:
             RECONCILES.labels(kind=k, result=r)
+    for r in INTAKE_RESULTS:
+        INTAKE_POLLS.labels(result=r)
+    for r in WEBHOOK_RESULTS:
+        INTAKE_WEBHOOKS.labels(result=r)
     set_role(leader=False)
 
 
@@ -208,9 +228,38 @@ _init_labels()
 # --- the endpoint ------------------------------------------------------------------------------------------------
 
 
+MAX_WEBHOOK_BYTES = 1024 * 1024
+"""Largest webhook delivery body read."""
+Webhook = Callable[[str, dict[str, str], bytes], tuple[int, str]]
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    timeout = 15  # seconds a connection may take per read (a slow-drip client is dropped)
+
+    def do_POST(self) -> None:
+        path = self.path.partition("?")[0]
+        hook = self.server.webhook
+        if hook is None or not path.startswith("/intake/"):
+            self.close_connection = True
+            self._reply(404, b"not found\n", "text/plain; charset=utf-8")
+            return
+        length = self.headers.get("content-length")
+        if length is None or not length.strip().isdigit():
+            self.close_connection = True
+            self._reply(411, b"Content-Length required\n", "text/plain; charset=utf-8")
+            return
+        if int(length) > MAX_WEBHOOK_BYTES:
+            self.close_connection = True  # the body is not read: the connection cannot be reused
+            self._reply(413, b"payload too large\n", "text/plain; charset=utf-8")
+            return
+        body = self.rfile.read(int(length))
+        try:
+            status, text = hook(path, {k.lower(): v for k, v in self.headers.items()}, body)
+        except Exception:  # a bug must not answer with a traceback
+            status, text = 500, "internal error"
+        self._reply(status, (text + "\n").encode(), "text/plain; charset=utf-8")
 
     def log_message(self, format: str, *args: object) -> None:  # scrapes are not log lines
         pass
@@ -237,6 +286,7 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     registry: CollectorRegistry
     healthy: Callable[[], bool] | None
+    webhook: Webhook | None
 
 
 @dataclass
@@ -257,7 +307,7 @@ class MetricsServer:
 
 
 def start_http_server(port: int, registry: CollectorRegistry = REGISTRY, *, addr: str = "0.0.0.0",
-                      healthy: Callable[[], bool] | None = None) -> MetricsServer:
+                      healthy: Callable[[], bool] | None = None, webhook: Webhook | None = None) -> MetricsServer:
     """Serve ``/metrics`` (``registry``) and ``/healthz`` on ``addr:port`` from a daemon thread.
 
     Returns at once, listening. ``port=0`` binds a free port (see ``.port``). ``healthy`` is called per
@@ -266,6 +316,7 @@ def start_http_server(port: int, registry: CollectorRegistry = REGISTRY, *, addr
     server = _Server((addr, port), _Handler)
     server.registry = registry
     server.healthy = healthy
+    server.webhook = webhook
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5},
                               name=f"longshot-metrics-{server.server_address[1]}", daemon=True)
     thread.start()

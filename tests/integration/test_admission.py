@@ -110,6 +110,11 @@ def issues_build(name: str) -> Any:
     ("spec.repository.credentialsSecret", build("b1", repository__credentialsSecret="git-token")),
     ("spec.agent.credentialsSecret", build("b1", agent={"credentialsSecret": "llm-key"})),
     ("spec.planner.issues.credentialsSecret", issues_build("b1")),
+    # a standing intake's tracker token and webhook Secret
+    ("spec.intake.tracker.credentialsSecret", build("b1", intake={"tracker": {
+        "repository": "o/r", "url": "https://tracker.example.com/api", "credentialsSecret": "tracker-token"}})),
+    ("spec.intake.webhook.name", build("b1", intake={"tracker": {"repository": "o/r"},
+                                                     "webhook": {"name": "tracker-token"}})),
     # a ConfigMap's script or prompts reach the agent, which can write them to its branch
     ("spec.agent.script.name", build("b1", agent={"backend": "scripted", "script": {"name": "private-script"}})),
     ("spec.agent.prompts.name", build("b1", agent={"prompts": {"name": "private-prompts"}})),
@@ -119,6 +124,8 @@ def test_an_author_who_cannot_read_a_named_secret_or_configmap_is_refused(
     kind, name = {"spec.repository.credentialsSecret": ("Secret", "git-token"),
                   "spec.agent.credentialsSecret": ("Secret", "llm-key"),
                   "spec.planner.issues.credentialsSecret": ("Secret", "tracker-token"),
+                  "spec.intake.tracker.credentialsSecret": ("Secret", "tracker-token"),
+                  "spec.intake.webhook.name": ("Secret", "tracker-token"),
                   "spec.agent.script.name": ("ConfigMap", "private-script"),
                   "spec.agent.prompts.name": ("ConfigMap", "private-prompts")}[field]
     refused = apply_as("alice", kubectl, namespace, obj)

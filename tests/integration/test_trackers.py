@@ -218,3 +218,33 @@ def test_listed_issues_become_planned_tasks(server, clock):
                                     "(Issue #12: https://github.example/org/app/issues/12)")
     assert len(tasks[0].description) < 8_200 and "the issue's text is cut here" in tasks[0].description
     assert [trackers.issue_number(t.name) for t in tasks] == [3, 12]
+
+
+@pytest.mark.parametrize("provider", ["github", "gitlab"])
+def test_issues_carry_assignees_and_milestone_and_can_be_closed(server, clock, provider):
+    project = server.project("org/app" if provider == "github" else "group/sub/app")
+    project.add(1, "One", labels=["longshot"], assignees=["bot", "ann"], milestone="v1")
+    project.add(2, "Two", labels=["longshot"])
+    make = github if provider == "github" else gitlab
+    with make(server, clock) as client:
+        one, two = client.list_issues(["longshot"])
+        client.close_issue(1)
+        client.close_issue(1)  # closing a closed issue changes nothing
+        assert [i.number for i in client.list_issues(["longshot"])] == [2]
+
+    assert (one.assignees, one.milestone) == (("bot", "ann"), "v1")
+    assert (two.assignees, two.milestone) == ((), None)
+    assert project.issues[1].state == "closed"
+    closes = [(r.method, r.path, r.body) for r in server.requests if r.method in ("PATCH", "PUT")]
+    if provider == "github":
+        assert closes == [("PATCH", "/github/repos/org/app/issues/1", {"state": "closed"})] * 2
+    else:
+        assert closes == [("PUT", "/gitlab/api/v4/projects/group%2Fsub%2Fapp/issues/1", {"state_event": "close"})] * 2
+
+
+def test_an_intake_tracker_names_its_own_field_in_errors(server, clock):
+    server.project("org/app")
+    client = trackers.GitHub(repository="org/app", token="wrong", url=server.github_url, sleep=clock.sleep,
+                             clock=clock, field="intake.tracker")
+    with client, pytest.raises(trackers.AuthError, match=r"intake\.tracker\.credentialsSecret"):
+        client.list_issues()

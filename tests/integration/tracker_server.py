@@ -5,10 +5,12 @@ One HTTP server on 127.0.0.1 serves both:
 * GitHub under ``/github`` (the API base a client is given): ``GET /repos/{owner}/{name}/issues``
   (``state``, ``labels`` = all of them, ``per_page``, ``page``; pull requests are listed too, with a
   ``pull_request`` key, as GitHub does; ``Link`` rel=next/last), ``GET``/``POST
-  /repos/{owner}/{name}/issues/{number}/comments``; token in ``Authorization: Bearer``.
+  /repos/{owner}/{name}/issues/{number}/comments``, ``PATCH /repos/{owner}/{name}/issues/{number}`` (``state``);
+  issues carry ``assignees`` and ``milestone``; token in ``Authorization: Bearer``.
 * GitLab under ``/gitlab/api/v4``: ``GET /projects/{id}/issues`` (``state=opened``, ``labels``,
   ``per_page``, ``page``; ``X-Next-Page``/``X-Page``/``X-Total-Pages``, and ``Link`` unless turned off),
-  ``GET``/``POST /projects/{id}/issues/{iid}/notes``; ``{id}`` is the numeric id or the URL-encoded path;
+  ``GET``/``POST /projects/{id}/issues/{iid}/notes``,
+  ``PUT /projects/{id}/issues/{iid}`` (``state_event``); ``{id}`` is the numeric id or the URL-encoded path;
   token in ``PRIVATE-TOKEN``.
 
 Rate limits as the real ones report them, on a clock the test controls: :meth:`TrackerServer.rate_limit`
@@ -39,6 +41,8 @@ class FakeIssue:
     state: str = "open"
     pull_request: bool = False
     comments: list[str] = field(default_factory=list)
+    assignees: list[str] = field(default_factory=list)
+    milestone: str | None = None
 
 
 @dataclass
@@ -142,6 +146,12 @@ class TrackerServer:
 
             def do_POST(self) -> None:
                 server._serve(self, "POST")
+
+            def do_PATCH(self) -> None:
+                server._serve(self, "PATCH")
+
+            def do_PUT(self) -> None:
+                server._serve(self, "PUT")
 
         return Handler
 
@@ -259,9 +269,19 @@ class TrackerServer:
                 "labels": [{"name": label} for label in i.labels],
                 "html_url": f"https://github.example/{project.path}/{'pull' if i.pull_request else 'issues'}"
                             f"/{i.number}",
+                "assignees": [{"login": a} for a in i.assignees],
+                "milestone": {"title": i.milestone, "number": 1} if i.milestone else None,
                 **({"pull_request": {"url": "..."}} if i.pull_request else {}),
             } for i in items]
             return 200, payload, self._link("/github" + path, query, page, pages)
+        if len(parts) == 5 and parts[3] == "issues" and parts[4].isdigit() and method == "PATCH":
+            issue = project.issues.get(int(parts[4]))  # the standing intake closes an issue: state=closed
+            if issue is None:
+                return 404, {"message": "Not Found"}, {}
+            if not isinstance(body, dict) or body.get("state") not in ("open", "closed"):
+                return 422, {"message": "Validation Failed"}, {}
+            issue.state = body["state"]
+            return 200, {"number": issue.number, "state": issue.state}, {}
         if len(parts) == 6 and parts[3] == "issues" and parts[5] == "comments" and parts[4].isdigit():
             issue = project.issues.get(int(parts[4]))
             if issue is None:
@@ -289,12 +309,23 @@ class TrackerServer:
                 [i for i in self._selected(project, query, "opened") if not i.pull_request], query)
             payload = [{"iid": i.number, "id": 1000 + i.number, "title": i.title, "description": i.body or None,
                         "state": "opened" if i.state == "open" else "closed", "labels": list(i.labels),
-                        "web_url": f"https://gitlab.example/{project.path}/-/issues/{i.number}"} for i in items]
+                        "web_url": f"https://gitlab.example/{project.path}/-/issues/{i.number}",
+                        "assignees": [{"username": a} for a in i.assignees],
+                        "milestone": {"title": i.milestone} if i.milestone else None} for i in items]
             headers = {"X-Page": str(page), "X-Total-Pages": str(pages), "X-Per-Page": query.get("per_page", "20"),
                        "X-Next-Page": str(page + 1) if page < pages else ""}
             if self.gitlab_link_header:
                 headers.update(self._link("/gitlab/api/v4" + path, query, page, pages))
             return 200, payload, headers
+        if len(parts) == 4 and parts[2] == "issues" and parts[3].isdigit() and method == "PUT":
+            issue = project.issues.get(int(parts[3]))  # the standing intake closes an issue: state_event=close
+            if issue is None:
+                return 404, {"message": "404 Not found"}, {}
+            event = body.get("state_event") if isinstance(body, dict) else None
+            if event not in ("close", "reopen"):
+                return 400, {"message": "state_event is invalid"}, {}
+            issue.state = "closed" if event == "close" else "open"
+            return 200, {"iid": issue.number, "state": "closed" if event == "close" else "opened"}, {}
         if len(parts) == 5 and parts[2] == "issues" and parts[4] == "notes" and parts[3].isdigit():
             issue = project.issues.get(int(parts[3]))
             if issue is None:

@@ -57,6 +57,30 @@ def test_health_reflects_the_callback() -> None:
         s.close()
 
 
+def test_intake_webhooks_are_bounded_and_handed_to_the_callback() -> None:
+    seen: list[tuple[str, dict[str, str], bytes]] = []
+
+    def hook(path: str, headers: dict[str, str], body: bytes) -> tuple[int, str]:
+        seen.append((path, headers, body))
+        return 202, "poll scheduled"
+
+    s = metrics.start_http_server(0, addr="127.0.0.1", webhook=hook)
+    plain = metrics.start_http_server(0, addr="127.0.0.1")
+    try:
+        with httpx.Client() as client:
+            url = f"http://127.0.0.1:{s.port}"
+            ok = client.post(f"{url}/intake/ns/i?x=1", content=b"{}", headers={"X-Hub-Signature-256": "sha256=ab"})
+            big = client.post(f"{url}/intake/ns/i", content=b"x" * (metrics.MAX_WEBHOOK_BYTES + 1))
+            other = client.post(f"{url}/metrics", content=b"{}")
+            none = client.post(f"http://127.0.0.1:{plain.port}/intake/ns/i", content=b"{}")
+    finally:
+        s.close()
+        plain.close()
+    assert (ok.status_code, ok.text) == (202, "poll scheduled\n")
+    assert seen == [("/intake/ns/i", seen[0][1], b"{}")] and seen[0][1]["x-hub-signature-256"] == "sha256=ab"
+    assert (big.status_code, other.status_code, none.status_code) == (413, 404, 404)
+
+
 def test_names_and_labels_are_bounded() -> None:
     forbidden = {"build", "task", "name", "namespace", "branch", "repository"}
     for family in metrics.REGISTRY.collect():

@@ -116,6 +116,43 @@ class IssueSource(Model):
     """Post a comment with the result on each planned issue when its task is merged or fails for good."""
 
 
+IntakePolicy = Literal["perIssue", "batch"]
+
+
+class IntakeSettings(Model):
+    """A standing intake: this BuildRequest watches a tracker and starts a child BuildRequest per eligible issue
+    (or per batch). It never plans, works or finalizes itself; its other spec fields are the template copied into
+    each child (docs/planning.md, "Standing intake")."""
+
+    tracker: IssueSource
+    """The tracker and project to watch (the same settings as ``planner.issues``: provider, url, repository,
+    credentialsSecret with key ``token``; its ``labels`` are required too, and ``comment: false`` posts no
+    comments)."""
+    labels: list[str] = Field(
+        default_factory=list,
+        max_length=20,
+        json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[^,\n]+$"}},
+    )
+    """An open issue is eligible only with all of these labels (and all of ``tracker.labels``)."""
+    assignee: str | None = Field(default=None, min_length=1, max_length=255)
+    """When set, an issue is eligible only while assigned to this user (login / username)."""
+    milestone: str | None = Field(default=None, min_length=1, max_length=255)
+    """When set, an issue is eligible only in the milestone with this title."""
+    poll_seconds: int = Field(default=60, ge=10, le=86_400)
+    """Seconds between two polls of the tracker (a webhook delivery polls at once)."""
+    policy: IntakePolicy = "perIssue"
+    """``perIssue``: one child build per issue (``<name>-i<number>``); ``batch``: up to ``batchSize`` issues per
+    child build (``<name>-b<first number>``)."""
+    batch_size: int = Field(default=5, ge=1, le=50)
+    """Most issues in one child build with ``policy: batch``."""
+    max_active_builds: int = Field(default=3, ge=1, le=100)
+    """Most child builds not finished at once; more eligible issues wait for a free slot."""
+    webhook: LocalObjectRef | None = None
+    """Secret (key ``token``) that authenticates deliveries to the operator's ``POST /intake/<namespace>/<name>``:
+    GitHub's ``X-Hub-Signature-256`` HMAC, or GitLab's ``X-Gitlab-Token``. A delivery only triggers a poll; its body
+    is never read for content. Without it, webhook deliveries are refused."""
+
+
 FANOUT_RULES: list[JsonValue] = [
     {
         "rule": "!has(self.models) || size(self.models) <= self.count",
@@ -542,6 +579,9 @@ class BuildRequestSpec(Model):
     """Whether task scopes are enforced on push (``enforce``)."""
     delegation: DelegationSettings = Field(default_factory=DelegationSettings)
     """Whether workers may spawn child tasks and await them (``enabled``), and the limits."""
+    intake: IntakeSettings | None = None
+    """When set, this BuildRequest is a standing intake: it watches a tracker and starts a child BuildRequest per
+    eligible issue, with the rest of this spec as the children's template; it never plans or finalizes itself."""
 
 
 class TaskCounts(Model):
@@ -622,6 +662,36 @@ class IterationStatus(Model):
     """Of those, tasks that failed for good."""
 
 
+class IntakeEntry(Model):
+    """One child build of a standing intake."""
+
+    issue: int = Field(ge=1)
+    """The (first) issue number the child build works on."""
+    issues: list[int] = Field(default_factory=list, max_length=50)
+    """Every issue number of the child build (a batch has several)."""
+    build: str = Field(max_length=253)
+    """The child BuildRequest's name."""
+    outcome: Literal["Active", "Succeeded", "Failed"] = "Active"
+    """The child build's outcome so far."""
+
+
+class IntakeStatus(Model):
+    """What a standing intake (``spec.intake``) saw and started."""
+
+    last_poll: Timestamp | None = None
+    """When the tracker was last read successfully."""
+    eligible: int = Field(default=0, ge=0)
+    """Open eligible issues at the last poll."""
+    active: int = Field(default=0, ge=0)
+    """Child builds not finished."""
+    started: int = Field(default=0, ge=0)
+    """Child builds that exist (started by this intake)."""
+    waiting: int = Field(default=0, ge=0)
+    """Eligible issues without a build, waiting for a slot (``maxActiveBuilds``)."""
+    builds: list[IntakeEntry] = Field(default_factory=list, max_length=50)
+    """The 50 newest child builds, with their issues and outcome."""
+
+
 class BuildRequestStatus(Model):
     """Observed state of the build, written by the operator."""
 
@@ -656,6 +726,8 @@ class BuildRequestStatus(Model):
     trace_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
     """The build's OpenTelemetry trace ID (32 hex digits: the first 16 bytes of the SHA-256 of its UID), set while
     the operator exports traces (docs/tracing.md)."""
+    intake: IntakeStatus | None = None
+    """A standing intake's polls and child builds (only with ``spec.intake``)."""
 
 
 PENDING_TEXT: Final = "the build waits for the operator"

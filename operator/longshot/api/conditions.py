@@ -161,6 +161,9 @@ REASONS: dict[str, str] = {
                      "deleted and the attempt failed as Timeout.",
     "IntakeFailed": "Reading the roadmap file or the issue tracker failed; the message says why and what to do.",
     "RateLimited": "The issue tracker's rate limit is spent; the build reads it again when the limit resets.",
+    "Watching": "A standing intake (spec.intake) polls its tracker and starts a child build per eligible issue; the "
+                "message counts the eligible issues and the builds.",
+    "BuildsRunning": "Child builds of a standing intake are not finished yet.",
 }
 
 

@@ -22,6 +22,10 @@ and carrying out ``core.finalization``'s decision (``controllers/finalizing.py``
 a tracker with its comments on issues (``controllers/intake.py``). Side effects that are not writes to the API run
 in threads in those parts, where their answer decides what comes next: reading the roadmap at the target tip,
 reading and commenting on the tracker, reading the target tip (``docs/controller.md``).
+
+A BuildRequest with ``spec.intake`` is a standing intake: none of the above runs for it (no preflight, planner,
+tasks or finalization); its reconcile is ``controllers/standing.py``'s, which polls the tracker and starts child
+BuildRequests.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from longshot.api import keys, objects, timeutil
 from longshot.controllers import cache as cachemod
 from longshot.controllers import cleanup as cleanupc
 from longshot.controllers import context as ctxmod
-from longshot.controllers import delegating, finalizing, intake, sweeping
+from longshot.controllers import delegating, finalizing, intake, standing, sweeping
 from longshot.controllers import executor as ex
 from longshot.controllers import retention as retentionc
 from longshot.core import builds, delivery, names, plan, tasks
@@ -80,9 +84,18 @@ class BuildReconciler:
         self.sweeps = sweeping.Sweeps(ctx)
         self.final = finalizing.Finalizer(ctx, self.sweeps)
         self.intake = intake.Intake(ctx)
+        self.standing = standing.Standing(ctx)
 
     async def reconcile(self, key: cachemod.Key) -> list[ex.Action]:
         build = self.ctx.cache.builds.get(key)
+        if build is not None and build.spec.intake is not None:
+            # a standing intake (spec.intake): never planned, worked or finalized; its children are builds of their
+            # own (controllers/standing.py)
+            if build.metadata.deleting or not self.ctx.owns_build(build):
+                self.standing.forget(key)
+                return []
+            return await self.standing.reconcile(build)
+        self.standing.forget(key)
         if build is None or build.metadata.deleting:
             self.ctx.plans.pop(key, None)
             self.ctx.forget(key)

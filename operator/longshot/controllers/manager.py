@@ -20,6 +20,9 @@ the dispatch controller (``controllers/dispatcher.py``), the killswitch, the res
 * ``healthy()`` is False when housekeeping has not turned for ``STALL_SECONDS`` or failed
   ``STEP_FAILURES_UNHEALTHY`` times in a row, a controller's reconcile has run past its stall limit, the dispatcher
   is wedged or keeps failing, or the replica lost its footing: the liveness probe restarts a wedged operator.
+* A standing intake's child build (label ``longshot.dev/intake``) that changes enqueues its intake too; the
+  metrics server's ``POST /intake/<namespace>/<name>`` (:meth:`Manager.webhook`) schedules a poll of an intake on the
+  event loop.
 * :meth:`step` drives every controller by hand, in a fixed order, for tests: the same ``process`` path the workers
   take.
 
@@ -49,8 +52,9 @@ from longshot.controllers import executor as ex
 from longshot.controllers import leadership, workqueue
 from longshot.controllers import mergejobs as mjc
 from longshot.controllers import mergequeue as mqc
+from longshot.controllers import standing as standingc
 from longshot.controllers import tasks as tasksc
-from longshot.core import builds
+from longshot.core import builds, standing
 from longshot.core import mergejobs as mj
 from longshot.net import guard as gd
 from longshot.runtime import kube, netpol, preflight
@@ -131,6 +135,7 @@ class Manager:
         self.step_failures = 0
         """Housekeeping turns in a row that raised (reset by one that did not)."""
         self._stopping = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._next_resync = 0.0
         self._next_killswitch = 0.0
 
@@ -158,9 +163,41 @@ class Manager:
                 if self.leadership is not None and build is not None and not self.leadership.knows(
                         self.cache.shard_of(build)):
                     self.leadership.poke()  # a new repository: its shard is taken now, not at the next poll
+                parent = self._intake_of(r[1], r[2], body if build is None else None)
+                if parent is not None:  # a standing intake's child changed: its intake comments and closes
+                    self.queue.add(("BuildRequest", r[1], parent))
         self.queue.add_all(refs)
         if refs:
             self.dispatcher.poke(f"a {kind} changed")
+
+    def _intake_of(self, namespace: str, name: str, body: Mapping[str, Any] | None) -> str | None:
+        """The standing intake that started the build ``namespace/name`` (its owner), else None."""
+        build = self.cache.builds.get((namespace, name))
+        labels = build.metadata.labels if build is not None else ((body or {}).get("metadata") or {}).get(
+            "labels") or {}
+        if standing.PARENT_LABEL not in labels:
+            return None
+        owners = build.metadata.owner_references if build is not None else []
+        for o in owners:
+            if o.kind == "BuildRequest" and o.controller:
+                return o.name
+        meta = (body or {}).get("metadata") or {}
+        for o in meta.get("ownerReferences") or []:
+            if isinstance(o, dict) and o.get("kind") == "BuildRequest" and o.get("controller"):
+                return str(o.get("name"))
+        return None
+
+    def webhook(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str]:
+        """A webhook delivery (the metrics server's thread): ``controllers.standing.delivery``; the poll it asks for
+        is scheduled on the event loop."""
+        loop = self._loop
+        if loop is None:
+            return 503, "the operator is starting"
+
+        def schedule(key: tuple[str, str]) -> None:
+            loop.call_soon_threadsafe(self.builds.standing.poll_now, key)
+
+        return standingc.delivery(self.ctx, schedule, path, headers, body)
 
     def _reconcile(self, kind: str, ref: workqueue.Ref) -> Any:
         return self.reconcilers[kind](ref[1], ref[2])
@@ -184,6 +221,7 @@ class Manager:
 
     async def run(self) -> None:
         """Every controller's workers, the dispatcher and housekeeping, until :meth:`stop`."""
+        self._loop = asyncio.get_running_loop()
         log.info("manager started as %s (operator-wide limit %d workers; controllers: %s)", self.settings.identity,
                  self.settings.max_workers, ", ".join(f"{k} x{WORKERS[k]}" for k in ORDER))
         loops = [asyncio.create_task(c.run(), name=f"{kind} controller") for kind, c in self.controllers.items()]

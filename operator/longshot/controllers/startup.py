@@ -81,8 +81,10 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger:
     memo.manager_task = asyncio.create_task(memo.manager.run(), name="longshot-manager")
     memo.metrics_server = None
     if ours.metrics_port:
-        memo.metrics_server = metrics.start_http_server(ours.metrics_port, healthy=memo.manager.healthy)
-        logger.info("metrics on :%d/metrics, health on /healthz", memo.metrics_server.port)
+        memo.metrics_server = metrics.start_http_server(ours.metrics_port, healthy=memo.manager.healthy,
+                                                        webhook=memo.manager.webhook)
+        logger.info("metrics on :%d/metrics, health on /healthz, intake webhooks on /intake/",
+                    memo.metrics_server.port)
 
 
 @kopf.on.cleanup()

@@ -74,6 +74,10 @@ class Issue:
     labels: tuple[str, ...]
     url: str
     """The issue's web page."""
+    assignees: tuple[str, ...] = ()
+    """Logins (GitHub) or usernames (GitLab) the issue is assigned to (the standing intake's filter)."""
+    milestone: str | None = None
+    """The title of the issue's milestone."""
 
 
 class TrackerError(Exception):
@@ -115,8 +119,11 @@ class Tracker:
     def __init__(self, *, repository: str, token: str | None, url: str | None = None,
                  transport: httpx.BaseTransport | None = None, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.time, timeout: float = 30.0, max_wait: float = 60.0,
-                 max_retries: int = 3, max_issues: int = MAX_ISSUES, egress: gd.Guard | None = None) -> None:
+                 max_retries: int = 3, max_issues: int = MAX_ISSUES, egress: gd.Guard | None = None,
+                 field: str = "planner.issues") -> None:
         self.repository = repository
+        self.field = field
+        """The spec field of these settings, named in error messages (``planner.issues``, ``intake.tracker``)."""
         self.base = (url or self.default_url).rstrip("/")
         self._token = token or None
         import httpx  # a few MiB of the operator's memory, for issue-sourced builds only
@@ -125,7 +132,7 @@ class Tracker:
 
         if egress is not None and transport is None:
             # every connection to an address the egress policy checked; no proxy from the environment
-            transport = egress_transport.GuardedTransport(egress, "spec.planner.issues.url")
+            transport = egress_transport.GuardedTransport(egress, f"spec.{field}.url")
         self._client = httpx.Client(transport=transport, timeout=timeout, follow_redirects=False,
                                     headers={"User-Agent": "longshot-operator"}, trust_env=egress is None)
         self._transport_error = httpx.TransportError
@@ -169,6 +176,11 @@ class Tracker:
                       what=f"commenting on issue #{number}")
         return True
 
+    def close_issue(self, number: int) -> None:
+        """Close issue ``number`` (closing a closed issue changes nothing)."""
+        self._request(self._close_method, self._issue_url(number), json=self._close_body,
+                      what=f"closing issue #{number}")
+
     def close(self) -> None:
         self._client.close()
 
@@ -184,6 +196,12 @@ class Tracker:
         raise NotImplementedError
 
     def _comments_url(self, number: int) -> str:
+        raise NotImplementedError
+
+    _close_method: ClassVar[str] = "PATCH"
+    _close_body: ClassVar[dict[str, str]] = {}
+
+    def _issue_url(self, number: int) -> str:
         raise NotImplementedError
 
     def _issue(self, item: Any) -> Issue | None:
@@ -233,7 +251,7 @@ class Tracker:
                 failures += 1
                 if failures > self.max_retries:
                     raise TrackerError(f"{self._where(what)}: cannot reach the tracker "
-                                       f"({type(e).__name__}) after {failures} tries; check planner.issues.url "
+                                       f"({type(e).__name__}) after {failures} tries; check {self.field}.url "
                                        "and the operator's egress") from None
                 self.sleep(min(2.0 ** (failures - 1), 30.0))
                 continue
@@ -258,10 +276,10 @@ class Tracker:
             if response.status_code in (401, 403):
                 raise AuthError(f"{self._where(what)}: the tracker refused the token ({response.status_code} "
                                 f"{self._detail(response)}); check the token in the Secret named by "
-                                "planner.issues.credentialsSecret and its access to the project")
+                                f"{self.field}.credentialsSecret and its access to the project")
             if response.status_code in (404, 410, 422):
                 raise ConfigurationError(f"{self._where(what)}: {response.status_code} {self._detail(response)}; "
-                                         "check planner.issues.provider, url and repository")
+                                         f"check {self.field}.provider, url and repository")
             if response.status_code >= 300:
                 raise TrackerError(f"{self._where(what)}: unexpected answer {response.status_code} "
                                    f"{self._detail(response)}")
@@ -354,6 +372,12 @@ class GitHub(Tracker):
     def _comments_url(self, number: int) -> str:
         return f"{self._repo_path()}/issues/{int(number)}/comments"
 
+    _close_method = "PATCH"
+    _close_body = {"state": "closed"}
+
+    def _issue_url(self, number: int) -> str:
+        return f"{self._repo_path()}/issues/{int(number)}"
+
     def _auth_headers(self) -> dict[str, str]:
         headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
         if self._token:
@@ -370,7 +394,8 @@ class GitHub(Tracker):
                        for label in item.get("labels") or [])
         return Issue(number=number, title=_kept(item.get("title"), MAX_TITLE),
                      body=_kept(item.get("body"), MAX_KEPT_BODY),
-                     labels=labels, url=str(item.get("html_url") or ""))
+                     labels=labels, url=str(item.get("html_url") or ""),
+                     assignees=_people(item, "login"), milestone=_milestone(item))
 
     def _reset(self, response: httpx.Response) -> float | None:
         value = response.headers.get("x-ratelimit-reset")
@@ -413,6 +438,12 @@ class GitLab(Tracker):
     def _comments_url(self, number: int) -> str:
         return f"{self._project_path()}/issues/{int(number)}/notes"
 
+    _close_method = "PUT"
+    _close_body = {"state_event": "close"}
+
+    def _issue_url(self, number: int) -> str:
+        return f"{self._project_path()}/issues/{int(number)}"
+
     def _auth_headers(self) -> dict[str, str]:
         return {"PRIVATE-TOKEN": self._token} if self._token else {}
 
@@ -426,7 +457,8 @@ class GitLab(Tracker):
                        for label in item.get("labels") or [])
         return Issue(number=number, title=_kept(item.get("title"), MAX_TITLE),
                      body=_kept(item.get("description"), MAX_KEPT_BODY),
-                     labels=labels, url=str(item.get("web_url") or ""))
+                     labels=labels, url=str(item.get("web_url") or ""),
+                     assignees=_people(item, "username"), milestone=_milestone(item))
 
     def _next_page(self, response: httpx.Response) -> str | None:
         linked = super()._next_page(response)
@@ -460,6 +492,19 @@ class GitLab(Tracker):
 
 
 PROVIDERS: dict[str, type[Tracker]] = {"github": GitHub, "gitlab": GitLab}
+
+
+def _people(item: dict[str, Any], key: str) -> tuple[str, ...]:
+    """The assignees' logins/usernames (``assignees``, else the single ``assignee``), at most 20, each cut."""
+    people = item.get("assignees")
+    if not isinstance(people, list):
+        people = [item.get("assignee")]
+    return tuple(_kept(p.get(key), MAX_TITLE) for p in people[:20] if isinstance(p, dict) and p.get(key))
+
+
+def _milestone(item: dict[str, Any]) -> str | None:
+    m = item.get("milestone")
+    return _kept(m.get("title"), MAX_TITLE) if isinstance(m, dict) and m.get("title") else None
 
 
 def make_tracker(source: IssueSource, token: str | None, **options: Any) -> Tracker:

@@ -1,0 +1,393 @@
+"""The standing intake (``spec.intake`` on a BuildRequest): the shell around ``core.standing``.
+
+The BuildRequest reconciler hands an intake-mode build to :meth:`Standing.reconcile` and does nothing else with it
+(no preflight, no planner, no finalization). A reconcile:
+
+1. polls the tracker when a poll is due (``pollSeconds`` after the last one, at once after a webhook delivery or a
+   spec change): the open issues with the labels, through the bounded tracker client (``runtime.trackers``: pages,
+   bytes and seconds bounded, rate limits honoured, the egress policy applied), in a thread;
+2. reads its children from the cache (BuildRequests labelled ``longshot.dev/intake=<name>``);
+3. asks ``core.standing.decide``; creates the new children (owned by the intake, ``AlreadyExists`` is fine: a
+   name is a function of its issues), posts the comments and closes the issues (in a thread, marked comments
+   once), then records what was posted in the children's annotations;
+4. writes ``status.intake`` and the conditions, and requeues itself at the next poll.
+
+A child's change enqueues its intake (``controllers.manager``): a finished child is commented on at once, not at
+the next poll. Bad settings (a missing Secret, a refused token, an unknown project) set Ready=False with the field
+named; the token is never logged or written anywhere.
+
+The webhook (:func:`delivery`) runs in the metrics server's thread: it finds the intake in the cache, reads the
+Secret of ``spec.intake.webhook``, checks the signature and only asks for a poll: it writes the time into the
+intake's annotation ``longshot.dev/intake-poll`` (whichever replica holds the intake's shard polls when it changes)
+and schedules a local reconcile. The body's content is not used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from longshot import metrics
+from longshot.api import conditions as cond
+from longshot.api import keys, objects, timeutil
+from longshot.api.buildrequest import IntakeSettings
+from longshot.controllers import cache as cachemod
+from longshot.controllers import context as ctxmod
+from longshot.controllers import executor as ex
+from longshot.core import names, standing
+from longshot.net import guard as gd
+from longshot.runtime import kube as kubemod
+from longshot.runtime import trackers
+
+log = logging.getLogger("longshot.standing")
+
+FIELD = "intake.tracker"
+TRACKER_MAX_WAIT = 5.0
+"""Longest rate-limit wait slept through inside a reconcile; a longer one is retried at its reset."""
+MAX_REQUEST = 100_000
+"""The longest request a child build may have (``spec.request``)."""
+
+
+@dataclass
+class PollError(Exception):
+    failure_class: str
+    message: str
+    retry_at: dt.datetime | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class _Memo:
+    generation: int
+    next_poll: datetime
+    last_poll: datetime | None = None
+    issues: dict[int, trackers.Issue] = field(default_factory=dict)
+    error: PollError | None = None
+    poked: str | None = None
+    """The intake's :data:`~longshot.core.standing.POLL_ANNOTATION` at this poll."""
+
+
+def _token(k: kubemod.KubeAPI, namespace: str, spec: IntakeSettings) -> str | None:
+    name = spec.tracker.credentials_secret
+    if not name:
+        return None
+    data = k.get_secret(namespace, name)
+    if data is None:
+        raise PollError("Configuration", f"spec.{FIELD}.credentialsSecret: Secret {name!r} does not exist in "
+                                         f"namespace {namespace}; create it with a key 'token'")
+    token = data.get("token")
+    if not token:
+        raise PollError("Configuration", f"spec.{FIELD}.credentialsSecret: Secret {name!r} has no key 'token'; "
+                                         "add the tracker's token under that key")
+    return token
+
+
+def client(k: kubemod.KubeAPI, build: objects.BuildRequest, guard: gd.Guard | None = None,
+           **options: Any) -> trackers.Tracker:
+    spec = build.spec.intake
+    assert spec is not None
+    source = spec.tracker
+    options.setdefault("max_wait", TRACKER_MAX_WAIT)
+    if guard is not None:
+        url = source.url or (trackers.GITHUB_API if source.provider == "github" else trackers.GITLAB_API)
+        try:
+            guard.check_url(url, f"spec.{FIELD}.url")
+        except gd.Refused as e:
+            raise PollError("Configuration", str(e)) from None
+        options.setdefault("egress", guard)
+    return trackers.make_tracker(source, _token(k, build.namespace, spec), field=FIELD, **options)
+
+
+def _mapped(e: trackers.TrackerError) -> PollError:
+    retry_at = dt.datetime.fromtimestamp(e.retry_at, tz=dt.UTC) if isinstance(e, trackers.RateLimited) else None
+    hint = {"Auth": f"; fix the token in the Secret named in spec.{FIELD}.credentialsSecret",
+            "Configuration": f"; fix spec.{FIELD}"}.get(e.failure_class, "")
+    return PollError(e.failure_class, f"{e}{hint}", retry_at)
+
+
+def poll(k: kubemod.KubeAPI, build: objects.BuildRequest, guard: gd.Guard | None = None,
+         **options: Any) -> list[trackers.Issue]:
+    """The open issues with the intake's labels (assignee and milestone are the decider's filters)."""
+    spec = build.spec.intake
+    assert spec is not None
+    labels = list(dict.fromkeys([*spec.tracker.labels, *spec.labels]))
+    try:
+        with client(k, build, guard, **options) as t:
+            return t.list_issues(labels)
+    except trackers.TrackerError as e:
+        raise _mapped(e) from None
+
+
+def act(k: kubemod.KubeAPI, build: objects.BuildRequest, comments: tuple[standing.Comment, ...],
+        closes: tuple[standing.Close, ...], guard: gd.Guard | None = None,
+        **options: Any) -> tuple[list[standing.Comment], list[standing.Close], PollError | None]:
+    """Post ``comments`` (each once: its marker) and close the issues of ``closes``; what was done, and the error
+    that stopped it (the rest waits for the next reconcile)."""
+    posted: list[standing.Comment] = []
+    closed: list[standing.Close] = []
+    try:
+        with client(k, build, guard, **options) as t:
+            for c in comments:
+                body = (standing.started_text(c.build, c.issues or (c.issue,)) if c.kind == "started"
+                        else standing.finished_text(c.build, c.outcome))
+                t.comment(c.issue, body, marker=standing.marker(c.build, f"{c.kind}/{c.issue}"))
+                posted.append(c)
+            for x in closes:
+                t.close_issue(x.issue)
+                closed.append(x)
+    except trackers.TrackerError as e:
+        return posted, closed, _mapped(e)
+    except PollError as e:
+        return posted, closed, e
+    return posted, closed, None
+
+
+class Standing:
+    """Part of the BuildRequest reconciler: the reconcile of an intake-mode build."""
+
+    def __init__(self, ctx: ctxmod.Context) -> None:
+        self.ctx = ctx
+        self.memos: dict[cachemod.Key, _Memo] = {}
+        self.wanted: set[cachemod.Key] = set()
+        """Intakes a webhook delivery asked to poll now."""
+
+    def forget(self, key: cachemod.Key) -> None:
+        self.memos.pop(key, None)
+        self.wanted.discard(key)
+
+    def poll_now(self, key: cachemod.Key) -> None:
+        """Poll ``key`` at its next reconcile (a webhook delivery; call on the event loop)."""
+        self.wanted.add(key)
+        self.ctx.queue.add_all([("BuildRequest", *key)])
+
+    def children(self, build: objects.BuildRequest) -> list[standing.ChildView]:
+        label = names.fit(build.name)
+        out = []
+        for (ns, _), b in list(self.ctx.cache.builds.items()):
+            if ns != build.namespace or b.metadata.labels.get(standing.PARENT_LABEL) != label:
+                continue
+            ann = b.metadata.annotations
+            issues = standing.parse_issues(ann.get(standing.ISSUES_ANNOTATION))
+            if not issues:
+                continue
+            phase = b.status.phase
+            outcome: standing.Outcome = "Succeeded" if phase == "Succeeded" else "Failed" if phase == "Failed" \
+                else "Active"
+            out.append(standing.ChildView(b.name, issues, outcome, standing.STARTED_ANNOTATION in ann,
+                                          standing.FINISHED_ANNOTATION in ann, standing.CLOSED_ANNOTATION in ann))
+        return out
+
+    async def reconcile(self, build: objects.BuildRequest) -> list[ex.Action]:
+        spec = build.spec.intake
+        assert spec is not None
+        key = build.key
+        ref = ("BuildRequest", *key)
+        now = self.ctx.clock()
+        memo = self.memos.get(key)
+        poked = build.metadata.annotations.get(standing.POLL_ANNOTATION)
+        due = (memo is None or key in self.wanted or memo.generation != build.generation or now >= memo.next_poll
+               or poked != memo.poked)
+        fresh: list[trackers.Issue] | None = None
+        if due:
+            self.wanted.discard(key)
+            last = memo.last_poll if memo is not None else _parse(build)
+            try:
+                fresh = await asyncio.to_thread(poll, self.ctx.kube, build, guard=self.ctx.egress)
+            except PollError as e:
+                metrics.INTAKE_POLLS.labels(result="error").inc()
+                retry = e.retry_at or now + timedelta(seconds=min(spec.poll_seconds, 30))
+                memo = _Memo(build.generation, max(retry, now + timedelta(seconds=1)), last,
+                             memo.issues if memo is not None else {}, e, poked)
+                log.warning("intake %s/%s: poll failed: %s", build.namespace, build.name, e.message)
+            else:
+                metrics.INTAKE_POLLS.labels(result="ok").inc()
+                memo = _Memo(build.generation, now + timedelta(seconds=spec.poll_seconds), now,
+                             {i.number: i for i in fresh}, None, poked)
+            self.memos[key] = memo
+        assert memo is not None
+        children = self.children(build)
+        filters = standing.Filters(labels=tuple(dict.fromkeys([*spec.tracker.labels, *spec.labels])),
+                                   assignee=spec.assignee, milestone=spec.milestone)
+        policy = standing.Policy(policy=spec.policy, batch_size=spec.batch_size, max_active=spec.max_active_builds,
+                                 poll_seconds=spec.poll_seconds, comment=spec.tracker.comment)
+        listing = fresh if fresh is not None else list(memo.issues.values()) if memo.last_poll is not None else None
+        views = None if listing is None else [standing.IssueView(i.number, i.labels, i.assignees, i.milestone)
+                                              for i in listing]
+        # spec.suspend on an intake: no new builds (its children are not suspended by it; comments and closes go on)
+        decision = standing.decide(build.name, views, children, filters, policy,
+                                   fresh=fresh is not None and not build.spec.suspend)
+        out: list[ex.Action] = []
+        for c in decision.create:
+            out.append(ex.Call(self._creator(self._manifest(build, c, memo.issues)), f"intake child {c.name}"))
+        error = memo.error
+        if (decision.comments or decision.close) and not (due and fresh is None):  # not while the tracker fails
+            posted, closed, failed = await asyncio.to_thread(act, self.ctx.kube, build, decision.comments,
+                                                             decision.close, guard=self.ctx.egress)
+            out += self._record(build, children, decision, posted, closed)
+            if failed is not None:
+                error = error or failed
+                out.append(ex.RecordEvent(build.ref(), "Warning", "IssueCommentFailed", failed.message[:1024]))
+                out.append(ex.Requeue(ref, now + timedelta(seconds=min(spec.poll_seconds, 30))))
+            elif len(posted) + len(closed) >= standing.MAX_ACTIONS:
+                out.append(ex.Requeue(ref, now + timedelta(seconds=1)))
+        out.append(ex.Requeue(ref, memo.next_poll))
+        status = self._status(build, decision.summary, memo, error, now)
+        if status is not None:
+            out.append(status)
+        return out
+
+    def _creator(self, manifest: dict[str, Any]) -> Callable[[], None]:
+        def create() -> None:
+            if self.ctx.kube.create(manifest) is not None:  # None: it exists already (a restart, a race)
+                metrics.INTAKE_BUILDS.inc()
+                log.info("intake started build %s/%s", manifest["metadata"]["namespace"],
+                         manifest["metadata"]["name"])
+        return create
+
+    def _manifest(self, build: objects.BuildRequest, c: standing.Create,
+                  issues: Mapping[int, trackers.Issue]) -> dict[str, Any]:
+        spec: dict[str, Any] = build.spec.model_dump(by_alias=True, mode="json", exclude_none=True,
+                                                     exclude_defaults=True)  # the server defaults them again
+        spec.pop("intake", None)
+        spec.pop("suspend", None)  # the intake's suspend pauses the intake, not its children
+        planner = spec.setdefault("planner", {})
+        if planner.get("source") == "issues":  # the child works on its issues, given in its request
+            planner["source"] = "llm"
+            planner.pop("issues", None)
+        texts = [trackers.describe(issues[n]) if n in issues else f"Issue #{n}" for n in c.issues]
+        request = (build.spec.request.strip() + "\n\n" + "\n\n---\n\n".join(texts))
+        spec["request"] = request[:MAX_REQUEST]
+        return {
+            "apiVersion": build.api_version, "kind": "BuildRequest",
+            "metadata": {
+                "name": c.name, "namespace": build.namespace,
+                "labels": {standing.PARENT_LABEL: names.fit(build.name), keys.MANAGED_BY: keys.OPERATOR},
+                "annotations": {standing.ISSUES_ANNOTATION: standing.format_issues(c.issues)},
+                "ownerReferences": [build.owner_reference()],
+            },
+            "spec": spec,
+        }
+
+    def _record(self, build: objects.BuildRequest, children: list[standing.ChildView],
+                decision: standing.Decision, posted: list[standing.Comment],
+                closed: list[standing.Close]) -> list[ex.Action]:
+        """Annotate each child whose comments (all of its issues') and closes were all done."""
+        out: list[ex.Action] = []
+        done_c = {(c.issue, c.build, c.kind) for c in posted}
+        done_x = {(x.issue, x.build) for x in closed}
+        for child in children:
+            ann: dict[str, str] = {}
+            started = [c for c in decision.comments if c.build == child.name and c.kind == "started"]
+            if started and len(started) == len(child.issues) and all(
+                    (c.issue, c.build, c.kind) in done_c for c in started):
+                ann[standing.STARTED_ANNOTATION] = "true"
+            finished = [c for c in decision.comments if c.build == child.name and c.kind == "finished"]
+            if finished and len(finished) == len(child.issues) and all(
+                    (c.issue, c.build, c.kind) in done_c for c in finished):
+                ann[standing.FINISHED_ANNOTATION] = child.outcome
+            closes = [x for x in decision.close if x.build == child.name]
+            if closes and len(closes) == len(child.issues) and all((x.issue, x.build) in done_x for x in closes):
+                ann[standing.CLOSED_ANNOTATION] = "true"
+            if ann:
+                out.append(ex.PatchObject("BuildRequest", build.namespace, child.name,
+                                          {"metadata": {"annotations": ann}}))
+        return out
+
+    def _status(self, build: objects.BuildRequest, summary: standing.Summary, memo: _Memo,
+                error: PollError | None, now: datetime) -> ex.WriteStatus | None:
+        conds = cond.since_creation(ctxmod.conditions_of(build), build.metadata.creation_timestamp)
+        polled = memo.last_poll is not None
+        if error is None:
+            message = (f"watching the tracker: {summary.eligible} eligible issues, {summary.active} builds active, "
+                       f"{summary.waiting} waiting for a slot, {summary.started} started"
+                       + ("; suspended: no new build starts" if build.spec.suspend else ""))
+            sets = [(cond.READY, cond.TRUE, "Watching", message), (cond.STALLED, cond.FALSE, "NotStalled",
+                                                                   "nothing needs a person"),
+                    (cond.RECONCILING, cond.FALSE, "Watching", message)]
+        else:
+            person = error.failure_class in ("Configuration", "Auth")
+            reason = {"Configuration": "Configuration", "Auth": "AuthFailed",
+                      "RateLimited": "RateLimited"}.get(error.failure_class, "IntakeFailed")
+            sets = [(cond.READY, cond.FALSE, reason, error.message[:1024]),
+                    (cond.STALLED, cond.TRUE if person else cond.FALSE, reason if person else "NotStalled",
+                     error.message[:1024] if person else "the tracker is tried again"),
+                    (cond.RECONCILING, cond.FALSE if person else cond.TRUE, reason, error.message[:1024])]
+        sets.append((cond.PROGRESSING, cond.TRUE if summary.active else cond.FALSE,
+                     "BuildsRunning" if summary.active else "Idle",
+                     f"{summary.active} child builds active" if summary.active else "no child build is active"))
+        for t, s, r, m in sets:
+            conds, _ = cond.set_condition(conds, t, s, r, m, now=now)
+        intake: dict[str, Any] = {
+            "eligible": summary.eligible, "active": summary.active, "started": summary.started,
+            "waiting": summary.waiting,
+            "builds": [{"issue": e.issue, "issues": list(e.issues), "build": e.build, "outcome": e.outcome}
+                       for e in summary.builds],
+        }
+        if polled:
+            assert memo.last_poll is not None
+            intake["lastPoll"] = timeutil.rfc3339(memo.last_poll)
+        patch: dict[str, Any] = {"phase": "Watching" if error is None else "Stalled" if error.failure_class in (
+            "Configuration", "Auth") else "Watching",
+            "conditions": ex.stamp_generation(conds, build.generation),
+            "observedGeneration": build.generation, "intake": intake}
+        current = build.status.model_dump(by_alias=True, mode="json", exclude_none=True)
+        if current.get("intake") == intake and current.get("phase") == patch["phase"] and \
+                current.get("observedGeneration") == build.generation and \
+                _same_conditions(current.get("conditions") or [], patch["conditions"]):
+            return None
+        return ex.WriteStatus("BuildRequest", build.namespace, build.name, build.metadata.resource_version, patch)
+
+
+def _same_conditions(have: list[dict[str, Any]], want: list[dict[str, Any]]) -> bool:
+    def key(c: Mapping[str, Any]) -> tuple[Any, ...]:
+        return (c.get("type"), c.get("status"), c.get("reason"), c.get("message"), c.get("observedGeneration"))
+    return sorted(map(key, have)) == sorted(map(key, want))
+
+
+def _parse(build: objects.BuildRequest) -> datetime | None:
+    got = build.status.intake.last_poll if build.status.intake is not None else None
+    return got if isinstance(got, datetime) else None
+
+
+# --- the webhook receiver -----------------------------------------------------------------------------------------
+
+def delivery(ctx: ctxmod.Context, schedule: Callable[[cachemod.Key], None], path: str, headers: Mapping[str, str],
+             body: bytes) -> tuple[int, str]:
+    """A webhook delivery to ``POST /intake/<namespace>/<name>`` (called in the HTTP server's thread): 404 for an
+    unknown intake, 401 for a bad or missing signature (or no ``spec.intake.webhook``), else 202 and ``schedule``
+    (thread-safe) is asked to poll the intake. The body is only hashed, never interpreted."""
+    key = standing.parse_path(path)
+    if key is None:
+        return 404, "not found: POST /intake/<namespace>/<name>"
+    build = ctx.cache.builds.get(key)
+    if build is None or build.spec.intake is None or build.metadata.deleting:
+        return 404, f"no standing intake {key[0]}/{key[1]}"
+    ref = build.spec.intake.webhook
+    if ref is None:
+        return 401, "this intake has no spec.intake.webhook Secret: deliveries are refused"
+    try:
+        data = ctx.kube.get_secret(key[0], ref.name) or {}
+    except Exception as e:  # RBAC or the API server: refuse, say so in the log only
+        log.warning("intake %s/%s: webhook Secret unreadable: %s", key[0], key[1], type(e).__name__)
+        data = {}
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if not standing.verify_delivery(data.get("token", ""), lowered, body):
+        metrics.INTAKE_WEBHOOKS.labels(result="refused").inc()
+        return 401, "bad signature"
+    metrics.INTAKE_WEBHOOKS.labels(result="accepted").inc()
+    # the replica that holds the intake's shard polls when this annotation changes (the delivery may have reached
+    # another replica); this one also schedules its own reconcile, the quick path when it is the holder
+    try:
+        ctx.kube.patch("BuildRequest", key[0], key[1], {"metadata": {"annotations": {
+            standing.POLL_ANNOTATION: ctx.clock().isoformat()}}})  # microseconds: every delivery changes it
+    except Exception as e:
+        log.warning("intake %s/%s: could not record a webhook delivery: %s", key[0], key[1], type(e).__name__)
+    schedule(key)
+    return 202, "poll scheduled"

@@ -1,0 +1,281 @@
+"""The standing intake's decider (``spec.intake`` on a BuildRequest): from the eligible open issues a poll saw and
+the child BuildRequests that exist, what to start, what to say on the tracker and what to close. Pure: no I/O.
+
+A child build is named from its issues alone (:func:`child_name`: ``<intake>-i<number>``, or
+``<intake>-b<first number>`` for a batch) and carries its issue numbers in an annotation
+(:data:`ISSUES_ANNOTATION`). An issue that any child lists is *covered*: it never gets another build, whatever
+that child's outcome, so a restart, a second replica or a race that decides twice creates the same name twice,
+and the API server's AlreadyExists makes the second create a no-op. (To try an issue again, delete its child.)
+
+Transitions, per issue (``eligible`` = open, with every label, the assignee and the milestone the spec asks for):
+
+    ==============================  ===============================  ===========================================
+    issue / child                   condition                        decision
+    ==============================  ===============================  ===========================================
+    eligible, no child              a slot (active < maxActive)      create a child (perIssue: one issue; batch:
+                                                                     the next ``batchSize`` uncovered issues)
+    eligible, no child              no slot                          wait (``status.intake.waiting``)
+    eligible, no child              no fresh poll (``fresh=False``)  nothing (never start from a stale listing)
+    not eligible (closed, label     no child                         nothing, ever
+      removed, other assignee)
+    any                             child exists, active             nothing new (a child is never cancelled
+                                                                     because its issue left the filter)
+    child, "started" not recorded   -                                comment "started" on each of its issues
+                                                                     (a restart between create and comment
+                                                                     posts it now; the tracker client skips a
+                                                                     marker that is there already)
+    child Succeeded                 finish not recorded              comment the outcome with the build's name
+    child Failed                    finish not recorded              comment the outcome; the issue stays open
+    child Succeeded                 not closed                       close each of its issues
+    ==============================  ===============================  ===========================================
+
+``comment=False`` (``tracker.comment``) posts no comments; closing still happens. The next poll is due
+``pollSeconds`` after this one; a webhook delivery polls at once. ``status.intake.builds`` keeps the 50 newest
+children (by first issue number).
+
+:func:`verify_delivery` checks a webhook delivery's signature (GitHub's ``X-Hub-Signature-256`` HMAC-SHA256 of
+the body, or GitLab's ``X-Gitlab-Token``), in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from longshot.core import names
+
+ISSUES_ANNOTATION: Final = "longshot.dev/intake-issues"
+"""On a child build: its issue numbers, comma-separated, ascending."""
+PARENT_LABEL: Final = "longshot.dev/intake"
+"""On a child build: the name of the standing intake that started it."""
+STARTED_ANNOTATION: Final = "longshot.dev/intake-started"
+"""On a child build: the "started" comment was posted on its issues."""
+FINISHED_ANNOTATION: Final = "longshot.dev/intake-finished"
+"""On a child build: the outcome comment was posted (its value: the outcome)."""
+CLOSED_ANNOTATION: Final = "longshot.dev/intake-closed"
+"""On a child build: its issues were closed."""
+POLL_ANNOTATION: Final = "longshot.dev/intake-poll"
+"""On an intake: when a webhook delivery was last accepted (any replica writes it; the one holding the intake's
+shard polls when it changes)."""
+MAX_ENTRIES: Final = 50
+"""Child builds listed in ``status.intake.builds``."""
+MAX_ACTIONS: Final = 20
+"""Most comments and closes decided at once (the rest wait for the next reconcile)."""
+MAX_BODY_BYTES: Final = 1024 * 1024
+"""Largest webhook delivery read."""
+
+Outcome = Literal["Active", "Succeeded", "Failed"]
+
+
+@dataclass(frozen=True)
+class IssueView:
+    """An open issue as a poll saw it."""
+
+    number: int
+    labels: tuple[str, ...] = ()
+    assignees: tuple[str, ...] = ()
+    milestone: str | None = None
+
+
+@dataclass(frozen=True)
+class Filters:
+    labels: tuple[str, ...] = ()
+    assignee: str | None = None
+    milestone: str | None = None
+
+
+@dataclass(frozen=True)
+class ChildView:
+    """A child build that exists."""
+
+    name: str
+    issues: tuple[int, ...]
+    outcome: Outcome = "Active"
+    started_commented: bool = False
+    finished_commented: bool = False
+    closed: bool = False
+
+
+@dataclass(frozen=True)
+class Policy:
+    policy: Literal["perIssue", "batch"] = "perIssue"
+    batch_size: int = 5
+    max_active: int = 3
+    poll_seconds: int = 60
+    comment: bool = True
+
+
+@dataclass(frozen=True)
+class Create:
+    name: str
+    issues: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Comment:
+    issue: int
+    build: str
+    kind: Literal["started", "finished"]
+    outcome: Outcome = "Active"
+    issues: tuple[int, ...] = ()
+    """Every issue of the build (a batch's)."""
+
+
+@dataclass(frozen=True)
+class Close:
+    issue: int
+    build: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    issue: int
+    issues: tuple[int, ...]
+    build: str
+    outcome: Outcome
+
+
+@dataclass(frozen=True)
+class Summary:
+    eligible: int
+    active: int
+    started: int
+    waiting: int
+    builds: tuple[Entry, ...]
+
+
+@dataclass(frozen=True)
+class Decision:
+    create: tuple[Create, ...] = ()
+    comments: tuple[Comment, ...] = ()
+    close: tuple[Close, ...] = ()
+    summary: Summary = field(default_factory=lambda: Summary(0, 0, 0, 0, ()))
+    poll_after: float = 60.0
+    """Seconds until the next poll."""
+
+
+def child_name(parent: str, issues: Sequence[int]) -> str:
+    """The child build of ``issues``: ``<parent>-i<n>`` for one, ``<parent>-b<first>`` for a batch (shortened to
+    fit a name). It depends on the issues only: deciding twice names the same build."""
+    first = min(issues)
+    return names.child_name(parent, f"i{first}" if len(issues) == 1 else f"b{first}")
+
+
+def parse_issues(value: str | None) -> tuple[int, ...]:
+    """The issue numbers of :data:`ISSUES_ANNOTATION` (garbage and non-positive numbers left out)."""
+    out: set[int] = set()
+    for part in (value or "").split(",")[:MAX_ENTRIES]:
+        part = part.strip()
+        if part.isdigit() and 0 < int(part) < 10**12:
+            out.add(int(part))
+    return tuple(sorted(out))
+
+
+def format_issues(issues: Iterable[int]) -> str:
+    return ",".join(str(n) for n in sorted(set(issues)))
+
+
+def eligible(issue: IssueView, filters: Filters) -> bool:
+    """Open (the poll lists open issues only) with every label, the assignee and the milestone asked for."""
+    if any(label not in issue.labels for label in filters.labels):
+        return False
+    if filters.assignee is not None and filters.assignee not in issue.assignees:
+        return False
+    return filters.milestone is None or issue.milestone == filters.milestone
+
+
+def decide(parent: str, issues: Sequence[IssueView] | None, children: Sequence[ChildView], filters: Filters,
+           policy: Policy, *, fresh: bool = True) -> Decision:
+    """What to do now (see the module's table). ``issues``: the last poll's listing (None before the first);
+    ``fresh``: it was read in this reconcile (builds are started from a fresh listing only; an older one still
+    counts the eligible and waiting issues)."""
+    covered = {n for c in children for n in c.issues}
+    active = sum(1 for c in children if c.outcome == "Active")
+    wanted = sorted({i.number for i in issues or () if eligible(i, filters)})
+    uncovered = [n for n in wanted if n not in covered]
+    taken = {c.name for c in children}
+    create: list[Create] = []
+    slots = max(0, policy.max_active - active)
+    size = policy.batch_size if policy.policy == "batch" else 1
+    rest = list(uncovered)
+    while fresh and issues is not None and slots > 0 and rest:
+        group, rest = tuple(rest[:size]), rest[size:]
+        name = child_name(parent, group)
+        if name in taken:  # a shortened name that collides: leave the group for a person, never two builds
+            continue
+        taken.add(name)
+        create.append(Create(name, group))
+        slots -= 1
+    waiting = len(rest)
+
+    comments: list[Comment] = []
+    close: list[Close] = []
+    for c in sorted(children, key=lambda c: (min(c.issues, default=0), c.name)):
+        if policy.comment and not c.started_commented:
+            comments.extend(Comment(n, c.name, "started", issues=c.issues) for n in c.issues)
+        if c.outcome != "Active" and policy.comment and not c.finished_commented:
+            comments.extend(Comment(n, c.name, "finished", c.outcome, c.issues) for n in c.issues)
+        if c.outcome == "Succeeded" and not c.closed:
+            close.extend(Close(n, c.name) for n in c.issues)
+    everyone = [*children, *(ChildView(n.name, n.issues) for n in create)]
+    entries = sorted((Entry(min(c.issues), c.issues, c.name, c.outcome) for c in everyone if c.issues),
+                     key=lambda e: (e.issue, e.build))[-MAX_ENTRIES:]
+    summary = Summary(eligible=len(wanted), active=active + len(create), started=len(everyone), waiting=waiting,
+                      builds=tuple(reversed(entries)))
+    return Decision(create=tuple(create), comments=tuple(comments[:MAX_ACTIONS]), close=tuple(close[:MAX_ACTIONS]),
+                    summary=summary, poll_after=float(policy.poll_seconds))
+
+
+def started_text(build: str, issues: Sequence[int]) -> str:
+    others = [f"#{n}" for n in issues]
+    batch = f" (with {', '.join(others)})" if len(issues) > 1 else ""
+    return f"Longshot started build `{build}` for this issue{batch}."
+
+
+def finished_text(build: str, outcome: Outcome) -> str:
+    if outcome == "Succeeded":
+        return f"Longshot build `{build}` finished: Succeeded. Its changes are merged; closing this issue."
+    return (f"Longshot build `{build}` finished: {outcome}. The issue stays open; see `kubectl describe br {build}`."
+            " Delete that BuildRequest to let the intake try again.")
+
+
+def marker(build: str, kind: str) -> str:
+    """The comment's marker (the tracker client posts a marked comment once)."""
+    return f"intake/{build}/{kind}"
+
+
+# --- webhook deliveries ----------------------------------------------------------------------------------------
+
+def verify_delivery(secret: str, headers: Mapping[str, str], body: bytes) -> bool:
+    """A delivery is genuine: GitHub's ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>`` or GitLab's
+    ``X-Gitlab-Token: <secret>``. ``headers`` have lower-case names. Constant-time comparisons; an empty secret
+    authenticates nothing."""
+    if not secret:
+        return False
+    signature = headers.get("x-hub-signature-256")
+    if signature is not None:
+        want = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(signature.strip().encode(), want.encode())
+    token = headers.get("x-gitlab-token")
+    if token is not None:
+        return hmac.compare_digest(token.encode(), secret.encode())
+    return False
+
+
+def parse_path(path: str) -> tuple[str, str] | None:
+    """``(namespace, name)`` of ``/intake/<namespace>/<name>``, else None (names must be DNS names)."""
+    parts = path.partition("?")[0].strip("/").split("/")
+    if len(parts) != 3 or parts[0] != "intake":
+        return None
+    ns, name = parts[1], parts[2]
+    if not (_dns(ns, 63) and _dns(name, 253)):
+        return None
+    return ns, name
+
+
+def _dns(value: str, limit: int) -> bool:
+    ok = set("abcdefghijklmnopqrstuvwxyz0123456789-.")
+    return 0 < len(value) <= limit and set(value) <= ok and value[0].isalnum() and value[-1].isalnum()

@@ -1,0 +1,153 @@
+"""core.standing: the standing intake's decider (what to start, comment on and close) and the webhook check."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+
+from longshot.core import standing as st
+
+F = st.Filters(labels=("longshot",))
+P = st.Policy(max_active=3, poll_seconds=30)
+
+
+def issue(n, *labels, assignees=(), milestone=None):
+    return st.IssueView(n, tuple(labels) or ("longshot",), tuple(assignees), milestone)
+
+
+def child(name, *issues, outcome="Active", started=True, finished=False, closed=False):
+    return st.ChildView(name, tuple(issues), outcome, started, finished, closed)
+
+
+def test_each_eligible_issue_gets_one_child_named_after_it():
+    d = st.decide("intake", [issue(2), issue(1)], [], F, P)
+    assert [(c.name, c.issues) for c in d.create] == [("intake-i1", (1,)), ("intake-i2", (2,))]
+    assert d.poll_after == 30
+    assert (d.summary.eligible, d.summary.active, d.summary.started, d.summary.waiting) == (2, 2, 2, 0)
+
+
+def test_never_two_builds_for_one_issue_whatever_the_childs_outcome():
+    children = [child("intake-i1"), child("intake-i2", outcome="Failed", finished=True),
+                child("intake-i3", outcome="Succeeded", finished=True, closed=True)]
+    d = st.decide("intake", [issue(1), issue(2), issue(3)], children, F, P)
+    assert d.create == ()
+    # deciding twice (a restart, a second replica) names the same build: the API server refuses the second
+    first = st.decide("intake", [issue(4)], [], F, P)
+    again = st.decide("intake", [issue(4)], [], F, P)
+    assert first.create == again.create == (st.Create("intake-i4", (4,)),)
+
+
+def test_a_restart_after_the_create_but_before_the_comment_posts_it_then():
+    d = st.decide("intake", [issue(5)], [child("intake-i5", 5, started=False)], F, P)
+    assert d.create == ()
+    assert d.comments == (st.Comment(5, "intake-i5", "started", issues=(5,)),)
+    assert st.decide("intake", [issue(5)], [child("intake-i5", 5)], F, P).comments == ()
+
+
+def test_max_active_builds_holds_the_rest_until_a_slot_frees():
+    issues = [issue(n) for n in range(1, 6)]
+    d = st.decide("intake", issues, [child("intake-i1", 1)], F, st.Policy(max_active=2))
+    assert [c.name for c in d.create] == ["intake-i2"]
+    assert d.summary.waiting == 3 and d.summary.active == 2
+    done = [child("intake-i1", 1, outcome="Succeeded", finished=True, closed=True), child("intake-i2", 2)]
+    assert [c.name for c in st.decide("intake", issues, done, F, st.Policy(max_active=2)).create] == ["intake-i3"]
+
+
+def test_batch_policy_groups_issues_and_names_the_batch_by_its_first():
+    policy = st.Policy(policy="batch", batch_size=2, max_active=1)
+    d = st.decide("intake", [issue(n) for n in (7, 3, 9)], [], F, policy)
+    assert d.create == (st.Create("intake-b3", (3, 7)),)
+    assert d.summary.waiting == 1
+    # a batch of one is named like a single issue's build
+    d = st.decide("intake", [issue(9)], [child("intake-b3", 3, 7, outcome="Succeeded", finished=True, closed=True)],
+                  F, policy)
+    assert d.create == (st.Create("intake-i9", (9,)),)
+
+
+def test_issues_closed_or_unlabelled_meanwhile_are_not_started_and_their_running_child_is_left_alone():
+    d = st.decide("intake", [issue(2, "other")], [child("intake-i1", 1)], F, P)  # 1 closed, 2 lost its label
+    assert d.create == () and d.close == () and d.comments == ()
+    assert d.summary.eligible == 0 and d.summary.active == 1
+
+
+def test_assignee_and_milestone_filters():
+    f = st.Filters(labels=("longshot",), assignee="bot", milestone="v1")
+    issues = [issue(1, assignees=("bot",), milestone="v1"), issue(2, assignees=("ann",), milestone="v1"),
+              issue(3, assignees=("bot",)), issue(4, assignees=("bot", "ann"), milestone="v1")]
+    assert [c.issues for c in st.decide("i", issues, [], f, P).create] == [(1,), (4,)]
+
+
+def test_without_a_fresh_poll_nothing_is_started_but_finished_children_are_reported():
+    children = [child("intake-i1", 1, outcome="Succeeded"), child("intake-i2", 2, outcome="Failed")]
+    d = st.decide("intake", None, children, F, P)
+    assert d.create == ()
+    assert d.comments == (st.Comment(1, "intake-i1", "finished", "Succeeded", (1,)),
+                          st.Comment(2, "intake-i2", "finished", "Failed", (2,)))
+    assert d.close == (st.Close(1, "intake-i1"),)  # a failed child's issue stays open
+    # the last listing, not read now: counted, not started
+    stale = st.decide("intake", [issue(1), issue(3)], children, F, P, fresh=False)
+    assert stale.create == () and (stale.summary.eligible, stale.summary.waiting) == (2, 1)
+
+
+def test_comment_false_posts_nothing_but_still_closes():
+    d = st.decide("intake", None, [child("intake-i1", 1, outcome="Succeeded", started=False)], F,
+                  st.Policy(comment=False))
+    assert d.comments == () and d.close == (st.Close(1, "intake-i1"),)
+
+
+def test_recorded_comments_and_closes_are_not_repeated():
+    d = st.decide("intake", None, [child("intake-i1", 1, outcome="Succeeded", finished=True, closed=True)], F, P)
+    assert d.comments == () and d.close == ()
+    assert d.summary.builds == (st.Entry(1, (1,), "intake-i1", "Succeeded"),)
+
+
+def test_the_status_lists_the_fifty_newest_builds_and_actions_are_bounded():
+    children = [child(f"intake-i{n}", n, outcome="Succeeded", started=False) for n in range(1, 81)]
+    d = st.decide("intake", None, children, F, P)
+    assert len(d.summary.builds) == 50 and d.summary.builds[0].issue == 80 and d.summary.builds[-1].issue == 31
+    assert len(d.comments) == st.MAX_ACTIONS and len(d.close) == st.MAX_ACTIONS
+
+
+def test_a_long_intake_name_still_gives_distinct_fitting_names():
+    parent = "x" * 80
+    a, b = st.child_name(parent, [1]), st.child_name(parent, [2])
+    assert a != b and len(a) <= 63 and st.child_name(parent, [1]) == a
+
+
+def test_issue_annotation_round_trip_and_garbage():
+    assert st.parse_issues(st.format_issues([3, 1, 3])) == (1, 3)
+    assert st.parse_issues("1, x,-2,0,7") == (1, 7) and st.parse_issues(None) == ()
+
+
+def test_texts_name_the_build_and_outcome():
+    assert "`intake-b3`" in st.started_text("intake-b3", (3, 7)) and "#7" in st.started_text("intake-b3", (3, 7))
+    assert "Succeeded" in st.finished_text("b", "Succeeded") and "stays open" in st.finished_text("b", "Failed")
+
+
+# --- webhook deliveries --------------------------------------------------------------------------------------------
+
+def github_signature(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def test_github_hmac_signature():
+    body = b'{"action":"opened"}'
+    assert st.verify_delivery("s3cret", {"x-hub-signature-256": github_signature("s3cret", body)}, body)
+    assert not st.verify_delivery("s3cret", {"x-hub-signature-256": github_signature("wrong", body)}, body)
+    assert not st.verify_delivery("s3cret", {"x-hub-signature-256": github_signature("s3cret", body)}, body + b" ")
+    assert not st.verify_delivery("s3cret", {}, body)
+
+
+def test_gitlab_token_and_an_empty_secret_authenticates_nothing():
+    assert st.verify_delivery("tok", {"x-gitlab-token": "tok"}, b"")
+    assert not st.verify_delivery("tok", {"x-gitlab-token": "nope"}, b"")
+    assert not st.verify_delivery("", {"x-gitlab-token": ""}, b"")
+
+
+@pytest.mark.parametrize(("path", "want"), [
+    ("/intake/ns/name", ("ns", "name")), ("/intake/ns/name?x=1", ("ns", "name")), ("/intake/ns", None),
+    ("/intake/NS/name", None), ("/intake/ns/../x", None), ("/other/ns/name", None), ("/intake/ns/a/b", None)])
+def test_webhook_path(path, want):
+    assert st.parse_path(path) == want
