@@ -289,7 +289,7 @@ ForgeMergeMethod = Literal["merge", "squash", "rebase"]
 PullRequestPer = Literal["task", "build"]
 MERGE_RULES: list[JsonValue] = [
     {
-        "rule": "self.delivery != 'pullRequest' || has(self.pullRequest)",
+        "rule": "!has(self.delivery) || self.delivery != 'pullRequest' || has(self.pullRequest)",
         "message": "spec.merge.delivery pullRequest needs spec.merge.pullRequest (provider, project, tokenSecretRef)",
         "fieldPath": ".pullRequest",
         "reason": "FieldValueRequired",
