@@ -188,7 +188,9 @@ def test_changes_requested_on_the_pull_request_go_to_a_fixer_whose_commits_land_
     assert "calc/add.py:1: say what it returns" in fixer["spec"]["description"]
     assert fixer["spec"]["branch"] == pull.head
     # the fixer's commit passes its gate and goes to the same pull request; the stale review no longer counts
-    fix_job = job_phase(custom, namespace, "demo-add-fix", "AwaitingForge", timeout=150)
+    job_phase(custom, namespace, "demo-add-fix", "AwaitingForge", timeout=150)
+    fix_job = wait_for(lambda: (lambda j: j if (j.get("status") or {}).get("pullRequest") else None)(
+        get(custom, namespace, "mergejobs", "demo-add-fix")), timeout=60, what="the fixer's job on the forge")
     assert fix_job["status"]["pullRequest"]["number"] == pull.number
     wait_for(lambda: '"""Sum."""' in (sample_repo.show(url, "calc/add.py", pull.head) or ""), timeout=30,
              what="the fixer's commit on the pull request's branch")
