@@ -15,6 +15,13 @@ Served under ``/github`` (the API base a client is given), token in ``Authorizat
 * ``POST /repos/{o}/{r}/statuses/{sha}``, ``GET /repos/{o}/{r}/commits/{sha}/statuses``;
 * ``POST /repos/{o}/{r}/issues/{n}/labels``.
 
+and of GitLab's merge-request API under ``/gitlab/api/v4`` (token in ``PRIVATE-TOKEN``; ``{id}`` the URL-encoded
+path): ``GET``/``POST /projects/{id}/merge_requests`` (``state=opened``, ``source_branch``, ``target_branch``),
+``GET /projects/{id}/merge_requests/{iid}`` (``state`` opened/closed/merged, ``sha``, ``merge_commit_sha``,
+``detailed_merge_status``), ``GET .../approvals`` (``approved_by``), ``PUT .../merge`` (``sha``, ``squash``; 405
+until approved, 409 on a moved head, 406 on a conflict), ``POST /projects/{id}/statuses/{sha}`` (``state``,
+``name``). An approval is :meth:`ForgeServer.review` with ``APPROVED``.
+
 The test drives the rest: :meth:`ForgeServer.review` (an approval or a changes-requested review, with inline
 comments), :meth:`ForgeServer.merge_as_human`, :meth:`ForgeServer.close`. Every request is recorded
 (``tracker_server.Request``). The issue API stays in ``tracker_server.py``.
@@ -81,6 +88,10 @@ class ForgeServer:
     @property
     def github_url(self) -> str:
         return f"http://127.0.0.1:{self._http.server_address[1]}/github"
+
+    @property
+    def gitlab_url(self) -> str:
+        return f"http://127.0.0.1:{self._http.server_address[1]}/gitlab/api/v4"
 
     def repo(self, path: str, url: str) -> Repo:
         """Serve the bare repository at ``url`` (``file://...``) as project ``path`` (``owner/name``)."""
@@ -170,6 +181,8 @@ class ForgeServer:
         h.wfile.write(data)
 
     def _answer(self, method: str, path: str, query: dict[str, str], headers: Any, body: Any) -> tuple[int, Any]:
+        if path.startswith("/gitlab/api/v4/"):
+            return self._gitlab(method, path.removeprefix("/gitlab/api/v4/"), query, headers, body)
         if not path.startswith("/github/"):
             return 404, {"message": "Not Found"}
         if (headers.get("authorization") or "").removeprefix("Bearer ") != self.token:
@@ -226,6 +239,69 @@ class ForgeServer:
             pull.labels += [str(x) for x in (body or {}).get("labels", [])]
             return 200, [{"name": x} for x in pull.labels]
         return 404, {"message": "Not Found"}
+
+    def _gitlab(self, method: str, path: str, query: dict[str, str], headers: Any, body: Any) -> tuple[int, Any]:
+        if (headers.get("private-token") or "") != self.token:
+            return 401, {"message": "401 Unauthorized"}
+        p = path.strip("/").split("/")
+        repo = self.repos.get(urllib.parse.unquote(p[1])) if len(p) >= 3 and p[0] == "projects" else None
+        if repo is None:
+            return 404, {"message": "404 Project Not Found"}
+        rest = p[2:]
+        if rest == ["merge_requests"] and method == "GET":
+            state = {"opened": "open", "closed": "closed"}.get(query.get("state", "opened"), "open")
+            return 200, [self._gitlab_wire(repo, x) for x in repo.pulls.values()
+                         if x.state == state and not x.merged
+                         and x.head == query.get("source_branch", x.head) and x.base == query.get("target_branch",
+                                                                                                  x.base)]
+        if rest == ["merge_requests"] and method == "POST":
+            if not isinstance(body, dict) or not body.get("source_branch") or not body.get("target_branch"):
+                return 400, {"message": "source_branch is missing"}
+            if any(x.head == body["source_branch"] and x.state == "open" for x in repo.pulls.values()):
+                return 409, {"message": ["Another open merge request already exists for this source branch"]}
+            number = self._next
+            self._next += 1
+            pull = Pull(number, body["source_branch"], body["target_branch"], body.get("title") or "",
+                        body.get("description") or "",
+                        labels=[x for x in str(body.get("labels") or "").split(",") if x])
+            repo.pulls[number] = pull
+            return 201, self._gitlab_wire(repo, pull)
+        if len(rest) >= 2 and rest[0] == "merge_requests" and rest[1].isdigit():
+            pull = repo.pulls.get(int(rest[1]))
+            if pull is None:
+                return 404, {"message": "404 Not found"}
+            if rest[2:] == [] and method == "GET":
+                return 200, self._gitlab_wire(repo, pull)
+            if rest[2:] == ["approvals"] and method == "GET":
+                return 200, {"approved": self._approved(pull), "approved_by": [
+                    {"user": {"username": r["user"]["login"]}} for r in pull.reviews if r["state"] == "APPROVED"]}
+            if rest[2:] == ["merge"] and method == "PUT":
+                body = body if isinstance(body, dict) else {}
+                status, payload = self._merge(repo, pull.number, "squash" if body.get("squash") else "merge",
+                                              body.get("sha"))
+                if status == 200:
+                    return 200, self._gitlab_wire(repo, pull)
+                if status == 405 and "not mergeable" in str(payload):
+                    return 406, {"message": "Branch cannot be merged"}
+                return status, {"message": f"{status} {payload['message']}"}
+        if len(rest) == 2 and rest[0] == "statuses" and method == "POST":
+            if not isinstance(body, dict) or body.get("state") not in ("pending", "running", "success", "failed",
+                                                                        "canceled"):
+                return 400, {"message": "state is invalid"}
+            repo.statuses.setdefault(rest[1], []).append({**body, "context": body.get("name")})
+            return 201, {"id": len(repo.statuses[rest[1]]), **body}
+        return 404, {"message": "404 Not found"}
+
+    def _gitlab_wire(self, repo: Repo, pull: Pull) -> dict[str, Any]:
+        wire = self._wire(repo, pull)
+        state = "merged" if pull.merged else "opened" if pull.state == "open" else "closed"
+        detailed = {"dirty": "conflict", "blocked": "not_approved", "clean": "mergeable"}.get(
+            wire["mergeable_state"], "unchecked")
+        return {"iid": pull.number, "id": 1000 + pull.number, "title": pull.title, "description": pull.body,
+                "state": state, "source_branch": pull.head, "target_branch": pull.base,
+                "web_url": f"https://gitlab.example/{repo.path}/-/merge_requests/{pull.number}",
+                "sha": wire["head"]["sha"], "merge_commit_sha": pull.merge_commit,
+                "detailed_merge_status": detailed if pull.state == "open" else "not_open", "labels": pull.labels}
 
     # --- the pull requests over git ---------------------------------------------------------------
 

@@ -34,9 +34,9 @@ def forge():
         yield s
 
 
-def pr_build(url, forge_url, **spec):
+def pr_build(url, forge_url, provider="github", **spec):
     merge = {"delivery": "pullRequest", "pullRequest": {
-        "provider": "github", "apiUrl": forge_url, "project": PROJECT, "tokenSecretRef": {"name": "forge-token"},
+        "provider": provider, "apiUrl": forge_url, "project": PROJECT, "tokenSecretRef": {"name": "forge-token"},
         "mergeMethod": "merge", "labels": ["longshot"], "pollSeconds": 1}}
     return delivery_build(url, merge=merge, **spec)
 
@@ -201,3 +201,29 @@ def test_changes_requested_on_the_pull_request_go_to_a_fixer_whose_commits_land_
     assert get(custom, namespace, "mergejobs", "demo-add")["status"]["phase"] == "Superseded"
     assert '"""Sum."""' in sample_repo.show(url, "calc/add.py")
     assert len(forge.pulls(PROJECT)) == 1
+
+
+def test_gitlab_a_merge_request_with_the_gate_status_merged_after_approval(operator, kubelet, core_v1, custom,
+                                                                         namespace, tmp_path, forge):
+    url = sample_repo.make(tmp_path)
+    forge.repo(PROJECT, url)
+    initial = main_head(url)
+    script_configmap(core_v1, namespace, one_task_script())
+    forge_secret(core_v1, namespace)
+    create(custom, namespace, pr_build(url, forge.gitlab_url, provider="gitlab"))
+    job_phase(custom, namespace, "demo-add", "AwaitingForge")
+    (mr,) = open_pulls(forge, 1)
+    head = forge.head_of(PROJECT, mr.head)
+    wait_for(lambda: forge.statuses_of(PROJECT, head), timeout=60, what="the gate status")
+    assert [(x["state"], x["name"]) for x in forge.statuses_of(PROJECT, head)] == [("success", "longshot/gate")]
+    assert mr.labels == ["longshot"]
+    wait_for(lambda: "waiting for approval" in (condition(get(custom, namespace, "mergejobs", "demo-add"),
+                                                          "AwaitingForge") or {}).get("message", ""),
+             timeout=60, what="waiting for approval")
+    assert main_head(url) == initial
+    forge.review(PROJECT, mr.number, "APPROVED")
+    job = job_phase(custom, namespace, "demo-add", "Merged")
+    assert job["status"]["mergedCommit"] == main_head(url) != initial
+    assert any(r.method == "PUT" and r.path.endswith(f"/merge_requests/{mr.number}/merge") for r in forge.requests)
+    b = finalized(custom, namespace, timeout=150)
+    assert finalization_status(b) == ("True", "Passed"), dump(custom, namespace)
