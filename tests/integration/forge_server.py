@@ -76,7 +76,8 @@ class ForgeServer:
         self.repos: dict[str, Repo] = {}
         self.requests: list[Request] = []
         self.protected = True
-        """Branch protection: one approval required, no changes requested standing."""
+        """Branch protection: approvals required, no changes requested standing."""
+        self.required_approvals = 1
         self.lock = threading.RLock()
         self._next = 1
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -318,7 +319,8 @@ class ForgeServer:
         for r in pull.reviews:
             if r["state"] in ("APPROVED", "CHANGES_REQUESTED", "DISMISSED"):
                 latest[r["user"]["login"]] = r["state"]
-        return "APPROVED" in latest.values() and "CHANGES_REQUESTED" not in latest.values()
+        return (sum(v == "APPROVED" for v in latest.values()) >= self.required_approvals
+                and "CHANGES_REQUESTED" not in latest.values())
 
     def _wire(self, repo: Repo, pull: Pull) -> dict[str, Any]:
         head = self.head_of(repo.path, pull.head) if not pull.merged else None
@@ -346,7 +348,9 @@ class ForgeServer:
         if sha and sha != head:
             return 409, {"message": "Head branch was modified. Review and try the merge again."}
         if self.protected and not admin and not self._approved(pull):
-            return 405, {"message": "At least 1 approving review is required by reviewers with write access."}
+            return 405, {"message": f"At least {self.required_approvals} approving review"
+                                    f"{'s are' if self.required_approvals > 1 else ' is'} required by reviewers with "
+                                    "write access."}
         tree = self._tree(repo, base, head)
         if tree is None:
             return 405, {"message": "Pull Request is not mergeable"}

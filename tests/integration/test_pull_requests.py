@@ -134,15 +134,23 @@ def test_a_pull_request_per_task_with_the_gate_status_merged_by_the_forge_after_
     assert merges and all(r.body["sha"] and r.body["merge_method"] == "merge" for r in merges)
 
 
-def test_a_person_merging_on_the_forge_is_followed_back(operator, kubelet, core_v1, custom, namespace, tmp_path,
-                                                        forge):
+def test_a_refused_merge_waits_and_a_person_merging_on_the_forge_is_followed_back(
+        operator, kubelet, core_v1, custom, namespace, tmp_path, forge):
     url = sample_repo.make(tmp_path)
     forge.repo(PROJECT, url)
     script_configmap(core_v1, namespace, one_task_script())
     forge_secret(core_v1, namespace)
+    forge.required_approvals = 2  # the forge's protection asks for more than Longshot's one approval
     create(custom, namespace, pr_build(url, forge.github_url))
     job_phase(custom, namespace, "demo-add", "AwaitingForge")
     (pull,) = open_pulls(forge, 1)
+    forge.review(PROJECT, pull.number, "APPROVED")
+    # Longshot asks to merge; the forge refuses (405) and the job keeps waiting with the forge's words
+    job = wait_for(lambda: (lambda j: j if (condition(j, "AwaitingForge") or {}).get("reason") == "ForgeRefusedMerge"
+                            else None)(get(custom, namespace, "mergejobs", "demo-add")), timeout=60,
+                   what="the forge's refusal")
+    assert "At least 2 approving reviews are required" in condition(job, "AwaitingForge")["message"]
+    assert job["status"]["phase"] == "AwaitingForge"
     commit = forge.merge_as_human(PROJECT, pull.number)
     job = job_phase(custom, namespace, "demo-add", "Merged")
     assert job["status"]["mergedCommit"] == commit
