@@ -301,3 +301,18 @@ def test_gitlab_merge_requests_approvals_statuses_and_merge() -> None:
     assert ("POST", f"/api/v4/projects/group%2Fproj/statuses/{SHA}",
             {"state": "failed", "name": "longshot/gate", "description": "failed"}) in calls
     assert ("PUT", "/api/v4/projects/group%2Fproj/merge_requests/4/merge", {"sha": SHA, "squash": True}) in calls
+
+
+def test_an_api_url_the_egress_policy_refuses_is_a_configuration_error_naming_the_field() -> None:
+    from longshot.core import egress
+    from longshot.net import guard as gd
+
+    def never(host: str, port: int) -> list[str]:
+        raise AssertionError("not resolved: refused before")
+
+    guard = gd.Guard(egress.Policy.parse(allowed_hosts="api.github.com"), resolve=never)
+    settings = PullRequestSettings.model_validate({"project": "o/r", "tokenSecretRef": {"name": "forge"},
+                                                   "apiUrl": "https://forge.elsewhere.example/api"})
+    with pytest.raises(rf.ForgeError) as e:
+        rf.make_forge(settings, TOKEN, egress=guard)
+    assert "spec.merge.pullRequest.apiUrl" in str(e.value) and TOKEN not in str(e.value)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 MAX_REVIEWS_PAGES = 10
 """Most pages of reviews read (100 a page)."""
 MAX_PULLS = 100
+API_URL_FIELD = "spec.merge.pullRequest.apiUrl"
 REFUSALS = (405, 406, 409, 422)
 """Answers to a merge request that mean "not now" (branch protection, required checks, a moved head, conflicts)."""
 
@@ -312,5 +313,18 @@ FORGES: dict[str, type[Forge]] = {"github": GitHubForge, "gitlab": GitLabForge}
 
 def make_forge(settings: PullRequestSettings, token: str | None, **options: Any) -> Forge:
     """The client for ``spec.merge.pullRequest``; ``token`` is the Secret key's value. ``options`` go to
-    :class:`~longshot.runtime.trackers.Tracker` (transport, sleep, clock, max_wait, egress, ...)."""
-    return FORGES[settings.provider](repository=settings.project, token=token, url=settings.api_url, **options)
+    :class:`~longshot.runtime.trackers.Tracker` (transport, sleep, clock, max_wait, egress, ...). With ``egress``
+    the API address is checked against the policy first and every connection goes only to addresses it allows
+    (refusals name ``spec.merge.pullRequest.apiUrl``)."""
+    cls = FORGES[settings.provider]
+    egress = options.get("egress")
+    if egress is not None and options.get("transport") is None:
+        from longshot.net import guard as gd
+        from longshot.net import transport as egress_transport
+
+        try:
+            egress.check_url(settings.api_url or cls.default_url, API_URL_FIELD)
+        except gd.Refused as e:
+            raise tr.ConfigurationError(str(e)) from None
+        options["transport"] = egress_transport.GuardedTransport(egress, API_URL_FIELD)
+    return cls(repository=settings.project, token=token, url=settings.api_url, **options)
