@@ -32,6 +32,11 @@ from longshot.runtime import forge as rforge
 
 log = logging.getLogger("longshot.mergejobs")
 
+FORGE_TIMEOUT = 15.0
+"""Seconds one forge request may take (connect, each read)."""
+FORGE_MAX_WAIT = 5.0
+"""Longest rate-limit wait slept through in a poll; a longer one requeues the job at the reset."""
+
 
 def job_state(ctx: ctxmod.Context, job: objects.MergeJob, build: objects.BuildRequest) -> mj.JobState:
     s = job.status
@@ -200,7 +205,9 @@ class MergeJobReconciler:
     def _poll(self, settings: Any, token: str, ask: fc.Ask, state: mj.JobState) -> list[mj.Event]:
         """The forge's facts, ``core.forge.decide``, and its effects carried out (in a worker thread)."""
         pull = state.pull
-        with rforge.make_forge(settings, token, egress=self.ctx.egress) as f:
+        # a poll holds one of the MergeJob workers: short waits, a spent rate limit is a requeue at its reset
+        with rforge.make_forge(settings, token, egress=self.ctx.egress, timeout=FORGE_TIMEOUT,
+                               max_wait=FORGE_MAX_WAIT) as f:
             facts = f.facts(number=pull.number if pull is not None else None, branch=ask.branch, target=ask.target,
                             status_posted_on=pull.head if pull is not None and pull.status_posted else "")
             if facts.exists:
