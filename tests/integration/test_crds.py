@@ -98,6 +98,11 @@ INVALID = [
      "spec.planner.issues.labels[0]", "should match"),
     ("max-iterations-zero", build(planner__maxIterations=0), "spec.planner.maxIterations",
      "should be greater than or equal to 1"),
+    ("pull-request-delivery-without-settings", build(merge__delivery="pullRequest"), "spec.merge.pullRequest",
+     "spec.merge.delivery pullRequest needs spec.merge.pullRequest"),
+    ("pull-request-bad-merge-method", build(merge__delivery="pullRequest", merge__pullRequest={
+        "project": "o/r", "tokenSecretRef": {"name": "t"}, "mergeMethod": "octopus"}),
+     "spec.merge.pullRequest.mergeMethod", 'Unsupported value: "octopus"'),
     ("max-iterations-too-many", build(planner__maxIterations=21), "spec.planner.maxIterations",
      "should be less than or equal to 20"),
     ("fanout-count-too-large", build(fanout={"count": 11}), "spec.fanout.count", "should be less than or equal to 10"),

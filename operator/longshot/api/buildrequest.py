@@ -320,8 +320,80 @@ class RetryPolicy(Model):
     """Largest backoff."""
 
 
+Delivery = Literal["push", "pullRequest"]
+ForgeProvider = Literal["github", "gitlab"]
+ForgeMergeMethod = Literal["merge", "squash", "rebase"]
+PullRequestPer = Literal["task", "build"]
+MERGE_RULES: list[JsonValue] = [
+    {
+        "rule": "!has(self.delivery) || self.delivery != 'pullRequest' || has(self.pullRequest)",
+        "message": "spec.merge.delivery pullRequest needs spec.merge.pullRequest (provider, project, tokenSecretRef)",
+        "fieldPath": ".pullRequest",
+        "reason": "FieldValueRequired",
+    },
+]
+PULL_REQUEST_RULES: list[JsonValue] = [
+    {
+        "rule": "self.provider != 'github' || self.project.matches('^[^/]+/[^/]+$')",
+        "message": "spec.merge.pullRequest.project must be owner/name for the github provider",
+        "fieldPath": ".project",
+    },
+    {
+        "rule": f"!has(self.apiUrl) || !self.apiUrl.matches('{USERINFO}')",
+        "message": "spec.merge.pullRequest.apiUrl " + _NO_CREDENTIALS.format(
+            also=" or user@", secret="spec.merge.pullRequest.tokenSecretRef"),
+        "fieldPath": ".apiUrl",
+        "reason": "FieldValueInvalid",
+    },
+]
+
+
+class ForgeToken(Model):
+    """A key of a Secret in the build's namespace holding the forge's API token."""
+
+    name: ObjectName
+    """Name of the Secret (read by the operator only; never given to agents, never logged)."""
+    key: str = Field(default="token", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+    """Key inside the Secret whose value is the token."""
+
+
+class PullRequestSettings(Model):
+    """Delivery through the forge (``spec.merge.delivery: pullRequest``): which forge, which project, which token,
+    and how the forge merges."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": PULL_REQUEST_RULES})
+
+    provider: ForgeProvider = "github"
+    """``github`` (pull requests) or ``gitlab`` (merge requests)."""
+    api_url: str | None = Field(default=None, min_length=1, max_length=2048, pattern=r"^https?://[^\s]+$")
+    """API base address, for example ``https://github.example.com/api/v3`` or ``https://gitlab.example.com/api/v4``;
+    the public ``https://api.github.com`` or ``https://gitlab.com/api/v4`` when unset."""
+    project: str = Field(min_length=1, max_length=512, pattern=ISSUE_REPOSITORY)
+    """The repository on the forge: ``owner/name`` on GitHub; a numeric project id or the ``group/project`` path on
+    GitLab. It must be the repository ``spec.repository.url`` names."""
+    token_secret_ref: ForgeToken
+    """The Secret key with the forge token. It needs to push branches' pull requests, write commit statuses, read
+    reviews and merge (GitHub: pull requests read/write, commit statuses read/write, contents read; GitLab: the
+    ``api`` scope, Developer role or higher on protected branches as they allow)."""
+    per: PullRequestPer = "task"
+    """``task``: one pull request per merged branch (a task's, or its fixer's on the same branch). ``build`` is
+    reserved (not implemented yet: refused by the operator with a condition)."""
+    merge_method: ForgeMergeMethod = "merge"
+    """How the forge merges an approved, mergeable pull request: ``merge``, ``squash`` or ``rebase``."""
+    labels: list[str] = Field(
+        default_factory=list,
+        max_length=20,
+        json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": r"^[^,\n]+$"}},
+    )
+    """Labels put on each pull request when it is opened."""
+    poll_seconds: int = Field(default=30, ge=1, le=3600)
+    """Time between two looks at an open pull request (approvals, mergeability, merged or closed)."""
+
+
 class MergeSettings(Model):
     """How task branches are merged into the base branch."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": MERGE_RULES})
 
     strategy: MergeStrategy = "rebase"
     """``fast-forward``, ``rebase`` or ``merge-commit``."""
@@ -338,6 +410,13 @@ class MergeSettings(Model):
     require_approval: bool = False
     """Hold every MergeJob of this build at ``AwaitingApproval`` until someone sets its ``spec.approved`` to
     true (a hook for GitOps or ChatOps approvals)."""
+    delivery: Delivery = "push"
+    """How a candidate that passed its quality gate lands: ``push`` (the queue pushes the target itself) or
+    ``pullRequest`` (the queue opens a pull request on the forge, posts the gate's result on it as a commit status,
+    waits for the forge's approvals and branch protection, and lands by the forge's merge; see
+    ``merge.pullRequest``)."""
+    pull_request: PullRequestSettings | None = None
+    """The forge to deliver through when ``delivery`` is ``pullRequest``."""
 
 
 class ReconcilerSettings(Model):

@@ -71,6 +71,9 @@ GATES_PASSED = "GatesPassed"
 AWAITING_APPROVAL = "AwaitingApproval"
 """True when the build requires approval (``spec.merge.requireApproval``) and the branch passed its checks: it
 joins no batch until someone sets the MergeJob's ``spec.approved`` to true."""
+AWAITING_FORGE = "AwaitingForge"
+"""True while a candidate that passed its gate waits on the forge (``spec.merge.delivery: pullRequest``): for the
+pull request's approvals, its mergeability under branch protection, or the forge's merge; the message says which."""
 CHECKS_PASSED = "ChecksPassed"
 """The branch passed the per-branch checks before it may join a batch: the secret scan of every commit and,
 for the ``strict`` profile, a reviewer's approval."""
@@ -78,7 +81,7 @@ for the ``strict`` profile, a reviewer's approval."""
 BUILD_REQUEST_TYPES = (READY, STALLED, RECONCILING, PLANNED, PROGRESSING, MERGED, FINALIZED)
 AGENT_TASK_TYPES = (READY, STALLED, RECONCILING, SUCCEEDED, RUNNING, AWAITING_INPUT)
 MERGE_JOB_TYPES = (READY, STALLED, RECONCILING, QUEUED, CHECKS_PASSED, AWAITING_APPROVAL, GATES_PASSED, MERGED,
-                   CONFLICTED)
+                   CONFLICTED, AWAITING_FORGE)
 
 # --- reasons ------------------------------------------------------------------------------------------
 
@@ -164,6 +167,14 @@ REASONS: dict[str, str] = {
     "Watching": "A standing intake (spec.intake) polls its tracker and starts a child build per eligible issue; the "
                 "message counts the eligible issues and the builds.",
     "BuildsRunning": "Child builds of a standing intake are not finished yet.",
+    # delivery through pull requests (docs/merge-queue.md)
+    "AwaitingForge": "The candidate passed its gate and waits on its pull request: approvals, branch protection or "
+                     "the forge's merge (the message says which).",
+    "PullRequestOpened": "The pull request of the branch was opened (or found open) and the gate's status posted.",
+    "MergedOnForge": "The forge merged the pull request (by Longshot, a person or the forge's merge queue).",
+    "ClosedWithoutMerge": "The pull request was closed without merging: the job failed.",
+    "ForgeRefusedMerge": "The forge refused to merge (branch protection, 405/409); the job keeps waiting.",
+    "ForgeError": "A forge API call failed; it is tried again at the next poll.",
 }
 
 

@@ -73,13 +73,27 @@ class BatchStatus(Model):
     """The speculative commit: the base plus the batch's candidates up to this one; what its gate tests."""
 
 
+class PullRequestStatus(Model):
+    """The pull request (GitHub) or merge request (GitLab) the job is delivered through
+    (``spec.merge.delivery: pullRequest``)."""
+
+    number: int = Field(ge=1)
+    """Its number (GitHub) or iid (GitLab) in the project."""
+    url: str | None = Field(default=None, max_length=2048)
+    """Its web page."""
+    head: str | None = Field(default=None, max_length=64)
+    """The head commit the gate's status was posted on."""
+    status_posted: bool = False
+    """The gate's commit status is on ``head``."""
+
+
 class MergeJobStatus(Model):
     """Observed state of the merge, written by the merge queue leader."""
 
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS_SCHEMA_EXTRA)
     """Queued, Merged, Conflicted, Ready and friends."""
     phase: str | None = Field(default=None, max_length=64)
-    """Summary for display: Queued, Testing, Merged, Conflicted, Failed, Superseded."""
+    """Summary for display: Queued, AwaitingApproval, Testing, AwaitingForge, Merged, Conflicted, Failed, Superseded."""
     observed_generation: int | None = Field(default=None, ge=0)
     """The ``metadata.generation`` the operator last acted on."""
     queue_position: int | None = Field(default=None, ge=0)
@@ -104,6 +118,8 @@ class MergeJobStatus(Model):
     """The speculative batch the job is in (phase Testing)."""
     fixer: str | None = Field(default=None, max_length=253)
     """The fixer AgentTask that took the branch over."""
+    pull_request: PullRequestStatus | None = None
+    """The pull request the job is delivered through (phase AwaitingForge), when the build delivers that way."""
 
 
 PENDING_TEXT: Final = "waiting for the operator"

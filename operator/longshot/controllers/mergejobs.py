@@ -1,16 +1,20 @@
 """The MergeJob reconciler, and the translation of ``core.mergejobs`` effects into actions (shared with the
 merge-queue reconciler, which feeds most of a job's events).
 
-A MergeJob's own reconcile writes its first conditions (``Observed``) and notices that the fixer that took its
-branch over has merged (``FixerLanded``); everything else happens in its repository's queue
-(``controllers/mergequeue.py``).
+A MergeJob's own reconcile writes its first conditions (``Observed``), notices that the fixer that took its
+branch over has merged (``FixerLanded``), and polls the pull request of a job delivered through the forge (phase
+``AwaitingForge``: ``core.forge`` decides, ``runtime.forge`` talks to the forge); everything else happens in its
+repository's queue (``controllers/mergequeue.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any, assert_never
 
 from longshot.api import conditions as cond
@@ -20,11 +24,18 @@ from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
 from longshot.core import effects as fx
+from longshot.core import forge as fc
 from longshot.core import gates, manifests, scheduler
 from longshot.core import mergejobs as mj
 from longshot.core.effects import EmitEvent, SetCondition
+from longshot.runtime import forge as rforge
 
 log = logging.getLogger("longshot.mergejobs")
+
+FORGE_TIMEOUT = 15.0
+"""Seconds one forge request may take (connect, each read)."""
+FORGE_MAX_WAIT = 5.0
+"""Longest rate-limit wait slept through in a poll; a longer one requeues the job at the reset."""
 
 
 def job_state(ctx: ctxmod.Context, job: objects.MergeJob, build: objects.BuildRequest) -> mj.JobState:
@@ -34,11 +45,16 @@ def job_state(ctx: ctxmod.Context, job: objects.MergeJob, build: objects.BuildRe
         batch = mj.BatchRef(s.batch.id, s.batch.position, s.batch.base, s.batch.commit)
     phase = s.phase if s.phase in mj.PHASES else mj.QUEUED
     task = ctx.cache.tasks.get((job.namespace, job.task_name))
+    pr = s.pull_request
+    pull = mj.PullRef(pr.number, pr.url or "", pr.head or "", pr.status_posted) if pr is not None else None
+    waiting_on_forge = next((x.message or "" for x in s.conditions if x.type == cond.AWAITING_FORGE), "") \
+        if phase == mj.AWAITING_FORGE else ""
     return mj.JobState(
         name=job.name, task=job.task_name, branch=job.spec.branch, phase=phase,  # type: ignore[arg-type]
         checks=s.checks if s.checks in ("pending", "passed", "failed") else "pending",  # type: ignore[arg-type]
         conflicts=s.conflicts, conflict_base=s.conflict_base, conflicting_files=tuple(s.conflicting_files),
         errors=s.errors, not_before=s.not_before, batch=batch, merged_commit=s.merged_commit, fixer=s.fixer,
+        pull=pull, message=waiting_on_forge,
         priority=job.spec.priority, fix_depth=cachemod.fix_depth(task),
         max_conflict_retries=build.spec.merge.max_conflict_retries,
         fixers_left=max(0, build.spec.merge.max_fixers - ctx.views(build.key).fixers),
@@ -141,9 +157,103 @@ class MergeJobReconciler:
             fixer_job = self.ctx.cache.jobs.get((job.namespace, state.fixer))
             if fixer_job is not None and fixer_job.status.phase in mj.DELIVERED and fixer_job.status.merged_commit:
                 events.append(mj.FixerLanded(fixer_job.status.merged_commit))
+        out: list[ex.Action] = []
+        if state.phase == mj.AWAITING_FORGE and not events:
+            settings = build.spec.merge.pull_request
+            poll = settings.poll_seconds if settings is not None else 60
+            forge_events, again = await self._forge(job, build, state)
+            events += forge_events
+            out.append(ex.Requeue(("MergeJob", job.namespace, job.name),
+                                  again if again is not None else now + timedelta(seconds=poll)))
         if not events:
-            return []
+            return out
         state, effects = decide(job, state, events, now)
         queue = cachemod.queue_name(build, job.spec.target)
-        return actions(job, build, state, effects, now, queue)
+        return [*actions(job, build, state, effects, now, queue), *out]
+
+    # --- delivery through the forge ----------------------------------------------------------------
+
+    async def _forge(self, job: objects.MergeJob, build: objects.BuildRequest,
+                     state: mj.JobState) -> tuple[list[mj.Event], datetime | None]:
+        """One poll of the job's pull request: the MergeJob events, and when to poll again (None: the build's
+        ``pollSeconds``)."""
+        settings = build.spec.merge.pull_request
+        if settings is None:
+            return [mj.ForgeWaiting("ForgeError", "spec.merge.delivery is pullRequest but spec.merge.pullRequest "
+                                                  "is not set; set its provider, project and tokenSecretRef")], None
+        if settings.per != "task":
+            return [mj.ForgeWaiting("ForgeError", "spec.merge.pullRequest.per: build is not implemented yet; set "
+                                                  "per: task (one pull request per merged branch)")], None
+        ref = settings.token_secret_ref
+        data = await asyncio.to_thread(self.ctx.kube.get_secret, job.namespace, ref.name)
+        token = (data or {}).get(ref.key)
+        if not token:
+            return [mj.ForgeWaiting("ForgeError", f"spec.merge.pullRequest.tokenSecretRef: Secret {ref.name!r} in "
+                                                  f"namespace {job.namespace} has no key {ref.key!r}; add the forge "
+                                                  "token under that key")], None
+        ask = fc.Ask(branch=job.spec.branch, target=job.spec.target, commit=job.spec.commit or "",
+                     title=self._title(job, build), body=self._body(job, build), labels=tuple(settings.labels),
+                     merge_method=settings.merge_method)
+        try:
+            return await asyncio.to_thread(self._poll, settings, token, ask, state), None
+        except rforge.RateLimited as e:
+            return ([mj.ForgeWaiting("RateLimited", f"{e}; polled again when the limit resets")],
+                    dt.datetime.fromtimestamp(e.retry_at, tz=dt.UTC))
+        except rforge.ForgeError as e:
+            return [mj.ForgeWaiting("ForgeError", f"{str(e)[:1000]}; tried again at the next poll")], None
+
+    def _poll(self, settings: Any, token: str, ask: fc.Ask, state: mj.JobState) -> list[mj.Event]:
+        """The forge's facts, ``core.forge.decide``, and its effects carried out (in a worker thread)."""
+        pull = state.pull
+        # a poll holds one of the MergeJob workers: short waits, a spent rate limit is a requeue at its reset
+        with rforge.make_forge(settings, token, egress=self.ctx.egress, timeout=FORGE_TIMEOUT,
+                               max_wait=FORGE_MAX_WAIT) as f:
+            facts = f.facts(number=pull.number if pull is not None else None, branch=ask.branch, target=ask.target,
+                            status_posted_on=pull.head if pull is not None and pull.status_posted else "")
+            if facts.exists:
+                pull = mj.PullRef(facts.number, facts.url, facts.head,
+                                  facts.status_posted or (pull is not None and pull.status_posted
+                                                          and pull.head == facts.head))
+            events: list[mj.Event] = []
+            for e in fc.decide(ask, facts):
+                match e:
+                    case fc.OpenPull():
+                        opened = f.open_pull(e.branch, e.target, e.title, e.body, e.labels)
+                        pull = mj.PullRef(opened.number, opened.url, opened.head or ask.commit)
+                    case fc.PostStatus():
+                        f.post_status(e.sha, e.state, e.description)
+                        if pull is not None:
+                            pull = replace(pull, head=e.sha, status_posted=True)
+                    case fc.Merge():
+                        result = f.merge(e.number, e.method, e.sha)
+                        events.append(self._event(fc.merge_outcome(e.number, result.merged, result.commit,
+                                                                   result.message), pull))
+                    case fc.Wait() | fc.Landed() | fc.Fail() | fc.RequestChanges():
+                        events.append(self._event(e, pull))
+        return events
+
+    @staticmethod
+    def _event(e: fc.Effect, pull: mj.PullRef | None) -> mj.Event:
+        match e:
+            case fc.Wait():
+                return mj.ForgeWaiting(e.reason, e.message, pull)
+            case fc.Landed():
+                return mj.ForgeMerged(e.commit, e.message)
+            case fc.Fail():
+                return mj.ForgeClosed(e.reason, e.message)
+            case fc.RequestChanges():
+                return mj.ChangesRequested(f"{e.reviewer} (on the pull request)", e.reasons)
+        raise ValueError(f"{type(e).__name__} is carried out, not an event")
+
+    def _title(self, job: objects.MergeJob, build: objects.BuildRequest) -> str:
+        task = self.ctx.cache.tasks.get((job.namespace, job.task_name))
+        first = (task.spec.description.strip().splitlines() or [""])[0] if task is not None else ""
+        return f"[longshot] {job.task_name}: {first}"[:200].rstrip(": ")
+
+    def _body(self, job: objects.MergeJob, build: objects.BuildRequest) -> str:
+        task = self.ctx.cache.tasks.get((job.namespace, job.task_name))
+        description = task.spec.description[:4000] if task is not None else ""
+        return (f"{description}\n\n---\nOpened by Longshot for BuildRequest {build.namespace}/{build.name}, task "
+                f"{job.task_name} (MergeJob {job.name}). Its quality gate passed as it would land (status "
+                f"`{fc.GATE_CONTEXT}`). Approve to merge; request changes to send a fixer to this branch.")
 

@@ -405,6 +405,19 @@ class QueueReconciler:
                     if isinstance(m, q.JoinBatch):
                         batch_build[m.batch_id] = jobs[m.name][1]
                     self._job_event_of(m, add, out, jobs, batch_build, now, name)
+            elif isinstance(e, q.Land) and jobs[e.members[0]][1].spec.merge.delivery == "pullRequest":
+                # delivery through the forge: the tested candidates go to their pull requests, the target stays
+                build = jobs[e.members[0]][1]
+                for n in e.members:
+                    job = jobs[n][0]
+                    if job.spec.commit:
+                        await asyncio.to_thread(speculate.push_branch, w, job.spec.branch, job.spec.commit)
+                    add(n, mj.HandedToForge(job.spec.commit or e.commit))
+                    out.append(ex.Requeue(("MergeJob", job.namespace, job.name), now))
+                positions = [c.position or 0 for c in state.candidates if c.batch_id == e.batch_id]
+                out.append(ex.Call(functools.partial(speculate.cleanup, w, build.namespace, build.name, e.batch_id,
+                                                     positions),
+                                   "delete the batch's queue branches"))
             elif isinstance(e, q.Land):
                 build = jobs[e.members[0]][1]
                 took = 0.0

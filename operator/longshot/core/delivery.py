@@ -69,7 +69,8 @@ def terminal(job: JobFacts) -> bool:
 
 def undeliverable(job: JobFacts, fixer_of: Callable[[str], FixerFacts | None], depth: int = 0) -> bool:
     """The job finished without merging and nothing will carry it any more (see the table above)."""
-    if job.phase in mj.DELIVERED or job.phase in (None, mj.QUEUED, mj.TESTING, mj.AWAITING_APPROVAL):
+    if job.phase in mj.DELIVERED or job.phase in (None, mj.QUEUED, mj.TESTING, mj.AWAITING_APPROVAL,
+                                                  mj.AWAITING_FORGE):
         return False
     if job.phase == mj.CONFLICTED and not terminal(job):
         return False

@@ -19,6 +19,14 @@ Phases::
     Failed (a fixer took the branch over) --FixerLanded--> Superseded
     Conflicted/Failed --Retry (finalization)--> Queued
 
+Delivery through the forge (``spec.merge.delivery: pullRequest``, decisions in :mod:`longshot.core.forge`)::
+
+    Testing --HandedToForge (its batch passed the gate)--> AwaitingForge --ForgeWaiting--> AwaitingForge
+    AwaitingForge --ForgeMerged (by Longshot, a person or the forge's merge queue)--> Merged
+                  |--ForgeClosed (closed without merge)--> Failed (ClosedWithoutMerge, no fixer)
+                  |--ChangesRequested (a review on the tested commit)--> Failed (a fixer takes the branch over;
+                                                                        its commits update the same pull request)
+
 Every failure leads to a fix: a conflict after its retries, a quality gate that the candidate broke (the
 failing command's output goes to the fixer), a reviewer's changes-requested and a secret found in a commit
 each create a fixer AgentTask on the same branch, scoped and described by the failure, while the build has
@@ -41,15 +49,17 @@ from longshot.core import effects, names
 from longshot.core import scope as scopemod
 from longshot.core.effects import EmitEvent, SetCondition
 
-Phase = Literal["Queued", "AwaitingApproval", "Testing", "Merged", "Conflicted", "Failed", "Superseded"]
+Phase = Literal["Queued", "AwaitingApproval", "Testing", "AwaitingForge", "Merged", "Conflicted", "Failed",
+                "Superseded"]
 QUEUED: Final = "Queued"
 AWAITING_APPROVAL: Final = "AwaitingApproval"
 TESTING: Final = "Testing"
+AWAITING_FORGE: Final = "AwaitingForge"
 MERGED: Final = "Merged"
 CONFLICTED: Final = "Conflicted"
 FAILED: Final = "Failed"
 SUPERSEDED: Final = "Superseded"
-PHASES: Final = (QUEUED, AWAITING_APPROVAL, TESTING, MERGED, CONFLICTED, FAILED, SUPERSEDED)
+PHASES: Final = (QUEUED, AWAITING_APPROVAL, TESTING, AWAITING_FORGE, MERGED, CONFLICTED, FAILED, SUPERSEDED)
 DELIVERED: Final = frozenset({MERGED, SUPERSEDED})
 
 MAX_FIX_DEPTH: Final = 2
@@ -83,6 +93,20 @@ class BatchRef:
 
 
 @dataclass(frozen=True)
+class PullRef:
+    """The pull request a job is delivered through (``status.pullRequest``)."""
+
+    number: int
+    url: str = ""
+    head: str = ""
+    status_posted: bool = False
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"number": self.number, "url": self.url or None, "head": self.head or None,
+                "statusPosted": self.status_posted}
+
+
+@dataclass(frozen=True)
 class JobState:
     """What the decider knows about one MergeJob (rebuilt from its status and its build's limits)."""
 
@@ -102,6 +126,8 @@ class JobState:
     merged_commit: str | None = None
     fixer: str | None = None
     """The fixer AgentTask that took the branch over."""
+    pull: PullRef | None = None
+    """The pull request it is delivered through (phase AwaitingForge)."""
     message: str = ""
     """The last outcome, for people."""
     # limits and context
@@ -147,6 +173,7 @@ class JobState:
             "mergedCommit": self.merged_commit,
             "fixer": self.fixer,
             "conflictingFiles": list(self.conflicting_files[:10_000]),
+            "pullRequest": self.pull.to_wire() if self.pull else None,
         }
 
 
@@ -287,9 +314,44 @@ class Retry:
     why: str
 
 
+@dataclass(frozen=True)
+class HandedToForge:
+    """The job's batch passed its quality gate and the build delivers through pull requests: instead of pushing the
+    target, the job waits on its pull request (``core.forge``)."""
+
+    commit: str
+    """The commit the gate tested as it would land."""
+
+
+@dataclass(frozen=True)
+class ForgeWaiting:
+    """A poll of the pull request: still waiting (``reason``/``message`` for the ``AwaitingForge`` condition);
+    ``pull`` is what is known of the pull request now."""
+
+    reason: str
+    message: str
+    pull: PullRef | None = None
+
+
+@dataclass(frozen=True)
+class ForgeMerged:
+    """The forge merged the pull request; the target holds ``commit``."""
+
+    commit: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ForgeClosed:
+    """The pull request was closed without merging."""
+
+    reason: str
+    message: str
+
+
 Event = (Observed | ChecksPassed | Reviewing | SecretFound | ScanTimedOut | ChangesRequested | BatchJoined | Requeued
          | Landed         | Conflict | TargetMoved | TargetIdle | Evicted | Error | FixerLanded | Retry | Approved
-         | DependenciesPending | DependencyFailed)
+         | DependenciesPending | DependencyFailed | HandedToForge | ForgeWaiting | ForgeMerged | ForgeClosed)
 
 # --- effects -----------------------------------------------------------------------------------------
 
@@ -655,6 +717,52 @@ def _fixer_landed(state: JobState, event: FixerLanded, now: datetime) -> Result:
     ]
 
 
+def _handed_to_forge(state: JobState, event: HandedToForge, now: datetime) -> Result:
+    text = "the candidate passed its quality gate as it would land; opening its pull request on the forge"
+    return replace(state, phase=AWAITING_FORGE, batch=None, message=text), [
+        RecordTry("GatesPassed", text),
+        SetCondition(c.QUEUED, c.FALSE, "AwaitingForge", text),
+        SetCondition(c.GATES_PASSED, c.TRUE, "AwaitingForge", "the candidate passed its quality gate as it would land"),
+        SetCondition(c.AWAITING_FORGE, c.TRUE, "AwaitingForge", text),
+        *_on_its_way("AwaitingForge", text),
+        EmitEvent("Normal", "AwaitingForge", text),
+    ]
+
+
+def _forge_waiting(state: JobState, event: ForgeWaiting, now: datetime) -> Result:
+    pull = event.pull or state.pull
+    if state.message == event.message and pull == state.pull:
+        return state, []
+    new = replace(state, pull=pull, message=event.message)
+    effects: list[Effect] = [SetCondition(c.AWAITING_FORGE, c.TRUE, event.reason, event.message),
+                             *_on_its_way(event.reason, event.message)]
+    if event.message != state.message:
+        effects.append(EmitEvent("Warning" if event.reason == "ForgeError" else "Normal", event.reason,
+                                 event.message))
+    return new, effects
+
+
+def _forge_merged(state: JobState, event: ForgeMerged, now: datetime) -> Result:
+    new, effects = _landed(state, Landed(event.commit), now)
+    return replace(new, message=event.message), [
+        *(replace(e, reason="MergedOnForge", message=event.message) if isinstance(e, SetCondition | EmitEvent)
+          and e.reason == "MergeSucceeded" else e for e in effects),
+        SetCondition(c.AWAITING_FORGE, c.FALSE, "MergedOnForge", event.message),
+    ]
+
+
+def _forge_closed(state: JobState, event: ForgeClosed, now: datetime) -> Result:
+    # a person closed it: finalization does not retry it (checks failed), nor does anything else
+    new, effects = _fail(replace(state, checks="failed"), event.reason, event.message, fix=None)
+    return new, [SetCondition(c.AWAITING_FORGE, c.FALSE, event.reason, event.message), *effects]
+
+
+def _forge_changes_requested(state: JobState, event: ChangesRequested, now: datetime) -> Result:
+    new, effects = _changes_requested(state, event, now)
+    return new, [SetCondition(c.AWAITING_FORGE, c.FALSE, "ChangesRequested",
+                              f"{event.reviewer} requested changes on the pull request"), *effects]
+
+
 # --- the table ---------------------------------------------------------------------------------------
 
 _COMMON: Final[Mapping[type, Handler]] = {Observed: _observed, Error: _error}
@@ -693,6 +801,15 @@ TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
     (TESTING, Conflict): _conflict,
     (TESTING, TargetMoved): _ignore,
     (TESTING, Retry): _ignore,
+    (TESTING, HandedToForge): _handed_to_forge,
+
+    (AWAITING_FORGE, ForgeWaiting): _forge_waiting,
+    (AWAITING_FORGE, ForgeMerged): _forge_merged,
+    (AWAITING_FORGE, Landed): _landed,
+    (AWAITING_FORGE, ForgeClosed): _forge_closed,
+    (AWAITING_FORGE, ChangesRequested): _forge_changes_requested,
+    (AWAITING_FORGE, HandedToForge): _ignore,
+    **{(AWAITING_FORGE, ev): _ignore for ev in (Observed, Error, TargetMoved, TargetIdle, Retry, Requeued)},
 
     (CONFLICTED, Observed): _observed,
     (CONFLICTED, Error): _ignore,
@@ -713,7 +830,10 @@ TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
     (FAILED, FixerLanded): _fixer_landed,
 
     **{(MERGED, ev): _ignore for ev in (Observed, TargetMoved, TargetIdle, Retry, Requeued, Landed, Error,
-                                         FixerLanded, ChecksPassed, Approved)},
+                                         FixerLanded, ChecksPassed, Approved, ForgeWaiting, ForgeMerged,
+                                         HandedToForge)},
+    (FAILED, ForgeWaiting): _ignore,
+    (FAILED, ForgeClosed): _ignore,
     **{(SUPERSEDED, ev): _ignore for ev in (Observed, TargetMoved, TargetIdle, Retry, Requeued, Landed, Error,
                                             FixerLanded)},
 }

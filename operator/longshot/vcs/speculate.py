@@ -430,6 +430,17 @@ def land(w: ws.Workspace, target: str, base: str, commit: str, queue_branch_: st
     raise ws.GitError(f"push to {target} refused: {detail}")
 
 
+def push_branch(w: ws.Workspace, branch: str, commit: str) -> None:
+    """Make sure the server's ``branch`` holds ``commit`` (delivery through a pull request: the branch is its head).
+    A fast-forward push; nothing when it already does, and nothing forced over a branch that moved on (a fixer
+    pushed to it: its own MergeJob takes the pull request from there)."""
+    with w.locked():
+        w.ensure()
+        if not w.has_commit(commit):
+            w.git("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "origin", commit, check=False)
+        w.git("push", "--quiet", "--no-verify", "origin", f"{commit}:refs/heads/{branch}", check=False)
+
+
 def cleanup(w: ws.Workspace, namespace: str, build: str, batch_id: str, positions: Sequence[int]) -> None:
     """Delete the batch's queue branches (best effort)."""
     specs = [f":refs/heads/{queue_branch(namespace, build, batch_id, p)}" for p in positions]

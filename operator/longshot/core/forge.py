@@ -1,0 +1,227 @@
+"""Delivery through the forge (``spec.merge.delivery: pullRequest``): what to do with a candidate's pull request.
+``decide(ask, facts) -> effects``. Pure: the shell (``controllers/mergejobs.py`` with ``runtime/forge.py``) reads
+the pull request's facts from the forge, carries the effects out, and turns the outcome into MergeJob events
+(``core.mergejobs``: ``ForgeWaiting``, ``ForgeMerged``, ``ForgeClosed``, ``ChangesRequested``).
+
+The candidate passed its quality gate as it would land (the speculative queue tested it); instead of pushing the
+target, the queue hands the job to the forge (MergeJob phase ``AwaitingForge``). Each poll of the job:
+
+====== ======== ====== ============= ===================================== ========== ===========================
+exists state    merged status on     reviews (latest per reviewer)         mergeable  effects
+              head
+====== ======== ====== ============= ===================================== ========== ===========================
+no     -        -      -             -                                     -          OpenPull, Wait(opened)
+yes    closed   yes    -             -                                     -          Landed(merge commit)
+yes    closed   no     -             -                                     -          Fail(ClosedWithoutMerge)
+yes    open     -      no            -                                     -          PostStatus, then the rows below
+yes    open     -      -             changes requested on the tested head  -          RequestChanges (a fixer)
+yes    open     -      -             fewer approvals than required         -          Wait(approvals)
+yes    open     -      -             approved                              no         Wait(not mergeable: state)
+yes    open     -      -             approved                              unknown    Wait(forge computing)
+yes    open     -      -             approved                              yes        Merge(method, tested sha)
+====== ======== ====== ============= ===================================== ========== ===========================
+
+A merge the forge refuses (405 or 409: branch protection, a required check, the head moved past the tested commit)
+keeps the job waiting with the forge's message (:func:`merge_outcome`); a merge it accepts lands the job with the
+merge commit. A pull request merged on the forge by anyone (a person, the forge's merge queue) lands it too. A
+changes-requested review counts only on the commit the gate tested: after a fixer pushed, the old review is stale
+and the pull request waits for a new review. The merge names the tested commit (``sha``), so the forge never
+merges a head Longshot did not test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+GATE_CONTEXT: Final = "longshot/gate"
+"""The commit status context Longshot posts the gate's result under."""
+MAX_REVIEW_TEXT: Final = 4000
+"""Longest review body or comment carried into a fixer's description."""
+MAX_REVIEW_COMMENTS: Final = 20
+
+PullState = Literal["open", "closed"]
+ReviewState = Literal["APPROVED", "CHANGES_REQUESTED", "COMMENTED", "DISMISSED", "PENDING"]
+
+
+@dataclass(frozen=True)
+class Review:
+    """One submitted review, in the order the forge lists them."""
+
+    user: str
+    state: str
+    body: str = ""
+    commit: str = ""
+    """The head commit the review was given on."""
+    comments: tuple[str, ...] = ()
+    """Its inline comments (``path:line: text``), for a changes-requested review."""
+    id: int = 0
+
+
+@dataclass(frozen=True)
+class PullFacts:
+    """What the forge says about the pull request whose head is the candidate's branch."""
+
+    exists: bool
+    number: int = 0
+    url: str = ""
+    state: PullState = "open"
+    merged: bool = False
+    merge_commit: str | None = None
+    head: str = ""
+    """The pull request's head commit."""
+    mergeable: bool | None = None
+    """None: the forge is still computing it."""
+    mergeable_state: str = ""
+    reviews: tuple[Review, ...] = ()
+    status_posted: bool = False
+    """Longshot's gate status is on :attr:`head` already."""
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What the job wants from the forge."""
+
+    branch: str
+    """The candidate's branch: the pull request's head."""
+    target: str
+    """The pull request's base."""
+    commit: str
+    """The commit the gate tested (the branch head the MergeJob names)."""
+    title: str
+    body: str
+    labels: tuple[str, ...] = ()
+    merge_method: str = "merge"
+    approvals_required: int = 1
+
+
+# --- effects -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpenPull:
+    branch: str
+    target: str
+    title: str
+    body: str
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PostStatus:
+    """Post the gate's result on ``sha`` (context :data:`GATE_CONTEXT`)."""
+
+    sha: str
+    state: Literal["success", "failure", "pending"]
+    description: str
+
+
+@dataclass(frozen=True)
+class Merge:
+    """Ask the forge to merge pull request ``number`` with ``method``, only if its head still is ``sha``."""
+
+    number: int
+    method: str
+    sha: str
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Keep waiting; ``reason`` and ``message`` go on the job's ``AwaitingForge`` condition."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Landed:
+    """The forge merged the pull request: the target holds ``commit``."""
+
+    commit: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Fail:
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class RequestChanges:
+    """A reviewer asked for changes on the tested commit: a fixer gets ``reasons`` (body and comments)."""
+
+    reviewer: str
+    reasons: tuple[str, ...]
+
+
+Effect = OpenPull | PostStatus | Merge | Wait | Landed | Fail | RequestChanges
+
+
+# --- the decision ------------------------------------------------------------------------------------
+
+
+def latest_reviews(reviews: Sequence[Review]) -> dict[str, Review]:
+    """Each reviewer's latest review that decides something (approved, changes requested or dismissed); comments
+    change no one's verdict, as on GitHub."""
+    out: dict[str, Review] = {}
+    for r in reviews:
+        if r.state in ("APPROVED", "CHANGES_REQUESTED", "DISMISSED"):
+            out[r.user] = r
+    return out
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_REVIEW_TEXT else text[: MAX_REVIEW_TEXT - 6] + " [...]"
+
+
+def decide(ask: Ask, facts: PullFacts) -> list[Effect]:
+    """The effects for one poll (see the table in the module docstring)."""
+    if not facts.exists:
+        return [OpenPull(ask.branch, ask.target, ask.title, ask.body, ask.labels),
+                PostStatus(ask.commit, "success", "the quality gate passed as it would land"),
+                Wait("PullRequestOpened", f"opened a pull request from {ask.branch} to {ask.target}; waiting for "
+                                          "its reviews")]
+    where = f"pull request #{facts.number}"
+    if facts.state == "closed" or facts.merged:
+        if facts.merged and facts.merge_commit:
+            return [Landed(facts.merge_commit, f"{where} was merged on the forge as {facts.merge_commit[:12]}")]
+        if facts.merged:
+            return [Wait("AwaitingForge", f"{where} is merged; waiting for the forge to name its merge commit")]
+        return [Fail("ClosedWithoutMerge", f"{where} was closed without merging")]
+    out: list[Effect] = []
+    if not facts.status_posted and facts.head == ask.commit:
+        out.append(PostStatus(ask.commit, "success", "the quality gate passed as it would land"))
+    if facts.head and facts.head != ask.commit:
+        return [*out, Wait("AwaitingForge", f"{where}'s head {facts.head[:12]} is not the tested commit "
+                                            f"{ask.commit[:12]}; waiting for its own MergeJob or a person")]
+    latest = latest_reviews(facts.reviews)
+    asking = [r for r in latest.values() if r.state == "CHANGES_REQUESTED" and r.commit == ask.commit]
+    if asking:
+        r = asking[0]
+        reasons = tuple(_cut(x) for x in (r.body, *r.comments[:MAX_REVIEW_COMMENTS]) if x.strip())
+        return [*out, RequestChanges(r.user, reasons or ("(the review gave no text)",))]
+    approvals = sum(1 for r in latest.values() if r.state == "APPROVED")
+    stale = [r.user for r in latest.values() if r.state == "CHANGES_REQUESTED"]
+    if approvals < ask.approvals_required or stale:
+        why = (f"{', '.join(sorted(stale)[:5])} asked for changes on an earlier commit; " if stale else "")
+        return [*out, Wait("AwaitingForge", f"{where}: {why}waiting for approval ({approvals} of "
+                                            f"{ask.approvals_required})")]
+    if facts.mergeable is None:
+        return [*out, Wait("AwaitingForge", f"{where} is approved; the forge is still computing its mergeability")]
+    if not facts.mergeable:
+        return [*out, Wait("AwaitingForge", f"{where} is approved but not mergeable "
+                                            f"({facts.mergeable_state or 'no reason given'})")]
+    return [*out, Merge(facts.number, ask.merge_method, ask.commit)]
+
+
+def merge_outcome(number: int, merged: bool, commit: str | None, message: str) -> Effect:
+    """What a merge request's answer means: merged (with its commit), or refused by the forge (405/409: branch
+    protection, required checks, a moved head) -- keep waiting with the forge's own words."""
+    where = f"pull request #{number}"
+    if merged and commit:
+        return Landed(commit, f"{where} merged by the forge as {commit[:12]}")
+    if merged:
+        return Wait("AwaitingForge", f"{where} merged; waiting for the forge to name its merge commit")
+    return Wait("ForgeRefusedMerge", f"the forge refused to merge {where}: {message[:500] or 'no reason given'}")

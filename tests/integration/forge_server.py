@@ -1,0 +1,373 @@
+"""A local forge speaking the subset of GitHub's pull-request API that Longshot's delivery through pull requests
+uses, over real git: each project is a bare repository on disk (``sample_repo.make``), a pull request's head is
+whatever its branch points at there, and a merge really merges (``git merge-tree``, ``commit-tree``,
+``update-ref``) the head into the base branch.
+
+Served under ``/github`` (the API base a client is given), token in ``Authorization: Bearer``:
+
+* ``GET /repos/{o}/{r}/pulls`` (``state``, ``head`` = ``owner:branch``, ``base``), ``POST /repos/{o}/{r}/pulls``;
+* ``GET /repos/{o}/{r}/pulls/{n}`` (``state``, ``merged``, ``merge_commit_sha``, ``head.sha``, ``mergeable``,
+  ``mergeable_state``);
+* ``GET /repos/{o}/{r}/pulls/{n}/reviews``, ``GET .../reviews/{id}/comments``;
+* ``PUT /repos/{o}/{r}/pulls/{n}/merge`` (``merge_method``, ``sha``): with branch protection on (the default), 405
+  until an approving review is the latest word of some reviewer and no changes-requested review stands; 409 when
+  ``sha`` is not the head; 405 when the head does not merge cleanly;
+* ``POST /repos/{o}/{r}/statuses/{sha}``, ``GET /repos/{o}/{r}/commits/{sha}/statuses``;
+* ``POST /repos/{o}/{r}/issues/{n}/labels``.
+
+and of GitLab's merge-request API under ``/gitlab/api/v4`` (token in ``PRIVATE-TOKEN``; ``{id}`` the URL-encoded
+path): ``GET``/``POST /projects/{id}/merge_requests`` (``state=opened``, ``source_branch``, ``target_branch``),
+``GET /projects/{id}/merge_requests/{iid}`` (``state`` opened/closed/merged, ``sha``, ``merge_commit_sha``,
+``detailed_merge_status``), ``GET .../approvals`` (``approved_by``), ``PUT .../merge`` (``sha``, ``squash``; 405
+until approved, 409 on a moved head, 406 on a conflict), ``POST /projects/{id}/statuses/{sha}`` (``state``,
+``name``). An approval is :meth:`ForgeServer.review` with ``APPROVED``.
+
+The test drives the rest: :meth:`ForgeServer.review` (an approval or a changes-requested review, with inline
+comments), :meth:`ForgeServer.merge_as_human`, :meth:`ForgeServer.close`. Every request is recorded
+(``tracker_server.Request``). The issue API stays in ``tracker_server.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from tracker_server import Request
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "forge", "GIT_AUTHOR_EMAIL": "forge@example.com", "GIT_COMMITTER_NAME": "forge",
+           "GIT_COMMITTER_EMAIL": "forge@example.com", "PATH": "/usr/bin:/bin"}
+
+
+@dataclass
+class Pull:
+    number: int
+    head: str
+    base: str
+    title: str
+    body: str = ""
+    state: str = "open"
+    merged: bool = False
+    merge_commit: str | None = None
+    merged_by: str | None = None
+    labels: list[str] = field(default_factory=list)
+    reviews: list[dict[str, Any]] = field(default_factory=list)
+    comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+@dataclass
+class Repo:
+    path: str
+    git_dir: Path
+    pulls: dict[int, Pull] = field(default_factory=dict)
+    statuses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+class ForgeServer:
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.repos: dict[str, Repo] = {}
+        self.requests: list[Request] = []
+        self.protected = True
+        """Branch protection: approvals required, no changes requested standing."""
+        self.required_approvals = 1
+        self.lock = threading.RLock()
+        self._next = 1
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+
+    # --- set-up and the test's hand ----------------------------------------------------------------
+
+    @property
+    def github_url(self) -> str:
+        return f"http://127.0.0.1:{self._http.server_address[1]}/github"
+
+    @property
+    def gitlab_url(self) -> str:
+        return f"http://127.0.0.1:{self._http.server_address[1]}/gitlab/api/v4"
+
+    def repo(self, path: str, url: str) -> Repo:
+        """Serve the bare repository at ``url`` (``file://...``) as project ``path`` (``owner/name``)."""
+        repo = Repo(path, Path(url.removeprefix("file://")))
+        self.repos[path] = repo
+        return repo
+
+    def pulls(self, path: str) -> list[Pull]:
+        with self.lock:
+            return list(self.repos[path].pulls.values())
+
+    def head_of(self, path: str, ref: str) -> str | None:
+        r = self._git(self.repos[path], "rev-parse", "--verify", "-q", f"refs/heads/{ref}^{{commit}}", check=False)
+        return r.stdout.strip() or None
+
+    def review(self, path: str, number: int, state: str, body: str = "", *, user: str = "alice",
+               comments: list[dict[str, Any]] | None = None) -> None:
+        """Submit a review on the pull request's current head (``APPROVED``, ``CHANGES_REQUESTED``, ``COMMENTED``)."""
+        with self.lock:
+            repo = self.repos[path]
+            pull = repo.pulls[number]
+            rid = 100 + sum(len(p.reviews) for p in repo.pulls.values()) + 1
+            pull.reviews.append({"id": rid, "user": {"login": user}, "state": state, "body": body,
+                                 "commit_id": self.head_of(path, pull.head)})
+            pull.comments[rid] = [{"pull_request_review_id": rid, **c} for c in comments or []]
+
+    def merge_as_human(self, path: str, number: int) -> str:
+        """A person presses the merge button (branch protection binds Longshot's token, not an admin)."""
+        with self.lock:
+            status, payload = self._merge(self.repos[path], number, "merge", None, admin=True)
+            assert status == 200, payload
+            return str(payload["sha"])
+
+    def close(self, path: str, number: int) -> None:
+        with self.lock:
+            self.repos[path].pulls[number].state = "closed"
+
+    def statuses_of(self, path: str, sha: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.repos[path].statuses.get(sha, []))
+
+    # --- serving ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                server._serve(self, "GET")
+
+            def do_POST(self) -> None:
+                server._serve(self, "POST")
+
+            def do_PUT(self) -> None:
+                server._serve(self, "PUT")
+
+        return Handler
+
+    def _serve(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        parts = urllib.parse.urlsplit(h.path)
+        query = dict(urllib.parse.parse_qsl(parts.query))
+        length = int(h.headers.get("content-length") or 0)
+        raw = h.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        with self.lock:
+            self.requests.append(Request(method, parts.path, query, {k.lower(): v for k, v in h.headers.items()},
+                                         body))
+            status, payload = self._answer(method, parts.path, query, h.headers, body)
+        data = json.dumps(payload).encode()
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
+    def _answer(self, method: str, path: str, query: dict[str, str], headers: Any, body: Any) -> tuple[int, Any]:
+        if path.startswith("/gitlab/api/v4/"):
+            return self._gitlab(method, path.removeprefix("/gitlab/api/v4/"), query, headers, body)
+        if not path.startswith("/github/"):
+            return 404, {"message": "Not Found"}
+        if (headers.get("authorization") or "").removeprefix("Bearer ") != self.token:
+            return 401, {"message": "Bad credentials"}
+        p = path.removeprefix("/github/").strip("/").split("/")
+        if len(p) < 4 or p[0] != "repos" or f"{p[1]}/{p[2]}" not in self.repos:
+            return 404, {"message": "Not Found"}
+        repo = self.repos[f"{p[1]}/{p[2]}"]
+        rest = p[3:]
+        if rest == ["pulls"] and method == "GET":
+            state = query.get("state", "open")
+            head = query.get("head", "")
+            owner, _, branch = head.partition(":")
+            found = [self._wire(repo, x) for x in repo.pulls.values()
+                     if (state == "all" or x.state == state) and (not head or (owner == p[1] and x.head == branch))
+                     and (not query.get("base") or x.base == query["base"])]
+            return 200, found
+        if rest == ["pulls"] and method == "POST":
+            if not isinstance(body, dict) or not body.get("head") or not body.get("base") or not body.get("title"):
+                return 422, {"message": "Validation Failed"}
+            if self.head_of(repo.path, body["head"]) is None:
+                return 422, {"message": "Validation Failed: head does not exist"}
+            if any(x.head == body["head"] and x.base == body["base"] and x.state == "open"
+                   for x in repo.pulls.values()):
+                return 422, {"message": f"A pull request already exists for {p[1]}:{body['head']}."}
+            number = self._next
+            self._next += 1
+            repo.pulls[number] = Pull(number, body["head"], body["base"], body["title"], body.get("body") or "")
+            return 201, self._wire(repo, repo.pulls[number])
+        if len(rest) >= 2 and rest[0] == "pulls" and rest[1].isdigit():
+            pull = repo.pulls.get(int(rest[1]))
+            if pull is None:
+                return 404, {"message": "Not Found"}
+            if rest[2:] == [] and method == "GET":
+                return 200, self._wire(repo, pull)
+            if rest[2:] == ["reviews"] and method == "GET":
+                return 200, list(pull.reviews)
+            if len(rest) == 5 and rest[2] == "reviews" and rest[4] == "comments" and rest[3].isdigit():
+                return 200, list(pull.comments.get(int(rest[3]), []))
+            if rest[2:] == ["merge"] and method == "PUT":
+                body = body if isinstance(body, dict) else {}
+                return self._merge(repo, pull.number, body.get("merge_method", "merge"), body.get("sha"))
+        if len(rest) == 2 and rest[0] == "statuses" and method == "POST":
+            if not isinstance(body, dict) or body.get("state") not in ("success", "failure", "error", "pending"):
+                return 422, {"message": "Validation Failed"}
+            repo.statuses.setdefault(rest[1], []).append(dict(body))
+            return 201, {"id": len(repo.statuses[rest[1]]), **body}
+        if len(rest) == 3 and rest[0] == "commits" and rest[2] == "statuses" and method == "GET":
+            return 200, list(reversed(repo.statuses.get(rest[1], [])))
+        if len(rest) == 3 and rest[0] == "issues" and rest[2] == "labels" and method == "POST" and rest[1].isdigit():
+            pull = repo.pulls.get(int(rest[1]))
+            if pull is None:
+                return 404, {"message": "Not Found"}
+            pull.labels += [str(x) for x in (body or {}).get("labels", [])]
+            return 200, [{"name": x} for x in pull.labels]
+        return 404, {"message": "Not Found"}
+
+    def _gitlab(self, method: str, path: str, query: dict[str, str], headers: Any, body: Any) -> tuple[int, Any]:
+        if (headers.get("private-token") or "") != self.token:
+            return 401, {"message": "401 Unauthorized"}
+        p = path.strip("/").split("/")
+        repo = self.repos.get(urllib.parse.unquote(p[1])) if len(p) >= 3 and p[0] == "projects" else None
+        if repo is None:
+            return 404, {"message": "404 Project Not Found"}
+        rest = p[2:]
+        if rest == ["merge_requests"] and method == "GET":
+            state = {"opened": "open", "closed": "closed"}.get(query.get("state", "opened"), "open")
+            return 200, [self._gitlab_wire(repo, x) for x in repo.pulls.values()
+                         if x.state == state and not x.merged
+                         and x.head == query.get("source_branch", x.head) and x.base == query.get("target_branch",
+                                                                                                  x.base)]
+        if rest == ["merge_requests"] and method == "POST":
+            if not isinstance(body, dict) or not body.get("source_branch") or not body.get("target_branch"):
+                return 400, {"message": "source_branch is missing"}
+            if any(x.head == body["source_branch"] and x.state == "open" for x in repo.pulls.values()):
+                return 409, {"message": ["Another open merge request already exists for this source branch"]}
+            number = self._next
+            self._next += 1
+            pull = Pull(number, body["source_branch"], body["target_branch"], body.get("title") or "",
+                        body.get("description") or "",
+                        labels=[x for x in str(body.get("labels") or "").split(",") if x])
+            repo.pulls[number] = pull
+            return 201, self._gitlab_wire(repo, pull)
+        if len(rest) >= 2 and rest[0] == "merge_requests" and rest[1].isdigit():
+            pull = repo.pulls.get(int(rest[1]))
+            if pull is None:
+                return 404, {"message": "404 Not found"}
+            if rest[2:] == [] and method == "GET":
+                return 200, self._gitlab_wire(repo, pull)
+            if rest[2:] == ["approvals"] and method == "GET":
+                return 200, {"approved": self._approved(pull), "approved_by": [
+                    {"user": {"username": r["user"]["login"]}} for r in pull.reviews if r["state"] == "APPROVED"]}
+            if rest[2:] == ["merge"] and method == "PUT":
+                body = body if isinstance(body, dict) else {}
+                status, payload = self._merge(repo, pull.number, "squash" if body.get("squash") else "merge",
+                                              body.get("sha"))
+                if status == 200:
+                    return 200, self._gitlab_wire(repo, pull)
+                if status == 405 and "not mergeable" in str(payload):
+                    return 406, {"message": "Branch cannot be merged"}
+                return status, {"message": f"{status} {payload['message']}"}
+        if len(rest) == 2 and rest[0] == "statuses" and method == "POST":
+            if not isinstance(body, dict) or body.get("state") not in ("pending", "running", "success", "failed",
+                                                                        "canceled"):
+                return 400, {"message": "state is invalid"}
+            repo.statuses.setdefault(rest[1], []).append({**body, "context": body.get("name")})
+            return 201, {"id": len(repo.statuses[rest[1]]), **body}
+        return 404, {"message": "404 Not found"}
+
+    def _gitlab_wire(self, repo: Repo, pull: Pull) -> dict[str, Any]:
+        wire = self._wire(repo, pull)
+        state = "merged" if pull.merged else "opened" if pull.state == "open" else "closed"
+        detailed = {"dirty": "conflict", "blocked": "not_approved", "clean": "mergeable"}.get(
+            wire["mergeable_state"], "unchecked")
+        return {"iid": pull.number, "id": 1000 + pull.number, "title": pull.title, "description": pull.body,
+                "state": state, "source_branch": pull.head, "target_branch": pull.base,
+                "web_url": f"https://gitlab.example/{repo.path}/-/merge_requests/{pull.number}",
+                "sha": wire["head"]["sha"], "merge_commit_sha": pull.merge_commit,
+                "detailed_merge_status": detailed if pull.state == "open" else "not_open", "labels": pull.labels}
+
+    # --- the pull requests over git ---------------------------------------------------------------
+
+    def _git(self, repo: Repo, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", "--git-dir", str(repo.git_dir), *args], env=GIT_ENV, capture_output=True,
+                              text=True, check=check)
+
+    def _tree(self, repo: Repo, base: str, head: str) -> str | None:
+        r = self._git(repo, "merge-tree", "--write-tree", base, head, check=False)
+        return r.stdout.split("\n", 1)[0].strip() if r.returncode == 0 else None
+
+    def _approved(self, pull: Pull) -> bool:
+        latest: dict[str, str] = {}
+        for r in pull.reviews:
+            if r["state"] in ("APPROVED", "CHANGES_REQUESTED", "DISMISSED"):
+                latest[r["user"]["login"]] = r["state"]
+        return (sum(v == "APPROVED" for v in latest.values()) >= self.required_approvals
+                and "CHANGES_REQUESTED" not in latest.values())
+
+    def _wire(self, repo: Repo, pull: Pull) -> dict[str, Any]:
+        head = self.head_of(repo.path, pull.head) if not pull.merged else None
+        base = self.head_of(repo.path, pull.base)
+        clean = bool(head and base and self._tree(repo, base, head))
+        state = ("dirty" if not clean else "blocked" if self.protected and not self._approved(pull) else "clean")
+        return {"number": pull.number, "title": pull.title, "body": pull.body, "state": pull.state,
+                "html_url": f"https://github.example/{repo.path}/pull/{pull.number}",
+                "merged": pull.merged, "merged_at": "2026-01-01T00:00:00Z" if pull.merged else None,
+                "merge_commit_sha": pull.merge_commit, "merged_by": pull.merged_by,
+                "head": {"ref": pull.head, "sha": head}, "base": {"ref": pull.base, "sha": base},
+                "mergeable": None if pull.merged or pull.state != "open" else clean,
+                "mergeable_state": state if pull.state == "open" else "unknown",
+                "labels": [{"name": x} for x in pull.labels]}
+
+    def _merge(self, repo: Repo, number: int, method: str, sha: str | None, *, admin: bool = False
+               ) -> tuple[int, Any]:
+        pull = repo.pulls[number]
+        if pull.state != "open":
+            return 405, {"message": "Pull Request is not mergeable"}
+        head = self.head_of(repo.path, pull.head)
+        base = self.head_of(repo.path, pull.base)
+        if head is None or base is None:
+            return 422, {"message": "Validation Failed"}
+        if sha and sha != head:
+            return 409, {"message": "Head branch was modified. Review and try the merge again."}
+        if self.protected and not admin and not self._approved(pull):
+            return 405, {"message": f"At least {self.required_approvals} approving review"
+                                    f"{'s are' if self.required_approvals > 1 else ' is'} required by reviewers with "
+                                    "write access."}
+        tree = self._tree(repo, base, head)
+        if tree is None:
+            return 405, {"message": "Pull Request is not mergeable"}
+        message = f"Merge pull request #{number} from {pull.head}\n\n{pull.title}"
+        parents = ["-p", base] if method == "squash" else ["-p", base, "-p", head]
+        commit = self._git(repo, "commit-tree", tree, *parents, "-m", message).stdout.strip()
+        self._git(repo, "update-ref", f"refs/heads/{pull.base}", commit, base)
+        pull.state, pull.merged, pull.merge_commit = "closed", True, commit
+        pull.merged_by = "a person" if admin else "longshot"
+        return 200, {"sha": commit, "merged": True, "message": "Pull Request successfully merged"}
+
+
+@contextmanager
+def forge_server(token: str) -> Iterator[ForgeServer]:
+    server = ForgeServer(token)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,318 @@
+"""Delivery through pull requests: the pure decisions (core.forge), the MergeJob transitions they feed
+(core.mergejobs), and the forge clients (runtime.forge) against an httpx MockTransport."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from longshot.api import conditions as c
+from longshot.api.buildrequest import MergeSettings, PullRequestSettings
+from longshot.core import forge as fc
+from longshot.core import mergejobs as mj
+from longshot.core.effects import SetCondition
+from longshot.runtime import forge as rf
+
+SHA = "a" * 40
+OLD = "b" * 40
+MERGE = "c" * 40
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+ASK = fc.Ask(branch="longshot/demo/add", target="main", commit=SHA, title="t", body="b", labels=("longshot",),
+             merge_method="squash")
+
+
+def pull(**kw: object) -> fc.PullFacts:
+    base: dict[str, object] = {"exists": True, "number": 7, "url": "u", "head": SHA, "mergeable": True,
+                               "mergeable_state": "clean", "status_posted": True}
+    base.update(kw)
+    return fc.PullFacts(**base)  # type: ignore[arg-type]
+
+
+def approved(user: str = "alice", commit: str = SHA) -> fc.Review:
+    return fc.Review(user, "APPROVED", commit=commit)
+
+
+# --- core.forge: the table, row by row --------------------------------------------------------------
+
+
+def test_no_pull_request_opens_one_posts_the_gate_status_and_waits() -> None:
+    effects = fc.decide(ASK, fc.PullFacts(exists=False))
+    assert effects[0] == fc.OpenPull("longshot/demo/add", "main", "t", "b", ("longshot",))
+    assert effects[1] == fc.PostStatus(SHA, "success", "the quality gate passed as it would land")
+    assert isinstance(effects[2], fc.Wait) and effects[2].reason == "PullRequestOpened"
+
+
+def test_merged_on_the_forge_lands_with_its_merge_commit() -> None:
+    assert fc.decide(ASK, pull(state="closed", merged=True, merge_commit=MERGE)) == [
+        fc.Landed(MERGE, f"pull request #7 was merged on the forge as {MERGE[:12]}")]
+
+
+def test_merged_without_a_commit_yet_waits() -> None:
+    (e,) = fc.decide(ASK, pull(state="closed", merged=True))
+    assert isinstance(e, fc.Wait)
+
+
+def test_closed_without_merge_fails() -> None:
+    assert fc.decide(ASK, pull(state="closed")) == [fc.Fail("ClosedWithoutMerge",
+                                                            "pull request #7 was closed without merging")]
+
+
+def test_status_is_posted_once_on_the_tested_head() -> None:
+    effects = fc.decide(ASK, pull(status_posted=False))
+    assert effects[0] == fc.PostStatus(SHA, "success", "the quality gate passed as it would land")
+    assert not any(isinstance(e, fc.PostStatus) for e in fc.decide(ASK, pull()))
+
+
+def test_without_approval_it_waits_for_one() -> None:
+    (e,) = fc.decide(ASK, pull(reviews=(fc.Review("bob", "COMMENTED", "looks fine", SHA),)))
+    assert isinstance(e, fc.Wait) and "waiting for approval (0 of 1)" in e.message
+
+
+def test_approved_and_mergeable_merges_the_tested_commit_with_the_method() -> None:
+    assert fc.decide(ASK, pull(reviews=(approved(),))) == [fc.Merge(7, "squash", SHA)]
+
+
+def test_approved_but_not_mergeable_or_unknown_waits_saying_why() -> None:
+    (e,) = fc.decide(ASK, pull(reviews=(approved(),), mergeable=False, mergeable_state="dirty"))
+    assert isinstance(e, fc.Wait) and "not mergeable (dirty)" in e.message
+    (e,) = fc.decide(ASK, pull(reviews=(approved(),), mergeable=None))
+    assert isinstance(e, fc.Wait) and "computing" in e.message
+
+
+def test_changes_requested_on_the_tested_commit_become_a_fixer_with_body_and_comments() -> None:
+    review = fc.Review("carol", "CHANGES_REQUESTED", "please add a docstring", SHA,
+                       ("calc/add.py:1: say what it returns",))
+    assert fc.decide(ASK, pull(reviews=(approved(), review))) == [
+        fc.RequestChanges("carol", ("please add a docstring", "calc/add.py:1: say what it returns"))]
+
+
+def test_changes_requested_on_an_earlier_commit_are_stale_and_wait_for_a_new_review() -> None:
+    review = fc.Review("carol", "CHANGES_REQUESTED", "old", OLD)
+    (e,) = fc.decide(ASK, pull(reviews=(review,)))
+    assert isinstance(e, fc.Wait) and "carol asked for changes on an earlier commit" in e.message
+    # the same reviewer approving the new commit is the latest word
+    assert fc.decide(ASK, pull(reviews=(review, approved("carol")))) == [fc.Merge(7, "squash", SHA)]
+
+
+def test_a_head_that_is_not_the_tested_commit_is_never_merged() -> None:
+    (e,) = fc.decide(ASK, pull(head=OLD, reviews=(approved(),)))
+    assert isinstance(e, fc.Wait) and "not the tested commit" in e.message
+
+
+def test_review_text_is_bounded() -> None:
+    review = fc.Review("carol", "CHANGES_REQUESTED", "x" * 100_000, SHA, tuple("y" for _ in range(100)))
+    (e,) = fc.decide(ASK, pull(reviews=(review,)))
+    assert isinstance(e, fc.RequestChanges)
+    assert len(e.reasons[0]) <= fc.MAX_REVIEW_TEXT and len(e.reasons) == 1 + fc.MAX_REVIEW_COMMENTS
+
+
+def test_merge_outcome_refused_keeps_waiting_with_the_forges_words() -> None:
+    e = fc.merge_outcome(7, False, None, "At least 1 approving review is required by reviewers with write access.")
+    assert e == fc.Wait("ForgeRefusedMerge", "the forge refused to merge pull request #7: At least 1 approving "
+                                             "review is required by reviewers with write access.")
+    assert fc.merge_outcome(7, True, MERGE, "") == fc.Landed(MERGE, f"pull request #7 merged by the forge as "
+                                                                    f"{MERGE[:12]}")
+
+
+# --- core.mergejobs: the AwaitingForge phase ---------------------------------------------------------
+
+
+def in_batch() -> mj.JobState:
+    return mj.JobState(name="demo-add", task="demo-add", branch="longshot/demo/add", phase=mj.TESTING, checks="passed",
+                       batch=mj.BatchRef("b1", 1, OLD, SHA))
+
+
+def conds(effects: list[mj.Effect]) -> dict[str, tuple[str, str]]:
+    return {e.type: (e.status, e.reason) for e in effects if isinstance(e, SetCondition)}
+
+
+def test_handed_to_forge_waits_with_its_gate_passed() -> None:
+    state, effects = mj.decide(in_batch(), mj.HandedToForge(SHA), now=NOW)
+    assert state.phase == mj.AWAITING_FORGE and state.batch is None and not state.terminal
+    assert conds(effects)[c.AWAITING_FORGE] == (c.TRUE, "AwaitingForge")
+    assert conds(effects)[c.GATES_PASSED][0] == c.TRUE
+
+
+def test_forge_waiting_records_the_pull_request_and_writes_nothing_when_unchanged() -> None:
+    state, _ = mj.decide(in_batch(), mj.HandedToForge(SHA), now=NOW)
+    pr = mj.PullRef(7, "u", SHA, True)
+    state, effects = mj.decide(state, mj.ForgeWaiting("PullRequestOpened", "opened", pr), now=NOW)
+    assert state.pull == pr and state.to_status()["pullRequest"] == {"number": 7, "url": "u", "head": SHA,
+                                                                      "statusPosted": True}
+    assert conds(effects)[c.AWAITING_FORGE] == (c.TRUE, "PullRequestOpened")
+    assert mj.decide(state, mj.ForgeWaiting("PullRequestOpened", "opened", pr), now=NOW) == (state, [])
+
+
+def test_forge_merged_is_merged_with_the_merge_commit() -> None:
+    state, _ = mj.decide(in_batch(), mj.HandedToForge(SHA), now=NOW)
+    state, effects = mj.decide(state, mj.ForgeMerged(MERGE, "merged on the forge"), now=NOW)
+    assert state.phase == mj.MERGED and state.merged_commit == MERGE and state.delivered
+    assert conds(effects)[c.MERGED] == (c.TRUE, "MergedOnForge")
+    assert conds(effects)[c.AWAITING_FORGE] == (c.FALSE, "MergedOnForge")
+
+
+def test_closed_without_merge_fails_for_good_without_a_fixer() -> None:
+    state, _ = mj.decide(in_batch(), mj.HandedToForge(SHA), now=NOW)
+    state, effects = mj.decide(state, mj.ForgeClosed("ClosedWithoutMerge", "closed"), now=NOW)
+    assert state.phase == mj.FAILED and state.fixer is None and state.checks == "failed"
+    assert conds(effects)[c.STALLED] == (c.TRUE, "ClosedWithoutMerge")
+    assert not any(isinstance(e, mj.CreateFixer) for e in effects)
+
+
+def test_changes_requested_on_the_pull_request_go_to_a_fixer_on_the_same_branch() -> None:
+    state, _ = mj.decide(in_batch(), mj.HandedToForge(SHA), now=NOW)
+    state, effects = mj.decide(state, mj.ChangesRequested("carol (on the pull request)",
+                                                          ("please add a docstring",)), now=NOW)
+    (fixer,) = [e for e in effects if isinstance(e, mj.CreateFixer)]
+    assert fixer.branch == "longshot/demo/add" and "please add a docstring" in fixer.description
+    assert state.phase == mj.FAILED and state.fixer == fixer.name
+    assert conds(effects)[c.CHECKS_PASSED] == (c.FALSE, "ChangesRequested")
+
+
+def test_forge_phase_ignores_the_queues_events() -> None:
+    state, _ = mj.decide(in_batch(), mj.HandedToForge(SHA), now=NOW)
+    for event in (mj.Observed(), mj.Requeued("x"), mj.TargetMoved(OLD), mj.Retry("x"), mj.Error("x")):
+        assert mj.decide(state, event, now=NOW) == (state, [])
+
+
+# --- the API -----------------------------------------------------------------------------------------
+
+
+def test_delivery_defaults_to_push_and_pull_request_settings_default_per_task() -> None:
+    assert MergeSettings().delivery == "push"
+    s = PullRequestSettings.model_validate({"project": "o/r", "tokenSecretRef": {"name": "forge"}})
+    assert (s.provider, s.per, s.merge_method, s.token_secret_ref.key) == ("github", "task", "merge", "token")
+
+
+# --- runtime.forge against a mock transport ----------------------------------------------------------
+
+TOKEN = "ghp_secret_token_value"
+
+
+def github(handler: object) -> rf.Forge:
+    settings = PullRequestSettings.model_validate({"project": "o/r", "tokenSecretRef": {"name": "forge"},
+                                                   "apiUrl": "https://forge.example/api"})
+    return rf.make_forge(settings, TOKEN, transport=httpx.MockTransport(handler), sleep=lambda s: None)  # type: ignore[arg-type]
+
+
+def test_github_facts_find_the_open_pull_request_and_its_reviews_with_comments() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}?{request.url.query.decode()}")
+        assert request.headers["authorization"] == f"Bearer {TOKEN}"
+        path = request.url.path
+        if path == "/api/repos/o/r/pulls":
+            return httpx.Response(200, json=[{"number": 7}])
+        if path == "/api/repos/o/r/pulls/7":
+            return httpx.Response(200, json={"number": 7, "html_url": "h", "state": "open", "merged": False,
+                                             "head": {"sha": SHA}, "mergeable": True, "mergeable_state": "clean"})
+        if path == "/api/repos/o/r/pulls/7/reviews":
+            return httpx.Response(200, json=[{"id": 3, "user": {"login": "carol"}, "state": "CHANGES_REQUESTED",
+                                              "body": "docstring", "commit_id": SHA}])
+        if path == "/api/repos/o/r/pulls/7/reviews/3/comments":
+            return httpx.Response(200, json=[{"path": "calc/add.py", "line": 2, "body": "here"}])
+        return httpx.Response(404, json={"message": "Not Found"})
+
+    with github(handler) as f:
+        facts = f.facts(number=None, branch="longshot/demo/add", target="main")
+    assert facts.exists and facts.number == 7 and facts.head == SHA and facts.mergeable is True
+    assert facts.reviews == (fc.Review("carol", "CHANGES_REQUESTED", "docstring", SHA, ("calc/add.py:2: here",), 3),)
+    assert "head=o%3Alongshot%2Fdemo%2Fadd" in seen[0] and "state=open" in seen[0]
+
+
+def test_github_merge_refusal_is_an_answer_and_the_token_is_never_in_it() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert json.loads(request.content) == {"merge_method": "squash", "sha": SHA}
+        return httpx.Response(405, json={"message": f"Protected branch: review required {TOKEN}"})
+
+    with github(handler) as f:
+        result = f.merge(7, "squash", SHA)
+    assert not result.merged and "review required" in result.message and TOKEN not in result.message
+
+
+def test_github_merge_accepted_returns_the_merge_commit() -> None:
+    with github(lambda r: httpx.Response(200, json={"merged": True, "sha": MERGE, "message": "merged"})) as f:
+        assert f.merge(7, "merge", SHA) == rf.MergeResult(True, MERGE, "merged")
+
+
+def test_github_rate_limit_on_merge_says_when_to_try_again() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(403, json={"message": "API rate limit exceeded"},
+                              headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "4000000000"})
+
+    with github(handler) as f, pytest.raises(rf.RateLimited) as e:
+        f.merge(7, "merge", SHA)
+    assert e.value.retry_at >= 4_000_000_000
+
+
+def test_github_opens_with_labels_and_posts_a_status_under_its_context() -> None:
+    bodies: dict[str, object] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies[request.url.path] = json.loads(request.content)
+        if request.url.path.endswith("/pulls"):
+            return httpx.Response(201, json={"number": 9, "html_url": "h", "state": "open", "head": {"sha": SHA}})
+        return httpx.Response(201, json={})
+
+    with github(handler) as f:
+        opened = f.open_pull("longshot/demo/add", "main", "title", "body", ("longshot",))
+        f.post_status(SHA, "success", "passed")
+    assert opened.number == 9
+    assert bodies["/api/repos/o/r/pulls"] == {"title": "title", "head": "longshot/demo/add", "base": "main",
+                                              "body": "body"}
+    assert bodies["/api/repos/o/r/issues/9/labels"] == {"labels": ["longshot"]}
+    assert bodies[f"/api/repos/o/r/statuses/{SHA}"] == {"state": "success", "context": "longshot/gate",
+                                                        "description": "passed"}
+
+
+def test_gitlab_merge_requests_approvals_statuses_and_merge() -> None:
+    calls: list[tuple[str, str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers["private-token"] == TOKEN
+        body = json.loads(request.content) if request.content else None
+        calls.append((request.method, request.url.raw_path.decode(), body))
+        path = request.url.raw_path.decode().split("?")[0]
+        if path.endswith("/merge_requests") and request.method == "GET":
+            return httpx.Response(200, json=[{"iid": 4}])
+        if path.endswith("/merge_requests/4") and request.method == "GET":
+            return httpx.Response(200, json={"iid": 4, "web_url": "w", "state": "opened", "sha": SHA,
+                                             "detailed_merge_status": "mergeable"})
+        if path.endswith("/approvals"):
+            return httpx.Response(200, json={"approved_by": [{"user": {"username": "alice"}}]})
+        if path.endswith("/merge"):
+            return httpx.Response(200, json={"iid": 4, "state": "merged", "merge_commit_sha": MERGE, "sha": SHA})
+        return httpx.Response(201, json={})
+
+    settings = PullRequestSettings.model_validate({"provider": "gitlab", "project": "group/proj",
+                                                   "tokenSecretRef": {"name": "forge"},
+                                                   "apiUrl": "https://gl.example/api/v4"})
+    with rf.make_forge(settings, TOKEN, transport=httpx.MockTransport(handler), sleep=lambda s: None) as f:
+        facts = f.facts(number=None, branch="b", target="main")
+        assert (facts.number, facts.head, facts.mergeable) == (4, SHA, True)
+        assert fc.decide(ASK, facts) == [fc.PostStatus(SHA, "success", "the quality gate passed as it would land"),
+                                         fc.Merge(4, "squash", SHA)]
+        f.post_status(SHA, "failure", "failed")
+        assert f.merge(4, "squash", SHA) == rf.MergeResult(True, MERGE, "")
+    assert ("POST", f"/api/v4/projects/group%2Fproj/statuses/{SHA}",
+            {"state": "failed", "name": "longshot/gate", "description": "failed"}) in calls
+    assert ("PUT", "/api/v4/projects/group%2Fproj/merge_requests/4/merge", {"sha": SHA, "squash": True}) in calls
+
+
+def test_an_api_url_the_egress_policy_refuses_is_a_configuration_error_naming_the_field() -> None:
+    from longshot.core import egress
+    from longshot.net import guard as gd
+
+    def never(host: str, port: int) -> list[str]:
+        raise AssertionError("not resolved: refused before")
+
+    guard = gd.Guard(egress.Policy.parse(allowed_hosts="api.github.com"), resolve=never)
+    settings = PullRequestSettings.model_validate({"project": "o/r", "tokenSecretRef": {"name": "forge"},
+                                                   "apiUrl": "https://forge.elsewhere.example/api"})
+    with pytest.raises(rf.ForgeError) as e:
+        rf.make_forge(settings, TOKEN, egress=guard)
+    assert "spec.merge.pullRequest.apiUrl" in str(e.value) and TOKEN not in str(e.value)
