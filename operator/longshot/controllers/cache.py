@@ -33,7 +33,7 @@ wrote. (A watch always delivers versions in order, so the watch catches up by it
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -333,8 +333,23 @@ class Cache:
     or an operator-wide slot came free, a build's spec or status changed, a running task stopped, a task's spec
     changed, a Pod ended or went): a plan that found every build full is not made again until it moves
     (``controllers.dispatcher``). A new task, or a status write of a running one, does not move it."""
+    ingesting: Counter[Key] = field(default_factory=Counter)
+    """Builds whose plan's tasks are being created (``Executor``, a batch of creates): dispatch starts none of their
+    pending tasks until the whole batch is in, so that priorities order the whole plan, not the first tasks created
+    (``ingest_begin``/``ingest_end``; a replica that dies mid-batch forgets it with everything else)."""
     parse_errors: int = 0
     compactor: Compactor = field(default_factory=Compactor)
+
+    def ingest_begin(self, builds: Iterable[Key]) -> None:
+        self.ingesting.update(builds)
+
+    def ingest_end(self, builds: Iterable[Key]) -> None:
+        """The batch is in: its builds' tasks may start, so the next plan is made even where the last one read the
+        same version or found every slot full."""
+        self.ingesting.subtract(builds)
+        self.ingesting = +self.ingesting  # drops the builds at zero
+        self.version += 1
+        self.freeing += 1
 
     # --- observing ---------------------------------------------------------------------------------
 

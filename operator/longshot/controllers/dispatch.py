@@ -74,6 +74,9 @@ def plan(ctx: ctxmod.Context, readiness: Readiness | None = None) -> Plan:
         bkey = f"{ns}/{build_name}"
         try:
             _gather(ctx, ns, build_name, names, now, by_state, running, busy, pending, builds, ready_keys)
+            if (ns, build_name) in ctx.cache.ingesting:  # its plan's tasks are still being created: none starts yet
+                pending.pop(bkey, None)
+                builds.pop(bkey, None)
         except Exception as e:  # one build's bad data: that build is left out of this plan, the others go on
             errors[bkey] = type(e).__name__
             pending.pop(bkey, None)

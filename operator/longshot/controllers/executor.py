@@ -36,6 +36,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final, assert_never
 
 from longshot import metrics, tracing
+from longshot.api import keys
 from longshot.controllers import cache as cachemod
 from longshot.controllers import workqueue
 from longshot.runtime import kube
@@ -191,6 +192,9 @@ class Executor:
         that many coroutines, not 10,000); every one is tried, then the first failure is raised."""
         todo = iter(actions)
         failed: list[BaseException] = []
+        builds = [(str(a.manifest.get("metadata", {}).get("namespace", "")), str(b)) for a in actions
+                  if isinstance(a, CreateObject) and a.manifest.get("kind") == "AgentTask"
+                  and (b := (a.manifest.get("metadata", {}).get("labels") or {}).get(keys.BUILD))]
 
         async def worker() -> None:
             for a in todo:
@@ -199,7 +203,11 @@ class Executor:
                 except Exception as e:
                     failed.append(e)
 
-        await asyncio.gather(*(worker() for _ in range(min(CREATE_CONCURRENCY, len(actions)))))
+        self.cache.ingest_begin(builds)  # dispatch waits for the whole plan (``Cache.ingesting``)
+        try:
+            await asyncio.gather(*(worker() for _ in range(min(CREATE_CONCURRENCY, len(actions)))))
+        finally:
+            self.cache.ingest_end(builds)
         if failed:
             raise failed[0]
 

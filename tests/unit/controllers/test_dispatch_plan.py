@@ -220,3 +220,21 @@ def test_a_delegating_task_and_its_children_share_a_scheduler_group_so_their_sco
                                dispatch._view(other, "ns/b", tasks.PENDING, True)], running,
                               builds={"ns/b": scheduler.BuildView(name="ns/b", max_workers=4)}, global_limit=10)
     assert [v.name for v in chosen.start] == ["b-p-a"]  # the other task's scope overlaps the running parent's
+
+
+def test_a_build_whose_plan_is_still_being_created_starts_nothing_until_the_whole_plan_is_in() -> None:
+    """A plan's tasks are created concurrently, a few at a time, while dispatch runs beside: a plan made after the
+    first task was created would start it before higher priorities in the same plan exist (with one worker, a
+    priority-2 task ran before the priority-9 one). The executor marks the build as ingesting for the batch."""
+    world = {"limit": 10, "killswitch": False, "builds": [{
+        "name": "b0", "workers": 1, "suspend": False, "budget": None, "owned": True, "misconfigured": False,
+        "tasks": [{"phase": "Pending", "priority": p, "age": 0, "scope": (), "cancel": False, "deleting": False,
+                   "conditions": True, "depends": [], "tokens": 0, "pod": "none"} for p in (2, 9)]}]}
+    ctx = context_of(world)
+    ctx.cache.ingest_begin([("ns", "b0")])
+    assert dispatch.plan(ctx).admit == ()
+    version, freeing = ctx.cache.version, ctx.cache.freeing
+    ctx.cache.ingest_end([("ns", "b0")])
+    assert not ctx.cache.ingesting
+    assert ctx.cache.version > version and ctx.cache.freeing > freeing  # the dispatcher's memos plan again
+    assert dispatch.plan(ctx).admit == (("ns", "b0-t1"),)  # the priority-9 task, now that both are in

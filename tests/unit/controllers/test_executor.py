@@ -167,3 +167,36 @@ async def test_an_admission_whose_pod_name_was_taken_reconciles_its_task_once_mo
     await e.run([ex.WriteStatus("AgentTask", "ns", "t", fake.objects[("AgentTask", "ns", "t")]["metadata"][
         "resourceVersion"], admitted)])
     assert ("AgentTask", "ns", "t") not in e.queue.take()  # once: an ordinary write of its own is an echo again
+
+
+class WatchingKube(FakeKube):
+    """Records, at each create, which builds the cache says are ingesting."""
+
+    def __init__(self, cache: cachemod.Cache) -> None:
+        super().__init__()
+        self.cache = cache
+        self.seen: list[dict[tuple[str, str], int]] = []
+
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        self.seen.append(dict(self.cache.ingesting))
+        return super().create(obj)
+
+
+async def test_a_plan_s_build_is_ingesting_while_its_tasks_are_created_even_when_one_fails():
+    clock = Clock()
+    cache = cachemod.Cache()
+    fake = WatchingKube(cache)
+    e = ex.Executor(fake, cache, workqueue.WorkQueue(clock), clock)
+    await e.run([ex.CreateObject(task(f"t{i}")) for i in range(5)])
+    assert fake.seen == [{("ns", "b"): 5}] * 5 and not cache.ingesting  # one count a task of the batch
+    bad = WatchingKube(cache)
+
+    def refuse(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        bad.seen.append(dict(cache.ingesting))
+        raise RuntimeError("refused")
+
+    bad.create = refuse  # type: ignore[method-assign]
+    e = ex.Executor(bad, cache, workqueue.WorkQueue(clock), clock)
+    with pytest.raises(RuntimeError):
+        await e.run([ex.CreateObject(task(f"u{i}")) for i in range(3)])
+    assert bad.seen == [{("ns", "b"): 3}] * 3 and not cache.ingesting  # a failed batch does not hold the build
