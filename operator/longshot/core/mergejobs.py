@@ -487,6 +487,7 @@ def _observed(state: JobState, event: Observed, now: datetime) -> Result:
         SetCondition(c.GATES_PASSED, c.UNKNOWN, "Pending", "tested as it would land, in a batch"),
         SetCondition(c.MERGED, c.FALSE, "Queued", "not merged yet"),
         SetCondition(c.CONFLICTED, c.FALSE, "Queued", "no conflict seen"),
+        SetCondition(c.AWAITING_FORGE, c.FALSE, "Queued", "not handed to a pull request"),
         *_on_its_way("Queued", "waiting in the merge queue"),
     ]
 

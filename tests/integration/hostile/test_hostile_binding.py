@@ -237,7 +237,10 @@ def test_a_pod_with_the_attempts_name_and_a_foreign_owner_is_not_adopted(operato
 
 def test_ansi_escapes_are_stripped_from_agent_text_before_conditions_and_events(operator, core_v1, custom,
                                                                                namespace, tmp_path):
-    plan_one(core_v1, custom, namespace, tmp_path)
+    # a long backoff: the task's condition keeps the failure's message while this test reads it (with 1 s, attempt
+    # 2 could start first and the condition say "attempt 2 is running")
+    plan_one(core_v1, custom, namespace, tmp_path,
+             retry={"maxAttempts": 3, "backoffSeconds": 600, "maxBackoffSeconds": 600})
     escapes = "\x1b[2J\x1b[31mred\x1b[0m \x1b]0;pwned\x07 \u202eesrever \x9b1m"
     finish_pod(core_v1, namespace, "demo-models-a1", message=handoff(
         "demo-models", outcome="failed", summary="summary " + escapes,
