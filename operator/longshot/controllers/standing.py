@@ -39,6 +39,7 @@ from longshot.api.buildrequest import IntakeSettings
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
+from longshot.controllers import intake as intakec
 from longshot.core import names, standing
 from longshot.net import guard as gd
 from longshot.runtime import kube as kubemod
@@ -47,8 +48,6 @@ from longshot.runtime import trackers
 log = logging.getLogger("longshot.standing")
 
 FIELD = "intake.tracker"
-TRACKER_MAX_WAIT = 5.0
-"""Longest rate-limit wait slept through inside a reconcile; a longer one is retried at its reset."""
 MAX_REQUEST = 100_000
 """The longest request a child build may have (``spec.request``)."""
 
@@ -94,7 +93,7 @@ def client(k: kubemod.KubeAPI, build: objects.BuildRequest, guard: gd.Guard | No
     spec = build.spec.intake
     assert spec is not None
     source = spec.tracker
-    options.setdefault("max_wait", TRACKER_MAX_WAIT)
+    options.setdefault("max_wait", intakec.TRACKER_MAX_WAIT)  # the planner's intake's
     if guard is not None:
         url = source.url or (trackers.GITHUB_API if source.provider == "github" else trackers.GITLAB_API)
         try:
