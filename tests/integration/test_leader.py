@@ -168,6 +168,44 @@ async def test_a_new_repository_s_shard_is_taken_at_once_not_at_the_next_poll(
             await task
 
 
+async def test_a_shard_two_replicas_each_leave_to_the_other_is_adopted(
+        api_client: kubernetes.client.ApiClient, namespace: str) -> None:
+    """Two replicas whose views of the active shards differ (one still holds a build the other saw deleted: the
+    e2e failover test after a deleted namespace) can each assign a new shard to the other. Before adoption nobody
+    campaigned for it and its build kept the CRD's default status for ever; now its owner by the members alone takes
+    it once it has had no holder for a lease duration."""
+    from longshot import config
+    from longshot.controllers import leadership
+    from longshot.core import sharding
+
+    members = ["replica-a", "replica-b"]
+    x, n = next((x, n) for x in (f"a-old-{i}" for i in range(60)) for n in (f"b-new-{i}" for i in range(60))
+                if sharding.assign([x, n], members)[n] == "replica-b"
+                and sharding.assign([n], members)[n] == "replica-a")
+    views = {"replica-a": {x, n}, "replica-b": {n}}
+    leads: dict[str, leadership.Leadership] = {}
+    tasks = []
+    for identity in members:
+        settings = config.Settings(namespace=namespace, identity=identity, lease_duration_seconds=3,
+                                   lease_renew_seconds=1)
+        leads[identity] = leadership.Leadership(api_client, settings, shards=lambda i=identity: set(views[i]),
+                                                on_change=lambda: None)
+        tasks.append(asyncio.create_task(leads[identity].run()))
+    try:
+        a, b = leads["replica-a"], leads["replica-b"]
+        await until(lambda: a.holds(x), 15, "replica-a holds the shard only it sees")
+        await until(lambda: a.members == b.members == set(members), 15, "both replicas see both members")
+        assert a.assignment[n] == "replica-b" and b.assignment[n] == "replica-a"  # each leaves it to the other
+        await until(lambda: a.holds(n) or b.holds(n), 20, "the shard each leaves to the other is taken")
+        assert a.holds(n) and n in a.adopted and not b.holds(n)
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with pytest.raises(asyncio.CancelledError):
+                await t
+
+
 async def test_lease_renewals_are_counted_by_result(replicas: Callable[..., Replica],
                                                     api_client: kubernetes.client.ApiClient, namespace: str) -> None:
     # longshot_lease_renewals_total{result}: what the LongshotLeaseRenewalFailing alert reads

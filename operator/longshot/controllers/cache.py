@@ -63,6 +63,10 @@ FIX_DEPTH_LABEL: Final = keys.FIX_DEPTH
 QUEUE_ANNOTATION: Final = keys.QUEUE
 """On gate and review tasks: the merge queue (``<repository key>|<target>``) they report to."""
 SUPERSEDED_MEMORY: Final = 8
+TOMBSTONES: Final = 4096
+"""How many deleted objects (their uids) the cache remembers, so that a late answer to one of our own writes, or a
+patch's answer that shows the object already gone, cannot bring a deleted object back."""
+CUSTOM_KINDS: Final = frozenset({"BuildRequest", "AgentTask", "MergeJob"})
 M = TypeVar("M", bound=pydantic.BaseModel)
 V = TypeVar("V")
 
@@ -339,6 +343,12 @@ class Cache:
     (``ingest_begin``/``ingest_end``; a replica that dies mid-batch forgets it with everything else)."""
     parse_errors: int = 0
     compactor: Compactor = field(default_factory=Compactor)
+    _tombstones: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    """uids of custom objects deleted (a watch's DELETED, or an answer showing deletionTimestamp and no finalizers),
+    the last :data:`TOMBSTONES`. An answer to our own write can arrive after the watch said the object was deleted
+    (the cleanup finalizer's removal: the API server deletes the build, its watch event is handled, then the patch's
+    answer comes back): stored, it was a ghost build that kept its shard in this replica's view for ever, so that two
+    replicas computed different shard assignments and neither campaigned for a new repository's shard."""
 
     def ingest_begin(self, builds: Iterable[Key]) -> None:
         self.ingesting.update(builds)
@@ -357,7 +367,16 @@ class Cache:
         """Store what a watch event says; return the references to reconcile."""
         meta = body.get("metadata") or {}
         key: Key = (meta.get("namespace", ""), meta.get("name", ""))
-        if event_type == "DELETED":
+        uid = str(meta.get("uid") or "")
+        if kind in CUSTOM_KINDS:
+            if uid and uid in self._tombstones:
+                return []  # an answer to our write, late: the object was deleted since
+            if event_type == "DELETED" or (meta.get("deletionTimestamp") and not meta.get("finalizers")):
+                # a custom object marked for deletion with no finalizer left is gone: the API server deleted it
+                # when the last finalizer went (that patch's answer says so before the watch does)
+                self._bury(uid)
+                return self._forget(kind, key)
+        elif event_type == "DELETED":
             return self._forget(kind, key)
         rv = str(meta.get("resourceVersion", ""))
         old = self._superseded.get((kind, key))
@@ -391,6 +410,14 @@ class Cache:
             memory = self._superseded.get((kind, key), ())
             self._superseded[(kind, key)] = (*memory[1 - SUPERSEDED_MEMORY:], based_on)
         return self.observe(kind, "MODIFIED", body)
+
+    def _bury(self, uid: str) -> None:
+        if not uid:
+            return
+        self._tombstones[uid] = None
+        self._tombstones.move_to_end(uid)
+        while len(self._tombstones) > TOMBSTONES:
+            self._tombstones.popitem(last=False)
 
     def _forget(self, kind: str, key: Key) -> list[Ref]:
         self._superseded.pop((kind, key), None)

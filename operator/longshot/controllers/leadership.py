@@ -59,6 +59,9 @@ class Leadership:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.members: set[str] = set()
         self.assignment: dict[str, str] = {}
+        self.adopted: set[str] = set()
+        """Shards this replica took because their assigned member never did (``_orphans``)."""
+        self._unheld: dict[str, float] = {}
         self._member_task: asyncio.Task[None] | None = None
         self._started = time.monotonic()
         self._wake: asyncio.Event | None = None
@@ -113,10 +116,14 @@ class Leadership:
         if not self.member.is_leader:
             await self._drop_all("no member Lease")
             return
-        self.members = await self.live_members()
-        self.members.add(self.settings.identity)
-        self.assignment = sharding.assign(self.shards_fn(), self.members)
-        mine = sharding.mine(self.assignment, self.settings.identity)
+        live = await self.live_leases()
+        me = self.settings.identity
+        self.members = {h for n, h in live.items() if n.startswith(leader.MEMBER_PREFIX)} | {me}
+        active = self.shards_fn()
+        self.assignment = sharding.assign(active, self.members)
+        mine = sharding.mine(self.assignment, me)
+        mine |= self._orphans(active - mine, live) | (self.adopted & active)
+        self.adopted &= active
         for shard in mine - set(self.electors):
             self._campaign(shard)
         for shard in set(self.electors) - mine:
@@ -124,9 +131,28 @@ class Leadership:
             if owner is None or owner in self.members:
                 await self._release(shard, f"assigned to {owner}" if owner else "no longer active")
 
-    async def live_members(self) -> set[str]:
-        return await asyncio.to_thread(leader.live_holders, self.client, self.settings.namespace,
-                                       f"{leader.KIND_LABEL}=member", self.clock(),
+    def _orphans(self, others: set[str], live: dict[str, str]) -> set[str]:
+        """Shards assigned to another member that nobody has held for a lease duration, which this replica adopts
+        when it is their :func:`sharding.owner`. The assignment depends on each replica's view of the active shards;
+        views that differ for long (a build one replica still holds and the other saw deleted) could have each
+        leave a new shard to the other, so that nobody campaigned and its build waited for ever. An adopted shard is
+        kept while it is active (not handed back and forth)."""
+        now = time.monotonic()
+        grace = self.settings.lease_duration_seconds
+        unheld = {s for s in others if leader.shard_lease_name(s) not in live and s not in self.electors}
+        self._unheld = {s: self._unheld.get(s, now) for s in unheld}
+        adopt = {s for s, since in self._unheld.items()
+                 if now - since >= grace and sharding.owner(s, self.members) == self.settings.identity}
+        for s in adopt:
+            log.warning("adopting shard %s: assigned to %s, it has had no holder for %.0fs", s,
+                        self.assignment.get(s), now - self._unheld[s])
+        self.adopted |= adopt
+        return adopt
+
+    async def live_leases(self) -> dict[str, str]:
+        """``{Lease name: holder}`` of the live member and shard Leases (one list call)."""
+        return await asyncio.to_thread(leader.live_leases, self.client, self.settings.namespace,
+                                       f"{leader.KIND_LABEL} in (member,shard)", self.clock(),
                                        max(1.0, self.settings.lease_renew_seconds * 2))
 
     def _campaign(self, shard: str) -> None:

@@ -45,3 +45,15 @@ def assign(shards: Iterable[str], members: Iterable[str]) -> dict[str, str]:
 def mine(assignment: Mapping[str, str], member: str) -> set[str]:
     """The shards assigned to ``member``."""
     return {s for s, m in assignment.items() if m == member}
+
+
+def owner(shard: str, members: Iterable[str]) -> str | None:
+    """The member with the highest ``hash(shard, member)``, whatever the other shards: the one that adopts ``shard``
+    when it is orphaned (``controllers.leadership``). :func:`assign` depends on the whole set of shards, so two
+    replicas whose views of that set differ (one still holding a build the other saw deleted) can each assign a new
+    shard to the other, and nobody campaigns; this depends only on the members, which both read from the same
+    Leases."""
+    ms = set(members)
+    if not ms:
+        return None
+    return min(ms, key=lambda m: (-_weight(shard, m), m))

@@ -378,16 +378,23 @@ def live_holders(api_client: kubernetes.client.ApiClient, namespace: str, select
                  timeout: float) -> set[str]:
     """The holders of the Leases matching ``selector`` whose last renewal has not expired at ``now`` (blocking:
     run it in a thread)."""
+    return set(live_leases(api_client, namespace, selector, now, timeout).values())
+
+
+def live_leases(api_client: kubernetes.client.ApiClient, namespace: str, selector: str, now: datetime,
+                timeout: float) -> dict[str, str]:
+    """``{Lease name: holder}`` of the Leases matching ``selector`` whose holder's last renewal has not expired at
+    ``now`` (blocking: run it in a thread)."""
     api = kubernetes.client.CoordinationV1Api(api_client)
     resp: Any = api.list_namespaced_lease(namespace, label_selector=selector, _preload_content=False,
                                           _request_timeout=timeout)
-    live: set[str] = set()
+    live: dict[str, str] = {}
     for item in json.loads(resp.data).get("items", []):
         spec: dict[str, Any] = item.get("spec") or {}
         holder, renew = spec.get("holderIdentity"), _parse_time(spec.get("renewTime"))
         duration = int(spec.get("leaseDurationSeconds") or 0)
         if holder and renew is not None and renew + timedelta(seconds=duration) >= now:
-            live.add(str(holder))
+            live[str((item.get("metadata") or {}).get("name", ""))] = str(holder)
     return live
 
 

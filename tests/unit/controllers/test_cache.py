@@ -268,3 +268,41 @@ def test_the_gateway_s_heartbeats_and_messages_wake_nothing_and_its_metering_wak
     labelled = with_progress(running, "7", attempt=1, message="x", tokens=120, cost=0.01)
     labelled["metadata"] = {**labelled["metadata"], "labels": {"longshot.dev/build": "b", "extra": "1"}}
     assert ("AgentTask", "ns", "a") in c.observe("AgentTask", "MODIFIED", labelled)
+
+
+def test_a_late_answer_to_our_own_write_cannot_bring_a_deleted_build_back():
+    """The cleanup finalizer's removal: the watch's DELETED is handled before the patch's answer arrives. Stored, that
+    answer was a ghost build whose shard stayed in this replica's view (test_failover: no replica took a new
+    repository's shard)."""
+    c = cachemod.Cache()
+    c.observe("BuildRequest", "ADDED", build())
+    answer = build()
+    answer["metadata"].update(resourceVersion="7", deletionTimestamp="2025-01-01T00:00:00Z", finalizers=[])
+    gone = build()
+    gone["metadata"].update(resourceVersion="7", deletionTimestamp="2025-01-01T00:00:00Z")
+    assert c.observe("BuildRequest", "DELETED", gone) == [("BuildRequest", "ns", "b")]
+    assert c.observe("BuildRequest", "MODIFIED", answer) == []
+    status_answer = build()
+    status_answer["metadata"]["resourceVersion"] = "6"
+    assert c.written("BuildRequest", status_answer, "5") == []
+    assert c.builds == {} and c.shards() == set()
+    again = build()
+    again["metadata"].update(uid="uid-b2", resourceVersion="9")  # re-created under the same name: a new object
+    assert c.observe("BuildRequest", "ADDED", again) == [("BuildRequest", "ns", "b")]
+    assert set(c.builds) == {("ns", "b")}
+
+
+def test_an_answer_showing_the_last_finalizer_gone_forgets_the_object_before_the_watch_says_so():
+    c = cachemod.Cache()
+    c.observe("BuildRequest", "ADDED", build())
+    c.observe("AgentTask", "ADDED", task("a", "5"))
+    answer = build()
+    answer["metadata"].update(resourceVersion="8", deletionTimestamp="2025-01-01T00:00:00Z", finalizers=[])
+    c.observe("BuildRequest", "MODIFIED", answer)
+    assert ("ns", "b") not in c.builds
+    assert c.observe("BuildRequest", "DELETED", answer) == []  # already forgotten
+    held = build()
+    held["metadata"].update(uid="uid-c", name="c", resourceVersion="9", deletionTimestamp="2025-01-01T00:00:00Z",
+                            finalizers=["longshot.dev/cleanup"])
+    c.observe("BuildRequest", "MODIFIED", held)
+    assert ("ns", "c") in c.builds  # a finalizer still holds it: it is being deleted, not gone
