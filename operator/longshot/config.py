@@ -51,7 +51,7 @@ class Settings(EnvSettings):
     asked for it with a reason naming this cap, and the workspace is removed. 0: no cap. The chart's workspace
     volume is 2Gi: keep this well under it."""
     lease_duration_seconds: int = Field(default=15, gt=0)
-    lease_renew_seconds: int = Field(default=5, gt=0)
+    lease_renew_seconds: int = Field(default=2, gt=0)
     gateway_url: str = ""
     """Base URL of longshot-gateway as agent Pods reach it (the chart sets
     ``http://longshot-gateway.<namespace>.svc:8080``). Agent Pods get it and a gateway token; without it they

@@ -69,7 +69,7 @@ def test_the_defaults() -> None:
             op.workspace_max_bytes, op.lease_duration_seconds, op.lease_renew_seconds, op.gateway_url,
             op.network_policy, op.heartbeat_timeout_seconds, op.egress_allowed_hosts, op.egress_allow_file_urls,
             op.scan_timeout_seconds) == (
-        "longshot-agent:dev", "IfNotPresent", 50, False, "longshot-system", 8080, 1024**3, 15, 5, "", True, 300,
+        "longshot-agent:dev", "IfNotPresent", 50, False, "longshot-system", 8080, 1024**3, 15, 2, "", True, 300,
         "*", True, 90.0)
     assert op.egress_denied_cidrs == ",".join(egress.DEFAULT_DENIED_CIDRS)
     gw = GatewaySettings()

@@ -321,6 +321,8 @@ class Cache:
     tasks_by_build: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
     jobs_by_build: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
     pods_by_task: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
+    fixers_by_build: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
+    """build -> its fixer tasks (a MergeJob's reconcile reads how many fixers its build may still make)."""
     dependents: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
     """(namespace, task) -> tasks whose dependsOn names it."""
     _superseded: dict[tuple[str, Key], tuple[str, ...]] = field(default_factory=dict)
@@ -433,6 +435,7 @@ class Cache:
                 return []
             self.changes[(key[0], task.build_name)] += 1
             self.tasks_by_build[(key[0], task.build_name)].discard(key[1])
+            self.fixers_by_build[(key[0], task.build_name)].discard(key[1])
             for dep in task.spec.depends_on:
                 self.dependents[(key[0], dep)].discard(key[1])
             return [("BuildRequest", key[0], task.build_name)]
@@ -499,6 +502,8 @@ class Cache:
             self.changes[(ns, obj.build_name)] += 1
             self.tasks[obj.key] = obj
             self.tasks_by_build[(ns, obj.build_name)].add(name)
+            if obj.spec.role == "fixer":
+                self.fixers_by_build[(ns, obj.build_name)].add(name)
             for dep in obj.spec.depends_on:
                 self.dependents[(ns, dep)].add(name)
             refs: list[Ref] = [("AgentTask", ns, name), ("BuildRequest", ns, obj.build_name)]

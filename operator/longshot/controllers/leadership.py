@@ -151,9 +151,9 @@ class Leadership:
 
     async def live_leases(self) -> dict[str, str]:
         """``{Lease name: holder}`` of the live member and shard Leases (one list call)."""
-        return await asyncio.to_thread(leader.live_leases, self.client, self.settings.namespace,
-                                       f"{leader.KIND_LABEL} in (member,shard)", self.clock(),
-                                       max(1.0, self.settings.lease_renew_seconds * 2))
+        return await asyncio.get_running_loop().run_in_executor(
+            leader.LEASE_THREADS, leader.live_leases, self.client, self.settings.namespace,
+            f"{leader.KIND_LABEL} in (member,shard)", self.clock(), max(1.0, self.settings.lease_renew_seconds * 2))
 
     def _campaign(self, shard: str) -> None:
         s = self.settings

@@ -96,7 +96,9 @@ class Manager:
         self.clock = clock
         self.monotonic = monotonic
         self.cache = cachemod.Cache()
-        queues = {kind: workqueue.WorkQueue[workqueue.Ref](clock, min_interval=MIN_INTERVAL.get(kind, 0.0))
+        urgent: dict[str, Callable[[workqueue.Ref], bool]] = {"AgentTask": self._delivery_task}
+        queues = {kind: workqueue.WorkQueue[workqueue.Ref](clock, min_interval=MIN_INTERVAL.get(kind, 0.0),
+                                                           urgent=urgent.get(kind))
                   for kind in ORDER}
         self.queue = workqueue.Queues(queues)
         """Every controller's queue behind one facade (a reference goes to its kind's)."""
@@ -199,6 +201,12 @@ class Manager:
 
         return standingc.delivery(self.ctx, schedule, path, headers, body)
 
+    def _delivery_task(self, ref: workqueue.Ref) -> bool:
+        """A gate, review, sweep or final task: the merge queue or the build's finalization waits for its end, so its
+        reconciles go ahead of the workers' (``WorkQueue``'s urgent tier)."""
+        task = self.cache.tasks.get((ref[1], ref[2]))
+        return task is not None and cachemod.purpose(task) is not None
+
     def _reconcile(self, kind: str, ref: workqueue.Ref) -> Any:
         return self.reconcilers[kind](ref[1], ref[2])
 
@@ -207,7 +215,7 @@ class Manager:
         self.dispatcher.poke(f"a {ref[0]} was reconciled")
 
     def _leadership_changed(self) -> None:
-        self.queue.add_all(self.cache.all_refs())
+        self.queue.add_low(self.cache.all_refs())
         self.dispatcher.replan("this replica's shards changed")
 
     # --- the loop ----------------------------------------------------------------------------------
@@ -265,7 +273,7 @@ class Manager:
             await self._poll_killswitch()
         if now >= self._next_resync:
             self._next_resync = now + RESYNC_SECONDS
-            self.queue.add_all(self.cache.all_refs())
+            self.queue.add_low(self.cache.all_refs())
             self.dispatcher.replan("resync")
         self._gauges()
 

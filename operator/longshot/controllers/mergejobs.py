@@ -57,7 +57,7 @@ def job_state(ctx: ctxmod.Context, job: objects.MergeJob, build: objects.BuildRe
         pull=pull, message=waiting_on_forge,
         priority=job.spec.priority, fix_depth=cachemod.fix_depth(task),
         max_conflict_retries=build.spec.merge.max_conflict_retries,
-        fixers_left=max(0, build.spec.merge.max_fixers - ctx.views(build.key).fixers),
+        fixers_left=max(0, build.spec.merge.max_fixers - len(ctx.cache.fixers_by_build.get(build.key, ()))),
         needs_approval=build.spec.merge.require_approval and not job.spec.approved,
         waiting=next((x.message or "" for x in s.conditions
                       if x.type == cond.QUEUED and x.reason == mj.WAITING_FOR_DEPENDENCIES), ""),

@@ -107,6 +107,8 @@ class TaskReconciler:
     def __init__(self, ctx: ctxmod.Context) -> None:
         self.ctx = ctx
         self.fanout = fanoutc.Fanout(ctx)
+        self.tips = handoffs.TipReader()
+        """Branch tips of ended workers' handoffs: one ``git ls-remote`` per repository for many handoffs."""
 
     # --- entry points --------------------------------------------------------------------------------
 
@@ -340,8 +342,7 @@ class TaskReconciler:
         expected = binding.task_branch(task.spec.branch, task.namespace, build.name, task.name)
         delivers = (task.spec.role in ("worker", "fixer") and handoff.outcome == "succeeded" and bool(handoff.commit)
                     and handoff.branch == expected)
-        tip = await asyncio.to_thread(handoffs.branch_tip, self.ctx.kube, to_dict(build), expected) \
-            if delivers else None
+        tip = await self.tips.tip(self.ctx.kube, to_dict(build), expected) if delivers else None
         why = binding.handoff_mismatch(role=task.spec.role, outcome=handoff.outcome, branch=handoff.branch,
                                        commit=handoff.commit, expected_branch=expected, tip=tip,
                                        bound_commit=task.spec.commit)

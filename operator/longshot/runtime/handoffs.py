@@ -19,11 +19,12 @@ is read into the operator's memory:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,11 @@ class TipUnknown(Exception):
 def branch_tip(k: kube.KubeAPI, build: Mapping[str, Any], branch: str) -> str | None:
     """The commit ``refs/heads/<branch>`` points to in the build's repository (``git ls-remote`` with the build's
     credentials), or None when the branch does not exist. Raises :class:`TipUnknown` when it cannot be read."""
+    return branch_tips(k, build, [branch])[branch]
+
+
+def branch_tips(k: kube.KubeAPI, build: Mapping[str, Any], branches: Sequence[str]) -> dict[str, str | None]:
+    """:func:`branch_tip` of several branches with one ``git ls-remote`` (and one read of the credentials)."""
     repo = (build.get("spec") or {}).get("repository") or {}
     namespace, secret_name = build["metadata"]["namespace"], repo.get("credentialsSecret")
     try:
@@ -167,18 +173,87 @@ def branch_tip(k: kube.KubeAPI, build: Mapping[str, Any], branch: str) -> str | 
     except Exception as e:
         raise TipUnknown(f"could not read Secret {namespace}/{secret_name}: {type(e).__name__}") from None
     credentials = vws.GitCredentials.from_secret_data(data) if data else None
-    ref = f"refs/heads/{branch}"
+    refs = {f"refs/heads/{b}": b for b in branches}
     with tempfile.TemporaryDirectory(prefix="longshot-tip-") as tmp:
         try:
-            proc = subprocess.run(["git", *vws.GIT_OPTIONS, "ls-remote", "--", str(repo["url"]), ref],
+            proc = subprocess.run(["git", *vws.GIT_OPTIONS, "ls-remote", "--", str(repo["url"]), *refs],
                                   env=git_env(credentials, Path(tmp)), capture_output=True,
                                   timeout=FETCH_TIMEOUT_SECONDS, check=False)
         except subprocess.TimeoutExpired:
-            raise TipUnknown(f"git ls-remote of {ref} timed out") from None
+            raise TipUnknown(f"git ls-remote of {len(refs)} branch(es) timed out") from None
     if proc.returncode != 0:
-        raise TipUnknown(f"git ls-remote of {ref} exited {proc.returncode}")
+        raise TipUnknown(f"git ls-remote of {len(refs)} branch(es) exited {proc.returncode}")
+    tips: dict[str, str | None] = dict.fromkeys(branches)
     for line in proc.stdout.decode(errors="replace").splitlines():
         sha, _, name = line.partition("\t")
-        if name.strip() == ref:
-            return sha.strip()
-    return None
+        branch = refs.get(name.strip())
+        if branch is not None:
+            tips[branch] = sha.strip()
+    return tips
+
+
+TIPS_PER_CALL = 128
+"""Most branches one ``git ls-remote`` of :class:`TipReader` asks for."""
+TipsFn = Callable[[kube.KubeAPI, Mapping[str, Any], Sequence[str]], dict[str, str | None]]
+
+
+class TipReader:
+    """Branch tips of ended tasks' handoffs, read with few ``git ls-remote`` calls.
+
+    Every worker's handoff is checked against its branch's tip once its Pod has ended. One ``ls-remote`` (a
+    process, a Secret read, a connection to the forge) per handoff made the AgentTask controller's workers wait on
+    git: with hundreds of agents ending a minute, the ends of the merge queue's gate Pods waited behind them
+    (``make bench-fleet``). Here the reads of one repository (namespace, credentials Secret, URL) are coalesced:
+    one ``ls-remote`` runs at a time per repository, and each read waits for the first one that *starts after it
+    was asked* (so a tip is never read before the Pod that asked had ended), which carries every branch asked
+    meanwhile (up to :data:`TIPS_PER_CALL`). A failed call fails the reads it carried (:class:`TipUnknown`)."""
+
+    def __init__(self, read: TipsFn | None = None) -> None:
+        self.read = read
+        self.calls = 0
+        self._waiting: dict[tuple[str, str, str], list[tuple[str, asyncio.Future[str | None]]]] = {}
+        self._last: dict[tuple[str, str, str], tuple[kube.KubeAPI, Mapping[str, Any]]] = {}
+        self._running: set[asyncio.Task[None]] = set()
+        self._busy: set[tuple[str, str, str]] = set()
+
+    async def tip(self, k: kube.KubeAPI, build: Mapping[str, Any], branch: str) -> str | None:
+        repo = (build.get("spec") or {}).get("repository") or {}
+        key = (str(build["metadata"]["namespace"]), str(repo.get("credentialsSecret") or ""), str(repo.get("url")))
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append((branch, future))
+        self._last[key] = (k, build)
+        if key not in self._busy:
+            self._busy.add(key)
+            task = asyncio.create_task(self._drain(key), name=f"branch tips of {key[2]}")
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        return await future
+
+    async def _drain(self, key: tuple[str, str, str]) -> None:
+        try:
+            while self._waiting.get(key):
+                waiting = self._waiting[key]
+                batch, self._waiting[key] = waiting[:TIPS_PER_CALL], waiting[TIPS_PER_CALL:]
+                k, build = self._last[key]
+                read = self.read or branch_tips
+                self.calls += 1
+                try:
+                    tips = await asyncio.to_thread(read, k, build, sorted({b for b, _ in batch}))
+                except asyncio.CancelledError:  # shutting down: nobody waits for ever
+                    for _, f in batch:
+                        f.cancel()
+                    raise
+                except Exception as e:
+                    error = e if isinstance(e, TipUnknown) else TipUnknown(f"{type(e).__name__}: {e}")
+                    for _, f in batch:
+                        if not f.done():
+                            f.set_exception(error)
+                    continue
+                for b, f in batch:
+                    if not f.done():
+                        f.set_result(tips.get(b))
+        finally:
+            self._busy.discard(key)
+            if not self._waiting.get(key):
+                self._waiting.pop(key, None)
+                self._last.pop(key, None)

@@ -34,7 +34,9 @@ branch (:func:`longshot.vcs.merge.push`), so even two replicas that both believe
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import hashlib
 import inspect
 import json
@@ -44,7 +46,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import kubernetes
 
@@ -59,6 +61,11 @@ MEMBER_PREFIX = "longshot-member-"
 KIND_LABEL = keys.LEASE_KIND
 """Label of Longshot's Leases: ``member`` (one per live replica) or ``shard`` (one per repository)."""
 Callback = Callable[[], Awaitable[None] | None]
+LEASE_THREADS: Final = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="longshot-lease")
+"""The Lease calls' own threads. On the event loop's default executor, shared with every reconcile's API and git
+work, a renewal waited behind 64 busy threads past its renew deadline under load: the replica dropped its shards
+every few seconds, each drop marked every object again, and a 1,000-agent fleet merged nothing (``make
+bench-fleet``, 2026-11-25). A Lease renewal must wait on the API server only."""
 
 
 def shard_lease_name(shard: str) -> str:
@@ -347,7 +354,8 @@ class LeaderElector:
         # (asyncio.timeout, not wait_for: wait_for of Python 3.11 can swallow a cancellation that races with
         # the call's completion, and a cancelled elector must stop)
         async with asyncio.timeout(limit + 0.5):
-            response = await asyncio.to_thread(fn, *args, _preload_content=False, _request_timeout=limit)
+            response = await asyncio.get_running_loop().run_in_executor(
+                LEASE_THREADS, functools.partial(fn, *args, _preload_content=False, _request_timeout=limit))
         data: dict[str, Any] = json.loads(response.data)
         return data
 

@@ -306,3 +306,15 @@ def test_an_answer_showing_the_last_finalizer_gone_forgets_the_object_before_the
                             finalizers=["longshot.dev/cleanup"])
     c.observe("BuildRequest", "MODIFIED", held)
     assert ("ns", "c") in c.builds  # a finalizer still holds it: it is being deleted, not gone
+
+
+def test_a_build_s_fixers_are_counted_as_they_come_and_go():
+    c = cachemod.Cache()
+    c.observe("BuildRequest", "ADDED", build())
+    fixer = task("f", "3")
+    fixer["spec"]["role"] = "fixer"
+    c.observe("AgentTask", "ADDED", fixer)
+    c.observe("AgentTask", "ADDED", task("w", "4"))
+    assert c.fixers_by_build[("ns", "b")] == {"f"}
+    c.observe("AgentTask", "DELETED", fixer)
+    assert c.fixers_by_build[("ns", "b")] == set()

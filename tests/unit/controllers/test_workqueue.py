@@ -71,3 +71,39 @@ def test_a_claimed_reference_is_not_handed_out_until_done_and_a_taken_one_cannot
     assert not q.claim("a")  # taken by the step: the dispatcher leaves it
     q.done("a")
     assert q.claim("a")
+
+
+def test_a_resync_queues_behind_every_event_and_an_event_moves_a_resynced_reference_up():
+    q: WorkQueue[str] = WorkQueue(Clock())
+    q.add_low(f"resync-{i}" for i in range(1000))
+    q.add("event")
+    q.add("resync-500")  # an event for a reference the resync marked: no longer low
+    q.add_low(["event", "late"])  # marking low never moves a reference down
+    assert q.take(3) == ["event", "resync-500", "resync-0"]
+    assert len(q) == 999 and q.pending() == 999
+    assert q.take()[-1] == "late"
+
+
+def test_urgent_references_are_handed_out_first_whatever_came_before():
+    q: WorkQueue[str] = WorkQueue(Clock(), urgent=lambda r: r.startswith("gate"))
+    q.add_all(f"worker-{i}" for i in range(100))
+    q.add_low(["resync"])
+    q.add("gate-1")
+    q.add_after("gate-2", 5)
+    assert q.take(1) == ["gate-1"]
+    q.clock.tick(5)  # type: ignore[attr-defined]
+    assert q.take(2) == ["gate-2", "worker-0"]
+    q.done("gate-1")
+    q.add("gate-1")
+    q.add("gate-1")
+    assert q.take(2) == ["gate-1", "worker-1"]
+
+
+async def test_a_worker_waiting_on_get_is_handed_the_urgent_reference_first():
+    q: WorkQueue[str] = WorkQueue(Clock(), urgent=lambda r: r == "gate")
+    q.add_low(["resync"])
+    q.add_all(["worker-a", "worker-b"])
+    q.add("gate")
+    assert [await q.get(), await q.get(), await q.get(), await q.get()] == ["gate", "worker-a", "worker-b", "resync"]
+    q.done("gate")
+    assert q.in_flight() == 3 and len(q) == 0
