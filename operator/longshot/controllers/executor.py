@@ -174,12 +174,20 @@ class Executor:
 
         Consecutive creations of custom objects (a plan's tasks) are independent and idempotent: they run
         concurrently, at most :data:`CREATE_CONCURRENCY` at a time, and the actions after them wait for all of
-        them (the first failure is raised once every one of them has been tried)."""
+        them (the first failure is raised once every one of them has been tried). So do consecutive status writes of
+        different objects (a merge queue's reconcile writes every MergeJob it moved: one after the other, 60 writes
+        of a second each under load held its worker for a minute), each fenced on its own version."""
         i = 0
         while i < len(actions):
             j = i
             while j < len(actions) and isinstance(actions[j], CreateObject):
                 j += 1
+            if j == i:
+                objs: set[tuple[str, str, str]] = set()
+                while j < len(actions) and isinstance(w := actions[j], WriteStatus) and (
+                        key := (w.kind, w.namespace, w.name)) not in objs:
+                    objs.add(key)
+                    j += 1
             if j - i > 1:
                 await self._concurrently(actions[i:j])
                 i = j
@@ -203,11 +211,13 @@ class Executor:
                 except Exception as e:
                     failed.append(e)
 
-        self.cache.ingest_begin(builds)  # dispatch waits for the whole plan (``Cache.ingesting``)
+        if builds:
+            self.cache.ingest_begin(builds)  # dispatch waits for the whole plan (``Cache.ingesting``)
         try:
             await asyncio.gather(*(worker() for _ in range(min(CREATE_CONCURRENCY, len(actions)))))
         finally:
-            self.cache.ingest_end(builds)
+            if builds:
+                self.cache.ingest_end(builds)
         if failed:
             raise failed[0]
 

@@ -200,3 +200,38 @@ async def test_a_plan_s_build_is_ingesting_while_its_tasks_are_created_even_when
     with pytest.raises(RuntimeError):
         await e.run([ex.CreateObject(task(f"u{i}")) for i in range(3)])
     assert bad.seen == [{("ns", "b"): 3}] * 3 and not cache.ingesting  # a failed batch does not hold the build
+
+
+class GatedStatus(FakeKube):
+    """Status writes wait until ``parties`` of them are in flight at once, and say in which order they ended."""
+
+    def __init__(self, parties: int) -> None:
+        super().__init__()
+        self.barrier = threading.Barrier(parties, timeout=20)
+        self.lock = threading.Lock()
+        self.order: list[tuple[str, str]] = []
+
+    def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any], *,
+                     resource_version: str | None = None) -> dict[str, Any] | None:
+        if name.startswith("gated"):
+            self.barrier.wait()
+        with self.lock:
+            self.order.append((name, str(status.get("phase"))))
+            return super().patch_status(kind, namespace, name, status, resource_version=resource_version)
+
+
+async def test_status_writes_of_different_objects_run_together_and_one_object_s_keep_their_order():
+    """A merge queue's reconcile writes every MergeJob it moved: one after the other, 60 slow writes held its worker
+    for a minute (``make bench-fleet``)."""
+    asyncio.get_running_loop().set_default_executor(concurrent.futures.ThreadPoolExecutor(8))
+    fake, clock = GatedStatus(3), Clock()
+    for name in ("gated-a", "gated-b", "gated-c", "same"):
+        fake.create(task(name))
+    e = executor(fake, clock)
+    writes = [ex.WriteStatus("AgentTask", "ns", n, "", {"phase": "Running"}) for n in ("gated-a", "gated-b", "gated-c")]
+    await e.run([*writes, ex.WriteStatus("AgentTask", "ns", "same", "", {"phase": "Running"}),
+                 ex.WriteStatus("AgentTask", "ns", "same", "", {"phase": "Succeeded"}),
+                 ex.Requeue(("Queue", "", "after"), clock.now)])
+    assert e.writes == 5  # the three gated writes met at the barrier: a serial executor would have timed out there
+    assert [o for o in fake.order if o[0] == "same"] == [("same", "Running"), ("same", "Succeeded")]
+    assert ("Queue", "", "after") in e.queue.take()
