@@ -235,3 +235,67 @@ def test_gitlab_a_merge_request_with_the_gate_status_merged_after_approval(opera
     assert any(r.method == "PUT" and r.path.endswith(f"/merge_requests/{mr.number}/merge") for r in forge.requests)
     b = finalized(custom, namespace, timeout=150)
     assert finalization_status(b) == ("True", "Passed"), dump(custom, namespace)
+
+
+def test_per_build_one_pull_request_advanced_by_the_queue_and_followed_by_every_job(
+        operator, kubelet, core_v1, custom, namespace, tmp_path, forge):
+    url = sample_repo.make(tmp_path)
+    forge.repo(PROJECT, url)
+    initial = main_head(url)
+    script_configmap(core_v1, namespace, independent_script())
+    forge_secret(core_v1, namespace)
+    build = pr_build(url, forge.github_url)
+    build["spec"]["merge"]["pullRequest"]["per"] = "build"
+    create(custom, namespace, build)
+    branch = f"longshot/{namespace}/demo/_pull"
+
+    # both candidates were gated on the build branch and landed there, one after the other; one pull request
+    jobs = {n: job_phase(custom, namespace, n, "AwaitingForge", timeout=150) for n in ("demo-add", "demo-mul")}
+    assert all(j["spec"]["target"] == branch for j in jobs.values())
+    (pull,) = open_pulls(forge, 1)
+    assert (pull.head, pull.base) == (branch, "main")
+    assert main_head(url) == initial
+    head = forge.head_of(PROJECT, branch)
+    for j in jobs.values():  # each job's tested commit is on the build branch
+        assert sample_repo.is_ancestor(url, j["status"]["testedCommit"], head)
+    assert sample_repo.show(url, "calc/add.py", branch) and sample_repo.show(url, "calc/mul.py", branch)
+    # the gate status is on the head; the job of the older candidate says it follows the newer one
+    wait_for(lambda: forge.statuses_of(PROJECT, head), timeout=60, what="the gate status on the build branch's head")
+    assert [(x["state"], x["context"]) for x in forge.statuses_of(PROJECT, head)] == [("success", "longshot/gate")]
+    older = next(n for n, j in jobs.items() if j["status"]["testedCommit"] != head)
+    wait_for(lambda: "follows its outcome" in (condition(get(custom, namespace, "mergejobs", older),
+                                                         "AwaitingForge") or {}).get("message", ""),
+             timeout=60, what="the older job following the pull request")
+
+    forge.review(PROJECT, pull.number, "APPROVED", "lgtm")
+    b = finalized(custom, namespace, timeout=150)
+    assert finalization_status(b) == ("True", "Passed"), dump(custom, namespace)
+    merged = forge.pulls(PROJECT)
+    assert len(merged) == 1 and merged[0].merged and merged[0].merged_by == "longshot"
+    for name in ("demo-add", "demo-mul"):
+        job = get(custom, namespace, "mergejobs", name)
+        assert job["status"]["phase"] == "Merged"
+        assert job["status"]["mergedCommit"] == merged[0].merge_commit == main_head(url)
+    assert sample_repo.show(url, "calc/add.py") and sample_repo.show(url, "calc/mul.py")
+    merges = [r for r in forge.requests if r.method == "PUT" and r.path.endswith("/merge")]
+    assert merges and all(r.body["sha"] == head for r in merges)
+
+
+def test_per_build_closed_without_merge_fails_every_job_on_it(operator, kubelet, core_v1, custom, namespace,
+                                                               tmp_path, forge):
+    url = sample_repo.make(tmp_path)
+    forge.repo(PROJECT, url)
+    initial = main_head(url)
+    script_configmap(core_v1, namespace, one_task_script())
+    forge_secret(core_v1, namespace)
+    build = pr_build(url, forge.github_url)
+    build["spec"]["merge"]["pullRequest"]["per"] = "build"
+    create(custom, namespace, build)
+    job_phase(custom, namespace, "demo-add", "AwaitingForge", timeout=150)
+    (pull,) = open_pulls(forge, 1)
+    wait_for(lambda: (get(custom, namespace, "mergejobs", "demo-add").get("status") or {}).get("pullRequest"),
+             timeout=60, what="the job knowing its pull request")
+    forge.close(PROJECT, pull.number)
+    job = job_phase(custom, namespace, "demo-add", "Failed")
+    assert condition(job, "Stalled")["reason"] == "ClosedWithoutMerge"
+    assert main_head(url) == initial

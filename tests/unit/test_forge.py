@@ -102,6 +102,27 @@ def test_a_head_that_is_not_the_tested_commit_is_never_merged() -> None:
     assert isinstance(e, fc.Wait) and "not the tested commit" in e.message
 
 
+def test_merge_target_is_the_base_unless_one_pull_request_per_build() -> None:
+    kw = {"base": "main", "namespace": "ns", "build": "demo"}
+    assert fc.merge_target(delivery="push", per=None, **kw) == "main"
+    assert fc.merge_target(delivery="push", per="build", **kw) == "main"
+    assert fc.merge_target(delivery="pullRequest", per="task", **kw) == "main"
+    assert fc.merge_target(delivery="pullRequest", per="build", **kw) == "longshot/ns/demo/_pull"
+
+
+def test_per_build_an_older_candidate_follows_the_newer_head_and_its_outcome() -> None:
+    ask = fc.Ask(branch="longshot/ns/demo/_pull", target="main", commit=OLD, title="t", body="b", per_build=True)
+    (wait,) = fc.decide(ask, pull(reviews=(approved(),)))
+    assert isinstance(wait, fc.Wait) and "follows its outcome" in wait.message and SHA[:12] in wait.message
+    # the forge merged the newer head: the older commit is in it (the build branch only moves forward)
+    assert fc.decide(ask, pull(state="closed", merged=True, merge_commit=MERGE)) == [
+        fc.Landed(MERGE, f"pull request #7 was merged on the forge as {MERGE[:12]}")]
+    assert isinstance(fc.decide(ask, pull(state="closed"))[0], fc.Fail)
+    # the job whose commit is the head drives it: merge that exact head
+    head = fc.Ask(branch=ask.branch, target="main", commit=SHA, title="t", body="b", per_build=True)
+    assert fc.decide(head, pull(reviews=(approved(),))) == [fc.Merge(7, "merge", SHA)]
+
+
 def test_review_text_is_bounded() -> None:
     review = fc.Review("carol", "CHANGES_REQUESTED", "x" * 100_000, SHA, tuple("y" for _ in range(100)))
     (e,) = fc.decide(ASK, pull(reviews=(review,)))
@@ -134,6 +155,14 @@ def test_handed_to_forge_waits_with_its_gate_passed() -> None:
     assert state.phase == mj.AWAITING_FORGE and state.batch is None and not state.terminal
     assert conds(effects)[c.AWAITING_FORGE] == (c.TRUE, "AwaitingForge")
     assert conds(effects)[c.GATES_PASSED][0] == c.TRUE
+
+
+def test_handed_to_forge_records_the_tested_commit_also_from_queued() -> None:
+    for phase in (mj.TESTING, mj.QUEUED):
+        state, _ = mj.decide(mj.JobState(name="j", task="t", branch="b", phase=phase), mj.HandedToForge(SHA),
+                             now=NOW)
+        assert state.phase == mj.AWAITING_FORGE and state.tested == SHA
+        assert state.to_status()["testedCommit"] == SHA
 
 
 def test_forge_waiting_records_the_pull_request_and_writes_nothing_when_unchanged() -> None:

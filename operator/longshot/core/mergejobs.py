@@ -22,6 +22,8 @@ Phases::
 Delivery through the forge (``spec.merge.delivery: pullRequest``, decisions in :mod:`longshot.core.forge`)::
 
     Testing --HandedToForge (its batch passed the gate)--> AwaitingForge --ForgeWaiting--> AwaitingForge
+       (per: build: the batch landed on the build branch, the head of the build's one pull request; Queued too,
+        when a landing is recognised after a restart)
     AwaitingForge --ForgeMerged (by Longshot, a person or the forge's merge queue)--> Merged
                   |--ForgeClosed (closed without merge)--> Failed (ClosedWithoutMerge, no fixer)
                   |--ChangesRequested (a review on the tested commit)--> Failed (a fixer takes the branch over;
@@ -128,6 +130,9 @@ class JobState:
     """The fixer AgentTask that took the branch over."""
     pull: PullRef | None = None
     """The pull request it is delivered through (phase AwaitingForge)."""
+    tested: str | None = None
+    """The commit its gate passed on, handed to the forge (``HandedToForge``): the branch head for ``per: task``,
+    the candidate landed on the build branch for ``per: build``."""
     message: str = ""
     """The last outcome, for people."""
     # limits and context
@@ -174,6 +179,7 @@ class JobState:
             "fixer": self.fixer,
             "conflictingFiles": list(self.conflicting_files[:10_000]),
             "pullRequest": self.pull.to_wire() if self.pull else None,
+            "testedCommit": self.tested,
         }
 
 
@@ -720,7 +726,7 @@ def _fixer_landed(state: JobState, event: FixerLanded, now: datetime) -> Result:
 
 def _handed_to_forge(state: JobState, event: HandedToForge, now: datetime) -> Result:
     text = "the candidate passed its quality gate as it would land; opening its pull request on the forge"
-    return replace(state, phase=AWAITING_FORGE, batch=None, message=text), [
+    return replace(state, phase=AWAITING_FORGE, batch=None, message=text, tested=event.commit or None), [
         RecordTry("GatesPassed", text),
         SetCondition(c.QUEUED, c.FALSE, "AwaitingForge", text),
         SetCondition(c.GATES_PASSED, c.TRUE, "AwaitingForge", "the candidate passed its quality gate as it would land"),
@@ -778,6 +784,7 @@ TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
     (QUEUED, BatchJoined): _batch_joined,
     (QUEUED, Requeued): _ignore,
     (QUEUED, Landed): _landed,
+    (QUEUED, HandedToForge): _handed_to_forge,
     (QUEUED, Conflict): _conflict,
     (QUEUED, TargetMoved): _ignore,
     (QUEUED, Retry): _ignore,
