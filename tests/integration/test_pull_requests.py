@@ -80,6 +80,19 @@ def open_pulls(forge, n, timeout=120):
     return wait_for(opened, timeout=timeout, what=f"{n} open pull requests")
 
 
+def build_awaiting_forge(custom, namespace, text, timeout=90):
+    def waiting():
+        b = get(custom, namespace, "buildrequests", "demo")
+        c = condition(b, "Reconciling") or {}
+        return b if (c.get("status"), c.get("reason")) == ("True", "AwaitingForge") and text in c.get(
+            "message", "") else None
+
+    try:
+        return wait_for(waiting, timeout=timeout, what="the build waiting on the forge")
+    except TimeoutError as e:
+        raise TimeoutError(f"{e}\n{dump(custom, namespace)}") from None
+
+
 def main_head(url):
     return subprocess.run(["git", "--git-dir", url.removeprefix("file://"), "rev-parse", "main"], check=True,
                           capture_output=True, text=True).stdout.strip()
@@ -113,6 +126,11 @@ def test_a_pull_request_per_task_with_the_gate_status_merged_by_the_forge_after_
     assert condition(job, "AwaitingForge")["status"] == "True"
     assert job["status"]["pullRequest"]["number"] in {p.number for p in pulls}
     assert main_head(url) == initial
+    # the build says it waits on the forge: how many pull requests, and the first one's address
+    b = build_awaiting_forge(custom, namespace, "waiting for 2 pull requests")
+    assert condition(b, "Ready")["reason"] == "AwaitingForge"
+    assert condition(b, "Stalled")["status"] == "False"
+    assert "https://github.example/org/calc/pull/" in condition(b, "Reconciling")["message"]
     # the token never shows in a status or an Event
     assert TOKEN not in str(list_of(custom, namespace, "mergejobs"))
     assert TOKEN not in str(core_v1.list_namespaced_event(namespace).to_dict())
@@ -266,6 +284,9 @@ def test_per_build_one_pull_request_advanced_by_the_queue_and_followed_by_every_
     wait_for(lambda: "follows its outcome" in (condition(get(custom, namespace, "mergejobs", older),
                                                          "AwaitingForge") or {}).get("message", ""),
              timeout=60, what="the older job following the pull request")
+    # two jobs, one pull request: the build counts it once
+    b = build_awaiting_forge(custom, namespace, "waiting for 1 pull request on the forge")
+    assert f"/pull/{pull.number}" in condition(b, "Reconciling")["message"]
 
     forge.review(PROJECT, pull.number, "APPROVED", "lgtm")
     b = finalized(custom, namespace, timeout=150)

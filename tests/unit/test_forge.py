@@ -11,6 +11,7 @@ import pytest
 
 from longshot.api import conditions as c
 from longshot.api.buildrequest import MergeSettings, PullRequestSettings
+from longshot.core import builds, plan
 from longshot.core import forge as fc
 from longshot.core import mergejobs as mj
 from longshot.core.effects import SetCondition
@@ -345,3 +346,35 @@ def test_an_api_url_the_egress_policy_refuses_is_a_configuration_error_naming_th
     with pytest.raises(rf.ForgeError) as e:
         rf.make_forge(settings, TOKEN, egress=guard)
     assert "spec.merge.pullRequest.apiUrl" in str(e.value) and TOKEN not in str(e.value)
+
+
+# --- core.builds: the build says it waits on the forge -------------------------------------------------------
+
+
+def _waiting_build(phase: str, running: int = 0, *issues: builds.TaskIssue) -> list[SetCondition]:
+    counts = builds.TaskCounts(total=2 + running, succeeded=2, running=running)
+    return builds.summary(builds.BuildState(ref=plan.BuildRef("demo", "ns", "u"), phase=phase,  # type: ignore[arg-type]
+                                            counts=counts, issues=issues))
+
+
+def test_a_build_left_with_pull_requests_says_how_many_and_the_first_address() -> None:
+    issues = (builds.TaskIssue("demo-add", "forge", "https://forge/pull/1"),
+              builds.TaskIssue("demo-mul", "forge", "https://forge/pull/2"),
+              builds.TaskIssue("demo-sub", "forge", "https://forge/pull/1"))  # per: build: one pull request
+    got = {e.type: (e.status, e.reason, e.message) for e in _waiting_build(builds.FINALIZING, 0, *issues)}
+    assert got[c.RECONCILING][:2] == (c.TRUE, "AwaitingForge")  # kstatus: InProgress
+    assert got[c.RECONCILING][2].startswith("waiting for 2 pull requests on the forge")
+    assert got[c.RECONCILING][2].endswith("the first: https://forge/pull/1")
+    assert got[c.READY][:2] == (c.FALSE, "AwaitingForge") and got[c.STALLED][0] == c.FALSE
+    assert got[c.PROGRESSING][:2] == (c.FALSE, "AwaitingForge")
+
+
+def test_a_pull_request_not_opened_yet_counts_and_running_work_comes_first() -> None:
+    opening = builds.TaskIssue("demo-add", "forge", "")
+    assert builds.forge_waiting_text([opening]) == (
+        "waiting for 1 pull request on the forge (approvals, branch protection, the forge's merge); MergeJob "
+        "demo-add is opening its pull request")
+    got = {e.type: e.reason for e in _waiting_build(builds.WORKING, 1, opening)}
+    assert got[c.RECONCILING] == "Working"
+    # nothing runs: an iteration whose branches wait on the forge says so too
+    assert {e.type: e.reason for e in _waiting_build(builds.WORKING, 0, opening)}[c.RECONCILING] == "AwaitingForge"
