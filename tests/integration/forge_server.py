@@ -20,7 +20,9 @@ path): ``GET``/``POST /projects/{id}/merge_requests`` (``state=opened``, ``sourc
 ``GET /projects/{id}/merge_requests/{iid}`` (``state`` opened/closed/merged, ``sha``, ``merge_commit_sha``,
 ``detailed_merge_status``), ``GET .../approvals`` (``approved_by``), ``PUT .../merge`` (``sha``, ``squash``; 405
 until approved, 409 on a moved head, 406 on a conflict), ``POST /projects/{id}/statuses/{sha}`` (``state``,
-``name``). An approval is :meth:`ForgeServer.review` with ``APPROVED``.
+``name``), ``GET .../discussions`` (``notes`` with ``resolvable``, ``resolved``, ``position.head_sha``,
+``new_path``, ``new_line``). An approval is :meth:`ForgeServer.review` with ``APPROVED``; a diff discussion
+:meth:`ForgeServer.discuss`, resolved by :meth:`ForgeServer.resolve`.
 
 The test drives the rest: :meth:`ForgeServer.review` (an approval or a changes-requested review, with inline
 comments), :meth:`ForgeServer.merge_as_human`, :meth:`ForgeServer.close`. Every request is recorded
@@ -60,6 +62,7 @@ class Pull:
     labels: list[str] = field(default_factory=list)
     reviews: list[dict[str, Any]] = field(default_factory=list)
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    discussions: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -118,6 +121,27 @@ class ForgeServer:
             pull.reviews.append({"id": rid, "user": {"login": user}, "state": state, "body": body,
                                  "commit_id": self.head_of(path, pull.head)})
             pull.comments[rid] = [{"pull_request_review_id": rid, **c} for c in comments or []]
+
+    def discuss(self, path: str, number: int, body: str, *, user: str = "alice", file: str = "", line: int = 1
+                ) -> str:
+        """A GitLab diff discussion (resolvable, unresolved) on the merge request's current head; its id."""
+        with self.lock:
+            repo = self.repos[path]
+            pull = repo.pulls[number]
+            did = f"d{len(pull.discussions) + 1}"
+            position = {"head_sha": self.head_of(path, pull.head), "new_path": file or None,
+                        "new_line": line if file else None, "position_type": "text"}
+            pull.discussions.append({"id": did, "individual_note": False, "notes": [
+                {"id": 500 + len(pull.discussions), "body": body, "author": {"username": user}, "system": False,
+                 "resolvable": True, "resolved": False, "position": position}]})
+            return did
+
+    def resolve(self, path: str, number: int, discussion: str) -> None:
+        with self.lock:
+            for d in self.repos[path].pulls[number].discussions:
+                if d["id"] == discussion:
+                    for n in d["notes"]:
+                        n["resolved"] = True
 
     def merge_as_human(self, path: str, number: int) -> str:
         """A person presses the merge button (branch protection binds Longshot's token, not an admin)."""
@@ -276,6 +300,8 @@ class ForgeServer:
             if rest[2:] == ["approvals"] and method == "GET":
                 return 200, {"approved": self._approved(pull), "approved_by": [
                     {"user": {"username": r["user"]["login"]}} for r in pull.reviews if r["state"] == "APPROVED"]}
+            if rest[2:] == ["discussions"] and method == "GET":
+                return 200, list(pull.discussions)
             if rest[2:] == ["merge"] and method == "PUT":
                 body = body if isinstance(body, dict) else {}
                 status, payload = self._merge(repo, pull.number, "squash" if body.get("squash") else "merge",

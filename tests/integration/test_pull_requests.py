@@ -320,3 +320,34 @@ def test_per_build_closed_without_merge_fails_every_job_on_it(operator, kubelet,
     job = job_phase(custom, namespace, "demo-add", "Failed")
     assert condition(job, "Stalled")["reason"] == "ClosedWithoutMerge"
     assert main_head(url) == initial
+
+
+def test_gitlab_an_unresolved_discussion_on_the_tested_commit_goes_to_a_fixer(
+        operator, kubelet, core_v1, custom, namespace, tmp_path, forge):
+    url = sample_repo.make(tmp_path)
+    forge.repo(PROJECT, url)
+    script_configmap(core_v1, namespace, one_task_script(**{"demo-add-fix": [
+        {"write": {"path": "calc/add.py", "content": 'def add(a, b):\n    """Sum."""\n    return a + b\n'}},
+        {"finish": "docstring"}]}))
+    forge_secret(core_v1, namespace)
+    create(custom, namespace, pr_build(url, forge.gitlab_url, provider="gitlab"))
+    job_phase(custom, namespace, "demo-add", "AwaitingForge")
+    (mr,) = open_pulls(forge, 1)
+    forge.review(PROJECT, mr.number, "APPROVED")  # an approval does not outweigh an open thread
+    thread = forge.discuss(PROJECT, mr.number, "add() needs a docstring", user="carol", file="calc/add.py", line=1)
+    job = job_phase(custom, namespace, "demo-add", "Failed")
+    assert condition(job, "ChecksPassed")["reason"] == "ChangesRequested"
+    fixer = get(custom, namespace, "agenttasks", "demo-add-fix")
+    assert "calc/add.py:1: add() needs a docstring" in fixer["spec"]["description"]
+    assert fixer["spec"]["branch"] == mr.head
+    # the fixer's commit goes to the same merge request; the thread, now on an earlier commit, holds it until resolved
+    job_phase(custom, namespace, "demo-add-fix", "AwaitingForge", timeout=150)
+    wait_for(lambda: "earlier commit" in (condition(get(custom, namespace, "mergejobs", "demo-add-fix"),
+                                                    "AwaitingForge") or {}).get("message", ""),
+             timeout=60, what="the stale thread holding the merge request")
+    forge.resolve(PROJECT, mr.number, thread)
+    b = finalized(custom, namespace, timeout=150)
+    assert finalization_status(b) == ("True", "Passed"), dump(custom, namespace)
+    assert get(custom, namespace, "mergejobs", "demo-add-fix")["status"]["phase"] == "Merged"
+    assert '"""Sum."""' in sample_repo.show(url, "calc/add.py")
+    assert len(forge.pulls(PROJECT)) == 1
