@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import httpx
@@ -314,6 +315,8 @@ def test_gitlab_merge_requests_approvals_statuses_and_merge() -> None:
                                              "detailed_merge_status": "mergeable"})
         if path.endswith("/approvals"):
             return httpx.Response(200, json={"approved_by": [{"user": {"username": "alice"}}]})
+        if path.endswith("/discussions"):
+            return httpx.Response(200, json=[])
         if path.endswith("/merge"):
             return httpx.Response(200, json={"iid": 4, "state": "merged", "merge_commit_sha": MERGE, "sha": SHA})
         return httpx.Response(201, json={})
@@ -331,6 +334,41 @@ def test_gitlab_merge_requests_approvals_statuses_and_merge() -> None:
     assert ("POST", f"/api/v4/projects/group%2Fproj/statuses/{SHA}",
             {"state": "failed", "name": "longshot/gate", "description": "failed"}) in calls
     assert ("PUT", "/api/v4/projects/group%2Fproj/merge_requests/4/merge", {"sha": SHA, "squash": True}) in calls
+
+
+def test_gitlab_unresolved_diff_discussions_are_a_changes_requested_review_on_their_commit() -> None:
+    note = {"body": "needs a docstring", "author": {"username": "carol"}, "resolvable": True, "resolved": False,
+            "position": {"head_sha": SHA, "new_path": "calc/add.py", "new_line": 3}}
+    discussions = [
+        {"notes": [note]},
+        {"notes": [{**note, "body": "resolved already", "resolved": True}]},
+        {"notes": [{**note, "body": "a general note", "position": None}]},  # names no commit
+        {"notes": [{**note, "body": "merged the branch", "system": True}]},
+        {"notes": [{**note, "body": "on the old head", "position": {**note["position"], "head_sha": OLD}}]},
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.raw_path.decode().split("?")[0]
+        if path.endswith("/merge_requests/4"):
+            return httpx.Response(200, json={"iid": 4, "web_url": "w", "state": "opened", "sha": SHA,
+                                             "detailed_merge_status": "mergeable"})
+        if path.endswith("/approvals"):
+            return httpx.Response(200, json={"approved_by": [{"user": {"username": "carol"}}]})
+        if path.endswith("/discussions"):
+            return httpx.Response(200, json=discussions)
+        return httpx.Response(404, json={})
+
+    settings = PullRequestSettings.model_validate({"provider": "gitlab", "project": "7",
+                                                   "tokenSecretRef": {"name": "forge"}})
+    with rf.make_forge(settings, TOKEN, transport=httpx.MockTransport(handler), sleep=lambda s: None) as f:
+        facts = f.facts(number=4, branch="b", target="main")
+    *_, fix = fc.decide(ASK, facts)  # the thread on the head outweighs carol's approval and her older thread
+    assert fix == fc.RequestChanges("carol", ("1 unresolved discussion on the merge request",
+                                              "calc/add.py:3: needs a docstring"))
+    # once the head moved on, a thread on an older commit is stale: it holds the merge request, sends no fixer
+    later = fc.Ask(branch="b", target="main", commit=OLD, title="t", body="b")
+    (wait,) = fc.decide(later, replace(facts, head=OLD, status_posted=True))
+    assert isinstance(wait, fc.Wait) and "carol asked for changes on an earlier commit" in wait.message
 
 
 def test_an_api_url_the_egress_policy_refuses_is_a_configuration_error_naming_the_field() -> None:

@@ -275,7 +275,8 @@ class GitLabForge(Forge, tr.GitLab):
         for a in (approvers if isinstance(approvers, list) else [])[:100]:
             user: dict[str, Any] = a["user"] if isinstance(a, dict) and isinstance(a.get("user"), dict) else {}
             out.append(fc.Review(user=_text(user.get("username"), 255), state="APPROVED", commit=head))
-        return out + self._unresolved(number)
+        # threads on the head come last: they are an author's latest word (core.forge.latest_reviews)
+        return out + sorted(self._unresolved(number), key=lambda r: r.commit == head)
 
     def _unresolved(self, number: int) -> list[fc.Review]:
         """Each author's unresolved diff notes as one changes-requested review per commit they name (bounded: pages,
