@@ -351,3 +351,30 @@ def test_gitlab_an_unresolved_discussion_on_the_tested_commit_goes_to_a_fixer(
     assert get(custom, namespace, "mergejobs", "demo-add-fix")["status"]["phase"] == "Merged"
     assert '"""Sum."""' in sample_repo.show(url, "calc/add.py")
     assert len(forge.pulls(PROJECT)) == 1
+
+
+def test_a_fixer_whose_gate_fails_gets_a_failure_status_naming_the_step_on_the_pull_request(
+        operator, kubelet, core_v1, custom, namespace, tmp_path, forge):
+    url = sample_repo.make(tmp_path)
+    forge.repo(PROJECT, url)
+    script_configmap(core_v1, namespace, one_task_script(**{"demo-add-fix": [
+        {"write": {"path": "calc/add.py", "content": 'def add(a, b):\n    """Sum."""\n    return a - b\n'}},
+        {"finish": "docstring"}]}))
+    forge_secret(core_v1, namespace)
+    build = pr_build(url, forge.github_url)
+    build["spec"]["merge"]["maxFixers"] = 1  # the broken fix gets no fixer of its own
+    create(custom, namespace, build)
+    job_phase(custom, namespace, "demo-add", "AwaitingForge")
+    (pull,) = open_pulls(forge, 1)
+    forge.review(PROJECT, pull.number, "CHANGES_REQUESTED", "add() needs a docstring", user="carol")
+    job = job_phase(custom, namespace, "demo-add-fix", "Failed", timeout=150)
+    assert condition(job, "GatesPassed")["reason"] == "Evicted"
+    fix_commit = job["spec"]["commit"]
+    assert forge.head_of(PROJECT, pull.head) == fix_commit  # the fixer pushed to the pull request's branch
+    wait_for(lambda: forge.statuses_of(PROJECT, fix_commit), timeout=60, what="the failure status")
+    assert [(x["state"], x["context"], x["description"]) for x in forge.statuses_of(PROJECT, fix_commit)] == [
+        ("failure", "longshot/gate", "the quality gate failed at step test as it would land")]
+    job = wait_for(lambda: (lambda j: j if (j["status"].get("pullRequest") or {}).get("statusPosted") else None)(
+        get(custom, namespace, "mergejobs", "demo-add-fix")), timeout=60, what="the posted status recorded")
+    assert job["status"]["pullRequest"]["number"] == pull.number
+    assert TOKEN not in str(core_v1.list_namespaced_event(namespace).to_dict())

@@ -15,7 +15,7 @@ from longshot.api.buildrequest import MergeSettings, PullRequestSettings
 from longshot.core import builds, plan
 from longshot.core import forge as fc
 from longshot.core import mergejobs as mj
-from longshot.core.effects import SetCondition
+from longshot.core.effects import EmitEvent, SetCondition
 from longshot.runtime import forge as rf
 
 SHA = "a" * 40
@@ -123,6 +123,33 @@ def test_per_build_an_older_candidate_follows_the_newer_head_and_its_outcome() -
     # the job whose commit is the head drives it: merge that exact head
     head = fc.Ask(branch=ask.branch, target="main", commit=SHA, title="t", body="b", per_build=True)
     assert fc.decide(head, pull(reviews=(approved(),))) == [fc.Merge(7, "merge", SHA)]
+
+
+def test_failed_step_is_named_from_the_spec_never_from_the_output() -> None:
+    output = "step lint passed (exit 0)\nstep test failed (exit 1)\nAssertionError: step evil failed"
+    assert fc.failed_step(output, ["lint", "test"]) == "test"
+    assert fc.failed_step(output, ["lint"]) is None  # "evil" is not a step of the build: not echoed
+    assert fc.failed_step("", ["test"]) is None
+
+
+def test_a_failed_gate_is_posted_only_on_an_open_pull_request_whose_head_is_the_commit() -> None:
+    post = fc.failure_status(commit=SHA, facts=pull(), step="test")
+    assert post == fc.PostStatus(SHA, "failure", "the quality gate failed at step test as it would land")
+    assert fc.failure_status(commit=SHA, facts=pull(), step=None) == fc.PostStatus(
+        SHA, "failure", "the quality gate failed as it would land")
+    assert fc.failure_status(commit=SHA, facts=fc.PullFacts(exists=False), step="test") is None
+    assert fc.failure_status(commit=SHA, facts=pull(state="closed"), step="test") is None
+    assert fc.failure_status(commit=SHA, facts=pull(head=OLD), step="test") is None
+    long = fc.failure_status(commit=SHA, facts=pull(), step="x" * 300)
+    assert long is not None and len(long.description) == fc.MAX_STATUS_DESCRIPTION
+
+
+def test_a_failed_job_records_the_failure_posted_on_its_pull_request() -> None:
+    failed = mj.JobState(name="j", task="t", branch="b", phase=mj.FAILED)
+    ref = mj.PullRef(7, "u", SHA, status_posted=True)
+    state, effects = mj.decide(failed, mj.ForgeFailurePosted(ref), now=NOW)
+    assert state.pull == ref and state.phase == mj.FAILED
+    assert [e.reason for e in effects if isinstance(e, EmitEvent)] == ["ForgeFailurePosted"]
 
 
 def test_review_text_is_bounded() -> None:

@@ -137,6 +137,40 @@ def actions(job: objects.MergeJob, build: objects.BuildRequest, state: mj.JobSta
     return out
 
 
+def post_gate_failure(ctx: ctxmod.Context, job: objects.MergeJob, build: objects.BuildRequest,
+                      output: str) -> mj.PullRef | None:
+    """A candidate of a ``per: task`` pull-request build broke its gate: when the open pull request of its branch has
+    the candidate's commit as its head (a fixer pushed to it), post a ``failure`` status naming the failing step
+    (``core.forge.failure_status``). Blocking (call in a worker thread); best effort: a forge that cannot be
+    reached is logged, the job's failure stands either way. The pull request, when posted; else None."""
+    settings = build.spec.merge.pull_request
+    if (build.spec.merge.delivery != "pullRequest" or settings is None or settings.per != "task"
+            or not job.spec.commit):
+        return None
+    ref = settings.token_secret_ref
+    try:
+        token = (ctx.kube.get_secret(job.namespace, ref.name) or {}).get(ref.key)
+    except Exception as e:  # best effort: the job's own poll reports a missing Secret
+        log.info("MergeJob %s/%s: the forge token could not be read: %s", job.namespace, job.name, type(e).__name__)
+        return None
+    if not token:
+        return None
+    step = fc.failed_step(output, [s.name for s in gate_steps(build)])
+    try:
+        with rforge.make_forge(settings, token, egress=ctx.egress, timeout=FORGE_TIMEOUT,
+                               max_wait=FORGE_MAX_WAIT) as f:
+            facts = f.facts(number=None, branch=job.spec.branch, target=job.spec.target)
+            post = fc.failure_status(commit=job.spec.commit, facts=facts, step=step)
+            if post is None:
+                return None
+            f.post_status(post.sha, post.state, post.description)
+    except (rforge.ForgeError, rforge.RateLimited) as e:
+        log.info("MergeJob %s/%s: the failed gate could not be posted on its pull request: %s", job.namespace,
+                 job.name, str(e)[:500])
+        return None
+    return mj.PullRef(facts.number, facts.url, post.sha, status_posted=True)
+
+
 class MergeJobReconciler:
     def __init__(self, ctx: ctxmod.Context) -> None:
         self.ctx = ctx

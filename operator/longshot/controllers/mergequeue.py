@@ -408,6 +408,12 @@ class QueueReconciler:
                     if isinstance(m, q.JoinBatch):
                         batch_build[m.batch_id] = jobs[m.name][1]
                     self._job_event_of(m, add, out, jobs, batch_build, now, name)
+            elif isinstance(e, q.Evict) and jobs[e.name][1].spec.merge.delivery == "pullRequest":
+                self._job_event_of(e, add, out, jobs, batch_build, now, name)
+                # a fixer's push to an open pull request broke the gate: say so on the pull request
+                posted = await asyncio.to_thread(mjc.post_gate_failure, self.ctx, *jobs[e.name], e.output)
+                if posted is not None:
+                    add(e.name, mj.ForgeFailurePosted(posted))
             elif isinstance(e, q.Land) and jobs[e.members[0]][1].spec.merge.delivery == "pullRequest" \
                     and target != names.pull_branch(jobs[e.members[0]][1].namespace, jobs[e.members[0]][1].name):
                 # delivery through the forge: the tested candidates go to their pull requests, the target stays

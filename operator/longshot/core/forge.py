@@ -250,6 +250,41 @@ def decide(ask: Ask, facts: PullFacts) -> list[Effect]:
     return [*out, Merge(facts.number, ask.merge_method, ask.commit)]
 
 
+MAX_STATUS_DESCRIPTION: Final = 140
+"""GitHub's limit on a commit status description."""
+
+
+def failed_step(output: str, steps: Sequence[str]) -> str | None:
+    """The gate step that failed, as the tester's result names it (``step <name> failed``): the first of ``steps``
+    (the build's own step names, never text from the output) whose failure line the output holds. Linear: one
+    substring search per step name."""
+    for name in steps:
+        if f"step {name} failed" in output:
+            return name
+    return None
+
+
+def failure_status(*, commit: str, facts: PullFacts, step: str | None) -> PostStatus | None:
+    """A gate that failed on ``commit`` goes on the pull request as a ``failure`` status when the pull request is open
+    and its head is that commit (a fixer's push to a pull request's branch whose gate failed); else nothing (no pull
+    request, or its head is another commit, which has its own status). The description names the failing step, by
+    its name from the spec, bounded; it carries no output (the output may hold anything).
+
+    ============ ============== =================================
+    pull request head           effect
+    ============ ============== =================================
+    none/closed  -              none
+    open         other commit   none
+    open         ``commit``     PostStatus(failure, "... step X")
+    ============ ============== =================================
+    """
+    if not facts.exists or facts.state != "open" or facts.merged or not commit or facts.head != commit:
+        return None
+    text = (f"the quality gate failed at step {step} as it would land" if step
+            else "the quality gate failed as it would land")
+    return PostStatus(commit, "failure", text[:MAX_STATUS_DESCRIPTION])
+
+
 def merge_outcome(number: int, merged: bool, commit: str | None, message: str) -> Effect:
     """What a merge request's answer means: merged (with its commit), or refused by the forge (405/409: branch
     protection, required checks, a moved head) -- keep waiting with the forge's own words."""

@@ -28,6 +28,7 @@ Delivery through the forge (``spec.merge.delivery: pullRequest``, decisions in :
                   |--ForgeClosed (closed without merge)--> Failed (ClosedWithoutMerge, no fixer)
                   |--ChangesRequested (a review on the tested commit)--> Failed (a fixer takes the branch over;
                                                                         its commits update the same pull request)
+    Failed (its gate failed on a pull request's head) --ForgeFailurePosted--> Failed (the failure status recorded)
 
 Every failure leads to a fix: a conflict after its retries, a quality gate that the candidate broke (the
 failing command's output goes to the fixer), a reviewer's changes-requested and a secret found in a commit
@@ -340,6 +341,14 @@ class ForgeWaiting:
 
 
 @dataclass(frozen=True)
+class ForgeFailurePosted:
+    """The failed gate was posted as a ``failure`` status on the pull request whose head is the job's commit (a
+    failed job of a build that delivers through pull requests): recorded, so it is posted once."""
+
+    pull: PullRef
+
+
+@dataclass(frozen=True)
 class ForgeMerged:
     """The forge merged the pull request; the target holds ``commit``."""
 
@@ -357,7 +366,8 @@ class ForgeClosed:
 
 Event = (Observed | ChecksPassed | Reviewing | SecretFound | ScanTimedOut | ChangesRequested | BatchJoined | Requeued
          | Landed         | Conflict | TargetMoved | TargetIdle | Evicted | Error | FixerLanded | Retry | Approved
-         | DependenciesPending | DependencyFailed | HandedToForge | ForgeWaiting | ForgeMerged | ForgeClosed)
+         | DependenciesPending | DependencyFailed | HandedToForge | ForgeWaiting | ForgeMerged | ForgeClosed
+         | ForgeFailurePosted)
 
 # --- effects -----------------------------------------------------------------------------------------
 
@@ -749,6 +759,11 @@ def _forge_waiting(state: JobState, event: ForgeWaiting, now: datetime) -> Resul
     return new, effects
 
 
+def _forge_failure_posted(state: JobState, event: ForgeFailurePosted, now: datetime) -> Result:
+    text = f"the failed gate was posted on pull request #{event.pull.number} as a failure status"
+    return replace(state, pull=event.pull), [EmitEvent("Normal", "ForgeFailurePosted", text)]
+
+
 def _forge_merged(state: JobState, event: ForgeMerged, now: datetime) -> Result:
     new, effects = _landed(state, Landed(event.commit), now)
     return replace(new, message=event.message), [
@@ -842,6 +857,8 @@ TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
                                          HandedToForge)},
     (FAILED, ForgeWaiting): _ignore,
     (FAILED, ForgeClosed): _ignore,
+    (FAILED, ForgeFailurePosted): _forge_failure_posted,
+    (SUPERSEDED, ForgeFailurePosted): _ignore,
     **{(SUPERSEDED, ev): _ignore for ev in (Observed, TargetMoved, TargetIdle, Retry, Requeued, Landed, Error,
                                             FixerLanded)},
 }
