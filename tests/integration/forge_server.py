@@ -20,27 +20,26 @@ path): ``GET``/``POST /projects/{id}/merge_requests`` (``state=opened``, ``sourc
 ``GET /projects/{id}/merge_requests/{iid}`` (``state`` opened/closed/merged, ``sha``, ``merge_commit_sha``,
 ``detailed_merge_status``), ``GET .../approvals`` (``approved_by``), ``PUT .../merge`` (``sha``, ``squash``; 405
 until approved, 409 on a moved head, 406 on a conflict), ``POST /projects/{id}/statuses/{sha}`` (``state``,
-``name``). An approval is :meth:`ForgeServer.review` with ``APPROVED``.
+``name``), ``GET .../discussions`` (``notes`` with ``resolvable``, ``resolved``, ``position.head_sha``,
+``new_path``, ``new_line``). An approval is :meth:`ForgeServer.review` with ``APPROVED``; a diff discussion
+:meth:`ForgeServer.discuss`, resolved by :meth:`ForgeServer.resolve`.
 
 The test drives the rest: :meth:`ForgeServer.review` (an approval or a changes-requested review, with inline
 comments), :meth:`ForgeServer.merge_as_human`, :meth:`ForgeServer.close`. Every request is recorded
-(``tracker_server.Request``). The issue API stays in ``tracker_server.py``.
+(``tracker_server.JsonApiServer``, the tracker's HTTP scaffolding). The issue API stays in ``tracker_server.py``.
 """
 
 from __future__ import annotations
 
-import json
 import subprocess
-import threading
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tracker_server import Request
+from tracker_server import JsonApiServer
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "forge", "GIT_AUTHOR_EMAIL": "forge@example.com", "GIT_COMMITTER_NAME": "forge",
            "GIT_COMMITTER_EMAIL": "forge@example.com", "PATH": "/usr/bin:/bin"}
@@ -60,6 +59,7 @@ class Pull:
     labels: list[str] = field(default_factory=list)
     reviews: list[dict[str, Any]] = field(default_factory=list)
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    discussions: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -70,29 +70,25 @@ class Repo:
     statuses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
-class ForgeServer:
+class ForgeServer(JsonApiServer):
     def __init__(self, token: str) -> None:
+        super().__init__()
         self.token = token
         self.repos: dict[str, Repo] = {}
-        self.requests: list[Request] = []
         self.protected = True
         """Branch protection: approvals required, no changes requested standing."""
         self.required_approvals = 1
-        self.lock = threading.RLock()
         self._next = 1
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
 
     # --- set-up and the test's hand ----------------------------------------------------------------
 
     @property
     def github_url(self) -> str:
-        return f"http://127.0.0.1:{self._http.server_address[1]}/github"
+        return f"http://127.0.0.1:{self.port}/github"
 
     @property
     def gitlab_url(self) -> str:
-        return f"http://127.0.0.1:{self._http.server_address[1]}/gitlab/api/v4"
+        return f"http://127.0.0.1:{self.port}/gitlab/api/v4"
 
     def repo(self, path: str, url: str) -> Repo:
         """Serve the bare repository at ``url`` (``file://...``) as project ``path`` (``owner/name``)."""
@@ -119,6 +115,27 @@ class ForgeServer:
                                  "commit_id": self.head_of(path, pull.head)})
             pull.comments[rid] = [{"pull_request_review_id": rid, **c} for c in comments or []]
 
+    def discuss(self, path: str, number: int, body: str, *, user: str = "alice", file: str = "", line: int = 1
+                ) -> str:
+        """A GitLab diff discussion (resolvable, unresolved) on the merge request's current head; its id."""
+        with self.lock:
+            repo = self.repos[path]
+            pull = repo.pulls[number]
+            did = f"d{len(pull.discussions) + 1}"
+            position = {"head_sha": self.head_of(path, pull.head), "new_path": file or None,
+                        "new_line": line if file else None, "position_type": "text"}
+            pull.discussions.append({"id": did, "individual_note": False, "notes": [
+                {"id": 500 + len(pull.discussions), "body": body, "author": {"username": user}, "system": False,
+                 "resolvable": True, "resolved": False, "position": position}]})
+            return did
+
+    def resolve(self, path: str, number: int, discussion: str) -> None:
+        with self.lock:
+            for d in self.repos[path].pulls[number].discussions:
+                if d["id"] == discussion:
+                    for n in d["notes"]:
+                        n["resolved"] = True
+
     def merge_as_human(self, path: str, number: int) -> str:
         """A person presses the merge button (branch protection binds Longshot's token, not an admin)."""
         with self.lock:
@@ -136,52 +153,12 @@ class ForgeServer:
 
     # --- serving ----------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread.start()
+    def _answer(self, method: str, path: str, query: dict[str, str], headers: Any,
+                body: Any) -> tuple[int, Any, dict[str, str]]:
+        status, payload = self._route(method, path, query, headers, body)
+        return status, payload, {}
 
-    def stop(self) -> None:
-        self._http.shutdown()
-        self._http.server_close()
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                server._serve(self, "GET")
-
-            def do_POST(self) -> None:
-                server._serve(self, "POST")
-
-            def do_PUT(self) -> None:
-                server._serve(self, "PUT")
-
-        return Handler
-
-    def _serve(self, h: BaseHTTPRequestHandler, method: str) -> None:
-        parts = urllib.parse.urlsplit(h.path)
-        query = dict(urllib.parse.parse_qsl(parts.query))
-        length = int(h.headers.get("content-length") or 0)
-        raw = h.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        with self.lock:
-            self.requests.append(Request(method, parts.path, query, {k.lower(): v for k, v in h.headers.items()},
-                                         body))
-            status, payload = self._answer(method, parts.path, query, h.headers, body)
-        data = json.dumps(payload).encode()
-        h.send_response(status)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        h.wfile.write(data)
-
-    def _answer(self, method: str, path: str, query: dict[str, str], headers: Any, body: Any) -> tuple[int, Any]:
+    def _route(self, method: str, path: str, query: dict[str, str], headers: Any, body: Any) -> tuple[int, Any]:
         if path.startswith("/gitlab/api/v4/"):
             return self._gitlab(method, path.removeprefix("/gitlab/api/v4/"), query, headers, body)
         if not path.startswith("/github/"):
@@ -276,6 +253,8 @@ class ForgeServer:
             if rest[2:] == ["approvals"] and method == "GET":
                 return 200, {"approved": self._approved(pull), "approved_by": [
                     {"user": {"username": r["user"]["login"]}} for r in pull.reviews if r["state"] == "APPROVED"]}
+            if rest[2:] == ["discussions"] and method == "GET":
+                return 200, list(pull.discussions)
             if rest[2:] == ["merge"] and method == "PUT":
                 body = body if isinstance(body, dict) else {}
                 status, payload = self._merge(repo, pull.number, "squash" if body.get("squash") else "merge",

@@ -80,6 +80,19 @@ def open_pulls(forge, n, timeout=120):
     return wait_for(opened, timeout=timeout, what=f"{n} open pull requests")
 
 
+def build_awaiting_forge(custom, namespace, text, timeout=90):
+    def waiting():
+        b = get(custom, namespace, "buildrequests", "demo")
+        c = condition(b, "Reconciling") or {}
+        return b if (c.get("status"), c.get("reason")) == ("True", "AwaitingForge") and text in c.get(
+            "message", "") else None
+
+    try:
+        return wait_for(waiting, timeout=timeout, what="the build waiting on the forge")
+    except TimeoutError as e:
+        raise TimeoutError(f"{e}\n{dump(custom, namespace)}") from None
+
+
 def main_head(url):
     return subprocess.run(["git", "--git-dir", url.removeprefix("file://"), "rev-parse", "main"], check=True,
                           capture_output=True, text=True).stdout.strip()
@@ -113,6 +126,11 @@ def test_a_pull_request_per_task_with_the_gate_status_merged_by_the_forge_after_
     assert condition(job, "AwaitingForge")["status"] == "True"
     assert job["status"]["pullRequest"]["number"] in {p.number for p in pulls}
     assert main_head(url) == initial
+    # the build says it waits on the forge: how many pull requests, and the first one's address
+    b = build_awaiting_forge(custom, namespace, "waiting for 2 pull requests")
+    assert condition(b, "Ready")["reason"] == "AwaitingForge"
+    assert condition(b, "Stalled")["status"] == "False"
+    assert "https://github.example/org/calc/pull/" in condition(b, "Reconciling")["message"]
     # the token never shows in a status or an Event
     assert TOKEN not in str(list_of(custom, namespace, "mergejobs"))
     assert TOKEN not in str(core_v1.list_namespaced_event(namespace).to_dict())
@@ -235,3 +253,128 @@ def test_gitlab_a_merge_request_with_the_gate_status_merged_after_approval(opera
     assert any(r.method == "PUT" and r.path.endswith(f"/merge_requests/{mr.number}/merge") for r in forge.requests)
     b = finalized(custom, namespace, timeout=150)
     assert finalization_status(b) == ("True", "Passed"), dump(custom, namespace)
+
+
+def test_per_build_one_pull_request_advanced_by_the_queue_and_followed_by_every_job(
+        operator, kubelet, core_v1, custom, namespace, tmp_path, forge):
+    url = sample_repo.make(tmp_path)
+    forge.repo(PROJECT, url)
+    initial = main_head(url)
+    script_configmap(core_v1, namespace, independent_script())
+    forge_secret(core_v1, namespace)
+    build = pr_build(url, forge.github_url)
+    build["spec"]["merge"]["pullRequest"]["per"] = "build"
+    create(custom, namespace, build)
+    branch = f"longshot/{namespace}/demo/_pull"
+
+    # both candidates were gated on the build branch and landed there, one after the other; one pull request
+    jobs = {n: job_phase(custom, namespace, n, "AwaitingForge", timeout=150) for n in ("demo-add", "demo-mul")}
+    assert all(j["spec"]["target"] == branch for j in jobs.values())
+    (pull,) = open_pulls(forge, 1)
+    assert (pull.head, pull.base) == (branch, "main")
+    assert main_head(url) == initial
+    head = forge.head_of(PROJECT, branch)
+    for j in jobs.values():  # each job's tested commit is on the build branch
+        assert sample_repo.is_ancestor(url, j["status"]["testedCommit"], head)
+    assert sample_repo.show(url, "calc/add.py", branch) and sample_repo.show(url, "calc/mul.py", branch)
+    # the gate status is on the head; the job of the older candidate says it follows the newer one
+    wait_for(lambda: forge.statuses_of(PROJECT, head), timeout=60, what="the gate status on the build branch's head")
+    assert [(x["state"], x["context"]) for x in forge.statuses_of(PROJECT, head)] == [("success", "longshot/gate")]
+    older = next(n for n, j in jobs.items() if j["status"]["testedCommit"] != head)
+    wait_for(lambda: "follows its outcome" in (condition(get(custom, namespace, "mergejobs", older),
+                                                         "AwaitingForge") or {}).get("message", ""),
+             timeout=60, what="the older job following the pull request")
+    # two jobs, one pull request: the build counts it once
+    b = build_awaiting_forge(custom, namespace, "waiting for 1 pull request on the forge")
+    assert f"/pull/{pull.number}" in condition(b, "Reconciling")["message"]
+
+    forge.review(PROJECT, pull.number, "APPROVED", "lgtm")
+    b = finalized(custom, namespace, timeout=150)
+    assert finalization_status(b) == ("True", "Passed"), dump(custom, namespace)
+    merged = forge.pulls(PROJECT)
+    assert len(merged) == 1 and merged[0].merged and merged[0].merged_by == "longshot"
+    for name in ("demo-add", "demo-mul"):
+        job = get(custom, namespace, "mergejobs", name)
+        assert job["status"]["phase"] == "Merged"
+        assert job["status"]["mergedCommit"] == merged[0].merge_commit == main_head(url)
+    assert sample_repo.show(url, "calc/add.py") and sample_repo.show(url, "calc/mul.py")
+    merges = [r for r in forge.requests if r.method == "PUT" and r.path.endswith("/merge")]
+    assert merges and all(r.body["sha"] == head for r in merges)
+
+
+def test_per_build_closed_without_merge_fails_every_job_on_it(operator, kubelet, core_v1, custom, namespace,
+                                                               tmp_path, forge):
+    url = sample_repo.make(tmp_path)
+    forge.repo(PROJECT, url)
+    initial = main_head(url)
+    script_configmap(core_v1, namespace, one_task_script())
+    forge_secret(core_v1, namespace)
+    build = pr_build(url, forge.github_url)
+    build["spec"]["merge"]["pullRequest"]["per"] = "build"
+    create(custom, namespace, build)
+    job_phase(custom, namespace, "demo-add", "AwaitingForge", timeout=150)
+    (pull,) = open_pulls(forge, 1)
+    wait_for(lambda: (get(custom, namespace, "mergejobs", "demo-add").get("status") or {}).get("pullRequest"),
+             timeout=60, what="the job knowing its pull request")
+    forge.close(PROJECT, pull.number)
+    job = job_phase(custom, namespace, "demo-add", "Failed")
+    assert condition(job, "Stalled")["reason"] == "ClosedWithoutMerge"
+    assert main_head(url) == initial
+
+
+def test_gitlab_an_unresolved_discussion_on_the_tested_commit_goes_to_a_fixer(
+        operator, kubelet, core_v1, custom, namespace, tmp_path, forge):
+    url = sample_repo.make(tmp_path)
+    forge.repo(PROJECT, url)
+    script_configmap(core_v1, namespace, one_task_script(**{"demo-add-fix": [
+        {"write": {"path": "calc/add.py", "content": 'def add(a, b):\n    """Sum."""\n    return a + b\n'}},
+        {"finish": "docstring"}]}))
+    forge_secret(core_v1, namespace)
+    create(custom, namespace, pr_build(url, forge.gitlab_url, provider="gitlab"))
+    job_phase(custom, namespace, "demo-add", "AwaitingForge")
+    (mr,) = open_pulls(forge, 1)
+    forge.review(PROJECT, mr.number, "APPROVED")  # an approval does not outweigh an open thread
+    thread = forge.discuss(PROJECT, mr.number, "add() needs a docstring", user="carol", file="calc/add.py", line=1)
+    job = job_phase(custom, namespace, "demo-add", "Failed")
+    assert condition(job, "ChecksPassed")["reason"] == "ChangesRequested"
+    fixer = get(custom, namespace, "agenttasks", "demo-add-fix")
+    assert "calc/add.py:1: add() needs a docstring" in fixer["spec"]["description"]
+    assert fixer["spec"]["branch"] == mr.head
+    # the fixer's commit goes to the same merge request; the thread, now on an earlier commit, holds it until resolved
+    job_phase(custom, namespace, "demo-add-fix", "AwaitingForge", timeout=150)
+    wait_for(lambda: "earlier commit" in (condition(get(custom, namespace, "mergejobs", "demo-add-fix"),
+                                                    "AwaitingForge") or {}).get("message", ""),
+             timeout=60, what="the stale thread holding the merge request")
+    forge.resolve(PROJECT, mr.number, thread)
+    b = finalized(custom, namespace, timeout=150)
+    assert finalization_status(b) == ("True", "Passed"), dump(custom, namespace)
+    assert get(custom, namespace, "mergejobs", "demo-add-fix")["status"]["phase"] == "Merged"
+    assert '"""Sum."""' in sample_repo.show(url, "calc/add.py")
+    assert len(forge.pulls(PROJECT)) == 1
+
+
+def test_a_fixer_whose_gate_fails_gets_a_failure_status_naming_the_step_on_the_pull_request(
+        operator, kubelet, core_v1, custom, namespace, tmp_path, forge):
+    url = sample_repo.make(tmp_path)
+    forge.repo(PROJECT, url)
+    script_configmap(core_v1, namespace, one_task_script(**{"demo-add-fix": [
+        {"write": {"path": "calc/add.py", "content": 'def add(a, b):\n    """Sum."""\n    return a - b\n'}},
+        {"finish": "docstring"}]}))
+    forge_secret(core_v1, namespace)
+    build = pr_build(url, forge.github_url)
+    build["spec"]["merge"]["maxFixers"] = 1  # the broken fix gets no fixer of its own
+    create(custom, namespace, build)
+    job_phase(custom, namespace, "demo-add", "AwaitingForge")
+    (pull,) = open_pulls(forge, 1)
+    forge.review(PROJECT, pull.number, "CHANGES_REQUESTED", "add() needs a docstring", user="carol")
+    job = job_phase(custom, namespace, "demo-add-fix", "Failed", timeout=150)
+    assert condition(job, "GatesPassed")["reason"] == "Evicted"
+    fix_commit = job["spec"]["commit"]
+    assert forge.head_of(PROJECT, pull.head) == fix_commit  # the fixer pushed to the pull request's branch
+    wait_for(lambda: forge.statuses_of(PROJECT, fix_commit), timeout=60, what="the failure status")
+    assert [(x["state"], x["context"], x["description"]) for x in forge.statuses_of(PROJECT, fix_commit)] == [
+        ("failure", "longshot/gate", "the quality gate failed at step test as it would land")]
+    job = wait_for(lambda: (lambda j: j if (j["status"].get("pullRequest") or {}).get("statusPosted") else None)(
+        get(custom, namespace, "mergejobs", "demo-add-fix")), timeout=60, what="the posted status recorded")
+    assert job["status"]["pullRequest"]["number"] == pull.number
+    assert TOKEN not in str(core_v1.list_namespaced_event(namespace).to_dict())

@@ -75,57 +75,20 @@ class _Limit:
     seconds: float
 
 
-class TrackerServer:
-    def __init__(self, clock: Callable[[], float], token: str) -> None:
-        self.clock = clock
-        self.token = token
-        self.projects: dict[str, Project] = {}
+class JsonApiServer:
+    """The HTTP scaffolding of the local JSON APIs (this tracker, ``forge_server.py``): a threaded server on
+    127.0.0.1, every request recorded (:class:`Request`) and answered under :attr:`lock` by :meth:`_answer`."""
+
+    def __init__(self) -> None:
         self.requests: list[Request] = []
-        self.limits: list[_Limit] = []
-        self.remaining: int | None = None
-        self.reset_at = 0.0
-        self.failures = 0
-        """The next this many requests answer 502."""
-        self.gitlab_link_header = True
-        self.foreign_next: str | None = None
-        """When set, the first listing page's next link points to this origin instead."""
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
 
-    # --- set-up -----------------------------------------------------------------------------------
-
     @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self._http.server_address[1]}"
-
-    @property
-    def github_url(self) -> str:
-        return self.origin + "/github"
-
-    @property
-    def gitlab_url(self) -> str:
-        return self.origin + "/gitlab/api/v4"
-
-    def project(self, path: str, id: int = 1) -> Project:
-        project = Project(path=path, id=id)
-        self.projects[path] = project
-        return project
-
-    def rate_limit(self, count: int = 1, *, seconds: float = 30, flavour: str = "primary") -> None:
-        """Refuse the next ``count`` requests as rate limited for ``seconds`` from now."""
-        self.limits.append(_Limit(flavour, count, seconds))
-
-    def budget(self, remaining: int, *, reset_in: float) -> None:
-        """Allow ``remaining`` more requests (reported in the headers), then refuse until the reset."""
-        self.remaining = remaining
-        self.reset_at = self.clock() + reset_in
-
-    def api_requests(self) -> list[Request]:
-        return list(self.requests)
-
-    # --- serving ----------------------------------------------------------------------------------
+    def port(self) -> int:
+        return int(self._http.server_address[1])
 
     def start(self) -> None:
         self._thread.start()
@@ -160,7 +123,10 @@ class TrackerServer:
         query = dict(urllib.parse.parse_qsl(parts.query))
         length = int(h.headers.get("content-length") or 0)
         raw = h.rfile.read(length) if length else b""
-        body = json.loads(raw) if raw else None
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
         with self.lock:
             self.requests.append(Request(method, parts.path, query, {k.lower(): v for k, v in h.headers.items()},
                                          body))
@@ -173,6 +139,59 @@ class TrackerServer:
             h.send_header(name, value)
         h.end_headers()
         h.wfile.write(data)
+
+    def _answer(self, method: str, path: str, query: dict[str, str], headers: Any,
+                body: Any) -> tuple[int, Any, dict[str, str]]:
+        raise NotImplementedError
+
+
+class TrackerServer(JsonApiServer):
+    def __init__(self, clock: Callable[[], float], token: str) -> None:
+        super().__init__()
+        self.clock = clock
+        self.token = token
+        self.projects: dict[str, Project] = {}
+        self.limits: list[_Limit] = []
+        self.remaining: int | None = None
+        self.reset_at = 0.0
+        self.failures = 0
+        """The next this many requests answer 502."""
+        self.gitlab_link_header = True
+        self.foreign_next: str | None = None
+        """When set, the first listing page's next link points to this origin instead."""
+
+    # --- set-up -----------------------------------------------------------------------------------
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self._http.server_address[1]}"
+
+    @property
+    def github_url(self) -> str:
+        return self.origin + "/github"
+
+    @property
+    def gitlab_url(self) -> str:
+        return self.origin + "/gitlab/api/v4"
+
+    def project(self, path: str, id: int = 1) -> Project:
+        project = Project(path=path, id=id)
+        self.projects[path] = project
+        return project
+
+    def rate_limit(self, count: int = 1, *, seconds: float = 30, flavour: str = "primary") -> None:
+        """Refuse the next ``count`` requests as rate limited for ``seconds`` from now."""
+        self.limits.append(_Limit(flavour, count, seconds))
+
+    def budget(self, remaining: int, *, reset_in: float) -> None:
+        """Allow ``remaining`` more requests (reported in the headers), then refuse until the reset."""
+        self.remaining = remaining
+        self.reset_at = self.clock() + reset_in
+
+    def api_requests(self) -> list[Request]:
+        return list(self.requests)
+
+    # --- serving ----------------------------------------------------------------------------------
 
     def _answer(self, method: str, path: str, query: dict[str, str], headers: Any,
                 body: Any) -> tuple[int, Any, dict[str, str]]:

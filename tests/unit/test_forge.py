@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import httpx
@@ -11,9 +12,10 @@ import pytest
 
 from longshot.api import conditions as c
 from longshot.api.buildrequest import MergeSettings, PullRequestSettings
+from longshot.core import builds, plan
 from longshot.core import forge as fc
 from longshot.core import mergejobs as mj
-from longshot.core.effects import SetCondition
+from longshot.core.effects import EmitEvent, SetCondition
 from longshot.runtime import forge as rf
 
 SHA = "a" * 40
@@ -102,6 +104,54 @@ def test_a_head_that_is_not_the_tested_commit_is_never_merged() -> None:
     assert isinstance(e, fc.Wait) and "not the tested commit" in e.message
 
 
+def test_merge_target_is_the_base_unless_one_pull_request_per_build() -> None:
+    kw = {"base": "main", "namespace": "ns", "build": "demo"}
+    assert fc.merge_target(delivery="push", per=None, **kw) == "main"
+    assert fc.merge_target(delivery="push", per="build", **kw) == "main"
+    assert fc.merge_target(delivery="pullRequest", per="task", **kw) == "main"
+    assert fc.merge_target(delivery="pullRequest", per="build", **kw) == "longshot/ns/demo/_pull"
+
+
+def test_per_build_an_older_candidate_follows_the_newer_head_and_its_outcome() -> None:
+    ask = fc.Ask(branch="longshot/ns/demo/_pull", target="main", commit=OLD, title="t", body="b", per_build=True)
+    (wait,) = fc.decide(ask, pull(reviews=(approved(),)))
+    assert isinstance(wait, fc.Wait) and "follows its outcome" in wait.message and SHA[:12] in wait.message
+    # the forge merged the newer head: the older commit is in it (the build branch only moves forward)
+    assert fc.decide(ask, pull(state="closed", merged=True, merge_commit=MERGE)) == [
+        fc.Landed(MERGE, f"pull request #7 was merged on the forge as {MERGE[:12]}")]
+    assert isinstance(fc.decide(ask, pull(state="closed"))[0], fc.Fail)
+    # the job whose commit is the head drives it: merge that exact head
+    head = fc.Ask(branch=ask.branch, target="main", commit=SHA, title="t", body="b", per_build=True)
+    assert fc.decide(head, pull(reviews=(approved(),))) == [fc.Merge(7, "merge", SHA)]
+
+
+def test_failed_step_is_named_from_the_spec_never_from_the_output() -> None:
+    output = "step lint passed (exit 0)\nstep test failed (exit 1)\nAssertionError: step evil failed"
+    assert fc.failed_step(output, ["lint", "test"]) == "test"
+    assert fc.failed_step(output, ["lint"]) is None  # "evil" is not a step of the build: not echoed
+    assert fc.failed_step("", ["test"]) is None
+
+
+def test_a_failed_gate_is_posted_only_on_an_open_pull_request_whose_head_is_the_commit() -> None:
+    post = fc.failure_status(commit=SHA, facts=pull(), step="test")
+    assert post == fc.PostStatus(SHA, "failure", "the quality gate failed at step test as it would land")
+    assert fc.failure_status(commit=SHA, facts=pull(), step=None) == fc.PostStatus(
+        SHA, "failure", "the quality gate failed as it would land")
+    assert fc.failure_status(commit=SHA, facts=fc.PullFacts(exists=False), step="test") is None
+    assert fc.failure_status(commit=SHA, facts=pull(state="closed"), step="test") is None
+    assert fc.failure_status(commit=SHA, facts=pull(head=OLD), step="test") is None
+    long = fc.failure_status(commit=SHA, facts=pull(), step="x" * 300)
+    assert long is not None and len(long.description) == fc.MAX_STATUS_DESCRIPTION
+
+
+def test_a_failed_job_records_the_failure_posted_on_its_pull_request() -> None:
+    failed = mj.JobState(name="j", task="t", branch="b", phase=mj.FAILED)
+    ref = mj.PullRef(7, "u", SHA, status_posted=True)
+    state, effects = mj.decide(failed, mj.ForgeFailurePosted(ref), now=NOW)
+    assert state.pull == ref and state.phase == mj.FAILED
+    assert [e.reason for e in effects if isinstance(e, EmitEvent)] == ["ForgeFailurePosted"]
+
+
 def test_review_text_is_bounded() -> None:
     review = fc.Review("carol", "CHANGES_REQUESTED", "x" * 100_000, SHA, tuple("y" for _ in range(100)))
     (e,) = fc.decide(ASK, pull(reviews=(review,)))
@@ -134,6 +184,14 @@ def test_handed_to_forge_waits_with_its_gate_passed() -> None:
     assert state.phase == mj.AWAITING_FORGE and state.batch is None and not state.terminal
     assert conds(effects)[c.AWAITING_FORGE] == (c.TRUE, "AwaitingForge")
     assert conds(effects)[c.GATES_PASSED][0] == c.TRUE
+
+
+def test_handed_to_forge_records_the_tested_commit_also_from_queued() -> None:
+    for phase in (mj.TESTING, mj.QUEUED):
+        state, _ = mj.decide(mj.JobState(name="j", task="t", branch="b", phase=phase), mj.HandedToForge(SHA),
+                             now=NOW)
+        assert state.phase == mj.AWAITING_FORGE and state.tested == SHA
+        assert state.to_status()["testedCommit"] == SHA
 
 
 def test_forge_waiting_records_the_pull_request_and_writes_nothing_when_unchanged() -> None:
@@ -284,6 +342,8 @@ def test_gitlab_merge_requests_approvals_statuses_and_merge() -> None:
                                              "detailed_merge_status": "mergeable"})
         if path.endswith("/approvals"):
             return httpx.Response(200, json={"approved_by": [{"user": {"username": "alice"}}]})
+        if path.endswith("/discussions"):
+            return httpx.Response(200, json=[])
         if path.endswith("/merge"):
             return httpx.Response(200, json={"iid": 4, "state": "merged", "merge_commit_sha": MERGE, "sha": SHA})
         return httpx.Response(201, json={})
@@ -303,6 +363,41 @@ def test_gitlab_merge_requests_approvals_statuses_and_merge() -> None:
     assert ("PUT", "/api/v4/projects/group%2Fproj/merge_requests/4/merge", {"sha": SHA, "squash": True}) in calls
 
 
+def test_gitlab_unresolved_diff_discussions_are_a_changes_requested_review_on_their_commit() -> None:
+    note = {"body": "needs a docstring", "author": {"username": "carol"}, "resolvable": True, "resolved": False,
+            "position": {"head_sha": SHA, "new_path": "calc/add.py", "new_line": 3}}
+    discussions = [
+        {"notes": [note]},
+        {"notes": [{**note, "body": "resolved already", "resolved": True}]},
+        {"notes": [{**note, "body": "a general note", "position": None}]},  # names no commit
+        {"notes": [{**note, "body": "merged the branch", "system": True}]},
+        {"notes": [{**note, "body": "on the old head", "position": {**note["position"], "head_sha": OLD}}]},
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.raw_path.decode().split("?")[0]
+        if path.endswith("/merge_requests/4"):
+            return httpx.Response(200, json={"iid": 4, "web_url": "w", "state": "opened", "sha": SHA,
+                                             "detailed_merge_status": "mergeable"})
+        if path.endswith("/approvals"):
+            return httpx.Response(200, json={"approved_by": [{"user": {"username": "carol"}}]})
+        if path.endswith("/discussions"):
+            return httpx.Response(200, json=discussions)
+        return httpx.Response(404, json={})
+
+    settings = PullRequestSettings.model_validate({"provider": "gitlab", "project": "7",
+                                                   "tokenSecretRef": {"name": "forge"}})
+    with rf.make_forge(settings, TOKEN, transport=httpx.MockTransport(handler), sleep=lambda s: None) as f:
+        facts = f.facts(number=4, branch="b", target="main")
+    *_, fix = fc.decide(ASK, facts)  # the thread on the head outweighs carol's approval and her older thread
+    assert fix == fc.RequestChanges("carol", ("1 unresolved discussion on the merge request",
+                                              "calc/add.py:3: needs a docstring"))
+    # once the head moved on, a thread on an older commit is stale: it holds the merge request, sends no fixer
+    later = fc.Ask(branch="b", target="main", commit=OLD, title="t", body="b")
+    (wait,) = fc.decide(later, replace(facts, head=OLD, status_posted=True))
+    assert isinstance(wait, fc.Wait) and "carol asked for changes on an earlier commit" in wait.message
+
+
 def test_an_api_url_the_egress_policy_refuses_is_a_configuration_error_naming_the_field() -> None:
     from longshot.core import egress
     from longshot.net import guard as gd
@@ -316,3 +411,35 @@ def test_an_api_url_the_egress_policy_refuses_is_a_configuration_error_naming_th
     with pytest.raises(rf.ForgeError) as e:
         rf.make_forge(settings, TOKEN, egress=guard)
     assert "spec.merge.pullRequest.apiUrl" in str(e.value) and TOKEN not in str(e.value)
+
+
+# --- core.builds: the build says it waits on the forge -------------------------------------------------------
+
+
+def _waiting_build(phase: str, running: int = 0, *issues: builds.TaskIssue) -> list[SetCondition]:
+    counts = builds.TaskCounts(total=2 + running, succeeded=2, running=running)
+    return builds.summary(builds.BuildState(ref=plan.BuildRef("demo", "ns", "u"), phase=phase,  # type: ignore[arg-type]
+                                            counts=counts, issues=issues))
+
+
+def test_a_build_left_with_pull_requests_says_how_many_and_the_first_address() -> None:
+    issues = (builds.TaskIssue("demo-add", "forge", "https://forge/pull/1"),
+              builds.TaskIssue("demo-mul", "forge", "https://forge/pull/2"),
+              builds.TaskIssue("demo-sub", "forge", "https://forge/pull/1"))  # per: build: one pull request
+    got = {e.type: (e.status, e.reason, e.message) for e in _waiting_build(builds.FINALIZING, 0, *issues)}
+    assert got[c.RECONCILING][:2] == (c.TRUE, "AwaitingForge")  # kstatus: InProgress
+    assert got[c.RECONCILING][2].startswith("waiting for 2 pull requests on the forge")
+    assert got[c.RECONCILING][2].endswith("the first: https://forge/pull/1")
+    assert got[c.READY][:2] == (c.FALSE, "AwaitingForge") and got[c.STALLED][0] == c.FALSE
+    assert got[c.PROGRESSING][:2] == (c.FALSE, "AwaitingForge")
+
+
+def test_a_pull_request_not_opened_yet_counts_and_running_work_comes_first() -> None:
+    opening = builds.TaskIssue("demo-add", "forge", "")
+    assert builds.forge_waiting_text([opening]) == (
+        "waiting for 1 pull request on the forge (approvals, branch protection, the forge's merge); MergeJob "
+        "demo-add is opening its pull request")
+    got = {e.type: e.reason for e in _waiting_build(builds.WORKING, 1, opening)}
+    assert got[c.RECONCILING] == "Working"
+    # nothing runs: an iteration whose branches wait on the forge says so too
+    assert {e.type: e.reason for e in _waiting_build(builds.WORKING, 0, opening)}[c.RECONCILING] == "AwaitingForge"

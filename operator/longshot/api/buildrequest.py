@@ -376,8 +376,10 @@ class PullRequestSettings(Model):
     reviews and merge (GitHub: pull requests read/write, commit statuses read/write, contents read; GitLab: the
     ``api`` scope, Developer role or higher on protected branches as they allow)."""
     per: PullRequestPer = "task"
-    """``task``: one pull request per merged branch (a task's, or its fixer's on the same branch). ``build`` is
-    reserved (not implemented yet: refused by the operator with a condition)."""
+    """``task``: one pull request per merged branch (a task's, or its fixer's on the same branch). ``build``: one
+    pull request for the whole build, from the build branch ``longshot/<namespace>/<build>/_pull`` (created at the
+    base branch) that the merge queue advances to each tested candidate; the gate's status goes on its head, and
+    every MergeJob on it follows its outcome (merged: Merged; closed without merge: Failed)."""
     merge_method: ForgeMergeMethod = "merge"
     """How the forge merges an approved, mergeable pull request: ``merge``, ``squash`` or ``rebase``."""
     labels: list[str] = Field(

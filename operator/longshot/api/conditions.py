@@ -175,6 +175,8 @@ REASONS: dict[str, str] = {
     "ClosedWithoutMerge": "The pull request was closed without merging: the job failed.",
     "ForgeRefusedMerge": "The forge refused to merge (branch protection, 405/409); the job keeps waiting.",
     "ForgeError": "A forge API call failed; it is tried again at the next poll.",
+    "ForgeFailurePosted": "The candidate's gate failed on the head of an open pull request; a failure status "
+                          "naming the failing step was posted on it.",
 }
 
 

@@ -98,6 +98,10 @@ class MergeJobStatus(Model):
     """The ``metadata.generation`` the operator last acted on."""
     queue_position: int | None = Field(default=None, ge=0)
     """Place in the repository's queue, 0 being next."""
+    tested_commit: str | None = Field(default=None, max_length=64)
+    """The commit whose quality gate passed and that was handed to the forge (``spec.merge.delivery:
+    pullRequest``): the branch's head (``per: task``) or the candidate landed on the build branch (``per: build``);
+    the forge is asked to merge exactly this head."""
     merged_commit: str | None = Field(default=None, max_length=64)
     """Commit on the target branch that contains the merge."""
     conflicting_files: list[str] = Field(default_factory=list, max_length=10_000)

@@ -316,7 +316,10 @@ class BuildReconciler:
         for j in sorted(self.ctx.cache.jobs_of(build.key), key=lambda j: j.name):
             if j.status.phase == mj.AWAITING_APPROVAL:
                 out.append(builds.TaskIssue(j.name, "approval", "waiting for spec.approved"))
-        order = {"stopped": 0, "awaiting": 1, "approval": 1, "retrying": 2, "failed": 3, "blocked": 4}
+            elif j.status.phase == mj.AWAITING_FORGE:
+                pr = j.status.pull_request
+                out.append(builds.TaskIssue(j.name, "forge", (pr.url or "") if pr is not None else ""))
+        order = {"stopped": 0, "awaiting": 1, "approval": 1, "retrying": 2, "failed": 3, "blocked": 4, "forge": 5}
         return tuple(sorted(out, key=lambda i: order[i.kind]))
 
     # --- sweeps ------------------------------------------------------------------------------------

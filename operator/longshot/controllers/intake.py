@@ -104,13 +104,16 @@ def tracker(k: kubemod.KubeAPI, build: objects.BuildRequest, guard: gd.Guard | N
     return trackers.make_tracker(source, _token(k, build), **options)
 
 
-def _mapped(e: trackers.TrackerError) -> IntakeError:
+def mapped(e: trackers.TrackerError, field: str = "planner.issues") -> IntakeError:
+    """A tracker client's error as an :class:`IntakeError` with what to fix in ``spec.<field>`` (the planner's
+    issues, or a standing intake's ``intake.tracker``)."""
     retry_at = None
     if isinstance(e, trackers.RateLimited):
         retry_at = dt.datetime.fromtimestamp(e.retry_at, tz=dt.UTC)
-    hint = {"Auth": "; fix the token in the Secret named in spec.planner.issues.credentialsSecret",
-            "Configuration": "; fix spec.planner.issues"}.get(e.failure_class, "")
+    hint = {"Auth": f"; fix the token in the Secret named in spec.{field}.credentialsSecret",
+            "Configuration": f"; fix spec.{field}"}.get(e.failure_class, "")
     return IntakeError(e.failure_class, f"{e}{hint}", retry_at)
+
 
 
 def read_issues(k: kubemod.KubeAPI, build: objects.BuildRequest, guard: gd.Guard | None = None,
@@ -121,7 +124,7 @@ def read_issues(k: kubemod.KubeAPI, build: objects.BuildRequest, guard: gd.Guard
         with tracker(k, build, guard, **options) as t:
             return trackers.issues_to_tasks(t.list_issues(source.labels if source is not None else ()))
     except trackers.TrackerError as e:
-        raise _mapped(e) from None
+        raise mapped(e) from None
 
 
 def comment(k: kubemod.KubeAPI, build: objects.BuildRequest, posts: list[tuple[int, str, str]],
@@ -135,7 +138,7 @@ def comment(k: kubemod.KubeAPI, build: objects.BuildRequest, posts: list[tuple[i
                 t.comment(number, body, marker=marker)
                 done.append(number)
     except trackers.TrackerError as e:
-        err = _mapped(e)
+        err = mapped(e)
         err.done = done
         raise err from None
     return done

@@ -25,7 +25,7 @@ from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
 from longshot.core import effects as fx
 from longshot.core import forge as fc
-from longshot.core import gates, manifests, scheduler
+from longshot.core import gates, manifests, names, scheduler
 from longshot.core import mergejobs as mj
 from longshot.core.effects import EmitEvent, SetCondition
 from longshot.runtime import forge as rforge
@@ -54,7 +54,7 @@ def job_state(ctx: ctxmod.Context, job: objects.MergeJob, build: objects.BuildRe
         checks=s.checks if s.checks in ("pending", "passed", "failed") else "pending",  # type: ignore[arg-type]
         conflicts=s.conflicts, conflict_base=s.conflict_base, conflicting_files=tuple(s.conflicting_files),
         errors=s.errors, not_before=s.not_before, batch=batch, merged_commit=s.merged_commit, fixer=s.fixer,
-        pull=pull, message=waiting_on_forge,
+        pull=pull, tested=s.tested_commit, message=waiting_on_forge,
         priority=job.spec.priority, fix_depth=cachemod.fix_depth(task),
         max_conflict_retries=build.spec.merge.max_conflict_retries,
         fixers_left=max(0, build.spec.merge.max_fixers - len(ctx.cache.fixers_by_build.get(build.key, ()))),
@@ -137,6 +137,40 @@ def actions(job: objects.MergeJob, build: objects.BuildRequest, state: mj.JobSta
     return out
 
 
+def post_gate_failure(ctx: ctxmod.Context, job: objects.MergeJob, build: objects.BuildRequest,
+                      output: str) -> mj.PullRef | None:
+    """A candidate of a ``per: task`` pull-request build broke its gate: when the open pull request of its branch has
+    the candidate's commit as its head (a fixer pushed to it), post a ``failure`` status naming the failing step
+    (``core.forge.failure_status``). Blocking (call in a worker thread); best effort: a forge that cannot be
+    reached is logged, the job's failure stands either way. The pull request, when posted; else None."""
+    settings = build.spec.merge.pull_request
+    if (build.spec.merge.delivery != "pullRequest" or settings is None or settings.per != "task"
+            or not job.spec.commit):
+        return None
+    ref = settings.token_secret_ref
+    try:
+        token = (ctx.kube.get_secret(job.namespace, ref.name) or {}).get(ref.key)
+    except Exception as e:  # best effort: the job's own poll reports a missing Secret
+        log.info("MergeJob %s/%s: the forge token could not be read: %s", job.namespace, job.name, type(e).__name__)
+        return None
+    if not token:
+        return None
+    step = fc.failed_step(output, [s.name for s in gate_steps(build)])
+    try:
+        with rforge.make_forge(settings, token, egress=ctx.egress, timeout=FORGE_TIMEOUT,
+                               max_wait=FORGE_MAX_WAIT) as f:
+            facts = f.facts(number=None, branch=job.spec.branch, target=job.spec.target)
+            post = fc.failure_status(commit=job.spec.commit, facts=facts, step=step)
+            if post is None:
+                return None
+            f.post_status(post.sha, post.state, post.description)
+    except (rforge.ForgeError, rforge.RateLimited) as e:
+        log.info("MergeJob %s/%s: the failed gate could not be posted on its pull request: %s", job.namespace,
+                 job.name, str(e)[:500])
+        return None
+    return mj.PullRef(facts.number, facts.url, post.sha, status_posted=True)
+
+
 class MergeJobReconciler:
     def __init__(self, ctx: ctxmod.Context) -> None:
         self.ctx = ctx
@@ -181,9 +215,6 @@ class MergeJobReconciler:
         if settings is None:
             return [mj.ForgeWaiting("ForgeError", "spec.merge.delivery is pullRequest but spec.merge.pullRequest "
                                                   "is not set; set its provider, project and tokenSecretRef")], None
-        if settings.per != "task":
-            return [mj.ForgeWaiting("ForgeError", "spec.merge.pullRequest.per: build is not implemented yet; set "
-                                                  "per: task (one pull request per merged branch)")], None
         ref = settings.token_secret_ref
         data = await asyncio.to_thread(self.ctx.kube.get_secret, job.namespace, ref.name)
         token = (data or {}).get(ref.key)
@@ -191,9 +222,16 @@ class MergeJobReconciler:
             return [mj.ForgeWaiting("ForgeError", f"spec.merge.pullRequest.tokenSecretRef: Secret {ref.name!r} in "
                                                   f"namespace {job.namespace} has no key {ref.key!r}; add the forge "
                                                   "token under that key")], None
-        ask = fc.Ask(branch=job.spec.branch, target=job.spec.target, commit=job.spec.commit or "",
-                     title=self._title(job, build), body=self._body(job, build), labels=tuple(settings.labels),
-                     merge_method=settings.merge_method)
+        per_build = job.spec.target == names.pull_branch(build.namespace, build.name)
+        if per_build:  # the build's one pull request: from the build branch the queue lands on, to the base branch
+            ask = fc.Ask(branch=job.spec.target, target=build.spec.repository.base_branch,
+                         commit=state.tested or job.spec.commit or "", title=self._build_title(build),
+                         body=self._build_body(build), labels=tuple(settings.labels),
+                         merge_method=settings.merge_method, per_build=True)
+        else:
+            ask = fc.Ask(branch=job.spec.branch, target=job.spec.target, commit=state.tested or job.spec.commit or "",
+                         title=self._title(job, build), body=self._body(job, build), labels=tuple(settings.labels),
+                         merge_method=settings.merge_method)
         try:
             return await asyncio.to_thread(self._poll, settings, token, ask, state), None
         except rforge.RateLimited as e:
@@ -244,6 +282,18 @@ class MergeJobReconciler:
             case fc.RequestChanges():
                 return mj.ChangesRequested(f"{e.reviewer} (on the pull request)", e.reasons)
         raise ValueError(f"{type(e).__name__} is carried out, not an event")
+
+    @staticmethod
+    def _build_title(build: objects.BuildRequest) -> str:
+        first = (build.spec.request.strip().splitlines() or [""])[0]
+        return f"[longshot] {build.name}: {first}"[:200].rstrip(": ")
+
+    @staticmethod
+    def _build_body(build: objects.BuildRequest) -> str:
+        return (f"{build.spec.request[:4000]}\n\n---\nOpened by Longshot for BuildRequest {build.namespace}/"
+                f"{build.name} (`spec.merge.pullRequest.per: build`). Each task's branch passed its quality gate as it "
+                f"would land on this branch; the head's status is `{fc.GATE_CONTEXT}`. New candidates move the head "
+                "forward; approve the head to merge the whole build.")
 
     def _title(self, job: objects.MergeJob, build: objects.BuildRequest) -> str:
         task = self.ctx.cache.tasks.get((job.namespace, job.task_name))

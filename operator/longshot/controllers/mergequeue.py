@@ -182,6 +182,9 @@ class QueueReconciler:
         now = self.ctx.clock()
         started = time.monotonic()
         w = await self.workspaces.get(live[0][1])
+        first = live[0][1]
+        if target == names.pull_branch(first.namespace, first.name):  # per: build delivery: the build branch
+            await asyncio.to_thread(speculate.ensure_branch, w, target, first.spec.repository.base_branch)
         head = await asyncio.to_thread(speculate.head_of, w, target)
         fetched = time.monotonic()
         metrics.observe_queue_phase("fetch", fetched - started)
@@ -405,7 +408,14 @@ class QueueReconciler:
                     if isinstance(m, q.JoinBatch):
                         batch_build[m.batch_id] = jobs[m.name][1]
                     self._job_event_of(m, add, out, jobs, batch_build, now, name)
-            elif isinstance(e, q.Land) and jobs[e.members[0]][1].spec.merge.delivery == "pullRequest":
+            elif isinstance(e, q.Evict) and jobs[e.name][1].spec.merge.delivery == "pullRequest":
+                self._job_event_of(e, add, out, jobs, batch_build, now, name)
+                # a fixer's push to an open pull request broke the gate: say so on the pull request
+                posted = await asyncio.to_thread(mjc.post_gate_failure, self.ctx, *jobs[e.name], e.output)
+                if posted is not None:
+                    add(e.name, mj.ForgeFailurePosted(posted))
+            elif isinstance(e, q.Land) and jobs[e.members[0]][1].spec.merge.delivery == "pullRequest" \
+                    and target != names.pull_branch(jobs[e.members[0]][1].namespace, jobs[e.members[0]][1].name):
                 # delivery through the forge: the tested candidates go to their pull requests, the target stays
                 build = jobs[e.members[0]][1]
                 for n in e.members:
@@ -437,9 +447,15 @@ class QueueReconciler:
                         for n in [c.name for c in state.candidates if c.batch_id == e.batch_id]:
                             add(n, mj.Requeued(f"the target moved while the batch was tested ({why}); tested again"))
                         break  # the rest of the decision was made on the old target
+                # per: build delivery lands on the build branch and hands the jobs to its pull request
+                per_build = target == names.pull_branch(build.namespace, build.name)
                 for n in e.members:
                     job = jobs[n][0]
                     commit = job.status.batch.commit if job.status.batch is not None else e.commit
+                    if per_build:
+                        add(n, mj.HandedToForge(commit))
+                        out.append(ex.Requeue(("MergeJob", job.namespace, job.name), now))
+                        continue
                     add(n, mj.Landed(commit))
                     metrics.observe_merge("Merged", took)
                 positions = [c.position or 0 for c in state.candidates if c.batch_id == e.batch_id]

@@ -25,7 +25,6 @@ and schedules a local reconcile. The body's content is not used.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -52,14 +51,8 @@ MAX_REQUEST = 100_000
 """The longest request a child build may have (``spec.request``)."""
 
 
-@dataclass
-class PollError(Exception):
-    failure_class: str
-    message: str
-    retry_at: dt.datetime | None = None
-
-    def __str__(self) -> str:
-        return self.message
+PollError = intakec.IntakeError
+"""A poll's failure: the planner intake's error (failure class, message, when to try again)."""
 
 
 @dataclass
@@ -105,10 +98,7 @@ def client(k: kubemod.KubeAPI, build: objects.BuildRequest, guard: gd.Guard | No
 
 
 def _mapped(e: trackers.TrackerError) -> PollError:
-    retry_at = dt.datetime.fromtimestamp(e.retry_at, tz=dt.UTC) if isinstance(e, trackers.RateLimited) else None
-    hint = {"Auth": f"; fix the token in the Secret named in spec.{FIELD}.credentialsSecret",
-            "Configuration": f"; fix spec.{FIELD}"}.get(e.failure_class, "")
-    return PollError(e.failure_class, f"{e}{hint}", retry_at)
+    return intakec.mapped(e, FIELD)
 
 
 def poll(k: kubemod.KubeAPI, build: objects.BuildRequest, guard: gd.Guard | None = None,

@@ -44,7 +44,7 @@ from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
 from longshot.controllers import fanout as fanoutc
 from longshot.controllers import taskinput
-from longshot.core import binding, failures, fanout, ledger, manifests, tasks
+from longshot.core import binding, failures, fanout, forge, ledger, manifests, tasks
 from longshot.core import effects as fx
 from longshot.core.effects import EmitEvent, SetCondition
 from longshot.runtime import handoffs, pods
@@ -66,9 +66,17 @@ def merge_job_manifest(task: objects.AgentTask, build: objects.BuildRequest,
     """The MergeJob of the task's branch (``core.manifests.merge_job``)."""
     return manifests.merge_job(
         task=task.name, namespace=task.namespace, build=build.name, role=task.spec.role, task_uid=task.metadata.uid,
-        branch=e.branch, commit=e.commit, target=build.spec.repository.base_branch,
+        branch=e.branch, commit=e.commit, target=merge_target(build),
         strategy=build.spec.merge.strategy, priority=task.spec.priority, base_commit=e.base_commit,
         stacked_on=e.stacked_on, name=e.name)
+
+
+def merge_target(build: objects.BuildRequest) -> str:
+    """Where the build's MergeJobs land (``core.forge.merge_target``): the base branch, or the build branch of
+    ``spec.merge.pullRequest.per: build``."""
+    pr = build.spec.merge.pull_request
+    return forge.merge_target(delivery=build.spec.merge.delivery, per=pr.per if pr is not None else None,
+                              base=build.spec.repository.base_branch, namespace=build.namespace, build=build.name)
 
 
 def model_chain(task: objects.AgentTask, build: objects.BuildRequest) -> tuple[str, ...]:

@@ -133,10 +133,12 @@ class TaskIssue:
     ``kind``: ``stopped`` (waits on a person: Auth, Configuration, BudgetExceeded), ``awaiting`` (its agent
     asked a question, waiting for ``spec.answer``), ``approval`` (a MergeJob waits for ``spec.approved``;
     ``task`` is the MergeJob's name), ``retrying`` (failed an attempt, another is scheduled), ``failed`` (failed
-    for good), ``blocked`` (a dependency failed)."""
+    for good), ``blocked`` (a dependency failed), ``forge`` (a MergeJob waits on its pull request,
+    ``spec.merge.delivery: pullRequest``; ``task`` is the MergeJob's name, ``message`` the pull request's address,
+    "" until it is opened)."""
 
     task: str
-    kind: Literal["stopped", "awaiting", "approval", "retrying", "failed", "blocked"]
+    kind: Literal["stopped", "awaiting", "approval", "retrying", "failed", "blocked", "forge"]
     message: str
 
 
@@ -753,6 +755,23 @@ _PHASE_TEXT: Final[Mapping[str, str]] = {
 }
 
 
+AWAITING_FORGE: Final = "AwaitingForge"
+"""The build's reason while only pull requests on the forge are left (``Reconciling=True``: kstatus InProgress)."""
+
+
+def forge_waiting_text(waiting: Sequence[TaskIssue]) -> str:
+    """"waiting for N pull request(s) on the forge (approvals, branch protection, the forge's merge); the first:
+    <url>": ``waiting`` are the ``forge`` issues, one per MergeJob; jobs of one pull request (``per: build``) count
+    once; a job whose pull request is not opened yet counts as one."""
+    urls = list(dict.fromkeys(i.message for i in waiting if i.message))
+    n = len(urls) + sum(1 for i in waiting if not i.message)
+    text = (f"waiting for {n} pull request{'s' if n != 1 else ''} on the forge (approvals, branch protection, the "
+            "forge's merge)")
+    if urls:
+        return f"{text}; the first: {urls[0][:500]}"
+    return f"{text}; MergeJob {waiting[0].task} is opening its pull request"
+
+
 def _first(issues: Sequence[TaskIssue], kind: str) -> list[TaskIssue]:
     return [i for i in issues if i.kind == kind]
 
@@ -831,6 +850,11 @@ def summary(state: BuildState) -> list[SetCondition]:
             return conds((c.FALSE, reason, f"{state.phase}: {text}"), not_stalled, (c.TRUE, phase_reason, phase_text),
                          (c.TRUE, "TasksRunning", phase_text))
         return conds((c.FALSE, reason, text), (c.TRUE, reason, text), (c.FALSE, reason, text), (c.FALSE, reason, text))
+    forge = _first(state.issues, "forge")
+    if forge and not busy and state.phase in (WORKING, MERGING, FINALIZING):
+        text = forge_waiting_text(forge)
+        return conds((c.FALSE, AWAITING_FORGE, f"{state.phase}: {text}"), not_stalled,
+                     (c.TRUE, AWAITING_FORGE, text), (c.FALSE, AWAITING_FORGE, text))
     retrying = _first(state.issues, "retrying")
     failed = _first(state.issues, "failed") + _first(state.issues, "blocked")
     ready_reason: str = phase_reason

@@ -21,6 +21,15 @@ yes    open     -      -             approved                              unkno
 yes    open     -      -             approved                              yes        Merge(method, tested sha)
 ====== ======== ====== ============= ===================================== ========== ===========================
 
+``per: build`` (one pull request for the build): the job's MergeJob targets the build branch
+(:func:`merge_target`, ``longshot/<ns>/<build>/_pull``), so the queue gates each candidate on the build branch and
+lands it there by its usual compare-and-swap push, then hands the job to the forge with the landed commit. Every job
+so handed polls the one pull request from the build branch to the base branch with the same table: the job whose
+commit is the pull request's head drives it (status, approvals, merge of that exact head); the older jobs see a
+head that is not their commit and wait (``Wait``), following the outcome: merged -> ``Landed`` for every job that
+knew the pull request while it was open (the build branch only moves forward, by the queue, so its head at the
+merge contains each of their commits), closed without merge -> ``Fail`` for each of them.
+
 A merge the forge refuses (405 or 409: branch protection, a required check, the head moved past the tested commit)
 keeps the job waiting with the forge's message (:func:`merge_outcome`); a merge it accepts lands the job with the
 merge commit. A pull request merged on the forge by anyone (a person, the forge's merge queue) lands it too. A
@@ -34,6 +43,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
+
+from longshot.core import names
 
 GATE_CONTEXT: Final = "longshot/gate"
 """The commit status context Longshot posts the gate's result under."""
@@ -94,6 +105,25 @@ class Ask:
     labels: tuple[str, ...] = ()
     merge_method: str = "merge"
     approvals_required: int = 1
+    per_build: bool = False
+    """The pull request is the build's (``per: build``): a head that is not :attr:`commit` is a newer candidate."""
+
+
+def merge_target(*, delivery: str, per: str | None, base: str, namespace: str, build: str) -> str:
+    """The branch a build's MergeJobs land on: the base branch, or for ``delivery: pullRequest`` with ``per: build``
+    the build branch that is the head of the build's pull request.
+
+    =========== ===== ==================================
+    delivery    per   target
+    =========== ===== ==================================
+    push        any   base
+    pullRequest task  base
+    pullRequest build ``longshot/<ns>/<build>/_pull``
+    =========== ===== ==================================
+    """
+    if delivery == "pullRequest" and per == "build":
+        return names.pull_branch(namespace, build)
+    return base
 
 
 # --- effects -----------------------------------------------------------------------------------------
@@ -194,6 +224,10 @@ def decide(ask: Ask, facts: PullFacts) -> list[Effect]:
     if not facts.status_posted and facts.head == ask.commit:
         out.append(PostStatus(ask.commit, "success", "the quality gate passed as it would land"))
     if facts.head and facts.head != ask.commit:
+        if ask.per_build:
+            return [*out, Wait("AwaitingForge", f"{where} carries this commit ({ask.commit[:12]}); its head is the "
+                                                f"newer candidate {facts.head[:12]}, whose MergeJob drives it; this "
+                                                "job follows its outcome")]
         return [*out, Wait("AwaitingForge", f"{where}'s head {facts.head[:12]} is not the tested commit "
                                             f"{ask.commit[:12]}; waiting for its own MergeJob or a person")]
     latest = latest_reviews(facts.reviews)
@@ -214,6 +248,41 @@ def decide(ask: Ask, facts: PullFacts) -> list[Effect]:
         return [*out, Wait("AwaitingForge", f"{where} is approved but not mergeable "
                                             f"({facts.mergeable_state or 'no reason given'})")]
     return [*out, Merge(facts.number, ask.merge_method, ask.commit)]
+
+
+MAX_STATUS_DESCRIPTION: Final = 140
+"""GitHub's limit on a commit status description."""
+
+
+def failed_step(output: str, steps: Sequence[str]) -> str | None:
+    """The gate step that failed, as the tester's result names it (``step <name> failed``): the first of ``steps``
+    (the build's own step names, never text from the output) whose failure line the output holds. Linear: one
+    substring search per step name."""
+    for name in steps:
+        if f"step {name} failed" in output:
+            return name
+    return None
+
+
+def failure_status(*, commit: str, facts: PullFacts, step: str | None) -> PostStatus | None:
+    """A gate that failed on ``commit`` goes on the pull request as a ``failure`` status when the pull request is open
+    and its head is that commit (a fixer's push to a pull request's branch whose gate failed); else nothing (no pull
+    request, or its head is another commit, which has its own status). The description names the failing step, by
+    its name from the spec, bounded; it carries no output (the output may hold anything).
+
+    ============ ============== =================================
+    pull request head           effect
+    ============ ============== =================================
+    none/closed  -              none
+    open         other commit   none
+    open         ``commit``     PostStatus(failure, "... step X")
+    ============ ============== =================================
+    """
+    if not facts.exists or facts.state != "open" or facts.merged or not commit or facts.head != commit:
+        return None
+    text = (f"the quality gate failed at step {step} as it would land" if step
+            else "the quality gate failed as it would land")
+    return PostStatus(commit, "failure", text[:MAX_STATUS_DESCRIPTION])
 
 
 def merge_outcome(number: int, merged: bool, commit: str | None, message: str) -> Effect:

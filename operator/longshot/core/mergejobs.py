@@ -22,10 +22,13 @@ Phases::
 Delivery through the forge (``spec.merge.delivery: pullRequest``, decisions in :mod:`longshot.core.forge`)::
 
     Testing --HandedToForge (its batch passed the gate)--> AwaitingForge --ForgeWaiting--> AwaitingForge
+       (per: build: the batch landed on the build branch, the head of the build's one pull request; Queued too,
+        when a landing is recognised after a restart)
     AwaitingForge --ForgeMerged (by Longshot, a person or the forge's merge queue)--> Merged
                   |--ForgeClosed (closed without merge)--> Failed (ClosedWithoutMerge, no fixer)
                   |--ChangesRequested (a review on the tested commit)--> Failed (a fixer takes the branch over;
                                                                         its commits update the same pull request)
+    Failed (its gate failed on a pull request's head) --ForgeFailurePosted--> Failed (the failure status recorded)
 
 Every failure leads to a fix: a conflict after its retries, a quality gate that the candidate broke (the
 failing command's output goes to the fixer), a reviewer's changes-requested and a secret found in a commit
@@ -128,6 +131,9 @@ class JobState:
     """The fixer AgentTask that took the branch over."""
     pull: PullRef | None = None
     """The pull request it is delivered through (phase AwaitingForge)."""
+    tested: str | None = None
+    """The commit its gate passed on, handed to the forge (``HandedToForge``): the branch head for ``per: task``,
+    the candidate landed on the build branch for ``per: build``."""
     message: str = ""
     """The last outcome, for people."""
     # limits and context
@@ -174,6 +180,7 @@ class JobState:
             "fixer": self.fixer,
             "conflictingFiles": list(self.conflicting_files[:10_000]),
             "pullRequest": self.pull.to_wire() if self.pull else None,
+            "testedCommit": self.tested,
         }
 
 
@@ -334,6 +341,14 @@ class ForgeWaiting:
 
 
 @dataclass(frozen=True)
+class ForgeFailurePosted:
+    """The failed gate was posted as a ``failure`` status on the pull request whose head is the job's commit (a
+    failed job of a build that delivers through pull requests): recorded, so it is posted once."""
+
+    pull: PullRef
+
+
+@dataclass(frozen=True)
 class ForgeMerged:
     """The forge merged the pull request; the target holds ``commit``."""
 
@@ -351,7 +366,8 @@ class ForgeClosed:
 
 Event = (Observed | ChecksPassed | Reviewing | SecretFound | ScanTimedOut | ChangesRequested | BatchJoined | Requeued
          | Landed         | Conflict | TargetMoved | TargetIdle | Evicted | Error | FixerLanded | Retry | Approved
-         | DependenciesPending | DependencyFailed | HandedToForge | ForgeWaiting | ForgeMerged | ForgeClosed)
+         | DependenciesPending | DependencyFailed | HandedToForge | ForgeWaiting | ForgeMerged | ForgeClosed
+         | ForgeFailurePosted)
 
 # --- effects -----------------------------------------------------------------------------------------
 
@@ -720,7 +736,7 @@ def _fixer_landed(state: JobState, event: FixerLanded, now: datetime) -> Result:
 
 def _handed_to_forge(state: JobState, event: HandedToForge, now: datetime) -> Result:
     text = "the candidate passed its quality gate as it would land; opening its pull request on the forge"
-    return replace(state, phase=AWAITING_FORGE, batch=None, message=text), [
+    return replace(state, phase=AWAITING_FORGE, batch=None, message=text, tested=event.commit or None), [
         RecordTry("GatesPassed", text),
         SetCondition(c.QUEUED, c.FALSE, "AwaitingForge", text),
         SetCondition(c.GATES_PASSED, c.TRUE, "AwaitingForge", "the candidate passed its quality gate as it would land"),
@@ -741,6 +757,11 @@ def _forge_waiting(state: JobState, event: ForgeWaiting, now: datetime) -> Resul
         effects.append(EmitEvent("Warning" if event.reason == "ForgeError" else "Normal", event.reason,
                                  event.message))
     return new, effects
+
+
+def _forge_failure_posted(state: JobState, event: ForgeFailurePosted, now: datetime) -> Result:
+    text = f"the failed gate was posted on pull request #{event.pull.number} as a failure status"
+    return replace(state, pull=event.pull), [EmitEvent("Normal", "ForgeFailurePosted", text)]
 
 
 def _forge_merged(state: JobState, event: ForgeMerged, now: datetime) -> Result:
@@ -778,6 +799,7 @@ TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
     (QUEUED, BatchJoined): _batch_joined,
     (QUEUED, Requeued): _ignore,
     (QUEUED, Landed): _landed,
+    (QUEUED, HandedToForge): _handed_to_forge,
     (QUEUED, Conflict): _conflict,
     (QUEUED, TargetMoved): _ignore,
     (QUEUED, Retry): _ignore,
@@ -835,6 +857,8 @@ TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
                                          HandedToForge)},
     (FAILED, ForgeWaiting): _ignore,
     (FAILED, ForgeClosed): _ignore,
+    (FAILED, ForgeFailurePosted): _forge_failure_posted,
+    (SUPERSEDED, ForgeFailurePosted): _ignore,
     **{(SUPERSEDED, ev): _ignore for ev in (Observed, TargetMoved, TargetIdle, Retry, Requeued, Landed, Error,
                                             FixerLanded)},
 }

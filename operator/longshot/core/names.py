@@ -67,6 +67,7 @@ def merge_job_name(task: str, attempt: int, *, first: bool) -> str:
 #   task branch        longshot/<namespace>/<build>/<task>
 #   candidate branch   longshot/<namespace>/<build>/<candidate task>          (a best-of-N candidate: a task)
 #   queue branch       longshot/<namespace>/<build>/_queue/<batch>/<position>
+#   pull branch        longshot/<namespace>/<build>/_pull                     (per: build delivery)
 #   handoff ref        refs/longshot/handoffs/<namespace>/<build>/<task>/<attempt>
 #
 # A namespace is a DNS label (at most 63 characters) and a build or task name a DNS subdomain (at most 253), so
@@ -78,6 +79,8 @@ BRANCH_ROOT = "longshot"
 """Every branch Longshot writes lies under ``refs/heads/longshot/``."""
 QUEUE_BRANCH_DIR = "_queue"
 """The directory of a build's speculative queue branches (a task name never starts with ``_``)."""
+PULL_BRANCH_LEAF = "_pull"
+"""The build branch of ``spec.merge.pullRequest.per: build`` (a task name never starts with ``_``)."""
 HANDOFF_REF_PREFIX = _handoff.HANDOFF_REF_PREFIX
 
 
@@ -96,6 +99,12 @@ def task_branch(namespace: str, build: str, task: str) -> str:
 def queue_branch(namespace: str, build: str, batch_id: str, position: int) -> str:
     """The branch of a speculative commit: ``longshot/<ns>/<build>/_queue/<batch>/<position>``."""
     return f"{build_branch_prefix(namespace, build)}{QUEUE_BRANCH_DIR}/{batch_id}/{position}"
+
+
+def pull_branch(namespace: str, build: str) -> str:
+    """The build branch of ``per: build`` delivery: ``longshot/<ns>/<build>/_pull``, the head of the build's one pull
+    request; the merge queue lands each tested candidate on it instead of on the base branch."""
+    return build_branch_prefix(namespace, build) + PULL_BRANCH_LEAF
 
 
 handoff_ref = _handoff.handoff_ref

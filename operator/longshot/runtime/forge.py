@@ -226,8 +226,12 @@ class GitHubForge(Forge, tr.GitHub):
 
 
 class GitLabForge(Forge, tr.GitLab):
-    """GitLab's merge requests, approvals, commit statuses and merges. Approvals count as reviews; GitLab has no
-    changes-requested review state in its REST API, so no fixer comes from a GitLab review."""
+    """GitLab's merge requests, approvals, commit statuses and merges. Approvals count as reviews. GitLab has no
+    changes-requested review state in its REST API; its equivalent is an unresolved diff discussion: each reviewer's
+    unresolved, resolvable diff notes (``GET merge_requests/{iid}/discussions``) count as a changes-requested review
+    on the commit they were written on (``position.head_sha``), after their approval, so a fixer gets them while they
+    are on the tested commit, and they hold the merge request (stale) until resolved once it moved on. General
+    (non-diff) discussions name no commit and send no fixer."""
 
     kind = "merge request"
 
@@ -271,7 +275,40 @@ class GitLabForge(Forge, tr.GitLab):
         for a in (approvers if isinstance(approvers, list) else [])[:100]:
             user: dict[str, Any] = a["user"] if isinstance(a, dict) and isinstance(a.get("user"), dict) else {}
             out.append(fc.Review(user=_text(user.get("username"), 255), state="APPROVED", commit=head))
-        return out
+        # threads on the head come last: they are an author's latest word (core.forge.latest_reviews)
+        return out + sorted(self._unresolved(number), key=lambda r: r.commit == head)
+
+    def _unresolved(self, number: int) -> list[fc.Review]:
+        """Each author's unresolved diff notes as one changes-requested review per commit they name (bounded: pages,
+        notes, text)."""
+        by: dict[tuple[str, str], list[str]] = {}
+        url: str | None = f"{self._project_path()}/merge_requests/{int(number)}/discussions?per_page=100"
+        pages = 0
+        while url is not None and pages < MAX_REVIEWS_PAGES:
+            pages += 1
+            response = self._request("GET", url, what=f"reading the discussions of merge request !{number}")
+            for d in tr._json_list(response, self._where("discussions")):
+                notes = d.get("notes") if isinstance(d, dict) else None
+                for note in (notes if isinstance(notes, list) else [])[:100]:
+                    if not isinstance(note, dict) or note.get("system") or not note.get("resolvable") \
+                            or note.get("resolved"):
+                        continue
+                    position: dict[str, Any] = note["position"] if isinstance(note.get("position"), dict) else {}
+                    commit = _sha(position.get("head_sha"))
+                    if not commit:
+                        continue
+                    author: dict[str, Any] = note["author"] if isinstance(note.get("author"), dict) else {}
+                    path = _text(position.get("new_path") or position.get("old_path"), 500)
+                    line = position.get("new_line") or position.get("old_line")
+                    where = f"{path}:{line}: " if path else ""
+                    texts = by.setdefault((_text(author.get("username"), 255), commit), [])
+                    if len(texts) < fc.MAX_REVIEW_COMMENTS:
+                        texts.append(where + _text(note.get("body")))
+            url = self._next_page(response)
+        return [fc.Review(user=user, state="CHANGES_REQUESTED", commit=commit,
+                          body=f"{len(texts)} unresolved discussion{'s' if len(texts) != 1 else ''} on the merge "
+                               "request", comments=tuple(texts))
+                for (user, commit), texts in by.items()]
 
     def open_pull(self, branch: str, target: str, title: str, body: str, labels: tuple[str, ...]) -> fc.PullFacts:
         payload: dict[str, Any] = {"source_branch": branch, "target_branch": target, "title": title[:250],

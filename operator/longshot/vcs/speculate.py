@@ -430,6 +430,18 @@ def land(w: ws.Workspace, target: str, base: str, commit: str, queue_branch_: st
     raise ws.GitError(f"push to {target} refused: {detail}")
 
 
+def ensure_branch(w: ws.Workspace, branch: str, start: str) -> None:
+    """Create ``branch`` on the server at ``start``'s head when it does not exist (the build branch of ``per: build``
+    delivery starts at the base branch). Nothing when it exists: it is never reset."""
+    with w.locked():
+        w.ensure()
+        listed = w.out("ls-remote", "--", "origin", f"refs/heads/{branch}")
+        if any(line.endswith(f"\trefs/heads/{branch}") for line in listed.splitlines()):
+            return
+        head = fetch(w, start, ())
+        w.git("push", "--quiet", "--no-verify", "origin", f"{head}:refs/heads/{branch}")
+
+
 def push_branch(w: ws.Workspace, branch: str, commit: str) -> None:
     """Make sure the server's ``branch`` holds ``commit`` (delivery through a pull request: the branch is its head).
     A fast-forward push; nothing when it already does, and nothing forced over a branch that moved on (a fixer

@@ -86,6 +86,16 @@ def _issues(url: str) -> dict[str, Any]:
     return {"source": "issues", "issues": {"url": url, "provider": "gitlab", "repository": "7"}}
 
 
+def _intake(url: str) -> dict[str, Any]:
+    return {"tracker": {"url": url, "provider": "gitlab", "repository": "7", "labels": ["longshot"],
+                        "credentialsSecret": "tracker-token"}}
+
+
+def _pull_requests(url: str) -> dict[str, Any]:
+    return {"delivery": "pullRequest", "pullRequest": {"provider": "github", "apiUrl": url, "project": "o/r",
+                                                       "tokenSecretRef": {"name": "forge-token"}}}
+
+
 REFUSED = [
     ("spec.repository.url", {"repository__url": "https://evil.io/r.git"}, "evil.io"),
     ("spec.repository.url", {"repository__url": "git@evil.io:o/r.git"}, "evil.io"),
@@ -99,6 +109,10 @@ REFUSED = [
     ("spec.agent.baseUrl", {"agent": _openai("http://[fe80::1]/")}, "fe80::1"),
     ("spec.planner.issues.url", {"planner": _issues("http://10.0.0.1/api/v4")}, "10.0.0.1"),
     ("spec.planner.issues.url", {"planner": _issues("https://API.GITHUB.COM./")}, "api.github.com"),
+    ("spec.intake.tracker.url", {"intake": _intake("http://169.254.169.254/api/v4")}, "169.254.169.254"),
+    ("spec.intake.tracker.url", {"intake": _intake("https://evil.io/api/v4")}, "evil.io"),
+    ("spec.merge.pullRequest.apiUrl", {"merge": _pull_requests("http://10.0.0.1/api/v3")}, "10.0.0.1"),
+    ("spec.merge.pullRequest.apiUrl", {"merge": _pull_requests("https://evil.io/api/v3")}, "evil.io"),
 ]
 
 
@@ -122,6 +136,8 @@ def test_admission_lets_listed_destinations_through(kubectl: Any, namespace: str
             {"repository__url": "ssh://git@deep.git.example.com/o/r.git"},
             {"repository__url": "https://github.com/o/r.git", "agent": _openai("http://203.0.113.9:8000/v1")},
             {"repository__url": "https://github.com/o/r.git", "planner": _issues("https://gitlab.example.com/api/v4")},
+            {"repository__url": "https://github.com/o/r.git", "intake": _intake("https://gitlab.example.com/api/v4")},
+            {"repository__url": "https://github.com/o/r.git", "merge": _pull_requests("http://203.0.113.7/api/v3")},
     ]):
         created = kubectl("-n", namespace, "create", "-f", "-", check=False, input=json.dumps(build(f"ok{i}", **patch)))
         assert created.returncode == 0, (patch, created.stderr)
