@@ -245,7 +245,10 @@ def git_repo(cluster: lc.LocalCluster, namespace: str, tmp_path: Path) -> str:
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
     subprocess.run([*git, "push", "-q", str(bare), "main"], check=True)
-    user, password = cluster.git_credentials if hasattr(cluster, "git_credentials") else ("x", "x")
+    # kind's git daemon takes no credential, but the Secret's password is still a known credential the merge's
+    # secret scan looks for in every diff: a one-letter placeholder matched ordinary code (`for x in xs`)
+    user, password = (cluster.git_credentials if hasattr(cluster, "git_credentials")
+                      else ("e2e", f"kind-placeholder-{hashlib.sha256(namespace.encode()).hexdigest()[:24]}"))
     kubectl = cluster.kubectl
     kubectl("-n", namespace, "create", "secret", "generic", "git-token", f"--from-literal=username={user}",
             f"--from-literal=password={password}")
