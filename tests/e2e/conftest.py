@@ -88,8 +88,10 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[lc.LocalCluster]:
     if mode == "kind":
         from . import kind
 
+        nodes = kind.nodes_wanted()
         k = kind.KindE2ECluster(bin_dir=bin_dir, images=archives,
-                                agent_image=_run("bash", str(ROOT / "hack" / "images.sh"), "ref", "agent"))
+                                agent_image=_run("bash", str(ROOT / "hack" / "images.sh"), "ref", "agent"),
+                                nodes=nodes, name=kind.MULTINODE_NAME if nodes == 3 else kind.CLUSTER_NAME)
         try:
             k.up()
         except BaseException:
@@ -172,9 +174,10 @@ def install_chart(cluster: lc.LocalCluster, *, replicas: int = 1, timeout: str =
          "--set", "agent.image.tag=dev", "--set", "agent.image.pullPolicy=Never",
          "--set", f"operator.replicas={replicas}", "--set", "podDisruptionBudget.enabled=false",
          "--set", "gateway.replicas=1", "--set", "gateway.podDisruptionBudget.enabled=false",
-         # the operator keeps the agent NetworkPolicy in build namespaces; DNS is dnsmasq on the bridge here
+         # the operator keeps the agent NetworkPolicy in build namespaces; DNS is dnsmasq on the local cluster's
+         # bridge (kind: CoreDNS, the chart's default selectors)
          "--set", "networkPolicy.namespaces={longshot-system}",
-         "--set", f"networkPolicy.dns.peers[0].ipBlock.cidr={lc.BRIDGE_IP}/32",
+         *(() if is_kind(cluster) else ("--set", f"networkPolicy.dns.peers[0].ipBlock.cidr={lc.BRIDGE_IP}/32")),
          # the forge and the tests' model servers listen on the bridge, inside the private ranges the egress
          # policy refuses by default: listed, as an installation lists its own git server
          "--set", f"egress.allowedCIDRs={{{_git_host(cluster)}/32}}",
@@ -242,7 +245,10 @@ def git_repo(cluster: lc.LocalCluster, namespace: str, tmp_path: Path) -> str:
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
     subprocess.run([*git, "push", "-q", str(bare), "main"], check=True)
-    user, password = cluster.git_credentials if hasattr(cluster, "git_credentials") else ("x", "x")
+    # kind's git daemon takes no credential, but the Secret's password is still a known credential the merge's
+    # secret scan looks for in every diff: a one-letter placeholder matched ordinary code (`for x in xs`)
+    user, password = (cluster.git_credentials if hasattr(cluster, "git_credentials")
+                      else ("e2e", f"kind-placeholder-{hashlib.sha256(namespace.encode()).hexdigest()[:24]}"))
     kubectl = cluster.kubectl
     kubectl("-n", namespace, "create", "secret", "generic", "git-token", f"--from-literal=username={user}",
             f"--from-literal=password={password}")

@@ -15,10 +15,12 @@ cluster.
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,18 @@ GIT_CONTAINER = "longshot-e2e-git"
 WORKDIR = Path("/var/tmp/longshot-e2e-kind")
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_CONFIG = ROOT / "hack" / "kind" / "cluster.yaml"
+MULTINODE_NAME = "longshot-e2e-multinode"
+MULTINODE_CONFIG = ROOT / "hack" / "kind" / "cluster-3.yaml"
+POD_SUBNET = "10.244.0.0/16"  # networking.podSubnet of both configs
+CNI_CONFIG = "/etc/cni/net.d/10-longshot-bridge.conflist"  # the node image's (hack/kind/node/)
+
+
+def nodes_wanted() -> int:
+    """``$LONGSHOT_KIND_NODES``: 1 (hack/kind/cluster.yaml) or 3 (hack/kind/cluster-3.yaml)."""
+    raw = os.environ.get("LONGSHOT_KIND_NODES", "1").strip() or "1"
+    if raw not in ("1", "3"):
+        raise RuntimeError(f"LONGSHOT_KIND_NODES={raw!r}: expected 1 or 3")
+    return int(raw)
 
 
 def kind_binary() -> str | None:
@@ -75,6 +89,9 @@ class KindE2ECluster:
     workdir: Path = WORKDIR
     reused: bool = False
     kind: Any = field(default=None, repr=False)
+    nodes: int = 1
+    """1 or 3 (:func:`nodes_wanted`); with 3 the cluster is ``MULTINODE_NAME`` and ``MULTINODE_CONFIG``."""
+    enforcers: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
 
     @property
     def kubeconfig(self) -> Path:
@@ -97,11 +114,29 @@ class KindE2ECluster:
         node_image = _run("bash", str(ROOT / "hack" / "kind-node-image.sh")).stdout.strip().splitlines()[-1]
         self.kind = KindCluster(self.name, kubeconfig=self.kubeconfig, kind_path=Path(kind_bin),
                                 kubectl_path=self.bin_dir / "kubectl", image=node_image)
-        self.kind.create(config_file=CLUSTER_CONFIG)
+        self.kind.create(config_file=MULTINODE_CONFIG if self.nodes == 3 else CLUSTER_CONFIG)
+        if self.nodes == 3:
+            nodes = pod_network(self.kubectl)
+            if len(nodes) != 3:
+                raise RuntimeError(f"cluster {self.name} has {len(nodes)} nodes, not 3: delete it "
+                                   f"(kind delete cluster --name {self.name}) and run again")
+            self.enforcers = start_enforcers(self.kubectl, nodes, self.workdir)
         for archive in self.images:
             _run(kind_bin, "load", "image-archive", "--name", self.name, str(archive))
         self._start_git_daemon()
         return self
+
+    @property
+    def logs(self) -> Path:
+        return self.workdir / "logs"
+
+    def start_network_policies(self) -> dict[str, Any]:
+        """What enforces NetworkPolicy here, as ``LocalCluster.start_network_policies`` reports it (empty: nothing,
+        the one-node kind cluster's bridge)."""
+        if not self.enforcers:
+            return {}
+        return {"enforcer": "longshot.testing.netpolicy", "nodes": self.nodes,
+                "kubeNetworkPolicies": "no CONFIG_NFT_QUEUE in this kernel (docs/security.md)"}
 
     def _start_git_daemon(self) -> None:
         agent = next(a for a in self.images if "agent" in a.name)
@@ -137,10 +172,145 @@ class KindE2ECluster:
         kind_bin = kind_binary()
         if kind_bin:
             _run(kind_bin, "export", "logs", "--name", self.name, str(destination / "kind"), check=False)
+        if self.logs.is_dir():
+            shutil.copytree(self.logs, destination / "host", dirs_exist_ok=True)
         return destination
 
     def down(self) -> None:
+        stop_enforcers(self.enforcers)
         _run("docker", "rm", "-f", GIT_CONTAINER, check=False)
         if self.kind is not None:
             self.kind.delete()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    ip: str
+    pod_cidr: str
+    control_plane: bool
+
+
+def _nodes(kubectl: Any) -> list[Node]:
+    items = json.loads(kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    out = []
+    for n in items:
+        ip = next(a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP")
+        out.append(Node(name=n["metadata"]["name"], ip=ip, pod_cidr=n["spec"].get("podCIDR", ""),
+                        control_plane="node-role.kubernetes.io/control-plane" in n["metadata"].get("labels", {})))
+    return out
+
+
+def _bridge_config(pod_cidr: str) -> str:
+    """The node image's bridge config (hack/kind/node/10-longshot-bridge.conflist) for one node's podCIDR:
+    no ipMasq (a Pod's address must survive the hop to another node; the node masquerades only what leaves
+    POD_SUBNET), and forceAddress, as a worker's bridge may already carry the image's fixed gateway address."""
+    return json.dumps({
+        "cniVersion": "1.0.0", "name": "longshot-kind",
+        "plugins": [
+            {"type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": False, "hairpinMode": True,
+             "forceAddress": True,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": pod_cidr}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ]}, indent=2)
+
+
+def _node_sh(node: str, script: str, input: str | None = None) -> str:
+    result = subprocess.run(["docker", "exec", "-i", node, "sh", "-ec", script], input=input, capture_output=True,
+                            text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"on node {node}: {script!r} failed ({result.returncode}): {result.stderr[-2000:]}")
+    return result.stdout
+
+
+def pod_network(kubectl: Any, timeout: float = 240) -> list[Node]:
+    """What kindnetd does, for a cluster without it: every node's bridge on its own podCIDR, routes to the other
+    nodes' podCIDRs through their node IPs, masquerading for traffic that leaves the Pod network; then the Pods
+    that started with the image's fixed subnet on a worker are deleted (their controllers make new ones) and
+    every node is Ready. Idempotent. Returns the nodes."""
+    from longshot.testing import controlplane as cpl
+
+    def all_have_cidrs() -> list[Node] | None:
+        nodes = _nodes(kubectl)
+        return nodes if nodes and all(n.pod_cidr for n in nodes) else None
+
+    nodes: list[Node] = cpl.wait_until(all_have_cidrs, timeout, "every node to get a podCIDR", interval=1)
+    for n in nodes:
+        _node_sh(n.name, f"cat > {CNI_CONFIG}.tmp && mv {CNI_CONFIG}.tmp {CNI_CONFIG}",
+                 input=_bridge_config(n.pod_cidr))
+        routes = "".join(f"ip route replace {o.pod_cidr} via {o.ip}\n" for o in nodes if o.name != n.name)
+        masq = f"-s {POD_SUBNET} ! -d {POD_SUBNET} -m comment --comment longshot-pod-network -j MASQUERADE"
+        _node_sh(n.name, routes + f"iptables -t nat -C POSTROUTING {masq} 2>/dev/null || "
+                                  f"iptables -t nat -A POSTROUTING {masq}\n"
+                                  # Pod-to-Pod traffic on one node is bridged: let iptables (the enforcer) see it
+                                  "sysctl -qw net.bridge.bridge-nf-call-iptables=1\n")
+    by_name = {n.name: n for n in nodes}
+    pods = json.loads(kubectl("get", "pods", "-A", "-o", "json").stdout)["items"]
+    for p in pods:
+        spec, status = p["spec"], p.get("status") or {}
+        node = by_name.get(spec.get("nodeName", ""))
+        if node is None or spec.get("hostNetwork") or not status.get("podIP"):
+            continue
+        if ipaddress.ip_address(status["podIP"]) not in ipaddress.ip_network(node.pod_cidr):
+            kubectl("-n", p["metadata"]["namespace"], "delete", "pod", p["metadata"]["name"], "--wait=false")
+
+    def ready() -> bool:
+        items = json.loads(kubectl("get", "nodes", "-o", "json").stdout)["items"]
+        return all(any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))
+                   for n in items)
+
+    cpl.wait_until(ready, timeout, "every node to be Ready", interval=1)
+    kubectl("-n", "kube-system", "rollout", "status", "deployment/coredns", f"--timeout={int(timeout)}s",
+            timeout=timeout + 20)
+    return nodes
+
+
+def start_enforcers(kubectl: Any, nodes: Sequence[Node], workdir: Path,
+                    timeout: float = 90) -> list[subprocess.Popen[bytes]]:
+    """``longshot.testing.netpolicy`` once per node, on this host but inside the node container's network
+    namespace (its iptables are the node's), talking to the API server at the control plane's node address.
+    Returns the processes once each says it is enforcing."""
+    from longshot.testing import controlplane as cpl
+
+    cp = next(n for n in nodes if n.control_plane)
+    config = json.loads(kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+    config["clusters"][0]["cluster"]["server"] = f"https://{cp.ip}:6443"
+    kubeconfig = workdir / "enforcer.kubeconfig"
+    kubeconfig.write_text(json.dumps(config))
+    kubeconfig.chmod(0o600)
+    logs = workdir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    procs: list[tuple[subprocess.Popen[bytes], Path]] = []
+    for n in nodes:
+        pid = _run("docker", "inspect", "-f", "{{.State.Pid}}", n.name).stdout.strip()
+        log_path = logs / f"netpolicy-{n.name}.log"
+        with log_path.open("ab") as out:
+            procs.append((subprocess.Popen(
+                ["nsenter", f"--net=/proc/{pid}/ns/net", "--", sys.executable, "-m", "longshot.testing.netpolicy",
+                 f"--kubeconfig={kubeconfig}", f"--pod-cidr={POD_SUBNET}"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True), log_path))
+
+    def enforcing() -> bool:
+        for proc, log_path in procs:
+            if proc.poll() is not None:
+                stop_enforcers([p for p, _ in procs])
+                raise RuntimeError(f"the enforcer of {log_path.name} exited ({proc.returncode}): "
+                                   f"{log_path.read_text(errors='replace')[-2000:]}")
+        return all("enforcing" in log_path.read_text(errors="replace") for _, log_path in procs)
+
+    cpl.wait_until(enforcing, timeout, "the NetworkPolicy enforcer of every node", interval=0.5)
+    return [p for p, _ in procs]
+
+
+def stop_enforcers(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM (each removes its chains), then SIGKILL after 10 s."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
