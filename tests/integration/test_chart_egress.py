@@ -117,6 +117,7 @@ def test_the_admission_policy_lists_the_values(control_plane: Any, namespace: st
     always = {cidr for cidr, _ in egress.ALWAYS_DENIED}
     assert set(json.loads(variables["hardDenied"])) == always | {"10.96.0.0/12"}
     assert [v["messageExpression"].split(":")[0].strip("'") for v in vap["spec"]["validations"]] == [
-        "spec.repository.url", "spec.agent.baseUrl", "spec.planner.issues.url"]
+        "spec.repository.url", "spec.agent.baseUrl", "spec.planner.issues.url", "spec.intake.tracker.url",
+        "spec.merge.pullRequest.apiUrl"]
     off = render(control_plane, namespace, "egress.admission=false")
     assert not [d for d in of_kinds(off, "ValidatingAdmissionPolicy") if d["metadata"]["name"].endswith("-egress")]
