@@ -10,7 +10,8 @@ stalled a repository's queue. Here there is one kind of leadership, per reposito
   and MergeJobs). Every replica computes the same balanced assignment of the active shards to the live members
   (``core.sharding.assign``) and campaigns for the shard Leases (``longshot-shard-<repository key>``) assigned to
   it; it releases a shard it holds that is now assigned to another live member (a replica joined), so the other
-  takes it at its next poll.
+  takes it at its next poll. A shard that has had no live holder for a lease duration (views of the active shards
+  that differ can leave it to each other) is adopted by its owner by the members alone (``core.sharding.owner``).
 * **Footing.** A replica acts on a shard only while it holds the shard's Lease *and* its own member Lease is
   fresh. Each Lease elector steps down by itself when it cannot renew within its renew deadline (two thirds of a
   lease duration), before anybody else may take over; losing the member Lease drops every shard at once. So a

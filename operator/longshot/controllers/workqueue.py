@@ -34,7 +34,7 @@ import contextlib
 import heapq
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Generic, Protocol, TypeVar
 
@@ -260,24 +260,23 @@ class Queues:
         if q is not None:
             q.add(ref)
 
-    def add_all(self, refs: Iterable[Ref]) -> None:
+    def _by_queue(self, refs: Iterable[Ref]) -> Iterator[tuple[WorkQueue[Ref], list[Ref]]]:
         groups: dict[str, list[Ref]] = defaultdict(list)
         for r in refs:
             groups[r[0]].append(r)
         for group in groups.values():
             q = self._queue(group[0])
             if q is not None:
-                q.add_all(group)
+                yield q, group
+
+    def add_all(self, refs: Iterable[Ref]) -> None:
+        for q, group in self._by_queue(refs):
+            q.add_all(group)
 
     def add_low(self, refs: Iterable[Ref]) -> None:
         """Every reference behind its queue's others (``WorkQueue.add_low``): the resync."""
-        groups: dict[str, list[Ref]] = defaultdict(list)
-        for r in refs:
-            groups[r[0]].append(r)
-        for group in groups.values():
-            q = self._queue(group[0])
-            if q is not None:
-                q.add_low(group)
+        for q, group in self._by_queue(refs):
+            q.add_low(group)
 
     def add_at(self, ref: Ref, when: datetime) -> None:
         q = self._queue(ref)

@@ -16,6 +16,7 @@ not an error: the forge's message comes back for the condition).
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -49,6 +50,16 @@ class Forge(tr.Tracker):
     """The calls of delivery through pull requests, on top of a tracker client."""
 
     kind: ClassVar[str] = "pull request"
+
+    def _paged(self, url: str, *, what: str, where: str) -> Iterator[Any]:
+        """The items of a listing, page after page (``Link: rel=next``), at most :data:`MAX_REVIEWS_PAGES` pages."""
+        next_url: str | None = url
+        pages = 0
+        while next_url is not None and pages < MAX_REVIEWS_PAGES:
+            pages += 1
+            response = self._request("GET", next_url, what=what)
+            yield from tr._json_list(response, self._where(where))
+            next_url = self._next_page(response)
 
     # --- what callers use --------------------------------------------------------------------------
 
@@ -161,19 +172,14 @@ class GitHubForge(Forge, tr.GitHub):
 
     def reviews(self, number: int, head: str) -> list[fc.Review]:
         out: list[fc.Review] = []
-        url: str | None = f"{self._repo_path()}/pulls/{int(number)}/reviews?per_page=100"
-        pages = 0
-        while url is not None and pages < MAX_REVIEWS_PAGES:
-            pages += 1
-            response = self._request("GET", url, what=f"reading the reviews of pull request #{number}")
-            for item in tr._json_list(response, self._where("reviews")):
-                if not isinstance(item, dict):
-                    continue
-                user: dict[str, Any] = item["user"] if isinstance(item.get("user"), dict) else {}
-                out.append(fc.Review(user=_text(user.get("login"), 255), state=_text(item.get("state"), 32),
-                                     body=_text(item.get("body")), commit=_sha(item.get("commit_id")),
-                                     id=item["id"] if isinstance(item.get("id"), int) else 0))
-            url = self._next_page(response)
+        for item in self._paged(f"{self._repo_path()}/pulls/{int(number)}/reviews?per_page=100",
+                                what=f"reading the reviews of pull request #{number}", where="reviews"):
+            if not isinstance(item, dict):
+                continue
+            user: dict[str, Any] = item["user"] if isinstance(item.get("user"), dict) else {}
+            out.append(fc.Review(user=_text(user.get("login"), 255), state=_text(item.get("state"), 32),
+                                 body=_text(item.get("body")), commit=_sha(item.get("commit_id")),
+                                 id=item["id"] if isinstance(item.get("id"), int) else 0))
         latest = fc.latest_reviews(out)
         asking = {r.id for r in latest.values() if r.state == "CHANGES_REQUESTED" and r.commit == head and r.id}
         return [fc.Review(r.user, r.state, r.body, r.commit, self._review_comments(number, r.id), r.id)
@@ -282,29 +288,24 @@ class GitLabForge(Forge, tr.GitLab):
         """Each author's unresolved diff notes as one changes-requested review per commit they name (bounded: pages,
         notes, text)."""
         by: dict[tuple[str, str], list[str]] = {}
-        url: str | None = f"{self._project_path()}/merge_requests/{int(number)}/discussions?per_page=100"
-        pages = 0
-        while url is not None and pages < MAX_REVIEWS_PAGES:
-            pages += 1
-            response = self._request("GET", url, what=f"reading the discussions of merge request !{number}")
-            for d in tr._json_list(response, self._where("discussions")):
-                notes = d.get("notes") if isinstance(d, dict) else None
-                for note in (notes if isinstance(notes, list) else [])[:100]:
-                    if not isinstance(note, dict) or note.get("system") or not note.get("resolvable") \
-                            or note.get("resolved"):
-                        continue
-                    position: dict[str, Any] = note["position"] if isinstance(note.get("position"), dict) else {}
-                    commit = _sha(position.get("head_sha"))
-                    if not commit:
-                        continue
-                    author: dict[str, Any] = note["author"] if isinstance(note.get("author"), dict) else {}
-                    path = _text(position.get("new_path") or position.get("old_path"), 500)
-                    line = position.get("new_line") or position.get("old_line")
-                    where = f"{path}:{line}: " if path else ""
-                    texts = by.setdefault((_text(author.get("username"), 255), commit), [])
-                    if len(texts) < fc.MAX_REVIEW_COMMENTS:
-                        texts.append(where + _text(note.get("body")))
-            url = self._next_page(response)
+        for d in self._paged(f"{self._project_path()}/merge_requests/{int(number)}/discussions?per_page=100",
+                             what=f"reading the discussions of merge request !{number}", where="discussions"):
+            notes = d.get("notes") if isinstance(d, dict) else None
+            for note in (notes if isinstance(notes, list) else [])[:100]:
+                if not isinstance(note, dict) or note.get("system") or not note.get("resolvable") \
+                        or note.get("resolved"):
+                    continue
+                position: dict[str, Any] = note["position"] if isinstance(note.get("position"), dict) else {}
+                commit = _sha(position.get("head_sha"))
+                if not commit:
+                    continue
+                author: dict[str, Any] = note["author"] if isinstance(note.get("author"), dict) else {}
+                path = _text(position.get("new_path") or position.get("old_path"), 500)
+                line = position.get("new_line") or position.get("old_line")
+                where = f"{path}:{line}: " if path else ""
+                texts = by.setdefault((_text(author.get("username"), 255), commit), [])
+                if len(texts) < fc.MAX_REVIEW_COMMENTS:
+                    texts.append(where + _text(note.get("body")))
         return [fc.Review(user=user, state="CHANGES_REQUESTED", commit=commit,
                           body=f"{len(texts)} unresolved discussion{'s' if len(texts) != 1 else ''} on the merge "
                                "request", comments=tuple(texts))

@@ -382,13 +382,6 @@ class LeaderElector:
             logger.exception("leader-election callback failed (Lease %s/%s)", self.namespace, self.name)
 
 
-def live_holders(api_client: kubernetes.client.ApiClient, namespace: str, selector: str, now: datetime,
-                 timeout: float) -> set[str]:
-    """The holders of the Leases matching ``selector`` whose last renewal has not expired at ``now`` (blocking:
-    run it in a thread)."""
-    return set(live_leases(api_client, namespace, selector, now, timeout).values())
-
-
 def live_leases(api_client: kubernetes.client.ApiClient, namespace: str, selector: str, now: datetime,
                 timeout: float) -> dict[str, str]:
     """``{Lease name: holder}`` of the Leases matching ``selector`` whose holder's last renewal has not expired at
