@@ -21,7 +21,7 @@ kwok marks them Running; no container runs), and the agents, which are this proc
   **fixer** rewrites the broken file on the culprit's branch. Sweeps are testers too.
 
 Flow: one BuildRequest per repository, already planned (its AgentTasks created by this benchmark: the user's
-``create``), with ``workers.max`` = agents / repos, window 32, rebase, the minimal quality gate. The operator starts
+``create``), with ``workers.max`` = agents / repos, window 32, depth 4, rebase, the minimal quality gate. The operator starts
 first; each build is created suspended with enough tasks to fill its worker slots; once the operator has taken them
 in (its builds' statuses count them), the builds are resumed and the clock starts, and the rest of the tasks are
 created while the fleet runs (500 at a time per build), as a plan's tasks arrive. The run
@@ -694,7 +694,7 @@ def make_repository(root: Path, name: str) -> Repo:
     return Repo(bare, GIT_ENV)
 
 
-def build_body(name: str, url: str, workers: int, window: int) -> dict[str, Any]:
+def build_body(name: str, url: str, workers: int, window: int, depth: int) -> dict[str, Any]:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "BuildRequest", "metadata": {"name": name}, "spec": {
         "request": "bench-fleet: one file per task",
         "repository": {"url": url, "baseBranch": "main", "credentialsSecret": "git-token"},
@@ -703,7 +703,7 @@ def build_body(name: str, url: str, workers: int, window: int) -> dict[str, Any]
                                 "limits": {"cpu": "1", "memory": "256Mi"}}},
         "workers": {"max": workers}, "suspend": True,
         "planner": {"maxTasks": 1000, "maxIterations": 1, "maxTotalTasks": 10000},
-        "merge": {"strategy": "rebase", "window": window, "maxFixers": 100},
+        "merge": {"strategy": "rebase", "window": window, "depth": depth, "maxFixers": 100},
         "qualityGate": {"profile": "minimal", "testCommand": "make test"},
         "reconciler": {"command": "make test", "intervalSeconds": 86400},
         "finalization": {"maxAttempts": 1},
@@ -955,7 +955,7 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
                 repos[f"{name}.git"] = make_repository(work / "git", name)
                 builds[name] = custom.create_namespaced_custom_object(
                     GROUP, VERSION, NS, "buildrequests",
-                    build_body(name, f"{forge_url}/{name}.git", per_build, args.window))
+                    build_body(name, f"{forge_url}/{name}.git", per_build, args.window, args.depth))
                 planned(custom, name)
                 mine = [f"{name}-t{i:05d}" for i in range(k * share, min(args.tasks, (k + 1) * share))]
                 # enough to fill the build's worker slots now; the rest arrive while the fleet runs
@@ -1097,6 +1097,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gate-failure-rate", type=float, default=0.005,
                         help="share of workers whose change breaks the gate (culprits, seeded)")
     parser.add_argument("--window", type=int, default=32, help="spec.merge.window of each build")
+    parser.add_argument("--depth", type=int, default=4, help="spec.merge.depth of each build: batches under test at "
+                                                              "once")
     parser.add_argument("--duration", type=float, default=480,
                         help="seconds the fleet runs at most once resumed (then: how far it got)")
     parser.add_argument("--budget", type=float, default=840,

@@ -409,6 +409,12 @@ class MergeSettings(Model):
     target plus the candidates ahead of each) and land in one push; the window grows by one after a batch lands
     whole, and halves (floor 1) after an eviction that follows another broken batch of the build (an isolated
     culprit keeps it). 1 is the serial queue."""
+    depth: int = Field(default=2, ge=1, le=8)
+    """Batches under test at once: the head batch and those stacked on it, each built on the longest speculative
+    commit of the batch below and gated at once on the bet that the batches below land whole (Zuul's dependent
+    pipeline; GitHub's merge queue calls it the builds in flight). A batch below that breaks sends the ones above it
+    back to the queue. 1: one batch at a time. Deeper stacks merge more per gate cycle while failures are rare; each
+    stacked batch costs a tester Pod, wasted when a batch below breaks. Ignored when ``window`` is 1."""
     require_approval: bool = False
     """Hold every MergeJob of this build at ``AwaitingApproval`` until someone sets its ``spec.approved`` to
     true (a hook for GitOps or ChatOps approvals)."""

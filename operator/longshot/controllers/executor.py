@@ -176,7 +176,9 @@ class Executor:
         concurrently, at most :data:`CREATE_CONCURRENCY` at a time, and the actions after them wait for all of
         them (the first failure is raised once every one of them has been tried). So do consecutive status writes of
         different objects (a merge queue's reconcile writes every MergeJob it moved: one after the other, 60 writes
-        of a second each under load held its worker for a minute), each fenced on its own version."""
+        of a second each under load held its worker for a minute), each fenced on its own version, with the Events and
+        requeues between them (a landed batch is an Event and a status write per member: interleaved, they ran one
+        at a time)."""
         i = 0
         while i < len(actions):
             j = i
@@ -184,9 +186,10 @@ class Executor:
                 j += 1
             if j == i:
                 objs: set[tuple[str, str, str]] = set()
-                while j < len(actions) and isinstance(w := actions[j], WriteStatus) and (
-                        key := (w.kind, w.namespace, w.name)) not in objs:
-                    objs.add(key)
+                while j < len(actions) and (isinstance(actions[j], (RecordEvent, Requeue)) or (
+                        isinstance(w := actions[j], WriteStatus) and (key := (w.kind, w.namespace, w.name)) not in objs)):
+                    if isinstance(w := actions[j], WriteStatus):
+                        objs.add((w.kind, w.namespace, w.name))
                     j += 1
             if j - i > 1:
                 await self._concurrently(actions[i:j])

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, assert_never
+from typing import Any, Final, assert_never
 
 from longshot import metrics, tracing
 from longshot.api import mergejob, objects, timeutil
@@ -58,6 +58,12 @@ log = logging.getLogger("longshot.mergequeue")
 GATE = "gate"
 REVIEW = "review"
 SLOW_RECONCILE_SECONDS = 2.0
+CHECKS_PER_RECONCILE: Final = 48
+"""Most new MergeJobs a queue reconcile checks (secret scan, review); the rest wait for the next reconcile, which
+follows at once. Each checked job is a status write of this reconcile: a slice keeps the batch step (gates that
+ended, batches to land) from waiting behind hundreds of them."""
+CHECKS_BUDGET_SECONDS: Final = 2.0
+"""And at most this long for their scans, once their branches are fetched together (the first is always checked)."""
 """A queue reconcile taking longer is logged with what it spent its time on."""
 
 
@@ -199,9 +205,14 @@ class QueueReconciler:
         unseen = {job.name for job, _ in live if not mergejob.seen(job.status)}
         checking = [(job, build) for (job, build), st in zip(live, states, strict=True)
                     if st.phase == mj.QUEUED and st.checks == "pending" and job.name not in unseen and job.spec.commit]
+        # a bounded slice of the checks per reconcile: the gates that ended wait for this reconcile's batch step, and
+        # a thousand workers finishing at once must not hold it for the scans and status writes of all their jobs
+        checking = checking[:CHECKS_PER_RECONCILE]
+        to_check = {job.name for job, _ in checking}
         if len(checking) > 1:
             await asyncio.to_thread(speculate.fetch_commits, w, [self._member(j, b) for j, b in checking])
-        checked = 0
+        scans_from = time.monotonic()  # (the budget is the scans': the slice's branches are fetched already)
+        checked = deferred = 0
         for (job, build), state in zip(live, states, strict=True):
             if job.name in unseen:
                 continue
@@ -209,9 +220,13 @@ class QueueReconciler:
             moved = mj.target_event(state, head, moving)
             if moved is not None:
                 events.append(moved)
-            if state.phase == mj.QUEUED and state.checks == "pending":
+            if state.phase == mj.QUEUED and state.checks == "pending" and (
+                    job.name in to_check or not job.spec.commit) and (
+                    checked == 0 or time.monotonic() - scans_from < CHECKS_BUDGET_SECONDS):
                 events.extend(await self._checks(job, build, w, out))
                 checked += 1
+            elif state.phase == mj.QUEUED and state.checks == "pending":
+                deferred += 1
             if state.phase == mj.AWAITING_APPROVAL and not state.needs_approval:
                 events.append(mj.Approved("spec.approved is true" if job.spec.approved
                                           else "the build no longer requires approval"))
@@ -222,7 +237,7 @@ class QueueReconciler:
                     touched.add(job.name)
         checked_at = time.monotonic()
         metrics.observe_queue_phase("checks", checked_at - fetched)
-        if touched:
+        if touched or deferred:  # (checks left for the next reconcile: at once, after this one's batch step)
             out.append(ex.Requeue(("Queue", "", name), now))
         if any(j.status.batch is not None for j, _ in live if j.name in touched or j.name in unseen):
             return out  # a batch member's status is being (re)written: decide on its whole batch next time
@@ -244,8 +259,9 @@ class QueueReconciler:
         out += await self._execute(decision, rest, qstate, w, target, now, name)
         took = time.monotonic() - started
         if took >= SLOW_RECONCILE_SECONDS:
-            log.info("queue %s: a reconcile took %.1fs (target fetch %.1fs, checks of %d job(s) %.1fs, batches %.1fs)",
-                     name, took, fetched - started, checked, checks_done - fetched, time.monotonic() - checks_done)
+            log.info("queue %s: a reconcile took %.1fs (target fetch %.1fs, checks of %d job(s) %.1fs, %d left for "
+                     "the next, batches %.1fs)", name, took, fetched - started, checked, checks_done - fetched,
+                     deferred, time.monotonic() - checks_done)
         return out
 
     async def _checks(self, job: objects.MergeJob, build: objects.BuildRequest, w: vws.Workspace,
@@ -323,9 +339,11 @@ class QueueReconciler:
         probes: list[q.Probe] = []
         gated: set[str] = set()
         max_window: dict[str, int] = {}
+        max_depth: dict[str, int] = {}
         for job, build in live:
             bkey = f"{build.namespace}/{build.name}"
             max_window[bkey] = build.spec.merge.window
+            max_depth[bkey] = build.spec.merge.depth
             s = job.status
             if s.phase == mj.TESTING and s.batch is not None:
                 candidates.append(q.Candidate(job.name, bkey, job.metadata.uid, True, None, s.batch.id,
@@ -344,7 +362,8 @@ class QueueReconciler:
         commits = {c.commit for c in candidates if c.commit}
         self.did_not_stack = {(n, c) for n, c in self.did_not_stack if c in commits}  # forget batches gone
         return q.QueueState(tuple(candidates), tuple(probes), head, dict(self.windows), max_window,
-                            broke=frozenset(self.broke), did_not_stack=frozenset(self.did_not_stack))
+                            broke=frozenset(self.broke), did_not_stack=frozenset(self.did_not_stack),
+                            max_depth=max_depth)
 
     def _coming(self, live: Sequence[tuple[objects.MergeJob, objects.BuildRequest]],
                 decided: set[str]) -> tuple[dict[str, int], frozenset[str]]:

@@ -17,8 +17,9 @@ as it would land. Then:
   evict candidate ``f`` (its MergeJob gets a fixer with the failing output), put the rest back in the queue.
 * **Stacked batches** (Zuul's dependent pipeline). While a batch is gated and none of its prefixes failed, the
   next ready candidates form a second batch built on the first batch's longest speculative commit, and its
-  longest prefix is gated at once, on the bet that the first lands whole (``QueueState.depth`` batches at most,
-  default 2; 1 is one batch at a time; a build whose ``spec.merge.window`` is 1 is never stacked: the serial
+  longest prefix is gated at once, on the bet that the first lands whole (the head batch's build's
+  ``spec.merge.depth`` batches at most, ``QueueState.max_depth``, default 2; 1 is one batch at a time; each
+  reconcile stacks one more; a build whose ``spec.merge.window`` is 1 is never stacked: the serial
   queue has one candidate under test at a time). The stacked batch never lands, bisects or evicts on its own: when the
   batch below lands whole it becomes the head batch (its base is now the target) and goes on from the gate
   results it already has; when the batch below breaks (a culprit, a lost push, a moved target), the stacked
@@ -103,7 +104,10 @@ class QueueState:
     broke: frozenset[str] = frozenset()
     """Builds whose last batch broke (ended with an eviction); kept in memory by the shell like the window."""
     depth: int = DEFAULT_DEPTH
-    """Batches under test at once: the head batch and those stacked on it (1: one batch at a time)."""
+    """Batches under test at once: the head batch and those stacked on it (1: one batch at a time); the default of a
+    build missing from ``max_depth``."""
+    max_depth: dict[str, int] = field(default_factory=dict)
+    """``spec.merge.depth`` per build: the head batch's build says how many batches stack on it."""
     did_not_stack: frozenset[tuple[str, str]] = frozenset()
     """``(candidate, commit)``: the candidate did not apply on that speculative commit (only on it, not on the
     target), so it is not stacked on it again; kept in memory by the shell (a restart tries once more)."""
@@ -350,7 +354,8 @@ def decide(state: QueueState) -> list[Effect]:
             effects.append(StartProbes(b[0].batch_id or "", (len(b),)))
     failing = any(p.state == "failed" for b in chain for p in _results(state, b).values())
     top = chain[-1][-1]
-    eligible = _eligible(state, top.commit) if len(chain) < state.depth and not failing else []
+    depth = max(1, state.max_depth.get(chain[0][0].build, state.depth))
+    eligible = _eligible(state, top.commit) if len(chain) < depth and not failing else []
     if eligible and state.max_window.get(eligible[0].build, DEFAULT_WINDOW) > 1:  # window 1: serial, no stack
         build = eligible[0].build
         members = tuple(c.name for c in eligible if c.build == build)[:window_of(state, build)]

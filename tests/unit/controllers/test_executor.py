@@ -235,3 +235,29 @@ async def test_status_writes_of_different_objects_run_together_and_one_object_s_
     assert e.writes == 5  # the three gated writes met at the barrier: a serial executor would have timed out there
     assert [o for o in fake.order if o[0] == "same"] == [("same", "Running"), ("same", "Succeeded")]
     assert ("Queue", "", "after") in e.queue.take()
+
+
+class GatedEvents(GatedStatus):
+    """Events wait at the same barrier as the gated status writes."""
+
+    def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        self.barrier.wait()
+        super().event(obj, type_, reason, message)
+
+
+async def test_events_between_status_writes_do_not_make_them_run_one_at_a_time():
+    """A landed batch is an Event and a status write per member, interleaved: before, each Event ended the run of
+    concurrent writes, and 32 members' 64 calls went one after the other (``make bench-fleet``: the queue's worker
+    held for 20 s after the gate had passed)."""
+    asyncio.get_running_loop().set_default_executor(concurrent.futures.ThreadPoolExecutor(8))
+    fake, clock = GatedEvents(4), Clock()
+    for name in ("gated-a", "gated-b"):
+        fake.create(task(name))
+    e = executor(fake, clock)
+    actions: list[ex.Action] = []
+    for name in ("gated-a", "gated-b"):
+        obj = {"kind": "AgentTask", "metadata": {"namespace": "ns", "name": name, "uid": f"u-{name}"}}
+        actions += [ex.RecordEvent(obj, "Normal", "MergeSucceeded", f"{name} merged"),
+                    ex.WriteStatus("AgentTask", "ns", name, "", {"phase": "Succeeded"})]
+    await e.run(actions)  # two Events and two writes met at one barrier: run one at a time, it would time out
+    assert e.writes == 2 and sorted(ev[0] for ev in fake.events) == ["gated-a", "gated-b"]

@@ -869,6 +869,38 @@ async def test_the_queue_gates_ready_jobs_in_the_same_reconcile_that_checks_new_
     assert not any(getattr(a, "name", None) == "b-p2" for a in actions)  # the MergeJob reconciler's, first
 
 
+async def test_a_queue_reconcile_checks_a_slice_of_the_new_jobs_and_comes_back_for_the_rest(world, tmp_path,
+                                                                                             monkeypatch):
+    """A thousand workers finishing at once: a reconcile that checked (and wrote) every new job held the gates that
+    had ended for 20 to 30 s (``make bench-fleet``). It checks a slice, gates what is ready, and is requeued now."""
+    from longshot.controllers import mergequeue as mqc
+    monkeypatch.setattr(mqc, "CHECKS_PER_RECONCILE", 2)
+    fake, m, _clock, _mono, _sync = world
+    new = ["b-p1", "b-p2", "b-p3", "b-p4"]
+    url, commits = repository_with_branches(tmp_path / "git", ["b-p0", *new])
+    m.queues.workspaces.root = tmp_path / "workspaces"
+    fake.create(build(repository={"url": url}, qualityGate={"profile": "minimal", "testCommand": "true"},
+                      merge={"strategy": "rebase", "window": 4}))
+    for task in ["b-p0", *new]:
+        job = merged_job(task, task)
+        job["spec"].update({"branch": f"longshot/ns/b/{task}", "commit": commits[task]})
+        fake.create(job)
+    checked = {"type": "ChecksPassed", "status": "True", "reason": "Completed", "message": "the secret scan passed",
+               "lastTransitionTime": "2025-01-01T00:00:00Z"}
+    fake.patch_status("MergeJob", "ns", "b-p0", {"phase": "Queued", "checks": "passed", "conditions": [checked]})
+    pending = {**checked, "status": "Unknown", "reason": "Pending", "message": "the secret scan runs"}
+    for task in new:
+        fake.patch_status("MergeJob", "ns", task, {"phase": "Queued", "checks": "pending", "conditions": [pending]})
+    for (kind, _, _), obj in list(fake.objects.items()):
+        m.observe(kind, "MODIFIED", obj)
+    queue = cachemod.queue_name(m.cache.builds[("ns", "b")], "main")
+    actions = await m.reconcilers["Queue"]("", queue)
+    written = {a.name for a in actions if isinstance(a, ex.WriteStatus) and a.status.get("phase") == "Queued"}
+    assert written == {"b-p1", "b-p2"}, actions  # the first two in queue order; b-p3 and b-p4 next time
+    assert any(isinstance(a, ex.CreateObject) for a in actions)  # b-p0's batch is gated in this reconcile all the same
+    assert ("Queue", "", queue) in [a.ref for a in actions if isinstance(a, ex.Requeue)]
+
+
 async def test_a_batch_member_whose_conditions_are_not_written_yet_holds_its_batch_decision(world, tmp_path):
     """A MergeJob in a batch whose conditions are missing (the MergeJob reconciler writes them first) is not
     left out of its batch's decision: leaving it out made the rest look like a half-written batch, requeued."""

@@ -171,6 +171,18 @@ def test_while_a_batch_is_gated_the_next_ready_candidates_are_stacked_on_its_lon
         PrepareBatch("b", ("d",), onto="S2", onto_batch="B", onto_position=2)]
 
 
+def test_the_head_batch_s_build_says_how_deep_the_stack_goes():
+    """``spec.merge.depth`` per build (``QueueState.max_depth``): a third batch stacks on a build that allows three
+    at once, not on one that allows two, whatever the queue-wide default."""
+    deep = replace(two_stacked((probe(2, "running"), probe(2, "running", bid="C"))),
+                   candidates=two_stacked().candidates + cands("e"))
+    third = [PrepareBatch("b", ("e",), onto="U2", onto_batch="C", onto_position=2)]
+    assert q.decide(replace(deep, max_depth={"b": 3})) == third
+    assert isinstance(q.decide(replace(deep, max_depth={"b": 2}, depth=5))[0], Wait)
+    assert q.decide(replace(deep, max_depth={"other": 1}, depth=3)) == third  # another build's depth: the default
+    assert q.decide(replace(deep, max_depth={"b": 8, "other": 1})) == third
+
+
 @pytest.mark.parametrize(("waiting", "incoming", "awaited", "window", "stacks"), [
     (("c", "d"), 0, (), 4, True),  # nothing more to come (the end of a build): gated beside the head batch
     (("c", "d"), 3, (), 4, False),  # more to come: wait to fill the batch (one tester Pod for more of them)
