@@ -21,9 +21,9 @@ kwok marks them Running; no container runs), and the agents, which are this proc
   **fixer** rewrites the broken file on the culprit's branch. Sweeps are testers too.
 
 Flow: one BuildRequest per repository, already planned (its AgentTasks created by this benchmark: the user's
-``create``), with ``workers.max`` = agents / repos, window 32, depth 4, rebase, the minimal quality gate. The operator starts
-first; each build is created suspended with enough tasks to fill its worker slots; once the operator has taken them
-in (its builds' statuses count them), the builds are resumed and the clock starts, and the rest of the tasks are
+``create``), with ``workers.max`` = agents / repos, window 32, depth 4, rebase, the minimal quality gate. The operator
+starts first; each build is created suspended with enough tasks to fill its worker slots; once the operator has taken
+them in (its builds' statuses count them), the builds are resumed and the clock starts, and the rest of the tasks are
 created while the fleet runs (500 at a time per build), as a plan's tasks arrive. The run
 ends when every task's work is merged, after ``--duration`` seconds, or earlier so that the whole benchmark fits in
 ``--budget`` seconds (14 minutes), whichever comes first; it then says how far it got.

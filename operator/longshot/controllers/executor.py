@@ -186,10 +186,14 @@ class Executor:
                 j += 1
             if j == i:
                 objs: set[tuple[str, str, str]] = set()
-                while j < len(actions) and (isinstance(actions[j], (RecordEvent, Requeue)) or (
-                        isinstance(w := actions[j], WriteStatus) and (key := (w.kind, w.namespace, w.name)) not in objs)):
-                    if isinstance(w := actions[j], WriteStatus):
-                        objs.add((w.kind, w.namespace, w.name))
+                while j < len(actions):
+                    a = actions[j]
+                    if isinstance(a, WriteStatus):
+                        if (a.kind, a.namespace, a.name) in objs:
+                            break  # a second write of one object waits for the first
+                        objs.add((a.kind, a.namespace, a.name))
+                    elif not isinstance(a, (RecordEvent, Requeue)):
+                        break
                     j += 1
             if j - i > 1:
                 await self._concurrently(actions[i:j])
