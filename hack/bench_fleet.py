@@ -21,10 +21,10 @@ kwok marks them Running; no container runs), and the agents, which are this proc
   **fixer** rewrites the broken file on the culprit's branch. Sweeps are testers too.
 
 Flow: one BuildRequest per repository, already planned (its AgentTasks created by this benchmark: the user's
-``create``), with ``workers.max`` = agents / repos, window 32, depth 4, rebase, the minimal quality gate. The operator
-starts first; each build is created suspended with enough tasks to fill its worker slots; once the operator has taken
-them in (its builds' statuses count them), the builds are resumed and the clock starts, and the rest of the tasks are
-created while the fleet runs (500 at a time per build), as a plan's tasks arrive. The run
+``create``), with ``workers.max`` = agents / repos, window 32, depth 2 (``--depth``), rebase, the minimal quality
+gate. The operator starts first; each build is created suspended with enough tasks to fill its worker slots; once the
+operator has taken them in (its builds' statuses count them), the builds are resumed and the clock starts, and the rest
+of the tasks are created while the fleet runs (500 at a time per build), as a plan's tasks arrive. The run
 ends when every task's work is merged, after ``--duration`` seconds, or earlier so that the whole benchmark fits in
 ``--budget`` seconds (14 minutes), whichever comes first; it then says how far it got.
 
@@ -1097,7 +1097,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gate-failure-rate", type=float, default=0.005,
                         help="share of workers whose change breaks the gate (culprits, seeded)")
     parser.add_argument("--window", type=int, default=32, help="spec.merge.window of each build")
-    parser.add_argument("--depth", type=int, default=4, help="spec.merge.depth of each build: batches under test at "
+    parser.add_argument("--depth", type=int, default=2, help="spec.merge.depth of each build: batches under test at "
                                                               "once")
     parser.add_argument("--duration", type=float, default=480,
                         help="seconds the fleet runs at most once resumed (then: how far it got)")

@@ -179,64 +179,6 @@ _SCOPE_CACHE_SIZE = 65536
 _scope_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], bool] = {}
 
 
-def _literal(entry: str) -> tuple[str, ...] | None:
-    """The segments of a scope entry without wildcards (``src/a.py`` covers ``src/a.py/**``); None for one with."""
-    segs = _parse(entry)[:-1]  # (parse_entry ends every entry with "**": what is below it)
-    if not segs or any(_has_wild(s) for s in segs):
-        return None
-    return segs
-
-
-class _Taken:
-    """The scopes of one build's running and just-admitted tasks, indexed for the candidates' checks.
-
-    Two entries without wildcards overlap exactly when one's segments begin the other's (an entry covers what is
-    below it), so a literal candidate entry is looked up (itself and each of its leading parts among the taken
-    entries; itself among their leading parts) instead of compared with every taken scope: with a thousand running
-    tasks of one file each, a plan's checks were a thousand comparisons per candidate. A scope with a wildcard entry
-    is compared pairwise (:func:`scope_check`), as before."""
-
-    def __init__(self) -> None:
-        self.pairs: list[tuple[tuple[str, ...], str]] = []
-        """Every taken scope (for a candidate with a wildcard entry)."""
-        self.wild: list[tuple[tuple[str, ...], str]] = []
-        """The taken scopes with a wildcard entry (for a literal candidate)."""
-        self.paths: dict[tuple[str, ...], dict[str, int]] = {}
-        """Literal entries taken: the groups of the tasks that hold them (how many of each)."""
-        self.above: dict[tuple[str, ...], dict[str, int]] = {}
-        """Leading parts of literal entries taken (``src`` for ``src/a.py``), with their groups."""
-
-    def add(self, scope: tuple[str, ...], group: str) -> None:
-        self.pairs.append((scope, group))
-        lits = [_literal(e) for e in scope]
-        if any(x is None for x in lits):
-            self.wild.append((scope, group))
-            return
-        for segs in {x for x in lits if x is not None}:
-            g = self.paths.setdefault(segs, {})
-            g[group] = g.get(group, 0) + 1
-            for i in range(1, len(segs)):
-                a = self.above.setdefault(segs[:i], {})
-                a[group] = a.get(group, 0) + 1
-
-    @staticmethod
-    def _blocks(groups: dict[str, int] | None, group: str) -> bool:
-        return groups is not None and any(g == "" or g != group for g in groups)
-
-    def literal_hit(self, scope: tuple[str, ...], group: str) -> bool | None:
-        """Whether a literal taken scope overlaps ``scope``; None when ``scope`` has a wildcard entry."""
-        lits = [_literal(e) for e in scope]
-        if any(x is None for x in lits):
-            return None
-        for segs in lits:
-            assert segs is not None
-            if self._blocks(self.above.get(segs), group):
-                return True
-            if any(self._blocks(self.paths.get(segs[:i]), group) for i in range(1, len(segs) + 1)):
-                return True
-        return False
-
-
 def scopes_overlap(a: Iterable[str], b: Iterable[str]) -> bool:
     """Whether two task scopes overlap; an empty scope overlaps nothing."""
     return scope_check(tuple(a), tuple(b))[0]
@@ -337,7 +279,7 @@ def select(
         # Heap of builds keyed by (running, -priority of next task, age of next task, build).
         queues: dict[str, list[TaskView]] = {}
         pos: dict[str, int] = {}
-        taken: dict[str, _Taken] = {}
+        taken: dict[str, list[tuple[tuple[str, ...], str]]] = {}
         heap: list[tuple[int, int, datetime, str, str]] = []
         spent: dict[str, int] = {}
         for key, tasks in ready.items():
@@ -348,10 +290,7 @@ def select(
                 tasks.sort(key=_order)
                 queues[key] = tasks
                 pos[key] = 0
-                taken[key] = _Taken()
-                for r in running_by_build.get(key, ()):
-                    if r.scope:
-                        taken[key].add(tuple(r.scope), r.group)
+                taken[key] = [(tuple(r.scope), r.group) for r in running_by_build.get(key, ()) if r.scope]
                 head = tasks[0]
                 prio, created, name = _order(head)
                 heap.append((busy, prio, created, name, key))
@@ -375,14 +314,14 @@ def select(
             slots -= 1
             busy += 1
             if chosen.scope:
-                scopes.add(tuple(chosen.scope), chosen.group)
+                scopes.append((chosen.scope, chosen.group))
             if busy < builds[key].max_workers and i < len(tasks):
                 prio, created, name = _order(tasks[i])
                 heapq.heappush(heap, (busy, prio, created, name, key))
     return Selection(tuple(start), frozenset(budget_blocked), frozenset(suspended), frozenset(halted), failed)
 
 
-def _next(tasks: list[TaskView], pos: dict[str, int], key: str, taken: _Taken,
+def _next(tasks: list[TaskView], pos: dict[str, int], key: str, scopes: list[tuple[tuple[str, ...], str]],
           spent: dict[str, int]) -> tuple[TaskView | None, bool]:
     """The build's next candidate whose scope overlaps no taken scope, and whether its scope checks ran out of
     their share of this plan (:data:`MAX_BUILD_SCOPE_STEPS`; the candidate they stopped at is looked at again in
@@ -393,11 +332,7 @@ def _next(tasks: list[TaskView], pos: dict[str, int], key: str, taken: _Taken,
         if t.scope:
             scope = tuple(t.scope)
             blocked = False
-            hit = taken.literal_hit(scope, t.group)
-            if hit:
-                i += 1
-                continue  # waits for the overlapping task
-            for s, g in taken.pairs if hit is None else taken.wild:
+            for s, g in scopes:
                 if g and g == t.group:
                     continue
                 hit, steps = scope_check(scope, s)

@@ -1152,3 +1152,15 @@ def test_a_merge_jobs_state_carries_its_tasks_scope_and_whether_the_build_enforc
     cached_build, cached_job = m.ctx.cache.builds[("ns", "b")], m.ctx.cache.jobs[("ns", "b-a")]
     state = mjc.job_state(m.ctx, cached_job, cached_build)
     assert state.task_scope == ("src", "tests/**") and state.enforce_scope is enforce
+
+
+async def test_the_queue_state_carries_each_build_s_merge_depth(world):
+    """``spec.merge.depth`` reaches the queue's decision (``QueueState.max_depth``), per build."""
+    fake, m, clock, _mono, _sync = world
+    fake.create(build(merge={"strategy": "rebase", "window": 8, "depth": 3}))
+    fake.create(merged_job("b-p0", "b-p0"))
+    for (kind, _, _), obj in list(fake.objects.items()):
+        m.observe(kind, "MODIFIED", obj)
+    b = m.cache.builds[("ns", "b")]
+    state = m.queues._queue_state([(m.cache.jobs[("ns", "b-p0")], b)], "0" * 40, clock.now)
+    assert state.max_depth == {"ns/b": 3} and state.max_window == {"ns/b": 8}

@@ -4,8 +4,6 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from longshot.core import scheduler
 from longshot.core.scheduler import BuildView, TaskView
@@ -150,40 +148,3 @@ def test_candidates_of_one_best_of_n_task_run_together_but_exclude_other_overlap
     running = [replace(task("x", scope=("calc/api.py",), phase="Running"), group="x")]
     assert started(select(cands, running)) == []
 
-
-# --- the literal scope index ---------------------------------------------------------------------------
-
-_SEGMENT = st.sampled_from(["src", "a.py", "b", "lib", "*.py", "**", "c?", "./", ""])
-_ENTRY = st.lists(_SEGMENT, min_size=1, max_size=4).map("/".join)
-_SCOPE = st.lists(_ENTRY, min_size=1, max_size=3).map(tuple)
-_GROUP = st.sampled_from(["", "g1", "g2"])
-
-
-@settings(max_examples=400, deadline=None)
-@given(taken=st.lists(st.tuples(_SCOPE, _GROUP), max_size=6), scope=_SCOPE, group=_GROUP)
-def test_the_literal_index_answers_as_the_pairwise_checks_do(taken, scope, group):
-    """``_Taken`` looks literal entries up instead of comparing a candidate with every running task's scope (a
-    thousand running tasks of one file each made dispatch the operator's busiest code in ``make bench-fleet``); it
-    must block exactly the candidates the pairwise checks block, groups included."""
-    index = scheduler._Taken()
-    for s, g in taken:
-        index.add(s, g)
-    pairwise = any(scheduler.scopes_overlap(scope, s) for s, g in taken if not (g and g == group))
-    hit = index.literal_hit(scope, group)
-    wild = [(s, g) for s, g in taken if any(scheduler._literal(e) is None for e in s)]
-    assert index.wild == wild
-    if hit is None:  # a candidate with a wildcard entry: compared with every taken scope
-        assert any(scheduler._literal(e) is None for e in scope)
-    else:
-        via_wild = any(scheduler.scopes_overlap(scope, s) for s, g in wild if not (g and g == group))
-        assert (hit or via_wild) == pairwise
-
-
-def test_a_thousand_running_one_file_tasks_block_only_their_own_files():
-    running = [replace(task(f"r{i}", scope=(f"src/f{i}.py",)), phase="Running") for i in range(1000)]
-    cands = [task(f"c{i}", scope=(f"src/f{i * 2}.py",) if i < 10 else (f"src/new{i}.py",)) for i in range(20)]
-    sel = scheduler.select(cands, running, builds=builds("b", max_workers=2000), global_limit=2000)
-    assert started(sel) == [f"c{i}" for i in range(10, 20)]  # c0..c9 overlap running tasks' files
-    dir_scope = task("d", scope=("src",))  # a directory covers the files below it
-    assert started(scheduler.select([dir_scope], running, builds=builds("b", max_workers=2000),
-                                    global_limit=2000)) == []
