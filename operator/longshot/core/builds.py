@@ -614,6 +614,10 @@ def _counts(state: BuildState, event: TaskCountsChanged, now: datetime) -> Resul
     new = replace(state, counts=counts)
     if state.phase in (PENDING, PLANNING):
         return new, []
+    if state.phase == FAILED and state.outcome is not None and state.outcome[0] == "PlanRejected":
+        # a refused plan ends the build until a person changes it: the failed planner's last attempt, counted in
+        # the same reconcile that saw it fail, is not a task that "ran again after the build finished"
+        return new, []
     if not (counts.all_terminal or (counts.total == 0 and state.planning_done)):
         if state.phase == WORKING:
             return new, []

@@ -161,6 +161,18 @@ def test_finished_without_finalization_leaves_finalized_alone():
     assert summary(effects)["Stalled"] == ("True", "TasksFailed")
 
 
+def test_a_rejected_plan_is_not_reopened_by_the_failed_planner_s_attempts_counted_after_it():
+    """The planner's last attempt fails and the build sees both in one reconcile: ``PlanInvalid`` ends it, then the
+    counts (one more attempt than its status had) must not reopen it as a task that ran again: it went on to a
+    second iteration and ended ``Succeeded`` (``test_status_live.py`` on a quick machine)."""
+    s = build("Planning", planner_task="b-planner", max_replans=0, counts=counts(total=1, running=1, attempts=2))
+    s, _ = decide(s, PlanInvalid("the dependencies have a cycle: a -> b -> a"))
+    assert s.phase == "Failed"
+    s, effects = decide(s, TaskCountsChanged(counts(total=1, failed=1, attempts=3)))
+    assert s.phase == "Failed" and s.outcome is not None and s.outcome[0] == "PlanRejected"
+    assert SetCompletion(False) not in effects and "Resumed" not in [getattr(e, "reason", "") for e in effects]
+
+
 def test_a_retried_task_reopens_a_finished_build_and_clears_completion():
     s = build("Failed", counts=counts(total=1, failed=1), outcome=("TasksFailed", "x"))
     s, effects = decide(s, TaskCountsChanged(counts(total=1, pending=1)))
