@@ -58,13 +58,13 @@ log = logging.getLogger("longshot.mergequeue")
 GATE = "gate"
 REVIEW = "review"
 SLOW_RECONCILE_SECONDS = 2.0
+"""A queue reconcile taking longer is logged with what it spent its time on."""
 CHECKS_PER_RECONCILE: Final = 48
 """Most new MergeJobs a queue reconcile checks (secret scan, review); the rest wait for the next reconcile, which
 follows at once. Each checked job is a status write of this reconcile: a slice keeps the batch step (gates that
 ended, batches to land) from waiting behind hundreds of them."""
 CHECKS_BUDGET_SECONDS: Final = 2.0
 """And at most this long for their scans, once their branches are fetched together (the first is always checked)."""
-"""A queue reconcile taking longer is logged with what it spent its time on."""
 
 
 gate_command = mjc.gate_command

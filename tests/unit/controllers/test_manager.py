@@ -834,29 +834,42 @@ def repository_with_branches(root: Path, tasks: list[str]) -> tuple[str, dict[st
     return f"file://{root / 'r.git'}", commits
 
 
-async def test_the_queue_gates_ready_jobs_in_the_same_reconcile_that_checks_new_ones(world, tmp_path):
-    """While workers keep finishing, nearly every queue reconcile has a new MergeJob to check: the batch of the
-    jobs already checked is prepared and gated in that same reconcile, not after the arrivals stop (the queue
-    used to return after the checks, and gated nothing for half a minute of a 100-task build). A job without
-    conditions yet is left to the MergeJob reconciler, whose first write of them the queue's used to race."""
+def queue_with_jobs(world: Any, tmp_path: Path, tasks: list[str], *, passed: tuple[str, ...],
+                    pending: tuple[str, ...]) -> str:
+    """A build (window 4, a real repository) with a MergeJob per task on its own branch: those in ``passed`` through
+    their checks, those in ``pending`` seen by the MergeJob reconciler and waiting for theirs, the rest without
+    conditions yet; all observed. The queue's name."""
     fake, m, _clock, _mono, _sync = world
-    url, commits = repository_with_branches(tmp_path / "git", ["b-p0", "b-p1", "b-p2", "b-p3"])
+    url, commits = repository_with_branches(tmp_path / "git", tasks)
     m.queues.workspaces.root = tmp_path / "workspaces"
     fake.create(build(repository={"url": url}, qualityGate={"profile": "minimal", "testCommand": "true"},
                       merge={"strategy": "rebase", "window": 4}))
-    for task in ("b-p0", "b-p1", "b-p2", "b-p3"):
+    for task in tasks:
         job = merged_job(task, task)
         job["spec"].update({"branch": f"longshot/ns/b/{task}", "commit": commits[task]})
         fake.create(job)
     checked = {"type": "ChecksPassed", "status": "True", "reason": "Completed", "message": "the secret scan passed",
                "lastTransitionTime": "2025-01-01T00:00:00Z"}
-    fake.patch_status("MergeJob", "ns", "b-p0", {"phase": "Queued", "checks": "passed", "conditions": [checked]})
-    pending = {**checked, "status": "Unknown", "reason": "Pending", "message": "the secret scan runs"}
-    for task in ("b-p1", "b-p3"):  # observed by the MergeJob reconciler; b-p2 not yet
-        fake.patch_status("MergeJob", "ns", task, {"phase": "Queued", "checks": "pending", "conditions": [pending]})
+    waiting = {**checked, "status": "Unknown", "reason": "Pending", "message": "the secret scan runs"}
+    for task in passed:
+        fake.patch_status("MergeJob", "ns", task, {"phase": "Queued", "checks": "passed", "conditions": [checked]})
+    for task in pending:
+        fake.patch_status("MergeJob", "ns", task, {"phase": "Queued", "checks": "pending", "conditions": [waiting]})
     for (kind, _, _), obj in list(fake.objects.items()):
         m.observe(kind, "MODIFIED", obj)
-    actions = await m.reconcilers["Queue"]("", cachemod.queue_name(m.cache.builds[("ns", "b")], "main"))
+    return cachemod.queue_name(m.cache.builds[("ns", "b")], "main")
+
+
+async def test_the_queue_gates_ready_jobs_in_the_same_reconcile_that_checks_new_ones(world, tmp_path):
+    """While workers keep finishing, nearly every queue reconcile has a new MergeJob to check: the batch of the
+    jobs already checked is prepared and gated in that same reconcile, not after the arrivals stop (the queue
+    used to return after the checks, and gated nothing for half a minute of a 100-task build). A job without
+    conditions yet is left to the MergeJob reconciler, whose first write of them the queue's used to race."""
+    _fake, m, _clock, _mono, _sync = world
+    # b-p1 and b-p3 observed by the MergeJob reconciler; b-p2 not yet
+    queue = queue_with_jobs(world, tmp_path, ["b-p0", "b-p1", "b-p2", "b-p3"], passed=("b-p0",),
+                            pending=("b-p1", "b-p3"))
+    actions = await m.reconcilers["Queue"]("", queue)
     gates = [a.manifest for a in actions if isinstance(a, ex.CreateObject)
              and a.manifest["metadata"].get("labels", {}).get("longshot.dev/purpose") == "gate"]
     assert len(gates) == 1, actions  # b-p0's batch, gated now
@@ -875,25 +888,9 @@ async def test_a_queue_reconcile_checks_a_slice_of_the_new_jobs_and_comes_back_f
     had ended for 20 to 30 s (``make bench-fleet``). It checks a slice, gates what is ready, and is requeued now."""
     from longshot.controllers import mergequeue as mqc
     monkeypatch.setattr(mqc, "CHECKS_PER_RECONCILE", 2)
-    fake, m, _clock, _mono, _sync = world
-    new = ["b-p1", "b-p2", "b-p3", "b-p4"]
-    url, commits = repository_with_branches(tmp_path / "git", ["b-p0", *new])
-    m.queues.workspaces.root = tmp_path / "workspaces"
-    fake.create(build(repository={"url": url}, qualityGate={"profile": "minimal", "testCommand": "true"},
-                      merge={"strategy": "rebase", "window": 4}))
-    for task in ["b-p0", *new]:
-        job = merged_job(task, task)
-        job["spec"].update({"branch": f"longshot/ns/b/{task}", "commit": commits[task]})
-        fake.create(job)
-    checked = {"type": "ChecksPassed", "status": "True", "reason": "Completed", "message": "the secret scan passed",
-               "lastTransitionTime": "2025-01-01T00:00:00Z"}
-    fake.patch_status("MergeJob", "ns", "b-p0", {"phase": "Queued", "checks": "passed", "conditions": [checked]})
-    pending = {**checked, "status": "Unknown", "reason": "Pending", "message": "the secret scan runs"}
-    for task in new:
-        fake.patch_status("MergeJob", "ns", task, {"phase": "Queued", "checks": "pending", "conditions": [pending]})
-    for (kind, _, _), obj in list(fake.objects.items()):
-        m.observe(kind, "MODIFIED", obj)
-    queue = cachemod.queue_name(m.cache.builds[("ns", "b")], "main")
+    _fake, m, _clock, _mono, _sync = world
+    new = ("b-p1", "b-p2", "b-p3", "b-p4")
+    queue = queue_with_jobs(world, tmp_path, ["b-p0", *new], passed=("b-p0",), pending=new)
     actions = await m.reconcilers["Queue"]("", queue)
     written = {a.name for a in actions if isinstance(a, ex.WriteStatus) and a.status.get("phase") == "Queued"}
     assert written == {"b-p1", "b-p2"}, actions  # the first two in queue order; b-p3 and b-p4 next time
