@@ -1,10 +1,11 @@
 """The MergeJob reconciler, and the translation of ``core.mergejobs`` effects into actions (shared with the
 merge-queue reconciler, which feeds most of a job's events).
 
-A MergeJob's own reconcile writes its first conditions (``Observed``), notices that the fixer that took its
-branch over has merged (``FixerLanded``), and polls the pull request of a job delivered through the forge (phase
-``AwaitingForge``: ``core.forge`` decides, ``runtime.forge`` talks to the forge); everything else happens in its
-repository's queue (``controllers/mergequeue.py``).
+A MergeJob's own reconcile writes its first conditions (``Observed``) when its queue has not within
+``OBSERVE_GRACE_SECONDS`` (the queue writes them with the job's checks, in one write), notices that the fixer that
+took its branch over has merged (``FixerLanded``), and polls the pull request of a job delivered through the
+forge (phase ``AwaitingForge``: ``core.forge`` decides, ``runtime.forge`` talks to the forge); everything else
+happens in its repository's queue (``controllers/mergequeue.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ log = logging.getLogger("longshot.mergejobs")
 
 FORGE_TIMEOUT = 15.0
 """Seconds one forge request may take (connect, each read)."""
+OBSERVE_GRACE_SECONDS = 20.0
+"""A new MergeJob's first status is its queue's, written with its checks; the MergeJob's own reconcile writes it
+(``Observed``) only when the queue has not within this long after its creation (a backlog of checks)."""
 FORGE_MAX_WAIT = 5.0
 """Longest rate-limit wait slept through in a poll; a longer one requeues the job at the reset."""
 
@@ -186,6 +190,12 @@ class MergeJobReconciler:
         state = job_state(self.ctx, job, build)
         events: list[mj.Event] = []
         if not mergejob.seen(job.status):  # none, or the CRD's default status (api.mergejob.initial_status)
+            if state.phase == mj.QUEUED and state.checks == "pending" and state.batch is None:
+                # its queue writes its first status with its checks (one write); this one only if it has not soon
+                created = job.metadata.creation_timestamp
+                due = created + timedelta(seconds=OBSERVE_GRACE_SECONDS) if created is not None else now
+                if now < due:
+                    return [ex.Requeue(("MergeJob", job.namespace, job.name), due)]
             events.append(mj.Observed())
         if state.fixer and state.phase in (mj.FAILED, mj.CONFLICTED):
             fixer_job = self.ctx.cache.jobs.get((job.namespace, state.fixer))

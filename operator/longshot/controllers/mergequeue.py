@@ -8,13 +8,14 @@ landing makes the other's batch stale (tested again), never lost.
 
 1. fetches the target and, for conflicted jobs, notices that it moved (``TargetMoved``), or that nothing else
    in the queue can move it (``TargetIdle``: the job goes to a fixer instead of waiting for ever);
-2. runs the per-branch checks of new candidates (a stacked branch first waits until its task's dependencies
-   merged, ``WaitingForDependencies``, and fails, ``DependencyFailed``, when one never will): the secret scan
-   of every commit of the branch, and for the ``strict`` profile (or ``qualityGate.review``) a reviewer task
-   ``<job>-review`` (``ChecksPassed`` / ``SecretFound`` / ``ChangesRequested``);
-   with ``spec.merge.requireApproval`` a job that passed them waits at ``AwaitingApproval`` until its
-   ``spec.approved`` is true (``Approved``);
-3. in the same reconcile (leaving out the jobs step 2 just changed), asks ``core.mergequeue.decide`` what to do
+2. writes a new job's first status (``Observed``) with its checks: the per-branch checks of new candidates (a
+   stacked branch first waits until its task's dependencies merged, ``WaitingForDependencies``, and fails,
+   ``DependencyFailed``, when one never will): the secret scan of every commit of the branch, and for the
+   ``strict`` profile (or ``qualityGate.review``) a reviewer task ``<job>-review`` (``ChecksPassed`` /
+   ``SecretFound`` / ``ChangesRequested``); with ``spec.merge.requireApproval`` a job that passed them waits at
+   ``AwaitingApproval`` until its ``spec.approved`` is true (``Approved``);
+3. in the same reconcile (a job whose checks just passed takes part, and its one status write carries both; the
+   other jobs step 2 changed are left out), asks ``core.mergequeue.decide`` what to do
    with the batches, and does it: build the speculative commits, on the target or stacked on the batch under
    test, and publish them (``PrepareBatch``), start one tester task per gated prefix (``StartProbes``), push a
    tested prefix with a compare-and-swap (``Land``), evict a culprit to a fixer with the failing output
@@ -200,11 +201,16 @@ class QueueReconciler:
         # 2. checks of new candidates (their branches fetched together first: one fetch, not one per job)
         states = [mjc.job_state(self.ctx, job, build) for job, build in live]
         moving = mj.target_can_move(states)
-        # a job without conditions yet is the MergeJob reconciler's to write first (Observed); writing it here
-        # too raced that write (409, and this whole reconcile again); its first write brings the queue back
+        # A new job's first status is this reconcile's (Observed, folded with its checks and, when they pass, the
+        # batch it joins: one status write). A job without conditions in any other state (a batch member, after a
+        # restore) is the MergeJob reconciler's to write first; so is a new job this queue has not reached within
+        # ``mergejobs.OBSERVE_GRACE_SECONDS`` (that write and this one may race: a 409, and the reconcile again).
         unseen = {job.name for job, _ in live if not mergejob.seen(job.status)}
+        fresh = {job.name for (job, _), st in zip(live, states, strict=True)
+                 if job.name in unseen and st.phase == mj.QUEUED and st.checks == "pending" and st.batch is None}
+        held = unseen - fresh
         checking = [(job, build) for (job, build), st in zip(live, states, strict=True)
-                    if st.phase == mj.QUEUED and st.checks == "pending" and job.name not in unseen and job.spec.commit]
+                    if st.phase == mj.QUEUED and st.checks == "pending" and job.name not in held and job.spec.commit]
         # a bounded slice of the checks per reconcile: the gates that ended wait for this reconcile's batch step, and
         # a thousand workers finishing at once must not hold it for the scans and status writes of all their jobs
         checking = checking[:CHECKS_PER_RECONCILE]
@@ -213,10 +219,12 @@ class QueueReconciler:
             await asyncio.to_thread(speculate.fetch_commits, w, [self._member(j, b) for j, b in checking])
         scans_from = time.monotonic()  # (the budget is the scans': the slice's branches are fetched already)
         checked = deferred = 0
+        passing: dict[str, list[mj.Event]] = {}
+        """Jobs whose checks passed in this reconcile: their events are written with the batch step's (one write)."""
         for (job, build), state in zip(live, states, strict=True):
-            if job.name in unseen:
+            if job.name in held:
                 continue
-            events: list[mj.Event] = []
+            events: list[mj.Event] = [mj.Observed()] if job.name in fresh else []
             moved = mj.target_event(state, head, moving)
             if moved is not None:
                 events.append(moved)
@@ -227,36 +235,55 @@ class QueueReconciler:
                 checked += 1
             elif state.phase == mj.QUEUED and state.checks == "pending":
                 deferred += 1
+                if job.name in fresh:
+                    continue  # its first status waits for its checks (a later reconcile of this queue)
             if state.phase == mj.AWAITING_APPROVAL and not state.needs_approval:
                 events.append(mj.Approved("spec.approved is true" if job.spec.approved
                                           else "the build no longer requires approval"))
             if events:
-                state, effects = mjc.decide(job, state, events, now)
-                if effects:  # nothing changed (a stacked job still waiting, say): on to the batch
-                    out += mjc.actions(job, build, state, effects, now, name)
+                new, effects = mjc.decide(job, state, events, now)
+                if (new.phase == mj.QUEUED and new.checks == "passed" and state.checks != "passed"
+                        and new.batch is None and moved is None):
+                    passing[job.name] = events
+                elif effects:  # nothing changed (a stacked job still waiting, say): on to the batch
+                    out += mjc.actions(job, build, new, effects, now, name)
                     touched.add(job.name)
         checked_at = time.monotonic()
         metrics.observe_queue_phase("checks", checked_at - fetched)
-        if touched or deferred:  # (checks left for the next reconcile: at once, after this one's batch step)
+        if touched or deferred or passing:  # (checks left for the next reconcile: at once, after this one's batch step)
             out.append(ex.Requeue(("Queue", "", name), now))
+        originals = {job.name: job for job, _ in live}
+
+        def written_alone() -> list[ex.Action]:
+            """The passed checks' status writes, when this reconcile makes no batch decision."""
+            done: list[ex.Action] = []
+            for job, build in live:
+                if job.name in passing:
+                    st, effs = mjc.decide(job, mjc.job_state(self.ctx, job, build), passing[job.name], now)
+                    done += mjc.actions(job, build, st, effs, now, name)
+            return done
+
         if any(j.status.batch is not None for j, _ in live if j.name in touched or j.name in unseen):
-            return out  # a batch member's status is being (re)written: decide on its whole batch next time
+            return [*out, *written_alone()]  # a batch member's status is being (re)written: its batch next time
         # 3. the batches, now: while workers keep finishing, the checks of new jobs above happen on almost every
-        # reconcile, and a queue that waited for a reconcile without them would gate nothing until they stop.
-        # The jobs just checked are left out of this decision (their status is being written); none is in a batch.
-        rest = [(j, b) for j, b in live if j.name not in touched and j.name not in unseen]
+        # reconcile, and a queue that waited for a reconcile without them would gate nothing until they stop. A job
+        # whose checks just passed takes part as checked (its one write carries both); the other jobs this reconcile
+        # changed are left out of it (their status is being written), and so are the new jobs not checked yet.
+        now_live = [(_checked(j) if j.name in passing else j, b) for j, b in live]
+        rest = [(j, b) for j, b in now_live
+                if j.name not in touched and j.name not in held and (j.name not in fresh or j.name in passing)]
         for job, build in rest:
             broken = self._broken_gates(job)
             if broken:
-                return [*out, *self._error_batch([j for j, _ in rest if j.status.batch is not None], build, broken,
-                                                  now, name)]
+                return [*out, *written_alone(), *self._error_batch(
+                    [j for j, _ in rest if j.status.batch is not None], build, broken, now, name)]
         qstate = self._queue_state(rest, head, now)
-        incoming, awaited = self._coming(live, {j.name for j, _ in rest})
+        incoming, awaited = self._coming(now_live, {j.name for j, _ in rest})
         qstate = replace(qstate, incoming=incoming, awaited=awaited)
         checks_done = time.monotonic()
         decision = q.decide(qstate)
         metrics.observe_queue_phase("decide", time.monotonic() - checked_at)
-        out += await self._execute(decision, rest, qstate, w, target, now, name)
+        out += await self._execute(decision, rest, qstate, w, target, now, name, passing=passing, originals=originals)
         took = time.monotonic() - started
         if took >= SLOW_RECONCILE_SECONDS:
             log.info("queue %s: a reconcile took %.1fs (target fetch %.1fs, checks of %d job(s) %.1fs, %d left for "
@@ -394,11 +421,14 @@ class QueueReconciler:
 
     async def _execute(self, effects: Sequence[q.Effect], live: Sequence[tuple[objects.MergeJob, objects.BuildRequest]],
                        state: q.QueueState, w: vws.Workspace, target: str, now: datetime,
-                       name: str) -> list[ex.Action]:
+                       name: str, *, passing: dict[str, list[mj.Event]] | None = None,
+                       originals: dict[str, objects.MergeJob] | None = None) -> list[ex.Action]:
+        """The decision carried out; ``passing``: the events of jobs whose checks passed in this reconcile, written
+        with what the decision does to them (``originals``: those jobs as read, before the checks)."""
         jobs = {j.name: (j, b) for j, b in live}
         batch_build = {c.batch_id: jobs[c.name][1] for c in state.candidates if c.batch_id and c.name in jobs}
         out: list[ex.Action] = []
-        job_events: dict[str, list[mj.Event]] = {}
+        job_events: dict[str, list[mj.Event]] = {n: list(evs) for n, evs in (passing or {}).items()}
 
         def add(job: str, event: mj.Event) -> None:
             job_events.setdefault(job, []).append(event)
@@ -485,6 +515,7 @@ class QueueReconciler:
                 self._job_event_of(e, add, out, jobs, batch_build, now, name)
         for n, events in job_events.items():
             job, build = jobs[n]
+            job = (originals or {}).get(n, job)
             st, effs = mjc.decide(job, mjc.job_state(self.ctx, job, build), events, now)
             out += mjc.actions(job, build, st, effs, now, name)
         if job_events:
@@ -590,6 +621,12 @@ class QueueReconciler:
             out += mjc.actions(job, b, st, effs, now, name)
         out.append(ex.Requeue(("Queue", "", name), now + timedelta(seconds=1)))
         return out
+
+
+def _checked(job: objects.MergeJob) -> objects.MergeJob:
+    """``job`` as its checks just passed (queued, checks passed): how the batch step of that reconcile sees it."""
+    status = type(job.status).model_construct(**{**dict(job.status), "phase": mj.QUEUED, "checks": "passed"})
+    return type(job).model_construct(**{**dict(job), "status": status})  # (the cache's models share frozen field sets)
 
 
 def _batch_attrs(build: objects.BuildRequest | None, members: Sequence[str], target: str) -> dict[str, Any]:

@@ -8,15 +8,15 @@ and campaigns only for the shard Leases assigned to it; the shard Lease, not thi
 works (two replicas with briefly different views can never both hold a shard).
 
 :func:`assign` is rendezvous (highest-random-weight) hashing with bounded loads: each shard, in sorted order,
-goes to the member with the highest ``hash(shard, member)`` that holds fewer than ``ceil(shards / members)``
-shards. The result is balanced (no member gets more than its ceiling) and stable: a member joining or leaving
-moves only a few shards.
+goes to the member with the highest ``hash(shard, member)`` that is below its cap: ``shards // members + 1``
+while fewer than ``shards % members`` members hold that many, ``shards // members`` after. The result is balanced
+(any two members' loads differ by at most one: four repositories on three replicas are 2, 1 and 1, never 2, 2 and
+0, which left a replica idle) and stable: a member joining or leaving moves only a few shards.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Iterable, Mapping
 
 
@@ -30,14 +30,17 @@ def assign(shards: Iterable[str], members: Iterable[str]) -> dict[str, str]:
     ss = sorted(set(shards))
     if not ms:
         return {}
-    cap = max(1, math.ceil(len(ss) / len(ms)))
+    floor, extra = divmod(len(ss), len(ms))
     load = dict.fromkeys(ms, 0)
+    full = 0  # members holding floor + 1 shards: at most ``extra`` of them, or another member would go short
     out: dict[str, str] = {}
     for s in ss:
+        cap = floor + 1 if full < extra else floor
         for m in sorted(ms, key=lambda m: (-_weight(s, m), m)):
             if load[m] < cap:
                 out[s] = m
                 load[m] += 1
+                full += load[m] == floor + 1
                 break
     return out
 

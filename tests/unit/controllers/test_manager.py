@@ -861,25 +861,47 @@ def queue_with_jobs(world: Any, tmp_path: Path, tasks: list[str], *, passed: tup
 
 
 async def test_the_queue_gates_ready_jobs_in_the_same_reconcile_that_checks_new_ones(world, tmp_path):
-    """While workers keep finishing, nearly every queue reconcile has a new MergeJob to check: the batch of the
-    jobs already checked is prepared and gated in that same reconcile, not after the arrivals stop (the queue
-    used to return after the checks, and gated nothing for half a minute of a 100-task build). A job without
-    conditions yet is left to the MergeJob reconciler, whose first write of them the queue's used to race."""
+    """While workers keep finishing, nearly every queue reconcile has a new MergeJob to check: the batch is prepared
+    and gated in that same reconcile, not after the arrivals stop (the queue used to return after the checks, and
+    gated nothing for half a minute of a 100-task build). A job whose checks pass joins the batch in the reconcile
+    that checked it, in one status write (issue 34: it used to take a write for its checks, then another for its
+    batch a reconcile later); a new job's first conditions (Observed) are in that same write."""
     _fake, m, _clock, _mono, _sync = world
-    # b-p1 and b-p3 observed by the MergeJob reconciler; b-p2 not yet
+    # b-p1 and b-p3 observed already; b-p2 new (no conditions yet)
     queue = queue_with_jobs(world, tmp_path, ["b-p0", "b-p1", "b-p2", "b-p3"], passed=("b-p0",),
                             pending=("b-p1", "b-p3"))
     actions = await m.reconcilers["Queue"]("", queue)
     gates = [a.manifest for a in actions if isinstance(a, ex.CreateObject)
              and a.manifest["metadata"].get("labels", {}).get("longshot.dev/purpose") == "gate"]
-    assert len(gates) == 1, actions  # b-p0's batch, gated now
-    joined = [a for a in actions if isinstance(a, ex.WriteStatus) and a.name == "b-p0"]
-    assert joined and joined[-1].status["phase"] == "Testing" and joined[-1].status["batch"]["position"] == 1
-    for task in ("b-p1", "b-p3"):  # checked (their branches fetched in one go), and left for the next batch
-        checks = [a for a in actions if isinstance(a, ex.WriteStatus) and a.name == task]
-        assert checks and checks[-1].status["checks"] == "passed", actions
-        assert not any(a.status.get("batch") for a in checks)
-    assert not any(getattr(a, "name", None) == "b-p2" for a in actions)  # the MergeJob reconciler's, first
+    assert gates, actions  # the batch, gated now
+    for position, task in enumerate(("b-p0", "b-p1", "b-p2", "b-p3"), start=1):
+        (write,) = [a for a in actions if isinstance(a, ex.WriteStatus) and a.name == task]  # one write each
+        assert write.status["phase"] == "Testing" and write.status["batch"]["position"] == position, write
+        assert write.status["checks"] == "passed"
+        kinds = {c["type"]: c for c in write.status["conditions"]}
+        assert kinds["GatesPassed"]["status"] == "Unknown"
+        if task != "b-p0":
+            assert kinds["ChecksPassed"]["status"] == "True", write
+    new = next(a for a in actions if isinstance(a, ex.WriteStatus) and a.name == "b-p2")
+    assert {"Merged", "Conflicted", "AwaitingApproval"} <= {c["type"] for c in new.status["conditions"]}  # Observed's
+    assert new.status["observedGeneration"] is not None
+
+
+async def test_a_new_merge_job_s_first_status_is_its_queue_s_unless_the_queue_is_late(world, tmp_path):
+    """The MergeJob reconciler leaves a new job's first status to its queue (written with its checks) and writes
+    it itself only when the queue has not within ``OBSERVE_GRACE_SECONDS`` of its creation."""
+    from longshot.controllers import mergejobs as mjc
+    _fake, m, clock, _mono, _sync = world
+    queue_with_jobs(world, tmp_path, ["b-p0"], passed=(), pending=())
+    actions = await m.reconcilers["MergeJob"]("ns", "b-p0")
+    assert not [a for a in actions if isinstance(a, ex.WriteStatus)], actions
+    (again,) = [a for a in actions if isinstance(a, ex.Requeue)]
+    created = m.cache.jobs[("ns", "b-p0")].metadata.creation_timestamp
+    assert again.at == created + timedelta(seconds=mjc.OBSERVE_GRACE_SECONDS)
+    clock.now = again.at
+    actions = await m.reconcilers["MergeJob"]("ns", "b-p0")
+    (write,) = [a for a in actions if isinstance(a, ex.WriteStatus)]
+    assert {c["type"]: c["reason"] for c in write.status["conditions"]}["Queued"] == "Queued"
 
 
 async def test_a_queue_reconcile_checks_a_slice_of_the_new_jobs_and_comes_back_for_the_rest(world, tmp_path,
@@ -892,8 +914,9 @@ async def test_a_queue_reconcile_checks_a_slice_of_the_new_jobs_and_comes_back_f
     new = ("b-p1", "b-p2", "b-p3", "b-p4")
     queue = queue_with_jobs(world, tmp_path, ["b-p0", *new], passed=("b-p0",), pending=new)
     actions = await m.reconcilers["Queue"]("", queue)
-    written = {a.name for a in actions if isinstance(a, ex.WriteStatus) and a.status.get("phase") == "Queued"}
-    assert written == {"b-p1", "b-p2"}, actions  # the first two in queue order; b-p3 and b-p4 next time
+    written = {a.name for a in actions if isinstance(a, ex.WriteStatus) and a.status.get("checks") == "passed"}
+    assert written == {"b-p0", "b-p1", "b-p2"}, actions  # b-p0 joins a batch; the first two new in queue order with
+    assert not [a for a in actions if getattr(a, "name", None) in ("b-p3", "b-p4")]  # it; b-p3 and b-p4 next time
     assert any(isinstance(a, ex.CreateObject) for a in actions)  # b-p0's batch is gated in this reconcile all the same
     assert ("Queue", "", queue) in [a.ref for a in actions if isinstance(a, ex.Requeue)]
 

@@ -29,6 +29,18 @@ def test_balanced_deterministic_and_stable(shards, members):
     assert set(a) == shards and set(a.values()) <= members
     cap = math.ceil(len(shards) / len(members)) if shards else 0
     assert all(len(sharding.mine(a, m)) <= max(cap, 1) for m in members)
+    loads = [len(sharding.mine(a, m)) for m in members]
+    assert max(loads) - min(loads) <= 1, loads  # nobody idle while another holds two more
+
+
+def test_four_repositories_on_three_replicas_leave_no_replica_idle():
+    """``make bench-fleet --repos 4 --replicas 3`` ran its third replica without a merge queue: the capped greedy
+    gave two shards each to two replicas (both under the ceiling of 2) and none to the third."""
+    members = ["longshot-0", "longshot-1", "longshot-2"]
+    for k in range(50):
+        shards = [f"fleet-{k}-repo-{i}" for i in range(4)]
+        got = sharding.assign(shards, members)
+        assert sorted(len(sharding.mine(got, m)) for m in members) == [1, 1, 2], (shards, got)
 
 
 def test_a_member_leaving_moves_only_its_shards_when_loads_allow():
