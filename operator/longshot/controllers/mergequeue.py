@@ -252,16 +252,12 @@ class QueueReconciler:
         metrics.observe_queue_phase("checks", checked_at - fetched)
         if touched or deferred or passing:  # (checks left for the next reconcile: at once, after this one's batch step)
             out.append(ex.Requeue(("Queue", "", name), now))
-        originals = {job.name: job for job, _ in live}
+        originals = {job.name: job for job, _ in live if job.name in passing}
 
         def written_alone() -> list[ex.Action]:
             """The passed checks' status writes, when this reconcile makes no batch decision."""
-            done: list[ex.Action] = []
-            for job, build in live:
-                if job.name in passing:
-                    st, effs = mjc.decide(job, mjc.job_state(self.ctx, job, build), passing[job.name], now)
-                    done += mjc.actions(job, build, st, effs, now, name)
-            return done
+            return [a for job, build in live if job.name in passing
+                    for a in self._decided(job, build, passing[job.name], now, name)]
 
         if any(j.status.batch is not None for j, _ in live if j.name in touched or j.name in unseen):
             return [*out, *written_alone()]  # a batch member's status is being (re)written: its batch next time
@@ -515,12 +511,16 @@ class QueueReconciler:
                 self._job_event_of(e, add, out, jobs, batch_build, now, name)
         for n, events in job_events.items():
             job, build = jobs[n]
-            job = (originals or {}).get(n, job)
-            st, effs = mjc.decide(job, mjc.job_state(self.ctx, job, build), events, now)
-            out += mjc.actions(job, build, st, effs, now, name)
+            out += self._decided((originals or {}).get(n, job), build, events, now, name)
         if job_events:
             out.append(ex.Requeue(("Queue", "", name), now))
         return out
+
+    def _decided(self, job: objects.MergeJob, build: objects.BuildRequest, events: Sequence[mj.Event], now: datetime,
+                 name: str) -> list[ex.Action]:
+        """The actions of ``events`` on ``job`` as read (its one status write, fixers, Events, timers)."""
+        st, effs = mjc.decide(job, mjc.job_state(self.ctx, job, build), events, now)
+        return mjc.actions(job, build, st, effs, now, name)
 
     def _job_event_of(self, e: q.Effect, add: Any, out: list[ex.Action],
                       jobs: dict[str, tuple[objects.MergeJob, objects.BuildRequest]],
