@@ -321,6 +321,9 @@ class Cache:
     tasks_by_build: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
     jobs_by_build: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
     pods_by_task: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
+    tasks_by_batch: dict[tuple[str, str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
+    """(namespace, build, batch id) -> the gate tasks of that batch (label ``longshot.dev/batch``): a queue reconcile
+    reads its batches' verdicts without walking the build's 10,000 tasks once per job under test."""
     fixers_by_build: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
     """build -> its fixer tasks (a MergeJob's reconcile reads how many fixers its build may still make)."""
     dependents: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
@@ -436,6 +439,13 @@ class Cache:
             self.changes[(key[0], task.build_name)] += 1
             self.tasks_by_build[(key[0], task.build_name)].discard(key[1])
             self.fixers_by_build[(key[0], task.build_name)].discard(key[1])
+            batch = task.metadata.labels.get(BATCH_LABEL)
+            if batch:
+                gates = self.tasks_by_batch.get((key[0], task.build_name, batch))
+                if gates is not None:
+                    gates.discard(key[1])
+                    if not gates:
+                        del self.tasks_by_batch[(key[0], task.build_name, batch)]
             for dep in task.spec.depends_on:
                 self.dependents[(key[0], dep)].discard(key[1])
             return [("BuildRequest", key[0], task.build_name)]
@@ -504,6 +514,12 @@ class Cache:
             self.tasks_by_build[(ns, obj.build_name)].add(name)
             if obj.spec.role == "fixer":
                 self.fixers_by_build[(ns, obj.build_name)].add(name)
+            batch = obj.metadata.labels.get(BATCH_LABEL)
+            was = old.metadata.labels.get(BATCH_LABEL) if old is not None else None
+            if was and was != batch:  # (relabelled by hand: the index follows the label)
+                self.tasks_by_batch.get((ns, obj.build_name, was), set()).discard(name)
+            if batch:
+                self.tasks_by_batch[(ns, obj.build_name, batch)].add(name)
             for dep in obj.spec.depends_on:
                 self.dependents[(ns, dep)].add(name)
             refs: list[Ref] = [("AgentTask", ns, name), ("BuildRequest", ns, obj.build_name)]
@@ -554,6 +570,13 @@ class Cache:
 
     def tasks_of(self, build: Key) -> Iterator[objects.AgentTask]:
         for name in list(self.tasks_by_build.get(build, ())):
+            t = self.tasks.get((build[0], name))
+            if t is not None:
+                yield t
+
+    def tasks_of_batch(self, build: Key, batch: str) -> Iterator[objects.AgentTask]:
+        """The gate tasks of one batch of the build's queue (label ``longshot.dev/batch``)."""
+        for name in list(self.tasks_by_batch.get((build[0], build[1], batch), ())):
             t = self.tasks.get((build[0], name))
             if t is not None:
                 yield t

@@ -5,7 +5,10 @@ Candidates are the pending tasks of the builds whose shard this replica holds, w
 whichever replica started it. The chosen tasks are admitted through the task reconciler (one Pod create and one
 status write each), concurrently: every Pod first, then the status writes (``manager``). A running task whose Pod
 has ended holds no slot: the next task's Pod is created while the ended one's reconcile records its handoff (the
-worker limit bounds Pods that run); in a build with a budget it does, until its handoff's usage is recorded. A
+worker limit bounds Pods that run); in a build with a budget it does, until its handoff's usage is recorded. At most
+``MAX_UNRECORDED_ENDS`` such slots are reused at once: past them, when the task controller is that far behind the
+agents' ends, an ended task holds its slot until its end is recorded, so that new agents wait for the work already
+done to be taken in instead of adding to it (backpressure). A
 pending task whose next attempt's Pod is in the cache already counts as running (admitted, its status write not done
 yet or interrupted): it holds its slot and is not admitted twice; its reconcile adopts the Pod. A best-of-N task
 holds no slot and is never admitted: its candidates are (they run in parallel whatever their scope: one scheduling
@@ -28,6 +31,11 @@ from longshot.core import fanout, scheduler, tasks
 from longshot.core import names as namesmod
 
 log = logging.getLogger(__name__)
+
+MAX_UNRECORDED_ENDS = 64
+"""Most slots of tasks whose Pod ended, their end not recorded yet, that one plan gives to new tasks. With a
+thousand agents (``make bench-fleet``) the task controller recorded ten ends a second while dispatch started thirty
+agents: 6,400 ended tasks waited to be taken in (their MergeJobs not made) while new agents took the machine."""
 
 
 @dataclass(frozen=True)
@@ -69,11 +77,12 @@ def plan(ctx: ctxmod.Context, readiness: Readiness | None = None) -> Plan:
     pending: dict[str, list[tuple[objects.AgentTask, bool]]] = {}
     builds: dict[str, scheduler.BuildView] = {}
     ready_keys: set[cachemod.Key] = set()
+    reused = [0]  # slots of ended tasks given to new ones in this plan
     errors: dict[str, str] = {}
     for (ns, build_name), names in list(ctx.cache.tasks_by_build.items()):
         bkey = f"{ns}/{build_name}"
         try:
-            _gather(ctx, ns, build_name, names, now, by_state, running, busy, pending, builds, ready_keys)
+            _gather(ctx, ns, build_name, names, now, by_state, running, busy, pending, builds, ready_keys, reused)
             if (ns, build_name) in ctx.cache.ingesting:  # its plan's tasks are still being created: none starts yet
                 pending.pop(bkey, None)
                 builds.pop(bkey, None)
@@ -138,8 +147,9 @@ def _record_errors(ctx: ctxmod.Context, errors: dict[str, str]) -> frozenset[cac
 def _gather(ctx: ctxmod.Context, ns: str, build_name: str, names: Iterable[str], now: datetime,
             by_state: dict[str, int], running: list[scheduler.TaskView], busy: dict[str, int],
             pending: dict[str, list[tuple[objects.AgentTask, bool]]], builds: dict[str, scheduler.BuildView],
-            ready_keys: set[cachemod.Key]) -> None:
-    """One build's part of the plan's inputs: its running tasks and its pending candidates."""
+            ready_keys: set[cachemod.Key], reused: list[int]) -> None:
+    """One build's part of the plan's inputs: its running tasks and its pending candidates (``reused``: the slots
+    of ended tasks this plan gave back so far, of ``MAX_UNRECORDED_ENDS``)."""
     build = ctx.cache.builds.get((ns, build_name))
     bkey = f"{ns}/{build_name}"
     ours: bool | None = None  # whether this replica holds the build's shard, asked once
@@ -157,7 +167,8 @@ def _gather(ctx: ctxmod.Context, ns: str, build_name: str, names: Iterable[str],
             continue
         if phase == tasks.PENDING and _next_pod_exists(ctx, t, key):
             phase = tasks.RUNNING  # admitted, its status not written yet (or interrupted): it holds a slot
-        elif slot_freed(ctx, t, build):
+        elif reused[0] < MAX_UNRECORDED_ENDS and slot_freed(ctx, t, build):
+            reused[0] += 1
             continue  # its Pod has ended: the slot is free now, before the task's reconcile records how it ended
         if phase == tasks.RUNNING:
             running.append(_view(t, bkey, phase, True))

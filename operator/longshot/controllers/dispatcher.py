@@ -5,7 +5,8 @@ start now), and its one worker admits the chosen tasks.
 
 * A plan that would read what the last one read (the cache's version, the killswitch) is not made: it would choose
   the same tasks. An admission that failed, or a chosen task that could not be claimed, plans again next time.
-* Admission, for every chosen task at once: first every Pod (a task's dispatch latency ends when its Pod exists),
+* Admission, for at most ``MAX_ADMISSIONS`` chosen tasks at once (the rest at the next dispatch, so that a gate
+  task made meanwhile waits for 64 Pods, not 450): first every Pod (a task's dispatch latency ends when its Pod exists),
   then the status writes and Events, outside the plan's lock. A chosen task whose reconcile is in flight is not
   admitted beside it: the task's reference is claimed in the task controller's queue until its admission is
   written, and one that cannot be claimed is admitted by the next plan. Nor is one whose owner task's reconcile is
@@ -49,6 +50,11 @@ SLOW_DISPATCH_SECONDS: Final = 1.0
 """An admission whose Pod was created this long after its task could start is logged (with why it was dispatched)."""
 CONCURRENCY: Final = 32
 """Admissions' API calls in flight."""
+MAX_ADMISSIONS: Final = 64
+"""Most tasks one dispatch admits (the first of the plan's order: priority within a build, fairness across them);
+the rest are the next dispatch's, at once. With a thousand agents a plan chose 450 tasks whose Pods took 14 s to
+create, and a gate task made meanwhile (priority 9) waited for that whole round and the next plan: 20 s a gate, one
+gate at a time (``make bench-fleet``)."""
 FAILURES_UNHEALTHY: Final = 10
 STALL_SECONDS: Final = 60.0
 
@@ -176,10 +182,13 @@ class Dispatcher:
         self.ctx.queue.add_all([("BuildRequest", ns, name) for ns, name in chosen.failed])
         # a chosen task whose reconcile, or its owner task's, is in flight is admitted by the dispatch after it, not
         # beside it (the end of every reconcile dispatches again)
-        claimed = [k for k in chosen.admit
-                   if not self._owner_busy(k) and self.task_queue.claim(("AgentTask", *k))]
+        admit = chosen.admit[:MAX_ADMISSIONS]
+        if len(admit) < len(chosen.admit):  # the rest at the next dispatch, which comes at once
+            self.planned = None
+            self.poke("the last plan chose more than one dispatch admits")
+        claimed = [k for k in admit if not self._owner_busy(k) and self.task_queue.claim(("AgentTask", *k))]
         try:
-            if len(claimed) < len(chosen.admit):
+            if len(claimed) < len(admit):
                 self.planned = None  # the end of that task's reconcile dispatches again (``Manager._reconciled``)
             if not claimed:
                 return

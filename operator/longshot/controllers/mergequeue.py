@@ -1,25 +1,28 @@
 """The merge-queue reconciler: one tenant's speculative queue of one repository branch, run by the replica that
 holds the shard (``cache.shard_key``: namespace, credentials Secret and repository URL).
 
-Each reconcile of ``("Queue", "", "<shard key>|<target>")``: every job in it belongs to a build of one namespace
-naming one credentials Secret, so the reconcile fetches, scans and pushes with exactly that credential. Two
-tenants on one repository and target have two queues; their pushes to the target are compare-and-swaps, so one
-landing makes the other's batch stale (tested again), never lost.
+Each reconcile of ``("Queue", "", "<shard key>|<target>")`` (the batch step): every job in it belongs to a build of
+one namespace naming one credentials Secret, so the reconcile fetches, scans and pushes with exactly that
+credential. Two tenants on one repository and target have two queues; their pushes to the target are
+compare-and-swaps, so one landing makes the other's batch stale (tested again), never lost.
 
 1. fetches the target and, for conflicted jobs, notices that it moved (``TargetMoved``), or that nothing else
-   in the queue can move it (``TargetIdle``: the job goes to a fixer instead of waiting for ever);
-2. writes a new job's first status (``Observed``) with its checks: the per-branch checks of new candidates (a
-   stacked branch first waits until its task's dependencies merged, ``WaitingForDependencies``, and fails,
-   ``DependencyFailed``, when one never will): the secret scan of every commit of the branch, and for the
-   ``strict`` profile (or ``qualityGate.review``) a reviewer task ``<job>-review`` (``ChecksPassed`` /
-   ``SecretFound`` / ``ChangesRequested``); with ``spec.merge.requireApproval`` a job that passed them waits at
-   ``AwaitingApproval`` until its ``spec.approved`` is true (``Approved``);
-3. in the same reconcile (a job whose checks just passed takes part, and its one status write carries both; the
-   other jobs step 2 changed are left out), asks ``core.mergequeue.decide`` what to do
-   with the batches, and does it: build the speculative commits, on the target or stacked on the batch under
-   test, and publish them (``PrepareBatch``), start one tester task per gated prefix (``StartProbes``), push a
-   tested prefix with a compare-and-swap (``Land``), evict a culprit to a fixer with the failing output
-   (``Evict``), put the rest back (``Requeue``).
+   in the queue can move it (``TargetIdle``: the job goes to a fixer instead of waiting for ever); with
+   ``spec.merge.requireApproval`` a job that passed its checks waits at ``AwaitingApproval`` until its
+   ``spec.approved`` is true (``Approved``);
+2. asks ``core.mergequeue.decide`` what to do with the batches, and does it: build the speculative commits, on the
+   target or stacked on the batch under test, and publish them (``PrepareBatch``), start one tester task per gated
+   prefix (``StartProbes``), push a tested prefix with a compare-and-swap (``Land``), evict a culprit to a fixer
+   with the failing output (``Evict``), put the rest back (``Requeue``).
+
+The checks of new candidates are the queue's checks step, its own reconcile (``("Queue", "", "checks:<name>")``,
+started by the batch step whenever jobs wait for checks, beside it on the Queue controller's workers): it writes a
+new job's first status (``Observed``) with its checks, one write: a stacked branch first waits until its task's
+dependencies merged (``WaitingForDependencies``) and fails (``DependencyFailed``) when one never will; then the
+secret scan of every commit of the branch, and for the ``strict`` profile (or ``qualityGate.review``) a reviewer
+task ``<job>-review`` (``ChecksPassed`` / ``SecretFound`` / ``ChangesRequested``). A job whose checks passed wakes
+the batch step (through the cache, as any MergeJob change does). Apart, a gate's verdict is acted on without
+waiting for the scans of the hundreds of jobs that came in meanwhile (issue 34).
 
 Gate tasks are AgentTasks ``<build>-gate-<batch>-<position>`` (role tester, label ``longshot.dev/purpose=gate``)
 on the queue branch of their prefix; their verdicts are the probes. Every job's state change goes through the
@@ -60,10 +63,12 @@ GATE = "gate"
 REVIEW = "review"
 SLOW_RECONCILE_SECONDS = 2.0
 """A queue reconcile taking longer is logged with what it spent its time on."""
+CHECKS: Final = "checks:"
+"""The work-queue name of a queue's checks step is its name with this prefix (a shard key never starts so)."""
 CHECKS_PER_RECONCILE: Final = 48
-"""Most new MergeJobs a queue reconcile checks (secret scan, review); the rest wait for the next reconcile, which
-follows at once. Each checked job is a status write of this reconcile: a slice keeps the batch step (gates that
-ended, batches to land) from waiting behind hundreds of them."""
+"""Most new MergeJobs one reconcile of a queue's checks step checks (secret scan, review); the rest wait for the
+next, which follows at once. Each checked job is a status write: a slice keeps a thousand workers finishing at once
+from holding the step (and the status writes of the checked) for minutes."""
 CHECKS_BUDGET_SECONDS: Final = 2.0
 """And at most this long for their scans, once their branches are fetched together (the first is always checked)."""
 
@@ -147,9 +152,7 @@ class QueueReconciler:
         if batch is None:
             return []
         out: list[q.Probe] = []
-        for t in self.ctx.cache.tasks_of((job.namespace, job.build_name)):
-            if t.metadata.labels.get(cachemod.BATCH_LABEL) != batch.id:
-                continue
+        for t in self.ctx.cache.tasks_of_batch((job.namespace, job.build_name), batch.id):
             try:
                 pos = int(t.metadata.annotations.get(cachemod.POSITION_ANNOTATION, "0"))
             except ValueError:
@@ -171,13 +174,14 @@ class QueueReconciler:
         if batch is None:
             return []
         return [f"gate task {t.name} failed: {(t.status.attempts[-1].exit_reason or '') if t.status.attempts else ''}"
-                for t in self.ctx.cache.tasks_of((job.namespace, job.build_name))
-                if t.metadata.labels.get(cachemod.BATCH_LABEL) == batch.id
-                and t.status.phase in (tasks.FAILED, tasks.CANCELLED) and not t.spec.cancel]
+                for t in self.ctx.cache.tasks_of_batch((job.namespace, job.build_name), batch.id)
+                if t.status.phase in (tasks.FAILED, tasks.CANCELLED) and not t.spec.cancel]
 
     # --- the reconcile -----------------------------------------------------------------------------
 
     async def reconcile(self, name: str) -> list[ex.Action]:
+        if name.startswith(CHECKS):
+            return await self.check(name.removeprefix(CHECKS))
         shard, _, target = name.partition("|")
         if not self.ctx.owns(shard):
             return []
@@ -197,94 +201,114 @@ class QueueReconciler:
         metrics.observe_queue_phase("fetch", fetched - started)
         out: list[ex.Action] = []
         touched: set[str] = set()
-        # 1. conflicted jobs retry when the target moved, and go to a fixer when nothing else can move it;
-        # 2. checks of new candidates (their branches fetched together first: one fetch, not one per job)
+        # 1. conflicted jobs retry when the target moved, and go to a fixer when nothing else can move it; approvals
         states = [mjc.job_state(self.ctx, job, build) for job, build in live]
         moving = mj.target_can_move(states)
-        # A new job's first status is this reconcile's (Observed, folded with its checks and, when they pass, the
-        # batch it joins: one status write). A job without conditions in any other state (a batch member, after a
-        # restore) is the MergeJob reconciler's to write first; so is a new job this queue has not reached within
-        # ``mergejobs.OBSERVE_GRACE_SECONDS`` (that write and this one may race: a 409, and the reconcile again).
+        # 2. the checks of new candidates are the queue's checks step (``check``: its own reconcile, beside this one,
+        # so that a gate's verdict is acted on without waiting for the scans of the jobs that came in meanwhile). A
+        # new job's first status is that step's (Observed with its checks: one write); a job without conditions in
+        # any other state (a batch member, after a restore) is the MergeJob reconciler's to write first, and so is a
+        # new job the checks have not reached within ``mergejobs.OBSERVE_GRACE_SECONDS``.
         unseen = {job.name for job, _ in live if not mergejob.seen(job.status)}
-        fresh = {job.name for (job, _), st in zip(live, states, strict=True)
-                 if job.name in unseen and st.phase == mj.QUEUED and st.checks == "pending" and st.batch is None}
-        held = unseen - fresh
-        checking = [(job, build) for (job, build), st in zip(live, states, strict=True)
-                    if st.phase == mj.QUEUED and st.checks == "pending" and job.name not in held and job.spec.commit]
-        # a bounded slice of the checks per reconcile: the gates that ended wait for this reconcile's batch step, and
-        # a thousand workers finishing at once must not hold it for the scans and status writes of all their jobs
-        checking = checking[:CHECKS_PER_RECONCILE]
-        to_check = {job.name for job, _ in checking}
-        if len(checking) > 1:
-            await asyncio.to_thread(speculate.fetch_commits, w, [self._member(j, b) for j, b in checking])
-        scans_from = time.monotonic()  # (the budget is the scans': the slice's branches are fetched already)
-        checked = deferred = 0
-        passing: dict[str, list[mj.Event]] = {}
-        """Jobs whose checks passed in this reconcile: their events are written with the batch step's (one write)."""
+        pending = {job.name for (job, _), st in zip(live, states, strict=True)
+                   if st.phase == mj.QUEUED and st.checks == "pending"}
         for (job, build), state in zip(live, states, strict=True):
-            if job.name in held:
+            if job.name in unseen:
                 continue
-            events: list[mj.Event] = [mj.Observed()] if job.name in fresh else []
+            events: list[mj.Event] = []
             moved = mj.target_event(state, head, moving)
             if moved is not None:
                 events.append(moved)
-            if state.phase == mj.QUEUED and state.checks == "pending" and (
-                    job.name in to_check or not job.spec.commit) and (
-                    checked == 0 or time.monotonic() - scans_from < CHECKS_BUDGET_SECONDS):
-                events.extend(await self._checks(job, build, w, out))
-                checked += 1
-            elif state.phase == mj.QUEUED and state.checks == "pending":
-                deferred += 1
-                if job.name in fresh:
-                    continue  # its first status waits for its checks (a later reconcile of this queue)
             if state.phase == mj.AWAITING_APPROVAL and not state.needs_approval:
                 events.append(mj.Approved("spec.approved is true" if job.spec.approved
                                           else "the build no longer requires approval"))
             if events:
                 new, effects = mjc.decide(job, state, events, now)
-                if (new.phase == mj.QUEUED and new.checks == "passed" and state.checks != "passed"
-                        and new.batch is None and moved is None):
-                    passing[job.name] = events
-                elif effects:  # nothing changed (a stacked job still waiting, say): on to the batch
+                if effects:
                     out += mjc.actions(job, build, new, effects, now, name)
                     touched.add(job.name)
-        checked_at = time.monotonic()
-        metrics.observe_queue_phase("checks", checked_at - fetched)
-        if touched or deferred or passing:  # (checks left for the next reconcile: at once, after this one's batch step)
+        if pending:
+            out.append(ex.Requeue(("Queue", "", CHECKS + name), now))
+        if touched:
             out.append(ex.Requeue(("Queue", "", name), now))
-        originals = {job.name: job for job, _ in live if job.name in passing}
-
-        def written_alone() -> list[ex.Action]:
-            """The passed checks' status writes, when this reconcile makes no batch decision."""
-            return [a for job, build in live if job.name in passing
-                    for a in self._decided(job, build, passing[job.name], now, name)]
-
         if any(j.status.batch is not None for j, _ in live if j.name in touched or j.name in unseen):
-            return [*out, *written_alone()]  # a batch member's status is being (re)written: its batch next time
-        # 3. the batches, now: while workers keep finishing, the checks of new jobs above happen on almost every
-        # reconcile, and a queue that waited for a reconcile without them would gate nothing until they stop. A job
-        # whose checks just passed takes part as checked (its one write carries both); the other jobs this reconcile
-        # changed are left out of it (their status is being written), and so are the new jobs not checked yet.
-        now_live = [(_checked(j) if j.name in passing else j, b) for j, b in live]
-        rest = [(j, b) for j, b in now_live
-                if j.name not in touched and j.name not in held and (j.name not in fresh or j.name in passing)]
+            return out  # a batch member's status is being (re)written: its batch next time
+        # 3. the batches; the jobs this reconcile changed are left out (their status is being written), and so are
+        # the jobs whose checks have not passed (not candidates yet)
+        rest = [(j, b) for j, b in live if j.name not in touched and j.name not in unseen]
         for job, build in rest:
             broken = self._broken_gates(job)
             if broken:
-                return [*out, *written_alone(), *self._error_batch(
-                    [j for j, _ in rest if j.status.batch is not None], build, broken, now, name)]
+                return [*out, *self._error_batch([j for j, _ in rest if j.status.batch is not None], build, broken,
+                                                 now, name)]
+        decide_from = time.monotonic()
         qstate = self._queue_state(rest, head, now)
-        incoming, awaited = self._coming(now_live, {j.name for j, _ in rest})
+        incoming, awaited = self._coming(live, {j.name for j, _ in rest})
         qstate = replace(qstate, incoming=incoming, awaited=awaited)
-        checks_done = time.monotonic()
         decision = q.decide(qstate)
-        metrics.observe_queue_phase("decide", time.monotonic() - checked_at)
-        out += await self._execute(decision, rest, qstate, w, target, now, name, passing=passing, originals=originals)
+        decided = time.monotonic()
+        metrics.observe_queue_phase("decide", decided - decide_from)
+        out += await self._execute(decision, rest, qstate, w, target, now, name)
         took = time.monotonic() - started
         if took >= SLOW_RECONCILE_SECONDS:
-            log.info("queue %s: a reconcile took %.1fs (target fetch %.1fs, checks of %d job(s) %.1fs, %d left for "
-                     "the next, batches %.1fs)", name, took, fetched - started, checked, checks_done - fetched,
-                     deferred, time.monotonic() - checks_done)
+            log.info("queue %s: a reconcile took %.1fs (target fetch %.1fs, decide %.1fs, batches %.1fs; %d job(s) "
+                     "for the checks step)", name, took, fetched - started, decided - decide_from,
+                     time.monotonic() - decided, len(pending))
+        return out
+
+    async def check(self, name: str) -> list[ex.Action]:
+        """The checks step of queue ``name``: the per-branch checks of new candidates (a stacked branch first waits
+        until its task's dependencies merged, ``WaitingForDependencies``, and fails, ``DependencyFailed``, when one
+        never will): the secret scan of every commit of the branch, and for the ``strict`` profile (or
+        ``qualityGate.review``) a reviewer task ``<job>-review`` (``ChecksPassed`` / ``SecretFound`` /
+        ``ChangesRequested``). A bounded slice per reconcile (``CHECKS_PER_RECONCILE`` jobs, their branches fetched
+        together, ``CHECKS_BUDGET_SECONDS`` of scans); the rest at once in the next. It reads the target as the
+        queue's batch step last fetched it, and writes each job's status once (a new job's first: ``Observed``
+        with its checks); a job whose checks passed wakes the batch step through the cache."""
+        shard, _, target = name.partition("|")
+        if not self.ctx.owns(shard):
+            return []
+        states_of = [(j, b, mjc.job_state(self.ctx, j, b)) for j, b in self._jobs(shard, target)
+                     if j.status.phase in (None, mj.QUEUED)]
+        unseen = {job.name for job, _, _ in states_of if not mergejob.seen(job.status)}
+        fresh = {job.name for job, _, st in states_of
+                 if job.name in unseen and st.phase == mj.QUEUED and st.checks == "pending" and st.batch is None}
+        checking = [(job, build) for job, build, st in states_of
+                    if st.phase == mj.QUEUED and st.checks == "pending"
+                    and (job.name in fresh or job.name not in unseen)]
+        if not checking:
+            return []
+        now = self.ctx.clock()
+        started = time.monotonic()
+        w = await self.workspaces.get(checking[0][1])
+        if not await asyncio.to_thread(_target_known, w, target):  # (before the batch step's first fetch: a restart)
+            await asyncio.to_thread(speculate.head_of, w, target)
+        # a bounded slice of the checks per reconcile: a thousand workers finishing at once are checked in slices
+        # of their branches fetched together (one fetch, not one per job) and a budget of scans
+        sliced = [(j, b) for j, b in checking if j.spec.commit][:CHECKS_PER_RECONCILE]
+        if len(sliced) > 1:
+            await asyncio.to_thread(speculate.fetch_commits, w, [self._member(j, b) for j, b in sliced])
+        to_check = {job.name for job, _ in sliced}
+        scans_from = time.monotonic()  # (the budget is the scans': the slice's branches are fetched already)
+        out: list[ex.Action] = []
+        checked = deferred = 0
+        for job, build in checking:
+            if (job.name in to_check or not job.spec.commit) and (
+                    checked == 0 or time.monotonic() - scans_from < CHECKS_BUDGET_SECONDS):
+                events: list[mj.Event] = [mj.Observed()] if job.name in fresh else []
+                events.extend(await self._checks(job, build, w, out))
+                checked += 1
+                if events:
+                    out += self._decided(job, build, events, now, name)
+            else:
+                deferred += 1
+        metrics.observe_queue_phase("checks", time.monotonic() - started)
+        if deferred:
+            out.append(ex.Requeue(("Queue", "", CHECKS + name), now))
+        took = time.monotonic() - started
+        if took >= SLOW_RECONCILE_SECONDS:
+            log.info("queue %s: the checks of %d job(s) took %.1fs (%d left for the next)", name, checked, took,
+                     deferred)
         return out
 
     async def _checks(self, job: objects.MergeJob, build: objects.BuildRequest, w: vws.Workspace,
@@ -417,14 +441,12 @@ class QueueReconciler:
 
     async def _execute(self, effects: Sequence[q.Effect], live: Sequence[tuple[objects.MergeJob, objects.BuildRequest]],
                        state: q.QueueState, w: vws.Workspace, target: str, now: datetime,
-                       name: str, *, passing: dict[str, list[mj.Event]] | None = None,
-                       originals: dict[str, objects.MergeJob] | None = None) -> list[ex.Action]:
-        """The decision carried out; ``passing``: the events of jobs whose checks passed in this reconcile, written
-        with what the decision does to them (``originals``: those jobs as read, before the checks)."""
+                       name: str) -> list[ex.Action]:
+        """The decision carried out: each job's events written once (with its fixers, Events and timers)."""
         jobs = {j.name: (j, b) for j, b in live}
         batch_build = {c.batch_id: jobs[c.name][1] for c in state.candidates if c.batch_id and c.name in jobs}
         out: list[ex.Action] = []
-        job_events: dict[str, list[mj.Event]] = {n: list(evs) for n, evs in (passing or {}).items()}
+        job_events: dict[str, list[mj.Event]] = {}
 
         def add(job: str, event: mj.Event) -> None:
             job_events.setdefault(job, []).append(event)
@@ -511,7 +533,7 @@ class QueueReconciler:
                 self._job_event_of(e, add, out, jobs, batch_build, now, name)
         for n, events in job_events.items():
             job, build = jobs[n]
-            out += self._decided((originals or {}).get(n, job), build, events, now, name)
+            out += self._decided(job, build, events, now, name)
         if job_events:
             out.append(ex.Requeue(("Queue", "", name), now))
         return out
@@ -554,9 +576,8 @@ class QueueReconciler:
                 build = batch_build.get(e.batch_id)
                 if build is None:
                     return
-                for t in self.ctx.cache.tasks_of(build.key):
-                    if t.metadata.labels.get(cachemod.BATCH_LABEL) == e.batch_id and not t.spec.cancel and \
-                            t.status.phase not in tasks.TERMINAL:
+                for t in self.ctx.cache.tasks_of_batch(build.key, e.batch_id):
+                    if not t.spec.cancel and t.status.phase not in tasks.TERMINAL:
                         out.append(ex.PatchObject("AgentTask", build.namespace, t.name, {"spec": {"cancel": True}}))
             case q.PrepareBatch() | q.Land() | q.Wait():
                 raise ValueError(f"{type(e).__name__} is carried out by the queue's reconcile itself")
@@ -623,10 +644,10 @@ class QueueReconciler:
         return out
 
 
-def _checked(job: objects.MergeJob) -> objects.MergeJob:
-    """``job`` as its checks just passed (queued, checks passed): how the batch step of that reconcile sees it."""
-    status = type(job.status).model_construct(**{**dict(job.status), "phase": mj.QUEUED, "checks": "passed"})
-    return type(job).model_construct(**{**dict(job), "status": status})  # (the cache's models share frozen field sets)
+def _target_known(w: vws.Workspace, target: str) -> bool:
+    """Whether the workspace has fetched ``target`` (the checks step scans from where a branch left it)."""
+    with w.locked():
+        return (w.path / "HEAD").exists() and w.has_commit(f"refs/remotes/origin/{target}")
 
 
 def _batch_attrs(build: objects.BuildRequest | None, members: Sequence[str], target: str) -> dict[str, Any]:

@@ -210,6 +210,81 @@ def scope_check(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[bool, int]:
     return answer, steps
 
 
+MAX_INDEXED_PREFIXES = 200_000
+"""Most path prefixes the literal-scope index of one build holds in one plan; scopes past it are checked pair by
+pair (as wildcard scopes always are)."""
+
+
+def _literal(scope: tuple[str, ...]) -> tuple[tuple[str, ...], ...] | None:
+    """The entries of a scope with no wildcard, as their segments (without the ``**`` every entry ends in), or
+    None when an entry has a wildcard (or is everything)."""
+    out = []
+    for entry in scope:
+        segs = _parse(entry)[:-1]
+        if not segs or any(_has_wild(x) for x in segs):
+            return None
+        out.append(segs)
+    return tuple(out)
+
+
+class _Taken:
+    """The scopes of one build's running and just-admitted tasks, for one plan. Two literal entries overlap when
+    one is a path prefix of the other (an entry covers what is below it), so literal scopes are indexed by their
+    entries and by every prefix of them: a literal candidate is checked in time of its own segments, not of the
+    thousand scopes running (issue 34). Scopes with a wildcard (on either side) are compared pair by pair with
+    :func:`scope_check`, as before, within the build's step share. Same answers as comparing every pair."""
+
+    def __init__(self, scopes: Iterable[tuple[tuple[str, ...], str]] = ()) -> None:
+        self.exact: dict[tuple[str, ...], list[str]] = {}
+        """A literal entry's segments -> the groups of the taken scopes with that entry."""
+        self.under: dict[tuple[str, ...], list[str]] = {}
+        """A proper prefix of a literal entry -> the groups of the taken scopes with an entry below it."""
+        self.literal: list[tuple[tuple[str, ...], str]] = []
+        self.other: list[tuple[tuple[str, ...], str]] = []
+        self.prefixes = 0
+        for scope, group in scopes:
+            self.add(scope, group)
+
+    def add(self, scope: tuple[str, ...], group: str) -> None:
+        entries = _literal(scope)
+        if entries is None or self.prefixes + sum(len(e) for e in entries) > MAX_INDEXED_PREFIXES:
+            self.other.append((scope, group))
+            return
+        self.literal.append((scope, group))
+        for segs in entries:
+            self.prefixes += len(segs)
+            self.exact.setdefault(segs, []).append(group)
+            for k in range(1, len(segs)):
+                self.under.setdefault(segs[:k], []).append(group)
+
+    def blocks(self, scope: tuple[str, ...], group: str, spent: int) -> tuple[bool, int, bool]:
+        """Whether a taken scope blocks ``scope`` (of ``group``), the steps it cost, and whether the checks stopped
+        at the share (``spent`` already used, of :data:`MAX_BUILD_SCOPE_STEPS`) before an answer."""
+        def hit(groups: list[str] | None) -> bool:
+            return groups is not None and any(not g or g != group for g in groups)
+
+        entries = _literal(scope)
+        steps = 0
+        pairwise = self.other
+        if entries is None:
+            pairwise = [*self.literal, *self.other]
+        else:
+            for segs in entries:
+                steps += len(segs)
+                if hit(self.under.get(segs)) or any(hit(self.exact.get(segs[:k])) for k in range(1, len(segs) + 1)):
+                    return True, steps, False
+        for s, g in pairwise:
+            if g and g == group:
+                continue
+            found, n = scope_check(scope, s)
+            steps += n
+            if found:
+                return True, steps, False
+            if spent + steps > MAX_BUILD_SCOPE_STEPS:
+                return False, steps, True
+        return False, steps, False
+
+
 # --- selection -------------------------------------------------------------------------------------
 
 _NEVER = datetime.max
@@ -279,7 +354,7 @@ def select(
         # Heap of builds keyed by (running, -priority of next task, age of next task, build).
         queues: dict[str, list[TaskView]] = {}
         pos: dict[str, int] = {}
-        taken: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+        taken: dict[str, _Taken] = {}
         heap: list[tuple[int, int, datetime, str, str]] = []
         spent: dict[str, int] = {}
         for key, tasks in ready.items():
@@ -290,7 +365,7 @@ def select(
                 tasks.sort(key=_order)
                 queues[key] = tasks
                 pos[key] = 0
-                taken[key] = [(tuple(r.scope), r.group) for r in running_by_build.get(key, ()) if r.scope]
+                taken[key] = _Taken((tuple(r.scope), r.group) for r in running_by_build.get(key, ()) if r.scope)
                 head = tasks[0]
                 prio, created, name = _order(head)
                 heap.append((busy, prio, created, name, key))
@@ -314,14 +389,14 @@ def select(
             slots -= 1
             busy += 1
             if chosen.scope:
-                scopes.append((chosen.scope, chosen.group))
+                scopes.add(tuple(chosen.scope), chosen.group)
             if busy < builds[key].max_workers and i < len(tasks):
                 prio, created, name = _order(tasks[i])
                 heapq.heappush(heap, (busy, prio, created, name, key))
     return Selection(tuple(start), frozenset(budget_blocked), frozenset(suspended), frozenset(halted), failed)
 
 
-def _next(tasks: list[TaskView], pos: dict[str, int], key: str, scopes: list[tuple[tuple[str, ...], str]],
+def _next(tasks: list[TaskView], pos: dict[str, int], key: str, scopes: _Taken,
           spent: dict[str, int]) -> tuple[TaskView | None, bool]:
     """The build's next candidate whose scope overlaps no taken scope, and whether its scope checks ran out of
     their share of this plan (:data:`MAX_BUILD_SCOPE_STEPS`; the candidate they stopped at is looked at again in
@@ -330,22 +405,14 @@ def _next(tasks: list[TaskView], pos: dict[str, int], key: str, scopes: list[tup
     while i < len(tasks):
         t = tasks[i]
         if t.scope:
-            scope = tuple(t.scope)
-            blocked = False
-            for s, g in scopes:
-                if g and g == t.group:
-                    continue
-                hit, steps = scope_check(scope, s)
-                spent[key] = spent.get(key, 0) + steps
-                if hit:
-                    blocked = True
-                    break
-                if spent[key] > MAX_BUILD_SCOPE_STEPS:
-                    pos[key] = i
-                    return None, True
+            blocked, steps, over = scopes.blocks(tuple(t.scope), t.group, spent.get(key, 0))
+            spent[key] = spent.get(key, 0) + steps
+            if over:
+                pos[key] = i
+                return None, True
             if blocked:
                 i += 1
-                if spent.get(key, 0) > MAX_BUILD_SCOPE_STEPS:
+                if spent[key] > MAX_BUILD_SCOPE_STEPS:
                     pos[key] = i
                     return None, True
                 continue  # waits for the overlapping task; conflicts only grow in this round

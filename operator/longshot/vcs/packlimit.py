@@ -20,6 +20,7 @@ fetch fails with git's ``fatal: pack exceeds maximum allowed size``, which :func
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import shlex
@@ -77,7 +78,7 @@ def _real_exec_path() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def exec_dir() -> Path:
-    """The wrapping exec path (made once per process, in a private temporary directory)."""
+    """The wrapping exec path (made once per process, in a private temporary directory removed at exit)."""
     real = _real_exec_path()
     git = real / "git"
     if not git.exists():
@@ -86,6 +87,7 @@ def exec_dir() -> Path:
             raise RuntimeError("git is not on PATH")
         git = Path(found).resolve()
     root = Path(tempfile.mkdtemp(prefix="longshot-git-exec-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)  # (one a process: not left behind in /tmp)
     for entry in real.iterdir():
         if entry.name != "git":
             (root / entry.name).symlink_to(entry)

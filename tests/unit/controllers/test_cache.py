@@ -318,3 +318,30 @@ def test_a_build_s_fixers_are_counted_as_they_come_and_go():
     assert c.fixers_by_build[("ns", "b")] == {"f"}
     c.observe("AgentTask", "DELETED", fixer)
     assert c.fixers_by_build[("ns", "b")] == set()
+
+
+def test_a_batch_s_gate_tasks_are_found_without_reading_the_build_s_other_tasks():
+    """The queue reads a batch's verdicts from an index kept with the cache (issue 34: walking a 10,000-task build
+    for every job under test was most of a queue reconcile's own time)."""
+    c = cachemod.Cache()
+    c.observe("BuildRequest", "ADDED", build())
+    gates = []
+    for i, batch in enumerate(("b1", "b1", "b2")):
+        t = task(f"gate-{i}", str(10 + i))
+        t["metadata"]["labels"][cachemod.BATCH_LABEL] = batch
+        c.observe("AgentTask", "ADDED", t)
+        gates.append(t)
+    for i in range(50):
+        c.observe("AgentTask", "ADDED", task(f"w{i}", str(100 + i)))
+    assert sorted(t.name for t in c.tasks_of_batch(("ns", "b"), "b1")) == ["gate-0", "gate-1"]
+    assert [t.name for t in c.tasks_of_batch(("ns", "b"), "b2")] == ["gate-2"]
+    assert list(c.tasks_of_batch(("ns", "other"), "b1")) == []
+    relabelled = copy.deepcopy(gates[1])
+    relabelled["metadata"]["labels"][cachemod.BATCH_LABEL] = "b2"
+    relabelled["metadata"]["resourceVersion"] = "20"
+    c.observe("AgentTask", "MODIFIED", relabelled)
+    assert [t.name for t in c.tasks_of_batch(("ns", "b"), "b1")] == ["gate-0"]
+    assert sorted(t.name for t in c.tasks_of_batch(("ns", "b"), "b2")) == ["gate-1", "gate-2"]
+    c.observe("AgentTask", "DELETED", gates[0])
+    assert list(c.tasks_of_batch(("ns", "b"), "b1")) == []
+    assert ("ns", "b", "b1") not in c.tasks_by_batch

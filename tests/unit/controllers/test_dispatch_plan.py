@@ -238,3 +238,17 @@ def test_a_build_whose_plan_is_still_being_created_starts_nothing_until_the_whol
     assert not ctx.cache.ingesting
     assert ctx.cache.version > version and ctx.cache.freeing > freeing  # the dispatcher's memos plan again
     assert dispatch.plan(ctx).admit == (("ns", "b0-t1"),)  # the priority-9 task, now that both are in
+
+
+def test_slots_of_ended_tasks_not_recorded_yet_are_reused_only_up_to_a_bound(monkeypatch):
+    """Backpressure (bench-fleet: 6,400 ended tasks waited to be taken in while dispatch kept starting agents): a
+    plan gives new tasks the slots of at most ``MAX_UNRECORDED_ENDS`` tasks whose Pod ended and whose end is not
+    recorded; the others hold their slots until it is."""
+    task = {"phase": "Running", "priority": 5, "age": 1, "scope": (), "cancel": False, "deleting": False,
+            "conditions": True, "depends": [], "tokens": 0, "pod": "ended"}
+    ready = {**task, "phase": "Pending", "pod": "none", "age": 0}
+    world = {"builds": [{"name": "b0", "workers": 4, "suspend": False, "budget": None, "owned": True,
+                         "misconfigured": False, "tasks": [task] * 4 + [ready] * 4}], "limit": 4, "killswitch": False}
+    assert len(dispatch.plan(context_of(world)).admit) == 4  # every ended task's slot, under the bound
+    monkeypatch.setattr(dispatch, "MAX_UNRECORDED_ENDS", 1)
+    assert len(dispatch.plan(context_of(world)).admit) == 1  # one reused; three wait for their ends' records

@@ -860,12 +860,12 @@ def queue_with_jobs(world: Any, tmp_path: Path, tasks: list[str], *, passed: tup
     return cachemod.queue_name(m.cache.builds[("ns", "b")], "main")
 
 
-async def test_the_queue_gates_ready_jobs_in_the_same_reconcile_that_checks_new_ones(world, tmp_path):
-    """While workers keep finishing, nearly every queue reconcile has a new MergeJob to check: the batch is prepared
-    and gated in that same reconcile, not after the arrivals stop (the queue used to return after the checks, and
-    gated nothing for half a minute of a 100-task build). A job whose checks pass joins the batch in the reconcile
-    that checked it, in one status write (issue 34: it used to take a write for its checks, then another for its
-    batch a reconcile later); a new job's first conditions (Observed) are in that same write."""
+async def test_the_queue_gates_ready_jobs_without_waiting_for_the_checks_of_new_ones(world, tmp_path):
+    """While workers keep finishing, nearly every queue reconcile has new MergeJobs to check: the batch step gates
+    what is ready and leaves the checks to the queue's checks step, its own reconcile beside it (issue 34: the scans
+    of the jobs that came in held every gate's verdict for 2.5 s a reconcile). The checks step writes each job once:
+    a new job's first conditions (Observed) with its checks; a job whose checks passed wakes the batch step."""
+    from longshot.controllers import mergequeue as mqc
     _fake, m, _clock, _mono, _sync = world
     # b-p1 and b-p3 observed already; b-p2 new (no conditions yet)
     queue = queue_with_jobs(world, tmp_path, ["b-p0", "b-p1", "b-p2", "b-p3"], passed=("b-p0",),
@@ -873,16 +873,19 @@ async def test_the_queue_gates_ready_jobs_in_the_same_reconcile_that_checks_new_
     actions = await m.reconcilers["Queue"]("", queue)
     gates = [a.manifest for a in actions if isinstance(a, ex.CreateObject)
              and a.manifest["metadata"].get("labels", {}).get("longshot.dev/purpose") == "gate"]
-    assert gates, actions  # the batch, gated now
-    for position, task in enumerate(("b-p0", "b-p1", "b-p2", "b-p3"), start=1):
-        (write,) = [a for a in actions if isinstance(a, ex.WriteStatus) and a.name == task]  # one write each
-        assert write.status["phase"] == "Testing" and write.status["batch"]["position"] == position, write
-        assert write.status["checks"] == "passed"
-        kinds = {c["type"]: c for c in write.status["conditions"]}
-        assert kinds["GatesPassed"]["status"] == "Unknown"
-        if task != "b-p0":
-            assert kinds["ChecksPassed"]["status"] == "True", write
-    new = next(a for a in actions if isinstance(a, ex.WriteStatus) and a.name == "b-p2")
+    assert gates, actions  # b-p0's batch, gated now
+    writes = {a.name: a for a in actions if isinstance(a, ex.WriteStatus)}
+    assert set(writes) == {"b-p0"}, actions  # no scan in the batch step
+    assert writes["b-p0"].status["phase"] == "Testing" and writes["b-p0"].status["batch"]["position"] == 1
+    assert ("Queue", "", mqc.CHECKS + queue) in [a.ref for a in actions if isinstance(a, ex.Requeue)]
+    checks = await m.reconcilers["Queue"]("", mqc.CHECKS + queue)
+    assert not [a for a in checks if isinstance(a, ex.CreateObject)], checks  # no batch in the checks step
+    for task in ("b-p1", "b-p2", "b-p3"):
+        (write,) = [a for a in checks if isinstance(a, ex.WriteStatus) and a.name == task]  # one write each
+        assert write.status["phase"] == "Queued" and write.status["checks"] == "passed", write
+        assert {c["type"]: c for c in write.status["conditions"]}["ChecksPassed"]["status"] == "True"
+    assert not [a for a in checks if getattr(a, "name", None) == "b-p0"]
+    new = next(a for a in checks if isinstance(a, ex.WriteStatus) and a.name == "b-p2")
     assert {"Merged", "Conflicted", "AwaitingApproval"} <= {c["type"] for c in new.status["conditions"]}  # Observed's
     assert new.status["observedGeneration"] is not None
 
@@ -906,19 +909,18 @@ async def test_a_new_merge_job_s_first_status_is_its_queue_s_unless_the_queue_is
 
 async def test_a_queue_reconcile_checks_a_slice_of_the_new_jobs_and_comes_back_for_the_rest(world, tmp_path,
                                                                                              monkeypatch):
-    """A thousand workers finishing at once: a reconcile that checked (and wrote) every new job held the gates that
-    had ended for 20 to 30 s (``make bench-fleet``). It checks a slice, gates what is ready, and is requeued now."""
+    """A thousand workers finishing at once: a reconcile that checked (and wrote) every new job held the step for
+    20 to 30 s (``make bench-fleet``). The checks step checks a slice and is requeued now for the rest."""
     from longshot.controllers import mergequeue as mqc
     monkeypatch.setattr(mqc, "CHECKS_PER_RECONCILE", 2)
     _fake, m, _clock, _mono, _sync = world
     new = ("b-p1", "b-p2", "b-p3", "b-p4")
     queue = queue_with_jobs(world, tmp_path, ["b-p0", *new], passed=("b-p0",), pending=new)
-    actions = await m.reconcilers["Queue"]("", queue)
+    actions = await m.reconcilers["Queue"]("", mqc.CHECKS + queue)
     written = {a.name for a in actions if isinstance(a, ex.WriteStatus) and a.status.get("checks") == "passed"}
-    assert written == {"b-p0", "b-p1", "b-p2"}, actions  # b-p0 joins a batch; the first two new in queue order with
-    assert not [a for a in actions if getattr(a, "name", None) in ("b-p3", "b-p4")]  # it; b-p3 and b-p4 next time
-    assert any(isinstance(a, ex.CreateObject) for a in actions)  # b-p0's batch is gated in this reconcile all the same
-    assert ("Queue", "", queue) in [a.ref for a in actions if isinstance(a, ex.Requeue)]
+    assert written == {"b-p1", "b-p2"}, actions  # the first two new in queue order; b-p3 and b-p4 next time
+    assert not [a for a in actions if getattr(a, "name", None) in ("b-p0", "b-p3", "b-p4")]
+    assert ("Queue", "", mqc.CHECKS + queue) in [a.ref for a in actions if isinstance(a, ex.Requeue)]
 
 
 async def test_a_batch_member_whose_conditions_are_not_written_yet_holds_its_batch_decision(world, tmp_path):
@@ -1184,3 +1186,30 @@ async def test_the_queue_state_carries_each_build_s_merge_depth(world):
     b = m.cache.builds[("ns", "b")]
     state = m.queues._queue_state([(m.cache.jobs[("ns", "b-p0")], b)], "0" * 40, clock.now)
     assert state.max_depth == {"ns/b": 3} and state.max_window == {"ns/b": 8}
+
+
+async def test_a_dispatch_admits_a_bounded_slice_of_its_plan_and_the_next_comes_at_once(world, monkeypatch):
+    """bench-fleet: a plan that chose 450 tasks made a gate task created meanwhile wait for all their Pods and the
+    next plan (20 s a gate). A dispatch admits at most ``MAX_ADMISSIONS`` of its plan, first in the plan's order
+    (priority), and dispatches again at once for the rest."""
+    from longshot.controllers import dispatcher as dispatcherc
+    monkeypatch.setattr(dispatcherc, "MAX_ADMISSIONS", 2)
+    fake, m, _clock, _mono, sync = world
+    fake.create(build(workers={"max": 10}))
+    await sync()
+    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
+                      tasks=[ho.PlannedTask(name=f"p{i}", description=f"part {i}", priority=9 if i == 4 else 5)
+                             for i in range(5)])
+    fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
+    admitted: list[list[str]] = []
+    real = m.dispatcher._create_pods
+
+    async def spy(keys: list[Any], *rest: Any) -> Any:
+        admitted.append([k[1] for k in keys])
+        return await real(keys, *rest)
+
+    monkeypatch.setattr(m.dispatcher, "_create_pods", spy)
+    await sync()
+    assert admitted[0][0] == "b-p4" and all(len(a) <= 2 for a in admitted), admitted  # the urgent first
+    assert sorted(n for a in admitted for n in a) == [f"b-p{i}" for i in range(5)]  # and the rest, without a poke
+    assert all(("ns", f"b-p{i}-a1") in fake.pods for i in range(5))

@@ -183,3 +183,28 @@ def test_bounded_scopes_fit_the_crd_and_cover_every_entry(scope: list[str]) -> N
             assert any(scheduler.patterns_overlap(o, path) and (o == "**" or fnmatchcase(path, o)
                                                                  or path.startswith(o.rstrip("*") + "/")
                                                                  or path == o) for o in out)
+
+
+_entry = st.lists(st.sampled_from(["a", "b", "c", "*", "a*", "**", "."]), min_size=1, max_size=4).map("/".join)
+_scope = st.lists(_entry, min_size=1, max_size=3).map(tuple)
+_group = st.sampled_from(["", "", "g", "h"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(_scope, _group), max_size=12), _scope, _group)
+def test_the_indexed_taken_scopes_answer_as_every_pair_compared(taken: list[tuple[tuple[str, ...], str]],
+                                                               scope: tuple[str, ...], group: str) -> None:
+    """The literal-scope index (issue 34: a candidate against a thousand running scopes in time of its own
+    segments) blocks exactly when some taken scope of another group (or none) overlaps, as every pair compared."""
+    expected = any(not g or g != group for s, g in taken if scheduler.scopes_overlap(scope, s))
+    blocked, _, over = scheduler._Taken(taken).blocks(scope, group, 0)
+    assert not over
+    assert blocked is expected
+
+
+def test_a_literal_candidate_against_a_thousand_literal_scopes_costs_its_own_segments() -> None:
+    running = scheduler._Taken(((f"src/pkg{i}/mod.py",), "") for i in range(1000))
+    assert running.blocks(("src/pkg7/mod.py",), "", 0)[:2] == (True, 3)  # (the segments of the one entry)
+    assert running.blocks(("src/pkg7",), "", 0)[:2] == (True, 2)
+    assert running.blocks(("src/other.py",), "", 0) == (False, 2, False)
+    assert running.blocks(("src/pkg*",), "", 0)[0]  # a wildcard candidate is compared pair by pair
