@@ -47,14 +47,14 @@ def test_a_build_whose_scope_check_raises_is_left_out_and_the_other_dispatches(m
     """The scheduler's own containment, through the dispatch plan: the issue's RecursionError in the scope check
     of one build (here forced for its scopes) costs only that build."""
     ctx = context_of(world(("bad/scope",), ("docs",)))
-    check = scheduler.scope_check
+    check = scheduler._Taken.blocks
 
-    def exploding(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[bool, int]:
-        if "bad/scope" in a:
+    def exploding(self: Any, scope: tuple[str, ...], group: str, spent: int) -> tuple[bool, int, bool]:
+        if "bad/scope" in scope:
             raise RecursionError("maximum recursion depth exceeded")
-        return check(a, b)
+        return check(self, scope, group, spent)
 
-    monkeypatch.setattr(scheduler, "scope_check", exploding)
+    monkeypatch.setattr(scheduler._Taken, "blocks", exploding)
     chosen = dispatch.plan(ctx)
     assert chosen.admit == (("ns", "good-t1"),)
     assert ctx.dispatch_errors == {("ns", "bad"): "RecursionError"}
