@@ -139,14 +139,15 @@ def test_a_build_whose_part_of_the_dispatch_plan_raises_gets_dispatch_failed_and
     start, and the condition clears once the plan reads the build again without an error."""
     from longshot.core import scheduler
 
-    check = scheduler.scope_check
+    check = scheduler._Taken.blocks  # (the scope checks of a candidate against a build's running tasks)
 
-    def poisoned(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[bool, int]:
-        if any(e.startswith("poison/") for e in (*a, *b)):
+    def poisoned(self: Any, scope: tuple[str, ...], group: str, spent: int) -> tuple[bool, int, bool]:
+        taken = [e for s, _ in (*self.literal, *self.other) for e in s]
+        if any(e.startswith("poison/") for e in (*scope, *taken)):
             raise RecursionError("maximum recursion depth exceeded")
-        return check(a, b)
+        return check(self, scope, group, spent)
 
-    monkeypatch.setattr(scheduler, "scope_check", poisoned)
+    monkeypatch.setattr(scheduler._Taken, "blocks", poisoned)
     create(custom, namespace, demo())
     create(custom, other_namespace, demo())
     for ns in (namespace, other_namespace):
@@ -178,7 +179,7 @@ def test_a_build_whose_part_of_the_dispatch_plan_raises_gets_dispatch_failed_and
     events = core_v1.list_namespaced_event(namespace, field_selector="involvedObject.name=demo").items
     assert any(e.reason == "DispatchFailed" for e in events)
 
-    monkeypatch.setattr(scheduler, "scope_check", check)  # the bad data is gone (a fix, a cancel)
+    monkeypatch.setattr(scheduler._Taken, "blocks", check)  # the bad data is gone (a fix, a cancel)
     finish_pod(core_v1, other_namespace, "demo-docs-a1", exit_code=1, reason="Error")  # a change: a new plan
     wait_for(lambda: {"demo-p1-a1"} & agent_pods(core_v1, namespace), timeout=90, what="the healed build's Pod")
     wait_for(lambda: (condition(get(custom, namespace, "buildrequests", "demo"), "Stalled") or {}).get("reason")
