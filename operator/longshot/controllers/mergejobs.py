@@ -2,10 +2,10 @@
 merge-queue reconciler, which feeds most of a job's events).
 
 A MergeJob's own reconcile writes its first conditions (``Observed``) when its queue has not within
-``OBSERVE_GRACE_SECONDS`` (the queue writes them with the job's checks, in one write), notices that the fixer that
-took its branch over has merged (``FixerLanded``), and polls the pull request of a job delivered through the
-forge (phase ``AwaitingForge``: ``core.forge`` decides, ``runtime.forge`` talks to the forge); everything else
-happens in its repository's queue (``controllers/mergequeue.py``).
+``OBSERVE_GRACE_SECONDS`` (the queue's checks step writes them with the job's checks, in one write), notices that
+the fixer that took its branch over has merged (``FixerLanded``), and polls the pull request of a job delivered
+through the forge (phase ``AwaitingForge``: ``core.forge`` decides, ``runtime.forge`` talks to the forge);
+everything else happens in its repository's queue (``controllers/mergequeue.py``).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ log = logging.getLogger("longshot.mergejobs")
 FORGE_TIMEOUT = 15.0
 """Seconds one forge request may take (connect, each read)."""
 OBSERVE_GRACE_SECONDS = 20.0
-"""A new MergeJob's first status is its queue's, written with its checks; the MergeJob's own reconcile writes it
-(``Observed``) only when the queue has not within this long after its creation (a backlog of checks)."""
+"""A new MergeJob's first status is its queue's checks step's, written with its checks; the MergeJob's own reconcile
+writes it (``Observed``) only when the checks step has not within this long after its creation (a backlog)."""
 FORGE_MAX_WAIT = 5.0
 """Longest rate-limit wait slept through in a poll; a longer one requeues the job at the reset."""
 
