@@ -210,9 +210,12 @@ def scope_check(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[bool, int]:
     return answer, steps
 
 
-MAX_INDEXED_PREFIXES = 200_000
-"""Most path prefixes the literal-scope index of one build holds in one plan; scopes past it are checked pair by
-pair (as wildcard scopes always are)."""
+MAX_INDEXED_PREFIXES = 20_000
+"""Most segments of literal entries the scope index of one build takes in one plan (a thousand running tasks of a
+few entries each take a few thousand); scopes past it are checked pair by pair, within the build's step share, as
+wildcard scopes always are. Indexing an entry costs its prefixes (up to 528 tuple slices for 32 segments), so once
+a scope does not fit, the rest are not even parsed: a thousand running scopes at the CRD's bounds (128 entries of 32
+segments) cost ~20 ms a plan here (1.5 s when every one was parsed to find it did not fit)."""
 
 
 def _literal(scope: tuple[str, ...]) -> tuple[tuple[str, ...], ...] | None:
@@ -242,12 +245,19 @@ class _Taken:
         self.literal: list[tuple[tuple[str, ...], str]] = []
         self.other: list[tuple[tuple[str, ...], str]] = []
         self.prefixes = 0
+        self.full = False
+        """A literal scope did not fit in :data:`MAX_INDEXED_PREFIXES`: the scopes after it are not indexed."""
         for scope, group in scopes:
             self.add(scope, group)
 
     def add(self, scope: tuple[str, ...], group: str) -> None:
+        if self.full:  # not even parsed (a thousand scopes at the CRD's bounds)
+            self.other.append((scope, group))
+            return
         entries = _literal(scope)
-        if entries is None or self.prefixes + sum(len(e) for e in entries) > MAX_INDEXED_PREFIXES:
+        if entries is not None and self.prefixes + sum(len(e) for e in entries) > MAX_INDEXED_PREFIXES:
+            self.full = True
+        if entries is None or self.full:
             self.other.append((scope, group))
             return
         self.literal.append((scope, group))

@@ -208,3 +208,24 @@ def test_a_literal_candidate_against_a_thousand_literal_scopes_costs_its_own_seg
     assert running.blocks(("src/pkg7",), "", 0)[:2] == (True, 2)
     assert running.blocks(("src/other.py",), "", 0) == (False, 2, False)
     assert running.blocks(("src/pkg*",), "", 0)[0]  # a wildcard candidate is compared pair by pair
+
+
+def test_a_thousand_running_scopes_at_the_bounds_fill_the_index_once_and_the_rest_are_not_parsed(monkeypatch) -> None:
+    """A tenant's running tasks with scopes at the CRD's bounds (128 entries of 32 segments each): the index takes
+    what fits in ``MAX_INDEXED_PREFIXES`` and the rest go to the pair-by-pair checks unparsed (parsing them all to
+    find they did not fit cost 1.5 s a plan)."""
+    deep = lambda p, i: "/".join(f"{p}{i}s{j}" for j in range(32))  # noqa: E731
+    running = [(tuple(deep(f"r{t}x", e) for e in range(128)), "") for t in range(1000)]
+    parsed: list[tuple[str, ...]] = []
+    literal = scheduler._literal
+
+    def counted(scope: tuple[str, ...]) -> tuple[tuple[str, ...], ...] | None:
+        parsed.append(scope)
+        return literal(scope)
+
+    monkeypatch.setattr(scheduler, "_literal", counted)
+    taken = scheduler._Taken(running)
+    assert taken.prefixes <= scheduler.MAX_INDEXED_PREFIXES and taken.full
+    assert len(taken.literal) + len(taken.other) == 1000
+    assert len(parsed) == len(taken.literal) + 1  # the one that did not fit, and no more
+    assert taken.blocks((running[-1][0][0],), "", 0)[0]  # an unindexed scope still blocks (pair by pair)
