@@ -8,7 +8,8 @@ has ended holds no slot: the next task's Pod is created while the ended one's re
 worker limit bounds Pods that run); in a build with a budget it does, until its handoff's usage is recorded. At most
 ``MAX_UNRECORDED_ENDS`` such slots are reused at once: past them, when the task controller is that far behind the
 agents' ends, an ended task holds its slot until its end is recorded, so that new agents wait for the work already
-done to be taken in instead of adding to it (backpressure). A
+done to be taken in instead of adding to it (backpressure). Those slots are shared between builds max-min fair
+(``core.scheduler.share``): a build whose agents end in bulk gets no more of them than a build with a few. A
 pending task whose next attempt's Pod is in the cache already counts as running (admitted, its status write not done
 yet or interrupted): it holds its slot and is not admitted twice; its reconcile adopts the Pod. A best-of-N task
 holds no slot and is never admitted: its candidates are (they run in parallel whatever their scope: one scheduling
@@ -77,12 +78,12 @@ def plan(ctx: ctxmod.Context, readiness: Readiness | None = None) -> Plan:
     pending: dict[str, list[tuple[objects.AgentTask, bool]]] = {}
     builds: dict[str, scheduler.BuildView] = {}
     ready_keys: set[cachemod.Key] = set()
-    reused = [0]  # slots of ended tasks given to new ones in this plan
+    ended: dict[str, list[objects.AgentTask]] = {}  # per build: running tasks whose Pod ended, end not recorded
     errors: dict[str, str] = {}
     for (ns, build_name), names in list(ctx.cache.tasks_by_build.items()):
         bkey = f"{ns}/{build_name}"
         try:
-            _gather(ctx, ns, build_name, names, now, by_state, running, busy, pending, builds, ready_keys, reused)
+            _gather(ctx, ns, build_name, names, now, by_state, running, busy, pending, builds, ready_keys, ended)
             if (ns, build_name) in ctx.cache.ingesting:  # its plan's tasks are still being created: none starts yet
                 pending.pop(bkey, None)
                 builds.pop(bkey, None)
@@ -91,6 +92,7 @@ def plan(ctx: ctxmod.Context, readiness: Readiness | None = None) -> Plan:
             pending.pop(bkey, None)
             builds.pop(bkey, None)
             log.warning("dispatch: build %s left out of the plan (%s)", bkey, type(e).__name__, exc_info=True)
+    _reuse_ended_slots(ended, running, busy)
     metrics.set_tasks_by_state(by_state)
     metrics.ACTIVE_WORKERS.set(len(running))
     metrics.PENDING_TASKS.set(len(ready_keys))
@@ -147,9 +149,9 @@ def _record_errors(ctx: ctxmod.Context, errors: dict[str, str]) -> frozenset[cac
 def _gather(ctx: ctxmod.Context, ns: str, build_name: str, names: Iterable[str], now: datetime,
             by_state: dict[str, int], running: list[scheduler.TaskView], busy: dict[str, int],
             pending: dict[str, list[tuple[objects.AgentTask, bool]]], builds: dict[str, scheduler.BuildView],
-            ready_keys: set[cachemod.Key], reused: list[int]) -> None:
-    """One build's part of the plan's inputs: its running tasks and its pending candidates (``reused``: the slots
-    of ended tasks this plan gave back so far, of ``MAX_UNRECORDED_ENDS``)."""
+            ready_keys: set[cachemod.Key], ended: dict[str, list[objects.AgentTask]]) -> None:
+    """One build's part of the plan's inputs: its running tasks, its pending candidates, and (``ended``) its
+    running tasks whose Pod has ended, which :func:`_reuse_ended_slots` counts as running or not."""
     build = ctx.cache.builds.get((ns, build_name))
     bkey = f"{ns}/{build_name}"
     ours: bool | None = None  # whether this replica holds the build's shard, asked once
@@ -167,9 +169,9 @@ def _gather(ctx: ctxmod.Context, ns: str, build_name: str, names: Iterable[str],
             continue
         if phase == tasks.PENDING and _next_pod_exists(ctx, t, key):
             phase = tasks.RUNNING  # admitted, its status not written yet (or interrupted): it holds a slot
-        elif reused[0] < MAX_UNRECORDED_ENDS and slot_freed(ctx, t, build):
-            reused[0] += 1
-            continue  # its Pod has ended: the slot is free now, before the task's reconcile records how it ended
+        elif slot_freed(ctx, t, build):
+            ended.setdefault(bkey, []).append(t)
+            continue  # its Pod has ended: its slot may be free now, before its reconcile records how it ended
         if phase == tasks.RUNNING:
             running.append(_view(t, bkey, phase, True))
             busy[bkey] += 1
@@ -184,6 +186,18 @@ def _gather(ctx: ctxmod.Context, ns: str, build_name: str, names: Iterable[str],
         pending.setdefault(bkey, []).append((t, ready))
         if bkey not in builds:
             builds[bkey] = _build_view(ctx, build)
+
+
+def _reuse_ended_slots(ended: dict[str, list[objects.AgentTask]], running: list[scheduler.TaskView],
+                       busy: dict[str, int]) -> None:
+    """Give back the slots of at most ``MAX_UNRECORDED_ENDS`` tasks whose Pod ended (their end not recorded),
+    shared between builds (``core.scheduler.share``); every other ended task holds its slot: it counts as running
+    (its scope too) until its reconcile records its end."""
+    given = scheduler.share({b: len(ts) for b, ts in ended.items()}, MAX_UNRECORDED_ENDS)
+    for b, ts in ended.items():
+        held = ts[given.get(b, 0):]
+        running.extend(_view(t, b, tasks.RUNNING, True) for t in held)
+        busy[b] += len(held)
 
 
 def slot_freed(ctx: ctxmod.Context, t: objects.AgentTask, build: objects.BuildRequest) -> bool:

@@ -100,6 +100,32 @@ class Selection:
     """Builds whose part of the plan raised, with the exception's class name: they start nothing this round."""
 
 
+def share(demands: Mapping[str, int], total: int) -> dict[str, int]:
+    """``total`` units shared between keys that each want ``demands[key]``, max-min fair: every key gets the same
+    share, a key that wants less gets what it wants and the rest goes on to the others; the one or two left over
+    after an even split go to keys in sorted order. Dispatch shares the slots of ended agents whose end is not
+    recorded yet (``controllers.dispatch.MAX_UNRECORDED_ENDS``) between builds this way, so that one build whose
+    agents end in bulk cannot take them all while another build's ended agents hold theirs."""
+    given = {k: 0 for k in demands}
+    left = max(0, total)
+    wanting = sorted(k for k, d in demands.items() if d > 0)
+    while left > 0 and wanting:
+        each = left // len(wanting)
+        if each == 0:  # fewer units than keys: one each, in order
+            for k in wanting[:left]:
+                given[k] += 1
+            break
+        still: list[str] = []
+        for k in wanting:
+            take = min(each, demands[k] - given[k])
+            given[k] += take
+            left -= take
+            if given[k] < demands[k]:
+                still.append(k)
+        wanting = still
+    return given
+
+
 # --- scopes ----------------------------------------------------------------------------------------
 
 _WILD = scopemod.WILD

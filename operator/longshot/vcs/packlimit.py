@@ -32,6 +32,7 @@ from pathlib import Path
 
 MAX_INPUT_ENV = "LONGSHOT_GIT_MAX_INPUT_BYTES"
 MAX_OBJECTS_ENV = "LONGSHOT_GIT_MAX_OBJECTS"
+PREFIX = "longshot-git-exec-"
 OVER_LIMIT_MARKERS = ("pack exceeds maximum allowed size", "longshot: the pack has", "File size limit exceeded")
 
 WRAPPER = """#!/bin/sh
@@ -86,7 +87,8 @@ def exec_dir() -> Path:
         if found is None:
             raise RuntimeError("git is not on PATH")
         git = Path(found).resolve()
-    root = Path(tempfile.mkdtemp(prefix="longshot-git-exec-"))
+    sweep_stale(Path(tempfile.gettempdir()))
+    root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)  # (one a process: not left behind in /tmp)
     for entry in real.iterdir():
         if entry.name != "git":
@@ -95,6 +97,39 @@ def exec_dir() -> Path:
     wrapper.write_text(WRAPPER.replace("{git}", shlex.quote(str(git))))
     wrapper.chmod(stat.S_IRWXU)
     return root
+
+
+def sweep_stale(tmp: Path) -> list[Path]:
+    """Remove the exec directories of processes that are gone (the ones a signal killed: their exit handler did not
+    run); the directories removed. A directory names its process (``longshot-git-exec-<pid>-…``); one whose process
+    still exists (or whose number another process now has, or that belongs to another user) is left, as are
+    directories of the older, unnamed form."""
+    removed: list[Path] = []
+    try:
+        entries = list(tmp.glob(f"{PREFIX}*-*"))
+    except OSError:
+        return removed
+    for entry in entries:
+        pid = entry.name[len(PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink() and entry.lstat().st_uid == os.getuid():
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+        except OSError:
+            continue
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process (or not a pid at all): not ours to judge
+    return True
 
 
 def environment(max_input_bytes: int, max_objects: int | None = None) -> dict[str, str]:

@@ -252,3 +252,21 @@ def test_slots_of_ended_tasks_not_recorded_yet_are_reused_only_up_to_a_bound(mon
     assert len(dispatch.plan(context_of(world)).admit) == 4  # every ended task's slot, under the bound
     monkeypatch.setattr(dispatch, "MAX_UNRECORDED_ENDS", 1)
     assert len(dispatch.plan(context_of(world)).admit) == 1  # one reused; three wait for their ends' records
+
+
+def test_slots_of_ended_tasks_are_shared_between_builds_not_taken_by_the_first(monkeypatch):
+    """A build whose agents end in bulk does not take every reusable slot: with a bound of 4, a build with 6 ended
+    tasks and one with 2 each reuse 2 (max-min fair), where the first build planned used to take all 4."""
+    task = {"phase": "Running", "priority": 5, "age": 1, "scope": (), "cancel": False, "deleting": False,
+            "conditions": True, "depends": [], "tokens": 0, "pod": "ended"}
+    ready = {**task, "phase": "Pending", "pod": "none", "age": 0}
+    bulk = {"name": "b0", "workers": 6, "suspend": False, "budget": None, "owned": True, "misconfigured": False,
+            "tasks": [task] * 6 + [ready] * 6}
+    few = {**bulk, "name": "b1", "workers": 2, "tasks": [task] * 2 + [ready] * 2}
+    world = {"builds": [bulk, few], "limit": 8, "killswitch": False}
+    monkeypatch.setattr(dispatch, "MAX_UNRECORDED_ENDS", 4)
+    admitted = dispatch.plan(context_of(world)).admit
+    by_build: dict[str, int] = defaultdict(int)
+    for _, name in admitted:
+        by_build[name.split("-", 1)[0]] += 1
+    assert by_build == {"b0": 2, "b1": 2}, admitted

@@ -4,6 +4,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from longshot.core import scheduler
 from longshot.core.scheduler import BuildView, TaskView
@@ -148,3 +150,23 @@ def test_candidates_of_one_best_of_n_task_run_together_but_exclude_other_overlap
     running = [replace(task("x", scope=("calc/api.py",), phase="Running"), group="x")]
     assert started(select(cands, running)) == []
 
+
+
+@given(st.dictionaries(st.sampled_from("abcdefgh"), st.integers(0, 40), max_size=8), st.integers(0, 100))
+def test_share_is_max_min_fair(demands, total):
+    """``share``: nobody gets more than it wants, all of ``total`` is given while anyone wants more, and a key that
+    got less than it wanted got at least as much as every other key, but one (the left-over units)."""
+    given_ = scheduler.share(demands, total)
+    assert set(given_) == set(demands)
+    assert all(0 <= given_[k] <= demands[k] for k in demands)
+    assert sum(given_.values()) == min(total, sum(demands.values()))
+    for k in demands:
+        if given_[k] < demands[k]:
+            assert all(given_[o] <= given_[k] + 1 for o in demands), (k, given_)
+
+
+def test_share_examples():
+    assert scheduler.share({"bulk": 600, "few": 2}, 64) == {"bulk": 62, "few": 2}
+    assert scheduler.share({"a": 10, "b": 10, "c": 10}, 4) == {"a": 2, "b": 1, "c": 1}
+    assert scheduler.share({"a": 1, "b": 1, "c": 1}, 2) == {"a": 1, "b": 1, "c": 0}
+    assert scheduler.share({}, 64) == {}
