@@ -134,11 +134,30 @@ def is_kind(cluster: object) -> bool:
     return not isinstance(cluster, lc.LocalCluster)
 
 
-def local_node_only(cluster: object, why: str) -> None:
-    """Skip a test that looks at the node from the host (cgroups, /proc, Pod IPs) when the node is a kind
-    container: its Pods' cgroups, processes and addresses are inside that container."""
+def host_address(cluster: object) -> str:
+    """This host's address as Pods reach it: the local cluster's bridge, or the gateway of kind's network."""
+    return str(getattr(cluster, "host_address", lc.BRIDGE_IP)) if is_kind(cluster) else lc.BRIDGE_IP
+
+
+def host_reaches_pods(cluster: object, why: str) -> None:
+    """Skip a test that connects from this host to Pod addresses where it cannot: on kind the host routes to the
+    nodes' podCIDRs (``kind.route_pods``), unless another cluster's bridge on this host holds the prefix."""
+    if is_kind(cluster) and not getattr(cluster, "pods_routed", False):
+        pytest.skip(f"this host does not route to the kind Pod network ({why}): a local cluster's bridge holds it")
+
+
+def node_sh(cluster: object, node: str, script: str) -> str:
+    """``script``'s output, run by ``sh`` on the node ``node`` (a Pod's ``spec.nodeName``): this host for the local
+    cluster, the kind node's container (``docker exec``) for kind, where the node's cgroups and its Pods'
+    processes are."""
     if is_kind(cluster):
-        pytest.skip(f"needs the local cluster's node on this host ({why}); the kind node is a container")
+        from .kind import NodeShell
+
+        return NodeShell(node).sh(script).stdout
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{script!r} failed ({result.returncode}): {result.stderr}")
+    return result.stdout
 
 
 @pytest.fixture(scope="session")
@@ -229,6 +248,15 @@ def namespace(request: pytest.FixtureRequest, kubectl) -> Iterator[str]:  # type
     kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
+def git_credentials(cluster: object, namespace: str) -> tuple[str, str]:
+    """The git server's account for a test namespace's ``git-token`` Secret: the local cluster's forge account, or
+    on kind (whose git daemon takes none) a placeholder the merge's secret scan still treats as a credential."""
+    if hasattr(cluster, "git_credentials"):
+        user, password = cluster.git_credentials
+        return str(user), str(password)
+    return "e2e", f"kind-placeholder-{hashlib.sha256(namespace.encode()).hexdigest()[:24]}"
+
+
 @pytest.fixture
 def git_repo(cluster: lc.LocalCluster, namespace: str, tmp_path: Path) -> str:
     """A bare repository on the cluster's forge (which needs a credential), with one commit on main, and the
@@ -247,8 +275,7 @@ def git_repo(cluster: lc.LocalCluster, namespace: str, tmp_path: Path) -> str:
     subprocess.run([*git, "push", "-q", str(bare), "main"], check=True)
     # kind's git daemon takes no credential, but the Secret's password is still a known credential the merge's
     # secret scan looks for in every diff: a one-letter placeholder matched ordinary code (`for x in xs`)
-    user, password = (cluster.git_credentials if hasattr(cluster, "git_credentials")
-                      else ("e2e", f"kind-placeholder-{hashlib.sha256(namespace.encode()).hexdigest()[:24]}"))
+    user, password = git_credentials(cluster, namespace)
     kubectl = cluster.kubectl
     kubectl("-n", namespace, "create", "secret", "generic", "git-token", f"--from-literal=username={user}",
             f"--from-literal=password={password}")

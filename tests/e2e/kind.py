@@ -92,6 +92,10 @@ class KindE2ECluster:
     nodes: int = 1
     """1 or 3 (:func:`nodes_wanted`); with 3 the cluster is ``MULTINODE_NAME`` and ``MULTINODE_CONFIG``."""
     enforcers: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
+    routes: list[str] = field(default_factory=list)
+    """The host routes to the nodes' podCIDRs that :meth:`up` added (:func:`route_pods`), removed by :meth:`down`."""
+    pods_routed: bool = False
+    """Every node's podCIDR is routed from this host: the host reaches Pod addresses."""
 
     @property
     def kubeconfig(self) -> Path:
@@ -124,7 +128,21 @@ class KindE2ECluster:
         for archive in self.images:
             _run(kind_bin, "load", "image-archive", "--name", self.name, str(archive))
         self._start_git_daemon()
+        nodes = _nodes(self.kubectl)
+        self.routes = route_pods(nodes)
+        self.pods_routed = all(n.pod_cidr in self.routes for n in nodes)
         return self
+
+    @property
+    def host_address(self) -> str:
+        """This host as Pods reach it: the gateway of kind's Docker network (the local cluster's is its bridge
+        address). A Pod's packet to it leaves through its node, masqueraded to the node's address."""
+        out = _run("docker", "network", "inspect", "kind", "-f",
+                   "{{range .IPAM.Config}}{{.Gateway}} {{end}}").stdout.split()
+        v4 = [a for a in out if ipaddress.ip_address(a).version == 4]
+        if not v4:
+            raise RuntimeError(f"kind's Docker network has no IPv4 gateway: {out}")
+        return v4[0]
 
     @property
     def logs(self) -> Path:
@@ -178,10 +196,48 @@ class KindE2ECluster:
 
     def down(self) -> None:
         stop_enforcers(self.enforcers)
+        unroute_pods(self.routes)
         _run("docker", "rm", "-f", GIT_CONTAINER, check=False)
         if self.kind is not None:
             self.kind.delete()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def route_pods(nodes: Sequence[Node]) -> list[str]:
+    """Routes on this host to every node's podCIDR through the node's address, so that the host reaches Pod
+    addresses as it does on the local cluster (the node is the host there): Prometheus scraping Pod IPs, the
+    operator's health endpoint, a probe of a neighbour Pod. A prefix this host already reaches directly (the local
+    cluster's bridge, ``10.244.0.0/24`` on ``lsbr0``, when it is up) is left alone. The prefixes routed."""
+    added = []
+    for n in nodes:
+        if not n.pod_cidr:
+            continue
+        existing = _run("ip", "route", "show", "exact", n.pod_cidr, check=False).stdout.strip()
+        if existing and " via " not in f" {existing}":
+            continue  # a device route of this host (another cluster's bridge): not ours to take over
+        _run("ip", "route", "replace", n.pod_cidr, "via", n.ip)
+        added.append(n.pod_cidr)
+    return added
+
+
+def unroute_pods(prefixes: Sequence[str]) -> None:
+    for prefix in prefixes:
+        _run("ip", "route", "del", prefix, check=False)
+
+
+class NodeShell:
+    """Commands and files of one node: ``docker exec`` into the kind node's container (its cgroups, its Pods'
+    processes in its PID namespace)."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+
+    def sh(self, script: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(["docker", "exec", self.node, "sh", "-c", script], capture_output=True, text=True,
+                                check=False)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"on node {self.node}: {script!r} failed ({result.returncode}): {result.stderr}")
+        return result
 
 
 @dataclass(frozen=True)

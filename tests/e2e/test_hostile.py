@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes
 import pytest
@@ -18,13 +19,13 @@ from longshot.config import Settings
 from longshot.runtime import netpol
 from longshot.testing import cluster as lc
 
-from .conftest import SYSTEM_NS, apply, build_request, kget, local_node_only, script_configmap, wait_for
+from .conftest import SYSTEM_NS, apply, build_request, git_credentials, is_kind, kget, script_configmap, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 CONNECT = ("import socket,sys\n"
            "for name,host,port in [('gateway','longshot-gateway.longshot-system.svc',8080),"
-           "('forge','{bridge}',3000),('apiserver','10.96.0.1',443),('dns','{bridge}',53)]:\n"
+           "('forge','{git_host}',{git_port}),('apiserver','10.96.0.1',443),('dns','{dns}',53)]:\n"
            "    try:\n        socket.create_connection((host,port),3).close(); r='open'\n"
            "    except OSError as e: r=type(e).__name__\n"
            "    print(f'CONNECT {{name}}={{r}}')\n")
@@ -38,14 +39,20 @@ def verdicts(kubectl, namespace: str, pod: str) -> list[str]:  # type: ignore[no
 
 
 def test_a_hostile_agent_gets_nothing_and_goes_nowhere(operator, cluster, kubectl, namespace, git_repo) -> None:  # type: ignore[no-untyped-def]
-    local_node_only(cluster, "uses the local cluster's forge and its NetworkPolicy enforcement")
     enforcer = cluster.start_network_policies()
+    if is_kind(cluster) and not enforcer.get("enforcer"):
+        pytest.skip("kind's git daemon takes pushes without a credential: only an enforced NetworkPolicy keeps the "
+                    f"agent from it, and this cluster enforces none ({enforcer}; the three-node cluster does)")
     client = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
-    # the policy the operator keeps in build namespaces (runtime.netpol.ensure), as the chart configures it
+    # the policy the operator keeps in build namespaces (runtime.netpol.ensure), as the chart configures it: DNS
+    # is dnsmasq on the local cluster's bridge, CoreDNS (the default peers, kube-dns in kube-system) on kind
+    dns = (kget(kubectl, "-n", "kube-system", "service", "kube-dns") or {})["spec"]["clusterIP"] if is_kind(
+        cluster) else lc.BRIDGE_IP
     netpol.ensure(client, namespace, Settings(
         identity="e2e", namespace=SYSTEM_NS, gateway_url="http://longshot-gateway.longshot-system.svc:8080",
-        agent_dns_peers=json.dumps([{"ipBlock": {"cidr": f"{lc.BRIDGE_IP}/32"}}])))
-    password = cluster.git_credentials[1]
+        agent_dns_peers="" if is_kind(cluster) else json.dumps([{"ipBlock": {"cidr": f"{lc.BRIDGE_IP}/32"}}])))
+    password = git_credentials(cluster, namespace)[1]
+    git = urlsplit(cluster.git_url)  # the local cluster's forge, or kind's git daemon
     forge_url = git_repo
     gateway_repo = f"$LONGSHOT_GATEWAY_URL/git/{namespace}/hostile.git"
     token = 'Authorization: Bearer $(cat "$LONGSHOT_GATEWAY_TOKEN_FILE")'
@@ -61,7 +68,7 @@ def test_a_hostile_agent_gets_nothing_and_goes_nowhere(operator, cluster, kubect
         {"run": {"command": f"git push {forge_url} HEAD:refs/heads/main >/dev/null 2>&1; echo DIRECT_PUSH_EXIT=$?"}},
         {"finish": {"summary": "done", "done": True}},
     ]
-    env = [{"name": "CONNECT", "value": CONNECT.format(bridge=lc.BRIDGE_IP)}]
+    env = [{"name": "CONNECT", "value": CONNECT.format(git_host=git.hostname, git_port=git.port, dns=dns)}]
     apply(kubectl, namespace, script_configmap("script", yaml.safe_dump({"roles": {"planner": steps}})),
           build_request("hostile", git_repo, script="script", finalization=False, planner={"maxReplans": 0},
                         agent={"backend": "scripted", "script": {"name": "script"}, "timeoutSeconds": 300, "env": env}))

@@ -16,14 +16,24 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from .conftest import SYSTEM_NS, apply, build_request, install_operator, is_kind, kget, script_configmap, wait_for
+from .conftest import (
+    SYSTEM_NS,
+    apply,
+    build_request,
+    install_chart,
+    install_operator,
+    is_kind,
+    kget,
+    script_configmap,
+    wait_for,
+)
 from .test_build import condition
 from .test_hostile import verdicts
 
@@ -239,3 +249,41 @@ def test_the_agent_network_policy_holds_across_nodes(  # type: ignore[no-untyped
     for name in ("pod-on-worker-1", "pod-on-worker-2", "apiserver-service", "apiserver-node", "metadata",
                  "node-worker-1-kubelet", "node-worker-2-kubelet"):
         assert f"CONNECT {name}=ConnectionRefusedError" in seen, (name, context)
+
+
+@pytest.fixture
+def two_of_each(cluster, kubectl, topology) -> Iterator[dict[str, list[dict[str, Any]]]]:  # type: ignore[no-untyped-def]
+    """The chart with two operator replicas and two gateway replicas and nothing pinned: the chart's own
+    anti-affinity (``operator.podAntiAffinity: soft``, the gateway's preferred spread) places them. Afterwards the
+    chart as the session's other tests have it (one of each)."""
+    install_chart(cluster, replicas=2, extra=["--set", "gateway.replicas=2"])
+    kubectl("-n", SYSTEM_NS, "rollout", "restart", "deployment/longshot", "deployment/longshot-gateway")
+    try:
+        placed: dict[str, list[dict[str, Any]]] = {}
+        for component, deployment in (("operator", "longshot"), ("gateway", "longshot-gateway")):
+            kubectl("-n", SYSTEM_NS, "rollout", "status", f"deployment/{deployment}", "--timeout=300s", timeout=320)
+            placed[component] = wait_for(lambda c=component: _two_ready(kubectl, c), 120,
+                                         f"two Ready {component} Pods and no old one")
+        yield placed
+    finally:
+        install_operator(cluster, kubectl)
+
+
+def _two_ready(kubectl, component: str) -> list[dict[str, Any]] | None:  # type: ignore[no-untyped-def]
+    pods = (kget(kubectl, "-n", SYSTEM_NS, "pods", "-l", f"app.kubernetes.io/component={component}") or {}).get(
+        "items", [])
+    ready = [p for p in pods if not p["metadata"].get("deletionTimestamp")
+             and all(c["ready"] for c in (p.get("status") or {}).get("containerStatuses") or [{"ready": False}])]
+    return ready if len(ready) == 2 and len(pods) == 2 else None
+
+
+def test_operator_and_gateway_replicas_sit_on_different_nodes(two_of_each, topology) -> None:  # type: ignore[no-untyped-def]
+    """Two replicas of each on two schedulable workers (the control plane is tainted): the chart's anti-affinity
+    puts each replica of the operator on its own node, and each of the gateway, so that losing a node loses
+    one of each."""
+    for component, pods in two_of_each.items():
+        nodes = sorted(p["spec"]["nodeName"] for p in pods)
+        assert nodes == topology["workers"], (component, [(p["metadata"]["name"], p["spec"]["nodeName"])
+                                                          for p in pods])
+        affinity = pods[0]["spec"].get("affinity", {}).get("podAntiAffinity")
+        assert affinity, f"the {component} Pods carry no podAntiAffinity: {pods[0]['spec'].get('affinity')}"

@@ -6,14 +6,14 @@ import urllib.request
 
 import pytest
 
-from .conftest import kget, local_node_only, wait_for
+from .conftest import host_reaches_pods, kget, wait_for
 
 # the first test also waits for the session cluster (cold: image builds, several minutes)
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 
 def test_operator_runs_in_cluster_ready_and_serves_metrics(operator, cluster, kubectl) -> None:  # type: ignore[no-untyped-def]
-    local_node_only(cluster, "connects to the operator Pod's IP from the host")
+    host_reaches_pods(cluster, "connects to the operator Pod's IP from the host")
     pods = kget(kubectl, "-n", operator, "pods", "-l", "app.kubernetes.io/component=operator")
     assert pods and pods["items"], "no operator Pod"
     pod = pods["items"][0]

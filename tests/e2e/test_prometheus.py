@@ -16,7 +16,7 @@ import pytest
 
 from longshot.testing import cluster as lc
 
-from .conftest import SYSTEM_NS, apply, build_request, kget, local_node_only, script_configmap, wait_for
+from .conftest import SYSTEM_NS, apply, build_request, host_reaches_pods, kget, script_configmap, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -119,7 +119,7 @@ def scrape_config(targets: Path) -> dict[str, Any]:
 
 @pytest.fixture
 def prometheus(cluster, operator, kubectl, tmp_path: Path) -> Iterator[Prometheus]:  # type: ignore[no-untyped-def]
-    local_node_only(cluster, "Prometheus on the host scrapes the Pod IPs behind the Service")
+    host_reaches_pods(cluster, "Prometheus on the host scrapes the Pod IPs behind the Service")
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail("no prometheus binary: run hack/cluster/install-deps.sh (Debian package prometheus)")

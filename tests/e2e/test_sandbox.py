@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import shlex
 from typing import Any
 
 import pytest
 
-from .conftest import apply, build_request, kget, local_node_only, script_configmap, wait_for
+from .conftest import apply, build_request, kget, node_sh, script_configmap, wait_for
 
 # the first test also waits for the session cluster (cold: image builds, several minutes)
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
-CGROUP = Path("/sys/fs/cgroup")
+CGROUP = "/sys/fs/cgroup"
 
 
 def running_container(kubectl, namespace: str, pod: str) -> tuple[dict[str, Any], str]:  # type: ignore[no-untyped-def]
@@ -27,24 +27,37 @@ def running_container(kubectl, namespace: str, pod: str) -> tuple[dict[str, Any]
     return wait_for(running, 180, f"Pod {namespace}/{pod} to run its agent container")
 
 
-def container_cgroup(controller: str, pod: dict[str, Any], container_id: str) -> Path:
-    """The container's cgroup (v1, cgroupfs driver): kubepods[/<qos>]/pod<uid>/<container id>."""
-    qos = pod["status"]["qosClass"].lower()
-    parent = CGROUP / controller / "kubepods"
-    if qos != "guaranteed":
-        parent = parent / qos
-    path = parent / f"pod{pod['metadata']['uid']}" / container_id
-    assert path.is_dir(), f"no cgroup {path}"
-    return path
+class Node:
+    """The files of the node the Pod runs on, read where they are: this host (the local cluster's node) or the
+    kind node's container."""
+
+    def __init__(self, cluster: Any, pod: dict[str, Any]) -> None:
+        self.cluster, self.name = cluster, pod["spec"]["nodeName"]
+
+    def read(self, path: str) -> str:
+        return node_sh(self.cluster, self.name, f"cat {shlex.quote(path)}")
+
+    def exists(self, path: str) -> bool:
+        return node_sh(self.cluster, self.name, f"test -e {shlex.quote(path)} && echo yes || echo no").strip() == "yes"
+
+    def container_cgroup(self, controller: str, pod: dict[str, Any], container_id: str) -> str:
+        """The container's cgroup (v1) under the controller, whatever the kubelet's cgroup driver: cgroupfs
+        (``kubepods[/<qos>]/pod<uid>/<id>``, the local cluster) or systemd
+        (``…kubepods-<qos>-pod<uid with _>.slice/cri-containerd-<id>.scope``, kind)."""
+        uid = pod["metadata"]["uid"]
+        found = node_sh(self.cluster, self.name,
+                        f"find {CGROUP}/{controller}/ -maxdepth 7 -type d -name '*{container_id}*'").split()
+        mine = [p for p in found if uid in p or uid.replace("-", "_") in p]
+        assert len(mine) == 1, f"no single cgroup of container {container_id} of Pod {uid}: {found}"
+        return mine[0]
 
 
-def proc_status(pid: int) -> dict[str, str]:
-    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+def proc_status(node: Node, pid: int) -> dict[str, str]:
+    lines = node.read(f"/proc/{pid}/status").splitlines()
     return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
 
 
 def test_agent_pod_runs_sandboxed_with_its_limits(operator, cluster, kubectl, namespace, git_repo) -> None:  # type: ignore[no-untyped-def]
-    local_node_only(cluster, "reads the agent container's cgroups and /proc")
     script = ("roles:\n  planner:\n    - run: {command: 'sleep 45', timeout: 60}\n"
               "    - finish: {summary: nothing to plan, done: true}\n")
     apply(kubectl, namespace, script_configmap("script", script),
@@ -52,6 +65,7 @@ def test_agent_pod_runs_sandboxed_with_its_limits(operator, cluster, kubectl, na
                         finalization=False))
 
     pod, cid = running_container(kubectl, namespace, "sandbox-planner-a1")
+    node = Node(cluster, pod)  # this host, or the kind node's container: where its cgroups and processes are
 
     # what the API server admitted (the namespace enforces Pod Security "restricted")
     c = pod["spec"]["containers"][0]
@@ -61,27 +75,26 @@ def test_agent_pod_runs_sandboxed_with_its_limits(operator, cluster, kubectl, na
     assert pod["status"]["qosClass"] == "Burstable"
 
     # what the kernel enforces
-    memory = container_cgroup("memory", pod, cid)
-    assert int((memory / "memory.limit_in_bytes").read_text()) == 300 * 1024 * 1024
-    cpu = container_cgroup("cpu", pod, cid)
-    assert int((cpu / "cpu.cfs_quota_us").read_text()) == 50_000
-    assert int((cpu / "cpu.cfs_period_us").read_text()) == 100_000
-    pids = [int(p) for p in (memory / "cgroup.procs").read_text().split()]
+    memory = node.container_cgroup("memory", pod, cid)
+    assert int(node.read(f"{memory}/memory.limit_in_bytes")) == 300 * 1024 * 1024
+    cpu = node.container_cgroup("cpu", pod, cid)
+    assert int(node.read(f"{cpu}/cpu.cfs_quota_us")) == 50_000
+    assert int(node.read(f"{cpu}/cpu.cfs_period_us")) == 100_000
+    pids = [int(p) for p in node.read(f"{memory}/cgroup.procs").split()]
     assert pids, "no process in the agent container's cgroup"
     for pid in pids:
-        status = proc_status(pid)
+        status = proc_status(node, pid)
         assert status["Uid"].split() == ["65532"] * 4, status["Uid"]
         assert status["Gid"].split() == ["65532"] * 4, status["Gid"]
         assert status["CapEff"] == "0000000000000000" and status["CapBnd"] == "0000000000000000"
         assert status["NoNewPrivs"] == "1"
         assert status["Seccomp"] == "2"  # filter mode: the RuntimeDefault profile
     init = min(pids)
-    root_mount = next(line.split() for line in Path(f"/proc/{init}/mountinfo").read_text().splitlines()
-                      if line.split()[4] == "/")
+    mountinfo = node.read(f"/proc/{init}/mountinfo").splitlines()
+    root_mount = next(line.split() for line in mountinfo if line.split()[4] == "/")
     assert "ro" in root_mount[5].split(","), root_mount
-    assert not Path(f"/proc/{init}/root/var/run/secrets/kubernetes.io").exists(), "a service-account token"
-    workspace = next(line.split() for line in Path(f"/proc/{init}/mountinfo").read_text().splitlines()
-                     if line.split()[4] == "/workspace")
+    assert not node.exists(f"/proc/{init}/root/var/run/secrets/kubernetes.io"), "a service-account token"
+    workspace = next(line.split() for line in mountinfo if line.split()[4] == "/workspace")
     assert "rw" in workspace[5].split(",")
 
     # and the attempt still completes normally

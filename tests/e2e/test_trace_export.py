@@ -16,10 +16,9 @@ from typing import Any
 import pytest
 
 from longshot import tracing
-from longshot.testing import cluster as lc
 from longshot.testing import otlp
 
-from .conftest import apply, build_request, install_operator, kget, local_node_only, script_configmap, wait_for
+from .conftest import apply, build_request, host_address, install_operator, kget, script_configmap, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -43,14 +42,14 @@ steps:
 def collector(cluster, operator, kubectl) -> Iterator[otlp.Collector]:  # type: ignore[no-untyped-def]
     """A collector on the bridge, and the chart reinstalled with tracing on and pointed at it; reinstalled without
     tracing afterwards (the session's other tests run on the chart's defaults)."""
-    local_node_only(cluster, "the collector listens on the host's end of the local cluster's bridge")
-    with otlp.collector(lc.BRIDGE_IP) as c:
+    host = host_address(cluster)  # the local cluster's bridge, or kind's network: where Pods reach this host
+    with otlp.collector(host) as c:
         print(f"trace collector: {c.kind} at {c.endpoint} {getattr(c, 'why', '')}")
         port = c.endpoint.rsplit(":", 1)[1]
         install_operator(cluster, kubectl, extra=[
             "--set", "tracing.enabled=true", "--set", f"tracing.endpoint={c.endpoint}",
             "--set", "tracing.uiBaseUrl=https://jaeger.example.com/trace",
-            "--set", f"tracing.peers[0].ipBlock.cidr={lc.BRIDGE_IP}/32", "--set", f"tracing.port={port}"])
+            "--set", f"tracing.peers[0].ipBlock.cidr={host}/32", "--set", f"tracing.port={port}"])
         try:
             yield c
         finally:
