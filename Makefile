@@ -151,6 +151,10 @@ bench-merge: venv ## Benchmark: 200 branches through the merge code vs plain git
 bench-queue: venv ## Benchmark: 64 candidates through the real merge queue, serial vs speculative (window 8), 2 s gates
 	$(PY) hack/bench_queue.py
 
+.PHONY: bench-prepare
+bench-prepare: venv ## Benchmark: one speculative batch of 32 members prepared on a 3,000-commit target history
+	$(PY) hack/bench_prepare.py
+
 .PHONY: bench-scheduler
 bench-scheduler: venv ## Benchmark: one scheduling decision over 10,000 candidate tasks
 	$(PY) hack/bench_scheduler.py

@@ -359,10 +359,18 @@ class _Commit:
     message: str
 
 
+COMMIT_FORMAT = ("--date=raw", "--format=%H%x00%P%x00%T%x00%an%x00%ae%x00%ad%x00%B%x00")
+"""``git log`` options printing what :func:`parse_commits` reads."""
+
+
 def _branch_commits(w: ws.Workspace, old: str, commit: str) -> list[_Commit]:
     """``old..commit`` oldest first (topological), with what re-committing needs, in one git call."""
-    out = w.git("log", "--reverse", "--topo-order", "--date=raw",
-                "--format=%H%x00%P%x00%T%x00%an%x00%ae%x00%ad%x00%B%x00", f"{old}..{commit}").stdout
+    out = w.git("log", "--reverse", "--topo-order", *COMMIT_FORMAT, f"{old}..{commit}").stdout
+    return parse_commits(out)
+
+
+def parse_commits(out: bytes) -> list[_Commit]:
+    """The commits of a ``git log`` with :data:`COMMIT_FORMAT`, in its order."""
     fields = out.decode("utf-8", errors="surrogateescape").split("\0")
     commits = []
     for i in range(0, len(fields) - 6, 7):

@@ -11,6 +11,14 @@ ever checked out. Blocking: call from a worker thread.
   the queue that carries the MergeJob's UID in a ``Longshot-Merge-Id`` trailer, or the member's own commit being
   an ancestor of the target. A trailer any commit can carry (``Longshot-Merge: <namespace>/<name>``) is never
   trusted: a UID is random and not visible to agents.
+* **A batch's reads are done once for all its members**, not once per member (``make bench-prepare``'s batch of
+  32 ran 264 git commands, now 76: its merge-trees and commit-trees, and a few reads): which commits the workspace
+  has (one ``cat-file --batch-check`` before and one after the fetch, :func:`_commit_ids`), the branches' commits
+  that are not on the target (one ``git log``, :func:`_read_branches`: a member's ancestry, and the commits a rebase
+  replays), and the queue's record (one ``git log --first-parent --grep`` of every member's UID line: the target's
+  whole history is walked once a batch, not once a member, :func:`_merged_on_target`). Each answer is the one the
+  member alone gets (:func:`already_merged`, ``Workspace.has_commit``, ``vmerge._branch_commits``); where the batch's
+  read cannot say (a branch with merge commits, more than the bounds read), the member is asked alone.
 * **Restacking** (``spec.dependencies: stacked``): a member built on its dependencies' unmerged commits
   (``Member.stacked_on``) joins a batch only after they merged (the MergeJob waits); then only its own commits,
   those not reachable from ``stacked_on`` (:func:`own_commits`), are replayed onto the target, which holds the
@@ -37,8 +45,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -106,21 +115,206 @@ def already_merged(w: ws.Workspace, head: str, m: Member) -> str | None:
     return None
 
 
+MERGED_SCAN_MAX = 5
+"""Commits carrying a member's ``Longshot-Merge-Id`` line that :func:`already_merged` reads at most (the newest)."""
+BRANCH_SCAN_MAX = 20_000
+"""Commits of the members' branches (not on the target) that :func:`_read_branches` reads at most; past that, each
+member is asked alone."""
+
+
+@dataclass
+class _Branches:
+    """The commits of the batch's branches that are not on the target (``<tip>..<members' commits>``), read by one
+    ``git log`` (:func:`_read_branches`), so that applying a member does not need a ``git log`` of its own
+    (:meth:`commits`), nor :func:`already_merged` an ancestry check of its own (:func:`_merged_on_target`)."""
+
+    tip: str
+    ids: Mapping[str, str | None]
+    """A member's commit -> its full id (:func:`_commit_ids`)."""
+    known: dict[str, vmerge._Commit]
+    """Every commit reachable from a member's commit and not from ``tip``, by id."""
+    head: str
+    """The batch's head so far (the commit the next member is applied on)."""
+    above: set[str] | None
+    """Commits of ``known`` that may be reachable from ``head`` (those of the batch below, of a member applied with
+    ``fast-forward`` or ``merge-commit``; the commits this batch wrote are in ``trees``); None when not known."""
+
+    def reachable(self, sha: str) -> set[str]:
+        """The commits of ``known`` reachable from ``sha``."""
+        seen: set[str] = set()
+        todo = [sha]
+        while todo:
+            c = self.known.get(todo.pop())
+            if c is not None and c.sha not in seen:
+                seen.add(c.sha)
+                todo.extend(c.parents)
+        return seen
+
+    def commits(self, w: ws.Workspace, base: str, commit: str, trees: Mapping[str, str]) -> list[vmerge._Commit]:
+        """``vmerge._branch_commits(w, base, commit)``, without git when ``base`` is the target or the batch's head
+        and the branch is a line of commits (one parent each) off the target that does not reach a commit ``base``
+        holds beyond the target: ``base..commit`` is then exactly that line, oldest first (its only topological
+        order). Any other case asks git."""
+        above: set[str] | None = set() if base == self.tip else self.above if base == self.head else None
+        c = self.known.get(self.ids.get(commit) or "")
+        if above is None or c is None:
+            return vmerge._branch_commits(w, base, commit)
+        line: list[vmerge._Commit] = []
+        while c is not None:
+            if len(c.parents) != 1 or c.sha in above or (base != self.tip and c.sha in trees):
+                return vmerge._branch_commits(w, base, commit)
+            line.append(c)
+            c = self.known.get(c.parents[0])  # a parent not known is on the target: the line ends there
+        line.reverse()
+        return line
+
+    def advance(self, head: str, m: Member) -> None:
+        """``head`` is the batch's new head, ``m`` applied on the one before."""
+        self.head = head
+        if self.above is not None and m.strategy != "rebase":  # the branch's commits may now be below the head
+            full = self.ids.get(m.commit)
+            if not full:
+                self.above = None
+            else:
+                self.above |= self.reachable(full)
+
+
+def _read_branches(w: ws.Workspace, tip: str, base: str, members: Sequence[Member], ids: Mapping[str, str | None]
+                   ) -> _Branches | None:
+    """``<tip>..<members' commits>`` in one ``git log`` (and ``<tip>..<base>`` when the batch is stacked on another
+    one); None when it cannot be read whole (git fails, more than :data:`BRANCH_SCAN_MAX` commits)."""
+    full = sorted({c for m in members if (c := ids.get(m.commit)) and _FULL_ID.fullmatch(c)})
+    if not full:
+        return None
+    proc = w.git("log", f"--max-count={BRANCH_SCAN_MAX}", *vmerge.COMMIT_FORMAT, *full, "--not", tip, "--",
+                 check=False)
+    if proc.returncode != 0:
+        return None
+    commits = vmerge.parse_commits(proc.stdout)
+    if len(commits) >= BRANCH_SCAN_MAX or not all(
+            _FULL_ID.fullmatch(c.sha) and _FULL_ID.fullmatch(c.tree) and all(_FULL_ID.fullmatch(p) for p in c.parents)
+            for c in commits):
+        return None
+    above: set[str] | None = set()
+    if base != tip:  # stacked: what the batch below holds beyond the target (a line off the target only if on it)
+        below = w.git("rev-list", f"--max-count={BRANCH_SCAN_MAX}", base, "--not", tip, "--", check=False)
+        listed = below.stdout.decode(errors="replace").split()
+        above = (set(listed) if below.returncode == 0 and len(listed) < BRANCH_SCAN_MAX and w.is_ancestor(tip, base)
+                 else None)
+    return _Branches(tip=tip, ids=ids, known={c.sha: c for c in commits}, head=base, above=above)
+
+
+def _merged_on_target(w: ws.Workspace, tip: str, members: Sequence[Member], branches: _Branches | None
+                      ) -> dict[int, str | None]:
+    """:func:`already_merged` of many members with one git call instead of two per member: ``{index in members:
+    answer}`` for those it could answer (the others are left to :func:`already_merged`, which gives the same answer
+    alone).
+
+    Ancestry: ``branches`` holds what the members' branches have that the target does not, so a member's commit is
+    an ancestor of the target exactly when it is not there. The queue's record: one ``git log --first-parent``
+    with one ``--grep`` alternation of every member's ``^Longshot-Merge-Id: <uid>$`` line (the walk of the
+    target's history, paid once, not once per member); each member then takes the newest :data:`MERGED_SCAN_MAX`
+    commits whose message has its own line, as its own ``-n`` would have, and the first whose trailer block
+    carries its UID. At most ``MERGED_SCAN_MAX`` commits per UID are read: when the walk stops there, a member with
+    fewer is asked alone."""
+    answers: dict[int, str | None] = {}
+    full: dict[int, str] = {}
+    for i, m in enumerate(members):
+        if m.commit == tip:
+            answers[i] = m.commit
+        elif branches is not None and (c := branches.ids.get(m.commit)) and _FULL_ID.fullmatch(c):
+            full[i] = c
+    if branches is None or not full:
+        return answers
+    by_uid: dict[str, list[int]] = {}
+    for i, c in full.items():
+        m = members[i]
+        if c not in branches.known:
+            answers[i] = m.commit  # an ancestor of the target (a fast-forward, or merged by hand)
+        elif not m.uid:
+            answers[i] = None
+        elif _PLAIN_UID.fullmatch(m.uid):
+            by_uid.setdefault(m.uid, []).append(i)
+    if not by_uid:
+        return answers
+    uids = sorted(by_uid)
+    pattern = f"^{ID_TRAILER}: ({'|'.join(vmerge._ere_escape(u) for u in uids)})$"
+    cap = MERGED_SCAN_MAX * len(uids)
+    proc = w.git("log", "--first-parent", "--format=%H%x00%B%x00", "-E", f"--grep={pattern}", "-n", str(cap), tip,
+                 check=False)
+    if proc.returncode != 0:
+        return answers
+    fields = proc.stdout.decode(errors="replace").split("\0")
+    found: dict[str, list[tuple[str, str]]] = {u: [] for u in uids}
+    walked = 0
+    for sha, message in zip(fields[0::2], fields[1::2], strict=False):
+        walked += 1
+        for line in message.split("\n"):  # the lines git's grep matched, each commit once per UID
+            if (line.startswith(f"{ID_TRAILER}: ") and (u := line[len(ID_TRAILER) + 2:]) in found
+                    and len(found[u]) < MERGED_SCAN_MAX and (not found[u] or found[u][-1][0] != sha)):
+                found[u].append((sha, message))
+    complete = walked < cap
+    for u, indexes in by_uid.items():
+        hits = found[u]
+        if not complete and len(hits) < MERGED_SCAN_MAX:
+            continue  # the walk stopped before this UID's own -n would have: asked alone
+        answer = next((sha.strip() for sha, message in hits if u in vmerge.trailer_values(message, ID_TRAILER)), None)
+        for i in indexes:
+            answers[i] = answer
+    return answers
+
+
+_FULL_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_PLAIN_UID = re.compile(r"[A-Za-z0-9._:-]+")
+"""A UID that can join the alternation (a Kubernetes UID always does); any other is asked alone."""
+
+
+def _commit_ids(w: ws.Workspace, revs: Sequence[str]) -> dict[str, str | None]:
+    """What :meth:`Workspace.has_commit` says of each of ``revs``, in one ``git cat-file --batch-check`` instead of a
+    process per commit: ``{rev: the full id of the commit it names, or None when the workspace lacks it}``. A rev
+    that cannot be a line of that batch (empty, or with white space) is asked alone, and is ``""`` when present."""
+    out: dict[str, str | None] = {}
+    batch = sorted({r for r in revs if r and not any(ch.isspace() for ch in r)})
+    if batch:
+        proc = w.git("cat-file", "--batch-check=%(objectname) %(objecttype)",
+                     input="".join(f"{r}^{{commit}}\n" for r in batch), check=False)
+        lines = proc.stdout.decode(errors="replace").splitlines()
+        if proc.returncode == 0 and len(lines) == len(batch):
+            for r, line in zip(batch, lines, strict=True):
+                name, _, kind = line.partition(" ")
+                out[r] = name if kind == "commit" and _FULL_ID.fullmatch(name) else None
+    for r in revs:
+        if r not in out:
+            out[r] = "" if w.has_commit(r) else None
+    return out
+
+
 def fetch(w: ws.Workspace, target: str, members: Sequence[Member]) -> str:
     """Fetch the target and the members' branches (and their exact commits if the branches moved on); the
     target's head."""
+    return _fetch(w, target, members)[0]
+
+
+def _fetch(w: ws.Workspace, target: str, members: Sequence[Member]) -> tuple[str, dict[str, str | None]]:
+    """:func:`fetch`, and what :func:`_commit_ids` says of the members' commits after it: which the workspace has
+    is asked once before and once after the fetch for all members together (with the target's head)."""
     w.ensure()
+    ids = _commit_ids(w, [m.commit for m in members]) if members else {}
     specs = [f"+refs/heads/{target}:refs/remotes/origin/{target}"]
-    specs += [f"+refs/heads/{m.branch}:refs/longshot/queue/{m.name}" for m in members if not w.has_commit(m.commit)]
+    specs += [f"+refs/heads/{m.branch}:refs/longshot/queue/{m.name}" for m in members if ids[m.commit] is None]
     w.git("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", "--refmap=",
           "origin", *specs)
-    missing = [m.commit for m in members if not w.has_commit(m.commit)]
+    target_ref = f"refs/remotes/origin/{target}"
+    after = _commit_ids(w, [target_ref, *[c for c, i in ids.items() if i is None]])
+    ids.update(after)
+    missing = [m.commit for m in members if ids[m.commit] is None]
     if missing:
         w.git("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "origin", *missing)
-    head = w.resolve(f"refs/remotes/origin/{target}^{{commit}}")[0]
+        ids.update(_commit_ids(w, missing))
+    head = after[target_ref] or w.resolve(f"{target_ref}^{{commit}}")[0]
     if head is None:
         raise ws.GitError(f"target branch {target!r} does not resolve to a commit")
-    return head
+    return head, ids
 
 
 def fetch_commits(w: ws.Workspace, members: Sequence[Member]) -> None:
@@ -129,7 +323,8 @@ def fetch_commits(w: ws.Workspace, members: Sequence[Member]) -> None:
     raised, and each member's own fetch later says what is wrong with it."""
     with w.locked():
         w.ensure()
-        missing = [m for m in members if not w.has_commit(m.commit)]
+        ids = _commit_ids(w, [m.commit for m in members])
+        missing = [m for m in members if ids[m.commit] is None]
         if not missing:
             return
         specs = [f"+refs/heads/{m.branch}:refs/longshot/queue/{m.name}" for m in missing]
@@ -180,7 +375,7 @@ def own_commits(w: ws.Workspace, base: str, commits: Sequence[vmerge._Commit], s
 
 
 def _replay(w: ws.Workspace, base: str, base_tree: str, m: Member, commits: Sequence[vmerge._Commit],
-            stacked: set[str]) -> str | list[str]:
+            stacked: set[str], trees: dict[str, str]) -> str | list[str]:
     """Cherry-pick ``commits`` one by one onto ``base`` with plumbing: the new head, or the conflicting files. A
     commit whose parent is not ``base``'s ancestor (on the branch, or a stacked-on dependency commit) is picked
     against a scaffold commit so that its parent is the merge base: only its own change is applied."""
@@ -202,28 +397,46 @@ def _replay(w: ws.Workspace, base: str, base_tree: str, m: Member, commits: Sequ
         env = {"GIT_AUTHOR_NAME": c.author_name, "GIT_AUTHOR_EMAIL": c.author_email, "GIT_AUTHOR_DATE": c.author_date}
         head = vmerge._commit_tree(w, tree, [head], _trailers(c.message, m), env=env)
         head_tree = tree
+        trees[head] = tree
     return head
 
 
-def _apply(w: ws.Workspace, base: str, m: Member) -> str | list[str]:
+def _commit(w: ws.Workspace, trees: dict[str, str], tree: str, parents: Sequence[str], message: str) -> str:
+    """``vmerge._commit_tree``, remembering the new commit's tree in ``trees``."""
+    commit = vmerge._commit_tree(w, tree, parents, message)
+    trees[commit] = tree
+    return commit
+
+
+def _apply(w: ws.Workspace, base: str, m: Member, trees: dict[str, str] | None = None,
+           branches: _Branches | None = None) -> str | list[str]:
     """``m`` applied on ``base`` with its strategy: the new commit, or the conflicting files.
 
     A stacked member (``stacked_on``) is restacked: only its own commits are replayed onto ``base`` (which holds
     its dependencies' merged work by then); with ``merge-commit`` the replayed tree is committed as the merge of
-    ``base`` and the branch."""
-    base_tree = w.out("rev-parse", f"{base}^{{tree}}")
+    ``base`` and the branch. ``trees`` holds the trees of the commits written so far (a commit's id names its tree,
+    so the batch's next member needs no ``rev-parse`` of the one before); the new ones are added. ``branches`` has
+    the branch's commits when the batch read them (:meth:`_Branches.commits`)."""
+    trees = {} if trees is None else trees
+
+    def branch_commits() -> list[vmerge._Commit]:
+        if branches is None:
+            return vmerge._branch_commits(w, base, m.commit)
+        return branches.commits(w, base, m.commit, trees)
+
+    base_tree = trees.get(base) or trees.setdefault(base, w.out("rev-parse", f"{base}^{{tree}}"))
     if m.stacked_on and m.strategy != "fast-forward":
-        own, stacked = own_commits(w, base, vmerge._branch_commits(w, base, m.commit), m.stacked_on)
+        own, stacked = own_commits(w, base, branch_commits(), m.stacked_on)
         # a branch with no commit of its own would "land" as nothing: never trust stackedOn that far (the agent
         # reports it); the branch is then replayed whole, as without a stack
         if stacked and own and not any(len(c.parents) > 1 for c in own):
-            result = _replay(w, base, base_tree, m, own, stacked)
+            result = _replay(w, base, base_tree, m, own, stacked, trees)
             if isinstance(result, list) or result == base or m.strategy != "merge-commit":
                 return result
-            tree = w.out("rev-parse", f"{result}^{{tree}}")
+            tree = trees.get(result) or w.out("rev-parse", f"{result}^{{tree}}")
             message = (f"Merge branch '{m.branch}' into the target\n\nTask {m.task or '?'} of build "
                        f"{m.build or '?'} ({m.namespace}), restacked on its merged dependencies.\n")
-            return vmerge._commit_tree(w, tree, [base, m.commit], _trailers(message, m))
+            return _commit(w, trees, tree, [base, m.commit], _trailers(message, m))
     if m.strategy == "fast-forward":
         if w.is_ancestor(base, m.commit):
             return m.commit
@@ -235,8 +448,8 @@ def _apply(w: ws.Workspace, base: str, m: Member) -> str | list[str]:
             return files
         message = (f"Merge branch '{m.branch}' into the target\n\nTask {m.task or '?'} of build {m.build or '?'} "
                    f"({m.namespace}).\n")
-        return vmerge._commit_tree(w, tree, [base, m.commit], _trailers(message, m))
-    commits = vmerge._branch_commits(w, base, m.commit)
+        return _commit(w, trees, tree, [base, m.commit], _trailers(message, m))
+    commits = branch_commits()
     if not commits:
         return base
     if any(len(c.parents) > 1 for c in commits):
@@ -249,8 +462,8 @@ def _apply(w: ws.Workspace, base: str, m: Member) -> str | list[str]:
         subject = last.message.strip().splitlines()[0] if last.message.strip() else "changes"
         message = (f"{m.branch}: {subject}\n\nSquashed from {len(commits)} commits of {m.branch} (it merged the "
                    "target to resolve conflicts).\n")
-        return vmerge._commit_tree(w, tree, [base], _trailers(message, m))
-    return _replay(w, base, base_tree, m, commits, set())
+        return _commit(w, trees, tree, [base], _trailers(message, m))
+    return _replay(w, base, base_tree, m, commits, set(), trees)
 
 
 MAX_ROADMAP_BYTES = 1024 * 1024
@@ -293,9 +506,10 @@ def _replace_file(w: ws.Workspace, commit: str, path: str, text: str) -> str:
             os.unlink(index)
 
 
-def finish_member(w: ws.Workspace, commit: str, m: Member) -> str:
+def finish_member(w: ws.Workspace, commit: str, m: Member, trees: dict[str, str] | None = None) -> str:
     """``commit`` (the member applied) rewritten with its roadmap item checked off and its reference lines in the
-    message (the intake hook); ``commit`` itself when there is nothing to change."""
+    message (the intake hook); ``commit`` itself when there is nothing to change. The new commit's tree is added to
+    ``trees`` (see :func:`_apply`)."""
     if m.check_off is None and not m.references:
         return commit
     with w.repo() as repo:
@@ -337,7 +551,10 @@ def finish_member(w: ws.Workspace, commit: str, m: Member) -> str:
     if new_tree == tree and new_message == message:
         return commit
     env = {"GIT_AUTHOR_NAME": an, "GIT_AUTHOR_EMAIL": ae, "GIT_AUTHOR_DATE": ad}
-    return vmerge._commit_tree(w, new_tree, parents, new_message, env=env)
+    rewritten = vmerge._commit_tree(w, new_tree, parents, new_message, env=env)
+    if trees is not None:
+        trees[rewritten] = new_tree
+    return rewritten
 
 
 def copy_branch(w: ws.Workspace, source: str, destinations: Sequence[str]) -> str:
@@ -364,21 +581,24 @@ def prepare(w: ws.Workspace, target: str, members: Sequence[Member], onto: str |
     under test, on ``onto`` (that batch's longest speculative commit, fetched from its queue branch
     ``onto_branch`` when another replica built it)."""
     with w.locked():
-        tip = fetch(w, target, members)
+        tip, ids = _fetch(w, target, members)
         base = tip
         if onto is not None:
             _fetch_speculative(w, onto, onto_branch, "stacking")
             base = onto
         out: list[q.Applied | q.DidNotApply | q.AlreadyOnTarget] = []
         head = base
-        for m in members:
-            found = already_merged(w, tip, m)
+        branches = _read_branches(w, tip, base, members, ids)
+        merged = _merged_on_target(w, tip, members, branches)
+        trees: dict[str, str] = {}
+        for i, m in enumerate(members):
+            found = merged[i] if i in merged else already_merged(w, tip, m)
             if found is not None:
                 out.append(q.AlreadyOnTarget(m.name, found))
                 continue
-            result = _apply(w, head, m)
+            result = _apply(w, head, m, trees, branches)
             if isinstance(result, list):
-                with_target = head == tip or isinstance(_apply(w, tip, m), list)
+                with_target = head == tip or isinstance(_apply(w, tip, m, trees, branches), list)
                 out.append(q.DidNotApply(m.name, tuple(result), with_target))
                 continue
             if result == head:
@@ -387,8 +607,10 @@ def prepare(w: ws.Workspace, target: str, members: Sequence[Member], onto: str |
                 else:  # already in the batch below, which may still break: not recorded as merged
                     out.append(q.DidNotApply(m.name, (), with_target=False))
                 continue
-            result = finish_member(w, result, m)
+            result = finish_member(w, result, m, trees)
             head = result
+            if branches is not None:
+                branches.advance(head, m)
             out.append(q.Applied(m.name, result))
         return q.Prepared(base, tuple(out), target=tip if onto is not None else None)
 
