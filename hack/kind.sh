@@ -17,7 +17,7 @@
 # its default runtime (hack/kind/runc-without-sys-resource), as Docker 20.10 would otherwise hand every
 # privileged container (each kind node) a capability runc cannot apply.
 # Either cluster is a machine-wide singleton: hold /tmp/longshot-cluster.lock.
-# The three-node cluster (hack/kind/cluster-3.yaml, make e2e-kind-multinode) is made by the e2e session
+# The three-node cluster (hack/kind/cluster-3.yaml, make e2e-kind) is made by the e2e session
 # (tests/e2e/kind.py), which also sets up its Pod network and NetworkPolicy enforcement; see docs/install.md.
 #
 # Environment: LONGSHOT_KIND_DIR (kubeconfigs, default /var/tmp/longshot-kind), DOCKERD_LOG
