@@ -120,7 +120,7 @@ class KindE2ECluster:
                                 kubectl_path=self.bin_dir / "kubectl", image=node_image)
         self.kind.create(config_file=MULTINODE_CONFIG if self.nodes == 3 else CLUSTER_CONFIG)
         if self.nodes == 3:
-            nodes = pod_network(self.kubectl)
+            nodes = pod_network(self.kubectl, expected=3)
             if len(nodes) != 3:
                 raise RuntimeError(f"cluster {self.name} has {len(nodes)} nodes, not 3: delete it "
                                    f"(kind delete cluster --name {self.name}) and run again")
@@ -280,18 +280,19 @@ def _node_sh(node: str, script: str, input: str | None = None) -> str:
     return result.stdout
 
 
-def pod_network(kubectl: Any, timeout: float = 240) -> list[Node]:
+def pod_network(kubectl: Any, timeout: float = 240, expected: int = 1) -> list[Node]:
     """What kindnetd does, for a cluster without it: every node's bridge on its own podCIDR, routes to the other
     nodes' podCIDRs through their node IPs, masquerading for traffic that leaves the Pod network; then the Pods
     that started with the image's fixed subnet on a worker are deleted (their controllers make new ones) and
-    every node is Ready. Idempotent. Returns the nodes."""
+    every node is Ready. Idempotent. Returns the nodes, once ``expected`` of them registered (``kind create``
+    returns when the workers joined; a joined worker's Node object may follow a moment later)."""
     from longshot.testing import controlplane as cpl
 
     def all_have_cidrs() -> list[Node] | None:
         nodes = _nodes(kubectl)
-        return nodes if nodes and all(n.pod_cidr for n in nodes) else None
+        return nodes if len(nodes) >= expected and all(n.pod_cidr for n in nodes) else None
 
-    nodes: list[Node] = cpl.wait_until(all_have_cidrs, timeout, "every node to get a podCIDR", interval=1)
+    nodes: list[Node] = cpl.wait_until(all_have_cidrs, timeout, f"{expected} nodes, each with a podCIDR", interval=1)
     for n in nodes:
         _node_sh(n.name, f"cat > {CNI_CONFIG}.tmp && mv {CNI_CONFIG}.tmp {CNI_CONFIG}",
                  input=_bridge_config(n.pod_cidr))
