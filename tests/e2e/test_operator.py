@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import urllib.request
+from typing import Any
 
 import pytest
 
-from .conftest import host_reaches_pods, kget, wait_for
+from .conftest import host_reaches_pods, kget, operator_pods, wait_for
 
 # the first test also waits for the session cluster (cold: image builds, several minutes)
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
@@ -14,12 +15,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 def test_operator_runs_in_cluster_ready_and_serves_metrics(operator, cluster, kubectl) -> None:  # type: ignore[no-untyped-def]
     host_reaches_pods(cluster, "connects to the operator Pod's IP from the host")
-    pods = kget(kubectl, "-n", operator, "pods", "-l", "app.kubernetes.io/component=operator")
-    assert pods and pods["items"], "no operator Pod"
-    pod = pods["items"][0]
-    wait_for(lambda: all(c["ready"] for c in (kget(kubectl, "-n", operator, "pod", pod["metadata"]["name"])
-                                              or {}).get("status", {}).get("containerStatuses", [])),
-             120, "the operator Pod to pass its readiness probe")
+    # the one operator Pod not being deleted (an earlier test's replicas may still be terminating), once Ready
+    def ready_pod() -> dict[str, Any] | None:
+        pods = operator_pods(kubectl)
+        statuses = (pods[0].get("status") or {}).get("containerStatuses") or [] if len(pods) == 1 else []
+        return pods[0] if statuses and all(c["ready"] for c in statuses) else None
+
+    pod = wait_for(ready_pod, 180, "one operator Pod, not being deleted, to pass its readiness probe")
     status = pod["status"]["containerStatuses"][0]
     assert status["restartCount"] == 0, status
     # the restricted namespace admitted it: non-root, read-only root filesystem
