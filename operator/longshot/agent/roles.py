@@ -107,7 +107,7 @@ def run_backend(attempt: Attempt, *, validator: tools.Validator | None = None, t
     toolbox = tools.Toolbox(attempt.sandbox(), attempt.events, task.role, validator=validator,
                             max_corrections=attempt.settings.max_corrections,
                             delegation=delegation.Client.from_gateway(gw) if gw is not None and task.delegate
-                            else None)
+                            else None, ask=task.ask)
     session = base.Session(
         task=task, system_prompt=system, prompt=prompt, toolbox=toolbox, events=attempt.events,
         workdir=attempt.paths.checkout, scratch=attempt.paths.scratch, api_key=attempt.api_key,

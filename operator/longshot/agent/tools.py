@@ -124,9 +124,10 @@ DELEGATION_TOOLS = ("spawn_task", "await_tasks")
 
 
 def specs(role: str, *, max_tasks: int | None = None, judging: bool | None = None,
-          delegate: bool = False) -> dict[str, dict[str, Any]]:
-    """Tool name -> {description, parameters} for a role (with ``delegate``: a worker's spawn and await tools)."""
-    extra: dict[str, dict[str, Any]] = {"ask": ASK_SCHEMA} if role in ASK_ROLES else {}
+          delegate: bool = False, ask: bool = True) -> dict[str, dict[str, Any]]:
+    """Tool name -> {description, parameters} for a role (with ``delegate``: a worker's spawn and await tools;
+    without ``ask``, no ``ask`` tool: ``spec.agent.allowQuestions: false``)."""
+    extra: dict[str, dict[str, Any]] = {"ask": ASK_SCHEMA} if role in ASK_ROLES and ask else {}
     if delegate and role == "worker":
         extra.update({"spawn_task": delegation.SPAWN_SCHEMA, "await_tasks": delegation.AWAIT_SCHEMA})
     return {**SCHEMAS, **extra, "finish": finish_schema(role, max_tasks=max_tasks, judging=judging)}
@@ -158,8 +159,10 @@ class Toolbox:
 
     def __init__(self, box: sandbox.Sandbox, ev: events.Events, role: str, *,
                  validator: Validator | None = None, max_corrections: int = MAX_CORRECTIONS,
-                 delegation: delegation.Delegation | None = None) -> None:
+                 delegation: delegation.Delegation | None = None, ask: bool = True) -> None:
         self.sandbox = box
+        self.ask = ask and role in ASK_ROLES
+        """Whether the ``ask`` tool is offered (and answered) in this session."""
         self.delegation = delegation if role == "worker" else None
         """The gateway's delegation routes, when this worker may delegate (``spawn_task``, ``await_tasks``)."""
         self.events = ev
@@ -217,7 +220,7 @@ class Toolbox:
                 return box.run_command(_required(args, "command"), timeout).render()
             if name == "finish":
                 return self._finish(args)
-            if name == "ask" and self.role in ASK_ROLES:
+            if name == "ask" and self.ask:
                 return self._ask(args)
             if name == "spawn_task" and self.delegation is not None:
                 return delegation.spawn(self.delegation, args)
@@ -226,7 +229,7 @@ class Toolbox:
         except OSError as e:
             raise errors.ToolError(f"{name} failed: {e.strerror or e}") from None
         raise errors.ToolError(f"unknown tool {name!r}; the tools are "
-                               f"{', '.join(specs(self.role, delegate=self.delegation is not None))}")
+                               f"{', '.join(specs(self.role, delegate=self.delegation is not None, ask=self.ask))}")
 
     def _ask(self, args: dict[str, Any]) -> str:
         question = _required(args, "question")

@@ -300,6 +300,9 @@ class AgentSettings(Model):
     hooks: Hooks | None = None
     """Workspace hooks (``afterClone``, ``beforeRun``, ``afterRun``, ``beforeGate``): shell commands run in the
     checkout around the agent's work and before a gate's tests."""
+    allow_questions: bool = True
+    """Whether planners, workers and fixers may ask a person (their ``ask`` tool, which stops the task until its
+    ``spec.answer``). ``false`` for builds nobody watches: agents get no ``ask`` tool and decide for themselves."""
 
 
 class WorkerSettings(Model):

@@ -487,6 +487,8 @@ class TaskInput(Model):
     delegate: bool = False
     """Worker of a build with ``spec.delegation.enabled`` that may still delegate (its depth is under
     ``maxDepth``): it gets the ``spawn_task`` and ``await_tasks`` tools."""
+    ask: bool = True
+    """Planner, worker or fixer that may ask a person (``spec.agent.allowQuestions``): it gets the ``ask`` tool."""
     author_name: str = "Longshot Agent"
     author_email: str = "agent@longshot.local"
     iteration: int = Field(default=1, ge=1)

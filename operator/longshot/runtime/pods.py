@@ -203,6 +203,7 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
         gate_steps=list(steps),
         delegate=delegation.may_delegate(tspec.get("role", "worker"), bspec.get("delegation") or {},
                                          delegation.depth_of(annotations)),
+        ask=agent.get("allowQuestions", True) is not False,
     )
     if not extra:
         return base

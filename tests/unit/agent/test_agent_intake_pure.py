@@ -72,6 +72,27 @@ def test_a_reviewer_cannot_ask(toolbox_for):
     assert result.is_error and "unknown tool 'ask'" in result.content and toolbox.finished is None
 
 
+@pytest.mark.parametrize("role", ["planner", "worker", "fixer"])
+def test_without_allow_questions_there_is_no_ask_tool_nor_a_word_of_it(role, toolbox_for, tmp_path):
+    from longshot.agent.backends import anthropic, openai
+
+    assert "ask" not in tools.specs(role, ask=False)
+    assert "ask" not in {t["function"]["name"] for t in openai.tool_definitions(role, ask=False)}
+    assert "ask" not in {t["name"] for t in anthropic.tool_definitions(role, ask=False)}
+    root = tmp_path / "unasked"
+    root.mkdir()
+    box = sandbox.Sandbox(root, env={"PATH": os.environ["PATH"]}, output_cap=200, default_timeout=5)
+    toolbox = tools.Toolbox(box, events.Events(redact.Redactor([]), stream=io.StringIO()), role, ask=False)
+    result = toolbox.call("ask", {"question": "which port?"})
+    assert result.is_error and "unknown tool 'ask'" in result.content and toolbox.finished is None
+    assert "ask" not in result.content.split("the tools are", 1)[1]
+    if role != "fixer":  # the same system prompt; the fixer's own prompt needs its conflicts
+        system, _ = prompts.role_prompts(role, None, task=task_input(role=role, ask=False))
+        assert "- ask:" not in system
+        system, _ = prompts.role_prompts(role, None, task=task_input(role=role))
+        assert "- ask:" in system
+
+
 # --- planner: done and iterations --------------------------------------------------------------------
 
 def test_a_planner_may_finish_with_done_and_no_tasks():

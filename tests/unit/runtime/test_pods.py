@@ -251,3 +251,9 @@ def test_the_backend_of_a_candidate_comes_from_its_annotation_then_the_task_then
         t["metadata"]["annotations"] = {"longshot.dev/backend": annotation}
     ti = TaskInput.model_validate(json.loads(pod(task=t)["metadata"]["annotations"]["longshot.dev/task-input"]))
     assert ti.backend.name == expected
+
+
+@pytest.mark.parametrize(("allow", "expected"), [(None, True), (True, True), (False, False)])
+def test_spec_agent_allow_questions_reaches_the_task_input(allow, expected):
+    build = build_request(**({} if allow is None else {"allowQuestions": allow}))
+    assert task_input_of(pod(build=build)).ask is expected

@@ -37,10 +37,10 @@ TRUNCATED = ("Your answer was cut off at the output token limit. Make smaller to
 
 
 def tool_definitions(role: str, *, max_tasks: int | None = None, judging: bool | None = None,
-                     delegate: bool = False) -> list[dict[str, Any]]:
+                     delegate: bool = False, ask: bool = True) -> list[dict[str, Any]]:
     return [{"type": "function", "function": {"name": name, **spec}}
             for name, spec in tools.specs(role, max_tasks=max_tasks, judging=judging,
-                                               delegate=delegate).items()]
+                                               delegate=delegate, ask=ask).items()]
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,8 @@ class OpenAIBackend(base.Backend):
         ]
         definitions = tool_definitions(session.role, max_tasks=session.task.max_tasks,
                                        judging=bool(session.task.candidates),
-                                       delegate=session.toolbox.delegation is not None)
+                                       delegate=session.toolbox.delegation is not None,
+                                       ask=session.toolbox.ask)
         with httpx.Client(timeout=self.timeout) as client:
             for turn_no in range(1, session.max_turns + 1):
                 headers = {"content-type": "application/json"}
