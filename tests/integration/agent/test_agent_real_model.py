@@ -113,9 +113,14 @@ def test_the_real_server_accepts_the_conversation_shapes_the_backend_sends(real_
             "model": real_model.model, "messages": [system, user], "tools": tools, "tool_choice": "auto"})
         assert first.status_code == 200, first.text
         turn = openai.parse_turn(first.json(), 1)
-        # the grammar makes every answer to a request with tools one call of one of them
-        assert len(turn.calls) == 1 and turn.calls[0].name in {t["function"]["name"] for t in tools}, first.text
-        assert first.json()["choices"][0]["finish_reason"] == "tool_calls"
+        # the grammar makes every answer to a request with tools one call of one of them, unless the model ran
+        # into max_tokens first (a small model repeats a path until it does): then it is text, said so
+        if first.json()["choices"][0]["finish_reason"] == "length":
+            assert not turn.calls, first.text
+            turn = openai.Turn("", [openai.ToolCall("call_1_0", "read_file", {"path": "app.py"})], None)
+        else:
+            assert len(turn.calls) == 1 and turn.calls[0].name in {t["function"]["name"] for t in tools}, first.text
+            assert first.json()["choices"][0]["finish_reason"] == "tool_calls"
         echoed = turn.wire()
         results = [{"role": "tool", "tool_call_id": c["id"], "content": "def greet():\n    return 'hi'\n"}
                    for c in echoed["tool_calls"]]
@@ -125,7 +130,8 @@ def test_the_real_server_accepts_the_conversation_shapes_the_backend_sends(real_
         assert second.status_code == 200, second.text
         assert all(n > 0 for n in openai.usage_tokens(second.json().get("usage"))), second.text
         forced = openai.parse_turn(second.json(), 2)
-        assert [c.name for c in forced.calls] == ["finish"], second.text  # tool_choice names the one tool
+        if second.json()["choices"][0]["finish_reason"] != "length":
+            assert [c.name for c in forced.calls] == ["finish"], second.text  # tool_choice names the one tool
 
         null_content = client.post(f"{real_model.base_url}/chat/completions", json={
             "model": real_model.model, "messages": [system, user, {**echoed, "content": None}, *results],
@@ -230,8 +236,10 @@ def test_the_anthropic_backend_through_litellms_messages_api(daemon, repo, run_a
     assert result.events("tokens") and h.usage.input_tokens > 0
     if h.outcome == "failed":
         assert h.failure.failure_class == "AgentError", h.failure
-    # past the turn llama-cpp-python refused (unless the first call ended the session)
-    assert len(result.events("tokens")) >= 2 or [c["tool"] for c in calls] == ["finish"], result.stdout[-3000:]
+    elif h.outcome == "needs-input":
+        assert h.question and calls[-1]["tool"] == "ask", calls
+    # past the turn llama-cpp-python refused (unless the first call ended the session: finish, or ask)
+    assert len(result.events("tokens")) >= 2 or calls[0]["tool"] in ("finish", "ask"), result.stdout[-3000:]
     assert LITELLM_KEY not in result.stdout
 
 

@@ -420,6 +420,18 @@ def test_prose_under_a_tool_grammar_means_the_grammar_was_not_applied_a_500_not_
     assert e.value.status == 500 and e.value.body()["error"]["type"] == "server_error"
 
 
+@pytest.mark.parametrize(("tokens", "loops"), [
+    (list(range(40)), False),
+    ([1, 2, 3] * 8, True),                    # a period of 3, 8 times
+    ([9] * 7 + [5] * 9, True),                # one token over and over
+    (list(range(16)) + [1, 2] * 4, True),
+    ([7, 8, 9, 10] * 3 + [1, 2, 3, 4], False),  # 3 repeats, then something else
+    ([1, 2, 3] * 8 + [4], False),             # checked every 8 tokens only
+])
+def test_a_looping_answer_is_recognised(tokens, loops):
+    assert ms.looping(tokens) is loops
+
+
 # --- HTTP ---------------------------------------------------------------------------------------------------
 
 @pytest.fixture
