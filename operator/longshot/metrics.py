@@ -66,6 +66,10 @@ DISPATCH_LATENCY = Histogram("longshot_dispatch_latency_seconds",
                              buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=REGISTRY)
 POD_FAILURES = Counter("longshot_pod_failures_total", "Failed agent Pod attempts by failure class.",
                        ["failure_class"], registry=REGISTRY)
+EVENTS_DROPPED = Counter("longshot_events_dropped_total",
+                         "Kubernetes Events not written: rate (an object's burst spent, or the same Event again "
+                         "within 30 s) or routine (the build's budget of routine Events spent).", ["reason"],
+                         registry=REGISTRY)
 TOKENS = Counter("longshot_tokens_total", "Model tokens reported by agent handoffs.", registry=REGISTRY)
 COST = Counter("longshot_cost_dollars_total", "Model cost reported by agent handoffs, in US dollars.",
                registry=REGISTRY)

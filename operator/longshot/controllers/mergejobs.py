@@ -130,7 +130,8 @@ def actions(job: objects.MergeJob, build: objects.BuildRequest, state: mj.JobSta
             case mj.ScheduleRetry():
                 out.append(ex.Requeue(("Queue", "", queue), e.at))
             case EmitEvent():
-                out.append(ex.RecordEvent(job.ref(), e.type, e.reason, e.message))
+                out.append(ex.RecordEvent(job.ref(), e.type, e.reason, e.message,
+                                          budget=f"{build.namespace}/{build.name}" if e.routine else None))
             case _:
                 assert_never(e)
     status: dict[str, Any] = {**state.to_status(), "conditions": ex.stamp_generation(conds, job.generation),

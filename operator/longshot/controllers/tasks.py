@@ -446,7 +446,8 @@ class TaskReconciler:
                 case tasks.ScheduleRetry():
                     out.append(ex.Requeue(("AgentTask", ns, name), e.at))
                 case EmitEvent():
-                    out.append(ex.RecordEvent(ref, e.type, e.reason, e.message))
+                    out.append(ex.RecordEvent(ref, e.type, e.reason, e.message,
+                                              budget=f"{build.namespace}/{build.name}" if e.routine else None))
                 case tasks.CreateMergeJob():
                     out.append(ex.CreateObject(merge_job_manifest(task, build, e)))
                 case tasks.PlanReturned():

@@ -49,8 +49,14 @@ class SetCondition:
 
 @dataclass(frozen=True)
 class EmitEvent:
-    """Record a Kubernetes Event on the resource. ``type`` is ``Normal`` or ``Warning``."""
+    """Record a Kubernetes Event on the resource. ``type`` is ``Normal`` or ``Warning``.
+
+    ``routine``: the Event says that one task or MergeJob of a build took its usual next step (an attempt started
+    or succeeded, a job merged), which its status and conditions say too. The shell spends a budget per build on
+    those (``controllers.executor.ROUTINE_EVENT_BURST``), so that a thousand agents do not write an Event for every
+    step; Warnings and the other Events are never routine."""
 
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
+    routine: bool = False

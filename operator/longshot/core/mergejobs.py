@@ -639,7 +639,7 @@ def _landed(state: JobState, event: Landed, now: datetime) -> Result:
         SetCondition(c.CONFLICTED, c.FALSE, reason, text),
         *_summary((c.TRUE, "Succeeded", text), (c.FALSE, "NotStalled", "nothing needs a person"),
                   (c.FALSE, "Finished", "merged")),
-        EmitEvent("Normal", reason, text),
+        EmitEvent("Normal", reason, text, routine=True),
     ]
 
 

@@ -520,7 +520,7 @@ def _start(state: TaskState, event: Admitted, now: datetime, rand: Rand) -> Resu
         SetCondition(c.SUCCEEDED, c.UNKNOWN, "InProgress", f"attempt {number} is running"),
         SetCondition(c.BLOCKED, c.FALSE, "DependenciesReady", "every dependency is done"),
         *_working("InProgress", f"attempt {number} is running in Pod {pod}"),
-        EmitEvent("Normal", "AttemptStarted", f"attempt {number} started in Pod {pod}"),
+        EmitEvent("Normal", "AttemptStarted", f"attempt {number} started in Pod {pod}", routine=True),
     ]
 
 
@@ -580,7 +580,7 @@ def _succeed(state: TaskState, handoff: Handoff, outcome: failures.Outcome, usag
         SetCondition(c.SUCCEEDED, c.TRUE, "Completed", text),
         SetCondition(c.AUTHENTICATED, c.TRUE, "Completed", "the agent authenticated"),
         *_finished_ok(text),
-        EmitEvent("Normal", "Succeeded", f"attempt {number} succeeded ({handoff.outcome})"),
+        EmitEvent("Normal", "Succeeded", f"attempt {number} succeeded ({handoff.outcome})", routine=True),
     ]
     job = state.merge_job
     if (state.role in MERGING_ROLES and state.merges and handoff.outcome == "succeeded" and handoff.branch

@@ -63,6 +63,41 @@ async def test_events_are_rate_limited_per_object_and_reason():
     assert [m for (_, _, _, m) in fake.events[ex.EVENT_BURST + 2:]] == ["late 0"]  # one token per interval
 
 
+async def test_routine_events_spend_their_build_s_budget_and_other_events_do_not():
+    """A thousand agents wrote an AttemptStarted, a Succeeded and a MergeSucceeded per task: a quarter of the
+    operator's writes (``make bench-fleet``). Routine Events spend a per-build budget; Warnings and a build's
+    other Events, and another build's routine ones, are not held back by it."""
+    fake, clock = FakeKube(), Clock()
+    e = executor(fake, clock)
+    before = ex.metrics.EVENTS_DROPPED.labels(reason="routine")._value.get()
+    started = [ex.RecordEvent(ref(f"t{i}", f"uid-{i}"), "Normal", "AttemptStarted", "started", budget="ns/b")
+               for i in range(ex.ROUTINE_EVENT_BURST + 50)]
+    await e.run(started)
+    assert len(fake.events) == ex.ROUTINE_EVENT_BURST  # each task's first, but only the build's budget of them
+    assert ex.metrics.EVENTS_DROPPED.labels(reason="routine")._value.get() - before == 50
+    await e.run([ex.RecordEvent(ref("t0", "uid-0"), "Warning", "AttemptFailed", "attempt 1 failed"),
+                 ex.RecordEvent(ref("x", "uid-x"), "Normal", "AttemptStarted", "started", budget="ns/other")])
+    assert [(n, r) for n, _, r, _ in fake.events[-2:]] == [("t0", "AttemptFailed"), ("x", "AttemptStarted")]
+    await e.run([ex.RecordEvent(ref("late", "uid-late"), "Normal", "Succeeded", "ok", budget="ns/b")])
+    assert fake.events[-1][0] == "x"  # the budget is spent
+    clock.now += ex.ROUTINE_EVENT_INTERVAL  # one more a ROUTINE_EVENT_INTERVAL
+    await e.run([ex.RecordEvent(ref(f"late{i}", f"uid-late{i}"), "Normal", "Succeeded", "ok", budget="ns/b")
+                 for i in range(3)])
+    assert [n for n, *_ in fake.events[-1:]] == ["late0"] and fake.events[-2][0] == "x"
+
+
+def test_an_attempt_s_start_is_a_routine_event_and_its_failure_is_not() -> None:
+    """Which Events spend the budget is the deciders' word (``EmitEvent.routine``), not a list in the shell."""
+    from longshot.core import tasks as tk
+    from longshot.core.effects import EmitEvent
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+    running, effects = tk.decide(tk.TaskState(name="t"), tk.Admitted(), now=now, rand=lambda: 0.5)
+    assert [(e.reason, e.routine) for e in effects if isinstance(e, EmitEvent)] == [("AttemptStarted", True)]
+    _, effects = tk.decide(running, tk.PodVanished(attempt=1), now=now, rand=lambda: 0.5)
+    events = [e for e in effects if isinstance(e, EmitEvent)]
+    assert events and not any(e.routine for e in events)
+
+
 class GatedKube(FakeKube):
     """Creates wait until ``parties`` of them are in flight at once (a serial executor never gets there)."""
 
