@@ -36,8 +36,11 @@ kwok, scheduler, controller-manager). Last line::
     merged_per_hour=… agents=… tasks=… operator_cpu_s_per_merge=… api_writes_per_merge=… peak_rss_mib=…
     dispatch_p95_s=… queue_wait_p95_s=…
 
-``api_writes_per_merge``: the user's AgentTask creates per task created, plus the operator's writes (from its start to
-the end of the run) per merge; tasks still in flight when a run is cut short add to it. ``peak_rss_mib``: the
+``api_writes_per_merge``: writes for one task's whole life, as the issue counts them: the user's create and the
+operator's writes to the tasks whose work merged (the task, its Pods, MergeJobs and ledger entries, from the audit
+log by object name), plus every write that is no one task's (gate tasks, builds, Leases, Events), per merge. The
+writes to tasks still in flight at the end are left out and said (the operator's writes over merges, which counts
+them, is printed too). ``peak_rss_mib``: the
 largest peak RSS (VmHWM) of a replica. ``dispatch_p95_s``: the operator's ``longshot_dispatch_latency_seconds`` p95.
 ``queue_wait_p95_s``: from a MergeJob's creation to its Merged phase, as this benchmark's watch saw them.
 
@@ -57,6 +60,7 @@ import json
 import math
 import os
 import random
+import re
 import secrets
 import signal
 import ssl
@@ -171,6 +175,89 @@ def audit_writes(lines: Iterable[str | bytes]) -> Counter[tuple[str, str, str, i
         resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
         code = int((ev.get("responseStatus") or {}).get("code") or 0)
         out[(client_of(ev.get("userAgent") or ""), ev["verb"], resource, code)] += 1
+    return out
+
+
+def audit_object_writes(lines: Iterable[str | bytes]) -> Counter[tuple[str, str, str, str, int]]:
+    """Writes in an audit log as :func:`audit_writes` counts them, by (client, verb, resource[/sub], object name,
+    HTTP code); the name is "" where the request names none (an Event made with ``generateName``)."""
+    out: Counter[tuple[str, str, str, str, int]] = Counter()
+    for line in lines:
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(ev, dict) or ev.get("stage") != "ResponseComplete" or ev.get("verb") not in WRITE_VERBS:
+            continue
+        ref = ev.get("objectRef") or {}
+        resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        code = int((ev.get("responseStatus") or {}).get("code") or 0)
+        out[(client_of(ev.get("userAgent") or ""), ev["verb"], resource, str(ref.get("name") or ""), code)] += 1
+    return out
+
+
+_ATTEMPT = re.compile(r"-a[0-9]+$")
+
+
+def task_of(resource: str, name: str) -> str:
+    """The AgentTask an object belongs to, by its name: the task itself; its Pods (``<task>-a<N>``); its MergeJobs
+    (``<task>``, or ``<task>-a<N>`` after a relaunch); its ledger entries (``<task>-a<N>-ledger``). "" for anything
+    else (builds, Leases, Events)."""
+    kind = resource.split("/")[0]
+    if kind == "agenttasks":
+        return name
+    if kind == "configmaps" and name.endswith("-ledger"):
+        return _ATTEMPT.sub("", name.removesuffix("-ledger"))
+    if kind in ("pods", "mergejobs"):
+        return _ATTEMPT.sub("", name)
+    return ""
+
+
+@dataclass
+class Lifecycle:
+    """The user's and the operator's writes (refused ones left out), split by whose they are."""
+
+    merged: int = 0
+    """Tasks whose work merged (their MergeJob's phase ``Merged``)."""
+    per_task: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(verb, resource): writes to a merged task's own objects (the task, its Pods, MergeJobs, ledger entries)."""
+    shared: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(verb, resource): writes to no one task that merged: the queue's gate tasks and fixers that did not merge
+    themselves, builds, Leases, every Event (they name no object in the audit log)."""
+    in_flight: int = 0
+    """Writes to the user's tasks whose work had not merged at the end (running, queued, failed)."""
+    in_flight_tasks: int = 0
+
+    @property
+    def per_merge(self) -> float:
+        """Writes for one merged task's whole life: its own, plus the shared ones spread over the merges."""
+        if self.merged <= 0:
+            return float("nan")
+        return (sum(self.per_task.values()) + sum(self.shared.values())) / self.merged
+
+
+def lifecycle(writes: Mapping[tuple[str, str, str, str, int], int], merged_jobs: Iterable[str]) -> Lifecycle:
+    """``api_writes_per_merge`` as the issue counts it, "for the whole life of a task": the writes of the tasks whose
+    work merged (the user's create, the operator's writes to the task, its Pods, its MergeJob, its ledger entries),
+    plus every write that is no one task's (gates, fixers, builds, Leases, Events), per merge. The writes to tasks
+    still in flight at the end are counted apart: they are the next merges', not these."""
+    merged = {task_of("mergejobs", n) for n in merged_jobs}
+    users = {name for (cl, verb, res, name, code) in writes if cl == "bench" and verb == "create"
+             and res == "agenttasks" and code < 400}
+    out = Lifecycle(merged=len(merged))
+    busy: set[str] = set()
+    for (cl, verb, res, name, code), n in writes.items():
+        if code >= 400 or not (cl == "operator" or (cl == "bench" and verb == "create" and res == "agenttasks")):
+            continue
+        t = task_of(res, name)
+        if t in merged:
+            out.per_task[(verb, res)] += n
+        elif t in users:
+            out.in_flight += n
+            busy.add(t)
+        else:
+            out.shared[(verb, res)] += n
+    out.in_flight_tasks = len(busy)
     return out
 
 
@@ -809,11 +896,19 @@ def apiserver_samples(cp: controlplane.ControlPlane) -> Samples:
     return s
 
 
-def read_audit(path: Path, start: int, end: int | None = None) -> Counter[tuple[str, str, str, int]]:
+def read_audit(path: Path, start: int, end: int | None = None) -> Counter[tuple[str, str, str, str, int]]:
     with path.open("rb") as f:
         f.seek(start)
         data = f.read() if end is None else f.read(end - start)
-    return audit_writes(data.splitlines())
+    return audit_object_writes(data.splitlines())
+
+
+def collapse(writes: Mapping[tuple[str, str, str, str, int], int]) -> Counter[tuple[str, str, str, int]]:
+    """Object-level writes (:func:`audit_object_writes`) counted as :func:`audit_writes` counts them."""
+    out: Counter[tuple[str, str, str, int]] = Counter()
+    for (cl, verb, res, _, code), n in writes.items():
+        out[(cl, verb, res, code)] += n
+    return out
 
 
 # --- the report ----------------------------------------------------------------------------------------------------
@@ -863,6 +958,18 @@ def report_requests(api_delta: Samples) -> None:
         + "; reads: " + ", ".join(f"{v} {r} {n}" for (v, r), n in reads.most_common(8)))
 
 
+def report_lifecycle(life: Lifecycle) -> float:
+    """Writes per merged task over its whole life (:func:`lifecycle`), by kind: ``api_writes_per_merge``."""
+    m = max(life.merged, 1)
+    log(f"api_writes_per_merge = {life.per_merge:.2f}: per merged task ({life.merged}) its own "
+        f"{sum(life.per_task.values()) / m:.2f} (" + ", ".join(
+            f"{v} {r} {n / m:.2f}" for (v, r), n in life.per_task.most_common(10)) + f") + shared "
+        f"{sum(life.shared.values()) / m:.2f} (" + ", ".join(
+            f"{v} {r} {n / m:.2f}" for (v, r), n in life.shared.most_common(10)) + f"); left out: {life.in_flight} "
+        f"writes of {life.in_flight_tasks} tasks in flight at the end")
+    return life.per_merge
+
+
 def report_writes(writes: Counter[tuple[str, str, str, int]], created: int, merged: int) -> float:
     """The writes by client (from the audit log, from the operator's start to the end of the run) and
     ``api_writes_per_merge``: the user's AgentTask creates per task created, plus the operator's writes per merge."""
@@ -879,7 +986,7 @@ def report_writes(writes: Counter[tuple[str, str, str, int]], created: int, merg
                   if cl == "bench" and verb == "create" and res == "agenttasks" and code < 400)
     every = sum(n for (*_, code), n in writes.items() if code < 400)
     created = max(created, creates)  # the last creates may land after the count was read
-    log(f"api_writes_per_merge: {creates} AgentTask creates for {created} tasks ({creates / max(created, 1):.2f} "
+    log(f"all writes over merges: {creates} AgentTask creates for {created} tasks ({creates / max(created, 1):.2f} "
         f"each) + {sum(opw.values())} operator writes for {merged} merges "
         f"({sum(opw.values()) / max(merged, 1):.2f} each; tasks still in flight at the end add to it); every client "
         f"(scheduler, kwok, simulated kubelet too): {every / max(merged, 1):.2f} per merge")
@@ -973,7 +1080,6 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
             api_before = apiserver_samples(cp)
             cpu0 = cpu_snapshot(procs)
             bench0 = proc_cpu(os.getpid())
-            audit_mid = audit_log.stat().st_size
             agents = Agents(api, repos, args)
             jobs = Jobs(api)
             agents.start()
@@ -1065,9 +1171,9 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
             op_cpu = report_cpu(d, list(operators), seconds, merged)
             report_operator(ops)
             report_requests(api_delta)
-            before = read_audit(audit_log, audit_start, audit_mid)
-            during = read_audit(audit_log, audit_mid, audit_end)
-            result.writes_per_merge = report_writes(before + during, created[0], merged)
+            by_object = read_audit(audit_log, audit_start, audit_end)
+            report_writes(collapse(by_object), created[0], merged)
+            result.writes_per_merge = report_lifecycle(lifecycle(by_object, jobs.merged))
             result.cpu_s_per_merge = op_cpu / merged if merged else float("nan")
             result.rss = max(rss_mib(p.pid) for p in operators.values())
             result.dispatch_p95 = histogram_quantile(0.95, ops_all.buckets("longshot_dispatch_latency_seconds"))

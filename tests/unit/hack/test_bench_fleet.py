@@ -97,6 +97,44 @@ def test_writes_per_merge_spread_the_writes_before_the_clock_over_the_tasks():
     assert nothing != nothing
 
 
+def named(verb: str, resource: str, name: str, agent: str = "kopf/1.37", code: int = 200,
+          subresource: str | None = None) -> str:
+    ref = {"resource": resource, **({"name": name} if name else {}), **({"subresource": subresource} if subresource
+                                                                         else {})}
+    return json.dumps({"kind": "Event", "stage": "ResponseComplete", "verb": verb, "userAgent": agent,
+                       "objectRef": ref, "responseStatus": {"code": code}})
+
+
+def test_a_merged_task_s_writes_are_its_own_plus_a_share_of_the_shared_ones_and_work_in_flight_is_left_out():
+    user = bench.USER_AGENT
+    lines = [
+        # t1: merged. Its create, Pod, two statuses, ledger entry, MergeJob and its status: 7
+        named("create", "agenttasks", "f-t1", user), named("create", "pods", "f-t1-a1"),
+        named("patch", "agenttasks", "f-t1", subresource="status"),
+        named("patch", "agenttasks", "f-t1", subresource="status"),
+        named("patch", "agenttasks", "f-t1", code=409, subresource="status"),  # refused: not a write that counts
+        named("create", "configmaps", "f-t1-a1-ledger"), named("create", "mergejobs", "f-t1"),
+        named("patch", "mergejobs", "f-t1", subresource="status"),
+        named("patch", "pods", "f-t1-a1", "kwok/v0.7.0", subresource="status"),  # not the user's or the operator's
+        # t2: relaunched, its second attempt's MergeJob merged
+        named("create", "agenttasks", "f-t2", user), named("create", "pods", "f-t2-a2"),
+        named("create", "mergejobs", "f-t2-a2"),
+        # t3: still running at the end
+        named("create", "agenttasks", "f-t3", user), named("create", "pods", "f-t3-a1"),
+        # shared: a gate task and its Pod, an Event, a Lease
+        named("create", "agenttasks", "f-gate-b1-1"), named("create", "pods", "f-gate-b1-1-a1"),
+        named("create", "events", ""), named("update", "leases", "shard-0"),
+    ]
+    life = bench.lifecycle(bench.audit_object_writes(lines), ["f-t1", "f-t2-a2"])
+    assert life.merged == 2
+    assert sum(life.per_task.values()) == 7 + 3 and life.per_task[("create", "agenttasks")] == 2
+    assert sum(life.shared.values()) == 4 and life.in_flight == 2 and life.in_flight_tasks == 1
+    assert life.per_merge == pytest.approx((10 + 4) / 2)
+    assert bench.collapse(bench.audit_object_writes(lines))[("operator", "create", "pods", 200)] == 4
+    nothing = bench.lifecycle({}, [])
+    assert nothing.per_merge != nothing.per_merge
+
+
 def test_culprits_are_a_seeded_share_of_the_tasks():
     names = [f"t{i:05d}" for i in range(20000)]
     culprits = [n for n in names if bench.is_culprit(n, 0.01, 7)]
