@@ -9,9 +9,11 @@
 - apiGroups: [longshot.dev]
   resources: [buildrequests/finalizers, agenttasks/finalizers, mergejobs/finalizers]
   verbs: [update]
+# `deletecollection`: a build's finished Pods beyond spec.retention.finishedPods go in one request per attempt
+# number, by the labels the operator set on them (build, task, attempt)
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch, create, delete]
+  verbs: [get, list, watch, create, delete, deletecollection]
 # `list` (by field selector, never watched): a Pod stuck in ContainerCreating is explained by its FailedMount
 # Events (a Secret or ConfigMap that is missing), which stop the task as Configuration
 - apiGroups: [""]

@@ -3,7 +3,9 @@ its attempts' ledger entries beyond ``spec.retention.ledger`` (``core.ledger.to_
 
 The build reconciler calls :func:`actions` on every reconcile of a build it owns: from the cache it gathers the
 build's finished Pods, when each one's attempt was recorded in its task's status, and whether a planner's plan was
-taken in; the returned deletions are idempotent (a Pod already being deleted is left alone, NotFound is fine).
+taken in; the returned deletions are idempotent (a Pod already being deleted is left alone, NotFound is fine). The
+Pods of one attempt number go in one collection delete by label (``executor.DeletePods``); a Pod whose name is not
+its task's ``<task>-a<N>`` is deleted by name.
 """
 
 from __future__ import annotations
@@ -52,7 +54,16 @@ def finished_pods(ctx: ctxmod.Context, build: objects.BuildRequest,
 def actions(ctx: ctxmod.Context, build: objects.BuildRequest,
             tasks: Sequence[objects.AgentTask]) -> list[ex.Action]:
     gone = retention.to_delete(finished_pods(ctx, build, tasks), build.spec.retention.finished_pods)
-    return [ex.DeletePod(build.namespace, name, 0) for name in gone]
+    if not gone:
+        return []
+    pods = []
+    for name in gone:
+        pod = ctx.cache.pods.get((build.namespace, name))
+        attempt = names.attempt_of(name, pod.task) if pod is not None and pod.task else None
+        pods.append((pod.task if pod is not None and pod.task else "", attempt or 0, name))
+    by_label = tuple(p for p in pods if p[1])
+    return [*([ex.DeletePods(build.namespace, build.name, by_label, 0)] if by_label else []),
+            *(ex.DeletePod(build.namespace, name, 0) for _, attempt, name in pods if not attempt)]
 
 
 def ledger_selector(build: str) -> str:

@@ -53,6 +53,14 @@ def pod_name(task: str, attempt: int) -> str:
     return f"{head}-{short_hash(task)}{suffix}"
 
 
+def attempt_of(pod: str, task: str) -> int | None:
+    """The attempt whose Pod is named ``pod`` (:func:`pod_name` of ``task``), or None when it is no such name."""
+    head, sep, number = pod.rpartition("-a")
+    if not sep or not head or not number.isdigit() or number.startswith("0"):
+        return None
+    return int(number) if pod_name(task, int(number)) == pod else None
+
+
 def merge_job_name(task: str, attempt: int, *, first: bool) -> str:
     """Name of the MergeJob of the successful ``attempt`` of ``task``: the task's own name for its first MergeJob,
     ``<task>-a<N>`` (as its Pod) for one made after a relaunch, so it never collides with the earlier one."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +27,7 @@ class FakeKube:
         """Whole ConfigMaps written with ``put_configmap`` (ledger entries)."""
         self.events: list[tuple[str, str, str, str]] = []
         self.calls: list[str] = []
+        self.pod_collection_deletes: list[tuple[str, str]] = []
         self._rv = itertools.count(1)
         self.fail_next: dict[str, list[Exception]] = {}
         """method name -> exceptions to raise on its next calls."""
@@ -110,6 +112,16 @@ class FakeKube:
     def delete_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> None:
         self._maybe_fail("delete_pod")
         self.pods.pop((namespace, name), None)
+
+    def delete_pods(self, namespace: str, selector: str, grace_seconds: int | None = None) -> None:
+        """Equality terms and ``key in (a,b)`` terms, as the executor writes them."""
+        self._maybe_fail("delete_pods")
+        self.pod_collection_deletes.append((namespace, selector))
+        terms = [(m[0], set(m[1].split(","))) if m[0] else (m[2], {m[3]})
+                 for m in re.findall(r"([\w./-]+) in \(([^)]*)\)|([\w./-]+)=([^,]+)", selector)]
+        for key in [k for k, pod in self.pods.items() if k[0] == namespace and all(
+                ((pod.get("metadata") or {}).get("labels") or {}).get(t) in vs for t, vs in terms)]:
+            del self.pods[key]
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         self._maybe_fail("delete")

@@ -203,8 +203,9 @@ def planner_world(planned: bool, annotations: dict[str, str] | None = None) -> t
         "name": "b-planner-a1", "namespace": "ns", "resourceVersion": "3", "ownerReferences": [
             {"kind": "AgentTask", "name": "b-planner"}]}, "status": {"phase": "Succeeded"}})
     built = ctx.cache.builds[("ns", "b")]
-    gone = [a.name for a in retentionc.actions(ctx, built, list(ctx.cache.tasks_of(built.key)))
-            if isinstance(a, ex.DeletePod)]
+    acts = retentionc.actions(ctx, built, list(ctx.cache.tasks_of(built.key)))
+    gone = [a.name for a in acts if isinstance(a, ex.DeletePod)] + [
+        name for a in acts if isinstance(a, ex.DeletePods) for _, _, name in a.pods]
     return ctx, gone
 
 

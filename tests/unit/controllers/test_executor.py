@@ -120,6 +120,39 @@ class GatedKube(FakeKube):
                 self.in_flight -= 1
 
 
+class GatedCreates(GatedKube):
+    """A ConfigMap's put meets the object creates at the barrier too."""
+
+    def put_configmap(self, manifest: Mapping[str, Any]) -> None:
+        with self.lock:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+        try:
+            self.barrier.wait()
+            with self.lock:
+                super().put_configmap(manifest)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+async def test_an_ended_worker_s_merge_job_and_ledger_entry_are_written_together_before_its_status():
+    """An ended worker's reconcile was three round trips in a row (MergeJob, ledger entry, status) on a loaded API
+    server, and its worker slot stayed taken meanwhile (``make bench-fleet``): the first two run together."""
+    asyncio.get_running_loop().set_default_executor(concurrent.futures.ThreadPoolExecutor(8))
+    fake, clock = GatedCreates(2), Clock()
+    FakeKube.create(fake, task("t"))  # (not through the barrier)
+    e = executor(fake, clock)
+    job = {"apiVersion": "longshot.dev/v1alpha1", "kind": "MergeJob", "metadata": {"name": "t", "namespace": "ns"},
+           "spec": {"branch": "b", "target": "main"}}
+    entry = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "t-a1-ledger", "namespace": "ns"},
+             "data": {"result.json": "{}"}}
+    await e.run([ex.CreateObject(job), ex.PutConfigMap(entry),
+                 ex.WriteStatus("AgentTask", "ns", "t", "", {"phase": "Succeeded"})])  # one at a time: times out
+    assert fake.most == 2 and ("MergeJob", "ns", "t") in fake.objects and ("ns", "t-a1-ledger") in fake.configmaps
+    assert e.writes == 1
+
+
 async def test_a_plan_s_tasks_are_created_concurrently_bounded_each_pending_from_its_creation():
     """Issue 13: each new task took two writes, its create and its initial status; now the create alone (the
     CRD's default status)."""

@@ -238,6 +238,31 @@ async def test_finished_pods_beyond_the_retention_are_deleted_once_recorded(worl
     assert all(a["pod"] for i in range(5) for a in status(fake, "AgentTask", f"b-p{i}")["attempts"])
 
 
+async def test_finished_pods_of_one_attempt_number_go_in_one_collection_delete(world):
+    """A thousand agents ended ~30 Pods a second, each deleted by its own request (``make bench-fleet``): the Pods
+    a build's reconcile lets go are deleted by label, one request per attempt number, and only those."""
+    fake, _m, clock, _mono, sync = world
+    fake.create(build(retention={"finishedPods": 1}, workers={"max": 10}))
+    await sync()
+    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
+                      tasks=[ho.PlannedTask(name=f"p{i}", description=f"part {i}") for i in range(5)])
+    fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
+    await sync()
+    fake.pod_collection_deletes.clear()
+    clock.now += timedelta(seconds=10)
+    for i in range(4):  # four end together; the fifth still runs
+        done = ho.Handoff(task=f"b-p{i}", attempt=1, role="worker", outcome="succeeded", summary="nothing to change")
+        fake.finish_pod("ns", f"b-p{i}-a1", 0, json.dumps(done.to_wire()))
+    await sync()
+    finished = sorted(n for (_, n), p in fake.pods.items() if p.get("status", {}).get("phase") == "Succeeded")
+    assert len(finished) == 1 and ("ns", "b-p4-a1") in fake.pods  # one kept; the running one untouched
+    assert len(fake.pod_collection_deletes) == 1
+    ns, selector = fake.pod_collection_deletes[0]
+    assert ns == "ns" and "longshot.dev/attempt=1" in selector and "longshot.dev/build=b" in selector
+    assert all(f"b-p{i}" in selector for i in range(4) if f"b-p{i}-a1" not in finished)
+    assert all(status(fake, "AgentTask", f"b-p{i}")["attempts"][0]["endTime"] for i in range(4))
+
+
 async def test_dispatch_latency_counts_from_a_free_slot_not_from_the_wait_for_one(world):
     """A task that waited 10 minutes for a worker slot was dispatched at once when one came free."""
     from longshot import metrics
