@@ -26,10 +26,10 @@
 # spec.agent.prompts) exist and have their keys. The attempt ledger (docs/ledger.md): `create`/`patch` write an
 # attempt's result into its entry `<pod>-ledger` (created when the gateway wrote no transcript), `list` (metadata
 # only, by the label longshot.dev/ledger, every few minutes per build, never watched) and `delete` enforce
-# spec.retention.ledger
+# spec.retention.ledger (`deletecollection`: the entries of one attempt number in one request, by their labels)
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, create, patch, delete, deletecollection]
 {{- end -}}
 
 {{- define "longshot.secretRule" -}}

@@ -328,18 +328,12 @@ class Executor:
             self._mark([r for r in refs if pod is None or r != ("AgentTask", pod.namespace, pod.task)])
 
     def _delete_pods(self, a: DeletePods) -> None:
-        by_attempt: dict[int, list[tuple[str, str]]] = {}
-        for task, attempt, name in a.pods:
-            by_attempt.setdefault(attempt, []).append((task, name))
-        for attempt, pods in sorted(by_attempt.items()):
-            if len(pods) == 1:
-                self.kube.delete_pod(a.namespace, pods[0][1], a.grace_seconds)
-                continue
-            for i in range(0, len(pods), DELETE_COLLECTION_MAX):
-                tasks = sorted({names.fit(t) for t, _ in pods[i:i + DELETE_COLLECTION_MAX]})
-                self.kube.delete_pods(a.namespace, f"{keys.BUILD}={names.fit(a.build)},{keys.COMPONENT}=agent,"
-                                                   f"{keys.ATTEMPT}={attempt},{keys.TASK} in ({','.join(tasks)})",
-                                      a.grace_seconds)
+        base = f"{keys.BUILD}={names.fit(a.build)},{keys.COMPONENT}=agent"
+        alone, selectors = collection_selectors(base, a.pods)
+        for name in alone:
+            self.kube.delete_pod(a.namespace, name, a.grace_seconds)
+        for selector in selectors:
+            self.kube.delete_pods(a.namespace, selector, a.grace_seconds)
 
     def _with_pod_uids(self, a: WriteStatus) -> Mapping[str, Any]:
         """``a.status`` with ``podUID`` filled in on the attempts whose Pod this executor created."""
@@ -400,6 +394,30 @@ class Executor:
             for k in list(self._events)[:10_000]:
                 del self._events[k]
         return True
+
+
+def collection_selectors(base: str, items: Iterable[tuple[str, int, str]]) -> tuple[list[str], list[str]]:
+    """How to delete objects named by (task, attempt, name) that carry the task and attempt labels (agent Pods,
+    ledger entries) in few requests: (the names to delete one by one, the label selectors of collection deletes).
+    Those of one attempt number go in one selector (``base`` and ``attempt=N`` and ``task in (...)``), at most
+    :data:`DELETE_COLLECTION_MAX` tasks each, which matches exactly them (one object per task and attempt); an
+    attempt number with one object is deleted by name, and so is an item without a task or attempt."""
+    by_attempt: dict[int, list[tuple[str, str]]] = {}
+    alone: list[str] = []
+    for task, attempt, name in items:
+        if task and attempt > 0:
+            by_attempt.setdefault(attempt, []).append((task, name))
+        else:
+            alone.append(name)
+    selectors: list[str] = []
+    for attempt, group in sorted(by_attempt.items()):
+        if len(group) == 1:
+            alone.append(group[0][1])
+            continue
+        for i in range(0, len(group), DELETE_COLLECTION_MAX):
+            tasks = sorted({names.fit(t) for t, _ in group[i:i + DELETE_COLLECTION_MAX]})
+            selectors.append(f"{base},{keys.ATTEMPT}={attempt},{keys.TASK} in ({','.join(tasks)})")
+    return alone, selectors
 
 
 def stamp_generation(conditions: Iterable[Mapping[str, Any]], generation: int) -> list[dict[str, Any]]:

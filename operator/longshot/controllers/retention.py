@@ -66,6 +66,11 @@ def actions(ctx: ctxmod.Context, build: objects.BuildRequest,
             *(ex.DeletePod(build.namespace, name, 0) for _, attempt, name in pods if not attempt)]
 
 
+def _attempt(labels: dict[str, str]) -> int:
+    value = str(labels.get(keys.ATTEMPT) or "")
+    return int(value) if value.isdigit() and len(value) < 6 else 0
+
+
 def ledger_selector(build: str) -> str:
     """The label selector of a build's ledger entries."""
     return f"{ledger.LABEL}=true,{keys.BUILD}={names.fit(build)}"
@@ -90,9 +95,14 @@ def ledger_actions(ctx: ctxmod.Context, build: objects.BuildRequest, now: dateti
             entries = [ledger.Entry(str(m.get("name")), _time(m.get("creationTimestamp")) or now,
                                     _time((m.get("annotations") or {}).get(ledger.ENDED_ANNOTATION)))
                        for m in metas if m.get("name")]
-            for gone in ledger.to_delete(entries, max_entries=policy.max_entries, ttl_seconds=policy.ttl_seconds,
-                                         now=now):
-                k.delete_configmap(ns, gone)
+            labels = {str(m.get("name")): m.get("labels") or {} for m in metas}
+            gone = ledger.to_delete(entries, max_entries=policy.max_entries, ttl_seconds=policy.ttl_seconds, now=now)
+            alone, selectors = ex.collection_selectors(
+                ledger_selector(name), [(str(labels[g].get(keys.TASK) or ""), _attempt(labels[g]), g) for g in gone])
+            for selector in selectors:  # those of one attempt number in one request, by their labels
+                k.delete_configmaps(ns, selector)
+            for one in alone:
+                k.delete_configmap(ns, one)
         except Exception as e:
             log.warning("build %s/%s: ledger retention failed, tried again in %s: %s", ns, name, LEDGER_SWEEP, e)
 

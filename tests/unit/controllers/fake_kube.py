@@ -17,6 +17,13 @@ STATUS_DEFAULTS = {r.kind: r.status_default for r in api.RESOURCES if r.status_d
 """Like the API server: a status subresource drops ``status`` on create; the CRD's default status applies."""
 
 
+def _matches(labels: Mapping[str, Any], selector: str) -> bool:
+    """Equality terms and ``key in (a,b)`` terms, as the operator writes them."""
+    terms = [(m[0], set(m[1].split(","))) if m[0] else (m[2], {m[3]})
+             for m in re.findall(r"([\w./-]+) in \(([^)]*)\)|([\w./-]+)=([^,]+)", selector)]
+    return all(labels.get(t) in vs for t, vs in terms)
+
+
 class FakeKube:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -28,6 +35,7 @@ class FakeKube:
         self.events: list[tuple[str, str, str, str]] = []
         self.calls: list[str] = []
         self.pod_collection_deletes: list[tuple[str, str]] = []
+        self.configmap_collection_deletes: list[tuple[str, str]] = []
         self._rv = itertools.count(1)
         self.fail_next: dict[str, list[Exception]] = {}
         """method name -> exceptions to raise on its next calls."""
@@ -114,13 +122,10 @@ class FakeKube:
         self.pods.pop((namespace, name), None)
 
     def delete_pods(self, namespace: str, selector: str, grace_seconds: int | None = None) -> None:
-        """Equality terms and ``key in (a,b)`` terms, as the executor writes them."""
         self._maybe_fail("delete_pods")
         self.pod_collection_deletes.append((namespace, selector))
-        terms = [(m[0], set(m[1].split(","))) if m[0] else (m[2], {m[3]})
-                 for m in re.findall(r"([\w./-]+) in \(([^)]*)\)|([\w./-]+)=([^,]+)", selector)]
-        for key in [k for k, pod in self.pods.items() if k[0] == namespace and all(
-                ((pod.get("metadata") or {}).get("labels") or {}).get(t) in vs for t, vs in terms)]:
+        for key in [k for k, pod in self.pods.items() if k[0] == namespace and _matches(
+                (pod.get("metadata") or {}).get("labels") or {}, selector)]:
             del self.pods[key]
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
@@ -152,6 +157,14 @@ class FakeKube:
         self._maybe_fail("delete_configmap")
         self.configmap_objects.pop((namespace, name), None)
         self.configmaps.pop((namespace, name), None)
+
+    def delete_configmaps(self, namespace: str, selector: str) -> None:
+        self._maybe_fail("delete_configmaps")
+        self.configmap_collection_deletes.append((namespace, selector))
+        for key in [k for k, cm in self.configmap_objects.items() if k[0] == namespace and _matches(
+                (cm.get("metadata") or {}).get("labels") or {}, selector)]:
+            self.configmap_objects.pop(key, None)
+            self.configmaps.pop(key, None)
 
     def get_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         self._maybe_fail("get_secret")

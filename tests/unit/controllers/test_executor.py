@@ -329,3 +329,16 @@ async def test_events_between_status_writes_do_not_make_them_run_one_at_a_time()
                     ex.WriteStatus("AgentTask", "ns", name, "", {"phase": "Succeeded"})]
     await e.run(actions)  # two Events and two writes met at one barrier: run one at a time, it would time out
     assert e.writes == 2 and sorted(ev[0] for ev in fake.events) == ["gated-a", "gated-b"]
+
+
+def test_collection_selectors_group_by_attempt_in_bounded_chunks_and_leave_the_odd_ones_to_names():
+    items = [(f"t{i:03d}", 1, f"t{i:03d}-a1") for i in range(ex.DELETE_COLLECTION_MAX + 1)]
+    items += [("u", 2, "u-a2"), ("v", 3, "v-a3"), ("w", 3, "w-a3"), ("", 0, "odd-pod")]
+    alone, selectors = ex.collection_selectors("b=x", items)
+    assert sorted(alone) == ["odd-pod", "u-a2"]  # no task, or alone with its attempt number: by name
+    assert len(selectors) == 3  # attempt 1 in two chunks, attempt 3 in one
+    first, second, third = selectors
+    assert first.startswith("b=x,longshot.dev/attempt=1,longshot.dev/task in (t000,t001,")
+    assert first.count(",") - 2 == ex.DELETE_COLLECTION_MAX - 1
+    assert second.endswith(f"in (t{ex.DELETE_COLLECTION_MAX:03d})")
+    assert third == "b=x,longshot.dev/attempt=3,longshot.dev/task in (v,w)"

@@ -107,3 +107,9 @@ async def test_the_oldest_entries_beyond_max_entries_are_deleted(world):
     await sync()
     left = sorted(n for (_, n) in fake.configmap_objects)
     assert left == ["b-old3-a1-ledger", "b-old4-a1-ledger", "c-x-a1-ledger"]  # another build's entry is not counted
+    # the three of attempt 1 went in one request, by their labels (a thousand agents: one delete per entry was a
+    # write per task, ``make bench-fleet``)
+    assert fake.configmap_collection_deletes == [
+        ("ns", "longshot.dev/ledger=true,longshot.dev/build=b,longshot.dev/attempt=1,"
+               "longshot.dev/task in (b-old0,b-old1,b-old2)")]
+    assert "delete_configmap" not in fake.calls
