@@ -37,8 +37,8 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, assert_never
@@ -70,7 +70,10 @@ CHECKS_PER_RECONCILE: Final = 48
 next, which follows at once. Each checked job is a status write: a slice keeps a thousand workers finishing at once
 from holding the step (and the status writes of the checked) for minutes."""
 CHECKS_BUDGET_SECONDS: Final = 2.0
-"""And at most this long for their scans, once their branches are fetched together (the first is always checked)."""
+"""And at most this long for their scans, once their branches are fetched together (the first is always checked).
+The scans of a slice run under one hold of the workspace's lock, and the budget counts from when it is held: counted
+from before, a wait for the batch step's git work (a prepare holds the lock 3 to 4 s with a thousand agents) spent
+the whole budget, and half of the checks reconciles checked one job (``make bench-fleet``)."""
 
 
 gate_command = mjc.gate_command
@@ -112,14 +115,56 @@ class Workspaces:
         return w
 
 
-def scan_commits(w: vws.Workspace, base: str, head: str, *, timeout: float | None = None) -> list[secretscan.Finding]:
+def _scan_locked(w: vws.Workspace, base: str, head: str, *, timeout: float | None) -> list[secretscan.Finding]:
     """Every commit of ``base..head`` scanned with bounded memory (``secretscan.scan_range``), including binary
     files and the commits a later one undoes; the workspace's own credentials are looked for too. ``timeout``
-    (seconds, counted once the workspace lock is held: a wait for another job's git work is not this branch's
-    fault) bounds it: past it the scan raises ``secretscan.ScanTimedOut`` and the lock is released."""
+    (seconds, counted from the scan's start: the caller holds the workspace's lock, so a wait for another job's git
+    work is not this branch's fault) bounds it: past it the scan raises ``secretscan.ScanTimedOut``."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    return secretscan.scan_range(w, base, head, known=w.credentials.secrets, deadline=deadline)[:100]
+
+
+@dataclass(frozen=True)
+class ScanItem:
+    """A branch the checks step scans: its job, target, branch and commit."""
+
+    name: str
+    target: str
+    branch: str
+    commit: str
+
+
+ScanResult = list[secretscan.Finding] | Exception
+"""What a scan found, or why it could not tell (``secretscan.ScanTimedOut``, ``vws.GitError``,
+``secretscan.ScanError``)."""
+
+
+def scan_slice(w: vws.Workspace, items: Sequence[ScanItem], *, budget: float, timeout: float | None,
+               clock: Callable[[], float] = time.monotonic) -> dict[str, ScanResult]:
+    """The merge-base and secret scan of each item in turn under one hold of the workspace's lock, until ``budget``
+    seconds have passed since it was held (the first item is always scanned); the items not reached are missing
+    from the answer. ``timeout`` bounds each scan (:func:`_scan_locked`)."""
+    out: dict[str, ScanResult] = {}
     with w.locked():
-        deadline = None if timeout is None else time.monotonic() + timeout
-        return secretscan.scan_range(w, base, head, known=w.credentials.secrets, deadline=deadline)[:100]
+        began = clock()
+        for item in items:
+            if out and clock() - began >= budget:
+                break
+            try:
+                base = _merge_base_locked(w, item.target, item.branch, item.commit)
+                out[item.name] = _scan_locked(w, base, item.commit, timeout=timeout)
+            except (secretscan.ScanTimedOut, vws.GitError, secretscan.ScanError) as e:
+                out[item.name] = e
+    return out
+
+
+def _merge_base_locked(w: vws.Workspace, target: str, branch: str, commit: str) -> str:
+    """Where the branch left the target (fetched by the queue); the branch is fetched unless it already was, with
+    the others (``speculate.fetch_commits``). The caller holds the workspace's lock."""
+    if not w.has_commit(commit):
+        speculate.fetch(w, target, [speculate.Member(name="scan", namespace="", uid="", branch=branch,
+                                                            commit=commit)])
+    return w.out("merge-base", f"refs/remotes/origin/{target}", commit) or f"refs/remotes/origin/{target}"
 
 
 class QueueReconciler:
@@ -289,14 +334,27 @@ class QueueReconciler:
         if len(sliced) > 1:
             await asyncio.to_thread(speculate.fetch_commits, w, [self._member(j, b) for j, b in sliced])
         to_check = {job.name for job, _ in sliced}
-        scans_from = time.monotonic()  # (the budget is the scans': the slice's branches are fetched already)
         out: list[ex.Action] = []
+        # first what needs no git (dependencies, a missing commit), then the slice's scans under one hold of the
+        # workspace's lock (the budget counts from when it is held), then each scanned job's verdict
+        before: dict[str, list[mj.Event]] = {}
+        scans: list[ScanItem] = []
+        for job, build in checking:
+            if job.name in to_check or not job.spec.commit:
+                early = self._before_scan(job, build)
+                if early is not None:
+                    before[job.name] = early
+                elif job.spec.commit:
+                    scans.append(ScanItem(job.name, job.spec.target, job.spec.branch, job.spec.commit))
+        timeout = self.ctx.settings.scan_timeout_seconds or None
+        scanned = await asyncio.to_thread(scan_slice, w, scans, budget=CHECKS_BUDGET_SECONDS,
+                                          timeout=timeout) if scans else {}
         checked = deferred = 0
         for job, build in checking:
-            if (job.name in to_check or not job.spec.commit) and (
-                    checked == 0 or time.monotonic() - scans_from < CHECKS_BUDGET_SECONDS):
+            if job.name in before or job.name in scanned:
                 events: list[mj.Event] = [mj.Observed()] if job.name in fresh else []
-                events.extend(await self._checks(job, build, w, out))
+                events.extend(before[job.name] if job.name in before
+                              else self._after_scan(job, build, scanned[job.name], out))
                 checked += 1
                 if events:
                     out += self._decided(job, build, events, now, name)
@@ -311,8 +369,9 @@ class QueueReconciler:
                      deferred)
         return out
 
-    async def _checks(self, job: objects.MergeJob, build: objects.BuildRequest, w: vws.Workspace,
-                      out: list[ex.Action]) -> list[mj.Event]:
+    def _before_scan(self, job: objects.MergeJob, build: objects.BuildRequest) -> list[mj.Event] | None:
+        """The verdict of a job's checks that needs no git (None: its branch is to be scanned): delegated children
+        and stacked dependencies merge first, and a job must name its commit."""
         task = self.ctx.cache.tasks.get((job.namespace, job.task_name))
         if task is not None and task.status.children:
             waiting = delegating.merge_wait(self.ctx, task, build)  # delegated children merge first
@@ -325,19 +384,21 @@ class QueueReconciler:
                 return [mj.DependenciesPending(why)]
             if verdict == "blocked":
                 return [mj.DependencyFailed(why)]
-        commit = job.spec.commit
-        if commit is None:
+        if job.spec.commit is None:
             return [mj.Error("the MergeJob names no commit")]
-        try:
-            base = await asyncio.to_thread(self._merge_base, w, job.spec.target, job.spec.branch, commit)
-            timeout = self.ctx.settings.scan_timeout_seconds
-            findings = await asyncio.to_thread(scan_commits, w, base, commit, timeout=timeout or None)
-        except secretscan.ScanTimedOut:
+        return None
+
+    def _after_scan(self, job: objects.MergeJob, build: objects.BuildRequest, result: ScanResult,
+                    out: list[ex.Action]) -> list[mj.Event]:
+        """The verdict of a job's checks once its branch was scanned: a secret found, or the review (a reviewer
+        task made, or its verdict read), or passed."""
+        if isinstance(result, secretscan.ScanTimedOut):
             return [mj.ScanTimedOut(self.ctx.settings.scan_timeout_seconds)]
-        except (vws.GitError, secretscan.ScanError) as e:
-            return [mj.Error(f"the secret scan could not read the branch: {e}")]
-        if findings:
-            return [mj.SecretFound(tuple(str(f) for f in findings[:20]))]
+        if isinstance(result, Exception):
+            return [mj.Error(f"the secret scan could not read the branch: {result}")]
+        if result:
+            return [mj.SecretFound(tuple(str(f) for f in result[:20]))]
+        commit = job.spec.commit or ""
         if not gates.needs_review(build.spec.quality_gate):
             return [mj.ChecksPassed()]
         reviewer = names.child_name(job.name, REVIEW)
@@ -369,16 +430,6 @@ class QueueReconciler:
         if rtask.status.phase in (tasks.FAILED, tasks.CANCELLED):
             return [mj.Error(f"reviewer {reviewer} failed")]
         return []
-
-    @staticmethod
-    def _merge_base(w: vws.Workspace, target: str, branch: str, commit: str) -> str:
-        """Where the branch left the target (fetched by this reconcile); the branch is fetched unless it already
-        was, with the others (``speculate.fetch_commits``)."""
-        with w.locked():
-            if not w.has_commit(commit):
-                speculate.fetch(w, target, [speculate.Member(name="scan", namespace="", uid="", branch=branch,
-                                                             commit=commit)])
-            return w.out("merge-base", f"refs/remotes/origin/{target}", commit) or f"refs/remotes/origin/{target}"
 
     def _queue_state(self, live: Sequence[tuple[objects.MergeJob, objects.BuildRequest]], head: str,
                      now: datetime) -> q.QueueState:

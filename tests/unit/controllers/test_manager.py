@@ -948,6 +948,50 @@ async def test_a_queue_reconcile_checks_a_slice_of_the_new_jobs_and_comes_back_f
     assert ("Queue", "", mqc.CHECKS + queue) in [a.ref for a in actions if isinstance(a, ex.Requeue)]
 
 
+def test_the_checks_budget_counts_from_when_the_workspace_lock_is_held_not_from_a_wait_for_it(tmp_path):
+    """Half of the checks reconciles of a thousand-agent run checked one job: each scan first waited for the batch
+    step's git work (a prepare holds the workspace 3 to 4 s), and that wait spent the 2 s budget. The slice's scans
+    now run under one hold of the lock, and the budget counts from it."""
+    import threading
+
+    from longshot.controllers import mergequeue as mqc
+    from longshot.vcs import workspace as vws
+    tasks = [f"b-p{i}" for i in range(4)]
+    url, commits = repository_with_branches(tmp_path / "git", tasks)
+    w = vws.Workspace(url, tmp_path / "ws")
+    mqc.speculate.head_of(w, "main")
+    items = [mqc.ScanItem(t, "main", f"longshot/ns/b/{t}", commits[t]) for t in tasks]
+    held = threading.Event()
+    release = threading.Event()
+
+    def batch_step() -> None:  # another user of the workspace holds it first
+        with w.locked():
+            held.set()
+            release.wait(20)
+
+    other = threading.Thread(target=batch_step)
+    other.start()
+    held.wait(20)
+    now = [0.0]
+    answers: dict[str, mqc.ScanResult] = {}
+    scanning = threading.Thread(target=lambda: answers.update(mqc.scan_slice(
+        w, items, budget=2.0, timeout=None, clock=lambda: now[0])))
+    scanning.start()
+    now[0] += 60.0  # a minute passes while the batch step holds the workspace
+    release.set()
+    other.join(20)
+    scanning.join(60)
+    assert sorted(answers) == tasks and all(a == [] for a in answers.values())  # every one scanned, none found
+    now[0] = 0.0
+
+    def slow() -> float:  # each reading of the clock is a second later: the budget ends after two scans
+        now[0] += 1.0
+        return now[0]
+
+    answers = mqc.scan_slice(w, items, budget=2.0, timeout=None, clock=slow)
+    assert list(answers) == tasks[:2]
+
+
 async def test_a_batch_member_whose_conditions_are_not_written_yet_holds_its_batch_decision(world, tmp_path):
     """A MergeJob in a batch whose conditions are missing (the MergeJob reconciler writes them first) is not
     left out of its batch's decision: leaving it out made the rest look like a half-written batch, requeued."""
