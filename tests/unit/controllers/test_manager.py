@@ -991,6 +991,28 @@ def test_the_checks_budget_counts_the_time_the_scans_hold_the_workspace_not_a_wa
     assert list(answers) == tasks[:2]
 
 
+async def test_the_checks_step_waits_while_enough_checked_candidates_wait_for_a_batch(world, tmp_path):
+    """With a thousand agents 2,500 jobs waited for their checks while every batch was full: the scans of jobs
+    minutes from the head held the workspace's lock and a core while the batches waited. The checks step checks
+    while fewer than window x (depth + 1) checked candidates of the build wait (window 4, depth 2: 12)."""
+    from longshot.controllers import mergequeue as mqc
+    _fake, m, _clock, _mono, _sync = world
+    passed = tuple(f"b-p{i:02d}" for i in range(12))
+    new = ("b-n1", "b-n2")
+    queue = queue_with_jobs(world, tmp_path, [*passed, *new], passed=passed, pending=new)
+    assert await m.reconcilers["Queue"]("", mqc.CHECKS + queue) == []  # twelve are ready: nothing to check yet
+    job = m.cache.jobs[("ns", "b-p00")]  # one of them joins a batch: eleven wait
+    m.cache.observe("MergeJob", "MODIFIED", {
+        **_fake.objects[("MergeJob", "ns", "b-p00")],
+        "status": {**_fake.objects[("MergeJob", "ns", "b-p00")]["status"], "phase": "Testing",
+                   "batch": {"id": "x", "position": 1, "base": "0" * 40, "commit": "1" * 40}},
+        "metadata": {**_fake.objects[("MergeJob", "ns", "b-p00")]["metadata"],
+                     "resourceVersion": str(int(job.metadata.resource_version or 0) + 100)}})
+    actions = await m.reconcilers["Queue"]("", mqc.CHECKS + queue)
+    written = {a.name for a in actions if isinstance(a, ex.WriteStatus) and a.status.get("checks") == "passed"}
+    assert written == set(new), actions
+
+
 async def test_a_batch_member_whose_conditions_are_not_written_yet_holds_its_batch_decision(world, tmp_path):
     """A MergeJob in a batch whose conditions are missing (the MergeJob reconciler writes them first) is not
     left out of its batch's decision: leaving it out made the rest look like a half-written batch, requeued."""
