@@ -163,24 +163,13 @@ def client_of(user_agent: str) -> str:
 def audit_writes(lines: Iterable[str | bytes]) -> Counter[tuple[str, str, str, int]]:
     """Writes in an audit log (JSON lines, stage ResponseComplete), counted by (client, verb, resource[/sub],
     HTTP code). Lines that are not complete JSON events (a line cut by the reader) are skipped."""
-    out: Counter[tuple[str, str, str, int]] = Counter()
-    for line in lines:
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(ev, dict) or ev.get("stage") != "ResponseComplete" or ev.get("verb") not in WRITE_VERBS:
-            continue
-        ref = ev.get("objectRef") or {}
-        resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-        code = int((ev.get("responseStatus") or {}).get("code") or 0)
-        out[(client_of(ev.get("userAgent") or ""), ev["verb"], resource, code)] += 1
-    return out
+    return collapse(audit_object_writes(lines))
 
 
 def audit_object_writes(lines: Iterable[str | bytes]) -> Counter[tuple[str, str, str, str, int]]:
-    """Writes in an audit log as :func:`audit_writes` counts them, by (client, verb, resource[/sub], object name,
-    HTTP code); the name is "" where the request names none (an Event made with ``generateName``)."""
+    """Writes in an audit log (JSON lines, stage ResponseComplete), counted by (client, verb, resource[/sub], object
+    name, HTTP code); the name is "" where the request names none (an Event made with ``generateName``). Lines that
+    are not complete JSON events (a line cut by the reader) are skipped."""
     out: Counter[tuple[str, str, str, str, int]] = Counter()
     for line in lines:
         try:

@@ -53,7 +53,8 @@ CREATE_CONCURRENCY: Final = 48
 """Creations of one reconcile (a plan's tasks) in flight at once."""
 EVENT_INTERVAL: Final = timedelta(seconds=30)
 DELETE_COLLECTION_MAX: Final = 100
-"""Pods one collection delete names (the label selector's ``in`` list: at most ~6.4 KB of query)."""
+"""Objects (Pods, ledger entries) one collection delete names (the label selector's ``in`` list: at most ~6.4 KB of
+query)."""
 ROUTINE_EVENT_BURST: Final = 200
 """Routine Events (``RecordEvent.budget``) a build may write at once: a build of up to ~60 tasks has all of its."""
 ROUTINE_EVENT_INTERVAL: Final = timedelta(seconds=2)
@@ -76,7 +77,8 @@ class DeletePod:
 class DeletePods:
     """Delete finished agent Pods of build ``build``: ``pods`` are (task, attempt, Pod name). Those of one attempt
     number go in one request (a collection delete by the labels every agent Pod carries: build, task, attempt),
-    ``DELETE_COLLECTION_MAX`` at a time; a lone Pod is deleted by name. A thousand agents ended ~30 Pods a second,
+    ``DELETE_COLLECTION_MAX`` at a time; a Pod alone with its attempt number, or without a task or attempt (0), is
+    deleted by name (``collection_selectors``). A thousand agents ended ~30 Pods a second,
     each deleted by its own request (``make bench-fleet``)."""
 
     namespace: str

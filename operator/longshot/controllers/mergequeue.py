@@ -69,12 +69,6 @@ CHECKS_PER_RECONCILE: Final = 48
 """Most new MergeJobs one reconcile of a queue's checks step checks (secret scan, review); the rest wait for the
 next, which follows at once. Each checked job is a status write: a slice keeps a thousand workers finishing at once
 from holding the step (and the status writes of the checked) for minutes."""
-CHECKS_AHEAD: Final = "window x (depth + 1)"
-"""The checks step checks new jobs while fewer than this many checked candidates wait for a batch (a build's
-``spec.merge.window`` and ``depth``): with a thousand agents the jobs arrived far faster than batches could take them,
-and the scans of jobs minutes from the head held the workspace's lock and a core while the batches waited for them
-(``make bench-fleet``: 2,500 jobs waiting for their checks at the cut, every batch full). The checks of a job far
-back run when it nears the head; until then it has the CRD's default status (``mergejobs.OBSERVE_GRACE_SECONDS``)."""
 CHECKS_BUDGET_SECONDS: Final = 2.0
 """And at most this long for their scans, once their branches are fetched together (the first is always checked).
 The budget is the time spent holding the workspace's lock for them: counted as wall time, a wait for the batch step's
@@ -168,12 +162,21 @@ def scan_slice(w: vws.Workspace, items: Sequence[ScanItem], *, budget: float, ti
     return out
 
 
+def checks_ahead(build: objects.BuildRequest) -> int:
+    """How many of a build's checked candidates may wait for a batch before the checks step leaves the build's other
+    new jobs unchecked: ``window x (depth + 1)``, the batches the batch step can build next and one more. With a
+    thousand agents the jobs arrived far faster than batches could take them, and the scans of jobs minutes from the
+    head held the workspace's lock and a core while the batches waited for them (``make bench-fleet``: 2,500 jobs
+    waiting for their checks at the cut, every batch full). A job far back is checked as it nears the head; until
+    then it has the CRD's default status (``mergejobs.OBSERVE_GRACE_SECONDS``)."""
+    return build.spec.merge.window * (build.spec.merge.depth + 1)
+
+
 def _merge_base_locked(w: vws.Workspace, target: str, branch: str, commit: str) -> str:
     """Where the branch left the target (fetched by the queue); the branch is fetched unless it already was, with
     the others (``speculate.fetch_commits``). The caller holds the workspace's lock."""
     if not w.has_commit(commit):
-        speculate.fetch(w, target, [speculate.Member(name="scan", namespace="", uid="", branch=branch,
-                                                            commit=commit)])
+        speculate.fetch(w, target, [speculate.Member(name="scan", namespace="", uid="", branch=branch, commit=commit)])
     return w.out("merge-base", f"refs/remotes/origin/{target}", commit) or f"refs/remotes/origin/{target}"
 
 
@@ -339,9 +342,8 @@ class QueueReconciler:
                 ready[b.key] = ready.get(b.key, 0) + 1
         # a build with enough checked candidates for the batches the batch step can build next has the scans of its
         # other jobs wait (the batch step requeues this step on each of its reconciles while jobs are unchecked), so
-        # that their git work does not hold up the batches' (``CHECKS_AHEAD``)
-        checking = [(j, b) for j, b in checking
-                    if ready.get(b.key, 0) < b.spec.merge.window * (b.spec.merge.depth + 1)]
+        # that their git work does not hold up the batches' (``checks_ahead``)
+        checking = [(j, b) for j, b in checking if ready.get(b.key, 0) < checks_ahead(b)]
         if not checking:
             return []
         now = self.ctx.clock()

@@ -59,16 +59,9 @@ def actions(ctx: ctxmod.Context, build: objects.BuildRequest,
     pods = []
     for name in gone:
         pod = ctx.cache.pods.get((build.namespace, name))
-        attempt = names.attempt_of(name, pod.task) if pod is not None and pod.task else None
-        pods.append((pod.task if pod is not None and pod.task else "", attempt or 0, name))
-    by_label = tuple(p for p in pods if p[1])
-    return [*([ex.DeletePods(build.namespace, build.name, by_label, 0)] if by_label else []),
-            *(ex.DeletePod(build.namespace, name, 0) for _, attempt, name in pods if not attempt)]
-
-
-def _attempt(labels: dict[str, str]) -> int:
-    value = str(labels.get(keys.ATTEMPT) or "")
-    return int(value) if value.isdigit() and len(value) < 6 else 0
+        task = pod.task if pod is not None and pod.task else ""
+        pods.append((task, (names.attempt_of(name, task) or 0) if task else 0, name))
+    return [ex.DeletePods(build.namespace, build.name, tuple(pods), 0)]
 
 
 def ledger_selector(build: str) -> str:
@@ -95,10 +88,10 @@ def ledger_actions(ctx: ctxmod.Context, build: objects.BuildRequest, now: dateti
             entries = [ledger.Entry(str(m.get("name")), _time(m.get("creationTimestamp")) or now,
                                     _time((m.get("annotations") or {}).get(ledger.ENDED_ANNOTATION)))
                        for m in metas if m.get("name")]
-            labels = {str(m.get("name")): m.get("labels") or {} for m in metas}
+            task_of = {str(m.get("name")): str((m.get("labels") or {}).get(keys.TASK) or "") for m in metas}
             gone = ledger.to_delete(entries, max_entries=policy.max_entries, ttl_seconds=policy.ttl_seconds, now=now)
-            alone, selectors = ex.collection_selectors(
-                ledger_selector(name), [(str(labels[g].get(keys.TASK) or ""), _attempt(labels[g]), g) for g in gone])
+            alone, selectors = ex.collection_selectors(ledger_selector(name), [
+                (task_of[g], names.attempt_of(g.removesuffix(ledger.SUFFIX), task_of[g]) or 0, g) for g in gone])
             for selector in selectors:  # those of one attempt number in one request, by their labels
                 k.delete_configmaps(ns, selector)
             for one in alone:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -107,33 +107,28 @@ class GatedKube(FakeKube):
         self.lock = threading.Lock()
         self.in_flight = self.most = 0
 
-    def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    def gated(self, call: Callable[[], Any]) -> Any:
+        """``call`` once ``parties`` calls are at the barrier, counting how many were in flight at once."""
         with self.lock:
             self.in_flight += 1
             self.most = max(self.most, self.in_flight)
         try:
             self.barrier.wait()
             with self.lock:
-                return super().create(obj)
+                return call()
         finally:
             with self.lock:
                 self.in_flight -= 1
+
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        return self.gated(lambda: FakeKube.create(self, obj))  # type: ignore[no-any-return]
 
 
 class GatedCreates(GatedKube):
     """A ConfigMap's put meets the object creates at the barrier too."""
 
     def put_configmap(self, manifest: Mapping[str, Any]) -> None:
-        with self.lock:
-            self.in_flight += 1
-            self.most = max(self.most, self.in_flight)
-        try:
-            self.barrier.wait()
-            with self.lock:
-                super().put_configmap(manifest)
-        finally:
-            with self.lock:
-                self.in_flight -= 1
+        self.gated(lambda: FakeKube.put_configmap(self, manifest))
 
 
 async def test_an_ended_worker_s_merge_job_and_ledger_entry_are_written_together_before_its_status():

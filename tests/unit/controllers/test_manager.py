@@ -216,15 +216,20 @@ async def test_a_task_without_any_status_gets_its_initial_status_from_its_first_
     assert {c["lastTransitionTime"] for c in st["conditions"]} == {"2025-01-01T00:05:00Z"}  # when written
 
 
-async def test_finished_pods_beyond_the_retention_are_deleted_once_recorded(world):
-    """Issue 13: a 10,000-task build left every finished Pod behind."""
-    fake, _m, clock, _mono, sync = world
-    fake.create(build(retention={"finishedPods": 2}, workers={"max": 10}))
+async def planned_with_retention(fake: FakeKube, sync: Any, keep: int) -> None:
+    """A build keeping ``keep`` finished Pods whose planner planned five workers (``b-p0`` to ``b-p4``), running."""
+    fake.create(build(retention={"finishedPods": keep}, workers={"max": 10}))
     await sync()
     plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
                       tasks=[ho.PlannedTask(name=f"p{i}", description=f"part {i}") for i in range(5)])
     fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
     await sync()
+
+
+async def test_finished_pods_beyond_the_retention_are_deleted_once_recorded(world):
+    """Issue 13: a 10,000-task build left every finished Pod behind."""
+    fake, _m, clock, _mono, sync = world
+    await planned_with_retention(fake, sync, 2)
     assert {f"b-p{i}-a1" for i in range(5)} <= {n for _, n in fake.pods}
     for i in range(5):
         clock.now += timedelta(seconds=10)
@@ -242,12 +247,7 @@ async def test_finished_pods_of_one_attempt_number_go_in_one_collection_delete(w
     """A thousand agents ended ~30 Pods a second, each deleted by its own request (``make bench-fleet``): the Pods
     a build's reconcile lets go are deleted by label, one request per attempt number, and only those."""
     fake, _m, clock, _mono, sync = world
-    fake.create(build(retention={"finishedPods": 1}, workers={"max": 10}))
-    await sync()
-    plan = ho.Handoff(task="b-planner", attempt=1, role="planner", outcome="succeeded",
-                      tasks=[ho.PlannedTask(name=f"p{i}", description=f"part {i}") for i in range(5)])
-    fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire()))
-    await sync()
+    await planned_with_retention(fake, sync, 1)
     fake.pod_collection_deletes.clear()
     clock.now += timedelta(seconds=10)
     for i in range(4):  # four end together; the fifth still runs
