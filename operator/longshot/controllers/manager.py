@@ -15,7 +15,8 @@ the dispatch controller (``controllers/dispatcher.py``), the killswitch, the res
 * The end of every reconcile pokes the dispatcher (what it wrote may free a slot or ready a task); a plan that would
   read what the last one read is not made.
 * Housekeeping (``_housekeeping``): the killswitch ConfigMap is polled, a periodic resync marks everything
-  (``RESYNC_SECONDS``, so nothing depends on an event arriving), and gauges are set. Leadership
+  (so nothing depends on an event arriving: a pass every ``RESYNC_SECONDS``, spread at ``RESYNC_PER_SECOND`` over
+  the turns), and gauges are set. Leadership
   (``controllers/leadership.py``) says which shards this replica acts on; a change marks everything again.
 * ``healthy()`` is False when housekeeping has not turned for ``STALL_SECONDS`` or failed
   ``STEP_FAILURES_UNHEALTHY`` times in a row, a controller's reconcile has run past its stall limit, the dispatcher
@@ -35,6 +36,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -62,6 +64,13 @@ from longshot.runtime import kube, netpol, preflight
 log = logging.getLogger("longshot.manager")
 
 RESYNC_SECONDS: Final = 60.0
+"""The resync marks every object once a pass, and a pass takes at least this long (a small install: every minute)."""
+RESYNC_PER_SECOND: Final = 25.0
+"""At most this many objects marked a second by the resync: a pass is spread over the housekeeping turns, and with
+many objects it takes longer than ``RESYNC_SECONDS`` (10,000 tasks and their 10,000 MergeJobs: ~13 minutes). Marking
+all of them at once every minute was ~100,000 reconciles in a 10-minute ``make bench-fleet`` run that changed
+nothing, three quarters of the operator's CPU, and the ended agents' reconciles waited behind them. Events and timers
+drive the work; the resync is the net for a lost event (controller-runtime's default is 10 hours)."""
 KILLSWITCH_POLL_SECONDS: Final = 2.0
 STALL_SECONDS: Final = 60.0
 THREADS: Final = 64
@@ -139,6 +148,9 @@ class Manager:
         self._stopping = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._next_resync = 0.0
+        self._resync: list[cachemod.Ref] = []
+        """What the resync's pass in progress has not marked yet."""
+        self._resync_turn: float | None = None
         self._next_killswitch = 0.0
 
     @property
@@ -271,11 +283,27 @@ class Manager:
         if now >= self._next_killswitch:
             self._next_killswitch = now + KILLSWITCH_POLL_SECONDS
             await self._poll_killswitch()
-        if now >= self._next_resync:
-            self._next_resync = now + RESYNC_SECONDS
-            self.queue.add_low(self.cache.all_refs())
-            self.dispatcher.replan("resync")
+        self._resync_step(now)
         self._gauges()
+
+    def _resync_step(self, now: float) -> None:
+        """The resync's share of this housekeeping turn: a new pass when the last one is done and ``RESYNC_SECONDS``
+        have gone by since it began, then up to ``RESYNC_PER_SECOND`` objects for each second since the last turn
+        (at low priority: behind every event)."""
+        if not self._resync and now >= self._next_resync:
+            self._next_resync = now + RESYNC_SECONDS
+            self._resync = list(self.cache.all_refs())
+            self._resync.reverse()  # popped from the end: builds first, as listed
+            self.dispatcher.replan("resync")
+        elapsed = now - self._resync_turn if self._resync_turn is not None else KILLSWITCH_POLL_SECONDS
+        self._resync_turn = now
+        if not self._resync:
+            return
+        n = max(1, math.ceil(RESYNC_PER_SECOND * min(max(elapsed, 0.0), RESYNC_SECONDS)))
+        share = self._resync[-n:]
+        del self._resync[-n:]
+        share.reverse()
+        self.queue.add_low(share)
 
     async def step(self) -> None:
         """Drive every controller by hand, once (tests): housekeeping, then each kind's due references in ``ORDER``
