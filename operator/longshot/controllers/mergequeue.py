@@ -73,18 +73,27 @@ CHECKS_BUDGET_SECONDS: Final = 2.0
 """And at most this long for their scans, once their branches are fetched together (the first is always checked).
 The budget is the time spent holding the workspace's lock for them: counted as wall time, a wait for the batch step's
 git work (a prepare holds the lock 3 to 4 s with a thousand agents) spent the whole budget, and half of the checks
-reconciles checked one job (``make bench-fleet``). Each scan still takes the lock on its own, so that the batch
-step's git work waits for one scan, not for a slice (one hold for the slice cut the merges by a third)."""
+reconciles checked one job (``make bench-fleet``). The scans run in the checks step's own workspace
+(``CHECKS_WORKSPACE``); each still takes its lock on its own."""
 
 
 gate_command = mjc.gate_command
 tester_manifest = mjc.tester_manifest
 
 
+CHECKS_WORKSPACE: Final = "checks"
+"""The checks step's scans run in a workspace of their own (``Workspaces.get(build, CHECKS_WORKSPACE)``: a second
+clone of the tenant's repository, with the same credential), so that they never wait for the batch step's git work
+nor hold it up. In one workspace the batch step (fetch, prepare, push) held the lock 60 % of the time with a thousand
+agents, the scans had the rest, and the checks became the queue's wall (``make bench-fleet``: 1,400 jobs waiting for
+their checks, the batches waiting for checked candidates)."""
+
+
 class Workspaces:
     """The operator's git workspaces, one per tenant and repository (``workspace.tenant_key``: the build's
     namespace, its credentials Secret and the URL), each with that build's credentials: a job is fetched, scanned
-    and pushed only with the credential of its own build's Secret, and ssh key files are never shared."""
+    and pushed only with the credential of its own build's Secret, and ssh key files are never shared. A tenant's
+    queue has two: the batch step's, and the checks step's (``CHECKS_WORKSPACE``)."""
 
     def __init__(self, ctx: ctxmod.Context) -> None:
         self.ctx = ctx
@@ -97,7 +106,9 @@ class Workspaces:
             writable = False
         self.root = root if writable else Path.home() / ".cache" / "longshot" / "workspaces"
 
-    async def get(self, build: objects.BuildRequest) -> vws.Workspace:
+    async def get(self, build: objects.BuildRequest, purpose: str = "") -> vws.Workspace:
+        """The tenant's workspace of the repository; ``purpose`` names a second one of the same tenant and
+        repository (``CHECKS_WORKSPACE``)."""
         secret = build.spec.repository.credentials_secret
         credentials = None
         if secret:
@@ -106,7 +117,7 @@ class Workspaces:
                 credentials = vws.GitCredentials.from_secret_data(data)
         url = build.spec.repository.url
         s = self.ctx.settings
-        key = vws.tenant_key(build.namespace, secret, url)
+        key = vws.tenant_key(build.namespace, secret, url) + (f"-{purpose}" if purpose else "")
         w = self._ws.get(key)
         if w is None or w.credentials != credentials or w.url != url:
             w = vws.Workspace(url, self.root, credentials=credentials, key=key, max_bytes=s.workspace_max_bytes,
@@ -320,9 +331,10 @@ class QueueReconciler:
         never will): the secret scan of every commit of the branch, and for the ``strict`` profile (or
         ``qualityGate.review``) a reviewer task ``<job>-review`` (``ChecksPassed`` / ``SecretFound`` /
         ``ChangesRequested``). A bounded slice per reconcile (``CHECKS_PER_RECONCILE`` jobs, their branches fetched
-        together, ``CHECKS_BUDGET_SECONDS`` of scans); the rest at once in the next. It reads the target as the
-        queue's batch step last fetched it, and writes each job's status once (a new job's first: ``Observed``
-        with its checks); a job whose checks passed wakes the batch step through the cache."""
+        together, ``CHECKS_BUDGET_SECONDS`` of scans); the rest at once in the next. It works in a workspace of
+        its own (``CHECKS_WORKSPACE``), where it fetches the target first, and writes each job's status once (a
+        new job's first: ``Observed`` with its checks); a job whose checks passed wakes the batch step through the
+        cache."""
         shard, _, target = name.partition("|")
         if not self.ctx.owns(shard):
             return []
@@ -348,11 +360,11 @@ class QueueReconciler:
             return []
         now = self.ctx.clock()
         started = time.monotonic()
-        w = await self.workspaces.get(checking[0][1])
-        if not await asyncio.to_thread(_target_known, w, target):  # (before the batch step's first fetch: a restart)
-            await asyncio.to_thread(speculate.head_of, w, target)
-        # a bounded slice of the checks per reconcile: a thousand workers finishing at once are checked in slices
-        # of their branches fetched together (one fetch, not one per job) and a budget of scans
+        w = await self.workspaces.get(checking[0][1], CHECKS_WORKSPACE)
+        # the target as it is now (scans run from where a branch left it), then a bounded slice of the checks: a
+        # thousand workers finishing at once are checked in slices of their branches fetched together (one fetch,
+        # not one per job) and a budget of scans
+        await asyncio.to_thread(speculate.head_of, w, target)
         sliced = [(j, b) for j, b in checking if j.spec.commit][:CHECKS_PER_RECONCILE]
         if len(sliced) > 1:
             await asyncio.to_thread(speculate.fetch_commits, w, [self._member(j, b) for j, b in sliced])
@@ -716,12 +728,6 @@ class QueueReconciler:
             out += mjc.actions(job, b, st, effs, now, name)
         out.append(ex.Requeue(("Queue", "", name), now + timedelta(seconds=1)))
         return out
-
-
-def _target_known(w: vws.Workspace, target: str) -> bool:
-    """Whether the workspace has fetched ``target`` (the checks step scans from where a branch left it)."""
-    with w.locked():
-        return (w.path / "HEAD").exists() and w.has_commit(f"refs/remotes/origin/{target}")
 
 
 def _batch_attrs(build: objects.BuildRequest | None, members: Sequence[str], target: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@ is retried and lands, a plan becomes tasks and Pods, the periodic resync and the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from datetime import timedelta
@@ -989,6 +990,38 @@ def test_the_checks_budget_counts_the_time_the_scans_hold_the_workspace_not_a_wa
 
     answers = mqc.scan_slice(w, items, budget=2.0, timeout=None, clock=slow)
     assert list(answers) == tasks[:2]
+
+
+async def test_the_checks_step_scans_in_its_own_workspace_while_the_batch_step_holds_the_queue_s(world, tmp_path):
+    """With a thousand agents the batch step (fetch, prepare, push) held the queue's workspace 60 % of the time, the
+    scans waited for the rest, and the checks became the queue's wall (1,400 jobs waiting for them). The checks step
+    now works in a workspace of its own: it checks while the batch step's is held."""
+    import threading
+
+    from longshot.controllers import mergequeue as mqc
+    _fake, m, _clock, _mono, _sync = world
+    new = ("b-p1", "b-p2")
+    queue = queue_with_jobs(world, tmp_path, ["b-p0", *new], passed=("b-p0",), pending=new)
+    batch_workspace = await m.queues.workspaces.get(m.cache.builds[("ns", "b")])
+    held, release = threading.Event(), threading.Event()
+
+    def batch_step() -> None:  # a prepare holds the batch step's workspace throughout the checks
+        with batch_workspace.locked():
+            held.set()
+            release.wait(60)
+
+    other = threading.Thread(target=batch_step)
+    other.start()
+    try:
+        assert held.wait(20)
+        actions = await asyncio.wait_for(m.reconcilers["Queue"]("", mqc.CHECKS + queue), 30)
+    finally:
+        release.set()
+        other.join(20)
+    written = {a.name for a in actions if isinstance(a, ex.WriteStatus) and a.status.get("checks") == "passed"}
+    assert written == set(new), actions
+    checks_workspace = await m.queues.workspaces.get(m.cache.builds[("ns", "b")], mqc.CHECKS_WORKSPACE)
+    assert checks_workspace.path != batch_workspace.path and checks_workspace.path.parent == batch_workspace.path.parent
 
 
 async def test_the_checks_step_waits_while_enough_checked_candidates_wait_for_a_batch(world, tmp_path):
