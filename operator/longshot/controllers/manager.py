@@ -69,8 +69,8 @@ RESYNC_PER_SECOND: Final = 25.0
 """At most this many objects marked a second by the resync: a pass is spread over the housekeeping turns, and with
 many objects it takes longer than ``RESYNC_SECONDS`` (10,000 tasks and their 10,000 MergeJobs: ~13 minutes). Marking
 all of them at once every minute was ~100,000 reconciles in a 10-minute ``make bench-fleet`` run that changed
-nothing, three quarters of its AgentTask reconciles, and the ended agents' reconciles waited behind them. Events and timers
-drive the work; the resync is the net for a lost event (controller-runtime's default is 10 hours)."""
+nothing, three quarters of its AgentTask reconciles, and the ended agents' reconciles waited behind them. Events and
+timers drive the work; the resync is the net for a lost event (controller-runtime's default is 10 hours)."""
 KILLSWITCH_POLL_SECONDS: Final = 2.0
 STALL_SECONDS: Final = 60.0
 THREADS: Final = 64
