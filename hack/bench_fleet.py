@@ -999,7 +999,6 @@ class Result:
     rss: float = float("nan")
     dispatch_p95: float = float("nan")
     queue_wait_p95: float = float("nan")
-    steady_per_hour: float = float("nan")
 
 
 def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, began: float) -> None:
@@ -1163,9 +1162,8 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
             starts = agents.stats.agent_seconds
             first_merge = min(jobs.merged.values(), default=None)
             if first_merge is not None and end > first_merge:
-                result.steady_per_hour = merged / (end - first_merge) * 3600
                 log(f"from the first merge ({first_merge - start:.0f}s in: the first agents' think) to the end: "
-                    f"{result.steady_per_hour:.0f}/h")
+                    f"{merged / (end - first_merge) * 3600:.0f}/h")
             log(f"queue wait (MergeJob created to Merged): p50 {percentile(waits, 0.5):.1f}s p95 "
                 f"{percentile(waits, 0.95):.1f}s max {max(waits, default=float('nan')):.1f}s; Pod created to Running "
                 f"(scheduler, kwok): p50 {percentile(starts, 0.5):.2f}s p95 {percentile(starts, 0.95):.2f}s")

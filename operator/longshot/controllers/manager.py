@@ -293,16 +293,13 @@ class Manager:
         if not self._resync and now >= self._next_resync:
             self._next_resync = now + RESYNC_SECONDS
             self._resync = list(self.cache.all_refs())
-            self._resync.reverse()  # popped from the end: builds first, as listed
             self.dispatcher.replan("resync")
         elapsed = now - self._resync_turn if self._resync_turn is not None else KILLSWITCH_POLL_SECONDS
         self._resync_turn = now
         if not self._resync:
             return
         n = max(1, math.ceil(RESYNC_PER_SECOND * min(max(elapsed, 0.0), RESYNC_SECONDS)))
-        share = self._resync[-n:]
-        del self._resync[-n:]
-        share.reverse()
+        share, self._resync = self._resync[:n], self._resync[n:]
         self.queue.add_low(share)
 
     async def step(self) -> None:
