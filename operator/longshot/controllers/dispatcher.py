@@ -88,6 +88,8 @@ class Dispatcher:
         self.full: tuple[int, bool] | None = None
         """The last plan found everything full: ``(Cache.freeing, killswitch)`` then; None: it did not."""
         self.plan_seconds = 0.0
+        self.asked: datetime | None = None
+        """When the dispatch in flight was first asked for (its first poke), for the log of a slow admission."""
         self.failures = 0
         """Dispatches in a row that raised."""
         self.started: float | None = None
@@ -157,6 +159,7 @@ class Dispatcher:
         """One dispatch; the key was taken from the queue and is handed back here, whatever happens."""
         why, self.why = ", ".join(self.why) or "resync", []
         poked, self.poked = self.poked, None
+        self.asked = poked
         if poked is not None:
             since = self.readiness.ready_since
             for key in self.readiness.held:  # held back by the last plan: may start from when this dispatch was asked
@@ -276,8 +279,10 @@ class Dispatcher:
 
         rests = await bounded(keys, create, CONCURRENCY)
         if slow:  # where the time went, for longshot_dispatch_latency_seconds' tail: before the dispatch, or in it
-            log.info("dispatch (%s): %d of %d Pods created %.1f-%.1fs after their task could start; the creates "
-                     "took %.1fs", why, len(slow), len(keys), min(slow), max(slow), self.monotonic() - began)
+            asked = (self.clock() - self.asked).total_seconds() if self.asked is not None else 0.0
+            log.info("dispatch (%s): %d of %d Pods created %.1f-%.1fs after their task could start; the dispatch "
+                     "was asked for %.1fs before, its plan took %.2fs, the creates %.1fs", why, len(slow), len(keys),
+                     min(slow), max(slow), asked, self.plan_seconds, self.monotonic() - began)
         return rests
 
     async def _finish(self, key: cachemod.Key, rest: list[ex.Action]) -> None:

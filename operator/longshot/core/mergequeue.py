@@ -10,11 +10,18 @@ as it would land. Then:
 * **Longest prefix first.** The whole batch ``Sn`` is gated first (one tester Pod for the whole batch, which
   is what keeps Pods per merge low). If it passes, ``Sn`` is landed in one fenced push (compare-and-swap on the
   base): every candidate merges at once.
-* **Bisection.** If a prefix fails, the culprit is the first candidate whose prefix fails while the prefix
-  before it passes. The prefixes between the longest passing (``L``) and the shortest failing (``f``) prefix
-  are gated, up to ``max_probes`` of them per round, evenly spread (``max_probes=1`` is binary search; the
-  default gates them all at once, finding the culprit in one more round). When ``f == L + 1``: land ``SL``,
-  evict candidate ``f`` (its MergeJob gets a fixer with the failing output), put the rest back in the queue.
+* **Bisection, off the line.** If a prefix fails, the culprit is the first candidate whose prefix fails while the
+  prefix before it passes. The prefixes between the longest passing (``L``) and the shortest failing (``f``)
+  prefix are gated, up to ``max_probes`` of them per round, evenly spread (``max_probes=1`` is binary search; the
+  default gates them all at once, finding the culprit in one more round). When ``f == L + 1``: evict candidate
+  ``f`` (its MergeJob gets a fixer with the failing output) and put the rest back in the queue; ``SL`` lands first
+  if the target is still the batch's base and no other batch is on the line, else ``1..L`` go back too (they
+  are tested again on the target as it is then). The failed batch leaves **the line** (the head batch and those
+  stacked on it, :func:`lanes`) at its first failed gate: the batches stacked on it go back to the queue at once
+  (built on a commit that holds the culprit, they can never land), and the next ready candidates, theirs first,
+  form a new head batch on the target, gated while the bisection runs. A culprit used to stop the queue for its
+  bisection round: with a thousand agents, one batch of 32 in seven held one, and each cost two to three batch
+  cycles (``make bench-fleet``).
 * **Stacked batches** (Zuul's dependent pipeline). While a batch is gated and none of its prefixes failed, the
   next ready candidates form a second batch built on the first batch's longest speculative commit, and its
   longest prefix is gated at once, on the bet that the first lands whole (the head batch's build's
@@ -22,7 +29,7 @@ as it would land. Then:
   reconcile stacks one more; a build whose ``spec.merge.window`` is 1 is never stacked: the serial
   queue has one candidate under test at a time). The stacked batch never lands, bisects or evicts on its own: when the
   batch below lands whole it becomes the head batch (its base is now the target) and goes on from the gate
-  results it already has; when the batch below breaks (a culprit, a lost push, a moved target), the stacked
+  results it already has; when the batch below breaks (a failed gate, a lost push, a moved target), the stacked
   batch goes back to the queue and its gates are stopped. At the end of a build this takes one gate round off
   the tail: the last candidates are gated while the batch before them still is.
 * **A stacked batch waits to be full** while more candidates of its build are still to come
@@ -41,7 +48,8 @@ as it would land. Then:
 
 Invariants (checked by the property tests): the target only ever moves to a speculative commit whose gate
 passed, by a compare-and-swap from the commit the batch was built on; every candidate lands exactly once or is
-evicted; an evicted candidate is one whose prefix failed, on the target, while the prefix before it passed.
+evicted; an evicted candidate is one whose prefix failed while the prefix before it passed, both built on the
+target as it was when its batch was built.
 """
 
 from __future__ import annotations
@@ -291,8 +299,29 @@ def window_of(state: QueueState, build: str) -> int:
 
 
 def stack(state: QueueState) -> list[list[Candidate]] | None:
-    """The batches in the queue, each by position, from the head batch (built on the target) up through those
-    stacked on it; None when they are not one stack of whole batches (half-written after a crash)."""
+    """The line: the batches in the queue that may land next, each by position, from the head batch (built on the
+    target) up through those stacked on it; None when the batches are not one line of whole batches and batches
+    being bisected (half-written after a crash). Batches being bisected, and those stacked on them, are not in it
+    (:func:`lanes`)."""
+    found = lanes(state)
+    return None if found is None else found.line
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """The batches of the queue, by what happens to them next."""
+
+    line: list[list[Candidate]]
+    """The head batch and those stacked on it: none of their gates has failed, except perhaps a stacked one's."""
+    bisecting: list[list[Candidate]]
+    """Batches that are not stacked on another and whose gate failed: their culprit is looked for off the line."""
+    doomed: list[list[Candidate]]
+    """Batches stacked on a batch being bisected: built on a commit that holds its culprit, never to land."""
+
+
+def lanes(state: QueueState) -> Lanes | None:
+    """The batches of the queue as :class:`Lanes`; None when they are not whole batches that stack one on another
+    (half-written after a crash, or two lines)."""
     groups: dict[str, list[Candidate]] = {}
     for c in state.candidates:
         if c.batch_id is not None:
@@ -301,15 +330,29 @@ def stack(state: QueueState) -> list[list[Candidate]] | None:
     if not all(_consistent(b) for b in batches):
         return None
     tops = {b[-1].commit for b in batches}
-    chain = [b for b in batches if b[0].base not in tops]
-    if batches and len(chain) != 1:
-        return None
-    while len(chain) < len(batches):
-        above = [b for b in batches if b[0].base == chain[-1][-1].commit]
-        if len(above) != 1:
+    failed = {p.batch_id for p in state.probes if p.state == "failed"}
+    line: list[list[Candidate]] = []
+    bisecting: list[list[Candidate]] = []
+    doomed: list[list[Candidate]] = []
+    for root in (b for b in batches if b[0].base not in tops):
+        above = [root]
+        while True:
+            up = [b for b in batches if b[0].base == above[-1][-1].commit]
+            if len(up) > 1:
+                return None
+            if not up:
+                break
+            above.append(up[0])
+        if root[0].batch_id in failed:
+            bisecting.append(root)
+            doomed += above[1:]
+        elif line:
             return None
-        chain.append(above[0])
-    return chain
+        else:
+            line = above
+    if sum(map(len, (line, bisecting, doomed))) != len(batches):
+        return None  # a cycle of batches, each on another's top
+    return Lanes(line, bisecting, doomed)
 
 
 def _consistent(batch: Sequence[Candidate]) -> bool:
@@ -334,21 +377,36 @@ def _spread(lo: int, hi: int, k: int) -> tuple[int, ...]:
 
 def decide(state: QueueState) -> list[Effect]:
     """The next step of the queue."""
-    chain = stack(state)
-    if chain is None:
+    found = lanes(state)
+    if found is None:
         # half-written after a crash: start over (nothing was pushed: the push is the last step)
         members = tuple(c.name for c in state.candidates if c.batch_id is not None)
         return [Requeue(members, "the batch was incomplete after a restart; it is rebuilt"),
                 *[CancelProbes(i) for i in sorted({c.batch_id for c in state.candidates if c.batch_id})]]
+    chain = found.line
+    effects: list[Effect] = []
+    freed: set[str] = set()
+    for b in found.doomed:  # stacked on a batch whose gate failed: back to the queue, in the batch built next
+        names = tuple(c.name for c in b)
+        freed.update(names)
+        below = _bid_of(state, b[0].base or "")
+        effects += [Requeue(names, f"batch {below} below it failed its gate; tested again without it"),
+                    CancelProbes(b[0].batch_id or "")]
+    for b in found.bisecting:
+        effects += _bisect(state, b, line=bool(chain))
+    if any(isinstance(e, Land) for e in effects):
+        return effects  # the target moves: the line is built on it at the next step
     if not chain:
-        eligible = _eligible(state, None)
+        eligible = _eligible(state, None, freed)
         if not eligible:
-            return [Wait("no candidate is ready")]
+            return effects or [Wait("no candidate is ready")]
         build = eligible[0].build
-        return [PrepareBatch(build, tuple(c.name for c in eligible if c.build == build)[:window_of(state, build)])]
-    effects = _step_batch(state, chain[0], chain[1:])
-    if any(not isinstance(e, (Wait, StartProbes)) for e in effects):
-        return effects  # the head batch landed or broke: the stacked ones were handled with it
+        members = tuple(c.name for c in eligible if c.build == build)[:window_of(state, build)]
+        return [*(e for e in effects if not isinstance(e, Wait)), PrepareBatch(build, members)]
+    head = _step_batch(state, chain[0], chain[1:])
+    if any(not isinstance(e, (Wait, StartProbes)) for e in head):
+        return effects + head  # the head batch landed or broke: the stacked ones were handled with it
+    effects += head
     for b in chain[1:]:
         if not _results(state, b):
             effects.append(StartProbes(b[0].batch_id or "", (len(b),)))
@@ -370,11 +428,17 @@ def decide(state: QueueState) -> list[Effect]:
     return work or effects
 
 
-def _eligible(state: QueueState, onto: str | None) -> list[Candidate]:
-    """Ready candidates outside any batch that may be built on ``onto`` (None: the target head; else the longest
-    commit of the top batch): a conflicted one waits for the target to move, and one that did not apply on a
-    stacked commit is not stacked on it again."""
-    return [c for c in state.candidates if c.ready and c.batch_id is None
+def _bid_of(state: QueueState, commit: str) -> str:
+    """The batch whose speculative commit ``commit`` is."""
+    return next((c.batch_id or "" for c in state.candidates if c.commit == commit), "")
+
+
+def _eligible(state: QueueState, onto: str | None, freed: set[str] | frozenset[str] = frozenset()
+              ) -> list[Candidate]:
+    """Ready candidates outside any batch (or in one this step sends back to the queue: ``freed``) that may be built
+    on ``onto`` (None: the target head; else the longest commit of the top batch): a conflicted one waits for the
+    target to move, and one that did not apply on a stacked commit is not stacked on it again."""
+    return [c for c in state.candidates if c.ready and (c.batch_id is None or c.name in freed)
             and (c.conflict_base is None or c.conflict_base != state.target_head)
             and (onto is None or (c.name, onto) not in state.did_not_stack)]
 
@@ -442,36 +506,67 @@ def _step_batch(state: QueueState, batch: list[Candidate], stacked: Sequence[lis
     results = _results(state, batch)
     if not results:
         return [StartProbes(bid, (n,))]
-    passed = [p for p, r in results.items() if r.state == "passed"]
-    longest = max(passed, default=0)
-    if longest == n:
+    if any(r.state == "passed" for p, r in results.items() if p == n):
         window = window_of(state, build)
         top = state.max_window.get(build, DEFAULT_WINDOW)
         return [Land(bid, n, base, batch[-1].commit or "", names), SetWindow(build, min(top, window + 1))]
+    if any(r.state == "running" for r in results.values()):
+        return [Wait(f"batch {bid}: gates running")]
+    return [StartProbes(bid, (n,))]  # (n was never gated: a restart lost it)
+
+
+def _bisect(state: QueueState, batch: list[Candidate], *, line: bool) -> list[Effect]:
+    """The next step of a batch whose gate failed, off the line (``line``: a batch is on the line meanwhile). Its
+    prefixes are gated on the commit it was built on until the culprit is found: the first candidate whose prefix
+    fails while the prefix before it passes. Then the culprit is evicted, and the passing prefix lands if the target
+    is still that commit and the line is empty; otherwise it goes back to the queue with the candidates after the
+    culprit, to be tested again on the target as it is now."""
+    names = tuple(c.name for c in batch)
+    bid = batch[0].batch_id or ""
+    base = batch[0].base or ""
+    build = batch[0].build
+    n = len(batch)
+    if state.target_head is not None and state.target_head != base:
+        for k in range(n, 0, -1):
+            if batch[k - 1].commit == state.target_head:
+                # our own push of prefix k landed and the operator stopped before recording it
+                effects: list[Effect] = [Land(bid, k, base, state.target_head, names[:k], pushed=True)]
+                if names[k:]:
+                    effects.append(Requeue(names[k:], f"batch {bid} landed up to position {k} before a restart"))
+                return [*effects, CancelProbes(bid)]
+    here = state.target_head in (None, base) and not line  # what passed may land as it was tested
+    results = _results(state, batch)
+    passed = [p for p, r in results.items() if r.state == "passed"]
+    longest = max(passed, default=0)
+    if longest == n:  # (a flaky gate: a prefix failed, the whole batch passed)
+        if here:
+            return [Land(bid, n, base, batch[-1].commit or "", names), CancelProbes(bid)]
+        return [Requeue(names, f"batch {bid}: its gates disagree (a flaky gate?); tested again"), CancelProbes(bid)]
     failed_after = sorted(p for p, r in results.items() if r.state == "failed" and p > longest)
+    running = [p for p in range(longest + 1, (failed_after or [n + 1])[0]) if p in results
+               and results[p].state == "running"]
     if not failed_after:
-        if any(r.state == "running" for r in results.values()):
+        if running:
             return [Wait(f"batch {bid}: gates running")]
-        return [StartProbes(bid, (n,))]  # (n was never gated: a restart lost it)
+        return [StartProbes(bid, (n,))]
     first_failed = failed_after[0]
     if first_failed == longest + 1:
         culprit = batch[first_failed - 1]
-        rest = names[first_failed:]
         effects = []
-        if longest >= 1:
+        land = longest >= 1 and here
+        if land:
             effects.append(Land(bid, longest, base, batch[longest - 1].commit or "", names[:longest]))
         effects.append(Evict(culprit.name, results[first_failed].output))
-        if rest:
-            effects.append(Requeue(rest, f"batch {bid} broke at {culprit.name}; tested again without it"))
-        effects += drop_stacked(f"batch {bid} below it broke at {culprit.name}; tested again without it")
+        back = names[first_failed:] if land else names[:longest] + names[first_failed:]
+        if back:
+            effects.append(Requeue(back, f"batch {bid} broke at {culprit.name}; tested again without it"))
         window = window_of(state, build)
         effects.append(SetWindow(build, max(1, window // 2 if build in state.broke else window), broke=True))
         effects.append(CancelProbes(bid))
         return effects
-    between = [p for p in range(longest + 1, first_failed) if p not in results]
-    running = [p for p in range(longest + 1, first_failed) if p in results and results[p].state == "running"]
     if running:
         return [Wait(f"batch {bid}: bisecting, gates running at {running}")]
+    between = [p for p in range(longest + 1, first_failed) if p not in results]
     probes = _spread(longest, first_failed, state.max_probes)
     probes = tuple(p for p in probes if p in between) or tuple(between[:1])
     return [StartProbes(bid, probes)]

@@ -164,8 +164,9 @@ def test_while_a_batch_is_gated_the_next_ready_candidates_are_stacked_on_its_lon
     assert isinstance(q.decide(deep)[0], Wait)
     assert q.decide(replace(deep, depth=3)) == [PrepareBatch("b", ("e",), onto="U2", onto_batch="C",
                                                              onto_position=2)]
+    # a batch whose gate failed is bisected off the line: the next candidates are a new head batch on the target
     bisecting = replace(s, probes=(probe(2, "failed"),))
-    assert q.decide(bisecting) == [StartProbes("B", (1,))]
+    assert q.decide(bisecting) == [StartProbes("B", (1,)), PrepareBatch("b", ("c", "d"))]
     # a candidate that did not apply on that commit is not stacked on it again
     assert q.decide(replace(s, did_not_stack=frozenset({("c", "S2")}))) == [
         PrepareBatch("b", ("d",), onto="S2", onto_batch="B", onto_position=2)]
@@ -237,10 +238,14 @@ def test_the_batch_below_landing_whole_makes_the_stacked_batch_the_head_with_its
 
 
 def test_the_batch_below_breaking_sends_the_stacked_batch_back_to_the_queue():
+    # at the first failed gate below it, before the culprit is known
+    failed = q.decide(two_stacked((probe(2, "failed", "E at b"), probe(2, "running", bid="C"))))
+    assert failed[:3] == [Requeue(("c", "d"), "batch B below it failed its gate; tested again without it"),
+                          CancelProbes("C"), StartProbes("B", (1,))]
     s = two_stacked((probe(2, "failed", "E at b"), probe(1, "passed"), probe(2, "passed", bid="C")))
-    assert q.decide(s) == [Land("B", 1, "T0", "S1", ("a",)), Evict("b", "E at b"),
-                           Requeue(("c", "d"), "batch B below it broke at b; tested again without it"),
-                           CancelProbes("C"), SetWindow("b", 4, broke=True), CancelProbes("B")]
+    assert q.decide(s) == [Requeue(("c", "d"), "batch B below it failed its gate; tested again without it"),
+                           CancelProbes("C"), Land("B", 1, "T0", "S1", ("a",)), Evict("b", "E at b"),
+                           SetWindow("b", 4, broke=True), CancelProbes("B")]
     moved = q.decide(two_stacked((probe(2, "running"),), target="OTHER"))
     assert moved == [Requeue(("a", "b", "c", "d"), "the target moved from T0 to OTHER; tested again"),
                      CancelProbes("B"), CancelProbes("C")]
@@ -297,6 +302,9 @@ class World:
     did_not_stack: set[tuple[str, str]] = field(default_factory=set)
     stacked_gates: int = 0
     """Gates started on a batch that was not the head batch when they started."""
+    offline_probes: int = 0
+    """Bisection rounds started while another batch was on the line."""
+    max_probes: int = 0
 
     def head(self) -> str:
         return "T:" + ",".join(self.target)
@@ -311,7 +319,8 @@ class World:
         return QueueState(cs, probes=tuple(p for (b, _), p in self.probes.items()
                                            if any(c.batch_id == b for c in cs)),
                           target_head=self.head(), windows=dict(self.windows), max_window={"b": self.max_window},
-                          broke=frozenset(self.broke), depth=self.depth, did_not_stack=frozenset(self.did_not_stack))
+                          broke=frozenset(self.broke), depth=self.depth, did_not_stack=frozenset(self.did_not_stack),
+                          max_probes=self.max_probes)
 
     def prepare(self, members: tuple[str, ...], onto: str | None) -> Prepared:
         # a stacked batch is built on the speculative commit below it, which must be the top of the stack
@@ -343,10 +352,13 @@ class World:
                                             commit=e.commit, base=e.base)
             elif isinstance(e, StartProbes):
                 chain = q.stack(self.state()) or []
-                if chain and chain[0][0].batch_id != e.batch_id:
+                stacked = [b for b in chain[1:] if b[0].batch_id == e.batch_id]
+                if stacked:
                     self.stacked_gates += 1
-                    assert e.positions == (len(next(b for b in chain if b[0].batch_id == e.batch_id)),), \
-                        "a stacked batch is only gated whole"
+                    assert e.positions == (len(stacked[0]),), "a stacked batch is only gated whole"
+                if e.positions != (len([c for c in self.jobs.values() if c.batch_id == e.batch_id]),) and chain \
+                        and all(b[0].batch_id != e.batch_id for b in chain):
+                    self.offline_probes += 1  # a bisection round while another batch is on the line
                 for p in e.positions:
                     self.probes.setdefault((e.batch_id, p), Probe(p, "running", "", e.batch_id))
             elif isinstance(e, Land):
@@ -422,9 +434,9 @@ class World:
 @settings(max_examples=200, deadline=None)
 @given(n=st.integers(1, 14), culprit_rate=st.sampled_from([0.0, 0.1, 0.3]), window=st.integers(1, 8),
        conflict_pairs=st.integers(0, 3), seed=st.integers(0, 2**32 - 1), crash=st.sampled_from([0.0, 0.3]),
-       depth=st.integers(1, 3), arrivals=st.booleans())
+       depth=st.integers(1, 3), arrivals=st.booleans(), max_probes=st.sampled_from([0, 1, 2]))
 def test_queue_invariants_under_random_histories(n, culprit_rate, window, conflict_pairs, seed, crash, depth,
-                                                 arrivals):
+                                                 arrivals, max_probes):
     rng = random.Random(seed)
     order = [f"c{i:02d}" for i in range(n)]
     culprits = {c for c in order if rng.random() < culprit_rate}
@@ -434,7 +446,7 @@ def test_queue_invariants_under_random_histories(n, culprit_rate, window, confli
         if a != b:
             conflicts[b] = a
     w = World(culprits=culprits, conflicts=conflicts, order=order, max_window=window, rng=rng,
-              crash_after_push=crash, depth=depth)
+              crash_after_push=crash, depth=depth, max_probes=max_probes)
     # with arrivals, candidates become ready one by one while batches are gated (workers finishing)
     w.jobs = {c: Candidate(c, "b", ready=not arrivals) for c in order}
     for _ in range(3000):
@@ -496,3 +508,80 @@ def test_candidates_arriving_while_a_batch_is_gated_are_gated_on_top_of_it():
         assert w.target == order  # each lands in queue order, each once
         stacked += w.stacked_gates
     assert stacked > 0
+
+
+# --- bisection off the line ----------------------------------------------------------------------------
+
+
+def test_a_failed_batch_is_bisected_off_the_line_while_the_next_batch_is_gated_on_the_target():
+    """bench-fleet at a thousand agents: each culprit stopped the line for its bisection round (the batch stacked on
+    it dropped, nothing else gated), two to three batch cycles of ~10 s each, and 14 came in a run. Now the failed
+    batch leaves the line: the batch stacked on it and the next candidates are gated on the target at once, while
+    its prefixes are gated on the commit it was built on."""
+    s = QueueState(in_batch(["a", "b", "c", "d"]) + cands("e", "f"), probes=(probe(4, "failed", "boom"),),
+                   target_head="T0", max_window={"b": 4})
+    assert q.decide(s) == [StartProbes("B", (1, 2, 3)), PrepareBatch("b", ("e", "f"))]
+    line = in_batch(["e", "f"], bid="N", commits="N")
+    s = replace(s, candidates=in_batch(["a", "b", "c", "d"]) + line,
+                probes=(*s.probes, probe(1, "running"), probe(2, "running"), probe(3, "running"),
+                        probe(2, "running", bid="N")))
+    assert q.lanes(s) == q.Lanes(line=[list(line)], bisecting=[list(in_batch(["a", "b", "c", "d"]))], doomed=[])
+    assert [e for e in q.decide(s) if not isinstance(e, Wait)] == []  # both wait for their gates
+    # the culprit is found while the line's batch is still under test: what passed goes back to the queue (landing
+    # it would move the target under the line's batch)
+    found = (probe(4, "failed", "boom"), probe(1, "passed"), probe(2, "failed", "E at b"), probe(3, "failed"),
+             probe(2, "running", bid="N"))
+    assert q.decide(replace(s, probes=found)) == [
+        Evict("b", "E at b"), Requeue(("a", "c", "d"), "batch B broke at b; tested again without it"),
+        SetWindow("b", 4, broke=True), CancelProbes("B")]
+    # ... or after the line's batch landed: the target moved, the same
+    landed = replace(s, candidates=in_batch(["a", "b", "c", "d"]), probes=found[:4], target_head="N2")
+    assert q.decide(landed)[:2] == [Evict("b", "E at b"),
+                                    Requeue(("a", "c", "d"), "batch B broke at b; tested again without it")]
+    # nothing on the line and the target where the batch was built: the passing prefix lands, as before
+    alone = replace(landed, target_head="T0")
+    assert q.decide(alone)[:3] == [Land("B", 1, "T0", "S1", ("a",)), Evict("b", "E at b"),
+                                   Requeue(("c", "d"), "batch B broke at b; tested again without it")]
+
+
+def test_a_bisection_goes_on_off_the_line_round_by_round_and_a_restart_reads_it_back():
+    s = QueueState(in_batch(list("abcdefgh")) + in_batch(["x"], bid="N", commits="N"),
+                   probes=(probe(8, "failed"), probe(4, "passed"), probe(1, "running", bid="N")), target_head="T0",
+                   max_probes=1)
+    assert q.decide(s) == [StartProbes("B", (6,))]  # the line's batch waits for its gate meanwhile
+    # our own push of the passing prefix before a restart: recorded (the rest tested again), the line untouched
+    pushed = replace(s, candidates=in_batch(list("abcdefgh")), target_head="S4")
+    assert q.decide(pushed) == [Land("B", 4, "T0", "S4", tuple("abcd"), pushed=True),
+                                Requeue(tuple("efgh"), "batch B landed up to position 4 before a restart"),
+                                CancelProbes("B")]
+    # two batches on the line's root (neither failed) are still a broken stack
+    two = QueueState(in_batch(["a"]) + in_batch(["b"], bid="C", commits="U"), target_head="T0")
+    assert q.lanes(two) is None
+
+
+def test_culprits_are_found_off_the_line_in_random_histories():
+    """The property test above, steered: bisection rounds run while another batch is on the line (a property test
+    that never did would pass vacuously), and still no innocent is evicted, no culprit merged, every innocent lands
+    once."""
+    offline = 0
+    for seed in range(40):
+        rng = random.Random(seed)
+        order = [f"c{i:02d}" for i in range(16)]
+        culprits = {order[3], order[9]}
+        w = World(culprits=culprits, conflicts={}, order=order, max_window=4, rng=rng, depth=2,
+                  max_probes=seed % 3)
+        w.jobs = {c: Candidate(c, "b", ready=i < 6) for i, c in enumerate(order)}
+        for _ in range(3000):
+            if len(w.out) == len(order):
+                break
+            waiting = [c for c in order if not w.jobs[c].ready]
+            if waiting and rng.random() < 0.3:
+                w.jobs[waiting[0]] = replace(w.jobs[waiting[0]], ready=True)
+            elif rng.random() < 0.4:
+                w.finish_a_probe()
+            else:
+                w.apply(q.decide(w.state()))
+        assert {c for c, how in w.out.items() if how == "evicted"} == culprits
+        assert sorted(w.target) == sorted(set(order) - culprits) and len(w.target) == len(set(w.target))
+        offline += w.offline_probes
+    assert offline > 0
