@@ -7,16 +7,12 @@ start now), and its one worker admits the chosen tasks.
   the same tasks. An admission that failed, or a chosen task that could not be claimed, plans again next time.
 * Admission, for at most ``MAX_ADMISSIONS`` chosen tasks at once (the rest at the next dispatch, so that a gate
   task made meanwhile waits for 64 Pods, not 450): first every Pod (a task's dispatch latency ends when its Pod exists),
-  then the status writes and Events, outside the plan's lock and beside the next dispatch: the next plan does not
-  wait for them (a pending task whose Pod is in the cache counts as running, ``dispatch.plan``), and they have
-  their own ``CONCURRENCY`` of API calls, so the next dispatch's Pods do not queue behind them (with a thousand
-  agents, every task a plan chose waited for the status writes of the dispatch before: ``make bench-fleet``).
-* A chosen task whose reconcile is in flight is not admitted beside it: the task's reference is claimed in the task
-  controller's queue until its admission is written, and one that cannot be claimed is admitted by the next plan.
-  Nor is one whose owner task's reconcile is in flight (a best-of-N candidate or judge: the reconcile that made it
-  still writes the round's gates its input is read from). A build's tasks start only once the operator has decided on
-  the build's current spec (``dispatch.observed``): a spec that fails its configuration check stops the build before
-  any Pod.
+  then the status writes and Events, outside the plan's lock. A chosen task whose reconcile is in flight is not
+  admitted beside it: the task's reference is claimed in the task controller's queue until its admission is
+  written, and one that cannot be claimed is admitted by the next plan. Nor is one whose owner task's reconcile is
+  in flight (a best-of-N candidate or judge: the reconcile that made it still writes the round's gates its input is
+  read from). A build's tasks start only once the operator has decided on the build's current spec
+  (``dispatch.observed``): a spec that fails its configuration check stops the build before any Pod.
 * A dispatch that raises is retried with the key's backoff, as any reconcile; ``FAILURES_UNHEALTHY`` in a row make
   :meth:`healthy` False.
 * Between two plans the worker waits at least as long as the last plan took (its cost grows with the tasks: ~0.1 s
@@ -95,11 +91,6 @@ class Dispatcher:
         self.started: float | None = None
         """When the dispatch in flight started (monotonic); None: none is."""
         self.admissions = asyncio.Semaphore(CONCURRENCY)
-        """Pod creates in flight."""
-        self.finishes = asyncio.Semaphore(CONCURRENCY)
-        """Admissions' status writes and Events in flight (beside the next dispatch's creates)."""
-        self.finishing: set[asyncio.Task[None]] = set()
-        """The status writes of the dispatches before, running beside this one (:meth:`settle` waits for them)."""
         self.readiness = dispatch.Readiness()
         """When ready tasks became ready and which the last plan held back: read by dispatch alone."""
 
@@ -127,33 +118,21 @@ class Dispatcher:
 
     async def run(self) -> None:
         """The one worker, until the queue is shut down (it finishes the dispatch in flight) or it is cancelled."""
-        try:
-            while True:
-                try:
-                    await self.queue.get()
-                except workqueue.ShutDown:
-                    await self.settle()  # a graceful stop: the status writes in flight finish (within its grace)
-                    return
-                await asyncio.sleep(BATCH_SECONDS)  # the rest of the burst lands
-                await self.process()
-                await asyncio.sleep(self.plan_seconds)
-        finally:
-            for job in self.finishing:  # cancelled (the grace ran out): the next reconcile adopts those Pods
-                job.cancel()
+        while True:
+            try:
+                await self.queue.get()
+            except workqueue.ShutDown:
+                return
+            await asyncio.sleep(BATCH_SECONDS)  # the rest of the burst lands
+            await self.process()
+            await asyncio.sleep(self.plan_seconds)
 
     async def drain(self) -> int:
-        """Dispatch now if the key is due (tests and :meth:`Manager.step`), and wait for its status writes; how many
-        dispatches ran (0 or 1)."""
+        """Dispatch now if the key is due (tests and :meth:`Manager.step`); how many dispatches ran (0 or 1)."""
         if not self.queue.take():
             return 0
         await self.process()
-        await self.settle()
         return 1
-
-    async def settle(self) -> None:
-        """Wait for the status writes of the admissions made so far (tests, and a graceful stop)."""
-        while self.finishing:
-            await asyncio.gather(*self.finishing, return_exceptions=True)
 
     async def process(self) -> None:
         """One dispatch; the key was taken from the queue and is handed back here, whatever happens."""
@@ -211,33 +190,16 @@ class Dispatcher:
             self.planned = None
             self.poke("the last plan chose more than one dispatch admits")
         claimed = [k for k in admit if not self._owner_busy(k) and self.task_queue.claim(("AgentTask", *k))]
-        handed = False
         try:
             if len(claimed) < len(admit):
                 self.planned = None  # the end of that task's reconcile dispatches again (``Manager._reconciled``)
             if not claimed:
                 return
             rests = await self._create_pods(claimed, held, freed, why)
-            # then their status writes and Events, beside the next dispatch: the Pods are in the cache, so the next
-            # plan counts their tasks as running (fenced as ever: a write that loses is retried, and the retry adopts
-            # the Pod created above); each task stays claimed until its write is done
-            job = asyncio.create_task(self._finish_all(claimed, rests), name="dispatch: status writes")
-            handed = True
-            self.finishing.add(job)
-            job.add_done_callback(self.finishing.discard)
-        finally:
-            if not handed:
-                for k in claimed:
-                    self.task_queue.done(("AgentTask", *k))
-
-    async def _finish_all(self, claimed: list[cachemod.Key], rests: list[list[ex.Action] | None]) -> None:
-        """The status writes and Events of one dispatch's admissions; then their tasks are released."""
-        try:
+            # then their status writes and Events: the Pods are in the cache, so the next plan counts their tasks
+            # as running (fenced as ever: a write that loses is retried, and the retry adopts the Pod created above)
             await bounded([(k, r) for k, r in zip(claimed, rests, strict=True) if r], lambda kr: self._finish(*kr),
                           CONCURRENCY)
-        except Exception:  # (each admission's own failure is handled in ``_finish``: this is a bug)
-            self.planned = self.full = None
-            log.exception("the status writes of a dispatch failed")
         finally:
             for k in claimed:
                 self.task_queue.done(("AgentTask", *k))
@@ -286,7 +248,7 @@ class Dispatcher:
         return rests
 
     async def _finish(self, key: cachemod.Key, rest: list[ex.Action]) -> None:
-        async with self.finishes:
+        async with self.admissions:
             try:
                 await self.executor.run(rest)
             except Exception as e:

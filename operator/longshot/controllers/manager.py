@@ -327,7 +327,6 @@ class Manager:
     async def _dispatch(self, why: str = "") -> None:
         """One dispatch now, whether or not it was asked for (tests)."""
         await self.dispatcher.dispatch(why)
-        await self.dispatcher.settle()
 
     async def _poll_killswitch(self) -> None:
         engaged = self.settings.killswitch
