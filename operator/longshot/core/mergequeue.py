@@ -392,8 +392,11 @@ def decide(state: QueueState) -> list[Effect]:
         below = _bid_of(state, b[0].base or "")
         effects += [Requeue(names, f"batch {below} below it failed its gate; tested again without it"),
                     CancelProbes(b[0].batch_id or "")]
+    moving = bool(chain)  # the target may move before a bisected batch's passing prefix would land
     for b in found.bisecting:
-        effects += _bisect(state, b, line=bool(chain))
+        step = _bisect(state, b, line=moving)
+        moving = moving or any(isinstance(e, Land) for e in step)
+        effects += step
     if any(isinstance(e, Land) for e in effects):
         return effects  # the target moves: the line is built on it at the next step
     if not chain:

@@ -554,6 +554,15 @@ def test_a_bisection_goes_on_off_the_line_round_by_round_and_a_restart_reads_it_
     assert q.decide(pushed) == [Land("B", 4, "T0", "S4", tuple("abcd"), pushed=True),
                                 Requeue(tuple("efgh"), "batch B landed up to position 4 before a restart"),
                                 CancelProbes("B")]
+    # two batches bisected at once on the same target, the line empty: one lands what passed, the other does not
+    # land on a target that is about to move (its passing prefix is tested again)
+    two_failed = QueueState(in_batch(["a", "b"]) + in_batch(["c", "d"], bid="C", commits="U"), target_head="T0",
+                            probes=(probe(2, "failed", "E at b"), probe(1, "passed"),
+                                    probe(2, "failed", "E at d", bid="C"), probe(1, "passed", bid="C")))
+    effects = q.decide(two_failed)
+    assert [e for e in effects if isinstance(e, Land)] == [Land("B", 1, "T0", "S1", ("a",))]
+    assert Requeue(("c",), "batch C broke at d; tested again without it") in effects
+    assert Evict("b", "E at b") in effects and Evict("d", "E at d") in effects
     # two batches on the line's root (neither failed) are still a broken stack
     two = QueueState(in_batch(["a"]) + in_batch(["b"], bid="C", commits="U"), target_head="T0")
     assert q.lanes(two) is None
