@@ -1364,3 +1364,56 @@ async def test_the_resync_spreads_a_pass_over_the_turns_and_marks_everything_onc
     mono[0] += managermod.RESYNC_SECONDS
     m._resync_step(mono[0])  # a long turn marks no more than a pass holds
     assert len(marked) == 2 * len(refs) and marked[len(refs):] == refs
+
+
+async def test_a_head_batch_whose_gate_failed_is_bisected_while_the_stacked_one_is_gated_again_on_the_target(
+        world, tmp_path):
+    """The shell carries out the off-line bisection in one reconcile: the failed head batch's probes start, and the
+    batch stacked on it (built on a commit that holds the culprit) is requeued and prepared again on the target,
+    each of its jobs with one status write that says its new batch."""
+    fake, m, _clock, _mono, _sync = world
+    url, commits = repository_with_branches(tmp_path / "git", ["b-p0", "b-p1", "b-p2", "b-p3"])
+    m.queues.workspaces.root = tmp_path / "workspaces"
+    fake.create(build(repository={"url": url}, qualityGate={"profile": "minimal", "testCommand": "true"},
+                      merge={"strategy": "rebase", "window": 2}))
+    checked = {"type": "ChecksPassed", "status": "True", "reason": "Completed", "message": "the secret scan passed",
+               "lastTransitionTime": "2025-01-01T00:00:00Z"}
+    for task in ("b-p0", "b-p1", "b-p2", "b-p3"):
+        job = merged_job(task, task)
+        job["spec"].update({"branch": f"longshot/ns/b/{task}", "commit": commits[task]})
+        fake.create(job)
+        fake.patch_status("MergeJob", "ns", task, {"phase": "Queued", "checks": "passed", "conditions": [checked]})
+
+    async def reconcile() -> list[Any]:
+        for (kind, _, _), obj in list(fake.objects.items()):
+            m.observe(kind, "MODIFIED", obj)
+        actions = await m.reconcilers["Queue"]("", cachemod.queue_name(m.cache.builds[("ns", "b")], "main"))
+        await m.executor.run(actions)
+        return list(actions)
+
+    def gates(actions: list[Any]) -> dict[str, dict[str, Any]]:
+        return {a.manifest["metadata"]["name"]: a.manifest for a in actions if isinstance(a, ex.CreateObject)
+                and a.manifest["metadata"].get("labels", {}).get("longshot.dev/purpose") == "gate"}
+
+    await reconcile()  # the head batch (p0, p1) on the target
+    await reconcile()  # the stacked one (p2, p3) on its top
+    head, stacked = status(fake, "MergeJob", "b-p0")["batch"], status(fake, "MergeJob", "b-p2")["batch"]
+    target = head["base"]
+    assert stacked["base"] == status(fake, "MergeJob", "b-p1")["batch"]["commit"]
+    full = next(n for n in fake.objects if n[0] == "AgentTask" and f"gate-{head['id']}-2" in n[2])[2]
+    fake.patch_status("AgentTask", "ns", full, {"phase": "Succeeded", "handoff": {
+        "task": full, "attempt": 1, "role": "tester", "outcome": "succeeded", "verdict": "failed",
+        "summary": "make test failed", "reasons": ["E at b-p1"]}})
+    writes: list[str] = []
+    patch_status = fake.patch_status
+    fake.patch_status = lambda kind, ns, name, st, **kw: (  # type: ignore[method-assign]
+        writes.append(name) if kind == "MergeJob" else None, patch_status(kind, ns, name, st, **kw))[1]
+    actions = await reconcile()
+    assert f"b-gate-{head['id']}-1" in gates(actions)  # the bisection's probe
+    again = status(fake, "MergeJob", "b-p2")["batch"]
+    assert again["base"] == target and again["id"] != stacked["id"] and again["position"] == 1
+    assert status(fake, "MergeJob", "b-p3")["batch"]["position"] == 2
+    assert status(fake, "MergeJob", "b-p0")["batch"] == head  # still being bisected
+    assert writes.count("b-p2") == 1 and writes.count("b-p3") == 1
+    stacked_gate = next(n for n in fake.objects if n[0] == "AgentTask" and f"gate-{stacked['id']}-2" in n[2])
+    assert fake.objects[stacked_gate]["spec"].get("cancel") is True  # its gate run was a bet that lost
