@@ -300,9 +300,9 @@ def window_of(state: QueueState, build: str) -> int:
 
 def stack(state: QueueState) -> list[list[Candidate]] | None:
     """The line: the batches in the queue that may land next, each by position, from the head batch (built on the
-    target) up through those stacked on it; None when the batches are not one line of whole batches and batches
-    being bisected (half-written after a crash). Batches being bisected, and those stacked on them, are not in it
-    (:func:`lanes`)."""
+    target) up through those stacked on it. Batches being bisected, and those stacked on them, are not in it
+    (:func:`lanes`). None when the batches are not whole, or do not stack one on another (half-written after a
+    crash)."""
     found = lanes(state)
     return None if found is None else found.line
 
