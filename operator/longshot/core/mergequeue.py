@@ -431,6 +431,11 @@ def decide(state: QueueState) -> list[Effect]:
     return work or effects
 
 
+def _pushed(state: QueueState, batch: Sequence[Candidate]) -> int:
+    """The longest prefix of ``batch`` whose commit is the target head (our own push), 0: none."""
+    return next((k for k in range(len(batch), 0, -1) if batch[k - 1].commit == state.target_head), 0)
+
+
 def _bid_of(state: QueueState, commit: str) -> str:
     """The batch whose speculative commit ``commit`` is."""
     return next((c.batch_id or "" for c in state.candidates if c.commit == commit), "")
@@ -491,15 +496,14 @@ def _step_batch(state: QueueState, batch: list[Candidate], stacked: Sequence[lis
         return [Requeue(above, why), *[CancelProbes(b[0].batch_id or "") for b in stacked]]
 
     if state.target_head is not None and state.target_head != base:
-        for k in range(n, 0, -1):
-            if batch[k - 1].commit == state.target_head:
-                # our own push of prefix k landed and the operator stopped before recording it
-                rest = names[k:]
-                effects: list[Effect] = [Land(bid, k, base, state.target_head, names[:k], pushed=True)]
-                if rest:
-                    effects.append(Requeue(rest, f"batch {bid} landed up to position {k} before a restart"))
-                    effects += drop_stacked(f"batch {bid} below it landed only up to position {k}; tested again")
-                return [*effects, CancelProbes(bid)]
+        k = _pushed(state, batch)
+        if k:  # our own push of prefix k landed and the operator stopped before recording it
+            rest = names[k:]
+            effects: list[Effect] = [Land(bid, k, base, state.target_head, names[:k], pushed=True)]
+            if rest:
+                effects.append(Requeue(rest, f"batch {bid} landed up to position {k} before a restart"))
+                effects += drop_stacked(f"batch {bid} below it landed only up to position {k}; tested again")
+            return [*effects, CancelProbes(bid)]
         if any(c.commit == state.target_head for b in stacked for c in b):
             # a stacked batch was pushed on top of this one before a restart: this one landed whole
             return [Land(bid, n, base, batch[-1].commit or "", names, pushed=True), CancelProbes(bid)]
@@ -529,14 +533,12 @@ def _bisect(state: QueueState, batch: list[Candidate], *, line: bool) -> list[Ef
     base = batch[0].base or ""
     build = batch[0].build
     n = len(batch)
-    if state.target_head is not None and state.target_head != base:
-        for k in range(n, 0, -1):
-            if batch[k - 1].commit == state.target_head:
-                # our own push of prefix k landed and the operator stopped before recording it
-                effects: list[Effect] = [Land(bid, k, base, state.target_head, names[:k], pushed=True)]
-                if names[k:]:
-                    effects.append(Requeue(names[k:], f"batch {bid} landed up to position {k} before a restart"))
-                return [*effects, CancelProbes(bid)]
+    if state.target_head is not None and state.target_head != base and (k := _pushed(state, batch)):
+        # our own push of prefix k landed and the operator stopped before recording it
+        effects: list[Effect] = [Land(bid, k, base, state.target_head, names[:k], pushed=True)]
+        if names[k:]:
+            effects.append(Requeue(names[k:], f"batch {bid} landed up to position {k} before a restart"))
+        return [*effects, CancelProbes(bid)]
     here = state.target_head in (None, base) and not line  # what passed may land as it was tested
     results = _results(state, batch)
     passed = [p for p, r in results.items() if r.state == "passed"]

@@ -1156,6 +1156,21 @@ async def test_no_periodic_sweep_of_a_tip_the_gate_tested_with_the_reconciler_co
         assert world[1].builds.sweeps.tip_tested[("ns", "b")] == 1  # remembered until the next merge
 
 
+async def reconcile_queue(fake: FakeKube, m: Any) -> list[Any]:
+    """Deliver every object as a watch would, then one reconcile of build b's queue, its actions carried out."""
+    for (kind, _, _), obj in list(fake.objects.items()):
+        m.observe(kind, "MODIFIED", obj)
+    actions = await m.reconcilers["Queue"]("", cachemod.queue_name(m.cache.builds[("ns", "b")], "main"))
+    await m.executor.run(actions)
+    return list(actions)
+
+
+def gate_manifests(actions: list[Any]) -> dict[str, dict[str, Any]]:
+    """The gate tasks among ``actions``, by name."""
+    return {a.manifest["metadata"]["name"]: a.manifest for a in actions if isinstance(a, ex.CreateObject)
+            and a.manifest["metadata"].get("labels", {}).get("longshot.dev/purpose") == "gate"}
+
+
 async def test_a_stacked_batch_waits_for_the_build_s_running_worker_then_takes_what_came(world, tmp_path):
     """While a batch is gated and a worker of the build still runs, a newly checked MergeJob is not stacked on
     its own (a tester Pod for one candidate); once the worker has finished (nothing more to come), it is."""
@@ -1177,26 +1192,15 @@ async def test_a_stacked_batch_waits_for_the_build_s_running_worker_then_takes_w
         fake.create(job)
         fake.patch_status("MergeJob", "ns", task, {"phase": "Queued", "checks": "passed", "conditions": [checked]})
 
-    async def reconcile() -> list[Any]:
-        for (kind, _, _), obj in list(fake.objects.items()):
-            m.observe(kind, "MODIFIED", obj)
-        actions = await m.reconcilers["Queue"]("", cachemod.queue_name(m.cache.builds[("ns", "b")], "main"))
-        await m.executor.run(actions)
-        return list(actions)
-
-    def gates(actions: list[Any]) -> list[dict[str, Any]]:
-        return [a.manifest for a in actions if isinstance(a, ex.CreateObject)
-                and a.manifest["metadata"].get("labels", {}).get("longshot.dev/purpose") == "gate"]
-
     add_job("b-p0")
-    assert len(gates(await reconcile())) == 1  # the head batch never waits
+    assert len(gate_manifests(await reconcile_queue(fake, m))) == 1  # the head batch never waits
     head = status(fake, "MergeJob", "b-p0")["batch"]
     add_job("b-p1")
-    waiting = await reconcile()
-    assert not gates(waiting) and not [a for a in waiting if getattr(a, "name", None) == "b-p1"], waiting
+    waiting = await reconcile_queue(fake, m)
+    assert not gate_manifests(waiting) and not [a for a in waiting if getattr(a, "name", None) == "b-p1"], waiting
     assert "batch" not in status(fake, "MergeJob", "b-p1")
     fake.patch_status("AgentTask", "ns", "b-p2", {"phase": "Succeeded"})  # nothing more to come
-    assert len(gates(await reconcile())) == 1
+    assert len(gate_manifests(await reconcile_queue(fake, m))) == 1
     stacked = status(fake, "MergeJob", "b-p1")["batch"]
     assert stacked["base"] == head["commit"] and stacked["position"] == 1
 
@@ -1384,19 +1388,8 @@ async def test_a_head_batch_whose_gate_failed_is_bisected_while_the_stacked_one_
         fake.create(job)
         fake.patch_status("MergeJob", "ns", task, {"phase": "Queued", "checks": "passed", "conditions": [checked]})
 
-    async def reconcile() -> list[Any]:
-        for (kind, _, _), obj in list(fake.objects.items()):
-            m.observe(kind, "MODIFIED", obj)
-        actions = await m.reconcilers["Queue"]("", cachemod.queue_name(m.cache.builds[("ns", "b")], "main"))
-        await m.executor.run(actions)
-        return list(actions)
-
-    def gates(actions: list[Any]) -> dict[str, dict[str, Any]]:
-        return {a.manifest["metadata"]["name"]: a.manifest for a in actions if isinstance(a, ex.CreateObject)
-                and a.manifest["metadata"].get("labels", {}).get("longshot.dev/purpose") == "gate"}
-
-    await reconcile()  # the head batch (p0, p1) on the target
-    await reconcile()  # the stacked one (p2, p3) on its top
+    await reconcile_queue(fake, m)  # the head batch (p0, p1) on the target
+    await reconcile_queue(fake, m)  # the stacked one (p2, p3) on its top
     head, stacked = status(fake, "MergeJob", "b-p0")["batch"], status(fake, "MergeJob", "b-p2")["batch"]
     target = head["base"]
     assert stacked["base"] == status(fake, "MergeJob", "b-p1")["batch"]["commit"]
@@ -1408,8 +1401,8 @@ async def test_a_head_batch_whose_gate_failed_is_bisected_while_the_stacked_one_
     patch_status = fake.patch_status
     fake.patch_status = lambda kind, ns, name, st, **kw: (  # type: ignore[method-assign]
         writes.append(name) if kind == "MergeJob" else None, patch_status(kind, ns, name, st, **kw))[1]
-    actions = await reconcile()
-    assert f"b-gate-{head['id']}-1" in gates(actions)  # the bisection's probe
+    actions = await reconcile_queue(fake, m)
+    assert f"b-gate-{head['id']}-1" in gate_manifests(actions)  # the bisection's probe
     again = status(fake, "MergeJob", "b-p2")["batch"]
     assert again["base"] == target and again["id"] != stacked["id"] and again["position"] == 1
     assert status(fake, "MergeJob", "b-p3")["batch"]["position"] == 2
