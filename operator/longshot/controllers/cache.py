@@ -334,6 +334,10 @@ class Cache:
     """build -> a counter bumped whenever the build, one of its tasks or one of its MergeJobs is stored or
     forgotten (whether from a watch event or from the shell's own write): derived views of the build are stale
     when it moved."""
+    changed_tasks: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
+    """build -> the tasks whose object, or whose MergeJob's, was stored or forgotten since the build's derived views
+    last read them (``Context.views`` takes the set): the views are brought up to date task by task, not made
+    again from the build's 10,000 tasks on every change."""
     version: int = 0
     """Bumped by every change a dispatch plan reads (an object or Pod stored or forgotten; not the gateway's
     heartbeats that change no metering): a plan of the same version would choose the same tasks."""
@@ -436,7 +440,7 @@ class Cache:
             task = self.tasks.pop(key, None)
             if task is None:
                 return []
-            self.changes[(key[0], task.build_name)] += 1
+            self._task_changed((key[0], task.build_name), key[1])
             self.tasks_by_build[(key[0], task.build_name)].discard(key[1])
             self.fixers_by_build[(key[0], task.build_name)].discard(key[1])
             batch = task.metadata.labels.get(BATCH_LABEL)
@@ -453,7 +457,7 @@ class Cache:
             job = self.jobs.pop(key, None)
             if job is None:
                 return []
-            self.changes[(key[0], job.build_name)] += 1
+            self._job_changed(job)
             self.jobs_by_build[(key[0], job.build_name)].discard(key[1])
             return [("BuildRequest", key[0], job.build_name), *self._queue_refs(job)]
         if kind == "Pod":
@@ -502,14 +506,16 @@ class Cache:
                 if _metered(old) == _metered(obj):
                     return []
                 self.version += 1
-                self.changes[(ns, obj.build_name)] += 1
+                self._task_changed((ns, obj.build_name), name)
                 return [("BuildRequest", ns, obj.build_name)]
             self.version += 1
             if old is not None and ((old.status.phase == tasks.RUNNING and obj.status.phase != tasks.RUNNING)
                                     or old.generation != obj.generation
                                     or old.metadata.deleting != obj.metadata.deleting):
                 self.freeing += 1  # a slot may be free (a running task stopped), or the task's spec changed
-            self.changes[(ns, obj.build_name)] += 1
+            self._task_changed((ns, obj.build_name), name)
+            if old is not None and old.build_name != obj.build_name:  # (its spec.buildRef rewritten)
+                self._task_changed((ns, old.build_name), name)
             self.tasks[obj.key] = obj
             self.tasks_by_build[(ns, obj.build_name)].add(name)
             if obj.spec.role == "fixer":
@@ -546,7 +552,10 @@ class Cache:
             return refs
         assert isinstance(obj, objects.MergeJob)
         self.version += 1
-        self.changes[(ns, obj.build_name)] += 1
+        old_job = self.jobs.get(obj.key)
+        if old_job is not None and old_job.task_name != obj.task_name:
+            self._job_changed(old_job)
+        self._job_changed(obj)
         self.jobs[obj.key] = obj
         self.jobs_by_build[(ns, obj.build_name)].add(name)
         refs = [("MergeJob", ns, name), ("BuildRequest", ns, obj.build_name), *self._queue_refs(obj)]
@@ -556,6 +565,17 @@ class Cache:
         if fixes:
             refs.append(("MergeJob", ns, fixes))
         return refs
+
+    def _task_changed(self, build: Key, task: str) -> None:
+        self.changes[build] += 1
+        self.changed_tasks[build].add(task)
+
+    def _job_changed(self, job: objects.MergeJob) -> None:
+        """A MergeJob was stored or forgotten: the views of the task it belongs to, and of a task named like it
+        (``job_of_task``'s fallback), are stale."""
+        build = (job.namespace, job.build_name)
+        self._task_changed(build, job.task_name)
+        self.changed_tasks[build].add(job.name)
 
     def _queue_refs(self, job: objects.MergeJob) -> list[Ref]:
         build = self.builds.get((job.namespace, job.build_name))

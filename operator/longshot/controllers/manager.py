@@ -172,7 +172,6 @@ class Manager:
         refs = self.cache.observe(kind, event_type, body)
         for r in refs:
             if r[0] == "BuildRequest":
-                self.ctx.touched((r[1], r[2]))
                 build = self.cache.builds.get((r[1], r[2]))
                 if self.leadership is not None and build is not None and not self.leadership.knows(
                         self.cache.shard_of(build)):

@@ -7,6 +7,7 @@ import copy
 import gc
 import json
 import pickle
+import random
 import tracemalloc
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -346,3 +347,84 @@ def test_a_batch_s_gate_tasks_are_found_without_reading_the_build_s_other_tasks(
     c.observe("AgentTask", "DELETED", gates[0])
     assert list(c.tasks_of_batch(("ns", "b"), "b1")) == []
     assert ("ns", "b", "b1") not in c.tasks_by_batch
+
+
+def _walk_task(rng: random.Random, name: str, rv: int) -> dict[str, Any]:
+    """A random version of task ``name``: its role, phase, sub-plan parent, plan name, metering and handoff."""
+    role = rng.choice(["worker", "worker", "planner", "fixer"])
+    body = task(name, str(rv), rng.choice([None, "Pending", "Running", "Succeeded", "Failed"]),
+                depends_on=tuple(rng.sample(["t0", "t1", "t2"], rng.randint(0, 2))))
+    body["spec"]["role"] = role
+    if rng.random() < 0.4:
+        body["spec"]["parentTask"] = rng.choice(["t0", "t1", "p"])
+    if role == "planner" and rng.random() < 0.7:
+        body["metadata"]["annotations"] = {"longshot.dev/plan-name": name}
+    status = body.setdefault("status", {})
+    if rng.random() < 0.6:
+        status["attempts"] = [{"number": n, "pod": f"{name}-a{n}", "tokens": rng.randint(0, 50),
+                               "cost": rng.choice([0, 0.1, 0.25, 1 / 3]),
+                               **({"failureClass": "AgentError", "exitReason": "boom"} if rng.random() < 0.3 else {})}
+                              for n in range(1, rng.randint(1, 3) + 1)]
+    if rng.random() < 0.5:
+        status["handoff"] = {"task": name, "role": "worker", "outcome": "succeeded",
+                             **({"commit": "abcdef1"} if rng.random() < 0.7 else {})}
+    if rng.random() < 0.3:
+        status["mergeJob"] = rng.choice([name, f"{name}-2"])
+    return body
+
+
+def _walk_job(rng: random.Random, name: str, owner: str, rv: int) -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": rng.choice(["Queued", "Testing", "Merged", "Failed", "Superseded",
+                                                   "Conflicted"])}
+    if rng.random() < 0.3:
+        status["fixer"] = rng.choice(["f0", "f1", "t3"])
+    return {"apiVersion": "longshot.dev/v1alpha1", "kind": "MergeJob",
+            "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "resourceVersion": str(rv),
+                         "generation": 1, "labels": {"longshot.dev/build": "b"}},
+            "spec": {"buildRef": {"name": "b"}, "taskRef": {"name": owner}, "branch": f"longshot/{owner}",
+                     "target": "main", "commit": "abcdef1"},
+            "status": status}
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_build_s_views_brought_up_to_date_task_by_task_equal_views_made_from_all_its_tasks(seed: int):
+    """``Context.views`` reads again only the tasks that changed (and those whose MergeJob a fixer took over); after
+    any history of creates, status changes, metering, MergeJobs, fixers, sub-plans and deletions, in the shell's own
+    writes or watch events, its views equal those a new context makes from every task of the build."""
+    rng = random.Random(seed)
+    ctx = context()
+    c = ctx.cache
+    c.observe("BuildRequest", "ADDED", build())
+    names = [f"t{i}" for i in range(6)] + ["p", "f0", "f1"]
+    rv = 10
+    for step in range(120):
+        rv += 1
+        name = rng.choice(names)
+        op = rng.random()
+        if op < 0.45:
+            c.observe("AgentTask", "MODIFIED", _walk_task(rng, name, rv))
+        elif op < 0.55:
+            c.observe("AgentTask", "DELETED", task(name, str(rv)))
+        elif op < 0.85:  # a relaunch's job (``<task>-2``) is its task's; one named like a task is that task's too
+            job = rng.choice([name, f"{name}-2"])
+            owner = name if job != name or rng.random() < 0.8 else rng.choice(names)
+            c.observe("MergeJob", "MODIFIED", _walk_job(rng, job, owner, rv))
+        elif op < 0.92:
+            gone = c.jobs.get(("ns", rng.choice([name, f"{name}-2"])))
+            if gone is not None:
+                c.observe("MergeJob", "DELETED", _walk_job(rng, gone.name, gone.task_name, rv))
+        else:  # a heartbeat: changes nothing the views read
+            t = c.tasks.get(("ns", name))
+            if t is not None:
+                c.observe("AgentTask", "MODIFIED", with_progress(t.model_dump(by_alias=True, mode="json",
+                                                                              exclude_none=True), str(rv),
+                                                                 message="working"))
+        if rng.random() < 0.5:
+            got = ctx.views(("ns", "b"))
+            fresh = context()
+            fresh.cache = c
+            want = fresh.views(("ns", "b"))
+            differ = {k: (v, want.deps.get(k)) for k, v in got.deps.items() if want.deps.get(k) != v}
+            assert got == want, (f"seed {seed}, step {step}", differ, got.deps.keys() ^ want.deps.keys())
+    ctx.forget(("ns", "b"))
+    assert ("ns", "b") not in c.changed_tasks
