@@ -60,6 +60,31 @@ class Readiness:
 
     ready_since: dict[cachemod.Key, datetime] = field(default_factory=dict)
     held: set[cachemod.Key] = field(default_factory=set)
+    views: dict[cachemod.Key, tuple[objects.AgentTask, str, str, bool, scheduler.TaskView,
+                                    tuple[int, datetime, str]]] = field(default_factory=dict)
+    """Each task's scheduler view and its order, with what it was made from (the task object, its build, phase and
+    readiness): a plan makes views only of the tasks that changed since the last one."""
+
+    def view(self, t: objects.AgentTask, build: str, phase: str, ready: bool) -> scheduler.TaskView:
+        memo = self.views.get(t.key)
+        if memo is not None and memo[0] is t and memo[1] == build and memo[2] == phase and memo[3] == ready:
+            return memo[4]
+        v = _view(t, build, phase, ready)
+        self.views[t.key] = (t, build, phase, ready, v, scheduler.order_key(v))
+        return v
+
+    def order(self, v: scheduler.TaskView) -> tuple[int, datetime, str]:
+        """The view's :func:`scheduler.order_key`, as remembered (every view handed to this goes through
+        :meth:`view` first)."""
+        return self.views[(v.build.split("/", 1)[0], v.name)][5]
+
+    def trim(self, running: list[scheduler.TaskView], pending: dict[str, list[tuple[objects.AgentTask, bool]]]
+             ) -> None:
+        """Forget the views of tasks no plan reads any more (ended, or gone), once they are as many as the rest."""
+        if len(self.views) <= 2 * (len(running) + sum(len(w) for w in pending.values())) + 1024:
+            return
+        keep = {(v.build.split("/", 1)[0], v.name) for v in running} | {t.key for w in pending.values() for t, _ in w}
+        self.views = {k: m for k, m in self.views.items() if k in keep}
 
 
 def plan(ctx: ctxmod.Context, readiness: Readiness | None = None) -> Plan:
@@ -67,9 +92,11 @@ def plan(ctx: ctxmod.Context, readiness: Readiness | None = None) -> Plan:
 
     One pass over the tasks, build by build (a build's facts are read once): the running ones and the pending
     candidates. Only builds that can start something now (a free slot of their own and of the operator-wide limit,
-    not suspended, halted or out of budget) get a view of every candidate for the scheduler; any other build gets
-    one, which starts nothing and is enough for the scheduler to say why the build is held (a 10,000-task build
-    whose slots are full costs its running tasks, not 9,000 candidates' views)."""
+    not suspended, halted or out of budget) hand the scheduler their candidates, and of those only the head of the
+    line it can start from (``scheduler.head_of_line``: with 3 free slots, the first 3 ready ones without a scope and
+    any with a scope before them); any other build hands it one, which starts nothing and is enough for the
+    scheduler to say why the build is held (a 10,000-task build whose slots are full costs its running tasks, not
+    9,000 candidates' views). A task's view is made again only when the task changed (``Readiness.view``)."""
     now = ctx.clock()
     readiness = readiness if readiness is not None else Readiness()
     by_state: dict[str, int] = defaultdict(int)
@@ -83,7 +110,8 @@ def plan(ctx: ctxmod.Context, readiness: Readiness | None = None) -> Plan:
     for (ns, build_name), names in list(ctx.cache.tasks_by_build.items()):
         bkey = f"{ns}/{build_name}"
         try:
-            _gather(ctx, ns, build_name, names, now, by_state, running, busy, pending, builds, ready_keys, ended)
+            _gather(ctx, ns, build_name, names, now, by_state, running, busy, pending, builds, ready_keys, ended,
+                    readiness)
             if (ns, build_name) in ctx.cache.ingesting:  # its plan's tasks are still being created: none starts yet
                 pending.pop(bkey, None)
                 builds.pop(bkey, None)
@@ -92,7 +120,8 @@ def plan(ctx: ctxmod.Context, readiness: Readiness | None = None) -> Plan:
             pending.pop(bkey, None)
             builds.pop(bkey, None)
             log.warning("dispatch: build %s left out of the plan (%s)", bkey, type(e).__name__, exc_info=True)
-    _reuse_ended_slots(ended, running, busy)
+    _reuse_ended_slots(ended, running, busy, readiness)
+    readiness.trim(running, pending)
     metrics.set_tasks_by_state(by_state)
     metrics.ACTIVE_WORKERS.set(len(running))
     metrics.PENDING_TASKS.set(len(ready_keys))
@@ -107,7 +136,11 @@ def plan(ctx: ctxmod.Context, readiness: Readiness | None = None) -> Plan:
         b = builds[bkey]
         if free > 0 and busy[bkey] < b.max_workers and not (ctx.killswitch or b.halted or b.suspended
                                                              or b.budget_spent):
-            candidates.extend(_view(t, bkey, tasks.PENDING, ready) for t, ready in waiting)
+            # the few the scheduler can start of this build (``scheduler.head_of_line``), not all its candidates:
+            # one whose dependencies hold it back never starts, and at most the build's free slots do
+            ready_views = [readiness.view(t, bkey, tasks.PENDING, True) for t, ready in waiting if ready]
+            candidates.extend(scheduler.head_of_line(ready_views, min(free, b.max_workers - busy[bkey]),
+                                                     key=readiness.order))
         else:  # it can start nothing now: one candidate says why (halted, suspended, budget) and starts nothing
             candidates.append(_view(waiting[0][0], bkey, tasks.PENDING, waiting[0][1]))
     selection = scheduler.select(candidates, running, builds=builds, global_limit=ctx.settings.max_workers,
@@ -149,7 +182,7 @@ def _record_errors(ctx: ctxmod.Context, errors: dict[str, str]) -> frozenset[cac
 def _gather(ctx: ctxmod.Context, ns: str, build_name: str, names: Iterable[str], now: datetime,
             by_state: dict[str, int], running: list[scheduler.TaskView], busy: dict[str, int],
             pending: dict[str, list[tuple[objects.AgentTask, bool]]], builds: dict[str, scheduler.BuildView],
-            ready_keys: set[cachemod.Key], ended: dict[str, list[objects.AgentTask]]) -> None:
+            ready_keys: set[cachemod.Key], ended: dict[str, list[objects.AgentTask]], readiness: Readiness) -> None:
     """One build's part of the plan's inputs: its running tasks, its pending candidates, and (``ended``) its
     running tasks whose Pod has ended, which :func:`_reuse_ended_slots` counts as running or not."""
     build = ctx.cache.builds.get((ns, build_name))
@@ -173,7 +206,7 @@ def _gather(ctx: ctxmod.Context, ns: str, build_name: str, names: Iterable[str],
             ended.setdefault(bkey, []).append(t)
             continue  # its Pod has ended: its slot may be free now, before its reconcile records how it ended
         if phase == tasks.RUNNING:
-            running.append(_view(t, bkey, phase, True))
+            running.append(readiness.view(t, bkey, phase, True))
             busy[bkey] += 1
             continue
         if ours is None:
@@ -189,14 +222,14 @@ def _gather(ctx: ctxmod.Context, ns: str, build_name: str, names: Iterable[str],
 
 
 def _reuse_ended_slots(ended: dict[str, list[objects.AgentTask]], running: list[scheduler.TaskView],
-                       busy: dict[str, int]) -> None:
+                       busy: dict[str, int], readiness: Readiness) -> None:
     """Give back the slots of at most ``MAX_UNRECORDED_ENDS`` tasks whose Pod ended (their end not recorded),
     shared between builds (``core.scheduler.share``); every other ended task holds its slot: it counts as running
     (its scope too) until its reconcile records its end."""
     given = scheduler.share({b: len(ts) for b, ts in ended.items()}, MAX_UNRECORDED_ENDS)
     for b, ts in ended.items():
         held = ts[given.get(b, 0):]
-        running.extend(_view(t, b, tasks.RUNNING, True) for t in held)
+        running.extend(readiness.view(t, b, tasks.RUNNING, True) for t in held)
         busy[b] += len(held)
 
 

@@ -270,3 +270,27 @@ def test_slots_of_ended_tasks_are_shared_between_builds_not_taken_by_the_first(m
     for _, name in admitted:
         by_build[name.split("-", 1)[0]] += 1
     assert by_build == {"b0": 2, "b1": 2}, admitted
+
+
+def test_plans_made_one_after_another_read_each_task_as_it_is_now_not_as_an_earlier_plan_viewed_it():
+    """The dispatcher's ``Readiness`` keeps each task's view between plans; a task that changed (its priority, its
+    phase, its Pod) is viewed anew, and every plan of a changing world chooses what a view of every candidate gives."""
+    base = {"priority": 5, "scope": (), "cancel": False, "deleting": False, "conditions": True, "depends": [],
+            "tokens": 0}
+    world = {"limit": 100, "killswitch": False, "builds": [{
+        "name": "b0", "workers": 3, "suspend": False, "budget": None, "owned": True, "misconfigured": False,
+        "tasks": [{**base, "phase": "Running", "age": 50, "pod": "running"} for _ in range(2)]
+        + [{**base, "phase": "Pending", "age": 20 - i, "pod": "none"} for i in range(20)]}]}
+    ctx = context_of(world)
+    readiness = dispatch.Readiness()
+    assert dispatch.plan(ctx, readiness).admit == (("ns", "b0-t2"),)  # the oldest pending one
+    late = ctx.cache.tasks[("ns", "b0-t21")]  # the youngest, raised above the others
+    body = late.model_dump(by_alias=True, mode="json", exclude_none=True)
+    body["metadata"]["resourceVersion"] = "7"
+    body["spec"]["priority"] = 9
+    ctx.cache.observe("AgentTask", "MODIFIED", body)
+    assert dispatch.plan(ctx, readiness).admit == (("ns", "b0-t21"),) == every_candidate(ctx)[0]
+    ctx.cache.observe("Pod", "MODIFIED", {"metadata": {"name": "b0-t0-a1", "namespace": "ns", "resourceVersion": "2",
+                                                       "ownerReferences": [owner("b0-t0")]},
+                                          "status": {"phase": "Succeeded"}})  # a slot came free: two start
+    assert dispatch.plan(ctx, readiness).admit == (("ns", "b0-t21"), ("ns", "b0-t2")) == every_candidate(ctx)[0]

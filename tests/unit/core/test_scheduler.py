@@ -170,3 +170,34 @@ def test_share_examples():
     assert scheduler.share({"a": 10, "b": 10, "c": 10}, 4) == {"a": 2, "b": 1, "c": 1}
     assert scheduler.share({"a": 1, "b": 1, "c": 1}, 2) == {"a": 1, "b": 1, "c": 0}
     assert scheduler.share({}, 64) == {}
+
+
+_scopes = st.sampled_from([(), (), (), ("src/a/**",), ("src/a/x.py",), ("src/b/**",), ("docs/**",), ("**",)])
+
+
+@given(st.lists(st.tuples(st.integers(1, 3), st.integers(0, 50), _scopes, st.sampled_from(["", "", "g1"])),
+                min_size=1, max_size=40),
+       st.lists(st.tuples(_scopes, st.sampled_from(["", "g1"])), max_size=6),
+       st.integers(1, 12), st.integers(1, 60))
+def test_the_head_of_a_build_s_line_starts_what_the_whole_line_starts(ready, running, max_workers, limit):
+    """``head_of_line``: select, handed the first candidates of a build up to its ``need``-th without a scope, starts
+    exactly what it starts from all of them, whatever the scopes, groups, priorities and limits."""
+    cands = [TaskView(name=f"t{i:02d}", build="b", priority=p, created=T0 - timedelta(seconds=age), scope=sc,
+                      group=g) for i, (p, age, sc, g) in enumerate(ready)]
+    run = [TaskView(name=f"r{i}", build="b", phase="Running", scope=sc, group=g) for i, (sc, g) in enumerate(running)]
+    bs = builds("b", max_workers=max_workers)
+    need = min(limit - len(run), max_workers - len(run))
+    head = scheduler.head_of_line(cands, need)
+    assert len(head) <= len(cands)
+    whole = scheduler.select(cands, run, builds=bs, global_limit=limit)
+    part = scheduler.select(head, run, builds=bs, global_limit=limit)
+    assert started(part) == started(whole)
+
+
+def test_the_head_of_a_long_line_is_a_few_candidates():
+    cands = [task(f"t{i:04d}", age=i) for i in range(5000)]
+    head = scheduler.head_of_line(cands, 3)
+    assert [t.name for t in head] == ["t4999", "t4998", "t4997"]  # the oldest three, and nothing else
+    scoped = [task(f"s{i}", age=10_000 + i, scope=("src/**",)) for i in range(40)]
+    head = scheduler.head_of_line(scoped + cands, 3)  # 40 scoped ones ahead: all of them, then three more
+    assert len(head) == 43 and [t.name for t in head[-3:]] == ["t4999", "t4998", "t4997"]
