@@ -20,6 +20,7 @@ from longshot.controllers import cache as cachemod
 from longshot.controllers import controller as ctlmod
 from longshot.controllers import executor as ex
 from longshot.controllers import manager as managermod
+from longshot.controllers import mergequeue as mqc
 from longshot.runtime import kube
 
 pytestmark = pytest.mark.unit
@@ -891,7 +892,6 @@ async def test_the_queue_gates_ready_jobs_without_waiting_for_the_checks_of_new_
     what is ready and leaves the checks to the queue's checks step, its own reconcile beside it (issue 34: the scans
     of the jobs that came in held every gate's verdict for 2.5 s a reconcile). The checks step writes each job once:
     a new job's first conditions (Observed) with its checks; a job whose checks passed wakes the batch step."""
-    from longshot.controllers import mergequeue as mqc
     _fake, m, _clock, _mono, _sync = world
     # b-p1 and b-p3 observed already; b-p2 new (no conditions yet)
     queue = queue_with_jobs(world, tmp_path, ["b-p0", "b-p1", "b-p2", "b-p3"], passed=("b-p0",),
@@ -937,7 +937,6 @@ async def test_a_queue_reconcile_checks_a_slice_of_the_new_jobs_and_comes_back_f
                                                                                              monkeypatch):
     """A thousand workers finishing at once: a reconcile that checked (and wrote) every new job held the step for
     20 to 30 s (``make bench-fleet``). The checks step checks a slice and is requeued now for the rest."""
-    from longshot.controllers import mergequeue as mqc
     monkeypatch.setattr(mqc, "CHECKS_PER_RECONCILE", 2)
     _fake, m, _clock, _mono, _sync = world
     new = ("b-p1", "b-p2", "b-p3", "b-p4")
@@ -955,7 +954,6 @@ def test_the_checks_budget_counts_the_time_the_scans_hold_the_workspace_not_a_wa
     counts the time the scans hold the workspace's lock."""
     import threading
 
-    from longshot.controllers import mergequeue as mqc
     from longshot.vcs import workspace as vws
     tasks = [f"b-p{i}" for i in range(4)]
     url, commits = repository_with_branches(tmp_path / "git", tasks)
@@ -998,7 +996,6 @@ async def test_the_checks_step_scans_in_its_own_workspace_while_the_batch_step_h
     now works in a workspace of its own: it checks while the batch step's is held."""
     import threading
 
-    from longshot.controllers import mergequeue as mqc
     _fake, m, _clock, _mono, _sync = world
     new = ("b-p1", "b-p2")
     queue = queue_with_jobs(world, tmp_path, ["b-p0", *new], passed=("b-p0",), pending=new)
@@ -1028,7 +1025,6 @@ async def test_the_checks_step_waits_while_enough_checked_candidates_wait_for_a_
     """With a thousand agents 2,500 jobs waited for their checks while every batch was full: the scans of jobs
     minutes from the head held the workspace's lock and a core while the batches waited. The checks step checks
     while fewer than window x (depth + 1) checked candidates of the build wait (window 4, depth 2: 12)."""
-    from longshot.controllers import mergequeue as mqc
     _fake, m, _clock, _mono, _sync = world
     passed = tuple(f"b-p{i:02d}" for i in range(12))
     new = ("b-n1", "b-n2")
@@ -1410,3 +1406,45 @@ async def test_a_head_batch_whose_gate_failed_is_bisected_while_the_stacked_one_
     assert writes.count("b-p2") == 1 and writes.count("b-p3") == 1
     stacked_gate = next(n for n in fake.objects if n[0] == "AgentTask" and f"gate-{stacked['id']}-2" in n[2])
     assert fake.objects[stacked_gate]["spec"].get("cancel") is True  # its gate run was a bet that lost
+
+
+async def test_a_queue_reads_the_target_once_in_a_burst_of_reconciles_and_knows_the_head_its_own_land_made(
+        world, tmp_path, monkeypatch):
+    """``HEAD_REUSE_SECONDS``: reconciles of a queue that follow each other closely read the target's head from the
+    server once; one after the window reads it again (a push by someone else is seen); after the queue's own land the
+    head is the landed commit without a read."""
+    fake, m, _clock, mono, _sync = world
+    url, commits = repository_with_branches(tmp_path / "git", ["b-p0", "b-p1"])
+    m.queues.workspaces.root = tmp_path / "workspaces"
+    fake.create(build(repository={"url": url}, qualityGate={"profile": "minimal", "testCommand": "true"},
+                      merge={"strategy": "rebase", "window": 2}))
+    checked = {"type": "ChecksPassed", "status": "True", "reason": "Completed", "message": "the secret scan passed",
+               "lastTransitionTime": "2025-01-01T00:00:00Z"}
+    for task in ("b-p0", "b-p1"):
+        job = merged_job(task, task)
+        job["spec"].update({"branch": f"longshot/ns/b/{task}", "commit": commits[task]})
+        fake.create(job)
+        fake.patch_status("MergeJob", "ns", task, {"phase": "Queued", "checks": "passed", "conditions": [checked]})
+    reads: list[str] = []
+    head_of = mqc.speculate.head_of
+    monkeypatch.setattr(mqc.speculate, "head_of", lambda w, target: reads.append(target) or head_of(w, target))
+
+    await reconcile_queue(fake, m)  # the batch (p0, p1) on the target: read once
+    name = cachemod.queue_name(m.cache.builds[("ns", "b")], "main")
+    await reconcile_queue(fake, m)
+    assert reads == ["main"]
+    batch = status(fake, "MergeJob", "b-p1")["batch"]
+    mono[0] += mqc.HEAD_REUSE_SECONDS
+    await reconcile_queue(fake, m)
+    assert reads == ["main", "main"]  # the window is over: read again
+    gate = next(n for n in fake.objects if n[0] == "AgentTask" and f"gate-{batch['id']}-2" in n[2])[2]
+    fake.patch_status("AgentTask", "ns", gate, {"phase": "Succeeded", "handoff": {
+        "task": gate, "attempt": 1, "role": "tester", "outcome": "succeeded", "verdict": "passed", "summary": "ok"}})
+    mono[0] += mqc.HEAD_REUSE_SECONDS
+    await reconcile_queue(fake, m)  # the gate passed: read, land
+    assert status(fake, "MergeJob", "b-p1")["phase"] == "Merged" and len(reads) == 3
+    on_server = subprocess.run(["git", "-C", str(tmp_path / "git" / "r.git"), "rev-parse", "main"], check=True,
+                               capture_output=True, text=True).stdout.strip()
+    assert m.queues.heads[name][1] == on_server == batch["commit"]  # known from the land itself
+    await reconcile_queue(fake, m)
+    assert len(reads) == 3
