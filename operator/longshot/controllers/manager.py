@@ -87,6 +87,10 @@ MIN_INTERVAL: Final = {"BuildRequest": 1.0}
 """Seconds between two reconciles of one reference (``WorkQueue.min_interval``): a build is enqueued by every change
 of any of its tasks and its reconcile reads all of them, so a burst of task events is one build reconcile, not one
 each (a 10,000-task build's reconcile costs 100-200 ms: at most one a second keeps it under a fifth of the loop)."""
+DUTY: Final = {"BuildRequest": 0.25}
+"""The share of the time one reference's reconciles may take (``WorkQueue.duty``): after a reconcile, a build waits
+three times as long as it took (and at least ``MIN_INTERVAL``). A reconcile of a 10,000-task build with a thousand
+agents took 0.6 s, so one a second was a third of the event loop; the build's status now follows every 2 s or so."""
 DETACHED: Final = frozenset({"Queue"})
 """Kinds whose reconciles :meth:`Manager.step` starts without waiting for them, as their workers would (git work)."""
 DETACHED_STALL_SECONDS: Final = STALLS["Queue"]
@@ -107,7 +111,7 @@ class Manager:
         self.cache = cachemod.Cache()
         urgent: dict[str, Callable[[workqueue.Ref], bool]] = {"AgentTask": self._delivery_task}
         queues = {kind: workqueue.WorkQueue[workqueue.Ref](clock, min_interval=MIN_INTERVAL.get(kind, 0.0),
-                                                           urgent=urgent.get(kind))
+                                                           duty=DUTY.get(kind, 1.0), urgent=urgent.get(kind))
                   for kind in ORDER}
         self.queue = workqueue.Queues(queues)
         """Every controller's queue behind one facade (a reference goes to its kind's)."""

@@ -107,3 +107,34 @@ async def test_a_worker_waiting_on_get_is_handed_the_urgent_reference_first():
     assert [await q.get(), await q.get(), await q.get(), await q.get()] == ["gate", "worker-a", "worker-b", "resync"]
     q.done("gate")
     assert q.in_flight() == 3 and len(q) == 0
+
+
+def test_with_a_duty_a_reference_waits_after_its_reconcile_a_multiple_of_the_time_it_took():
+    """``duty=0.25`` (the BuildRequest controller's): a reconcile that took 2 s is followed by 6 s in which the
+    reference is not handed out again, however often it is added; a short one only by ``min_interval``."""
+    clock = Clock()
+    q: WorkQueue[str] = WorkQueue(clock, min_interval=1.0, duty=0.25)
+    q.add("b")
+    assert q._get_one() == "b"
+    clock.tick(2)  # a long reconcile
+    q.add("b")
+    q.done("b")
+    clock.tick(5.9)
+    assert q._get_one() is None
+    clock.tick(0.1)
+    assert q._get_one() == "b"
+    clock.tick(0.1)  # a short one: min_interval holds it, from when it was handed out
+    q.done("b")
+    q.add("b")
+    clock.tick(0.8)
+    assert q._get_one() is None
+    clock.tick(0.1)
+    assert q._get_one() == "b"
+    q.done("b")
+    plain: WorkQueue[str] = WorkQueue(clock, min_interval=1.0)  # no duty: only min_interval
+    plain.add("b")
+    assert plain._get_one() == "b"
+    clock.tick(5)
+    plain.done("b")
+    plain.add("b")
+    assert plain._get_one() == "b"
