@@ -66,17 +66,18 @@ class Readiness:
     readiness): a plan makes views only of the tasks that changed since the last one."""
 
     def view(self, t: objects.AgentTask, build: str, phase: str, ready: bool) -> scheduler.TaskView:
+        return self.keyed(t, build, phase, ready)[1]
+
+    def keyed(self, t: objects.AgentTask, build: str, phase: str, ready: bool
+              ) -> tuple[tuple[int, datetime, str], scheduler.TaskView]:
+        """The task's view with its :func:`scheduler.order_key`."""
         memo = self.views.get(t.key)
         if memo is not None and memo[0] is t and memo[1] == build and memo[2] == phase and memo[3] == ready:
-            return memo[4]
+            return memo[5], memo[4]
         v = _view(t, build, phase, ready)
-        self.views[t.key] = (t, build, phase, ready, v, scheduler.order_key(v))
-        return v
-
-    def order(self, v: scheduler.TaskView) -> tuple[int, datetime, str]:
-        """The view's :func:`scheduler.order_key`, as remembered (every view handed to this goes through
-        :meth:`view` first)."""
-        return self.views[(v.build.split("/", 1)[0], v.name)][5]
+        order = scheduler.order_key(v)
+        self.views[t.key] = (t, build, phase, ready, v, order)
+        return order, v
 
     def trim(self, running: list[scheduler.TaskView], pending: dict[str, list[tuple[objects.AgentTask, bool]]]
              ) -> None:
@@ -138,9 +139,8 @@ def plan(ctx: ctxmod.Context, readiness: Readiness | None = None) -> Plan:
                                                              or b.budget_spent):
             # the few the scheduler can start of this build (``scheduler.head_of_line``), not all its candidates:
             # one whose dependencies hold it back never starts, and at most the build's free slots do
-            ready_views = [readiness.view(t, bkey, tasks.PENDING, True) for t, ready in waiting if ready]
-            candidates.extend(scheduler.head_of_line(ready_views, min(free, b.max_workers - busy[bkey]),
-                                                     key=readiness.order))
+            ready_views = [readiness.keyed(t, bkey, tasks.PENDING, True) for t, ready in waiting if ready]
+            candidates.extend(scheduler.head_of_line(ready_views, min(free, b.max_workers - busy[bkey])))
         else:  # it can start nothing now: one candidate says why (halted, suspended, budget) and starts nothing
             candidates.append(_view(waiting[0][0], bkey, tasks.PENDING, waiting[0][1]))
     selection = scheduler.select(candidates, running, builds=builds, global_limit=ctx.settings.max_workers,

@@ -34,7 +34,7 @@ names tasks of the same build. Candidates of a build missing from ``builds`` do 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -342,28 +342,27 @@ order_key = _order
 """The order :func:`select` starts one build's candidates in: priority, then age, then name."""
 
 
-def head_of_line(ready: Sequence[TaskView], need: int,
-                 key: Callable[[TaskView], tuple[int, datetime, str]] = _order) -> list[TaskView]:
+def head_of_line(ready: Sequence[tuple[tuple[int, datetime, str], TaskView]], need: int) -> list[TaskView]:
     """The candidates of one build that :func:`select` can start when it may start at most ``need`` of them: the
     first in :func:`order_key` up to and including the ``need``-th one without a scope (a candidate without a scope
     is never held back, so select never looks past it; one with a scope may be, so every one before it is kept).
-    ``ready`` are the build's candidates whose dependencies allow them to start; ``key`` their order (the caller's
-    memo of :func:`order_key`). Select gives the same answer for these as for all of ``ready``: a 10,000-task build
-    at its limit hands it the few tasks that can start, not 6,000 to sort."""
+    ``ready`` are the build's candidates whose dependencies allow them to start, each with its :func:`order_key`
+    (the caller's memo). Select gives the same answer for these as for all of ``ready``: a 10,000-task build at its
+    limit hands it the few tasks that can start, not 6,000 to sort."""
     if need <= 0:
         return []
     take = 2 * need + 8
     while True:
         whole = len(ready) <= take
-        heads = sorted(ready, key=key) if whole else heapq.nsmallest(take, ready, key=key)
+        heads = sorted(ready) if whole else heapq.nsmallest(take, ready)  # (a build's order keys are unique)
         unscoped = 0
-        for i, t in enumerate(heads):
+        for i, (_, t) in enumerate(heads):
             if not t.scope:
                 unscoped += 1
                 if unscoped == need:
-                    return heads[:i + 1]
+                    return [v for _, v in heads[:i + 1]]
         if whole:
-            return heads
+            return [v for _, v in heads]
         take *= 4  # candidates with a scope filled the first ones: look further down the line
 
 

@@ -187,7 +187,7 @@ def test_the_head_of_a_build_s_line_starts_what_the_whole_line_starts(ready, run
     run = [TaskView(name=f"r{i}", build="b", phase="Running", scope=sc, group=g) for i, (sc, g) in enumerate(running)]
     bs = builds("b", max_workers=max_workers)
     need = min(limit - len(run), max_workers - len(run))
-    head = scheduler.head_of_line(cands, need)
+    head = scheduler.head_of_line([(scheduler.order_key(t), t) for t in cands], need)
     assert len(head) <= len(cands)
     whole = scheduler.select(cands, run, builds=bs, global_limit=limit)
     part = scheduler.select(head, run, builds=bs, global_limit=limit)
@@ -196,8 +196,8 @@ def test_the_head_of_a_build_s_line_starts_what_the_whole_line_starts(ready, run
 
 def test_the_head_of_a_long_line_is_a_few_candidates():
     cands = [task(f"t{i:04d}", age=i) for i in range(5000)]
-    head = scheduler.head_of_line(cands, 3)
+    head = scheduler.head_of_line([(scheduler.order_key(t), t) for t in cands], 3)
     assert [t.name for t in head] == ["t4999", "t4998", "t4997"]  # the oldest three, and nothing else
     scoped = [task(f"s{i}", age=10_000 + i, scope=("src/**",)) for i in range(40)]
-    head = scheduler.head_of_line(scoped + cands, 3)  # 40 scoped ones ahead: all of them, then three more
+    head = scheduler.head_of_line([(scheduler.order_key(t), t) for t in scoped + cands], 3)  # 40 scoped first
     assert len(head) == 43 and [t.name for t in head[-3:]] == ["t4999", "t4998", "t4997"]
