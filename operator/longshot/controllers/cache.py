@@ -351,6 +351,9 @@ class Cache:
     pending tasks until the whole batch is in, so that priorities order the whole plan, not the first tasks created
     (``ingest_begin``/``ingest_end``; a replica that dies mid-batch forgets it with everything else)."""
     parse_errors: int = 0
+    on_delivery_task: Callable[[], None] | None = None
+    """Called when a new delivery task (gate, review, sweep, final: ``purpose``) is stored: the manager has dispatch
+    plan at once for it (``Dispatcher.hurry``)."""
     compactor: Compactor = field(default_factory=Compactor)
     _tombstones: OrderedDict[str, None] = field(default_factory=OrderedDict)
     """uids of custom objects deleted (a watch's DELETED, or an answer showing deletionTimestamp and no finalizers),
@@ -528,6 +531,9 @@ class Cache:
                 self.tasks_by_batch[(ns, obj.build_name, batch)].add(name)
             for dep in obj.spec.depends_on:
                 self.dependents[(ns, dep)].add(name)
+            if old is None and self.on_delivery_task is not None and purpose(obj) is not None \
+                    and obj.status.phase in (None, tasks.PENDING):
+                self.on_delivery_task()
             refs: list[Ref] = [("AgentTask", ns, name), ("BuildRequest", ns, obj.build_name)]
             if old is None or old.status.phase != obj.status.phase:
                 refs += [("AgentTask", ns, d) for d in self.dependents.get((ns, name), ())]

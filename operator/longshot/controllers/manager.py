@@ -138,6 +138,7 @@ class Manager:
             for kind in ORDER}
         self.dispatcher = dsp.Dispatcher(self.ctx, self.tasks, self.executor, queues["AgentTask"], clock=clock,
                                          monotonic=monotonic)
+        self.cache.on_delivery_task = functools.partial(self.dispatcher.hurry, "a delivery task was created")
         self.leadership: leadership.Leadership | None = None
         if client is not None:
             self.leadership = leadership.Leadership(client, settings, shards=self.cache.shards,

@@ -4,6 +4,7 @@ is retried and lands, a plan becomes tasks and Pods, the periodic resync and the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 from datetime import timedelta
@@ -1448,3 +1449,36 @@ async def test_a_queue_reads_the_target_once_in_a_burst_of_reconciles_and_knows_
     assert m.queues.heads[name][1] == on_server == batch["commit"]  # known from the land itself
     await reconcile_queue(fake, m)
     assert len(reads) == 3
+
+
+async def test_a_new_gate_task_cuts_short_the_dispatcher_s_wait_after_a_slow_plan(world):
+    """``Dispatcher.hurry``: after a plan the dispatcher waits as long as the plan took, but a gate (review, sweep,
+    final) task that is created meanwhile is planned for at once: the merge queue waits for its end. Any other
+    change waits its turn."""
+    fake, m, _clock, _mono, sync = world
+    fake.create(build())
+    await sync()
+    planned: list[str] = []
+    again = asyncio.Event()
+
+    async def slow_plan(why: str = "") -> None:  # a plan that took 30 s: the next waits 30 s
+        planned.append(why)
+        m.dispatcher.plan_seconds = 30.0
+        again.set()
+
+    m.dispatcher.dispatch = slow_plan  # type: ignore[method-assign]
+    runner = asyncio.create_task(m.dispatcher.run())
+    try:
+        m.dispatcher.poke("a Pod ended")
+        await asyncio.wait_for(again.wait(), 5)
+        again.clear()
+        m.dispatcher.poke("a task changed")  # an ordinary change: it waits for the 30 s
+        assert not m.dispatcher.hurried.is_set()
+        task_by_hand(fake, "b-gate-x-1", labels={"longshot.dev/purpose": "gate", "longshot.dev/build": "b"})
+        m.observe("AgentTask", "ADDED", fake.objects[("AgentTask", "ns", "b-gate-x-1")])
+        await asyncio.wait_for(again.wait(), 5)  # well before the 30 s
+        assert len(planned) == 2 and "a delivery task was created" in planned[1]
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
