@@ -352,8 +352,9 @@ class Cache:
     (``ingest_begin``/``ingest_end``; a replica that dies mid-batch forgets it with everything else)."""
     parse_errors: int = 0
     on_delivery_task: Callable[[], None] | None = None
-    """Called when a new delivery task (gate, review, sweep, final: ``purpose``) is stored: the manager has dispatch
-    plan at once for it (``Dispatcher.hurry``)."""
+    """Called when a new delivery task (gate, review, sweep, final: ``purpose``) is stored with its first status, which
+    makes it a candidate for dispatch (its create and that write are two answers): the manager has dispatch plan at
+    once for it (``Dispatcher.hurry``)."""
     compactor: Compactor = field(default_factory=Compactor)
     _tombstones: OrderedDict[str, None] = field(default_factory=OrderedDict)
     """uids of custom objects deleted (a watch's DELETED, or an answer showing deletionTimestamp and no finalizers),
@@ -531,9 +532,10 @@ class Cache:
                 self.tasks_by_batch[(ns, obj.build_name, batch)].add(name)
             for dep in obj.spec.depends_on:
                 self.dependents[(ns, dep)].add(name)
-            if old is None and self.on_delivery_task is not None and purpose(obj) is not None \
-                    and obj.status.phase in (None, tasks.PENDING):
-                self.on_delivery_task()
+            first = obj.status.conditions and (old is None or not old.status.conditions)
+            if first and self.on_delivery_task is not None and obj.status.phase in (None, tasks.PENDING) \
+                    and purpose(obj) is not None:
+                self.on_delivery_task()  # a new delivery task with its first status: a candidate for dispatch now
             refs: list[Ref] = [("AgentTask", ns, name), ("BuildRequest", ns, obj.build_name)]
             if old is None or old.status.phase != obj.status.phase:
                 refs += [("AgentTask", ns, d) for d in self.dependents.get((ns, name), ())]

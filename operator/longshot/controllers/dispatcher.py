@@ -206,6 +206,8 @@ class Dispatcher:
         try:
             if len(claimed) < len(admit):
                 self.planned = None  # the end of that task's reconcile dispatches again (``Manager._reconciled``)
+                if any(self._delivery(k) for k in admit if k not in claimed):
+                    self.hurried.set()  # and at once for a gate (a new task's first reconcile is short)
             if not claimed:
                 return
             rests = await self._create_pods(claimed, held, freed, why)
@@ -216,6 +218,10 @@ class Dispatcher:
         finally:
             for k in claimed:
                 self.task_queue.done(("AgentTask", *k))
+
+    def _delivery(self, key: cachemod.Key) -> bool:
+        task = self.ctx.cache.tasks.get(key)
+        return task is not None and cachemod.purpose(task) is not None
 
     def _owner_busy(self, key: cachemod.Key) -> bool:
         """The task is owned by another task (a best-of-N candidate or judge) whose reconcile is in flight: that

@@ -1474,6 +1474,7 @@ async def test_a_new_gate_task_cuts_short_the_dispatcher_s_wait_after_a_slow_pla
         again.clear()
         m.dispatcher.poke("a task changed")  # an ordinary change: it waits for the 30 s
         assert not m.dispatcher.hurried.is_set()
+        # created with the CRD's default status (Pending, its conditions): a candidate for dispatch at once
         task_by_hand(fake, "b-gate-x-1", labels={"longshot.dev/purpose": "gate", "longshot.dev/build": "b"})
         m.observe("AgentTask", "ADDED", fake.objects[("AgentTask", "ns", "b-gate-x-1")])
         await asyncio.wait_for(again.wait(), 5)  # well before the 30 s
@@ -1482,3 +1483,32 @@ async def test_a_new_gate_task_cuts_short_the_dispatcher_s_wait_after_a_slow_pla
         runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await runner
+
+
+async def test_a_gate_task_whose_reconcile_held_its_admission_is_dispatched_without_the_wait_after_a_plan(world):
+    """A new task's first reconcile runs beside the dispatch that chose it, and a task being reconciled is not
+    admitted: the next plan admits it. For a gate task (the merge queue waits for it) that next plan does not wait
+    for the rest after the last (``Dispatcher.hurried``); for a worker it does."""
+    fake, m, _clock, _mono, sync = world
+    fake.create(build())
+    await sync()
+    task_by_hand(fake, "b-gate-x-1", labels={"longshot.dev/purpose": "gate", "longshot.dev/build": "b"})
+    for (kind, _, _), obj in list(fake.objects.items()):
+        m.observe(kind, "MODIFIED", obj)
+    ref = ("AgentTask", "ns", "b-gate-x-1")
+    assert m.queue.claim(ref)  # its reconcile is in flight
+    m.dispatcher.hurried.clear()
+    await m.dispatcher.dispatch("test")
+    assert ("ns", "b-gate-x-1-a1") not in fake.pods and m.dispatcher.hurried.is_set()
+    m.queue.done(ref)
+    await m.dispatcher.dispatch("its reconcile ended")
+    assert ("ns", "b-gate-x-1-a1") in fake.pods
+    task_by_hand(fake, "b-w", labels={"longshot.dev/build": "b"})  # a worker held the same way: no hurry
+    for (kind, _, _), obj in list(fake.objects.items()):
+        m.observe(kind, "MODIFIED", obj)
+    ref = ("AgentTask", "ns", "b-w")
+    assert m.queue.claim(ref)
+    m.dispatcher.hurried.clear()
+    await m.dispatcher.dispatch("test")
+    assert ("ns", "b-w-a1") not in fake.pods and not m.dispatcher.hurried.is_set()
+    m.queue.done(ref)
