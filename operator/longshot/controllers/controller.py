@@ -67,8 +67,10 @@ class Controller:
         kind, ns, name = ref
         started = time.monotonic()  # the real clock, not the injected one: a duration for the metrics
         self.in_flight[ref] = self.monotonic()
+        decided: float | None = None
         try:
             actions = await self.reconcile(ref)
+            decided = time.monotonic()
             await self.executor.run(actions)
             self.queue.forget(ref)
             self.reconciles += 1
@@ -87,7 +89,7 @@ class Controller:
             took = self.monotonic() - self.in_flight.pop(ref, self.monotonic())
             if took >= SLOW_RECONCILE_SECONDS:
                 log.warning("a reconcile of %s %s/%s took %.1fs", kind, ns, name, took)
-            self.queue.done(ref)
+            self.queue.done(ref, (decided if decided is not None else time.monotonic()) - started)
             if self.after is not None:
                 self.after(ref)
 

@@ -23,7 +23,8 @@ time (timers: backoffs, sweeps, error retries).
   a build's tasks enqueues the build, and a build's reconcile reads all of its tasks, so without it a 10,000-task
   build's reconciles cost O(tasks) per task event. (:meth:`take`, the test driver's, hands out regardless.)
   ``duty`` (below 1, with ``min_interval``): a reference handed out by :meth:`get` then waits, after :meth:`done`,
-  ``1/duty - 1`` times as long as it was processed, so that one reference holds at most that share of the workers'
+  ``1/duty - 1`` times as long as its reconcile took (``busy``: not the writes it made, which wait for the API
+  server; a build's reconcile that created a plan's 150 tasks took seconds of writes), so that one reference holds at most that share of the workers'
   time however long its reconciles grow (the BuildRequest controller: a quarter; a 10,000-task build's reconcile took
   0.6 s with a thousand agents, a third of the event loop at one a second, ``make bench-fleet``).
 
@@ -198,13 +199,16 @@ class WorkQueue(Generic[T]):
         """``ref`` is being processed (taken or claimed, not done yet)."""
         return ref in self._processing
 
-    def done(self, ref: T) -> None:
+    def done(self, ref: T, busy: float | None = None) -> None:
+        """``ref`` was processed. ``busy``: the seconds its reconcile itself took (without carrying out its writes,
+        which wait for the API server, not the event loop), for ``duty``; the time since it was handed out when not
+        given."""
         self._processing.discard(ref)
         began = self._began.pop(ref, None)
         if began is not None:  # ``duty``: it waits (1/duty - 1) times as long as it took
             now = self.clock()
-            rest = (now - began) * (1 / self.duty - 1)
-            self._cooldown[ref] = max(self._cooldown.get(ref, now), now + rest)
+            took = timedelta(seconds=busy) if busy is not None else now - began
+            self._cooldown[ref] = max(self._cooldown.get(ref, now), now + took * (1 / self.duty - 1))
         if self._is_dirty(ref):
             self.wake.set()
 
@@ -318,8 +322,8 @@ class Queues:
     def busy(self, ref: Ref) -> bool:
         return self.by_kind[ref[0]].busy(ref)
 
-    def done(self, ref: Ref) -> None:
-        self.by_kind[ref[0]].done(ref)
+    def done(self, ref: Ref, busy: float | None = None) -> None:
+        self.by_kind[ref[0]].done(ref, busy)
 
     def pending(self) -> int:
         """Dirty references plus timers, over every queue."""

@@ -138,3 +138,19 @@ def test_with_a_duty_a_reference_waits_after_its_reconcile_a_multiple_of_the_tim
     plain.done("b")
     plain.add("b")
     assert plain._get_one() == "b"
+
+
+def test_with_a_duty_the_wait_counts_the_reconcile_itself_not_the_writes_it_made():
+    """A build's reconcile that made a plan's 150 tasks spent seconds on their creates, which wait for the API server,
+    not the event loop: the duty counts what the controller says the reconcile itself took (``busy``)."""
+    clock = Clock()
+    q: WorkQueue[str] = WorkQueue(clock, min_interval=1.0, duty=0.25)
+    q.add("b")
+    assert q._get_one() == "b"
+    clock.tick(8)  # 0.2 s of reconcile, then the writes
+    q.add("b")
+    q.done("b", busy=0.2)
+    clock.tick(0.5)
+    assert q._get_one() is None
+    clock.tick(0.1)
+    assert q._get_one() == "b"  # 0.6 s of rest were due after it, not 24
