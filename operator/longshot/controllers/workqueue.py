@@ -24,9 +24,10 @@ time (timers: backoffs, sweeps, error retries).
   build's reconciles cost O(tasks) per task event. (:meth:`take`, the test driver's, hands out regardless.)
   ``duty`` (below 1, with ``min_interval``): a reference handed out by :meth:`get` then waits, after :meth:`done`,
   ``1/duty - 1`` times as long as its reconcile took (``busy``: not the writes it made, which wait for the API
-  server; a build's reconcile that created a plan's 150 tasks took seconds of writes), so that one reference holds at most that share of the workers'
-  time however long its reconciles grow (the BuildRequest controller: a quarter; a 10,000-task build's reconcile took
-  0.6 s with a thousand agents, a third of the event loop at one a second, ``make bench-fleet``).
+  server; a build's reconcile that created a plan's 150 tasks took seconds of writes), so that one reference holds
+  at most that share of the workers' time however long its reconciles grow (the BuildRequest controller: a quarter;
+  a 10,000-task build's reconcile took 0.6 s with a thousand agents, a third of the event loop at one a second,
+  ``make bench-fleet``).
 
 The clock is injected; the queue does no I/O. :class:`Queues` routes references to the queue of their kind: every
 kind has its own queue and workers (``controllers/controller.py``), one facade for whoever enqueues.
