@@ -629,6 +629,12 @@ class Cache:
             if p is not None:
                 yield p
 
+    def delivery_task(self, key: Key) -> bool:
+        """The task is a gate, review, sweep or final task (``purpose``): the merge queue or a build's finalization
+        waits for its end."""
+        task = self.tasks.get(key)
+        return task is not None and purpose(task) is not None
+
     def job_of_task(self, task: objects.AgentTask) -> objects.MergeJob | None:
         """The MergeJob of a task's latest successful handoff: ``status.mergeJob``, else the one named like the task
         (its first)."""

@@ -94,7 +94,8 @@ class Dispatcher:
         self.started: float | None = None
         """When the dispatch in flight started (monotonic); None: none is."""
         self.hurried = asyncio.Event()
-        """A delivery task was created since the last plan began: the wait after a plan is cut short."""
+        """Set when a delivery task was created since the last plan began, or when the last plan could not claim
+        one (its first reconcile was in flight): the wait after a plan is cut short."""
         self.admissions = asyncio.Semaphore(CONCURRENCY)
         self.readiness = dispatch.Readiness()
         """When ready tasks became ready and which the last plan held back: read by dispatch alone."""
@@ -206,7 +207,7 @@ class Dispatcher:
         try:
             if len(claimed) < len(admit):
                 self.planned = None  # the end of that task's reconcile dispatches again (``Manager._reconciled``)
-                if any(self._delivery(k) for k in admit if k not in claimed):
+                if any(self.ctx.cache.delivery_task(k) for k in admit if k not in claimed):
                     self.hurried.set()  # and at once for a gate (a new task's first reconcile is short)
             if not claimed:
                 return
@@ -218,10 +219,6 @@ class Dispatcher:
         finally:
             for k in claimed:
                 self.task_queue.done(("AgentTask", *k))
-
-    def _delivery(self, key: cachemod.Key) -> bool:
-        task = self.ctx.cache.tasks.get(key)
-        return task is not None and cachemod.purpose(task) is not None
 
     def _owner_busy(self, key: cachemod.Key) -> bool:
         """The task is owned by another task (a best-of-N candidate or judge) whose reconcile is in flight: that

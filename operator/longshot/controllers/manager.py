@@ -220,8 +220,7 @@ class Manager:
     def _delivery_task(self, ref: workqueue.Ref) -> bool:
         """A gate, review, sweep or final task: the merge queue or the build's finalization waits for its end, so its
         reconciles go ahead of the workers' (``WorkQueue``'s urgent tier)."""
-        task = self.cache.tasks.get((ref[1], ref[2]))
-        return task is not None and cachemod.purpose(task) is not None
+        return self.cache.delivery_task((ref[1], ref[2]))
 
     def _reconcile(self, kind: str, ref: workqueue.Ref) -> Any:
         return self.reconcilers[kind](ref[1], ref[2])
