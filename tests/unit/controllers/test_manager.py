@@ -862,6 +862,11 @@ def repository_with_branches(root: Path, tasks: list[str]) -> tuple[str, dict[st
     return f"file://{root / 'r.git'}", commits
 
 
+def held_checks(m: Any) -> set[str]:
+    """The jobs whose checks passed and are held for their next status write (``QueueReconciler.passed``)."""
+    return {name for (_ns, name), _h in m.queues.passed.items()}
+
+
 def queue_with_jobs(world: Any, tmp_path: Path, tasks: list[str], *, passed: tuple[str, ...],
                     pending: tuple[str, ...]) -> str:
     """A build (window 4, a real repository) with a MergeJob per task on its own branch: those in ``passed`` through
@@ -891,8 +896,9 @@ def queue_with_jobs(world: Any, tmp_path: Path, tasks: list[str], *, passed: tup
 async def test_the_queue_gates_ready_jobs_without_waiting_for_the_checks_of_new_ones(world, tmp_path):
     """While workers keep finishing, nearly every queue reconcile has new MergeJobs to check: the batch step gates
     what is ready and leaves the checks to the queue's checks step, its own reconcile beside it (issue 34: the scans
-    of the jobs that came in held every gate's verdict for 2.5 s a reconcile). The checks step writes each job once:
-    a new job's first conditions (Observed) with its checks; a job whose checks passed wakes the batch step."""
+    of the jobs that came in held every gate's verdict for 2.5 s a reconcile). The checks step holds the verdicts that
+    passed and wakes the batch step; each job is written once, when it joins a batch: its first conditions
+    (Observed), its checks and its batch."""
     _fake, m, _clock, _mono, _sync = world
     # b-p1 and b-p3 observed already; b-p2 new (no conditions yet)
     queue = queue_with_jobs(world, tmp_path, ["b-p0", "b-p1", "b-p2", "b-p3"], passed=("b-p0",),
@@ -907,12 +913,17 @@ async def test_the_queue_gates_ready_jobs_without_waiting_for_the_checks_of_new_
     assert ("Queue", "", mqc.CHECKS + queue) in [a.ref for a in actions if isinstance(a, ex.Requeue)]
     checks = await m.reconcilers["Queue"]("", mqc.CHECKS + queue)
     assert not [a for a in checks if isinstance(a, ex.CreateObject)], checks  # no batch in the checks step
-    for task in ("b-p1", "b-p2", "b-p3"):
-        (write,) = [a for a in checks if isinstance(a, ex.WriteStatus) and a.name == task]  # one write each
-        assert write.status["phase"] == "Queued" and write.status["checks"] == "passed", write
+    assert not [a for a in checks if isinstance(a, ex.WriteStatus)], checks  # passed: held for their batch's write
+    assert held_checks(m) == {"b-p1", "b-p2", "b-p3"}
+    assert ("Queue", "", queue) in [a.ref for a in checks if isinstance(a, ex.Requeue)]  # the batch step woken
+    actions = await m.reconcilers["Queue"]("", queue)  # (b-p0's write not applied: it joins a batch again)
+    writes = {a.name: a for a in actions if isinstance(a, ex.WriteStatus)}
+    assert {"b-p1", "b-p2", "b-p3"} <= set(writes), actions
+    for task in ("b-p1", "b-p2", "b-p3"):  # one write each: its checks and its batch
+        write = writes[task]
+        assert write.status["phase"] == "Testing" and write.status["checks"] == "passed", write
         assert {c["type"]: c for c in write.status["conditions"]}["ChecksPassed"]["status"] == "True"
-    assert not [a for a in checks if getattr(a, "name", None) == "b-p0"]
-    new = next(a for a in checks if isinstance(a, ex.WriteStatus) and a.name == "b-p2")
+    new = writes["b-p2"]
     assert {"Merged", "Conflicted", "AwaitingApproval"} <= {c["type"] for c in new.status["conditions"]}  # Observed's
     assert new.status["observedGeneration"] is not None
 
@@ -943,8 +954,7 @@ async def test_a_queue_reconcile_checks_a_slice_of_the_new_jobs_and_comes_back_f
     new = ("b-p1", "b-p2", "b-p3", "b-p4")
     queue = queue_with_jobs(world, tmp_path, ["b-p0", *new], passed=("b-p0",), pending=new)
     actions = await m.reconcilers["Queue"]("", mqc.CHECKS + queue)
-    written = {a.name for a in actions if isinstance(a, ex.WriteStatus) and a.status.get("checks") == "passed"}
-    assert written == {"b-p1", "b-p2"}, actions  # the first two new in queue order; b-p3 and b-p4 next time
+    assert held_checks(m) == {"b-p1", "b-p2"}, actions  # the first two new in queue order; b-p3 and b-p4 next time
     assert not [a for a in actions if getattr(a, "name", None) in ("b-p0", "b-p3", "b-p4")]
     assert ("Queue", "", mqc.CHECKS + queue) in [a.ref for a in actions if isinstance(a, ex.Requeue)]
 
@@ -1016,8 +1026,7 @@ async def test_the_checks_step_scans_in_its_own_workspace_while_the_batch_step_h
     finally:
         release.set()
         other.join(20)
-    written = {a.name for a in actions if isinstance(a, ex.WriteStatus) and a.status.get("checks") == "passed"}
-    assert written == set(new), actions
+    assert held_checks(m) == set(new), actions
     checks_workspace = await m.queues.workspaces.get(m.cache.builds[("ns", "b")], mqc.CHECKS_WORKSPACE)
     assert checks_workspace.path != batch_workspace.path and checks_workspace.path.parent == batch_workspace.path.parent
 
@@ -1039,8 +1048,56 @@ async def test_the_checks_step_waits_while_enough_checked_candidates_wait_for_a_
         "metadata": {**_fake.objects[("MergeJob", "ns", "b-p00")]["metadata"],
                      "resourceVersion": str(int(job.metadata.resource_version or 0) + 100)}})
     actions = await m.reconcilers["Queue"]("", mqc.CHECKS + queue)
-    written = {a.name for a in actions if isinstance(a, ex.WriteStatus) and a.status.get("checks") == "passed"}
-    assert written == set(new), actions
+    assert held_checks(m) == set(new), actions
+
+
+async def test_checks_held_for_their_batch_are_written_by_the_checks_step_when_no_batch_takes_them(world, tmp_path):
+    """A job whose checks passed is written with its batch (one write, not two: with a thousand agents the writes of
+    the checks were a third of the MergeJobs' status writes). One that no batch takes within ``HOLD_SECONDS`` is
+    written by the checks step; a held verdict that no longer applies (another commit, a replica that lost it) is
+    not used: the job is checked again."""
+    fake, m, clock, _mono, _sync = world
+    new = ("b-p1", "b-p2")
+    queue = queue_with_jobs(world, tmp_path, list(new), passed=(), pending=("b-p1",))
+    actions = await m.reconcilers["Queue"]("", mqc.CHECKS + queue)
+    assert not [a for a in actions if isinstance(a, ex.WriteStatus)] and held_checks(m) == set(new), actions
+    (later,) = [a.at for a in actions if isinstance(a, ex.Requeue) and a.ref == ("Queue", "", mqc.CHECKS + queue)]
+    assert later == clock.now + timedelta(seconds=mqc.HOLD_SECONDS)
+    assert await m.reconcilers["Queue"]("", mqc.CHECKS + queue) == [  # not due yet: nothing scanned again
+        ex.Requeue(("Queue", "", mqc.CHECKS + queue), later)]
+    clock.now = later
+    actions = await m.reconcilers["Queue"]("", mqc.CHECKS + queue)
+    writes = {a.name: a.status for a in actions if isinstance(a, ex.WriteStatus)}
+    assert set(writes) == set(new), actions
+    for status in writes.values():
+        assert status["phase"] == "Queued" and status["checks"] == "passed"
+        assert {c["type"]: c["status"] for c in status["conditions"]}["ChecksPassed"] == "True"
+    assert "Merged" in {c["type"] for c in writes["b-p2"]["conditions"]}  # b-p2's first status: Observed's too
+    assert held_checks(m) == set()
+    # the writes were lost (not applied): both are checked again; a verdict held for another commit does not count
+    actions = await m.reconcilers["Queue"]("", mqc.CHECKS + queue)
+    assert held_checks(m) == set(new), actions
+    obj = fake.objects[("MergeJob", "ns", "b-p1")]
+    m.cache.observe("MergeJob", "MODIFIED", {**obj, "spec": {**obj["spec"], "commit": "f" * 40},
+                                             "metadata": {**obj["metadata"], "resourceVersion": "999"}})
+    assert mqc.QueueReconciler._held(m.queues, m.cache.jobs[("ns", "b-p1")]) is None
+    m.queues.passed.clear()  # a replica that did not check them
+    actions = await m.reconcilers["Queue"]("", queue)
+    assert not [a for a in actions if isinstance(a, ex.WriteStatus)], actions  # nothing checked: no batch
+    assert ("Queue", "", mqc.CHECKS + queue) in [a.ref for a in actions if isinstance(a, ex.Requeue)]
+
+
+async def test_checks_that_end_in_an_approval_wait_are_written_at_once(world, tmp_path):
+    """Only checks that simply passed are held: a job that now waits for ``spec.approved`` says so at once."""
+    fake, m, _clock, _mono, _sync = world
+    queue = queue_with_jobs(world, tmp_path, ["b-p1"], passed=(), pending=())
+    obj = fake.objects[("BuildRequest", "ns", "b")]
+    m.cache.observe("BuildRequest", "MODIFIED", {
+        **obj, "spec": {**obj["spec"], "merge": {**obj["spec"]["merge"], "requireApproval": True}},
+        "metadata": {**obj["metadata"], "resourceVersion": "999"}})
+    actions = await m.reconcilers["Queue"]("", mqc.CHECKS + queue)
+    (write,) = [a.status for a in actions if isinstance(a, ex.WriteStatus)]
+    assert write["phase"] == "AwaitingApproval" and held_checks(m) == set()
 
 
 async def test_a_batch_member_whose_conditions_are_not_written_yet_holds_its_batch_decision(world, tmp_path):
