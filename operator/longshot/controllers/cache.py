@@ -456,7 +456,8 @@ class Cache:
                         del self.tasks_by_batch[(key[0], task.build_name, batch)]
             for dep in task.spec.depends_on:
                 self.dependents[(key[0], dep)].discard(key[1])
-            return [("BuildRequest", key[0], task.build_name)]
+            queue = task.metadata.annotations.get(QUEUE_ANNOTATION)  # a gate or review task gone: its queue acts
+            return [("BuildRequest", key[0], task.build_name), *([("Queue", "", queue)] if queue else [])]
         if kind == "MergeJob":
             job = self.jobs.pop(key, None)
             if job is None:

@@ -298,6 +298,7 @@ class QueueReconciler:
             return []
         now = self.ctx.clock()
         started = time.monotonic()
+        self._forget_written()
         w = await self.workspaces.get(live[0][1])
         first = live[0][1]
         if target == names.pull_branch(first.namespace, first.name):  # per: build delivery: the build branch
@@ -361,6 +362,7 @@ class QueueReconciler:
         decided = time.monotonic()
         metrics.observe_queue_phase("decide", decided - decide_from)
         out += await self._execute(decision, rest, qstate, w, target, now, name)
+        out += self._write_overdue(live, {a.name for a in out if isinstance(a, ex.WriteStatus)}, now, name)
         took = time.monotonic() - started
         if took >= SLOW_RECONCILE_SECONDS:
             log.info("queue %s: a reconcile took %.1fs (target fetch %.1fs, decide %.1fs, batches %.1fs; %d job(s) "
@@ -385,22 +387,8 @@ class QueueReconciler:
         self._forget_written()
         states_of = [(j, b, mjc.job_state(self.ctx, j, b)) for j, b in self._jobs(shard, target)
                      if j.status.phase in (None, mj.QUEUED)]
-        # held verdicts not taken by a batch within HOLD_SECONDS are written now
         out: list[ex.Action] = []
-        due: list[datetime] = []
-        held: set[str] = set()
-        for job, build, _ in states_of:
-            h = self._held(job)
-            if h is None:
-                continue
-            held.add(job.name)  # not checked again in this reconcile
-            if now - h.at >= timedelta(seconds=HOLD_SECONDS):
-                out += self._decided(job, build, [], now, name)
-                del self.passed[(job.namespace, job.name)]  # written (or, if the write fails, checked again)
-            else:
-                due.append(h.at + timedelta(seconds=HOLD_SECONDS))
-        if due:
-            out.append(ex.Requeue(("Queue", "", CHECKS + name), min(due)))
+        held = {job.name for job, _, _ in states_of if self._held(job) is not None}  # the batch step writes them
         unseen = {job.name for job, _, _ in states_of if not mergejob.seen(job.status)}
         fresh = {job.name for job, _, st in states_of
                  if job.name in unseen and st.phase == mj.QUEUED and st.checks == "pending" and st.batch is None
@@ -460,8 +448,6 @@ class QueueReconciler:
         metrics.observe_queue_phase("checks", time.monotonic() - started)
         if holding:  # their verdicts are not written now (no watch event): the batch step is woken here
             out.append(ex.Requeue(("Queue", "", name), now))
-            if not due:
-                out.append(ex.Requeue(("Queue", "", CHECKS + name), now + timedelta(seconds=HOLD_SECONDS)))
         if deferred:
             out.append(ex.Requeue(("Queue", "", CHECKS + name), now))
         took = time.monotonic() - started
@@ -485,6 +471,26 @@ class QueueReconciler:
         """Drop the held verdicts that no longer apply (written with a status, the job gone or changed)."""
         for key in [k for k in self.passed if (job := self.ctx.cache.jobs.get(k)) is None or self._held(job) is None]:
             del self.passed[key]
+
+    def _write_overdue(self, live: Sequence[tuple[objects.MergeJob, objects.BuildRequest]], written: set[str],
+                       now: datetime, name: str) -> list[ex.Action]:
+        """The batch step writes the held checks that no batch took within ``HOLD_SECONDS`` (``Queued``, checks
+        passed), and comes back when the next is due. The batch step, not the checks step: the two run side by
+        side, and a write of a held job by one raced the other's (its batch's), one of them refused (409)."""
+        out: list[ex.Action] = []
+        due: list[datetime] = []
+        for job, build in live:
+            h = self._held(job)
+            if h is None or job.name in written:
+                continue
+            if now - h.at >= timedelta(seconds=HOLD_SECONDS):
+                out += self._decided(job, build, [], now, name)
+                del self.passed[(job.namespace, job.name)]  # written (or, if the write fails, checked again)
+            else:
+                due.append(h.at + timedelta(seconds=HOLD_SECONDS))
+        if due:
+            out.append(ex.Requeue(("Queue", "", name), min(due)))
+        return out
 
     def _with_held(self, job: objects.MergeJob, events: Sequence[mj.Event]) -> list[mj.Event]:
         """``events`` of a job, after the held verdict of its checks if it has one (the write carries it)."""
@@ -785,6 +791,17 @@ class QueueReconciler:
             return
         for pos in e.positions:
             task_name = names.child_name(build.name, f"gate-{e.batch_id}-{pos}")
+            existing = self.ctx.cache.tasks.get((build.namespace, task_name))
+            if existing is not None:
+                # a probe cancelled (its batch given up by a decision whose job writes did not all land) or ended
+                # without a verdict is deleted and made again once gone (its deletion wakes the queue); one still
+                # on its way is not created twice. It was created again and again, refused (409), and the batch
+                # waited for it for good (``make bench-fleet``).
+                if not existing.metadata.deleting and (existing.spec.cancel
+                                                      or existing.status.phase in (tasks.FAILED, tasks.CANCELLED)):
+                    out.append(ex.Call(functools.partial(self.ctx.kube.delete, "AgentTask", build.namespace,
+                                                         task_name), f"delete probe {task_name} to run it again"))
+                continue
             out.append(ex.CreateObject(tester_manifest(
                 build, task_name, branch=speculate.queue_branch(build.namespace, build.name, e.batch_id, pos),
                 command=command,

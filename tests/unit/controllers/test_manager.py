@@ -22,6 +22,7 @@ from longshot.controllers import controller as ctlmod
 from longshot.controllers import executor as ex
 from longshot.controllers import manager as managermod
 from longshot.controllers import mergequeue as mqc
+from longshot.core import mergejobs as mj
 from longshot.runtime import kube
 
 pytestmark = pytest.mark.unit
@@ -1051,40 +1052,55 @@ async def test_the_checks_step_waits_while_enough_checked_candidates_wait_for_a_
     assert held_checks(m) == set(new), actions
 
 
-async def test_checks_held_for_their_batch_are_written_by_the_checks_step_when_no_batch_takes_them(world, tmp_path):
+async def test_checks_held_for_their_batch_are_written_by_the_batch_step_when_no_batch_takes_them(world, tmp_path):
     """A job whose checks passed is written with its batch (one write, not two: with a thousand agents the writes of
     the checks were a third of the MergeJobs' status writes). One that no batch takes within ``HOLD_SECONDS`` is
-    written by the checks step; a held verdict that no longer applies (another commit, a replica that lost it) is
-    not used: the job is checked again."""
+    written then by the batch step (not the checks step, whose write raced the batch's: one of them was refused); a
+    held verdict that no longer applies (another commit, a replica that lost it) is not used: checked again."""
     fake, m, clock, _mono, _sync = world
-    new = ("b-p1", "b-p2")
-    queue = queue_with_jobs(world, tmp_path, list(new), passed=(), pending=("b-p1",))
+    url, commits = repository_with_branches(tmp_path / "git", ["b-p0", "b-p1", "b-p2"])
+    m.queues.workspaces.root = tmp_path / "workspaces"
+    fake.create(build(repository={"url": url}, qualityGate={"profile": "minimal", "testCommand": "true"},
+                      merge={"strategy": "rebase", "window": 2, "depth": 1}))  # one batch of two at a time
+    for task in ("b-p0", "b-p1", "b-p2"):
+        job = merged_job(task, task)
+        job["spec"].update({"branch": f"longshot/ns/b/{task}", "commit": commits[task]})
+        fake.create(job)
+    for (kind, _, _), obj in list(fake.objects.items()):
+        m.observe(kind, "MODIFIED", obj)
+    queue = cachemod.queue_name(m.cache.builds[("ns", "b")], "main")
+    writes: list[str] = []
+    patch_status = fake.patch_status
+    fake.patch_status = lambda kind, ns, name, st, **kw: (  # type: ignore[method-assign]
+        writes.append(name) if kind == "MergeJob" else None, patch_status(kind, ns, name, st, **kw))[1]
     actions = await m.reconcilers["Queue"]("", mqc.CHECKS + queue)
-    assert not [a for a in actions if isinstance(a, ex.WriteStatus)] and held_checks(m) == set(new), actions
-    (later,) = [a.at for a in actions if isinstance(a, ex.Requeue) and a.ref == ("Queue", "", mqc.CHECKS + queue)]
-    assert later == clock.now + timedelta(seconds=mqc.HOLD_SECONDS)
-    assert await m.reconcilers["Queue"]("", mqc.CHECKS + queue) == [  # not due yet: nothing scanned again
-        ex.Requeue(("Queue", "", mqc.CHECKS + queue), later)]
-    clock.now = later
-    actions = await m.reconcilers["Queue"]("", mqc.CHECKS + queue)
-    writes = {a.name: a.status for a in actions if isinstance(a, ex.WriteStatus)}
-    assert set(writes) == set(new), actions
-    for status in writes.values():
-        assert status["phase"] == "Queued" and status["checks"] == "passed"
-        assert {c["type"]: c["status"] for c in status["conditions"]}["ChecksPassed"] == "True"
-    assert "Merged" in {c["type"] for c in writes["b-p2"]["conditions"]}  # b-p2's first status: Observed's too
+    await m.executor.run(actions)
+    assert writes == [] and held_checks(m) == {"b-p0", "b-p1", "b-p2"}, actions
+    assert ("Queue", "", queue) in [a.ref for a in actions if isinstance(a, ex.Requeue)]  # the batch step woken
+    assert await m.reconcilers["Queue"]("", mqc.CHECKS + queue) == []  # held: not checked again
+    actions = await reconcile_queue(fake, m)  # b-p0 and b-p1 join a batch, written once each
+    assert sorted(writes) == ["b-p0", "b-p1"]
+    for task in ("b-p0", "b-p1"):
+        st = status(fake, "MergeJob", task)
+        assert st["phase"] == "Testing" and st["checks"] == "passed", st
+        assert {c["type"]: c["status"] for c in st["conditions"]}["ChecksPassed"] == "True"
+        assert "Merged" in {c["type"] for c in st["conditions"]}  # its first status: Observed's conditions too
+    due = clock.now + timedelta(seconds=mqc.HOLD_SECONDS)
+    assert ex.Requeue(("Queue", "", queue), due) in actions  # b-p2 waits: the batch step comes back when it is due
+    assert "phase" not in status(fake, "MergeJob", "b-p2")
+    clock.now = due
+    await reconcile_queue(fake, m)
+    assert sorted(writes) == ["b-p0", "b-p1", "b-p2"]  # written by the batch step: Queued, checks passed
+    st = status(fake, "MergeJob", "b-p2")
+    assert st["phase"] == "Queued" and st["checks"] == "passed" and held_checks(m) == set()
+    # a verdict held for another commit does not count, and a replica that did not check a job checks it again
+    for task in ("b-p2",):
+        fake.patch_status("MergeJob", "ns", task, {"checks": "pending"})
+    m.queues.passed[("ns", "b-p2")] = mqc.Held("other-uid", commits["b-p2"], mj.ChecksPassed(), clock.now)
+    await reconcile_queue(fake, m)
     assert held_checks(m) == set()
-    # the writes were lost (not applied): both are checked again; a verdict held for another commit does not count
     actions = await m.reconcilers["Queue"]("", mqc.CHECKS + queue)
-    assert held_checks(m) == set(new), actions
-    obj = fake.objects[("MergeJob", "ns", "b-p1")]
-    m.cache.observe("MergeJob", "MODIFIED", {**obj, "spec": {**obj["spec"], "commit": "f" * 40},
-                                             "metadata": {**obj["metadata"], "resourceVersion": "999"}})
-    assert mqc.QueueReconciler._held(m.queues, m.cache.jobs[("ns", "b-p1")]) is None
-    m.queues.passed.clear()  # a replica that did not check them
-    actions = await m.reconcilers["Queue"]("", queue)
-    assert not [a for a in actions if isinstance(a, ex.WriteStatus)], actions  # nothing checked: no batch
-    assert ("Queue", "", mqc.CHECKS + queue) in [a.ref for a in actions if isinstance(a, ex.Requeue)]
+    assert held_checks(m) == {"b-p2"}, actions
 
 
 async def test_checks_that_end_in_an_approval_wait_are_written_at_once(world, tmp_path):
@@ -1464,6 +1480,45 @@ async def test_a_head_batch_whose_gate_failed_is_bisected_while_the_stacked_one_
     assert writes.count("b-p2") == 1 and writes.count("b-p3") == 1
     stacked_gate = next(n for n in fake.objects if n[0] == "AgentTask" and f"gate-{stacked['id']}-2" in n[2])
     assert fake.objects[stacked_gate]["spec"].get("cancel") is True  # its gate run was a bet that lost
+
+
+async def test_a_probe_cancelled_while_its_batch_is_still_tested_is_deleted_and_run_again(world, tmp_path):
+    """A decision that gave a batch up cancels its probes and writes its jobs; when those writes were refused (409)
+    the batch was still under test, its cancelled probe was no verdict, and the queue created it again and again
+    (refused: it exists), the batch waiting for good (``make bench-fleet``: no merge for the last two minutes). Now
+    the cancelled probe is deleted, its deletion wakes the queue, and it is made again; a probe on its way is not
+    created twice."""
+    fake, m, _clock, _mono, _sync = world
+    url, commits = repository_with_branches(tmp_path / "git", ["b-p0", "b-p1"])
+    m.queues.workspaces.root = tmp_path / "workspaces"
+    fake.create(build(repository={"url": url}, qualityGate={"profile": "minimal", "testCommand": "true"},
+                      merge={"strategy": "rebase", "window": 2}))
+    checked = {"type": "ChecksPassed", "status": "True", "reason": "Completed", "message": "the secret scan passed",
+               "lastTransitionTime": "2025-01-01T00:00:00Z"}
+    for task in ("b-p0", "b-p1"):
+        job = merged_job(task, task)
+        job["spec"].update({"branch": f"longshot/ns/b/{task}", "commit": commits[task]})
+        fake.create(job)
+        fake.patch_status("MergeJob", "ns", task, {"phase": "Queued", "checks": "passed", "conditions": [checked]})
+    await reconcile_queue(fake, m)  # the batch (p0, p1)
+    actions = await reconcile_queue(fake, m)
+    batch = status(fake, "MergeJob", "b-p1")["batch"]
+    gate = f"b-gate-{batch['id']}-2"
+    assert ("AgentTask", "ns", gate) in fake.objects
+    actions = await reconcile_queue(fake, m)  # on its way: not created again
+    assert gate not in gate_manifests(actions), actions
+    fake.objects[("AgentTask", "ns", gate)]["spec"]["cancel"] = True
+    fake.patch_status("AgentTask", "ns", gate, {"phase": "Cancelled"})
+    body = json.loads(json.dumps(fake.objects[("AgentTask", "ns", gate)]))
+    actions = await reconcile_queue(fake, m)
+    assert gate not in gate_manifests(actions), actions
+    assert [a for a in actions if isinstance(a, ex.Call) and gate in a.what], actions
+    assert ("AgentTask", "ns", gate) not in fake.objects  # deleted
+    queue = cachemod.queue_name(m.cache.builds[("ns", "b")], "main")
+    assert ("Queue", "", queue) in m.cache.observe("AgentTask", "DELETED", body)  # its deletion wakes the queue
+    actions = await reconcile_queue(fake, m)
+    assert gate in gate_manifests(actions), actions  # made again
+    assert status(fake, "MergeJob", "b-p1")["batch"] == batch
 
 
 async def test_a_queue_reads_the_target_once_in_a_burst_of_reconciles_and_knows_the_head_its_own_land_made(
