@@ -124,6 +124,7 @@ class Manager:
         self.jobs = mjc.MergeJobReconciler(self.ctx)
         self.ctx.workspaces = mqc.Workspaces(self.ctx)  # shared: merge queue, roadmap intake, best-of-N gates
         self.queues = mqc.QueueReconciler(self.ctx, self.ctx.workspaces, monotonic=monotonic)
+        self.jobs.held = self.queues.held  # a job whose checks the queue holds is the queue's to write first
         self.reconcilers: Mapping[str, Callable[[str, str], Any]] = {
             "AgentTask": lambda ns, n: self.tasks.reconcile((ns, n)),
             "BuildRequest": lambda ns, n: self.builds.reconcile((ns, n)),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, assert_never
@@ -182,6 +182,9 @@ def post_gate_failure(ctx: ctxmod.Context, job: objects.MergeJob, build: objects
 class MergeJobReconciler:
     def __init__(self, ctx: ctxmod.Context) -> None:
         self.ctx = ctx
+        self.held: Callable[[objects.MergeJob], object] = lambda job: None
+        """Whether the merge queue holds the job's passed checks, to be written with its batch
+        (``QueueReconciler.held``, wired by the Manager): such a job's first status is the queue's to write."""
 
     async def reconcile(self, key: cachemod.Key) -> list[ex.Action]:
         job = self.ctx.cache.jobs.get(key)
@@ -200,6 +203,9 @@ class MergeJobReconciler:
                 due = created + timedelta(seconds=OBSERVE_GRACE_SECONDS) if created is not None else now
                 if now < due:
                     return [ex.Requeue(("MergeJob", job.namespace, job.name), due)]
+                if self.held(job) is not None:  # checked: its batch's write (or the queue's, when none takes it)
+                    return [ex.Requeue(("MergeJob", job.namespace, job.name),
+                                       now + timedelta(seconds=OBSERVE_GRACE_SECONDS))]
             events.append(mj.Observed())
         if state.fixer and state.phase in (mj.FAILED, mj.CONFLICTED):
             fixer_job = self.ctx.cache.jobs.get((job.namespace, state.fixer))

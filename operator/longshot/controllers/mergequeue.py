@@ -322,7 +322,7 @@ class QueueReconciler:
         # any other state (a batch member, after a restore) is the MergeJob reconciler's to write first, and so is a
         # new job the checks have not reached within ``mergejobs.OBSERVE_GRACE_SECONDS``.
         unseen = {job.name for job, _ in live if not mergejob.seen(job.status)}
-        held = {job.name for job, _ in live if self._held(job) is not None}  # checked, written with their batch
+        held = {job.name for job, _ in live if self.held(job) is not None}  # checked, written with their batch
         pending = {job.name for (job, _), st in zip(live, states, strict=True)
                    if st.phase == mj.QUEUED and st.checks == "pending" and job.name not in held}
         for (job, build), state in zip(live, states, strict=True):
@@ -388,7 +388,7 @@ class QueueReconciler:
         states_of = [(j, b, mjc.job_state(self.ctx, j, b)) for j, b in self._jobs(shard, target)
                      if j.status.phase in (None, mj.QUEUED)]
         out: list[ex.Action] = []
-        held = {job.name for job, _, _ in states_of if self._held(job) is not None}  # the batch step writes them
+        held = {job.name for job, _, _ in states_of if self.held(job) is not None}  # the batch step writes them
         unseen = {job.name for job, _, _ in states_of if not mergejob.seen(job.status)}
         fresh = {job.name for job, _, st in states_of
                  if job.name in unseen and st.phase == mj.QUEUED and st.checks == "pending" and st.batch is None
@@ -456,7 +456,7 @@ class QueueReconciler:
                      deferred)
         return out
 
-    def _held(self, job: objects.MergeJob) -> Held | None:
+    def held(self, job: objects.MergeJob) -> Held | None:
         """The held verdict of ``job``'s checks, if it still applies: the same job and commit, still queued, its
         status not written since (checks pending, no batch)."""
         h = self.passed.get((job.namespace, job.name))
@@ -469,7 +469,7 @@ class QueueReconciler:
 
     def _forget_written(self) -> None:
         """Drop the held verdicts that no longer apply (written with a status, the job gone or changed)."""
-        for key in [k for k in self.passed if (job := self.ctx.cache.jobs.get(k)) is None or self._held(job) is None]:
+        for key in [k for k in self.passed if (job := self.ctx.cache.jobs.get(k)) is None or self.held(job) is None]:
             del self.passed[key]
 
     def _write_overdue(self, live: Sequence[tuple[objects.MergeJob, objects.BuildRequest]], written: set[str],
@@ -480,7 +480,7 @@ class QueueReconciler:
         out: list[ex.Action] = []
         due: list[datetime] = []
         for job, build in live:
-            h = self._held(job)
+            h = self.held(job)
             if h is None or job.name in written:
                 continue
             if now - h.at >= timedelta(seconds=HOLD_SECONDS):
@@ -494,7 +494,7 @@ class QueueReconciler:
 
     def _with_held(self, job: objects.MergeJob, events: Sequence[mj.Event]) -> list[mj.Event]:
         """``events`` of a job, after the held verdict of its checks if it has one (the write carries it)."""
-        h = self._held(job)
+        h = self.held(job)
         if h is None:
             return list(events)
         return [*([] if mergejob.seen(job.status) else [mj.Observed()]), h.verdict, *events]
@@ -595,7 +595,7 @@ class QueueReconciler:
                     probes += (self._probes(job) if gate_command(build)
                                else [q.Probe(p, "passed", "", s.batch.id) for p in range(1, 64)])
                 continue
-            ready = (s.phase in (None, mj.QUEUED) and (s.checks == "passed" or self._held(job) is not None)
+            ready = (s.phase in (None, mj.QUEUED) and (s.checks == "passed" or self.held(job) is not None)
                      and (s.not_before is None or s.not_before <= now))
             conflict_base = s.conflict_base if s.phase == mj.CONFLICTED else None
             if s.phase == mj.CONFLICTED:
@@ -627,7 +627,7 @@ class QueueReconciler:
             for job, b in live:
                 if (b.namespace, b.name) == (ns, bname) and job.status.phase in (None, mj.QUEUED) and (
                         job.name not in decided
-                        or not (job.status.checks == "passed" or self._held(job) is not None)):
+                        or not (job.status.checks == "passed" or self.held(job) is not None)):
                     n += 1
             if n:
                 incoming[bkey] = n

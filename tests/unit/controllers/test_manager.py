@@ -21,6 +21,7 @@ from longshot.controllers import cache as cachemod
 from longshot.controllers import controller as ctlmod
 from longshot.controllers import executor as ex
 from longshot.controllers import manager as managermod
+from longshot.controllers import mergejobs as mjc
 from longshot.controllers import mergequeue as mqc
 from longshot.core import mergejobs as mj
 from longshot.runtime import kube
@@ -932,7 +933,6 @@ async def test_the_queue_gates_ready_jobs_without_waiting_for_the_checks_of_new_
 async def test_a_new_merge_job_s_first_status_is_its_queue_s_unless_the_queue_is_late(world, tmp_path):
     """The MergeJob reconciler leaves a new job's first status to its queue (written with its checks) and writes
     it itself only when the queue has not within ``OBSERVE_GRACE_SECONDS`` of its creation."""
-    from longshot.controllers import mergejobs as mjc
     _fake, m, clock, _mono, _sync = world
     queue_with_jobs(world, tmp_path, ["b-p0"], passed=(), pending=())
     actions = await m.reconcilers["MergeJob"]("ns", "b-p0")
@@ -944,6 +944,23 @@ async def test_a_new_merge_job_s_first_status_is_its_queue_s_unless_the_queue_is
     actions = await m.reconcilers["MergeJob"]("ns", "b-p0")
     (write,) = [a for a in actions if isinstance(a, ex.WriteStatus)]
     assert {c["type"]: c["reason"] for c in write.status["conditions"]}["Queued"] == "Queued"
+
+
+async def test_the_merge_job_reconciler_leaves_a_job_whose_checks_its_queue_holds_to_the_queue(world, tmp_path):
+    """Past ``OBSERVE_GRACE_SECONDS`` a new job is written by the MergeJob reconciler, unless its queue holds its
+    passed checks: that write would race the queue's (its batch's), and one of them would be refused."""
+    _fake, m, clock, _mono, _sync = world
+    queue = queue_with_jobs(world, tmp_path, ["b-p0"], passed=(), pending=())
+    await m.reconcilers["Queue"]("", mqc.CHECKS + queue)
+    assert held_checks(m) == {"b-p0"}
+    created = m.cache.jobs[("ns", "b-p0")].metadata.creation_timestamp
+    clock.now = created + timedelta(seconds=mjc.OBSERVE_GRACE_SECONDS)
+    actions = await m.reconcilers["MergeJob"]("ns", "b-p0")
+    assert not [a for a in actions if isinstance(a, ex.WriteStatus)], actions
+    assert [a for a in actions if isinstance(a, ex.Requeue)]
+    m.queues.passed.clear()  # not held: written
+    actions = await m.reconcilers["MergeJob"]("ns", "b-p0")
+    assert [a for a in actions if isinstance(a, ex.WriteStatus)], actions
 
 
 async def test_a_queue_reconcile_checks_a_slice_of_the_new_jobs_and_comes_back_for_the_rest(world, tmp_path,
@@ -1354,7 +1371,6 @@ async def test_a_plan_that_found_every_slot_full_is_not_made_again_for_new_tasks
 @pytest.mark.parametrize("enforce", [True, False])
 def test_a_merge_jobs_state_carries_its_tasks_scope_and_whether_the_build_enforces_it(world, enforce):
     """The wiring of spec.scope.enforce into the merge job's decisions (core.mergejobs: a fixer inherits)."""
-    from longshot.controllers import mergejobs as mjc
 
     fake, m, *_ = world
     b = build(scope={"enforce": enforce})
