@@ -36,8 +36,10 @@ log = logging.getLogger("longshot.mergejobs")
 FORGE_TIMEOUT = 15.0
 """Seconds one forge request may take (connect, each read)."""
 OBSERVE_GRACE_SECONDS = 300.0
-"""A new MergeJob's first status is its queue's checks step's, written with its checks; the MergeJob's own reconcile
-writes it (``Observed``) only when the checks step has not within this long after its creation (a backlog). Until
+"""A new MergeJob's first status is its queue's: its checks' (a verdict other than passed), or its batch's, which
+carries the checks that passed (``mergequeue.HOLD_SECONDS``); the MergeJob's own reconcile writes it (``Observed``)
+only when the queue has not within this long after its creation (a backlog), and never while the queue holds the
+job's passed checks (``held``). Until
 then the job has the CRD's default status (``api.mergejob.initial_status``: Ready=False, Reconciling=True, "waiting
 for the operator"), which is the truth. It was 20 s: with a thousand agents the checks ran minutes behind, and every
 queued job was written once more for nothing (2,390 writes in a 480 s ``make bench-fleet`` run)."""

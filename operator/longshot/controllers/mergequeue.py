@@ -318,9 +318,10 @@ class QueueReconciler:
         moving = mj.target_can_move(states)
         # 2. the checks of new candidates are the queue's checks step (``check``: its own reconcile, beside this one,
         # so that a gate's verdict is acted on without waiting for the scans of the jobs that came in meanwhile). A
-        # new job's first status is that step's (Observed with its checks: one write); a job without conditions in
-        # any other state (a batch member, after a restore) is the MergeJob reconciler's to write first, and so is a
-        # new job the checks have not reached within ``mergejobs.OBSERVE_GRACE_SECONDS``.
+        # new job's first status is the queue's: that step's when its checks did not simply pass, its batch's (here)
+        # when they did (held: ``HOLD_SECONDS``); a job without conditions in any other state (a batch member, after a
+        # restore) is the MergeJob reconciler's to write first, and so is a new job the checks have not reached within
+        # ``mergejobs.OBSERVE_GRACE_SECONDS``.
         unseen = {job.name for job, _ in live if not mergejob.seen(job.status)}
         held = {job.name for job, _ in live if self.held(job) is not None}  # checked, written with their batch
         pending = {job.name for (job, _), st in zip(live, states, strict=True)
@@ -377,9 +378,9 @@ class QueueReconciler:
         ``qualityGate.review``) a reviewer task ``<job>-review`` (``ChecksPassed`` / ``SecretFound`` /
         ``ChangesRequested``). A bounded slice per reconcile (``CHECKS_PER_RECONCILE`` jobs, their branches fetched
         together, ``CHECKS_BUDGET_SECONDS`` of scans); the rest at once in the next. It works in a workspace of
-        its own (``CHECKS_WORKSPACE``), where it fetches the target first, and writes each job's status once (a
-        new job's first: ``Observed`` with its checks); a job whose checks passed wakes the batch step through the
-        cache."""
+        its own (``CHECKS_WORKSPACE``), where it fetches the target first. A verdict other than passed is written
+        at once (a new job's first status: ``Observed`` with its checks); checks that simply passed are held for the
+        job's batch (``HOLD_SECONDS``) and the batch step is woken."""
         shard, _, target = name.partition("|")
         if not self.ctx.owns(shard):
             return []
