@@ -23,7 +23,7 @@ secret scan of every commit of the branch, and for the ``strict`` profile (or ``
 task ``<job>-review`` (``ChecksPassed`` / ``SecretFound`` / ``ChangesRequested``). A job whose checks simply passed
 is not written then: its verdict is held in memory (``QueueReconciler.passed``) and written with the job's next
 status, its batch's (``Testing``), one write where there were two; a held job not in a batch within
-``HOLD_SECONDS`` is written by the checks step. The checks step wakes the batch step. Apart, a gate's verdict is
+``HOLD_SECONDS`` is written then by the batch step. The checks step wakes the batch step. Apart, a gate's verdict is
 acted on without waiting for the scans of the hundreds of jobs that came in meanwhile (issue 34).
 
 Gate tasks are AgentTasks ``<build>-gate-<batch>-<position>`` (role tester, label ``longshot.dev/purpose=gate``)
@@ -88,7 +88,7 @@ reconciles checked one job (``make bench-fleet``). The scans run in the checks s
 
 HOLD_SECONDS: Final = 30.0
 """A job whose checks passed is written with its batch (``QueueReconciler.passed``); one that has not joined a batch
-this long after its checks is written by the checks step (``Queued``, checks passed). The checks step checks a
+this long after its checks is written then by the batch step (``Queued``, checks passed). The checks step checks a
 build's jobs only while fewer than ``checks_ahead`` checked ones wait, so held jobs are near the head of the queue,
 and a batch takes them within seconds. With a thousand agents the write of each job's checks was a third of the
 MergeJobs' status writes (``make bench-fleet``: 3.43 per merge)."""
@@ -388,7 +388,6 @@ class QueueReconciler:
         self._forget_written()
         states_of = [(j, b, mjc.job_state(self.ctx, j, b)) for j, b in self._jobs(shard, target)
                      if j.status.phase in (None, mj.QUEUED)]
-        out: list[ex.Action] = []
         held = {job.name for job, _, _ in states_of if self.held(job) is not None}  # the batch step writes them
         unseen = {job.name for job, _, _ in states_of if not mergejob.seen(job.status)}
         fresh = {job.name for job, _, st in states_of
@@ -398,7 +397,7 @@ class QueueReconciler:
                     if st.phase == mj.QUEUED and st.checks == "pending" and job.name not in held
                     and (job.name in fresh or job.name not in unseen)]
         if not checking:
-            return out
+            return []
         ready: dict[cachemod.Key, int] = {}
         for job, b, st in states_of:
             if st.phase == mj.QUEUED and (st.checks == "passed" or job.name in held) and st.batch is None:
@@ -408,7 +407,7 @@ class QueueReconciler:
         # that their git work does not hold up the batches' (``checks_ahead``)
         checking = [(j, b) for j, b in checking if ready.get(b.key, 0) < checks_ahead(b)]
         if not checking:
-            return out
+            return []
         started = time.monotonic()
         w = await self.workspaces.get(checking[0][1], CHECKS_WORKSPACE)
         # the target as it is now (scans run from where a branch left it), then a bounded slice of the checks: a
@@ -419,6 +418,7 @@ class QueueReconciler:
         if len(sliced) > 1:
             await asyncio.to_thread(speculate.fetch_commits, w, [self._member(j, b) for j, b in sliced])
         to_check = {job.name for job, _ in sliced}
+        out: list[ex.Action] = []
         # first what needs no git (dependencies, a missing commit), then the slice's scans (the budget counts the
         # time they hold the workspace's lock), then each scanned job's verdict
         before: dict[str, list[mj.Event]] = {}

@@ -1498,13 +1498,8 @@ async def test_a_head_batch_whose_gate_failed_is_bisected_while_the_stacked_one_
     assert fake.objects[stacked_gate]["spec"].get("cancel") is True  # its gate run was a bet that lost
 
 
-async def test_a_probe_cancelled_while_its_batch_is_still_tested_is_deleted_and_run_again(world, tmp_path):
-    """A decision that gave a batch up cancels its probes and writes its jobs; when those writes were refused (409)
-    the batch was still under test, its cancelled probe was no verdict, and the queue created it again and again
-    (refused: it exists), the batch waiting for good (``make bench-fleet``: no merge for the last two minutes). Now
-    the cancelled probe is deleted, its deletion wakes the queue, and it is made again; a probe on its way is not
-    created twice."""
-    fake, m, _clock, _mono, _sync = world
+def queue_of_two_checked(fake: FakeKube, m: Any, tmp_path: Path) -> None:
+    """A build (window 2, a real repository) whose MergeJobs b-p0 and b-p1 passed their checks: one batch's worth."""
     url, commits = repository_with_branches(tmp_path / "git", ["b-p0", "b-p1"])
     m.queues.workspaces.root = tmp_path / "workspaces"
     fake.create(build(repository={"url": url}, qualityGate={"profile": "minimal", "testCommand": "true"},
@@ -1516,6 +1511,16 @@ async def test_a_probe_cancelled_while_its_batch_is_still_tested_is_deleted_and_
         job["spec"].update({"branch": f"longshot/ns/b/{task}", "commit": commits[task]})
         fake.create(job)
         fake.patch_status("MergeJob", "ns", task, {"phase": "Queued", "checks": "passed", "conditions": [checked]})
+
+
+async def test_a_probe_cancelled_while_its_batch_is_still_tested_is_deleted_and_run_again(world, tmp_path):
+    """A decision that gave a batch up cancels its probes and writes its jobs; when those writes were refused (409)
+    the batch was still under test, its cancelled probe was no verdict, and the queue created it again and again
+    (refused: it exists), the batch waiting for good (``make bench-fleet``: no merge for the last two minutes). Now
+    the cancelled probe is deleted, its deletion wakes the queue, and it is made again; a probe on its way is not
+    created twice."""
+    fake, m, _clock, _mono, _sync = world
+    queue_of_two_checked(fake, m, tmp_path)
     await reconcile_queue(fake, m)  # the batch (p0, p1)
     actions = await reconcile_queue(fake, m)
     batch = status(fake, "MergeJob", "b-p1")["batch"]
@@ -1543,17 +1548,7 @@ async def test_a_queue_reads_the_target_once_in_a_burst_of_reconciles_and_knows_
     server once; one after the window reads it again (a push by someone else is seen); after the queue's own land the
     head is the landed commit without a read."""
     fake, m, _clock, mono, _sync = world
-    url, commits = repository_with_branches(tmp_path / "git", ["b-p0", "b-p1"])
-    m.queues.workspaces.root = tmp_path / "workspaces"
-    fake.create(build(repository={"url": url}, qualityGate={"profile": "minimal", "testCommand": "true"},
-                      merge={"strategy": "rebase", "window": 2}))
-    checked = {"type": "ChecksPassed", "status": "True", "reason": "Completed", "message": "the secret scan passed",
-               "lastTransitionTime": "2025-01-01T00:00:00Z"}
-    for task in ("b-p0", "b-p1"):
-        job = merged_job(task, task)
-        job["spec"].update({"branch": f"longshot/ns/b/{task}", "commit": commits[task]})
-        fake.create(job)
-        fake.patch_status("MergeJob", "ns", task, {"phase": "Queued", "checks": "passed", "conditions": [checked]})
+    queue_of_two_checked(fake, m, tmp_path)
     reads: list[str] = []
     head_of = mqc.speculate.head_of
     monkeypatch.setattr(mqc.speculate, "head_of", lambda w, target: reads.append(target) or head_of(w, target))
