@@ -91,16 +91,17 @@ class Readiness:
 def plan(ctx: ctxmod.Context, readiness: Readiness | None = None) -> Plan:
     """The tasks to admit now, and the builds whose ready work a spent budget holds back.
 
-    One pass over the tasks, build by build (a build's facts are read once): the running ones and the pending
-    candidates. Only builds that can start something now (a free slot of their own and of the operator-wide limit,
-    not suspended, halted or out of budget) hand the scheduler their candidates, and of those only the head of the
+    One pass over the pending and running tasks (``Cache.live_by_build``: not the ended ones), build by build (a
+    build's facts are read once): the running ones and the pending candidates; of another replica's build only its
+    running tasks and the admitted ones (their Pod exists) count. Only builds that can start something now (a free
+    slot of their own and of the operator-wide limit, not suspended, halted or out of budget) hand the scheduler
+    their candidates, and of those only the head of the
     line it can start from (``scheduler.head_of_line``: with 3 free slots, the first 3 ready ones without a scope and
     any with a scope before them); any other build hands it one, which starts nothing and is enough for the
     scheduler to say why the build is held (a 10,000-task build whose slots are full costs its running tasks, not
     9,000 candidates' views). A task's view is made again only when the task changed (``Readiness.view``)."""
     now = ctx.clock()
     readiness = readiness if readiness is not None else Readiness()
-    by_state: dict[str, int] = defaultdict(int)
     running: list[scheduler.TaskView] = []
     busy: dict[str, int] = defaultdict(int)
     pending: dict[str, list[tuple[objects.AgentTask, bool]]] = {}
@@ -108,11 +109,10 @@ def plan(ctx: ctxmod.Context, readiness: Readiness | None = None) -> Plan:
     ready_keys: set[cachemod.Key] = set()
     ended: dict[str, list[objects.AgentTask]] = {}  # per build: running tasks whose Pod ended, end not recorded
     errors: dict[str, str] = {}
-    for (ns, build_name), names in list(ctx.cache.tasks_by_build.items()):
+    for (ns, build_name), names in list(ctx.cache.live_by_build.items()):
         bkey = f"{ns}/{build_name}"
         try:
-            _gather(ctx, ns, build_name, names, now, by_state, running, busy, pending, builds, ready_keys, ended,
-                    readiness)
+            _gather(ctx, ns, build_name, names, now, running, busy, pending, builds, ready_keys, ended, readiness)
             if (ns, build_name) in ctx.cache.ingesting:  # its plan's tasks are still being created: none starts yet
                 pending.pop(bkey, None)
                 builds.pop(bkey, None)
@@ -123,7 +123,7 @@ def plan(ctx: ctxmod.Context, readiness: Readiness | None = None) -> Plan:
             log.warning("dispatch: build %s left out of the plan (%s)", bkey, type(e).__name__, exc_info=True)
     _reuse_ended_slots(ended, running, busy, readiness)
     readiness.trim(running, pending)
-    metrics.set_tasks_by_state(by_state)
+    metrics.set_tasks_by_state(ctx.cache.task_phases)
     metrics.ACTIVE_WORKERS.set(len(running))
     metrics.PENDING_TASKS.set(len(ready_keys))
     since = readiness.ready_since
@@ -180,25 +180,28 @@ def _record_errors(ctx: ctxmod.Context, errors: dict[str, str]) -> frozenset[cac
 
 
 def _gather(ctx: ctxmod.Context, ns: str, build_name: str, names: Iterable[str], now: datetime,
-            by_state: dict[str, int], running: list[scheduler.TaskView], busy: dict[str, int],
+            running: list[scheduler.TaskView], busy: dict[str, int],
             pending: dict[str, list[tuple[objects.AgentTask, bool]]], builds: dict[str, scheduler.BuildView],
             ready_keys: set[cachemod.Key], ended: dict[str, list[objects.AgentTask]], readiness: Readiness) -> None:
-    """One build's part of the plan's inputs: its running tasks, its pending candidates, and (``ended``) its
-    running tasks whose Pod has ended, which :func:`_reuse_ended_slots` counts as running or not."""
+    """One build's part of the plan's inputs from its pending and running tasks (``names``): its running tasks, its
+    pending candidates, and (``ended``) its running tasks whose Pod has ended, which :func:`_reuse_ended_slots`
+    counts as running or not. Of another replica's build, a pending task counts only once admitted (its Pod is in
+    the cache); it is no candidate here."""
     build = ctx.cache.builds.get((ns, build_name))
+    if build is None:
+        return
     bkey = f"{ns}/{build_name}"
-    ours: bool | None = None  # whether this replica holds the build's shard, asked once
+    ours = ctx.owns_build(build)  # whether this replica holds the build's shard
+    admitted = ctx.cache.pods_by_task
     for name in list(names):
         key = (ns, name)
         t = ctx.cache.tasks.get(key)
         if t is None:
             continue
         phase = t.status.phase or tasks.PENDING
-        by_state[phase] += 1
-        if phase not in (tasks.PENDING, tasks.RUNNING) or (
-                phase == tasks.PENDING and (t.spec.cancel or t.spec.suspend)):
+        if phase == tasks.PENDING and (t.spec.cancel or t.spec.suspend or not (ours or admitted.get(key))):
             continue
-        if build is None or ctx.fanout_of(t, build) is not None:
+        if phase not in (tasks.PENDING, tasks.RUNNING) or ctx.fanout_of(t, build) is not None:
             continue
         if phase == tasks.PENDING and _next_pod_exists(ctx, t, key):
             phase = tasks.RUNNING  # admitted, its status not written yet (or interrupted): it holds a slot
@@ -209,8 +212,6 @@ def _gather(ctx: ctxmod.Context, ns: str, build_name: str, names: Iterable[str],
             running.append(readiness.view(t, bkey, phase, True))
             busy[bkey] += 1
             continue
-        if ours is None:
-            ours = ctx.owns_build(build)
         if not ours or t.metadata.deleting or not t.status.conditions:
             continue
         ready = ctx.readiness(t, build)[0] == "ready"

@@ -93,6 +93,11 @@ build's jobs only while fewer than ``checks_ahead`` checked ones wait, so held j
 and a batch takes them within seconds. With a thousand agents the write of each job's checks was a third of the
 MergeJobs' status writes (``make bench-fleet``: 3.43 per merge)."""
 
+SECRET_TTL_SECONDS: Final = 5.0
+"""A tenant's credentials Secret is read again for its workspace when the last read is this old: a new or rotated
+credential is used within seconds. Read at every queue reconcile it was six reads a second with four repositories
+(``make bench-fleet``)."""
+
 gate_command = mjc.gate_command
 tester_manifest = mjc.tester_manifest
 
@@ -109,11 +114,15 @@ class Workspaces:
     """The operator's git workspaces, one per tenant and repository (``workspace.tenant_key``: the build's
     namespace, its credentials Secret and the URL), each with that build's credentials: a job is fetched, scanned
     and pushed only with the credential of its own build's Secret, and ssh key files are never shared. A tenant's
-    queue has two: the batch step's, and the checks step's (``CHECKS_WORKSPACE``)."""
+    queue has two: the batch step's, and the checks step's (``CHECKS_WORKSPACE``). The Secret is read again when
+    its last read is ``SECRET_TTL_SECONDS`` old; a changed credential makes the workspace anew."""
 
-    def __init__(self, ctx: ctxmod.Context) -> None:
+    def __init__(self, ctx: ctxmod.Context, *, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.ctx = ctx
         self._ws: dict[str, vws.Workspace] = {}
+        self.monotonic = monotonic
+        self._secrets: dict[tuple[str, str], tuple[float, dict[str, str] | None]] = {}
+        """(namespace, Secret) -> (when it was read, monotonic; its data): ``SECRET_TTL_SECONDS``."""
         root = Path(ctx.settings.workspace_dir)
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -128,7 +137,7 @@ class Workspaces:
         secret = build.spec.repository.credentials_secret
         credentials = None
         if secret:
-            data = await asyncio.to_thread(self.ctx.kube.get_secret, build.namespace, secret)
+            data = await self._secret(build.namespace, secret)
             if data:
                 credentials = vws.GitCredentials.from_secret_data(data)
         url = build.spec.repository.url
@@ -141,6 +150,18 @@ class Workspaces:
                               committer=(s.git_author_name, s.git_author_email))
             self._ws[key] = w
         return w
+
+    async def _secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The credentials Secret's data, read again once it is ``SECRET_TTL_SECONDS`` old."""
+        now = self.monotonic()
+        known = self._secrets.get((namespace, name))
+        if known is not None and now - known[0] < SECRET_TTL_SECONDS:
+            return known[1]
+        data = await asyncio.to_thread(self.ctx.kube.get_secret, namespace, name)
+        if len(self._secrets) >= 1024:  # bounded: the entries past their time go
+            self._secrets = {k: v for k, v in self._secrets.items() if now - v[0] < SECRET_TTL_SECONDS}
+        self._secrets[(namespace, name)] = (now, data)
+        return data
 
 
 def _scan_locked(w: vws.Workspace, base: str, head: str, *, timeout: float | None) -> list[secretscan.Finding]:

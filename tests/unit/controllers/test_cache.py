@@ -428,3 +428,44 @@ def test_a_build_s_views_brought_up_to_date_task_by_task_equal_views_made_from_a
             assert got == want, (f"seed {seed}, step {step}", differ, got.deps.keys() ^ want.deps.keys())
     ctx.forget(("ns", "b"))
     assert ("ns", "b") not in c.changed_tasks
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_pending_and_running_tasks_of_each_build_and_the_count_per_phase_follow_every_change(seed: int):
+    """A dispatch plan walks ``Cache.live_by_build`` (the pending and running tasks), not every task of every build,
+    and the tasks-by-state gauge reads ``Cache.task_phases``. After any history of creates, phase changes, a
+    ``buildRef`` rewritten, heartbeats and deletions, both equal what a walk of every task in the cache gives."""
+    rng = random.Random(seed)
+    c = cachemod.Cache()
+    c.observe("BuildRequest", "ADDED", build())
+    names = [f"t{i}" for i in range(8)]
+    rv = 10
+    for _ in range(150):
+        rv += 1
+        name = rng.choice(names)
+        op = rng.random()
+        if op < 0.6:
+            body = task(name, str(rv), rng.choice([None, "Pending", "Running", "Backoff", "Succeeded", "Failed"]))
+            if rng.random() < 0.2:  # its build rewritten
+                body["spec"]["buildRef"]["name"] = body["metadata"]["labels"]["longshot.dev/build"] = "other"
+            c.observe("AgentTask", "MODIFIED", body)
+        elif op < 0.8:
+            c.observe("AgentTask", "DELETED", task(name, str(rv)))
+        else:  # a heartbeat: the same phase, its progress only
+            t = c.tasks.get(("ns", name))
+            if t is not None:
+                c.observe("AgentTask", "MODIFIED", with_progress(t.model_dump(by_alias=True, mode="json",
+                                                                              exclude_none=True), str(rv),
+                                                                 attempt=1, tokens=rng.randint(0, 9)))
+        live: dict[tuple[str, str], set[str]] = {}
+        phases: dict[str, int] = {}
+        for t in c.tasks.values():
+            phase = t.status.phase or "Pending"
+            phases[phase] = phases.get(phase, 0) + 1
+            if phase in ("Pending", "Running"):
+                live.setdefault((t.namespace, t.build_name), set()).add(t.name)
+        assert {b: n for b, n in c.live_by_build.items() if n} == live
+        assert {p: n for p, n in c.task_phases.items() if n} == phases
+        assert all(n >= 0 for n in c.task_phases.values())
+        for b, members in c.tasks_by_build.items():  # a task is listed under its own build only
+            assert all(c.tasks[(b[0], m)].build_name == b[1] for m in members)

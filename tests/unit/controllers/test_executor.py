@@ -86,6 +86,31 @@ async def test_routine_events_spend_their_build_s_budget_and_other_events_do_not
     assert [n for n, *_ in fake.events[-1:]] == ["late0"] and fake.events[-2][0] == "x"
 
 
+async def test_builds_whose_routine_budget_is_spent_share_one_routine_event_per_interval():
+    """Four builds of a thousand agents wrote four times the routine Events of one (``make bench-fleet``: 0.66 Events
+    a merge): beyond their own budgets, the builds together write one per ``ROUTINE_EVENT_INTERVAL``; a build's own
+    budget grows back by one per ``ROUTINE_BUILD_INTERVAL``, and a new build still has all of its."""
+    fake, clock = FakeKube(), Clock()
+    e = executor(fake, clock)
+    for b in ("b1", "b2"):
+        await e.run([ex.RecordEvent(ref(f"{b}-t{i}", f"uid-{b}-{i}"), "Normal", "AttemptStarted", "started",
+                                    budget=f"ns/{b}") for i in range(ex.ROUTINE_EVENT_BURST)])
+    assert len(fake.events) == 2 * ex.ROUTINE_EVENT_BURST
+    written = len(fake.events)
+    for step in range(10):  # both builds' budgets spent: one Event per interval between them, not one each
+        clock.now += ex.ROUTINE_EVENT_INTERVAL
+        await e.run([ex.RecordEvent(ref(f"{b}-late{step}", f"uid-{b}-late{step}"), "Normal", "Succeeded", "ok",
+                                    budget=f"ns/{b}") for b in ("b1", "b2")])
+    assert len(fake.events) - written == 10
+    await e.run([ex.RecordEvent(ref("new-t0", "uid-new-0"), "Normal", "AttemptStarted", "started", budget="ns/new")])
+    assert fake.events[-1][0] == "new-t0"  # a new build's budget is its own
+    clock.now += ex.ROUTINE_BUILD_INTERVAL * 3
+    written = len(fake.events)
+    await e.run([ex.RecordEvent(ref(f"b1-back{i}", f"uid-b1-back{i}"), "Normal", "Succeeded", "ok", budget="ns/b1")
+                 for i in range(10)])
+    assert len(fake.events) - written == 3 + 1  # three grown back, and the shared one
+
+
 def test_an_attempt_s_start_is_a_routine_event_and_its_failure_is_not() -> None:
     """Which Events spend the budget is the deciders' word (``EmitEvent.routine``), not a list in the shell."""
     from longshot.core import tasks as tk

@@ -15,14 +15,16 @@ import pytest
 from fake_kube import Clock, FakeKube, build
 
 from longshot import config, metrics
-from longshot.api import agenttask
+from longshot.api import agenttask, objects
 from longshot.api import handoff as ho
 from longshot.controllers import cache as cachemod
+from longshot.controllers import context as ctxmod
 from longshot.controllers import controller as ctlmod
 from longshot.controllers import executor as ex
 from longshot.controllers import manager as managermod
 from longshot.controllers import mergejobs as mjc
 from longshot.controllers import mergequeue as mqc
+from longshot.controllers import workqueue
 from longshot.core import mergejobs as mj
 from longshot.runtime import kube
 
@@ -1635,3 +1637,34 @@ async def test_a_gate_task_whose_reconcile_held_its_admission_is_dispatched_with
     await m.dispatcher.dispatch("test")
     assert ("ns", "b-w-a1") not in fake.pods and not m.dispatcher.hurried.is_set()
     m.queue.done(ref)
+
+
+async def test_a_tenant_s_credentials_secret_is_read_again_only_once_it_is_seconds_old(tmp_path):
+    """Every queue reconcile read the tenant's credentials Secret (six reads a second with four repositories in
+    ``make bench-fleet``): it is read again once the last read is ``SECRET_TTL_SECONDS`` old, and a rotated
+    credential is the workspace's from then."""
+    fake, clock = FakeKube(), Clock()
+    mono = [0.0]
+    reads: list[tuple[str, str]] = []
+    real = fake.get_secret
+
+    def get_secret(namespace: str, name: str) -> dict[str, str] | None:
+        reads.append((namespace, name))
+        return real(namespace, name)
+
+    fake.get_secret = get_secret  # type: ignore[method-assign]
+    fake.secrets[("ns", "git")] = {"username": "bot", "password": "one"}
+    body = build()
+    body["spec"]["repository"]["credentialsSecret"] = "git"
+    b = objects.parse(body, objects.BuildRequest)
+    ctx = ctxmod.Context(cache=cachemod.Cache(), kube=fake, queue=workqueue.WorkQueue(clock), clock=clock,
+                         settings=config.Settings(metrics_port=0, workspace_dir=str(tmp_path)))
+    ws = mqc.Workspaces(ctx, monotonic=lambda: mono[0])
+    first = await ws.get(b)
+    mono[0] += mqc.SECRET_TTL_SECONDS / 2
+    fake.secrets[("ns", "git")] = {"username": "bot", "password": "two"}  # rotated
+    assert await ws.get(b) is first and await ws.get(b, mqc.CHECKS_WORKSPACE) is not first
+    assert reads == [("ns", "git")] and first.credentials.password == "one"
+    mono[0] += mqc.SECRET_TTL_SECONDS
+    again = await ws.get(b)
+    assert reads == [("ns", "git")] * 2 and again.credentials.password == "two" and again is not first
