@@ -39,6 +39,8 @@ class ProcessKubelet:
         self.env = env or {}
         self.pool = concurrent.futures.ThreadPoolExecutor(parallel)
         self.started: set[str] = set()
+        """UIDs of the Pods started: a Pod deleted and made again under its name (a gate task made again) is run
+        again, as a kubelet runs it."""
         self.runs: list[tuple[str, int]] = []
         self.uids: dict[str, set[str]] = {}
         """Pod name -> the UIDs seen with it: more than one means the Pod was created twice."""
@@ -65,10 +67,10 @@ class ProcessKubelet:
                                                 timeout_seconds=30):
                     pod = event["object"]
                     self.uids.setdefault(pod.metadata.name, set()).add(pod.metadata.uid)
-                    fresh = (event["type"] in ("ADDED", "MODIFIED") and pod.metadata.name not in self.started
+                    fresh = (event["type"] in ("ADDED", "MODIFIED") and pod.metadata.uid not in self.started
                              and pod.status.phase in (None, "Pending") and not pod.metadata.deletion_timestamp)
                     if fresh:
-                        self.started.add(pod.metadata.name)
+                        self.started.add(pod.metadata.uid)
                         self.pool.submit(self._run, pod)
                     if self._stop.is_set():
                         break
@@ -124,6 +126,8 @@ class ProcessKubelet:
     def _run(self, pod: Any) -> None:
         name = pod.metadata.name
         root = self.workdir / name
+        if root.exists():  # an earlier Pod of this name (deleted, made again): its files stay beside
+            root = self.workdir / f"{name}-{pod.metadata.uid[:8]}"
         root.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LONGSHOT_", "GIT_"))}
         env.update({e.name: e.value or "" for e in pod.spec.containers[0].env or []})
