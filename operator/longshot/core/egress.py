@@ -255,7 +255,7 @@ class Policy:
                 return _refuse("malformed-address", f"the host {host} resolved to something that is not an address")
             d = self.address_rule(address, exact=exact)
             if not d.allowed:
-                return _refuse(d.rule, f"the host {host} resolves to {d.reason[0].lower()}{d.reason[1:]}")
+                return _refuse(d.rule, f"the host {host} resolves to an address that is refused: {d.reason}")
         return Decision(True, "addresses-allowed", "every address of the host is allowed")
 
 

@@ -119,6 +119,8 @@ def test_resolved_addresses_every_one_must_be_allowed() -> None:
     d = DEFAULT.check_addresses("evil.example.com", ["93.184.216.34", "169.254.169.254"])
     assert not d.allowed and d.rule == "denied-range"
     assert "169.254.169.254" not in d.reason  # no resolved address in the message
+    assert d.reason == ("the host evil.example.com resolves to an address that is refused: an address in "
+                        "169.254.0.0/16 (link-local (cloud metadata)) is never a destination")
     assert DEFAULT.check_addresses("ok.example.com", ["93.184.216.34", "2606:2800:220:1::1"]).allowed
     assert DEFAULT.check_addresses("x.example.com", []).rule == "no-address"
     assert not DEFAULT.check_addresses("x.example.com", ["::ffff:127.0.0.1"]).allowed
