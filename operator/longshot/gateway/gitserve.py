@@ -22,8 +22,13 @@ commits to the upstream with the build's credential and ``--force-with-lease`` o
 saw; only when the upstream accepted do the mirror's refs move and the agent hear ``ok``.
 
 The credential never leaves the gateway: an http(s) username/password or token becomes an
-``Authorization: Basic`` header through ``GIT_CONFIG_*`` environment variables (never argv, never a URL);
-an ssh key is written to a 0600 file used by ``GIT_SSH_COMMAND``. The gateway's git runs with a config of
+``Authorization: Basic`` header (``http.extraHeader``) in a git config file of its own, mode 0600 in a 0700
+directory, written for one request and removed after it (:meth:`GitService.credential_file`); the git that
+talks to the upstream includes it (``include.path``, the only thing in its environment). It is never in argv,
+a URL, or the environment of a process that handles agent bytes: ``git receive-pack`` and the ``index-pack``
+it runs on the agent's pack get the file's path only through the hook's variable
+``LONGSHOT_GATEWAY_CREDENTIALS_FILE``, and only the hook's ``git push`` reads the file.
+An ssh key is written to a 0600 file used by ``GIT_SSH_COMMAND``. The gateway's git runs with a config of
 its own (``GIT_CONFIG_NOSYSTEM``, ``GIT_CONFIG_GLOBAL``), allowed protocols limited, no redirects.
 """
 
@@ -42,13 +47,14 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
 
 from longshot.api import sanitize
+from longshot.gateway import hook as ghook
 from longshot.gateway import metrics, pktline, refpolicy
 from longshot.gateway.identity import Caller
 from longshot.gateway.settings import GatewaySettings
@@ -86,6 +92,9 @@ class Upstream:
     key: str = ""
     """The mirror's name: a digest of the namespace, the credentials Secret and the URL."""
     secret_name: str = ""
+    credential: list[tuple[str, str]] = field(default_factory=list)
+    """git config entries that carry the credential (``http.extraHeader``): never put in an environment, only in
+    the 0600 file of :meth:`GitService.credential_file`."""
 
     def redact(self, text: str) -> str:
         for secret in self.secrets:
@@ -210,12 +219,24 @@ class GitService:
             up.env["GIT_SSH_COMMAND"] = (f"ssh -i {shlex.quote(str(path))} -o IdentitiesOnly=yes -o BatchMode=yes "
                                          f"-F /dev/null {hosts}")
             up.env["GIT_SSH_VARIANT"] = "ssh"
-        if config:
-            up.env["GIT_CONFIG_COUNT"] = str(len(config))
-            for i, (k, v) in enumerate(config):
-                up.env[f"GIT_CONFIG_KEY_{i}"] = k
-                up.env[f"GIT_CONFIG_VALUE_{i}"] = v
+        up.credential = config
         return up
+
+    @contextlib.contextmanager
+    def credential_file(self, up: Upstream) -> Iterator[str | None]:
+        """The path of a git config file (mode 0600, in the 0700 ``keys`` directory) holding ``up``'s credential,
+        for the duration of the ``with`` block; removed afterwards. None when the upstream has no http credential."""
+        if not up.credential:
+            yield None
+            return
+        fd, path = tempfile.mkstemp(prefix=".credential-", suffix=".gitconfig", dir=str(self.keys))
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(ghook.config_text(up.credential))
+            yield path
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     async def pin(self, up: Upstream) -> None:
         """Hold the upstream to the egress policy: resolve its host once, check every address, and make every
@@ -265,10 +286,11 @@ class GitService:
                     await self._git("config", k, v, cwd=path, env=env)
             async with self.mirror_lock(up).fetch():
                 bound = await asyncio.to_thread(self._fetch_bound, path)
-                code, out = await self._git(
-                    "fetch", "--quiet", "--prune", "--no-tags", "--no-write-fetch-head", "--", up.url,
-                    "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*", "+refs/longshot/*:refs/longshot/*",
-                    cwd=path, env={**env, **up.env, **bound})
+                with self.credential_file(up) as credential:
+                    code, out = await self._git(
+                        "fetch", "--quiet", "--prune", "--no-tags", "--no-write-fetch-head", "--", up.url,
+                        "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*", "+refs/longshot/*:refs/longshot/*",
+                        cwd=path, env=ghook.with_include({**env, **up.env, **bound}, credential))
                 if code == 0:
                     code, out = await asyncio.to_thread(self._check_size, path, up)
             elapsed = time.monotonic() - started
@@ -309,7 +331,9 @@ class GitService:
 
     async def _sync_head(self, path: Path, up: Upstream, env: Mapping[str, str]) -> None:
         """Point the mirror's HEAD at the upstream's default branch (what a clone checks out)."""
-        code, out = await self._git("ls-remote", "--symref", "--", up.url, "HEAD", cwd=path, env={**env, **up.env})
+        with self.credential_file(up) as credential:
+            code, out = await self._git("ls-remote", "--symref", "--", up.url, "HEAD", cwd=path,
+                                        env=ghook.with_include({**env, **up.env}, credential))
         match = re.search(r"^ref: (refs/heads/\S+)\tHEAD$", out, re.MULTILINE) if code == 0 else None
         if match:
             await self._git("symbolic-ref", "HEAD", match.group(1), cwd=path, env=env)
@@ -389,9 +413,14 @@ class GitService:
             except RequestTooLarge:
                 raise web.HTTPRequestEntityTooLarge(max_size=self.settings.max_push_bytes, actual_size=-1) from None
             spool.seek(0)
+            # the credential reaches only the hook's push, through a 0600 file removed when the push is over:
+            # receive-pack and the index-pack it runs on the agent's pack see its path, never the credential
             async with self.mirror_lock(up).push():
-                response = await self._backend(request, caller, up, "git-receive-pack", whole(),
-                                               extra_env=hook_env)
+                with self.credential_file(up) as credential:
+                    if credential:
+                        hook_env[ghook.CREDENTIALS_FILE] = credential
+                    response = await self._backend(request, caller, up, "git-receive-pack", whole(),
+                                                   extra_env=hook_env)
         finally:
             spool.close()
         metrics.GIT_PUSHES.labels(result="forwarded").inc()

@@ -12,8 +12,9 @@ stdin has one ``<old> <new> <ref>`` line per ref of the push. The hook
    resolution or an "evil merge" wrote, not what it brought in.
    Bounded: at most :data:`MAX_COMMITS` new commits and :data:`MAX_DIFF_BYTES` of path names, within the git
    timeout; a push past a bound is refused, never let through unchecked;
-3. pushes the new commits to ``$LONGSHOT_GATEWAY_UPSTREAM_URL`` with the credential in its environment,
-   each ref with ``--force-with-lease=<ref>:<old>`` (the upstream must still be where the agent saw it),
+3. pushes the new commits to ``$LONGSHOT_GATEWAY_UPSTREAM_URL`` with the credential of the 0600 git config
+   file ``$LONGSHOT_GATEWAY_CREDENTIALS_FILE`` (included by that push only: the credential itself is in no
+   environment, :func:`with_include`), each ref with ``--force-with-lease=<ref>:<old>`` (the upstream must still be where the agent saw it),
    atomically when there are several.
 
 A non-zero exit makes receive-pack refuse every ref (``pre-receive hook declined``); what the hook prints
@@ -39,6 +40,34 @@ MAX_COMMITS = 10_000
 """Most new commits of one ref whose changes the scope check reads."""
 MAX_DIFF_BYTES = 32 * 1024 * 1024
 """Most bytes of changed path names the scope check reads for one ref."""
+CREDENTIALS_FILE = "LONGSHOT_GATEWAY_CREDENTIALS_FILE"
+"""The hook's variable naming the git config file (0600) with the upstream credential, when there is one."""
+
+
+def config_text(entries: list[tuple[str, str]]) -> str:
+    """A git config file setting ``entries`` (``section.name``, value), each value quoted. Pure."""
+    lines: list[str] = []
+    for key, value in entries:
+        section, _, name = key.partition(".")
+        if not section or not name or "\n" in value or "\0" in value:
+            raise ValueError(f"cannot write the git config entry {key!r}")
+        quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+        lines += [f"[{section}]", f'\t{name} = "{quoted}"']
+    return "\n".join(lines) + "\n"
+
+
+def with_include(env: dict[str, str], path: str | None) -> dict[str, str]:
+    """``env`` plus ``include.path=<path>`` through ``GIT_CONFIG_COUNT``/``GIT_CONFIG_KEY_n`` (after the entries
+    already there): git reads the file, the environment holds only its path. ``env`` as it is when ``path`` is
+    None. Pure."""
+    if not path:
+        return env
+    out = dict(env)
+    count = int(out.get("GIT_CONFIG_COUNT") or 0)
+    out[f"GIT_CONFIG_KEY_{count}"] = "include.path"
+    out[f"GIT_CONFIG_VALUE_{count}"] = path
+    out["GIT_CONFIG_COUNT"] = str(count + 1)
+    return out
 
 
 class ScopeCheckError(Exception):
@@ -154,7 +183,8 @@ def main() -> int:
     try:
         # the quarantine marker would reach a local (file://) upstream's receive-pack and make it refuse
         # every ref update; the objects stay readable through GIT_OBJECT_DIRECTORY and its alternates
-        env = {k: v for k, v in os.environ.items() if k != "GIT_QUARANTINE_PATH"}
+        env = {k: v for k, v in os.environ.items() if k not in ("GIT_QUARANTINE_PATH", CREDENTIALS_FILE)}
+        env = with_include(env, os.environ.get(CREDENTIALS_FILE))
         proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False, env=env)
     except subprocess.TimeoutExpired:
         print(f"longshot-gateway: the push to the upstream repository did not finish within {timeout:g}s",

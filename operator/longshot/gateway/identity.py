@@ -6,7 +6,9 @@ Agent Pods mount a projected token with audience ``longshot-gateway`` (``runtime
 
 1. asks the API server (TokenReview, audiences ``[longshot-gateway]``) whether the token is valid and which
    Pod (name and UID) it is bound to; successful reviews are reused for ``token_cache_seconds``, keyed by
-   the token's SHA-256 (the token itself is not kept);
+   the token's SHA-256 (the token itself is not kept). A refused token is refused again without a review for
+   ``denied_cache_seconds`` (10 s by default; same key, same bound of :data:`CACHE_SIZE`), so a caller that
+   repeats a bogus token costs the API server one TokenReview per window, not one per request;
 2. reads that Pod: it must exist with that UID, be Pending or Running and not being deleted, and have an
    AgentTask as its controller (owner reference with ``controller: true``);
 3. reads that AgentTask (same UID as the owner reference): the Pod must be its **current** attempt's, the one
@@ -45,10 +47,13 @@ import pydantic
 from longshot.api import handoff
 from longshot.core import names
 from longshot.gateway import cluster as gcluster
+from longshot.gateway import metrics
 from longshot.runtime import pods
 
 MAX_TOKEN_BYTES = 16 * 1024
 CACHE_SIZE = 4096
+DENIED_CACHE_SECONDS = 10.0
+"""How long a refused token is refused from the cache (chart: ``LONGSHOT_GATEWAY_TOKEN_DENIED_CACHE_SECONDS``)."""
 
 
 class Denied(Exception):
@@ -126,14 +131,18 @@ def claimed_pod(token: str, audience: str) -> tuple[str, str, str] | None:
 class Authenticator:
     def __init__(self, cluster: gcluster.Cluster, *, audience: str, cache_seconds: float,
                  identity_cache_seconds: float = 0.0, rate: float = 0.0, burst: float = 1.0,
+                 denied_cache_seconds: float = DENIED_CACHE_SECONDS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.cluster = cluster
         self.audience = audience
         self.cache_seconds = cache_seconds
+        self.denied_cache_seconds = denied_cache_seconds
         self.identity_cache_seconds = identity_cache_seconds
         self.clock = clock
         self.limiter = RateLimiter(rate, burst, clock)
         self._reviews: OrderedDict[str, tuple[float, gcluster.Review]] = OrderedDict()
+        self._denied: OrderedDict[str, tuple[float, Denied]] = OrderedDict()
+        """Refused tokens by SHA-256: the answer, until when it is given again without a TokenReview."""
         self._callers: OrderedDict[str, tuple[float, Caller | Denied]] = OrderedDict()
 
     async def authenticate(self, headers: Mapping[str, str]) -> Caller:
@@ -156,14 +165,27 @@ class Authenticator:
         cached = self._reviews.get(key)
         if cached and cached[0] > now:
             return cached[1]
+        refused = self._denied.get(key)
+        if refused is not None and refused[0] > now:
+            # a fresh exception each time: one raised again would keep growing its traceback
+            raise Denied(refused[1].status, refused[1].message)
         review = await asyncio.to_thread(self.cluster.review, token, self.audience)
+        metrics.TOKEN_REVIEWS.labels(result="refused" if review is None else "accepted").inc()
         if review is None:
             claimed = claimed_pod(token, self.audience)
             if claimed is not None and not await asyncio.to_thread(self._pod_exists, *claimed):
                 # bound to a Pod that is gone: the API server invalidates such tokens; say why
-                raise Denied(403, f"the Pod {claimed[0]}/{claimed[1]} of this token no longer exists")
-            raise Denied(401, "the gateway token was not accepted (expired, revoked, not bound to a Pod, or "
-                              f"not for audience {self.audience})")
+                denied = Denied(403, f"the Pod {claimed[0]}/{claimed[1]} of this token no longer exists")
+            else:
+                denied = Denied(401, "the gateway token was not accepted (expired, revoked, not bound to a Pod, or "
+                                     f"not for audience {self.audience})")
+            if self.denied_cache_seconds > 0:
+                self._denied[key] = (now + self.denied_cache_seconds, denied)
+                self._denied.move_to_end(key)
+                while len(self._denied) > CACHE_SIZE:
+                    self._denied.popitem(last=False)
+            raise denied
+        self._denied.pop(key, None)
         self._reviews[key] = (now + self.cache_seconds, review)
         self._reviews.move_to_end(key)
         while len(self._reviews) > CACHE_SIZE:

@@ -36,6 +36,10 @@ GIT_PUSHES = Counter("longshot_gateway_git_pushes_total", "Pushes by result (for
                      ["result"], registry=REGISTRY)
 MIRROR_FETCH = Histogram("longshot_gateway_mirror_fetch_seconds", "Upstream fetches into a mirror.", ["result"],
                          buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=REGISTRY)
+TOKEN_REVIEWS = Counter("longshot_gateway_token_reviews_total",
+                        "TokenReviews the gateway asked the API server for, by result (accepted, refused); a "
+                        "refused token is not reviewed again for LONGSHOT_GATEWAY_TOKEN_DENIED_CACHE_SECONDS.",
+                        ["result"], registry=REGISTRY)
 USAGE_CONFLICTS = Counter("longshot_gateway_status_conflicts_total",
                           "AgentTask status patches retried because another writer changed the task.",
                           registry=REGISTRY)
@@ -52,6 +56,8 @@ def _init() -> None:
         UNMETERED_CALLS.labels(api=a)
     for result in ("forwarded", "refused", "invalid"):
         GIT_PUSHES.labels(result=result)
+    for result in ("accepted", "refused"):
+        TOKEN_REVIEWS.labels(result=result)
 
 
 _init()

@@ -61,6 +61,7 @@ class Gateway:
         self.settings = settings
         self.auth = identity.Authenticator(cluster, audience=settings.audience,
                                            cache_seconds=settings.token_cache_seconds,
+                                           denied_cache_seconds=settings.token_denied_cache_seconds,
                                            identity_cache_seconds=settings.identity_cache_seconds,
                                            rate=settings.requests_per_second, burst=settings.request_burst)
         self.egress = gd.Guard(settings.egress_policy())

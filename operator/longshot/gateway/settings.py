@@ -38,6 +38,10 @@ class GatewaySettings(EnvSettings):
     token_cache_seconds: float = Field(default=30.0, ge=0)
     """How long a successful TokenReview is reused (the Pod, AgentTask and BuildRequest are read again every
     ``identity_cache_seconds``)."""
+    token_denied_cache_seconds: float = Field(default=10.0, ge=0)
+    """How long a token the API server refused is refused again without a TokenReview (keyed by the token's
+    SHA-256, at most 4,096 tokens; the token itself is not kept): a caller repeating a bogus token costs one review
+    per window, not one per request. 0 reviews every request."""
     usage_cache_seconds: float = Field(default=1.0, ge=0)
     """How long a build's task list (for its budget and backoff) is reused between model calls."""
     upstream_timeout_seconds: float = Field(default=600.0, ge=0)

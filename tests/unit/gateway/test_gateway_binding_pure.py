@@ -146,3 +146,55 @@ def test_the_rate_limiter_refills_and_stays_bounded():
     for i in range(identity.CACHE_SIZE + 10):
         r.take(str(i))
     assert len(r._buckets) <= identity.CACHE_SIZE
+
+
+class RefusingCluster(FakeCluster):
+    """The API server refuses every token; counts the TokenReviews and what it saw of them."""
+
+    def __init__(self) -> None:
+        super().__init__({"metadata": {"name": "p", "uid": "u"}}, task([]), {})
+        self.reviews = 0
+
+    def review(self, token: str, audience: str) -> gcluster.Review | None:
+        self.reviews += 1
+        return None
+
+
+def refused(a: identity.Authenticator, token: str) -> identity.Denied:
+    with pytest.raises(identity.Denied) as e:
+        asyncio.run(a.authenticate({"Authorization": f"Bearer {token}"}))
+    return e.value
+
+
+def test_a_refused_token_is_refused_from_the_cache_for_the_window_then_reviewed_again():
+    c, clock = RefusingCluster(), Clock()
+    a = auth(c, clock, denied_cache_seconds=10.0)
+    first = refused(a, "bogus")
+    assert first.status == 401 and c.reviews == 1
+    for _ in range(20):
+        again = refused(a, "bogus")
+        assert (again.status, again.message) == (first.status, first.message) and again is not first
+    assert c.reviews == 1
+    assert refused(a, "another-bogus").status == 401 and c.reviews == 2  # keyed by the token
+    clock.now = 10.5
+    refused(a, "bogus")
+    assert c.reviews == 3
+    assert not any("bogus" in k for k in a._denied)  # the table holds hashes, never a token
+
+
+def test_the_refused_table_is_bounded_and_off_at_zero():
+    c, clock = RefusingCluster(), Clock()
+    a = auth(c, clock)
+
+    async def many() -> None:
+        for i in range(identity.CACHE_SIZE + 10):
+            with pytest.raises(identity.Denied):
+                await a._review(f"t{i}")
+
+    asyncio.run(many())
+    assert len(a._denied) == identity.CACHE_SIZE
+    off = auth(c, clock, denied_cache_seconds=0)
+    before = c.reviews
+    refused(off, "x")
+    refused(off, "x")
+    assert c.reviews == before + 2

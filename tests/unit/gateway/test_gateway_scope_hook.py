@@ -125,3 +125,19 @@ def test_the_gateway_sets_the_hooks_scope_only_for_an_enforcing_build_and_a_scop
     reviewer = refpolicy.RefPolicy(namespace="ns", build="b", task="b-r", attempt=1, role="reviewer",
                                    branch="longshot/ns/b/b-t1")
     assert refpolicy.scope_env(reviewer, enforce=True, scope=["src"], base_branches=["main"], stack_commits=[]) == {}
+
+
+# --- the credential file: only its path in an environment ------------------------------------------------------
+
+def test_the_credential_is_included_by_path_after_the_config_entries_already_there():
+    env = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.curloptResolve", "GIT_CONFIG_VALUE_0": "h:443:1.2.3.4"}
+    out = hook.with_include(env, "/m/keys/.credential-x.gitconfig")
+    assert out == {**env, "GIT_CONFIG_COUNT": "2", "GIT_CONFIG_KEY_1": "include.path",
+                   "GIT_CONFIG_VALUE_1": "/m/keys/.credential-x.gitconfig"}
+    assert hook.with_include(env, None) is env
+
+
+def test_config_text_quotes_values_and_refuses_a_newline():
+    assert hook.config_text([("http.extraHeader", 'a "b" \\c')]) == '[http]\n\textraHeader = "a \\"b\\" \\\\c"\n'
+    with pytest.raises(ValueError, match="http.extraHeader"):
+        hook.config_text([("http.extraHeader", "a\n[core]\n\tsshCommand = evil")])

@@ -1,8 +1,10 @@
-"""How the gateway's own git reaches a build's repository: credentials in the environment, never the URL."""
+"""How the gateway's own git reaches a build's repository: credentials in a 0600 file for one use, never in the
+environment or the URL."""
 
 from __future__ import annotations
 
 import base64
+import pathlib
 import stat
 
 import pytest
@@ -28,12 +30,25 @@ def service(tmp_path):
     return gitserve.GitService(GatewaySettings(mirror_dir=str(tmp_path / "m")))
 
 
-def test_a_password_becomes_a_basic_header_in_git_config_env(service):
+def test_a_password_becomes_a_basic_header_in_a_private_file_for_one_use_never_in_the_environment(service):
     up = service.upstream(caller("https://git.example.com/o/r.git"), {"username": "bot", "token": "s3cret-t0ken"})
+    header = "Authorization: Basic " + base64.b64encode(b"bot:s3cret-t0ken").decode()
     assert up.url == "https://git.example.com/o/r.git"
-    assert up.env["GIT_CONFIG_KEY_0"] == "http.extraHeader"
-    assert up.env["GIT_CONFIG_VALUE_0"] == "Authorization: Basic " + base64.b64encode(b"bot:s3cret-t0ken").decode()
-    assert "s3cret" not in up.redact(f"fatal: https://bot:s3cret-t0ken@git.example.com/ {up.env['GIT_CONFIG_VALUE_0']}")
+    assert up.credential == [("http.extraHeader", header)]
+    assert not any("s3cret" in v or header in v for v in up.env.values())
+    with service.credential_file(up) as path:
+        assert path is not None
+        f = pathlib.Path(path)
+        assert f.parent == service.keys and stat.S_IMODE(f.stat().st_mode) == 0o600
+        assert f.read_text() == f'[http]\n\textraHeader = "{header}"\n'
+    assert not f.exists()
+    assert "s3cret" not in up.redact(f"fatal: https://bot:s3cret-t0ken@git.example.com/ {header}")
+
+
+def test_without_an_http_credential_there_is_no_file(service):
+    with service.credential_file(service.upstream(caller("https://h/r.git"), None)) as path:
+        assert path is None
+    assert list(service.keys.iterdir()) == []
 
 
 def test_an_ssh_key_is_a_private_file_used_by_git_ssh_command(service):
