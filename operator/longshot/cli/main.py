@@ -8,6 +8,11 @@ where the output is structured, and exit codes 0 (done), 1 (an error: not found,
 
 A target written ``TASK|BUILD`` is an AgentTask or a BuildRequest: ``at/NAME`` or ``br/NAME`` says which, a bare
 name is looked up as a task first, then as a build (both existing: an error that asks for the prefix).
+
+Everything the plugin prints goes through one door, :class:`CleanOutput`, which removes control characters,
+ANSI escape sequences and bidi overrides (``api.sanitize.clean``; newlines and tabs stay): a model name, a
+question, an exit reason or a Pod log an agent wrote cannot drive the terminal. Only ``logs --raw`` writes the
+Pod's log as it is.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any, NoReturn, TextIO
 import kubernetes
 import yaml
 
-from longshot.api import common
+from longshot.api import common, sanitize
 from longshot.cli import view
 from longshot.core import ledger, names
 
@@ -43,6 +48,21 @@ TRACE_UI_ENV = "LONGSHOT_TRACE_UI_URL"
 
 class CLIError(Exception):
     """Something the user can fix; the message says what. Exit code 1."""
+
+
+class CleanOutput:
+    """The plugin's only way to print: every ``write`` is :func:`longshot.api.sanitize.clean`'d (control characters
+    but newline and tab, ANSI escapes, bidi overrides removed), so no command and no field can skip it. ``raw`` is
+    the stream underneath, for ``logs --raw`` only."""
+
+    def __init__(self, raw: TextIO) -> None:
+        self.raw = raw
+
+    def write(self, text: str) -> int:
+        return self.raw.write(sanitize.clean(text))
+
+    def flush(self) -> None:
+        self.raw.flush()
 
 
 @dataclass
@@ -180,7 +200,7 @@ def tasks_of(k: Kube, build: str) -> list[dict[str, Any]]:
     return [t for t in k.list("AgentTask") if ((t.get("spec") or {}).get("buildRef") or {}).get("name") == build]
 
 
-def emit(out: TextIO, data: Any, fmt: str | None, text: str) -> None:
+def emit(out: CleanOutput, data: Any, fmt: str | None, text: str) -> None:
     if fmt == "json":
         out.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
     elif fmt == "yaml":
@@ -200,14 +220,14 @@ def _bounded(what: str, text: str) -> str:
 # --- commands ----------------------------------------------------------------------------------------
 
 
-def cmd_tree(k: Kube, a: argparse.Namespace, out: TextIO) -> int:
+def cmd_tree(k: Kube, a: argparse.Namespace, out: CleanOutput) -> int:
     build = k.must("BuildRequest", a.build)
     v = view.tree(build, tasks_of(k, a.build), k.list("MergeJob"))
     emit(out, v, a.output, view.tree_text(v))
     return 0
 
 
-def cmd_logs(k: Kube, a: argparse.Namespace, out: TextIO) -> int:
+def cmd_logs(k: Kube, a: argparse.Namespace, out: CleanOutput) -> int:
     task = k.must("AgentTask", a.task)
     attempts = (task.get("status") or {}).get("attempts") or []
     if not attempts:
@@ -226,7 +246,11 @@ def cmd_logs(k: Kube, a: argparse.Namespace, out: TextIO) -> int:
     if a.ledger or a.output:
         return _print_ledger(k, entry, number, a, out)
     try:
-        out.write(k.pod_log(pod, "agent", a.tail))
+        log_text = k.pod_log(pod, "agent", a.tail)
+        if a.raw:  # asked for: the log byte for byte, escapes included
+            out.raw.write(log_text)
+        else:
+            out.write(log_text)
     except kubernetes.client.ApiException as e:
         if e.status == 404:  # the Pod is gone (finished Pods are deleted past spec.retention.finishedPods)
             return _print_ledger(k, entry, number, a, out, gone=pod)
@@ -236,7 +260,7 @@ def cmd_logs(k: Kube, a: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _print_ledger(k: Kube, entry: str, number: int, a: argparse.Namespace, out: TextIO, *,
+def _print_ledger(k: Kube, entry: str, number: int, a: argparse.Namespace, out: CleanOutput, *,
                   gone: str | None = None) -> int:
     """The attempt's transcript from its ledger entry (docs/ledger.md): JSONL like the Pod's log, or with ``-o`` the
     entry (its result and events) as JSON or YAML. ``gone``: the attempt's Pod, which no longer exists."""
@@ -268,7 +292,7 @@ def _print_ledger(k: Kube, entry: str, number: int, a: argparse.Namespace, out: 
     return 0
 
 
-def cmd_answer(k: Kube, a: argparse.Namespace, out: TextIO) -> int:
+def cmd_answer(k: Kube, a: argparse.Namespace, out: CleanOutput) -> int:
     task = k.must("AgentTask", a.task)
     status = task.get("status") or {}
     if status.get("phase") != "AwaitingInput":
@@ -279,7 +303,7 @@ def cmd_answer(k: Kube, a: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def cmd_approve(k: Kube, a: argparse.Namespace, out: TextIO) -> int:
+def cmd_approve(k: Kube, a: argparse.Namespace, out: CleanOutput) -> int:
     job = k.must("MergeJob", a.mergejob)
     k.patch("MergeJob", a.mergejob, {"spec": {"approved": True}})
     phase = (job.get("status") or {}).get("phase") or "Queued"
@@ -302,7 +326,7 @@ def _relaunch_patch(a: argparse.Namespace) -> dict[str, Any]:
     return {"spec": spec}
 
 
-def cmd_retry(k: Kube, a: argparse.Namespace, out: TextIO) -> int:
+def cmd_retry(k: Kube, a: argparse.Namespace, out: CleanOutput) -> int:
     k.must("AgentTask", a.task)
     body = _relaunch_patch(a)
     k.patch("AgentTask", a.task, body)
@@ -313,7 +337,7 @@ def cmd_retry(k: Kube, a: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def cmd_suspend(k: Kube, a: argparse.Namespace, out: TextIO) -> int:
+def cmd_suspend(k: Kube, a: argparse.Namespace, out: CleanOutput) -> int:
     kind, obj = resolve(k, a.target)
     on = a.command == "suspend"
     name = obj["metadata"]["name"]
@@ -327,7 +351,7 @@ def cmd_suspend(k: Kube, a: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def cmd_cancel(k: Kube, a: argparse.Namespace, out: TextIO) -> int:
+def cmd_cancel(k: Kube, a: argparse.Namespace, out: CleanOutput) -> int:
     kind, obj = resolve(k, a.target)
     name = obj["metadata"]["name"]
     if kind == "AgentTask":
@@ -348,7 +372,7 @@ def cmd_cancel(k: Kube, a: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def cmd_trace(k: Kube, a: argparse.Namespace, out: TextIO) -> int:
+def cmd_trace(k: Kube, a: argparse.Namespace, out: CleanOutput) -> int:
     build = k.must("BuildRequest", a.build)
     trace_id = (build.get("status") or {}).get("traceId")
     if not trace_id:
@@ -401,6 +425,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--tail", type=_positive, help="only the last lines")
     sp.add_argument("--ledger", action="store_true",
                     help="read the ledger entry even while the Pod exists (-o json|yaml implies it)")
+    sp.add_argument("--raw", action="store_true",
+                    help="print the Pod's log as it is, terminal escapes and control characters included (by "
+                         "default they are removed)")
     sp = add("answer", cmd_answer, "answer the question a task's agent asked (spec.answer)")
     sp.add_argument("task")
     sp.add_argument("text")
@@ -436,7 +463,7 @@ def _timeout(value: str) -> int:
     return n
 
 
-def _fail(message: str, err: TextIO) -> int:
+def _fail(message: str, err: CleanOutput) -> int:
     err.write(f"error: {message}\n")
     return 1
 
@@ -444,8 +471,8 @@ def _fail(message: str, err: TextIO) -> int:
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
          kube: Kube | None = None) -> int:
     """Run one command; the exit code (argparse's usage errors exit 2 through ``SystemExit``)."""
-    out = out or sys.stdout
-    err = err or sys.stderr
+    clean_out = CleanOutput(out or sys.stdout)
+    clean_err = CleanOutput(err or sys.stderr)
     a = parser().parse_args(argv)
     namespace = getattr(a, "namespace", None)
     try:
@@ -455,14 +482,14 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
         k = kube or connect(getattr(a, "kubeconfig", None), getattr(a, "context", None), namespace)
         if kube is not None and namespace:
             k = Kube(kube.api, namespace)
-        code: int = a.fn(k, a, out)
+        code: int = a.fn(k, a, clean_out)
         return code
     except CLIError as e:
-        return _fail(str(e), err)
+        return _fail(str(e), clean_err)
     except kubernetes.client.ApiException as e:
-        return _fail(f"the API server refused: {_reason(e)}", err)
+        return _fail(f"the API server refused: {_reason(e)}", clean_err)
     except Exception as e:  # no traceback for a person; the class and message say what failed
-        return _fail(f"{type(e).__name__}: {e}", err)
+        return _fail(f"{type(e).__name__}: {e}", clean_err)
 
 
 def run() -> NoReturn:

@@ -14,8 +14,8 @@ stdin has one ``<old> <new> <ref>`` line per ref of the push. The hook
    timeout; a push past a bound is refused, never let through unchecked;
 3. pushes the new commits to ``$LONGSHOT_GATEWAY_UPSTREAM_URL`` with the credential of the 0600 git config
    file ``$LONGSHOT_GATEWAY_CREDENTIALS_FILE`` (included by that push only: the credential itself is in no
-   environment, :func:`with_include`), each ref with ``--force-with-lease=<ref>:<old>`` (the upstream must still be where the agent saw it),
-   atomically when there are several.
+   environment, :func:`with_include`), each ref with ``--force-with-lease=<ref>:<old>`` (the upstream must
+   still be where the agent saw it), atomically when there are several.
 
 A non-zero exit makes receive-pack refuse every ref (``pre-receive hook declined``); what the hook prints
 on stderr reaches the agent as ``remote: ...`` lines. Nothing it prints contains the credential: git does

@@ -139,5 +139,5 @@ def test_the_credential_is_included_by_path_after_the_config_entries_already_the
 
 def test_config_text_quotes_values_and_refuses_a_newline():
     assert hook.config_text([("http.extraHeader", 'a "b" \\c')]) == '[http]\n\textraHeader = "a \\"b\\" \\\\c"\n'
-    with pytest.raises(ValueError, match="http.extraHeader"):
+    with pytest.raises(ValueError, match=r"http\.extraHeader"):
         hook.config_text([("http.extraHeader", "a\n[core]\n\tsshCommand = evil")])
