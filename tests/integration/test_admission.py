@@ -51,6 +51,7 @@ def install_policies(kubectl: Any, control_plane: Any, namespace: str, *sets: st
     """Apply the chart's admission policies, bound to ``namespace`` only, and wait until they decide."""
     docs = render(control_plane, namespace, f"admissionPolicy.namespaceSelector.matchLabels.kubernetes\\.io/"
                   f"metadata\\.name={namespace}", "egress.admission=false",  # test_hostile_egress has it
+                  "admissionPolicy.leastPrivilege.enabled=false",  # test_hostile_privilege has them
                   *sets, release=f"vap-{namespace[-6:]}")
     docs = of_kinds(docs, "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ConfigMap")
     docs = [d for d in docs if d["kind"] != "ConfigMap" or d["metadata"]["name"].endswith("-agent-images")]

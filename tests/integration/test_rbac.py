@@ -2,7 +2,9 @@
 
 The rendered RBAC objects are applied for real and ``kubectl auth can-i --as=<the ServiceAccount>`` asks the
 API server's authorizer. With ``watchNamespaces`` everything is a Role in those namespaces; cluster-wide,
-Secrets are readable only where granted (no cluster-wide Secret read unless ``rbac.secrets.clusterWide``).
+Secrets are readable only where granted (no cluster-wide Secret read unless ``rbac.secrets.clusterWide``), and
+the ``-writes`` admission policy holds the two ServiceAccounts' writes to Longshot's own objects (the last test
+runs every write the code does through it).
 """
 
 from __future__ import annotations
@@ -11,9 +13,18 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import kubernetes
 import pytest
 import yaml
 from chart_render import of_kinds, render
+from k8s_builders import build as build_obj
+from k8s_builders import create
+
+from longshot.config import Settings
+from longshot.core import ledger
+from longshot.gateway import cluster as gcluster
+from longshot.runtime import kube, netpol, pods
+from longshot.testing import wait_for
 
 RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
 
@@ -109,3 +120,64 @@ def test_default_grants_secrets_in_the_release_namespace_and_cluster_wide_only_w
     can = install("rbac.secrets.clusterWide=true")
     assert can("get", "secrets/git-token", team) and can("get", "secrets", None)
     assert not can("list", "secrets", team) and not can("watch", "secrets", None)
+
+
+def test_cluster_wide_every_write_the_code_does_passes_rbac_and_the_least_privilege_policy(
+        kubectl: Any, control_plane: Any, namespace: str, core_v1: Any, custom: Any) -> None:
+    """The operator's and the gateway's own code, as their ServiceAccounts (impersonated), under the chart's
+    cluster-wide RBAC and its `-writes` policy: agent Pods, ledger entries and the agent NetworkPolicy are
+    created, changed and deleted as in a build; what the policy refuses is in hostile/test_hostile_privilege.py."""
+    system = f"{namespace[:50]}-sys"
+    kubectl("create", "namespace", system)
+    release = f"rw-{namespace[-6:]}"
+    docs = render(control_plane, system, release=release)
+    applied = of_kinds(docs, *RBAC_KINDS) + [
+        d for d in of_kinds(docs, "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+        if d["metadata"]["name"].endswith("-writes")]
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(applied))
+
+    def client_as(account: str) -> kubernetes.client.ApiClient:
+        client = kubernetes.config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+        client.set_default_header("Impersonate-User", f"system:serviceaccount:{system}:{account}")
+        return client
+
+    try:
+        operator_client = client_as(f"{release}-longshot")
+        operator, gateway = kube.Kube(operator_client), gcluster.Cluster(client_as(f"{release}-longshot-gateway"))
+        probe = json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "p", "namespace": system}})
+        wait_for(lambda: "protected namespaces" in kubectl(
+            "create", "--dry-run=server", f"--as=system:serviceaccount:{system}:{release}-longshot", "-f", "-",
+            input=probe, check=False).stderr, timeout=30, what="the -writes policy to take effect")
+
+        b = create(custom, namespace, build_obj("b1"))
+        t = create(custom, namespace, {"apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask",
+                                       "metadata": {"name": "b1-t1", "labels": {"longshot.dev/build": "b1"}},
+                                       "spec": {"buildRef": {"name": "b1"}, "description": "d", "role": "worker"}})
+        settings = Settings(identity="test", namespace=system, gateway_url="http://gw:8080")
+        # agent Pods: create, delete one, delete an attempt's by their labels
+        for attempt in (1, 2):
+            assert operator.create_pod(pods.build_agent_pod(t, b, settings, attempt)) is not None
+        operator.delete_pod(namespace, pods.pod_name("b1-t1", 1))
+        operator.delete_pods(namespace, "longshot.dev/task=b1-t1,longshot.dev/attempt=2")
+        # ledger entries: the gateway's transcript (create, then patch), the operator's result, retention
+        for attempt in (1, 2):
+            entry = ledger.manifest(namespace=namespace, pod=pods.pod_name("b1-t1", attempt), task="b1-t1",
+                                    task_uid=t["metadata"]["uid"], build="b1", attempt=attempt, role="worker")
+            gateway.put_configmap({**entry, "data": {"transcript": "one"}})
+            gateway.put_configmap({**entry, "data": {"transcript": "two"}})
+            operator.put_configmap({**entry, "data": {ledger.RESULT_KEY: "{}"}})
+        assert len(operator.list_configmap_metadata(namespace, ledger.LABEL)) == 2
+        operator.delete_configmap(namespace, ledger.entry_name(pods.pod_name("b1-t1", 1)))
+        operator.delete_configmaps(namespace, f"{ledger.LABEL},longshot.dev/attempt=2")
+        assert operator.list_configmap_metadata(namespace, ledger.LABEL) == []
+        # the agent NetworkPolicy: created, then updated when the settings change
+        assert netpol.ensure(operator_client, namespace, settings) == "created"
+        changed = Settings(identity="test", namespace=system, gateway_url="http://gw:8080",
+                           agent_extra_egress='[{"to": [{"ipBlock": {"cidr": "192.0.2.0/24"}}]}]')
+        assert netpol.ensure(operator_client, namespace, changed) == "updated"
+        wait_for(lambda: not core_v1.list_namespaced_pod(namespace, label_selector="longshot.dev/task=b1-t1").items,
+                 timeout=30, what="the agent Pods to be deleted")
+    finally:
+        kubectl("delete", "-f", "-", "--wait=false", "--ignore-not-found", input=yaml.safe_dump_all(applied),
+                check=False)
+        kubectl("delete", "namespace", system, "--wait=false", check=False)
