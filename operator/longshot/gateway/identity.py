@@ -141,8 +141,9 @@ class Authenticator:
         self.clock = clock
         self.limiter = RateLimiter(rate, burst, clock)
         self._reviews: OrderedDict[str, tuple[float, gcluster.Review]] = OrderedDict()
-        self._denied: OrderedDict[str, tuple[float, Denied]] = OrderedDict()
-        """Refused tokens by SHA-256: the answer, until when it is given again without a TokenReview."""
+        self._denied: OrderedDict[str, tuple[float, int, str]] = OrderedDict()
+        """Refused tokens by SHA-256: until when, status and message (plain data: a stored exception's traceback
+        would keep the frame, and the token in it, alive)."""
         self._callers: OrderedDict[str, tuple[float, Caller | Denied]] = OrderedDict()
 
     async def authenticate(self, headers: Mapping[str, str]) -> Caller:
@@ -167,8 +168,7 @@ class Authenticator:
             return cached[1]
         refused = self._denied.get(key)
         if refused is not None and refused[0] > now:
-            # a fresh exception each time: one raised again would keep growing its traceback
-            raise Denied(refused[1].status, refused[1].message)
+            raise Denied(refused[1], refused[2])
         review = await asyncio.to_thread(self.cluster.review, token, self.audience)
         metrics.TOKEN_REVIEWS.labels(result="refused" if review is None else "accepted").inc()
         if review is None:
@@ -180,7 +180,7 @@ class Authenticator:
                 denied = Denied(401, "the gateway token was not accepted (expired, revoked, not bound to a Pod, or "
                                      f"not for audience {self.audience})")
             if self.denied_cache_seconds > 0:
-                self._denied[key] = (now + self.denied_cache_seconds, denied)
+                self._denied[key] = (now + self.denied_cache_seconds, denied.status, denied.message)
                 self._denied.move_to_end(key)
                 while len(self._denied) > CACHE_SIZE:
                     self._denied.popitem(last=False)
