@@ -94,8 +94,6 @@ def cost(text: str | bytes | bytearray, depth_limit: int = DEFAULT_MAX_DEPTH, va
             continue
         opened = brackets.count(b"[") + brackets.count(b"{")
         values += opened
-        if value_limit is not None and values > value_limit:
-            break
         if peak_depth <= depth_limit and depth + opened > peak_depth:
             # depth after each bracket = sum(weights) - position, weights 2 for an opening and 0 for a closing one
             peak = max(map(operator.sub, itertools.accumulate(brackets.translate(_BRACKET_WEIGHT)),

@@ -300,11 +300,13 @@ class Tracker:
 
         deadline = time.monotonic() + READ_DEADLINE
         streamed = self._client.send(request, stream=True)
-        body = bytearray()
+        chunks: list[bytes] = []  # joined once: the answer is held at most twice (a bytearray grows by copies)
+        size = 0
         try:
             for chunk in streamed.iter_bytes():
-                body += chunk
-                if len(body) > MAX_RESPONSE_BYTES:
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
                     raise TrackerError(f"{self._where(what)}: the tracker's answer is larger than "
                                        f"{MAX_RESPONSE_BYTES} bytes; refusing to read it")
                 if time.monotonic() > deadline:
@@ -312,7 +314,9 @@ class Tracker:
                                        f"{READ_DEADLINE:.0f}s to arrive")
         finally:
             streamed.close()
-        return httpx.Response(streamed.status_code, headers=streamed.headers, content=bytes(body), request=request,
+        body = b"".join(chunks)
+        del chunks
+        return httpx.Response(streamed.status_code, headers=streamed.headers, content=body, request=request,
                               extensions={"reason_phrase": streamed.reason_phrase.encode()})
 
     def _wait_until(self, when: float, what: str) -> None:
@@ -353,7 +357,11 @@ class Tracker:
         try:
             return boundedjson.loads(response.content, PARSE_BUDGET)
         except boundedjson.Refused as e:
-            raise TrackerError(f"{where}: the answer was refused: {e}; check {self._url_field()}") from None
+            if e.reason == "not_json":  # an error page of a proxy or an outage: tried again
+                raise TrackerError(f"{where}: the answer is not JSON") from None
+            # no tracker or forge answers this: the URL names another server, and asking again cannot help
+            raise ConfigurationError(f"{where}: the answer was refused before it was parsed: {e}; "
+                                     f"{self._url_field()} must name the provider's API") from None
 
     def _url_field(self) -> str:
         """The spec field naming this client's server (in messages about its answers)."""
