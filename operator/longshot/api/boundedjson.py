@@ -116,8 +116,7 @@ def check(text: str | bytes | bytearray, budget: Budget) -> None:
     if measured.depth > budget.max_depth:
         raise Refused("too_deep", f"it nests arrays or objects more than {budget.max_depth} levels deep")
     if measured.values > budget.max_values:
-        raise Refused("too_many_values", f"it holds more than {budget.max_values} JSON values "
-                                         f"(at most {measured.values} counted)")
+        raise Refused("too_many_values", f"it holds more than {budget.max_values} JSON values")
 
 
 def loads(text: str | bytes | bytearray, budget: Budget,
