@@ -16,7 +16,8 @@ The inputs are the shapes that made the old parsers backtrack (issue 29), at the
 * scope patterns: two scopes at the CRD bounds (128 entries of 32 segments) whose every entry pair is disjoint
   and costly, and the issue's ``"a/"*1000 + "x.py"`` (RecursionError before);
 * handoff: a plan at the handoff size bound (8 MiB), and 8 MiB of brackets;
-* tracker: a Link header of 64 KiB, and an 8 MiB issue listing turned into tasks.
+* tracker: a Link header of 64 KiB, an 8 MiB issue listing turned into tasks (parsed under its budget), and the
+  refusal of 8 MiB answers shaped to amplify (``[],`` repeated, deep nesting, small objects).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
-from longshot.api import common
+from longshot.api import boundedjson, common
 from longshot.api import handoff as hmod
 from longshot.core import roadmap, scheduler
 from longshot.runtime import trackers
@@ -179,12 +180,24 @@ def worst_parse_s() -> dict[str, float]:
     def listing_to_tasks() -> None:
         gh = trackers.GitHub(repository="o/r", token=None)
         try:
-            issues = [gh._issue(item) for item in json.loads(data)]
+            issues = [gh._issue(item) for item in boundedjson.loads(data, trackers.PARSE_BUDGET)]
         finally:
             gh.close()
         trackers.issues_to_tasks(i for i in issues if i is not None)
 
     out["tracker_listing_8mib"] = _timed(listing_to_tasks)
+    amplifying = {"arrays": b"[" + b"[]," * (trackers.MAX_RESPONSE_BYTES // 3 - 2) + b"[]]",
+                  "deep": b"[" * (trackers.MAX_RESPONSE_BYTES // 2) + b"]" * (trackers.MAX_RESPONSE_BYTES // 2),
+                  "objects": b"[" + b'{"a":{}},' * (trackers.MAX_RESPONSE_BYTES // 9 - 2) + b'{"a":{}}]'}
+
+    def refused_unparsed(body: bytes) -> None:
+        try:
+            boundedjson.loads(body, trackers.PARSE_BUDGET)
+        except boundedjson.Refused:
+            return
+        raise AssertionError("an amplifying tracker answer was parsed")
+
+    out["tracker_amplifying_8mib"] = max(_timed(lambda b=b: refused_unparsed(b)) for b in amplifying.values())
     return out
 
 

@@ -443,3 +443,14 @@ def test_a_pull_request_not_opened_yet_counts_and_running_work_comes_first() -> 
     assert got[c.RECONCILING] == "Working"
     # nothing runs: an iteration whose branches wait on the forge says so too
     assert {e.type: e.reason for e in _waiting_build(builds.WORKING, 0, opening)}[c.RECONCILING] == "AwaitingForge"
+
+
+def test_an_amplifying_forge_answer_is_refused_naming_the_api_url() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"[" + b"[]," * 500_000 + b"[]]")
+
+    with github(handler) as f, pytest.raises(rf.ForgeError) as refused:
+        f.facts(number=None, branch="b", target="main")
+    message = str(refused.value)
+    assert "more than 100000 JSON values" in message and "spec.merge.pullRequest.apiUrl" in message, message
+    assert TOKEN not in message

@@ -18,22 +18,20 @@ by their ``kind`` field.
 
 What an agent writes is untrusted (the agent is the adversary), so parsing never takes the operator down:
 sizes are checked before anything is parsed (:data:`MAX_INLINE_BYTES`, :data:`MAX_HANDOFF_BYTES`), the
-nesting depth is checked by a scan of the raw text before ``json.loads`` (:data:`MAX_JSON_DEPTH`), and
+nesting depth and the number of values are checked by a scan of the raw text before ``json.loads``
+(:data:`MAX_JSON_DEPTH`, :data:`HANDOFF_BUDGET`, ``api.boundedjson``), and
 every exception while parsing or validating becomes a :class:`HandoffError` (the task's ``InvalidHandoff``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
-import operator
-import re
 from typing import Annotated, Any, Final, Literal, TypeVar
 
 from pydantic import Field, ValidationError, model_validator
 
-from longshot.api import keys, sanitize
+from longshot.api import boundedjson, keys, sanitize
 from longshot.api.agenttask import FailureClass, GateResult, Role
 from longshot.api.buildrequest import MAX_GATE_STEPS, GateStep, Hooks
 from longshot.api.common import DNS_SUBDOMAIN, GIT_BRANCH, MAX_SCOPE_ENTRIES, Model, ScopeEntry
@@ -285,59 +283,23 @@ def parse_handoff_bytes(data: bytes, pointer: HandoffPointer | None = None) -> H
     return handoff
 
 
-# The depth scan. Once escaped backslashes and quotes are removed, a JSON string runs from a quote to the next
-# quote; strings are cut out, every other character but the brackets is deleted, and the running depth of
-# what is left is computed with C-level iterators (``[``/``{`` count 2, ``]``/``}`` 0: depth = sum - length).
-_DEPTH_CHUNK = 256 * 1024
-_COMPLETE_STRING = re.compile(rb'"[^"]*"')
-_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
-_BRACKET_WEIGHT = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
+HANDOFF_BUDGET: Final = boundedjson.Budget(max_bytes=MAX_HANDOFF_BYTES, max_values=MAX_PLAN_TASKS * 512,
+                                            max_depth=MAX_JSON_DEPTH)
+"""What parsing a handoff may cost (``api.boundedjson``): 8 MiB, 512,000 values (a plan of the most tasks, each
+with the most scope entries and dependencies the model accepts, has fewer) and 32 levels."""
 
 
 def nesting_exceeds(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Whether arrays and objects in ``text`` nest more than ``limit`` levels deep.
-
-    A linear scan of the raw text in chunks (brackets inside strings do not count), with no recursion and
-    no backtracking, so it is safe on any input; memory is a copy of the text and a chunk. It does not
-    validate the JSON: ``json.loads`` does that once the depth is known to be safe.
-    """
-    data = text.encode("utf-8", "replace") if isinstance(text, str) else bytes(text)
-    data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
-    if data.count(b"[") + data.count(b"{") <= limit:
-        return False
-    depth = 0
-    in_string = False
-    for start in range(0, len(data), _DEPTH_CHUNK):
-        chunk = data[start:start + _DEPTH_CHUNK]
-        if in_string:
-            end = chunk.find(b'"')
-            if end < 0:
-                continue
-            chunk, in_string = chunk[end + 1:], False
-        chunk = _COMPLETE_STRING.sub(b"", chunk)
-        unterminated = chunk.find(b'"')
-        if unterminated >= 0:
-            chunk, in_string = chunk[:unterminated], True
-        brackets = chunk.translate(None, _NOT_BRACKETS)
-        if not brackets:
-            continue
-        peak = max(map(operator.sub, itertools.accumulate(brackets.translate(_BRACKET_WEIGHT)),
-                       range(1, len(brackets) + 1)))
-        if depth + peak > limit:
-            return True
-        depth += 2 * (brackets.count(b"[") + brackets.count(b"{")) - len(brackets)
-    return False
+    """Whether arrays and objects in ``text`` nest more than ``limit`` levels deep (``boundedjson.cost``: a linear
+    scan with no recursion, brackets inside strings not counted). It does not validate the JSON."""
+    return boundedjson.cost(text, limit).depth > limit
 
 
 def _loads(text: str | bytes) -> Any:
-    if nesting_exceeds(text, MAX_JSON_DEPTH):
-        raise HandoffError(f"the handoff nests arrays or objects more than {MAX_JSON_DEPTH} levels deep")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise HandoffError(f"the handoff is not JSON: {e.msg} at character {e.pos}") from None
-    except UnicodeDecodeError:
-        raise HandoffError("the handoff is not UTF-8 text") from None
+        return boundedjson.loads(text, HANDOFF_BUDGET)
+    except boundedjson.Refused as e:
+        raise HandoffError(f"the handoff was refused: {e}") from None
 
 
 def _short(value: object) -> str:

@@ -21,6 +21,7 @@ from longshot.api import conditions as cond
 from longshot.api import keys, objects, timeutil
 from longshot.api.handoff import PlannedTask
 from longshot.controllers import cache as cachemod
+from longshot.controllers import lanes as lanesmod
 from longshot.controllers import workqueue
 from longshot.core import delivery, dependencies, fanout, plan, tasks, usage
 from longshot.net import guard as gd
@@ -120,6 +121,8 @@ class Context:
     egress: gd.Guard | None = None
     """The egress policy of the operator's own connections for builds (git, trackers; ``longshot.net.guard``),
     set by the manager from the settings; None (unit tests): not checked."""
+    lanes: lanesmod.Lanes = field(default_factory=lanesmod.Lanes)
+    """Tracker and forge calls: one per namespace at a time, a few at once (``controllers.lanes``)."""
     _memos: dict[Key, _BuildMemo] = field(default_factory=dict)
     """Per build: its derived views and what they were made from, task by task (``views``)."""
 

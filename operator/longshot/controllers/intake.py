@@ -191,7 +191,8 @@ class Intake:
                 planned = await asyncio.to_thread(read_roadmap, w, build.spec.repository.base_branch,
                                                   build.spec.planner.roadmap_path)
             else:
-                planned = await asyncio.to_thread(read_issues, self.ctx.kube, build, guard=self.ctx.egress)
+                async with self.ctx.lanes.lane(build.namespace):
+                    planned = await asyncio.to_thread(read_issues, self.ctx.kube, build, guard=self.ctx.egress)
         except IntakeError as e:
             retry_at = e.retry_at or now + INTAKE_RETRY
             self.intakes[build.key] = _Memo(state.iteration, build.generation, (e.failure_class, e.message),
@@ -241,7 +242,8 @@ class Intake:
         if not posts:
             return
         try:
-            done = await asyncio.to_thread(comment, self.ctx.kube, build, posts, guard=self.ctx.egress)
+            async with self.ctx.lanes.lane(build.namespace):
+                done = await asyncio.to_thread(comment, self.ctx.kube, build, posts, guard=self.ctx.egress)
         except IntakeError as e:
             done = e.done
             retry_at = e.retry_at or now + INTAKE_RETRY

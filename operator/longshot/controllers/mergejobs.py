@@ -255,7 +255,8 @@ class MergeJobReconciler:
                          title=self._title(job, build), body=self._body(job, build), labels=tuple(settings.labels),
                          merge_method=settings.merge_method)
         try:
-            return await asyncio.to_thread(self._poll, settings, token, ask, state), None
+            async with self.ctx.lanes.lane(job.namespace):
+                return await asyncio.to_thread(self._poll, settings, token, ask, state), None
         except rforge.RateLimited as e:
             return ([mj.ForgeWaiting("RateLimited", f"{e}; polled again when the limit resets")],
                     dt.datetime.fromtimestamp(e.retry_at, tz=dt.UTC))

@@ -696,7 +696,8 @@ class QueueReconciler:
             elif isinstance(e, q.Evict) and jobs[e.name][1].spec.merge.delivery == "pullRequest":
                 self._job_event_of(e, add, out, jobs, batch_build, now, name)
                 # a fixer's push to an open pull request broke the gate: say so on the pull request
-                posted = await asyncio.to_thread(mjc.post_gate_failure, self.ctx, *jobs[e.name], e.output)
+                async with self.ctx.lanes.lane(jobs[e.name][0].namespace):
+                    posted = await asyncio.to_thread(mjc.post_gate_failure, self.ctx, *jobs[e.name], e.output)
                 if posted is not None:
                     add(e.name, mj.ForgeFailurePosted(posted))
             elif isinstance(e, q.Land) and jobs[e.members[0]][1].spec.merge.delivery == "pullRequest" \

@@ -188,7 +188,8 @@ class Standing:
             self.wanted.discard(key)
             last = memo.last_poll if memo is not None else _parse(build)
             try:
-                fresh = await asyncio.to_thread(poll, self.ctx.kube, build, guard=self.ctx.egress)
+                async with self.ctx.lanes.lane(build.namespace):
+                    fresh = await asyncio.to_thread(poll, self.ctx.kube, build, guard=self.ctx.egress)
             except PollError as e:
                 metrics.INTAKE_POLLS.labels(result="error").inc()
                 retry = e.retry_at or now + timedelta(seconds=min(spec.poll_seconds, 30))
@@ -217,8 +218,9 @@ class Standing:
             out.append(ex.Call(self._creator(self._manifest(build, c, memo.issues)), f"intake child {c.name}"))
         error = memo.error
         if (decision.comments or decision.close) and not (due and fresh is None):  # not while the tracker fails
-            posted, closed, failed = await asyncio.to_thread(act, self.ctx.kube, build, decision.comments,
-                                                             decision.close, guard=self.ctx.egress)
+            async with self.ctx.lanes.lane(build.namespace):
+                posted, closed, failed = await asyncio.to_thread(act, self.ctx.kube, build, decision.comments,
+                                                                 decision.close, guard=self.ctx.egress)
             out += self._record(build, children, decision, posted, closed)
             if failed is not None:
                 error = error or failed

@@ -34,7 +34,7 @@ from typing import Any, Final
 
 import re2
 
-from longshot.api import keys
+from longshot.api import boundedjson, keys
 from longshot.core import names
 
 LABEL: Final = keys.PREFIX + "ledger"
@@ -52,6 +52,9 @@ MASK: Final = "***"
 CUT: Final = "...[cut {n} chars]"
 MAX_DEPTH: Final = 16
 """Nesting kept in an event; deeper values are replaced by a marker."""
+LINE_BUDGET: Final = boundedjson.Budget(max_bytes=2 * MAX_EVENT_BYTES, max_values=MAX_EVENT_BYTES)
+"""What parsing one stored line may cost (the gateway writes lines of at most :data:`MAX_EVENT_BYTES`; the stored
+blob is in a ConfigMap of the build's namespace, so it is read as untrusted)."""
 
 _TOKEN_SHAPES: Final = re2.compile(
     r"(?:\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"
@@ -240,7 +243,7 @@ class Transcript:
                 continue
             if raw.startswith('{"type":"truncated"'):
                 with contextlib.suppress(ValueError, AttributeError, TypeError):
-                    t.dropped += int(json.loads(raw).get("dropped") or 0)
+                    t.dropped += int(boundedjson.loads(raw, LINE_BUDGET).get("dropped") or 0)
                 t._overflowed = True
                 continue
             t.add(raw[:MAX_EVENT_BYTES])
@@ -262,8 +265,8 @@ def events(blob: bytes) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for raw in decompress(blob).decode(errors="replace").splitlines():
         try:
-            value = json.loads(raw)
-        except ValueError:
+            value = boundedjson.loads(raw, LINE_BUDGET)
+        except boundedjson.Refused:
             continue
         if isinstance(value, dict):
             out.append(value)

@@ -17,13 +17,12 @@ an AgentTask: the operator does, and writes ``status.children`` (``core.delegati
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from longshot.api import agenttask, common
+from longshot.api import agenttask, boundedjson, common
 from longshot.core import delegation as dl
 from longshot.gateway import cluster as gcluster
 from longshot.gateway.identity import Caller
@@ -33,6 +32,9 @@ MAX_BODY = 1024 * 1024
 NAME = re.compile(agenttask.CHILD_NAME)
 SCOPE_ENTRY = re.compile(common.SCOPE_ENTRY)
 MAX_RETRIES = 20
+BODY_BUDGET = boundedjson.Budget(max_bytes=MAX_BODY, max_values=20_000, max_depth=8)
+"""What parsing a spawn body may cost (``api.boundedjson``): the most children (20) with the most scope entries
+(128 each) are under 3,000 values, 4 levels deep."""
 
 
 class Refused(Exception):
@@ -54,8 +56,10 @@ class Wanted:
 def parse(raw: bytes, max_children: int) -> list[Wanted]:
     """The children a spawn body asks for, or :class:`Refused` (400) saying what is wrong."""
     try:
-        data = json.loads(raw) if raw else None
-    except ValueError:
+        data = boundedjson.loads(raw, BODY_BUDGET) if raw else None
+    except boundedjson.Refused as e:
+        if e.reason != "not_json":
+            raise Refused(413, f"the body was refused: {e}") from None
         data = None
     tasks = data.get("tasks") if isinstance(data, dict) else None
     if not isinstance(tasks, list) or not tasks:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import json
 import math
 import time
 from collections import OrderedDict
@@ -44,13 +43,15 @@ from typing import Any, Final
 
 import pydantic
 
-from longshot.api import handoff
+from longshot.api import boundedjson, handoff
 from longshot.core import names
 from longshot.gateway import cluster as gcluster
 from longshot.gateway import metrics
 from longshot.runtime import pods
 
 MAX_TOKEN_BYTES = 16 * 1024
+CLAIMS_BUDGET = boundedjson.Budget(max_bytes=MAX_TOKEN_BYTES, max_values=1000, max_depth=8)
+"""What parsing the claims of an unverified token may cost (``api.boundedjson``; a ServiceAccount token has ~30)."""
 CACHE_SIZE = 4096
 DENIED_CACHE_SECONDS = 10.0
 """How long a refused token is refused from the cache (chart: ``LONGSHOT_GATEWAY_TOKEN_DENIED_CACHE_SECONDS``)."""
@@ -117,7 +118,7 @@ def claimed_pod(token: str, audience: str) -> tuple[str, str, str] | None:
     if len(parts) != 3:
         return None
     try:
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        claims = boundedjson.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)), CLAIMS_BUDGET)
         aud = claims.get("aud")
         k8s = claims["kubernetes.io"]
         pod = k8s["pod"]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import logging
 import time
 from collections import OrderedDict
@@ -28,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from longshot.api import boundedjson
 from longshot.core import ledger
 from longshot.gateway import cluster as gcluster
 from longshot.gateway.identity import Caller
@@ -213,11 +213,17 @@ class Ledger:
         await self.flush_all()
 
 
-def parse_body(raw: bytes) -> list[Any] | None:
-    """The events of a ``POST /ledger`` body (``{"events": [...]}``), or None when it is not that."""
+BODY_VALUES = 50_000
+"""Most JSON values a ``POST /ledger`` body may hold (``api.boundedjson``; an event is a few dozen, and the
+transcript keeps at most 256 KiB of them)."""
+
+
+def parse_body(raw: bytes, max_bytes: int) -> list[Any] | None:
+    """The events of a ``POST /ledger`` body (``{"events": [...]}``), or None when it is not that or is over its
+    parse budget (``max_bytes``, :data:`BODY_VALUES` values, 32 levels)."""
     try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
+        data = boundedjson.loads(raw, boundedjson.Budget(max_bytes=max_bytes, max_values=BODY_VALUES))
+    except boundedjson.Refused:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("events"), list):
         return None

@@ -25,12 +25,18 @@ settles the call at its full reservation.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from longshot.api import boundedjson
+
 Flavour = Literal["openai", "anthropic"]
 MAX_JSON_BYTES = 2 * 1024 * 1024
+RESPONSE_BUDGET = boundedjson.Budget(max_bytes=MAX_JSON_BYTES, max_values=400_000, max_depth=64)
+"""What parsing an upstream's answer for its usage may cost (``api.boundedjson``; objects are reduced to the usage
+keys as they are built). An answer over it is not metered: the call is settled at its reservation."""
+EVENT_BUDGET = boundedjson.Budget(max_bytes=MAX_JSON_BYTES, max_values=100_000, max_depth=64)
+"""What parsing one server-sent event of a streamed answer may cost (an event over it is not counted)."""
 """Largest JSON response body read for its usage (a bigger one passes through and is settled at its
 reservation): about 500,000 output tokens."""
 MAX_SSE_LINE = 1024 * 1024
@@ -209,11 +215,9 @@ class Meter:
             if self.truncated or not self._body:
                 return None
             raw = bytes(self._body)
-            if 90 * (raw.count(b"[") + raw.count(b"{")) > 16 * MAX_JSON_BYTES:
-                return None  # a body of countless tiny containers: not parsed, settled at its reservation
-            try:
-                body = json.loads(raw, object_pairs_hook=_usage_keys)
-            except (ValueError, UnicodeDecodeError, RecursionError):
+            try:  # over its budget (countless tiny values): not parsed, settled at its reservation
+                body = boundedjson.loads(raw, RESPONSE_BUDGET, object_pairs_hook=_usage_keys)
+            except boundedjson.Refused:
                 return None
             usage = from_json(self.flavour, body)
         else:
@@ -244,8 +248,8 @@ class Meter:
         if not payload or payload == b"[DONE]":
             return
         try:
-            data = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
+            data = boundedjson.loads(payload, EVENT_BUDGET)
+        except boundedjson.Refused:
             return
         if isinstance(data, dict):
             self.events += 1

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from longshot.api import boundedjson
+
 Flavour = Literal["openai", "anthropic"]
 FLAVOURS: tuple[Flavour, ...] = ("openai", "anthropic")
 PREFIX = "/model/"
@@ -120,8 +122,10 @@ def provider(agent: Mapping[str, Any]) -> Flavour | None:
 
 WANTED = frozenset({"model", "stream", "max_tokens", "max_completion_tokens", "max_output_tokens", "stream_options",
                     "include_usage"})
-PARSE_BUDGET_BYTES = 48 * 1024 * 1024
-"""Most memory a body's parse may be estimated to take (see :func:`parse_cost`); above it the body is refused."""
+PARSE_BUDGET = boundedjson.Budget(max_bytes=1 << 30, max_values=1_000_000, max_depth=64)
+"""What parsing a model request body may cost (``api.boundedjson``): its size is capped by the route before it is
+read; a million values (each object reduced to the wanted keys as it is built: a few MiB) and 64 levels (tool
+schemas nest)."""
 
 
 class BodyError(ValueError):
@@ -137,13 +141,6 @@ class Fields:
     has_stream_options: bool = False
 
 
-def parse_cost(body: bytes | bytearray) -> int:
-    """An upper estimate of the memory ``json.loads`` of ``body`` may take: about 90 bytes per container
-    (``[`` or ``{``) and 60 per string (a ``"`` pair) on top of the body itself. Counted in C, so a body
-    made of ``[[],[],...]`` (27x its size as Python lists) is refused before it is parsed."""
-    return len(body) + 90 * (body.count(b"[") + body.count(b"{")) + 30 * body.count(b'"')
-
-
 def _keep_wanted(pairs: list[tuple[str, Any]]) -> dict[str, Any] | None:
     # every object, nested ones too, is reduced to its wanted keys as soon as it is parsed
     kept = {k: v for k, v in pairs if k in WANTED}
@@ -154,15 +151,15 @@ def read_fields(body: bytes | bytearray) -> Fields:
     """The top-level fields the gateway needs from a JSON request body (an empty body has none).
 
     The body is parsed once, each object reduced to the wanted keys as it is built, so the parse holds
-    little more than the body; a body whose parse could cost more than ``PARSE_BUDGET_BYTES`` is refused."""
+    little more than the body; a body over :data:`PARSE_BUDGET` is refused before it is parsed."""
     if not body or body.isspace():
         return Fields()
-    if parse_cost(body) > PARSE_BUDGET_BYTES:
-        raise BodyError("the request body has too many JSON values for its size to be a model request")
     try:
-        data = json.loads(body, object_pairs_hook=_keep_wanted)
-    except (ValueError, RecursionError):
-        raise BodyError("the request body is not valid JSON") from None
+        data = boundedjson.loads(body, PARSE_BUDGET, object_pairs_hook=_keep_wanted)
+    except boundedjson.Refused as e:
+        if e.reason == "not_json":
+            raise BodyError("the request body is not valid JSON") from None
+        raise BodyError(f"the request body has too many JSON values to be a model request: {e}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -24,7 +24,6 @@ Every route but the first two needs the caller's Pod-bound token (``longshot.gat
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -36,7 +35,7 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from longshot import tracing
-from longshot.api import timeutil
+from longshot.api import boundedjson, timeutil
 from longshot.gateway import cluster as gcluster
 from longshot.gateway import delegation as gdelegation
 from longshot.gateway import gitserve, identity, metrics, modelproxy, modelroutes, traces
@@ -48,6 +47,9 @@ from longshot.net import transport as egress_transport
 from longshot.runtime import kube as kubemod
 
 log = logging.getLogger(__name__)
+
+PROGRESS_BUDGET = boundedjson.Budget(max_bytes=64 * 1024, max_values=1000, max_depth=8)
+"""What parsing a ``POST /progress`` body may cost (``api.boundedjson``): ``{"message": "..."}`` is 3 values."""
 
 CALLER: web.RequestKey[identity.Caller] = web.RequestKey("longshot_caller", identity.Caller)
 """The authenticated caller of a request (tracing: its span's trace and parent)."""
@@ -181,10 +183,10 @@ class Gateway:
                 return _json_denied(e)
             raw = await request.content.read(64 * 1024 + 1)
             try:
-                data = json.loads(raw) if raw else {}
-            except ValueError:
+                data = boundedjson.loads(raw, PROGRESS_BUDGET) if raw else {}
+            except boundedjson.Refused:
                 data = None
-            if len(raw) > 64 * 1024 or not isinstance(data, dict):
+            if not isinstance(data, dict):
                 return web.json_response({"error": "the body must be a JSON object under 64 KiB, e.g. "
                                                    '{"message": "running tests"}'}, status=400), "bad_request"
             message = data.get("message")
@@ -238,9 +240,10 @@ class Gateway:
             if raw is None:
                 return web.json_response({"error": f"the body is larger than {cap} bytes (max_ledger_request_bytes)"},
                                          status=413), "too_large"
-            events = gledger.parse_body(bytes(raw))
+            events = gledger.parse_body(bytes(raw), cap)
             if events is None:
-                return web.json_response({"error": 'the body must be a JSON object {"events": [{"type": ...}, ...]}'},
+                return web.json_response({"error": 'the body must be a JSON object {"events": [{"type": ...}, ...]} '
+                                                   f"of at most {gledger.BODY_VALUES} JSON values"},
                                          status=400), "bad_request"
             try:  # the token names the attempt: the body cannot point at another entry
                 kept, flushed = await self.ledger.append(caller, identity.token_from(request.headers), events)

@@ -58,7 +58,7 @@ class Forge(tr.Tracker):
         while next_url is not None and pages < MAX_REVIEWS_PAGES:
             pages += 1
             response = self._request("GET", next_url, what=what)
-            yield from tr._json_list(response, self._where(where))
+            yield from tr._json_list(self._parsed(response, self._where(where)), self._where(where))
             next_url = self._next_page(response)
 
     # --- what callers use --------------------------------------------------------------------------
@@ -100,10 +100,10 @@ class Forge(tr.Tracker):
 
     def _json(self, method: str, url: str, *, what: str, json: Any = None) -> Any:
         response = self._request(method, url, what=what, json=json)
-        try:
-            return response.json()
-        except ValueError:
-            raise ForgeError(f"{self._where(what)}: the answer is not JSON") from None
+        return self._parsed(response, self._where(what))
+
+    def _url_field(self) -> str:
+        return API_URL_FIELD
 
     def _once(self, method: str, url: str, *, what: str, json: Any = None) -> httpx.Response:
         """One request whose non-2xx answers the caller reads itself (a merge's refusal); rate limits and an
@@ -223,8 +223,8 @@ class GitHubForge(Forge, tr.GitHub):
             raise ForgeError(f"{self._where(what)}: unexpected answer {response.status_code} "
                              f"{self._detail(response)}")
         try:
-            data = response.json()
-        except ValueError:
+            data = self._parsed(response, self._where(what))
+        except ForgeError:
             data = {}
         data = data if isinstance(data, dict) else {}
         return MergeResult(bool(data.get("merged", True)), _sha(data.get("sha")) or None,
@@ -338,8 +338,8 @@ class GitLabForge(Forge, tr.GitLab):
             raise ForgeError(f"{self._where(what)}: unexpected answer {response.status_code} "
                              f"{self._detail(response)}")
         try:
-            pull = self._pull(response.json())
-        except ValueError:
+            pull = self._pull(self._parsed(response, self._where(what)))
+        except ForgeError:
             pull = None
         if pull is None:
             return MergeResult(True, None, "")

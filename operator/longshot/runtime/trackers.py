@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import re2
 
+from longshot.api import boundedjson
 from longshot.api.buildrequest import IssueSource
 from longshot.api.exitcodes import FailureClass
 from longshot.api.handoff import PlannedTask
@@ -56,6 +57,12 @@ MAX_KEPT_BODY = 4 * MAX_BODY
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 """Largest answer read from a tracker (decoded); a larger one fails the intake (the tracker URL is the
 BuildRequest author's: its answers are untrusted)."""
+PARSE_BUDGET = boundedjson.Budget(max_bytes=MAX_RESPONSE_BYTES, max_values=100_000, max_depth=16)
+"""What parsing one tracker or forge answer may cost (``api.boundedjson``): a page of 100 issues, pull requests or
+reviews holds about 20,000 values and nests 5 levels; at most 100,000 values (about 10 MiB of Python objects on top
+of the text) and 16 levels. An answer over it fails the call with a message naming the limit."""
+DETAIL_BYTES = 64 * 1024
+"""Most of an error answer read for the message of the error (the rest is not parsed)."""
 MAX_PAGES = 100
 """Most pages one listing follows (a tracker whose next-page links never end fails the intake)."""
 READ_DEADLINE = 60.0
@@ -158,7 +165,7 @@ class Tracker:
             if pages > MAX_PAGES:
                 raise TrackerError(f"{self._where('issue listing')}: more than {MAX_PAGES} pages; refusing to go on")
             response = self._request("GET", url, what="listing issues")
-            for item in _json_list(response, self._where("issue listing")):
+            for item in _json_list(self._parsed(response, self._where("issue listing")), self._where("issue listing")):
                 issue = self._issue(item)
                 if issue is not None:
                     issues.setdefault(issue.number, issue)
@@ -231,7 +238,8 @@ class Tracker:
             if pages > MAX_PAGES:
                 raise TrackerError(f"{self._where(f'comments of issue #{number}')}: more than {MAX_PAGES} pages")
             response = self._request("GET", url, what=f"reading the comments of issue #{number}")
-            for item in _json_list(response, self._where(f"comments of issue #{number}")):
+            where = self._where(f"comments of issue #{number}")
+            for item in _json_list(self._parsed(response, where), where):
                 if isinstance(item, dict) and isinstance(item.get("body"), str):
                     yield item["body"]
             url = self._next_page(response)
@@ -292,11 +300,13 @@ class Tracker:
 
         deadline = time.monotonic() + READ_DEADLINE
         streamed = self._client.send(request, stream=True)
-        body = bytearray()
+        chunks: list[bytes] = []  # joined once: the answer is held at most twice (a bytearray grows by copies)
+        size = 0
         try:
             for chunk in streamed.iter_bytes():
-                body += chunk
-                if len(body) > MAX_RESPONSE_BYTES:
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
                     raise TrackerError(f"{self._where(what)}: the tracker's answer is larger than "
                                        f"{MAX_RESPONSE_BYTES} bytes; refusing to read it")
                 if time.monotonic() > deadline:
@@ -304,7 +314,9 @@ class Tracker:
                                        f"{READ_DEADLINE:.0f}s to arrive")
         finally:
             streamed.close()
-        return httpx.Response(streamed.status_code, headers=streamed.headers, content=bytes(body), request=request,
+        body = b"".join(chunks)
+        del chunks
+        return httpx.Response(streamed.status_code, headers=streamed.headers, content=body, request=request,
                               extensions={"reason_phrase": streamed.reason_phrase.encode()})
 
     def _wait_until(self, when: float, what: str) -> None:
@@ -340,13 +352,30 @@ class Tracker:
                                f"({theirs.scheme}://{theirs.hostname}); refusing to send the token there")
         return url
 
-    def _detail(self, response: httpx.Response) -> str:
+    def _parsed(self, response: httpx.Response, where: str) -> Any:
+        """The JSON of an answer, parsed under :data:`PARSE_BUDGET`; :class:`TrackerError` naming the limit."""
         try:
-            data = response.json()
+            return boundedjson.loads(response.content, PARSE_BUDGET)
+        except boundedjson.Refused as e:
+            if e.reason == "not_json":  # an error page of a proxy or an outage: tried again
+                raise TrackerError(f"{where}: the answer is not JSON") from None
+            # no tracker or forge answers this: the URL names another server, and asking again cannot help
+            raise ConfigurationError(f"{where}: the answer was refused before it was parsed: {e}; "
+                                     f"{self._url_field()} must name the provider's API") from None
+
+    def _url_field(self) -> str:
+        """The spec field naming this client's server (in messages about its answers)."""
+        return f"spec.{self.field}.url"
+
+    def _detail(self, response: httpx.Response) -> str:
+        head = response.content[:DETAIL_BYTES]
+        try:
+            data = boundedjson.loads(head, boundedjson.Budget(max_bytes=DETAIL_BYTES, max_values=1000))
             message = data.get("message") or data.get("error") if isinstance(data, dict) else None
-        except ValueError:
+        except boundedjson.Refused:
             message = None
-        text = str(message if message is not None else response.text or response.reason_phrase)
+        text = str(message if message is not None else head.decode("utf-8", "replace") or response.reason_phrase)
+        text = text[:4 * 300]  # the split below makes an object per word: only what the message keeps
         if self._token:
             text = text.replace(self._token, "***")
         text = " ".join(text.split())
@@ -581,11 +610,7 @@ _LINK = re2.compile(r'\s*<([^>]*)>\s*;(.*)$')
 _REL_NEXT = re2.compile(r'(^|;)\s*rel\s*=\s*"?([^";]*\s)?next(\s[^";]*)?"?\s*(;|$)')
 
 
-def _json_list(response: httpx.Response, where: str) -> list[Any]:
-    try:
-        data = response.json()
-    except ValueError:
-        raise TrackerError(f"{where}: the answer is not JSON") from None
+def _json_list(data: Any, where: str) -> list[Any]:
     if not isinstance(data, list):
         raise TrackerError(f"{where}: expected a JSON list, got {type(data).__name__}")
     return data

@@ -110,3 +110,37 @@ def test_a_plan_at_the_handoff_bounds_parses() -> None:
                        "tasks": tasks}).encode()
     assert len(data) <= hmod.MAX_HANDOFF_BYTES
     assert len(hmod.parse_handoff_bytes(data).tasks) == hmod.MAX_PLAN_TASKS
+
+
+# --- the parse budget of an answer (api.boundedjson, trackers.PARSE_BUDGET) ----------------------------------------
+
+AMPLIFYING = {
+    "arrays": (b"[" + b"[]," * 1_000_000 + b"[]]", "more than 100000 JSON values"),
+    "deep": (b"[" * 100 + b"]" * 100, "more than 16 levels deep"),
+    "objects": (b"[" + b'{"a":{}},' * 200_000 + b"{}]", "more than 100000 JSON values"),
+}
+
+
+def _answering(body: bytes, status: int = 200) -> httpx.MockTransport:
+    return httpx.MockTransport(lambda request: httpx.Response(status, content=body,
+                                                              headers={"Content-Type": "application/json"}))
+
+
+@pytest.mark.parametrize("shape", sorted(AMPLIFYING))
+def test_an_amplifying_answer_is_refused_before_it_is_parsed_naming_the_limit_and_the_field(shape: str) -> None:
+    body, words = AMPLIFYING[shape]
+    with trackers.GitHub(repository="o/r", token="tok-123", url="https://t.example", transport=_answering(body),
+                         sleep=lambda s: None, field="intake.tracker") as gh, \
+            pytest.raises(trackers.ConfigurationError) as refused:
+        gh.list_issues(["x"])
+    message = str(refused.value)
+    assert words in message and "refused before it was parsed" in message, message
+    assert "spec.intake.tracker.url" in message and "tok-123" not in message
+
+
+def test_an_answer_that_is_not_json_is_tried_again_not_a_configuration_error() -> None:
+    with trackers.GitHub(repository="o/r", token=None, url="https://t.example", transport=_answering(b"<html>"),
+                         sleep=lambda s: None) as gh, pytest.raises(trackers.TrackerError) as failed:
+        gh.list_issues()
+    assert type(failed.value) is trackers.TrackerError and "not JSON" in str(failed.value)
+
