@@ -92,7 +92,8 @@ def _enforce(names: dict[str, str], policy: dict[str, Any]) -> None:
 
 def test_the_enforcer_applies_the_charts_gateway_egress_except_ranges_in_the_kernel(control_plane: Any,
                                                                                     netns: dict[str, str]) -> None:
-    docs = render(control_plane, "longshot-system", f"egress.allowedCIDRs={{{GIT_IP}/32}}")
+    docs = render(control_plane, "longshot-system", json_sets=[
+        f'egress.allow=[{{"cidr": "{GIT_IP}/32", "purposes": ["git"], "ports": [80]}}]'])
     [policy] = [d for d in of_kinds(docs, "NetworkPolicy")
                 if d["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component") == "gateway"]
     before = {a: _probe(netns, a) for a in (METADATA_IP, PUBLIC_IP, GIT_IP)}
