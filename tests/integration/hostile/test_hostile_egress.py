@@ -227,8 +227,8 @@ def test_git_connects_to_the_checked_address_and_a_rebinding_is_refused(tmp_path
     git = _bare_repository(tmp_path)
     with git_http(tmp_path, git=git, accounts=[("u", "p4ss")]) as server:
         resolver = Rebinding([["127.0.0.1"], ["169.254.169.254"]])
-        guard = gd.Guard(egress.Policy.parse(allowed_hosts="git.invalid", allowed_cidrs="127.0.0.1/32"),
-                         resolve=resolver)
+        guard = gd.Guard(egress.Policy.parse(allowed_hosts="none", allowed_cidrs="127.0.0.1/32", allow=[
+            {"host": "git.invalid", "purposes": ["git"], "ports": [server.port]}]), resolve=resolver)
         # .invalid: no DNS answers it, so the fetch works only if git connects where the guard pinned it
         w = vws.Workspace(f"http://git.invalid:{server.port}/repo.git", tmp_path / "ws", egress=guard,
                           credentials=vws.GitCredentials(username="u", password="p4ss")).ensure()
