@@ -375,7 +375,10 @@ class Policy:
                     "address-not-listed", f"the literal address {target.host} is in no allowlist entry for "
                                           f"{purpose} on port {target.port}", target)
             d = self.address_rule(address, exact=how == "exact", purpose=purpose, port=target.port)
-            return Decision(d.allowed, d.rule, d.reason, target)
+            if not d.allowed:
+                # an entry that allows this address for something else says more than the range it is in
+                return self._elsewhere(target, purpose) or Decision(False, d.rule, d.reason, target)
+            return Decision(True, d.rule, d.reason, target)
         if self.listed(target.host, purpose, target.port) is None:
             return self._elsewhere(target, purpose) or _refuse(
                 "host-not-listed", f"the host {target.host} is in no allowlist entry for {purpose} on port "
