@@ -1,7 +1,7 @@
 """The local cluster's iptables NetworkPolicy enforcer (``longshot.testing.netpolicy``) with the chart's own
 gateway egress policy, in the kernel: network namespaces of its own (a router and three "Pods"), never the
 host's tables. A connection from the gateway's address to the metadata address is refused, one to a public
-address passes, one to the git server listed in ``egress.allowedCIDRs`` (inside a denied range) passes.
+address passes, one to the git server listed as an ``egress.allow`` cidr (inside a denied range) passes.
 
 Needs root (``ip netns``, iptables); skipped otherwise."""
 

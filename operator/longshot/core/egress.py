@@ -207,7 +207,7 @@ class Entry:
     """``*``, ``*.suffix``, an exact name or a literal address (normalised)."""
     cidr: IPNetwork | None = None
     source: str = "egress.allow"
-    """Where it was set, for messages: ``egress.allow``, ``egress.allowedHosts`` or ``egress.allowedCIDRs``."""
+    """Where it was set, for messages: ``egress.allow``, ``egress.allowedHosts`` or the allowed_cidrs setting."""
 
     def serves(self, purpose: str | None, port: int | None) -> bool:
         """Whether the entry is for ``purpose`` (None: any) on ``port`` (None: any)."""
@@ -298,7 +298,7 @@ class Policy:
         return (*self.allow,
                 *(Entry(every, None if h.startswith("*") else LEGACY_PORTS, host=h, source="egress.allowedHosts")
                   for h in self.allowed_hosts),
-                *(Entry(every, None, cidr=c, source="egress.allowedCIDRs") for c in self.allowed_cidrs))
+                *(Entry(every, None, cidr=c, source="the allowed_cidrs setting") for c in self.allowed_cidrs))
 
     # --- names ----------------------------------------------------------------------------------------------
 
