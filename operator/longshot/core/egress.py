@@ -91,6 +91,7 @@ PURPOSES: tuple[Purpose, ...] = get_args(Purpose)
 LEGACY_PORTS = frozenset({80, 443, 22, 9418})
 """The ports a legacy ``allowed_hosts`` entry naming one host serves: the default ports of http, https, ssh, git."""
 MAX_ALLOW_ENTRIES = 256
+MAX_ENTRY_PORTS = 64
 
 SCHEMES = ("http", "https", "ssh", "git")
 DEFAULT_PORTS = {"http": 80, "https": 443, "ssh": 22, "git": 9418}
@@ -247,9 +248,9 @@ def parse_allow(raw: str | Iterable[Mapping[str, Any]]) -> tuple[Entry, ...]:
         purposes, ports = item.get("purposes"), item.get("ports")
         if not isinstance(purposes, list) or not purposes or any(p not in PURPOSES for p in purposes):
             raise PolicyError(f"{what}: purposes must list some of {', '.join(PURPOSES)}")
-        if (not isinstance(ports, list) or not ports
+        if (not isinstance(ports, list) or not 0 < len(ports) <= MAX_ENTRY_PORTS
                 or any(isinstance(p, bool) or not isinstance(p, int) or not 0 < p < 65536 for p in ports)):
-            raise PolicyError(f"{what}: ports must list port numbers (1 to 65535), e.g. [443]")
+            raise PolicyError(f"{what}: ports must list 1 to {MAX_ENTRY_PORTS} port numbers (1 to 65535), e.g. [443]")
         if "host" in item:
             if not isinstance(item["host"], str):
                 raise PolicyError(f"{what}: host must be a string")

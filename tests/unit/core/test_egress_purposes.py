@@ -96,9 +96,10 @@ def test_legacy_ranges_serve_every_purpose_and_port() -> None:
 @pytest.mark.parametrize(("allow", "error"), [
     ('[{"cidr": "10.0.0.1/32", "ports": [3000]}]', r"allow\[0\]: purposes must list some of git, model"),
     ('[{"cidr": "10.0.0.1/32", "purposes": ["llm"], "ports": [3000]}]', r"allow\[0\]: purposes"),
-    ('[{"cidr": "10.0.0.1/32", "purposes": ["git"]}]', r"allow\[0\]: ports must list port numbers"),
+    ('[{"cidr": "10.0.0.1/32", "purposes": ["git"]}]', r"allow\[0\]: ports must list 1 to 64 port numbers"),
     ('[{"cidr": "10.0.0.1/32", "purposes": ["git"], "ports": [0]}]', r"allow\[0\]: ports"),
     ('[{"cidr": "10.0.0.1/32", "purposes": ["git"], "ports": [true]}]', r"allow\[0\]: ports"),
+    ('[{"cidr": "10.0.0.1/32", "purposes": ["git"], "ports": ' + str(list(range(1, 66))) + "}]", r"allow\[0\]: ports"),
     ('[{"host": "a.io", "cidr": "10.0.0.1/32", "purposes": ["git"], "ports": [1]}]', r"exactly one of host and cidr"),
     ('[{"purposes": ["git"], "ports": [1]}]', r"exactly one of host and cidr"),
     ('[{"cidr": "10.0.0.1/33", "purposes": ["git"], "ports": [1]}]', r"allow\[0\]\.cidr: '10\.0\.0\.1/33'"),
