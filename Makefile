@@ -107,7 +107,7 @@ cluster-down: ## Stop the local cluster and remove everything it made
 	bash hack/local-cluster.sh down
 
 .PHONY: crds
-crds: venv ## Render crds/*.yaml from the pydantic models, and the chart's copies
+crds: venv ## Render crds/*.yaml from the pydantic models, the chart's copies and its Secret-reference admission policy
 	$(PY) -m longshot crds --output crds
 	rm -f charts/longshot/crds/*.yaml charts/longshot/files/prompts/*.j2
 	cp crds/*.yaml charts/longshot/crds/

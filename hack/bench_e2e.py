@@ -98,7 +98,9 @@ def install_chart(c: lc.LocalCluster, replicas: int, workers: int, extra: list[s
             "--set", f"agent.maxWorkers={max(50, 2 * workers)}",
             "--set", f"networkPolicy.namespaces={{{NS}}}",
             "--set", f"networkPolicy.dns.peers[0].ipBlock.cidr={lc.BRIDGE_IP}/32",
-            "--set", f"egress.allowedCIDRs={{{lc.BRIDGE_IP}/32}}",  # the forge on the bridge (egress policy)
+            # the forge on the bridge (egress policy): git and forge on its port
+            "--set-json", "egress.allow=" + json.dumps([{"cidr": f"{lc.BRIDGE_IP}/32", "purposes": ["git", "forge"],
+                                                        "ports": [c.git_port]}]),
             # the operator and the gateway read the build's git Secret in the bench namespace only
             "--set", f"rbac.secrets.namespaces={{{NS}}}",
             "--set", "prompts.enabled=false",

@@ -93,12 +93,13 @@ case "$mode" in
     ;;
 esac
 k() { "$KUBECTL" "$@"; }
-# the demo's git server is on a private address, which the egress policy refuses unless listed (docs/security.md)
-demo_git_cidr() {
+# the demo's git server is on a private address, which the egress policy refuses unless listed: an egress.allow
+# entry for git on its port only (docs/security.md; LONGSHOT_DEMO_EGRESS_ALLOW replaces it, as JSON)
+demo_git_allow() {
   case "$mode" in
-    local) echo 10.244.0.1/32 ;;
-    kind) echo "$ip/32" ;;
-    *) echo "" ;;
+    local) echo '[{"cidr": "10.244.0.1/32", "purposes": ["git"], "ports": [3000]}]' ;;
+    kind) echo "[{\"cidr\": \"$ip/32\", \"purposes\": [\"git\"], \"ports\": [9418]}]" ;;
+    *) echo "[]" ;;
   esac
 }
 
@@ -121,7 +122,7 @@ k apply --server-side --force-conflicts -f "$ROOT/charts/longshot/crds/" >/dev/n
   --set "prompts.namespaces={$NS}" --set "networkPolicy.namespaces={$NS}" --set "rbac.secrets.namespaces={$NS}" \
   --set "gateway.replicas=${LONGSHOT_DEMO_GATEWAY_REPLICAS:-1}" --set gateway.podDisruptionBudget.enabled=false \
   $(if [[ "$mode" == local ]]; then echo "--set networkPolicy.dns.peers[0].ipBlock.cidr=10.244.0.1/32"; fi) \
-  --set "egress.allowedCIDRs={${LONGSHOT_DEMO_EGRESS_CIDRS:-$(demo_git_cidr)}}" \
+  --set-json "egress.allow=${LONGSHOT_DEMO_EGRESS_ALLOW:-$(demo_git_allow)}" \
   --set "operator.replicas=${LONGSHOT_DEMO_REPLICAS:-1}" --set podDisruptionBudget.enabled=false \
   --wait --timeout 5m >/dev/null
 # a new image under the same tag is not a new spec: restart so the operator runs what was just built

@@ -9,14 +9,17 @@ from pathlib import Path
 
 
 def _crds(args: argparse.Namespace) -> int:
-    from longshot.api import crdgen
+    from longshot.api import crdgen, references
 
+    policy = references.render_policy()
     if args.check:
         stale = []
         for name, text in crdgen.rendered_files().items():
             path = args.output / name
             if not path.exists() or path.read_text() != text:
                 stale.append(str(path))
+        if args.policy.parent.is_dir() and (not args.policy.exists() or args.policy.read_text() != policy):
+            stale.append(str(args.policy))
         if stale:
             print("CRDs are out of date, run `make crds`: " + ", ".join(stale), file=sys.stderr)
             return 1
@@ -27,6 +30,9 @@ def _crds(args: argparse.Namespace) -> int:
         return 0
     for path in crdgen.write(args.output):
         print(f"wrote {path}")
+    if args.policy.parent.is_dir():
+        args.policy.write_text(policy)
+        print(f"wrote {args.policy}")
     return 0
 
 
@@ -69,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     crds.add_argument("--output", type=Path, default=Path("crds"), help="directory to write (default: crds)")
     crds.add_argument("--check", action="store_true", help="fail when the files in --output are stale")
     crds.add_argument("--stdout", action="store_true", help="print all CRDs as one YAML stream")
+    crds.add_argument("--policy", type=Path, default=Path("charts/longshot/templates/admission-references.yaml"),
+                      help="the chart's generated Secret/ConfigMap reference policy (written when its directory "
+                           "exists; default: %(default)s)")
     crds.set_defaults(func=_crds)
 
     op = sub.add_parser("operator", help="run the operator (kopf)")

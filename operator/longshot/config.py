@@ -73,11 +73,16 @@ class Settings(EnvSettings):
     """A running attempt whose agent sent no heartbeat (``status.progress.lastHeartbeat``, through the gateway;
     the runner beats every 30 s) for longer than this is hung: its Pod is deleted and the attempt fails as
     Timeout. 0 turns the check off; it is off without ``gateway_url`` (no heartbeat reaches the operator)."""
+    egress_allow: str = ""
+    """Allowlist entries with their purposes and ports, as JSON: ``[{"host": "git.corp", "purposes": ["git"],
+    "ports": [443]}, {"cidr": "10.1.2.3/32", ...}]`` (``core.egress``; the chart's egress.allow)."""
     egress_allowed_hosts: str = "*"
-    """Hosts the operator may reach for a build (``spec.repository.url``, ``spec.planner.issues.url``): exact
-    names, ``*.suffix`` or ``*`` (any name), comma-separated (``core.egress``; the chart's egress.allowedHosts)."""
+    """Legacy host entries, each for every purpose (an exact name on ports 80, 443, 22 and 9418 only; a wildcard
+    on every port): exact names, ``*.suffix`` or ``*`` (any name), comma-separated (``core.egress``; the chart's
+    egress.allowedHosts)."""
     egress_allowed_cidrs: str = ""
-    """Address ranges always allowed, even inside the denied ones (e.g. an on-premises git server's)."""
+    """Legacy address ranges, each for every purpose on every port, even inside the denied ones (the test tiers'
+    loopback; the chart sets none: its entries say their purposes in egress.allow)."""
     egress_denied_cidrs: str = ",".join(egress.DEFAULT_DENIED_CIDRS)
     """Ranges refused unless a host is listed exactly in ``egress_allowed_hosts`` (default: the private ranges)."""
     egress_cluster_cidrs: str = ""
@@ -95,10 +100,10 @@ class Settings(EnvSettings):
     def egress_policy(self) -> egress.Policy:
         """The egress policy of these settings (``core.egress``); PolicyError names a malformed entry."""
         return _policy(self.egress_allowed_hosts, self.egress_allowed_cidrs, self.egress_denied_cidrs,
-                       self.egress_cluster_cidrs, self.egress_allow_file_urls)
+                       self.egress_cluster_cidrs, self.egress_allow_file_urls, self.egress_allow)
 
 
 @functools.lru_cache(maxsize=8)
-def _policy(hosts: str, allowed: str, denied: str, cluster: str, allow_file: bool) -> egress.Policy:
+def _policy(hosts: str, allowed: str, denied: str, cluster: str, allow_file: bool, allow: str) -> egress.Policy:
     return egress.Policy.parse(allowed_hosts=hosts, allowed_cidrs=allowed, denied_cidrs=denied,
-                               cluster_cidrs=cluster, allow_file=allow_file)
+                               cluster_cidrs=cluster, allow_file=allow_file, allow=allow)

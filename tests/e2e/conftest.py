@@ -170,11 +170,12 @@ def kget(kubectl, *args: str) -> dict[str, Any] | None:  # type: ignore[no-untyp
     return json.loads(result.stdout) if result.returncode == 0 else None
 
 
-def _git_host(cluster: Any) -> str:
-    """The address of the cluster's git server (the forge on the local cluster's bridge, kind's git daemon)."""
+def git_allow(cluster: Any) -> list[dict[str, Any]]:
+    """The chart's ``egress.allow`` entry of the cluster's git server: git and forge, on its port only."""
     from longshot.core import egress
 
-    return egress.parse(cluster.git_url + "/r.git").host
+    target = egress.parse(cluster.git_url + "/r.git")
+    return [{"cidr": f"{target.host}/32", "purposes": ["git", "forge"], "ports": [target.port]}]
 
 
 def install_chart(cluster: lc.LocalCluster, *, replicas: int = 1, timeout: str = "5m",
@@ -197,9 +198,9 @@ def install_chart(cluster: lc.LocalCluster, *, replicas: int = 1, timeout: str =
          # bridge (kind: CoreDNS, the chart's default selectors)
          "--set", "networkPolicy.namespaces={longshot-system}",
          *(() if is_kind(cluster) else ("--set", f"networkPolicy.dns.peers[0].ipBlock.cidr={lc.BRIDGE_IP}/32")),
-         # the forge and the tests' model servers listen on the bridge, inside the private ranges the egress
-         # policy refuses by default: listed, as an installation lists its own git server
-         "--set", f"egress.allowedCIDRs={{{_git_host(cluster)}/32}}",
+         # the forge listens on the bridge, inside the private ranges the egress policy refuses by default:
+         # listed for git and forge on its port, as an installation lists its own git server
+         "--set-json", f"egress.allow={json.dumps(git_allow(cluster))}",
          # every test has its own namespace: the operator and the gateway read the git Secret in any (a test
          # cluster; the chart's default reads Secrets only in rbac.secrets.namespaces)
          "--set", "rbac.secrets.clusterWide=true",

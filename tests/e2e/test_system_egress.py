@@ -1,7 +1,7 @@
 """The chart's egress NetworkPolicies of the operator and longshot-gateway on a real cluster: from inside
 their Pods the metadata address and the cluster's own Pods (private ranges, the policy's ``ipBlock.except``)
 are refused, while DNS, the API server (through its Service) and the git server listed in
-``egress.allowedCIDRs`` answer."""
+``egress.allow`` answer."""
 
 from __future__ import annotations
 
@@ -102,12 +102,12 @@ def test_the_system_pods_reach_dns_the_api_server_and_the_git_server_and_no_priv
         ("metadata", "169.254.169.254", 80),
         # a neighbour Pod in the Pod range (inside 10.0.0.0/8, a denied private range), which listens: only
         # the policy's except refuses it. (The node's own services all listen on the bridge address, which the
-        # e2e values list in egress.allowedCIDRs as the git server; the API server's ports are allowed to any
+        # e2e values list in egress.allow as the git server; the API server's ports are allowed to any
         # address by egress.networkPolicy.apiServer; so a neighbour Pod is the reachable denied address.)
         ("neighbour", ip, LISTENER_PORT),
         # the API server through its Service (DNAT to its endpoint, allowed by the apiServer rule)
         ("apiserver", api, 443),
-        ("forge", git.hostname, git.port),  # in egress.allowedCIDRs: allowed though in a private range
+        ("forge", git.hostname, git.port),  # in egress.allow (git, forge): allowed though in a private range
     ]
     script = PROBE % {"api": api, "targets": targets}
 

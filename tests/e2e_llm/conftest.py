@@ -28,9 +28,9 @@ import yaml
 
 from e2e.conftest import (  # the e2e tier's fixtures, shared (pytest registers them for this directory too)
     ROOT,
-    _git_host,
     _run,
     cluster,
+    git_allow,
     git_repo,
     install_operator,
     is_kind,
@@ -52,12 +52,13 @@ the cost reaches the attempts and the build."""
 @pytest.fixture(scope="session")
 def operator(cluster: Any, kubectl: Callable[..., subprocess.CompletedProcess[str]]) -> str:
     """The e2e tier's chart installation, with a price for every model (``PRICES``)."""
-    # the model server is a Pod of this cluster (its Service or Pod address): listed in the egress policy, with
-    # the forge on the bridge, as an installation lists an in-cluster model server
-    # (10.244.0.0/16 and 10.96.0.0/12: the local cluster's and kind's Pod and Service ranges)
-    egress = f"egress.allowedCIDRs={{{_git_host(cluster)}/32,10.244.0.0/16,10.96.0.0/12}}"
+    # the model server is a Pod of this cluster (its Service or Pod address, port 8000): listed in the egress
+    # policy for model, with the forge on the bridge for git and forge, as an installation lists an in-cluster
+    # model server (10.244.0.0/16 and 10.96.0.0/12: the local cluster's and kind's Pod and Service ranges)
+    allow = [*git_allow(cluster), *({"cidr": c, "purposes": ["model"], "ports": [8000]}
+                                    for c in ("10.244.0.0/16", "10.96.0.0/12"))]
     return install_operator(cluster, kubectl, ("--set-json", f"gateway.prices.models={json.dumps(PRICES)}",
-                                               "--set", egress))
+                                               "--set-json", f"egress.allow={json.dumps(allow)}"))
 MANIFEST = ROOT / "examples" / "model-server.yaml"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,15 @@ CHART = ROOT / "charts" / "longshot"
 KUBE_VERSION = "1.34.4"
 
 
-def render(control_plane: Any, namespace: str, *sets: str, release: str = "ls") -> list[dict[str, Any]]:
-    """``helm template`` of the chart in ``namespace`` with ``--set`` values: the rendered objects."""
+def render(control_plane: Any, namespace: str, *sets: str, release: str = "ls",
+           json_sets: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """``helm template`` of the chart in ``namespace`` with ``--set`` (and ``--set-json``) values: the rendered
+    objects."""
     args = ["template", release, str(CHART), "--namespace", namespace, f"--kube-version={KUBE_VERSION}"]
     for s in sets:
         args += ["--set", s]
+    for s in json_sets:
+        args += ["--set-json", s]
     workdir = Path(control_plane.workdir)
     result = subprocess.run([str(Path(control_plane.bin_dir) / "helm"), *args], capture_output=True, text=True,
                             check=False, env={"HOME": str(workdir), "PATH": "/usr/bin:/bin",

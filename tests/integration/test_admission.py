@@ -119,6 +119,9 @@ def issues_build(name: str) -> Any:
     # a ConfigMap's script or prompts reach the agent, which can write them to its branch
     ("spec.agent.script.name", build("b1", agent={"backend": "scripted", "script": {"name": "private-script"}})),
     ("spec.agent.prompts.name", build("b1", agent={"prompts": {"name": "private-prompts"}})),
+    # the forge token, which the operator sends as a Bearer token to spec.merge.pullRequest.apiUrl
+    ("spec.merge.pullRequest.tokenSecretRef.name", build("b1", merge={"delivery": "pullRequest", "pullRequest": {
+        "provider": "github", "project": "o/r", "tokenSecretRef": {"name": "git-token"}}})),
 ])
 def test_an_author_who_cannot_read_a_named_secret_or_configmap_is_refused(
         kubectl: Any, namespace: str, policies: list[dict[str, Any]], field: str, obj: dict[str, Any]) -> None:
@@ -128,7 +131,8 @@ def test_an_author_who_cannot_read_a_named_secret_or_configmap_is_refused(
                   "spec.intake.tracker.credentialsSecret": ("Secret", "tracker-token"),
                   "spec.intake.webhook.name": ("Secret", "tracker-token"),
                   "spec.agent.script.name": ("ConfigMap", "private-script"),
-                  "spec.agent.prompts.name": ("ConfigMap", "private-prompts")}[field]
+                  "spec.agent.prompts.name": ("ConfigMap", "private-prompts"),
+                  "spec.merge.pullRequest.tokenSecretRef.name": ("Secret", "git-token")}[field]
     refused = apply_as("alice", kubectl, namespace, obj)
     assert refused.returncode != 0
     assert f"{field}: alice may not get {kind} {namespace}/{name}" in refused.stderr, refused.stderr

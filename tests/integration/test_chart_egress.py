@@ -4,6 +4,7 @@ Pods and Prometheus) are what the values say and what the real API server accept
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 from pathlib import Path
@@ -25,6 +26,12 @@ def _env(deploy: dict[str, Any]) -> dict[str, str]:
     return {e["name"]: e.get("value", "") for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
 
 
+ALLOW = ('egress.allow=[{"cidr": "10.1.2.0/24", "purposes": ["git", "forge"], "ports": [3000]}, '
+         '{"cidr": "fd00:1::/64", "purposes": ["model"], "ports": [8000]}, '
+         '{"host": "models.corp.example", "purposes": ["model"], "ports": [443]}]')
+"""A git server's range (git and forge on its port), an in-cluster model range and a named model host."""
+
+
 def _deployments(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     deploys = of_kinds(docs, "Deployment")
     (gateway,) = [d for d in deploys if d["metadata"]["name"].endswith("-gateway")]
@@ -35,18 +42,24 @@ def _deployments(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, 
 def test_the_egress_values_become_the_same_policy_in_the_operator_and_the_gateway(control_plane: Any,
                                                                                   namespace: str) -> None:
     docs = render(control_plane, namespace, "egress.allowedHosts={github.com,*.corp.example}",
-                  "egress.allowedCIDRs={10.1.2.0/24}", "egress.clusterCIDRs={10.244.0.0/16,10.96.0.0/12}",
-                  "egress.deniedCIDRs={192.168.0.0/16}")
+                  "egress.clusterCIDRs={10.244.0.0/16,10.96.0.0/12}", "egress.deniedCIDRs={192.168.0.0/16}",
+                  json_sets=[ALLOW])
     operator, gateway = _deployments(docs)
     op = Settings.from_env(_env(operator)).egress_policy()
     gw = GatewaySettings.from_env(_env(gateway)).egress_policy()
     assert op.allowed_hosts == gw.allowed_hosts == ("github.com", "*.corp.example")
-    assert op.allowed_cidrs == gw.allowed_cidrs and [str(n) for n in op.allowed_cidrs] == ["10.1.2.0/24"]
+    assert op.allowed_cidrs == gw.allowed_cidrs == ()
+    assert op.allow == gw.allow == (
+        egress.Entry(frozenset({"git", "forge"}), frozenset({3000}), cidr=ipaddress.ip_network("10.1.2.0/24")),
+        egress.Entry(frozenset({"model"}), frozenset({8000}), cidr=ipaddress.ip_network("fd00:1::/64")),
+        egress.Entry(frozenset({"model"}), frozenset({443}), host="models.corp.example"))
     assert [str(n) for n in gw.cluster_cidrs] == ["10.244.0.0/16", "10.96.0.0/12"] == [str(n) for n in
                                                                                       op.cluster_cidrs]
     assert [str(n) for n in gw.denied_cidrs] == ["192.168.0.0/16"] == [str(n) for n in op.denied_cidrs]
     assert not op.allow_file and not gw.allow_file
-    assert not gw.check("http://10.96.0.10/").allowed and gw.check("http://10.1.2.3/").allowed
+    assert not gw.check("http://10.96.0.10/", purpose="git").allowed
+    assert gw.check("http://10.1.2.3:3000/", purpose="git").allowed
+    assert gw.check("http://10.1.2.3:3000/", purpose="model").rule == "purpose-not-allowed"
 
 
 def test_the_default_values_are_the_built_in_policy(control_plane: Any, namespace: str) -> None:
@@ -61,9 +74,8 @@ def test_the_default_values_are_the_built_in_policy(control_plane: Any, namespac
 
 
 def test_operator_and_gateway_network_policies(control_plane: Any, kubectl: Any, namespace: str) -> None:
-    docs = render(control_plane, namespace, "egress.allowedCIDRs={10.1.2.0/24,fd00:1::/64}",
-                  "egress.clusterCIDRs={10.244.0.0/16}", "networkPolicy.dns.peers[0].ipBlock.cidr=10.96.0.10/32",
-                  "gateway.port=8443")
+    docs = render(control_plane, namespace, "egress.clusterCIDRs={10.244.0.0/16}",
+                  "networkPolicy.dns.peers[0].ipBlock.cidr=10.96.0.10/32", "gateway.port=8443", json_sets=[ALLOW])
     policies = {p["metadata"]["name"]: p["spec"] for p in of_kinds(docs, "NetworkPolicy")
                 if p["metadata"]["namespace"] == namespace and not p["metadata"]["name"].endswith("-agents")}
     assert sorted(policies) == ["ls-longshot-gateway", "ls-longshot-operator"]
@@ -76,11 +88,15 @@ def test_operator_and_gateway_network_policies(control_plane: Any, kubectl: Any,
         "app.kubernetes.io/component": "agent", "app.kubernetes.io/managed-by": "longshot-operator"}}}],
         "ports": [{"protocol": "TCP", "port": 8443}]}
     assert prometheus["from"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
-    for spec in (op, gw):
-        dns, api, allowed, anywhere = spec["egress"]
+    # each component reaches the allow entries' ranges of its purposes, on their ports: the operator the git
+    # server (git, forge), the gateway the git server and the model range
+    git = {"to": [{"ipBlock": {"cidr": "10.1.2.0/24"}}], "ports": [{"protocol": "TCP", "port": 3000}]}
+    model = {"to": [{"ipBlock": {"cidr": "fd00:1::/64"}}], "ports": [{"protocol": "TCP", "port": 8000}]}
+    for spec, allowed in ((op, [git]), (gw, [git, model])):
+        dns, api, *ranges, anywhere = spec["egress"]
         assert dns["to"] == [{"ipBlock": {"cidr": "10.96.0.10/32"}}] and dns["ports"][0]["port"] == 53
         assert [p["port"] for p in api["ports"]] == [443, 6443]
-        assert allowed == {"to": [{"ipBlock": {"cidr": "10.1.2.0/24"}}, {"ipBlock": {"cidr": "fd00:1::/64"}}]}
+        assert ranges == allowed
         v4, v6 = anywhere["to"]
         assert v4["ipBlock"]["cidr"] == "0.0.0.0/0" and v6["ipBlock"]["cidr"] == "::/0"
         for cidr in ("169.254.0.0/16", "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "10.244.0.0/16"):
@@ -97,23 +113,45 @@ def test_operator_and_gateway_network_policies(control_plane: Any, kubectl: Any,
     assert [p["metadata"]["name"] for p in of_kinds(off, "NetworkPolicy")] == ["ls-longshot-agents"]
 
 
-def test_a_malformed_cidr_is_refused_by_the_values_schema(control_plane: Any, namespace: str) -> None:
+def _template(control_plane: Any, *args: str) -> subprocess.CompletedProcess[str]:
     helm = Path(control_plane.bin_dir) / "helm"
     workdir = Path(control_plane.workdir)
-    result = subprocess.run([str(helm), "template", "x", str(CHART), "--set", "egress.allowedCIDRs={10.0.0.0}"],
-                            capture_output=True, text=True, check=False,
-                            env={"HOME": str(workdir), "PATH": "/usr/bin:/bin",
-                                 "HELM_CACHE_HOME": str(workdir / "helm-cache"),
-                                 "HELM_CONFIG_HOME": str(workdir / "helm-config"),
-                                 "HELM_DATA_HOME": str(workdir / "helm-data")})
-    assert result.returncode != 0 and "allowedCIDRs" in result.stderr, result.stderr
+    return subprocess.run([str(helm), "template", "x", str(CHART), *args],
+                          capture_output=True, text=True, check=False,
+                          env={"HOME": str(workdir), "PATH": "/usr/bin:/bin",
+                               "HELM_CACHE_HOME": str(workdir / "helm-cache"),
+                               "HELM_CONFIG_HOME": str(workdir / "helm-config"),
+                               "HELM_DATA_HOME": str(workdir / "helm-data")})
+
+
+def test_a_malformed_cidr_is_refused_by_the_values_schema(control_plane: Any, namespace: str) -> None:
+    result = _template(control_plane, "--set-json", 'egress.allow=[{"cidr": "10.0.0.0", "purposes": ["git"], '
+                                                    '"ports": [443]}]')
+    assert result.returncode != 0 and "/egress/allow/0/cidr" in result.stderr, result.stderr
+    for entry in ('{"cidr": "10.0.0.0/8", "ports": [443]}', '{"cidr": "10.0.0.0/8", "purposes": ["llm"], '
+                  '"ports": [443]}', '{"cidr": "10.0.0.0/8", "purposes": ["git"]}',
+                  '{"host": "a.io", "cidr": "10.0.0.0/8", "purposes": ["git"], "ports": [443]}'):
+        result = _template(control_plane, "--set-json", f"egress.allow=[{entry}]")
+        assert result.returncode != 0 and "/egress/allow/0" in result.stderr, (entry, result.stderr)
+
+
+def test_a_range_without_a_purpose_is_refused_with_the_way_to_say_it(control_plane: Any, namespace: str) -> None:
+    result = _template(control_plane, "--set", "egress.allowedCIDRs={10.244.0.1/32}")
+    assert result.returncode != 0, result.stdout[:200]
+    assert ("egress.allowedCIDRs [10.244.0.1/32]: a range must say what it is for and on which ports; move each one "
+            "to egress.allow as {cidr: <range>, purposes: [git], ports: [<port>]}") in result.stderr, result.stderr
 
 
 def test_the_admission_policy_lists_the_values(control_plane: Any, namespace: str) -> None:
-    docs = render(control_plane, namespace, "egress.allowedHosts={github.com}", "egress.clusterCIDRs={10.96.0.0/12}")
+    docs = render(control_plane, namespace, "egress.allowedHosts={github.com}", "egress.clusterCIDRs={10.96.0.0/12}",
+                  json_sets=[ALLOW])
     (vap,) = [d for d in of_kinds(docs, "ValidatingAdmissionPolicy") if d["metadata"]["name"].endswith("-egress")]
     variables = {v["name"]: v["expression"] for v in vap["spec"]["variables"]}
-    assert json.loads(variables["hosts"]) == ["github.com"]
+    assert json.loads(variables["hostRules"]) == [
+        "model|443|models.corp.example",
+        *(f"{purpose}|{port}|github.com" for purpose in egress.PURPOSES for port in (80, 443, 22, 9418))]
+    assert json.loads(variables["cidrRules"]) == ["git|3000|10.1.2.0/24", "forge|3000|10.1.2.0/24",
+                                                  "model|8000|fd00:1::/64"]
     always = {cidr for cidr, _ in egress.ALWAYS_DENIED}
     assert set(json.loads(variables["hardDenied"])) == always | {"10.96.0.0/12"}
     assert [v["messageExpression"].split(":")[0].strip("'") for v in vap["spec"]["validations"]] == [

@@ -1,7 +1,7 @@
 """The local cluster's iptables NetworkPolicy enforcer (``longshot.testing.netpolicy``) with the chart's own
 gateway egress policy, in the kernel: network namespaces of its own (a router and three "Pods"), never the
 host's tables. A connection from the gateway's address to the metadata address is refused, one to a public
-address passes, one to the git server listed in ``egress.allowedCIDRs`` (inside a denied range) passes.
+address passes, one to the git server listed as an ``egress.allow`` cidr (inside a denied range) passes.
 
 Needs root (``ip netns``, iptables); skipped otherwise."""
 
@@ -92,7 +92,8 @@ def _enforce(names: dict[str, str], policy: dict[str, Any]) -> None:
 
 def test_the_enforcer_applies_the_charts_gateway_egress_except_ranges_in_the_kernel(control_plane: Any,
                                                                                     netns: dict[str, str]) -> None:
-    docs = render(control_plane, "longshot-system", f"egress.allowedCIDRs={{{GIT_IP}/32}}")
+    docs = render(control_plane, "longshot-system", json_sets=[
+        f'egress.allow=[{{"cidr": "{GIT_IP}/32", "purposes": ["git"], "ports": [80]}}]'])
     [policy] = [d for d in of_kinds(docs, "NetworkPolicy")
                 if d["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component") == "gateway"]
     before = {a: _probe(netns, a) for a in (METADATA_IP, PUBLIC_IP, GIT_IP)}

@@ -107,10 +107,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 LONGSHOT_GATEWAY_ (gateway). An empty list is "none" (an empty variable would mean the built-in default). */}}
 {{- define "longshot.egressEnv" -}}
 {{- $eg := .root.Values.egress -}}
+{{- if $eg.allowedCIDRs }}
+{{- fail (printf "egress.allowedCIDRs %v: a range must say what it is for and on which ports; move each one to egress.allow as {cidr: <range>, purposes: [git], ports: [<port>]} (purposes: git, model, tracker, forge, mcp; docs/security.md)" $eg.allowedCIDRs) }}
+{{- end }}
+- name: {{ .prefix }}EGRESS_ALLOW
+  value: {{ toJson ($eg.allow | default list) | quote }}
 - name: {{ .prefix }}EGRESS_ALLOWED_HOSTS
   value: {{ join "," $eg.allowedHosts | default "none" | quote }}
 - name: {{ .prefix }}EGRESS_ALLOWED_CIDRS
-  value: {{ join "," $eg.allowedCIDRs | default "none" | quote }}
+  value: "none"
 - name: {{ .prefix }}EGRESS_DENIED_CIDRS
   value: {{ join "," $eg.deniedCIDRs | default "none" | quote }}
 - name: {{ .prefix }}EGRESS_CLUSTER_CIDRS
@@ -134,18 +139,89 @@ ranges of core.egress, egress.deniedCIDRs and egress.clusterCIDRs. */}}
 {{- toJson (uniq $out) -}}
 {{- end -}}
 
+{{/* The egress allowlist as rules "purpose|port|pattern" (port "*": every port), the form the admission policy's
+CEL matches (core.egress.Policy.entries): {"hosts": [...], "cidrs": [...]}. egress.allow entries serve what they
+list; a legacy egress.allowedHosts entry serves every purpose, an exact name on 80, 443, 22 and 9418, a wildcard
+on every port. */}}
+{{- define "longshot.egressRules" -}}
+{{- $eg := .Values.egress -}}
+{{- $hosts := list -}}
+{{- $cidrs := list -}}
+{{- range $e := ($eg.allow | default list) -}}
+{{- range $p := $e.purposes -}}
+{{- range $port := $e.ports -}}
+{{- if $e.host -}}
+{{- $hosts = append $hosts (printf "%s|%v|%s" $p $port (lower (trimSuffix "." $e.host))) -}}
+{{- else -}}
+{{- $cidrs = append $cidrs (printf "%s|%v|%s" $p $port $e.cidr) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- range $h := ($eg.allowedHosts | default list) -}}
+{{- range $p := list "git" "model" "tracker" "forge" "mcp" -}}
+{{- if hasPrefix "*" $h -}}
+{{- $hosts = append $hosts (printf "%s|*|%s" $p (lower (trimSuffix "." $h))) -}}
+{{- else -}}
+{{- range $port := list 80 443 22 9418 -}}
+{{- $hosts = append $hosts (printf "%s|%v|%s" $p $port (lower (trimSuffix "." $h))) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toJson (dict "hosts" (uniq $hosts) "cidrs" (uniq $cidrs)) -}}
+{{- end -}}
+
+{{/* The allow entries' cidrs whose purposes include one of .purposes, with their ports, as NetworkPolicy egress
+rules (a JSON list). */}}
+{{- define "longshot.egressCidrRules" -}}
+{{- $out := list -}}
+{{- range $e := (.root.Values.egress.allow | default list) -}}
+{{- if $e.cidr -}}
+{{- $serves := false -}}
+{{- range $p := $e.purposes -}}{{- if has $p $.purposes -}}{{- $serves = true -}}{{- end -}}{{- end -}}
+{{- if $serves -}}
+{{- $ports := list -}}
+{{- range $port := $e.ports -}}{{- $ports = append $ports (dict "protocol" "TCP" "port" (int $port)) -}}{{- end -}}
+{{- $out = append $out (dict "to" (list (dict "ipBlock" (dict "cidr" $e.cidr))) "ports" $ports) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
 {{/* CEL: whether the host in variable `.var` (lower case, no trailing dot; '' for a file:// URL, '!' when the URL
-does not parse) is allowed by the egress policy (core.egress.Policy.check, the part an admission can decide). */}}
+does not parse), on the port in variable `.port` (a string), is allowed for `.purpose` by the egress policy
+(core.egress.Policy.check, the part an admission can decide). variables.hostRules and variables.cidrRules hold
+the rules of longshot.egressRules. */}}
 {{- define "longshot.celHostAllowed" -}}
 {{- $h := printf "variables.%s" .var -}}
+{{- $any := printf "'%s|*|'" .purpose -}}
+{{- $on := printf "'%s|' + variables.%s + '|'" .purpose .port -}}
 ({{ $h }} == '' ? variables.allowFile :
  {{ $h }} == '!' ? false :
- isIP({{ $h }}) ? (variables.allowedCIDRs.exists(c, cidr(c).containsIP({{ $h }}))
+ isIP({{ $h }}) ? (variables.cidrRules.exists(r, (r.startsWith({{ $on }}) || r.startsWith({{ $any }}))
+                                              && cidr(r.substring(r.lastIndexOf('|') + 1)).containsIP({{ $h }}))
    || (!variables.hardDenied.exists(c, cidr(c).containsIP({{ $h }}))
-       && (variables.hosts.exists(p, p == {{ $h }})
-           || (variables.hosts.exists(p, p == '*') && !variables.denied.exists(c, cidr(c).containsIP({{ $h }}))))))
+       && (variables.hostRules.exists(r, r == {{ $on }} + {{ $h }} || r == {{ $any }} + {{ $h }})
+           || (variables.hostRules.exists(r, r == {{ $on }} + '*' || r == {{ $any }} + '*')
+               && !variables.denied.exists(c, cidr(c).containsIP({{ $h }}))))))
  : (!{{ $h }}.contains(':') && !{{ $h }}.matches('(^|[.])(0x[0-9a-f]*|[0-9]+)$')
-    && variables.hosts.exists(p, p == '*' || p == {{ $h }} || (p.startsWith('*.') && {{ $h }}.endsWith(p.substring(1))))))
+    && variables.hostRules.exists(r, (r.startsWith({{ $on }}) || r.startsWith({{ $any }}))
+         && (r.endsWith('|*') || r.endsWith('|' + {{ $h }})
+             || (r.substring(r.lastIndexOf('|') + 1).startsWith('*.')
+                 && {{ $h }}.endsWith(r.substring(r.lastIndexOf('|') + 2)))))))
+{{- end -}}
+
+{{/* CEL: the port of the URL in variable `.var`, as a string: the URL's own, else its scheme's default (an scp-like
+"host:path" is ssh, 22). */}}
+{{- define "longshot.celPortOf" -}}
+{{- $u := printf "variables.%s" .var -}}
+({{ $u }}.matches('^[A-Za-z][A-Za-z0-9+.-]*://')
+ ? (isURL({{ $u }}) && url({{ $u }}).getPort() != '' ? url({{ $u }}).getPort()
+    : {{ $u }}.lowerAscii().startsWith('https://') ? '443' : {{ $u }}.lowerAscii().startsWith('http://') ? '80'
+    : {{ $u }}.lowerAscii().startsWith('git://') ? '9418' : '22')
+ : '22')
 {{- end -}}
 
 {{/* CEL: the normalised host of the URL in variable `.var` (see longshot.celHostAllowed). */}}

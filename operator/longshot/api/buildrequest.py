@@ -17,7 +17,9 @@ from longshot.api.common import (
     Model,
     ObjectName,
     Resources,
+    SecretName,
     Timestamp,
+    names,
 )
 
 Backend = Literal["openai", "anthropic", "command", "scripted"]
@@ -63,7 +65,7 @@ class Repository(Model):
     """Clone address: https://, http://, ssh://, git://, file:// or scp-like user@host:path."""
     base_branch: str = Field(default="main", min_length=1, max_length=255, pattern=GIT_BRANCH)
     """Branch the build starts from and merges into."""
-    credentials_secret: ObjectName | None = None
+    credentials_secret: SecretName | None = None
     """Secret with git credentials (keys ``username`` and ``password``/``token``, or ``ssh-privatekey``)."""
 
 
@@ -110,7 +112,7 @@ class IssueSource(Model):
         json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[^,\n]+$"}},
     )
     """Only open issues with all of these labels are planned (every open issue when empty)."""
-    credentials_secret: ObjectName | None = None
+    credentials_secret: SecretName | None = None
     """Secret with the tracker's token (key ``token``); read by the operator only, never given to agents."""
     comment: bool = True
     """Post a comment with the result on each planned issue when its task is merged or fails for good."""
@@ -147,7 +149,7 @@ class IntakeSettings(Model):
     """Most issues in one child build with ``policy: batch``."""
     max_active_builds: int = Field(default=3, ge=1, le=100)
     """Most child builds not finished at once; more eligible issues wait for a free slot."""
-    webhook: LocalObjectRef | None = None
+    webhook: LocalObjectRef | None = Field(default=None, json_schema_extra=names("Secret"))
     """Secret (key ``token``) that authenticates deliveries to the operator's ``POST /intake/<namespace>/<name>``:
     GitHub's ``X-Hub-Signature-256`` HMAC, or GitLab's ``X-Gitlab-Token``. A delivery only triggers a poll; its body
     is never read for content. Without it, webhook deliveries are refused."""
@@ -271,7 +273,7 @@ class AgentSettings(Model):
     """API base address for the ``openai`` and ``anthropic`` backends."""
     command: str | None = Field(default=None, min_length=1, max_length=4096)
     """Command template for the ``command`` backend, for example ``claude -p {prompt}``."""
-    script: LocalObjectRef | None = None
+    script: LocalObjectRef | None = Field(default=None, json_schema_extra=names("ConfigMap"))
     """ConfigMap holding the script of the ``scripted`` backend (key ``script.yaml``)."""
     image: str | None = Field(default=None, min_length=1, max_length=512)
     """Agent container image; the operator's default when unset."""
@@ -284,9 +286,9 @@ class AgentSettings(Model):
     local models: 6 to 10."""
     env: list[EnvVar] = Field(default_factory=list, max_length=64)
     """Extra plain environment variables for the agent container."""
-    credentials_secret: ObjectName | None = None
+    credentials_secret: SecretName | None = None
     """Secret with the model API key (key ``api-key``), mounted into agent Pods only."""
-    prompts: LocalObjectRef | None = None
+    prompts: LocalObjectRef | None = Field(default=None, json_schema_extra=names("ConfigMap"))
     """ConfigMap whose keys override the packaged prompt templates."""
     fallback_models: list[str] = Field(
         default_factory=list,
@@ -374,7 +376,7 @@ class PullRequestSettings(Model):
     project: str = Field(min_length=1, max_length=512, pattern=ISSUE_REPOSITORY)
     """The repository on the forge: ``owner/name`` on GitHub; a numeric project id or the ``group/project`` path on
     GitLab. It must be the repository ``spec.repository.url`` names."""
-    token_secret_ref: ForgeToken
+    token_secret_ref: ForgeToken = Field(json_schema_extra=names("Secret"))
     """The Secret key with the forge token. It needs to push branches' pull requests, write commit statuses, read
     reviews and merge (GitHub: pull requests read/write, commit statuses read/write, contents read; GitLab: the
     ``api`` scope, Developer role or higher on protected branches as they allow)."""

@@ -45,6 +45,21 @@ SCOPE_ENTRY = rf"^[^/]*(/[^/]*){{0,{MAX_SCOPE_SEGMENTS - 1}}}$"
 """At most :data:`MAX_SCOPE_SEGMENTS` segments (linear to match: every repetition starts with its own ``/``)."""
 
 ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+
+REF_MARKER = "x-longshot-ref"
+"""Schema key that marks a field naming a Secret or ConfigMap of the object's namespace (its value is the kind).
+``longshot.api.references`` collects the marked fields; the chart's Secret-access admission policy is generated
+from that list (docs/admission.md). The key is dropped from the rendered CRDs."""
+SecretName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN,
+                                  json_schema_extra={REF_MARKER: "Secret"})]
+"""The name of a Secret in the object's namespace that the operator or the gateway reads."""
+
+
+def names(kind: Literal["Secret", "ConfigMap"]) -> dict[str, Any]:
+    """``json_schema_extra`` of an object field (``LocalObjectRef``, ``ForgeToken``) whose ``name`` is a Secret or
+    ConfigMap of the object's namespace: ``Field(json_schema_extra=names("ConfigMap"))``."""
+    return {REF_MARKER: kind}
+
 ScopeEntry = Annotated[str, Field(max_length=MAX_SCOPE_ENTRY_LENGTH, pattern=SCOPE_ENTRY)]
 Quantity = Annotated[
     int | str,

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from longshot import api
+from longshot.api.common import REF_MARKER
 
 _DROP = {"title", "$defs", "additionalProperties"}
 
@@ -86,12 +87,25 @@ def _structural(node: Any) -> Any:
     return node
 
 
-def model_schema(model: type[Any]) -> dict[str, Any]:
-    """The structural OpenAPI v3 schema of one pydantic model."""
+def _strip(node: Any, key: str) -> Any:
+    """``node`` without ``key`` in any schema node (not in ``properties``, whose keys are field names)."""
+    if isinstance(node, list):
+        return [_strip(n, key) for n in node]
+    if not isinstance(node, dict):
+        return node
+    return {k: (v if k == "properties" and not isinstance(v, dict) else
+                {n: _strip(s, key) for n, s in v.items()} if k == "properties" else _strip(v, key))
+            for k, v in node.items() if k != key}
+
+
+def model_schema(model: type[Any], *, markers: bool = False) -> dict[str, Any]:
+    """The structural OpenAPI v3 schema of one pydantic model; with ``markers``, the Secret and ConfigMap
+    reference markers (``x-longshot-ref``, read by ``longshot.api.references``) are kept, otherwise dropped (the
+    API server does not know the key)."""
     raw = model.model_json_schema(by_alias=True, ref_template="#/$defs/{model}")
     defs = raw.pop("$defs", {})
     schema: dict[str, Any] = _structural(_inline(raw, defs))
-    return schema
+    return schema if markers else dict(_strip(schema, REF_MARKER))
 
 
 def render(resource: api.Resource) -> dict[str, Any]:

@@ -97,7 +97,7 @@ def tracker(k: kubemod.KubeAPI, build: objects.BuildRequest, guard: gd.Guard | N
     if guard is not None:
         url = source.url or (trackers.GITHUB_API if source.provider == "github" else trackers.GITLAB_API)
         try:
-            guard.check_url(url, "spec.planner.issues.url")
+            guard.check_url(url, "spec.planner.issues.url", purpose="tracker")
         except gd.Refused as e:
             raise IntakeError("Configuration", str(e)) from None
         options.setdefault("egress", guard)

@@ -90,7 +90,7 @@ def client(k: kubemod.KubeAPI, build: objects.BuildRequest, guard: gd.Guard | No
     if guard is not None:
         url = source.url or (trackers.GITHUB_API if source.provider == "github" else trackers.GITLAB_API)
         try:
-            guard.check_url(url, f"spec.{FIELD}.url")
+            guard.check_url(url, f"spec.{FIELD}.url", purpose="tracker")
         except gd.Refused as e:
             raise PollError("Configuration", str(e)) from None
         options.setdefault("egress", guard)

@@ -32,6 +32,16 @@ shell's (``longshot.net``), which calls :meth:`Policy.check` on the URL before r
 5. IPv6 addresses that carry an IPv4 address (IPv4-mapped ``::ffff:a.b.c.d``, IPv4-compatible, NAT64
    ``64:ff9b::/96``, 6to4 ``2002::/16``, Teredo) are checked as that IPv4 address too.
 
+6. **Purposes and ports.** Every check says what the connection is for (:data:`PURPOSES`: ``git``, ``model``,
+   ``tracker``, ``forge``, ``mcp``) and the URL's port is part of it. Rules 3 and 4 count only the entries that
+   serve that purpose on that port: an ``allow`` entry (the chart's ``egress.allow``: a host pattern or a CIDR, its
+   purposes, its ports) serves exactly what it lists; a legacy ``allowed_hosts`` entry serves every purpose, an
+   exact name or address only on the default ports 80, 443, 22 and 9418 (:data:`LEGACY_PORTS`: it may reach a
+   private address), a wildcard (``*``, ``*.suffix``) on every port (it never reaches a denied range); a legacy
+   ``allowed_cidrs`` entry (the environment variable, which the chart no longer sets) serves every purpose on
+   every port. So a git server allowed for git
+   on port 3000 is not a model endpoint, on that port or another, unless an entry lists it as one.
+
 A refusal's message names the field and the rule, never what a connection would have found: nothing is
 connected before the decision, so "refused by the egress policy" is the same whether the host answers or not.
 """
@@ -39,9 +49,11 @@ connected before the decision, so "refused by the egress policy" is the same whe
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -70,6 +82,16 @@ _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1:
 DEFAULT_DENIED_CIDRS: tuple[str, ...] = (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "198.18.0.0/15", "fc00::/7")
 """The default of ``denied_cidrs``: private ranges (node networks, most clusters' Pod and Service ranges)."""
+
+Purpose = Literal["git", "model", "tracker", "forge", "mcp"]
+"""What a connection is for: the repository (``git``: the gateway's mirror, the operator's merge queue and
+workspaces), the model API (``model``: the gateway's proxy), a tracker (``tracker``: planner issues, intakes), a
+forge's API (``forge``: pull-request delivery), an MCP server (``mcp``)."""
+PURPOSES: tuple[Purpose, ...] = get_args(Purpose)
+LEGACY_PORTS = frozenset({80, 443, 22, 9418})
+"""The ports a legacy ``allowed_hosts`` entry naming one host serves: the default ports of http, https, ssh, git."""
+MAX_ALLOW_ENTRIES = 256
+MAX_ENTRY_PORTS = 64
 
 SCHEMES = ("http", "https", "ssh", "git")
 DEFAULT_PORTS = {"http": 80, "https": 443, "ssh": 22, "git": 9418}
@@ -118,7 +140,8 @@ class Decision:
         """The refusal as an error message naming the field (``spec.agent.baseUrl``) and the rule."""
         shown = f" {redact(url)!r}" if url else ""
         return (f"{field_path}{shown} is refused by the egress policy ({self.rule}): {self.reason}; an operator "
-                "can allow it with the chart's egress.allowedHosts / egress.allowedCIDRs (docs/security.md)")
+                "can allow it with an entry of the chart's egress.allow naming its purpose and port "
+                "(docs/security.md)")
 
 
 def redact(url: str) -> str:
@@ -150,59 +173,171 @@ def split_list(raw: str | Iterable[str]) -> list[str]:
     return [p for p in items if p and p.lower() != "none"]
 
 
+def _host_pattern(h: str, what: str) -> str:
+    """A host entry normalised: ``*``, ``*.suffix``, an exact name or a literal address."""
+    pattern = h.lower().rstrip(".")
+    if pattern == "*":
+        return pattern
+    bare = pattern[2:] if pattern.startswith("*.") else pattern
+    try:
+        literal = _literal(bare) if bare == pattern else None
+        if literal is not None:
+            return str(literal)
+        normal = _normalise_name(bare)
+    except ValueError as e:
+        raise PolicyError(f"{what}: {h!r} is not a host name, '*.suffix' or '*' ({e})") from None
+    return ("*." if pattern.startswith("*.") else "") + normal
+
+
+def _how(pattern: str, host: str) -> str | None:
+    if pattern == host:
+        return "exact"
+    if pattern == "*" or (pattern.startswith("*.") and host.endswith(pattern[1:])):
+        return "wildcard"
+    return None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One allowlist entry: a host pattern or a CIDR, what it is for and on which ports."""
+
+    purposes: frozenset[str]
+    ports: frozenset[int] | None
+    """None: every port (a legacy ``allowed_cidrs`` entry only)."""
+    host: str | None = None
+    """``*``, ``*.suffix``, an exact name or a literal address (normalised)."""
+    cidr: IPNetwork | None = None
+    source: str = "egress.allow"
+    """Where it was set, for messages: ``egress.allow``, ``egress.allowedHosts`` or the allowed_cidrs setting."""
+
+    def serves(self, purpose: str | None, port: int | None) -> bool:
+        """Whether the entry is for ``purpose`` (None: any) on ``port`` (None: any)."""
+        return ((purpose is None or purpose in self.purposes)
+                and (port is None or self.ports is None or port in self.ports))
+
+    def contains(self, address: IPAddress) -> bool:
+        return self.cidr is not None and self.cidr.version == address.version and address in self.cidr
+
+    def describe(self) -> str:
+        what = self.host if self.host is not None else str(self.cidr)
+        ports = "every port" if self.ports is None else "port " + ", ".join(str(p) for p in sorted(self.ports))
+        return f"{what} ({self.source}: {', '.join(p for p in PURPOSES if p in self.purposes)} on {ports})"
+
+
+def parse_allow(raw: str | Iterable[Mapping[str, Any]]) -> tuple[Entry, ...]:
+    """``egress.allow`` entries (a JSON list from the environment, or a list of mappings): each has ``host`` or
+    ``cidr``, ``purposes`` (some of :data:`PURPOSES`) and ``ports`` (1 to 65535); PolicyError names a bad entry."""
+    if isinstance(raw, str):
+        if raw.strip().lower() in ("", "none"):
+            return ()
+        try:
+            items = json.loads(raw)
+        except ValueError:
+            raise PolicyError("allow: not a JSON list of {host|cidr, purposes, ports} entries") from None
+    else:
+        items = list(raw)
+    if not isinstance(items, list) or len(items) > MAX_ALLOW_ENTRIES:
+        raise PolicyError(f"allow: expected a list of at most {MAX_ALLOW_ENTRIES} entries")
+    out: list[Entry] = []
+    for i, item in enumerate(items):
+        what = f"allow[{i}]"
+        if not isinstance(item, Mapping) or set(item) - {"host", "cidr", "purposes", "ports"}:
+            raise PolicyError(f"{what}: an entry has host or cidr, purposes and ports, and nothing else")
+        if ("host" in item) == ("cidr" in item):
+            raise PolicyError(f"{what}: give exactly one of host and cidr")
+        purposes, ports = item.get("purposes"), item.get("ports")
+        if not isinstance(purposes, list) or not purposes or any(p not in PURPOSES for p in purposes):
+            raise PolicyError(f"{what}: purposes must list some of {', '.join(PURPOSES)}")
+        if (not isinstance(ports, list) or not 0 < len(ports) <= MAX_ENTRY_PORTS
+                or any(isinstance(p, bool) or not isinstance(p, int) or not 0 < p < 65536 for p in ports)):
+            raise PolicyError(f"{what}: ports must list 1 to {MAX_ENTRY_PORTS} port numbers (1 to 65535), e.g. [443]")
+        if "host" in item:
+            if not isinstance(item["host"], str):
+                raise PolicyError(f"{what}: host must be a string")
+            out.append(Entry(frozenset(purposes), frozenset(ports), host=_host_pattern(item["host"], f"{what}.host")))
+        else:
+            if not isinstance(item["cidr"], str):
+                raise PolicyError(f"{what}: cidr must be a string")
+            nets = _networks([item["cidr"]], f"{what}.cidr")
+            if not nets:
+                raise PolicyError(f"{what}.cidr: is empty")
+            out.append(Entry(frozenset(purposes), frozenset(ports), cidr=nets[0]))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Policy:
     allowed_hosts: tuple[str, ...] = ("*",)
+    """Legacy host entries: every purpose; an exact name or address on :data:`LEGACY_PORTS`, a wildcard on every
+    port."""
     allowed_cidrs: tuple[IPNetwork, ...] = ()
+    """Legacy ranges: every purpose, every port."""
     denied_cidrs: tuple[IPNetwork, ...] = field(
         default_factory=lambda: _networks(DEFAULT_DENIED_CIDRS, "denied_cidrs"))
     cluster_cidrs: tuple[IPNetwork, ...] = ()
     allow_file: bool = False
+    allow: tuple[Entry, ...] = ()
+    """Entries with their purposes and ports (the chart's ``egress.allow``)."""
 
     @classmethod
     def parse(cls, *, allowed_hosts: str | Iterable[str] = "*", allowed_cidrs: str | Iterable[str] = "",
               denied_cidrs: str | Iterable[str] | None = None, cluster_cidrs: str | Iterable[str] = "",
-              allow_file: bool = False) -> Policy:
-        """From settings (lists or comma/space-separated strings); PolicyError names a malformed entry."""
-        hosts: list[str] = []
-        for h in split_list(allowed_hosts):
-            pattern = h.lower().rstrip(".")
-            if pattern == "*":
-                hosts.append(pattern)
-                continue
-            bare = pattern[2:] if pattern.startswith("*.") else pattern
-            try:
-                literal = _literal(bare) if bare == pattern else None
-                if literal is not None:
-                    hosts.append(str(literal))
-                    continue
-                normal = _normalise_name(bare)
-            except ValueError as e:
-                raise PolicyError(f"allowed_hosts: {h!r} is not a host name, '*.suffix' or '*' ({e})") from None
-            hosts.append(("*." if pattern.startswith("*.") else "") + normal)
+              allow_file: bool = False, allow: str | Iterable[Mapping[str, Any]] = "") -> Policy:
+        """From settings (lists or comma/space-separated strings; ``allow`` as JSON or a list of mappings);
+        PolicyError names a malformed entry."""
+        hosts = [_host_pattern(h, "allowed_hosts") for h in split_list(allowed_hosts)]
         return cls(allowed_hosts=tuple(hosts), allowed_cidrs=_networks(split_list(allowed_cidrs), "allowed_cidrs"),
                    denied_cidrs=_networks(split_list(DEFAULT_DENIED_CIDRS if denied_cidrs is None else denied_cidrs),
                                           "denied_cidrs"),
-                   cluster_cidrs=_networks(split_list(cluster_cidrs), "cluster_cidrs"), allow_file=allow_file)
+                   cluster_cidrs=_networks(split_list(cluster_cidrs), "cluster_cidrs"), allow_file=allow_file,
+                   allow=parse_allow(allow))
+
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        """Every entry: ``allow``, then the legacy hosts and ranges with their implied purposes and ports."""
+        every = frozenset(PURPOSES)
+        return (*self.allow,
+                *(Entry(every, None if h.startswith("*") else LEGACY_PORTS, host=h, source="egress.allowedHosts")
+                  for h in self.allowed_hosts),
+                *(Entry(every, None, cidr=c, source="the allowed_cidrs setting") for c in self.allowed_cidrs))
 
     # --- names ----------------------------------------------------------------------------------------------
 
-    def listed(self, host: str) -> str | None:
-        """``exact``, ``wildcard`` or None: how ``host`` (normalised) matches ``allowed_hosts``."""
+    def listed(self, host: str, purpose: str | None = None, port: int | None = None) -> str | None:
+        """``exact``, ``wildcard`` or None: how ``host`` (normalised) matches the host entries that serve
+        ``purpose`` on ``port`` (None: any)."""
         how: str | None = None
-        for pattern in self.allowed_hosts:
-            if pattern == host:
-                return "exact"
-            if pattern == "*" or (pattern.startswith("*.") and host.endswith(pattern[1:])):
-                how = "wildcard"
+        for e in self.entries:
+            if e.host is None or not e.serves(purpose, port):
+                continue
+            found = _how(e.host, host)
+            if found == "exact":
+                return found
+            how = how or found
         return how
+
+    def _elsewhere(self, target: Target, purpose: str) -> Decision | None:
+        """When an entry names the target's host or address for another purpose or port: the refusal saying so."""
+        near = [e for e in self.entries
+                if (e.host is not None and e.host != "*" and _how(e.host, target.host) is not None)
+                or (target.address is not None and e.contains(target.address))]
+        if not near:
+            return None
+        listed = "; ".join(e.describe() for e in near[:4])
+        if any(purpose in e.purposes for e in near):
+            return _refuse("port-not-allowed", f"port {target.port} of {target.host} is not allowed for {purpose}: "
+                                               f"the allowlist has {listed}", target)
+        return _refuse("purpose-not-allowed", f"{target.host} is not allowed for {purpose}: the allowlist has "
+                                              f"{listed}", target)
 
     # --- addresses ------------------------------------------------------------------------------------------
 
-    def address_rule(self, address: IPAddress, *, exact: bool) -> Decision:
-        """Whether one address may be connected to; ``exact``: the name was listed exactly."""
-        if any(address in n for n in self.allowed_cidrs if n.version == address.version):
-            return Decision(True, "allowed-cidr", "the address is in egress.allowedCIDRs")
+    def address_rule(self, address: IPAddress, *, exact: bool, purpose: str | None = None,
+                     port: int | None = None) -> Decision:
+        """Whether one address may be connected to for ``purpose`` on ``port``; ``exact``: the name was listed
+        exactly (for that purpose and port)."""
+        if any(e.contains(address) for e in self.entries if e.serves(purpose, port)):
+            return Decision(True, "allowed-cidr", "the address is in an allowed range")
         for a in (address, *_embedded(address)):
             for net, label in _ALWAYS:
                 if net.version == a.version and a in net:
@@ -216,13 +351,14 @@ class Policy:
                     if net.version == a.version and a in net:
                         return _refuse("private-range",
                                        f"an address in {net} (egress.deniedCIDRs) is refused for a host not "
-                                       "listed exactly in egress.allowedHosts")
+                                       "listed exactly for this purpose and port")
         return Decision(True, "public-address", "the address is outside every denied range")
 
     # --- the two checks -------------------------------------------------------------------------------------
 
-    def check(self, url: str) -> Decision:
-        """The URL's destination before any resolution: scheme, authority, host list, literal addresses."""
+    def check(self, url: str, *, purpose: Purpose) -> Decision:
+        """The URL's destination for ``purpose`` before any resolution: scheme, authority, the entries that serve
+        that purpose on the URL's port, literal addresses."""
         try:
             target = parse(url)
         except ValueError as e:
@@ -231,29 +367,38 @@ class Policy:
             return (Decision(True, "file-allowed", "file:// URLs are allowed on this installation", target)
                     if self.allow_file else _refuse("file-url", "file:// URLs name the server's own files", target))
         if target.address is not None:
-            if any(target.address in n for n in self.allowed_cidrs if n.version == target.address.version):
-                return Decision(True, "allowed-cidr", "the address is in egress.allowedCIDRs", target)
-            how = self.listed(target.host)
+            address = target.address
+            if any(e.contains(address) for e in self.entries if e.serves(purpose, target.port)):
+                return Decision(True, "allowed-cidr", f"the address is in a range allowed for {purpose}", target)
+            how = self.listed(target.host, purpose, target.port)
             if how is None:
-                return _refuse("address-not-listed", f"the literal address {target.host} is in neither "
-                                                     "egress.allowedCIDRs nor egress.allowedHosts", target)
-            d = self.address_rule(target.address, exact=how == "exact")
-            return Decision(d.allowed, d.rule, d.reason, target)
-        if self.listed(target.host) is None:
-            return _refuse("host-not-listed", f"the host {target.host} is not in egress.allowedHosts", target)
-        return Decision(True, "host-listed", "the host is in egress.allowedHosts", target)
+                return self._elsewhere(target, purpose) or _refuse(
+                    "address-not-listed", f"the literal address {target.host} is in no allowlist entry for "
+                                          f"{purpose} on port {target.port}", target)
+            d = self.address_rule(address, exact=how == "exact", purpose=purpose, port=target.port)
+            if not d.allowed:
+                # an entry that allows this address for something else says more than the range it is in
+                return self._elsewhere(target, purpose) or Decision(False, d.rule, d.reason, target)
+            return Decision(True, d.rule, d.reason, target)
+        if self.listed(target.host, purpose, target.port) is None:
+            return self._elsewhere(target, purpose) or _refuse(
+                "host-not-listed", f"the host {target.host} is in no allowlist entry for {purpose} on port "
+                                   f"{target.port}", target)
+        return Decision(True, "host-listed", f"the host is allowed for {purpose} on port {target.port}", target)
 
-    def check_addresses(self, host: str, addresses: Sequence[IPAddress | str]) -> Decision:
-        """After resolving ``host`` (normalised, as in :attr:`Target.host`): every address must be allowed."""
+    def check_addresses(self, host: str, addresses: Sequence[IPAddress | str], *, purpose: Purpose,
+                        port: int) -> Decision:
+        """After resolving ``host`` (normalised, as in :attr:`Target.host`) for ``purpose`` on ``port``: every
+        address must be allowed."""
         if not addresses:
             return _refuse("no-address", f"the host {host} resolved to no address")
-        exact = self.listed(host) == "exact"
+        exact = self.listed(host, purpose, port) == "exact"
         for raw in addresses:
             try:
                 address = ipaddress.ip_address(raw) if isinstance(raw, str) else raw
             except ValueError:
                 return _refuse("malformed-address", f"the host {host} resolved to something that is not an address")
-            d = self.address_rule(address, exact=exact)
+            d = self.address_rule(address, exact=exact, purpose=purpose, port=port)
             if not d.allowed:
                 return _refuse(d.rule, f"the host {host} resolves to an address that is refused: {d.reason}")
         return Decision(True, "addresses-allowed", "every address of the host is allowed")

@@ -71,7 +71,7 @@ class Gateway:
         self.git_service = gitserve.GitService(settings, egress=self.egress)
         # every upstream connection goes to an address the egress policy checked (longshot.net.transport)
         transport = egress_transport.AsyncGuardedTransport(
-            self.egress, "spec.agent.baseUrl",
+            self.egress, "spec.agent.baseUrl", purpose="model",
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
         self.client = httpx.AsyncClient(
             transport=transport, timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=30.0),
@@ -167,7 +167,7 @@ class Gateway:
             own = base == str((caller.build_spec.get("agent") or {}).get("baseUrl") or "").rstrip("/")
             try:
                 await self.egress.aaddresses(base, "spec.agent.baseUrl" if own
-                                             else f"LONGSHOT_GATEWAY_{route.flavour.upper()}_URL")
+                                             else f"LONGSHOT_GATEWAY_{route.flavour.upper()}_URL", purpose="model")
             except gd.Refused as e:
                 log.warning("refused a model call of %s/%s: %s", caller.namespace, caller.task, e)
                 return modelproxy.json_error(403, "egress_refused", f"longshot-gateway: {e}"), "forbidden"

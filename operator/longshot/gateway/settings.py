@@ -82,11 +82,15 @@ class GatewaySettings(EnvSettings):
     """Response bytes all model calls on this replica may buffer to read their usage (beyond 64 KiB each);
     a response that would pass it is settled at its reservation."""
     # --- egress (core.egress; docs/security.md) ---
+    egress_allow: str = ""
+    """Allowlist entries with their purposes and ports, as JSON (``core.egress.parse_allow``; the chart's
+    egress.allow): a git server allowed for ``git`` is not a model endpoint unless an entry says ``model``."""
     egress_allowed_hosts: str = "*"
-    """Hosts the gateway may reach for a build (models, git): exact names, ``*.suffix`` or ``*`` (any name),
-    comma-separated (the chart's egress.allowedHosts)."""
+    """Legacy host entries, each for every purpose (an exact name on ports 80, 443, 22 and 9418 only; a wildcard
+    on every port): exact names, ``*.suffix`` or ``*`` (any name), comma-separated (the chart's egress.allowedHosts)."""
     egress_allowed_cidrs: str = ""
-    """Address ranges always allowed, even inside the denied ones (tests list loopback here)."""
+    """Legacy address ranges, each for every purpose on every port, even inside the denied ones (tests list
+    loopback here; the chart sets none)."""
     egress_denied_cidrs: str = ",".join(egress.DEFAULT_DENIED_CIDRS)
     """Ranges refused unless a host is listed exactly in ``egress_allowed_hosts`` (default: the private ranges)."""
     egress_cluster_cidrs: str = ""
@@ -123,4 +127,4 @@ class GatewaySettings(EnvSettings):
         """The egress policy of these settings; ``file://`` follows ``allow_file_urls``."""
         return egress.Policy.parse(allowed_hosts=self.egress_allowed_hosts, allowed_cidrs=self.egress_allowed_cidrs,
                                    denied_cidrs=self.egress_denied_cidrs, cluster_cidrs=self.egress_cluster_cidrs,
-                                   allow_file=self.allow_file_urls)
+                                   allow_file=self.allow_file_urls, allow=self.egress_allow)

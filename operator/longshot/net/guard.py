@@ -96,44 +96,49 @@ class Guard:
 
     # --- checks -----------------------------------------------------------------------------------------
 
-    def check_url(self, url: str, field_path: str) -> egress.Target:
-        """The URL's target when the policy allows it before resolving; :class:`Refused` otherwise."""
-        d = self.policy.check(url)
+    def check_url(self, url: str, field_path: str, *, purpose: egress.Purpose) -> egress.Target:
+        """The URL's target when the policy allows it for ``purpose`` before resolving; :class:`Refused`
+        otherwise."""
+        d = self.policy.check(url, purpose=purpose)
         if not d.allowed or d.target is None:
             raise Refused(d, field_path, url)
         return d.target
 
-    def _checked(self, target: egress.Target, addresses: list[str], field_path: str, url: str) -> list[str]:
+    def _checked(self, target: egress.Target, addresses: list[str], field_path: str, url: str,
+                 purpose: egress.Purpose) -> list[str]:
         if target.address is not None:
             return [str(target.address)]
-        d = self.policy.check_addresses(target.host, addresses)
+        d = self.policy.check_addresses(target.host, addresses, purpose=purpose, port=target.port)
         if not d.allowed:
             raise Refused(d, field_path, url)
         return [str(ipaddress.ip_address(a)) for a in addresses]
 
-    def addresses(self, url: str, field_path: str) -> tuple[egress.Target, list[str]]:
-        """Check, resolve once, check every address; the target and the addresses to connect to."""
-        target = self.check_url(url, field_path)
+    def addresses(self, url: str, field_path: str, *, purpose: egress.Purpose) -> tuple[egress.Target, list[str]]:
+        """Check, resolve once, check every address (for ``purpose`` on the URL's port); the target and the
+        addresses to connect to."""
+        target = self.check_url(url, field_path, purpose=purpose)
         if target.scheme == "file":
             return target, []
         resolved = [] if target.address is not None else self.resolve(target.host, target.port)
-        return target, self._checked(target, resolved, field_path, url)
+        return target, self._checked(target, resolved, field_path, url, purpose)
 
-    async def aaddresses(self, url: str, field_path: str) -> tuple[egress.Target, list[str]]:
-        target = self.check_url(url, field_path)
+    async def aaddresses(self, url: str, field_path: str, *,
+                         purpose: egress.Purpose) -> tuple[egress.Target, list[str]]:
+        target = self.check_url(url, field_path, purpose=purpose)
         if target.scheme == "file":
             return target, []
         resolved = [] if target.address is not None else await self.aresolve(target.host, target.port)
-        return target, self._checked(target, resolved, field_path, url)
+        return target, self._checked(target, resolved, field_path, url, purpose)
 
     # --- git ----------------------------------------------------------------------------------------------
 
     def git_pins(self, url: str, field_path: str) -> GitPins:
-        target, addresses = self.addresses(url, field_path)
+        """Pins of a git remote (purpose ``git``)."""
+        target, addresses = self.addresses(url, field_path, purpose="git")
         return pins_for(target, addresses)
 
     async def agit_pins(self, url: str, field_path: str) -> GitPins:
-        target, addresses = await self.aaddresses(url, field_path)
+        target, addresses = await self.aaddresses(url, field_path, purpose="git")
         return pins_for(target, addresses)
 
 

@@ -19,6 +19,7 @@ import typing
 import httpcore
 import httpx
 
+from longshot.core import egress
 from longshot.net import guard as gd
 
 
@@ -36,9 +37,11 @@ def _url_of(host: str, port: int) -> str:
 
 
 class _AsyncBackend(httpcore.AsyncNetworkBackend):
-    def __init__(self, guard: gd.Guard, field_path: str, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
+    def __init__(self, guard: gd.Guard, field_path: str, purpose: egress.Purpose,
+                 inner: httpcore.AsyncNetworkBackend | None = None) -> None:
         self.guard = guard
         self.field = field_path
+        self.purpose = purpose
         self.inner = inner or httpcore.AnyIOBackend()
 
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
@@ -46,7 +49,7 @@ class _AsyncBackend(httpcore.AsyncNetworkBackend):
                           socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None
                           ) -> httpcore.AsyncNetworkStream:
         try:
-            _, addresses = await self.guard.aaddresses(_url_of(host, port), self.field)
+            _, addresses = await self.guard.aaddresses(_url_of(host, port), self.field, purpose=self.purpose)
         except gd.Refused as e:
             raise EgressRefused(e) from None
         error: Exception | None = None
@@ -69,15 +72,17 @@ class _AsyncBackend(httpcore.AsyncNetworkBackend):
 
 
 class _SyncBackend(httpcore.NetworkBackend):
-    def __init__(self, guard: gd.Guard, field_path: str, inner: httpcore.NetworkBackend | None = None) -> None:
+    def __init__(self, guard: gd.Guard, field_path: str, purpose: egress.Purpose,
+                 inner: httpcore.NetworkBackend | None = None) -> None:
         self.guard = guard
         self.field = field_path
+        self.purpose = purpose
         self.inner = inner or httpcore.SyncBackend()
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                     socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None) -> httpcore.NetworkStream:
         try:
-            _, addresses = self.guard.addresses(_url_of(host, port), self.field)
+            _, addresses = self.guard.addresses(_url_of(host, port), self.field, purpose=self.purpose)
         except gd.Refused as e:
             raise EgressRefused(e) from None
         error: Exception | None = None
@@ -100,23 +105,23 @@ class _SyncBackend(httpcore.NetworkBackend):
 
 
 class AsyncGuardedTransport(httpx.AsyncHTTPTransport):
-    """``httpx.AsyncHTTPTransport`` whose connections go only to addresses the guard checked."""
+    """``httpx.AsyncHTTPTransport`` whose connections go only to addresses the guard checked for ``purpose``."""
 
-    def __init__(self, guard: gd.Guard, field_path: str, **kwargs: typing.Any) -> None:
+    def __init__(self, guard: gd.Guard, field_path: str, *, purpose: egress.Purpose, **kwargs: typing.Any) -> None:
         super().__init__(**kwargs)
         pool = self._pool
         if not isinstance(pool, httpcore.AsyncConnectionPool) or isinstance(
                 pool, httpcore.AsyncHTTPProxy | httpcore.AsyncSOCKSProxy):
             raise ValueError("a guarded transport connects directly: no proxy")
-        pool._network_backend = _AsyncBackend(guard, field_path, pool._network_backend)
+        pool._network_backend = _AsyncBackend(guard, field_path, purpose, pool._network_backend)
 
 
 class GuardedTransport(httpx.HTTPTransport):
-    """``httpx.HTTPTransport`` whose connections go only to addresses the guard checked."""
+    """``httpx.HTTPTransport`` whose connections go only to addresses the guard checked for ``purpose``."""
 
-    def __init__(self, guard: gd.Guard, field_path: str, **kwargs: typing.Any) -> None:
+    def __init__(self, guard: gd.Guard, field_path: str, *, purpose: egress.Purpose, **kwargs: typing.Any) -> None:
         super().__init__(**kwargs)
         pool = self._pool
         if not isinstance(pool, httpcore.ConnectionPool) or isinstance(pool, httpcore.HTTPProxy | httpcore.SOCKSProxy):
             raise ValueError("a guarded transport connects directly: no proxy")
-        pool._network_backend = _SyncBackend(guard, field_path, pool._network_backend)
+        pool._network_backend = _SyncBackend(guard, field_path, purpose, pool._network_backend)

@@ -361,8 +361,8 @@ def make_forge(settings: PullRequestSettings, token: str | None, **options: Any)
         from longshot.net import transport as egress_transport
 
         try:
-            egress.check_url(settings.api_url or cls.default_url, API_URL_FIELD)
+            egress.check_url(settings.api_url or cls.default_url, API_URL_FIELD, purpose="forge")
         except gd.Refused as e:
             raise tr.ConfigurationError(str(e)) from None
-        options["transport"] = egress_transport.GuardedTransport(egress, API_URL_FIELD)
+        options["transport"] = egress_transport.GuardedTransport(egress, API_URL_FIELD, purpose="forge")
     return cls(repository=settings.project, token=token, url=settings.api_url, **options)

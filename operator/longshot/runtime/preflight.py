@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from longshot.core import egress
 from longshot.net import guard as gd
 from longshot.runtime import kube as kubemod
 from longshot.runtime import trackers
@@ -46,24 +47,24 @@ def _secret(k: kubemod.KubeAPI, namespace: str, name: str, field: str, keys: tup
     return None, data
 
 
-def destinations(build: Any) -> list[tuple[str, str]]:
-    """``(field, url)`` of every destination the spec names for the operator or the gateway."""
+def destinations(build: Any) -> list[tuple[str, str, egress.Purpose]]:
+    """``(field, url, purpose)`` of every destination the spec names for the operator or the gateway."""
     spec = build.spec
-    out = [("spec.repository.url", spec.repository.url)]
+    out: list[tuple[str, str, egress.Purpose]] = [("spec.repository.url", spec.repository.url, "git")]
     if spec.agent.base_url:
-        out.append(("spec.agent.baseUrl", spec.agent.base_url))
+        out.append(("spec.agent.baseUrl", spec.agent.base_url, "model"))
     issues = getattr(spec.planner, "issues", None)
     if issues is not None:
         default = trackers.GITHUB_API if issues.provider == "github" else trackers.GITLAB_API
-        out.append(("spec.planner.issues.url", issues.url or default))
+        out.append(("spec.planner.issues.url", issues.url or default, "tracker"))
     return out
 
 
 def check_egress(guard: gd.Guard, build: Any) -> str | None:
     """None when the egress policy allows every URL of the spec (before resolving), else what to fix. Only the
     URLs themselves: a name's addresses are checked at each connection, which is where rebinding is stopped."""
-    for field, url in destinations(build):
-        d = guard.policy.check(url)
+    for field, url, purpose in destinations(build):
+        d = guard.policy.check(url, purpose=purpose)
         if not d.allowed:
             return d.message(field, url)
     return None

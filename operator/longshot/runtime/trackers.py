@@ -139,7 +139,7 @@ class Tracker:
 
         if egress is not None and transport is None:
             # every connection to an address the egress policy checked; no proxy from the environment
-            transport = egress_transport.GuardedTransport(egress, f"spec.{field}.url")
+            transport = egress_transport.GuardedTransport(egress, f"spec.{field}.url", purpose="tracker")
         self._client = httpx.Client(transport=transport, timeout=timeout, follow_redirects=False,
                                     headers={"User-Agent": "longshot-operator"}, trust_env=egress is None)
         self._transport_error = httpx.TransportError

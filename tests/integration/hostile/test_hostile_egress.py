@@ -65,8 +65,9 @@ def test_an_ssh_user_name_is_not_a_credential(kubectl: Any, namespace: str) -> N
 def egress_admission(kubectl: Any, control_plane: Any, namespace: str) -> Any:
     docs = render(control_plane, namespace,
                   f"admissionPolicy.namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name={namespace}",
-                  "egress.allowedHosts={github.com,*.example.com}", "egress.allowedCIDRs={203.0.113.0/24}",
-                  release=f"eg-{namespace[-6:]}")
+                  "egress.allowedHosts={github.com,*.example.com}", release=f"eg-{namespace[-6:]}",
+                  json_sets=['egress.allow=[{"cidr": "203.0.113.0/24", "purposes": ["model"], "ports": [8000]}, '
+                             '{"cidr": "203.0.113.0/24", "purposes": ["forge"], "ports": [80]}]'])
     docs = [d for d in of_kinds(docs, "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
             if d["metadata"]["name"].endswith("-egress")]
     assert len(docs) == 2
@@ -125,7 +126,7 @@ def test_admission_refuses_a_destination_off_the_list_naming_the_field(
     assert refused.returncode != 0
     assert f"{field}: " in refused.stderr and "egress" in refused.stderr, refused.stderr
     if host:
-        assert f"the host {host} is refused" in refused.stderr, refused.stderr
+        assert f"the host {host} on port " in refused.stderr, refused.stderr
 
 
 def test_admission_lets_listed_destinations_through(kubectl: Any, namespace: str, egress_admission: Any) -> None:
@@ -226,8 +227,8 @@ def test_git_connects_to_the_checked_address_and_a_rebinding_is_refused(tmp_path
     git = _bare_repository(tmp_path)
     with git_http(tmp_path, git=git, accounts=[("u", "p4ss")]) as server:
         resolver = Rebinding([["127.0.0.1"], ["169.254.169.254"]])
-        guard = gd.Guard(egress.Policy.parse(allowed_hosts="git.invalid", allowed_cidrs="127.0.0.1/32"),
-                         resolve=resolver)
+        guard = gd.Guard(egress.Policy.parse(allowed_hosts="none", allowed_cidrs="127.0.0.1/32", allow=[
+            {"host": "git.invalid", "purposes": ["git"], "ports": [server.port]}]), resolve=resolver)
         # .invalid: no DNS answers it, so the fetch works only if git connects where the guard pinned it
         w = vws.Workspace(f"http://git.invalid:{server.port}/repo.git", tmp_path / "ws", egress=guard,
                           credentials=vws.GitCredentials(username="u", password="p4ss")).ensure()

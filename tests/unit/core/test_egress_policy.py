@@ -38,7 +38,7 @@ DEFAULT = egress.Policy.parse()
     "http://255.255.255.255/",
 ])
 def test_literal_addresses_in_denied_ranges_are_refused_whatever_their_form(url: str) -> None:
-    d = DEFAULT.check(url)
+    d = DEFAULT.check(url, purpose="git")
     assert not d.allowed, (url, d)
     assert d.rule in ("denied-range", "private-range")
 
@@ -63,13 +63,13 @@ def test_literal_addresses_in_denied_ranges_are_refused_whatever_their_form(url:
     "http://-bad-.com/",
 ])
 def test_malformed_or_ambiguous_urls_are_refused(url: str) -> None:
-    d = DEFAULT.check(url)
+    d = DEFAULT.check(url, purpose="git")
     assert not d.allowed, (url, d)
     assert d.rule == "malformed-url"
 
 
 def test_a_token_in_the_url_is_named_in_the_message_without_the_token() -> None:
-    d = DEFAULT.check("https://bob:s3cret-token@github.com/o/r.git")
+    d = DEFAULT.check("https://bob:s3cret-token@github.com/o/r.git", purpose="git")
     message = d.message("spec.repository.url", "https://bob:s3cret-token@github.com/o/r.git")
     assert "spec.repository.url" in message and "token" in message and "s3cret-token" not in message
 
@@ -85,71 +85,73 @@ def test_a_token_in_the_url_is_named_in_the_message_without_the_token() -> None:
     ("http://8.8.8.8:8080/", "8.8.8.8"),
 ])
 def test_public_destinations_are_allowed_by_default(url: str, host: str) -> None:
-    d = DEFAULT.check(url)
+    d = DEFAULT.check(url, purpose="git")
     assert d.allowed, d
     assert d.target is not None and d.target.host == host
 
 
 def test_the_host_list_exact_wildcard_and_star() -> None:
     p = egress.Policy.parse(allowed_hosts="api.openai.com, *.example.com")
-    assert p.check("https://api.openai.com/v1").allowed
-    assert p.check("https://git.example.com/r.git").allowed
-    assert p.check("https://a.b.example.com/r.git").allowed
-    assert p.check("https://example.com/r.git").rule == "host-not-listed"
-    assert p.check("https://evilexample.com/r.git").rule == "host-not-listed"
-    assert p.check("https://api.openai.com.evil.io/").rule == "host-not-listed"
-    assert p.check("http://8.8.8.8/").rule == "address-not-listed"  # no '*': literal addresses need a CIDR
-    assert p.check("https://API.OPENAI.COM./v1").allowed
+    assert p.check("https://api.openai.com/v1", purpose="git").allowed
+    assert p.check("https://git.example.com/r.git", purpose="git").allowed
+    assert p.check("https://a.b.example.com/r.git", purpose="git").allowed
+    assert p.check("https://example.com/r.git", purpose="git").rule == "host-not-listed"
+    assert p.check("https://evilexample.com/r.git", purpose="git").rule == "host-not-listed"
+    assert p.check("https://api.openai.com.evil.io/", purpose="git").rule == "host-not-listed"
+    # no '*': literal addresses need a CIDR
+    assert p.check("http://8.8.8.8/", purpose="git").rule == "address-not-listed"
+    assert p.check("https://API.OPENAI.COM./v1", purpose="git").allowed
 
 
 def test_file_urls_only_when_allowed() -> None:
-    assert DEFAULT.check("file:///srv/git/r.git").rule == "file-url"
-    assert egress.Policy.parse(allow_file=True).check("file:///srv/git/r.git").allowed
+    assert DEFAULT.check("file:///srv/git/r.git", purpose="git").rule == "file-url"
+    assert egress.Policy.parse(allow_file=True).check("file:///srv/git/r.git", purpose="git").allowed
 
 
 def test_allowed_cidrs_let_a_range_through_even_a_denied_one() -> None:
     p = egress.Policy.parse(allowed_cidrs="127.0.0.0/8,10.1.0.0/16")
-    assert p.check("http://127.0.0.1:9999/").allowed
-    assert p.check("http://10.1.2.3/").allowed
-    assert not p.check("http://10.2.0.1/").allowed
-    assert p.check_addresses("git.example.com", ["10.1.0.5"]).allowed
+    assert p.check("http://127.0.0.1:9999/", purpose="git").allowed
+    assert p.check("http://10.1.2.3/", purpose="git").allowed
+    assert not p.check("http://10.2.0.1/", purpose="git").allowed
+    assert p.check_addresses("git.example.com", ["10.1.0.5"], purpose="git", port=443).allowed
 
 
 def test_resolved_addresses_every_one_must_be_allowed() -> None:
-    d = DEFAULT.check_addresses("evil.example.com", ["93.184.216.34", "169.254.169.254"])
+    d = DEFAULT.check_addresses("evil.example.com", ["93.184.216.34", "169.254.169.254"], purpose="git", port=443)
     assert not d.allowed and d.rule == "denied-range"
     assert "169.254.169.254" not in d.reason  # no resolved address in the message
     assert d.reason == ("the host evil.example.com resolves to an address that is refused: an address in "
                         "169.254.0.0/16 (link-local (cloud metadata)) is never a destination")
-    assert DEFAULT.check_addresses("ok.example.com", ["93.184.216.34", "2606:2800:220:1::1"]).allowed
-    assert DEFAULT.check_addresses("x.example.com", []).rule == "no-address"
-    assert not DEFAULT.check_addresses("x.example.com", ["::ffff:127.0.0.1"]).allowed
+    assert DEFAULT.check_addresses("ok.example.com", ["93.184.216.34", "2606:2800:220:1::1"], purpose="git",
+                                   port=443).allowed
+    assert DEFAULT.check_addresses("x.example.com", [], purpose="git", port=443).rule == "no-address"
+    assert not DEFAULT.check_addresses("x.example.com", ["::ffff:127.0.0.1"], purpose="git", port=443).allowed
 
 
 def test_a_private_address_only_for_a_host_listed_exactly() -> None:
     p = egress.Policy.parse(allowed_hosts="git.corp.internal,*.corp.internal,*")
-    assert p.check_addresses("git.corp.internal", ["10.0.0.7"]).allowed
-    assert p.check_addresses("other.corp.internal", ["10.0.0.7"]).rule == "private-range"
-    assert p.check_addresses("anything.io", ["192.168.0.1"]).rule == "private-range"
+    assert p.check_addresses("git.corp.internal", ["10.0.0.7"], purpose="git", port=443).allowed
+    assert p.check_addresses("other.corp.internal", ["10.0.0.7"], purpose="git", port=443).rule == "private-range"
+    assert p.check_addresses("anything.io", ["192.168.0.1"], purpose="git", port=443).rule == "private-range"
     # never loopback, link-local or the cluster's ranges, listed exactly or not
-    assert p.check_addresses("git.corp.internal", ["127.0.0.1"]).rule == "denied-range"
-    assert p.check_addresses("git.corp.internal", ["169.254.169.254"]).rule == "denied-range"
+    assert p.check_addresses("git.corp.internal", ["127.0.0.1"], purpose="git", port=443).rule == "denied-range"
+    assert p.check_addresses("git.corp.internal", ["169.254.169.254"], purpose="git", port=443).rule == "denied-range"
     c = egress.Policy.parse(allowed_hosts="git.corp.internal", cluster_cidrs="10.96.0.0/12")
-    assert c.check_addresses("git.corp.internal", ["10.96.0.10"]).rule == "cluster-range"
-    assert c.check_addresses("git.corp.internal", ["10.0.0.10"]).allowed
+    assert c.check_addresses("git.corp.internal", ["10.96.0.10"], purpose="git", port=443).rule == "cluster-range"
+    assert c.check_addresses("git.corp.internal", ["10.0.0.10"], purpose="git", port=443).allowed
 
 
 def test_cluster_ranges_outside_the_private_ones_are_refused() -> None:
     p = egress.Policy.parse(cluster_cidrs="203.0.113.0/24")
-    assert p.check("http://203.0.113.9/").rule == "cluster-range"
-    assert p.check_addresses("x.io", ["203.0.113.9"]).rule == "cluster-range"
+    assert p.check("http://203.0.113.9/", purpose="git").rule == "cluster-range"
+    assert p.check_addresses("x.io", ["203.0.113.9"], purpose="git", port=443).rule == "cluster-range"
 
 
 def test_denied_cidrs_replace_the_default_private_ranges() -> None:
     p = egress.Policy.parse(denied_cidrs="203.0.113.0/24")
-    assert p.check("http://10.0.0.1/").allowed
-    assert p.check("http://203.0.113.1/").rule == "private-range"
-    assert p.check("http://127.0.0.1/").rule == "denied-range"  # the always-denied ranges stay
+    assert p.check("http://10.0.0.1/", purpose="git").allowed
+    assert p.check("http://203.0.113.1/", purpose="git").rule == "private-range"
+    assert p.check("http://127.0.0.1/", purpose="git").rule == "denied-range"  # the always-denied ranges stay
 
 
 def test_malformed_settings_are_named() -> None:
@@ -160,7 +162,7 @@ def test_malformed_settings_are_named() -> None:
 
 
 def test_the_message_names_the_field_and_the_rule() -> None:
-    d = DEFAULT.check("http://169.254.169.254/")
+    d = DEFAULT.check("http://169.254.169.254/", purpose="git")
     m = d.message("spec.agent.baseUrl", "http://169.254.169.254/")
     assert m.startswith("spec.agent.baseUrl 'http://169.254.169.254/' is refused by the egress policy (denied-range)")
     assert "169.254.0.0/16" in m
@@ -200,15 +202,15 @@ _V4_DENIED = [n for n in (ipaddress.ip_network(c) for c, _ in egress.ALWAYS_DENI
 def test_an_always_denied_address_is_refused_in_every_spelling(address: ipaddress.IPv4Address, form: str) -> None:
     host = form.format(address, int=int(address), hex=hex(int(address)))
     p = egress.Policy.parse(allowed_hosts=f"*,{address}")
-    assert not p.check(f"http://{host}/").allowed, host
-    assert not p.check_addresses("listed.example", [address]).allowed
+    assert not p.check(f"http://{host}/", purpose="git").allowed, host
+    assert not p.check_addresses("listed.example", [address], purpose="git", port=443).allowed
 
 
 @settings(max_examples=150, deadline=None)
 @given(st.text(alphabet=st.characters(codec="utf-8"), max_size=80))
 def test_any_string_is_decided_without_an_exception(text: str) -> None:
     for url in (text, f"http://{text}/", f"https://{text}", f"{text}:r.git"):
-        d = DEFAULT.check(url)
+        d = DEFAULT.check(url, purpose="git")
         assert isinstance(d.allowed, bool)
         if d.allowed and d.target is not None and d.target.address is None:
             assert d.target.host.isascii() and "@" not in d.target.host

@@ -66,7 +66,7 @@ def test_the_connection_goes_to_the_checked_address_with_the_name_as_host(server
                                                                           ) -> None:
     port = server.server_address[1]
     resolver = Resolver({"model.invalid": [["127.0.0.1"]]})  # .invalid: no DNS would ever answer this name
-    with httpx.Client(transport=tr.GuardedTransport(_guard(resolver), FIELD), trust_env=False) as c:
+    with httpx.Client(transport=tr.GuardedTransport(_guard(resolver), FIELD, purpose="model"), trust_env=False) as c:
         r = c.get(f"http://model.invalid:{port}/v1/models")
     assert r.text == "ok"
     assert server.hosts == [f"model.invalid:{port}"]  # type: ignore[attr-defined]
@@ -78,7 +78,7 @@ def test_a_name_rebound_to_a_denied_address_is_refused_before_any_connection(
     port = server.server_address[1]
     resolver = Resolver({"rebind.invalid": [["127.0.0.1"], ["169.254.169.254"]]})
     guard = _guard(resolver)
-    with httpx.Client(transport=tr.GuardedTransport(guard, FIELD), trust_env=False) as c:
+    with httpx.Client(transport=tr.GuardedTransport(guard, FIELD, purpose="model"), trust_env=False) as c:
         assert c.get(f"http://rebind.invalid:{port}/", headers={"Connection": "close"}).text == "ok"
         with pytest.raises(tr.EgressRefused) as e:
             c.get(f"http://rebind.invalid:{port}/latest/api/token")
@@ -90,7 +90,7 @@ def test_a_name_rebound_to_a_denied_address_is_refused_before_any_connection(
 def test_one_denied_address_among_several_refuses_the_name(server: http.server.ThreadingHTTPServer) -> None:
     port = server.server_address[1]
     resolver = Resolver({"mixed.invalid": [["127.0.0.1", "10.0.0.1"]]})
-    with httpx.Client(transport=tr.GuardedTransport(_guard(resolver), FIELD), trust_env=False) as c, \
+    with httpx.Client(transport=tr.GuardedTransport(_guard(resolver), FIELD, purpose="model"), trust_env=False) as c, \
             pytest.raises(tr.EgressRefused, match="private-range"):
         c.get(f"http://mixed.invalid:{port}/")
     assert server.hosts == []  # type: ignore[attr-defined]
@@ -98,7 +98,7 @@ def test_one_denied_address_among_several_refuses_the_name(server: http.server.T
 
 def test_literal_addresses_are_checked_without_resolving() -> None:
     resolver = Resolver({})
-    with httpx.Client(transport=tr.GuardedTransport(_guard(resolver), FIELD), trust_env=False) as c:
+    with httpx.Client(transport=tr.GuardedTransport(_guard(resolver), FIELD, purpose="model"), trust_env=False) as c:
         for url in ("http://169.254.169.254/computeMetadata/v1/", "http://2852039166/", "http://[::ffff:a9fe:a9fe]/",
                     "http://localhost:1/"):
             with pytest.raises(tr.EgressRefused):
@@ -111,7 +111,7 @@ def test_the_same_message_whether_or_not_anything_answers(server: http.server.Th
     messages = []
     for port in (live, dead):
         g = gd.Guard(egress.Policy.parse(), resolve=Resolver({"x.invalid": [["127.0.0.1"]]}))
-        with httpx.Client(transport=tr.GuardedTransport(g, FIELD), trust_env=False) as c, \
+        with httpx.Client(transport=tr.GuardedTransport(g, FIELD, purpose="model"), trust_env=False) as c, \
                 pytest.raises(tr.EgressRefused) as e:
             c.get(f"http://x.invalid:{port}/")
         messages.append(str(e.value).replace(f":{port}", ""))
@@ -124,7 +124,7 @@ def test_the_async_transport_resolves_once_and_refuses_a_rebinding(server: http.
 
     async def main() -> list[str]:
         out = []
-        async with httpx.AsyncClient(transport=tr.AsyncGuardedTransport(_guard(resolver), FIELD),
+        async with httpx.AsyncClient(transport=tr.AsyncGuardedTransport(_guard(resolver), FIELD, purpose="model"),
                                      trust_env=False) as c:
             out.append((await c.get(f"http://rebind.invalid:{port}/", headers={"Connection": "close"})).text)
             try:
@@ -163,7 +163,7 @@ def test_the_policy_and_httpx_agree_on_the_host_of_an_allowed_url(name: str, tai
     """No parser differential: when the policy allows a URL by its name, httpx connects to that same name (the one
     the transport resolves and checks again)."""
     url = f"https://{name}{tail}/v1"
-    d = egress.Policy.parse().check(url)
+    d = egress.Policy.parse().check(url, purpose="git")
     if not d.allowed or d.target is None or d.target.address is not None:
         return
     try:
