@@ -196,6 +196,16 @@ class Ingress:
             return None
         return declared.route
 
+    def undeclared(self, app: web.Application) -> list[str]:
+        """Every route of ``app`` that is not declared with its limits through this ingress (``METHOD path``)."""
+        out = []
+        for registered in app.router.routes():
+            route = self.declaration(registered)
+            if route is None or route.problems():
+                info = registered.resource.get_info() if registered.resource is not None else {}
+                out.append(f"{registered.method} {info.get('path') or info.get('formatter') or registered.resource}")
+        return out
+
     def app(self, **kwargs: Any) -> web.Application:
         """An aiohttp application with every declared route and nothing else."""
         app = web.Application(middlewares=[self._only_declared], **kwargs)
