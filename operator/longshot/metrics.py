@@ -320,6 +320,8 @@ class MetricsServer:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.servers: list[ingress.Server] = []
+        self.doors: list[ingress.Ingress] = []
+        """The ingresses served (the probe port's, then the webhook's): their budgets and lanes."""
         self.ports: list[int] = []
         self.thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
@@ -352,6 +354,7 @@ class MetricsServer:
             for door, addr, port in plan:
                 server = ingress.Server(door.app(), door.limits)
                 self.servers.append(server)
+                self.doors.append(door)
                 self.ports.append(await server.start(addr, port))
             self._started.set()
             await self._stop.wait()

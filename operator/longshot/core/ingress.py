@@ -83,6 +83,8 @@ class Budget:
 
     limit: int
     used: int = 0
+    peak: int = 0
+    """The most bytes ever reserved at once (metrics, tests and benchmarks read it)."""
 
     def reserve(self, n: int) -> bool:
         """Take ``n`` bytes; False (nothing taken) when that would pass the limit."""
@@ -91,6 +93,7 @@ class Budget:
         if self.used + n > self.limit:
             return False
         self.used += n
+        self.peak = max(self.peak, self.used)
         return True
 
     def release(self, n: int) -> None:

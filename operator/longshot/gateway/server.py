@@ -86,6 +86,8 @@ class Gateway:
         self._progress_written: dict[tuple[str, str], float] = {}
         self.traces = traces.Relay(settings) if tracing.setup(tracing.GATEWAY, settings.tracing_endpoint) else None
         """Tracing (only with ``tracing_endpoint``): the relay of agents' spans."""
+        self.door: ingress.Ingress | None = None
+        """The ingress serving this gateway (:func:`serve`): its byte budget and lanes, for tests and benchmarks."""
 
     async def close(self) -> None:
         await self.ledger.close()
@@ -399,7 +401,7 @@ def run(settings: GatewaySettings | None = None) -> int:
 async def serve(gateway: Gateway, host: str = "127.0.0.1", port: int = 0) -> tuple[ingress.Server, int]:
     """Start the gateway on ``host:port`` in the running loop; returns the server (``cleanup()`` stops it) and the
     bound port."""
-    door = gateway.ingress()
+    door = gateway.door = gateway.ingress()
     served = ingress.Server(make_app(gateway, door), door.limits)
     bound = await served.start(host, port)
     return served, bound
