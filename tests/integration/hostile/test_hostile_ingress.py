@@ -83,7 +83,7 @@ def collector() -> Iterator[str]:
     """A trace collector that takes every export (tracing on, so that /traces reads bodies)."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
-
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("content-length") or 0))
             self.send_response(200)
             self.send_header("Content-Length", "0")

@@ -158,3 +158,24 @@ async def test_connections_are_bounded_and_a_slow_head_is_closed(door: Door) -> 
         assert await asyncio.wait_for(reader.read(), 3) == b""
         writer.close()
     assert await door.send(head("/echo", 5), b"hello") == (200, "5")
+
+
+async def test_a_source_is_held_to_its_token_bucket() -> None:
+    now = [0.0]
+    check = ingress.source_check(rate=1.0, burst=2, max_sources=3, clock=lambda: now[0])
+
+    class Request:
+        def __init__(self, remote: str) -> None:
+            self.remote = remote
+
+    def req(remote: str) -> web.Request:
+        return Request(remote)  # type: ignore[return-value]
+
+    assert await check(req("1.2.3.4")) == ("1.2.3.4", "1.2.3.4")
+    await check(req("1.2.3.4"))
+    with pytest.raises(ingress.Refused) as refused:
+        await check(req("1.2.3.4"))
+    assert refused.value.status == 429 and refused.value.headers == {"Retry-After": "1"}
+    await check(req("5.6.7.8"))  # another source has its own bucket
+    now[0] += 1.0
+    await check(req("1.2.3.4"))  # refilled at `rate`
