@@ -179,3 +179,20 @@ async def test_a_source_is_held_to_its_token_bucket() -> None:
     await check(req("5.6.7.8"))  # another source has its own bucket
     now[0] += 1.0
     await check(req("1.2.3.4"))  # refilled at `rate`
+
+
+async def test_a_route_registered_around_the_ingress_is_answered_500() -> None:
+    door = ingress.Ingress(ingress.Limits(), {})
+    app = door.app()
+
+    async def sneaky(request: web.Request) -> web.Response:
+        return web.Response(text="no limits here")
+
+    app.router.add_get("/sneaky", sneaky)
+    served = ingress.Server(app, door.limits)
+    port = await served.start("127.0.0.1", 0)
+    try:
+        got = await Door(served, port, door, []).send("GET /sneaky HTTP/1.1\r\nHost: x\r\n")
+    finally:
+        await served.cleanup()
+    assert got == (500, "this route was not declared with its limits\n")
