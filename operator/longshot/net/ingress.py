@@ -12,8 +12,9 @@ the ingress
 
 and only then calls the handler with a :class:`Call`, whose :meth:`Call.body` reads the body in chunks: under the
 route's limit, by the route's body deadline (counted from the request's start, not per read) and against the
-replica-wide :class:`~longshot.core.ingress.Budget` of in-flight body bytes (reserved before the bytes are read;
-503 with ``Retry-After`` when full). Content-Length is never allocated up front. The whole request has the route's
+replica-wide :class:`~longshot.core.ingress.Budget` of in-flight body bytes (reserved before the bytes are read, a
+window of :data:`RESERVE_AHEAD` ahead of what has arrived; 503 with ``Retry-After`` when full). Content-Length is
+never allocated, nor reserved, up front. The whole request has the route's
 ``timeout_seconds``.
 
 :class:`Server` serves an application with bounded connections (more are answered 503 at accept and closed),
@@ -37,6 +38,11 @@ from longshot.core import ingress as core
 from longshot.core import modelcalls
 
 log = logging.getLogger(__name__)
+
+
+RESERVE_AHEAD = 64 * 1024
+"""Bytes of a body reserved in the in-flight budget ahead of what has arrived (at most its declared length): a
+request that declares a large body and sends it slowly holds a window, not its declared length."""
 
 
 class Refused(Exception):
@@ -108,12 +114,18 @@ class Call:
         if route.max_body_bytes == 0:
             return bytearray()
         declared = self.request.content_length
-        if declared is not None:
-            self._reserve(declared)  # before a byte of it is read
+        most = route.max_body_bytes if declared is None else min(declared, route.max_body_bytes)
         buf = bytearray()
         try:
             async with asyncio.timeout_at(self._started + route.body_seconds):
-                while chunk := await self.request.content.readany():
+                while True:
+                    # reserved before it is read: a window ahead of what has arrived, never past the declared length
+                    ahead = min(most, len(buf) + RESERVE_AHEAD)
+                    if ahead > self._reserved:
+                        self._reserve(ahead - self._reserved)
+                    chunk = await self.request.content.readany()
+                    if not chunk:
+                        break
                     size = len(buf) + len(chunk)
                     if size > route.max_body_bytes:
                         raise Refused(413, f"the request body is larger than {route.max_body_bytes} bytes (the "
