@@ -318,8 +318,7 @@ def _count_refused(route: Route, e: ingress.Refused) -> None:
     """A request the ingress answered itself (before its handler ran), in the route's request counter."""
     if route.caller == "none":
         return
-    label = route.lane_name if route.lane_name in metrics.ROUTES else route.name
-    metrics.REQUESTS.labels(route=label, result=_result(e.status)).inc()
+    metrics.REQUESTS.labels(route=route.lane_name, result=_result(e.status)).inc()
 
 
 def _result(status: int) -> str:

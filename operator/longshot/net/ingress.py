@@ -329,7 +329,9 @@ class Server:
     def __init__(self, app: web.Application, limits: Limits) -> None:
         self.limits = limits
         self.runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, handler_cancellation=True,
+            # a handler runs to its end though its client left (a model call is metered whether or not the agent
+            # waits for its last byte); a held body's read ends at its deadline or at the connection's EOF
+            app, access_log=None, handle_signals=False, handler_cancellation=False,
             keepalive_timeout=limits.header_seconds, max_line_size=limits.max_header_bytes,
             max_field_size=limits.max_header_bytes, max_headers=limits.max_headers,
             lingering_time=limits.lingering_seconds, read_bufsize=limits.read_bufsize)
