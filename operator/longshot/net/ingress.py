@@ -139,8 +139,6 @@ class Call:
                           {"Connection": "close"}) from None
         if declared is not None and len(buf) != declared:
             raise Refused(400, "the request body ended before its Content-Length")
-        if declared is not None and declared > len(buf):
-            self.release_some(declared - len(buf))
         return buf
 
     def _reserve(self, n: int) -> None:
@@ -149,14 +147,10 @@ class Call:
                           {"Retry-After": "1"})
         self._reserved += n
 
-    def release_some(self, n: int) -> None:
-        n = min(n, self._reserved)
-        self._budget.release(n)
-        self._reserved -= n
-
     def release(self) -> None:
         """The handler holds the body no more (it was sent on): its bytes leave the budget."""
-        self.release_some(self._reserved)
+        self._budget.release(self._reserved)
+        self._reserved = 0
 
 
 Handler = Callable[[web.Request, Call], Awaitable[web.StreamResponse]]
