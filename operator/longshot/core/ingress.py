@@ -106,6 +106,8 @@ class Lanes:
     bounded by the server's connection limit."""
 
     _count: dict[tuple[str, Hashable], int] = field(default_factory=dict)
+    most: int = 0
+    """The most requests one caller ever had in flight on one lane (tests and benchmarks read it)."""
 
     def enter(self, lane: str, key: Hashable, limit: int) -> bool:
         """One more request of ``key`` on ``lane``; False (nothing counted) when it already has ``limit``."""
@@ -113,6 +115,7 @@ class Lanes:
         if now >= limit:
             return False
         self._count[(lane, key)] = now + 1
+        self.most = max(self.most, now + 1)
         return True
 
     def leave(self, lane: str, key: Hashable) -> None:

@@ -133,6 +133,9 @@ class Call:
                     if size > self._reserved:
                         self._reserve(size - self._reserved)
                     buf += chunk
+        except ConnectionError:  # the client left: nobody hears the answer, and nothing is logged as a failure
+            raise Refused(400, "the connection closed before the request body arrived", {"Connection": "close"}) \
+                from None
         except TimeoutError:
             raise Refused(408, f"the request body did not arrive within {route.body_seconds:g} s of its headers "
                                f"(the {route.name} route's deadline): send the whole body at once",
@@ -345,7 +348,7 @@ class Server:
             return server()
 
         listener = await asyncio.get_running_loop().create_server(factory, host, port, reuse_address=True,
-                                                                  backlog=128)
+                                                                  backlog=min(4096, self.limits.max_connections))
         self._listeners.append(listener)
         return int(listener.sockets[0].getsockname()[1])
 

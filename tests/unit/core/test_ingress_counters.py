@@ -29,7 +29,7 @@ def test_lanes_bound_each_caller_and_forget_idle_ones() -> None:
     assert lanes.in_flight("ledger", "a") == 1 and lanes.enter("ledger", "a", 2)
     for lane, key in (("ledger", "a"), ("ledger", "a"), ("ledger", "b"), ("model", "a")):
         lanes.leave(lane, key)
-    assert len(lanes) == 0
+    assert len(lanes) == 0 and lanes.most == 2
 
 
 def test_a_route_declaration_names_what_is_missing() -> None:
