@@ -47,6 +47,8 @@ class Route:
     """Requests one caller may have in flight on this route's lane; more are answered 429 at once."""
     lane: str = ""
     """Routes with the same lane share the per-caller count (default: the route's own name)."""
+    limit_name: str = ""
+    """The setting that sets ``max_body_bytes`` (named in the 413 answer, so that the caller knows what to change)."""
     stream: bool = False
     """The handler reads the body as a stream itself (git packs), under ``max_body_bytes``; such a body is not
     counted in the in-flight budget (it goes to disk, ``vcs.packlimit``)."""
@@ -54,6 +56,11 @@ class Route:
     @property
     def lane_name(self) -> str:
         return self.lane or self.name
+
+    def too_large(self) -> str:
+        """The message of a body over ``max_body_bytes``."""
+        setting = f", {self.limit_name}" if self.limit_name else ""
+        return f"the request body is larger than {self.max_body_bytes} bytes (the {self.name} route's limit{setting})"
 
     def problems(self) -> list[str]:
         """What is missing or inconsistent in this declaration (empty: a complete declaration)."""

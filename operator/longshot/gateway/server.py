@@ -262,10 +262,11 @@ class Gateway:
         door.add(probe("metrics", "/metrics"), self.metrics_route, render=ingress.plain)
         door.add(Route("progress", "/progress", ("POST",), "agent-token", PROGRESS_MAX_BYTES, body_s, answer_s, per),
                  self.progress_route)
-        door.add(Route("traces", "/traces", ("POST",), "agent-token", s.max_trace_bytes, body_s, answer_s, per),
+        door.add(Route("traces", "/traces", ("POST",), "agent-token", s.max_trace_bytes, body_s, answer_s, per,
+                       limit_name="max_trace_bytes"),
                  self.traces_route)
         door.add(Route("ledger", "/ledger", ("POST",), "agent-token", s.max_ledger_request_bytes, body_s, answer_s,
-                       per), self.ledger_route)
+                       per, limit_name="max_ledger_request_bytes"), self.ledger_route)
         door.add(Route("delegation-spawn", "/delegation/spawn", ("POST",), "agent-token", gdelegation.MAX_BODY,
                        body_s, answer_s, per, lane="delegation"), self.delegation_route)
         door.add(Route("delegation-children", "/delegation/children", ("GET",), "agent-token", 0, 0.0, answer_s,
@@ -275,13 +276,15 @@ class Gateway:
         door.add(Route("git-info-refs", f"{repo}/info/refs", ("GET",), "agent-token", 0, 0.0, git_s, git_per,
                        lane="git"), self.git_route, render=_text_refused)
         door.add(Route("git-upload-pack", f"{repo}/git-upload-pack", ("POST",), "agent-token",
-                       s.max_fetch_request_bytes, git_s, git_s, git_per, lane="git", stream=True),
+                       s.max_fetch_request_bytes, git_s, git_s, git_per, lane="git", stream=True,
+                       limit_name="max_fetch_request_bytes"),
                  self.git_route, render=_text_refused)
         door.add(Route("git-receive-pack", f"{repo}/git-receive-pack", ("POST",), "agent-token", s.max_push_bytes,
-                       git_s, git_s, git_per, lane="git", stream=True), self.git_route, render=_text_refused)
+                       git_s, git_s, git_per, lane="git", stream=True, limit_name="max_push_bytes"),
+                 self.git_route, render=_text_refused)
         door.add(Route("model", r"/model/{path:.*}", tuple(sorted(core_ingress.METHODS)), "agent-token",
                      s.max_model_request_bytes, body_s, s.upstream_timeout_seconds + body_s + 60.0,
-                     max(1, s.max_model_calls_per_attempt)),
+                     max(1, s.max_model_calls_per_attempt), limit_name="the gateway's max_model_request_bytes"),
                  self.model_route, render=_model_refused, precheck=_model_precheck)
         return door
 

@@ -128,8 +128,7 @@ class Call:
                         break
                     size = len(buf) + len(chunk)
                     if size > route.max_body_bytes:
-                        raise Refused(413, f"the request body is larger than {route.max_body_bytes} bytes (the "
-                                           f"{route.name} route's limit)")
+                        raise Refused(413, route.too_large())
                     if size > self._reserved:
                         self._reserve(size - self._reserved)
                     buf += chunk
@@ -282,8 +281,7 @@ class Ingress:
             if (declared or 0) > 0 or (declared is None and request.body_exists):
                 raise Refused(413, f"{route.name} takes no request body")
         elif declared is not None and declared > route.max_body_bytes:
-            raise Refused(413, f"the request body is larger than {route.max_body_bytes} bytes (the {route.name} "
-                               "route's limit)")
+            raise Refused(413, route.too_large())
 
     @staticmethod
     def _answer(declared: Declared, request: web.Request, refused: Refused) -> web.StreamResponse:
