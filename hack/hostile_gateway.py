@@ -125,7 +125,9 @@ def gateway_peak_rss_mib(bin_dir: Path | None = None, *, calls: int = 20, held: 
                "LONGSHOT_GATEWAY_PORT": str(port), "LONGSHOT_GATEWAY_ADDRESS": "127.0.0.1",
                "LONGSHOT_GATEWAY_NAMESPACE": w.namespace, "LONGSHOT_GATEWAY_MIRROR_DIR": str(w.work / "mirrors"),
                # tracing on (a stand-in collector), so that /traces reads its bodies
-               "LONGSHOT_GATEWAY_TRACING_ENDPOINT": otlp}
+               "LONGSHOT_GATEWAY_TRACING_ENDPOINT": otlp,
+               # the fake model listens on loopback: listed, or every model call is refused (403) before its body
+               "LONGSHOT_GATEWAY_EGRESS_ALLOWED_CIDRS": "127.0.0.0/8"}
         url = f"http://127.0.0.1:{port}"
         log = (w.work / "gateway.log").open("wb")
         proc = subprocess.Popen([sys.executable, "-m", "longshot", "gateway"], env=env, stdout=log,

@@ -346,6 +346,11 @@ class MetricsServer:
             self._error = e
             self._started.set()
         finally:
+            # connections still draining an unread body (aiohttp's lingering close) end with the loop
+            pending = asyncio.all_tasks(self.loop)
+            for task in pending:
+                task.cancel()
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             self.loop.close()
 
     async def _serve(self, plan: list[tuple[ingress.Ingress, str, int]]) -> None:
