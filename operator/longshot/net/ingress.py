@@ -86,6 +86,8 @@ class Limits:
     """Bytes aiohttp buffers per connection before it stops reading the socket (a connection's unread body)."""
     lingering_seconds: float = 2.0
     """How long an unread body is drained (and dropped) after an early answer, so that the client hears it."""
+    shutdown_seconds: float = 25.0
+    """How long requests in flight may take to finish when the server stops (the chart's Pods have 30 s)."""
 
 
 class Call:
@@ -329,7 +331,8 @@ class Server:
             app, access_log=None, handle_signals=False, handler_cancellation=False,
             keepalive_timeout=limits.header_seconds, max_line_size=limits.max_header_bytes,
             max_field_size=limits.max_header_bytes, max_headers=limits.max_headers,
-            lingering_time=limits.lingering_seconds, read_bufsize=limits.read_bufsize)
+            lingering_time=limits.lingering_seconds, read_bufsize=limits.read_bufsize,
+            shutdown_timeout=limits.shutdown_seconds)
         self._listeners: list[asyncio.Server] = []
         self.refused_connections = 0
 
