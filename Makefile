@@ -173,7 +173,7 @@ bench-tracing: venv ## Benchmark: tracing off (the no-op path) and on (a span; a
 	$(PY) hack/bench_tracing.py
 
 .PHONY: bench-hostile
-bench-hostile: venv binaries ## Benchmark: the worst parse of hostile input, the gateway's peak RSS under 20 max-size bodies, budget overshoot
+bench-hostile: venv binaries ## Benchmark: the worst parse of hostile input, gateway and operator peak RSS under held slow drips, budget overshoot
 	$(PY) hack/bench_hostile.py
 
 .PHONY: bench-gateway

@@ -1039,7 +1039,8 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
                 ports.append(port)
                 env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig), "LONGSHOT_NAMESPACE": NS,
                        "POD_NAME": f"replica-{r}", "LONGSHOT_MAX_WORKERS": str(args.agents + 64 * args.repos),
-                       "LONGSHOT_METRICS_PORT": str(port), "LONGSHOT_WORKSPACE_DIR": str(work / f"ws-{r}"),
+                       "LONGSHOT_METRICS_PORT": str(port), "LONGSHOT_WEBHOOK_PORT": "0",
+                       "LONGSHOT_WORKSPACE_DIR": str(work / f"ws-{r}"),
                        "LONGSHOT_NETWORK_POLICY": "false", "LONGSHOT_EGRESS_ALLOWED_CIDRS": "127.0.0.0/8",
                        "PYTHONPATH": f"{ROOT / 'operator'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
                 procs[f"operator-{r}"] = spawn(f"operator-{r}", [sys.executable, "-m", "longshot", "operator",

@@ -6,12 +6,18 @@ Three figures, each from the real code:
   the handoff, scope patterns, tracker bodies) over maximum-size adversarial inputs (``hack/hostile_parsers.py``).
   Target: under 1 s.
 * ``gateway_peak_rss_mib``: the peak resident memory (``VmHWM``) of a real ``longshot-gateway`` process while
-  20 agents send maximum-size model request bodies at once (``hack/hostile_gateway.py``). Target: under half the
-  chart's memory limit for the gateway (512 MiB, so under 256).
+  20 agents send maximum-size model request bodies at once, then hold 800 slow-drip connections across
+  ``/ledger``, ``/delegation/spawn``, ``/traces`` and the model route (``hack/hostile_gateway.py``). Target: under
+  half the chart's memory limit for the gateway (512 MiB, so under 256).
+* ``operator_peak_rss_mib``: the peak resident memory of a real process of the operator's HTTP servers (default
+  limits, the webhook on its own port) under 600 held slow-drip webhook connections from 150 addresses
+  (``hack/hostile_ingress.py``; its ``LOADS`` is where three concurrent tracker polls join the same process).
+  Target: under half the chart's memory limit for the operator (512 MiB, so under 256).
 * ``budget_overshoot_tokens``: tokens served beyond ``spec.budget.maxTokens: 100`` when 20 calls are sent in
   parallel (``hack/hostile_gateway.py``). Target: at most one reservation.
 
-Last line: ``worst_parse_s=<s> worst_parse_cpu_s=<s> gateway_peak_rss_mib=<MiB> budget_overshoot_tokens=<n>``.
+Last line: ``worst_parse_s=<s> worst_parse_cpu_s=<s> gateway_peak_rss_mib=<MiB> operator_peak_rss_mib=<MiB>
+budget_overshoot_tokens=<n>``.
 Usage: ``python hack/bench_hostile.py`` (``make bench-hostile``; the gateway part starts a real etcd and
 kube-apiserver from ``hack/k8s-binaries.sh``).
 """
@@ -24,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hostile_gateway
+import hostile_ingress
 import hostile_parsers
 
 
@@ -32,13 +39,15 @@ def main() -> int:
     for name, seconds in sorted(parses.items(), key=lambda kv: -kv[1]):
         print(f"parse {name:<32} {seconds:8.3f} s")
     worst = max(parses.values())
-    rss = hostile_gateway.gateway_peak_rss_mib()
-    print(f"gateway peak RSS under 20 concurrent maximum-size bodies: {rss:.1f} MiB")
+    rss = hostile_gateway.gateway_peak_rss_mib(verbose=True)
+    print(f"gateway peak RSS under 20 concurrent maximum-size bodies and 800 held slow drips: {rss:.1f} MiB")
+    operator_rss = hostile_ingress.operator_peak_rss_mib(verbose=True)
+    print(f"operator HTTP server peak RSS under 600 held webhook connections: {operator_rss:.1f} MiB")
     overshoot = hostile_gateway.budget_overshoot_tokens()
     print(f"tokens served past maxTokens=100 with 20 parallel calls: {overshoot}")
     cpu = max(hostile_parsers.CPU_S)
     print(f"worst_parse_s={worst:.3f} worst_parse_cpu_s={cpu:.3f} gateway_peak_rss_mib={rss:.0f} "
-          f"budget_overshoot_tokens={overshoot}")
+          f"operator_peak_rss_mib={operator_rss:.0f} budget_overshoot_tokens={overshoot}")
     return 0
 
 

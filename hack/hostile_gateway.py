@@ -1,9 +1,12 @@
 """Hostile-tenant figures of the gateway's model proxy, on a real API server and the real gateway.
 
 * :func:`gateway_peak_rss_mib`: ``python -m longshot gateway`` as a subprocess (the chart's process, default
-  settings: 4 MiB body cap, 4 calls in flight per attempt, 48 MiB of bodies in flight), a fake model API
+  settings: 4 MiB body cap, 4 calls in flight per attempt, 48 MiB of bodies in flight, the ingress's 64 MiB
+  in-flight byte budget and 30 s body deadline; tracing on, with a stand-in collector), a fake model API
   upstream, and 20 agent attempts each sending one maximum-size body at once, twice: bodies of one long
-  string (a real prompt's shape) and bodies of countless tiny JSON values (the most a parse could cost).
+  string (a real prompt's shape) and bodies of countless tiny JSON values (the most a parse could cost); then
+  800 held slow-drip connections from those attempts across ``/ledger``, ``/delegation/spawn`` (delegation on),
+  ``/traces`` and the model route (``hack/hostile_ingress.py``), while another attempt's ``/ledger`` is served.
   Returns the gateway process's peak resident memory (``VmHWM``) in MiB; the chart's limit is 512Mi.
 * :func:`budget_overshoot_tokens`: 20 parallel calls of one attempt against ``spec.budget.maxTokens: 100``
   (each reporting 90 tokens, the model holding every call it gets until all 20 are decided); returns the
@@ -103,19 +106,28 @@ def _bodies() -> dict[str, bytes]:
     return {"one_string": string, "tiny_values": dense}
 
 
-def gateway_peak_rss_mib(bin_dir: Path | None = None, *, calls: int = 20, verbose: bool = False) -> float:
-    """Peak RSS (MiB) of a real gateway process answering ``calls`` concurrent maximum-size model requests."""
+def gateway_peak_rss_mib(bin_dir: Path | None = None, *, calls: int = 20, held: int = 800,
+                         verbose: bool = False) -> float:
+    """Peak RSS (MiB) of a real gateway process answering ``calls`` concurrent maximum-size model requests, then
+    ``held`` slow-drip connections spread over ``/ledger``, ``/delegation/spawn``, ``/traces`` and the model route
+    from ``calls`` attempts (each declaring the route's largest body and sending a byte a second), while another
+    attempt's ``/ledger`` request is sent."""
+    import hostile_ingress
     import httpx
     from gateway_attempts import make_attempt
     from gateway_fakes import Reply, fake_model, openai_json
 
     from longshot.testing import controlplane
 
-    with _world(bin_dir) as w, fake_model() as model:
+    with _world(bin_dir) as w, fake_model() as model, _collector() as otlp:
         port = controlplane.free_port()
         env = {**os.environ, "KUBECONFIG": str(w.kubeconfig), "PYTHONPATH": str(ROOT / "operator"),
                "LONGSHOT_GATEWAY_PORT": str(port), "LONGSHOT_GATEWAY_ADDRESS": "127.0.0.1",
-               "LONGSHOT_GATEWAY_NAMESPACE": w.namespace, "LONGSHOT_GATEWAY_MIRROR_DIR": str(w.work / "mirrors")}
+               "LONGSHOT_GATEWAY_NAMESPACE": w.namespace, "LONGSHOT_GATEWAY_MIRROR_DIR": str(w.work / "mirrors"),
+               # tracing on (a stand-in collector), so that /traces reads its bodies
+               "LONGSHOT_GATEWAY_TRACING_ENDPOINT": otlp,
+               # the fake model listens on loopback: listed, or every model call is refused (403) before its body
+               "LONGSHOT_GATEWAY_EGRESS_ALLOWED_CIDRS": "127.0.0.0/8"}
         url = f"http://127.0.0.1:{port}"
         log = (w.work / "gateway.log").open("wb")
         proc = subprocess.Popen([sys.executable, "-m", "longshot", "gateway"], env=env, stdout=log,
@@ -124,8 +136,10 @@ def gateway_peak_rss_mib(bin_dir: Path | None = None, *, calls: int = 20, verbos
             controlplane.wait_until(lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, 60,
                                     "the gateway's /healthz")
             idle = _vm_hwm_mib(proc.pid)
-            attempts = [make_attempt(w.core, w.custom, w.namespace, url, task=f"b1-t{i}",
-                                     build_spec=_spec(model.url)) for i in range(calls)]
+            # delegation on, so that /delegation/spawn reads its bodies too
+            spec = {**_spec(model.url), "delegation": {"enabled": True}}
+            attempts = [make_attempt(w.core, w.custom, w.namespace, url, task=f"b1-t{i}", build_spec=spec)
+                        for i in range(calls)]
             statuses: dict[str, list[int]] = {}
             for name, body in _bodies().items():
                 model.script(*[Reply(body=openai_json("gpt-test", (10, 10))) for _ in range(calls)])
@@ -137,17 +151,63 @@ def gateway_peak_rss_mib(bin_dir: Path | None = None, *, calls: int = 20, verbos
 
                 with concurrent.futures.ThreadPoolExecutor(calls) as pool:
                     statuses[name] = list(pool.map(call, range(calls)))
+            after_bodies = _vm_hwm_mib(proc.pid)
+            routes = {"/ledger": 1024 * 1024, "/delegation/spawn": 1024 * 1024, "/traces": 1024 * 1024,
+                      "/model/openai/chat/completions": MAX_BODY}
+            paths = list(routes)
+            requests = [(paths[i % len(paths)], attempts[i % calls].headers, routes[paths[i % len(paths)]],
+                         "127.0.0.1") for i in range(held)]
+            victim = make_attempt(w.core, w.custom, w.namespace, url, build="b2", task="b2-t1",
+                                  build_spec=_spec(model.url))
+
+            def meanwhile() -> int:
+                return httpx.post(f"{url}/ledger", json={"events": [{"type": "note", "text": "served"}]},
+                                  headers=victim.headers, timeout=30).status_code
+
+            got, served = hostile_ingress.hold(port, requests, give_up=60.0, meanwhile=meanwhile)
             peak = _vm_hwm_mib(proc.pid)
             if verbose:
-                for name, got in statuses.items():
-                    counts = {s: got.count(s) for s in sorted(set(got))}
-                    print(f"{name}: {calls} concurrent {MAX_BODY // 1024} KiB bodies -> {counts}")
-                print(f"gateway idle_rss_mib={idle:.1f} peak_rss_mib={peak:.1f} (chart limit 512)")
+                for name, codes in statuses.items():
+                    print(f"{name}: {calls} concurrent {MAX_BODY // 1024} KiB bodies -> "
+                          f"{hostile_ingress.counts(codes)}")
+                for path in paths:
+                    mine = [s for (p, *_), s in zip(requests, got, strict=True) if p == path]
+                    print(f"{path}: {len(mine)} held slow drips from {calls} attempts -> "
+                          f"{hostile_ingress.counts(mine)}")
+                print(f"another attempt's /ledger meanwhile: {served}")
+                print(f"gateway idle_rss_mib={idle:.1f} after_bodies_mib={after_bodies:.1f} peak_rss_mib={peak:.1f} "
+                      "(chart limit 512)")
             return peak
         finally:
             proc.terminate()
             proc.wait(30)
             log.close()
+
+
+@contextlib.contextmanager
+def _collector() -> Iterator[str]:
+    """A stand-in trace collector that takes every export (OTLP/HTTP), so that the gateway's tracing is on."""
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
 
 
 def budget_overshoot_tokens(bin_dir: Path | None = None, *, calls: int = 20, verbose: bool = False) -> int:

@@ -12,7 +12,7 @@ import functools
 import os
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from longshot.core import egress
@@ -41,7 +41,23 @@ class Settings(EnvSettings):
     namespace: str = "longshot-system"
     """The operator's own namespace (Leases, killswitch ConfigMap)."""
     metrics_port: int = Field(default=8080, ge=0, le=65535)
-    """Port of ``/metrics`` and the health endpoints; 0 disables them."""
+    """Port of ``/metrics``, ``/healthz`` and ``/readyz``; 0 disables them (and the webhook)."""
+    webhook_port: int = Field(default=8081, ge=0, le=65535)
+    """Port of the standing intakes' webhook, ``POST /intake/<namespace>/<name>`` (its own Service in the chart,
+    apart from the metrics and probes); 0 serves no webhook."""
+    webhook_max_connections: int = Field(default=256, ge=1)
+    """Connections the webhook port holds at once; more are answered 503 at accept and closed."""
+    webhook_body_timeout_seconds: float = Field(default=10.0, gt=0)
+    """A delivery's whole body must arrive within this many seconds of its headers (not per read); else 408."""
+    webhook_per_source: int = Field(default=4, ge=1)
+    """Deliveries one source address may have in flight; more are answered 429 before their body is read."""
+    webhook_rate_per_second: float = Field(default=5.0, ge=0)
+    """Deliveries a second one source address may start on average (0: no limit); more are answered 429."""
+    webhook_burst: int = Field(default=20, ge=1)
+    """Deliveries one source address may start at once before ``webhook_rate_per_second`` applies."""
+    webhook_inflight_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)
+    """Delivery bodies all deliveries on this replica may hold at once (reserved before they are read); past it
+    503 with ``Retry-After``."""
     git_author_name: str = "Longshot"
     git_author_email: str = "longshot@localhost"
     workspace_dir: str = "/var/cache/longshot"
@@ -96,6 +112,14 @@ class Settings(EnvSettings):
     under the liveness bound of a reconcile (300 s). 0 turns the limit off."""
     identity: str = Field(default_factory=lambda: os.environ.get("POD_NAME") or os.uname().nodename)
     """This replica's name in Leases."""
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> Settings:
+        if self.webhook_port and self.webhook_port == self.metrics_port:
+            raise ValueError(f"webhook_port ({self.webhook_port}) must differ from metrics_port: the webhook is "
+                             "served apart from /metrics and the probes; set LONGSHOT_WEBHOOK_PORT to another port "
+                             "(or 0 for none)")
+        return self
 
     def egress_policy(self) -> egress.Policy:
         """The egress policy of these settings (``core.egress``); PolicyError names a malformed entry."""

@@ -5,35 +5,43 @@ in one process do not collide). Names are ``longshot_<thing>_<unit>``, counters 
 durations are in seconds. Labels are bounded sets of values only (a state, a result, a failure class, a
 role): never a build, task, branch or repository name, never anything from a Secret.
 
-Serving: :func:`start_http_server` ``(port, registry=REGISTRY, addr="0.0.0.0") -> MetricsServer`` runs a
-small stdlib HTTP server in a daemon thread:
+Serving: :func:`start_http_server` runs the operator's HTTP servers on a daemon thread with its own event loop
+(aiohttp through ``longshot.net.ingress``: bounded connections, a header deadline, no thread per connection; every
+route declared with its limits in :func:`probe_ingress` and :func:`webhook_ingress`):
 
-* ``GET /metrics`` — the Prometheus text exposition of ``registry``;
-* ``GET /healthz`` — ``200 ok`` while the process serves requests (liveness), or the result of the
-  ``healthy`` callable given to it (``False`` answers 503);
-* ``POST /intake/<namespace>/<name>`` — a standing intake's webhook, handed to the ``webhook`` callable given to
-  it (``(path, headers, body) -> (status, text)``); a body over :data:`MAX_WEBHOOK_BYTES` answers 413 unread, one
-  without ``Content-Length`` 411, and no callable 404;
-* anything else — 404.
+* the metrics and probe port (``metrics_port``): ``GET /metrics`` (the Prometheus text exposition of ``registry``),
+  ``GET /healthz`` (``200 ok``, or ``503`` when the ``healthy`` callable says False: liveness) and ``GET /readyz``
+  (the ``ready`` callable: readiness); no route there reads a body;
+* the webhook port (``webhook_port``, its own Service in the chart): ``POST /intake/<namespace>/<name>``, a
+  standing intake's webhook, handed to the ``webhook`` callable (``(path, headers, body) -> (status, text)``, in a
+  worker thread) after its body was read under the route's limits: per source address at most ``per_source`` in
+  flight and a token bucket, the body at most :data:`MAX_WEBHOOK_BYTES` (413 on its Content-Length, unread) and
+  whole within ``body_seconds`` (408);
+* anything else — 404 (405 for another method).
 
-Port 0 picks a free port (``server.port`` tells which); ``server.close()`` stops it. The chart points the
-Service, the ServiceMonitor and the liveness probe at ``settings.metrics_port``.
+Port 0 picks a free port (``server.port``, ``server.webhook_port``); ``server.close()`` stops them. The chart points
+the metrics Service, the ServiceMonitor and the probes at ``metrics_port``, and the webhook Service at
+``webhook_port``.
 """
 
 from __future__ import annotations
 
-import http.server
+import asyncio
+import contextlib
 import threading
 from collections import Counter as Counter_
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import get_args
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from longshot.api import agenttask
-from longshot.core import builds, tasks
+from longshot.core import builds, standing, tasks
+from longshot.core.ingress import Route
+from longshot.net import ingress
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -232,96 +240,161 @@ _init_labels()
 # --- the endpoint ------------------------------------------------------------------------------------------------
 
 
-MAX_WEBHOOK_BYTES = 1024 * 1024
+MAX_WEBHOOK_BYTES = standing.MAX_BODY_BYTES
 """Largest webhook delivery body read."""
 Webhook = Callable[[str, dict[str, str], bytes], tuple[int, str]]
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-    timeout = 15  # seconds a connection may take per read (a slow-drip client is dropped)
+@dataclass(frozen=True)
+class WebhookLimits:
+    """Bounds of the webhook port (``LONGSHOT_WEBHOOK_*``; docs/security.md, "One ingress")."""
 
-    def do_POST(self) -> None:
-        path = self.path.partition("?")[0]
-        hook = self.server.webhook
-        if hook is None or not path.startswith("/intake/"):
-            self.close_connection = True
-            self._reply(404, b"not found\n", "text/plain; charset=utf-8")
-            return
-        length = self.headers.get("content-length")
-        if length is None or not length.strip().isdigit():
-            self.close_connection = True
-            self._reply(411, b"Content-Length required\n", "text/plain; charset=utf-8")
-            return
-        if int(length) > MAX_WEBHOOK_BYTES:
-            self.close_connection = True  # the body is not read: the connection cannot be reused
-            self._reply(413, b"payload too large\n", "text/plain; charset=utf-8")
-            return
-        body = self.rfile.read(int(length))
+    max_connections: int = 256
+    """Connections held at once; more are answered 503 at accept and closed."""
+    header_seconds: float = 10.0
+    """A connection must send a whole request head within this many seconds."""
+    body_seconds: float = 10.0
+    """A delivery's whole body must arrive within this many seconds of its headers."""
+    per_source: int = 4
+    """Deliveries one source address may have in flight; more are answered 429 at once."""
+    rate_per_second: float = 5.0
+    """Deliveries a second one source address may start on average (a token bucket; 0: no limit)."""
+    burst: int = 20
+    """Deliveries one source address may start at once before ``rate_per_second`` applies."""
+    inflight_bytes: int = 16 * 1024 * 1024
+    """Delivery bodies held at once on this replica (reserved before they are read); past it 503."""
+
+
+PROBE_LIMITS = ingress.Limits(max_connections=64, header_seconds=10.0, inflight_body_bytes=1024)
+"""The metrics and probe port: no route reads a body; scrapes and probes hold few connections."""
+
+
+def probe_ingress(registry: CollectorRegistry = REGISTRY, *, healthy: Callable[[], bool] | None = None,
+                  ready: Callable[[], bool] | None = None) -> ingress.Ingress:
+    """``/metrics``, ``/healthz`` and ``/readyz``, declared with their limits (no body, anyone on the port)."""
+    door = ingress.Ingress(PROBE_LIMITS, {})
+
+    async def metrics_route(request: web.Request, call: ingress.Call) -> web.StreamResponse:
+        text = await asyncio.to_thread(generate_latest, registry)
+        return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def probe(check: Callable[[], bool] | None) -> ingress.Handler:
+        async def answer(request: web.Request, call: ingress.Call) -> web.StreamResponse:
+            ok = await asyncio.to_thread(check) if check is not None else True
+            return web.Response(status=200 if ok else 503, text="ok\n" if ok else "unhealthy\n")
+        return answer
+
+    door.add(Route("metrics", "/metrics", ("GET",), "none", 0, 0.0, 30.0, per_caller=16), metrics_route)
+    door.add(Route("healthz", "/healthz", ("GET",), "none", 0, 0.0, 10.0, per_caller=16), probe(healthy))
+    door.add(Route("readyz", "/readyz", ("GET",), "none", 0, 0.0, 10.0, per_caller=16), probe(ready or healthy))
+    return door
+
+
+def webhook_ingress(webhook: Webhook, limits: WebhookLimits = WebhookLimits()) -> ingress.Ingress:
+    """``POST /intake/<namespace>/<name>``, declared with its limits: lanes per source address under a token
+    bucket, the body read (at most :data:`MAX_WEBHOOK_BYTES`, by ``body_seconds``) before ``webhook`` checks its
+    signature in a worker thread."""
+    door = ingress.Ingress(
+        ingress.Limits(max_connections=limits.max_connections, header_seconds=limits.header_seconds,
+                       inflight_body_bytes=limits.inflight_bytes),
+        {"webhook-signature": ingress.source_check(limits.rate_per_second, limits.burst)})
+
+    async def intake_route(request: web.Request, call: ingress.Call) -> web.StreamResponse:
+        body = bytes(await call.body())
+        headers = {k.lower(): v for k, v in request.headers.items()}
         try:
-            status, text = hook(path, {k.lower(): v for k, v in self.headers.items()}, body)
+            status, text = await asyncio.to_thread(webhook, request.path, headers, body)
         except Exception:  # a bug must not answer with a traceback
             status, text = 500, "internal error"
-        self._reply(status, (text + "\n").encode(), "text/plain; charset=utf-8")
+        return web.Response(status=status, text=text + "\n")
 
-    def log_message(self, format: str, *args: object) -> None:  # scrapes are not log lines
-        pass
-
-    def do_GET(self) -> None:
-        path = self.path.partition("?")[0]
-        if path == "/metrics":
-            self._reply(200, generate_latest(self.server.registry), CONTENT_TYPE_LATEST)
-        elif path == "/healthz":
-            ok = self.server.healthy() if self.server.healthy else True
-            self._reply(200 if ok else 503, b"ok\n" if ok else b"unhealthy\n", "text/plain; charset=utf-8")
-        else:
-            self._reply(404, b"not found: try /metrics or /healthz\n", "text/plain; charset=utf-8")
-
-    def _reply(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    door.add(Route("intake", "/intake/{ns}/{name}", ("POST",), "webhook-signature", MAX_WEBHOOK_BYTES,
+                   limits.body_seconds, limits.body_seconds + 30.0, limits.per_source), intake_route)
+    return door
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    registry: CollectorRegistry
-    healthy: Callable[[], bool] | None
-    webhook: Webhook | None
-
-
-@dataclass
 class MetricsServer:
-    """A running metrics endpoint; :meth:`close` stops it."""
+    """The operator's HTTP servers (metrics and probes; the webhook on its own port), on a thread of their own with
+    their own event loop; :meth:`close` stops them."""
 
-    server: _Server
-    thread: threading.Thread
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.servers: list[ingress.Server] = []
+        self.doors: list[ingress.Ingress] = []
+        """The ingresses served (the probe port's, then the webhook's): their budgets and lanes."""
+        self.ports: list[int] = []
+        self.thread: threading.Thread | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
 
     @property
     def port(self) -> int:
-        return int(self.server.server_address[1])
+        """The metrics and probe port."""
+        return self.ports[0]
+
+    @property
+    def webhook_port(self) -> int | None:
+        """The webhook port (None: no webhook served)."""
+        return self.ports[1] if len(self.ports) > 1 else None
+
+    def _run(self, plan: list[tuple[ingress.Ingress, str, int]]) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._serve(plan))
+        except BaseException as e:  # surfaced by start_http_server
+            self._error = e
+            self._started.set()
+        finally:
+            # connections still draining an unread body (aiohttp's lingering close) end with the loop
+            pending = asyncio.all_tasks(self.loop)
+            for task in pending:
+                task.cancel()
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self.loop.close()
+
+    async def _serve(self, plan: list[tuple[ingress.Ingress, str, int]]) -> None:
+        self._stop = asyncio.Event()
+        try:
+            for door, addr, port in plan:
+                server = ingress.Server(door.app(), door.limits)
+                self.servers.append(server)
+                self.doors.append(door)
+                self.ports.append(await server.start(addr, port))
+            self._started.set()
+            await self._stop.wait()
+        finally:
+            for server in self.servers:
+                await server.cleanup()
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+        if self._stop is not None and not self.loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self._stop.set)
+        if self.thread is not None:
+            self.thread.join(10)
 
 
 def start_http_server(port: int, registry: CollectorRegistry = REGISTRY, *, addr: str = "0.0.0.0",
-                      healthy: Callable[[], bool] | None = None, webhook: Webhook | None = None) -> MetricsServer:
-    """Serve ``/metrics`` (``registry``) and ``/healthz`` on ``addr:port`` from a daemon thread.
+                      healthy: Callable[[], bool] | None = None, ready: Callable[[], bool] | None = None,
+                      webhook: Webhook | None = None, webhook_port: int | None = None,
+                      webhook_limits: WebhookLimits = WebhookLimits()) -> MetricsServer:
+    """Serve ``/metrics`` (``registry``), ``/healthz`` and ``/readyz`` on ``addr:port`` and, with ``webhook`` and
+    ``webhook_port``, ``POST /intake/<namespace>/<name>`` on ``addr:webhook_port``, from a daemon thread.
 
-    Returns at once, listening. ``port=0`` binds a free port (see ``.port``). ``healthy`` is called per
-    ``/healthz`` request and must be quick and thread-safe.
+    Returns at once, listening. Port 0 binds a free port (see ``.port`` and ``.webhook_port``). ``healthy`` and
+    ``ready`` are called per probe in a worker thread and must be quick and thread-safe.
     """
-    server = _Server((addr, port), _Handler)
-    server.registry = registry
-    server.healthy = healthy
-    server.webhook = webhook
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5},
-                              name=f"longshot-metrics-{server.server_address[1]}", daemon=True)
-    thread.start()
-    return MetricsServer(server, thread)
+    plan = [(probe_ingress(registry, healthy=healthy, ready=ready), addr, port)]
+    if webhook is not None and webhook_port is not None:
+        plan.append((webhook_ingress(webhook, webhook_limits), addr, webhook_port))
+    served = MetricsServer()
+    served.thread = threading.Thread(target=served._run, args=(plan,), name=f"longshot-http-{port}", daemon=True)
+    served.thread.start()
+    served._started.wait(30)
+    if served._error is not None:
+        raise served._error
+    if len(served.ports) != len(plan):
+        served.close()
+        raise RuntimeError("the operator's HTTP servers did not start within 30 s")
+    return served

@@ -190,6 +190,7 @@ def operator_env(namespace: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     env = {"LONGSHOT_NAMESPACE": namespace, "LONGSHOT_MAX_WORKERS": "50", "LONGSHOT_GATEWAY_URL": gateway.url,
            "LONGSHOT_WORKSPACE_DIR": str(tmp_path / "operator-workspaces"),
            "LONGSHOT_METRICS_PORT": str(controlplane.free_port()),
+           "LONGSHOT_WEBHOOK_PORT": str(controlplane.free_port()),
            "LONGSHOT_LEASE_DURATION_SECONDS": "4", "LONGSHOT_LEASE_RENEW_SECONDS": "1",
            # the tier's git and tracker servers listen on loopback: listed, as an installation lists its own
            "LONGSHOT_EGRESS_ALLOWED_CIDRS": LOOPBACK}

@@ -144,7 +144,7 @@ def test_rendered_manifests_pass_server_side_dry_run(helm, kubectl, namespace: s
 
 def test_operator_deployment(helm, namespace: str) -> None:  # type: ignore[no-untyped-def]
     docs = render(helm, namespace, "agent.image.tag=dev", "agent.image.pullPolicy=Never", "agent.maxWorkers=7",
-                  "metrics.port=9090", "operator.watchNamespaces={team-a}")
+                  "metrics.port=9090", "webhook.port=9443", "operator.watchNamespaces={team-a}")
     (deploy,) = [d for d in by_kind(docs, "Deployment")
                  if d["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"]
     spec = deploy["spec"]["template"]["spec"]
@@ -159,9 +159,18 @@ def test_operator_deployment(helm, namespace: str) -> None:  # type: ignore[no-u
     assert env["LONGSHOT_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["LONGSHOT_GATEWAY_URL"] == f"http://ls-longshot-gateway.{namespace}.svc:8080"
+    assert env["LONGSHOT_WEBHOOK_PORT"] == "9443"
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-    assert c["ports"] == [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert c["ports"] == [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
+                          {"name": "webhook", "containerPort": 9443, "protocol": "TCP"}]
+    # the webhook has its own Service, apart from the metrics Service and the probes
+    services = {sv["metadata"]["name"]: sv["spec"] for sv in by_kind(docs, "Service")}
+    assert services["ls-longshot-webhook"]["ports"] == [{"name": "webhook", "port": 8081, "targetPort": "webhook",
+                                                         "protocol": "TCP"}]
+    assert [p["targetPort"] for p in services["ls-longshot-metrics"]["ports"]] == ["metrics"]
+    off = render(helm, namespace, "webhook.port=0")
+    assert "ls-longshot-webhook" not in {sv["metadata"]["name"] for sv in by_kind(off, "Service")}
     sc = c["securityContext"]
     assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
     assert sc["capabilities"] == {"drop": ["ALL"]}

@@ -75,12 +75,18 @@ def test_the_default_values_are_the_built_in_policy(control_plane: Any, namespac
 
 def test_operator_and_gateway_network_policies(control_plane: Any, kubectl: Any, namespace: str) -> None:
     docs = render(control_plane, namespace, "egress.clusterCIDRs={10.244.0.0/16}",
-                  "networkPolicy.dns.peers[0].ipBlock.cidr=10.96.0.10/32", "gateway.port=8443", json_sets=[ALLOW])
+                  "networkPolicy.dns.peers[0].ipBlock.cidr=10.96.0.10/32", "gateway.port=8443",
+                  "webhook.allowedFrom[0].namespaceSelector.matchLabels.name=ingress", json_sets=[ALLOW])
     policies = {p["metadata"]["name"]: p["spec"] for p in of_kinds(docs, "NetworkPolicy")
                 if p["metadata"]["namespace"] == namespace and not p["metadata"]["name"].endswith("-agents")}
     assert sorted(policies) == ["ls-longshot-gateway", "ls-longshot-operator"]
     op, gw = policies["ls-longshot-operator"], policies["ls-longshot-gateway"]
-    assert op["policyTypes"] == ["Egress"] and gw["policyTypes"] == ["Ingress", "Egress"]
+    assert op["policyTypes"] == gw["policyTypes"] == ["Ingress", "Egress"]
+    # the operator: its metrics port from anywhere in the cluster, its webhook port from webhook.allowedFrom, nothing
+    # else
+    assert op["ingress"] == [{"from": [{"namespaceSelector": {}}], "ports": [{"protocol": "TCP", "port": 8080}]},
+                             {"from": [{"namespaceSelector": {"matchLabels": {"name": "ingress"}}}],
+                              "ports": [{"protocol": "TCP", "port": 8081}]}]
     assert op["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
     assert gw["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
     agents, prometheus = gw["ingress"]

@@ -105,7 +105,8 @@ def operator_proc(control_plane: Any, namespace: str, tmp_path: Path) -> Iterato
     port = controlplane.free_port()
     log = tmp_path / "operator.log"
     env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig), "LONGSHOT_NAMESPACE": namespace,
-           "POD_NAME": "hostile-0", "LONGSHOT_METRICS_PORT": str(port), "LONGSHOT_LEASE_DURATION_SECONDS": "4",
+           "POD_NAME": "hostile-0", "LONGSHOT_METRICS_PORT": str(port), "LONGSHOT_WEBHOOK_PORT": "0",
+           "LONGSHOT_LEASE_DURATION_SECONDS": "4",
            "LONGSHOT_LEASE_RENEW_SECONDS": "1", "LONGSHOT_WORKSPACE_DIR": str(tmp_path / "operator-workspaces")}
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "longshot", "operator", "--namespace", namespace],

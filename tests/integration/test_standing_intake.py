@@ -140,13 +140,19 @@ def test_eligible_issues_become_builds_that_finalize_comment_close_and_a_webhook
 
     # a new issue; pollSeconds is an hour, so only a webhook delivery brings it in
     project.add(5, "Add sub()", body="calc/sub.py", labels=["longshot"], assignees=["bot"])
-    hook = f"http://127.0.0.1:{operator_env['LONGSHOT_METRICS_PORT']}/intake/{namespace}/intake"
+    hook = f"http://127.0.0.1:{operator_env['LONGSHOT_WEBHOOK_PORT']}/intake/{namespace}/intake"
     body = json.dumps({"action": "opened", "issue": {"number": 99}}).encode()
     bad = httpx.post(hook, content=body, headers={"X-Hub-Signature-256": sign(body, "wrong"),
                                                   "X-GitHub-Event": "issues"})
-    assert bad.status_code == 401
-    assert httpx.post(hook, content=body, headers={"X-Gitlab-Token": "wrong"}).status_code == 401
-    assert httpx.post(hook.replace("/intake/" + namespace, "/intake/nowhere"), content=body,
+    assert (bad.status_code, bad.text) == (401, "no such intake, or a bad signature\n")
+    gitlab = httpx.post(hook, content=body, headers={"X-Gitlab-Token": "wrong"})
+    # no such intake: the same answer as a bad signature (nothing tells a stranger which intakes exist)
+    nowhere = httpx.post(hook.replace("/intake/" + namespace, "/intake/nowhere"), content=body,
+                         headers={"X-Hub-Signature-256": sign(body)})
+    assert (gitlab.status_code, gitlab.text) == (nowhere.status_code, nowhere.text) == (bad.status_code, bad.text)
+    # the webhook is not served on the metrics port
+    metrics_port = operator_env["LONGSHOT_METRICS_PORT"]
+    assert httpx.post(f"http://127.0.0.1:{metrics_port}/intake/{namespace}/intake", content=body,
                       headers={"X-Hub-Signature-256": sign(body)}).status_code == 404
     big = b"x" * (1024 * 1024 + 1)
     assert httpx.post(hook, content=big, headers={"X-Hub-Signature-256": sign(big)}).status_code == 413

@@ -51,34 +51,39 @@ def test_health_reflects_the_callback() -> None:
     try:
         with httpx.Client() as client:
             assert client.get(f"http://127.0.0.1:{s.port}/healthz").status_code == 503
+            assert client.get(f"http://127.0.0.1:{s.port}/readyz").status_code == 503  # ready follows healthy
             state["ok"] = True
             assert client.get(f"http://127.0.0.1:{s.port}/healthz").status_code == 200
     finally:
         s.close()
 
 
-def test_intake_webhooks_are_bounded_and_handed_to_the_callback() -> None:
+def test_intake_webhooks_are_served_on_their_own_port_bounded_and_handed_to_the_callback() -> None:
     seen: list[tuple[str, dict[str, str], bytes]] = []
 
     def hook(path: str, headers: dict[str, str], body: bytes) -> tuple[int, str]:
         seen.append((path, headers, body))
         return 202, "poll scheduled"
 
-    s = metrics.start_http_server(0, addr="127.0.0.1", webhook=hook)
-    plain = metrics.start_http_server(0, addr="127.0.0.1")
+    s = metrics.start_http_server(0, addr="127.0.0.1", webhook=hook, webhook_port=0)
+    plain = metrics.start_http_server(0, addr="127.0.0.1", webhook=hook)  # no webhook port: no webhook
     try:
+        assert s.webhook_port and s.webhook_port != s.port and plain.webhook_port is None
         with httpx.Client() as client:
-            url = f"http://127.0.0.1:{s.port}"
+            url = f"http://127.0.0.1:{s.webhook_port}"
             ok = client.post(f"{url}/intake/ns/i?x=1", content=b"{}", headers={"X-Hub-Signature-256": "sha256=ab"})
             big = client.post(f"{url}/intake/ns/i", content=b"x" * (metrics.MAX_WEBHOOK_BYTES + 1))
             other = client.post(f"{url}/metrics", content=b"{}")
+            on_metrics = client.post(f"http://127.0.0.1:{s.port}/intake/ns/i", content=b"{}")
             none = client.post(f"http://127.0.0.1:{plain.port}/intake/ns/i", content=b"{}")
+            ready = client.get(f"http://127.0.0.1:{s.port}/readyz")
     finally:
         s.close()
         plain.close()
     assert (ok.status_code, ok.text) == (202, "poll scheduled\n")
     assert seen == [("/intake/ns/i", seen[0][1], b"{}")] and seen[0][1]["x-hub-signature-256"] == "sha256=ab"
-    assert (big.status_code, other.status_code, none.status_code) == (413, 404, 404)
+    assert (big.status_code, other.status_code, on_metrics.status_code, none.status_code) == (413, 404, 404, 404)
+    assert (ready.status_code, ready.text) == (200, "ok\n")
 
 
 def test_names_and_labels_are_bounded() -> None:

@@ -21,8 +21,9 @@ the dispatch controller (``controllers/dispatcher.py``), the killswitch, the res
 * ``healthy()`` is False when housekeeping has not turned for ``STALL_SECONDS`` or failed
   ``STEP_FAILURES_UNHEALTHY`` times in a row, a controller's reconcile has run past its stall limit, the dispatcher
   is wedged or keeps failing, or the replica lost its footing: the liveness probe restarts a wedged operator.
+* ``ready()`` (``/readyz``) is ``healthy()`` once the manager runs.
 * A standing intake's child build (label ``longshot.dev/intake``) that changes enqueues its intake too; the
-  metrics server's ``POST /intake/<namespace>/<name>`` (:meth:`Manager.webhook`) schedules a poll of an intake on the
+  webhook server's ``POST /intake/<namespace>/<name>`` (:meth:`Manager.webhook`) schedules a poll of an intake on the
   event loop.
 * :meth:`step` drives every controller by hand, in a fixed order, for tests: the same ``process`` path the workers
   take.
@@ -207,8 +208,8 @@ class Manager:
         return None
 
     def webhook(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str]:
-        """A webhook delivery (the metrics server's thread): ``controllers.standing.delivery``; the poll it asks for
-        is scheduled on the event loop."""
+        """A webhook delivery (a worker thread of the webhook server): ``controllers.standing.delivery``; the poll it
+        asks for is scheduled on the event loop."""
         loop = self._loop
         if loop is None:
             return 503, "the operator is starting"
@@ -242,6 +243,10 @@ class Manager:
         if not all(c.healthy() for c in self.controllers.values()) or not self.dispatcher.healthy():
             return False
         return self.leadership is None or self.leadership.healthy()
+
+    def ready(self) -> bool:
+        """Readiness (``/readyz``): the manager runs and is healthy."""
+        return self._loop is not None and self.healthy()
 
     async def run(self) -> None:
         """Every controller's workers, the dispatcher and housekeeping, until :meth:`stop`."""

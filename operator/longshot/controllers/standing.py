@@ -16,16 +16,18 @@ A child's change enqueues its intake (``controllers.manager``): a finished child
 the next poll. Bad settings (a missing Secret, a refused token, an unknown project) set Ready=False with the field
 named; the token is never logged or written anywhere.
 
-The webhook (:func:`delivery`) runs in the metrics server's thread: it finds the intake in the cache, reads the
-Secret of ``spec.intake.webhook``, checks the signature and only asks for a poll: it writes the time into the
-intake's annotation ``longshot.dev/intake-poll`` (whichever replica holds the intake's shard polls when it changes)
-and schedules a local reconcile. The body's content is not used.
+The webhook (:func:`delivery`) runs in a worker thread of the webhook server (its own port, ``webhook_port``; the body
+read under the route's limits by ``longshot.net.ingress``): it finds the intake in the cache, reads the Secret of
+``spec.intake.webhook``, checks the signature (one answer for every refusal) and only asks for a poll: it writes the
+time into the intake's annotation ``longshot.dev/intake-poll`` (whichever replica holds the intake's shard polls when
+it changes) and schedules a local reconcile. The body's content is not used.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -351,27 +353,27 @@ def _parse(build: objects.BuildRequest) -> datetime | None:
 
 def delivery(ctx: ctxmod.Context, schedule: Callable[[cachemod.Key], None], path: str, headers: Mapping[str, str],
              body: bytes) -> tuple[int, str]:
-    """A webhook delivery to ``POST /intake/<namespace>/<name>`` (called in the HTTP server's thread): 404 for an
-    unknown intake, 401 for a bad or missing signature (or no ``spec.intake.webhook``), else 202 and ``schedule``
-    (thread-safe) is asked to poll the intake. The body is only hashed, never interpreted."""
+    """A webhook delivery to ``POST /intake/<namespace>/<name>`` (called in a worker thread of the webhook server,
+    after its body was read under the route's limits): 202 and ``schedule`` (thread-safe) is asked to poll the
+    intake, else :data:`~longshot.core.standing.REFUSED_DELIVERY` whatever the reason (no such intake, no
+    ``spec.intake.webhook``, a bad or missing signature), at the same cost: the body is hashed either way. The body
+    is only hashed, never interpreted."""
     key = standing.parse_path(path)
-    if key is None:
-        return 404, "not found: POST /intake/<namespace>/<name>"
-    build = ctx.cache.builds.get(key)
-    if build is None or build.spec.intake is None or build.metadata.deleting:
-        return 404, f"no standing intake {key[0]}/{key[1]}"
-    ref = build.spec.intake.webhook
-    if ref is None:
-        return 401, "this intake has no spec.intake.webhook Secret: deliveries are refused"
-    try:
-        data = ctx.kube.get_secret(key[0], ref.name) or {}
-    except Exception as e:  # RBAC or the API server: refuse, say so in the log only
-        log.warning("intake %s/%s: webhook Secret unreadable: %s", key[0], key[1], type(e).__name__)
-        data = {}
+    build = ctx.cache.builds.get(key) if key is not None else None
+    ref = build.spec.intake.webhook if (build is not None and build.spec.intake is not None
+                                        and not build.metadata.deleting) else None
+    secret = ""
+    if key is not None and ref is not None:
+        try:
+            secret = str((ctx.kube.get_secret(key[0], ref.name) or {}).get("token", ""))
+        except Exception as e:  # RBAC or the API server: refuse, say so in the log only
+            log.warning("intake %s/%s: webhook Secret unreadable: %s", key[0], key[1], type(e).__name__)
     lowered = {k.lower(): v for k, v in headers.items()}
-    if not standing.verify_delivery(data.get("token", ""), lowered, body):
+    # an unknown intake is checked against a random secret: the same work, the same answer
+    genuine = standing.verify_delivery(secret or secrets.token_hex(16), lowered, body)
+    if key is None or not secret or not genuine:
         metrics.INTAKE_WEBHOOKS.labels(result="refused").inc()
-        return 401, "bad signature"
+        return standing.REFUSED_DELIVERY
     metrics.INTAKE_WEBHOOKS.labels(result="accepted").inc()
     # the replica that holds the intake's shard polls when this annotation changes (the delivery may have reached
     # another replica); this one also schedules its own reconcile, the quick path when it is the holder

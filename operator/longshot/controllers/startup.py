@@ -81,10 +81,14 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger:
     memo.manager_task = asyncio.create_task(memo.manager.run(), name="longshot-manager")
     memo.metrics_server = None
     if ours.metrics_port:
-        memo.metrics_server = metrics.start_http_server(ours.metrics_port, healthy=memo.manager.healthy,
-                                                        webhook=memo.manager.webhook)
-        logger.info("metrics on :%d/metrics, health on /healthz, intake webhooks on /intake/",
-                    memo.metrics_server.port)
+        memo.metrics_server = metrics.start_http_server(
+            ours.metrics_port, healthy=memo.manager.healthy, ready=memo.manager.ready, webhook=memo.manager.webhook,
+            webhook_port=ours.webhook_port or None, webhook_limits=metrics.WebhookLimits(
+                max_connections=ours.webhook_max_connections, body_seconds=ours.webhook_body_timeout_seconds,
+                per_source=ours.webhook_per_source, rate_per_second=ours.webhook_rate_per_second,
+                burst=ours.webhook_burst, inflight_bytes=ours.webhook_inflight_bytes))
+        logger.info("metrics on :%d/metrics, probes on /healthz and /readyz, intake webhooks on :%s/intake/",
+                    memo.metrics_server.port, memo.metrics_server.webhook_port or "(off)")
 
 
 @kopf.on.cleanup()

@@ -249,6 +249,11 @@ def marker(build: str, kind: str) -> str:
 
 # --- webhook deliveries ----------------------------------------------------------------------------------------
 
+REFUSED_DELIVERY: Final = (401, "no such intake, or a bad signature")
+"""The one answer to a delivery that is not accepted, whatever the reason (no such intake, no webhook Secret, a bad
+or missing signature): a stranger learns nothing about which intakes exist."""
+
+
 def verify_delivery(secret: str, headers: Mapping[str, str], body: bytes) -> bool:
     """A delivery is genuine: GitHub's ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>`` or GitLab's
     ``X-Gitlab-Token: <secret>``. ``headers`` have lower-case names. Constant-time comparisons; an empty secret

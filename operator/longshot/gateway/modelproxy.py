@@ -47,6 +47,7 @@ from longshot.gateway import status as gstatus
 from longshot.gateway.cluster import Cluster
 from longshot.gateway.identity import Caller
 from longshot.gateway.settings import GatewaySettings
+from longshot.net import ingress
 from longshot.runtime import kube as kubemod
 
 log = logging.getLogger(__name__)
@@ -173,9 +174,10 @@ class ModelProxy:
 
     # --- a call -----------------------------------------------------------------------------------------
 
-    async def handle(self, request: web.Request, caller: Caller, route: modelroutes.Route
+    async def handle(self, request: web.Request, caller: Caller, route: modelroutes.Route, call: ingress.Call
                      ) -> tuple[web.StreamResponse, str]:
-        """Answer one model call; returns the response and the result label for the metrics."""
+        """Answer one model call admitted by the ingress (``call`` reads its body under the route's limits);
+        returns the response and the result label for the metrics."""
         flavour = route.flavour
         agent = caller.build_spec.get("agent") or {}
         own = modelroutes.provider(agent)
@@ -212,9 +214,10 @@ class ModelProxy:
 
         def body_done() -> None:  # the body is sent (or refused): its bytes no longer count
             self._inflight_bytes -= held.pop() if held else 0
+            call.release()
 
         try:
-            return await self._call(request, caller, route, cap, body_done)
+            return await self._call(request, caller, route, call, body_done)
         finally:
             body_done()
             left = self._active.get(attempt, 1) - 1
@@ -223,7 +226,7 @@ class ModelProxy:
             else:
                 self._active.pop(attempt, None)
 
-    async def _call(self, request: web.Request, caller: Caller, route: modelroutes.Route, cap: int,
+    async def _call(self, request: web.Request, caller: Caller, route: modelroutes.Route, call: ingress.Call,
                     body_done: Callable[[], None]) -> tuple[web.StreamResponse, str]:
         flavour = route.flavour
         tasks = await self.build_tasks(caller)
@@ -240,9 +243,7 @@ class ModelProxy:
             return json_error(429, "rate_limit_error",
                               f"longshot-gateway: the {flavour} API answered 429 to this build; all its calls wait "
                               f"{wait}s", {"Retry-After": str(wait)}), "rate_limited"
-        body = await read_body(request, cap) if request.method == "POST" else bytearray()
-        if body is None:
-            return _too_large(cap), "too_large"
+        body = await call.body() if request.method == "POST" else bytearray()
         try:
             fields = modelroutes.read_fields(body)
         except modelroutes.BodyError as e:
@@ -440,33 +441,6 @@ class ModelProxy:
 def _too_large(cap: int) -> web.Response:
     return json_error(413, "request_too_large", f"longshot-gateway: the request body is larger than {cap} bytes "
                                                 "(the gateway's max_model_request_bytes)")
-
-
-async def read_body(request: web.Request, limit: int) -> bytearray | None:
-    """The body (at most ``limit`` bytes, else None), read into one buffer of its declared length: no
-    second copy of a large body is ever held."""
-    declared = request.content_length
-    if declared is not None:
-        if declared > limit:
-            return None
-        data = bytearray(declared)
-        view = memoryview(data)
-        got = 0
-        while got < declared:
-            chunk = await request.content.read(min(CHUNK, declared - got))
-            if not chunk:
-                view.release()
-                raise web.HTTPBadRequest(text="the request body ended before its Content-Length")
-            view[got:got + len(chunk)] = chunk
-            got += len(chunk)
-        view.release()
-        return data
-    data = bytearray()
-    async for chunk in request.content.iter_chunked(CHUNK):
-        if len(data) + len(chunk) > limit:
-            return None
-        data += chunk
-    return data
 
 
 async def _chunks(body: bytes | bytearray) -> AsyncIterator[bytes]:

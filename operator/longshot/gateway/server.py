@@ -18,16 +18,18 @@
     POST /model/openai/chat/completions, ...          longshot.gateway.modelproxy (the allowlist:
     POST /model/anthropic/v1/messages, ...            longshot.gateway.modelroutes)
 
-Every route but the first two needs the caller's Pod-bound token (``longshot.gateway.identity``).
+Every route but the first two needs the caller's Pod-bound token (``longshot.gateway.identity``). Every route is
+declared with its body limit, deadlines and per-attempt concurrency in :meth:`Gateway.ingress` and served through
+``longshot.net.ingress``, which checks route, method and caller before it reads a byte of the body.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Hashable
 
 import httpx
 from aiohttp import web
@@ -36,6 +38,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from longshot import tracing
 from longshot.api import boundedjson, timeutil
+from longshot.core import ingress as core_ingress
+from longshot.core.ingress import Route
 from longshot.gateway import cluster as gcluster
 from longshot.gateway import delegation as gdelegation
 from longshot.gateway import gitserve, identity, metrics, modelproxy, modelroutes, traces
@@ -43,6 +47,7 @@ from longshot.gateway import ledger as gledger
 from longshot.gateway import status as gstatus
 from longshot.gateway.settings import GatewaySettings
 from longshot.net import guard as gd
+from longshot.net import ingress
 from longshot.net import transport as egress_transport
 from longshot.runtime import kube as kubemod
 
@@ -84,6 +89,8 @@ class Gateway:
         self._progress_written: dict[tuple[str, str], float] = {}
         self.traces = traces.Relay(settings) if tracing.setup(tracing.GATEWAY, settings.tracing_endpoint) else None
         """Tracing (only with ``tracing_endpoint``): the relay of agents' spans."""
+        self.door: ingress.Ingress | None = None
+        """The ingress serving this gateway (:func:`serve`): its byte budget and lanes, for tests and benchmarks."""
 
     async def close(self) -> None:
         await self.ledger.close()
@@ -92,26 +99,29 @@ class Gateway:
             await self.traces.close()
             await asyncio.to_thread(tracing.shutdown, tracing.GATEWAY)
 
-    async def _authenticate(self, request: web.Request) -> identity.Caller:
-        caller = await self.auth.authenticate(request.headers)
+    async def agent_caller(self, request: web.Request) -> tuple[Hashable, identity.Caller]:
+        """The ``agent-token`` caller check of the ingress: the attempt whose Pod-bound token the request carries
+        (its lane is the attempt's Pod)."""
+        try:
+            caller = await self.auth.authenticate(request.headers)
+        except identity.Denied as e:
+            raise ingress.Refused(e.status, e.message, e.headers) from None
         request[CALLER] = caller
-        return caller
+        return (caller.namespace, caller.pod_uid), caller
 
     # --- routes -----------------------------------------------------------------------------------------
 
-    async def healthz_route(self, request: web.Request) -> web.Response:
+    async def healthz_route(self, request: web.Request, call: ingress.Call) -> web.StreamResponse:
         return web.Response(text="ok\n")
 
-    async def metrics_route(self, request: web.Request) -> web.Response:
+    async def metrics_route(self, request: web.Request, call: ingress.Call) -> web.StreamResponse:
         return web.Response(body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def git_route(self, request: web.Request) -> web.StreamResponse:
+    async def git_route(self, request: web.Request, call: ingress.Call) -> web.StreamResponse:
         async def handle() -> tuple[web.StreamResponse, str]:
-            try:
-                caller = await self._authenticate(request)
-            except identity.Denied as e:
-                return _text(e.status, e.message, e.headers), _denied(e.status)
-            ns, build, rest = request.match_info["ns"], request.match_info["build"], request.match_info["rest"]
+            caller: identity.Caller = call.caller
+            ns, build = request.match_info["ns"], request.match_info["build"]
+            rest = request.path.rpartition(".git/")[2]
             if (ns, build) != (caller.namespace, caller.build):
                 return _text(403, f"this attempt belongs to build {caller.namespace}/{caller.build}, not "
                                   f"{ns}/{build}"), "forbidden"
@@ -145,22 +155,10 @@ class Gateway:
 
         return await _timed("git", handle, request)
 
-    async def model_route(self, request: web.Request) -> web.StreamResponse:
+    async def model_route(self, request: web.Request, call: ingress.Call) -> web.StreamResponse:
         async def handle() -> tuple[web.StreamResponse, str]:
-            try:  # the raw target, before aiohttp decodes or normalises anything
-                route = modelroutes.parse_target(request.method, request.raw_path)
-            except modelroutes.RouteError as e:
-                kind = {400: "invalid_request_error", 405: "invalid_request_error"}.get(e.status, "not_found_error")
-                return modelproxy.json_error(e.status, kind, f"longshot-gateway: {e.message}",
-                                             {"Allow": e.allow} if e.allow else None), "bad_request"
-            try:
-                caller = await self._authenticate(request)
-            except identity.Denied as e:
-                kind = {401: "authentication_error", 429: "rate_limit_error", 503: "overloaded_error"}.get(
-                    e.status, "permission_error")
-                response = modelproxy.json_error(e.status, kind, f"longshot-gateway: {e.message}")
-                response.headers.update(e.headers)
-                return response, _denied(e.status)
+            route = modelroutes.parse_target(request.method, request.raw_path)  # checked by model_precheck
+            caller: identity.Caller = call.caller
             # the upstream is held to the egress policy before the call (here, for a message naming the field) and
             # at its connection (the client's transport connects only to addresses it checked itself)
             base = modelproxy.upstream_base(route.flavour, caller.build_spec, self.settings)
@@ -171,17 +169,14 @@ class Gateway:
             except gd.Refused as e:
                 log.warning("refused a model call of %s/%s: %s", caller.namespace, caller.task, e)
                 return modelproxy.json_error(403, "egress_refused", f"longshot-gateway: {e}"), "forbidden"
-            return await self.model.handle(request, caller, route)
+            return await self.model.handle(request, caller, route, call)
 
         return await _timed("model", handle, request)
 
-    async def progress_route(self, request: web.Request) -> web.StreamResponse:
+    async def progress_route(self, request: web.Request, call: ingress.Call) -> web.StreamResponse:
         async def handle() -> tuple[web.StreamResponse, str]:
-            try:
-                caller = await self._authenticate(request)
-            except identity.Denied as e:
-                return _json_denied(e)
-            raw = await request.content.read(64 * 1024 + 1)
+            caller: identity.Caller = call.caller
+            raw = await call.body()
             try:
                 data = boundedjson.loads(raw, PROGRESS_BUDGET) if raw else {}
             except boundedjson.Refused:
@@ -204,20 +199,15 @@ class Gateway:
 
         return await _timed("progress", handle, request)
 
-    async def delegation_route(self, request: web.Request) -> web.StreamResponse:
+    async def delegation_route(self, request: web.Request, call: ingress.Call) -> web.StreamResponse:
         async def handle() -> tuple[web.StreamResponse, str]:
-            try:
-                caller = await self._authenticate(request)
-            except identity.Denied as e:
-                return _json_denied(e)
+            caller: identity.Caller = call.caller
             try:
                 if request.method == "GET":
                     answer = await asyncio.to_thread(gdelegation.children, self.cluster, caller)
                     return web.json_response(answer), "ok"
-                raw = await modelproxy.read_body(request, gdelegation.MAX_BODY)
-                if raw is None:
-                    return web.json_response({"error": f"the body is larger than {gdelegation.MAX_BODY} bytes"},
-                                             status=413), "too_large"
+                gdelegation.check_caller(caller)  # before a byte of the body: a build without delegation reads none
+                raw = await call.body()
                 answer = await asyncio.to_thread(gdelegation.spawn, self.cluster, caller, bytes(raw))
             except gdelegation.Refused as e:
                 label = {400: "bad_request", 403: "forbidden", 409: "bad_request", 503: "unavailable"}.get(
@@ -229,18 +219,13 @@ class Gateway:
 
         return await _timed("delegation", handle, request)
 
-    async def ledger_route(self, request: web.Request) -> web.StreamResponse:
+    async def ledger_route(self, request: web.Request, call: ingress.Call) -> web.StreamResponse:
         async def handle() -> tuple[web.StreamResponse, str]:
-            try:
-                caller = await self._authenticate(request)
-            except identity.Denied as e:
-                return _json_denied(e)
-            cap = self.settings.max_ledger_request_bytes
-            raw = await modelproxy.read_body(request, cap)  # never more than cap held
-            if raw is None:
-                return web.json_response({"error": f"the body is larger than {cap} bytes (max_ledger_request_bytes)"},
-                                         status=413), "too_large"
-            events = gledger.parse_body(bytes(raw), cap)
+            caller: identity.Caller = call.caller
+            raw = await call.body()  # never more than max_ledger_request_bytes held
+            events = gledger.parse_body(bytes(raw), self.settings.max_ledger_request_bytes)
+            del raw
+            call.release()
             if events is None:
                 return web.json_response({"error": 'the body must be a JSON object {"events": [{"type": ...}, ...]} '
                                                    f"of at most {gledger.BODY_VALUES} JSON values"},
@@ -254,26 +239,98 @@ class Gateway:
 
         return await _timed("ledger", handle, request)
 
-    async def traces_route(self, request: web.Request) -> web.StreamResponse:
+    async def traces_route(self, request: web.Request, call: ingress.Call) -> web.StreamResponse:
         async def handle() -> tuple[web.StreamResponse, str]:
             if self.traces is None:
                 return web.json_response({"error": "tracing is off in longshot-gateway"}, status=404), "bad_request"
-            try:
-                caller = await self.auth.authenticate(request.headers)  # not CALLER: no span of its own
-            except identity.Denied as e:
-                return _json_denied(e)
-            return await self.traces.relay(request, caller)
+            return await self.traces.relay(call.caller, call)
 
         return await _timed("traces", handle)
 
+    # --- the ingress --------------------------------------------------------------------------------------
 
-def _json_denied(e: identity.Denied) -> tuple[web.StreamResponse, str]:
-    """A refused caller of a JSON route (progress, ledger, traces), and its result label."""
-    return web.json_response({"error": e.message}, status=e.status, headers=e.headers), _denied(e.status)
+    def ingress(self) -> ingress.Ingress:
+        """Every route of the gateway, declared with its limits (docs/security.md, "One ingress")."""
+        s = self.settings
+        door = ingress.Ingress(
+            ingress.Limits(max_connections=s.max_connections, header_seconds=s.header_timeout_seconds,
+                           inflight_body_bytes=s.max_inflight_body_bytes),
+            {"agent-token": self.agent_caller}, render=_json_refused, on_refused=_count_refused)
+        body_s, per = s.body_timeout_seconds, s.max_requests_per_attempt
+        answer_s = body_s + 120.0  # an API server write or two after the body
+
+        def probe(name: str, path: str) -> Route:
+            return Route(name, path, ("GET",), "none", 0, 0.0, 10.0, per_caller=64)
+
+        door.add(probe("healthz", "/healthz"), self.healthz_route, render=ingress.plain)
+        door.add(probe("metrics", "/metrics"), self.metrics_route, render=ingress.plain)
+        door.add(Route("progress", "/progress", ("POST",), "agent-token", PROGRESS_MAX_BYTES, body_s, answer_s, per),
+                 self.progress_route)
+        door.add(Route("traces", "/traces", ("POST",), "agent-token", s.max_trace_bytes, body_s, answer_s, per,
+                       limit_name="max_trace_bytes"),
+                 self.traces_route)
+        door.add(Route("ledger", "/ledger", ("POST",), "agent-token", s.max_ledger_request_bytes, body_s, answer_s,
+                       per, limit_name="max_ledger_request_bytes"), self.ledger_route)
+        door.add(Route("delegation-spawn", "/delegation/spawn", ("POST",), "agent-token", gdelegation.MAX_BODY,
+                       body_s, answer_s, per, lane="delegation"), self.delegation_route)
+        door.add(Route("delegation-children", "/delegation/children", ("GET",), "agent-token", 0, 0.0, answer_s,
+                       per, lane="delegation"), self.delegation_route)
+        git_s, git_per = s.git_timeout_seconds + 60.0, s.max_git_requests_per_attempt
+        repo = r"/git/{ns}/{build}.git"
+        door.add(Route("git-info-refs", f"{repo}/info/refs", ("GET",), "agent-token", 0, 0.0, git_s, git_per,
+                       lane="git"), self.git_route, render=_text_refused)
+        door.add(Route("git-upload-pack", f"{repo}/git-upload-pack", ("POST",), "agent-token",
+                       s.max_fetch_request_bytes, git_s, git_s, git_per, lane="git", stream=True,
+                       limit_name="max_fetch_request_bytes"),
+                 self.git_route, render=_text_refused)
+        door.add(Route("git-receive-pack", f"{repo}/git-receive-pack", ("POST",), "agent-token", s.max_push_bytes,
+                       git_s, git_s, git_per, lane="git", stream=True, limit_name="max_push_bytes"),
+                 self.git_route, render=_text_refused)
+        door.add(Route("model", r"/model/{path:.*}", tuple(sorted(core_ingress.METHODS)), "agent-token",
+                     s.max_model_request_bytes, body_s, s.upstream_timeout_seconds + body_s + 60.0,
+                     max(1, s.max_model_calls_per_attempt), limit_name="the gateway's max_model_request_bytes"),
+                 self.model_route, render=_model_refused, precheck=_model_precheck)
+        return door
 
 
-def _denied(status: int) -> str:
-    return {401: "unauthorized", 429: "rate_limited", 503: "unavailable"}.get(status, "forbidden")
+PROGRESS_MAX_BYTES = 64 * 1024
+"""Largest body of ``POST /progress``."""
+
+
+def _json_refused(e: ingress.Refused) -> web.StreamResponse:
+    return web.json_response({"error": e.message}, status=e.status, headers=e.headers)
+
+
+def _text_refused(e: ingress.Refused) -> web.StreamResponse:
+    return _text(e.status, e.message, e.headers)
+
+
+def _model_refused(e: ingress.Refused) -> web.StreamResponse:
+    kind = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+            405: "invalid_request_error", 408: "request_timeout", 413: "request_too_large", 429: "rate_limit_error",
+            503: "overloaded_error"}.get(e.status, "permission_error")
+    return modelproxy.json_error(e.status, kind, f"longshot-gateway: {e.message}", e.headers or None)
+
+
+def _model_precheck(request: web.Request) -> None:
+    """The model route is decided by its allowlist (``modelroutes``) on the raw target, before aiohttp decodes or
+    normalises anything, and before the caller or the body."""
+    try:
+        modelroutes.parse_target(request.method, request.raw_path)
+    except modelroutes.RouteError as e:
+        raise ingress.Refused(e.status, e.message, {"Allow": e.allow} if e.allow else None) from None
+
+
+def _count_refused(route: Route, e: ingress.Refused) -> None:
+    """A request the ingress answered itself (before its handler ran), in the route's request counter."""
+    if route.caller == "none":
+        return
+    metrics.REQUESTS.labels(route=route.lane_name, result=_result(e.status)).inc()
+
+
+def _result(status: int) -> str:
+    return {400: "bad_request", 401: "unauthorized", 403: "forbidden", 408: "bad_request", 413: "too_large",
+            429: "rate_limited", 503: "unavailable"}.get(status, "error")
 
 
 def _text(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -296,6 +353,9 @@ async def _timed(route: str, handle: Callable[[], Awaitable[tuple[web.StreamResp
     except web.HTTPException as e:
         result = {413: "too_large", 400: "bad_request", 403: "forbidden", 502: "upstream_error"}.get(e.status, "error")
         raise
+    except ingress.Refused as e:  # the body was refused by the ingress (Call.body), which answers it
+        result = _result(e.status)
+        raise
     except Exception:
         log.exception("%s request failed", route)
         raise
@@ -304,17 +364,9 @@ async def _timed(route: str, handle: Callable[[], Awaitable[tuple[web.StreamResp
         metrics.REQUEST_DURATION.labels(route=route).observe(time.monotonic() - start)
 
 
-def make_app(gateway: Gateway) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024)
-    app.router.add_get("/healthz", gateway.healthz_route)
-    app.router.add_get("/metrics", gateway.metrics_route)
-    app.router.add_post("/progress", gateway.progress_route)
-    app.router.add_post("/traces", gateway.traces_route)
-    app.router.add_post("/ledger", gateway.ledger_route)
-    app.router.add_post("/delegation/spawn", gateway.delegation_route)
-    app.router.add_get("/delegation/children", gateway.delegation_route)
-    app.router.add_route("*", r"/git/{ns}/{build}.git/{rest:.*}", gateway.git_route)
-    app.router.add_route("*", r"/model/{path:.*}", gateway.model_route)
+def make_app(gateway: Gateway, door: ingress.Ingress | None = None) -> web.Application:
+    """The gateway's application: every route through ``door`` (default: :meth:`Gateway.ingress`)."""
+    app = (door or gateway.ingress()).app()
 
     async def close(app: web.Application) -> None:
         await gateway.close()
@@ -336,17 +388,26 @@ def run(settings: GatewaySettings | None = None) -> int:
     gateway = Gateway(gcluster.Cluster(kube.load_client()), settings)
     log.info("longshot-gateway listening on %s:%d (audience %s, mirrors in %s)", settings.address, settings.port,
              settings.audience, settings.mirror_dir)
-    web.run_app(make_app(gateway), host=settings.address, port=settings.port, print=None,
-                handle_signals=True, shutdown_timeout=30, access_log=None)
+
+    async def main() -> None:
+        served, _ = await serve(gateway, settings.address, settings.port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await served.cleanup()
+
+    asyncio.run(main())
     return 0
 
 
-async def serve(gateway: Gateway, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:
-    """Start the app on ``host:port`` in the running loop (tests); returns the runner and the bound port."""
-    runner = web.AppRunner(make_app(gateway), access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    server: Any = site._server
-    bound = server.sockets[0].getsockname()[1]
-    return runner, int(bound)
+async def serve(gateway: Gateway, host: str = "127.0.0.1", port: int = 0) -> tuple[ingress.Server, int]:
+    """Start the gateway on ``host:port`` in the running loop; returns the server (``cleanup()`` stops it) and the
+    bound port."""
+    door = gateway.door = gateway.ingress()
+    served = ingress.Server(make_app(gateway, door), door.limits)
+    bound = await served.start(host, port)
+    return served, bound

@@ -112,6 +112,24 @@ class GatewaySettings(EnvSettings):
     """Memory for all attempts' transcripts on this replica: each buffered attempt holds up to 256 KiB, so this
     many bytes / 256 KiB attempts are buffered at once (flushed ones make room; then new attempts wait, 503)."""
 
+    # --- the ingress (longshot.net.ingress; docs/security.md, "One ingress") ----------------------------------
+    max_connections: int = Field(default=1024, ge=1)
+    """Connections the gateway holds at once; more are answered 503 at accept and closed."""
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    """A connection must send a whole request head within this many seconds (of opening, or of its last request):
+    else it is closed."""
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    """The whole body of a ``/progress``, ``/ledger``, ``/delegation/spawn``, ``/traces`` or model request must
+    arrive within this many seconds of its headers (not per read); else 408."""
+    max_inflight_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Request bodies all requests on this replica may hold at once, reserved before they are read; a request that
+    would pass it is answered 503 with ``Retry-After``."""
+    max_requests_per_attempt: int = Field(default=4, ge=1)
+    """Requests one attempt may have in flight on each of ``/progress``, ``/ledger``, ``/delegation`` and
+    ``/traces``; more are answered 429 at once, before their body is read."""
+    max_git_requests_per_attempt: int = Field(default=8, ge=1)
+    """Git requests one attempt may have in flight; more are answered 429."""
+
     # --- identity cache and per-attempt rate limit (docs/security.md) -----------------------------
     identity_cache_seconds: float = Field(default=2.0, ge=0)
     """How long the gateway reuses a caller's Pod, AgentTask and BuildRequest (keyed by the Pod's UID, at most

@@ -27,6 +27,7 @@ from aiohttp import web
 from longshot import tracing
 from longshot.gateway.identity import Caller
 from longshot.gateway.settings import GatewaySettings
+from longshot.net import ingress
 
 log = logging.getLogger(__name__)
 
@@ -226,12 +227,9 @@ class Relay:
     async def close(self) -> None:
         await self.client.aclose()
 
-    async def relay(self, request: web.Request, caller: Caller) -> tuple[web.StreamResponse, str]:
-        if (request.content_length or 0) > self.max_bytes:
-            return _error(413, f"a batch of spans is at most {self.max_bytes} bytes"), "too_large"
-        raw = await request.content.read(self.max_bytes + 1)
-        if len(raw) > self.max_bytes:
-            return _error(413, f"a batch of spans is at most {self.max_bytes} bytes"), "too_large"
+    async def relay(self, caller: Caller, call: ingress.Call) -> tuple[web.StreamResponse, str]:
+        """``call``'s body (at most ``max_trace_bytes``: the ingress route's limit) to the collector."""
+        raw = bytes(await call.body())
         try:
             body, kept, dropped = await asyncio.to_thread(keep_own, raw, caller)
         except TooMuch as e:

@@ -14,6 +14,7 @@ from fake_kube import Clock, FakeKube, build
 from longshot import config
 from longshot.controllers import manager as managermod
 from longshot.controllers import standing as standingc
+from longshot.core import standing
 from longshot.runtime import trackers
 
 pytestmark = pytest.mark.unit
@@ -128,13 +129,17 @@ async def test_a_webhook_delivery_polls_at_once(world: Any) -> None:
     fake, m, _, sync, listed, polls, _ = world
     fake.secrets[("ns", "hook")] = {"token": "s"}
     fake.create(build("intake", intake={**INTAKE, "webhook": {"name": "hook"}}))
+    fake.create(build("plain", intake=INTAKE))
     await sync()
     n = len(polls)
     listed.append(issue(7))
     seen: list[Any] = []
-    assert standingc.delivery(m.ctx, seen.append, "/intake/ns/intake", {"X-Gitlab-Token": "bad"}, b"") == (
-        401, "bad signature")
-    assert standingc.delivery(m.ctx, seen.append, "/intake/ns/nope", {"X-Gitlab-Token": "s"}, b"")[0] == 404
+    bad = standingc.delivery(m.ctx, seen.append, "/intake/ns/intake", {"X-Gitlab-Token": "bad"}, b"")
+    # the same answer for an intake that does not exist, one without a webhook Secret and a bad signature
+    assert bad == standing.REFUSED_DELIVERY == (401, "no such intake, or a bad signature")
+    assert standingc.delivery(m.ctx, seen.append, "/intake/ns/nope", {"X-Gitlab-Token": "s"}, b"") == bad
+    assert standingc.delivery(m.ctx, seen.append, "/intake/ns/plain", {"X-Gitlab-Token": "s"}, b"") == bad
+    assert standingc.delivery(m.ctx, seen.append, "/intake/NS/..", {"X-Gitlab-Token": "s"}, b"") == bad
     assert standingc.delivery(m.ctx, seen.append, "/intake/ns/intake", {"X-Gitlab-Token": "s"}, b"")[0] == 202
     assert seen == [("ns", "intake")]
     # recorded on the intake: the replica that holds its shard polls (here: no local poke needed)

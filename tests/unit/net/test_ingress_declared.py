@@ -1,0 +1,82 @@
+"""Every route both servers register is declared with its limits (core.ingress.Route), so that the next route
+cannot skip them: the gateway's application, the operator's metrics and probe port and its webhook port."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from aiohttp import web
+
+from longshot import metrics
+from longshot.core import ingress as core
+from longshot.gateway import server
+from longshot.gateway.settings import GatewaySettings
+from longshot.net import ingress
+
+BODY_ROUTES = {"progress", "traces", "ledger", "delegation-spawn", "model", "git-upload-pack", "git-receive-pack"}
+
+
+async def test_every_gateway_route_is_declared_with_its_limits(tmp_path: Any) -> None:
+    gateway = server.Gateway(cast(Any, object()), GatewaySettings(mirror_dir=str(tmp_path)))
+    try:
+        door = gateway.ingress()
+        app = server.make_app(gateway, door)
+        assert door.undeclared(app) == []
+        registered = {door.declaration(r).name for r in app.router.routes()}  # type: ignore[union-attr]
+        assert registered == {r.name for r in door.routes}
+        readers = {r.name for r in door.routes if r.max_body_bytes > 0}
+        assert readers == BODY_ROUTES
+        for route in door.routes:
+            assert route.problems() == []
+            assert route.caller == ("none" if route.name in ("healthz", "metrics") else "agent-token"), route
+        by_name = {r.name: r for r in door.routes}
+        assert by_name["ledger"].max_body_bytes == gateway.settings.max_ledger_request_bytes
+        assert by_name["git-receive-pack"].stream and by_name["git-receive-pack"].max_body_bytes == \
+            gateway.settings.max_push_bytes
+        assert by_name["model"].per_caller == gateway.settings.max_model_calls_per_attempt
+    finally:
+        await gateway.close()
+
+
+def test_every_operator_route_is_declared_with_its_limits() -> None:
+    probes = metrics.probe_ingress()
+    hook = metrics.webhook_ingress(lambda path, headers, body: (202, ""))
+    for door, names in ((probes, {"metrics", "healthz", "readyz"}), (hook, {"intake"})):
+        app = door.app()
+        assert door.undeclared(app) == []
+        assert {door.declaration(r).name for r in app.router.routes()} == names  # type: ignore[union-attr]
+    # the probe port reads no body at all; the webhook's body is bounded and checked per source
+    assert all(r.max_body_bytes == 0 and r.caller == "none" for r in probes.routes)
+    (intake,) = hook.routes
+    assert (intake.caller, intake.max_body_bytes) == ("webhook-signature", metrics.MAX_WEBHOOK_BYTES)
+
+
+def test_a_route_registered_around_the_ingress_is_found_and_refused() -> None:
+    door = metrics.probe_ingress()
+    app = door.app()
+
+    async def sneaky(request: web.Request) -> web.Response:
+        return web.Response(text="no limits here")
+
+    app.router.add_post("/sneaky", sneaky)
+    assert door.undeclared(app) == ["POST /sneaky"]
+
+
+def test_an_incomplete_declaration_is_refused_at_once() -> None:
+    door = ingress.Ingress(ingress.Limits(), {})
+
+    async def handler(request: web.Request, call: ingress.Call) -> web.StreamResponse:
+        return web.Response()
+
+    for bad, why in [
+        (core.Route("open", "/open", ("POST",), "none", 1024, 5.0, 10.0, 1), "reads no body"),
+        (core.Route("slow", "/slow", ("POST",), "agent-token", 1024, 0.0, 10.0, 1), "this server has no"),
+        (core.Route("lanes", "/lanes", ("GET",), "none", 0, 0.0, 10.0, 0), "per_caller"),
+        (core.Route("late", "/late", ("GET",), "none", 0, 0.0, 0.0, 1), "timeout_seconds"),
+    ]:
+        try:
+            door.add(bad, handler)
+        except ValueError as e:
+            assert why in str(e), (bad, e)
+        else:
+            raise AssertionError(f"{bad} was accepted")
