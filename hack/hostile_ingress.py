@@ -6,9 +6,10 @@
 * :func:`operator_peak_rss_mib`: a real process of the operator's HTTP servers (``longshot.metrics.start_http_server``
   with its default limits, the webhook on its own port; the webhook callable checks the HMAC of the body as
   ``controllers.standing.delivery`` does, without the Secret read) under 600 held webhook connections from 150
-  source addresses (``127.0.0.2`` and up: four each, so every source's lane is full), while the loads in
-  :data:`LOADS` run in the same process. Returns its peak resident memory (``VmHWM``) in MiB; the chart's memory
-  limit of the operator is 512Mi.
+  source addresses (``127.0.0.2`` and up: four each, so every source's lane is full), while three amplifying
+  tracker answers are polled at once with the operator's own client (``runtime.trackers`` inside
+  ``controllers.lanes``) and the loads in :data:`LOADS` run in the same process. Returns its peak resident memory
+  (``VmHWM``) in MiB; the chart's memory limit of the operator is 512Mi.
 
 Usage: ``python hack/hostile_ingress.py`` prints ``operator_peak_rss_mib=...``; ``--serve`` is the measured process.
 """
@@ -20,6 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import os
 import subprocess
 import sys
@@ -98,8 +100,42 @@ def _vm_hwm_mib(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
-def _serve(metrics_port: int, webhook_port: int) -> int:
-    """The measured process: the operator's HTTP servers with their default limits, and :data:`LOADS`."""
+def _tracker_loads(url: str, shapes: Sequence[str]) -> Callable[[], None]:
+    """Three issue listings at once, one per tenant, against the amplifying tracker at ``url``, with the operator's
+    own code: ``runtime.trackers`` inside ``controllers.lanes`` (as ``hack/hostile_trackers.py`` runs them). It prints
+    one line, ``loads {shape: what the listing ended with}``, when they are done."""
+
+    def load() -> None:
+        import json
+
+        from longshot.controllers import lanes
+        from longshot.runtime import trackers
+
+        def listing(shape: str) -> str:
+            try:
+                with trackers.GitHub(repository=f"org/{shape}", token=None, url=url, max_retries=0) as t:
+                    return f"{len(t.list_issues(['longshot']))} issues"
+            except Exception as e:  # what the intake would report
+                return f"{type(e).__name__}: {str(e)[:120]}"
+
+        async def run() -> list[str]:
+            lanes_ = lanes.Lanes()
+
+            async def one(shape: str) -> str:
+                async with lanes_.lane(f"tenant-{shape}"):
+                    return await asyncio.to_thread(listing, shape)
+
+            return list(await asyncio.gather(*(one(s) for s in shapes)))
+
+        print("loads " + json.dumps(dict(zip(shapes, asyncio.run(run()), strict=True))), flush=True)
+
+    return load
+
+
+def _serve(metrics_port: int, webhook_port: int, tracker: Sequence[str] = ()) -> int:
+    """The measured process: the operator's HTTP servers with their default limits, and :data:`LOADS`. With
+    ``tracker`` (a URL and the shapes), three tracker listings start when the bench writes ``go`` on stdin (once its
+    connections are held)."""
     from longshot import metrics
     from longshot.core import standing
 
@@ -113,6 +149,8 @@ def _serve(metrics_port: int, webhook_port: int) -> int:
     for t in threads:
         t.start()
     print("ready", flush=True)
+    if tracker and sys.stdin.readline().strip() == "go":
+        _tracker_loads(tracker[0], tracker[1:])()
     sys.stdin.readline()  # until the bench closes stdin
     for t in threads:
         t.join(60)
@@ -120,8 +158,25 @@ def _serve(metrics_port: int, webhook_port: int) -> int:
     return 0
 
 
-def operator_peak_rss_mib(*, held: int = 600, sources: int = 150, verbose: bool = False) -> float:
-    """Peak RSS (MiB) of the operator's HTTP server process under ``held`` slow-drip webhook connections."""
+def operator_peak_rss_mib(*, held: int = 600, sources: int = 150, trackers: bool = True,
+                          verbose: bool = False) -> float:
+    """Peak RSS (MiB) of the operator's HTTP server process under ``held`` slow-drip webhook connections and, with
+    ``trackers``, three amplifying tracker answers at once (``tests/integration/amplifying_servers.py``: ``[],``
+    repeated, deep nesting, a million small objects, each at the 8 MiB answer cap), polled while the connections are
+    held."""
+    sys.path.insert(0, str(ROOT / "tests" / "integration"))
+    from amplifying_servers import SHAPES, AmplifyingTracker, amplifying
+
+    with contextlib.ExitStack() as stack:
+        url = ""
+        if trackers:
+            for shape in SHAPES:
+                amplifying(shape)
+            url = stack.enter_context(AmplifyingTracker()).github_url
+        return _measure(held, sources, [url, *SHAPES] if trackers else [], verbose)
+
+
+def _measure(held: int, sources: int, tracker: list[str], verbose: bool) -> float:
     import httpx
 
     from longshot.testing import controlplane
@@ -129,8 +184,10 @@ def operator_peak_rss_mib(*, held: int = 600, sources: int = 150, verbose: bool 
     sources = min(sources, 250)
     metrics_port, webhook_port = controlplane.free_port(), controlplane.free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "operator")}
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(metrics_port), str(webhook_port)], env=env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    extra = ["--tracker", *tracker] if tracker else []
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(metrics_port), str(webhook_port), *extra],
+                            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    loads: dict[str, str] = {}
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         idle = _vm_hwm_mib(proc.pid)
@@ -139,7 +196,13 @@ def operator_peak_rss_mib(*, held: int = 600, sources: int = 150, verbose: bool 
         requests = [("/intake/ns/intake", {"X-Hub-Signature-256": "sha256=00"}, 1024 * 1024,
                      f"127.0.2.{2 + i % min(sources, 250)}") for i in range(held)]
 
-        def meanwhile() -> tuple[int, int]:  # a genuine delivery (from 127.0.0.1) and a scrape of the other port
+        def meanwhile() -> tuple[int, int]:  # the tracker answers, a genuine delivery (from 127.0.0.1) and a scrape
+            if tracker:
+                assert proc.stdin is not None and proc.stdout is not None
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+                line = proc.stdout.readline()
+                loads.update(json.loads(line.removeprefix("loads ")) if line.startswith("loads ") else {"?": line})
             genuine = httpx.post(f"http://127.0.0.1:{webhook_port}/intake/ns/intake", content=body,
                                  headers={"X-Hub-Signature-256": signature}, timeout=30).status_code
             return genuine, httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30).status_code
@@ -149,6 +212,8 @@ def operator_peak_rss_mib(*, held: int = 600, sources: int = 150, verbose: bool 
         if verbose:
             print(f"operator webhook: {held} held connections from {sources} addresses -> {counts(got)}; "
                   f"a genuine delivery meanwhile: {genuine}, a scrape: {scrape}")
+            for shape, result in loads.items():
+                print(f"  three tracker answers at once, {shape}: {result}")
             print(f"operator http idle_rss_mib={idle:.1f} peak_rss_mib={peak:.1f} (chart limit 512)")
         return peak
     finally:
@@ -165,9 +230,10 @@ def operator_peak_rss_mib(*, held: int = 600, sources: int = 150, verbose: bool 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--serve", nargs=2, type=int, metavar=("METRICS_PORT", "WEBHOOK_PORT"))
+    parser.add_argument("--tracker", nargs="+", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        return _serve(*args.serve)
+        return _serve(*args.serve, tracker=args.tracker)
     sys.path.insert(0, str(ROOT / "operator"))
     rss = operator_peak_rss_mib(verbose=True)
     print(f"operator_peak_rss_mib={rss:.1f}")
