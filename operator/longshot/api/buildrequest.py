@@ -391,6 +391,16 @@ class PullRequestSettings(Model):
         json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": r"^[^,\n]+$"}},
     )
     """Labels put on each pull request when it is opened."""
+    reviewers: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": 255,
+                                     "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]*$"}},
+    )
+    """Forge accounts whose reviews decide (approve, or ask for changes that a fixer then makes). When set, only
+    these accounts' reviews count. When empty (the default), the reviews of accounts with write access count:
+    GitHub ``author_association`` ``OWNER``, ``MEMBER`` or ``COLLABORATOR``; GitLab members with Developer access
+    or higher. Other accounts' reviews (anyone, on a public repository) are ignored."""
     poll_seconds: int = Field(default=30, ge=1, le=3600)
     """Time between two looks at an open pull request (approvals, mergeability, merged or closed)."""
 

@@ -249,11 +249,11 @@ class MergeJobReconciler:
             ask = fc.Ask(branch=job.spec.target, target=build.spec.repository.base_branch,
                          commit=state.tested or job.spec.commit or "", title=self._build_title(build),
                          body=self._build_body(build), labels=tuple(settings.labels),
-                         merge_method=settings.merge_method, per_build=True)
+                         merge_method=settings.merge_method, reviewers=tuple(settings.reviewers), per_build=True)
         else:
             ask = fc.Ask(branch=job.spec.branch, target=job.spec.target, commit=state.tested or job.spec.commit or "",
                          title=self._title(job, build), body=self._body(job, build), labels=tuple(settings.labels),
-                         merge_method=settings.merge_method)
+                         merge_method=settings.merge_method, reviewers=tuple(settings.reviewers))
         try:
             return await asyncio.to_thread(self._poll, settings, token, ask, state), None
         except rforge.RateLimited as e:
