@@ -302,7 +302,7 @@ class MergeJobReconciler:
             case fc.Fail():
                 return mj.ForgeClosed(e.reason, e.message)
             case fc.RequestChanges():
-                return mj.ChangesRequested(f"{e.reviewer} (on the pull request)", e.reasons)
+                return mj.ChangesRequested(f"{e.reviewer} (on the pull request)", e.reasons, untrusted=True)
         raise ValueError(f"{type(e).__name__} is carried out, not an event")
 
     @staticmethod

@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 MAX_REVIEWS_PAGES = 10
 """Most pages of reviews read (100 a page)."""
 MAX_PULLS = 100
-MAX_MEMBER_LOOKUPS = 20
-"""Most GitLab accounts whose access level one poll looks up (one request each); the rest count as strangers."""
 API_URL_FIELD = "spec.merge.pullRequest.apiUrl"
 REFUSALS = (405, 406, 409, 422)
 """Answers to a merge request that mean "not now" (branch protection, required checks, a moved head, conflicts)."""
@@ -291,29 +289,8 @@ class GitLabForge(Forge, tr.GitLab):
             out.append(fc.Review(user=name, state="APPROVED", commit=head))
         # threads on the head come last: they are an author's latest word (core.forge.latest_reviews)
         out += sorted(self._unresolved(number, ids), key=lambda r: r.commit == head)
-        writers = self._writers(ids)
+        writers = self.writers(ids)
         return [dataclasses.replace(r, writer=r.user in writers) for r in out]
-
-    def _writers(self, ids: dict[str, int]) -> set[str]:
-        """The accounts (username -> user id) that are members with Developer access or higher (the members API,
-        inherited memberships included; at most :data:`MAX_MEMBER_LOOKUPS` looked up, a 404 is a stranger)."""
-        out: set[str] = set()
-        for name, uid in list(ids.items())[:MAX_MEMBER_LOOKUPS]:
-            what = f"reading the access level of {name[:64]!r}"
-            response = self._once("GET", f"{self._project_path()}/members/all/{int(uid)}", what=what)
-            if response.status_code == 404:
-                continue
-            if response.status_code >= 300:
-                raise ForgeError(f"{self._where(what)}: unexpected answer {response.status_code} "
-                                 f"{self._detail(response)}")
-            try:
-                member = response.json()
-            except ValueError:
-                member = None
-            if isinstance(member, dict) and fc.gitlab_writer(member.get("access_level")) \
-                    and member.get("state", "active") == "active":
-                out.add(name)
-        return out
 
     def _unresolved(self, number: int, ids: dict[str, int] | None = None) -> list[fc.Review]:
         """Each author's unresolved diff notes as one changes-requested review per commit they name (bounded: pages,
