@@ -121,7 +121,7 @@ IntakePolicy = Literal["perIssue", "batch"]
 
 INTAKE_AUTHORS_RULES: list[JsonValue] = [
     {
-        "rule": "self.writers || size(self.users) > 0",
+        "rule": "!has(self.writers) || self.writers || (has(self.users) && size(self.users) > 0)",
         "message": "intake.authors allows no one: set writers: true or list users",
         "fieldPath": ".users",
     },

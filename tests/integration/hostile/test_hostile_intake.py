@@ -105,3 +105,11 @@ def test_the_intake_budget_bounds_the_childrens_total(operator, custom, namespac
     given = {n: b["spec"]["budget"]["maxTokens"] for n, b in kids.items()}
     assert given == {"intake-i1": 4000, "intake-i2": 4000, "intake-i3": 2000}, dump(custom, namespace)
     assert sum(given.values()) <= 10_000
+
+
+def test_an_intake_that_allows_no_author_is_refused_naming_the_field(custom, namespace, setup, tracker):
+    from kubernetes.client.exceptions import ApiException
+
+    with pytest.raises(ApiException) as e:
+        create(custom, namespace, intake(setup, tracker, authors={"writers": False}))
+    assert "intake.authors allows no one" in str(e.value.body)
