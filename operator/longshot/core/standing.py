@@ -298,11 +298,10 @@ def decide(parent: str, issues: Sequence[IssueView] | None, children: Sequence[C
     left = Money(None if left_tokens is None else int(left_tokens), _left(policy.budget.cost, used.cost))
     size = policy.batch_size if policy.policy == "batch" else 1
     rest = list(uncovered)
-    while fresh and issues is not None and slots > 0 and rest:
-        if (left.tokens is not None and left.tokens <= 0) or (left.cost is not None and left.cost <= 0):
-            held = ("the intake's budget (spec.intake.budget) is spent or allotted to the builds running; raise it "
-                    "or wait for them to finish")
-            break
+    def spent() -> bool:
+        return (left.tokens is not None and left.tokens <= 0) or (left.cost is not None and left.cost <= 0)
+
+    while fresh and issues is not None and slots > 0 and rest and not spent():
         allot = Money(_smaller(policy.child_budget.tokens, left.tokens), _smaller(policy.child_budget.cost,
                                                                                     left.cost))
         group, rest = tuple(rest[:size]), rest[size:]
@@ -315,6 +314,9 @@ def decide(parent: str, issues: Sequence[IssueView] | None, children: Sequence[C
         left = Money(None if left.tokens is None else left.tokens - (allot.tokens or 0),
                      None if left.cost is None else round(left.cost - (allot.cost or 0.0), 9))
     waiting = len(rest)
+    if rest and slots > 0 and spent():
+        held = ("the intake's budget (spec.intake.budget) is spent or allotted to the builds running; raise it or "
+                "wait for them to finish")
 
     comments: list[Comment] = []
     close: list[Close] = []
