@@ -8,10 +8,10 @@ Three figures, each from the real code:
 * ``gateway_peak_rss_mib``: the peak resident memory (``VmHWM``) of a real ``longshot-gateway`` process while
   20 agents send maximum-size model request bodies at once (``hack/hostile_gateway.py``). Target: under half the
   chart's memory limit for the gateway (512 MiB, so under 256).
-* ``budget_overshoot_tokens``: the largest overshoot of three cases (hostile_gateway.budget_overshoot_tokens:
-  20 parallel calls against ``maxTokens: 100``, one ``n=128`` call and one call naming no maximum against 10,000);
-  before: tokens served beyond ``spec.budget.maxTokens: 100`` when 20 calls are sent in
-  parallel (``hack/hostile_gateway.py``). Target: at most one reservation.
+* ``budget_overshoot_tokens``: tokens metered beyond ``spec.budget.maxTokens``, the largest of three cases
+  (``hack/hostile_gateway.py``): 20 calls sent in parallel against 100, one call with ``n=128`` and
+  ``max_tokens=4000`` against 10,000, and one call naming no maximum against 10,000 (an upstream that generates
+  every token it is allowed). Target: at most one reservation; with the reservation clamped to what is left, 0.
 
 Last line: ``worst_parse_s=<s> worst_parse_cpu_s=<s> gateway_peak_rss_mib=<MiB> budget_overshoot_tokens=<n>``.
 Usage: ``python hack/bench_hostile.py`` (``make bench-hostile``; the gateway part starts a real etcd and
