@@ -204,6 +204,8 @@ def budget_overshoot_tokens(bin_dir: Path | None = None, *, calls: int = 20, ver
             big = 10_000
             for i, (name, extra) in enumerate((("n128_max4000", {"n": 128, "max_tokens": 4000}),
                                                ("no_maximum", {}))):
+                with model.server.lock:  # the replies the refused parallel calls never took
+                    model.server.replies.clear()
                 model.script(Reply(body=_greedy))
                 one = make_attempt(w.core, w.custom, w.namespace, gw.url, build=f"b{i + 2}", task=f"b{i + 2}-t1",
                                    build_spec=_spec(model.url, {"maxTokens": big}))
