@@ -587,7 +587,8 @@ def describe(issue: Issue) -> str:
     author = f" by {issue.author}" if issue.author else ""
     where = f"Issue #{issue.number}{': ' + issue.url if issue.url else ''}"
     # anyone who can open an issue wrote this: it reaches the agent as untrusted data (core.taskinput.untrusted)
-    return f"{taskinput.untrusted(f'issue #{issue.number}{author}', chr(10).join(parts))}\n\n({where})"
+    text = "\n\n".join(parts)
+    return f"{taskinput.untrusted(f'issue #{issue.number}{author}', text)}\n\n({where})"
 
 
 def issues_to_tasks(issues: Iterable[Issue]) -> list[PlannedTask]:

@@ -101,7 +101,7 @@ async def test_an_intake_starts_a_child_per_issue_and_never_plans_itself(world: 
     assert child["metadata"]["ownerReferences"][0]["name"] == "intake"
     assert "intake" not in child["spec"]
     assert child["spec"]["request"].startswith('do it\n\n<untrusted-input source="issue #1 by alice">\n')
-    assert "\nIssue 1\nbody 1\n</untrusted-input>\n\n(Issue #1: https://x/1)" in child["spec"]["request"]
+    assert "\nIssue 1\n\nbody 1\n</untrusted-input>\n\n(Issue #1: https://x/1)" in child["spec"]["request"]
     assert child["spec"]["workers"] == {"max": 7}  # the template, without the defaults (the server adds them)
     st = objs["intake"]["status"]
     assert st["intake"]["started"] == 2 and st["intake"]["waiting"] == 1 and st["intake"]["eligible"] == 3
