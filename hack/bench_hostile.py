@@ -1,6 +1,6 @@
 """Hostile-input benchmark: what the worst input a tenant can send costs Longshot.
 
-Three figures, each from the real code:
+Four figures, each from the real code:
 
 * ``worst_parse_s``: the slowest of every parser of untrusted text (the merge-side secret scan, the roadmap,
   the handoff, scope patterns, tracker bodies) over maximum-size adversarial inputs (``hack/hostile_parsers.py``).
@@ -11,10 +11,12 @@ Three figures, each from the real code:
   half the chart's memory limit for the gateway (512 MiB, so under 256).
 * ``operator_peak_rss_mib``: the peak resident memory of a real process of the operator's HTTP servers (default
   limits, the webhook on its own port) under 600 held slow-drip webhook connections from 150 addresses
-  (``hack/hostile_ingress.py``; its ``LOADS`` is where three concurrent tracker polls join the same process).
+  (``hack/hostile_ingress.py``; three amplifying tracker answers polled at once in the same process).
   Target: under half the chart's memory limit for the operator (512 MiB, so under 256).
-* ``budget_overshoot_tokens``: tokens served beyond ``spec.budget.maxTokens: 100`` when 20 calls are sent in
-  parallel (``hack/hostile_gateway.py``). Target: at most one reservation.
+* ``budget_overshoot_tokens``: tokens metered beyond ``spec.budget.maxTokens``, the largest of three cases
+  (``hack/hostile_gateway.py``): 20 calls sent in parallel against 100, one call with ``n=128`` and
+  ``max_tokens=4000`` against 10,000, and one call naming no maximum against 10,000 (an upstream that generates
+  every token it is allowed). Target: at most one reservation; with the reservation clamped to what is left, 0.
 
 Last line: ``worst_parse_s=<s> worst_parse_cpu_s=<s> gateway_peak_rss_mib=<MiB> operator_peak_rss_mib=<MiB>
 budget_overshoot_tokens=<n>``.

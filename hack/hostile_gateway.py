@@ -9,8 +9,10 @@
   ``/traces`` and the model route (``hack/hostile_ingress.py``), while another attempt's ``/ledger`` is served.
   Returns the gateway process's peak resident memory (``VmHWM``) in MiB; the chart's limit is 512Mi.
 * :func:`budget_overshoot_tokens`: 20 parallel calls of one attempt against ``spec.budget.maxTokens: 100``
-  (each reporting 90 tokens, the model holding every call it gets until all 20 are decided); returns the
-  tokens metered beyond the budget.
+  (each reporting 90 tokens, the model holding every call it gets until all 20 are decided); then, each on a
+  fresh build with ``maxTokens: 10000`` and an upstream that generates every token it is allowed (30,000 per
+  choice when the call names no maximum), one call with ``n=128`` and ``max_tokens=4000`` and one call naming
+  no maximum. Returns the largest of the three overshoots (tokens metered beyond the budget); prints each.
 
 Usage: ``python hack/hostile_gateway.py [--bin-dir DIR]``; the last line is
 ``gateway_peak_rss_mib=... budget_overshoot_tokens=...``. ``hack/bench_hostile.py`` imports both functions.
@@ -210,8 +212,19 @@ def _collector() -> Iterator[str]:
         thread.join(5)
 
 
+def _greedy(body: Any) -> dict[str, Any]:
+    """Usage as an upstream reports it that generates ``n`` choices of every token it is allowed."""
+    from gateway_fakes import openai_json
+
+    limits = [body.get(k) for k in ("max_tokens", "max_completion_tokens", "max_output_tokens")]
+    limits = [v for v in limits if isinstance(v, int)]
+    return openai_json("gpt-test", (5, int(body.get("n") or 1) * (min(limits) if limits else 30_000)))
+
+
 def budget_overshoot_tokens(bin_dir: Path | None = None, *, calls: int = 20, verbose: bool = False) -> int:
-    """Tokens metered beyond ``maxTokens: 100`` after ``calls`` parallel calls of one attempt (90 tokens each)."""
+    """The largest overshoot (tokens metered beyond ``maxTokens``) of: ``calls`` parallel calls of one attempt
+    against 100 (90 tokens each); one ``n=128``, ``max_tokens=4000`` call against 10,000; one call naming no
+    maximum against 10,000."""
     import httpx
     from gateway_attempts import make_attempt
     from gateway_fakes import Reply, fake_model, openai_json
@@ -220,6 +233,7 @@ def budget_overshoot_tokens(bin_dir: Path | None = None, *, calls: int = 20, ver
     from longshot.testing import controlplane
 
     budget = 100
+    overshoots: dict[str, int] = {}
     with _world(bin_dir) as w, fake_model() as model:
         release = threading.Event()
         model.script(*[Reply(body=openai_json("gpt-test", (40, 50)), hold=release) for _ in range(calls)])
@@ -241,14 +255,33 @@ def budget_overshoot_tokens(bin_dir: Path | None = None, *, calls: int = 20, ver
                 controlplane.wait_until(lambda: len(done) + len(model.seen) >= calls, 60, "every call decided")
                 release.set()
                 statuses = [f.result() for f in futures]
-            progress = (w.custom.get_namespaced_custom_object("longshot.dev", "v1alpha1", w.namespace, "agenttasks",
-                                                              a.name).get("status") or {}).get("progress") or {}
-        used = int(progress.get("tokens") or 0)
-        if verbose:
-            counts = {s: statuses.count(s) for s in sorted(set(statuses))}
-            print(f"{calls} parallel calls vs maxTokens {budget}: {counts}, {used} tokens metered "
-                  f"(one reservation: {-(-len(json.dumps(body, separators=(',', ':'))) // 4) + 50} tokens)")
-        return max(0, used - budget)
+            used = int(a.progress(w.custom).get("tokens") or 0)
+            overshoots["parallel"] = max(0, used - budget)
+            if verbose:
+                counts = {s: statuses.count(s) for s in sorted(set(statuses))}
+                print(f"{calls} parallel calls vs maxTokens {budget}: {counts}, {used} tokens metered "
+                      f"(one reservation: {-(-len(json.dumps(body, separators=(',', ':'))) // 4) + 50} tokens)")
+            big = 10_000
+            for i, (name, extra) in enumerate((("n128_max4000", {"n": 128, "max_tokens": 4000}),
+                                               ("no_maximum", {}))):
+                with model.server.lock:  # the replies the refused parallel calls never took
+                    model.server.replies.clear()
+                model.script(Reply(body=_greedy))
+                one = make_attempt(w.core, w.custom, w.namespace, gw.url, build=f"b{i + 2}", task=f"b{i + 2}-t1",
+                                   build_spec=_spec(model.url, {"maxTokens": big}))
+                asked = {"model": "gpt-test", "messages": [{"role": "user", "content": "write all you may"}], **extra}
+                status = httpx.post(f"{gw.url}/model/openai/chat/completions", json=asked, headers=one.headers,
+                                    timeout=120).status_code
+                used = int(one.progress(w.custom).get("tokens") or 0)
+                overshoots[name] = max(0, used - big)
+                if verbose:
+                    sent = model.seen[-1].body if model.seen else {}
+                    limit = {k: sent[k] for k in ("max_tokens", "max_completion_tokens") if k in sent}
+                    print(f"one call {extra or '(no maximum)'} vs maxTokens {big}: {status}, upstream told {limit}, "
+                          f"{used} tokens metered, budget_overshoot_tokens[{name}]={overshoots[name]}")
+    if verbose:
+        print("budget_overshoot_tokens per case: " + " ".join(f"{k}={v}" for k, v in overshoots.items()))
+    return max(overshoots.values())
 
 
 def main() -> int:

@@ -24,6 +24,12 @@ until approved, 409 on a moved head, 406 on a conflict), ``POST /projects/{id}/s
 ``new_path``, ``new_line``). An approval is :meth:`ForgeServer.review` with ``APPROVED``; a diff discussion
 :meth:`ForgeServer.discuss`, resolved by :meth:`ForgeServer.resolve`.
 
+Who may decide, as the real forges say it: each GitHub review carries ``author_association`` (``OWNER``,
+``MEMBER``, ``COLLABORATOR`` for the accounts in :attr:`ForgeServer.access` with Developer (30) or more, else
+``NONE``), each GitLab user an ``id``, and ``GET /projects/{id}/members/all/{user_id}`` answers the member's
+``access_level`` (404 for a stranger). Branch protection, like GitHub's and GitLab's, counts only approvals of
+accounts with write access.
+
 The test drives the rest: :meth:`ForgeServer.review` (an approval or a changes-requested review, with inline
 comments), :meth:`ForgeServer.merge_as_human`, :meth:`ForgeServer.close`. Every request is recorded
 (``tracker_server.JsonApiServer``, the tracker's HTTP scaffolding). The issue API stays in ``tracker_server.py``.
@@ -79,6 +85,18 @@ class ForgeServer(JsonApiServer):
         """Branch protection: approvals required, no changes requested standing."""
         self.required_approvals = 1
         self._next = 1
+        self.access: dict[str, int] = {"alice": 50, "bob": 40, "carol": 30, "dave": 30}
+        """GitLab access level per account (50 Owner, 40 Maintainer, 30 Developer, 20 Reporter); anyone else is a
+        stranger (GitHub ``author_association: NONE``, not a GitLab member)."""
+        self.user_ids: dict[str, int] = {}
+
+    def association(self, user: str) -> str:
+        level = self.access.get(user, 0)
+        return "OWNER" if level >= 50 else "MEMBER" if level >= 40 else "COLLABORATOR" if level >= 30 else (
+            "CONTRIBUTOR" if level else "NONE")
+
+    def user_id(self, user: str) -> int:
+        return self.user_ids.setdefault(user, 9000 + len(self.user_ids))
 
     # --- set-up and the test's hand ----------------------------------------------------------------
 
@@ -111,8 +129,9 @@ class ForgeServer(JsonApiServer):
             repo = self.repos[path]
             pull = repo.pulls[number]
             rid = 100 + sum(len(p.reviews) for p in repo.pulls.values()) + 1
-            pull.reviews.append({"id": rid, "user": {"login": user}, "state": state, "body": body,
-                                 "commit_id": self.head_of(path, pull.head)})
+            pull.reviews.append({"id": rid, "user": {"login": user, "id": self.user_id(user)}, "state": state,
+                                 "body": body, "commit_id": self.head_of(path, pull.head),
+                                 "author_association": self.association(user)})
             pull.comments[rid] = [{"pull_request_review_id": rid, **c} for c in comments or []]
 
     def discuss(self, path: str, number: int, body: str, *, user: str = "alice", file: str = "", line: int = 1
@@ -125,7 +144,8 @@ class ForgeServer(JsonApiServer):
             position = {"head_sha": self.head_of(path, pull.head), "new_path": file or None,
                         "new_line": line if file else None, "position_type": "text"}
             pull.discussions.append({"id": did, "individual_note": False, "notes": [
-                {"id": 500 + len(pull.discussions), "body": body, "author": {"username": user}, "system": False,
+                {"id": 500 + len(pull.discussions), "body": body,
+                 "author": {"username": user, "id": self.user_id(user)}, "system": False,
                  "resolvable": True, "resolved": False, "position": position}]})
             return did
 
@@ -226,6 +246,11 @@ class ForgeServer(JsonApiServer):
         if repo is None:
             return 404, {"message": "404 Project Not Found"}
         rest = p[2:]
+        if len(rest) == 3 and rest[:2] == ["members", "all"] and rest[2].isdigit() and method == "GET":
+            user = next((u for u, i in self.user_ids.items() if i == int(rest[2])), None)
+            if user is None or user not in self.access:
+                return 404, {"message": "404 Not found"}
+            return 200, {"id": int(rest[2]), "username": user, "access_level": self.access[user], "state": "active"}
         if rest == ["merge_requests"] and method == "GET":
             state = {"opened": "open", "closed": "closed"}.get(query.get("state", "opened"), "open")
             return 200, [self._gitlab_wire(repo, x) for x in repo.pulls.values()
@@ -252,7 +277,8 @@ class ForgeServer(JsonApiServer):
                 return 200, self._gitlab_wire(repo, pull)
             if rest[2:] == ["approvals"] and method == "GET":
                 return 200, {"approved": self._approved(pull), "approved_by": [
-                    {"user": {"username": r["user"]["login"]}} for r in pull.reviews if r["state"] == "APPROVED"]}
+                    {"user": {"username": r["user"]["login"], "id": r["user"]["id"]}} for r in pull.reviews
+                    if r["state"] == "APPROVED"]}
             if rest[2:] == ["discussions"] and method == "GET":
                 return 200, list(pull.discussions)
             if rest[2:] == ["merge"] and method == "PUT":
@@ -296,7 +322,8 @@ class ForgeServer(JsonApiServer):
     def _approved(self, pull: Pull) -> bool:
         latest: dict[str, str] = {}
         for r in pull.reviews:
-            if r["state"] in ("APPROVED", "CHANGES_REQUESTED", "DISMISSED"):
+            if r["state"] in ("APPROVED", "CHANGES_REQUESTED", "DISMISSED") and \
+                    self.access.get(r["user"]["login"], 0) >= 30:  # protection counts writers only
                 latest[r["user"]["login"]] = r["state"]
         return (sum(v == "APPROVED" for v in latest.values()) >= self.required_approvals
                 and "CHANGES_REQUESTED" not in latest.values())

@@ -4,6 +4,7 @@ chunks), optionally held until the test releases them, and every request recorde
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.server
 import json
 import threading
@@ -16,7 +17,8 @@ from typing import Any
 class Reply:
     status: int = 200
     body: Any = None
-    """A dict (sent as JSON) or a list of byte chunks (sent as server-sent events, one write per chunk)."""
+    """A dict (sent as JSON) or a list of byte chunks (sent as server-sent events, one write per chunk), or a
+    function of the request's parsed body returning one of them (an upstream that answers what was asked)."""
     headers: dict[str, str] = field(default_factory=dict)
     hold: threading.Event | None = None
     """When set, the reply waits for it (so a test can look at the world while a call is in flight)."""
@@ -51,6 +53,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.server.arrived.set()
         if reply.hold is not None:
             reply.hold.wait(60)
+        if callable(reply.body):
+            reply = dataclasses.replace(reply, body=reply.body(body))
         if isinstance(reply.body, list):
             self.send_response(reply.status)
             self.send_header("Content-Type", "text/event-stream")

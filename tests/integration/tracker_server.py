@@ -6,12 +6,15 @@ One HTTP server on 127.0.0.1 serves both:
   (``state``, ``labels`` = all of them, ``per_page``, ``page``; pull requests are listed too, with a
   ``pull_request`` key, as GitHub does; ``Link`` rel=next/last), ``GET``/``POST
   /repos/{owner}/{name}/issues/{number}/comments``, ``PATCH /repos/{owner}/{name}/issues/{number}`` (``state``);
-  issues carry ``assignees`` and ``milestone``; token in ``Authorization: Bearer``.
+  issues carry ``assignees``, ``milestone``, ``user`` (``login``, ``id``) and ``author_association`` (``OWNER``,
+  ``MEMBER``, ``COLLABORATOR`` for the project's members with Developer access or more, else ``NONE``); token in
+  ``Authorization: Bearer``.
 * GitLab under ``/gitlab/api/v4``: ``GET /projects/{id}/issues`` (``state=opened``, ``labels``,
   ``per_page``, ``page``; ``X-Next-Page``/``X-Page``/``X-Total-Pages``, and ``Link`` unless turned off),
   ``GET``/``POST /projects/{id}/issues/{iid}/notes``,
-  ``PUT /projects/{id}/issues/{iid}`` (``state_event``); ``{id}`` is the numeric id or the URL-encoded path;
-  token in ``PRIVATE-TOKEN``.
+  ``PUT /projects/{id}/issues/{iid}`` (``state_event``), ``GET /projects/{id}/members/all/{user_id}``
+  (``access_level``; 404 for a stranger); issues carry ``author`` (``username``, ``id``); ``{id}`` is the
+  numeric id or the URL-encoded path; token in ``PRIVATE-TOKEN``.
 
 Rate limits as the real ones report them, on a clock the test controls: :meth:`TrackerServer.rate_limit`
 refuses the next requests (GitHub: 403 with ``X-RateLimit-Remaining: 0`` and ``X-RateLimit-Reset``, or
@@ -43,6 +46,12 @@ class FakeIssue:
     comments: list[str] = field(default_factory=list)
     assignees: list[str] = field(default_factory=list)
     milestone: str | None = None
+    author: str = "alice"
+
+
+def user_id(name: str) -> int:
+    """A stable user id per account name (what GitLab's members API takes)."""
+    return 5000 + sum((i + 1) * ord(ch) for i, ch in enumerate(name))
 
 
 @dataclass
@@ -52,6 +61,13 @@ class Project:
     path: str
     id: int
     issues: dict[int, FakeIssue] = field(default_factory=dict)
+    access: dict[str, int] = field(default_factory=lambda: {"alice": 50, "bob": 40, "carol": 30})
+    """GitLab access level per member (50 Owner, 40 Maintainer, 30 Developer, 20 Reporter); others are strangers."""
+
+    def association(self, user: str) -> str:
+        level = self.access.get(user, 0)
+        return "OWNER" if level >= 50 else "MEMBER" if level >= 40 else "COLLABORATOR" if level >= 30 else (
+            "CONTRIBUTOR" if level else "NONE")
 
     def add(self, number: int, title: str, **fields: Any) -> FakeIssue:
         issue = FakeIssue(number, title, **fields)
@@ -290,6 +306,8 @@ class TrackerServer(JsonApiServer):
                             f"/{i.number}",
                 "assignees": [{"login": a} for a in i.assignees],
                 "milestone": {"title": i.milestone, "number": 1} if i.milestone else None,
+                "user": {"login": i.author, "id": user_id(i.author)},
+                "author_association": project.association(i.author),
                 **({"pull_request": {"url": "..."}} if i.pull_request else {}),
             } for i in items]
             return 200, payload, self._link("/github" + path, query, page, pages)
@@ -330,12 +348,19 @@ class TrackerServer(JsonApiServer):
                         "state": "opened" if i.state == "open" else "closed", "labels": list(i.labels),
                         "web_url": f"https://gitlab.example/{project.path}/-/issues/{i.number}",
                         "assignees": [{"username": a} for a in i.assignees],
+                        "author": {"username": i.author, "id": user_id(i.author)},
                         "milestone": {"title": i.milestone} if i.milestone else None} for i in items]
             headers = {"X-Page": str(page), "X-Total-Pages": str(pages), "X-Per-Page": query.get("per_page", "20"),
                        "X-Next-Page": str(page + 1) if page < pages else ""}
             if self.gitlab_link_header:
                 headers.update(self._link("/gitlab/api/v4" + path, query, page, pages))
             return 200, payload, headers
+        if len(parts) == 5 and parts[2:4] == ["members", "all"] and parts[4].isdigit() and method == "GET":
+            member = next((u for u in project.access if user_id(u) == int(parts[4])), None)
+            if member is None:
+                return 404, {"message": "404 Not found"}, {}
+            return 200, {"id": int(parts[4]), "username": member, "access_level": project.access[member],
+                         "state": "active"}, {}
         if len(parts) == 4 and parts[2] == "issues" and parts[3].isdigit() and method == "PUT":
             issue = project.issues.get(int(parts[3]))  # the standing intake closes an issue: state_event=close
             if issue is None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -13,8 +15,8 @@ F = st.Filters(labels=("longshot",))
 P = st.Policy(max_active=3, poll_seconds=30)
 
 
-def issue(n, *labels, assignees=(), milestone=None):
-    return st.IssueView(n, tuple(labels) or ("longshot",), tuple(assignees), milestone)
+def issue(n, *labels, assignees=(), milestone=None, author="alice", writer=True):
+    return st.IssueView(n, tuple(labels) or ("longshot",), tuple(assignees), milestone, author, writer)
 
 
 def child(name, *issues, outcome="Active", started=True, finished=False, closed=False):
@@ -151,3 +153,65 @@ def test_gitlab_token_and_an_empty_secret_authenticates_nothing():
     ("/intake/NS/name", None), ("/intake/ns/../x", None), ("/other/ns/name", None), ("/intake/ns/a/b", None)])
 def test_webhook_path(path, want):
     assert st.parse_path(path) == want
+
+
+# --- who may ask, how many a day, how much in all ------------------------------------------------------------
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("author", "writer", "filters", "started"), [
+    ("alice", True, F, True),                                                       # a writer
+    ("mallory", False, F, False),                                                   # a stranger
+    ("Dora", False, st.Filters(labels=("longshot",), users=("dora",)), True),       # listed (any case)
+    ("alice", True, st.Filters(labels=("longshot",), writers=False, users=("dora",)), False),  # only the list
+    ("", False, st.Filters(labels=("longshot",), users=("",)), False),              # no author: nobody's
+])
+def test_only_allowed_authors_issues_start_builds(author, writer, filters, started):
+    d = st.decide("intake", [issue(1, author=author, writer=writer)], [], filters, P)
+    assert bool(d.create) is started and d.summary.eligible == int(started)
+
+
+def made(name, *issues, hours_ago, outcome="Active", used=(0, 0.0), allotted=(None, None)):
+    return st.ChildView(name, tuple(issues), outcome, True, outcome != "Active", outcome == "Succeeded",
+                        NOW - timedelta(hours=hours_ago), st.Money(*used), st.Money(*allotted))
+
+
+def test_the_daily_cap_counts_the_children_of_the_last_24_hours():
+    policy = replace(P, max_active=10, max_per_day=3)
+    children = [made("intake-i1", 1, hours_ago=30, outcome="Succeeded"), made("intake-i2", 2, hours_ago=20,
+                                                                            outcome="Failed"),
+                made("intake-i3", 3, hours_ago=1)]
+    d = st.decide("intake", [issue(n) for n in range(1, 8)], children, F, policy, now=NOW)
+    assert [c.issues for c in d.create] == [(4,)]  # 2 of 3 today: one more
+    children.append(made("intake-i4", 4, hours_ago=0))
+    d = st.decide("intake", [issue(n) for n in range(1, 8)], children, F, policy, now=NOW)
+    assert d.create == () and d.summary.waiting == 3
+    assert "maxBuildsPerDay (3)" in d.summary.held
+
+
+def test_the_intake_budget_bounds_the_childrens_total():
+    policy = replace(P, max_active=10, budget=st.Money(10_000, None), child_budget=st.Money(4_000, None))
+    d = st.decide("intake", [issue(n) for n in range(1, 6)], [], F, policy, now=NOW)
+    assert [(c.issues, c.budget.tokens) for c in d.create] == [((1,), 4000), ((2,), 4000), ((3,), 2000)]
+    assert "spec.intake.budget" in d.summary.held and d.summary.waiting == 2
+    # a finished child gives back what it did not use; a running one holds the larger of use and allotment
+    children = [made("intake-i1", 1, hours_ago=2, outcome="Succeeded", used=(1_000, 0.0), allotted=(4_000, None)),
+                made("intake-i2", 2, hours_ago=1, used=(5_000, 0.0), allotted=(4_000, None)),
+                made("intake-i3", 3, hours_ago=1, used=(0, 0.0), allotted=(2_000, None))]
+    d = st.decide("intake", [issue(n) for n in range(1, 6)], children, F, policy, now=NOW)
+    assert [(c.issues, c.budget.tokens) for c in d.create] == [((4,), 2000)]
+    assert sum(c.budget.tokens or 0 for c in d.create) + 1_000 + 5_000 + 2_000 <= 10_000
+
+
+def test_an_intake_budget_without_a_child_budget_allots_the_rest_and_a_running_child_without_limit_holds_all():
+    policy = replace(P, max_active=10, budget=st.Money(None, 5.0))
+    d = st.decide("intake", [issue(1), issue(2)], [], F, policy, now=NOW)
+    assert [(c.issues, c.budget.cost) for c in d.create] == [((1,), 5.0)]
+    unlimited = [made("intake-i9", 9, hours_ago=1)]  # made before the intake had a budget: it may spend anything
+    assert st.decide("intake", [issue(1)], unlimited, F, policy, now=NOW).create == ()
+
+
+def test_without_caps_nothing_is_held():
+    d = st.decide("intake", [issue(1)], [], F, P, now=NOW)
+    assert d.create == (st.Create("intake-i1", (1,)),) and d.summary.held == ""

@@ -121,6 +121,34 @@ class IssueSource(Model):
 IntakePolicy = Literal["perIssue", "batch"]
 
 
+INTAKE_AUTHORS_RULES: list[JsonValue] = [
+    {
+        "rule": "!has(self.writers) || self.writers || (has(self.users) && size(self.users) > 0)",
+        "message": "intake.authors allows no one: set writers: true or list users",
+        "fieldPath": ".users",
+    },
+]
+
+
+class IntakeAuthors(Model):
+    """Whose issues a standing intake takes (``spec.intake.authors``): an issue is eligible only when its author
+    is listed in ``users``, or, with ``writers``, may write to the project."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": INTAKE_AUTHORS_RULES})
+
+    writers: bool = True
+    """Issues of accounts with write access count: GitHub ``author_association`` ``OWNER``, ``MEMBER`` or
+    ``COLLABORATOR``; GitLab members with Developer access or higher (the members API; at most 20 authors looked up
+    a poll)."""
+    users: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": 255,
+                                     "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]*$"}},
+    )
+    """Accounts (login / username, compared case-insensitively) whose issues count whatever their access."""
+
+
 class IntakeSettings(Model):
     """A standing intake: this BuildRequest watches a tracker and starts a child BuildRequest per eligible issue
     (or per batch). It never plans, works or finalizes itself; its other spec fields are the template copied into
@@ -149,6 +177,15 @@ class IntakeSettings(Model):
     """Most issues in one child build with ``policy: batch``."""
     max_active_builds: int = Field(default=3, ge=1, le=100)
     """Most child builds not finished at once; more eligible issues wait for a free slot."""
+    authors: IntakeAuthors = Field(default_factory=lambda: IntakeAuthors())
+    """Whose issues start builds. By default only accounts with write access to the project: on a public project
+    anyone may open an issue, and a stranger's issue starts nothing."""
+    budget: Budget | None = None
+    """What all the child builds together may spend (``maxTokens``, ``maxCost``). Each child is given, when it is
+    created, the smaller of this BuildRequest's ``spec.budget`` and what is left (running children hold the larger
+    of what they used and what they were given); once nothing is left, eligible issues wait. Unset: no total."""
+    max_builds_per_day: int = Field(default=10, ge=1, le=1000)
+    """Most child builds created in any 24 hours; more eligible issues wait."""
     webhook: LocalObjectRef | None = Field(default=None, json_schema_extra=names("Secret"))
     """Secret (key ``token``) that authenticates deliveries to the operator's ``POST /intake/<namespace>/<name>``:
     GitHub's ``X-Hub-Signature-256`` HMAC, or GitLab's ``X-Gitlab-Token``. A delivery only triggers a poll; its body
@@ -393,6 +430,16 @@ class PullRequestSettings(Model):
         json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": r"^[^,\n]+$"}},
     )
     """Labels put on each pull request when it is opened."""
+    reviewers: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": 255,
+                                     "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]*$"}},
+    )
+    """Forge accounts whose reviews decide (approve, or ask for changes that a fixer then makes). When set, only
+    these accounts' reviews count. When empty (the default), the reviews of accounts with write access count:
+    GitHub ``author_association`` ``OWNER``, ``MEMBER`` or ``COLLABORATOR``; GitLab members with Developer access
+    or higher. Other accounts' reviews (anyone, on a public repository) are ignored."""
     poll_seconds: int = Field(default=30, ge=1, le=3600)
     """Time between two looks at an open pull request (approvals, mergeability, merged or closed)."""
 

@@ -43,7 +43,7 @@ def actions(ctx: ctxmod.Context, build: objects.BuildRequest, ts: Sequence[objec
         who = dl.Parent(name=parent.name, namespace=parent.namespace, build=build.name, build_uid=build.metadata.uid,
                         role=parent.spec.role, phase=parent.status.phase or "Pending",
                         depth=dl.depth_of(parent.metadata.annotations), priority=parent.spec.priority,
-                        labels=dict(parent.metadata.labels))
+                        labels=dict(parent.metadata.labels), scope=tuple(parent.spec.scope))
         previous = [c.model_dump(by_alias=True, mode="json", exclude_none=True) for c in parent.status.children]
         decision = dl.decide(who, reqs, limits, children, previous, existing)
         out.extend(ex.CreateObject(m) for m in decision.create)

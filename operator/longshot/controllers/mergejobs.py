@@ -249,11 +249,11 @@ class MergeJobReconciler:
             ask = fc.Ask(branch=job.spec.target, target=build.spec.repository.base_branch,
                          commit=state.tested or job.spec.commit or "", title=self._build_title(build),
                          body=self._build_body(build), labels=tuple(settings.labels),
-                         merge_method=settings.merge_method, per_build=True)
+                         merge_method=settings.merge_method, reviewers=tuple(settings.reviewers), per_build=True)
         else:
             ask = fc.Ask(branch=job.spec.branch, target=job.spec.target, commit=state.tested or job.spec.commit or "",
                          title=self._title(job, build), body=self._body(job, build), labels=tuple(settings.labels),
-                         merge_method=settings.merge_method)
+                         merge_method=settings.merge_method, reviewers=tuple(settings.reviewers))
         try:
             async with self.ctx.lanes.lane(job.namespace):
                 return await asyncio.to_thread(self._poll, settings, token, ask, state), None
@@ -303,7 +303,7 @@ class MergeJobReconciler:
             case fc.Fail():
                 return mj.ForgeClosed(e.reason, e.message)
             case fc.RequestChanges():
-                return mj.ChangesRequested(f"{e.reviewer} (on the pull request)", e.reasons)
+                return mj.ChangesRequested(f"{e.reviewer} (on the pull request)", e.reasons, untrusted=True)
         raise ValueError(f"{type(e).__name__} is carried out, not an event")
 
     @staticmethod

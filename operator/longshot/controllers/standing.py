@@ -26,6 +26,7 @@ it changes) and schedules a local reconcile. The body's content is not used.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 from collections.abc import Callable, Mapping
@@ -105,13 +106,21 @@ def _mapped(e: trackers.TrackerError) -> PollError:
 
 def poll(k: kubemod.KubeAPI, build: objects.BuildRequest, guard: gd.Guard | None = None,
          **options: Any) -> list[trackers.Issue]:
-    """The open issues with the intake's labels (assignee and milestone are the decider's filters)."""
+    """The open issues with the intake's labels (assignee, milestone and author are the decider's filters; on
+    GitLab the authors' access levels are looked up here)."""
     spec = build.spec.intake
     assert spec is not None
     labels = list(dict.fromkeys([*spec.tracker.labels, *spec.labels]))
+    listed = {u.casefold() for u in spec.authors.users}
     try:
         with client(k, build, guard, **options) as t:
-            return t.list_issues(labels)
+            issues = t.list_issues(labels)
+            if spec.authors.writers and isinstance(t, trackers.GitLab):  # GitHub's listing says it already
+                ids = {i.author: i.author_id for i in issues
+                       if i.author and i.author_id is not None and i.author.casefold() not in listed}
+                writers = t.writers(ids)
+                issues = [dataclasses.replace(i, author_writer=i.author in writers) for i in issues]
+            return issues
     except trackers.TrackerError as e:
         raise _mapped(e) from None
 
@@ -172,7 +181,10 @@ class Standing:
             outcome: standing.Outcome = "Succeeded" if phase == "Succeeded" else "Failed" if phase == "Failed" \
                 else "Active"
             out.append(standing.ChildView(b.name, issues, outcome, standing.STARTED_ANNOTATION in ann,
-                                          standing.FINISHED_ANNOTATION in ann, standing.CLOSED_ANNOTATION in ann))
+                                          standing.FINISHED_ANNOTATION in ann, standing.CLOSED_ANNOTATION in ann,
+                                          b.metadata.creation_timestamp,
+                                          standing.Money(b.status.usage.tokens, b.status.usage.cost),
+                                          standing.Money(b.spec.budget.max_tokens, b.spec.budget.max_cost)))
         return out
 
     async def reconcile(self, build: objects.BuildRequest) -> list[ex.Action]:
@@ -206,15 +218,22 @@ class Standing:
         assert memo is not None
         children = self.children(build)
         filters = standing.Filters(labels=tuple(dict.fromkeys([*spec.tracker.labels, *spec.labels])),
-                                   assignee=spec.assignee, milestone=spec.milestone)
+                                   assignee=spec.assignee, milestone=spec.milestone, writers=spec.authors.writers,
+                                   users=tuple(spec.authors.users))
+        total = spec.budget
         policy = standing.Policy(policy=spec.policy, batch_size=spec.batch_size, max_active=spec.max_active_builds,
-                                 poll_seconds=spec.poll_seconds, comment=spec.tracker.comment)
+                                 poll_seconds=spec.poll_seconds, comment=spec.tracker.comment,
+                                 max_per_day=spec.max_builds_per_day,
+                                 budget=standing.Money(total.max_tokens, total.max_cost) if total is not None
+                                 else standing.Money(),
+                                 child_budget=standing.Money(build.spec.budget.max_tokens, build.spec.budget.max_cost))
         listing = fresh if fresh is not None else list(memo.issues.values()) if memo.last_poll is not None else None
-        views = None if listing is None else [standing.IssueView(i.number, i.labels, i.assignees, i.milestone)
+        views = None if listing is None else [standing.IssueView(i.number, i.labels, i.assignees, i.milestone,
+                                                                 i.author, i.author_writer is True)
                                               for i in listing]
         # spec.suspend on an intake: no new builds (its children are not suspended by it; comments and closes go on)
         decision = standing.decide(build.name, views, children, filters, policy,
-                                   fresh=fresh is not None and not build.spec.suspend)
+                                   fresh=fresh is not None and not build.spec.suspend, now=now)
         out: list[ex.Action] = []
         for c in decision.create:
             out.append(ex.Call(self._creator(self._manifest(build, c, memo.issues)), f"intake child {c.name}"))
@@ -254,6 +273,9 @@ class Standing:
         if planner.get("source") == "issues":  # the child works on its issues, given in its request
             planner["source"] = "llm"
             planner.pop("issues", None)
+        if c.budget.tokens is not None or c.budget.cost is not None:  # its share of spec.intake.budget
+            spec["budget"] = {k: v for k, v in (("maxTokens", c.budget.tokens), ("maxCost", c.budget.cost))
+                              if v is not None}
         texts = [trackers.describe(issues[n]) if n in issues else f"Issue #{n}" for n in c.issues]
         request = (build.spec.request.strip() + "\n\n" + "\n\n---\n\n".join(texts))
         spec["request"] = request[:MAX_REQUEST]
@@ -300,6 +322,7 @@ class Standing:
         if error is None:
             message = (f"watching the tracker: {summary.eligible} eligible issues, {summary.active} builds active, "
                        f"{summary.waiting} waiting for a slot, {summary.started} started"
+                       + (f"; {summary.held}" if summary.held else "")
                        + ("; suspended: no new build starts" if build.spec.suspend else ""))
             sets = [(cond.READY, cond.TRUE, "Watching", message), (cond.STALLED, cond.FALSE, "NotStalled",
                                                                    "nothing needs a person"),

@@ -17,6 +17,7 @@ child would be deeper than ``maxDepth``               Refused: names ``spec.dele
 is past ``maxChildren`` of this parent                Refused: names ``spec.delegation.maxChildren``
 build already has ``maxTotalTasks`` AgentTasks        Refused: names ``spec.planner.maxTotalTasks``
 build's budget is spent                               Refused: names ``spec.budget``
+scope is not within the parent's (scopes enforced)    Refused: names the child's scope and ``spec.scope.enforce``
 name is taken by a task that is not this child        Refused: the name collides
 otherwise                                             Create the child (a worker, owned by the build); Pending
 ====================================================  ==============================================================
@@ -24,6 +25,10 @@ otherwise                                             Create the child (a worker
 A child is *done* for ``await_tasks`` when it was refused, failed or was cancelled, or succeeded with its branch on
 the target (or with nothing to merge): :func:`child_done` over ``core.dependencies``' view of the task. The
 parent's own MergeJob waits until every child it made is done (:func:`merge_wait`): children merge first.
+
+Under ``spec.scope.enforce`` a scoped parent's child is scoped within it: every entry of the child's scope must be
+covered by the parent's (:func:`longshot.core.scope.uncovered`; ``**`` under a scoped parent is refused), and a
+child that asks for no scope gets the parent's. An unscoped parent's children are as free as it is.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from typing import Any, Final
 
 from longshot.api import keys
 from longshot.core import dependencies, manifests, names
+from longshot.core import scope as scopemod
 
 PARENT_LABEL: Final = keys.PARENT
 DEPTH_ANNOTATION: Final = keys.DELEGATION_DEPTH
@@ -66,6 +72,8 @@ class Limits:
     total_tasks: int = 0
     """AgentTasks the build has now (every role)."""
     budget_spent: bool = False
+    enforce_scope: bool = False
+    """``spec.scope.enforce``: a child's scope must be within its parent's."""
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], *, total_tasks: int, budget_spent: bool) -> Limits:
@@ -74,7 +82,8 @@ class Limits:
         return cls(enabled=d.get("enabled") is True, max_depth=int(d.get("maxDepth", 2)),
                    max_children=int(d.get("maxChildren", 5)),
                    max_total_tasks=int((spec.get("planner") or {}).get("maxTotalTasks", 500)),
-                   total_tasks=total_tasks, budget_spent=budget_spent)
+                   total_tasks=total_tasks, budget_spent=budget_spent,
+                   enforce_scope=(spec.get("scope") or {}).get("enforce") is True)
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,8 @@ class Parent:
     depth: int = 0
     priority: int = 5
     labels: Mapping[str, str] = field(default_factory=dict)
+    scope: tuple[str, ...] = ()
+    """The parent's ``spec.scope``."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +154,20 @@ def _refusal(request: Request, reason: str) -> dict[str, Any]:
     return {"name": request.name, "phase": REFUSED, "done": True, "merged": False, "reason": reason[:MAX_REASON]}
 
 
-def _why_not(parent: Parent, limits: Limits, index: int, made: int, taken: bool) -> str | None:
+def child_scope(parent: Parent, request: Request, limits: Limits) -> tuple[str, ...]:
+    """The child's scope: the one asked for, or under ``spec.scope.enforce`` the parent's when none is asked."""
+    return request.scope or (parent.scope if limits.enforce_scope else ())
+
+
+def scope_refusal(parent: Parent, request: Request, limits: Limits, field: str) -> str | None:
+    """Why the child's scope is refused (not within the parent's under ``spec.scope.enforce``), or None."""
+    if not limits.enforce_scope:
+        return None
+    outside = scopemod.uncovered(request.scope, parent.scope)
+    return scopemod.child_refusal(field, parent.scope, outside) if outside else None
+
+
+def _why_not(parent: Parent, request: Request, limits: Limits, index: int, made: int, taken: bool) -> str | None:
     if not limits.enabled:
         return "delegation is off for this build: set spec.delegation.enabled: true on the BuildRequest"
     if parent.role != "worker":
@@ -161,6 +185,9 @@ def _why_not(parent: Parent, limits: Limits, index: int, made: int, taken: bool)
                 f"({limits.max_total_tasks}); do the work yourself")
     if limits.budget_spent:
         return "the build's budget (spec.budget) is spent"
+    refused = scope_refusal(parent, request, limits, f"the child's scope ({request.name})")
+    if refused:
+        return refused
     if taken:
         return "an AgentTask with this child's name exists and is not this task's child; choose another name"
     return None
@@ -187,18 +214,18 @@ def decide(parent: Parent, requests: Sequence[Request], limits: Limits, children
         if r.name in refused:
             out.append(_refusal(r, refused[r.name]))
             continue
-        why = _why_not(parent, limits, index, len(create), taken=child is not None or task in existing)
+        why = _why_not(parent, r, limits, index, len(create), taken=child is not None or task in existing)
         if why is not None:
             out.append(_refusal(r, why))
             continue
-        create.append(child_manifest(parent, r))
+        create.append(child_manifest(parent, r, child_scope(parent, r, limits)))
         out.append({"name": r.name, "task": task, "phase": "Pending", "done": False, "merged": False})
     return Decision(tuple(create), tuple(out))
 
 
-def child_manifest(parent: Parent, request: Request) -> dict[str, Any]:
+def child_manifest(parent: Parent, request: Request, scope: tuple[str, ...] | None = None) -> dict[str, Any]:
     """The child AgentTask: a worker of the parent's build (and iteration), owned by the build like a planned task,
-    labelled with its parent, one level deeper."""
+    labelled with its parent, one level deeper; its scope is ``scope`` (default: the one asked for)."""
     labels = {PARENT_LABEL: manifests.label_value(parent.name)}
     if keys.ITERATION in parent.labels:
         labels[keys.ITERATION] = parent.labels[keys.ITERATION]
@@ -206,7 +233,8 @@ def child_manifest(parent: Parent, request: Request) -> dict[str, Any]:
         name=child_task_name(parent.name, request.name), namespace=parent.namespace, build=parent.build,
         role="worker", description=request.prompt, priority=parent.priority,
         owner=manifests.owned_by_build(parent.build, parent.build_uid), labels=labels,
-        annotations={DEPTH_ANNOTATION: str(parent.depth + 1)}, scope=list(request.scope) or None)
+        annotations={DEPTH_ANNOTATION: str(parent.depth + 1)},
+        scope=list(request.scope if scope is None else scope) or None)
 
 
 def merge_wait(children: Sequence[dependencies.DepView]) -> str | None:

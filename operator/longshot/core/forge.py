@@ -36,6 +36,12 @@ merge commit. A pull request merged on the forge by anyone (a person, the forge'
 changes-requested review counts only on the commit the gate tested: after a fixer pushed, the old review is stale
 and the pull request waits for a new review. The merge names the tested commit (``sha``), so the forge never
 merges a head Longshot did not test.
+
+**Only people with write access decide** (:func:`counts`). Every row above reads only the reviews that count:
+with ``spec.merge.pullRequest.reviewers`` set, those of the accounts it lists; otherwise those of accounts the forge
+says may write to the repository (:attr:`Review.writer`: GitHub's ``author_association`` ``OWNER``, ``MEMBER`` or
+``COLLABORATOR``; GitLab's access level Developer (30) or higher). A stranger's approval approves nothing and a
+stranger's changes-requested review sends no fixer: on a public repository anyone may review.
 """
 
 from __future__ import annotations
@@ -51,6 +57,11 @@ GATE_CONTEXT: Final = "longshot/gate"
 MAX_REVIEW_TEXT: Final = 4000
 """Longest review body or comment carried into a fixer's description."""
 MAX_REVIEW_COMMENTS: Final = 20
+WRITE_ASSOCIATIONS: Final = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
+"""GitHub ``author_association`` values of accounts that may write to the repository (the owner, a member of the
+owning organisation, an invited collaborator)."""
+DEVELOPER: Final = 30
+"""GitLab's access level Developer: the least that may push and merge."""
 
 PullState = Literal["open", "closed"]
 ReviewState = Literal["APPROVED", "CHANGES_REQUESTED", "COMMENTED", "DISMISSED", "PENDING"]
@@ -68,6 +79,8 @@ class Review:
     comments: tuple[str, ...] = ()
     """Its inline comments (``path:line: text``), for a changes-requested review."""
     id: int = 0
+    writer: bool = False
+    """The forge says its author may write to the repository (:func:`github_writer`, :func:`gitlab_writer`)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,8 @@ class Ask:
     labels: tuple[str, ...] = ()
     merge_method: str = "merge"
     approvals_required: int = 1
+    reviewers: tuple[str, ...] = ()
+    """``spec.merge.pullRequest.reviewers``: when set, only these accounts' reviews count (:func:`counts`)."""
     per_build: bool = False
     """The pull request is the build's (``per: build``): a head that is not :attr:`commit` is a newer candidate."""
 
@@ -192,6 +207,24 @@ Effect = OpenPull | PostStatus | Merge | Wait | Landed | Fail | RequestChanges
 # --- the decision ------------------------------------------------------------------------------------
 
 
+def github_writer(association: object) -> bool:
+    """Whether a GitHub ``author_association`` is one of an account with write access."""
+    return isinstance(association, str) and association.upper() in WRITE_ASSOCIATIONS
+
+
+def gitlab_writer(access_level: object) -> bool:
+    """Whether a GitLab member's ``access_level`` may push and merge (Developer, 30, or higher)."""
+    return isinstance(access_level, int) and not isinstance(access_level, bool) and access_level >= DEVELOPER
+
+
+def counts(review: Review, reviewers: Sequence[str]) -> bool:
+    """Whether ``review`` decides anything: its author is listed in ``reviewers`` (case-insensitive, as the forges
+    compare account names), or, with no list, the forge says its author may write to the repository."""
+    if reviewers:
+        return review.user.casefold() in {r.casefold() for r in reviewers}
+    return review.writer
+
+
 def latest_reviews(reviews: Sequence[Review]) -> dict[str, Review]:
     """Each reviewer's latest review that decides something (approved, changes requested or dismissed); comments
     change no one's verdict, as on GitHub."""
@@ -230,7 +263,7 @@ def decide(ask: Ask, facts: PullFacts) -> list[Effect]:
                                                 "job follows its outcome")]
         return [*out, Wait("AwaitingForge", f"{where}'s head {facts.head[:12]} is not the tested commit "
                                             f"{ask.commit[:12]}; waiting for its own MergeJob or a person")]
-    latest = latest_reviews(facts.reviews)
+    latest = latest_reviews([r for r in facts.reviews if counts(r, ask.reviewers)])
     asking = [r for r in latest.values() if r.state == "CHANGES_REQUESTED" and r.commit == ask.commit]
     if asking:
         r = asking[0]

@@ -48,7 +48,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
 from longshot.api import conditions as c
-from longshot.core import effects, names
+from longshot.core import effects, names, taskinput
 from longshot.core import scope as scopemod
 from longshot.core.effects import EmitEvent, SetCondition
 
@@ -230,6 +230,8 @@ class ScanTimedOut:
 class ChangesRequested:
     reviewer: str
     reasons: tuple[str, ...]
+    untrusted: bool = False
+    """The reasons come from outside the build (a review on the forge): the fixer gets them as untrusted data."""
 
 
 @dataclass(frozen=True)
@@ -595,7 +597,8 @@ def _scan_timed_out(state: JobState, event: ScanTimedOut, now: datetime) -> Resu
 def _changes_requested(state: JobState, event: ChangesRequested, now: datetime) -> Result:
     reasons = "\n".join(f"- {r[:1000]}" for r in event.reasons[:20]) or "- (no reasons given)"
     message = f"reviewer {event.reviewer} requested changes"
-    description = (f"The reviewer requested changes to branch {state.branch} before it may merge:\n{reasons}\n"
+    shown = taskinput.untrusted(f"review by {event.reviewer}", reasons) if event.untrusted else reasons
+    description = (f"The reviewer requested changes to branch {state.branch} before it may merge:\n{shown}\n"
                    "Make the changes on the branch, keep the tests passing, commit and push.")
     return _checks_failed(state, "ChangesRequested", message, description, failure=f"{message}: {reasons[:500]}")
 

@@ -148,3 +148,52 @@ def inherited(fix_scope: Iterable[str], task_scope: Iterable[str], *, enforce: b
     unscoped task's fixer is unscoped), so that the fixer may change what the task could and no more; otherwise
     what the failure names (the conflicting files), as a scheduling hint."""
     return tuple(task_scope) if enforce else tuple(fix_scope)
+
+
+def _segment_covers(parent: str, child: str) -> bool:
+    """Whether every name the child's segment matches is one the parent's matches (sound, not complete: a
+    wildcard segment of the child is covered only by ``*`` or by itself)."""
+    if child == "**":
+        return False  # only a parent's ** (handled by walk) spans any number of segments
+    if parent == child or parent == "*":
+        return True
+    return not has_wild(child) and _segment_matches(parent, child)
+
+
+def entry_covered_steps(child: str, parents: Sequence[str]) -> tuple[bool, int]:
+    """Whether some entry of ``parents`` covers every path ``child`` covers, and the positions visited. Sound:
+    True means it does; a glob the check cannot prove inside (``src/*`` under ``src/a*``) is False."""
+    steps = 0
+    for parent in parents:
+        hit, n = walk(parse_entry(parent), parse_entry(child), _segment_covers, stars_in_b=False)
+        steps += n
+        if hit:
+            return True, steps
+    return False, steps
+
+
+def uncovered(child: Sequence[str], parent: Sequence[str], *, budget: int = MAX_STEPS) -> tuple[str, ...]:
+    """The entries of a child's scope that its parent's scope does not cover (an unscoped parent covers
+    everything; an empty child scope is the parent's, so it is covered). Entries past the budget are uncovered."""
+    if not parent or not child:
+        return ()
+    entries = tuple(dict.fromkeys(parent))
+    out: list[str] = []
+    steps = 0
+    for entry in dict.fromkeys(child):
+        hit = False
+        if steps < budget:
+            hit, n = entry_covered_steps(entry, entries)
+            steps += n
+        if not hit:
+            out.append(entry)
+    return tuple(out)
+
+
+def child_refusal(field: str, parent: Sequence[str], outside_entries: Sequence[str]) -> str:
+    """One line naming the child's entries outside its parent's scope (``field``: where they were asked)."""
+    shown = ", ".join(outside_entries[:8]) + (f" (+{len(outside_entries) - 8} more)" if len(outside_entries) > 8
+                                               else "")
+    entries = ", ".join(parent[:8]) + (f" (+{len(parent) - 8} more)" if len(parent) > 8 else "")
+    return (f"{field} [{shown}] is not within the parent task's scope [{entries}]; the build enforces scopes "
+            "(spec.scope.enforce): ask for a scope within the parent's, or for none to inherit it")

@@ -7,7 +7,8 @@ A child build is named from its issues alone (:func:`child_name`: ``<intake>-i<n
 that child's outcome, so a restart, a second replica or a race that decides twice creates the same name twice,
 and the API server's AlreadyExists makes the second create a no-op. (To try an issue again, delete its child.)
 
-Transitions, per issue (``eligible`` = open, with every label, the assignee and the milestone the spec asks for):
+Transitions, per issue (``eligible`` = open, with every label, the assignee and the milestone the spec asks for,
+opened by an allowed author: :func:`author_allowed`):
 
     ==============================  ===============================  ===========================================
     issue / child                   condition                        decision
@@ -16,6 +17,10 @@ Transitions, per issue (``eligible`` = open, with every label, the assignee and 
                                                                      the next ``batchSize`` uncovered issues)
     eligible, no child              no slot                          wait (``status.intake.waiting``)
     eligible, no child              no fresh poll (``fresh=False``)  nothing (never start from a stale listing)
+    eligible, no child              ``maxBuildsPerDay`` children     wait (``Summary.held`` says why)
+                                    created in the last 24 hours
+    eligible, no child              the intake's budget is spent     wait (``Summary.held`` says why)
+                                    (children's use + allotments)
     not eligible (closed, label     no child                         nothing, ever
       removed, other assignee)
     any                             child exists, active             nothing new (a child is never cancelled
@@ -28,6 +33,17 @@ Transitions, per issue (``eligible`` = open, with every label, the assignee and 
     child Failed                    finish not recorded              comment the outcome; the issue stays open
     child Succeeded                 not closed                       close each of its issues
     ==============================  ===============================  ===========================================
+
+**Authors.** An issue counts only when its author may ask for work: an account listed in ``authors.users``, or,
+with ``authors.writers`` (the default), an account the tracker says may write to the project (GitHub
+``author_association`` OWNER, MEMBER or COLLABORATOR; GitLab access level Developer or higher). On a public
+project anyone may open an issue; a stranger's issue starts nothing.
+
+**The intake's budget** (``spec.intake.budget``) bounds what all its children together may spend. Each child is
+allotted, at its creation, the smaller of the template's ``spec.budget`` and what is left of the intake's
+(written as the child's ``spec.budget``); what is left is the intake's budget minus, per child, its usage when it
+has finished and the larger of its usage and its allotment while it runs. No child starts once nothing is left.
+**The daily cap** (``spec.intake.maxBuildsPerDay``) bounds the children created in any 24 hours.
 
 ``comment=False`` (``tracker.comment``) posts no comments; closing still happens. The next poll is due
 ``pollSeconds`` after this one; a webhook delivery polls at once. ``status.intake.builds`` keeps the 50 newest
@@ -43,7 +59,8 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from datetime import datetime, timedelta
+from typing import Any, Final, Literal
 
 from longshot.core import names
 
@@ -66,6 +83,7 @@ MAX_ACTIONS: Final = 20
 """Most comments and closes decided at once (the rest wait for the next reconcile)."""
 MAX_BODY_BYTES: Final = 1024 * 1024
 """Largest webhook delivery read."""
+DAY: Final = timedelta(hours=24)
 
 Outcome = Literal["Active", "Succeeded", "Failed"]
 
@@ -78,6 +96,9 @@ class IssueView:
     labels: tuple[str, ...] = ()
     assignees: tuple[str, ...] = ()
     milestone: str | None = None
+    author: str = ""
+    writer: bool = False
+    """The tracker says the author may write to the project."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +106,18 @@ class Filters:
     labels: tuple[str, ...] = ()
     assignee: str | None = None
     milestone: str | None = None
+    writers: bool = True
+    """``authors.writers``: issues of accounts with write access count."""
+    users: tuple[str, ...] = ()
+    """``authors.users``: accounts whose issues count whatever their access."""
+
+
+@dataclass(frozen=True)
+class Money:
+    """Tokens and cost (a budget's limits, None: no limit; or what was used or allotted)."""
+
+    tokens: int | None = None
+    cost: float | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +130,11 @@ class ChildView:
     started_commented: bool = False
     finished_commented: bool = False
     closed: bool = False
+    created: datetime | None = None
+    used: Money = field(default_factory=lambda: Money(0, 0.0))
+    """Its ``status.usage``."""
+    allotted: Money = field(default_factory=Money)
+    """Its ``spec.budget`` (None: no limit)."""
 
 
 @dataclass(frozen=True)
@@ -106,12 +144,20 @@ class Policy:
     max_active: int = 3
     poll_seconds: int = 60
     comment: bool = True
+    max_per_day: int | None = None
+    """``maxBuildsPerDay``: most children created in any 24 hours."""
+    budget: Money = field(default_factory=Money)
+    """``spec.intake.budget``: what all the children together may spend (None: no limit)."""
+    child_budget: Money = field(default_factory=Money)
+    """The template's ``spec.budget``: each child's, at most (None: no limit)."""
 
 
 @dataclass(frozen=True)
 class Create:
     name: str
     issues: tuple[int, ...]
+    budget: Money = field(default_factory=Money)
+    """The child's ``spec.budget``: the template's, at most what is left of the intake's."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +191,8 @@ class Summary:
     started: int
     waiting: int
     builds: tuple[Entry, ...]
+    held: str = ""
+    """Why eligible issues wait although a slot is free (the daily cap, the intake's budget), or ""."""
 
 
 @dataclass(frozen=True)
@@ -178,20 +226,58 @@ def format_issues(issues: Iterable[int]) -> str:
     return ",".join(str(n) for n in sorted(set(issues)))
 
 
+def author_allowed(issue: IssueView, filters: Filters) -> bool:
+    """The issue's author is listed (``authors.users``, case-insensitive) or, with ``authors.writers``, may write
+    to the project."""
+    if issue.author and issue.author.casefold() in {u.casefold() for u in filters.users}:
+        return True
+    return filters.writers and issue.writer
+
+
 def eligible(issue: IssueView, filters: Filters) -> bool:
-    """Open (the poll lists open issues only) with every label, the assignee and the milestone asked for."""
+    """Open (the poll lists open issues only) with every label, the assignee and the milestone asked for, and
+    opened by an allowed author."""
     if any(label not in issue.labels for label in filters.labels):
         return False
     if filters.assignee is not None and filters.assignee not in issue.assignees:
         return False
-    return filters.milestone is None or issue.milestone == filters.milestone
+    if filters.milestone is not None and issue.milestone != filters.milestone:
+        return False
+    return author_allowed(issue, filters)
+
+
+def committed(children: Sequence[ChildView]) -> Money:
+    """What the children hold of the intake's budget: a finished child its usage, a running one the larger of its
+    usage and its allotment (None: some running child has no limit of that kind)."""
+    tokens: int | None = 0
+    cost: float | None = 0.0
+    for c in children:
+        used_t, used_c = c.used.tokens or 0, c.used.cost or 0.0
+        if c.outcome == "Active":
+            t = None if c.allotted.tokens is None else max(used_t, c.allotted.tokens)
+            k = None if c.allotted.cost is None else max(used_c, c.allotted.cost)
+        else:
+            t, k = used_t, used_c
+        tokens = None if tokens is None or t is None else tokens + t
+        cost = None if cost is None or k is None else round(cost + k, 9)
+    return Money(tokens, cost)
+
+
+def _left(limit: int | float | None, held: int | float | None) -> int | float | None:
+    if limit is None:
+        return None
+    return 0 if held is None else max(limit - held, 0)
+
+
+def _smaller(a: Any, b: Any) -> Any:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def decide(parent: str, issues: Sequence[IssueView] | None, children: Sequence[ChildView], filters: Filters,
-           policy: Policy, *, fresh: bool = True) -> Decision:
+           policy: Policy, *, fresh: bool = True, now: datetime | None = None) -> Decision:
     """What to do now (see the module's table). ``issues``: the last poll's listing (None before the first);
     ``fresh``: it was read in this reconcile (builds are started from a fresh listing only; an older one still
-    counts the eligible and waiting issues)."""
+    counts the eligible and waiting issues); ``now``: for the daily cap (children created since ``now - 24h``)."""
     covered = {n for c in children for n in c.issues}
     active = sum(1 for c in children if c.outcome == "Active")
     wanted = sorted({i.number for i in issues or () if eligible(i, filters)})
@@ -199,17 +285,38 @@ def decide(parent: str, issues: Sequence[IssueView] | None, children: Sequence[C
     taken = {c.name for c in children}
     create: list[Create] = []
     slots = max(0, policy.max_active - active)
+    held = ""
+    if policy.max_per_day is not None and now is not None:
+        today = sum(1 for c in children if c.created is not None and now - c.created < DAY)
+        if today + slots > policy.max_per_day and uncovered:
+            slots = max(0, policy.max_per_day - today)
+            if not slots:
+                held = (f"{today} builds started in the last 24 hours, spec.intake.maxBuildsPerDay "
+                        f"({policy.max_per_day}); the next starts when the oldest of them is a day old")
+    used = committed(children)
+    left_tokens = _left(policy.budget.tokens, used.tokens)
+    left = Money(None if left_tokens is None else int(left_tokens), _left(policy.budget.cost, used.cost))
     size = policy.batch_size if policy.policy == "batch" else 1
     rest = list(uncovered)
-    while fresh and issues is not None and slots > 0 and rest:
+    def spent() -> bool:
+        return (left.tokens is not None and left.tokens <= 0) or (left.cost is not None and left.cost <= 0)
+
+    while fresh and issues is not None and slots > 0 and rest and not spent():
+        allot = Money(_smaller(policy.child_budget.tokens, left.tokens), _smaller(policy.child_budget.cost,
+                                                                                    left.cost))
         group, rest = tuple(rest[:size]), rest[size:]
         name = child_name(parent, group)
         if name in taken:  # a shortened name that collides: leave the group for a person, never two builds
             continue
         taken.add(name)
-        create.append(Create(name, group))
+        create.append(Create(name, group, allot))
         slots -= 1
+        left = Money(None if left.tokens is None else left.tokens - (allot.tokens or 0),
+                     None if left.cost is None else round(left.cost - (allot.cost or 0.0), 9))
     waiting = len(rest)
+    if rest and slots > 0 and spent():
+        held = ("the intake's budget (spec.intake.budget) is spent or allotted to the builds running; raise it or "
+                "wait for them to finish")
 
     comments: list[Comment] = []
     close: list[Close] = []
@@ -224,7 +331,7 @@ def decide(parent: str, issues: Sequence[IssueView] | None, children: Sequence[C
     entries = sorted((Entry(min(c.issues), c.issues, c.name, c.outcome) for c in everyone if c.issues),
                      key=lambda e: (e.issue, e.build))[-MAX_ENTRIES:]
     summary = Summary(eligible=len(wanted), active=active + len(create), started=len(everyone), waiting=waiting,
-                      builds=tuple(reversed(entries)))
+                      builds=tuple(reversed(entries)), held=held if waiting else "")
     return Decision(create=tuple(create), comments=tuple(comments[:MAX_ACTIONS]), close=tuple(close[:MAX_ACTIONS]),
                     summary=summary, poll_after=float(policy.poll_seconds))
 

@@ -9,7 +9,8 @@
 The caller is the attempt its Pod-bound token names (``longshot.gateway.identity``): it can only ask for children
 of its own task, never name another. The gateway checks what it can at once (the build's ``spec.delegation``,
 the role, the depth, the number of children, the sizes: a name is a DNS-1123 label of at most 40 characters, a
-prompt at most 16 KiB, a scope within the CRD's bounds) and records the request in the task's
+prompt at most 16 KiB, a scope within the CRD's bounds and, under ``spec.scope.enforce``, within the caller's own
+scope) and records the request in the task's
 ``status.delegation.requests`` (fenced on the task's resourceVersion, like ``status.progress``). It never creates
 an AgentTask: the operator does, and writes ``status.children`` (``core.delegation``), which
 ``/delegation/children`` returns. A name asked again is the same child (idempotent across the attempt's retries).
@@ -106,11 +107,26 @@ def check_caller(caller: Caller) -> None:
         raise Refused(403, f"this task is {depth} deep; a child would pass spec.delegation.maxDepth ({max_depth})")
 
 
+def check_scopes(caller: Caller, wanted: list[Wanted]) -> None:
+    """Refuse (403) a child whose scope is not within the caller's under ``spec.scope.enforce``, naming it (the
+    operator checks again when it makes the child: :func:`longshot.core.delegation.scope_refusal`)."""
+    if (caller.build_spec.get("scope") or {}).get("enforce") is not True:
+        return
+    mine = tuple(str(e) for e in ((caller.task_obj.get("spec") or {}).get("scope") or []))
+    parent = dl.Parent(name=caller.task, namespace=caller.namespace, build=caller.build, build_uid="", scope=mine)
+    for i, w in enumerate(wanted):
+        why = dl.scope_refusal(parent, dl.Request(w.name, w.prompt, w.scope), dl.Limits(enforce_scope=True),
+                               f"tasks[{i}].scope")
+        if why:
+            raise Refused(403, why)
+
+
 def spawn(cluster: gcluster.Cluster, caller: Caller, raw: bytes) -> dict[str, Any]:
     """Record the children asked for on the caller's task; the answer's ``children`` is its ``status.children``."""
     check_caller(caller)
     max_children = int(settings_of(caller).get("maxChildren", 5))
     wanted = parse(raw, max_children)
+    check_scopes(caller, wanted)
     for _ in range(MAX_RETRIES):
         task = _current(cluster, caller)
         status = task.get("status") or {}

@@ -8,10 +8,14 @@ stdin has one ``<old> <new> <ref>`` line per ref of the push. The hook
    refuses the push of ``$LONGSHOT_GATEWAY_SCOPE_REF`` (the task's branch) when a commit new to the task (not
    reachable from the ref's old value, nor from ``$LONGSHOT_GATEWAY_SCOPE_BASE``: the branches and commits the
    task started from) changes a file outside that scope, naming the files (:mod:`longshot.core.scope`). A
-   merge counts only the files it changed from every parent (``git diff-tree -c``): what a conflict
-   resolution or an "evil merge" wrote, not what it brought in.
-   Bounded: at most :data:`MAX_COMMITS` new commits and :data:`MAX_DIFF_BYTES` of path names, within the git
-   timeout; a push past a bound is refused, never let through unchecked;
+   merge of two parents counts the files where it differs from what git's own merge of those parents writes
+   (``git merge-tree --write-tree``): what a conflict resolution or an "evil merge" wrote, not what a clean
+   merge brought in. So a merge whose second parent is an old commit of the target, with a file reverted
+   to that commit's version, counts that file (``git diff-tree -c`` did not: the file equals one parent).
+   A merge of more than two parents is refused.
+   Bounded: at most :data:`MAX_COMMITS` new commits, :data:`MAX_MERGES` of them merges, and
+   :data:`MAX_DIFF_BYTES` of path names, within the git timeout; a push past a bound is refused, never let
+   through unchecked;
 3. pushes the new commits to ``$LONGSHOT_GATEWAY_UPSTREAM_URL`` with the credential of the 0600 git config
    file ``$LONGSHOT_GATEWAY_CREDENTIALS_FILE`` (included by that push only: the credential itself is in no
    environment, :func:`with_include`), each ref with ``--force-with-lease=<ref>:<old>`` (the upstream must
@@ -40,6 +44,10 @@ MAX_COMMITS = 10_000
 """Most new commits of one ref whose changes the scope check reads."""
 MAX_DIFF_BYTES = 32 * 1024 * 1024
 """Most bytes of changed path names the scope check reads for one ref."""
+MAX_MERGES = 100
+"""Most new merge commits of one ref the scope check merges again (one ``git merge-tree`` each)."""
+OID = re.compile(r"^[0-9a-f]{40,64}$")
+
 CREDENTIALS_FILE = "LONGSHOT_GATEWAY_CREDENTIALS_FILE"
 """The hook's variable naming the git config file (0600) with the upstream credential, when there is one."""
 
@@ -111,19 +119,48 @@ def _feed(proc: subprocess.Popen[bytes], data: bytes) -> None:
 
 
 def changed_paths(old: str, new: str, base: list[str], deadline: float) -> list[str]:
-    """Paths changed by the commits reachable from ``new`` and not from ``old`` or ``base`` (merges: the files
-    that differ from every parent), each once, in the order first seen."""
+    """Paths changed by the commits reachable from ``new`` and not from ``old`` or ``base`` (a merge: the files
+    where it differs from git's merge of its two parents), each once, in the order first seen."""
     not_from = ([] if ZERO.match(old) else [old]) + base
-    revs = _bounded(["git", "rev-list", "--ignore-missing", f"--max-count={MAX_COMMITS + 1}", new, "--not",
-                     *not_from], stdin=None, limit=(MAX_COMMITS + 1) * 65, deadline=deadline).split()
-    if len(revs) > MAX_COMMITS:
+    lines = _bounded(["git", "rev-list", "--parents", "--ignore-missing", f"--max-count={MAX_COMMITS + 1}", new,
+                      "--not", *not_from], stdin=None, limit=(MAX_COMMITS + 1) * 65 * 4,
+                     deadline=deadline).decode().splitlines()
+    if len(lines) > MAX_COMMITS:
         raise ScopeCheckError(f"more than {MAX_COMMITS} new commits")
-    if not revs:
-        return []
-    out = _bounded(["git", "diff-tree", "--stdin", "-r", "-c", "--root", "--no-commit-id", "--name-only", "-z"],
-                   stdin=b"\n".join(revs) + b"\n", limit=MAX_DIFF_BYTES, deadline=deadline)
+    commits = [line.split() for line in lines if line.strip()]
+    merges = [c for c in commits if len(c) > 2]
+    if any(len(c) > 3 for c in merges):
+        raise ScopeCheckError("a merge of more than two parents cannot be checked; merge one branch at a time")
+    if len(merges) > MAX_MERGES:
+        raise ScopeCheckError(f"more than {MAX_MERGES} new merge commits")
+    out = bytearray()
+    plain = [c[0].encode() for c in commits if len(c) <= 2]
+    if plain:
+        out += _bounded(["git", "diff-tree", "--stdin", "-r", "--root", "--no-commit-id", "--name-only", "-z"],
+                        stdin=b"\n".join(plain) + b"\n", limit=MAX_DIFF_BYTES, deadline=deadline)
+    for commit, first, second in merges:
+        out += b"\0" + _merge_changes(commit, first, second, deadline, MAX_DIFF_BYTES - len(out))
     seen = dict.fromkeys(p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p)
     return list(seen)
+
+
+def _merge_changes(commit: str, first: str, second: str, deadline: float, limit: int) -> bytes:
+    """NUL-separated paths where merge ``commit`` differs from what ``git merge-tree`` makes of its parents
+    (conflicted files included: their resolution is the pusher's)."""
+    if limit <= 0:
+        raise ScopeCheckError(f"more than {MAX_DIFF_BYTES} bytes of changes to check")
+    with subprocess.Popen(["git", "merge-tree", "--write-tree", "--no-messages", first, second],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as proc:
+        try:
+            out, _ = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise ScopeCheckError("the check did not finish within the git timeout") from None
+    tree = out.split(b"\n", 1)[0].decode(errors="replace").strip()
+    if proc.returncode not in (0, 1) or not OID.match(tree):  # 1: the merge has conflicts, the tree still made
+        raise ScopeCheckError(f"git merge-tree failed (exit {proc.returncode})")
+    return _bounded(["git", "diff-tree", "-r", "--no-commit-id", "--name-only", "-z", tree, commit], stdin=None,
+                    limit=limit, deadline=deadline)
 
 
 def check_scope(updates: list[list[str]], timeout: float) -> str | None:

@@ -14,7 +14,8 @@ or ``x-api-key`` (Anthropic); the agent's own authorization headers (its gateway
 Per call, in order: the provider (403), the attempt's rate limit (429), the body's declared size (413,
 before reading it), the attempt's calls in flight and the replica's bytes in flight (429), a spent budget
 (402), a held build (429), the body read into one buffer and its few fields parsed (400), then for a
-metered route the reservation (``core.modelcalls``: 402, or 429 while the rest is reserved). After the
+metered route the reservation (``core.modelcalls``: 402, or 429 while the rest is reserved; the output
+maximum it reserved is written into the forwarded body where the call names none or more). After the
 call its usage (JSON or server-sent events; ``stream_options.include_usage`` asked for on OpenAI chat and
 completion streams; a stream without usage counted from its text; a 2xx response without any usage
 charged its reservation) is priced and added to the task's ``status.progress`` before the response ends,
@@ -243,7 +244,7 @@ class ModelProxy:
             return json_error(429, "rate_limit_error",
                               f"longshot-gateway: the {flavour} API answered 429 to this build; all its calls wait "
                               f"{wait}s", {"Retry-After": str(wait)}), "rate_limited"
-        body = await call.body() if request.method == "POST" else bytearray()
+        body: bytes | bytearray = await call.body() if request.method == "POST" else bytearray()
         try:
             fields = modelroutes.read_fields(body)
         except modelroutes.BodyError as e:
@@ -253,20 +254,28 @@ class ModelProxy:
         claim = modelcalls.Claim()
         if route.metered:
             price = (await self.prices.table()).lookup(request_model)
-            claim = modelcalls.estimate(len(body), fields.max_output_tokens,
-                                        default_output_tokens=self.settings.default_reserve_output_tokens,
-                                        input_price=price.input if price else 0.0,
-                                        output_price=price.output if price else 0.0, per_tokens=pricing.PER_TOKENS)
+            asked = modelcalls.request(len(body), fields.max_output_tokens, choices=fields.choices,
+                                       default_output_tokens=self.settings.default_reserve_output_tokens,
+                                       input_price=price.input if price else 0.0,
+                                       output_price=price.output if price else 0.0, per_tokens=pricing.PER_TOKENS)
             spent = usage.build_usage(await self.current_tasks(caller))
             # no await from here to the admission: the ledger and ``spent`` are one consistent view
             decision = self.ledger.admit((caller.namespace, caller.build), (caller.namespace, caller.task,
                                                                               caller.attempt),
-                                         claim, budget=budget, spent=spent)
+                                         asked, budget=budget, spent=spent)
             if isinstance(decision, modelcalls.Refused):
                 headers = {"Retry-After": str(decision.retry_after)} if decision.retry_after else None
                 return json_error(decision.status, decision.kind, f"longshot-gateway: {decision.message}", headers), \
                     ("budget_exceeded" if decision.status == 402 else "rate_limited")
-            ticket = decision.ticket
+            ticket, claim = decision.ticket, decision.claim
+            if decision.write_max is not None:
+                # the upstream enforces the reserved maximum: written where the call names none or more
+                try:
+                    body = modelroutes.with_maximum(body, (flavour, route.path), fields, decision.write_max)
+                except (ValueError, RecursionError):
+                    self.ledger.release(ticket)
+                    return json_error(400, "invalid_request_error", "longshot-gateway: the request body is not "
+                                                                    "valid JSON"), "bad_request"
         # _forward drops the body once it is sent: the response may stream for minutes
         holder: list[bytes | bytearray] = [body]
         del body

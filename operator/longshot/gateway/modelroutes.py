@@ -25,6 +25,7 @@ non-ASCII character: 400. The query string is not forwarded (no listed route nee
 from __future__ import annotations
 
 import json
+import math
 import re
 import shlex
 from collections.abc import Mapping
@@ -120,8 +121,13 @@ def provider(agent: Mapping[str, Any]) -> Flavour | None:
 
 # --- the request body -------------------------------------------------------------------------------------
 
-WANTED = frozenset({"model", "stream", "max_tokens", "max_completion_tokens", "max_output_tokens", "stream_options",
-                    "include_usage"})
+LIMIT_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+"""The request fields that bound a call's output, per choice."""
+WANTED = frozenset({"model", "stream", *LIMIT_KEYS, "n", "best_of", "stream_options", "include_usage"})
+MAXIMUM_KEY: Mapping[tuple[Flavour, str], str] = {
+    ("openai", "chat/completions"): "max_completion_tokens", ("openai", "completions"): "max_tokens",
+    ("openai", "responses"): "max_output_tokens", ("anthropic", "v1/messages"): "max_tokens"}
+"""The field the gateway writes into a metered call's body that names no maximum (each API's own)."""
 PARSE_BUDGET = boundedjson.Budget(max_bytes=1 << 30, max_values=1_000_000, max_depth=64)
 """What parsing a model request body may cost (``api.boundedjson``): its size is capped by the route before it is
 read; a million values (each object reduced to the wanted keys as it is built: a few MiB) and 64 levels (tool
@@ -139,6 +145,10 @@ class Fields:
     max_output_tokens: int | None = None
     stream_options: Mapping[str, Any] | None = None
     has_stream_options: bool = False
+    choices: int = 1
+    """Completions the upstream generates: the larger of ``n`` and ``best_of`` (at least 1)."""
+    limit_keys: tuple[str, ...] = ()
+    """Which of ``LIMIT_KEYS`` the body has at its top level (whatever their values)."""
 
 
 def _keep_wanted(pairs: list[tuple[str, Any]]) -> dict[str, Any] | None:
@@ -168,11 +178,38 @@ def read_fields(body: bytes | bytearray) -> Fields:
     limits = [data.get(k) for k in ("max_tokens", "max_completion_tokens", "max_output_tokens")]
     numbers = [v for v in limits if isinstance(v, int) and not isinstance(v, bool) and v >= 0]
     options = data.get("stream_options")
+    counts = [v for v in (data.get("n"), data.get("best_of"))
+              if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)]
     return Fields(model=model[:256] if isinstance(model, str) and model else None,
                   stream=data.get("stream") is True,
                   max_output_tokens=max(numbers) if numbers else None,
                   stream_options=options if isinstance(options, dict) else None,
-                  has_stream_options="stream_options" in data)
+                  has_stream_options="stream_options" in data,
+                  choices=max([1, *(math.ceil(v) for v in counts)]),
+                  limit_keys=tuple(k for k in LIMIT_KEYS if k in data))
+
+
+def with_maximum(body: bytes | bytearray, route: tuple[Flavour, str], fields: Fields,
+                 maximum: int) -> bytes | bytearray:
+    """``body`` whose output maximum per choice is ``maximum``: where it names none, the route's own field
+    (``MAXIMUM_KEY``) is appended as the object's last key (one copy of the body); where it names one (a
+    larger one, clamped to the budget), the body is parsed and written again with every limit field set to
+    ``maximum``, so that no duplicate key is left for the upstream to choose from."""
+    if not fields.limit_keys:
+        end = body.rfind(b"}")
+        if end < 0:
+            return body
+        view = memoryview(body)
+        last = end - 1
+        while last >= 0 and body[last] in b" \t\r\n":
+            last -= 1
+        sep = b"" if body[last:last + 1] == b"{" else b","
+        return b"".join([view[:end], sep, json.dumps(MAXIMUM_KEY[route]).encode(), b":", str(maximum).encode(),
+                         view[end:]])
+    data = boundedjson.loads(body, PARSE_BUDGET)  # read_fields parsed it already, under the same budget
+    for key in fields.limit_keys:
+        data[key] = maximum
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def with_usage_requested(body: bytes | bytearray, fields: Fields) -> bytes | bytearray:

@@ -15,6 +15,7 @@ not an error: the forge's message comes back for the condition).
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -179,10 +180,11 @@ class GitHubForge(Forge, tr.GitHub):
             user: dict[str, Any] = item["user"] if isinstance(item.get("user"), dict) else {}
             out.append(fc.Review(user=_text(user.get("login"), 255), state=_text(item.get("state"), 32),
                                  body=_text(item.get("body")), commit=_sha(item.get("commit_id")),
-                                 id=item["id"] if isinstance(item.get("id"), int) else 0))
+                                 id=item["id"] if isinstance(item.get("id"), int) else 0,
+                                 writer=fc.github_writer(item.get("author_association"))))
         latest = fc.latest_reviews(out)
         asking = {r.id for r in latest.values() if r.state == "CHANGES_REQUESTED" and r.commit == head and r.id}
-        return [fc.Review(r.user, r.state, r.body, r.commit, self._review_comments(number, r.id), r.id)
+        return [fc.Review(r.user, r.state, r.body, r.commit, self._review_comments(number, r.id), r.id, r.writer)
                 if r.id in asking else r for r in out]
 
     def _review_comments(self, number: int, review: int) -> tuple[str, ...]:
@@ -277,16 +279,23 @@ class GitLabForge(Forge, tr.GitLab):
         data = self._json("GET", f"{self._project_path()}/merge_requests/{int(number)}/approvals",
                           what=f"reading the approvals of merge request !{number}")
         approvers = data.get("approved_by") if isinstance(data, dict) else None
+        ids: dict[str, int] = {}
         out = []
         for a in (approvers if isinstance(approvers, list) else [])[:100]:
             user: dict[str, Any] = a["user"] if isinstance(a, dict) and isinstance(a.get("user"), dict) else {}
-            out.append(fc.Review(user=_text(user.get("username"), 255), state="APPROVED", commit=head))
+            name = _text(user.get("username"), 255)
+            if isinstance(user.get("id"), int):
+                ids.setdefault(name, user["id"])
+            out.append(fc.Review(user=name, state="APPROVED", commit=head))
         # threads on the head come last: they are an author's latest word (core.forge.latest_reviews)
-        return out + sorted(self._unresolved(number), key=lambda r: r.commit == head)
+        out += sorted(self._unresolved(number, ids), key=lambda r: r.commit == head)
+        writers = self.writers(ids)
+        return [dataclasses.replace(r, writer=r.user in writers) for r in out]
 
-    def _unresolved(self, number: int) -> list[fc.Review]:
+    def _unresolved(self, number: int, ids: dict[str, int] | None = None) -> list[fc.Review]:
         """Each author's unresolved diff notes as one changes-requested review per commit they name (bounded: pages,
-        notes, text)."""
+        notes, text); their user ids go into ``ids``."""
+        ids = {} if ids is None else ids
         by: dict[tuple[str, str], list[str]] = {}
         for d in self._paged(f"{self._project_path()}/merge_requests/{int(number)}/discussions?per_page=100",
                              what=f"reading the discussions of merge request !{number}", where="discussions"):
@@ -303,7 +312,10 @@ class GitLabForge(Forge, tr.GitLab):
                 path = _text(position.get("new_path") or position.get("old_path"), 500)
                 line = position.get("new_line") or position.get("old_line")
                 where = f"{path}:{line}: " if path else ""
-                texts = by.setdefault((_text(author.get("username"), 255), commit), [])
+                name = _text(author.get("username"), 255)
+                if isinstance(author.get("id"), int):
+                    ids.setdefault(name, author["id"])
+                texts = by.setdefault((name, commit), [])
                 if len(texts) < fc.MAX_REVIEW_COMMENTS:
                     texts.append(where + _text(note.get("body")))
         return [fc.Review(user=user, state="CHANGES_REQUESTED", commit=commit,

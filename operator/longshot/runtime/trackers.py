@@ -24,7 +24,7 @@ import logging
 import re
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -34,6 +34,7 @@ from longshot.api import boundedjson
 from longshot.api.buildrequest import IssueSource
 from longshot.api.exitcodes import FailureClass
 from longshot.api.handoff import PlannedTask
+from longshot.core import taskinput
 
 if TYPE_CHECKING:  # imported when a tracker client is made: the operator of a build without issues never needs it
     import httpx
@@ -85,6 +86,13 @@ class Issue:
     """Logins (GitHub) or usernames (GitLab) the issue is assigned to (the standing intake's filter)."""
     milestone: str | None = None
     """The title of the issue's milestone."""
+    author: str = ""
+    """Who opened it: login (GitHub) or username (GitLab)."""
+    author_writer: bool | None = None
+    """The tracker says the author may write to the repository: GitHub ``author_association`` OWNER, MEMBER or
+    COLLABORATOR. None: the listing does not say (GitLab: :meth:`Tracker.writers` asks the members API)."""
+    author_id: int | None = None
+    """The author's user id (GitLab's members API takes it)."""
 
 
 class TrackerError(Exception):
@@ -244,7 +252,8 @@ class Tracker:
                     yield item["body"]
             url = self._next_page(response)
 
-    def _request(self, method: str, url: str, *, what: str, json: Any = None) -> httpx.Response:
+    def _request(self, method: str, url: str, *, what: str, json: Any = None,
+                 absent_ok: bool = False) -> httpx.Response:
         failures = 0
         waits = 0
         while True:
@@ -285,6 +294,8 @@ class Tracker:
                 raise AuthError(f"{self._where(what)}: the tracker refused the token ({response.status_code} "
                                 f"{self._detail(response)}); check the token in the Secret named by "
                                 f"{self.field}.credentialsSecret and its access to the project")
+            if response.status_code == 404 and absent_ok:  # an answer: "there is no such thing"
+                return response
             if response.status_code in (404, 410, 422):
                 raise ConfigurationError(f"{self._where(what)}: {response.status_code} {self._detail(response)}; "
                                          f"check {self.field}.provider, url and repository")
@@ -424,7 +435,10 @@ class GitHub(Tracker):
         return Issue(number=number, title=_kept(item.get("title"), MAX_TITLE),
                      body=_kept(item.get("body"), MAX_KEPT_BODY),
                      labels=labels, url=str(item.get("html_url") or ""),
-                     assignees=_people(item, "login"), milestone=_milestone(item))
+                     assignees=_people(item, "login"), milestone=_milestone(item),
+                     author=_author(item, "user", "login"),
+                     author_writer=isinstance(item.get("author_association"), str)
+                     and item["author_association"].upper() in ("OWNER", "MEMBER", "COLLABORATOR"))
 
     def _reset(self, response: httpx.Response) -> float | None:
         value = response.headers.get("x-ratelimit-reset")
@@ -476,6 +490,26 @@ class GitLab(Tracker):
     def _auth_headers(self) -> dict[str, str]:
         return {"PRIVATE-TOKEN": self._token} if self._token else {}
 
+    def writers(self, ids: Mapping[str, int]) -> set[str]:
+        """Which of the accounts (username -> user id) are members of the project with Developer access (30) or
+        higher, inherited memberships included (``GET /projects/:id/members/all/:user_id``; a 404 is a stranger).
+        At most :data:`MAX_MEMBER_LOOKUPS` are looked up, one request each; the rest count as strangers."""
+        out: set[str] = set()
+        for name, uid in list(ids.items())[:MAX_MEMBER_LOOKUPS]:
+            response = self._request("GET", f"{self._project_path()}/members/all/{int(uid)}", absent_ok=True,
+                                     what=f"reading the access level of {name[:64]!r}")
+            if response.status_code == 404:
+                continue
+            try:
+                member = response.json()
+            except ValueError:
+                continue
+            level = member.get("access_level") if isinstance(member, dict) else None
+            if isinstance(level, int) and not isinstance(level, bool) and level >= DEVELOPER \
+                    and member.get("state", "active") == "active":
+                out.add(name)
+        return out
+
     def _issue(self, item: Any) -> Issue | None:
         if not isinstance(item, dict):
             return None
@@ -487,7 +521,8 @@ class GitLab(Tracker):
         return Issue(number=number, title=_kept(item.get("title"), MAX_TITLE),
                      body=_kept(item.get("description"), MAX_KEPT_BODY),
                      labels=labels, url=str(item.get("web_url") or ""),
-                     assignees=_people(item, "username"), milestone=_milestone(item))
+                     assignees=_people(item, "username"), milestone=_milestone(item),
+                     author=_author(item, "author", "username"), author_id=_author_id(item))
 
     def _next_page(self, response: httpx.Response) -> str | None:
         linked = super()._next_page(response)
@@ -521,6 +556,10 @@ class GitLab(Tracker):
 
 
 PROVIDERS: dict[str, type[Tracker]] = {"github": GitHub, "gitlab": GitLab}
+MAX_MEMBER_LOOKUPS = 20
+"""Most GitLab accounts whose access level one call of :meth:`GitLab.writers` looks up."""
+DEVELOPER = 30
+"""GitLab's access level Developer: the least that may push."""
 
 
 def _people(item: dict[str, Any], key: str) -> tuple[str, ...]:
@@ -529,6 +568,17 @@ def _people(item: dict[str, Any], key: str) -> tuple[str, ...]:
     if not isinstance(people, list):
         people = [item.get("assignee")]
     return tuple(_kept(p.get(key), MAX_TITLE) for p in people[:20] if isinstance(p, dict) and p.get(key))
+
+
+def _author(item: dict[str, Any], key: str, name: str) -> str:
+    who = item.get(key)
+    return _kept(who.get(name), MAX_TITLE) if isinstance(who, dict) and who.get(name) else ""
+
+
+def _author_id(item: dict[str, Any]) -> int | None:
+    who = item.get("author")
+    uid = who.get("id") if isinstance(who, dict) else None
+    return uid if isinstance(uid, int) and not isinstance(uid, bool) and uid > 0 else None
 
 
 def _milestone(item: dict[str, Any]) -> str | None:
@@ -563,8 +613,11 @@ def describe(issue: Issue) -> str:
     parts = [issue.title.strip() or f"Issue #{issue.number}"]
     if body:
         parts.append(body)
-    parts.append(f"(Issue #{issue.number}{': ' + issue.url if issue.url else ''})")
-    return "\n\n".join(parts)
+    author = f" by {issue.author}" if issue.author else ""
+    where = f"Issue #{issue.number}{': ' + issue.url if issue.url else ''}"
+    # anyone who can open an issue wrote this: it reaches the agent as untrusted data (core.taskinput.untrusted)
+    text = "\n\n".join(parts)
+    return f"{taskinput.untrusted(f'issue #{issue.number}{author}', text)}\n\n({where})"
 
 
 def issues_to_tasks(issues: Iterable[Issue]) -> list[PlannedTask]:

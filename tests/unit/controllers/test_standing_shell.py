@@ -23,8 +23,9 @@ INTAKE = {"tracker": {"provider": "github", "repository": "org/app"}, "labels": 
           "maxActiveBuilds": 2}
 
 
-def issue(n: int, *labels: str) -> trackers.Issue:
-    return trackers.Issue(n, f"Issue {n}", f"body {n}", labels or ("longshot",), f"https://x/{n}")
+def issue(n: int, *labels: str, author: str = "alice", writer: bool = True) -> trackers.Issue:
+    return trackers.Issue(n, f"Issue {n}", f"body {n}", labels or ("longshot",), f"https://x/{n}", author=author,
+                          author_writer=writer)
 
 
 class MergingKube(FakeKube):
@@ -99,7 +100,9 @@ async def test_an_intake_starts_a_child_per_issue_and_never_plans_itself(world: 
     assert child["metadata"]["annotations"]["longshot.dev/intake-issues"] == "1"
     assert child["metadata"]["labels"]["longshot.dev/intake"] == "intake"
     assert child["metadata"]["ownerReferences"][0]["name"] == "intake"
-    assert "intake" not in child["spec"] and child["spec"]["request"].startswith("do it\n\nIssue 1")
+    assert "intake" not in child["spec"]
+    assert child["spec"]["request"].startswith('do it\n\n<untrusted-input source="issue #1 by alice">\n')
+    assert "\nIssue 1\n\nbody 1\n</untrusted-input>\n\n(Issue #1: https://x/1)" in child["spec"]["request"]
     assert child["spec"]["workers"] == {"max": 7}  # the template, without the defaults (the server adds them)
     st = objs["intake"]["status"]
     assert st["intake"]["started"] == 2 and st["intake"]["waiting"] == 1 and st["intake"]["eligible"] == 3
@@ -175,3 +178,17 @@ async def test_a_suspended_intake_starts_nothing_and_its_children_are_not_suspen
     await sync()
     assert set(brs(fake)) == {"intake", "intake-i1"}
     assert "suspend" not in brs(fake)["intake-i1"]["spec"]
+
+
+async def test_a_strangers_issue_starts_nothing_and_children_share_the_intake_budget(world: Any) -> None:
+    fake, _, _, sync, listed, _, _ = world
+    listed += [issue(1), issue(2, author="mallory", writer=False), issue(3), issue(4)]
+    intake = {**INTAKE, "maxActiveBuilds": 5, "budget": {"maxTokens": 10_000}}
+    fake.create(build("intake", intake=intake, budget={"maxTokens": 6000}))
+    await sync()
+    objs = brs(fake)
+    assert set(objs) == {"intake", "intake-i1", "intake-i3"}
+    assert objs["intake-i1"]["spec"]["budget"] == {"maxTokens": 6000}
+    assert objs["intake-i3"]["spec"]["budget"] == {"maxTokens": 4000}
+    ready = {c["type"]: c for c in objs["intake"]["status"]["conditions"]}["Ready"]
+    assert "spec.intake.budget" in ready["message"] and objs["intake"]["status"]["intake"]["eligible"] == 3

@@ -137,3 +137,37 @@ def test_depth_of_reads_the_annotation():
 def test_limits_from_a_spec():
     spec = {"delegation": {"enabled": True, "maxDepth": 3, "maxChildren": 2}, "planner": {"maxTotalTasks": 9}}
     assert dl.Limits.from_spec(spec, total_tasks=4, budget_spent=False) == dl.Limits(True, 3, 2, 9, 4, False)
+
+
+SCOPED = dl.Parent(name="b-work", namespace="ns", build="b", build_uid="u1", scope=("src/api",))
+ENFORCED = dl.Limits(enabled=True, max_depth=2, max_children=5, max_total_tasks=50, total_tasks=3,
+                     enforce_scope=True)
+
+
+@pytest.mark.parametrize(("parent", "limits", "asked", "made"), [
+    (SCOPED, ENFORCED, ("src/api/v1",), ["src/api/v1"]),   # within: as asked
+    (SCOPED, ENFORCED, (), ["src/api"]),                   # none: the parent's
+    (PARENT, ENFORCED, ("**",), ["**"]),                   # an unscoped parent's child is as free
+    (SCOPED, ON, ("**",), ["**"]),                         # not enforced: a scheduling hint, as asked
+    (SCOPED, ON, (), None),
+])
+def test_a_childs_scope_under_enforce_is_within_its_parents(parent, limits, asked, made):
+    d = dl.decide(parent, [req("api", scope=asked)], limits, {})
+    assert len(d.create) == 1 and d.create[0]["spec"].get("scope") == made
+
+
+@pytest.mark.parametrize("asked", [("**",), ("src",), ("src/api", "docs/**")])
+def test_a_child_wider_than_its_scoped_parent_is_refused_naming_the_scope(asked):
+    d = dl.decide(SCOPED, [req("api", scope=asked)], ENFORCED, {})
+    assert d.create == ()
+    (refused,) = d.children
+    assert refused["phase"] == dl.REFUSED and refused["done"] is True
+    assert "the child's scope (api) [" in refused["reason"] and "spec.scope.enforce" in refused["reason"]
+    assert "[src/api]" in refused["reason"]
+
+
+def test_limits_read_spec_scope_enforce():
+    spec = {"delegation": {"enabled": True}, "scope": {"enforce": True}}
+    assert dl.Limits.from_spec(spec, total_tasks=0, budget_spent=False).enforce_scope is True
+    assert dl.Limits.from_spec({"delegation": {"enabled": True}}, total_tasks=0, budget_spent=False).enforce_scope \
+        is False

@@ -92,6 +92,51 @@ def test_a_merge_counts_the_files_it_changed_from_every_parent(repo):
     assert why is not None and "1 changed file(s)" in why and "README.md" in why
 
 
+def reverting_merge(repo: Path, revert: str) -> str:
+    """A hand-made merge of the task's work with an old main commit whose tree takes ``revert`` from that commit
+    (every other file from the task's side): ``git diff-tree -c`` shows nothing, as the file equals a parent."""
+    old = git(repo, "rev-parse", "main")
+    commit(repo, revert, message="main tightens a setting")
+    git(repo, "checkout", "-q", "-b", "work")
+    mine = commit(repo, "src/a.py")
+    git(repo, "checkout", "-q", old, "--", revert)
+    tree = git(repo, "write-tree")
+    merge = git(repo, "commit-tree", tree, "-p", mine, "-p", old, "-m", "Merge an old main")
+    assert git(repo, "diff-tree", "-r", "-c", "--name-only", merge) == merge  # the old check saw no file
+    return merge
+
+
+def test_a_merge_that_reverts_a_file_to_an_old_main_commit_counts_that_file(repo):
+    merge = reverting_merge(repo, "docs/guide.md")
+    why = hook.check_scope([[ZERO, merge, REF]], 30)
+    assert why is not None and "1 changed file(s)" in why and "docs/guide.md" in why
+
+
+def test_a_conflicted_merges_resolution_is_the_pushers_change(repo):
+    git(repo, "checkout", "-q", "-b", "work")
+    commit(repo, "docs/guide.md", message="task side")
+    git(repo, "checkout", "-q", "-b", "other", "main")
+    other = commit(repo, "docs/guide.md", message="other side")
+    git(repo, "checkout", "-q", "work")
+    subprocess.run(["git", "merge", "-q", "--no-edit", other], cwd=repo, env={**os.environ, **ENV},
+                   capture_output=True, check=False)  # conflicts in docs/guide.md
+    write(repo, "docs/guide.md", "resolved\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "merge")
+    monkey = hook.check_scope([[ZERO, git(repo, "rev-parse", "HEAD"), REF]], 30)
+    assert monkey is not None and "docs/guide.md" in monkey
+
+
+def test_a_merge_of_more_than_two_parents_is_refused(repo):
+    git(repo, "checkout", "-q", "-b", "work")
+    a = commit(repo, "src/a.py")
+    b = commit(repo, "src/b.py")
+    octopus = git(repo, "commit-tree", git(repo, "rev-parse", "HEAD^{tree}"), "-p", a, "-p", b, "-p", "main", "-m",
+                  "octopus")
+    why = hook.check_scope([[ZERO, octopus, REF]], 30)
+    assert why is not None and "more than two parents" in why
+
+
 def test_other_refs_and_an_unscoped_push_are_not_checked(repo, monkeypatch):
     git(repo, "checkout", "-q", "-b", "work")
     bad = commit(repo, "docs/guide.md")

@@ -141,3 +141,32 @@ def test_a_large_plain_body_is_read():
 def test_usage_is_requested_as_the_last_key(body, options):
     out = modelroutes.with_usage_requested(body, modelroutes.read_fields(body))
     assert json.loads(out)["stream_options"] == options
+
+
+@pytest.mark.parametrize(("body", "choices"), [
+    (b'{"n": 128, "max_tokens": 4000}', 128), (b'{"best_of": 5, "n": 2}', 5), (b'{"n": 2.5}', 3),
+    (b'{"n": true}', 1), (b'{"n": "128"}', 1), (b'{"n": 0}', 1), (b"{}", 1),
+    (b'{"messages": [{"n": 99}], "n": 3}', 3),
+])
+def test_n_and_best_of_are_the_choices(body, choices):
+    assert modelroutes.read_fields(body).choices == choices
+
+
+@pytest.mark.parametrize(("route", "body", "key"), [
+    (("openai", "chat/completions"), b'{"model": "m", "messages": []}', "max_completion_tokens"),
+    (("openai", "completions"), b'{"prompt": "x"} \n', "max_tokens"),
+    (("openai", "responses"), b'{"input": "x"}', "max_output_tokens"),
+    (("anthropic", "v1/messages"), b"{ }", "max_tokens"),
+])
+def test_a_call_without_a_maximum_gets_its_apis_own_field(route, body, key):
+    out = modelroutes.with_maximum(body, route, modelroutes.read_fields(body), 77)
+    data = json.loads(out)
+    assert data[key] == 77 and {k: v for k, v in data.items() if k != key} == json.loads(body)
+
+
+def test_a_maximum_named_larger_is_replaced_without_a_duplicate_key():
+    body = b'{"model": "m", "n": 128, "max_tokens": 4000, "max_completion_tokens": null, "messages": ["\xc3\xa9"]}'
+    out = modelroutes.with_maximum(body, ("openai", "chat/completions"), modelroutes.read_fields(body), 78)
+    assert out.count(b"max_tokens") == 1 and out.count(b"max_completion_tokens") == 1
+    assert json.loads(out) == {"model": "m", "n": 128, "max_tokens": 78, "max_completion_tokens": 78,
+                               "messages": ["\u00e9"]}
