@@ -69,6 +69,8 @@ MAX_PAGES = 100
 READ_DEADLINE = 60.0
 """Seconds one answer may take to arrive in full (httpx's timeout bounds each read, not a slow drip)."""
 TASK_PREFIX = "issue-"
+MEMBER_BUDGET = boundedjson.Budget(max_bytes=64 * 1024, max_values=2000, max_depth=8)
+"""What one answer of GitLab's members API may cost to parse (an object of a few dozen fields)."""
 
 
 @dataclass(frozen=True)
@@ -500,9 +502,9 @@ class GitLab(Tracker):
                                      what=f"reading the access level of {name[:64]!r}")
             if response.status_code == 404:
                 continue
-            try:
-                member = response.json()
-            except ValueError:
+            try:  # a member is a small object: a budget of its own, far under the listings'
+                member = boundedjson.loads(response.content, MEMBER_BUDGET)
+            except boundedjson.Refused:
                 continue
             level = member.get("access_level") if isinstance(member, dict) else None
             if isinstance(level, int) and not isinstance(level, bool) and level >= DEVELOPER \
