@@ -128,10 +128,11 @@ MAXIMUM_KEY: Mapping[tuple[Flavour, str], str] = {
     ("openai", "chat/completions"): "max_completion_tokens", ("openai", "completions"): "max_tokens",
     ("openai", "responses"): "max_output_tokens", ("anthropic", "v1/messages"): "max_tokens"}
 """The field the gateway writes into a metered call's body that names no maximum (each API's own)."""
-PARSE_BUDGET = boundedjson.Budget(max_bytes=1 << 30, max_values=1_000_000, max_depth=64)
+PARSE_BUDGET = boundedjson.Budget(max_bytes=1 << 30, max_values=250_000, max_depth=64)
 """What parsing a model request body may cost (``api.boundedjson``): its size is capped by the route before it is
-read; a million values (each object reduced to the wanted keys as it is built: a few MiB) and 64 levels (tool
-schemas nest)."""
+read; 250,000 values (a long conversation with tool calls holds a few tens of thousands; each value parsed costs
+about 60 bytes, so a body at the cap costs at most about 15 MiB on top of itself, where 4 MiB of ``"ab",`` under a
+million values took 50 MiB each) and 64 levels (tool schemas nest)."""
 
 
 class BodyError(ValueError):

@@ -128,6 +128,13 @@ def test_a_body_of_countless_containers_is_refused_before_it_is_parsed():
         modelroutes.read_fields(body)
 
 
+def test_a_body_of_countless_small_strings_is_refused_before_it_is_parsed():
+    # 4 MiB of "ab", is about 840,000 values: 50 MiB of Python strings and list slots if it were parsed
+    body = b'{"model": "m", "messages": [' + b'"ab",' * (4 * 1024 * 1024 // 5 - 10) + b'"ab"]}'
+    with pytest.raises(modelroutes.BodyError, match="too many JSON values"):
+        modelroutes.read_fields(body)
+
+
 def test_a_large_plain_body_is_read():
     body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 4_000_000}]}).encode()
     assert modelroutes.read_fields(body).model == "m"
