@@ -244,6 +244,13 @@ def floor(api: kubernetes.client.ApiClient, bare: Path, url: str, tasks: list[st
         m = podmod.build_agent_pod(t, b, settings, 1)  # the operator's Pod: its name, labels and owner
         m["metadata"]["labels"] = {**m["metadata"]["labels"], "bench": "floor"}
         manifests.append(m)
+    # the floor's Pods carry the operator's labels, which only the operator's ServiceAccount may set (the chart's
+    # admissionPolicy.leastPrivilege): they are created as it, by impersonation, as the operator creates its own
+    operator_pod = core.list_namespaced_pod(SYSTEM_NS, label_selector="app.kubernetes.io/component=operator").items[0]
+    as_operator = kubernetes.client.ApiClient(api.configuration)
+    as_operator.set_default_header(
+        "Impersonate-User", f"system:serviceaccount:{SYSTEM_NS}:{operator_pod.spec.service_account_name}")
+    creator = kubernetes.client.CoreV1Api(as_operator)
     ended: dict[str, str] = {}
     done = threading.Condition()
 
@@ -269,7 +276,7 @@ def floor(api: kubernetes.client.ApiClient, bare: Path, url: str, tasks: list[st
         while len(ended) < len(manifests):
             while created < len(manifests) and created - len(ended) < workers:
                 started = datetime.now(UTC)
-                pod = api.sanitize_for_serialization(core.create_namespaced_pod(NS, manifests[created]))
+                pod = api.sanitize_for_serialization(creator.create_namespaced_pod(NS, manifests[created]))
                 custom.patch_namespaced_custom_object_status(GROUP, VERSION, NS, "agenttasks",
                                                              ts[created]["metadata"]["name"],
                                                              attempt_status(pod, started))
