@@ -98,6 +98,8 @@ def install_chart(c: lc.LocalCluster, replicas: int, workers: int, extra: list[s
             "--set", f"agent.maxWorkers={max(50, 2 * workers)}",
             "--set", f"networkPolicy.namespaces={{{NS}}}",
             "--set", f"networkPolicy.dns.peers[0].ipBlock.cidr={lc.BRIDGE_IP}/32",
+            # the API server's own port on the bridge (the allow entry below is for git and forge only)
+            "--set-json", "egress.networkPolicy.apiServerPorts=" + json.dumps(c.api_server_ports()),
             # the forge on the bridge (egress policy): git and forge on its port
             "--set-json", "egress.allow=" + json.dumps([{"cidr": f"{lc.BRIDGE_IP}/32", "purposes": ["git", "forge"],
                                                         "ports": [c.git_port]}]),

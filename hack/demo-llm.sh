@@ -55,6 +55,7 @@ done
   --set operator.image.tag=dev --set operator.image.pullPolicy=Never \
   --set agent.image.tag=dev --set agent.image.pullPolicy=Never \
   --set "prompts.namespaces={$NS}" --set networkPolicy.enabled=false \
+  --set-json "egress.networkPolicy.apiServerPorts=[443,6443,$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["apiserverPort"])' "$WORKDIR/cluster.json")]" \
   --set-json 'egress.allow=[{"cidr": "10.244.0.1/32", "purposes": ["git"], "ports": [9418]}, {"cidr": "10.244.0.0/16", "purposes": ["model"], "ports": [8000]}]' \
   --set operator.replicas=1 --set podDisruptionBudget.enabled=false --wait --timeout 5m >/dev/null
 k -n "$SYSTEM_NS" rollout restart deployment/longshot >/dev/null

@@ -103,6 +103,15 @@ demo_git_allow() {
   esac
 }
 
+# the local cluster's API server listens on a port of its own on the bridge (the Service kubernetes is DNATed to it):
+# the operator's and the gateway's NetworkPolicies must let them reach it (kind's is 6443, in the chart's defaults)
+api_server_ports() {
+  local port
+  port=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("apiserverPort") or "")' \
+    "${LONGSHOT_CLUSTER_DIR:-/var/tmp/longshot-cluster}/cluster.json" 2>/dev/null || true)
+  echo "[443,6443${port:+,$port}]"
+}
+
 # --- 2. the namespaces and the chart ----------------------------------------------------------------
 say "installing the chart into $SYSTEM_NS"
 if [[ "${LONGSHOT_DEMO_KEEP:-}" != 1 ]] && k get namespace "$NS" >/dev/null 2>&1; then
@@ -122,6 +131,7 @@ k apply --server-side --force-conflicts -f "$ROOT/charts/longshot/crds/" >/dev/n
   --set "prompts.namespaces={$NS}" --set "networkPolicy.namespaces={$NS}" --set "rbac.secrets.namespaces={$NS}" \
   --set "gateway.replicas=${LONGSHOT_DEMO_GATEWAY_REPLICAS:-1}" --set gateway.podDisruptionBudget.enabled=false \
   $(if [[ "$mode" == local ]]; then echo "--set networkPolicy.dns.peers[0].ipBlock.cidr=10.244.0.1/32"; fi) \
+  $(if [[ "$mode" == local ]]; then echo "--set-json egress.networkPolicy.apiServerPorts=$(api_server_ports)"; fi) \
   --set-json "egress.allow=${LONGSHOT_DEMO_EGRESS_ALLOW:-$(demo_git_allow)}" \
   --set "operator.replicas=${LONGSHOT_DEMO_REPLICAS:-1}" --set podDisruptionBudget.enabled=false \
   --wait --timeout 5m >/dev/null

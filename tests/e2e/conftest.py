@@ -198,6 +198,9 @@ def install_chart(cluster: lc.LocalCluster, *, replicas: int = 1, timeout: str =
          # bridge (kind: CoreDNS, the chart's default selectors)
          "--set", "networkPolicy.namespaces={longshot-system}",
          *(() if is_kind(cluster) else ("--set", f"networkPolicy.dns.peers[0].ipBlock.cidr={lc.BRIDGE_IP}/32")),
+         # the local cluster's API server listens on a port of its own on the bridge (kind's: 6443)
+         *(() if is_kind(cluster) else ("--set-json", "egress.networkPolicy.apiServerPorts="
+                                        + json.dumps(cluster.api_server_ports()))),
          # the forge listens on the bridge, inside the private ranges the egress policy refuses by default:
          # listed for git and forge on its port, as an installation lists its own git server
          "--set-json", f"egress.allow={json.dumps(git_allow(cluster))}",

@@ -223,6 +223,13 @@ class LocalCluster:
         except (OSError, ValueError):
             return {}
 
+    def api_server_ports(self) -> list[int]:
+        """The chart's ``egress.networkPolicy.apiServerPorts`` for this cluster: the defaults and the port the API
+        server listens on (the Service ``kubernetes`` is DNATed to it on the bridge). An egress.allow entry for
+        the bridge names its own purposes and ports only, so the API server's port must be listed here."""
+        port = self.control_plane.apiserver_port if self.control_plane else self.state().get("apiserverPort")
+        return sorted({443, 6443, *([int(port)] if port else [])})
+
     # --- lifecycle -----------------------------------------------------------------------------------
 
     def up(self) -> LocalCluster:
