@@ -119,15 +119,15 @@ def gateway_peak_rss_mib(bin_dir: Path | None = None, *, calls: int = 20, held: 
     from gateway_attempts import make_attempt
     from gateway_fakes import Reply, fake_model, openai_json
 
-    from longshot.testing import controlplane
+    from longshot.testing import controlplane, otlp
 
-    with _world(bin_dir) as w, fake_model() as model, _collector() as otlp:
+    with _world(bin_dir) as w, fake_model() as model, otlp.Receiver() as collector:
         port = controlplane.free_port()
         env = {**os.environ, "KUBECONFIG": str(w.kubeconfig), "PYTHONPATH": str(ROOT / "operator"),
                "LONGSHOT_GATEWAY_PORT": str(port), "LONGSHOT_GATEWAY_ADDRESS": "127.0.0.1",
                "LONGSHOT_GATEWAY_NAMESPACE": w.namespace, "LONGSHOT_GATEWAY_MIRROR_DIR": str(w.work / "mirrors"),
                # tracing on (a stand-in collector), so that /traces reads its bodies
-               "LONGSHOT_GATEWAY_TRACING_ENDPOINT": otlp,
+               "LONGSHOT_GATEWAY_TRACING_ENDPOINT": collector.endpoint,
                # the fake model listens on loopback: listed, or every model call is refused (403) before its body
                "LONGSHOT_GATEWAY_EGRESS_ALLOWED_CIDRS": "127.0.0.0/8"}
         url = f"http://127.0.0.1:{port}"
@@ -184,32 +184,6 @@ def gateway_peak_rss_mib(bin_dir: Path | None = None, *, calls: int = 20, held: 
             proc.terminate()
             proc.wait(30)
             log.close()
-
-
-@contextlib.contextmanager
-def _collector() -> Iterator[str]:
-    """A stand-in trace collector that takes every export (OTLP/HTTP), so that the gateway's tracing is on."""
-    import http.server
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length") or 0))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def _greedy(body: Any) -> dict[str, Any]:

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.server
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -26,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway_attempts import make_attempt
 from gateway_server import GatewayThread
+
+from longshot.testing import otlp
 
 pytestmark = pytest.mark.integration
 
@@ -78,40 +78,15 @@ async def _drip(port: int, path: str, headers: dict[str, str], declared: int, gi
         writer.close()
 
 
-@contextlib.contextmanager
-def collector() -> Iterator[str]:
-    """A trace collector that takes every export (tracing on, so that /traces reads bodies)."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length") or 0))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
 def test_held_slow_drips_on_every_gateway_body_route_are_laned_cut_and_bounded(
         control_plane, gateway_settings, core_v1, custom, namespace):
     routes = {"/ledger": 408, "/progress": 408, "/traces": 408, "/model/openai/chat/completions": 408,
               "/delegation/spawn": 403}  # delegation is off for this build: refused before its body
     declared = {path: 32 * 1024 if path == "/progress" else DECLARED for path in routes}  # under each route's limit
-    with collector() as otlp:
+    with otlp.Receiver() as collector:
         settings = gateway_settings.replace(body_timeout_seconds=DEADLINE, max_requests_per_attempt=PER_ATTEMPT,
                                             max_model_calls_per_attempt=PER_ATTEMPT, max_inflight_body_bytes=BUDGET,
-                                            max_model_request_bytes=DECLARED, tracing_endpoint=otlp,
+                                            max_model_request_bytes=DECLARED, tracing_endpoint=collector.endpoint,
                                             model_call_burst=1000, request_burst=10_000, requests_per_second=1000,
                                             token_cache_seconds=60.0, identity_cache_seconds=60.0)
         with GatewayThread(control_plane.kubeconfig, settings) as gw:
