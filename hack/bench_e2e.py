@@ -248,10 +248,11 @@ def floor(api: kubernetes.client.ApiClient, bare: Path, url: str, tasks: list[st
         manifests.append(m)
     # the floor's Pods carry the operator's labels, which only the operator's ServiceAccount may set (the chart's
     # admissionPolicy.leastPrivilege): they are created as it, by impersonation, as the operator creates its own
-    operator_pod = core.list_namespaced_pod(SYSTEM_NS, label_selector="app.kubernetes.io/component=operator").items[0]
+    # (the operator is scaled to zero for the floor: its ServiceAccount is read from the Deployment, not a Pod)
+    operator_sa = kubernetes.client.AppsV1Api(api).read_namespaced_deployment(
+        "longshot", SYSTEM_NS).spec.template.spec.service_account_name
     as_operator = kubernetes.client.ApiClient(api.configuration)
-    as_operator.set_default_header(
-        "Impersonate-User", f"system:serviceaccount:{SYSTEM_NS}:{operator_pod.spec.service_account_name}")
+    as_operator.set_default_header("Impersonate-User", f"system:serviceaccount:{SYSTEM_NS}:{operator_sa}")
     creator = kubernetes.client.CoreV1Api(as_operator)
     ended: dict[str, str] = {}
     done = threading.Condition()
