@@ -57,7 +57,7 @@ from longshot.controllers import mergejobs as mjc
 from longshot.controllers import mergequeue as mqc
 from longshot.controllers import standing as standingc
 from longshot.controllers import tasks as tasksc
-from longshot.core import builds, standing
+from longshot.core import builds, lanes, standing
 from longshot.core import mergejobs as mj
 from longshot.net import guard as gd
 from longshot.runtime import kube, netpol, preflight
@@ -92,6 +92,9 @@ DUTY: Final = {"BuildRequest": 0.25}
 """The share of the time one reference's reconciles may take (``WorkQueue.duty``): after a reconcile, a build waits
 three times as long as it took (and at least ``MIN_INTERVAL``). A reconcile of a 10,000-task build with a thousand
 agents took 0.6 s, so one a second was a third of the event loop; the build's status now follows every 2 s or so."""
+TENANTS: Final = frozenset({"AgentTask", "MergeJob", "BuildRequest"})
+"""Kinds whose work queues cap each namespace's reconciles in flight (``Settings.tenant_share`` of the kind's
+workers; ``core.lanes``). A merge queue's references are the repository's, not one namespace's."""
 DETACHED: Final = frozenset({"Queue"})
 """Kinds whose reconciles :meth:`Manager.step` starts without waiting for them, as their workers would (git work)."""
 DETACHED_STALL_SECONDS: Final = STALLS["Queue"]
@@ -111,9 +114,10 @@ class Manager:
         self.monotonic = monotonic
         self.cache = cachemod.Cache()
         urgent: dict[str, Callable[[workqueue.Ref], bool]] = {"AgentTask": self._delivery_task}
-        queues = {kind: workqueue.WorkQueue[workqueue.Ref](clock, min_interval=MIN_INTERVAL.get(kind, 0.0),
-                                                           duty=DUTY.get(kind, 1.0), urgent=urgent.get(kind))
-                  for kind in ORDER}
+        queues = {kind: workqueue.WorkQueue[workqueue.Ref](
+            clock, min_interval=MIN_INTERVAL.get(kind, 0.0), duty=DUTY.get(kind, 1.0), urgent=urgent.get(kind),
+            tenant=_namespace, tenant_cap=lanes.cap(WORKERS[kind], settings.tenant_share) if kind in TENANTS else None)
+            for kind in ORDER}
         self.queue = workqueue.Queues(queues)
         """Every controller's queue behind one facade (a reference goes to its kind's)."""
         self.ctx = ctxmod.Context(cache=self.cache, kube=k, settings=settings, queue=self.queue, clock=clock, rand=rand)
@@ -368,6 +372,11 @@ class Manager:
             (builds.budget_used(b.spec.budget.max_tokens, b.spec.budget.max_cost, b.status.usage.tokens,
                                 b.status.usage.cost)
              for b in mine if b.status.completion_time is None))
+
+
+def _namespace(ref: workqueue.Ref) -> str:
+    """A reference's tenant: its namespace."""
+    return ref[1]
 
 
 def _ended(body: Mapping[str, Any]) -> bool:
