@@ -9,9 +9,8 @@ each take a reference, reconcile it, have the executor carry out the actions, an
 
 * A reconcile that raises (an API error, a fenced status write that lost with 409) is retried with the reference's
   exponential backoff: never dropped; a success resets it (controller-runtime's ``Forget``).
-* :meth:`Controller.process` is the one path a reference takes: the workers of :meth:`run` call it, and so does
-  :meth:`drain`, which processes every due reference at once (at most ``workers`` at a time) for the tests and
-  :meth:`~longshot.controllers.manager.Manager.step`, which drive the controllers by hand.
+* :meth:`Controller.process` is the one path a reference takes: the workers of :meth:`run` call it, and so do the
+  tests that drive the controllers by hand (``tests/driving.py``, with the queue's ``take`` and :func:`bounded`).
 * :meth:`healthy` is False while a reconcile has run longer than ``stall_seconds`` (every API and git call of a
   reconcile is bounded, so such a reconcile is wedged): the liveness probe restarts the replica.
 """
@@ -59,7 +58,6 @@ class Controller:
         """References being reconciled, with when their reconcile started (monotonic)."""
         self.reconciles = 0
         self.failures = 0
-        self._detached: set[asyncio.Task[None]] = set()
 
     async def process(self, ref: Ref) -> None:
         """Reconcile ``ref`` and carry out its actions; retried with backoff when anything raises. The caller
@@ -114,27 +112,6 @@ class Controller:
             except workqueue.ShutDown:
                 return
             await self.process(ref)  # handles its own errors; ``done`` in its ``finally``
-
-    async def drain(self) -> int:
-        """Process every reference due now, at most ``workers`` at a time; how many. For driving the controller by
-        hand (tests, :meth:`Manager.step`)."""
-        refs = self.queue.take()
-        await bounded(refs, self.process, self.workers)
-        return len(refs)
-
-    def start_due(self) -> int:
-        """Start processing every reference due now without waiting for them (a kind whose reconciles do git work
-        that takes seconds: the merge queues), as its workers would; :meth:`settle` waits for them."""
-        refs = self.queue.take()
-        for r in refs:
-            task = asyncio.create_task(self.process(r), name=f"reconcile {r[0]} {r[1]}/{r[2]}")
-            self._detached.add(task)
-            task.add_done_callback(self._detached.discard)
-        return len(refs)
-
-    async def settle(self) -> None:
-        while self._detached:
-            await asyncio.gather(*list(self._detached), return_exceptions=True)
 
     # --- health --------------------------------------------------------------------------------------
 

@@ -25,8 +25,8 @@ the dispatch controller (``controllers/dispatcher.py``), the killswitch, the res
 * A standing intake's child build (label ``longshot.dev/intake``) that changes enqueues its intake too; the
   webhook server's ``POST /intake/<namespace>/<name>`` (:meth:`Manager.webhook`) schedules a poll of an intake on the
   event loop.
-* :meth:`step` drives every controller by hand, in a fixed order, for tests: the same ``process`` path the workers
-  take.
+* Tests drive the controllers by hand (``tests/driving.py``: one turn of every kind, in ``ORDER``) through the same
+  ``process`` path the workers take.
 
 No module imports this one but the entry points: reconcilers get what they need through the context.
 """
@@ -78,7 +78,7 @@ THREADS: Final = 64
 """Threads of the default executor (``startup.py``): every reconcile and admission in flight may wait on the API,
 plus git work of the merge queues and the killswitch poll."""
 ORDER: Final = ("AgentTask", "MergeJob", "Queue", "BuildRequest")
-"""The controllers, in the order :meth:`Manager.step` drives them."""
+"""The controllers, in the order a hand-driven turn (``tests/driving.py``) processes them."""
 WORKERS: Final = {"AgentTask": 16, "MergeJob": 8, "Queue": 4, "BuildRequest": 8}
 """Each controller's workers (reconciles in flight at once); ``THREADS`` covers them and the admissions."""
 STALLS: Final = {"AgentTask": 60.0, "MergeJob": 60.0, "Queue": 300.0, "BuildRequest": 60.0}
@@ -96,7 +96,8 @@ TENANTS: Final = frozenset({"AgentTask", "MergeJob", "BuildRequest"})
 """Kinds whose work queues cap each namespace's reconciles in flight (``Settings.tenant_share`` of the kind's
 workers; ``core.lanes``). A merge queue's references are the repository's, not one namespace's."""
 DETACHED: Final = frozenset({"Queue"})
-"""Kinds whose reconciles :meth:`Manager.step` starts without waiting for them, as their workers would (git work)."""
+"""Kinds whose reconciles a hand-driven turn (``tests/driving.py``) starts without waiting for them, as their workers
+would (git work)."""
 DETACHED_STALL_SECONDS: Final = STALLS["Queue"]
 STEP_FAILURES_UNHEALTHY: Final = 10
 """Housekeeping turns in a row that raised: the loop turns but does nothing useful."""
@@ -153,7 +154,6 @@ class Manager:
             if settings.network_policy:
                 self.ctx.network_policy = lambda namespace: netpol.ensure(client, namespace, settings)
         self.heartbeat = monotonic()
-        self.steps = 0
         self.step_failures = 0
         """Housekeeping turns in a row that raised (reset by one that did not)."""
         self._stopping = asyncio.Event()
@@ -263,7 +263,7 @@ class Manager:
             loops.append(asyncio.create_task(self.leadership.run(), name="leadership"))
         try:
             while not self._stopping.is_set():
-                await self._tick()
+                await self.tick()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=KILLSWITCH_POLL_SECONDS)
             # a graceful stop: nothing new is handed out, and what is in flight (a status write, an admission)
@@ -282,7 +282,8 @@ class Manager:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def _tick(self) -> None:
+    async def tick(self) -> None:
+        """One turn of housekeeping (the run loop's, every ``KILLSWITCH_POLL_SECONDS``): it never raises."""
         try:
             await self._housekeeping()
         except Exception:  # a bug must not stop the loop; health says so when it keeps happening
@@ -314,32 +315,6 @@ class Manager:
         n = max(1, math.ceil(RESYNC_PER_SECOND * min(max(elapsed, 0.0), RESYNC_SECONDS)))
         share, self._resync = self._resync[:n], self._resync[n:]
         self.queue.add_low(share)
-
-    async def step(self) -> None:
-        """Drive every controller by hand, once (tests): housekeeping, then each kind's due references in ``ORDER``
-        through the same ``process`` its workers run (the merge queues' started without waiting, as their own
-        workers would: :meth:`settle` waits for them), with a dispatch after the tasks and one at the end."""
-        self.steps += 1
-        await self._tick()
-        await self.dispatcher.drain()  # a slot an ended Pod freed is filled before anything else
-        for kind in ORDER:
-            c = self.controllers[kind]
-            if kind in DETACHED:
-                c.start_due()
-            else:
-                await c.drain()
-            if kind == "AgentTask":
-                await self.dispatcher.drain()
-        await self.dispatcher.drain()
-
-    async def settle(self) -> None:
-        """Wait for the reconciles :meth:`step` started without waiting (tests and shutdown)."""
-        for kind in DETACHED:
-            await self.controllers[kind].settle()
-
-    async def _dispatch(self, why: str = "") -> None:
-        """One dispatch now, whether or not it was asked for (tests)."""
-        await self.dispatcher.dispatch(why)
 
     async def _poll_killswitch(self) -> None:
         engaged = self.settings.killswitch

@@ -11,7 +11,7 @@ time (timers: backoffs, sweeps, error retries).
 * :meth:`claim` takes one reference out of turn (the dispatcher admitting a task while the task controller's
   workers run): it is processing until :meth:`done`, exactly as if :meth:`take` had handed it out.
 * :meth:`get` waits for the next reference a worker may process (controller-runtime's ``Get``); :meth:`take`
-  hands out every due one at once (a controller's :meth:`~longshot.controllers.controller.Controller.drain`).
+  hands out every due one at once (the tests' hand-driven turn, ``tests/driving.py``).
 * Priorities, after controller-runtime's priority queue: :meth:`add_low` (the periodic resync, a leadership change:
   every object again) queues behind every reference added otherwise, and an ``urgent`` classifier puts references
   ahead of all others (the AgentTask controller: the merge queue's gate and review tasks, whose ends the queue waits

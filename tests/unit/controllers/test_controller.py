@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import driving
 from longshot.controllers import controller as ctl
 from longshot.controllers import workqueue
 from longshot.controllers.workqueue import Queues, ShutDown, WorkQueue
@@ -79,7 +80,7 @@ async def test_a_failed_reconcile_is_retried_with_backoff_and_the_reference_hand
     c = controller(reconcile, after=after.append)
     ref = ("AgentTask", "ns", "t")
     c.queue.add(ref)
-    assert await c.drain() == 1
+    assert await driving.drain(c) == 1
     assert c.queue.failures(ref) == 1 and not c.queue.busy(ref) and c.queue.next_due() is not None
     assert after == [ref] and c.failures == 1 and not c.in_flight
 
@@ -116,7 +117,7 @@ async def test_a_reconcile_past_its_stall_limit_fails_health():
 
     c = controller(reconcile, stall=300.0, mono=mono)
     c.queue.add(("AgentTask", "ns", "a"))
-    started = c.start_due()
+    started = driving.start_due(c)
     assert started == 1
     await asyncio.sleep(0)
     mono[0] += 299
@@ -124,7 +125,7 @@ async def test_a_reconcile_past_its_stall_limit_fails_health():
     mono[0] += 2
     assert not c.healthy()
     release.set()
-    await c.settle()
+    await driving.settle_controller(c)
     assert c.healthy() and c.longest_running() == 0
 
 
