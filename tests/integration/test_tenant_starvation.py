@@ -12,7 +12,6 @@ work queues' turns between namespaces, A's checks held every BuildRequest worker
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import kubernetes
 import pytest
 import sample_repo
-from git_servers import Git, GitHTTPServer, _GitHTTPHandler
+from git_servers import Git, SlowGitHTTPServer, slow_git_http
 from k8s_builders import GROUP, VERSION, build, create, list_of
 
 from longshot.testing import wait_for
@@ -32,45 +31,11 @@ BOUND_SECONDS = 2.0
 MANAGED = "app.kubernetes.io/managed-by=longshot-operator"
 
 
-class _SlowHandler(_GitHTTPHandler):
-    def do_GET(self) -> None:
-        server = self.server
-        assert isinstance(server, SlowGitServer)
-        with server.lock:
-            server.in_flight += 1
-            server.seen += 1
-        try:
-            time.sleep(SLOW_SECONDS)  # the server is slow: this is what the test is about, not a synchronisation
-            self._cgi()
-        finally:
-            with server.lock:
-                server.in_flight -= 1
-
-
-class SlowGitServer(GitHTTPServer):
-    """git smart HTTP with no authentication whose ref advertisement (``GET .../info/refs``) comes 4 s late;
-    counts the advertisements being served now (``in_flight``) and ever (``seen``)."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(root, git=Git({}), headers={"": "anonymous"})
-        self.RequestHandlerClass = _SlowHandler
-        self.lock = threading.Lock()
-        self.in_flight = 0
-        self.seen = 0
-
-
 @pytest.fixture
-def slow_repository(tmp_path: Path) -> Iterator[tuple[SlowGitServer, str]]:
+def slow_repository(tmp_path: Path) -> Iterator[tuple[SlowGitHTTPServer, str]]:
     sample_repo.make(tmp_path / "slow")
-    server = SlowGitServer(tmp_path / "slow" / "server")
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    try:
+    with slow_git_http(tmp_path / "slow" / "server", git=Git({}), delay=SLOW_SECONDS) as server:
         yield server, server.url("calc")
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @pytest.fixture
