@@ -84,6 +84,10 @@ WORKERS: Final = {"AgentTask": 16, "MergeJob": 8, "Queue": 4, "BuildRequest": 8}
 STALLS: Final = {"AgentTask": 60.0, "MergeJob": 60.0, "Queue": 300.0, "BuildRequest": 60.0}
 """A reconcile running longer than this is wedged (every API and git call is bounded; a merge queue's git work
 takes the longest)."""
+DEADLINES: Final = {"AgentTask": 45.0, "MergeJob": 45.0, "BuildRequest": 45.0}
+"""A reconcile (its reads and decision) running longer than this is cancelled and retried with backoff
+(``Controller.deadline``): shorter than the stall limit, so that waiting on one tenant's slow server fails that
+tenant's object and not the liveness probe. The merge queues' reconciles have their git work's own timeouts."""
 MIN_INTERVAL: Final = {"BuildRequest": 1.0}
 """Seconds between two reconciles of one reference (``WorkQueue.min_interval``): a build is enqueued by every change
 of any of its tasks and its reconcile reads all of them, so a burst of task events is one build reconcile, not one
@@ -140,7 +144,8 @@ class Manager:
         """What each controller reconciles with, by kind (looked up at every reconcile: tests replace entries)."""
         self.controllers: dict[str, ctl.Controller] = {
             kind: ctl.Controller(kind, functools.partial(self._reconcile, kind), self.executor, queues[kind],
-                                 workers=WORKERS[kind], stall_seconds=STALLS[kind], monotonic=monotonic,
+                                 workers=WORKERS[kind], stall_seconds=STALLS[kind], deadline=DEADLINES.get(kind),
+                                 monotonic=monotonic,
                                  after=self._reconciled)
             for kind in ORDER}
         self.dispatcher = dsp.Dispatcher(self.ctx, self.tasks, self.executor, queues["AgentTask"], clock=clock,

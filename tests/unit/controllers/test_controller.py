@@ -182,3 +182,40 @@ async def test_min_interval_hands_a_reference_to_workers_at_most_once_per_interv
     # the test driver's take() hands out regardless (a frozen clock in unit tests)
     q.add("b")
     assert q.take() == ["b"]
+
+
+async def test_a_reconcile_past_its_deadline_is_cancelled_and_retried_and_the_controller_stays_healthy():
+    """A reconcile waiting on a tenant's server that never answers: cancelled at the deadline, retried with backoff,
+    its reference handed back; the controller's health (its stall limit, longer) is never at stake."""
+    never = asyncio.Event()
+    cancelled = []
+
+    async def reconcile(ref: workqueue.Ref) -> list[Any]:
+        try:
+            await never.wait()
+        except asyncio.CancelledError:
+            cancelled.append(ref)
+            raise
+        return []
+
+    ref = ("AgentTask", "slow-tenant", "t0")
+    c = ctl.Controller("AgentTask", reconcile, Executor(), WorkQueue(clock), workers=1,  # type: ignore[arg-type]
+                       stall_seconds=60.0, deadline=0.01)
+    c.queue.add(ref)
+    assert c.queue.take() == [ref]
+    await asyncio.wait_for(c.process(ref), timeout=30)
+    assert cancelled == [ref]
+    assert c.failures == 1 and c.reconciles == 0
+    assert c.queue.failures(ref) == 1 and c.queue.next_due() is not None  # retried with backoff
+    assert not c.queue.busy(ref) and not c.in_flight and c.healthy()
+
+
+async def test_a_timeout_raised_by_the_reconcile_itself_is_its_own_error_not_the_deadline():
+    async def reconcile(ref: workqueue.Ref) -> list[Any]:
+        raise TimeoutError("the tracker did not answer")
+
+    ref = ("AgentTask", "ns", "t0")
+    c = ctl.Controller("AgentTask", reconcile, Executor(), WorkQueue(clock), workers=1,  # type: ignore[arg-type]
+                       stall_seconds=60.0, deadline=30.0)
+    with pytest.raises(TimeoutError, match="tracker"):
+        await c._decide(ref)
