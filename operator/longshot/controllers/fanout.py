@@ -210,7 +210,8 @@ class Fanout:
         if not gated:
             return []
         w = await self.ctx.workspaces.get(build)
-        return [ex.Call(functools.partial(speculate.cleanup, w, build.namespace, build.name, gate_batch(n), [1]),
+        return [ex.Call(functools.partial(vws.within, lanes.GIT_SECONDS, speculate.cleanup, w, build.namespace,
+                                          build.name, gate_batch(n), [1]),
                         f"delete the gate branch of candidate {n}") for n in gated]
 
     @staticmethod
