@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from longshot.core import egress
+from longshot.core import egress, lanes
 from longshot.envsettings import EnvBool, EnvSettings
 
 
@@ -34,6 +34,9 @@ class Settings(EnvSettings):
     """Size limit of the agent Pod's scratch (emptyDir) volume."""
     max_workers: int = Field(default=50, ge=0)
     """Operator-wide limit of agent Pods running at once, across builds."""
+    tenant_share: float = Field(default=lanes.SHARE, gt=0, le=1)
+    """The share of each controller's workers one namespace (tenant) may hold at once (at least one worker); the
+    work queues take turns between namespaces, so the others always find the rest (``core.lanes``)."""
     killswitch: EnvBool = False
     """Start with the killswitch engaged (no agent Pod runs)."""
     killswitch_configmap: str = "longshot-killswitch"

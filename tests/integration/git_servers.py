@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from typing import Any
 from longshot.testing import wait_for
 from longshot.testing.controlplane import free_port
 
-__all__ = ["Git", "GitDaemon", "GitHTTPServer", "basic_auth", "free_port", "git_daemon", "git_http", "port_open"]
+__all__ = ["Git", "GitDaemon", "GitHTTPServer", "SlowGitHTTPServer", "basic_auth", "free_port", "git_daemon",
+           "git_http", "port_open", "slow_git_http"]
 
 
 def port_open(port: int) -> bool:
@@ -192,6 +194,49 @@ def git_http(root: Path, *, git: Git, accounts: Iterable[tuple[str, str]] = (),
              headers: Mapping[str, str] | None = None) -> Iterator[GitHTTPServer]:
     """Serve ``root`` over smart HTTP (see GitHTTPServer) until the block ends."""
     server = GitHTTPServer(root, git=git, accounts=accounts, headers=headers)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+class _SlowHandler(_GitHTTPHandler):
+    server: SlowGitHTTPServer
+
+    def do_GET(self) -> None:
+        with self.server.lock:
+            self.server.in_flight += 1
+            self.server.seen += 1
+        try:
+            time.sleep(self.server.delay)  # the server is slow: what the tests are about, not a synchronisation
+            self._cgi()
+        finally:
+            with self.server.lock:
+                self.server.in_flight -= 1
+
+
+class SlowGitHTTPServer(GitHTTPServer):
+    """git smart HTTP with no authentication whose ref advertisement (``GET .../info/refs``, the first request of
+    ``git ls-remote``, fetch and push) comes ``delay`` seconds late; counts the advertisements being served now
+    (``in_flight``) and ever (``seen``)."""
+
+    def __init__(self, root: Path, *, git: Git, delay: float) -> None:
+        super().__init__(root, git=git, headers={"": "anonymous"})
+        self.RequestHandlerClass = _SlowHandler
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.seen = 0
+
+
+@contextlib.contextmanager
+def slow_git_http(root: Path, *, git: Git, delay: float) -> Iterator[SlowGitHTTPServer]:
+    """Serve ``root`` over smart HTTP ``delay`` seconds late (see SlowGitHTTPServer) until the block ends."""
+    server = SlowGitHTTPServer(root, git=git, delay=delay)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()
     try:

@@ -492,83 +492,111 @@ class Cache:
         return [("AgentTask", pod.namespace, pod.task)]
 
     def _store(self, obj: objects.Resource) -> list[Ref]:
-        ns, name = obj.key
         if isinstance(obj, objects.BuildRequest):
-            self.version += 1
-            self.changes[obj.key] += 1
-            old_build = self.builds.get(obj.key)
-            if old_build is None or _dispatch_facts(old_build) != _dispatch_facts(obj):
-                self.freeing += 1
-            self.builds[obj.key] = obj
-            if old_build is not None and old_build.generation != obj.generation:
-                # a spec edit may resume stopped tasks (Configuration, Auth, a budget) or change what running ones
-                # do; a pending task's start is dispatch's to decide, which reads the build anew (and the resync
-                # reconciles every task): raising workers.max of a 10,000-task build is not 10,000 reconciles
-                return [("BuildRequest", ns, name),
-                        *(("AgentTask", ns, t) for t in self.tasks_by_build.get(obj.key, ())
-                          if _affected_by_spec(self.tasks.get((ns, t))))]
-            return [("BuildRequest", ns, name)]
+            return self._store_build(obj)
         if isinstance(obj, objects.AgentTask):
-            old = self.tasks.get(obj.key)
-            if old is not None and progress_only(old, obj):
-                # the gateway's live figures of a running attempt: a heartbeat or a progress message changes no
-                # decision (the heartbeat bound's timer reads the newest one when it fires); tokens and cost
-                # change the build's usage and budget
-                self.tasks[obj.key] = obj
-                if _metered(old) == _metered(obj):
-                    return []
-                self.version += 1
-                self._task_changed((ns, obj.build_name), name)
-                return [("BuildRequest", ns, obj.build_name)]
-            self.version += 1
-            if old is not None and ((old.status.phase == tasks.RUNNING and obj.status.phase != tasks.RUNNING)
-                                    or old.generation != obj.generation
-                                    or old.metadata.deleting != obj.metadata.deleting):
-                self.freeing += 1  # a slot may be free (a running task stopped), or the task's spec changed
-            self._task_changed((ns, obj.build_name), name)
-            if old is not None and old.build_name != obj.build_name:  # (its spec.buildRef rewritten)
-                self._task_changed((ns, old.build_name), name)
-                self.tasks_by_build[(ns, old.build_name)].discard(name)
-            self.tasks[obj.key] = obj
-            self.tasks_by_build[(ns, obj.build_name)].add(name)
-            self._index_phase(name, old, obj)
-            if obj.spec.role == "fixer":
-                self.fixers_by_build[(ns, obj.build_name)].add(name)
-            batch = obj.metadata.labels.get(BATCH_LABEL)
-            was = old.metadata.labels.get(BATCH_LABEL) if old is not None else None
-            if was and was != batch:  # (relabelled by hand: the index follows the label)
-                self.tasks_by_batch.get((ns, obj.build_name, was), set()).discard(name)
-            if batch:
-                self.tasks_by_batch[(ns, obj.build_name, batch)].add(name)
-            for dep in obj.spec.depends_on:
-                self.dependents[(ns, dep)].add(name)
-            first = obj.status.conditions and (old is None or not old.status.conditions)
-            if first and self.on_delivery_task is not None and obj.status.phase in (None, tasks.PENDING) \
-                    and purpose(obj) is not None:
-                self.on_delivery_task()  # a new delivery task with its first status: a candidate for dispatch now
-            refs: list[Ref] = [("AgentTask", ns, name), ("BuildRequest", ns, obj.build_name)]
-            if old is None or old.status.phase != obj.status.phase:
-                refs += [("AgentTask", ns, d) for d in self.dependents.get((ns, name), ())]
-                # a stacked dependent's MergeJob waits on this task (and fails when it does)
-                for d in self.dependents.get((ns, name), ()):
-                    job = self.jobs.get((ns, d))
-                    if job is not None:
-                        refs += self._queue_refs(job)
-                parent = obj.metadata.labels.get(keys.PARENT)  # a delegating task's MergeJob waits on its children
-                job = self.jobs.get((ns, parent)) if parent else None
-                if job is not None:
-                    refs += self._queue_refs(job)
-            queue = obj.metadata.annotations.get(QUEUE_ANNOTATION)
-            if queue:
-                refs.append(("Queue", "", queue))
-            fixes = obj.metadata.annotations.get(FIXES_ANNOTATION)
-            if fixes and (ns, fixes) in self.jobs:
-                refs.append(("MergeJob", ns, fixes))
-            fanned = obj.metadata.labels.get(fanout.FANOUT_LABEL)
-            if fanned:  # a candidate, its gate or the judge of a best-of-N task: the task decides on it
-                refs.append(("AgentTask", ns, fanned))
-            return refs
+            return self._store_task(obj)
         assert isinstance(obj, objects.MergeJob)
+        return self._store_job(obj)
+
+    def _store_build(self, obj: objects.BuildRequest) -> list[Ref]:
+        ns, name = obj.key
+        self.version += 1
+        self.changes[obj.key] += 1
+        old_build = self.builds.get(obj.key)
+        if old_build is None or _dispatch_facts(old_build) != _dispatch_facts(obj):
+            self.freeing += 1
+        self.builds[obj.key] = obj
+        if old_build is not None and old_build.generation != obj.generation:
+            # a spec edit may resume stopped tasks (Configuration, Auth, a budget) or change what running ones
+            # do; a pending task's start is dispatch's to decide, which reads the build anew (and the resync
+            # reconciles every task): raising workers.max of a 10,000-task build is not 10,000 reconciles
+            return [("BuildRequest", ns, name),
+                    *(("AgentTask", ns, t) for t in self.tasks_by_build.get(obj.key, ())
+                      if _affected_by_spec(self.tasks.get((ns, t))))]
+        return [("BuildRequest", ns, name)]
+
+    def _store_task(self, obj: objects.AgentTask) -> list[Ref]:
+        ns, name = obj.key
+        old = self.tasks.get(obj.key)
+        if old is not None and progress_only(old, obj):
+            # the gateway's live figures of a running attempt: a heartbeat or a progress message changes no
+            # decision (the heartbeat bound's timer reads the newest one when it fires); tokens and cost
+            # change the build's usage and budget
+            self.tasks[obj.key] = obj
+            if _metered(old) == _metered(obj):
+                return []
+            self.version += 1
+            self._task_changed((ns, obj.build_name), name)
+            return [("BuildRequest", ns, obj.build_name)]
+        self.version += 1
+        if old is not None and ((old.status.phase == tasks.RUNNING and obj.status.phase != tasks.RUNNING)
+                                or old.generation != obj.generation
+                                or old.metadata.deleting != obj.metadata.deleting):
+            self.freeing += 1  # a slot may be free (a running task stopped), or the task's spec changed
+        self._index_task(old, obj)
+        first = obj.status.conditions and (old is None or not old.status.conditions)
+        if first and self.on_delivery_task is not None and obj.status.phase in (None, tasks.PENDING) \
+                and purpose(obj) is not None:
+            self.on_delivery_task()  # a new delivery task with its first status: a candidate for dispatch now
+        return self._task_refs(old, obj)
+
+    def _index_task(self, old: objects.AgentTask | None, obj: objects.AgentTask) -> None:
+        """Store ``obj`` (which replaces ``old``) and keep the indexes: by build, phase, fixers, batch, dependents."""
+        ns, name = obj.key
+        self._task_changed((ns, obj.build_name), name)
+        if old is not None and old.build_name != obj.build_name:  # (its spec.buildRef rewritten)
+            self._task_changed((ns, old.build_name), name)
+            self.tasks_by_build[(ns, old.build_name)].discard(name)
+        self.tasks[obj.key] = obj
+        self.tasks_by_build[(ns, obj.build_name)].add(name)
+        self._index_phase(name, old, obj)
+        if obj.spec.role == "fixer":
+            self.fixers_by_build[(ns, obj.build_name)].add(name)
+        batch = obj.metadata.labels.get(BATCH_LABEL)
+        was = old.metadata.labels.get(BATCH_LABEL) if old is not None else None
+        if was and was != batch:  # (relabelled by hand: the index follows the label)
+            self.tasks_by_batch.get((ns, obj.build_name, was), set()).discard(name)
+        if batch:
+            self.tasks_by_batch[(ns, obj.build_name, batch)].add(name)
+        for dep in obj.spec.depends_on:
+            self.dependents[(ns, dep)].add(name)
+
+    def _task_refs(self, old: objects.AgentTask | None, obj: objects.AgentTask) -> list[Ref]:
+        """The references a stored task concerns: itself, its build, and what waits on it."""
+        ns, name = obj.key
+        refs: list[Ref] = [("AgentTask", ns, name), ("BuildRequest", ns, obj.build_name)]
+        if old is None or old.status.phase != obj.status.phase:
+            refs += self._phase_refs(obj)
+        queue = obj.metadata.annotations.get(QUEUE_ANNOTATION)
+        if queue:
+            refs.append(("Queue", "", queue))
+        fixes = obj.metadata.annotations.get(FIXES_ANNOTATION)
+        if fixes and (ns, fixes) in self.jobs:
+            refs.append(("MergeJob", ns, fixes))
+        fanned = obj.metadata.labels.get(fanout.FANOUT_LABEL)
+        if fanned:  # a candidate, its gate or the judge of a best-of-N task: the task decides on it
+            refs.append(("AgentTask", ns, fanned))
+        return refs
+
+    def _phase_refs(self, obj: objects.AgentTask) -> list[Ref]:
+        """What waits on a task whose phase changed: its dependents, their MergeJobs' queues (a stacked dependent's
+        MergeJob waits on this task, and fails when it does), and a delegating parent's MergeJob's queue."""
+        ns, name = obj.key
+        dependents = self.dependents.get((ns, name), ())
+        refs: list[Ref] = [("AgentTask", ns, d) for d in dependents]
+        for d in dependents:
+            job = self.jobs.get((ns, d))
+            if job is not None:
+                refs += self._queue_refs(job)
+        parent = obj.metadata.labels.get(keys.PARENT)  # a delegating task's MergeJob waits on its children
+        job = self.jobs.get((ns, parent)) if parent else None
+        if job is not None:
+            refs += self._queue_refs(job)
+        return refs
+
+    def _store_job(self, obj: objects.MergeJob) -> list[Ref]:
+        ns, name = obj.key
         self.version += 1
         old_job = self.jobs.get(obj.key)
         if old_job is not None and old_job.task_name != obj.task_name:

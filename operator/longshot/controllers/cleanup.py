@@ -25,6 +25,7 @@ from longshot.api import objects, timeutil
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
+from longshot.controllers import lanes
 from longshot.core import cleanup, fanout, names, tasks
 from longshot.core.effects import EmitEvent
 from longshot.vcs import refs as vrefs
@@ -118,7 +119,7 @@ async def _carry_out(ctx: ctxmod.Context, build: objects.BuildRequest, e: cleanu
                 if secret and await asyncio.to_thread(ctx.kube.get_secret, build.namespace, secret) is None:
                     return cleanup.CredentialsGone(secret)
                 w = await ctx.workspaces.get(build)
-                found = await asyncio.to_thread(vrefs.list_refs, w, prefixes)
+                found = await lanes.git(vrefs.list_refs, w, prefixes)
             except Exception as err:  # the forge, the Secret, the egress guard: retried by the decider
                 return _failed(build, "list", err)
             return cleanup.Listed(tuple(cleanup.Ref(r, sha) for r, sha in found), task_facts(ctx, build))
@@ -133,8 +134,8 @@ async def _delete(ctx: ctxmod.Context, build: objects.BuildRequest,
                   chosen: Sequence[cleanup.Ref]) -> cleanup.Event:
     try:
         w = await ctx.workspaces.get(build)
-        await asyncio.to_thread(vrefs.delete_refs, w, [(r.name, r.sha) for r in chosen])
-        after = dict(await asyncio.to_thread(vrefs.list_refs, w, cleanup.prefixes(build.namespace, build.name)))
+        await lanes.git(vrefs.delete_refs, w, [(r.name, r.sha) for r in chosen])
+        after = dict(await lanes.git(vrefs.list_refs, w, cleanup.prefixes(build.namespace, build.name)))
     except Exception as err:
         return _failed(build, "delete", err)
     left = tuple(r.name for r in chosen if after.get(r.name) == r.sha)

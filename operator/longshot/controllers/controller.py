@@ -9,9 +9,11 @@ each take a reference, reconcile it, have the executor carry out the actions, an
 
 * A reconcile that raises (an API error, a fenced status write that lost with 409) is retried with the reference's
   exponential backoff: never dropped; a success resets it (controller-runtime's ``Forget``).
-* :meth:`Controller.process` is the one path a reference takes: the workers of :meth:`run` call it, and so does
-  :meth:`drain`, which processes every due reference at once (at most ``workers`` at a time) for the tests and
-  :meth:`~longshot.controllers.manager.Manager.step`, which drive the controllers by hand.
+* :meth:`Controller.process` is the one path a reference takes: the workers of :meth:`run` call it, and so do the
+  tests that drive the controllers by hand (``tests/driving.py``, with the queue's ``take`` and :func:`bounded`).
+* A reconcile that runs past the controller's ``deadline`` (shorter than ``stall_seconds``; the manager's
+  ``DEADLINES``) is cancelled and retried with backoff: what it waited on (a tenant's slow tracker, forge or git
+  server, a lane another tenant holds) costs that object a retry, never the replica's health.
 * :meth:`healthy` is False while a reconcile has run longer than ``stall_seconds`` (every API and git call of a
   reconcile is bounded, so such a reconcile is wedged): the liveness probe restarts the replica.
 """
@@ -39,19 +41,29 @@ SLOW_RECONCILE_SECONDS: Final = 5.0
 operator."""
 
 Ref = workqueue.Ref
+
+
+class DeadlineExceeded(Exception):
+    """A reconcile ran past its controller's ``deadline``: it was cancelled, and is retried with backoff."""
+
+
 Reconcile = Callable[[Ref], Awaitable[list[ex.Action]]]
 
 
 class Controller:
     def __init__(self, kind: str, reconcile: Reconcile, executor: ex.Executor, queue: workqueue.WorkQueue[Ref], *,
-                 workers: int, stall_seconds: float, monotonic: Callable[[], float] = time.monotonic,
-                 after: Callable[[Ref], None] | None = None) -> None:
+                 workers: int, stall_seconds: float, deadline: float | None = None,
+                 monotonic: Callable[[], float] = time.monotonic, after: Callable[[Ref], None] | None = None) -> None:
         self.kind = kind
         self.reconcile = reconcile
         self.executor = executor
         self.queue = queue
         self.workers = workers
         self.stall_seconds = stall_seconds
+        self.deadline = deadline
+        """Seconds a reconcile (reads and decision, not the executor's writes) may take before it is cancelled and
+        retried with backoff (:class:`DeadlineExceeded`); None: no deadline. Shorter than ``stall_seconds``, so a
+        reconcile waiting on a tenant's slow server fails that tenant's object, not the replica's health."""
         self.monotonic = monotonic
         self.after = after
         """Called after every reconcile, whatever its result (the manager wakes the dispatcher)."""
@@ -59,7 +71,6 @@ class Controller:
         """References being reconciled, with when their reconcile started (monotonic)."""
         self.reconciles = 0
         self.failures = 0
-        self._detached: set[asyncio.Task[None]] = set()
 
     async def process(self, ref: Ref) -> None:
         """Reconcile ``ref`` and carry out its actions; retried with backoff when anything raises. The caller
@@ -69,7 +80,7 @@ class Controller:
         self.in_flight[ref] = self.monotonic()
         decided: float | None = None
         try:
-            actions = await self.reconcile(ref)
+            actions = await self._decide(ref)
             decided = time.monotonic()
             await self.executor.run(actions)
             self.queue.forget(ref)
@@ -84,7 +95,8 @@ class Controller:
                 log.info("%s %s/%s changed meanwhile; reconciling again in %.2fs", kind, ns, name, delay)
             else:
                 log.warning("reconcile of %s %s/%s failed (%s: %s); retrying in %.2fs", kind, ns, name,
-                            type(e).__name__, e, delay, exc_info=not kube.is_api_error(e))
+                            type(e).__name__, e, delay,
+                            exc_info=not (kube.is_api_error(e) or isinstance(e, DeadlineExceeded)))
         finally:
             took = self.monotonic() - self.in_flight.pop(ref, self.monotonic())
             if took >= SLOW_RECONCILE_SECONDS:
@@ -92,6 +104,19 @@ class Controller:
             self.queue.done(ref, (decided if decided is not None else time.monotonic()) - started)
             if self.after is not None:
                 self.after(ref)
+
+    async def _decide(self, ref: Ref) -> list[ex.Action]:
+        """``reconcile(ref)``, cancelled past ``deadline`` (a :class:`DeadlineExceeded`)."""
+        if self.deadline is None:
+            return await self.reconcile(ref)
+        limit = asyncio.timeout(self.deadline)
+        try:
+            async with limit:
+                return await self.reconcile(ref)
+        except TimeoutError:
+            if not limit.expired():
+                raise  # the reconcile's own (a call it made timed out)
+            raise DeadlineExceeded(f"it ran past its deadline of {self.deadline:g}s") from None
 
     # --- driving it ------------------------------------------------------------------------------------
 
@@ -114,27 +139,6 @@ class Controller:
             except workqueue.ShutDown:
                 return
             await self.process(ref)  # handles its own errors; ``done`` in its ``finally``
-
-    async def drain(self) -> int:
-        """Process every reference due now, at most ``workers`` at a time; how many. For driving the controller by
-        hand (tests, :meth:`Manager.step`)."""
-        refs = self.queue.take()
-        await bounded(refs, self.process, self.workers)
-        return len(refs)
-
-    def start_due(self) -> int:
-        """Start processing every reference due now without waiting for them (a kind whose reconciles do git work
-        that takes seconds: the merge queues), as its workers would; :meth:`settle` waits for them."""
-        refs = self.queue.take()
-        for r in refs:
-            task = asyncio.create_task(self.process(r), name=f"reconcile {r[0]} {r[1]}/{r[2]}")
-            self._detached.add(task)
-            task.add_done_callback(self._detached.discard)
-        return len(refs)
-
-    async def settle(self) -> None:
-        while self._detached:
-            await asyncio.gather(*list(self._detached), return_exceptions=True)
 
     # --- health --------------------------------------------------------------------------------------
 

@@ -141,13 +141,6 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.hurried.wait(), self.plan_seconds)
 
-    async def drain(self) -> int:
-        """Dispatch now if the key is due (tests and :meth:`Manager.step`); how many dispatches ran (0 or 1)."""
-        if not self.queue.take():
-            return 0
-        await self.process()
-        return 1
-
     async def process(self) -> None:
         """One dispatch; the key was taken from the queue and is handed back here, whatever happens."""
         why, self.why = ", ".join(self.why) or "resync", []

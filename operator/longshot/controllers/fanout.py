@@ -14,7 +14,6 @@ Called by the task reconciler for a task whose ``core.fanout.effective`` setting
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from datetime import datetime
@@ -23,6 +22,7 @@ from typing import Any, assert_never
 from longshot.api import objects
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
+from longshot.controllers import lanes
 from longshot.controllers import mergejobs as mqc
 from longshot.core import fanout, names, plan, tasks
 from longshot.core import mergequeue as q
@@ -178,8 +178,7 @@ class Fanout:
         if task.spec.role == "fixer" and task.spec.branch:
             # a fixer's candidates each start from the branch to fix, on their own branch
             w = await self.ctx.workspaces.get(build)
-            await asyncio.to_thread(speculate.copy_branch, w, task.spec.branch,
-                                    [m["spec"]["branch"] for m in manifests])
+            await lanes.git(speculate.copy_branch, w, task.spec.branch, [m["spec"]["branch"] for m in manifests])
         return [ex.CreateObject(m) for m in manifests]
 
     async def _gate(self, task: objects.AgentTask, build: objects.BuildRequest, snap: fanout.Snapshot, name: str,
@@ -193,7 +192,7 @@ class Fanout:
                                   commit=view.commit, strategy=build.spec.merge.strategy, task=name, build=build.name)
         target = build.spec.repository.base_branch
         try:
-            ok, detail = await asyncio.to_thread(prepare_gate, w, target, member, build.name)
+            ok, detail = await lanes.git(prepare_gate, w, target, member, build.name)
         except vws.GitError as e:
             raise RuntimeError(f"the gate of candidate {name} could not be prepared: {e}") from None
         if not ok:
@@ -211,7 +210,8 @@ class Fanout:
         if not gated:
             return []
         w = await self.ctx.workspaces.get(build)
-        return [ex.Call(functools.partial(speculate.cleanup, w, build.namespace, build.name, gate_batch(n), [1]),
+        return [ex.Call(functools.partial(vws.within, lanes.GIT_SECONDS, speculate.cleanup, w, build.namespace,
+                                          build.name, gate_batch(n), [1]),
                         f"delete the gate branch of candidate {n}") for n in gated]
 
     @staticmethod

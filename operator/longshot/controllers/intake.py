@@ -24,7 +24,7 @@ from longshot.api.handoff import PlannedTask
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
-from longshot.controllers import sweeping
+from longshot.controllers import lanes, sweeping
 from longshot.core import builds, plan, roadmap, tasks
 from longshot.net import guard as gd
 from longshot.runtime import kube as kubemod
@@ -188,8 +188,8 @@ class Intake:
         try:
             if state.source == "roadmap":
                 w = await self.ctx.workspaces.get(build)
-                planned = await asyncio.to_thread(read_roadmap, w, build.spec.repository.base_branch,
-                                                  build.spec.planner.roadmap_path)
+                planned = await lanes.git(read_roadmap, w, build.spec.repository.base_branch,
+                                          build.spec.planner.roadmap_path)
             else:
                 async with self.ctx.lanes.lane(build.namespace):
                     planned = await asyncio.to_thread(read_issues, self.ctx.kube, build, guard=self.ctx.egress)

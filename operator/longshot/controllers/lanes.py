@@ -1,4 +1,7 @@
-"""Tenants in lanes for the operator's calls to the tenants' own servers (issue trackers and forges).
+"""Tenants in lanes for the operator's calls to the tenants' own servers (issue trackers, forges and git).
+
+Git work in a tenant's repository outside the merge queue runs through :func:`git`: in a worker thread, with a
+deadline (:data:`GIT_SECONDS`) shorter than the controllers' stall limit.
 
 A BuildRequest names its tracker (``spec.planner.issues.url``, ``spec.intake.tracker.url``) and its forge
 (``spec.merge.pullRequest.apiUrl``), so the tenant may run that server, and its answers cost the operator a read
@@ -13,8 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+from longshot.vcs import workspace as vws
+
+T = TypeVar("T")
+
+GIT_SECONDS = 20.0
+"""The most one git call in a tenant's repository outside the merge queue may take, waiting for the workspace's lock
+included (reading the roadmap or the target's tip, a best-of-N candidate's branches and gate, the clean-up of
+Longshot's refs): well inside the 60 s after which a BuildRequest or AgentTask reconcile counts as wedged, whatever
+the tenant's git server does. The merge queue's own git work has the workspace's longer timeout."""
+
+
+async def git(fn: Callable[..., T], *args: object) -> T:
+    """``fn(*args)`` (git work in a tenant's workspace) in a worker thread, every git command and lock wait in it
+    bounded by :data:`GIT_SECONDS` (``vcs.workspace.within``): a :class:`~longshot.vcs.workspace.GitError` past it."""
+    return await asyncio.to_thread(vws.within, GIT_SECONDS, fn, *args)
+
 
 WIDTH = 3
 """Most tracker and forge calls at once, across namespaces (a call holds at most one answer, 8 MiB, and its parse,

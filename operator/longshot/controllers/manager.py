@@ -25,8 +25,8 @@ the dispatch controller (``controllers/dispatcher.py``), the killswitch, the res
 * A standing intake's child build (label ``longshot.dev/intake``) that changes enqueues its intake too; the
   webhook server's ``POST /intake/<namespace>/<name>`` (:meth:`Manager.webhook`) schedules a poll of an intake on the
   event loop.
-* :meth:`step` drives every controller by hand, in a fixed order, for tests: the same ``process`` path the workers
-  take.
+* Tests drive the controllers by hand (``tests/driving.py``: one turn of every kind, in ``ORDER``) through the same
+  ``process`` path the workers take.
 
 No module imports this one but the entry points: reconcilers get what they need through the context.
 """
@@ -57,7 +57,7 @@ from longshot.controllers import mergejobs as mjc
 from longshot.controllers import mergequeue as mqc
 from longshot.controllers import standing as standingc
 from longshot.controllers import tasks as tasksc
-from longshot.core import builds, standing
+from longshot.core import builds, lanes, standing
 from longshot.core import mergejobs as mj
 from longshot.net import guard as gd
 from longshot.runtime import kube, netpol, preflight
@@ -78,12 +78,16 @@ THREADS: Final = 64
 """Threads of the default executor (``startup.py``): every reconcile and admission in flight may wait on the API,
 plus git work of the merge queues and the killswitch poll."""
 ORDER: Final = ("AgentTask", "MergeJob", "Queue", "BuildRequest")
-"""The controllers, in the order :meth:`Manager.step` drives them."""
+"""The controllers, in the order a hand-driven turn (``tests/driving.py``) processes them."""
 WORKERS: Final = {"AgentTask": 16, "MergeJob": 8, "Queue": 4, "BuildRequest": 8}
 """Each controller's workers (reconciles in flight at once); ``THREADS`` covers them and the admissions."""
 STALLS: Final = {"AgentTask": 60.0, "MergeJob": 60.0, "Queue": 300.0, "BuildRequest": 60.0}
 """A reconcile running longer than this is wedged (every API and git call is bounded; a merge queue's git work
 takes the longest)."""
+DEADLINES: Final = {"AgentTask": 45.0, "MergeJob": 45.0, "BuildRequest": 45.0}
+"""A reconcile (its reads and decision) running longer than this is cancelled and retried with backoff
+(``Controller.deadline``): shorter than the stall limit, so that waiting on one tenant's slow server fails that
+tenant's object and not the liveness probe. The merge queues' reconciles have their git work's own timeouts."""
 MIN_INTERVAL: Final = {"BuildRequest": 1.0}
 """Seconds between two reconciles of one reference (``WorkQueue.min_interval``): a build is enqueued by every change
 of any of its tasks and its reconcile reads all of them, so a burst of task events is one build reconcile, not one
@@ -92,8 +96,12 @@ DUTY: Final = {"BuildRequest": 0.25}
 """The share of the time one reference's reconciles may take (``WorkQueue.duty``): after a reconcile, a build waits
 three times as long as it took (and at least ``MIN_INTERVAL``). A reconcile of a 10,000-task build with a thousand
 agents took 0.6 s, so one a second was a third of the event loop; the build's status now follows every 2 s or so."""
+TENANTS: Final = frozenset({"AgentTask", "MergeJob", "BuildRequest"})
+"""Kinds whose work queues cap each namespace's reconciles in flight (``Settings.tenant_share`` of the kind's
+workers; ``core.lanes``). A merge queue's references are the repository's, not one namespace's."""
 DETACHED: Final = frozenset({"Queue"})
-"""Kinds whose reconciles :meth:`Manager.step` starts without waiting for them, as their workers would (git work)."""
+"""Kinds whose reconciles a hand-driven turn (``tests/driving.py``) starts without waiting for them, as their workers
+would (git work)."""
 DETACHED_STALL_SECONDS: Final = STALLS["Queue"]
 STEP_FAILURES_UNHEALTHY: Final = 10
 """Housekeeping turns in a row that raised: the loop turns but does nothing useful."""
@@ -111,9 +119,10 @@ class Manager:
         self.monotonic = monotonic
         self.cache = cachemod.Cache()
         urgent: dict[str, Callable[[workqueue.Ref], bool]] = {"AgentTask": self._delivery_task}
-        queues = {kind: workqueue.WorkQueue[workqueue.Ref](clock, min_interval=MIN_INTERVAL.get(kind, 0.0),
-                                                           duty=DUTY.get(kind, 1.0), urgent=urgent.get(kind))
-                  for kind in ORDER}
+        queues = {kind: workqueue.WorkQueue[workqueue.Ref](
+            clock, min_interval=MIN_INTERVAL.get(kind, 0.0), duty=DUTY.get(kind, 1.0), urgent=urgent.get(kind),
+            tenant=_namespace, tenant_cap=lanes.cap(WORKERS[kind], settings.tenant_share) if kind in TENANTS else None)
+            for kind in ORDER}
         self.queue = workqueue.Queues(queues)
         """Every controller's queue behind one facade (a reference goes to its kind's)."""
         self.ctx = ctxmod.Context(cache=self.cache, kube=k, settings=settings, queue=self.queue, clock=clock, rand=rand)
@@ -135,7 +144,8 @@ class Manager:
         """What each controller reconciles with, by kind (looked up at every reconcile: tests replace entries)."""
         self.controllers: dict[str, ctl.Controller] = {
             kind: ctl.Controller(kind, functools.partial(self._reconcile, kind), self.executor, queues[kind],
-                                 workers=WORKERS[kind], stall_seconds=STALLS[kind], monotonic=monotonic,
+                                 workers=WORKERS[kind], stall_seconds=STALLS[kind], deadline=DEADLINES.get(kind),
+                                 monotonic=monotonic,
                                  after=self._reconciled)
             for kind in ORDER}
         self.dispatcher = dsp.Dispatcher(self.ctx, self.tasks, self.executor, queues["AgentTask"], clock=clock,
@@ -149,7 +159,6 @@ class Manager:
             if settings.network_policy:
                 self.ctx.network_policy = lambda namespace: netpol.ensure(client, namespace, settings)
         self.heartbeat = monotonic()
-        self.steps = 0
         self.step_failures = 0
         """Housekeeping turns in a row that raised (reset by one that did not)."""
         self._stopping = asyncio.Event()
@@ -259,7 +268,7 @@ class Manager:
             loops.append(asyncio.create_task(self.leadership.run(), name="leadership"))
         try:
             while not self._stopping.is_set():
-                await self._tick()
+                await self.tick()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=KILLSWITCH_POLL_SECONDS)
             # a graceful stop: nothing new is handed out, and what is in flight (a status write, an admission)
@@ -278,7 +287,8 @@ class Manager:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def _tick(self) -> None:
+    async def tick(self) -> None:
+        """One turn of housekeeping (the run loop's, every ``KILLSWITCH_POLL_SECONDS``): it never raises."""
         try:
             await self._housekeeping()
         except Exception:  # a bug must not stop the loop; health says so when it keeps happening
@@ -311,32 +321,6 @@ class Manager:
         share, self._resync = self._resync[:n], self._resync[n:]
         self.queue.add_low(share)
 
-    async def step(self) -> None:
-        """Drive every controller by hand, once (tests): housekeeping, then each kind's due references in ``ORDER``
-        through the same ``process`` its workers run (the merge queues' started without waiting, as their own
-        workers would: :meth:`settle` waits for them), with a dispatch after the tasks and one at the end."""
-        self.steps += 1
-        await self._tick()
-        await self.dispatcher.drain()  # a slot an ended Pod freed is filled before anything else
-        for kind in ORDER:
-            c = self.controllers[kind]
-            if kind in DETACHED:
-                c.start_due()
-            else:
-                await c.drain()
-            if kind == "AgentTask":
-                await self.dispatcher.drain()
-        await self.dispatcher.drain()
-
-    async def settle(self) -> None:
-        """Wait for the reconciles :meth:`step` started without waiting (tests and shutdown)."""
-        for kind in DETACHED:
-            await self.controllers[kind].settle()
-
-    async def _dispatch(self, why: str = "") -> None:
-        """One dispatch now, whether or not it was asked for (tests)."""
-        await self.dispatcher.dispatch(why)
-
     async def _poll_killswitch(self) -> None:
         engaged = self.settings.killswitch
         try:
@@ -368,6 +352,11 @@ class Manager:
             (builds.budget_used(b.spec.budget.max_tokens, b.spec.budget.max_cost, b.status.usage.tokens,
                                 b.status.usage.cost)
              for b in mine if b.status.completion_time is None))
+
+
+def _namespace(ref: workqueue.Ref) -> str:
+    """A reference's tenant: its namespace."""
+    return ref[1]
 
 
 def _ended(body: Mapping[str, Any]) -> bool:

@@ -6,7 +6,6 @@ that failed. Part of the BuildRequest reconciler (``controllers/builds.py``), wh
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -17,6 +16,7 @@ from longshot.api import keys, objects, timeutil
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
+from longshot.controllers import lanes
 from longshot.controllers import mergejobs as mjc
 from longshot.controllers import mergequeue as mqc
 from longshot.core import finalization, names, tasks
@@ -168,7 +168,7 @@ class Sweeps:
         try:
             w = await self.ctx.workspaces.get(build)
             read = speculate.head_of if locked else speculate.remote_head
-            head = await asyncio.to_thread(read, w, build.spec.repository.base_branch)
+            head = await lanes.git(read, w, build.spec.repository.base_branch)
         except Exception as e:  # the sweep runs instead
             log.info("the tip of %s for %s/%s could not be read: %s", build.spec.repository.base_branch,
                      build.namespace, build.name, e)

@@ -11,7 +11,7 @@ time (timers: backoffs, sweeps, error retries).
 * :meth:`claim` takes one reference out of turn (the dispatcher admitting a task while the task controller's
   workers run): it is processing until :meth:`done`, exactly as if :meth:`take` had handed it out.
 * :meth:`get` waits for the next reference a worker may process (controller-runtime's ``Get``); :meth:`take`
-  hands out every due one at once (a controller's :meth:`~longshot.controllers.controller.Controller.drain`).
+  hands out every due one at once (the tests' hand-driven turn, ``tests/driving.py``).
 * Priorities, after controller-runtime's priority queue: :meth:`add_low` (the periodic resync, a leadership change:
   every object again) queues behind every reference added otherwise, and an ``urgent`` classifier puts references
   ahead of all others (the AgentTask controller: the merge queue's gate and review tasks, whose ends the queue waits
@@ -28,6 +28,11 @@ time (timers: backoffs, sweeps, error retries).
   at most that share of the workers' time however long its reconciles grow (the BuildRequest controller: a quarter;
   a 10,000-task build's reconcile took 0.6 s with a thousand agents, a third of the event loop at one a second,
   ``make bench-fleet``).
+* Tenants in their own lanes (``tenant``, ``tenant_cap``): :meth:`get` takes turns between tenants (a reference's
+  namespace), round-robin in the order of their names within a tier, and hands a tenant no more while ``tenant_cap``
+  of its references are being processed (claimed ones count): one tenant's many slow reconciles hold at
+  most that many of the kind's workers, and another tenant's reference goes to the next free worker
+  (``core.lanes``). :meth:`take` takes turns too but ignores the cap.
 
 The clock is injected; the queue does no I/O. :class:`Queues` routes references to the queue of their kind: every
 kind has its own queue and workers (``controllers/controller.py``), one facade for whoever enqueues.
@@ -42,13 +47,24 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
-from typing import Generic, Protocol, TypeVar
+from typing import Final, Generic, Protocol, TypeVar
+
+from longshot.core import lanes
 
 T = TypeVar("T")
 Ref = tuple[str, str, str]
 """(kind, namespace, name): what :class:`Queues` routes (``controllers.cache.Ref``)."""
 
 log = logging.getLogger(__name__)
+
+URGENT: Final = 0
+NORMAL: Final = 1
+LOW: Final = 2
+"""The tiers of dirty references, handed out in this order."""
+
+
+def _one_tenant(_: object) -> str:
+    return ""
 
 
 class ShutDown(Exception):
@@ -67,9 +83,14 @@ class Enqueuer(Protocol):
 
 class WorkQueue(Generic[T]):
     def __init__(self, clock: Callable[[], datetime], *, base_delay: float = 0.25, max_delay: float = 60.0,
-                 min_interval: float = 0.0, duty: float = 1.0, urgent: Callable[[T], bool] | None = None) -> None:
+                 min_interval: float = 0.0, duty: float = 1.0, urgent: Callable[[T], bool] | None = None,
+                 tenant: Callable[[T], str] | None = None, tenant_cap: int | None = None) -> None:
         self.clock = clock
         self.urgent = urgent
+        self.tenant = tenant if tenant is not None else _one_tenant
+        """A reference's tenant (its namespace): :meth:`get` takes turns between tenants (``core.lanes``)."""
+        self.tenant_cap = tenant_cap
+        """References of one tenant :meth:`get` lets be processed at once (None: no limit)."""
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.min_interval = timedelta(seconds=min_interval)
@@ -79,12 +100,16 @@ class WorkQueue(Generic[T]):
         ``duty`` below 1 not before its last reconcile's time over ``duty`` has passed)."""
         self._began: dict[T, datetime] = {}
         """References handed out by :meth:`get` with a ``duty`` below 1 -> when."""
-        self._first: dict[T, None] = {}
-        self._dirty: dict[T, None] = {}
-        self._last: dict[T, None] = {}
-        """The dirty references in three disjoint tiers, each in the order added: urgent, normal, low (handed out in
-        that order)."""
+        self._tiers: tuple[dict[str, dict[T, None]], ...] = ({}, {}, {})
+        """The dirty references in three tiers (urgent, normal, low; handed out in that order), each by tenant, in
+        the order added."""
+        self._tier_of: dict[T, int] = {}
+        """Dirty reference -> its tier."""
         self._processing: set[T] = set()
+        self._in_flight: dict[str, int] = {}
+        """Tenant -> its references being processed."""
+        self._turn: str | None = None
+        """The tenant served last (round-robin)."""
         self._failures: dict[T, int] = {}
         self._timers: list[tuple[datetime, int, T]] = []
         self._seq = 0
@@ -92,20 +117,31 @@ class WorkQueue(Generic[T]):
         self.wake = asyncio.Event()
 
     def __len__(self) -> int:
-        return len(self._first) + len(self._dirty) + len(self._last)
+        return len(self._tier_of)
 
     def _is_dirty(self, ref: T) -> bool:
-        return ref in self._dirty or ref in self._first or ref in self._last
+        return ref in self._tier_of
+
+    def _list(self, ref: T, tier: int) -> None:
+        self._tiers[tier].setdefault(self.tenant(ref), {})[ref] = None
+        self._tier_of[ref] = tier
+
+    def _unlist(self, ref: T) -> None:
+        tier = self._tier_of.pop(ref)
+        tenant = self.tenant(ref)
+        refs = self._tiers[tier][tenant]
+        del refs[ref]
+        if not refs:
+            del self._tiers[tier][tenant]
 
     def _mark(self, ref: T) -> None:
-        if ref in self._first:
-            return
-        self._last.pop(ref, None)
-        if self.urgent is not None and self.urgent(ref):
-            self._dirty.pop(ref, None)
-            self._first[ref] = None
-        else:
-            self._dirty[ref] = None
+        tier = self._tier_of.get(ref)
+        want = URGENT if self.urgent is not None and self.urgent(ref) else NORMAL
+        if tier is not None and tier <= want:
+            return  # already there or higher: it keeps its place
+        if tier is not None:
+            self._unlist(ref)
+        self._list(ref, want)
 
     def add(self, ref: T) -> None:
         self._mark(ref)
@@ -120,7 +156,7 @@ class WorkQueue(Generic[T]):
         """Mark ``refs`` dirty behind everything else (a resync): one already dirty keeps its place."""
         for r in refs:
             if not self._is_dirty(r):
-                self._last[r] = None
+                self._list(r, LOW)
         self.wake.set()
 
     def add_at(self, ref: T, when: datetime) -> None:
@@ -156,44 +192,79 @@ class WorkQueue(Generic[T]):
 
     def take(self, limit: int | None = None) -> list[T]:
         """Dirty references that are not being processed (due timers included); they are now processing.
-        ``min_interval`` does not hold them back (the test driver's hand-out)."""
+        Tenants take turns, but neither ``min_interval`` nor the tenant cap holds them back (the test driver's
+        hand-out)."""
         return self._hand_out(limit, mind_interval=False)
 
     def _hand_out(self, limit: int | None, *, mind_interval: bool) -> list[T]:
         self._release_timers()
         now = self.clock() if mind_interval and self.min_interval else None
+        cap = self.tenant_cap if mind_interval else None
         out: list[T] = []
-        for tier in (self._first, self._dirty, self._last):
-            # no copy: a worker's take of one costs O(references being processed), not O(dirty)
-            for ref in tier:
-                if ref in self._processing:
-                    continue
-                if now is not None and self._cooldown.get(ref, now) > now:
-                    continue
-                out.append(ref)
-                if limit is not None and len(out) >= limit:
+        for tier in self._tiers:
+            while limit is None or len(out) < limit:
+                ref = self._next_of(tier, now, cap)
+                if ref is None:
                     break
-            if limit is not None and len(out) >= limit:
-                break
-        for ref in out:
-            self._first.pop(ref, None)
-            self._dirty.pop(ref, None)
-            self._last.pop(ref, None)
-            self._processing.add(ref)
-            if now is not None:
-                self._cooldown[ref] = now + self.min_interval
-                if self.duty < 1:
-                    self._began[ref] = now
+                self._start(ref, now)
+                out.append(ref)
         if now is not None and len(self._cooldown) > 4096:  # forget those long past (references that never came back)
             self._cooldown = {r: t for r, t in self._cooldown.items() if t > now}
         return out
 
+    def _next_of(self, tier: dict[str, dict[T, None]], now: datetime | None, cap: int | None) -> T | None:
+        """The reference of ``tier`` to hand out next: the first ready one of the tenant whose turn it is
+        (``core.lanes.next_tenant``); None when no tenant under ``cap`` has one ready."""
+        ready: dict[str, T] = {}
+        for tenant, refs in tier.items():
+            ref = self._first_ready(refs, now)
+            if ref is not None:
+                ready[tenant] = ref
+        chosen = lanes.next_tenant(ready, self._turn, self._in_flight, cap)
+        if chosen is None:
+            return None
+        self._turn = chosen
+        return ready[chosen]
+
+    def _first_ready(self, refs: dict[T, None], now: datetime | None) -> T | None:
+        """The first of ``refs`` not being processed and, with ``now``, not held back by ``min_interval``."""
+        # no copy: a worker's take of one costs O(references being processed), not O(dirty)
+        for ref in refs:
+            if ref in self._processing:
+                continue
+            if now is not None and self._cooldown.get(ref, now) > now:
+                continue
+            return ref
+        return None
+
+    def _start(self, ref: T, now: datetime | None) -> None:
+        self._unlist(ref)
+        self._processing.add(ref)
+        tenant = self.tenant(ref)
+        self._in_flight[tenant] = self._in_flight.get(tenant, 0) + 1
+        if now is not None:
+            self._cooldown[ref] = now + self.min_interval
+            if self.duty < 1:
+                self._began[ref] = now
+
+    def _stop(self, ref: T) -> None:
+        self._processing.discard(ref)
+        tenant = self.tenant(ref)
+        left = self._in_flight.get(tenant, 0) - 1
+        if left > 0:
+            self._in_flight[tenant] = left
+        else:
+            self._in_flight.pop(tenant, None)
+
     def claim(self, ref: T) -> bool:
         """Process ``ref`` now, out of turn: False when it is being processed already (leave it to that).
-        A dirty ``ref`` stays dirty: it is handed out again after :meth:`done`, as one added while processing."""
+        A dirty ``ref`` stays dirty: it is handed out again after :meth:`done`, as one added while processing.
+        It counts toward its tenant's cap."""
         if ref in self._processing:
             return False
         self._processing.add(ref)
+        tenant = self.tenant(ref)
+        self._in_flight[tenant] = self._in_flight.get(tenant, 0) + 1
         return True
 
     def busy(self, ref: T) -> bool:
@@ -204,14 +275,19 @@ class WorkQueue(Generic[T]):
         """``ref`` was processed. ``busy``: the seconds its reconcile itself took (without carrying out its writes,
         which wait for the API server, not the event loop), for ``duty``; the time since it was handed out when not
         given."""
-        self._processing.discard(ref)
+        if ref in self._processing:
+            self._stop(ref)
         began = self._began.pop(ref, None)
         if began is not None:  # ``duty``: it waits (1/duty - 1) times as long as it took
             now = self.clock()
             took = timedelta(seconds=busy) if busy is not None else now - began
             self._cooldown[ref] = max(self._cooldown.get(ref, now), now + took * (1 / self.duty - 1))
-        if self._is_dirty(ref):
-            self.wake.set()
+        if self._is_dirty(ref) or (self.tenant_cap is not None and self._tier_of):
+            self.wake.set()  # it, or another of its tenant's held back by the cap, may be handed out now
+
+    def in_flight_of(self, tenant: str) -> int:
+        """References of ``tenant`` being processed now."""
+        return self._in_flight.get(tenant, 0)
 
     def next_due(self) -> datetime | None:
         return self._timers[0][0] if self._timers else None

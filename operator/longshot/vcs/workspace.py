@@ -41,9 +41,11 @@ import shutil
 import stat
 import subprocess
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import git as gitpython
 
@@ -206,6 +208,31 @@ def redact(text: str, secrets: Sequence[str]) -> str:
     return re.sub(r"(://)[^/@\s]+@", r"\1***@", text)
 
 
+_T = TypeVar("_T")
+_DEADLINE = threading.local()
+"""This thread's deadline (``at``: a monotonic time) for git commands and workspace locks, set by :func:`within`."""
+
+
+def within(seconds: float, fn: Callable[..., _T], *args: object) -> _T:
+    """``fn(*args)`` in this thread with every git command it runs and every wait for a workspace's lock bounded so
+    that all of them end within ``seconds``: past it a command is killed and a wait given up, each a
+    :class:`GitError`. For a caller whose own time limit is shorter than a workspace's ``timeout`` (a reconcile that
+    must end before its controller's stall limit)."""
+    _DEADLINE.at = time.monotonic() + seconds
+    try:
+        return fn(*args)
+    finally:
+        _DEADLINE.at = None
+
+
+def _budget(default: float) -> float:
+    """Seconds a git command may take now: ``default``, or less before this thread's :func:`within` deadline."""
+    at: float | None = getattr(_DEADLINE, "at", None)
+    if at is None:
+        return default
+    return max(0.001, min(default, at - time.monotonic()))
+
+
 _LOCKS: dict[Path, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 
@@ -296,7 +323,9 @@ class Workspace:
         """Exclusive use of the workspace (threads of this process and other processes)."""
         with _LOCKS_GUARD:
             lock = _LOCKS.setdefault(self.path, threading.Lock())
-        with lock:
+        if not lock.acquire(timeout=_budget(threading.TIMEOUT_MAX)):
+            raise GitError(f"the workspace of {normalise_url(self.url)} stayed busy past this call's deadline")
+        try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(str(self.path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
             try:
@@ -305,6 +334,8 @@ class Workspace:
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
+        finally:
+            lock.release()
 
     # --- running git ---------------------------------------------------------------------------------------
 
@@ -324,11 +355,12 @@ class Workspace:
             full_env = pins.env(full_env)
         if bounded:  # the fetch stores at most what is left under the cap, whatever the server sends
             full_env = {**full_env, **packlimit.environment(max(1, self.max_bytes - self.size()))}
+        timeout = _budget(self.timeout)
         try:
             proc = subprocess.run(["git", *GIT_OPTIONS, "--git-dir", str(self.path), *args], input=data,
-                                  capture_output=True, env=full_env, timeout=self.timeout, check=False)
+                                  capture_output=True, env=full_env, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
-            raise GitError(f"git {self._show(shown)} timed out after {self.timeout:.0f}s") from None
+            raise GitError(f"git {self._show(shown)} timed out after {timeout:.0f}s") from None
         if bounded and proc.returncode != 0 and packlimit.is_over_limit(proc.stderr.decode(errors="replace")):
             self._over_cap(self.max_bytes + 1, "a fetch was stopped at")
         if check and proc.returncode not in ok:
@@ -342,7 +374,7 @@ class Workspace:
     def size(self) -> int:
         """Bytes of the workspace's objects (``git count-objects -v``: loose, packed and garbage)."""
         out = subprocess.run(["git", *GIT_OPTIONS, "--git-dir", str(self.path), "count-objects", "-v"],
-                             capture_output=True, env=self.env, timeout=self.timeout, check=False)
+                             capture_output=True, env=self.env, timeout=_budget(self.timeout), check=False)
         kib = 0
         for line in out.stdout.decode(errors="replace").splitlines():
             key, _, value = line.partition(":")

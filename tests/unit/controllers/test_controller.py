@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import driving
 from longshot.controllers import controller as ctl
 from longshot.controllers import workqueue
 from longshot.controllers.workqueue import Queues, ShutDown, WorkQueue
@@ -79,7 +80,7 @@ async def test_a_failed_reconcile_is_retried_with_backoff_and_the_reference_hand
     c = controller(reconcile, after=after.append)
     ref = ("AgentTask", "ns", "t")
     c.queue.add(ref)
-    assert await c.drain() == 1
+    assert await driving.drain(c) == 1
     assert c.queue.failures(ref) == 1 and not c.queue.busy(ref) and c.queue.next_due() is not None
     assert after == [ref] and c.failures == 1 and not c.in_flight
 
@@ -116,7 +117,7 @@ async def test_a_reconcile_past_its_stall_limit_fails_health():
 
     c = controller(reconcile, stall=300.0, mono=mono)
     c.queue.add(("AgentTask", "ns", "a"))
-    started = c.start_due()
+    started = driving.start_due(c)
     assert started == 1
     await asyncio.sleep(0)
     mono[0] += 299
@@ -124,7 +125,7 @@ async def test_a_reconcile_past_its_stall_limit_fails_health():
     mono[0] += 2
     assert not c.healthy()
     release.set()
-    await c.settle()
+    await driving.settle_controller(c)
     assert c.healthy() and c.longest_running() == 0
 
 
@@ -181,3 +182,40 @@ async def test_min_interval_hands_a_reference_to_workers_at_most_once_per_interv
     # the test driver's take() hands out regardless (a frozen clock in unit tests)
     q.add("b")
     assert q.take() == ["b"]
+
+
+async def test_a_reconcile_past_its_deadline_is_cancelled_and_retried_and_the_controller_stays_healthy():
+    """A reconcile waiting on a tenant's server that never answers: cancelled at the deadline, retried with backoff,
+    its reference handed back; the controller's health (its stall limit, longer) is never at stake."""
+    never = asyncio.Event()
+    cancelled = []
+
+    async def reconcile(ref: workqueue.Ref) -> list[Any]:
+        try:
+            await never.wait()
+        except asyncio.CancelledError:
+            cancelled.append(ref)
+            raise
+        return []
+
+    ref = ("AgentTask", "slow-tenant", "t0")
+    c = ctl.Controller("AgentTask", reconcile, Executor(), WorkQueue(clock), workers=1,  # type: ignore[arg-type]
+                       stall_seconds=60.0, deadline=0.01)
+    c.queue.add(ref)
+    assert c.queue.take() == [ref]
+    await asyncio.wait_for(c.process(ref), timeout=30)
+    assert cancelled == [ref]
+    assert c.failures == 1 and c.reconciles == 0
+    assert c.queue.failures(ref) == 1 and c.queue.next_due() is not None  # retried with backoff
+    assert not c.queue.busy(ref) and not c.in_flight and c.healthy()
+
+
+async def test_a_timeout_raised_by_the_reconcile_itself_is_its_own_error_not_the_deadline():
+    async def reconcile(ref: workqueue.Ref) -> list[Any]:
+        raise TimeoutError("the tracker did not answer")
+
+    ref = ("AgentTask", "ns", "t0")
+    c = ctl.Controller("AgentTask", reconcile, Executor(), WorkQueue(clock), workers=1,  # type: ignore[arg-type]
+                       stall_seconds=60.0, deadline=30.0)
+    with pytest.raises(TimeoutError, match="tracker"):
+        await c._decide(ref)

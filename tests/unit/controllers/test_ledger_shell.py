@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from fake_kube import Clock, FakeKube, build
 
+import driving
 from longshot import config
 from longshot.api import handoff as ho
 from longshot.controllers import manager as managermod
@@ -34,8 +35,8 @@ def world():
                 m.observe(kind, "MODIFIED", obj)
             for pod in list(fake.pods.values()):
                 m.observe("Pod", "MODIFIED", pod)
-            await m.step()
-            await m.settle()
+            await driving.step(m)
+            await driving.settle(m)
             if not m.queue.pending():
                 break
 

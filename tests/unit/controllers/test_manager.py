@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from fake_kube import Clock, FakeKube, build
 
+import driving
 from longshot import config, metrics
 from longshot.api import agenttask, objects
 from longshot.api import handoff as ho
@@ -61,8 +62,8 @@ def world():
                 m.observe(kind, "MODIFIED", obj)
             for pod in list(fake.pods.values()):
                 m.observe("Pod", "MODIFIED", pod)
-            await m.step()
-            await m.settle()  # the merge queues' detached reconciles
+            await driving.step(m)
+            await driving.settle(m)  # the merge queues' detached reconciles
             if not m.queue.pending():
                 break
 
@@ -91,16 +92,16 @@ async def test_a_failed_status_write_is_retried_with_backoff_without_any_new_eve
                                                  {"kind": "BuildRequest", "result": result}) or 0.0
 
     counted = {r: reconciles(r) for r in metrics.RECONCILE_RESULTS}
-    await m.step()
+    await driving.step(m)
     assert m.queue.failures(("BuildRequest", "ns", "b")) == 1
-    await m.step()  # not due yet: nothing happens
+    await driving.step(m)  # not due yet: nothing happens
     assert m.queue.failures(("BuildRequest", "ns", "b")) == 1
     clock.now += timedelta(seconds=1)
-    await m.step()
+    await driving.step(m)
     assert m.queue.failures(("BuildRequest", "ns", "b")) == 2
     assert cond(status(fake, "BuildRequest", "b"), "Suspended").get("status") != "True"
     clock.now += timedelta(seconds=5)
-    await m.step()
+    await driving.step(m)
     st = status(fake, "BuildRequest", "b")
     assert cond(st, "Suspended")["status"] == "True" and st["phase"] == "Suspended"
     assert cond(st, "Reconciling")["reason"] == "Suspended"
@@ -135,11 +136,11 @@ async def test_resync_marks_everything_and_health_follows_the_loop(world):
     await sync()
     assert m.healthy()
     before = m.reconciles
-    await m.step()
+    await driving.step(m)
     assert m.reconciles == before  # nothing is marked: nothing is reconciled
     mono[0] += managermod.STALL_SECONDS + 1
     assert not m.healthy()  # the loop has not turned
-    await m.step()  # the resync is due: everything is marked again and reconciled
+    await driving.step(m)  # the resync is due: everything is marked again and reconciled
     assert m.healthy()
     assert m.reconciles >= before + 2
 
@@ -161,7 +162,7 @@ async def test_a_plan_s_tasks_have_their_first_status_before_any_watch_event(wor
         writes.append(name), patch_status(kind, ns, name, st, **kw))[1]
     created: list[str] = []
     for _ in range(5):  # no watch event is delivered: only what the shell wrote itself
-        await m.step()
+        await driving.step(m)
         created = [k[2] for k in fake.objects if k[0] == "AgentTask" and k[2] != "b-planner"]
         if created:
             break  # the step that created them
@@ -316,7 +317,7 @@ async def test_dispatch_latency_of_a_held_task_counts_from_the_pod_end_seen_duri
     m.reconcilers["AgentTask"] = busy
     m.queue.add(("AgentTask", "ns", second[:-3]))
     before = metrics.REGISTRY.get_sample_value("longshot_dispatch_latency_seconds_sum") or 0.0
-    await m.step()
+    await driving.step(m)
     assert ("ns", second) in fake.pods
     after = metrics.REGISTRY.get_sample_value("longshot_dispatch_latency_seconds_sum") or 0.0
     assert after - before == pytest.approx(0.5)  # not 3.5
@@ -343,21 +344,21 @@ async def test_a_merge_queue_busy_with_git_does_not_hold_up_dispatch_and_a_wedge
     m.queue.add(("Queue", "", "shard|main"))
     m.observe("Pod", "MODIFIED", fake.finish_pod("ns", "b-planner-a1", 0, json.dumps(plan.to_wire())))
     for _ in range(5):  # the plan's task is created and started while the queue still works
-        await m.step()
+        await driving.step(m)
         if ("ns", "b-a-a1") in fake.pods:
             break
     assert started.is_set() and not release.is_set()
     assert ("ns", "b-a-a1") in fake.pods
     # the queue's reference is not handed out twice while it runs
     m.queue.add(("Queue", "", "shard|main"))
-    await m.step()
+    await driving.step(m)
     assert len(m.controllers["Queue"].in_flight) == 1
     assert m.healthy()
     mono[0] += managermod.DETACHED_STALL_SECONDS + 1
     m.heartbeat = mono[0]
     assert not m.healthy()  # the loop turns, but the merge queue is wedged
     release.set()
-    await m.settle()
+    await driving.settle(m)
     assert m.healthy() and not m.controllers["Queue"].in_flight
 
 
@@ -450,7 +451,7 @@ async def test_with_a_budget_an_ended_task_holds_its_slot_until_its_usage_is_rec
     """The handoff may carry usage that spends the budget: nothing starts in the slot before it is recorded."""
     fake, m, _clock, _mono, sync = world
     await p0_ended_unrecorded(fake, m, sync, budget={"maxTokens": 100})
-    await m.step()
+    await driving.step(m)
     assert status(fake, "AgentTask", "b-p0")["phase"] == "Running"
     assert ("ns", "b-p1-a1") not in fake.pods
 
@@ -462,7 +463,7 @@ async def test_a_task_whose_pod_ended_frees_its_slot_before_its_reconcile_record
     fake, m, clock, _mono, sync = world
     await p0_ended_unrecorded(fake, m, sync)
     before = len(fake.calls)
-    await m.step()
+    await driving.step(m)
     calls = fake.calls[before:]
     assert ("ns", "b-p1-a1") in fake.pods  # started in the slot p0's ended Pod freed
     assert calls.index("create_pod") < calls.index("patch_status"), calls  # before p0's status write
@@ -518,7 +519,7 @@ async def test_a_freed_slot_is_filled_before_the_steps_build_reconciles_run(worl
     done = ho.Handoff(task=first[:-3], attempt=1, role="worker", outcome="succeeded", summary="done")
     m.observe("Pod", "MODIFIED", fake.finish_pod("ns", first, 0, json.dumps(done.to_wire())))
     m.queue.add(("BuildRequest", "ns", "b"))
-    step = asyncio.create_task(m.step())
+    step = asyncio.create_task(driving.step(m))
     await asyncio.wait_for(entered.wait(), timeout=30)  # the step has run up to the (blocked) build reconcile
     assert ("ns", second) in fake.pods and not release.is_set()
     release.set()
@@ -637,18 +638,18 @@ async def test_a_dispatch_that_reads_what_the_last_plan_read_makes_no_plan_and_a
     plans = []
     real_plan = dispatch.plan
     monkeypatch.setattr(dispatch, "plan", lambda ctx, *rest: (plans.append(1), real_plan(ctx, *rest))[1])
-    await m._dispatch("again")
-    await m.step()
+    await m.dispatcher.dispatch("again")
+    await driving.step(m)
     assert plans == []  # nothing changed since the last plan
     fake.fail_next["create_pod"] = [RuntimeError("the API server is busy")]
     done = ho.Handoff(task=first[:-3], attempt=1, role="worker", outcome="succeeded", summary="done")
     m.observe("Pod", "MODIFIED", fake.finish_pod("ns", first, 0, json.dumps(done.to_wire())))
-    await m._dispatch("a Pod ended")
+    await m.dispatcher.dispatch("a Pod ended")
     assert len(plans) == 1 and ("ns", second) not in fake.pods  # its admission failed
-    await m._dispatch("again")  # nothing has changed since, but the task is still to start
+    await m.dispatcher.dispatch("again")  # nothing has changed since, but the task is still to start
     assert len(plans) == 2 and ("ns", second) in fake.pods
     m.ctx.killswitch = True
-    await m._dispatch("killswitch")
+    await m.dispatcher.dispatch("killswitch")
     assert len(plans) == 3
 
 
@@ -669,11 +670,11 @@ async def test_a_slow_reconcile_is_logged_with_its_kind_and_object(world, caplog
     m.reconcilers = {**m.reconcilers, "BuildRequest": slow_build}
     m.queue.add(("AgentTask", "ns", "b-planner"))
     with caplog.at_level("WARNING", logger="longshot.controller"):
-        await m.step()
+        await driving.step(m)
     assert not any("took" in r.getMessage() for r in caplog.records)  # no build reconciled: quick
     m.queue.add(("BuildRequest", "ns", "b"))
     with caplog.at_level("WARNING", logger="longshot.controller"):
-        await m.step()
+        await driving.step(m)
     slow = [r.getMessage() for r in caplog.records if "took" in r.getMessage()]
     assert slow == [f"a reconcile of BuildRequest ns/b took {controller.SLOW_RECONCILE_SECONDS + 2:.1f}s"], slow
 
@@ -1325,7 +1326,7 @@ async def test_a_task_owned_by_a_task_whose_reconcile_is_in_flight_is_not_admitt
     assert m.queue.claim(owner)  # the owner's reconcile is in flight
     for (kind, _, _), obj in list(fake.objects.items()):
         m.observe(kind, "MODIFIED", obj)
-    await m.controllers["AgentTask"].drain()
+    await driving.drain(m.controllers["AgentTask"])
     await m.dispatcher.dispatch("test")
     assert ("ns", "b-judge-a1") not in fake.pods
     m.queue.done(owner)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from fake_kube import Clock, FakeKube, build
 
+import driving
 from longshot import config, metrics
 from longshot.api import handoff as ho
 from longshot.controllers import dispatcher
@@ -39,8 +40,8 @@ async def sync(fake: FakeKube, m: managermod.Manager, *, pods: bool = True) -> N
         if pods:
             for pod in list(fake.pods.values()):
                 m.observe("Pod", "MODIFIED", pod)
-        await m.step()
-        await m.settle()
+        await driving.step(m)
+        await driving.settle(m)
         if not m.queue.pending():
             break
 
@@ -84,12 +85,12 @@ async def test_a_dispatch_that_raises_leaves_no_reference_processing():
         await dispatch(why)
 
     m.dispatcher.dispatch = dispatch_raising_once  # type: ignore[method-assign]
-    await m.step()
+    await driving.step(m)
     assert raised  # and retried with its key's backoff
     assert not m.queue.busy(("BuildRequest", "ns", "b"))  # handed back, whatever raised
     for _ in range(5):
         clock.now += timedelta(seconds=1)
-        await m.step()
+        await driving.step(m)
     st = status(fake, "BuildRequest", "b")
     assert cond(st, "Suspended").get("status") == "True" and st["phase"] == "Suspended"
 
@@ -110,11 +111,11 @@ async def test_a_dispatcher_that_keeps_raising_is_unhealthy_and_one_good_dispatc
         assert m.healthy()
         m.dispatcher.poke("test")
         clock.now += timedelta(seconds=60)  # past its backoff
-        await m.step()
+        await driving.step(m)
     assert not m.healthy()  # the housekeeping turned every time, but dispatch does nothing useful
     m.dispatcher.dispatch = dispatch  # type: ignore[method-assign]
     clock.now += timedelta(seconds=60)
-    await m.step()
+    await driving.step(m)
     assert m.healthy()
 
 
@@ -131,10 +132,10 @@ async def test_housekeeping_that_keeps_raising_is_unhealthy_and_one_good_turn_he
     m._gauges = broken  # type: ignore[method-assign]
     for _ in range(managermod.STEP_FAILURES_UNHEALTHY):
         assert m.healthy()
-        await m.step()
+        await driving.step(m)
     assert not m.healthy()
     m._gauges = gauges  # type: ignore[method-assign]
-    await m.step()
+    await driving.step(m)
     assert m.healthy()
 
 

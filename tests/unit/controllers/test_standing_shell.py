@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from fake_kube import Clock, FakeKube, build
 
+import driving
 from longshot import config
 from longshot.controllers import manager as managermod
 from longshot.controllers import standing as standingc
@@ -76,7 +77,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Any:
         for _ in range(20):
             for (kind, _, _), obj in list(fake.objects.items()):
                 m.observe(kind, "MODIFIED", obj)
-            await m.step()
+            await driving.step(m)
             if not m.queue.pending() or all(
                     q.next_due() is not None and not len(q) for q in m.queue.by_kind.values()):
                 break

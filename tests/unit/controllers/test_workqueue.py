@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -154,3 +155,69 @@ def test_with_a_duty_the_wait_counts_the_reconcile_itself_not_the_writes_it_made
     assert q._get_one() is None
     clock.tick(0.1)
     assert q._get_one() == "b"  # 0.6 s of rest were due after it, not 24
+
+
+# --- tenants in their own lanes ----------------------------------------------------------------------
+
+
+def _ns(ref: tuple[str, str]) -> str:
+    return ref[0]
+
+
+async def _got(q: WorkQueue[tuple[str, str]], n: int) -> list[tuple[str, str]]:
+    return [await q.get() for _ in range(n)]
+
+
+async def test_get_takes_turns_between_tenants_whatever_the_order_they_were_added():
+    q: WorkQueue[tuple[str, str]] = WorkQueue(Clock(), tenant=_ns)
+    q.add_all([("a", f"b{i}") for i in range(4)])
+    q.add_all([("b", "b0"), ("c", "b0"), ("b", "b1")])
+    got = await _got(q, 7)
+    assert got == [("a", "b0"), ("b", "b0"), ("c", "b0"), ("a", "b1"), ("b", "b1"), ("a", "b2"), ("a", "b3")]
+
+
+async def test_a_tenant_at_its_cap_waits_and_another_tenant_is_handed_out_at_once():
+    """Tenant a's sixteen builds take at most four workers of eight: b's one build does not wait for them."""
+    q: WorkQueue[tuple[str, str]] = WorkQueue(Clock(), tenant=_ns, tenant_cap=4)
+    q.add_all([("a", f"b{i}") for i in range(16)])
+    held = await _got(q, 4)
+    assert {r[0] for r in held} == {"a"} and q.in_flight_of("a") == 4
+    assert q.take(0) == []
+    q.add(("b", "b0"))
+    assert await asyncio.wait_for(q.get(), 1) == ("b", "b0")
+    with pytest.raises(TimeoutError):  # a fifth of a's: held back by the cap
+        await asyncio.wait_for(q.get(), 0.05)
+    waiting = asyncio.create_task(q.get())
+    q.done(held[0])  # one of a's ends: the next of a's goes
+    assert await asyncio.wait_for(waiting, 1) == ("a", "b4")
+    assert q.in_flight_of("a") == 4 and q.in_flight_of("b") == 1
+
+
+async def test_a_claimed_reference_counts_toward_its_tenants_cap():
+    q: WorkQueue[tuple[str, str]] = WorkQueue(Clock(), tenant=_ns, tenant_cap=1)
+    assert q.claim(("a", "t0"))
+    q.add_all([("a", "t1"), ("b", "t0")])
+    assert await asyncio.wait_for(q.get(), 1) == ("b", "t0")
+    q.done(("a", "t0"))
+    assert await asyncio.wait_for(q.get(), 1) == ("a", "t1")
+
+
+def test_take_takes_turns_but_ignores_the_cap_and_keeps_the_tiers():
+    q: WorkQueue[tuple[str, str]] = WorkQueue(Clock(), tenant=_ns, tenant_cap=1, urgent=lambda r: r[1] == "gate")
+    q.add_low([("a", "resync")])
+    q.add_all([("a", "t0"), ("a", "t1"), ("b", "t0"), ("b", "gate")])
+    assert q.take() == [("b", "gate"), ("a", "t0"), ("b", "t0"), ("a", "t1"), ("a", "resync")]
+    for r in [("b", "gate"), ("a", "t0"), ("b", "t0"), ("a", "t1"), ("a", "resync")]:
+        q.done(r)
+    assert q.in_flight_of("a") == q.in_flight_of("b") == 0
+
+
+def test_a_reference_is_never_handed_to_two_workers_across_tenants():
+    q: WorkQueue[tuple[str, str]] = WorkQueue(Clock(), tenant=_ns, tenant_cap=2)
+    q.add_all([("a", "x"), ("b", "x")])
+    assert q.take() == [("a", "x"), ("b", "x")]
+    q.add_all([("a", "x"), ("b", "x")])  # changed while being processed
+    assert q.take() == []
+    q.done(("a", "x"))
+    assert q.take() == [("a", "x")]
+    assert len(q) == 1  # b's waits for its own done
