@@ -20,6 +20,14 @@
 * a best-of-N task (``core.fanout``): its dependencies ready -> ``StartFanout``; while its round runs
   ``controllers.fanout`` gates and judges the candidates -> ``FanoutFinished``.
 
+* a task whose agent asked for children (delegation): its ``status.children`` as ``core.delegation`` decides it
+  (``controllers.delegating.children_status``; the build's reconcile creates the children and enqueues the task
+  when it should change).
+
+This reconciler is the one writer of an AgentTask's status: the dispatcher carries out what
+:meth:`TaskReconciler.admit` returns, and the build's reconcile asks through the work queue
+(``tests/unit/controllers/test_task_status_writer.py`` holds it).
+
 Admission (``Admitted``) comes from the dispatcher, through :meth:`TaskReconciler.admit`. The effects become
 executor actions; the status is written once, last, fenced on the task's resourceVersion.
 """
@@ -41,9 +49,9 @@ from longshot.api import handoff as ho
 from longshot.api import objects
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
+from longshot.controllers import delegating, taskinput
 from longshot.controllers import executor as ex
 from longshot.controllers import fanout as fanoutc
-from longshot.controllers import taskinput
 from longshot.core import binding, failures, fanout, forge, ledger, manifests, tasks
 from longshot.core import effects as fx
 from longshot.core.effects import EmitEvent, SetCondition
@@ -131,7 +139,9 @@ class TaskReconciler:
         if fan is not None:
             return await self._fanout(task, build, state, fan, now)
         events, pre = await self._observe(task, build, state, now)
-        return self._decide(task, build, state, events, now, pre, pod_uid=self._unrecorded_uid(task, state))
+        children = delegating.children_status(self.ctx, task, build)
+        extra = {"children": children} if children is not None else None
+        return self._decide(task, build, state, events, now, pre, extra, pod_uid=self._unrecorded_uid(task, state))
 
     async def _fanout(self, task: objects.AgentTask, build: objects.BuildRequest, state: tasks.TaskState,
                       fan: Any, now: datetime) -> list[ex.Action]:
