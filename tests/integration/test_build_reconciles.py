@@ -2,9 +2,10 @@
 kopf's watches, a real API server, the process kubelet running the scripted agent, real git).
 
 A *hand-over* is a BuildRequest reconcile that leaves the build's next step to a later reconcile of the build: it
-returns a requeue of the build, or a create of an object whose watch event enqueues the build again (a task, a
-MergeJob, a child). The figures are counts, not times: they do not depend on how fast the machine is.
-``python -m pytest tests/integration/test_build_reconciles.py -s`` prints them.
+returns a requeue of the build, a create of an object whose answer enqueues the build again (a task, a child), or
+a patch of the build's own metadata (the clean-up's finalizer). The figures are counts, not times; how many events
+a reconcile in flight coalesces still varies a little with the machine's load. ``pytest -s`` prints them, with
+each build reconcile's kinds of action.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from longshot.controllers import executor as ex
 from longshot.controllers import manager as managermod
 from longshot.testing import wait_for
 
-MAX_BUILD_RECONCILES = 24
-"""The figure of this change (before it: 30 and more), with slack for a watch event that arrives in two parts."""
-MAX_HANDOVERS = 10
-"""Likewise for the hand-overs (before: 18 and more)."""
+MAX_BUILD_RECONCILES = 30
+"""The figure, with slack for the events that a reconcile in flight does or does not coalesce."""
+MAX_HANDOVERS = 6
+"""The figure, with slack for a plan that arrives in two parts."""
 
 
 class Counter:
@@ -36,7 +37,7 @@ class Counter:
         self.build = build
         self.reconciles: collections.Counter[str] = collections.Counter()
         self.handovers: collections.Counter[str] = collections.Counter()
-        self.trail: list[tuple[str, ...]] = []
+        self.trail: list[tuple[Any, ...]] = []
         inner = dict(mgr.reconcilers)
         mgr.reconcilers = {kind: self._wrap(kind, fn) for kind, fn in inner.items()}
 
@@ -45,8 +46,7 @@ class Counter:
             actions: list[ex.Action] = await fn(ns, name)
             if kind == "BuildRequest" and (ns, name) == self.build:
                 self.reconciles[kind] += 1
-                self.trail.append(tuple(sorted({type(a).__name__ + (f":{a.ref[0]}" if isinstance(a, ex.Requeue) else "")
-                                               for a in actions})))
+                self.trail.append(tuple(sorted({_kind(a) for a in actions})))
                 why = self._handover(actions)
                 if why:
                     self.handovers[why] += 1
@@ -62,7 +62,13 @@ class Counter:
             return "requeue"
         if any(isinstance(a, ex.CreateObject) for a in actions):
             return "create"
+        if any(isinstance(a, ex.PatchObject) and (a.kind, a.namespace, a.name) == ref for a in actions):
+            return "patch"  # its own metadata (the clean-up's finalizer): the patch's answer enqueues it
         return ""
+
+
+def _kind(a: ex.Action) -> str:
+    return type(a).__name__ + (f":{a.ref[0]}" if isinstance(a, ex.Requeue) else "")
 
 
 @pytest.fixture
@@ -92,7 +98,7 @@ def test_one_build_finalizes_in_a_bounded_number_of_reconciles(managers, operato
     report = (f"reconciles to Finalized: {dict(counter.reconciles)}; build hand-overs: {handovers} "
               f"{dict(counter.handovers)}")
     (tmp_path / "reconciles.txt").write_text(report)
-    print(counter.trail, file=sys.__stdout__)
+    print("\n".join(map(str, counter.trail)), file=sys.__stdout__)
     print(report, file=sys.__stdout__)  # kopf's runner holds sys.stdout
     assert builds > 0, "the build's reconciles were not counted"
     assert builds <= MAX_BUILD_RECONCILES, f"{builds} BuildRequest reconciles: {dict(counter.reconciles)}"
