@@ -241,8 +241,9 @@ class BuildReconciler:
         return True
 
     async def _iteration_end(self, p: Pass) -> bool:
-        """Every task of the iteration ended and the build's MergeJobs are done: the next iteration is planned, in
-        this reconcile when its plan is read from a roadmap or a tracker (a planner's comes with its task)."""
+        """Every task of the iteration ended and the build's MergeJobs are done: the next iteration is planned. Its
+        tasks (a planner, or those read from a roadmap or a tracker in this reconcile) are made, and their creation
+        brings the next reconcile: no requeue. When nothing is made, the build is reconciled again at once."""
         s = p.state
         if not (s.phase == builds.WORKING and not s.planning_done and s.counts.all_terminal
                 and self._drained(p.build, p.ts)):
@@ -251,6 +252,8 @@ class BuildReconciler:
         if p.state.phase != builds.PLANNING:
             return True
         await self._intake_stage(p)
+        if not p.creates():  # nothing to create (nothing left, or the source failed): the rest on its answer
+            p.out.append(ex.Requeue(("BuildRequest", *p.build.key), p.now))
         return False
 
     async def _comments(self, p: Pass) -> bool:
