@@ -92,7 +92,7 @@ def test_one_build_finalizes_in_a_bounded_number_of_reconciles(managers, operato
     url = sample_repo.make(tmp_path)
     script_configmap(core_v1, namespace, SCRIPT)
     create(custom, namespace, delivery_build(url))
-    b = finalized(custom, namespace)
+    b = finalized(custom, namespace, timeout=300)  # counts, not a time: a loaded machine only takes longer
     assert condition(b, "Finalized")["status"] == "True", dump(custom, namespace)
     builds, handovers = counter.reconciles["BuildRequest"], sum(counter.handovers.values())
     report = (f"reconciles to Finalized: {dict(counter.reconciles)}; build hand-overs: {handovers} "
