@@ -99,6 +99,13 @@ MERGE_QUEUE_PHASE = Histogram("longshot_merge_queue_phase_seconds",
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
                               registry=REGISTRY)
 
+BUILD_STAGE = Histogram("longshot_build_stage_seconds",
+                        "Time a BuildRequest reconcile spent in each of its stages (standing, cleanup, "
+                        "networkpolicy, observe, preflight, plans, retention, ledger, delegation, intake, tasks, "
+                        "sweeps, iteration, comments, finalization, status); the count is how often each ran.",
+                        ["stage"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+                        registry=REGISTRY)
+
 # --- reconcile and finalize -------------------------------------------------------------------------------------
 
 SWEEPS = Counter("longshot_sweeps_total", "Reconciler sweeps by result.", ["result"], registry=REGISTRY)
@@ -212,6 +219,11 @@ def observe_reconcile(kind: str, result: str, duration_seconds: float) -> None:
 def observe_queue_phase(phase: str, seconds: float) -> None:
     """Time a merge-queue reconcile spent in ``phase`` (one of :data:`MERGE_QUEUE_PHASES`)."""
     MERGE_QUEUE_PHASE.labels(phase=phase).observe(seconds)
+
+
+def observe_build_stage(stage: str, seconds: float) -> None:
+    """Time a BuildRequest reconcile spent in ``stage`` (``controllers.builds.BUILD_STAGES``)."""
+    BUILD_STAGE.labels(stage=stage).observe(seconds)
 
 
 def observe_merge(outcome: str, duration_seconds: float) -> None:

@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, assert_never
 
@@ -73,6 +74,51 @@ class _Checked:
     at: datetime
 
 
+INTAKE_SOURCES: Final = ("roadmap", "issues")
+"""``spec.planner.source`` values whose plan the reconcile reads itself (``controllers.intake``), not a planner."""
+
+
+@dataclass
+class Pass:
+    """One reconcile of a build as it goes through the stages: what was observed, the decider's state so far, and
+    what is to be done. The status is written once, at the end, from ``state``, ``effects``, ``extra`` and
+    ``counts``."""
+
+    build: objects.BuildRequest
+    now: datetime
+    state: builds.BuildState
+    ts: list[objects.AgentTask]
+    """The build's tasks, as the cache has them at the start of the reconcile."""
+    work: list[objects.AgentTask] = field(default_factory=list)
+    """The tasks that count as the build's work (no gate, sweep or refused planner)."""
+    events: list[builds.Event] = field(default_factory=list)
+    """Observed, not decided yet (the first stages observe; ``plans`` decides them in order)."""
+    effects: list[builds.Effect] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Status fields beyond the decider's (iterations, finalization's)."""
+    counts: list[metrics.Increment] = field(default_factory=list)
+    """Counted by the executor once the build's status write succeeded."""
+    out: list[ex.Action] = field(default_factory=list)
+
+    def decide(self, event: builds.Event) -> None:
+        self.state, more, invalid = fx.fold(lambda s, e: builds.decide(s, e, now=self.now), self.state, [event])
+        for err in invalid:
+            log.error("%s", err)
+        self.effects.extend(more)
+
+    def creates(self) -> bool:
+        """Whether this reconcile creates tasks (a planner, a plan's): they count from the next one on."""
+        return any(isinstance(e, builds.CreatePlannerTask | builds.CreateTasks) for e in self.effects)
+
+
+async def _timed(stage: str, work: Awaitable[list[ex.Action]]) -> list[ex.Action]:
+    began = time.monotonic()
+    try:
+        return await work
+    finally:
+        metrics.observe_build_stage(stage, time.monotonic() - began)
+
+
 TIP_READ_SECONDS: Final = 10.0
 """The periodic sweep's check of the target tip (is it a commit the gate tested?) is made at most this often."""
 
@@ -87,14 +133,33 @@ class BuildReconciler:
         self.standing = standing.Standing(ctx)
 
     async def reconcile(self, key: cachemod.Key) -> list[ex.Action]:
+        """The routes first (a standing intake, a build gone or being deleted, another replica's, the clean-up's
+        finalizer), then the pipeline's stages in order (:data:`STAGES`), then the status write."""
         build = self.ctx.cache.builds.get(key)
+        routed = await self._route(key, build)
+        if routed is not None or build is None:
+            return routed or []
+        p = Pass(build, self.ctx.clock(), builds.BuildState.from_build(build), list(self.ctx.cache.tasks_of(key)))
+        for name, stage in STAGES:
+            began = time.monotonic()
+            go_on = await stage(self, p)
+            metrics.observe_build_stage(name, time.monotonic() - began)
+            if not go_on:
+                break
+        began = time.monotonic()
+        status = self._actions(build, p.state, p.effects, p.extra, p.now, p.counts)
+        metrics.observe_build_stage("status", time.monotonic() - began)
+        return [*p.out, *status]
+
+    async def _route(self, key: cachemod.Key, build: objects.BuildRequest | None) -> list[ex.Action] | None:
+        """The actions when the build is not the pipeline's (None: it is)."""
         if build is not None and build.spec.intake is not None:
             # a standing intake (spec.intake): never planned, worked or finalized; its children are builds of their
             # own (controllers/standing.py)
             if build.metadata.deleting or not self.ctx.owns_build(build):
                 self.standing.forget(key)
                 return []
-            return await self.standing.reconcile(build)
+            return await _timed("standing", self.standing.reconcile(build))
         self.standing.forget(key)
         if build is None or build.metadata.deleting:
             self.ctx.plans.pop(key, None)
@@ -102,71 +167,106 @@ class BuildReconciler:
             self.checked.pop(key, None)
             self.intake.forget(key)
             self.sweeps.forget(key)
-            return [] if build is None else await cleanupc.reconcile(self.ctx, build)  # its refs, its finalizer
+            return [] if build is None else await _timed("cleanup", cleanupc.reconcile(self.ctx, build))
         if not self.ctx.owns_build(build):
             return []
         if cleanupc.needs_work(build):  # the first reconcile puts the clean-up's finalizer on, and only that
-            return await cleanupc.reconcile(self.ctx, build)
-        now = self.ctx.clock()
-        out_first: list[ex.Action] = []
-        if self.ctx.network_policy is not None and build.namespace not in self.ctx.policed:
-            out_first.append(ex.Call(self._police(build.namespace), f"agent NetworkPolicy of {build.namespace}"))
-        state = builds.BuildState.from_build(build)
-        events: list[builds.Event] = []
-        out: list[ex.Action] = out_first
-        if state.phase == builds.PENDING:
-            events.append(builds.Created())
-        events.append(builds.SuspendChanged(build.spec.suspend))
-        events.append(builds.Killswitch(self.ctx.killswitch))
-        events.append(builds.BudgetChanged(self.ctx.budget_spent(build)))
-        events.append(builds.DispatchChecked(self.ctx.dispatch_errors.get(key)))
-        if state.phase not in builds.DONE:
-            events.append(builds.ConfigurationChecked(await self._preflight(build, now, out)))
-        events.extend(await self._plans(build, state))
-        if self.ctx.plans.get(key):  # more plans wait: the next reconcile takes the next one
-            out.append(ex.Requeue(("BuildRequest", *key), now))
-        ts = list(self.ctx.cache.tasks_of(key))
-        out += retentionc.actions(self.ctx, build, ts)  # finished Pods beyond spec.retention
-        out += retentionc.ledger_actions(self.ctx, build, now)  # ledger entries beyond spec.retention.ledger
-        out += delegating.actions(self.ctx, build, ts)  # children the workers asked for (spawn_task)
-        refused = builds.refused_planners(_top_planners(ts), state.iteration, state.planner_task)
-        work = [t for t in ts if cachemod.purpose(t) is None and t.name not in refused]
+            return await _timed("cleanup", cleanupc.reconcile(self.ctx, build))
+        return None
 
-        effects: list[builds.Effect] = []
-        extra: dict[str, Any] = {}
-        counts: list[metrics.Increment] = []  # counted by the executor once the build's status write succeeded
-        for event in events:
-            state, more = self._decide(state, event, now)
-            effects.extend(more)
-        if state.phase == builds.PLANNING and state.source in ("roadmap", "issues"):
-            for event in await self.intake.intake(build, state, now, out):
-                state, more = self._decide(state, event, now)
-                effects.extend(more)
-        if state.iteration:
-            extra["iterations"] = self._iterations(build, ts, state.iteration)
-        if any(isinstance(e, builds.CreatePlannerTask | builds.CreateTasks) for e in effects):
-            # the tasks being created count from the next reconcile on (their creation triggers it)
-            return [*out, *self._actions(build, state, effects, extra, now, counts)]
-        for event in (builds.TaskCountsChanged(self._counts(build, work)),
-                      builds.IssuesChanged(self._issues(build, work))):
-            state, more = self._decide(state, event, now)
-            effects.extend(more)
-        if state.phase == builds.WORKING and not (state.suspended or state.halted):
-            await self.sweeps.sweep(build, ts, now, out)
-        if state.phase == builds.WORKING and not state.planning_done and state.counts.all_terminal \
-                and self._drained(build, ts):
-            state, more = self._decide(state, builds.IterationEnded(), now)
-            effects.extend(more)
-            if state.phase == builds.PLANNING:
-                out.append(ex.Requeue(("BuildRequest", *build.key), now))
-        if state.source == "issues":
-            await self.intake.comment(build, ts, now, out)
-        early = self.final.early_sweep(build, ts, state, out)
-        if state.phase in (builds.FINALIZING, builds.MERGING):
-            for event in await self.final.finalize(build, ts, out, extra, counts, now, early):
-                state, more = self._decide(state, event, now)
-                effects.extend(more)
-        return [*out, *self._actions(build, state, effects, extra, now, counts)]
+    # --- the stages, in order: each returns whether the pipeline goes on ------------------------------------
+
+    async def _network_policy(self, p: Pass) -> bool:
+        ns = p.build.namespace
+        if self.ctx.network_policy is not None and ns not in self.ctx.policed:
+            p.out.append(ex.Call(self._police(ns), f"agent NetworkPolicy of {ns}"))
+        return True
+
+    async def _observe(self, p: Pass) -> bool:
+        """First sight, ``spec.suspend``, the killswitch, the budget, dispatch's configuration error; the tasks
+        that count as the build's work (not a refused planner's), read before any event is decided."""
+        build, key = p.build, p.build.key
+        refused = builds.refused_planners(_top_planners(p.ts), p.state.iteration, p.state.planner_task)
+        p.work = [t for t in p.ts if cachemod.purpose(t) is None and t.name not in refused]
+        if p.state.phase == builds.PENDING:
+            p.events.append(builds.Created())
+        p.events += [builds.SuspendChanged(build.spec.suspend), builds.Killswitch(self.ctx.killswitch),
+                     builds.BudgetChanged(self.ctx.budget_spent(build)),
+                     builds.DispatchChecked(self.ctx.dispatch_errors.get(key))]
+        return True
+
+    async def _preflight_stage(self, p: Pass) -> bool:
+        if p.state.phase not in builds.DONE:
+            p.events.append(builds.ConfigurationChecked(await self._preflight(p.build, p.now, p.out)))
+        return True
+
+    async def _plans_stage(self, p: Pass) -> bool:
+        p.events.extend(await self._plans(p.build, p.state))
+        if self.ctx.plans.get(p.build.key):  # more plans wait: the next reconcile takes the next one
+            p.out.append(ex.Requeue(("BuildRequest", *p.build.key), p.now))
+        for event in p.events:
+            p.decide(event)
+        p.events.clear()
+        return True
+
+    async def _retention(self, p: Pass) -> bool:
+        p.out += retentionc.actions(self.ctx, p.build, p.ts)  # finished Pods beyond spec.retention
+        return True
+
+    async def _ledger_retention(self, p: Pass) -> bool:
+        p.out += retentionc.ledger_actions(self.ctx, p.build, p.now)  # ledger entries beyond spec.retention.ledger
+        return True
+
+    async def _delegation(self, p: Pass) -> bool:
+        p.out += delegating.actions(self.ctx, p.build, p.ts)  # children the workers asked for (spawn_task)
+        return True
+
+    async def _intake_stage(self, p: Pass) -> bool:
+        if p.state.phase == builds.PLANNING and p.state.source in INTAKE_SOURCES:
+            for event in await self.intake.intake(p.build, p.state, p.now, p.out):
+                p.decide(event)
+        if p.state.iteration:
+            p.extra["iterations"] = self._iterations(p.build, p.ts, p.state.iteration)
+        # the tasks being created count from the next reconcile on (their creation triggers it)
+        return not p.creates()
+
+    async def _tasks_stage(self, p: Pass) -> bool:
+        p.decide(builds.TaskCountsChanged(self._counts(p.build, p.work)))
+        p.decide(builds.IssuesChanged(self._issues(p.build, p.work)))
+        return True
+
+    async def _sweeps_stage(self, p: Pass) -> bool:
+        if p.state.phase == builds.WORKING and not (p.state.suspended or p.state.halted):
+            await self.sweeps.sweep(p.build, p.ts, p.now, p.out)
+        return True
+
+    async def _iteration_end(self, p: Pass) -> bool:
+        """Every task of the iteration ended and the build's MergeJobs are done: the next iteration is planned. Its
+        tasks (a planner, or those read from a roadmap or a tracker in this reconcile) are made, and their creation
+        brings the next reconcile: no requeue. When nothing is made, the build is reconciled again at once."""
+        s = p.state
+        if not (s.phase == builds.WORKING and not s.planning_done and s.counts.all_terminal
+                and self._drained(p.build, p.ts)):
+            return True
+        p.decide(builds.IterationEnded())
+        if p.state.phase != builds.PLANNING:
+            return True
+        await self._intake_stage(p)
+        if not p.creates():  # nothing to create (nothing left, or the source failed): the rest on its answer
+            p.out.append(ex.Requeue(("BuildRequest", *p.build.key), p.now))
+        return False
+
+    async def _comments(self, p: Pass) -> bool:
+        if p.state.source == "issues":
+            await self.intake.comment(p.build, p.ts, p.now, p.out)
+        return True
+
+    async def _finalization(self, p: Pass) -> bool:
+        early = self.final.early_sweep(p.build, p.ts, p.state, p.out)
+        if p.state.phase in (builds.FINALIZING, builds.MERGING):
+            for event in await self.final.finalize(p.build, p.ts, p.out, p.extra, p.counts, p.now, early):
+                p.decide(event)
+        return True
 
     def _police(self, namespace: str) -> Any:
         ensure = self.ctx.network_policy
@@ -177,13 +277,6 @@ class BuildReconciler:
             self.ctx.policed.add(namespace)
 
         return run
-
-    def _decide(self, state: builds.BuildState, event: builds.Event,
-                now: datetime) -> tuple[builds.BuildState, list[builds.Effect]]:
-        state, effects, invalid = fx.fold(lambda s, e: builds.decide(s, e, now=now), state, [event])
-        for err in invalid:
-            log.error("%s", err)
-        return state, effects
 
     # --- observing ---------------------------------------------------------------------------------
 
@@ -299,30 +392,30 @@ class BuildReconciler:
                                              attempts=attempts)
 
     def _issues(self, build: objects.BuildRequest, work: Sequence[objects.AgentTask]) -> tuple[builds.TaskIssue, ...]:
-        out: list[builds.TaskIssue] = []
-        for t in sorted(work, key=lambda t: t.name):
-            phase = t.status.phase or tasks.PENDING
-            last = t.status.attempts[-1] if t.status.attempts else None
-            reason = (last.exit_reason or "") if last is not None else ""
-            if phase == tasks.FAILED and last is not None and last.failure_class in tasks.PERSON_FAILURES:
-                out.append(builds.TaskIssue(t.name, "stopped", reason or str(last.failure_class)))
-            elif phase == tasks.AWAITING_INPUT:
-                out.append(builds.TaskIssue(t.name, "awaiting", (t.status.question or "")[:500]))
-            elif phase == tasks.BACKOFF and last is not None:
-                out.append(builds.TaskIssue(t.name, "retrying", f"attempt {last.number} failed "
-                                                                f"({last.failure_class}): {reason}"))
-            elif phase == tasks.FAILED:
-                out.append(builds.TaskIssue(t.name, "failed", reason or "failed"))
-            elif phase in (tasks.PENDING,) and self.ctx.readiness(t, build)[0] == "blocked":
-                out.append(builds.TaskIssue(t.name, "blocked", self.ctx.readiness(t, build)[1]))
-        for j in sorted(self.ctx.cache.jobs_of(build.key), key=lambda j: j.name):
-            if j.status.phase == mj.AWAITING_APPROVAL:
-                out.append(builds.TaskIssue(j.name, "approval", "waiting for spec.approved"))
-            elif j.status.phase == mj.AWAITING_FORGE:
-                pr = j.status.pull_request
-                out.append(builds.TaskIssue(j.name, "forge", (pr.url or "") if pr is not None else ""))
-        order = {"stopped": 0, "awaiting": 1, "approval": 1, "retrying": 2, "failed": 3, "blocked": 4, "forge": 5}
-        return tuple(sorted(out, key=lambda i: order[i.kind]))
+        out = [i for t in sorted(work, key=lambda t: t.name) if (i := self._task_issue(build, t)) is not None]
+        out += [i for j in sorted(self.ctx.cache.jobs_of(build.key), key=lambda j: j.name)
+                if (i := _job_issue(j)) is not None]
+        return tuple(sorted(out, key=lambda i: ISSUE_ORDER[i.kind]))
+
+    def _task_issue(self, build: objects.BuildRequest, t: objects.AgentTask) -> builds.TaskIssue | None:
+        """Why ``t`` needs attention (stopped for a person, waiting for an answer, retrying, failed, blocked)."""
+        phase = t.status.phase or tasks.PENDING
+        last = t.status.attempts[-1] if t.status.attempts else None
+        reason = (last.exit_reason or "") if last is not None else ""
+        if phase == tasks.FAILED and last is not None and last.failure_class in tasks.PERSON_FAILURES:
+            return builds.TaskIssue(t.name, "stopped", reason or str(last.failure_class))
+        if phase == tasks.AWAITING_INPUT:
+            return builds.TaskIssue(t.name, "awaiting", (t.status.question or "")[:500])
+        if phase == tasks.BACKOFF and last is not None:
+            return builds.TaskIssue(t.name, "retrying",
+                                    f"attempt {last.number} failed ({last.failure_class}): {reason}")
+        if phase == tasks.FAILED:
+            return builds.TaskIssue(t.name, "failed", reason or "failed")
+        if phase == tasks.PENDING:
+            readiness, message = self.ctx.readiness(t, build)
+            if readiness == "blocked":
+                return builds.TaskIssue(t.name, "blocked", message)
+        return None
 
     # --- sweeps ------------------------------------------------------------------------------------
 
@@ -333,10 +426,34 @@ class BuildReconciler:
     def _actions(self, build: objects.BuildRequest, state: builds.BuildState, effects: Sequence[builds.Effect],
                  extra: dict[str, Any], now: datetime, counts: Sequence[metrics.Increment] = ()) -> list[ex.Action]:
         ns, name = build.key
-        status = build.status
-        conds = cond.since_creation(ctxmod.conditions_of(build), build.metadata.creation_timestamp)
         out: list[ex.Action] = []
         counts = list(counts)
+        conds, completion = self._apply(build, effects, now, out)
+        jobs = list(self.ctx.cache.jobs_of(build.key))
+        merged = delivery.merged_condition({j.name: self.ctx.delivered(j) for j in jobs})
+        if merged is not None:
+            ok, reason, message = merged
+            conds, _ = cond.set_condition(conds, cond.MERGED, cond.TRUE if ok else cond.FALSE, reason, message,
+                                          now=now)
+        tokens, cost = self.ctx.usage(build)
+        patch: dict[str, Any] = {**state.to_status(), **extra,
+                                 "conditions": ex.stamp_generation(conds, build.generation),
+                                 "observedGeneration": build.generation,
+                                 "usage": {"tokens": tokens, "cost": cost},
+                                 "merges": _merge_counts(jobs)}
+        self._last_sweep(build, patch, counts)
+        _times(build, state, completion, now, patch)
+        spans = self._trace(build, conds, now, patch, out)
+        if _unchanged(build, patch):
+            return out
+        out.append(ex.WriteStatus("BuildRequest", ns, name, build.metadata.resource_version, patch, tuple(counts),
+                                  spans=spans))
+        return out
+
+    def _apply(self, build: objects.BuildRequest, effects: Sequence[builds.Effect], now: datetime,
+               out: list[ex.Action]) -> tuple[list[dict[str, Any]], bool | None]:
+        """The decider's effects: actions into ``out``; returns the conditions and the completion they set."""
+        conds = cond.since_creation(ctxmod.conditions_of(build), build.metadata.creation_timestamp)
         completion: bool | None = None
         for e in effects:
             match e:
@@ -356,49 +473,58 @@ class BuildReconciler:
                     completion = e.done
                 case _:
                     assert_never(e)
-        jobs = list(self.ctx.cache.jobs_of(build.key))
-        merged = delivery.merged_condition({j.name: self.ctx.delivered(j) for j in jobs})
-        if merged is not None:
-            ok, reason, message = merged
-            conds, _ = cond.set_condition(conds, cond.MERGED, cond.TRUE if ok else cond.FALSE, reason, message,
-                                          now=now)
-        tokens, cost = self.ctx.usage(build)
-        patch: dict[str, Any] = {**state.to_status(), **extra,
-                                 "conditions": ex.stamp_generation(conds, build.generation),
-                                 "observedGeneration": build.generation,
-                                 "usage": {"tokens": tokens, "cost": cost},
-                                 "merges": _merge_counts(jobs)}
-        ts = list(self.ctx.cache.tasks_of(build.key))
-        last = self.sweeps.last_sweep(ts)
-        if last is not None:
-            patch["lastSweep"] = {k: v for k, v in last.items() if v is not None}
-            old = status.last_sweep
-            if old is None or (old.time and timeutil.rfc3339(old.time)) != last.get("time"):
-                counts.append(metrics.Increment(metrics.SWEEPS, labels=(
-                    ("result", "Passed" if last["result"] == "Passed" else "TestsFailed"),)))
-        if status.start_time is None:
-            patch["startTime"] = timeutil.rfc3339(now)
-        if completion is True and status.completion_time is None:
-            patch["completionTime"] = timeutil.rfc3339(now)
-        elif completion is False or (state.phase not in builds.DONE and status.completion_time is not None):
-            patch["completionTime"] = None
-        spans: tuple[tracing.SpanRecord, ...] = ()
-        if tracing.enabled():  # tracing: the build's trace ID, and its root span once Finalized is True or False
-            patch["traceId"] = tracing.trace_id_hex(build.metadata.uid)
-            if status.trace_id != patch["traceId"]:
-                ui = self.ctx.settings.tracing_ui_base_url.rstrip("/")
-                out.append(ex.RecordEvent(build.ref(), "Normal", "Traced", f"trace {patch['traceId']}" +
-                                          (f": {ui}/{patch['traceId']}" if ui else "")))
-            spans = tracing.build_records(
-                build_uid=build.metadata.uid, build=name, namespace=ns, created=build.metadata.creation_timestamp,
-                now=now, before=cond.find(ctxmod.conditions_of(build), cond.FINALIZED),
-                after=cond.find(conds, cond.FINALIZED), finalization_attempts=int(
-                    patch.get("finalizationAttempts") or status.finalization_attempts), usage=patch["usage"])
-        if _unchanged(build, patch):
-            return out
-        out.append(ex.WriteStatus("BuildRequest", ns, name, build.metadata.resource_version, patch, tuple(counts),
-                                  spans=spans))
-        return out
+        return conds, completion
+
+    def _last_sweep(self, build: objects.BuildRequest, patch: dict[str, Any], counts: list[metrics.Increment]) -> None:
+        """``status.lastSweep``, and a count of a sweep that is new there."""
+        last = self.sweeps.last_sweep(list(self.ctx.cache.tasks_of(build.key)))
+        if last is None:
+            return
+        patch["lastSweep"] = {k: v for k, v in last.items() if v is not None}
+        old = build.status.last_sweep
+        if old is None or (old.time and timeutil.rfc3339(old.time)) != last.get("time"):
+            counts.append(metrics.Increment(metrics.SWEEPS, labels=(
+                ("result", "Passed" if last["result"] == "Passed" else "TestsFailed"),)))
+
+    def _trace(self, build: objects.BuildRequest, conds: list[dict[str, Any]], now: datetime, patch: dict[str, Any],
+               out: list[ex.Action]) -> tuple[tracing.SpanRecord, ...]:
+        """Tracing: the build's trace ID, and its root span once Finalized is True or False."""
+        if not tracing.enabled():
+            return ()
+        status = build.status
+        patch["traceId"] = tracing.trace_id_hex(build.metadata.uid)
+        if status.trace_id != patch["traceId"]:
+            ui = self.ctx.settings.tracing_ui_base_url.rstrip("/")
+            out.append(ex.RecordEvent(build.ref(), "Normal", "Traced", f"trace {patch['traceId']}" +
+                                      (f": {ui}/{patch['traceId']}" if ui else "")))
+        return tracing.build_records(
+            build_uid=build.metadata.uid, build=build.name, namespace=build.namespace,
+            created=build.metadata.creation_timestamp, now=now,
+            before=cond.find(ctxmod.conditions_of(build), cond.FINALIZED), after=cond.find(conds, cond.FINALIZED),
+            finalization_attempts=int(patch.get("finalizationAttempts") or status.finalization_attempts),
+            usage=patch["usage"])
+
+
+Stage = Callable[[BuildReconciler, Pass], Awaitable[bool]]
+STAGES: Final[tuple[tuple[str, Stage], ...]] = (
+    ("networkpolicy", BuildReconciler._network_policy),
+    ("observe", BuildReconciler._observe),
+    ("preflight", BuildReconciler._preflight_stage),
+    ("plans", BuildReconciler._plans_stage),
+    ("retention", BuildReconciler._retention),
+    ("ledger", BuildReconciler._ledger_retention),
+    ("delegation", BuildReconciler._delegation),
+    ("intake", BuildReconciler._intake_stage),
+    ("tasks", BuildReconciler._tasks_stage),
+    ("sweeps", BuildReconciler._sweeps_stage),
+    ("iteration", BuildReconciler._iteration_end),
+    ("comments", BuildReconciler._comments),
+    ("finalization", BuildReconciler._finalization),
+)
+"""The build's sub-reconcilers, in order (``longshot_build_stage_seconds{stage}``). A stage that returns False
+ends the pipeline there: the build's status is written, and the rest waits for the next reconcile (that the
+stage's own actions bring)."""
+BUILD_STAGES: Final = ("standing", "cleanup", *(name for name, _ in STAGES), "status")
 
 
 def _top_planners(ts: Sequence[objects.AgentTask]) -> list[builds.PlannerView]:
@@ -412,6 +538,31 @@ def _top_planners(ts: Sequence[objects.AgentTask]) -> list[builds.PlannerView]:
         out.append(builds.PlannerView(name=t.name, iteration=plan.iteration_of(meta), replan=plan.replan_of(meta),
                                       created=timeutil.rfc3339(created) if created is not None else ""))
     return out
+
+
+ISSUE_ORDER: Final = {"stopped": 0, "awaiting": 1, "approval": 1, "retrying": 2, "failed": 3, "blocked": 4, "forge": 5}
+
+
+def _job_issue(j: objects.MergeJob) -> builds.TaskIssue | None:
+    """Why MergeJob ``j`` waits for a person (an approval) or the forge (a pull request)."""
+    if j.status.phase == mj.AWAITING_APPROVAL:
+        return builds.TaskIssue(j.name, "approval", "waiting for spec.approved")
+    if j.status.phase == mj.AWAITING_FORGE:
+        pr = j.status.pull_request
+        return builds.TaskIssue(j.name, "forge", (pr.url or "") if pr is not None else "")
+    return None
+
+
+def _times(build: objects.BuildRequest, state: builds.BuildState, completion: bool | None, now: datetime,
+           patch: dict[str, Any]) -> None:
+    """``startTime`` once; ``completionTime`` when the build completes, cleared when it reopens."""
+    status = build.status
+    if status.start_time is None:
+        patch["startTime"] = timeutil.rfc3339(now)
+    if completion is True and status.completion_time is None:
+        patch["completionTime"] = timeutil.rfc3339(now)
+    elif completion is False or (state.phase not in builds.DONE and status.completion_time is not None):
+        patch["completionTime"] = None
 
 
 def _merge_counts(jobs: Sequence[objects.MergeJob]) -> dict[str, int]:

@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Final
 
 from longshot import metrics
 from longshot.api import keys, objects
@@ -196,20 +197,14 @@ def _gather(ctx: ctxmod.Context, ns: str, build_name: str, names: Iterable[str],
     for name in list(names):
         key = (ns, name)
         t = ctx.cache.tasks.get(key)
-        if t is None:
+        seat = _seat(ctx, t, key, build, ours or bool(admitted.get(key))) if t is not None else None
+        if t is None or seat is None:
             continue
-        phase = t.status.phase or tasks.PENDING
-        if phase == tasks.PENDING and (t.spec.cancel or t.spec.suspend or not (ours or admitted.get(key))):
-            continue
-        if phase not in (tasks.PENDING, tasks.RUNNING) or ctx.fanout_of(t, build) is not None:
-            continue
-        if phase == tasks.PENDING and _next_pod_exists(ctx, t, key):
-            phase = tasks.RUNNING  # admitted, its status not written yet (or interrupted): it holds a slot
-        elif slot_freed(ctx, t, build):
+        if seat == ENDED:
             ended.setdefault(bkey, []).append(t)
             continue  # its Pod has ended: its slot may be free now, before its reconcile records how it ended
-        if phase == tasks.RUNNING:
-            running.append(readiness.view(t, bkey, phase, True))
+        if seat == tasks.RUNNING:
+            running.append(readiness.view(t, bkey, seat, True))
             busy[bkey] += 1
             continue
         if not ours or t.metadata.deleting or not t.status.conditions:
@@ -220,6 +215,27 @@ def _gather(ctx: ctxmod.Context, ns: str, build_name: str, names: Iterable[str],
         pending.setdefault(bkey, []).append((t, ready))
         if bkey not in builds:
             builds[bkey] = _build_view(ctx, build)
+
+
+ENDED: Final = "Ended"
+"""A running task whose Pod has ended, its end not recorded yet (:func:`_reuse_ended_slots`)."""
+
+
+def _seat(ctx: ctxmod.Context, t: objects.AgentTask, key: cachemod.Key, build: objects.BuildRequest,
+          visible: bool) -> str | None:
+    """How the plan counts ``t``: Running (it holds a slot), Pending (a candidate), :data:`ENDED`, or None (not at
+    all: cancelled, suspended, finished, a best-of-N task, or another replica's not admitted; ``visible``: this
+    replica's build, or the task's Pod is in the cache)."""
+    phase = t.status.phase or tasks.PENDING
+    if phase == tasks.PENDING and (t.spec.cancel or t.spec.suspend or not visible):
+        return None
+    if phase not in (tasks.PENDING, tasks.RUNNING) or ctx.fanout_of(t, build) is not None:
+        return None
+    if phase == tasks.PENDING and _next_pod_exists(ctx, t, key):
+        return tasks.RUNNING  # admitted, its status not written yet (or interrupted): it holds a slot
+    if slot_freed(ctx, t, build):
+        return ENDED
+    return phase
 
 
 def _reuse_ended_slots(ended: dict[str, list[objects.AgentTask]], running: list[scheduler.TaskView],

@@ -19,7 +19,7 @@ import logging
 from datetime import datetime
 from typing import Any, assert_never
 
-from longshot.api import objects
+from longshot.api import agenttask, objects
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
 from longshot.controllers import lanes
@@ -64,44 +64,11 @@ class Fanout:
 
     def snapshot(self, task: objects.AgentTask, build: objects.BuildRequest, settings: fanout.Settings,
                  round_: int, running: bool) -> fanout.Snapshot:
-        ns = task.namespace
         recorded = {c.name: c for c in (task.status.fanout.candidates if task.status.fanout is not None else [])}
         has_gate = bool(mqc.gate_command(build))
-        views: list[fanout.CandidateView] = []
-        for i in range(1, settings.count + 1):
-            name = fanout.candidate_name(task.name, round_, i)
-            model = fanout.model_for(settings, i, build.spec.agent.model)
-            backend = fanout.backend_for(settings, i)
-            t = self.ctx.cache.tasks.get((ns, name))
-            if t is None:
-                views.append(fanout.CandidateView(name, "Missing", model, backend=backend))
-                continue
-            h = t.status.handoff
-            phase = t.status.phase or tasks.PENDING
-            gate: fanout.Gate = "Pending"
-            reason, started = "", False
-            rec = recorded.get(name)
-            gt = self.ctx.cache.tasks.get((ns, fanout.gate_name(name)))
-            if rec is not None and rec.gate in ("Passed", "Failed"):
-                gate, reason, started = rec.gate, rec.reason or "", True
-            elif gt is not None:
-                started = True
-                gh = gt.status.handoff
-                if gt.status.phase == tasks.SUCCEEDED and gh is not None and gh.verdict in ("passed", "failed"):
-                    gate = "Passed" if gh.verdict == "passed" else "Failed"
-                    reason = ("\n".join(gh.reasons[-2:]) or gh.summary)[-2000:]
-                elif gt.status.phase in (tasks.FAILED, tasks.CANCELLED):
-                    gate, reason = "Failed", f"its gate task {gt.name} failed: {_last_failure(gt)}"
-            elif not has_gate and phase == tasks.SUCCEEDED and h is not None and h.commit:
-                gate, reason, started = "Passed", "no quality gate is configured", True
-            views.append(fanout.CandidateView(
-                name=name, phase=phase, model=model, branch=h.branch if h is not None else None,
-                commit=h.commit if h is not None else None, backend=backend,
-                tokens=sum(a.tokens for a in t.status.attempts), cost=sum(a.cost for a in t.status.attempts),
-                files=len(h.files_changed) if h is not None else 0,
-                handoff=h.model_dump(by_alias=True, mode="json", exclude_none=True) if h is not None else None,
-                failure=_last_failure(t), gate=gate, gate_reason=reason, gate_started=started))
-        jt = self.ctx.cache.tasks.get((ns, fanout.judge_name(task.name, round_)))
+        views = tuple(self._candidate(task, build, settings, round_, i, recorded, has_gate)
+                      for i in range(1, settings.count + 1))
+        jt = self.ctx.cache.tasks.get((task.namespace, fanout.judge_name(task.name, round_)))
         judge = None
         if jt is not None:
             jh = jt.status.handoff
@@ -110,7 +77,47 @@ class Fanout:
                                      branch=jh.branch if jh is not None else None,
                                      reasons=tuple(jh.reasons) if jh is not None else (), failure=_last_failure(jt),
                                      summary=jh.summary if jh is not None else "")
-        return fanout.Snapshot(task.name, round_, tuple(views), judge, has_gate, running, settings.judge)
+        return fanout.Snapshot(task.name, round_, views, judge, has_gate, running, settings.judge)
+
+    def _candidate(self, task: objects.AgentTask, build: objects.BuildRequest, settings: fanout.Settings,
+                   round_: int, i: int, recorded: dict[str, agenttask.Candidate],
+                   has_gate: bool) -> fanout.CandidateView:
+        """The view of the round's ``i``-th candidate and its gate."""
+        name = fanout.candidate_name(task.name, round_, i)
+        model = fanout.model_for(settings, i, build.spec.agent.model)
+        backend = fanout.backend_for(settings, i)
+        t = self.ctx.cache.tasks.get((task.namespace, name))
+        if t is None:
+            return fanout.CandidateView(name, "Missing", model, backend=backend)
+        h = t.status.handoff
+        phase = t.status.phase or tasks.PENDING
+        gate, reason, started = self._gate_of(t, recorded.get(name), has_gate)
+        return fanout.CandidateView(
+            name=name, phase=phase, model=model, branch=h.branch if h is not None else None,
+            commit=h.commit if h is not None else None, backend=backend,
+            tokens=sum(a.tokens for a in t.status.attempts), cost=sum(a.cost for a in t.status.attempts),
+            files=len(h.files_changed) if h is not None else 0,
+            handoff=h.model_dump(by_alias=True, mode="json", exclude_none=True) if h is not None else None,
+            failure=_last_failure(t), gate=gate, gate_reason=reason, gate_started=started)
+
+    def _gate_of(self, t: objects.AgentTask, rec: agenttask.Candidate | None,
+                 has_gate: bool) -> tuple[fanout.Gate, str, bool]:
+        """(the candidate's gate, why, whether it started): as recorded once decided, else from its gate task."""
+        if rec is not None and rec.gate in ("Passed", "Failed"):
+            return rec.gate, rec.reason or "", True
+        gt = self.ctx.cache.tasks.get((t.namespace, fanout.gate_name(t.name)))
+        h = t.status.handoff
+        if gt is None:
+            if not has_gate and t.status.phase == tasks.SUCCEEDED and h is not None and h.commit:
+                return "Passed", "no quality gate is configured", True
+            return "Pending", "", False
+        gh = gt.status.handoff
+        if gt.status.phase == tasks.SUCCEEDED and gh is not None and gh.verdict in ("passed", "failed"):
+            reason = ("\n".join(gh.reasons[-2:]) or gh.summary)[-2000:]
+            return ("Passed" if gh.verdict == "passed" else "Failed"), reason, True
+        if gt.status.phase in (tasks.FAILED, tasks.CANCELLED):
+            return "Failed", f"its gate task {gt.name} failed: {_last_failure(gt)}", True
+        return "Pending", "", True
 
     # --- acting --------------------------------------------------------------------------------------
 

@@ -190,43 +190,10 @@ class Standing:
     async def reconcile(self, build: objects.BuildRequest) -> list[ex.Action]:
         spec = build.spec.intake
         assert spec is not None
-        key = build.key
-        ref = ("BuildRequest", *key)
         now = self.ctx.clock()
-        memo = self.memos.get(key)
-        poked = build.metadata.annotations.get(standing.POLL_ANNOTATION)
-        due = (memo is None or key in self.wanted or memo.generation != build.generation or now >= memo.next_poll
-               or poked != memo.poked)
-        fresh: list[trackers.Issue] | None = None
-        if due:
-            self.wanted.discard(key)
-            last = memo.last_poll if memo is not None else _parse(build)
-            try:
-                async with self.ctx.lanes.lane(build.namespace):
-                    fresh = await asyncio.to_thread(poll, self.ctx.kube, build, guard=self.ctx.egress)
-            except PollError as e:
-                metrics.INTAKE_POLLS.labels(result="error").inc()
-                retry = e.retry_at or now + timedelta(seconds=min(spec.poll_seconds, 30))
-                memo = _Memo(build.generation, max(retry, now + timedelta(seconds=1)), last,
-                             memo.issues if memo is not None else {}, e, poked)
-                log.warning("intake %s/%s: poll failed: %s", build.namespace, build.name, e.message)
-            else:
-                metrics.INTAKE_POLLS.labels(result="ok").inc()
-                memo = _Memo(build.generation, now + timedelta(seconds=spec.poll_seconds), now,
-                             {i.number: i for i in fresh}, None, poked)
-            self.memos[key] = memo
-        assert memo is not None
+        memo, fresh, due = await self._poll(build, now)
         children = self.children(build)
-        filters = standing.Filters(labels=tuple(dict.fromkeys([*spec.tracker.labels, *spec.labels])),
-                                   assignee=spec.assignee, milestone=spec.milestone, writers=spec.authors.writers,
-                                   users=tuple(spec.authors.users))
-        total = spec.budget
-        policy = standing.Policy(policy=spec.policy, batch_size=spec.batch_size, max_active=spec.max_active_builds,
-                                 poll_seconds=spec.poll_seconds, comment=spec.tracker.comment,
-                                 max_per_day=spec.max_builds_per_day,
-                                 budget=standing.Money(total.max_tokens, total.max_cost) if total is not None
-                                 else standing.Money(),
-                                 child_budget=standing.Money(build.spec.budget.max_tokens, build.spec.budget.max_cost))
+        filters, policy = _rules(build)
         listing = fresh if fresh is not None else list(memo.issues.values()) if memo.last_poll is not None else None
         views = None if listing is None else [standing.IssueView(i.number, i.labels, i.assignees, i.milestone,
                                                                  i.author, i.author_writer is True)
@@ -239,21 +206,62 @@ class Standing:
             out.append(ex.Call(self._creator(self._manifest(build, c, memo.issues)), f"intake child {c.name}"))
         error = memo.error
         if (decision.comments or decision.close) and not (due and fresh is None):  # not while the tracker fails
-            async with self.ctx.lanes.lane(build.namespace):
-                posted, closed, failed = await asyncio.to_thread(act, self.ctx.kube, build, decision.comments,
-                                                                 decision.close, guard=self.ctx.egress)
-            out += self._record(build, children, decision, posted, closed)
-            if failed is not None:
-                error = error or failed
-                out.append(ex.RecordEvent(build.ref(), "Warning", "IssueCommentFailed", failed.message[:1024]))
-                out.append(ex.Requeue(ref, now + timedelta(seconds=min(spec.poll_seconds, 30))))
-            elif len(posted) + len(closed) >= standing.MAX_ACTIONS:
-                out.append(ex.Requeue(ref, now + timedelta(seconds=1)))
-        out.append(ex.Requeue(ref, memo.next_poll))
+            failed = await self._tell(build, children, decision, now, out)
+            error = error or failed
+        out.append(ex.Requeue(("BuildRequest", *build.key), memo.next_poll))
         status = self._status(build, decision.summary, memo, error, now)
         if status is not None:
             out.append(status)
         return out
+
+    async def _poll(self, build: objects.BuildRequest,
+                    now: datetime) -> tuple[_Memo, list[trackers.Issue] | None, bool]:
+        """(the intake's memo, the issues read now (None: not polled, or the poll failed), whether a poll was due)."""
+        spec = build.spec.intake
+        assert spec is not None
+        key = build.key
+        memo = self.memos.get(key)
+        poked = build.metadata.annotations.get(standing.POLL_ANNOTATION)
+        due = (memo is None or key in self.wanted or memo.generation != build.generation or now >= memo.next_poll
+               or poked != memo.poked)
+        if not due:
+            assert memo is not None
+            return memo, None, False
+        self.wanted.discard(key)
+        last = memo.last_poll if memo is not None else _parse(build)
+        fresh: list[trackers.Issue] | None = None
+        try:
+            async with self.ctx.lanes.lane(build.namespace):
+                fresh = await asyncio.to_thread(poll, self.ctx.kube, build, guard=self.ctx.egress)
+        except PollError as e:
+            metrics.INTAKE_POLLS.labels(result="error").inc()
+            retry = e.retry_at or now + timedelta(seconds=min(spec.poll_seconds, 30))
+            memo = _Memo(build.generation, max(retry, now + timedelta(seconds=1)), last,
+                         memo.issues if memo is not None else {}, e, poked)
+            log.warning("intake %s/%s: poll failed: %s", build.namespace, build.name, e.message)
+        else:
+            metrics.INTAKE_POLLS.labels(result="ok").inc()
+            memo = _Memo(build.generation, now + timedelta(seconds=spec.poll_seconds), now,
+                         {i.number: i for i in fresh}, None, poked)
+        self.memos[key] = memo
+        return memo, fresh, True
+
+    async def _tell(self, build: objects.BuildRequest, children: list[standing.ChildView],
+                    decision: standing.Decision, now: datetime, out: list[ex.Action]) -> PollError | None:
+        """Post the decision's comments and closes on the tracker; the error when one failed."""
+        spec = build.spec.intake
+        assert spec is not None
+        ref = ("BuildRequest", *build.key)
+        async with self.ctx.lanes.lane(build.namespace):
+            posted, closed, failed = await asyncio.to_thread(act, self.ctx.kube, build, decision.comments,
+                                                             decision.close, guard=self.ctx.egress)
+        out += self._record(build, children, decision, posted, closed)
+        if failed is not None:
+            out.append(ex.RecordEvent(build.ref(), "Warning", "IssueCommentFailed", failed.message[:1024]))
+            out.append(ex.Requeue(ref, now + timedelta(seconds=min(spec.poll_seconds, 30))))
+        elif len(posted) + len(closed) >= standing.MAX_ACTIONS:
+            out.append(ex.Requeue(ref, now + timedelta(seconds=1)))
+        return failed
 
     def _creator(self, manifest: dict[str, Any]) -> Callable[[], None]:
         def create() -> None:
@@ -295,20 +303,18 @@ class Standing:
                 closed: list[standing.Close]) -> list[ex.Action]:
         """Annotate each child whose comments (all of its issues') and closes were all done."""
         out: list[ex.Action] = []
-        done_c = {(c.issue, c.build, c.kind) for c in posted}
-        done_x = {(x.issue, x.build) for x in closed}
+        done_c: set[tuple[int, str, str]] = {(c.issue, c.build, c.kind) for c in posted}
+        done_x: set[tuple[int, str, str]] = {(x.issue, x.build, "close") for x in closed}
         for child in children:
             ann: dict[str, str] = {}
-            started = [c for c in decision.comments if c.build == child.name and c.kind == "started"]
-            if started and len(started) == len(child.issues) and all(
-                    (c.issue, c.build, c.kind) in done_c for c in started):
+            if _all_done(child, [(c.issue, c.build, c.kind) for c in decision.comments
+                                 if c.build == child.name and c.kind == "started"], done_c):
                 ann[standing.STARTED_ANNOTATION] = "true"
-            finished = [c for c in decision.comments if c.build == child.name and c.kind == "finished"]
-            if finished and len(finished) == len(child.issues) and all(
-                    (c.issue, c.build, c.kind) in done_c for c in finished):
+            if _all_done(child, [(c.issue, c.build, c.kind) for c in decision.comments
+                                 if c.build == child.name and c.kind == "finished"], done_c):
                 ann[standing.FINISHED_ANNOTATION] = child.outcome
-            closes = [x for x in decision.close if x.build == child.name]
-            if closes and len(closes) == len(child.issues) and all((x.issue, x.build) in done_x for x in closes):
+            if _all_done(child, [(x.issue, x.build, "close") for x in decision.close if x.build == child.name],
+                         done_x):
                 ann[standing.CLOSED_ANNOTATION] = "true"
             if ann:
                 out.append(ex.PatchObject("BuildRequest", build.namespace, child.name,
@@ -318,27 +324,7 @@ class Standing:
     def _status(self, build: objects.BuildRequest, summary: standing.Summary, memo: _Memo,
                 error: PollError | None, now: datetime) -> ex.WriteStatus | None:
         conds = cond.since_creation(ctxmod.conditions_of(build), build.metadata.creation_timestamp)
-        polled = memo.last_poll is not None
-        if error is None:
-            message = (f"watching the tracker: {summary.eligible} eligible issues, {summary.active} builds active, "
-                       f"{summary.waiting} waiting for a slot, {summary.started} started"
-                       + (f"; {summary.held}" if summary.held else "")
-                       + ("; suspended: no new build starts" if build.spec.suspend else ""))
-            sets = [(cond.READY, cond.TRUE, "Watching", message), (cond.STALLED, cond.FALSE, "NotStalled",
-                                                                   "nothing needs a person"),
-                    (cond.RECONCILING, cond.FALSE, "Watching", message)]
-        else:
-            person = error.failure_class in ("Configuration", "Auth")
-            reason = {"Configuration": "Configuration", "Auth": "AuthFailed",
-                      "RateLimited": "RateLimited"}.get(error.failure_class, "IntakeFailed")
-            sets = [(cond.READY, cond.FALSE, reason, error.message[:1024]),
-                    (cond.STALLED, cond.TRUE if person else cond.FALSE, reason if person else "NotStalled",
-                     error.message[:1024] if person else "the tracker is tried again"),
-                    (cond.RECONCILING, cond.FALSE if person else cond.TRUE, reason, error.message[:1024])]
-        sets.append((cond.PROGRESSING, cond.TRUE if summary.active else cond.FALSE,
-                     "BuildsRunning" if summary.active else "Idle",
-                     f"{summary.active} child builds active" if summary.active else "no child build is active"))
-        for t, s, r, m in sets:
+        for t, s, r, m in _condition_sets(build, summary, error):
             conds, _ = cond.set_condition(conds, t, s, r, m, now=now)
         intake: dict[str, Any] = {
             "eligible": summary.eligible, "active": summary.active, "started": summary.started,
@@ -346,19 +332,67 @@ class Standing:
             "builds": [{"issue": e.issue, "issues": list(e.issues), "build": e.build, "outcome": e.outcome}
                        for e in summary.builds],
         }
-        if polled:
-            assert memo.last_poll is not None
+        if memo.last_poll is not None:
             intake["lastPoll"] = timeutil.rfc3339(memo.last_poll)
-        patch: dict[str, Any] = {"phase": "Watching" if error is None else "Stalled" if error.failure_class in (
-            "Configuration", "Auth") else "Watching",
-            "conditions": ex.stamp_generation(conds, build.generation),
-            "observedGeneration": build.generation, "intake": intake}
+        stalled = error is not None and error.failure_class in ("Configuration", "Auth")
+        patch: dict[str, Any] = {"phase": "Stalled" if stalled else "Watching",
+                                 "conditions": ex.stamp_generation(conds, build.generation),
+                                 "observedGeneration": build.generation, "intake": intake}
         current = build.status.model_dump(by_alias=True, mode="json", exclude_none=True)
         if current.get("intake") == intake and current.get("phase") == patch["phase"] and \
                 current.get("observedGeneration") == build.generation and \
                 _same_conditions(current.get("conditions") or [], patch["conditions"]):
             return None
         return ex.WriteStatus("BuildRequest", build.namespace, build.name, build.metadata.resource_version, patch)
+
+
+def _all_done(child: standing.ChildView, wanted: list[tuple[int, str, str]],
+              done: set[tuple[int, str, str]]) -> bool:
+    """Whether there was something of this kind for every issue of the child, and all of it was done."""
+    return bool(wanted) and len(wanted) == len(child.issues) and all(w in done for w in wanted)
+
+
+def _rules(build: objects.BuildRequest) -> tuple[standing.Filters, standing.Policy]:
+    """The intake's filters and policy (``spec.intake``)."""
+    spec = build.spec.intake
+    assert spec is not None
+    filters = standing.Filters(labels=tuple(dict.fromkeys([*spec.tracker.labels, *spec.labels])),
+                               assignee=spec.assignee, milestone=spec.milestone, writers=spec.authors.writers,
+                               users=tuple(spec.authors.users))
+    total = spec.budget
+    policy = standing.Policy(policy=spec.policy, batch_size=spec.batch_size, max_active=spec.max_active_builds,
+                             poll_seconds=spec.poll_seconds, comment=spec.tracker.comment,
+                             max_per_day=spec.max_builds_per_day,
+                             budget=standing.Money(total.max_tokens, total.max_cost) if total is not None
+                             else standing.Money(),
+                             child_budget=standing.Money(build.spec.budget.max_tokens, build.spec.budget.max_cost))
+    return filters, policy
+
+
+def _condition_sets(build: objects.BuildRequest, summary: standing.Summary,
+                    error: PollError | None) -> list[tuple[str, str, str, str]]:
+    """The intake's conditions: watching, or why the tracker failed (a person's to fix, or tried again)."""
+    if error is None:
+        message = (f"watching the tracker: {summary.eligible} eligible issues, {summary.active} builds active, "
+                   f"{summary.waiting} waiting for a slot, {summary.started} started"
+                   + (f"; {summary.held}" if summary.held else "")
+                   + ("; suspended: no new build starts" if build.spec.suspend else ""))
+        sets = [(cond.READY, cond.TRUE, "Watching", message),
+                (cond.STALLED, cond.FALSE, "NotStalled", "nothing needs a person"),
+                (cond.RECONCILING, cond.FALSE, "Watching", message)]
+    else:
+        person = error.failure_class in ("Configuration", "Auth")
+        reason = {"Configuration": "Configuration", "Auth": "AuthFailed",
+                  "RateLimited": "RateLimited"}.get(error.failure_class, "IntakeFailed")
+        text = error.message[:1024]
+        sets = [(cond.READY, cond.FALSE, reason, text),
+                (cond.STALLED, cond.TRUE if person else cond.FALSE, reason if person else "NotStalled",
+                 text if person else "the tracker is tried again"),
+                (cond.RECONCILING, cond.FALSE if person else cond.TRUE, reason, text)]
+    sets.append((cond.PROGRESSING, cond.TRUE if summary.active else cond.FALSE,
+                 "BuildsRunning" if summary.active else "Idle",
+                 f"{summary.active} child builds active" if summary.active else "no child build is active"))
+    return sets
 
 
 def _same_conditions(have: list[dict[str, Any]], want: list[dict[str, Any]]) -> bool:

@@ -55,35 +55,58 @@ def extra(ctx: ctxmod.Context, task: objects.AgentTask, build: objects.BuildRequ
     role = task.spec.role
     parent = _parent(ctx, task)
     if role in tasks.MERGING_ROLES:
-        depends = task.spec.depends_on or (parent.spec.depends_on if parent is not None else [])
-        found = [ctx.cache.tasks.get((task.namespace, d)) for d in depends]
-        found_results = [result_of(ctx, t, build) for t in found if t is not None]
-        deps = taskinput.dependencies(found_results)
-        if deps:
-            out["dependencies"] = deps
-        stack = taskinput.stack(found_results, build.spec.dependencies)
-        if stack:
-            out["stack"] = stack
+        out.update(_merging(ctx, task, build, parent))
     elif role == "planner" and plan.PLAN_NAME_ANNOTATION not in task.metadata.annotations:
-        iteration = plan.iteration_of({"labels": task.metadata.labels})
-        if iteration > 1:
-            before = str(iteration - 1)
-            results = [result_of(ctx, t, build) for t in ctx.cache.tasks_of(build.key)
-                       if t.metadata.labels.get(plan.ITERATION_LABEL) == before and t.spec.role != "planner"
-                       and plan.PLAN_NAME_ANNOTATION in t.metadata.annotations]
-            out["previous"] = taskinput.previous(results)
+        out.update(_replanning(ctx, task, build))
     elif role == "reviewer" and parent is not None and parent.status.fanout is not None:
-        summarize = task.metadata.annotations.get(keys.REDUCTION) == fanout.SUMMARIZE
-        chosen = []
-        for c in sorted(parent.status.fanout.candidates, key=lambda c: c.gate != "Passed"):  # passing first
-            if c.gate not in (("Passed", "Failed") if summarize else ("Passed",)) or not c.branch or not c.commit:
-                continue
-            cand = ctx.cache.tasks.get((task.namespace, c.name))
-            summary = cand.status.handoff.summary if cand is not None and cand.status.handoff is not None else ""
-            chosen.append({"name": c.name, "branch": c.branch, "commit": c.commit, "gate": c.gate,
-                           "gate_summary": c.reason or "", "model": c.model, "summary": summary})
-        if chosen:
-            out["candidates"] = taskinput.judged(chosen)
-            if summarize:
-                out["reduction"] = fanout.SUMMARIZE
+        out.update(_judging(ctx, task, parent))
     return taskinput.fit(out)
+
+
+def _merging(ctx: ctxmod.Context, task: objects.AgentTask, build: objects.BuildRequest,
+             parent: objects.AgentTask | None) -> dict[str, Any]:
+    """A worker's or fixer's: what its dependencies did, and the stack it starts from."""
+    out: dict[str, Any] = {}
+    depends = task.spec.depends_on or (parent.spec.depends_on if parent is not None else [])
+    found = [ctx.cache.tasks.get((task.namespace, d)) for d in depends]
+    found_results = [result_of(ctx, t, build) for t in found if t is not None]
+    deps = taskinput.dependencies(found_results)
+    if deps:
+        out["dependencies"] = deps
+    stack = taskinput.stack(found_results, build.spec.dependencies)
+    if stack:
+        out["stack"] = stack
+    return out
+
+
+def _replanning(ctx: ctxmod.Context, task: objects.AgentTask, build: objects.BuildRequest) -> dict[str, Any]:
+    """A build's planner after the first iteration: what the last iteration's planned tasks did."""
+    iteration = plan.iteration_of({"labels": task.metadata.labels})
+    if iteration <= 1:
+        return {}
+    before = str(iteration - 1)
+    results = [result_of(ctx, t, build) for t in ctx.cache.tasks_of(build.key)
+               if t.metadata.labels.get(plan.ITERATION_LABEL) == before and t.spec.role != "planner"
+               and plan.PLAN_NAME_ANNOTATION in t.metadata.annotations]
+    return {"previous": taskinput.previous(results)}
+
+
+def _judging(ctx: ctxmod.Context, task: objects.AgentTask, parent: objects.AgentTask) -> dict[str, Any]:
+    """A best-of-N judge: the candidates it chooses from (passing first; failing too when it summarizes)."""
+    assert parent.status.fanout is not None
+    summarize = task.metadata.annotations.get(keys.REDUCTION) == fanout.SUMMARIZE
+    gates = ("Passed", "Failed") if summarize else ("Passed",)
+    chosen = []
+    for c in sorted(parent.status.fanout.candidates, key=lambda c: c.gate != "Passed"):  # passing first
+        if c.gate not in gates or not c.branch or not c.commit:
+            continue
+        cand = ctx.cache.tasks.get((task.namespace, c.name))
+        summary = cand.status.handoff.summary if cand is not None and cand.status.handoff is not None else ""
+        chosen.append({"name": c.name, "branch": c.branch, "commit": c.commit, "gate": c.gate,
+                       "gate_summary": c.reason or "", "model": c.model, "summary": summary})
+    if not chosen:
+        return {}
+    out: dict[str, Any] = {"candidates": taskinput.judged(chosen)}
+    if summarize:
+        out["reduction"] = fanout.SUMMARIZE
+    return out

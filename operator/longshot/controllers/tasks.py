@@ -20,6 +20,14 @@
 * a best-of-N task (``core.fanout``): its dependencies ready -> ``StartFanout``; while its round runs
   ``controllers.fanout`` gates and judges the candidates -> ``FanoutFinished``.
 
+* a task whose agent asked for children (delegation): its ``status.children`` as ``core.delegation`` decides it
+  (``controllers.delegating.children_status``; the build's reconcile creates the children and enqueues the task
+  when it should change).
+
+This reconciler is the one writer of an AgentTask's status: the dispatcher carries out what
+:meth:`TaskReconciler.admit` returns, and the build's reconcile asks through the work queue
+(``tests/unit/controllers/test_task_status_writer.py`` holds it).
+
 Admission (``Admitted``) comes from the dispatcher, through :meth:`TaskReconciler.admit`. The effects become
 executor actions; the status is written once, last, fenced on the task's resourceVersion.
 """
@@ -31,7 +39,7 @@ import functools
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, assert_never
 
@@ -41,9 +49,9 @@ from longshot.api import handoff as ho
 from longshot.api import objects
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
+from longshot.controllers import delegating, taskinput
 from longshot.controllers import executor as ex
 from longshot.controllers import fanout as fanoutc
-from longshot.controllers import taskinput
 from longshot.core import binding, failures, fanout, forge, ledger, manifests, tasks
 from longshot.core import effects as fx
 from longshot.core.effects import EmitEvent, SetCondition
@@ -131,7 +139,9 @@ class TaskReconciler:
         if fan is not None:
             return await self._fanout(task, build, state, fan, now)
         events, pre = await self._observe(task, build, state, now)
-        return self._decide(task, build, state, events, now, pre, pod_uid=self._unrecorded_uid(task, state))
+        children = delegating.children_status(self.ctx, task, build)
+        extra = {"children": children} if children is not None else None
+        return self._decide(task, build, state, events, now, pre, extra, pod_uid=self._unrecorded_uid(task, state))
 
     async def _fanout(self, task: objects.AgentTask, build: objects.BuildRequest, state: tasks.TaskState,
                       fan: Any, now: datetime) -> list[ex.Action]:
@@ -191,15 +201,10 @@ class TaskReconciler:
 
     async def _observe(self, task: objects.AgentTask, build: objects.BuildRequest, state: tasks.TaskState,
                        now: datetime) -> tuple[list[tasks.Event], list[ex.Action]]:
-        ns = task.namespace
         spec = task.spec
         pre: list[ex.Action] = []
         if spec.cancel and state.phase not in tasks.TERMINAL:
-            unrecorded = (ns, pods.pod_name(state.name, state.attempt + 1))
-            if state.phase == tasks.PENDING and unrecorded in self.ctx.cache.pods:
-                # a Pod created just before an interrupted status write: adopt it, so the cancel deletes it
-                return [tasks.Admitted(state.attempt + 1), tasks.CancelRequested()], pre
-            return [tasks.CancelRequested()], pre
+            return self._cancelled(task, state), pre
         events: list[tasks.Event] = []
         if spec.retry_token and spec.retry_token != state.retry_token:
             events.append(tasks.RetryRequested(spec.retry_token))
@@ -207,42 +212,63 @@ class TaskReconciler:
             events.append(tasks.SuspendChanged(spec.suspend))
             if spec.suspend:
                 return events, pre  # a running attempt is stopped, not observed
-        if state.stopped:
-            if state.last_failure in ("Auth", "Configuration") and build.generation > (state.stop_generation or 0):
-                events.append(tasks.Resume("the BuildRequest's spec was edited"))
-            elif state.last_failure == "BudgetExceeded" and not self.ctx.budget_spent(build):
-                events.append(tasks.Resume("the budget allows work again"))
+        events += self._resumed(build, state)
+        events += await self._by_phase(task, build, state, now, pre)
+        return events, pre
+
+    def _cancelled(self, task: objects.AgentTask, state: tasks.TaskState) -> list[tasks.Event]:
+        unrecorded = (task.namespace, pods.pod_name(state.name, state.attempt + 1))
+        if state.phase == tasks.PENDING and unrecorded in self.ctx.cache.pods:
+            # a Pod created just before an interrupted status write: adopt it, so the cancel deletes it
+            return [tasks.Admitted(state.attempt + 1), tasks.CancelRequested()]
+        return [tasks.CancelRequested()]
+
+    def _resumed(self, build: objects.BuildRequest, state: tasks.TaskState) -> list[tasks.Event]:
+        """A task stopped for a person resumes when what stopped it changed."""
+        if not state.stopped:
+            return []
+        if state.last_failure in ("Auth", "Configuration") and build.generation > (state.stop_generation or 0):
+            return [tasks.Resume("the BuildRequest's spec was edited")]
+        if state.last_failure == "BudgetExceeded" and not self.ctx.budget_spent(build):
+            return [tasks.Resume("the budget allows work again")]
+        return []
+
+    async def _by_phase(self, task: objects.AgentTask, build: objects.BuildRequest, state: tasks.TaskState,
+                        now: datetime, pre: list[ex.Action]) -> list[tasks.Event]:
         if state.phase == tasks.RUNNING:
             if self.ctx.killswitch:
-                return [*events, tasks.Killswitch()], pre
+                return [tasks.Killswitch()]
             finished = await self._pod_event(task, build, state.attempt, now, pre)
-            if finished is not None:
-                events.append(finished)
-        elif state.phase == tasks.PENDING:
-            nxt = pods.pod_name(state.name, state.attempt + 1)
-            pod = self.ctx.cache.pods.get((ns, nxt))
-            refused = None if pod is None else binding.adoption_refused(pod.name, pod.owner_uid, task.metadata.uid,
-                                                                         None, pod.uid)
-            if refused is not None:
-                # not adopted, and never deleted: the next admission's create finds the name taken and that attempt
-                # fails with this reason; the one after gets a fresh name
-                log.warning("task %s/%s: %s", ns, task.name, refused)
-                pre.append(ex.RecordEvent(task.ref(), "Warning", "ForeignPod", refused))
-                events.extend(self._dependencies(task, build, now))
-            elif pod is not None and not pod.deleting:
-                finished = await self._pod_event(task, build, state.attempt + 1, now, pre)
-                events.append(finished if finished is not None and not isinstance(finished, tasks.PodVanished)
-                              else tasks.Admitted(state.attempt + 1))
-            else:
-                events.extend(self._dependencies(task, build, now))
-        elif state.phase == tasks.BACKOFF and state.next_attempt_time is not None:
+            return [finished] if finished is not None else []
+        if state.phase == tasks.PENDING:
+            return await self._pending(task, build, state, now, pre)
+        if state.phase == tasks.BACKOFF and state.next_attempt_time is not None:
             if state.next_attempt_time <= now:
-                events.append(tasks.BackoffElapsed())
-            else:
-                pre.append(ex.Requeue(("AgentTask", *task.key), state.next_attempt_time))
-        elif state.phase == tasks.AWAITING_INPUT and spec.answer and spec.answer != state.answer:
-            events.append(tasks.Answered(spec.answer))
-        return events, pre
+                return [tasks.BackoffElapsed()]
+            pre.append(ex.Requeue(("AgentTask", *task.key), state.next_attempt_time))
+        elif state.phase == tasks.AWAITING_INPUT and task.spec.answer and task.spec.answer != state.answer:
+            return [tasks.Answered(task.spec.answer)]
+        return []
+
+    async def _pending(self, task: objects.AgentTask, build: objects.BuildRequest, state: tasks.TaskState,
+                       now: datetime, pre: list[ex.Action]) -> list[tasks.Event]:
+        """A Pod of the next attempt that exists already is adopted; else the dependencies' readiness."""
+        ns = task.namespace
+        nxt = pods.pod_name(state.name, state.attempt + 1)
+        pod = self.ctx.cache.pods.get((ns, nxt))
+        refused = None if pod is None else binding.adoption_refused(pod.name, pod.owner_uid, task.metadata.uid,
+                                                                     None, pod.uid)
+        if refused is not None:
+            # not adopted, and never deleted: the next admission's create finds the name taken and that attempt
+            # fails with this reason; the one after gets a fresh name
+            log.warning("task %s/%s: %s", ns, task.name, refused)
+            pre.append(ex.RecordEvent(task.ref(), "Warning", "ForeignPod", refused))
+            return self._dependencies(task, build, now)
+        if pod is not None and not pod.deleting:
+            finished = await self._pod_event(task, build, state.attempt + 1, now, pre)
+            return [finished if finished is not None and not isinstance(finished, tasks.PodVanished)
+                    else tasks.Admitted(state.attempt + 1)]
+        return self._dependencies(task, build, now)
 
     def _dependencies(self, task: objects.AgentTask, build: objects.BuildRequest,
                       now: datetime) -> list[tasks.Event]:
@@ -410,67 +436,103 @@ class TaskReconciler:
                 effects: Sequence[tasks.Effect], now: datetime, extra: dict[str, Any] | None = None,
                 pod_uid: tuple[int, str] | None = None) -> list[ex.Action]:
         ns, name = task.key
-        ref = task.ref()
-        conds = since_creation(ctxmod.conditions_of(task), task)
-        attempts = {a.number: a.model_dump(by_alias=True, mode="json", exclude_none=True) for a in task.status.attempts}
-        status: dict[str, Any] = {**state.to_status(), **(extra or {})}
+        w = _Write(conds=since_creation(ctxmod.conditions_of(task), task),
+                   attempts={a.number: a.model_dump(by_alias=True, mode="json", exclude_none=True)
+                             for a in task.status.attempts},
+                   status={**state.to_status(), **(extra or {})})
         out: list[ex.Action] = []
-        counts: list[metrics.Increment] = []  # counted by the executor once the status write below succeeded
-        returned: list[tuple[str, tuple[ho.PlannedTask, ...], bool]] = []  # plans, handed over after the write
-        spans: list[int] = []  # tracing: attempts that ended here, exported by the executor after the write
-        ledgers: list[tasks.FinalizeLedger] = []  # entries completed before the status write that ends their attempt
         for e in effects:
             match e:
-                case tasks.CreatePod():
-                    out.append(ex.CreatePod(pods.build_agent_pod(to_dict(task), to_dict(build), self.ctx.settings,
-                                                                 e.attempt, taskinput.extra(self.ctx, task, build),
-                                                                 model=e.model)))
-                case tasks.StartCandidates():
-                    out.append(ex.Requeue(("AgentTask", ns, name), now))  # the round's candidates are made next
-                case tasks.DeletePod():
-                    if e.name:
-                        out.append(ex.DeletePod(ns, e.name, e.grace_seconds))
-                case SetCondition():
-                    conds, _ = cond.set_condition(conds, e.type, e.status, e.reason, e.message, now=now)
-                case tasks.RecordAttempt():
-                    attempts.setdefault(e.number, {}).update(e.to_wire())
-                    if e.failure_class:
-                        counts.append(metrics.Increment(metrics.POD_FAILURES,
-                                                        labels=(("failure_class", e.failure_class),)))
-                    if e.end_time is not None and tracing.enabled():  # tracing: the attempt's span, once, at its end
-                        spans.append(e.number)
-                case tasks.CountUsage():
-                    counts += [metrics.Increment(metrics.TOKENS, e.tokens), metrics.Increment(metrics.COST, e.cost)]
-                case tasks.RecordHandoff():
-                    status["handoff"] = dict(e.handoff)
-                case tasks.ScheduleRetry():
-                    out.append(ex.Requeue(("AgentTask", ns, name), e.at))
-                case EmitEvent():
-                    out.append(ex.RecordEvent(ref, e.type, e.reason, e.message,
-                                              budget=f"{build.namespace}/{build.name}" if e.routine else None))
-                case tasks.CreateMergeJob():
-                    out.append(ex.CreateObject(merge_job_manifest(task, build, e)))
-                case tasks.PlanReturned():
-                    returned.append((name, e.tasks, e.done))
-                case tasks.FinalizeLedger():
-                    ledgers.append(e)
+                case SetCondition() | tasks.RecordAttempt() | tasks.CountUsage() | tasks.RecordHandoff() \
+                        | tasks.PlanReturned() | tasks.FinalizeLedger():
+                    w.record(e, name, now)
                 case _:
-                    assert_never(e)
+                    out += self._act(task, build, e, now)
+        attempts = w.attempts
         if pod_uid is not None and pod_uid[0] in attempts and not attempts[pod_uid[0]].get("podUID"):
             attempts[pod_uid[0]]["podUID"] = pod_uid[1]  # a Pod of this task's, adopted (the gateway now serves it)
-        out += [ex.PutConfigMap(ledger_entry(task, build, e, attempts.get(e.number, {}))) for e in ledgers]
-        status["conditions"] = ex.stamp_generation(conds, task.generation)
+        out += [ex.PutConfigMap(ledger_entry(task, build, e, attempts.get(e.number, {}))) for e in w.ledgers]
+        status = w.status
+        status["conditions"] = ex.stamp_generation(w.conds, task.generation)
         status["attempts"] = [attempts[n] for n in sorted(attempts)][-20:]
         status["observedGeneration"] = task.generation
         # a returned plan reaches the build together with the planner's status (Succeeded), in the same turn: the
         # build's reconcile, which runs beside this one, never sees a plan of a planner it counts as running, nor
         # a Succeeded planner without its plan (which it would read again from the Pod)
-        handover = tuple(functools.partial(self._hand_over, build.key, p) for p in returned)
-        out.append(ex.WriteStatus("AgentTask", ns, name, task.metadata.resource_version, status, tuple(counts),
-                                  spans=attempt_spans(task, build, spans, attempts), then=handover))
-        if returned:
+        handover = tuple(functools.partial(self._hand_over, build.key, p) for p in w.returned)
+        out.append(ex.WriteStatus("AgentTask", ns, name, task.metadata.resource_version, status, tuple(w.counts),
+                                  spans=attempt_spans(task, build, w.spans, attempts), then=handover))
+        if w.returned:
             out.append(ex.Requeue(("BuildRequest", *build.key), now))
         return out
+
+    def _act(self, task: objects.AgentTask, build: objects.BuildRequest, e: _Acted, now: datetime) -> list[ex.Action]:
+        """The actions of an effect that is not part of the status write."""
+        ns, name = task.key
+        match e:
+            case tasks.CreatePod():
+                return [ex.CreatePod(pods.build_agent_pod(to_dict(task), to_dict(build), self.ctx.settings, e.attempt,
+                                                          taskinput.extra(self.ctx, task, build), model=e.model))]
+            case tasks.StartCandidates():
+                return [ex.Requeue(("AgentTask", ns, name), now)]  # the round's candidates are made next
+            case tasks.DeletePod():
+                return [ex.DeletePod(ns, e.name, e.grace_seconds)] if e.name else []
+            case tasks.ScheduleRetry():
+                return [ex.Requeue(("AgentTask", ns, name), e.at)]
+            case EmitEvent():
+                return [ex.RecordEvent(task.ref(), e.type, e.reason, e.message,
+                                       budget=f"{build.namespace}/{build.name}" if e.routine else None)]
+            case tasks.CreateMergeJob():
+                return [ex.CreateObject(merge_job_manifest(task, build, e))]
+            case _:
+                assert_never(e)
+
+
+_Recorded = (SetCondition | tasks.RecordAttempt | tasks.CountUsage | tasks.RecordHandoff | tasks.PlanReturned
+             | tasks.FinalizeLedger)
+"""Effects that go into the task's status write."""
+_Acted = (tasks.CreatePod | tasks.StartCandidates | tasks.DeletePod | tasks.ScheduleRetry | EmitEvent
+          | tasks.CreateMergeJob)
+"""Effects that are actions of their own."""
+
+
+@dataclass
+class _Write:
+    """The task's status write as the effects make it."""
+
+    conds: list[dict[str, Any]]
+    attempts: dict[int, dict[str, Any]]
+    status: dict[str, Any]
+    counts: list[metrics.Increment] = field(default_factory=list)
+    """Counted by the executor once the status write succeeded."""
+    returned: list[tuple[str, tuple[ho.PlannedTask, ...], bool]] = field(default_factory=list)
+    """Plans, handed over after the write."""
+    spans: list[int] = field(default_factory=list)
+    """Tracing: attempts that ended here, exported by the executor after the write."""
+    ledgers: list[tasks.FinalizeLedger] = field(default_factory=list)
+    """Entries completed before the status write that ends their attempt."""
+
+    def record(self, e: _Recorded, name: str, now: datetime) -> None:
+        match e:
+            case SetCondition():
+                self.conds, _ = cond.set_condition(self.conds, e.type, e.status, e.reason, e.message, now=now)
+            case tasks.RecordAttempt():
+                self.attempts.setdefault(e.number, {}).update(e.to_wire())
+                if e.failure_class:
+                    self.counts.append(metrics.Increment(metrics.POD_FAILURES,
+                                                         labels=(("failure_class", e.failure_class),)))
+                if e.end_time is not None and tracing.enabled():  # tracing: the attempt's span, once, at its end
+                    self.spans.append(e.number)
+            case tasks.CountUsage():
+                self.counts += [metrics.Increment(metrics.TOKENS, e.tokens), metrics.Increment(metrics.COST, e.cost)]
+            case tasks.RecordHandoff():
+                self.status["handoff"] = dict(e.handoff)
+            case tasks.PlanReturned():
+                self.returned.append((name, e.tasks, e.done))
+            case tasks.FinalizeLedger():
+                self.ledgers.append(e)
+            case _:
+                assert_never(e)
 
 
 def ledger_entry(task: objects.AgentTask, build: objects.BuildRequest, e: tasks.FinalizeLedger,

@@ -785,92 +785,148 @@ def _issue_text(issues: Sequence[TaskIssue]) -> str:
     return shown + (f" (and {len(issues) - 3} more)" if len(issues) > 3 else "")
 
 
-def summary(state: BuildState) -> list[SetCondition]:
-    """Ready, Stalled, Reconciling and Progressing for ``state`` (recomputed after every event)."""
-    def conds(ready: tuple[str, str, str], stalled: tuple[str, str, str], reconciling: tuple[str, str, str],
-              progressing: tuple[str, str, str]) -> list[SetCondition]:
-        return [SetCondition(c.READY, *ready), SetCondition(c.STALLED, *stalled),  # type: ignore[arg-type]
-                SetCondition(c.RECONCILING, *reconciling),  # type: ignore[arg-type]
-                SetCondition(c.PROGRESSING, *progressing)]  # type: ignore[arg-type]
+Triple = tuple[str, str, str]
+"""A condition's (status, reason, message)."""
 
-    not_stalled = (c.FALSE, "NotStalled", "nothing needs a person")
-    if state.phase == SUCCEEDED:
-        text = state.outcome[1] if state.outcome else "the build succeeded"
-        return conds((c.TRUE, "Succeeded", text), not_stalled, (c.FALSE, "Finished", "the build is finished"),
-                     (c.FALSE, "Idle", "the build is finished"))
-    if state.phase == FAILED:
-        reason, text = state.outcome or ("TasksFailed", "the build failed")
-        return conds((c.FALSE, reason, text), (c.TRUE, reason, text), (c.FALSE, reason, "the build is finished"),
-                     (c.FALSE, "Idle", "the build is finished"))
-    phase_reason = state.phase if state.phase != PENDING else "Pending"
+
+def _conds(ready: Triple, stalled: Triple, reconciling: Triple, progressing: Triple) -> list[SetCondition]:
+    return [SetCondition(c.READY, *ready), SetCondition(c.STALLED, *stalled),  # type: ignore[arg-type]
+            SetCondition(c.RECONCILING, *reconciling),  # type: ignore[arg-type]
+            SetCondition(c.PROGRESSING, *progressing)]  # type: ignore[arg-type]
+
+
+_NOT_STALLED: Final = (c.FALSE, "NotStalled", "nothing needs a person")
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What every rule of :func:`summary` reads besides the state."""
+
+    phase_reason: str
+    phase_text: str
+    busy: bool
+
+
+def summary(state: BuildState) -> list[SetCondition]:
+    """Ready, Stalled, Reconciling and Progressing for ``state`` (recomputed after every event): the first of
+    :data:`_SUMMARY_RULES` that has something to say, in order (finished, paused, a stop, a person, the forge),
+    else the build's progress."""
+    done = _ended(state)
+    if done is not None:
+        return done
     phase_text = _PHASE_TEXT[state.phase]
     if state.counts.total and state.phase == WORKING:
         phase_text = f"tasks {state.counts.progress} done, {state.counts.running} running"
-    busy = state.counts.running > 0
+    seen = _Seen(state.phase if state.phase != PENDING else "Pending", phase_text, state.counts.running > 0)
+    for rule in _SUMMARY_RULES:
+        said = rule(state, seen)
+        if said is not None:
+            return said
+    return _progress(state, seen)
+
+
+def _ended(state: BuildState) -> list[SetCondition] | None:
+    if state.phase == SUCCEEDED:
+        text = state.outcome[1] if state.outcome else "the build succeeded"
+        return _conds((c.TRUE, "Succeeded", text), _NOT_STALLED, (c.FALSE, "Finished", "the build is finished"),
+                      (c.FALSE, "Idle", "the build is finished"))
+    if state.phase == FAILED:
+        reason, text = state.outcome or ("TasksFailed", "the build failed")
+        return _conds((c.FALSE, reason, text), (c.TRUE, reason, text), (c.FALSE, reason, "the build is finished"),
+                      (c.FALSE, "Idle", "the build is finished"))
+    return None
+
+
+def _paused(state: BuildState, seen: _Seen) -> list[SetCondition] | None:
     if state.halted:
-        return conds((c.FALSE, "Killswitch", "the operator killswitch is engaged"), not_stalled,
-                     (c.FALSE, "Killswitch", "paused by the operator killswitch"),
-                     (c.FALSE, "Killswitch", "the operator killswitch is engaged"))
+        return _conds((c.FALSE, "Killswitch", "the operator killswitch is engaged"), _NOT_STALLED,
+                      (c.FALSE, "Killswitch", "paused by the operator killswitch"),
+                      (c.FALSE, "Killswitch", "the operator killswitch is engaged"))
     if state.suspended:
-        return conds((c.FALSE, "Suspended", f"spec.suspend is true ({phase_text})"), not_stalled,
-                     (c.FALSE, "Suspended", "paused by spec.suspend"), (c.FALSE, "Suspended", "spec.suspend is true"))
+        return _conds((c.FALSE, "Suspended", f"spec.suspend is true ({seen.phase_text})"), _NOT_STALLED,
+                      (c.FALSE, "Suspended", "paused by spec.suspend"), (c.FALSE, "Suspended", "spec.suspend is true"))
+    return None
+
+
+def _stopped_by(reason: str, text: str, busy: bool) -> list[SetCondition]:
+    """A person must fix ``reason`` (Stalled); what runs goes on (Reconciling while busy)."""
+    return _conds((c.FALSE, reason, text), (c.TRUE, reason, text), (c.TRUE if busy else c.FALSE, reason, text),
+                  (c.FALSE, reason, text))
+
+
+def _errors(state: BuildState, seen: _Seen) -> list[SetCondition] | None:
     if state.configuration_error:
-        text = state.configuration_error
-        return conds((c.FALSE, "Configuration", text), (c.TRUE, "Configuration", text),
-                     (c.TRUE if busy else c.FALSE, "Configuration", text), (c.FALSE, "Configuration", text))
+        return _stopped_by("Configuration", state.configuration_error, seen.busy)
     if state.dispatch_error:
-        text = dispatch_failed_text(state.dispatch_error)
-        return conds((c.FALSE, DISPATCH_FAILED, text), (c.TRUE, DISPATCH_FAILED, text),
-                     (c.TRUE if busy else c.FALSE, DISPATCH_FAILED, text), (c.FALSE, DISPATCH_FAILED, text))
+        return _stopped_by(DISPATCH_FAILED, dispatch_failed_text(state.dispatch_error), seen.busy)
     if state.intake_error is not None:
         fc, text = state.intake_error
         if fc in ("Auth", "Configuration"):
-            reason = "AuthFailed" if fc == "Auth" else "Configuration"
-            return conds((c.FALSE, reason, text), (c.TRUE, reason, text), (c.TRUE if busy else c.FALSE, reason, text),
-                         (c.FALSE, reason, text))
+            return _stopped_by("AuthFailed" if fc == "Auth" else "Configuration", text, seen.busy)
         reason = "RateLimited" if fc == "RateLimited" else "IntakeFailed"
-        return conds((c.FALSE, reason, text), not_stalled, (c.TRUE, reason, text), (c.FALSE, reason, text))
-    stopped = _first(state.issues, "stopped")
+        return _conds((c.FALSE, reason, text), _NOT_STALLED, (c.TRUE, reason, text), (c.FALSE, reason, text))
     if state.budget_exceeded:
-        text = "the token or cost budget is spent; raise spec.budget to go on"
-        return conds((c.FALSE, "BudgetExceeded", text), (c.TRUE, "BudgetExceeded", text),
-                     (c.TRUE if busy else c.FALSE, "BudgetExceeded", text), (c.FALSE, "BudgetExceeded", text))
-    if stopped:
-        text = _issue_text(stopped)
-        more = state.counts.running > 0 or state.counts.pending > state.counts.blocked
-        reconciling = (c.TRUE, phase_reason, phase_text) if more else (c.FALSE, "TaskBlocked", text)
-        return conds((c.FALSE, "TaskBlocked", text), (c.TRUE, "TaskBlocked", text), reconciling,
-                     (c.TRUE if more else c.FALSE, "TasksRunning" if more else "TaskBlocked", phase_text))
+        return _stopped_by("BudgetExceeded", "the token or cost budget is spent; raise spec.budget to go on",
+                           seen.busy)
+    return None
+
+
+def _stopped(state: BuildState, seen: _Seen) -> list[SetCondition] | None:
+    stopped = _first(state.issues, "stopped")
+    if not stopped:
+        return None
+    text = _issue_text(stopped)
+    more = state.counts.running > 0 or state.counts.pending > state.counts.blocked
+    reconciling = (c.TRUE, seen.phase_reason, seen.phase_text) if more else (c.FALSE, "TaskBlocked", text)
+    return _conds((c.FALSE, "TaskBlocked", text), (c.TRUE, "TaskBlocked", text), reconciling,
+                  (c.TRUE if more else c.FALSE, "TasksRunning" if more else "TaskBlocked", seen.phase_text))
+
+
+def _waiting(state: BuildState, seen: _Seen) -> list[SetCondition] | None:
     asking = _first(state.issues, "awaiting")
     waiting = asking + _first(state.issues, "approval")
-    if waiting:
-        text = "waiting for a person: " + "; ".join(
-            (f"task {i.task} asked: {i.message}" if i.kind == "awaiting" else f"MergeJob {i.task}: {i.message}")
-            for i in waiting[:3]) + (f" (and {len(waiting) - 3} more)" if len(waiting) > 3 else "")
-        reason = "AwaitingInput" if asking else "AwaitingApproval"
-        more = state.counts.running > 0 or state.counts.pending > state.counts.blocked + len(asking) \
-            or state.phase == PLANNING
-        if more:
-            return conds((c.FALSE, reason, f"{state.phase}: {text}"), not_stalled, (c.TRUE, phase_reason, phase_text),
-                         (c.TRUE, "TasksRunning", phase_text))
-        return conds((c.FALSE, reason, text), (c.TRUE, reason, text), (c.FALSE, reason, text), (c.FALSE, reason, text))
+    if not waiting:
+        return None
+    text = "waiting for a person: " + "; ".join(
+        (f"task {i.task} asked: {i.message}" if i.kind == "awaiting" else f"MergeJob {i.task}: {i.message}")
+        for i in waiting[:3]) + (f" (and {len(waiting) - 3} more)" if len(waiting) > 3 else "")
+    reason = "AwaitingInput" if asking else "AwaitingApproval"
+    more = state.counts.running > 0 or state.counts.pending > state.counts.blocked + len(asking) \
+        or state.phase == PLANNING
+    if more:
+        return _conds((c.FALSE, reason, f"{state.phase}: {text}"), _NOT_STALLED,
+                      (c.TRUE, seen.phase_reason, seen.phase_text), (c.TRUE, "TasksRunning", seen.phase_text))
+    return _conds((c.FALSE, reason, text), (c.TRUE, reason, text), (c.FALSE, reason, text), (c.FALSE, reason, text))
+
+
+def _forge(state: BuildState, seen: _Seen) -> list[SetCondition] | None:
     forge = _first(state.issues, "forge")
-    if forge and not busy and state.phase in (WORKING, MERGING, FINALIZING):
-        text = forge_waiting_text(forge)
-        return conds((c.FALSE, AWAITING_FORGE, f"{state.phase}: {text}"), not_stalled,
-                     (c.TRUE, AWAITING_FORGE, text), (c.FALSE, AWAITING_FORGE, text))
+    if not forge or seen.busy or state.phase not in (WORKING, MERGING, FINALIZING):
+        return None
+    text = forge_waiting_text(forge)
+    return _conds((c.FALSE, AWAITING_FORGE, f"{state.phase}: {text}"), _NOT_STALLED,
+                  (c.TRUE, AWAITING_FORGE, text), (c.FALSE, AWAITING_FORGE, text))
+
+
+def _progress(state: BuildState, seen: _Seen) -> list[SetCondition]:
     retrying = _first(state.issues, "retrying")
     failed = _first(state.issues, "failed") + _first(state.issues, "blocked")
-    ready_reason: str = phase_reason
-    ready_text = f"{state.phase}: {phase_text}"
+    ready_reason: str = seen.phase_reason
+    ready_text = f"{state.phase}: {seen.phase_text}"
     if retrying:
         ready_reason, ready_text = "TaskRetrying", f"{state.phase}: {_issue_text(retrying)}"
     elif failed:
-        ready_text = f"{state.phase}: {phase_text}; {_issue_text(failed)}"
-    progressing = ((c.TRUE, "TasksRunning", phase_text) if state.phase == WORKING
-                   else (c.TRUE, "InProgress", phase_text) if state.phase == PLANNING
-                   else (c.FALSE, "Idle", phase_text))
-    return conds((c.FALSE, ready_reason, ready_text), not_stalled, (c.TRUE, phase_reason, phase_text), progressing)
+        ready_text = f"{state.phase}: {seen.phase_text}; {_issue_text(failed)}"
+    progressing = ((c.TRUE, "TasksRunning", seen.phase_text) if state.phase == WORKING
+                   else (c.TRUE, "InProgress", seen.phase_text) if state.phase == PLANNING
+                   else (c.FALSE, "Idle", seen.phase_text))
+    return _conds((c.FALSE, ready_reason, ready_text), _NOT_STALLED, (c.TRUE, seen.phase_reason, seen.phase_text),
+                  progressing)
+
+
+_SUMMARY_RULES: Final[tuple[Callable[[BuildState, _Seen], list[SetCondition] | None], ...]] = (
+    _paused, _errors, _stopped, _waiting, _forge)
+"""The summary's rules after a finished build's, in order: the first that says something wins."""
 
 
 # --- the table ---------------------------------------------------------------------------------------

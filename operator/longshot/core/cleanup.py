@@ -56,7 +56,7 @@ from datetime import datetime, timedelta
 from typing import Final, Literal
 
 from longshot.api import keys
-from longshot.core import names
+from longshot.core import effects, names
 from longshot.core.effects import EmitEvent
 
 FINALIZER: Final = "longshot.dev/cleanup"
@@ -81,8 +81,8 @@ Fate = Literal["landed", "abandoned", "report", "open"]
 """What became of a task's work: on the target, given up for another candidate, a report read, or neither."""
 
 
-class InvalidTransition(Exception):
-    """An event that cannot happen in the clean-up's phase (a bug in the shell)."""
+InvalidTransition = effects.InvalidTransition
+"""An event that cannot happen in the clean-up's phase (a bug in the shell): the deciders' one exception."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from longshot.core import cleanup
+from longshot.core import cleanup, effects
 from longshot.core.cleanup import Ref, TaskFacts
 from longshot.core.effects import EmitEvent
 
@@ -74,8 +74,10 @@ def test_never_removes_the_finalizer_without_touching_the_repository():
     (state(finalizer=False), cleanup.ForgeFailed("x")),
 ])
 def test_an_event_impossible_in_the_phase_is_refused(s, event):
-    with pytest.raises(cleanup.InvalidTransition):
+    with pytest.raises(effects.InvalidTransition):  # the deciders' one exception, which effects.fold collects
         cleanup.decide(s, event, now=T0)
+    _, _, invalid = effects.fold(lambda st, e: cleanup.decide(st, e, now=T0), s, [event])
+    assert len(invalid) == 1
 
 
 # --- what goes and what stays ------------------------------------------------------------------------------
