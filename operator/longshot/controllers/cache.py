@@ -507,6 +507,12 @@ class Cache:
         if old_build is None or _dispatch_facts(old_build) != _dispatch_facts(obj):
             self.freeing += 1
         self.builds[obj.key] = obj
+        if old_build is not None and status_only(old_build, obj) and not _has_build_owner(obj) \
+                and _dispatch_facts(old_build) == _dispatch_facts(obj):
+            # the build reconciler is its status's one writer (the decision that wrote it asked for whatever
+            # comes next: a requeue, a timer, a child's change), so its own write wakes nothing; a standing
+            # intake's child still wakes its parent (manager.observe), and dispatch hears of what it reads
+            return []
         if old_build is not None and old_build.generation != obj.generation:
             # a spec edit may resume stopped tasks (Configuration, Auth, a budget) or change what running ones
             # do; a pending task's start is dispatch's to decide, which reads the build anew (and the resync
@@ -742,6 +748,17 @@ def pod_name(task: str, attempt: int) -> str:
 
 
 _META_COMPARED: Final = ("generation", "labels", "annotations", "deletion_timestamp", "owner_references")
+
+
+def _has_build_owner(build: objects.BuildRequest) -> bool:
+    return any(o.kind == "BuildRequest" and o.controller for o in build.metadata.owner_references)
+
+
+def status_only(old: objects.BuildRequest, new: objects.BuildRequest) -> bool:
+    """Whether ``new`` differs from ``old`` in its status only (and the resourceVersion): the build's own write."""
+    return old.spec == new.spec and old.metadata.uid == new.metadata.uid and \
+        old.metadata.finalizers == new.metadata.finalizers and all(
+            getattr(old.metadata, f) == getattr(new.metadata, f) for f in _META_COMPARED)
 
 
 def progress_only(old: objects.AgentTask, new: objects.AgentTask) -> bool:

@@ -469,3 +469,29 @@ def test_the_pending_and_running_tasks_of_each_build_and_the_count_per_phase_fol
         assert all(n >= 0 for n in c.task_phases.values())
         for b, members in c.tasks_by_build.items():  # a task is listed under its own build only
             assert all(c.tasks[(b[0], m)].build_name == b[1] for m in members)
+
+
+def test_a_build_s_status_only_change_wakes_nothing_but_a_spec_edit_or_a_child_s_does():
+    """The build reconciler is its status's one writer: the watch event of its own status write, even when it
+    arrives before the write's answer is stored, brings no reconcile of its own (issue 51's hand-overs)."""
+    c = cachemod.Cache()
+    c.observe("BuildRequest", "ADDED", build())
+    written = {**build(), "metadata": {**build()["metadata"], "resourceVersion": "2"},
+               "status": {"phase": "Planning"}}
+    assert c.observe("BuildRequest", "MODIFIED", written) == []
+    assert c.builds[("ns", "b")].status.phase == "Planning"  # stored all the same
+    decided = {**written, "metadata": {**written["metadata"], "resourceVersion": "2a"},
+               "status": {"phase": "Planning", "observedGeneration": 1}}
+    assert ("BuildRequest", "ns", "b") in c.observe("BuildRequest", "MODIFIED", decided)  # dispatch reads this
+    edited = {**written, "metadata": {**written["metadata"], "resourceVersion": "3", "generation": 2},
+              "spec": {**written["spec"], "request": "r2"}}
+    assert ("BuildRequest", "ns", "b") in c.observe("BuildRequest", "MODIFIED", edited)
+    again = {**edited, "metadata": {**edited["metadata"], "resourceVersion": "4"}, "status": {"phase": "Planning",
+                                                                                             "iteration": 1}}
+    assert c.observe("BuildRequest", "MODIFIED", again) == []
+    child_meta = {**again["metadata"], "resourceVersion": "5", "name": "child", "ownerReferences": [
+        {"apiVersion": "longshot.dev/v1alpha1", "kind": "BuildRequest", "name": "b", "uid": "uid-b",
+         "controller": True}]}
+    c.observe("BuildRequest", "ADDED", {**again, "metadata": child_meta})
+    child_done = {**again, "metadata": {**child_meta, "resourceVersion": "6"}, "status": {"phase": "Finalized"}}
+    assert ("BuildRequest", "ns", "child") in c.observe("BuildRequest", "MODIFIED", child_done)
