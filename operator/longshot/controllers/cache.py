@@ -18,8 +18,7 @@ attributes live in CPython's key-sharing instance layout (the field names held o
 its own made by pydantic; equal label and annotation maps are one read-only map (:class:`FrozenDict`), a list of
 shared parts (the conditions of pending tasks) is one read-only list (:class:`FrozenList`), every empty list is
 :data:`EMPTY`, and the strings of fields that repeat (namespace, phase, a condition's reason) and equal timestamps
-are held once. ``make bench-cache``: 1.5 KiB of resident memory per pending AgentTask, 1.7 KiB on average with one
-in ten running (3.9 KiB before these; about 13 KiB as plain models, traced).
+are held once (the memory per AgentTask this buys: ``make bench-cache``, docs/benchmarks.md).
 Cached models are read-only (they always were: the shell writes through the API and stores the answer); the shared
 sets of fields, maps and lists are frozen, so a change to a cached model fails loudly instead of changing other
 objects.
@@ -321,8 +320,7 @@ class Cache:
     tasks_by_build: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
     live_by_build: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
     """build -> its tasks that are pending or running (no phase yet counts as pending): what a dispatch plan walks.
-    With ten thousand tasks a plan walked every one of them, the thousands that had ended too, on every replica
-    (``make bench-fleet``: a sixth of a replica's time)."""
+    Without it a plan walks every task of the build, the thousands that have ended too, on every replica."""
     task_phases: Counter[str] = field(default_factory=Counter)
     """How many tasks the cache holds in each phase (no phase yet: ``Pending``): the tasks-by-state gauge."""
     jobs_by_build: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))

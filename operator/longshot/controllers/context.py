@@ -147,9 +147,9 @@ class Context:
     def views(self, build: Key) -> BuildViews:
         """The build's derived views. Made once from all its tasks; then, when something of the build changed, only
         the tasks the cache says changed (``Cache.changed_tasks``: a task, or its MergeJob, stored or forgotten) and
-        the tasks whose MergeJob a fixer took over (their view reads the fixer's) are read again: with a thousand
-        agents the build's 10,000 tasks changed a hundred times a second, and a pass over all of them for each plan
-        and each build reconcile took a fifth of the operator's event loop (``make bench-fleet``)."""
+        the tasks whose MergeJob a fixer took over (their view reads the fixer's) are read again: a large build's
+        tasks change many times a second, and a pass over all of them for each plan and each build reconcile
+        would hold the operator's event loop."""
         version = self.cache.changes.get(build, 0)
         memo = self._memos.get(build)
         if memo is not None and memo.version == version and memo.views is not None:

@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 
 MAX_UNRECORDED_ENDS = 64
 """Most slots of tasks whose Pod ended, their end not recorded yet, that one plan gives to new tasks. With a
-thousand agents (``make bench-fleet``) the task controller recorded ten ends a second while dispatch started thirty
-agents: 6,400 ended tasks waited to be taken in (their MergeJobs not made) while new agents took the machine."""
+fleet the task controller records ends more slowly than dispatch starts agents, and ended tasks would wait to be
+taken in (their MergeJobs not made) while new agents took the machine (docs/benchmarks.md, "Where the shell's
+constants come from")."""
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ start now), and its one worker admits the chosen tasks.
   :meth:`healthy` False.
 * Between two plans the worker waits at least as long as the last plan took (its cost grows with the tasks: ~0.1 s
   at 10,000), so dispatch never holds more than half of the event loop; a new gate, review, sweep or final task
-  (:meth:`hurry`: the merge queue or a build's finalization waits for its end) cuts that wait short. With a thousand
-  agents a gate task waited 1.3 s (p50; 3.8 s p90) for its Pod, every batch of the merge queue (``make bench-fleet``).
+  (:meth:`hurry`: the merge queue or a build's finalization waits for its end) cuts that wait short: every batch of
+  the merge queue waits for its gate's Pod.
 * A plan that found everything full (``Plan.full``: the operator-wide limit, or every build at its limit,
   suspended, halted or out of budget) is not made again until something may free a slot (``Cache.freeing``): a
   10,000-task plan taken in while the build's slots are full costs no plan per new task.
@@ -55,9 +55,8 @@ CONCURRENCY: Final = 32
 """Admissions' API calls in flight."""
 MAX_ADMISSIONS: Final = 64
 """Most tasks one dispatch admits (the first of the plan's order: priority within a build, fairness across them);
-the rest are the next dispatch's, at once. With a thousand agents a plan chose 450 tasks whose Pods took 14 s to
-create, and a gate task made meanwhile (priority 9) waited for that whole round and the next plan: 20 s a gate, one
-gate at a time (``make bench-fleet``)."""
+the rest are the next dispatch's, at once. Without a bound, a gate task made while a large round's Pods are being
+created (priority 9) waits for that whole round and the next plan, one gate at a time (docs/benchmarks.md)."""
 FAILURES_UNHEALTHY: Final = 10
 STALL_SECONDS: Final = 60.0
 

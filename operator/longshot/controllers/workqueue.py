@@ -16,7 +16,7 @@ time (timers: backoffs, sweeps, error retries).
   every object again) queues behind every reference added otherwise, and an ``urgent`` classifier puts references
   ahead of all others (the AgentTask controller: the merge queue's gate and review tasks, whose ends the queue waits
   for). Without them a resync of 10,000 tasks, or the ends of hundreds of worker Pods, each costing a read of their
-  branch, stood between a gate Pod's end and the merge it was holding up (``make bench-fleet``: 0 merges in 480 s).
+  branch, stood between a gate Pod's end and the merge it was holding up.
   A reference added at a higher priority while waiting at a lower one moves up; never down.
 * ``min_interval``: a reference is handed to a worker (:meth:`get`) at most once per that many seconds; events
   that land meanwhile wait and are reconciled together. The BuildRequest controller uses it: every change of any of
@@ -26,8 +26,7 @@ time (timers: backoffs, sweeps, error retries).
   ``1/duty - 1`` times as long as its reconcile took (``busy``: not the writes it made, which wait for the API
   server; a build's reconcile that created a plan's 150 tasks took seconds of writes), so that one reference holds
   at most that share of the workers' time however long its reconciles grow (the BuildRequest controller: a quarter;
-  a 10,000-task build's reconcile took 0.6 s with a thousand agents, a third of the event loop at one a second,
-  ``make bench-fleet``).
+  a 10,000-task build's reconcile is the reason).
 * Tenants in their own lanes (``tenant``, ``tenant_cap``): :meth:`get` takes turns between tenants (a reference's
   namespace), round-robin in the order of their names within a tier, and hands a tenant no more while ``tenant_cap``
   of its references are being processed (claimed ones count): one tenant's many slow reconciles hold at

@@ -202,8 +202,8 @@ class TipReader:
 
     Every worker's handoff is checked against its branch's tip once its Pod has ended. One ``ls-remote`` (a
     process, a Secret read, a connection to the forge) per handoff made the AgentTask controller's workers wait on
-    git: with hundreds of agents ending a minute, the ends of the merge queue's gate Pods waited behind them
-    (``make bench-fleet``). Here the reads of one repository (namespace, credentials Secret, URL) are coalesced:
+    git: with hundreds of agents ending a minute, the ends of the merge queue's gate Pods waited behind them.
+    Here the reads of one repository (namespace, credentials Secret, URL) are coalesced:
     one ``ls-remote`` runs at a time per repository, and each read waits for the first one that *starts after it
     was asked* (so a tip is never read before the Pod that asked had ended), which carries every branch asked
     meanwhile (up to :data:`TIPS_PER_CALL`). A failed call fails the reads it carried (:class:`TipUnknown`)."""

@@ -122,8 +122,8 @@ class Core:
     """The core API (``/api/v1``) calls the operator makes, through the official client's ``ApiClient`` (its
     configuration, TLS, bearer token, time limits and :class:`ApiException`), answered as plain JSON.
 
-    Not ``CoreV1Api``: importing it loads the client's whole core model tree (239 modules, 19 MiB of the operator's
-    memory, ``make bench-dispatch``), and its typed answers are parsed into those models only to be turned back
+    Not ``CoreV1Api``: importing it loads the client's whole core model tree (hundreds of modules, a large share of
+    the operator's memory), and its typed answers are parsed into those models only to be turned back
     into dicts here."""
 
     def __init__(self, client: kubernetes.client.ApiClient) -> None:

@@ -63,9 +63,8 @@ KIND_LABEL = keys.LEASE_KIND
 Callback = Callable[[], Awaitable[None] | None]
 LEASE_THREADS: Final = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="longshot-lease")
 """The Lease calls' own threads. On the event loop's default executor, shared with every reconcile's API and git
-work, a renewal waited behind 64 busy threads past its renew deadline under load: the replica dropped its shards
-every few seconds, each drop marked every object again, and a 1,000-agent fleet merged nothing (``make
-bench-fleet``, 2026-11-25). A Lease renewal must wait on the API server only."""
+work, a renewal can wait behind busy threads past its renew deadline under load: the replica drops its shards,
+and each drop marks every object again. A Lease renewal must wait on the API server only."""
 
 
 def shard_lease_name(shard: str) -> str:

@@ -11,8 +11,8 @@ ever checked out. Blocking: call from a worker thread.
   the queue that carries the MergeJob's UID in a ``Longshot-Merge-Id`` trailer, or the member's own commit being
   an ancestor of the target. A trailer any commit can carry (``Longshot-Merge: <namespace>/<name>``) is never
   trusted: a UID is random and not visible to agents.
-* **A batch's reads are done once for all its members**, not once per member (``make bench-prepare``'s batch of
-  32 ran 264 git commands, now 76: its merge-trees and commit-trees, and a few reads): which commits the workspace
+* **A batch's reads are done once for all its members**, not once per member (``make bench-prepare`` counts the
+  git commands of a batch of 32): which commits the workspace
   has (one ``cat-file --batch-check`` before and one after the fetch, :func:`_commit_ids`), the branches' commits
   that are not on the target (one ``git log``, :func:`_read_branches`: a member's ancestry, and the commits a rebase
   replays), and the queue's record (one ``git log --first-parent --grep`` of every member's UID line: the target's
