@@ -94,7 +94,8 @@ class ChecksStep:
         out: list[ex.Action] = []
         before, scans = self._before_scans(todo.checking, {j.name for j, _ in sliced})
         timeout = self.ctx.settings.scan_timeout_seconds or None
-        scanned = await git.run(w, git.Scan(tuple(scans), CHECKS_BUDGET_SECONDS, timeout)) if scans else {}
+        scanned = await git.run(w, git.Scan(tuple(scans), CHECKS_BUDGET_SECONDS, timeout),
+                                git.scan_deadline(timeout)) if scans else {}
         checked, holding = self._verdicts(todo, before, scanned, out, now, name)
         metrics.observe_queue_phase("checks", time.monotonic() - started)
         if holding:  # their verdicts are not written now (no watch event): the batch step is woken here

@@ -23,7 +23,17 @@ GIT_DEADLINE_SECONDS: Final = 120.0
 controller's stall limit (``manager.STALLS``: 300 s) with room for a second action in the same reconcile, so one
 tenant's slow git server requeues its own queue instead of wedging a worker or failing the replica's /healthz."""
 
+SCAN_MARGIN_SECONDS: Final = 30.0
+"""A slice of scans may take its first job's scan timeout (``scan_timeout_seconds``, which fails that job with
+``ScanTimedOut``) and this much more for the merge-base and the fetch of the branch: :func:`scan_deadline`."""
+
 T = TypeVar("T", covariant=True)
+
+
+def scan_deadline(timeout: float | None) -> float:
+    """The deadline of a :class:`Scan`: long enough for a scan to reach its own timeout (a verdict for its job)
+    rather than the action's deadline (no verdict: the slice would be tried again and again)."""
+    return max(GIT_DEADLINE_SECONDS, (timeout or 0.0) + SCAN_MARGIN_SECONDS)
 
 
 class GitAction(Protocol[T]):
