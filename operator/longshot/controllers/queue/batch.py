@@ -113,8 +113,10 @@ class BatchStep:
                                               {"metadata": {"annotations": {finalization.RETRY_ASKED: None}}}))
         for n, evs in events.items():
             job, build = by_name[n]
-            out += jobs.write(self.ctx, job, build, self.memory.with_held(job, evs), now, name)
-        read.touched.update(events)
+            written = jobs.write(self.ctx, job, build, self.memory.with_held(job, evs), now, name)
+            if written:  # an event the job's phase ignores writes nothing, and does not wake the queue again
+                out += written
+                read.touched.add(n)
         return out
 
     def _facts(self, job: objects.MergeJob) -> q.JobFacts:
