@@ -1,6 +1,6 @@
 """The status writes the pure queue owes its jobs: held checks (``QueueState.held``, ``WriteChecks``), first statuses,
-a fixer's merge and finalization's retry asked (``observe``). These facts were the shell's (``jobs.held``,
-``OBSERVE_GRACE_SECONDS``, ``HOLD_SECONDS``, ``_write_overdue``); now the decider says when to write them."""
+a fixer's merge and finalization's retry asked (``observe``). These facts used to be the shell's, held together by
+timers and a hook between two reconcilers; now the decider says when to write them, and no timer does."""
 
 from __future__ import annotations
 
