@@ -963,6 +963,40 @@ async def test_the_batch_step_writes_the_first_status_of_a_job_no_step_checks(wo
     assert "Merged" in {c["type"] for c in writes["b-p1"]["conditions"]}  # Observed's conditions
 
 
+async def test_finalization_asks_the_queue_to_try_a_job_again_and_the_queue_answers(world):
+    """Finalization does not write MergeJobs: it annotates the job (``finalization.RETRY_ASKED``), and counts it as
+    not finished while the annotation is there. The queue tries the failed job again (its one status write), then
+    takes the annotation away. No git: the queue has no job in it to batch."""
+    from longshot.core import finalization
+
+    fake, m, _clock, _mono, _sync = world
+    fake.create(build(repository={"url": "file:///nowhere.git"}))
+    fake.create(merged_job("b-p0", "b-p0"))
+    fake.patch_status("MergeJob", "ns", "b-p0", {"phase": "Failed", "checks": "passed"})
+    for (kind, _, _), obj in list(fake.objects.items()):
+        m.observe(kind, "MODIFIED", obj)
+    b = m.cache.builds[("ns", "b")]
+    asked = m.builds.final.ask_retry(b, ["b-p0", "gone"], 2)
+    assert asked == [ex.PatchObject("MergeJob", "ns", "b-p0",
+                                    {"metadata": {"annotations": {finalization.RETRY_ASKED: "2"}}})]
+    await m.executor.run(asked)
+    (view,) = m.builds.final.job_views(b, [])
+    assert not view.finished and not view.retryable  # the queue has it: finalization waits
+    queue = cachemod.queue_name(b, "main")
+    actions = await m.reconcilers["Queue"]("", queue)
+    (write,) = [a for a in actions if isinstance(a, ex.WriteStatus)]
+    assert write.name == "b-p0" and write.status["phase"] == "Queued", actions
+    assert not [a for a in actions if isinstance(a, ex.PatchObject)]  # the ask stays until the retry is written
+    await m.executor.run(actions)
+    assert status(fake, "MergeJob", "b-p0")["phase"] == "Queued"
+    fake.patch_status("MergeJob", "ns", "b-p0", {"phase": "Merged"})  # tried again, and merged (no git here)
+    m.observe("MergeJob", "MODIFIED", fake.objects[("MergeJob", "ns", "b-p0")])
+    actions = await m.reconcilers["Queue"]("", queue)
+    assert ex.PatchObject("MergeJob", "ns", "b-p0",
+                          {"metadata": {"annotations": {finalization.RETRY_ASKED: None}}}) in actions, actions
+    assert not [a for a in actions if isinstance(a, ex.WriteStatus)]
+
+
 async def test_a_queue_reconcile_checks_a_slice_of_the_new_jobs_and_comes_back_for_the_rest(world, tmp_path,
                                                                                              monkeypatch):
     """A thousand workers finishing at once: a reconcile that checked (and wrote) every new job held the step for
