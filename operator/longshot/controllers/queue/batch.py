@@ -84,9 +84,12 @@ class BatchStep:
         if broken:
             return [*read.out, *self._error_batch([j for j, _ in rest if j.status.batch is not None], rest[0][1],
                                                   broken, now, name)]
+        deciding = time.monotonic()
         state = self.queue_state(rest, read.head, now, read.live)
+        decision = q.decide(state)
+        metrics.observe_queue_phase("decide", time.monotonic() - deciding)
         act = Act(self.ctx, self.memory, w, name, name.partition("|")[2], now, state, {j.name: (j, b) for j, b in rest})
-        out = [*read.out, *await act.run(q.decide(state))]
+        out = [*read.out, *await act.run(decision)]
         self._log_slow(name, started)
         return out
 
