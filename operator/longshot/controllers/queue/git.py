@@ -152,9 +152,11 @@ class Scan:
         return scan_slice(w, self.items, budget=self.budget, timeout=self.timeout)
 
 
-async def run(w: vws.Workspace, action: GitAction[T], deadline: float = GIT_DEADLINE_SECONDS) -> T:
+async def run(w: vws.Workspace, action: GitAction[T], deadline: float | None = None) -> T:
     """``action`` carried out in a worker thread; :class:`GitDeadline` when it takes longer than ``deadline``
-    seconds (the thread's git command ends at its own timeout, ``workspaces.GIT_COMMAND_SECONDS``)."""
+    seconds (default ``GIT_DEADLINE_SECONDS``; the thread's git command ends at its own timeout,
+    ``workspaces.GIT_COMMAND_SECONDS``)."""
+    deadline = GIT_DEADLINE_SECONDS if deadline is None else deadline
     try:
         return await asyncio.wait_for(asyncio.to_thread(action.do, w), deadline)
     except TimeoutError:
