@@ -8,7 +8,7 @@ The REAL queue code decides and does the git work: ``core.mergequeue`` (which ba
 bisection, what to land, the window) and ``vcs.speculate`` (the speculative commits built with the rebase strategy
 in the operator's bare workspace, published to queue branches, landed with a compare-and-swap push). What stands
 in for the cluster: the MergeJobs are kept in memory by a small driver that applies the queue's effects the way
-``controllers/mergequeue.py`` does, and each gate (a tester Pod) is a local process, run in parallel, that takes
+``controllers/queue/`` does, and each gate (a tester Pod) is a local process, run in parallel, that takes
 the published queue branch's tree out of the server repository and runs ``sleep <gate-seconds> && sh test.sh``.
 
 The repository: a base commit with ``test.sh`` (fails when any file under ``tasks/`` says ``BROKEN``) and N

@@ -5,7 +5,7 @@ Called by the BuildRequest reconciler (``controllers.builds``) on every reconcil
 * a build without the finalizer ``longshot.dev/cleanup`` gets it (one metadata patch, fenced on the build's
   resourceVersion; that reconcile does nothing else, and the patch's own event brings the next one);
 * a build being deleted: its refs are listed on the server and the ones the policy lets go deleted, through the
-  tenant's workspace (``controllers.mergequeue.Workspaces``: the build's credentials Secret and the egress
+  tenant's workspace (``controllers.queue.Workspaces``: the build's credentials Secret and the egress
   guard), by the replica that holds the build's shard, each ref by compare-and-swap on the commit it was listed
   at. Then the finalizer is removed (fenced too). A failed attempt is recorded in annotations of the build and
   tried again with backoff; after the last one the finalizer is removed anyway, with a Warning Event.

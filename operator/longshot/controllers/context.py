@@ -116,7 +116,7 @@ class Context:
     policed: set[str] = field(default_factory=set)
     """Namespaces whose agent NetworkPolicy this replica made sure of."""
     workspaces: Any = None
-    """The operator's git workspaces (``controllers.mergequeue.Workspaces``), shared by the merge queue, roadmap
+    """The operator's git workspaces (``controllers.queue.Workspaces``), shared by the merge queue, roadmap
     intake and best-of-N gates; set by the manager."""
     egress: gd.Guard | None = None
     """The egress policy of the operator's own connections for builds (git, trackers; ``longshot.net.guard``),

@@ -23,8 +23,7 @@ from longshot.api import agenttask, objects
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
 from longshot.controllers import lanes
-from longshot.controllers import mergejobs as mqc
-from longshot.core import fanout, names, plan, tasks
+from longshot.core import fanout, manifests, names, plan, tasks
 from longshot.core import mergequeue as q
 from longshot.vcs import speculate
 from longshot.vcs import workspace as vws
@@ -65,7 +64,7 @@ class Fanout:
     def snapshot(self, task: objects.AgentTask, build: objects.BuildRequest, settings: fanout.Settings,
                  round_: int, running: bool) -> fanout.Snapshot:
         recorded = {c.name: c for c in (task.status.fanout.candidates if task.status.fanout is not None else [])}
-        has_gate = bool(mqc.gate_command(build))
+        has_gate = bool(manifests.gate_command(build))
         views = tuple(self._candidate(task, build, settings, round_, i, recorded, has_gate)
                       for i in range(1, settings.count + 1))
         jt = self.ctx.cache.tasks.get((task.namespace, fanout.judge_name(task.name, round_)))
@@ -204,8 +203,8 @@ class Fanout:
             raise RuntimeError(f"the gate of candidate {name} could not be prepared: {e}") from None
         if not ok:
             return False, detail
-        command = mqc.gate_command(build)
-        actions.append(ex.CreateObject(mqc.tester_manifest(
+        command = manifests.gate_command(build)
+        actions.append(ex.CreateObject(manifests.tester_of(
             build, fanout.gate_name(name), branch=detail, command=command, purpose=fanout.CANDIDATE_GATE, priority=9,
             labels={fanout.FANOUT_LABEL: names.fit(task.name)}, annotations={fanout.CANDIDATE_ANNOTATION: name},
             description=(f"Quality gate of candidate {name} of task {task.name}: run `{command}` on the candidate "

@@ -17,10 +17,8 @@ from longshot.api import keys, objects
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
-from longshot.controllers import mergejobs as mjc
-from longshot.controllers import mergequeue as mqc
 from longshot.controllers import sweeping
-from longshot.core import builds, delivery, finalization, names, plan, tasks
+from longshot.core import builds, delivery, finalization, manifests, names, plan, tasks
 from longshot.core import mergejobs as mj
 from longshot.core import sweeps as sweepsc
 
@@ -64,7 +62,7 @@ class Finalizer:
             return None
         final = self.ctx.cache.tasks.get((build.namespace, names.child_name(build.name, f"final-{attempt}")))
         if final is None:  # an adopted early sweep or gate run
-            final = next((t for t in self.sweeps.of_kind(ts, FINAL) + self.sweeps.of_kind(ts, mqc.GATE)
+            final = next((t for t in self.sweeps.of_kind(ts, FINAL) + self.sweeps.of_kind(ts, manifests.GATE)
                           if t.metadata.annotations.get(keys.FINAL_ATTEMPT) == str(attempt)), None)
         return final
 
@@ -90,39 +88,47 @@ class Finalizer:
                 decided = finalization.decide(dataclasses.replace(snapshot, tested_tip=sweeping.sweep_view(tested)))
         events: list[builds.Event] = []
         for e in decided:
-            match e:
-                case finalization.BeginAttempt():
-                    extra["finalizationAttempts"] = e.attempt
-                    counts.append(metrics.Increment(metrics.FINALIZATION_ATTEMPTS))
-                    events.append(builds.FinalizationStarted(e.attempt, spec.finalization.max_attempts))
-                case finalization.RequeueJobs():
-                    for n in e.names:
-                        job = self.ctx.cache.jobs.get((build.namespace, n))
-                        if job is None:
-                            continue
-                        st, effs = mjc.decide(job, mjc.job_state(self.ctx, job, build),
-                                              [mj.Retry(f"finalization attempt {extra.get('finalizationAttempts')} "
-                                                        "tries it again")], now)
-                        out += mjc.actions(job, build, st, effs, now, cachemod.queue_name(build,
-                                                                                          job.spec.target))
-                case finalization.StartFinalSweep():
-                    out.append(ex.CreateObject(self.sweeps.sweep_manifest(
-                        build, names.child_name(build.name, f"final-{e.attempt}"), FINAL, self.sweeps.merged(build))))
-                case finalization.AdoptEarlySweep():
-                    out.append(ex.PatchObject("AgentTask", build.namespace, e.sweep, {
-                        "metadata": {"annotations": {keys.FINAL_ATTEMPT: str(e.attempt)}}}))
-                case finalization.FixFailingSweep():
-                    sweep = self.ctx.cache.tasks.get((build.namespace, e.sweep))
-                    if sweep is not None:
-                        self.sweeps.sweep_fixer(build, sweep, e.message, out)
-                case finalization.Finish():
-                    counts.append(metrics.Increment(metrics.FINALIZATIONS, labels=(("outcome", e.reason),)))
-                    events.append(builds.Finished(e.passed, e.reason, e.message, e.attempt))
-                case finalization.Wait():
-                    pass  # nothing to do until what it waits for happens (its reconcile comes then)
-                case _:
-                    assert_never(e)
+            event = self._carry_out(e, build, out, extra, counts)
+            if event is not None:
+                events.append(event)
         return events
+
+    def _carry_out(self, e: finalization.Effect, build: objects.BuildRequest, out: list[ex.Action],
+                   extra: dict[str, Any], counts: list[metrics.Increment]) -> builds.Event | None:
+        """One effect of finalization's decision carried out; the build's event, if it has one."""
+        spec = build.spec
+        match e:
+            case finalization.BeginAttempt():
+                extra["finalizationAttempts"] = e.attempt
+                counts.append(metrics.Increment(metrics.FINALIZATION_ATTEMPTS))
+                return builds.FinalizationStarted(e.attempt, spec.finalization.max_attempts)
+            case finalization.RequeueJobs():
+                out += self.ask_retry(build, e.names, extra.get("finalizationAttempts"))
+            case finalization.StartFinalSweep():
+                out.append(ex.CreateObject(self.sweeps.sweep_manifest(
+                    build, names.child_name(build.name, f"final-{e.attempt}"), FINAL, self.sweeps.merged(build))))
+            case finalization.AdoptEarlySweep():
+                out.append(ex.PatchObject("AgentTask", build.namespace, e.sweep, {
+                    "metadata": {"annotations": {keys.FINAL_ATTEMPT: str(e.attempt)}}}))
+            case finalization.FixFailingSweep():
+                sweep = self.ctx.cache.tasks.get((build.namespace, e.sweep))
+                if sweep is not None:
+                    self.sweeps.sweep_fixer(build, sweep, e.message, out)
+            case finalization.Finish():
+                counts.append(metrics.Increment(metrics.FINALIZATIONS, labels=(("outcome", e.reason),)))
+                return builds.Finished(e.passed, e.reason, e.message, e.attempt)
+            case finalization.Wait():
+                pass  # nothing to do until what it waits for happens (its reconcile comes then)
+            case _:
+                assert_never(e)
+        return None
+
+    def ask_retry(self, build: objects.BuildRequest, jobs: Sequence[str], attempt: object) -> list[ex.Action]:
+        """Ask the merge queue, the only writer of MergeJob status, to try these jobs again: an annotation on each
+        (``finalization.RETRY_ASKED``) that the queue answers (it tries the job again, then takes it away)."""
+        return [ex.PatchObject("MergeJob", build.namespace, n,
+                               {"metadata": {"annotations": {finalization.RETRY_ASKED: str(attempt or "")}}})
+                for n in jobs if (build.namespace, n) in self.ctx.cache.jobs]
 
     def task_views(self, build: objects.BuildRequest, ts: Sequence[objects.AgentTask]
                     ) -> tuple[finalization.TaskView, ...]:
@@ -145,6 +151,7 @@ class Finalizer:
         for j in jobs.values():
             delivered = self.ctx.delivered(j)
             finished, carried_by = delivery.job_outcome(ctxmod.job_facts(j), self.ctx.undeliverable(j))
+            finished = finished and finalization.RETRY_ASKED not in j.metadata.annotations  # the queue retries it
             ready = cond.find(ctxmod.conditions_of(j), cond.READY) or {}
             out.append(finalization.JobView(
                 name=j.name, phase=j.status.phase or mj.QUEUED, finished=finished, delivered=delivered,

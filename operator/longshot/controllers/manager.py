@@ -53,8 +53,7 @@ from longshot.controllers import controller as ctl
 from longshot.controllers import dispatcher as dsp
 from longshot.controllers import executor as ex
 from longshot.controllers import leadership, workqueue
-from longshot.controllers import mergejobs as mjc
-from longshot.controllers import mergequeue as mqc
+from longshot.controllers import queue as mqc
 from longshot.controllers import standing as standingc
 from longshot.controllers import tasks as tasksc
 from longshot.core import builds, lanes, standing
@@ -131,14 +130,12 @@ class Manager:
         self.executor = ex.Executor(k, self.cache, self.queue, clock)
         self.tasks = tasksc.TaskReconciler(self.ctx)
         self.builds = buildsc.BuildReconciler(self.ctx)
-        self.jobs = mjc.MergeJobReconciler(self.ctx)
         self.ctx.workspaces = mqc.Workspaces(self.ctx)  # shared: merge queue, roadmap intake, best-of-N gates
         self.queues = mqc.QueueReconciler(self.ctx, self.ctx.workspaces, monotonic=monotonic)
-        self.jobs.held = self.queues.held  # a job whose checks the queue holds is the queue's to write first
         self.reconcilers: Mapping[str, Callable[[str, str], Any]] = {
             "AgentTask": lambda ns, n: self.tasks.reconcile((ns, n)),
             "BuildRequest": lambda ns, n: self.builds.reconcile((ns, n)),
-            "MergeJob": lambda ns, n: self.jobs.reconcile((ns, n)),
+            "MergeJob": lambda ns, n: self.queues.job(ns, n),  # routed to its queue: the one MergeJob writer
             "Queue": lambda ns, n: self.queues.reconcile(n),
         }
         """What each controller reconciles with, by kind (looked up at every reconcile: tests replace entries)."""

@@ -17,9 +17,7 @@ from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
 from longshot.controllers import lanes
-from longshot.controllers import mergejobs as mjc
-from longshot.controllers import mergequeue as mqc
-from longshot.core import finalization, names, tasks
+from longshot.core import finalization, manifests, names, tasks
 from longshot.core import mergejobs as mj
 from longshot.core import sweeps as sweepsc
 from longshot.vcs import speculate
@@ -49,7 +47,7 @@ class Sweeps:
                       key=lambda t: t.metadata.creation_timestamp or timeutil.EPOCH)
 
     def last_sweep(self, ts: Sequence[objects.AgentTask]) -> dict[str, Any] | None:
-        adopted = [t for t in self.of_kind(ts, mqc.GATE) if keys.FINAL_ATTEMPT in t.metadata.annotations]
+        adopted = [t for t in self.of_kind(ts, manifests.GATE) if keys.FINAL_ATTEMPT in t.metadata.annotations]
         done = [t for t in self.of_kind(ts, SWEEP) + self.of_kind(ts, FINAL) + adopted
                 if t.status.phase in tasks.TERMINAL and t.status.phase != tasks.CANCELLED]  # cancelled: no result
         if not done:
@@ -103,7 +101,7 @@ class Sweeps:
         annotations = {MERGED_COUNT_ANNOTATION: str(merged)}
         if iteration is not None:  # an early final sweep (core.builds.StartEarlySweep)
             annotations[keys.SWEEP_ITERATION] = str(iteration)
-        m = mqc.tester_manifest(build, name, branch=base, command=command, purpose=kind, priority=9,
+        m = manifests.tester_of(build, name, branch=base, command=command, purpose=kind, priority=9,
                                 annotations=annotations,
                                 description=f"Sweep: run `{command}` on {base} and report whether it passes.")
         return m
@@ -127,7 +125,7 @@ class Sweeps:
         name = names.child_name(sweep.name, "fix")
         base = build.spec.repository.base_branch
         command = build.spec.reconciler.command
-        return ex.CreateObject(mjc.fixer_manifest(
+        return ex.CreateObject(manifests.fixer_of(
             build, name, branch=names.task_branch(build.namespace, build.name, name), scope=(), priority=9,
             fix_depth=1, fixes=sweep.name,
             description=(f"`{command}` fails on {base}:\n```\n{output[-3000:]}\n```\nFind the cause and fix it on "
@@ -148,13 +146,13 @@ class Sweeps:
         """The build's passed quality-gate runs whose command covers the reconciler command, on a commit the queue
         landed (``landed_only``; the periodic sweep takes any: the tip is compared with each after a batch's
         landing, while its MergeJobs are still being marked Merged one by one). Empty without workspaces."""
-        if self.ctx.workspaces is None or not sweepsc.gate_covers(mjc.gate_parts(build),
+        if self.ctx.workspaces is None or not sweepsc.gate_covers(manifests.gate_parts(build),
                                                                   build.spec.reconciler.command):
             return []
         landed = {j.status.merged_commit for j in self.ctx.cache.jobs_of(build.key)
                   if j.status.phase == mj.MERGED and j.status.merged_commit} if landed_only else set()
-        command = mjc.gate_command(build)  # what the gate runs now, and what each run ran (its annotation)
-        return [t for t in ts if cachemod.purpose(t) == mqc.GATE and sweep_passed(t)
+        command = manifests.gate_command(build)  # what the gate runs now, and what each run ran (its annotation)
+        return [t for t in ts if cachemod.purpose(t) == manifests.GATE and sweep_passed(t)
                 and t.metadata.annotations.get(keys.TEST_COMMAND) == command
                 and t.status.handoff is not None and (not landed_only or t.status.handoff.commit in landed)]
 

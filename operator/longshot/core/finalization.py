@@ -31,6 +31,10 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 FIXER: Final = "fixer"
+RETRY_ASKED: Final = "longshot.dev/retry-asked"
+"""On a MergeJob: finalization asks its queue, the only writer of MergeJob status, to try the job again (the value
+is the attempt that asks, :class:`RequeueJobs`). The queue tries a job that ended unmerged again and then takes the
+annotation away; while it is there the job counts as not finished."""
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Delivery through the forge (``spec.merge.delivery: pullRequest``): what to do with a candidate's pull request.
-``decide(ask, facts) -> effects``. Pure: the shell (``controllers/mergejobs.py`` with ``runtime/forge.py``) reads
+``decide(ask, facts) -> effects``. Pure: the shell (``controllers/queue/forge.py`` with ``runtime/forge.py``) reads
 the pull request's facts from the forge, carries the effects out, and turns the outcome into MergeJob events
 (``core.mergejobs``: ``ForgeWaiting``, ``ForgeMerged``, ``ForgeClosed``, ``ChangesRequested``).
 

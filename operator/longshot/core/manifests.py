@@ -12,11 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from longshot.api import keys
+from longshot.api import keys, objects
+from longshot.api.buildrequest import GateStep
 from longshot.api.common import API_VERSION
-from longshot.core import names
+from longshot.core import gates, names, scheduler
 
 BUILD_LABEL = keys.BUILD
+GATE = "gate"
+"""The purpose of a merge queue's gate task (label ``longshot.dev/purpose``): a tester of a batch's prefix."""
 ROLE_LABEL = keys.ROLE
 
 
@@ -88,6 +91,39 @@ def fixer(*, name: str, namespace: str, build: str, owner: Mapping[str, Any], br
         name=name, namespace=namespace, build=build, role="fixer", description=description, priority=priority,
         owner=owner, labels={keys.FIX_DEPTH: str(fix_depth)}, annotations={keys.FIXES: fixes}, branch=branch,
         scope=list(scope))
+
+
+def gate_steps(build: objects.BuildRequest) -> tuple[GateStep, ...]:
+    """The quality gate's named steps for the build's profile, in the order they run (``core.gates.steps_of``)."""
+    return gates.steps_of(build.spec.quality_gate, build.spec.reconciler.command)
+
+
+def gate_parts(build: objects.BuildRequest) -> list[str]:
+    """The quality gate's commands for the build's profile, in the order they run."""
+    return gates.parts_of(gate_steps(build))
+
+
+def gate_command(build: objects.BuildRequest) -> str:
+    """The quality gate's command for the build's profile (``&&``-joined), or "" when there is none."""
+    return gates.command_of(gate_steps(build))
+
+
+def tester_of(build: objects.BuildRequest, name: str, *, branch: str, command: str, purpose: str,
+              description: str, priority: int, annotations: dict[str, str] | None = None,
+              labels: dict[str, str] | None = None, role: str = "tester",
+              commit: str | None = None) -> dict[str, Any]:
+    """A tester or reviewer of ``build`` (:func:`tester`), owned by the build."""
+    return tester(name=name, namespace=build.namespace, build=build.name, owner=build.owner_reference(),
+                  branch=branch, command=command, purpose=purpose, description=description,
+                  priority=priority, annotations=annotations, labels=labels, role=role, commit=commit)
+
+
+def fixer_of(build: objects.BuildRequest, name: str, *, branch: str, description: str,
+             scope: Sequence[str], priority: int, fix_depth: int, fixes: str) -> dict[str, Any]:
+    """A fixer of ``build`` (:func:`fixer`), owned by the build; its scope bounded as the CRD requires."""
+    return fixer(name=name, namespace=build.namespace, build=build.name, owner=build.owner_reference(),
+                 branch=branch, description=description, scope=scheduler.bounded_scope(scope),
+                 priority=priority, fix_depth=fix_depth, fixes=fixes)
 
 
 def merge_job(*, task: str, namespace: str, build: str, role: str, task_uid: str, branch: str, commit: str,

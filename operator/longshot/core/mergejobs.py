@@ -1,7 +1,7 @@
 """The MergeJob decider: one branch's way to the target. ``decide(state, event, *, now) -> (state, effects)``.
 
 Pure, in the table style of :mod:`longshot.core.tasks`. The repository's queue runner
-(``controllers/mergequeue.py``) observes (the secret scan, the reviewer, batches prepared and gated by
+(``controllers/queue/``) observes (the secret scan, the reviewer, batches prepared and gated by
 :mod:`longshot.core.mergequeue`, pushes) and feeds events here; the effects set the MergeJob's conditions and
 create fixers.
 

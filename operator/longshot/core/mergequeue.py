@@ -124,6 +124,29 @@ class QueueState:
     their checks yet). While some are coming, a stacked batch waits to be full (see :func:`decide`)."""
     awaited: frozenset[str] = frozenset()
     """Candidates that a task waits for (it depends on their merge): never kept waiting to fill a batch."""
+    held: frozenset[str] = frozenset()
+    """Ready candidates whose checks passed and are not written yet (the checks step holds them in memory): written
+    with their batch's status, or on their own (:class:`WriteChecks`) when :func:`decide` finds no batch to take
+    them."""
+
+
+@dataclass(frozen=True)
+class JobFacts:
+    """What the shell read about one MergeJob of the queue, beside the batches: the facts whose status the queue
+    writes (:func:`observe`)."""
+
+    name: str
+    phase: str
+    seen: bool = True
+    """Its status was written by the operator (not absent, not the CRD's default)."""
+    checking: bool = False
+    """Queued with its checks pending and in no batch: its first status is its checks' (the checks step's)."""
+    held: bool = False
+    """Its checks passed and the checks step holds them (``QueueState.held``)."""
+    fixer_merged: str | None = None
+    """The commit with which the fixer that took its branch over merged."""
+    retry: str | None = None
+    """Finalization asks for another try (the attempt that asks)."""
 
 
 # --- effects -----------------------------------------------------------------------------------------
@@ -241,8 +264,43 @@ class Wait:
     why: str
 
 
+@dataclass(frozen=True)
+class WriteChecks:
+    """Write the held checks of a candidate that no batch takes now, no batch of its build being under test or
+    built by this step (a batch that ends takes it, or writes it, at the next step)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Observe:
+    """Write the first status of a job that has none and that no step is about to write (a batch member or an
+    ended job after a restore): ``Observed``."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class FixerMerged:
+    """The fixer that took the failed or conflicted job's branch over merged: the job is carried by it."""
+
+    name: str
+    commit: str
+
+
+@dataclass(frozen=True)
+class RetryAsked:
+    """Finalization asked for another try of the job (its ``attempt``). ``again``: the job ended unmerged (failed
+    or conflicted) and is tried again (a status write); else the ask is answered: it is taken away (the job was
+    tried again, or has nothing to try)."""
+
+    name: str
+    attempt: str
+    again: bool
+
+
 Effect = (PrepareBatch | JoinBatch | StartProbes | Land | Evict | Requeue | Conflicted | SetWindow | CancelProbes
-          | Recorded | DidNotStack | Wait)
+          | Recorded | DidNotStack | Wait | WriteChecks | Observe | FixerMerged | RetryAsked)
 
 
 # --- the result of PrepareBatch ------------------------------------------------------------------------
@@ -375,8 +433,42 @@ def _spread(lo: int, hi: int, k: int) -> tuple[int, ...]:
 # --- the decisions -------------------------------------------------------------------------------------
 
 
+Owed = Observe | FixerMerged | RetryAsked
+"""The status writes :func:`observe` says the queue owes its jobs beside the batches."""
+
+
+def observe(facts: Sequence[JobFacts]) -> list[Owed]:
+    """The status writes the queue owes its jobs beside the batches: a first status where no step is about to write
+    one (:class:`Observe`), a fixer's merge (:class:`FixerMerged`), finalization's ask for another try
+    (:class:`RetryAsked`). A job being checked is the checks step's to write first, a held one its batch's."""
+    out: list[Owed] = []
+    for f in facts:
+        if not f.seen and not f.checking and not f.held:
+            out.append(Observe(f.name))
+        if f.fixer_merged and f.phase in ("Failed", "Conflicted"):
+            out.append(FixerMerged(f.name, f.fixer_merged))
+        if f.retry is not None:
+            out.append(RetryAsked(f.name, f.retry, again=f.phase in ("Failed", "Conflicted")))
+    return out
+
+
 def decide(state: QueueState) -> list[Effect]:
-    """The next step of the queue."""
+    """The next step of the queue, and the held checks that step leaves unwritten (:class:`WriteChecks`)."""
+    effects = _decide(state)
+    if not state.held:
+        return effects
+    batches = [e for e in effects if isinstance(e, PrepareBatch)]
+    taken = {n for e in batches for n in e.members}
+    busy = {c.build for c in state.candidates if c.batch_id is not None} | {e.build for e in batches}
+    writes: list[Effect] = [WriteChecks(c.name) for c in state.candidates
+                            if c.name in state.held and c.name not in taken and c.batch_id is None
+                            and c.build not in busy]
+    if not writes:
+        return effects
+    return [*(e for e in effects if not isinstance(e, Wait)), *writes]
+
+
+def _decide(state: QueueState) -> list[Effect]:
     found = lanes(state)
     if found is None:
         # half-written after a crash: start over (nothing was pushed: the push is the last step)

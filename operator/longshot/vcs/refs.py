@@ -1,6 +1,6 @@
 """Listing and deleting a build's refs on the server (the clean-up of a deleted build, ``core.cleanup``).
 
-Both go through the workspace of the build's tenant (``controllers.mergequeue.Workspaces``): its credentials and
+Both go through the workspace of the build's tenant (``controllers.queue.Workspaces``): its credentials and
 its egress guard, as the merge queue's fetches and pushes do. A deletion is a compare-and-swap per ref
 (``--force-with-lease=<ref>:<listed commit>``): a ref someone pushed to after it was listed is not deleted.
 """

@@ -92,7 +92,7 @@ def test_a_steps_output_tail_is_bounded_and_redacted(tmp_path):
 
 
 def test_the_failing_steps_name_and_tail_reach_the_fixers_description(tmp_path):
-    """What the merge queue hands the fixer (the gate's last two reasons, ``controllers.mergequeue``) names the step,
+    """What the merge queue hands the fixer (the gate's last two reasons, ``controllers.queue``) names the step,
     even after a long output."""
     results = run([step("typecheck", "true"),
                    step("lint", "seq 1 5000; echo 'app.py:1: F401 unused import'; exit 1")], tmp_path)

@@ -23,9 +23,10 @@ from longshot.controllers import context as ctxmod
 from longshot.controllers import controller as ctlmod
 from longshot.controllers import executor as ex
 from longshot.controllers import manager as managermod
-from longshot.controllers import mergejobs as mjc
-from longshot.controllers import mergequeue as mqc
+from longshot.controllers import queue as mqc
 from longshot.controllers import workqueue
+from longshot.controllers.queue import checks as qchecks
+from longshot.controllers.queue import jobs as mjc
 from longshot.core import mergejobs as mj
 from longshot.runtime import kube
 
@@ -933,44 +934,75 @@ async def test_the_queue_gates_ready_jobs_without_waiting_for_the_checks_of_new_
     assert new.status["observedGeneration"] is not None
 
 
-async def test_a_new_merge_job_s_first_status_is_its_queue_s_unless_the_queue_is_late(world, tmp_path):
-    """The MergeJob reconciler leaves a new job's first status to its queue (written with its checks) and writes
-    it itself only when the queue has not within ``OBSERVE_GRACE_SECONDS`` of its creation."""
-    _fake, m, clock, _mono, _sync = world
-    queue_with_jobs(world, tmp_path, ["b-p0"], passed=(), pending=())
-    actions = await m.reconcilers["MergeJob"]("ns", "b-p0")
-    assert not [a for a in actions if isinstance(a, ex.WriteStatus)], actions
-    (again,) = [a for a in actions if isinstance(a, ex.Requeue)]
-    created = m.cache.jobs[("ns", "b-p0")].metadata.creation_timestamp
-    assert again.at == created + timedelta(seconds=mjc.OBSERVE_GRACE_SECONDS)
-    clock.now = again.at
-    actions = await m.reconcilers["MergeJob"]("ns", "b-p0")
-    (write,) = [a for a in actions if isinstance(a, ex.WriteStatus)]
-    assert {c["type"]: c["reason"] for c in write.status["conditions"]}["Queued"] == "Queued"
-
-
-async def test_the_merge_job_reconciler_leaves_a_job_whose_checks_its_queue_holds_to_the_queue(world, tmp_path):
-    """Past ``OBSERVE_GRACE_SECONDS`` a new job is written by the MergeJob reconciler, unless its queue holds its
-    passed checks: that write would race the queue's (its batch's), and one of them would be refused."""
-    _fake, m, clock, _mono, _sync = world
+async def test_the_merge_job_controller_writes_nothing_and_routes_a_job_to_its_queue(world, tmp_path):
+    """The queue is the only writer of MergeJob status: the MergeJob controller sends a job's change to its queue's
+    batch step (its forge poll while it waits on its pull request). A new job waiting for its checks keeps the
+    CRD's default status until its checks are written; no timer writes it first."""
+    fake, m, clock, _mono, _sync = world
     queue = queue_with_jobs(world, tmp_path, ["b-p0"], passed=(), pending=())
-    await m.reconcilers["Queue"]("", mqc.CHECKS + queue)
-    assert held_checks(m) == {"b-p0"}
-    created = m.cache.jobs[("ns", "b-p0")].metadata.creation_timestamp
-    clock.now = created + timedelta(seconds=mjc.OBSERVE_GRACE_SECONDS)
-    actions = await m.reconcilers["MergeJob"]("ns", "b-p0")
-    assert not [a for a in actions if isinstance(a, ex.WriteStatus)], actions
-    assert [a for a in actions if isinstance(a, ex.Requeue)]
-    m.queues.passed.clear()  # not held: written
-    actions = await m.reconcilers["MergeJob"]("ns", "b-p0")
-    assert [a for a in actions if isinstance(a, ex.WriteStatus)], actions
+    assert await m.reconcilers["MergeJob"]("ns", "b-p0") == [ex.Requeue(("Queue", "", queue), clock.now)]
+    clock.now += timedelta(hours=1)
+    actions = await m.reconcilers["Queue"]("", queue)
+    assert not [a for a in actions if isinstance(a, ex.WriteStatus)], actions  # the checks step's to write first
+    fake.patch_status("MergeJob", "ns", "b-p0", {"phase": "AwaitingForge", "checks": "passed"})
+    m.observe("MergeJob", "MODIFIED", fake.objects[("MergeJob", "ns", "b-p0")])
+    assert await m.reconcilers["MergeJob"]("ns", "b-p0") == [ex.Requeue(mqc.forge_key("ns", "b-p0"), clock.now)]
+
+
+async def test_the_batch_step_writes_the_first_status_of_a_job_no_step_checks(world, tmp_path):
+    """A job without conditions that is not waiting for its checks (a conflicted one after a restore) gets its first
+    status (``Observed``) from the batch step, the one writer; it used to be the MergeJob reconciler's."""
+    fake, m, _clock, _mono, _sync = world
+    queue = queue_with_jobs(world, tmp_path, ["b-p0", "b-p1"], passed=("b-p0",), pending=())
+    obj = fake.objects[("MergeJob", "ns", "b-p1")]
+    m.cache.observe("MergeJob", "MODIFIED", {**obj, "status": {"phase": "Conflicted", "checks": "passed",
+                                                                "conflictBase": "0" * 40},
+                                             "metadata": {**obj["metadata"], "resourceVersion": "998"}})
+    actions = await m.reconcilers["Queue"]("", queue)
+    writes = {a.name: a.status for a in actions if isinstance(a, ex.WriteStatus)}
+    assert writes["b-p1"]["phase"] == "Conflicted", actions
+    assert "Merged" in {c["type"] for c in writes["b-p1"]["conditions"]}  # Observed's conditions
+
+
+async def test_finalization_asks_the_queue_to_try_a_job_again_and_the_queue_answers(world):
+    """Finalization does not write MergeJobs: it annotates the job (``finalization.RETRY_ASKED``), and counts it as
+    not finished while the annotation is there. The queue tries the failed job again (its one status write), then
+    takes the annotation away. No git: the queue has no job in it to batch."""
+    from longshot.core import finalization
+
+    fake, m, _clock, _mono, _sync = world
+    fake.create(build(repository={"url": "file:///nowhere.git"}))
+    fake.create(merged_job("b-p0", "b-p0"))
+    fake.patch_status("MergeJob", "ns", "b-p0", {"phase": "Failed", "checks": "passed"})
+    for (kind, _, _), obj in list(fake.objects.items()):
+        m.observe(kind, "MODIFIED", obj)
+    b = m.cache.builds[("ns", "b")]
+    asked = m.builds.final.ask_retry(b, ["b-p0", "gone"], 2)
+    assert asked == [ex.PatchObject("MergeJob", "ns", "b-p0",
+                                    {"metadata": {"annotations": {finalization.RETRY_ASKED: "2"}}})]
+    await m.executor.run(asked)
+    (view,) = m.builds.final.job_views(b, [])
+    assert not view.finished and not view.retryable  # the queue has it: finalization waits
+    queue = cachemod.queue_name(b, "main")
+    actions = await m.reconcilers["Queue"]("", queue)
+    (write,) = [a for a in actions if isinstance(a, ex.WriteStatus)]
+    assert write.name == "b-p0" and write.status["phase"] == "Queued", actions
+    assert not [a for a in actions if isinstance(a, ex.PatchObject)]  # the ask stays until the retry is written
+    await m.executor.run(actions)
+    assert status(fake, "MergeJob", "b-p0")["phase"] == "Queued"
+    fake.patch_status("MergeJob", "ns", "b-p0", {"phase": "Merged"})  # tried again, and merged (no git here)
+    m.observe("MergeJob", "MODIFIED", fake.objects[("MergeJob", "ns", "b-p0")])
+    actions = await m.reconcilers["Queue"]("", queue)
+    assert ex.PatchObject("MergeJob", "ns", "b-p0",
+                          {"metadata": {"annotations": {finalization.RETRY_ASKED: None}}}) in actions, actions
+    assert not [a for a in actions if isinstance(a, ex.WriteStatus)]
 
 
 async def test_a_queue_reconcile_checks_a_slice_of_the_new_jobs_and_comes_back_for_the_rest(world, tmp_path,
                                                                                              monkeypatch):
     """A thousand workers finishing at once: a reconcile that checked (and wrote) every new job held the step for
     20 to 30 s (``make bench-fleet``). The checks step checks a slice and is requeued now for the rest."""
-    monkeypatch.setattr(mqc, "CHECKS_PER_RECONCILE", 2)
+    monkeypatch.setattr(qchecks, "CHECKS_PER_RECONCILE", 2)
     _fake, m, _clock, _mono, _sync = world
     new = ("b-p1", "b-p2", "b-p3", "b-p4")
     queue = queue_with_jobs(world, tmp_path, ["b-p0", *new], passed=("b-p0",), pending=new)
@@ -1072,11 +1104,12 @@ async def test_the_checks_step_waits_while_enough_checked_candidates_wait_for_a_
     assert held_checks(m) == set(new), actions
 
 
-async def test_checks_held_for_their_batch_are_written_by_the_batch_step_when_no_batch_takes_them(world, tmp_path):
+async def test_checks_held_for_their_batch_are_written_with_the_batch_that_takes_them(world, tmp_path):
     """A job whose checks passed is written with its batch (one write, not two: with a thousand agents the writes of
-    the checks were a third of the MergeJobs' status writes). One that no batch takes within ``HOLD_SECONDS`` is
-    written then by the batch step (not the checks step, whose write raced the batch's: one of them was refused); a
-    held verdict that no longer applies (another commit, a replica that lost it) is not used: checked again."""
+    the checks were a third of the MergeJobs' status writes). One that waits while a batch of its build is under
+    test is written with the batch that takes it next, by the batch step (not the checks step, whose write raced the
+    batch's: one of them was refused); no timer writes it. A held verdict that no longer applies (another commit, a
+    replica that lost it) is not used: checked again."""
     fake, m, clock, _mono, _sync = world
     url, commits = repository_with_branches(tmp_path / "git", ["b-p0", "b-p1", "b-p2"])
     m.queues.workspaces.root = tmp_path / "workspaces"
@@ -1105,14 +1138,19 @@ async def test_checks_held_for_their_batch_are_written_by_the_batch_step_when_no
         assert st["phase"] == "Testing" and st["checks"] == "passed", st
         assert {c["type"]: c["status"] for c in st["conditions"]}["ChecksPassed"] == "True"
         assert "Merged" in {c["type"] for c in st["conditions"]}  # its first status: Observed's conditions too
-    due = clock.now + timedelta(seconds=mqc.HOLD_SECONDS)
-    assert ex.Requeue(("Queue", "", queue), due) in actions  # b-p2 waits: the batch step comes back when it is due
-    assert "phase" not in status(fake, "MergeJob", "b-p2")
-    clock.now = due
+    assert "phase" not in status(fake, "MergeJob", "b-p2")  # b-p2 waits while its build's batch is tested
+    clock.now += timedelta(hours=1)
     await reconcile_queue(fake, m)
-    assert sorted(writes) == ["b-p0", "b-p1", "b-p2"]  # written by the batch step: Queued, checks passed
+    assert sorted(writes) == ["b-p0", "b-p1"] and held_checks(m) == {"b-p2"}  # no timer writes it
+    for task in ("b-p0", "b-p1"):  # the batch ends: the next takes b-p2, written once with it
+        fake.patch_status("MergeJob", "ns", task, {"phase": "Merged", "mergedCommit": commits[task], "batch": None})
+        m.observe("MergeJob", "MODIFIED", fake.objects[("MergeJob", "ns", task)])
+    writes.clear()
+    await reconcile_queue(fake, m)
+    assert writes == ["b-p2"]
     st = status(fake, "MergeJob", "b-p2")
-    assert st["phase"] == "Queued" and st["checks"] == "passed" and held_checks(m) == set()
+    assert st["phase"] == "Testing" and st["checks"] == "passed"
+    fake.patch_status("MergeJob", "ns", "b-p2", {"phase": "Queued", "batch": None})
     # a verdict held for another commit does not count, and a replica that did not check a job checks it again
     for task in ("b-p2",):
         fake.patch_status("MergeJob", "ns", task, {"checks": "pending"})
@@ -1137,8 +1175,9 @@ async def test_checks_that_end_in_an_approval_wait_are_written_at_once(world, tm
 
 
 async def test_a_batch_member_whose_conditions_are_not_written_yet_holds_its_batch_decision(world, tmp_path):
-    """A MergeJob in a batch whose conditions are missing (the MergeJob reconciler writes them first) is not
-    left out of its batch's decision: leaving it out made the rest look like a half-written batch, requeued."""
+    """A MergeJob in a batch whose conditions are missing gets them from the batch step (``Observed``) and holds
+    its batch's decision until they are written: leaving it out made the rest look like a half-written batch,
+    requeued."""
     fake, m, _clock, _mono, _sync = world
     url, commits = repository_with_branches(tmp_path / "git", ["b-p0", "b-p1"])
     m.queues.workspaces.root = tmp_path / "workspaces"
@@ -1155,7 +1194,9 @@ async def test_a_batch_member_whose_conditions_are_not_written_yet_holds_its_bat
     for (kind, _, _), obj in list(fake.objects.items()):
         m.observe(kind, "MODIFIED", obj)
     actions = await m.reconcilers["Queue"]("", cachemod.queue_name(m.cache.builds[("ns", "b")], "main"))
-    assert not [a for a in actions if isinstance(a, ex.WriteStatus)], actions  # nobody requeued
+    (write,) = [a for a in actions if isinstance(a, ex.WriteStatus)]  # its first conditions: nobody requeued
+    assert write.name == "b-p1" and write.status["phase"] == "Testing" and write.status["batch"]["id"] == "B"
+    assert "Merged" in {c["type"] for c in write.status["conditions"]}
 
 
 async def one_task_gated(world: Any, tmp_path: Path, reconciler: str, gate_claims: str | None = None, *,
@@ -1400,7 +1441,7 @@ async def test_the_queue_state_carries_each_build_s_merge_depth(world):
     for (kind, _, _), obj in list(fake.objects.items()):
         m.observe(kind, "MODIFIED", obj)
     b = m.cache.builds[("ns", "b")]
-    state = m.queues._queue_state([(m.cache.jobs[("ns", "b-p0")], b)], "0" * 40, clock.now)
+    state = m.queues.batches.queue_state([(m.cache.jobs[("ns", "b-p0")], b)], "0" * 40, clock.now)
     assert state.max_depth == {"ns/b": 3} and state.max_window == {"ns/b": 8}
 
 

@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from longshot.api import objects
 from longshot.api.buildrequest import GateStep, QualityGate
-from longshot.controllers import mergejobs as mjc
 from longshot.core import gates, sweeps
+from longshot.core import manifests as mjc
 
 pytestmark = pytest.mark.unit
 
