@@ -25,8 +25,8 @@ Kubernetes API (``runtime.kube.KubeAPI``) from worker threads:
   an attempt started or succeeded, a job merged) also spend their build's budget: ``ROUTINE_EVENT_BURST`` (one
   more per ``ROUTINE_BUILD_INTERVAL``); once it is spent, the builds share the operator's: one per
   ``ROUTINE_EVENT_INTERVAL`` for all of them. A small build's every step is in ``kubectl describe``; a thousand
-  agents do not write an Event per step (``make bench-fleet``: Events were a quarter of the operator's writes), and
-  neither do a hundred builds. What is dropped is counted (``longshot_events_dropped_total``); the status and
+  agents do not write an Event per step (Events would be a large share of the operator's writes), and neither do
+  a hundred builds. What is dropped is counted (``longshot_events_dropped_total``); the status and
   conditions say the same.
 
 Nothing here decides: the executor only does what it is told, and says what it could not do by raising.
@@ -63,7 +63,7 @@ ROUTINE_BUILD_INTERVAL: Final = timedelta(seconds=60)
 """A build's budget of routine Events grows back by one per this long (up to ``ROUTINE_EVENT_BURST``)."""
 ROUTINE_EVENT_INTERVAL: Final = timedelta(seconds=2)
 """Beyond their budgets, the builds together write one routine Event per this long: shared, so that four builds
-wrote no more than one (``make bench-fleet``, four repositories: 0.66 Events a merge, 2,060 in 600 s)."""
+write no more than one."""
 
 
 @dataclass(frozen=True)
@@ -83,8 +83,8 @@ class DeletePods:
     """Delete finished agent Pods of build ``build``: ``pods`` are (task, attempt, Pod name). Those of one attempt
     number go in one request (a collection delete by the labels every agent Pod carries: build, task, attempt),
     ``DELETE_COLLECTION_MAX`` at a time; a Pod alone with its attempt number, or without a task or attempt (0), is
-    deleted by name (``collection_selectors``). A thousand agents ended ~30 Pods a second,
-    each deleted by its own request (``make bench-fleet``)."""
+    deleted by name (``collection_selectors``): a large fleet ends tens of Pods a second, and a request each would
+    be as many writes."""
 
     namespace: str
     build: str

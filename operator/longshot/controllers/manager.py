@@ -67,10 +67,9 @@ RESYNC_SECONDS: Final = 60.0
 """The resync marks every object once a pass, and a pass takes at least this long (a small install: every minute)."""
 RESYNC_PER_SECOND: Final = 25.0
 """At most this many objects marked a second by the resync: a pass is spread over the housekeeping turns, and with
-many objects it takes longer than ``RESYNC_SECONDS`` (10,000 tasks and their 10,000 MergeJobs: ~13 minutes). Marking
-all of them at once every minute was ~100,000 reconciles in a 10-minute ``make bench-fleet`` run that changed
-nothing, three quarters of its AgentTask reconciles, and the ended agents' reconciles waited behind them. Events and
-timers drive the work; the resync is the net for a lost event (controller-runtime's default is 10 hours)."""
+many objects it takes longer than ``RESYNC_SECONDS``. Marking all of them at once every minute would be reconciles
+that change nothing, ahead of the ended agents' reconciles. Events and timers drive the work; the resync is the net
+for a lost event (controller-runtime's default is 10 hours)."""
 KILLSWITCH_POLL_SECONDS: Final = 2.0
 STALL_SECONDS: Final = 60.0
 THREADS: Final = 64

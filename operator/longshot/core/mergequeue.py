@@ -19,9 +19,8 @@ as it would land. Then:
   are tested again on the target as it is then). The failed batch leaves **the line** (the head batch and those
   stacked on it, :func:`lanes`) at its first failed gate: the batches stacked on it go back to the queue at once
   (built on a commit that holds the culprit, they can never land), and the next ready candidates, theirs first,
-  form a new head batch on the target, gated while the bisection runs. A culprit used to stop the queue for its
-  bisection round: with a thousand agents, one batch of 32 in seven held one, and each cost two to three batch
-  cycles (``make bench-fleet``).
+  form a new head batch on the target, gated while the bisection runs, instead of the whole queue waiting for
+  the bisection round.
 * **Stacked batches** (Zuul's dependent pipeline). While a batch is gated and none of its prefixes failed, the
   next ready candidates form a second batch built on the first batch's longest speculative commit, and its
   longest prefix is gated at once, on the bet that the first lands whole (the head batch's build's
@@ -43,8 +42,7 @@ as it would land. Then:
   is the serial queue. After an eviction it halves (floor 1) when the build's batch before also broke: failures
   that come in a row (a broken target, a flaky gate) back off exponentially, as Zuul's window does. An isolated
   culprit keeps the window: bisection already found it at the cost of one round, and the passing prefix landed,
-  so shrinking would only make the next batches smaller (with culprits 1 in 16 and a window of 8, halving on
-  every eviction costs about a third more rounds: ``make bench-queue``).
+  so shrinking would only make the next batches smaller (``make bench-queue`` measures the rounds it would cost).
 
 Invariants (checked by the property tests): the target only ever moves to a speculative commit whose gate
 passed, by a compare-and-swap from the commit the batch was built on; every candidate lands exactly once or is
