@@ -120,7 +120,7 @@ crds-check: venv ## Fail when crds/ differs from the generator's output
 .PHONY: lint
 lint: venv ## ruff, mypy --strict, the import layering contracts, declared dependencies (deptry) and the CRD drift check
 	$(VENV)/bin/ruff check operator tests hack
-	$(VENV)/bin/mypy --strict operator/longshot
+	$(VENV)/bin/mypy --strict operator/longshot operator/longshot_testing
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/deptry operator
 	$(PY) -m longshot crds --output crds --check

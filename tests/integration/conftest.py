@@ -20,7 +20,7 @@ from pathlib import Path
 import kubernetes
 import pytest
 
-from longshot.testing import controlplane
+from longshot_testing import controlplane
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "_artifacts"

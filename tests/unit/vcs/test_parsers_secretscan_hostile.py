@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from longshot.testing.secret_samples import SAMPLES
 from longshot.vcs import secretrules, secretscan
+from longshot_testing.secret_samples import SAMPLES
 
 
 def new_rules(path: str, line: str) -> list[str]:
