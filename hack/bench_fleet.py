@@ -109,7 +109,7 @@ def log(msg: str) -> None:
     print(f"[bench-fleet] {msg}", flush=True)
 
 
-# --- pure helpers (unit-tested in tests/unit/hack/test_bench_fleet.py) -----------------------------------
+# --- pure helpers (unit-tested in tests/integration/hack/test_bench_fleet.py) -----------------------------------
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -16,6 +16,7 @@ from longshot.api import common
 from longshot.api import handoff as hmod
 from longshot.core import scheduler
 from longshot.core.scheduler import BuildView, TaskView
+from property_budget import examples
 
 pytestmark = pytest.mark.unit
 
@@ -50,7 +51,7 @@ SEGMENTS = ["a", "b", "src", "*", "**", "*.py", "a*", "*b", "[ab]", "?", ".", ""
 entries = st.lists(st.sampled_from(SEGMENTS), max_size=8).map("/".join)
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=examples(1500), deadline=None)
 @given(entries, entries)
 def test_the_iterative_check_answers_as_the_recursive_one_and_visits_each_position_once(a: str, b: str) -> None:
     hit, steps = scheduler.overlap_steps(a, b)
@@ -169,7 +170,7 @@ def test_a_plan_with_an_oversized_scope_is_refused_naming_the_task_and_the_entry
         hmod.parse_handoff_bytes(plan([f"f{i}" for i in range(129)]))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.lists(st.sampled_from(["a", "b", "c" * 300, "d", "*.py", "."]), min_size=1, max_size=60)
                 .map("/".join), max_size=400))
 def test_bounded_scopes_fit_the_crd_and_cover_every_entry(scope: list[str]) -> None:
@@ -190,7 +191,7 @@ _scope = st.lists(_entry, min_size=1, max_size=3).map(tuple)
 _group = st.sampled_from(["", "", "g", "h"])
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.lists(st.tuples(_scope, _group), max_size=12), _scope, _group)
 def test_the_indexed_taken_scopes_answer_as_every_pair_compared(taken: list[tuple[tuple[str, ...], str]],
                                                                scope: tuple[str, ...], group: str) -> None:
