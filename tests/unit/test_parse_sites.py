@@ -9,6 +9,7 @@ does, or until it is listed in TRUSTED with the reason its input is not an adver
 from __future__ import annotations
 
 import ast
+import functools
 from collections import Counter
 from pathlib import Path
 
@@ -42,6 +43,7 @@ PARSES = {("json", "loads"): "json.loads", ("json", "load"): "json.load", ("yaml
           ("ujson", "loads"): "ujson.loads", ("pickle", "loads"): "pickle.loads"}
 
 
+@functools.cache  # the package's source is read and parsed once for the tests below
 def _sites() -> Counter[tuple[str, str]]:
     found: Counter[tuple[str, str]] = Counter()
     for path in sorted(ROOT.rglob("*.py")):
