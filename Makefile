@@ -7,9 +7,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 PYTEST_ARGS ?=
-# pytest-xdist workers of the integration tier: each starts its own etcd + kube-apiserver (the session's control
-# plane), and a test file stays on one worker (--dist loadfile) with the fixtures it shares; the tier waits on I/O
-# more than it computes, so it takes more workers than the machine has cores. The unit tier runs in one process.
+# pytest-xdist workers. The unit tier computes: one worker a core. The integration tier waits on I/O more than it
+# computes, so it takes more workers than the machine has cores; each starts its own etcd + kube-apiserver (the
+# session's control plane), and a test file stays on one worker (--dist loadfile) with the fixtures it shares.
+UNIT_WORKERS ?= 2
 INTEGRATION_WORKERS ?= 3
 HELM = $$(bash hack/k8s-binaries.sh)/helm
 
@@ -36,12 +37,12 @@ test-tools: ## promtool, which the metrics and dashboard tests run (Debian's pro
 
 .PHONY: test
 test: venv binaries test-tools ## Run the unit and integration tiers (the README's test command)
-	$(PYTEST) tests/unit $(PYTEST_ARGS)
+	$(PYTEST) tests/unit -n $(UNIT_WORKERS) $(PYTEST_ARGS)
 	$(PYTEST) tests/integration -n $(INTEGRATION_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 .PHONY: test-unit
-test-unit: venv ## Run the unit tier (pure code, no process started: under a minute)
-	$(PYTEST) tests/unit $(PYTEST_ARGS)
+test-unit: venv ## Run the unit tier (pure code, no process started: under a minute), UNIT_WORKERS in parallel
+	$(PYTEST) tests/unit -n $(UNIT_WORKERS) $(PYTEST_ARGS)
 
 .PHONY: test-integration
 test-integration: venv binaries test-tools ## Run the integration tier (real etcd + kube-apiserver + controller-manager, git, promtool), INTEGRATION_WORKERS in parallel
