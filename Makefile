@@ -7,6 +7,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 PYTEST_ARGS ?=
+# pytest-xdist workers. The unit tier computes: one worker a core. The integration tier waits on I/O more than it
+# computes, so it takes more workers than the machine has cores; each starts its own etcd + kube-apiserver (the
+# session's control plane), and a test file stays on one worker (--dist loadfile) with the fixtures it shares.
+UNIT_WORKERS ?= 2
+INTEGRATION_WORKERS ?= 3
 HELM = $$(bash hack/k8s-binaries.sh)/helm
 
 .PHONY: help
@@ -32,15 +37,16 @@ test-tools: ## promtool, which the metrics and dashboard tests run (Debian's pro
 
 .PHONY: test
 test: venv binaries test-tools ## Run the unit and integration tiers (the README's test command)
-	$(PYTEST) tests/unit tests/integration $(PYTEST_ARGS)
+	$(PYTEST) tests/unit -n $(UNIT_WORKERS) $(PYTEST_ARGS)
+	$(PYTEST) tests/integration -n $(INTEGRATION_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 .PHONY: test-unit
-test-unit: venv test-tools ## Run the unit tier (pure code, seconds)
-	$(PYTEST) tests/unit $(PYTEST_ARGS)
+test-unit: venv ## Run the unit tier (pure code, no process started: under a minute), UNIT_WORKERS in parallel
+	$(PYTEST) tests/unit -n $(UNIT_WORKERS) $(PYTEST_ARGS)
 
 .PHONY: test-integration
-test-integration: venv binaries ## Run the integration tier (real etcd + kube-apiserver + controller-manager)
-	$(PYTEST) tests/integration $(PYTEST_ARGS)
+test-integration: venv binaries test-tools ## Run the integration tier (real etcd + kube-apiserver + controller-manager, git, promtool), INTEGRATION_WORKERS in parallel
+	$(PYTEST) tests/integration -n $(INTEGRATION_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 .PHONY: e2e
 e2e: venv binaries deps ## e2e tier on a real local cluster (root; brought up and down unless already up)
@@ -120,7 +126,7 @@ crds-check: venv ## Fail when crds/ differs from the generator's output
 .PHONY: lint
 lint: venv ## ruff, mypy --strict, the import layering contracts, declared dependencies (deptry) and the CRD drift check
 	$(VENV)/bin/ruff check operator tests hack
-	$(VENV)/bin/mypy --strict operator/longshot
+	$(VENV)/bin/mypy --strict operator/longshot operator/longshot_testing
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/deptry operator
 	$(PY) -m longshot crds --output crds --check

@@ -52,7 +52,7 @@ from longshot import config
 from longshot.api import handoff as ho
 from longshot.core import names
 from longshot.runtime import pods as podmod
-from longshot.testing import controlplane
+from longshot_testing import controlplane
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUP, VERSION = "longshot.dev", "v1alpha1"

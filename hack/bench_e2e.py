@@ -57,8 +57,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from longshot import config
 from longshot.core import tasks as coretasks
 from longshot.runtime import pods as podmod
-from longshot.testing import cluster as lc
-from longshot.testing.quantiles import histogram_quantile
+from longshot_testing import cluster as lc
+from longshot_testing.quantiles import histogram_quantile
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUP, VERSION = "longshot.dev", "v1alpha1"

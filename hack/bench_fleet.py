@@ -2,10 +2,10 @@
 """Fleet benchmark (``make bench-fleet``): many simulated agents through the real operator and the real merge
 queue, on simulated nodes.
 
-What is real: etcd, kube-apiserver and kube-controller-manager (``longshot.testing.controlplane``), kube-scheduler,
+What is real: etcd, kube-apiserver and kube-controller-manager (``longshot_testing.controlplane``), kube-scheduler,
 the operator (``python -m longshot operator``, ``--replicas`` processes sharding the repositories by Lease), its
 merge queue and all of its git work (fetches, secret scans, speculative commits, bisection, compare-and-swap
-pushes), and a git forge (``longshot.testing.forge``: smart HTTP with a credential) serving one bare repository
+pushes), and a git forge (``longshot_testing.forge``: smart HTTP with a credential) serving one bare repository
 per build. What is simulated: the nodes and the Pods' lives (kwok: the scheduler binds agent Pods to kwok nodes and
 kwok marks them Running; no container runs), and the agents, which are this process:
 
@@ -90,8 +90,8 @@ import kubernetes  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from longshot.api import handoff as ho  # noqa: E402
-from longshot.testing import controlplane  # noqa: E402
-from longshot.testing.quantiles import histogram_quantile  # noqa: E402
+from longshot_testing import controlplane  # noqa: E402
+from longshot_testing.quantiles import histogram_quantile  # noqa: E402
 
 GROUP, VERSION = "longshot.dev", "v1alpha1"
 NS = "bench-fleet"
@@ -109,7 +109,7 @@ def log(msg: str) -> None:
     print(f"[bench-fleet] {msg}", flush=True)
 
 
-# --- pure helpers (unit-tested in tests/unit/hack/test_bench_fleet.py) -----------------------------------
+# --- pure helpers (unit-tested in tests/integration/hack/test_bench_fleet.py) -----------------------------------
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -740,7 +740,7 @@ def start_forge(work: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     creds.write_text(f"{FORGE_USER}:{password}\n")
     creds.chmod(0o600)
     port = controlplane.free_port()
-    p = spawn("forge", [sys.executable, "-m", "longshot.testing.forge", f"--root={work / 'git'}",
+    p = spawn("forge", [sys.executable, "-m", "longshot_testing.forge", f"--root={work / 'git'}",
                         "--host=127.0.0.1", f"--port={port}", f"--credentials={creds}"], work)
     controlplane.wait_until(lambda: _connects(port), 30, "the git forge")
     return p, f"http://127.0.0.1:{port}", password

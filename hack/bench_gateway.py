@@ -54,8 +54,8 @@ def main() -> int:
     from gateway_attempts import make_attempt, secret
     from gateway_server import GatewayThread, settings_for
 
-    from longshot.testing import controlplane
-    from longshot.testing import forge as forge_mod
+    from longshot_testing import controlplane
+    from longshot_testing import forge as forge_mod
 
     bin_dir = args.bin_dir or Path(subprocess.run(["bash", str(ROOT / "hack" / "k8s-binaries.sh")], check=True,
                                                   capture_output=True, text=True).stdout.split()[-1])

@@ -9,7 +9,7 @@ the peak RSS of its largest git child (``ru_maxrss``, which also counts the scan
 * ``scan_range``: the streaming scan (``vcs.secretscan.scan_range``);
 * with ``--compare``, ``diff+scan_diff``: the previous approach (``git diff`` read whole, then ``scan_diff``).
 
-Then it scans the realistic samples of issue 32 (``longshot.testing.secret_samples``) and prints
+Then it scans the realistic samples of issue 32 (``longshot_testing.secret_samples``) and prints
 ``samples_caught=a/b`` (samples with at least one finding) and ``false_positives=c/d`` (controls with one).
 
 Figures only, no assertion (the tests assert generous memory bounds, and that every sample is found).
@@ -120,8 +120,8 @@ def main() -> None:
 
 def samples() -> str:
     """``samples_caught=a/b false_positives=c/d`` of the scan on the realistic samples and the controls."""
-    from longshot.testing.secret_samples import NOT_SECRETS, SAMPLES
     from longshot.vcs import secretscan
+    from longshot_testing.secret_samples import NOT_SECRETS, SAMPLES
 
     caught = sum(bool(secretscan.scan_text(s.path, s.text)) for s in SAMPLES)
     false = sum(bool(secretscan.scan_text(s.path, s.text)) for s in NOT_SECRETS)

@@ -7,7 +7,7 @@
    ``controllers.tasks.attempt_spans`` with nothing ended, a ``tracing.span`` block), in nanoseconds per call, and
    whether the SDK was imported at all.
 2. **A span when on**: ``tracing.record`` + ``tracing.emit`` of an attempt's span, and a live ``tracing.span``
-   block, exported in batches over OTLP/HTTP to a local receiver (``longshot.testing.otlp.Receiver``).
+   block, exported in batches over OTLP/HTTP to a local receiver (``longshot_testing.otlp.Receiver``).
 3. **The agent runner**, a whole scripted attempt (``python -m longshot agent``: clone a local repository, two
    tool calls, commit, push, handoff) with tracing off and on (``TRACEPARENT`` and
    ``LONGSHOT_TRACING_ENDPOINT`` to the receiver), alternated, median of ``--runs`` each.
@@ -35,7 +35,7 @@ import yaml
 from longshot import tracing
 from longshot.api import handoff, objects
 from longshot.controllers import tasks as taskc
-from longshot.testing import otlp
+from longshot_testing import otlp
 
 ROOT = Path(__file__).resolve().parents[1]
 GIT = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_AUTHOR_NAME": "b",

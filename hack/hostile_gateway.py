@@ -63,7 +63,7 @@ def _world(bin_dir: Path | None) -> Iterator[_World]:
     import kubernetes
     from gateway_attempts import secret
 
-    from longshot.testing import controlplane
+    from longshot_testing import controlplane
 
     work = Path(tempfile.mkdtemp(prefix="hostile-gateway-"))
     cp = controlplane.ControlPlane(workdir=work / "cp", bin_dir=_bin_dir(bin_dir))
@@ -119,7 +119,7 @@ def gateway_peak_rss_mib(bin_dir: Path | None = None, *, calls: int = 20, held: 
     from gateway_attempts import make_attempt
     from gateway_fakes import Reply, fake_model, openai_json
 
-    from longshot.testing import controlplane, otlp
+    from longshot_testing import controlplane, otlp
 
     with _world(bin_dir) as w, fake_model() as model, otlp.Receiver() as collector:
         port = controlplane.free_port()
@@ -204,7 +204,7 @@ def budget_overshoot_tokens(bin_dir: Path | None = None, *, calls: int = 20, ver
     from gateway_fakes import Reply, fake_model, openai_json
     from gateway_server import GatewayThread, settings_for
 
-    from longshot.testing import controlplane
+    from longshot_testing import controlplane
 
     budget = 100
     overshoots: dict[str, int] = {}

@@ -179,7 +179,7 @@ def operator_peak_rss_mib(*, held: int = 600, sources: int = 150, trackers: bool
 def _measure(held: int, sources: int, tracker: list[str], verbose: bool) -> float:
     import httpx
 
-    from longshot.testing import controlplane
+    from longshot_testing import controlplane
 
     sources = min(sources, 250)
     metrics_port, webhook_port = controlplane.free_port(), controlplane.free_port()

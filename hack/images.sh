@@ -47,10 +47,10 @@ mirror() {
 digest() { sha256sum | cut -c1-16; }
 
 # hash of files: their paths and contents
-# (operator/longshot/testing, the test clusters, is not part of the images: changing it rebuilds nothing)
+# (operator/longshot_testing, the test clusters, is not part of the images: changing it rebuilds nothing)
 hash_files() {
   (cd "$ROOT" && find "$@" -type f -not -path '*/__pycache__/*' -not -path '*.egg-info/*' -not -name '*.pyc' \
-       -not -path 'operator/longshot/testing/*' \
+       -not -path 'operator/longshot_testing/*' \
      | LC_ALL=C sort | xargs sha256sum) | digest
 }
 
@@ -134,7 +134,7 @@ build_app() {  # operator | agent
   mkdir -p "$work/images"
   cp -a "$ROOT/pyproject.toml" "$ROOT/README.md" "$work/"
   (cd "$ROOT" && tar --exclude='__pycache__' --exclude='*.egg-info' --exclude='*.pyc' \
-     --exclude='operator/longshot/testing' -cf - operator images) | tar -C "$work" -xf -
+     --exclude='operator/longshot_testing' -cf - operator images) | tar -C "$work" -xf -
   log "$name: buildah bud images/$name/Dockerfile (BASE_IMAGE=$BASE_REF)"
   local args=() secret=()
   # the machine's CA bundle, for pip behind a TLS-inspecting proxy (a build secret: not in the image)

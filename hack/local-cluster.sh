@@ -7,7 +7,7 @@
 #   hack/local-cluster.sh down     stop everything and remove the work directory, bridge and iptables chain
 #   hack/local-cluster.sh env      print `export KUBECONFIG=...` (eval "$(hack/local-cluster.sh env)")
 #
-# The cluster itself is longshot.testing.cluster (shared with the e2e tests); this script provides its
+# The cluster itself is longshot_testing.cluster (shared with the e2e tests); this script provides its
 # inputs: the Debian packages (hack/cluster/install-deps.sh), the Kubernetes binaries
 # (hack/k8s-binaries.sh) and the images (hack/images.sh). Work directory: $LONGSHOT_CLUSTER_DIR
 # (default /var/tmp/longshot-cluster).
@@ -32,16 +32,16 @@ case "$cmd" in
     for image in pause operator agent; do
       archives+=("$(bash "$ROOT/hack/images.sh" path "$image")")
     done
-    "$PY" -m longshot.testing.cluster up --workdir "$WORKDIR" --bin-dir "$BIN" --images "${archives[@]}" >/dev/null
+    "$PY" -m longshot_testing.cluster up --workdir "$WORKDIR" --bin-dir "$BIN" --images "${archives[@]}" >/dev/null
     log "ready in $(( $(date +%s) - start ))s; use it with: export KUBECONFIG=$WORKDIR/cp/admin.kubeconfig"
     ;;
   down)
     BIN=$(bash "$ROOT/hack/k8s-binaries.sh" 2>/dev/null)
-    "$PY" -m longshot.testing.cluster down --workdir "$WORKDIR" --bin-dir "$BIN"
+    "$PY" -m longshot_testing.cluster down --workdir "$WORKDIR" --bin-dir "$BIN"
     ;;
   status)
     BIN=$(bash "$ROOT/hack/k8s-binaries.sh" 2>/dev/null)
-    "$PY" -m longshot.testing.cluster status --workdir "$WORKDIR" --bin-dir "$BIN"
+    "$PY" -m longshot_testing.cluster status --workdir "$WORKDIR" --bin-dir "$BIN"
     ;;
   env)
     echo "export KUBECONFIG=$WORKDIR/cp/admin.kubeconfig"

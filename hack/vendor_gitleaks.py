@@ -6,7 +6,7 @@ ruleset and the licence of https://github.com/gitleaks/gitleaks at ``--commit`` 
 raw.githubusercontent.com, or from a local clone with ``--git-dir``, and writes
 ``operator/longshot/vcs/rules/gitleaks.toml`` (the upstream file verbatim under a header that names the version,
 the commit and the licence) and ``operator/longshot/vcs/rules/LICENSE.gitleaks``. Then run
-``pytest tests/unit/vcs/test_secretscan_rules.py tests/unit/vcs/test_secretscan_samples.py``: a rule RE2 cannot
+``pytest tests/unit/vcs/test_secretscan_rules.py tests/integration/vcs/test_secretscan_samples.py``: a rule RE2 cannot
 compile is skipped and counted there, and the samples say whether anything was lost. To update, change the pin
 here (a release tag's commit), rerun, review the diff and commit both files with the script.
 """

@@ -1,4 +1,4 @@
-"""The e2e tier: a real single-node cluster (``longshot.testing.cluster``) with the chart installed.
+"""The e2e tier: a real single-node cluster (``longshot_testing.cluster``) with the chart installed.
 
 The session brings the cluster up (binaries, images and the cluster itself are cached or reused) and
 down again, unless it was already running (``make cluster-up`` or ``make demo``): then it is left as it
@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from longshot.testing import cluster as lc
+from longshot_testing import cluster as lc
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "_artifacts" / "e2e-cluster"

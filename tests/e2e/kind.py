@@ -1,7 +1,7 @@
 """The e2e tier on a kind cluster, through pytest-kind: ``LONGSHOT_E2E_CLUSTER=kind`` (or automatically when
 the local cluster cannot run here and kind can).
 
-:class:`KindE2ECluster` offers what the tests use of ``longshot.testing.cluster.LocalCluster``: ``kubectl``,
+:class:`KindE2ECluster` offers what the tests use of ``longshot_testing.cluster.LocalCluster``: ``kubectl``,
 ``kubeconfig``, ``bin_dir``, ``workdir``, ``git_root`` and ``git_url``, ``keep_logs`` and ``down``. The
 cluster is pytest-kind's ``KindCluster`` with the kind of ``hack/go-tools.sh kind`` (sigs.k8s.io/kind v0.30.0
 built from the Go module proxy; or ``$LONGSHOT_KIND``), the node image of ``hack/kind-node-image.sh`` (built
@@ -153,7 +153,7 @@ class KindE2ECluster:
         the one-node kind cluster's bridge)."""
         if not self.enforcers:
             return {}
-        return {"enforcer": "longshot.testing.netpolicy", "nodes": self.nodes,
+        return {"enforcer": "longshot_testing.netpolicy", "nodes": self.nodes,
                 "kubeNetworkPolicies": "no CONFIG_NFT_QUEUE in this kernel (docs/security.md)"}
 
     def _start_git_daemon(self) -> None:
@@ -286,7 +286,7 @@ def pod_network(kubectl: Any, timeout: float = 240, expected: int = 1) -> list[N
     that started with the image's fixed subnet on a worker are deleted (their controllers make new ones) and
     every node is Ready. Idempotent. Returns the nodes, once ``expected`` of them registered (``kind create``
     returns when the workers joined; a joined worker's Node object may follow a moment later)."""
-    from longshot.testing import controlplane as cpl
+    from longshot_testing import controlplane as cpl
 
     def all_have_cidrs() -> list[Node] | None:
         nodes = _nodes(kubectl)
@@ -325,10 +325,10 @@ def pod_network(kubectl: Any, timeout: float = 240, expected: int = 1) -> list[N
 
 def start_enforcers(kubectl: Any, nodes: Sequence[Node], workdir: Path,
                     timeout: float = 90) -> list[subprocess.Popen[bytes]]:
-    """``longshot.testing.netpolicy`` once per node, on this host but inside the node container's network
+    """``longshot_testing.netpolicy`` once per node, on this host but inside the node container's network
     namespace (its iptables are the node's), talking to the API server at the control plane's node address.
     Returns the processes once each says it is enforcing."""
-    from longshot.testing import controlplane as cpl
+    from longshot_testing import controlplane as cpl
 
     cp = next(n for n in nodes if n.control_plane)
     config = json.loads(kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
@@ -344,7 +344,7 @@ def start_enforcers(kubectl: Any, nodes: Sequence[Node], workdir: Path,
         log_path = logs / f"netpolicy-{n.name}.log"
         with log_path.open("ab") as out:
             procs.append((subprocess.Popen(
-                ["nsenter", f"--net=/proc/{pid}/ns/net", "--", sys.executable, "-m", "longshot.testing.netpolicy",
+                ["nsenter", f"--net=/proc/{pid}/ns/net", "--", sys.executable, "-m", "longshot_testing.netpolicy",
                  f"--kubeconfig={kubeconfig}", f"--pod-cidr={POD_SUBNET}"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True), log_path))
 

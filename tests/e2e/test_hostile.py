@@ -17,7 +17,7 @@ import yaml
 
 from longshot.config import Settings
 from longshot.runtime import netpol
-from longshot.testing import cluster as lc
+from longshot_testing import cluster as lc
 
 from .conftest import SYSTEM_NS, apply, build_request, git_credentials, is_kind, kget, script_configmap, wait_for
 

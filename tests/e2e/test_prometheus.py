@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from longshot.testing import cluster as lc
+from longshot_testing import cluster as lc
 
 from .conftest import SYSTEM_NS, apply, build_request, host_reaches_pods, kget, script_configmap, wait_for
 

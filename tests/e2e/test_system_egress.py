@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from longshot.testing import cluster as lc
+from longshot_testing import cluster as lc
 
 from .conftest import SYSTEM_NS, apply, host_reaches_pods, is_kind, kget, wait_for
 
@@ -120,7 +120,7 @@ def test_the_system_pods_reach_dns_the_api_server_and_the_git_server_and_no_priv
 
     if not enforcer.get("enforcer"):
         pytest.skip(f"NetworkPolicy is not enforced on this cluster: {enforcer}; the {component} saw {probe()}")
-    if enforcer["enforcer"] == "longshot.testing.netpolicy" and not is_kind(cluster) and iptables_rules() is not None:
+    if enforcer["enforcer"] == "longshot_testing.netpolicy" and not is_kind(cluster) and iptables_rules() is not None:
         # the chart's except ranges become sub-chains; an enforcer started from code older than that (a kept
         # cluster) allows the whole 0.0.0.0/0: restart it (stop the cluster's netpolicy process)
         wait_for(lambda: "-N LONGSHOT-NETPOL-X" in (iptables_rules() or ""), 30,

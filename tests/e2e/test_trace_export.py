@@ -3,7 +3,7 @@ and the agent Pods arrive in a real collector under one trace ID, the one the bu
 ``status.traceId``.
 
 The collector is Jaeger (the pinned build from ``hack/go-tools.sh jaeger``, when cached) or the OTLP/HTTP
-receiver of ``longshot.testing.otlp`` (``opentelemetry-proto`` decoding real exports), listening on the host's
+receiver of ``longshot_testing.otlp`` (``opentelemetry-proto`` decoding real exports), listening on the host's
 end of the local cluster's bridge so that the operator, gateway and agent Pods reach it; the chart lets the
 operator and gateway reach it through their NetworkPolicy (``tracing.peers``)."""
 
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from longshot import tracing
-from longshot.testing import otlp
+from longshot_testing import otlp
 
 from .conftest import apply, build_request, host_address, install_operator, kget, script_configmap, wait_for
 

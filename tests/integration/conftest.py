@@ -2,7 +2,9 @@
 
 The binaries come from ``hack/k8s-binaries.sh`` (built or downloaded once, then cached). The session's
 kubeconfig is the only one these tests use; a guard refuses anything that is not this loopback cluster.
-When a test fails the components' logs are copied to ``_artifacts/control-plane/``.
+When a test fails the components' logs are copied to ``_artifacts/control-plane/``. Under pytest-xdist (make
+test-integration) each worker's session has its own control plane, and its logs go to a folder of the worker's
+name (``_artifacts/control-plane/gw0/``, ...).
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from pathlib import Path
 import kubernetes
 import pytest
 
-from longshot.testing import controlplane
+from longshot_testing import controlplane
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "_artifacts"
+# each pytest-xdist worker (make test-integration) has its own control plane, and keeps its logs apart
+CP_LOGS = ARTIFACTS / "control-plane" / os.environ.get("PYTEST_XDIST_WORKER", "")
 CRD_NAMES = ("buildrequests.longshot.dev", "agenttasks.longshot.dev", "mergejobs.longshot.dev")
 
 
@@ -54,7 +58,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory,
     try:
         cp.start()
     except controlplane.ControlPlaneError:
-        cp.keep_logs(ARTIFACTS / "control-plane")
+        cp.keep_logs(CP_LOGS)
         raise
     old_kubeconfig = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = str(cp.kubeconfig)
@@ -66,7 +70,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory,
         yield cp
     finally:
         if request.session.config.stash.get(_FAILED, False):
-            dest = cp.keep_logs(ARTIFACTS / "control-plane")
+            dest = cp.keep_logs(CP_LOGS)
             print(f"\ncontrol-plane logs kept in {dest}")
         cp.stop()
         if old_kubeconfig is None:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from longshot.testing import wait_for
-from longshot.testing.controlplane import free_port
+from longshot_testing import wait_for
+from longshot_testing.controlplane import free_port
 
 __all__ = ["Git", "GitDaemon", "GitHTTPServer", "SlowGitHTTPServer", "basic_auth", "free_port", "git_daemon",
            "git_http", "port_open", "slow_git_http"]

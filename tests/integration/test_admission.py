@@ -17,7 +17,7 @@ import yaml
 from chart_render import of_kinds, render
 from k8s_builders import build
 
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 SECRETS = ("git-token", "llm-key", "tracker-token")
 CONFIGMAPS = ("private-script", "private-prompts")

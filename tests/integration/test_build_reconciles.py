@@ -24,7 +24,7 @@ from test_delivery import SCRIPT, delivery_build, finalized, script_configmap
 
 from longshot.controllers import executor as ex
 from longshot.controllers import manager as managermod
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 MAX_BUILD_RECONCILES = 34
 """The figure, with slack for what varies with the machine's load: the events a reconcile in flight coalesces, the

@@ -18,7 +18,7 @@ import sample_repo
 from k8s_builders import condition, dump, get, list_of
 from test_delivery import delivery_build, script_configmap
 
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 N = 30
 KILLS = 20

@@ -245,7 +245,7 @@ def test_kube_linter_itself() -> None:
 
 
 def test_dashboard_linter_itself() -> None:
-    # the unit tier holds the dashboard to this linter's rules (tests/unit/chart/dashboard_lint.py); the real one
+    # the unit tier holds the dashboard to this linter's rules (tests/integration/chart/dashboard_lint.py); the real one
     # runs here as soon as the Go module proxy serves it
     built = subprocess.run(["bash", str(ROOT / "hack" / "go-tools.sh"), "dashboard-linter"], capture_output=True,
                            text=True, check=False)

@@ -10,7 +10,7 @@ import sample_repo
 from k8s_builders import condition, create, dump, get
 from test_delivery import SCRIPT, delivery_build, finalized, script_configmap
 
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 FINALIZER = "longshot.dev/cleanup"
 

@@ -9,7 +9,7 @@ from k8s_builders import build, condition, create, get
 from kubelet_double import finish_pod
 from test_orchestration import PLANNER, agent_pods, wait_pod
 
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 
 def stalled(custom, namespace, reason: str, timeout: float = 30):

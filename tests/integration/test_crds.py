@@ -13,7 +13,7 @@ from k8s_builders import GROUP, VERSION, build, create, merge_job, task
 
 from longshot import api
 from longshot.api import agenttask
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,7 +16,7 @@ from test_delivery import delivery_build, finalized, script_configmap
 
 from longshot.agent import delegation as agent_delegation
 from longshot.agent import errors as agent_errors
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import sample_repo
 import yaml
 from k8s_builders import build, condition, create, dump, get, list_of
 
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 TEST = sample_repo.TEST_COMMAND
 

@@ -24,7 +24,7 @@ from gateway_fakes import Reply, fake_model, openai_json
 from kubelet_double import run_pod
 
 from longshot.api import handoff
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -222,7 +222,7 @@ def test_without_the_charts_secret_grant_the_agent_is_told_which_value_to_set(
     from chart_render import of_kinds, render
     from gateway_server import GatewayThread
 
-    from longshot.testing.controlplane import write_kubeconfig
+    from longshot_testing.controlplane import write_kubeconfig
 
     secret(core_v1, namespace, "git-token", {"username": "alice", "password": PASSWORD})
     release = f"gw-{namespace[-6:]}"

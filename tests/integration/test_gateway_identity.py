@@ -7,7 +7,7 @@ import pytest
 from gateway_attempts import make_attempt, pod_token
 from kubelet_double import finish_pod, run_pod
 
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from kubelet_double import finish_pod
 from test_orchestration import PLANNER, demo_build, phase_is, wait_pod, wait_task
 
 from longshot.agent import runner
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -29,7 +29,7 @@ from k8s_builders import build, dump
 from kubelet_double import finish_pod, plan_handoff
 
 from longshot.api import handoff as ho
-from longshot.testing import controlplane, wait_for
+from longshot_testing import controlplane, wait_for
 
 MIB = 1024 * 1024
 

@@ -12,7 +12,7 @@ import kubernetes
 import pytest
 
 from longshot.runtime import leader
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 DURATION = 2
 RENEW = 0.5

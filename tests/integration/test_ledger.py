@@ -22,7 +22,7 @@ from longshot.cli import main as cli
 from longshot.controllers import retention
 from longshot.core import ledger
 from longshot.runtime import kube
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 MARKER = "ledger-marker-5c1e"
 

@@ -14,7 +14,7 @@ from gateway_fakes import Reply, openai_json
 from test_gateway_agent import PASSWORD, build_spec, finish, forge, model, start_agent  # noqa: F401  (fixtures)
 
 from longshot.core import ledger
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""The local cluster's iptables NetworkPolicy enforcer (``longshot.testing.netpolicy``) with the chart's own
+"""The local cluster's iptables NetworkPolicy enforcer (``longshot_testing.netpolicy``) with the chart's own
 gateway egress policy, in the kernel: network namespaces of its own (a router and three "Pods"), never the
 host's tables. A connection from the gateway's address to the metadata address is refused, one to a public
 address passes, one to the git server listed as an ``egress.allow`` cidr (inside a denied range) passes.
@@ -81,7 +81,7 @@ def _probe(names: dict[str, str], address: str) -> str:
 def _enforce(names: dict[str, str], policy: dict[str, Any]) -> None:
     gateway = {"metadata": {"namespace": "longshot-system", "name": "gw", "labels": policy["spec"]["podSelector"][
         "matchLabels"]}, "spec": {}, "status": {"phase": "Running", "podIP": GATEWAY_IP}}
-    script = ("import json,sys\nfrom longshot.testing import netpolicy\n"
+    script = ("import json,sys\nfrom longshot_testing import netpolicy\n"
               "pods,nss,pols=json.load(sys.stdin)\n"
               "lines,_=netpolicy.render(pods,nss,pols,['10.244.0.0/24'])\nnetpolicy.apply(lines)\n")
     ns = {"metadata": {"name": "longshot-system", "labels": {}}}

@@ -6,7 +6,7 @@ from k8s_builders import build, create, merge_job
 
 from longshot import api
 from longshot.api import conditions  # noqa: F401  (api.conditions below)
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 
 def conditions_of(custom, namespace, plural, name):

@@ -13,7 +13,7 @@ from k8s_builders import build, condition, create, get, list_of
 from kubelet_double import finish_pod, handoff, plan_handoff
 
 from longshot.api import handoff as ho
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 PLANNER = "demo-planner"
 

@@ -14,7 +14,7 @@ from k8s_builders import condition, create, dump, get, list_of
 from test_delivery import delivery_build, finalized, script_configmap
 from tracker_server import tracker_server
 
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 TEST = sample_repo.TEST_COMMAND
 GROUP, VERSION = "longshot.dev", "v1alpha1"

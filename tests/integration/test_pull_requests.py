@@ -17,7 +17,7 @@ from k8s_builders import condition, create, dump, get, list_of
 from kubernetes.client.exceptions import ApiException
 from test_delivery import SCRIPT, delivery_build, finalized, script_configmap
 
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 TOKEN = "forge-token-0123456789"
 PROJECT = "org/calc"

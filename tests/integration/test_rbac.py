@@ -24,7 +24,7 @@ from longshot.config import Settings
 from longshot.core import ledger
 from longshot.gateway import cluster as gcluster
 from longshot.runtime import kube, netpol, pods
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
 

@@ -21,8 +21,8 @@ from test_delivery import delivery_build, script_configmap
 
 from longshot.core import sharding
 from longshot.runtime import leader
-from longshot.testing import wait_for
 from longshot.vcs import workspace
+from longshot_testing import wait_for
 
 N = 4
 

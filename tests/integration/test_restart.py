@@ -13,7 +13,7 @@ from collections import Counter
 from k8s_builders import build, create, list_of
 from kubelet_double import finish_pod, plan_handoff
 
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 
 def agent_pods(core, namespace):

@@ -8,7 +8,7 @@ import yaml
 from k8s_builders import build, condition, create, get
 from test_orchestration import PLANNER, wait_pod
 
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 
 def refuse_suspended_status(kubectl, namespace: str, name: str) -> None:

@@ -11,7 +11,7 @@ from k8s_builders import create, dump, get
 from test_delivery import delivery_build, finalized, script_configmap
 
 from longshot.agent import prompts, runner
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 KNOWN = "the linker ran out of patience at step 7 (feedback-4f2a)"
 

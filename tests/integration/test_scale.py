@@ -11,7 +11,7 @@ from k8s_builders import GROUP, VERSION, build, condition, create, list_of
 from kubelet_double import finish_pod, handoff, plan_handoff
 
 from longshot.api import agenttask
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 pytestmark = pytest.mark.integration
 

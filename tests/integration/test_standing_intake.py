@@ -22,7 +22,7 @@ from k8s_builders import GROUP, VERSION, condition, create, dump, get, list_of
 from test_delivery import add_tests, delivery_build, script_configmap
 from tracker_server import tracker_server
 
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 pytestmark = pytest.mark.integration
 

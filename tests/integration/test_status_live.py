@@ -8,7 +8,7 @@ import yaml
 from k8s_builders import condition, dump, get
 from test_delivery import delivery_build
 
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 from status_tools import argo_health, kstatus_live_by_kind
 
 BROKEN = {"tests/test_broken.py": "import unittest\n\n\nclass Broken(unittest.TestCase):\n"

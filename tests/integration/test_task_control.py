@@ -18,7 +18,7 @@ from test_orchestration import PLANNER, agent_pods, demo_build, phase_is, wait_p
 
 from longshot.api import handoff as ho
 from longshot.cli import main as cli
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 
 @pytest.mark.parametrize(("agent", "field", "text"), [

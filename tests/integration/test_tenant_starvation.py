@@ -22,7 +22,7 @@ import sample_repo
 from git_servers import Git, SlowGitHTTPServer, slow_git_http
 from k8s_builders import GROUP, VERSION, build, create, list_of
 
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 SLOW_SECONDS = 4.0
 """How late A's repository answers ``git ls-remote`` (its ref advertisement)."""

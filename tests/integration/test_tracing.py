@@ -1,6 +1,6 @@
 """One build, one trace: a whole build on the real API server with tracing on, its spans read back from a real
 collector (Jaeger built from the Go module proxy when it is cached, else an OTLP/HTTP receiver decoding with the
-official protobuf classes; ``longshot.testing.otlp``).
+official protobuf classes; ``longshot_testing.otlp``).
 
 The operator runs in-process, longshot-gateway in a thread, and the agents as real processes (the process
 kubelet), each exporting on its own: the operator and the gateway to the collector, the agents to the gateway's
@@ -20,7 +20,7 @@ from k8s_builders import condition, create, dump, get
 from test_delivery import SCRIPT, delivery_build, finalized, script_configmap
 
 from longshot import tracing
-from longshot.testing import otlp, wait_for
+from longshot_testing import otlp, wait_for
 
 pytestmark = pytest.mark.integration
 

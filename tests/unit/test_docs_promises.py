@@ -42,7 +42,7 @@ PENDING_TARGETS: frozenset[str] = frozenset()
 TARGET = re.compile(r"^([a-zA-Z0-9_.-]+):", re.MULTILINE)
 TICKED = re.compile(r"`([^`\s]+)`")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
-METRIC = re.compile(r"\blongshot_[a-z0-9_]+")
+METRIC = re.compile(r"\blongshot_(?!testing\b)[a-z0-9_]+")  # longshot_testing is the test support package
 DEFINED = re.compile(r"""["'](longshot_[a-z0-9_]+)["']""")
 
 

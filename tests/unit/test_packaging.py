@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_test_clusters_are_not_packaged_and_the_product_is():
     find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
     packages = set(setuptools.find_packages(where=str(ROOT / find["where"][0]), exclude=find.get("exclude", ())))
-    assert not {p for p in packages if p == "longshot.testing" or p.startswith("longshot.testing.")}
+    assert (ROOT / find["where"][0] / "longshot_testing" / "__init__.py").is_file()  # beside the product, on disk
+    assert not {p for p in packages if p == "longshot_testing" or p.startswith("longshot_testing.")}
+    assert not {p for p in packages if p.startswith("longshot.testing")}
     assert {"longshot", "longshot.api", "longshot.core", "longshot.controllers", "longshot.gateway", "longshot.runtime",
             "longshot.vcs", "longshot.agent"} <= packages

@@ -9,6 +9,7 @@ does, or until it is listed in TRUSTED with the reason its input is not an adver
 from __future__ import annotations
 
 import ast
+import functools
 from collections import Counter
 from pathlib import Path
 
@@ -35,19 +36,18 @@ TRUSTED: dict[tuple[str, str], tuple[int, str]] = {
     ("agent/backends/scripted.py", "yaml.safe_load"): (1, "the agent Pod: its own test script"),
 }
 """Parses whose input is not controlled by another tenant, an agent or an outside server. Test support
-(``longshot/testing``, not shipped) is not scanned."""
+(``longshot_testing``, not shipped) lives beside the package and is not scanned."""
 
 PARSES = {("json", "loads"): "json.loads", ("json", "load"): "json.load", ("yaml", "load"): "yaml.load",
           ("yaml", "safe_load"): "yaml.safe_load", ("orjson", "loads"): "orjson.loads",
           ("ujson", "loads"): "ujson.loads", ("pickle", "loads"): "pickle.loads"}
 
 
+@functools.cache  # the package's source is read and parsed once for the tests below
 def _sites() -> Counter[tuple[str, str]]:
     found: Counter[tuple[str, str]] = Counter()
     for path in sorted(ROOT.rglob("*.py")):
         module = path.relative_to(ROOT).as_posix()
-        if module.startswith("testing/"):
-            continue
         for node in ast.walk(ast.parse(path.read_text(), module)):
             if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
                 continue

@@ -449,7 +449,7 @@ class RealModel:
 def model_server(log: Path, *, port: int, extra: tuple[str, ...] = ()) -> Iterator[RealModel]:
     """``hack/model-server.sh run`` on 127.0.0.1:``port`` until the context ends; ready when ``/v1/models``
     answers."""
-    from longshot.testing import wait_for
+    from longshot_testing import wait_for
 
     out = log.open("ab")
     proc = subprocess.Popen(["bash", str(MODEL_SERVER), "run", "--port", str(port), *extra], stdout=out,
@@ -499,7 +499,7 @@ LITELLM_KEY = "sk-local-litellm-0123456789abcdef"  # longshot:allow-secret (a lo
 def litellm_proxy(bin_dir: Path, upstream: RealModel, work: Path, *, port: int) -> Iterator[str]:
     """LiteLLM's proxy on 127.0.0.1:``port`` serving the Messages API (``/v1/messages``) for model
     ``claude-local``, translated to ``upstream``'s chat completions; yields its base URL."""
-    from longshot.testing import wait_for
+    from longshot_testing import wait_for
 
     config = work / "litellm.yaml"
     config.write_text(json.dumps({

@@ -6,7 +6,7 @@ import pytest
 from agent_servers import Reply, anthropic_tools, llama_cpp_validation_error, openai_message, openai_tools, task_input
 
 from longshot.agent.backends.base import WRAP_UP
-from longshot.testing.controlplane import free_port
+from longshot_testing.controlplane import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -35,7 +35,7 @@ from agent_servers import (
     tool_bin,
 )
 
-from longshot.testing.controlplane import free_port
+from longshot_testing.controlplane import free_port
 
 # the model answers in seconds per turn; a whole agent conversation takes one to a few minutes
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]

@@ -10,8 +10,8 @@ import pytest
 from agent_servers import task_input
 
 from longshot.api import handoff
-from longshot.testing import wait_for
-from longshot.testing.controlplane import free_port
+from longshot_testing import wait_for
+from longshot_testing.controlplane import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -38,7 +38,7 @@ from tracker_server import tracker_server
 from longshot import tracing
 from longshot.gateway import traces
 from longshot.runtime import trackers
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,7 @@ from longshot.api import handoff as ho
 from longshot.config import Settings
 from longshot.gateway import pktline
 from longshot.runtime import pods
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -28,8 +28,8 @@ from k8s_builders import build
 
 from longshot.core import egress
 from longshot.net import guard as gd
-from longshot.testing import wait_for
 from longshot.vcs import workspace as vws
+from longshot_testing import wait_for
 
 pytestmark = pytest.mark.integration
 

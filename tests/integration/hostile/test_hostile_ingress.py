@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gateway_attempts import make_attempt
 from gateway_server import GatewayThread
 
-from longshot.testing import otlp
+from longshot_testing import otlp
 
 pytestmark = pytest.mark.integration
 
@@ -144,7 +144,7 @@ def test_held_slow_drips_on_the_operator_webhook_are_laned_cut_and_bounded(opera
     path = f"/intake/{namespace}/intake"
     with KopfRunner(["run", "--standalone", "--namespace", namespace, "-m", "longshot.controllers"],
                     timeout=60) as runner:
-        from longshot.testing import wait_for
+        from longshot_testing import wait_for
 
         wait_for(lambda: _up(metrics_port), timeout=30, what="the operator's /readyz")
         _rss_reset()

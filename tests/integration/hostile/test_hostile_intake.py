@@ -18,7 +18,7 @@ from k8s_builders import condition, create, dump, get, list_of
 from test_delivery import delivery_build
 from tracker_server import tracker_server
 
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 pytestmark = pytest.mark.integration
 

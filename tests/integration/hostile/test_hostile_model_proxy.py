@@ -21,7 +21,7 @@ from gateway_attempts import make_attempt, secret
 from gateway_fakes import Reply, fake_model, openai_json, sse
 from gateway_server import GatewayThread
 
-from longshot.testing import controlplane
+from longshot_testing import controlplane
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from k8s_builders import build, condition, create, get, list_of, task
 from kubelet_double import finish_pod, plan_handoff
 
 from longshot.api import common
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -37,7 +37,7 @@ from longshot.config import Settings
 from longshot.core import ledger
 from longshot.gateway import cluster as gcluster
 from longshot.runtime import kube, pods
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,7 @@ from gateway_fakes import fake_model
 from git_servers import Git, GitHTTPServer, git_http
 from k8s_builders import build
 
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -29,7 +29,7 @@ from test_pull_requests import (
     pr_build,
 )
 
-from longshot.testing import wait_for
+from longshot_testing import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -30,8 +30,8 @@ from k8s_builders import build, condition, create, dump, get, list_of
 from longshot.api import handoff as ho
 from longshot.gateway import settings as gwsettings
 from longshot.runtime import handoffs
-from longshot.testing import wait_for
 from longshot.vcs import packlimit, workspace
+from longshot_testing import wait_for
 
 pytestmark = pytest.mark.integration
 

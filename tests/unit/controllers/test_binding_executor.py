@@ -7,8 +7,8 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from fake_kube import FakeKube
 
+from fake_kube import FakeKube
 from longshot.api import handoff as ho
 from longshot.config import Settings
 from longshot.controllers import cache as cachemod

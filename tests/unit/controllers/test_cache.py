@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from fake_kube import FakeKube
 
+from fake_kube import FakeKube
 from longshot import config
 from longshot.api import objects
 from longshot.controllers import cache as cachemod

@@ -9,15 +9,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from fake_kube import FakeKube
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fake_kube import FakeKube
 from longshot import config
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import dispatch, workqueue
 from longshot.core import scheduler, tasks
+from property_budget import examples
 
 pytestmark = pytest.mark.unit
 
@@ -138,7 +139,7 @@ def context_of(world: dict[str, Any]) -> ctxmod.Context:
     return ctx
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=examples(600), deadline=None)
 @given(worlds())
 def test_the_plan_chooses_and_holds_what_a_view_of_every_candidate_gives(world):
     ctx, oracle = context_of(world), context_of(world)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fake_kube import FakeKube
 
+from fake_kube import FakeKube
 from longshot.api import objects
 from longshot.controllers import intake
 from longshot.core import egress

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from fake_kube import FakeKube
 
+from fake_kube import FakeKube
 from longshot.controllers import cache as cachemod
 from longshot.controllers import executor as ex
 from longshot.controllers import manager as managermod

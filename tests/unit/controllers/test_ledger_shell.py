@@ -9,9 +9,9 @@ import json
 from typing import Any
 
 import pytest
-from fake_kube import Clock, FakeKube, build
 
 import driving
+from fake_kube import Clock, FakeKube, build
 from longshot import config
 from longshot.api import handoff as ho
 from longshot.controllers import manager as managermod

@@ -13,9 +13,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from fake_kube import Clock, FakeKube, build
 
 import driving
+from fake_kube import Clock, FakeKube, build
 from longshot import config, metrics
 from longshot.api import handoff as ho
 from longshot.controllers import dispatcher

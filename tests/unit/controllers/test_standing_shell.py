@@ -9,9 +9,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from fake_kube import Clock, FakeKube, build
 
 import driving
+from fake_kube import Clock, FakeKube, build
 from longshot import config
 from longshot.controllers import manager as managermod
 from longshot.controllers import standing as standingc

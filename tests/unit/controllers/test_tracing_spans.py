@@ -6,16 +6,14 @@ exporter; the OTLP wire and a real collector are the integration tier's (tests/i
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from fake_kube import FakeKube
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from fake_kube import FakeKube
 from longshot import tracing
 from longshot.config import Settings
 from longshot.controllers import cache as cachemod
@@ -65,19 +63,6 @@ def test_span_ids_come_from_stable_keys_so_a_restarted_replica_names_the_same_sp
 ])
 def test_a_malformed_traceparent_names_no_parent(value):
     assert tracing.parse_traceparent(value) is None
-
-
-def test_off_is_one_shared_no_op_and_imports_no_sdk():
-    code = ("import sys\nfrom longshot import tracing\n"
-            "a = tracing.span('x', {'k': 1})\nb = tracing.span('y')\nassert a is b\n"
-            "with a as s:\n    s.set('k', 2); s.error('e')\n"
-            "tracing.emit(tracing.record('z', tracing.build_span('u'), None, __import__('datetime').datetime.now(),"
-            " __import__('datetime').datetime.now()))\n"
-            "assert tracing.current_traceparent() is None and tracing.inject({}) == {}\n"
-            "assert tracing.setup_from_env(tracing.OPERATOR, {}) is False\n"
-            "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
 
 
 def test_an_ended_attempt_is_a_span_with_its_recorded_times_exit_and_failure_class():

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from longshot.api import handoff as ho
 from longshot.api import sanitize
 from longshot.core import binding
+from property_budget import examples
 
 pytestmark = pytest.mark.unit
 
@@ -81,7 +82,7 @@ def test_newlines_stay_in_a_text_and_go_from_a_line():
     assert sanitize.one_line("refs/heads/x\n2026-01-01 INFO forged") == "refs/heads/x2026-01-01 INFO forged"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.text(alphabet=st.characters(codec="utf-8"), max_size=2000))
 def test_clean_leaves_no_control_character_whatever_the_text(text):
     for out, allowed in ((sanitize.clean(text), "\n\t"), (sanitize.one_line(text), "")):

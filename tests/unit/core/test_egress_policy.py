@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from longshot.core import egress
+from property_budget import examples
 
 pytestmark = pytest.mark.unit
 DEFAULT = egress.Policy.parse()
@@ -179,7 +180,7 @@ _part = st.one_of(st.integers(0, 2**32 - 1).map(str), st.integers(0, 2**32 - 1).
                   st.integers(0, 2**32 - 1).map(lambda n: f"0{n:o}"))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(_part, min_size=1, max_size=4).map(".".join))
 def test_inet_aton_reads_numeric_hosts_as_the_resolver_does(text: str) -> None:
     """Every numeric host the C library reads as an address is read as the same address; the others are
@@ -195,7 +196,7 @@ def test_inet_aton_reads_numeric_hosts_as_the_resolver_does(text: str) -> None:
 _V4_DENIED = [n for n in (ipaddress.ip_network(c) for c, _ in egress.ALWAYS_DENIED) if n.version == 4]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.sampled_from(_V4_DENIED).flatmap(lambda n: st.integers(int(n.network_address), int(n.broadcast_address)))
        .map(ipaddress.IPv4Address),
        st.sampled_from(["{}", "[::ffff:{}]", "{int}", "{hex}"]))
@@ -206,7 +207,7 @@ def test_an_always_denied_address_is_refused_in_every_spelling(address: ipaddres
     assert not p.check_addresses("listed.example", [address], purpose="git", port=443).allowed
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.text(alphabet=st.characters(codec="utf-8"), max_size=80))
 def test_any_string_is_decided_without_an_exception(text: str) -> None:
     for url in (text, f"http://{text}/", f"https://{text}", f"{text}:r.git"):

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from longshot.core import modelcalls, usage
+from property_budget import examples
 
 pytestmark = pytest.mark.unit
 
@@ -119,7 +120,7 @@ def test_no_budget_admits_everything():
         assert isinstance(d, modelcalls.Admitted) and d.write_max is None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(budget=st.integers(0, 5000), attempts=st.integers(1, 6),
        calls=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3000), st.one_of(st.none(), st.integers(0, 3000)),
                                 st.integers(1, 130), st.booleans(), st.integers(0, 10**6)), max_size=60))

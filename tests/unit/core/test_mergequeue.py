@@ -29,6 +29,7 @@ from longshot.core.mergequeue import (
     StartProbes,
     Wait,
 )
+from property_budget import examples
 
 pytestmark = pytest.mark.unit
 
@@ -431,7 +432,7 @@ class World:
         return True
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(n=st.integers(1, 14), culprit_rate=st.sampled_from([0.0, 0.1, 0.3]), window=st.integers(1, 8),
        conflict_pairs=st.integers(0, 3), seed=st.integers(0, 2**32 - 1), crash=st.sampled_from([0.0, 0.3]),
        depth=st.integers(1, 3), arrivals=st.booleans(), max_probes=st.sampled_from([0, 1, 2]))

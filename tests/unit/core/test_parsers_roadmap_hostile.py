@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from longshot.core import roadmap
+from property_budget import examples
 
 MAX_BYTES = 1024 * 1024  # vcs.speculate.MAX_ROADMAP_BYTES (core cannot import vcs)
 
@@ -21,7 +22,7 @@ PIECES = [" ", "\t", "\r", "-", "*", "+", "1.", "2)", "[", "]", " ", "x", "X", "
           "é", "[ ]", "[x]", "- [ ] "]
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=examples(1000), deadline=None)
 @given(st.lists(st.sampled_from(PIECES), max_size=30))
 def test_the_item_pattern_matches_what_the_backtracking_one_matched(pieces: list[str]) -> None:
     line = "".join(pieces)
@@ -33,7 +34,7 @@ def test_the_item_pattern_matches_what_the_backtracking_one_matched(pieces: list
         assert (old["text"] or "").strip() == (new["text"] or "").strip()
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.sampled_from(["- [ ]", "- [ ] a", "1. [x]", "* [X] b"]), st.sampled_from([" ", "\t", " \t", "a ", " \r"]),
        st.integers(1, 100_000))
 def test_an_item_line_with_a_long_repeated_tail_parses(head: str, tail: str, n: int) -> None:

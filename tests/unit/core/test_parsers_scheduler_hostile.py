@@ -16,6 +16,7 @@ from longshot.api import common
 from longshot.api import handoff as hmod
 from longshot.core import scheduler
 from longshot.core.scheduler import BuildView, TaskView
+from property_budget import examples
 
 pytestmark = pytest.mark.unit
 
@@ -50,7 +51,7 @@ SEGMENTS = ["a", "b", "src", "*", "**", "*.py", "a*", "*b", "[ab]", "?", ".", ""
 entries = st.lists(st.sampled_from(SEGMENTS), max_size=8).map("/".join)
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=examples(1500), deadline=None)
 @given(entries, entries)
 def test_the_iterative_check_answers_as_the_recursive_one_and_visits_each_position_once(a: str, b: str) -> None:
     hit, steps = scheduler.overlap_steps(a, b)
@@ -169,7 +170,7 @@ def test_a_plan_with_an_oversized_scope_is_refused_naming_the_task_and_the_entry
         hmod.parse_handoff_bytes(plan([f"f{i}" for i in range(129)]))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.lists(st.sampled_from(["a", "b", "c" * 300, "d", "*.py", "."]), min_size=1, max_size=60)
                 .map("/".join), max_size=400))
 def test_bounded_scopes_fit_the_crd_and_cover_every_entry(scope: list[str]) -> None:
@@ -190,7 +191,7 @@ _scope = st.lists(_entry, min_size=1, max_size=3).map(tuple)
 _group = st.sampled_from(["", "", "g", "h"])
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.lists(st.tuples(_scope, _group), max_size=12), _scope, _group)
 def test_the_indexed_taken_scopes_answer_as_every_pair_compared(taken: list[tuple[tuple[str, ...], str]],
                                                                scope: tuple[str, ...], group: str) -> None:
@@ -214,8 +215,8 @@ def test_a_thousand_running_scopes_at_the_bounds_fill_the_index_once_and_the_res
     """A tenant's running tasks with scopes at the CRD's bounds (128 entries of 32 segments each): the index takes
     what fits in ``MAX_INDEXED_PREFIXES`` and the rest go to the pair-by-pair checks unparsed (parsing them all to
     find they did not fit cost 1.5 s a plan)."""
-    deep = lambda p, i: "/".join(f"{p}{i}s{j}" for j in range(32))  # noqa: E731
-    running = [(tuple(deep(f"r{t}x", e) for e in range(128)), "") for t in range(1000)]
+    tails = ["/".join(f"e{e}s{j}" for j in range(1, 32)) for e in range(128)]  # 31 segments, built once
+    running = [(tuple(f"r{t}x{e}s0/{tails[e]}" for e in range(128)), "") for t in range(1000)]  # 32, each its own
     parsed: list[tuple[str, ...]] = []
     literal = scheduler._literal
 

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from longshot.api.handoff import PLAN_TASK_NAME, PlannedTask
 from longshot.core import roadmap
+from property_budget import examples
 
 ROADMAP = """\
 # Roadmap
@@ -173,7 +174,7 @@ def documents(draw):
     return newline.join(lines) + draw(st.sampled_from(["", newline]))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(documents(), st.data())
 def test_check_off_changes_only_the_marks_of_the_named_items(text, data):
     items = roadmap.parse(text)
@@ -191,7 +192,7 @@ def test_check_off_changes_only_the_marks_of_the_named_items(text, data):
     assert roadmap.check_off(text, []) == text
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(documents())
 @example("- [ ] \x1f")  # found by Hypothesis: text that str.strip() empties gave an empty description
 def test_every_plan_is_valid_and_acyclic(text):

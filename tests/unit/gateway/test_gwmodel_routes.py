@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from longshot.gateway import modelroutes
+from property_budget import examples
 
 pytestmark = pytest.mark.unit
 
@@ -61,7 +62,7 @@ _ADVERSARIAL = st.lists(st.sampled_from([
     "%252e", "..;", "\t"]), min_size=1, max_size=8)
 
 
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=examples(800), deadline=None)
 @given(flavour=st.sampled_from(["openai", "anthropic"]), parts=_ADVERSARIAL,
        method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]))
 def test_an_accepted_target_is_exactly_a_listed_route(flavour, parts, method):
@@ -75,7 +76,7 @@ def test_an_accepted_target_is_exactly_a_listed_route(flavour, parts, method):
     assert target.partition("?")[0] == f"/model/{route.flavour}/{route.path}"
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.text(min_size=0, max_size=80))
 def test_no_target_with_escapes_or_dot_segments_is_accepted(text):
     target = "/model/openai/" + text

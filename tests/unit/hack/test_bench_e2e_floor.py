@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import hack_modules
 import pytest
 
+import hack_modules
 from longshot.api.agenttask import AgentTaskStatus
 from longshot.gateway import identity
 

@@ -3,8 +3,9 @@ after the last worker (the tail the bare-Pod floor does not have)."""
 
 from __future__ import annotations
 
-import hack_modules
 import pytest
+
+import hack_modules
 
 pytestmark = pytest.mark.unit
 

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import hack_modules
 import pytest
 
+import hack_modules
 from longshot.agent.backends import openai
 
 pytestmark = pytest.mark.unit

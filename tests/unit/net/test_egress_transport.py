@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from longshot.core import egress
 from longshot.net import guard as gd
 from longshot.net import transport as tr
+from property_budget import examples
 
 pytestmark = pytest.mark.unit
 FIELD = "spec.agent.baseUrl"
@@ -157,7 +158,7 @@ def test_git_pins_name_the_checked_addresses() -> None:
 _label = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_ÄéßЖ", min_size=1, max_size=12)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(_label, min_size=1, max_size=4).map(".".join), st.sampled_from(["", ".", ":8443", ".:443"]))
 def test_the_policy_and_httpx_agree_on_the_host_of_an_allowed_url(name: str, tail: str) -> None:
     """No parser differential: when the policy allows a URL by its name, httpx connects to that same name (the one

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from longshot.api import handoff as hmod
 from longshot.runtime import trackers
+from property_budget import examples
 
 pytestmark = pytest.mark.unit
 
@@ -34,7 +35,7 @@ def old_link_next(header: str | None) -> str | None:
 PIECES = ["<", ">", ";", ",", " ", "\t", '"', "rel", "=", "next", "prev", "https://t/x?page=2", "a", "nextx"]
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=examples(1500), deadline=None)
 @given(st.lists(st.sampled_from(PIECES), max_size=30))
 def test_the_link_header_gives_what_the_backtracking_patterns_gave(pieces: list[str]) -> None:
     header = "".join(pieces)
@@ -93,7 +94,7 @@ def test_a_bounded_answer_is_read_as_before() -> None:
     assert got.number == 7 and len(trackers.describe(got)) < trackers.MAX_BODY + 500
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.text(max_size=2000), st.integers(0, 3))
 def test_hostile_handoff_text_is_a_handoff_or_a_handoff_error(text: str, wrap: int) -> None:
     """Whatever a planner writes: a Handoff or a HandoffError, never another exception."""

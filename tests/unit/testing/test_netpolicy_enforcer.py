@@ -4,7 +4,7 @@ import pytest
 
 from longshot.config import Settings
 from longshot.runtime import netpol
-from longshot.testing import netpolicy
+from longshot_testing import netpolicy
 
 pytestmark = pytest.mark.unit
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from longshot.testing import serviceproxy
+from longshot_testing import serviceproxy
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ import pytest
 
 from longshot.agent import errors, gitops, redact
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

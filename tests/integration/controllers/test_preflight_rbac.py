@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_kube import FakeKube
 
+from fake_kube import FakeKube
 from longshot.api import objects
 from longshot.runtime import kube as kubemod
 from longshot.runtime import preflight
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 
 def kube(*, configmaps: dict[str, Any] | None = None, hidden: tuple[str, ...] = ()) -> FakeKube:

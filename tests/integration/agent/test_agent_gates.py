@@ -17,7 +17,7 @@ from longshot.agent import gates
 from longshot.api.buildrequest import Coverage, GateStep
 from longshot.core import mergejobs as mj
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 COBERTURA = """<?xml version="1.0" ?>
 <coverage version="7.4.0" timestamp="1700000000000" lines-valid="{valid}" lines-covered="{covered}"

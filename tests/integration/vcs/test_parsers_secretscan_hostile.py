@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from longshot.testing.secret_samples import SAMPLES
 from longshot.vcs import secretrules, secretscan
+from longshot_testing.secret_samples import SAMPLES
+from property_budget import examples
 
 
 def new_rules(path: str, line: str) -> list[str]:
@@ -33,7 +34,7 @@ TOKENS = [(s.rules[0], s.text.strip().split('"')[1]) for s in SAMPLES
           and s.text.count('"') == 2]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.sampled_from(PATHS), st.sampled_from(TOKENS), st.lists(st.sampled_from(PIECES), max_size=20),
        st.lists(st.sampled_from(PIECES), max_size=20))
 def test_what_surrounds_a_credential_does_not_hide_it(path: str, token: tuple[str, str], before: list[str],
@@ -42,7 +43,7 @@ def test_what_surrounds_a_credential_does_not_hide_it(path: str, token: tuple[st
     assert rule in new_rules(path, "".join(before) + " " + value + " " + "".join(after))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.sampled_from(PATHS), st.lists(st.sampled_from(PIECES), max_size=40))
 def test_a_line_read_as_a_blob_window_has_the_findings_of_the_line(path: str, pieces: list[str]) -> None:
     """The blob path (every match of every rule, then each line's most specific) and the line path (the first
@@ -53,7 +54,7 @@ def test_a_line_read_as_a_blob_window_has_the_findings_of_the_line(path: str, pi
     assert as_window == set(as_line)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.sampled_from(PATHS), st.sampled_from(PIECES), st.sampled_from(PIECES),
        st.integers(1, secretscan.LINE_PIECE // 8))
 def test_a_line_of_a_repeated_piece_up_to_the_line_limit_is_scanned(path: str, a: str, b: str, n: int) -> None:

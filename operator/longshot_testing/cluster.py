@@ -1,6 +1,6 @@
 """A real single-node Kubernetes cluster on this machine, for the e2e tier and ``make demo``.
 
-It is :class:`~longshot.testing.controlplane.ControlPlane` (etcd, kube-apiserver, kube-controller-manager)
+It is :class:`~longshot_testing.controlplane.ControlPlane` (etcd, kube-apiserver, kube-controller-manager)
 plus what makes Pods really run:
 
 * a Linux bridge (``lsbr0``, ``10.244.0.1/24``) created up front: the API server, the kubelet and the
@@ -13,7 +13,7 @@ plus what makes Pods really run:
 * dnsmasq on the bridge address as the cluster DNS (no CoreDNS image without a registry): it answers
   ``kubernetes.default.svc.cluster.local`` (the Service above) and ``git-server.<ns>.svc.cluster.local``
   (the forge, for the names in ``examples/``), and NXDOMAIN for the rest of ``cluster.local``;
-* a git forge (``longshot.testing.forge``: smart HTTP that needs a credential for every clone and push,
+* a git forge (``longshot_testing.forge``: smart HTTP that needs a credential for every clone and push,
   like a real one) on ``10.244.0.1:3000`` serving the bare repositories under ``git/``; its one account
   is ``longshot`` with a random password made at ``up`` (``git_credentials``, file ``forge/credentials``,
   0600), which builds name in a ``git-token`` Secret: only the operator and longshot-gateway get it, never
@@ -21,9 +21,9 @@ plus what makes Pods really run:
 * NetworkPolicy enforcement (:meth:`LocalCluster.start_network_policies`): SIG Network's
   kube-network-policies, built from the Go module proxy at a pinned version (:data:`KNP_VERSION`), where the
   kernel has the nftables ``queue`` expression; else (kernels without ``CONFIG_NFT_QUEUE``, such as the
-  development machines) the iptables enforcer ``longshot.testing.netpolicy``; ``cluster.json`` records
+  development machines) the iptables enforcer ``longshot_testing.netpolicy``; ``cluster.json`` records
   which one enforces and why (``networkPolicy``);
-* a service proxy (``longshot.testing.serviceproxy``: ClusterIP routing and Service DNS names), as there
+* a service proxy (``longshot_testing.serviceproxy``: ClusterIP routing and Service DNS names), as there
   is no kube-proxy and no CoreDNS;
 * kube-scheduler, and a kubelet (cgroupfs, ``failSwapOn: false``, a KubeletConfiguration file,
   authenticated with a client certificate ``system:node:<node>`` signed by the cluster CA; webhook
@@ -37,9 +37,9 @@ containers and shims, mounts, cgroups, the bridge, the iptables chain and the wo
 
 Command line (root needed)::
 
-    python -m longshot.testing.cluster up [--images hack-archive.tar ...]
-    python -m longshot.testing.cluster status
-    python -m longshot.testing.cluster down
+    python -m longshot_testing.cluster up [--images hack-archive.tar ...]
+    python -m longshot_testing.cluster status
+    python -m longshot_testing.cluster down
 
 Nothing here imports the rest of Longshot.
 """
@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from longshot.testing import controlplane as cpl
+from longshot_testing import controlplane as cpl
 
 BRIDGE = "lsbr0"
 BRIDGE_IP = "10.244.0.1"
@@ -472,7 +472,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         return self.workdir / "dns" / "services"
 
     def _start_service_proxy(self) -> None:
-        """ClusterIP routing and Service DNS names (``longshot.testing.serviceproxy``): no kube-proxy here."""
+        """ClusterIP routing and Service DNS names (``longshot_testing.serviceproxy``): no kube-proxy here."""
         state = self.state()
         pid = (state.get("processes") or {}).get("service-proxy")
         if pid and _pids_alive([pid]):
@@ -482,7 +482,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         self.logs.mkdir(parents=True, exist_ok=True)
         out = (self.logs / "service-proxy.log").open("ab")
         popen = subprocess.Popen(
-            [sys.executable, "-m", "longshot.testing.serviceproxy", f"--kubeconfig={self.kubeconfig}",
+            [sys.executable, "-m", "longshot_testing.serviceproxy", f"--kubeconfig={self.kubeconfig}",
              f"--hosts={self.service_hosts}", f"--dnsmasq-pid={dnsmasq}"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         out.close()
@@ -519,7 +519,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             problem = str(e)
         if problem:
             log(f"kube-network-policies {KNP_VERSION} cannot enforce NetworkPolicy here: {problem}")
-            status = {"enforcer": "longshot.testing.netpolicy", "kubeNetworkPolicies": problem}
+            status = {"enforcer": "longshot_testing.netpolicy", "kubeNetworkPolicies": problem}
             self._start_netpolicy_enforcer()
         state = self.state()
         state["networkPolicy"] = status
@@ -585,7 +585,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     def _start_netpolicy_enforcer(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         out = (self.logs / "netpolicy.log").open("ab")
-        popen = subprocess.Popen([sys.executable, "-m", "longshot.testing.netpolicy",
+        popen = subprocess.Popen([sys.executable, "-m", "longshot_testing.netpolicy",
                                   f"--kubeconfig={self.kubeconfig}", f"--pod-cidr={POD_SUBNET}"],
                                  stdout=out, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, start_new_session=True)
@@ -594,7 +594,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         self.processes.append(proc)
         self._wait(proc, lambda: "enforcing" in proc.log.read_text(errors="replace"), 60)
         self._record_reused(popen.pid, "netpolicy")
-        log("NetworkPolicy enforced by longshot.testing.netpolicy (iptables)")
+        log("NetworkPolicy enforced by longshot_testing.netpolicy (iptables)")
 
     def _start_scheduler(self) -> None:
         cp = self.control_plane
@@ -722,7 +722,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         self.logs.mkdir(parents=True, exist_ok=True)
         out = (self.logs / "git-forge.log").open("ab")
         popen = subprocess.Popen(
-            [sys.executable, "-m", "longshot.testing.forge", f"--root={self.git_root}", f"--host={BRIDGE_IP}",
+            [sys.executable, "-m", "longshot_testing.forge", f"--root={self.git_root}", f"--host={BRIDGE_IP}",
              f"--port={self.git_port}", f"--credentials={creds}"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         out.close()
@@ -968,7 +968,7 @@ def _kill_group(pid: int, name: str, timeout: float = 10) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m longshot.testing.cluster", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m longshot_testing.cluster", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("up", "down", "status", "import"))
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)

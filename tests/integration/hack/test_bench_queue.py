@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import re
 
-import hack_modules
 import pytest
 
-pytestmark = pytest.mark.unit
+import hack_modules
+
+pytestmark = pytest.mark.integration
 
 
 def test_a_small_run_evicts_exactly_the_culprits_and_keeps_the_target_green(capsys: pytest.CaptureFixture[str]):

@@ -1,4 +1,4 @@
-"""Load a ``hack/`` script as a module (the scripts are not a package) for the tests of this directory."""
+"""Load a ``hack/`` script as a module (the scripts are not a package) for the tests of hack/ in both tiers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def load(name: str) -> ModuleType:

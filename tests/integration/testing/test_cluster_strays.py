@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from longshot.testing import cluster
+from longshot_testing import cluster
 
 
 def test_processes_naming_the_cluster_directory_are_killed_and_others_are_not(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from longshot.gateway import hook, refpolicy
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_AUTHOR_NAME": "t",
        "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}

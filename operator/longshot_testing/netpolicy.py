@@ -31,7 +31,7 @@ their first connections (the agent runner retries its clone).
 
 ::
 
-    python -m longshot.testing.netpolicy --kubeconfig FILE --pod-cidr 10.244.0.0/24
+    python -m longshot_testing.netpolicy --kubeconfig FILE --pod-cidr 10.244.0.0/24
 
 Nothing here imports the rest of Longshot.
 """
@@ -49,7 +49,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from longshot.testing import daemon
+from longshot_testing import daemon
 
 CHAIN = "LONGSHOT-NETPOL"
 EGRESS = "LONGSHOT-NETPOL-EGRESS"
@@ -287,7 +287,7 @@ def _pod_cidrs(core: Any, given: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     import kubernetes
 
-    parser = argparse.ArgumentParser(prog="python -m longshot.testing.netpolicy",
+    parser = argparse.ArgumentParser(prog="python -m longshot_testing.netpolicy",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--kubeconfig", type=Path, required=True)
     parser.add_argument("--interval", type=float, default=1.0)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from longshot.testing.secret_samples import NOT_SECRETS, SAMPLES, Sample
 from longshot.vcs import secretrules, secretscan
+from longshot_testing.secret_samples import NOT_SECRETS, SAMPLES, Sample
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -8,7 +8,7 @@ only the gateway is) cannot push at all. Repositories are the bare ``<name>.git`
 
 ::
 
-    python -m longshot.testing.forge --root DIR --host 10.244.0.1 --port 3000 --credentials FILE
+    python -m longshot_testing.forge --root DIR --host 10.244.0.1 --port 3000 --credentials FILE
 
 Nothing here imports the rest of Longshot.
 """
@@ -122,7 +122,7 @@ def read_accounts(path: Path) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m longshot.testing.forge", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m longshot_testing.forge", description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)

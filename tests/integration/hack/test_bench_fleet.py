@@ -8,10 +8,11 @@ import os
 import subprocess
 from pathlib import Path
 
-import hack_modules
 import pytest
 
-pytestmark = pytest.mark.unit
+import hack_modules
+
+pytestmark = pytest.mark.integration
 
 bench = hack_modules.load("bench_fleet")
 

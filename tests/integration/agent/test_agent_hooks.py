@@ -18,7 +18,7 @@ from test_agent_sandbox import _alive
 from longshot.agent import errors, hooks, runner, sandbox
 from longshot.api import buildrequest, handoff
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_AUTHOR_NAME": "Test",
            "GIT_AUTHOR_EMAIL": "test@example.com", "GIT_COMMITTER_NAME": "Test",

@@ -7,12 +7,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import hack_modules
 import pytest
+
+import hack_modules
 
 ROOT = hack_modules.ROOT
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 
 def test_a_tiny_run_prints_its_figures_cold_and_warm():

@@ -4,10 +4,11 @@ printed, never asserted."""
 
 from __future__ import annotations
 
-import hack_modules
 import pytest
 
-pytestmark = pytest.mark.unit
+import hack_modules
+
+pytestmark = pytest.mark.integration
 
 
 def test_a_small_run_prepares_the_batch_it_describes(capsys: pytest.CaptureFixture[str]):

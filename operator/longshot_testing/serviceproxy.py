@@ -13,7 +13,7 @@ NetworkPolicy sees the gateway Pod as the destination (the DNAT happens before f
 
 ::
 
-    python -m longshot.testing.serviceproxy --kubeconfig FILE --hosts FILE --dnsmasq-pid PID
+    python -m longshot_testing.serviceproxy --kubeconfig FILE --hosts FILE --dnsmasq-pid PID
 
 Nothing here imports the rest of Longshot.
 """
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from longshot.testing import daemon
+from longshot_testing import daemon
 
 CHAIN = "LONGSHOT-SVCPROXY"
 DOMAIN = "cluster.local"
@@ -93,7 +93,7 @@ def remove_rules() -> None:
 def main(argv: list[str] | None = None) -> int:
     import kubernetes
 
-    parser = argparse.ArgumentParser(prog="python -m longshot.testing.serviceproxy",
+    parser = argparse.ArgumentParser(prog="python -m longshot_testing.serviceproxy",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--kubeconfig", type=Path, required=True)
     parser.add_argument("--hosts", type=Path, required=True, help="the hosts file dnsmasq reads (--addn-hosts)")

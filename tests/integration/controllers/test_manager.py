@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_kube import Clock, FakeKube, build
 
 import driving
+from fake_kube import Clock, FakeKube, build
 from longshot import config, metrics
 from longshot.api import agenttask, objects
 from longshot.api import handoff as ho
@@ -30,7 +30,7 @@ from longshot.controllers.queue import jobs as mjc
 from longshot.core import mergejobs as mj
 from longshot.runtime import kube
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 
 async def one_running_one_held(fake: FakeKube, sync: Any) -> tuple[str, str]:
