@@ -119,7 +119,8 @@ class Manager:
         urgent: dict[str, Callable[[workqueue.Ref], bool]] = {"AgentTask": self._delivery_task}
         queues = {kind: workqueue.WorkQueue[workqueue.Ref](
             clock, min_interval=MIN_INTERVAL.get(kind, 0.0), duty=DUTY.get(kind, 1.0), urgent=urgent.get(kind),
-            tenant=_namespace, tenant_cap=lanes.cap(WORKERS[kind], settings.tenant_share) if kind in TENANTS else None)
+            tenant=_namespace, tenant_cap=lanes.cap(WORKERS[kind], settings.tenant_share) if kind in TENANTS else None,
+            workers=WORKERS[kind])
             for kind in ORDER}
         self.queue = workqueue.Queues(queues)
         """Every controller's queue behind one facade (a reference goes to its kind's)."""

@@ -83,13 +83,17 @@ class Enqueuer(Protocol):
 class WorkQueue(Generic[T]):
     def __init__(self, clock: Callable[[], datetime], *, base_delay: float = 0.25, max_delay: float = 60.0,
                  min_interval: float = 0.0, duty: float = 1.0, urgent: Callable[[T], bool] | None = None,
-                 tenant: Callable[[T], str] | None = None, tenant_cap: int | None = None) -> None:
+                 tenant: Callable[[T], str] | None = None, tenant_cap: int | None = None,
+                 workers: int | None = None) -> None:
         self.clock = clock
         self.urgent = urgent
         self.tenant = tenant if tenant is not None else _one_tenant
         """A reference's tenant (its namespace): :meth:`get` takes turns between tenants (``core.lanes``)."""
         self.tenant_cap = tenant_cap
-        """References of one tenant :meth:`get` lets be processed at once (None: no limit)."""
+        """References of one tenant :meth:`get` lets be processed at once (None: no limit), unless more than one of
+        the ``workers`` is free: a tenant at its cap borrows those, and the last free worker is kept for a tenant
+        under its cap (``core.lanes.next_tenant``'s ``spare``)."""
+        self.workers = workers
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.min_interval = timedelta(seconds=min_interval)
@@ -219,7 +223,8 @@ class WorkQueue(Generic[T]):
             ref = self._first_ready(refs, now)
             if ref is not None:
                 ready[tenant] = ref
-        chosen = lanes.next_tenant(ready, self._turn, self._in_flight, cap)
+        spare = cap is not None and self.workers is not None and len(self._processing) < self.workers - 1
+        chosen = lanes.next_tenant(ready, self._turn, self._in_flight, cap, spare=spare)
         if chosen is None:
             return None
         self._turn = chosen

@@ -9,9 +9,13 @@ The queue instead takes turns, after the kube-apiserver's API Priority and Fairn
 * **A per-tenant in-flight cap.** A tenant already holding ``cap`` of the kind's workers gets no more until one of
   its reconciles ends; the other workers stay free for the other tenants.
 
-So while fewer than ``workers / cap`` tenants are saturated, another tenant's reference is handed out as soon as it
-is ready; otherwise it is the next one handed out once a worker comes free (every reconcile is bounded by its
-deadlines).
+* **Borrowing, with a reserve.** A tenant at its cap may still take a worker while more than one is free, so a lone
+  tenant is not held to its share (the work queue keeps the last free worker for a tenant under its cap: a new
+  tenant's first reference finds it).
+
+So a tenant's ready reference is handed out as soon as it is ready while a worker is kept in reserve for it, and
+otherwise it is the next one handed out once a worker comes free, ahead of tenants over their cap (every reconcile
+is bounded by its deadlines).
 """
 
 from __future__ import annotations
@@ -35,11 +39,16 @@ def cap(workers: int, share: float) -> int:
 
 
 def next_tenant(ready: Iterable[str], after: str | None, in_flight: Mapping[str, int],
-                limit: int | None) -> str | None:
+                limit: int | None, *, spare: bool = False) -> str | None:
     """The tenant whose reference goes next: among the tenants with a reference ``ready``, the first in name order
     after ``after`` (the tenant served last; wrapping around) that holds fewer than ``limit`` references in flight
-    (``in_flight``; no limit when None). None when every tenant with a ready reference is at its limit."""
-    allowed = sorted(t for t in set(ready) if limit is None or in_flight.get(t, 0) < limit)
+    (``in_flight``; no limit when None). When every tenant with a ready reference is at its limit, ``spare`` (more
+    workers are free than the reserve kept for a tenant that has none in flight) lets them borrow, in the same
+    turns: the cap holds only while it keeps a worker from someone. None when no tenant may take one."""
+    tenants = set(ready)
+    allowed = sorted(t for t in tenants if limit is None or in_flight.get(t, 0) < limit)
+    if not allowed and spare:
+        allowed = sorted(tenants)
     if not allowed:
         return None
     if after is not None:

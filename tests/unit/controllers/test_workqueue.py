@@ -221,3 +221,16 @@ def test_a_reference_is_never_handed_to_two_workers_across_tenants():
     q.done(("a", "x"))
     assert q.take() == [("a", "x")]
     assert len(q) == 1  # b's waits for its own done
+
+
+async def test_a_lone_tenant_borrows_all_workers_but_one_which_a_new_tenant_finds():
+    """Eight workers and a cap of four: a lone tenant with sixteen ready takes seven (it is not held to its share
+    while nobody else waits); the eighth worker is the reserve, and b's first reference is handed out at once."""
+    q: WorkQueue[tuple[str, str]] = WorkQueue(Clock(), tenant=_ns, tenant_cap=4, workers=8)
+    q.add_all([("a", f"b{i}") for i in range(16)])
+    held = await _got(q, 7)
+    assert {r[0] for r in held} == {"a"} and q.in_flight_of("a") == 7
+    with pytest.raises(TimeoutError):  # the last free worker is kept for a tenant under its cap
+        await asyncio.wait_for(q.get(), 0.05)
+    q.add(("b", "b0"))
+    assert await asyncio.wait_for(q.get(), 1) == ("b", "b0")

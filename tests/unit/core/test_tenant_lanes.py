@@ -56,3 +56,12 @@ def test_the_cap_is_the_share_of_the_workers_rounded_down_and_at_least_one(worke
 def test_a_cap_of_nonsense_is_refused(workers, share):
     with pytest.raises(ValueError, match="must be"):
         lanes.cap(workers, share)
+
+
+def test_a_tenant_at_its_cap_borrows_only_while_a_worker_is_spare():
+    """The cap holds only while it keeps a worker from someone: with workers to spare a capped tenant takes one,
+    in turn; without, it waits (and a tenant under its cap is served first either way)."""
+    assert lanes.next_tenant({"a"}, None, {"a": 4}, 4, spare=True) == "a"
+    assert lanes.next_tenant({"a"}, None, {"a": 4}, 4, spare=False) is None
+    assert lanes.next_tenant({"a", "b"}, None, {"a": 4, "b": 1}, 4, spare=True) == "b"  # under its cap: first
+    assert lanes.next_tenant({"a", "b"}, "a", {"a": 4, "b": 4}, 4, spare=True) == "b"  # both capped: turns
