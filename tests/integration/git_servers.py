@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from longshot_testing import wait_for
 from longshot_testing.controlplane import free_port
@@ -193,15 +193,8 @@ class GitHTTPServer(http.server.ThreadingHTTPServer):
 def git_http(root: Path, *, git: Git, accounts: Iterable[tuple[str, str]] = (),
              headers: Mapping[str, str] | None = None) -> Iterator[GitHTTPServer]:
     """Serve ``root`` over smart HTTP (see GitHTTPServer) until the block ends."""
-    server = GitHTTPServer(root, git=git, accounts=accounts, headers=headers)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    try:
+    with _serving(GitHTTPServer(root, git=git, accounts=accounts, headers=headers)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 class _SlowHandler(_GitHTTPHandler):
@@ -236,7 +229,16 @@ class SlowGitHTTPServer(GitHTTPServer):
 @contextlib.contextmanager
 def slow_git_http(root: Path, *, git: Git, delay: float) -> Iterator[SlowGitHTTPServer]:
     """Serve ``root`` over smart HTTP ``delay`` seconds late (see SlowGitHTTPServer) until the block ends."""
-    server = SlowGitHTTPServer(root, git=git, delay=delay)
+    with _serving(SlowGitHTTPServer(root, git=git, delay=delay)) as server:
+        yield server
+
+
+S = TypeVar("S", bound=GitHTTPServer)
+
+
+@contextlib.contextmanager
+def _serving(server: S) -> Iterator[S]:
+    """Run ``server`` on a thread of its own until the block ends, then shut it down."""
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()
     try:
