@@ -29,9 +29,9 @@ time (timers: backoffs, sweeps, error retries).
   a 10,000-task build's reconcile is the reason).
 * Tenants in their own lanes (``tenant``, ``tenant_cap``): :meth:`get` takes turns between tenants (a reference's
   namespace), round-robin in the order of their names within a tier, and hands a tenant no more while ``tenant_cap``
-  of its references are being processed (claimed ones count): one tenant's many slow reconciles hold at
-  most that many of the kind's workers, and another tenant's reference goes to the next free worker
-  (``core.lanes``). :meth:`take` takes turns too but ignores the cap.
+  of its references are being processed (claimed ones count) unless more than one of the ``workers`` is free: a
+  capped tenant borrows those, and the last free worker is kept for a tenant under its cap, whose reference goes
+  first (``core.lanes``). :meth:`take` takes turns too but ignores the cap.
 
 The clock is injected; the queue does no I/O. :class:`Queues` routes references to the queue of their kind: every
 kind has its own queue and workers (``controllers/controller.py``), one facade for whoever enqueues.
