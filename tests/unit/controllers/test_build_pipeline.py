@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-from fake_kube import Clock, FakeKube, build
 
+from fake_kube import Clock, FakeKube, build
 from longshot import config, metrics
 from longshot.controllers import builds as buildsc
 from longshot.controllers import executor as ex

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fake_kube import Clock, FakeKube, build
 
+from fake_kube import Clock, FakeKube, build
 from longshot import config
 from longshot.controllers import executor as ex
 from longshot.controllers import manager as managermod

@@ -7,8 +7,8 @@ import threading
 from datetime import timedelta
 
 import pytest
-from fake_kube import Clock, FakeKube, build
 
+from fake_kube import Clock, FakeKube, build
 from longshot import config
 from longshot.controllers import cache as cachemod
 from longshot.controllers import executor as ex
