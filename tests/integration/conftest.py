@@ -22,7 +22,7 @@ from pathlib import Path
 import kubernetes
 import pytest
 
-from longshot_testing import controlplane
+from longshot_testing import controlplane, durations
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "_artifacts"
@@ -251,3 +251,17 @@ def operator_process(control_plane, namespace, tmp_path, gateway):
         log.close()
     for f in sorted(Path(tmp_path).glob("operator-*.log")):
         print(f"--- {f.name}\n" + f.read_text(errors="replace")[-3000:])
+
+
+# Files go to the xdist workers longest first, by the seconds they last took (tests/integration/durations.json,
+# longshot_testing.durations); the Makefile passes --no-loadscope-reorder, since xdist's own order (by number of
+# tests) puts a one-test file of minutes last, where it alone decides when the tier ends.
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests_dir = ROOT / "tests"
+    key = {id(item): Path(str(item.fspath)).resolve().relative_to(tests_dir).as_posix() for item in items}
+    order = durations.longest_first((key[id(i)] for i in items), durations.load(DURATIONS))
+    rank = {p: n for n, p in enumerate(order)}
+    items.sort(key=lambda item: rank[key[id(item)]])  # stable: a file's own tests keep their order
+
+
+DURATIONS = Path(__file__).with_name("durations.json")
