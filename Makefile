@@ -11,7 +11,8 @@ PYTEST_ARGS ?=
 # computes, so it takes more workers than the machine has cores; each starts its own etcd + kube-apiserver (the
 # session's control plane), and a test file stays on one worker (--dist loadfile) with the fixtures it shares.
 # Files are handed out longest first (tests/integration/durations.json; hack/test_durations.py refreshes it), so
-# --no-loadscope-reorder keeps xdist from putting them back in order of their number of tests.
+# --no-loadscope-reorder keeps xdist from putting them back in order of their number of tests. Each run leaves its
+# figures in _artifacts/junit-integration.xml, which hack/test_durations.py reads.
 UNIT_WORKERS ?= 2
 INTEGRATION_WORKERS ?= 3
 HELM = $$(bash hack/k8s-binaries.sh)/helm
@@ -40,7 +41,8 @@ test-tools: ## promtool, which the metrics and dashboard tests run (Debian's pro
 .PHONY: test
 test: venv binaries test-tools ## Run the unit and integration tiers (the README's test command)
 	$(PYTEST) tests/unit -n $(UNIT_WORKERS) $(PYTEST_ARGS)
-	$(PYTEST) tests/integration -n $(INTEGRATION_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(PYTEST) tests/integration -n $(INTEGRATION_WORKERS) --dist loadfile --no-loadscope-reorder \
+	  --junitxml=_artifacts/junit-integration.xml $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: venv ## Run the unit tier (pure code, no process started: under a minute), UNIT_WORKERS in parallel
@@ -48,7 +50,8 @@ test-unit: venv ## Run the unit tier (pure code, no process started: under a min
 
 .PHONY: test-integration
 test-integration: venv binaries test-tools ## Run the integration tier (real etcd + kube-apiserver + controller-manager, git, promtool), INTEGRATION_WORKERS in parallel
-	$(PYTEST) tests/integration -n $(INTEGRATION_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(PYTEST) tests/integration -n $(INTEGRATION_WORKERS) --dist loadfile --no-loadscope-reorder \
+	  --junitxml=_artifacts/junit-integration.xml $(PYTEST_ARGS)
 
 .PHONY: e2e
 e2e: venv binaries deps ## e2e tier on a real local cluster (root; brought up and down unless already up)
