@@ -103,8 +103,32 @@ class Resources:
                    int(quantity(count)) if count is not None else pods)
 
 
+NOTHING: Final = Resources()
 AGENT_POD: Final = Resources(pods=1)
 """What every agent Pod takes besides its requests: one of the node's Pods."""
+
+
+def pod_requests(spec: Mapping[str, Any]) -> Resources:
+    """What a Pod spec requests, as the kube-scheduler counts it: the sum of its containers' requests, or its largest
+    init container's when that is more (an amount it cannot read counts as 0)."""
+    def of(containers: Any) -> list[Resources]:
+        out = []
+        for c in containers or []:
+            if not isinstance(c, Mapping):
+                continue
+            req = (c.get("resources") or {}).get("requests") or {}
+            try:
+                out.append(Resources.parse(req) if isinstance(req, Mapping) else NOTHING)
+            except (ValueError, TypeError, ZeroDivisionError):
+                out.append(NOTHING)
+        return out
+
+    total = NOTHING
+    for r in of(spec.get("containers")):
+        total = total + r
+    for r in of(spec.get("initContainers")):
+        total = Resources(max(total.cpu, r.cpu), max(total.memory, r.memory), total.pods)
+    return total
 
 
 @dataclass(frozen=True, slots=True)

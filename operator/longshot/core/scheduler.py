@@ -74,7 +74,7 @@ class TaskView:
     group: str = ""
     """Tasks of one non-empty group never block each other by scope: the candidates of a best-of-N task do the
     same work on their own branches, in parallel."""
-    requests: admission.Resources = admission.Resources()
+    requests: admission.Resources = admission.NOTHING
     """What the task's agent Pod requests (cpu, memory): what admission by capacity counts."""
 
 
@@ -441,8 +441,8 @@ def select(
     n_running = sum(len(v) for v in running_by_build.values())
     in_tenant: dict[str, int] = {}
     for key, rs in running_by_build.items():
-        t = tenant_of(key, builds)
-        in_tenant[t] = in_tenant.get(t, 0) + len(rs)
+        owner = tenant_of(key, builds)
+        in_tenant[owner] = in_tenant.get(owner, 0) + len(rs)
 
     ready: dict[str, list[TaskView]] = {}
     budget_blocked: set[str] = set()
