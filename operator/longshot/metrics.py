@@ -85,10 +85,11 @@ ADMISSION_WITHDRAWN = Counter("longshot_admission_withdrawn_total", "Agent Pods 
 MAX_TENANT_SERIES = 50
 """Most namespaces :data:`TENANT_AGENTS` and :data:`TENANT_SHARE` have a series for (the ones with the most agents;
 the rest are summed as ``_other``)."""
-TENANT_AGENTS = Gauge("longshot_tenant_agents", "Agent Pods running per namespace (tenant).", ["namespace"],
+TENANT_AGENTS = Gauge("longshot_tenant_agents", "Agent Pods running per tenant (the namespace of the builds; the "
+                      "label is not `namespace`, which Prometheus gives the operator's own).", ["tenant"],
                       registry=REGISTRY)
-TENANT_SHARE = Gauge("longshot_tenant_share", "Each namespace's share in fair admission: its agents running divided "
-                     "by its weight.", ["namespace"], registry=REGISTRY)
+TENANT_SHARE = Gauge("longshot_tenant_share", "Each tenant's share in fair admission: its agents running divided by "
+                     "its weight.", ["tenant"], registry=REGISTRY)
 DISPATCH_LATENCY = Histogram("longshot_dispatch_latency_seconds",
                              "From an AgentTask that could start (dependencies ready, a worker slot free) to its Pod "
                              "being created.",
@@ -247,12 +248,12 @@ def set_tenants(agents: Mapping[str, int], weights: Mapping[str, float]) -> None
     other = 0
     for i, t in enumerate(busiest):
         if i < MAX_TENANT_SERIES:
-            TENANT_AGENTS.labels(namespace=t).set(agents[t])
-            TENANT_SHARE.labels(namespace=t).set(agents[t] / (weights.get(t) or 1.0))
+            TENANT_AGENTS.labels(tenant=t).set(agents[t])
+            TENANT_SHARE.labels(tenant=t).set(agents[t] / (weights.get(t) or 1.0))
         else:
             other += agents[t]
     if other:
-        TENANT_AGENTS.labels(namespace="_other").set(other)
+        TENANT_AGENTS.labels(tenant="_other").set(other)
 
 
 def observe_reconcile(kind: str, result: str, duration_seconds: float) -> None:

@@ -19,7 +19,7 @@ group).
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -146,6 +146,9 @@ def plan(ctx: ctxmod.Context, readiness: Readiness | None = None) -> Plan:
     readiness.trim(running, pending)
     metrics.set_tasks_by_state(ctx.cache.task_phases)
     metrics.ACTIVE_WORKERS.set(len(running))
+    agents = Counter(v.build.split("/", 1)[0] for v in running)
+    tenants = ctx.settings.tenants()
+    metrics.set_tenants(agents, {t: admission.policy_of(tenants, t).weight for t in agents})
     metrics.PENDING_TASKS.set(len(ready_keys))
     since = readiness.ready_since
     readiness.ready_since = {k: since.get(k, now) for k in ready_keys}  # tasks no longer ready (or gone) drop out
@@ -204,7 +207,7 @@ def capacity(ctx: ctxmod.Context) -> tuple[admission.Capacity | None, Capacity]:
             room = admission.cluster_capacity(facts.nodes, pods, selector=settings.node_selector(),
                                               tolerations=settings.tolerations(), tenants=tenants)
             if room is not None:
-                return room, Capacity("auto")
+                return room, Capacity("auto", f"only agent Pods counted: {facts.partial}" if facts.partial else "")
             why = "no schedulable Node matches the agent Pods' node selector and tolerations"
         return admission.tenant_capacity(agents.values(), tenants), Capacity("fallback", why)
     return admission.tenant_capacity(agents.values(), tenants), Capacity("off")

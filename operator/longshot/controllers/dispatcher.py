@@ -38,10 +38,10 @@ from longshot import metrics
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import dispatch, workqueue
-from longshot.controllers.dispatch import Plan as DispatchPlan
 from longshot.controllers import executor as ex
 from longshot.controllers import tasks as tasksc
 from longshot.controllers.controller import bounded
+from longshot.controllers.dispatch import Plan as DispatchPlan
 from longshot.runtime import kube
 
 log = logging.getLogger("longshot.dispatch")

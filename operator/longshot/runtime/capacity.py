@@ -4,9 +4,10 @@ bound to them that have not ended, as ``core.admission`` views.
 Two list calls (``resourceVersion=0``: the API server answers from its watch cache), every
 ``Settings.admission_refresh_seconds``, in a thread. Of a Pod only its node, its phase, its containers' requests and,
 for an agent Pod, its namespace are kept: nothing else of a spec (environment, commands) is read into the operator.
-The rights: ``list`` on Nodes and on Pods in every namespace (the chart's ClusterRole ``<release>-capacity``, with
-``admission.capacity: auto``). Without them :func:`read` raises :class:`Unavailable` and dispatch falls back to the
-numeric limits.
+The rights: ``list`` on Nodes (the chart grants it with ``admission.capacity: auto``) and on Pods in every namespace
+(granted cluster-wide already, unless ``operator.watchNamespaces``). Without the Nodes :meth:`Reader.read` raises
+:class:`Unavailable` and dispatch falls back to the numeric limits; without the Pods only the agent Pods the operator
+watches are counted (``ClusterFacts.partial`` says why).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class ClusterFacts:
     nodes: tuple[admission.NodeView, ...]
     pods: dict[tuple[str, str], admission.PodUse] = field(default_factory=dict)
     """(namespace, name) -> the room the Pod holds."""
+    partial: str = ""
+    """Why the Pods could not be listed ("" when they were): then only the agent Pods the operator watches are
+    counted (the chart's ``operator.watchNamespaces`` mode grants no cluster-wide Pod list)."""
 
 
 def node_view(item: Mapping[str, Any]) -> admission.NodeView:
@@ -80,11 +84,15 @@ class Reader:
         """The Nodes and the Pods not ended (none when there is no Node)."""
         nodes = tuple(node_view(n) for n in self._list("Nodes", "/api/v1/nodes", []))
         pods: dict[tuple[str, str], admission.PodUse] = {}
-        if nodes:
+        if not nodes:
+            return ClusterFacts(nodes=nodes)
+        try:
             listed = self._list("Pods", "/api/v1/pods",
                                 [("fieldSelector", "status.phase!=Succeeded,status.phase!=Failed")])
-            for p in listed:
-                meta = p.get("metadata") or {}
-                pods[(str(meta.get("namespace") or ""), str(meta.get("name") or ""))] = pod_use(
-                    p, admission.pod_requests(p.get("spec") or {}))
+        except Unavailable as e:
+            return ClusterFacts(nodes=nodes, partial=str(e))
+        for p in listed:
+            meta = p.get("metadata") or {}
+            pods[(str(meta.get("namespace") or ""), str(meta.get("name") or ""))] = pod_use(
+                p, admission.pod_requests(p.get("spec") or {}))
         return ClusterFacts(nodes=nodes, pods=pods)
