@@ -269,3 +269,32 @@ def test_a_quiet_tenant_gets_the_first_slot_that_frees_and_no_pod_is_made_that_c
             and p.status.phase not in ("Succeeded", "Failed")]
     assert all(p.spec.node_name for p in live), [p.metadata.name for p in live if not p.spec.node_name]
     assert len(live) <= SLOTS, len(live)
+
+
+@pytest.fixture
+def auto_operator(control_plane, namespace: str, operator_env: dict[str, str],
+                  monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    """The operator with admission by capacity on (the chart's default), watching the test's namespace."""
+    from kopf.testing import KopfRunner
+
+    import longshot.controllers  # noqa: F401  (registers the handlers)
+
+    for k, v in {"LONGSHOT_ADMISSION_CAPACITY": "auto", "LONGSHOT_ADMISSION_REFRESH_SECONDS": "1"}.items():
+        monkeypatch.setenv(k, v)
+        operator_env[k] = v
+    with KopfRunner(["run", "--standalone", "--namespace", namespace, "-m", "longshot.controllers"],
+                    timeout=60) as runner:
+        yield runner
+    assert runner.exception is None, runner.output
+
+
+def test_without_nodes_to_count_admission_falls_back_to_the_numeric_limits(
+        auto_operator, core_v1, custom, namespace, operator_env, caplog):
+    assert [n.metadata.name for n in core_v1.list_node().items] == []  # this tier's control plane has no Node
+    create(custom, namespace, build("lone"))
+    wait_for(lambda: core_v1.list_namespaced_pod(namespace, label_selector=MANAGED).items, timeout=60,
+             what="the build's planner Pod, admitted by the numeric limits")
+    port = operator_env["LONGSHOT_METRICS_PORT"]
+    wait_for(lambda: _metric(port, 'longshot_admission_capacity_mode{mode="fallback"}') == 1.0, timeout=30,
+             what="the fallback said in longshot_admission_capacity_mode")
+    assert any("admitting by the numeric limits alone" in r.getMessage() for r in caplog.records)

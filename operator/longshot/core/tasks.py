@@ -925,7 +925,8 @@ def _dependencies(state: TaskState, event: DependenciesChanged, now: datetime, r
 
 def _admission(state: TaskState, event: AdmissionChanged, now: datetime, rand: Rand) -> Result:
     if event.reason == "Pending":
-        return state, [SetCondition(c.ADMITTED, c.FALSE, "Pending", event.message or "waiting for a worker slot")]
+        message = event.message or "waiting for a worker slot"
+        return state, [SetCondition(c.ADMITTED, c.FALSE, "Pending", message), *_working("Pending", message)]
     return state, [
         SetCondition(c.ADMITTED, c.FALSE, event.reason, event.message),
         *_working(event.reason, event.message),
