@@ -50,8 +50,11 @@ thousand admissions at the start are a burst of their own, 64 an admission; the 
 ``queue_wait_p95_s``: from a MergeJob's creation to its Merged phase, as this benchmark's watch saw them.
 
 Usage: ``python hack/bench_fleet.py [--tasks 10000] [--agents 1000] [--repos 1] [--replicas 1] [--think-seconds 180]
-[--gate-seconds 5] [--gate-failure-rate 0.005] [--duration 600] [--budget 840] [--keep DIR]``; ``make bench-fleet
-BENCH_FLEET_ARGS='--repos 4 --replicas 3'`` for four repositories on three replicas.
+[--gate-seconds 5] [--gate-failure-rate 0.005] [--duration 600] [--budget 840] [--tenants 1|2] [--quiet-every 20]
+[--keep DIR]``; ``make bench-fleet BENCH_FLEET_ARGS='--repos 4 --replicas 3'`` for four repositories on three replicas.
+``--tenants 2``: fair admission by capacity (issue 57) on kwok nodes that hold the fleet's agents only, with a quiet
+second tenant making one small build every ``--quiet-every`` seconds; it prints the quiet tenant's first-Pod-running
+p95 and the tenants' agents over time, and the last line gains ``quiet_first_pod_p95_s=… quiet_share=…``.
 """
 
 from __future__ import annotations
