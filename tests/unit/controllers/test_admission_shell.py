@@ -233,3 +233,50 @@ def test_the_line_asks_each_task_for_its_condition_at_most_every_few_seconds(mon
     assert len(asked) == 2 and "place 1 in line" in ctx.admission_line[("ns", "t")][1]
     d._line(dispatch.Plan((), frozenset(), capacity=dispatch.Capacity("auto")))  # left the line: cleared
     assert len(asked) == 3 and ctx.admission_line == {}
+
+
+async def test_the_task_controller_withdraws_a_pod_unschedulable_past_the_grace_without_a_failure():
+    import copy
+
+    import driving
+    from fake_kube import Clock, FakeKube, build
+    from longshot.controllers import manager as managermod
+
+    fake, clock = FakeKube(), Clock()
+    m = managermod.Manager(fake, config.Settings(namespace="ops", metrics_port=0,
+                                                 admission_unschedulable_seconds=30),
+                           clock=clock, rand=lambda: 0.5, monotonic=lambda: 0.0)
+    m.ctx.preflight = lambda k, b: None
+
+    async def sync() -> None:
+        for _ in range(30):
+            for (kind, _, _), obj in list(fake.objects.items()):
+                m.observe(kind, "MODIFIED", obj)
+            for pod in list(fake.pods.values()):
+                m.observe("Pod", "MODIFIED", pod)
+            await driving.step(m)
+            await driving.settle(m)
+            if not m.queue.pending():
+                break
+
+    fake.create(build())
+    await sync()
+    pod = fake.pods[("ns", "b-planner-a1")]
+    pod["status"] = {"phase": "Pending", "conditions": [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+         "lastTransitionTime": clock.now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+         "message": "0/1 nodes are available: 1 Insufficient cpu."}]}
+    fake._stamp(pod)
+    await sync()
+    assert ("ns", "b-planner-a1") in fake.pods  # within the grace: it waits
+    clock.now += timedelta(seconds=31)
+    gone = copy.deepcopy(pod)
+    await sync()
+    assert ("ns", "b-planner-a1") not in fake.pods  # withdrawn
+    m.observe("Pod", "DELETED", gone)
+    await sync()
+    st = fake.objects[("AgentTask", "ns", "b-planner")]["status"]
+    first = st["attempts"][0]
+    assert "withdrawn" in first["exitReason"] and not first.get("failureClass")
+    assert st["retryBase"] == 1
+    assert ("ns", "b-planner-a2") in fake.pods  # back in line, and admitted again (nothing else waits)
