@@ -48,7 +48,8 @@ class Settings(EnvSettings):
     are followed as they change, between two lists)."""
     admission_unschedulable_seconds: float = Field(default=30.0, ge=0)
     """An agent Pod the kube-scheduler has found Unschedulable for this long is withdrawn, and its task goes back to
-    the line without counting a failure (0: never)."""
+    the line without counting a failure (0: never). Only while admission counts capacity (``auto`` with Nodes, or
+    explicit): with the numeric limits alone the Pod keeps its place in the kube-scheduler's queue."""
     agent_node_selector: str = ""
     """Node selector of agent Pods, as a JSON object (``{"longshot.dev/pool": "agents"}``); admission by capacity
     counts only the Nodes it selects."""

@@ -127,6 +127,10 @@ class Context:
     it); None: not read yet, or not readable (``cluster_error`` says why)."""
     cluster_error: str = ""
     """Why the Nodes could not be read ("" when they were, or have not been tried yet)."""
+    capacity_counted: bool = False
+    """The last dispatch admitted by counted capacity (``auto`` with Nodes, or explicit): only then is a Pod the
+    kube-scheduler cannot place withdrawn (with the numeric limits alone, withdrawing it would only lose its place in
+    the kube-scheduler's queue)."""
     admission_line: dict[Key, tuple[str, str]] = field(default_factory=dict)
     """Ready tasks the last dispatch held for capacity, at the head of the line -> the message of their ``Admitted``
     condition, as (reason, message) (``Admitted=False/WaitingForCapacity``; the dispatcher keeps it, the task

@@ -229,6 +229,7 @@ class Dispatcher:
         ``LINE_WRITE_SECONDS`` per task)."""
         cap = plan.capacity
         if cap is not None:
+            self.ctx.capacity_counted = cap.mode == "explicit" or (cap.mode == "auto" and cap.free is not None)
             if (cap.mode, cap.why) != self.mode:
                 if cap.mode == "fallback":
                     log.warning("admission by capacity: %s; admitting by the numeric limits alone (workers.max, "

@@ -339,7 +339,7 @@ class TaskReconciler:
                                      metered=self._metered(task, attempt), build_generation=build.generation,
                                      repository=build.spec.repository.url)
         grace = self.ctx.settings.admission_unschedulable_seconds
-        if pod.unschedulable_since is not None and grace > 0 and not pod.deleting:
+        if pod.unschedulable_since is not None and grace > 0 and not pod.deleting and self.ctx.capacity_counted:
             waited = (now - pod.unschedulable_since).total_seconds()
             if waited >= grace:  # no node has room for it: withdrawn, back in line, not a failure
                 return tasks.Unschedulable(attempt, waited)

@@ -243,8 +243,8 @@ async def test_the_task_controller_withdraws_a_pod_unschedulable_past_the_grace_
     from longshot.controllers import manager as managermod
 
     fake, clock = FakeKube(), Clock()
-    m = managermod.Manager(fake, config.Settings(namespace="ops", metrics_port=0,
-                                                 admission_unschedulable_seconds=30),
+    m = managermod.Manager(fake, config.Settings(namespace="ops", metrics_port=0, admission_unschedulable_seconds=30,
+                                                 admission_capacity="cpu=100,memory=100Gi"),
                            clock=clock, rand=lambda: 0.5, monotonic=lambda: 0.0)
     m.ctx.preflight = lambda k, b: None
 
