@@ -50,8 +50,11 @@ thousand admissions at the start are a burst of their own, 64 an admission; the 
 ``queue_wait_p95_s``: from a MergeJob's creation to its Merged phase, as this benchmark's watch saw them.
 
 Usage: ``python hack/bench_fleet.py [--tasks 10000] [--agents 1000] [--repos 1] [--replicas 1] [--think-seconds 180]
-[--gate-seconds 5] [--gate-failure-rate 0.005] [--duration 600] [--budget 840] [--keep DIR]``; ``make bench-fleet
-BENCH_FLEET_ARGS='--repos 4 --replicas 3'`` for four repositories on three replicas.
+[--gate-seconds 5] [--gate-failure-rate 0.005] [--duration 600] [--budget 840] [--tenants 1|2] [--quiet-every 20]
+[--keep DIR]``; ``make bench-fleet BENCH_FLEET_ARGS='--repos 4 --replicas 3'`` for four repositories on three replicas.
+``--tenants 2``: fair admission by capacity (issue 57) on kwok nodes that hold the fleet's agents only, with a quiet
+second tenant making one small build every ``--quiet-every`` seconds; it prints the quiet tenant's first-Pod-running
+p95 and the tenants' agents over time, and the last line gains ``quiet_first_pod_p95_s=… quiet_share=…``.
 """
 
 from __future__ import annotations
@@ -95,6 +98,9 @@ from longshot_testing.quantiles import histogram_quantile  # noqa: E402
 
 GROUP, VERSION = "longshot.dev", "v1alpha1"
 NS = "bench-fleet"
+QUIET_NS = "bench-fleet-quiet"
+"""The second tenant of ``--tenants 2``: one small build every ``--quiet-every`` seconds while the fleet fills the
+nodes."""
 LABEL = "app.kubernetes.io/managed-by=longshot-operator"
 USER_AGENT = "longshot-bench-fleet"
 FORGE_USER = "longshot"
@@ -418,6 +424,8 @@ class Stats:
     agent_seconds: list[float] = field(default_factory=list)
     """From a Pod's creation (as the watch saw it) to its Running (kwok): the scheduling and start delay."""
     errors: list[str] = field(default_factory=list)
+    running_at: dict[str, float] = field(default_factory=dict)
+    """Pod name -> when this watch saw it Running."""
 
 
 class Agents:
@@ -440,7 +448,11 @@ class Agents:
         self._seq = 0
         self._cv = threading.Condition()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._watch, daemon=True, name="pod-watch"),
+        self.namespaces = [NS, QUIET_NS] if args.tenants > 1 else [NS]
+        self.live: dict[str, set[str]] = {ns: set() for ns in self.namespaces}
+        """Namespace -> its agent Pods running now (the tenants' shares over time)."""
+        self._threads = [*(threading.Thread(target=self._watch, args=(ns,), daemon=True, name=f"pod-watch-{ns}")
+                           for ns in self.namespaces),
                          threading.Thread(target=self._timer, daemon=True, name="agent-timer")]
 
     def start(self) -> None:
@@ -453,8 +465,8 @@ class Agents:
             self._cv.notify_all()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
-    def _watch(self) -> None:
-        for ev in raw_watch(self.core.list_namespaced_pod, NS, self._stop, label_selector=LABEL):
+    def _watch(self, namespace: str) -> None:
+        for ev in raw_watch(self.core.list_namespaced_pod, namespace, self._stop, label_selector=LABEL):
             pod = ev["object"]
             meta, status = pod.get("metadata") or {}, pod.get("status") or {}
             name = meta.get("name", "")
@@ -463,6 +475,8 @@ class Agents:
             if (ev["type"] in ("ADDED", "MODIFIED") and status.get("phase") == "Running"
                     and not meta.get("deletionTimestamp") and name not in self.started):
                 self.started.add(name)
+                self.stats.running_at[name] = time.monotonic()
+                self.live[namespace].add(name)
                 if name in self.created:
                     self.stats.agent_seconds.append(time.monotonic() - self.created[name])
                 role = (meta.get("labels") or {}).get("longshot.dev/role", "worker")
@@ -474,6 +488,7 @@ class Agents:
                     self._cv.notify()
             elif ev["type"] == "DELETED":
                 self.created.pop(name, None)
+                self.live[namespace].discard(name)
 
     def _timer(self) -> None:
         while not self._stop.is_set():
@@ -504,8 +519,10 @@ class Agents:
         assert ho.fits_termination_message(message.encode()), "a simulated handoff is always small"
         code = 0 if result.outcome != "failed" else 1
         started = (pod.get("status") or {}).get("startTime") or now_stamp()
+        ns = meta.get("namespace") or NS
+        self.live.get(ns, set()).discard(meta["name"])
         try:
-            self.core.patch_namespaced_pod_status(meta["name"], NS, {"status": {
+            self.core.patch_namespaced_pod_status(meta["name"], ns, {"status": {
                 "phase": "Succeeded" if code == 0 else "Failed",
                 "containerStatuses": [{
                     "name": "agent", "image": pod["spec"]["containers"][0]["image"], "imageID": "", "ready": False,
@@ -713,9 +730,9 @@ def start_kwok(cp: controlplane.ControlPlane, work: Path) -> subprocess.Popen[by
                  work, {**os.environ, "HOME": str(work)})
 
 
-def kwok_nodes(core: kubernetes.client.CoreV1Api, n: int) -> None:
+def kwok_nodes(core: kubernetes.client.CoreV1Api, n: int, pods: int = PODS_PER_NODE) -> None:
     for i in range(n):
-        cap = {"cpu": "1000", "memory": "4Ti", "pods": str(PODS_PER_NODE), "ephemeral-storage": "10Ti"}
+        cap = {"cpu": "1000", "memory": "4Ti", "pods": str(pods), "ephemeral-storage": "10Ti"}
         core.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {
             "name": f"kwok-node-{i}", "annotations": {KWOK_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
             "labels": {"kubernetes.io/hostname": f"kwok-node-{i}", "type": "kwok"}},
@@ -791,22 +808,23 @@ def build_body(name: str, url: str, workers: int, window: int, depth: int) -> di
     }}
 
 
-def planned(custom: kubernetes.client.CustomObjectsApi, name: str) -> None:
+def planned(custom: kubernetes.client.CustomObjectsApi, name: str, namespace: str = NS) -> None:
     """The build's status as after its plan was accepted (the benchmark creates the plan's tasks itself)."""
     now = now_stamp()
     conds = [{"type": t, "status": s, "reason": r, "message": "", "lastTransitionTime": now}
              for t, s, r in (("Planned", "True", "PlanAccepted"), ("Progressing", "True", "TasksRunning"),
                              ("Merged", "Unknown", "Pending"), ("Finalized", "Unknown", "Pending"),
                              ("Ready", "False", "InProgress"), ("Suspended", "True", "Suspended"))]
-    custom.patch_namespaced_custom_object_status(GROUP, VERSION, NS, "buildrequests", name, {
+    custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "buildrequests", name, {
         "status": {"conditions": conds, "plannerTask": f"{name}-planner", "phase": "Suspended"}})
 
 
 def create_tasks(custom: kubernetes.client.CustomObjectsApi, build: dict[str, Any], names: list[str]) -> None:
     bname, uid = build["metadata"]["name"], build["metadata"]["uid"]
+    namespace = build["metadata"].get("namespace") or NS
 
     def one(task: str) -> None:
-        custom.create_namespaced_custom_object(GROUP, VERSION, NS, "agenttasks", {
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "agenttasks", {
             "apiVersion": f"{GROUP}/{VERSION}", "kind": "AgentTask",
             "metadata": {"name": task, "labels": {"longshot.dev/build": bname},
                          "ownerReferences": [{"apiVersion": f"{GROUP}/{VERSION}", "kind": "BuildRequest",
@@ -987,6 +1005,60 @@ def report_writes(writes: Counter[tuple[str, str, str, int]], created: int, merg
     return api_writes_per_merge(creates, created, sum(opw.values()), merged)
 
 
+class Quiet:
+    """The second tenant (``--tenants 2``): every ``every`` seconds one build of one task in :data:`QUIET_NS`, while
+    the fleet keeps the nodes full. Its first Pod's wait (from its task's create to its Pod Running, as the agents'
+    watch saw it) is what fair admission bounds; the tenants' shares are sampled as it goes."""
+
+    def __init__(self, custom: kubernetes.client.CustomObjectsApi, url: str, every: float, agents: Agents,
+                 stop: threading.Event, start: float) -> None:
+        self.custom, self.url, self.every, self.agents, self.stop, self.start = custom, url, every, agents, stop, start
+        self.created: dict[str, float] = {}
+        """The quiet task -> when it was created."""
+        self.shares: list[tuple[float, int, int]] = []
+        """(seconds in, the fleet's agents running, the quiet tenant's)."""
+
+    def run(self) -> None:
+        i = 0
+        while not self.stop.wait(self.every if i else min(self.every, 10.0)):
+            try:
+                name = f"quiet-{i:03d}"
+                body = build_body(name, self.url, 1, 4, 1)
+                body["metadata"]["namespace"] = QUIET_NS
+                made = self.custom.create_namespaced_custom_object(GROUP, VERSION, QUIET_NS, "buildrequests", body)
+                planned(self.custom, name, QUIET_NS)
+                self.created[f"{name}-t00000"] = time.monotonic()
+                create_tasks(self.custom, made, [f"{name}-t00000"])
+                self.custom.patch_namespaced_custom_object(GROUP, VERSION, QUIET_NS, "buildrequests", name,
+                                                           {"spec": {"suspend": False}})
+            except Exception as e:
+                log(f"the quiet tenant's build {i} failed: {type(e).__name__}: {e}")
+            i += 1
+            live = self.agents.live
+            self.shares.append((time.monotonic() - self.start, len(live.get(NS, ())), len(live.get(QUIET_NS, ()))))
+
+    def waits(self) -> list[float]:
+        running = self.agents.stats.running_at
+        out = []
+        for task, t in self.created.items():
+            pod = next((p for p in running if p.startswith(task + "-a")), None)
+            if pod is not None:
+                out.append(running[pod] - t)
+        return out
+
+    def report(self) -> tuple[float, float]:
+        """Logs the quiet tenant's waits and shares; returns its first-Pod-running p95 and its last share."""
+        waits = self.waits()
+        log(f"quiet tenant: {len(self.created)} builds, {len(waits)} first Pods running; task created to Pod "
+            f"Running p50 {percentile(waits, 0.5):.2f}s p95 {percentile(waits, 0.95):.2f}s max "
+            f"{max(waits, default=float('nan')):.2f}s (the fleet kept the nodes full)")
+        log("tenants' agents running over time (fleet/quiet): " + ", ".join(
+            f"{t:.0f}s {a}/{b}" for t, a, b in self.shares[-20:]))
+        last = self.shares[-1] if self.shares else (0.0, 0, 0)
+        share = last[2] / (last[1] + last[2]) if last[1] + last[2] else float("nan")
+        return percentile(waits, 0.95), share
+
+
 # --- the run -------------------------------------------------------------------------------------------------------
 
 
@@ -999,6 +1071,8 @@ class Result:
     rss: float = float("nan")
     dispatch_p95: float = float("nan")
     queue_wait_p95: float = float("nan")
+    quiet_p95: float = float("nan")
+    quiet_share: float = float("nan")
 
 
 def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, began: float) -> None:
@@ -1024,14 +1098,20 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
             procs["kube-scheduler"] = start_scheduler(cp, work)
             procs["kwok"] = start_kwok(cp, work)
             nodes = max(1, math.ceil((args.agents + 64 * args.repos) / PODS_PER_NODE))
-            kwok_nodes(core, nodes)
+            per_node = PODS_PER_NODE
+            if args.tenants > 1:  # the nodes hold the fleet's agents and no more: the quiet tenant finds them full
+                nodes = max(1, math.ceil(args.agents / PODS_PER_NODE))
+                per_node = -(-args.agents // nodes)
+            kwok_nodes(core, nodes, per_node)
             controlplane.wait_until(lambda: ready_nodes(core) >= nodes, 60, f"{nodes} kwok nodes Ready", 0.5)
             (work / "git").mkdir()
             procs["forge"], forge_url, password = start_forge(work)
-            core.create_namespace({"metadata": {"name": NS}})
-            controlplane.wait_until(lambda: core.list_namespaced_service_account(NS).items, 60, "the default SA")
-            core.create_namespaced_secret(NS, {"metadata": {"name": "git-token"},
-                                               "stringData": {"username": FORGE_USER, "password": password}})
+            for ns in ([NS, QUIET_NS] if args.tenants > 1 else [NS]):
+                core.create_namespace({"metadata": {"name": ns}})
+                controlplane.wait_until(lambda ns=ns: core.list_namespaced_service_account(ns).items, 60,
+                                        "the default SA")
+                core.create_namespaced_secret(ns, {"metadata": {"name": "git-token"},
+                                                   "stringData": {"username": FORGE_USER, "password": password}})
             audit_start = audit_log.stat().st_size
             ports = []
             for r in range(args.replicas):
@@ -1043,8 +1123,12 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
                        "LONGSHOT_WORKSPACE_DIR": str(work / f"ws-{r}"),
                        "LONGSHOT_NETWORK_POLICY": "false", "LONGSHOT_EGRESS_ALLOWED_CIDRS": "127.0.0.0/8",
                        "PYTHONPATH": f"{ROOT / 'operator'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+                watched = ["--namespace", NS]
+                if args.tenants > 1:  # fair admission by capacity, on the kwok nodes' room (docs/admission-capacity.md)
+                    env.update(LONGSHOT_ADMISSION_CAPACITY="auto", LONGSHOT_ADMISSION_REFRESH_SECONDS="2")
+                    watched += ["--namespace", QUIET_NS]
                 procs[f"operator-{r}"] = spawn(f"operator-{r}", [sys.executable, "-m", "longshot", "operator",
-                                                                 "--namespace", NS], work, env)
+                                                                 *watched], work, env)
             operators = {n: p for n, p in procs.items() if n.startswith("operator-")}
             share = -(-args.tasks // args.repos)
             per_build = max(1, args.agents // args.repos)
@@ -1109,6 +1193,11 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
                     log(f"creating the rest of the tasks failed: {type(e).__name__}: {e}")
 
             threading.Thread(target=create_rest, daemon=True, name="create-tasks").start()
+            quiet: Quiet | None = None
+            if args.tenants > 1:
+                repos["quiet.git"] = make_repository(work / "git", "quiet")
+                quiet = Quiet(custom, f"{forge_url}/quiet.git", args.quiet_every, agents, stop_refresh, start)
+                threading.Thread(target=quiet.run, daemon=True, name="quiet-tenant").start()
             log(f"resumed {len(builds)} build(s): {args.agents} agents, think {args.think_seconds:g}s, gates "
                 f"{args.gate_seconds:g}s, culprits {args.gate_failure_rate:g}, {args.replicas} replica(s); run "
                 f"until every task is merged or {duration:.0f}s")
@@ -1186,6 +1275,8 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
                 log(f"dispatch p95: {result.dispatch_p95:.2f}s after the first fill ({filled[0]:.0f}s in: "
                     f"{args.agents} Pods, 64 an admission), {whole:.2f}s over the whole run")
             result.queue_wait_p95 = percentile(waits, 0.95)
+            if quiet is not None:
+                result.quiet_p95, result.quiet_share = quiet.report()
         finally:
             if agents is not None:
                 agents.stop()
@@ -1220,6 +1311,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agent-threads", type=int, default=16, help="threads doing the simulated agents' work")
     parser.add_argument("--report-every", type=float, default=30)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--tenants", type=int, choices=(1, 2), default=1,
+                        help="2: admission by capacity on nodes that hold the fleet's agents only, and a quiet second "
+                             "tenant making one small build every --quiet-every seconds; prints its first-Pod-running "
+                             "p95 and its share over time")
+    parser.add_argument("--quiet-every", type=float, default=20.0, help="seconds between the quiet tenant's builds")
     parser.add_argument("--bin-dir", type=Path, default=None)
     parser.add_argument("--keep", type=Path, default=None, help="keep the work directory (logs, audit log) here")
     args = parser.parse_args(argv)
@@ -1246,7 +1342,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"merged_per_hour={per_hour:.0f} agents={args.agents} tasks={args.tasks} "
           f"operator_cpu_s_per_merge={result.cpu_s_per_merge:.3f} api_writes_per_merge={result.writes_per_merge:.2f} "
           f"peak_rss_mib={result.rss:.0f} dispatch_p95_s={result.dispatch_p95:.2f} "
-          f"queue_wait_p95_s={result.queue_wait_p95:.1f}", flush=True)
+          f"queue_wait_p95_s={result.queue_wait_p95:.1f}"
+          + (f" quiet_first_pod_p95_s={result.quiet_p95:.2f} quiet_share={result.quiet_share:.3f}"
+             if args.tenants > 1 else ""), flush=True)
     return 1 if failed or result.merged == 0 else 0
 
 

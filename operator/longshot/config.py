@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from longshot.core import egress, lanes
+from longshot.core import admission, egress, lanes
 from longshot.envsettings import EnvBool, EnvSettings
 
 
@@ -34,6 +34,33 @@ class Settings(EnvSettings):
     """Size limit of the agent Pod's scratch (emptyDir) volume."""
     max_workers: int = Field(default=50, ge=0)
     """Operator-wide limit of agent Pods running at once, across builds."""
+    admission_capacity: str = "off"
+    """Admit an agent Pod only when it can run at once (docs/admission-capacity.md): ``auto`` (the room on the Nodes
+    agent Pods may land on, less what the Pods there request; with no such Node, or no right to list Nodes, the
+    numeric limits alone, said in the log and the ``longshot_admission_capacity_mode`` metric), an explicit
+    ``cpu=16,memory=64Gi`` for all agent Pods, or ``off`` (the numeric limits alone). The chart sets ``auto``."""
+    admission_tenants: str = ""
+    """Each namespace's weight in fair sharing and its own caps, as JSON, set by the platform team:
+    ``{"team-a": {"weight": 2, "maxAgents": 10, "cpu": "8", "memory": "16Gi"}, "*": {"maxAgents": 20}}`` (``*``:
+    every namespace without an entry; ``core.admission.parse_tenants``)."""
+    admission_refresh_seconds: float = Field(default=5.0, gt=0, le=300)
+    """How often ``admission_capacity: auto`` lists the Nodes and the Pods on them (agent Pods of watched namespaces
+    are followed as they change, between two lists)."""
+    admission_unschedulable_seconds: float = Field(default=30.0, ge=0)
+    """An agent Pod the kube-scheduler has found Unschedulable for this long is withdrawn, and its task goes back to
+    the line without counting a failure (0: never). Only while admission counts capacity (``auto`` with Nodes, or
+    explicit): with the numeric limits alone the Pod keeps its place in the kube-scheduler's queue."""
+    agent_node_selector: str = ""
+    """Node selector of agent Pods, as a JSON object (``{"longshot.dev/pool": "agents"}``); admission by capacity
+    counts only the Nodes it selects."""
+    agent_tolerations: str = ""
+    """Tolerations of agent Pods, as a JSON list as in a Pod spec; admission by capacity counts a tainted Node only
+    when they tolerate its taints."""
+    agent_priority_class: str = ""
+    """PriorityClass of worker, planner and fixer agent Pods (empty: none)."""
+    delivery_priority_class: str = ""
+    """PriorityClass of the Pods the merge queue and finalization wait for (gates, reviews, sweeps, final tasks):
+    with a higher value than ``agent_priority_class`` they may pre-empt workers (empty: as the others)."""
     tenant_share: float = Field(default=lanes.SHARE, gt=0, le=1)
     """The share of each controller's workers one namespace (tenant) may hold at once (at least one worker); the
     work queues take turns between namespaces, so the others always find the rest (``core.lanes``)."""
@@ -117,6 +144,28 @@ class Settings(EnvSettings):
     """This replica's name in Leases."""
 
     @model_validator(mode="after")
+    def _admission(self) -> Settings:
+        _admission(self.admission_capacity, self.admission_tenants, self.agent_node_selector, self.agent_tolerations)
+        return self
+
+    def capacity_mode(self) -> str:
+        """``auto``, ``off`` or ``explicit``."""
+        mode = self.admission_capacity.strip()
+        return mode if mode in ("auto", "off") else "explicit"
+
+    def explicit_capacity(self) -> admission.Resources | None:
+        return _admission(self.admission_capacity, "", "", "")[0]
+
+    def tenants(self) -> dict[str, admission.TenantPolicy]:
+        return _admission("off", self.admission_tenants, "", "")[1]
+
+    def node_selector(self) -> dict[str, str]:
+        return _admission("off", "", self.agent_node_selector, "")[2]
+
+    def tolerations(self) -> tuple[admission.Toleration, ...]:
+        return _admission("off", "", "", self.agent_tolerations)[3]
+
+    @model_validator(mode="after")
     def _ports_differ(self) -> Settings:
         if self.webhook_port and self.webhook_port == self.metrics_port:
             raise ValueError(f"webhook_port ({self.webhook_port}) must differ from metrics_port: the webhook is "
@@ -128,6 +177,15 @@ class Settings(EnvSettings):
         """The egress policy of these settings (``core.egress``); PolicyError names a malformed entry."""
         return _policy(self.egress_allowed_hosts, self.egress_allowed_cidrs, self.egress_denied_cidrs,
                        self.egress_cluster_cidrs, self.egress_allow_file_urls, self.egress_allow)
+
+
+@functools.lru_cache(maxsize=16)
+def _admission(capacity: str, tenants: str, selector: str, tolerations: str
+               ) -> tuple[admission.Resources | None, dict[str, admission.TenantPolicy], dict[str, str],
+                          tuple[admission.Toleration, ...]]:
+    """The admission settings parsed (``core.admission``); ValueError names the setting and what is wrong."""
+    return (admission.parse_capacity(capacity), admission.parse_tenants(tenants),
+            admission.parse_node_selector(selector), admission.parse_tolerations(tolerations))
 
 
 @functools.lru_cache(maxsize=8)

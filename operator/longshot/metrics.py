@@ -68,6 +68,28 @@ TASKS = Gauge("longshot_tasks", "AgentTasks by state, across builds.", ["state"]
 ACTIVE_WORKERS = Gauge("longshot_active_workers", "Agent Pods running now.", registry=REGISTRY)
 PENDING_TASKS = Gauge("longshot_pending_tasks", "AgentTasks ready to run and waiting for a worker slot.",
                       registry=REGISTRY)
+CAPACITY_MODES = ("auto", "explicit", "fallback", "off")
+"""Values of the ``mode`` label of :data:`ADMISSION_MODE` (``Settings.admission_capacity``; ``fallback``: auto
+without a Node it may count)."""
+ADMISSION_MODE = Gauge("longshot_admission_capacity_mode", "1 for the mode admission by capacity runs in now: auto, "
+                       "explicit, fallback (auto without Nodes it may count: the numeric limits alone), off.",
+                       ["mode"], registry=REGISTRY)
+ADMISSION_WAITING = Gauge("longshot_admission_waiting_tasks", "AgentTasks ready to run and held because their Pod "
+                          "would not run now (Admitted=False/WaitingForCapacity).", registry=REGISTRY)
+ADMISSION_FREE_CPU = Gauge("longshot_admission_free_cpu_cores", "Cpu left for agent Pods on the Nodes they may use "
+                           "(or in the explicit capacity) after the last dispatch; 0 when not counted.",
+                           registry=REGISTRY)
+ADMISSION_WITHDRAWN = Counter("longshot_admission_withdrawn_total", "Agent Pods withdrawn because the kube-scheduler "
+                              "found no node for them for longer than the grace (their task went back in line).",
+                              registry=REGISTRY)
+MAX_TENANT_SERIES = 50
+"""Most namespaces :data:`TENANT_AGENTS` and :data:`TENANT_SHARE` have a series for (the ones with the most agents;
+the rest are summed as ``_other``)."""
+TENANT_AGENTS = Gauge("longshot_tenant_agents", "Agent Pods running per tenant (the namespace of the builds; the "
+                      "label is not `namespace`, which Prometheus gives the operator's own).", ["tenant"],
+                      registry=REGISTRY)
+TENANT_SHARE = Gauge("longshot_tenant_share", "Each tenant's share in fair admission: its agents running divided by "
+                     "its weight.", ["tenant"], registry=REGISTRY)
 DISPATCH_LATENCY = Histogram("longshot_dispatch_latency_seconds",
                              "From an AgentTask that could start (dependencies ready, a worker slot free) to its Pod "
                              "being created.",
@@ -207,6 +229,31 @@ def set_tasks_by_state(counts: Mapping[str, int]) -> None:
     :data:`TASK_STATES` are ignored (labels stay bounded)."""
     for state in TASK_STATES:
         TASKS.labels(state=state).set(counts.get(state, 0))
+
+
+def set_admission(mode: str, waiting: int, free_cpu_millis: int | None) -> None:
+    """Admission by capacity's gauges after a dispatch plan."""
+    for m in CAPACITY_MODES:
+        ADMISSION_MODE.labels(mode=m).set(1 if m == mode else 0)
+    ADMISSION_WAITING.set(waiting)
+    ADMISSION_FREE_CPU.set((free_cpu_millis or 0) / 1000)
+
+
+def set_tenants(agents: Mapping[str, int], weights: Mapping[str, float]) -> None:
+    """:data:`TENANT_AGENTS` and :data:`TENANT_SHARE` from each namespace's agents running and weight; at most
+    :data:`MAX_TENANT_SERIES` namespaces (the busiest) get a series of their own, the rest are ``_other``."""
+    busiest = sorted(agents, key=lambda t: (-agents[t], t))
+    TENANT_AGENTS.clear()
+    TENANT_SHARE.clear()
+    other = 0
+    for i, t in enumerate(busiest):
+        if i < MAX_TENANT_SERIES:
+            TENANT_AGENTS.labels(tenant=t).set(agents[t])
+            TENANT_SHARE.labels(tenant=t).set(agents[t] / (weights.get(t) or 1.0))
+        else:
+            other += agents[t]
+    if other:
+        TENANT_AGENTS.labels(tenant="_other").set(other)
 
 
 def observe_reconcile(kind: str, result: str, duration_seconds: float) -> None:

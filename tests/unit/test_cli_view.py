@@ -71,3 +71,19 @@ def test_names_may_carry_their_kind_as_kubectl_writes_it():
     assert cli.name_of("mergejob/m1", "MergeJob") == "m1"
     with pytest.raises(cli.CLIError, match="expected a AgentTask"):
         cli.name_of("br/b1", "AgentTask")
+
+
+def test_the_tree_says_why_a_pending_task_waits_for_capacity():
+    build = obj("BuildRequest", "demo", status={"phase": "Working"})
+    waiting = obj("AgentTask", "demo-a", {"buildRef": {"name": "demo"}}, {"phase": "Pending", "conditions": [
+        {"type": "Admitted", "status": "False", "reason": "WaitingForCapacity",
+         "message": "waiting for capacity: place 3 in line; namespace ns runs 7 agent(s), its share 7.00\n"}]})
+    running = obj("AgentTask", "demo-b", {"buildRef": {"name": "demo"}}, {"phase": "Running", "conditions": [
+        {"type": "Admitted", "status": "True", "reason": "Admitted", "message": "attempt 1 admitted"}]},
+        created="2025-01-01T00:00:05Z")
+    v = view.tree(build, [waiting, running], [])
+    assert v["tasks"][0]["waiting"].startswith("WaitingForCapacity: waiting for capacity: place 3 in line")
+    assert v["tasks"][1]["waiting"] is None
+    text = view.tree_text(v)
+    assert "└── WaitingForCapacity: waiting for capacity: place 3 in line" in text.replace("│   ", "").replace(
+        "    └──", "└──")

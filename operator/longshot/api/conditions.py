@@ -60,6 +60,10 @@ BLOCKED = "Blocked"
 AWAITING_INPUT = "AwaitingInput"
 """True when the agent asked a person a question (``status.question``); a new ``spec.answer`` starts the next
 attempt with the question and the answer in its prompt."""
+ADMITTED = "Admitted"
+"""True once dispatch admitted the task's attempt (its Pod was made); False with ``WaitingForCapacity`` while its
+Pod would not run now (its place in the line and its namespace's share in the message), ``InsufficientCapacity``
+when it fits on no node agent Pods may use."""
 
 # MergeJob
 QUEUED = "Queued"
@@ -87,6 +91,13 @@ MERGE_JOB_TYPES = (READY, STALLED, RECONCILING, QUEUED, CHECKS_PASSED, AWAITING_
 
 REASONS: dict[str, str] = {
     "Pending": "Waiting for something that has not happened yet (a plan, a Pod, a queue slot).",
+    "WaitingForCapacity": "The task is ready but its Pod would not run now: it waits in line for room on the nodes "
+                          "(or its namespace's limit); the message says its place and its namespace's share.",
+    "InsufficientCapacity": "The task's Pod requests more than any node agent Pods may use offers (or its "
+                            "namespace's whole limit): lower its resources or add nodes.",
+    "Admitted": "Dispatch admitted the attempt: its Pod was made.",
+    "Withdrawn": "The attempt's Pod found no node for longer than the grace: it was deleted and the task went back "
+                 "in line, without counting a failure.",
     "InProgress": "Work is under way.",
     "PlanAccepted": "The planner's task list was validated and its AgentTasks created.",
     "PlanRejected": "The planner's task list was invalid (unknown dependency, cycle, empty or too large).",

@@ -47,6 +47,7 @@ def tree(build: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]],
             "suspended": bool(spec.get("suspend")),
             "cancel": bool(spec.get("cancel")),
             "question": ts.get("question"),
+            "waiting": _waiting(t),
             "attempts": [{k: a.get(k) for k in ("number", "pod", "model", "startTime", "endTime", "exitReason",
                                                   "failureClass", "tokens", "cost") if a.get(k) is not None}
                          for a in ts.get("attempts") or []],
@@ -66,6 +67,17 @@ def tree(build: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]],
         "conditions": [x for x in (_cond_text(build, t) for t in (c.READY, c.FINALIZED)) if x],
         "tasks": out_tasks,
     }
+
+
+def _waiting(task: Mapping[str, Any]) -> str | None:
+    """Why a pending task waits for capacity (its ``Admitted=False`` condition's reason and message), or None."""
+    found = _cond(task, c.ADMITTED)
+    if found is None or found.get("status") != "False" or found.get("reason") not in ("WaitingForCapacity",
+                                                                                       "InsufficientCapacity"):
+        return None
+    if ((task.get("status") or {}).get("phase") or "Pending") != "Pending":
+        return None
+    return f"{found.get('reason')}: {found.get('message') or ''}"
 
 
 def tree_text(view: Mapping[str, Any]) -> str:
@@ -100,6 +112,8 @@ def tree_text(view: Mapping[str, Any]) -> str:
             if not j["current"]:
                 parts.append("(replaced by a relaunch)")
             children.append("  ".join(parts))
+        if t.get("waiting"):
+            children.append(sanitize.one_line(str(t["waiting"]))[:200])
         if t.get("question") and t["phase"] == "AwaitingInput":
             children.append(f"question: {sanitize.one_line(str(t['question']))[:200]}")
         for k, child in enumerate(children):

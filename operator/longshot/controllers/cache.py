@@ -41,7 +41,7 @@ from typing import Any, ClassVar, Final, Literal, TypeVar
 import pydantic
 
 from longshot.api import keys, objects, timeutil
-from longshot.core import failures, fanout, names, tasks
+from longshot.core import admission, failures, fanout, names, tasks
 from longshot.vcs import workspace as vws
 
 log = logging.getLogger("longshot.cache")
@@ -85,6 +85,13 @@ class PodView:
     """A minimal ``status``: phase, reason, message, startTime and the agent container's state."""
     owner_uid: str = ""
     """UID of the AgentTask that is the Pod's controller (owner reference with ``controller: true``), or ""."""
+    node: str = ""
+    """``spec.nodeName``: the node it is bound to ("" until the kube-scheduler binds it)."""
+    requests: admission.Resources = admission.NOTHING
+    """What its containers request (cpu, memory): the room it holds (``core.admission``)."""
+    unschedulable_since: datetime | None = None
+    """When the kube-scheduler last found no node for it (condition ``PodScheduled=False/Unschedulable``), while it
+    is not bound; None otherwise."""
 
     @property
     def key(self) -> Key:
@@ -119,10 +126,20 @@ class PodView:
                 keep[group] = items
         controller = next((str(r.get("uid") or "") for r in meta.get("ownerReferences") or []
                            if r.get("kind") == "AgentTask" and r.get("controller")), "")
+        spec = body.get("spec") or {}
+        node = str(spec.get("nodeName") or "")
+        unschedulable = None
+        if not node:
+            for c in status.get("conditions") or []:
+                if isinstance(c, Mapping) and c.get("type") == "PodScheduled" and c.get("status") == "False" \
+                        and c.get("reason") == "Unschedulable":
+                    unschedulable = timeutil.parse(c.get("lastTransitionTime")) or timeutil.parse(
+                        meta.get("creationTimestamp"))
         return cls(namespace=meta.get("namespace", ""), name=meta["name"], task=owner, uid=meta.get("uid", ""),
                    resource_version=str(meta.get("resourceVersion", "")),
                    created=timeutil.parse(meta.get("creationTimestamp")),
-                   deleting=meta.get("deletionTimestamp") is not None, status=keep, owner_uid=controller)
+                   deleting=meta.get("deletionTimestamp") is not None, status=keep, owner_uid=controller,
+                   node=node, requests=admission.pod_requests(spec), unschedulable_since=unschedulable)
 
 
 class _Shared:

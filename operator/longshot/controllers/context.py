@@ -25,6 +25,7 @@ from longshot.controllers import lanes as lanesmod
 from longshot.controllers import workqueue
 from longshot.core import delivery, dependencies, fanout, plan, tasks, usage
 from longshot.net import guard as gd
+from longshot.runtime import capacity as capacitymod
 from longshot.runtime import kube as kubemod
 from longshot.runtime import preflight
 
@@ -121,6 +122,19 @@ class Context:
     egress: gd.Guard | None = None
     """The egress policy of the operator's own connections for builds (git, trackers; ``longshot.net.guard``),
     set by the manager from the settings; None (unit tests): not checked."""
+    cluster: capacitymod.ClusterFacts | None = None
+    """The Nodes and the Pods on them as last listed (``Settings.admission_capacity: auto``; the manager refreshes
+    it); None: not read yet, or not readable (``cluster_error`` says why)."""
+    cluster_error: str = ""
+    """Why the Nodes could not be read ("" when they were, or have not been tried yet)."""
+    capacity_counted: bool = False
+    """The last dispatch admitted by counted capacity (``auto`` with Nodes, or explicit): only then is a Pod the
+    kube-scheduler cannot place withdrawn (with the numeric limits alone, withdrawing it would only lose its place in
+    the kube-scheduler's queue)."""
+    admission_line: dict[Key, tuple[str, str]] = field(default_factory=dict)
+    """Ready tasks the last dispatch held for capacity, at the head of the line -> the message of their ``Admitted``
+    condition, as (reason, message) (``Admitted=False/WaitingForCapacity``; the dispatcher keeps it, the task
+    reconciler writes it)."""
     lanes: lanesmod.Lanes = field(default_factory=lanesmod.Lanes)
     """Tracker and forge calls: one per namespace at a time, a few at once (``controllers.lanes``)."""
     _memos: dict[Key, _BuildMemo] = field(default_factory=dict)

@@ -19,9 +19,9 @@ group).
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Final
 
@@ -29,7 +29,7 @@ from longshot import metrics
 from longshot.api import keys, objects
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
-from longshot.core import fanout, scheduler, tasks
+from longshot.core import admission, fanout, scheduler, tasks
 from longshot.core import names as namesmod
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,22 @@ class Plan:
     """Nothing can start until a slot comes free or a build changes (``Cache.freeing``): the operator-wide limit is
     reached, or every build of this replica is at its ``workers.max``, suspended, halted or out of budget. New tasks
     and status writes of running ones change nothing of that."""
+    waiting: tuple[scheduler.Waiting, ...] = ()
+    """Ready tasks held back because their Pod would not run now, in line (``scheduler.Selection.waiting``)."""
+    unfit: tuple[cachemod.Key, ...] = ()
+    """Ready tasks whose Pod fits on no node agent Pods may use, or exceeds their namespace's limit."""
+    capacity: Capacity | None = None
+    """How admission by capacity went in this plan."""
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """The mode admission by capacity ran in (``auto``, ``explicit``, ``fallback``: auto without Nodes it may count,
+    ``off``), why (for ``fallback``), and the room left after the plan (None: not counted)."""
+
+    mode: str
+    why: str = ""
+    free: admission.Resources | None = None
 
 
 @dataclass
@@ -67,16 +83,19 @@ class Readiness:
     """Each task's scheduler view and its order, with what it was made from (the task object, its build, phase and
     readiness): a plan makes views only of the tasks that changed since the last one."""
 
-    def view(self, t: objects.AgentTask, build: str, phase: str, ready: bool) -> scheduler.TaskView:
-        return self.keyed(t, build, phase, ready)[1]
+    def view(self, t: objects.AgentTask, build: str, phase: str, ready: bool,
+             requests: admission.Resources = admission.NOTHING) -> scheduler.TaskView:
+        return self.keyed(t, build, phase, ready, requests)[1]
 
-    def keyed(self, t: objects.AgentTask, build: str, phase: str, ready: bool
+    def keyed(self, t: objects.AgentTask, build: str, phase: str, ready: bool,
+              requests: admission.Resources = admission.NOTHING
               ) -> tuple[tuple[int, datetime, str], scheduler.TaskView]:
         """The task's view with its :func:`scheduler.order_key`."""
         memo = self.views.get(t.key)
-        if memo is not None and memo[0] is t and memo[1] == build and memo[2] == phase and memo[3] == ready:
+        if memo is not None and memo[0] is t and memo[1] == build and memo[2] == phase and memo[3] == ready \
+                and memo[4].requests == requests:
             return memo[5], memo[4]
-        v = _view(t, build, phase, ready)
+        v = _view(t, build, phase, ready, requests)
         order = scheduler.order_key(v)
         self.views[t.key] = (t, build, phase, ready, v, order)
         return order, v
@@ -127,6 +146,9 @@ def plan(ctx: ctxmod.Context, readiness: Readiness | None = None) -> Plan:
     readiness.trim(running, pending)
     metrics.set_tasks_by_state(ctx.cache.task_phases)
     metrics.ACTIVE_WORKERS.set(len(running))
+    agents = Counter(v.build.split("/", 1)[0] for v in running)
+    tenants = ctx.settings.tenants()
+    metrics.set_tenants(agents, {t: admission.policy_of(tenants, t).weight for t in agents})
     metrics.PENDING_TASKS.set(len(ready_keys))
     since = readiness.ready_since
     readiness.ready_since = {k: since.get(k, now) for k in ready_keys}  # tasks no longer ready (or gone) drop out
@@ -141,17 +163,68 @@ def plan(ctx: ctxmod.Context, readiness: Readiness | None = None) -> Plan:
                                                              or b.budget_spent):
             # the few the scheduler can start of this build (``scheduler.head_of_line``), not all its candidates:
             # one whose dependencies hold it back never starts, and at most the build's free slots do
-            ready_views = [readiness.keyed(t, bkey, tasks.PENDING, True) for t, ready in waiting if ready]
+            ns, name = bkey.split("/", 1)
+            build = ctx.cache.builds.get((ns, name))
+            ready_views = [readiness.keyed(t, bkey, tasks.PENDING, True,
+                                           requests_of(ctx, t, build) if build is not None else admission.NOTHING)
+                           for t, ready in waiting if ready]
             candidates.extend(scheduler.head_of_line(ready_views, min(free, b.max_workers - busy[bkey])))
         else:  # it can start nothing now: one candidate says why (halted, suspended, budget) and starts nothing
             candidates.append(_view(waiting[0][0], bkey, tasks.PENDING, waiting[0][1]))
+    room, mode = capacity(ctx)
     selection = scheduler.select(candidates, running, builds=builds, global_limit=ctx.settings.max_workers,
-                                 killswitch=ctx.killswitch)
+                                 killswitch=ctx.killswitch, capacity=room, tenants=ctx.settings.tenants())
     errors.update(selection.failed)
     admit = tuple((v.build.split("/", 1)[0], v.name) for v in selection.start)
     readiness.held = ready_keys - set(admit)
+    mode = replace(mode, free=room.total_free() if room is not None and room.free is not None else None)
     return Plan(admit, selection.budget_blocked, _record_errors(ctx, errors),
-                full=free <= 0 or _all_full(ctx, busy, builds))
+                full=free <= 0 or _all_full(ctx, busy, builds), waiting=selection.waiting,
+                unfit=tuple((v.build.split("/", 1)[0], v.name) for v in selection.unfit), capacity=mode)
+
+
+def capacity(ctx: ctxmod.Context) -> tuple[admission.Capacity | None, Capacity]:
+    """The room agent Pods may take now (``core.admission``), and the mode it was counted in. Agent Pods are counted
+    from the cache (their ends and creations as they happen); every other Pod from the last list of the cluster
+    (``Context.cluster``, ``Settings.admission_refresh_seconds``)."""
+    settings = ctx.settings
+    tenants = settings.tenants()
+    agents = {k: admission.PodUse(p.node, p.requests, p.namespace) for k, p in ctx.cache.pods.items() if not p.ended}
+    mode = settings.capacity_mode()
+    if mode == "explicit":
+        total = settings.explicit_capacity()
+        assert total is not None
+        return admission.explicit_capacity(total, agents.values(), tenants), Capacity("explicit")
+    if mode == "auto":
+        facts = ctx.cluster
+        if facts is None:
+            if not ctx.cluster_error:  # not read yet (the operator is starting): nothing starts until it is
+                return admission.Capacity(free={}), Capacity("auto", "the Nodes have not been read yet")
+            why = ctx.cluster_error
+        else:
+            pods = [u for k, u in facts.pods.items() if k not in ctx.cache.pods]
+            pods.extend(agents.values())
+            room = admission.cluster_capacity(facts.nodes, pods, selector=settings.node_selector(),
+                                              tolerations=settings.tolerations(), tenants=tenants)
+            if room is not None:
+                return room, Capacity("auto", f"only agent Pods counted: {facts.partial}" if facts.partial else "")
+            why = "no schedulable Node matches the agent Pods' node selector and tolerations"
+        return admission.tenant_capacity(agents.values(), tenants), Capacity("fallback", why)
+    return admission.tenant_capacity(agents.values(), tenants), Capacity("off")
+
+
+def requests_of(ctx: ctxmod.Context, t: objects.AgentTask, build: objects.BuildRequest) -> admission.Resources:
+    """What the task's next agent Pod will request (``runtime.pods``' rule: the task's ``spec.agent``, its
+    ``spec.resources``, the build's ``spec.agent``, the operator's defaults); unreadable amounts count as 0."""
+    layers = [t.spec.agent.resources if t.spec.agent is not None else None, t.spec.resources,
+              build.spec.agent.resources]
+    asked = [r.requests for r in layers if r is not None and r.requests is not None]
+    cpu = next((q.cpu for q in asked if q.cpu is not None), ctx.settings.default_cpu_request)
+    memory = next((q.memory for q in asked if q.memory is not None), ctx.settings.default_memory_request)
+    try:
+        return admission.Resources(admission.cpu_millis(cpu), admission.memory_bytes(memory))
+    except (ValueError, TypeError):
+        return admission.NOTHING
 
 
 def _all_full(ctx: ctxmod.Context, busy: dict[str, int], builds: dict[str, scheduler.BuildView]) -> bool:
@@ -282,11 +355,12 @@ def _next_pod_exists(ctx: ctxmod.Context, t: objects.AgentTask, key: cachemod.Ke
     return pod is not None and not pod.deleting
 
 
-def _view(t: objects.AgentTask, build: str, phase: str, ready: bool) -> scheduler.TaskView:
+def _view(t: objects.AgentTask, build: str, phase: str, ready: bool,
+          requests: admission.Resources = admission.NOTHING) -> scheduler.TaskView:
     return scheduler.TaskView(name=t.name, build=build, priority=t.spec.priority,
                               created=t.metadata.creation_timestamp, depends_on=tuple(t.spec.depends_on),
                               scope=tuple(t.spec.scope), phase=phase, dependencies_ready=ready,
-                              group=_group(t))
+                              group=_group(t), requests=requests)
 
 
 def _group(t: objects.AgentTask) -> str:

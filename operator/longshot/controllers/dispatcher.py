@@ -41,6 +41,7 @@ from longshot.controllers import dispatch, workqueue
 from longshot.controllers import executor as ex
 from longshot.controllers import tasks as tasksc
 from longshot.controllers.controller import bounded
+from longshot.controllers.dispatch import Plan as DispatchPlan
 from longshot.runtime import kube
 
 log = logging.getLogger("longshot.dispatch")
@@ -57,6 +58,11 @@ MAX_ADMISSIONS: Final = 64
 """Most tasks one dispatch admits (the first of the plan's order: priority within a build, fairness across them);
 the rest are the next dispatch's, at once. Without a bound, a gate task made while a large round's Pods are being
 created (priority 9) waits for that whole round and the next plan, one gate at a time (docs/benchmarks.md)."""
+LINE_SHOWN: Final = 16
+"""The tasks at the head of the line for capacity whose ``Admitted`` condition says their place
+(``Context.admission_line``): a condition write per task is an API write, and the line moves at every admission."""
+LINE_WRITE_SECONDS: Final = 10.0
+"""A task's place in line is written again at most this often (the line moves at every admission)."""
 FAILURES_UNHEALTHY: Final = 10
 STALL_SECONDS: Final = 60.0
 
@@ -98,6 +104,10 @@ class Dispatcher:
         self.admissions = asyncio.Semaphore(CONCURRENCY)
         self.readiness = dispatch.Readiness()
         """When ready tasks became ready and which the last plan held back: read by dispatch alone."""
+        self.said: dict[cachemod.Key, tuple[tuple[str, str], datetime]] = {}
+        """The ``Admitted`` condition each task at the head of the line was last asked to show, and when."""
+        self.mode: tuple[str, str] | None = None
+        """The mode admission by capacity ran in at the last plan, and why (logged when it changes)."""
 
     # --- input ---------------------------------------------------------------------------------------
 
@@ -183,6 +193,7 @@ class Dispatcher:
         began = self.monotonic()
         chosen = dispatch.plan(self.ctx, self.readiness)
         self.plan_seconds = self.monotonic() - began
+        self._line(chosen)
         self.full = (freeing, reads[1]) if chosen.full and not chosen.admit else None
         for b in chosen.budget_blocked:
             ns, name = b.split("/", 1)
@@ -211,6 +222,46 @@ class Dispatcher:
         finally:
             for k in claimed:
                 self.task_queue.done(("AgentTask", *k))
+
+    def _line(self, plan: DispatchPlan) -> None:
+        """Admission by capacity's part of a plan: the mode (logged when it changes), the gauges, and the
+        ``Admitted`` condition of the tasks at the head of the line (their task reconciles write it; at most every
+        ``LINE_WRITE_SECONDS`` per task)."""
+        cap = plan.capacity
+        if cap is not None:
+            self.ctx.capacity_counted = cap.mode == "explicit" or (cap.mode == "auto" and cap.free is not None)
+            if (cap.mode, cap.why) != self.mode:
+                if cap.mode == "fallback":
+                    log.warning("admission by capacity: %s; admitting by the numeric limits alone (workers.max, "
+                                "LONGSHOT_MAX_WORKERS) until Nodes can be counted", cap.why)
+                elif self.mode is not None or cap.mode != "off":
+                    log.info("admission by capacity: %s%s", cap.mode, f" ({cap.why})" if cap.why else "")
+                self.mode = (cap.mode, cap.why)
+            held = len(self.readiness.held) if plan.waiting else 0
+            metrics.set_admission(cap.mode, held, cap.free.cpu if cap.free is not None else None)
+        line: dict[cachemod.Key, tuple[str, str]] = {}
+        for w in plan.waiting[:LINE_SHOWN]:
+            key = (w.task.build.split("/", 1)[0], w.task.name)
+            line[key] = ("WaitingForCapacity",
+                         f"waiting for capacity: place {w.position} in line ({len(self.readiness.held)} ready tasks "
+                         f"held); namespace {w.tenant} runs {w.running} agent(s), its share {w.share:.2f} "
+                         f"(weight {w.weight:g})")
+        for key in plan.unfit:
+            line[key] = ("InsufficientCapacity", "its Pod requests more than any node agent Pods may use offers, or "
+                                                 "more than its namespace's limit: lower its resources or add nodes")
+        self.ctx.admission_line = line
+        now = self.clock()
+        ask: list[cachemod.Ref] = []
+        for key, want in line.items():
+            said = self.said.get(key)
+            if said is None or (said[0] != want and (now - said[1]).total_seconds() >= LINE_WRITE_SECONDS):
+                self.said[key] = (want, now)
+                ask.append(("AgentTask", *key))
+        for key in [k for k in self.said if k not in line]:  # left the line: its condition is cleared
+            del self.said[key]
+            ask.append(("AgentTask", *key))
+        if ask:
+            self.ctx.queue.add_all(ask)
 
     def _owner_busy(self, key: cachemod.Key) -> bool:
         """The task is owned by another task (a best-of-N candidate or judge) whose reconcile is in flight: that

@@ -59,7 +59,7 @@ from longshot.controllers import tasks as tasksc
 from longshot.core import builds, lanes, standing
 from longshot.core import mergejobs as mj
 from longshot.net import guard as gd
-from longshot.runtime import kube, netpol, preflight
+from longshot.runtime import capacity, kube, netpol, preflight
 
 log = logging.getLogger("longshot.manager")
 
@@ -155,6 +155,11 @@ class Manager:
             self.ctx.owns = self.leadership.holds
             if settings.network_policy:
                 self.ctx.network_policy = lambda namespace: netpol.ensure(client, namespace, settings)
+        self.capacity: capacity.Reader | None = None
+        """Lists the Nodes and the Pods on them for admission by capacity (``admission_capacity: auto``)."""
+        if client is not None and settings.capacity_mode() == "auto":
+            self.capacity = capacity.Reader(client)
+        self._next_capacity = 0.0
         self.heartbeat = monotonic()
         self.step_failures = 0
         """Housekeeping turns in a row that raised (reset by one that did not)."""
@@ -299,6 +304,9 @@ class Manager:
         if now >= self._next_killswitch:
             self._next_killswitch = now + KILLSWITCH_POLL_SECONDS
             await self._poll_killswitch()
+        if self.capacity is not None and now >= self._next_capacity:
+            self._next_capacity = now + self.settings.admission_refresh_seconds
+            await self._read_capacity(self.capacity)
         self._resync_step(now)
         self._gauges()
 
@@ -317,6 +325,20 @@ class Manager:
         n = max(1, math.ceil(RESYNC_PER_SECOND * min(max(elapsed, 0.0), RESYNC_SECONDS)))
         share, self._resync = self._resync[:n], self._resync[n:]
         self.queue.add_low(share)
+
+    async def _read_capacity(self, reader: capacity.Reader) -> None:
+        """List the Nodes and the Pods on them (a thread); when what admission reads changed, plan again."""
+        try:
+            facts: capacity.ClusterFacts | None = await asyncio.to_thread(reader.read)
+            error = ""
+        except capacity.Unavailable as e:
+            facts, error = None, str(e)
+        if facts == self.ctx.cluster and error == self.ctx.cluster_error:
+            return
+        self.ctx.cluster, self.ctx.cluster_error = facts, error
+        self.cache.version += 1  # a plan reads it: the next one is made, even where the last found all full
+        self.cache.freeing += 1
+        self.dispatcher.poke("the cluster's capacity changed")
 
     async def _poll_killswitch(self) -> None:
         engaged = self.settings.killswitch

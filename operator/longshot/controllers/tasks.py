@@ -266,9 +266,28 @@ class TaskReconciler:
             return self._dependencies(task, build, now)
         if pod is not None and not pod.deleting:
             finished = await self._pod_event(task, build, state.attempt + 1, now, pre)
+            if isinstance(finished, tasks.Unschedulable):
+                finished = None  # adopted first; the next reconcile withdraws it
             return [finished if finished is not None and not isinstance(finished, tasks.PodVanished)
                     else tasks.Admitted(state.attempt + 1)]
-        return self._dependencies(task, build, now)
+        events = self._dependencies(task, build, now)
+        if not events and self.ctx.readiness(task, build)[0] == "ready":
+            events = self._admission(task)
+        return events
+
+    def _admission(self, task: objects.AgentTask) -> list[tasks.Event]:
+        """The ``Admitted`` condition of a ready pending task as dispatch's last line says it
+        (``Context.admission_line``): WaitingForCapacity with its place, InsufficientCapacity, or back to Pending
+        when it left the line without being admitted."""
+        want = self.ctx.admission_line.get(task.key)
+        have = cond.find(ctxmod.conditions_of(task), cond.ADMITTED)
+        if want is not None:
+            if have is not None and (have.get("reason"), have.get("message")) == want:
+                return []
+            return [tasks.AdmissionChanged(*want)]
+        if have is not None and have.get("reason") in ("WaitingForCapacity", "InsufficientCapacity"):
+            return [tasks.AdmissionChanged("Pending", "waiting for a worker slot")]
+        return []
 
     def _dependencies(self, task: objects.AgentTask, build: objects.BuildRequest,
                       now: datetime) -> list[tasks.Event]:
@@ -319,6 +338,12 @@ class TaskReconciler:
             return tasks.PodFinished(pod.status, handoff, attempt,
                                      metered=self._metered(task, attempt), build_generation=build.generation,
                                      repository=build.spec.repository.url)
+        grace = self.ctx.settings.admission_unschedulable_seconds
+        if pod.unschedulable_since is not None and grace > 0 and not pod.deleting and self.ctx.capacity_counted:
+            waited = (now - pod.unschedulable_since).total_seconds()
+            if waited >= grace:  # no node has room for it: withdrawn, back in line, not a failure
+                return tasks.Unschedulable(attempt, waited)
+            pre.append(ex.Requeue(("AgentTask", *task.key), pod.unschedulable_since + timedelta(seconds=grace)))
         created = pod.created or now
         events: list[dict[str, Any]] = []
         if (now - created).total_seconds() >= EVENT_CHECK_AFTER_SECONDS and pod.phase == "Pending":
@@ -516,6 +541,8 @@ class _Write:
         match e:
             case SetCondition():
                 self.conds, _ = cond.set_condition(self.conds, e.type, e.status, e.reason, e.message, now=now)
+                if e.type == cond.ADMITTED and e.reason == "Withdrawn":
+                    self.counts.append(metrics.Increment(metrics.ADMISSION_WITHDRAWN))
             case tasks.RecordAttempt():
                 self.attempts.setdefault(e.number, {}).update(e.to_wire())
                 if e.failure_class:

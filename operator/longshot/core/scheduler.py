@@ -16,9 +16,19 @@ Rules, in order:
 5. Two tasks of the same build whose file scopes overlap never run at the same time (glob-aware;
    an empty scope overlaps nothing); a candidate that overlaps a running or just-admitted task waits. Tasks
    of one ``group`` (the candidates of a best-of-N task) do not block each other.
-6. Fairness: slots go to the build with the fewest running tasks first; ties go to the build whose next
-   task has the highest priority, then the oldest. A build with 1,000 ready tasks therefore cannot starve a
-   build with 2. Within a build, tasks go by priority (10 first), then age (``creationTimestamp``), then name.
+6. Fairness, tenants first: the next slot goes to the tenant (the namespace: ``BuildView.tenant``) with the
+   smallest share, its tasks running (and admitted in this plan) divided by its weight (``core.admission
+   .TenantPolicy``; 1 by default), as Kueue's fair sharing does; ties go to the tenant whose next task has the
+   highest priority, then the oldest. A tenant at its ``maxAgents`` starts nothing (``Selection.capped``). Within
+   the tenant, the slot goes to the build with the fewest running tasks first; ties go to the build whose next
+   task has the highest priority, then the oldest. A tenant with 1,600 ready tasks therefore cannot starve a tenant
+   with one, nor a build with 1,000 ready tasks a build with 2. Within a build, tasks go by priority (10 first: gates,
+   fixers and final tasks have the highest), then age (``creationTimestamp``), then name.
+7. Capacity (``capacity``, ``core.admission``): a task starts only when its Pod's requests fit now (a node's room,
+   its tenant's own limit). The first task in the fair order that does not fit stops the round: nothing after it
+   starts (the room that frees is its first), and it and the tasks after it, up to ``line`` of them, are returned in
+   line (``Selection.waiting``: their place, their tenant's share). A task that would not fit even on an empty node
+   or in its tenant's whole limit waits for nobody: it is returned in ``Selection.unfit`` and the next is looked at.
 
 Containment: each build's part of the plan runs on its own. An exception while a build's candidates are
 ordered or checked (bad data in a task, a bug) drops that build from this plan, with the error's class in
@@ -39,8 +49,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from functools import lru_cache
+from typing import Final
 
 from longshot.api import common
+from longshot.core import admission
 from longshot.core import scope as scopemod
 
 PENDING = "Pending"
@@ -62,6 +74,8 @@ class TaskView:
     group: str = ""
     """Tasks of one non-empty group never block each other by scope: the candidates of a best-of-N task do the
     same work on their own branches, in parallel."""
+    requests: admission.Resources = admission.NOTHING
+    """What the task's agent Pod requests (cpu, memory): what admission by capacity counts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +90,8 @@ class BuildView:
     max_tokens: int | None = None
     cost_used: float = 0.0
     max_cost: float | None = None
+    tenant: str | None = None
+    """The build's tenant (its namespace); None: the part of its key before ``/``."""
 
     @property
     def budget_spent(self) -> bool:
@@ -98,6 +114,13 @@ class Selection:
     """Builds held back by the killswitch (every build with ready work when it is engaged)."""
     failed: Mapping[str, str] = field(default_factory=dict)
     """Builds whose part of the plan raised, with the exception's class name: they start nothing this round."""
+    waiting: tuple[Waiting, ...] = ()
+    """Tasks held back because their Pod would not run now, in the order they will start as room frees (at most
+    ``line`` of them; the first is the one the room that frees goes to)."""
+    unfit: tuple[TaskView, ...] = ()
+    """Tasks whose requests fit on no matching node, or exceed their tenant's limit: they never start as they are."""
+    capped: frozenset[str] = frozenset()
+    """Tenants held back at their ``maxAgents``."""
 
 
 def share(demands: Mapping[str, int], total: int) -> dict[str, int]:
@@ -366,6 +389,33 @@ def head_of_line(ready: Sequence[tuple[tuple[int, datetime, str], TaskView]], ne
         take *= 4  # candidates with a scope filled the first ones: look further down the line
 
 
+LINE: Final = 64
+"""How many of the tasks waiting for capacity :func:`select` places in line (their place is said in their
+``Admitted`` condition); the rest wait behind them without a place."""
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A task held back because its Pod would not run now (``core.admission``): its place in the line (1: the next
+    to start when room frees), its tenant, and the tenant's share when the line was made."""
+
+    task: TaskView
+    position: int
+    tenant: str
+    share: float
+    running: int
+    """The tenant's agents running (and admitted in this plan) before this one."""
+    weight: float
+
+
+def tenant_of(key: str, builds: Mapping[str, BuildView]) -> str:
+    """A build's tenant: ``BuildView.tenant``, else the part of its key before ``/`` (the namespace), else ""."""
+    b = builds.get(key)
+    if b is not None and b.tenant is not None:
+        return b.tenant
+    return key.split("/", 1)[0] if "/" in key else ""
+
+
 def select(
     candidates: Iterable[TaskView],
     running: Iterable[TaskView],
@@ -373,16 +423,26 @@ def select(
     builds: Mapping[str, BuildView],
     global_limit: int,
     killswitch: bool = False,
+    capacity: admission.Capacity | None = None,
+    tenants: Mapping[str, admission.TenantPolicy] | None = None,
+    line: int = LINE,
 ) -> Selection:
     """The tasks to start now (see the module doc for the rules).
 
     ``running`` are the tasks holding a slot; their scopes block overlapping candidates of the same build.
+    ``capacity``: the room agent Pods may take (``core.admission``; None: only the numeric limits); ``tenants``:
+    the namespaces' weights and caps.
     """
+    tenants = tenants or {}
     failed: dict[str, str] = {}
     running_by_build: dict[str, list[TaskView]] = {}
     for r in running:
         running_by_build.setdefault(r.build, []).append(r)
     n_running = sum(len(v) for v in running_by_build.values())
+    in_tenant: dict[str, int] = {}
+    for key, rs in running_by_build.items():
+        owner = tenant_of(key, builds)
+        in_tenant[owner] = in_tenant.get(owner, 0) + len(rs)
 
     ready: dict[str, list[TaskView]] = {}
     budget_blocked: set[str] = set()
@@ -414,12 +474,16 @@ def select(
 
     slots = global_limit - n_running
     start: list[TaskView] = []
+    waiting: list[Waiting] = []
+    unfit: list[TaskView] = []
+    capped: set[str] = set()
     if slots > 0 and ready:
-        # Heap of builds keyed by (running, -priority of next task, age of next task, build).
+        # Per tenant, a heap of builds keyed by (running, -priority of next task, age of next task, build); and a
+        # heap of tenants keyed by (share, the same of their next build's next task, tenant).
         queues: dict[str, list[TaskView]] = {}
         pos: dict[str, int] = {}
         taken: dict[str, _Taken] = {}
-        heap: list[tuple[int, int, datetime, str, str]] = []
+        bheaps: dict[str, list[tuple[int, int, datetime, str, str]]] = {}
         spent: dict[str, int] = {}
         for key, tasks in ready.items():
             try:
@@ -432,32 +496,77 @@ def select(
                 taken[key] = _Taken((tuple(r.scope), r.group) for r in running_by_build.get(key, ()) if r.scope)
                 head = tasks[0]
                 prio, created, name = _order(head)
-                heap.append((busy, prio, created, name, key))
+                bheaps.setdefault(tenant_of(key, builds), []).append((busy, prio, created, name, key))
             except Exception as e:  # this build's data: it starts nothing now, every other build goes on
                 failed[key] = type(e).__name__
-        heapq.heapify(heap)
-        while heap and slots > 0:
-            busy, _, _, _, key = heapq.heappop(heap)
+
+        def weight(tenant: str) -> float:
+            return admission.policy_of(tenants, tenant).weight
+
+        def room(tenant: str) -> bool:
+            cap = admission.policy_of(tenants, tenant).max_agents
+            if cap is not None and in_tenant.get(tenant, 0) >= cap:
+                capped.add(tenant)
+                return False
+            return True
+
+        theap: list[tuple[float, int, datetime, str, str]] = []
+
+        def push_tenant(tenant: str) -> None:
+            bh = bheaps.get(tenant)
+            if bh and room(tenant):
+                _, prio, created, name, _ = bh[0]
+                heapq.heappush(theap, (in_tenant.get(tenant, 0) / weight(tenant), prio, created, name, tenant))
+
+        for tenant, bh in bheaps.items():
+            heapq.heapify(bh)
+            push_tenant(tenant)
+        dry = False  # the fairest task did not fit: the rest are placed in line, not started
+        while theap and (dry or slots > 0) and (not dry or len(waiting) < line):
+            share, _, _, _, tenant = heapq.heappop(theap)
+            bh = bheaps[tenant]
+            busy, _, _, _, key = heapq.heappop(bh)
             try:
                 chosen, over = _next(queues[key], pos, key, taken[key], spent)
             except Exception as e:  # as above; what this build was given in this round is taken back
                 failed[key] = type(e).__name__
                 kept = [t for t in start if t.build != key]
                 slots += len(start) - len(kept)
+                gone = len(start) - len(kept) + sum(1 for w in waiting if w.task.build == key)
+                in_tenant[tenant] = in_tenant.get(tenant, 0) - gone
                 start = kept
+                waiting = [w for w in waiting if w.task.build != key]
+                push_tenant(tenant)
                 continue
             if chosen is None or over:
+                push_tenant(tenant)
                 continue  # nothing startable, or its scope checks used this plan's share: the next plan goes on
             tasks, scopes, i = queues[key], taken[key], pos[key]
-            start.append(chosen)
-            slots -= 1
+            if capacity is not None and not capacity.ever_fits(chosen.requests, tenant):
+                unfit.append(chosen)  # it waits for nobody: the build's next task is looked at
+                if i < len(tasks):
+                    prio, created, name = _order(tasks[i])
+                    heapq.heappush(bh, (busy, prio, created, name, key))
+                push_tenant(tenant)
+                continue
+            if not dry and capacity is not None and capacity.take(chosen.requests, tenant) is None:
+                dry = True  # the room that frees is this task's first: nobody after it starts in this plan
+            if dry:
+                waiting.append(Waiting(chosen, len(waiting) + 1, tenant, share, in_tenant.get(tenant, 0),
+                                       weight(tenant)))
+            else:
+                start.append(chosen)
+                slots -= 1
             busy += 1
+            in_tenant[tenant] = in_tenant.get(tenant, 0) + 1
             if chosen.scope:
                 scopes.add(tuple(chosen.scope), chosen.group)
             if busy < builds[key].max_workers and i < len(tasks):
                 prio, created, name = _order(tasks[i])
-                heapq.heappush(heap, (busy, prio, created, name, key))
-    return Selection(tuple(start), frozenset(budget_blocked), frozenset(suspended), frozenset(halted), failed)
+                heapq.heappush(bh, (busy, prio, created, name, key))
+            push_tenant(tenant)
+    return Selection(tuple(start), frozenset(budget_blocked), frozenset(suspended), frozenset(halted), failed,
+                     waiting=tuple(waiting), unfit=tuple(unfit), capped=frozenset(capped))
 
 
 def _next(tasks: list[TaskView], pos: dict[str, int], key: str, scopes: _Taken,

@@ -309,9 +309,26 @@ class DependenciesChanged:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class AdmissionChanged:
+    """Dispatch holds the ready task for capacity (``reason`` ``WaitingForCapacity`` or ``InsufficientCapacity``,
+    ``message`` its place in line and its namespace's share), or no longer does (``Pending``)."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Unschedulable:
+    """The attempt's Pod has found no node for ``seconds`` (``PodScheduled=False/Unschedulable``)."""
+
+    attempt: int
+    seconds: float
+
+
 Event = (Admitted | PodFinished | PodVanished | CancelRequested | RetryRequested | Resume | BackoffElapsed
          | Killswitch | DependenciesChanged | Answered | HeartbeatLost | StartFanout | FanoutFinished
-         | SuspendChanged)
+         | SuspendChanged | AdmissionChanged | Unschedulable)
 
 # --- effects -----------------------------------------------------------------------------------------
 
@@ -519,6 +536,7 @@ def _start(state: TaskState, event: Admitted, now: datetime, rand: Rand) -> Resu
         SetCondition(c.RUNNING, c.TRUE, "PodRunning", f"attempt {number} runs in Pod {pod}"),
         SetCondition(c.SUCCEEDED, c.UNKNOWN, "InProgress", f"attempt {number} is running"),
         SetCondition(c.BLOCKED, c.FALSE, "DependenciesReady", "every dependency is done"),
+        SetCondition(c.ADMITTED, c.TRUE, "Admitted", f"attempt {number} admitted"),
         *_working("InProgress", f"attempt {number} is running in Pod {pod}"),
         EmitEvent("Normal", "AttemptStarted", f"attempt {number} started in Pod {pod}", routine=True),
     ]
@@ -905,6 +923,34 @@ def _dependencies(state: TaskState, event: DependenciesChanged, now: datetime, r
     ]
 
 
+def _admission(state: TaskState, event: AdmissionChanged, now: datetime, rand: Rand) -> Result:
+    if event.reason == "Pending":
+        message = event.message or "waiting for a worker slot"
+        return state, [SetCondition(c.ADMITTED, c.FALSE, "Pending", message), *_working("Pending", message)]
+    return state, [
+        SetCondition(c.ADMITTED, c.FALSE, event.reason, event.message),
+        *_working(event.reason, event.message),
+    ]
+
+
+def _withdraw(state: TaskState, event: Unschedulable, now: datetime, rand: Rand) -> Result:
+    """The attempt's Pod found no node for the grace: delete it; the task goes back in line and the attempt does not
+    count against the retry policy (as a killswitch stop)."""
+    if event.attempt != state.attempt:
+        return state, []
+    pod = state.pod or ""
+    why = f"no node had room for Pod {pod} for {event.seconds:.0f}s: withdrawn, back in line"
+    new = replace(state, phase=PENDING, retry_base=state.retry_base + 1)
+    return new, [
+        DeletePod(pod),
+        RecordAttempt(state.attempt, pod, end_time=now, exit_reason=why),
+        SetCondition(c.RUNNING, c.FALSE, "Withdrawn", why),
+        SetCondition(c.ADMITTED, c.FALSE, "Withdrawn", why),
+        *_working("Withdrawn", why),
+        EmitEvent("Normal", "Withdrawn", f"attempt {state.attempt}: {why}"),
+    ]
+
+
 def _kill(state: TaskState, event: Killswitch, now: datetime, rand: Rand) -> Result:
     """Stop the Pod; the attempt does not count against the retry policy. Back to Pending: the scheduler
     admits nothing while the killswitch is engaged."""
@@ -935,6 +981,8 @@ _TERMINAL_ROWS: dict[type, Handler] = {
     HeartbeatLost: _ignore,
     FanoutFinished: _ignore,
     SuspendChanged: _suspend,
+    AdmissionChanged: _ignore,
+    Unschedulable: _ignore,
 }
 
 TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
@@ -952,6 +1000,8 @@ TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
     (PENDING, HeartbeatLost): _ignore,
     (PENDING, StartFanout): _start_fanout,
     (PENDING, FanoutFinished): _ignore,
+    (PENDING, AdmissionChanged): _admission,
+    (PENDING, Unschedulable): _ignore,
 
     (BACKOFF, PodFinished): _stale,
     (BACKOFF, PodVanished): _stale,
@@ -965,6 +1015,8 @@ TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
     (BACKOFF, HeartbeatLost): _ignore,
     (BACKOFF, FanoutFinished): _ignore,
     (BACKOFF, SuspendChanged): _suspend,
+    (BACKOFF, AdmissionChanged): _ignore,
+    (BACKOFF, Unschedulable): _ignore,
 
     (RUNNING, Admitted): _duplicate_admit,
     (RUNNING, PodFinished): _finish,
@@ -979,6 +1031,8 @@ TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
     (RUNNING, Answered): _ignore,
     (RUNNING, HeartbeatLost): _hung,
     (RUNNING, FanoutFinished): _fanout_finished,
+    (RUNNING, AdmissionChanged): _ignore,
+    (RUNNING, Unschedulable): _withdraw,
 
     (AWAITING_INPUT, PodFinished): _stale,
     (AWAITING_INPUT, PodVanished): _ignore,
@@ -992,6 +1046,8 @@ TRANSITIONS: Final[Mapping[tuple[str, type], Handler]] = {
     (AWAITING_INPUT, HeartbeatLost): _ignore,
     (AWAITING_INPUT, FanoutFinished): _ignore,
     (AWAITING_INPUT, SuspendChanged): _suspend,
+    (AWAITING_INPUT, AdmissionChanged): _ignore,
+    (AWAITING_INPUT, Unschedulable): _ignore,
 
     **{(SUCCEEDED, ev): h for ev, h in _TERMINAL_ROWS.items()},
     (SUCCEEDED, RetryRequested): _retry,

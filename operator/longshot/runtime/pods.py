@@ -34,7 +34,7 @@ from longshot.api import buildrequest, keys, sanitize
 from longshot.api import handoff as ho
 from longshot.api.common import API_VERSION
 from longshot.config import Settings
-from longshot.core import binding, delegation, fanout, gates, names, plan
+from longshot.core import admission, binding, delegation, fanout, gates, names, plan
 from longshot.core.failures import AGENT_CONTAINER
 
 AGENT_UID: Final = 65532
@@ -339,5 +339,30 @@ def build_agent_pod(task: Mapping[str, Any], build: Mapping[str, Any], settings:
             },
             "containers": [container],
             "volumes": volumes,
+            **_placement(task, settings),
         },
     }
+
+
+DELIVERY_PURPOSES: Final = frozenset({"gate", "review", "sweep", "final"})
+"""``longshot.dev/purpose`` values of the tasks the merge queue and finalization wait for: their Pods get
+``Settings.delivery_priority_class``."""
+
+
+def _placement(task: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
+    """The Pod's node selector, tolerations and PriorityClass from the operator's settings (the chart's
+    ``agents.nodeSelector``, ``agents.tolerations``, ``agents.priorityClassName`` and
+    ``agents.deliveryPriorityClassName``)."""
+    out: dict[str, Any] = {}
+    selector = settings.node_selector()
+    if selector:
+        out["nodeSelector"] = dict(selector)
+    tolerations = settings.tolerations()
+    if tolerations:
+        out["tolerations"] = [admission.toleration_manifest(t) for t in tolerations]
+    purpose = ((task.get("metadata") or {}).get("labels") or {}).get(keys.PURPOSE)
+    priority_class = (settings.delivery_priority_class if purpose in DELIVERY_PURPOSES else "") \
+        or settings.agent_priority_class
+    if priority_class:
+        out["priorityClassName"] = priority_class
+    return out

@@ -163,9 +163,9 @@ def test_a_full_build_of_many_tasks_gets_no_view_of_its_candidates_and_a_free_sl
     viewed: defaultdict[str, int] = defaultdict(int)
     view = dispatch._view
 
-    def counting(t: Any, build: str, phase: str, ready: bool) -> scheduler.TaskView:
+    def counting(t: Any, build: str, phase: str, ready: bool, *requests: Any) -> scheduler.TaskView:
         viewed[phase] += 1
-        return view(t, build, phase, ready)
+        return view(t, build, phase, ready, *requests)
 
     monkeypatch.setattr(dispatch, "_view", counting)
     readiness = dispatch.Readiness()
