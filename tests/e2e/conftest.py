@@ -201,6 +201,12 @@ def install_chart(cluster: lc.LocalCluster, *, replicas: int = 1, timeout: str =
          # the local cluster's API server listens on a port of its own on the bridge (kind's: 6443)
          *(() if is_kind(cluster) else ("--set-json", "egress.networkPolicy.apiServerPorts="
                                         + json.dumps(cluster.api_server_ports()))),
+         # the metrics and probe port from any Pod (the chart's default) and, on kind, from this host too: tests
+         # and a Prometheus on the host connect to the operator's Pod IP from kind's network gateway, which is no
+         # Pod and no node (the local cluster's host is its node, whose traffic the policy lets through)
+         *(("--set-json", "metrics.allowedFrom=" + json.dumps(
+             [{"namespaceSelector": {}}, {"ipBlock": {"cidr": f"{host_address(cluster)}/32"}}]))
+           if is_kind(cluster) else ()),
          # the forge listens on the bridge, inside the private ranges the egress policy refuses by default:
          # listed for git and forge on its port, as an installation lists its own git server
          "--set-json", f"egress.allow={json.dumps(git_allow(cluster))}",

@@ -72,12 +72,14 @@ def job_phase(custom, namespace, name, phase, timeout=120):
         raise TimeoutError(f"{e}\n{dump(custom, namespace)}") from None
 
 
-def open_pulls(forge, n, timeout=120):
+def open_pulls(forge, n, timeout=120, labelled=False):
+    """The open pull requests once there are ``n``; ``labelled``: once each has its labels too (GitHub's API labels
+    a pull request in a second call after opening it)."""
     def opened():
         pulls = [p for p in forge.pulls(PROJECT) if p.state == "open"]
-        return pulls if len(pulls) >= n else None
+        return pulls if len(pulls) >= n and (not labelled or all(p.labels for p in pulls)) else None
 
-    return wait_for(opened, timeout=timeout, what=f"{n} open pull requests")
+    return wait_for(opened, timeout=timeout, what=f"{n} open pull requests" + (", labelled" if labelled else ""))
 
 
 def build_awaiting_forge(custom, namespace, text, timeout=90):
@@ -111,7 +113,7 @@ def test_a_pull_request_per_task_with_the_gate_status_merged_by_the_forge_after_
     for name in ("demo-add", "demo-mul"):
         job = job_phase(custom, namespace, name, "AwaitingForge")
         assert condition(job, "GatesPassed")["status"] == "True"
-    pulls = open_pulls(forge, 2)
+    pulls = open_pulls(forge, 2, labelled=True)
     assert sorted(p.head for p in pulls) == sorted(get(custom, namespace, "mergejobs", n)["spec"]["branch"]
                                                    for n in ("demo-add", "demo-mul"))
     assert all(p.base == "main" and p.labels == ["longshot"] for p in pulls)
