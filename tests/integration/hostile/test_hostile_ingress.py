@@ -1,4 +1,4 @@
-"""Hundreds of held slow-drip connections against every body-reading route of the real gateway and of the real
+"""Held slow-drip connections by the hundred against every body-reading route of the real gateway and of the real
 operator's webhook, on a real API server (issue 50, item 1): route, method and caller are decided before a byte of
 the body is read, each caller gets its lane (the rest are answered 429 at once), the bodies that are read are cut by
 the whole-body deadline (408) however steadily they drip, the replica's in-flight bytes stay under their budget,
@@ -29,10 +29,13 @@ from longshot_testing import otlp
 
 pytestmark = pytest.mark.integration
 
-HELD = 120
-"""Held connections per gateway route (five routes: 600 connections)."""
-DEADLINE = 2.0
-"""The whole-body deadline the tests set (seconds)."""
+HELD = 40
+"""Held connections per gateway route (five routes: 200 connections), ten times the lane. With 120 a route, a
+fresh-clone CI run on 2 cores (2026-11-28) opened /traces' drips slower than its lane drained (the client is this
+test's event loop, in the gateway's own process): all 120 were cut at 408, none refused 429."""
+DEADLINE = 4.0
+"""The whole-body deadline the tests set (seconds): long enough that a lane's first drips still hold it while the
+rest of the route's drips connect, on a busy machine too (so those are refused 429, as the test asserts)."""
 PER_ATTEMPT = 4
 BUDGET = 8 * 1024 * 1024
 DECLARED = 1024 * 1024
