@@ -24,7 +24,7 @@ TRUSTED: dict[tuple[str, str], tuple[int, str]] = {
     ("runtime/leader.py", "json.loads"): (2, "the Kubernetes API server's answers"),
     ("runtime/netpol.py", "json.loads"): (1, "the operator's own settings (chart values)"),
     ("core/egress.py", "json.loads"): (1, "the egress allowlist of the operator's own settings (chart values)"),
-    ("core/admission.py", "json.loads"): (3, "the tenants, node selector and tolerations of the operator's own "
+    ("core/admission.py", "json.loads"): (1, "the tenants, node selector and tolerations of the operator's own "
                                              "settings (chart values)"),
     ("gateway/pricing.py", "yaml.safe_load"): (1, "the gateway's price table (chart values)"),
     ("gateway/hook.py", "json.loads"): (1, "the scope the gateway itself put into the hook's environment"),

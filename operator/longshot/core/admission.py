@@ -203,16 +203,22 @@ class TenantPolicy:
 DEFAULT_POLICY: Final = TenantPolicy()
 
 
+def _json_setting(text: str, what: str) -> object:
+    """One of these JSON settings parsed (the operator's own settings: chart values); ValueError names the
+    setting."""
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{what}: not JSON ({e})") from None
+
+
 def parse_tenants(text: str) -> dict[str, TenantPolicy]:
     """The tenants' policies from JSON: ``{"team-a": {"weight": 2, "maxAgents": 10, "cpu": "8", "memory": "16Gi"},
     "*": {"maxAgents": 20}}`` (``*``: every namespace without an entry). Empty: none. ValueError names the entry and
     the field that is wrong."""
     if not text.strip():
         return {}
-    try:
-        raw = json.loads(text)
-    except ValueError as e:
-        raise ValueError(f"admission tenants: not JSON ({e})") from None
+    raw = _json_setting(text, "admission tenants")
     if not isinstance(raw, dict):
         raise ValueError("admission tenants: expected a JSON object of namespace -> policy")
     out: dict[str, TenantPolicy] = {}
@@ -397,10 +403,7 @@ def parse_node_selector(text: str) -> dict[str, str]:
     """The agent Pods' node selector from JSON (``{"longshot.dev/agents": "true"}``); empty: none."""
     if not text.strip():
         return {}
-    try:
-        raw = json.loads(text)
-    except ValueError as e:
-        raise ValueError(f"agent node selector: not JSON ({e})") from None
+    raw = _json_setting(text, "agent node selector")
     if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
         raise ValueError("agent node selector: expected a JSON object of label -> value (strings)")
     return dict(raw)
@@ -411,10 +414,7 @@ def parse_tolerations(text: str) -> tuple[Toleration, ...]:
     "effect": "NoSchedule"}]``); empty: none."""
     if not text.strip():
         return ()
-    try:
-        raw = json.loads(text)
-    except ValueError as e:
-        raise ValueError(f"agent tolerations: not JSON ({e})") from None
+    raw = _json_setting(text, "agent tolerations")
     if not isinstance(raw, list):
         raise ValueError("agent tolerations: expected a JSON list of tolerations")
     out = []
