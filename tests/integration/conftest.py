@@ -16,7 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import kubernetes
@@ -136,23 +136,75 @@ def _release_builds(client: kubernetes.client.ApiClient, namespace: str) -> None
                     raise
 
 
-@pytest.fixture
-def namespace(request: pytest.FixtureRequest, core_v1: kubernetes.client.CoreV1Api) -> Iterator[str]:
-    """A fresh namespace per test, enforcing Pod Security ``restricted``; deleted afterwards."""
-    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].rstrip("-")
-    name = f"t-{slug}-{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:6]}"
+def _create_namespace(core_v1: kubernetes.client.CoreV1Api, name: str) -> None:
     core_v1.create_namespace({"metadata": {"name": name, "labels": {
         "pod-security.kubernetes.io/enforce": "restricted",
         "pod-security.kubernetes.io/enforce-version": "latest",
         "longshot.dev/test": "true",
     }}})
-    yield name
+
+
+def _delete_namespace(core_v1: kubernetes.client.CoreV1Api, name: str) -> None:
     _release_builds(core_v1.api_client, name)
     try:
         core_v1.delete_namespace(name)
     except kubernetes.client.ApiException as e:  # already gone
         if e.status != 404:
             raise
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, core_v1: kubernetes.client.CoreV1Api) -> Iterator[str]:
+    """A fresh namespace per test, enforcing Pod Security ``restricted``; deleted afterwards."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].rstrip("-")
+    name = f"t-{slug}-{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:6]}"
+    _create_namespace(core_v1, name)
+    yield name
+    _delete_namespace(core_v1, name)
+
+
+@pytest.fixture
+def another_namespace(request: pytest.FixtureRequest, core_v1: kubernetes.client.CoreV1Api
+                      ) -> Iterator[Callable[[str], str]]:
+    """``another_namespace(prefix)``: one more namespace for this test (another tenant), ``<prefix>-<hash>``, as the
+    ``namespace`` fixture's (Pod Security ``restricted``); deleted afterwards."""
+    made: list[str] = []
+
+    def make(prefix: str) -> str:
+        name = f"{prefix}-{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:6]}"
+        _create_namespace(core_v1, name)
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        _delete_namespace(core_v1, name)
+
+
+@pytest.fixture
+def operator_watching(control_plane: controlplane.ControlPlane, operator_env: dict[str, str]
+                      ) -> Iterator[Callable[..., object]]:
+    """``operator_watching(*namespaces)``: the operator in-process with kopf's runner, as the ``operator`` fixture's,
+    watching those namespaces (a test sets ``operator_env`` first); stopped afterwards. A fixture that uses it asks
+    for the namespaces first, so that the operator stops before they are deleted."""
+    from kopf.testing import KopfRunner
+
+    import longshot.controllers  # noqa: F401  (registers the handlers)
+
+    runners: list[KopfRunner] = []
+
+    def start(*namespaces: str) -> object:
+        args = ["run", "--standalone", *(a for ns in namespaces for a in ("--namespace", ns)),
+                "-m", "longshot.controllers"]
+        runner = KopfRunner(args, timeout=60)
+        runner.__enter__()
+        runners.append(runner)
+        return runner
+
+    yield start
+    for runner in runners:
+        runner.__exit__(None, None, None)
+        assert runner.exception is None, runner.output
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ Unschedulable, and the Pods bound never ask for more than the nodes have.
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import subprocess
 import threading
 import time
@@ -23,7 +22,7 @@ from typing import Any
 
 import kubernetes
 import pytest
-from k8s_builders import GROUP, VERSION, build, condition, create, get, task
+from k8s_builders import build, condition, create, get, task
 from kubelet_double import finish_pod, handoff, run_pod
 
 from longshot_testing import controlplane, wait_for
@@ -41,22 +40,9 @@ MANAGED = "app.kubernetes.io/managed-by=longshot-operator"
 
 
 @pytest.fixture
-def quiet_namespace(request: pytest.FixtureRequest, core_v1: kubernetes.client.CoreV1Api) -> Iterator[str]:
-    name = f"t-quiet-{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:6]}"
-    core_v1.create_namespace({"metadata": {"name": name, "labels": {
-        "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest",
-        "longshot.dev/test": "true"}}})
-    yield name
-    custom = kubernetes.client.CustomObjectsApi(core_v1.api_client)
-    for b in custom.list_namespaced_custom_object(GROUP, VERSION, name, "buildrequests")["items"]:
-        if b["metadata"].get("finalizers"):
-            custom.patch_namespaced_custom_object(GROUP, VERSION, name, "buildrequests", b["metadata"]["name"],
-                                                  {"metadata": {"finalizers": None}})
-    try:
-        core_v1.delete_namespace(name)
-    except kubernetes.client.ApiException as e:
-        if e.status != 404:
-            raise
+def quiet_namespace(another_namespace) -> str:  # type: ignore[no-untyped-def]
+    """Tenant B's namespace (Pod Security ``restricted``, as the ``namespace`` fixture's)."""
+    return str(another_namespace("t-quiet"))
 
 
 @pytest.fixture
@@ -194,21 +180,14 @@ def _metric(port: str, name: str) -> float | None:
 
 
 @pytest.fixture
-def fair_operator(control_plane, namespace: str, quiet_namespace: str, operator_env: dict[str, str],
-                  monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:  # type: ignore[no-untyped-def]
+def fair_operator(namespace: str, quiet_namespace: str, operator_watching, operator_env: dict[str, str],
+                  monkeypatch: pytest.MonkeyPatch) -> object:  # type: ignore[no-untyped-def]
     """The operator admitting by capacity, watching tenant A's namespace and tenant B's."""
-    from kopf.testing import KopfRunner
-
-    import longshot.controllers  # noqa: F401  (registers the handlers)
-
     for k, v in {"LONGSHOT_ADMISSION_CAPACITY": "auto", "LONGSHOT_ADMISSION_REFRESH_SECONDS": "1",
                  "LONGSHOT_MAX_WORKERS": "50"}.items():
         monkeypatch.setenv(k, v)
         operator_env[k] = v
-    with KopfRunner(["run", "--standalone", "--namespace", namespace, "--namespace", quiet_namespace,
-                     "-m", "longshot.controllers"], timeout=60) as runner:
-        yield runner
-    assert runner.exception is None, runner.output
+    return operator_watching(namespace, quiet_namespace)
 
 
 @pytest.mark.timeout(240)
@@ -272,20 +251,13 @@ def test_a_quiet_tenant_gets_the_first_slot_that_frees_and_no_pod_is_made_that_c
 
 
 @pytest.fixture
-def auto_operator(control_plane, namespace: str, operator_env: dict[str, str],
-                  monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:  # type: ignore[no-untyped-def]
+def auto_operator(operator_watching, namespace: str, operator_env: dict[str, str],
+                  monkeypatch: pytest.MonkeyPatch) -> object:  # type: ignore[no-untyped-def]
     """The operator with admission by capacity on (the chart's default), watching the test's namespace."""
-    from kopf.testing import KopfRunner
-
-    import longshot.controllers  # noqa: F401  (registers the handlers)
-
     for k, v in {"LONGSHOT_ADMISSION_CAPACITY": "auto", "LONGSHOT_ADMISSION_REFRESH_SECONDS": "1"}.items():
         monkeypatch.setenv(k, v)
         operator_env[k] = v
-    with KopfRunner(["run", "--standalone", "--namespace", namespace, "-m", "longshot.controllers"],
-                    timeout=60) as runner:
-        yield runner
-    assert runner.exception is None, runner.output
+    return operator_watching(namespace)
 
 
 def test_without_nodes_to_count_admission_falls_back_to_the_numeric_limits(

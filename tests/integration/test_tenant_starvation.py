@@ -11,7 +11,6 @@ work queues' turns between namespaces, A's checks held every BuildRequest worker
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import kubernetes
 import pytest
 import sample_repo
 from git_servers import Git, SlowGitHTTPServer, slow_git_http
-from k8s_builders import GROUP, VERSION, build, create, list_of
+from k8s_builders import build, create
 
 from longshot_testing import wait_for
 
@@ -39,37 +38,15 @@ def slow_repository(tmp_path: Path) -> Iterator[tuple[SlowGitHTTPServer, str]]:
 
 
 @pytest.fixture
-def tenant_b(request: pytest.FixtureRequest, core_v1: kubernetes.client.CoreV1Api) -> Iterator[str]:
+def tenant_b(another_namespace) -> str:  # type: ignore[no-untyped-def]
     """A second tenant's namespace (Pod Security ``restricted``, as the ``namespace`` fixture's)."""
-    name = f"t-tenant-b-{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:6]}"
-    core_v1.create_namespace({"metadata": {"name": name, "labels": {
-        "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest",
-        "longshot.dev/test": "true"}}})
-    yield name
-    custom = kubernetes.client.CustomObjectsApi(core_v1.api_client)
-    for b in list_of(custom, name, "buildrequests"):  # the operator is stopped: nothing else drops its finalizer
-        if b["metadata"].get("finalizers"):
-            custom.patch_namespaced_custom_object(GROUP, VERSION, name, "buildrequests", b["metadata"]["name"],
-                                                  {"metadata": {"finalizers": None}})
-    try:
-        core_v1.delete_namespace(name)
-    except kubernetes.client.ApiException as e:
-        if e.status != 404:
-            raise
+    return str(another_namespace("t-tenant-b"))
 
 
 @pytest.fixture
-def two_tenant_operator(control_plane, namespace: str, tenant_b: str, operator_env: dict[str, str]
-                        ) -> Iterator[object]:  # type: ignore[no-untyped-def]
+def two_tenant_operator(namespace: str, tenant_b: str, operator_watching) -> object:  # type: ignore[no-untyped-def]
     """The operator, in-process with kopf's runner, watching tenant A's namespace (``namespace``) and B's."""
-    from kopf.testing import KopfRunner
-
-    import longshot.controllers  # noqa: F401  (registers the handlers)
-
-    with KopfRunner(["run", "--standalone", "--namespace", namespace, "--namespace", tenant_b,
-                     "-m", "longshot.controllers"], timeout=60) as runner:
-        yield runner
-    assert runner.exception is None, runner.output
+    return operator_watching(namespace, tenant_b)
 
 
 def _agent_pods(core_v1: kubernetes.client.CoreV1Api, namespace: str) -> list[str]:
