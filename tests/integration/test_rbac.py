@@ -87,6 +87,7 @@ def test_with_watch_namespaces_everything_is_a_role_in_those_namespaces(
                ("watch", "customresourcedefinitions.apiextensions.k8s.io", None), ("list", "namespaces", None),
                ("get", "configmaps/longshot-killswitch", namespace)]
     denied = [("create", "pods", other), ("get", "secrets/git-token", other), ("list", "pods", None),
+              ("list", "resourcequotas", None),
               ("get", "secrets", None), ("list", "secrets", watched), ("watch", "agenttasks.longshot.dev", None),
               ("create", "pods", namespace), ("get", "secrets/git-token", namespace), ("patch", "pods", watched)]
     assert [a for a in allowed if not can(*a)] == []
@@ -100,9 +101,12 @@ def test_cluster_wide_mode_reads_secrets_only_where_granted(
 
     can = install(f"rbac.secrets.namespaces={{{team}}}")
     assert [a for a in [("create", "pods", other), ("watch", "pods", None), ("list", "agenttasks.longshot.dev", None),
-                        ("get", "secrets/git-token", team)] if not can(*a)] == []
+                        ("get", "secrets/git-token", team), ("list", "nodes", None),
+                        ("list", "resourcequotas", None)] if not can(*a)] == []
     assert [d for d in [("get", "secrets/git-token", other), ("get", "secrets", None), ("list", "secrets", team),
-                        ("get", "secrets/git-token", namespace), ("list", "namespaces", None)] if can(*d)] == []
+                        ("get", "secrets/git-token", namespace), ("list", "namespaces", None),
+                        ("watch", "nodes", None), ("get", "resourcequotas", team),
+                        ("update", "resourcequotas", team)] if can(*d)] == []
 
     # the documented opt-in of another namespace: its admin binds the secret-reader ClusterRole
     release = f"rbac-{namespace[-6:]}"

@@ -63,7 +63,10 @@ attempt with the question and the answer in its prompt."""
 ADMITTED = "Admitted"
 """True once dispatch admitted the task's attempt (its Pod was made); False with ``WaitingForCapacity`` while its
 Pod would not run now (its place in the line and its namespace's share in the message), ``InsufficientCapacity``
-when it fits on no node agent Pods may use."""
+when it fits on no node agent Pods may use, ``TenantLimit`` or ``TokensPerHour`` while its namespace is at the limits
+the platform team set for it (``admission.tenants``, its ResourceQuotas)."""
+HELD_REASONS = ("WaitingForCapacity", "InsufficientCapacity", "TenantLimit", "TokensPerHour")
+"""The reasons of an ``Admitted=False`` condition that dispatch's line writes (``Context.admission_line``)."""
 
 # MergeJob
 QUEUED = "Queued"
@@ -95,6 +98,10 @@ REASONS: dict[str, str] = {
                           "(or its namespace's limit); the message says its place and its namespace's share.",
     "InsufficientCapacity": "The task's Pod requests more than any node agent Pods may use offers (or its "
                             "namespace's whole limit): lower its resources or add nodes.",
+    "TenantLimit": "The task is ready but its namespace is at a limit the platform team set (maxAgents, cpu or memory "
+                   "in admission.tenants, or its ResourceQuotas): it starts when the namespace's own agents end.",
+    "TokensPerHour": "The task is ready but its namespace used its tokensPerHour (admission.tenants) in the last "
+                     "hour: it starts as the hour moves on.",
     "Admitted": "Dispatch admitted the attempt: its Pod was made.",
     "Withdrawn": "The attempt's Pod found no node for longer than the grace: it was deleted and the task went back "
                  "in line, without counting a failure.",

@@ -72,8 +72,7 @@ def tree(build: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]],
 def _waiting(task: Mapping[str, Any]) -> str | None:
     """Why a pending task waits for capacity (its ``Admitted=False`` condition's reason and message), or None."""
     found = _cond(task, c.ADMITTED)
-    if found is None or found.get("status") != "False" or found.get("reason") not in ("WaitingForCapacity",
-                                                                                       "InsufficientCapacity"):
+    if found is None or found.get("status") != "False" or found.get("reason") not in c.HELD_REASONS:
         return None
     if ((task.get("status") or {}).get("phase") or "Pending") != "Pending":
         return None

@@ -22,7 +22,7 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
 from longshot import metrics
@@ -31,6 +31,7 @@ from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.core import admission, fanout, scheduler, tasks
 from longshot.core import names as namesmod
+from longshot.runtime import pods
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,19 @@ class Plan:
     """Ready tasks whose Pod fits on no node agent Pods may use, or exceeds their namespace's limit."""
     capacity: Capacity | None = None
     """How admission by capacity went in this plan."""
+    tenant_held: tuple[tuple[cachemod.Key, str, str], ...] = ()
+    """The next task of each tenant held back at its own limits, with the reason and message of its ``Admitted``
+    condition (``scheduler.Selection.tenant_held``)."""
+
+
+URGENT_ROLES: Final = frozenset({"fixer"})
+"""Roles of the tasks that go first within their tenant and build (``scheduler.TaskView.urgent``), besides the
+delivery tasks (``runtime.pods.DELIVERY_PURPOSES``: gates, reviews, sweeps, final tasks): others wait on them."""
+TOKEN_WINDOW_SECONDS: Final = 3600
+"""The window of a tenant's ``tokensPerHour``."""
+TOKEN_RECOUNT_SECONDS: Final = 10.0
+"""How often a plan counts again the tokens of the tenants that have a ``tokensPerHour`` (a pass over their tasks'
+attempts); between counts a plan reads the last one."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,12 @@ class Readiness:
                                     tuple[int, datetime, str]]] = field(default_factory=dict)
     """Each task's scheduler view and its order, with what it was made from (the task object, its build, phase and
     readiness): a plan makes views only of the tasks that changed since the last one."""
+    tokens: dict[str, int] = field(default_factory=dict)
+    """Tenant -> its tokens in the last hour, as last counted (the tenants with a ``tokensPerHour``)."""
+    tokens_counted: datetime | None = None
+    room: tuple[object, admission.NodeRoom | None] | None = None
+    """The Nodes' room less the Pods that are not this operator's agents (``core.admission.node_room``), with the
+    cluster read (``Context.cluster``) it was made from: made once per read, not once per plan."""
 
     def view(self, t: objects.AgentTask, build: str, phase: str, ready: bool,
              requests: admission.Resources = admission.NOTHING) -> scheduler.TaskView:
@@ -171,46 +191,92 @@ def plan(ctx: ctxmod.Context, readiness: Readiness | None = None) -> Plan:
             candidates.extend(scheduler.head_of_line(ready_views, min(free, b.max_workers - busy[bkey])))
         else:  # it can start nothing now: one candidate says why (halted, suspended, budget) and starts nothing
             candidates.append(_view(waiting[0][0], bkey, tasks.PENDING, waiting[0][1]))
-    room, mode = capacity(ctx)
+    room, mode = capacity(ctx, readiness)
     selection = scheduler.select(candidates, running, builds=builds, global_limit=ctx.settings.max_workers,
-                                 killswitch=ctx.killswitch, capacity=room, tenants=ctx.settings.tenants())
+                                 killswitch=ctx.killswitch, capacity=room, tenants=tenants,
+                                 tenant_tokens=tenant_tokens(ctx, readiness, tenants, now))
     errors.update(selection.failed)
     admit = tuple((v.build.split("/", 1)[0], v.name) for v in selection.start)
     readiness.held = ready_keys - set(admit)
     mode = replace(mode, free=room.total_free() if room is not None and room.free is not None else None)
     return Plan(admit, selection.budget_blocked, _record_errors(ctx, errors),
                 full=free <= 0 or _all_full(ctx, busy, builds), waiting=selection.waiting,
-                unfit=tuple((v.build.split("/", 1)[0], v.name) for v in selection.unfit), capacity=mode)
+                unfit=tuple((v.build.split("/", 1)[0], v.name) for v in selection.unfit), capacity=mode,
+                tenant_held=tuple(((h.task.build.split("/", 1)[0], h.task.name), h.reason, h.message)
+                                  for h in selection.tenant_held))
 
 
-def capacity(ctx: ctxmod.Context) -> tuple[admission.Capacity | None, Capacity]:
+def capacity(ctx: ctxmod.Context, readiness: Readiness | None = None
+             ) -> tuple[admission.Capacity | None, Capacity]:
     """The room agent Pods may take now (``core.admission``), and the mode it was counted in. Agent Pods are counted
-    from the cache (their ends and creations as they happen); every other Pod from the last list of the cluster
-    (``Context.cluster``, ``Settings.admission_refresh_seconds``)."""
+    from the cache (their ends and creations as they happen); every other Pod, and the namespaces' ResourceQuotas,
+    from the last read of the cluster (``Context.cluster``, ``Settings.admission_refresh_seconds``): the Nodes' room
+    less the other Pods is worked out once per read (``Readiness.room``), each plan takes only the agent Pods from
+    it."""
     settings = ctx.settings
     tenants = settings.tenants()
     agents = {k: admission.PodUse(p.node, p.requests, p.namespace) for k, p in ctx.cache.pods.items() if not p.ended}
     mode = settings.capacity_mode()
+    facts = ctx.cluster
+    quotas = facts.quotas if facts is not None else {}
     if mode == "explicit":
         total = settings.explicit_capacity()
         assert total is not None
-        return admission.explicit_capacity(total, agents.values(), tenants), Capacity("explicit")
+        return admission.explicit_capacity(total, agents.values(), tenants, quotas), Capacity("explicit")
     if mode == "auto":
-        facts = ctx.cluster
         if facts is None:
             if not ctx.cluster_error:  # not read yet (the operator is starting): nothing starts until it is
                 return admission.Capacity(free={}), Capacity("auto", "the Nodes have not been read yet")
             why = ctx.cluster_error
         else:
-            pods = [u for k, u in facts.pods.items() if k not in ctx.cache.pods]
-            pods.extend(agents.values())
-            room = admission.cluster_capacity(facts.nodes, pods, selector=settings.node_selector(),
-                                              tolerations=settings.tolerations(), tenants=tenants)
+            memo = readiness.room if readiness is not None else None
+            if memo is not None and memo[0] is facts:
+                room = memo[1]
+            else:
+                room = admission.node_room(facts.nodes, [u for k, u in facts.pods.items() if k not in ctx.cache.pods],
+                                           selector=settings.node_selector(), tolerations=settings.tolerations())
+                if readiness is not None:
+                    readiness.room = (facts, room)
             if room is not None:
-                return room, Capacity("auto", f"only agent Pods counted: {facts.partial}" if facts.partial else "")
+                return (admission.capacity_from(room, agents.values(), tenants=tenants, quotas=quotas),
+                        Capacity("auto", f"only agent Pods counted, no quota: {facts.partial}" if facts.partial
+                                 else ""))
             why = "no schedulable Node matches the agent Pods' node selector and tolerations"
-        return admission.tenant_capacity(agents.values(), tenants), Capacity("fallback", why)
+        return admission.tenant_capacity(agents.values(), tenants, quotas), Capacity("fallback", why)
     return admission.tenant_capacity(agents.values(), tenants), Capacity("off")
+
+
+def tenant_tokens(ctx: ctxmod.Context, readiness: Readiness, tenants: dict[str, admission.TenantPolicy],
+                  now: datetime) -> dict[str, int]:
+    """Each tenant's tokens in the last hour (``core.admission.tokens_in_window``), for the tenants whose policy has
+    a ``tokensPerHour``; counted again at most every :data:`TOKEN_RECOUNT_SECONDS`."""
+    if not any(p.tokens_per_hour is not None for p in tenants.values()):
+        return {}
+    last = readiness.tokens_counted
+    if last is not None and 0 <= (now - last).total_seconds() < TOKEN_RECOUNT_SECONDS:
+        return readiness.tokens
+    since = now - timedelta(seconds=TOKEN_WINDOW_SECONDS)
+    per: dict[str, list[tuple[int, datetime | None]]] = defaultdict(list)
+    for (ns, _build), names in list(ctx.cache.tasks_by_build.items()):
+        if admission.policy_of(tenants, ns).tokens_per_hour is None:
+            continue
+        for name in names:
+            t = ctx.cache.tasks.get((ns, name))
+            if t is not None:
+                per[ns].extend(_attempt_tokens(t))
+    readiness.tokens = {ns: admission.tokens_in_window(attempts, since) for ns, attempts in per.items()}
+    readiness.tokens_counted = now
+    return readiness.tokens
+
+
+def _attempt_tokens(t: objects.AgentTask) -> list[tuple[int, datetime | None]]:
+    """A task's attempts as (tokens, end): the recorded ones, and the one running as the gateway meters it."""
+    out = [(a.tokens, a.end_time) for a in t.status.attempts]
+    progress = t.status.progress
+    if progress is not None and progress.tokens and not any(a.number == progress.attempt and a.end_time is not None
+                                                             for a in t.status.attempts):
+        out.append((progress.tokens, None))
+    return out
 
 
 def requests_of(ctx: ctxmod.Context, t: objects.AgentTask, build: objects.BuildRequest) -> admission.Resources:
@@ -360,7 +426,8 @@ def _view(t: objects.AgentTask, build: str, phase: str, ready: bool,
     return scheduler.TaskView(name=t.name, build=build, priority=t.spec.priority,
                               created=t.metadata.creation_timestamp, depends_on=tuple(t.spec.depends_on),
                               scope=tuple(t.spec.scope), phase=phase, dependencies_ready=ready,
-                              group=_group(t), requests=requests)
+                              group=_group(t), requests=requests,
+                              urgent=t.spec.role in URGENT_ROLES or cachemod.purpose(t) in pods.DELIVERY_PURPOSES)
 
 
 def _group(t: objects.AgentTask) -> str:

@@ -249,6 +249,8 @@ class Dispatcher:
         for key in plan.unfit:
             line[key] = ("InsufficientCapacity", "its Pod requests more than any node agent Pods may use offers, or "
                                                  "more than its namespace's limit: lower its resources or add nodes")
+        for key, reason, message in plan.tenant_held:
+            line[key] = (reason, message)
         self.ctx.admission_line = line
         now = self.clock()
         ask: list[cachemod.Ref] = []

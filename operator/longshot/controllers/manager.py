@@ -156,9 +156,10 @@ class Manager:
             if settings.network_policy:
                 self.ctx.network_policy = lambda namespace: netpol.ensure(client, namespace, settings)
         self.capacity: capacity.Reader | None = None
-        """Lists the Nodes and the Pods on them for admission by capacity (``admission_capacity: auto``)."""
-        if client is not None and settings.capacity_mode() == "auto":
-            self.capacity = capacity.Reader(client)
+        """Lists the Nodes, the Pods on them and the ResourceQuotas for admission by capacity (``admission_capacity``
+        ``auto``; an explicit capacity reads the Pods and the quotas alone)."""
+        if client is not None and settings.capacity_mode() in ("auto", "explicit"):
+            self.capacity = capacity.Reader(client, nodes=settings.capacity_mode() == "auto")
         self._next_capacity = 0.0
         self.heartbeat = monotonic()
         self.step_failures = 0

@@ -277,7 +277,8 @@ class TaskReconciler:
 
     def _admission(self, task: objects.AgentTask) -> list[tasks.Event]:
         """The ``Admitted`` condition of a ready pending task as dispatch's last line says it
-        (``Context.admission_line``): WaitingForCapacity with its place, InsufficientCapacity, or back to Pending
+        (``Context.admission_line``): WaitingForCapacity with its place, InsufficientCapacity, TenantLimit,
+        TokensPerHour, or back to Pending
         when it left the line without being admitted."""
         want = self.ctx.admission_line.get(task.key)
         have = cond.find(ctxmod.conditions_of(task), cond.ADMITTED)
@@ -285,7 +286,7 @@ class TaskReconciler:
             if have is not None and (have.get("reason"), have.get("message")) == want:
                 return []
             return [tasks.AdmissionChanged(*want)]
-        if have is not None and have.get("reason") in ("WaitingForCapacity", "InsufficientCapacity"):
+        if have is not None and have.get("reason") in cond.HELD_REASONS:
             return [tasks.AdmissionChanged("Pending", "waiting for a worker slot")]
         return []
 

@@ -26,6 +26,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from fractions import Fraction
 from functools import lru_cache
 from typing import Any, Final
@@ -42,6 +43,8 @@ _SUFFIX: Final = {
     "Mi": Fraction(2**20), "Gi": Fraction(2**30), "Ti": Fraction(2**40), "Pi": Fraction(2**50),
     "Ei": Fraction(2**60)}
 MAX_QUANTITY_LENGTH: Final = 64
+UNLIMITED: Final = 2**62
+"""An amount no limit sets (a tenant's limit without pods, a quota without cpu)."""
 
 
 @lru_cache(maxsize=1024)
@@ -84,6 +87,10 @@ class Resources:
 
     def __sub__(self, other: Resources) -> Resources:
         return Resources(self.cpu - other.cpu, self.memory - other.memory, self.pods - other.pods)
+
+    def least(self, other: Resources) -> Resources:
+        """Each amount's smaller of the two (the tighter of two limits)."""
+        return Resources(min(self.cpu, other.cpu), min(self.memory, other.memory), min(self.pods, other.pods))
 
     def covers(self, other: Resources) -> bool:
         """Every amount of ``other`` fits in this one."""
@@ -198,6 +205,9 @@ class TenantPolicy:
     """Most agent Pods of the namespace running at once (across its builds), whatever the builds ask for."""
     limit: Resources | None = None
     """Most cpu and memory the namespace's agent Pods may request at once (None: no limit of its own)."""
+    tokens_per_hour: int | None = None
+    """Most model tokens the namespace's agents may use in an hour: while its last hour's tokens
+    (:func:`tokens_in_window`) reach it, the namespace starts no agent (the running ones finish their attempts)."""
 
 
 DEFAULT_POLICY: Final = TenantPolicy()
@@ -225,10 +235,10 @@ def parse_tenants(text: str) -> dict[str, TenantPolicy]:
     for ns, entry in raw.items():
         if not isinstance(entry, dict):
             raise ValueError(f"admission tenants[{ns!r}]: expected an object")
-        unknown = set(entry) - {"weight", "maxAgents", "cpu", "memory"}
+        unknown = set(entry) - {"weight", "maxAgents", "cpu", "memory", "tokensPerHour"}
         if unknown:
             raise ValueError(f"admission tenants[{ns!r}]: unknown field(s) {sorted(unknown)} (allowed: weight, "
-                             "maxAgents, cpu, memory)")
+                             "maxAgents, cpu, memory, tokensPerHour)")
         weight = entry.get("weight", 1)
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 1000:
             raise ValueError(f"admission tenants[{ns!r}].weight: expected a number in (0, 1000], not {weight!r}")
@@ -237,15 +247,20 @@ def parse_tenants(text: str) -> dict[str, TenantPolicy]:
                                        or max_agents < 0):
             raise ValueError(f"admission tenants[{ns!r}].maxAgents: expected a whole number >= 0, not "
                              f"{max_agents!r}")
+        tokens = entry.get("tokensPerHour")
+        if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0):
+            raise ValueError(f"admission tenants[{ns!r}].tokensPerHour: expected a whole number >= 0, not "
+                             f"{tokens!r}")
         limit = None
         if "cpu" in entry or "memory" in entry:
             try:
-                cpu = cpu_millis(entry["cpu"]) if "cpu" in entry else 2**62
-                memory = memory_bytes(entry["memory"]) if "memory" in entry else 2**62
+                cpu = cpu_millis(entry["cpu"]) if "cpu" in entry else UNLIMITED
+                memory = memory_bytes(entry["memory"]) if "memory" in entry else UNLIMITED
             except (ValueError, TypeError) as e:
                 raise ValueError(f"admission tenants[{ns!r}]: {e}") from None
-            limit = Resources(cpu, memory, 2**62)
-        out[str(ns)] = TenantPolicy(weight=float(weight), max_agents=max_agents, limit=limit)
+            limit = Resources(cpu, memory, UNLIMITED)
+        out[str(ns)] = TenantPolicy(weight=float(weight), max_agents=max_agents, limit=limit,
+                                    tokens_per_hour=tokens)
     return out
 
 
@@ -269,7 +284,70 @@ def parse_capacity(text: str) -> Resources | None:
         values[k] = v.strip()
     if "cpu" not in values or "memory" not in values:
         raise ValueError(f"admission capacity {text!r}: an explicit capacity names both cpu and memory")
-    return Resources.parse(values, pods=2**62)
+    return Resources.parse(values, pods=UNLIMITED)
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaView:
+    """What admission reads of a ResourceQuota: its namespace, its hard limits and what it counts as used (cpu and
+    memory requests, Pods; an amount the quota does not limit is :data:`UNLIMITED`), and whether it is scoped (a
+    ``scopes`` or ``scopeSelector`` quota counts only some Pods: admission does not read it)."""
+
+    namespace: str
+    hard: Resources
+    used: Resources
+    scoped: bool = False
+
+
+_QUOTA_NAMES: Final = {"cpu": ("cpu", "requests.cpu"), "memory": ("memory", "requests.memory"),
+                       "pods": ("pods", "count/pods")}
+
+
+def quota_view(namespace: str, hard: Mapping[str, Any], used: Mapping[str, Any], *, scoped: bool = False
+               ) -> QuotaView:
+    """A ResourceQuota's ``status.hard``/``status.used`` (or ``spec.hard``) as a :class:`QuotaView`: ``cpu`` and
+    ``requests.cpu`` limit the same thing (the smaller counts), as do ``memory``/``requests.memory`` and
+    ``pods``/``count/pods``. An amount it cannot read limits nothing (ValueError is not raised: a quota the API
+    server accepted is the API server's to enforce)."""
+    def amount(values: Mapping[str, Any], what: str, absent: int) -> int:
+        found = []
+        for name in _QUOTA_NAMES[what]:
+            v = values.get(name)
+            if v is None:
+                continue
+            try:
+                q = quantity(v)
+            except (ValueError, TypeError, ZeroDivisionError):
+                continue
+            found.append(math.ceil(q * 1000) if what == "cpu" else math.ceil(q))
+        return min(found) if found else absent
+
+    return QuotaView(namespace, Resources(amount(hard, "cpu", UNLIMITED), amount(hard, "memory", UNLIMITED),
+                                          amount(hard, "pods", UNLIMITED)),
+                     Resources(amount(used, "cpu", 0), amount(used, "memory", 0), amount(used, "pods", 0)),
+                     scoped=scoped)
+
+
+def quota_limits(quotas: Iterable[QuotaView], agent_pods: Iterable[PodUse]) -> dict[str, Resources]:
+    """Namespace -> what its ResourceQuotas leave for agent Pods: each unscoped quota's hard limit less what it
+    counts as used by other Pods (its ``used`` less the agent Pods' requests at the time it was read, never below
+    0), the tightest of the namespace's quotas. ``agent_pods``: the agent Pods listed with the quotas."""
+    agents: dict[str, Resources] = {}
+    for p in agent_pods:
+        if p.tenant:
+            agents[p.tenant] = agents.get(p.tenant, NOTHING) + p.requests + AGENT_POD
+    out: dict[str, Resources] = {}
+    for q in quotas:
+        if q.scoped:
+            continue
+        mine = agents.get(q.namespace, NOTHING)
+        others = Resources(max(0, q.used.cpu - mine.cpu), max(0, q.used.memory - mine.memory),
+                           max(0, q.used.pods - mine.pods))
+        room = Resources(*(h if h >= UNLIMITED else max(0, h - o)
+                           for h, o in ((q.hard.cpu, others.cpu), (q.hard.memory, others.memory),
+                                        (q.hard.pods, others.pods))))
+        out[q.namespace] = out[q.namespace].least(room) if q.namespace in out else room
+    return out
 
 
 @dataclass
@@ -282,7 +360,9 @@ class Capacity:
     """Each amount's largest of the matching nodes' allocatable: a request over it never fits."""
     policies: Mapping[str, TenantPolicy] = field(default_factory=dict)
     tenant_used: dict[str, Resources] = field(default_factory=dict)
-    """Tenant -> what its live agent Pods (and those taken in this plan) request."""
+    """Tenant -> what its live agent Pods (and those taken in this plan) request, and their number."""
+    quotas: Mapping[str, Resources] = field(default_factory=dict)
+    """Tenant -> what its namespace's ResourceQuotas leave for agent Pods (:func:`quota_limits`)."""
 
     def _node_for(self, request: Resources) -> str | None:
         if self.free is None:
@@ -295,20 +375,28 @@ class Capacity:
                     best = key
         return best[2] if best is not None else None
 
-    def _limit(self, tenant: str) -> Resources | None:
-        return policy_of(self.policies, tenant).limit
+    def limit(self, tenant: str) -> Resources | None:
+        """The tenant's own limit: the platform team's ``cpu``/``memory`` and its namespace's ResourceQuotas, the
+        tighter of them (None: neither)."""
+        policy = policy_of(self.policies, tenant).limit
+        quota = self.quotas.get(tenant)
+        if policy is None or quota is None:
+            return policy if quota is None else quota
+        return policy.least(quota)
+
+    def tenant_fits(self, request: Resources, tenant: str) -> bool:
+        """Whether one more Pod of ``request`` stays within the tenant's own limit (:meth:`limit`)."""
+        limit = self.limit(tenant)
+        return limit is None or (limit - self.tenant_used.get(tenant, NOTHING)).covers(request + AGENT_POD)
 
     def fits(self, request: Resources, tenant: str) -> bool:
-        limit = self._limit(tenant)
-        if limit is not None and not (limit - self.tenant_used.get(tenant, Resources())).covers(request):
-            return False
-        return self._node_for(request + AGENT_POD) is not None
+        return self.tenant_fits(request, tenant) and self._node_for(request + AGENT_POD) is not None
 
     def ever_fits(self, request: Resources, tenant: str) -> bool:
         """Whether the request fits on an empty matching node and in the tenant's whole limit: one that never does
         waits for nobody (it is reported, not queued)."""
-        limit = self._limit(tenant)
-        if limit is not None and not limit.covers(request):
+        limit = self.limit(tenant)
+        if limit is not None and not limit.covers(request + AGENT_POD):
             return False
         return self.free is None or self.largest.covers(request + AGENT_POD)
 
@@ -321,7 +409,7 @@ class Capacity:
         assert node is not None
         if self.free is not None:
             self.free[node] = self.free[node] - request - AGENT_POD
-        self.tenant_used[tenant] = self.tenant_used.get(tenant, Resources()) + request
+        self.tenant_used[tenant] = self.tenant_used.get(tenant, NOTHING) + request + AGENT_POD
         return node
 
     def total_free(self) -> Resources:
@@ -350,16 +438,24 @@ def _used(pods: Iterable[PodUse]) -> dict[str, Resources]:
     used: dict[str, Resources] = {}
     for p in pods:
         if p.tenant:
-            used[p.tenant] = used.get(p.tenant, Resources()) + p.requests
+            used[p.tenant] = used.get(p.tenant, NOTHING) + p.requests + AGENT_POD
     return used
 
 
-def cluster_capacity(nodes: Iterable[NodeView], pods: Iterable[PodUse], *, selector: Mapping[str, str],
-                     tolerations: Sequence[Toleration], tenants: Mapping[str, TenantPolicy] | None = None
-                     ) -> Capacity | None:
-    """The room on the nodes agent Pods may land on, less what the Pods on them (and agent Pods not bound yet)
-    request; None when no node matches (the caller falls back to the numeric limits). ``pods``: every Pod that has
-    not ended, with the agent Pods' namespace as their tenant."""
+@dataclass(frozen=True)
+class NodeRoom:
+    """The matching nodes' room less what the Pods that are not agent Pods of this operator hold: made once per read
+    of the cluster (:func:`node_room`), then each plan takes the agent Pods from it (:func:`capacity_from`)."""
+
+    free: Mapping[str, Resources]
+    largest: Resources
+
+
+def node_room(nodes: Iterable[NodeView], pods: Iterable[PodUse], *, selector: Mapping[str, str],
+              tolerations: Sequence[Toleration]) -> NodeRoom | None:
+    """The room on the nodes agent Pods may land on, less what ``pods`` bound to them request; None when no node
+    matches. Unbound Pods of ``pods`` with a tenant (another operator's agent Pods) are placed as the kube-scheduler
+    would; other unbound Pods are not counted (the kube-scheduler may place them anywhere, or nowhere)."""
     matching = {n.name: n for n in nodes if node_matches(n, selector, tolerations)}
     if not matching:
         return None
@@ -367,7 +463,6 @@ def cluster_capacity(nodes: Iterable[NodeView], pods: Iterable[PodUse], *, selec
     largest = Resources(max(n.allocatable.cpu for n in matching.values()),
                         max(n.allocatable.memory for n in matching.values()),
                         max(n.allocatable.pods for n in matching.values()))
-    pods = list(pods)
     unbound = []
     for p in pods:
         if not p.node:
@@ -378,25 +473,72 @@ def cluster_capacity(nodes: Iterable[NodeView], pods: Iterable[PodUse], *, selec
             free[p.node] = free[p.node] - p.requests - AGENT_POD
     for p in unbound:  # after the bound ones: they take what is left
         _place(free, p)
-    return Capacity(free=free, largest=largest, policies=dict(tenants or {}), tenant_used=_used(pods))
+    return NodeRoom(free=free, largest=largest)
+
+
+def capacity_from(room: NodeRoom, agent_pods: Iterable[PodUse], *,
+                  tenants: Mapping[str, TenantPolicy] | None = None,
+                  quotas: Mapping[str, Resources] | None = None) -> Capacity:
+    """One plan's :class:`Capacity`: ``room`` less the operator's live agent Pods (bound ones where they are, unbound
+    ones where the kube-scheduler would put them)."""
+    free = dict(room.free)
+    pods = list(agent_pods)
+    unbound = []
+    for p in pods:
+        if not p.node:
+            unbound.append(p)
+        elif p.node in free:
+            free[p.node] = free[p.node] - p.requests - AGENT_POD
+    for p in unbound:
+        _place(free, p)
+    return Capacity(free=free, largest=room.largest, policies=dict(tenants or {}), tenant_used=_used(pods),
+                    quotas=dict(quotas or {}))
+
+
+def cluster_capacity(nodes: Iterable[NodeView], pods: Iterable[PodUse], *, selector: Mapping[str, str],
+                     tolerations: Sequence[Toleration], tenants: Mapping[str, TenantPolicy] | None = None,
+                     quotas: Mapping[str, Resources] | None = None) -> Capacity | None:
+    """The room on the nodes agent Pods may land on, less what the Pods on them (and agent Pods not bound yet)
+    request; None when no node matches (the caller falls back to the numeric limits). ``pods``: every Pod that has
+    not ended, with the agent Pods' namespace as their tenant."""
+    pods = list(pods)
+    room = node_room(nodes, [p for p in pods if not p.tenant], selector=selector, tolerations=tolerations)
+    if room is None:
+        return None
+    return capacity_from(room, [p for p in pods if p.tenant], tenants=tenants, quotas=quotas)
 
 
 def explicit_capacity(total: Resources, agent_pods: Iterable[PodUse],
-                      tenants: Mapping[str, TenantPolicy] | None = None) -> Capacity:
+                      tenants: Mapping[str, TenantPolicy] | None = None,
+                      quotas: Mapping[str, Resources] | None = None) -> Capacity:
     """An administrator's capacity for all agent Pods (``cpu=16,memory=64Gi``), less what the live ones request."""
     pods = list(agent_pods)
     used = Resources()
     for p in pods:
         used = used + p.requests + AGENT_POD
     return Capacity(free={EXPLICIT_NODE: total - used}, largest=total, policies=dict(tenants or {}),
-                    tenant_used=_used(pods))
+                    tenant_used=_used(pods), quotas=dict(quotas or {}))
 
 
-def tenant_capacity(agent_pods: Iterable[PodUse], tenants: Mapping[str, TenantPolicy]) -> Capacity | None:
-    """Only the tenants' own cpu and memory limits (no node limit); None when no tenant has one."""
-    if not any(p.limit is not None for p in tenants.values()):
+def tenant_capacity(agent_pods: Iterable[PodUse], tenants: Mapping[str, TenantPolicy],
+                    quotas: Mapping[str, Resources] | None = None) -> Capacity | None:
+    """Only the tenants' own limits (no node limit): the platform team's cpu and memory, and the namespaces'
+    ResourceQuotas; None when there is neither."""
+    if not quotas and not any(p.limit is not None for p in tenants.values()):
         return None
-    return Capacity(free=None, policies=dict(tenants), tenant_used=_used(agent_pods))
+    return Capacity(free=None, policies=dict(tenants), tenant_used=_used(agent_pods), quotas=dict(quotas or {}))
+
+
+def tokens_in_window(attempts: Iterable[tuple[int, datetime | None]], since: datetime) -> int:
+    """The tokens a tenant's agents used in the window from ``since``: the tokens of every attempt (``(tokens, its
+    end)``) that ran in it, that is, still running (no end) or ended at or after ``since``. An attempt that began
+    before the window counts whole (the safe side: a tenant at its cap waits a little longer, never less)."""
+    since = _naive(since)
+    return sum(tokens for tokens, end in attempts if end is None or _naive(end) >= since)
+
+
+def _naive(t: datetime) -> datetime:
+    return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo is not None else t
 
 
 def parse_node_selector(text: str) -> dict[str, str]:

@@ -76,6 +76,9 @@ class TaskView:
     same work on their own branches, in parallel."""
     requests: admission.Resources = admission.NOTHING
     """What the task's agent Pod requests (cpu, memory): what admission by capacity counts."""
+    urgent: bool = False
+    """A task others wait on (a gate, a review, a sweep, a fixer, a final task: ``dispatch.URGENT_ROLES``): within
+    its build it goes before every task that is not, and within its tenant its build goes first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +123,9 @@ class Selection:
     unfit: tuple[TaskView, ...] = ()
     """Tasks whose requests fit on no matching node, or exceed their tenant's limit: they never start as they are."""
     capped: frozenset[str] = frozenset()
-    """Tenants held back at their ``maxAgents``."""
+    """Tenants held back at their own limits (``maxAgents``, ``tokensPerHour``, ``cpu``/``memory``, ResourceQuota)."""
+    tenant_held: tuple[TenantHeld, ...] = ()
+    """For each tenant held back at its own limits with ready work, its next task and why."""
 
 
 def share(demands: Mapping[str, int], total: int) -> dict[str, int]:
@@ -357,12 +362,17 @@ def _naive_utc(t: datetime | None) -> datetime:
     return t
 
 
+URGENT_BOOST: Final = 100
+"""What an urgent task adds to its priority in :func:`order_key` (priorities are 1-10): urgent first, then by
+priority."""
+
+
 def _order(t: TaskView) -> tuple[int, datetime, str]:
-    return (-t.priority, _naive_utc(t.created), t.name)
+    return (-(t.priority + (URGENT_BOOST if t.urgent else 0)), _naive_utc(t.created), t.name)
 
 
 order_key = _order
-"""The order :func:`select` starts one build's candidates in: priority, then age, then name."""
+"""The order :func:`select` starts one build's candidates in: urgent ones first, then priority, age, name."""
 
 
 def head_of_line(ready: Sequence[tuple[tuple[int, datetime, str], TaskView]], need: int) -> list[TaskView]:
@@ -408,6 +418,17 @@ class Waiting:
     weight: float
 
 
+@dataclass(frozen=True, slots=True)
+class TenantHeld:
+    """A tenant's next task, held back by the tenant's own limits, not the cluster's room: ``reason`` is
+    ``TenantLimit`` (``maxAgents``, ``cpu``/``memory``, its namespace's ResourceQuota) or ``TokensPerHour``."""
+
+    task: TaskView
+    tenant: str
+    reason: str
+    message: str
+
+
 def tenant_of(key: str, builds: Mapping[str, BuildView]) -> str:
     """A build's tenant: ``BuildView.tenant``, else the part of its key before ``/`` (the namespace), else ""."""
     b = builds.get(key)
@@ -425,15 +446,18 @@ def select(
     killswitch: bool = False,
     capacity: admission.Capacity | None = None,
     tenants: Mapping[str, admission.TenantPolicy] | None = None,
+    tenant_tokens: Mapping[str, int] | None = None,
     line: int = LINE,
 ) -> Selection:
     """The tasks to start now (see the module doc for the rules).
 
     ``running`` are the tasks holding a slot; their scopes block overlapping candidates of the same build.
     ``capacity``: the room agent Pods may take (``core.admission``; None: only the numeric limits); ``tenants``:
-    the namespaces' weights and caps.
+    the namespaces' weights and caps; ``tenant_tokens``: each tenant's tokens in the last hour (for its
+    ``tokensPerHour``).
     """
     tenants = tenants or {}
+    tenant_tokens = tenant_tokens or {}
     failed: dict[str, str] = {}
     running_by_build: dict[str, list[TaskView]] = {}
     for r in running:
@@ -477,13 +501,14 @@ def select(
     waiting: list[Waiting] = []
     unfit: list[TaskView] = []
     capped: set[str] = set()
+    held_by: dict[str, TenantHeld] = {}
     if slots > 0 and ready:
         # Per tenant, a heap of builds keyed by (running, -priority of next task, age of next task, build); and a
         # heap of tenants keyed by (share, the same of their next build's next task, tenant).
         queues: dict[str, list[TaskView]] = {}
         pos: dict[str, int] = {}
         taken: dict[str, _Taken] = {}
-        bheaps: dict[str, list[tuple[int, int, datetime, str, str]]] = {}
+        bheaps: dict[str, list[tuple[bool, int, int, datetime, str, str]]] = {}
         spent: dict[str, int] = {}
         for key, tasks in ready.items():
             try:
@@ -496,17 +521,32 @@ def select(
                 taken[key] = _Taken((tuple(r.scope), r.group) for r in running_by_build.get(key, ()) if r.scope)
                 head = tasks[0]
                 prio, created, name = _order(head)
-                bheaps.setdefault(tenant_of(key, builds), []).append((busy, prio, created, name, key))
+                # urgent heads first: a tenant's gates and fixers go before its other builds' workers
+                bheaps.setdefault(tenant_of(key, builds), []).append((not head.urgent, busy, prio, created, name,
+                                                                      key))
             except Exception as e:  # this build's data: it starts nothing now, every other build goes on
                 failed[key] = type(e).__name__
 
         def weight(tenant: str) -> float:
             return admission.policy_of(tenants, tenant).weight
 
-        def room(tenant: str) -> bool:
-            cap = admission.policy_of(tenants, tenant).max_agents
+        def hold(tenant: str, task: TaskView | None, reason: str, message: str) -> None:
+            capped.add(tenant)
+            if task is not None and tenant not in held_by:
+                held_by[tenant] = TenantHeld(task, tenant, reason, message)
+
+        def room(tenant: str, head: TaskView | None) -> bool:
+            policy = admission.policy_of(tenants, tenant)
+            cap = policy.max_agents
             if cap is not None and in_tenant.get(tenant, 0) >= cap:
-                capped.add(tenant)
+                hold(tenant, head, "TenantLimit", f"namespace {tenant} runs {in_tenant.get(tenant, 0)} agent(s), "
+                                                  f"its maxAgents is {cap} (admission.tenants)")
+                return False
+            used = tenant_tokens.get(tenant, 0)
+            if policy.tokens_per_hour is not None and used >= policy.tokens_per_hour:
+                hold(tenant, head, "TokensPerHour", f"namespace {tenant} used {used} tokens in the last hour, its "
+                                                    f"tokensPerHour is {policy.tokens_per_hour} (admission.tenants): "
+                                                    "it starts again as the hour moves on")
                 return False
             return True
 
@@ -514,8 +554,12 @@ def select(
 
         def push_tenant(tenant: str) -> None:
             bh = bheaps.get(tenant)
-            if bh and room(tenant):
-                _, prio, created, name, _ = bh[0]
+            if not bh or tenant in capped:
+                return
+            key = bh[0][5]
+            head = queues[key][pos[key]] if pos[key] < len(queues[key]) else None
+            if room(tenant, head):
+                _, _, prio, created, name, _ = bh[0]
                 heapq.heappush(theap, (in_tenant.get(tenant, 0) / weight(tenant), prio, created, name, tenant))
 
         for tenant, bh in bheaps.items():
@@ -525,7 +569,7 @@ def select(
         while theap and (dry or slots > 0) and (not dry or len(waiting) < line):
             share, _, _, _, tenant = heapq.heappop(theap)
             bh = bheaps[tenant]
-            busy, _, _, _, key = heapq.heappop(bh)
+            _, busy, _, _, _, key = heapq.heappop(bh)
             try:
                 chosen, over = _next(queues[key], pos, key, taken[key], spent)
             except Exception as e:  # as above; what this build was given in this round is taken back
@@ -546,9 +590,15 @@ def select(
                 unfit.append(chosen)  # it waits for nobody: the build's next task is looked at
                 if i < len(tasks):
                     prio, created, name = _order(tasks[i])
-                    heapq.heappush(bh, (busy, prio, created, name, key))
+                    heapq.heappush(bh, (not tasks[i].urgent, busy, prio, created, name, key))
                 push_tenant(tenant)
                 continue
+            if not dry and capacity is not None and not capacity.tenant_fits(chosen.requests, tenant):
+                limit = capacity.limit(tenant)
+                hold(tenant, chosen, "TenantLimit",
+                     f"namespace {tenant}'s agents request {_amounts(capacity.tenant_used.get(tenant))}; its limit "
+                     f"(admission.tenants, its ResourceQuotas): {_amounts(limit)}: the next Pod does not fit")
+                continue  # the tenant's own limit, not the cluster's room: the other tenants go on
             if not dry and capacity is not None and capacity.take(chosen.requests, tenant) is None:
                 dry = True  # the room that frees is this task's first: nobody after it starts in this plan
             if dry:
@@ -563,10 +613,20 @@ def select(
                 scopes.add(tuple(chosen.scope), chosen.group)
             if busy < builds[key].max_workers and i < len(tasks):
                 prio, created, name = _order(tasks[i])
-                heapq.heappush(bh, (busy, prio, created, name, key))
+                heapq.heappush(bh, (not tasks[i].urgent, busy, prio, created, name, key))
             push_tenant(tenant)
     return Selection(tuple(start), frozenset(budget_blocked), frozenset(suspended), frozenset(halted), failed,
-                     waiting=tuple(waiting), unfit=tuple(unfit), capped=frozenset(capped))
+                     waiting=tuple(waiting), unfit=tuple(unfit), capped=frozenset(capped),
+                     tenant_held=tuple(held_by.values()))
+
+
+def _amounts(r: admission.Resources | None) -> str:
+    if r is None:
+        return "nothing"
+    cpu = "no cpu limit" if r.cpu >= admission.UNLIMITED else f"cpu {r.cpu}m"
+    memory = "no memory limit" if r.memory >= admission.UNLIMITED else f"memory {r.memory // (1 << 20)}Mi"
+    pods = "" if r.pods >= admission.UNLIMITED else f", {r.pods} Pods"
+    return f"{cpu}, {memory}{pods}"
 
 
 def _next(tasks: list[TaskView], pos: dict[str, int], key: str, scopes: _Taken,

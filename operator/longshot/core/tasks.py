@@ -312,7 +312,8 @@ class DependenciesChanged:
 @dataclass(frozen=True)
 class AdmissionChanged:
     """Dispatch holds the ready task for capacity (``reason`` ``WaitingForCapacity`` or ``InsufficientCapacity``,
-    ``message`` its place in line and its namespace's share), or no longer does (``Pending``)."""
+    ``message`` its place in line and its namespace's share) or at its namespace's own limits (``TenantLimit``,
+    ``TokensPerHour``), or no longer does (``Pending``)."""
 
     reason: str
     message: str

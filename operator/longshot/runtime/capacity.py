@@ -1,13 +1,14 @@
-"""What admission by capacity reads of the cluster (``Settings.admission_capacity: auto``): the Nodes, and the Pods
-bound to them that have not ended, as ``core.admission`` views.
+"""What admission by capacity reads of the cluster (``Settings.admission_capacity``: ``auto`` or explicit): the Nodes
+(``auto`` only), the Pods that have not ended, and the ResourceQuotas, as ``core.admission`` views.
 
-Two list calls (``resourceVersion=0``: the API server answers from its watch cache), every
+Three list calls (``resourceVersion=0``: the API server answers from its watch cache), every
 ``Settings.admission_refresh_seconds``, in a thread. Of a Pod only its node, its phase, its containers' requests and,
 for an agent Pod, its namespace are kept: nothing else of a spec (environment, commands) is read into the operator.
-The rights: ``list`` on Nodes (the chart grants it with ``admission.capacity: auto``) and on Pods in every namespace
-(granted cluster-wide already, unless ``operator.watchNamespaces``). Without the Nodes :meth:`Reader.read` raises
-:class:`Unavailable` and dispatch falls back to the numeric limits; without the Pods only the agent Pods the operator
-watches are counted (``ClusterFacts.partial`` says why).
+The rights: ``list`` on Nodes (the chart grants it with ``admission.capacity: auto``), on Pods and on
+ResourceQuotas in every namespace (granted cluster-wide unless ``operator.watchNamespaces``). Without the Nodes
+:meth:`Reader.read` raises :class:`Unavailable` and dispatch falls back to the numeric limits; without the Pods only
+the agent Pods the operator watches are counted, and without the ResourceQuotas none is (``ClusterFacts.partial``
+says why).
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ class ClusterFacts:
     pods: dict[tuple[str, str], admission.PodUse] = field(default_factory=dict)
     """(namespace, name) -> the room the Pod holds."""
     partial: str = ""
-    """Why the Pods could not be listed ("" when they were): then only the agent Pods the operator watches are
-    counted (the chart's ``operator.watchNamespaces`` mode grants no cluster-wide Pod list)."""
+    """Why the Pods or the ResourceQuotas could not be listed ("" when they were): then only the agent Pods the
+    operator watches are counted, and no quota (the chart's ``operator.watchNamespaces`` mode grants no cluster-wide
+    list)."""
+    quotas: dict[str, admission.Resources] = field(default_factory=dict)
+    """Namespace -> what its ResourceQuotas leave for agent Pods (``core.admission.quota_limits``)."""
 
 
 def node_view(item: Mapping[str, Any]) -> admission.NodeView:
@@ -56,6 +60,19 @@ def node_view(item: Mapping[str, Any]) -> admission.NodeView:
                               taints=taints, schedulable=ready and not spec.get("unschedulable"))
 
 
+def quota_view(item: Mapping[str, Any]) -> admission.QuotaView:
+    """A ResourceQuota as admission reads it: ``status.hard`` (``spec.hard`` until the quota controller has written
+    its status) and ``status.used``."""
+    meta = item.get("metadata") or {}
+    spec = item.get("spec") or {}
+    status = item.get("status") or {}
+    hard = status.get("hard") or spec.get("hard") or {}
+    used = status.get("used") or {}
+    return admission.quota_view(str(meta.get("namespace") or ""), hard if isinstance(hard, Mapping) else {},
+                                used if isinstance(used, Mapping) else {},
+                                scoped=bool(spec.get("scopes") or spec.get("scopeSelector")))
+
+
 def pod_use(item: Mapping[str, Any], requests: admission.Resources) -> admission.PodUse:
     meta = item.get("metadata") or {}
     labels = meta.get("labels") or {}
@@ -67,8 +84,10 @@ def pod_use(item: Mapping[str, Any], requests: admission.Resources) -> admission
 class Reader:
     """Lists the Nodes and the Pods that hold room on them."""
 
-    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+    def __init__(self, client: kubernetes.client.ApiClient, *, nodes: bool = True) -> None:
         self.core = kube.Core(client)
+        self.nodes = nodes
+        """List the Nodes (``auto``); without them (an explicit capacity) only the Pods and the quotas are read."""
 
     def _list(self, what: str, path: str, query: list[tuple[str, Any]]) -> list[Mapping[str, Any]]:
         try:
@@ -81,18 +100,26 @@ class Reader:
         return [i for i in items or [] if isinstance(i, Mapping)]
 
     def read(self) -> ClusterFacts:
-        """The Nodes and the Pods not ended (none when there is no Node)."""
-        nodes = tuple(node_view(n) for n in self._list("Nodes", "/api/v1/nodes", []))
+        """The Nodes, the Pods not ended (none when there is no Node) and the ResourceQuotas."""
+        nodes = tuple(node_view(n) for n in self._list("Nodes", "/api/v1/nodes", [])) if self.nodes else ()
         pods: dict[tuple[str, str], admission.PodUse] = {}
-        if not nodes:
+        if self.nodes and not nodes:
             return ClusterFacts(nodes=nodes)
+        partial = []
         try:
             listed = self._list("Pods", "/api/v1/pods",
                                 [("fieldSelector", "status.phase!=Succeeded,status.phase!=Failed")])
         except Unavailable as e:
-            return ClusterFacts(nodes=nodes, partial=str(e))
+            listed = []
+            partial.append(str(e))
         for p in listed:
             meta = p.get("metadata") or {}
             pods[(str(meta.get("namespace") or ""), str(meta.get("name") or ""))] = pod_use(
                 p, admission.pod_requests(p.get("spec") or {}))
-        return ClusterFacts(nodes=nodes, pods=pods)
+        quotas: dict[str, admission.Resources] = {}
+        try:
+            views = [quota_view(q) for q in self._list("ResourceQuotas", "/api/v1/resourcequotas", [])]
+            quotas = admission.quota_limits(views, pods.values()) if not partial else {}
+        except Unavailable as e:
+            partial.append(str(e))
+        return ClusterFacts(nodes=nodes, pods=pods, partial="; ".join(partial), quotas=quotas)

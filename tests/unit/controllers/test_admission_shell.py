@@ -119,6 +119,80 @@ def test_auto_counts_other_pods_from_the_list_and_agent_pods_from_the_cache():
     assert room.free["n1"].cpu == 1000 - 200 - 250
 
 
+def test_the_nodes_room_is_worked_out_once_per_read_and_agents_are_taken_each_plan():
+    ctx = ctx_of(admission_capacity="auto")
+    ctx.cluster = capacity.ClusterFacts(nodes=(NodeView("n1", Resources(1000, 4 * GI, 110)),),
+                                        pods={("kube-system", "dns"): PodUse("n1", Resources(200, 0))})
+    readiness = dispatch.Readiness()
+    room, _ = dispatch.capacity(ctx, readiness)
+    assert room is not None and room.free is not None and room.free["n1"].cpu == 800
+    memo = readiness.room
+    assert memo is not None and memo[0] is ctx.cluster
+    ctx.cache.observe("Pod", "ADDED", agent_pod("new-a1", node="n1"))  # an agent since: taken from the same room
+    room, _ = dispatch.capacity(ctx, readiness)
+    assert readiness.room is memo and room is not None and room.free is not None and room.free["n1"].cpu == 550
+    ctx.cluster = capacity.ClusterFacts(nodes=ctx.cluster.nodes)  # a new read: worked out again
+    dispatch.capacity(ctx, readiness)
+    assert readiness.room is not memo
+
+
+def test_quotas_read_with_the_cluster_limit_their_namespace_in_every_counting_mode():
+    quotas = {"ns": Resources(300, admission.UNLIMITED, admission.UNLIMITED)}
+    for mode in ("auto", "cpu=8,memory=16Gi"):
+        ctx = ctx_of(admission_capacity=mode)
+        ctx.cluster = capacity.ClusterFacts(nodes=(NodeView("n1", Resources(4000, 8 * GI, 110)),), quotas=quotas)
+        room, _ = dispatch.capacity(ctx)
+        assert room is not None and room.take(Resources(250), "ns") is not None
+        assert room.take(Resources(250), "ns") is None and room.take(Resources(250), "other") is not None
+
+
+def test_a_quota_as_the_api_returns_it():
+    body = {"metadata": {"name": "q", "namespace": "team"},
+            "spec": {"hard": {"requests.cpu": "2", "pods": "4"}},
+            "status": {"hard": {"requests.cpu": "2", "pods": "4"}, "used": {"requests.cpu": "750m", "pods": "3"}}}
+    q = capacity.quota_view(body)
+    assert q.namespace == "team" and q.hard.cpu == 2000 and q.used == Resources(750, 0, 3) and not q.scoped
+    assert capacity.quota_view({**body, "spec": {**body["spec"], "scopes": ["BestEffort"]}}).scoped
+    fresh = capacity.quota_view({"metadata": body["metadata"], "spec": body["spec"]})  # no status yet: spec.hard
+    assert fresh.hard.pods == 4 and fresh.used == Resources()
+
+
+def test_a_tenants_tokens_in_the_last_hour_are_counted_from_its_tasks_attempts_at_most_every_few_seconds():
+    from longshot.api import objects
+
+    ctx = ctx_of(admission_tenants='{"ns": {"tokensPerHour": 1000}}')
+    ended = (NOW - timedelta(minutes=10)).isoformat().replace("+00:00", "Z")
+    old = (NOW - timedelta(hours=3)).isoformat().replace("+00:00", "Z")
+
+    def agent_task(name: str, status: dict[str, Any], rv: str = "1") -> dict[str, Any]:
+        return {"apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask",
+                "metadata": {"name": name, "namespace": "ns", "resourceVersion": rv,
+                             "labels": {"longshot.dev/build": "b"}},
+                "spec": {"buildRef": {"name": "b"}, "description": "d"}, "status": status}
+
+    ctx.cache.observe("AgentTask", "ADDED", agent_task("t1", {"attempts": [
+        {"number": 1, "pod": "t1-a1", "tokens": 400, "endTime": ended},
+        {"number": 2, "pod": "t1-a2", "tokens": 9000, "endTime": old}]}))
+    ctx.cache.observe("AgentTask", "ADDED", agent_task("t2", {"progress": {"attempt": 1, "tokens": 300}}))
+    assert isinstance(ctx.cache.tasks[("ns", "t1")], objects.AgentTask)
+    readiness = dispatch.Readiness()
+    tenants = ctx.settings.tenants()
+    assert dispatch.tenant_tokens(ctx, readiness, tenants, NOW) == {"ns": 700}
+    ctx.cache.observe("AgentTask", "MODIFIED", agent_task("t2", {"progress": {"attempt": 1, "tokens": 900}}, "2"))
+    assert dispatch.tenant_tokens(ctx, readiness, tenants, NOW + timedelta(seconds=1)) == {"ns": 700}  # not yet
+    later = NOW + timedelta(seconds=dispatch.TOKEN_RECOUNT_SECONDS)
+    assert dispatch.tenant_tokens(ctx, readiness, tenants, later) == {"ns": 1300}
+    assert dispatch.tenant_tokens(ctx_of(), dispatch.Readiness(), {}, NOW) == {}  # no cap: nothing counted
+
+
+def test_gates_and_fixers_are_urgent_in_the_schedulers_view():
+    gate = _task({})
+    gate.metadata.labels[cachemod.PURPOSE_LABEL] = "gate"
+    assert dispatch._view(gate, "ns/b", tasks.PENDING, True).urgent
+    assert not dispatch._view(_task({}), "ns/b", tasks.PENDING, True).urgent
+    assert dispatch._view(_task({"role": "fixer"}), "ns/b", tasks.PENDING, True).urgent
+
+
 def test_the_requests_of_a_tasks_next_pod_follow_the_pod_builder():
     ctx = ctx_of(default_cpu_request="300m")
     b = _build({"agent": {"resources": {"requests": {"memory": "1Gi"}}}})
@@ -233,6 +307,25 @@ def test_the_line_asks_each_task_for_its_condition_at_most_every_few_seconds(mon
     assert len(asked) == 2 and "place 1 in line" in ctx.admission_line[("ns", "t")][1]
     d._line(dispatch.Plan((), frozenset(), capacity=dispatch.Capacity("auto")))  # left the line: cleared
     assert len(asked) == 3 and ctx.admission_line == {}
+
+
+def test_a_tenant_held_at_its_own_limits_says_why_on_its_next_task():
+    from longshot.controllers import dispatcher as dsp
+    from longshot.core import scheduler
+
+    ctx = ctx_of()
+    asked: list[Any] = []
+    ctx.queue = type("Q", (), {"add_all": lambda self, refs: asked.extend(refs)})()
+    d = dsp.Dispatcher(ctx, None, None, workqueue.WorkQueue(lambda: NOW), clock=lambda: NOW)  # type: ignore[arg-type]
+    d._line(dispatch.Plan((), frozenset(), capacity=dispatch.Capacity("auto"),
+                          tenant_held=((("ns", "t"), "TokensPerHour", "namespace ns used 5 tokens"),)))
+    assert ctx.admission_line == {("ns", "t"): ("TokensPerHour", "namespace ns used 5 tokens")}
+    assert asked == [("AgentTask", "ns", "t")]
+    _, effects = tasks.decide(_state(tasks.PENDING), tasks.AdmissionChanged("TokensPerHour", "used 5"), now=NOW,
+                              rand=lambda: 0.5)
+    assert SetCondition(cond.ADMITTED, cond.FALSE, "TokensPerHour", "used 5") in effects
+    assert {"TenantLimit", "TokensPerHour"} <= set(cond.REASONS) and "TenantLimit" in cond.HELD_REASONS
+    assert scheduler.TenantHeld  # the decider's type the plan carries
 
 
 async def test_the_task_controller_withdraws_a_pod_unschedulable_past_the_grace_without_a_failure():

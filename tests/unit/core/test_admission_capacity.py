@@ -257,3 +257,117 @@ def test_what_select_admits_always_fits_the_room(tasks, running, free):
         assert sel.waiting[0].task.requests.cpu > free - sum(t.requests.cpu for t in sel.start)
     else:
         assert len(sel.start) == len(views)
+
+
+# --- the tenants' own limits: ResourceQuotas, tokens per hour; precedence within a tenant ---------------------------
+
+
+def test_a_quota_reads_requests_and_plain_names_and_the_smaller_counts():
+    q = admission.quota_view("t", {"cpu": "4", "requests.cpu": "2", "requests.memory": "1Gi", "count/pods": "10"},
+                             {"requests.cpu": "500m", "pods": "3"})
+    assert q.hard == Resources(2000, GI, 10) and q.used == Resources(500, 0, 3)
+    unread = admission.quota_view("t", {"cpu": "lots", "limits.cpu": "1"}, {})
+    assert unread.hard == Resources(admission.UNLIMITED, admission.UNLIMITED, admission.UNLIMITED)
+
+
+def test_quota_room_is_hard_less_what_other_pods_use_and_the_tightest_quota_counts():
+    quotas = [admission.quota_view("t", {"requests.cpu": "2", "pods": "10"}, {"requests.cpu": "1", "pods": "4"}),
+              admission.quota_view("t", {"requests.memory": "4Gi"}, {"requests.memory": "1Gi"}),
+              admission.quota_view("t", {"requests.cpu": "0"}, {}, scoped=True)]  # a scoped quota: not read
+    agents = [PodUse("n", Resources(250, 256 << 20), "t"), PodUse("n", Resources(250, 256 << 20), "t")]
+    room = admission.quota_limits(quotas, agents)
+    # the quota's used (1 cpu, 4 Pods) counts our two agents (500m, 2 Pods): the others hold 500m and 2 Pods
+    assert room["t"] == Resources(1500, 4 * GI - (1 * GI - (512 << 20)), 8)
+    assert "u" not in room
+
+
+def test_a_tenant_at_its_quota_is_held_and_the_others_go_on():
+    cap = _cap(4000)
+    cap.quotas = {"a": Resources(500, admission.UNLIMITED, admission.UNLIMITED)}
+    a = [task(f"a{i}", "a/b", age=100 - i) for i in range(5)]  # older: first in line
+    b = [task(f"b{i}", "b/b") for i in range(3)]
+    sel = scheduler.select(a + b, [], builds=builds("a/b", "b/b"), global_limit=50, capacity=cap)
+    assert sorted(t.name for t in sel.start) == ["a0", "a1", "b0", "b1", "b2"]
+    assert sel.waiting == () and sel.capped == frozenset({"a"})
+    (held,) = sel.tenant_held
+    assert held.tenant == "a" and held.reason == "TenantLimit" and held.task.name == "a2"
+    assert "request cpu 500m, memory 512Mi, 2 Pods; its limit" in held.message
+    assert ": cpu 500m, no memory limit" in held.message
+
+
+def test_a_quota_on_pods_counts_each_agent_pod():
+    cap = admission.tenant_capacity([PodUse("", AGENT, "a")], {}, {"a": Resources(admission.UNLIMITED,
+                                                                                   admission.UNLIMITED, 2)})
+    assert cap is not None
+    assert cap.take(AGENT, "a") is not None
+    assert cap.take(AGENT, "a") is None
+    assert cap.ever_fits(AGENT, "b") and cap.ever_fits(AGENT, "a")  # 2 Pods fit its whole quota
+
+
+def test_tokens_in_the_window_count_running_attempts_and_those_that_ended_in_it():
+    now = T0
+    attempts = [(100, None), (200, now - timedelta(minutes=30)), (400, now - timedelta(hours=2)),
+                (800, (now - timedelta(hours=1)).replace(tzinfo=None))]
+    assert admission.tokens_in_window(attempts, now - timedelta(hours=1)) == 100 + 200 + 800
+
+
+def test_a_tenant_over_its_tokens_per_hour_starts_nothing_and_says_so():
+    a = [task(f"a{i}", "a/b") for i in range(3)]
+    b = [task(f"b{i}", "b/b") for i in range(3)]
+    tenants = {"*": TenantPolicy(tokens_per_hour=1000)}
+    sel = scheduler.select(a + b, [], builds=builds("a/b", "b/b"), global_limit=50, tenants=tenants,
+                           tenant_tokens={"a": 1000, "b": 999})
+    assert {t.build for t in sel.start} == {"b/b"} and len(sel.start) == 3
+    (held,) = sel.tenant_held
+    assert held.reason == "TokensPerHour" and held.task.name == "a0" and "used 1000 tokens" in held.message
+
+
+def test_tokens_per_hour_parses_and_a_bad_one_is_refused():
+    assert admission.parse_tenants('{"a": {"tokensPerHour": 5000}}')["a"].tokens_per_hour == 5000
+    with pytest.raises(ValueError, match=r"tokensPerHour"):
+        admission.parse_tenants('{"a": {"tokensPerHour": -1}}')
+
+
+def test_a_max_agents_cap_names_the_tenants_next_task():
+    a = [task(f"a{i}", "a/b", age=10 - i) for i in range(5)]
+    sel = scheduler.select(a, [task("r", "a/b")], builds=builds("a/b"), global_limit=50,
+                           tenants={"*": TenantPolicy(max_agents=3)})
+    (held,) = sel.tenant_held
+    assert held.task.name == "a2" and held.reason == "TenantLimit" and "maxAgents is 3" in held.message
+
+
+def test_within_a_tenant_an_urgent_task_of_a_busy_build_goes_before_an_idle_builds_worker():
+    busy = [task(f"r{i}", "t/busy") for i in range(4)]
+    gate = TaskView(name="gate", build="t/busy", priority=5, created=T0, requests=AGENT, urgent=True)
+    workers = [task(f"w{i}", "t/idle", priority=10, age=100) for i in range(3)]
+    sel = scheduler.select([gate, *workers], busy, builds=builds("t/busy", "t/idle"), global_limit=5)
+    assert [t.name for t in sel.start] == ["gate"]
+    # and inside a build, urgent before a higher priority
+    w = task("w", "t/b", priority=10, age=100)
+    sel = scheduler.select([w, gate.__class__(**{**_fields(gate), "build": "t/b"})], [], builds=builds("t/b"),
+                           global_limit=1)
+    assert [t.name for t in sel.start] == ["gate"]
+
+
+def test_urgency_does_not_cross_tenants():
+    gate = TaskView(name="gate", build="a/b", created=T0, requests=AGENT, urgent=True)
+    sel = scheduler.select([gate, task("q", "b/b")], [task("r", "a/b")], builds=builds("a/b", "b/b"),
+                           global_limit=2)
+    assert [t.name for t in sel.start] == ["q"]  # a runs 1, b 0: b's share is smaller
+
+
+def _fields(t: TaskView) -> dict[str, object]:
+    return {f: getattr(t, f) for f in TaskView.__slots__}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["n1", "n2", ""]), st.integers(0, 900), st.sampled_from(["", "a", "b"])),
+                max_size=20))
+def test_node_room_then_agents_is_the_same_room_as_counting_every_pod_at_once(pods):
+    nodes = [node("n1", 2000), node("n2", 1500)]
+    uses = [PodUse(n, Resources(cpu, 0), t) for n, cpu, t in pods]
+    whole = admission.cluster_capacity(nodes, uses, selector={}, tolerations=())
+    room = admission.node_room(nodes, [p for p in uses if not p.tenant], selector={}, tolerations=())
+    assert whole is not None and room is not None
+    split = admission.capacity_from(room, [p for p in uses if p.tenant])
+    assert split.free == whole.free and split.tenant_used == whole.tenant_used
