@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,9 @@ def quiet_namespace(another_namespace) -> str:  # type: ignore[no-untyped-def]
 def small_nodes(control_plane: controlplane.ControlPlane, core_v1: kubernetes.client.CoreV1Api,
                 tmp_path: Path) -> Iterator[list[str]]:
     """Two Ready Nodes of 1 cpu and a real kube-scheduler binding Pods to them (removed afterwards)."""
-    names = [f"small-node-{i}" for i in range(NODES)]
+    # names of their own: the Pods of an earlier test's namespace, still being deleted, stay bound to its nodes
+    suffix = uuid.uuid4().hex[:6]
+    names = [f"small-node-{suffix}-{i}" for i in range(NODES)]
     cap = {"cpu": NODE_CPU, "memory": "8Gi", "pods": "110"}
     for n in names:
         core_v1.create_node({"metadata": {"name": n, "labels": {"kubernetes.io/hostname": n}}})
@@ -270,3 +273,51 @@ def test_without_nodes_to_count_admission_falls_back_to_the_numeric_limits(
     wait_for(lambda: _metric(port, 'longshot_admission_capacity_mode{mode="fallback"}') == 1.0, timeout=30,
              what="the fallback said in longshot_admission_capacity_mode")
     assert any("admitting by the numeric limits alone" in r.getMessage() for r in caplog.records)
+
+
+QUOTA_CPU = "500m"
+"""Tenant A's ResourceQuota (``requests.cpu``): room for two of its 250m agents, of the nodes' eight."""
+
+
+@pytest.mark.timeout(180)
+def test_a_tenant_at_its_resource_quota_is_held_by_admission_and_the_other_tenant_takes_the_rest(
+        small_nodes, fair_operator, core_v1, custom, namespace, quiet_namespace, caplog):
+    """A real ResourceQuota (its ``status`` kept by the real kube-controller-manager) in tenant A's namespace: A gets
+    the two agents it leaves room for, says ``Admitted=False/TenantLimit`` on its next task instead of having its
+    Pods refused by the quota, and does not stop tenant B from filling the other six slots."""
+    core_v1.create_namespaced_resource_quota(namespace, {"metadata": {"name": "agents"},
+                                                         "spec": {"hard": {"requests.cpu": QUOTA_CPU}}})
+    wait_for(lambda: (core_v1.read_namespaced_resource_quota("agents", namespace).status.hard or {}).get(
+        "requests.cpu"), timeout=30, what="the quota's status written by the kube-controller-manager")
+    with Kubelet(core_v1, [namespace, quiet_namespace]) as kubelet:
+        for ns, name in ((namespace, "noisy"), (quiet_namespace, "quiet")):
+            b = build(name, workers={"max": 1000})
+            b["spec"]["finalization"] = {"enabled": False}
+            create(custom, ns, b)
+            _create_tasks(custom, ns, name, 20)
+
+        def running(ns: str) -> int:
+            with kubelet.lock:
+                return sum(1 for k in kubelet.running if k[0] == ns and k not in kubelet.ended)
+
+        try:
+            wait_for(lambda: running(namespace) == 2 and running(quiet_namespace) == SLOTS - 2, timeout=90,
+                     what=f"tenant A at its quota (2 agents) and tenant B in the other {SLOTS - 2} slots",
+                     interval=0.2)
+        except TimeoutError:
+            raise AssertionError(f"A runs {running(namespace)}, B runs {running(quiet_namespace)}") from None
+
+        def held() -> dict[str, Any] | None:
+            for t in custom.list_namespaced_custom_object("longshot.dev", "v1alpha1", namespace,
+                                                          "agenttasks")["items"]:
+                c = condition(t, "Admitted") or {}
+                if c.get("reason") == "TenantLimit":
+                    return c
+            return None
+
+        said = wait_for(held, timeout=30, what="tenant A's next task saying it is held at its namespace's limit")
+        assert said["status"] == "False" and f"namespace {namespace}'s agents request cpu 500m" in said["message"]
+        assert running(namespace) == 2 and len(kubelet.live()) == SLOTS
+    assert kubelet.unschedulable == set()
+    refused = [r.getMessage() for r in caplog.records if "exceeded quota" in r.getMessage()]
+    assert refused == []  # admission kept to the quota: the API server never had to refuse a Pod
