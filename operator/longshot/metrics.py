@@ -90,6 +90,12 @@ TENANT_AGENTS = Gauge("longshot_tenant_agents", "Agent Pods running per tenant (
                       registry=REGISTRY)
 TENANT_SHARE = Gauge("longshot_tenant_share", "Each tenant's share in fair admission: its agents running divided by "
                      "its weight.", ["tenant"], registry=REGISTRY)
+TENANT_HELD = Gauge("longshot_tenant_held", "1 for a tenant whose ready work the last dispatch held at the tenant's "
+                    "own limits: reason TenantLimit (maxAgents, cpu, memory, its ResourceQuotas) or TokensPerHour.",
+                    ["tenant", "reason"], registry=REGISTRY)
+TENANT_TOKENS = Gauge("longshot_tenant_tokens_last_hour", "Model tokens a tenant's agents used in the last hour, for "
+                      "the tenants with a tokensPerHour (as admission last counted them).", ["tenant"],
+                      registry=REGISTRY)
 DISPATCH_LATENCY = Histogram("longshot_dispatch_latency_seconds",
                              "From an AgentTask that could start (dependencies ready, a worker slot free) to its Pod "
                              "being created.",
@@ -254,6 +260,17 @@ def set_tenants(agents: Mapping[str, int], weights: Mapping[str, float]) -> None
             other += agents[t]
     if other:
         TENANT_AGENTS.labels(tenant="_other").set(other)
+
+
+def set_tenant_limits(held: Mapping[str, str], tokens: Mapping[str, int]) -> None:
+    """:data:`TENANT_HELD` (tenant -> reason) and :data:`TENANT_TOKENS`, each for at most :data:`MAX_TENANT_SERIES`
+    tenants (in name order)."""
+    TENANT_HELD.clear()
+    for t in sorted(held)[:MAX_TENANT_SERIES]:
+        TENANT_HELD.labels(tenant=t, reason=held[t]).set(1)
+    TENANT_TOKENS.clear()
+    for t in sorted(tokens)[:MAX_TENANT_SERIES]:
+        TENANT_TOKENS.labels(tenant=t).set(tokens[t])
 
 
 def observe_reconcile(kind: str, result: str, duration_seconds: float) -> None:

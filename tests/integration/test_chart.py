@@ -384,3 +384,47 @@ def test_dashboard_uses_only_metrics_the_operator_exports() -> None:
     for topic in ("tasks by state", "active workers", "queue depth", "merges per minute", "merge duration",
                   "conflicts", "sweeps", "finalization outcomes", "tokens", "cost"):
         assert topic in titles, topic
+
+
+def test_the_charts_priority_classes_are_what_the_api_server_gives_agent_pods(  # type: ignore[no-untyped-def]
+        helm, kubectl, core_v1, namespace: str) -> None:
+    """``agent.priorityClasses.create``: the chart's PriorityClasses applied for real, and the operator's settings
+    as the chart's Deployment sets them; a worker's and a gate's Pod, built by the operator's own code, get their
+    ``spec.priority`` from the API server's Priority admission (a server-side dry run: nothing is scheduled)."""
+    from longshot.config import Settings
+    from longshot.runtime import pods
+
+    suffix = namespace[-6:]
+    worker_class, delivery_class = f"ls-workers-{suffix}", f"ls-delivery-{suffix}"
+    docs = render(helm, namespace, "agent.priorityClasses.create=true", f"agent.priorityClassName={worker_class}",
+                  f"agent.deliveryPriorityClassName={delivery_class}",
+                  "agent.priorityClasses.deliveryPreempts=true")
+    classes = by_kind(docs, "PriorityClass")
+    assert {c["metadata"]["name"]: (c["value"], c["preemptionPolicy"]) for c in classes} == {
+        worker_class: (1000, "Never"), delivery_class: (2000, "PreemptLowerPriority")}
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(classes))
+    try:
+        (deploy,) = [d for d in by_kind(docs, "Deployment")
+                     if d["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"]
+        env = {e["name"]: e["value"] for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]
+               if "value" in e}
+        settings = Settings(identity="test", namespace=namespace, gateway_url="http://gw:8080",
+                            agent_priority_class=env["LONGSHOT_AGENT_PRIORITY_CLASS"],
+                            delivery_priority_class=env["LONGSHOT_DELIVERY_PRIORITY_CLASS"])
+        b = {"apiVersion": "longshot.dev/v1alpha1", "kind": "BuildRequest",
+             "metadata": {"name": "b1", "namespace": namespace, "uid": "b-uid"},
+             "spec": {"request": "r", "repository": {"url": "https://git.example/r.git"},
+                      "agent": {"backend": "scripted"}}}
+        got = {}
+        for name, labels in (("b1-w", {}), ("b1-gate", {"longshot.dev/purpose": "gate"})):
+            t = {"apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask",
+                 "metadata": {"name": name, "namespace": namespace, "uid": f"{name}-uid",
+                              "labels": {"longshot.dev/build": "b1", **labels}},
+                 "spec": {"buildRef": {"name": "b1"}, "description": "d"}}
+            pod = pods.build_agent_pod(t, b, settings, 1)
+            made = core_v1.create_namespaced_pod(namespace, pod, dry_run="All")
+            got[name] = (made.spec.priority_class_name, made.spec.priority, made.spec.preemption_policy)
+        assert got == {"b1-w": (worker_class, 1000, "Never"),
+                       "b1-gate": (delivery_class, 2000, "PreemptLowerPriority")}
+    finally:
+        kubectl("delete", "priorityclass", worker_class, delivery_class, "--wait=false", check=False)

@@ -175,6 +175,7 @@ def plan(ctx: ctxmod.Context, readiness: Readiness | None = None) -> Plan:
     free = ctx.settings.max_workers - len(running)
     if not pending:
         readiness.held = set()
+        metrics.set_tenant_limits({}, readiness.tokens)
         return Plan((), frozenset(), _record_errors(ctx, errors), full=free <= 0)
     candidates: list[scheduler.TaskView] = []
     for bkey, waiting in pending.items():
@@ -192,9 +193,10 @@ def plan(ctx: ctxmod.Context, readiness: Readiness | None = None) -> Plan:
         else:  # it can start nothing now: one candidate says why (halted, suspended, budget) and starts nothing
             candidates.append(_view(waiting[0][0], bkey, tasks.PENDING, waiting[0][1]))
     room, mode = capacity(ctx, readiness)
+    used = tenant_tokens(ctx, readiness, tenants, now)
     selection = scheduler.select(candidates, running, builds=builds, global_limit=ctx.settings.max_workers,
-                                 killswitch=ctx.killswitch, capacity=room, tenants=tenants,
-                                 tenant_tokens=tenant_tokens(ctx, readiness, tenants, now))
+                                 killswitch=ctx.killswitch, capacity=room, tenants=tenants, tenant_tokens=used)
+    metrics.set_tenant_limits({h.tenant: h.reason for h in selection.tenant_held}, used)
     errors.update(selection.failed)
     admit = tuple((v.build.split("/", 1)[0], v.name) for v in selection.start)
     readiness.held = ready_keys - set(admit)
