@@ -30,6 +30,7 @@ class FakeKube:
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         self.secrets: dict[tuple[str, str], dict[str, str]] = {}
         self.configmaps: dict[tuple[str, str], dict[str, str]] = {}
+        self.runtime_classes: set[str] = set()
         self.configmap_objects: dict[tuple[str, str], dict[str, Any]] = {}
         """Whole ConfigMaps written with ``put_configmap`` (ledger entries)."""
         self.events: list[tuple[str, str, str, str]] = []
@@ -131,6 +132,10 @@ class FakeKube:
     def delete(self, kind: str, namespace: str, name: str) -> None:
         self._maybe_fail("delete")
         self.objects.pop((kind, namespace, name), None)
+
+    def runtime_class_exists(self, name: str) -> bool:
+        self._maybe_fail("runtime_class_exists")
+        return name in self.runtime_classes
 
     def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
         self._maybe_fail("get_configmap")

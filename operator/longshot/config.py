@@ -56,6 +56,11 @@ class Settings(EnvSettings):
     agent_tolerations: str = ""
     """Tolerations of agent Pods, as a JSON list as in a Pod spec; admission by capacity counts a tainted Node only
     when they tolerate its taints."""
+    agent_runtime_class: str = Field(default="", max_length=253,
+                                     pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)?$")
+    """RuntimeClass of agent Pods whose BuildRequest names none (``spec.agent.runtimeClassName``): a sandboxed
+    runtime such as gVisor's ``runsc`` or Kata (docs/security.md, "Kernel isolation"); empty: the cluster's
+    default runtime."""
     agent_priority_class: str = ""
     """PriorityClass of worker, planner and fixer agent Pods (empty: none)."""
     delivery_priority_class: str = ""

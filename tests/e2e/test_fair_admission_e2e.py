@@ -10,13 +10,14 @@ scheduled at once: no agent Pod of either tenant is ever reported ``FailedSchedu
 from __future__ import annotations
 
 import calendar
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from .conftest import apply, build_request, git_credentials, kget, script_configmap, wait_for
+from .conftest import build_request, git_credentials, kget, script_configmap, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -48,6 +49,12 @@ def quiet_namespace(kubectl, namespace: str, cluster: Any) -> Iterator[str]:  # 
             f"--from-literal=password={password}")
     yield name
     kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def apply(kubectl, namespace: str, *objects: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    done = kubectl("-n", namespace, "apply", "-f", "-", check=False,
+                   input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}))
+    assert done.returncode == 0, done.stderr
 
 
 def _agent_pods(kubectl, ns: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]

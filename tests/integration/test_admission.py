@@ -52,6 +52,7 @@ def install_policies(kubectl: Any, control_plane: Any, namespace: str, *sets: st
     docs = render(control_plane, namespace, f"admissionPolicy.namespaceSelector.matchLabels.kubernetes\\.io/"
                   f"metadata\\.name={namespace}", "egress.admission=false",  # test_hostile_egress has it
                   "admissionPolicy.leastPrivilege.enabled=false",  # test_hostile_privilege has them
+                  "admissionPolicy.runtimeClass.enabled=false",  # its own test turns it on
                   *sets, release=f"vap-{namespace[-6:]}")
     docs = of_kinds(docs, "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ConfigMap")
     docs = [d for d in docs if d["kind"] != "ConfigMap" or d["metadata"]["name"].endswith("-agent-images")]
@@ -176,3 +177,59 @@ def test_agent_images_outside_the_allowlist_are_refused(
     kubectl("-n", namespace, "delete", "configmap", cm["metadata"]["name"])
     wait_for(lambda: apply_as("bob", kubectl, namespace, build("again", agent={"image": f"{ALLOWED_PREFIX}:1.3"}),
                               dry_run=True).returncode != 0, timeout=30, what="refusal without the parameters")
+
+
+def _agent_pod(name: str, runtime_class: str | None) -> dict[str, Any]:
+    """A Pod as the operator labels its agent Pods, compliant with Pod Security ``restricted``."""
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "longshot-operator"}},
+            "spec": {**({"runtimeClassName": runtime_class} if runtime_class else {}),
+                     "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
+                                         "seccompProfile": {"type": "RuntimeDefault"}},
+                     "containers": [{"name": "agent", "image": "agent:dev", "securityContext": {
+                         "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}]}}
+
+
+def test_a_namespace_labelled_with_a_runtime_class_requires_it_of_builds_and_agent_pods(
+        kubectl: Any, control_plane: Any, namespace: str, people: None) -> None:
+    """``admissionPolicy.runtimeClass``: the label ``longshot.dev/runtime-class=gvisor`` on the namespace makes a
+    build that would run under another RuntimeClass (its own, or the chart's ``agent.runtimeClassName``) refused
+    with the field named, and an agent Pod without it too; a build made before the label can still be changed in its
+    metadata (its finalizers), and a namespace without the label is not concerned."""
+    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+                                                  "metadata": {"name": "gvisor"}, "handler": "runsc"}))
+    before = build("before")
+    assert apply_as("bob", kubectl, namespace, before).returncode == 0
+    docs = install_policies(kubectl, control_plane, namespace, "admissionPolicy.runtimeClass.enabled=true",
+                            "agent.runtimeClassName=sandboxed")
+    try:
+        assert apply_as("bob", kubectl, namespace, build("unlabelled"), dry_run=True).returncode == 0
+        kubectl("label", "namespace", namespace, "longshot.dev/runtime-class=gvisor")
+        wait_for(lambda: apply_as("bob", kubectl, namespace, build("probe-rc"), dry_run=True).returncode != 0,
+                 timeout=30, what="the runtime-class policy to take effect")
+        refused = apply_as("bob", kubectl, namespace, build("plain"))
+        assert refused.returncode != 0
+        assert (f"spec.agent.runtimeClassName: namespace {namespace} requires RuntimeClass gvisor (its label "
+                "longshot.dev/runtime-class) for agent Pods, not sandboxed") in refused.stderr, refused.stderr
+        other = apply_as("bob", kubectl, namespace, build("other", agent={"runtimeClassName": "kata"}))
+        assert other.returncode != 0 and "not kata" in other.stderr
+        assert apply_as("bob", kubectl, namespace, build("isolated", agent={"runtimeClassName": "gvisor"})
+                        ).returncode == 0
+        # an existing build's metadata (the operator's finalizers) stays writable
+        kubectl("-n", namespace, "label", "buildrequest", "before", "touched=yes")
+        # the backstop on Pods: an agent Pod without the class is refused, one with it and a Pod not the
+        # operator's are not
+        pod = kubectl("-n", namespace, "create", "--dry-run=server", "-f", "-",
+                      input=json.dumps(_agent_pod("a1", None)), check=False)
+        assert pod.returncode != 0 and "spec.runtimeClassName: namespace" in pod.stderr, pod.stderr
+        assert kubectl("-n", namespace, "create", "--dry-run=server", "-f", "-",
+                       input=json.dumps(_agent_pod("a2", "gvisor")), check=False).returncode == 0
+        theirs = _agent_pod("a3", None)
+        theirs["metadata"]["labels"] = {}
+        assert kubectl("-n", namespace, "create", "--dry-run=server", "-f", "-", input=json.dumps(theirs),
+                       check=False).returncode == 0
+    finally:
+        kubectl("label", "namespace", namespace, "longshot.dev/runtime-class-", check=False)
+        kubectl("delete", "runtimeclass", "gvisor", "--wait=false", check=False)
+        kubectl("delete", "-f", "-", "--wait=false", "--ignore-not-found", input=yaml.safe_dump_all(docs),
+                check=False)

@@ -82,3 +82,24 @@ def test_an_image_that_cannot_be_pulled_stops_the_task_and_the_build_names_it(op
     patch_spec(custom, namespace, {"agent": {"image": "longshot-agent:dev"}})
     wait_pod(core_v1, namespace, f"{PLANNER}-a2")
     finish_pod(core_v1, namespace, f"{PLANNER}-a2", exit_code=1, reason="Error")
+
+
+def test_a_runtime_class_that_does_not_exist_stops_the_build_and_one_that_does_reaches_its_pods(
+        operator, core_v1, custom, namespace, kubectl, sample_repository):
+    """``spec.agent.runtimeClassName`` (issue 56): a RuntimeClass missing from the cluster is a Configuration stop
+    naming the field, before any Pod; once it exists and the spec names it, the build's Pods carry it (the real API
+    server's RuntimeClass admission accepts them)."""
+    name = f"sandboxed-{namespace[-6:]}"
+    create(custom, namespace, build("demo", agent__runtimeClassName=name))
+    b = stalled(custom, namespace, "Configuration")
+    ready = condition(b, "Ready")
+    assert ready["message"].startswith(f"spec.agent.runtimeClassName: RuntimeClass '{name}' does not exist")
+    assert agent_pods(core_v1, namespace) == {}
+    kubectl("apply", "-f", "-", input=f'{{"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", '
+                                      f'"metadata": {{"name": "{name}"}}, "handler": "runc"}}')
+    try:
+        patch_spec(custom, namespace, {"agent": {"runtimeClassName": name, "timeoutSeconds": 1801}})
+        pod = wait_pod(core_v1, namespace, f"{PLANNER}-a1")
+        assert pod.spec.runtime_class_name == name
+    finally:
+        kubectl("delete", "runtimeclass", name, "--wait=false", check=False)

@@ -314,6 +314,11 @@ class AgentSettings(Model):
     """ConfigMap holding the script of the ``scripted`` backend (key ``script.yaml``)."""
     image: str | None = Field(default=None, min_length=1, max_length=512)
     """Agent container image; the operator's default when unset."""
+    runtime_class_name: str | None = Field(default=None, min_length=1, max_length=253,
+                                           pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    """RuntimeClass of the build's agent Pods (a sandboxed runtime such as gVisor or Kata: model-written code then
+    runs under a kernel of its own); the operator's ``agent.runtimeClassName`` when unset. A namespace labelled
+    ``longshot.dev/runtime-class`` requires it (the chart's admission policy)."""
     resources: Resources | None = None
     """Requests and limits of agent Pods; the operator's defaults when unset."""
     timeout_seconds: int = Field(default=1800, ge=30, le=86400)

@@ -126,7 +126,8 @@ class Manager:
         """Every controller's queue behind one facade (a reference goes to its kind's)."""
         self.ctx = ctxmod.Context(cache=self.cache, kube=k, settings=settings, queue=self.queue, clock=clock, rand=rand)
         self.ctx.egress = gd.for_policy(settings.egress_policy())
-        self.ctx.preflight = functools.partial(preflight.check, guard=self.ctx.egress)
+        self.ctx.preflight = functools.partial(preflight.check, guard=self.ctx.egress,
+                                               runtime_class=settings.agent_runtime_class)
         self.executor = ex.Executor(k, self.cache, self.queue, clock)
         self.tasks = tasksc.TaskReconciler(self.ctx)
         self.builds = buildsc.BuildReconciler(self.ctx)

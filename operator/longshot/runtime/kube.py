@@ -79,6 +79,7 @@ class KubeAPI(Protocol):
     def delete_configmap(self, namespace: str, name: str) -> None: ...
     def delete_configmaps(self, namespace: str, selector: str) -> None: ...
     def get_secret(self, namespace: str, name: str) -> dict[str, str] | None: ...
+    def runtime_class_exists(self, name: str) -> bool: ...
     def pod_events(self, namespace: str, name: str) -> list[dict[str, Any]]: ...
     def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None: ...
 
@@ -343,6 +344,15 @@ class Kube:
             return None
         data = _obj(found).get("data") or {}
         return {str(k): base64.b64decode(v).decode(errors="replace") for k, v in data.items()}
+
+    def runtime_class_exists(self, name: str) -> bool:
+        """Whether the RuntimeClass exists (:class:`Forbidden` when RBAC hides RuntimeClasses)."""
+        try:
+            self.core.call("GET", "/apis/node.k8s.io/v1/runtimeclasses/{name}", {"name": name})
+        except ApiException as e:
+            _raise_unless_missing(e, f"RuntimeClass {name}")
+            return False
+        return True
 
     # --- events ----------------------------------------------------------------------------------------
 

@@ -337,6 +337,8 @@ def build_agent_pod(task: Mapping[str, Any], build: Mapping[str, Any], settings:
                 "fsGroup": AGENT_UID,
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
+            **({"runtimeClassName": runtime_class} if (runtime_class := agent.get("runtimeClassName")
+                                                         or settings.agent_runtime_class) else {}),
             "containers": [container],
             "volumes": volumes,
             **_placement(task, settings),

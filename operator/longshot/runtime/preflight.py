@@ -70,9 +70,10 @@ def check_egress(guard: gd.Guard, build: Any) -> str | None:
     return None
 
 
-def check(k: kubemod.KubeAPI, build: Any, guard: gd.Guard | None = None) -> str | None:
+def check(k: kubemod.KubeAPI, build: Any, guard: gd.Guard | None = None, runtime_class: str = "") -> str | None:
     """None when the spec of ``build`` (an ``api.objects.BuildRequest``) can work, else what to fix. With
-    ``guard``, the spec's URLs are held to the egress policy first, and ``git ls-remote`` is pinned."""
+    ``guard``, the spec's URLs are held to the egress policy first, and ``git ls-remote`` is pinned.
+    ``runtime_class``: the operator's default RuntimeClass of agent Pods (``Settings.agent_runtime_class``)."""
     ns = build.namespace
     spec = build.spec
     repo = spec.repository
@@ -95,6 +96,16 @@ def check(k: kubemod.KubeAPI, build: Any, guard: gd.Guard | None = None) -> str 
     elif agent.backend in ("openai", "anthropic") and not agent.base_url:
         return (f"spec.agent.credentialsSecret: the {agent.backend} backend needs a Secret with key api-key "
                 "(or spec.agent.baseUrl of a server that needs no key)")
+    named = agent.runtime_class_name or runtime_class
+    if named:
+        field = "spec.agent.runtimeClassName" if agent.runtime_class_name else "the operator's agent.runtimeClassName"
+        try:
+            exists = k.runtime_class_exists(named)
+        except kubemod.Forbidden:
+            exists = True  # not the operator's to read: the API server refuses a Pod naming a missing one
+        if not exists:
+            return (f"{field}: RuntimeClass {named!r} does not exist on this cluster; install the sandboxed runtime "
+                    "and its RuntimeClass (docs/security.md, \"Kernel isolation\"), or fix the name")
     issues = getattr(spec.planner, "issues", None)
     if issues is not None and getattr(issues, "credentials_secret", None):
         problem, _ = _secret(k, ns, issues.credentials_secret, "spec.planner.issues.credentialsSecret", ("token",))
