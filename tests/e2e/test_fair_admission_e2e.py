@@ -2,9 +2,10 @@
 
 Tenant A (the test's namespace) applies a build whose planner plans 24 tasks of 400m cpu each, every one sleeping
 ``WORK_SECONDS``: more than the nodes hold, so admission by capacity (the chart's default ``auto``) holds the rest in
-line (``Admitted=False/WaitingForCapacity``). Then tenant B (a second namespace) applies one small build. Its
-planner's Pod must be made as soon as one of A's agents ends, that is within one worker's runtime, and it must be
-scheduled at once: no agent Pod of either tenant is ever reported ``FailedScheduling`` by the real kube-scheduler.
+line (``Admitted=False/WaitingForCapacity``). Then tenant B (a second namespace) applies one small build whose Pods
+request as much as A's (so it cannot slip into a smaller gap). Its planner's Pod must be made as soon as one of A's
+agents ends, that is within one worker's runtime, and it must be scheduled at once: no agent Pod of either tenant is
+ever reported ``FailedScheduling`` by the real kube-scheduler.
 """
 
 from __future__ import annotations
@@ -89,8 +90,9 @@ def test_a_quiet_tenants_first_pod_is_made_within_one_workers_runtime_and_runs_a
     assert "place" in said["message"], said
     running_a = [p for p in _agent_pods(kubectl, namespace) if p["status"].get("phase") in ("Pending", "Running")]
 
-    apply(kubectl, quiet_namespace, script_configmap("quiet", QUIET_SCRIPT),
-          build_request("quiet", git_repo, script="quiet", finalization=False))
+    quiet = build_request("quiet", git_repo, script="quiet", finalization=False)
+    quiet["spec"]["agent"]["resources"]["requests"]["cpu"] = NOISY_CPU  # no smaller: it must wait for A's room
+    apply(kubectl, quiet_namespace, script_configmap("quiet", QUIET_SCRIPT), quiet)
     applied = time.time()
 
     def quiet_planner() -> dict[str, Any] | None:

@@ -138,3 +138,29 @@ def test_agent_exceeding_its_memory_is_oom_killed_and_retried(operator, kubectl,
 
     succeeded = wait_for(failed, 120, "the task to fail after its attempts")
     assert "OOMKilled" in succeeded["message"] or "memory" in succeeded["message"], succeeded
+
+
+def test_a_builds_runtime_class_is_the_runtime_its_agent_runs_under(  # type: ignore[no-untyped-def]
+        operator, kubectl, namespace, git_repo) -> None:
+    """``spec.agent.runtimeClassName`` on a real kubelet (issue 56). No sandboxed runtime (gVisor, Kata) runs on this
+    project's machines (docs/security.md, "Kernel isolation"), so the RuntimeClass here names containerd's ``runc``
+    handler: the Pod is admitted with it, the kubelet asks containerd for that handler, and the attempt completes."""
+    name = f"e2e-runc-{namespace[-6:]}"
+    kubectl("apply", "-f", "-", input=f'{{"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", '
+                                      f'"metadata": {{"name": "{name}"}}, "handler": "runc"}}')
+    try:
+        script = "roles:\n  planner:\n    - finish: {summary: nothing to plan, done: true}\n"
+        b = build_request("isolated", git_repo, script="script", finalization=False)
+        b["spec"]["agent"]["runtimeClassName"] = name
+        apply(kubectl, namespace, script_configmap("script", script), b)
+
+        def done() -> dict[str, Any] | None:
+            t = kget(kubectl, "-n", namespace, "agenttask", "isolated-planner")
+            conds = {c["type"]: c for c in (((t or {}).get("status") or {}).get("conditions") or [])}
+            return t if conds.get("Succeeded", {}).get("status") == "True" else None
+
+        wait_for(done, 180, "the planner under the build's RuntimeClass to succeed")
+        pod = kget(kubectl, "-n", namespace, "pod", "isolated-planner-a1") or {}
+        assert pod["spec"]["runtimeClassName"] == name
+    finally:
+        kubectl("delete", "runtimeclass", name, "--wait=false", check=False)
