@@ -28,6 +28,7 @@ from longshot.controllers import executor as ex
 from longshot.controllers import lanes
 from longshot.core import cleanup, fanout, names, tasks
 from longshot.core.effects import EmitEvent
+from longshot.runtime import kube as kubemod
 from longshot.vcs import refs as vrefs
 
 log = logging.getLogger("longshot.cleanup")
@@ -118,6 +119,13 @@ async def _carry_out(ctx: ctxmod.Context, build: objects.BuildRequest, e: cleanu
             try:
                 if secret and await asyncio.to_thread(ctx.kube.get_secret, build.namespace, secret) is None:
                     return cleanup.CredentialsGone(secret)
+            except kubemod.Forbidden:
+                # as good as gone: a namespace being deleted removes the secret-reader RoleBinding with the Secret,
+                # and backing off for minutes would hold the namespace in Terminating (issue 55)
+                return cleanup.CredentialsGone(secret or "", forbidden=True)
+            except Exception as err:
+                return _failed(build, "list", err)
+            try:
                 w = await ctx.workspaces.get(build)
                 found = await lanes.git(vrefs.list_refs, w, prefixes)
             except Exception as err:  # the forge, the Secret, the egress guard: retried by the decider

@@ -175,10 +175,11 @@ class ForgeFailed:
 
 @dataclass(frozen=True)
 class CredentialsGone:
-    """The build's credentials Secret no longer exists (its namespace is being deleted, most often): waiting would
-    not bring it back."""
+    """The build's credentials Secret no longer exists, or can no longer be read (``forbidden``: the namespace is
+    being deleted and took the operator's RoleBinding with it, most often): waiting would not bring it back."""
 
     secret: str
+    forbidden: bool = False
 
 
 Event = Observed | Listed | Deleted | ForgeFailed | CredentialsGone
@@ -352,6 +353,9 @@ def _abandon(state: State, why: str, error: str) -> tuple[State, list[Effect]]:
 
 
 def _credentials_gone(state: State, event: CredentialsGone, now: datetime) -> tuple[State, list[Effect]]:
+    if event.forbidden:
+        return _abandon(state, "at all", f"its credentials Secret {event.secret} can no longer be read (Forbidden: "
+                                         "its namespace is being deleted, or the operator's RoleBinding there is gone)")
     return _abandon(state, "at all", f"its credentials Secret {event.secret} is gone")
 
 

@@ -73,3 +73,27 @@ def test_every_stage_has_a_name_of_its_own_and_the_metrics_table_lists_them_all(
     listed = re.search(r"BUILD_STAGES`: ([a-z, ]+)\)", row)
     assert listed is not None
     assert tuple(s.strip() for s in listed.group(1).split(",")) == buildsc.BUILD_STAGES
+
+
+async def test_a_deleted_build_whose_secret_reads_forbidden_lets_go_at_once():
+    """Issue 55: deleting a namespace removes the secret-reader RoleBinding with the Secret, so the clean-up reads
+    the build's credentials as Forbidden, not missing. It gives up at once (a Warning Event, the finalizer removed)
+    instead of backing off for minutes while the namespace stays Terminating."""
+    from longshot.runtime import kube as kubemod
+
+    fake = FakeKube()
+    m = managermod.Manager(fake, config.Settings(namespace="ops", metrics_port=0), clock=Clock(), rand=lambda: 0.5,
+                           monotonic=lambda: 0.0)
+    b = build(repository={"url": "https://git.example/r.git", "credentialsSecret": "git-token"})
+    b["metadata"]["finalizers"] = [cleanup.FINALIZER]
+    b["metadata"]["deletionTimestamp"] = "2026-11-28T00:00:00Z"
+    obj = fake.create(b)
+    assert obj is not None
+    m.observe("BuildRequest", "ADDED", obj)
+    fake.fail_next["get_secret"] = [kubemod.Forbidden("Secret ns/git-token")]
+    actions = await m.builds.reconcile(("ns", "b"))
+    events = [a for a in actions if isinstance(a, ex.RecordEvent)]
+    assert [e.reason for e in events] == ["CleanupAbandoned"] and "Forbidden" in events[0].message
+    (patch,) = [a for a in actions if isinstance(a, ex.PatchObject)]
+    assert cleanup.FINALIZER not in patch.body["metadata"]["finalizers"]
+    assert not any(isinstance(a, ex.Requeue) for a in actions)

@@ -210,3 +210,6 @@ def test_a_credentials_secret_gone_gives_up_at_once():
     assert effects[-1] == cleanup.RemoveFinalizer()
     (ev,) = events(effects)
     assert ev.reason == "CleanupAbandoned" and "credentials Secret git-token is gone" in ev.message
+    _, effects = cleanup.decide(state(), cleanup.CredentialsGone("git-token", forbidden=True), now=T0)
+    assert effects[-1] == cleanup.RemoveFinalizer()
+    assert "git-token can no longer be read (Forbidden" in events(effects)[0].message
