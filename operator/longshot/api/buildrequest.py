@@ -329,7 +329,8 @@ class AgentSettings(Model):
     env: list[EnvVar] = Field(default_factory=list, max_length=64)
     """Extra plain environment variables for the agent container."""
     credentials_secret: SecretName | None = None
-    """Secret with the model API key (key ``api-key``), mounted into agent Pods only."""
+    """Secret with the model API key (key ``api-key``): read by longshot-gateway only, which adds it to the agents'
+    model calls upstream; never mounted into an agent Pod, never seen by the operator's Pods."""
     prompts: LocalObjectRef | None = Field(default=None, json_schema_extra=names("ConfigMap"))
     """ConfigMap whose keys override the packaged prompt templates."""
     fallback_models: list[str] = Field(

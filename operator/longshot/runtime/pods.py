@@ -211,6 +211,7 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
 
 
 def _labels(task: Mapping[str, Any], build_name: str, attempt: int) -> dict[str, str]:
+    purpose = ((task.get("metadata") or {}).get("labels") or {}).get(keys.PURPOSE)
     return {
         keys.NAME: "longshot",
         keys.INSTANCE: names.fit(build_name),
@@ -220,6 +221,8 @@ def _labels(task: Mapping[str, Any], build_name: str, attempt: int) -> dict[str,
         TASK_LABEL: names.fit(task["metadata"]["name"]),
         ATTEMPT_LABEL: str(attempt),
         ROLE_LABEL: _spec(task).get("role", "worker"),
+        # a delivery task's Pod says what the queue or finalization waits on it for (`-l longshot.dev/purpose=gate`)
+        **({keys.PURPOSE: purpose} if purpose in DELIVERY_PURPOSES else {}),
     }
 
 

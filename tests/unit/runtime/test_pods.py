@@ -173,6 +173,9 @@ def test_labels_name_and_owner():
                                         "name": "app-t1", "uid": "task-uid", "controller": True,
                                         "blockOwnerDeletion": True}]
     assert pod(attempt=3) == p  # deterministic
+    gate = agent_task(role="tester")
+    gate["metadata"]["labels"] = {"longshot.dev/purpose": "gate"}
+    assert pod(task=gate)["metadata"]["labels"]["longshot.dev/purpose"] == "gate"  # the runbooks' selector
 
 
 def test_long_names_stay_valid():
