@@ -4,13 +4,14 @@ operator, the process kubelet running the real agent runner (scripted backend) a
 from __future__ import annotations
 
 import subprocess
+import time
 
 import kubernetes
 import sample_repo
 from k8s_builders import condition, create, dump, get
 from test_delivery import SCRIPT, delivery_build, finalized, script_configmap
 
-from longshot_testing import wait_for
+from longshot_testing import controlplane, wait_for
 
 FINALIZER = "longshot.dev/cleanup"
 
@@ -130,3 +131,61 @@ def test_a_build_whose_credentials_secret_is_gone_is_deleted_at_once(operator, c
     (event,) = cleanup_events(core_v1, namespace, "CleanupAbandoned")
     assert "credentials Secret git-token is gone" in event and "t0ken-for-the-test" not in event
     assert refs(url, namespace) == {f"refs/heads/longshot/{namespace}/demo/_queue/b1/1": queue}
+
+
+def test_a_namespace_with_a_build_goes_as_fast_as_its_contents_under_the_charts_rbac(
+        control_plane, operator_watching, operator_env, kubectl, core_v1, custom, namespace, another_namespace,
+        tmp_path, monkeypatch):
+    """Issue 55: the operator runs as the chart's ServiceAccount (cluster-wide mode: Secrets readable only where
+    bound), a team namespace has the documented ``secret-reader`` RoleBinding and a credentialed build. Deleting the
+    namespace deletes the RoleBinding with the Secret, so the clean-up reads the Secret as Forbidden; it must let
+    its finalizer go at once, and the namespace be gone within 30 s (not minutes of backoff)."""
+    import yaml
+    from chart_render import of_kinds, render
+
+    release = f"ns-{namespace[-6:]}"
+    docs = of_kinds(render(control_plane, namespace, release=release),
+                    "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+    # kopf resolves `--namespace` by listing Namespaces, a right the chart grants only with watchNamespaces: added
+    # here, because this operator must watch the team's namespace alone (the tier's API server is shared)
+    docs += [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+              "metadata": {"name": f"{release}-kopf-namespaces"},
+              "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}]},
+             {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+              "metadata": {"name": f"{release}-kopf-namespaces"},
+              "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                          "name": f"{release}-kopf-namespaces"},
+              "subjects": [{"kind": "ServiceAccount", "name": f"{release}-longshot", "namespace": namespace}]}]
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+    team = another_namespace("team")
+    try:
+        url = sample_repo.make(tmp_path)
+        core_v1.create_namespaced_secret(team, {"metadata": {"name": "git-token"},
+                                                "stringData": {"username": "bot", "token": "t0ken-for-the-test"}})
+        # the documented opt-in of a namespace (docs/install.md)
+        kubectl("-n", team, "create", "rolebinding", "longshot-secret-reader",
+                f"--clusterrole={release}-longshot-secret-reader",
+                f"--serviceaccount={namespace}:{release}-longshot",
+                f"--serviceaccount={namespace}:{release}-longshot-gateway")
+        token = kubectl("-n", namespace, "create", "token", f"{release}-longshot", "--duration=1h").stdout.strip()
+        kubeconfig = controlplane.write_kubeconfig(tmp_path / "operator.kubeconfig", control_plane.server,
+                                                   control_plane.pki / "ca.crt", token, user=f"{release}-longshot")
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+        operator_watching(team)
+        create(custom, team, delivery_build(url, repository={"url": url, "credentialsSecret": "git-token"}))
+        with_finalizer(custom, team)
+        asked = time.monotonic()
+        core_v1.delete_namespace(team)
+
+        def gone() -> bool:
+            try:
+                core_v1.read_namespace(team)
+            except kubernetes.client.ApiException as e:
+                return e.status == 404
+            return False
+
+        wait_for(gone, timeout=30, what=f"namespace {team} gone with its build (the clean-up not backing off)")
+        print(f"namespace {team} gone {time.monotonic() - asked:.1f}s after its deletion was asked for")
+    finally:
+        kubectl("delete", "-f", "-", "--wait=false", "--ignore-not-found", input=yaml.safe_dump_all(
+            [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]), check=False)
