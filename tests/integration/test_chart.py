@@ -179,6 +179,29 @@ def test_operator_deployment(helm, namespace: str) -> None:  # type: ignore[no-u
     assert c["resources"]["limits"]["memory"] == "512Mi"
 
 
+def test_logging_values_reach_the_operator_and_the_gateway(helm, namespace: str) -> None:  # type: ignore[no-untyped-def]
+    """``logging.level`` and ``logging.format`` become LONGSHOT_LOG_LEVEL and LONGSHOT_LOG_FORMAT of both
+    Deployments, values the processes accept (``longshot.logs.LogSettings``); the schema refuses any other."""
+    from longshot.logs import LogSettings
+
+    def envs(*sets: str) -> dict[str, dict[str, str]]:
+        return {d["metadata"]["labels"]["app.kubernetes.io/component"]:
+                {e["name"]: e["value"] for e in d["spec"]["template"]["spec"]["containers"][0]["env"]
+                 if e["name"].startswith("LONGSHOT_LOG_")}
+                for d in by_kind(render(helm, namespace, *sets), "Deployment")}
+
+    assert envs() == {c: {"LONGSHOT_LOG_LEVEL": "info", "LONGSHOT_LOG_FORMAT": "text"}
+                      for c in ("operator", "gateway")}
+    chosen = envs("logging.level=debug", "logging.format=json")
+    assert chosen == {c: {"LONGSHOT_LOG_LEVEL": "debug", "LONGSHOT_LOG_FORMAT": "json"}
+                      for c in ("operator", "gateway")}
+    assert LogSettings.from_env(chosen["gateway"]) == LogSettings(level="debug", format="json")
+    for key, value in (("level", "verbose"), ("format", "yaml")):
+        refused = helm("template", "ls", str(CHART), "-n", namespace, f"--kube-version={KUBE_VERSION}",
+                       "--set", f"logging.{key}={value}", check=False)
+        assert refused.returncode != 0 and f"/logging/{key}" in refused.stderr, refused.stderr
+
+
 def test_toggles(helm, namespace: str) -> None:  # type: ignore[no-untyped-def]
     kinds = {d["kind"] for d in render(helm, namespace)}
     assert {"ServiceMonitor"} & kinds == set()
