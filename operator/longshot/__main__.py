@@ -97,7 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     mcp.set_defaults(func=_mcp)
 
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    from longshot.envsettings import SettingsError
+
+    try:
+        return int(args.func(args) or 0)
+    except SettingsError as e:  # a setting's variable with a bad value: say which, without a traceback
+        print(f"longshot {args.command}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

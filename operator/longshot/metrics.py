@@ -1,8 +1,11 @@
 """The operator's Prometheus metrics, defined once, in one registry, and the HTTP endpoint serving them.
 
 Every metric lives in :data:`REGISTRY` (not prometheus-client's global one, so tests and several operators
-in one process do not collide). Names are ``longshot_<thing>_<unit>``, counters end in ``_total``,
-durations are in seconds. Labels are bounded sets of values only (a state, a result, a failure class, a
+in one process do not collide), with ``longshot_build_info{version}`` (always 1) and prometheus-client's process,
+platform and garbage-collector collectors (``process_*``, ``python_info``, ``python_gc_*``:
+:func:`add_runtime_collectors`). Names are ``longshot_<thing>_<unit>``, counters end in ``_total``,
+durations are in seconds (``longshot_tenant_share`` is a ratio without ``_ratio``, kept for the dashboards built
+on it). Labels are bounded sets of values only (a state, a result, a failure class, a
 role): never a build, task, branch or repository name, never anything from a Secret.
 
 Serving: :func:`start_http_server` runs the operator's HTTP servers on a daemon thread with its own event loop
@@ -38,12 +41,31 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+import longshot
 from longshot.api import agenttask
 from longshot.core import builds, standing, tasks
 from longshot.core.ingress import Route
 from longshot.net import ingress
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+RUNTIME_PREFIXES = ("process_", "python_")
+"""Names of the families the standard collectors add (:func:`add_runtime_collectors`), not ``longshot_``."""
+
+
+def add_runtime_collectors(registry: CollectorRegistry) -> None:
+    """prometheus-client's process (``process_cpu_seconds_total``, ``process_resident_memory_bytes``,
+    ``process_open_fds``, ``process_start_time_seconds``...: Linux only), platform (``python_info``) and garbage
+    collector (``python_gc_*``) collectors, registered in ``registry`` (the operator's and the gateway's are their
+    own, not prometheus-client's global one)."""
+    from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+
+
+add_runtime_collectors(REGISTRY)
 
 TASK_STATES: tuple[str, ...] = tuple(tasks.PHASES)
 """Values of the ``state`` label of :data:`TASKS` (the AgentTask phases)."""
@@ -61,6 +83,9 @@ repository branch's merge queue)."""
 RECONCILE_RESULTS = ("Success", "Conflict", "Error")
 """Values of the ``result`` label of :data:`RECONCILES`: done; an object changed meanwhile (a fenced status write
 lost with 409); failed. Both failures are retried with the reference's backoff (``controllers.workqueue``)."""
+
+BUILD_INFO = Gauge("longshot_build_info", "Always 1; the operator's version in the version label.", ["version"],
+                   registry=REGISTRY)
 
 # --- work -----------------------------------------------------------------------------------------------------
 
@@ -187,6 +212,7 @@ INTAKE_WEBHOOKS = Counter("longshot_intake_webhooks_total", "Webhook deliveries 
 
 def _init_labels() -> None:
     # expose every known series from the start (a rate() over a series that appears late misses its first step)
+    BUILD_INFO.labels(version=longshot.__version__).set(1)
     for s in TASK_STATES:
         TASKS.labels(state=s)
     for r in MERGE_RESULTS:

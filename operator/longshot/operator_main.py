@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import logging
 import os
 from collections.abc import Mapping
 from typing import Final
 
 import kopf
+
+from longshot import logs
 
 M_ARENA_MAX: Final = -8
 """glibc's ``mallopt`` parameter for the most malloc arenas (``malloc.h``)."""
@@ -32,10 +33,12 @@ def limit_malloc_arenas(environ: Mapping[str, str] = os.environ, arenas: int = M
 
 
 def run(*, namespaces: list[str] | None = None) -> int:
+    """Run the operator until it is stopped. A bad ``LONGSHOT_LOG_FORMAT`` or ``LONGSHOT_LOG_LEVEL`` stops it
+    first (a :class:`~longshot.envsettings.SettingsError` naming the variable)."""
+    logs.configure_from_env()
     limit_malloc_arenas()
     import longshot.controllers  # noqa: F401  (registers the handlers)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(kopf.operator(
         standalone=True,  # leadership is ours (controllers/leadership.py), never kopf's peering
         namespaces=namespaces or [],

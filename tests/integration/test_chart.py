@@ -179,6 +179,29 @@ def test_operator_deployment(helm, namespace: str) -> None:  # type: ignore[no-u
     assert c["resources"]["limits"]["memory"] == "512Mi"
 
 
+def test_logging_values_reach_the_operator_and_the_gateway(helm, namespace: str) -> None:  # type: ignore[no-untyped-def]
+    """``logging.level`` and ``logging.format`` become LONGSHOT_LOG_LEVEL and LONGSHOT_LOG_FORMAT of both
+    Deployments, values the processes accept (``longshot.logs.LogSettings``); the schema refuses any other."""
+    from longshot.logs import LogSettings
+
+    def envs(*sets: str) -> dict[str, dict[str, str]]:
+        return {d["metadata"]["labels"]["app.kubernetes.io/component"]:
+                {e["name"]: e["value"] for e in d["spec"]["template"]["spec"]["containers"][0]["env"]
+                 if e["name"].startswith("LONGSHOT_LOG_")}
+                for d in by_kind(render(helm, namespace, *sets), "Deployment")}
+
+    assert envs() == {c: {"LONGSHOT_LOG_LEVEL": "info", "LONGSHOT_LOG_FORMAT": "text"}
+                      for c in ("operator", "gateway")}
+    chosen = envs("logging.level=debug", "logging.format=json")
+    assert chosen == {c: {"LONGSHOT_LOG_LEVEL": "debug", "LONGSHOT_LOG_FORMAT": "json"}
+                      for c in ("operator", "gateway")}
+    assert LogSettings.from_env(chosen["gateway"]) == LogSettings(level="debug", format="json")
+    for key, value in (("level", "verbose"), ("format", "yaml")):
+        refused = helm("template", "ls", str(CHART), "-n", namespace, f"--kube-version={KUBE_VERSION}",
+                       "--set", f"logging.{key}={value}", check=False)
+        assert refused.returncode != 0 and f"/logging/{key}" in refused.stderr, refused.stderr
+
+
 def test_toggles(helm, namespace: str) -> None:  # type: ignore[no-untyped-def]
     kinds = {d["kind"] for d in render(helm, namespace)}
     assert {"ServiceMonitor"} & kinds == set()
@@ -211,14 +234,40 @@ def test_alerts_and_the_gateway_scrape(helm, namespace: str) -> None:  # type: i
     # the PrometheusRule is files/alerts.yaml, its runbook links moved to runbookBaseUrl
     (rule,) = by_kind(docs, "PrometheusRule")
     assert rule["metadata"]["labels"]["release"] == "prom"
-    shipped = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text().replace(
-        "https://github.com/longshot-dev/longshot/blob/main/docs/runbooks.md", "https://wiki.example.com/ls"))
+    # and the Down alerts' jobs (spelled there for release longshot in longshot-system) this release's: the
+    # Services the ServiceMonitors scrape, whose names prometheus-operator gives the jobs
+    services = {s["metadata"]["name"]: s for s in by_kind(docs, "Service")}
+    jobs = {}
+    for name, monitor in monitors.items():
+        (job,) = [n for n, s in services.items()
+                  if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+                  and monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in s["spec"]["ports"]}]
+        jobs[name] = job
+    assert jobs == {"ls-longshot": "ls-longshot-metrics", "ls-longshot-gateway": "ls-longshot-gateway"}
+    shipped = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text()
+                             .replace("https://github.com/longshot-dev/longshot/blob/main/docs/runbooks.md",
+                                      "https://wiki.example.com/ls")
+                             .replace('job="longshot-metrics"', 'job="ls-longshot-metrics"')
+                             .replace('job="longshot-gateway"', 'job="ls-longshot-gateway"')
+                             .replace('namespace="longshot-system"', f'namespace="{namespace}"'))
     assert rule["spec"] == shipped
-    assert rule["spec"]["groups"][0]["rules"][0]["annotations"]["runbook_url"] == \
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert alerts["LongshotBuildStalled"]["annotations"]["runbook_url"] == \
         "https://wiki.example.com/ls#longshotbuildstalled"
-    assert "{{ $labels.reason }}" in rule["spec"]["groups"][0]["rules"][0]["annotations"]["summary"]
-    without_gateway = render(helm, namespace, "metrics.serviceMonitor.enabled=true", "gateway.enabled=false")
+    assert "{{ $labels.reason }}" in alerts["LongshotBuildStalled"]["annotations"]["summary"]
+    assert f'up{{job="ls-longshot-metrics", namespace="{namespace}"}}' in alerts["LongshotOperatorDown"]["expr"]
+    assert f'up{{job="ls-longshot-gateway", namespace="{namespace}"}}' in alerts["LongshotGatewayDown"]["expr"]
+    without_gateway = render(helm, namespace, "metrics.serviceMonitor.enabled=true", "gateway.enabled=false",
+                             "prometheusRule.enabled=true")
     assert [m["metadata"]["name"] for m in by_kind(without_gateway, "ServiceMonitor")] == ["ls-longshot"]
+    # no gateway, no gateway alerts (LongshotGatewayDown would fire for ever on a job nothing scrapes)
+    (rule,) = by_kind(without_gateway, "PrometheusRule")
+    kept = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert sorted(set(alerts) - set(kept)) == ["LongshotGatewayDown", "LongshotGatewayErrorRate"]
+    # no ServiceMonitor of the chart's, no Down alerts (their jobs would be whatever else scrapes Longshot)
+    (rule,) = by_kind(render(helm, namespace, "prometheusRule.enabled=true"), "PrometheusRule")
+    kept = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert sorted(set(alerts) - set(kept)) == ["LongshotGatewayDown", "LongshotOperatorDown"]
 
 
 def test_agent_network_policy_allows_only_the_gateway_and_dns(helm, namespace: str) -> None:  # type: ignore[no-untyped-def]

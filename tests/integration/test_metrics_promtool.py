@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from longshot import metrics
+from longshot.gateway import metrics as gateway_metrics
 
 
 @pytest.fixture
@@ -38,9 +39,20 @@ def test_the_metrics_endpoint_passes_promtool(promtool: str, server: metrics.Met
     metrics.DISPATCH_LATENCY.observe(0.2)
     text = httpx.get(f"http://127.0.0.1:{server.port}/metrics").text
     assert "longshot_merges_total" in text and "longshot_dispatch_latency_seconds_bucket" in text
+    assert "longshot_build_info{" in text and "python_gc_collections_total" in text  # and the runtime collectors
     result = check(promtool, text)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "", result.stdout  # no lint warning either
+
+
+def test_the_gateway_metrics_pass_promtool(promtool: str) -> None:
+    # what the gateway's /metrics serves: generate_latest of its registry (longshot.gateway.server.metrics_route),
+    # its build_info and the runtime collectors included
+    text = generate_latest(gateway_metrics.REGISTRY).decode()
+    assert "longshot_gateway_build_info{" in text and "process_cpu_seconds_total" in text
+    result = check(promtool, text)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "", result.stdout
 
 
 def test_promtool_reports_a_badly_named_metric(promtool: str) -> None:

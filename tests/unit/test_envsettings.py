@@ -17,6 +17,7 @@ from longshot.api import handoff
 from longshot.core import egress
 from longshot.envsettings import EnvSettings, SettingsError
 from longshot.gateway.settings import GatewaySettings
+from longshot.logs import LogSettings
 
 pytestmark = pytest.mark.unit
 TEMPLATES = Path(__file__).resolve().parents[2] / "charts" / "longshot" / "templates"
@@ -166,7 +167,10 @@ def test_every_variable_the_chart_sets_is_a_setting(template: str, cls: type[Env
     prefix = str(cls.model_config["env_prefix"])
     names = _chart_env(template, prefix)
     assert len(names) > 15 and any(n.startswith(prefix + "EGRESS_") for n in names)
-    assert names <= set(cls.env_names().values()), names - set(cls.env_names().values())
+    # LONGSHOT_LOG_LEVEL and LONGSHOT_LOG_FORMAT: read by both processes at start (longshot.logs)
+    known = set(cls.env_names().values()) | set(LogSettings.env_names().values())
+    assert {"LONGSHOT_LOG_LEVEL", "LONGSHOT_LOG_FORMAT"} <= names
+    assert names <= known, names - known
 
 
 def test_the_gateway_url_is_the_operators_not_a_gateway_setting() -> None:

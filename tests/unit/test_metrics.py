@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+import longshot
 from longshot import metrics
+from longshot.gateway import metrics as gateway_metrics
 
 
 @pytest.fixture
@@ -89,7 +93,8 @@ def test_intake_webhooks_are_served_on_their_own_port_bounded_and_handed_to_the_
 def test_names_and_labels_are_bounded() -> None:
     forbidden = {"build", "task", "name", "namespace", "branch", "repository"}
     for family in metrics.REGISTRY.collect():
-        assert family.name.startswith("longshot_"), family.name
+        # ours are longshot_*; the runtime collectors' are prometheus-client's standard process_* and python_*
+        assert family.name.startswith(("longshot_", *metrics.RUNTIME_PREFIXES)), family.name
         for s in family.samples:
             assert not forbidden & set(s.labels), (s.name, s.labels)
     metrics.set_tasks_by_state({"Running": 3, "made-up": 7})
@@ -122,3 +127,26 @@ def test_the_builds_waiting_for_a_person_and_the_largest_budget_share() -> None:
     metrics.set_builds([], [])
     assert value("longshot_builds_stalled", {"reason": "Configuration"}) == 0
     assert value("longshot_budget_used_ratio") == 0
+
+
+@pytest.mark.parametrize(("registry", "name"), [(metrics.REGISTRY, "longshot_build_info"),
+                                                (gateway_metrics.REGISTRY, "longshot_gateway_build_info")])
+def test_build_info_and_the_runtime_collectors_are_in_each_registry(registry: CollectorRegistry, name: str) -> None:
+    """The operator's and the gateway's registries (their own, not prometheus-client's global one) each carry a
+    build_info gauge of 1 with the version, and the process, platform and garbage-collector collectors."""
+    assert registry.get_sample_value(name, {"version": longshot.__version__}) == 1
+    families = {f.name for f in registry.collect()}
+    assert {"python_info", "python_gc_objects_collected", "python_gc_collections"} <= families
+    if sys.platform == "linux":  # the process collector reads /proc
+        assert {"process_cpu_seconds", "process_resident_memory_bytes", "process_start_time_seconds",
+                "process_open_fds"} <= families
+        assert (registry.get_sample_value("process_resident_memory_bytes") or 0) > 0
+    text = generate_latest(registry).decode()
+    assert f'{name}{{version="{longshot.__version__}"}} 1.0' in text
+    assert "python_info{" in text and "python_gc_collections_total{" in text
+
+
+def test_the_scrape_serves_build_info_and_the_runtime_collectors(server: metrics.MetricsServer) -> None:
+    text = httpx.get(f"http://127.0.0.1:{server.port}/metrics").text
+    assert sample(text, "longshot_build_info", {"version": longshot.__version__}) == 1
+    assert sample(text, "python_gc_collections_total", {"generation": "0"}) is not None

@@ -1,4 +1,6 @@
-"""The gateway's Prometheus metrics, in their own registry (served on the gateway's ``/metrics``).
+"""The gateway's Prometheus metrics, in their own registry (served on the gateway's ``/metrics``): the
+``longshot_gateway_*`` families below, and prometheus-client's process, platform and garbage-collector collectors
+(``process_*``, ``python_info``, ``python_gc_*``).
 
 Labels are bounded: a route (``git``, ``model``, ``progress``), a result, a model API (``openai``,
 ``anthropic``), a token kind. Never a build, task, Pod, model or repository name.
@@ -6,15 +8,32 @@ Labels are bounded: a route (``git``, ``model``, ``progress``), a result, a mode
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+import longshot
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# prometheus-client's runtime collectors, as in the operator's registry (longshot.metrics.add_runtime_collectors):
+# process_* (Linux), python_info, python_gc_*
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
 
 ROUTES = ("git", "model", "progress")
 RESULTS = ("ok", "unauthorized", "forbidden", "refused", "budget_exceeded", "rate_limited", "too_large",
            "bad_request", "upstream_error", "unavailable", "error")
 APIS = ("openai", "anthropic")
 
+BUILD_INFO = Gauge("longshot_gateway_build_info", "Always 1; the gateway's version in the version label.",
+                   ["version"], registry=REGISTRY)
 REQUESTS = Counter("longshot_gateway_requests_total", "Requests by route and result.", ["route", "result"],
                    registry=REGISTRY)
 REQUEST_DURATION = Histogram("longshot_gateway_request_duration_seconds", "Duration of a request by route.",
@@ -46,6 +65,7 @@ USAGE_CONFLICTS = Counter("longshot_gateway_status_conflicts_total",
 
 
 def _init() -> None:
+    BUILD_INFO.labels(version=longshot.__version__).set(1)
     for route in ROUTES:
         for result in RESULTS:
             REQUESTS.labels(route=route, result=result)

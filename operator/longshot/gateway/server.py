@@ -36,7 +36,7 @@ from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from longshot import tracing
+from longshot import logs, tracing
 from longshot.api import boundedjson, timeutil
 from longshot.core import ingress as core_ingress
 from longshot.core.ingress import Route
@@ -380,10 +380,11 @@ def make_app(gateway: Gateway, door: ingress.Ingress | None = None) -> web.Appli
 
 
 def run(settings: GatewaySettings | None = None) -> int:
-    """``python -m longshot gateway``: serve until SIGTERM/SIGINT."""
+    """``python -m longshot gateway``: serve until SIGTERM/SIGINT. A bad ``LONGSHOT_LOG_FORMAT`` or
+    ``LONGSHOT_LOG_LEVEL`` stops it first (a SettingsError naming the variable)."""
     from longshot.runtime import kube
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure_from_env()
     settings = settings or GatewaySettings.from_env()
     gateway = Gateway(gcluster.Cluster(kube.load_client()), settings)
     log.info("longshot-gateway listening on %s:%d (audience %s, mirrors in %s)", settings.address, settings.port,

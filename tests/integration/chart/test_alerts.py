@@ -91,3 +91,17 @@ def test_the_alerts_read_only_metrics_longshot_exports() -> None:
             exported |= {s.name for s in family.samples} | {family.name}
     used = {m for r in rules() for m in re.findall(r"\b(longshot_[a-z_]+)", r["expr"])}
     assert used and sorted(used - exported) == []
+    # besides them only Prometheus' own `up` (a name before a selector or a range: `up{`, `x[5m]`)
+    selected = {m for r in rules() for m in re.findall(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*[{\[]", r["expr"])}
+    assert sorted(m for m in selected if not m.startswith("longshot_")) == ["up"]
+
+
+def test_the_down_alerts_read_up_of_the_operators_and_the_gateways_jobs() -> None:
+    """An absent or down operator or gateway pages: `up` of the ServiceMonitors' jobs (named after the Services,
+    `<fullname>-metrics` and `<fullname>-gateway`, spelled for release `longshot`; the chart's template puts the
+    release's in their place: tests/integration/test_chart.py), with `absent` for no target at all."""
+    alerts = {r["alert"]: r for r in rules()}
+    for name, job in (("LongshotOperatorDown", "longshot-metrics"), ("LongshotGatewayDown", "longshot-gateway")):
+        selector = f'up{{job="{job}", namespace="longshot-system"}}'
+        assert alerts[name]["expr"] == f"sum by (namespace, job) ({selector}) == 0 or absent({selector})"
+        assert alerts[name]["for"] == "5m" and alerts[name]["labels"]["severity"] == "critical"
