@@ -217,10 +217,12 @@ def test_kubectl_get_at_shows_live_progress(kubectl, custom, namespace):
     create(custom, namespace, task())
     custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "agenttasks", "t1", {"status": {
         "phase": "Running", "progress": {"message": "running-tests", "lastHeartbeat": "2026-01-01T00:00:00Z",
-                                         "tokens": 1200}}})
+                                         "tokens": 1200},
+        "conditions": [{"type": "Ready", "status": "False", "reason": "Running", "message": "m",
+                        "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
     lines = kubectl("get", "at", "-n", namespace).stdout.splitlines()
-    assert lines[0].split() == ["NAME", "BUILD", "ROLE", "PHASE", "PROGRESS", "AGE"]
-    assert lines[1].split()[:5] == ["t1", "b1", "worker", "Running", "running-tests"]
+    assert lines[0].split() == ["NAME", "BUILD", "ROLE", "PHASE", "READY", "PROGRESS", "AGE"]
+    assert lines[1].split()[:6] == ["t1", "b1", "worker", "Running", "False", "running-tests"]
 
 
 def test_roadmap_builds_default_their_path_and_issue_14_defaults_are_applied(custom, namespace):
