@@ -9,6 +9,7 @@ Every other test that uses the stand-ins is checked the same way when its server
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any
 
@@ -52,6 +53,18 @@ def operations(exchanges: list[forge_contract.Exchange]) -> set[str]:
         assert found is not None, f"{ex}: not an operation of the description"
         out.add(f"{ex.method.upper()} {found[0]}")
     return out
+
+
+DRIVEN = {"list_issues", "comment", "close_issue", "close", "facts", "find_open_pull", "get_pull", "reviews",
+          "open_pull", "post_status", "merge"}
+"""The clients' calls the tests below drive (``facts`` drives ``reviews``, and through it the review comments)."""
+
+
+def test_every_call_of_the_github_clients_is_driven_here():
+    """A new call on the GitHub clients must be driven by the tests below, so its requests are checked too."""
+    calls = {n for cls in (rf.GitHubForge, trackers.GitHub) for n, _ in inspect.getmembers(cls, callable)
+             if not n.startswith("_")}
+    assert calls == DRIVEN
 
 
 def test_the_described_operations_are_exactly_what_the_clients_and_the_stand_ins_use():
