@@ -156,3 +156,22 @@ def test_a_request_naming_another_api_version_is_caught():
     headers = (("x-github-api-version", "2026-03-10"),)
     (problem,) = violations(exchange.method, exchange.path, answer=exchange.answer, headers=headers)
     assert "X-GitHub-Api-Version '2026-03-10', the description is of 2022-11-28" in problem
+
+
+def test_the_intakes_receiver_verifies_a_delivery_as_githubs_description_has_it():
+    """``core.standing.verify_delivery`` (the webhook receiver's check) reads the signature header that the
+    webhooks description requires of every issues delivery, and accepts one signed as GitHub signs it."""
+    import hashlib
+    import hmac
+
+    from longshot.core import standing
+
+    hook = fc.github_webhooks().doc["webhooks"]["issues-opened"]["post"]
+    required = {p["name"].lower() for p in hook["parameters"] if p.get("in") == "header" and p.get("required")}
+    assert {"x-hub-signature-256", "x-github-event", "x-github-delivery"} <= required
+    body = ok(gw.issues_event("opened", REPO, gw.issue(REPO, 5, "t")))
+    headers = gw.hook_headers("issues", "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest())
+    assert fc.webhook_violations("issues", headers, body) == []
+    lowered = {k.lower(): v for k, v in headers.items()}
+    assert standing.verify_delivery("s3cret", lowered, body)
+    assert not standing.verify_delivery("other", lowered, body)
