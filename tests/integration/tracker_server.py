@@ -170,7 +170,8 @@ class JsonApiServer:
             self.requests.append(request)
             status, payload, headers = self._answer(method, parts.path, query, h.headers, body)
         data = json.dumps(payload).encode()
-        request.status, request.answer, request.answer_headers = status, data, tuple(headers.items())
+        with self.lock:  # whole, for a check that reads the answers while other requests are served
+            request.status, request.answer, request.answer_headers = status, data, tuple(headers.items())
         h.send_response(status)
         h.send_header("Content-Type", "application/json")
         h.send_header("Content-Length", str(len(data)))
