@@ -47,6 +47,8 @@ from typing import Any
 
 from tracker_server import JsonApiServer
 
+import github_wire as gw
+
 GIT_ENV = {"GIT_AUTHOR_NAME": "forge", "GIT_AUTHOR_EMAIL": "forge@example.com", "GIT_COMMITTER_NAME": "forge",
            "GIT_COMMITTER_EMAIL": "forge@example.com", "PATH": "/usr/bin:/bin"}
 
@@ -62,6 +64,8 @@ class Pull:
     merged: bool = False
     merge_commit: str | None = None
     merged_by: str | None = None
+    last_head: str | None = None
+    """The head commit when the pull request was merged (GitHub's ``head.sha`` stays that commit after a merge)."""
     labels: list[str] = field(default_factory=list)
     reviews: list[dict[str, Any]] = field(default_factory=list)
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
@@ -132,7 +136,11 @@ class ForgeServer(JsonApiServer):
             pull.reviews.append({"id": rid, "user": {"login": user, "id": self.user_id(user)}, "state": state,
                                  "body": body, "commit_id": self.head_of(path, pull.head),
                                  "author_association": self.association(user)})
-            pull.comments[rid] = [{"pull_request_review_id": rid, **c} for c in comments or []]
+            pull.comments[rid] = [gw.review_comment(path, number, 900 + 10 * rid + n, review_id=rid,
+                                                    body=str(c.get("body") or ""), file=str(c.get("path") or ""),
+                                                    line=c.get("line"), commit_id=pull.reviews[-1]["commit_id"] or "",
+                                                    login=user, association=self.association(user))
+                                  for n, c in enumerate(comments or [])]
 
     def discuss(self, path: str, number: int, body: str, *, user: str = "alice", file: str = "", line: int = 1
                 ) -> str:
@@ -182,42 +190,45 @@ class ForgeServer(JsonApiServer):
         if path.startswith("/gitlab/api/v4/"):
             return self._gitlab(method, path.removeprefix("/gitlab/api/v4/"), query, headers, body)
         if not path.startswith("/github/"):
-            return 404, {"message": "Not Found"}
+            return 404, gw.error("Not Found", status=404)
         if (headers.get("authorization") or "").removeprefix("Bearer ") != self.token:
-            return 401, {"message": "Bad credentials"}
+            return 401, gw.error("Bad credentials", status=401)
         p = path.removeprefix("/github/").strip("/").split("/")
         if len(p) < 4 or p[0] != "repos" or f"{p[1]}/{p[2]}" not in self.repos:
-            return 404, {"message": "Not Found"}
+            return 404, gw.error("Not Found", status=404)
         repo = self.repos[f"{p[1]}/{p[2]}"]
         rest = p[3:]
         if rest == ["pulls"] and method == "GET":
             state = query.get("state", "open")
             head = query.get("head", "")
             owner, _, branch = head.partition(":")
-            found = [self._wire(repo, x) for x in repo.pulls.values()
+            found = [self._github_pull(repo, x, full=False) for x in repo.pulls.values()
                      if (state == "all" or x.state == state) and (not head or (owner == p[1] and x.head == branch))
                      and (not query.get("base") or x.base == query["base"])]
             return 200, found
         if rest == ["pulls"] and method == "POST":
             if not isinstance(body, dict) or not body.get("head") or not body.get("base") or not body.get("title"):
-                return 422, {"message": "Validation Failed"}
+                return 422, gw.error("Validation Failed", status=422)
             if self.head_of(repo.path, body["head"]) is None:
-                return 422, {"message": "Validation Failed: head does not exist"}
+                return 422, gw.error("Validation Failed: head does not exist", status=422)
             if any(x.head == body["head"] and x.base == body["base"] and x.state == "open"
                    for x in repo.pulls.values()):
-                return 422, {"message": f"A pull request already exists for {p[1]}:{body['head']}."}
+                return 422, gw.error(f"A pull request already exists for {p[1]}:{body['head']}.", status=422)
             number = self._next
             self._next += 1
             repo.pulls[number] = Pull(number, body["head"], body["base"], body["title"], body.get("body") or "")
-            return 201, self._wire(repo, repo.pulls[number])
+            return 201, self._github_pull(repo, repo.pulls[number])
         if len(rest) >= 2 and rest[0] == "pulls" and rest[1].isdigit():
             pull = repo.pulls.get(int(rest[1]))
             if pull is None:
-                return 404, {"message": "Not Found"}
+                return 404, gw.error("Not Found", status=404)
             if rest[2:] == [] and method == "GET":
-                return 200, self._wire(repo, pull)
+                return 200, self._github_pull(repo, pull)
             if rest[2:] == ["reviews"] and method == "GET":
-                return 200, list(pull.reviews)
+                return 200, [gw.review(repo.path, pull.number, r["id"], login=r["user"]["login"],
+                                       uid=r["user"]["id"], state=r["state"], body=r["body"],
+                                       commit_id=r["commit_id"], association=r["author_association"])
+                             for r in pull.reviews]
             if len(rest) == 5 and rest[2] == "reviews" and rest[4] == "comments" and rest[3].isdigit():
                 return 200, list(pull.comments.get(int(rest[3]), []))
             if rest[2:] == ["merge"] and method == "PUT":
@@ -225,18 +236,21 @@ class ForgeServer(JsonApiServer):
                 return self._merge(repo, pull.number, body.get("merge_method", "merge"), body.get("sha"))
         if len(rest) == 2 and rest[0] == "statuses" and method == "POST":
             if not isinstance(body, dict) or body.get("state") not in ("success", "failure", "error", "pending"):
-                return 422, {"message": "Validation Failed"}
-            repo.statuses.setdefault(rest[1], []).append(dict(body))
-            return 201, {"id": len(repo.statuses[rest[1]]), **body}
+                return 422, gw.error("Validation Failed", status=422)
+            sid = sum(len(v) for v in repo.statuses.values()) + 1
+            posted = gw.status(repo.path, rest[1], sid, state=body["state"], context=body.get("context") or "default",
+                               description=body.get("description"), target_url=body.get("target_url"))
+            repo.statuses.setdefault(rest[1], []).append(posted)
+            return 201, posted
         if len(rest) == 3 and rest[0] == "commits" and rest[2] == "statuses" and method == "GET":
             return 200, list(reversed(repo.statuses.get(rest[1], [])))
         if len(rest) == 3 and rest[0] == "issues" and rest[2] == "labels" and method == "POST" and rest[1].isdigit():
             pull = repo.pulls.get(int(rest[1]))
             if pull is None:
-                return 404, {"message": "Not Found"}
+                return 404, gw.error("Not Found", status=404)
             pull.labels += [str(x) for x in (body or {}).get("labels", [])]
-            return 200, [{"name": x} for x in pull.labels]
-        return 404, {"message": "Not Found"}
+            return 200, [gw.label(repo.path, x) for x in pull.labels]
+        return 404, gw.error("Not Found", status=404)
 
     def _gitlab(self, method: str, path: str, query: dict[str, str], headers: Any, body: Any) -> tuple[int, Any]:
         if (headers.get("private-token") or "") != self.token:
@@ -328,8 +342,19 @@ class ForgeServer(JsonApiServer):
         return (sum(v == "APPROVED" for v in latest.values()) >= self.required_approvals
                 and "CHANGES_REQUESTED" not in latest.values())
 
+    def _github_pull(self, repo: Repo, pull: Pull, *, full: bool = True) -> dict[str, Any]:
+        """GitHub's ``pull-request`` (``full``) or ``pull-request-simple`` (in a listing)."""
+        wire = self._wire(repo, pull)
+        return gw.pull_request(repo.path, pull.number, title=pull.title, body=pull.body or None, state=pull.state,
+                               head_ref=pull.head, head_sha=wire["head"]["sha"] or "0" * 40, base_ref=pull.base,
+                               base_sha=wire["base"]["sha"] or "0" * 40, merged=pull.merged,
+                               merge_commit_sha=pull.merge_commit,
+                               merged_by=pull.merged_by.replace(" ", "-") if pull.merged_by else None,
+                               mergeable=wire["mergeable"], mergeable_state=wire["mergeable_state"],
+                               labels=pull.labels, full=full)
+
     def _wire(self, repo: Repo, pull: Pull) -> dict[str, Any]:
-        head = self.head_of(repo.path, pull.head) if not pull.merged else None
+        head = self.head_of(repo.path, pull.head) if not pull.merged else pull.last_head
         base = self.head_of(repo.path, pull.base)
         clean = bool(head and base and self._tree(repo, base, head))
         state = ("dirty" if not clean else "blocked" if self.protected and not self._approved(pull) else "clean")
@@ -364,16 +389,20 @@ class ForgeServer(JsonApiServer):
         parents = ["-p", base] if method == "squash" else ["-p", base, "-p", head]
         commit = self._git(repo, "commit-tree", tree, *parents, "-m", message).stdout.strip()
         self._git(repo, "update-ref", f"refs/heads/{pull.base}", commit, base)
-        pull.state, pull.merged, pull.merge_commit = "closed", True, commit
+        pull.state, pull.merged, pull.merge_commit, pull.last_head = "closed", True, commit, head
         pull.merged_by = "a person" if admin else "longshot"
-        return 200, {"sha": commit, "merged": True, "message": "Pull Request successfully merged"}
+        return 200, gw.merge_result(commit)
 
 
 @contextmanager
-def forge_server(token: str) -> Iterator[ForgeServer]:
+def forge_server(token: str, *, contract: bool = True) -> Iterator[ForgeServer]:
+    """The forge, serving until the block ends; then (``contract``, unless the block failed) every GitHub exchange
+    it had is checked against GitHub's published description (:meth:`JsonApiServer.check_contract`)."""
     server = ForgeServer(token)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+    if contract:
+        server.check_contract()

@@ -25,6 +25,8 @@ until its reset time. Every request is recorded (method, path, query, headers) f
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import threading
 import urllib.parse
@@ -33,6 +35,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import forge_contract
+import github_wire as gw
 
 
 @dataclass
@@ -82,6 +87,19 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]
     body: Any = None
+    raw_query: tuple[tuple[str, str], ...] = ()
+    raw_body: bytes = b""
+    status: int = 0
+    answer: bytes = b""
+    answer_headers: tuple[tuple[str, str], ...] = ()
+    """The answer as sent (status, JSON body, headers): what the contract check (tests/forge_contract.py) reads."""
+
+    def exchange(self, prefix: str) -> forge_contract.Exchange:
+        """This request and its answer for the contract check, its path relative to the API base ``prefix``."""
+        return forge_contract.Exchange(self.method, self.path.removeprefix(prefix), self.raw_query, self.raw_body,
+                                       self.status, self.answer, self.answer_headers,
+                                       self.headers.get("content-type", "application/json"),
+                                       tuple(self.headers.items()))
 
 
 @dataclass
@@ -132,6 +150,9 @@ class JsonApiServer:
             def do_PUT(self) -> None:
                 server._serve(self, "PUT")
 
+            def do_DELETE(self) -> None:
+                server._serve(self, "DELETE")
+
         return Handler
 
     def _serve(self, h: BaseHTTPRequestHandler, method: str) -> None:
@@ -143,11 +164,14 @@ class JsonApiServer:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
+        request = Request(method, parts.path, query, {k.lower(): v for k, v in h.headers.items()}, body,
+                          tuple(urllib.parse.parse_qsl(parts.query, keep_blank_values=True)), raw)
         with self.lock:
-            self.requests.append(Request(method, parts.path, query, {k.lower(): v for k, v in h.headers.items()},
-                                         body))
+            self.requests.append(request)
             status, payload, headers = self._answer(method, parts.path, query, h.headers, body)
         data = json.dumps(payload).encode()
+        with self.lock:  # whole, for a check that reads the answers while other requests are served
+            request.status, request.answer, request.answer_headers = status, data, tuple(headers.items())
         h.send_response(status)
         h.send_header("Content-Type", "application/json")
         h.send_header("Content-Length", str(len(data)))
@@ -159,6 +183,16 @@ class JsonApiServer:
     def _answer(self, method: str, path: str, query: dict[str, str], headers: Any,
                 body: Any) -> tuple[int, Any, dict[str, str]]:
         raise NotImplementedError
+
+    def github_exchanges(self) -> list[forge_contract.Exchange]:
+        """Every answered request to the GitHub API (under ``/github``) so far."""
+        with self.lock:
+            return [r.exchange("/github") for r in self.requests if r.path.startswith("/github/") and r.status]
+
+    def check_contract(self) -> None:
+        """AssertionError unless every GitHub exchange so far keeps GitHub's published description (requests and
+        answers: tests/forge_contract.py)."""
+        forge_contract.github().check(self.github_exchanges())
 
 
 class TrackerServer(JsonApiServer):
@@ -206,6 +240,18 @@ class TrackerServer(JsonApiServer):
 
     def api_requests(self) -> list[Request]:
         return list(self.requests)
+
+    def issues_event(self, path: str, number: int, action: str = "opened") -> dict[str, Any]:
+        """The ``issues`` webhook payload GitHub would deliver about issue ``number`` of project ``path`` now."""
+        project = self.projects[path]
+        with self.lock:
+            return gw.issues_event(action, path, self._github_issue(project, project.issues[number]))
+
+    @staticmethod
+    def hook_headers(event: str, body: bytes, secret: str) -> dict[str, str]:
+        """GitHub's delivery headers for ``body``, signed with ``secret`` (``X-Hub-Signature-256``)."""
+        digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        return gw.hook_headers(event, f"sha256={digest}")
 
     # --- serving ----------------------------------------------------------------------------------
 
@@ -291,46 +337,43 @@ class TrackerServer(JsonApiServer):
                 if (state == "all" or (i.state == "open") == (state == open_state))
                 and all(label in i.labels for label in wanted)]
 
+    def _github_issue(self, project: Project, i: FakeIssue) -> dict[str, Any]:
+        return gw.issue(project.path, i.number, i.title, body=i.body or None, state=i.state, labels=i.labels,
+                        assignees=i.assignees, milestone_title=i.milestone, author=i.author,
+                        association=project.association(i.author), pull_request=i.pull_request,
+                        comments=len(i.comments), author_id=user_id(i.author))
+
     def _github(self, method: str, path: str, query: dict[str, str],
                 body: Any) -> tuple[int, Any, dict[str, str]]:
         parts = path.strip("/").split("/")
         if len(parts) < 4 or parts[0] != "repos" or f"{parts[1]}/{parts[2]}" not in self.projects:
-            return 404, {"message": "Not Found"}, {}
+            return 404, gw.error("Not Found", status=404), {}
         project = self.projects[f"{parts[1]}/{parts[2]}"]
         if parts[3:] == ["issues"] and method == "GET":
             items, page, pages = self._page(self._selected(project, query, "open"), query)
-            payload = [{
-                "number": i.number, "title": i.title, "body": i.body or None, "state": i.state,
-                "labels": [{"name": label} for label in i.labels],
-                "html_url": f"https://github.example/{project.path}/{'pull' if i.pull_request else 'issues'}"
-                            f"/{i.number}",
-                "assignees": [{"login": a} for a in i.assignees],
-                "milestone": {"title": i.milestone, "number": 1} if i.milestone else None,
-                "user": {"login": i.author, "id": user_id(i.author)},
-                "author_association": project.association(i.author),
-                **({"pull_request": {"url": "..."}} if i.pull_request else {}),
-            } for i in items]
+            payload = [self._github_issue(project, i) for i in items]
             return 200, payload, self._link("/github" + path, query, page, pages)
         if len(parts) == 5 and parts[3] == "issues" and parts[4].isdigit() and method == "PATCH":
             issue = project.issues.get(int(parts[4]))  # the standing intake closes an issue: state=closed
             if issue is None:
-                return 404, {"message": "Not Found"}, {}
+                return 404, gw.error("Not Found", status=404), {}
             if not isinstance(body, dict) or body.get("state") not in ("open", "closed"):
-                return 422, {"message": "Validation Failed"}, {}
+                return 422, gw.error("Validation Failed", status=422), {}
             issue.state = body["state"]
-            return 200, {"number": issue.number, "state": issue.state}, {}
+            return 200, self._github_issue(project, issue), {}
         if len(parts) == 6 and parts[3] == "issues" and parts[5] == "comments" and parts[4].isdigit():
             issue = project.issues.get(int(parts[4]))
             if issue is None:
-                return 404, {"message": "Not Found"}, {}
+                return 404, gw.error("Not Found", status=404), {}
             if method == "POST":
                 if not isinstance(body, dict) or not isinstance(body.get("body"), str) or not body["body"]:
-                    return 422, {"message": "Validation Failed"}, {}
+                    return 422, gw.error("Validation Failed", status=422), {}
                 issue.comments.append(body["body"])
-                return 201, {"id": len(issue.comments), "body": body["body"]}, {}
-            items, page, pages = self._page([{"id": n + 1, "body": c} for n, c in enumerate(issue.comments)], query)
+                return 201, gw.issue_comment(project.path, issue.number, len(issue.comments), body["body"]), {}
+            items, page, pages = self._page([gw.issue_comment(project.path, issue.number, n + 1, c)
+                                             for n, c in enumerate(issue.comments)], query)
             return 200, items, self._link("/github" + path, query, page, pages)
-        return 404, {"message": "Not Found"}, {}
+        return 404, gw.error("Not Found", status=404), {}
 
     def _gitlab(self, method: str, path: str, query: dict[str, str],
                 body: Any) -> tuple[int, Any, dict[str, str]]:
@@ -400,10 +443,14 @@ class FakeClock:
 
 
 @contextmanager
-def tracker_server(clock: Callable[[], float], token: str) -> Iterator[TrackerServer]:
+def tracker_server(clock: Callable[[], float], token: str, *, contract: bool = True) -> Iterator[TrackerServer]:
+    """The tracker, serving until the block ends; then (``contract``, unless the block failed) every GitHub exchange
+    it had is checked against GitHub's published description (:meth:`JsonApiServer.check_contract`)."""
     server = TrackerServer(clock, token)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+    if contract:
+        server.check_contract()

@@ -51,6 +51,7 @@ class Forge(tr.Tracker):
     """The calls of delivery through pull requests, on top of a tracker client."""
 
     kind: ClassVar[str] = "pull request"
+    field_names: ClassVar[dict[str, str]] = {"url": "apiUrl", "secret": "tokenSecretRef", "repository": "project"}
 
     def _paged(self, url: str, *, what: str, where: str) -> Iterator[Any]:
         """The items of a listing, page after page (``Link: rel=next``), at most :data:`MAX_REVIEWS_PAGES` pages."""
@@ -377,4 +378,5 @@ def make_forge(settings: PullRequestSettings, token: str | None, **options: Any)
         except gd.Refused as e:
             raise tr.ConfigurationError(str(e)) from None
         options["transport"] = egress_transport.GuardedTransport(egress, API_URL_FIELD, purpose="forge")
+    options.setdefault("field", "merge.pullRequest")
     return cls(repository=settings.project, token=token, url=settings.api_url, **options)

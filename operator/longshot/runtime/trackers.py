@@ -132,6 +132,8 @@ class Tracker:
 
     provider: ClassVar[str] = "?"
     default_url: ClassVar[str] = ""
+    field_names: ClassVar[dict[str, str]] = {"url": "url", "secret": "credentialsSecret", "repository": "repository"}
+    """The names of the settings' fields under :attr:`field`, for messages (the forge's differ)."""
 
     def __init__(self, *, repository: str, token: str | None, url: str | None = None,
                  transport: httpx.BaseTransport | None = None, sleep: Callable[[float], None] = time.sleep,
@@ -270,7 +272,7 @@ class Tracker:
                 failures += 1
                 if failures > self.max_retries:
                     raise TrackerError(f"{self._where(what)}: cannot reach the tracker "
-                                       f"({type(e).__name__}) after {failures} tries; check {self.field}.url "
+                                       f"({type(e).__name__}) after {failures} tries; check {self._named('url')} "
                                        "and the operator's egress") from None
                 self.sleep(min(2.0 ** (failures - 1), 30.0))
                 continue
@@ -295,12 +297,19 @@ class Tracker:
             if response.status_code in (401, 403):
                 raise AuthError(f"{self._where(what)}: the tracker refused the token ({response.status_code} "
                                 f"{self._detail(response)}); check the token in the Secret named by "
-                                f"{self.field}.credentialsSecret and its access to the project")
+                                f"{self._named('secret')} and its access to the project")
             if response.status_code == 404 and absent_ok:  # an answer: "there is no such thing"
                 return response
             if response.status_code in (404, 410, 422):
                 raise ConfigurationError(f"{self._where(what)}: {response.status_code} {self._detail(response)}; "
-                                         f"check {self.field}.provider, url and repository")
+                                         f"check {self.field}.provider, {self.field_names['url']} and "
+                                         f"{self.field_names['repository']}")
+            if response.status_code in (301, 302, 307, 308):
+                # GitHub's answer for a repository that was renamed or transferred (its description lists 301 for
+                # the issue calls); not followed, the token stays with the URL it was given for
+                raise ConfigurationError(f"{self._where(what)}: {response.status_code}: the repository has moved "
+                                         f"(renamed or transferred{self._moved_to(response)}); set "
+                                         f"{self._named('repository')} to its new name")
             if response.status_code >= 300:
                 raise TrackerError(f"{self._where(what)}: unexpected answer {response.status_code} "
                                    f"{self._detail(response)}")
@@ -379,6 +388,18 @@ class Tracker:
     def _url_field(self) -> str:
         """The spec field naming this client's server (in messages about its answers)."""
         return f"spec.{self.field}.url"
+
+    def _named(self, name: str) -> str:
+        """The spec field of setting ``name`` (``url``, ``secret``, ``repository``) of this client, for messages."""
+        return f"{self.field}.{self.field_names[name]}"
+
+    def _moved_to(self, response: httpx.Response) -> str:
+        """``, to <path>`` of a redirect's ``Location`` (the tracker's text: printable, cut, the token scrubbed)."""
+        path = urllib.parse.urlsplit(response.headers.get("location", "")[:2048]).path
+        path = "".join(ch for ch in path if ch.isprintable() and not ch.isspace())[:200]
+        if self._token:
+            path = path.replace(self._token, "***")
+        return f", to {path}" if path else ""
 
     def _detail(self, response: httpx.Response) -> str:
         head = response.content[:DETAIL_BYTES]
