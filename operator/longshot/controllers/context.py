@@ -198,7 +198,7 @@ class Context:
         memo.base[name] = self._dep_view(t, job)
         if job is not None and job.status.fixer:
             memo.fixed.add(name)
-        used = old[1] if old is not None and old[0] is t else usage.task_usage(_wire(t))
+        used = old[1] if old is not None and old[0] is t else usage.task_usage(usage_wire(t))
         memo.usages[name] = (t, used)
         memo.tokens += used.tokens
         memo.cost_stale = memo.cost_stale or used.cost != 0
@@ -279,7 +279,7 @@ def _fields(v: dependencies.DepView) -> dict[str, Any]:
     return {f: getattr(v, f) for f in v.__slots__}
 
 
-def _wire(t: objects.AgentTask) -> dict[str, Any]:
+def usage_wire(t: objects.AgentTask) -> dict[str, Any]:
     """The parts of a task's status that usage reads, as the API returns them."""
     st = t.status
     return {"status": {"attempts": [{"number": a.number, "tokens": a.tokens, "cost": a.cost} for a in st.attempts],

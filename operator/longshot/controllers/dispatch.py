@@ -29,8 +29,9 @@ from longshot import metrics
 from longshot.api import keys, objects
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
-from longshot.core import admission, fanout, scheduler, tasks
+from longshot.core import admission, fanout, scheduler, tasks, usage
 from longshot.core import names as namesmod
+from longshot.runtime import capacity as capacitymod
 from longshot.runtime import pods
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class Readiness:
     tokens: dict[str, int] = field(default_factory=dict)
     """Tenant -> its tokens in the last hour, as last counted (the tenants with a ``tokensPerHour``)."""
     tokens_counted: datetime | None = None
-    room: tuple[object, admission.NodeRoom | None] | None = None
+    room: tuple[capacitymod.ClusterFacts, admission.NodeRoom | None] | None = None
     """The Nodes' room less the Pods that are not this operator's agents (``core.admission.node_room``), with the
     cluster read (``Context.cluster``) it was made from: made once per read, not once per plan."""
 
@@ -272,13 +273,10 @@ def tenant_tokens(ctx: ctxmod.Context, readiness: Readiness, tenants: dict[str, 
 
 
 def _attempt_tokens(t: objects.AgentTask) -> list[tuple[int, datetime | None]]:
-    """A task's attempts as (tokens, end): the recorded ones, and the one running as the gateway meters it."""
-    out = [(a.tokens, a.end_time) for a in t.status.attempts]
-    progress = t.status.progress
-    if progress is not None and progress.tokens and not any(a.number == progress.attempt and a.end_time is not None
-                                                             for a in t.status.attempts):
-        out.append((progress.tokens, None))
-    return out
+    """A task's attempts as (tokens, end): each attempt's usage as the build's budget counts it
+    (``core.usage.attempt_usage``: recorded or metered, the larger), with its recorded end (None: still running)."""
+    ends = {a.number: a.end_time for a in t.status.attempts}
+    return [(u.tokens, ends.get(n)) for n, u in usage.attempt_usage(ctxmod.usage_wire(t)).items()]
 
 
 def requests_of(ctx: ctxmod.Context, t: objects.AgentTask, build: objects.BuildRequest) -> admission.Resources:

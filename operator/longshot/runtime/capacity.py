@@ -87,7 +87,8 @@ class Reader:
     def __init__(self, client: kubernetes.client.ApiClient, *, nodes: bool = True) -> None:
         self.core = kube.Core(client)
         self.nodes = nodes
-        """List the Nodes (``auto``); without them (an explicit capacity) only the Pods and the quotas are read."""
+        """List the Nodes (``auto``); without them (an explicit capacity) only the agent Pods (what the quotas' use
+        is counted less) and the quotas are read."""
 
     def _list(self, what: str, path: str, query: list[tuple[str, Any]]) -> list[Mapping[str, Any]]:
         try:
@@ -100,15 +101,18 @@ class Reader:
         return [i for i in items or [] if isinstance(i, Mapping)]
 
     def read(self) -> ClusterFacts:
-        """The Nodes, the Pods not ended (none when there is no Node) and the ResourceQuotas."""
+        """The Nodes, the Pods not ended (none when there is no Node; only the agent Pods without the Nodes) and the
+        ResourceQuotas (not read when the Pods could not be: their room is worked out from both)."""
         nodes = tuple(node_view(n) for n in self._list("Nodes", "/api/v1/nodes", [])) if self.nodes else ()
         pods: dict[tuple[str, str], admission.PodUse] = {}
         if self.nodes and not nodes:
             return ClusterFacts(nodes=nodes)
         partial = []
+        query: list[tuple[str, Any]] = [("fieldSelector", "status.phase!=Succeeded,status.phase!=Failed")]
+        if not self.nodes:  # no node room to count: the quotas need only the agent Pods' requests
+            query.append(("labelSelector", f"{keys.MANAGED_BY}={keys.OPERATOR}"))
         try:
-            listed = self._list("Pods", "/api/v1/pods",
-                                [("fieldSelector", "status.phase!=Succeeded,status.phase!=Failed")])
+            listed = self._list("Pods", "/api/v1/pods", query)
         except Unavailable as e:
             listed = []
             partial.append(str(e))
@@ -117,9 +121,10 @@ class Reader:
             pods[(str(meta.get("namespace") or ""), str(meta.get("name") or ""))] = pod_use(
                 p, admission.pod_requests(p.get("spec") or {}))
         quotas: dict[str, admission.Resources] = {}
-        try:
-            views = [quota_view(q) for q in self._list("ResourceQuotas", "/api/v1/resourcequotas", [])]
-            quotas = admission.quota_limits(views, pods.values()) if not partial else {}
-        except Unavailable as e:
-            partial.append(str(e))
+        if not partial:
+            try:
+                views = [quota_view(q) for q in self._list("ResourceQuotas", "/api/v1/resourcequotas", [])]
+                quotas = admission.quota_limits(views, pods.values())
+            except Unavailable as e:
+                partial.append(str(e))
         return ClusterFacts(nodes=nodes, pods=pods, partial="; ".join(partial), quotas=quotas)
