@@ -47,6 +47,9 @@ def llm_build_request(name: str, repo_url: str, server: ModelServer) -> dict[str
                             "typecheckCommand": "true"},
             "reconciler": {"command": "true", "intervalSeconds": 60},
             "finalization": {"enabled": True, "maxAttempts": 1},
+            # the test reads every attempt's Pod log once the build settles: with the default 10 finished Pods kept,
+            # a build the model plans in three iterations has its first workers' Pods deleted by then
+            "retention": {"finishedPods": 1000},
         },
     }
 
