@@ -10,11 +10,11 @@ import time
 
 import pytest
 import sample_repo
-import status_tools as st
 from k8s_builders import condition, create, dump, get, list_of
 from test_delivery import delivery_build, finalized, script_configmap
 from tracker_server import tracker_server
 
+import status_tools as st
 from longshot_testing import wait_for
 
 TEST = sample_repo.TEST_COMMAND
