@@ -12,9 +12,9 @@ def test_a_required_jaeger_that_cannot_be_had_is_an_error_not_a_fallback(monkeyp
     monkeypatch.setenv("PATH", str(tmp_path))  # no Go toolchain: Jaeger cannot be built here
     monkeypatch.setenv("LONGSHOT_TOOLS", str(tmp_path / "tools"))
     monkeypatch.delenv("LONGSHOT_TRACING_COLLECTOR", raising=False)
-    with pytest.raises(otlp.CollectorUnavailable, match="no Go toolchain.*make collector"):
-        with otlp.collector(require_jaeger=True):
-            pass
+    with pytest.raises(otlp.CollectorUnavailable, match=r"no Go toolchain.*make collector"), \
+            otlp.collector(require_jaeger=True):
+        pass
 
 
 def test_without_the_requirement_the_receiver_says_why_it_is_not_jaeger(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
