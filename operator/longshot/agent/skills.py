@@ -284,8 +284,11 @@ class Installed:
         path = self.checkout / AGENTS_MD
         try:
             current = _read_checkout_file(path)
-        except OSError:
+        except OSError as e:
             current = None
+            if ev is not None:
+                ev.log("AGENTS.md: the build's instructions could not be taken out before the commit",
+                       level="warning", error=str(e)[:300])
         if current is not None:
             kept = without_instructions(current, self.agents_md_before, self.instructions)
             if kept is None:
@@ -298,15 +301,24 @@ class Installed:
         self.instructions = None
 
 
+MAX_AGENTS_MD_BYTES = 2 * 1024 * 1024
+"""Largest ``AGENTS.md`` of the checkout the runner appends to (or takes its block out of)."""
+
+
 def _read_checkout_file(path: Path) -> str | None:
-    """A regular file of the checkout (not through a symlink), or None when there is none."""
+    """A regular file of the checkout (not through a symlink) of at most :data:`MAX_AGENTS_MD_BYTES`, or None when
+    there is none; OSError for anything else (the repository's file: never a Configuration failure)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return None
     if not stat.S_ISREG(st.st_mode):
         raise OSError(f"{path.name} is not a regular file")
-    return _read_bounded(path, path.parent, MAX_INSTRUCTIONS_BYTES * 8, path.name).decode("utf-8", errors="replace")
+    try:
+        data = _read_bounded(path, path.parent, MAX_AGENTS_MD_BYTES, path.name)
+    except errors.ConfigError as e:
+        raise OSError(str(e)) from None
+    return data.decode("utf-8", errors="replace")
 
 
 def _write_checkout_file(path: Path, text: str) -> None:
@@ -383,8 +395,9 @@ def install(task: handoff.TaskInput, checkout: Path, *, skills_dir: Path, instru
         path = checkout / AGENTS_MD
         try:
             before = _read_checkout_file(path)
-        except OSError:
-            ev.log("instructions not written: AGENTS.md of the checkout is not a regular file", level="warning")
+        except OSError as e:
+            ev.log("instructions not written: the checkout's AGENTS.md cannot take them", level="warning",
+                   error=str(e)[:300])
         else:
             _write_checkout_file(path, with_instructions(before, text))
             done.instructions, done.agents_md_before, created = text, before, before is None

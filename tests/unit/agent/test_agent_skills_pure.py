@@ -202,3 +202,19 @@ def test_nothing_to_install_touches_nothing(tmp_path: Path) -> None:
     done = skills.install(task(), repo, skills_dir=tmp_path / "x", instructions_dir=tmp_path / "y", ev=ev())
     assert done.prompt() == {"skills": [], "agents_md": False}
     assert os.listdir(repo / ".git/info") == []
+
+
+def test_a_repository_agents_md_that_is_a_symlink_or_huge_gets_no_instructions_and_fails_nothing(
+        tmp_path: Path) -> None:
+    configmap_volume(tmp_path / "instructions", {"AGENTS.md": b"Rules.\n"})
+    repo = checkout(tmp_path, {"big.md": "x" * (skills.MAX_AGENTS_MD_BYTES + 1)})
+    (repo / "AGENTS.md").symlink_to("big.md")
+    done = skills.install(task(agents_md=True), repo, skills_dir=tmp_path / "none",
+                          instructions_dir=tmp_path / "instructions", ev=ev())
+    assert done.prompt()["agents_md"] is False and (repo / "AGENTS.md").is_symlink()
+    (repo / "AGENTS.md").unlink()
+    (repo / "big.md").rename(repo / "AGENTS.md")
+    done = skills.install(task(agents_md=True), repo, skills_dir=tmp_path / "none",
+                          instructions_dir=tmp_path / "instructions", ev=ev())
+    assert done.prompt()["agents_md"] is False
+    assert (repo / "AGENTS.md").stat().st_size == skills.MAX_AGENTS_MD_BYTES + 1
