@@ -251,7 +251,9 @@ class Installed:
     checkout: Path
     skills: list[Skill] = field(default_factory=list)
     folders: list[str] = field(default_factory=list)
-    """Folders the runner made (relative), deepest last."""
+    """Folders the runner made (relative), taken out by :meth:`withdraw`."""
+    written: list[str] = field(default_factory=list)
+    """The same folders, kept after :meth:`withdraw` (for :meth:`prompt`)."""
     made_dirs: list[str] = field(default_factory=list)
     """Parent folders the runner made on the way (``.agents``, ``.agents/skills``), removed when left empty."""
     instructions: str | None = None
@@ -260,8 +262,8 @@ class Installed:
 
     def prompt(self) -> dict[str, object]:
         """What the prompt says about them (``system.j2``: ``skills`` and ``agents_md``)."""
-        return {"skills": [{"name": s.name, "description": s.description, "folder": next(
-                    (f for f in s.folders if f in self.folders), s.folders[0])} for s in self.skills],
+        return {"skills": [{"name": s.name, "description": s.description,
+                            "folder": next(f for f in s.folders if f in self.written)} for s in self.skills],
                 "agents_md": self.instructions is not None}
 
     def withdraw(self, ev: events.Events | None = None) -> None:
@@ -381,15 +383,19 @@ def install(task: handoff.TaskInput, checkout: Path, *, skills_dir: Path, instru
                             "spec.agent.instructions")
         text = raw.decode("utf-8", errors="replace")
     for skill in read:
+        written = 0
         for rel in skill.folders:
             if not _make_folder(checkout, rel, done.made_dirs):
                 ev.log("skill not written: the checkout already has this folder, or a file or symlink on its way",
                        level="warning", skill=skill.name, folder=rel)
                 continue
             done.folders.append(rel)
+            done.written.append(rel)
+            written += 1
             for name, data in skill.files:
                 _write_new(checkout / rel / name, data)
-        done.skills.append(skill)
+        if written:  # the prompt lists the skills the runner wrote, not a folder the repository has of its own
+            done.skills.append(skill)
     created = False
     if text is not None:
         path = checkout / AGENTS_MD

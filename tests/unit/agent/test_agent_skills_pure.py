@@ -165,7 +165,7 @@ def test_the_repositorys_own_folder_and_a_symlink_on_the_way_are_left_alone(tmp_
                           instructions_dir=tmp_path / "none", ev=ev())
     assert (repo / ".agents/skills/style/SKILL.md").read_text() == "the repository's\n"
     assert list(outside.iterdir()) == []
-    assert done.folders == []
+    assert done.folders == [] and done.prompt()["skills"] == []  # the prompt does not claim the repository's
     done.withdraw()
     assert (repo / ".agents/skills/style/SKILL.md").read_text() == "the repository's\n"
 
@@ -218,3 +218,19 @@ def test_a_repository_agents_md_that_is_a_symlink_or_huge_gets_no_instructions_a
                           instructions_dir=tmp_path / "instructions", ev=ev())
     assert done.prompt()["agents_md"] is False
     assert (repo / "AGENTS.md").stat().st_size == skills.MAX_AGENTS_MD_BYTES + 1
+
+
+def test_a_skill_with_a_path_goes_there_only_and_the_prompt_names_the_folder_written(tmp_path: Path) -> None:
+    configmap_volume(tmp_path / "skills" / "style", {"SKILL.md": SKILL_MD})
+    configmap_volume(tmp_path / "skills" / "release", {"SKILL.md": b"# Release\n"})
+    repo = checkout(tmp_path, {".agents/skills/style/SKILL.md": "the repository's\n"})
+    done = skills.install(task(skills=[{"name": "style"}, {"name": "release", "path": ".github/skills/rel"}]), repo,
+                          skills_dir=tmp_path / "skills", instructions_dir=tmp_path / "none", ev=ev())
+    assert done.prompt()["skills"] == [
+        {"name": "style", "description": "House style for Python modules.", "folder": ".claude/skills/style"},
+        {"name": "release", "description": None, "folder": ".github/skills/rel"}]
+    assert not (repo / ".agents/skills/release").exists() and (repo / ".github/skills/rel/SKILL.md").exists()
+    assert (repo / ".git/info/exclude").read_text().endswith("/.claude/skills/style/\n/.github/skills/rel/\n")
+    done.withdraw()
+    assert not (repo / ".github").exists() and not (repo / ".claude").exists()
+    assert (repo / ".agents/skills/style/SKILL.md").read_text() == "the repository's\n"
