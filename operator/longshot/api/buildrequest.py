@@ -53,6 +53,19 @@ AGENT_RULES: list[JsonValue] = [
         "fieldPath": ".baseUrl",
         "reason": "FieldValueInvalid",
     },
+    {
+        "rule": "!has(self.skills) || self.skills.all(s, self.skills.exists_one(t, t.name == s.name))",
+        "message": "spec.agent.skills names must be unique",
+        "fieldPath": ".skills",
+        "reason": "FieldValueInvalid",
+    },
+    {
+        "rule": "!has(self.skills) || self.skills.all(s, !has(s.path) || "
+                "self.skills.exists_one(t, has(t.path) && t.path == s.path))",
+        "message": "spec.agent.skills paths must be unique",
+        "fieldPath": ".skills",
+        "reason": "FieldValueInvalid",
+    },
 ]
 
 
@@ -296,6 +309,53 @@ class Hooks(Model):
     with ``Timeout``. The attempt's own limit (``timeoutSeconds``) still applies."""
 
 
+SKILL_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+"""A skill's name: a DNS label (its folder's name in the workspace)."""
+MAX_SKILLS = 16
+"""Most skills a build may list (each is one read-only ConfigMap volume of its agent Pods)."""
+SKILL_PATH = r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+){0,7}$"
+"""A folder of the checkout, relative to its root: at most 8 segments, no leading ``/`` (``.``, ``..`` and ``.git``
+segments are refused by a rule of :class:`Skill`)."""
+CONFIGMAP_KEY = r"^[-._a-zA-Z0-9]+$"
+"""A ConfigMap key as the API server accepts it."""
+SKILL_RULES: list[JsonValue] = [
+    {
+        "rule": "!has(self.path) || !self.path.matches('(?i)(^|/)([.]|[.][.]|[.]git)(/|$)')",
+        "message": "spec.agent.skills[].path is a folder inside the checkout: no '.', '..' or '.git' segment",
+        "fieldPath": ".path",
+        "reason": "FieldValueInvalid",
+    },
+]
+
+
+class Skill(Model):
+    """A skill: a folder of files agents read (a ``SKILL.md`` with its instructions, and any files it names), from
+    one ConfigMap whose every key becomes a file of the folder. The runner writes it into the checkout after the
+    clone, at ``.agents/skills/<name>/`` and ``.claude/skills/<name>/`` (or ``path``), and never commits it
+    (docs/agent.md, "Skills and instructions")."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": SKILL_RULES})
+
+    name: str = Field(min_length=1, max_length=63, pattern=SKILL_NAME)
+    """Name of the skill (a DNS label, unique in the list): its folder's name."""
+    config_map: LocalObjectRef = Field(json_schema_extra=names("ConfigMap"))
+    """ConfigMap in the build's namespace holding the skill's files, one per key; key ``SKILL.md`` is required (at
+    most 256 KiB a file, 1 MiB a skill)."""
+    path: str | None = Field(default=None, min_length=1, max_length=512, pattern=SKILL_PATH)
+    """Folder of the checkout the skill is written to instead of ``.agents/skills/<name>`` and
+    ``.claude/skills/<name>`` (for an agent that reads skills elsewhere), relative to the repository root."""
+
+
+class Instructions(Model):
+    """The build's instructions to every agent: the text of one ConfigMap key, which becomes the checkout's
+    ``AGENTS.md`` (appended to the repository's own, between markers); never committed."""
+
+    config_map: LocalObjectRef = Field(json_schema_extra=names("ConfigMap"))
+    """ConfigMap in the build's namespace holding the instructions."""
+    key: str = Field(default="AGENTS.md", min_length=1, max_length=253, pattern=CONFIGMAP_KEY)
+    """Key of the ConfigMap whose text is the instructions (at most 256 KiB)."""
+
+
 class AgentSettings(Model):
     """How agent Pods run."""
 
@@ -348,6 +408,13 @@ class AgentSettings(Model):
     allow_questions: bool = True
     """Whether planners, workers and fixers may ask a person (their ``ask`` tool, which stops the task until its
     ``spec.answer``). ``false`` for builds nobody watches: agents get no ``ask`` tool and decide for themselves."""
+    skills: list[Skill] = Field(default_factory=list, max_length=MAX_SKILLS)
+    """Skills written into every agent's checkout after the clone, each from a ConfigMap (``SKILL.md`` and the
+    files it names), where coding agents look for them (``.agents/skills/<name>/``, ``.claude/skills/<name>/``);
+    the prompt lists them. Never committed."""
+    instructions: Instructions | None = None
+    """The build's instructions to its agents, from a ConfigMap: the checkout's ``AGENTS.md`` (appended to the
+    repository's own). Never committed."""
 
 
 class WorkerSettings(Model):
