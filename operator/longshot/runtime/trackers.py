@@ -1078,9 +1078,12 @@ def issues_to_tasks(issues: Iterable[Issue]) -> list[PlannedTask]:
     return [PlannedTask(name=task_name(n), description=describe(unique[n])) for n in sorted(unique)]
 
 
-def commit_reference(number: int) -> str:
-    """The line the merge commit carries so the tracker links it to the issue (``Refs #<n>``; both GitHub
-    and GitLab link a ``#<n>`` in a commit message pushed to the project's repository)."""
+def commit_reference(number: int, source: IssueSource | None = None) -> str:
+    """The line the merge commit carries so the tracker links it to the issue: ``Refs #<n>`` (GitHub and GitLab
+    link a ``#<n>`` in a commit message pushed to the project's repository), ``Refs <KEY>-<n>`` for Jira and Linear
+    (their development integrations link an issue key named in a commit message)."""
+    if source is not None and source.provider in ("jira", "linear"):
+        return f"Refs {source.repository}-{int(number)}"
     return f"Refs #{int(number)}"
 
 
