@@ -671,7 +671,7 @@ class Jira(Tracker):
         project, _, number = item["key"].rpartition("-")
         if project != self.repository or not number.isdigit() or int(number) < 1:
             return None  # moved to another project since the search, or not a key
-        fields = item.get("fields") if isinstance(item.get("fields"), dict) else {}
+        fields = _obj(item.get("fields"))
         labels = tuple(_kept(label, MAX_TITLE) for label in (fields.get("labels") or [])[:100]
                        if isinstance(label, str))
         assignee = _jira_user(fields.get("assignee"))
@@ -740,7 +740,7 @@ class Jira(Tracker):
         for t in _json_list(data.get("transitions") or [], where):
             if not isinstance(t, dict) or not isinstance(t.get("id"), str):
                 continue
-            to = t.get("to") if isinstance(t.get("to"), dict) else {}
+            to = _obj(t.get("to"))
             names = (str(t.get("name", "")).casefold(), str(to.get("name", "")).casefold())
             if self.done_state is not None:
                 if self.done_state.casefold() in names:
@@ -831,8 +831,8 @@ class Linear(Tracker):
             raise TrackerError(f"{where}: expected a JSON object, got {type(body).__name__}")
         errors = body.get("errors")
         if isinstance(errors, list) and errors:
-            first = errors[0] if isinstance(errors[0], dict) else {}
-            ext = first.get("extensions") if isinstance(first.get("extensions"), dict) else {}
+            first = _obj(errors[0])
+            ext = _obj(first.get("extensions"))
             code = str(ext.get("code") or "").upper()
             message = _scrubbed(str(first.get("message") or "an error"), self._token)
             if code == "RATELIMITED":
@@ -845,7 +845,7 @@ class Linear(Tracker):
                                      f"{self.field}.doneState")
         if response.status_code != 200 or not isinstance(body.get("data"), dict):
             raise TrackerError(f"{where}: unexpected answer {response.status_code} without data")
-        return body["data"]
+        return _obj(body["data"])
 
     def list_issues(self, labels: Sequence[str] = ()) -> list[Issue]:
         issues: dict[int, Issue] = {}
@@ -859,7 +859,7 @@ class Linear(Tracker):
             if page == MAX_PAGES:
                 raise TrackerError(f"{where}: more than {MAX_PAGES} pages; refusing to go on")
             data = self.query("issues", {"filter": flt, "first": LINEAR_PAGE, "after": after}, "listing issues")
-            conn = data.get("issues") if isinstance(data.get("issues"), dict) else {}
+            conn = _obj(data.get("issues"))
             for node in _json_list(conn.get("nodes"), where):
                 issue = self._issue(node)
                 if issue is not None and all(label in issue.labels for label in labels):
@@ -877,7 +877,7 @@ class Linear(Tracker):
             return None
         if not isinstance(team, dict) or team.get("key") != self.repository:
             return None
-        label_conn = node.get("labels") if isinstance(node.get("labels"), dict) else {}
+        label_conn = _obj(node.get("labels"))
         labels = tuple(_kept(n.get("name"), MAX_TITLE) for n in (label_conn.get("nodes") or [])[:100]
                        if isinstance(n, dict) and n.get("name"))
         assignee = _author(node, "assignee", "displayName")
@@ -897,8 +897,8 @@ class Linear(Tracker):
         for _ in range(MAX_PAGES):
             data = self.query("comments", {"id": self.key(number), "after": after},
                               f"reading the comments of {self.key(number)}")
-            issue = data.get("issue") if isinstance(data.get("issue"), dict) else {}
-            conn = issue.get("comments") if isinstance(issue.get("comments"), dict) else {}
+            issue = _obj(data.get("issue"))
+            conn = _obj(issue.get("comments"))
             for node in _json_list(conn.get("nodes"), where):
                 if isinstance(node, dict) and isinstance(node.get("body"), str):
                     yield node["body"]
@@ -925,11 +925,11 @@ class Linear(Tracker):
         a completed, canceled or duplicate state is left as it is."""
         data = self.query("states", {"id": self.key(number), "filter": {"team": {"key": {"eq": self.repository}}}},
                           f"reading the states of {self.key(number)}")
-        issue = data.get("issue") if isinstance(data.get("issue"), dict) else {}
-        state = issue.get("state") if isinstance(issue.get("state"), dict) else {}
+        issue = _obj(data.get("issue"))
+        state = _obj(issue.get("state"))
         if state.get("type") in LINEAR_CLOSED:
             return
-        states = data.get("workflowStates") if isinstance(data.get("workflowStates"), dict) else {}
+        states = _obj(data.get("workflowStates"))
         chosen = None
         for s in _json_list(states.get("nodes"), self._where("workflow states")):
             if not isinstance(s, dict) or not isinstance(s.get("id"), str):
@@ -963,8 +963,13 @@ def _linear_reset(response: httpx.Response) -> float | None:
     return int(value) / 1000.0 + 1.0 if value.isdigit() and len(value) < 20 else None
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one (a tracker's answer may hold anything)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _next_cursor(conn: Mapping[str, Any]) -> str | None:
-    info = conn.get("pageInfo") if isinstance(conn.get("pageInfo"), dict) else {}
+    info = _obj(conn.get("pageInfo"))
     cursor = info.get("endCursor")
     return cursor[:1024] if info.get("hasNextPage") is True and isinstance(cursor, str) and cursor else None
 
