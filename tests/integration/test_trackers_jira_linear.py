@@ -186,3 +186,14 @@ def test_linear_named_state_and_errors(server, clock):
     with linear(server, clock) as client, pytest.raises(trackers.RateLimited) as limited:
         client.list_issues()
     assert limited.value.retry_at == pytest.approx(clock() + 31)
+
+
+def test_jira_and_linear_issues_are_described_by_their_key(server, clock):
+    server.project("PROJ").add(4, "Fix it", body="Please", labels=["longshot"], author="alice")
+    server.project("ENG").add(4, "Fix it", body="Please", labels=["longshot"], author="alice")
+    with jira(server, clock) as j, linear(server, clock) as lin:
+        (ji,), (li,) = j.list_issues(), lin.list_issues()
+    assert (ji.key, li.key) == ("PROJ-4", "ENG-4")
+    for issue, name in ((ji, "PROJ-4"), (li, "ENG-4")):
+        text = trackers.describe(issue)
+        assert f'source="issue {name} by alice"' in text and f"(Issue {name}: {issue.url})" in text

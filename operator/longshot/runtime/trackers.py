@@ -103,6 +103,8 @@ class Issue:
     COLLABORATOR. None: the listing does not say (GitLab: :meth:`Tracker.writers` asks the members API)."""
     author_id: int | None = None
     """The author's user id (GitLab's members API takes it)."""
+    key: str = ""
+    """The tracker's own name of the issue when it is not ``#<number>``: Jira's and Linear's ``PROJ-12``."""
 
 
 class TrackerError(Exception):
@@ -681,7 +683,7 @@ class Jira(Tracker):
                                 MAX_KEPT_BODY),
                      labels=labels, url=f"{self.base}/browse/{item['key'][:300]}",
                      assignees=(assignee,) if assignee else (), milestone=_kept(versions[0], MAX_TITLE) if versions
-                     else None, author=_jira_user(fields.get("reporter")))
+                     else None, author=_jira_user(fields.get("reporter")), key=self.key(int(number)))
 
     def writers(self, names: Sequence[str]) -> set[str]:
         """Which of the accounts (Cloud: account ids; Data Center: user names) have the project's Edit Issues
@@ -889,7 +891,8 @@ class Linear(Tracker):
                      milestone=_kept(milestone.get("name"), MAX_TITLE) if isinstance(milestone, dict)
                      and milestone.get("name") else None, author=_author(node, "creator", "displayName"),
                      # a workspace member who is not a guest may write; an integration's issue has no creator
-                     author_writer=isinstance(creator, dict) and creator.get("guest") is False)
+                     author_writer=isinstance(creator, dict) and creator.get("guest") is False,
+                     key=self.key(int(number)))
 
     def _comment_bodies(self, number: int) -> Iterable[str]:
         after: str | None = None
@@ -1071,10 +1074,11 @@ def describe(issue: Issue) -> str:
     if body:
         parts.append(body)
     author = f" by {issue.author}" if issue.author else ""
-    where = f"Issue #{issue.number}{': ' + issue.url if issue.url else ''}"
+    name = issue.key or f"#{issue.number}"
+    where = f"Issue {name}{': ' + issue.url if issue.url else ''}"
     # anyone who can open an issue wrote this: it reaches the agent as untrusted data (core.taskinput.untrusted)
     text = "\n\n".join(parts)
-    return f"{taskinput.untrusted(f'issue #{issue.number}{author}', text)}\n\n({where})"
+    return f"{taskinput.untrusted(f'issue {name}{author}', text)}\n\n({where})"
 
 
 def issues_to_tasks(issues: Iterable[Issue]) -> list[PlannedTask]:
