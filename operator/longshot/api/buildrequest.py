@@ -82,10 +82,11 @@ class Repository(Model):
     """Secret with git credentials (keys ``username`` and ``password``/``token``, or ``ssh-privatekey``)."""
 
 
-IssueProvider = Literal["github", "gitlab"]
+IssueProvider = Literal["github", "gitlab", "jira", "linear"]
 FanoutJudge = Literal["reviewer", "compare", "summarize"]
-# "owner/name" on GitHub; a numeric project id or a "group/subgroup/project" path on GitLab.
-ISSUE_REPOSITORY = r"^([0-9]+|[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+)$"
+# "owner/name" on GitHub; a numeric project id or a "group/subgroup/project" path on GitLab; a project key on Jira
+# ("PROJ"); a team key on Linear ("ENG").
+ISSUE_REPOSITORY = r"^([0-9]+|[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+|[A-Z][A-Z0-9_]{0,31})$"
 DEFAULT_ROADMAP_PATH = "ROADMAP.md"
 
 
@@ -94,6 +95,27 @@ ISSUE_SOURCE_RULES: list[JsonValue] = [
         "rule": "self.provider != 'github' || self.repository.matches('^[^/]+/[^/]+$')",
         "message": "planner.issues.repository must be owner/name for the github provider",
         "fieldPath": ".repository",
+    },
+    {
+        "rule": "!(self.provider in ['jira', 'linear']) || self.repository.matches('^[A-Z][A-Z0-9_]*$')",
+        "message": "planner.issues.repository must be the project key (jira, e.g. PROJ) or the team key (linear, "
+                   "e.g. ENG): capital letters, digits and _",
+        "fieldPath": ".repository",
+    },
+    {
+        "rule": "self.provider != 'gitlab' || self.repository.matches('^([0-9]+|[^/]+(/[^/]+)+)$')",
+        "message": "planner.issues.repository must be a project id or a group/project path for the gitlab provider",
+        "fieldPath": ".repository",
+    },
+    {
+        "rule": "self.provider != 'jira' || has(self.url)",
+        "message": "planner.issues.url is required for the jira provider: the site, e.g. https://example.atlassian.net",
+        "fieldPath": ".url",
+    },
+    {
+        "rule": "!has(self.doneState) || self.provider in ['jira', 'linear']",
+        "message": "planner.issues.doneState is for the jira and linear providers (github and gitlab close an issue)",
+        "fieldPath": ".doneState",
     },
     {
         "rule": f"!has(self.url) || !self.url.matches('{USERINFO}')",
@@ -111,14 +133,20 @@ class IssueSource(Model):
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": ISSUE_SOURCE_RULES})
 
     provider: IssueProvider = "github"
-    """``github`` or ``gitlab`` (REST APIs; GitHub Enterprise and self-managed GitLab through ``url``)."""
+    """``github`` or ``gitlab`` (REST APIs; GitHub Enterprise and self-managed GitLab through ``url``), ``jira``
+    (Jira's REST API v2: Jira Cloud, or Data Center) or ``linear`` (Linear's GraphQL API)."""
     url: str | None = Field(default=None, min_length=1, max_length=2048, pattern=r"^https?://[^\s]+$")
     """API base address, for example ``https://github.example.com/api/v3`` or
-    ``https://gitlab.example.com/api/v4``; the public ``https://api.github.com`` or
-    ``https://gitlab.com/api/v4`` when unset."""
+    ``https://gitlab.example.com/api/v4``; the public ``https://api.github.com``, ``https://gitlab.com/api/v4`` or
+    ``https://api.linear.app`` when unset. Jira: the site (``https://example.atlassian.net``), required."""
     repository: str = Field(min_length=1, max_length=512, pattern=ISSUE_REPOSITORY)
     """The tracker's project: ``owner/name`` on GitHub; a numeric project id or the
-    ``group/subgroup/project`` path on GitLab."""
+    ``group/subgroup/project`` path on GitLab; the project key on Jira (``PROJ``); the team key on Linear
+    (``ENG``)."""
+    done_state: str | None = Field(default=None, min_length=1, max_length=255)
+    """Jira and Linear: how an issue is closed. Jira: the name of the transition, or of the status it leads to
+    (default: the first transition into the Done status category); Linear: the name of the team's workflow state
+    (default: the team's first state of type ``completed``)."""
     labels: list[str] = Field(
         default_factory=list,
         max_length=20,
@@ -126,7 +154,9 @@ class IssueSource(Model):
     )
     """Only open issues with all of these labels are planned (every open issue when empty)."""
     credentials_secret: SecretName | None = None
-    """Secret with the tracker's token (key ``token``); read by the operator only, never given to agents."""
+    """Secret with the tracker's token (key ``token``); read by the operator only, never given to agents. Jira
+    Cloud: the API token in ``token`` and the account's address in ``email`` (basic auth); Jira Data Center: a
+    personal access token in ``token`` alone (bearer). Linear: a personal API key in ``token``."""
     comment: bool = True
     """Post a comment with the result on each planned issue when its task is merged or fails for good."""
 
@@ -157,9 +187,10 @@ class IntakeAuthors(Model):
         default_factory=list,
         max_length=100,
         json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": 255,
-                                     "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]*$"}},
+                                     "pattern": r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"}},
     )
-    """Accounts (login / username, compared case-insensitively) whose issues count whatever their access."""
+    """Accounts (login / username, compared case-insensitively; Jira: the account id, or the user name on Data
+    Center; Linear: the display name) whose issues count whatever their access."""
 
 
 class IntakeSettings(Model):
@@ -201,8 +232,10 @@ class IntakeSettings(Model):
     """Most child builds created in any 24 hours; more eligible issues wait."""
     webhook: LocalObjectRef | None = Field(default=None, json_schema_extra=names("Secret"))
     """Secret (key ``token``) that authenticates deliveries to the operator's ``POST /intake/<namespace>/<name>``:
-    GitHub's ``X-Hub-Signature-256`` HMAC, or GitLab's ``X-Gitlab-Token``. A delivery only triggers a poll; its body
-    is never read for content. Without it, webhook deliveries are refused."""
+    GitHub's ``X-Hub-Signature-256`` HMAC, or GitLab's ``X-Gitlab-Token``; Jira's ``X-Hub-Signature`` HMAC; Linear's
+    ``Linear-Signature`` HMAC, with the signed ``webhookTimestamp`` at most 60 seconds from the operator's clock. A
+    delivery only triggers a poll; its body is never read for content. Without it, webhook deliveries are
+    refused."""
 
 
 FANOUT_RULES: list[JsonValue] = [
