@@ -54,10 +54,19 @@ def checked_fields() -> dict[str, set[str]]:
         assert plural is not None
         kind = next(r.kind for r in api.RESOURCES if r.plural == plural.group(1))
         variables = dict(re.findall(r'- name: (\w+)\n\s+expression: "[^"]*\? object\.([\w.]+) : \'\'"', chunk))
+        # a reference in a list: the variable is the names its items hold, each one checked
+        listed = {var: f"{outer}[].{inner}" for var, outer, inner in re.findall(
+            r'- name: (\w+)\n\s+expression: "[^"]*\? object\.([\w.]+)\.filter\(i, [^"]*\)\.map\(i, i\.([\w.]+)\) : \[\]"',
+            chunk)}
         fields = set()
-        for field, var in re.findall(r"messageExpression: \"'([\w.]+): ' .*?\+ variables\.(\w+) \+", chunk):
-            assert variables.get(var) == field, f"{kind} {field}: its message and its variable disagree"
-            assert f"variables.{var} == '' || variables." in chunk and f".name(variables.{var}).check('get')" in chunk
+        for field, var in re.findall(r"messageExpression: \"'([\w.\[\]]+): ' .*?\+ variables\.(\w+)[ .]", chunk):
+            if var in listed:
+                assert listed[var] == field, f"{kind} {field}: its message and its variable disagree"
+                assert f"variables.{var}.all(n, variables." in chunk and ".name(n).check('get')" in chunk
+            else:
+                assert variables.get(var) == field, f"{kind} {field}: its message and its variable disagree"
+                assert (f"variables.{var} == '' || variables." in chunk
+                        and f".name(variables.{var}).check('get')" in chunk)
             fields.add(field)
         out[kind] = fields
     return out
@@ -78,6 +87,7 @@ def test_every_reference_is_listed_with_its_kind() -> None:
         "spec.merge.pullRequest.tokenSecretRef.name": "Secret",
         "spec.intake.tracker.credentialsSecret": "Secret",
         "spec.intake.webhook.name": "Secret",
+        "spec.agent.mcpServers[].headersSecretRef.name": "Secret",
     }
     assert references.references(api.AGENT_TASK) == [] and references.references(api.MERGE_JOB) == []
 
@@ -118,11 +128,19 @@ class _Marked(Model):
     config: LocalObjectRef | None = Field(default=None, json_schema_extra=names("ConfigMap"))
 
 
-def test_markers_become_references_and_a_reference_in_a_list_is_refused() -> None:
+class _WithNestedList(Model):
+    lists: list[_WithList] = Field(default_factory=list)
+
+
+def test_markers_become_references_in_objects_and_lists_and_a_list_of_lists_is_refused() -> None:
     from longshot.api import crdgen
 
     schema = crdgen.model_schema(_Marked, markers=True)
     assert [r.field for r in references._walk(schema, ("spec",), in_list=False)] == ["spec.token", "spec.config.name"]
     assert "x-longshot-ref" not in str(crdgen.model_schema(_Marked))
-    with pytest.raises(ValueError, match=r"spec\.items\.\[\]\.secret: a Secret or ConfigMap reference inside a list"):
-        references._walk(crdgen.model_schema(_WithList, markers=True), ("spec",), in_list=False)
+    [listed] = references._walk(crdgen.model_schema(_WithList, markers=True), ("spec",), in_list=False)
+    assert (listed.field, listed.in_list, listed.variable) == ("spec.items[].secret", True, "itemsSecret")
+    assert references._value(listed) == ("has(object.spec.items) ? object.spec.items.filter(i, has(i.secret))"
+                                         ".map(i, i.secret) : []")
+    with pytest.raises(ValueError, match=r"spec\.lists\.\[\]\.items\.\[\]\.secret: .* inside a list of a list"):
+        references._walk(crdgen.model_schema(_WithNestedList, markers=True), ("spec",), in_list=False)

@@ -35,13 +35,18 @@ class Reference:
 
     @property
     def field(self) -> str:
-        """As people write it: ``spec.agent.script.name``."""
-        return ".".join(self.path)
+        """As people write it: ``spec.agent.script.name``, ``spec.agent.mcpServers[].headersSecretRef.name``."""
+        return ".".join(self.path).replace(".[]", "[]")
+
+    @property
+    def in_list(self) -> bool:
+        """Whether the name is held by each item of a list (``[]`` in the path): one check per item."""
+        return "[]" in self.path
 
     @property
     def variable(self) -> str:
-        """A CEL identifier for the name's value: ``agentScriptName``."""
-        head, *rest = self.path[1:]
+        """A CEL identifier for the name's value (a list of names for a reference in a list): ``agentScriptName``."""
+        head, *rest = (p for p in self.path[1:] if p != "[]")
         return head + "".join(p[:1].upper() + p[1:] for p in rest)
 
 
@@ -53,10 +58,10 @@ def _walk(node: dict[str, Any], path: tuple[str, ...], *, in_list: bool) -> list
         if kind is not None:
             if kind not in ("Secret", "ConfigMap"):
                 raise ValueError(f"{'.'.join(here)}: {REF_MARKER} is {kind!r}, not Secret or ConfigMap")
-            if in_list:
-                raise ValueError(f"{'.'.join(here)}: a Secret or ConfigMap reference inside a list is not supported by "
-                                 "the generated admission policy; name it from an object field, or extend "
-                                 "longshot.api.references")
+            if path.count("[]") > 1:
+                raise ValueError(f"{'.'.join(here)}: a Secret or ConfigMap reference inside a list of a list is not "
+                                 "supported by the generated admission policy; name it from an object field or a "
+                                 "list of objects, or extend longshot.api.references")
             if sub.get("type") == "object":
                 if "name" not in (sub.get("properties") or {}):
                     raise ValueError(f"{'.'.join(here)}: an object marked {REF_MARKER} needs a `name` field")
@@ -141,7 +146,15 @@ spec:
 
 
 def _value(ref: Reference) -> str:
-    """CEL: the name the field holds, or '' when the field (or an object above it) is unset."""
+    """CEL: the name the field holds, or '' when the field (or an object above it) is unset; for a reference in a
+    list, the names its items hold (items without one left out), or [] when the list is unset."""
+    if ref.in_list:
+        at = ref.path.index("[]")
+        outer, inner = ref.path[:at], ref.path[at + 1:]
+        steps = [".".join(("object", *outer[:i])) for i in range(2, len(outer) + 1)]
+        item = " && ".join(f"has(i.{'.'.join(inner[:j])})" for j in range(1, len(inner) + 1))
+        return (" && ".join(f"has({s})" for s in steps) + f" ? object.{'.'.join(outer)}.filter(i, {item})"
+                f".map(i, i.{'.'.join(inner)}) : []")
     steps = [".".join(("object", *ref.path[:i])) for i in range(2, len(ref.path) + 1)]
     return " && ".join(f"has({s})" for s in steps) + f" ? object.{ref.field} : ''"
 
@@ -149,9 +162,15 @@ def _value(ref: Reference) -> str:
 def _check(ref: Reference) -> str:
     authorizer = "secrets" if ref.kind == "Secret" else "configmaps"
     v = f"variables.{ref.variable}"
-    expression = f"{v} == '' || variables.{authorizer}.name({v}).check('get').allowed()"
+    if ref.in_list:
+        allowed = f"variables.{authorizer}.name(n).check('get').allowed()"
+        expression = f"{v}.all(n, {allowed})"
+        names = f"{v}.filter(n, !{allowed}).join(', ')"
+    else:
+        expression = f"{v} == '' || variables.{authorizer}.name({v}).check('get').allowed()"
+        names = v
     message = (f"'{ref.field}: ' + request.userInfo.username + ' may not get {ref.kind} ' + object.metadata.namespace "
-               f"+ '/' + {v} + '; a {{kind}} may only name {ref.kind}s its author can read: ask for get on it, or "
+               f"+ '/' + {names} + '; a {{kind}} may only name {ref.kind}s its author can read: ask for get on it, or "
                "name your own'")
     return (f"    - expression: {json.dumps(expression)}\n"
             "      reason: Forbidden\n"
