@@ -56,8 +56,8 @@ def checked_fields() -> dict[str, set[str]]:
         variables = dict(re.findall(r'- name: (\w+)\n\s+expression: "[^"]*\? object\.([\w.]+) : \'\'"', chunk))
         # a reference in a list: the variable is the names its items hold, each one checked
         listed = {var: f"{outer}[].{inner}" for var, outer, inner in re.findall(
-            r'- name: (\w+)\n\s+expression: "[^"]*\? object\.([\w.]+)\.filter\(i, [^"]*\)\.map\(i, i\.([\w.]+)\) : \[\]"',
-            chunk)}
+            r'- name: (\w+)\n\s+expression: "[^"]*\? object\.([\w.]+)\.filter\(i, [^"]*\)'
+            r'\.map\(i, i\.([\w.]+)\) : \[\]"', chunk)}
         fields = set()
         for field, var in re.findall(r"messageExpression: \"'([\w.\[\]]+): ' .*?\+ variables\.(\w+)[ .]", chunk):
             if var in listed:

@@ -451,6 +451,9 @@ class TaskInput(Model):
     ``maxDepth``): it gets the ``spawn_task`` and ``await_tasks`` tools."""
     ask: bool = True
     """Planner, worker or fixer that may ask a person (``spec.agent.allowQuestions``): it gets the ``ask`` tool."""
+    mcp_servers: list[str] = Field(default_factory=list, max_length=16)
+    """The build's MCP servers this attempt's role gets (``spec.agent.mcpServers[].name``): the runner offers their
+    tools to the model, reaching each through the gateway (``/mcp/<name>``)."""
     author_name: str = "Longshot Agent"
     author_email: str = "agent@longshot.local"
     iteration: int = Field(default=1, ge=1)

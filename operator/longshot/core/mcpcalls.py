@@ -179,9 +179,9 @@ def decide(server: Server, body: bytes | bytearray) -> Decision:
     if not isinstance(ident, str | int) or isinstance(ident, bool):
         return Refuse(400, "a JSON-RPC request's id must be a string or an integer")
     if method not in FORWARDED_REQUESTS:
+        offered = "initialize, ping, tools/list, tools/call"
         return Answer(200, error(ident, -32601, f"longshot-gateway offers the tools of MCP server {server.name!r} "
-                                                f"only (initialize, ping, tools/list, tools/call), not {method[:100]!r}"),
-                      "other")
+                                                f"only ({offered}), not {method[:100]!r}"), "other")
     if method != "tools/call":
         return Forward(server, method, ident, filter_tools=method == "tools/list")  # type: ignore[arg-type]
     params = message.get("params")

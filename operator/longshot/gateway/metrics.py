@@ -3,7 +3,8 @@
 (``process_*``, ``python_info``, ``python_gc_*``).
 
 Labels are bounded: a route (``git``, ``model``, ``progress``, ``mcp``), a result, a model API (``openai``,
-``anthropic``), a token kind, an MCP method (``core.mcpcalls.METHODS``). Never a build, task, Pod, model or repository name.
+``anthropic``), a token kind, an MCP method (``core.mcpcalls.METHODS``). Never a build, task, Pod, model or
+repository name.
 """
 
 from __future__ import annotations
