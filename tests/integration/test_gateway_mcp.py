@@ -16,7 +16,6 @@ from typing import Any
 import anyio
 import httpx
 import httpx2
-import mcp_bridge
 import pytest
 from gateway_attempts import make_attempt, secret
 from gateway_server import GatewayThread, settings_for
@@ -25,6 +24,7 @@ from mcp.client.streamable_http import streamable_http_client
 from test_gateway_agent import PASSWORD, admin, finish, forge, refs, start_agent  # noqa: F401  (fixtures)
 from test_ledger_gateway import stored
 
+import mcp_bridge
 from longshot_testing import wait_for
 
 pytestmark = pytest.mark.integration

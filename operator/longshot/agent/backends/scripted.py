@@ -222,10 +222,7 @@ class ScriptedBackend(base.Backend):
             if tool == "fail":
                 cls = FAILURES.get(str(args.get("class", "AgentError")), errors.AgentError)
                 raise cls(str(args.get("message", f"script step {index} failed on purpose")))
-            if tool == "mcp":
-                result = _mcp_step(session.toolbox, args, index)
-            else:
-                result = session.toolbox.call(tool, args)
+            result = _mcp_step(session.toolbox, args, index) if tool == "mcp" else session.toolbox.call(tool, args)
             if check and failed(tool, result):
                 raise errors.AgentError(f"script step {index} ({tool}) failed: {result.content}")
             if session.toolbox.finished is not None:
