@@ -163,15 +163,16 @@ def _check(ref: Reference) -> str:
     authorizer = "secrets" if ref.kind == "Secret" else "configmaps"
     v = f"variables.{ref.variable}"
     if ref.in_list:
-        allowed = f"variables.{authorizer}.name(n).check('get').allowed()"
-        expression = f"{v}.all(n, {allowed})"
-        names = f"{v}.filter(n, !{allowed}).join(', ')"
+        # a message expression may not call the authorizer: it names every Secret of the list, not the refused ones
+        expression = f"{v}.all(n, variables.{authorizer}.name(n).check('get').allowed())"
+        message = (f"'{ref.field}: ' + request.userInfo.username + ' may not get every {ref.kind} named there (' + "
+                   f"object.metadata.namespace + '/' + {v}.join(', ' + object.metadata.namespace + '/') + '); a "
+                   f"{{kind}} may only name {ref.kind}s its author can read: ask for get on them, or name your own'")
     else:
         expression = f"{v} == '' || variables.{authorizer}.name({v}).check('get').allowed()"
-        names = v
-    message = (f"'{ref.field}: ' + request.userInfo.username + ' may not get {ref.kind} ' + object.metadata.namespace "
-               f"+ '/' + {names} + '; a {{kind}} may only name {ref.kind}s its author can read: ask for get on it, or "
-               "name your own'")
+        message = (f"'{ref.field}: ' + request.userInfo.username + ' may not get {ref.kind} ' + "
+                   f"object.metadata.namespace + '/' + {v} + '; a {{kind}} may only name {ref.kind}s its author can "
+                   "read: ask for get on it, or name your own'")
     return (f"    - expression: {json.dumps(expression)}\n"
             "      reason: Forbidden\n"
             f"      messageExpression: {json.dumps(message)}")
