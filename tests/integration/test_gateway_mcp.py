@@ -138,6 +138,8 @@ def test_a_role_without_the_server_an_unknown_server_and_a_server_outside_the_eg
     assert r.status_code == 404 and "no MCP server 'git'" in r.json()["error"]["message"]
     r = httpx.post(f"{gateway.url}/mcp/time", json=ping, timeout=30)  # no token
     assert r.status_code == 401
+    # the long-lived GET stream and DELETE are not served (SDK clients go on without them)
+    assert httpx.get(f"{gateway.url}/mcp/time", headers=planner.headers, timeout=30).status_code == 405
     assert time_server.seen() == []
     # a gateway whose egress policy allows loopback for git and model calls, not for MCP servers
     port = int(time_server.url.rsplit(":", 1)[1].split("/")[0])
