@@ -105,10 +105,12 @@ class Server:
         cursor: str | None = None
         for _ in range(MAX_PAGES):
             page = self.request("tools/list", {"cursor": cursor} if cursor else {})
-            for tool in (page or {}).get("tools") or [] if isinstance(page, dict) else []:
+            page = page if isinstance(page, dict) else {}
+            listed = page.get("tools")
+            for tool in listed if isinstance(listed, list) else []:
                 if isinstance(tool, dict) and isinstance(tool.get("name"), str) and len(self.tools) < MAX_TOOLS:
                     self.tools[tool["name"]] = tool
-            cursor = page.get("nextCursor") if isinstance(page, dict) else None
+            cursor = page.get("nextCursor")
             if not isinstance(cursor, str) or not cursor:
                 break
 
