@@ -86,7 +86,9 @@ def test_an_mcp_call_goes_through_the_gateway_with_the_header_injected_and_the_a
     assert all(r["authorization"] == "" for r in seen) and a.token not in json.dumps(seen)
     # the agent never holds it: not in its Pod, not in its task input
     assert TEAM_TOKEN not in json.dumps(a.pod) and "time-headers" not in json.dumps(a.pod)
-    # metered (bounded labels, no secret) and recorded in the attempt's ledger by the gateway
+    # counted on the task (the attempt's forwarded tool calls), metered (bounded labels, no secret) and recorded in
+    # the attempt's ledger by the gateway
+    assert a.progress(custom)["mcpCalls"] == 1
     m = samples(gateway)
     assert m['longshot_gateway_mcp_calls_total{method="tools/call",result="ok"}'] >= 1
     assert m['longshot_gateway_requests_total{result="ok",route="mcp"}'] >= 3

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from longshot.core import mcpcalls
 from longshot.gateway import metrics
+from longshot.gateway import status as gstatus
 from longshot.gateway.cluster import Cluster
 from longshot.gateway.identity import Caller
 from longshot.gateway.settings import GatewaySettings
@@ -47,6 +48,7 @@ class McpProxy:
         self.client = httpx.AsyncClient(
             transport=transport, timeout=httpx.Timeout(settings.mcp_timeout_seconds, connect=10.0),
             follow_redirects=False, trust_env=False)
+        self.status = gstatus.TaskStatus(cluster)
         self.on_call: Callable[[Caller, dict[str, Any]], Awaitable[None]] | None = None
         """The ledger's record of each tool call (``gateway.ledger``): server, tool, status, duration."""
 
@@ -82,6 +84,11 @@ class McpProxy:
                                       "durationSeconds": round(time.monotonic() - began, 3)}
             if error:
                 record["error"] = error
+            try:  # the task's count of the attempt's tool calls (progress.mcpCalls); never fails the call
+                await asyncio.to_thread(self.status.add_mcp_call, caller)
+            except Exception as e:
+                log.warning("could not count an MCP call of %s/%s: %s", caller.namespace, caller.task,
+                            type(e).__name__)
             await self._ledger(caller, record)
         return response, result
 
