@@ -126,6 +126,11 @@ def issues_build(name: str) -> Any:
     # the forge token, which the operator sends as a Bearer token to spec.merge.pullRequest.apiUrl
     ("spec.merge.pullRequest.tokenSecretRef.name", build("b1", merge={"delivery": "pullRequest", "pullRequest": {
         "provider": "github", "project": "o/r", "tokenSecretRef": {"name": "git-token"}}})),
+    # an MCP server's headers, which the gateway sends to spec.agent.mcpServers[].url (a reference in a list: each
+    # item's is checked; a server without one names nothing)
+    ("spec.agent.mcpServers[].headersSecretRef.name", build("b1", agent={"mcpServers": [
+        {"name": "open", "url": "https://mcp.example.com/open"},
+        {"name": "team", "url": "https://mcp.example.com/team", "headersSecretRef": {"name": "llm-key"}}]})),
 ])
 def test_an_author_who_cannot_read_a_named_secret_or_configmap_is_refused(
         kubectl: Any, namespace: str, policies: list[dict[str, Any]], field: str, obj: dict[str, Any]) -> None:
@@ -137,10 +142,13 @@ def test_an_author_who_cannot_read_a_named_secret_or_configmap_is_refused(
                   "spec.agent.script.name": ("ConfigMap", "private-script"),
                   "spec.agent.prompts.name": ("ConfigMap", "private-prompts"),
                   "spec.agent.instructions.configMap.name": ("ConfigMap", "private-prompts"),
-                  "spec.merge.pullRequest.tokenSecretRef.name": ("Secret", "git-token")}[field]
+                  "spec.merge.pullRequest.tokenSecretRef.name": ("Secret", "git-token"),
+                  "spec.agent.mcpServers[].headersSecretRef.name": ("Secret", "llm-key")}[field]
     refused = apply_as("alice", kubectl, namespace, obj)
     assert refused.returncode != 0
-    assert f"{field}: alice may not get {kind} {namespace}/{name}" in refused.stderr, refused.stderr
+    said = (f"{field}: alice may not get every {kind} of {name} in namespace {namespace}" if "[]" in field
+            else f"{field}: alice may not get {kind} {namespace}/{name}")
+    assert said in refused.stderr, refused.stderr
     assert "t0p-s3cret" not in refused.stderr
     # bob may read it: the same object is admitted
     admitted = apply_as("bob", kubectl, namespace, obj)

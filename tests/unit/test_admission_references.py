@@ -86,6 +86,7 @@ def test_every_reference_is_listed_with_its_kind() -> None:
         "spec.agent.prompts.name": "ConfigMap",
         "spec.agent.skills[].configMap.name": "ConfigMap",
         "spec.agent.instructions.configMap.name": "ConfigMap",
+        "spec.agent.mcpServers[].headersSecretRef.name": "Secret",
         "spec.merge.pullRequest.tokenSecretRef.name": "Secret",
         "spec.intake.tracker.credentialsSecret": "Secret",
         "spec.intake.webhook.name": "Secret",
@@ -97,6 +98,7 @@ def test_the_policy_checks_every_field_of_a_crd_that_looks_like_a_reference() ->
     checked = checked_fields()
     assert "spec.merge.pullRequest.tokenSecretRef.name" in checked["BuildRequest"]
     assert "spec.agent.skills[].configMap.name" in checked["BuildRequest"]
+    assert "spec.agent.mcpServers[].headersSecretRef.name" in checked["BuildRequest"]
     missed = []
     looked = 0
     for kind, spec in crd_specs():

@@ -22,6 +22,7 @@ from longshot.agent import (
     gates,
     gitops,
     hooks,
+    mcptools,
     prompts,
     results,
     sandbox,
@@ -124,7 +125,9 @@ def run_backend(attempt: Attempt, *, validator: tools.Validator | None = None, t
     toolbox = tools.Toolbox(attempt.sandbox(), attempt.events, task.role, validator=validator,
                             max_corrections=attempt.settings.max_corrections,
                             delegation=delegation.Client.from_gateway(gw) if gw is not None and task.delegate
-                            else None, ask=task.ask)
+                            else None, ask=task.ask,
+                            mcp=mcptools.McpTools.connect(gw, task.mcp_servers, attempt.events)
+                            if gw is not None and task.mcp_servers else None)
     session = base.Session(
         task=task, system_prompt=system, prompt=prompt, toolbox=toolbox, events=attempt.events,
         workdir=attempt.paths.checkout, scratch=attempt.paths.scratch, api_key=attempt.api_key,

@@ -359,6 +359,32 @@ SKILL_RULES: list[JsonValue] = [
         "reason": "FieldValueInvalid",
     },
 ]
+MCP_SERVER_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+"""An MCP server's name in ``spec.agent.mcpServers``: a DNS label (its tools reach the model as ``NAME.TOOL``)."""
+MCP_TOOL_NAME = r"^[A-Za-z0-9_.-]{1,128}$"
+"""An MCP tool's name, as the MCP specification allows it (letters, digits, ``_``, ``-``, ``.``; 1 to 128)."""
+MAX_MCP_SERVERS = 16
+"""Most MCP servers one build may name."""
+MAX_MCP_TOOLS = 128
+"""Most tool names one MCP server's allowlist may list."""
+AgentRole = Literal["planner", "worker", "reviewer", "tester", "fixer"]
+"""The roles of agent attempts (``api.agenttask.Role``, which a unit test holds equal)."""
+MCP_SERVER_RULES: list[JsonValue] = [
+    {
+        "rule": f"!self.url.matches('{USERINFO}')",
+        "message": "spec.agent.mcpServers[].url " + _NO_CREDENTIALS.format(
+            also=" or user@", secret="spec.agent.mcpServers[].headersSecretRef"),
+        "fieldPath": ".url",
+        "reason": "FieldValueInvalid",
+    },
+    {
+        "rule": "!self.url.contains('?') && !self.url.contains('#')",
+        "message": "spec.agent.mcpServers[].url must have no query or fragment: credentials go in the headers of "
+                   "spec.agent.mcpServers[].headersSecretRef",
+        "fieldPath": ".url",
+        "reason": "FieldValueInvalid",
+    },
+]
 
 
 class Skill(Model):
@@ -387,12 +413,44 @@ class Instructions(Model):
     """ConfigMap in the build's namespace holding the instructions."""
     key: str = Field(default="AGENTS.md", min_length=1, max_length=253, pattern=CONFIGMAP_KEY)
     """Key of the ConfigMap whose text is the instructions (at most 256 KiB)."""
+class McpServer(Model):
+    """A remote MCP server (streamable HTTP) whose tools the build's agents get, reached only through longshot-gateway
+    (docs/agent.md, "Your team's tools (MCP servers)")."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": MCP_SERVER_RULES})
+
+    name: str = Field(min_length=1, max_length=63, pattern=MCP_SERVER_NAME)
+    """Name of the server (a DNS label, unique in the list): its tools reach the model as ``NAME.TOOL``."""
+    url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://[^\s]+$")
+    """The server's streamable-HTTP endpoint, for example ``https://mcp.example.com/mcp``; held to the operator's
+    egress allowlist for the purpose ``mcp``."""
+    headers_secret_ref: LocalObjectRef | None = Field(default=None, json_schema_extra=names("Secret"))
+    """Secret whose every key is an HTTP header name and its value the header's value (``Authorization: Bearer ...``):
+    read by longshot-gateway only, which adds the headers to each call upstream; never in an agent Pod."""
+    tools: list[str] | None = Field(
+        default=None, max_length=MAX_MCP_TOOLS,
+        json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": MCP_TOOL_NAME}})
+    """The server's tools the agents may list and call (their names as the server gives them); every tool when
+    unset. The gateway refuses a call to any other tool, whatever the agent sends."""
+    roles: list[AgentRole] | None = Field(default=None, max_length=8)
+    """The roles whose agents get the server (``planner``, ``worker``, ``reviewer``, ``tester``, ``fixer``); every
+    role when unset. The gateway refuses a call from an attempt of another role."""
+
+
+MCP_SERVERS_RULES: list[JsonValue] = [
+    {
+        "rule": "!has(self.mcpServers) || self.mcpServers.all(s, self.mcpServers.exists_one(t, t.name == s.name))",
+        "message": "spec.agent.mcpServers names must be unique",
+        "fieldPath": ".mcpServers",
+        "reason": "FieldValueInvalid",
+    },
+]
 
 
 class AgentSettings(Model):
     """How agent Pods run."""
 
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": AGENT_RULES})
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": AGENT_RULES + MCP_SERVERS_RULES})
 
     backend: Backend = "scripted"
     """``openai`` (any OpenAI-compatible endpoint), ``anthropic``, ``command`` (a CLI agent) or
@@ -448,6 +506,11 @@ class AgentSettings(Model):
     instructions: Instructions | None = None
     """The build's instructions to its agents, from a ConfigMap: the checkout's ``AGENTS.md`` (appended to the
     repository's own). Never committed."""
+    mcp_servers: list[McpServer] = Field(default_factory=list, max_length=MAX_MCP_SERVERS)
+    """Remote MCP servers (streamable HTTP) whose tools the agents get next to the built-in ones, each through
+    longshot-gateway, which adds the headers of its Secret, applies the egress allowlist and the server's tool
+    allowlist, bounds and meters every call and records it in the attempt's ledger (docs/agent.md, "Your team's
+    tools (MCP servers)")."""
 
 
 class WorkerSettings(Model):

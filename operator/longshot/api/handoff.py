@@ -469,6 +469,9 @@ class TaskInput(Model):
     agents_md: bool = False
     """Whether the build's instructions (``spec.agent.instructions``) are mounted at ``INSTRUCTIONS_DIR``: the
     runner makes them the checkout's ``AGENTS.md`` (appended to the repository's own)."""
+    mcp_servers: list[str] = Field(default_factory=list, max_length=16)
+    """The build's MCP servers this attempt's role gets (``spec.agent.mcpServers[].name``): the runner offers their
+    tools to the model, reaching each through the gateway (``/mcp/<name>``)."""
     author_name: str = "Longshot Agent"
     author_email: str = "agent@longshot.local"
     iteration: int = Field(default=1, ge=1)

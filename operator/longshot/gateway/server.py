@@ -21,6 +21,8 @@
     POST /git/<ns>/<build>.git/git-receive-pack       /
     POST /model/openai/chat/completions, ...          longshot.gateway.modelproxy (the allowlist:
     POST /model/anthropic/v1/messages, ...            longshot.gateway.modelroutes)
+    POST /mcp/<server>                                one JSON-RPC message to an MCP server of the build
+                                                      (spec.agent.mcpServers): longshot.gateway.mcpproxy
 
 Every route of the agents' port needs the caller's Pod-bound token (``longshot.gateway.identity``); the metrics
 port answers anyone the NetworkPolicy lets in (Prometheus, the kubelet's probes), and no agent is. Every route is
@@ -48,7 +50,7 @@ from longshot.core import ingress as core_ingress
 from longshot.core.ingress import Route
 from longshot.gateway import cluster as gcluster
 from longshot.gateway import delegation as gdelegation
-from longshot.gateway import gitserve, identity, metrics, modelproxy, modelroutes, traces
+from longshot.gateway import gitserve, identity, mcpproxy, metrics, modelproxy, modelroutes, traces
 from longshot.gateway import ledger as gledger
 from longshot.gateway import status as gstatus
 from longshot.gateway.settings import GatewaySettings
@@ -91,6 +93,9 @@ class Gateway:
         """The attempts' transcripts, buffered and written to their ledger entries (docs/ledger.md)."""
         self.model = modelproxy.ModelProxy(cluster, settings, self.client)
         self.model.on_call = self.ledger.model_call
+        self.mcp = mcpproxy.McpProxy(cluster, settings, self.egress)
+        """The build's MCP servers (spec.agent.mcpServers), their headers injected and their tools allowlisted."""
+        self.mcp.on_call = self.ledger.mcp_call
         self.status = gstatus.TaskStatus(cluster)
         self._progress_written: dict[tuple[str, str], float] = {}
         self.traces = traces.Relay(settings) if tracing.setup(tracing.GATEWAY, settings.tracing_endpoint) else None
@@ -106,6 +111,7 @@ class Gateway:
     async def close(self) -> None:
         await self.ledger.close()
         await self.client.aclose()
+        await self.mcp.close()
         if self.traces is not None:
             await self.traces.close()
             await asyncio.to_thread(tracing.shutdown, tracing.GATEWAY)
@@ -187,6 +193,12 @@ class Gateway:
             return await self.model.handle(request, caller, route, call)
 
         return await _timed("model", handle, request)
+
+    async def mcp_route(self, request: web.Request, call: ingress.Call) -> web.StreamResponse:
+        async def handle() -> tuple[web.StreamResponse, str]:
+            return await self.mcp.handle(request, call.caller, call)
+
+        return await _timed("mcp", handle, request)
 
     async def progress_route(self, request: web.Request, call: ingress.Call) -> web.StreamResponse:
         async def handle() -> tuple[web.StreamResponse, str]:
@@ -312,6 +324,10 @@ class Gateway:
                      s.max_model_request_bytes, body_s, s.upstream_timeout_seconds + body_s + 60.0,
                      max(1, s.max_model_calls_per_attempt), limit_name="the gateway's max_model_request_bytes"),
                  self.model_route, render=_model_refused, precheck=_model_precheck)
+        mcp_s = s.mcp_timeout_seconds + body_s + 60.0
+        door.add(Route("mcp", r"/mcp/{server:[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?}", ("POST",), "agent-token",
+                       s.max_mcp_request_bytes, body_s, mcp_s, s.max_mcp_calls_per_attempt,
+                       limit_name="max_mcp_request_bytes"), self.mcp_route)
         return door
 
 

@@ -35,7 +35,7 @@ from longshot.api import buildrequest, keys, sanitize
 from longshot.api import handoff as ho
 from longshot.api.common import API_VERSION
 from longshot.config import Settings
-from longshot.core import admission, binding, delegation, fanout, gates, names, plan
+from longshot.core import admission, binding, delegation, fanout, gates, mcpcalls, names, plan
 from longshot.core.failures import AGENT_CONTAINER
 
 AGENT_UID: Final = 65532
@@ -207,6 +207,7 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
         ask=agent.get("allowQuestions", True) is not False,
         skills=[ho.SkillInput(name=sk["name"], path=sk.get("path")) for sk in skills_of(build)],
         agents_md=instructions_of(build) is not None,
+        mcp_servers=[s.name for s in mcpcalls.for_role(agent, str(tspec.get("role", "worker")))],
     )
     if not extra:
         return base

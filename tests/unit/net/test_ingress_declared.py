@@ -13,7 +13,8 @@ from longshot.gateway import server
 from longshot.gateway.settings import GatewaySettings
 from longshot.net import ingress
 
-BODY_ROUTES = {"progress", "traces", "ledger", "delegation-spawn", "model", "git-upload-pack", "git-receive-pack"}
+BODY_ROUTES = {"progress", "traces", "ledger", "delegation-spawn", "model", "git-upload-pack", "git-receive-pack",
+               "mcp"}
 
 
 async def test_every_gateway_route_is_declared_with_its_limits(tmp_path: Any) -> None:
@@ -42,6 +43,9 @@ async def test_every_gateway_route_is_declared_with_its_limits(tmp_path: Any) ->
         assert by_name["git-receive-pack"].stream and by_name["git-receive-pack"].max_body_bytes == \
             gateway.settings.max_push_bytes
         assert by_name["model"].per_caller == gateway.settings.max_model_calls_per_attempt
+        assert (by_name["mcp"].max_body_bytes, by_name["mcp"].per_caller, by_name["mcp"].methods) == (
+            gateway.settings.max_mcp_request_bytes, gateway.settings.max_mcp_calls_per_attempt, ("POST",))
+        assert by_name["mcp"].timeout_seconds > gateway.settings.mcp_timeout_seconds
     finally:
         await gateway.close()
 
