@@ -101,13 +101,14 @@ def run_backend(attempt: Attempt, *, validator: tools.Validator | None = None, t
     configured backend drive the tools to ``finish``."""
     task = attempt.task
     system, prompt = prompts.role_prompts(task.role, attempt.paths.prompts, template=template, task=task,
+                                          persona=task.persona.prompt if task.persona is not None else None,
                                           **context)
     backend = make_backend(attempt)
     gw = attempt.gateway
     toolbox = tools.Toolbox(attempt.sandbox(), attempt.events, task.role, validator=validator,
                             max_corrections=attempt.settings.max_corrections,
                             delegation=delegation.Client.from_gateway(gw) if gw is not None and task.delegate
-                            else None, ask=task.ask)
+                            else None, ask=task.ask, allow=task.persona.tools if task.persona is not None else None)
     session = base.Session(
         task=task, system_prompt=system, prompt=prompt, toolbox=toolbox, events=attempt.events,
         workdir=attempt.paths.checkout, scratch=attempt.paths.scratch, api_key=attempt.api_key,
@@ -390,7 +391,9 @@ def planner(attempt: Attempt) -> dict[str, Any]:
 
     def validate(payload: dict[str, Any]) -> tuple[list[handoff.PlannedTask], bool]:
         return results.validate_planner_finish(payload, max_tasks=task.max_tasks, depth=task.depth,
-                                               max_depth=task.max_depth, taken=taken)
+                                               max_depth=task.max_depth, taken=taken,
+                                               models={m.name for m in task.models},
+                                               personas={p.name for p in task.personas})
 
     finish = run_backend(attempt, validator=validate)
     if finish.question is not None:
