@@ -353,10 +353,15 @@ class RolePersonas(Model):
     ``persona`` wins."""
 
     planner: str | None = Field(default=None, max_length=63, pattern=MODEL_NAME)
+    """The persona of planner tasks."""
     worker: str | None = Field(default=None, max_length=63, pattern=MODEL_NAME)
+    """The persona of worker tasks."""
     reviewer: str | None = Field(default=None, max_length=63, pattern=MODEL_NAME)
+    """The persona of reviewer tasks."""
     tester: str | None = Field(default=None, max_length=63, pattern=MODEL_NAME)
+    """The persona of tester tasks."""
     fixer: str | None = Field(default=None, max_length=63, pattern=MODEL_NAME)
+    """The persona of fixer tasks."""
 
 
 def _names_known(items: str, listed: str) -> str:
