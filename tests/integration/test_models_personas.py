@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 
 import httpx
+import kubernetes
 import pytest
+import sample_repo
 from gateway_attempts import make_attempt, secret
 from gateway_fakes import Reply, fake_model, openai_json
 from k8s_builders import create, get, list_of
 from kubelet_double import finish_pod, plan_handoff, run_pod
+from test_delivery import delivery_build, script_configmap
 from test_orchestration import PLANNER, demo_build, wait_pod, wait_task
 
 from longshot_testing import wait_for
@@ -217,3 +220,53 @@ def test_calls_are_priced_as_the_model_chosen_for_the_attempt(gateway, model, co
                       json={"messages": [{"role": "user", "content": "hi"}]}, headers=a.headers,
                       timeout=60).status_code == 200
     assert a.progress(custom)["cost"] == pytest.approx(2 * (1000 * 10 + 100 * 30) / 1e6)
+
+
+# --- the real runner (process kubelet, scripted backend): the persona's allowlist and prompt reach the agent ---------
+
+def test_the_persona_allowlist_and_prompt_reach_the_runner(operator, kubelet, core_v1, custom, namespace, tmp_path):
+    url = sample_repo.make(tmp_path)
+    script_configmap(core_v1, namespace, {
+        "roles": {"planner": [{"finish": {"summary": "two tasks", "tasks": [
+            {"name": "reads", "description": "Read the README", "persona": "reader"},
+            {"name": "writes", "description": "Write a file", "persona": "reader"}]}}]},
+        "tasks": {
+            "reads": [{"read": {"path": "README.md"}, "check": True}, {"finish": "read it"}],
+            "writes": [{"write": {"path": "NOTES.md", "content": "x\n"}, "check": True}, {"finish": "wrote it"}]}})
+    b = delivery_build(url, retry={"maxAttempts": 1})
+    b["spec"]["agent"].update({"models": MODELS, "personas": [
+        {"name": "reader", "prompt": "You only read, for build {{ task.build }}.", "tools": ["read_file"]}]})
+    create(custom, namespace, b)
+
+    failed = wait_task(custom, namespace, "demo-writes",
+                       lambda t: (t.get("status") or {}).get("phase") == "Failed", "Failed", timeout=180)
+    message = failed["status"]["attempts"][-1]["exitReason"]
+    assert "'write_file' is not offered to this task's persona" in message and "read_file" in message
+    wait_task(custom, namespace, "demo-reads", lambda t: (t.get("status") or {}).get("phase") == "Succeeded",
+              "Succeeded", timeout=180)
+    # the runner put the persona's prompt, rendered, at the head of the system prompt it started with (its log)
+    log = (kubelet.workdir / "demo-reads-a1" / "agent.log").read_text()
+    assert "You only read, for build demo." in log
+
+
+# --- the API server refuses what cannot work, naming the field -----------------------------------------------------
+
+@pytest.mark.parametrize(("agent", "field", "text"), [
+    ({"models": MODELS, "personas": [{"name": "p", "model": "ghost"}]}, "spec.agent.personas",
+     "must name an entry of spec.agent.models"),
+    ({"models": MODELS, "personas": PERSONAS, "rolePersonas": {"reviewer": "ghost"}}, "spec.agent.rolePersonas.reviewer",
+     "must name an entry of spec.agent.personas"),
+    ({"models": [*MODELS, {"name": "fast", "model": "other"}]}, "spec.agent.models[2]", "Duplicate value"),
+    ({"models": [{"name": "Fast", "model": "m"}]}, "spec.agent.models[0].name", "should match"),
+    ({"personas": [{"name": "p", "tools": ["rm -rf"]}]}, "spec.agent.personas[0].tools[0]", "should match"),
+    ({"rolePersonas": {"judge": "p"}}, "spec.agent.rolePersonas", "unknown field"),
+])
+def test_a_spec_naming_what_the_build_does_not_declare_is_refused_naming_the_field(custom, namespace, agent, field,
+                                                                                   text):
+    b = demo_build()
+    b["spec"]["agent"] = {"backend": "scripted", **agent}
+    with pytest.raises(kubernetes.client.ApiException) as err:
+        custom.create_namespaced_custom_object("longshot.dev", "v1alpha1", namespace, "buildrequests", b,
+                                               field_validation="Strict")
+    assert err.value.status == 422 or "unknown field" in err.value.body, err.value.body
+    assert field in err.value.body and text in err.value.body, err.value.body
