@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from longshot.core import egress
+from longshot.core import egress, personas
 from longshot.net import guard as gd
 from longshot.runtime import kube as kubemod
 from longshot.runtime import trackers
@@ -106,6 +106,9 @@ def check(k: kubemod.KubeAPI, build: Any, guard: gd.Guard | None = None, runtime
         if not exists:
             return (f"{field}: RuntimeClass {named!r} does not exist on this cluster; install the sandboxed runtime "
                     "and its RuntimeClass (docs/security.md, \"Kernel isolation\"), or fix the name")
+    for problem in personas.reference_problems(personas.Catalog.from_agent(
+            agent.model_dump(by_alias=True, mode="json", exclude_none=True))):
+        return problem  # a persona naming a skill the build does not declare (the API server checks the rest)
     issues = getattr(spec.planner, "issues", None)
     if issues is not None and getattr(issues, "credentials_secret", None):
         problem, _ = _secret(k, ns, issues.credentials_secret, "spec.planner.issues.credentialsSecret", ("token",))

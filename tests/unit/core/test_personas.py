@@ -212,7 +212,8 @@ def test_a_child_choosing_another_model_is_refused_naming_the_set():
     d = dl.decide(PARENT, [dl.Request("api", "do it", (), "gpt-9")], LIMITS, {})
     assert d.create == ()
     (refused,) = d.children
-    assert refused["phase"] == dl.REFUSED and "'gpt-9'" in refused["reason"] and "fast, mid, strong" in refused["reason"]
+    assert refused["phase"] == dl.REFUSED
+    assert "'gpt-9'" in refused["reason"] and "fast, mid, strong" in refused["reason"]
 
 
 def test_limits_from_spec_read_the_models():
