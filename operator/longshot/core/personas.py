@@ -10,7 +10,7 @@ A build declares named models (``spec.agent.models``: ``{name, model, backend?, 
 level  when it is set                                        the attempt runs                             source
 =====  ====================================================  ===========================================  ==========
 1      a person's ``spec.agent.model`` on the AgentTask      that name's entry of ``models`` when it      override
-       (``kubectl longshot retry --model``)                  names one, else that model string as given
+       (``kubectl longshot relaunch --model``)               names one, else that model string as given
 2      the task's ``spec.model`` naming an entry             that entry's ``model`` (and ``backend``)     task
 3      the task's own persona (``spec.persona``) has a       that entry                                   persona
        ``model`` naming an entry
