@@ -260,10 +260,11 @@ def priced_model(request_model: str | None, attempt_model: str | None, build_mod
     return request_model or attempt_model or build_model
 
 
-def choose_for(task: Mapping[str, Any], build: Mapping[str, Any]) -> Choice:
-    """:func:`choose` for an AgentTask and its BuildRequest (wire form)."""
+def choose_for(task: Mapping[str, Any], build: Mapping[str, Any], catalog: Catalog | None = None) -> Choice:
+    """:func:`choose` for an AgentTask and its BuildRequest (wire form); ``catalog``: the build's, when the caller has
+    it already."""
     spec = task.get("spec") or {}
     override = spec.get("agent") or {}
-    return choose(Catalog.from_build(build), role=str(spec.get("role") or "worker"),
+    return choose(catalog if catalog is not None else Catalog.from_build(build), role=str(spec.get("role") or "worker"),
                   override_model=override.get("model"), override_backend=override.get("backend"),
                   task_model=spec.get("model"), task_persona=spec.get("persona"))

@@ -164,8 +164,8 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
     build_name, task_name = bmeta["name"], tmeta["name"]
     annotations = tmeta.get("annotations") or {}
     override = _override(task)
-    choice = personas.choose_for(task, build)
     catalog = personas.Catalog.from_build(build)
+    choice = personas.choose_for(task, build, catalog)
     model = annotations.get(fanout.MODEL_ANNOTATION) or model or choice.model
     role = tspec.get("role", "worker")
     delegate = delegation.may_delegate(role, bspec.get("delegation") or {}, delegation.depth_of(annotations))
