@@ -60,6 +60,8 @@ def role_prompts(role: str, override_dir: Path | None, *, template: str | None =
     the persona's prompt template, is rendered with the same context and put at the head of the system prompt."""
     context.setdefault("role", role)
     context.setdefault("mode", template or role)
+    context.setdefault("skills", [])  # the build's skills in the checkout (longshot.agent.skills): none
+    context.setdefault("agents_md", False)
     system = render(SYSTEM, override_dir, **context)
     if persona:
         system = render_persona(persona, override_dir, **context) + "\n" + system

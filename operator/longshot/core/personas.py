@@ -77,8 +77,6 @@ class Catalog:
     role_personas: Mapping[str, str] = field(default_factory=dict)
     build_model: str | None = None
     build_backend: str = "scripted"
-    skills: frozenset[str] | None = None
-    """The names of ``spec.agent.skills`` (None when the build has no such field)."""
 
     @classmethod
     def from_agent(cls, agent: Mapping[str, Any] | None) -> Catalog:
@@ -96,10 +94,7 @@ class Catalog:
                 None if tools is None else tuple(str(t) for t in tools),
                 tuple(str(s) for s in p.get("skills") or []))
         roles = {str(k): str(v) for k, v in (agent.get("rolePersonas") or {}).items() if v}
-        skills = agent.get("skills")
-        return cls(models, personas, roles, agent.get("model"), str(agent.get("backend") or "scripted"),
-                   None if skills is None else frozenset(str(s.get("name")) for s in skills
-                                                         if isinstance(s, Mapping)))
+        return cls(models, personas, roles, agent.get("model"), str(agent.get("backend") or "scripted"))
 
     @classmethod
     def from_build(cls, build: Mapping[str, Any]) -> Catalog:
@@ -235,17 +230,11 @@ def persona_input(cat: Catalog, persona: str | None) -> dict[str, Any] | None:
     return out
 
 
-def reference_problems(cat: Catalog) -> list[str]:
-    """Cross-references the API server cannot check: a persona's skills that ``spec.agent.skills`` does not list
-    (names only). The API server checks personas' models and ``rolePersonas`` (CEL rules of ``AgentSettings``)."""
-    out = []
-    known = cat.skills or frozenset()
-    for p in cat.personas.values():
-        missing = [s for s in p.skills if s not in known]
-        if missing:
-            out.append(f"spec.agent.personas {p.name!r} names skill(s) {', '.join(missing)} that spec.agent.skills "
-                       "does not list; add them there or remove them from the persona")
-    return out
+def persona_skills(cat: Catalog, persona: str | None) -> frozenset[str] | None:
+    """The skills a task of ``persona`` gets: those the persona lists, when it lists some; None (every skill of the
+    build, ``spec.agent.skills``) for a persona that lists none, or no persona."""
+    p = cat.personas.get(persona) if persona else None
+    return frozenset(p.skills) if p is not None and p.skills else None
 
 
 def tool_allowed(allowlist: Sequence[str] | None, tool: str) -> bool:

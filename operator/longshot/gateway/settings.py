@@ -22,7 +22,10 @@ class GatewaySettings(EnvSettings):
     model_config = SettingsConfigDict(env_prefix="LONGSHOT_GATEWAY_", env_ignore_empty=True)
 
     port: int = Field(default=8080, ge=0, le=65535)
-    """Port of every route (``/git``, ``/model``, ``/progress``, ``/healthz``, ``/metrics``)."""
+    """Port of the agents' routes (``/git``, ``/model``, ``/progress``, ...): nothing else is served there."""
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
+    """Port of ``/metrics``, ``/healthz`` and ``/readyz``, apart from the agents' port: an agent reaches the
+    gateway's agent port only, and cannot read the metrics of other tenants' builds (0: any free port, for tests)."""
     address: str = "0.0.0.0"
     namespace: str = "longshot-system"
     """The operator's namespace, where the price table ConfigMap lives."""

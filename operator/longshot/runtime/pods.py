@@ -8,8 +8,9 @@ dropped, seccomp ``RuntimeDefault``, no service-account token. Its only writable
 
 What the agent needs arrives as files, never as Secret values in the manifest: the
 :class:`~longshot.api.handoff.TaskInput` JSON in the ``longshot.dev/task-input`` annotation, exposed by a
-downward-API volume at ``TASK_INPUT_PATH``; the scripted backend's ConfigMap and the prompt ConfigMap
-mounted read-only when the build names them.
+downward-API volume at ``TASK_INPUT_PATH``; the scripted backend's ConfigMap, the prompt ConfigMap, each skill's
+ConfigMap (at ``SKILLS_DIR/<name>``) and the instructions' key (at ``INSTRUCTIONS_DIR/AGENTS.md``) mounted read-only
+when the build names them; the runner copies skills and instructions into the checkout (``longshot.agent.skills``).
 
 **No credential is mounted.** The Pod reaches git and the model through ``longshot-gateway``
 (``settings.gateway_url``, given to the agent as ``LONGSHOT_GATEWAY_URL``), which injects the build's
@@ -209,6 +210,8 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
         gate_steps=list(steps),
         delegate=delegate,
         ask=agent.get("allowQuestions", True) is not False,
+        skills=[ho.SkillInput(name=sk["name"], path=sk.get("path")) for sk in skills_of(build, task)],
+        agents_md=instructions_of(build) is not None,
         models=[ho.ModelOption.model_validate(m) for m in personas.menu(catalog)] if role == "planner" or delegate
         else [],
         personas=[ho.PersonaOption.model_validate(p) for p in personas.persona_menu(catalog)] if role == "planner"
@@ -218,6 +221,25 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
     if not extra:
         return base
     return ho.TaskInput.model_validate({**base.to_wire(), **extra})
+
+
+def skills_of(build: Mapping[str, Any], task: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The skills (wire form) the build's agent Pods get: every entry of ``spec.agent.skills`` with a name and a
+    ConfigMap, at most ``MAX_SKILLS``; given ``task``, only those its persona lists when it lists some
+    (``core.personas.persona_skills``)."""
+    listed = (_spec(build).get("agent") or {}).get("skills") or []
+    if task is not None:
+        catalog = personas.Catalog.from_build(build)
+        only = personas.persona_skills(catalog, personas.choose_for(task, build, catalog).persona)
+        if only is not None:
+            listed = [s for s in listed if s.get("name") in only]
+    return [s for s in listed if s.get("name") and (s.get("configMap") or {}).get("name")][:buildrequest.MAX_SKILLS]
+
+
+def instructions_of(build: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The build's ``spec.agent.instructions`` (wire form) when it names a ConfigMap, else None."""
+    found = (_spec(build).get("agent") or {}).get("instructions") or {}
+    return found if (found.get("configMap") or {}).get("name") else None
 
 
 def _persona(catalog: personas.Catalog, name: str | None) -> ho.PersonaInput | None:
@@ -285,6 +307,14 @@ def build_agent_pod(task: Mapping[str, Any], build: Mapping[str, Any], settings:
     if (agent.get("prompts") or {}).get("name"):
         mount("prompts", ho.PROMPTS_DIR,
               {"configMap": {"name": agent["prompts"]["name"], "defaultMode": SECRET_MODE}})
+    for i, skill in enumerate(skills_of(build, task)):
+        mount(f"skill-{i}", f"{ho.SKILLS_DIR}/{skill['name']}",
+              {"configMap": {"name": skill["configMap"]["name"], "defaultMode": SECRET_MODE}})
+    if (instructions := instructions_of(build)) is not None:
+        mount("instructions", ho.INSTRUCTIONS_DIR,
+              {"configMap": {"name": instructions["configMap"]["name"], "defaultMode": SECRET_MODE,
+                             "items": [{"key": instructions.get("key") or ho.INSTRUCTIONS_FILE,
+                                        "path": ho.INSTRUCTIONS_FILE}]}})
 
     env = [{"name": "HOME", "value": HOME_DIR}]
     env += [{"name": e["name"], "value": str(e.get("value", ""))}

@@ -142,11 +142,9 @@ def test_tool_allowlist_matches_names_only(allow: list[str] | None, tool: str, o
     assert personas.tool_allowed(allow, tool) is ok
 
 
-def test_persona_skills_are_checked_as_names():
-    assert personas.reference_problems(CAT) == []
-    cat = personas.Catalog.from_agent({**AGENT, "skills": []})
-    (problem,) = personas.reference_problems(cat)
-    assert "'writer'" in problem and "style" in problem and "spec.agent.skills" in problem
+def test_a_persona_listing_skills_gets_only_those():
+    assert personas.persona_skills(CAT, "writer") == frozenset({"style"})
+    assert personas.persona_skills(CAT, "plain") is None and personas.persona_skills(CAT, None) is None
 
 
 def test_pricing_follows_the_chosen_model():

@@ -28,7 +28,15 @@ async def test_every_gateway_route_is_declared_with_its_limits(tmp_path: Any) ->
         assert readers == BODY_ROUTES
         for route in door.routes:
             assert route.problems() == []
-            assert route.caller == ("none" if route.name in ("healthz", "metrics") else "agent-token"), route
+            assert route.caller == "agent-token", route  # the agents' port serves agents only
+        # metrics and probes are on their own port, never on the agents' one
+        probes = gateway.probes()
+        probe_app = probes.app()
+        assert probes.undeclared(probe_app) == []
+        assert {probes.declaration(r).name for r in probe_app.router.routes()} == {  # type: ignore[union-attr]
+            "metrics", "healthz", "readyz"}
+        assert all(r.max_body_bytes == 0 and r.caller == "none" and r.problems() == [] for r in probes.routes)
+        assert not {"/metrics", "/healthz", "/readyz"} & {r.path for r in door.routes}
         by_name = {r.name: r for r in door.routes}
         assert by_name["ledger"].max_body_bytes == gateway.settings.max_ledger_request_bytes
         assert by_name["git-receive-pack"].stream and by_name["git-receive-pack"].max_body_bytes == \

@@ -78,3 +78,16 @@ def test_a_build_without_models_or_personas_is_unchanged():
     b = build(models=[], personas=[], rolePersonas={})
     ti = task_input(agent_task(), b)
     assert (ti.backend.name, ti.backend.model, ti.persona, ti.models) == ("openai", "base-model", None, [])
+
+
+def test_a_persona_listing_skills_mounts_and_lists_only_those():
+    skills = [{"name": "style", "configMap": {"name": "cm-style"}}, {"name": "api", "configMap": {"name": "cm-api"}}]
+    b = build(skills=skills, personas=[*PERSONAS[:1], {**PERSONAS[0], "name": "styled", "skills": ["style"]}])
+    p = pods.build_agent_pod(agent_task(persona="styled"), b, SETTINGS, 1)
+    ti = TaskInput.model_validate(json.loads(p["metadata"]["annotations"]["longshot.dev/task-input"]))
+    assert [s.name for s in ti.skills] == ["style"]
+    mounted = [v["configMap"]["name"] for v in p["spec"]["volumes"] if v["name"].startswith("skill-")]
+    assert mounted == ["cm-style"]
+    everything = pods.build_agent_pod(agent_task(persona="writer"), b, SETTINGS, 1)
+    assert [v["configMap"]["name"] for v in everything["spec"]["volumes"] if v["name"].startswith("skill-")] == [
+        "cm-style", "cm-api"]
