@@ -69,7 +69,7 @@ def _tls(err: BaseException | None) -> str:
             continue
         seen.append(e)
         if isinstance(e, ssl.SSLCertVerificationError):
-            return _short(e.verify_message or e.reason or e)
+            return f"certificate verify failed: {_short(e.verify_message or e.reason or e)}"
         if isinstance(e, ssl.SSLError):
             return _short(e.reason or e)
         todo += [a for a in e.args if isinstance(a, BaseException)] + [e.__cause__, e.__context__]
@@ -80,10 +80,7 @@ def _transport(err: BaseException, server: str) -> str:
     if isinstance(err, urllib3.exceptions.SSLError):
         return (f"the TLS handshake with the API server at {server} failed ({_tls(err)}): check the kubeconfig's "
                 "certificate-authority for this cluster")
-    if isinstance(err, urllib3.exceptions.ConnectTimeoutError):
-        return f"the API server at {server} did not accept a connection in time (connect timeout)"
-    if isinstance(err, urllib3.exceptions.ReadTimeoutError):
-        return f"the API server at {server} did not answer in time (read timeout); try --request-timeout"
+    # NameResolutionError < NewConnectionError < ConnectTimeoutError: the narrowest first
     if isinstance(err, urllib3.exceptions.NameResolutionError):
         return f"the API server's host in {server} does not resolve: check the kubeconfig's server"
     if isinstance(err, urllib3.exceptions.NewConnectionError):
@@ -91,6 +88,10 @@ def _transport(err: BaseException, server: str) -> str:
             return (f"cannot connect to the API server at {server}: connection refused (is the cluster running, "
                     "and is the kubeconfig's server right?)")
         return f"cannot connect to the API server at {server}: {_short(err).split(': ', 1)[-1]}"
+    if isinstance(err, urllib3.exceptions.ConnectTimeoutError):
+        return f"the API server at {server} did not accept a connection in time (connect timeout)"
+    if isinstance(err, urllib3.exceptions.ReadTimeoutError):
+        return f"the API server at {server} did not answer in time (read timeout); try --request-timeout"
     if isinstance(err, urllib3.exceptions.ProtocolError):
         return f"the connection to the API server at {server} was cut ({_short(err.args[0] if err.args else err)})"
     if isinstance(err, urllib3.exceptions.ProxyError):

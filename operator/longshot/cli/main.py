@@ -23,6 +23,7 @@ import argparse
 import base64
 import builtins
 import json
+import logging
 import os
 import secrets
 import sys
@@ -769,5 +770,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
 
 
 def run() -> NoReturn:
-    """The console script."""
+    """The console script. urllib3's own warnings (a retried connection) stay off stderr: the error sentence says
+    what failed."""
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     sys.exit(main())

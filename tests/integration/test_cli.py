@@ -1,0 +1,285 @@
+"""``kubectl longshot`` at home in kubectl (issue 53 part 3), on the real API server: kubeconfig files merged as
+kubectl merges them, ``--as``/``--as-group`` refused and allowed by RBAC, ``list -A``, ``tree -w`` that sees a status
+write within 2 s at 50 tasks and stops when the build is terminal (or at ``--watch-timeout``), and the failures a
+person meets (connection refused, TLS, 401, 403, a server that does not answer) each as one sentence."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+import yaml
+from k8s_builders import GROUP, VERSION, build, create, task
+
+from longshot.cli import main as cli
+from longshot_testing import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def run(*argv: str, kubeconfig: Path | None = None) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    args = (["--kubeconfig", str(kubeconfig)] if kubeconfig else []) + list(argv)
+    code = cli.main(args, out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def one_sentence(err: str) -> str:
+    """The error line: exactly one line, ``error: ...``."""
+    assert err.endswith("\n") and err.count("\n") == 1, repr(err)
+    assert err.startswith("error: "), err
+    return err[len("error: "):-1]
+
+
+def admin_config(control_plane) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(Path(control_plane.kubeconfig).read_text())
+    return loaded
+
+
+def write(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+# --- kubeconfig and identity -------------------------------------------------------------------------
+
+
+def test_kubeconfig_files_are_merged_as_kubectl_merges_them(control_plane, custom, namespace, tmp_path, monkeypatch):
+    create(custom, namespace, build("merged"))
+    admin = admin_config(control_plane)
+    # the first file: only a context (in this test's namespace) and the current-context; it names the cluster and
+    # user that the second file defines
+    first = write(tmp_path / "first", {"apiVersion": "v1", "kind": "Config", "current-context": "mine",
+                                       "contexts": [{"name": "mine", "context": {
+                                           "cluster": "longshot-test", "user": "admin", "namespace": namespace}}]})
+    # the second: the real cluster and user; its own current-context and its own "mine" lose to the first file's
+    second = write(tmp_path / "second", {**admin, "contexts": [*admin["contexts"], {"name": "mine", "context": {
+        "cluster": "longshot-test", "user": "admin", "namespace": "default"}}]})
+    # the third: the same cluster name at an address where nothing listens; the second file's wins
+    third = write(tmp_path / "third", {"apiVersion": "v1", "kind": "Config", "current-context": "longshot-test",
+                                       "clusters": [{"name": "longshot-test",
+                                                     "cluster": {"server": f"https://127.0.0.1:{free_port()}"}}]})
+    monkeypatch.setenv("KUBECONFIG", os.pathsep.join([str(first), str(tmp_path / "missing"), str(second), str(third)]))
+    code, out, err = run("list")
+    assert code == 0, err
+    assert out.splitlines()[0].split() == ["NAME", "PHASE", "TASKS", "AGE"] and "merged" in out
+    # --context picks another context of the merge: the second file's (no namespace: default, no build there)
+    code, out, err = run("--context", "longshot-test", "list")
+    assert code == 0 and "merged" not in out and "no BuildRequests in namespace 'default'" in err
+    code, _, err = run("--context", "nope", "list")
+    assert code == 1 and "no context 'nope'" in one_sentence(err)
+
+
+def test_as_impersonates_a_user_the_api_server_refuses_and_a_group_it_allows(control_plane, rbac, custom, namespace):
+    create(custom, namespace, build("b1"))
+    kc = control_plane.kubeconfig
+    code, _, err = run("-n", namespace, "--as", "alice", "list", kubeconfig=kc)
+    assert code == 1
+    sentence = one_sentence(err)
+    assert sentence.startswith("the API server refused (403 Forbidden): ")
+    assert 'User "alice" cannot list resource "buildrequests"' in sentence, sentence
+    # a Role that may list builds, bound to a group; alice in that group (the second of two: each group is its own
+    # Impersonate-Group header) may list
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": "readers"}, "rules": [
+        {"apiGroups": [GROUP], "resources": ["buildrequests"], "verbs": ["get", "list"]}]})
+    rbac.create_namespaced_role_binding(namespace, {
+        "metadata": {"name": "readers"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                                     "name": "readers"},
+        "subjects": [{"kind": "Group", "name": "longshot-readers", "apiGroup": "rbac.authorization.k8s.io"}]})
+
+    def allowed() -> tuple[int, str, str] | None:
+        result = run("-n", namespace, "--as", "alice", "--as-group", "somebody", "--as-group", "longshot-readers",
+                     "list", "-o", "json", kubeconfig=kc)
+        return result if result[0] == 0 else None
+
+    code, out, err = wait_for(allowed, timeout=30, what="alice may list through the group's binding")
+    assert [r["name"] for r in json.loads(out)["items"]] == ["b1"]
+    # the group alone does not help a different verb: patching is still refused, with the server's reason
+    code, _, err = run("-n", namespace, "--as", "alice", "--as-group", "longshot-readers", "suspend", "br/b1",
+                       kubeconfig=kc)
+    assert code == 1 and 'User "alice" cannot patch resource "buildrequests"' in one_sentence(err)
+    code, _, err = run("-n", namespace, "--as-group", "longshot-readers", "list", kubeconfig=kc)
+    assert code == 1 and one_sentence(err) == "--as-group and --as-uid need --as (the user to impersonate)"
+
+
+@pytest.fixture
+def rbac(api_client):
+    return kubernetes.client.RbacAuthorizationV1Api(api_client)
+
+
+# --- list --------------------------------------------------------------------------------------------
+
+
+def test_list_shows_phase_tasks_and_age_and_all_namespaces_with_a(control_plane, custom, namespace,
+                                                                   another_namespace):
+    other = another_namespace("cli-other")
+    create(custom, namespace, build("alpha"))
+    create(custom, other, build("beta"))
+    custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "buildrequests", "alpha", {
+        "status": {"phase": "Working", "tasks": {"total": 4, "succeeded": 3}}})
+    code, out, _ = run("-n", namespace, "list")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 2 and lines[1].split()[:3] == ["alpha", "Working", "3/4"], out
+    assert lines[1].split()[3].endswith("s") or lines[1].split()[3].endswith("m")
+    code, out, _ = run("-n", namespace, "list", "-A")
+    rows = {tuple(line.split()[:2]) for line in out.splitlines()[1:]}
+    assert code == 0 and out.splitlines()[0].split()[0] == "NAMESPACE"
+    assert {(namespace, "alpha"), (other, "beta")} <= rows
+    code, out, _ = run("list", "--all-namespaces", "-o", "yaml")
+    items = {(r["namespace"], r["name"]): r for r in yaml.safe_load(out)["items"]}
+    assert items[(namespace, "alpha")]["tasks"] == {"done": 3, "total": 4} and (other, "beta") in items
+
+
+# --- tree -w -----------------------------------------------------------------------------------------
+
+
+class Frames(io.TextIOBase):
+    """What ``tree -w`` wrote, each write with the time it arrived (read from the test's thread)."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[float, str]] = []
+        self.lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self.lock:
+            self.writes.append((time.monotonic(), text))
+        return len(text)
+
+    def first_with(self, needle: str, after: float = 0.0) -> float | None:
+        with self.lock:
+            return next((t for t, text in self.writes if t >= after and needle in text), None)
+
+    def text(self) -> str:
+        with self.lock:
+            return "".join(text for _, text in self.writes)
+
+
+def watch_in_thread(*argv: str) -> tuple[Frames, io.StringIO, dict[str, int], threading.Thread]:
+    frames, err, result = Frames(), io.StringIO(), {}
+
+    def go() -> None:
+        result["code"] = cli.main(list(argv), out=frames, err=err)
+
+    thread = threading.Thread(target=go, daemon=True)
+    thread.start()
+    return frames, err, result, thread
+
+
+def test_tree_watch_shows_a_status_write_within_2_s_at_50_tasks_and_stops_when_the_build_is_terminal(
+        custom, namespace):
+    create(custom, namespace, build("fifty"))
+    for i in range(50):
+        create(custom, namespace, task(f"fifty-t{i:02d}", buildRef={"name": "fifty"}))
+    frames, err, result, thread = watch_in_thread("-n", namespace, "tree", "fifty", "-w")
+    wait_for(lambda: frames.first_with("AgentTask/fifty-t49"), timeout=30, what="the first drawing")
+    latencies = []
+    for i in (7, 23, 49):
+        before = time.monotonic()
+        custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "agenttasks", f"fifty-t{i:02d}", {
+            "status": {"phase": "Running"}})
+        seen = wait_for(lambda i=i, before=before: frames.first_with(f"AgentTask/fifty-t{i:02d}  worker  Running",
+                                                                     after=before),
+                        timeout=10, what=f"fifty-t{i:02d} drawn Running")
+        latencies.append(seen - before)
+    print(f"\ntree -w at 50 tasks: status write to redraw {', '.join(f'{x * 1000:.0f} ms' for x in latencies)}")
+    assert max(latencies) < 2.0, latencies
+    assert thread.is_alive() and "code" not in result
+    custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "buildrequests", "fifty", {
+        "status": {"phase": "Succeeded"}})
+    wait_for(lambda: not thread.is_alive(), timeout=10, what="tree -w ends when the build is terminal")
+    assert result["code"] == 0, err.getvalue()
+    assert "BuildRequest/fifty  Succeeded" in frames.text().rstrip().rsplit("\n\n", 1)[-1].split("\n")[0]
+
+
+def test_tree_watch_is_bounded_by_its_timeout(custom, namespace):
+    create(custom, namespace, build("slow"))
+    started = time.monotonic()
+    frames, err, result, thread = watch_in_thread("-n", namespace, "tree", "slow", "-w", "--watch-timeout", "2")
+    wait_for(lambda: not thread.is_alive(), timeout=20, what="tree -w ends at its --watch-timeout")
+    assert result["code"] == 0 and "stopped watching after 2 s (--watch-timeout)" in err.getvalue()
+    assert 2 <= time.monotonic() - started < 15
+    assert "BuildRequest/slow" in frames.text()
+
+
+# --- errors: one sentence each -----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def with_server(control_plane, tmp_path: Path, *, server: str | None = None, token: str | None = None,
+                ca: bool = True) -> Path:
+    config = admin_config(control_plane)
+    cluster = config["clusters"][0]["cluster"]
+    if server:
+        cluster["server"] = server
+    if not ca:
+        del cluster["certificate-authority-data"]
+    if token:
+        config["users"][0]["user"]["token"] = token
+    return write(tmp_path / "kubeconfig", config)
+
+
+def test_connection_refused_is_one_sentence(control_plane, tmp_path):
+    address = f"https://127.0.0.1:{free_port()}"
+    code, _, err = run("list", "--request-timeout", "5", kubeconfig=with_server(control_plane, tmp_path,
+                                                                                 server=address))
+    assert code == 1
+    assert one_sentence(err) == (f"cannot connect to the API server at {address}: connection refused (is the "
+                                 "cluster running, and is the kubeconfig's server right?)")
+
+
+def test_an_unknown_certificate_authority_is_one_sentence(control_plane, tmp_path):
+    code, _, err = run("list", kubeconfig=with_server(control_plane, tmp_path, ca=False))
+    sentence = one_sentence(err)
+    assert code == 1 and sentence.startswith(f"the TLS handshake with the API server at {control_plane.server} "
+                                             "failed (certificate verify failed"), sentence
+    assert sentence.endswith("check the kubeconfig's certificate-authority for this cluster")
+
+
+def test_a_wrong_token_is_one_sentence(control_plane, tmp_path):
+    code, _, err = run("list", kubeconfig=with_server(control_plane, tmp_path, token="not-a-token"))
+    assert code == 1 and one_sentence(err).startswith(
+        f"the API server at {control_plane.server} did not accept your credentials (401 Unauthorized)")
+
+
+def test_a_server_that_does_not_answer_is_a_timeout_in_one_sentence(control_plane, tmp_path):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts connections (the kernel's backlog) and never answers
+    try:
+        address = f"https://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        code, _, err = run("list", "--request-timeout", "0.5",
+                           kubeconfig=with_server(control_plane, tmp_path, server=address))
+        assert code == 1 and time.monotonic() - started < 15
+        sentence = one_sentence(err)
+        assert sentence.startswith(f"the API server at {address} did not ") and "in time" in sentence, sentence
+    finally:
+        silent.close()
+
+
+def test_the_console_script_prints_the_sentence_and_nothing_else(control_plane, tmp_path):
+    """The installed ``kubectl-longshot``: stderr is the one sentence (urllib3's retry warnings stay off it)."""
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).with_name("kubectl-longshot")
+    address = f"https://127.0.0.1:{free_port()}"
+    kc = with_server(control_plane, tmp_path, server=address)
+    done = subprocess.run([str(script), "--kubeconfig", str(kc), "tree", "b1"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1 and done.stdout == ""
+    assert one_sentence(done.stderr).startswith(f"cannot connect to the API server at {address}: connection refused")
