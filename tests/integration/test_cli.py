@@ -283,3 +283,36 @@ def test_the_console_script_prints_the_sentence_and_nothing_else(control_plane, 
                           timeout=60)
     assert done.returncode == 1 and done.stdout == ""
     assert one_sentence(done.stderr).startswith(f"cannot connect to the API server at {address}: connection refused")
+
+
+# --- completion in a real shell ---------------------------------------------------------------------
+
+
+def bash_complete(script: str, *words: str) -> list[str]:
+    """What bash completes after ``kubectl-longshot WORDS`` (the last word is the one being completed)."""
+    line = " ".join(f"'{w}'" for w in ("kubectl-longshot", *words))
+    program = (f"{script}\nCOMP_WORDS=({line}); COMP_CWORD={len(words)}; _kubectl_longshot; "
+               'printf "%s\\n" "${COMPREPLY[@]}"')
+    import subprocess
+
+    done = subprocess.run(["bash", "--norc", "--noprofile", "-c", program], capture_output=True, text=True,
+                          timeout=30, check=True)
+    return done.stdout.split()
+
+
+def test_the_bash_script_completes_commands_flags_and_values_in_bash():
+    """The generated script, sourced by a real bash: commands, a command's flags after the global ones, the values
+    of a flag with choices, a shell for ``completion``; nothing for a free value."""
+    out = io.StringIO()
+    assert cli.main(["completion", "bash"], out=out, err=io.StringIO()) == 0
+    script = out.getvalue()
+    assert set(bash_complete(script, "")) >= {"list", "tree", "logs", "version", "completion", "retry", "trace"}
+    assert sorted(bash_complete(script, "tr")) == ["trace", "tree"]
+    after_globals = bash_complete(script, "-n", "team-a", "tree", "b1", "-")
+    assert {"-w", "--watch", "--watch-timeout", "-o", "--namespace"} <= set(after_globals)
+    assert "--follow" not in after_globals and "--all-namespaces" not in after_globals
+    assert bash_complete(script, "list", "-o", "") == ["json", "yaml"]
+    assert bash_complete(script, "completion", "") == ["bash", "zsh", "fish", "-h", "--help", "-n", "--namespace",
+                                                       "--context", "--kubeconfig", "--as", "--as-group", "--as-uid",
+                                                       "--request-timeout"]
+    assert bash_complete(script, "-n", "") == []  # a namespace: nothing offered rather than a wrong word

@@ -69,9 +69,10 @@ def _tls(err: BaseException | None) -> str:
             continue
         seen.append(e)
         if isinstance(e, ssl.SSLCertVerificationError):
-            return f"certificate verify failed: {_short(e.verify_message or e.reason or e)}"
+            why = getattr(e, "verify_message", None) or getattr(e, "reason", None)
+            return f"certificate verify failed: {_short(why)}" if why else _short(e)
         if isinstance(e, ssl.SSLError):
-            return _short(e.reason or e)
+            return _short(getattr(e, "reason", None) or e)
         todo += [a for a in e.args if isinstance(a, BaseException)] + [e.__cause__, e.__context__]
     return _short(err) if err is not None else "handshake failed"
 
@@ -87,7 +88,7 @@ def _transport(err: BaseException, server: str) -> str:
         if isinstance(err.__cause__ or err.__context__, ConnectionRefusedError) or "refused" in str(err).lower():
             return (f"cannot connect to the API server at {server}: connection refused (is the cluster running, "
                     "and is the kubeconfig's server right?)")
-        return f"cannot connect to the API server at {server}: {_short(err).split(': ', 1)[-1]}"
+        return f"cannot connect to the API server at {server}: {_short(err).split('new connection: ', 1)[-1]}"
     if isinstance(err, urllib3.exceptions.ConnectTimeoutError):
         return f"the API server at {server} did not accept a connection in time (connect timeout)"
     if isinstance(err, urllib3.exceptions.ReadTimeoutError):
