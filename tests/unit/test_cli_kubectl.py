@@ -226,7 +226,7 @@ def test_the_parser_has_the_commands_a_person_expects():
 @pytest.mark.parametrize("shell", completion.SHELLS)
 def test_every_subcommand_and_flag_appears_in_each_shells_script(shell):
     text = cli_out(["completion", shell])
-    glob, cmds = completion.commands(cli.parser())
+    _, cmds = completion.commands(cli.parser())
     for c in cmds:
         assert c.name in text, (shell, c.name)
         for f in c.flags:
