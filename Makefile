@@ -124,6 +124,10 @@ crds: venv ## Render crds/*.yaml from the pydantic models, the chart's copies an
 	cp crds/*.yaml charts/longshot/crds/
 	cp operator/longshot/agent/prompts/*.j2 charts/longshot/files/prompts/
 
+.PHONY: krew-manifest
+krew-manifest: ## Build the Krew archive of kubectl longshot and fill its manifest (dist/krew/; template: hack/krew/longshot.yaml)
+	$(PY) hack/krew_manifest.py $(if $(KREW_BASE_URL),--base-url $(KREW_BASE_URL))
+
 .PHONY: crds-check
 crds-check: venv ## Fail when crds/ differs from the generator's output
 	$(PY) -m longshot crds --output crds --check

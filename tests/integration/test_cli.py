@@ -316,3 +316,56 @@ def test_the_bash_script_completes_commands_flags_and_values_in_bash():
                                                        "--context", "--kubeconfig", "--as", "--as-group", "--as-uid",
                                                        "--request-timeout"]
     assert bash_complete(script, "-n", "") == []  # a namespace: nothing offered rather than a wrong word
+
+
+# --- version -----------------------------------------------------------------------------------------
+
+
+def test_version_prints_the_plugins_and_the_operators_from_its_deployment(api_client, another_namespace):
+    system = another_namespace("cli-system")
+    labels = {"app.kubernetes.io/part-of": "longshot", "app.kubernetes.io/component": "operator",
+              "app.kubernetes.io/version": "0.2.0"}
+    kubernetes.client.AppsV1Api(api_client).create_namespaced_deployment(system, {
+        "metadata": {"name": "longshot", "labels": labels},
+        "spec": {"selector": {"matchLabels": {"app.kubernetes.io/component": "operator"}},
+                 "template": {"metadata": {"labels": labels}, "spec": {"containers": [
+                     {"name": "operator", "image": "ghcr.io/example/longshot-operator:0.2.0"}]}}}})
+    code, out, err = run("version", "--operator-namespace", system)
+    assert code == 0, err
+    assert out.splitlines() == ["plugin: 0.1.0", f"operator: 0.2.0 (deployment {system}/longshot, image "
+                                                 "ghcr.io/example/longshot-operator:0.2.0)"]
+    code, out, _ = run("version", "--operator-namespace", system, "-o", "json")
+    assert json.loads(out)["operator"]["version"] == "0.2.0"
+    # a user who may not read Deployments there: the plugin's line, and why the operator's is unknown
+    code, out, err = run("version", "--operator-namespace", system, "--as", "alice")
+    assert code == 1 and out.splitlines()[0] == "plugin: 0.1.0"
+    assert out.splitlines()[1].startswith("operator: unknown (the API server refused (403 Forbidden): ")
+    assert 'User "alice" cannot list resource "deployments"' in out
+    code, out, _ = run("version", "--operator-namespace", "default")
+    assert code == 1 and out.splitlines()[1] == ("operator: unknown (no Longshot operator Deployment in namespace "
+                                                 "'default'; pass --operator-namespace)")
+
+
+# --- the Krew archive's launcher ---------------------------------------------------------------------
+
+
+def test_the_krew_launcher_runs_the_plugin_on_the_given_python_and_says_what_is_missing(tmp_path):
+    import subprocess
+    import sys
+    import tarfile
+
+    import hack_modules
+
+    krew = hack_modules.load("krew_manifest")
+    with tarfile.open(fileobj=io.BytesIO(krew.archive(krew.version())), mode="r:gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    launcher = tmp_path / "kubectl-longshot"
+    done = subprocess.run([str(launcher), "version", "--client"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "LONGSHOT_PYTHON": sys.executable})
+    assert done.returncode == 0 and done.stdout == f"plugin: {krew.version()}\n", done.stderr
+    bare = tmp_path / "bare-python"  # a Python without the package
+    bare.write_text("#!/bin/sh\nexit 1\n")
+    bare.chmod(0o755)
+    done = subprocess.run([str(launcher), "list"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "LONGSHOT_PYTHON": str(bare)})
+    assert done.returncode == 1 and done.stderr.startswith("error: kubectl longshot needs the longshot package in ")

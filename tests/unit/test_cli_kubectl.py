@@ -210,6 +210,11 @@ def test_main_prints_the_sentence_on_stderr_with_exit_code_1():
     assert out.getvalue() == "" and err.getvalue() == f"error: the API server refused (403 Forbidden): {FORBIDDEN}\n"
 
 
+def test_version_client_needs_no_api_server():
+    assert cli_out(["version", "--client"]) == "plugin: 0.1.0\n"
+    assert json.loads(cli_out(["version", "--client", "-o", "json"])) == {"plugin": {"version": "0.1.0"}}
+
+
 # --- completion --------------------------------------------------------------------------------------
 
 
