@@ -136,6 +136,13 @@ def test_list_shows_phase_tasks_and_age_and_all_namespaces_with_a(control_plane,
     code, out, _ = run("list", "--all-namespaces", "-o", "yaml")
     items = {(r["namespace"], r["name"]): r for r in yaml.safe_load(out)["items"]}
     assert items[(namespace, "alpha")]["tasks"] == {"done": 3, "total": 4} and (other, "beta") in items
+    # tree -A finds a build by its name in whichever namespace holds it; a name in two namespaces asks for -n
+    code, out, err = run("tree", "-A", "beta", "-o", "json")
+    assert code == 0 and json.loads(out)["namespace"] == other, err
+    create(custom, other, build("alpha"))
+    code, _, err = run("tree", "-A", "alpha")
+    assert code == 1 and one_sentence(err) == (f"BuildRequest 'alpha' is in several namespaces "
+                                               f"({', '.join(sorted([namespace, other]))}): pass -n instead of -A")
 
 
 # --- tree -w -----------------------------------------------------------------------------------------

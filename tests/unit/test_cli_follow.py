@@ -12,6 +12,7 @@ from typing import Any
 
 import kubernetes
 import pytest
+import urllib3
 
 from longshot.cli import follow
 from longshot.cli import main as cli
@@ -260,3 +261,61 @@ def test_tree_watch_takes_no_structured_output():
     kube = WatchKube(scripts={}, lists={})
     assert cli.main(["tree", "b", "-w", "-o", "json"], out=out, err=err, kube=kube) == 1
     assert "drop -w or -o" in err.getvalue()
+
+
+# --- the stream reader behind Kube.follow_log and Kube.watch ------------------------------------------
+
+
+class Resp:
+    """A streamed urllib3 answer: its status and its chunks (as urllib3's ``stream`` gives them)."""
+
+    def __init__(self, chunks: list[bytes], status: int = 200, data: bytes = b"") -> None:
+        self.chunks, self.status, self.reason, self.data, self.headers = chunks, status, "Bad Request", data, {}
+        self.released = False
+
+    def stream(self, amt: Any = None, decode_content: bool = False) -> Iterator[bytes]:
+        yield from self.chunks
+
+    def release_conn(self) -> None:
+        self.released = True
+
+
+def test_a_streamed_log_is_split_into_lines_across_chunks_empty_lines_kept():
+    resp = Resp([b"one\ntw", b"o\n\nthr", "é\n".encode()[:1], "é\n".encode()[1:], b"last"])
+    lines = list(cli._lines(resp, follow.Streams(), text=True))
+    assert lines == ["one", "two", "", "thré", "last"] and resp.released
+
+
+def test_watch_lines_skip_empty_ones_and_an_error_event_raises_with_its_code():
+    resp = Resp([b'{"type": "ADDED", "object": {"metadata": {"name": "a"}}}\n\n',
+                 b'{"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired", '
+                 b'"message": "too old resource version"}}\n'])
+    events = (cli._watch_event(line) for line in cli._lines(resp, follow.Streams()))
+    assert next(events) == ("ADDED", {"metadata": {"name": "a"}})
+    with pytest.raises(kubernetes.client.ApiException) as e:
+        next(events)
+    assert e.value.status == 410 and "too old resource version" in str(e.value.body)
+
+
+def test_a_refused_stream_raises_the_api_servers_answer():
+    resp = Resp([], status=400, data=b'{"kind": "Status", "message": "container agent is waiting to start"}')
+    with pytest.raises(kubernetes.client.ApiException) as e:
+        list(cli._lines(resp, follow.Streams(), text=True))
+    assert e.value.status == 400 and resp.released
+    assert "waiting to start" in cli.errors.sentence(e.value)
+
+
+def test_a_stopped_stream_ends_quietly():
+    streams = follow.Streams()
+
+    class Cut(Resp):
+        def stream(self, amt: Any = None, decode_content: bool = False) -> Iterator[bytes]:
+            yield b"a\n"
+            streams.stop()
+            raise urllib3.exceptions.ProtocolError("shut down under the read")
+
+        def shutdown(self) -> None:
+            self.shut = True
+
+    resp = Cut([])
+    assert list(cli._lines(resp, streams, text=True)) == ["a"] and resp.shut and resp.released

@@ -370,6 +370,8 @@ def _bounded(what: str, text: str) -> str:
 
 
 def cmd_tree(k: Kube, a: argparse.Namespace, out: CleanOutput) -> int:
+    if a.all_namespaces:
+        k = Kube(k.api, _namespace_of(k, a.build))
     if a.watch:
         if a.output:
             raise CLIError("tree -w draws the tree as text; -o json|yaml is for one look (drop -w or -o)")
@@ -378,6 +380,18 @@ def cmd_tree(k: Kube, a: argparse.Namespace, out: CleanOutput) -> int:
     v = view.tree(build, tasks_of(k, a.build), k.list("MergeJob"))
     emit(out, v, a.output, view.tree_text(v))
     return 0
+
+
+def _namespace_of(k: Kube, build: str) -> str:
+    """``tree -A``: the namespace of the one BuildRequest named ``build`` (an error when none or several are)."""
+    found: dict[str, Any] = k.custom.list_cluster_custom_object(  # type: ignore[assignment]
+        common.GROUP, common.VERSION, PLURALS["BuildRequest"], field_selector=f"metadata.name={build}")
+    spaces = sorted(str(b["metadata"]["namespace"]) for b in found.get("items") or [])
+    if not spaces:
+        raise CLIError(f"no BuildRequest {build!r} in any namespace")
+    if len(spaces) > 1:
+        raise CLIError(f"BuildRequest {build!r} is in several namespaces ({', '.join(spaces)}): pass -n instead of -A")
+    return spaces[0]
 
 
 def _frame(out: CleanOutput, text: str, first: bool) -> None:
@@ -668,6 +682,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("-A", "--all-namespaces", action="store_true", help="the builds of every namespace")
     sp = add("tree", cmd_tree, "show a build with its tasks, attempts and merge jobs", structured)
     sp.add_argument("build")
+    sp.add_argument("-A", "--all-namespaces", action="store_true",
+                    help="find the build in any namespace (an error when the name is in several)")
     sp.add_argument("-w", "--watch", action="store_true",
                     help="redraw on every change, until the build is terminal (Ctrl-C stops)")
     sp.add_argument("--watch-timeout", type=_positive, default=WATCH_TIMEOUT, metavar="SECONDS",
