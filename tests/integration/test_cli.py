@@ -317,7 +317,7 @@ def test_the_bash_script_completes_commands_flags_and_values_in_bash():
     assert sorted(bash_complete(script, "tr")) == ["trace", "tree"]
     after_globals = bash_complete(script, "-n", "team-a", "tree", "b1", "-")
     assert {"-w", "--watch", "--watch-timeout", "-o", "--namespace"} <= set(after_globals)
-    assert "--follow" not in after_globals and "--all-namespaces" not in after_globals
+    assert "--follow" not in after_globals and "--ledger" not in after_globals  # logs' flags, not tree's
     assert bash_complete(script, "list", "-o", "") == ["json", "yaml"]
     assert bash_complete(script, "completion", "") == ["bash", "zsh", "fish", "-h", "--help", "-n", "--namespace",
                                                        "--context", "--kubeconfig", "--as", "--as-group", "--as-uid",
