@@ -319,3 +319,26 @@ def test_a_stopped_stream_ends_quietly():
 
     resp = Cut([])
     assert list(cli._lines(resp, streams, text=True)) == ["a"] and resp.shut and resp.released
+
+
+def test_tree_watch_drawings_go_through_the_clean_door():
+    evil = "\x1b]0;pwned\x07\x1b[2Jgpt\u202e\r"
+    attempt = {**ENDED, "model": evil, "exitReason": evil}
+    kube = WatchKube(scripts={}, lists={"BuildRequest": [[br("Failed", "1")]], "MergeJob": [[]],
+                                         "AgentTask": [[task_obj([attempt])]]})
+    out = io.StringIO()
+    assert cli.main(["tree", "b", "-w"], out=out, err=io.StringIO(), kube=kube) == 0
+    drawn = out.getvalue()
+    assert "model=gpt" in drawn and not [c for c in drawn if (ord(c) < 0x20 and c != "\n") or c == "\u202e"]
+
+
+def test_a_terminal_is_cleared_with_a_fixed_sequence_and_a_pipe_is_not():
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty, pipe = Tty(), io.StringIO()
+    cli._frame(cli.CleanOutput(tty), "BuildRequest/b  Working\x1b[31m\n", False)
+    cli._frame(cli.CleanOutput(pipe), "BuildRequest/b  Working\n", False)
+    assert tty.getvalue().startswith("\x1b[H\x1b[2J") and tty.getvalue().count("\x1b") == 2
+    assert pipe.getvalue().startswith("\n") and "\x1b" not in pipe.getvalue()

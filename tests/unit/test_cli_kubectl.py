@@ -114,6 +114,22 @@ def test_impersonation_sends_each_group_as_its_own_header_and_the_default_timeou
     assert sent["timeout"] == (10, 65)  # a watch's own timeout stays
 
 
+@pytest.mark.parametrize(("content", "said"), [
+    (None, "the kubeconfig {path} does not exist"),
+    ("", "the kubeconfig {path} is empty"),
+    ("clusters: [unclosed", "the kubeconfig {path} is not YAML: "),
+    ("clusters: {a: 1}", "the kubeconfig {path}: clusters is not a list"),
+    ("apiVersion: v1\nkind: Config\n", "the kubeconfig has no current-context; pass --context"),
+])
+def test_an_unusable_kubeconfig_file_is_one_sentence_before_any_request(tmp_path, content, said):
+    path = tmp_path / "config"
+    if content is not None:
+        path.write_text(content)
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(["--kubeconfig", str(path), "list"], out=out, err=err) == 1
+    assert err.getvalue().startswith("error: " + said.format(path=path)) and err.getvalue().count("\n") == 1
+
+
 # --- errors ------------------------------------------------------------------------------------------
 
 

@@ -281,6 +281,8 @@ def connect(a: argparse.Namespace) -> Kube:
     as_user, as_groups, as_uid = getattr(a, "as_user", None), getattr(a, "as_group", None) or [], getattr(
         a, "as_uid", None)
     namespace = getattr(a, "namespace", None)
+    if explicit and not docs[0][1]:
+        raise CLIError(f"the kubeconfig {explicit} is empty")
     if not any(doc for _, doc in docs):
         try:
             kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
