@@ -1,7 +1,9 @@
 """``kubectl longshot`` at home in kubectl (issue 53 part 3), on the real API server: kubeconfig files merged as
 kubectl merges them, ``--as``/``--as-group`` refused and allowed by RBAC, ``list -A``, ``tree -w`` that sees a status
-write within 2 s at 50 tasks and stops when the build is terminal (or at ``--watch-timeout``), and the failures a
-person meets (connection refused, TLS, 401, 403, a server that does not answer) each as one sentence."""
+write within 2 s at 50 tasks and stops when the build is terminal (or at ``--watch-timeout``), ``logs -f`` of a Pod
+log that grows (the API server proxying to a kubelet's log endpoint, log_kubelet.py), ``version``, completion in a
+real bash, the Krew launcher, and the failures a person meets (connection refused, TLS, 401, 403, a server that
+does not answer) each as one sentence."""
 
 from __future__ import annotations
 
@@ -376,3 +378,52 @@ def test_the_krew_launcher_runs_the_plugin_on_the_given_python_and_says_what_is_
     done = subprocess.run([str(launcher), "list"], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "LONGSHOT_PYTHON": str(bare)})
     assert done.returncode == 1 and done.stderr.startswith("error: kubectl longshot needs the longshot package in ")
+
+
+# --- logs -f on the real API server ------------------------------------------------------------------
+
+
+def restricted_pod(name: str, node: str) -> dict[str, Any]:
+    """An agent Pod as far as ``pods/log`` cares (bound to ``node``; the namespace's Pod Security is restricted)."""
+    return {"metadata": {"name": name}, "spec": {
+        "nodeName": node, "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
+                                              "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{"name": "agent", "image": "example.test/agent:1", "securityContext": {
+            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}]}}
+
+
+def test_logs_follow_prints_a_growing_pod_log_then_where_the_ledger_entry_is(control_plane, core_v1, custom,
+                                                                             namespace):
+    from log_kubelet import LogKubelet
+
+    from longshot.core import ledger
+
+    create(custom, namespace, build("b1"))
+    create(custom, namespace, task("b1-w", buildRef={"name": "b1"}))
+    started = "2026-11-28T08:00:00Z"
+    with LogKubelet(core_v1, control_plane.pki, f"log-{namespace}"[:63]) as kubelet:
+        core_v1.create_namespaced_pod(namespace, restricted_pod("b1-w-a1", kubelet.node))
+        custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "agenttasks", "b1-w", {"status": {
+            "phase": "Running", "attempts": [{"number": 1, "pod": "b1-w-a1", "startTime": started}]}})
+        frames, err, result, thread = watch_in_thread("-n", namespace, "logs", "b1-w", "-f")
+        kubelet.write('{"type": "message", "text": "one"}\n')
+        wait_for(lambda: frames.first_with('"text": "one"'), timeout=30, what="the first line, through the API server")
+        kubelet.write("two \x1b[31mred\x1b[0m\n")
+        wait_for(lambda: frames.first_with("two red\n"), timeout=30, what="the second line, cleaned")
+        assert thread.is_alive() and "code" not in result  # still following
+        kubelet.end()
+        # the attempt ends: the operator records it and its ledger entry exists
+        core_v1.create_namespaced_config_map(namespace, {"metadata": {"name": "b1-w-a1-ledger"}, "data": {
+            ledger.RESULT_KEY: json.dumps({"exitCode": 0, "endTime": "2026-11-28T08:01:00Z"})}})
+        custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "agenttasks", "b1-w", {"status": {
+            "phase": "Succeeded", "attempts": [{"number": 1, "pod": "b1-w-a1", "startTime": started,
+                                                "endTime": "2026-11-28T08:01:00Z", "exitReason": "Completed",
+                                                "ledger": "b1-w-a1-ledger"}]}})
+        wait_for(lambda: not thread.is_alive(), timeout=30, what="logs -f ends after the attempt's end")
+    assert result["code"] == 0, err.getvalue()
+    assert frames.text() == ('{"type": "message", "text": "one"}\ntwo red\n'
+                             '{"type": "result", "exitCode": 0, "endTime": "2026-11-28T08:01:00Z"}\n')
+    assert err.getvalue() == (f"attempt 1 ended (Completed); its transcript is kept in the ledger entry ConfigMap "
+                              f"{namespace}/b1-w-a1-ledger (kubectl longshot logs b1-w --attempt 1 --ledger)\n")
+    assert any(r.startswith(f"/containerLogs/{namespace}/b1-w-a1/agent?") and "follow=true" in r
+               for r in kubelet.requests), kubelet.requests

@@ -1,6 +1,7 @@
 """``logs -f`` and ``tree -w`` against a fake behind the plugin's own interface (``cli.Kube``'s ``watch``,
-``follow_log``, ``list_versioned``): the integration tier has no kubelet, so a Pod log that grows is played here
-(tests/integration/test_cli.py watches the real API server for ``tree -w``)."""
+``follow_log``, ``list_versioned``): the cases the real API server does not stage easily (a container that starts
+late or never, an end recorded late or never, an expired watch, Ctrl-C). tests/integration/test_cli.py runs both
+against the real API server (a Pod log that grows, served by a kubelet's log endpoint there)."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NoReturn, TextIO, cast
+from typing import Any, NoReturn, TextIO
 
 import kubernetes
 import urllib3
@@ -60,6 +60,9 @@ WATCH_TIMEOUT = 3600
 """``tree -w`` stops after this many seconds unless ``--watch-timeout`` says otherwise."""
 OPERATOR_NAMESPACE = "longshot-system"
 """Where ``version`` looks for the operator's Deployment (the chart's documented namespace)."""
+FOLLOW_READ_TIMEOUT = 86400 + 60
+"""``logs -f`` gives up on a log silent this long: the longest attempt (``spec.agent.timeoutSeconds`` at most 86400)
+and a minute."""
 LOCAL_COMMANDS = frozenset({"completion"})
 """Commands that make no API call."""
 
@@ -179,7 +182,7 @@ class Kube:
     def follow_log(self, pod: str, container: str, streams: follow.Streams) -> Iterator[str]:
         """The Pod's log from its start, line by line (newline included) while it grows, until the container ends."""
         resp = self.core.read_namespaced_pod_log(pod, self.namespace, container=container, follow=True,
-                                                 _preload_content=False, _request_timeout=cast(Any, (10, None)))
+                                                 _preload_content=False, _request_timeout=(10, FOLLOW_READ_TIMEOUT))
         yield from (line + "\n" for line in _lines(resp, streams, text=True))
 
     def pod_log(self, name: str, container: str, tail: int | None) -> str:
