@@ -427,3 +427,53 @@ def test_logs_follow_prints_a_growing_pod_log_then_where_the_ledger_entry_is(con
                               f"{namespace}/b1-w-a1-ledger (kubectl longshot logs b1-w --attempt 1 --ledger)\n")
     assert any(r.startswith(f"/containerLogs/{namespace}/b1-w-a1/agent?") and "follow=true" in r
                for r in kubelet.requests), kubelet.requests
+
+
+def completion_script(shell: str) -> str:
+    out = io.StringIO()
+    assert cli.main(["completion", shell], out=out, err=io.StringIO()) == 0
+    return out.getvalue()
+
+
+def zsh_complete(*words: str) -> list[str]:
+    """What the zsh script offers after ``kubectl-longshot WORDS`` (zsh's completion builtins replaced by ones that
+    print what they are given: the function's decisions, run by a real zsh)."""
+    import subprocess
+
+    stubs = ('compdef() { : }\ncompadd() { [[ $1 == -- ]] && shift; print -rl -- "$@" }\n'
+             '_describe() { local name=$2; print -rl -- ${${(P)name}%%:*} }\n')
+    line = " ".join(f"'{w}'" for w in ("kubectl-longshot", *words))
+    program = f"{stubs}{completion_script('zsh')}\nwords=({line}); CURRENT={len(words) + 1}; _kubectl_longshot\n"
+    done = subprocess.run(["zsh", "-f", "-c", program], capture_output=True, text=True, timeout=30)
+    assert done.stderr == "" and done.returncode == (0 if done.stdout else 1), done  # 1: no matches, for zsh
+    return done.stdout.split()
+
+
+def test_the_zsh_script_completes_commands_flags_and_values_in_zsh():
+    assert {"list", "tree", "logs", "version", "completion", "-n", "--context"} <= set(zsh_complete(""))
+    after_globals = zsh_complete("-n", "team-a", "tree", "b1", "-")
+    assert {"-w", "--watch", "-A", "-o"} <= set(after_globals) and "--follow" not in after_globals
+    assert zsh_complete("list", "-o", "") == ["json", "yaml"]
+    assert {"bash", "zsh", "fish"} <= set(zsh_complete("completion", ""))
+    assert zsh_complete("--namespace", "") == []
+
+
+def fish_complete(line: str) -> list[str]:
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".fish") as f:
+        f.write(completion_script("fish"))
+        f.flush()
+        done = subprocess.run(["fish", "--no-config", "-c", f"source {f.name}; complete -C '{line}'"],
+                              capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return [row.split("\t")[0] for row in done.stdout.splitlines()]
+
+
+def test_the_fish_script_completes_commands_flags_and_values_in_fish():
+    assert {"list", "tree", "logs", "version", "completion"} <= set(fish_complete("kubectl-longshot "))
+    after = fish_complete("kubectl-longshot -n team-a tree b1 -")
+    assert {"-w", "-A", "-o", "-n"} <= set(after) and "-f" not in after
+    assert fish_complete("kubectl-longshot list -o ") == ["json", "yaml"]
+    assert sorted(fish_complete("kubectl-longshot completion ")) == ["bash", "fish", "zsh"]
