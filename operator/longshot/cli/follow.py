@@ -119,9 +119,7 @@ def watch_tree(k: Source, name: str, out: CleanOutput, err: CleanOutput, *, limi
     start = clock()
     by_name = f"metadata.name={name}"
     builds, build_rv = k.list_versioned("BuildRequest", field_selector=by_name)
-    if not builds:
-        k.must("BuildRequest", name)  # raises: not found
-    state = view.Watched(builds[0])
+    state = view.Watched(builds[0] if builds else k.must("BuildRequest", name))  # must: not found, one sentence
     versions = {"BuildRequest": build_rv}
     for kind in ("AgentTask", "MergeJob"):
         items, versions[kind] = k.list_versioned(kind)
