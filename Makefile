@@ -39,8 +39,9 @@ collector: ## The trace e2e test's real collector: Jaeger v1.76.0 built from the
 	@bash hack/go-tools.sh jaeger >/dev/null
 
 .PHONY: test-tools
-test-tools: ## promtool, which the metrics and dashboard tests run (Debian's prometheus package, installed if missing)
+test-tools: ## promtool, which the metrics and dashboard tests run (Debian's prometheus package), and zsh and fish, which the completion tests run (installed if missing)
 	@command -v promtool >/dev/null || bash hack/cluster/install-deps.sh prometheus
+	@command -v zsh >/dev/null && command -v fish >/dev/null || bash hack/cluster/install-deps.sh zsh fish
 
 .PHONY: test
 test: venv binaries test-tools ## Run the unit and integration tiers (the README's test command)
@@ -127,6 +128,10 @@ crds: venv ## Render crds/*.yaml from the pydantic models, the chart's copies an
 	rm -f charts/longshot/crds/*.yaml charts/longshot/files/prompts/*.j2
 	cp crds/*.yaml charts/longshot/crds/
 	cp operator/longshot/agent/prompts/*.j2 charts/longshot/files/prompts/
+
+.PHONY: krew-manifest
+krew-manifest: ## Build the Krew archive of kubectl longshot and fill its manifest (dist/krew/; template: hack/krew/longshot.yaml)
+	$(PY) hack/krew_manifest.py $(if $(KREW_BASE_URL),--base-url $(KREW_BASE_URL))
 
 .PHONY: crds-check
 crds-check: venv ## Fail when crds/ differs from the generator's output

@@ -54,7 +54,10 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory,
                   request: pytest.FixtureRequest) -> Iterator[controlplane.ControlPlane]:
     # a short path: unix socket paths and the logs are easier to find
     workdir = tmp_path_factory.mktemp("cp")
-    cp = controlplane.ControlPlane(workdir=workdir, bin_dir=_bin_dir())
+    # the kubelets a test serves (log_kubelet.py: a Pod log that grows) present the API server's own certificate,
+    # signed by the tier's CA; no other kubelet runs in this tier
+    cp = controlplane.ControlPlane(workdir=workdir, bin_dir=_bin_dir(), extra_apiserver_flags=(
+        f"--kubelet-certificate-authority={workdir / 'pki' / 'ca.crt'}",))
     try:
         cp.start()
     except controlplane.ControlPlaneError:

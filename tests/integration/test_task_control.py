@@ -274,5 +274,5 @@ def test_the_plugin_exits_1_with_a_reason_when_there_is_nothing_to_act_on(contro
     assert code == 1 and "the Pod b1-a1 of attempt 1 is gone" in err
     # the API server's refusal is reported with the field it names, not a traceback
     code, _, err = run_cli(control_plane, namespace, "relaunch", "at/b1", "--model", "m" * 300)
-    assert code == 1 and err.startswith("error: the API server refused: ") and "spec.agent.model" in err
+    assert code == 1 and err.startswith("error: the API server refused (422): ") and "spec.agent.model" in err
     assert "Traceback" not in err

@@ -29,6 +29,8 @@ TRUSTED: dict[tuple[str, str], tuple[int, str]] = {
     ("gateway/pricing.py", "yaml.safe_load"): (1, "the gateway's price table (chart values)"),
     ("gateway/hook.py", "json.loads"): (1, "the scope the gateway itself put into the hook's environment"),
     ("cli/main.py", "json.loads"): (2, "kubectl longshot: the user's own API server, in the user's process"),
+    ("cli/main.py", "yaml.safe_load"): (1, "kubectl longshot: the user's own kubeconfig files (size-bounded)"),
+    ("cli/errors.py", "json.loads"): (1, "kubectl longshot: the Status body of the user's own API server"),
     ("agent/delegation.py", "json.loads"): (2, "the agent Pod: the tenant's process parsing its own input"),
     ("agent/tools.py", "json.loads"): (2, "the agent Pod: the tenant's process parsing its model's answer"),
     ("agent/backends/http.py", ".json()"): (3, "the agent Pod: the tenant's process parsing its model's answer"),

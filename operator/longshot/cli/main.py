@@ -1,10 +1,12 @@
 """``kubectl longshot`` (the ``kubectl-longshot`` entry point): see docs/operations.md.
 
-kubectl's conventions: ``-n/--namespace`` (else the context's namespace, else ``default``), ``--context``,
-``--kubeconfig`` (else ``$KUBECONFIG``, else ``~/.kube/config``, else the in-cluster account), ``-o json|yaml``
-where the output is structured, and exit codes 0 (done), 1 (an error: not found, refused, nothing to show) and
-2 (usage). Every change is one merge patch of a field a person may set (``spec.suspend``, ``spec.cancel``,
-``spec.retryToken``, ``spec.agent``, ``spec.answer``, ``spec.approved``); the operator does the rest.
+kubectl's conventions: ``-n/--namespace`` (else the context's namespace, else ``default``), ``-A`` where a command
+lists, ``--context``, ``--kubeconfig`` (else ``$KUBECONFIG``'s files merged as kubectl merges them, see
+``cli.kubeconfig``, else ``~/.kube/config``, else the in-cluster account), ``--as``/``--as-group``/``--as-uid``
+(impersonation), ``--request-timeout``, ``-o json|yaml`` where the output is structured, and exit codes 0 (done),
+1 (an error, one sentence on stderr: ``cli.errors``), 2 (usage) and 130 (Ctrl-C). Every change is one merge patch
+of a field a person may set (``spec.suspend``, ``spec.cancel``, ``spec.retryToken``, ``spec.agent``,
+``spec.answer``, ``spec.approved``); the operator does the rest.
 
 A target written ``TASK|BUILD`` is an AgentTask or a BuildRequest: ``at/NAME`` or ``br/NAME`` says which, a bare
 name is looked up as a task first, then as a build (both existing: an error that asks for the prefix).
@@ -19,20 +21,26 @@ from __future__ import annotations
 
 import argparse
 import base64
+import builtins
 import json
+import logging
 import os
 import secrets
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, NoReturn, TextIO
 
 import kubernetes
+import urllib3
 import yaml
 
+import longshot
 from longshot.api import common, sanitize
-from longshot.cli import view
+from longshot.cli import completion, errors, follow, kubeconfig, view
 from longshot.core import ledger, names
 
 PLURALS = {"BuildRequest": "buildrequests", "AgentTask": "agenttasks", "MergeJob": "mergejobs"}
@@ -44,6 +52,19 @@ MAX_TEXT = 32768
 """The longest answer or prompt addendum the CRDs accept."""
 TRACE_UI_ENV = "LONGSHOT_TRACE_UI_URL"
 """A trace UI's base URL (``https://jaeger.example/trace/{traceId}``, or a base that ``/trace/<id>`` is added to)."""
+
+
+REQUEST_TIMEOUT = 30.0
+"""Seconds one request may take unless ``--request-timeout`` says otherwise (watches and ``logs -f`` set their own)."""
+WATCH_TIMEOUT = 3600
+"""``tree -w`` stops after this many seconds unless ``--watch-timeout`` says otherwise."""
+OPERATOR_NAMESPACE = "longshot-system"
+"""Where ``version`` looks for the operator's Deployment (the chart's documented namespace)."""
+FOLLOW_READ_TIMEOUT = 86400 + 60
+"""``logs -f`` gives up on a log silent this long: the longest attempt (``spec.agent.timeoutSeconds`` at most 86400)
+and a minute."""
+LOCAL_COMMANDS = frozenset({"completion"})
+"""Commands that make no API call."""
 
 
 class CLIError(Exception):
@@ -63,6 +84,15 @@ class CleanOutput:
 
     def flush(self) -> None:
         self.raw.flush()
+
+    def clear_screen(self) -> bool:
+        """Clear a terminal (a fixed escape sequence of ours, never text that was read) before ``tree -w`` redraws;
+        False when the stream is not a terminal."""
+        isatty = getattr(self.raw, "isatty", None)
+        if isatty is None or not isatty():
+            return False
+        self.raw.write("\x1b[H\x1b[2J")
+        return True
 
 
 @dataclass
@@ -118,6 +148,43 @@ class Kube:
         data: dict[str, Any] = self.api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
         return data
 
+    @property
+    def server(self) -> str:
+        host: str = getattr(getattr(self.api, "configuration", None), "host", None) or "the cluster"
+        return host
+
+    def list_all(self, kind: str) -> builtins.list[dict[str, Any]]:
+        """Every object of ``kind`` in every namespace (``-A``)."""
+        out: dict[str, Any] = self.custom.list_cluster_custom_object(  # type: ignore[assignment]
+            common.GROUP, common.VERSION, PLURALS[kind])
+        items: builtins.list[dict[str, Any]] = out.get("items") or []
+        return items
+
+    def list_versioned(self, kind: str, *, field_selector: str | None = None
+                       ) -> tuple[builtins.list[dict[str, Any]], str]:
+        """The namespace's objects of ``kind`` and the list's resourceVersion (where a watch starts)."""
+        kwargs: dict[str, Any] = {"field_selector": field_selector} if field_selector else {}
+        out: dict[str, Any] = self.custom.list_namespaced_custom_object(  # type: ignore[assignment]
+            common.GROUP, common.VERSION, self.namespace, PLURALS[kind], **kwargs)
+        return list(out.get("items") or []), str((out.get("metadata") or {}).get("resourceVersion") or "")
+
+    def watch(self, kind: str, resource_version: str, streams: follow.Streams, *, field_selector: str | None = None,
+              timeout_seconds: int = follow.WATCH_SECONDS) -> Iterator[tuple[str, dict[str, Any]]]:
+        """One watch request of the namespace's ``kind`` from ``resource_version``: ``(type, object)`` until the
+        API server ends it (``timeout_seconds``) or ``streams.stop()``; an ``ERROR`` event raises (410: expired)."""
+        kwargs: dict[str, Any] = {"field_selector": field_selector} if field_selector else {}
+        resp = self.custom.list_namespaced_custom_object(
+            common.GROUP, common.VERSION, self.namespace, PLURALS[kind], watch=True, allow_watch_bookmarks=True,
+            resource_version=resource_version or None, timeout_seconds=timeout_seconds, _preload_content=False,
+            _request_timeout=(10, timeout_seconds + 15), **kwargs)
+        yield from (_watch_event(line) for line in _lines(resp, streams))
+
+    def follow_log(self, pod: str, container: str, streams: follow.Streams) -> Iterator[str]:
+        """The Pod's log from its start, line by line (newline included) while it grows, until the container ends."""
+        resp = self.core.read_namespaced_pod_log(pod, self.namespace, container=container, follow=True,
+                                                 _preload_content=False, _request_timeout=(10, FOLLOW_READ_TIMEOUT))
+        yield from (line + "\n" for line in _lines(resp, streams, text=True))
+
     def pod_log(self, name: str, container: str, tail: int | None) -> str:
         kwargs: dict[str, Any] = {"container": container}
         if tail is not None:
@@ -126,33 +193,120 @@ class Kube:
         return text
 
 
-def connect(kubeconfig: str | None, context: str | None, namespace: str | None) -> Kube:
-    """The API client and namespace kubectl would use with these flags."""
-    path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or os.path.expanduser("~/.kube/config")
-    if kubeconfig or os.path.exists(path):
+MAX_KUBECONFIG = 4 << 20
+"""The largest kubeconfig file read (kubectl's are kilobytes; a bound all the same)."""
+
+
+def _lines(resp: Any, streams: follow.Streams, *, text: bool = False) -> Iterator[str]:
+    """The lines of a streamed answer (a watch's events, a followed log), raising the API server's refusal first."""
+    status = getattr(resp, "status", 200)
+    if not 200 <= status <= 299:
         try:
-            api = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
-                config_file=path, context=context)
-            contexts, active = kubernetes.config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
-                config_file=path)
-            if context:
-                active = next((x for x in contexts if x.get("name") == context), active)
-        except (kubernetes.config.ConfigException, OSError) as e:
-            raise CLIError(f"cannot use the kubeconfig {path}: {e}") from None
-        ns = namespace or ((active or {}).get("context") or {}).get("namespace") or "default"
-        return Kube(api, ns)
+            raise kubernetes.client.ApiException(http_resp=resp)
+        finally:
+            resp.release_conn()
+    streams.hold(resp)
+    buffer = b""
     try:
-        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except kubernetes.config.ConfigException:
-        raise CLIError(f"no kubeconfig at {path} and not in a cluster; pass --kubeconfig") from None
-    ns = namespace
-    if ns is None:
+        for chunk in resp.stream(amt=None, decode_content=False):
+            buffer += chunk
+            *done, buffer = buffer.split(b"\n")
+            for line in done:
+                if line or text:
+                    yield line.decode("utf-8", errors="replace")
+            if streams.stopped.is_set():
+                return
+        if buffer:
+            yield buffer.decode("utf-8", errors="replace")
+    except (urllib3.exceptions.ProtocolError, OSError, ValueError):
+        if not streams.stopped.is_set():  # a stop() shuts the socket under the read: not an error
+            raise
+    finally:
+        streams.release(resp)
+
+
+def _watch_event(line: str) -> tuple[str, dict[str, Any]]:
+    event = json.loads(line)
+    kind, obj = event.get("type"), event.get("object") or {}
+    if kind == "ERROR":
+        raise kubernetes.client.ApiException(status=obj.get("code"), reason=obj.get("reason"),
+                                             body=json.dumps(obj))
+    return str(kind), obj
+
+
+def impersonating(api: kubernetes.client.ApiClient, extra: Sequence[tuple[str, str]],
+                  timeout: float | None) -> kubernetes.client.ApiClient:
+    """Every request of ``api`` carries the ``Impersonate-*`` headers (a repeated one, ``Impersonate-Group``, as
+    separate headers, which the client's own default headers cannot do) and, unless it sets its own, the timeout."""
+    rest = api.rest_client
+    send = rest.request
+
+    def request(method: str, url: str, headers: Any = None, body: Any = None, post_params: Any = None,
+                _request_timeout: Any = None) -> Any:
+        h = urllib3.HTTPHeaderDict(headers or {})
+        for key, value in extra:
+            h.add(key, value)
+        return send(method, url, headers=h, body=body, post_params=post_params,  # type: ignore[no-untyped-call]
+                    _request_timeout=_request_timeout or timeout)
+
+    rest.request = request  # type: ignore[method-assign]
+    return api
+
+
+def _read_kubeconfigs(paths: Sequence[str], explicit: bool) -> list[tuple[str, Any]]:
+    docs: list[tuple[str, Any]] = []
+    for path in paths:
         try:
-            with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
-                ns = f.read().strip()
-        except OSError:
-            ns = "default"
-    return Kube(kubernetes.client.ApiClient(), ns)
+            with open(path, "rb") as f:
+                data = f.read(MAX_KUBECONFIG + 1)
+        except FileNotFoundError:
+            if explicit:
+                raise CLIError(f"the kubeconfig {path} does not exist") from None
+            docs.append((path, None))  # as kubectl: a missing file in $KUBECONFIG is skipped
+            continue
+        except OSError as e:
+            raise CLIError(f"cannot read the kubeconfig {path}: {e.strerror or e}") from None
+        if len(data) > MAX_KUBECONFIG:
+            raise CLIError(f"the kubeconfig {path} is larger than {MAX_KUBECONFIG >> 20} MiB")
+        try:
+            docs.append((path, yaml.safe_load(data)))
+        except yaml.YAMLError as e:
+            raise CLIError(f"the kubeconfig {path} is not YAML: {sanitize.one_line(str(e))[:200]}") from None
+    return docs
+
+
+def connect(a: argparse.Namespace) -> Kube:
+    """The API client and namespace kubectl would use with these flags (see ``cli.kubeconfig``)."""
+    explicit = getattr(a, "kubeconfig", None)
+    paths = kubeconfig.files(explicit, os.environ.get("KUBECONFIG"), os.path.expanduser("~"))
+    docs = _read_kubeconfigs(paths, bool(explicit))
+    timeout = getattr(a, "request_timeout", None) or None
+    as_user, as_groups, as_uid = getattr(a, "as_user", None), getattr(a, "as_group", None) or [], getattr(
+        a, "as_uid", None)
+    namespace = getattr(a, "namespace", None)
+    if explicit and not docs[0][1]:
+        raise CLIError(f"the kubeconfig {explicit} is empty")
+    if not any(doc for _, doc in docs):
+        try:
+            kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except kubernetes.config.ConfigException:
+            raise CLIError(f"no kubeconfig at {', '.join(paths)} and not in a cluster; pass --kubeconfig") from None
+        ns = namespace
+        if ns is None:
+            try:
+                with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+                    ns = f.read().strip()
+            except OSError:
+                ns = "default"
+        who = kubeconfig.Identity(context="in-cluster", namespace=ns, user=as_user, groups=tuple(as_groups),
+                                  uid=as_uid)
+        return Kube(impersonating(kubernetes.client.ApiClient(), who.headers(), timeout), ns)
+    config = kubeconfig.merge(docs)
+    who = kubeconfig.identity(config, getattr(a, "context", None), as_user=as_user, as_groups=as_groups,
+                              as_uid=as_uid)
+    api = kubernetes.config.new_client_from_config_dict(  # type: ignore[no-untyped-call]
+        config, context=who.context, persist_config=False)
+    return Kube(impersonating(api, who.headers(), timeout), namespace or who.namespace or "default")
 
 
 # --- helpers -----------------------------------------------------------------------------------------
@@ -221,9 +375,89 @@ def _bounded(what: str, text: str) -> str:
 
 
 def cmd_tree(k: Kube, a: argparse.Namespace, out: CleanOutput) -> int:
+    if a.all_namespaces:
+        k = Kube(k.api, _namespace_of(k, a.build))
+    if a.watch:
+        if a.output:
+            raise CLIError("tree -w draws the tree as text; -o json|yaml is for one look (drop -w or -o)")
+        return follow.watch_tree(k, a.build, out, a.err, limit=a.watch_timeout, clock=time.monotonic, frame=_frame)
     build = k.must("BuildRequest", a.build)
     v = view.tree(build, tasks_of(k, a.build), k.list("MergeJob"))
     emit(out, v, a.output, view.tree_text(v))
+    return 0
+
+
+def _namespace_of(k: Kube, build: str) -> str:
+    """``tree -A``: the namespace of the one BuildRequest named ``build`` (an error when none or several are)."""
+    found: dict[str, Any] = k.custom.list_cluster_custom_object(  # type: ignore[assignment]
+        common.GROUP, common.VERSION, PLURALS["BuildRequest"], field_selector=f"metadata.name={build}")
+    spaces = sorted(str(b["metadata"]["namespace"]) for b in found.get("items") or [])
+    if not spaces:
+        raise CLIError(f"no BuildRequest {build!r} in any namespace")
+    if len(spaces) > 1:
+        raise CLIError(f"BuildRequest {build!r} is in several namespaces ({', '.join(spaces)}): pass -n instead of -A")
+    return spaces[0]
+
+
+def _frame(out: CleanOutput, text: str, first: bool) -> None:
+    """One drawing of ``tree -w``: a terminal is cleared first; a pipe or file gets the frames one after the
+    other, each after an empty line and the time."""
+    if not out.clear_screen() and not first:
+        out.write("\n")
+    out.write(f"{datetime.now(UTC).strftime('%H:%M:%S')}  {text}")
+    out.flush()
+
+
+def cmd_list(k: Kube, a: argparse.Namespace, out: CleanOutput) -> int:
+    builds = k.list_all("BuildRequest") if a.all_namespaces else k.list("BuildRequest")
+    rows = view.build_rows(builds, datetime.now(UTC))
+    if not rows and not a.output:
+        where = "any namespace" if a.all_namespaces else f"namespace {k.namespace!r}"
+        a.err.write(f"no BuildRequests in {where}\n")
+        return 0
+    emit(out, {"items": rows}, a.output, view.list_text(rows, all_namespaces=a.all_namespaces))
+    return 0
+
+
+def cmd_version(k: Kube | None, a: argparse.Namespace, out: CleanOutput) -> int:
+    """The plugin's version; and the operator's, from its Deployment (labels ``app.kubernetes.io/part-of=longshot,
+    app.kubernetes.io/component=operator``) in ``--operator-namespace``: its ``app.kubernetes.io/version`` label and
+    its image."""
+    plugin = {"version": longshot.__version__}
+    data: dict[str, Any] = {"plugin": plugin}
+    lines = [f"plugin: {longshot.__version__}"]
+    code = 0
+    if k is not None:
+        try:
+            operator = _operator_version(k, a.operator_namespace)
+        except (CLIError, kubernetes.client.ApiException, urllib3.exceptions.HTTPError, OSError) as e:
+            why = str(e) if isinstance(e, CLIError) else errors.sentence(e, k.server)
+            operator = {"version": None, "error": why}
+            code = 1
+        data["operator"] = operator
+        lines.append(f"operator: {operator['version']} (deployment {operator['deployment']}, image "
+                     f"{operator['image']})" if operator.get("version") else f"operator: unknown ({operator['error']})")
+    emit(out, data, a.output, "\n".join(lines) + "\n")
+    return code
+
+
+def _operator_version(k: Kube, namespace: str) -> dict[str, Any]:
+    apps = kubernetes.client.AppsV1Api(k.api)
+    found = apps.list_namespaced_deployment(
+        namespace, label_selector="app.kubernetes.io/part-of=longshot,app.kubernetes.io/component=operator").items
+    if not found:
+        raise CLIError(f"no Longshot operator Deployment in namespace {namespace!r}; pass --operator-namespace")
+    d = k.api.sanitize_for_serialization(found[0])  # type: ignore[no-untyped-call]
+    meta, containers = d.get("metadata") or {}, ((d.get("spec") or {}).get("template") or {}).get("spec", {}).get(
+        "containers") or []
+    image = str(next((c.get("image") for c in containers if c.get("name") == "operator"),
+                     containers[0].get("image") if containers else "") or "")
+    version = (meta.get("labels") or {}).get("app.kubernetes.io/version") or view.image_version(image)
+    return {"version": version, "deployment": f"{namespace}/{meta.get('name')}", "image": image}
+
+
+def cmd_completion(k: Kube | None, a: argparse.Namespace, out: CleanOutput) -> int:
+    out.write(completion.script(a.shell, parser()))
     return 0
 
 
@@ -245,6 +479,8 @@ def cmd_logs(k: Kube, a: argparse.Namespace, out: CleanOutput) -> int:
     entry = record.get("ledger") or ledger.entry_name(pod)
     if a.ledger or a.output:
         return _print_ledger(k, entry, number, a, out)
+    if a.follow and not record.get("endTime"):
+        return _follow(k, a, number, pod, out)
     try:
         log_text = k.pod_log(pod, "agent", a.tail)
         if a.raw:  # asked for: the log byte for byte, escapes included
@@ -255,8 +491,31 @@ def cmd_logs(k: Kube, a: argparse.Namespace, out: CleanOutput) -> int:
         if e.status == 404:  # the Pod is gone (finished Pods are deleted past spec.retention.finishedPods)
             return _print_ledger(k, entry, number, a, out, gone=pod)
         if e.status == 400:
-            raise CLIError(f"the Pod {pod} of attempt {number} has no log yet: {_reason(e)}") from None
+            raise CLIError(f"the Pod {pod} of attempt {number} has no log yet: {errors.reason(e)}") from None
         raise
+    return 0
+
+
+def _follow(k: Kube, a: argparse.Namespace, number: int, pod: str, out: CleanOutput) -> int:
+    """``logs -f`` of a running attempt: its Pod's log as it grows; when it ends, the ``result`` line of its ledger
+    entry, and on stderr where the entry is (or why there is none)."""
+    stop = threading.Event()
+    record = follow.follow_attempt(k, a.task, number, pod, out, raw=a.raw, clock=time.monotonic, pause=stop.wait)
+    if record is None:
+        a.err.write(f"the log of attempt {number} ended; its end is not recorded yet: run `kubectl longshot logs "
+                    f"{a.task} --attempt {number} --ledger` later for its ledger entry\n")
+        return 0
+    entry = record.get("ledger") or ledger.entry_name(record.get("pod") or pod)
+    cm = k.configmap(entry)
+    how = sanitize.one_line(str(record.get("exitReason") or record.get("failureClass") or "ended"))[:200]
+    if cm is None:
+        a.err.write(f"attempt {number} ended ({how}); it has no ledger entry (ConfigMap {entry!r} not found)\n")
+        return 0
+    result = _result(cm)
+    if result is not None:
+        out.write(json.dumps({"type": "result", **result}, ensure_ascii=True) + "\n")
+    a.err.write(f"attempt {number} ended ({how}); its transcript is kept in the ledger entry ConfigMap "
+                f"{k.namespace}/{entry} (kubectl longshot logs {a.task} --attempt {number} --ledger)\n")
     return 0
 
 
@@ -275,11 +534,7 @@ def _print_ledger(k: Kube, entry: str, number: int, a: argparse.Namespace, out: 
         events = ledger.events(base64.b64decode(blob)) if blob else []
     except ValueError:
         events = []
-    raw_result = (cm.get("data") or {}).get(ledger.RESULT_KEY)
-    try:
-        result = json.loads(raw_result) if raw_result else None
-    except ValueError:
-        result = None
+    result = _result(cm)
     if a.tail is not None:
         events = events[-a.tail:]
     if a.output:
@@ -290,6 +545,16 @@ def _print_ledger(k: Kube, entry: str, number: int, a: argparse.Namespace, out: 
     if result is not None:
         out.write(json.dumps({"type": "result", **result}, ensure_ascii=True) + "\n")
     return 0
+
+
+def _result(cm: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``result`` of a ledger entry (how the attempt ended), or None."""
+    raw_result = (cm.get("data") or {}).get(ledger.RESULT_KEY)
+    try:
+        result = json.loads(raw_result) if raw_result else None
+    except ValueError:
+        return None
+    return result if isinstance(result, dict) else None
 
 
 def cmd_answer(k: Kube, a: argparse.Namespace, out: CleanOutput) -> int:
@@ -385,15 +650,6 @@ def cmd_trace(k: Kube, a: argparse.Namespace, out: CleanOutput) -> int:
     return 0
 
 
-def _reason(e: kubernetes.client.ApiException) -> str:
-    try:
-        body = json.loads(e.body or "{}")
-    except ValueError:
-        body = {}
-    message = body.get("message") if isinstance(body, dict) else None
-    return str(message or e.reason or e.status)
-
-
 # --- the parser --------------------------------------------------------------------------------------
 
 
@@ -403,7 +659,17 @@ def parser() -> argparse.ArgumentParser:
     common_flags.add_argument("-n", "--namespace", default=argparse.SUPPRESS,
                               help="namespace (default: the context's, else default)")
     common_flags.add_argument("--context", default=argparse.SUPPRESS, help="the kubeconfig context to use")
-    common_flags.add_argument("--kubeconfig", default=argparse.SUPPRESS, help="path to the kubeconfig file")
+    common_flags.add_argument("--kubeconfig", default=argparse.SUPPRESS,
+                              help="path to the kubeconfig file (default: $KUBECONFIG's files merged, else "
+                                   "~/.kube/config)")
+    common_flags.add_argument("--as", dest="as_user", metavar="USER", default=argparse.SUPPRESS,
+                              help="impersonate this user (Impersonate-User)")
+    common_flags.add_argument("--as-group", metavar="GROUP", action="append", default=argparse.SUPPRESS,
+                              help="impersonate this group, repeatable (Impersonate-Group; needs --as)")
+    common_flags.add_argument("--as-uid", metavar="UID", default=argparse.SUPPRESS,
+                              help="impersonate this UID (Impersonate-Uid; needs --as)")
+    common_flags.add_argument("--request-timeout", type=_seconds, default=argparse.SUPPRESS, metavar="SECONDS",
+                              help=f"how long one request may take, 0 for no limit (default: {REQUEST_TIMEOUT})")
     structured = argparse.ArgumentParser(add_help=False)
     structured.add_argument("-o", "--output", choices=("json", "yaml"), help="structured output")
 
@@ -417,7 +683,16 @@ def parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
         return sp
 
-    add("tree", cmd_tree, "show a build with its tasks, attempts and merge jobs", structured).add_argument("build")
+    sp = add("list", cmd_list, "list builds: phase, tasks done/total, age", structured)
+    sp.add_argument("-A", "--all-namespaces", action="store_true", help="the builds of every namespace")
+    sp = add("tree", cmd_tree, "show a build with its tasks, attempts and merge jobs", structured)
+    sp.add_argument("build")
+    sp.add_argument("-A", "--all-namespaces", action="store_true",
+                    help="find the build in any namespace (an error when the name is in several)")
+    sp.add_argument("-w", "--watch", action="store_true",
+                    help="redraw on every change, until the build is terminal (Ctrl-C stops)")
+    sp.add_argument("--watch-timeout", type=_positive, default=WATCH_TIMEOUT, metavar="SECONDS",
+                    help=f"stop watching after this long (default: {WATCH_TIMEOUT})")
     sp = add("logs", cmd_logs, "show an attempt's transcript: the Pod's log, or its ledger entry once the Pod is gone",
              structured)
     sp.add_argument("task")
@@ -428,6 +703,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--raw", action="store_true",
                     help="print the Pod's log as it is, terminal escapes and control characters included (by "
                          "default they are removed)")
+    sp.add_argument("-f", "--follow", action="store_true",
+                    help="follow a running attempt's log, then say where its ledger entry is")
     sp = add("answer", cmd_answer, "answer the question a task's agent asked (spec.answer)")
     sp.add_argument("task")
     sp.add_argument("text")
@@ -447,6 +724,12 @@ def parser() -> argparse.ArgumentParser:
     sp = add("trace", cmd_trace, "print a build's trace ID (or its link in a trace UI)", structured)
     sp.add_argument("build")
     sp.add_argument("--ui", help=f"the trace UI's base URL (default: ${TRACE_UI_ENV})")
+    sp = add("version", cmd_version, "print the plugin's version and the operator's", structured)
+    sp.add_argument("--client", action="store_true", help="the plugin's version only (no API call)")
+    sp.add_argument("--operator-namespace", default=OPERATOR_NAMESPACE, metavar="NAMESPACE",
+                    help=f"where the operator's Deployment is (default: {OPERATOR_NAMESPACE})")
+    sp = add("completion", cmd_completion, "print a shell completion script (bash, zsh or fish)")
+    sp.add_argument("shell", choices=completion.SHELLS)
     return p
 
 
@@ -454,6 +737,13 @@ def _positive(value: str) -> int:
     n = int(value)
     if n < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
+def _seconds(value: str) -> float:
+    n = float(value.removesuffix("s"))
+    if n < 0:
+        raise argparse.ArgumentTypeError("must be 0 (no limit) or more")
     return n
 
 
@@ -475,24 +765,34 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
     clean_out = CleanOutput(out or sys.stdout)
     clean_err = CleanOutput(err or sys.stderr)
     a = parser().parse_args(argv)
+    a.err = clean_err
+    if not hasattr(a, "request_timeout"):
+        a.request_timeout = REQUEST_TIMEOUT
     namespace = getattr(a, "namespace", None)
+    server = "the cluster"
     try:
         for attr, kind in (("task", "AgentTask"), ("build", "BuildRequest"), ("mergejob", "MergeJob")):
             if hasattr(a, attr):
                 setattr(a, attr, name_of(getattr(a, attr), kind))
-        k = kube or connect(getattr(a, "kubeconfig", None), getattr(a, "context", None), namespace)
-        if kube is not None and namespace:
-            k = Kube(kube.api, namespace)
+        k: Kube | None = None
+        if a.command not in LOCAL_COMMANDS and not getattr(a, "client", False):
+            k = kube or connect(a)
+            if kube is not None and namespace:
+                k = Kube(kube.api, namespace)
+            server = k.server
         code: int = a.fn(k, a, clean_out)
         return code
+    except KeyboardInterrupt:
+        clean_out.flush()
+        return 130
     except CLIError as e:
         return _fail(str(e), clean_err)
-    except kubernetes.client.ApiException as e:
-        return _fail(f"the API server refused: {_reason(e)}", clean_err)
-    except Exception as e:  # no traceback for a person; the class and message say what failed
-        return _fail(f"{type(e).__name__}: {e}", clean_err)
+    except Exception as e:  # every other failure: one sentence (cli.errors), no traceback for a person
+        return _fail(errors.sentence(e, server), clean_err)
 
 
 def run() -> NoReturn:
-    """The console script."""
+    """The console script. urllib3's own warnings (a retried connection) stay off stderr: the error sentence says
+    what failed."""
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     sys.exit(main())

@@ -1,9 +1,12 @@
 """Pure shaping of what ``kubectl longshot`` read: a build's tree (its tasks, their attempts and MergeJobs) as data
-for ``-o json|yaml`` and as text. Input is the resources as the API server returns them (camelCase dicts)."""
+for ``-o json|yaml`` and as text, the rows of ``list``, and the state ``tree -w`` folds watch events into. Input is
+the resources as the API server returns them (camelCase dicts)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from longshot.api import conditions as c
@@ -118,3 +121,120 @@ def tree_text(view: Mapping[str, Any]) -> str:
         for k, child in enumerate(children):
             lines.append(pad + ("└── " if k == len(children) - 1 else "├── ") + child)
     return "\n".join(lines) + "\n"
+
+
+# --- list --------------------------------------------------------------------------------------------
+
+TERMINAL_BUILD = frozenset({"Succeeded", "Failed"})
+"""The phases a build does not leave by itself (``tree -w`` stops there)."""
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def age(created: Any, now: datetime) -> str:
+    """kubectl's short age: ``42s``, ``7m``, ``3h``, ``12d`` (``?`` when the time is missing or unreadable)."""
+    then = _parse_time(created)
+    if then is None:
+        return "?"
+    seconds = max(0, int((now - then).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= 2 * size or (unit == "m" and seconds >= size):
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def build_rows(builds: Sequence[Mapping[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    """One row a build (by namespace, then name): its phase, tasks done (succeeded) of total, and age, from the
+    build's own ``status`` (the operator counts its tasks there; no task is read)."""
+    rows = []
+    for b in builds:
+        meta = b.get("metadata") or {}
+        status = b.get("status") or {}
+        counts = status.get("tasks") or {}
+        rows.append({
+            "namespace": meta.get("namespace"),
+            "name": meta.get("name"),
+            "phase": status.get("phase") or "Pending",
+            "suspended": bool((b.get("spec") or {}).get("suspend")),
+            "tasks": {"done": int(counts.get("succeeded") or 0), "total": int(counts.get("total") or 0)},
+            "created": meta.get("creationTimestamp"),
+            "age": age(meta.get("creationTimestamp"), now),
+        })
+    return sorted(rows, key=lambda r: (str(r["namespace"]), str(r["name"])))
+
+
+def list_text(rows: Sequence[Mapping[str, Any]], *, all_namespaces: bool) -> str:
+    """The rows as kubectl prints a table: upper-case headers, columns padded to the widest cell."""
+    head = (["NAMESPACE"] if all_namespaces else []) + ["NAME", "PHASE", "TASKS", "AGE"]
+    table = [head]
+    for r in rows:
+        phase = str(r["phase"]) + (" (suspended)" if r["suspended"] else "")
+        table.append(([str(r["namespace"])] if all_namespaces else [])
+                     + [str(r["name"]), phase, f"{r['tasks']['done']}/{r['tasks']['total']}", str(r["age"])])
+    widths = [max(len(sanitize.one_line(row[i])) for row in table) for i in range(len(head))]
+    return "".join("   ".join(sanitize.one_line(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                   + "\n" for row in table)
+
+
+# --- tree -w: what the watches saw -------------------------------------------------------------------
+
+
+@dataclass
+class Watched:
+    """What ``tree -w`` knows of one build: the build and every AgentTask and MergeJob of its namespace, keyed by
+    name, as the last list or watch event left them. ``apply`` folds one event in (pure; the shell watches)."""
+
+    build: dict[str, Any]
+    objects: dict[str, dict[str, dict[str, Any]]] = field(
+        default_factory=lambda: {"AgentTask": {}, "MergeJob": {}})
+
+    def apply(self, kind: str, event: str, obj: Mapping[str, Any]) -> bool:
+        """Fold in a watch event (``ADDED``, ``MODIFIED``, ``DELETED``; ``BOOKMARK`` and unknown ones change
+        nothing). Whether anything changed. The build's own ``DELETED`` keeps its last state (``gone`` says so)."""
+        name = (obj.get("metadata") or {}).get("name")
+        if event not in ("ADDED", "MODIFIED", "DELETED") or not isinstance(name, str):
+            return False
+        if kind == "BuildRequest":
+            if name != self.build["metadata"]["name"]:
+                return False
+            if event == "DELETED":
+                self.build = {**self.build, "deleted": True}
+                return True
+            changed = dict(obj) != self.build
+            self.build = dict(obj)
+            return changed
+        bucket = self.objects[kind]
+        if event == "DELETED":
+            return bucket.pop(name, None) is not None
+        changed = bucket.get(name) != dict(obj)
+        bucket[name] = dict(obj)
+        return changed
+
+    def replace(self, kind: str, items: Sequence[Mapping[str, Any]]) -> None:
+        """A fresh list of ``kind`` (the first, and after a watch expired): what it does not hold is gone."""
+        self.objects[kind] = {i["metadata"]["name"]: dict(i) for i in items}
+
+    def view(self) -> dict[str, Any]:
+        return tree(self.build, list(self.objects["AgentTask"].values()), list(self.objects["MergeJob"].values()))
+
+    @property
+    def finished(self) -> bool:
+        """The build reached a terminal phase, or was deleted: nothing more to watch."""
+        return bool(self.build.get("deleted")) or (self.build.get("status") or {}).get("phase") in TERMINAL_BUILD
+
+
+def image_version(image: str) -> str:
+    """The version an image reference names: its tag (``...:0.1.0`` gives ``0.1.0``), else its digest, else
+    ``unknown``."""
+    if "@" in image:
+        return image.split("@", 1)[1]
+    last = image.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else "unknown"
