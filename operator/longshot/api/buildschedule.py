@@ -27,14 +27,14 @@ LABEL_VALUE: Final = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 MAX_ACTIVE: Final = 100
 """Most children listed in ``status.active``."""
 
-LABEL_RULES: Final = [
+LABEL_RULES: Final[list[Any]] = [
     {"rule": f"self.all(k, k.size() <= 253 && k.matches('{LABEL_KEY}'))",
      "message": "label keys must be a Kubernetes label key: [prefix/]name, the name at most 63 characters of "
                 "[A-Za-z0-9-_.] starting and ending alphanumeric"},
     {"rule": f"self.all(k, self[k].matches('{LABEL_VALUE}'))",
      "message": "label values must be at most 63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric"},
 ]
-ANNOTATION_RULES: Final = [
+ANNOTATION_RULES: Final[list[Any]] = [
     {"rule": f"self.all(k, k.size() <= 253 && k.matches('{LABEL_KEY}'))",
      "message": "annotation keys must be a Kubernetes annotation key: [prefix/]name"},
 ]
@@ -53,7 +53,7 @@ class TemplateMetadata(Model):
     """Annotations of each child BuildRequest."""
 
 
-TEMPLATE_SPEC_RULES: Final = [
+TEMPLATE_SPEC_RULES: Final[list[Any]] = [
     *(r for r in BUILD_REQUEST_RULES if "oldSelf" not in r["rule"]),  # a template may change: its next child is new
     {"rule": "!has(self.intake)", "message": "a scheduled build cannot be a standing intake: remove intake",
      "fieldPath": ".intake"},

@@ -82,8 +82,9 @@ MACROS: Final = {
 _MONTHS: Final = {m: i + 1 for i, m in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"))}
 _DAYS: Final = {d: i for i, d in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))}
-_FIELDS: Final = (("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day-of-month", 1, 31, {}),
-                  ("month", 1, 12, _MONTHS), ("day-of-week", 0, 7, _DAYS))
+_FIELDS: Final[tuple[tuple[str, int, int, dict[str, int]], ...]] = (
+    ("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day-of-month", 1, 31, {}), ("month", 1, 12, _MONTHS),
+    ("day-of-week", 0, 7, _DAYS))
 
 Concurrency = Literal["Allow", "Forbid", "Replace"]
 Outcome = Literal["Active", "Succeeded", "Failed"]

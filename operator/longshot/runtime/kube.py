@@ -36,7 +36,8 @@ def is_api_error(e: BaseException) -> bool:
     return isinstance(e, ApiException)
 
 
-PLURALS = {"BuildRequest": "buildrequests", "AgentTask": "agenttasks", "MergeJob": "mergejobs"}
+PLURALS = {"BuildRequest": "buildrequests", "AgentTask": "agenttasks", "MergeJob": "mergejobs",
+           "BuildSchedule": "buildschedules"}
 COMPONENT = "longshot-operator"
 
 

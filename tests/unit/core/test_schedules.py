@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from property_budget import examples
 
 from longshot.core import schedules as s
+from property_budget import examples
 
 pytestmark = pytest.mark.unit
 
