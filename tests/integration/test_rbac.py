@@ -85,8 +85,14 @@ def test_with_watch_namespaces_everything_is_a_role_in_those_namespaces(
                ("patch", "buildrequests.longshot.dev/status", watched), ("create", "mergejobs.longshot.dev", watched),
                ("get", "secrets/git-token", watched), ("create", "events", watched),
                ("watch", "customresourcedefinitions.apiextensions.k8s.io", None), ("list", "namespaces", None),
-               ("get", "configmaps/longshot-killswitch", namespace)]
+               ("get", "configmaps/longshot-killswitch", namespace),
+               # BuildSchedules: watched, their status written, their children owned (docs/schedules.md)
+               ("watch", "buildschedules.longshot.dev", watched), ("patch", "buildschedules.longshot.dev/status", watched),
+               ("update", "buildschedules.longshot.dev/finalizers", watched)]
     denied = [("create", "pods", other), ("get", "secrets/git-token", other), ("list", "pods", None),
+              # the operator never writes a schedule itself: its authors do
+              ("create", "buildschedules.longshot.dev", watched), ("patch", "buildschedules.longshot.dev", watched),
+              ("delete", "buildschedules.longshot.dev", watched), ("watch", "buildschedules.longshot.dev", other),
               ("list", "resourcequotas", None),
               ("get", "secrets", None), ("list", "secrets", watched), ("watch", "agenttasks.longshot.dev", None),
               ("create", "pods", namespace), ("get", "secrets/git-token", namespace), ("patch", "pods", watched)]
