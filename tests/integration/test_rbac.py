@@ -52,8 +52,9 @@ def install(kubectl: Any, control_plane: Any, namespace: str) -> Iterator[Callab
         applied.append(docs)
         sa = f"system:serviceaccount:{namespace}:{release}-longshot"
 
-        def can(verb: str, resource: str, ns: str | None = None) -> bool:
+        def can(verb: str, resource: str, ns: str | None = None, subresource: str = "") -> bool:
             where = [f"--namespace={ns}"] if ns else ["--all-namespaces"]
+            where += [f"--subresource={subresource}"] if subresource else []
             return bool(kubectl("auth", "can-i", verb, resource, f"--as={sa}", *where, check=False).stdout.strip()
                         == "yes")
 
@@ -87,12 +88,14 @@ def test_with_watch_namespaces_everything_is_a_role_in_those_namespaces(
                ("watch", "customresourcedefinitions.apiextensions.k8s.io", None), ("list", "namespaces", None),
                ("get", "configmaps/longshot-killswitch", namespace),
                # BuildSchedules: watched, their status written, their children owned (docs/schedules.md)
-               ("watch", "buildschedules.longshot.dev", watched), ("patch", "buildschedules.longshot.dev/status", watched),
-               ("update", "buildschedules.longshot.dev/finalizers", watched)]
+               ("watch", "buildschedules.longshot.dev", watched),
+               ("patch", "buildschedules.longshot.dev", watched, "status"),
+               ("update", "buildschedules.longshot.dev", watched, "finalizers")]
     denied = [("create", "pods", other), ("get", "secrets/git-token", other), ("list", "pods", None),
               # the operator never writes a schedule itself: its authors do
               ("create", "buildschedules.longshot.dev", watched), ("patch", "buildschedules.longshot.dev", watched),
               ("delete", "buildschedules.longshot.dev", watched), ("watch", "buildschedules.longshot.dev", other),
+              ("update", "buildschedules.longshot.dev", watched, "status"),
               ("list", "resourcequotas", None),
               ("get", "secrets", None), ("list", "secrets", watched), ("watch", "agenttasks.longshot.dev", None),
               ("create", "pods", namespace), ("get", "secrets/git-token", namespace), ("patch", "pods", watched)]
