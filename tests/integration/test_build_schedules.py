@@ -13,10 +13,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import driving
 import pytest
 from k8s_builders import GROUP, VERSION, build, condition, create, get, list_of, schedule, task
 
+import driving
 from longshot import config
 from longshot.controllers import manager as managermod
 from longshot.core import schedules
@@ -153,7 +153,8 @@ async def test_replace_cancels_the_active_child_as_a_person_does_and_starts_the_
     new = schedules.child_name("rolling", first + timedelta(minutes=5))
     kids = children(custom, namespace)
     assert sorted(kids) == sorted([old, new])
-    assert kids[old]["spec"]["suspend"] is True and schedules.REPLACED_ANNOTATION in kids[old]["metadata"]["annotations"]
+    assert kids[old]["spec"]["suspend"] is True
+    assert schedules.REPLACED_ANNOTATION in kids[old]["metadata"]["annotations"]
     assert get(custom, namespace, "agenttasks", "rolling-work")["spec"]["cancel"] is True
     assert kids[new]["spec"]["suspend"] is False
     assert get(custom, namespace, "buildschedules", "rolling")["status"]["active"] == [{"name": new}]
