@@ -10,6 +10,7 @@ the same API server for what needs no clock.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -158,6 +159,50 @@ async def test_replace_cancels_the_active_child_as_a_person_does_and_starts_the_
     assert get(custom, namespace, "agenttasks", "rolling-work")["spec"]["cancel"] is True
     assert kids[new]["spec"]["suspend"] is False
     assert get(custom, namespace, "buildschedules", "rolling")["status"]["active"] == [{"name": new}]
+
+
+async def test_a_child_the_api_server_refuses_is_a_condition_with_its_answer(api_client, kubectl, custom,
+                                                                           namespace):
+    """An admission policy (here a small one; in an installation the chart's egress, image or RuntimeClass policies)
+    refuses the child: the schedule says so, and makes it once the template is fixed."""
+    policy = f"no-blocked-team-{namespace[-6:]}"
+    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+         "metadata": {"name": policy},
+         "spec": {"failurePolicy": "Fail", "matchConstraints": {"resourceRules": [{
+             "apiGroups": ["longshot.dev"], "apiVersions": ["*"], "operations": ["CREATE"],
+             "resources": ["buildrequests"]}]},
+             "validations": [{"expression": "!has(object.metadata.labels) || !('team' in object.metadata.labels) "
+                                            "|| object.metadata.labels['team'] != 'blocked'",
+                              "message": "team blocked may not build"}]}},
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+         "metadata": {"name": policy},
+         "spec": {"policyName": policy, "validationActions": ["Deny"], "matchResources": {"namespaceSelector": {
+             "matchLabels": {"kubernetes.io/metadata.name": namespace}}}}}]}))
+    try:
+        probe = {**build("probe"), "metadata": {"name": "probe", "labels": {"team": "blocked"}}}
+        wait_for(lambda: kubectl("-n", namespace, "create", "--dry-run=server", "-f", "-", input=json.dumps(probe),
+                                 check=False).returncode != 0, timeout=30, what="the policy to take effect")
+        sched = create(custom, namespace, schedule("blocked", buildTemplate__metadata={"labels": {"team": "blocked"}}))
+        created = datetime.fromisoformat(sched["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+        clock = Clock(next_five_minutes(created) + timedelta(seconds=1))
+        replica = Replica(api_client, custom, namespace, clock)
+        await replica.turn()
+        assert children(custom, namespace) == {}
+        got = get(custom, namespace, "buildschedules", "blocked")
+        ready, stalled = condition(got, "Ready"), condition(got, "Stalled")
+        assert (ready["status"], ready["reason"], stalled["status"]) == ("False", "ChildRefused", "True")
+        assert "team blocked may not build" in ready["message"] and "spec.buildTemplate" in ready["message"]
+        assert "lastScheduleTime" not in got["status"] and got["status"]["active"] == []
+
+        custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, "buildschedules", "blocked", {
+            "spec": {"buildTemplate": {"metadata": {"labels": {"team": "platform"}}}}})
+        await replica.turn()  # the edit: the same run's child is made now
+        assert list(children(custom, namespace)) == [schedules.child_name("blocked", next_five_minutes(created))]
+        assert condition(get(custom, namespace, "buildschedules", "blocked"), "Ready")["reason"] == "Scheduled"
+    finally:
+        kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", policy, "--wait=false",
+                check=False)
 
 
 def test_the_operator_reports_the_next_run_and_a_spec_that_cannot_run(operator, kubectl, custom, namespace):

@@ -209,6 +209,9 @@ REASONS: dict[str, str] = {
     "UnknownTimeZone": "spec.timeZone of a BuildSchedule is not in the operator's time zone database; nothing runs "
                        "until it names an IANA zone.",
     "OnTime": "No run of the schedule was missed.",
+    "ChildRefused": "The API server refused a BuildSchedule's child build (an admission policy: egress, agent image, "
+                    "RuntimeClass; or a label): the message has its answer. Tried again at every reconcile; fix "
+                    "spec.buildTemplate.",
     "MissedStartingDeadline": "A run of the schedule did not start within spec.startingDeadlineSeconds (the operator "
                               "was down, the schedule suspended, or concurrencyPolicy Forbid held it).",
     "TooManyMissedRuns": "More than 100 runs of the schedule were missed; only the latest started. Set "

@@ -18,6 +18,7 @@ naming the field (``InvalidSchedule``, ``UnknownTimeZone``), and nothing runs un
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -27,6 +28,7 @@ from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
 from longshot.core import names, schedules, tasks
+from longshot.runtime import kube
 
 log = logging.getLogger("longshot.schedules")
 
@@ -72,22 +74,41 @@ class ScheduleReconciler:
         if schedule is None or schedule.metadata.deleting or not self.ctx.owns(cachemod.schedule_shard(schedule)):
             return []
         now = self.ctx.clock()
-        kids = self.children(schedule)
-        decision = schedules.decide(schedule.name, spec_of(schedule), state_of(schedule), [child_of(b) for b in kids],
-                                    tz=schedules.zone(schedule.spec.time_zone), now=now)
+        views = [child_of(b) for b in self.children(schedule)]
+        spec, state, tz = spec_of(schedule), state_of(schedule), schedules.zone(schedule.spec.time_zone)
+        decision = schedules.decide(schedule.name, spec, state, views, tz=tz, now=now)
+        if decision.create is not None:
+            why = await self._create(schedule, decision.create)
+            if why is not None:  # decided again, knowing: the condition says why, nothing is cancelled
+                decision = schedules.decide(schedule.name, spec, state, views, tz=tz, now=now,
+                                            refused={decision.create.name: why})
         actions: list[ex.Action] = [ex.DeleteObject("BuildRequest", schedule.namespace, n) for n in decision.delete]
         for name in decision.cancel:
             actions += self._cancel(schedule.namespace, name, now)
-        if decision.create is not None:
-            log.info("schedule %s/%s: the run of %s starts build %s", schedule.namespace, schedule.name,
-                     timeutil.rfc3339(decision.create.run), decision.create.name)
-            actions.append(ex.CreateObject(manifest(schedule, decision.create)))
         if decision.requeue_at is not None:
             actions.append(ex.Requeue(("BuildSchedule", *key), decision.requeue_at))
         status = self._status(schedule, decision, now)
         if status is not None:
             actions.append(status)
         return actions
+
+    async def _create(self, schedule: objects.BuildSchedule, run: schedules.Create) -> str | None:
+        """Create the run's child (here, not by the executor: a refusal is the decider's input); the API server's
+        message when it refused it. AlreadyExists means the run was made (a restart, another replica)."""
+        try:
+            made = await asyncio.to_thread(self.ctx.kube.create, manifest(schedule, run))
+        except Exception as e:
+            why = kube.refusal(e)
+            if why is None:
+                raise  # the reconcile is retried with backoff
+            log.warning("schedule %s/%s: the API server refused build %s: %s", schedule.namespace, schedule.name,
+                        run.name, why)
+            return why
+        if made is not None:
+            log.info("schedule %s/%s: the run of %s started build %s", schedule.namespace, schedule.name,
+                     timeutil.rfc3339(run.run), run.name)
+            self.ctx.observe("BuildRequest", "ADDED", made)
+        return None
 
     def _cancel(self, namespace: str, build: str, now: Any) -> list[ex.Action]:
         """Cancel a child as ``kubectl longshot cancel`` does: suspend it, cancel its unfinished tasks."""

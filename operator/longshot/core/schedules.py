@@ -35,6 +35,10 @@ run is ever started, never the ones before it: a schedule that was down a day st
     due run                         older than startingDeadline      not started; MissedRuns=True
                                                                      (MissedStartingDeadline)
     due run                         Allow, or nothing active         create its child
+    due run                         the API server refused its       not created; Ready=False, Stalled=True
+                                    child (``refused``: an           (ChildRefused) with the server's message;
+                                    admission policy, a bad label)   tried again at each reconcile (an edit, a
+                                                                     child's change, the resync, the next run)
     due run                         Forbid, a child active           wait: it starts when the active child ends,
                                                                      if it is still the latest due run and within
                                                                      its starting deadline (a CronJob's Forbid)
@@ -54,7 +58,7 @@ AlreadyExists makes the second create a no-op.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Final, Literal
@@ -345,8 +349,9 @@ def _stale(cron: Cron, tz: tzinfo, spec: Spec, base: datetime, now: datetime) ->
 
 
 def decide(name: str, spec: Spec, state: State, children: Sequence[Child], *, tz: tzinfo | None,
-           now: datetime) -> Decision:
-    """What to do now (see the module's table)."""
+           now: datetime, refused: Mapping[str, str] | None = None) -> Decision:
+    """What to do now (see the module's table). ``refused``: child name -> the API server's message, for a child
+    whose creation this reconcile saw refused (the shell decides again with it)."""
     active = tuple(sorted(c.name for c in children if c.active))
     finished_ok = [c.finished for c in children if c.outcome == "Succeeded" and c.finished is not None]
     last_successful = max([*finished_ok, *([state.last_successful] if state.last_successful else [])], default=None)
@@ -376,11 +381,15 @@ def decide(name: str, spec: Spec, state: State, children: Sequence[Child], *, tz
     create: Create | None = None
     cancel: tuple[str, ...] = ()
     waiting = ""
+    refusal = ""
     taken = {c.name for c in children}
     if run is not None and not spec.suspend:
         child = child_name(name, run)
         if child in taken:
             pass
+        elif refused and child in refused:
+            refusal = (f"the API server refused the child {child} of the run of {run.isoformat()}: "
+                       f"{refused[child][:1024]}; fix spec.buildTemplate (or the policy that refuses it)")
         elif spec.concurrency == "Forbid" and active:
             waiting = (f"the run of {run.isoformat()} waits for {', '.join(active)} to finish "
                        "(concurrencyPolicy Forbid)")
@@ -408,5 +417,8 @@ def decide(name: str, spec: Spec, state: State, children: Sequence[Child], *, tz
                    f"({spec.starting_deadline}s)")
     else:
         missing = ("MissedRuns", "False", "OnTime", "no run is missed")
+    stalled = ("Stalled", "False", "NotStalled", "nothing needs a person")
+    if refusal:
+        ready, stalled = ("Ready", "False", "ChildRefused", refusal), ("Stalled", "True", "ChildRefused", refusal)
     return Decision(create=create, cancel=cancel, delete=trim, requeue_at=upcoming, status=status,
-                    conditions=(ready, ("Stalled", "False", "NotStalled", "nothing needs a person"), missing))
+                    conditions=(ready, stalled, missing))

@@ -41,6 +41,18 @@ PLURALS = {"BuildRequest": "buildrequests", "AgentTask": "agenttasks", "MergeJob
 COMPONENT = "longshot-operator"
 
 
+def refusal(e: BaseException) -> str | None:
+    """The API server's message when it refused a write for what was written (400 Bad Request, 403 Forbidden by an
+    admission policy or RBAC, 422 Invalid), at most 1,024 characters; None for any other error (tried again)."""
+    if not isinstance(e, ApiException) or e.status not in (400, 403, 422):
+        return None
+    try:
+        message = str(json.loads(e.body or "{}").get("message") or "")
+    except (ValueError, AttributeError):
+        message = ""
+    return (message or str(e.reason or f"HTTP {e.status}"))[:1024]
+
+
 class Conflict(Exception):
     """The object changed since the resourceVersion a write was fenced on (HTTP 409)."""
 

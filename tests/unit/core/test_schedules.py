@@ -244,6 +244,17 @@ def test_a_replaced_child_is_not_active_and_counts_as_failed() -> None:
     assert d.create is not None and d.delete == ("old",)
 
 
+def test_a_refused_child_is_a_condition_with_the_server_s_answer_and_cancels_nothing() -> None:
+    running = s.Child("running", at(2026, 6, 1, 0, 5))
+    name = s.child_name(NAME, at(2026, 6, 1, 0, 10))
+    d = s.decide(NAME, spec(concurrency="Replace"), s.State(CREATED, at(2026, 6, 1, 0, 5)), [running], tz=UTC,
+                 now=at(2026, 6, 1, 0, 10, 1), refused={name: "denied by policy egress: spec.repository.url"})
+    assert d.create is None and d.cancel == () and d.status.active == ("running",)
+    assert d.status.last_schedule == at(2026, 6, 1, 0, 5)
+    assert cond(d, "Ready") == ("False", "ChildRefused") and cond(d, "Stalled") == ("True", "ChildRefused")
+    assert "denied by policy egress" in next(m for t, _, _, m in d.conditions if t == "Ready")
+
+
 def test_suspend_starts_nothing_and_shows_no_next_run() -> None:
     d = decide(spec(suspend=True), [], at(2026, 6, 1, 0, 5, 1))
     assert d.create is None and d.status.next_schedule is None and cond(d, "Ready") == ("True", "Suspended")
