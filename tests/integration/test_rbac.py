@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes
@@ -19,9 +20,12 @@ import yaml
 from chart_render import of_kinds, render
 from k8s_builders import build as build_obj
 from k8s_builders import create
+from k8s_builders import schedule as schedule_obj
 
+from longshot.api import objects
 from longshot.config import Settings
-from longshot.core import ledger
+from longshot.controllers import schedules as schedulesc
+from longshot.core import ledger, schedules
 from longshot.gateway import cluster as gcluster
 from longshot.runtime import kube, netpol, pods
 from longshot_testing import wait_for
@@ -192,6 +196,16 @@ def test_cluster_wide_every_write_the_code_does_passes_rbac_and_the_least_privil
         assert netpol.ensure(operator_client, namespace, changed) == "updated"
         wait_for(lambda: not core_v1.list_namespaced_pod(namespace, label_selector="longshot.dev/task=b1-t1").items,
                  timeout=30, what="the agent Pods to be deleted")
+        # a BuildSchedule's controller (controllers/schedules.py): a child owned by the schedule (blockOwnerDeletion),
+        # the schedule's status, a replaced child suspended, a child beyond the history limits deleted
+        sched = objects.parse(create(custom, namespace, schedule_obj("nightly")), objects.BuildSchedule)
+        at = datetime(2026, 6, 1, tzinfo=UTC)
+        child = schedules.child_name("nightly", at)
+        assert operator.create(schedulesc.manifest(sched, schedules.Create(child, at))) is not None
+        assert operator.patch_status("BuildSchedule", namespace, "nightly", {"lastScheduleTime": "2026-06-01T00:00:00Z"},
+                                     resource_version=sched.metadata.resource_version) is not None
+        assert operator.patch("BuildRequest", namespace, child, {"spec": {"suspend": True}}) is not None
+        operator.delete("BuildRequest", namespace, child)
     finally:
         kubectl("delete", "-f", "-", "--wait=false", "--ignore-not-found", input=yaml.safe_dump_all(applied),
                 check=False)
