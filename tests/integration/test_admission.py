@@ -70,7 +70,8 @@ def policies(kubectl: Any, control_plane: Any, namespace: str, people: None) -> 
     """The secret-access policy (the image allowlist off: the default)."""
     docs = install_policies(kubectl, control_plane, namespace)
     # one policy and its binding per kind with references: BuildRequests, BuildSchedules (their templates)
-    assert sorted(d["kind"] for d in docs) == ["ValidatingAdmissionPolicy"] * 2 + ["ValidatingAdmissionPolicyBinding"] * 2
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == ["ValidatingAdmissionPolicy"] * 2 + ["ValidatingAdmissionPolicyBinding"] * 2
     yield docs
     kubectl("delete", "-f", "-", "--wait=false", "--ignore-not-found", input=yaml.safe_dump_all(docs), check=False)
 

@@ -202,7 +202,8 @@ def test_cluster_wide_every_write_the_code_does_passes_rbac_and_the_least_privil
         at = datetime(2026, 6, 1, tzinfo=UTC)
         child = schedules.child_name("nightly", at)
         assert operator.create(schedulesc.manifest(sched, schedules.Create(child, at))) is not None
-        assert operator.patch_status("BuildSchedule", namespace, "nightly", {"lastScheduleTime": "2026-06-01T00:00:00Z"},
+        status = {"lastScheduleTime": "2026-06-01T00:00:00Z"}
+        assert operator.patch_status("BuildSchedule", namespace, "nightly", status,
                                      resource_version=sched.metadata.resource_version) is not None
         assert operator.patch("BuildRequest", namespace, child, {"spec": {"suspend": True}}) is not None
         operator.delete("BuildRequest", namespace, child)
