@@ -187,16 +187,17 @@ def zone(name: str | None) -> tzinfo | None:
 
 
 def _gap_end(before: datetime, after: datetime, tz: tzinfo) -> datetime:
-    """The instant the clocks jumped, between ``before`` (its old offset) and ``after`` (the new one), in UTC."""
+    """The instant the clocks jumped, between ``before`` (its old offset) and ``after`` (the new one), in UTC, on
+    the minute (the first whole minute with the new offset: zones jump on whole minutes)."""
     target = after.astimezone(tz).utcoffset()
-    lo, hi = before, after
-    while hi - lo > timedelta(seconds=1):
-        mid = lo + (hi - lo) / 2
-        if mid.astimezone(tz).utcoffset() == target:
+    lo, hi = int(before.timestamp()), int(after.timestamp())  # whole seconds: lo has the old offset, hi the new
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, UTC).astimezone(tz).utcoffset() == target:
             hi = mid
         else:
             lo = mid
-    return hi.replace(microsecond=0) if hi.microsecond == 0 else (hi + timedelta(seconds=1)).replace(microsecond=0)
+    return datetime.fromtimestamp(-(-hi // 60) * 60, UTC)
 
 
 def resolve(wall: datetime, tz: tzinfo) -> datetime:
