@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 from typing import Any
 
 from longshot.api import buildschedule, keys, objects, timeutil
@@ -41,19 +42,19 @@ def spec_of(schedule: objects.BuildSchedule) -> schedules.Spec:
                           failed_limit=s.failed_builds_history_limit, suspend=s.suspend)
 
 
-def state_of(schedule: objects.BuildSchedule) -> schedules.State:
+def state_of(schedule: objects.BuildSchedule, now: datetime) -> schedules.State:
     st = schedule.status
-    created = schedule.metadata.creation_timestamp or timeutil.utcnow()
+    created = schedule.metadata.creation_timestamp or now  # the API server always sets it
     return schedules.State(created, timeutil.parse(st.last_schedule_time), timeutil.parse(st.last_successful_time))
 
 
-def child_of(build: objects.BuildRequest) -> schedules.Child:
+def child_of(build: objects.BuildRequest, now: datetime) -> schedules.Child:
     """A child build as the decider sees it (its run from its annotation, else its creation)."""
     ann = build.metadata.annotations
     run = timeutil.parse(ann.get(schedules.SCHEDULED_ANNOTATION)) or build.metadata.creation_timestamp
     phase = build.status.phase
     outcome: schedules.Outcome = "Succeeded" if phase == "Succeeded" else "Failed" if phase == "Failed" else "Active"
-    return schedules.Child(build.name, run or timeutil.utcnow(), outcome,
+    return schedules.Child(build.name, run or now, outcome,
                            timeutil.parse(build.status.completion_time), schedules.REPLACED_ANNOTATION in ann)
 
 
@@ -74,8 +75,8 @@ class ScheduleReconciler:
         if schedule is None or schedule.metadata.deleting or not self.ctx.owns(cachemod.schedule_shard(schedule)):
             return []
         now = self.ctx.clock()
-        views = [child_of(b) for b in self.children(schedule)]
-        spec, state, tz = spec_of(schedule), state_of(schedule), schedules.zone(schedule.spec.time_zone)
+        views = [child_of(b, now) for b in self.children(schedule)]
+        spec, state, tz = spec_of(schedule), state_of(schedule, now), schedules.zone(schedule.spec.time_zone)
         decision = schedules.decide(schedule.name, spec, state, views, tz=tz, now=now)
         if decision.create is not None:
             why = await self._create(schedule, decision.create)
@@ -110,7 +111,7 @@ class ScheduleReconciler:
             self.ctx.observe("BuildRequest", "ADDED", made)
         return None
 
-    def _cancel(self, namespace: str, build: str, now: Any) -> list[ex.Action]:
+    def _cancel(self, namespace: str, build: str, now: datetime) -> list[ex.Action]:
         """Cancel a child as ``kubectl longshot cancel`` does: suspend it, cancel its unfinished tasks."""
         out: list[ex.Action] = [ex.PatchObject("BuildRequest", namespace, build, {
             "metadata": {"annotations": {schedules.REPLACED_ANNOTATION: timeutil.rfc3339(now)}},
@@ -120,7 +121,8 @@ class ScheduleReconciler:
                 out.append(ex.PatchObject("AgentTask", namespace, t.name, {"spec": {"cancel": True}}))
         return out
 
-    def _status(self, schedule: objects.BuildSchedule, decision: schedules.Decision, now: Any) -> ex.WriteStatus | None:
+    def _status(self, schedule: objects.BuildSchedule, decision: schedules.Decision,
+                now: datetime) -> ex.WriteStatus | None:
         conds = cond.since_creation(ctxmod.conditions_of(schedule), schedule.metadata.creation_timestamp)
         for t, s, r, m in decision.conditions:
             conds, _ = cond.set_condition(conds, t, s, r, m[:4096], now=now)
