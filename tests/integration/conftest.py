@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "_artifacts"
 # each pytest-xdist worker (make test-integration) has its own control plane, and keeps its logs apart
 CP_LOGS = ARTIFACTS / "control-plane" / os.environ.get("PYTEST_XDIST_WORKER", "")
-CRD_NAMES = ("buildrequests.longshot.dev", "agenttasks.longshot.dev", "mergejobs.longshot.dev")
+CRD_NAMES = ("buildrequests.longshot.dev", "agenttasks.longshot.dev", "mergejobs.longshot.dev",
+             "buildschedules.longshot.dev")
 
 
 def _bin_dir() -> Path:

@@ -38,7 +38,20 @@ def merge_job(name: str = "m1", **spec):
     return {"apiVersion": api.API_VERSION, "kind": "MergeJob", "metadata": {"name": name}, "spec": base}
 
 
-PLURAL = {"BuildRequest": "buildrequests", "AgentTask": "agenttasks", "MergeJob": "mergejobs"}
+def schedule(name: str = "s1", template=None, **spec_patch):
+    """A BuildSchedule (every five minutes, UTC) whose children are ``build()``'s (or ``template``'s) spec."""
+    spec = {"schedule": "*/5 * * * *", "buildTemplate": {"spec": (template or build())["spec"]}}
+    for path, value in spec_patch.items():
+        target = spec
+        keys = path.split("__")
+        for k in keys[:-1]:
+            target = target.setdefault(k, {})
+        target[keys[-1]] = value
+    return {"apiVersion": api.API_VERSION, "kind": "BuildSchedule", "metadata": {"name": name}, "spec": spec}
+
+
+PLURAL = {"BuildRequest": "buildrequests", "AgentTask": "agenttasks", "MergeJob": "mergejobs",
+          "BuildSchedule": "buildschedules"}
 
 
 def create(custom, namespace, obj):
@@ -63,7 +76,7 @@ def condition(obj, type_):
 def dump(custom, namespace) -> str:
     """The namespace's Longshot objects in a few lines, for failure messages."""
     out = []
-    for plural in ("buildrequests", "agenttasks", "mergejobs"):
+    for plural in ("buildrequests", "agenttasks", "mergejobs", "buildschedules"):
         for o in list_of(custom, namespace, plural):
             st = o.get("status") or {}
             conds = " ".join(f"{c['type']}={c['status']}/{c.get('reason')}" for c in st.get("conditions") or [])

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from chart_render import of_kinds, render
-from k8s_builders import build
+from k8s_builders import build, schedule
 
 from longshot_testing import wait_for
 
@@ -26,12 +26,13 @@ ALLOWED_PREFIX = "registry.example.com/longshot-agent"
 
 @pytest.fixture
 def people(kubectl: Any, namespace: str) -> Iterator[None]:
-    """The Secrets, and the Roles of alice (BuildRequests only) and bob (BuildRequests and the Secrets)."""
+    """The Secrets, and the Roles of alice (BuildRequests and BuildSchedules only) and bob (those and the
+    Secrets)."""
     for s in SECRETS:
         kubectl("-n", namespace, "create", "secret", "generic", s, "--from-literal=token=t0p-s3cret")
     for c in CONFIGMAPS:
         kubectl("-n", namespace, "create", "configmap", c, "--from-literal=script.yaml=t0p-s3cret-plan")
-    author = {"apiGroups": ["longshot.dev"], "resources": ["buildrequests"],
+    author = {"apiGroups": ["longshot.dev"], "resources": ["buildrequests", "buildschedules"],
               "verbs": ["get", "list", "create", "update", "patch", "delete"]}
     reader = {"apiGroups": [""], "resources": ["secrets"], "resourceNames": list(SECRETS), "verbs": ["get"]}
     cm_reader = {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": list(CONFIGMAPS), "verbs": ["get"]}
@@ -68,7 +69,9 @@ def install_policies(kubectl: Any, control_plane: Any, namespace: str, *sets: st
 def policies(kubectl: Any, control_plane: Any, namespace: str, people: None) -> Iterator[list[dict[str, Any]]]:
     """The secret-access policy (the image allowlist off: the default)."""
     docs = install_policies(kubectl, control_plane, namespace)
-    assert [d["kind"] for d in docs] == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    # one policy and its binding per kind with references: BuildRequests, BuildSchedules (their templates)
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == ["ValidatingAdmissionPolicy"] * 2 + ["ValidatingAdmissionPolicyBinding"] * 2
     yield docs
     kubectl("delete", "-f", "-", "--wait=false", "--ignore-not-found", input=yaml.safe_dump_all(docs), check=False)
 
@@ -84,7 +87,7 @@ def image_policies(kubectl: Any, control_plane: Any, namespace: str, people: Non
     """
     docs = install_policies(kubectl, control_plane, namespace, "admissionPolicy.imageAllowlist.enabled=true",
                             f"admissionPolicy.imageAllowlist.prefixes={{{ALLOWED_PREFIX}:,{ALLOWED_PREFIX}@}}")
-    assert len(docs) == 5
+    assert len(docs) == 7
     good = build("probe", agent={"image": f"{ALLOWED_PREFIX}:probe"})
     evil = build("probe-evil", agent={"image": "docker.io/evil/agent:probe"})
     # both: a good image alone also passes before the API server enforces the new policy at all (seen once:
@@ -151,6 +154,20 @@ def test_an_author_who_cannot_read_a_named_secret_or_configmap_is_refused(
     assert said in refused.stderr, refused.stderr
     assert "t0p-s3cret" not in refused.stderr
     # bob may read it: the same object is admitted
+    admitted = apply_as("bob", kubectl, namespace, obj)
+    assert admitted.returncode == 0, admitted.stderr
+
+
+def test_a_schedule_whose_author_cannot_read_a_secret_its_template_names_is_refused(
+        kubectl: Any, namespace: str, policies: list[dict[str, Any]]) -> None:
+    """The operator creates a schedule's children with its own rights: the schedule's author is checked instead
+    (the policy ``secret-access-buildschedules``, generated from the same models)."""
+    obj = schedule("nightly", template=build("t", repository__credentialsSecret="git-token"))
+    refused = apply_as("alice", kubectl, namespace, obj)
+    field = "spec.buildTemplate.spec.repository.credentialsSecret"
+    assert refused.returncode != 0
+    assert f"{field}: alice may not get Secret {namespace}/git-token" in refused.stderr, refused.stderr
+    assert apply_as("alice", kubectl, namespace, schedule("open")).returncode == 0  # names no Secret
     admitted = apply_as("bob", kubectl, namespace, obj)
     assert admitted.returncode == 0, admitted.stderr
 

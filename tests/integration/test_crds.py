@@ -9,7 +9,7 @@ from pathlib import Path
 import kubernetes
 import pytest
 import yaml
-from k8s_builders import GROUP, VERSION, build, create, merge_job, task
+from k8s_builders import GROUP, VERSION, build, create, merge_job, schedule, task
 
 from longshot import api
 from longshot.api import agenttask
@@ -154,6 +154,28 @@ INVALID = [
     ("merge-approved-not-a-boolean", merge_job(approved="yes"), "spec.approved", "must be of type boolean"),
     ("merge-into-itself", merge_job(branch="main", target="main"), "spec.branch", "branch must differ from target"),
     ("merge-bad-commit", merge_job(commit="not-a-sha!"), "spec.commit", "should match"),
+    # BuildSchedule (docs/schedules.md): the expression's shape and the zone's are the API server's; a range out of
+    # bounds or a zone the database does not know is a condition (test_build_schedules.py)
+    ("schedule-four-fields", schedule(schedule="0 0 * *"), "spec.schedule", "should match"),
+    ("schedule-cron-tz-prefix", schedule(schedule="CRON_TZ=UTC 0 0 * * *"), "spec.schedule", "should match"),
+    ("schedule-unknown-macro", schedule(schedule="@every"), "spec.schedule", "should match"),
+    ("schedule-malformed-time-zone", schedule(timeZone="../etc/passwd"), "spec.timeZone", "should match"),
+    ("schedule-bad-concurrency", schedule(concurrencyPolicy="Sometimes"), "spec.concurrencyPolicy",
+     'Unsupported value: "Sometimes"'),
+    ("schedule-deadline-zero", schedule(startingDeadlineSeconds=0), "spec.startingDeadlineSeconds",
+     "should be greater than or equal to 1"),
+    ("schedule-history-negative", schedule(successfulBuildsHistoryLimit=-1), "spec.successfulBuildsHistoryLimit",
+     "should be greater than or equal to 0"),
+    ("schedule-without-template", {**schedule(), "spec": {"schedule": "@daily"}}, "spec.buildTemplate",
+     "Required value"),
+    ("schedule-template-openai-without-model", schedule(template=build(agent__backend="openai")),
+     "spec.buildTemplate.spec.agent.model", "agent.model is required for the openai and anthropic backends"),
+    ("schedule-template-intake", schedule(template=build(intake={"tracker": {"repository": "o/r"}})),
+     "spec.buildTemplate.spec.intake", "a scheduled build cannot be a standing intake"),
+    ("schedule-template-bad-label-value", schedule(buildTemplate__metadata={"labels": {"team": "a b"}}),
+     "spec.buildTemplate.metadata.labels", "label values must be"),
+    ("schedule-template-bad-label-key", schedule(buildTemplate__metadata={"labels": {"-team": "a"}}),
+     "spec.buildTemplate.metadata.labels", "label keys must be"),
 ]
 
 
@@ -198,6 +220,20 @@ def test_kubectl_get_br_shows_printer_columns(kubectl, custom, namespace):
     assert lines[1].split()[:8] == ["b1", "Working", "2/5", "2", "False", "TaskBlocked", "Unknown", "2"]
     wide = kubectl("get", "br", "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
     assert "REPOSITORY" in wide and "TOKENS" in wide
+
+
+def test_kubectl_get_bs_shows_a_cronjob_s_columns(kubectl, custom, namespace):
+    create(custom, namespace, schedule(timeZone="Europe/Berlin"))
+    custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "buildschedules", "s1", {"status": {
+        "lastScheduleTime": "2026-01-01T00:00:00Z", "nextScheduleTime": "2030-01-01T00:05:00Z",
+        "active": [{"name": "s1-29440800"}]}})
+    lines = kubectl("get", "bs", "-n", namespace).stdout.splitlines()
+    assert lines[0].split() == ["NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST", "NEXT", "AGE"]
+    assert lines[1].split()[:7] == ["s1", "*/5", "*", "*", "*", "*", "Europe/Berlin"]  # the expression has spaces
+    row = lines[1].split()
+    assert row[7:10] == ["false", "s1-29440800", row[9]] and row[10] == "2030-01-01T00:05:00Z"
+    out = kubectl("get", "longshot", "-n", namespace, "-o", "name").stdout.split()
+    assert "buildschedule.longshot.dev/s1" in out
 
 
 def test_status_is_a_subresource(custom, namespace):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes
@@ -19,9 +20,12 @@ import yaml
 from chart_render import of_kinds, render
 from k8s_builders import build as build_obj
 from k8s_builders import create
+from k8s_builders import schedule as schedule_obj
 
+from longshot.api import objects
 from longshot.config import Settings
-from longshot.core import ledger
+from longshot.controllers import schedules as schedulesc
+from longshot.core import ledger, schedules
 from longshot.gateway import cluster as gcluster
 from longshot.runtime import kube, netpol, pods
 from longshot_testing import wait_for
@@ -52,8 +56,9 @@ def install(kubectl: Any, control_plane: Any, namespace: str) -> Iterator[Callab
         applied.append(docs)
         sa = f"system:serviceaccount:{namespace}:{release}-longshot"
 
-        def can(verb: str, resource: str, ns: str | None = None) -> bool:
+        def can(verb: str, resource: str, ns: str | None = None, subresource: str = "") -> bool:
             where = [f"--namespace={ns}"] if ns else ["--all-namespaces"]
+            where += [f"--subresource={subresource}"] if subresource else []
             return bool(kubectl("auth", "can-i", verb, resource, f"--as={sa}", *where, check=False).stdout.strip()
                         == "yes")
 
@@ -85,8 +90,16 @@ def test_with_watch_namespaces_everything_is_a_role_in_those_namespaces(
                ("patch", "buildrequests.longshot.dev/status", watched), ("create", "mergejobs.longshot.dev", watched),
                ("get", "secrets/git-token", watched), ("create", "events", watched),
                ("watch", "customresourcedefinitions.apiextensions.k8s.io", None), ("list", "namespaces", None),
-               ("get", "configmaps/longshot-killswitch", namespace)]
+               ("get", "configmaps/longshot-killswitch", namespace),
+               # BuildSchedules: watched, their status written, their children owned (docs/schedules.md)
+               ("watch", "buildschedules.longshot.dev", watched),
+               ("patch", "buildschedules.longshot.dev", watched, "status"),
+               ("update", "buildschedules.longshot.dev", watched, "finalizers")]
     denied = [("create", "pods", other), ("get", "secrets/git-token", other), ("list", "pods", None),
+              # the operator never writes a schedule itself: its authors do
+              ("create", "buildschedules.longshot.dev", watched), ("patch", "buildschedules.longshot.dev", watched),
+              ("delete", "buildschedules.longshot.dev", watched), ("watch", "buildschedules.longshot.dev", other),
+              ("update", "buildschedules.longshot.dev", watched, "status"),
               ("list", "resourcequotas", None),
               ("get", "secrets", None), ("list", "secrets", watched), ("watch", "agenttasks.longshot.dev", None),
               ("create", "pods", namespace), ("get", "secrets/git-token", namespace), ("patch", "pods", watched)]
@@ -183,6 +196,17 @@ def test_cluster_wide_every_write_the_code_does_passes_rbac_and_the_least_privil
         assert netpol.ensure(operator_client, namespace, changed) == "updated"
         wait_for(lambda: not core_v1.list_namespaced_pod(namespace, label_selector="longshot.dev/task=b1-t1").items,
                  timeout=30, what="the agent Pods to be deleted")
+        # a BuildSchedule's controller (controllers/schedules.py): a child owned by the schedule (blockOwnerDeletion),
+        # the schedule's status, a replaced child suspended, a child beyond the history limits deleted
+        sched = objects.parse(create(custom, namespace, schedule_obj("nightly")), objects.BuildSchedule)
+        at = datetime(2026, 6, 1, tzinfo=UTC)
+        child = schedules.child_name("nightly", at)
+        assert operator.create(schedulesc.manifest(sched, schedules.Create(child, at))) is not None
+        status = {"lastScheduleTime": "2026-06-01T00:00:00Z"}
+        assert operator.patch_status("BuildSchedule", namespace, "nightly", status,
+                                     resource_version=sched.metadata.resource_version) is not None
+        assert operator.patch("BuildRequest", namespace, child, {"spec": {"suspend": True}}) is not None
+        operator.delete("BuildRequest", namespace, child)
     finally:
         kubectl("delete", "-f", "-", "--wait=false", "--ignore-not-found", input=yaml.safe_dump_all(applied),
                 check=False)

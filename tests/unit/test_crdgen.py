@@ -36,7 +36,8 @@ def test_schemas_are_structural():
             else:
                 assert "type" in node, f"{resource.kind} {path} has no type"
             if path != "root.metadata" and node.get("type") == "object":
-                assert "properties" in node, path
+                # an object has its fields, or is a map of strings (a template's labels and annotations)
+                assert "properties" in node or node.get("additionalProperties", {}).get("type") == "string", path
 
 
 def test_every_field_has_a_description():
@@ -57,7 +58,7 @@ def test_names_printer_columns_and_status_subresource():
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
     assert columns[:6] == ["Phase", "Tasks", "Merged", "Ready", "Reason", "Finalized"] and "Age" in columns
-    assert [crdgen.render(r)["spec"]["names"]["shortNames"] for r in api.RESOURCES] == [["br"], ["at"], ["mj"]]
+    assert [crdgen.render(r)["spec"]["names"]["shortNames"] for r in api.RESOURCES] == [["br"], ["at"], ["mj"], ["bs"]]
 
 
 def test_enums_bounds_patterns_and_defaults_are_rendered():
@@ -132,3 +133,14 @@ def test_iteration_and_progress_printer_columns():
     assert columns(api.BUILD_REQUEST)["Iteration"].get("priority", 0) == 0
     assert columns(api.AGENT_TASK)["Progress"]["jsonPath"] == ".status.progress.message"
     assert columns(api.AGENT_TASK)["Progress"].get("priority", 0) == 0
+
+
+def test_a_build_schedule_prints_like_a_cronjob():
+    crd = crdgen.render(api.BUILD_SCHEDULE)
+    assert crd["spec"]["names"]["shortNames"] == ["bs"] and crd["spec"]["names"]["categories"] == ["longshot"]
+    version = crd["spec"]["versions"][0]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+        "Schedule", "Timezone", "Suspend", "Active", "Last", "Next", "Ready", "Age"]
+    template = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["buildTemplate"]
+    rules = [r["rule"] for r in template["properties"]["spec"]["x-kubernetes-validations"]]
+    assert "!has(self.intake)" in rules and not any("oldSelf" in r for r in rules)

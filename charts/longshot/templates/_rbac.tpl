@@ -9,6 +9,18 @@
 - apiGroups: [longshot.dev]
   resources: [buildrequests/finalizers, agenttasks/finalizers, mergejobs/finalizers]
   verbs: [update]
+# BuildSchedules (docs/schedules.md): read and watched, their status written (controllers/schedules.py); the
+# operator never creates, changes or deletes a schedule. `update` on their finalizers: a child build's
+# ownerReference to its schedule has blockOwnerDeletion (OwnerReferencesPermissionEnforcement)
+- apiGroups: [longshot.dev]
+  resources: [buildschedules]
+  verbs: [get, list, watch]
+- apiGroups: [longshot.dev]
+  resources: [buildschedules/status]
+  verbs: [patch]
+- apiGroups: [longshot.dev]
+  resources: [buildschedules/finalizers]
+  verbs: [update]
 # `deletecollection`: a build's finished Pods beyond spec.retention.finishedPods go in one request per attempt
 # number, by the labels the operator set on them (build, task, attempt)
 - apiGroups: [""]

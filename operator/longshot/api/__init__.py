@@ -1,4 +1,4 @@
-"""The three custom resources of group ``longshot.dev``: their models and how they are served.
+"""The custom resources of group ``longshot.dev``: their models and how they are served.
 
 ``RESOURCES`` is what ``crdgen`` renders and what the operator registers with kopf.
 """
@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from longshot.api import agenttask, buildrequest, common, mergejob
+from longshot.api import agenttask, buildrequest, buildschedule, common, mergejob
 
 GROUP = common.GROUP
 VERSION = common.VERSION
@@ -128,4 +128,29 @@ MERGE_JOB = Resource(
     ),
 )
 
-RESOURCES: tuple[Resource, ...] = (BUILD_REQUEST, AGENT_TASK, MERGE_JOB)
+BUILD_SCHEDULE = Resource(
+    kind="BuildSchedule",
+    plural="buildschedules",
+    short_names=("bs",),
+    description="A BuildRequest template with a cron schedule and time zone: each run creates a child "
+    "BuildRequest, owned by the schedule, with a CronJob's concurrency policy, starting deadline, history "
+    "limits and suspend.",
+    spec=buildschedule.BuildScheduleSpec,
+    status=buildschedule.BuildScheduleStatus,
+    status_default=buildschedule.initial_status(),
+    printer_columns=(
+        {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
+        {"name": "Timezone", "type": "string", "jsonPath": ".spec.timeZone"},
+        {"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend"},
+        {"name": "Active", "type": "string", "jsonPath": ".status.active[*].name",
+         "description": "Child builds that have not finished"},
+        {"name": "Last", "type": "date", "jsonPath": ".status.lastScheduleTime",
+         "description": "How long ago the latest child was scheduled"},
+        {"name": "Next", "type": "string", "jsonPath": ".status.nextScheduleTime",
+         "description": "The next run (UTC)"},
+        _condition_column("Ready", "Ready", priority=1),
+        AGE,
+    ),
+)
+
+RESOURCES: tuple[Resource, ...] = (BUILD_REQUEST, AGENT_TASK, MERGE_JOB, BUILD_SCHEDULE)

@@ -85,10 +85,16 @@ CHECKS_PASSED = "ChecksPassed"
 """The branch passed the per-branch checks before it may join a batch: the secret scan of every commit and,
 for the ``strict`` profile, a reviewer's approval."""
 
+# BuildSchedule
+MISSED_RUNS = "MissedRuns"
+"""True when a run of the schedule did not start: past ``startingDeadlineSeconds`` (MissedStartingDeadline) or one
+of more than 100 missed at once (TooManyMissedRuns); False/OnTime otherwise."""
+
 BUILD_REQUEST_TYPES = (READY, STALLED, RECONCILING, PLANNED, PROGRESSING, MERGED, FINALIZED)
 AGENT_TASK_TYPES = (READY, STALLED, RECONCILING, SUCCEEDED, RUNNING, AWAITING_INPUT)
 MERGE_JOB_TYPES = (READY, STALLED, RECONCILING, QUEUED, CHECKS_PASSED, AWAITING_APPROVAL, GATES_PASSED, MERGED,
                    CONFLICTED, AWAITING_FORGE)
+BUILD_SCHEDULE_TYPES = (READY, STALLED, MISSED_RUNS)
 
 # --- reasons ------------------------------------------------------------------------------------------
 
@@ -195,6 +201,21 @@ REASONS: dict[str, str] = {
     "ForgeError": "A forge API call failed; it is tried again at the next poll.",
     "ForgeFailurePosted": "The candidate's gate failed on the head of an open pull request; a failure status "
                           "naming the failing step was posted on it.",
+    # scheduled builds (docs/schedules.md)
+    "Scheduled": "A BuildSchedule's expression and time zone work: the message gives the next run (and a run that "
+                 "waits for an active child under concurrencyPolicy Forbid).",
+    "InvalidSchedule": "spec.schedule of a BuildSchedule cannot be read or matches no time in five years; the message "
+                       "names the field and what is wrong. Nothing runs until it is fixed.",
+    "UnknownTimeZone": "spec.timeZone of a BuildSchedule is not in the operator's time zone database; nothing runs "
+                       "until it names an IANA zone.",
+    "OnTime": "No run of the schedule was missed.",
+    "ChildRefused": "The API server refused a BuildSchedule's child build (an admission policy: egress, agent image, "
+                    "RuntimeClass; or a label): the message has its answer. Tried again at every reconcile; fix "
+                    "spec.buildTemplate.",
+    "MissedStartingDeadline": "A run of the schedule did not start within spec.startingDeadlineSeconds (the operator "
+                              "was down, the schedule suspended, or concurrencyPolicy Forbid held it).",
+    "TooManyMissedRuns": "More than 100 runs of the schedule were missed; only the latest started. Set "
+                         "spec.startingDeadlineSeconds to bound how late a run may start.",
 }
 
 

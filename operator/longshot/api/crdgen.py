@@ -42,7 +42,7 @@ def _structural(node: Any) -> Any:
         return [_structural(n) for n in node]
     if not isinstance(node, dict):
         return node
-    node = {k: v for k, v in node.items() if k not in _DROP}
+    node = {k: v for k, v in node.items() if k not in _DROP or (k == "additionalProperties" and isinstance(v, dict))}
     if isinstance(node.get("description"), str):
         # docstrings are written for people reading the code; kubectl explain wants one plain paragraph
         node["description"] = " ".join(node["description"].replace("``", "`").split())
@@ -79,7 +79,7 @@ def _structural(node: Any) -> Any:
         if not node.get("required"):
             node.pop("required", None)
 
-    for key in ("items",):
+    for key in ("items", "additionalProperties"):
         if key in node:
             node[key] = _structural(node[key])
     if "anyOf" in node:

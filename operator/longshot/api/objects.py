@@ -1,4 +1,4 @@
-"""The three custom resources as whole typed objects: what the shell keeps in its cache and reads.
+"""The custom resources as whole typed objects: what the shell keeps in its cache and reads.
 
 Observed objects (watch events, API responses) are parsed once, at the edge, with :func:`parse`; after
 that the shell and the deciders read typed fields and the models' defaults, never raw dicts. ``metadata``
@@ -16,10 +16,11 @@ from pydantic import Field
 
 from longshot.api.agenttask import AgentTaskSpec, AgentTaskStatus
 from longshot.api.buildrequest import BuildRequestSpec, BuildRequestStatus
+from longshot.api.buildschedule import BuildScheduleSpec, BuildScheduleStatus
 from longshot.api.common import API_VERSION, Model
 from longshot.api.mergejob import MergeJobSpec, MergeJobStatus
 
-Kind = Literal["BuildRequest", "AgentTask", "MergeJob"]
+Kind = Literal["BuildRequest", "AgentTask", "MergeJob", "BuildSchedule"]
 SKIPPED_ANNOTATION_PREFIXES = ("kopf.", "kubectl.kubernetes.io/last-applied-configuration")
 
 
@@ -120,8 +121,15 @@ class MergeJob(Resource):
         return self.spec.task_ref.name
 
 
+class BuildSchedule(Resource):
+    kind: str = "BuildSchedule"
+    spec: BuildScheduleSpec
+    status: BuildScheduleStatus = Field(default_factory=BuildScheduleStatus)
+
+
 R = TypeVar("R", bound=Resource)
-MODELS: dict[str, type[Resource]] = {"BuildRequest": BuildRequest, "AgentTask": AgentTask, "MergeJob": MergeJob}
+MODELS: dict[str, type[Resource]] = {"BuildRequest": BuildRequest, "AgentTask": AgentTask, "MergeJob": MergeJob,
+                                     "BuildSchedule": BuildSchedule}
 
 
 def slim_metadata(meta: dict[str, Any]) -> dict[str, Any]:

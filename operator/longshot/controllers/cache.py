@@ -48,7 +48,7 @@ log = logging.getLogger("longshot.cache")
 
 Key = tuple[str, str]
 """(namespace, name)."""
-Kind = Literal["BuildRequest", "AgentTask", "MergeJob", "Pod", "Queue"]
+Kind = Literal["BuildRequest", "AgentTask", "MergeJob", "Pod", "Queue", "BuildSchedule"]
 Ref = tuple[str, str, str]
 """(kind, namespace, name) of a work-queue item; a Queue's name is ``<repository key>|<target branch>``."""
 
@@ -65,7 +65,7 @@ SUPERSEDED_MEMORY: Final = 8
 TOMBSTONES: Final = 4096
 """How many deleted objects (their uids) the cache remembers, so that a late answer to one of our own writes, or a
 patch's answer that shows the object already gone, cannot bring a deleted object back."""
-CUSTOM_KINDS: Final = frozenset({"BuildRequest", "AgentTask", "MergeJob"})
+CUSTOM_KINDS: Final = frozenset({"BuildRequest", "AgentTask", "MergeJob", "BuildSchedule"})
 M = TypeVar("M", bound=pydantic.BaseModel)
 V = TypeVar("V")
 
@@ -308,6 +308,13 @@ def shard_key(build: objects.BuildRequest) -> str:
     return vws.tenant_key(build.namespace, repo.credentials_secret, repo.url)
 
 
+def schedule_shard(schedule: objects.BuildSchedule) -> str:
+    """The shard of a BuildSchedule: its children's (the repository of its template), so the replica that acts on
+    them makes them."""
+    repo = schedule.spec.build_template.spec.repository
+    return vws.tenant_key(schedule.namespace, repo.credentials_secret, repo.url)
+
+
 def queue_name(build: objects.BuildRequest, target: str) -> str:
     """The work-queue name of the merge queue of ``target`` for the build's tenant and repository:
     ``<shard_key(build)>|<target>``. Two namespaces (or two credentials Secrets) on one repository and target
@@ -334,6 +341,7 @@ class Cache:
     tasks: dict[Key, objects.AgentTask] = field(default_factory=dict)
     jobs: dict[Key, objects.MergeJob] = field(default_factory=dict)
     pods: dict[Key, PodView] = field(default_factory=dict)
+    schedules: dict[Key, objects.BuildSchedule] = field(default_factory=dict)
     tasks_by_build: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
     live_by_build: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
     """build -> its tasks that are pending or running (no phase yet counts as pending): what a dispatch plan walks.
@@ -433,7 +441,8 @@ class Cache:
             pod = self.pods.get(key)
             return pod.resource_version if pod is not None else None
         obj: objects.Resource | None = (self.builds.get(key) if kind == "BuildRequest" else self.tasks.get(key)
-                                        if kind == "AgentTask" else self.jobs.get(key) if kind == "MergeJob" else None)
+                                        if kind == "AgentTask" else self.jobs.get(key) if kind == "MergeJob"
+                                        else self.schedules.get(key) if kind == "BuildSchedule" else None)
         return obj.metadata.resource_version if obj is not None else None
 
     def written(self, kind: str, body: Mapping[str, Any], based_on: str) -> list[Ref]:
@@ -458,9 +467,12 @@ class Cache:
         self.version += 1
         self.freeing += 1
         if kind == "BuildRequest":
-            self.builds.pop(key, None)
+            gone = self.builds.pop(key, None)
             self.changes[key] += 1
-            return [("BuildRequest", *key)]
+            return [("BuildRequest", *key), *(schedule_refs(gone) if gone is not None else ())]
+        if kind == "BuildSchedule":
+            self.schedules.pop(key, None)
+            return [("BuildSchedule", *key)]
         if kind == "AgentTask":
             task = self.tasks.pop(key, None)
             if task is None:
@@ -508,7 +520,10 @@ class Cache:
 
     def _store(self, obj: objects.Resource) -> list[Ref]:
         if isinstance(obj, objects.BuildRequest):
-            return self._store_build(obj)
+            return [*self._store_build(obj), *schedule_refs(obj)]
+        if isinstance(obj, objects.BuildSchedule):
+            self.schedules[obj.key] = obj
+            return [("BuildSchedule", *obj.key)]
         if isinstance(obj, objects.AgentTask):
             return self._store_task(obj)
         assert isinstance(obj, objects.MergeJob)
@@ -715,7 +730,7 @@ class Cache:
         return shard_key(build)
 
     def shards(self) -> set[str]:
-        return {self.shard_of(b) for b in self.builds.values()}
+        return {*(self.shard_of(b) for b in self.builds.values()), *map(schedule_shard, self.schedules.values())}
 
     def all_refs(self) -> Iterable[Ref]:
         """Everything, for the periodic resync."""
@@ -725,6 +740,8 @@ class Cache:
             yield ("AgentTask", *t)
         for j in list(self.jobs):
             yield ("MergeJob", *j)
+        for s in list(self.schedules):
+            yield ("BuildSchedule", *s)
         seen: set[str] = set()
         for (ns, _), job in list(self.jobs.items()):
             build = self.builds.get((ns, job.build_name))
@@ -763,6 +780,13 @@ def pod_name(task: str, attempt: int) -> str:
 
 
 _META_COMPARED: Final = ("generation", "labels", "annotations", "deletion_timestamp", "owner_references")
+
+
+def schedule_refs(build: objects.BuildRequest) -> list[Ref]:
+    """The BuildSchedule that made ``build`` (its controller owner), as a reference: any change of a child, its status
+    included, and its deletion wake its schedule (a finished child frees a Forbid schedule, counts in its history)."""
+    return [("BuildSchedule", build.namespace, o.name) for o in build.metadata.owner_references
+            if o.kind == "BuildSchedule" and o.controller]
 
 
 def _has_build_owner(build: objects.BuildRequest) -> bool:

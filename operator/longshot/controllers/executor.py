@@ -110,6 +110,15 @@ class PatchObject:
 
 
 @dataclass(frozen=True)
+class DeleteObject:
+    """Delete a custom object, in the background (what it owns goes with it; NotFound is fine)."""
+
+    kind: str
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True)
 class PutConfigMap:
     """Create a ConfigMap, or merge its data and annotations into the existing one (a ledger entry's result)."""
 
@@ -164,7 +173,7 @@ class Call:
 
 
 Action = (CreatePod | DeletePod | DeletePods | CreateObject | PatchObject | WriteStatus | RecordEvent | Requeue | Call
-          | PutConfigMap)
+          | PutConfigMap | DeleteObject)
 
 
 def split_pod_creates(actions: Sequence[Action]) -> tuple[list[Action], list[Action]]:
@@ -313,6 +322,8 @@ class Executor:
                 await asyncio.to_thread(a.fn)
             case PutConfigMap():
                 await asyncio.to_thread(self.kube.put_configmap, a.manifest)
+            case DeleteObject():
+                await asyncio.to_thread(self.kube.delete, a.kind, a.namespace, a.name)
             case _:
                 assert_never(a)  # a new kind of action must be carried out here (mypy --strict says where)
 

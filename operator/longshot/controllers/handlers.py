@@ -4,7 +4,7 @@ Handlers keep no state in the objects (no kopf progress annotations, no kopf fin
 ``longshot.dev/cleanup`` on every BuildRequest, is the operator's own, put on and taken off by the BuildRequest
 reconciler (``controllers.cleanup``, docs/cleanup.md) so that a deleted build's refs are cleaned up in its
 repository first. Everything else is deleted by garbage collection through owner references (BuildRequest ->
-AgentTask -> Pod, MergeJob).
+AgentTask -> Pod, MergeJob; BuildSchedule -> its child BuildRequests).
 """
 
 from __future__ import annotations
@@ -36,6 +36,11 @@ async def agent_task(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event(api.GROUP, api.VERSION, "mergejobs")
 async def merge_job(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     _observe(memo, "MergeJob", event)
+
+
+@kopf.on.event(api.GROUP, api.VERSION, "buildschedules")
+async def build_schedule(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _observe(memo, "BuildSchedule", event)
 
 
 @kopf.on.event("", "v1", "pods", labels=AGENT_POD_LABELS)

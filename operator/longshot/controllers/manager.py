@@ -54,6 +54,7 @@ from longshot.controllers import dispatcher as dsp
 from longshot.controllers import executor as ex
 from longshot.controllers import leadership, workqueue
 from longshot.controllers import queue as mqc
+from longshot.controllers import schedules as schedulesc
 from longshot.controllers import standing as standingc
 from longshot.controllers import tasks as tasksc
 from longshot.core import builds, lanes, standing
@@ -75,14 +76,14 @@ STALL_SECONDS: Final = 60.0
 THREADS: Final = 64
 """Threads of the default executor (``startup.py``): every reconcile and admission in flight may wait on the API,
 plus git work of the merge queues and the killswitch poll."""
-ORDER: Final = ("AgentTask", "MergeJob", "Queue", "BuildRequest")
+ORDER: Final = ("AgentTask", "MergeJob", "Queue", "BuildRequest", "BuildSchedule")
 """The controllers, in the order a hand-driven turn (``tests/driving.py``) processes them."""
-WORKERS: Final = {"AgentTask": 16, "MergeJob": 8, "Queue": 4, "BuildRequest": 8}
+WORKERS: Final = {"AgentTask": 16, "MergeJob": 8, "Queue": 4, "BuildRequest": 8, "BuildSchedule": 2}
 """Each controller's workers (reconciles in flight at once); ``THREADS`` covers them and the admissions."""
-STALLS: Final = {"AgentTask": 60.0, "MergeJob": 60.0, "Queue": 300.0, "BuildRequest": 60.0}
+STALLS: Final = {"AgentTask": 60.0, "MergeJob": 60.0, "Queue": 300.0, "BuildRequest": 60.0, "BuildSchedule": 60.0}
 """A reconcile running longer than this is wedged (every API and git call is bounded; a merge queue's git work
 takes the longest)."""
-DEADLINES: Final = {"AgentTask": 45.0, "MergeJob": 45.0, "BuildRequest": 45.0}
+DEADLINES: Final = {"AgentTask": 45.0, "MergeJob": 45.0, "BuildRequest": 45.0, "BuildSchedule": 45.0}
 """A reconcile (its reads and decision) running longer than this is cancelled and retried with backoff
 (``Controller.deadline``): shorter than the stall limit, so that waiting on one tenant's slow server fails that
 tenant's object and not the liveness probe. The merge queues' reconciles have their git work's own timeouts."""
@@ -94,7 +95,7 @@ DUTY: Final = {"BuildRequest": 0.25}
 """The share of the time one reference's reconciles may take (``WorkQueue.duty``): after a reconcile, a build waits
 three times as long as it took (and at least ``MIN_INTERVAL``). A reconcile of a 10,000-task build with a thousand
 agents took 0.6 s, so one a second was a third of the event loop; the build's status now follows every 2 s or so."""
-TENANTS: Final = frozenset({"AgentTask", "MergeJob", "BuildRequest"})
+TENANTS: Final = frozenset({"AgentTask", "MergeJob", "BuildRequest", "BuildSchedule"})
 """Kinds whose work queues cap each namespace's reconciles in flight (``Settings.tenant_share`` of the kind's
 workers; ``core.lanes``). A merge queue's references are the repository's, not one namespace's."""
 DETACHED: Final = frozenset({"Queue"})
@@ -133,11 +134,13 @@ class Manager:
         self.builds = buildsc.BuildReconciler(self.ctx)
         self.ctx.workspaces = mqc.Workspaces(self.ctx)  # shared: merge queue, roadmap intake, best-of-N gates
         self.queues = mqc.QueueReconciler(self.ctx, self.ctx.workspaces, monotonic=monotonic)
+        self.schedules = schedulesc.ScheduleReconciler(self.ctx)
         self.reconcilers: Mapping[str, Callable[[str, str], Any]] = {
             "AgentTask": lambda ns, n: self.tasks.reconcile((ns, n)),
             "BuildRequest": lambda ns, n: self.builds.reconcile((ns, n)),
             "MergeJob": lambda ns, n: self.queues.job(ns, n),  # routed to its queue: the one MergeJob writer
             "Queue": lambda ns, n: self.queues.reconcile(n),
+            "BuildSchedule": lambda ns, n: self.schedules.reconcile((ns, n)),
         }
         """What each controller reconciles with, by kind (looked up at every reconcile: tests replace entries)."""
         self.controllers: dict[str, ctl.Controller] = {
@@ -191,6 +194,10 @@ class Manager:
                 self.dispatcher.pod_ended()  # a worker slot came free now (dispatch.slot_freed)
         refs = self.cache.observe(kind, event_type, body)
         for r in refs:
+            if r[0] == "BuildSchedule" and self.leadership is not None:
+                schedule = self.cache.schedules.get((r[1], r[2]))
+                if schedule is not None and not self.leadership.knows(cachemod.schedule_shard(schedule)):
+                    self.leadership.poke()  # a schedule of a new repository: its shard is taken now
             if r[0] == "BuildRequest":
                 build = self.cache.builds.get((r[1], r[2]))
                 if self.leadership is not None and build is not None and not self.leadership.knows(

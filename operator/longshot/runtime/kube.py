@@ -22,7 +22,7 @@ import kubernetes
 from kubernetes.client import ApiException
 
 from longshot import api
-from longshot.api import conditions
+from longshot.api import boundedjson, conditions
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,25 @@ def is_api_error(e: BaseException) -> bool:
     return isinstance(e, ApiException)
 
 
-PLURALS = {"BuildRequest": "buildrequests", "AgentTask": "agenttasks", "MergeJob": "mergejobs"}
+PLURALS = {"BuildRequest": "buildrequests", "AgentTask": "agenttasks", "MergeJob": "mergejobs",
+           "BuildSchedule": "buildschedules"}
 COMPONENT = "longshot-operator"
+
+
+REFUSAL_BUDGET: Final = boundedjson.Budget(max_bytes=256 * 1024, max_values=10_000)
+"""A refusal's Status (its message names the policy and the field; admission policies write long ones)."""
+
+
+def refusal(e: BaseException) -> str | None:
+    """The API server's message when it refused a write for what was written (400 Bad Request, 403 Forbidden by an
+    admission policy or RBAC, 422 Invalid), at most 1,024 characters; None for any other error (tried again)."""
+    if not isinstance(e, ApiException) or e.status not in (400, 403, 422):
+        return None
+    try:  # the API server's Status, read under a budget like any answer whose size the operator does not set
+        message = str(boundedjson.loads(e.body or "{}", REFUSAL_BUDGET).get("message") or "")
+    except (boundedjson.Refused, AttributeError):
+        message = ""
+    return (message or str(e.reason or f"HTTP {e.status}"))[:1024]
 
 
 class Conflict(Exception):

@@ -22,6 +22,7 @@ WRITERS: dict[str, tuple[str, ...]] = {
     "MergeJob": ("longshot.controllers.queue",),
     "AgentTask": ("longshot.controllers.tasks",),
     "BuildRequest": ("longshot.controllers.builds", "longshot.controllers.standing"),
+    "BuildSchedule": ("longshot.controllers.schedules",),
 }
 """Status kind -> the module prefixes allowed to write it (the kind's one controller). A BuildRequest's status is
 written by the build reconciler's status stage (``builds``) or, for a standing intake, by the route it hands the
