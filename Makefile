@@ -35,8 +35,9 @@ binaries: ## Provide the pinned Kubernetes binaries in ~/.cache/longshot (build 
 	@bash hack/k8s-binaries.sh >/dev/null
 
 .PHONY: test-tools
-test-tools: ## promtool, which the metrics and dashboard tests run (Debian's prometheus package, installed if missing)
+test-tools: ## promtool and tinyproxy, which the metrics and egress-proxy tests run (Debian packages, installed if missing)
 	@command -v promtool >/dev/null || bash hack/cluster/install-deps.sh prometheus
+	@command -v tinyproxy >/dev/null || bash hack/cluster/install-deps.sh tinyproxy
 
 .PHONY: test
 test: venv binaries test-tools ## Run the unit and integration tiers (the README's test command)
