@@ -8,6 +8,7 @@ is an empty value (``LONGSHOT_EGRESS_DENIED_CIDRS=""``: no denied range), and an
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from typing import Literal, Self
@@ -205,10 +206,8 @@ class Settings(EnvSettings):
 
     @model_validator(mode="after")
     def _proxy_allowed(self) -> Self:
-        try:
+        with contextlib.suppress(egress.PolicyError):  # the policy's own error is raised where it is used
             self.proxies()
-        except egress.PolicyError:
-            pass  # the policy's own error is raised where it is used, naming its setting
         return self
 
 

@@ -225,12 +225,14 @@ class Entry:
     def describe(self) -> str:
         what = self.host if self.host is not None else str(self.cidr)
         ports = "every port" if self.ports is None else "port " + ", ".join(str(p) for p in sorted(self.ports))
-        return f"{what} ({self.source}: {', '.join(p for p in ENTRY_PURPOSES if p in self.purposes)} on {ports})"
+        purposes = ", ".join(p for p in ENTRY_PURPOSES if p in self.purposes)
+        return f"{what} ({self.source}: {purposes} on {ports})"
 
 
 def parse_allow(raw: str | Iterable[Mapping[str, Any]]) -> tuple[Entry, ...]:
     """``egress.allow`` entries (a JSON list from the environment, or a list of mappings): each has ``host`` or
-    ``cidr``, ``purposes`` (some of :data:`ENTRY_PURPOSES`) and ``ports`` (1 to 65535); PolicyError names a bad entry."""
+    ``cidr``, ``purposes`` (some of :data:`ENTRY_PURPOSES`) and ``ports`` (1 to 65535); PolicyError names a bad
+    entry."""
     if isinstance(raw, str):
         if raw.strip().lower() in ("", "none"):
             return ()

@@ -1,10 +1,11 @@
 """Egress through a proxy: which connections go through it, and whether the proxy itself is allowed.
 
-Pure: settings in, a :class:`Proxies` or a route out; connecting is ``longshot.net.transport``'s. The operator and
-the gateway read the proxy from their own settings (``LONGSHOT_EGRESS_PROXY_URL`` / ``LONGSHOT_GATEWAY_EGRESS_PROXY_URL``
-and ``..._NO_PROXY``, the chart's ``egress.proxy.url`` and ``egress.proxy.noProxy``) or, when those are empty, from
-the standard ``HTTPS_PROXY``, ``HTTP_PROXY`` and ``NO_PROXY`` (either case), always through those settings: no
-HTTP client of theirs reads the environment (``trust_env=False``).
+Pure: settings in, a :class:`Proxies` or a route out; connecting is ``longshot.net.transport``'s. The operator
+and the gateway read the proxy from their own settings (``LONGSHOT_EGRESS_PROXY_URL`` /
+``LONGSHOT_GATEWAY_EGRESS_PROXY_URL`` and ``..._NO_PROXY``, the chart's ``egress.proxy.url`` and
+``egress.proxy.noProxy``) or, when those are empty, from the standard ``HTTPS_PROXY``, ``HTTP_PROXY`` and
+``NO_PROXY`` (either case), always through those settings: no HTTP client of theirs reads the environment
+(``trust_env=False``).
 
 **Routes** (:func:`route`), one destination at a time:
 

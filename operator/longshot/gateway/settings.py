@@ -6,6 +6,7 @@ empty variable means the default (the chart's egress lists say ``none`` for an e
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Self
 
@@ -172,10 +173,8 @@ class GatewaySettings(EnvSettings):
 
     @model_validator(mode="after")
     def _proxy_allowed(self) -> Self:
-        try:
+        with contextlib.suppress(egress.PolicyError):  # the policy's own error is raised where it is used
             self.proxies()
-        except egress.PolicyError:
-            pass  # the policy's own error is raised where it is used, naming its setting
         return self
 
 

@@ -70,7 +70,7 @@ def test_a_malformed_proxy_url_is_refused_naming_the_setting(url: str, message: 
 
 @pytest.mark.parametrize("entry", ["example.com:8080", "ex!ample.com", "a/b"])
 def test_a_malformed_no_proxy_entry_is_refused(entry: str) -> None:
-    with pytest.raises(cproxy.ProxyError, match="egress.proxy.noProxy"):
+    with pytest.raises(cproxy.ProxyError, match=r"egress\.proxy\.noProxy"):
         cproxy.parse(no_proxy=entry)
 
 

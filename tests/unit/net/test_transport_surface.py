@@ -121,3 +121,28 @@ def test_a_name_that_resolves_here_to_a_denied_address_is_refused_through_the_pr
     unknown = gd.Guard(policy, resolve=lambda h, p: [], proxies=proxies)
     assert unknown.check_via_proxy("https://api.example.com/", "spec.agent.baseUrl",
                                    purpose="model").host == "api.example.com"
+
+
+def test_every_http_client_of_the_operator_and_the_gateway_ignores_the_environment() -> None:
+    """Every ``httpx.Client``/``AsyncClient`` the operator and the gateway build says ``trust_env=False``: a proxy
+    comes only from their settings (``core.proxy``), through the guarded transports. (The agent runner's clients
+    run in the agent Pod and talk to the gateway only; they are not enumerated here.)"""
+    import ast
+    from pathlib import Path
+
+    import longshot
+
+    root = Path(longshot.__file__).parent
+    found: list[str] = []
+    for path in sorted(root.rglob("*.py")):
+        if path.relative_to(root).parts[0] == "agent":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("Client", "AsyncClient")
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "httpx"):
+                where = f"{path.relative_to(root)}:{node.lineno}"
+                found.append(where)
+                trust = [k.value for k in node.keywords if k.arg == "trust_env"]
+                assert len(trust) == 1 and isinstance(trust[0], ast.Constant) and trust[0].value is False, where
+    assert len(found) >= 3, found  # the tracker/forge client, the model client, the trace relay
