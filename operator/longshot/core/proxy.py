@@ -30,7 +30,8 @@ host; otherwise a name matches itself and every name below it (``example.com`` a
 IPv4 or IPv6 address, or a CIDR range (``10.0.0.0/8``, ``fd00::/8``), matches a destination written as an address
 in it (names are never resolved for it). An entry with a port (``host:8080``) is refused: curl ignores the port.
 
-**The proxy URL**: ``http://host:port`` or ``https://host:port``, no path, no user information. Credentials in the
+**The proxy URL**: ``http://host:port`` or ``https://host:port`` (``host:port`` is read as ``http://``), with its
+port (curl's default is 1080, other clients' 80), no path, no user information. Credentials in the
 URL are refused: they would sit in the Deployment's environment and could reach logs; use a proxy that admits the
 operator's and the gateway's Pods by their address instead (docs/security.md, "Egress through a proxy").
 """
@@ -92,6 +93,8 @@ def _proxy_url(raw: str, setting: str) -> str | None:
                          f"{m.group(1)[:16]!r}")
     if m.group(3) not in ("", "/"):
         raise ProxyError(f"{setting}: the proxy URL has a path, query or fragment; give http://host:port only")
+    if re.search(r":[0-9]{1,5}$", m.group(2)) is None:
+        raise ProxyError(f"{setting}: give the proxy's port (http://host:port): clients disagree on its default")
     try:
         target = egress.parse(value)
     except ValueError as e:

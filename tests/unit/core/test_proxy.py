@@ -42,6 +42,7 @@ def test_no_proxy_matches_as_curl_does(entries: str, host: str, bypass: bool) ->
 
 def test_each_scheme_takes_its_proxy_and_ours_wins_over_the_standard_variables() -> None:
     standard = cproxy.parse(https_proxy="http://a.corp:3128", http_proxy="b.corp:8080", standard_no_proxy=".corp")
+    assert cproxy.parse(url="http://[fd00::1]:3128/").urls == ("http://[fd00::1]:3128",)
     assert cproxy.route(standard, "https", "api.openai.com") == "http://a.corp:3128"
     assert cproxy.route(standard, "http", "api.openai.com") == "http://b.corp:8080"  # curl's default scheme: http
     assert cproxy.route(standard, "http", "git.corp") is None
@@ -60,6 +61,8 @@ def test_each_scheme_takes_its_proxy_and_ours_wins_over_the_standard_variables()
     ("socks5://proxy.corp:1080", "scheme must be http or https"),
     ("http://proxy.corp:3128/path", "has a path"),
     ("http://proxy corp:3128", "space"),
+    ("http://proxy.corp", "give the proxy's port"),
+    ("http://[fd00::1]", "give the proxy's port"),
 ])
 def test_a_malformed_proxy_url_is_refused_naming_the_setting(url: str, message: str) -> None:
     with pytest.raises(cproxy.ProxyError, match=message) as e:
