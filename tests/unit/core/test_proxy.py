@@ -53,6 +53,8 @@ def test_each_scheme_takes_its_proxy_and_ours_wins_over_the_standard_variables()
     assert ours.urls == ("https://p.corp:8443",)
     assert cproxy.route(ours, "http", "example.com") == cproxy.route(ours, "https", "x.net") == "https://p.corp:8443"
     assert cproxy.route(cproxy.parse(), "https", "example.com") is None
+    # the chart's "none": no proxy, whatever an injected HTTPS_PROXY says
+    assert cproxy.parse(url="none", https_proxy="http://a.corp:3128", http_proxy="http://a.corp:3128").urls == ()
 
 
 @pytest.mark.parametrize(("url", "message"), [
