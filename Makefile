@@ -34,6 +34,10 @@ venv: $(VENV)/.installed ## Create the virtualenv in .venv with the package and 
 binaries: ## Provide the pinned Kubernetes binaries in ~/.cache/longshot (build them on a cold cache)
 	@bash hack/k8s-binaries.sh >/dev/null
 
+.PHONY: collector
+collector: ## The trace e2e test's real collector: Jaeger v1.76.0 built from the Go module proxy into ~/.cache/longshot/tools (cached; ~10 min of CPU cold)
+	@bash hack/go-tools.sh jaeger >/dev/null
+
 .PHONY: test-tools
 test-tools: ## promtool and tinyproxy, which the metrics and egress-proxy tests run (Debian packages, installed if missing)
 	@command -v promtool >/dev/null || bash hack/cluster/install-deps.sh prometheus
@@ -55,7 +59,7 @@ test-integration: venv binaries test-tools ## Run the integration tier (real etc
 	  --junitxml=_artifacts/junit-integration.xml $(PYTEST_ARGS)
 
 .PHONY: e2e
-e2e: venv binaries deps ## e2e tier on a real local cluster (root; brought up and down unless already up)
+e2e: venv binaries deps collector ## e2e tier on a real local cluster (root; brought up and down unless already up)
 	$(PYTEST) tests/e2e $(PYTEST_ARGS)
 
 # The e2e tier on kind (issue 33): three nodes by default (one control plane, two workers: hack/kind/cluster-3.yaml),
@@ -64,7 +68,7 @@ KIND_NODES ?= 3
 E2E_KIND_TESTS ?= tests/e2e
 
 .PHONY: e2e-kind
-e2e-kind: venv binaries ## The whole e2e tier on a 3-node kind cluster (KIND_NODES=1: one node; Docker; kind and its node image built locally; root)
+e2e-kind: venv binaries collector ## The whole e2e tier on a 3-node kind cluster (KIND_NODES=1: one node; Docker; kind and its node image built locally; root)
 	bash hack/kind.sh docker-up
 	LONGSHOT_E2E_CLUSTER=kind LONGSHOT_KIND_NODES=$(KIND_NODES) flock /tmp/longshot-cluster.lock \
 	  $(PYTEST) $(E2E_KIND_TESTS) $(PYTEST_ARGS)

@@ -122,9 +122,10 @@ def gateway_peak_rss_mib(bin_dir: Path | None = None, *, calls: int = 20, held: 
     from longshot_testing import controlplane, otlp
 
     with _world(bin_dir) as w, fake_model() as model, otlp.Receiver() as collector:
-        port = controlplane.free_port()
+        port, probe_port = controlplane.free_port(), controlplane.free_port()
         env = {**os.environ, "KUBECONFIG": str(w.kubeconfig), "PYTHONPATH": str(ROOT / "operator"),
-               "LONGSHOT_GATEWAY_PORT": str(port), "LONGSHOT_GATEWAY_ADDRESS": "127.0.0.1",
+               "LONGSHOT_GATEWAY_PORT": str(port), "LONGSHOT_GATEWAY_METRICS_PORT": str(probe_port),
+               "LONGSHOT_GATEWAY_ADDRESS": "127.0.0.1",
                "LONGSHOT_GATEWAY_NAMESPACE": w.namespace, "LONGSHOT_GATEWAY_MIRROR_DIR": str(w.work / "mirrors"),
                # tracing on (a stand-in collector), so that /traces reads its bodies
                "LONGSHOT_GATEWAY_TRACING_ENDPOINT": collector.endpoint,
@@ -135,8 +136,9 @@ def gateway_peak_rss_mib(bin_dir: Path | None = None, *, calls: int = 20, held: 
         proc = subprocess.Popen([sys.executable, "-m", "longshot", "gateway"], env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
         try:
-            controlplane.wait_until(lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, 60,
-                                    "the gateway's /healthz")
+            controlplane.wait_until(
+                lambda: httpx.get(f"http://127.0.0.1:{probe_port}/readyz", timeout=2).status_code == 200, 60,
+                "the gateway's /readyz")
             idle = _vm_hwm_mib(proc.pid)
             # delegation on, so that /delegation/spawn reads its bodies too
             spec = {**_spec(model.url), "delegation": {"enabled": True}}

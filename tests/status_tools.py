@@ -126,7 +126,8 @@ EXPECTED: dict[str, tuple[str, str, str]] = {
     "br-budget-exceeded-busy": ("Failed", "Degraded", "raise spec.budget"),
     "br-configuration": ("Failed", "Degraded", "spec.repository.url: host git.example.invalid does not resolve"),
     "br-configuration-busy": ("Failed", "Degraded", "spec.agent.credentialsSecret"),
-    "br-awaiting-input": ("Failed", "Degraded", "which OAuth provider"),
+    # a question or an approval is a wait on a person, not a failure: Stalled=False, Ready=False/AwaitingInput
+    "br-awaiting-input": ("InProgress", "Suspended", "which OAuth provider"),
     "br-awaiting-input-busy": ("InProgress", "Progressing", "1 running"),
     # kstatus falls back to Ready=False (InProgress); Argo CD reads Suspended, which the killswitch does not set
     "br-killswitch": ("InProgress", "Progressing", "the operator killswitch is engaged"),
@@ -138,10 +139,12 @@ EXPECTED: dict[str, tuple[str, str, str]] = {
     "at-running": ("InProgress", "Progressing", "Pod rest-api-orders-a2 is running"),
     "at-failed": ("Failed", "Degraded", "3 of 3 attempts failed"),
     "at-configuration": ("Failed", "Degraded", "spec.repository.baseBranch"),
+    "at-awaiting-input": ("InProgress", "Suspended", "which OAuth provider"),
     "mj-fresh": ("InProgress", "Progressing", "waiting for the operator"),
     "mj-merged": ("Current", "Healthy", ""),
     "mj-queued": ("InProgress", "Progressing", "position 2 in the merge queue"),
     "mj-conflicted": ("Failed", "Degraded", "api/routes.py"),
+    "mj-awaiting-approval": ("InProgress", "Suspended", "waiting for spec.approved"),
 }
 """What Flux (kstatus) and Argo CD must say of each state in ``tests/fixtures/status`` (issue 12's table)."""
 

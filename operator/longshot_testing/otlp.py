@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: operator/longshot_testing/otlp.py
 
 
 @dataclass(frozen=True)
@@ -283,20 +283,33 @@ def _hex(value: str) -> str:
     return base64.b64decode(value).hex()
 
 
+class CollectorUnavailable(RuntimeError):
+    """A real collector was required and cannot be had here; the message says why and what to do."""
+
+
 @contextlib.contextmanager
-def collector(host: str = "127.0.0.1") -> Iterator[Collector]:
+def collector(host: str = "127.0.0.1", *, require_jaeger: bool = False) -> Iterator[Collector]:
     """Jaeger when its pinned build is cached (``hack/go-tools.sh jaeger`` builds it; with
     ``LONGSHOT_TRACING_BUILD_JAEGER=1`` this builds it when missing), else the OTLP/HTTP receiver;
     ``LONGSHOT_TRACING_COLLECTOR=receiver`` forces the receiver. ``.kind`` says which one; the receiver's ``.why``
     says why it is not Jaeger. ``host``: the address its OTLP receiver listens on (the local cluster's bridge, for
-    Pods to reach it)."""
+    Pods to reach it).
+
+    ``require_jaeger`` (the e2e tier, whose ``make e2e`` builds Jaeger first: ``make collector``): Jaeger is built
+    when missing, and when it cannot be had this raises :class:`CollectorUnavailable` instead of falling back; only
+    an explicit ``LONGSHOT_TRACING_COLLECTOR=receiver`` still picks the receiver."""
     why = "LONGSHOT_TRACING_COLLECTOR=receiver"
     if os.environ.get("LONGSHOT_TRACING_COLLECTOR", "jaeger") != "receiver":
-        binary, why = jaeger_binary(build=os.environ.get("LONGSHOT_TRACING_BUILD_JAEGER") == "1")
+        build = require_jaeger or os.environ.get("LONGSHOT_TRACING_BUILD_JAEGER") == "1"
+        binary, why = jaeger_binary(build=build)
         if binary is not None:
             with Jaeger(binary, host) as j:
                 yield j
             return
+        if require_jaeger:
+            raise CollectorUnavailable(f"a real trace collector is required and Jaeger cannot be had: {why} (make "
+                                       "collector builds it; LONGSHOT_TRACING_COLLECTOR=receiver runs the test "
+                                       "against the OTLP/HTTP receiver instead)")
     with Receiver(host) as r:
         r.why = why
         yield r

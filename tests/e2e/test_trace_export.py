@@ -2,14 +2,17 @@
 and the agent Pods arrive in a real collector under one trace ID, the one the build records on
 ``status.traceId``.
 
-The collector is Jaeger (the pinned build from ``hack/go-tools.sh jaeger``, when cached) or the OTLP/HTTP
-receiver of ``longshot_testing.otlp`` (``opentelemetry-proto`` decoding real exports), listening on the host's
+The collector is Jaeger (the pinned build from ``hack/go-tools.sh jaeger``; ``make e2e`` builds it first, ``make
+collector``, and the test fails rather than fall back), or, only when ``LONGSHOT_TRACING_COLLECTOR=receiver`` asks
+for it, the OTLP/HTTP receiver of ``longshot_testing.otlp`` (``opentelemetry-proto`` decoding real exports),
+listening on the host's
 end of the local cluster's bridge so that the operator, gateway and agent Pods reach it; the chart lets the
 operator and gateway reach it through their NetworkPolicy (``tracing.peers``)."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,8 +46,11 @@ def collector(cluster, operator, kubectl) -> Iterator[otlp.Collector]:  # type: 
     """A collector on the bridge, and the chart reinstalled with tracing on and pointed at it; reinstalled without
     tracing afterwards (the session's other tests run on the chart's defaults)."""
     host = host_address(cluster)  # the local cluster's bridge, or kind's network: where Pods reach this host
-    with otlp.collector(host) as c:
+    # a real collector every time: make e2e builds Jaeger first (make collector) and the test refuses to fall back
+    # to the project's own receiver unless LONGSHOT_TRACING_COLLECTOR=receiver asks for it
+    with otlp.collector(host, require_jaeger=True) as c:
         print(f"trace collector: {c.kind} at {c.endpoint} {getattr(c, 'why', '')}")
+        assert c.kind == "jaeger" or os.environ.get("LONGSHOT_TRACING_COLLECTOR") == "receiver", c.kind
         port = c.endpoint.rsplit(":", 1)[1]
         install_operator(cluster, kubectl, extra=[
             "--set", "tracing.enabled=true", "--set", f"tracing.endpoint={c.endpoint}",

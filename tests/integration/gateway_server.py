@@ -33,7 +33,14 @@ class GatewayThread:
 
     @property
     def url(self) -> str:
+        """The agents' port."""
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """The metrics and probe port (``/metrics``, ``/healthz``, ``/readyz``)."""
+        assert self.gateway is not None and self.gateway.metrics_port
+        return f"http://127.0.0.1:{self.gateway.metrics_port}"
 
     def __enter__(self) -> GatewayThread:
         self._thread.start()
@@ -61,7 +68,8 @@ class GatewayThread:
     async def _serve(self) -> None:
         client = kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))
         self.gateway = server.Gateway(gcluster.Cluster(client), self.settings)
-        runner, self.port = await server.serve(self.gateway, "127.0.0.1", self.settings.port)
+        runner, self.port = await server.serve(self.gateway, "127.0.0.1", self.settings.port,
+                                               self.settings.metrics_port)
         self._stop = asyncio.Event()
         self._ready.set()
         try:
@@ -72,7 +80,7 @@ class GatewayThread:
 
 
 def settings_for(namespace: str, workdir: Path, **overrides: Any) -> GatewaySettings:
-    base = GatewaySettings(port=0, namespace=namespace, mirror_dir=str(workdir / "gateway-mirrors"),
+    base = GatewaySettings(port=0, metrics_port=0, namespace=namespace, mirror_dir=str(workdir / "gateway-mirrors"),
                            allow_file_urls=True, token_cache_seconds=1.0, usage_cache_seconds=0.0,
                            progress_min_interval_seconds=0.0, default_backoff_seconds=5.0,
                            identity_cache_seconds=1.0, egress_allowed_cidrs="127.0.0.0/8,::1/128")

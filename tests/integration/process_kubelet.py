@@ -1,7 +1,8 @@
 """A kubelet stand-in for the integration tier that really runs each agent Pod's program, as a process.
 
 It watches the namespace's agent Pods through the API; for each new one it materialises what the kubelet
-would mount (the downward-API task input, the script and prompt ConfigMaps, Secrets, and the projected
+would mount (the downward-API task input, the script, prompt, skill and instructions ConfigMaps (a volume's
+``items`` only), Secrets, and the projected
 ServiceAccount token: a real Pod-bound token from the TokenRequest API with the volume's audience and
 expiry, as the kubelet asks for it) into a directory, marks the Pod Running, runs the Pod's command
 (``python -m longshot agent``) with the container's environment and the runner's path overrides, and
@@ -94,14 +95,19 @@ class ProcessKubelet:
             if path is None:
                 continue
             target = root / vol.name
+            if path.startswith(ho.SKILLS_DIR + "/"):  # one folder per skill, as the Pod mounts them
+                target = root / "skills" / Path(path).name
+                env["LONGSHOT_SKILLS_DIR"] = str(root / "skills")
             target.mkdir(parents=True, exist_ok=True)
             if vol.downward_api is not None:
                 (target / Path(ho.TASK_INPUT_PATH).name).write_text(pod.metadata.annotations[ho.TASK_INPUT_ANNOTATION])
                 env["LONGSHOT_TASK_INPUT"] = str(target / Path(ho.TASK_INPUT_PATH).name)
             elif vol.config_map is not None:
                 data = self.core.read_namespaced_config_map(vol.config_map.name, self.namespace).data or {}
+                items = {i.key: i.path for i in vol.config_map.items or []} or {k: k for k in data}
                 for k, v in data.items():
-                    (target / k).write_text(v)
+                    if k in items:
+                        (target / items[k]).write_text(v)
             elif vol.secret is not None:
                 data = self.core.read_namespaced_secret(vol.secret.secret_name, self.namespace).data or {}
                 for k, v in data.items():
@@ -118,7 +124,8 @@ class ProcessKubelet:
                 continue
             for var, default in (("LONGSHOT_SCRIPT_DIR", ho.SCRIPT_DIR), ("LONGSHOT_GIT_CREDENTIALS_DIR",
                                  ho.GIT_CREDENTIALS_DIR), ("LONGSHOT_PROMPTS_DIR", ho.PROMPTS_DIR),
-                                 ("LONGSHOT_LLM_CREDENTIALS_DIR", ho.LLM_CREDENTIALS_DIR)):
+                                 ("LONGSHOT_LLM_CREDENTIALS_DIR", ho.LLM_CREDENTIALS_DIR),
+                                 ("LONGSHOT_INSTRUCTIONS_DIR", ho.INSTRUCTIONS_DIR)):
                 if path == default:
                     env[var] = str(target)
         return env

@@ -120,9 +120,17 @@ def issues_build(name: str) -> Any:
     # a ConfigMap's script or prompts reach the agent, which can write them to its branch
     ("spec.agent.script.name", build("b1", agent={"backend": "scripted", "script": {"name": "private-script"}})),
     ("spec.agent.prompts.name", build("b1", agent={"prompts": {"name": "private-prompts"}})),
+    # the instructions become AGENTS.md in the agent's checkout
+    ("spec.agent.instructions.configMap.name", build("b1", agent={"instructions": {
+        "configMap": {"name": "private-prompts"}}})),
     # the forge token, which the operator sends as a Bearer token to spec.merge.pullRequest.apiUrl
     ("spec.merge.pullRequest.tokenSecretRef.name", build("b1", merge={"delivery": "pullRequest", "pullRequest": {
         "provider": "github", "project": "o/r", "tokenSecretRef": {"name": "git-token"}}})),
+    # an MCP server's headers, which the gateway sends to spec.agent.mcpServers[].url (a reference in a list: each
+    # item's is checked; a server without one names nothing)
+    ("spec.agent.mcpServers[].headersSecretRef.name", build("b1", agent={"mcpServers": [
+        {"name": "open", "url": "https://mcp.example.com/open"},
+        {"name": "team", "url": "https://mcp.example.com/team", "headersSecretRef": {"name": "llm-key"}}]})),
 ])
 def test_an_author_who_cannot_read_a_named_secret_or_configmap_is_refused(
         kubectl: Any, namespace: str, policies: list[dict[str, Any]], field: str, obj: dict[str, Any]) -> None:
@@ -133,14 +141,40 @@ def test_an_author_who_cannot_read_a_named_secret_or_configmap_is_refused(
                   "spec.intake.webhook.name": ("Secret", "tracker-token"),
                   "spec.agent.script.name": ("ConfigMap", "private-script"),
                   "spec.agent.prompts.name": ("ConfigMap", "private-prompts"),
-                  "spec.merge.pullRequest.tokenSecretRef.name": ("Secret", "git-token")}[field]
+                  "spec.agent.instructions.configMap.name": ("ConfigMap", "private-prompts"),
+                  "spec.merge.pullRequest.tokenSecretRef.name": ("Secret", "git-token"),
+                  "spec.agent.mcpServers[].headersSecretRef.name": ("Secret", "llm-key")}[field]
     refused = apply_as("alice", kubectl, namespace, obj)
     assert refused.returncode != 0
-    assert f"{field}: alice may not get {kind} {namespace}/{name}" in refused.stderr, refused.stderr
+    said = (f"{field}: alice may not get every {kind} of {name} in namespace {namespace}" if "[]" in field
+            else f"{field}: alice may not get {kind} {namespace}/{name}")
+    assert said in refused.stderr, refused.stderr
     assert "t0p-s3cret" not in refused.stderr
     # bob may read it: the same object is admitted
     admitted = apply_as("bob", kubectl, namespace, obj)
     assert admitted.returncode == 0, admitted.stderr
+
+
+def test_an_author_must_be_able_to_read_every_skill_configmap_a_build_names(
+        kubectl: Any, namespace: str, policies: list[dict[str, Any]]) -> None:
+    kubectl("-n", namespace, "create", "configmap", "unlisted-skill", "--from-literal=SKILL.md=t0p-s3cret-skill")
+
+    def skills(*names: str) -> dict[str, Any]:
+        return build("skilled", agent={"skills": [{"name": f"s{i}", "configMap": {"name": n}}
+                                                  for i, n in enumerate(names)]})
+
+    field = "spec.agent.skills[].configMap.name"
+    refused = apply_as("alice", kubectl, namespace, skills("private-script", "private-prompts"))
+    assert refused.returncode != 0
+    assert (f"{field}: alice may not get every ConfigMap of private-script, private-prompts in namespace {namespace}"
+            in refused.stderr), refused.stderr
+    # bob may read the first two but not a third: one unreadable item is enough to refuse the build
+    refused = apply_as("bob", kubectl, namespace, skills("private-script", "unlisted-skill", "private-prompts"))
+    assert refused.returncode != 0 and f"{field}: bob may not get every ConfigMap of" in refused.stderr
+    assert "t0p-s3cret" not in refused.stderr
+    assert apply_as("bob", kubectl, namespace, skills("private-script", "private-prompts")).returncode == 0
+    # no skills at all: nothing to check
+    assert apply_as("alice", kubectl, namespace, build("unskilled", agent={"skills": []})).returncode == 0
 
 
 def test_builds_without_secrets_and_spec_updates(kubectl: Any, namespace: str, policies: list[dict[str, Any]]) -> None:

@@ -309,14 +309,22 @@ def test_gateway_deployment_service_and_prices(helm, namespace: str) -> None:  #
     spec = deploy["spec"]["template"]["spec"]
     (c,) = spec["containers"]
     assert c["image"] == "longshot-operator:dev" and c["args"] == ["gateway"]
-    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # probes and metrics on their own port, apart from the agents' port
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8080, "metrics": 9090}
     assert c["securityContext"]["readOnlyRootFilesystem"] and c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert spec["serviceAccountName"] == "ls-longshot-gateway"
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
     assert env["LONGSHOT_GATEWAY_PRICES_CONFIGMAP"] == "longshot-prices"
     assert env["LONGSHOT_GATEWAY_ALLOW_FILE_URLS"] == "false"
     (svc,) = [d for d in by_kind(docs, "Service") if d["metadata"]["name"] == "ls-longshot-gateway"]
-    assert svc["spec"]["ports"][0]["port"] == 8080
+    assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [("http", 8080), ("metrics", 9090)]
+    netpol = next(d for d in by_kind(docs, "NetworkPolicy") if d["metadata"]["name"] == "ls-longshot-gateway")
+    agents = next(r for r in netpol["spec"]["ingress"]
+                  if r["from"][0].get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
+                  == "agent")
+    assert agents["ports"] == [{"protocol": "TCP", "port": 8080}]  # agents never reach the metrics port
     assert [d for d in by_kind(docs, "PodDisruptionBudget") if d["metadata"]["name"] == "ls-longshot-gateway"]
     (prices,) = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == "longshot-prices"]
     from longshot.gateway import pricing

@@ -28,8 +28,10 @@ def _env(deploy: dict[str, Any]) -> dict[str, str]:
 
 ALLOW = ('egress.allow=[{"cidr": "10.1.2.0/24", "purposes": ["git", "forge"], "ports": [3000]}, '
          '{"cidr": "fd00:1::/64", "purposes": ["model"], "ports": [8000]}, '
-         '{"host": "models.corp.example", "purposes": ["model"], "ports": [443]}]')
-"""A git server's range (git and forge on its port), an in-cluster model range and a named model host."""
+         '{"host": "models.corp.example", "purposes": ["model"], "ports": [443]}, '
+         '{"cidr": "10.9.0.0/16", "purposes": ["mcp"], "ports": [8765]}]')
+"""A git server's range (git and forge on its port), an in-cluster model range, a named model host and a team's MCP
+servers' range."""
 
 
 def _deployments(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -52,7 +54,8 @@ def test_the_egress_values_become_the_same_policy_in_the_operator_and_the_gatewa
     assert op.allow == gw.allow == (
         egress.Entry(frozenset({"git", "forge"}), frozenset({3000}), cidr=ipaddress.ip_network("10.1.2.0/24")),
         egress.Entry(frozenset({"model"}), frozenset({8000}), cidr=ipaddress.ip_network("fd00:1::/64")),
-        egress.Entry(frozenset({"model"}), frozenset({443}), host="models.corp.example"))
+        egress.Entry(frozenset({"model"}), frozenset({443}), host="models.corp.example"),
+        egress.Entry(frozenset({"mcp"}), frozenset({8765}), cidr=ipaddress.ip_network("10.9.0.0/16")))
     assert [str(n) for n in gw.cluster_cidrs] == ["10.244.0.0/16", "10.96.0.0/12"] == [str(n) for n in
                                                                                       op.cluster_cidrs]
     assert [str(n) for n in gw.denied_cidrs] == ["192.168.0.0/16"] == [str(n) for n in op.denied_cidrs]
@@ -95,10 +98,11 @@ def test_operator_and_gateway_network_policies(control_plane: Any, kubectl: Any,
         "ports": [{"protocol": "TCP", "port": 8443}]}
     assert prometheus["from"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
     # each component reaches the allow entries' ranges of its purposes, on their ports: the operator the git
-    # server (git, forge), the gateway the git server and the model range
+    # server (git, forge), the gateway the git server, the model range and the MCP servers' range
     git = {"to": [{"ipBlock": {"cidr": "10.1.2.0/24"}}], "ports": [{"protocol": "TCP", "port": 3000}]}
     model = {"to": [{"ipBlock": {"cidr": "fd00:1::/64"}}], "ports": [{"protocol": "TCP", "port": 8000}]}
-    for spec, allowed in ((op, [git]), (gw, [git, model])):
+    mcp = {"to": [{"ipBlock": {"cidr": "10.9.0.0/16"}}], "ports": [{"protocol": "TCP", "port": 8765}]}
+    for spec, allowed in ((op, [git]), (gw, [git, model, mcp])):
         dns, api, *ranges, anywhere = spec["egress"]
         assert dns["to"] == [{"ipBlock": {"cidr": "10.96.0.10/32"}}] and dns["ports"][0]["port"] == 53
         assert [p["port"] for p in api["ports"]] == [443, 6443]
@@ -157,7 +161,7 @@ def test_the_admission_policy_lists_the_values(control_plane: Any, namespace: st
         "model|443|models.corp.example",
         *(f"{purpose}|{port}|github.com" for purpose in egress.PURPOSES for port in (80, 443, 22, 9418))]
     assert json.loads(variables["cidrRules"]) == ["git|3000|10.1.2.0/24", "forge|3000|10.1.2.0/24",
-                                                  "model|8000|fd00:1::/64"]
+                                                  "model|8000|fd00:1::/64", "mcp|8765|10.9.0.0/16"]
     always = {cidr for cidr, _ in egress.ALWAYS_DENIED}
     assert set(json.loads(variables["hardDenied"])) == always | {"10.96.0.0/12"}
     assert [v["messageExpression"].split(":")[0].strip("'") for v in vap["spec"]["validations"]] == [

@@ -62,13 +62,17 @@ def test_openai_call_gets_the_builds_key_and_its_usage_is_priced_onto_the_task(
     p = a.progress(custom)
     assert (p["inputTokens"], p["outputTokens"], p["tokens"], p["calls"], p["attempt"]) == (1000, 500, 1500, 1, 1)
     assert p["cost"] == pytest.approx((1000 * 2 + 500 * 8) / 1e6)
-    metrics = httpx.get(f"{gateway.url}/metrics", timeout=30).text
+    metrics = httpx.get(f"{gateway.metrics_url}/metrics", timeout=30).text
     samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                if line and not line.startswith("#")}
     assert samples['longshot_gateway_tokens_total{api="openai",kind="input"}'] >= 1000
     assert samples['longshot_gateway_requests_total{result="ok",route="model"}'] >= 1
     assert a.token not in metrics and "b1-t1" not in metrics
-    assert httpx.get(f"{gateway.url}/healthz", timeout=30).status_code == 200
+    assert httpx.get(f"{gateway.metrics_url}/healthz", timeout=30).status_code == 200
+    assert httpx.get(f"{gateway.metrics_url}/readyz", timeout=30).status_code == 200
+    # the agents' port serves neither metrics nor probes: an agent cannot read other builds' figures
+    for path in ("/metrics", "/healthz", "/readyz"):
+        assert httpx.get(f"{gateway.url}{path}", timeout=30).status_code == 404, path
 
 
 def test_a_streamed_openai_call_is_metered_from_the_usage_chunk_the_gateway_asks_for(

@@ -14,6 +14,7 @@ from k8s_builders import condition, create, dump, get, list_of
 from test_delivery import delivery_build, finalized, script_configmap
 from tracker_server import tracker_server
 
+import status_tools as st
 from longshot_testing import wait_for
 
 TEST = sample_repo.TEST_COMMAND
@@ -579,15 +580,20 @@ def test_a_question_waits_for_an_answer_while_other_work_goes_on(operator, kubel
     assert any(e.reason == "QuestionAsked" for e in events)
     assert not any(j["metadata"]["name"] == "demo-server" for j in list_of(custom, namespace, "mergejobs"))
 
-    # the other task is merged meanwhile; the build says who waits, and stalls only when nothing else can run
+    # the other task is merged meanwhile; the build says who waits, and once nothing else can run it is a wait on
+    # a person, not a failure: Ready=False/AwaitingInput, Reconciling=False, Stalled=False (kstatus InProgress)
     def docs_merged():
         b = get(custom, namespace, "buildrequests", "demo")
-        return b if sample_repo.show(url, "DOCS.md") and condition(b, "Stalled")["status"] == "True" else None
+        return b if sample_repo.show(url, "DOCS.md") and condition(b, "Reconciling")["reason"] == "AwaitingInput" \
+            else None
 
-    b = wait_for(docs_merged, timeout=90, what="docs merged and the build stalled on the question")
+    b = wait_for(docs_merged, timeout=90, what="docs merged and the build waiting on the question")
     assert condition(b, "Ready")["reason"] == "AwaitingInput"
     assert "task demo-server asked: Which port" in condition(b, "Ready")["message"]
-    assert condition(b, "Stalled")["reason"] == "AwaitingInput"
+    assert (condition(b, "Stalled")["status"], condition(b, "Reconciling")["status"]) == ("False", "False")
+    assert condition(t, "Stalled")["status"] == "False"
+    # what Argo CD shows of the objects the operator wrote (the chart's health checks; kstatus: test_status_tools)
+    assert st.argo_health(b)[0] == "Suspended" and st.argo_health(t)[0] == "Suspended"
 
     patch(custom, namespace, "agenttasks", "demo-server", {"spec": {"answer": "8080, like the others"}})
     b = finalized(custom, namespace, timeout=120)
@@ -619,9 +625,11 @@ def test_merges_wait_for_approval_when_the_build_requires_it(operator, kubelet, 
     assert condition(j, "ChecksPassed")["status"] == "True"
     events = core_v1.list_namespaced_event(namespace, field_selector="involvedObject.name=demo-a").items
     assert any(e.reason == "AwaitingApproval" and e.involved_object.kind == "MergeJob" for e in events)
-    b = wait_for(lambda: (lambda b: b if condition(b, "Stalled")["status"] == "True" else None)(
+    b = wait_for(lambda: (lambda b: b if condition(b, "Reconciling")["reason"] == "AwaitingApproval" else None)(
         get(custom, namespace, "buildrequests", "demo")), timeout=30, what="the build waits for a person")
-    assert condition(b, "Stalled")["reason"] == "AwaitingApproval"
+    assert (condition(b, "Ready")["reason"], condition(b, "Stalled")["status"]) == ("AwaitingApproval", "False")
+    assert condition(j, "Stalled")["status"] == "False"
+    assert st.argo_health(b)[0] == "Suspended" and st.argo_health(j)[0] == "Suspended"
     assert "MergeJob demo-a" in condition(b, "Ready")["message"]
     assert sample_repo.show(url, "a.txt") is None  # nothing merged without the approval
 

@@ -16,6 +16,18 @@ One HTTP server on 127.0.0.1 serves both:
   (``access_level``; 404 for a stranger); issues carry ``author`` (``username``, ``id``); ``{id}`` is the
   numeric id or the URL-encoded path; token in ``PRIVATE-TOKEN``.
 
+* Jira under ``/jira`` (REST API v2): ``GET /rest/api/2/search/jql`` (Cloud: ``nextPageToken``) and
+  ``GET /rest/api/2/search`` (Data Center: ``startAt``), with ``jql`` read for the project, ``statusCategory != Done``
+  and ``labels = "..."``; ``GET``/``POST /rest/api/2/issue/{key}/comment``; ``GET /rest/api/2/issue/{key}``
+  (``fields=status``, ``expand=transitions``); ``POST /rest/api/2/issue/{key}/transitions``;
+  ``GET /rest/api/2/user/permission/search`` (``EDIT_ISSUES``: members with Developer access or more). Accounts
+  are named by their account id (the member names). Basic auth (any address, the token) or a bearer token.
+* Linear at ``/linear/graphql``: every request is executed by graphql-core on Linear's schema as vendored
+  (tests/fixtures/contracts/linear-schema.graphql), so a query the schema does not have is refused as Linear would
+  refuse it, and every answer has the schema's shape. ``issues`` (the filter's team key, state types and label
+  names), ``issue(id: "KEY-n")``, ``workflowStates``, ``commentCreate``, ``issueUpdate``. The API key in
+  ``Authorization`` as it is.
+
 Rate limits as the real ones report them, on a clock the test controls: :meth:`TrackerServer.rate_limit`
 refuses the next requests (GitHub: 403 with ``X-RateLimit-Remaining: 0`` and ``X-RateLimit-Reset``, or
 ``Retry-After`` for a secondary limit; GitLab: 429 with ``RateLimit-Reset`` or ``Retry-After``), and
@@ -25,19 +37,30 @@ until its reset time. Every request is recorded (method, path, query, headers) f
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
 import hmac
 import json
+import re
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+import graphql
 
 import forge_contract
 import github_wire as gw
+
+LINEAR_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "contracts" / "linear-schema.graphql"
+JIRA_TRANSITIONS = [("11", "Start", "In Progress", "indeterminate"), ("31", "Finish", "Done", "done")]
+LINEAR_STATES = [("st-todo", "Todo", "unstarted"), ("st-doing", "In Progress", "started"),
+                 ("st-done", "Done", "completed"), ("st-no", "Canceled", "canceled")]
 
 
 @dataclass
@@ -52,6 +75,8 @@ class FakeIssue:
     assignees: list[str] = field(default_factory=list)
     milestone: str | None = None
     author: str = "alice"
+    linear_state: str | None = None
+    """Linear: the id of the workflow state the issue was moved to (else Todo while open, Done when closed)."""
 
 
 def user_id(name: str) -> int:
@@ -169,7 +194,7 @@ class JsonApiServer:
         with self.lock:
             self.requests.append(request)
             status, payload, headers = self._answer(method, parts.path, query, h.headers, body)
-        data = json.dumps(payload).encode()
+        data = b"" if status == 204 else json.dumps(payload).encode()
         with self.lock:  # whole, for a check that reads the answers while other requests are served
             request.status, request.answer, request.answer_headers = status, data, tuple(headers.items())
         h.send_response(status)
@@ -224,6 +249,28 @@ class TrackerServer(JsonApiServer):
     def gitlab_url(self) -> str:
         return self.origin + "/gitlab/api/v4"
 
+    @property
+    def jira_url(self) -> str:
+        return self.origin + "/jira"
+
+    @property
+    def linear_url(self) -> str:
+        return self.origin + "/linear"
+
+    def linear_event(self, secret: str, *, timestamp_ms: int, action: str = "create") -> tuple[bytes, dict[str, str]]:
+        """A Linear ``Issue`` webhook delivery (body, headers) signed with ``secret`` (``Linear-Signature``)."""
+        body = json.dumps({"action": action, "type": "Issue", "data": {"id": "x"},
+                           "webhookTimestamp": timestamp_ms}).encode()
+        return body, {"Linear-Signature": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(),
+                      "Linear-Event": "Issue", "Content-Type": "application/json"}
+
+    @staticmethod
+    def jira_event(secret: str) -> tuple[bytes, dict[str, str]]:
+        """A Jira ``jira:issue_created`` webhook delivery (body, headers) signed with ``secret``."""
+        body = json.dumps({"webhookEvent": "jira:issue_created", "issue": {"key": "PROJ-1"}}).encode()
+        digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        return body, {"X-Hub-Signature": f"sha256={digest}", "Content-Type": "application/json"}
+
     def project(self, path: str, id: int = 1) -> Project:
         project = Project(path=path, id=id)
         self.projects[path] = project
@@ -258,6 +305,10 @@ class TrackerServer(JsonApiServer):
     def _answer(self, method: str, path: str, query: dict[str, str], headers: Any,
                 body: Any) -> tuple[int, Any, dict[str, str]]:
         github = path.startswith("/github/")
+        if path.startswith("/jira/"):
+            return self._jira_call(method, path.removeprefix("/jira"), query, headers, body)
+        if path == "/linear/graphql":
+            return self._linear_call(method, headers, body)
         if not github and not path.startswith("/gitlab/api/v4/"):
             return 404, {"message": "Not Found"}, {}
         # authentication first, as the real APIs do
@@ -425,6 +476,203 @@ class TrackerServer(JsonApiServer):
             items, page, pages = self._page([{"id": n + 1, "body": c} for n, c in enumerate(issue.comments)], query)
             return 200, items, {"X-Next-Page": str(page + 1) if page < pages else ""}
         return 404, {"message": "404 Not found"}, {}
+
+
+    # --- Jira -------------------------------------------------------------------------------------
+
+    def _jira_call(self, method: str, path: str, query: dict[str, str], headers: Any,
+                   body: Any) -> tuple[int, Any, dict[str, str]]:
+        auth = headers.get("authorization") or ""
+        given = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else ""
+        if auth.startswith("Basic "):
+            given = base64.b64decode(auth.removeprefix("Basic ")).decode().partition(":")[2]
+        if given != self.token:
+            return 401, {"errorMessages": ["You are not authenticated."]}, {}
+        if self.failures > 0:
+            self.failures -= 1
+            return 502, {"errorMessages": ["Bad gateway"]}, {}
+        if self.limits:
+            limit = self.limits[0]
+            limit.count -= 1
+            if limit.count <= 0:
+                self.limits.pop(0)
+            return 429, {"errorMessages": ["Rate limit exceeded."]}, {"Retry-After": str(int(limit.seconds))}
+        parts = path.strip("/").split("/")
+        if parts[:3] != ["rest", "api", "2"]:
+            return 404, {"errorMessages": ["Not found"]}, {}
+        rest = parts[3:]
+        if rest in (["search", "jql"], ["search"]) and method == "GET":
+            return self._jira_search(query, cloud=rest == ["search", "jql"])
+        if rest == ["user", "permission", "search"] and method == "GET":
+            project = self.projects.get(query.get("projectKey", ""))
+            who = query.get("accountId") or query.get("username") or ""
+            if project is None or query.get("permissions") != "EDIT_ISSUES":
+                return 400, {"errorMessages": ["bad permission search"]}, {}
+            return 200, ([{"accountId": who, "active": True}] if project.access.get(who, 0) >= 30 else []), {}
+        if len(rest) >= 2 and rest[0] == "issue":
+            project, issue = self._jira_issue_of(rest[1])
+            if project is None or issue is None:
+                return 404, {"errorMessages": ["Issue does not exist or you do not have permission to see it."]}, {}
+            if len(rest) == 2 and method == "GET":
+                status = "Done" if issue.state == "closed" else "To Do"
+                answer: dict[str, Any] = {"key": rest[1], "fields": {"status": {
+                    "name": status, "statusCategory": {"key": "done" if issue.state == "closed" else "new"}}}}
+                if query.get("expand") == "transitions":
+                    answer["transitions"] = [{"id": i, "name": n, "to": {"name": to, "statusCategory": {"key": c}}}
+                                             for i, n, to, c in JIRA_TRANSITIONS]
+                return 200, answer, {}
+            if rest[2:] == ["transitions"] and method == "POST":
+                wanted = (body or {}).get("transition", {}).get("id") if isinstance(body, dict) else None
+                match = [t for t in JIRA_TRANSITIONS if t[0] == wanted]
+                if not match:
+                    return 400, {"errorMessages": ["Transition id is not valid."]}, {}
+                issue.state = "closed" if match[0][3] == "done" else "open"
+                return 204, None, {}
+            if rest[2:] == ["comment"]:
+                if method == "POST":
+                    if not isinstance(body, dict) or not isinstance(body.get("body"), str) or not body["body"]:
+                        return 400, {"errors": {"comment": "Comment body can not be empty!"}}, {}
+                    issue.comments.append(body["body"])
+                    return 201, {"id": str(len(issue.comments)), "body": body["body"]}, {}
+                start = int(query.get("startAt", "0"))
+                size = max(1, min(int(query.get("maxResults", "50")), 100))
+                page = [{"id": str(n + 1), "body": c} for n, c in enumerate(issue.comments)][start:start + size]
+                return 200, {"startAt": start, "maxResults": size, "total": len(issue.comments),
+                             "comments": page}, {}
+        return 404, {"errorMessages": ["Not found"]}, {}
+
+    def _jira_issue_of(self, key: str) -> tuple[Project | None, FakeIssue | None]:
+        prefix, _, number = key.rpartition("-")
+        project = self.projects.get(prefix)
+        if project is None or not number.isdigit():
+            return None, None
+        return project, project.issues.get(int(number))
+
+    def _jira_search(self, query: dict[str, str], *, cloud: bool) -> tuple[int, Any, dict[str, str]]:
+        jql = query.get("jql", "")
+        m = re.match(r'project = "([^"]+)"', jql)
+        project = self.projects.get(m.group(1)) if m else None
+        if project is None:
+            return 400, {"errorMessages": [f"The value in the JQL query does not exist: {jql[:80]}"]}, {}
+        labels = re.findall(r'labels = "((?:[^"\\]|\\.)*)"', jql)
+        done = "statusCategory != Done" in jql
+        items = [i for _, i in sorted(project.issues.items()) if not i.pull_request
+                 and (not done or i.state == "open") and all(label in i.labels for label in labels)]
+        size = max(1, min(int(query.get("maxResults", "50")), 100))
+        start = int(query.get("nextPageToken" if cloud else "startAt", "0") or 0)
+        page = [{"id": str(10000 + i.number), "key": f"{project.path}-{i.number}", "fields": {
+            "summary": i.title, "description": i.body or None, "labels": list(i.labels),
+            "assignee": {"accountId": i.assignees[0], "displayName": i.assignees[0]} if i.assignees else None,
+            "reporter": {"accountId": i.author, "displayName": i.author},
+            "fixVersions": [{"name": i.milestone}] if i.milestone else []}} for i in items[start:start + size]]
+        more = start + size < len(items)
+        if cloud:
+            answer: dict[str, Any] = {"issues": page, "isLast": not more}
+            if more:
+                answer["nextPageToken"] = str(start + size)
+            return 200, answer, {}
+        return 200, {"startAt": start, "maxResults": size, "total": len(items), "issues": page}, {}
+
+    # --- Linear -----------------------------------------------------------------------------------
+
+    def _linear_call(self, method: str, headers: Any, body: Any) -> tuple[int, Any, dict[str, str]]:
+        if (headers.get("authorization") or "") != self.token:
+            return 400, {"errors": [{"message": "Authentication required, not authenticated",
+                                     "extensions": {"code": "AUTHENTICATION_ERROR"}}]}, {}
+        if self.limits:
+            self.limits.pop(0)
+            return 400, {"errors": [{"message": "Rate limit exceeded", "extensions": {"code": "RATELIMITED"}}]}, {
+                "X-RateLimit-Requests-Remaining": "0",
+                "X-RateLimit-Requests-Reset": str(int((self.clock() + 30) * 1000))}
+        if method != "POST" or not isinstance(body, dict) or not isinstance(body.get("query"), str):
+            return 400, {"errors": [{"message": "Must provide query string."}]}, {}
+        result = graphql.graphql_sync(linear_schema(), body["query"], root_value=_LinearRoot(self),
+                                      variable_values=body.get("variables") or {})
+        answer: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            answer["errors"] = [{"message": e.message, "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}}
+                                for e in result.errors]
+            return (400 if result.data is None else 200), answer, {}
+        return 200, answer, {}
+
+    def linear_issue(self, project: Project, i: FakeIssue) -> dict[str, Any]:
+        state = next((s for s in LINEAR_STATES if s[0] == i.linear_state),
+                     LINEAR_STATES[2] if i.state == "closed" else LINEAR_STATES[0])
+        return {
+            "id": f"uuid-{project.path}-{i.number}", "identifier": f"{project.path}-{i.number}",
+            "number": float(i.number), "title": i.title, "description": i.body or None,
+            "url": f"https://linear.example/issue/{project.path}-{i.number}",
+            "labels": {"nodes": [{"name": label} for label in i.labels]},
+            "assignee": {"id": f"u-{i.assignees[0]}", "displayName": i.assignees[0], "guest": False}
+            if i.assignees else None,
+            "creator": {"id": f"u-{i.author}", "displayName": i.author, "guest": project.access.get(i.author, 0) < 30},
+            "projectMilestone": {"name": i.milestone} if i.milestone else None,
+            "team": {"key": project.path},
+            "state": {"id": state[0], "name": state[1], "type": state[2]},
+            "comments": {"nodes": [{"body": c} for c in i.comments],
+                         "pageInfo": {"hasNextPage": False, "endCursor": None}},
+        }
+
+
+@functools.cache
+def linear_schema() -> graphql.GraphQLSchema:
+    return graphql.build_schema(LINEAR_SCHEMA.read_text())
+
+
+class _LinearRoot:
+    """The root resolvers of the Linear stand-in (graphql-core calls ``field(info, **arguments)``)."""
+
+    def __init__(self, server: TrackerServer) -> None:
+        self.s = server
+
+    def _find(self, ref: str) -> tuple[Project, FakeIssue]:
+        for project in self.s.projects.values():
+            for i in project.issues.values():
+                if ref in (f"{project.path}-{i.number}", f"uuid-{project.path}-{i.number}"):
+                    return project, i
+        raise graphql.GraphQLError("Entity not found: Issue")
+
+    def issue(self, info: Any, id: str) -> dict[str, Any]:
+        return self.s.linear_issue(*self._find(id))
+
+    def issues(self, info: Any, filter: dict[str, Any] | None = None, first: int | None = None,
+               after: str | None = None, orderBy: Any = None) -> dict[str, Any]:
+        flt = filter or {}
+        team = flt.get("team", {}).get("key", {}).get("eq")
+        excluded = set(flt.get("state", {}).get("type", {}).get("nin") or [])
+        labels = [a["labels"]["some"]["name"]["eq"] for a in flt.get("and") or []]
+        nodes = []
+        for project in self.s.projects.values():
+            if team is not None and project.path != team:
+                continue
+            for _, i in sorted(project.issues.items()):
+                node = self.s.linear_issue(project, i)
+                if not i.pull_request and node["state"]["type"] not in excluded \
+                        and all(label in i.labels for label in labels):
+                    nodes.append(node)
+        start = int(after or 0)
+        size = max(1, min(first or 50, 250))
+        more = start + size < len(nodes)
+        return {"nodes": nodes[start:start + size],
+                "pageInfo": {"hasNextPage": more, "endCursor": str(start + size) if more else None}}
+
+    def workflowStates(self, info: Any, filter: dict[str, Any] | None = None,
+                       first: int | None = None) -> dict[str, Any]:
+        return {"nodes": [{"id": i, "name": n, "type": t} for i, n, t in LINEAR_STATES]}
+
+    def commentCreate(self, info: Any, input: dict[str, Any]) -> dict[str, Any]:
+        _, issue = self._find(input["issueId"])
+        issue.comments.append(input["body"])
+        return {"success": True}
+
+    def issueUpdate(self, info: Any, id: str, input: dict[str, Any]) -> dict[str, Any]:
+        _, issue = self._find(id)
+        state = next((s for s in LINEAR_STATES if s[0] == input.get("stateId")), None)
+        if state is None:
+            raise graphql.GraphQLError("Entity not found: WorkflowState")
+        issue.state = "closed" if state[2] in ("completed", "canceled") else "open"
+        issue.linear_state = state[0]
+        return {"success": True}
 
 
 class FakeClock:

@@ -54,10 +54,19 @@ def checked_fields() -> dict[str, set[str]]:
         assert plural is not None
         kind = next(r.kind for r in api.RESOURCES if r.plural == plural.group(1))
         variables = dict(re.findall(r'- name: (\w+)\n\s+expression: "[^"]*\? object\.([\w.]+) : \'\'"', chunk))
+        listed = {var: f"{outer}[].{inner}" for var, outer, inner in re.findall(
+            r'- name: (\w+)\n\s+expression: "[^"]*\? object\.([\w.]+)'
+            r'\.filter\(i, [^"]*?\)\.map\(i, i\.([\w.]+)\) : \[\]"', chunk)}
         fields = set()
-        for field, var in re.findall(r"messageExpression: \"'([\w.]+): ' .*?\+ variables\.(\w+) \+", chunk):
-            assert variables.get(var) == field, f"{kind} {field}: its message and its variable disagree"
-            assert f"variables.{var} == '' || variables." in chunk and f".name(variables.{var}).check('get')" in chunk
+        message = r"messageExpression: \"'([\w.\[\]]+): ' .*?\+ variables\.(\w+)(?:\.join\(', '\))? \+"
+        for field, var in re.findall(message, chunk):
+            if var in listed:
+                assert listed[var] == field, f"{kind} {field}: its message and its variable disagree"
+                assert f"variables.{var}.all(n, variables." in chunk and ".name(n).check('get')" in chunk
+            else:
+                assert variables.get(var) == field, f"{kind} {field}: its message and its variable disagree"
+                assert (f"variables.{var} == '' || variables." in chunk
+                        and f".name(variables.{var}).check('get')" in chunk)
             fields.add(field)
         out[kind] = fields
     return out
@@ -75,6 +84,9 @@ def test_every_reference_is_listed_with_its_kind() -> None:
         "spec.agent.script.name": "ConfigMap",
         "spec.agent.credentialsSecret": "Secret",
         "spec.agent.prompts.name": "ConfigMap",
+        "spec.agent.skills[].configMap.name": "ConfigMap",
+        "spec.agent.instructions.configMap.name": "ConfigMap",
+        "spec.agent.mcpServers[].headersSecretRef.name": "Secret",
         "spec.merge.pullRequest.tokenSecretRef.name": "Secret",
         "spec.intake.tracker.credentialsSecret": "Secret",
         "spec.intake.webhook.name": "Secret",
@@ -85,6 +97,8 @@ def test_every_reference_is_listed_with_its_kind() -> None:
 def test_the_policy_checks_every_field_of_a_crd_that_looks_like_a_reference() -> None:
     checked = checked_fields()
     assert "spec.merge.pullRequest.tokenSecretRef.name" in checked["BuildRequest"]
+    assert "spec.agent.skills[].configMap.name" in checked["BuildRequest"]
+    assert "spec.agent.mcpServers[].headersSecretRef.name" in checked["BuildRequest"]
     missed = []
     looked = 0
     for kind, spec in crd_specs():
@@ -110,7 +124,15 @@ class _Listed(Model):
 
 
 class _WithList(Model):
+    items: list[_Listed] = Field(default_factory=list, max_length=4)
+
+
+class _Unbounded(Model):
     items: list[_Listed] = Field(default_factory=list)
+
+
+class _Nested(Model):
+    outer: list[_WithList] = Field(default_factory=list, max_length=4)
 
 
 class _Marked(Model):
@@ -118,11 +140,19 @@ class _Marked(Model):
     config: LocalObjectRef | None = Field(default=None, json_schema_extra=names("ConfigMap"))
 
 
-def test_markers_become_references_and_a_reference_in_a_list_is_refused() -> None:
+def test_markers_become_references_and_a_reference_in_a_bounded_list_is_checked_item_by_item() -> None:
     from longshot.api import crdgen
 
     schema = crdgen.model_schema(_Marked, markers=True)
     assert [r.field for r in references._walk(schema, ("spec",), in_list=False)] == ["spec.token", "spec.config.name"]
     assert "x-longshot-ref" not in str(crdgen.model_schema(_Marked))
-    with pytest.raises(ValueError, match=r"spec\.items\.\[\]\.secret: a Secret or ConfigMap reference inside a list"):
-        references._walk(crdgen.model_schema(_WithList, markers=True), ("spec",), in_list=False)
+    (listed,) = references._walk(crdgen.model_schema(_WithList, markers=True), ("spec",), in_list=False)
+    assert (listed.field, listed.variable, listed.in_list) == ("spec.items[].secret", "itemsSecrets", True)
+    assert references._value(listed) == ("has(object.spec.items) ? object.spec.items.filter(i, has(i.secret))"
+                                         ".map(i, i.secret) : []")
+    assert "variables.itemsSecrets.all(n, variables.secrets.name(n).check('get').allowed())" in references._check(
+        listed)
+    with pytest.raises(ValueError, match=r"spec\.items: a list holding Secret or ConfigMap references needs maxItems"):
+        references._walk(crdgen.model_schema(_Unbounded, markers=True), ("spec",), in_list=False)
+    with pytest.raises(ValueError, match=r"inside a list inside a list is not supported"):
+        references._walk(crdgen.model_schema(_Nested, markers=True), ("spec",), in_list=False)

@@ -103,7 +103,7 @@ def test_issue_14_fields_are_rendered_with_bounds_defaults_and_rules():
             planner["maxIterations"]["default"]) == (1, 20, 3)
     assert planner["roadmapPath"]["default"] == "ROADMAP.md"
     issues = planner["issues"]
-    assert issues["properties"]["provider"]["enum"] == ["github", "gitlab"]
+    assert issues["properties"]["provider"]["enum"] == ["github", "gitlab", "jira", "linear"]
     assert issues["required"] == ["repository"]
     assert "owner/name" in issues["x-kubernetes-validations"][0]["message"]
     fanout = br["spec"]["properties"]["fanout"]

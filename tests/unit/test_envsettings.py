@@ -130,7 +130,8 @@ def test_the_agent_paths_keep_their_variable_names() -> None:
     assert agentsettings.Paths.env_names() == {
         "task_input": "LONGSHOT_TASK_INPUT", "git_credentials": "LONGSHOT_GIT_CREDENTIALS_DIR",
         "llm_credentials": "LONGSHOT_LLM_CREDENTIALS_DIR", "script": "LONGSHOT_SCRIPT_DIR",
-        "prompts": "LONGSHOT_PROMPTS_DIR", "workspace": "LONGSHOT_WORKSPACE_DIR",
+        "prompts": "LONGSHOT_PROMPTS_DIR", "skills": "LONGSHOT_SKILLS_DIR",
+        "instructions": "LONGSHOT_INSTRUCTIONS_DIR", "workspace": "LONGSHOT_WORKSPACE_DIR",
         "termination_log": "LONGSHOT_TERMINATION_LOG"}
     p = agentsettings.Paths.from_env({"LONGSHOT_GIT_CREDENTIALS_DIR": "/g", "LONGSHOT_SCRIPT_DIR": "/s",
                                       "LONGSHOT_TERMINATION_LOG": "/t"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -215,3 +216,50 @@ def test_an_intake_budget_without_a_child_budget_allots_the_rest_and_a_running_c
 def test_without_caps_nothing_is_held():
     d = st.decide("intake", [issue(1)], [], F, P, now=NOW)
     assert d.create == (st.Create("intake-i1", (1,)),) and d.summary.held == ""
+
+
+def test_jira_hmac_signature_in_x_hub_signature_only():
+    body = b'{"webhookEvent":"jira:issue_created"}'
+    good = github_signature("s3cret", body)
+    assert st.verify_delivery("s3cret", {"x-hub-signature": good}, body, provider="jira")
+    assert not st.verify_delivery("s3cret", {"x-hub-signature": github_signature("wrong", body)}, body,
+                                  provider="jira")
+    assert not st.verify_delivery("s3cret", {"x-hub-signature": good}, body + b" ", provider="jira")
+    # another provider's scheme does not open a Jira intake
+    assert not st.verify_delivery("s3cret", {"x-hub-signature-256": good}, body, provider="jira")
+    assert not st.verify_delivery("s3cret", {"x-gitlab-token": "s3cret"}, body, provider="jira")
+    assert not st.verify_delivery("s3cret", {"x-hub-signature": "sha1=" + good[7:]}, body, provider="jira")
+
+
+def linear_body(stamp: object) -> bytes:
+    return json.dumps({"action": "create", "type": "Issue", "webhookTimestamp": stamp}).encode()
+
+
+def linear_signature(secret: str, body: bytes) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+NOW_MS = 1_800_000_000_000
+
+
+@pytest.mark.parametrize(("stamp", "accepted"), [
+    (NOW_MS, True), (NOW_MS - 60_000, True), (NOW_MS + 60_000, True),
+    (NOW_MS - 60_001, False), (NOW_MS + 60_001, False), (None, False), ("1800000000000", False), (True, False),
+    (float(NOW_MS), False),
+])
+def test_linear_signature_and_a_signed_timestamp_within_a_minute(stamp, accepted):
+    body = linear_body(stamp)
+    headers = {"linear-signature": linear_signature("s3cret", body)}
+    assert st.verify_delivery("s3cret", headers, body, provider="linear", now_ms=NOW_MS) is accepted
+
+
+def test_linear_refuses_a_bad_signature_a_missing_one_and_another_scheme():
+    body = linear_body(NOW_MS)
+    assert not st.verify_delivery("s3cret", {"linear-signature": linear_signature("wrong", body)}, body,
+                                  provider="linear", now_ms=NOW_MS)
+    assert not st.verify_delivery("s3cret", {}, body, provider="linear", now_ms=NOW_MS)
+    assert not st.verify_delivery("s3cret", {"x-hub-signature-256": github_signature("s3cret", body)}, body,
+                                  provider="linear", now_ms=NOW_MS)
+    signed_garbage = b"[" * 100_000  # signed but not JSON within the budget: refused, never raised
+    assert not st.verify_delivery("s3cret", {"linear-signature": linear_signature("s3cret", signed_garbage)},
+                                  signed_garbage, provider="linear", now_ms=NOW_MS)

@@ -48,4 +48,6 @@ def role_prompts(role: str, override_dir: Path | None, *, template: str | None =
     """``(system prompt, task prompt)`` of a role; ``template`` names another task prompt (``judge``)."""
     context.setdefault("role", role)
     context.setdefault("mode", template or role)
+    context.setdefault("skills", [])  # the build's skills in the checkout (longshot.agent.skills): none
+    context.setdefault("agents_md", False)
     return render(SYSTEM, override_dir, **context), render(f"{template or role}.j2", override_dir, **context)

@@ -15,7 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from longshot.agent import delegation, errors, events, gates, gitops, hooks, prompts, results, sandbox, settings, tools
+from longshot.agent import (
+    delegation,
+    errors,
+    events,
+    gates,
+    gitops,
+    hooks,
+    mcptools,
+    prompts,
+    results,
+    sandbox,
+    settings,
+    skills,
+    tools,
+)
 from longshot.agent import gateway as agent_gateway
 from longshot.agent.backends import base
 from longshot.api import handoff
@@ -44,6 +58,9 @@ class Attempt:
     """Set in a Pod: model calls go through the gateway with the Pod's token as their key."""
     key_source: Callable[[], str | None] | None = None
     """The model key, read per request (the gateway token rotates); ``api_key`` when unset."""
+    installed: skills.Installed | None = None
+    """The build's skills and instructions written into the checkout (:func:`install_skills`), taken out again
+    before the runner commits."""
 
     def sandbox(self) -> sandbox.Sandbox:
         return sandbox.Sandbox(self.paths.checkout, env=self.command_env, output_cap=self.settings.output_cap,
@@ -100,14 +117,17 @@ def run_backend(attempt: Attempt, *, validator: tools.Validator | None = None, t
     """Render the role's prompts (``template`` instead of the role's, e.g. ``judge``) and let the
     configured backend drive the tools to ``finish``."""
     task = attempt.task
+    installed = install_skills(attempt)
     system, prompt = prompts.role_prompts(task.role, attempt.paths.prompts, template=template, task=task,
-                                          **context)
+                                          **installed.prompt(), **context)
     backend = make_backend(attempt)
     gw = attempt.gateway
     toolbox = tools.Toolbox(attempt.sandbox(), attempt.events, task.role, validator=validator,
                             max_corrections=attempt.settings.max_corrections,
                             delegation=delegation.Client.from_gateway(gw) if gw is not None and task.delegate
-                            else None, ask=task.ask)
+                            else None, ask=task.ask,
+                            mcp=mcptools.McpTools.connect(gw, task.mcp_servers, attempt.events)
+                            if gw is not None and task.mcp_servers else None)
     session = base.Session(
         task=task, system_prompt=system, prompt=prompt, toolbox=toolbox, events=attempt.events,
         workdir=attempt.paths.checkout, scratch=attempt.paths.scratch, api_key=attempt.api_key,
@@ -120,6 +140,15 @@ def run_backend(attempt: Attempt, *, validator: tools.Validator | None = None, t
         return backend.run(session)
     finally:
         attempt.usage = session.usage
+
+
+def install_skills(attempt: Attempt) -> skills.Installed:
+    """Write the build's skills and instructions into the checkout (once per attempt, just before the model runs:
+    after the role's checkout, merge and hooks, so they never stand in git's way)."""
+    if attempt.installed is None:
+        attempt.installed = skills.install(attempt.task, attempt.paths.checkout, skills_dir=attempt.paths.skills,
+                                           instructions_dir=attempt.paths.instructions, ev=attempt.events)
+    return attempt.installed
 
 
 def hook(attempt: Attempt, name: hooks.HookName) -> None:
@@ -221,6 +250,8 @@ def scan_and_push(attempt: Attempt, since: str, head: str) -> None:
 def _commit_if_dirty(attempt: Attempt, summary: str, *, allow_empty: bool = False,
                      stacked_on: list[str] | None = None) -> str:
     git = attempt.git
+    if attempt.installed is not None:  # the build's skills and instructions are never committed
+        attempt.installed.withdraw(attempt.events)
     if git.dirty() or allow_empty:
         return git.commit_all(commit_message(attempt.task, summary, stacked_on), name=attempt.task.author_name,
                               email=attempt.task.author_email, allow_empty=allow_empty)

@@ -4,7 +4,8 @@ Paths default to where the agent Pod mounts them (``longshot.api.handoff``) and 
 runner also works outside a Pod (tests, a laptop)::
 
     LONGSHOT_TASK_INPUT, LONGSHOT_GIT_CREDENTIALS_DIR, LONGSHOT_LLM_CREDENTIALS_DIR, LONGSHOT_SCRIPT_DIR,
-    LONGSHOT_PROMPTS_DIR, LONGSHOT_WORKSPACE_DIR, LONGSHOT_TERMINATION_LOG
+    LONGSHOT_PROMPTS_DIR, LONGSHOT_SKILLS_DIR, LONGSHOT_INSTRUCTIONS_DIR, LONGSHOT_WORKSPACE_DIR,
+    LONGSHOT_TERMINATION_LOG
 
 Each :class:`Settings` field ``x`` is read from ``LONGSHOT_<X>`` (upper case). Both are pydantic-settings
 (``longshot.envsettings``); an empty variable means the default, and a value that does not validate is a
@@ -44,6 +45,8 @@ class Paths(_AgentSettings):
                                   validation_alias="LONGSHOT_LLM_CREDENTIALS_DIR")
     script: Path = Field(default=Path(handoff.SCRIPT_DIR), validation_alias="LONGSHOT_SCRIPT_DIR")
     prompts: Path = Field(default=Path(handoff.PROMPTS_DIR), validation_alias="LONGSHOT_PROMPTS_DIR")
+    skills: Path = Field(default=Path(handoff.SKILLS_DIR), validation_alias="LONGSHOT_SKILLS_DIR")
+    instructions: Path = Field(default=Path(handoff.INSTRUCTIONS_DIR), validation_alias="LONGSHOT_INSTRUCTIONS_DIR")
     workspace: Path = Field(default=Path(handoff.WORKSPACE_DIR), validation_alias="LONGSHOT_WORKSPACE_DIR")
     termination_log: Path = Path(handoff.TERMINATION_LOG)
 

@@ -9,12 +9,12 @@ invalid payload is answered with the reason so the model can correct it, a bound
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from longshot import tracing
-from longshot.agent import delegation, errors, events, sandbox
+from longshot.agent import delegation, errors, events, mcptools, sandbox
 from longshot.api import handoff
 
 MAX_CORRECTIONS = 3
@@ -124,13 +124,17 @@ DELEGATION_TOOLS = ("spawn_task", "await_tasks")
 
 
 def specs(role: str, *, max_tasks: int | None = None, judging: bool | None = None,
-          delegate: bool = False, ask: bool = True) -> dict[str, dict[str, Any]]:
+          delegate: bool = False, ask: bool = True,
+          mcp: Mapping[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """Tool name -> {description, parameters} for a role (with ``delegate``: a worker's spawn and await tools;
-    without ``ask``, no ``ask`` tool: ``spec.agent.allowQuestions: false``)."""
+    without ``ask``, no ``ask`` tool: ``spec.agent.allowQuestions: false``; ``mcp``: the tools of the attempt's
+    MCP servers, ``Toolbox.mcp_specs``)."""
     extra: dict[str, dict[str, Any]] = {"ask": ASK_SCHEMA} if role in ASK_ROLES and ask else {}
     if delegate and role == "worker":
         extra.update({"spawn_task": delegation.SPAWN_SCHEMA, "await_tasks": delegation.AWAIT_SCHEMA})
-    return {**SCHEMAS, **extra, "finish": finish_schema(role, max_tasks=max_tasks, judging=judging)}
+    builtin = {**SCHEMAS, **extra}
+    servers = {k: v for k, v in (mcp or {}).items() if k not in builtin and k != "finish"}
+    return {**builtin, **servers, "finish": finish_schema(role, max_tasks=max_tasks, judging=judging)}
 
 
 @dataclass
@@ -159,8 +163,11 @@ class Toolbox:
 
     def __init__(self, box: sandbox.Sandbox, ev: events.Events, role: str, *,
                  validator: Validator | None = None, max_corrections: int = MAX_CORRECTIONS,
-                 delegation: delegation.Delegation | None = None, ask: bool = True) -> None:
+                 delegation: delegation.Delegation | None = None, ask: bool = True,
+                 mcp: mcptools.McpTools | None = None) -> None:
         self.sandbox = box
+        self.mcp = mcp
+        """The tools of the attempt's MCP servers (``spec.agent.mcpServers`` of its role), through the gateway."""
         self.ask = ask and role in ASK_ROLES
         """Whether the ``ask`` tool is offered (and answered) in this session."""
         self.delegation = delegation if role == "worker" else None
@@ -182,7 +189,8 @@ class Toolbox:
         """Run one call; ``arguments`` may be a JSON string (as OpenAI sends them) or a dict."""
         self.calls += 1
         # tracing: a made-up tool name is not a span name
-        known = name in SCHEMAS or name in ("finish", "ask", *DELEGATION_TOOLS)
+        known = name in SCHEMAS or name in ("finish", "ask", *DELEGATION_TOOLS) or (
+            self.mcp is not None and self.mcp.resolve(name) is not None)
         with tracing.span(f"tool {name}" if known else "tool", {"longshot.tool": name[:64]},
                           service=tracing.AGENT) as traced:
             try:
@@ -226,10 +234,16 @@ class Toolbox:
                 return delegation.spawn(self.delegation, args)
             if name == "await_tasks" and self.delegation is not None:
                 return delegation.wait(self.delegation, args)
+            if self.mcp is not None and self.mcp.resolve(name) is not None:
+                return self.mcp.call(name, args)
         except OSError as e:
             raise errors.ToolError(f"{name} failed: {e.strerror or e}") from None
-        raise errors.ToolError(f"unknown tool {name!r}; the tools are "
-                               f"{', '.join(specs(self.role, delegate=self.delegation is not None, ask=self.ask))}")
+        offered = specs(self.role, delegate=self.delegation is not None, ask=self.ask, mcp=self.mcp_specs())
+        raise errors.ToolError(f"unknown tool {name!r}; the tools are {', '.join(offered)}")
+
+    def mcp_specs(self) -> dict[str, dict[str, Any]]:
+        """The MCP servers' tools as the backends offer them (``specs(mcp=...)``)."""
+        return self.mcp.specs() if self.mcp is not None else {}
 
     def _ask(self, args: dict[str, Any]) -> str:
         question = _required(args, "question")

@@ -219,6 +219,9 @@ class Progress(Model):
     """Cost so far in this attempt, priced by the gateway from the ``longshot-prices`` table."""
     calls: int = Field(default=0, ge=0)
     """Model calls so far in this attempt."""
+    mcp_calls: int = Field(default=0, ge=0)
+    """MCP tool calls the gateway forwarded so far in this attempt (``spec.agent.mcpServers``; refused ones are in
+    the attempt's ledger only)."""
     backoff_until: Timestamp | None = None
     """Until when the gateway holds this build's calls to ``backoffApi`` after the upstream answered 429."""
     backoff_api: Literal["openai", "anthropic"] | None = None

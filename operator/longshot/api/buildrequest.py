@@ -53,6 +53,19 @@ AGENT_RULES: list[JsonValue] = [
         "fieldPath": ".baseUrl",
         "reason": "FieldValueInvalid",
     },
+    {
+        "rule": "!has(self.skills) || self.skills.all(s, self.skills.exists_one(t, t.name == s.name))",
+        "message": "spec.agent.skills names must be unique",
+        "fieldPath": ".skills",
+        "reason": "FieldValueInvalid",
+    },
+    {
+        "rule": "!has(self.skills) || self.skills.all(s, !has(s.path) || "
+                "self.skills.exists_one(t, has(t.path) && t.path == s.path))",
+        "message": "spec.agent.skills paths must be unique",
+        "fieldPath": ".skills",
+        "reason": "FieldValueInvalid",
+    },
 ]
 
 
@@ -69,10 +82,11 @@ class Repository(Model):
     """Secret with git credentials (keys ``username`` and ``password``/``token``, or ``ssh-privatekey``)."""
 
 
-IssueProvider = Literal["github", "gitlab"]
+IssueProvider = Literal["github", "gitlab", "jira", "linear"]
 FanoutJudge = Literal["reviewer", "compare", "summarize"]
-# "owner/name" on GitHub; a numeric project id or a "group/subgroup/project" path on GitLab.
-ISSUE_REPOSITORY = r"^([0-9]+|[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+)$"
+# "owner/name" on GitHub; a numeric project id or a "group/subgroup/project" path on GitLab; a project key on Jira
+# ("PROJ"); a team key on Linear ("ENG").
+ISSUE_REPOSITORY = r"^([0-9]+|[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+|[A-Z][A-Z0-9_]{0,31})$"
 DEFAULT_ROADMAP_PATH = "ROADMAP.md"
 
 
@@ -81,6 +95,27 @@ ISSUE_SOURCE_RULES: list[JsonValue] = [
         "rule": "self.provider != 'github' || self.repository.matches('^[^/]+/[^/]+$')",
         "message": "planner.issues.repository must be owner/name for the github provider",
         "fieldPath": ".repository",
+    },
+    {
+        "rule": "!(self.provider in ['jira', 'linear']) || self.repository.matches('^[A-Z][A-Z0-9_]*$')",
+        "message": "planner.issues.repository must be the project key (jira, e.g. PROJ) or the team key (linear, "
+                   "e.g. ENG): capital letters, digits and _",
+        "fieldPath": ".repository",
+    },
+    {
+        "rule": "self.provider != 'gitlab' || self.repository.matches('^([0-9]+|[^/]+(/[^/]+)+)$')",
+        "message": "planner.issues.repository must be a project id or a group/project path for the gitlab provider",
+        "fieldPath": ".repository",
+    },
+    {
+        "rule": "self.provider != 'jira' || has(self.url)",
+        "message": "planner.issues.url is required for the jira provider: the site, e.g. https://example.atlassian.net",
+        "fieldPath": ".url",
+    },
+    {
+        "rule": "!has(self.doneState) || self.provider in ['jira', 'linear']",
+        "message": "planner.issues.doneState is for the jira and linear providers (github and gitlab close an issue)",
+        "fieldPath": ".doneState",
     },
     {
         "rule": f"!has(self.url) || !self.url.matches('{USERINFO}')",
@@ -98,14 +133,20 @@ class IssueSource(Model):
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": ISSUE_SOURCE_RULES})
 
     provider: IssueProvider = "github"
-    """``github`` or ``gitlab`` (REST APIs; GitHub Enterprise and self-managed GitLab through ``url``)."""
+    """``github`` or ``gitlab`` (REST APIs; GitHub Enterprise and self-managed GitLab through ``url``), ``jira``
+    (Jira's REST API v2: Jira Cloud, or Data Center) or ``linear`` (Linear's GraphQL API)."""
     url: str | None = Field(default=None, min_length=1, max_length=2048, pattern=r"^https?://[^\s]+$")
     """API base address, for example ``https://github.example.com/api/v3`` or
-    ``https://gitlab.example.com/api/v4``; the public ``https://api.github.com`` or
-    ``https://gitlab.com/api/v4`` when unset."""
+    ``https://gitlab.example.com/api/v4``; the public ``https://api.github.com``, ``https://gitlab.com/api/v4`` or
+    ``https://api.linear.app`` when unset. Jira: the site (``https://example.atlassian.net``), required."""
     repository: str = Field(min_length=1, max_length=512, pattern=ISSUE_REPOSITORY)
     """The tracker's project: ``owner/name`` on GitHub; a numeric project id or the
-    ``group/subgroup/project`` path on GitLab."""
+    ``group/subgroup/project`` path on GitLab; the project key on Jira (``PROJ``); the team key on Linear
+    (``ENG``)."""
+    done_state: str | None = Field(default=None, min_length=1, max_length=255)
+    """Jira and Linear: how an issue is closed. Jira: the name of the transition, or of the status it leads to
+    (default: the first transition into the Done status category); Linear: the name of the team's workflow state
+    (default: the team's first state of type ``completed``)."""
     labels: list[str] = Field(
         default_factory=list,
         max_length=20,
@@ -113,7 +154,9 @@ class IssueSource(Model):
     )
     """Only open issues with all of these labels are planned (every open issue when empty)."""
     credentials_secret: SecretName | None = None
-    """Secret with the tracker's token (key ``token``); read by the operator only, never given to agents."""
+    """Secret with the tracker's token (key ``token``); read by the operator only, never given to agents. Jira
+    Cloud: the API token in ``token`` and the account's address in ``email`` (basic auth); Jira Data Center: a
+    personal access token in ``token`` alone (bearer). Linear: a personal API key in ``token``."""
     comment: bool = True
     """Post a comment with the result on each planned issue when its task is merged or fails for good."""
 
@@ -144,9 +187,10 @@ class IntakeAuthors(Model):
         default_factory=list,
         max_length=100,
         json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": 255,
-                                     "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]*$"}},
+                                     "pattern": r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"}},
     )
-    """Accounts (login / username, compared case-insensitively) whose issues count whatever their access."""
+    """Accounts (login / username, compared case-insensitively; Jira: the account id, or the user name on Data
+    Center; Linear: the display name) whose issues count whatever their access."""
 
 
 class IntakeSettings(Model):
@@ -188,8 +232,10 @@ class IntakeSettings(Model):
     """Most child builds created in any 24 hours; more eligible issues wait."""
     webhook: LocalObjectRef | None = Field(default=None, json_schema_extra=names("Secret"))
     """Secret (key ``token``) that authenticates deliveries to the operator's ``POST /intake/<namespace>/<name>``:
-    GitHub's ``X-Hub-Signature-256`` HMAC, or GitLab's ``X-Gitlab-Token``. A delivery only triggers a poll; its body
-    is never read for content. Without it, webhook deliveries are refused."""
+    GitHub's ``X-Hub-Signature-256`` HMAC, or GitLab's ``X-Gitlab-Token``; Jira's ``X-Hub-Signature`` HMAC; Linear's
+    ``Linear-Signature`` HMAC, with the signed ``webhookTimestamp`` at most 60 seconds from the operator's clock. A
+    delivery only triggers a poll; its body is never read for content. Without it, webhook deliveries are
+    refused."""
 
 
 FANOUT_RULES: list[JsonValue] = [
@@ -296,10 +342,115 @@ class Hooks(Model):
     with ``Timeout``. The attempt's own limit (``timeoutSeconds``) still applies."""
 
 
+SKILL_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+"""A skill's name: a DNS label (its folder's name in the workspace)."""
+MAX_SKILLS = 16
+"""Most skills a build may list (each is one read-only ConfigMap volume of its agent Pods)."""
+SKILL_PATH = r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+){0,7}$"
+"""A folder of the checkout, relative to its root: at most 8 segments, no leading ``/`` (``.``, ``..`` and ``.git``
+segments are refused by a rule of :class:`Skill`)."""
+CONFIGMAP_KEY = r"^[-._a-zA-Z0-9]+$"
+"""A ConfigMap key as the API server accepts it."""
+SKILL_RULES: list[JsonValue] = [
+    {
+        "rule": "!has(self.path) || !self.path.matches('(?i)(^|/)([.]|[.][.]|[.]git)(/|$)')",
+        "message": "spec.agent.skills[].path is a folder inside the checkout: no '.', '..' or '.git' segment",
+        "fieldPath": ".path",
+        "reason": "FieldValueInvalid",
+    },
+]
+MCP_SERVER_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+"""An MCP server's name in ``spec.agent.mcpServers``: a DNS label (its tools reach the model as ``NAME.TOOL``)."""
+MCP_TOOL_NAME = r"^[A-Za-z0-9_.-]{1,128}$"
+"""An MCP tool's name, as the MCP specification allows it (letters, digits, ``_``, ``-``, ``.``; 1 to 128)."""
+MAX_MCP_SERVERS = 16
+"""Most MCP servers one build may name."""
+MAX_MCP_TOOLS = 128
+"""Most tool names one MCP server's allowlist may list."""
+AgentRole = Literal["planner", "worker", "reviewer", "tester", "fixer"]
+"""The roles of agent attempts (``api.agenttask.Role``, which a unit test holds equal)."""
+MCP_SERVER_RULES: list[JsonValue] = [
+    {
+        "rule": f"!self.url.matches('{USERINFO}')",
+        "message": "spec.agent.mcpServers[].url " + _NO_CREDENTIALS.format(
+            also=" or user@", secret="spec.agent.mcpServers[].headersSecretRef"),
+        "fieldPath": ".url",
+        "reason": "FieldValueInvalid",
+    },
+    {
+        "rule": "!self.url.contains('?') && !self.url.contains('#')",
+        "message": "spec.agent.mcpServers[].url must have no query or fragment: credentials go in the headers of "
+                   "spec.agent.mcpServers[].headersSecretRef",
+        "fieldPath": ".url",
+        "reason": "FieldValueInvalid",
+    },
+]
+
+
+class Skill(Model):
+    """A skill: a folder of files agents read (a ``SKILL.md`` with its instructions, and any files it names), from
+    one ConfigMap whose every key becomes a file of the folder. The runner writes it into the checkout after the
+    clone, at ``.agents/skills/<name>/`` and ``.claude/skills/<name>/`` (or ``path``), and never commits it
+    (docs/agent.md, "Skills and instructions")."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": SKILL_RULES})
+
+    name: str = Field(min_length=1, max_length=63, pattern=SKILL_NAME)
+    """Name of the skill (a DNS label, unique in the list): its folder's name."""
+    config_map: LocalObjectRef = Field(json_schema_extra=names("ConfigMap"))
+    """ConfigMap in the build's namespace holding the skill's files, one per key; key ``SKILL.md`` is required (at
+    most 256 KiB a file, 1 MiB a skill)."""
+    path: str | None = Field(default=None, min_length=1, max_length=512, pattern=SKILL_PATH)
+    """Folder of the checkout the skill is written to instead of ``.agents/skills/<name>`` and
+    ``.claude/skills/<name>`` (for an agent that reads skills elsewhere), relative to the repository root."""
+
+
+class Instructions(Model):
+    """The build's instructions to every agent: the text of one ConfigMap key, which becomes the checkout's
+    ``AGENTS.md`` (appended to the repository's own, between markers); never committed."""
+
+    config_map: LocalObjectRef = Field(json_schema_extra=names("ConfigMap"))
+    """ConfigMap in the build's namespace holding the instructions."""
+    key: str = Field(default="AGENTS.md", min_length=1, max_length=253, pattern=CONFIGMAP_KEY)
+    """Key of the ConfigMap whose text is the instructions (at most 256 KiB)."""
+class McpServer(Model):
+    """A remote MCP server (streamable HTTP) whose tools the build's agents get, reached only through longshot-gateway
+    (docs/agent.md, "Your team's tools (MCP servers)")."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": MCP_SERVER_RULES})
+
+    name: str = Field(min_length=1, max_length=63, pattern=MCP_SERVER_NAME)
+    """Name of the server (a DNS label, unique in the list): its tools reach the model as ``NAME.TOOL``."""
+    url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://[^\s]+$")
+    """The server's streamable-HTTP endpoint, for example ``https://mcp.example.com/mcp``; held to the operator's
+    egress allowlist for the purpose ``mcp``."""
+    headers_secret_ref: LocalObjectRef | None = Field(default=None, json_schema_extra=names("Secret"))
+    """Secret whose every key is an HTTP header name and its value the header's value (``Authorization: Bearer ...``):
+    read by longshot-gateway only, which adds the headers to each call upstream; never in an agent Pod."""
+    tools: list[str] | None = Field(
+        default=None, max_length=MAX_MCP_TOOLS,
+        json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": MCP_TOOL_NAME}})
+    """The server's tools the agents may list and call (their names as the server gives them); every tool when
+    unset. The gateway refuses a call to any other tool, whatever the agent sends."""
+    roles: list[AgentRole] | None = Field(default=None, max_length=8)
+    """The roles whose agents get the server (``planner``, ``worker``, ``reviewer``, ``tester``, ``fixer``); every
+    role when unset. The gateway refuses a call from an attempt of another role."""
+
+
+MCP_SERVERS_RULES: list[JsonValue] = [
+    {
+        "rule": "!has(self.mcpServers) || self.mcpServers.all(s, self.mcpServers.exists_one(t, t.name == s.name))",
+        "message": "spec.agent.mcpServers names must be unique",
+        "fieldPath": ".mcpServers",
+        "reason": "FieldValueInvalid",
+    },
+]
+
+
 class AgentSettings(Model):
     """How agent Pods run."""
 
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": AGENT_RULES})
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": AGENT_RULES + MCP_SERVERS_RULES})
 
     backend: Backend = "scripted"
     """``openai`` (any OpenAI-compatible endpoint), ``anthropic``, ``command`` (a CLI agent) or
@@ -348,6 +499,18 @@ class AgentSettings(Model):
     allow_questions: bool = True
     """Whether planners, workers and fixers may ask a person (their ``ask`` tool, which stops the task until its
     ``spec.answer``). ``false`` for builds nobody watches: agents get no ``ask`` tool and decide for themselves."""
+    skills: list[Skill] = Field(default_factory=list, max_length=MAX_SKILLS)
+    """Skills written into every agent's checkout after the clone, each from a ConfigMap (``SKILL.md`` and the
+    files it names), where coding agents look for them (``.agents/skills/<name>/``, ``.claude/skills/<name>/``);
+    the prompt lists them. Never committed."""
+    instructions: Instructions | None = None
+    """The build's instructions to its agents, from a ConfigMap: the checkout's ``AGENTS.md`` (appended to the
+    repository's own). Never committed."""
+    mcp_servers: list[McpServer] = Field(default_factory=list, max_length=MAX_MCP_SERVERS)
+    """Remote MCP servers (streamable HTTP) whose tools the agents get next to the built-in ones, each through
+    longshot-gateway, which adds the headers of its Secret, applies the egress allowlist and the server's tool
+    allowlist, bounds and meters every call and records it in the attempt's ledger (docs/agent.md, "Your team's
+    tools (MCP servers)")."""
 
 
 class WorkerSettings(Model):

@@ -33,7 +33,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from longshot.api import boundedjson, keys, sanitize
 from longshot.api.agenttask import FailureClass, GateResult, Role
-from longshot.api.buildrequest import MAX_GATE_STEPS, GateStep, Hooks
+from longshot.api.buildrequest import MAX_GATE_STEPS, MAX_SKILLS, SKILL_NAME, SKILL_PATH, GateStep, Hooks
 from longshot.api.common import DNS_SUBDOMAIN, GIT_BRANCH, MAX_SCOPE_ENTRIES, Model, ScopeEntry
 
 PROTOCOL_VERSION: Final = "longshot.dev/handoff-v1"
@@ -334,6 +334,11 @@ SCRIPT_DIR = "/etc/longshot/script"
 """Mounted ConfigMap of the scripted backend: file ``script.yaml``."""
 PROMPTS_DIR = "/etc/longshot/prompts"
 """Mounted ConfigMap whose files override the packaged prompt templates."""
+SKILLS_DIR = "/etc/longshot/skills"
+"""Mounted ConfigMaps of the build's skills: one folder per skill, ``<name>/``, a file per key."""
+INSTRUCTIONS_DIR = "/etc/longshot/instructions"
+"""Mounted ConfigMap key of the build's instructions: file ``AGENTS.md``."""
+INSTRUCTIONS_FILE = "AGENTS.md"
 WORKSPACE_DIR = "/workspace"
 """The Pod's writable scratch volume (the root filesystem is read-only)."""
 TERMINATION_LOG = "/dev/termination-log"
@@ -400,6 +405,14 @@ class CandidateInput(Model):
     """The candidate agent's own summary."""
 
 
+class SkillInput(Model):
+    """A skill of the build (``spec.agent.skills``): the runner copies ``SKILLS_DIR/<name>`` into the checkout."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=SKILL_NAME)
+    path: str | None = Field(default=None, min_length=1, max_length=512, pattern=SKILL_PATH)
+    """Folder of the checkout instead of the default ones (the runner refuses ``.``, ``..`` and ``.git``)."""
+
+
 class BackendInput(Model):
     """Backend settings of the attempt (never credentials: those are mounted files)."""
 
@@ -451,6 +464,14 @@ class TaskInput(Model):
     ``maxDepth``): it gets the ``spawn_task`` and ``await_tasks`` tools."""
     ask: bool = True
     """Planner, worker or fixer that may ask a person (``spec.agent.allowQuestions``): it gets the ``ask`` tool."""
+    skills: list[SkillInput] = Field(default_factory=list, max_length=MAX_SKILLS)
+    """The build's skills, mounted under ``SKILLS_DIR``: written into the checkout before the model runs."""
+    agents_md: bool = False
+    """Whether the build's instructions (``spec.agent.instructions``) are mounted at ``INSTRUCTIONS_DIR``: the
+    runner makes them the checkout's ``AGENTS.md`` (appended to the repository's own)."""
+    mcp_servers: list[str] = Field(default_factory=list, max_length=16)
+    """The build's MCP servers this attempt's role gets (``spec.agent.mcpServers[].name``): the runner offers their
+    tools to the model, reaching each through the gateway (``/mcp/<name>``)."""
     author_name: str = "Longshot Agent"
     author_email: str = "agent@longshot.local"
     iteration: int = Field(default=1, ge=1)

@@ -31,18 +31,25 @@ class Reference:
 
     kind: Kind
     path: tuple[str, ...]
-    """Wire names from the object's root to the string holding the name: ``("spec", "agent", "script", "name")``."""
+    """Wire names from the object's root to the string holding the name: ``("spec", "agent", "script", "name")``;
+    ``"[]"`` stands for the items of a list: ``("spec", "agent", "skills", "[]", "configMap", "name")``."""
 
     @property
     def field(self) -> str:
-        """As people write it: ``spec.agent.script.name``."""
-        return ".".join(self.path)
+        """As people write it: ``spec.agent.script.name``, ``spec.agent.skills[].configMap.name``."""
+        return ".".join(self.path).replace(".[]", "[]")
+
+    @property
+    def in_list(self) -> bool:
+        """Whether the name is in the items of a list (one name per item)."""
+        return "[]" in self.path
 
     @property
     def variable(self) -> str:
-        """A CEL identifier for the name's value: ``agentScriptName``."""
-        head, *rest = self.path[1:]
-        return head + "".join(p[:1].upper() + p[1:] for p in rest)
+        """A CEL identifier for the name's value: ``agentScriptName``; for the names of a list's items
+        ``agentSkillsConfigMapNames``."""
+        head, *rest = (p for p in self.path[1:] if p != "[]")
+        return head + "".join(p[:1].upper() + p[1:] for p in rest) + ("s" if self.in_list else "")
 
 
 def _walk(node: dict[str, Any], path: tuple[str, ...], *, in_list: bool) -> list[Reference]:
@@ -53,10 +60,11 @@ def _walk(node: dict[str, Any], path: tuple[str, ...], *, in_list: bool) -> list
         if kind is not None:
             if kind not in ("Secret", "ConfigMap"):
                 raise ValueError(f"{'.'.join(here)}: {REF_MARKER} is {kind!r}, not Secret or ConfigMap")
-            if in_list:
-                raise ValueError(f"{'.'.join(here)}: a Secret or ConfigMap reference inside a list is not supported by "
-                                 "the generated admission policy; name it from an object field, or extend "
-                                 "longshot.api.references")
+            if here.count("[]") > 1:
+                raise ValueError(f"{'.'.join(here)}: a Secret or ConfigMap reference inside a list inside a list is "
+                                 "not supported by the generated admission policy; extend longshot.api.references")
+            if in_list and "[]" not in path:
+                raise ValueError(f"{'.'.join(here)}: a reference inside a list needs the list's items in its path")
             if sub.get("type") == "object":
                 if "name" not in (sub.get("properties") or {}):
                     raise ValueError(f"{'.'.join(here)}: an object marked {REF_MARKER} needs a `name` field")
@@ -67,8 +75,16 @@ def _walk(node: dict[str, Any], path: tuple[str, ...], *, in_list: bool) -> list
                 raise ValueError(f"{'.'.join(here)}: {REF_MARKER} marks a string or an object with a `name`")
         out += _walk(sub, here, in_list=in_list)
         if "items" in sub:
+            if sub.get("maxItems") is None and _has_marker(sub["items"]):
+                raise ValueError(f"{'.'.join(here)}: a list holding Secret or ConfigMap references needs maxItems (the "
+                                 "admission policy checks each item; its CEL cost must be bounded)")
             out += _walk(sub["items"], (*here, "[]"), in_list=True)
     return out
+
+
+def _has_marker(node: dict[str, Any]) -> bool:
+    return REF_MARKER in node or any(_has_marker(sub) for sub in (node.get("properties") or {}).values()) or (
+        "items" in node and _has_marker(node["items"]))
 
 
 def references(resource: api.Resource) -> list[Reference]:
@@ -140,19 +156,38 @@ spec:
 """
 
 
+def _has_chain(root: str, path: tuple[str, ...]) -> list[str]:
+    """``has()`` of each step of ``path`` under ``root``, outermost first."""
+    return [f"has({'.'.join((root, *path[:i]))})" for i in range(1, len(path) + 1)]
+
+
 def _value(ref: Reference) -> str:
-    """CEL: the name the field holds, or '' when the field (or an object above it) is unset."""
-    steps = [".".join(("object", *ref.path[:i])) for i in range(2, len(ref.path) + 1)]
-    return " && ".join(f"has({s})" for s in steps) + f" ? object.{ref.field} : ''"
+    """CEL: the name the field holds, or '' when the field (or an object above it) is unset. For a reference in
+    a list's items: the names of the items that set it, or [] when the list is unset."""
+    if not ref.in_list:
+        steps = _has_chain(f"object.{ref.path[0]}", ref.path[1:])
+        return " && ".join(steps) + f" ? object.{ref.field} : ''"
+    at = ref.path.index("[]")
+    root, outer, inner = f"object.{ref.path[0]}", ref.path[1:at], ref.path[at + 1:]
+    listed = ".".join((root, *outer))
+    item = ".".join(("i", *inner))
+    return (" && ".join(_has_chain(root, outer)) + f" ? {listed}.filter(i, "
+            + " && ".join(_has_chain("i", inner)) + f").map(i, {item}) : []")
 
 
 def _check(ref: Reference) -> str:
     authorizer = "secrets" if ref.kind == "Secret" else "configmaps"
     v = f"variables.{ref.variable}"
-    expression = f"{v} == '' || variables.{authorizer}.name({v}).check('get').allowed()"
-    message = (f"'{ref.field}: ' + request.userInfo.username + ' may not get {ref.kind} ' + object.metadata.namespace "
-               f"+ '/' + {v} + '; a {{kind}} may only name {ref.kind}s its author can read: ask for get on it, or "
-               "name your own'")
+    if ref.in_list:
+        expression = f"{v}.all(n, variables.{authorizer}.name(n).check('get').allowed())"
+        message = (f"'{ref.field}: ' + request.userInfo.username + ' may not get every {ref.kind} of ' "
+                   f"+ {v}.join(', ') + ' in namespace ' + object.metadata.namespace + '; a {{kind}} may only name "
+                   f"{ref.kind}s its author can read: ask for get on them, or name your own'")
+    else:
+        expression = f"{v} == '' || variables.{authorizer}.name({v}).check('get').allowed()"
+        message = (f"'{ref.field}: ' + request.userInfo.username + ' may not get {ref.kind} ' "
+                   f"+ object.metadata.namespace + '/' + {v} + '; a {{kind}} may only name {ref.kind}s its author can "
+                   "read: ask for get on it, or name your own'")
     return (f"    - expression: {json.dumps(expression)}\n"
             "      reason: Forbidden\n"
             f"      messageExpression: {json.dumps(message)}")

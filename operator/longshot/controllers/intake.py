@@ -68,22 +68,28 @@ def read_roadmap(w: vws.Workspace, base: str, path: str) -> list[PlannedTask]:
         raise IntakeError("Configuration", f"spec.planner.roadmapPath: {path} on branch {base}: {e}") from None
 
 
-def _token(k: kubemod.KubeAPI, build: objects.BuildRequest) -> str | None:
+def _credentials(k: kubemod.KubeAPI, build: objects.BuildRequest) -> tuple[str | None, str | None]:
+    """The token (key ``token``) and, for Jira Cloud's basic auth, the account's address (key ``email``) of the
+    Secret of ``spec.planner.issues.credentialsSecret``."""
     source = build.spec.planner.issues
     assert source is not None
-    if not source.credentials_secret:
-        return None
-    data = k.get_secret(build.namespace, source.credentials_secret)
+    return secret_credentials(k, build.namespace, source.credentials_secret, "planner.issues")
+
+
+def secret_credentials(k: kubemod.KubeAPI, namespace: str, name: str | None,
+                       field: str) -> tuple[str | None, str | None]:
+    """``(token, email)`` of the tracker's Secret ``name`` (the setting ``spec.<field>.credentialsSecret``)."""
+    if not name:
+        return None, None
+    data = k.get_secret(namespace, name)
     if data is None:
-        raise IntakeError("Configuration", f"spec.planner.issues.credentialsSecret: Secret "
-                                           f"{source.credentials_secret!r} does not exist in namespace "
-                                           f"{build.namespace}; create it with a key 'token'")
+        raise IntakeError("Configuration", f"spec.{field}.credentialsSecret: Secret {name!r} does not exist in "
+                                           f"namespace {namespace}; create it with a key 'token'")
     token = data.get("token")
     if not token:
-        raise IntakeError("Configuration", f"spec.planner.issues.credentialsSecret: Secret "
-                                           f"{source.credentials_secret!r} has no key 'token'; add the tracker's "
-                                           "token under that key")
-    return token
+        raise IntakeError("Configuration", f"spec.{field}.credentialsSecret: Secret {name!r} has no key 'token'; "
+                                           "add the tracker's token under that key")
+    return token, data.get("email") or None
 
 
 def tracker(k: kubemod.KubeAPI, build: objects.BuildRequest, guard: gd.Guard | None = None,
@@ -95,13 +101,13 @@ def tracker(k: kubemod.KubeAPI, build: objects.BuildRequest, guard: gd.Guard | N
         raise IntakeError("Configuration", "spec.planner.issues is required when spec.planner.source is issues")
     options.setdefault("max_wait", TRACKER_MAX_WAIT)
     if guard is not None:
-        url = source.url or (trackers.GITHUB_API if source.provider == "github" else trackers.GITLAB_API)
         try:
-            guard.check_url(url, "spec.planner.issues.url", purpose="tracker")
+            guard.check_url(trackers.api_url(source), "spec.planner.issues.url", purpose="tracker")
         except gd.Refused as e:
             raise IntakeError("Configuration", str(e)) from None
         options.setdefault("egress", guard)
-    return trackers.make_tracker(source, _token(k, build), **options)
+    token, email = _credentials(k, build)
+    return trackers.make_tracker(source, token, email=email, **options)
 
 
 def mapped(e: trackers.TrackerError, field: str = "planner.issues") -> IntakeError:

@@ -37,7 +37,6 @@ from typing import Any
 from longshot import metrics
 from longshot.api import conditions as cond
 from longshot.api import keys, objects, timeutil
-from longshot.api.buildrequest import IntakeSettings
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
 from longshot.controllers import executor as ex
@@ -69,21 +68,6 @@ class _Memo:
     """The intake's :data:`~longshot.core.standing.POLL_ANNOTATION` at this poll."""
 
 
-def _token(k: kubemod.KubeAPI, namespace: str, spec: IntakeSettings) -> str | None:
-    name = spec.tracker.credentials_secret
-    if not name:
-        return None
-    data = k.get_secret(namespace, name)
-    if data is None:
-        raise PollError("Configuration", f"spec.{FIELD}.credentialsSecret: Secret {name!r} does not exist in "
-                                         f"namespace {namespace}; create it with a key 'token'")
-    token = data.get("token")
-    if not token:
-        raise PollError("Configuration", f"spec.{FIELD}.credentialsSecret: Secret {name!r} has no key 'token'; "
-                                         "add the tracker's token under that key")
-    return token
-
-
 def client(k: kubemod.KubeAPI, build: objects.BuildRequest, guard: gd.Guard | None = None,
            **options: Any) -> trackers.Tracker:
     spec = build.spec.intake
@@ -91,13 +75,13 @@ def client(k: kubemod.KubeAPI, build: objects.BuildRequest, guard: gd.Guard | No
     source = spec.tracker
     options.setdefault("max_wait", intakec.TRACKER_MAX_WAIT)  # the planner's intake's
     if guard is not None:
-        url = source.url or (trackers.GITHUB_API if source.provider == "github" else trackers.GITLAB_API)
         try:
-            guard.check_url(url, f"spec.{FIELD}.url", purpose="tracker")
+            guard.check_url(trackers.api_url(source), f"spec.{FIELD}.url", purpose="tracker")
         except gd.Refused as e:
             raise PollError("Configuration", str(e)) from None
         options.setdefault("egress", guard)
-    return trackers.make_tracker(source, _token(k, build.namespace, spec), field=FIELD, **options)
+    token, email = intakec.secret_credentials(k, build.namespace, source.credentials_secret, FIELD)
+    return trackers.make_tracker(source, token, email=email, field=FIELD, **options)
 
 
 def _mapped(e: trackers.TrackerError) -> PollError:
@@ -120,6 +104,9 @@ def poll(k: kubemod.KubeAPI, build: objects.BuildRequest, guard: gd.Guard | None
                        if i.author and i.author_id is not None and i.author.casefold() not in listed}
                 writers = t.writers(ids)
                 issues = [dataclasses.replace(i, author_writer=i.author in writers) for i in issues]
+            elif spec.authors.writers and isinstance(t, trackers.Jira):  # the permission search, per author
+                jira_writers = t.writers([i.author for i in issues if i.author and i.author.casefold() not in listed])
+                issues = [dataclasses.replace(i, author_writer=i.author in jira_writers) for i in issues]
             return issues
     except trackers.TrackerError as e:
         raise _mapped(e) from None
@@ -419,6 +406,8 @@ def delivery(ctx: ctxmod.Context, schedule: Callable[[cachemod.Key], None], path
     build = ctx.cache.builds.get(key) if key is not None else None
     ref = build.spec.intake.webhook if (build is not None and build.spec.intake is not None
                                         and not build.metadata.deleting) else None
+    provider = build.spec.intake.tracker.provider if ref is not None and build is not None \
+        and build.spec.intake is not None else "github"
     secret = ""
     if key is not None and ref is not None:
         try:
@@ -427,7 +416,8 @@ def delivery(ctx: ctxmod.Context, schedule: Callable[[cachemod.Key], None], path
             log.warning("intake %s/%s: webhook Secret unreadable: %s", key[0], key[1], type(e).__name__)
     lowered = {k.lower(): v for k, v in headers.items()}
     # an unknown intake is checked against a random secret: the same work, the same answer
-    genuine = standing.verify_delivery(secret or secrets.token_hex(16), lowered, body)
+    genuine = standing.verify_delivery(secret or secrets.token_hex(16), lowered, body, provider=provider,
+                                       now_ms=int(ctx.clock().timestamp() * 1000))
     if key is None or not secret or not genuine:
         metrics.INTAKE_WEBHOOKS.labels(result="refused").inc()
         return standing.REFUSED_DELIVERY

@@ -54,8 +54,11 @@ REQUEST_MET: Final = "RequestMet"
 TERMINAL_REASONS: Final = frozenset({"TasksFailed", "TestsFailed", "UnmergedBranches", "PlanRejected"})
 WAITING_REASONS: Final = ("Configuration", "AuthFailed", "BudgetExceeded", "TaskBlocked", "AwaitingInput",
                           "AwaitingApproval")
-"""Reasons of ``Stalled=True`` that are a wait on a person (not a terminal failure): editing the spec, the
-credentials, the budget, an answer or an approval lets the build go on."""
+"""Reasons a build waits on a person (not a terminal failure): editing the spec, the credentials, the budget, an
+answer or an approval lets the build go on. The first four are ``Stalled=True`` (something must be fixed); the
+last two, :data:`PERSON_REASONS`, are ``Ready=False`` with ``Stalled=False``: a question or an approval is part of
+the work, not a failure (kstatus: InProgress; Argo CD: Suspended, as a Rollout waiting for promotion)."""
+PERSON_REASONS: Final = frozenset({"AwaitingInput", "AwaitingApproval"})
 """Reasons of ``Stalled=True`` that mean the build is finished (failed), not waiting on a person."""
 
 
@@ -189,11 +192,18 @@ def phase_from_status(conditions: Iterable[Mapping[str, Any]] | None, counts: Ta
 
 
 def waiting_for_a_person(conditions: Iterable[Mapping[str, Any]] | None) -> str | None:
-    """The reason of a build's ``Stalled=True`` when it is a wait on a person (:data:`WAITING_REASONS`), else
-    None (not stalled, or finished for good)."""
-    stalled = c.find(list(conditions or ()), c.STALLED)
+    """The reason a build waits on a person (:data:`WAITING_REASONS`), else None (not waiting, or finished for
+    good): ``Stalled=True`` with a fixable reason (configuration, credentials, budget), or ``Ready=False`` with
+    :data:`PERSON_REASONS` while nothing else runs (``Reconciling`` not True): a question or an approval, which is
+    not a failure and so not ``Stalled``."""
+    conds = list(conditions or ())
+    stalled = c.find(conds, c.STALLED)
     if stalled is not None and stalled.get("status") == c.TRUE and stalled.get("reason") in WAITING_REASONS:
         return str(stalled["reason"])
+    ready, reconciling = c.find(conds, c.READY), c.find(conds, c.RECONCILING)
+    if ready is not None and ready.get("status") == c.FALSE and ready.get("reason") in PERSON_REASONS \
+            and (reconciling is None or reconciling.get("status") != c.TRUE):
+        return str(ready["reason"])
     return None
 
 
@@ -896,7 +906,9 @@ def _waiting(state: BuildState, seen: _Seen) -> list[SetCondition] | None:
     if more:
         return _conds((c.FALSE, reason, f"{state.phase}: {text}"), _NOT_STALLED,
                       (c.TRUE, seen.phase_reason, seen.phase_text), (c.TRUE, "TasksRunning", seen.phase_text))
-    return _conds((c.FALSE, reason, text), (c.TRUE, reason, text), (c.FALSE, reason, text), (c.FALSE, reason, text))
+    # a wait on a person's answer or approval is not a failure: Stalled=False (kstatus: InProgress), Ready=False with
+    # the reason (Argo CD: Suspended, as a Rollout waiting for promotion)
+    return _conds((c.FALSE, reason, text), (c.FALSE, reason, text), (c.FALSE, reason, text), (c.FALSE, reason, text))
 
 
 def _forge(state: BuildState, seen: _Seen) -> list[SetCondition] | None:

@@ -541,7 +541,7 @@ def _checks_passed(state: JobState, event: ChecksPassed, now: datetime) -> Resul
             SetCondition(c.CHECKS_PASSED, c.TRUE, "Completed", f"{event.what} passed"),
             SetCondition(c.AWAITING_APPROVAL, c.TRUE, "AwaitingApproval", text),
             SetCondition(c.QUEUED, c.FALSE, "AwaitingApproval", text),
-            *_summary((c.FALSE, "AwaitingApproval", text), (c.TRUE, "AwaitingApproval", text),
+            *_summary((c.FALSE, "AwaitingApproval", text), (c.FALSE, "AwaitingApproval", text),
                       (c.FALSE, "AwaitingApproval", "waiting for spec.approved")),
             EmitEvent("Normal", "AwaitingApproval", text),
         ]

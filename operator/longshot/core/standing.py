@@ -49,8 +49,19 @@ has finished and the larger of its usage and its allotment while it runs. No chi
 ``pollSeconds`` after this one; a webhook delivery polls at once. ``status.intake.builds`` keeps the 50 newest
 children (by first issue number).
 
-:func:`verify_delivery` checks a webhook delivery's signature (GitHub's ``X-Hub-Signature-256`` HMAC-SHA256 of
-the body, or GitLab's ``X-Gitlab-Token``), in constant time.
+:func:`verify_delivery` checks a webhook delivery's signature in constant time, with the intake's provider's scheme:
+
+    ========  =============================================  ==========================================
+    provider  accepted                                       refused
+    ========  =============================================  ==========================================
+    github,   ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256  no header, another HMAC, another token
+    gitlab    of the body>``, or ``X-Gitlab-Token: <secret>``
+    jira      ``X-Hub-Signature: sha256=<hex HMAC-SHA256      no header, another HMAC, another algorithm
+              of the body>``
+    linear    ``Linear-Signature: <hex HMAC-SHA256 of the     no header, another HMAC; a body without a
+              body>`` and the body's ``webhookTimestamp``     number ``webhookTimestamp`` or one more than
+              (epoch ms) at most 60 s from ``now``            60 s from ``now`` (a replay)
+    ========  =============================================  ==========================================
 """
 
 from __future__ import annotations
@@ -62,6 +73,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
+from longshot.api import boundedjson
 from longshot.core import names
 
 ISSUES_ANNOTATION: Final = "longshot.dev/intake-issues"
@@ -361,16 +373,37 @@ REFUSED_DELIVERY: Final = (401, "no such intake, or a bad signature")
 or missing signature): a stranger learns nothing about which intakes exist."""
 
 
-def verify_delivery(secret: str, headers: Mapping[str, str], body: bytes) -> bool:
-    """A delivery is genuine: GitHub's ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>`` or GitLab's
-    ``X-Gitlab-Token: <secret>``. ``headers`` have lower-case names. Constant-time comparisons; an empty secret
-    authenticates nothing."""
+LINEAR_TOLERANCE_MS: Final = 60_000
+"""Largest distance between a Linear delivery's signed ``webhookTimestamp`` and the operator's clock (Linear's own
+webhook client, ``@linear/sdk``, refuses beyond a minute too)."""
+DELIVERY_BUDGET: Final = boundedjson.Budget(max_bytes=MAX_BODY_BYTES, max_values=200_000, max_depth=64)
+"""What parsing a signed Linear delivery may cost (to read its ``webhookTimestamp``; nothing else of it is used)."""
+
+
+def verify_delivery(secret: str, headers: Mapping[str, str], body: bytes, *, provider: str = "github",
+                    now_ms: int = 0) -> bool:
+    """A delivery is genuine for an intake of ``provider`` (the table above); ``now_ms`` is the operator's clock in
+    epoch milliseconds (Linear's replay window). ``headers`` have lower-case names. Constant-time comparisons; an
+    empty secret authenticates nothing."""
     if not secret:
         return False
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()  # computed for every delivery: one cost
+    if provider == "jira":
+        signature = headers.get("x-hub-signature")
+        return signature is not None and hmac.compare_digest(signature.strip().encode(), f"sha256={digest}".encode())
+    if provider == "linear":
+        signature = headers.get("linear-signature")
+        if signature is None or not hmac.compare_digest(signature.strip().encode(), digest.encode()):
+            return False
+        try:  # signed: the bytes are the intake's tracker's, still bounded
+            payload = boundedjson.loads(body, DELIVERY_BUDGET)
+        except boundedjson.Refused:
+            return False
+        stamp = payload.get("webhookTimestamp") if isinstance(payload, dict) else None
+        return isinstance(stamp, int) and not isinstance(stamp, bool) and abs(now_ms - stamp) <= LINEAR_TOLERANCE_MS
     signature = headers.get("x-hub-signature-256")
     if signature is not None:
-        want = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-        return hmac.compare_digest(signature.strip().encode(), want.encode())
+        return hmac.compare_digest(signature.strip().encode(), f"sha256={digest}".encode())
     token = headers.get("x-gitlab-token")
     if token is not None:
         return hmac.compare_digest(token.encode(), secret.encode())

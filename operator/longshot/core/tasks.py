@@ -632,7 +632,7 @@ def _ask(state: TaskState, handoff: Handoff, outcome: failures.Outcome, usage: U
         SetCondition(c.AWAITING_INPUT, c.TRUE, "QuestionAsked", question),
         SetCondition(c.RUNNING, c.FALSE, "QuestionAsked", f"attempt {number} asked a question"),
         SetCondition(c.SUCCEEDED, c.UNKNOWN, "QuestionAsked", text),
-        *_summary((c.FALSE, "QuestionAsked", text + hint), (c.TRUE, "QuestionAsked", text),
+        *_summary((c.FALSE, "QuestionAsked", text + hint), (c.FALSE, "QuestionAsked", text),
                   (c.FALSE, "QuestionAsked", "waiting for spec.answer")),
         EmitEvent("Normal", "QuestionAsked", text),
     ]

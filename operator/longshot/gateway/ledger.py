@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from longshot.api import boundedjson
-from longshot.core import ledger
+from longshot.core import ledger, mcpcalls
 from longshot.gateway import cluster as gcluster
 from longshot.gateway.identity import Caller
 from longshot.gateway.settings import GatewaySettings
@@ -113,10 +113,12 @@ class Ledger:
                 return
 
     async def _secrets(self, caller: Caller) -> list[str]:
-        """The credential values the gateway knows for this build: its model API key and repository credentials."""
+        """The credential values the gateway knows for this build: its model API key, repository credentials and
+        MCP servers' headers."""
         spec = caller.build_spec
         names = {str((spec.get("agent") or {}).get("credentialsSecret") or ""),
                  str((spec.get("repository") or {}).get("credentialsSecret") or "")}
+        names |= {s.secret for s in mcpcalls.servers(spec.get("agent") or {}).values() if s.secret}
         out: list[str] = []
         for name in sorted(n for n in names if n):
             try:
@@ -154,12 +156,20 @@ class Ledger:
     async def model_call(self, caller: Caller, record: Mapping[str, Any]) -> None:
         """The gateway's own record of a model call it proxied for ``caller`` (flushed later). Dropped when there
         is no room for the attempt's buffer: never a reason to fail the call."""
+        await self._record(caller, "model_call", record)
+
+    async def mcp_call(self, caller: Caller, record: Mapping[str, Any]) -> None:
+        """The gateway's own record of an MCP tool call it proxied (or refused) for ``caller``: server, tool, status,
+        duration (``gateway.mcpproxy``)."""
+        await self._record(caller, "mcp_call", record)
+
+    async def _record(self, caller: Caller, kind: str, record: Mapping[str, Any]) -> None:
         try:
             b = await self._buffer(caller, None)
         except Full:
-            log.warning("no ledger buffer for %s/%s: a model call is not recorded", caller.namespace, caller.pod)
+            log.warning("no ledger buffer for %s/%s: a %s is not recorded", caller.namespace, caller.pod, kind)
             return
-        event = {"type": "model_call", "source": "gateway", "ts": round(self.wall(), 3), **record}
+        event = {"type": kind, "source": "gateway", "ts": round(self.wall(), 3), **record}
         async with b.lock:
             b.transcript.add(ledger.bound_event(b.redactor.value(event)))
             b.dirty = True

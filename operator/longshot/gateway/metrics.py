@@ -2,8 +2,9 @@
 ``longshot_gateway_*`` families below, and prometheus-client's process, platform and garbage-collector collectors
 (``process_*``, ``python_info``, ``python_gc_*``).
 
-Labels are bounded: a route (``git``, ``model``, ``progress``), a result, a model API (``openai``,
-``anthropic``), a token kind. Never a build, task, Pod, model or repository name.
+Labels are bounded: a route (``git``, ``model``, ``progress``, ``mcp``), a result, a model API (``openai``,
+``anthropic``), a token kind, an MCP method (``core.mcpcalls.METHODS``). Never a build, task, Pod, model or
+repository name.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ ProcessCollector(registry=REGISTRY)
 PlatformCollector(registry=REGISTRY)
 GCCollector(registry=REGISTRY)
 
-ROUTES = ("git", "model", "progress")
+ROUTES = ("git", "model", "progress", "mcp")
 RESULTS = ("ok", "unauthorized", "forbidden", "refused", "budget_exceeded", "rate_limited", "too_large",
            "bad_request", "upstream_error", "unavailable", "error")
 APIS = ("openai", "anthropic")
@@ -59,6 +60,13 @@ TOKEN_REVIEWS = Counter("longshot_gateway_token_reviews_total",
                         "TokenReviews the gateway asked the API server for, by result (accepted, refused); a "
                         "refused token is not reviewed again for LONGSHOT_GATEWAY_TOKEN_DENIED_CACHE_SECONDS.",
                         ["result"], registry=REGISTRY)
+MCP_CALLS = Counter("longshot_gateway_mcp_calls_total",
+                    "Messages agents sent to their build's MCP servers, by JSON-RPC method (initialize, ping, "
+                    "tools/list, tools/call, notification, other) and result (ok, refused: answered by the gateway, "
+                    "forbidden, bad_request, too_large, upstream_error).", ["method", "result"], registry=REGISTRY)
+MCP_CALL_DURATION = Histogram("longshot_gateway_mcp_call_duration_seconds",
+                              "Duration of a message forwarded to an MCP server, by JSON-RPC method.", ["method"],
+                              buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=REGISTRY)
 USAGE_CONFLICTS = Counter("longshot_gateway_status_conflicts_total",
                           "AgentTask status patches retried because another writer changed the task.",
                           registry=REGISTRY)
@@ -78,6 +86,9 @@ def _init() -> None:
         GIT_PUSHES.labels(result=result)
     for result in ("accepted", "refused"):
         TOKEN_REVIEWS.labels(result=result)
+    for method in ("tools/list", "tools/call"):
+        for result in ("ok", "refused", "upstream_error"):
+            MCP_CALLS.labels(method=method, result=result)
 
 
 _init()

@@ -2,8 +2,12 @@
 
 ::
 
-    GET  /healthz                                     200 ok (liveness and readiness)
+    on the metrics port (``metrics_port``), apart from the agents:
+    GET  /healthz                                     200 ok (liveness)
+    GET  /readyz                                      200 ok once serving, 503 from the stop signal on (readiness)
     GET  /metrics                                     Prometheus text (longshot.gateway.metrics)
+
+    on the agents' port (``port``):
     POST /progress                                    {"message": "...", "heartbeat": true} -> status.progress
     POST /ledger                                      {"events": [...]}: the runner's transcript, into its
                                                       attempt's ledger entry (longshot.gateway.ledger)
@@ -17,10 +21,14 @@
     POST /git/<ns>/<build>.git/git-receive-pack       /
     POST /model/openai/chat/completions, ...          longshot.gateway.modelproxy (the allowlist:
     POST /model/anthropic/v1/messages, ...            longshot.gateway.modelroutes)
+    POST /mcp/<server>                                one JSON-RPC message to an MCP server of the build
+                                                      (spec.agent.mcpServers): longshot.gateway.mcpproxy
 
-Every route but the first two needs the caller's Pod-bound token (``longshot.gateway.identity``). Every route is
-declared with its body limit, deadlines and per-attempt concurrency in :meth:`Gateway.ingress` and served through
-``longshot.net.ingress``, which checks route, method and caller before it reads a byte of the body.
+Every route of the agents' port needs the caller's Pod-bound token (``longshot.gateway.identity``); the metrics
+port answers anyone the NetworkPolicy lets in (Prometheus, the kubelet's probes), and no agent is. Every route is
+declared with its body limit, deadlines and per-attempt concurrency in :meth:`Gateway.ingress` (agents) and
+:meth:`Gateway.probes` (metrics and probes) and served through ``longshot.net.ingress``, which checks route, method
+and caller before it reads a byte of the body.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from longshot.core import ingress as core_ingress
 from longshot.core.ingress import Route
 from longshot.gateway import cluster as gcluster
 from longshot.gateway import delegation as gdelegation
-from longshot.gateway import gitserve, identity, metrics, modelproxy, modelroutes, traces
+from longshot.gateway import gitserve, identity, mcpproxy, metrics, modelproxy, modelroutes, traces
 from longshot.gateway import ledger as gledger
 from longshot.gateway import status as gstatus
 from longshot.gateway.settings import GatewaySettings
@@ -86,16 +94,25 @@ class Gateway:
         """The attempts' transcripts, buffered and written to their ledger entries (docs/ledger.md)."""
         self.model = modelproxy.ModelProxy(cluster, settings, self.client)
         self.model.on_call = self.ledger.model_call
+        self.mcp = mcpproxy.McpProxy(cluster, settings, self.egress)
+        """The build's MCP servers (spec.agent.mcpServers), their headers injected and their tools allowlisted."""
+        self.mcp.on_call = self.ledger.mcp_call
         self.status = gstatus.TaskStatus(cluster)
         self._progress_written: dict[tuple[str, str], float] = {}
         self.traces = traces.Relay(settings) if tracing.setup(tracing.GATEWAY, settings.tracing_endpoint) else None
         """Tracing (only with ``tracing_endpoint``): the relay of agents' spans."""
         self.door: ingress.Ingress | None = None
         """The ingress serving this gateway (:func:`serve`): its byte budget and lanes, for tests and benchmarks."""
+        self.serving = False
+        """``/readyz``: True from the start of serving until the stop signal (then the Service stops sending
+        requests here while the ones in flight finish)."""
+        self.metrics_port: int | None = None
+        """The bound metrics port (:func:`serve`)."""
 
     async def close(self) -> None:
         await self.ledger.close()
         await self.client.aclose()
+        await self.mcp.close()
         if self.traces is not None:
             await self.traces.close()
             await asyncio.to_thread(tracing.shutdown, tracing.GATEWAY)
@@ -115,8 +132,12 @@ class Gateway:
     async def healthz_route(self, request: web.Request, call: ingress.Call) -> web.StreamResponse:
         return web.Response(text="ok\n")
 
+    async def readyz_route(self, request: web.Request, call: ingress.Call) -> web.StreamResponse:
+        return web.Response(text="ok\n") if self.serving else web.Response(status=503, text="not serving\n")
+
     async def metrics_route(self, request: web.Request, call: ingress.Call) -> web.StreamResponse:
-        return web.Response(body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        text = await asyncio.to_thread(generate_latest, metrics.REGISTRY)
+        return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def git_route(self, request: web.Request, call: ingress.Call) -> web.StreamResponse:
         async def handle() -> tuple[web.StreamResponse, str]:
@@ -173,6 +194,12 @@ class Gateway:
             return await self.model.handle(request, caller, route, call)
 
         return await _timed("model", handle, request)
+
+    async def mcp_route(self, request: web.Request, call: ingress.Call) -> web.StreamResponse:
+        async def handle() -> tuple[web.StreamResponse, str]:
+            return await self.mcp.handle(request, call.caller, call)
+
+        return await _timed("mcp", handle, request)
 
     async def progress_route(self, request: web.Request, call: ingress.Call) -> web.StreamResponse:
         async def handle() -> tuple[web.StreamResponse, str]:
@@ -250,8 +277,20 @@ class Gateway:
 
     # --- the ingress --------------------------------------------------------------------------------------
 
+    def probes(self) -> ingress.Ingress:
+        """The metrics port's routes (no body, no caller), declared with their limits."""
+        door = ingress.Ingress(PROBE_LIMITS, {}, render=ingress.plain)
+
+        def probe(name: str, path: str, timeout: float = 10.0) -> Route:
+            return Route(name, path, ("GET",), "none", 0, 0.0, timeout, per_caller=16)
+
+        door.add(probe("healthz", "/healthz"), self.healthz_route, render=ingress.plain)
+        door.add(probe("readyz", "/readyz"), self.readyz_route, render=ingress.plain)
+        door.add(probe("metrics", "/metrics", 30.0), self.metrics_route, render=ingress.plain)
+        return door
+
     def ingress(self) -> ingress.Ingress:
-        """Every route of the gateway, declared with its limits (docs/security.md, "One ingress")."""
+        """Every route of the agents' port, declared with its limits (docs/security.md, "One ingress")."""
         s = self.settings
         door = ingress.Ingress(
             ingress.Limits(max_connections=s.max_connections, header_seconds=s.header_timeout_seconds,
@@ -260,11 +299,6 @@ class Gateway:
         body_s, per = s.body_timeout_seconds, s.max_requests_per_attempt
         answer_s = body_s + 120.0  # an API server write or two after the body
 
-        def probe(name: str, path: str) -> Route:
-            return Route(name, path, ("GET",), "none", 0, 0.0, 10.0, per_caller=64)
-
-        door.add(probe("healthz", "/healthz"), self.healthz_route, render=ingress.plain)
-        door.add(probe("metrics", "/metrics"), self.metrics_route, render=ingress.plain)
         door.add(Route("progress", "/progress", ("POST",), "agent-token", PROGRESS_MAX_BYTES, body_s, answer_s, per),
                  self.progress_route)
         door.add(Route("traces", "/traces", ("POST",), "agent-token", s.max_trace_bytes, body_s, answer_s, per,
@@ -291,9 +325,15 @@ class Gateway:
                      s.max_model_request_bytes, body_s, s.upstream_timeout_seconds + body_s + 60.0,
                      max(1, s.max_model_calls_per_attempt), limit_name="the gateway's max_model_request_bytes"),
                  self.model_route, render=_model_refused, precheck=_model_precheck)
+        mcp_s = s.mcp_timeout_seconds + body_s + 60.0
+        door.add(Route("mcp", r"/mcp/{server:[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?}", ("POST",), "agent-token",
+                       s.max_mcp_request_bytes, body_s, mcp_s, s.max_mcp_calls_per_attempt,
+                       limit_name="max_mcp_request_bytes"), self.mcp_route)
         return door
 
 
+PROBE_LIMITS = ingress.Limits(max_connections=64, header_seconds=10.0, inflight_body_bytes=1024)
+"""The metrics and probe port: no route reads a body; scrapes and probes hold few connections."""
 PROGRESS_MAX_BYTES = 64 * 1024
 """Largest body of ``POST /progress``."""
 
@@ -388,11 +428,12 @@ def run(settings: GatewaySettings | None = None) -> int:
     logs.configure_from_env()
     settings = settings or GatewaySettings.from_env()
     gateway = Gateway(gcluster.Cluster(kube.load_client()), settings)
-    log.info("longshot-gateway listening on %s:%d (audience %s, mirrors in %s)", settings.address, settings.port,
-             settings.audience, settings.mirror_dir)
+    log.info("longshot-gateway listening on %s:%d for agents, %s:%d for metrics and probes (audience %s, mirrors "
+             "in %s)", settings.address, settings.port, settings.address, settings.metrics_port, settings.audience,
+             settings.mirror_dir)
 
     async def main() -> None:
-        served, _ = await serve(gateway, settings.address, settings.port)
+        served, _ = await serve(gateway, settings.address, settings.port, settings.metrics_port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -400,16 +441,40 @@ def run(settings: GatewaySettings | None = None) -> int:
         try:
             await stop.wait()
         finally:
+            gateway.serving = False  # /readyz 503 while the requests in flight finish
             await served.cleanup()
 
     asyncio.run(main())
     return 0
 
 
-async def serve(gateway: Gateway, host: str = "127.0.0.1", port: int = 0) -> tuple[ingress.Server, int]:
-    """Start the gateway on ``host:port`` in the running loop; returns the server (``cleanup()`` stops it) and the
-    bound port."""
+class Served:
+    """The gateway's two servers: the agents' port and the metrics port; ``cleanup()`` stops both."""
+
+    def __init__(self, agents: ingress.Server, probes: ingress.Server) -> None:
+        self.agents, self.probes = agents, probes
+
+    async def cleanup(self) -> None:
+        try:
+            await self.agents.cleanup()
+        finally:
+            await self.probes.cleanup()
+
+
+async def serve(gateway: Gateway, host: str = "127.0.0.1", port: int = 0,
+                metrics_port: int = 0) -> tuple[Served, int]:
+    """Start the gateway in the running loop: the agents' routes on ``host:port``, metrics and probes on
+    ``host:metrics_port`` (``gateway.metrics_port`` is the bound one). Returns the servers (``cleanup()`` stops them)
+    and the agents' bound port."""
     door = gateway.door = gateway.ingress()
+    probes_door = gateway.probes()
+    probes = ingress.Server(probes_door.app(), probes_door.limits)
+    gateway.metrics_port = await probes.start(host, metrics_port)
     served = ingress.Server(make_app(gateway, door), door.limits)
-    bound = await served.start(host, port)
-    return served, bound
+    try:
+        bound = await served.start(host, port)
+    except BaseException:
+        await probes.cleanup()
+        raise
+    gateway.serving = True
+    return Served(served, probes), bound

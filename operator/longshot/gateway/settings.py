@@ -27,7 +27,10 @@ class GatewaySettings(EnvSettings):
     model_config = SettingsConfigDict(env_prefix="LONGSHOT_GATEWAY_", env_ignore_empty=True)
 
     port: int = Field(default=8080, ge=0, le=65535)
-    """Port of every route (``/git``, ``/model``, ``/progress``, ``/healthz``, ``/metrics``)."""
+    """Port of the agents' routes (``/git``, ``/model``, ``/progress``, ...): nothing else is served there."""
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
+    """Port of ``/metrics``, ``/healthz`` and ``/readyz``, apart from the agents' port: an agent reaches the
+    gateway's agent port only, and cannot read the metrics of other tenants' builds (0: any free port, for tests)."""
     address: str = "0.0.0.0"
     namespace: str = "longshot-system"
     """The operator's namespace, where the price table ConfigMap lives."""
@@ -86,6 +89,16 @@ class GatewaySettings(EnvSettings):
     max_model_meter_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
     """Response bytes all model calls on this replica may buffer to read their usage (beyond 64 KiB each);
     a response that would pass it is settled at its reservation."""
+    # --- MCP servers (spec.agent.mcpServers; gateway.mcpproxy; docs/agent.md) ---
+    max_mcp_request_bytes: int = Field(default=256 * 1024, ge=1024, le=1024 * 1024)
+    """Largest JSON-RPC message an agent may send to an MCP server (``POST /mcp/<name>``); a larger one is 413."""
+    max_mcp_response_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    """Largest answer of an MCP server to one message (read whole before it is passed on): beyond it the call is
+    answered 502 with a JSON-RPC error."""
+    mcp_timeout_seconds: float = Field(default=120.0, gt=0)
+    """An MCP server must have answered a message within this many seconds (connection and whole answer); else 504."""
+    max_mcp_calls_per_attempt: int = Field(default=4, ge=1)
+    """MCP messages one attempt may have in flight on this replica; more are answered 429 before their body is read."""
     # --- egress (core.egress; docs/security.md) ---
     egress_allow: str = ""
     """Allowlist entries with their purposes and ports, as JSON (``core.egress.parse_allow``; the chart's

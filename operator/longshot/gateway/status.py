@@ -28,7 +28,7 @@ MAX_MESSAGE = 4096
 def fresh(attempt: int) -> dict[str, Any]:
     """Progress of an attempt that has not reported anything (explicit nulls clear the previous attempt's)."""
     return {"attempt": attempt, "tokens": 0, "inputTokens": 0, "outputTokens": 0, "cost": 0.0, "calls": 0,
-            "message": None, "lastHeartbeat": None, "backoffUntil": None, "backoffApi": None}
+            "mcpCalls": 0, "message": None, "lastHeartbeat": None, "backoffUntil": None, "backoffApi": None}
 
 
 class TaskStatus:
@@ -71,6 +71,14 @@ class TaskStatus:
             p["cost"] = round(float(p.get("cost") or 0.0) + cost, 9)
             p["calls"] = int(p.get("calls") or 0) + 1
             p["lastHeartbeat"] = conditions.rfc3339(self.now())
+            return p
+
+        return self.update(caller, change)
+
+    def add_mcp_call(self, caller: Caller) -> dict[str, Any] | None:
+        """One more MCP tool call forwarded for the attempt (``progress.mcpCalls``)."""
+        def change(p: dict[str, Any]) -> dict[str, Any]:
+            p["mcpCalls"] = int(p.get("mcpCalls") or 0) + 1
             return p
 
         return self.update(caller, change)

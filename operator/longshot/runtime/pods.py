@@ -8,8 +8,9 @@ dropped, seccomp ``RuntimeDefault``, no service-account token. Its only writable
 
 What the agent needs arrives as files, never as Secret values in the manifest: the
 :class:`~longshot.api.handoff.TaskInput` JSON in the ``longshot.dev/task-input`` annotation, exposed by a
-downward-API volume at ``TASK_INPUT_PATH``; the scripted backend's ConfigMap and the prompt ConfigMap
-mounted read-only when the build names them.
+downward-API volume at ``TASK_INPUT_PATH``; the scripted backend's ConfigMap, the prompt ConfigMap, each skill's
+ConfigMap (at ``SKILLS_DIR/<name>``) and the instructions' key (at ``INSTRUCTIONS_DIR/AGENTS.md``) mounted read-only
+when the build names them; the runner copies skills and instructions into the checkout (``longshot.agent.skills``).
 
 **No credential is mounted.** The Pod reaches git and the model through ``longshot-gateway``
 (``settings.gateway_url``, given to the agent as ``LONGSHOT_GATEWAY_URL``), which injects the build's
@@ -34,7 +35,7 @@ from longshot.api import buildrequest, keys, sanitize
 from longshot.api import handoff as ho
 from longshot.api.common import API_VERSION
 from longshot.config import Settings
-from longshot.core import admission, binding, delegation, fanout, gates, names, plan
+from longshot.core import admission, binding, delegation, fanout, gates, mcpcalls, names, plan
 from longshot.core.failures import AGENT_CONTAINER
 
 AGENT_UID: Final = 65532
@@ -204,10 +205,26 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
         delegate=delegation.may_delegate(tspec.get("role", "worker"), bspec.get("delegation") or {},
                                          delegation.depth_of(annotations)),
         ask=agent.get("allowQuestions", True) is not False,
+        skills=[ho.SkillInput(name=sk["name"], path=sk.get("path")) for sk in skills_of(build)],
+        agents_md=instructions_of(build) is not None,
+        mcp_servers=[s.name for s in mcpcalls.for_role(agent, str(tspec.get("role", "worker")))],
     )
     if not extra:
         return base
     return ho.TaskInput.model_validate({**base.to_wire(), **extra})
+
+
+def skills_of(build: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The skills (wire form) the build's agent Pods get: every entry of ``spec.agent.skills`` with a name and a
+    ConfigMap, at most ``MAX_SKILLS``."""
+    listed = (_spec(build).get("agent") or {}).get("skills") or []
+    return [s for s in listed if s.get("name") and (s.get("configMap") or {}).get("name")][:buildrequest.MAX_SKILLS]
+
+
+def instructions_of(build: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The build's ``spec.agent.instructions`` (wire form) when it names a ConfigMap, else None."""
+    found = (_spec(build).get("agent") or {}).get("instructions") or {}
+    return found if (found.get("configMap") or {}).get("name") else None
 
 
 def _labels(task: Mapping[str, Any], build_name: str, attempt: int) -> dict[str, str]:
@@ -270,6 +287,14 @@ def build_agent_pod(task: Mapping[str, Any], build: Mapping[str, Any], settings:
     if (agent.get("prompts") or {}).get("name"):
         mount("prompts", ho.PROMPTS_DIR,
               {"configMap": {"name": agent["prompts"]["name"], "defaultMode": SECRET_MODE}})
+    for i, skill in enumerate(skills_of(build)):
+        mount(f"skill-{i}", f"{ho.SKILLS_DIR}/{skill['name']}",
+              {"configMap": {"name": skill["configMap"]["name"], "defaultMode": SECRET_MODE}})
+    if (instructions := instructions_of(build)) is not None:
+        mount("instructions", ho.INSTRUCTIONS_DIR,
+              {"configMap": {"name": instructions["configMap"]["name"], "defaultMode": SECRET_MODE,
+                             "items": [{"key": instructions.get("key") or ho.INSTRUCTIONS_FILE,
+                                        "path": ho.INSTRUCTIONS_FILE}]}})
 
     env = [{"name": "HOME", "value": HOME_DIR}]
     env += [{"name": e["name"], "value": str(e.get("value", ""))}

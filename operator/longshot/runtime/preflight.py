@@ -25,6 +25,8 @@ from longshot.runtime import trackers
 from longshot.vcs import workspace as vws
 
 LS_REMOTE_TIMEOUT = 20.0
+SKILL_FILE = "SKILL.md"
+"""The key every skill's ConfigMap must have (``longshot.agent.skills.SKILL_FILE`` in the Pod)."""
 
 
 def _secret(k: kubemod.KubeAPI, namespace: str, name: str, field: str, keys: tuple[str, ...],
@@ -111,10 +113,7 @@ def check(k: kubemod.KubeAPI, build: Any, guard: gd.Guard | None = None, runtime
         problem, _ = _secret(k, ns, issues.credentials_secret, "spec.planner.issues.credentialsSecret", ("token",))
         if problem:
             return problem
-    for field, ref, key in (("spec.agent.script", agent.script, "script.yaml" if agent.backend == "scripted" else None),
-                            ("spec.agent.prompts", agent.prompts, None)):
-        if ref is None:
-            continue
+    for field, ref, key in configmaps(agent):
         try:
             data = k.get_configmap(ns, ref.name)
         except kubemod.Forbidden:
@@ -124,6 +123,21 @@ def check(k: kubemod.KubeAPI, build: Any, guard: gd.Guard | None = None, runtime
         if key and key not in data:
             return f"{field}: ConfigMap {ref.name!r} has no key {key}; add it"
     return repository(repo.url, repo.base_branch, credentials, guard=guard)
+
+
+def configmaps(agent: Any) -> list[tuple[str, Any, str | None]]:
+    """``(field, reference, required key)`` of every ConfigMap ``spec.agent`` names (an ``AgentSettings``): the
+    scripted backend's script, the prompt overrides, each skill (its ``SKILL.md``) and the instructions."""
+    out: list[tuple[str, Any, str | None]] = []
+    if agent.script is not None:
+        out.append(("spec.agent.script", agent.script, "script.yaml" if agent.backend == "scripted" else None))
+    if agent.prompts is not None:
+        out.append(("spec.agent.prompts", agent.prompts, None))
+    for i, skill in enumerate(agent.skills):
+        out.append((f"spec.agent.skills[{i}].configMap (skill {skill.name})", skill.config_map, SKILL_FILE))
+    if agent.instructions is not None:
+        out.append(("spec.agent.instructions.configMap", agent.instructions.config_map, agent.instructions.key))
+    return out
 
 
 def repository(url: str, base_branch: str, credentials: vws.GitCredentials | None,

@@ -1,5 +1,13 @@
-"""Issue trackers for ``spec.planner.source: issues``: GitHub and GitLab REST clients (httpx, synchronous;
-the shell runs them with ``asyncio.to_thread``).
+"""Issue trackers for ``spec.planner.source: issues`` and the standing intake: GitHub, GitLab and Jira REST
+clients and a Linear GraphQL client (httpx, synchronous; the shell runs them with ``asyncio.to_thread``).
+
+Jira (REST API v2, whose texts are plain strings): an issue ``PROJ-12`` of project ``PROJ`` is number 12; open is
+"not in the Done status category"; closing is a transition (``doneState``, else the first into Done). Jira Cloud is
+read through ``/rest/api/2/search/jql`` (``nextPageToken``) with basic auth (the Secret's ``email`` and ``token``),
+Data Center through ``/rest/api/2/search`` (``startAt``) with a bearer personal access token. Linear (GraphQL, the
+documents in :data:`LINEAR_DOCUMENTS`): an issue ``ENG-12`` of team ``ENG`` is number 12; open is "state type not
+completed or canceled"; closing moves it to ``doneState`` or the team's first ``completed`` state; the API key goes
+in ``Authorization`` as it is.
 
 What they do: list a project's open issues that carry all of the given labels (every page, pull requests
 left out), and post a comment on an issue (once: a marker makes a repeated post after an operator restart a
@@ -95,6 +103,8 @@ class Issue:
     COLLABORATOR. None: the listing does not say (GitLab: :meth:`Tracker.writers` asks the members API)."""
     author_id: int | None = None
     """The author's user id (GitLab's members API takes it)."""
+    key: str = ""
+    """The tracker's own name of the issue when it is not ``#<number>``: Jira's and Linear's ``PROJ-12``."""
 
 
 class TrackerError(Exception):
@@ -188,7 +198,7 @@ class Tracker:
     def comment(self, number: int, body: str, *, marker: str | None = None) -> bool:
         """Post ``body`` on issue ``number``; with ``marker`` (put into the comment as an HTML comment) do
         nothing when a comment with that marker is already there. True when a comment was posted."""
-        tag = f"<!-- longshot:{_clean_marker(marker)} -->" if marker else ""
+        tag = self._tag(marker) if marker else ""
         if tag and any(tag in c for c in self._comment_bodies(number)):
             return False
         text = body if len(body) <= MAX_COMMENT else body[: MAX_COMMENT - 6] + " [...]"
@@ -211,6 +221,10 @@ class Tracker:
         self.close()
 
     # --- provider specifics ------------------------------------------------------------------------
+
+    def _tag(self, marker: str) -> str:
+        """The marker as it is put into a comment (Markdown trackers: an HTML comment, which they do not show)."""
+        return f"<!-- longshot:{_clean_marker(marker)} -->"
 
     def _issues_url(self, labels: Sequence[str]) -> str:
         raise NotImplementedError
@@ -258,7 +272,7 @@ class Tracker:
             url = self._next_page(response)
 
     def _request(self, method: str, url: str, *, what: str, json: Any = None,
-                 absent_ok: bool = False) -> httpx.Response:
+                 absent_ok: bool = False, answers: tuple[int, ...] = ()) -> httpx.Response:
         failures = 0
         waits = 0
         while True:
@@ -300,6 +314,8 @@ class Tracker:
                                 f"{self._detail(response)}); check the token in the Secret named by "
                                 f"{self._named('secret')} and its access to the project")
             if response.status_code == 404 and absent_ok:  # an answer: "there is no such thing"
+                return response
+            if response.status_code in answers:  # the caller reads this refusal itself (GraphQL errors)
                 return response
             if response.status_code in (404, 410, 422):
                 raise ConfigurationError(f"{self._where(what)}: {response.status_code} {self._detail(response)}; "
@@ -579,7 +595,416 @@ class GitLab(Tracker):
         return reset if reset is not None else self.clock() + 60.0
 
 
-PROVIDERS: dict[str, type[Tracker]] = {"github": GitHub, "gitlab": GitLab}
+JIRA_FIELDS = "summary,description,labels,assignee,reporter,fixVersions"
+"""The fields of an issue a Jira listing asks for (the rest is not sent)."""
+JIRA_PAGE = 100
+JIRA_WRITE_PERMISSION = "EDIT_ISSUES"
+"""The project permission that makes a Jira account a writer (``authors.writers``)."""
+
+
+class Jira(Tracker):
+    """Jira's REST API v2 (plain-text fields): Jira Cloud (``https://<site>.atlassian.net``, basic auth with an
+    account's address and API token) or Data Center (its base URL, a bearer personal access token)."""
+
+    provider = "jira"
+    default_url = ""
+
+    def __init__(self, *, email: str | None = None, done_state: str | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        self._email = email or None
+        self.done_state = done_state
+        self.cloud = self._email is not None
+        """Jira Cloud (basic auth, ``search/jql``); else Data Center (bearer, ``search``)."""
+
+    def _auth_headers(self) -> dict[str, str]:
+        if not self._token:
+            return {}
+        if self._email is not None:
+            import base64
+
+            return {"Authorization": "Basic " + base64.b64encode(f"{self._email}:{self._token}".encode()).decode()}
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def _tag(self, marker: str) -> str:
+        return f"[longshot:{_clean_marker(marker)}]"  # wiki markup shows an HTML comment as text: a short tag
+
+    def key(self, number: int) -> str:
+        return f"{self.repository}-{int(number)}"
+
+    def _jql(self, labels: Sequence[str]) -> str:
+        clauses = [f"project = {_jql_quote(self.repository)}", "statusCategory != Done",
+                   *[f"labels = {_jql_quote(label)}" for label in labels]]
+        return " AND ".join(clauses) + " ORDER BY created ASC"
+
+    def list_issues(self, labels: Sequence[str] = ()) -> list[Issue]:
+        issues: dict[int, Issue] = {}
+        query = {"jql": self._jql(labels), "fields": JIRA_FIELDS, "maxResults": str(JIRA_PAGE)}
+        where = self._where("issue search")
+        for page in range(MAX_PAGES + 1):
+            if page == MAX_PAGES:
+                raise TrackerError(f"{where}: more than {MAX_PAGES} pages; refusing to go on")
+            path = "search/jql" if self.cloud else "search"
+            url = f"{self.base}/rest/api/2/{path}?{urllib.parse.urlencode(query)}"
+            data = self._parsed(self._request("GET", url, what="searching issues"), where)
+            if not isinstance(data, dict):
+                raise TrackerError(f"{where}: expected a JSON object, got {type(data).__name__}")
+            items = _json_list(data.get("issues"), where)
+            for item in items:
+                issue = self._issue(item)
+                if issue is not None:
+                    issues.setdefault(issue.number, issue)
+            if len(issues) >= self.max_issues:
+                break
+            if self.cloud:
+                token = data.get("nextPageToken")
+                if not isinstance(token, str) or not token or data.get("isLast") is True:
+                    break
+                query["nextPageToken"] = token[:4096]
+            else:
+                start, total = data.get("startAt"), data.get("total")
+                if not (isinstance(start, int) and isinstance(total, int)) or not items \
+                        or start + len(items) >= total:
+                    break
+                query["startAt"] = str(start + len(items))
+        return [issues[n] for n in sorted(issues)][: self.max_issues]
+
+    def _issue(self, item: Any) -> Issue | None:
+        if not isinstance(item, dict) or not isinstance(item.get("key"), str):
+            return None
+        project, _, number = item["key"].rpartition("-")
+        if project != self.repository or not number.isdigit() or int(number) < 1:
+            return None  # moved to another project since the search, or not a key
+        fields = _obj(item.get("fields"))
+        labels = tuple(_kept(label, MAX_TITLE) for label in (fields.get("labels") or [])[:100]
+                       if isinstance(label, str))
+        assignee = _jira_user(fields.get("assignee"))
+        versions = [v.get("name") for v in fields.get("fixVersions") or [] if isinstance(v, dict) and v.get("name")]
+        return Issue(number=int(number), title=_kept(fields.get("summary"), MAX_TITLE),
+                     body=_kept(fields.get("description") if isinstance(fields.get("description"), str) else "",
+                                MAX_KEPT_BODY),
+                     labels=labels, url=f"{self.base}/browse/{item['key'][:300]}",
+                     assignees=(assignee,) if assignee else (), milestone=_kept(versions[0], MAX_TITLE) if versions
+                     else None, author=_jira_user(fields.get("reporter")), key=self.key(int(number)))
+
+    def writers(self, names: Sequence[str]) -> set[str]:
+        """Which of the accounts (Cloud: account ids; Data Center: user names) have the project's Edit Issues
+        permission (``GET /rest/api/2/user/permission/search``, one request each, at most
+        :data:`MAX_MEMBER_LOOKUPS`; the rest count as strangers)."""
+        out: set[str] = set()
+        for name in list(dict.fromkeys(names))[:MAX_MEMBER_LOOKUPS]:
+            query = {"permissions": JIRA_WRITE_PERMISSION, "projectKey": self.repository,
+                     ("accountId" if self.cloud else "username"): name, "maxResults": "2"}
+            response = self._request("GET", f"{self.base}/rest/api/2/user/permission/search?"
+                                     f"{urllib.parse.urlencode(query)}", what=f"reading the permissions of "
+                                     f"{name[:64]!r}")
+            try:
+                users = boundedjson.loads(response.content, MEMBER_BUDGET)
+            except boundedjson.Refused:
+                continue
+            if isinstance(users, list) and any(_jira_user(u) == name for u in users):
+                out.add(name)
+        return out
+
+    def _comment_bodies(self, number: int) -> Iterable[str]:
+        start = 0
+        where = self._where(f"comments of {self.key(number)}")
+        for _ in range(MAX_PAGES):
+            url = (f"{self._issue_url(number)}/comment?"
+                   f"{urllib.parse.urlencode({'startAt': str(start), 'maxResults': str(JIRA_PAGE)})}")
+            data = self._parsed(self._request("GET", url, what=f"reading the comments of {self.key(number)}"), where)
+            items = _json_list(data.get("comments") if isinstance(data, dict) else None, where)
+            for item in items:
+                if isinstance(item, dict) and isinstance(item.get("body"), str):
+                    yield item["body"]
+            total = data.get("total") if isinstance(data, dict) else None
+            start += len(items)
+            if not items or not isinstance(total, int) or start >= total:
+                return
+        raise TrackerError(f"{where}: more than {MAX_PAGES} pages")
+
+    def _comments_url(self, number: int) -> str:
+        return f"{self._issue_url(number)}/comment"
+
+    def _issue_url(self, number: int) -> str:
+        return f"{self.base}/rest/api/2/issue/{urllib.parse.quote(self.key(number), safe='')}"
+
+    def close_issue(self, number: int) -> None:
+        """Move the issue with the transition named ``done_state`` (or leading to the status of that name), else
+        the first one into the Done status category; an issue already in Done is left as it is."""
+        where = self._where(f"transitions of {self.key(number)}")
+        url = f"{self._issue_url(number)}?{urllib.parse.urlencode({'fields': 'status', 'expand': 'transitions'})}"
+        data = self._parsed(self._request("GET", url, what=f"reading {self.key(number)}"), where)
+        if not isinstance(data, dict):
+            raise TrackerError(f"{where}: expected a JSON object")
+        status = (data.get("fields") or {}).get("status") if isinstance(data.get("fields"), dict) else None
+        if _category(status) == "done":
+            return
+        chosen = None
+        for t in _json_list(data.get("transitions") or [], where):
+            if not isinstance(t, dict) or not isinstance(t.get("id"), str):
+                continue
+            to = _obj(t.get("to"))
+            names = (str(t.get("name", "")).casefold(), str(to.get("name", "")).casefold())
+            if self.done_state is not None:
+                if self.done_state.casefold() in names:
+                    chosen = t["id"]
+                    break
+            elif _category(to) == "done":
+                chosen = t["id"]
+                break
+        if chosen is None:
+            wanted = f"named {self.done_state!r}" if self.done_state else "into the Done status category"
+            raise ConfigurationError(f"{where}: no transition {wanted} is available to the token's account; set "
+                                     f"{self.field}.doneState to one of the issue's transitions")
+        self._request("POST", f"{self._issue_url(number)}/transitions", json={"transition": {"id": chosen[:64]}},
+                      what=f"closing {self.key(number)}")
+
+    def _rate_limit_wait(self, response: httpx.Response) -> float | None:
+        if response.status_code != 429:
+            return None
+        retry_after = self._retry_after(response)
+        return retry_after if retry_after is not None else self.clock() + 60.0
+
+
+LINEAR_API = "https://api.linear.app"
+LINEAR_PAGE = 100
+LINEAR_DOCUMENTS: dict[str, str] = {
+    "issues": """query LongshotIssues($filter: IssueFilter, $first: Int, $after: String) {
+  issues(filter: $filter, first: $first, after: $after, orderBy: createdAt) {
+    nodes {
+      id identifier number title description url
+      labels(first: 50) { nodes { name } }
+      assignee { displayName }
+      creator { id displayName guest }
+      projectMilestone { name }
+      team { key }
+    }
+    pageInfo { hasNextPage endCursor }
+  }
+}""",
+    "comments": """query LongshotComments($id: String!, $after: String) {
+  issue(id: $id) {
+    id
+    comments(first: 100, after: $after) { nodes { body } pageInfo { hasNextPage endCursor } }
+  }
+}""",
+    "comment": """mutation LongshotComment($input: CommentCreateInput!) {
+  commentCreate(input: $input) { success }
+}""",
+    "states": """query LongshotStates($id: String!, $filter: WorkflowStateFilter) {
+  issue(id: $id) { id state { type } }
+  workflowStates(filter: $filter, first: 100) { nodes { id name type } }
+}""",
+    "close": """mutation LongshotClose($id: String!, $input: IssueUpdateInput!) {
+  issueUpdate(id: $id, input: $input) { success }
+}""",
+}
+"""Every GraphQL document the Linear client sends (the contract test validates each against Linear's schema)."""
+LINEAR_CLOSED = ("completed", "canceled", "duplicate")
+"""Workflow state types of an issue that is not open."""
+
+
+class Linear(Tracker):
+    """Linear's GraphQL API (``<url>/graphql``); ``repository`` is the team key."""
+
+    provider = "linear"
+    default_url = LINEAR_API
+    field_names: ClassVar[dict[str, str]] = {"url": "url", "secret": "credentialsSecret", "repository": "repository"}
+
+    def __init__(self, *, done_state: str | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        self.done_state = done_state
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {"Authorization": self._token} if self._token else {}  # a personal API key goes as it is
+
+    def _tag(self, marker: str) -> str:
+        return f"[longshot:{_clean_marker(marker)}]"
+
+    def key(self, number: int) -> str:
+        return f"{self.repository}-{int(number)}"
+
+    def query(self, name: str, variables: Mapping[str, Any], what: str) -> dict[str, Any]:
+        """The ``data`` of document ``name`` of :data:`LINEAR_DOCUMENTS`; GraphQL errors raised as their class."""
+        response = self._request("POST", f"{self.base}/graphql", what=what, answers=(400,),
+                                 json={"query": LINEAR_DOCUMENTS[name], "variables": dict(variables)})
+        where = self._where(what)
+        body = self._parsed(response, where)
+        if not isinstance(body, dict):
+            raise TrackerError(f"{where}: expected a JSON object, got {type(body).__name__}")
+        errors = body.get("errors")
+        if isinstance(errors, list) and errors:
+            first = _obj(errors[0])
+            ext = _obj(first.get("extensions"))
+            code = str(ext.get("code") or "").upper()
+            message = _scrubbed(str(first.get("message") or "an error"), self._token)
+            if code == "RATELIMITED":
+                reset = _linear_reset(response)
+                raise RateLimited(f"{where}: rate limited ({message})", reset if reset else self.clock() + 60.0)
+            if code in ("AUTHENTICATION_ERROR", "FORBIDDEN"):
+                raise AuthError(f"{where}: Linear refused the API key ({message}); check the key in the Secret "
+                                f"named by {self._named('secret')} and its access to team {self.repository}")
+            raise ConfigurationError(f"{where}: {message}; check {self.field}.repository (the team key) and "
+                                     f"{self.field}.doneState")
+        if response.status_code != 200 or not isinstance(body.get("data"), dict):
+            raise TrackerError(f"{where}: unexpected answer {response.status_code} without data")
+        return _obj(body["data"])
+
+    def list_issues(self, labels: Sequence[str] = ()) -> list[Issue]:
+        issues: dict[int, Issue] = {}
+        flt: dict[str, Any] = {"team": {"key": {"eq": self.repository}},
+                               "state": {"type": {"nin": list(LINEAR_CLOSED)}}}
+        if labels:
+            flt["and"] = [{"labels": {"some": {"name": {"eq": label}}}} for label in labels]
+        after: str | None = None
+        where = self._where("issue listing")
+        for page in range(MAX_PAGES + 1):
+            if page == MAX_PAGES:
+                raise TrackerError(f"{where}: more than {MAX_PAGES} pages; refusing to go on")
+            data = self.query("issues", {"filter": flt, "first": LINEAR_PAGE, "after": after}, "listing issues")
+            conn = _obj(data.get("issues"))
+            for node in _json_list(conn.get("nodes"), where):
+                issue = self._issue(node)
+                if issue is not None and all(label in issue.labels for label in labels):
+                    issues.setdefault(issue.number, issue)
+            after = _next_cursor(conn)
+            if after is None or len(issues) >= self.max_issues:
+                break
+        return [issues[n] for n in sorted(issues)][: self.max_issues]
+
+    def _issue(self, node: Any) -> Issue | None:
+        if not isinstance(node, dict):
+            return None
+        number, team = node.get("number"), node.get("team")
+        if not isinstance(number, (int, float)) or isinstance(number, bool) or number != int(number) or number < 1:
+            return None
+        if not isinstance(team, dict) or team.get("key") != self.repository:
+            return None
+        label_conn = _obj(node.get("labels"))
+        labels = tuple(_kept(n.get("name"), MAX_TITLE) for n in (label_conn.get("nodes") or [])[:100]
+                       if isinstance(n, dict) and n.get("name"))
+        assignee = _author(node, "assignee", "displayName")
+        creator = node.get("creator")
+        milestone = node.get("projectMilestone")
+        return Issue(number=int(number), title=_kept(node.get("title"), MAX_TITLE),
+                     body=_kept(node.get("description"), MAX_KEPT_BODY), labels=labels,
+                     url=_kept(node.get("url"), 2048), assignees=(assignee,) if assignee else (),
+                     milestone=_kept(milestone.get("name"), MAX_TITLE) if isinstance(milestone, dict)
+                     and milestone.get("name") else None, author=_author(node, "creator", "displayName"),
+                     # a workspace member who is not a guest may write; an integration's issue has no creator
+                     author_writer=isinstance(creator, dict) and creator.get("guest") is False,
+                     key=self.key(int(number)))
+
+    def _comment_bodies(self, number: int) -> Iterable[str]:
+        after: str | None = None
+        where = self._where(f"comments of {self.key(number)}")
+        for _ in range(MAX_PAGES):
+            data = self.query("comments", {"id": self.key(number), "after": after},
+                              f"reading the comments of {self.key(number)}")
+            issue = _obj(data.get("issue"))
+            conn = _obj(issue.get("comments"))
+            for node in _json_list(conn.get("nodes"), where):
+                if isinstance(node, dict) and isinstance(node.get("body"), str):
+                    yield node["body"]
+            after = _next_cursor(conn)
+            if after is None:
+                return
+        raise TrackerError(f"{where}: more than {MAX_PAGES} pages")
+
+    def comment(self, number: int, body: str, *, marker: str | None = None) -> bool:
+        tag = self._tag(marker) if marker else ""
+        if tag and any(tag in c for c in self._comment_bodies(number)):
+            return False
+        text = body if len(body) <= MAX_COMMENT else body[: MAX_COMMENT - 6] + " [...]"
+        issue = self.query("comments", {"id": self.key(number)}, f"reading {self.key(number)}").get("issue")
+        uid = issue.get("id") if isinstance(issue, dict) else None
+        if not isinstance(uid, str):
+            raise ConfigurationError(f"{self._where(self.key(number))}: the issue has no id")
+        self.query("comment", {"input": {"issueId": uid[:100], "body": f"{text}\n\n{tag}" if tag else text}},
+                   f"commenting on {self.key(number)}")
+        return True
+
+    def close_issue(self, number: int) -> None:
+        """Move the issue to the state named ``done_state``, else the team's first ``completed`` state; an issue in
+        a completed, canceled or duplicate state is left as it is."""
+        data = self.query("states", {"id": self.key(number), "filter": {"team": {"key": {"eq": self.repository}}}},
+                          f"reading the states of {self.key(number)}")
+        issue = _obj(data.get("issue"))
+        state = _obj(issue.get("state"))
+        if state.get("type") in LINEAR_CLOSED:
+            return
+        states = _obj(data.get("workflowStates"))
+        chosen = None
+        for s in _json_list(states.get("nodes"), self._where("workflow states")):
+            if not isinstance(s, dict) or not isinstance(s.get("id"), str):
+                continue
+            if (self.done_state is not None and str(s.get("name", "")).casefold() == self.done_state.casefold()) \
+                    or (self.done_state is None and s.get("type") == "completed"):
+                chosen = s["id"]
+                break
+        if chosen is None or not isinstance(issue.get("id"), str):
+            wanted = f"named {self.done_state!r}" if self.done_state else "of type completed"
+            raise ConfigurationError(f"{self._where('workflow states')}: team {self.repository} has no state "
+                                     f"{wanted}; set {self.field}.doneState to one of its states")
+        self.query("close", {"id": issue["id"][:100], "input": {"stateId": chosen[:100]}},
+                   f"closing {self.key(number)}")
+
+    def _spent_until(self, response: httpx.Response) -> float | None:
+        if response.headers.get("x-ratelimit-requests-remaining", "").strip() == "0":
+            return _linear_reset(response)
+        return None
+
+    def _rate_limit_wait(self, response: httpx.Response) -> float | None:
+        if response.status_code != 429:
+            return None
+        retry_after = self._retry_after(response)
+        return retry_after if retry_after is not None else (_linear_reset(response) or self.clock() + 60.0)
+
+
+def _linear_reset(response: httpx.Response) -> float | None:
+    """``X-RateLimit-Requests-Reset``: epoch milliseconds."""
+    value = response.headers.get("x-ratelimit-requests-reset", "").strip()
+    return int(value) / 1000.0 + 1.0 if value.isdigit() and len(value) < 20 else None
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one (a tracker's answer may hold anything)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _next_cursor(conn: Mapping[str, Any]) -> str | None:
+    info = _obj(conn.get("pageInfo"))
+    cursor = info.get("endCursor")
+    return cursor[:1024] if info.get("hasNextPage") is True and isinstance(cursor, str) and cursor else None
+
+
+def _jira_user(user: Any) -> str:
+    """A Jira account as Longshot names it: the account id (Cloud), else the user name (Data Center)."""
+    if not isinstance(user, dict):
+        return ""
+    return _kept(user.get("accountId") or user.get("name"), MAX_TITLE) if (user.get("accountId") or
+                                                                           user.get("name")) else ""
+
+
+def _category(status: Any) -> str | None:
+    category = status.get("statusCategory") if isinstance(status, dict) else None
+    key = category.get("key") if isinstance(category, dict) else None
+    return key if isinstance(key, str) else None
+
+
+def _jql_quote(value: str) -> str:
+    """A JQL string literal (backslash and double quote escaped; labels hold no comma or newline)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _scrubbed(text: str, token: str | None) -> str:
+    text = " ".join(text[:1200].split())
+    if token:
+        text = text.replace(token, "***")
+    return text[:300]
+
+
+PROVIDERS: dict[str, type[Tracker]] = {"github": GitHub, "gitlab": GitLab, "jira": Jira, "linear": Linear}
 MAX_MEMBER_LOOKUPS = 20
 """Most GitLab accounts whose access level one call of :meth:`GitLab.writers` looks up."""
 DEVELOPER = 30
@@ -610,9 +1035,21 @@ def _milestone(item: dict[str, Any]) -> str | None:
     return _kept(m.get("title"), MAX_TITLE) if isinstance(m, dict) and m.get("title") else None
 
 
-def make_tracker(source: IssueSource, token: str | None, **options: Any) -> Tracker:
+def api_url(source: IssueSource) -> str:
+    """The API base address of ``source`` (its ``url``, else the provider's public one)."""
+    return source.url or PROVIDERS[source.provider].default_url
+
+
+def make_tracker(source: IssueSource, token: str | None, *, email: str | None = None, **options: Any) -> Tracker:
     """The client for ``spec.planner.issues``; ``token`` is the Secret's ``token`` value (or None for a
-    public project). ``options`` go to :class:`Tracker` (transport, sleep, clock, max_wait, ...)."""
+    public project), ``email`` its ``email`` (Jira Cloud's basic auth). ``options`` go to :class:`Tracker`
+    (transport, sleep, clock, max_wait, ...)."""
+    if source.provider == "jira":
+        return Jira(repository=source.repository, token=token, url=source.url, email=email,
+                    done_state=source.done_state, **options)
+    if source.provider == "linear":
+        return Linear(repository=source.repository, token=token, url=source.url, done_state=source.done_state,
+                      **options)
     return PROVIDERS[source.provider](repository=source.repository, token=token, url=source.url, **options)
 
 
@@ -638,10 +1075,11 @@ def describe(issue: Issue) -> str:
     if body:
         parts.append(body)
     author = f" by {issue.author}" if issue.author else ""
-    where = f"Issue #{issue.number}{': ' + issue.url if issue.url else ''}"
+    name = issue.key or f"#{issue.number}"
+    where = f"Issue {name}{': ' + issue.url if issue.url else ''}"
     # anyone who can open an issue wrote this: it reaches the agent as untrusted data (core.taskinput.untrusted)
     text = "\n\n".join(parts)
-    return f"{taskinput.untrusted(f'issue #{issue.number}{author}', text)}\n\n({where})"
+    return f"{taskinput.untrusted(f'issue {name}{author}', text)}\n\n({where})"
 
 
 def issues_to_tasks(issues: Iterable[Issue]) -> list[PlannedTask]:
@@ -650,9 +1088,12 @@ def issues_to_tasks(issues: Iterable[Issue]) -> list[PlannedTask]:
     return [PlannedTask(name=task_name(n), description=describe(unique[n])) for n in sorted(unique)]
 
 
-def commit_reference(number: int) -> str:
-    """The line the merge commit carries so the tracker links it to the issue (``Refs #<n>``; both GitHub
-    and GitLab link a ``#<n>`` in a commit message pushed to the project's repository)."""
+def commit_reference(number: int, source: IssueSource | None = None) -> str:
+    """The line the merge commit carries so the tracker links it to the issue: ``Refs #<n>`` (GitHub and GitLab
+    link a ``#<n>`` in a commit message pushed to the project's repository), ``Refs <KEY>-<n>`` for Jira and Linear
+    (their development integrations link an issue key named in a commit message)."""
+    if source is not None and source.provider in ("jira", "linear"):
+        return f"Refs {source.repository}-{int(number)}"
     return f"Refs #{int(number)}"
 
 

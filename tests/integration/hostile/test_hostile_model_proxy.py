@@ -132,7 +132,7 @@ def test_a_huge_body_is_refused_before_it_is_read(gateway, setup, model, core_v1
     r = httpx.post(f"{gateway.url}/model/openai/chat/completions", headers=a.headers, content=big, timeout=60)
     assert r.status_code == 413
     assert model.seen == []
-    assert httpx.get(f"{gateway.url}/healthz", timeout=30).status_code == 200
+    assert httpx.get(f"{gateway.metrics_url}/healthz", timeout=30).status_code == 200
 
 
 def test_twenty_parallel_calls_cannot_spend_past_max_tokens(

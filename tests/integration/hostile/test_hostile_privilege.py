@@ -203,11 +203,11 @@ def gateway_reviews(url: str, result: str) -> float:
 def test_a_bogus_token_repeated_costs_one_token_review(kubectl: Any, gateway: Any, namespace: str) -> None:
     headers = {"Authorization": f"Bearer bogus-{namespace}"}
     url = f"{gateway.url}/git/{namespace}/b1.git/info/refs?service=git-upload-pack"
-    before, ours = token_reviews(kubectl), gateway_reviews(gateway.url, "refused")
+    before, ours = token_reviews(kubectl), gateway_reviews(gateway.metrics_url, "refused")
     for _ in range(20):
         assert httpx.get(url, headers=headers, timeout=30).status_code == 401
     assert token_reviews(kubectl) - before == 1
-    assert gateway_reviews(gateway.url, "refused") - ours == 1
+    assert gateway_reviews(gateway.metrics_url, "refused") - ours == 1
 
 
 # --- receive-pack's environment ----------------------------------------------------------------------------------

@@ -409,10 +409,11 @@ def test_a_question_names_the_task_and_stalls_only_when_nothing_else_can_run():
     idle = build("Working", counts=counts(total=2, pending=1, succeeded=1))
     _, effects = decide(idle, IssuesChanged((ask,)))
     got = summary(effects)
-    assert got["Stalled"] == ("True", "AwaitingInput") and got["Reconciling"] == ("False", "AwaitingInput")
+    # a wait on a person is not a failure: Stalled=False (kstatus InProgress), Ready=False names it (Argo CD Suspended)
+    assert got["Stalled"] == ("False", "AwaitingInput") and got["Reconciling"] == ("False", "AwaitingInput")
     approval = TaskIssue("b-api", "approval", "waiting for spec.approved")
     _, effects = decide(build("Finalizing", counts=counts(total=1, succeeded=1)), IssuesChanged((approval,)))
-    assert summary(effects)["Stalled"] == ("True", "AwaitingApproval")
+    assert summary(effects)["Stalled"] == ("False", "AwaitingApproval")
     assert "MergeJob b-api" in cond(effects, "Ready").message
 
 

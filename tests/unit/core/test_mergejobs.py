@@ -219,7 +219,7 @@ def test_a_job_that_passed_its_checks_waits_for_approval_then_joins_the_queue():
     assert s.phase == "AwaitingApproval" and s.checks == "passed" and not s.ready
     c = cond(effects, "AwaitingApproval")
     assert (c.status, c.reason) == ("True", "AwaitingApproval") and "spec.approved" in c.message
-    assert (cond(effects, "Stalled").status, cond(effects, "Ready").reason) == ("True", "AwaitingApproval")
+    assert (cond(effects, "Stalled").status, cond(effects, "Ready").reason) == ("False", "AwaitingApproval")
     assert any(e.reason == "AwaitingApproval" for e in effects if isinstance(e, mj.EmitEvent))
     assert s.to_status()["phase"] == "AwaitingApproval"
     # nothing but the approval moves it on; a merge found after a restart is recorded

@@ -34,6 +34,17 @@ def test_the_chart_defaults_are_the_gateways():
         4 * 1024 * 1024, 4, 2.0, 20, 48 * 1024 * 1024, 4096)
 
 
+def test_the_mcp_limits_are_chart_values_with_the_gateways_defaults():
+    deployment = (CHART / "templates" / "gateway-deployment.yaml").read_text()
+    for name in ("MAX_MCP_REQUEST_BYTES", "MAX_MCP_RESPONSE_BYTES", "MCP_TIMEOUT_SECONDS", "MAX_MCP_CALLS_PER_ATTEMPT"):
+        assert f"LONGSHOT_GATEWAY_{name}" in deployment
+    mcp = yaml.safe_load((CHART / "values.yaml").read_text())["gateway"]["mcp"]
+    d = GatewaySettings()
+    assert (mcp["maxRequestBytes"], mcp["maxResponseBytes"], mcp["timeoutSeconds"], mcp["maxCallsPerAttempt"]) == (
+        d.max_mcp_request_bytes, d.max_mcp_response_bytes, d.mcp_timeout_seconds, d.max_mcp_calls_per_attempt) == (
+        256 * 1024, 4 * 1024 * 1024, 120.0, 4)
+
+
 def test_the_limits_are_read_from_the_environment():
     s = GatewaySettings.from_env({"LONGSHOT_GATEWAY_MAX_MODEL_REQUEST_BYTES": "1048576",
                                   "LONGSHOT_GATEWAY_MODEL_CALLS_PER_SECOND": "0.5"})

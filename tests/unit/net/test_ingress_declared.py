@@ -13,7 +13,8 @@ from longshot.gateway import server
 from longshot.gateway.settings import GatewaySettings
 from longshot.net import ingress
 
-BODY_ROUTES = {"progress", "traces", "ledger", "delegation-spawn", "model", "git-upload-pack", "git-receive-pack"}
+BODY_ROUTES = {"progress", "traces", "ledger", "delegation-spawn", "model", "git-upload-pack", "git-receive-pack",
+               "mcp"}
 
 
 async def test_every_gateway_route_is_declared_with_its_limits(tmp_path: Any) -> None:
@@ -28,12 +29,23 @@ async def test_every_gateway_route_is_declared_with_its_limits(tmp_path: Any) ->
         assert readers == BODY_ROUTES
         for route in door.routes:
             assert route.problems() == []
-            assert route.caller == ("none" if route.name in ("healthz", "metrics") else "agent-token"), route
+            assert route.caller == "agent-token", route  # the agents' port serves agents only
+        # metrics and probes are on their own port, never on the agents' one
+        probes = gateway.probes()
+        probe_app = probes.app()
+        assert probes.undeclared(probe_app) == []
+        assert {probes.declaration(r).name for r in probe_app.router.routes()} == {  # type: ignore[union-attr]
+            "metrics", "healthz", "readyz"}
+        assert all(r.max_body_bytes == 0 and r.caller == "none" and r.problems() == [] for r in probes.routes)
+        assert not {"/metrics", "/healthz", "/readyz"} & {r.path for r in door.routes}
         by_name = {r.name: r for r in door.routes}
         assert by_name["ledger"].max_body_bytes == gateway.settings.max_ledger_request_bytes
         assert by_name["git-receive-pack"].stream and by_name["git-receive-pack"].max_body_bytes == \
             gateway.settings.max_push_bytes
         assert by_name["model"].per_caller == gateway.settings.max_model_calls_per_attempt
+        assert (by_name["mcp"].max_body_bytes, by_name["mcp"].per_caller, by_name["mcp"].methods) == (
+            gateway.settings.max_mcp_request_bytes, gateway.settings.max_mcp_calls_per_attempt, ("POST",))
+        assert by_name["mcp"].timeout_seconds > gateway.settings.mcp_timeout_seconds
     finally:
         await gateway.close()
 

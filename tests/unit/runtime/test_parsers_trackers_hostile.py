@@ -145,3 +145,70 @@ def test_an_answer_that_is_not_json_is_tried_again_not_a_configuration_error() -
         gh.list_issues()
     assert type(failed.value) is trackers.TrackerError and "not JSON" in str(failed.value)
 
+
+
+# --- Jira and Linear: the same reader, the same parse budget, pages that end -----------------------------------
+
+def jira_or_linear(provider: str, handler: object) -> trackers.Tracker:
+    cls = trackers.Jira if provider == "jira" else trackers.Linear
+    return cls(repository="PROJ", token="tok-123", url="https://t.example", field="intake.tracker",
+               transport=httpx.MockTransport(handler), sleep=lambda s: None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("provider", ["jira", "linear"])
+def test_jira_and_linear_answers_larger_than_the_bound_fail_unread(provider: str) -> None:
+    sent = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        def body() -> object:
+            for _ in range(trackers.MAX_RESPONSE_BYTES // (1024 * 1024) + 4):
+                sent.append(1)
+                yield b"{" + b" " * (1024 * 1024 - 1)
+        return httpx.Response(200, content=body())  # type: ignore[arg-type]
+
+    with jira_or_linear(provider, handler) as t, pytest.raises(trackers.TrackerError, match="larger than 8388608"):
+        t.list_issues()
+    assert len(sent) <= trackers.MAX_RESPONSE_BYTES // (1024 * 1024) + 2
+
+
+@pytest.mark.parametrize("provider", ["jira", "linear"])
+@pytest.mark.parametrize("shape", sorted(AMPLIFYING))
+def test_jira_and_linear_amplifying_answers_are_refused_before_the_parse(provider: str, shape: str) -> None:
+    body, words = AMPLIFYING[shape]
+    with jira_or_linear(provider, lambda request: httpx.Response(200, content=body)) as t, \
+            pytest.raises(trackers.ConfigurationError) as refused:
+        t.list_issues(["x"])
+    message = str(refused.value)
+    assert words in message and "spec.intake.tracker.url" in message and "tok-123" not in message
+
+
+def test_jira_pages_that_never_end_fail_at_the_page_bound() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        token = int(request.url.params.get("nextPageToken", "0"))
+        return httpx.Response(200, json={"issues": [{"key": "PROJ-1", "fields": {}}], "isLast": False,
+                                         "nextPageToken": str(token + 1)})
+
+    t = trackers.Jira(repository="PROJ", token="t", email="a@b", url="https://t.example",
+                      transport=httpx.MockTransport(handler), sleep=lambda s: None)
+    with t, pytest.raises(trackers.TrackerError, match="more than 100 pages"):
+        t.list_issues()
+    assert t.requests == trackers.MAX_PAGES
+
+
+def test_linear_cursors_that_never_end_fail_at_the_page_bound() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        after = json.loads(request.content)["variables"].get("after") or "0"
+        return httpx.Response(200, json={"data": {"issues": {"nodes": [], "pageInfo": {
+            "hasNextPage": True, "endCursor": str(int(after) + 1)}}}})
+
+    with jira_or_linear("linear", handler) as t, pytest.raises(trackers.TrackerError, match="more than 100 pages"):
+        t.list_issues()
+    assert t.requests == trackers.MAX_PAGES
+
+
+def test_a_linear_error_message_is_cut_and_never_holds_the_key() -> None:
+    answer = {"errors": [{"message": "bad tok-123 " + "x" * 100_000, "extensions": {"code": "INVALID_INPUT"}}]}
+    with jira_or_linear("linear", lambda request: httpx.Response(400, json=answer)) as t, \
+            pytest.raises(trackers.ConfigurationError) as refused:
+        t.list_issues()
+    assert "tok-123" not in str(refused.value) and len(str(refused.value)) < 1000

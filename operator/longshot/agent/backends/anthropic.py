@@ -25,10 +25,11 @@ NUDGE = "Use the tools to do the task, and call the `finish` tool when you are d
 
 
 def tool_definitions(role: str, *, max_tasks: int | None = None, judging: bool | None = None,
-                     delegate: bool = False, ask: bool = True) -> list[dict[str, Any]]:
+                     delegate: bool = False, ask: bool = True,
+                     mcp: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     return [{"name": name, "description": spec["description"], "input_schema": spec["parameters"]}
             for name, spec in tools.specs(role, max_tasks=max_tasks, judging=judging,
-                                               delegate=delegate, ask=ask).items()]
+                                               delegate=delegate, ask=ask, mcp=mcp).items()]
 
 
 class AnthropicBackend(base.Backend):
@@ -49,7 +50,7 @@ class AnthropicBackend(base.Backend):
         definitions = tool_definitions(session.role, max_tasks=session.task.max_tasks,
                                        judging=bool(session.task.candidates),
                                        delegate=session.toolbox.delegation is not None,
-                                       ask=session.toolbox.ask)
+                                       ask=session.toolbox.ask, mcp=session.toolbox.mcp_specs())
         with httpx.Client(timeout=self.timeout) as client:
             for turn in range(1, session.max_turns + 1):
                 headers = {"content-type": "application/json", "anthropic-version": API_VERSION}

@@ -37,10 +37,11 @@ TRUNCATED = ("Your answer was cut off at the output token limit. Make smaller to
 
 
 def tool_definitions(role: str, *, max_tasks: int | None = None, judging: bool | None = None,
-                     delegate: bool = False, ask: bool = True) -> list[dict[str, Any]]:
+                     delegate: bool = False, ask: bool = True,
+                     mcp: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     return [{"type": "function", "function": {"name": name, **spec}}
             for name, spec in tools.specs(role, max_tasks=max_tasks, judging=judging,
-                                               delegate=delegate, ask=ask).items()]
+                                               delegate=delegate, ask=ask, mcp=mcp).items()]
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ class OpenAIBackend(base.Backend):
         definitions = tool_definitions(session.role, max_tasks=session.task.max_tasks,
                                        judging=bool(session.task.candidates),
                                        delegate=session.toolbox.delegation is not None,
-                                       ask=session.toolbox.ask)
+                                       ask=session.toolbox.ask, mcp=session.toolbox.mcp_specs())
         with httpx.Client(timeout=self.timeout) as client:
             for turn_no in range(1, session.max_turns + 1):
                 headers = {"content-type": "application/json"}

@@ -17,7 +17,9 @@ Format (``$LONGSHOT_SCRIPT_DIR/script.yaml``, see docs/agent.md)::
 A step is a mapping with one action key: ``write``/``write_file``, ``edit``/``edit_file``,
 ``read``/``read_file``, ``list``/``list_files``, ``search``, ``run``/``run_command``, ``finish``,
 ``ask: "question"`` (ends the attempt with outcome ``needs-input``), ``spawn: {name, prompt, scope}`` and
-``await: {names: [...], timeout: 600}`` (delegation: a worker of a build with ``spec.delegation.enabled``), or
+``await: {names: [...], timeout: 600}`` (delegation: a worker of a build with ``spec.delegation.enabled``),
+``mcp: {tool: SERVER.TOOL, arguments: {...}, save: PATH}`` (a tool of one of the build's MCP servers,
+``spec.agent.mcpServers``, through the gateway; with ``save``, its result is written to ``PATH`` in the checkout), or
 ``fail: {class: AgentError, message: ...}`` to simulate a failure. A step may add ``check: true`` (next
 to the action, or among a ``run``'s arguments) to make a tool error, or a command that does not exit 0, fail
 the attempt; otherwise errors are reported and the script goes on. A script that ends
@@ -61,6 +63,7 @@ ACTIONS = {
     "ask": "ask",
     "spawn": "spawn_task", "spawn_task": "spawn_task",
     "await": "await_tasks", "await_tasks": "await_tasks",
+    "mcp": "mcp",
     "fail": "fail",
 }
 FAILURES: dict[str, type[errors.AgentFailure]] = {
@@ -187,6 +190,19 @@ def failed(tool: str, result: tools.ToolResult) -> bool:
     return result.is_error or (tool == "run_command" and not result.content.startswith("[exit code 0]"))
 
 
+def _mcp_step(toolbox: tools.Toolbox, args: dict[str, Any], index: int) -> tools.ToolResult:
+    """``mcp: {tool, arguments, save}``: the MCP tool's call as the model would make it, then, with ``save``, its
+    result written to the checkout (``write_file``)."""
+    name, arguments, save = args.get("tool"), args.get("arguments") or {}, args.get("save")
+    if not isinstance(name, str) or not isinstance(arguments, dict) or (save is not None and not isinstance(save, str)):
+        raise errors.ConfigError(f"script step {index} (mcp) needs tool: SERVER.TOOL, and optionally arguments: "
+                                 "{...} and save: PATH")
+    result = toolbox.call(name, arguments)
+    if save is None or result.is_error:
+        return result
+    return toolbox.call("write_file", {"path": save, "content": result.content})
+
+
 class ScriptedBackend(base.Backend):
     name = "scripted"
 
@@ -206,7 +222,7 @@ class ScriptedBackend(base.Backend):
             if tool == "fail":
                 cls = FAILURES.get(str(args.get("class", "AgentError")), errors.AgentError)
                 raise cls(str(args.get("message", f"script step {index} failed on purpose")))
-            result = session.toolbox.call(tool, args)
+            result = _mcp_step(session.toolbox, args, index) if tool == "mcp" else session.toolbox.call(tool, args)
             if check and failed(tool, result):
                 raise errors.AgentError(f"script step {index} ({tool}) failed: {result.content}")
             if session.toolbox.finished is not None:

@@ -50,4 +50,4 @@ def intake_of(ctx: ctxmod.Context, job: objects.MergeJob, build: objects.BuildRe
     if source == "roadmap":
         return (build.spec.planner.roadmap_path, local), ()
     number = trackers.issue_number(local)
-    return None, ((trackers.commit_reference(number),) if number is not None else ())
+    return None, ((trackers.commit_reference(number, build.spec.planner.issues),) if number is not None else ())

@@ -2,7 +2,8 @@
 -- (argocd-cm key resource.customizations.health.longshot.dev_MergeJob; see docs/gitops.md).
 --
 -- The health of one merge: Healthy when merged (Ready=True), Degraded when it cannot merge without a person
--- (Stalled=True: a conflict its fixers did not resolve, failed gates), Progressing while gated, queued or fixed.
+-- (Stalled=True: a conflict its fixers did not resolve, failed gates), Suspended while it waits for spec.approved
+-- (Ready=False/AwaitingApproval), Progressing while gated, queued or fixed.
 -- It reads only the Kubernetes-convention conditions (Ready, Stalled, Reconciling, Suspended) and
 -- metadata.generation against status.observedGeneration, as kstatus (Flux, kpt) does.
 -- The body below is the same for BuildRequest, AgentTask and MergeJob (a test keeps the three identical).
@@ -69,7 +70,20 @@ if suspended ~= nil and suspended.status == "True" then
   return hs
 end
 
--- Stalled=True: a terminal failure, or waiting for a person (configuration, credentials, budget).
+-- Waiting only for a person's answer or approval (Ready=False with AwaitingInput, QuestionAsked or AwaitingApproval,
+-- and nothing reconciling): Suspended, as Argo CD shows a Rollout waiting for promotion. Not Degraded: it is not a
+-- failure, and the operator sets Stalled=False for it (kstatus: InProgress).
+local waiting = {AwaitingInput = true, QuestionAsked = true, AwaitingApproval = true}
+local ready0 = condition("Ready")
+local reconciling0 = condition("Reconciling")
+if ready0 ~= nil and ready0.status == "False" and waiting[ready0.reason] and
+    (reconciling0 == nil or reconciling0.status ~= "True") then
+  hs.status = "Suspended"
+  hs.message = describe(ready0, "waiting for a person")
+  return hs
+end
+
+-- Stalled=True: a terminal failure, or waiting for a person to fix something (configuration, credentials, budget).
 local stalled = condition("Stalled")
 if stalled ~= nil and stalled.status == "True" then
   hs.status = "Degraded"
