@@ -57,7 +57,7 @@ def sdk_session(url: str, token: str, work: Any) -> Any:
 
 
 def samples(gateway: Any) -> dict[str, float]:
-    text = httpx.get(f"{gateway.url}/metrics", timeout=30).text
+    text = httpx.get(f"{gateway.metrics_url}/metrics", timeout=30).text
     return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
             if line and not line.startswith("#")}
 
@@ -92,7 +92,7 @@ def test_an_mcp_call_goes_through_the_gateway_with_the_header_injected_and_the_a
     m = samples(gateway)
     assert m['longshot_gateway_mcp_calls_total{method="tools/call",result="ok"}'] >= 1
     assert m['longshot_gateway_requests_total{result="ok",route="mcp"}'] >= 3
-    assert TEAM_TOKEN not in httpx.get(f"{gateway.url}/metrics", timeout=30).text
+    assert TEAM_TOKEN not in httpx.get(f"{gateway.metrics_url}/metrics", timeout=30).text
 
     def recorded() -> list[dict[str, Any]] | None:
         text = stored(core_v1, namespace, "b1-t1-a1-ledger")

@@ -85,7 +85,8 @@ def _error_of(raw: bytes) -> str:
 
 
 def spawn(client: Delegation, args: Mapping[str, Any]) -> str:
-    """``spawn_task(name, prompt, scope?)``: the tool's answer."""
+    """``spawn_task(name, prompt, scope?, model?)``: the tool's answer (the gateway refuses a model the build does
+    not list, naming its models)."""
     name, prompt, scope = args.get("name"), args.get("prompt"), args.get("scope")
     if not isinstance(name, str) or not isinstance(prompt, str):
         raise errors.ToolError("spawn_task needs name and prompt (strings)")
@@ -94,6 +95,11 @@ def spawn(client: Delegation, args: Mapping[str, Any]) -> str:
         if not isinstance(scope, list) or not all(isinstance(s, str) for s in scope):
             raise errors.ToolError("scope must be a list of paths or globs")
         task["scope"] = scope
+    model = args.get("model")
+    if model is not None:
+        if not isinstance(model, str):
+            raise errors.ToolError("model must be the name of one of the build's models (a string)")
+        task["model"] = model
     client.spawn([task])
     return (f"asked for child task {name!r}; the operator creates it (or refuses it, saying why). Call "
             "await_tasks with its name to wait until it finished and merged.")
@@ -152,6 +158,18 @@ SPAWN_SCHEMA: dict[str, Any] = {
         "scope": {"type": "array", "items": {"type": "string"}, "description": "files or globs it may change"}},
         "required": ["name", "prompt"]},
 }
+
+
+def spawn_schema(models: Sequence[str] = ()) -> dict[str, Any]:
+    """``spawn_task``'s schema; with the build's model names (``TaskInput.models``) it takes a ``model`` among them."""
+    if not models:
+        return SPAWN_SCHEMA
+    properties = dict(SPAWN_SCHEMA["parameters"]["properties"])
+    properties["model"] = {"type": "string", "enum": list(models),
+                           "description": "optional: which of the build's models the child runs"}
+    return {**SPAWN_SCHEMA, "parameters": {**SPAWN_SCHEMA["parameters"], "properties": properties}}
+
+
 AWAIT_SCHEMA: dict[str, Any] = {
     "description": "Wait until the named child tasks are done (merged, failed or refused) and read their results. "
                    "Returns after timeout seconds at the latest.",

@@ -49,10 +49,12 @@ def make_server(client: delegation.Delegation) -> MCPServer:
     server = MCPServer("longshot", instructions=INSTRUCTIONS)
 
     @server.tool(name="spawn_task", description=delegation.SPAWN_SCHEMA["description"])
-    async def spawn_task(name: str, prompt: str, scope: list[str] | None = None) -> str:
+    async def spawn_task(name: str, prompt: str, scope: list[str] | None = None, model: str | None = None) -> str:
         args: dict[str, object] = {"name": name, "prompt": prompt}
         if scope is not None:
             args["scope"] = scope
+        if model is not None:  # the name of one of the build's models; the gateway refuses any other
+            args["model"] = model
         try:
             return await anyio.to_thread.run_sync(delegation.spawn, client, args)
         except errors.ToolError as e:

@@ -43,11 +43,26 @@ def render(name: str, override_dir: Path | None, **context: Any) -> str:
         raise errors.ConfigError(f"prompt template {name}{where} cannot be rendered: {e.message}") from None
 
 
-def role_prompts(role: str, override_dir: Path | None, *, template: str | None = None,
+def render_persona(source: str, override_dir: Path | None, **context: Any) -> str:
+    """Render a persona's prompt template (``spec.agent.personas[].prompt``) with the role's context."""
+    env = environment(override_dir)
+    try:
+        return env.from_string(source).render(**context).strip() + "\n"
+    except jinja2.TemplateError as e:
+        lineno = getattr(e, "lineno", None)
+        where = f" line {lineno}" if lineno else ""
+        raise errors.ConfigError(f"the persona's prompt template{where} cannot be rendered: {e.message}") from None
+
+
+def role_prompts(role: str, override_dir: Path | None, *, template: str | None = None, persona: str | None = None,
                  **context: Any) -> tuple[str, str]:
-    """``(system prompt, task prompt)`` of a role; ``template`` names another task prompt (``judge``)."""
+    """``(system prompt, task prompt)`` of a role; ``template`` names another task prompt (``judge``); ``persona``,
+    the persona's prompt template, is rendered with the same context and put at the head of the system prompt."""
     context.setdefault("role", role)
     context.setdefault("mode", template or role)
     context.setdefault("skills", [])  # the build's skills in the checkout (longshot.agent.skills): none
     context.setdefault("agents_md", False)
-    return render(SYSTEM, override_dir, **context), render(f"{template or role}.j2", override_dir, **context)
+    system = render(SYSTEM, override_dir, **context)
+    if persona:
+        system = render_persona(persona, override_dir, **context) + "\n" + system
+    return system, render(f"{template or role}.j2", override_dir, **context)

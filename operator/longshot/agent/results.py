@@ -100,11 +100,13 @@ def validate_review(payload: dict[str, Any]) -> tuple[str, list[str]]:
 
 
 def validate_planner_finish(payload: dict[str, Any], *, max_tasks: int, depth: int = 0, max_depth: int = 2,
-                            taken: Collection[str] = ()) -> tuple[list[handoff.PlannedTask], bool]:
+                            taken: Collection[str] = (), models: Collection[str] | None = None,
+                            personas: Collection[str] | None = None) -> tuple[list[handoff.PlannedTask], bool]:
     """``(tasks, done)`` of a planner's finish: a validated task list, or ``done: true`` with no tasks.
 
     ``taken`` holds the names earlier iterations used; a new plan must not reuse them (their AgentTasks
-    exist already)."""
+    exist already). ``models`` and ``personas``, when given, are the only names a task's ``model`` and ``persona``
+    may take (the operator refuses the plan otherwise: ``core.plan``, ``UnknownModel``)."""
     done = payload.get("done", False)
     if not isinstance(done, bool):
         raise errors.ToolError("done must be true or false")
@@ -124,6 +126,11 @@ def validate_planner_finish(payload: dict[str, Any], *, max_tasks: int, depth: i
     if reused:
         raise errors.ToolError(f"task name(s) {', '.join(reused)} were used by an earlier iteration; give the new "
                                "tasks new names (earlier tasks are already merged and cannot be depended on)")
+    for t in tasks:
+        for what, name, known in (("model", t.model, models), ("persona", t.persona, personas)):
+            if name and known is not None and name not in known:
+                raise errors.ToolError(f"task {t.name!r} names {what} {name!r}; the build's {what}s are "
+                                       f"{', '.join(sorted(known)) or 'none'}: choose one of them or leave {what} out")
     return tasks, False
 
 

@@ -119,6 +119,7 @@ def run_backend(attempt: Attempt, *, validator: tools.Validator | None = None, t
     task = attempt.task
     installed = install_skills(attempt)
     system, prompt = prompts.role_prompts(task.role, attempt.paths.prompts, template=template, task=task,
+                                          persona=task.persona.prompt if task.persona is not None else None,
                                           **installed.prompt(), **context)
     backend = make_backend(attempt)
     gw = attempt.gateway
@@ -127,7 +128,8 @@ def run_backend(attempt: Attempt, *, validator: tools.Validator | None = None, t
                             delegation=delegation.Client.from_gateway(gw) if gw is not None and task.delegate
                             else None, ask=task.ask,
                             mcp=mcptools.McpTools.connect(gw, task.mcp_servers, attempt.events)
-                            if gw is not None and task.mcp_servers else None)
+                            if gw is not None and task.mcp_servers else None,
+                            allow=task.persona.tools if task.persona is not None else None)
     session = base.Session(
         task=task, system_prompt=system, prompt=prompt, toolbox=toolbox, events=attempt.events,
         workdir=attempt.paths.checkout, scratch=attempt.paths.scratch, api_key=attempt.api_key,
@@ -421,7 +423,9 @@ def planner(attempt: Attempt) -> dict[str, Any]:
 
     def validate(payload: dict[str, Any]) -> tuple[list[handoff.PlannedTask], bool]:
         return results.validate_planner_finish(payload, max_tasks=task.max_tasks, depth=task.depth,
-                                               max_depth=task.max_depth, taken=taken)
+                                               max_depth=task.max_depth, taken=taken,
+                                               models={m.name for m in task.models},
+                                               personas={p.name for p in task.personas})
 
     finish = run_backend(attempt, validator=validate)
     if finish.question is not None:

@@ -9,13 +9,13 @@ invalid payload is answered with the reason so the model can correct it, a bound
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from longshot import tracing
 from longshot.agent import delegation, errors, events, mcptools, sandbox
-from longshot.api import handoff
+from longshot.api import handoff, toolnames
 
 MAX_CORRECTIONS = 3
 
@@ -55,7 +55,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
 }
 
-_PLANNED_TASK = {
+_PLANNED_TASK: dict[str, Any] = {
     "type": "object",
     "properties": {
         # the pattern is the plan's own rule: servers that constrain tool calls by a grammar built from the
@@ -86,7 +86,19 @@ ASK_SCHEMA: dict[str, Any] = {
 }
 
 
-def finish_schema(role: str, *, max_tasks: int | None = None, judging: bool | None = None) -> dict[str, Any]:
+def planned_task_schema(models: Sequence[str] = (), personas: Sequence[str] = ()) -> dict[str, Any]:
+    """A planned task's schema; with the build's model and persona names, ``model`` and ``persona`` are enums."""
+    properties = dict(_PLANNED_TASK["properties"])
+    properties["model"] = {"type": "string", "description": "optional: the name of one of the build's models to run "
+                                                            "this task", **({"enum": list(models)} if models else {})}
+    properties["persona"] = {"type": "string", "description": "optional: the name of one of the build's personas "
+                                                              "for this task",
+                             **({"enum": list(personas)} if personas else {})}
+    return {**_PLANNED_TASK, "properties": properties}
+
+
+def finish_schema(role: str, *, max_tasks: int | None = None, judging: bool | None = None,
+                  models: Sequence[str] = (), personas: Sequence[str] = ()) -> dict[str, Any]:
     """The ``finish`` tool of ``role``; a planner's with ``maxItems`` (``max_tasks``, when given), a reviewer's
     requiring ``verdict`` (a review, ``judging`` False) or ``winner`` (``judging`` True): servers that constrain
     tool calls to the schema (llama.cpp's grammars) then cannot leave out what the role's validation needs."""
@@ -96,7 +108,7 @@ def finish_schema(role: str, *, max_tasks: int | None = None, judging: bool | No
                                                                              "sentences"}}
     required = ["summary"]
     if role == "planner":
-        properties["tasks"] = {"type": "array", "items": _PLANNED_TASK,
+        properties["tasks"] = {"type": "array", "items": planned_task_schema(models, personas),
                                **({"maxItems": max_tasks} if max_tasks is not None else {})}
         required.append("tasks")  # [] only with done: true; required, a constrained server always writes a plan
         properties["done"] = {"type": "boolean", "description": "true (with no tasks) when the build request is "
@@ -124,17 +136,21 @@ DELEGATION_TOOLS = ("spawn_task", "await_tasks")
 
 
 def specs(role: str, *, max_tasks: int | None = None, judging: bool | None = None,
-          delegate: bool = False, ask: bool = True,
+          delegate: bool = False, ask: bool = True, allow: Collection[str] | None = None,
+          models: Sequence[str] = (), personas: Sequence[str] = (),
           mcp: Mapping[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """Tool name -> {description, parameters} for a role (with ``delegate``: a worker's spawn and await tools;
-    without ``ask``, no ``ask`` tool: ``spec.agent.allowQuestions: false``; ``mcp``: the tools of the attempt's
-    MCP servers, ``Toolbox.mcp_specs``)."""
+    without ``ask``, no ``ask`` tool: ``spec.agent.allowQuestions: false``). ``allow``: the persona's tool
+    allowlist (``api.toolnames``; None: every tool); ``models`` and ``personas``: the names a planned task or a
+    spawned child may choose (their schemas then list them); ``mcp``: the tools of the attempt's MCP servers the
+    allowlist leaves (``Toolbox.mcp_specs``, which matches them as ``SERVER.TOOL``)."""
     extra: dict[str, dict[str, Any]] = {"ask": ASK_SCHEMA} if role in ASK_ROLES and ask else {}
     if delegate and role == "worker":
-        extra.update({"spawn_task": delegation.SPAWN_SCHEMA, "await_tasks": delegation.AWAIT_SCHEMA})
-    builtin = {**SCHEMAS, **extra}
+        extra.update({"spawn_task": delegation.spawn_schema(models), "await_tasks": delegation.AWAIT_SCHEMA})
+    builtin = {name: spec for name, spec in {**SCHEMAS, **extra}.items() if toolnames.allowed(allow, name)}
     servers = {k: v for k, v in (mcp or {}).items() if k not in builtin and k != "finish"}
-    return {**builtin, **servers, "finish": finish_schema(role, max_tasks=max_tasks, judging=judging)}
+    return {**builtin, **servers,
+            "finish": finish_schema(role, max_tasks=max_tasks, judging=judging, models=models, personas=personas)}
 
 
 @dataclass
@@ -164,10 +180,12 @@ class Toolbox:
     def __init__(self, box: sandbox.Sandbox, ev: events.Events, role: str, *,
                  validator: Validator | None = None, max_corrections: int = MAX_CORRECTIONS,
                  delegation: delegation.Delegation | None = None, ask: bool = True,
-                 mcp: mcptools.McpTools | None = None) -> None:
+                 mcp: mcptools.McpTools | None = None, allow: Collection[str] | None = None) -> None:
         self.sandbox = box
         self.mcp = mcp
         """The tools of the attempt's MCP servers (``spec.agent.mcpServers`` of its role), through the gateway."""
+        self.allow = None if allow is None else frozenset(allow)
+        """The persona's tool allowlist (``api.toolnames``): a tool it leaves out is neither offered nor run."""
         self.ask = ask and role in ASK_ROLES
         """Whether the ``ask`` tool is offered (and answered) in this session."""
         self.delegation = delegation if role == "worker" else None
@@ -207,8 +225,17 @@ class Toolbox:
                          arguments=_summarise_args(arguments), result=sandbox.truncate(text, 400))
         return ToolResult(text, result.is_error)
 
+    def offers(self, name: str) -> bool:
+        """Whether ``name`` is offered under the persona's allowlist; an MCP tool (``SERVER__TOOL`` as the model sees
+        it, or ``SERVER.TOOL``) is matched as ``SERVER.TOOL``."""
+        found = self.mcp.resolve(name) if self.mcp is not None else None
+        return toolnames.allowed(self.allow, f"{found[0].name}.{found[1]}" if found is not None else name)
+
     def _dispatch(self, name: str, args: dict[str, Any]) -> str:
         box = self.sandbox
+        if not self.offers(name):
+            raise errors.ToolError(f"tool {name!r} is not offered to this task's persona; the tools are "
+                                   f"{', '.join(self.offered())}")
         try:
             if name == "list_files":
                 return box.list_files(args.get("path") or ".", args.get("pattern"))
@@ -238,12 +265,18 @@ class Toolbox:
                 return self.mcp.call(name, args)
         except OSError as e:
             raise errors.ToolError(f"{name} failed: {e.strerror or e}") from None
-        offered = specs(self.role, delegate=self.delegation is not None, ask=self.ask, mcp=self.mcp_specs())
-        raise errors.ToolError(f"unknown tool {name!r}; the tools are {', '.join(offered)}")
+        raise errors.ToolError(f"unknown tool {name!r}; the tools are {', '.join(self.offered())}")
 
     def mcp_specs(self) -> dict[str, dict[str, Any]]:
-        """The MCP servers' tools as the backends offer them (``specs(mcp=...)``)."""
-        return self.mcp.specs() if self.mcp is not None else {}
+        """The MCP servers' tools the persona's allowlist leaves, as the backends offer them (``specs(mcp=...)``)."""
+        if self.mcp is None:
+            return {}
+        return {name: spec for name, spec in self.mcp.specs().items() if self.offers(name)}
+
+    def offered(self) -> list[str]:
+        """The names of the tools offered in this session."""
+        return list(specs(self.role, delegate=self.delegation is not None, ask=self.ask, allow=self.allow,
+                          mcp=self.mcp_specs()))
 
     def _ask(self, args: dict[str, Any]) -> str:
         question = _required(args, "question")

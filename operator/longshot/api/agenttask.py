@@ -7,7 +7,7 @@ from typing import Any, Final, Literal
 from pydantic import ConfigDict, Field, JsonValue
 
 from longshot.api import conditions as c
-from longshot.api.buildrequest import Backend, FanoutSettings, Hooks, RetryPolicy
+from longshot.api.buildrequest import MODEL_NAME, Backend, FanoutSettings, Hooks, RetryPolicy
 from longshot.api.common import (
     CONDITIONS_SCHEMA_EXTRA,
     DNS_SUBDOMAIN,
@@ -132,6 +132,14 @@ class AgentTaskSpec(Model):
     false again; the next attempt then starts from the task's branch."""
     agent: AgentOverride | None = None
     """Per-task backend, model, prompt addendum, timeout, resources and hooks, over the build's ``spec.agent``."""
+    model: str | None = Field(default=None, max_length=63, pattern=MODEL_NAME)
+    """The task's choice among the build's named models (the ``name`` of an entry of ``spec.agent.models``),
+    made by the planner or the agent that spawned it. A person's ``agent.model`` wins over it; it wins over the
+    persona's model and the build's ``spec.agent.model``. Plans and spawns naming a model the build does not list
+    are refused; on a task written by hand such a name is ignored (the persona's or the build's model runs)."""
+    persona: str | None = Field(default=None, max_length=63, pattern=MODEL_NAME)
+    """The task's persona (the ``name`` of an entry of the build's ``spec.agent.personas``); the build's
+    ``spec.agent.rolePersonas`` entry of the task's role when unset."""
     depends_on_policy: DependencyPolicy = Field(default_factory=DependencyPolicy)
     """How many of ``dependsOn`` must succeed before this task starts: all (the default), any, or a quorum."""
     fanout: FanoutSettings | None = None
@@ -284,6 +292,8 @@ class ChildRequest(Model):
     """What the child should do (its description)."""
     scope: list[ScopeEntry] = Field(default_factory=list, max_length=MAX_SCOPE_ENTRIES)
     """The child's file scope."""
+    model: str | None = Field(default=None, max_length=63, pattern=MODEL_NAME)
+    """The child's model: the ``name`` of one of the build's ``spec.agent.models`` (none: the build's choice)."""
     attempt: int = Field(default=1, ge=1)
     """The parent's attempt that asked."""
 

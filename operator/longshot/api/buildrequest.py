@@ -447,6 +447,108 @@ MCP_SERVERS_RULES: list[JsonValue] = [
 ]
 
 
+MODEL_NAME: Final = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+"""The name of an entry of ``spec.agent.models`` or ``spec.agent.personas`` (a DNS-1123 label)."""
+TOOL_NAME: Final = r"^[A-Za-z0-9_-]{1,64}([.]([A-Za-z0-9_-]{1,64}|[*]))?$"
+"""An entry of a persona's tool allowlist: a built-in tool (``read_file``), an MCP tool ``SERVER.TOOL``, or every
+tool of an MCP server ``SERVER.*``."""
+MAX_MODELS: Final = 16
+MAX_PERSONAS: Final = 32
+MAX_PERSONA_PROMPT: Final = 16384
+ROLE_NAMES: Final = ("planner", "worker", "reviewer", "tester", "fixer")
+"""The roles a persona can be given to (``spec.agent.rolePersonas``): the roles of agent/roles.py."""
+
+
+class NamedModel(Model):
+    """One of the build's named models: the planner and spawning agents choose among them per task by ``name``."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=MODEL_NAME)
+    """How plans, children and personas name it (``fast``, ``strong``): a DNS label, unique in the list."""
+    model: str = Field(min_length=1, max_length=256)
+    """The model passed to the backend (the provider's name, for example ``gpt-4o-mini``); priced by that name."""
+    backend: Backend | None = None
+    """The backend of a task that runs this model; the build's ``spec.agent.backend`` when unset. The gateway
+    serves the build's one model provider, so a backend that speaks another provider's API is refused there."""
+    description: str | None = Field(default=None, min_length=1, max_length=1024)
+    """When to choose it, for the planner and spawning agents (their prompts list every model with this text)."""
+
+
+class Persona(Model):
+    """A named prompt template with its own model, tools and skills, that a role (``spec.agent.rolePersonas``) or a
+    planned task (``persona``) names."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=MODEL_NAME)
+    """How roles and plans name it: a DNS label, unique in the list."""
+    prompt: str | None = Field(default=None, min_length=1, max_length=MAX_PERSONA_PROMPT)
+    """A Jinja2 template rendered with the role's prompt context (``task``, ``role``, ...) and put at the head of
+    the system prompt of the tasks that have this persona."""
+    model: str | None = Field(default=None, min_length=1, max_length=63, pattern=MODEL_NAME)
+    """The ``name`` of an entry of ``spec.agent.models`` that the persona's tasks run, unless a person's override
+    or the task's own choice says otherwise."""
+    tools: list[str] | None = Field(
+        default=None, max_length=128,
+        json_schema_extra={"items": {"type": "string", "maxLength": 129, "pattern": TOOL_NAME}},
+    )
+    """Allowlist of the tools offered to the model (unset: every tool of the role): built-in names (``read_file``,
+    ``run_command``, ...), MCP tools as ``SERVER.TOOL`` and every tool of a server as ``SERVER.*``. ``finish`` (and
+    ``ask`` where the role has it) are always offered: without them no attempt could end."""
+    skills: list[str] = Field(
+        default_factory=list, max_length=32,
+        json_schema_extra={"items": {"type": "string", "maxLength": 63, "pattern": MODEL_NAME}},
+    )
+    """Names of entries of ``spec.agent.skills`` given to the persona's tasks."""
+
+
+class RolePersonas(Model):
+    """The persona of each role's tasks (the name of an entry of ``spec.agent.personas``); a planned task's own
+    ``persona`` wins."""
+
+    planner: str | None = Field(default=None, max_length=63, pattern=MODEL_NAME)
+    """The persona of planner tasks."""
+    worker: str | None = Field(default=None, max_length=63, pattern=MODEL_NAME)
+    """The persona of worker tasks."""
+    reviewer: str | None = Field(default=None, max_length=63, pattern=MODEL_NAME)
+    """The persona of reviewer tasks."""
+    tester: str | None = Field(default=None, max_length=63, pattern=MODEL_NAME)
+    """The persona of tester tasks."""
+    fixer: str | None = Field(default=None, max_length=63, pattern=MODEL_NAME)
+    """The persona of fixer tasks."""
+
+
+def _names_known(items: str, listed: str) -> str:
+    """CEL: ``items`` is the name of an entry of ``self.<listed>``."""
+    return f"(has(self.{listed}) && self.{listed}.exists(m, m.name == {items}))"
+
+
+def _role_rule(role: str) -> JsonValue:
+    return {
+        "rule": f"!has(self.rolePersonas) || !has(self.rolePersonas.{role}) || "
+                + _names_known(f"self.rolePersonas.{role}", "personas"),
+        "message": f"spec.agent.rolePersonas.{role} must name an entry of spec.agent.personas",
+        "fieldPath": f".rolePersonas.{role}",
+        "reason": "FieldValueInvalid",
+    }
+
+
+AGENT_RULES += [
+    {
+        "rule": "!has(self.personas) || self.personas.all(p, !has(p.model) || "
+                + _names_known("p.model", "models") + ")",
+        "message": "a persona's model must name an entry of spec.agent.models (by its name)",
+        "fieldPath": ".personas",
+        "reason": "FieldValueInvalid",
+    },
+    {
+        "rule": "!has(self.personas) || self.personas.all(p, !has(p.skills) || p.skills.all(k, "
+                + _names_known("k", "skills") + "))",
+        "message": "a persona's skills must name entries of spec.agent.skills (by their names)",
+        "fieldPath": ".personas",
+        "reason": "FieldValueInvalid",
+    },
+    *[_role_rule(role) for role in ROLE_NAMES],
+]
+
+
 class AgentSettings(Model):
     """How agent Pods run."""
 
@@ -496,6 +598,21 @@ class AgentSettings(Model):
     hooks: Hooks | None = None
     """Workspace hooks (``afterClone``, ``beforeRun``, ``afterRun``, ``beforeGate``): shell commands run in the
     checkout around the agent's work and before a gate's tests."""
+    models: list[NamedModel] = Field(
+        default_factory=list, max_length=MAX_MODELS,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """The build's named models (``{name, model, backend?, description?}``): a plan's task, a spawned child or a
+    persona may choose one by ``name`` and no other; a person's ``spec.agent.model`` on the task still wins. See
+    docs/agent.md, Models per task and personas."""
+    personas: list[Persona] = Field(
+        default_factory=list, max_length=MAX_PERSONAS,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """Named prompt templates with their own model, tool allowlist and skills (``{name, prompt?, model?, tools?,
+    skills?}``), given to a role by ``rolePersonas`` or to a planned task by its ``persona``."""
+    role_personas: RolePersonas | None = None
+    """The persona of each role (``planner``, ``worker``, ``reviewer``, ``tester``, ``fixer``)."""
     allow_questions: bool = True
     """Whether planners, workers and fixers may ask a person (their ``ask`` tool, which stops the task until its
     ``spec.answer``). ``false`` for builds nobody watches: agents get no ``ask`` tool and decide for themselves."""

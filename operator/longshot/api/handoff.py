@@ -33,7 +33,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from longshot.api import boundedjson, keys, sanitize
 from longshot.api.agenttask import FailureClass, GateResult, Role
-from longshot.api.buildrequest import MAX_GATE_STEPS, MAX_SKILLS, SKILL_NAME, SKILL_PATH, GateStep, Hooks
+from longshot.api.buildrequest import MAX_GATE_STEPS, MAX_SKILLS, MODEL_NAME, SKILL_NAME, SKILL_PATH, GateStep, Hooks
 from longshot.api.common import DNS_SUBDOMAIN, GIT_BRANCH, MAX_SCOPE_ENTRIES, Model, ScopeEntry
 
 PROTOCOL_VERSION: Final = "longshot.dev/handoff-v1"
@@ -77,6 +77,11 @@ class PlannedTask(Model):
     """1 (lowest) to 10 (highest)."""
     decompose: bool = False
     """Ask for a subplanner to split this task further (bounded by planner.maxDepth)."""
+    model: str | None = Field(default=None, max_length=63, pattern=MODEL_NAME)
+    """The ``name`` of one of the build's models (``spec.agent.models``) to run this task; a plan naming another
+    is refused and re-planned (the refusal lists the names)."""
+    persona: str | None = Field(default=None, max_length=63, pattern=MODEL_NAME)
+    """The ``name`` of one of the build's personas (``spec.agent.personas``) for this task."""
 
 
 class Usage(Model):
@@ -423,6 +428,32 @@ class BackendInput(Model):
     max_turns: int = Field(default=50, ge=1, le=1000)
 
 
+class ModelOption(Model):
+    """One of the build's named models, as a planner or a spawning agent chooses it."""
+
+    name: str = Field(max_length=63)
+    description: str | None = Field(default=None, max_length=1024)
+
+
+class PersonaOption(Model):
+    """One of the build's personas, as a planner gives it to a task."""
+
+    name: str = Field(max_length=63)
+    model: str | None = Field(default=None, max_length=63)
+
+
+class PersonaInput(Model):
+    """The persona in effect for this task (``core.personas``): its prompt template and tool allowlist."""
+
+    name: str = Field(max_length=63)
+    prompt: str | None = Field(default=None, max_length=16384)
+    """A Jinja2 template rendered with the role's prompt context, put at the head of the system prompt."""
+    tools: list[str] | None = Field(default=None, max_length=128)
+    """The tools offered to the model (``api.toolnames``); None: every tool of the role."""
+    skills: list[str] = Field(default_factory=list, max_length=32)
+    """The persona's skills (names of ``spec.agent.skills``)."""
+
+
 class TaskInput(Model):
     """Everything an agent Pod needs to know about its task."""
 
@@ -472,6 +503,13 @@ class TaskInput(Model):
     mcp_servers: list[str] = Field(default_factory=list, max_length=16)
     """The build's MCP servers this attempt's role gets (``spec.agent.mcpServers[].name``): the runner offers their
     tools to the model, reaching each through the gateway (``/mcp/<name>``)."""
+    models: list[ModelOption] = Field(default_factory=list, max_length=16)
+    """Planner, and a worker that may delegate: the build's named models to choose from (``model`` of a planned
+    task or of ``spawn_task``)."""
+    personas: list[PersonaOption] = Field(default_factory=list, max_length=32)
+    """Planner: the build's personas to give tasks (``persona`` of a planned task)."""
+    persona: PersonaInput | None = None
+    """The persona in effect for this task (its own, else its role's)."""
     author_name: str = "Longshot Agent"
     author_email: str = "agent@longshot.local"
     iteration: int = Field(default=1, ge=1)

@@ -435,7 +435,8 @@ def parser() -> argparse.ArgumentParser:
     add("retry", cmd_retry, "start a new attempt of a task, in any state (a new spec.retryToken)").add_argument("task")
     sp = add("relaunch", cmd_retry, "relaunch a task with overrides (spec.agent and a new spec.retryToken)")
     sp.add_argument("task")
-    sp.add_argument("--model", help="the model of this task's attempts (spec.agent.model)")
+    sp.add_argument("--model", help="the model of this task's attempts (spec.agent.model): a name of the build's "
+                    "spec.agent.models, or a model as the provider names it; it wins over the task's own choice")
     sp.add_argument("--prompt", help="text added to the task's prompt (spec.agent.promptAddendum)")
     sp.add_argument("--timeout", type=_timeout,
                     help="seconds one attempt may run, 30-86400 (spec.agent.timeoutSeconds)")

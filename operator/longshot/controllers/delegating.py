@@ -28,7 +28,7 @@ def decision(ctx: ctxmod.Context, build: objects.BuildRequest, parent: objects.A
     """``core.delegation.decide`` for ``parent`` as the cache has it: ``total``, the build's AgentTasks (default:
     ``ts``, every task of the build)."""
     requests = parent.status.delegation.requests if parent.status.delegation is not None else []
-    reqs = [dl.Request(r.name, r.prompt, tuple(r.scope)) for r in requests]
+    reqs = [dl.Request(r.name, r.prompt, tuple(r.scope), r.model) for r in requests]
     views = ctx.views(build.key).deps
     by_name = {t.name: t for t in ts}
     children: dict[str, dl.Child] = {}

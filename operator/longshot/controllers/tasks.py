@@ -52,7 +52,7 @@ from longshot.controllers import context as ctxmod
 from longshot.controllers import delegating, taskinput
 from longshot.controllers import executor as ex
 from longshot.controllers import fanout as fanoutc
-from longshot.core import binding, failures, fanout, forge, ledger, manifests, tasks
+from longshot.core import binding, failures, fanout, forge, ledger, manifests, personas, tasks
 from longshot.core import effects as fx
 from longshot.core.effects import EmitEvent, SetCondition
 from longshot.runtime import handoffs, pods
@@ -89,12 +89,21 @@ def merge_target(build: objects.BuildRequest) -> str:
 
 def model_chain(task: objects.AgentTask, build: objects.BuildRequest) -> tuple[str, ...]:
     """The task's model chain (``core.tasks.model_chain``): a best-of-N candidate's own model (no fallback), else
-    the task's ``spec.agent.model`` or the build's, then the build's ``spec.agent.fallbackModels``."""
+    the model ``core.personas.choose`` gives the task (a person's ``spec.agent.model``, the task's chosen named
+    model, its persona's, its role's, the build's), then the build's ``spec.agent.fallbackModels``."""
     own = task.metadata.annotations.get(fanout.MODEL_ANNOTATION)
     if own:
         return (own,)
-    override = task.spec.agent.model if task.spec.agent is not None else None
-    return tasks.model_chain(override or build.spec.agent.model, build.spec.agent.fallback_models)
+    agent = build.spec.agent
+    override = task.spec.agent if task.spec.agent is not None else None
+    if not (agent.models or agent.personas or agent.role_personas):  # nothing to choose from: no dump per reconcile
+        return tasks.model_chain((override.model if override else None) or agent.model, agent.fallback_models)
+    choice = personas.choose(
+        personas.Catalog.from_agent(agent.model_dump(by_alias=True, mode="json", exclude_none=True)),
+        role=task.spec.role, override_model=override.model if override else None,
+        override_backend=override.backend if override else None, task_model=task.spec.model,
+        task_persona=task.spec.persona)
+    return tasks.model_chain(choice.model, agent.fallback_models)
 
 
 def task_state(task: objects.AgentTask, build: objects.BuildRequest,

@@ -18,6 +18,7 @@ is past ``maxChildren`` of this parent                Refused: names ``spec.dele
 build already has ``maxTotalTasks`` AgentTasks        Refused: names ``spec.planner.maxTotalTasks``
 build's budget is spent                               Refused: names ``spec.budget``
 scope is not within the parent's (scopes enforced)    Refused: names the child's scope and ``spec.scope.enforce``
+model is not one of the build's ``spec.agent.models``  Refused: names the model and lists the build's models
 name is taken by a task that is not this child        Refused: the name collides
 otherwise                                             Create the child (a worker, owned by the build); Pending
 ====================================================  ==============================================================
@@ -25,6 +26,9 @@ otherwise                                             Create the child (a worker
 A child is *done* for ``await_tasks`` when it was refused, failed or was cancelled, or succeeded with its branch on
 the target (or with nothing to merge): :func:`child_done` over ``core.dependencies``' view of the task. The
 parent's own MergeJob waits until every child it made is done (:func:`merge_wait`): children merge first.
+
+A child's ``model`` is the name of one of the build's models (``core.personas``), written on the child as
+``spec.model``; without one the child's model is chosen as any task's (its persona's, its role's, the build's).
 
 Under ``spec.scope.enforce`` a scoped parent's child is scoped within it: every entry of the child's scope must be
 covered by the parent's (:func:`longshot.core.scope.uncovered`; ``**`` under a scoped parent is refused), and a
@@ -38,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from longshot.api import keys
-from longshot.core import dependencies, manifests, names
+from longshot.core import dependencies, manifests, names, personas
 from longshot.core import scope as scopemod
 
 PARENT_LABEL: Final = keys.PARENT
@@ -74,6 +78,8 @@ class Limits:
     budget_spent: bool = False
     enforce_scope: bool = False
     """``spec.scope.enforce``: a child's scope must be within its parent's."""
+    catalog: personas.Catalog = field(default_factory=personas.Catalog)
+    """The build's named models: a child may choose one of them and no other."""
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], *, total_tasks: int, budget_spent: bool) -> Limits:
@@ -83,7 +89,8 @@ class Limits:
                    max_children=int(d.get("maxChildren", 5)),
                    max_total_tasks=int((spec.get("planner") or {}).get("maxTotalTasks", 500)),
                    total_tasks=total_tasks, budget_spent=budget_spent,
-                   enforce_scope=(spec.get("scope") or {}).get("enforce") is True)
+                   enforce_scope=(spec.get("scope") or {}).get("enforce") is True,
+                   catalog=personas.Catalog.from_agent(spec.get("agent") or {}))
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,8 @@ class Request:
     name: str
     prompt: str
     scope: tuple[str, ...] = ()
+    model: str | None = None
+    """The name of one of the build's models, chosen by the spawning agent (None: not chosen)."""
 
 
 @dataclass(frozen=True)
@@ -188,6 +197,9 @@ def _why_not(parent: Parent, request: Request, limits: Limits, index: int, made:
     refused = scope_refusal(parent, request, limits, f"the child's scope ({request.name})")
     if refused:
         return refused
+    unknown = personas.spawn_problem(limits.catalog, request.name, request.model)
+    if unknown:
+        return unknown
     if taken:
         return "an AgentTask with this child's name exists and is not this task's child; choose another name"
     return None
@@ -234,7 +246,7 @@ def child_manifest(parent: Parent, request: Request, scope: tuple[str, ...] | No
         role="worker", description=request.prompt, priority=parent.priority,
         owner=manifests.owned_by_build(parent.build, parent.build_uid), labels=labels,
         annotations={DEPTH_ANNOTATION: str(parent.depth + 1)},
-        scope=list(request.scope if scope is None else scope) or None)
+        scope=list(request.scope if scope is None else scope) or None, model=request.model)
 
 
 def merge_wait(children: Sequence[dependencies.DepView]) -> str | None:

@@ -14,6 +14,11 @@ carry ``parentTask`` = the subplanner. A plan deeper than ``maxDepth`` is reject
 Names: a top-level task is ``<build>-<name>``, a subplan task ``<subplanner>-<name>``, both shortened
 with a hash to 63 characters (see :mod:`longshot.core.names`). A plan whose names would collide with
 AgentTasks that already exist in the build (``existing``) is rejected rather than silently merged.
+
+Models and personas: a task may name one of the build's models (``model``) and personas (``persona``) by name
+(``core.personas``); the AgentTask carries them as ``spec.model`` and ``spec.persona``. A plan that names one the
+build does not list is rejected (``UnknownModel``, ``UnknownPersona``; the message lists the names), so the planner
+plans again with the list in its feedback, bounded by ``planner.maxReplans`` like every rejection.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any, Final
 
 from longshot.api import keys
 from longshot.api.handoff import PlannedTask
-from longshot.core import manifests, names
+from longshot.core import manifests, names, personas
 
 PLAN_REJECTED: Final = "PlanRejected"
 """Condition reason of every rejection (``api.conditions.REASONS``)."""
@@ -41,6 +46,9 @@ SELF_DEPENDENCY: Final = "SelfDependency"
 CYCLE: Final = "Cycle"
 TOO_DEEP: Final = "TooDeep"
 NAME_COLLISION: Final = "NameCollision"
+UNKNOWN_MODEL: Final = personas.UNKNOWN_MODEL
+"""A task names a model that ``spec.agent.models`` does not list (the plan is refused and re-planned)."""
+UNKNOWN_PERSONA: Final = personas.UNKNOWN_PERSONA
 
 PLAN_NAME_ANNOTATION: Final = keys.PLAN_NAME
 """Annotation holding a planned task's plan-local name (absent on the build's own planner task)."""
@@ -97,6 +105,8 @@ class PlanContext:
     """How many AgentTasks the build has now (every role); the plan's tasks come on top."""
     iteration: int = 1
     """The planning iteration the plan belongs to (label ``longshot.dev/iteration`` of its tasks)."""
+    catalog: personas.Catalog = field(default_factory=personas.Catalog)
+    """The build's named models and personas: a task may name only these (``PlannedTask.model``/``.persona``)."""
 
 
 def context_for(
@@ -119,6 +129,7 @@ def context_for(
         existing=frozenset(existing),
         max_total_tasks=int(planner.get("maxTotalTasks", 500)),
         total_tasks=total_tasks,
+        catalog=personas.Catalog.from_build(build),
     )
     if planner_task is not None:
         meta = planner_task.get("metadata") or {}
@@ -245,6 +256,10 @@ def validate(tasks: Sequence[PlannedTask], ctx: PlanContext) -> Rejected | None:
             return Rejected(NAME_COLLISION, f"tasks {by_name[full]!r} and {t.name!r} map to the same "
                             f"AgentTask name {full!r}; choose shorter, distinct names")
         by_name[full] = t.name
+    for t in tasks:
+        chosen = personas.plan_problem(ctx.catalog, t.name, t.model, t.persona)
+        if chosen is not None:
+            return Rejected(*chosen)
     return None
 
 
@@ -268,7 +283,7 @@ def build_tasks(tasks: Sequence[PlannedTask], ctx: PlanContext) -> Accepted | Re
             name=mapping[t.name], namespace=ctx.build.namespace, build=ctx.build.name, role=role,
             description=t.description, priority=t.priority, owner=ctx.build.owner_reference(), labels=labels,
             annotations={PLAN_NAME_ANNOTATION: t.name}, dependsOn=[mapping[d] for d in t.depends_on],
-            scope=list(t.scope), depth=ctx.depth, parentTask=ctx.parent))
+            scope=list(t.scope), depth=ctx.depth, parentTask=ctx.parent, model=t.model, persona=t.persona))
     return Accepted(tuple(made), mapping, tuple(downgraded))
 
 

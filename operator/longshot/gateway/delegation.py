@@ -2,7 +2,7 @@
 
 ::
 
-    POST /delegation/spawn      {"tasks": [{"name": "api", "prompt": "...", "scope": ["api/**"]}]}
+    POST /delegation/spawn      {"tasks": [{"name": "api", "prompt": "...", "scope": ["api/**"], "model": "fast"}]}
                                 -> 202 {"accepted": ["api"], "children": [...]}
     GET  /delegation/children   -> 200 {"children": [...], "requested": ["api", ...]}
 
@@ -10,7 +10,7 @@ The caller is the attempt its Pod-bound token names (``longshot.gateway.identity
 of its own task, never name another. The gateway checks what it can at once (the build's ``spec.delegation``,
 the role, the depth, the number of children, the sizes: a name is a DNS-1123 label of at most 40 characters, a
 prompt at most 16 KiB, a scope within the CRD's bounds and, under ``spec.scope.enforce``, within the caller's own
-scope) and records the request in the task's
+scope, a ``model`` naming one of the build's ``spec.agent.models``) and records the request in the task's
 ``status.delegation.requests`` (fenced on the task's resourceVersion, like ``status.progress``). It never creates
 an AgentTask: the operator does, and writes ``status.children`` (``core.delegation``), which
 ``/delegation/children`` returns. A name asked again is the same child (idempotent across the attempt's retries).
@@ -23,14 +23,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from longshot.api import agenttask, boundedjson, common
+from longshot.api import agenttask, boundedjson, buildrequest, common
 from longshot.core import delegation as dl
+from longshot.core import personas
 from longshot.gateway import cluster as gcluster
 from longshot.gateway.identity import Caller
 
 MAX_BODY = 1024 * 1024
 """Largest spawn body read (1 MiB, the server's own cap)."""
 NAME = re.compile(agenttask.CHILD_NAME)
+MODEL = re.compile(buildrequest.MODEL_NAME)
 SCOPE_ENTRY = re.compile(common.SCOPE_ENTRY)
 MAX_RETRIES = 20
 BODY_BUDGET = boundedjson.Budget(max_bytes=MAX_BODY, max_values=20_000, max_depth=8)
@@ -52,6 +54,7 @@ class Wanted:
     name: str
     prompt: str
     scope: tuple[str, ...]
+    model: str | None = None
 
 
 def parse(raw: bytes, max_children: int) -> list[Wanted]:
@@ -86,7 +89,10 @@ def parse(raw: bytes, max_children: int) -> list[Wanted]:
             raise Refused(400, f"tasks[{i}].scope must be a list of at most {common.MAX_SCOPE_ENTRIES} paths or "
                                f"globs of at most {common.MAX_SCOPE_ENTRY_LENGTH} characters and "
                                f"{common.MAX_SCOPE_SEGMENTS} segments")
-        out.append(Wanted(name, prompt, tuple(scope)))
+        model = t.get("model")
+        if model is not None and (not isinstance(model, str) or not MODEL.match(model)):
+            raise Refused(400, f"tasks[{i}].model must be the name of one of the build's models (a DNS label)")
+        out.append(Wanted(name, prompt, tuple(scope), model))
     return out
 
 
@@ -121,12 +127,23 @@ def check_scopes(caller: Caller, wanted: list[Wanted]) -> None:
             raise Refused(403, why)
 
 
+def check_models(caller: Caller, wanted: list[Wanted]) -> None:
+    """Refuse (403) a child whose model is not one of the build's ``spec.agent.models``, naming the build's models
+    (the operator checks again when it makes the child: ``core.delegation``)."""
+    catalog = personas.Catalog.from_agent(caller.build_spec.get("agent") or {})
+    for i, w in enumerate(wanted):
+        why = personas.spawn_problem(catalog, f"tasks[{i}] ({w.name})", w.model)
+        if why:
+            raise Refused(403, why)
+
+
 def spawn(cluster: gcluster.Cluster, caller: Caller, raw: bytes) -> dict[str, Any]:
     """Record the children asked for on the caller's task; the answer's ``children`` is its ``status.children``."""
     check_caller(caller)
     max_children = int(settings_of(caller).get("maxChildren", 5))
     wanted = parse(raw, max_children)
     check_scopes(caller, wanted)
+    check_models(caller, wanted)
     for _ in range(MAX_RETRIES):
         task = _current(cluster, caller)
         status = task.get("status") or {}
@@ -136,12 +153,12 @@ def spawn(cluster: gcluster.Cluster, caller: Caller, raw: bytes) -> dict[str, An
         for w in wanted:
             old = known.get(w.name)
             if old is not None:
-                if old.get("prompt") != w.prompt:
-                    raise Refused(409, f"a child named {w.name!r} was asked for already with another prompt; "
-                                       "choose another name")
+                if old.get("prompt") != w.prompt or old.get("model") != w.model:
+                    raise Refused(409, f"a child named {w.name!r} was asked for already with another prompt "
+                                       "or model; choose another name")
                 continue
             new.append({"name": w.name, "prompt": w.prompt, **({"scope": list(w.scope)} if w.scope else {}),
-                        "attempt": caller.attempt})
+                        **({"model": w.model} if w.model else {}), "attempt": caller.attempt})
             known[w.name] = new[-1]
         if len(requests) + len(new) > max_children:
             raise Refused(403, f"this task asked for {len(requests)} children already; {len(new)} more would pass "

@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 from aiohttp import web
 
-from longshot.core import modelcalls, usage
+from longshot.core import modelcalls, personas, usage
 from longshot.gateway import metering, metrics, modelroutes, pricing
 from longshot.gateway import status as gstatus
 from longshot.gateway.cluster import Cluster
@@ -110,6 +110,13 @@ class Prices:
                           self.settings.prices_configmap, e)
             self._expires = self.clock() + self.settings.prices_cache_seconds
         return self._table
+
+
+def _priced_model(fields: modelroutes.Fields, caller: Caller) -> str | None:
+    """The model a call is reserved, metered and priced as (``core.personas.priced_model``): the one it names, else
+    the model chosen for the attempt (its task input, written by the operator), else the build's."""
+    return personas.priced_model(fields.model, caller.task_input.backend.model,
+                                 (caller.build_spec.get("agent") or {}).get("model"))
 
 
 class ModelProxy:
@@ -249,7 +256,7 @@ class ModelProxy:
             fields = modelroutes.read_fields(body)
         except modelroutes.BodyError as e:
             return json_error(400, "invalid_request_error", f"longshot-gateway: {e}"), "bad_request"
-        request_model = fields.model or (caller.build_spec.get("agent") or {}).get("model")
+        request_model = _priced_model(fields, caller)
         ticket: int | None = None
         claim = modelcalls.Claim()
         if route.metered:
@@ -309,7 +316,7 @@ class ModelProxy:
                                              content=_chunks(body) if request.method == "POST" else None)
         del body
         began = time.monotonic()
-        model = fields.model or (caller.build_spec.get("agent") or {}).get("model")
+        model = _priced_model(fields, caller)
         try:
             response = await self.client.send(upstream, stream=True)
         except httpx.HTTPError as e:
@@ -326,7 +333,7 @@ class ModelProxy:
         metrics.MODEL_CALLS.labels(api=flavour, status=status_class(response.status_code)).inc()
         content_type = response.headers.get("content-type", "")
         meter = metering.Meter(flavour, streaming="text/event-stream" in content_type,
-                               request_model=fields.model or (caller.build_spec.get("agent") or {}).get("model"),
+                               request_model=_priced_model(fields, caller),
                                buffers=self.meter_buffers)
         settled = False
         used: metering.Usage | None = None

@@ -35,7 +35,7 @@ from longshot.api import buildrequest, keys, sanitize
 from longshot.api import handoff as ho
 from longshot.api.common import API_VERSION
 from longshot.config import Settings
-from longshot.core import admission, binding, delegation, fanout, gates, mcpcalls, names, plan
+from longshot.core import admission, binding, delegation, fanout, gates, mcpcalls, names, personas, plan
 from longshot.core.failures import AGENT_CONTAINER
 
 AGENT_UID: Final = 65532
@@ -82,13 +82,14 @@ def _override(task: Mapping[str, Any]) -> Mapping[str, Any]:
     return _spec(task).get("agent") or {}
 
 
-def _backend(annotations: Mapping[str, Any], override: Mapping[str, Any], agent: Mapping[str, Any]) -> Any:
+def _backend(annotations: Mapping[str, Any], choice: personas.Choice) -> Any:
     """The attempt's backend: a best-of-N candidate's (its annotation, written by the operator; an unknown value
-    is ignored, whoever wrote it), else the task's ``spec.agent``, else the build's."""
+    is ignored, whoever wrote it), else the task's ``spec.agent``, else the chosen named model's, else the build's
+    (``core.personas.choose``)."""
     candidate = annotations.get(fanout.BACKEND_ANNOTATION)
     if candidate in typing.get_args(buildrequest.Backend):
         return candidate
-    return override.get("backend") or agent.get("backend", "scripted")
+    return choice.backend
 
 
 def _resources(task: Mapping[str, Any], build: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
@@ -149,8 +150,9 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
     from other objects (``core.taskinput``: previous iteration, dependencies, last failure, question and answer,
     candidates), in wire form.
 
-    The backend and model are the task's ``spec.agent`` over the build's; ``model``, when given, is the model the
-    operator chose for this attempt (``core.tasks.next_model``: a fallback after the model API failed). A candidate
+    The backend and model are ``core.personas.choose``'s (a person's ``spec.agent`` on the task, the task's chosen
+    named model, its persona's, its role's, the build's); ``model``, when given, is the model the operator chose for
+    this attempt (``core.tasks.next_model``: a fallback after the model API failed). A candidate
     of a best-of-N task runs with its own model (annotation ``longshot.dev/model``); the build's top-level planner
     gets its iteration (label ``longshot.dev/iteration``) and ``spec.planner.maxIterations``."""
     tspec, bspec = _spec(task), _spec(build)
@@ -163,7 +165,11 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
     build_name, task_name = bmeta["name"], tmeta["name"]
     annotations = tmeta.get("annotations") or {}
     override = _override(task)
-    model = annotations.get(fanout.MODEL_ANNOTATION) or model or override.get("model") or agent.get("model")
+    catalog = personas.Catalog.from_build(build)
+    choice = personas.choose_for(task, build, catalog)
+    model = annotations.get(fanout.MODEL_ANNOTATION) or model or choice.model
+    role = tspec.get("role", "worker")
+    delegate = delegation.may_delegate(role, bspec.get("delegation") or {}, delegation.depth_of(annotations))
     iteration, max_iterations = 1, 1
     if tspec.get("role") == "planner" and plan.PLAN_NAME_ANNOTATION not in annotations:
         iteration = max(1, plan.iteration_of(tmeta))
@@ -185,7 +191,7 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
         branch=binding.task_branch(tspec.get("branch"), namespace, build_name, task_name),
         commit=tspec.get("commit"),
         backend=ho.BackendInput(
-            name=_backend(annotations, override, agent),
+            name=_backend(annotations, choice),
             model=model,
             base_url=agent.get("baseUrl"),
             command=agent.get("command"),
@@ -202,22 +208,32 @@ def task_input(task: Mapping[str, Any], build: Mapping[str, Any], attempt: int,
         instructions=override.get("promptAddendum"),
         hooks=buildrequest.Hooks.model_validate(hooks_of(task, build)),
         gate_steps=list(steps),
-        delegate=delegation.may_delegate(tspec.get("role", "worker"), bspec.get("delegation") or {},
-                                         delegation.depth_of(annotations)),
+        delegate=delegate,
         ask=agent.get("allowQuestions", True) is not False,
-        skills=[ho.SkillInput(name=sk["name"], path=sk.get("path")) for sk in skills_of(build)],
+        skills=[ho.SkillInput(name=sk["name"], path=sk.get("path")) for sk in skills_of(build, task)],
         agents_md=instructions_of(build) is not None,
         mcp_servers=[s.name for s in mcpcalls.for_role(agent, str(tspec.get("role", "worker")))],
+        models=[ho.ModelOption.model_validate(m) for m in personas.menu(catalog)] if role == "planner" or delegate
+        else [],
+        personas=[ho.PersonaOption.model_validate(p) for p in personas.persona_menu(catalog)] if role == "planner"
+        else [],
+        persona=_persona(catalog, choice.persona),
     )
     if not extra:
         return base
     return ho.TaskInput.model_validate({**base.to_wire(), **extra})
 
 
-def skills_of(build: Mapping[str, Any]) -> list[dict[str, Any]]:
+def skills_of(build: Mapping[str, Any], task: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """The skills (wire form) the build's agent Pods get: every entry of ``spec.agent.skills`` with a name and a
-    ConfigMap, at most ``MAX_SKILLS``."""
+    ConfigMap, at most ``MAX_SKILLS``; given ``task``, only those its persona lists when it lists some
+    (``core.personas.persona_skills``)."""
     listed = (_spec(build).get("agent") or {}).get("skills") or []
+    if task is not None:
+        catalog = personas.Catalog.from_build(build)
+        only = personas.persona_skills(catalog, personas.choose_for(task, build, catalog).persona)
+        if only is not None:
+            listed = [s for s in listed if s.get("name") in only]
     return [s for s in listed if s.get("name") and (s.get("configMap") or {}).get("name")][:buildrequest.MAX_SKILLS]
 
 
@@ -225,6 +241,11 @@ def instructions_of(build: Mapping[str, Any]) -> dict[str, Any] | None:
     """The build's ``spec.agent.instructions`` (wire form) when it names a ConfigMap, else None."""
     found = (_spec(build).get("agent") or {}).get("instructions") or {}
     return found if (found.get("configMap") or {}).get("name") else None
+
+
+def _persona(catalog: personas.Catalog, name: str | None) -> ho.PersonaInput | None:
+    wire = personas.persona_input(catalog, name)
+    return None if wire is None else ho.PersonaInput.model_validate(wire)
 
 
 def _labels(task: Mapping[str, Any], build_name: str, attempt: int) -> dict[str, str]:
@@ -287,7 +308,7 @@ def build_agent_pod(task: Mapping[str, Any], build: Mapping[str, Any], settings:
     if (agent.get("prompts") or {}).get("name"):
         mount("prompts", ho.PROMPTS_DIR,
               {"configMap": {"name": agent["prompts"]["name"], "defaultMode": SECRET_MODE}})
-    for i, skill in enumerate(skills_of(build)):
+    for i, skill in enumerate(skills_of(build, task)):
         mount(f"skill-{i}", f"{ho.SKILLS_DIR}/{skill['name']}",
               {"configMap": {"name": skill["configMap"]["name"], "defaultMode": SECRET_MODE}})
     if (instructions := instructions_of(build)) is not None:

@@ -57,6 +57,20 @@ def test_server_tools_reach_the_model_as_server__tool_next_to_the_built_in_ones(
     assert unknown.is_error and "unknown tool" in unknown.content
 
 
+def test_a_personas_allowlist_names_mcp_tools_as_server_dot_tool(tmp_path: Path) -> None:
+    time = FakeServer("time", {"get_current_time": ("now", False), "convert_time": ("later", False)})
+    git = FakeServer("git", {"git_log": ("log", False)})
+    ev = events.Events(redact.Redactor([]), stream=io.StringIO())
+    toolbox = tools.Toolbox(sandbox.Sandbox(tmp_path), ev, "worker", mcp=mcptools.McpTools([time, git], ev),
+                            allow=["read_file", "time.get_current_time", "git.*"])
+    offered = toolbox.offered()
+    assert {"read_file", "time__get_current_time", "git__git_log", "finish"} <= set(offered)
+    assert "time__convert_time" not in offered and "write_file" not in offered
+    assert toolbox.call("time.get_current_time", {}).content == "now"
+    refused = toolbox.call("time__convert_time", {})  # not offered: never reaches the server
+    assert refused.is_error and "not offered" in refused.content and ("convert_time", {}) not in time.calls
+
+
 def test_a_tool_error_reaches_the_model_as_an_error(tmp_path: Path) -> None:
     toolbox = box(tmp_path, FakeServer("tickets", {"get": ("no such ticket", True)}))
     result = toolbox.call("tickets__get", {})

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,11 +37,13 @@ TRUNCATED = ("Your answer was cut off at the output token limit. Make smaller to
 
 
 def tool_definitions(role: str, *, max_tasks: int | None = None, judging: bool | None = None,
-                     delegate: bool = False, ask: bool = True,
+                     delegate: bool = False, ask: bool = True, allow: Collection[str] | None = None,
+                     models: Sequence[str] = (), personas: Sequence[str] = (),
                      mcp: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     return [{"type": "function", "function": {"name": name, **spec}}
             for name, spec in tools.specs(role, max_tasks=max_tasks, judging=judging,
-                                               delegate=delegate, ask=ask, mcp=mcp).items()]
+                                               delegate=delegate, ask=ask, allow=allow, models=models,
+                                               personas=personas, mcp=mcp).items()]
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,10 @@ class OpenAIBackend(base.Backend):
         definitions = tool_definitions(session.role, max_tasks=session.task.max_tasks,
                                        judging=bool(session.task.candidates),
                                        delegate=session.toolbox.delegation is not None,
-                                       ask=session.toolbox.ask, mcp=session.toolbox.mcp_specs())
+                                       ask=session.toolbox.ask, allow=session.toolbox.allow,
+                                       models=[m.name for m in session.task.models],
+                                       personas=[p.name for p in session.task.personas],
+                                       mcp=session.toolbox.mcp_specs())
         with httpx.Client(timeout=self.timeout) as client:
             for turn_no in range(1, session.max_turns + 1):
                 headers = {"content-type": "application/json"}
