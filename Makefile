@@ -39,8 +39,9 @@ collector: ## The trace e2e test's real collector: Jaeger v1.76.0 built from the
 	@bash hack/go-tools.sh jaeger >/dev/null
 
 .PHONY: test-tools
-test-tools: ## promtool, which the metrics and dashboard tests run (Debian's prometheus package), and zsh and fish, which the completion tests run (installed if missing)
+test-tools: ## promtool, tinyproxy, zsh and fish, which the metrics, egress-proxy and completion tests run (Debian packages, installed if missing)
 	@command -v promtool >/dev/null || bash hack/cluster/install-deps.sh prometheus
+	@command -v tinyproxy >/dev/null || bash hack/cluster/install-deps.sh tinyproxy
 	@command -v zsh >/dev/null && command -v fish >/dev/null || bash hack/cluster/install-deps.sh zsh fish
 
 .PHONY: test

@@ -2,7 +2,8 @@
 # Install the Debian packages the local cluster (hack/local-cluster.sh) and the image builds
 # (hack/images.sh) need: containerd, runc, the CNI plugins, buildah, debootstrap, iptables, dnsmasq
 # (the cluster's small DNS server) and friends, and prometheus (the e2e test that scrapes the operator runs
-# the binary itself, with its own config; the Debian service it installs is not used).
+# the binary itself, with its own config; the Debian service it installs is not used) and tinyproxy (the
+# egress-proxy tests run it on loopback with their own config; its Debian service is not used either).
 #
 #   hack/cluster/install-deps.sh           install what is missing (idempotent; runs apt-get update once)
 #   hack/cluster/install-deps.sh --check   exit 0 when everything is installed, 1 otherwise (no work)
@@ -12,7 +13,7 @@
 set -euo pipefail
 
 PACKAGES=(containerd runc containernetworking-plugins buildah debootstrap iptables iproute2 conntrack
-          socat ethtool dnsmasq-base git openssl make gcc libc6-dev prometheus)
+          socat ethtool dnsmasq-base git openssl make gcc libc6-dev prometheus tinyproxy)
 if [[ $# -gt 0 && "$1" != "--check" ]]; then
   PACKAGES=("$@")
   set --

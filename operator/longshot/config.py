@@ -8,14 +8,16 @@ is an empty value (``LONGSHOT_EGRESS_DENIED_CIDRS=""``: no denied range), and an
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from longshot.core import admission, egress, lanes
+from longshot.core import proxy as cproxy
 from longshot.envsettings import EnvBool, EnvSettings
 
 
@@ -138,6 +140,19 @@ class Settings(EnvSettings):
     """Ranges refused unless a host is listed exactly in ``egress_allowed_hosts`` (default: the private ranges)."""
     egress_cluster_cidrs: str = ""
     """The cluster's Pod and Service ranges (and any other range never to reach): refused whatever the host list."""
+    egress_proxy_url: str = ""
+    """The HTTP proxy every model, tracker and forge call goes through (``http://host:port``, no credentials; the
+    chart's egress.proxy.url; ``core.proxy``): empty reads ``HTTPS_PROXY``/``HTTP_PROXY``; none: direct. It must be
+    in the allowlist for the purpose ``proxy`` (an egress.allow entry), else the process refuses to start."""
+    egress_no_proxy: str = ""
+    """Destinations that go direct (still guarded), as curl reads ``NO_PROXY``: names (and every name below them),
+    addresses, CIDRs, ``*`` (the chart's egress.proxy.noProxy); empty reads ``NO_PROXY``."""
+    https_proxy: str = Field(default="", validation_alias=AliasChoices("https_proxy", "HTTPS_PROXY"))
+    """The standard ``HTTPS_PROXY`` (either case), read only here: used when ``egress_proxy_url`` is empty."""
+    http_proxy: str = Field(default="", validation_alias=AliasChoices("http_proxy", "HTTP_PROXY"))
+    """The standard ``HTTP_PROXY`` (either case), for ``http://`` destinations when ``egress_proxy_url`` is empty."""
+    no_proxy: str = Field(default="", validation_alias=AliasChoices("no_proxy", "NO_PROXY"))
+    """The standard ``NO_PROXY`` (either case), used when ``egress_no_proxy`` is empty."""
     egress_allow_file_urls: EnvBool = True
     """Let builds name ``file://`` repositories (tests and single-machine setups; the chart sets it from
     ``gateway.allowFileUrls``, false by default)."""
@@ -183,6 +198,18 @@ class Settings(EnvSettings):
         return _policy(self.egress_allowed_hosts, self.egress_allowed_cidrs, self.egress_denied_cidrs,
                        self.egress_cluster_cidrs, self.egress_allow_file_urls, self.egress_allow)
 
+    def proxies(self) -> cproxy.Proxies:
+        """The proxies of these settings (``core.proxy``); ProxyError names a malformed setting or a proxy the
+        allowlist does not name for the purpose ``proxy``."""
+        return _proxies(self.egress_proxy_url, self.egress_no_proxy, self.http_proxy, self.https_proxy,
+                        self.no_proxy, self.egress_policy())
+
+    @model_validator(mode="after")
+    def _proxy_allowed(self) -> Self:
+        with contextlib.suppress(egress.PolicyError):  # the policy's own error is raised where it is used
+            self.proxies()
+        return self
+
 
 @functools.lru_cache(maxsize=16)
 def _admission(capacity: str, tenants: str, selector: str, tolerations: str
@@ -197,3 +224,12 @@ def _admission(capacity: str, tenants: str, selector: str, tolerations: str
 def _policy(hosts: str, allowed: str, denied: str, cluster: str, allow_file: bool, allow: str) -> egress.Policy:
     return egress.Policy.parse(allowed_hosts=hosts, allowed_cidrs=allowed, denied_cidrs=denied,
                                cluster_cidrs=cluster, allow_file=allow_file, allow=allow)
+
+
+@functools.lru_cache(maxsize=8)
+def _proxies(url: str, no_proxy: str, http_proxy: str, https_proxy: str, standard_no_proxy: str,
+             policy: egress.Policy) -> cproxy.Proxies:
+    proxies = cproxy.parse(url=url, no_proxy=no_proxy, http_proxy=http_proxy, https_proxy=https_proxy,
+                           standard_no_proxy=standard_no_proxy)
+    cproxy.check_allowed(proxies, policy)
+    return proxies

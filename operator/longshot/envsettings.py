@@ -19,7 +19,7 @@ import os
 from collections.abc import Mapping
 from typing import Annotated, Any, Self
 
-from pydantic import BeforeValidator, ValidationError
+from pydantic import AliasChoices, BeforeValidator, ValidationError
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
@@ -76,6 +76,9 @@ class EnvSettings(BaseSettings):
         info = cls.model_fields.get(field)
         if info is not None and isinstance(info.validation_alias, str):
             return info.validation_alias
+        if info is not None and isinstance(info.validation_alias, AliasChoices):
+            # a standard variable read in either case (HTTPS_PROXY): its upper-case spelling
+            return str(info.validation_alias.choices[-1])
         if info is None and field.upper().startswith(cls.model_config.get("env_prefix", "")):
             return field.upper()  # an alias already
         return f"{cls.model_config.get('env_prefix', '')}{field.upper()}"

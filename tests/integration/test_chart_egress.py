@@ -169,3 +169,40 @@ def test_the_admission_policy_lists_the_values(control_plane: Any, namespace: st
         "spec.merge.pullRequest.apiUrl"]
     off = render(control_plane, namespace, "egress.admission=false")
     assert not [d for d in of_kinds(off, "ValidatingAdmissionPolicy") if d["metadata"]["name"].endswith("-egress")]
+
+
+PROXY_ALLOW = 'egress.allow=[{"cidr": "10.20.0.9/32", "purposes": ["proxy"], "ports": [3128]}]'
+
+
+def test_the_proxy_values_become_settings_and_network_policy_peers(control_plane: Any, kubectl: Any,
+                                                                   namespace: str) -> None:
+    peers = 'egress.proxy.peers=[{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "squid"}}}]'
+    docs = render(control_plane, namespace, "egress.proxy.url=http://10.20.0.9:3128",
+                  json_sets=[PROXY_ALLOW, 'egress.proxy.noProxy=["git.corp", ".internal", "10.0.0.0/8"]', peers])
+    operator, gateway = _deployments(docs)
+    op, gw = Settings.from_env(_env(operator)).proxies(), GatewaySettings.from_env(_env(gateway)).proxies()
+    assert op == gw and op.urls == ("http://10.20.0.9:3128",) and op.no_proxy == ("git.corp", "internal", "10.0.0.0/8")
+    assert not {"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"} & (set(_env(operator)) | set(_env(gateway)))
+    policies = {p["metadata"]["name"]: p["spec"] for p in of_kinds(docs, "NetworkPolicy")
+                if p["metadata"]["namespace"] == namespace and not p["metadata"]["name"].endswith("-agents")}
+    port = [{"protocol": "TCP", "port": 3128}]
+    for spec in policies.values():
+        # the proxy's allow entry is an explicit peer on its port, and so are egress.proxy.peers
+        assert {"to": [{"ipBlock": {"cidr": "10.20.0.9/32"}}], "ports": port} in spec["egress"]
+        assert {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "squid"}}}],
+                "ports": port} in spec["egress"]
+    applied = kubectl("-n", namespace, "apply", "--dry-run=server", "-f", "-", check=False,
+                      input=yaml.safe_dump_all([p for p in of_kinds(docs, "NetworkPolicy")
+                                                if p["metadata"]["namespace"] == namespace]))
+    assert applied.returncode == 0, applied.stderr
+    operator, gateway = _deployments(render(control_plane, namespace))
+    assert Settings.from_env(_env(operator)).proxies().urls == GatewaySettings.from_env(_env(gateway)).proxies().urls \
+        == ()
+
+
+def test_a_proxy_off_the_allowlist_or_with_credentials_is_refused(control_plane: Any, namespace: str) -> None:
+    result = _template(control_plane, "--set", "egress.proxy.url=http://10.20.0.9:3128")
+    assert result.returncode != 0 and "the proxy must be in the allowlist explicitly" in result.stderr, result.stderr
+    for url in ("http://user:hunter2@10.20.0.9:3128", "http://10.20.0.9", "socks5://10.20.0.9:1080"):
+        result = _template(control_plane, "--set", f"egress.proxy.url={url}", "--set-json", PROXY_ALLOW)
+        assert result.returncode != 0 and "/egress/proxy/url" in result.stderr, (url, result.stderr)

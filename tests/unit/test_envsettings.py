@@ -15,6 +15,7 @@ from longshot.agent import errors
 from longshot.agent import settings as agentsettings
 from longshot.api import handoff
 from longshot.core import egress
+from longshot.core import proxy as cproxy
 from longshot.envsettings import EnvSettings, SettingsError
 from longshot.gateway.settings import GatewaySettings
 from longshot.logs import LogSettings
@@ -179,3 +180,25 @@ def test_the_gateway_url_is_the_operators_not_a_gateway_setting() -> None:
     assert "LONGSHOT_GATEWAY_URL" in config.Settings.env_names().values()
     assert "LONGSHOT_GATEWAY_URL" not in GatewaySettings.env_names().values()
     assert GatewaySettings.from_env({"LONGSHOT_GATEWAY_URL": "http://gw"}) == GatewaySettings()
+
+
+@pytest.mark.parametrize(("cls", "prefix"), [(config.Settings, "LONGSHOT_"), (GatewaySettings, "LONGSHOT_GATEWAY_")])
+def test_the_proxy_is_read_from_our_settings_or_the_standard_variables_and_must_be_allowed(
+        cls: type[config.Settings] | type[GatewaySettings], prefix: str) -> None:
+    allow = f'{prefix}EGRESS_ALLOW=[{{"host": "proxy.corp", "purposes": ["proxy"], "ports": [3128]}}]'
+    name, value = allow.split("=", 1)
+    standard = cls.from_env({name: value, "https_proxy": "http://proxy.corp:3128", "NO_PROXY": ".corp"})
+    assert (standard.proxies().https, standard.proxies().http, standard.proxies().no_proxy) == (
+        "http://proxy.corp:3128", None, ("corp",))
+    assert cls.env_name("https_proxy") == "HTTPS_PROXY" and cls.env_name("no_proxy") == "NO_PROXY"
+    ours = cls.from_env({name: value, f"{prefix}EGRESS_PROXY_URL": "proxy.corp:3128",
+                         f"{prefix}EGRESS_NO_PROXY": "none", "HTTPS_PROXY": "http://other:1", "NO_PROXY": "*"})
+    assert ours.proxies().urls == ("http://proxy.corp:3128",) and ours.proxies().no_proxy == ()
+    assert ours.replace(namespace="x").proxies() == ours.proxies()
+    with pytest.raises(SettingsError, match=r"egress.proxy.url 'http://elsewhere:3128' is not in the egress "
+                                            r"allowlist for the purpose proxy"):
+        cls.from_env({name: value, f"{prefix}EGRESS_PROXY_URL": "http://elsewhere:3128"})
+    with pytest.raises(SettingsError, match="credentials in the proxy URL") as e:
+        cls.from_env({name: value, "HTTPS_PROXY": "http://me:hunter2@proxy.corp:3128"})
+    assert "hunter2" not in str(e.value)
+    assert cls.from_env({}).proxies() == cproxy.Proxies()

@@ -108,7 +108,7 @@ LONGSHOT_GATEWAY_ (gateway). An empty list is "none" (an empty variable would me
 {{- define "longshot.egressEnv" -}}
 {{- $eg := .root.Values.egress -}}
 {{- if $eg.allowedCIDRs }}
-{{- fail (printf "egress.allowedCIDRs %v: a range must say what it is for and on which ports; move each one to egress.allow as {cidr: <range>, purposes: [git], ports: [<port>]} (purposes: git, model, tracker, forge, mcp; docs/security.md)" $eg.allowedCIDRs) }}
+{{- fail (printf "egress.allowedCIDRs %v: a range must say what it is for and on which ports; move each one to egress.allow as {cidr: <range>, purposes: [git], ports: [<port>]} (purposes: git, model, tracker, forge, mcp, proxy; docs/security.md)" $eg.allowedCIDRs) }}
 {{- end }}
 - name: {{ .prefix }}EGRESS_ALLOW
   value: {{ toJson ($eg.allow | default list) | quote }}
@@ -120,6 +120,30 @@ LONGSHOT_GATEWAY_ (gateway). An empty list is "none" (an empty variable would me
   value: {{ join "," $eg.deniedCIDRs | default "none" | quote }}
 - name: {{ .prefix }}EGRESS_CLUSTER_CIDRS
   value: {{ join "," $eg.clusterCIDRs | default "none" | quote }}
+{{- $proxy := $eg.proxy | default dict }}
+{{- if $proxy.url }}
+{{- if not (include "longshot.proxyPort" $proxy.url) }}
+{{- fail (printf "egress.proxy.url %s: give it as http://host:port, with its port" $proxy.url) }}
+{{- end }}
+{{- if contains "@" $proxy.url }}
+{{- fail "egress.proxy.url: credentials in the proxy URL (user:password@) are not supported; let the proxy admit the operator's and the gateway's Pods by their address (docs/security.md, \"Egress through a proxy\")" }}
+{{- end }}
+{{- $allowed := false }}
+{{- range $e := ($eg.allow | default list) }}{{- if has "proxy" $e.purposes }}{{- $allowed = true }}{{- end }}{{- end }}
+{{- if not $allowed }}
+{{- fail (printf "egress.proxy.url %s: the proxy must be in the allowlist explicitly: add an egress.allow entry {host: <its name>, purposes: [proxy], ports: [<its port>]} or {cidr: <its address>/32, purposes: [proxy], ports: [<its port>]} (docs/security.md, \"Egress through a proxy\")" $proxy.url) }}
+{{- end }}
+{{- end }}
+# egress through a proxy (core.proxy): the URL, and what goes direct; the standard HTTPS_PROXY/NO_PROXY are not set
+- name: {{ .prefix }}EGRESS_PROXY_URL
+  value: {{ $proxy.url | default "none" | quote }}
+- name: {{ .prefix }}EGRESS_NO_PROXY
+  value: {{ join "," ($proxy.noProxy | default list) | default "none" | quote }}
+{{- end -}}
+
+{{/* The port of a proxy URL (http://host:port), or "" when it names none. */}}
+{{- define "longshot.proxyPort" -}}
+{{- regexFind "[0-9]+$" (regexFind ":[0-9]+/?$" .) -}}
 {{- end -}}
 
 {{/* The ranges core.egress never connects to (ALWAYS_DENIED there; a test compares the two lists). */}}

@@ -126,7 +126,7 @@ class Manager:
         self.queue = workqueue.Queues(queues)
         """Every controller's queue behind one facade (a reference goes to its kind's)."""
         self.ctx = ctxmod.Context(cache=self.cache, kube=k, settings=settings, queue=self.queue, clock=clock, rand=rand)
-        self.ctx.egress = gd.for_policy(settings.egress_policy())
+        self.ctx.egress = gd.for_policy(settings.egress_policy(), settings.proxies())
         self.ctx.preflight = functools.partial(preflight.check, guard=self.ctx.egress,
                                                runtime_class=settings.agent_runtime_class)
         self.executor = ex.Executor(k, self.cache, self.queue, clock)

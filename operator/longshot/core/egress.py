@@ -83,11 +83,15 @@ DEFAULT_DENIED_CIDRS: tuple[str, ...] = (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "198.18.0.0/15", "fc00::/7")
 """The default of ``denied_cidrs``: private ranges (node networks, most clusters' Pod and Service ranges)."""
 
-Purpose = Literal["git", "model", "tracker", "forge", "mcp"]
+Purpose = Literal["git", "model", "tracker", "forge", "mcp", "proxy"]
 """What a connection is for: the repository (``git``: the gateway's mirror, the operator's merge queue and
 workspaces), the model API (``model``: the gateway's proxy), a tracker (``tracker``: planner issues, intakes), a
-forge's API (``forge``: pull-request delivery), an MCP server (``mcp``)."""
-PURPOSES: tuple[Purpose, ...] = get_args(Purpose)
+forge's API (``forge``: pull-request delivery), an MCP server (``mcp``), or the installation's own HTTP proxy
+(``proxy``: ``core.proxy``; only an ``allow`` entry naming it serves it, never a legacy entry)."""
+ENTRY_PURPOSES: tuple[Purpose, ...] = get_args(Purpose)
+"""What an ``allow`` entry may list."""
+PURPOSES: tuple[Purpose, ...] = tuple(p for p in ENTRY_PURPOSES if p != "proxy")
+"""The purposes of a build's destinations (and of a legacy entry)."""
 LEGACY_PORTS = frozenset({80, 443, 22, 9418})
 """The ports a legacy ``allowed_hosts`` entry naming one host serves: the default ports of http, https, ssh, git."""
 MAX_ALLOW_ENTRIES = 256
@@ -221,12 +225,14 @@ class Entry:
     def describe(self) -> str:
         what = self.host if self.host is not None else str(self.cidr)
         ports = "every port" if self.ports is None else "port " + ", ".join(str(p) for p in sorted(self.ports))
-        return f"{what} ({self.source}: {', '.join(p for p in PURPOSES if p in self.purposes)} on {ports})"
+        purposes = ", ".join(p for p in ENTRY_PURPOSES if p in self.purposes)
+        return f"{what} ({self.source}: {purposes} on {ports})"
 
 
 def parse_allow(raw: str | Iterable[Mapping[str, Any]]) -> tuple[Entry, ...]:
     """``egress.allow`` entries (a JSON list from the environment, or a list of mappings): each has ``host`` or
-    ``cidr``, ``purposes`` (some of :data:`PURPOSES`) and ``ports`` (1 to 65535); PolicyError names a bad entry."""
+    ``cidr``, ``purposes`` (some of :data:`ENTRY_PURPOSES`) and ``ports`` (1 to 65535); PolicyError names a bad
+    entry."""
     if isinstance(raw, str):
         if raw.strip().lower() in ("", "none"):
             return ()
@@ -246,8 +252,8 @@ def parse_allow(raw: str | Iterable[Mapping[str, Any]]) -> tuple[Entry, ...]:
         if ("host" in item) == ("cidr" in item):
             raise PolicyError(f"{what}: give exactly one of host and cidr")
         purposes, ports = item.get("purposes"), item.get("ports")
-        if not isinstance(purposes, list) or not purposes or any(p not in PURPOSES for p in purposes):
-            raise PolicyError(f"{what}: purposes must list some of {', '.join(PURPOSES)}")
+        if not isinstance(purposes, list) or not purposes or any(p not in ENTRY_PURPOSES for p in purposes):
+            raise PolicyError(f"{what}: purposes must list some of {', '.join(ENTRY_PURPOSES)}")
         if (not isinstance(ports, list) or not 0 < len(ports) <= MAX_ENTRY_PORTS
                 or any(isinstance(p, bool) or not isinstance(p, int) or not 0 < p < 65536 for p in ports)):
             raise PolicyError(f"{what}: ports must list 1 to {MAX_ENTRY_PORTS} port numbers (1 to 65535), e.g. [443]")

@@ -79,10 +79,11 @@ class Gateway:
                                            denied_cache_seconds=settings.token_denied_cache_seconds,
                                            identity_cache_seconds=settings.identity_cache_seconds,
                                            rate=settings.requests_per_second, burst=settings.request_burst)
-        self.egress = gd.Guard(settings.egress_policy())
+        self.egress = gd.Guard(settings.egress_policy(), proxies=settings.proxies())
         """Where builds may send the gateway (``core.egress``): checked before each call and at each connection."""
         self.git_service = gitserve.GitService(settings, egress=self.egress)
-        # every upstream connection goes to an address the egress policy checked (longshot.net.transport)
+        # every upstream connection goes to an address the egress policy checked, or through the installation's proxy
+        # after the destination was checked (longshot.net.transport)
         transport = egress_transport.AsyncGuardedTransport(
             self.egress, "spec.agent.baseUrl", purpose="model",
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))

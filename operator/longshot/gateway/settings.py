@@ -6,10 +6,15 @@ empty variable means the default (the chart's egress lists say ``none`` for an e
 
 from __future__ import annotations
 
-from pydantic import Field
+import contextlib
+import functools
+from typing import Self
+
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from longshot.core import egress
+from longshot.core import proxy as cproxy
 from longshot.envsettings import EnvBool, EnvSettings
 
 AUDIENCE = "longshot-gateway"
@@ -108,6 +113,19 @@ class GatewaySettings(EnvSettings):
     """Ranges refused unless a host is listed exactly in ``egress_allowed_hosts`` (default: the private ranges)."""
     egress_cluster_cidrs: str = ""
     """The cluster's Pod and Service ranges (and any other range never to reach): refused whatever the host list."""
+    egress_proxy_url: str = ""
+    """The HTTP proxy every model, tracker and forge call goes through (``http://host:port``, no credentials; the
+    chart's egress.proxy.url; ``core.proxy``): empty reads ``HTTPS_PROXY``/``HTTP_PROXY``; none: direct. It must be
+    in the allowlist for the purpose ``proxy`` (an egress.allow entry), else the process refuses to start."""
+    egress_no_proxy: str = ""
+    """Destinations that go direct (still guarded), as curl reads ``NO_PROXY``: names (and every name below them),
+    addresses, CIDRs, ``*`` (the chart's egress.proxy.noProxy); empty reads ``NO_PROXY``."""
+    https_proxy: str = Field(default="", validation_alias=AliasChoices("https_proxy", "HTTPS_PROXY"))
+    """The standard ``HTTPS_PROXY`` (either case), read only here: used when ``egress_proxy_url`` is empty."""
+    http_proxy: str = Field(default="", validation_alias=AliasChoices("http_proxy", "HTTP_PROXY"))
+    """The standard ``HTTP_PROXY`` (either case), for ``http://`` destinations when ``egress_proxy_url`` is empty."""
+    no_proxy: str = Field(default="", validation_alias=AliasChoices("no_proxy", "NO_PROXY"))
+    """The standard ``NO_PROXY`` (either case), used when ``egress_no_proxy`` is empty."""
 
     # --- tenancy: disk bounds (issue 29, item 8) -------------------------------------------------------------
     mirror_max_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=0)
@@ -159,3 +177,24 @@ class GatewaySettings(EnvSettings):
         return egress.Policy.parse(allowed_hosts=self.egress_allowed_hosts, allowed_cidrs=self.egress_allowed_cidrs,
                                    denied_cidrs=self.egress_denied_cidrs, cluster_cidrs=self.egress_cluster_cidrs,
                                    allow_file=self.allow_file_urls, allow=self.egress_allow)
+
+    def proxies(self) -> cproxy.Proxies:
+        """The proxies of these settings (``core.proxy``); ProxyError names a malformed setting or a proxy the
+        allowlist does not name for the purpose ``proxy``."""
+        return _proxies(self.egress_proxy_url, self.egress_no_proxy, self.http_proxy, self.https_proxy,
+                        self.no_proxy, self.egress_policy())
+
+    @model_validator(mode="after")
+    def _proxy_allowed(self) -> Self:
+        with contextlib.suppress(egress.PolicyError):  # the policy's own error is raised where it is used
+            self.proxies()
+        return self
+
+
+@functools.lru_cache(maxsize=8)
+def _proxies(url: str, no_proxy: str, http_proxy: str, https_proxy: str, standard_no_proxy: str,
+             policy: egress.Policy) -> cproxy.Proxies:
+    proxies = cproxy.parse(url=url, no_proxy=no_proxy, http_proxy=http_proxy, https_proxy=https_proxy,
+                           standard_no_proxy=standard_no_proxy)
+    cproxy.check_allowed(proxies, policy)
+    return proxies

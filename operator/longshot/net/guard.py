@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from longshot.core import egress
+from longshot.core import proxy as cproxy
 
 Resolver = Callable[[str, int], list[str]]
 AsyncResolver = Callable[[str, int], Awaitable[list[str]]]
@@ -89,8 +90,11 @@ class GitPins:
 
 class Guard:
     def __init__(self, policy: egress.Policy, *, resolve: Resolver = system_resolve,
-                 aresolve: AsyncResolver | None = None) -> None:
+                 aresolve: AsyncResolver | None = None, proxies: cproxy.Proxies | None = None) -> None:
         self.policy = policy
+        self.proxies = proxies or cproxy.Proxies()
+        """The installation's HTTP proxy (``core.proxy``): the transports built with this guard send through it what
+        is not in its ``NO_PROXY``; git never uses it."""
         self.resolve = resolve
         self.aresolve = aresolve or (lambda host, port: asyncio.to_thread(self.resolve, host, port))
 
@@ -130,6 +134,26 @@ class Guard:
         resolved = [] if target.address is not None else await self.aresolve(target.host, target.port)
         return target, self._checked(target, resolved, field_path, url, purpose)
 
+    def _via_proxy(self, target: egress.Target, resolved: list[str], field_path: str, url: str,
+                   purpose: egress.Purpose) -> None:
+        if target.address is None and resolved:
+            self._checked(target, resolved, field_path, url, purpose)
+
+    def check_via_proxy(self, url: str, field_path: str, *, purpose: egress.Purpose) -> egress.Target:
+        """The final destination of a request sent through the proxy (``core.proxy``): the URL is checked as always;
+        when its name resolves here, every address must be allowed too (when it does not, the proxy resolves it
+        and the name's check is the decision). :class:`Refused` otherwise; nothing is connected."""
+        target = self.check_url(url, field_path, purpose=purpose)
+        resolved = [] if target.address is not None else self.resolve(target.host, target.port)
+        self._via_proxy(target, resolved, field_path, url, purpose)
+        return target
+
+    async def acheck_via_proxy(self, url: str, field_path: str, *, purpose: egress.Purpose) -> egress.Target:
+        target = self.check_url(url, field_path, purpose=purpose)
+        resolved = [] if target.address is not None else await self.aresolve(target.host, target.port)
+        self._via_proxy(target, resolved, field_path, url, purpose)
+        return target
+
     # --- git ----------------------------------------------------------------------------------------------
 
     def git_pins(self, url: str, field_path: str) -> GitPins:
@@ -157,6 +181,6 @@ def pins_for(target: egress.Target, addresses: list[str]) -> GitPins:
 
 
 @functools.lru_cache(maxsize=16)
-def for_policy(policy: egress.Policy) -> Guard:
-    """The guard of ``policy`` with the system resolver (one per distinct policy, shared)."""
-    return Guard(policy)
+def for_policy(policy: egress.Policy, proxies: cproxy.Proxies | None = None) -> Guard:
+    """The guard of ``policy`` (and ``proxies``) with the system resolver (one per distinct pair, shared)."""
+    return Guard(policy, proxies=proxies)

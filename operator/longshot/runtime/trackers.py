@@ -160,10 +160,11 @@ class Tracker:
         from longshot.net import transport as egress_transport
 
         if egress is not None and transport is None:
-            # every connection to an address the egress policy checked; no proxy from the environment
+            # every connection to an address the egress policy checked, or through the installation's proxy
+            # (egress.proxy) after the destination was checked; never a proxy read from the environment
             transport = egress_transport.GuardedTransport(egress, f"spec.{field}.url", purpose="tracker")
         self._client = httpx.Client(transport=transport, timeout=timeout, follow_redirects=False,
-                                    headers={"User-Agent": "longshot-operator"}, trust_env=egress is None)
+                                    headers={"User-Agent": "longshot-operator"}, trust_env=False)
         self._transport_error = httpx.TransportError
         self._refused = egress_transport.EgressRefused
         self.sleep = sleep
