@@ -132,7 +132,7 @@ class TaskReconciler:
     def __init__(self, ctx: ctxmod.Context) -> None:
         self.ctx = ctx
         self.fanout = fanoutc.Fanout(ctx)
-        self.tips = handoffs.TipReader()
+        self.tips = handoffs.TipReader(egress=lambda: ctx.egress)
         """Branch tips of ended workers' handoffs: one ``git ls-remote`` per repository for many handoffs."""
 
     # --- entry points --------------------------------------------------------------------------------

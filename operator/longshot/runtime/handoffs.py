@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import subprocess
 import tempfile
@@ -164,9 +165,19 @@ def branch_tip(k: kube.KubeAPI, build: Mapping[str, Any], branch: str) -> str | 
     return branch_tips(k, build, [branch])[branch]
 
 
-def branch_tips(k: kube.KubeAPI, build: Mapping[str, Any], branches: Sequence[str]) -> dict[str, str | None]:
-    """:func:`branch_tip` of several branches with one ``git ls-remote`` (and one read of the credentials)."""
+def branch_tips(k: kube.KubeAPI, build: Mapping[str, Any], branches: Sequence[str], *,
+                egress: gd.Guard | None = None) -> dict[str, str | None]:
+    """:func:`branch_tip` of several branches with one ``git ls-remote`` (and one read of the credentials). With
+    ``egress`` (the operator's: ``Context.egress``), the repository's URL is checked and resolved first and git
+    connects only to the checked addresses (``longshot.net.guard``); a refusal is a :class:`TipUnknown` naming the
+    field, and no process runs."""
     repo = (build.get("spec") or {}).get("repository") or {}
+    pins: gd.GitPins | None = None
+    if egress is not None:
+        try:
+            pins = egress.git_pins(str(repo.get("url")), "spec.repository.url")
+        except gd.Refused as e:
+            raise TipUnknown(str(e)) from None
     namespace, secret_name = build["metadata"]["namespace"], repo.get("credentialsSecret")
     try:
         data = k.get_secret(namespace, secret_name) if secret_name else None
@@ -176,8 +187,10 @@ def branch_tips(k: kube.KubeAPI, build: Mapping[str, Any], branches: Sequence[st
     refs = {f"refs/heads/{b}": b for b in branches}
     with tempfile.TemporaryDirectory(prefix="longshot-tip-") as tmp:
         try:
-            proc = subprocess.run(["git", *vws.GIT_OPTIONS, "ls-remote", "--", str(repo["url"]), *refs],
-                                  env=git_env(credentials, Path(tmp)), capture_output=True,
+            env = git_env(credentials, Path(tmp))
+            pinned = pins.args() if pins is not None else []
+            proc = subprocess.run(["git", *vws.GIT_OPTIONS, *pinned, "ls-remote", "--", str(repo["url"]), *refs],
+                                  env=pins.env(env) if pins is not None else env, capture_output=True,
                                   timeout=FETCH_TIMEOUT_SECONDS, check=False)
         except subprocess.TimeoutExpired:
             raise TipUnknown(f"git ls-remote of {len(refs)} branch(es) timed out") from None
@@ -208,8 +221,10 @@ class TipReader:
     was asked* (so a tip is never read before the Pod that asked had ended), which carries every branch asked
     meanwhile (up to :data:`TIPS_PER_CALL`). A failed call fails the reads it carried (:class:`TipUnknown`)."""
 
-    def __init__(self, read: TipsFn | None = None) -> None:
+    def __init__(self, read: TipsFn | None = None, egress: Callable[[], gd.Guard | None] | None = None) -> None:
         self.read = read
+        self.egress = egress
+        """The operator's egress guard, read at each call (the manager sets it after the reconcilers are made)."""
         self.calls = 0
         self._waiting: dict[tuple[str, str, str], list[tuple[str, asyncio.Future[str | None]]]] = {}
         self._last: dict[tuple[str, str, str], tuple[kube.KubeAPI, Mapping[str, Any]]] = {}
@@ -235,7 +250,8 @@ class TipReader:
                 waiting = self._waiting[key]
                 batch, self._waiting[key] = waiting[:TIPS_PER_CALL], waiting[TIPS_PER_CALL:]
                 k, build = self._last[key]
-                read = self.read or branch_tips
+                guard = self.egress() if self.egress is not None else None
+                read = self.read or functools.partial(branch_tips, egress=guard)
                 self.calls += 1
                 try:
                     tips = await asyncio.to_thread(read, k, build, sorted({b for b, _ in batch}))

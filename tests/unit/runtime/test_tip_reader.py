@@ -85,3 +85,33 @@ async def test_a_call_asks_for_at_most_its_share_of_branches(monkeypatch: pytest
     forge.gate.set()
     assert await asyncio.gather(*tasks) == [None] * 5
     assert [len(b) for _, b in forge.calls] == [2, 2, 1]
+
+
+class _Kube:
+    def get_secret(self, namespace: str, name: str) -> dict[str, str]:
+        raise AssertionError("a refused URL reads no Secret")
+
+
+def test_a_tip_read_is_held_to_the_egress_policy_before_any_git_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from longshot.core import egress
+    from longshot.net import guard as gd
+
+    def no_git(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("git ran for a refused URL")
+
+    monkeypatch.setattr(handoffs.subprocess, "run", no_git)
+    guard = gd.Guard(egress.Policy.parse(allowed_hosts="github.com"), resolve=lambda h, p: ["140.82.112.3"])
+    with pytest.raises(handoffs.TipUnknown, match=r"spec\.repository\.url"):
+        handoffs.branch_tips(_Kube(), build("http://169.254.169.254/r.git"), ["main"], egress=guard)  # type: ignore[arg-type]
+
+    # the TipReader asks the guard it is given at each call (the operator's Context.egress)
+    seen: list[Any] = []
+
+    def read(k: Any, b: Mapping[str, Any], branches: Sequence[str], *, egress: Any = None) -> dict[str, str | None]:
+        seen.append(egress)
+        return dict.fromkeys(branches)
+
+    monkeypatch.setattr(handoffs, "branch_tips", read)
+    reader = handoffs.TipReader(egress=lambda: guard)
+    assert asyncio.run(reader.tip(_Kube(), build(), "main")) is None  # type: ignore[arg-type]
+    assert seen == [guard]
