@@ -137,7 +137,8 @@ def test_tokens_and_cost_appear_on_the_task_while_the_attempt_runs(build_spec, g
 
 def test_max_cost_stops_the_attempt_mid_way_with_budget_exceeded(build_spec, gateway, model, core_v1, custom,
                                                                  namespace, tmp_path):
-    spec = {**build_spec, "budget": {"maxCost": 0.002}}
+    # the first call's reservation (its prompt of about 1,000 tokens, 0.002) fits; the call itself costs 0.0028
+    spec = {**build_spec, "budget": {"maxCost": 0.0025}}
     a = make_attempt(core_v1, custom, namespace, gateway.url, build_spec=spec)
     model.script(Reply(body=openai_json("gpt-test", (1000, 100), tool=("write_file", {  # costs 0.0028
                      "path": "hello.txt", "content": "hello\n"}))),
