@@ -26,7 +26,7 @@ LEFT_OUT = ("--previous", "servicemonitor", "top ")
 
 def _placeholders(namespace: str) -> dict[str, str]:
     return {"<operator-namespace>": "longshot-system", "<fullname>": "longshot", "<release>": "longshot",
-            "<ns>": namespace, "<namespace>": namespace, "<build>": "docs", "<task>": "docs-planner-1"}
+            "<ns>": namespace, "<namespace>": namespace, "<build>": "docs"}
 
 
 def _runnable(cmd: dc.Command, values: dict[str, str]) -> list[str] | None:
