@@ -216,7 +216,7 @@ async def test_a_success_whose_status_write_lost_creates_its_merge_job_once(monk
     branch was queued twice (seen in the chaos test: six MergeJobs "already on the target")."""
     commit = "0123456789abcdef0123456789abcdef01234567"
     # the repository: the branch is there
-    monkeypatch.setattr(handoffs, "branch_tips", lambda k, b, branches: dict.fromkeys(branches, commit))
+    monkeypatch.setattr(handoffs, "branch_tips", lambda k, b, branches, egress=None: dict.fromkeys(branches, commit))
     fake, clock, mono = FakeKube(), Clock(), [0.0]
     m = manager(fake, clock, mono)
     fake.create(build())
