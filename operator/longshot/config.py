@@ -201,8 +201,8 @@ class Settings(EnvSettings):
     def proxies(self) -> cproxy.Proxies:
         """The proxies of these settings (``core.proxy``); ProxyError names a malformed setting or a proxy the
         allowlist does not name for the purpose ``proxy``."""
-        return _proxies(self.egress_proxy_url, self.egress_no_proxy, self.http_proxy, self.https_proxy,
-                        self.no_proxy, self.egress_policy())
+        return cproxy.configured(self.egress_proxy_url, self.egress_no_proxy, self.http_proxy, self.https_proxy,
+                                 self.no_proxy, self.egress_policy())
 
     @model_validator(mode="after")
     def _proxy_allowed(self) -> Self:
@@ -225,11 +225,3 @@ def _policy(hosts: str, allowed: str, denied: str, cluster: str, allow_file: boo
     return egress.Policy.parse(allowed_hosts=hosts, allowed_cidrs=allowed, denied_cidrs=denied,
                                cluster_cidrs=cluster, allow_file=allow_file, allow=allow)
 
-
-@functools.lru_cache(maxsize=8)
-def _proxies(url: str, no_proxy: str, http_proxy: str, https_proxy: str, standard_no_proxy: str,
-             policy: egress.Policy) -> cproxy.Proxies:
-    proxies = cproxy.parse(url=url, no_proxy=no_proxy, http_proxy=http_proxy, https_proxy=https_proxy,
-                           standard_no_proxy=standard_no_proxy)
-    cproxy.check_allowed(proxies, policy)
-    return proxies

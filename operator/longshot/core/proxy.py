@@ -38,6 +38,7 @@ operator's and the gateway's Pods by their address instead (docs/security.md, "E
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -180,3 +181,14 @@ def check_allowed(proxies: Proxies, policy: egress.Policy) -> None:
                 f"{PROXY_FIELD} {url!r} is not in the egress allowlist for the purpose proxy ({d.rule}): add an "
                 f"entry to the chart's egress.allow, e.g. {{host: {target.host}, purposes: [proxy], ports: "
                 f"[{target.port}]}} (or {{cidr: <its address>/32, ...}} for an address in a denied range)")
+
+
+@functools.lru_cache(maxsize=8)
+def configured(url: str, no_proxy: str, http_proxy: str, https_proxy: str, standard_no_proxy: str,
+               policy: egress.Policy) -> Proxies:
+    """The proxies of a process's settings (the operator's and the gateway's), parsed and checked against the
+    allowlist once per distinct setting (:func:`parse`, :func:`check_allowed`)."""
+    proxies = parse(url=url, no_proxy=no_proxy, http_proxy=http_proxy, https_proxy=https_proxy,
+                    standard_no_proxy=standard_no_proxy)
+    check_allowed(proxies, policy)
+    return proxies
