@@ -4,9 +4,9 @@ Every metric lives in :data:`REGISTRY` (not prometheus-client's global one, so t
 in one process do not collide), with ``longshot_build_info{version}`` (always 1) and prometheus-client's process,
 platform and garbage-collector collectors (``process_*``, ``python_info``, ``python_gc_*``:
 :func:`add_runtime_collectors`). Names are ``longshot_<thing>_<unit>``, counters end in ``_total``,
-durations are in seconds (``longshot_tenant_share`` is a ratio without ``_ratio``, kept for the dashboards built
-on it). Labels are bounded sets of values only (a state, a result, a failure class, a
-role): never a build, task, branch or repository name, never anything from a Secret.
+durations are in seconds, costs in dollars, ratios end in ``_ratio``. Labels are bounded sets of values only
+(a state, a result, a failure class, a role): never a build, task, branch or repository name, never anything from
+a Secret. ``tests/unit/test_metrics.py`` checks every name of both registries against these rules.
 
 Serving: :func:`start_http_server` runs the operator's HTTP servers on a daemon thread with its own event loop
 (aiohttp through ``longshot.net.ingress``: bounded connections, a header deadline, no thread per connection; every
@@ -113,8 +113,8 @@ the rest are summed as ``_other``)."""
 TENANT_AGENTS = Gauge("longshot_tenant_agents", "Agent Pods running per tenant (the namespace of the builds; the "
                       "label is not `namespace`, which Prometheus gives the operator's own).", ["tenant"],
                       registry=REGISTRY)
-TENANT_SHARE = Gauge("longshot_tenant_share", "Each tenant's share in fair admission: its agents running divided by "
-                     "its weight.", ["tenant"], registry=REGISTRY)
+TENANT_SHARE = Gauge("longshot_tenant_share_ratio", "Each tenant's share in fair admission: its agents running "
+                     "divided by its weight.", ["tenant"], registry=REGISTRY)
 TENANT_HELD = Gauge("longshot_tenant_held", "1 for a tenant whose ready work the last dispatch held at the tenant's "
                     "own limits: reason TenantLimit (maxAgents, cpu, memory, its ResourceQuotas) or TokensPerHour.",
                     ["tenant", "reason"], registry=REGISTRY)

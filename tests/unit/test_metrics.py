@@ -150,3 +150,46 @@ def test_the_scrape_serves_build_info_and_the_runtime_collectors(server: metrics
     text = httpx.get(f"http://127.0.0.1:{server.port}/metrics").text
     assert sample(text, "longshot_build_info", {"version": longshot.__version__}) == 1
     assert sample(text, "python_gc_collections_total", {"generation": "0"}) is not None
+
+
+UNIT_SUFFIXES = ("_seconds", "_bytes", "_ratio", "_dollars", "_cores", "_info")
+"""What a metric's name ends in (before a counter's ``_total``) when it measures a quantity with a unit."""
+COUNTS = {
+    # things counted: the name says what is counted (a count's unit is the thing)
+    "longshot_tasks", "longshot_pending_tasks", "longshot_active_workers", "longshot_tenant_agents",
+    "longshot_builds_stalled", "longshot_admission_waiting_tasks", "longshot_merge_queue_depth",
+    "longshot_workqueue_depth", "longshot_tenant_tokens_last_hour", "longshot_tokens", "longshot_gateway_tokens",
+    "longshot_merges", "longshot_sweeps", "longshot_reconciles", "longshot_pod_failures", "longshot_finalizations",
+    "longshot_finalization_attempts", "longshot_events_dropped", "longshot_lease_renewals",
+    "longshot_admission_withdrawn", "longshot_intake_builds", "longshot_intake_polls", "longshot_intake_webhooks",
+    "longshot_gateway_requests", "longshot_gateway_model_calls", "longshot_gateway_unpriced_calls",
+    "longshot_gateway_estimated_calls", "longshot_gateway_git_pushes", "longshot_gateway_mcp_calls",
+    "longshot_gateway_status_conflicts", "longshot_gateway_token_reviews",
+    # states: an enumeration or a flag, 0/1 per label value
+    "longshot_replica_role", "longshot_admission_capacity_mode", "longshot_tenant_held",
+}
+
+
+@pytest.mark.parametrize("registry", [metrics.REGISTRY, gateway_metrics.REGISTRY], ids=["operator", "gateway"])
+def test_every_metric_name_carries_its_unit_or_names_what_it_counts(registry: CollectorRegistry) -> None:
+    """Every longshot_* metric of both registries (enumerated from the registry, so a new metric is checked too):
+    a counter's samples end in ``_total``; its name ends in a unit (seconds, bytes, ratio, dollars, cores) or is one
+    of the listed counts of things and states. A new metric without a unit fails here until it gets one or is
+    listed, on purpose, as a count."""
+    seen = 0
+    for family in registry.collect():
+        if not family.name.startswith("longshot_"):
+            continue
+        seen += 1
+        if family.type == "counter":
+            assert all(s.name.endswith(("_total", "_created")) for s in family.samples), family.name
+        assert family.name.endswith(UNIT_SUFFIXES) or family.name in COUNTS, (
+            f"{family.name}: name a unit ({', '.join(UNIT_SUFFIXES)}) or add it to COUNTS if it counts things")
+    assert seen >= 10
+
+
+def test_the_price_table_is_in_dollars_as_the_cost_metrics_say() -> None:
+    from longshot.gateway import pricing
+    assert pricing.PriceTable.parse("currency: USD\nmodels: {}\n").currency == "USD"
+    with pytest.raises(pricing.PriceError, match="currency"):
+        pricing.PriceTable.parse("currency: EUR\nmodels: {}\n")

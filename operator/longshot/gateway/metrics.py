@@ -42,8 +42,8 @@ REQUEST_DURATION = Histogram("longshot_gateway_request_duration_seconds", "Durat
                              registry=REGISTRY)
 TOKENS = Counter("longshot_gateway_tokens_total", "Model tokens metered, by API and kind (input, output).",
                  ["api", "kind"], registry=REGISTRY)
-COST = Counter("longshot_gateway_cost_total", "Model cost metered (price table units), by API.", ["api"],
-               registry=REGISTRY)
+COST = Counter("longshot_gateway_cost_dollars_total", "Model cost metered in US dollars (the price table), by API.",
+               ["api"], registry=REGISTRY)
 MODEL_CALLS = Counter("longshot_gateway_model_calls_total",
                       "Model calls by API and upstream status class (2xx, 4xx, 429, 5xx, error).",
                       ["api", "status"], registry=REGISTRY)

@@ -3,7 +3,7 @@
 The table is the ``prices.yaml`` key of the ConfigMap ``longshot-prices`` in the operator's namespace
 (the chart renders it from ``gateway.prices``)::
 
-    currency: USD                 # for people; costs are plain numbers in status
+    currency: USD                 # the only one: the cost metrics are in dollars (..._cost_dollars_total)
     models:                       # prices per million tokens
       gpt-4o:            {input: 2.50, output: 10.00, cacheRead: 1.25}
       "claude-sonnet-4*": {input: 3.00, output: 15.00, cacheRead: 0.30, cacheWrite: 3.75}
@@ -19,6 +19,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -41,7 +42,9 @@ class Price(BaseModel):
 class PriceTableSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    currency: str = "USD"
+    currency: Literal["USD"] = "USD"
+    """Prices are in US dollars: ``longshot_cost_dollars_total``, ``longshot_gateway_cost_dollars_total`` and the
+    budgets' ``maxCost`` say so (convert another currency's prices before writing the table)."""
     models: dict[str, Price] = Field(default_factory=dict)
 
 
