@@ -91,7 +91,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
+sys.path.insert(0, str(ROOT / "hack"))
 
+import bench_fleet_floor  # noqa: E402
 import kubernetes  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
@@ -737,12 +739,12 @@ def start_kwok(cp: controlplane.ControlPlane, work: Path) -> subprocess.Popen[by
                  work, {**os.environ, "HOME": str(work)})
 
 
-def kwok_nodes(core: kubernetes.client.CoreV1Api, n: int, pods: int = PODS_PER_NODE) -> None:
+def kwok_nodes(core: kubernetes.client.CoreV1Api, n: int, pods: int = PODS_PER_NODE, prefix: str = "kwok-node") -> None:
     for i in range(n):
         cap = {"cpu": "1000", "memory": "4Ti", "pods": str(pods), "ephemeral-storage": "10Ti"}
         core.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {
-            "name": f"kwok-node-{i}", "annotations": {KWOK_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            "labels": {"kubernetes.io/hostname": f"kwok-node-{i}", "type": "kwok"}},
+            "name": f"{prefix}-{i}", "annotations": {KWOK_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {"kubernetes.io/hostname": f"{prefix}-{i}", "type": "kwok"}},
             "status": {"allocatable": cap, "capacity": cap}})
 
 
@@ -1094,6 +1096,11 @@ class Result:
     quiet_p95: float = float("nan")
     quiet_room_p95: float = float("nan")
     quiet_share: float = float("nan")
+    window: float = float("nan")
+    """The window both the fleet and its floor are measured over (seconds from their start)."""
+    fleet_window_per_hour: float = float("nan")
+    floor_per_hour: float = float("nan")
+    fleet_vs_floor: float = float("nan")
 
 
 def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, began: float) -> None:
@@ -1196,7 +1203,8 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
             start = time.monotonic()
             # the run ends at --duration, or earlier so that the whole benchmark fits in --budget (a minute kept for
             # the report and the teardown)
-            duration = max(30.0, min(args.duration, began + args.budget - 60 - start))
+            floor_reserve = args.floor_seconds + 90 if args.floor_seconds > 0 else 0  # the floor's run and set-up
+            duration = max(30.0, min(args.duration, began + args.budget - 60 - floor_reserve - start))
             for name in builds:
                 custom.patch_namespaced_custom_object(GROUP, VERSION, NS, "buildrequests", name,
                                                       {"spec": {"suspend": False}})
@@ -1298,6 +1306,42 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
             result.queue_wait_p95 = percentile(waits, 0.95)
             if quiet is not None:
                 result.quiet_p95, result.quiet_room_p95, result.quiet_share = quiet.report()
+            if args.floor_seconds > 0:
+                # --- the floor: the same work with no operator, on the same control plane, kwok and forge ---------
+                agents.stop()
+                jobs.stop()
+                for n in operators:
+                    stop_process(procs[n])
+                floor_nodes = max(1, math.ceil(args.agents / PODS_PER_NODE))  # the fleet's Pods keep theirs
+                kwok_nodes(core, floor_nodes, PODS_PER_NODE, prefix="kwok-floor")
+                controlplane.wait_until(lambda: ready_nodes(core) >= nodes + floor_nodes, 60,
+                                        f"{floor_nodes} more kwok nodes Ready", 0.5)
+                repos["floor.git"] = make_repository(work / "git", "floor")
+                window = min(args.floor_seconds, seconds)
+                machine0, floor_bench0 = machine_cpu(), proc_cpu(os.getpid())
+                floor = bench_fleet_floor.run_floor(
+                    api, repo=repos["floor.git"], work=work, env={**GIT_ENV, "GIT_TERMINAL_PROMPT": "0"}, args=args,
+                    clone_url=forge_url.replace("http://", f"http://{FORGE_USER}:{password}@", 1) + "/floor.git",
+                    seconds=window, raw_watch=raw_watch, now_stamp=now_stamp, log=log)
+                floor_cores = (machine_cpu() - machine0) / floor.seconds
+                floor_bench = sum(proc_cpu(os.getpid())) - sum(floor_bench0)
+                fleet_cores = (cpu1["machine"][0] - cpu0["machine"][0]) / seconds
+                log(f"machine CPU busy (every process, other users included): {fleet_cores:.2f} cores during the "
+                    f"fleet's run, {floor_cores:.2f} during the floor's (the bench's own agents and merger "
+                    f"{floor_bench / floor.seconds:.2f}); the ratio holds only if the machine's other load stayed "
+                    "the same")
+                fleet_in = bench_fleet_floor.merged_within([t - start for t in jobs.merged.values()], window)
+                floor_in = floor.merged_within(window)
+                result.window = window
+                result.fleet_window_per_hour = fleet_in / window * 3600
+                result.floor_per_hour = floor_in / window * 3600
+                result.fleet_vs_floor = bench_fleet_floor.ratio(fleet_in, floor_in)
+                log(f"floor (bare Pods, plain git fetch/merge/push, no operator): {floor_in} merged in the first "
+                    f"{window:.0f}s ({result.floor_per_hour:.0f}/h; {floor.pods} Pods, {floor.pushes} pushes, a "
+                    f"round p50 {percentile(floor.push_seconds, 0.5):.2f}s p95 "
+                    f"{percentile(floor.push_seconds, 0.95):.2f}s); the fleet {fleet_in} in its first {window:.0f}s "
+                    f"({result.fleet_window_per_hour:.0f}/h): fleet_vs_floor {result.fleet_vs_floor:.3f}"
+                    + (f"; floor errors: {floor.errors[:3]}" if floor.errors else ""))
         finally:
             if agents is not None:
                 agents.stop()
@@ -1327,7 +1371,10 @@ def main(argv: list[str] | None = None) -> int:
                                                               "once")
     parser.add_argument("--duration", type=float, default=600,
                         help="seconds the fleet runs at most once resumed (then: how far it got)")
-    parser.add_argument("--budget", type=float, default=840,
+    parser.add_argument("--floor-seconds", type=float, default=360,
+                        help="seconds of the floor run (the same fleet with bare Pods and plain git, no operator) "
+                             "after the fleet's; both are measured over this window (0: no floor)")
+    parser.add_argument("--budget", type=float, default=1260,
                         help="seconds the whole benchmark may take: the run is cut short to fit (then: how far it got)")
     parser.add_argument("--agent-threads", type=int, default=16, help="threads doing the simulated agents' work")
     parser.add_argument("--report-every", type=float, default=30)
@@ -1364,6 +1411,8 @@ def main(argv: list[str] | None = None) -> int:
           f"operator_cpu_s_per_merge={result.cpu_s_per_merge:.3f} api_writes_per_merge={result.writes_per_merge:.2f} "
           f"peak_rss_mib={result.rss:.0f} dispatch_p95_s={result.dispatch_p95:.2f} "
           f"queue_wait_p95_s={result.queue_wait_p95:.1f}"
+          + (f" fleet_vs_floor={result.fleet_vs_floor:.3f} floor_per_hour={result.floor_per_hour:.0f}"
+             f" window_s={result.window:.0f}" if args.floor_seconds > 0 else "")
           + (f" quiet_first_pod_p95_s={result.quiet_p95:.2f} quiet_after_room_p95_s={result.quiet_room_p95:.2f}"
              f" quiet_share={result.quiet_share:.3f}"
              if args.tenants > 1 else ""), flush=True)

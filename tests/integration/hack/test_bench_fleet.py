@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,41 @@ def test_a_simulated_agent_s_commit_is_a_valid_git_commit_with_its_one_file(tmp_
     assert git(repo.path, "show", f"{fixed}:{path}") == "fixed\n"
     assert sorted(git(repo.path, "ls-tree", "-r", "--name-only", fixed).split()) == sorted(
         ["Makefile", "README.md", path, bench.fanout_path("build-t00002")])
+
+
+floor = hack_modules.load("bench_fleet_floor")
+
+
+def test_the_floor_s_plain_git_merger_merges_each_ready_branch_into_main_and_times_each_merge(tmp_path: Path):
+    """The floor's merger (``make bench-fleet``'s no-operator floor): branches the simulated agents wrote into the
+    repository reach its ``main`` through a working clone's fetch, merge and push, in rounds of at most the window,
+    each merge timed from the floor's start."""
+    repo = bench.make_repository(tmp_path, "floor")
+    try:
+        branches = []
+        for i in range(5):
+            task = f"floor-t{i:05d}"
+            commit = repo.commit_file(repo.base, f"work/{task}.txt", f"result of {task}\n".encode(), f"{task}\n")
+            repo.set_ref(f"refs/heads/floor/{task}", commit)
+            branches.append(f"floor/{task}")
+    finally:
+        repo.close()
+    result = floor.FloorResult()
+    env = {**bench.GIT_ENV, "GIT_TERMINAL_PROMPT": "0"}
+    merger = floor.Merger(f"file://{repo.path}", tmp_path, env, 2, result, 0.0)
+    for b in branches:  # offered before it runs: three rounds of at most two
+        merger.offer(b)
+    merger.thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(result.merged_at) < 5 and time.monotonic() < deadline and not result.errors:
+            merger.thread.join(0.05)
+    finally:
+        merger.stop()
+        merger.thread.join(10)
+    assert result.errors == []
+    assert len(result.merged_at) == 5 and result.pushes == 3
+    files = git(repo.path, "ls-tree", "-r", "--name-only", "main").split()
+    assert {f"work/floor-t{i:05d}.txt" for i in range(5)} <= set(files)
+    assert floor.merged_within([1.0, 2.0, 9.0], 5.0) == 2
+    assert floor.ratio(3, 4) == 0.75 and floor.ratio(3, 0) != floor.ratio(3, 0)  # NaN when the floor merged none
