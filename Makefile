@@ -162,7 +162,7 @@ bench-e2e: venv binaries deps ## Benchmark: 100 scripted tasks end to end on the
 	flock /tmp/longshot-cluster.lock $(PY) hack/bench_e2e.py $(BENCH_E2E_ARGS)
 
 .PHONY: bench-fleet
-bench-fleet: venv binaries ## Benchmark: 10,000 tasks, 1,000 simulated agents on kwok nodes through the real operator, merge queue and git forge (under 15 min)
+bench-fleet: venv binaries ## Benchmark: 10,000 tasks, 1,000 simulated agents on kwok nodes through the real operator, merge queue and git forge, then its floor with no operator: fleet_vs_floor (about 21 min)
 	$(PY) hack/bench_fleet.py $(BENCH_FLEET_ARGS)
 
 .PHONY: bench-merge
