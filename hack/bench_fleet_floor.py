@@ -9,9 +9,9 @@ the machine does with no operator at all, measured in the same run, on the same 
   uniform in 0.5x..1.5x, the same seed), writes its change the same way (a commit on its own branch written into the
   forge's repository) and ends its Pod with the same status write; the Pod is then deleted and the next one created;
 * **plain git:** one merger, as a person or a script without Longshot would do it, takes every branch that is ready
-  (at most ``--window`` at a time), and in one working clone over the forge's smart HTTP runs ``git fetch``, a
-  ``git merge`` of each branch and one ``git push`` of ``main``. No gate, no secret scan, no speculation, no status:
-  only what any merge needs.
+  (up to :data:`ROUND`), and in one working clone over the forge's smart HTTP runs one ``git fetch``, one octopus
+  ``git merge`` per :data:`OCTOPUS` branches and one ``git push`` of ``main``. No gate, no secret scan, no
+  speculation, no status: only what any merge needs.
 
 Both runs are measured over the same window from their start (``--floor-seconds``, or the fleet's run if shorter),
 so the ramp-up of the first agents' think weighs the same on both:
@@ -39,6 +39,10 @@ from typing import Any
 import kubernetes
 
 FLOOR_NS = "bench-fleet-floor"
+OCTOPUS = 32
+"""Branches merged by one ``git merge`` (an octopus merge)."""
+ROUND = 512
+"""Most branches one fetch, merge and push round takes: every ready one, as a script without a queue would."""
 FLOOR_LABEL = "bench.longshot.dev/floor=agent"
 TASK_ANNOTATION = "bench.longshot.dev/task"
 
@@ -77,6 +81,7 @@ class Merger:
 
     def __init__(self, clone_url: str, work: Path, env: dict[str, str], window: int, result: FloorResult,
                  start: float) -> None:
+        """``window``: most branches a round takes."""
         self.dir = work / "floor-clone"
         self.env = env
         self.window = window
@@ -125,8 +130,14 @@ class Merger:
                     *(f"+refs/heads/{b}:refs/remotes/origin/{b}" for b in batch)]
         git(self.dir, self.env, "fetch", "-q", "origin", *refspecs)
         git(self.dir, self.env, "checkout", "-q", "-B", "main", "origin/main")
-        for b in batch:
-            git(self.dir, self.env, "merge", "-q", "--no-edit", f"origin/{b}")
+        for i in range(0, len(batch), OCTOPUS):  # one octopus merge of many branches: one git process, one commit
+            heads = [f"origin/{b}" for b in batch[i:i + OCTOPUS]]
+            try:
+                git(self.dir, self.env, "merge", "-q", "--no-edit", *heads)
+            except subprocess.CalledProcessError:  # an octopus refuses what needs a hand: one at a time
+                git(self.dir, self.env, "reset", "-q", "--hard")
+                for h in heads:
+                    git(self.dir, self.env, "merge", "-q", "--no-edit", h)
         git(self.dir, self.env, "push", "-q", "origin", "main:main")
         now = time.monotonic() - self.start
         self.result.merged_at += [now] * len(batch)
@@ -161,7 +172,7 @@ def run_floor(api: kubernetes.client.ApiClient, *, repo: Any, clone_url: str, wo
     next_task = [0]
     lock = threading.Lock()
     start = time.monotonic()
-    merger = Merger(clone_url, work, env, args.window, result, start)
+    merger = Merger(clone_url, work, env, ROUND, result, start)
 
     def create_next() -> None:
         with lock:
@@ -237,7 +248,7 @@ def run_floor(api: kubernetes.client.ApiClient, *, repo: Any, clone_url: str, wo
     merger.thread.start()
     for _ in range(min(args.agents, args.tasks)):
         creator.submit(create_next)
-    log(f"floor: {args.agents} bare Pods in flight, plain git merges (window {args.window}), for {seconds:.0f}s")
+    log(f"floor: {args.agents} bare Pods in flight, plain git merges (every ready branch a round), for {seconds:.0f}s")
     last = start
     try:
         while time.monotonic() - start < seconds and len(result.merged_at) < args.tasks:
