@@ -76,8 +76,8 @@ def accept(task: Mapping[str, Any], text: str, *, interrupt: bool, author: str |
     attempt = running_attempt(task)
     if attempt is None:
         phase = (task.get("status") or {}).get("phase") or "Pending"
-        return Refused(f"AgentTask {name!r} is {phase} with no running attempt: a message can only go to a running "
-                       "agent (answer a question with 'answer', or relaunch it with 'relaunch --prompt')")
+        return Refused(f"AgentTask {name!r} has no running attempt (phase {phase}): a message can only go to a "
+                       "running agent (answer a question with 'answer', or relaunch it with 'relaunch --prompt')")
     messages = [m for m in (task.get("spec") or {}).get("messages") or [] if isinstance(m, Mapping)]
     if len(messages) >= MAX_MESSAGES:
         return Refused(f"AgentTask {name!r} already holds {len(messages)} messages, the most it may; relaunch it "

@@ -32,8 +32,8 @@ def test_a_message_to_a_running_attempt_gets_the_next_id_the_attempt_and_the_aut
 
 
 @pytest.mark.parametrize(("t", "text", "words"), [
-    (task(phase="Pending", attempts=[]), "hi", "is Pending with no running attempt"),
-    (task(phase="Succeeded", attempts=[{"number": 1, "endTime": "x"}]), "hi", "is Succeeded with no running"),
+    (task(phase="Pending", attempts=[]), "hi", "has no running attempt (phase Pending)"),
+    (task(phase="Succeeded", attempts=[{"number": 1, "endTime": "x"}]), "hi", "(phase Succeeded)"),
     (task(attempts=[{"number": 1, "endTime": "x"}]), "hi", "no running attempt"),
     (task(), "   ", "the message is empty"),
     (task(), "x" * (m.MAX_TEXT + 1), f"at most {m.MAX_TEXT}"),
