@@ -201,3 +201,26 @@ def test_the_api_server_refuses_what_a_message_may_not_be(control_plane, core_v1
     assert "spec.messages" in patch([{"id": i, "attempt": 1, "text": "a"} for i in range(1, 52)])
     assert patch([{"id": 1, "attempt": 1, "text": "a"}, {"id": 2, "attempt": 1, "text": "b"}]) == ""
     assert "append-only" in patch([{"id": 1, "attempt": 1, "text": "a"}])
+
+
+def test_two_senders_at_once_never_lose_a_message(control_plane, api_client, core_v1, custom, namespace, gateway,
+                                                   build_spec):
+    make_attempt(core_v1, custom, namespace, gateway.url, build_spec=build_spec)
+
+    class Racing(cli.Kube):
+        """A second sender appends between this sender's read and its write (once)."""
+
+        raced = False
+
+        def patch(self, kind: str, name: str, body: Any) -> dict[str, Any]:
+            if not Racing.raced:
+                Racing.raced = True
+                assert say(control_plane, namespace, "b1-t1", "from bob")[0] == 0
+            return super().patch(kind, name, body)
+
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(["say", "b1-t1", "from alice"], out=out, err=err, kube=Racing(api_client, namespace))
+    assert code == 0, err.getvalue()
+    assert "message #2" in out.getvalue()  # the first try met a conflict (409), the second took the next id
+    sent = get(custom, namespace, "agenttasks", "b1-t1")["spec"]["messages"]
+    assert [(m["id"], m["text"]) for m in sent] == [(1, "from bob"), (2, "from alice")]
