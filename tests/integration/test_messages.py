@@ -130,6 +130,7 @@ def test_an_interrupt_kills_a_long_tool_call_and_the_attempt_goes_on_with_the_ne
         log = root / "agent.log"
         wait_for(lambda: "interrupted by a person" in log.read_text(), 30, "the tool call to be interrupted")
         took = time.monotonic() - sent
+        print(f"interrupt: the tool call was killed {took:.2f} s after say returned")
         assert took < 10, took  # the gateway's poll (1 s), the runner's check (0.2 s), the kill
         # held: no model call until the next message
         wait_for(lambda: "waiting for their next message" in log.read_text(), 30, "the loop to hold")

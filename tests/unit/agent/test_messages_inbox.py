@@ -118,3 +118,19 @@ def test_a_hold_is_bounded_and_then_the_agent_is_told_to_carry_on():
 def test_every_backend_says_what_it_does_with_messages():
     assert set(base.MESSAGES) == set(typing.get_args(buildrequest.Backend))
     assert base.MESSAGES == {"openai": "turns", "anthropic": "turns", "command": "none", "scripted": "none"}
+
+
+def test_the_anthropic_loop_adds_a_message_to_the_user_turn_it_ends_with():
+    from longshot.agent.backends import anthropic
+
+    after_results: list[dict[str, Any]] = [{"role": "assistant", "content": [{"type": "text", "text": "hi"}]},
+                                           {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t"}]}]
+    anthropic._user_text(after_results, "msg")
+    assert [m["role"] for m in after_results] == ["assistant", "user"]
+    assert after_results[-1]["content"][-1] == {"type": "text", "text": "msg"}
+    first: list[dict[str, Any]] = [{"role": "user", "content": "the task"}]
+    anthropic._user_text(first, "msg")
+    assert first == [{"role": "user", "content": [{"type": "text", "text": "the task"}, {"type": "text", "text": "msg"}]}]
+    after_assistant: list[dict[str, Any]] = [{"role": "assistant", "content": [{"type": "text", "text": "x"}]}]
+    anthropic._user_text(after_assistant, "msg")
+    assert after_assistant[-1] == {"role": "user", "content": [{"type": "text", "text": "msg"}]}
