@@ -130,7 +130,8 @@ def test_the_anthropic_loop_adds_a_message_to_the_user_turn_it_ends_with():
     assert after_results[-1]["content"][-1] == {"type": "text", "text": "msg"}
     first: list[dict[str, Any]] = [{"role": "user", "content": "the task"}]
     anthropic._user_text(first, "msg")
-    assert first == [{"role": "user", "content": [{"type": "text", "text": "the task"}, {"type": "text", "text": "msg"}]}]
+    assert first == [{"role": "user", "content": [{"type": "text", "text": "the task"},
+                                                  {"type": "text", "text": "msg"}]}]
     after_assistant: list[dict[str, Any]] = [{"role": "assistant", "content": [{"type": "text", "text": "x"}]}]
     anthropic._user_text(after_assistant, "msg")
     assert after_assistant[-1] == {"role": "user", "content": [{"type": "text", "text": "msg"}]}
