@@ -240,8 +240,8 @@ def subcommands() -> list[str]:
 
 
 def test_the_parser_has_the_commands_a_person_expects():
-    assert {"list", "tree", "logs", "version", "completion", "answer", "approve", "retry", "relaunch", "suspend",
-            "resume", "cancel", "trace"} == set(subcommands())
+    assert {"list", "tree", "logs", "version", "completion", "answer", "say", "approve", "retry", "relaunch",
+            "suspend", "resume", "cancel", "trace"} == set(subcommands())
 
 
 @pytest.mark.parametrize("shell", completion.SHELLS)

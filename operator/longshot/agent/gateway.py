@@ -34,6 +34,8 @@ TOKEN_FILE = "/var/run/secrets/longshot.dev/gateway/token"
 URL_ENV = "LONGSHOT_GATEWAY_URL"
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the token goes to the gateway only
 TOKEN_FILE_ENV = "LONGSHOT_GATEWAY_TOKEN_FILE"
+OPENER = _OPENER
+"""The runner's HTTP opener for the gateway (no proxy: the token goes to the gateway only)."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from longshot.agent import (
     gitops,
     hooks,
     mcptools,
+    messages,
     prompts,
     results,
     sandbox,
@@ -58,13 +59,17 @@ class Attempt:
     """Set in a Pod: model calls go through the gateway with the Pod's token as their key."""
     key_source: Callable[[], str | None] | None = None
     """The model key, read per request (the gateway token rotates); ``api_key`` when unset."""
+    inbox: messages.Inbox | None = None
+    """People's messages to this attempt (docs/agent.md, "Talking to a running agent"), when the backend takes
+    them; its interrupt kills the sandbox's running command."""
     installed: skills.Installed | None = None
     """The build's skills and instructions written into the checkout (:func:`install_skills`), taken out again
     before the runner commits."""
 
     def sandbox(self) -> sandbox.Sandbox:
         return sandbox.Sandbox(self.paths.checkout, env=self.command_env, output_cap=self.settings.output_cap,
-                               default_timeout=self.settings.command_timeout_seconds)
+                               default_timeout=self.settings.command_timeout_seconds,
+                               interrupt=self.inbox.interrupted if self.inbox is not None else None)
 
 
 # --- backends ----------------------------------------------------------------------------------------
@@ -134,6 +139,7 @@ def run_backend(attempt: Attempt, *, validator: tools.Validator | None = None, t
         task=task, system_prompt=system, prompt=prompt, toolbox=toolbox, events=attempt.events,
         workdir=attempt.paths.checkout, scratch=attempt.paths.scratch, api_key=attempt.api_key,
         api_key_source=attempt.key_source, max_turns=task.backend.max_turns, sleep=attempt.sleep,
+        inbox=attempt.inbox if base.MESSAGES.get(backend.name) == "turns" else None,
     )
     attempt.events.log("agent started", backend=backend.name, model=task.backend.model)
     for role, text in (("system", system), ("user", prompt)):  # what the model is told first (the ledger keeps it)

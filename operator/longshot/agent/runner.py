@@ -25,8 +25,9 @@ from typing import Any, TextIO
 import pydantic
 
 from longshot import tracing
-from longshot.agent import errors, events, gitops, redact, roles, settings
+from longshot.agent import errors, events, gitops, messages, redact, roles, settings
 from longshot.agent import gateway as agent_gateway
+from longshot.agent.backends import base as backends
 from longshot.api import common, exitcodes, handoff
 
 
@@ -76,6 +77,9 @@ def run(env: Mapping[str, str], *, sleep: Callable[[float], None] = time.sleep,
            branch=task.branch, base_branch=task.base_branch, gateway=gateway.url if gateway else None)
     attempt: roles.Attempt | None = None
     access = repository_access(task, paths, ev, gateway)
+    # people's messages (spec.messages), asked for in the background when the backend takes them
+    inbox = (messages.Inbox.from_gateway(gateway, hold_seconds=tuning.message_hold_seconds).start()
+             if gateway is not None and backends.MESSAGES.get(task.backend.name) == "turns" else None)
     failure: errors.AgentFailure | None = None
     parent = start_tracing(env, gateway, ev)
     with events.Heartbeat(ev, tuning.heartbeat_seconds), tracing.span(
@@ -85,6 +89,7 @@ def run(env: Mapping[str, str], *, sleep: Callable[[float], None] = time.sleep,
             parent=parent, service=tracing.AGENT) as traced:
         try:
             attempt = prepare(task, paths, tuning, ev, env, access, gateway, sleep=sleep, rand=rand)
+            attempt.inbox = inbox
             fields = roles.ROLES[task.role](attempt)
             result = make_handoff(task, attempt, **fields)
         except errors.AgentFailure as e:
@@ -96,6 +101,8 @@ def run(env: Mapping[str, str], *, sleep: Callable[[float], None] = time.sleep,
         if failure is not None:
             ev.log(str(failure), level="error", failure_class=failure.failure_class)
             result = failed_handoff(task, attempt, failure)
+        if inbox is not None:
+            inbox.close()
         delivered = deliver(result, task, paths, tuning, ev, access, sleep=sleep)
         traced.set("longshot.outcome", delivered.outcome)
         if failure is not None:

@@ -2,7 +2,8 @@
 
 Every path a model gives is resolved against the checkout's root (symlinks included) and refused when it
 ends up outside it or inside ``.git``; commands run in their own process group, are killed (the whole
-group) when their time is up, and their output is capped to a head and a tail around a truncation marker.
+group) when their time is up or a person interrupts them (``interrupt``, ``agent.messages``), and their
+output is capped to a head and a tail around a truncation marker.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ class Sandbox:
     """File and command tools confined to ``root``."""
 
     def __init__(self, root: Path, *, env: Mapping[str, str] | None = None,
-                 output_cap: int = DEFAULT_OUTPUT_CAP, default_timeout: float = 600.0) -> None:
+                 output_cap: int = DEFAULT_OUTPUT_CAP, default_timeout: float = 600.0,
+                 interrupt: threading.Event | None = None) -> None:
+        self.interrupt = interrupt
+        """Set by a person's interrupt (``agent.messages.Inbox.interrupted``): the running command is killed."""
         self.root = Path(os.path.realpath(root))
         self.env = dict(env if env is not None else os.environ)
         self.output_cap = output_cap
@@ -172,7 +176,7 @@ class Sandbox:
         limit = float(timeout) if timeout else self.default_timeout
         limit = min(limit, self.default_timeout)
         return run(["/bin/sh", "-c", command], cwd=self.root, env=self.env, timeout=limit,
-                   output_cap=self.output_cap)
+                   output_cap=self.output_cap, interrupt=self.interrupt)
 
 
 @dataclass(frozen=True)
@@ -183,10 +187,13 @@ class CommandResult:
     """stdout and stderr interleaved, capped."""
     timed_out: bool
     duration: float
+    interrupted: bool = False
+    """Killed because a person interrupted it (``exit_code`` is None)."""
 
     def render(self) -> str:
-        status = f"timed out after {self.duration:.1f}s and was killed" if self.timed_out else (
-            f"exit code {self.exit_code}")
+        status = (f"interrupted by a person after {self.duration:.1f}s and killed" if self.interrupted
+                  else f"timed out after {self.duration:.1f}s and was killed" if self.timed_out
+                  else f"exit code {self.exit_code}")
         return f"[{status}]\n{self.output}"
 
 
@@ -226,9 +233,14 @@ class _CappedReader:
         return f"{head}\n[... truncated {cut} bytes ...]\n{tail}"
 
 
+INTERRUPT_CHECK_SECONDS = 0.2
+"""How often a running command looks at its ``interrupt`` event."""
+
+
 def run(argv: list[str], *, cwd: Path, env: Mapping[str, str], timeout: float,
-        output_cap: int = DEFAULT_OUTPUT_CAP) -> CommandResult:
-    """Run ``argv`` in a new process group; kill the group on timeout (and any leftovers after exit)."""
+        output_cap: int = DEFAULT_OUTPUT_CAP, interrupt: threading.Event | None = None) -> CommandResult:
+    """Run ``argv`` in a new process group; kill the group on timeout or when ``interrupt`` is set (and any
+    leftovers after exit)."""
     start = time.monotonic()
     try:
         proc = subprocess.Popen(argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
@@ -236,8 +248,23 @@ def run(argv: list[str], *, cwd: Path, env: Mapping[str, str], timeout: float,
     except OSError as e:
         raise errors.ToolError(f"cannot start {argv[0]!r}: {e.strerror}") from None
     reader = _CappedReader(proc.stdout, output_cap)
-    timed_out = not _wait_unreaped(proc, timeout)
-    if timed_out:
+    interrupted = False
+    if interrupt is None:
+        timed_out = not _wait_unreaped(proc, timeout)
+    else:
+        end = start + timeout
+        timed_out = False
+        while True:
+            if interrupt.is_set():
+                interrupted = True
+                break
+            left = end - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            if _wait_unreaped(proc, min(left, INTERRUPT_CHECK_SECONDS)):
+                break
+    if timed_out or interrupted:
         _kill_group(proc.pid, signal.SIGTERM)
         _wait_unreaped(proc, KILL_GRACE_SECONDS)
     # Background children may still hold the pipe open; the group goes with the command. The command is not
@@ -247,8 +274,8 @@ def run(argv: list[str], *, cwd: Path, env: Mapping[str, str], timeout: float,
     reader.thread.join(timeout=5)
     assert proc.stdout is not None
     proc.stdout.close()
-    return CommandResult(exit_code=None if timed_out else proc.returncode, output=reader.text(),
-                         timed_out=timed_out, duration=time.monotonic() - start)
+    return CommandResult(exit_code=None if timed_out or interrupted else proc.returncode, output=reader.text(),
+                         timed_out=timed_out, duration=time.monotonic() - start, interrupted=interrupted)
 
 
 def _wait_unreaped(proc: subprocess.Popen[bytes], timeout: float | None) -> bool:

@@ -77,6 +77,8 @@ class Settings(_AgentSettings):
     retry_max_attempts: int = Field(default=8, ge=0)
     retry_base_seconds: float = Field(default=1.0, ge=0)
     retry_max_seconds: float = Field(default=60.0, ge=0)
+    message_hold_seconds: float = Field(default=900.0, ge=0)
+    """After a person's interrupt, longest the agent waits for their next message before it carries on."""
     max_corrections: int = Field(default=3, ge=0)
     """How many times an invalid plan or verdict is sent back to the model before giving up."""
     max_output_tokens: int = Field(default=8192, ge=0)

@@ -80,6 +80,43 @@ class AgentOverride(Model):
     ``spec.agent.hooks``; a build hook this task should skip can be set to ``":"``."""
 
 
+MAX_MESSAGES: Final = 50
+"""Most messages a task holds (``spec.messages``): a person talks to a running agent in a few lines, not a chat log."""
+MAX_MESSAGE_TEXT: Final = 4096
+"""Longest text of one message (4 KiB)."""
+MAX_MESSAGE_ID: Final = 1_000_000
+
+
+class Message(Model):
+    """A message from a person to the task's running attempt (``kubectl longshot say``), delivered by
+    longshot-gateway to that attempt's runner, which puts it in the conversation before its next model call."""
+
+    id: int = Field(ge=1, le=MAX_MESSAGE_ID)
+    """The message's number: one more than the highest on the task (unique; the runner asks for the ones after the
+    last it got)."""
+    text: str = Field(min_length=1, max_length=MAX_MESSAGE_TEXT)
+    """What the person says. It goes to the model as a user turn, and counts in the attempt's budget like any
+    input. Never put a credential here."""
+    interrupt: bool = False
+    """Stop the tool call the agent is running now (its process group is killed) and hold the agent until the next
+    message (bounded; the attempt's deadline still applies)."""
+    attempt: int = Field(ge=1, le=1000)
+    """The attempt the message is for: the one running when it was sent. It is delivered to that attempt only."""
+    author: str | None = Field(default=None, max_length=253)
+    """Who sent it, as the sender's client knew them (``kubectl longshot say`` asks the API server with a
+    SelfSubjectReview). Informative: the API server's audit log is the authority on who wrote the task."""
+    sent_at: Timestamp | None = None
+    """When it was sent."""
+
+
+MESSAGES_RULES: list[JsonValue] = [
+    {
+        "rule": "self.size() >= oldSelf.size()",
+        "message": "spec.messages is append-only: a message once sent cannot be taken back",
+    },
+]
+
+
 class AgentTaskSpec(Model):
     """What the agent should do."""
 
@@ -148,6 +185,12 @@ class AgentTaskSpec(Model):
     answer: str | None = Field(default=None, min_length=1, max_length=32768)
     """The answer to the question the agent asked (``status.question``, condition ``AwaitingInput``); setting
     it starts a new attempt with the question and this answer in its prompt. Never put a credential here."""
+    messages: list[Message] = Field(
+        default_factory=list, max_length=MAX_MESSAGES,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["id"],
+                           "x-kubernetes-validations": MESSAGES_RULES})
+    """Messages from people to the running attempt, appended by ``kubectl longshot say`` (at most 50, each at most
+    4 KiB; append-only). Changing them never restarts an attempt; ``status.messages`` says which were delivered."""
 
 
 class Attempt(Model):
@@ -353,6 +396,25 @@ def initial_status() -> dict[str, Any]:
             "retryBase": 0}
 
 
+class Delivery(Model):
+    """One message handed to the attempt's runner."""
+
+    id: int = Field(ge=1, le=MAX_MESSAGE_ID)
+    """The message (``spec.messages[].id``)."""
+    attempt: int = Field(ge=1)
+    """The attempt that got it."""
+    time: Timestamp | None = None
+    """When longshot-gateway handed it over."""
+
+
+class MessagesStatus(Model):
+    """Which of ``spec.messages`` reached a runner; written by longshot-gateway only."""
+
+    delivered: list[Delivery] = Field(default_factory=list, max_length=MAX_MESSAGES)
+    """Every message handed to its attempt's runner, oldest first. A message missing here was not delivered (yet):
+    its attempt ended before its runner asked."""
+
+
 class AgentTaskStatus(Model):
     """Observed state of the task, written by the operator."""
 
@@ -390,6 +452,8 @@ class AgentTaskStatus(Model):
     """Children the task's agents asked for (``spawn_task``), written by longshot-gateway."""
     children: list[ChildStatus] = Field(default_factory=list, max_length=MAX_CHILDREN)
     """The task's delegated children and how each is doing (or why it was refused), written by the operator."""
+    messages: MessagesStatus | None = None
+    """Which of ``spec.messages`` were delivered to which attempt, written by longshot-gateway."""
 
 
 AGENT_TASK_RULES = [

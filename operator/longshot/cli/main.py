@@ -6,7 +6,8 @@ lists, ``--context``, ``--kubeconfig`` (else ``$KUBECONFIG``'s files merged as k
 (impersonation), ``--request-timeout``, ``-o json|yaml`` where the output is structured, and exit codes 0 (done),
 1 (an error, one sentence on stderr: ``cli.errors``), 2 (usage) and 130 (Ctrl-C). Every change is one merge patch
 of a field a person may set (``spec.suspend``, ``spec.cancel``, ``spec.retryToken``, ``spec.agent``,
-``spec.answer``, ``spec.approved``); the operator does the rest.
+``spec.answer``, ``spec.approved``), or an append to ``spec.messages`` fenced on the resourceVersion it read
+(``say``); the operator and longshot-gateway do the rest.
 
 A target written ``TASK|BUILD`` is an AgentTask or a BuildRequest: ``at/NAME`` or ``br/NAME`` says which, a bare
 name is looked up as a task first, then as a build (both existing: an error that asks for the prefix).
@@ -42,6 +43,7 @@ import longshot
 from longshot.api import common, sanitize
 from longshot.cli import completion, errors, follow, kubeconfig, view
 from longshot.core import ledger, names
+from longshot.core import messages as core_messages
 
 PLURALS = {"BuildRequest": "buildrequests", "AgentTask": "agenttasks", "MergeJob": "mergejobs"}
 KIND_PREFIXES = {"at": "AgentTask", "agenttask": "AgentTask", "agenttasks": "AgentTask",
@@ -568,6 +570,46 @@ def cmd_answer(k: Kube, a: argparse.Namespace, out: CleanOutput) -> int:
     return 0
 
 
+SAY_TRIES = 5
+"""Appends of ``say`` retried when another sender wrote the task in between (HTTP 409)."""
+
+
+def cmd_say(k: Kube, a: argparse.Namespace, out: CleanOutput) -> int:
+    author = whoami(k)
+    for _ in range(SAY_TRIES):
+        task = k.must("AgentTask", a.task)
+        made = core_messages.accept(task, a.text, interrupt=a.interrupt, author=author, now=datetime.now(UTC))
+        if isinstance(made, core_messages.Refused):
+            raise CLIError(made.reason)
+        sent = [*((task.get("spec") or {}).get("messages") or []), made]
+        body = {"metadata": {"resourceVersion": task["metadata"]["resourceVersion"]}, "spec": {"messages": sent}}
+        try:
+            k.patch("AgentTask", a.task, body)
+        except kubernetes.client.ApiException as e:
+            if e.status == 409:  # another sender (or the operator) wrote the task: read it again, take the next id
+                continue
+            raise
+        what = "interrupt" if a.interrupt else "message"
+        then = ("its running tool call stops and it waits for your next message" if a.interrupt
+                else "the agent reads it before its next model call")
+        out.write(f"agenttask/{a.task}: {what} #{made['id']} sent to attempt {made['attempt']}; {then}\n")
+        return 0
+    raise CLIError(f"AgentTask {a.task!r} kept changing while the message was sent; try again")
+
+
+def whoami(k: Kube) -> str | None:
+    """The user name the API server knows the plugin's requests by (a SelfSubjectReview), for a message's
+    ``author``; None when it will not say (the API server's audit log still knows)."""
+    body: Any = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    try:
+        review: Any = kubernetes.client.AuthenticationV1Api(k.api).create_self_subject_review(body)
+    except (kubernetes.client.ApiException, ValueError):
+        return None
+    user = getattr(getattr(review, "status", None), "user_info", None)
+    name = getattr(user, "username", None)
+    return str(name) if name else None
+
+
 def cmd_approve(k: Kube, a: argparse.Namespace, out: CleanOutput) -> int:
     job = k.must("MergeJob", a.mergejob)
     k.patch("MergeJob", a.mergejob, {"spec": {"approved": True}})
@@ -708,6 +750,12 @@ def parser() -> argparse.ArgumentParser:
     sp = add("answer", cmd_answer, "answer the question a task's agent asked (spec.answer)")
     sp.add_argument("task")
     sp.add_argument("text")
+    sp = add("say", cmd_say, "send a message to a task's running agent (spec.messages): it reads it before its next "
+             "model call")
+    sp.add_argument("task")
+    sp.add_argument("text")
+    sp.add_argument("--interrupt", action="store_true",
+                    help="stop the tool call the agent is running now and hold it until your next message")
     add("approve", cmd_approve, "approve a merge job (spec.approved)").add_argument("mergejob")
     add("retry", cmd_retry, "start a new attempt of a task, in any state (a new spec.retryToken)").add_argument("task")
     sp = add("relaunch", cmd_retry, "relaunch a task with overrides (spec.agent and a new spec.retryToken)")

@@ -163,6 +163,11 @@ class Ledger:
         duration (``gateway.mcpproxy``)."""
         await self._record(caller, "mcp_call", record)
 
+    async def message(self, caller: Caller, record: Mapping[str, Any]) -> None:
+        """A person's message the gateway handed to ``caller``'s runner (``GET /v1/messages``): id, interrupt, text
+        and author (``core.messages``)."""
+        await self._record(caller, "message", record)
+
     async def _record(self, caller: Caller, kind: str, record: Mapping[str, Any]) -> None:
         try:
             b = await self._buffer(caller, None)

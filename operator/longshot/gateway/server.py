@@ -14,6 +14,10 @@
     POST /delegation/spawn                            {"tasks": [{"name", "prompt", "scope"}]}: children of the
                                                       caller's task (longshot.gateway.delegation)
     GET  /delegation/children                         how they are doing (status.children)
+    GET  /v1/messages?after=ID&wait=S                 people's messages to this attempt after ID (spec.messages),
+                                                      waiting up to S seconds for one (core.messages); each is a
+                                                      ``message`` event in the attempt's ledger and is recorded in
+                                                      status.messages.delivered
     POST /traces                                      an agent's spans (OTLP/HTTP protobuf), relayed to the
                                                       collector (longshot.gateway.traces)
     GET  /git/<ns>/<build>.git/info/refs              \\
@@ -45,8 +49,9 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from longshot import logs, tracing
-from longshot.api import boundedjson, timeutil
+from longshot.api import agenttask, boundedjson, timeutil
 from longshot.core import ingress as core_ingress
+from longshot.core import messages as core_messages
 from longshot.core.ingress import Route
 from longshot.gateway import cluster as gcluster
 from longshot.gateway import delegation as gdelegation
@@ -247,6 +252,44 @@ class Gateway:
 
         return await _timed("delegation", handle, request)
 
+    async def messages_route(self, request: web.Request, call: ingress.Call) -> web.StreamResponse:
+        async def handle() -> tuple[web.StreamResponse, str]:
+            caller: identity.Caller = call.caller
+            try:
+                after = int(request.query.get("after") or 0)
+                wait = float(request.query.get("wait") or 0)
+            except ValueError:
+                after, wait = -1, -1.0
+            if not (0 <= after <= agenttask.MAX_MESSAGE_ID and 0 <= wait <= MESSAGES_MAX_WAIT):
+                return web.json_response({"error": f"after must be a message id (0-{agenttask.MAX_MESSAGE_ID}) and "
+                                                   f"wait 0-{MESSAGES_MAX_WAIT:g} seconds"},
+                                         status=400), "bad_request"
+            deadline = time.monotonic() + wait
+            while True:  # the task, read again each time: spec.messages is what people wrote, status who got it
+                task = await asyncio.to_thread(self.cluster.get_task, caller.namespace, caller.task)
+                if task is None or (task.get("metadata") or {}).get("uid") != caller.task_obj["metadata"].get("uid"):
+                    return web.json_response({"error": f"the AgentTask {caller.namespace}/{caller.task} no longer "
+                                                       "exists"}, status=403), "forbidden"
+                try:
+                    identity.bound_attempt(task, caller.pod, caller.pod_uid)
+                except identity.Denied as e:  # the attempt ended while waiting
+                    return web.json_response({"error": e.message}, status=403), "forbidden"
+                found = core_messages.pending((task.get("spec") or {}).get("messages") or [],
+                                              attempt=caller.attempt, after=after)
+                left = deadline - time.monotonic()
+                if found or left <= 0:
+                    break
+                await asyncio.sleep(min(MESSAGES_POLL_SECONDS, left))
+            if found:
+                await asyncio.to_thread(self.status.messages_delivered, caller, [m["id"] for m in found])
+                for m in found:
+                    await self.ledger.message(caller, {"from": "person", **m})
+                log.info("%s/%s attempt %d got messages %s", caller.namespace, caller.task, caller.attempt,
+                         ", ".join(str(m["id"]) for m in found))
+            return web.json_response({"messages": found}), "ok"
+
+        return await _timed("messages", handle, request)
+
     async def ledger_route(self, request: web.Request, call: ingress.Call) -> web.StreamResponse:
         async def handle() -> tuple[web.StreamResponse, str]:
             caller: identity.Caller = call.caller
@@ -310,6 +353,8 @@ class Gateway:
                        body_s, answer_s, per, lane="delegation"), self.delegation_route)
         door.add(Route("delegation-children", "/delegation/children", ("GET",), "agent-token", 0, 0.0, answer_s,
                        per, lane="delegation"), self.delegation_route)
+        door.add(Route("messages", "/v1/messages", ("GET",), "agent-token", 0, 0.0, MESSAGES_MAX_WAIT + answer_s,
+                       per, lane="messages"), self.messages_route)
         git_s, git_per = s.git_timeout_seconds + 60.0, s.max_git_requests_per_attempt
         repo = r"/git/{ns}/{build}.git"
         door.add(Route("git-info-refs", f"{repo}/info/refs", ("GET",), "agent-token", 0, 0.0, git_s, git_per,
@@ -336,6 +381,10 @@ PROBE_LIMITS = ingress.Limits(max_connections=64, header_seconds=10.0, inflight_
 """The metrics and probe port: no route reads a body; scrapes and probes hold few connections."""
 PROGRESS_MAX_BYTES = 64 * 1024
 """Largest body of ``POST /progress``."""
+MESSAGES_MAX_WAIT = 25.0
+"""Longest ``GET /v1/messages`` waits for a message (``wait``); the runner asks again."""
+MESSAGES_POLL_SECONDS = 1.0
+"""How often a waiting ``GET /v1/messages`` reads its AgentTask again."""
 
 
 def _json_refused(e: ingress.Refused) -> web.StreamResponse:

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from longshot.api import conditions, sanitize
+from longshot.core import messages as core_messages
 from longshot.gateway import cluster as gcluster
 from longshot.gateway import metrics
 from longshot.gateway.identity import Caller
@@ -99,3 +100,23 @@ class TaskStatus:
             return p
 
         return self.update(caller, change)
+
+    def messages_delivered(self, caller: Caller, ids: list[int]) -> bool:
+        """Record that messages ``ids`` were handed to the caller's runner (``status.messages.delivered``,
+        ``core.messages.deliver``), fenced on the resourceVersion like the progress; False when the task is gone."""
+        for _ in range(MAX_RETRIES):
+            task = self.cluster.get_task(caller.namespace, caller.task)
+            if task is None or task["metadata"].get("uid") != caller.task_obj["metadata"].get("uid"):
+                return False
+            known = ((task.get("status") or {}).get("messages") or {}).get("delivered") or []
+            new = core_messages.deliver(known, ids, attempt=caller.attempt, now=self.now())
+            if new is None:
+                return True
+            try:
+                self.cluster.patch_task_status(caller.namespace, caller.task, task["metadata"]["resourceVersion"],
+                                               {"messages": {"delivered": new}})
+            except gcluster.Conflict:
+                metrics.USAGE_CONFLICTS.inc()
+                continue
+            return True
+        raise RuntimeError(f"AgentTask {caller.namespace}/{caller.task} kept changing; deliveries not written")

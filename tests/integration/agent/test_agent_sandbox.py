@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
@@ -73,6 +74,27 @@ def test_a_hanging_command_and_its_children_are_killed(box, tmp_path):
     while _alive(pid):
         assert time.monotonic() < deadline, "the background child survived"
         time.sleep(0.02)
+
+
+def test_a_persons_interrupt_kills_the_command_and_its_children_within_a_second(tmp_path):
+    interrupt = threading.Event()
+    box = sandbox.Sandbox(tmp_path, env={"PATH": os.environ["PATH"]}, default_timeout=600, interrupt=interrupt)
+    pidfile = tmp_path / "pid"
+    threading.Timer(0.5, interrupt.set).start()
+    start = time.monotonic()
+    result = box.run_command(f"sleep 600 & echo $! > {pidfile}; echo working; sleep 600")
+    took = time.monotonic() - start
+    assert result.interrupted and not result.timed_out and result.exit_code is None
+    assert took < 5, took
+    assert result.render().startswith("[interrupted by a person after") and "working" in result.output
+    pid = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(pid):
+        assert time.monotonic() < deadline, "the background child survived the interrupt"
+        time.sleep(0.02)
+    # a command that ends by itself is not marked interrupted
+    interrupt.clear()
+    assert box.run_command("echo done").render() == "[exit code 0]\ndone\n"
 
 
 def test_background_children_do_not_hold_a_finished_command(box):

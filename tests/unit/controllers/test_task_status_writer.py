@@ -7,7 +7,8 @@ the build's reconcile enqueues a parent whose ``status.children`` should change)
 constant is allowed only where writes of every kind are carried out (the executor, the Kubernetes adapter).
 
 The gateway is a process of its own and writes the fields only it knows (``status.progress``: heartbeats, tokens,
-cost; ``status.delegation.requests``), fenced on the task's resourceVersion: it is listed here by name.
+cost; ``status.delegation.requests``; ``status.messages.delivered``), fenced on the task's resourceVersion: it is
+listed here by name.
 """
 
 from __future__ import annotations

@@ -46,6 +46,10 @@ async def test_every_gateway_route_is_declared_with_its_limits(tmp_path: Any) ->
         assert (by_name["mcp"].max_body_bytes, by_name["mcp"].per_caller, by_name["mcp"].methods) == (
             gateway.settings.max_mcp_request_bytes, gateway.settings.max_mcp_calls_per_attempt, ("POST",))
         assert by_name["mcp"].timeout_seconds > gateway.settings.mcp_timeout_seconds
+        # people's messages: a long poll that reads no body, answered before its own deadline
+        messages = by_name["messages"]
+        assert (messages.path, messages.methods, messages.max_body_bytes) == ("/v1/messages", ("GET",), 0)
+        assert messages.timeout_seconds > server.MESSAGES_MAX_WAIT
     finally:
         await gateway.close()
 

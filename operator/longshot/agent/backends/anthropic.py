@@ -58,6 +58,8 @@ class AnthropicBackend(base.Backend):
                                        mcp=session.toolbox.mcp_specs())
         with httpx.Client(timeout=self.timeout) as client:
             for turn in range(1, session.max_turns + 1):
+                for text in session.inbound():  # people's messages, before the model call (budgeted like any input)
+                    _user_text(messages, text)
                 headers = {"content-type": "application/json", "anthropic-version": API_VERSION}
                 key = session.key()  # per request: a gateway token rotates
                 if key:
@@ -87,6 +89,10 @@ class AnthropicBackend(base.Backend):
                         session.events.log("model says", turn=turn, text=str(block["text"])[:2000])
                     if block["type"] != "tool_use":
                         continue
+                    if session.interrupted():  # a person stopped the turn: its other calls are not run
+                        results.append({"type": "tool_result", "tool_use_id": block["id"], "content": base.NOT_RUN,
+                                        "is_error": True})
+                        continue
                     result = session.toolbox.call(str(block.get("name", "")), inputs[block["id"]])
                     results.append({"type": "tool_result", "tool_use_id": block["id"],
                                     "content": result.content, "is_error": result.is_error})
@@ -99,6 +105,19 @@ class AnthropicBackend(base.Backend):
                     continue
                 messages.append({"role": "user", "content": results})
         raise session.toolbox.unfinished(session.max_turns)
+
+
+def _user_text(messages: list[dict[str, Any]], text: str) -> None:
+    """Add ``text`` to the user turn the request ends with, or as a new user turn after the assistant's (the API
+    wants user and assistant turns to alternate)."""
+    last = messages[-1]
+    block = {"type": "text", "text": text}
+    if last["role"] != "user":
+        messages.append({"role": "user", "content": [block]})
+    elif isinstance(last["content"], str):
+        last["content"] = [{"type": "text", "text": last["content"]}, block]
+    else:
+        last["content"] = [*last["content"], block]
 
 
 def _wrap_up(messages: list[dict[str, Any]]) -> None:

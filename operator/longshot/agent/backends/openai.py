@@ -101,6 +101,8 @@ class OpenAIBackend(base.Backend):
                                        mcp=session.toolbox.mcp_specs())
         with httpx.Client(timeout=self.timeout) as client:
             for turn_no in range(1, session.max_turns + 1):
+                for text in session.inbound():  # people's messages, before the model call (budgeted like any input)
+                    messages.append({"role": "user", "content": text})
                 headers = {"content-type": "application/json"}
                 key = session.key()  # per request: a gateway token rotates
                 if key:
@@ -126,6 +128,9 @@ class OpenAIBackend(base.Backend):
                                      else NUDGE})
                     continue
                 for call in turn.calls:
+                    if session.interrupted():  # a person stopped the turn: its other calls are not run
+                        messages.append({"role": "tool", "tool_call_id": call.id, "content": base.NOT_RUN})
+                        continue
                     result = session.toolbox.call(call.name, call.arguments)
                     messages.append({"role": "tool", "tool_call_id": call.id, "content": result.content})
                     if session.toolbox.finished is not None:
