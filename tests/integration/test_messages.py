@@ -89,7 +89,11 @@ def test_a_message_reaches_the_models_next_request_is_metered_and_recorded_and_n
         assert code == 0, err
         assert out == ("agenttask/b1-t1: message #1 sent to attempt 1; the agent reads it before its next model "
                        "call\n")
-        wait_for(lambda: delivered(custom, namespace, "b1-t1") == [1], 60, "the runner's inbox to get message #1")
+        # the runner asks before its next model call (wait=0: the gateway answers from the AgentTask its identity
+        # check read, cached 1 s here); once the gateway shows the message to this attempt, let the model answer
+        wait_for(lambda: [m["id"] for m in httpx.get(f"{gateway.url}/v1/messages?after=0", headers=a.headers,
+                                                     timeout=30).json()["messages"]] == [1],
+                 60, "the gateway to see message #1 for this attempt")
     finally:
         held.set()
     code, log, result = finish(proc, root)
@@ -107,7 +111,8 @@ def test_a_message_reaches_the_models_next_request_is_metered_and_recorded_and_n
     assert sent[0]["author"]  # the API server's name for the test's admin user
     events = [e for e in ledger_events(core_v1, namespace, a.pod["metadata"]["name"])
               if e["type"] == "message" and e.get("source") == "gateway"]
-    assert [(e["id"], e["text"], e["from"]) for e in events] == [(1, "Use port 8080, not 80.", "person")]
+    # (twice: the test's own ask on the attempt's token above is a delivery too)
+    assert [(e["id"], e["text"], e["from"]) for e in events] == [(1, "Use port 8080, not 80.", "person")] * 2
     # the other task's message went nowhere: its attempt's runner never asked
     assert delivered(custom, namespace, "b1-t2") == []
     # and this attempt's token never reads the other task's messages, even when it asks for all of them

@@ -1,8 +1,12 @@
 """People's messages to the running attempt (docs/agent.md, "Talking to a running agent"): the runner's inbox.
 
-A background thread asks longshot-gateway for the messages after the last one it got (``GET /v1/messages?after=ID
-&wait=S``, a long poll, with the Pod's token: the gateway answers this attempt's messages only) and keeps them until
-the backend's loop takes them before its next model call (:meth:`Inbox.take`). A message with ``interrupt`` sets
+Before each model call the loop asks longshot-gateway once for the messages after the last one it got (``GET
+/v1/messages?after=ID&wait=0``, with the Pod's token: the gateway answers this attempt's messages only, from the
+AgentTask its identity check read, so the ask costs the API server nothing). While a command runs or the loop is held
+(:meth:`Inbox.watching`), a background thread long-polls the same route (``wait=S``), so that an interrupt reaches a
+long command within about two seconds (the gateway reads the task every 2 s while it waits). At rest no one polls: a
+thousand agents thinking cost the API server no reads. Messages are kept until the loop takes them
+(:meth:`Inbox.take`). A message with ``interrupt`` sets
 :attr:`Inbox.interrupted` at once: the sandbox kills the tool call it is running (its process group), and the loop
 holds the agent until a later message arrives (:meth:`Inbox.hold`, at most ``hold_seconds``; the Pod's deadline
 still applies). The inbox never fails the attempt: when the gateway cannot be reached it asks again later, and when
@@ -20,11 +24,12 @@ The loop's decision after it took messages::
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -98,6 +103,8 @@ class Inbox:
         self._cond = threading.Condition()
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
+        self._watching = 0
+        """Commands running (and holds) that want the background long poll."""
 
     @classmethod
     def from_gateway(cls, gw: agent_gateway.Gateway, *, hold_seconds: float) -> Inbox:
@@ -130,6 +137,31 @@ class Inbox:
             del self._held[:-MAX_HELD]
             self._cond.notify_all()
 
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        """While inside (a command runs, the loop is held), the background thread long-polls the gateway."""
+        with self._cond:
+            self._watching += 1
+            self._cond.notify_all()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._watching -= 1
+
+    def check(self) -> None:
+        """Ask the gateway once, without waiting (before a model call); a failure is left to the next ask."""
+        if self._closing.is_set():
+            return
+        try:
+            got = self.fetch(self.last, 0.0)
+        except (OSError, ValueError, errors.AgentFailure):
+            return
+        if got is None:
+            self._closing.set()
+            return
+        self.add(got)
+
     def take(self) -> list[Message]:
         """Everything that came since the last take (and the interrupt flag cleared with it)."""
         with self._cond:
@@ -140,7 +172,7 @@ class Inbox:
     def hold(self, interrupt_id: int) -> list[Message]:
         """Wait until a message after ``interrupt_id`` came, at most ``hold_seconds``; what came (taken)."""
         end = self.clock() + self.hold_seconds
-        with self._cond:
+        with self.watching(), self._cond:
             while not any(m.id > interrupt_id for m in self._held) and not self._closing.is_set():
                 left = end - self.clock()
                 if left <= 0:
@@ -151,6 +183,11 @@ class Inbox:
     def _run(self) -> None:
         delay = 1.0
         while not self._closing.is_set():
+            with self._cond:  # at rest (no command running, not held) nothing is asked
+                while self._watching == 0 and not self._closing.is_set():
+                    self._cond.wait()
+            if self._closing.is_set():
+                return
             try:
                 got = self.fetch(self.last, self.wait)
             except (OSError, ValueError, errors.AgentFailure):

@@ -69,7 +69,8 @@ class Attempt:
     def sandbox(self) -> sandbox.Sandbox:
         return sandbox.Sandbox(self.paths.checkout, env=self.command_env, output_cap=self.settings.output_cap,
                                default_timeout=self.settings.command_timeout_seconds,
-                               interrupt=self.inbox.interrupted if self.inbox is not None else None)
+                               interrupt=self.inbox.interrupted if self.inbox is not None else None,
+                               watching=self.inbox.watching if self.inbox is not None else None)
 
 
 # --- backends ----------------------------------------------------------------------------------------

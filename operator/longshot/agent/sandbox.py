@@ -17,7 +17,8 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,9 +47,13 @@ class Sandbox:
 
     def __init__(self, root: Path, *, env: Mapping[str, str] | None = None,
                  output_cap: int = DEFAULT_OUTPUT_CAP, default_timeout: float = 600.0,
-                 interrupt: threading.Event | None = None) -> None:
+                 interrupt: threading.Event | None = None,
+                 watching: Callable[[], AbstractContextManager[None]] | None = None) -> None:
         self.interrupt = interrupt
         """Set by a person's interrupt (``agent.messages.Inbox.interrupted``): the running command is killed."""
+        self.watching = watching
+        """Entered while a command runs (``agent.messages.Inbox.watching``): the inbox long-polls for an interrupt
+        only then."""
         self.root = Path(os.path.realpath(root))
         self.env = dict(env if env is not None else os.environ)
         self.output_cap = output_cap
@@ -175,8 +180,9 @@ class Sandbox:
             raise errors.ToolError("command must be a non-empty string")
         limit = float(timeout) if timeout else self.default_timeout
         limit = min(limit, self.default_timeout)
-        return run(["/bin/sh", "-c", command], cwd=self.root, env=self.env, timeout=limit,
-                   output_cap=self.output_cap, interrupt=self.interrupt)
+        with self.watching() if self.watching is not None else contextlib.nullcontext():
+            return run(["/bin/sh", "-c", command], cwd=self.root, env=self.env, timeout=limit,
+                       output_cap=self.output_cap, interrupt=self.interrupt)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,8 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from typing import Any
 
 import httpx
 from aiohttp import web
@@ -265,8 +266,8 @@ class Gateway:
                                                    f"wait 0-{MESSAGES_MAX_WAIT:g} seconds"},
                                          status=400), "bad_request"
             deadline = time.monotonic() + wait
-            while True:  # the task, read again each time: spec.messages is what people wrote, status who got it
-                task = await asyncio.to_thread(self.cluster.get_task, caller.namespace, caller.task)
+            task: Mapping[str, Any] | None = caller.task_obj  # first as the identity read it (at most its cache old)
+            while True:  # then read again each MESSAGES_POLL_SECONDS: spec.messages is what people wrote
                 if task is None or (task.get("metadata") or {}).get("uid") != caller.task_obj["metadata"].get("uid"):
                     return web.json_response({"error": f"the AgentTask {caller.namespace}/{caller.task} no longer "
                                                        "exists"}, status=403), "forbidden"
@@ -280,6 +281,7 @@ class Gateway:
                 if found or left <= 0:
                     break
                 await asyncio.sleep(min(MESSAGES_POLL_SECONDS, left))
+                task = await asyncio.to_thread(self.cluster.get_task, caller.namespace, caller.task)
             if found:
                 await asyncio.to_thread(self.status.messages_delivered, caller, [m["id"] for m in found])
                 for m in found:
@@ -383,8 +385,11 @@ PROGRESS_MAX_BYTES = 64 * 1024
 """Largest body of ``POST /progress``."""
 MESSAGES_MAX_WAIT = 25.0
 """Longest ``GET /v1/messages`` waits for a message (``wait``); the runner asks again."""
-MESSAGES_POLL_SECONDS = 1.0
-"""How often a waiting ``GET /v1/messages`` reads its AgentTask again."""
+MESSAGES_POLL_SECONDS = 2.0
+"""How often a waiting ``GET /v1/messages`` reads its AgentTask again. Its first look is at the AgentTask as the
+caller's identity read it (cached ``identity_cache_seconds``), so a ``wait=0`` check costs no read; and the runner
+waits at the gateway only while a command runs or a person's interrupt holds the loop (``agent.messages``), so a
+thousand agents thinking cost no reads and those running commands one each per 2 s."""
 
 
 def _json_refused(e: ingress.Refused) -> web.StreamResponse:

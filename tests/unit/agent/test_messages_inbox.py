@@ -71,9 +71,36 @@ def test_the_background_thread_asks_after_the_last_id_and_stops_when_the_attempt
 
     inbox = messages.Inbox(fetch)
     inbox._closing.wait = lambda delay: False  # type: ignore[method-assign]  # no real backoff in a unit test
-    inbox._run()
+    with inbox.watching():  # a command runs: the thread long-polls
+        inbox._run()
     assert asked == [0, 1, 1, 3]
     assert [m.id for m in inbox.take()] == [1, 2, 3]
+
+
+def test_at_rest_nothing_is_asked_before_a_model_call_one_ask_without_waiting_and_during_a_command_a_long_poll():
+    """A thousand agents thinking must cost the gateway (and the API server) nothing: the background thread asks
+    only while a command runs or the loop is held; before each model call the loop asks once with wait=0."""
+    asked: list[tuple[int, float]] = []
+    during = threading.Event()
+
+    def fetch(after: int, wait: float) -> list[messages.Message] | None:
+        asked.append((after, wait))
+        if wait > 0:
+            during.set()
+            return [msg(7)]
+        return []
+
+    inbox = messages.Inbox(fetch, wait=5.0).start()
+    try:
+        assert not during.wait(0.3) and asked == []  # at rest: no ask at all
+        inbox.check()
+        assert asked == [(0, 0.0)]
+        with inbox.watching():  # a command runs: the long poll
+            assert during.wait(5)
+        assert (0, 5.0) in asked
+        assert [m.id for m in inbox.take()] == [7]
+    finally:
+        inbox.close()
 
 
 def session(inbox: messages.Inbox | None) -> tuple[base.Session, io.StringIO]:

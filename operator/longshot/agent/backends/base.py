@@ -87,6 +87,7 @@ class Session:
         interrupt, wait for the next message first (bounded by the inbox's ``hold_seconds``)."""
         if self.inbox is None:
             return []
+        self.inbox.check()
         taken = self.inbox.take()
         held = messages.held_until(taken)
         if held is not None:
