@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -21,6 +22,8 @@ from longshot.api import boundedjson, common
 from longshot.cli import errors as cli_errors
 from longshot.cli import main as cli
 from longshot.core import console as core
+
+log = logging.getLogger(__name__)
 
 TRANSCRIPT_TAIL = 2000
 """Most lines (Pod log) or events (ledger entry) of a transcript sent to a browser."""
@@ -116,7 +119,9 @@ def may_list(endpoint: Endpoint, token: str, namespace: str) -> bool:
     try:
         review = kubernetes.client.AuthorizationV1Api(client).create_self_subject_access_review(body)
         return bool((_serialize(client, review).get("status") or {}).get("allowed"))
-    except CALL_ERRORS:
+    except CALL_ERRORS as e:
+        log.warning("console: an access review for namespace %r failed (%s); showing nothing of it", namespace,
+                    _refusal(e, endpoint.host).message)
         return False
     finally:
         client.close()  # type: ignore[no-untyped-call]

@@ -105,7 +105,7 @@ class Console:
         self.view = core.View()
         self.access = core.Access(ttl=settings.access_cache_seconds)
         self.viewers: set[Viewer] = set()
-        self.listed: set[str] = set()
+        self.listed: set[tuple[str, str]] = set()
         self.identities: dict[str, tuple[str | None, float]] = {}
         self.dropped = 0
         """Viewers dropped for falling behind (tests and benchmarks read it)."""
@@ -114,9 +114,14 @@ class Console:
 
     # --- the shared view (called in the event loop) -------------------------------------------------------
 
-    def on_list(self, kind: str, items: list[dict[str, Any]]) -> None:
-        self._publish(self.view.replace(kind, items))
-        self.listed.add(kind)
+    def on_list(self, kind: str, namespace: str, items: list[dict[str, Any]]) -> None:
+        self._publish(self.view.replace(kind, items, namespace))
+        self.listed.add((kind, namespace))
+
+    @property
+    def ready(self) -> bool:
+        """Every watched kind in every watched namespace was listed once."""
+        return self.listed >= {(k, ns) for k in core.KINDS for ns in self.settings.namespace_list() or [""]}
 
     def on_event(self, kind: str, event: str, obj: dict[str, Any]) -> None:
         change = self.view.apply(kind, event, obj)
@@ -190,7 +195,7 @@ class Console:
         return web.Response(text="ok\n")
 
     async def readyz_route(self, request: web.Request, call: ingress.Call) -> web.StreamResponse:
-        if self.listed >= set(core.KINDS) and not self.closing.is_set():
+        if self.ready and not self.closing.is_set():
             return web.Response(text="ok\n")
         return web.Response(status=503, text="the first lists have not arrived yet\n")
 
@@ -215,8 +220,11 @@ class Console:
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                                    "X-Accel-Buffering": "no"})
             await response.prepare(request)
-            await response.write(_sse("snapshot", {**snapshot, "user": person.user}))
-            await self._stream(viewer, response, snapshot["seq"])
+            try:
+                await response.write(_sse("snapshot", {**snapshot, "user": person.user}))
+                await self._stream(viewer, response, snapshot["seq"])
+            except ConnectionError:  # the viewer left
+                pass
             return response
         finally:
             self.viewers.discard(viewer)
@@ -364,7 +372,7 @@ async def serve(console: Console, watch_client: kubernetes.client.ApiClient | No
     watches = None
     if watch_client is not None:
         watches = cwatch.Watches(
-            watch_client, lambda kind, items: loop.call_soon_threadsafe(console.on_list, kind, items),
+            watch_client, lambda kind, ns, items: loop.call_soon_threadsafe(console.on_list, kind, ns, items),
             lambda kind, event, obj: loop.call_soon_threadsafe(console.on_event, kind, event, obj),
             namespaces=console.settings.namespace_list())
         watches.start()

@@ -22,7 +22,8 @@ from longshot.core import console as core
 
 log = logging.getLogger(__name__)
 
-OnList = Callable[[str, list[dict[str, Any]]], object]
+OnList = Callable[[str, str, list[dict[str, Any]]], object]
+"""(kind, namespace or "" for every namespace, items)"""
 OnEvent = Callable[[str, str, dict[str, Any]], object]
 WATCH_SECONDS = 240
 """One watch request's length (the API server ends it; the thread resumes from the last resourceVersion)."""
@@ -41,8 +42,6 @@ class Watches:
         self._threads: list[threading.Thread] = []
         self._watches: list[kubernetes.watch.Watch] = []
         self._lock = threading.Lock()
-        self.listed = {kind: threading.Event() for kind in core.KINDS}
-        """Set once each kind's first list was handed over (readiness)."""
 
     def start(self) -> None:
         for kind in core.KINDS:
@@ -89,8 +88,7 @@ class Watches:
             try:
                 listed = self._list(kind, ns)
                 rv = str((listed.get("metadata") or {}).get("resourceVersion") or "")
-                self.on_list(kind, list(listed.get("items") or []))
-                self.listed[kind].set()
+                self.on_list(kind, ns, list(listed.get("items") or []))
                 while not self._stop.is_set():
                     for event in self._events(kind, ns, rv):
                         obj = event.get("object") or {}

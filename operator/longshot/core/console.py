@@ -201,8 +201,9 @@ class View:
         self.objects[key] = summary
         return self._change(key, summary)
 
-    def replace(self, kind: str, items: Iterable[Mapping[str, Any]]) -> list[Change]:
-        """A fresh list of ``kind`` (the first, and after a watch expired): what it lacks is gone."""
+    def replace(self, kind: str, items: Iterable[Mapping[str, Any]], namespace: str = "") -> list[Change]:
+        """A fresh list of ``kind`` in ``namespace`` ("": every namespace), the first and after a watch expired:
+        what it lacks of that kind there is gone."""
         changes: list[Change] = []
         seen: set[Key] = set()
         for item in items:
@@ -211,7 +212,7 @@ class View:
             change = self.apply(kind, "ADDED", item)
             if change is not None:
                 changes.append(change)
-        for key in [k for k in self.objects if k[0] == kind and k not in seen]:
+        for key in [k for k in self.objects if k[0] == kind and k[1] == (namespace or k[1]) and k not in seen]:
             del self.objects[key]
             changes.append(self._change(key, None))
         return changes
