@@ -524,7 +524,8 @@ def test_console_is_off_by_default_and_least_privilege_when_on(helm, kubectl, na
         denied = [("get", "secrets", "team-a"), ("list", "secrets", None), ("get", "pods", "team-a"),
                   ("get", "pods", "team-a"), ("create", "pods/exec", "team-a"), ("get", "configmaps", "team-a"),
                   ("patch", "agenttasks.longshot.dev", "team-a"), ("patch", "buildrequests.longshot.dev", "team-a"),
-                  ("create", "mergejobs.longshot.dev", "team-a"), ("create", "tokenreviews.authentication.k8s.io", None),
+                  ("create", "mergejobs.longshot.dev", "team-a"),
+                  ("create", "tokenreviews.authentication.k8s.io", None),
                   ("create", "subjectaccessreviews.authorization.k8s.io", None),
                   ("impersonate", "users", None), ("impersonate", "serviceaccounts", "team-a")]
         assert [a for a in allowed if not can(*a)] == []
