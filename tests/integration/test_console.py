@@ -123,6 +123,7 @@ class Viewer:
         self.http, self.base, self.token = http, base, token
         self.snapshot: dict[str, Any] | None = None
         self.changes: list[tuple[float, dict[str, Any]]] = []
+        self.others: list[tuple[str, dict[str, Any]]] = []
         self.raw = bytearray()
         self.task: asyncio.Task[None] | None = None
         self.status = 0
@@ -150,6 +151,8 @@ class Viewer:
                         self.snapshot = json.loads(data)
                     elif event == "change":
                         self.changes.append((time.monotonic(), json.loads(data)))
+                    elif event in ("namespace", "forget"):
+                        self.others.append((event, json.loads(data)))
 
     def names(self) -> set[tuple[str, str, str]]:
         assert self.snapshot is not None
@@ -230,6 +233,45 @@ async def test_each_person_sees_only_the_namespaces_they_may_list(
         # a token the API server does not accept is refused at the door
         async with http.get(base + "/api/events", headers={"Authorization": "Bearer not-a-token"}) as r:
             assert r.status == 401
+
+
+async def test_a_right_granted_or_revoked_while_watching_shows_or_takes_back_the_namespace(
+        cluster: Cluster, two_teams: dict[str, Any], custom: kubernetes.client.CustomObjectsApi) -> None:
+    a, b = two_teams["a"], two_teams["b"]
+    async with running_console(cluster, [a, b], access_cache_seconds=0) as (console, base), \
+            aiohttp.ClientSession() as http:
+        alice = Viewer(http, base, two_teams["alice"])
+        await alice.start()
+        try:
+            assert {ns for _, ns, _ in alice.names()} == {a}
+            cluster.grant(b, a, "alice", [READ])
+            counter = iter(range(10_000))
+
+            def b_arrived() -> bool:  # each poll writes a change in B: the next one after RBAC has the binding shows B
+                set_status(custom, b, "mergejobs", "m1", {"phase": f"Poll{next(counter)}"})
+                return any(event == "namespace" and data["namespace"] == b for event, data in alice.others)
+
+            await until(b_arrived, 30, "namespace B to arrive whole")
+            (whole,) = [data for event, data in alice.others if event == "namespace"]
+            assert {(o["kind"], o["name"]) for o in whole["objects"]} == {
+                ("BuildRequest", "b1"), ("AgentTask", "t1"), ("AgentTask", "t2"), ("MergeJob", "m1")}
+            cluster.rbac.delete_namespaced_role_binding(f"alice-{a}"[:63], b)
+
+            def b_forgotten() -> bool:
+                set_status(custom, b, "mergejobs", "m1", {"phase": f"Poll{next(counter)}"})
+                return any(event == "forget" and data["namespace"] == b for event, data in alice.others)
+
+            await until(b_forgotten, 30, "namespace B to be taken back")
+            seen_b = len([c for _, c in alice.changes if c["namespace"] == b])
+            # a change in B after that reaches the console's view, then one in A reaches alice: B's never did
+            set_status(custom, b, "mergejobs", "m1", {"phase": "AfterRevoke"})
+            await until(lambda: console.view.objects[("MergeJob", b, "m1")]["phase"] == "AfterRevoke", 30,
+                        "B's change in the view")
+            set_status(custom, a, "mergejobs", "m1", {"phase": "MarkA"})
+            await until(lambda: alice.seen("MergeJob", a, "m1", lambda o: o["phase"] == "MarkA"), 30, "A's change")
+            assert len([c for _, c in alice.changes if c["namespace"] == b]) == seen_b
+        finally:
+            await alice.stop()
 
 
 async def test_writes_are_made_with_the_persons_token_and_rbac_decides(

@@ -222,14 +222,18 @@ class Console:
             await response.prepare(request)
             try:
                 await response.write(_sse("snapshot", {**snapshot, "user": person.user}))
-                await self._stream(viewer, response, snapshot["seq"])
+                await self._stream(viewer, response, snapshot["seq"], set(snapshot["namespaces"]))
             except ConnectionError:  # the viewer left
                 pass
             return response
         finally:
             self.viewers.discard(viewer)
 
-    async def _stream(self, viewer: Viewer, response: web.StreamResponse, seq: int) -> None:
+    async def _stream(self, viewer: Viewer, response: web.StreamResponse, seq: int, shown: set[str]) -> None:
+        """Changes after ``seq`` of the namespaces the person may list, as they come. A namespace the person newly
+        may list arrives whole (``namespace``: its objects now); one they no longer may is taken back (``forget``)."""
+        since: dict[str, int] = {}
+        """Per namespace sent whole: the view's sequence then (older queued changes of it are already in it)."""
         deadline = self.clock() + self.settings.stream_seconds
         while not self.closing.is_set():
             left = deadline - self.clock()
@@ -247,10 +251,20 @@ class Console:
                 return
             out = []
             for change in viewer.outbox.take():
-                if change.seq <= seq:
+                ns = change.namespace
+                if change.seq <= since.get(ns, seq):
                     continue
-                if await self.may_see(viewer.person, change.namespace):
+                allowed = await self.may_see(viewer.person, ns)
+                if allowed and ns not in shown:
+                    shown.add(ns)
+                    whole = self.view.snapshot([ns])
+                    since[ns] = whole["seq"]
+                    out.append(_sse("namespace", {"namespace": ns, "objects": whole["objects"], "seq": whole["seq"]}))
+                elif allowed:
                     out.append(_sse("change", change.event()))
+                elif ns in shown:
+                    shown.discard(ns)
+                    out.append(_sse("forget", {"namespace": ns}))
             if out:
                 await response.write(b"".join(out))
         await response.write(_sse("reload", {"reason": "the console is restarting"}))

@@ -101,11 +101,12 @@ class Watches:
                             return
             except _Expired as e:
                 log.info("the %s watch expired (%s); listing again", kind, e)
-            except Exception as e:  # the API server went away, a partition: list again after a pause
+            except Exception as e:  # the API server went away, a partition, 429: list again after a pause
                 if self._stop.is_set():
                     return
-                log.warning("the %s watch failed (%s: %s); listing again in %.0f s", kind, type(e).__name__,
-                            str(e)[:200], RETRY_SECONDS)
+                status = getattr(e, "status", None)
+                why = f"HTTP {status}" if status else f"{type(e).__name__}: {str(e)[:200]}"
+                log.warning("the %s watch failed (%s); listing again in %.0f s", kind, why, RETRY_SECONDS)
                 self._stop.wait(RETRY_SECONDS)
 
 

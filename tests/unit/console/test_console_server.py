@@ -107,3 +107,13 @@ def test_json_for_the_page_escapes_markup() -> None:
     assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
     data: Any = __import__("json").loads(text)
     assert data["q"].startswith("</script>")
+
+
+def test_the_page_is_in_the_wheel() -> None:
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["longshot"]
+    assert "console/static/*" in data
+    assert sorted(p.name for p in STATIC.iterdir()) == ["console.css", "console.js", "index.html"]

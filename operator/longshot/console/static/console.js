@@ -110,6 +110,10 @@ function handle(block) {
   } else if (event === "change") {
     const k = key(payload.kind, payload.namespace, payload.name);
     if (payload.object) objects.set(k, payload.object); else objects.delete(k);
+  } else if (event === "namespace" || event === "forget") {
+    // a namespace the person may now list arrives whole; one they may no longer list is taken back
+    for (const [k, obj] of objects) if (obj.namespace === payload.namespace) objects.delete(k);
+    for (const obj of payload.objects || []) objects.set(key(obj.kind, obj.namespace, obj.name), obj);
   } else if (event === "reload") {
     return "reload";
   }
