@@ -197,6 +197,10 @@ bench-tracing: venv ## Benchmark: tracing off (the no-op path) and on (a span; a
 bench-hostile: venv binaries ## Benchmark: the worst parse of hostile input, gateway and operator peak RSS under held slow drips, budget overshoot
 	$(PY) hack/bench_hostile.py
 
+.PHONY: bench-console
+bench-console: venv binaries ## Benchmark: a status write to the web console's 20 viewers at 50 tasks (latency p50/p95)
+	$(PY) hack/bench_console.py $(BENCH_CONSOLE_ARGS)
+
 .PHONY: bench-gateway
 bench-gateway: venv binaries ## Benchmark: clone time direct from a throttled forge vs through longshot-gateway's mirror
 	$(PY) hack/bench_gateway.py

@@ -1,4 +1,4 @@
-"""Command line: ``python -m longshot operator | gateway | agent | mcp | crds``."""
+"""Command line: ``python -m longshot operator | gateway | console | agent | mcp | crds``."""
 
 from __future__ import annotations
 
@@ -55,6 +55,16 @@ def _gateway(args: argparse.Namespace) -> int:
     return server.run(settings)
 
 
+def _console(args: argparse.Namespace) -> int:
+    from longshot.console import server
+    from longshot.console.settings import ConsoleSettings
+
+    settings = ConsoleSettings.from_env()
+    if args.port is not None:
+        settings = settings.replace(port=args.port)
+    return server.run(settings)
+
+
 def _agent(args: argparse.Namespace) -> int:
     from longshot.agent import runner
 
@@ -88,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     gw = sub.add_parser("gateway", help="run longshot-gateway (agent Pods' git and model access)")
     gw.add_argument("--port", type=int, default=None, help="listen port (default: $LONGSHOT_GATEWAY_PORT or 8080)")
     gw.set_defaults(func=_gateway)
+
+    console = sub.add_parser("console", help="run the web console (people's builds, live; acts with each person's "
+                                              "own Kubernetes token)")
+    console.add_argument("--port", type=int, default=None, help="listen port (default: $LONGSHOT_CONSOLE_PORT or 8080)")
+    console.set_defaults(func=_console)
 
     agent = sub.add_parser("agent", help="run an agent inside an agent Pod")
     agent.add_argument("rest", nargs=argparse.REMAINDER)

@@ -118,7 +118,7 @@ def test_unknown_values_are_rejected_by_the_schema(helm, namespace: str) -> None
      "networkPolicy.extraEgress[0].to[0].ipBlock.cidr=10.0.0.0/8", "networkPolicy.extraEgress[0].ports[0].port=8443",
      "gateway.prices.models.gpt-4o.input=2", "gateway.prices.models.gpt-4o.output=8",
      "operator.podAntiAffinity=hard", "operator.extraEnv[0].name=LONGSHOT_HEARTBEAT_SECONDS",
-     "operator.extraEnv[0].value=10"),
+     "operator.extraEnv[0].value=10", "console.enabled=true"),
     ("podDisruptionBudget.enabled=false", "networkPolicy.enabled=false", "metrics.service.enabled=false",
      "prompts.enabled=false", "serviceAccount.create=false", "rbac.create=false", "admissionPolicy.enabled=false",
      "gateway.enabled=false", "helmTest.enabled=false"),
@@ -485,3 +485,50 @@ def test_the_charts_priority_classes_are_what_the_api_server_gives_agent_pods(  
                        "b1-gate": (delivery_class, 2000, "PreemptLowerPriority")}
     finally:
         kubectl("delete", "priorityclass", worker_class, delivery_class, "--wait=false", check=False)
+
+
+def test_console_is_off_by_default_and_least_privilege_when_on(helm, kubectl, namespace: str) -> None:  # type: ignore[no-untyped-def]
+    assert not [d for d in render(helm, namespace) if "console" in d["metadata"]["name"]]
+    release = f"con-{namespace[-6:]}"
+    docs = render(helm, namespace, "console.enabled=true", "console.allowedFrom[0].namespaceSelector.matchLabels.x=y",
+                  release=release)
+    name = f"{release}-longshot-console"
+    (deploy,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == name]
+    spec = deploy["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    assert c["args"] == ["console"] and spec["serviceAccountName"] == name
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    (svc,) = [d for d in by_kind(docs, "Service") if d["metadata"]["name"] == name]
+    assert svc["spec"]["type"] == "ClusterIP"
+    # people reach it from console.allowedFrom only; it reaches DNS and the API server only
+    (policy,) = [d for d in by_kind(docs, "NetworkPolicy") if d["metadata"]["name"] == name]
+    assert policy["spec"]["ingress"] == [{"from": [{"namespaceSelector": {"matchLabels": {"x": "y"}}}],
+                                          "ports": [{"protocol": "TCP", "port": 8080}]}]
+    assert all({p["port"] for p in rule["ports"]} <= {53, 443, 6443} for rule in policy["spec"]["egress"])
+    rbac = [d for d in docs if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
+                                             "RoleBinding") and d["metadata"]["name"] == name]
+    assert sorted(d["kind"] for d in rbac) == ["ClusterRole", "ClusterRoleBinding", "ServiceAccount"]
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
+    sa = f"system:serviceaccount:{namespace}:{name}"
+    try:
+        def can(verb: str, resource: str, ns: str | None = "team-a") -> bool:
+            args = ["auth", "can-i", verb, resource, f"--as={sa}"]
+            args += [f"--namespace={ns}"] if ns else ["--all-namespaces"]
+            return kubectl(*args, check=False).stdout.strip() == "yes"
+
+        allowed = [("list", "buildrequests.longshot.dev", None), ("watch", "agenttasks.longshot.dev", None),
+                   ("list", "mergejobs.longshot.dev", "team-a")]
+        denied = [("get", "secrets", "team-a"), ("list", "secrets", None), ("get", "pods", "team-a"),
+                  ("get", "pods", "team-a"), ("create", "pods/exec", "team-a"), ("get", "configmaps", "team-a"),
+                  ("patch", "agenttasks.longshot.dev", "team-a"), ("patch", "buildrequests.longshot.dev", "team-a"),
+                  ("create", "mergejobs.longshot.dev", "team-a"),
+                  ("create", "tokenreviews.authentication.k8s.io", None),
+                  ("create", "subjectaccessreviews.authorization.k8s.io", None),
+                  ("impersonate", "users", None), ("impersonate", "serviceaccounts", "team-a")]
+        assert [a for a in allowed if not can(*a)] == []
+        assert [d for d in denied if can(*d)] == []
+    finally:
+        kubectl("delete", "-f", "-", "--wait=false", input=yaml.safe_dump_all(rbac), check=False)

@@ -254,3 +254,22 @@ the rules of longshot.egressRules. */}}
 {{- $raw := printf "(%s.startsWith('file://') ? '' : %s.matches('^[A-Za-z][A-Za-z0-9+.-]*://') ? (isURL(%s) ? url(%s).getHostname() : '!') : %s.split(':')[0].split('@')[%s.split(':')[0].split('@').size() - 1]).lowerAscii()" $u $u $u $u $u $u -}}
 ({{ $raw }}.endsWith('.') ? {{ $raw }}.substring(0, {{ $raw }}.size() - 1) : {{ $raw }})
 {{- end -}}
+
+{{/* longshot-console (console.enabled): names and labels. */}}
+{{- define "longshot.consoleName" -}}
+{{- printf "%s-console" (include "longshot.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "longshot.consoleSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "longshot.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: console
+{{- end -}}
+
+{{- define "longshot.consoleLabels" -}}
+{{ include "longshot.consoleSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: longshot
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}

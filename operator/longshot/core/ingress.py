@@ -15,13 +15,16 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-CallerCheck = Literal["none", "agent-token", "webhook-signature"]
+CallerCheck = Literal["none", "agent-token", "webhook-signature", "person-token"]
 """Who may call a route, checked before its body is read:
 
 * ``none``: anyone who can reach the port (probes, metrics); such a route reads no body.
 * ``agent-token``: an agent Pod's bound ServiceAccount token (the gateway's TokenReview); lanes per attempt.
 * ``webhook-signature``: anyone, in lanes per source address under a per-source token bucket; the body (bounded)
   is then checked against the intake's HMAC secret before anything else happens.
+* ``person-token``: a person's own Kubernetes bearer token (``Authorization: Bearer``, never a cookie or a query
+  parameter), reviewed by the API server (SelfSubjectReview); lanes per token hash. The web console's routes: every
+  read and write after it is made with that token, so the person's RBAC decides (docs/console.md).
 """
 CALLER_CHECKS: tuple[str, ...] = get_args(CallerCheck)
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})

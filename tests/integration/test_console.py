@@ -1,0 +1,534 @@
+"""The web console on a real API server (docs/console.md): the console watches with its own least-privilege
+ServiceAccount (list and watch of the three kinds), people connect with their own tokens (ServiceAccounts with
+different RoleBindings, tokens from TokenRequest), and every write is made with the person's token so the API
+server's RBAC decides. Live changes reach 20 viewers of a 50-task build; hostile fields come out escaped; and, where
+Debian's chromium is installed, a real headless browser draws the page."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import kubernetes
+import pytest
+from k8s_builders import GROUP, VERSION, build, create, get, merge_job, task
+
+from longshot.console import people, server
+from longshot.console.settings import ConsoleSettings
+from longshot.core import ledger
+from longshot_testing.controlplane import wait_until
+
+pytestmark = pytest.mark.integration
+
+KINDS_RULE = {"apiGroups": [GROUP], "resources": ["buildrequests", "agenttasks", "mergejobs"]}
+
+
+# --- people and the console -------------------------------------------------------------------------------
+
+
+def _token(core_v1: kubernetes.client.CoreV1Api, namespace: str, account: str) -> str:
+    body = {"spec": {"expirationSeconds": 3600}}
+    return str(core_v1.create_namespaced_service_account_token(account, namespace, body).status.token)
+
+
+@dataclass
+class Cluster:
+    api: kubernetes.client.ApiClient
+    core: kubernetes.client.CoreV1Api
+    rbac: kubernetes.client.RbacAuthorizationV1Api
+    cleanup: list[Callable[[], object]] = field(default_factory=list)
+
+    def account(self, namespace: str, name: str) -> None:
+        self.core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+
+    def grant(self, namespace: str, account_ns: str, account: str, rules: list[dict[str, Any]]) -> None:
+        role = f"{account}-{account_ns}"[:63]
+        self.rbac.create_namespaced_role(namespace, {"metadata": {"name": role}, "rules": rules})
+        self.rbac.create_namespaced_role_binding(namespace, {
+            "metadata": {"name": role}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                                    "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": account_ns}]})
+
+    def token(self, namespace: str, account: str) -> str:
+        return _token(self.core, namespace, account)
+
+
+@pytest.fixture
+def cluster(api_client: kubernetes.client.ApiClient, core_v1: kubernetes.client.CoreV1Api) -> Iterator[Cluster]:
+    c = Cluster(api_client, core_v1, kubernetes.client.RbacAuthorizationV1Api(api_client))
+    yield c
+    for undo in reversed(c.cleanup):
+        with contextlib.suppress(kubernetes.client.ApiException):
+            undo()
+
+
+def console_account(c: Cluster, namespaces: list[str]) -> kubernetes.client.ApiClient:
+    """The console's own account, as the chart grants it: list and watch of the three kinds, nothing else (a
+    ClusterRole bound in each watched namespace); a client that holds only its token."""
+    name = "longshot-console-" + hashlib.sha1(",".join(namespaces).encode()).hexdigest()[:8]
+    home = namespaces[0]
+    c.account(home, "console")
+    c.rbac.create_cluster_role({"metadata": {"name": name}, "rules": [{**KINDS_RULE, "verbs": ["list", "watch"]}]})
+    c.cleanup.append(lambda: c.rbac.delete_cluster_role(name))
+    for ns in namespaces:
+        c.rbac.create_namespaced_role_binding(ns, {
+            "metadata": {"name": "longshot-console"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": "console", "namespace": home}]})
+    return endpoint(c).client(c.token(home, "console"), timeout=(5.0, 300.0))
+
+
+def endpoint(c: Cluster) -> people.Endpoint:
+    return people.Endpoint.of(c.api.configuration)
+
+
+@contextlib.asynccontextmanager
+async def running_console(c: Cluster, namespaces: list[str], **settings: Any) -> AsyncIterator[tuple[server.Console,
+                                                                                                   str]]:
+    console = server.Console(ConsoleSettings(port=0, namespaces=",".join(namespaces), **settings), endpoint(c))
+    served = await server.serve(console, console_account(c, namespaces))
+    try:
+        await until(lambda: console.ready, 30, "the console's lists")
+        yield console, f"http://127.0.0.1:{served.port}"
+    finally:
+        await served.cleanup()
+
+
+async def until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class Viewer:
+    """One person's live stream: the snapshot, then each change with the time it arrived."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str, token: str) -> None:
+        self.http, self.base, self.token = http, base, token
+        self.snapshot: dict[str, Any] | None = None
+        self.changes: list[tuple[float, dict[str, Any]]] = []
+        self.others: list[tuple[str, dict[str, Any]]] = []
+        self.raw = bytearray()
+        self.task: asyncio.Task[None] | None = None
+        self.status = 0
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self._read())
+        await until(lambda: self.snapshot is not None or self.status >= 400, 30, "the snapshot")
+
+    async def _read(self) -> None:
+        async with self.http.get(self.base + "/api/events",
+                                 headers={"Authorization": f"Bearer {self.token}"}) as r:
+            self.status = r.status
+            if r.status != 200:
+                return
+            buffer = b""
+            async for chunk in r.content.iter_any():
+                self.raw += chunk
+                buffer += chunk
+                while b"\n\n" in buffer:
+                    block, buffer = buffer.split(b"\n\n", 1)
+                    lines = block.decode().split("\n")
+                    event = next((x[7:] for x in lines if x.startswith("event: ")), "")
+                    data = next((x[6:] for x in lines if x.startswith("data: ")), "")
+                    if event == "snapshot":
+                        self.snapshot = json.loads(data)
+                    elif event == "change":
+                        self.changes.append((time.monotonic(), json.loads(data)))
+                    elif event in ("namespace", "forget"):
+                        self.others.append((event, json.loads(data)))
+
+    def names(self) -> set[tuple[str, str, str]]:
+        assert self.snapshot is not None
+        return {(o["kind"], o["namespace"], o["name"]) for o in self.snapshot["objects"]}
+
+    def seen(self, kind: str, ns: str, name: str, test: Callable[[dict[str, Any]], bool]) -> float | None:
+        for at, change in self.changes:
+            if (change["kind"], change["namespace"], change["name"]) == (kind, ns, name) and change["object"] and \
+                    test(change["object"]):
+                return at
+        return None
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+async def act(http: aiohttp.ClientSession, base: str, token: str, path: str,
+              body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    async with http.post(f"{base}/api/act/{path}", json=body or {},
+                         headers={"Authorization": f"Bearer {token}"}) as r:
+        return r.status, await r.json()
+
+
+def set_status(custom: kubernetes.client.CustomObjectsApi, ns: str, plural: str, name: str,
+               status: dict[str, Any]) -> None:
+    custom.patch_namespaced_custom_object_status(GROUP, VERSION, ns, plural, name, {"status": status})
+
+
+READ = {**KINDS_RULE, "verbs": ["get", "list", "watch"]}
+WRITE = {**KINDS_RULE, "verbs": ["get", "list", "watch", "patch"]}
+
+
+@pytest.fixture
+def two_teams(cluster: Cluster, namespace: str, another_namespace: Callable[[str], str],
+              custom: kubernetes.client.CustomObjectsApi) -> dict[str, Any]:
+    """Namespace A (``namespace``) and B: alice may read and patch in A, and read ledger entries there; bob may only
+    read A; carol is a ServiceAccount with no rights. A build with tasks and a MergeJob in each namespace."""
+    a, b = namespace, another_namespace("console-b")
+    for person in ("alice", "bob", "carol"):
+        cluster.account(a, person)
+    cluster.grant(a, a, "alice", [WRITE, {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}])
+    cluster.grant(a, a, "bob", [READ])
+    for ns in (a, b):
+        create(custom, ns, build("b1"))
+        create(custom, ns, task("t1"))
+        create(custom, ns, task("t2", dependsOn=["t1"]))
+        create(custom, ns, merge_job("m1"))
+    return {"a": a, "b": b, "alice": cluster.token(a, "alice"), "bob": cluster.token(a, "bob"),
+            "carol": cluster.token(a, "carol")}
+
+
+async def test_each_person_sees_only_the_namespaces_they_may_list(
+        cluster: Cluster, two_teams: dict[str, Any], custom: kubernetes.client.CustomObjectsApi) -> None:
+    a, b = two_teams["a"], two_teams["b"]
+    async with running_console(cluster, [a, b]) as (_, base), aiohttp.ClientSession() as http:
+        alice, carol = Viewer(http, base, two_teams["alice"]), Viewer(http, base, two_teams["carol"])
+        await alice.start()
+        await carol.start()
+        try:
+            assert alice.names() == {("BuildRequest", a, "b1"), ("AgentTask", a, "t1"), ("AgentTask", a, "t2"),
+                                     ("MergeJob", a, "m1")}
+            assert alice.snapshot is not None and alice.snapshot["user"] == f"system:serviceaccount:{a}:alice"
+            assert carol.names() == set()  # a person who may list nothing sees nothing
+            # a change in B never reaches alice; the one in A after it does (so B's had its chance to arrive)
+            set_status(custom, b, "agenttasks", "t1", {"phase": "Running"})
+            set_status(custom, a, "agenttasks", "t1", {"phase": "Running"})
+            await until(lambda: alice.seen("AgentTask", a, "t1", lambda o: o["phase"] == "Running"), 30, "A's change")
+            assert all(change["namespace"] == a for _, change in alice.changes)
+            assert carol.changes == []
+            t2 = next(o for o in alice.snapshot["objects"] if o["name"] == "t2" and o["kind"] == "AgentTask")
+            assert t2["dependsOn"] == ["t1"] and t2["build"] == "b1"
+        finally:
+            await alice.stop()
+            await carol.stop()
+        # a token the API server does not accept is refused at the door
+        async with http.get(base + "/api/events", headers={"Authorization": "Bearer not-a-token"}) as r:
+            assert r.status == 401
+
+
+async def test_a_right_granted_or_revoked_while_watching_shows_or_takes_back_the_namespace(
+        cluster: Cluster, two_teams: dict[str, Any], custom: kubernetes.client.CustomObjectsApi) -> None:
+    a, b = two_teams["a"], two_teams["b"]
+    async with running_console(cluster, [a, b], access_cache_seconds=0) as (console, base), \
+            aiohttp.ClientSession() as http:
+        alice = Viewer(http, base, two_teams["alice"])
+        await alice.start()
+        try:
+            assert {ns for _, ns, _ in alice.names()} == {a}
+            cluster.grant(b, a, "alice", [READ])
+            counter = iter(range(10_000))
+
+            def b_arrived() -> bool:  # each poll writes a change in B: the next one after RBAC has the binding shows B
+                set_status(custom, b, "mergejobs", "m1", {"phase": f"Poll{next(counter)}"})
+                return any(event == "namespace" and data["namespace"] == b for event, data in alice.others)
+
+            await until(b_arrived, 30, "namespace B to arrive whole")
+            (whole,) = [data for event, data in alice.others if event == "namespace"]
+            assert {(o["kind"], o["name"]) for o in whole["objects"]} == {
+                ("BuildRequest", "b1"), ("AgentTask", "t1"), ("AgentTask", "t2"), ("MergeJob", "m1")}
+            cluster.rbac.delete_namespaced_role_binding(f"alice-{a}"[:63], b)
+
+            def b_forgotten() -> bool:
+                set_status(custom, b, "mergejobs", "m1", {"phase": f"Poll{next(counter)}"})
+                return any(event == "forget" and data["namespace"] == b for event, data in alice.others)
+
+            await until(b_forgotten, 30, "namespace B to be taken back")
+            seen_b = len([c for _, c in alice.changes if c["namespace"] == b])
+            # a change in B after that reaches the console's view, then one in A reaches alice: B's never did
+            set_status(custom, b, "mergejobs", "m1", {"phase": "AfterRevoke"})
+            await until(lambda: console.view.objects[("MergeJob", b, "m1")]["phase"] == "AfterRevoke", 30,
+                        "B's change in the view")
+            set_status(custom, a, "mergejobs", "m1", {"phase": "MarkA"})
+            await until(lambda: alice.seen("MergeJob", a, "m1", lambda o: o["phase"] == "MarkA"), 30, "A's change")
+            assert len([c for _, c in alice.changes if c["namespace"] == b]) == seen_b
+        finally:
+            await alice.stop()
+
+
+async def test_writes_are_made_with_the_persons_token_and_rbac_decides(
+        cluster: Cluster, two_teams: dict[str, Any], custom: kubernetes.client.CustomObjectsApi) -> None:
+    a, b, alice, bob = two_teams["a"], two_teams["b"], two_teams["alice"], two_teams["bob"]
+    set_status(custom, a, "agenttasks", "t1", {"phase": "AwaitingInput", "question": "which port?"})
+    set_status(custom, a, "mergejobs", "m1", {"phase": "AwaitingApproval"})
+    async with running_console(cluster, [a, b]) as (_, base), aiohttp.ClientSession() as http:
+        # alice, in A: every action, each one a patch the API server accepted as her
+        assert await act(http, base, alice, f"{a}/BuildRequest/b1/suspend") == (
+            200, {"done": "buildrequest/b1 suspended (no new agent Pod starts; running ones finish)"})
+        assert get(custom, a, "buildrequests", "b1")["spec"]["suspend"] is True
+        status, said = await act(http, base, alice, f"{a}/BuildRequest/b1/resume")
+        assert status == 200 and get(custom, a, "buildrequests", "b1")["spec"]["suspend"] is False, said
+        status, said = await act(http, base, alice, f"{a}/AgentTask/t1/answer", {"text": "8080"})
+        assert status == 200 and get(custom, a, "agenttasks", "t1")["spec"]["answer"] == "8080", said
+        status, said = await act(http, base, alice, f"{a}/MergeJob/m1/approve")
+        assert status == 200 and get(custom, a, "mergejobs", "m1")["spec"]["approved"] is True, said
+        status, said = await act(http, base, alice, f"{a}/AgentTask/t2/relaunch", {"model": "other-model"})
+        spec = get(custom, a, "agenttasks", "t2")["spec"]
+        assert status == 200 and spec["retryToken"].startswith("cli-") and spec["agent"]["model"] == "other-model"
+        status, said = await act(http, base, alice, f"{a}/AgentTask/t2/cancel")
+        assert status == 200 and get(custom, a, "agenttasks", "t2")["spec"]["cancel"] is True, said
+        status, said = await act(http, base, alice, f"{a}/AgentTask/t1/suspend")
+        assert status == 200 and get(custom, a, "agenttasks", "t1")["spec"]["suspend"] is True, said
+        # the message hook is not built yet, and says so
+        status, said = await act(http, base, alice, f"{a}/AgentTask/t1/message", {"text": "hello"})
+        assert status == 501 and "kubectl longshot say" in said["error"]
+
+        # bob may read A but not patch: the API server refuses, naming him; nothing changed
+        status, said = await act(http, base, bob, f"{a}/AgentTask/t1/resume")
+        assert status == 403 and f"system:serviceaccount:{a}:bob" in said["error"], said
+        assert get(custom, a, "agenttasks", "t1")["spec"]["suspend"] is True
+        # alice has no rights in B: the console does not stop her, the API server does
+        status, said = await act(http, base, alice, f"{b}/BuildRequest/b1/suspend")
+        assert status == 403 and f"system:serviceaccount:{a}:alice" in said["error"], said
+        assert not get(custom, b, "buildrequests", "b1")["spec"].get("suspend")
+        # a malformed action is refused before any call
+        status, said = await act(http, base, alice, f"{a}/MergeJob/m1/answer", {"text": "x"})
+        assert status == 400 and "applies to AgentTask" in said["error"]
+        async with http.post(f"{base}/api/act/{a}/AgentTask/t1/cancel", data="{}",
+                             headers={"Authorization": f"Bearer {alice}", "Content-Type": "text/plain"}) as r:
+            assert r.status == 415  # a form post from another site cannot be JSON without a preflight
+
+
+async def test_transcripts_are_read_with_the_persons_rights(
+        cluster: Cluster, two_teams: dict[str, Any], custom: kubernetes.client.CustomObjectsApi) -> None:
+    a = two_teams["a"]
+    pod = "t1-a1"
+    entry = ledger.entry_name(pod)
+    lines = b"".join(json.dumps(e).encode() + b"\n" for e in ({"type": "text", "text": "<b>hi</b>\x1b[2J"},
+                                                               {"type": "tool", "name": "bash"}))
+    cluster.core.create_namespaced_config_map(a, {"metadata": {"name": entry}, "binaryData": {
+        ledger.TRANSCRIPT_KEY: base64.b64encode(gzip.compress(lines)).decode()},
+        "data": {ledger.RESULT_KEY: json.dumps({"number": 1, "exitReason": "done"})}})
+    attempt = {"number": 1, "pod": pod, "startTime": "2026-01-01T00:00:00Z", "endTime": "2026-01-01T00:01:00Z",
+               "ledger": entry}
+    set_status(custom, a, "agenttasks", "t1", {"attempts": [attempt]})
+    async with running_console(cluster, [a]) as (_, base), aiohttp.ClientSession() as http:
+        url = f"{base}/api/transcript/{a}/t1?attempt=1&source=ledger"
+        async with http.get(url, headers={"Authorization": f"Bearer {two_teams['alice']}"}) as r:
+            raw = await r.text()
+            assert r.status == 200, raw
+            data = json.loads(raw)
+        assert [e["type"] for e in data["events"]] == ["text", "tool"] and data["result"]["exitReason"] == "done"
+        assert "<" not in raw and "\x1b" not in raw  # escaped for the page
+        async with http.get(url, headers={"Authorization": f"Bearer {two_teams['bob']}"}) as r:
+            said = await r.json()
+            assert r.status == 403 and "configmaps" in said["error"], said  # bob may not read ledger entries
+
+
+async def test_hostile_fields_come_out_escaped(
+        cluster: Cluster, namespace: str, custom: kubernetes.client.CustomObjectsApi) -> None:
+    a = namespace
+    cluster.account(a, "alice")
+    cluster.grant(a, a, "alice", [READ])
+    hostile = "<img src=x onerror=alert(1)></script>\x1b[31m\x07\u202e&amp;"
+    create(custom, a, build("b1"))
+    create(custom, a, task("evil", description=hostile))
+    set_status(custom, a, "agenttasks", "evil", {"phase": "AwaitingInput", "question": hostile})
+    async with running_console(cluster, [a]) as (_, base), aiohttp.ClientSession() as http:
+        viewer = Viewer(http, base, cluster.token(a, "alice"))
+        await viewer.start()
+        try:
+            set_status(custom, a, "agenttasks", "evil", {"phase": "AwaitingInput", "question": hostile + "2"})
+            await until(lambda: viewer.seen("AgentTask", a, "evil", lambda o: o["question"].endswith("2")), 30,
+                        "the hostile change")
+        finally:
+            await viewer.stop()
+    raw = bytes(viewer.raw)
+    for forbidden in (b"<", b">", b"&", b"\x1b", b"\x07", "\u202e".encode()):
+        assert forbidden not in raw, forbidden
+    assert viewer.snapshot is not None
+    (evil,) = [o for o in viewer.snapshot["objects"] if o["name"] == "evil"]
+    assert evil["question"] == "<img src=x onerror=alert(1)></script>&amp;"  # text, cleaned of controls
+    assert evil["description"] == evil["question"]
+
+
+async def test_a_status_write_reaches_20_viewers_of_a_50_task_build(
+        cluster: Cluster, namespace: str, custom: kubernetes.client.CustomObjectsApi) -> None:
+    a = namespace
+    cluster.account(a, "viewer")
+    cluster.grant(a, a, "viewer", [READ])
+    create(custom, a, build("b1"))
+    for i in range(50):
+        create(custom, a, task(f"t{i:02d}", **({"dependsOn": [f"t{i - 1:02d}"]} if i else {})))
+    async with running_console(cluster, [a]) as (console, base), aiohttp.ClientSession() as http:
+        viewers = [Viewer(http, base, cluster.token(a, "viewer")) for _ in range(20)]  # 20 tokens: 20 people
+        await asyncio.gather(*(v.start() for v in viewers))
+        try:
+            assert all(len(v.names()) == 51 for v in viewers)
+            latencies: list[float] = []
+            for round_ in range(5):
+                name = f"t{round_ * 7:02d}"
+                written = time.monotonic()
+                await asyncio.to_thread(set_status, custom, a, "agenttasks", name, {"phase": "Running"})
+                await until(lambda n=name: all(v.seen("AgentTask", a, n, lambda o: o["phase"] == "Running")
+                                                for v in viewers), 30, f"{name}'s change at every viewer")
+                arrived = [v.seen("AgentTask", a, name, lambda o: o["phase"] == "Running") for v in viewers]
+                latencies += [at - written for at in arrived if at is not None]
+            latencies.sort()
+            p50, p95 = statistics.median(latencies) * 1000, latencies[int(len(latencies) * 0.95) - 1] * 1000
+            print(f"\nconsole: status write -> SSE at 20 viewers, 50 tasks: p50 {p50:.0f} ms, p95 {p95:.0f} ms, "
+                  f"max {latencies[-1] * 1000:.0f} ms ({len(latencies)} deliveries)")
+            assert console.dropped == 0
+        finally:
+            await asyncio.gather(*(v.stop() for v in viewers))
+
+
+async def test_a_viewer_that_falls_behind_is_dropped_and_told_to_reload(
+        cluster: Cluster, namespace: str, custom: kubernetes.client.CustomObjectsApi) -> None:
+    a = namespace
+    cluster.account(a, "viewer")
+    cluster.grant(a, a, "viewer", [READ])
+    create(custom, a, build("b1"))
+    async with running_console(cluster, [a], viewer_queue=10) as (console, base), aiohttp.ClientSession() as http:
+        viewer = Viewer(http, base, cluster.token(a, "viewer"))
+        await viewer.start()
+        try:
+            (watcher,) = console.viewers
+            # more changes than its queue holds before its stream task runs again (all folded in one loop turn)
+            for i in range(12):
+                console.on_event("AgentTask", "ADDED", task(f"x{i}") | {"metadata": {"name": f"x{i}", "namespace": a}})
+            assert watcher.outbox.dropped and console.dropped == 1
+            await until(lambda: b"event: reload" in viewer.raw, 10, "the reload event")
+            await until(lambda: not console.viewers, 10, "the viewer's stream to end")
+        finally:
+            await viewer.stop()
+
+
+# --- a real browser ---------------------------------------------------------------------------------------
+
+
+class Chromium:
+    """Headless Debian chromium driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``: fd 3 in,
+    fd 4 out, NUL-separated JSON), so no extra package is needed."""
+
+    def __init__(self, binary: str, profile: str) -> None:
+        to_chrome_r, self._to = os.pipe()
+        self._from, from_chrome_w = os.pipe()
+
+        def fds() -> None:
+            os.dup2(to_chrome_r, 3)
+            os.dup2(from_chrome_w, 4)
+
+        self.proc = subprocess.Popen(
+            [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--no-first-run", "--remote-debugging-pipe", f"--user-data-dir={profile}", "about:blank"],
+            pass_fds=(3, 4, to_chrome_r, from_chrome_w), preexec_fn=fds, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        os.close(to_chrome_r)
+        os.close(from_chrome_w)
+        self._buffer = b""
+        self._id = 0
+        self.session = ""
+
+    def call(self, method: str, params: dict[str, Any] | None = None, *, session: bool = True) -> dict[str, Any]:
+        self._id += 1
+        message: dict[str, Any] = {"id": self._id, "method": method, "params": params or {}}
+        if session and self.session:
+            message["sessionId"] = self.session
+        os.write(self._to, json.dumps(message).encode() + b"\0")
+        while True:
+            while b"\0" not in self._buffer:
+                chunk = os.read(self._from, 65536)
+                if not chunk:
+                    raise AssertionError("chromium closed its DevTools pipe")
+                self._buffer += chunk
+            raw, self._buffer = self._buffer.split(b"\0", 1)
+            answer = json.loads(raw)
+            if answer.get("id") == self._id:
+                if "error" in answer:
+                    raise AssertionError(f"{method}: {answer['error']}")
+                return dict(answer.get("result") or {})
+
+    def open(self, url: str) -> None:
+        target = self.call("Target.createTarget", {"url": "about:blank"}, session=False)["targetId"]
+        self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True},
+                                 session=False)["sessionId"]
+        self.call("Page.enable")
+        self.call("Page.navigate", {"url": url})
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True})
+        return (result.get("result") or {}).get("value")
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+        os.close(self._to)
+        os.close(self._from)
+
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install -y chromium)")
+async def test_a_real_browser_draws_the_builds_and_hostile_text_stays_text(
+        cluster: Cluster, namespace: str, custom: kubernetes.client.CustomObjectsApi) -> None:
+    a = namespace
+    cluster.account(a, "alice")
+    cluster.grant(a, a, "alice", [READ])
+    create(custom, a, build("b1"))
+    create(custom, a, task("t1", description="<img src=x onerror=\"document.title='owned'\">"))
+    set_status(custom, a, "agenttasks", "t1", {"phase": "AwaitingInput",
+                                              "question": "<img src=x onerror=\"document.title='owned'\">"})
+    token = cluster.token(a, "alice")
+    assert CHROMIUM is not None
+    async with running_console(cluster, [a]) as (_, base):
+        with tempfile.TemporaryDirectory() as profile:
+            browser = Chromium(CHROMIUM, profile)
+            try:
+                def drive() -> dict[str, Any]:
+                    browser.open(base + "/")
+                    browser.call("Runtime.enable")
+                    wait_until(lambda: browser.evaluate("document.readyState") == "complete", 30, "the page")
+                    # the person pastes their token (the form is what a person uses)
+                    browser.evaluate(f"document.getElementById('token').value = {json.dumps(token)};"
+                                     "document.getElementById('login-form').requestSubmit(); true")
+                    try:
+                        wait_until(lambda: browser.evaluate(
+                            "document.querySelector('[data-build=\"b1\"]') !== null"), 30, "the build list")
+                    except TimeoutError:
+                        raise AssertionError("the page drew no build: " + str(browser.evaluate(
+                            "document.getElementById('state').textContent + ' | ' + document.body.innerText"))) \
+                            from None
+                    return dict(browser.evaluate(
+                        "({build: document.querySelector('[data-build=\"b1\"]').textContent,"
+                        " waiting: document.getElementById('waiting').textContent,"
+                        " images: document.querySelectorAll('img').length, title: document.title,"
+                        " state: document.getElementById('state').textContent,"
+                        " stored: sessionStorage.getItem('longshot.console.token') !== null,"
+                        " url: location.href})"))
+                seen = await asyncio.to_thread(drive)
+            finally:
+                browser.close()
+    assert "t1" in seen["build"] and "AwaitingInput" in seen["build"], seen
+    assert "<img src=x" in seen["waiting"]  # shown as text
+    assert seen["images"] == 0 and seen["title"] == "Longshot console"  # never parsed as markup, never ran
+    assert seen["state"] == "live" and seen["stored"] and token not in seen["url"]
