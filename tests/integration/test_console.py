@@ -297,9 +297,17 @@ async def test_writes_are_made_with_the_persons_token_and_rbac_decides(
         assert status == 200 and get(custom, a, "agenttasks", "t2")["spec"]["cancel"] is True, said
         status, said = await act(http, base, alice, f"{a}/AgentTask/t1/suspend")
         assert status == 200 and get(custom, a, "agenttasks", "t1")["spec"]["suspend"] is True, said
-        # the message hook is not built yet, and says so
+        # a message goes only to a running attempt (kubectl longshot say's own rule), then lands on the task as hers
         status, said = await act(http, base, alice, f"{a}/AgentTask/t1/message", {"text": "hello"})
-        assert status == 501 and "kubectl longshot say" in said["error"]
+        assert status >= 400 and "no running attempt" in said["error"], said
+        custom.patch_namespaced_custom_object_status(GROUP, VERSION, a, "agenttasks", "t1", {"status": {
+            "phase": "Running", "attempts": [{"number": 1, "pod": "t1-a1", "startTime": "2026-11-28T12:00:00Z"}]}})
+        status, said = await act(http, base, alice, f"{a}/AgentTask/t1/message", {"text": "use 8080",
+                                                                                   "interrupt": True})
+        assert status == 200 and "interrupt #1 sent to attempt 1" in said["done"], said
+        sent = get(custom, a, "agenttasks", "t1")["spec"]["messages"]
+        assert [(m["id"], m["text"], m.get("interrupt"), m["author"]) for m in sent] == [
+            (1, "use 8080", True, f"system:serviceaccount:{a}:alice")]
 
         # bob may read A but not patch: the API server refuses, naming him; nothing changed
         status, said = await act(http, base, bob, f"{a}/AgentTask/t1/resume")

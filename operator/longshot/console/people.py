@@ -134,19 +134,16 @@ def act(endpoint: Endpoint, token: str, namespace: str, kind: str, name: str, ac
     problem = core.action_problem(action, kind, body)
     if problem is not None:
         raise Refused(400, problem)
-    if action == "message":
-        # HOOK(kubectl longshot say): `spec.messages` on AgentTask is being built by another change; once
-        # cli.main has its `say` command, call it here like the others (cmd_say(k, a, out) with a.task, a.text).
-        raise Refused(501, "messages to a running agent are not available yet (kubectl longshot say)")
     client = endpoint.client(token)
     out = io.StringIO()
     k = cli.Kube(client, namespace)
     prefix = {"AgentTask": "at", "BuildRequest": "br", "MergeJob": "mj"}[kind]
     a = argparse.Namespace(command=action, target=f"{prefix}/{name}", task=name, mergejob=name,
                            text=body.get("text", ""), model=body.get("model"), prompt=body.get("prompt"),
-                           timeout=None, err=cli.CleanOutput(io.StringIO()))
+                           interrupt=body.get("interrupt") is True, timeout=None, err=cli.CleanOutput(io.StringIO()))
     command = {"answer": cli.cmd_answer, "approve": cli.cmd_approve, "suspend": cli.cmd_suspend,
-               "resume": cli.cmd_suspend, "cancel": cli.cmd_cancel, "relaunch": cli.cmd_retry}[action]
+               "resume": cli.cmd_suspend, "cancel": cli.cmd_cancel, "relaunch": cli.cmd_retry,
+               "message": cli.cmd_say}[action]
     try:
         command(k, a, cli.CleanOutput(out))
     except CALL_ERRORS as e:

@@ -313,6 +313,8 @@ def action_problem(action: str, kind: str, body: Mapping[str, Any]) -> str | Non
         if not isinstance(value, str) or not value.strip():
             return f"{action} needs a non-empty \"text\""
     for key, value in body.items():
+        if key == "interrupt" and action == "message" and isinstance(value, bool):
+            continue
         if key not in ("text", "model", "prompt") or not isinstance(value, str):
             return f"unknown or non-text field {str(key)[:64]!r} in the request"
     return None

@@ -146,9 +146,9 @@ async function act(obj, action, body) {
   notice(response.ok ? answer.done : (action + " refused (" + response.status + "): " + (answer.error || "")));
 }
 
-function ask(obj, action, question) {
+function ask(obj, action, question, extra) {
   const text = prompt(question);
-  if (text) act(obj, action, { text });
+  if (text) act(obj, action, Object.assign({ text }, extra || {}));
 }
 
 async function showTranscript(task, attempt, source) {
@@ -256,7 +256,9 @@ function drawBuild(b, tasks, jobs) {
         t.suspended ? button("resume", () => act(t, "resume")) : button("suspend", () => act(t, "suspend")),
         button("relaunch", () => act(t, "relaunch")),
         button("cancel", () => { if (confirm("Cancel task " + t.name + "?")) act(t, "cancel"); }),
-        button("message", () => ask(t, "message", "A message for the running agent"))));
+        t.phase === "Running" ? button("message", () => ask(t, "message", "A message for the running agent")) : null,
+        t.phase === "Running" ? button("interrupt", () => ask(t, "message",
+          "Stop the agent's current command, and tell it instead:", { interrupt: true })) : null));
   });
   return el("div", { className: "build", "data-build": b.name }, head,
     el("table", {}, el("tr", {}, ...["task", "role", "phase", "depends on", "attempts", "branch", "merge", ""]
