@@ -8,7 +8,7 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from longshot import metrics, tracing
@@ -23,6 +23,9 @@ from longshot.vcs import speculate
 from longshot.vcs import workspace as vws
 
 from . import forge, git, jobs
+from .ci import CiGate
+from .ci import by as gated_by
+from .ci import label as gate_label
 from .members import member
 from .memory import Memory
 
@@ -194,7 +197,7 @@ class Act:
 
     def _evict(self, e: Any) -> None:
         build = self.jobs[e.name][1]
-        self.add(e.name, mj.Evicted(manifests.gate_command(build) or "(no command)", e.output))
+        self.add(e.name, mj.Evicted(gate_label(build), e.output))
 
     def _requeue(self, e: Any) -> None:
         for n in e.names:
@@ -231,6 +234,12 @@ class Act:
         pass
 
     def _start_probes(self, e: q.StartProbes, build: objects.BuildRequest) -> None:
+        if gated_by(build) != "tester":  # the CI runs on the pushed queue branches: its timeout starts now
+            CiGate(self.ctx, self.memory).start(e.batch_id, e.positions, self.now)
+            self.out.append(ex.Requeue(("Queue", "", self.name),
+                                       self.now + timedelta(seconds=build.spec.merge.gate.poll_seconds)))
+            if gated_by(build) == "ci":
+                return
         command = manifests.gate_command(build)
         if not command:
             self.out.append(ex.Requeue(("Queue", "", self.name), self.now))
