@@ -27,6 +27,7 @@ tests/integration/test_ci_gate.py and hack/bench_queue.py (``--ci``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -151,10 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--refs", default="refs/heads/longshot/", help="the ref prefix to watch")
     ci = Ci(p.parse_args(argv))
     signal.signal(signal.SIGTERM, lambda *_: ci.stopping.set())
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         ci.serve()
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

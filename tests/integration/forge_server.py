@@ -27,8 +27,9 @@ until approved, 409 on a moved head, 406 on a conflict), ``POST /projects/{id}/s
 ``name``), ``GET .../discussions`` (``notes`` with ``resolvable``, ``resolved``, ``position.head_sha``,
 ``new_path``, ``new_line``), ``GET /projects/{id}/repository/commits/{sha}/statuses`` (the latest of each name)
 and ``GET /projects/{id}/pipelines?sha=`` (the commit's one external pipeline, as GitLab makes for statuses posted
-without a pipeline: failed if a status failed, running while one runs, success when all succeeded). An approval is :meth:`ForgeServer.review` with ``APPROVED``; a diff discussion
-:meth:`ForgeServer.discuss`, resolved by :meth:`ForgeServer.resolve`.
+without a pipeline: failed if a status failed, running while one runs, success when all succeeded). An approval
+is :meth:`ForgeServer.review` with ``APPROVED``; a diff discussion :meth:`ForgeServer.discuss`, resolved by
+:meth:`ForgeServer.resolve`.
 
 Who may decide, as the real forges say it: each GitHub review carries ``author_association`` (``OWNER``,
 ``MEMBER``, ``COLLABORATOR`` for the accounts in :attr:`ForgeServer.access` with Developer (30) or more, else

@@ -36,13 +36,15 @@ def test_github_reads_the_combined_status_and_every_page_of_check_runs() -> None
         assert request.headers["authorization"] == f"Bearer {TOKEN}"
         if request.url.path == f"/api/repos/o/r/commits/{SHA}/status":
             return httpx.Response(200, json={"state": "pending", "statuses": [
-                {"context": "ci/lint", "state": "success", "target_url": "https://ci.example/lint", "description": "ok"},
+                {"context": "ci/lint", "state": "success", "target_url": "https://ci.example/lint",
+                 "description": "ok"},
                 {"context": "ci/slow", "state": "pending", "target_url": None, "description": None}]})
         if request.url.path == f"/api/repos/o/r/commits/{SHA}/check-runs":
             if request.url.params.get("page") == "2":
                 return httpx.Response(200, json={"total_count": 2, "check_runs": [run(2, "e2e", "in_progress", None)]})
             nxt = f"https://forge.example/api/repos/o/r/commits/{SHA}/check-runs?per_page=100&page=2"
-            return httpx.Response(200, json={"total_count": 2, "check_runs": [run(1, "ci/test", "completed", "failure")]},
+            return httpx.Response(200, json={"total_count": 2,
+                                             "check_runs": [run(1, "ci/test", "completed", "failure")]},
                                   headers={"link": f'<{nxt}>; rel="next"'})
         return httpx.Response(404, json={"message": "Not Found"})
 
@@ -66,7 +68,8 @@ def test_github_check_run_pages_are_bounded() -> None:
             return httpx.Response(200, json={"state": "success", "statuses": []})
         calls += 1
         nxt = f"https://forge.example/api/repos/o/r/commits/{SHA}/check-runs?page={calls + 1}"
-        return httpx.Response(200, json={"total_count": 10_000, "check_runs": [run(calls, f"c{calls}", "queued", None)]},
+        return httpx.Response(200, json={"total_count": 10_000,
+                                         "check_runs": [run(calls, f"c{calls}", "queued", None)]},
                               headers={"link": f'<{nxt}>; rel="next"'})
 
     with forge(handler) as f:
