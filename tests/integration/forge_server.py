@@ -351,7 +351,7 @@ class ForgeServer(JsonApiServer):
                 return 400, {"message": "state is invalid"}
             repo.statuses.setdefault(rest[1], []).append({**body, "context": body.get("name")})
             return 201, {"id": len(repo.statuses[rest[1]]), **body}
-        if len(rest) == 5 and rest[:2] == ["repository", "commits"] and rest[3] == "statuses" and method == "GET":
+        if len(rest) == 4 and rest[:2] == ["repository", "commits"] and rest[3] == "statuses" and method == "GET":
             latest: dict[str, dict[str, Any]] = {}
             for x in reversed(repo.statuses.get(rest[2], [])):
                 latest.setdefault(x["context"], x)
