@@ -202,6 +202,7 @@ class CiGates:
     CHECK = "ci/test"
     TOKEN = "bench-forge-token"
     TIMEOUT = 300.0
+    POLL = 0.2
 
     def __init__(self, forge: object, project: str) -> None:
         from longshot.api.buildrequest import PullRequestSettings
@@ -211,6 +212,8 @@ class CiGates:
                                                        "apiUrl": forge.github_url})  # type: ignore[attr-defined]
         self.client = rforge.make_forge(settings, self.TOKEN, timeout=10.0)
         self.waiting: dict[tuple[str, int], tuple[Gate, float]] = {}
+        self.ready: list[tuple[Gate, bool, str]] = []
+        self.read_at: dict[tuple[str, int], float] = {}
         self.started = 0
         self.answered = 0
         self.reads = 0
@@ -225,20 +228,31 @@ class CiGates:
                 gate.cancelled = True  # a CI run cannot be called back: its verdict is ignored
 
     def next(self, block: bool) -> tuple[Gate, bool, str] | None:
-        while self.waiting:
+        """A verdict: from the last sweep's, else one sweep reading each waiting prefix's checks (at most every
+        :data:`POLL` seconds each, as ``spec.merge.gate.pollSeconds`` spaces the operator's reads), repeated while
+        ``block``."""
+        while self.ready or self.waiting:
+            if self.ready:
+                self.answered += 1
+                return self.ready.pop(0)
+            now = time.monotonic()
             for key, (gate, since) in list(self.waiting.items()):
+                if now - self.read_at.get(key, 0.0) < self.POLL:
+                    continue
+                self.read_at[key] = now
                 self.reads += 1
-                v = cigate.verdict((self.CHECK,), self.client.checks(gate.commit, (self.CHECK,)),
-                                   time.monotonic() - since, self.TIMEOUT)
+                v = cigate.verdict((self.CHECK,), self.client.checks(gate.commit, (self.CHECK,)), now - since,
+                                   self.TIMEOUT)
                 if v.state == "broken":
                     raise RuntimeError(f"the CI gate broke: {v.message}")
                 if v.state != "pending":
                     del self.waiting[key]
-                    self.answered += 1
-                    return gate, v.state == "passed", v.message
+                    self.ready.append((gate, v.state == "passed", v.message))
+            if self.ready:
+                continue
             if not block:
                 return None
-            time.sleep(0.2)
+            time.sleep(0.05)
         return None
 
 
