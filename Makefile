@@ -170,7 +170,7 @@ bench-merge: venv ## Benchmark: 200 branches through the merge code vs plain git
 	$(PY) hack/bench_merge.py
 
 .PHONY: bench-queue
-bench-queue: venv ## Benchmark: 64 candidates through the real merge queue, serial vs speculative (window 8), 2 s gates
+bench-queue: venv ## Benchmark: 64 candidates through the real merge queue, serial vs speculative (window 8), 2 s gates: tester processes, then the CI stand-in through the forge (spec.merge.gate.by: ci)
 	$(PY) hack/bench_queue.py
 
 .PHONY: bench-prepare

@@ -2,7 +2,7 @@
 """Benchmark: the speculative merge queue against the serial one, on real git repositories.
 
     python hack/bench_queue.py [--candidates 64] [--culprit-every 16] [--gate-seconds 2] [--window 8]
-                               [--depth 2] [--max-probes 0] [--seed 7]
+                               [--depth 2] [--max-probes 0] [--seed 7] [--gate tester|ci|both]
 
 The REAL queue code decides and does the git work: ``core.mergequeue`` (which batch, which prefixes to gate,
 bisection, what to land, the window) and ``vcs.speculate`` (the speculative commits built with the rebase strategy
@@ -16,6 +16,14 @@ candidate branches that each add their own file; one in ``--culprit-every`` (one
 in it) writes ``BROKEN``: a planted culprit. The serial queue (``window 1``, one batch at a time) and the
 speculative one (``--window``, ``--depth`` batches at once: stacked on the one under test) run in the same
 invocation, each on its own copy of the repository.
+
+With ``--gate ci`` the gate is the team's CI, as ``spec.merge.gate.by: ci`` makes it (issue 52 item 5): the forge
+stand-in (tests/integration/forge_server.py, GitHub's API) and the CI stand-in (tests/ci_standin.py, a process that
+runs ``sleep <gate-seconds> && sh test.sh`` on every pushed queue branch, runs in parallel, and posts each verdict as
+a GitHub check run). The driver asks for a prefix, then reads its check runs through the operator's forge client
+(``runtime.forge``'s ``checks``, every 0.2 s) and decides with ``core.cigate.verdict``, as the batch step does; at the
+end every GitHub exchange is checked against GitHub's published description. ``--gate both`` (the default) runs the
+tester-gated pair and then the CI-gated pair; each pair prints its own summary line.
 
 Afterwards every commit on the target's first-parent history since the base (every position the target moved to
 is one of them) is tested again, without the sleep; a failing one is a red target commit. The last line reads
@@ -43,6 +51,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
+from longshot.core import cigate  # noqa: E402
 from longshot.core import mergequeue as q  # noqa: E402
 from longshot.vcs import speculate  # noqa: E402
 from longshot.vcs import workspace as vws  # noqa: E402
@@ -185,6 +194,68 @@ class Gates:
         return got
 
 
+class CiGates:
+    """The team's CI as the gate: the CI stand-in runs on every pushed queue branch of the repository and posts its
+    verdict as a check run on the forge stand-in; a started gate is a prefix whose check runs the driver reads
+    (``runtime.forge``) and decides on (``core.cigate``). Same interface as :class:`Gates`."""
+
+    CHECK = "ci/test"
+    TOKEN = "bench-forge-token"
+    TIMEOUT = 300.0
+    POLL = 0.2
+
+    def __init__(self, forge: object, project: str) -> None:
+        from longshot.api.buildrequest import PullRequestSettings
+        from longshot.runtime import forge as rforge
+
+        settings = PullRequestSettings.model_validate({"project": project, "tokenSecretRef": {"name": "t"},
+                                                       "apiUrl": forge.github_url})  # type: ignore[attr-defined]
+        self.client = rforge.make_forge(settings, self.TOKEN, timeout=10.0)
+        self.waiting: dict[tuple[str, int], tuple[Gate, float]] = {}
+        self.ready: list[tuple[Gate, bool, str]] = []
+        self.read_at: dict[tuple[str, int], float] = {}
+        self.started = 0
+        self.answered = 0
+        self.reads = 0
+
+    def start(self, batch: str, position: int, commit: str) -> None:
+        self.started += 1
+        self.waiting[(batch, position)] = (Gate(batch, position, commit), time.monotonic())
+
+    def cancel(self, batch: str) -> None:
+        for (b, _), (gate, _) in self.waiting.items():
+            if b == batch:
+                gate.cancelled = True  # a CI run cannot be called back: its verdict is ignored
+
+    def next(self, block: bool) -> tuple[Gate, bool, str] | None:
+        """A verdict: from the last sweep's, else one sweep reading each waiting prefix's checks (at most every
+        :data:`POLL` seconds each, as ``spec.merge.gate.pollSeconds`` spaces the operator's reads), repeated while
+        ``block``."""
+        while self.ready or self.waiting:
+            if self.ready:
+                self.answered += 1
+                return self.ready.pop(0)
+            now = time.monotonic()
+            for key, (gate, since) in list(self.waiting.items()):
+                if now - self.read_at.get(key, 0.0) < self.POLL:
+                    continue
+                self.read_at[key] = now
+                self.reads += 1
+                v = cigate.verdict((self.CHECK,), self.client.checks(gate.commit, (self.CHECK,)), now - since,
+                                   self.TIMEOUT)
+                if v.state == "broken":
+                    raise RuntimeError(f"the CI gate broke: {v.message}")
+                if v.state != "pending":
+                    del self.waiting[key]
+                    self.ready.append((gate, v.state == "passed", v.message))
+            if self.ready:
+                continue
+            if not block:
+                return None
+            time.sleep(0.05)
+        return None
+
+
 # --- the queue driver ----------------------------------------------------------------------------------
 
 
@@ -198,6 +269,8 @@ class Run:
     gate_seconds: float
     max_probes: int = 0
     depth: int = q.DEFAULT_DEPTH
+    ci: CiGates | None = None
+    """The CI as the gate (``--gate ci``), else tester processes."""
     did_not_stack: set[tuple[str, str]] = field(default_factory=set)
     candidates: dict[str, q.Candidate] = field(default_factory=dict)
     commits: dict[str, str] = field(default_factory=dict)
@@ -237,7 +310,7 @@ class Run:
 
     def go(self) -> None:
         w = vws.Workspace(str(self.bare), self.work / "workspaces", committer=("Longshot", "longshot@example.com"))
-        gates = Gates(self.bare, self.work / "gates", self.gate_seconds)
+        gates: Gates | CiGates = self.ci or Gates(self.bare, self.work / "gates", self.gate_seconds)
         start = time.monotonic()
         while self.candidates:
             head = speculate.head_of(w, TARGET)  # the shell fetches the target on every reconcile
@@ -261,7 +334,8 @@ class Run:
         self.probes.setdefault(gate.batch, {})[gate.position] = q.Probe(gate.position, "passed" if ok else "failed",
                                                                         output, gate.batch)
 
-    def _carry_out(self, effects: list[q.Effect], state: q.QueueState, w: vws.Workspace, gates: Gates) -> None:
+    def _carry_out(self, effects: list[q.Effect], state: q.QueueState, w: vws.Workspace,
+                   gates: Gates | CiGates) -> None:
         for e in effects:
             if isinstance(e, q.PrepareBatch):
                 below = (speculate.queue_branch(NAMESPACE, BUILD, e.onto_batch, e.onto_position)
@@ -342,13 +416,30 @@ class Run:
 
 
 def run_mode(label: str, template: Path, work: Path, n: int, window: int, gate_seconds: float,
-             max_probes: int, depth: int) -> Run:
+             max_probes: int, depth: int, forge: object = None) -> Run:
     bare = work / f"{label}.git"
     shutil.copytree(template, bare)
     r = Run(window=window, bare=bare, work=work / label, gate_seconds=gate_seconds, max_probes=max_probes,
             depth=depth)
     r.setup(n)
-    r.go()
+    if forge is None:
+        r.go()
+        return r
+    project = f"bench/{label}"
+    forge.repo(project, f"file://{bare}")  # type: ignore[attr-defined]
+    token = work / "ci-token"
+    token.write_text(CiGates.TOKEN)
+    with open(work / f"ci-{label}.log", "w") as out:
+        ci = subprocess.Popen([sys.executable, str(ROOT / "tests" / "ci_standin.py"), "--git-dir", str(bare),
+                               "--api", forge.github_url, "--project", project,  # type: ignore[attr-defined]
+                               "--token-file", str(token), "--name", CiGates.CHECK, "--command", "sh ./test.sh",
+                               "--delay", str(gate_seconds)], stdout=out, stderr=subprocess.STDOUT, env=ENV)
+        try:
+            r.ci = CiGates(forge, project)
+            r.go()
+        finally:
+            ci.terminate()
+            ci.wait(timeout=30)
     return r
 
 
@@ -363,10 +454,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-probes", type=int, default=0, help="prefixes gated per bisection round (0: all)")
     parser.add_argument("--seed", type=int, default=7, help="where the culprits are planted")
     parser.add_argument("--only", choices=("serial", "speculative"), default=None, help="run one mode only")
+    parser.add_argument("--gate", choices=("tester", "ci", "both"), default="both",
+                        help="tester processes, the team's CI through the forge (spec.merge.gate.by: ci), or both runs")
     args = parser.parse_args(argv)
+    code = 0
+    for gate in (("tester", "ci") if args.gate == "both" else (args.gate,)):
+        if gate == "ci":
+            code |= with_forge(lambda forge: bench(args, forge))
+        else:
+            code |= bench(args, None)
+    return code
+
+
+def with_forge(body: object) -> int:
+    """Run ``body(forge)`` with the forge stand-in serving; then check every GitHub exchange against GitHub's
+    published description (tests/forge_contract.py)."""
+    sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "integration")]
+    from forge_server import forge_server
+
+    with forge_server(CiGates.TOKEN) as forge:
+        code = body(forge)  # type: ignore[operator]
+        exchanges = len(forge.github_exchanges())
+    log(f"external checks: {exchanges} requests to the forge, each checked against GitHub's OpenAPI description")
+    return int(code)
+
+
+def bench(args: argparse.Namespace, forge: object) -> int:
+    gate_text = (f"the CI stand-in (`sleep {args.gate_seconds} && sh test.sh` on each pushed queue branch, a check "
+                 "run on the forge)" if forge is not None else f"gate `sleep {args.gate_seconds} && sh test.sh`")
 
     culprits = plant_culprits(args.candidates, args.culprit_every, random.Random(args.seed))
-    log(f"{args.candidates} candidates, culprits {sorted(culprits)}, gate `sleep {args.gate_seconds} && sh test.sh`")
+    log(f"{args.candidates} candidates, culprits {sorted(culprits)}, {gate_text}")
     with tempfile.TemporaryDirectory(prefix="bench-queue-") as tmp:
         work = Path(tmp)
         template = work / "template.git"
@@ -378,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
         runs: dict[str, Run] = {}
         red_total = 0
         for label, window, depth in modes:
-            r = run_mode(label, template, work, args.candidates, window, args.gate_seconds, args.max_probes, depth)
+            r = run_mode(label, template, work, args.candidates, window, args.gate_seconds, args.max_probes, depth,
+                         forge)
             red, checked = r.red_commits(base)
             red_total += red
             found = len(set(r.evicted) & culprits)
@@ -400,7 +519,8 @@ def main(argv: list[str] | None = None) -> int:
     found = len(set(spec.evicted) & culprits)
     found = min(found, len(set(serial.evicted) & culprits))
     innocents = len((set(spec.evicted) | set(serial.evicted)) - culprits)
-    print(f"speculative_vs_serial={ratio:.2f} red_target_commits={red_total} "
+    print(("external_checks " if forge is not None else "") + f"speculative_vs_serial={ratio:.2f} "
+          f"red_target_commits={red_total} "
           f"culprits_evicted={found}/{len(culprits)} innocent_evicted={innocents}")
     return 0
 

@@ -72,6 +72,11 @@ REST_OPERATIONS: tuple[tuple[str, str], ...] = (
     ("put", "/repos/{owner}/{repo}/pulls/{pull_number}/merge"),
     ("post", "/repos/{owner}/{repo}/issues/{issue_number}/labels"),
     ("post", "/repos/{owner}/{repo}/statuses/{sha}"),
+    # runtime/forge.py (spec.merge.gate: the team's CI as the gate) reads a queue commit's statuses and check runs
+    ("get", "/repos/{owner}/{repo}/commits/{ref}/status"),
+    ("get", "/repos/{owner}/{repo}/commits/{ref}/check-runs"),
+    # the CI stand-in (tests/ci_standin.py) posts its verdict as a check run, as GitHub Actions does
+    ("post", "/repos/{owner}/{repo}/check-runs"),
     # served by tests/integration/forge_server.py for the tests' own reads
     ("get", "/repos/{owner}/{repo}/commits/{ref}/statuses"),
 )

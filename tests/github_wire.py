@@ -207,6 +207,32 @@ def status(path: str, sha: str, sid: int, *, state: str, context: str, descripti
             "context": context, "created_at": WHEN, "updated_at": WHEN, "creator": simple_user(creator)}
 
 
+def combined_status(path: str, sha: str, statuses: list[dict[str, Any]]) -> dict[str, Any]:
+    """``GET /repos/{o}/{r}/commits/{ref}/status``: the latest status of each context and their combined state."""
+    states = {x["state"] for x in statuses}
+    state = ("failure" if states & {"failure", "error"} else "pending" if "pending" in states or not states
+             else "success")
+    repo = repository(path)
+    minimal = {k: v for k, v in repo.items() if k not in ("git_url", "ssh_url", "clone_url", "svn_url")}
+    return {"state": state, "sha": sha, "total_count": len(statuses),
+            "statuses": [{k: v for k, v in x.items() if k != "creator"} for x in statuses],
+            "repository": minimal, "commit_url": f"{API}/repos/{path}/commits/{sha}",
+            "url": f"{API}/repos/{path}/commits/{sha}/status"}
+
+
+def check_run(path: str, sha: str, cid: int, *, name: str, status: str, conclusion: str | None,
+              details_url: str | None = None, title: str | None = None, summary: str | None = None,
+              external_id: str = "") -> dict[str, Any]:
+    """A ``check-run`` as GitHub answers ``POST /repos/{o}/{r}/check-runs`` and lists it for a commit."""
+    return {"id": cid, "node_id": node_id("CR", cid), "head_sha": sha, "external_id": external_id,
+            "url": f"{API}/repos/{path}/check-runs/{cid}", "html_url": f"{HTML}/{path}/runs/{cid}",
+            "details_url": details_url, "status": status, "conclusion": conclusion, "started_at": WHEN,
+            "completed_at": WHEN if status == "completed" else None, "name": name,
+            "output": {"title": title, "summary": summary, "text": None, "annotations_count": 0,
+                       "annotations_url": f"{API}/repos/{path}/check-runs/{cid}/annotations"},
+            "check_suite": {"id": 5000 + cid}, "app": None, "pull_requests": []}
+
+
 def merge_result(sha: str, message: str = "Pull Request successfully merged") -> dict[str, Any]:
     return {"sha": sha, "merged": True, "message": message}
 

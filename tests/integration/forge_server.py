@@ -12,7 +12,11 @@ Served under ``/github`` (the API base a client is given), token in ``Authorizat
 * ``PUT /repos/{o}/{r}/pulls/{n}/merge`` (``merge_method``, ``sha``): with branch protection on (the default), 405
   until an approving review is the latest word of some reviewer and no changes-requested review stands; 409 when
   ``sha`` is not the head; 405 when the head does not merge cleanly;
-* ``POST /repos/{o}/{r}/statuses/{sha}``, ``GET /repos/{o}/{r}/commits/{sha}/statuses``;
+* ``POST /repos/{o}/{r}/statuses/{sha}``, ``GET /repos/{o}/{r}/commits/{sha}/statuses``,
+  ``GET /repos/{o}/{r}/commits/{ref}/status`` (the latest of each context);
+* ``POST /repos/{o}/{r}/check-runs`` (a CI posting its verdict, as GitHub Actions does),
+  ``GET /repos/{o}/{r}/commits/{ref}/check-runs`` (the latest run of each name, newest first; ``per_page`` and
+  ``Link: rel=next`` pagination);
 * ``POST /repos/{o}/{r}/issues/{n}/labels``.
 
 and of GitLab's merge-request API under ``/gitlab/api/v4`` (token in ``PRIVATE-TOKEN``; ``{id}`` the URL-encoded
@@ -21,8 +25,11 @@ path): ``GET``/``POST /projects/{id}/merge_requests`` (``state=opened``, ``sourc
 ``detailed_merge_status``), ``GET .../approvals`` (``approved_by``), ``PUT .../merge`` (``sha``, ``squash``; 405
 until approved, 409 on a moved head, 406 on a conflict), ``POST /projects/{id}/statuses/{sha}`` (``state``,
 ``name``), ``GET .../discussions`` (``notes`` with ``resolvable``, ``resolved``, ``position.head_sha``,
-``new_path``, ``new_line``). An approval is :meth:`ForgeServer.review` with ``APPROVED``; a diff discussion
-:meth:`ForgeServer.discuss`, resolved by :meth:`ForgeServer.resolve`.
+``new_path``, ``new_line``), ``GET /projects/{id}/repository/commits/{sha}/statuses`` (the latest of each name)
+and ``GET /projects/{id}/pipelines?sha=`` (the commit's one external pipeline, as GitLab makes for statuses posted
+without a pipeline: failed if a status failed, running while one runs, success when all succeeded). An approval
+is :meth:`ForgeServer.review` with ``APPROVED``; a diff discussion :meth:`ForgeServer.discuss`, resolved by
+:meth:`ForgeServer.resolve`.
 
 Who may decide, as the real forges say it: each GitHub review carries ``author_association`` (``OWNER``,
 ``MEMBER``, ``COLLABORATOR`` for the accounts in :attr:`ForgeServer.access` with Developer (30) or more, else
@@ -78,6 +85,7 @@ class Repo:
     git_dir: Path
     pulls: dict[int, Pull] = field(default_factory=dict)
     statuses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    check_runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 class ForgeServer(JsonApiServer):
@@ -89,6 +97,9 @@ class ForgeServer(JsonApiServer):
         """Branch protection: approvals required, no changes requested standing."""
         self.required_approvals = 1
         self._next = 1
+        self._check_ids = 0
+        self.next_link: str | None = None
+        """The ``Link: rel=next`` of the answer being made (a paginated listing)."""
         self.access: dict[str, int] = {"alice": 50, "bob": 40, "carol": 30, "dave": 30}
         """GitLab access level per account (50 Owner, 40 Maintainer, 30 Developer, 20 Reporter); anyone else is a
         stranger (GitHub ``author_association: NONE``, not a GitLab member)."""
@@ -183,8 +194,9 @@ class ForgeServer(JsonApiServer):
 
     def _answer(self, method: str, path: str, query: dict[str, str], headers: Any,
                 body: Any) -> tuple[int, Any, dict[str, str]]:
+        self.next_link = None
         status, payload = self._route(method, path, query, headers, body)
-        return status, payload, {}
+        return status, payload, ({"Link": f'<{self.next_link}>; rel="next"'} if self.next_link else {})
 
     def _route(self, method: str, path: str, query: dict[str, str], headers: Any, body: Any) -> tuple[int, Any]:
         if path.startswith("/gitlab/api/v4/"):
@@ -244,6 +256,35 @@ class ForgeServer(JsonApiServer):
             return 201, posted
         if len(rest) == 3 and rest[0] == "commits" and rest[2] == "statuses" and method == "GET":
             return 200, list(reversed(repo.statuses.get(rest[1], [])))
+        if len(rest) == 3 and rest[0] == "commits" and rest[2] == "status" and method == "GET":
+            latest: dict[str, dict[str, Any]] = {}
+            for x in reversed(repo.statuses.get(rest[1], [])):
+                latest.setdefault(x["context"], x)
+            return 200, gw.combined_status(repo.path, rest[1], list(latest.values()))
+        if rest == ["check-runs"] and method == "POST":
+            if not isinstance(body, dict) or not body.get("name") or not body.get("head_sha"):
+                return 422, gw.error("Validation Failed", status=422)
+            cid = self._check_ids = self._check_ids + 1  # answered under ``self.lock``
+            conclusion = body.get("conclusion")
+            run = gw.check_run(repo.path, body["head_sha"], cid, name=body["name"],
+                               status="completed" if conclusion else body.get("status", "queued"),
+                               conclusion=conclusion, details_url=body.get("details_url"),
+                               title=(body.get("output") or {}).get("title"),
+                               summary=(body.get("output") or {}).get("summary"),
+                               external_id=body.get("external_id", ""))
+            repo.check_runs.setdefault(body["head_sha"], []).append(run)
+            return 201, run
+        if len(rest) == 3 and rest[0] == "commits" and rest[2] == "check-runs" and method == "GET":
+            runs: dict[str, dict[str, Any]] = {}
+            for x in reversed(repo.check_runs.get(rest[1], [])):
+                runs.setdefault(x["name"], x)
+            listed = list(runs.values())
+            per_page = max(1, min(100, int(query.get("per_page", "30"))))
+            page = max(1, int(query.get("page", "1")))
+            chunk = listed[(page - 1) * per_page: page * per_page]
+            self.next_link = (f"{self.github_url}/repos/{repo.path}/commits/{rest[1]}/check-runs?per_page={per_page}"
+                              f"&page={page + 1}") if page * per_page < len(listed) else None
+            return 200, {"total_count": len(listed), "check_runs": chunk}
         if len(rest) == 3 and rest[0] == "issues" and rest[2] == "labels" and method == "POST" and rest[1].isdigit():
             pull = repo.pulls.get(int(rest[1]))
             if pull is None:
@@ -310,6 +351,26 @@ class ForgeServer(JsonApiServer):
                 return 400, {"message": "state is invalid"}
             repo.statuses.setdefault(rest[1], []).append({**body, "context": body.get("name")})
             return 201, {"id": len(repo.statuses[rest[1]]), **body}
+        if len(rest) == 4 and rest[:2] == ["repository", "commits"] and rest[3] == "statuses" and method == "GET":
+            latest: dict[str, dict[str, Any]] = {}
+            for x in reversed(repo.statuses.get(rest[2], [])):
+                latest.setdefault(x["context"], x)
+            return 200, [{"id": i + 1, "sha": rest[2], "name": x["context"], "status": x["state"],
+                          "target_url": x.get("target_url"), "description": x.get("description"),
+                          "allow_failure": False} for i, x in enumerate(latest.values())]
+        if rest == ["pipelines"] and method == "GET":
+            sha = query.get("sha", "")
+            posted = repo.statuses.get(sha, [])
+            if not posted:
+                return 200, []
+            latest = {}
+            for x in reversed(posted):
+                latest.setdefault(x["context"], x)
+            states = {x["state"] for x in latest.values()}
+            status = ("failed" if states & {"failed", "canceled"} else "running" if states - {"success"}
+                      else "success")
+            return 200, [{"id": 700, "iid": 1, "project_id": 1, "sha": sha, "ref": None, "status": status,
+                          "source": "external", "web_url": f"https://gitlab.example/{repo.path}/-/pipelines/700"}]
         return 404, {"message": "404 Not found"}
 
     def _gitlab_wire(self, repo: Repo, pull: Pull) -> dict[str, Any]:

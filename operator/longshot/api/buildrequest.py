@@ -652,11 +652,31 @@ Delivery = Literal["push", "pullRequest"]
 ForgeProvider = Literal["github", "gitlab"]
 ForgeMergeMethod = Literal["merge", "squash", "rebase"]
 PullRequestPer = Literal["task", "build"]
+GateBy = Literal["tester", "ci", "both"]
+CHECK_NAME = r"^[^\s\x00-\x1f][^\x00-\x1f]*$"
+"""A required check's name: a GitHub status context or check run name, a GitLab commit status name or ``pipeline``
+(printable, not starting with a space)."""
 MERGE_RULES: list[JsonValue] = [
     {
         "rule": "!has(self.delivery) || self.delivery != 'pullRequest' || has(self.pullRequest)",
         "message": "spec.merge.delivery pullRequest needs spec.merge.pullRequest (provider, project, tokenSecretRef)",
         "fieldPath": ".pullRequest",
+        "reason": "FieldValueRequired",
+    },
+    {
+        "rule": "!has(self.gate) || !has(self.gate.by) || self.gate.by == 'tester' || has(self.pullRequest)",
+        "message": "spec.merge.gate.by ci or both reads the checks from the forge named by spec.merge.pullRequest "
+                   "(provider, apiUrl, project, tokenSecretRef): set it, whatever spec.merge.delivery is",
+        "fieldPath": ".pullRequest",
+        "reason": "FieldValueRequired",
+    },
+]
+GATE_RULES: list[JsonValue] = [
+    {
+        "rule": "!has(self.by) || self.by == 'tester' || (has(self.checks) && size(self.checks) > 0)",
+        "message": "spec.merge.gate.checks must name at least one required check when spec.merge.gate.by is ci or "
+                   "both (a GitHub status context or check run name, a GitLab commit status name or pipeline)",
+        "fieldPath": ".checks",
         "reason": "FieldValueRequired",
     },
 ]
@@ -730,6 +750,36 @@ class PullRequestSettings(Model):
     """Time between two looks at an open pull request (approvals, mergeability, merged or closed)."""
 
 
+class MergeGate(Model):
+    """Who gates a speculative candidate: Longshot's tester Pod (the quality gate's steps), the repository's own CI
+    (required checks read from the forge on exactly the queue commit), or both."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": GATE_RULES})
+
+    by: GateBy = "tester"
+    """``tester``: a tester Pod runs the quality gate on each gated prefix (the default). ``ci``: the team's CI does:
+    each speculative commit is pushed to its queue branch ``longshot/<namespace>/<build>/_queue/<batch>/<position>``
+    (configure the CI to run on pushes to ``longshot/**/_queue/**``), and the queue waits for ``checks`` on that
+    exact commit, read from the forge of ``spec.merge.pullRequest``. ``both``: a prefix passes when the tester and
+    every required check passed, and fails when either failed."""
+    checks: list[str] = Field(
+        default_factory=list,
+        max_length=20,
+        json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": CHECK_NAME}},
+    )
+    """The required checks (with ``by`` ``ci`` or ``both``): on GitHub, commit status contexts or check run names; on
+    GitLab, commit status names (each CI job reports one under its name; ``stage:job`` for a job in a stage is not
+    special) or ``pipeline`` (the latest pipeline of the commit). Each must be reported on the commit and pass
+    (GitHub: ``success``, or a check run concluding ``success``, ``neutral`` or ``skipped``; GitLab: ``success``)."""
+    timeout_seconds: int = Field(default=3600, ge=10, le=86400)
+    """Longest wait for the required checks of one gated commit, from when the queue asked for it. A check still
+    pending then, or never reported, breaks the batch's gate with that reason (its candidates are tried again, up
+    to three times), not a candidate: the CI, not a change, is at fault."""
+    poll_seconds: int = Field(default=10, ge=1, le=600)
+    """Time between two reads of a gated commit's checks while some are pending (each read is one or two requests to
+    the forge; mind its rate limit: GitHub allows 5,000 an hour to a token)."""
+
+
 class MergeSettings(Model):
     """How task branches are merged into the base branch."""
 
@@ -762,7 +812,12 @@ class MergeSettings(Model):
     waits for the forge's approvals and branch protection, and lands by the forge's merge; see
     ``merge.pullRequest``)."""
     pull_request: PullRequestSettings | None = None
-    """The forge to deliver through when ``delivery`` is ``pullRequest``."""
+    """The forge to deliver through when ``delivery`` is ``pullRequest``, and the forge whose checks gate the queue
+    when ``gate.by`` is ``ci`` or ``both`` (with ``delivery: push`` only its provider, apiUrl, project and
+    tokenSecretRef are used)."""
+    gate: MergeGate = Field(default_factory=MergeGate)
+    """Who gates each speculative candidate: the tester Pod (default), the repository's own CI (required checks on
+    the forge), or both."""
 
 
 class ReconcilerSettings(Model):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from longshot.api.buildrequest import PullRequestSettings
+from longshot.core import cigate
 from longshot.core import forge as fc
 from longshot.runtime import trackers as tr
 
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 MAX_REVIEWS_PAGES = 10
 """Most pages of reviews read (100 a page)."""
 MAX_PULLS = 100
+MAX_CHECK_PAGES = 5
+"""Most pages (100 a page) of a commit's statuses, check runs or pipelines read for the CI gate
+(``spec.merge.gate``): 500 reports of one commit; a required check past them counts as not reported."""
 API_URL_FIELD = "spec.merge.pullRequest.apiUrl"
 REFUSALS = (405, 406, 409, 422)
 """Answers to a merge request that mean "not now" (branch protection, required checks, a moved head, conflicts)."""
@@ -94,6 +98,25 @@ class Forge(tr.Tracker):
 
     def merge(self, number: int, method: str, sha: str) -> MergeResult:
         raise NotImplementedError
+
+    def checks(self, sha: str, required: tuple[str, ...]) -> list[cigate.Report]:
+        """The CI's reports on commit ``sha`` (``spec.merge.gate``), newest first within each source; bounded
+        (:data:`MAX_CHECK_PAGES` pages, each text :data:`core.cigate.MAX_TEXT`)."""
+        raise NotImplementedError
+
+    def _pages(self, url: str, *, what: str, key: str | None = None) -> Iterator[Any]:
+        """The items of a listing (a JSON list, or the list under ``key`` of an object), page after page, at most
+        :data:`MAX_CHECK_PAGES` pages."""
+        next_url: str | None = url
+        pages = 0
+        while next_url is not None and pages < MAX_CHECK_PAGES:
+            pages += 1
+            response = self._request("GET", next_url, what=what)
+            data = self._parsed(response, self._where(what))
+            if key is not None:
+                data = data.get(key) if isinstance(data, dict) else None
+            yield from tr._json_list(data, self._where(what))
+            next_url = self._next_page(response)
 
     def __enter__(self) -> Forge:
         return self
@@ -234,6 +257,32 @@ class GitHubForge(Forge, tr.GitHub):
                            _text(data.get("message"), 500))
 
 
+    def checks(self, sha: str, required: tuple[str, ...]) -> list[cigate.Report]:
+        commit = _sha(sha) or "invalid"
+        out: list[cigate.Report] = []
+        # the combined status: the latest status of each context (one page of 100 contexts)
+        combined = self._json("GET", f"{self._repo_path()}/commits/{commit}/status?per_page=100",
+                              what=f"reading the statuses of {commit[:12]}")
+        statuses = combined.get("statuses") if isinstance(combined, dict) else None
+        for item in (statuses if isinstance(statuses, list) else [])[:100]:
+            if isinstance(item, dict) and item.get("context"):
+                out.append(cigate.Report(_text(item.get("context"), 255), cigate.github_status(item.get("state")),
+                                         _text(item.get("target_url"), cigate.MAX_TEXT),
+                                         _text(item.get("description"), cigate.MAX_TEXT), "status"))
+        # the check runs (the latest of each name: GitHub's default filter), newest first
+        for item in self._pages(f"{self._repo_path()}/commits/{commit}/check-runs?per_page=100",
+                                what=f"reading the check runs of {commit[:12]}", key="check_runs"):
+            if not isinstance(item, dict) or not item.get("name"):
+                continue
+            output: dict[str, Any] = item["output"] if isinstance(item.get("output"), dict) else {}
+            out.append(cigate.Report(_text(item.get("name"), 255),
+                                     cigate.github_check_run(item.get("status"), item.get("conclusion")),
+                                     _text(item.get("details_url") or item.get("html_url"), cigate.MAX_TEXT),
+                                     _text(output.get("title") or output.get("summary"), cigate.MAX_TEXT),
+                                     "check-run"))
+        return out
+
+
 class GitLabForge(Forge, tr.GitLab):
     """GitLab's merge requests, approvals, commit statuses and merges. Approvals count as reviews. GitLab has no
     changes-requested review state in its REST API; its equivalent is an unresolved diff discussion: each reviewer's
@@ -357,6 +406,29 @@ class GitLabForge(Forge, tr.GitLab):
         if pull is None:
             return MergeResult(True, None, "")
         return MergeResult(pull.merged, pull.merge_commit, "")
+
+
+    def checks(self, sha: str, required: tuple[str, ...]) -> list[cigate.Report]:
+        commit = _sha(sha) or "invalid"
+        out: list[cigate.Report] = []
+        # the latest commit status of each name (GitLab's default; each CI job reports one under its name)
+        for item in self._pages(f"{self._project_path()}/repository/commits/{commit}/statuses?per_page=100",
+                                what=f"reading the statuses of {commit[:12]}"):
+            if isinstance(item, dict) and item.get("name"):
+                out.append(cigate.Report(_text(item.get("name"), 255), cigate.gitlab_status(item.get("status")),
+                                         _text(item.get("target_url"), cigate.MAX_TEXT),
+                                         _text(item.get("description"), cigate.MAX_TEXT), "status"))
+        if "pipeline" in required:  # the commit's latest pipeline, under the name ``pipeline``
+            query = urllib.parse.urlencode({"sha": commit, "order_by": "id", "sort": "desc", "per_page": "1"})
+            items = self._json("GET", f"{self._project_path()}/pipelines?{query}",
+                               what=f"reading the pipelines of {commit[:12]}")
+            for item in (items if isinstance(items, list) else [])[:1]:
+                if isinstance(item, dict):
+                    out.append(cigate.Report("pipeline", cigate.gitlab_status(item.get("status")),
+                                             _text(item.get("web_url"), cigate.MAX_TEXT),
+                                             f"pipeline {item.get('id')} {_text(item.get('status'), 32)}",
+                                             "pipeline"))
+        return out
 
 
 FORGES: dict[str, type[Forge]] = {"github": GitHubForge, "gitlab": GitLabForge}

@@ -19,6 +19,7 @@ from forge_server import ForgeServer, forge_server
 from tracker_server import FakeClock, TrackerServer, tracker_server
 
 import forge_contract
+from longshot.core import cigate
 from longshot.core import forge as fc
 from longshot.runtime import forge as rf
 from longshot.runtime import trackers
@@ -41,8 +42,11 @@ FORGE_OPERATIONS = {
     "PUT /repos/{owner}/{repo}/pulls/{pull_number}/merge", "POST /repos/{owner}/{repo}/issues/{issue_number}/labels",
     "POST /repos/{owner}/{repo}/statuses/{sha}",
 }
-STAND_IN_OPERATIONS = {"GET /repos/{owner}/{repo}/commits/{ref}/statuses"}
-"""Served for the tests' own reads of the forge, not called by Longshot."""
+CI_GATE_OPERATIONS = {"GET /repos/{owner}/{repo}/commits/{ref}/status",
+                      "GET /repos/{owner}/{repo}/commits/{ref}/check-runs"}
+"""The forge client's reads of a queue commit's checks (``spec.merge.gate``)."""
+STAND_IN_OPERATIONS = {"GET /repos/{owner}/{repo}/commits/{ref}/statuses", "POST /repos/{owner}/{repo}/check-runs"}
+"""Served for the tests' own reads of the forge and for the CI stand-in's verdicts, not called by Longshot."""
 
 
 def operations(exchanges: list[forge_contract.Exchange]) -> set[str]:
@@ -56,7 +60,7 @@ def operations(exchanges: list[forge_contract.Exchange]) -> set[str]:
 
 
 DRIVEN = {"list_issues", "comment", "close_issue", "close", "facts", "find_open_pull", "get_pull", "reviews",
-          "open_pull", "post_status", "merge"}
+          "open_pull", "post_status", "merge", "checks"}
 """The clients' calls the tests below drive (``facts`` drives ``reviews``, and through it the review comments)."""
 
 
@@ -70,7 +74,7 @@ def test_every_call_of_the_github_clients_is_driven_here():
 def test_the_described_operations_are_exactly_what_the_clients_and_the_stand_ins_use():
     described = {f"{m.upper()} {p}" for p, item in forge_contract.github().doc["paths"].items() for m in item
                  if m in ("get", "put", "post", "patch", "delete")}
-    assert described == TRACKER_OPERATIONS | FORGE_OPERATIONS | STAND_IN_OPERATIONS
+    assert described == TRACKER_OPERATIONS | FORGE_OPERATIONS | CI_GATE_OPERATIONS | STAND_IN_OPERATIONS
 
 
 # --- the tracker: spec.planner.issues and spec.intake -------------------------------------------------------------
@@ -174,6 +178,33 @@ def test_every_forge_call_keeps_githubs_contract(forge, tmp_path):
     assert {ex.status for ex in exchanges if ex.method == "PUT"} == {200, 405, 409}
 
 
+def test_the_ci_gate_reads_keep_githubs_contract(forge, tmp_path):
+    """A CI posts a check run (as GitHub Actions does, over two pages of check runs) and a commit status on a queue
+    commit; the forge client's ``checks`` reads them (``spec.merge.gate``); every exchange keeps the description."""
+    import httpx
+
+    head = sample_repo.push_branch(forge.url, "longshot/demo/demo/_queue/b1/1", {"f.txt": "x\n"}, tmp_path)
+    auth = {"Authorization": f"Bearer {TOKEN}", "X-GitHub-Api-Version": forge_contract.API_VERSION}
+    for n in range(120):  # two pages of check runs: the client follows Link: rel=next
+        posted = httpx.post(f"{forge.github_url}/repos/{PROJECT}/check-runs", headers=auth,
+                            json={"name": f"job-{n}", "head_sha": head, "status": "in_progress",
+                                  "details_url": f"https://ci.example/runs/{n}"})
+        assert posted.status_code == 201
+    httpx.post(f"{forge.github_url}/repos/{PROJECT}/check-runs", headers=auth,
+               json={"name": "test", "head_sha": head, "conclusion": "failure", "details_url": "https://ci.example/t",
+                     "output": {"title": "1 test failed", "summary": "make test"}})
+    with github_forge(forge) as client:
+        client.post_status(head, "success", "lint passed", context="lint")
+        reports = client.checks(head, ("test", "lint"))
+    assert len(reports) == 122
+    v = cigate.verdict(("lint", "test"), reports, 0, 60)
+    assert (v.state, v.check, v.url) == ("failed", "test", "https://ci.example/t")
+    assert "1 test failed" in v.message
+    forge.check_contract()
+    assert operations(forge.github_exchanges()) == CI_GATE_OPERATIONS | {
+        "POST /repos/{owner}/{repo}/statuses/{sha}", "POST /repos/{owner}/{repo}/check-runs"}
+
+
 def test_the_stand_ins_own_reads_keep_the_contract(forge, tmp_path):
     import httpx
 
@@ -184,7 +215,8 @@ def test_the_stand_ins_own_reads_keep_the_contract(forge, tmp_path):
                        headers={"Authorization": f"Bearer {TOKEN}"})
     assert answer.status_code == 200 and [s["context"] for s in answer.json()] == ["ci/tests"]
     forge.check_contract()
-    assert operations(forge.github_exchanges()) == {"POST /repos/{owner}/{repo}/statuses/{sha}"} | STAND_IN_OPERATIONS
+    assert operations(forge.github_exchanges()) == {"POST /repos/{owner}/{repo}/statuses/{sha}",
+                                                    "GET /repos/{owner}/{repo}/commits/{ref}/statuses"}
 
 
 # --- the check catches what is wrong ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from longshot import metrics, tracing
@@ -23,6 +23,9 @@ from longshot.vcs import speculate
 from longshot.vcs import workspace as vws
 
 from . import forge, git, jobs
+from .ci import CiGate
+from .ci import by as gated_by
+from .ci import label as gate_label
 from .members import member
 from .memory import Memory
 
@@ -46,6 +49,10 @@ class Act:
     out: list[ex.Action] = field(default_factory=list)
     events: dict[str, list[mj.Event]] = field(default_factory=dict)
     batch_build: dict[str, objects.BuildRequest] = field(default_factory=dict)
+    left: set[str] = field(default_factory=set)
+    """Candidates this decision takes out of their batch (evicted, sent back to the queue)."""
+    cleaned: set[str] = field(default_factory=set)
+    """Batches whose queue branches this reconcile deletes, or (re)publishes: not deleted again."""
 
     def __post_init__(self) -> None:
         self.batch_build = {c.batch_id: self.jobs[c.name][1] for c in self.state.candidates
@@ -59,6 +66,7 @@ class Act:
         for e in effects:
             if await self._git_effect(e) is False:
                 break  # a land found the target moved: the rest was decided on the old target
+        self._cleanup_left()
         for n, events in self.events.items():
             job, build = self.jobs[n]
             self.out += jobs.write(self.ctx, job, build, self.memory.with_held(job, events), self.now, self.name)
@@ -163,7 +171,20 @@ class Act:
             metrics.observe_merge("Merged", took)
         self._cleanup(build, e.batch_id)
 
+    def _cleanup_left(self) -> None:
+        """The queue branches of the batches that ended without a land (every member evicted or sent back): used,
+        they are deleted (a CI watching them has nothing more to run)."""
+        members: dict[str, list[str]] = {}
+        for c in self.state.candidates:
+            if c.batch_id is not None:
+                members.setdefault(c.batch_id, []).append(c.name)
+        for batch_id, names_ in members.items():
+            build = self.batch_build.get(batch_id)
+            if build is not None and batch_id not in self.cleaned and all(n in self.left for n in names_):
+                self._cleanup(build, batch_id)
+
     def _cleanup(self, build: objects.BuildRequest, batch_id: str) -> None:
+        self.cleaned.add(batch_id)
         positions = tuple(c.position or 0 for c in self.state.candidates if c.batch_id == batch_id)
         self.out.append(ex.Call(functools.partial(git.Cleanup(build.namespace, build.name, batch_id, positions).do,
                                                   self.w), "delete the batch's queue branches"))
@@ -185,6 +206,7 @@ class Act:
         handler(self, e)
 
     def _join(self, e: Any) -> None:
+        self.cleaned.add(e.batch_id)  # published again by this reconcile: in use
         self.add(e.name, mj.BatchJoined(mj.BatchRef(e.batch_id, e.position, e.base, e.commit)))
 
     def _probes(self, e: Any) -> None:
@@ -193,10 +215,12 @@ class Act:
             self._start_probes(e, build)
 
     def _evict(self, e: Any) -> None:
+        self.left.add(e.name)
         build = self.jobs[e.name][1]
-        self.add(e.name, mj.Evicted(manifests.gate_command(build) or "(no command)", e.output))
+        self.add(e.name, mj.Evicted(gate_label(build), e.output))
 
     def _requeue(self, e: Any) -> None:
+        self.left.update(e.names)
         for n in e.names:
             self.add(n, mj.Requeued(e.why))
 
@@ -231,6 +255,12 @@ class Act:
         pass
 
     def _start_probes(self, e: q.StartProbes, build: objects.BuildRequest) -> None:
+        if gated_by(build) != "tester":  # the CI runs on the pushed queue branches: its timeout starts now
+            CiGate(self.ctx, self.memory).start(e.batch_id, e.positions, self.now)
+            self.out.append(ex.Requeue(("Queue", "", self.name),
+                                       self.now + timedelta(seconds=build.spec.merge.gate.poll_seconds)))
+            if gated_by(build) == "ci":
+                return
         command = manifests.gate_command(build)
         if not command:
             self.out.append(ex.Requeue(("Queue", "", self.name), self.now))

@@ -32,6 +32,8 @@ from longshot.vcs import workspace as vws
 from . import git, jobs
 from .act import Act
 from .checks import CHECKS
+from .ci import CiGate
+from .ci import by as gated_by
 from .memory import Memory
 from .workspaces import Workspaces
 
@@ -66,6 +68,7 @@ class BatchStep:
         self.ctx = ctx
         self.workspaces = workspaces
         self.memory = memory
+        self.ci = CiGate(ctx, memory)
 
     async def reconcile(self, name: str, pairs: Sequence[Pair]) -> list[ex.Action]:
         """observe -> decide (the jobs' own events) -> act -> decide (the batches) -> act."""
@@ -80,10 +83,14 @@ class BatchStep:
         rest = self._candidates(read)
         if rest is None:
             return read.out
+        ci_again = await self.ci.read(rest, now)  # the CI-gated batches' required checks (spec.merge.gate)
         broken = [why for j, _ in rest for why in self._broken_gates(j)]
         if broken:
+            self.memory.forget_ci(set())  # the batches go back: asked again, with a new timeout, when formed again
             return [*read.out, *self._error_batch([j for j, _ in rest if j.status.batch is not None], rest[0][1],
                                                   broken, now, name)]
+        if ci_again is not None:
+            read.out.append(ex.Requeue(("Queue", "", name), ci_again))
         deciding = time.monotonic()
         state = self.queue_state(rest, read.head, now, read.live)
         decision = q.decide(state)
@@ -203,9 +210,11 @@ class BatchStep:
         batch = job.status.batch
         if batch is None:
             return []
-        return [f"gate task {t.name} failed: {(t.status.attempts[-1].exit_reason or '') if t.status.attempts else ''}"
-                for t in self.ctx.cache.tasks_of_batch((job.namespace, job.build_name), batch.id)
-                if t.status.phase in (tasks.FAILED, tasks.CANCELLED) and not t.spec.cancel]
+        ci = self.ci.broken(batch.id) if batch.position == 1 else []  # each batch's once (at its first position)
+        return ci + [f"gate task {t.name} failed: "
+                     f"{(t.status.attempts[-1].exit_reason or '') if t.status.attempts else ''}"
+                     for t in self.ctx.cache.tasks_of_batch((job.namespace, job.build_name), batch.id)
+                     if t.status.phase in (tasks.FAILED, tasks.CANCELLED) and not t.spec.cancel]
 
     # --- the pure queue's state --------------------------------------------------------------------
 
@@ -219,8 +228,10 @@ class BatchStep:
             candidates.append(candidate)
             if candidate.batch_id is not None and candidate.batch_id not in gated:  # each batch's gate tasks once
                 gated.add(candidate.batch_id)
-                probes += (self._probes(job) if manifests.gate_command(build)
+                testers = (self._probes(job) if manifests.gate_command(build)
                            else [q.Probe(p, "passed", "", candidate.batch_id) for p in range(1, 64)])
+                probes += (testers if gated_by(build) == "tester"
+                           else self.ci.probes(candidate.batch_id, build, testers))
         self.memory.forget_batches({c.commit for c in candidates if c.commit})
         builds = {f"{b.namespace}/{b.name}": b for _, b in rest}
         incoming, awaited = self._coming(live if live is not None else rest, {j.name for j, _ in rest})

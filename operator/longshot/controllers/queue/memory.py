@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from longshot.api import mergejob, objects
+from longshot.core import cigate
 from longshot.core import mergejobs as mj
 
 
@@ -40,6 +41,19 @@ class Memory:
     the queue's own push landed (``batch.HEAD_REUSE_SECONDS``)."""
     passed: dict[tuple[str, str], Held] = field(default_factory=dict)
     """(namespace, job) -> the verdict of its checks, passed and not written yet (``QueueState.held``)."""
+    ci_started: dict[tuple[str, int], datetime] = field(default_factory=dict)
+    """(batch, position) -> when the queue asked the CI gate (``spec.merge.gate``) for that prefix: its probe, and
+    the start of its timeout. A restart asks again (the timeout starts again, the CI's reports are still there)."""
+    ci_read: dict[tuple[str, int], tuple[datetime, cigate.Verdict]] = field(default_factory=dict)
+    """(batch, position) -> the last read of its required checks: when, and ``core.cigate.verdict``."""
+
+    def forget_ci(self, batches: set[str]) -> None:
+        """Forget the CI probes of every batch not in ``batches`` (gone, or sent back to the queue: a batch formed
+        again with the same id asks again, with a new timeout)."""
+        for key in [k for k in self.ci_started if k[0] not in batches]:
+            del self.ci_started[key]
+        for key in [k for k in self.ci_read if k[0] not in batches]:
+            del self.ci_read[key]
 
     def held(self, job: objects.MergeJob) -> Held | None:
         """The held verdict of ``job``'s checks, if it still applies: the same job and commit, still queued, its
