@@ -48,7 +48,8 @@ LOCKS: dict[str, tuple[str, ...]] = {
     "plugin": ("plugin",),
 }
 HEADER = "# inputs-sha256: "
-_PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)(?:\s*;\s*(?P<marker>[^\\]+?))?\s*\\?$")
+_PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)"
+                  r"(?:\s*;\s*(?P<marker>[^\\]+?))?\s*\\?$")
 
 
 def _project(root: Path) -> dict:
