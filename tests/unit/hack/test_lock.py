@@ -129,3 +129,20 @@ def test_each_programs_imports_are_installed_by_its_lock(graph: grimp.ImportGrap
         if dists and not dists & locked:  # a third-party module (the standard library has no distribution)
             missing[module] = sorted(dists)
     assert missing == {}
+
+
+def test_the_debootstrap_base_lock_is_of_what_images_sh_builds() -> None:
+    images_sh = (ROOT / "hack" / "images.sh").read_text()
+    suite = re.search(r"^SUITE=(\S+)$", images_sh, re.M)
+    packages = re.search(r'^BASE_PACKAGES="([^"]+)"$', images_sh, re.M)
+    assert suite and packages
+    base_lock = (ROOT / "images" / "base" / "base.lock").read_text()
+    fields = dict(line.split(": ", 1) for line in base_lock.splitlines() if line and not line.startswith(
+        ("#", "package: ")))
+    assert fields["suite"] == suite[1] and fields["include"] == packages[1]
+    assert re.fullmatch(r"[0-9a-f]{64}", fields["rootfs-sha256"])
+    assert re.match(r"\d+\.\d+ ", fields["release"])  # the point release: 12.15 ...
+    pinned = dict(line[len("package: "):].split("=", 1) for line in base_lock.splitlines()
+                  if line.startswith("package: "))
+    assert {"python3", "python3-venv", "git", "make", "ca-certificates", "openssh-client"} <= set(pinned)
+    assert all(pinned.values())
