@@ -21,10 +21,12 @@ HELM = $$(bash hack/k8s-binaries.sh)/helm
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(VENV)/.installed: pyproject.toml
+# the locked versions (requirements/dev.txt, every package with its hashes: make lock), then the package itself
+$(VENV)/.installed: pyproject.toml requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test,lint,e2e]'
+	$(VENV)/bin/pip install --quiet --require-hashes -r requirements/dev.txt
+	$(VENV)/bin/pip install --quiet --no-deps -e .
 	touch $@
 
 .PHONY: venv
@@ -134,16 +136,30 @@ crds: venv ## Render crds/*.yaml from the pydantic models, the chart's copies an
 krew-manifest: ## Build the Krew archive of kubectl longshot and fill its manifest (dist/krew/; template: hack/krew/longshot.yaml)
 	$(PY) hack/krew_manifest.py $(if $(KREW_BASE_URL),--base-url $(KREW_BASE_URL))
 
+.PHONY: lock
+lock: venv ## Regenerate the dependency lock requirements/*.txt from pyproject.toml (uv, hashes; needs PyPI)
+	$(PY) hack/lock.py
+
+.PHONY: lock-check
+lock-check: venv ## Fail when requirements/*.txt do not match pyproject.toml (offline; part of make lint)
+	$(PY) hack/lock.py --check
+
+.PHONY: chart-docs
+chart-docs: ## Regenerate charts/longshot/README.md with helm-docs (from README.md.gotmpl and values.yaml's comments)
+	bash hack/chart-docs.sh
+
 .PHONY: crds-check
 crds-check: venv ## Fail when crds/ differs from the generator's output
 	$(PY) -m longshot crds --output crds --check
 
 .PHONY: lint
-lint: venv ## ruff, mypy --strict, the import layering contracts, declared dependencies (deptry) and the CRD drift check
+lint: venv ## ruff, mypy --strict, the import layering contracts, declared dependencies (deptry), the lock, the CRD and chart README drift checks
 	$(VENV)/bin/ruff check operator tests hack
 	$(VENV)/bin/mypy --strict operator/longshot operator/longshot_testing
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/deptry operator
+	$(PY) hack/lock.py --check
+	bash hack/chart-docs.sh --check
 	$(PY) -m longshot crds --output crds --check
 	$(HELM) lint --strict charts/longshot
 	@dups=$$(find tests -name 'test_*.py' -not -path '*/e2e*/*' -printf '%f\n' | sort | uniq -d); \

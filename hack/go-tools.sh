@@ -10,6 +10,7 @@
 #   kstatus           hack/kstatus, on sigs.k8s.io/cli-utils v0.37.2 (its go.mod/go.sum pin every module)
 #   dashboard-linter  github.com/grafana/dashboard-linter@v0.1.1
 #   kube-linter       golang.stackrox.io/kube-linter/cmd/kube-linter@v0.7.6
+#   helm-docs         github.com/norwoodj/helm-docs/cmd/helm-docs@v1.14.2 (the chart README: make chart-docs)
 #   coredns           github.com/coredns/coredns@v1.12.1        (the kind node image's cluster DNS; kubeadm's pin)
 #   skaffold          github.com/GoogleContainerTools/skaffold/v2@v2.16.1, through the wrapper module hack/skaffold
 #                     (skaffold's go.mod has replace directives, which `go install pkg@version` refuses; the wrapper
@@ -39,6 +40,7 @@ spec() {
     kind) echo "sigs.k8s.io/kind v0.30.0 sigs.k8s.io/kind" ;;
     dashboard-linter) echo "github.com/grafana/dashboard-linter v0.1.1 github.com/grafana/dashboard-linter" ;;
     kube-linter) echo "golang.stackrox.io/kube-linter v0.7.6 golang.stackrox.io/kube-linter/cmd/kube-linter" ;;
+    helm-docs) echo "github.com/norwoodj/helm-docs v1.14.2 github.com/norwoodj/helm-docs/cmd/helm-docs" ;;
     coredns) echo "github.com/coredns/coredns v1.12.1 github.com/coredns/coredns" ;;
     kstatus) echo "local hack/kstatus" ;;
     skaffold) echo "wrapper hack/skaffold github.com/GoogleContainerTools/skaffold/v2 v2.16.1 github.com/GoogleContainerTools/skaffold/v2/cmd/skaffold" ;;
@@ -75,11 +77,11 @@ have() {
   fi
 }
 
-[[ $# -ge 1 ]] || { echo "usage: $0 [--check] kind|kstatus|dashboard-linter|kube-linter|coredns|skaffold|jaeger" >&2; exit 2; }
+[[ $# -ge 1 ]] || { echo "usage: $0 [--check] kind|kstatus|dashboard-linter|kube-linter|helm-docs|coredns|skaffold|jaeger" >&2; exit 2; }
 check=false
 if [[ "$1" == "--check" ]]; then check=true; shift; fi
 tool=${1:?tool name}
-spec "$tool" >/dev/null || { log "unknown tool $tool (kind, kstatus, dashboard-linter, kube-linter, coredns, skaffold, jaeger)"; exit 2; }
+spec "$tool" >/dev/null || { log "unknown tool $tool (kind, kstatus, dashboard-linter, kube-linter, helm-docs, coredns, skaffold, jaeger)"; exit 2; }
 command -v go >/dev/null || { log "no Go toolchain: cannot build $tool (Go >= 1.24 is a requirement)"; exit 1; }
 
 target="$BIN/$tool"

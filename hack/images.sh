@@ -9,10 +9,14 @@
 #   hack/images.sh import <containerd-socket> [names...]       build, then `ctr import` into namespace k8s.io
 #   hack/images.sh path <name>                                 print the archive of <name> (building it)
 #   hack/images.sh ref <name>                                  print the image reference of <name>
+#   hack/images.sh base-lock                                   debootstrap the base's rootfs only and check it
+#                                                              against images/base/base.lock (records it if missing)
 #
 # Environment:
 #   LONGSHOT_IMAGE_CACHE   cache directory (default ~/.cache/longshot/images)
 #   LONGSHOT_DEBIAN_MIRROR Debian mirror for debootstrap (default: the first one in /etc/apt/sources.list*)
+#   LONGSHOT_BASE_RELOCK=1 record the base's packages in images/base/base.lock instead of checking them
+#   LONGSHOT_BASE_STRICT=1 also fail when the base's rootfs digest differs from the lock's (same packages)
 #   LONGSHOT_IMAGE_TAG     tag of the operator and agent images (default dev)
 #   LONGSHOT_BUILD_CA_BUNDLE  CA bundle trusted by pip during builds (default $PIP_CERT, $SSL_CERT_FILE or
 #                          /etc/ssl/certs/ca-certificates.crt), passed as the build secret `ca-bundle`
@@ -70,7 +74,7 @@ key_of() {
     base) printf '%s %s %s v1' "$SUITE" "$BASE_PACKAGES" "$(mirror)" | digest ;;
     pause) hash_files hack/cluster/pause.c ;;
     operator|agent)
-      { key_of base; echo "${AGENT_BUILD_ARGS:-}"; hash_files "images/$1" operator pyproject.toml README.md; } | digest ;;
+      { key_of base; echo "${AGENT_BUILD_ARGS:-}"; hash_files "images/$1" operator pyproject.toml README.md "requirements/$1.txt"; } | digest ;;
     model-server) { key_of base; hash_files images/model-server hack/model_server.py; } | digest ;;
   esac
 }
@@ -88,20 +92,68 @@ save() {  # save <local image> <archive> <ref>
   mv "$tmp" "$2"
 }
 
+BASE_LOCK="$ROOT/images/base/base.lock"
+
+# rootfs <dir> <tar>: debootstrap the base into <dir>, normalise it, write it as a reproducible <tar> (sorted, one
+# mtime, numeric owners) and print the lock of what it holds: the suite's release, every package's version, and the
+# tar's sha256. The mirror serves one point release of the suite at a time (no snapshot archive is reachable here),
+# so a rebuild after a point release gets newer packages: the lock's check says so instead of drifting silently.
+rootfs() {
+  local dir=$1 tar=$2 release epoch
+  debootstrap --variant=minbase --include="$BASE_PACKAGES" "$SUITE" "$dir" "$(mirror)" >"$dir.debootstrap.log" 2>&1 \
+    || { tail -n 30 "$dir.debootstrap.log" >&2; die "debootstrap failed (log above)"; }
+  release=$(cat "$dir"/var/lib/apt/lists/*_dists_"${SUITE}"_{InRelease,Release} 2>/dev/null | sed -n -e 's/^Version: //p' -e 's/^Date: //p' | head -n2 | paste -sd' ')
+  [[ -n "$release" ]] || release="unknown"
+  epoch=$(date -d "$(echo "$release" | cut -d' ' -f2-)" +%s 2>/dev/null || echo 0)
+  # smaller and reproducible: no apt lists, docs, caches, logs, backups of dpkg's and debconf's databases, or
+  # dates of the build (the shadow file's last password change is the release's day)
+  rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/*.bin "$dir"/var/cache/apt/archives/*.deb \
+         "$dir"/usr/share/doc/* "$dir"/usr/share/man/* "$dir"/usr/share/locale/* \
+         "$dir"/var/log/*.log "$dir"/var/log/apt/* "$dir"/tmp/* "$dir"/var/cache/ldconfig/aux-cache \
+         "$dir"/var/lib/dpkg/*-old "$dir"/var/cache/debconf/*-old "$dir"/etc/*- "$dir"/etc/machine-id \
+         "$dir"/var/lib/dbus/machine-id
+  [[ -f "$dir/etc/shadow" ]] && sed -i -E "s/^([^:]*:[^:]*:)[0-9]+:/\1$(( epoch / 86400 )):/" "$dir/etc/shadow"
+  echo "deb $(mirror) $SUITE main" >"$dir/etc/apt/sources.list"
+  find "$dir" -newermt "@$epoch" -exec touch --no-dereference --date="@$epoch" {} + 2>/dev/null || true
+  tar -C "$dir" --sort=name --mtime="@$epoch" --clamp-mtime --owner=0 --group=0 --numeric-owner \
+      --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime --format=posix -cf "$tar" .
+  echo "# The debootstrap base of hack/images.sh: what its rootfs held when this was recorded. A build whose"
+  echo "# packages differ fails (the mirror moved to another point release: see docs/install.md#reproducible-builds)."
+  echo "suite: $SUITE"
+  echo "release: $release"
+  echo "include: $BASE_PACKAGES"
+  echo "rootfs-sha256: $(sha256sum "$tar" | cut -d' ' -f1)"
+  dpkg-query --admindir="$dir/var/lib/dpkg" -W -f '${Package}=${Version}\n' | LC_ALL=C sort | sed 's/^/package: /'
+}
+
+# check_base_lock <new lock>: compare with images/base/base.lock (record it when missing or LONGSHOT_BASE_RELOCK=1)
+check_base_lock() {
+  local new=$1
+  if [[ ! -s "$BASE_LOCK" || "${LONGSHOT_BASE_RELOCK:-}" == 1 ]]; then
+    mkdir -p "$(dirname "$BASE_LOCK")"
+    cp "$new" "$BASE_LOCK"
+    log "base: recorded $BASE_LOCK (commit it)"
+    return
+  fi
+  if ! diff -u --label "$BASE_LOCK" --label "this build" <(grep -E '^(suite|include|package):' "$BASE_LOCK") \
+       <(grep -E '^(suite|include|package):' "$new") >&2; then
+    die "base: the rootfs differs from $BASE_LOCK in the packages above ($(sed -n 's/^release: //p' "$BASE_LOCK") -> $(sed -n 's/^release: //p' "$new")): LONGSHOT_BASE_RELOCK=1 hack/images.sh build base records the new list; commit it after the tiers pass on it"
+  fi
+  if [[ "$(sed -n 's/^rootfs-sha256: //p' "$BASE_LOCK")" != "$(sed -n 's/^rootfs-sha256: //p' "$new")" ]]; then
+    log "base: the same packages, but the rootfs's sha256 differs from $BASE_LOCK ($(sed -n 's/^rootfs-sha256: //p' "$new")): a maintainer script wrote something of the build's"
+    [[ "${LONGSHOT_BASE_STRICT:-}" == 1 ]] && die "base: LONGSHOT_BASE_STRICT=1: refusing a rootfs whose digest differs"
+  fi
+  return 0
+}
+
 build_base() {
   local out=$1 work
   work=$(mktemp -d "${TMPDIR:-/tmp}/longshot-base.XXXXXX")
   # shellcheck disable=SC2064
   trap "rm -rf '$work'" RETURN
   log "base: debootstrap $SUITE ($BASE_PACKAGES) from $(mirror) (a few minutes, once)"
-  debootstrap --variant=minbase --include="$BASE_PACKAGES" "$SUITE" "$work/rootfs" "$(mirror)" >"$work/debootstrap.log" 2>&1 \
-    || { tail -n 30 "$work/debootstrap.log" >&2; die "debootstrap failed (log above)"; }
-  # smaller and reproducible enough: no apt lists, docs or caches in the image
-  rm -rf "$work/rootfs"/var/lib/apt/lists/* "$work/rootfs"/var/cache/apt/*.bin "$work/rootfs"/var/cache/apt/archives/*.deb \
-         "$work/rootfs"/usr/share/doc/* "$work/rootfs"/usr/share/man/* "$work/rootfs"/usr/share/locale/* \
-         "$work/rootfs"/var/log/*.log "$work/rootfs"/tmp/*
-  echo "deb $(mirror) $SUITE main" >"$work/rootfs/etc/apt/sources.list"
-  tar -C "$work/rootfs" --numeric-owner -cf "$work/rootfs.tar" .
+  rootfs "$work/rootfs" "$work/rootfs.tar" >"$work/base.lock"
+  check_base_lock "$work/base.lock"
   printf 'FROM scratch\nADD rootfs.tar /\nENV LANG=C.UTF-8\nCMD ["/bin/bash"]\n' >"$work/Containerfile"
   "${BUILDAH[@]}" bud --quiet --isolation chroot -f "$work/Containerfile" -t "$BASE_REF" "$work" >/dev/null
   save "$BASE_REF" "$out" "$BASE_REF"
@@ -133,6 +185,8 @@ build_app() {  # operator | agent
   # a small build context: the package sources and the Dockerfile, nothing else (.venv, .git, ...)
   mkdir -p "$work/images"
   cp -a "$ROOT/pyproject.toml" "$ROOT/README.md" "$work/"
+  # the image's lock (requirements/NAME.txt: every package pinned with its hashes; make lock)
+  mkdir -p "$work/requirements" && cp "$ROOT/requirements/$name.txt" "$work/requirements/"
   (cd "$ROOT" && tar --exclude='__pycache__' --exclude='*.egg-info' --exclude='*.pyc' \
      --exclude='operator/longshot_testing' -cf - operator images) | tar -C "$work" -xf -
   log "$name: buildah bud images/$name/Dockerfile (BASE_IMAGE=$BASE_REF)"
@@ -216,6 +270,13 @@ case "$cmd" in
       log "$n: imported $ref into containerd in $(( $(date +%s) - start ))s"
     done ;;
   path) ensure "${2:?name}" ;;
+  base-lock)  # debootstrap the base's rootfs (no image, no buildah) and check it against images/base/base.lock
+    need_root
+    work=$(mktemp -d "${TMPDIR:-/tmp}/longshot-rootfs.XXXXXX")
+    trap 'rm -rf "$work"' EXIT
+    rootfs "$work/rootfs" "$work/rootfs.tar" >"$work/base.lock"
+    check_base_lock "$work/base.lock"
+    log "base: $(sed -n 's/^release: //p' "$work/base.lock"), $(grep -c '^package:' "$work/base.lock") packages, rootfs $(sed -n 's/^rootfs-sha256: //p' "$work/base.lock")" ;;
   ref) ref_of "${2:?name}" ;;
   key) key_of "${2:?name}" ;;
   *) die "unknown command $cmd (build, import, path, ref)" ;;

@@ -27,9 +27,9 @@ EPOCH = 315532800
 """1980-01-01: every member's mtime, so that the archive is the same for the same content."""
 README = """kubectl longshot, installed by Krew.
 
-The plugin runs on Python 3.11+ with the longshot package installed (pip install longshot=={version}); set
-LONGSHOT_PYTHON to choose the interpreter. Commands: kubectl longshot --help. Completion: kubectl longshot
-completion bash|zsh|fish. Documentation: https://github.com/longshot-dev/longshot/blob/main/docs/operations.md
+The plugin runs on Python 3.11+ with the longshot package installed
+(pip install 'longshot-operator[plugin]=={version}'); set LONGSHOT_PYTHON to choose the interpreter.
+Commands: kubectl longshot --help. Completion: kubectl longshot completion bash|zsh|fish. Documentation: https://github.com/longshot-dev/longshot/blob/main/docs/operations.md
 """
 
 

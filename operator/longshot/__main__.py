@@ -112,13 +112,32 @@ def main(argv: list[str] | None = None) -> int:
     mcp.set_defaults(func=_mcp)
 
     args = parser.parse_args(argv)
-    from longshot.envsettings import SettingsError
+    try:
+        from longshot.envsettings import SettingsError
+    except ModuleNotFoundError as e:  # the base install alone: `crds` works, the programs need their extra
+        return _missing_extra(args.command, e)
 
     try:
         return int(args.func(args) or 0)
     except SettingsError as e:  # a setting's variable with a bad value: say which, without a traceback
         print(f"longshot {args.command}: {e}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as e:
+        return _missing_extra(args.command, e)
+
+
+EXTRAS = {"operator": "operator", "gateway": "gateway", "agent": "agent", "mcp": "agent"}
+"""The install extra (pyproject.toml) each command needs beyond the base install."""
+
+
+def _missing_extra(command: str, error: ModuleNotFoundError) -> int:
+    """A third-party package a command imports is not installed: name the extra that brings it (exit 2)."""
+    if (error.name or "longshot").partition(".")[0] in {"longshot", "longshot_testing"} or command not in EXTRAS:
+        raise error
+    extra = EXTRAS[command]
+    print(f"longshot {command}: the package {error.name!r} is not installed; it comes with the extra {extra!r}: "
+          f"pip install 'longshot-operator[{extra}]'", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def test_the_manifest_names_the_archive_and_its_sha256_for_every_platform(tmp_pa
     plugin = yaml.safe_load(text)
     assert plugin["apiVersion"] == "krew.googlecontainertools.github.com/v1alpha2" and plugin["kind"] == "Plugin"
     assert plugin["metadata"]["name"] == "longshot" and plugin["spec"]["version"] == f"v{v}"
-    assert f"pip install longshot=={v}" in plugin["spec"]["caveats"]
+    assert f"pip install 'longshot-operator[plugin]=={v}'" in plugin["spec"]["caveats"]
     platforms = plugin["spec"]["platforms"]
     assert [(p["selector"]["matchLabels"]["os"], p["selector"]["matchLabels"]["arch"]) for p in platforms] == list(
         krew.PLATFORMS)
