@@ -414,7 +414,19 @@ class LocalCluster:
         d = self.workdir / "containerd"
         d.mkdir(parents=True, exist_ok=True)
         config = d / "config.toml"
-        config.write_text(f"""version = 2
+        config.write_text(self.containerd_config())
+        proc = self._spawn("containerd", ["containerd", "--config", str(config)])
+
+        def ready() -> bool:
+            return _run("ctr", "--address", str(self.containerd_socket), "version", check=False).returncode == 0
+
+        self._wait(proc, ready, 60)
+        log(f"containerd up: {self.containerd_socket}")
+
+    def containerd_config(self) -> str:
+        """The node's containerd config (its own root, state and socket under the work directory)."""
+        d = self.workdir / "containerd"
+        return f"""version = 2
 root = "{d / 'root'}"
 state = "{d / 'state'}"
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
@@ -450,14 +462,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   [plugins."io.containerd.grpc.v1.cri".registry]
     # one directory a registry, each with its hosts.toml (read at every pull): see trust_plain_http_registry
     config_path = "{self.registry_hosts}"
-""")
-        proc = self._spawn("containerd", ["containerd", "--config", str(config)])
-
-        def ready() -> bool:
-            return _run("ctr", "--address", str(self.containerd_socket), "version", check=False).returncode == 0
-
-        self._wait(proc, ready, 60)
-        log(f"containerd up: {self.containerd_socket}")
+"""
 
     def import_images(self, archives: Sequence[Path] | None = None) -> None:
         """Import docker/OCI archives into containerd, skipping any already imported (by file and size)."""
