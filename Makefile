@@ -148,6 +148,23 @@ lock-check: venv ## Fail when requirements/*.txt do not match pyproject.toml (of
 chart-docs: ## Regenerate charts/longshot/README.md with helm-docs (from README.md.gotmpl and values.yaml's comments)
 	bash hack/chart-docs.sh
 
+# Releases (docs/install.md#cutting-a-release): make release VERSION=x.y.z writes dist/ (images as OCI archives,
+# SBOMs, the chart, SHA256SUMS); make push REGISTRY=host[:port][/path] publishes it, signed with COSIGN_KEY when set.
+# REGISTRY defaults to the chart's own (ghcr.io/longshot-dev); a registry on this machine is spoken to over plain HTTP.
+VERSION ?=
+REGISTRY ?= ghcr.io/longshot-dev
+COSIGN_KEY ?=
+
+.PHONY: release
+release: venv binaries deps ## Cut release VERSION into dist/: versioned images (OCI archives, digests printed), their SBOMs (syft), the chart (helm package)
+	@test -n "$(VERSION)" || { echo "usage: make release VERSION=x.y.z [REGISTRY=host[:port][/path]]"; exit 2; }
+	$(PY) hack/release.py release --version "$(VERSION)" --registry "$(REGISTRY)"
+
+.PHONY: push
+push: venv binaries ## Push dist/'s release to REGISTRY: images (skopeo), chart (helm push oci://REGISTRY/charts), signed and attested with COSIGN_KEY
+	$(PY) hack/release.py push --registry "$(REGISTRY)" $(if $(VERSION),--version "$(VERSION)") \
+	  $(if $(COSIGN_KEY),--cosign-key "$(COSIGN_KEY)")
+
 .PHONY: crds-check
 crds-check: venv ## Fail when crds/ differs from the generator's output
 	$(PY) -m longshot crds --output crds --check

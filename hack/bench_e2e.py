@@ -91,7 +91,9 @@ def install_chart(c: lc.LocalCluster, replicas: int, workers: int, extra: list[s
     c.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "charts" / "longshot" / "crds"))
     helm = [str(c.bin_dir / "helm"), f"--kubeconfig={c.kubeconfig}", "upgrade", "--install", "longshot",
             str(ROOT / "charts" / "longshot"), "--namespace", SYSTEM_NS, "--create-namespace",
+            "--set", "operator.image.repository=docker.io/library/longshot-operator",
             "--set", "operator.image.tag=dev", "--set", "operator.image.pullPolicy=Never",
+            "--set", "agent.image.repository=docker.io/library/longshot-agent",
             "--set", "agent.image.tag=dev", "--set", "agent.image.pullPolicy=Never",
             "--set", f"operator.replicas={replicas}", "--set", "podDisruptionBudget.enabled=false",
             "--set", "gateway.replicas=1", "--set", "gateway.podDisruptionBudget.enabled=false",

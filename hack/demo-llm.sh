@@ -52,7 +52,9 @@ for ns in "$SYSTEM_NS" "$NS" "$MODEL_NS"; do
   k label --overwrite namespace "$ns" pod-security.kubernetes.io/enforce=restricted >/dev/null
 done
 "$HELM" upgrade --install longshot "$ROOT/charts/longshot" --namespace "$SYSTEM_NS" \
+  --set operator.image.repository=docker.io/library/longshot-operator \
   --set operator.image.tag=dev --set operator.image.pullPolicy=Never \
+  --set agent.image.repository=docker.io/library/longshot-agent \
   --set agent.image.tag=dev --set agent.image.pullPolicy=Never \
   --set "prompts.namespaces={$NS}" --set networkPolicy.enabled=false \
   --set-json "egress.networkPolicy.apiServerPorts=[443,6443,$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["apiserverPort"])' "$WORKDIR/cluster.json")]" \

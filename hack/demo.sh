@@ -126,7 +126,9 @@ start=$(date +%s)
 # Helm installs a chart's CRDs once and never upgrades them: on a cluster kept from an earlier run, apply them
 k apply --server-side --force-conflicts -f "$ROOT/charts/longshot/crds/" >/dev/null
 "$HELM" upgrade --install longshot "$ROOT/charts/longshot" --namespace "$SYSTEM_NS" \
+  --set operator.image.repository=docker.io/library/longshot-operator \
   --set operator.image.tag=dev --set "operator.image.pullPolicy=$pull_policy" \
+  --set agent.image.repository=docker.io/library/longshot-agent \
   --set agent.image.tag=dev --set "agent.image.pullPolicy=$pull_policy" \
   --set "prompts.namespaces={$NS}" --set "networkPolicy.namespaces={$NS}" --set "rbac.secrets.namespaces={$NS}" \
   --set "gateway.replicas=${LONGSHOT_DEMO_GATEWAY_REPLICAS:-1}" --set gateway.podDisruptionBudget.enabled=false \

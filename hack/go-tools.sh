@@ -19,6 +19,9 @@
 #                     with in-memory storage and a query API; the trace collector of the tracing tests). Its go.mod
 #                     has replace directives, so `go install pkg@version` refuses it: hack/jaeger is a module that
 #                     requires it as a `tool`, and its go.mod/go.sum pin every module
+#   syft              github.com/anchore/syft/cmd/syft@v1.57.1  (make release: an SPDX and a CycloneDX SBOM per image)
+#   cosign            github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5  (make release/push: signs each image by
+#                     digest and attaches its SBOM as an attestation, with a local key, no transparency log)
 #
 # The same guarantees as hack/k8s-binaries.sh: a lock (flock on $TOOLS/.lock) so two runs never race; the
 # cached binary's version is checked on every run (`go version -m`: the module and version it was built from;
@@ -44,6 +47,8 @@ spec() {
     coredns) echo "github.com/coredns/coredns v1.12.1 github.com/coredns/coredns" ;;
     kstatus) echo "local hack/kstatus" ;;
     skaffold) echo "wrapper hack/skaffold github.com/GoogleContainerTools/skaffold/v2 v2.16.1 github.com/GoogleContainerTools/skaffold/v2/cmd/skaffold" ;;
+    syft) echo "github.com/anchore/syft v1.57.1 github.com/anchore/syft/cmd/syft" ;;
+    cosign) echo "github.com/sigstore/cosign/v2 v2.6.5 github.com/sigstore/cosign/v2/cmd/cosign" ;;
     jaeger) echo "tool hack/jaeger github.com/jaegertracing/jaeger v1.76.0 github.com/jaegertracing/jaeger/cmd/jaeger" ;;
     *) return 1 ;;
   esac
@@ -77,11 +82,11 @@ have() {
   fi
 }
 
-[[ $# -ge 1 ]] || { echo "usage: $0 [--check] kind|kstatus|dashboard-linter|kube-linter|helm-docs|coredns|skaffold|jaeger" >&2; exit 2; }
+[[ $# -ge 1 ]] || { echo "usage: $0 [--check] kind|kstatus|dashboard-linter|kube-linter|helm-docs|coredns|skaffold|jaeger|syft|cosign" >&2; exit 2; }
 check=false
 if [[ "$1" == "--check" ]]; then check=true; shift; fi
 tool=${1:?tool name}
-spec "$tool" >/dev/null || { log "unknown tool $tool (kind, kstatus, dashboard-linter, kube-linter, helm-docs, coredns, skaffold, jaeger)"; exit 2; }
+spec "$tool" >/dev/null || { log "unknown tool $tool (kind, kstatus, dashboard-linter, kube-linter, helm-docs, coredns, skaffold, jaeger, syft, cosign)"; exit 2; }
 command -v go >/dev/null || { log "no Go toolchain: cannot build $tool (Go >= 1.24 is a requirement)"; exit 1; }
 
 target="$BIN/$tool"

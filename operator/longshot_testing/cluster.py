@@ -195,6 +195,29 @@ class LocalCluster:
         return self.workdir / "containerd" / "containerd.sock"
 
     @property
+    def registry_hosts(self) -> Path:
+        """containerd's registry ``config_path``: ``<host:port>/hosts.toml`` for each registry configured."""
+        return self.workdir / "containerd" / "certs.d"
+
+    def trust_plain_http_registry(self, hostport: str) -> Path:
+        """Let the node pull from the registry ``hostport`` on this host over plain HTTP (a ``hosts.toml`` under
+        containerd's ``config_path``, read at every pull: no restart). Only loopback addresses, as a release's
+        registry anywhere else is spoken to over verified TLS; a cluster started before ``config_path`` was part
+        of its config is refused, naming the fix."""
+        host = hostport.rsplit(":", 1)[0]
+        if host not in ("localhost", "127.0.0.1"):
+            raise ValueError(f"{hostport}: plain HTTP only for a registry on this host (localhost, 127.0.0.1)")
+        config = (self.workdir / "containerd" / "config.toml").read_text()
+        if f'config_path = "{self.registry_hosts}"' not in config:
+            raise ClusterError(f"the running cluster's containerd has no registry config_path ({self.workdir}/"
+                               "containerd/config.toml predates it): make cluster-down, then start it again")
+        d = self.registry_hosts / hostport
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "hosts.toml").write_text(f'server = "http://{hostport}"\n\n[host."http://{hostport}"]\n'
+                                      '  capabilities = ["pull", "resolve"]\n')
+        return d / "hosts.toml"
+
+    @property
     def logs(self) -> Path:
         return self.workdir / "cp" / "logs"
 
@@ -391,7 +414,19 @@ class LocalCluster:
         d = self.workdir / "containerd"
         d.mkdir(parents=True, exist_ok=True)
         config = d / "config.toml"
-        config.write_text(f"""version = 2
+        config.write_text(self.containerd_config())
+        proc = self._spawn("containerd", ["containerd", "--config", str(config)])
+
+        def ready() -> bool:
+            return _run("ctr", "--address", str(self.containerd_socket), "version", check=False).returncode == 0
+
+        self._wait(proc, ready, 60)
+        log(f"containerd up: {self.containerd_socket}")
+
+    def containerd_config(self) -> str:
+        """The node's containerd config (its own root, state and socket under the work directory)."""
+        d = self.workdir / "containerd"
+        return f"""version = 2
 root = "{d / 'root'}"
 state = "{d / 'state'}"
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
@@ -424,14 +459,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{_cni_bin_dir()}"
     conf_dir = "{self.workdir / 'cni'}"
-""")
-        proc = self._spawn("containerd", ["containerd", "--config", str(config)])
-
-        def ready() -> bool:
-            return _run("ctr", "--address", str(self.containerd_socket), "version", check=False).returncode == 0
-
-        self._wait(proc, ready, 60)
-        log(f"containerd up: {self.containerd_socket}")
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    # one directory a registry, each with its hosts.toml (read at every pull): see trust_plain_http_registry
+    config_path = "{self.registry_hosts}"
+"""
 
     def import_images(self, archives: Sequence[Path] | None = None) -> None:
         """Import docker/OCI archives into containerd, skipping any already imported (by file and size)."""

@@ -178,25 +178,34 @@ def git_allow(cluster: Any) -> list[dict[str, Any]]:
     return [{"cidr": f"{target.host}/32", "purposes": ["git", "forge"], "ports": [target.port]}]
 
 
+LOCAL_IMAGES = ("--set", "operator.image.repository=docker.io/library/longshot-operator",
+                "--set", "operator.image.tag=dev", "--set", "operator.image.pullPolicy=Never",
+                "--set", "agent.image.repository=docker.io/library/longshot-agent",
+                "--set", "agent.image.tag=dev", "--set", "agent.image.pullPolicy=Never")
+"""The chart's image values for the images ``hack/images.sh`` built and the cluster imported (no registry)."""
+
+
 def install_chart(cluster: lc.LocalCluster, *, replicas: int = 1, timeout: str = "5m",
-                  extra: Sequence[str] = ()) -> None:
-    """``helm upgrade --install`` the chart in longshot-system with the locally built images and
-    ``operator.replicas=replicas``; waits for the rollout (``--wait``). The CRDs are applied first: Helm
-    installs them once and never upgrades them, and a kept cluster may hold older ones."""
+                  extra: Sequence[str] = (), chart: str = str(ROOT / "charts" / "longshot"),
+                  images: Sequence[str] = LOCAL_IMAGES, release: str = "longshot",
+                  namespace: str = SYSTEM_NS) -> None:
+    """``helm upgrade --install`` the chart (``chart``: this checkout's, or ``oci://...`` with ``--version`` in
+    ``extra``) as ``release`` in ``namespace`` (default longshot-system) with ``images`` (default the locally built
+    ones; ``()``: the chart's defaults) and ``operator.replicas=replicas``; waits for the rollout (``--wait``).
+    The CRDs are applied first: Helm installs them once and never upgrades them, and a kept cluster may hold
+    older ones."""
     crds = subprocess.run([str(cluster.bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}", "apply",
                            "--server-side", "--force-conflicts", "-f", str(ROOT / "charts" / "longshot" / "crds")],
                           capture_output=True, text=True)
     assert crds.returncode == 0, crds.stderr
     helm = subprocess.run(
-        [str(cluster.bin_dir / "helm"), f"--kubeconfig={cluster.kubeconfig}", "upgrade", "--install", "longshot",
-         str(ROOT / "charts" / "longshot"), "--namespace", SYSTEM_NS,
-         "--set", "operator.image.tag=dev", "--set", "operator.image.pullPolicy=Never",
-         "--set", "agent.image.tag=dev", "--set", "agent.image.pullPolicy=Never",
+        [str(cluster.bin_dir / "helm"), f"--kubeconfig={cluster.kubeconfig}", "upgrade", "--install", release,
+         chart, "--namespace", namespace, *images,
          "--set", f"operator.replicas={replicas}", "--set", "podDisruptionBudget.enabled=false",
          "--set", "gateway.replicas=1", "--set", "gateway.podDisruptionBudget.enabled=false",
          # the operator keeps the agent NetworkPolicy in build namespaces; DNS is dnsmasq on the local cluster's
          # bridge (kind: CoreDNS, the chart's default selectors)
-         "--set", "networkPolicy.namespaces={longshot-system}",
+         "--set", f"networkPolicy.namespaces={{{namespace}}}",
          *(() if is_kind(cluster) else ("--set", f"networkPolicy.dns.peers[0].ipBlock.cidr={lc.BRIDGE_IP}/32")),
          # the local cluster's API server listens on a port of its own on the bridge (kind's: 6443)
          *(() if is_kind(cluster) else ("--set-json", "egress.networkPolicy.apiServerPorts="

@@ -152,7 +152,7 @@ def test_operator_deployment(helm, namespace: str) -> None:  # type: ignore[no-u
     assert deploy["spec"]["replicas"] == 2
     assert c["args"] == ["operator", "--namespace=team-a"]
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
-    assert env["LONGSHOT_AGENT_IMAGE"] == "longshot-agent:dev"
+    assert env["LONGSHOT_AGENT_IMAGE"] == "ghcr.io/longshot-dev/longshot-agent:dev"
     assert env["LONGSHOT_IMAGE_PULL_POLICY"] == "Never"
     assert env["LONGSHOT_MAX_WORKERS"] == "7"
     assert env["LONGSHOT_METRICS_PORT"] == "9090"
@@ -177,6 +177,29 @@ def test_operator_deployment(helm, namespace: str) -> None:  # type: ignore[no-u
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert spec["securityContext"]["runAsUser"] == 65532
     assert c["resources"]["limits"]["memory"] == "512Mi"
+
+
+def test_default_images_are_the_release_registry_at_the_charts_app_version(helm, namespace: str) -> None:  # type: ignore[no-untyped-def]
+    """With no image values the chart names the release's registry (docs/install.md#install-from-a-registry) at its
+    appVersion, so that ``helm install oci://.../longshot --version X`` pulls image X; with the local tiers' values
+    it names the images imported into the cluster."""
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+
+    def images(*sets: str) -> tuple[str, str, str]:
+        docs = by_kind(render(helm, namespace, *sets), "Deployment")
+        (op,) = [d for d in docs if d["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"]
+        (gw,) = [d for d in docs if d["metadata"]["name"] == "ls-longshot-gateway"]
+        (c,) = op["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        return c["image"], gw["spec"]["template"]["spec"]["containers"][0]["image"], env["LONGSHOT_AGENT_IMAGE"]
+
+    assert images() == (f"ghcr.io/longshot-dev/longshot-operator:{app_version}",
+                        f"ghcr.io/longshot-dev/longshot-operator:{app_version}",
+                        f"ghcr.io/longshot-dev/longshot-agent:{app_version}")
+    local = images("operator.image.repository=docker.io/library/longshot-operator", "operator.image.tag=dev",
+                   "agent.image.repository=docker.io/library/longshot-agent", "agent.image.tag=dev")
+    assert local == ("docker.io/library/longshot-operator:dev", "docker.io/library/longshot-operator:dev",
+                     "docker.io/library/longshot-agent:dev")
 
 
 def test_logging_values_reach_the_operator_and_the_gateway(helm, namespace: str) -> None:  # type: ignore[no-untyped-def]
@@ -308,7 +331,7 @@ def test_gateway_deployment_service_and_prices(helm, namespace: str) -> None:  #
     assert deploy["spec"]["replicas"] == 2
     spec = deploy["spec"]["template"]["spec"]
     (c,) = spec["containers"]
-    assert c["image"] == "longshot-operator:dev" and c["args"] == ["gateway"]
+    assert c["image"] == "ghcr.io/longshot-dev/longshot-operator:dev" and c["args"] == ["gateway"]
     # probes and metrics on their own port, apart from the agents' port
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
