@@ -10,7 +10,7 @@ import pytest
 
 from longshot_testing import cluster as lc
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
