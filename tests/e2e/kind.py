@@ -231,6 +231,8 @@ class KindE2ECluster:
         stop_enforcers(self.enforcers)
         unroute_pods(self.routes)
         _run("docker", "rm", "-f", GIT_CONTAINER, check=False)
+        if os.environ.get("LONGSHOT_KIND_KEEP") == "1":
+            return  # a developer's loop: the next session reuses the cluster (kind create finds it) and its workdir
         if self.kind is not None:
             self.kind.delete()
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -413,8 +415,8 @@ KUBE_ROUTER_RBAC: list[dict[str, Any]] = [
 def kube_router_binary() -> tuple[str, str]:
     """``hack/go-tools.sh kube-router`` (built from the Go module proxy, cached), and the version it reports."""
     built = _run("bash", str(ROOT / "hack" / "go-tools.sh"), "kube-router").stdout.strip().splitlines()[-1]
-    out = _run(built, "--version").stdout
-    # "Running /path/kube-router version v2.1.0, built on ..., go1.x"
+    result = _run(built, "--version")
+    out = result.stdout + result.stderr  # "Running /path/kube-router version v2.1.0, built on ..., go1.x" (stderr)
     words = out.split()
     version = words[words.index("version") + 1].rstrip(",") if "version" in words else out.strip()
     return built, version
