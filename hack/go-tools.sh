@@ -22,6 +22,10 @@
 #   syft              github.com/anchore/syft/cmd/syft@v1.57.1  (make release: an SPDX and a CycloneDX SBOM per image)
 #   cosign            github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5  (make release/push: signs each image by
 #                     digest and attaches its SBOM as an attestation, with a local key, no transparency log)
+#   kube-router       github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@v2.1.0 (the NetworkPolicy engine of
+#                     the kind tier, firewall mode only: iptables and ipset; tests/e2e/kind.py). v2.1.0 is the only
+#                     version the Go module proxy serves here (v2.2.1, v2.4.1, v2.5.0: 403 "not available"); its
+#                     version string is set with -X as kube-router's Makefile does
 #
 # The same guarantees as hack/k8s-binaries.sh: a lock (flock on $TOOLS/.lock) so two runs never race; the
 # cached binary's version is checked on every run (`go version -m`: the module and version it was built from;
@@ -37,7 +41,8 @@ BIN="$TOOLS/bin"
 
 log() { printf '[go-tools] %s\n' "$*" >&2; }
 
-# spec TOOL: "<module> <version> <package>" of a `go install` tool, or "local <dir>" for a module in this repo
+# spec TOOL: "<module> <version> <package> [<version variable>]" of a `go install` tool (the variable, a path in
+# the module, is set to the version with -X), or "local <dir>" for a module in this repo
 spec() {
   case "$1" in
     kind) echo "sigs.k8s.io/kind v0.30.0 sigs.k8s.io/kind" ;;
@@ -49,6 +54,7 @@ spec() {
     skaffold) echo "wrapper hack/skaffold github.com/GoogleContainerTools/skaffold/v2 v2.16.1 github.com/GoogleContainerTools/skaffold/v2/cmd/skaffold" ;;
     syft) echo "github.com/anchore/syft v1.57.1 github.com/anchore/syft/cmd/syft" ;;
     cosign) echo "github.com/sigstore/cosign/v2 v2.6.5 github.com/sigstore/cosign/v2/cmd/cosign" ;;
+    kube-router) echo "github.com/cloudnativelabs/kube-router/v2 v2.1.0 github.com/cloudnativelabs/kube-router/v2/cmd/kube-router pkg/version.Version" ;;
     jaeger) echo "tool hack/jaeger github.com/jaegertracing/jaeger v1.76.0 github.com/jaegertracing/jaeger/cmd/jaeger" ;;
     *) return 1 ;;
   esac
@@ -66,7 +72,7 @@ want() {
   elif [[ $s == wrapper* || $s == tool* ]]; then
     read -r _ _ mod ver _ <<<"$s"; echo "$mod $ver"
   else
-    read -r mod ver _ <<<"$s"; echo "$mod $ver"
+    read -r mod ver _ _ <<<"$s"; echo "$mod $ver"
   fi
 }
 have() {
@@ -82,11 +88,11 @@ have() {
   fi
 }
 
-[[ $# -ge 1 ]] || { echo "usage: $0 [--check] kind|kstatus|dashboard-linter|kube-linter|helm-docs|coredns|skaffold|jaeger|syft|cosign" >&2; exit 2; }
+[[ $# -ge 1 ]] || { echo "usage: $0 [--check] kind|kstatus|dashboard-linter|kube-linter|helm-docs|coredns|skaffold|jaeger|syft|cosign|kube-router" >&2; exit 2; }
 check=false
 if [[ "$1" == "--check" ]]; then check=true; shift; fi
 tool=${1:?tool name}
-spec "$tool" >/dev/null || { log "unknown tool $tool (kind, kstatus, dashboard-linter, kube-linter, helm-docs, coredns, skaffold, jaeger, syft, cosign)"; exit 2; }
+spec "$tool" >/dev/null || { log "unknown tool $tool (kind, kstatus, dashboard-linter, kube-linter, helm-docs, coredns, skaffold, jaeger, syft, cosign, kube-router)"; exit 2; }
 command -v go >/dev/null || { log "no Go toolchain: cannot build $tool (Go >= 1.24 is a requirement)"; exit 1; }
 
 target="$BIN/$tool"
@@ -134,9 +140,10 @@ elif [[ $s == tool* ]]; then
     exit 1
   fi
 else
-  read -r mod ver pkg <<<"$s"
+  read -r mod ver pkg xvar <<<"$s"
+  ldflags="-s -w${xvar:+ -X $mod/$xvar=$ver}"
   log "$tool: go install $pkg@$ver"
-  if ! (cd "$TMP" && GOFLAGS= GOBIN="$TMP" go install -trimpath -ldflags "-s -w" "$pkg@$ver" >&2); then
+  if ! (cd "$TMP" && GOFLAGS= GOBIN="$TMP" go install -trimpath -ldflags "$ldflags" "$pkg@$ver" >&2); then
     log "$tool: could not build $pkg@$ver from the Go module proxy (see the go error above)"
     exit 1
   fi

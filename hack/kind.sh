@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The kind path of `make e2e-kind` and `LONGSHOT_CLUSTER=kind make demo`, with nothing pulled from a registry:
 #
-#   hack/kind.sh docker-up        start a Docker engine when none answers (installs Debian's docker.io; root)
+#   hack/kind.sh docker-up        start a Docker engine when none answers (installs Debian's docker.io; root), and
+#                                 install Debian's ipset when missing (kube-router on the three-node cluster)
 #   hack/kind.sh kind             print the path of kind (built from the Go module proxy by hack/go-tools.sh)
 #   hack/kind.sh node-image       print the reference of the node image (built by hack/kind-node-image.sh)
 #   hack/kind.sh up [NAME]        a one-node kind cluster NAME (default longshot) from that image, with
@@ -39,7 +40,17 @@ lacks_sys_resource() {
 }
 RUNC_WRAPPER=/var/lib/longshot/runc-without-sys-resource
 
+# ipset on this host: kube-router, the NetworkPolicy engine of the three-node cluster (tests/e2e/kind.py), runs
+# here inside each node's network namespace and programs its sets with this host's ipset
+ipset_up() {
+  command -v ipset >/dev/null && return 0
+  [[ $(id -u) == 0 ]] || { log "no ipset, and installing it needs root: the three-node cluster's kube-router needs it"; return 0; }
+  log "installing Debian's ipset (kube-router, the kind tier's NetworkPolicy engine)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ipset >&2
+}
+
 docker_up() {
+  ipset_up
   if docker info >/dev/null 2>&1; then
     if lacks_sys_resource && [[ "$(docker info --format '{{.DefaultRuntime}}')" != longshot-runc ]]; then
       die "this Docker engine runs privileged containers with runc directly, and root lacks CAP_SYS_RESOURCE here:

@@ -46,6 +46,15 @@ def _run(*argv: str) -> str:
 
 
 _FAILED = pytest.StashKey[bool]()
+_NETPOL = pytest.StashKey[str]()
+"""What enforced NetworkPolicy on the session's cluster (``netpol_engine=...``), for the terminal summary."""
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """``make e2e-kind`` (and ``make e2e``) end by saying which engine enforced the NetworkPolicy tests."""
+    line = config.stash.get(_NETPOL, "")
+    if line:
+        terminalreporter.write_line(line)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -91,7 +100,8 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[lc.LocalCluster]:
         nodes = kind.nodes_wanted()
         k = kind.KindE2ECluster(bin_dir=bin_dir, images=archives,
                                 agent_image=_run("bash", str(ROOT / "hack" / "images.sh"), "ref", "agent"),
-                                nodes=nodes, name=kind.MULTINODE_NAME if nodes == 3 else kind.CLUSTER_NAME)
+                                nodes=nodes, name=kind.MULTINODE_NAME if nodes == 3 else kind.CLUSTER_NAME,
+                                engine=kind.netpol_engine())
         try:
             k.up()
         except BaseException:
@@ -99,6 +109,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[lc.LocalCluster]:
             k.down()
             raise
         k.guard()
+        request.session.config.stash[_NETPOL] = k.netpol_summary
         try:
             yield k  # type: ignore[misc]  # the same interface as LocalCluster, as far as the tests use it
         finally:
@@ -117,6 +128,9 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[lc.LocalCluster]:
     try:
         yield c
     finally:
+        enforced = (c.state().get("networkPolicy") or {}).get("enforcer")  # once a test asked for it
+        if enforced:
+            request.session.config.stash[_NETPOL] = f"netpol_engine={enforced} (local cluster)"
         if request.session.config.stash.get(_FAILED, False):
             print(f"\ne2e cluster logs kept in {c.keep_logs(ARTIFACTS)}")
         if not c.reused:

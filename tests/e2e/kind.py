@@ -35,6 +35,19 @@ MULTINODE_NAME = "longshot-e2e-multinode"
 MULTINODE_CONFIG = ROOT / "hack" / "kind" / "cluster-3.yaml"
 POD_SUBNET = "10.244.0.0/16"  # networking.podSubnet of both configs
 CNI_CONFIG = "/etc/cni/net.d/10-longshot-bridge.conflist"  # the node image's (hack/kind/node/)
+SERVICE_SUBNET = "10.96.0.0/16"  # kind's default networking.serviceSubnet (neither config sets one)
+KUBE_ROUTER_HEALTH_PORT = 20244  # kube-router's default --health-port, on each node's address
+ENGINES = ("kube-router", "longshot")
+
+
+def netpol_engine() -> str:
+    """``$LONGSHOT_KIND_NETPOL``: what enforces NetworkPolicy on the three-node cluster. ``kube-router`` (the
+    default): kube-router's firewall mode, built from the Go module proxy by ``hack/go-tools.sh kube-router``;
+    ``longshot``: the project's own enforcer ``longshot_testing.netpolicy`` (the local cluster's)."""
+    raw = os.environ.get("LONGSHOT_KIND_NETPOL", "kube-router").strip() or "kube-router"
+    if raw not in ENGINES:
+        raise RuntimeError(f"LONGSHOT_KIND_NETPOL={raw!r}: expected one of {', '.join(ENGINES)}")
+    return raw
 
 
 def nodes_wanted() -> int:
@@ -92,6 +105,10 @@ class KindE2ECluster:
     nodes: int = 1
     """1 or 3 (:func:`nodes_wanted`); with 3 the cluster is ``MULTINODE_NAME`` and ``MULTINODE_CONFIG``."""
     enforcers: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
+    engine: str = "longshot"
+    """What enforces NetworkPolicy on the three-node cluster (:func:`netpol_engine`); nothing on one node."""
+    engine_version: str = ""
+    """The engine's version as it reports it (kube-router: its ``--version``)."""
     routes: list[str] = field(default_factory=list)
     """The host routes to the nodes' podCIDRs that :meth:`up` added (:func:`route_pods`), removed by :meth:`down`."""
     pods_routed: bool = False
@@ -124,7 +141,11 @@ class KindE2ECluster:
             if len(nodes) != 3:
                 raise RuntimeError(f"cluster {self.name} has {len(nodes)} nodes, not 3: delete it "
                                    f"(kind delete cluster --name {self.name}) and run again")
-            self.enforcers = start_enforcers(self.kubectl, nodes, self.workdir)
+            if self.engine == "kube-router":
+                binary, self.engine_version = kube_router_binary()
+                self.enforcers = start_kube_router(self.kubectl, nodes, self.workdir, binary)
+            else:
+                self.enforcers = start_enforcers(self.kubectl, nodes, self.workdir)
         for archive in self.images:
             _run(kind_bin, "load", "image-archive", "--name", self.name, str(archive))
         self._start_git_daemon()
@@ -153,8 +174,20 @@ class KindE2ECluster:
         the one-node kind cluster's bridge)."""
         if not self.enforcers:
             return {}
+        if self.engine == "kube-router":
+            return {"enforcer": "kube-router", "version": self.engine_version, "nodes": self.nodes,
+                    "mode": "firewall (--run-firewall, no router, no service proxy): iptables and ipset"}
         return {"enforcer": "longshot_testing.netpolicy", "nodes": self.nodes,
                 "kubeNetworkPolicies": "no CONFIG_NFT_QUEUE in this kernel (docs/security.md)"}
+
+    @property
+    def netpol_summary(self) -> str:
+        """One line for the session's summary: ``netpol_engine=<engine> <version>``, or ``none`` and why."""
+        if not self.enforcers:
+            return "netpol_engine=none (one-node kind cluster: its bridge enforces no NetworkPolicy)"
+        if self.engine == "kube-router":
+            return f"netpol_engine=kube-router {self.engine_version} on {self.nodes} nodes"
+        return f"netpol_engine=longshot_testing.netpolicy on {self.nodes} nodes"
 
     def _start_git_daemon(self) -> None:
         agent = next(a for a in self.images if "agent" in a.name)
@@ -198,6 +231,8 @@ class KindE2ECluster:
         stop_enforcers(self.enforcers)
         unroute_pods(self.routes)
         _run("docker", "rm", "-f", GIT_CONTAINER, check=False)
+        if os.environ.get("LONGSHOT_KIND_KEEP") == "1":
+            return  # a developer's loop: the next session reuses the cluster (kind create finds it) and its workdir
         if self.kind is not None:
             self.kind.delete()
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -358,6 +393,91 @@ def start_enforcers(kubectl: Any, nodes: Sequence[Node], workdir: Path,
 
     cpl.wait_until(enforcing, timeout, "the NetworkPolicy enforcer of every node", interval=0.5)
     return [p for p, _ in procs]
+
+
+KUBE_ROUTER_RBAC: list[dict[str, Any]] = [
+    {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "kube-router", "namespace": "kube-system"}},
+    # what its firewall mode watches (kube-router's own generic DaemonSet grants these, plus the leases and
+    # services/status that only its router and service proxy write): read-only
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "kube-router"},
+     "rules": [
+         {"apiGroups": [""], "resources": ["namespaces", "pods", "services", "nodes", "endpoints"],
+          "verbs": ["get", "list", "watch"]},
+         {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["get", "list", "watch"]},
+         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+     ]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "kube-router"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kube-router"},
+     "subjects": [{"kind": "ServiceAccount", "name": "kube-router", "namespace": "kube-system"}]},
+]
+
+
+def kube_router_binary() -> tuple[str, str]:
+    """``hack/go-tools.sh kube-router`` (built from the Go module proxy, cached), and the version it reports."""
+    built = _run("bash", str(ROOT / "hack" / "go-tools.sh"), "kube-router").stdout.strip().splitlines()[-1]
+    result = _run(built, "--version")
+    out = result.stdout + result.stderr  # "Running /path/kube-router version v2.1.0, built on ..., go1.x" (stderr)
+    words = out.split()
+    version = words[words.index("version") + 1].rstrip(",") if "version" in words else out.strip()
+    return built, version
+
+
+def start_kube_router(kubectl: Any, nodes: Sequence[Node], workdir: Path, binary: str,
+                      timeout: float = 120) -> list[subprocess.Popen[bytes]]:
+    """kube-router in firewall mode once per node, as its DaemonSet would run it (host network, the node's
+    iptables and ipset), here as a process of this host inside the node container's network namespace (like
+    :func:`start_enforcers`), with its own ServiceAccount (read-only RBAC: :data:`KUBE_ROUTER_RBAC`) and the
+    API server at the control plane's node address. Returns the processes once every one answers its health
+    check (``/healthz`` on the node's address, port 20244: its controllers have synced and heartbeat)."""
+    import urllib.request
+
+    from longshot_testing import controlplane as cpl
+
+    if shutil.which("ipset") is None:
+        raise RuntimeError("kube-router needs ipset on this host (apt-get install ipset; hack/kind.sh docker-up "
+                           "installs it)")
+    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": KUBE_ROUTER_RBAC}))
+    token = kubectl("-n", "kube-system", "create", "token", "kube-router", "--duration=24h").stdout.strip()
+    cp = next(n for n in nodes if n.control_plane)
+    config = json.loads(kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+    config["clusters"][0]["cluster"]["server"] = f"https://{cp.ip}:6443"
+    config["users"] = [{"name": "kube-router", "user": {"token": token}}]
+    config["contexts"][0]["context"]["user"] = "kube-router"
+    kubeconfig = workdir / "kube-router.kubeconfig"
+    kubeconfig.write_text(json.dumps(config))
+    kubeconfig.chmod(0o600)
+    logs = workdir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    procs: list[tuple[subprocess.Popen[bytes], Path, Node]] = []
+    for n in nodes:
+        pid = _run("docker", "inspect", "-f", "{{.State.Pid}}", n.name).stdout.strip()
+        log_path = logs / f"kube-router-{n.name}.log"
+        with log_path.open("ab") as out:
+            procs.append((subprocess.Popen(
+                ["nsenter", f"--net=/proc/{pid}/ns/net", "--", binary, f"--kubeconfig={kubeconfig}",
+                 "--run-firewall=true", "--run-router=false", "--run-service-proxy=false",
+                 f"--hostname-override={n.name}", f"--service-cluster-ip-range={SERVICE_SUBNET}",
+                 f"--health-port={KUBE_ROUTER_HEALTH_PORT}", "--metrics-port=0", "--v=1"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True),
+                log_path, n))
+
+    def healthy(node: Node) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{node.ip}:{KUBE_ROUTER_HEALTH_PORT}/healthz", timeout=2) as r:
+                return int(r.status) == 200
+        except OSError:
+            return False
+
+    def running() -> bool:
+        for proc, log_path, _ in procs:
+            if proc.poll() is not None:
+                stop_enforcers([p for p, _, _ in procs])
+                raise RuntimeError(f"kube-router ({log_path.name}) exited ({proc.returncode}): "
+                                   f"{log_path.read_text(errors='replace')[-2000:]}")
+        return all(healthy(n) for _, _, n in procs)
+
+    cpl.wait_until(running, timeout, "kube-router's health check on every node", interval=0.5)
+    return [p for p, _, _ in procs]
 
 
 def stop_enforcers(procs: Sequence[subprocess.Popen[bytes]]) -> None:

@@ -189,6 +189,9 @@ def test_the_agent_network_policy_holds_across_nodes(  # type: ignore[no-untyped
            ("listen-1", "listen-2")}
     api = json.loads(kubectl("get", "endpoints", "kubernetes", "-n", "default", "-o", "json").stdout)
     api_ip = api["subsets"][0]["addresses"][0]["ip"]
+    # a Pod of another namespace that listens: CoreDNS's metrics port (the agent's policy allows its port 53 only)
+    dns_pods = kget(kubectl, "-n", "kube-system", "pods", "-l", "k8s-app=kube-dns") or {}
+    dns_ip = next(p["status"]["podIP"] for p in dns_pods.get("items", []) if (p.get("status") or {}).get("podIP"))
     targets = [
         ("gateway", "longshot-gateway.longshot-system.svc", 8080),
         ("dns", "10.96.0.10", 53),
@@ -197,6 +200,7 @@ def test_the_agent_network_policy_holds_across_nodes(  # type: ignore[no-untyped
         ("apiserver-service", "10.96.0.1", 443),
         ("apiserver-node", api_ip, 6443),
         ("metadata", "169.254.169.254", 80),
+        ("other-namespace-pod", dns_ip, 9153),
         ("node-worker-1-kubelet", topology["ips"][w1], 10250),
         ("node-worker-2-kubelet", topology["ips"][w2], 10250),
     ]
@@ -206,7 +210,8 @@ def test_the_agent_network_policy_holds_across_nodes(  # type: ignore[no-untyped
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "control-probe"},
         "spec": {**_listener("x", w1, image)["spec"], "containers": [{
             **_listener("x", w1, image)["spec"]["containers"][0], "name": "probe",
-            "command": ["python3", "-c", PROBE, json.dumps([["pod-on-worker-2", ips["listen-2"], 8000]])],
+            "command": ["python3", "-c", PROBE, json.dumps([["pod-on-worker-2", ips["listen-2"], 8000],
+                                                            ["other-namespace-pod", dns_ip, 9153]])],
             "ports": []}]},
     }
     apply(kubectl, namespace, control)
@@ -218,13 +223,18 @@ def test_the_agent_network_policy_holds_across_nodes(  # type: ignore[no-untyped
 
     control_seen = wait_for(control_done, 180, "the control probe to finish")
     assert "CONNECT pod-on-worker-2=open" in control_seen, control_seen
+    assert "CONNECT other-namespace-pod=open" in control_seen, control_seen  # so the agent's refusal is the policy's
 
     # then the agent: a scripted planner whose first step probes everything
     steps: list[dict[str, Any]] = [
         {"run": {"command": 'python3 -c "$PROBE" "$TARGETS"', "timeout": 120}},
+        {"run": {"command": 'python3 -c "$PROBE" "$TARGETS_2"', "timeout": 120}},
         {"finish": {"summary": "done", "done": True}},
     ]
-    env = [{"name": "PROBE", "value": PROBE}, {"name": "TARGETS", "value": json.dumps(targets)}]
+    # two steps: a step's result in the agent's log is cut at 400 characters (agent/events.py), about nine
+    # verdicts; the second starts with the gateway again (its first target is the one it waits for)
+    env = [{"name": "PROBE", "value": PROBE}, {"name": "TARGETS", "value": json.dumps(targets[:6])},
+           {"name": "TARGETS_2", "value": json.dumps(targets[:1] + targets[6:])}]
     apply(kubectl, namespace, script_configmap("script", yaml.safe_dump({"roles": {"planner": steps}})),
           build_request("probe", git_repo, script="script", finalization=False, planner={"maxReplans": 0},
                         agent={"backend": "scripted", "script": {"name": "script"}, "timeoutSeconds": 300,
@@ -239,15 +249,17 @@ def test_the_agent_network_policy_holds_across_nodes(  # type: ignore[no-untyped
     node = agent_pod["spec"]["nodeName"]
     assert node in topology["workers"], (node, topology)
     seen = set(verdicts(kubectl, namespace, pod))
-    logs = {p.name: p.read_text(errors="replace")[-1500:] for p in sorted(cluster.logs.glob("netpolicy-*.log"))}
+    logs = {p.name: p.read_text(errors="replace")[-1500:] for p in sorted(cluster.logs.glob("*.log"))
+            if p.name.startswith(f"{enforcer['enforcer'].rsplit('.', 1)[-1]}-")}  # netpolicy-*, kube-router-*
     context = f"agent on {node}; saw {sorted(seen)}; enforcer logs: {logs}"
     # the gateway (on the control-plane node) and DNS answer
     assert "CONNECT gateway=open" in seen, context
     assert "CONNECT dns=open" in seen, context
     # nothing else: the listeners on both workers (one of them another node), the API server by its Service and
-    # by its node address, the metadata address, the kubelets (one of them its own node)
+    # by its node address, the metadata address, a Pod of another namespace, the kubelets (one of them its own
+    # node)
     for name in ("pod-on-worker-1", "pod-on-worker-2", "apiserver-service", "apiserver-node", "metadata",
-                 "node-worker-1-kubelet", "node-worker-2-kubelet"):
+                 "other-namespace-pod", "node-worker-1-kubelet", "node-worker-2-kubelet"):
         assert f"CONNECT {name}=ConnectionRefusedError" in seen, (name, context)
 
 

@@ -65,3 +65,14 @@ def test_skaffold_is_a_known_tool_checked_as_a_build_of_its_wrapper_module(tmp_p
     for replaced in ("github.com/docker/docker => github.com/docker/docker v27.5.1+incompatible",
                      "github.com/spf13/viper => github.com/spf13/viper v1.19.0"):
         assert f"replace {replaced}" in gomod
+
+
+def test_kube_router_is_a_known_tool_checked_by_its_module_and_version(tmp_path: Path) -> None:
+    """The kind tier's NetworkPolicy engine: pinned at the version the Go module proxy serves, and a cached binary
+    that is no Go build of that module at that version is rebuilt, whatever it prints."""
+    assert run(tmp_path, "--check", "kube-router").returncode == 1  # missing
+    plant(tmp_path, "kube-router", "echo 'Running kube-router version v2.1.0'")
+    assert run(tmp_path, "--check", "kube-router").returncode == 1
+    script = SCRIPT.read_text()
+    assert ('kube-router) echo "github.com/cloudnativelabs/kube-router/v2 v2.1.0 '
+            'github.com/cloudnativelabs/kube-router/v2/cmd/kube-router pkg/version.Version"') in script
