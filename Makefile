@@ -41,10 +41,11 @@ collector: ## The trace e2e test's real collector: Jaeger v1.76.0 built from the
 	@bash hack/go-tools.sh jaeger >/dev/null
 
 .PHONY: test-tools
-test-tools: ## promtool, tinyproxy, zsh and fish, which the metrics, egress-proxy and completion tests run (Debian packages, installed if missing)
+test-tools: ## promtool, tinyproxy, zsh, fish and chromium, which the metrics, egress-proxy, completion and console browser tests run (Debian packages, installed if missing)
 	@command -v promtool >/dev/null || bash hack/cluster/install-deps.sh prometheus
 	@command -v tinyproxy >/dev/null || bash hack/cluster/install-deps.sh tinyproxy
 	@command -v zsh >/dev/null && command -v fish >/dev/null || bash hack/cluster/install-deps.sh zsh fish
+	@command -v chromium >/dev/null || bash hack/cluster/install-deps.sh chromium
 
 .PHONY: test
 test: venv binaries test-tools ## Run the unit and integration tiers (the README's test command)
