@@ -506,6 +506,9 @@ class TaskReconciler:
         ns, name = task.key
         match e:
             case tasks.CreatePod():
+                found = self.ctx.cache.pods.get((ns, e.name))
+                if found is not None and found.name != e.name and found.owner_uid == task.metadata.uid:
+                    return []  # a warm Pod claimed for this attempt before a lost status write: adopted, not made
                 manifest = pods.build_agent_pod(to_dict(task), to_dict(build), self.ctx.settings, e.attempt,
                                                 taskinput.extra(self.ctx, task, build), model=e.model)
                 return [warmpools.create_action(self.ctx, build, manifest)]
