@@ -109,6 +109,7 @@ class Gateway:
                     pause = 0.2
                     continue  # 204: not claimed yet
             except urllib.error.HTTPError as e:
+                e.close()
                 if e.code not in (429, 503):
                     raise errors.ConfigError(f"the gateway refused this sandbox's claim (HTTP {e.code}): it will "
                                              "never run an attempt") from None

@@ -163,6 +163,7 @@ class Dispatcher:
         self.started = self.monotonic()
         try:
             await self.dispatch(why)
+            await self._pools()  # also when the plan was skipped (full, or nothing read changed): demand may have
             self.queue.forget(KEY)
             self.failures = 0
         except Exception:
@@ -222,7 +223,6 @@ class Dispatcher:
         finally:
             for k in claimed:
                 self.task_queue.done(("AgentTask", *k))
-            await self._pools()
 
     async def _pools(self) -> None:
         """The warm pools after the admissions (``controllers.warmpools``): a failure is logged, and the next

@@ -241,7 +241,7 @@ class Authenticator:
             raise Denied(403, f"the AgentTask {ns}/{task_name} of this Pod no longer exists")
         # who the caller is comes from the AgentTask and the Pod UID the operator recorded for its current
         # attempt, never from the Pod's own labels or task input annotation (anyone who may create Pods writes those)
-        attempt = bound_attempt(task, review.pod_name, review.pod_uid)
+        attempt = bound_attempt(task, attempt_pod_name(meta), review.pod_uid)
         build_name = ((task.get("spec") or {}).get("buildRef") or {}).get("name")
         if not build_name:
             raise Denied(403, f"the AgentTask {ns}/{task_name} belongs to no build")
@@ -303,6 +303,15 @@ class Authenticator:
             if self.clock() >= end:
                 return None
             await sleep(poll)
+
+
+def attempt_pod_name(meta: Mapping[str, Any]) -> str:
+    """The name an attempt's record gives the Pod with metadata ``meta``: a claimed warm sandbox's attempt name
+    (label ``longshot.dev/warm-claim``: what its Pod would have been called cold, ``core.warmpool``), else its own.
+    Only a name: the binding is the Pod UID the operator recorded on that attempt (:func:`bound_attempt`)."""
+    labels = meta.get("labels") or {}
+    claimed = labels.get(keys.WARM_CLAIM) if keys.WARM_TEMPLATE in labels else None
+    return str(claimed) if claimed else str(meta.get("name", ""))
 
 
 RETRY_AFTER_UNRECORDED: Final = 1.0
