@@ -72,7 +72,7 @@ async def test_a_pool_is_made_for_pending_work_then_an_admission_claims_a_warm_p
     hits = claims("hit")
     actions = await m.tasks.admit(("ns", "b-t1"))
     (create,) = [a for a in actions if isinstance(a, ex.CreatePod)]
-    assert create.pooled and [c.name for c in create.warm][0] == first  # the running one first
+    assert create.pooled and create.warm[0].name == first  # the running one first
     await m.executor.run(actions)
     assert claims("hit") == hits + 1
     assert ("ns", pods.pod_name("b-t1", 1)) not in fake.pods  # no cold Pod

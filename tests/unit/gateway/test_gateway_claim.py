@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 
-from longshot.agent import errors
+from longshot.agent import errors, runner
 from longshot.agent import gateway as agent_gateway
-from longshot.agent import runner
 from longshot.api import handoff as ho
 from longshot.api import keys
 from longshot.gateway import cluster as gcluster
@@ -30,7 +29,8 @@ class FakeCluster:
         self.pod: dict[str, Any] = {
             "metadata": {"name": "b-warm-1", "namespace": "ns", "uid": "pod-uid",
                          "labels": {keys.WARM_TEMPLATE: "abc", keys.BUILD: "b"},
-                         "ownerReferences": [{"kind": "BuildRequest", "name": "b", "uid": "b-uid", "controller": True}]},
+                         "ownerReferences": [{"kind": "BuildRequest", "name": "b", "uid": "b-uid",
+                                              "controller": True}]},
             "status": {"phase": "Running"}}
         self.task: dict[str, Any] = {"metadata": {"name": "b-t", "namespace": "ns", "uid": "task-uid"},
                                      "spec": {"buildRef": {"name": "b"}, "description": "d", "role": "worker"},
@@ -85,7 +85,7 @@ def test_before_its_claim_a_warm_pods_token_opens_no_attempts_door_and_the_claim
         if len(slept) == 5:
             c.claim(record=True)
 
-    caller, pod = asyncio.run(a.claimed(review, wait=60, poll=0.2, sleep=sleep))  # type: ignore[misc]
+    caller, _ = asyncio.run(a.claimed(review, wait=60, poll=0.2, sleep=sleep))  # type: ignore[misc]
     assert (caller.task, caller.attempt, caller.pod_uid) == ("b-t", 1, "pod-uid") and len(slept) == 5
     # the refusal cached before the claim is replaced: the attempt's first git call is served at once
     assert asyncio.run(a.authenticate(HEADERS)).task == "b-t"
@@ -121,7 +121,7 @@ def claim_server() -> Iterator[tuple[str, list[int]]]:
     seen: list[int] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             assert self.path == "/v1/claim" and self.headers["Authorization"] == "Bearer pod-token"
             status = answers.pop(0) if answers else 403
             seen.append(status)
