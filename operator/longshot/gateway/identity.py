@@ -253,7 +253,8 @@ class Authenticator:
         except (KeyError, ValueError, TypeError, pydantic.ValidationError):
             raise Denied(403, f"the AgentTask {ns}/{task_name} or its BuildRequest cannot describe an attempt") \
                 from None
-        return Caller(namespace=ns, pod=review.pod_name, pod_uid=review.pod_uid, task=task_name, attempt=attempt,
+        # a claimed warm sandbox is its attempt's Pod by the attempt's name (its ledger entry, logs and spans)
+        return Caller(namespace=ns, pod=attempt_pod_name(meta), pod_uid=review.pod_uid, task=task_name, attempt=attempt,
                       role=task_input.role, build=str(build_name), task_input=task_input, task_obj=task,
                       build_obj=build)
 

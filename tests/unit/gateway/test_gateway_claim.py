@@ -87,6 +87,7 @@ def test_before_its_claim_a_warm_pods_token_opens_no_attempts_door_and_the_claim
 
     caller, _ = asyncio.run(a.claimed(review, wait=60, poll=0.2, sleep=sleep))  # type: ignore[misc]
     assert (caller.task, caller.attempt, caller.pod_uid) == ("b-t", 1, "pod-uid") and len(slept) == 5
+    assert caller.pod == "b-t-a1"  # its attempt's name: one ledger entry per attempt, as for a cold Pod
     # the refusal cached before the claim is replaced: the attempt's first git call is served at once
     assert asyncio.run(a.authenticate(HEADERS)).task == "b-t"
 
