@@ -29,6 +29,8 @@ from longshot.runtime import kube, pods
 
 log = logging.getLogger("longshot.warmpool")
 
+MAX_CANDIDATES: Final = 4
+"""Warm Pods one admission tries at most before it starts its Pod cold (each try is one API write)."""
 MAX_CREATES: Final = 16
 """Warm Pods one maintenance creates at most (the rest at the next dispatch)."""
 
@@ -62,14 +64,18 @@ def _sandbox(p: cachemod.PodView) -> warmpool.Sandbox:
 def create_action(ctx: ctxmod.Context, build: objects.BuildRequest, manifest: dict[str, Any]) -> ex.CreatePod:
     """The create of an attempt's Pod ``manifest``: with the warm sandboxes of the same template it may claim
     instead, when the build keeps a pool."""
-    size, _ = size_of(ctx, build)
+    size, idle = size_of(ctx, build)
     if size <= 0:
         return ex.CreatePod(manifest)
     now = ctx.clock()
     order = warmpool.claim_order(sandboxes(ctx, build, now), pods.attempt_template(manifest))
-    warm = tuple(ex.WarmCandidate(s.name, s.resource_version,
-                                  int((now - s.created).total_seconds()) + 1 if s.created is not None else 0)
-                 for s in order[:4])
+    # a claim lowers the sandbox's deadline to its age plus the attempt's timeout: one that has not that much left
+    # (an attempt with a longer timeout of its own, a sandbox past its idle time) is not tried
+    room = pods.warm_deadline(_dict(build), idle) - ex.CLAIM_SLACK_SECONDS
+    timeout = int(manifest["spec"].get("activeDeadlineSeconds") or 0)
+    ages = [(s, int((now - s.created).total_seconds()) + 1 if s.created is not None else 0) for s in order]
+    warm = tuple(ex.WarmCandidate(s.name, s.resource_version, age) for s, age in ages if age + timeout <= room)[
+        :MAX_CANDIDATES]
     return ex.CreatePod(manifest, warm=warm, pooled=True)
 
 

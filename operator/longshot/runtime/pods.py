@@ -444,6 +444,12 @@ def attempt_template(pod: Mapping[str, Any]) -> str:
     return warmpool.template_hash(pod.get("spec") or {})
 
 
+def warm_deadline(build: Mapping[str, Any], idle_seconds: int) -> int:
+    """A warm Pod's ``activeDeadlineSeconds``: the build's attempt timeout, its pool's idle time and a margin. A
+    claim may only lower it, so an attempt whose timeout does not fit in what is left does not claim that Pod."""
+    return timeout_of(_template_task(build), build) + idle_seconds + WARM_MARGIN_SECONDS
+
+
 def build_warm_pod(build: Mapping[str, Any], settings: Settings, name: str, idle_seconds: int) -> dict[str, Any]:
     """A warm sandbox of ``build``: the Pod :func:`build_agent_pod` makes for a worker of the build, less everything
     task-specific (no task or attempt labels, no task input annotation, so its task-input file is empty and its
@@ -453,8 +459,7 @@ def build_warm_pod(build: Mapping[str, Any], settings: Settings, name: str, idle
     template = warmpool.template_hash(pod["spec"])
     labels = {k: v for k, v in pod["metadata"]["labels"].items() if k not in (TASK_LABEL, ATTEMPT_LABEL, ROLE_LABEL)}
     labels[keys.WARM_TEMPLATE] = template
-    timeout = timeout_of(_template_task(build), build)
-    lifetime = timeout + idle_seconds + WARM_MARGIN_SECONDS
+    lifetime = warm_deadline(build, idle_seconds)
     pod["spec"]["activeDeadlineSeconds"] = lifetime
     for volume in pod["spec"]["volumes"]:
         for source in (volume.get("projected") or {}).get("sources") or []:

@@ -150,3 +150,18 @@ async def test_a_build_without_a_pool_creates_cold_pods_and_counts_nothing():
     actions = await m.tasks.admit(("ns", "b-t1"))
     (create,) = [a for a in actions if isinstance(a, ex.CreatePod)]
     assert (create.pooled, create.warm) == (False, ())
+
+
+async def test_an_attempt_whose_timeout_does_not_fit_in_a_sandboxs_deadline_does_not_try_it():
+    fake, m = wired(size=1, tasks=())
+    long = agent_task("b-long")
+    long["spec"]["agent"] = {"timeoutSeconds": 86400}  # longer than the sandbox may still live (a deadline only drops)
+    t = fake.create(long)
+    assert t is not None
+    m.observe("AgentTask", "ADDED", t)
+    await warmpools.maintain(m.ctx)
+    (name,) = warm_pods(fake)
+    run(fake, m, name)
+    actions = await m.tasks.admit(("ns", "b-long"))
+    (create,) = [a for a in actions if isinstance(a, ex.CreatePod)]
+    assert (create.pooled, create.warm) == (True, ())  # a miss: cold, no write wasted on a claim the API refuses
