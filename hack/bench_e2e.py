@@ -31,15 +31,27 @@ operator replicas: ``--repos 2 --replicas 1`` against ``--repos 2 --replicas 2``
 replica gives on one node. ``--no-floor`` skips the floor. The cluster is brought down at the end (before the
 Makefile releases the lock) unless ``--keep-cluster``.
 
-Last line: ``e2e_vs_bare=<n> merged_per_hour=<n> pods_per_merge=<n> dispatch_p95_s=<n>``.
-Usage: ``python hack/bench_e2e.py [--tasks 100] [--workers 20] [--repos 1] [--replicas 1] [--no-floor]``.
+``start_p50_s``: the median, over the phase's attempts, of the time from an attempt's admission (the watch of the
+AgentTasks sees it in ``status.attempts``) to its runner's first gateway call with its task (the transcript's
+``cloning`` event, in its ledger entry): the scripted agent makes no model call, so the clone that starts its work
+stands for it. ``--warm N`` runs a second Longshot phase after the cold one, on fresh repositories and builds with
+``spec.agent.warmPool.size: N`` (docs/warm-pools.md): the last line gives its figures, then the cold phase's
+(``cold_*``) and the warm phase's claims (``warm_hits``, ``warm_misses``).
+
+Last line: ``e2e_vs_bare=<n> start_p50_s=<n> merged_per_hour=<n> pods_per_merge=<n> dispatch_p95_s=<n>`` (with
+``--warm``: `` cold_e2e_vs_bare=<n> cold_start_p50_s=<n> cold_pods_per_merge=<n> cold_dispatch_p95_s=<n>
+warm_hits=<n> warm_misses=<n>`` after it).
+Usage: ``python hack/bench_e2e.py [--tasks 100] [--workers 20] [--repos 1] [--replicas 1] [--no-floor] [--warm N]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import gzip
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,6 +59,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,6 +68,7 @@ import kubernetes
 from prometheus_client.parser import text_string_to_metric_families
 
 from longshot import config
+from longshot.core import ledger
 from longshot.core import tasks as coretasks
 from longshot.runtime import pods as podmod
 from longshot_testing import cluster as lc
@@ -162,7 +176,7 @@ def script(tasks: list[str]) -> str:
 
 
 def build_body(name: str, url: str, script_name: str, workers: int, *, suspend: bool = False,
-               window: int = 32, finished_pods: int | None = None) -> dict[str, Any]:
+               window: int = 32, finished_pods: int | None = None, warm: int = 0) -> dict[str, Any]:
     body: dict[str, Any] = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "BuildRequest", "metadata": {"name": name},
                             "spec": {
         "request": "bench-e2e: write one file per task",
@@ -180,6 +194,8 @@ def build_body(name: str, url: str, script_name: str, workers: int, *, suspend: 
     }}
     if finished_pods is not None:
         body["spec"]["retention"] = {"finishedPods": finished_pods}
+    if warm:
+        body["spec"]["agent"]["warmPool"] = {"size": warm}
     return body
 
 
@@ -435,13 +451,14 @@ def finalized(custom: kubernetes.client.CustomObjectsApi, name: str) -> str | No
 
 
 def longshot(api: kubernetes.client.ApiClient, builds: dict[str, str], workers: int, timeout: float,
-             window: int, finished_pods: int | None = None) -> float:
+             window: int, finished_pods: int | None = None, warm: int = 0,
+             admissions: Admissions | None = None) -> float:
     custom = kubernetes.client.CustomObjectsApi(api)
     start = time.monotonic()
     for name, url in builds.items():
         custom.create_namespaced_custom_object(GROUP, VERSION, NS, "buildrequests",
                                                build_body(name, url, f"script-{name}", workers, window=window,
-                                                          finished_pods=finished_pods))
+                                                          finished_pods=finished_pods, warm=warm))
     outcome: dict[str, str] = {}
     last = 0.0
     while len(outcome) < len(builds):
@@ -462,6 +479,76 @@ def longshot(api: kubernetes.client.ApiClient, builds: dict[str, str], workers: 
     if bad:
         raise RuntimeError(f"builds did not pass: {bad}")
     return time.monotonic() - start
+
+
+class Admissions:
+    """When each attempt was admitted, as the API server shows it: a watch on the namespace's AgentTasks notes the
+    wall-clock time at which an attempt first appears in ``status.attempts`` (the operator's admission write; the
+    attempt's ``startTime`` has whole seconds only). Same node, same clock as the agents' transcript stamps."""
+
+    def __init__(self, api: kubernetes.client.ApiClient) -> None:
+        self.custom = kubernetes.client.CustomObjectsApi(api)
+        self.seen: dict[tuple[str, int], float] = {}
+        self._watch = kubernetes.watch.Watch()
+        self._thread = threading.Thread(target=self._run, name="admissions", daemon=True)
+
+    def __enter__(self) -> Admissions:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._watch.stop()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                for ev in self._watch.stream(self.custom.list_namespaced_custom_object, GROUP, VERSION, NS,
+                                             "agenttasks", timeout_seconds=300):
+                    now = time.time()
+                    obj = ev["object"]
+                    for a in (obj.get("status") or {}).get("attempts") or []:
+                        self.seen.setdefault((obj["metadata"]["name"], int(a.get("number") or 0)), now)
+                return
+            except Exception as e:  # the watch is re-opened (an expired resourceVersion, a dropped connection)
+                log(f"admissions watch: {type(e).__name__}; again")
+
+
+def start_seconds(api: kubernetes.client.ApiClient, builds: list[str], admissions: Admissions) -> list[float]:
+    """Per attempt of the builds: from its admission (:class:`Admissions`) to the runner's first gateway call with
+    its task, the transcript's ``cloning`` event (its ledger entry; the clone through the gateway follows it at
+    once). A warm sandbox's runner makes that call as soon as its claim is answered; a cold one's once its Pod was
+    scheduled, its sandbox made and its container started."""
+    core = kubernetes.client.CoreV1Api(api)
+    out: list[float] = []
+    for build in builds:
+        for cm in core.list_namespaced_config_map(NS, label_selector=f"{ledger.LABEL}=true,longshot.dev/build={build}"
+                                                  ).items:
+            labels = cm.metadata.labels or {}
+            blob = (cm.binary_data or {}).get(ledger.TRANSCRIPT_KEY)
+            admitted = admissions.seen.get((labels.get("longshot.dev/task", ""),
+                                            int(labels.get("longshot.dev/attempt") or 0)))
+            if not blob or admitted is None:
+                continue
+            for line in gzip.decompress(base64.b64decode(blob)).splitlines():
+                event = json.loads(line)
+                if event.get("type") == "log" and event.get("message") == "cloning":
+                    out.append(max(0.0, float(event["ts"]) - admitted))
+                    break
+    return out
+
+
+def p50(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def warm_claims(samples: list[Any]) -> tuple[int, int]:
+    """(hits, misses) of longshot_warm_pool_claims_total over every operator replica."""
+    got = {"hit": 0.0, "miss": 0.0}
+    for s in samples:
+        if s.name == "longshot_warm_pool_claims_total":
+            got[s.labels["result"]] = got.get(s.labels["result"], 0.0) + s.value
+    return int(got["hit"]), int(got["miss"])
 
 
 def pods_and_merges(api: kubernetes.client.ApiClient, builds: list[str]) -> tuple[int, int]:
@@ -548,16 +635,6 @@ def operator_samples(api: kubernetes.client.ApiClient) -> list[Any]:
     return out
 
 
-def dispatch_p95(samples: list[Any]) -> tuple[float, int]:
-    """p95 of longshot_dispatch_latency_seconds over every operator replica, and the number of observations."""
-    buckets: dict[float, float] = {}
-    for s in samples:
-        if s.name == "longshot_dispatch_latency_seconds_bucket":
-            le = float(s.labels["le"])
-            buckets[le] = buckets.get(le, 0.0) + s.value
-    return histogram_quantile(0.95, buckets), int(buckets.get(float("inf"), 0))
-
-
 def reconcile_report(samples: list[Any]) -> str:
     """One line: the operator's reconciles by kind (count, conflicts, errors, seconds in all), since it started."""
     counts: dict[tuple[str, str], float] = {}
@@ -574,6 +651,73 @@ def reconcile_report(samples: list[Any]) -> str:
         f" errors {counts.get((k, 'Error'), 0):.0f}, {seconds.get(k, 0.0):.1f}s)" for k in kinds)
 
 
+@dataclass
+class Phase:
+    """One timed Longshot phase: its builds to ``Finalized=True``, cold or with warm pools."""
+
+    tag: str
+    seconds: float
+    pods: int
+    merged: int
+    p95: float
+    observed: int
+    start_p50: float
+    starts: int
+    hits: int
+    misses: int
+
+    @property
+    def per_hour(self) -> float:
+        return self.merged / self.seconds * 3600
+
+
+def dispatch_buckets(samples: list[Any]) -> dict[float, float]:
+    buckets: dict[float, float] = {}
+    for s in samples:
+        if s.name == "longshot_dispatch_latency_seconds_bucket":
+            le = float(s.labels["le"])
+            buckets[le] = buckets.get(le, 0.0) + s.value
+    return buckets
+
+
+def longshot_phase(c: lc.LocalCluster, api: kubernetes.client.ApiClient, work: Path, names: list[str],
+                   args: argparse.Namespace, warm: int, cpu_lines: list[str]) -> Phase:
+    """The Longshot phase: fresh repositories and builds (``-warm`` in their names with warm pools of ``warm``),
+    timed to ``Finalized=True``; its own share of the operator's histograms and counters."""
+    tag = "-warm" if warm else ""
+    builds: dict[str, str] = {}
+    bares: dict[str, Path] = {}
+    share = -(-args.tasks // args.repos)
+    for k in range(args.repos):
+        name = f"e2e{tag}" if args.repos == 1 else f"e2e{tag}-{k}"
+        mine = names[k * share:(k + 1) * share]
+        bares[name], builds[name] = repository(c, f"{NS}-{name}", work)
+        c.kubectl("-n", NS, "create", "configmap", f"script-{name}",
+                  f"--from-literal=script.yaml={script(mine)}")
+    log(f"longshot{tag}: {len(builds)} build(s) of {args.tasks} tasks in all, workers.max {args.workers}, "
+        f"{args.replicas} operator replica(s), warm pool {warm or 'off'}")
+    before, requests, samples_before = cpu_snapshot(api), api_requests(api), operator_samples(api)
+    with Admissions(api) as admissions:
+        seconds = longshot(api, builds, args.workers, args.timeout, args.window, args.finished_pods, warm=warm)
+    cpu_lines.append(cpu_report(f"longshot{tag}", before, cpu_snapshot(api), seconds))
+    cpu_lines.append(requests_report(f"longshot{tag}", requests, api_requests(api)))
+    for name, bare in bares.items():
+        files = git("--git-dir", str(bare), "ls-tree", "--name-only", "main", "work/").split()
+        log(f"{name}: main holds {len(files)} task files")
+    pods, merged = pods_and_merges(api, list(builds))
+    samples = operator_samples(api)
+    was = dispatch_buckets(samples_before)
+    buckets = {le: v - was.get(le, 0.0) for le, v in dispatch_buckets(samples).items()}
+    hits0, misses0 = warm_claims(samples_before)
+    hits, misses = warm_claims(samples)
+    starts = start_seconds(api, list(builds), admissions)
+    cpu_lines.append(reconcile_report(samples))
+    for line in build_timelines(api, list(builds)):
+        log(line)
+    return Phase(tag, seconds, pods, merged, histogram_quantile(0.95, buckets), int(buckets.get(float("inf"), 0)),
+                 p50(starts), len(starts), hits - hits0, misses - misses0)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=100)
@@ -581,6 +725,9 @@ def main() -> int:
     parser.add_argument("--repos", type=int, default=1, help="split the tasks over this many repositories/builds")
     parser.add_argument("--replicas", type=int, default=1, help="operator replicas")
     parser.add_argument("--no-floor", action="store_true")
+    parser.add_argument("--warm", type=int, default=0, metavar="N",
+                        help="after the cold Longshot phase, a second one with spec.agent.warmPool.size N "
+                             "(docs/warm-pools.md); the last line gives both")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--keep-cluster", action="store_true")
     parser.add_argument("--window", type=int, default=32, help="spec.merge.window of each build (1: serial)")
@@ -625,42 +772,33 @@ def main() -> int:
                 gone(api, "floor")  # the operator comes back to none of the floor's objects
                 operator_replicas(c, args.replicas)
                 settle(api, "bench=floor")
-            builds: dict[str, str] = {}
-            bares: dict[str, Path] = {}
-            share = -(-args.tasks // args.repos)
-            for k in range(args.repos):
-                name = "e2e" if args.repos == 1 else f"e2e-{k}"
-                mine = names[k * share:(k + 1) * share]
-                bares[name], builds[name] = repository(c, f"{NS}-{name}", work)
-                c.kubectl("-n", NS, "create", "configmap", f"script-{name}",
-                          f"--from-literal=script.yaml={script(mine)}")
-            log(f"longshot: {len(builds)} build(s) of {args.tasks} tasks in all, workers.max {args.workers}, "
-                f"{args.replicas} operator replica(s)")
-            before, requests = cpu_snapshot(api), api_requests(api)
-            seconds = longshot(api, builds, args.workers, args.timeout, args.window, args.finished_pods)
-            cpu_lines.append(cpu_report("longshot", before, cpu_snapshot(api), seconds))
-            cpu_lines.append(requests_report("longshot", requests, api_requests(api)))
-            for name, bare in bares.items():
-                files = git("--git-dir", str(bare), "ls-tree", "--name-only", "main", "work/").split()
-                log(f"{name}: main holds {len(files)} task files")
-            pods, merged = pods_and_merges(api, list(builds))
-            samples = operator_samples(api)
-            p95, observed = dispatch_p95(samples)
-            cpu_lines.append(reconcile_report(samples))
+            phases: list[Phase] = []
+            for warm in ((0, args.warm) if args.warm else (0,)):
+                if phases:
+                    settle(api, "bench=none")  # quiet cores before the next phase
+                phases.append(longshot_phase(c, api, work, names, args, warm, cpu_lines))
             if args.dump is not None:
                 dump(api, args.dump)
-            for line in build_timelines(api, list(builds)) + cpu_lines:
+            for line in cpu_lines:
                 log(line)
     finally:
         if not args.keep_cluster:
             c.down()  # the cluster is a machine-wide singleton: down before the lock is released
-    ratio = floor_s / seconds
-    per_hour = merged / seconds * 3600
-    log(f"longshot: {merged} merged in {seconds:.1f}s ({per_hour:.0f}/hour); {pods} agent Pods "
-        f"({pods / max(merged, 1):.2f} per merge); dispatch p95 {p95:.2f}s over {observed} admissions; "
-        f"floor {floor_s:.1f}s")
-    print(f"e2e_vs_bare={ratio:.2f} merged_per_hour={per_hour:.0f} pods_per_merge={pods / max(merged, 1):.2f} "
-          f"dispatch_p95_s={p95:.2f}")
+    for ph in phases:
+        log(f"longshot{ph.tag}: {ph.merged} merged in {ph.seconds:.1f}s ({ph.per_hour:.0f}/hour); {ph.pods} agent "
+            f"Pods ({ph.pods / max(ph.merged, 1):.2f} per merge); dispatch p95 {ph.p95:.2f}s over {ph.observed} "
+            f"admissions; start p50 {ph.start_p50:.2f}s over {ph.starts} attempts; warm claims {ph.hits} hit(s), "
+            f"{ph.misses} miss(es); floor {floor_s:.1f}s")
+    last = phases[-1]
+    line = (f"e2e_vs_bare={floor_s / last.seconds:.2f} start_p50_s={last.start_p50:.2f} "
+            f"merged_per_hour={last.per_hour:.0f} pods_per_merge={last.pods / max(last.merged, 1):.2f} "
+            f"dispatch_p95_s={last.p95:.2f}")
+    if len(phases) > 1:  # with warm pools on, the cold figures beside them
+        cold = phases[0]
+        line += (f" cold_e2e_vs_bare={floor_s / cold.seconds:.2f} cold_start_p50_s={cold.start_p50:.2f} "
+                 f"cold_pods_per_merge={cold.pods / max(cold.merged, 1):.2f} cold_dispatch_p95_s={cold.p95:.2f} "
+                 f"warm_hits={last.hits} warm_misses={last.misses}")
+    print(line)
     return 0
 
 

@@ -122,6 +122,30 @@ class FakeKube:
         self._maybe_fail("delete_pod")
         self.pods.pop((namespace, name), None)
 
+    def claim_pod(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        self._maybe_fail("claim_pod")
+        p = self.pods.get((namespace, name))
+        if p is None:
+            return None
+        rv = (body.get("metadata") or {}).get("resourceVersion")
+        if rv and rv != str(p["metadata"].get("resourceVersion", "")):
+            raise kube.Conflict(f"Pod {namespace}/{name} changed")
+        meta = body.get("metadata") or {}
+        for k in ("labels", "annotations"):
+            p["metadata"].setdefault(k, {}).update(meta.get(k) or {})
+        if "ownerReferences" in meta:
+            p["metadata"]["ownerReferences"] = copy.deepcopy(meta["ownerReferences"])
+        p.setdefault("spec", {}).update(body.get("spec") or {})
+        return self._stamp(p)
+
+    def delete_pod_at(self, namespace: str, name: str, resource_version: str) -> bool:
+        self._maybe_fail("delete_pod_at")
+        p = self.pods.get((namespace, name))
+        if p is None or str(p["metadata"].get("resourceVersion", "")) != resource_version:
+            return False
+        del self.pods[(namespace, name)]
+        return True
+
     def delete_pods(self, namespace: str, selector: str, grace_seconds: int | None = None) -> None:
         self._maybe_fail("delete_pods")
         self.pod_collection_deletes.append((namespace, selector))

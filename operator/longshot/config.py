@@ -63,6 +63,9 @@ class Settings(EnvSettings):
     """RuntimeClass of agent Pods whose BuildRequest names none (``spec.agent.runtimeClassName``): a sandboxed
     runtime such as gVisor's ``runsc`` or Kata (docs/security.md, "Kernel isolation"); empty: the cluster's
     default runtime."""
+    warm_pool_size: int = Field(default=0, ge=0, le=32)
+    """Warm sandboxes kept per build whose BuildRequest sets no ``spec.agent.warmPool`` (docs/warm-pools.md); 0:
+    off, every attempt starts a cold Pod."""
     agent_priority_class: str = ""
     """PriorityClass of worker, planner and fixer agent Pods (empty: none)."""
     delivery_priority_class: str = ""

@@ -125,6 +125,11 @@ DISPATCH_LATENCY = Histogram("longshot_dispatch_latency_seconds",
                              "From an AgentTask that could start (dependencies ready, a worker slot free) to its Pod "
                              "being created.",
                              buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=REGISTRY)
+WARM_CLAIMS = Counter("longshot_warm_pool_claims_total", "Attempts of builds with a warm pool by how their Pod "
+                      "started: hit (a warm sandbox was claimed) or miss (none fitted or all were taken: a cold Pod).",
+                      ["result"], registry=REGISTRY)
+WARM_READY = Gauge("longshot_warm_pool_ready_sandboxes", "Warm sandboxes running and unclaimed, across this "
+                   "replica's builds (docs/warm-pools.md).", registry=REGISTRY)
 POD_FAILURES = Counter("longshot_pod_failures_total", "Failed agent Pod attempts by failure class.",
                        ["failure_class"], registry=REGISTRY)
 EVENTS_DROPPED = Counter("longshot_events_dropped_total",

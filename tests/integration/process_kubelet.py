@@ -100,7 +100,9 @@ class ProcessKubelet:
                 env["LONGSHOT_SKILLS_DIR"] = str(root / "skills")
             target.mkdir(parents=True, exist_ok=True)
             if vol.downward_api is not None:
-                (target / Path(ho.TASK_INPUT_PATH).name).write_text(pod.metadata.annotations[ho.TASK_INPUT_ANNOTATION])
+                # a warm sandbox has no task input yet: the kubelet writes the missing annotation as an empty file
+                (target / Path(ho.TASK_INPUT_PATH).name).write_text(
+                    (pod.metadata.annotations or {}).get(ho.TASK_INPUT_ANNOTATION, ""))
                 env["LONGSHOT_TASK_INPUT"] = str(target / Path(ho.TASK_INPUT_PATH).name)
             elif vol.config_map is not None:
                 data = self.core.read_namespaced_config_map(vol.config_map.name, self.namespace).data or {}

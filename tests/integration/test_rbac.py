@@ -87,6 +87,7 @@ def test_with_watch_namespaces_everything_is_a_role_in_those_namespaces(
 
     can = install(f"operator.watchNamespaces={{{watched}}}")
     allowed = [("create", "pods", watched), ("delete", "pods", watched), ("watch", "agenttasks.longshot.dev", watched),
+               ("patch", "pods", watched),  # the claim of a warm sandbox (docs/warm-pools.md)
                ("patch", "buildrequests.longshot.dev/status", watched), ("create", "mergejobs.longshot.dev", watched),
                ("get", "secrets/git-token", watched), ("create", "events", watched),
                ("watch", "customresourcedefinitions.apiextensions.k8s.io", None), ("list", "namespaces", None),
@@ -102,7 +103,7 @@ def test_with_watch_namespaces_everything_is_a_role_in_those_namespaces(
               ("update", "buildschedules.longshot.dev", watched, "status"),
               ("list", "resourcequotas", None),
               ("get", "secrets", None), ("list", "secrets", watched), ("watch", "agenttasks.longshot.dev", None),
-              ("create", "pods", namespace), ("get", "secrets/git-token", namespace), ("patch", "pods", watched)]
+              ("create", "pods", namespace), ("get", "secrets/git-token", namespace), ("patch", "pods", other)]
     assert [a for a in allowed if not can(*a)] == []
     assert [d for d in denied if can(*d)] == []
 
@@ -178,6 +179,16 @@ def test_cluster_wide_every_write_the_code_does_passes_rbac_and_the_least_privil
             assert operator.create_pod(pods.build_agent_pod(t, b, settings, attempt)) is not None
         operator.delete_pod(namespace, pods.pod_name("b1-t1", 1))
         operator.delete_pods(namespace, "longshot.dev/task=b1-t1,longshot.dev/attempt=2")
+        # a warm sandbox (docs/warm-pools.md): created, claimed by one fenced patch, one more deleted fenced
+        warm = operator.create_pod(pods.build_warm_pod(b, settings, "b1-warm-1", 300))
+        assert warm is not None
+        cold = pods.build_agent_pod(t, b, settings, 3)
+        assert operator.claim_pod(namespace, "b1-warm-1", pods.claim_patch(
+            cold, warm["metadata"]["resourceVersion"], 1000)) is not None
+        spare = operator.create_pod(pods.build_warm_pod(b, settings, "b1-warm-2", 300))
+        assert spare is not None and operator.delete_pod_at(namespace, "b1-warm-2",
+                                                            spare["metadata"]["resourceVersion"])
+        operator.delete_pod(namespace, "b1-warm-1")
         # ledger entries: the gateway's transcript (create, then patch), the operator's result, retention
         for attempt in (1, 2):
             entry = ledger.manifest(namespace=namespace, pod=pods.pod_name("b1-t1", attempt), task="b1-t1",

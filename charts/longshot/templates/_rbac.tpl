@@ -22,10 +22,13 @@
   resources: [buildschedules/finalizers]
   verbs: [update]
 # `deletecollection`: a build's finished Pods beyond spec.retention.finishedPods go in one request per attempt
-# number, by the labels the operator set on them (build, task, attempt)
+# number, by the labels the operator set on them (build, task, attempt). `patch`: the claim of a warm sandbox
+# (docs/warm-pools.md), one merge patch fenced on its resourceVersion that gives the operator's own warm Pod its
+# attempt's controller, labels, task input and a shorter deadline (the -writes and -agent-pods policies hold it to
+# Pods labelled as the operator's)
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch, create, delete, deletecollection]
+  verbs: [get, list, watch, create, patch, delete, deletecollection]
 # `list` (by field selector, never watched): a Pod stuck in ContainerCreating is explained by its FailedMount
 # Events (a Secret or ConfigMap that is missing), which stop the task as Configuration
 - apiGroups: [""]

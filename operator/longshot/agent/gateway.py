@@ -21,7 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,11 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the to
 TOKEN_FILE_ENV = "LONGSHOT_GATEWAY_TOKEN_FILE"
 OPENER = _OPENER
 """The runner's HTTP opener for the gateway (no proxy: the token goes to the gateway only)."""
+CLAIM_REQUEST_SECONDS = 60.0
+"""Time limit of one ``GET /v1/claim`` (the gateway answers within its ``claim_wait_seconds``)."""
+CLAIM_RETRY_SECONDS = 5.0
+MAX_CLAIM_BYTES = 256 * 1024
+"""Largest task input a claim may answer (Pod annotations are at most 256 KiB together)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,36 @@ class Gateway:
     def traces_url(self) -> str:
         """Where the agent sends its spans (OTLP/HTTP): the gateway relays them to the collector."""
         return f"{self.url}/traces"
+
+    def claim(self, *, sleep: Callable[[float], None] = time.sleep, timeout: float = CLAIM_REQUEST_SECONDS) -> bytes:
+        """A warm sandbox's wait for its claim (docs/warm-pools.md): ``GET /v1/claim`` again and again until the
+        gateway answers 200 with the task input of the attempt bound to this Pod (its body, at most
+        :data:`MAX_CLAIM_BYTES`). A 204 asks again at once; a connection error or a 429/503 after a pause (up to
+        :data:`CLAIM_RETRY_SECONDS`); any other refusal (401, 403: the Pod was never claimed and will not be) is
+        a ConfigError: the runner exits and the operator deletes the sandbox."""
+        pause = 0.2
+        while True:
+            request = urllib.request.Request(f"{self.url}/v1/claim", method="GET",
+                                             headers={"Authorization": f"Bearer {self.token()}"})
+            try:
+                with _OPENER.open(request, timeout=timeout) as response:
+                    if response.status == 200:
+                        body = response.read(MAX_CLAIM_BYTES + 1)
+                        if len(body) > MAX_CLAIM_BYTES:
+                            raise errors.ConfigError(f"the claim's task input is larger than {MAX_CLAIM_BYTES} bytes")
+                        return bytes(body)
+                    response.read(MAX_CLAIM_BYTES)
+                    pause = 0.2
+                    continue  # 204: not claimed yet
+            except urllib.error.HTTPError as e:
+                e.close()
+                if e.code not in (429, 503):
+                    raise errors.ConfigError(f"the gateway refused this sandbox's claim (HTTP {e.code}): it will "
+                                             "never run an attempt") from None
+            except (OSError, urllib.error.URLError):
+                pass
+            sleep(pause)
+            pause = min(pause * 2, CLAIM_RETRY_SECONDS)
 
 
 class ProgressPoster:

@@ -55,8 +55,8 @@ def run(env: Mapping[str, str], *, sleep: Callable[[float], None] = time.sleep,
     ev = events.Events(redactor, stream=stdout)
     try:
         tuning = settings.Settings.from_env(env)
-        task = load_task_input(paths.task_input)
         gateway = agent_gateway.Gateway.from_env(env)
+        task = load_task_input(paths.task_input, gateway, sleep=sleep)
     except errors.AgentFailure as e:
         # Without a valid task there is no valid handoff: the message says why, for the attempt's reason.
         ev.log(str(e), level="error")
@@ -142,19 +142,32 @@ def start_tracing(env: Mapping[str, str], gateway: agent_gateway.Gateway | None,
     return parent if on else None
 
 
-def load_task_input(path: Path) -> handoff.TaskInput:
+def load_task_input(path: Path, gateway: agent_gateway.Gateway | None = None, *,
+                    sleep: Callable[[float], None] = time.sleep) -> handoff.TaskInput:
+    """The attempt's task input: the file at ``path`` (the Pod's downward-API file of its task-input annotation).
+    An empty file in a Pod with a gateway is a warm sandbox's (docs/warm-pools.md): it holds nothing task-specific
+    until an attempt claims it, and the input comes from the gateway's ``GET /v1/claim`` then, checked as the file
+    would be."""
     try:
         raw = path.read_text()
     except FileNotFoundError:
         raise errors.ConfigError(f"no task input at {path} (set LONGSHOT_TASK_INPUT outside a Pod)") from None
     except OSError as e:
         raise errors.ConfigError(f"cannot read the task input {path}: {e.strerror}") from None
+    where = str(path)
+    if not raw.strip() and gateway is not None:
+        claimed = gateway.claim(sleep=sleep)
+        try:
+            raw = claimed.decode()
+        except UnicodeDecodeError:
+            raise errors.ConfigError("the claim's task input is not UTF-8") from None
+        where = f"{gateway.url}/v1/claim"
     try:
         task = handoff.TaskInput.model_validate_json(raw)
     except pydantic.ValidationError as e:
         first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(root)"
-        raise errors.ConfigError(f"the task input {path} is invalid: {where}: {first['msg']}") from None
+        field = ".".join(str(p) for p in first["loc"]) or "(root)"
+        raise errors.ConfigError(f"the task input {where} is invalid: {field}: {first['msg']}") from None
     if not re.match(common.DNS_SUBDOMAIN, task.task) or len(task.task) > 253:
         raise errors.ConfigError(f"the task input's task name {task.task!r} is not a valid object name")
     if not re.match(common.GIT_BRANCH, task.branch) or ".." in task.branch or task.branch.endswith((".lock", "/")):

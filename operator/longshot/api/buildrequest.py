@@ -549,6 +549,21 @@ AGENT_RULES += [
 ]
 
 
+MAX_WARM_POOL = 32
+"""Largest ``spec.agent.warmPool.size``: sandboxes a build keeps started ahead of its tasks."""
+
+
+class WarmPool(Model):
+    """Agent sandboxes started ahead of the build's tasks (docs/warm-pools.md): Pods of the build's worker template
+    with the runner up and the image pulled, holding no task, input or credential until an attempt claims one."""
+
+    size: int = Field(default=0, ge=0, le=MAX_WARM_POOL)
+    """Most warm sandboxes kept for this build (0: off, every attempt starts cold). The pool holds no more than the
+    build's ready tasks need and its free worker slots allow, and empties when none is pending."""
+    idle_seconds: int = Field(default=300, ge=30, le=3600)
+    """A warm sandbox unclaimed for this long is deleted (and made again when demand comes back)."""
+
+
 class AgentSettings(Model):
     """How agent Pods run."""
 
@@ -628,6 +643,10 @@ class AgentSettings(Model):
     longshot-gateway, which adds the headers of its Secret, applies the egress allowlist and the server's tool
     allowlist, bounds and meters every call and records it in the attempt's ledger (docs/agent.md, "Your team's
     tools (MCP servers)")."""
+    warm_pool: WarmPool | None = None
+    """Sandboxes started ahead (``{size, idleSeconds}``): an attempt claims a warm Pod of the build's worker template
+    instead of starting one cold; the operator's ``LONGSHOT_WARM_POOL_SIZE`` (chart ``agents.warmPool.size``) when
+    unset. Off by default."""
 
 
 class WorkerSettings(Model):

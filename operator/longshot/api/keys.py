@@ -35,6 +35,11 @@ BATCH: Final = "longshot.dev/batch"
 """The merge queue batch a MergeJob is part of."""
 FIX_DEPTH: Final = "longshot.dev/fix-depth"
 """How many fixers deep a fixer is (fixers of fixers are bounded)."""
+WARM_TEMPLATE: Final = "longshot.dev/warm-template"
+"""A warm sandbox (an agent Pod started ahead, no task yet): the hash of its Pod template (``core.warmpool``)."""
+WARM_CLAIM: Final = "longshot.dev/warm-claim"
+"""On a claimed warm sandbox: the name the attempt's Pod would have had cold (``<task>-a<N>``); the operator finds
+the attempt's Pod by it."""
 LEASE_KIND: Final = "longshot.dev/lease"
 """What a Lease elects (the operator, or one repository's merge queue)."""
 

@@ -92,10 +92,23 @@ class PodView:
     unschedulable_since: datetime | None = None
     """When the kube-scheduler last found no node for it (condition ``PodScheduled=False/Unschedulable``), while it
     is not bound; None otherwise."""
+    build: str = ""
+    """Its ``longshot.dev/build`` label."""
+    warm_template: str = ""
+    """A warm sandbox's template hash (label ``longshot.dev/warm-template``; ``core.warmpool``), else ""."""
+    claimed_as: str = ""
+    """A claimed warm sandbox: the name its attempt's Pod would have had cold (label ``longshot.dev/warm-claim``).
+    The cache keeps it under that name, so the task finds its attempt's Pod where it looks for a cold one; ``name``
+    stays the Pod's own (deletes, reads)."""
 
     @property
     def key(self) -> Key:
-        return self.namespace, self.name
+        return self.namespace, self.claimed_as or self.name
+
+    @property
+    def warm(self) -> bool:
+        """An unclaimed warm sandbox (no AgentTask controls it yet)."""
+        return bool(self.warm_template) and not self.owner_uid
 
     @property
     def phase(self) -> str:
@@ -135,11 +148,17 @@ class PodView:
                         and c.get("reason") == "Unschedulable":
                     unschedulable = timeutil.parse(c.get("lastTransitionTime")) or timeutil.parse(
                         meta.get("creationTimestamp"))
+        labels = meta.get("labels") or {}
+        warm = str(labels.get(keys.WARM_TEMPLATE) or "")
+        # only a claimed warm Pod (an AgentTask controls it) is aliased: a label alone, which anyone who may create
+        # Pods writes, never puts a Pod under an attempt's name (adoption still checks the controller's UID)
+        claimed_as = str(labels.get(keys.WARM_CLAIM) or "") if warm and controller else ""
         return cls(namespace=meta.get("namespace", ""), name=meta["name"], task=owner, uid=meta.get("uid", ""),
                    resource_version=str(meta.get("resourceVersion", "")),
                    created=timeutil.parse(meta.get("creationTimestamp")),
                    deleting=meta.get("deletionTimestamp") is not None, status=keep, owner_uid=controller,
-                   node=node, requests=admission.pod_requests(spec), unschedulable_since=unschedulable)
+                   node=node, requests=admission.pod_requests(spec), unschedulable_since=unschedulable,
+                   build=str(labels.get(keys.BUILD) or ""), warm_template=warm, claimed_as=claimed_as)
 
 
 class _Shared:
@@ -409,6 +428,8 @@ class Cache:
         """Store what a watch event says; return the references to reconcile."""
         meta = body.get("metadata") or {}
         key: Key = (meta.get("namespace", ""), meta.get("name", ""))
+        if kind == "Pod":
+            key = pod_key(meta)
         uid = str(meta.get("uid") or "")
         if kind in CUSTOM_KINDS:
             if uid and uid in self._tombstones:
@@ -509,13 +530,15 @@ class Cache:
 
     def _store_pod(self, pod: PodView) -> list[Ref]:
         self.version += 1
+        if pod.key[1] != pod.name:
+            self.pods.pop((pod.namespace, pod.name), None)  # a warm Pod claimed: now kept under its attempt's name
         old = self.pods.get(pod.key)
         if old is None or pod.ended != old.ended or pod.deleting != old.deleting:
             self.freeing += 1
         self.pods[pod.key] = pod
         if pod.task is None:
             return []
-        self.pods_by_task[(pod.namespace, pod.task)].add(pod.name)
+        self.pods_by_task[(pod.namespace, pod.task)].add(pod.key[1])
         return [("AgentTask", pod.namespace, pod.task)]
 
     def _store(self, obj: objects.Resource) -> list[Ref]:
@@ -777,6 +800,15 @@ def fix_depth(task: objects.AgentTask | None) -> int:
 
 def pod_name(task: str, attempt: int) -> str:
     return names.pod_name(task, attempt)
+
+
+def pod_key(meta: Mapping[str, Any]) -> Key:
+    """The cache's key of a Pod with metadata ``meta``: a claimed warm sandbox's under its attempt's name
+    (:attr:`PodView.claimed_as`), any other under its own."""
+    labels = meta.get("labels") or {}
+    claimed = labels.get(keys.WARM_CLAIM) if labels.get(keys.WARM_TEMPLATE) and any(
+        r.get("kind") == "AgentTask" and r.get("controller") for r in meta.get("ownerReferences") or []) else None
+    return str(meta.get("namespace", "")), str(claimed or meta.get("name", ""))
 
 
 _META_COMPARED: Final = ("generation", "labels", "annotations", "deletion_timestamp", "owner_references")

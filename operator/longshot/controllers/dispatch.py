@@ -218,7 +218,10 @@ def capacity(ctx: ctxmod.Context, readiness: Readiness | None = None
     it."""
     settings = ctx.settings
     tenants = settings.tenants()
-    agents = {k: admission.PodUse(p.node, p.requests, p.namespace) for k, p in ctx.cache.pods.items() if not p.ended}
+    # a warm sandbox's room is its build's next attempts' (docs/warm-pools.md): a task that claims it needs no more,
+    # so it holds none here (counted, it would hold back the very tasks that would claim it)
+    agents = {k: admission.PodUse(p.node, p.requests, p.namespace) for k, p in ctx.cache.pods.items()
+              if not p.ended and not p.warm}
     mode = settings.capacity_mode()
     facts = ctx.cluster
     quotas = facts.quotas if facts is not None else {}

@@ -37,7 +37,7 @@ from typing import Final
 from longshot import metrics
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
-from longshot.controllers import dispatch, workqueue
+from longshot.controllers import dispatch, warmpools, workqueue
 from longshot.controllers import executor as ex
 from longshot.controllers import tasks as tasksc
 from longshot.controllers.controller import bounded
@@ -163,6 +163,7 @@ class Dispatcher:
         self.started = self.monotonic()
         try:
             await self.dispatch(why)
+            await self._pools()  # also when the plan was skipped (full, or nothing read changed): demand may have
             self.queue.forget(KEY)
             self.failures = 0
         except Exception:
@@ -222,6 +223,14 @@ class Dispatcher:
         finally:
             for k in claimed:
                 self.task_queue.done(("AgentTask", *k))
+
+    async def _pools(self) -> None:
+        """The warm pools after the admissions (``controllers.warmpools``): a failure is logged, and the next
+        dispatch plans them again."""
+        try:
+            await warmpools.maintain(self.ctx)
+        except Exception:
+            log.exception("warm pools: maintenance failed; trying again at the next dispatch")
 
     def _line(self, plan: DispatchPlan) -> None:
         """Admission by capacity's part of a plan: the mode (logged when it changes), the gauges, and the

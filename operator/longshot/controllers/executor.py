@@ -46,9 +46,12 @@ from longshot.api import keys
 from longshot.controllers import cache as cachemod
 from longshot.controllers import workqueue
 from longshot.core import names
-from longshot.runtime import kube
+from longshot.runtime import kube, pods
 
 log = logging.getLogger("longshot.executor")
+CLAIM_SLACK_SECONDS: Final = 60
+"""Added to a claimed warm Pod's deadline beyond its age plus the attempt's timeout (the Pod's start and the
+operator's clock differ)."""
 
 EVENT_BURST: Final = 5
 CREATE_CONCURRENCY: Final = 48
@@ -67,8 +70,22 @@ write no more than one."""
 
 
 @dataclass(frozen=True)
+class WarmCandidate:
+    """A warm sandbox an attempt may claim (``core.warmpool.claim_order``), as the cache saw it."""
+
+    name: str
+    resource_version: str
+    age_seconds: int
+
+
+@dataclass(frozen=True)
 class CreatePod:
+    """Create an attempt's Pod; with ``pooled`` (its build keeps a warm pool) claim the first of ``warm`` that no
+    other replica claimed first (a hit) instead, else create it cold (a miss)."""
+
     manifest: Mapping[str, Any]
+    warm: tuple[WarmCandidate, ...] = ()
+    pooled: bool = False
 
 
 @dataclass(frozen=True)
@@ -327,8 +344,39 @@ class Executor:
             case _:
                 assert_never(a)  # a new kind of action must be carried out here (mypy --strict says where)
 
+    def _claim(self, a: CreatePod) -> dict[str, Any] | None:
+        """The first of the action's warm sandboxes this replica claims (``core.warmpool``: one fenced write each),
+        or None: every one was claimed by another, changed, or is gone."""
+        meta = a.manifest["metadata"]
+        ns = str(meta.get("namespace"))
+        timeout = int(a.manifest["spec"].get("activeDeadlineSeconds") or pods.DEFAULT_TIMEOUT_SECONDS)
+        for c in a.warm:
+            # the attempt gets its whole timeout from now: the Pod's deadline runs from its start
+            body = pods.claim_patch(a.manifest, c.resource_version, c.age_seconds + timeout + CLAIM_SLACK_SECONDS)
+            try:
+                claimed = self.kube.claim_pod(ns, c.name, body)
+            except kube.Conflict:
+                log.info("warm Pod %s/%s was claimed or changed meanwhile; trying the next", ns, c.name)
+                continue
+            except Exception as e:
+                if not kube.is_api_error(e):
+                    raise
+                log.warning("claiming warm Pod %s/%s for %s failed (%s); trying the next", ns, c.name, meta["name"],
+                            kube.refusal(e))
+                continue
+            if claimed is not None:
+                log.info("attempt Pod %s/%s: claimed warm Pod %s", ns, meta["name"], c.name)
+                return claimed
+        return None
+
     async def _create_pod(self, a: CreatePod) -> None:
-        made = await asyncio.to_thread(self.kube.create_pod, a.manifest)
+        made = await asyncio.to_thread(self._claim, a) if a.warm else None
+        if made is not None:
+            metrics.WARM_CLAIMS.labels(result="hit").inc()
+        else:
+            made = await asyncio.to_thread(self.kube.create_pod, a.manifest)
+            if a.pooled and made is not None:
+                metrics.WARM_CLAIMS.labels(result="miss").inc()
         if made is None:
             ns, name = str(a.manifest["metadata"].get("namespace")), str(a.manifest["metadata"]["name"])
             log.info("pod %s/%s exists already: the task's next reconcile adopts it or refuses it", ns, name)
@@ -343,14 +391,14 @@ class Executor:
             if meta.get("uid"):
                 # recorded on the attempt by the task's status write that follows (no extra write): the gateway
                 # serves the Pod only once its UID is there
-                self._created[(str(meta.get("namespace")), str(meta.get("name")))] = str(meta["uid"])
+                self._created[cachemod.pod_key(meta)] = str(meta["uid"])
                 if len(self._created) > 10_000:
                     self._created.pop(next(iter(self._created)))
             # the Pod is in the cache at once: the next dispatch counts its task as running even before the
             # task's status says so, and the task's reconcile does not ask the API for a Pod the watch lags on.
             # What it concerns is enqueued but its own task, whose reconcile (or admission) made it
             refs = self.cache.observe("Pod", "ADDED", made)
-            pod = self.cache.pods.get((str(made["metadata"].get("namespace", "")), str(made["metadata"]["name"])))
+            pod = self.cache.pods.get(cachemod.pod_key(made["metadata"]))
             self._mark([r for r in refs if pod is None or r != ("AgentTask", pod.namespace, pod.task)])
 
     def _delete_pods(self, a: DeletePods) -> None:

@@ -189,7 +189,7 @@ class Manager:
     def observe(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> None:
         if kind == "Pod" and _ended(body):
             meta = body.get("metadata") or {}
-            before = self.cache.pods.get((str(meta.get("namespace", "")), str(meta.get("name", ""))))
+            before = self.cache.pods.get(cachemod.pod_key(meta))
             if before is None or not before.ended:
                 self.dispatcher.pod_ended()  # a worker slot came free now (dispatch.slot_freed)
         refs = self.cache.observe(kind, event_type, body)

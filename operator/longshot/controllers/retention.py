@@ -45,8 +45,8 @@ def finished_pods(ctx: ctxmod.Context, build: objects.BuildRequest,
         else:  # the build's planner: the build is planned, or another planner replaced it
             taken = planned or t.name != build.status.planner_task
         for p in pods:
-            a = attempts.get(p.name)
-            out.append(retention.FinishedPod(p.name, a.end_time if a is not None else None, planner, taken,
+            a = attempts.get(p.key[1])  # a claimed warm Pod is its attempt's under the cold Pod's name
+            out.append(retention.FinishedPod(p.key[1], a.end_time if a is not None else None, planner, taken,
                                              a.start_time if a is not None else None))
     return out
 
@@ -60,7 +60,7 @@ def actions(ctx: ctxmod.Context, build: objects.BuildRequest,
     for name in gone:
         pod = ctx.cache.pods.get((build.namespace, name))
         task = pod.task if pod is not None and pod.task else ""
-        pods.append((task, (names.attempt_of(name, task) or 0) if task else 0, name))
+        pods.append((task, (names.attempt_of(name, task) or 0) if task else 0, pod.name if pod is not None else name))
     return [ex.DeletePods(build.namespace, build.name, tuple(pods), 0)]
 
 

@@ -49,7 +49,7 @@ from longshot.api import handoff as ho
 from longshot.api import objects
 from longshot.controllers import cache as cachemod
 from longshot.controllers import context as ctxmod
-from longshot.controllers import delegating, taskinput
+from longshot.controllers import delegating, taskinput, warmpools
 from longshot.controllers import executor as ex
 from longshot.controllers import fanout as fanoutc
 from longshot.core import binding, failures, fanout, forge, ledger, manifests, personas, tasks
@@ -506,12 +506,19 @@ class TaskReconciler:
         ns, name = task.key
         match e:
             case tasks.CreatePod():
-                return [ex.CreatePod(pods.build_agent_pod(to_dict(task), to_dict(build), self.ctx.settings, e.attempt,
-                                                          taskinput.extra(self.ctx, task, build), model=e.model))]
+                found = self.ctx.cache.pods.get((ns, e.name))
+                if found is not None and found.name != e.name and found.owner_uid == task.metadata.uid:
+                    return []  # a warm Pod claimed for this attempt before a lost status write: adopted, not made
+                manifest = pods.build_agent_pod(to_dict(task), to_dict(build), self.ctx.settings, e.attempt,
+                                                taskinput.extra(self.ctx, task, build), model=e.model)
+                return [warmpools.create_action(self.ctx, build, manifest)]
             case tasks.StartCandidates():
                 return [ex.Requeue(("AgentTask", ns, name), now)]  # the round's candidates are made next
             case tasks.DeletePod():
-                return [ex.DeletePod(ns, e.name, e.grace_seconds)] if e.name else []
+                if not e.name:
+                    return []
+                pod = self.ctx.cache.pods.get((ns, e.name))  # a claimed warm Pod has a name of its own
+                return [ex.DeletePod(ns, pod.name if pod is not None else e.name, e.grace_seconds)]
             case tasks.ScheduleRetry():
                 return [ex.Requeue(("AgentTask", ns, name), e.at)]
             case EmitEvent():

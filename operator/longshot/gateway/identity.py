@@ -43,7 +43,7 @@ from typing import Any, Final
 
 import pydantic
 
-from longshot.api import boundedjson, handoff
+from longshot.api import boundedjson, handoff, keys
 from longshot.core import names
 from longshot.gateway import cluster as gcluster
 from longshot.gateway import metrics
@@ -241,7 +241,7 @@ class Authenticator:
             raise Denied(403, f"the AgentTask {ns}/{task_name} of this Pod no longer exists")
         # who the caller is comes from the AgentTask and the Pod UID the operator recorded for its current
         # attempt, never from the Pod's own labels or task input annotation (anyone who may create Pods writes those)
-        attempt = bound_attempt(task, review.pod_name, review.pod_uid)
+        attempt = bound_attempt(task, attempt_pod_name(meta), review.pod_uid)
         build_name = ((task.get("spec") or {}).get("buildRef") or {}).get("name")
         if not build_name:
             raise Denied(403, f"the AgentTask {ns}/{task_name} belongs to no build")
@@ -253,9 +253,66 @@ class Authenticator:
         except (KeyError, ValueError, TypeError, pydantic.ValidationError):
             raise Denied(403, f"the AgentTask {ns}/{task_name} or its BuildRequest cannot describe an attempt") \
                 from None
-        return Caller(namespace=ns, pod=review.pod_name, pod_uid=review.pod_uid, task=task_name, attempt=attempt,
+        # a claimed warm sandbox is its attempt's Pod by the attempt's name (its ledger entry, logs and spans)
+        return Caller(namespace=ns, pod=attempt_pod_name(meta), pod_uid=review.pod_uid, task=task_name, attempt=attempt,
                       role=task_input.role, build=str(build_name), task_input=task_input, task_obj=task,
                       build_obj=build)
+
+
+    # --- warm sandboxes (core.warmpool) -----------------------------------------------------------------
+
+    async def sandbox(self, headers: Mapping[str, str]) -> gcluster.Review:
+        """The ``sandbox-token`` check of ``GET /v1/claim``: a valid Pod-bound token (step 1), nothing more; what
+        the Pod may have is decided by :meth:`claimed`."""
+        token = token_from(headers)
+        if token is None:
+            raise Denied(401, "no gateway token: send the Pod's projected token (audience longshot-gateway) as "
+                              "'Authorization: Bearer <token>'")
+        return await self._review(token)
+
+    async def claimed(self, review: gcluster.Review, *, wait: float, poll: float,
+                      sleep: Callable[[float], Any] = asyncio.sleep) -> tuple[Caller, Mapping[str, Any]] | None:
+        """The attempt a warm sandbox was claimed for, and its Pod, once the claim is complete: its controller is an
+        AgentTask whose current attempt recorded this Pod's UID (steps 2-4, read afresh, not from the cache); None
+        when that did not happen within ``wait`` seconds (the Pod is read every ``poll`` seconds meanwhile).
+
+        Raises :class:`Denied` 403 for a Pod that is gone, ended, being deleted, or neither a warm sandbox nor an
+        attempt's Pod. A claimed Pod's caller replaces whatever the identity cache held for its UID (a refusal
+        from before the claim)."""
+        ns, name = review.namespace, review.pod_name
+        end = self.clock() + wait
+        while True:
+            pod = await asyncio.to_thread(self.cluster.get_pod, ns, name)
+            if pod is None or (pod.get("metadata") or {}).get("uid") != review.pod_uid:
+                raise Denied(403, f"the Pod {ns}/{name} of this token no longer exists")
+            meta, status = pod["metadata"], pod.get("status") or {}
+            if meta.get("deletionTimestamp") or status.get("phase") not in (None, "Pending", "Running"):
+                raise Denied(403, f"the Pod {ns}/{name} is {status.get('phase') or 'terminating'}")
+            bound = any(o.get("kind") == "AgentTask" and o.get("controller") for o in meta.get("ownerReferences") or [])
+            if not bound and keys.WARM_TEMPLATE not in (meta.get("labels") or {}):
+                raise Denied(403, f"the Pod {ns}/{name} is neither a warm sandbox nor an agent attempt's Pod")
+            if bound:
+                try:
+                    caller = await asyncio.to_thread(self._caller, review)
+                except Denied as e:
+                    if e.status != 503:
+                        raise
+                else:
+                    self._callers[review.pod_uid] = (self.clock() + self.identity_cache_seconds, caller)
+                    self._callers.move_to_end(review.pod_uid)
+                    return caller, pod
+            if self.clock() >= end:
+                return None
+            await sleep(poll)
+
+
+def attempt_pod_name(meta: Mapping[str, Any]) -> str:
+    """The name an attempt's record gives the Pod with metadata ``meta``: a claimed warm sandbox's attempt name
+    (label ``longshot.dev/warm-claim``: what its Pod would have been called cold, ``core.warmpool``), else its own.
+    Only a name: the binding is the Pod UID the operator recorded on that attempt (:func:`bound_attempt`)."""
+    labels = meta.get("labels") or {}
+    claimed = labels.get(keys.WARM_CLAIM) if keys.WARM_TEMPLATE in labels else None
+    return str(claimed) if claimed else str(meta.get("name", ""))
 
 
 RETRY_AFTER_UNRECORDED: Final = 1.0

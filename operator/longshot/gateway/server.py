@@ -27,8 +27,11 @@
     POST /model/anthropic/v1/messages, ...            longshot.gateway.modelroutes)
     POST /mcp/<server>                                one JSON-RPC message to an MCP server of the build
                                                       (spec.agent.mcpServers): longshot.gateway.mcpproxy
+    GET  /v1/claim                                    a warm sandbox waits for its claim: its attempt's task
+                                                      input once bound (docs/warm-pools.md), else 204
 
-Every route of the agents' port needs the caller's Pod-bound token (``longshot.gateway.identity``); the metrics
+Every route of the agents' port needs the caller's Pod-bound token (``longshot.gateway.identity``), and every one
+but ``/v1/claim`` an attempt bound to that Pod (a warm sandbox is refused there until its claim); the metrics
 port answers anyone the NetworkPolicy lets in (Prometheus, the kubelet's probes), and no agent is. Every route is
 declared with its body limit, deadlines and per-attempt concurrency in :meth:`Gateway.ingress` (agents) and
 :meth:`Gateway.probes` (metrics and probes) and served through ``longshot.net.ingress``, which checks route, method
@@ -45,12 +48,13 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any
 
 import httpx
+import pydantic
 from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from longshot import logs, tracing
-from longshot.api import agenttask, boundedjson, timeutil
+from longshot.api import agenttask, boundedjson, handoff, timeutil
 from longshot.core import ingress as core_ingress
 from longshot.core import messages as core_messages
 from longshot.core.ingress import Route
@@ -67,6 +71,8 @@ from longshot.runtime import kube as kubemod
 
 log = logging.getLogger(__name__)
 
+CLAIM_BUDGET = boundedjson.Budget(max_bytes=256 * 1024, max_values=20_000, max_depth=16)
+"""What parsing a claimed Pod's task input annotation may cost (annotations are at most 256 KiB together)."""
 PROGRESS_BUDGET = boundedjson.Budget(max_bytes=64 * 1024, max_values=1000, max_depth=8)
 """What parsing a ``POST /progress`` body may cost (``api.boundedjson``): ``{"message": "..."}`` is 3 values."""
 
@@ -132,6 +138,15 @@ class Gateway:
             raise ingress.Refused(e.status, e.message, e.headers) from None
         request[CALLER] = caller
         return (caller.namespace, caller.pod_uid), caller
+
+    async def sandbox_caller(self, request: web.Request) -> tuple[Hashable, gcluster.Review]:
+        """The ``sandbox-token`` caller check of ``GET /v1/claim``: a valid Pod-bound token, bound attempt or not
+        (its lane is the Pod)."""
+        try:
+            review = await self.auth.sandbox(request.headers)
+        except identity.Denied as e:
+            raise ingress.Refused(e.status, e.message, e.headers) from None
+        return (review.namespace, review.pod_uid), review
 
     # --- routes -----------------------------------------------------------------------------------------
 
@@ -292,6 +307,36 @@ class Gateway:
 
         return await _timed("messages", handle, request)
 
+    async def claim_route(self, request: web.Request, call: ingress.Call) -> web.StreamResponse:
+        """``GET /v1/claim`` (docs/warm-pools.md): a warm sandbox waits here for its claim. 200 with its task input
+        once an attempt is bound to the Pod (identity steps 2-4, as for every other route), 204 when none was within
+        ``claim_wait_seconds`` (ask again), 403 when the Pod can never be claimed (gone, ended, not a sandbox)."""
+        async def handle() -> tuple[web.StreamResponse, str]:
+            review: gcluster.Review = call.caller
+            s = self.settings
+            try:
+                found = await self.auth.claimed(review, wait=s.claim_wait_seconds, poll=s.claim_poll_seconds)
+            except identity.Denied as e:
+                return web.json_response({"error": e.message}, status=e.status, headers=e.headers), _result(e.status)
+            if found is None:
+                return web.Response(status=204), "ok"
+            caller, pod = found
+            request[CALLER] = caller
+            raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(handoff.TASK_INPUT_ANNOTATION)
+            try:
+                data = boundedjson.loads(str(raw), CLAIM_BUDGET) if isinstance(raw, str) else None
+                task_input = handoff.TaskInput.model_validate(data)
+            except (boundedjson.Refused, pydantic.ValidationError):
+                task_input = None
+            # the input the operator wrote for this Pod's own task and attempt, nothing else
+            if task_input is None or (task_input.task, task_input.attempt, task_input.namespace) != (
+                    caller.task, caller.attempt, caller.namespace):
+                return web.json_response({"error": f"the Pod {review.namespace}/{review.pod_name} carries no task "
+                                                   "input of its attempt"}, status=403), "forbidden"
+            return web.json_response(task_input.to_wire()), "ok"
+
+        return await _timed("claim", handle, request)
+
     async def ledger_route(self, request: web.Request, call: ingress.Call) -> web.StreamResponse:
         async def handle() -> tuple[web.StreamResponse, str]:
             caller: identity.Caller = call.caller
@@ -340,10 +385,14 @@ class Gateway:
         door = ingress.Ingress(
             ingress.Limits(max_connections=s.max_connections, header_seconds=s.header_timeout_seconds,
                            inflight_body_bytes=s.max_inflight_body_bytes),
-            {"agent-token": self.agent_caller}, render=_json_refused, on_refused=_count_refused)
+            {"agent-token": self.agent_caller, "sandbox-token": self.sandbox_caller}, render=_json_refused,
+            on_refused=_count_refused)
         body_s, per = s.body_timeout_seconds, s.max_requests_per_attempt
         answer_s = body_s + 120.0  # an API server write or two after the body
 
+        # a warm sandbox's one door before its claim; the long poll's deadline bounds the request
+        door.add(Route("claim", "/v1/claim", ("GET",), "sandbox-token", 0, 0.0, s.claim_wait_seconds + 30.0, 1),
+                 self.claim_route)
         door.add(Route("progress", "/progress", ("POST",), "agent-token", PROGRESS_MAX_BYTES, body_s, answer_s, per),
                  self.progress_route)
         door.add(Route("traces", "/traces", ("POST",), "agent-token", s.max_trace_bytes, body_s, answer_s, per,

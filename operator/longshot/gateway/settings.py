@@ -160,6 +160,12 @@ class GatewaySettings(EnvSettings):
     max_git_requests_per_attempt: int = Field(default=8, ge=1)
     """Git requests one attempt may have in flight; more are answered 429."""
 
+    claim_wait_seconds: float = Field(default=20.0, gt=0, le=120)
+    """``GET /v1/claim``: how long one request of a warm sandbox waits for its claim before it is answered 204 (the
+    runner asks again)."""
+    claim_poll_seconds: float = Field(default=0.2, gt=0, le=5)
+    """``GET /v1/claim``: how often a waiting sandbox's Pod is read (one Pod read each; docs/warm-pools.md)."""
+
     # --- identity cache and per-attempt rate limit (docs/security.md) -----------------------------
     identity_cache_seconds: float = Field(default=2.0, ge=0)
     """How long the gateway reuses a caller's Pod, AgentTask and BuildRequest (keyed by the Pod's UID, at most

@@ -89,6 +89,8 @@ class KubeAPI(Protocol):
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def delete_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> None: ...
     def delete_pods(self, namespace: str, selector: str, grace_seconds: int | None = None) -> None: ...
+    def claim_pod(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any] | None: ...
+    def delete_pod_at(self, namespace: str, name: str, resource_version: str) -> bool: ...
     def delete(self, kind: str, namespace: str, name: str) -> None: ...
     def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None: ...
     def put_configmap(self, manifest: Mapping[str, Any]) -> None: ...
@@ -148,12 +150,12 @@ class Core:
         self.client = client
 
     def call(self, method: str, path: str, params: Mapping[str, str], *, query: list[tuple[str, Any]] | None = None,
-             body: Any = None) -> Any:
+             body: Any = None, content_type: str = "application/json") -> Any:
         """``method`` on ``path`` (with ``{name}`` placeholders filled, escaped, from ``params``); the answer's JSON.
         Raises :class:`ApiException` for an answer that is not a success."""
         headers = {"Accept": "application/json"}
         if body is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         request = self.client.param_serialize(
             method=method, resource_path=path, path_params=dict(params), query_params=query or [],
             header_params=headers, body=body, auth_settings=["BearerToken"])
@@ -263,6 +265,36 @@ class Kube:
         except ApiException as e:
             if e.status != 404:
                 raise
+
+    def claim_pod(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch a warm Pod (``core.warmpool``: the claim), fenced on the ``metadata.resourceVersion`` in
+        ``body``; the Pod as patched, None when it is gone; raises :class:`Conflict` when it changed since that
+        version (another replica claimed it)."""
+        try:
+            return _obj(self.core.call("PATCH", "/api/v1/namespaces/{namespace}/pods/{name}",
+                                       {"namespace": namespace, "name": name}, body=dict(body),
+                                       content_type="application/merge-patch+json"))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            if e.status == 409:
+                raise Conflict(f"Pod {namespace}/{name} changed since resourceVersion "
+                               f"{(body.get('metadata') or {}).get('resourceVersion')}") from None
+            raise
+
+    def delete_pod_at(self, namespace: str, name: str, resource_version: str) -> bool:
+        """Delete a Pod only while it is at ``resource_version`` (a warm Pod no claim took meanwhile); False when it
+        changed (or is gone)."""
+        try:
+            self.core.call("DELETE", "/api/v1/namespaces/{namespace}/pods/{name}",
+                           {"namespace": namespace, "name": name}, query=[("propagationPolicy", "Background")],
+                           body={"kind": "DeleteOptions", "apiVersion": "v1",
+                                 "preconditions": {"resourceVersion": resource_version}})
+            return True
+        except ApiException as e:
+            if e.status in (404, 409):
+                return False
+            raise
 
     def delete_pods(self, namespace: str, selector: str, grace_seconds: int | None = None) -> None:
         """Delete the Pods of ``namespace`` that match the label ``selector``: one request (a collection delete)."""

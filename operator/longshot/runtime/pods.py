@@ -35,7 +35,7 @@ from longshot.api import buildrequest, keys, sanitize
 from longshot.api import handoff as ho
 from longshot.api.common import API_VERSION
 from longshot.config import Settings
-from longshot.core import admission, binding, delegation, fanout, gates, mcpcalls, names, personas, plan
+from longshot.core import admission, binding, delegation, fanout, gates, mcpcalls, names, personas, plan, warmpool
 from longshot.core.failures import AGENT_CONTAINER
 
 AGENT_UID: Final = 65532
@@ -417,3 +417,76 @@ def _placement(task: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
     if priority_class:
         out["priorityClassName"] = priority_class
     return out
+
+
+# --- warm sandboxes (core.warmpool) ----------------------------------------------------------------------
+
+WARM_MARGIN_SECONDS: Final = 600
+"""A warm Pod's deadline is its attempt's plus this (and its pool's idle time): the claim lowers it to the Pod's age
+plus the attempt's timeout (a Pod's ``activeDeadlineSeconds`` may only go down)."""
+WARM_TASK: Final = "warm"
+"""The stand-in task a build's warm template is built for: a worker without a name of its own."""
+
+
+def _template_task(build: Mapping[str, Any]) -> dict[str, Any]:
+    bmeta = build["metadata"]
+    return {"metadata": {"name": WARM_TASK, "namespace": bmeta.get("namespace")}, "spec": {"role": "worker"}}
+
+
+def warm_template(build: Mapping[str, Any], settings: Settings) -> str:
+    """The hash (``core.warmpool.template_hash``) of the build's worker template: what its warm Pods carry."""
+    return warmpool.template_hash(build_agent_pod(_template_task(build), build, settings, 1)["spec"])
+
+
+def attempt_template(pod: Mapping[str, Any]) -> str:
+    """The template hash of an attempt's cold Pod manifest (:func:`build_agent_pod`): a warm Pod with the same one
+    may run the attempt instead."""
+    return warmpool.template_hash(pod.get("spec") or {})
+
+
+def warm_deadline(build: Mapping[str, Any], idle_seconds: int) -> int:
+    """A warm Pod's ``activeDeadlineSeconds``: the build's attempt timeout, its pool's idle time and a margin. A
+    claim may only lower it, so an attempt whose timeout does not fit in what is left does not claim that Pod."""
+    return timeout_of(_template_task(build), build) + idle_seconds + WARM_MARGIN_SECONDS
+
+
+def build_warm_pod(build: Mapping[str, Any], settings: Settings, name: str, idle_seconds: int) -> dict[str, Any]:
+    """A warm sandbox of ``build``: the Pod :func:`build_agent_pod` makes for a worker of the build, less everything
+    task-specific (no task or attempt labels, no task input annotation, so its task-input file is empty and its
+    runner waits for a claim at the gateway), controlled by the BuildRequest until an attempt claims it."""
+    bmeta = build["metadata"]
+    pod = build_agent_pod(_template_task(build), build, settings, 1)
+    template = warmpool.template_hash(pod["spec"])
+    labels = {k: v for k, v in pod["metadata"]["labels"].items() if k not in (TASK_LABEL, ATTEMPT_LABEL, ROLE_LABEL)}
+    labels[keys.WARM_TEMPLATE] = template
+    lifetime = warm_deadline(build, idle_seconds)
+    pod["spec"]["activeDeadlineSeconds"] = lifetime
+    for volume in pod["spec"]["volumes"]:
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            if "serviceAccountToken" in source:
+                source["serviceAccountToken"]["expirationSeconds"] = token_seconds(lifetime)
+    pod["metadata"] = {
+        "name": name,
+        "namespace": bmeta.get("namespace"),
+        "labels": labels,
+        "ownerReferences": [{"apiVersion": API_VERSION, "kind": "BuildRequest", "name": bmeta["name"],
+                             "uid": bmeta.get("uid", ""), "controller": True, "blockOwnerDeletion": True}],
+    }
+    return pod
+
+
+def claim_patch(cold: Mapping[str, Any], resource_version: str, deadline: int) -> dict[str, Any]:
+    """The one write that claims a warm Pod for the attempt whose cold Pod would be ``cold``
+    (:func:`build_agent_pod`): fenced on the warm Pod's ``resource_version``, it makes the AgentTask its controller,
+    gives it the attempt's labels (and ``longshot.dev/warm-claim``: the cold Pod's name, by which the operator finds
+    it) and task input, and lowers its deadline to ``deadline``."""
+    meta = cold["metadata"]
+    return {
+        "metadata": {
+            "resourceVersion": resource_version,
+            "labels": {**meta["labels"], keys.WARM_CLAIM: meta["name"]},
+            "annotations": dict(meta.get("annotations") or {}),
+            "ownerReferences": [dict(o) for o in meta["ownerReferences"]],
+        },
+        "spec": {"activeDeadlineSeconds": int(deadline)},
+    }

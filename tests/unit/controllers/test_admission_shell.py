@@ -373,3 +373,21 @@ async def test_the_task_controller_withdraws_a_pod_unschedulable_past_the_grace_
     assert "withdrawn" in first["exitReason"] and not first.get("failureClass")
     assert st["retryBase"] == 1
     assert ("ns", "b-planner-a2") in fake.pods  # back in line, and admitted again (nothing else waits)
+
+
+def test_a_warm_sandbox_holds_no_room_its_builds_tasks_would_claim_it_with():
+    """docs/warm-pools.md: a warm Pod's room is its build's next attempts'; once claimed it holds it as any agent."""
+    ctx = ctx_of(admission_capacity="cpu=1,memory=4Gi")
+    warm = agent_pod("b-warm-1")
+    warm["metadata"]["labels"] = {**warm["metadata"]["labels"], "longshot.dev/warm-template": "abc"}
+    warm["metadata"]["ownerReferences"] = [{"kind": "BuildRequest", "name": "b", "uid": "b", "controller": True}]
+    ctx.cache.observe("Pod", "ADDED", warm)
+    room, _ = dispatch.capacity(ctx)
+    assert room is not None and room.take(Resources(1000), "ns") is not None  # all of it: the sandbox holds none
+    claimed = agent_pod("b-warm-1")
+    claimed["metadata"]["labels"] = {**claimed["metadata"]["labels"], "longshot.dev/warm-template": "abc",
+                                     "longshot.dev/warm-claim": "t-a1"}
+    claimed["metadata"]["resourceVersion"] = "2"
+    ctx.cache.observe("Pod", "MODIFIED", claimed)
+    room, _ = dispatch.capacity(ctx)
+    assert room is not None and room.take(Resources(1000), "ns") is None  # claimed: its attempt's room

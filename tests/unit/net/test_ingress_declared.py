@@ -29,7 +29,8 @@ async def test_every_gateway_route_is_declared_with_its_limits(tmp_path: Any) ->
         assert readers == BODY_ROUTES
         for route in door.routes:
             assert route.problems() == []
-            assert route.caller == "agent-token", route  # the agents' port serves agents only
+            # the agents' port serves agents only: attempts, and a warm sandbox on its claim's door alone
+            assert route.caller == ("sandbox-token" if route.name == "claim" else "agent-token"), route
         # metrics and probes are on their own port, never on the agents' one
         probes = gateway.probes()
         probe_app = probes.app()
@@ -50,6 +51,9 @@ async def test_every_gateway_route_is_declared_with_its_limits(tmp_path: Any) ->
         messages = by_name["messages"]
         assert (messages.path, messages.methods, messages.max_body_bytes) == ("/v1/messages", ("GET",), 0)
         assert messages.timeout_seconds > server.MESSAGES_MAX_WAIT
+        assert (by_name["claim"].path, by_name["claim"].methods, by_name["claim"].max_body_bytes,
+                by_name["claim"].per_caller) == ("/v1/claim", ("GET",), 0, 1)
+        assert by_name["claim"].timeout_seconds > gateway.settings.claim_wait_seconds
     finally:
         await gateway.close()
 

@@ -1,0 +1,161 @@
+"""Warm pools of agent sandboxes, the shell (decisions: ``core.warmpool``; docs/warm-pools.md).
+
+* :func:`create_action`: an attempt's Pod create becomes a claim of a warm sandbox of the same template when its
+  build keeps a pool (the executor tries them in ``core.warmpool.claim_order``, one fenced write each, and creates
+  the Pod cold when none is left: a miss).
+* :func:`maintain`: after each dispatch, for each build of this replica that keeps a pool (or still has warm Pods),
+  create the warm Pods ``core.warmpool.plan`` asks for and delete the ones it gives up (fenced on their
+  resourceVersion, so that a claim that won first is never undone). A failure is logged and the next dispatch (a
+  Pod's change, the resync) plans again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, Final
+
+from longshot import metrics
+from longshot.api import objects
+from longshot.controllers import cache as cachemod
+from longshot.controllers import context as ctxmod
+from longshot.controllers import executor as ex
+from longshot.core import admission, names, tasks, warmpool
+from longshot.runtime import kube, pods
+
+log = logging.getLogger("longshot.warmpool")
+
+MAX_CANDIDATES: Final = 4
+"""Warm Pods one admission tries at most before it starts its Pod cold (each try is one API write)."""
+MAX_CREATES: Final = 16
+"""Warm Pods one maintenance creates at most (the rest at the next dispatch)."""
+
+
+def size_of(ctx: ctxmod.Context, build: objects.BuildRequest) -> tuple[int, int]:
+    """The build's pool size and idle seconds: ``spec.agent.warmPool``, else the operator's default."""
+    pool = build.spec.agent.warm_pool
+    if pool is not None:
+        return pool.size, pool.idle_seconds
+    return ctx.settings.warm_pool_size, 300
+
+
+def _dict(obj: objects.Resource) -> dict[str, Any]:
+    return obj.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+def sandboxes(ctx: ctxmod.Context, build: objects.BuildRequest, now: datetime) -> list[warmpool.Sandbox]:
+    """The build's warm Pods in the cache (unclaimed: a claimed one is its attempt's)."""
+    label = names.fit(build.name)
+    return [_sandbox(p) for p in ctx.cache.pods.values()
+            if p.warm and p.namespace == build.namespace and p.build == label]
+
+
+def _sandbox(p: cachemod.PodView) -> warmpool.Sandbox:
+    running = p.phase == "Running"
+    return warmpool.Sandbox(name=p.name, uid=p.uid, resource_version=p.resource_version, template=p.warm_template,
+                            created=p.created, phase=p.phase, ready=running, deleting=p.deleting,
+                            claimed=bool(p.owner_uid))
+
+
+def create_action(ctx: ctxmod.Context, build: objects.BuildRequest, manifest: dict[str, Any]) -> ex.CreatePod:
+    """The create of an attempt's Pod ``manifest``: with the warm sandboxes of the same template it may claim
+    instead, when the build keeps a pool."""
+    size, idle = size_of(ctx, build)
+    if size <= 0:
+        return ex.CreatePod(manifest)
+    now = ctx.clock()
+    order = warmpool.claim_order(sandboxes(ctx, build, now), pods.attempt_template(manifest))
+    # a claim lowers the sandbox's deadline to its age plus the attempt's timeout: one that has not that much left
+    # (an attempt with a longer timeout of its own, a sandbox past its idle time) is not tried
+    room = pods.warm_deadline(_dict(build), idle) - ex.CLAIM_SLACK_SECONDS
+    timeout = int(manifest["spec"].get("activeDeadlineSeconds") or 0)
+    ages = [(s, int((now - s.created).total_seconds()) + 1 if s.created is not None else 0) for s in order]
+    warm = tuple(ex.WarmCandidate(s.name, s.resource_version, age) for s, age in ages if age + timeout <= room)[
+        :MAX_CANDIDATES]
+    return ex.CreatePod(manifest, warm=warm, pooled=True)
+
+
+def _upcoming(ctx: ctxmod.Context, build: objects.BuildRequest) -> int:
+    """The build's pending tasks (not running, not ended, not held by a person): the pool's demand."""
+    n = 0
+    for name in list(ctx.cache.live_by_build.get(build.key, ())):
+        t = ctx.cache.tasks.get((build.namespace, name))
+        if t is None or t.spec.cancel or t.spec.suspend or t.metadata.deleting:
+            continue
+        if (t.status.phase or tasks.PENDING) == tasks.PENDING and ctx.fanout_of(t, build) is None:
+            n += 1
+    return n
+
+
+def _tenant_room(ctx: ctxmod.Context, namespace: str, running: dict[str, int]) -> int | None:
+    policy = admission.policy_of(ctx.settings.tenants(), namespace)
+    if policy.max_agents is None:
+        return None
+    return policy.max_agents - running.get(namespace, 0)
+
+
+def plans(ctx: ctxmod.Context, now: datetime) -> list[tuple[objects.BuildRequest, warmpool.PoolPlan]]:
+    """``core.warmpool.plan`` for every build of this replica that keeps a pool or still has warm Pods."""
+    warm_builds = {(p.namespace, p.build) for p in ctx.cache.pods.values() if p.warm}
+    running: dict[str, int] = defaultdict(int)
+    for p in ctx.cache.pods.values():
+        if p.task is not None and not p.ended:
+            running[p.namespace] += 1
+    out = []
+    for build in list(ctx.cache.builds.values()):
+        size, idle = size_of(ctx, build)
+        if size <= 0 and (build.namespace, names.fit(build.name)) not in warm_builds:
+            continue
+        if not ctx.owns_build(build):
+            continue
+        active = not (build.spec.suspend or build.metadata.deleting or ctx.killswitch or ctx.budget_spent(build)
+                      or build.status.completion_time is not None)
+        facts = warmpool.PoolFacts(size=size, template=pods.warm_template(_dict(build), ctx.settings), active=active,
+                                   upcoming=_upcoming(ctx, build), idle_seconds=idle,
+                                   tenant_room=_tenant_room(ctx, build.namespace, running))
+        out.append((build, warmpool.plan(facts, sandboxes(ctx, build, now), now=now)))
+    return out
+
+
+async def maintain(ctx: ctxmod.Context) -> None:
+    """Bring every pool of this replica to its plan (creates, then fenced deletes); the ready gauge."""
+    now = ctx.clock()
+    todo = plans(ctx, now)
+    metrics.WARM_READY.set(sum(p.ready for _, p in todo))
+    jobs = [_apply(ctx, b, p) for b, p in todo if p.create or p.delete]
+    if jobs:
+        await asyncio.gather(*jobs)
+
+
+async def _apply(ctx: ctxmod.Context, build: objects.BuildRequest, plan: warmpool.PoolPlan) -> None:
+    _, idle = size_of(ctx, build)
+    body = _dict(build)
+    for _ in range(min(plan.create, MAX_CREATES)):
+        name = names.child_name(names.fit(build.name)[:40], f"warm-{secrets.token_hex(3)}")
+        manifest = pods.build_warm_pod(body, ctx.settings, name, idle)
+        try:
+            made = await asyncio.to_thread(ctx.kube.create_pod, manifest)
+        except Exception as e:
+            log.warning("build %s/%s: creating warm Pod %s failed (%s)", build.namespace, build.name, name,
+                        kube.refusal(e) if kube.is_api_error(e) else f"{type(e).__name__}: {e}")
+            return
+        if made is not None:
+            ctx.observe("Pod", "ADDED", made)
+    await _delete(ctx, build, plan.delete)
+
+
+async def _delete(ctx: ctxmod.Context, build: objects.BuildRequest, gone: Iterable[warmpool.Sandbox]) -> None:
+    for s in gone:
+        try:
+            deleted = await asyncio.to_thread(ctx.kube.delete_pod_at, build.namespace, s.name, s.resource_version)
+        except Exception as e:
+            log.warning("build %s/%s: deleting warm Pod %s failed (%s)", build.namespace, build.name, s.name,
+                        kube.refusal(e) if kube.is_api_error(e) else f"{type(e).__name__}: {e}")
+            continue
+        if not deleted:
+            log.info("build %s/%s: warm Pod %s changed before its delete (claimed?); kept", build.namespace,
+                     build.name, s.name)

@@ -1,0 +1,167 @@
+"""Warm pools of agent sandboxes on a real API server (docs/warm-pools.md): a warm Pod is claimed once however many
+replicas race for it, holds nothing before its claim and only its own task's input after it, and a claim whose
+replica was killed before its status write is adopted by the restarted operator, never repeated or lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections import Counter
+from typing import Any
+
+import httpx
+import kubernetes
+import pytest
+from gateway_attempts import pod_token, record_attempt
+from k8s_builders import build, create, get, list_of
+from kubelet_double import finish_pod, plan_handoff
+
+from longshot.api import handoff as ho
+from longshot.api import keys
+from longshot.config import Settings
+from longshot.runtime import kube, pods
+from longshot_testing import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def serialize(obj: Any) -> dict[str, Any]:
+    return kubernetes.client.ApiClient().sanitize_for_serialization(obj)  # type: ignore[no-any-return]
+
+
+def agent_task(custom: Any, namespace: str, name: str, build_name: str = "wb") -> dict[str, Any]:
+    return create(custom, namespace, {
+        "apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask",
+        "metadata": {"name": name, "labels": {keys.BUILD: build_name}},
+        "spec": {"buildRef": {"name": build_name}, "description": f"the private plan of {name}", "role": "worker"}})
+
+
+@pytest.fixture
+def gateway_settings(gateway_settings: Any) -> Any:
+    return gateway_settings.replace(claim_wait_seconds=1.0, claim_poll_seconds=0.1)
+
+
+def test_two_replicas_racing_for_one_warm_sandbox_claim_it_once(api_client, custom, core_v1, namespace):
+    b = create(custom, namespace, build("wb", agent={"warmPool": {"size": 1}}))
+    settings = Settings(identity="test", gateway_url="http://gw:8080")
+    warm = kube.Kube(api_client).create_pod(pods.build_warm_pod(b, settings, "wb-warm-1", 300))
+    assert warm is not None
+    rv = warm["metadata"]["resourceVersion"]
+    claims = {name: pods.claim_patch(pods.build_agent_pod(agent_task(custom, namespace, name), b, settings, 1), rv,
+                                     1000) for name in ("wb-t1", "wb-t2")}
+    start, results = threading.Barrier(2), {}
+
+    def claim(name: str) -> None:
+        replica = kube.Kube(kubernetes.client.ApiClient(api_client.configuration))  # a replica of its own
+        start.wait()
+        try:
+            results[name] = replica.claim_pod(namespace, "wb-warm-1", claims[name])
+        except kube.Conflict as e:
+            results[name] = e
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in claims]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    won = [n for n, r in results.items() if isinstance(r, dict)]
+    lost = [n for n, r in results.items() if isinstance(r, kube.Conflict)]
+    assert len(won) == 1 and len(lost) == 1, results
+    pod = serialize(core_v1.read_namespaced_pod("wb-warm-1", namespace))
+    assert pod["metadata"]["ownerReferences"][0]["name"] == won[0]
+    assert pod["metadata"]["labels"][keys.TASK] == won[0] == \
+        ho.TaskInput.model_validate_json(pod["metadata"]["annotations"][ho.TASK_INPUT_ANNOTATION]).task
+    assert pod["spec"]["activeDeadlineSeconds"] == 1000  # lowered by the claim
+    # the loser's write can never land later either: its version is gone
+    with pytest.raises(kube.Conflict):
+        kube.Kube(api_client).claim_pod(namespace, "wb-warm-1", claims[lost[0]])
+
+
+def test_a_warm_pod_holds_nothing_before_its_claim_and_only_its_own_task_after(
+        api_client, custom, core_v1, namespace, gateway):
+    b = create(custom, namespace, build("wb", agent={"warmPool": {"size": 2}}))
+    settings = Settings(identity="test", gateway_url=gateway.url)
+    operator = kube.Kube(api_client)
+    warm = {n: operator.create_pod(pods.build_warm_pod(b, settings, n, 300)) for n in ("wb-warm-a", "wb-warm-b")}
+    tokens = {n: {"Authorization": f"Bearer {pod_token(core_v1, namespace, p)}"} for n, p in warm.items()}
+    before = tokens["wb-warm-a"]
+    git = f"{gateway.url}/git/{namespace}/wb.git/info/refs?service=git-upload-pack"
+    with httpx.Client(timeout=30) as http:
+        # before the claim: no door but the claim's, and that one has nothing to give
+        assert http.post(f"{gateway.url}/progress", json={"message": "x"}, headers=before).status_code == 403
+        assert http.get(git, headers=before).status_code == 403
+        assert http.post(f"{gateway.url}/model/openai/chat/completions", json={}, headers=before).status_code == 403
+        assert http.get(f"{gateway.url}/v1/claim", headers=before).status_code == 204
+        assert "annotations" not in warm["wb-warm-a"]["metadata"]
+        # two tasks claim one sandbox each, as the operator does: the fenced patch, then the attempt's record
+        for pod_name, task_name in (("wb-warm-a", "wb-t1"), ("wb-warm-b", "wb-t2")):
+            t = agent_task(custom, namespace, task_name)
+            cold = pods.build_agent_pod(t, b, settings, 1)
+            claimed = operator.claim_pod(namespace, pod_name, pods.claim_patch(
+                cold, warm[pod_name]["metadata"]["resourceVersion"], 1000))
+            assert claimed is not None
+            record_attempt(custom, namespace, task_name, 1, claimed)
+        answers = {n: http.get(f"{gateway.url}/v1/claim", headers=h) for n, h in tokens.items()}
+        assert {n: (r.status_code, r.json()["task"]) for n, r in answers.items()} == {
+            "wb-warm-a": (200, "wb-t1"), "wb-warm-b": (200, "wb-t2")}
+        assert "wb-t2" not in answers["wb-warm-a"].text and "wb-t1" not in answers["wb-warm-b"].text
+        # after the claim the token is its attempt's: progress lands on its own task, and no other
+        assert http.post(f"{gateway.url}/progress", json={"message": "mine"}, headers=before).status_code == 202
+    assert (get(custom, namespace, "agenttasks", "wb-t1").get("status") or {}).get("progress", {}).get(
+        "message") == "mine"
+    assert not (get(custom, namespace, "agenttasks", "wb-t2").get("status") or {}).get("progress")
+
+
+def agent_pods(core: Any, namespace: str) -> list[Any]:
+    return core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/managed-by=longshot-operator").items
+
+
+def test_a_claim_whose_replica_was_killed_before_its_status_write_is_adopted_after_the_restart(
+        operator_process, core_v1, custom, namespace, gateway):
+    first = operator_process()
+    create(custom, namespace, build("wp", workers={"max": 1}, agent={"warmPool": {"size": 2}}))
+    # the planner's Pod: cold, or a warm one claimed (the pool grows for the pending planner too)
+    planner = wait_for(lambda: next((p for p in agent_pods(core_v1, namespace)
+                                     if (p.metadata.labels or {}).get(keys.TASK) == "wp-planner"), None),
+                       timeout=60, what="the planner Pod")
+    finish_pod(core_v1, namespace, planner.metadata.name,
+               message=plan_handoff("wp-planner", [{"name": f"t{i}", "description": f"task {i}"} for i in range(3)]))
+
+    def warm_ready() -> list[Any] | None:
+        warm = [p for p in agent_pods(core_v1, namespace) if keys.WARM_TEMPLATE in (p.metadata.labels or {})
+                and p.metadata.owner_references[0].kind == "BuildRequest"]
+        return warm if len(warm) == 2 else None
+
+    warm = wait_for(warm_ready, timeout=60, what="two warm sandboxes for the pending tasks")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    # the dead replica's claim got as far as its first write: the Pod is the task's, its attempt is not recorded
+    pending = next(t for t in list_of(custom, namespace, "agenttasks")
+                   if t["spec"]["role"] == "worker" and not (t.get("status") or {}).get("attempts"))
+    b = get(custom, namespace, "buildrequests", "wp")
+    cold = pods.build_agent_pod(pending, b, Settings(identity="test", gateway_url=gateway.url), 1)
+    sandbox = warm[0]
+    kube.Kube(kubernetes.client.ApiClient(core_v1.api_client.configuration)).claim_pod(
+        namespace, sandbox.metadata.name, pods.claim_patch(cold, sandbox.metadata.resource_version, 1900))
+    name = pending["metadata"]["name"]
+
+    operator_process()
+
+    def adopted() -> dict[str, Any] | None:
+        t = get(custom, namespace, "agenttasks", name)
+        attempts = (t.get("status") or {}).get("attempts") or []
+        return t if attempts and attempts[0].get("podUID") else None
+
+    t = wait_for(adopted, timeout=60, what=f"{name}'s claimed sandbox adopted")
+    assert [(a["number"], a["pod"], a["podUID"]) for a in t["status"]["attempts"]] == [
+        (1, pods.pod_name(name, 1), sandbox.metadata.uid)]
+    assert t["status"]["phase"] == "Running"
+    pods_now = agent_pods(core_v1, namespace)
+    by_task = Counter((p.metadata.labels or {}).get(keys.TASK) for p in pods_now
+                      if (p.metadata.labels or {}).get(keys.TASK))
+    assert by_task[name] == 1  # no cold Pod beside the claimed one, no second claim
+    assert not any(p.metadata.name == pods.pod_name(name, 1) for p in pods_now)
+    claimed_by = Counter((p.metadata.labels or {}).get(keys.WARM_CLAIM) for p in pods_now
+                         if (p.metadata.labels or {}).get(keys.WARM_CLAIM))
+    assert all(n == 1 for n in claimed_by.values()), claimed_by  # no sandbox holds two attempts

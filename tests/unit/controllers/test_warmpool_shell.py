@@ -1,0 +1,167 @@
+"""Warm pools through the shell (controllers.warmpools, the executor's claim, the cache): a pool is made for pending
+work, an admission claims a warm Pod with one fenced write and records its UID, a claim another replica won first
+falls back to the next sandbox or a cold Pod, and a claim whose status write was lost is adopted, not repeated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from fake_kube import Clock, FakeKube, build
+from longshot import config, metrics
+from longshot.api import keys
+from longshot.controllers import executor as ex
+from longshot.controllers import manager as managermod
+from longshot.controllers import warmpools
+from longshot.core import cleanup
+from longshot.runtime import pods
+
+pytestmark = pytest.mark.unit
+
+SETTINGS = config.Settings(namespace="ops", metrics_port=0, gateway_url="http://gw:8080")
+
+
+def agent_task(name: str) -> dict[str, Any]:
+    return {"apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask",
+            "metadata": {"name": name, "namespace": "ns", "labels": {"longshot.dev/build": "b"}},
+            "spec": {"buildRef": {"name": "b"}, "description": f"do {name}", "role": "worker"}}
+
+
+def wired(size: int = 2, tasks: tuple[str, ...] = ("b-t1",)) -> tuple[FakeKube, managermod.Manager]:
+    fake = FakeKube()
+    m = managermod.Manager(fake, SETTINGS, clock=Clock(), rand=lambda: 0.5, monotonic=lambda: 0.0)
+    m.ctx.preflight = lambda k, b: None
+    b = build(agent={"warmPool": {"size": size}})
+    b["metadata"]["finalizers"] = [cleanup.FINALIZER]
+    made = fake.create(b)
+    assert made is not None
+    m.observe("BuildRequest", "ADDED", made)
+    for name in tasks:
+        t = fake.create(agent_task(name))
+        assert t is not None
+        m.observe("AgentTask", "ADDED", t)
+    return fake, m
+
+
+def warm_pods(fake: FakeKube) -> dict[str, dict[str, Any]]:
+    return {n: p for (_, n), p in fake.pods.items() if keys.WARM_TEMPLATE in p["metadata"]["labels"]
+            and p["metadata"]["ownerReferences"][0]["kind"] == "BuildRequest"}
+
+
+def run(fake: FakeKube, m: managermod.Manager, name: str) -> dict[str, Any]:
+    """Play the kubelet: the warm Pod's runner is up."""
+    fake.pods[("ns", name)]["status"] = {"phase": "Running"}
+    body = fake._stamp(fake.pods[("ns", name)])
+    m.observe("Pod", "MODIFIED", body)
+    return body
+
+
+def claims(result: str) -> float:
+    return metrics.REGISTRY.get_sample_value("longshot_warm_pool_claims_total", {"result": result}) or 0.0
+
+
+async def test_a_pool_is_made_for_pending_work_then_an_admission_claims_a_warm_pod_and_records_its_uid():
+    fake, m = wired(size=2, tasks=("b-t1", "b-t2", "b-t3"))
+    await warmpools.maintain(m.ctx)
+    assert len(warm_pods(fake)) == 2  # min(size, pending)
+    await warmpools.maintain(m.ctx)
+    assert len(warm_pods(fake)) == 2  # made once
+    first = sorted(warm_pods(fake))[0]
+    run(fake, m, first)
+    hits = claims("hit")
+    actions = await m.tasks.admit(("ns", "b-t1"))
+    (create,) = [a for a in actions if isinstance(a, ex.CreatePod)]
+    assert create.pooled and create.warm[0].name == first  # the running one first
+    await m.executor.run(actions)
+    assert claims("hit") == hits + 1
+    assert ("ns", pods.pod_name("b-t1", 1)) not in fake.pods  # no cold Pod
+    claimed = fake.pods[("ns", first)]
+    assert claimed["metadata"]["ownerReferences"][0]["kind"] == "AgentTask"
+    assert claimed["metadata"]["labels"][keys.WARM_CLAIM] == pods.pod_name("b-t1", 1)
+    (attempt,) = fake.objects[("AgentTask", "ns", "b-t1")]["status"]["attempts"]
+    assert (attempt["pod"], attempt["podUID"]) == (pods.pod_name("b-t1", 1), claimed["metadata"]["uid"])
+    # the cache keeps it under its attempt's name, with its own name for deletes
+    view = m.cache.pods[("ns", pods.pod_name("b-t1", 1))]
+    assert view.name == first and ("ns", first) not in m.cache.pods and not view.warm
+    # the attempt's Pod is deleted by its own name
+    task = m.cache.tasks[("ns", "b-t1")]
+    deletes = m.tasks._act(task, m.cache.build_of(task), _delete(pods.pod_name("b-t1", 1)), m.ctx.clock())  # type: ignore[arg-type]
+    assert deletes == [ex.DeletePod("ns", first, 0)]
+
+
+def _delete(name: str) -> Any:
+    from longshot.core import tasks
+    return tasks.DeletePod(name, grace_seconds=0)
+
+
+async def test_a_sandbox_another_replica_claimed_first_is_skipped_and_with_none_left_the_pod_starts_cold():
+    fake, m = wired(size=1)
+    await warmpools.maintain(m.ctx)
+    (name,) = warm_pods(fake)
+    run(fake, m, name)
+    actions = await m.tasks.admit(("ns", "b-t1"))
+    # another replica claims it between this replica's read and its write
+    other = pods.build_agent_pod(agent_task("b-other") | {"metadata": {"name": "b-other", "namespace": "ns",
+                                                                          "uid": "uid-other"}},
+                                 fake.objects[("BuildRequest", "ns", "b")], SETTINGS, 1)
+    rv = fake.pods[("ns", name)]["metadata"]["resourceVersion"]
+    assert fake.claim_pod("ns", name, pods.claim_patch(other, rv, 1000)) is not None
+    misses = claims("miss")
+    await m.executor.run(actions)
+    assert claims("miss") == misses + 1
+    cold = fake.pods[("ns", pods.pod_name("b-t1", 1))]  # a cold Pod of its own
+    assert keys.WARM_TEMPLATE not in cold["metadata"]["labels"]
+    assert fake.pods[("ns", name)]["metadata"]["labels"][keys.TASK] == "b-other"  # never claimed twice
+    (attempt,) = fake.objects[("AgentTask", "ns", "b-t1")]["status"]["attempts"]
+    assert attempt["podUID"] == cold["metadata"]["uid"]
+
+
+async def test_a_claim_whose_status_write_was_lost_is_adopted_by_the_next_reconcile_not_claimed_again():
+    fake, m = wired(size=2, tasks=("b-t1", "b-t2"))
+    await warmpools.maintain(m.ctx)
+    name = sorted(warm_pods(fake))[0]
+    run(fake, m, name)
+    # the replica claimed the Pod and died before the task's status write: a new replica starts from the API
+    cold = pods.build_agent_pod(fake.objects[("AgentTask", "ns", "b-t1")], fake.objects[("BuildRequest", "ns", "b")],
+                                SETTINGS, 1)
+    fake.claim_pod("ns", name, pods.claim_patch(cold, fake.pods[("ns", name)]["metadata"]["resourceVersion"], 1000))
+    restarted = managermod.Manager(fake, SETTINGS, clock=Clock(), rand=lambda: 0.5, monotonic=lambda: 0.0)
+    restarted.ctx.preflight = lambda k, b: None
+    for kind, obj in [("BuildRequest", o) for (k, _, _), o in fake.objects.items() if k == "BuildRequest"] + \
+            [("AgentTask", o) for (k, _, _), o in fake.objects.items() if k == "AgentTask"] + \
+            [("Pod", p) for p in fake.pods.values()]:
+        restarted.observe(kind, "ADDED", obj)
+    actions = await restarted.tasks.reconcile(("ns", "b-t1"))
+    assert not [a for a in actions if isinstance(a, ex.CreatePod)]  # adopted: no second Pod, no second claim
+    await restarted.executor.run(actions)
+    (attempt,) = fake.objects[("AgentTask", "ns", "b-t1")]["status"]["attempts"]
+    assert (attempt["pod"], attempt["podUID"]) == (pods.pod_name("b-t1", 1), fake.pods[("ns", name)]["metadata"]["uid"])
+    assert fake.objects[("AgentTask", "ns", "b-t1")]["status"]["phase"] == "Running"
+    # the pool does not count it any more; the other task still finds a free sandbox
+    left = warmpools.sandboxes(restarted.ctx, restarted.cache.builds[("ns", "b")], restarted.ctx.clock())
+    assert name not in {s.name for s in left}
+
+
+async def test_a_build_without_a_pool_creates_cold_pods_and_counts_nothing():
+    fake, m = wired(size=0)
+    await warmpools.maintain(m.ctx)
+    assert warm_pods(fake) == {}
+    actions = await m.tasks.admit(("ns", "b-t1"))
+    (create,) = [a for a in actions if isinstance(a, ex.CreatePod)]
+    assert (create.pooled, create.warm) == (False, ())
+
+
+async def test_an_attempt_whose_timeout_does_not_fit_in_a_sandboxs_deadline_does_not_try_it():
+    fake, m = wired(size=1, tasks=())
+    long = agent_task("b-long")
+    long["spec"]["agent"] = {"timeoutSeconds": 86400}  # longer than the sandbox may still live (a deadline only drops)
+    t = fake.create(long)
+    assert t is not None
+    m.observe("AgentTask", "ADDED", t)
+    await warmpools.maintain(m.ctx)
+    (name,) = warm_pods(fake)
+    run(fake, m, name)
+    actions = await m.tasks.admit(("ns", "b-long"))
+    (create,) = [a for a in actions if isinstance(a, ex.CreatePod)]
+    assert (create.pooled, create.warm) == (True, ())  # a miss: cold, no write wasted on a claim the API refuses

@@ -1,0 +1,159 @@
+"""A warm sandbox and the gateway (identity.Authenticator.claimed, runner's Gateway.claim): before its claim the
+Pod's token opens no door but /v1/claim, which answers nothing until the operator bound an attempt to the Pod; after
+it, the Pod is that attempt's caller at once, whatever the identity cache held."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from longshot.agent import errors, runner
+from longshot.agent import gateway as agent_gateway
+from longshot.api import handoff as ho
+from longshot.api import keys
+from longshot.gateway import cluster as gcluster
+from longshot.gateway import identity
+
+pytestmark = pytest.mark.unit
+
+
+class FakeCluster:
+    def __init__(self) -> None:
+        self.pod: dict[str, Any] = {
+            "metadata": {"name": "b-warm-1", "namespace": "ns", "uid": "pod-uid",
+                         "labels": {keys.WARM_TEMPLATE: "abc", keys.BUILD: "b"},
+                         "ownerReferences": [{"kind": "BuildRequest", "name": "b", "uid": "b-uid",
+                                              "controller": True}]},
+            "status": {"phase": "Running"}}
+        self.task: dict[str, Any] = {"metadata": {"name": "b-t", "namespace": "ns", "uid": "task-uid"},
+                                     "spec": {"buildRef": {"name": "b"}, "description": "d", "role": "worker"},
+                                     "status": {}}
+        self.build = {"metadata": {"name": "b", "namespace": "ns"},
+                      "spec": {"repository": {"url": "https://x/r.git"}}}
+        self.reads = 0
+
+    def review(self, token: str, audience: str) -> gcluster.Review | None:
+        return gcluster.Review("ns", "default", "b-warm-1", "pod-uid")
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.reads += 1
+        return self.pod
+
+    def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.task
+
+    def get_build(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.build
+
+    def claim(self, *, record: bool) -> None:
+        """What the operator's claim does: the AgentTask becomes the controller; then the attempt's record."""
+        self.pod["metadata"]["ownerReferences"] = [{"kind": "AgentTask", "name": "b-t", "uid": "task-uid",
+                                                    "controller": True}]
+        self.pod["metadata"]["labels"][keys.WARM_CLAIM] = "b-t-a1"
+        if record:
+            self.task["status"] = {"attempts": [{"number": 1, "pod": "b-t-a1", "podUID": "pod-uid"}]}
+
+
+HEADERS = {"Authorization": "Bearer t"}
+
+
+def authenticator(c: FakeCluster) -> identity.Authenticator:
+    return identity.Authenticator(c, audience="longshot-gateway", cache_seconds=30,  # type: ignore[arg-type]
+                                  identity_cache_seconds=60)
+
+
+def test_before_its_claim_a_warm_pods_token_opens_no_attempts_door_and_the_claim_waits():
+    c = FakeCluster()
+    a = authenticator(c)
+    with pytest.raises(identity.Denied) as e:
+        asyncio.run(a.authenticate(HEADERS))  # git, model, progress, ledger ...: every agent-token route
+    assert e.value.status == 403 and "not a Longshot agent Pod" in e.value.message
+    review = asyncio.run(a.sandbox(HEADERS))
+    slept: list[float] = []
+
+    async def sleep(s: float) -> None:
+        slept.append(s)
+        if len(slept) == 3:
+            c.claim(record=False)  # claimed, its attempt not recorded yet: still waiting
+        if len(slept) == 5:
+            c.claim(record=True)
+
+    caller, _ = asyncio.run(a.claimed(review, wait=60, poll=0.2, sleep=sleep))  # type: ignore[misc]
+    assert (caller.task, caller.attempt, caller.pod_uid) == ("b-t", 1, "pod-uid") and len(slept) == 5
+    assert caller.pod == "b-t-a1"  # its attempt's name: one ledger entry per attempt, as for a cold Pod
+    # the refusal cached before the claim is replaced: the attempt's first git call is served at once
+    assert asyncio.run(a.authenticate(HEADERS)).task == "b-t"
+
+
+def test_an_unclaimed_wait_ends_empty_and_a_pod_that_can_never_be_claimed_is_refused():
+    c = FakeCluster()
+    a = authenticator(c)
+    review = asyncio.run(a.sandbox(HEADERS))
+
+    async def no_sleep(s: float) -> None:
+        return None
+
+    assert asyncio.run(a.claimed(review, wait=0, poll=0.2, sleep=no_sleep)) is None
+    c.pod["metadata"]["labels"] = {}  # neither warm nor an attempt's
+    with pytest.raises(identity.Denied) as e:
+        asyncio.run(a.claimed(review, wait=0, poll=0.2, sleep=no_sleep))
+    assert e.value.status == 403
+    c.pod["metadata"]["labels"] = {keys.WARM_TEMPLATE: "abc"}
+    c.pod["status"] = {"phase": "Failed"}
+    with pytest.raises(identity.Denied):
+        asyncio.run(a.claimed(review, wait=0, poll=0.2, sleep=no_sleep))
+
+
+TASK_INPUT = ho.TaskInput(task="b-t", build="b", namespace="ns", role="worker", description="d",
+                          repository_url="https://x/r.git", branch="longshot/ns/b/b-t")
+
+
+@pytest.fixture
+def claim_server() -> Iterator[tuple[str, list[int]]]:
+    """A stand-in for the gateway's /v1/claim: 204 twice, then the task input."""
+    answers: list[int] = [204, 204, 200]
+    seen: list[int] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            assert self.path == "/v1/claim" and self.headers["Authorization"] == "Bearer pod-token"
+            status = answers.pop(0) if answers else 403
+            seen.append(status)
+            body = json.dumps(TASK_INPUT.to_wire()).encode() if status == 200 else b""
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_runner_with_an_empty_task_input_waits_for_its_claim_and_checks_it_as_the_file(
+        tmp_path: Path, claim_server: tuple[str, list[int]]) -> None:
+    url, seen = claim_server
+    (tmp_path / "token").write_text("pod-token")
+    (tmp_path / "task.json").write_text("")  # a warm Pod's downward-API file: its annotation is not there yet
+    gw = agent_gateway.Gateway(url=url, token_file=tmp_path / "token")
+    task = runner.load_task_input(tmp_path / "task.json", gw, sleep=lambda s: None)
+    assert (task.task, task.branch, seen) == ("b-t", "longshot/ns/b/b-t", [204, 204, 200])
+    # a refusal is final: the runner exits, the operator deletes the sandbox
+    with pytest.raises(errors.ConfigError, match="HTTP 403"):
+        runner.load_task_input(tmp_path / "task.json", gw, sleep=lambda s: None)
+    # a Pod with a task input (a cold one) never asks
+    (tmp_path / "task.json").write_text(json.dumps(TASK_INPUT.to_wire()))
+    assert runner.load_task_input(tmp_path / "task.json", gw).task == "b-t" and len(seen) == 4
