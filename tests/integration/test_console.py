@@ -2,7 +2,9 @@
 ServiceAccount (list and watch of the three kinds), people connect with their own tokens (ServiceAccounts with
 different RoleBindings, tokens from TokenRequest), and every write is made with the person's token so the API
 server's RBAC decides. Live changes reach 20 viewers of a 50-task build; hostile fields come out escaped; and, where
-Debian's chromium is installed, a real headless browser draws the page."""
+Debian's chromium is installed, a real headless browser draws the page, and in it a person answers, approves and
+sees a change without a reload, and another sees the API server's refusal (LONGSHOT_SCREENSHOTS=dir: the views'
+pictures, for docs/console.md)."""
 
 from __future__ import annotations
 
