@@ -2,7 +2,9 @@
 ServiceAccount (list and watch of the three kinds), people connect with their own tokens (ServiceAccounts with
 different RoleBindings, tokens from TokenRequest), and every write is made with the person's token so the API
 server's RBAC decides. Live changes reach 20 viewers of a 50-task build; hostile fields come out escaped; and, where
-Debian's chromium is installed, a real headless browser draws the page."""
+Debian's chromium is installed, a real headless browser draws the page, and in it a person answers, approves and
+sees a change without a reload, and another sees the API server's refusal (LONGSHOT_SCREENSHOTS=dir: the views'
+pictures, for docs/console.md)."""
 
 from __future__ import annotations
 
@@ -454,7 +456,10 @@ class Chromium:
         os.close(from_chrome_w)
         self._buffer = b""
         self._id = 0
+        self._replies = 1_000_000  # ids of the dialog answers sent from inside call(), never awaited
         self.session = ""
+        self.answers: list[str] = []  # what the next prompt()s are answered; confirm() is accepted
+        self.dialogs: list[dict[str, Any]] = []  # each JS dialog the page opened
 
     def call(self, method: str, params: dict[str, Any] | None = None, *, session: bool = True) -> dict[str, Any]:
         self._id += 1
@@ -470,10 +475,34 @@ class Chromium:
                 self._buffer += chunk
             raw, self._buffer = self._buffer.split(b"\0", 1)
             answer = json.loads(raw)
-            if answer.get("id") == self._id:
+            if answer.get("method") == "Page.javascriptDialogOpening":
+                self._answer_dialog(answer)
+            elif answer.get("id") == self._id:
                 if "error" in answer:
                     raise AssertionError(f"{method}: {answer['error']}")
                 return dict(answer.get("result") or {})
+
+    def _answer_dialog(self, event: dict[str, Any]) -> None:
+        """A prompt()/confirm() the page opened (it blocks the page, and the pending Runtime.evaluate, until it is
+        answered): accept it, typing the next of ``answers`` into a prompt."""
+        dialog = dict(event.get("params") or {})
+        self.dialogs.append(dialog)
+        params: dict[str, Any] = {"accept": True}
+        if dialog.get("type") == "prompt":
+            params["promptText"] = self.answers.pop(0) if self.answers else ""
+        self._replies += 1
+        os.write(self._to, json.dumps({"id": self._replies, "method": "Page.handleJavaScriptDialog", "params": params,
+                                       "sessionId": event.get("sessionId", self.session)}).encode() + b"\0")
+
+    def screenshot(self, selector: str, path: str) -> None:
+        """A PNG of the element ``selector`` (the whole of it, beyond the viewport if it is taller)."""
+        box = self.evaluate(f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
+                            ".getBoundingClientRect(); return {x: r.left + scrollX, y: r.top + scrollY,"
+                            " width: r.width, height: r.height}; })()")
+        shot = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
+                                                    "clip": {**box, "scale": 1}})
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(shot["data"]))
 
     def open(self, url: str) -> None:
         target = self.call("Target.createTarget", {"url": "about:blank"}, session=False)["targetId"]
@@ -540,3 +569,183 @@ async def test_a_real_browser_draws_the_builds_and_hostile_text_stays_text(
     assert "<img src=x" in seen["waiting"]  # shown as text
     assert seen["images"] == 0 and seen["title"] == "Longshot console"  # never parsed as markup, never ran
     assert seen["state"] == "live" and seen["stored"] and token not in seen["url"]
+
+
+SHOTS = os.environ.get("LONGSHOT_SCREENSHOTS", "")  # a directory: the browser tests save the console's views there
+
+
+def _click(label: str, within: str) -> str:
+    """JS that clicks the button labelled ``label`` inside ``within`` (as a person would), or throws."""
+    return (f"(() => {{ const b = [...document.querySelectorAll({json.dumps(within + ' button')})]"
+            f".find((x) => x.textContent === {json.dumps(label)});"
+            f" if (!b) throw new Error('no button ' + {json.dumps(label)}); b.click(); return true; }})()")
+
+
+@pytest.fixture
+def a_real_looking_build(cluster: Cluster, another_namespace: Callable[[str], str],
+                         custom: kubernetes.client.CustomObjectsApi) -> dict[str, Any]:
+    """A build in the middle of its work, as the operator would have written it (the integration tier has no
+    kubelet, so the test writes the statuses): a planner done, tasks in several phases, one asking a question, a
+    finished attempt with a ledger entry, MergeJobs merged, under test in a batch, waiting for approval and queued.
+    alice may patch the three kinds and read ledger entries; bob may only read."""
+    a = another_namespace("team-checkout")
+    for person in ("alice", "bob"):
+        cluster.account(a, person)
+    cluster.grant(a, a, "alice", [WRITE, {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}])
+    cluster.grant(a, a, "bob", [READ])
+    ref = {"buildRef": {"name": "checkout-api"}}
+    create(custom, a, build("checkout-api", budget__maxTokens=2_000_000, budget__maxCost=40.0,
+                            request="A checkout service: a REST API over the cart and payments"))
+    set_status(custom, a, "buildrequests", "checkout-api", {
+        "phase": "Running", "iteration": 1, "usage": {"tokens": 812_400, "cost": 9.73},
+        "tasks": {"total": 7, "pending": 1, "running": 2, "succeeded": 3, "failed": 1, "progress": "3/7"}})
+    tasks = [  # name, role, depends on, phase, branch, attempts (number, exit reason), MergeJob
+        ("plan", "planner", [], "Succeeded", None, [(1, "done")], None),
+        ("schema", "worker", ["plan"], "Succeeded", "longshot/checkout-api/schema", [(1, "done")], "schema"),
+        ("cart-api", "worker", ["schema"], "Succeeded", "longshot/checkout-api/cart-api", [(1, "done")], "cart-api"),
+        ("payments", "worker", ["schema"], "AwaitingInput", "longshot/checkout-api/payments", [(1, None)],
+         "payments-spike"),
+        ("auth", "worker", ["plan"], "Running", "longshot/checkout-api/auth", [(1, "model error: 529 overloaded"),
+                                                                               (2, None)], "auth-fix"),
+        ("review", "reviewer", ["cart-api", "payments"], "Pending", None, [], None),
+        ("docs", "worker", ["cart-api"], "Failed", "longshot/checkout-api/docs", [(1, "tests failed"),
+                                                                                  (2, "tests failed")], "docs"),
+    ]
+    for name, role, deps, phase, branch, attempts, job in tasks:
+        create(custom, a, task(name, role=role, dependsOn=deps, description=f"the {name} part", **ref))
+        status: dict[str, Any] = {"phase": phase, "attempts": [
+            {"number": n, "pod": f"{name}-a{n}", "startTime": f"2026-11-28T11:{10 + 9 * n:02d}:00Z",
+             **({"endTime": f"2026-11-28T11:{17 + 9 * n:02d}:00Z", "exitReason": why,
+                 "ledger": ledger.entry_name(f"{name}-a{n}")} if why else {})} for n, why in attempts]}
+        if job:
+            status["mergeJob"] = job
+        if branch:
+            status["handoff"] = {"branch": branch, "commit": hashlib.sha1(name.encode()).hexdigest()}
+        if phase == "AwaitingInput":
+            status["question"] = "Which payment provider: Stripe or Adyen?"
+        set_status(custom, a, "agenttasks", name, status)
+    transcript = b"".join(json.dumps(e).encode() + b"\n" for e in (
+        {"type": "text", "text": "Reading the plan: a carts table and a payments table."},
+        {"type": "tool", "name": "bash", "input": {"command": "alembic revision -m 'carts and payments'"}},
+        {"type": "tool_result", "output": "Generating migrations/versions/1a2b_carts_and_payments.py ... done"},
+        {"type": "text", "text": "The migration runs and the tests pass; handing off the branch."}))
+    cluster.core.create_namespaced_config_map(a, {"metadata": {"name": ledger.entry_name("schema-a1")}, "binaryData": {
+        ledger.TRANSCRIPT_KEY: base64.b64encode(gzip.compress(transcript)).decode()},
+        "data": {ledger.RESULT_KEY: json.dumps({"number": 1, "exitReason": "done", "tokens": 48_210})}})
+    jobs = [  # name, task, phase, queue position, batch position, checks, merged commit
+        ("schema", "schema", "Merged", None, None, "passed", hashlib.sha1(b"m-schema").hexdigest()),
+        ("cart-api", "cart-api", "Testing", 1, 1, "passed", None),
+        ("auth-fix", "auth", "Testing", 2, 2, "passed", None),
+        ("payments-spike", "payments", "AwaitingApproval", 3, None, "passed", None),
+        ("docs", "docs", "Queued", 4, None, "pending", None),
+    ]
+    for name, of, phase, position, batch, checks, merged in jobs:
+        create(custom, a, merge_job(name, taskRef={"name": of}, branch=f"longshot/checkout-api/{of}", **ref))
+        status = {"phase": phase, "checks": checks, **({"queuePosition": position} if position else {}),
+                  **({"mergedCommit": merged, "attempts": [{"result": "merged"}]} if merged else {})}
+        if batch:
+            status["batch"] = {"id": "7f3c9a21d0e84b55", "position": batch, "base": "0" * 40, "commit": "1" * 40}
+        set_status(custom, a, "mergejobs", name, status)
+    return {"namespace": a, "alice": cluster.token(a, "alice"), "bob": cluster.token(a, "bob")}
+
+
+def _log_in(browser: Chromium, base: str, token: str) -> None:
+    browser.open(base + "/")
+    browser.call("Runtime.enable")
+    browser.call("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 900, "deviceScaleFactor": 1,
+                                                        "mobile": False})
+    wait_until(lambda: browser.evaluate("document.readyState") == "complete", 30, "the page")
+    browser.evaluate(f"document.getElementById('token').value = {json.dumps(token)};"
+                     "document.getElementById('login-form').requestSubmit(); true")
+    wait_until(lambda: browser.evaluate("document.querySelector('[data-task=\"docs\"]') !== null"), 30,
+               "the build list")
+
+
+def _notice(browser: Chromium, starts: str) -> str:
+    return str(wait_until(lambda: (lambda n: n if n.startswith(starts) else "")(
+        str(browser.evaluate("document.getElementById('notice').textContent"))), 30, f"a notice '{starts}...'"))
+
+
+def _phase_of(browser: Chromium, name: str) -> str:
+    return str(browser.evaluate(f"document.querySelector('[data-task=\"{name}\"] td.phase').textContent"))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install -y chromium)")
+async def test_in_a_real_browser_a_person_answers_approves_and_sees_changes_live(
+        cluster: Cluster, a_real_looking_build: dict[str, Any], custom: kubernetes.client.CustomObjectsApi) -> None:
+    a = a_real_looking_build["namespace"]
+    assert CHROMIUM is not None
+    async with running_console(cluster, [a]) as (_, base):
+        with tempfile.TemporaryDirectory() as profile:
+            browser = Chromium(CHROMIUM, profile)
+            try:
+                def drive() -> None:
+                    _log_in(browser, base, a_real_looking_build["alice"])
+                    if SHOTS:  # the views, before anything is clicked (docs/console.md embeds them)
+                        os.makedirs(SHOTS, exist_ok=True)
+                        for view, selector in (("overview", "body"), ("builds", "section:has(#builds)"),
+                                               ("queue", "section:has(#queue)"),
+                                               ("waiting", "section:has(#waiting)")):
+                            browser.screenshot(selector, os.path.join(SHOTS, f"console-{view}.png"))
+                    browser.evaluate("window.sameDocument = true")  # gone if the page ever reloads
+
+                    # the question: the person clicks "answer", types into the prompt(), and the task has it
+                    browser.answers.append("Stripe, through its test mode")
+                    browser.evaluate(_click("answer", "[data-waiting=\"question\"]"))
+                    assert browser.dialogs[-1]["type"] == "prompt" and browser.dialogs[-1]["message"] == "Your answer"
+                    wait_until(lambda: get(custom, a, "agenttasks", "payments")["spec"].get("answer") ==
+                               "Stripe, through its test mode", 30, "the answer on the AgentTask")
+                    assert "payments" in _notice(browser, "agenttask/payments")
+
+                    # the approval: the MergeJob is approved as alice, and leaves "waiting for a person" live
+                    browser.evaluate(_click("approve", "[data-waiting=\"approval\"]"))
+                    wait_until(lambda: get(custom, a, "mergejobs", "payments-spike")["spec"].get("approved") is True,
+                               30, "the approval on the MergeJob")
+                    wait_until(lambda: browser.evaluate(
+                        "document.querySelector('[data-waiting=\"approval\"]') === null"), 30,
+                        "the approval to leave the waiting list")
+
+                    # a status write by someone else (here the test, as the operator would) shows without a reload
+                    assert _phase_of(browser, "review") == "Pending"
+                    set_status(custom, a, "agenttasks", "review", {"phase": "Running", "attempts": [
+                        {"number": 1, "pod": "review-a1", "startTime": "2026-11-28T12:40:00Z"}]})
+                    wait_until(lambda: _phase_of(browser, "review") == "Running", 30, "the live change")
+                    assert browser.evaluate("window.sameDocument") is True
+
+                    # a finished attempt's transcript, read from the ledger with alice's rights
+                    browser.evaluate(_click("transcript", "[data-task=\"schema\"]"))
+                    wait_until(lambda: "alembic revision" in str(browser.evaluate(
+                        "document.getElementById('transcript').textContent")), 30, "the transcript")
+                    if SHOTS:
+                        browser.screenshot("#transcript-box", os.path.join(SHOTS, "console-transcript.png"))
+                await asyncio.to_thread(drive)
+            finally:
+                browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install -y chromium)")
+async def test_in_a_real_browser_a_person_without_rights_sees_the_api_servers_refusal(
+        cluster: Cluster, a_real_looking_build: dict[str, Any], custom: kubernetes.client.CustomObjectsApi) -> None:
+    a = a_real_looking_build["namespace"]
+    bob = f"system:serviceaccount:{a}:bob"
+    assert CHROMIUM is not None
+    async with running_console(cluster, [a]) as (_, base):
+        with tempfile.TemporaryDirectory() as profile:
+            browser = Chromium(CHROMIUM, profile)
+            try:
+                def drive() -> tuple[str, str]:
+                    _log_in(browser, base, a_real_looking_build["bob"])
+                    browser.answers.append("Adyen")
+                    browser.evaluate(_click("answer", "[data-waiting=\"question\"]"))
+                    answered = _notice(browser, "answer refused (403)")
+                    # a confirm() first (cancel the build?), accepted: then the API server refuses
+                    browser.evaluate(_click("cancel", "[data-build=\"checkout-api\"] > div"))
+                    assert browser.dialogs[-1]["type"] == "confirm", browser.dialogs
+                    return answered, _notice(browser, "cancel refused (403)")
+                answered, cancelled = await asyncio.to_thread(drive)
+            finally:
+                browser.close()
+    for said, resource in ((answered, "agenttasks"), (cancelled, "buildrequests")):
+        assert f'User "{bob}" cannot patch resource "{resource}"' in said, said  # the API server's own words
+    assert "answer" not in get(custom, a, "agenttasks", "payments")["spec"]
+    assert not get(custom, a, "buildrequests", "checkout-api")["spec"].get("cancel")
