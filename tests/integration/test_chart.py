@@ -424,6 +424,7 @@ def test_operator_service_account_is_least_privilege(helm, kubectl, namespace: s
         allowed = [("create", "agenttasks.longshot.dev", None), ("patch", "buildrequests.longshot.dev", None, "status"),
                    ("delete", "mergejobs.longshot.dev", None), ("watch", "pods", None), ("create", "pods", "team-a"),
                    ("delete", "pods", "team-a"), ("create", "events", "team-a"), ("list", "events", "team-a"),
+                   ("patch", "pods", "team-a"),  # a warm sandbox's claim (docs/warm-pools.md, "Rights")
                    ("get", "configmaps/script", "team-a"),  # the preflight checks spec.agent.script exists
                    # the attempt ledger: an entry's result, and spec.retention.ledger (docs/ledger.md)
                    ("create", "configmaps", "team-a"), ("patch", "configmaps/t-a1-ledger", "team-a"),
@@ -433,7 +434,7 @@ def test_operator_service_account_is_least_privilege(helm, kubectl, namespace: s
                    ("list", "leases.coordination.k8s.io", namespace),
                    ("update", "leases.coordination.k8s.io/longshot-shard-0123456789abcdef", namespace),
                    ("update", "leases.coordination.k8s.io/longshot-member-0123456789abcdef", namespace)]
-        denied = [("list", "secrets", "team-a"), ("watch", "secrets", None), ("patch", "pods", "team-a"),
+        denied = [("list", "secrets", "team-a"), ("watch", "secrets", None), ("update", "pods", "team-a"),
                   ("get", "secrets/git-token", "team-a"),  # no cluster-wide Secret read (see test_rbac.py)
                   ("create", "pods", "team-a", "exec"),
                   ("get", "pods", "team-a", "log"), ("watch", "configmaps", None),
