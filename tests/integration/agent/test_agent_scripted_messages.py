@@ -73,7 +73,7 @@ def test_an_interrupt_kills_the_running_command_and_the_script_goes_on_with_the_
     inbox = messages.Inbox(fetch, wait=0.05, hold_seconds=60).start()
     began = time.monotonic()
     try:
-        finish, out = run_script(tmp_path, [
+        _, out = run_script(tmp_path, [
             {"run": "touch started && sleep 600"},
             {"await_message": {"write": "next.txt", "timeoutSeconds": 60}, "check": True},
         ], inbox)

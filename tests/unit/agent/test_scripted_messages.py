@@ -103,6 +103,7 @@ def test_without_check_a_missing_message_is_reported_and_the_script_goes_on(tmp_
     finish, out = run_script(tmp_path, [{"await_message": {"timeoutSeconds": 0}},
                                         {"write": {"path": "b.txt", "content": "x"}}], inbox)
     assert (tmp_path / "repo" / "b.txt").exists() and finish.summary == "applied 2 scripted step(s)"
+    assert '"tool": "await_message", "ok": false' in out and "no message came within 0 seconds" in out
 
 
 def test_without_a_gateway_no_message_can_come(tmp_path: Path) -> None:

@@ -64,7 +64,7 @@ from typing import Any
 
 import yaml
 
-from longshot.agent import errors, messages, tools
+from longshot.agent import errors, messages, sandbox, tools
 from longshot.agent.backends import base
 
 SCRIPT_FILE = "script.yaml"
@@ -292,6 +292,8 @@ class ScriptedBackend(base.Backend):
                 raise cls(str(args.get("message", f"script step {index} failed on purpose")))
             if tool == "await_message":
                 result = await_message(session, queue, args, index)
+                session.events.emit("tool_call", tool=tool, ok=not result.is_error, arguments=args,
+                                    result=sandbox.truncate(result.content, 400))
             elif tool == "mcp":
                 result = _mcp_step(session.toolbox, args, index)
             elif tool == "run_command":
