@@ -180,6 +180,18 @@ class Inbox:
                 self._cond.wait(min(left, 1.0))
         return self.take()
 
+    def await_message(self, seconds: float) -> list[Message]:
+        """Wait until a message that is not an interrupt came, at most ``seconds`` (long-polling meanwhile); what
+        came (taken). The scripted backend's ``await_message`` step: an interrupt alone does not end the wait."""
+        end = self.clock() + seconds
+        with self.watching(), self._cond:
+            while all(m.interrupt for m in self._held) and not self._closing.is_set():
+                left = end - self.clock()
+                if left <= 0:
+                    break
+                self._cond.wait(min(left, 1.0))
+        return self.take()
+
     def _run(self) -> None:
         delay = 1.0
         while not self._closing.is_set():

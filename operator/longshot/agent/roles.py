@@ -140,7 +140,7 @@ def run_backend(attempt: Attempt, *, validator: tools.Validator | None = None, t
         task=task, system_prompt=system, prompt=prompt, toolbox=toolbox, events=attempt.events,
         workdir=attempt.paths.checkout, scratch=attempt.paths.scratch, api_key=attempt.api_key,
         api_key_source=attempt.key_source, max_turns=task.backend.max_turns, sleep=attempt.sleep,
-        inbox=attempt.inbox if base.MESSAGES.get(backend.name) == "turns" else None,
+        inbox=attempt.inbox if base.MESSAGES.get(backend.name, "none") != "none" else None,
     )
     attempt.events.log("agent started", backend=backend.name, model=task.backend.model)
     for role, text in (("system", system), ("user", prompt)):  # what the model is told first (the ledger keeps it)

@@ -79,7 +79,7 @@ def run(env: Mapping[str, str], *, sleep: Callable[[float], None] = time.sleep,
     access = repository_access(task, paths, ev, gateway)
     # people's messages (spec.messages), asked for in the background when the backend takes them
     inbox = (messages.Inbox.from_gateway(gateway, hold_seconds=tuning.message_hold_seconds).start()
-             if gateway is not None and backends.MESSAGES.get(task.backend.name) == "turns" else None)
+             if gateway is not None and backends.MESSAGES.get(task.backend.name, "none") != "none" else None)
     failure: errors.AgentFailure | None = None
     parent = start_tracing(env, gateway, ev)
     with events.Heartbeat(ev, tuning.heartbeat_seconds), tracing.span(

@@ -144,7 +144,7 @@ def test_a_hold_is_bounded_and_then_the_agent_is_told_to_carry_on():
 
 def test_every_backend_says_what_it_does_with_messages():
     assert set(base.MESSAGES) == set(typing.get_args(buildrequest.Backend))
-    assert base.MESSAGES == {"openai": "turns", "anthropic": "turns", "command": "none", "scripted": "none"}
+    assert base.MESSAGES == {"openai": "turns", "anthropic": "turns", "command": "none", "scripted": "steps"}
 
 
 def test_the_anthropic_loop_adds_a_message_to_the_user_turn_it_ends_with():

@@ -16,17 +16,18 @@ FINISH_TURNS: Final = 2
 """The last turns of a session in which the backend requires the ``finish`` tool (forced tool choice): a
 model that would run out of turns ends with a handoff (its plan, summary or verdict so far) instead of
 nothing; two, so that a finish the role's validation refuses can be corrected once."""
-MessageSupport = Literal["turns", "none"]
+MessageSupport = Literal["turns", "steps", "none"]
 MESSAGES: Final[dict[str, MessageSupport]] = {
     "openai": "turns",
     "anthropic": "turns",
     "command": "none",
-    "scripted": "none",
+    "scripted": "steps",
 }
 """What each backend does with people's messages (``spec.messages``; docs/agent.md, "Talking to a running agent"):
 ``turns``: each message is a user turn before the next model call, and an interrupt kills the running tool call and
-holds the loop until the next message; ``none``: the runner does not ask for messages (a CLI agent runs its own
-loop, which the runner cannot talk into; a scripted run has no model), so they stay undelivered."""
+holds the loop until the next message; ``steps``: the script's ``await_message`` step takes the next message (and
+may write it into the checkout), and an interrupt kills the running ``run`` step; ``none``: the runner does not ask
+for messages (a CLI agent runs its own loop, which the runner cannot talk into), so they stay undelivered."""
 HELD_NOTE: Final = ("[No message came from the person within {seconds:g} seconds after the interrupt. Carry on with "
                     "the task as you see fit.]")
 NOT_RUN: Final = "not run: a person interrupted this turn"

@@ -19,7 +19,8 @@ A step is a mapping with one action key: ``write``/``write_file``, ``edit``/``ed
 ``ask: "question"`` (ends the attempt with outcome ``needs-input``), ``spawn: {name, prompt, scope}`` and
 ``await: {names: [...], timeout: 600}`` (delegation: a worker of a build with ``spec.delegation.enabled``),
 ``mcp: {tool: SERVER.TOOL, arguments: {...}, save: PATH}`` (a tool of one of the build's MCP servers,
-``spec.agent.mcpServers``, through the gateway; with ``save``, its result is written to ``PATH`` in the checkout), or
+``spec.agent.mcpServers``, through the gateway; with ``save``, its result is written to ``PATH`` in the checkout),
+``await_message: {timeoutSeconds: N, write: PATH}`` (a person's message, below), or
 ``fail: {class: AgentError, message: ...}`` to simulate a failure. A step may add ``check: true`` (next
 to the action, or among a ``run``'s arguments) to make a tool error, or a command that does not exit 0, fail
 the attempt; otherwise errors are reported and the script goes on. A script that ends
@@ -38,6 +39,22 @@ task input says, first match wins::
 
 A planner entry that does not pick by ``iteration`` plans the first iteration only: from iteration 2 on, the
 build's planner finishes with ``done: true`` (the script's plan was the whole request).
+
+People's messages (``kubectl longshot say``; docs/agent.md, "Talking to a running agent"): the steps take them in
+order. What the script does with what came::
+
+    step            message that came                      then
+    run             an interrupt, while the command runs    the command is killed; its result says "interrupted by
+                                                           a person" (a failure under ``check``); the script goes on
+    run             an interrupt, before the command        nothing: taken before the command starts, so it cannot
+                                                           stop a later command
+    await_message   messages not yet taken                  the oldest; with ``write``, its text is written to PATH
+    await_message   none                                   waits (long poll) for one, at most ``timeoutSeconds``
+                                                           (default ``LONGSHOT_MESSAGE_HOLD_SECONDS``); none: a
+                                                           tool error (a failure under ``check``)
+    any             an interrupt                           never the answer of an ``await_message`` (its text is
+                                                           logged as a ``message`` event): the step waits for the
+                                                           message after it, as the built-in loop holds
 """
 
 from __future__ import annotations
@@ -47,7 +64,7 @@ from typing import Any
 
 import yaml
 
-from longshot.agent import errors, tools
+from longshot.agent import errors, messages, sandbox, tools
 from longshot.agent.backends import base
 
 SCRIPT_FILE = "script.yaml"
@@ -64,8 +81,10 @@ ACTIONS = {
     "spawn": "spawn_task", "spawn_task": "spawn_task",
     "await": "await_tasks", "await_tasks": "await_tasks",
     "mcp": "mcp",
+    "await_message": "await_message",
     "fail": "fail",
 }
+AWAIT_KEYS = ("timeoutSeconds", "write")
 FAILURES: dict[str, type[errors.AgentFailure]] = {
     "AgentError": errors.AgentError,
     "Auth": errors.AuthError,
@@ -173,7 +192,7 @@ def parse_step(step: Any, index: int) -> tuple[str, dict[str, Any], bool]:
         )
     args = step[keys[0]]
     if isinstance(args, str):
-        key = {"run_command": "command", "ask": "question"}.get(ACTIONS[keys[0]], "summary")
+        key = {"run_command": "command", "ask": "question", "await_message": "write"}.get(ACTIONS[keys[0]], "summary")
         args = {key: args}
     if args is None:
         args = {}
@@ -203,6 +222,54 @@ def _mcp_step(toolbox: tools.Toolbox, args: dict[str, Any], index: int) -> tools
     return toolbox.call("write_file", {"path": save, "content": result.content})
 
 
+def take_messages(session: base.Session, queue: list[messages.Message], *, ask: bool = False,
+                  came: list[messages.Message] | None = None) -> None:
+    """Take what came to the inbox (after one ask without waiting, with ``ask``) into ``queue``, the messages the
+    script has not used yet; an interrupt is logged, never queued (the table in the module docstring)."""
+    inbox = session.inbox
+    if inbox is None:
+        return
+    if came is None:
+        if ask:
+            inbox.check()
+        came = inbox.take()
+    for m in came:
+        session.events.emit("message", role="user", source="person", id=m.id, interrupt=m.interrupt,
+                             content=m.text[:3500])
+        if not m.interrupt:
+            queue.append(m)
+
+
+def await_message(session: base.Session, queue: list[messages.Message], args: dict[str, Any],
+                  index: int) -> tools.ToolResult:
+    """``await_message: {timeoutSeconds, write}``: the oldest message the script has not used, waiting for one
+    (bounded) when there is none; with ``write``, its text written to that file of the checkout."""
+    unknown = sorted(str(k) for k in args if k not in AWAIT_KEYS)
+    seconds, path = args.get("timeoutSeconds"), args.get("write")
+    if unknown or (path is not None and not isinstance(path, str)) or (seconds is not None and (
+            isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0)):
+        raise errors.ConfigError(f"script step {index} (await_message) takes timeoutSeconds: a number of seconds "
+                                 f"(0 or more) and write: PATH" + (f"; got {', '.join(unknown)}" if unknown else ""))
+    inbox = session.inbox
+    if inbox is None:
+        return tools.ToolResult("error: no message can reach this attempt: it runs without longshot-gateway",
+                                is_error=True)
+    limit = inbox.hold_seconds if seconds is None else float(seconds)
+    take_messages(session, queue, ask=True)
+    if not queue:
+        session.events.log("waiting for a person's message", step=index, timeout_seconds=limit)
+        take_messages(session, queue, came=inbox.await_message(limit))
+    if not queue:
+        return tools.ToolResult(f"error: no message came within {limit:g} seconds", is_error=True)
+    message = queue.pop(0)
+    session.events.log("a person's message taken", step=index, id=message.id, write=path)
+    if path is not None:
+        written = session.toolbox.call("write_file", {"path": path, "content": message.text})
+        if written.is_error:
+            return written
+    return tools.ToolResult(f"message #{message.id}: {message.text}")
+
+
 class ScriptedBackend(base.Backend):
     name = "scripted"
 
@@ -217,12 +284,24 @@ class ScriptedBackend(base.Backend):
                              judging=bool(task.candidates))
         session.events.log("running script", steps=len(steps))
         done: list[str] = []
+        queue: list[messages.Message] = []  # people's messages the script has not used yet
         for index, step in enumerate(steps):
             tool, args, check = parse_step(step, index)
             if tool == "fail":
                 cls = FAILURES.get(str(args.get("class", "AgentError")), errors.AgentError)
                 raise cls(str(args.get("message", f"script step {index} failed on purpose")))
-            result = _mcp_step(session.toolbox, args, index) if tool == "mcp" else session.toolbox.call(tool, args)
+            if tool == "await_message":
+                result = await_message(session, queue, args, index)
+                session.events.emit("tool_call", tool=tool, ok=not result.is_error, arguments=args,
+                                    result=sandbox.truncate(result.content, 400))
+            elif tool == "mcp":
+                result = _mcp_step(session.toolbox, args, index)
+            elif tool == "run_command":
+                take_messages(session, queue, ask=True)  # an interrupt sent before this command does not stop it
+                result = session.toolbox.call(tool, args)
+                take_messages(session, queue)  # the interrupt that stopped it, if one did
+            else:
+                result = session.toolbox.call(tool, args)
             if check and failed(tool, result):
                 raise errors.AgentError(f"script step {index} ({tool}) failed: {result.content}")
             if session.toolbox.finished is not None:
