@@ -1054,7 +1054,9 @@ def report_gateway(result: Result, gw: bench_fleet_gateway.GatewayAgents, sample
         f"per merge; peak RSS {result.gateway_rss:.0f} MiB (its git children apart)")
     log(f"agents through the gateway: {len(t.clone)} clones p50 {result.clone_p50:.2f}s p95 {result.clone_p95:.2f}s "
         f"max {max(t.clone, default=float('nan')):.2f}s; {len(t.push)} pushes p50 {result.push_p50:.2f}s p95 "
-        f"{result.push_p95:.2f}s max {max(t.push, default=float('nan')):.2f}s; {t.retries} retried answers (503, 429)")
+        f"{result.push_p95:.2f}s max {max(t.push, default=float('nan')):.2f}s; {t.retries} retried answers (503, 429); "
+        f"{len(t.heartbeats)} heartbeats (POST /progress) p50 {percentile(t.heartbeats, 0.5):.2f}s p95 "
+        f"{percentile(t.heartbeats, 0.95):.2f}s, {t.heartbeat_failures} failed")
     bench_fleet_gateway.gateway_report(samples, histogram_quantile, log)
 
 
@@ -1445,6 +1447,8 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
         finally:
             if agents is not None:
                 agents.stop()
+                if agents.gateway is not None:
+                    agents.gateway.stop()
             if jobs is not None:
                 jobs.stop()
             for name in [n for n in procs if n.startswith("operator-")] + ["gateway", "kwok", "kube-scheduler",
@@ -1477,7 +1481,9 @@ def main(argv: list[str] | None = None) -> int:
                              "after the fleet's; both are measured over this window (0: no floor)")
     parser.add_argument("--budget", type=float, default=1260,
                         help="seconds the whole benchmark may take: the run is cut short to fit (then: how far it got)")
-    parser.add_argument("--agent-threads", type=int, default=16, help="threads doing the simulated agents' work")
+    parser.add_argument("--agent-threads", type=int, default=None,
+                        help="threads doing the simulated agents' work (16; 64 with --through-gateway, where each "
+                             "waits on its git)")
     parser.add_argument("--report-every", type=float, default=30)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--tenants", type=int, choices=(1, 2), default=1,
@@ -1494,6 +1500,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.through_gateway:
         args.floor_seconds = 0  # the floor has no gateway to go through
+    if args.agent_threads is None:
+        args.agent_threads = 64 if args.through_gateway else 16
     began = time.monotonic()
 
     def interrupted(signum: int, frame: object) -> None:

@@ -15,6 +15,10 @@ projected token volume). Each simulated worker and fixer then does at the bounda
   relaunch), with git's plumbing on the clone (an index read from the start tree, the file added, ``commit-tree``),
   and ``git push --porcelain --no-verify`` of the commit to its branch through the gateway, which checks the ref
   policy and forwards it to the forge with the build's credential (its ``pre-receive`` hook);
+* from its clone to its push, a heartbeat every ``HEARTBEAT_SECONDS`` (30 s, the runner's default) posted to the
+  gateway's ``/progress`` (``{"heartbeat": true}``, which the gateway writes to the task's ``status.progress``): with a
+  gateway the operator ends an attempt that sent none for ``LONGSHOT_HEARTBEAT_TIMEOUT_SECONDS`` (300 s), and a
+  thousand agents' heartbeats are 33 requests (and status writes) a second;
 * clone and push are timed by the agent (wall seconds, including the gateway's 503 "attempt not recorded yet" and
   429 retries, which git does not do: the agent retries them as the runner's ``_reconnecting`` does).
 
@@ -30,8 +34,11 @@ push p50/p95, and the gateway's own metrics over the run (``longshot_gateway_req
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
+import heapq
+import json
 import os
 import shutil
 import subprocess
@@ -39,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +56,8 @@ import kubernetes
 
 AUDIENCE = "longshot-gateway"
 TOKEN_SECONDS = 7200
+HEARTBEAT_SECONDS = 30.0
+"""The runner's heartbeat interval (``agent.settings``: ``heartbeat_seconds``)."""
 RETRY_MARKERS = ("503", "429", "Retry-After", "attempt has not", "not recorded")
 """git's message for an HTTP answer the runner retries (the gateway's 503 before the operator recorded the Pod's UID,
 its 429 of the per-attempt limits)."""
@@ -63,6 +73,9 @@ class GitTimes:
     clone: list[float] = field(default_factory=list)
     push: list[float] = field(default_factory=list)
     retries: int = 0
+    heartbeats: list[float] = field(default_factory=list)
+    """Each heartbeat's round trip (``POST /progress``)."""
+    heartbeat_failures: int = 0
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -96,6 +109,48 @@ class GatewayAgents:
         self._clones: dict[str, tuple[Path, str]] = {}
         """Pod name -> (its clone, its token)."""
         self._lock = threading.Lock()
+        self._beats: list[tuple[float, str]] = []
+        self._cv = threading.Condition()
+        self._stop = threading.Event()
+        self._posts = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="heartbeat")
+        threading.Thread(target=self._heartbeats, daemon=True, name="heartbeats").start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cv:
+            self._cv.notify_all()
+        self._posts.shutdown(wait=False, cancel_futures=True)
+
+    def _heartbeats(self) -> None:
+        """Every cloned agent's heartbeat, every HEARTBEAT_SECONDS until its push."""
+        while not self._stop.is_set():
+            with self._cv:
+                while not self._beats or self._beats[0][0] > time.monotonic():
+                    if self._stop.is_set():
+                        return
+                    self._cv.wait(None if not self._beats else max(0.0, self._beats[0][0] - time.monotonic()))
+                _, name = heapq.heappop(self._beats)
+            with self._lock:
+                got = self._clones.get(name)
+            if got is None:  # pushed and gone
+                continue
+            with contextlib.suppress(RuntimeError):
+                self._posts.submit(self._beat, got[1])
+            with self._cv:
+                heapq.heappush(self._beats, (time.monotonic() + HEARTBEAT_SECONDS, name))
+
+    def _beat(self, token: str) -> None:
+        t = time.monotonic()
+        try:
+            request = urllib.request.Request(f"{self.url}/progress", data=json.dumps({"heartbeat": True}).encode(),
+                                             method="POST", headers={"Content-Type": "application/json",
+                                                                     "Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                response.read()
+            self.times.add("heartbeats", time.monotonic() - t)
+        except OSError:
+            with self.times.lock:
+                self.times.heartbeat_failures += 1
 
     def token(self, pod: Mapping[str, Any]) -> str:
         meta = pod["metadata"]
@@ -137,6 +192,9 @@ class GatewayAgents:
         self.times.add("clone", time.monotonic() - t)
         with self._lock:
             self._clones[name] = (dest, token)
+        with self._cv:  # the runner's heartbeat: every HEARTBEAT_SECONDS from its start
+            heapq.heappush(self._beats, (time.monotonic() + HEARTBEAT_SECONDS, name))
+            self._cv.notify()
 
     def forget(self, name: str) -> None:
         with self._lock:
@@ -223,6 +281,3 @@ def gateway_report(samples: Any, quantile: Callable[[float, dict[float, float]],
             "longshot_gateway_token_reviews_total", "result").items()) if v > 0))
 
 
-def cleanup(root: Path) -> None:
-    with contextlib.suppress(Exception):
-        shutil.rmtree(root / "agents", ignore_errors=True)
