@@ -51,7 +51,11 @@ thousand admissions at the start are a burst of their own, 64 an admission; the 
 
 Usage: ``python hack/bench_fleet.py [--tasks 10000] [--agents 1000] [--repos 1] [--replicas 1] [--think-seconds 180]
 [--gate-seconds 5] [--gate-failure-rate 0.005] [--duration 600] [--budget 840] [--tenants 1|2] [--quiet-every 20]
-[--keep DIR]``; ``make bench-fleet BENCH_FLEET_ARGS='--repos 4 --replicas 3'`` for four repositories on three replicas.
+[--through-gateway] [--keep DIR]``; ``make bench-fleet BENCH_FLEET_ARGS='--repos 4 --replicas 3'`` for four
+repositories on three replicas. ``--through-gateway``: one real longshot-gateway, and the workers and fixers clone
+and push through it with Pod-bound tokens as the runner does, heartbeats included (``bench_fleet_gateway``; no floor
+run); the last line gains ``gateway_cpu_s_per_merge=… gateway_peak_rss_mib=… clone_p50_s=… clone_p95_s=…
+push_p50_s=… push_p95_s=…``.
 ``--tenants 2``: fair admission by capacity (issue 57) on kwok nodes that hold the fleet's agents only, with a quiet
 second tenant making one small build every ``--quiet-every`` seconds; it prints the quiet tenant's first-Pod-running
 p95 (from its task's create, and from the moment room freed after it: the first of the fleet's agents to end) and
