@@ -456,6 +456,10 @@ class Agents:
         self.seed = args.seed
         self.rng = random.Random(args.seed)
         self.pool = concurrent.futures.ThreadPoolExecutor(args.agent_threads, thread_name_prefix="agent")
+        self.git_pool = (concurrent.futures.ThreadPoolExecutor(args.git_threads, thread_name_prefix="agent-git")
+                         if gateway is not None else self.pool)
+        """``--through-gateway``: the workers' and fixers' clones and pushes, apart: a gate's verdict must not wait
+        behind them (each agent is a Pod of its own, which waits for nobody's git)."""
         self.started: set[str] = set()
         self.created: dict[str, float] = {}
         self.stats = Stats()
@@ -479,6 +483,7 @@ class Agents:
         with self._cv:
             self._cv.notify_all()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.git_pool.shutdown(wait=False, cancel_futures=True)
 
     def _watch(self, namespace: str) -> None:
         for ev in raw_watch(self.core.list_namespaced_pod, namespace, self._stop, label_selector=LABEL):
@@ -499,7 +504,7 @@ class Agents:
                 delay = base * self.rng.uniform(0.5, 1.5) if role != "tester" else base
                 if self.gateway is not None and role in ("worker", "fixer"):
                     # the runner clones first, then thinks: the clone on the pool, the timer once it is done
-                    self.pool.submit(self._clone_then_think, pod, time.monotonic() + delay)
+                    self.git_pool.submit(self._clone_then_think, pod, time.monotonic() + delay)
                     continue
                 self._after(pod, time.monotonic() + delay)
             elif ev["type"] == "DELETED":
@@ -530,8 +535,9 @@ class Agents:
                         return
                     self._cv.wait(None if not self._timers else max(0.0, self._timers[0][0] - time.monotonic()))
                 _, _, pod = heapq.heappop(self._timers)
+            role = (pod["metadata"].get("labels") or {}).get("longshot.dev/role", "worker")
             try:
-                self.pool.submit(self._finish_safely, pod)
+                (self.git_pool if role in ("worker", "fixer") else self.pool).submit(self._finish_safely, pod)
             except RuntimeError:  # shut down
                 return
 
@@ -1485,9 +1491,10 @@ def main(argv: list[str] | None = None) -> int:
                              "after the fleet's; both are measured over this window (0: no floor)")
     parser.add_argument("--budget", type=float, default=1260,
                         help="seconds the whole benchmark may take: the run is cut short to fit (then: how far it got)")
-    parser.add_argument("--agent-threads", type=int, default=None,
-                        help="threads doing the simulated agents' work (16; 64 with --through-gateway, where each "
-                             "waits on its git)")
+    parser.add_argument("--agent-threads", type=int, default=16, help="threads doing the simulated agents' work")
+    parser.add_argument("--git-threads", type=int, default=128,
+                        help="--through-gateway: threads doing the workers' and fixers' clones and pushes (each waits "
+                             "on its git), apart from the gates'")
     parser.add_argument("--report-every", type=float, default=30)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--tenants", type=int, choices=(1, 2), default=1,
@@ -1504,8 +1511,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.through_gateway:
         args.floor_seconds = 0  # the floor has no gateway to go through
-    if args.agent_threads is None:
-        args.agent_threads = 64 if args.through_gateway else 16
     began = time.monotonic()
 
     def interrupted(signum: int, frame: object) -> None:

@@ -112,7 +112,7 @@ class GatewayAgents:
         self._beats: list[tuple[float, str]] = []
         self._cv = threading.Condition()
         self._stop = threading.Event()
-        self._posts = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="heartbeat")
+        self._posts = concurrent.futures.ThreadPoolExecutor(64, thread_name_prefix="heartbeat")
         threading.Thread(target=self._heartbeats, daemon=True, name="heartbeats").start()
 
     def stop(self) -> None:
