@@ -15,10 +15,12 @@ projected token volume). Each simulated worker and fixer then does at the bounda
   relaunch), with git's plumbing on the clone (an index read from the start tree, the file added, ``commit-tree``),
   and ``git push --porcelain --no-verify`` of the commit to its branch through the gateway, which checks the ref
   policy and forwards it to the forge with the build's credential (its ``pre-receive`` hook);
-* from its clone to its push, a heartbeat every ``HEARTBEAT_SECONDS`` (30 s, the runner's default) posted to the
-  gateway's ``/progress`` (``{"heartbeat": true}``, which the gateway writes to the task's ``status.progress``): with a
-  gateway the operator ends an attempt that sent none for ``LONGSHOT_HEARTBEAT_TIMEOUT_SECONDS`` (300 s), and a
-  thousand agents' heartbeats are 33 requests (and status writes) a second;
+* from its start (before the clone: the runner's ``events.Heartbeat`` wraps its whole run) to its push, a first
+  progress message (the runner's "agent runner started") and a heartbeat every ``HEARTBEAT_SECONDS`` (30 s, the
+  runner's default) posted to the gateway's ``/progress`` (``{"heartbeat": true}``, which the gateway writes to the
+  task's ``status.progress``): with a gateway the operator ends an attempt that sent none for
+  ``LONGSHOT_HEARTBEAT_TIMEOUT_SECONDS`` (300 s), and a thousand agents' heartbeats are 33 requests (and status
+  writes) a second;
 * clone and push are timed by the agent (wall seconds, including the gateway's 503 "attempt not recorded yet" and
   429 retries, which git does not do: the agent retries them as the runner's ``_reconnecting`` does).
 
@@ -108,6 +110,8 @@ class GatewayAgents:
         self.times = GitTimes()
         self._clones: dict[str, tuple[Path, str]] = {}
         """Pod name -> (its clone, its token)."""
+        self._tokens: dict[str, str] = {}
+        """Pod name -> its token, from its start to its push: whose heartbeats are due."""
         self._lock = threading.Lock()
         self._beats: list[tuple[float, str]] = []
         self._cv = threading.Condition()
@@ -131,18 +135,19 @@ class GatewayAgents:
                     self._cv.wait(None if not self._beats else max(0.0, self._beats[0][0] - time.monotonic()))
                 _, name = heapq.heappop(self._beats)
             with self._lock:
-                got = self._clones.get(name)
-            if got is None:  # pushed and gone
+                token = self._tokens.get(name)
+            if token is None:  # pushed and gone
                 continue
             with contextlib.suppress(RuntimeError):
-                self._posts.submit(self._beat, got[1])
+                self._posts.submit(self._beat, token)
             with self._cv:
                 heapq.heappush(self._beats, (time.monotonic() + HEARTBEAT_SECONDS, name))
 
-    def _beat(self, token: str) -> None:
+    def _beat(self, token: str, body: Mapping[str, Any] | None = None) -> None:
         t = time.monotonic()
         try:
-            request = urllib.request.Request(f"{self.url}/progress", data=json.dumps({"heartbeat": True}).encode(),
+            data = json.dumps(body or {"heartbeat": True}).encode()
+            request = urllib.request.Request(f"{self.url}/progress", data=data,
                                              method="POST", headers={"Content-Type": "application/json",
                                                                      "Authorization": f"Bearer {token}"})
             with urllib.request.urlopen(request, timeout=30) as response:
@@ -181,6 +186,15 @@ class GatewayAgents:
         """What the runner does first: its token, then a full clone of its build's repository through the gateway."""
         name = pod["metadata"]["name"]
         token = self.token(pod)
+        with self._lock:
+            first = name not in self._tokens
+            self._tokens[name] = token
+        if first:  # the runner's first progress message, then its heartbeats, all from its start
+            with contextlib.suppress(RuntimeError):
+                self._posts.submit(self._beat, token, {"message": "agent runner started"})
+            with self._cv:
+                heapq.heappush(self._beats, (time.monotonic() + HEARTBEAT_SECONDS, name))
+                self._cv.notify()
         dest = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.root))
         t = time.monotonic()
         try:
@@ -192,13 +206,11 @@ class GatewayAgents:
         self.times.add("clone", time.monotonic() - t)
         with self._lock:
             self._clones[name] = (dest, token)
-        with self._cv:  # the runner's heartbeat: every HEARTBEAT_SECONDS from its start
-            heapq.heappush(self._beats, (time.monotonic() + HEARTBEAT_SECONDS, name))
-            self._cv.notify()
 
     def forget(self, name: str) -> None:
         with self._lock:
             got = self._clones.pop(name, None)
+            self._tokens.pop(name, None)
         if got is not None:
             shutil.rmtree(got[0], ignore_errors=True)
 
