@@ -19,7 +19,8 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 LAST_LINE = re.compile(
     r"^merged_per_hour=(\d+) agents=4 tasks=8 operator_cpu_s_per_merge=([\d.]+) api_writes_per_merge=([\d.]+) "
-    r"peak_rss_mib=(\d+) dispatch_p95_s=([\d.]+) queue_wait_p95_s=([\d.]+)$")
+    r"peak_rss_mib=(\d+) dispatch_p95_s=([\d.]+) queue_wait_p95_s=([\d.]+)"
+    r"( fleet_vs_floor=[\d.]+ floor_per_hour=\d+ window_s=\d+)?$")  # the floor's figures, when it ran
 
 
 @pytest.mark.timeout(240)
