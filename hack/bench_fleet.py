@@ -51,7 +51,11 @@ thousand admissions at the start are a burst of their own, 64 an admission; the 
 
 Usage: ``python hack/bench_fleet.py [--tasks 10000] [--agents 1000] [--repos 1] [--replicas 1] [--think-seconds 180]
 [--gate-seconds 5] [--gate-failure-rate 0.005] [--duration 600] [--budget 840] [--tenants 1|2] [--quiet-every 20]
-[--keep DIR]``; ``make bench-fleet BENCH_FLEET_ARGS='--repos 4 --replicas 3'`` for four repositories on three replicas.
+[--through-gateway] [--keep DIR]``; ``make bench-fleet BENCH_FLEET_ARGS='--repos 4 --replicas 3'`` for four
+repositories on three replicas. ``--through-gateway``: one real longshot-gateway, and the workers and fixers clone
+and push through it with Pod-bound tokens as the runner does, heartbeats included (``bench_fleet_gateway``; no floor
+run); the last line gains ``gateway_cpu_s_per_merge=… gateway_peak_rss_mib=… clone_p50_s=… clone_p95_s=…
+push_p50_s=… push_p95_s=…``.
 ``--tenants 2``: fair admission by capacity (issue 57) on kwok nodes that hold the fleet's agents only, with a quiet
 second tenant making one small build every ``--quiet-every`` seconds; it prints the quiet tenant's first-Pod-running
 p95 (from its task's create, and from the moment room freed after it: the first of the fleet's agents to end) and
@@ -94,6 +98,7 @@ sys.path.insert(0, str(ROOT / "operator"))
 sys.path.insert(0, str(ROOT / "hack"))
 
 import bench_fleet_floor  # noqa: E402
+import bench_fleet_gateway  # noqa: E402
 import kubernetes  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
@@ -439,8 +444,11 @@ class Agents:
     """Watches the namespace's agent Pods; each one that kwok marks Running gets its agent: a timer, then the
     work (``_finish``) on a thread pool."""
 
-    def __init__(self, api: kubernetes.client.ApiClient, repos: dict[str, Repo], args: argparse.Namespace) -> None:
+    def __init__(self, api: kubernetes.client.ApiClient, repos: dict[str, Repo], args: argparse.Namespace,
+                 gateway: bench_fleet_gateway.GatewayAgents | None = None) -> None:
         self.core = kubernetes.client.CoreV1Api(api)
+        self.gateway = gateway
+        """``--through-gateway``: workers and fixers clone and push through longshot-gateway."""
         self.repos = repos
         self.think = args.think_seconds
         self.gate_seconds = args.gate_seconds
@@ -448,6 +456,10 @@ class Agents:
         self.seed = args.seed
         self.rng = random.Random(args.seed)
         self.pool = concurrent.futures.ThreadPoolExecutor(args.agent_threads, thread_name_prefix="agent")
+        self.git_pool = (concurrent.futures.ThreadPoolExecutor(args.git_threads, thread_name_prefix="agent-git")
+                         if gateway is not None else self.pool)
+        """``--through-gateway``: the workers' and fixers' clones and pushes, apart: a gate's verdict must not wait
+        behind them (each agent is a Pod of its own, which waits for nobody's git)."""
         self.started: set[str] = set()
         self.created: dict[str, float] = {}
         self.stats = Stats()
@@ -471,6 +483,7 @@ class Agents:
         with self._cv:
             self._cv.notify_all()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.git_pool.shutdown(wait=False, cancel_futures=True)
 
     def _watch(self, namespace: str) -> None:
         for ev in raw_watch(self.core.list_namespaced_pod, namespace, self._stop, label_selector=LABEL):
@@ -489,13 +502,30 @@ class Agents:
                 role = (meta.get("labels") or {}).get("longshot.dev/role", "worker")
                 base = self.gate_seconds if role == "tester" else self.think
                 delay = base * self.rng.uniform(0.5, 1.5) if role != "tester" else base
-                with self._cv:
-                    self._seq += 1
-                    heapq.heappush(self._timers, (time.monotonic() + delay, self._seq, pod))
-                    self._cv.notify()
+                if self.gateway is not None and role in ("worker", "fixer"):
+                    # the runner clones first, then thinks: the clone on the pool, the timer once it is done
+                    self.git_pool.submit(self._clone_then_think, pod, time.monotonic() + delay)
+                    continue
+                self._after(pod, time.monotonic() + delay)
             elif ev["type"] == "DELETED":
                 self.created.pop(name, None)
                 self.live[namespace].discard(name)
+
+    def _after(self, pod: dict[str, Any], deadline: float) -> None:
+        with self._cv:
+            self._seq += 1
+            heapq.heappush(self._timers, (deadline, self._seq, pod))
+            self._cv.notify()
+
+    def _clone_then_think(self, pod: dict[str, Any], deadline: float) -> None:
+        assert self.gateway is not None
+        try:
+            task = ho.TaskInput.model_validate_json(pod["metadata"]["annotations"][ho.TASK_INPUT_ANNOTATION])
+            self.gateway.clone(pod, task.namespace, task.build)
+        except Exception as e:  # cloned again when its time comes
+            if len(self.stats.errors) < 20:
+                self.stats.errors.append(f"{pod['metadata']['name']} clone: {type(e).__name__}: {e}")
+        self._after(pod, deadline)
 
     def _timer(self) -> None:
         while not self._stop.is_set():
@@ -505,8 +535,9 @@ class Agents:
                         return
                     self._cv.wait(None if not self._timers else max(0.0, self._timers[0][0] - time.monotonic()))
                 _, _, pod = heapq.heappop(self._timers)
+            role = (pod["metadata"].get("labels") or {}).get("longshot.dev/role", "worker")
             try:
-                self.pool.submit(self._finish_safely, pod)
+                (self.git_pool if role in ("worker", "fixer") else self.pool).submit(self._finish_safely, pod)
             except RuntimeError:  # shut down
                 return
 
@@ -521,7 +552,7 @@ class Agents:
         meta = pod["metadata"]
         task = ho.TaskInput.model_validate_json(meta["annotations"][ho.TASK_INPUT_ANNOTATION])
         repo = self.repos[task.repository_url.rstrip("/").rsplit("/", 1)[-1]]
-        result = self._work(task, repo)
+        result = self._work(task, repo, meta["name"])
         message = ho.encode(result).decode()
         assert ho.fits_termination_message(message.encode()), "a simulated handoff is always small"
         code = 0 if result.outcome != "failed" else 1
@@ -546,8 +577,10 @@ class Agents:
         if ns == NS:
             self.stats.fleet_ends.append(time.monotonic())
 
-    def _work(self, task: ho.TaskInput, repo: Repo) -> ho.Handoff:
+    def _work(self, task: ho.TaskInput, repo: Repo, pod: str = "") -> ho.Handoff:
         """What the agent of ``task`` does at the boundary: its git write and its handoff."""
+        if self.gateway is not None and task.role in ("worker", "fixer"):
+            return self._work_through_gateway(task, repo, pod)
         common = {"task": task.task, "attempt": task.attempt, "role": task.role}
         if task.role == "tester":
             commit = task.commit or repo.rev(f"refs/heads/{task.branch}")
@@ -582,6 +615,35 @@ class Agents:
         if task.role == "planner":
             return ho.Handoff(**common, outcome="succeeded", done=True, summary="the request is met")
         return ho.Handoff(**common, outcome="succeeded", verdict="approved", summary="fine", reasons=["fine"])
+
+    def _work_through_gateway(self, task: ho.TaskInput, repo: Repo, pod: str) -> ho.Handoff:
+        """A worker's or fixer's git as the runner does it (``--through-gateway``): the change committed on its
+        clone's base (or its own branch's tip) and pushed through longshot-gateway."""
+        gw = self.gateway
+        assert gw is not None
+        common = {"task": task.task, "attempt": task.attempt, "role": task.role}
+        if not gw.has_clone(pod):
+            got = self.core.read_namespaced_pod(pod, task.namespace, _preload_content=False)
+            gw.clone(json.loads(got.data), task.namespace, task.build)
+        path = fanout_path(task.task)
+        existing = (gw.rev(pod, f"refs/remotes/origin/{task.branch}")
+                    if task.role == "fixer" or task.attempt > 1 else None)
+        start = existing or gw.rev(pod, "HEAD") or gw.rev(pod, f"refs/remotes/origin/{task.base_branch or 'main'}")
+        assert start is not None, f"{pod}: the clone has no base"
+        if task.role == "fixer":
+            broken_path = next((p for p, blob in list(repo.broken_blobs.items())
+                                if gw.read(pod, f"{start}:{p}") == blob), path)
+            path, content = broken_path, f"fixed by {task.task}\n".encode()
+        elif is_culprit(task.task, self.rate, self.seed):
+            content = f"BROKEN by {task.task}\n".encode()
+            repo.broken_blobs[path] = bench_fleet_gateway.blob_id(content)
+        else:
+            content = f"result of {task.task}\n".encode()
+        commit = gw.commit_and_push(pod, start, task.branch, path, content,
+                                    f"{task.task}: {task.role} change\n\nLongshot-Build: {task.build}\n"
+                                    f"Longshot-Task: {task.task}\nLongshot-Attempt: {task.attempt}\n")
+        return ho.Handoff(**common, outcome="succeeded", branch=task.branch, commit=commit, base_commit=start,
+                          files_changed=[path], summary=f"{task.role} {task.task}: wrote {path}")
 
 
 # --- watching ----------------------------------------------------------------------------------------------
@@ -908,6 +970,15 @@ def operator_samples(ports: Sequence[int]) -> Samples:
     return s
 
 
+def gateway_samples(port: int) -> Samples:
+    """The gateway's metrics (``--through-gateway``); empty without one."""
+    s = Samples()
+    if port:
+        with contextlib.suppress(OSError):
+            s.add_text(fetch_text(f"http://127.0.0.1:{port}/metrics"))
+    return s
+
+
 def apiserver_samples(cp: controlplane.ControlPlane) -> Samples:
     s = Samples()
     text = fetch_text(f"{cp.server}/metrics", cp.admin_token, cp.pki / "ca.crt")
@@ -977,6 +1048,26 @@ def report_requests(api_delta: Samples) -> None:
     log(f"API server requests over the run: {sum(reqs.values())} ({sum(writes.values())} writes); writes: "
         + ", ".join(f"{v} {r} {n}" for (v, r), n in writes.most_common(16))
         + "; reads: " + ", ".join(f"{v} {r} {n}" for (v, r), n in reads.most_common(8)))
+
+
+def report_gateway(result: Result, gw: bench_fleet_gateway.GatewayAgents, samples: Samples,
+                   cpu: tuple[float, float], pid: int, merged: int) -> None:
+    """``--through-gateway``: the gateway's CPU per merge (its process and its git children), its peak RSS, the
+    agents' clone and push times, and the gateway's own metrics over the run."""
+    own, kids = cpu
+    result.gateway_cpu_s_per_merge = (own + kids) / merged if merged else float("nan")
+    result.gateway_rss = rss_mib(pid)
+    t = gw.times
+    result.clone_p50, result.clone_p95 = percentile(t.clone, 0.5), percentile(t.clone, 0.95)
+    result.push_p50, result.push_p95 = percentile(t.push, 0.5), percentile(t.push, 0.95)
+    log(f"gateway: {own:.0f}s Python + {kids:.0f}s git (its children) = {result.gateway_cpu_s_per_merge:.3f} CPU s "
+        f"per merge; peak RSS {result.gateway_rss:.0f} MiB (its git children apart)")
+    log(f"agents through the gateway: {len(t.clone)} clones p50 {result.clone_p50:.2f}s p95 {result.clone_p95:.2f}s "
+        f"max {max(t.clone, default=float('nan')):.2f}s; {len(t.push)} pushes p50 {result.push_p50:.2f}s p95 "
+        f"{result.push_p95:.2f}s max {max(t.push, default=float('nan')):.2f}s; {t.retries} retried answers (503, 429); "
+        f"{len(t.heartbeats)} heartbeats (POST /progress) p50 {percentile(t.heartbeats, 0.5):.2f}s p95 "
+        f"{percentile(t.heartbeats, 0.95):.2f}s, {t.heartbeat_failures} failed")
+    bench_fleet_gateway.gateway_report(samples, histogram_quantile, log)
 
 
 def report_lifecycle(life: Lifecycle) -> float:
@@ -1101,6 +1192,12 @@ class Result:
     fleet_window_per_hour: float = float("nan")
     floor_per_hour: float = float("nan")
     fleet_vs_floor: float = float("nan")
+    gateway_cpu_s_per_merge: float = float("nan")
+    gateway_rss: float = float("nan")
+    clone_p50: float = float("nan")
+    clone_p95: float = float("nan")
+    push_p50: float = float("nan")
+    push_p95: float = float("nan")
 
 
 def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, began: float) -> None:
@@ -1140,6 +1237,13 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
                                         "the default SA")
                 core.create_namespaced_secret(ns, {"metadata": {"name": "git-token"},
                                                    "stringData": {"username": FORGE_USER, "password": password}})
+            gateway_url, gateway_metrics = "", 0
+            if args.through_gateway:  # one real longshot-gateway between the agents and the forge
+                gw_port, gateway_metrics = controlplane.free_port(), controlplane.free_port()
+                procs["gateway"] = bench_fleet_gateway.start_gateway(spawn, work, cp.kubeconfig, NS, gw_port,
+                                                                     gateway_metrics, ROOT)
+                controlplane.wait_until(lambda: _connects(gw_port), 60, "longshot-gateway")
+                gateway_url = f"http://127.0.0.1:{gw_port}"
             audit_start = audit_log.stat().st_size
             ports = []
             for r in range(args.replicas):
@@ -1151,6 +1255,8 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
                        "LONGSHOT_WORKSPACE_DIR": str(work / f"ws-{r}"),
                        "LONGSHOT_NETWORK_POLICY": "false", "LONGSHOT_EGRESS_ALLOWED_CIDRS": "127.0.0.0/8",
                        "PYTHONPATH": f"{ROOT / 'operator'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+                if gateway_url:  # its Pods carry the gateway's address and a projected token for it
+                    env["LONGSHOT_GATEWAY_URL"] = gateway_url
                 watched = ["--namespace", NS]
                 if args.tenants > 1:  # fair admission by capacity, on the kwok nodes' room (docs/admission-capacity.md)
                     env.update(LONGSHOT_ADMISSION_CAPACITY="auto", LONGSHOT_ADMISSION_REFRESH_SECONDS="2")
@@ -1187,7 +1293,10 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
             api_before = apiserver_samples(cp)
             cpu0 = cpu_snapshot(procs)
             bench0 = proc_cpu(os.getpid())
-            agents = Agents(api, repos, args)
+            gw_agents = (bench_fleet_gateway.GatewayAgents(core, gateway_url, GIT_ENV, work) if gateway_url
+                         else None)
+            gw_before = gateway_samples(gateway_metrics)
+            agents = Agents(api, repos, args, gw_agents)
             jobs = Jobs(api)
             agents.start()
             jobs.start()
@@ -1304,6 +1413,9 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
                 log(f"dispatch p95: {result.dispatch_p95:.2f}s after the first fill ({filled[0]:.0f}s in: "
                     f"{args.agents} Pods, 64 an admission), {whole:.2f}s over the whole run")
             result.queue_wait_p95 = percentile(waits, 0.95)
+            if gw_agents is not None:
+                report_gateway(result, gw_agents, gateway_samples(gateway_metrics).minus(gw_before),
+                               d["gateway"], procs["gateway"].pid, merged)
             if quiet is not None:
                 result.quiet_p95, result.quiet_room_p95, result.quiet_share = quiet.report()
             if args.floor_seconds > 0:
@@ -1345,9 +1457,12 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
         finally:
             if agents is not None:
                 agents.stop()
+                if agents.gateway is not None:
+                    agents.gateway.stop()
             if jobs is not None:
                 jobs.stop()
-            for name in [n for n in procs if n.startswith("operator-")] + ["kwok", "kube-scheduler", "forge"]:
+            for name in [n for n in procs if n.startswith("operator-")] + ["gateway", "kwok", "kube-scheduler",
+                                                                          "forge"]:
                 if name in procs:
                     stop_process(procs[name])
             for repo in repos.values():
@@ -1377,6 +1492,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=1260,
                         help="seconds the whole benchmark may take: the run is cut short to fit (then: how far it got)")
     parser.add_argument("--agent-threads", type=int, default=16, help="threads doing the simulated agents' work")
+    parser.add_argument("--git-threads", type=int, default=128,
+                        help="--through-gateway: threads doing the workers' and fixers' clones and pushes (each waits "
+                             "on its git), apart from the gates'")
     parser.add_argument("--report-every", type=float, default=30)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--tenants", type=int, choices=(1, 2), default=1,
@@ -1384,9 +1502,15 @@ def main(argv: list[str] | None = None) -> int:
                              "tenant making one small build every --quiet-every seconds; prints its first-Pod-running "
                              "p95 and its share over time")
     parser.add_argument("--quiet-every", type=float, default=20.0, help="seconds between the quiet tenant's builds")
+    parser.add_argument("--through-gateway", action="store_true",
+                        help="one real longshot-gateway: the operator's Pods get its address, and the simulated "
+                             "workers and fixers clone and push through it with Pod-bound tokens, as the runner does "
+                             "(hack/bench_fleet_gateway.py); no floor run")
     parser.add_argument("--bin-dir", type=Path, default=None)
     parser.add_argument("--keep", type=Path, default=None, help="keep the work directory (logs, audit log) here")
     args = parser.parse_args(argv)
+    if args.through_gateway:
+        args.floor_seconds = 0  # the floor has no gateway to go through
     began = time.monotonic()
 
     def interrupted(signum: int, frame: object) -> None:
@@ -1413,6 +1537,10 @@ def main(argv: list[str] | None = None) -> int:
           f"queue_wait_p95_s={result.queue_wait_p95:.1f}"
           + (f" fleet_vs_floor={result.fleet_vs_floor:.3f} floor_per_hour={result.floor_per_hour:.0f}"
              f" window_s={result.window:.0f}" if args.floor_seconds > 0 else "")
+          + (f" gateway_cpu_s_per_merge={result.gateway_cpu_s_per_merge:.3f}"
+             f" gateway_peak_rss_mib={result.gateway_rss:.0f} clone_p50_s={result.clone_p50:.2f}"
+             f" clone_p95_s={result.clone_p95:.2f} push_p50_s={result.push_p50:.2f} push_p95_s={result.push_p95:.2f}"
+             if args.through_gateway else "")
           + (f" quiet_first_pod_p95_s={result.quiet_p95:.2f} quiet_after_room_p95_s={result.quiet_room_p95:.2f}"
              f" quiet_share={result.quiet_share:.3f}"
              if args.tenants > 1 else ""), flush=True)

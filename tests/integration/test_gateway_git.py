@@ -287,3 +287,27 @@ def test_without_enforcement_the_scope_is_only_a_hint_and_the_same_push_lands(co
                   f"HEAD:refs/heads/longshot/{namespace}/b1/b1-t1")
     assert r.returncode == 0, r.stderr
     assert refs(forge)[f"refs/heads/longshot/{namespace}/b1/b1-t1"] == head
+
+
+def test_a_mirror_reads_the_upstream_head_once_then_follows_it_every_head_sync_seconds(
+        gateway, attempt, forge, namespace, tmp_path, monkeypatch):
+    from longshot.gateway import gitserve
+
+    def advertisements() -> int:
+        return sum(1 for method, path, _ in forge.requests if method == "GET" and "/info/refs" in path)
+
+    a = attempt()
+    clone(a, gateway, namespace, tmp_path / "first")
+    first = advertisements()
+    assert first == 2  # the mirror's first fetch, and its HEAD (ls-remote --symref)
+    # the upstream's default branch moves: within HEAD_SYNC_SECONDS a clone costs the upstream one fetch, no more
+    admin("branch", "trunk", "main", cwd=forge.root / "app.git")
+    admin("symbolic-ref", "HEAD", "refs/heads/trunk", cwd=forge.root / "app.git")
+    second = clone(a, gateway, namespace, tmp_path / "second")
+    assert advertisements() == first + 1
+    assert admin("symbolic-ref", "--short", "HEAD", cwd=second) == "main"
+    # once HEAD_SYNC_SECONDS have passed, the next refresh reads HEAD again and clones check out the new default
+    monkeypatch.setattr(gitserve, "HEAD_SYNC_SECONDS", 0.0)
+    third = clone(a, gateway, namespace, tmp_path / "third")
+    assert advertisements() == first + 3
+    assert admin("symbolic-ref", "--short", "HEAD", cwd=third) == "trunk"

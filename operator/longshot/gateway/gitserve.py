@@ -10,7 +10,8 @@ Routes (``<ns>/<build>`` must be the caller's own build)::
 Each repository (upstream URL, namespace and credentials Secret: two tenants never share a mirror) has a
 bare mirror under ``mirror_dir``. Every ref advertisement (the first request of any clone, fetch or push)
 first fetches the upstream into the mirror (``+refs/heads/*``, ``+refs/tags/*``, ``+refs/longshot/*``,
-pruned), coalesced per mirror; then ``git http-backend`` serves the request from the mirror, streamed in
+pruned), coalesced per mirror (the upstream's HEAD, what a clone checks out, is read again at most every
+:data:`HEAD_SYNC_SECONDS`); then ``git http-backend`` serves the request from the mirror, streamed in
 both directions. Clones therefore cost the upstream only what changed since the last one.
 
 A push (``git-receive-pack``) is read up to the end of its command list (:mod:`pktline`, bounded) and
@@ -70,6 +71,10 @@ HOOK = """#!/bin/sh
 exec {python} -m longshot.gateway.hook
 """
 DEFAULT_USERNAME = "x-access-token"
+HEAD_SYNC_SECONDS = 60.0
+"""How often a mirror's HEAD is read again from the upstream (``git ls-remote --symref``: one more round trip to
+the upstream) after the mirror's first fetch: a repository's default branch rarely changes, and reading it on every
+refresh doubled the upstream requests of every clone and push (``make bench-fleet --through-gateway``)."""
 _AUTH_FAILURE = re.compile(r"Authentication failed|could not read (Username|Password)|returned error: (401|403)|"
                            r"Permission denied \(publickey|Invalid username or password", re.IGNORECASE)
 
@@ -157,6 +162,7 @@ class GitService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._mirror_locks: dict[str, MirrorLock] = {}
         self._fetched: dict[str, float] = {}
+        self._head_synced: dict[str, float] = {}
         for d in (self.repos, self.keys, self.home, self.root / "hooks"):
             d.mkdir(parents=True, exist_ok=True)
         self.keys.chmod(stat.S_IRWXU)
@@ -284,6 +290,7 @@ class GitService:
                 (path / "hooks").mkdir(exist_ok=True)
                 for k, v in (("core.hooksPath", str(self.root / "hooks")), ("http.receivepack", "true")):
                     await self._git("config", k, v, cwd=path, env=env)
+                self._head_synced.pop(up.key, None)  # a new mirror (or one removed over its cap) reads it first
             async with self.mirror_lock(up).fetch():
                 bound = await asyncio.to_thread(self._fetch_bound, path)
                 with self.credential_file(up) as credential:
@@ -308,7 +315,9 @@ class GitService:
                         f"{self.settings.mirror_max_bytes} bytes (LONGSHOT_GATEWAY_MIRROR_MAX_BYTES, chart value "
                         "gateway.mirrorMaxBytes); the fetch was stopped at the cap")
                 raise UpstreamError(f"the gateway could not fetch the repository {up.redact(up.url)}: {why}{detail}")
-            await self._sync_head(path, up, env)
+            if started - self._head_synced.get(up.key, -HEAD_SYNC_SECONDS) >= HEAD_SYNC_SECONDS:
+                await self._sync_head(path, up, env)
+                self._head_synced[up.key] = started
             self._fetched[up.key] = started
 
     def _fetch_bound(self, path: Path) -> dict[str, str]:

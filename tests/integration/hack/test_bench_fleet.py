@@ -207,3 +207,18 @@ def test_the_floor_s_plain_git_merger_merges_each_ready_branch_into_main_and_tim
     assert {f"work/floor-t{i:05d}.txt" for i in range(5)} <= set(files)
     assert floor.merged_within([1.0, 2.0, 9.0], 5.0) == 2
     assert floor.ratio(3, 4) == 0.75 and floor.ratio(3, 0) != floor.ratio(3, 0)  # NaN when the floor merged none
+
+
+gateway_mode = hack_modules.load("bench_fleet_gateway")
+
+
+def test_a_culprit_s_blob_id_through_the_gateway_is_the_one_git_stores(tmp_path: Path):
+    # --through-gateway: a culprit's broken blob is known by its id (the gate looks it up in the commit it tests)
+    repo = bench.make_repository(tmp_path, "r")
+    try:
+        for content in (b"BROKEN by build-t00001\n", b"", b"\0binary\xff"):
+            assert gateway_mode.blob_id(content) == repo.write("blob", content)
+            stored = subprocess.run(["git", "hash-object", "--stdin"], input=content, capture_output=True, check=True)
+            assert gateway_mode.blob_id(content) == stored.stdout.decode().strip()
+    finally:
+        repo.close()
