@@ -490,6 +490,7 @@ class Admissions:
         self.custom = kubernetes.client.CustomObjectsApi(api)
         self.seen: dict[tuple[str, int], float] = {}
         self._watch = kubernetes.watch.Watch()
+        self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="admissions", daemon=True)
 
     def __enter__(self) -> Admissions:
@@ -497,11 +498,12 @@ class Admissions:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stopped.set()
         self._watch.stop()
         self._thread.join(10)
 
     def _run(self) -> None:
-        while True:
+        while not self._stopped.is_set():
             try:
                 for ev in self._watch.stream(self.custom.list_namespaced_custom_object, GROUP, VERSION, NS,
                                              "agenttasks", timeout_seconds=300):
@@ -511,7 +513,10 @@ class Admissions:
                         self.seen.setdefault((obj["metadata"]["name"], int(a.get("number") or 0)), now)
                 return
             except Exception as e:  # the watch is re-opened (an expired resourceVersion, a dropped connection)
+                if self._stopped.is_set():  # the phase is over (its cluster may be going): no retry
+                    return
                 log(f"admissions watch: {type(e).__name__}; again")
+                self._stopped.wait(1.0)
 
 
 def start_seconds(api: kubernetes.client.ApiClient, builds: list[str], admissions: Admissions) -> list[float]:
