@@ -498,27 +498,36 @@ def cmd_logs(k: Kube, a: argparse.Namespace, out: CleanOutput) -> int:
     return 0
 
 
-def _follow(k: Kube, a: argparse.Namespace, number: int, pod: str, out: CleanOutput) -> int:
+def _follow(k: Kube, a: argparse.Namespace, number: int, pod: str, out: CleanOutput,
+            streams: follow.Streams | None = None) -> int:
     """``logs -f`` of a running attempt: its Pod's log as it grows; when it ends, the ``result`` line of its ledger
-    entry, and on stderr where the entry is (or why there is none)."""
-    stop = threading.Event()
-    record = follow.follow_attempt(k, a.task, number, pod, out, raw=a.raw, clock=time.monotonic, pause=stop.wait)
+    entry, and on stderr where the entry is (or why there is none). ``streams``: a caller's (its ``stop()`` ends the
+    follow from another thread, as the console does when a viewer leaves)."""
+    stop = streams.stopped if streams is not None else threading.Event()
+    record = follow.follow_attempt(k, a.task, number, pod, out, raw=a.raw, clock=time.monotonic, pause=stop.wait,
+                                   streams=streams)
+    result, said = attempt_end(k, a.task, number, pod, record)
+    if result is not None:
+        out.write(json.dumps({"type": "result", **result}, ensure_ascii=True) + "\n")
+    a.err.write(said + "\n")
+    return 0
+
+
+def attempt_end(k: Kube, task: str, number: int, pod: str,
+                record: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str]:
+    """How a followed attempt ended: the ``result`` of its ledger entry (None: none yet, or no entry) and a sentence
+    saying where the entry is or why there is none. ``record``: its status record once its end was recorded
+    (None: it was not)."""
     if record is None:
-        a.err.write(f"the log of attempt {number} ended; its end is not recorded yet: run `kubectl longshot logs "
-                    f"{a.task} --attempt {number} --ledger` later for its ledger entry\n")
-        return 0
+        return None, (f"the log of attempt {number} ended; its end is not recorded yet: run `kubectl longshot logs "
+                      f"{task} --attempt {number} --ledger` later for its ledger entry")
     entry = record.get("ledger") or ledger.entry_name(record.get("pod") or pod)
     cm = k.configmap(entry)
     how = sanitize.one_line(str(record.get("exitReason") or record.get("failureClass") or "ended"))[:200]
     if cm is None:
-        a.err.write(f"attempt {number} ended ({how}); it has no ledger entry (ConfigMap {entry!r} not found)\n")
-        return 0
-    result = _result(cm)
-    if result is not None:
-        out.write(json.dumps({"type": "result", **result}, ensure_ascii=True) + "\n")
-    a.err.write(f"attempt {number} ended ({how}); its transcript is kept in the ledger entry ConfigMap "
-                f"{k.namespace}/{entry} (kubectl longshot logs {a.task} --attempt {number} --ledger)\n")
-    return 0
+        return None, f"attempt {number} ended ({how}); it has no ledger entry (ConfigMap {entry!r} not found)"
+    return _result(cm), (f"attempt {number} ended ({how}); its transcript is kept in the ledger entry ConfigMap "
+                         f"{k.namespace}/{entry} (kubectl longshot logs {task} --attempt {number} --ledger)")
 
 
 def _print_ledger(k: Kube, entry: str, number: int, a: argparse.Namespace, out: CleanOutput, *,

@@ -35,13 +35,16 @@ def test_every_console_route_is_declared_with_its_limits() -> None:
     app = server.make_app(c, door)
     assert door.undeclared(app) == []
     by_name = {r.name: r for r in door.routes}
-    assert set(by_name) == {"page", "script", "style", "healthz", "readyz", "whoami", "events", "transcript", "act"}
+    assert set(by_name) == {"page", "script", "style", "healthz", "readyz", "whoami", "events", "transcript", "follow",
+                            "act"}
     for route in door.routes:
         assert route.problems() == []
         # what is not the static page or a probe is a person's, with their token
         assert route.caller == ("none" if route.name in {"page", "script", "style", "healthz", "readyz"}
                                 else "person-token"), route
     assert [r.name for r in door.routes if r.max_body_bytes > 0] == ["act"]
+    follow = by_name["follow"]  # a stream of a Pod log: a small lane per person, and a deadline past its own end
+    assert follow.per_caller == 2 and follow.timeout_seconds > ConsoleSettings().follow_seconds
     assert by_name["act"].methods == ("POST",) and by_name["act"].max_body_bytes == ConsoleSettings().max_action_bytes
 
 
@@ -68,7 +71,8 @@ async def test_no_token_no_api_and_a_query_parameter_or_cookie_is_not_a_token(
                 ("GET", "/api/whoami", {"Cookie": "token=abc"}),
                 ("GET", "/api/events", {"Authorization": "Basic YTpi"}),
                 ("POST", "/api/act/a/AgentTask/t1/cancel", {"Content-Type": "application/json"}),
-                ("GET", "/api/transcript/a/t1", {})):
+                ("GET", "/api/transcript/a/t1", {}),
+                ("GET", "/api/follow/a/t1?attempt=1", {})):
             async with http.request(method, base + path, headers=headers) as r:
                 assert r.status == 401, (method, path)
                 assert "Bearer" in r.headers["WWW-Authenticate"]
