@@ -192,7 +192,8 @@ def follow_attempt(k: Source, task: str, number: int, pod: str, out: CleanOutput
     not within ``END_WAIT`` seconds, or stopped).
 
     ``streams``: the caller's, so that its ``stop()`` from another thread ends the follow promptly (the blocked read
-    of the log or of the watch returns; a ``pause`` should be ``streams.stopped.wait``); None: one of its own."""
+    of the log or of the watch returns; a ``pause`` should be ``streams.stopped.wait``); None: one of its own. Either
+    way they are stopped when the follow ends (nothing it opened stays open)."""
     streams = streams or Streams()
     started = clock()
     try:

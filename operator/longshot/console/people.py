@@ -204,7 +204,7 @@ def follow(endpoint: Endpoint, token: str, namespace: str, task: str, attempt: i
     rights: each line of its Pod's log, cleaned as the plugin prints it (``CleanOutput``), to ``push`` as it comes;
     then how it ended (``cli.attempt_end``): ``{"attempt", "result", "said"}`` (``result`` None: none recorded, and
     ``said`` why). A finished attempt ends at once. ``streams.stop()`` from another thread ends the follow promptly
-    (``{"stopped": True}``). Refused with the API server's answer (403 without ``pods/log``)."""
+    (for a viewer that left: what it then returns is for nobody). Refused with the API server's answer (403 without ``pods/log``)."""
     client = endpoint.client(token)
     k = cli.Kube(client, namespace)
     out = cli.CleanOutput(cast(Any, _Lines(push)))
@@ -220,12 +220,8 @@ def follow(endpoint: Endpoint, token: str, namespace: str, task: str, attempt: i
         if not record.get("endTime"):
             record = cli_follow.follow_attempt(k, task, number, pod, out, raw=False, clock=time.monotonic,
                                                pause=streams.stopped.wait, streams=streams)
-        if streams.stopped.is_set():
-            return {"stopped": True}
         result, said = cli.attempt_end(k, task, number, pod, record)
     except CALL_ERRORS as e:
-        if streams.stopped.is_set():
-            return {"stopped": True}
         raise _refusal(e, endpoint.host) from None
     finally:
         client.close()  # type: ignore[no-untyped-call]
