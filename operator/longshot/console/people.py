@@ -204,7 +204,8 @@ def follow(endpoint: Endpoint, token: str, namespace: str, task: str, attempt: i
     rights: each line of its Pod's log, cleaned as the plugin prints it (``CleanOutput``), to ``push`` as it comes;
     then how it ended (``cli.attempt_end``): ``{"attempt", "result", "said"}`` (``result`` None: none recorded, and
     ``said`` why). A finished attempt ends at once. ``streams.stop()`` from another thread ends the follow promptly
-    (for a viewer that left: what it then returns is for nobody). Refused with the API server's answer (403 without ``pods/log``)."""
+    (for a viewer that left: what it then returns is for nobody). Refused with the API server's answer (403
+    without ``pods/log``)."""
     client = endpoint.client(token)
     k = cli.Kube(client, namespace)
     out = cli.CleanOutput(cast(Any, _Lines(push)))
