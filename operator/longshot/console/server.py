@@ -381,22 +381,22 @@ class Console:
         if len(self.follows) >= self.settings.max_follows:
             raise ingress.Refused(503, "this console follows as many transcripts as it serves; retry in a moment",
                                   {"Retry-After": "5"})
+        deadline = self.clock() + self.settings.follow_seconds
         f = Follow(asyncio.get_running_loop(), self.settings.follow_queue)
         self.follows.add(f)
         threading.Thread(target=f.run, name=f"follow-{ns}/{task}", daemon=True,
                          args=(self.endpoint, person.token, ns, task, int(raw_attempt) if raw_attempt else None,
                                self.follows.discard)).start()
         try:
-            await self._follow(request, f)
+            await self._follow(request, f, deadline)
         except ConnectionError:  # the viewer left
             pass
         finally:
             f.streams.stop()  # the thread's blocked read returns; it ends
         return f.response if f.response is not None else web.Response(status=204)
 
-    async def _follow(self, request: web.Request, f: Follow) -> None:
+    async def _follow(self, request: web.Request, f: Follow, deadline: float) -> None:
         response: web.StreamResponse | None = None
-        deadline = self.clock() + self.settings.follow_seconds
         quiet_since = self.clock()
         while True:
             gap, lines, opened, done, outcome = f.take()
