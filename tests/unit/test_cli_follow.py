@@ -325,6 +325,12 @@ def test_a_streamed_log_is_split_into_lines_across_chunks_empty_lines_kept():
     assert lines == ["one", "two", "", "thré", "last"] and resp.released
 
 
+def test_a_log_without_newlines_is_given_in_bounded_pieces(monkeypatch):
+    monkeypatch.setattr(cli, "MAX_LOG_LINE", 4)
+    resp = Resp([b"abcdefghij", b"k\nshort\n"])
+    assert list(cli._lines(resp, follow.Streams(), text=True)) == ["abcd", "efgh", "ijk", "short"]
+
+
 def test_watch_lines_skip_empty_ones_and_an_error_event_raises_with_its_code():
     resp = Resp([b'{"type": "ADDED", "object": {"metadata": {"name": "a"}}}\n\n',
                  b'{"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired", '

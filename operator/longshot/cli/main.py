@@ -62,6 +62,9 @@ WATCH_TIMEOUT = 3600
 """``tree -w`` stops after this many seconds unless ``--watch-timeout`` says otherwise."""
 OPERATOR_NAMESPACE = "longshot-system"
 """Where ``version`` looks for the operator's Deployment (the chart's documented namespace)."""
+MAX_LOG_LINE = 1 << 20
+"""A followed log's line longer than this (bytes without a newline) is given in pieces of this size: a log that never
+writes a newline costs bounded memory (in the console, which follows for many people, as in the plugin)."""
 FOLLOW_READ_TIMEOUT = 86400 + 60
 """``logs -f`` gives up on a log silent this long: the longest attempt (``spec.agent.timeoutSeconds`` at most 86400)
 and a minute."""
@@ -216,6 +219,9 @@ def _lines(resp: Any, streams: follow.Streams, *, text: bool = False) -> Iterato
             for line in done:
                 if line or text:
                     yield line.decode("utf-8", errors="replace")
+            while text and len(buffer) > MAX_LOG_LINE:
+                piece, buffer = buffer[:MAX_LOG_LINE], buffer[MAX_LOG_LINE:]
+                yield piece.decode("utf-8", errors="replace")
             if streams.stopped.is_set():
                 return
         if buffer:
