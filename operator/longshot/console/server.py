@@ -35,7 +35,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -102,7 +102,7 @@ class Viewer:
 class _Held(cli_follow.Streams):
     """A follow's streams that say when the log's answer came (the API server accepted the read)."""
 
-    def __init__(self, opened: Any) -> None:
+    def __init__(self, opened: Callable[[], None]) -> None:
         super().__init__()
         self.opened = opened
 
@@ -129,7 +129,7 @@ class Follow:
         self.response: web.StreamResponse | None = None
 
     def run(self, endpoint: people.Endpoint, token: str, ns: str, task: str, attempt: int | None,
-            ended: Any) -> None:
+            ended: Callable[[Follow], object]) -> None:
         """The thread: follow until the attempt ends, it is refused, or ``streams.stop()``; then ``ended(self)``
         in the loop."""
         outcome: dict[str, Any] | people.Refused
@@ -359,7 +359,8 @@ class Console:
         ns, task = request.match_info["ns"], request.match_info["task"]
         raw_attempt = request.query.get("attempt")
         source = request.query.get("source", "ledger")
-        if source not in ("ledger", "pod") or (raw_attempt is not None and not raw_attempt.isdigit()) or \
+        if source not in ("ledger", "pod") or (raw_attempt is not None and not (raw_attempt.isascii() and
+                                                                             raw_attempt.isdigit())) or \
                 len(raw_attempt or "") > 6:
             raise ingress.Refused(400, "attempt is a number and source is ledger or pod")
         try:
@@ -376,7 +377,7 @@ class Console:
         person: Person = call.caller
         ns, task = request.match_info["ns"], request.match_info["task"]
         raw_attempt = request.query.get("attempt")
-        if raw_attempt is not None and (not raw_attempt.isdigit() or len(raw_attempt) > 6):
+        if raw_attempt is not None and not (raw_attempt.isascii() and raw_attempt.isdigit() and len(raw_attempt) <= 6):
             raise ingress.Refused(400, "attempt is a number")
         if len(self.follows) >= self.settings.max_follows:
             raise ingress.Refused(503, "this console follows as many transcripts as it serves; retry in a moment",

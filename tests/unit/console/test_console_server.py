@@ -194,8 +194,10 @@ async def test_a_refused_follow_is_the_api_servers_answer(
     async with aiohttp.ClientSession() as http:
         assert await _events(http, base + "/api/follow/a/t1") == (403, [("refused", {
             "error": 'pods "t1-a1" is forbidden: cannot get resource "pods/log"'})])
-        async with http.get(base + "/api/follow/a/t1?attempt=x", headers={"Authorization": "Bearer t"}) as r:
-            assert r.status == 400
+        for bad in ("x", "\u00b2", "1234567"):  # a superscript two is a digit to str.isdigit, not to int()
+            async with http.get(base + "/api/follow/a/t1", params={"attempt": bad},
+                                headers={"Authorization": "Bearer t"}) as r:
+                assert r.status == 400, bad
 
 
 async def test_a_follow_past_its_time_says_reload_and_stops_its_thread(
