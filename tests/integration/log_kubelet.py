@@ -73,3 +73,12 @@ class LogKubelet:
         except kubernetes.client.ApiException as e:
             if e.status != 404:
                 raise
+
+
+def restricted_pod(name: str, node: str) -> dict[str, Any]:
+    """An agent Pod as far as ``pods/log`` cares (bound to ``node``; the namespace's Pod Security is restricted)."""
+    return {"metadata": {"name": name}, "spec": {
+        "nodeName": node, "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
+                                              "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{"name": "agent", "image": "example.test/agent:1", "securityContext": {
+            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}]}}

@@ -383,18 +383,9 @@ def test_the_krew_launcher_runs_the_plugin_on_the_given_python_and_says_what_is_
 # --- logs -f on the real API server ------------------------------------------------------------------
 
 
-def restricted_pod(name: str, node: str) -> dict[str, Any]:
-    """An agent Pod as far as ``pods/log`` cares (bound to ``node``; the namespace's Pod Security is restricted)."""
-    return {"metadata": {"name": name}, "spec": {
-        "nodeName": node, "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
-                                              "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [{"name": "agent", "image": "example.test/agent:1", "securityContext": {
-            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}]}}
-
-
 def test_logs_follow_prints_a_growing_pod_log_then_where_the_ledger_entry_is(control_plane, core_v1, custom,
                                                                              namespace):
-    from log_kubelet import LogKubelet
+    from log_kubelet import LogKubelet, restricted_pod
 
     from longshot.core import ledger
 

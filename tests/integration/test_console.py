@@ -353,6 +353,100 @@ async def test_transcripts_are_read_with_the_persons_rights(
             assert r.status == 403 and "configmaps" in said["error"], said  # bob may not read ledger entries
 
 
+class Follower:
+    """One followed transcript (``/api/follow``): its status, then its events in order."""
+
+    def __init__(self, http: aiohttp.ClientSession, url: str, token: str) -> None:
+        self.status = 0
+        self.error: dict[str, Any] = {}
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.closed = False
+        self.task = asyncio.create_task(self._read(http, url, token))
+
+    async def _read(self, http: aiohttp.ClientSession, url: str, token: str) -> None:
+        async with http.get(url, headers={"Authorization": f"Bearer {token}"}) as r:
+            if r.status != 200:
+                self.error = await r.json()
+                self.status = r.status
+                return
+            self.status = r.status
+            buffer = b""
+            async for chunk in r.content.iter_any():
+                buffer += chunk
+                while b"\n\n" in buffer:
+                    block, buffer = buffer.split(b"\n\n", 1)
+                    lines = block.decode().split("\n")
+                    event = next((x[7:] for x in lines if x.startswith("event: ")), "")
+                    data = next((x[6:] for x in lines if x.startswith("data: ")), "")
+                    if event:
+                        self.events.append((event, json.loads(data)))
+        self.closed = True
+
+    def lines(self) -> list[str]:
+        return [data["text"] for event, data in self.events if event == "line"]
+
+    async def leave(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+async def test_a_running_attempts_log_streams_to_the_page_then_its_result(
+        control_plane: Any, cluster: Cluster, namespace: str, custom: kubernetes.client.CustomObjectsApi) -> None:
+    """The API server proxies a real growing Pod log (a kubelet's log endpoint, log_kubelet.py): each line appended
+    reaches the viewer in order, cleaned; the attempt's end ends the stream with its result; a person without
+    ``pods/log`` gets the API server's refusal; a viewer that leaves stops the follow's thread."""
+    from log_kubelet import LogKubelet, restricted_pod
+
+    a = namespace
+    for person in ("alice", "bob"):
+        cluster.account(a, person)
+    cluster.grant(a, a, "alice", [READ, {"apiGroups": [""], "resources": ["pods/log", "configmaps"],
+                                         "verbs": ["get"]}])
+    cluster.grant(a, a, "bob", [READ])
+    alice, bob = cluster.token(a, "alice"), cluster.token(a, "bob")
+    create(custom, a, build("b1"))
+    started = "2026-11-28T08:00:00Z"
+    with LogKubelet(cluster.core, control_plane.pki, f"log-{a}"[:63]) as kubelet:
+        for name in ("b1-w", "b1-v"):
+            create(custom, a, task(name, buildRef={"name": "b1"}))
+            cluster.core.create_namespaced_pod(a, restricted_pod(f"{name}-a1", kubelet.node))
+            set_status(custom, a, "agenttasks", name, {"phase": "Running", "attempts": [
+                {"number": 1, "pod": f"{name}-a1", "startTime": started}]})
+        async with running_console(cluster, [a]) as (console, base), aiohttp.ClientSession() as http:
+            url = f"{base}/api/follow/{a}/b1-w?attempt=1"
+            refused = Follower(http, url, bob)
+            await until(lambda: refused.task.done(), 30, "bob's answer")
+            assert refused.status == 403 and "pods/log" in refused.error["error"], (refused.error, refused.events)
+            await until(lambda: not console.follows, 30, "bob's follow thread ends")
+
+            viewer = Follower(http, url, alice)
+            kubelet.write('{"type": "message", "text": "one <b>"}\n')
+            await until(lambda: viewer.lines(), 30, "the first line, through the API server")
+            kubelet.write("two \x1b[31mred\x1b[0m\n")
+            kubelet.write("three\n")
+            await until(lambda: len(viewer.lines()) == 3, 30, "the next lines")
+            assert viewer.lines() == ['{"type": "message", "text": "one <b>"}', "two red", "three"]
+            assert not viewer.closed and len(console.follows) == 1  # still following
+            kubelet.end()
+            cluster.core.create_namespaced_config_map(a, {"metadata": {"name": "b1-w-a1-ledger"}, "data": {
+                ledger.RESULT_KEY: json.dumps({"exitCode": 0, "endTime": "2026-11-28T08:01:00Z"})}})
+            set_status(custom, a, "agenttasks", "b1-w", {"phase": "Succeeded", "attempts": [
+                {"number": 1, "pod": "b1-w-a1", "startTime": started, "endTime": "2026-11-28T08:01:00Z",
+                 "exitReason": "Completed", "ledger": "b1-w-a1-ledger"}]})
+            await until(lambda: viewer.closed, 30, "the stream ends with the attempt")
+            event, end = viewer.events[-1]
+            assert event == "end" and end["result"] == {"exitCode": 0, "endTime": "2026-11-28T08:01:00Z"}, end
+            assert f"{a}/b1-w-a1-ledger" in end["said"] and [e for e, _ in viewer.events] == ["line"] * 3 + ["end"]
+            await until(lambda: not console.follows, 30, "the follow thread ends with the stream")
+
+            leaving = Follower(http, f"{base}/api/follow/{a}/b1-v?attempt=1", alice)
+            await until(lambda: leaving.status == 200, 30, "the log of b1-v is open")
+            assert len(console.follows) == 1
+            await leaving.leave()
+            await until(lambda: not console.follows, 30, "the follow thread stops when its viewer leaves")
+
+
 async def test_hostile_fields_come_out_escaped(
         cluster: Cluster, namespace: str, custom: kubernetes.client.CustomObjectsApi) -> None:
     a = namespace
@@ -749,3 +843,64 @@ async def test_in_a_real_browser_a_person_without_rights_sees_the_api_servers_re
         assert f'User "{bob}" cannot patch resource "{resource}"' in said, said  # the API server's own words
     assert "answer" not in get(custom, a, "agenttasks", "payments")["spec"]
     assert not get(custom, a, "buildrequests", "checkout-api")["spec"].get("cancel")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install -y chromium)")
+async def test_in_a_real_browser_a_running_attempts_transcript_follows_its_log_as_text(
+        control_plane: Any, cluster: Cluster, namespace: str, custom: kubernetes.client.CustomObjectsApi) -> None:
+    """The person clicks "transcript" on a running task: the box grows with the Pod's log (through the API server,
+    with their token in the Authorization header only), hostile markup stays text, and the attempt's end shows."""
+    from log_kubelet import LogKubelet, restricted_pod
+
+    a = namespace
+    cluster.account(a, "alice")
+    cluster.grant(a, a, "alice", [READ, {"apiGroups": [""], "resources": ["pods/log", "configmaps"],
+                                         "verbs": ["get"]}])
+    alice = cluster.token(a, "alice")
+    assert CHROMIUM is not None
+    create(custom, a, build("b1"))
+    create(custom, a, task("b1-w", buildRef={"name": "b1"}))
+    started = "2026-11-28T08:00:00Z"
+    with LogKubelet(cluster.core, control_plane.pki, f"log-{a}"[:63]) as kubelet:
+        cluster.core.create_namespaced_pod(a, restricted_pod("b1-w-a1", kubelet.node))
+        set_status(custom, a, "agenttasks", "b1-w", {"phase": "Running", "attempts": [
+            {"number": 1, "pod": "b1-w-a1", "startTime": started}]})
+        async with running_console(cluster, [a]) as (console, base):
+            with tempfile.TemporaryDirectory() as profile:
+                browser = Chromium(CHROMIUM, profile)
+                try:
+                    def text() -> str:
+                        return str(browser.evaluate("document.getElementById('transcript').textContent"))
+
+                    def drive() -> None:
+                        browser.open(base + "/")
+                        browser.call("Runtime.enable")
+                        wait_until(lambda: browser.evaluate("document.readyState") == "complete", 30, "the page")
+                        browser.evaluate(f"document.getElementById('token').value = {json.dumps(alice)};"
+                                         "document.getElementById('login-form').requestSubmit(); true")
+                        wait_until(lambda: browser.evaluate("document.querySelector('[data-task=\"b1-w\"]') !== null"),
+                                   30, "the task")
+                        browser.evaluate(_click("transcript", "[data-task=\"b1-w\"]"))
+                        wait_until(lambda: len(console.follows) == 1, 30, "the page follows the log")
+                        kubelet.write('{"type": "text", "text": "<img src=x id=pwned>"}\n')
+                        wait_until(lambda: "pwned" in text(), 30, "the first line in the box")
+                        kubelet.write("second line\n")
+                        wait_until(lambda: text().endswith("second line\n"), 30, "the second line, after the first")
+                        assert text() == '{"type": "text", "text": "<img src=x id=pwned>"}\nsecond line\n'
+                        assert browser.evaluate("document.getElementById('pwned') === null") is True
+                        kubelet.end()
+                        cluster.core.create_namespaced_config_map(a, {"metadata": {"name": "b1-w-a1-ledger"}, "data": {
+                            ledger.RESULT_KEY: json.dumps({"exitCode": 0})}})
+                        set_status(custom, a, "agenttasks", "b1-w", {"phase": "Succeeded", "attempts": [
+                            {"number": 1, "pod": "b1-w-a1", "startTime": started, "endTime": "2026-11-28T08:01:00Z",
+                             "exitReason": "Completed", "ledger": "b1-w-a1-ledger"}]})
+                        wait_until(lambda: str(browser.evaluate(
+                            "document.getElementById('transcript-title').textContent")).endswith("(ended)"), 30,
+                            "the attempt's end in the box")
+                        assert '{"type":"result","exitCode":0}\nattempt 1 ended (Completed)' in text()
+                        if SHOTS:
+                            browser.screenshot("#transcript-box", os.path.join(SHOTS, "console-follow.png"))
+                    await asyncio.to_thread(drive)
+                finally:
+                    browser.close()
+            await until(lambda: not console.follows, 30, "the follow thread ends with the attempt")

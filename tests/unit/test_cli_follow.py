@@ -77,7 +77,10 @@ class FakeKube(cli.Kube):
         if self.starting:
             self.starting -= 1
             raise kubernetes.client.ApiException(status=400, reason="container agent is waiting to start")
-        yield from self.lines
+        for line in self.lines:
+            if streams.stopped.is_set():  # as the real read: a stop() ends it
+                return
+            yield line
 
     def configmap(self, name: str) -> dict[str, Any] | None:
         if not self.ledger or name != "b-t-a2-ledger":
@@ -141,6 +144,41 @@ def test_an_end_not_recorded_in_time_says_how_to_read_the_entry_later(monkeypatc
     assert code == 0 and out == "x\n" and calls["n"] == 2
     assert err == ("the log of attempt 2 ended; its end is not recorded yet: run `kubectl longshot logs b-t "
                    "--attempt 2 --ledger` later for its ledger entry\n")
+
+
+class StopAfterFirst(io.StringIO):
+    def __init__(self, streams: follow.Streams) -> None:
+        super().__init__()
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        n = super().write(text)
+        self.streams.stop()
+        return n
+
+
+def test_a_callers_stop_ends_the_follow_at_once_and_waits_for_no_end():
+    streams = follow.Streams()
+    kube = FakeKube(["one\n", "two\n", "three\n"], [task_obj([ENDED], "7")])
+    out, clock = StopAfterFirst(streams), Clock()
+    record = follow.follow_attempt(kube, "b-t", 2, "b-t-a2", cli.CleanOutput(out), raw=False, clock=clock,
+                                   pause=clock.pause, streams=streams)
+    assert record is None and out.getvalue() == "one\n"
+    assert kube.after == [task_obj([ENDED], "7")] and clock.now == 0  # no watch of the end, no pause
+
+
+def test_a_callers_stop_ends_the_wait_for_a_container_that_has_not_started():
+    streams = follow.Streams()
+    kube = FakeKube(["one\n"], [], starting=30)
+    clock = Clock()
+
+    def pause(seconds: float) -> None:
+        clock.pause(seconds)
+        streams.stop()
+
+    record = follow.follow_attempt(kube, "b-t", 2, "b-t-a2", cli.CleanOutput(io.StringIO()), raw=False, clock=clock,
+                                   pause=pause, streams=streams)
+    assert record is None and kube.followed == ["b-t-a2"]  # asked once, then stopped
 
 
 def test_an_attempt_without_a_ledger_entry_says_so():
@@ -285,6 +323,12 @@ def test_a_streamed_log_is_split_into_lines_across_chunks_empty_lines_kept():
     resp = Resp([b"one\ntw", b"o\n\nthr", "é\n".encode()[:1], "é\n".encode()[1:], b"last"])
     lines = list(cli._lines(resp, follow.Streams(), text=True))
     assert lines == ["one", "two", "", "thré", "last"] and resp.released
+
+
+def test_a_log_without_newlines_is_given_in_bounded_pieces(monkeypatch):
+    monkeypatch.setattr(cli, "MAX_LOG_LINE", 4)
+    resp = Resp([b"abcdefghij", b"k\nshort\n"])
+    assert list(cli._lines(resp, follow.Streams(), text=True)) == ["abcd", "efgh", "ijk", "short"]
 
 
 def test_watch_lines_skip_empty_ones_and_an_error_event_raises_with_its_code():

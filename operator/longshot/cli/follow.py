@@ -186,13 +186,18 @@ def _record(task: dict[str, Any] | None, number: int) -> dict[str, Any] | None:
 
 
 def follow_attempt(k: Source, task: str, number: int, pod: str, out: CleanOutput, *, raw: bool,
-                   clock: Callable[[], float], pause: Callable[[float], object]) -> dict[str, Any] | None:
+                   clock: Callable[[], float], pause: Callable[[float], object],
+                   streams: Streams | None = None) -> dict[str, Any] | None:
     """Print the Pod's log as it grows until it ends; then the attempt's record once its end is recorded (None:
-    not within ``END_WAIT`` seconds)."""
-    streams = Streams()
+    not within ``END_WAIT`` seconds, or stopped).
+
+    ``streams``: the caller's, so that its ``stop()`` from another thread ends the follow promptly (the blocked read
+    of the log or of the watch returns; a ``pause`` should be ``streams.stopped.wait``); None: one of its own. Either
+    way they are stopped when the follow ends (nothing it opened stays open)."""
+    streams = streams or Streams()
     started = clock()
     try:
-        while True:
+        while not streams.stopped.is_set():
             try:
                 for line in k.follow_log(pod, "agent", streams):
                     (out.raw if raw else out).write(line)
@@ -205,13 +210,15 @@ def follow_attempt(k: Source, task: str, number: int, pod: str, out: CleanOutput
                     pause(1.0)
                     continue
                 raise
+        if streams.stopped.is_set():
+            return None
         record = _record(k.get("AgentTask", task), number)
         if record is not None and record.get("endTime"):
             return record
         deadline = clock() + END_WAIT
         items, rv = k.list_versioned("AgentTask", field_selector=f"metadata.name={task}")
         record = _record(items[0] if items else None, number)
-        while (record is None or not record.get("endTime")) and clock() < deadline:
+        while (record is None or not record.get("endTime")) and clock() < deadline and not streams.stopped.is_set():
             left = max(1, int(deadline - clock()))
             for event, obj in k.watch("AgentTask", rv, streams, field_selector=f"metadata.name={task}",
                                       timeout_seconds=left):

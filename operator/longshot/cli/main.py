@@ -62,6 +62,9 @@ WATCH_TIMEOUT = 3600
 """``tree -w`` stops after this many seconds unless ``--watch-timeout`` says otherwise."""
 OPERATOR_NAMESPACE = "longshot-system"
 """Where ``version`` looks for the operator's Deployment (the chart's documented namespace)."""
+MAX_LOG_LINE = 1 << 20
+"""A followed log's line longer than this (bytes without a newline) is given in pieces of this size: a log that never
+writes a newline costs bounded memory (in the console, which follows for many people, as in the plugin)."""
 FOLLOW_READ_TIMEOUT = 86400 + 60
 """``logs -f`` gives up on a log silent this long: the longest attempt (``spec.agent.timeoutSeconds`` at most 86400)
 and a minute."""
@@ -216,6 +219,9 @@ def _lines(resp: Any, streams: follow.Streams, *, text: bool = False) -> Iterato
             for line in done:
                 if line or text:
                     yield line.decode("utf-8", errors="replace")
+            while text and len(buffer) > MAX_LOG_LINE:
+                piece, buffer = buffer[:MAX_LOG_LINE], buffer[MAX_LOG_LINE:]
+                yield piece.decode("utf-8", errors="replace")
             if streams.stopped.is_set():
                 return
         if buffer:
@@ -498,27 +504,36 @@ def cmd_logs(k: Kube, a: argparse.Namespace, out: CleanOutput) -> int:
     return 0
 
 
-def _follow(k: Kube, a: argparse.Namespace, number: int, pod: str, out: CleanOutput) -> int:
+def _follow(k: Kube, a: argparse.Namespace, number: int, pod: str, out: CleanOutput,
+            streams: follow.Streams | None = None) -> int:
     """``logs -f`` of a running attempt: its Pod's log as it grows; when it ends, the ``result`` line of its ledger
-    entry, and on stderr where the entry is (or why there is none)."""
-    stop = threading.Event()
-    record = follow.follow_attempt(k, a.task, number, pod, out, raw=a.raw, clock=time.monotonic, pause=stop.wait)
+    entry, and on stderr where the entry is (or why there is none). ``streams``: a caller's (its ``stop()`` ends the
+    follow from another thread, as the console does when a viewer leaves)."""
+    stop = streams.stopped if streams is not None else threading.Event()
+    record = follow.follow_attempt(k, a.task, number, pod, out, raw=a.raw, clock=time.monotonic, pause=stop.wait,
+                                   streams=streams)
+    result, said = attempt_end(k, a.task, number, pod, record)
+    if result is not None:
+        out.write(json.dumps({"type": "result", **result}, ensure_ascii=True) + "\n")
+    a.err.write(said + "\n")
+    return 0
+
+
+def attempt_end(k: Kube, task: str, number: int, pod: str,
+                record: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str]:
+    """How a followed attempt ended: the ``result`` of its ledger entry (None: none yet, or no entry) and a sentence
+    saying where the entry is or why there is none. ``record``: its status record once its end was recorded
+    (None: it was not)."""
     if record is None:
-        a.err.write(f"the log of attempt {number} ended; its end is not recorded yet: run `kubectl longshot logs "
-                    f"{a.task} --attempt {number} --ledger` later for its ledger entry\n")
-        return 0
+        return None, (f"the log of attempt {number} ended; its end is not recorded yet: run `kubectl longshot logs "
+                      f"{task} --attempt {number} --ledger` later for its ledger entry")
     entry = record.get("ledger") or ledger.entry_name(record.get("pod") or pod)
     cm = k.configmap(entry)
     how = sanitize.one_line(str(record.get("exitReason") or record.get("failureClass") or "ended"))[:200]
     if cm is None:
-        a.err.write(f"attempt {number} ended ({how}); it has no ledger entry (ConfigMap {entry!r} not found)\n")
-        return 0
-    result = _result(cm)
-    if result is not None:
-        out.write(json.dumps({"type": "result", **result}, ensure_ascii=True) + "\n")
-    a.err.write(f"attempt {number} ended ({how}); its transcript is kept in the ledger entry ConfigMap "
-                f"{k.namespace}/{entry} (kubectl longshot logs {a.task} --attempt {number} --ledger)\n")
-    return 0
+        return None, f"attempt {number} ended ({how}); it has no ledger entry (ConfigMap {entry!r} not found)"
+    return _result(cm), (f"attempt {number} ended ({how}); its transcript is kept in the ledger entry ConfigMap "
+                         f"{k.namespace}/{entry} (kubectl longshot logs {task} --attempt {number} --ledger)")
 
 
 def _print_ledger(k: Kube, entry: str, number: int, a: argparse.Namespace, out: CleanOutput, *,

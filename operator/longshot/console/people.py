@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import io
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -20,8 +22,10 @@ import urllib3
 
 from longshot.api import boundedjson, common
 from longshot.cli import errors as cli_errors
+from longshot.cli import follow as cli_follow
 from longshot.cli import main as cli
 from longshot.core import console as core
+from longshot.core import names
 
 log = logging.getLogger(__name__)
 
@@ -175,3 +179,51 @@ def transcript(endpoint: Endpoint, token: str, namespace: str, task: str, attemp
             raise Refused(502, f"the ledger entry of attempt {attempt} is larger than the console shows: {e}") from None
         return {"source": "ledger", **(data if isinstance(data, dict) else {})}
     return {"source": "pod", "text": out.getvalue()}
+
+
+class _Lines:
+    """A text stream that hands each complete line (newline removed) to ``push``: what ``CleanOutput`` writes to."""
+
+    def __init__(self, push: Callable[[str], object]) -> None:
+        self.push = push
+        self.partial = ""
+
+    def write(self, text: str) -> int:
+        *done, self.partial = (self.partial + text).split("\n")
+        for line in done:
+            self.push(line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def follow(endpoint: Endpoint, token: str, namespace: str, task: str, attempt: int | None,
+           push: Callable[[str], object], streams: cli_follow.Streams) -> dict[str, Any]:
+    """Follow a running attempt as ``kubectl longshot logs -f`` does (``follow.follow_attempt``), with the person's
+    rights: each line of its Pod's log, cleaned as the plugin prints it (``CleanOutput``), to ``push`` as it comes;
+    then how it ended (``cli.attempt_end``): ``{"attempt", "result", "said"}`` (``result`` None: none recorded, and
+    ``said`` why). A finished attempt ends at once. ``streams.stop()`` from another thread ends the follow promptly
+    (for a viewer that left: what it then returns is for nobody). Refused with the API server's answer (403
+    without ``pods/log``)."""
+    client = endpoint.client(token)
+    k = cli.Kube(client, namespace)
+    out = cli.CleanOutput(cast(Any, _Lines(push)))
+    try:
+        attempts = (k.must("AgentTask", task).get("status") or {}).get("attempts") or []
+        if not attempts:
+            raise Refused(409, f"AgentTask {task!r} has not started an attempt yet")
+        number = attempt if attempt is not None else max(int(x.get("number", 0)) for x in attempts)
+        record: dict[str, Any] | None = next((x for x in attempts if x.get("number") == number), None)
+        if record is None:
+            raise Refused(404, f"AgentTask {task!r} has no attempt {number} in its status")
+        pod = str(record.get("pod") or names.pod_name(task, number))
+        if not record.get("endTime"):
+            record = cli_follow.follow_attempt(k, task, number, pod, out, raw=False, clock=time.monotonic,
+                                               pause=streams.stopped.wait, streams=streams)
+        result, said = cli.attempt_end(k, task, number, pod, record)
+    except CALL_ERRORS as e:
+        raise _refusal(e, endpoint.host) from None
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
+    return {"attempt": number, "result": result, "said": said}

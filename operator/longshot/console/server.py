@@ -10,6 +10,8 @@
                                               namespaces the person may list, then each change
     GET  /api/transcript/{ns}/{task}          an attempt's transcript (?attempt=N&source=ledger|pod), read
                                               with the person's token as kubectl longshot logs does   (person-token)
+    GET  /api/follow/{ns}/{task}              Server-Sent Events: a running attempt's log as it grows (?attempt=N),
+                                              then how it ended, as kubectl longshot logs -f does     (person-token)
     POST /api/act/{ns}/{kind}/{name}/{action} answer, approve, suspend, resume, cancel, relaunch (and the
                                               message hook), made with the person's token            (person-token)
 
@@ -27,11 +29,13 @@ person's token only (``console.people``): the API server's RBAC decides, and its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
+import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -41,6 +45,7 @@ from aiohttp import web
 
 from longshot import logs
 from longshot.api import boundedjson
+from longshot.cli import follow as cli_follow
 from longshot.console import people
 from longshot.console import watch as cwatch
 from longshot.console.settings import ConsoleSettings
@@ -94,6 +99,84 @@ class Viewer:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+class _Held(cli_follow.Streams):
+    """A follow's streams that say when the log's answer came (the API server accepted the read)."""
+
+    def __init__(self, opened: Callable[[], None]) -> None:
+        super().__init__()
+        self.opened = opened
+
+    def hold(self, resp: Any) -> None:
+        self.opened()
+        super().hold(resp)
+
+
+class Follow:
+    """One followed attempt: the thread that reads it with the person's token (``people.follow``), and the lines
+    waiting for the viewer's stream (``core.Tail``, bounded). The thread only appends under the lock and wakes the
+    event loop; the loop takes."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.tail = core.Tail(limit)
+        self.wake = asyncio.Event()
+        self.streams = _Held(self._opened)
+        self.opened = False
+        self.done = False
+        self.outcome: dict[str, Any] | people.Refused | None = None
+        self._signalled = False
+        self.response: web.StreamResponse | None = None
+
+    def run(self, endpoint: people.Endpoint, token: str, ns: str, task: str, attempt: int | None,
+            ended: Callable[[Follow], object]) -> None:
+        """The thread: follow until the attempt ends, it is refused, or ``streams.stop()``; then ``ended(self)``
+        in the loop."""
+        outcome: dict[str, Any] | people.Refused
+        try:
+            outcome = people.follow(endpoint, token, ns, task, attempt, self._push, self.streams)
+        except people.Refused as e:
+            outcome = e
+        except Exception as e:  # the viewer is told, never left waiting
+            log.exception("console: following %s/%s failed", ns, task)
+            outcome = people.Refused(502, f"following the log failed: {type(e).__name__}")
+        with self.lock:
+            self.outcome, self.done = outcome, True
+        self._signal()
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody counts any more
+            self.loop.call_soon_threadsafe(ended, self)
+
+    def _push(self, line: str) -> None:
+        with self.lock:
+            self.tail.offer(line)
+            self.opened = True
+        self._signal()
+
+    def _opened(self) -> None:
+        with self.lock:
+            self.opened = True
+        self._signal()
+
+    def _signal(self) -> None:
+        with self.lock:
+            if self._signalled:
+                return
+            self._signalled = True
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        with self.lock:
+            self._signalled = False
+        self.wake.set()
+
+    def take(self) -> tuple[int, list[str], bool, bool, dict[str, Any] | people.Refused | None]:
+        """(lines dropped, lines, opened, done, outcome), in the loop."""
+        with self.lock:
+            gap, lines = self.tail.take()
+            return gap, lines, self.opened, self.done, self.outcome
+
+
 class Console:
     """The shared view, the viewers, and the routes."""
 
@@ -109,6 +192,8 @@ class Console:
         self.identities: dict[str, tuple[str | None, float]] = {}
         self.dropped = 0
         """Viewers dropped for falling behind (tests and benchmarks read it)."""
+        self.follows: set[Follow] = set()
+        """Followed transcripts whose thread still runs (tests read it)."""
         self.closing = asyncio.Event()
         self.door: ingress.Ingress | None = None
 
@@ -274,7 +359,8 @@ class Console:
         ns, task = request.match_info["ns"], request.match_info["task"]
         raw_attempt = request.query.get("attempt")
         source = request.query.get("source", "ledger")
-        if source not in ("ledger", "pod") or (raw_attempt is not None and not raw_attempt.isdigit()) or \
+        if source not in ("ledger", "pod") or (raw_attempt is not None and not (raw_attempt.isascii() and
+                                                                             raw_attempt.isdigit())) or \
                 len(raw_attempt or "") > 6:
             raise ingress.Refused(400, "attempt is a number and source is ledger or pod")
         try:
@@ -283,6 +369,71 @@ class Console:
         except people.Refused as e:
             raise ingress.Refused(e.status, e.message) from None
         return _json(data)
+
+    async def follow_route(self, request: web.Request, call: ingress.Call) -> web.StreamResponse:
+        """``line`` events (the log's lines as they come, cleaned as ``kubectl longshot logs -f`` prints them),
+        ``gap`` (lines this viewer was too slow for), then ``end`` (how the attempt ended) or ``reload`` (the stream's
+        time is up). Refused with the API server's answer before the stream starts."""
+        person: Person = call.caller
+        ns, task = request.match_info["ns"], request.match_info["task"]
+        raw_attempt = request.query.get("attempt")
+        if raw_attempt is not None and not (raw_attempt.isascii() and raw_attempt.isdigit() and len(raw_attempt) <= 6):
+            raise ingress.Refused(400, "attempt is a number")
+        if len(self.follows) >= self.settings.max_follows:
+            raise ingress.Refused(503, "this console follows as many transcripts as it serves; retry in a moment",
+                                  {"Retry-After": "5"})
+        deadline = self.clock() + self.settings.follow_seconds
+        f = Follow(asyncio.get_running_loop(), self.settings.follow_queue)
+        self.follows.add(f)
+        threading.Thread(target=f.run, name=f"follow-{ns}/{task}", daemon=True,
+                         args=(self.endpoint, person.token, ns, task, int(raw_attempt) if raw_attempt else None,
+                               self.follows.discard)).start()
+        try:
+            await self._follow(request, f, deadline)
+        except ConnectionError:  # the viewer left
+            pass
+        finally:
+            f.streams.stop()  # the thread's blocked read returns; it ends
+        return f.response if f.response is not None else web.Response(status=204)
+
+    async def _follow(self, request: web.Request, f: Follow, deadline: float) -> None:
+        response: web.StreamResponse | None = None
+        quiet_since = self.clock()
+        while True:
+            gap, lines, opened, done, outcome = f.take()
+            if response is None and isinstance(outcome, people.Refused):
+                raise ingress.Refused(outcome.status, outcome.message)
+            if response is None and (opened or done):
+                response = f.response = _event_stream()
+                await response.prepare(request)
+            if response is not None:
+                out = [_sse("gap", {"dropped": gap})] if gap else []
+                out += [_sse("line", {"text": line}) for line in lines]
+                if done:
+                    out.append(_sse("end", outcome if isinstance(outcome, dict) else
+                                    {"said": outcome.message if outcome is not None else "the follow ended"}))
+                if out:
+                    await response.write(b"".join(out))
+                    quiet_since = self.clock()
+                elif self.clock() - quiet_since >= KEEPALIVE_SECONDS:
+                    await response.write(b": keepalive\n\n")
+                    quiet_since = self.clock()
+                if done:
+                    return
+            left = deadline - self.clock()
+            transport = request.transport
+            if left <= 0 or self.closing.is_set() or transport is None or transport.is_closing():
+                if transport is None or transport.is_closing():
+                    raise ConnectionError("the viewer left")
+                if response is None:
+                    response = f.response = _event_stream()
+                    await response.prepare(request)
+                why = "the console is restarting" if self.closing.is_set() else "the follow's time is up"
+                await response.write(_sse("reload", {"reason": why + "; follow again"}))
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(f.wake.wait(), min(1.0, left))  # 1 s: a viewer that left is noticed
+            f.wake.clear()
 
     async def act_route(self, request: web.Request, call: ingress.Call) -> web.StreamResponse:
         person: Person = call.caller
@@ -327,12 +478,19 @@ class Console:
                  self.events_route)
         door.add(Route("transcript", f"/api/transcript/{NAMESPACE_PATTERN}/{{task:{NAME_PATTERN}}}", ("GET",),
                        "person-token", 0, 0.0, 60.0, 4), self.transcript_route)
+        door.add(Route("follow", f"/api/follow/{NAMESPACE_PATTERN}/{{task:{NAME_PATTERN}}}", ("GET",),
+                       "person-token", 0, 0.0, s.follow_seconds + 60.0, 2), self.follow_route)
         kinds = "|".join(core.KINDS)
         actions = "|".join(sorted(core.ACTIONS))
         door.add(Route("act", f"/api/act/{NAMESPACE_PATTERN}/{{kind:{kinds}}}/{{name:{NAME_PATTERN}}}/"
                               f"{{action:{actions}}}", ("POST",), "person-token", s.max_action_bytes, 10.0, 60.0, 8,
                        limit_name="console.maxActionBytes"), self.act_route)
         return door
+
+
+def _event_stream() -> web.StreamResponse:
+    return web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                       "X-Accel-Buffering": "no"})
 
 
 def _sse(event: str, data: Any) -> bytes:
@@ -371,6 +529,8 @@ class Served:
         self.console.closing.set()
         for viewer in list(self.console.viewers):
             viewer.wake.set()
+        for f in list(self.console.follows):
+            f.streams.stop()
         try:
             await self.server.cleanup()
         finally:

@@ -27,6 +27,13 @@ class ConsoleSettings(EnvSettings):
     """Live streams open at once on this replica (more are answered 503)."""
     stream_seconds: float = Field(default=900.0, ge=10, le=86_400)
     """A live stream's longest life; the page then opens a new one (and its rights are looked at afresh)."""
+    follow_seconds: float = Field(default=900.0, ge=10, le=86_400)
+    """A followed transcript's longest life (the stream then ends with ``reload``; the page follows again)."""
+    follow_queue: int = Field(default=1000, ge=10, le=100_000)
+    """Lines of a followed log waiting for a slow viewer; past it the oldest are dropped (a ``gap`` event says
+    how many)."""
+    max_follows: int = Field(default=64, ge=1, le=1000)
+    """Followed transcripts at once on this replica (each is a thread reading a Pod log; more are answered 503)."""
     max_connections: int = Field(default=512, ge=8, le=65_536)
     max_action_bytes: int = Field(default=64 * 1024, ge=1024, le=1 << 20)
     """Largest body of an action (an answer's text is at most 32 KiB)."""

@@ -28,11 +28,23 @@ cannot answer all give DENY (fail closed).
 
 Viewers (``Outbox.offer``): each viewer has a bounded queue; a change offered to a full queue drops the viewer
 (its stream ends with a ``reload`` event): one slow browser never holds the shared view or the other viewers.
+
+A followed transcript (``Tail.offer``/``take``): the lines of a running attempt's log wait between the thread that
+reads them and the viewer's stream in a queue of ``limit`` lines at most::
+
+    queue           offer(line)                         take()
+    below limit     appended                            (gap, lines): gap = lines dropped since the last take
+    full            the oldest dropped, gap + 1, line appended
+    any             a line longer than ``line_chars``: cut there, "[cut]" appended
+
+A slow viewer loses the oldest lines (and is told how many: a ``gap`` event), never the newest, and never holds the
+reader back: the log is read at the API server's pace, in bounded memory.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -287,6 +299,31 @@ class Outbox:
     def take(self) -> list[Change]:
         out, self.pending = self.pending, []
         return out
+
+
+@dataclass
+class Tail:
+    """A followed log's lines waiting for the viewer's stream: at most ``limit``, the oldest dropped (and counted)."""
+
+    limit: int
+    line_chars: int = 16_384
+    lines: deque[str] = field(default_factory=deque)
+    gap: int = 0
+
+    def offer(self, line: str) -> None:
+        if len(line) > self.line_chars:
+            line = line[:self.line_chars] + " [cut]"
+        if len(self.lines) >= self.limit:
+            self.lines.popleft()
+            self.gap += 1
+        self.lines.append(line)
+
+    def take(self) -> tuple[int, list[str]]:
+        """The lines dropped since the last take, and the lines waiting (the queue is then empty)."""
+        gap, lines = self.gap, list(self.lines)
+        self.gap = 0
+        self.lines.clear()
+        return gap, lines
 
 
 ACTIONS: Final = {

@@ -127,6 +127,17 @@ def test_a_viewer_past_its_queue_is_dropped_once() -> None:
     assert fresh.take() == [change] and fresh.take() == []
 
 
+def test_a_followed_log_keeps_the_newest_lines_and_counts_the_dropped() -> None:
+    tail = core.Tail(limit=3, line_chars=10)
+    assert tail.take() == (0, [])
+    for n in range(5):
+        tail.offer(f"line {n}")
+    assert tail.take() == (2, ["line 2", "line 3", "line 4"])
+    assert tail.take() == (0, [])  # the gap is told once
+    tail.offer("x" * 11)
+    assert tail.take() == (0, ["x" * 10 + " [cut]"])
+
+
 @pytest.mark.parametrize(("action", "kind", "body", "problem"), [
     ("answer", "AgentTask", {"text": "yes"}, None),
     ("answer", "AgentTask", {"text": "  "}, "non-empty"),

@@ -93,7 +93,8 @@ function retry(why, delay) {
   retryMs = Math.min(retryMs * 2, 30000);
 }
 
-function handle(block) {
+// One Server-Sent Events block: [event, its JSON data] (null: a comment, a keepalive).
+function parseBlock(block) {
   let event = "message";
   let data = "";
   for (const line of block.split("\n")) {
@@ -101,8 +102,13 @@ function handle(block) {
     if (line.startsWith("event: ")) event = line.slice(7);
     else if (line.startsWith("data: ")) data += line.slice(6);
   }
-  if (!data) return null;
-  const payload = JSON.parse(data);
+  return data ? [event, JSON.parse(data)] : null;
+}
+
+function handle(block) {
+  const parsed = parseBlock(block);
+  if (!parsed) return null;
+  const [event, payload] = parsed;
   if (event === "snapshot") {
     objects.clear();
     for (const obj of payload.objects) objects.set(key(obj.kind, obj.namespace, obj.name), obj);
@@ -151,16 +157,95 @@ function ask(obj, action, question, extra) {
   if (text) act(obj, action, Object.assign({ text }, extra || {}));
 }
 
+const TRANSCRIPT_CHARS = 200000; // what the transcript box holds at most (a followed log drops its oldest text)
+let following = null; // the followed transcript's AbortController
+let shownChars = 0;
+
+function stopFollowing() {
+  if (following) following.abort();
+  following = null;
+}
+
+function openTranscript(title) {
+  stopFollowing();
+  $("transcript-box").hidden = false;
+  $("transcript-title").textContent = title;
+  $("transcript").textContent = "";
+  shownChars = 0;
+}
+
+function appendTranscript(text) {
+  const box = $("transcript");
+  box.append(document.createTextNode(text));
+  shownChars += text.length;
+  while (shownChars > TRANSCRIPT_CHARS && box.firstChild) {
+    shownChars -= box.firstChild.textContent.length;
+    box.firstChild.remove();
+  }
+}
+
 async function showTranscript(task, attempt, source) {
   const url = "/api/transcript/" + encodeURIComponent(task.namespace) + "/" + encodeURIComponent(task.name) +
     "?attempt=" + encodeURIComponent(attempt.number) + "&source=" + source;
+  openTranscript(task.name + " attempt " + attempt.number + " (" + source + ")");
   const response = await fetch(url, { headers: headers(), cache: "no-store" });
   const data = await response.json().catch(() => ({}));
-  $("transcript-box").hidden = false;
-  $("transcript-title").textContent = task.name + " attempt " + attempt.number + " (" + source + ")";
   if (!response.ok) { $("transcript").textContent = data.error || String(response.status); return; }
   $("transcript").textContent = source === "pod" ? data.text :
     (data.events || []).map((e) => JSON.stringify(e)).join("\n") + (data.result ? "\n" + JSON.stringify(data.result) : "");
+}
+
+// A running attempt's log as it grows (Server-Sent Events read through fetch: the token goes in the Authorization
+// header only), then how it ended. Text only; the box keeps the last TRANSCRIPT_CHARS characters.
+async function followTranscript(task, attempt) {
+  const title = task.name + " attempt " + attempt.number;
+  openTranscript(title + " (following)");
+  const controller = new AbortController();
+  following = controller;
+  const url = "/api/follow/" + encodeURIComponent(task.namespace) + "/" + encodeURIComponent(task.name) +
+    "?attempt=" + encodeURIComponent(attempt.number);
+  let response;
+  try {
+    response = await fetch(url, { headers: headers(), signal: controller.signal, cache: "no-store" });
+  } catch (e) {
+    if (following === controller) appendTranscript("the console cannot be reached\n");
+    return;
+  }
+  if (!response.ok || !response.body) {
+    const data = await response.json().catch(() => ({}));
+    if (following === controller) appendTranscript(data.error || String(response.status));
+    return;
+  }
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done || following !== controller) break;
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const parsed = parseBlock(buffer.slice(0, cut));
+        buffer = buffer.slice(cut + 2);
+        if (!parsed) continue;
+        const [event, payload] = parsed;
+        if (event === "line") appendTranscript(payload.text + "\n");
+        else if (event === "gap") appendTranscript("[" + payload.dropped + " lines not shown: this page fell behind]\n");
+        else if (event === "end") {
+          if (payload.result) appendTranscript(JSON.stringify(Object.assign({ type: "result" }, payload.result)) + "\n");
+          appendTranscript((payload.said || "") + "\n");
+          $("transcript-title").textContent = title + " (ended)";
+        } else if (event === "reload") {
+          controller.abort();
+          followTranscript(task, attempt); // the log again from its start, on a new stream
+          return;
+        }
+      }
+    }
+  } catch (e) {
+    return; // aborted: closed, another transcript, or logged out
+  }
 }
 
 // --- drawing --------------------------------------------------------------------------------------------
@@ -245,7 +330,7 @@ function drawBuild(b, tasks, jobs) {
     const last = t.attempts.length ? t.attempts[t.attempts.length - 1] : null;
     const job = jobOf.get(t.mergeJob || t.name);
     const attempts = el("td", {}, String(t.attempts.length) + (last && last.exitReason ? " · " + last.exitReason : ""),
-      ...(last ? [" ", button("transcript", () => showTranscript(t, last, last.end ? "ledger" : "pod"))] : []));
+      ...(last ? [" ", button("transcript", () => last.end ? showTranscript(t, last, "ledger") : followTranscript(t, last))] : []));
     return el("tr", { "data-task": t.name },
       el("td", { text: t.name }), el("td", { text: t.role }),
       el("td", { className: "phase", text: (t.phase || "Pending") + (t.suspended ? " (suspended)" : "") }),
@@ -286,10 +371,11 @@ document.addEventListener("DOMContentLoaded", () => {
     sessionStorage.removeItem(TOKEN_KEY);
     if (stream) stream.abort();
     stream = null;
+    stopFollowing();
     objects.clear();
     draw();
     showLogin("token forgotten");
   });
-  $("transcript-close").addEventListener("click", () => { $("transcript-box").hidden = true; });
+  $("transcript-close").addEventListener("click", () => { stopFollowing(); $("transcript-box").hidden = true; });
   connect();
 });
