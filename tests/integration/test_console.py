@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import tempfile
@@ -545,7 +546,7 @@ class Chromium:
             [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              "--no-first-run", "--remote-debugging-pipe", f"--user-data-dir={profile}", "about:blank"],
             pass_fds=(3, 4, to_chrome_r, from_chrome_w), preexec_fn=fds, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
+            stderr=subprocess.DEVNULL, start_new_session=True)  # its renderers and helpers: one group to end
         os.close(to_chrome_r)
         os.close(from_chrome_w)
         self._buffer = b""
@@ -610,8 +611,18 @@ class Chromium:
         return (result.get("result") or {}).get("value")
 
     def close(self) -> None:
-        self.proc.kill()
+        """End the browser and every process it started (renderers, zygote, utilities), which otherwise still write
+        into the profile while the test removes it."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the group's other members are not our children: poll until gone
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
         os.close(self._to)
         os.close(self._from)
 
