@@ -121,6 +121,9 @@ class ForgeStep:
             ask = fc.Ask(branch=job.spec.branch, target=job.spec.target, commit=state.tested or job.spec.commit or "",
                          title=self._title(job, build), body=self._body(job, build), labels=tuple(settings.labels),
                          merge_method=settings.merge_method, reviewers=tuple(settings.reviewers))
+        auto = settings.auto_merge
+        if auto is not None and auto.enabled:
+            ask = replace(ask, auto_merge=auto.method, handed=state.pull is not None and state.pull.auto_merge)
         try:
             async with self.ctx.lanes.lane(job.namespace):
                 return await asyncio.to_thread(self._poll, settings, token, ask, state), None
@@ -141,7 +144,8 @@ class ForgeStep:
             if facts.exists:
                 pull = mj.PullRef(facts.number, facts.url, facts.head,
                                   facts.status_posted or (pull is not None and pull.status_posted
-                                                          and pull.head == facts.head))
+                                                          and pull.head == facts.head),
+                                  pull is not None and pull.auto_merge)
             events: list[mj.Event] = []
             for e in fc.decide(ask, facts):
                 match e:
@@ -156,6 +160,17 @@ class ForgeStep:
                         result = f.merge(e.number, e.method, e.sha)
                         events.append(self._event(fc.merge_outcome(e.number, result.merged, result.commit,
                                                                    result.message), pull))
+                    case fc.EnableAutoMerge():
+                        result = f.enable_auto_merge(e.number, e.node_id, e.method, e.sha)
+                        if result.merged and result.commit:  # GitLab merges at once when nothing is pending
+                            return [mj.ForgeMerged(result.commit, f"pull request #{e.number} was merged by the "
+                                                                  f"forge as {result.commit[:12]}")]
+                        if not result.merged and result.message:  # refused: no hand-off; asked again next poll
+                            return [*events, mj.ForgeWaiting("AutoMergeRefused", f"the forge refused auto-merge on "
+                                                             f"pull request #{e.number}: {result.message}; asked "
+                                                             "again at the next poll", pull)]
+                        if pull is not None:
+                            pull = replace(pull, auto_merge=True)
                     case fc.Wait() | fc.Landed() | fc.Fail() | fc.RequestChanges():
                         events.append(self._event(e, pull))
         return events
