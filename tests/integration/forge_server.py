@@ -210,6 +210,11 @@ class ForgeServer(JsonApiServer):
         with self.lock:
             self.repos[path].pulls[number].state = "closed"
 
+    def ci_status(self, path: str, sha: str, context: str, state: str) -> None:
+        """The repository's CI reports ``state`` under ``context`` on ``sha`` (a commit status)."""
+        with self.lock:
+            self.repos[path].statuses.setdefault(sha, []).append({"context": context, "state": state})
+
     def disable_auto_merge(self, path: str, number: int) -> None:
         """A person turns auto-merge off on the pull request."""
         with self.lock:

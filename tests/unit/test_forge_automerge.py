@@ -165,12 +165,14 @@ def test_github_refusal_is_the_forges_message_without_the_token() -> None:
 
 def test_github_pull_facts_carry_node_id_and_auto_merge() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/reviews"):
+            return httpx.Response(200, json=[])
         return httpx.Response(200, json={"number": 7, "node_id": "PR_kw7", "state": "open", "head": {"sha": SHA},
                                          "auto_merge": {"merge_method": "squash"}})
 
     with github(handler) as f:
-        facts = f.get_pull(7)
-    assert facts is not None and (facts.node_id, facts.auto_merge) == ("PR_kw7", True)
+        facts = f.facts(number=7, branch="b", target="main")
+    assert (facts.node_id, facts.auto_merge, facts.head) == ("PR_kw7", True, SHA)
 
 
 def test_a_wrong_field_fails_the_schema_check() -> None:

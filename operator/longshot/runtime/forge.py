@@ -88,10 +88,8 @@ class Forge(tr.Tracker):
         if pull is None:
             return fc.PullFacts(exists=False)
         reviews = self.reviews(pull.number, pull.head) if pull.state == "open" and not pull.merged else ()
-        return fc.PullFacts(exists=True, number=pull.number, url=pull.url, state=pull.state, merged=pull.merged,
-                            merge_commit=pull.merge_commit, head=pull.head, mergeable=pull.mergeable,
-                            mergeable_state=pull.mergeable_state, reviews=tuple(reviews),
-                            status_posted=bool(status_posted_on) and status_posted_on == pull.head)
+        return dataclasses.replace(pull, reviews=tuple(reviews),
+                                   status_posted=bool(status_posted_on) and status_posted_on == pull.head)
 
     def find_open_pull(self, branch: str, target: str) -> fc.PullFacts | None:
         raise NotImplementedError
@@ -201,7 +199,8 @@ class GitHubForge(Forge, tr.GitHub):
                             head=_sha(head.get("sha")),
                             mergeable=mergeable if isinstance(mergeable, bool) else None,
                             mergeable_state=_text(item.get("mergeable_state"), 64),
-                            node_id=_node_id(item.get("node_id")), auto_merge=isinstance(item.get("auto_merge"), dict))
+                            node_id=_node_id(item.get("node_id")),
+                            auto_merge=isinstance(item.get("auto_merge"), dict))
 
     def find_open_pull(self, branch: str, target: str) -> fc.PullFacts | None:
         owner = self.repository.partition("/")[0]
