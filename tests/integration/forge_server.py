@@ -581,7 +581,7 @@ class _Mutations:
     def __init__(self, server: ForgeServer) -> None:
         self.server = server
 
-    def enablePullRequestAutoMerge(self, info: Any, input: dict[str, Any]) -> dict[str, Any]:  # noqa: N802, A002
+    def enablePullRequestAutoMerge(self, info: Any, input: dict[str, Any]) -> dict[str, Any]:
         return {"clientMutationId": input.get("clientMutationId"), "pullRequest": self.server._enable_auto_merge(
             input["pullRequestId"], input.get("mergeMethod") or "MERGE", input.get("expectedHeadOid"))}
 

@@ -11,8 +11,17 @@ import sample_repo
 from forge_server import forge_server
 from k8s_builders import condition, create, dump, get
 from test_delivery import finalized, script_configmap
-from test_pull_requests import (PROJECT, TOKEN, finalization_status, forge_secret, job_phase, main_head,
-                                one_task_script, open_pulls, pr_build)
+from test_pull_requests import (
+    PROJECT,
+    TOKEN,
+    finalization_status,
+    forge_secret,
+    job_phase,
+    main_head,
+    one_task_script,
+    open_pulls,
+    pr_build,
+)
 
 from longshot_testing import wait_for
 

@@ -108,7 +108,7 @@ def test_auto_merge_setting_is_validated() -> None:
     s = PullRequestSettings.model_validate({**base, "autoMerge": {"enabled": True, "method": "rebase"}})
     assert s.auto_merge is not None and (s.auto_merge.enabled, s.auto_merge.method) == (True, "rebase")
     assert PullRequestSettings.model_validate(base).auto_merge is None
-    with pytest.raises(pydantic.ValidationError, match="autoMerge.method|auto_merge.method"):
+    with pytest.raises(pydantic.ValidationError, match=r"autoMerge\.method|auto_merge\.method"):
         PullRequestSettings.model_validate({**base, "autoMerge": {"enabled": True, "method": "fast-forward"}})
 
 
