@@ -161,19 +161,26 @@ class ForgeStep:
                         events.append(self._event(fc.merge_outcome(e.number, result.merged, result.commit,
                                                                    result.message), pull))
                     case fc.EnableAutoMerge():
-                        result = f.enable_auto_merge(e.number, e.node_id, e.method, e.sha)
-                        if result.merged and result.commit:  # GitLab merges at once when nothing is pending
-                            return [mj.ForgeMerged(result.commit, f"pull request #{e.number} was merged by the "
-                                                                  f"forge as {result.commit[:12]}")]
-                        if not result.merged and result.message:  # refused: no hand-off; asked again next poll
-                            return [*events, mj.ForgeWaiting("AutoMergeRefused", f"the forge refused auto-merge on "
-                                                             f"pull request #{e.number}: {result.message}; asked "
-                                                             "again at the next poll", pull)]
-                        if pull is not None:
-                            pull = replace(pull, auto_merge=True)
+                        final, pull = self._hand_over(f, e, pull)
+                        if final is not None:
+                            return [*events, final]
                     case fc.Wait() | fc.Landed() | fc.Fail() | fc.RequestChanges():
                         events.append(self._event(e, pull))
         return events
+
+    @staticmethod
+    def _hand_over(f: rforge.Forge, e: fc.EnableAutoMerge,
+                   pull: mj.PullRef | None) -> tuple[mj.Event | None, mj.PullRef | None]:
+        """Hand the pull request to the forge's auto-merge: the event that ends the poll (merged at once, or
+        refused), else None and the pull request marked handed (the decision's ``Wait`` follows)."""
+        result = f.enable_auto_merge(e.number, e.node_id, e.method, e.sha)
+        if result.merged and result.commit:  # GitLab merges at once when nothing is pending
+            return mj.ForgeMerged(result.commit, f"pull request #{e.number} was merged by the forge as "
+                                                 f"{result.commit[:12]}"), pull
+        if not result.merged and result.message:  # refused: not handed; asked again at the next poll
+            return mj.ForgeWaiting("AutoMergeRefused", f"the forge refused auto-merge on pull request #{e.number}: "
+                                                       f"{result.message}; asked again at the next poll", pull), pull
+        return None, replace(pull, auto_merge=True) if pull is not None else None
 
     @staticmethod
     def _event(e: fc.Effect, pull: mj.PullRef | None) -> mj.Event:
