@@ -14,6 +14,7 @@ import pydantic
 import pytest
 
 import github_graphql
+import hack_modules
 from longshot.api import conditions as c
 from longshot.api.buildrequest import PullRequestSettings
 from longshot.core import forge as fc
@@ -221,3 +222,18 @@ def test_gitlab_refusal_is_an_answer_and_facts_read_the_flag() -> None:
         facts = f.get_pull(4)
     assert not result.merged and "SHA does not match" in result.message
     assert facts is not None and facts.auto_merge
+
+
+def test_the_pinned_schema_is_what_the_script_keeps_from_the_pinned_package() -> None:
+    script = hack_modules.load("github_graphql_schema")
+    text = github_graphql.SCHEMA_FILE.read_text()
+    header = text.split("\n\n", 1)[0]
+    assert script.PINNED_SHA256 in header and f"{script.PACKAGE['package']} {script.PACKAGE['version']}" in header
+    s = github_graphql.schema()
+    for name, keep in script.KEEP.items():
+        kept = s.get_type(name)
+        assert kept is not None, name
+        if keep:
+            assert set(kept.fields) == set(keep), name  # type: ignore[union-attr]
+    # the client's document uses only what is kept, with the variables' types GitHub declares
+    assert github_graphql.problems(rf.ENABLE_AUTO_MERGE, {"id": "PR_1", "method": "SQUASH", "head": None}) == []
