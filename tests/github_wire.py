@@ -140,8 +140,9 @@ def pull_request(path: str, number: int, *, title: str, body: str | None, state:
                  head_sha: str, base_ref: str, base_sha: str, merged: bool, merge_commit_sha: str | None,
                  merged_by: str | None = None, mergeable: bool | None, mergeable_state: str,
                  labels: list[str] | tuple[str, ...] = (), author: str = "longshot-bot",
-                 full: bool = True) -> dict[str, Any]:
-    """A ``pull-request`` (``full``: as one pull request is read) or ``pull-request-simple`` (as listed)."""
+                 full: bool = True, auto_merge: str | None = None) -> dict[str, Any]:
+    """A ``pull-request`` (``full``: as one pull request is read) or ``pull-request-simple`` (as listed);
+    ``auto_merge``: the merge method auto-merge is on with (GitHub's ``auto-merge`` object), None when off."""
     api = f"{API}/repos/{path}"
     url = f"{api}/pulls/{number}"
     repo = repository(path)
@@ -167,7 +168,10 @@ def pull_request(path: str, number: int, *, title: str, body: str | None, state:
                    "review_comments": _link(f"{url}/comments"),
                    "review_comment": _link(f"{api}/pulls/comments{{/number}}"), "commits": _link(f"{url}/commits"),
                    "statuses": _link(f"{api}/statuses/{head_sha}")},
-        "author_association": "NONE", "auto_merge": None, "draft": False,
+        "author_association": "NONE", "draft": False,
+        "auto_merge": None if auto_merge is None else {
+            "enabled_by": simple_user(author), "merge_method": auto_merge,
+            "commit_title": f"{title} (#{number})", "commit_message": ""},
     }
     if full:
         out.update({"merged": merged, "mergeable": mergeable, "rebaseable": mergeable,

@@ -17,7 +17,18 @@ Served under ``/github`` (the API base a client is given), token in ``Authorizat
 * ``POST /repos/{o}/{r}/check-runs`` (a CI posting its verdict, as GitHub Actions does),
   ``GET /repos/{o}/{r}/commits/{ref}/check-runs`` (the latest run of each name, newest first; ``per_page`` and
   ``Link: rel=next`` pagination);
-* ``POST /repos/{o}/{r}/issues/{n}/labels``.
+* ``POST /repos/{o}/{r}/issues/{n}/labels``;
+* ``POST /graphql``: GitHub's GraphQL endpoint, for the one mutation GitHub offers auto-merge by,
+  ``enablePullRequestAutoMerge`` (``pullRequestId`` the pull request's ``node_id``, ``mergeMethod``,
+  ``expectedHeadOid``). Each request is first checked against GitHub's published schema
+  (``github_graphql``; a refused one is recorded in :attr:`ForgeServer.graphql_problems` and fails the contract
+  check), then executed on it with graphql-core. The pull request's ``auto_merge`` shows it.
+
+Auto-merge (GitHub's mutation, GitLab's ``PUT .../merge`` with ``merge_when_pipeline_succeeds``): the forge merges
+the pull request as soon as its head's :attr:`ForgeServer.required_checks` are all green (at once when there are
+none) and branch protection is satisfied; it is looked at before each answer. GitLab cancels it when a required
+check fails (``merge_when_pipeline_succeeds`` false again), as it does when the pipeline fails; on GitHub a person
+turns it off (:meth:`ForgeServer.disable_auto_merge`).
 
 and of GitLab's merge-request API under ``/gitlab/api/v4`` (token in ``PRIVATE-TOKEN``; ``{id}`` the URL-encoded
 path): ``GET``/``POST /projects/{id}/merge_requests`` (``state=opened``, ``source_branch``, ``target_branch``),
@@ -44,6 +55,7 @@ comments), :meth:`ForgeServer.merge_as_human`, :meth:`ForgeServer.close`. Every 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import urllib.parse
 from collections.abc import Iterator
@@ -52,8 +64,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import graphql
 from tracker_server import JsonApiServer
 
+import github_graphql
 import github_wire as gw
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "forge", "GIT_AUTHOR_EMAIL": "forge@example.com", "GIT_COMMITTER_NAME": "forge",
@@ -77,6 +91,12 @@ class Pull:
     reviews: list[dict[str, Any]] = field(default_factory=list)
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     discussions: list[dict[str, Any]] = field(default_factory=list)
+    auto_merge: str | None = None
+    """The merge method auto-merge is on with; None when off."""
+    auto_merge_off: str = ""
+    """Why the forge turned auto-merge off (GitLab's ``detailed_merge_status`` then)."""
+    auto_merge_by: str = ""
+    """The forge auto-merge was turned on through: ``github`` or ``gitlab`` (which cancels it on a failed check)."""
 
 
 @dataclass
@@ -104,6 +124,10 @@ class ForgeServer(JsonApiServer):
         """GitLab access level per account (50 Owner, 40 Maintainer, 30 Developer, 20 Reporter); anyone else is a
         stranger (GitHub ``author_association: NONE``, not a GitLab member)."""
         self.user_ids: dict[str, int] = {}
+        self.required_checks: list[str] = []
+        """Status contexts (or check run names) that must be green on the head before auto-merge merges."""
+        self.graphql_problems: list[str] = []
+        """Every GraphQL request GitHub's published schema refuses (the contract check fails on any)."""
 
     def association(self, user: str) -> str:
         level = self.access.get(user, 0)
@@ -186,6 +210,27 @@ class ForgeServer(JsonApiServer):
         with self.lock:
             self.repos[path].pulls[number].state = "closed"
 
+    def ci_status(self, path: str, sha: str, context: str, state: str) -> None:
+        """The repository's CI reports ``state`` under ``context`` on ``sha`` (a commit status)."""
+        with self.lock:
+            self.repos[path].statuses.setdefault(sha, []).append({"context": context, "state": state})
+
+    def disable_auto_merge(self, path: str, number: int) -> None:
+        """A person turns auto-merge off on the pull request."""
+        with self.lock:
+            pull = self.repos[path].pulls[number]
+            pull.auto_merge, pull.auto_merge_off = None, "auto-merge disabled by a person"
+
+    def check_contract(self) -> None:
+        """AssertionError unless every GitHub REST exchange keeps GitHub's published OpenAPI description and every
+        GraphQL request its published GraphQL schema."""
+        assert not self.graphql_problems, f"GraphQL requests GitHub's schema refuses: {self.graphql_problems[:10]}"
+        super().check_contract()
+
+    def github_exchanges(self) -> list[Any]:
+        """The REST exchanges (``/github/graphql`` is checked against the GraphQL schema instead)."""
+        return [x for x in super().github_exchanges() if x.path != "/graphql"]
+
     def statuses_of(self, path: str, sha: str) -> list[dict[str, Any]]:
         with self.lock:
             return list(self.repos[path].statuses.get(sha, []))
@@ -195,6 +240,9 @@ class ForgeServer(JsonApiServer):
     def _answer(self, method: str, path: str, query: dict[str, str], headers: Any,
                 body: Any) -> tuple[int, Any, dict[str, str]]:
         self.next_link = None
+        for repo in self.repos.values():  # the forge's own merges: auto-merge whose conditions hold now
+            for pull in repo.pulls.values():
+                self._auto(repo, pull)
         status, payload = self._route(method, path, query, headers, body)
         return status, payload, ({"Link": f'<{self.next_link}>; rel="next"'} if self.next_link else {})
 
@@ -205,6 +253,8 @@ class ForgeServer(JsonApiServer):
             return 404, gw.error("Not Found", status=404)
         if (headers.get("authorization") or "").removeprefix("Bearer ") != self.token:
             return 401, gw.error("Bad credentials", status=401)
+        if path == "/github/graphql" and method == "POST":
+            return self._graphql(body)
         p = path.removeprefix("/github/").strip("/").split("/")
         if len(p) < 4 or p[0] != "repos" or f"{p[1]}/{p[2]}" not in self.repos:
             return 404, gw.error("Not Found", status=404)
@@ -338,8 +388,10 @@ class ForgeServer(JsonApiServer):
                 return 200, list(pull.discussions)
             if rest[2:] == ["merge"] and method == "PUT":
                 body = body if isinstance(body, dict) else {}
-                status, payload = self._merge(repo, pull.number, "squash" if body.get("squash") else "merge",
-                                              body.get("sha"))
+                how = "squash" if body.get("squash") else "merge"
+                if body.get("merge_when_pipeline_succeeds") is True or body.get("auto_merge") is True:
+                    return self._gitlab_auto_merge(repo, pull, how, body.get("sha"))
+                status, payload = self._merge(repo, pull.number, how, body.get("sha"))
                 if status == 200:
                     return 200, self._gitlab_wire(repo, pull)
                 if status == 405 and "not mergeable" in str(payload):
@@ -382,7 +434,74 @@ class ForgeServer(JsonApiServer):
                 "state": state, "source_branch": pull.head, "target_branch": pull.base,
                 "web_url": f"https://gitlab.example/{repo.path}/-/merge_requests/{pull.number}",
                 "sha": wire["head"]["sha"], "merge_commit_sha": pull.merge_commit,
-                "detailed_merge_status": detailed if pull.state == "open" else "not_open", "labels": pull.labels}
+                "detailed_merge_status": (pull.auto_merge_off or detailed) if pull.state == "open" else "not_open",
+                "labels": pull.labels, "merge_when_pipeline_succeeds": pull.auto_merge is not None}
+
+    # --- auto-merge --------------------------------------------------------------------------------
+
+    def _checks(self, repo: Repo, sha: str | None) -> str:
+        """``success`` when every required check is green on ``sha``, ``failure`` when one failed, else
+        ``pending``."""
+        latest: dict[str, str] = {}
+        for x in repo.statuses.get(sha or "", []):
+            latest[x["context"]] = x["state"]
+        for run in repo.check_runs.get(sha or "", []):
+            latest[run["name"]] = run.get("conclusion") or "pending"
+        verdicts = [latest.get(name, "pending") for name in self.required_checks]
+        if any(v in ("failure", "failed", "error", "canceled", "cancelled", "timed_out") for v in verdicts):
+            return "failure"
+        return "success" if all(v == "success" for v in verdicts) else "pending"
+
+    def _auto(self, repo: Repo, pull: Pull) -> None:
+        """Merge ``pull`` when auto-merge is on and its head's required checks and branch protection pass (GitLab
+        cancels it on a failed check)."""
+        if pull.auto_merge is None or pull.state != "open":
+            return
+        verdict = self._checks(repo, self.head_of(repo.path, pull.head))
+        if verdict == "failure" and pull.auto_merge_by == "gitlab":
+            pull.auto_merge, pull.auto_merge_off = None, "ci_must_pass"
+            return
+        if verdict != "success" or (self.protected and not self._approved(pull)):
+            return
+        status, _ = self._merge(repo, pull.number, pull.auto_merge, None, admin=True)
+        if status == 200:
+            pull.merged_by, pull.auto_merge = "auto-merge", None
+
+    def _gitlab_auto_merge(self, repo: Repo, pull: Pull, how: str, sha: str | None) -> tuple[int, Any]:
+        if pull.state != "open":
+            return 405, {"message": "405 Method Not Allowed"}
+        if sha and sha != self.head_of(repo.path, pull.head):
+            return 409, {"message": "SHA does not match HEAD of source branch"}
+        pull.auto_merge, pull.auto_merge_off, pull.auto_merge_by = how, "", "gitlab"
+        self._auto(repo, pull)  # nothing pending: merged at once
+        wire = self._gitlab_wire(repo, pull)
+        return 200, {**wire, "detailed_merge_status": "mergeable" if pull.state == "open" else "not_open"}
+
+    def _graphql(self, body: Any) -> tuple[int, Any]:
+        raw = json.dumps(body).encode()
+        problems = github_graphql.request_problems(raw)
+        if problems:
+            self.graphql_problems += problems
+            return 200, {"errors": [{"message": p} for p in problems]}
+        result = graphql.graphql_sync(github_graphql.schema(), body["query"], root_value=_Mutations(self),
+                                      variable_values=body.get("variables"))
+        return 200, result.formatted
+
+    def _enable_auto_merge(self, node: str, method: str, head: str | None) -> dict[str, Any]:
+        for repo in self.repos.values():
+            for pull in repo.pulls.values():
+                if gw.node_id("PR", pull.number) == node:
+                    if pull.state != "open":
+                        raise ValueError("Pull request is closed")
+                    if head and head != self.head_of(repo.path, pull.head):
+                        raise ValueError("Head sha didn't match expected head sha")
+                    pull.auto_merge, pull.auto_merge_off, pull.auto_merge_by = method.lower(), "", "github"
+                    self._auto(repo, pull)
+                    return {"number": pull.number, "merged": pull.merged,
+                            "state": "MERGED" if pull.merged else "OPEN",
+                            "autoMergeRequest": None if pull.auto_merge is None else {
+                                "enabledAt": "2026-01-01T00:00:00Z", "mergeMethod": method}}
+        raise ValueError(f"Could not resolve to a node with the global id of '{node}'")
 
     # --- the pull requests over git ---------------------------------------------------------------
 
@@ -412,7 +531,7 @@ class ForgeServer(JsonApiServer):
                                merge_commit_sha=pull.merge_commit,
                                merged_by=pull.merged_by.replace(" ", "-") if pull.merged_by else None,
                                mergeable=wire["mergeable"], mergeable_state=wire["mergeable_state"],
-                               labels=pull.labels, full=full)
+                               labels=pull.labels, full=full, auto_merge=pull.auto_merge)
 
     def _wire(self, repo: Repo, pull: Pull) -> dict[str, Any]:
         head = self.head_of(repo.path, pull.head) if not pull.merged else pull.last_head
@@ -453,6 +572,18 @@ class ForgeServer(JsonApiServer):
         pull.state, pull.merged, pull.merge_commit, pull.last_head = "closed", True, commit, head
         pull.merged_by = "a person" if admin else "longshot"
         return 200, gw.merge_result(commit)
+
+
+class _Mutations:
+    """The root of GitHub's mutations as the stand-in executes them (graphql-core's default resolver calls these
+    with the field's arguments)."""
+
+    def __init__(self, server: ForgeServer) -> None:
+        self.server = server
+
+    def enablePullRequestAutoMerge(self, info: Any, input: dict[str, Any]) -> dict[str, Any]:
+        return {"clientMutationId": input.get("clientMutationId"), "pullRequest": self.server._enable_auto_merge(
+            input["pullRequestId"], input.get("mergeMethod") or "MERGE", input.get("expectedHeadOid"))}
 
 
 @contextmanager

@@ -199,7 +199,7 @@ def test_forge_waiting_records_the_pull_request_and_writes_nothing_when_unchange
     pr = mj.PullRef(7, "u", SHA, True)
     state, effects = mj.decide(state, mj.ForgeWaiting("PullRequestOpened", "opened", pr), now=NOW)
     assert state.pull == pr and state.to_status()["pullRequest"] == {"number": 7, "url": "u", "head": SHA,
-                                                                      "statusPosted": True}
+                                                                      "statusPosted": True, "autoMerge": False}
     assert conds(effects)[c.AWAITING_FORGE] == (c.TRUE, "PullRequestOpened")
     assert mj.decide(state, mj.ForgeWaiting("PullRequestOpened", "opened", pr), now=NOW) == (state, [])
 

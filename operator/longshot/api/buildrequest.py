@@ -724,6 +724,17 @@ class ForgeToken(Model):
     """Key inside the Secret whose value is the token."""
 
 
+class AutoMerge(Model):
+    """Hand the pull request to the forge's own auto-merge (``spec.merge.pullRequest.autoMerge``)."""
+
+    enabled: bool = False
+    """Once the pull request is open and Longshot's gate passed on its head, ask the forge to merge it when the
+    forge's own rules pass (GitHub ``enablePullRequestAutoMerge``, GitLab ``merge_when_pipeline_succeeds``) instead
+    of merging it after the approvals Longshot counts; the job follows the forge's result."""
+    method: ForgeMergeMethod = "merge"
+    """How the forge merges: ``merge``, ``squash`` or ``rebase`` (GitLab: ``squash`` squashes, the others merge)."""
+
+
 class PullRequestSettings(Model):
     """Delivery through the forge (``spec.merge.delivery: pullRequest``): which forge, which project, which token,
     and how the forge merges."""
@@ -767,6 +778,8 @@ class PullRequestSettings(Model):
     or higher. Other accounts' reviews (anyone, on a public repository) are ignored."""
     poll_seconds: int = Field(default=30, ge=1, le=3600)
     """Time between two looks at an open pull request (approvals, mergeability, merged or closed)."""
+    auto_merge: AutoMerge | None = None
+    """Hand each pull request to the forge's auto-merge once the gate passed (see :class:`AutoMerge`)."""
 
 
 class MergeGate(Model):

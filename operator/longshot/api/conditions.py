@@ -199,6 +199,12 @@ REASONS: dict[str, str] = {
     "ClosedWithoutMerge": "The pull request was closed without merging: the job failed.",
     "ForgeRefusedMerge": "The forge refused to merge (branch protection, 405/409); the job keeps waiting.",
     "ForgeError": "A forge API call failed; it is tried again at the next poll.",
+    "AutoMerge": "The pull request is handed to the forge's auto-merge (spec.merge.pullRequest.autoMerge): the forge "
+                 "merges it when its own rules (required reviews and checks) pass.",
+    "AutoMergeRefused": "The forge refused to turn auto-merge on (the message has its words); asked again at the next "
+                        "poll.",
+    "AutoMergeDisabled": "The forge turned auto-merge off after Longshot handed the pull request over (a failed "
+                         "pipeline, a person): the job failed with the forge's merge state as the reason.",
     "ForgeFailurePosted": "The candidate's gate failed on the head of an open pull request; a failure status "
                           "naming the failing step was posted on it.",
     # scheduled builds (docs/schedules.md)

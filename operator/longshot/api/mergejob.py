@@ -85,6 +85,8 @@ class PullRequestStatus(Model):
     """The head commit the gate's status was posted on."""
     status_posted: bool = False
     """The gate's commit status is on ``head``."""
+    auto_merge: bool = False
+    """Longshot handed it to the forge's auto-merge (``spec.merge.pullRequest.autoMerge``)."""
 
 
 class MergeJobStatus(Model):

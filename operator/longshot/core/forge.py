@@ -21,6 +21,25 @@ yes    open     -      -             approved                              unkno
 yes    open     -      -             approved                              yes        Merge(method, tested sha)
 ====== ======== ====== ============= ===================================== ========== ===========================
 
+**Handing the pull request to the forge** (``spec.merge.pullRequest.autoMerge.enabled``, :attr:`Ask.auto_merge`):
+the rows down to "changes requested" stand (no pull request: open it; merged: ``Landed``; closed: ``Fail``; a head
+that is not the tested commit: wait; changes requested on the tested head: a fixer); then, instead of counting
+approvals and merging, the forge's own rules (required reviews, required checks) decide:
+
+================================ ================= =================================================================
+forge says auto-merge is         handed already    effects
+================================ ================= =================================================================
+on                               -                 Wait(AutoMerge: the forge merges when its rules pass)
+off                              no                EnableAutoMerge(number, node id, method, tested sha), Wait(AutoMerge)
+off                              yes               Fail(AutoMergeDisabled, the forge's merge state as its reason)
+================================ ================= =================================================================
+
+"Handed already" is the job's record (``status.pullRequest.autoMerge``), written with the ``Wait`` that follows a
+hand-off the forge accepted; a forge that turns auto-merge off afterwards (GitLab cancels it when the pipeline
+fails; a person disables it; a push by someone without write access does on GitHub) fails the job with the forge's
+merge state, rather than Longshot handing it over again behind the forge's back. The merge itself is the forge's:
+the ``merged`` row above records it with the forge's merge commit.
+
 ``per: build`` (one pull request for the build): the job's MergeJob targets the build branch
 (:func:`merge_target`, ``longshot/<ns>/<build>/_pull``), so the queue gates each candidate on the build branch and
 lands it there by its usual compare-and-swap push, then hands the job to the forge with the landed commit. Every job
@@ -101,6 +120,10 @@ class PullFacts:
     reviews: tuple[Review, ...] = ()
     status_posted: bool = False
     """Longshot's gate status is on :attr:`head` already."""
+    node_id: str = ""
+    """GitHub's GraphQL id of the pull request (``node_id``), which ``enablePullRequestAutoMerge`` names."""
+    auto_merge: bool = False
+    """The forge says auto-merge is on (GitHub ``auto_merge`` set, GitLab ``merge_when_pipeline_succeeds``)."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +145,10 @@ class Ask:
     """``spec.merge.pullRequest.reviewers``: when set, only these accounts' reviews count (:func:`counts`)."""
     per_build: bool = False
     """The pull request is the build's (``per: build``): a head that is not :attr:`commit` is a newer candidate."""
+    auto_merge: str | None = None
+    """``spec.merge.pullRequest.autoMerge.method`` when auto-merge is enabled: hand the pull request to the forge."""
+    handed: bool = False
+    """This job handed the pull request to the forge's auto-merge already (``status.pullRequest.autoMerge``)."""
 
 
 def merge_target(*, delivery: str, per: str | None, base: str, namespace: str, build: str) -> str:
@@ -172,6 +199,17 @@ class Merge:
 
 
 @dataclass(frozen=True)
+class EnableAutoMerge:
+    """Ask the forge to merge pull request ``number`` (GraphQL id ``node_id`` on GitHub) with ``method`` when its
+    rules pass; GitLab is told the tested ``sha`` too (it refuses a moved head)."""
+
+    number: int
+    node_id: str
+    method: str
+    sha: str
+
+
+@dataclass(frozen=True)
 class Wait:
     """Keep waiting; ``reason`` and ``message`` go on the job's ``AwaitingForge`` condition."""
 
@@ -201,7 +239,7 @@ class RequestChanges:
     reasons: tuple[str, ...]
 
 
-Effect = OpenPull | PostStatus | Merge | Wait | Landed | Fail | RequestChanges
+Effect = OpenPull | PostStatus | Merge | EnableAutoMerge | Wait | Landed | Fail | RequestChanges
 
 
 # --- the decision ------------------------------------------------------------------------------------
@@ -269,6 +307,8 @@ def decide(ask: Ask, facts: PullFacts) -> list[Effect]:
         r = asking[0]
         reasons = tuple(_cut(x) for x in (r.body, *r.comments[:MAX_REVIEW_COMMENTS]) if x.strip())
         return [*out, RequestChanges(r.user, reasons or ("(the review gave no text)",))]
+    if ask.auto_merge:
+        return [*out, *_auto_merge(ask, facts, where)]
     approvals = sum(1 for r in latest.values() if r.state == "APPROVED")
     stale = [r.user for r in latest.values() if r.state == "CHANGES_REQUESTED"]
     if approvals < ask.approvals_required or stale:
@@ -281,6 +321,20 @@ def decide(ask: Ask, facts: PullFacts) -> list[Effect]:
         return [*out, Wait("AwaitingForge", f"{where} is approved but not mergeable "
                                             f"({facts.mergeable_state or 'no reason given'})")]
     return [*out, Merge(facts.number, ask.merge_method, ask.commit)]
+
+
+def _auto_merge(ask: Ask, facts: PullFacts, where: str) -> list[Effect]:
+    """The rows of the hand-off table (module docstring): the pull request is open, its head is the tested commit
+    and no reviewer who counts asks for changes on it."""
+    waiting = Wait("AutoMerge", f"{where} is handed to the forge's auto-merge ({ask.auto_merge}); the forge merges "
+                                "it when its own rules (required reviews and checks) pass")
+    if facts.auto_merge:
+        return [waiting]
+    if ask.handed:
+        return [Fail("AutoMergeDisabled", f"{where}: the forge turned auto-merge off (merge state: "
+                                          f"{facts.mergeable_state or 'none given'}); re-enable it on the forge and "
+                                          "merge it there, or close it and run the task again")]
+    return [EnableAutoMerge(facts.number, facts.node_id, ask.auto_merge or "merge", ask.commit), waiting]
 
 
 MAX_STATUS_DESCRIPTION: Final = 140

@@ -103,10 +103,12 @@ class PullRef:
     url: str = ""
     head: str = ""
     status_posted: bool = False
+    auto_merge: bool = False
+    """Longshot handed it to the forge's auto-merge (``core.forge.EnableAutoMerge``)."""
 
     def to_wire(self) -> dict[str, Any]:
         return {"number": self.number, "url": self.url or None, "head": self.head or None,
-                "statusPosted": self.status_posted}
+                "statusPosted": self.status_posted, "autoMerge": self.auto_merge}
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,10 @@ server errors.
 What a poll needs (:meth:`Forge.facts`) is read with a few requests: the pull request (by its number, or the open
 one whose head is the branch), and its reviews. The effects of ``core.forge`` are one call each:
 :meth:`Forge.open_pull`, :meth:`Forge.post_status`, :meth:`Forge.merge` (a refusal, 405/406/409/422, is an answer,
-not an error: the forge's message comes back for the condition).
+not an error: the forge's message comes back for the condition), :meth:`Forge.enable_auto_merge` (GitHub: the
+GraphQL mutation ``enablePullRequestAutoMerge``, :data:`ENABLE_AUTO_MERGE`, at ``<api>/graphql``, or
+``/api/graphql`` for an Enterprise Server's ``/api/v3``; GitLab: ``PUT .../merge`` with
+``merge_when_pipeline_succeeds``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,15 @@ MAX_CHECK_PAGES = 5
 API_URL_FIELD = "spec.merge.pullRequest.apiUrl"
 REFUSALS = (405, 406, 409, 422)
 """Answers to a merge request that mean "not now" (branch protection, required checks, a moved head, conflicts)."""
+
+ENABLE_AUTO_MERGE = """mutation EnableAutoMerge($id: ID!, $method: PullRequestMergeMethod!, $head: GitObjectID) {
+  enablePullRequestAutoMerge(input: {pullRequestId: $id, mergeMethod: $method, expectedHeadOid: $head}) {
+    pullRequest { number state merged autoMergeRequest { enabledAt mergeMethod } }
+  }
+}"""
+"""The one GraphQL document the GitHub forge client sends; checked against GitHub's published schema
+(tests/fixtures/contracts/github-graphql.graphql, hack/github_graphql_schema.py)."""
+GRAPHQL_METHODS = {"merge": "MERGE", "squash": "SQUASH", "rebase": "REBASE"}
 
 ForgeError = tr.TrackerError
 RateLimited = tr.RateLimited
@@ -76,10 +88,8 @@ class Forge(tr.Tracker):
         if pull is None:
             return fc.PullFacts(exists=False)
         reviews = self.reviews(pull.number, pull.head) if pull.state == "open" and not pull.merged else ()
-        return fc.PullFacts(exists=True, number=pull.number, url=pull.url, state=pull.state, merged=pull.merged,
-                            merge_commit=pull.merge_commit, head=pull.head, mergeable=pull.mergeable,
-                            mergeable_state=pull.mergeable_state, reviews=tuple(reviews),
-                            status_posted=bool(status_posted_on) and status_posted_on == pull.head)
+        return dataclasses.replace(pull, reviews=tuple(reviews),
+                                   status_posted=bool(status_posted_on) and status_posted_on == pull.head)
 
     def find_open_pull(self, branch: str, target: str) -> fc.PullFacts | None:
         raise NotImplementedError
@@ -97,6 +107,11 @@ class Forge(tr.Tracker):
         raise NotImplementedError
 
     def merge(self, number: int, method: str, sha: str) -> MergeResult:
+        raise NotImplementedError
+
+    def enable_auto_merge(self, number: int, node_id: str, method: str, sha: str) -> MergeResult:
+        """Hand pull request ``number`` to the forge's auto-merge. ``merged``: the forge merged it at once
+        (``commit``, when it names it); else ``message`` empty: auto-merge is on; a message: the forge refused."""
         raise NotImplementedError
 
     def checks(self, sha: str, required: tuple[str, ...]) -> list[cigate.Report]:
@@ -159,6 +174,11 @@ def _text(value: Any, limit: int = fc.MAX_REVIEW_TEXT) -> str:
     return str(value or "")[:limit]
 
 
+def _node_id(value: Any) -> str:
+    text = str(value or "")
+    return text if len(text) <= 100 and text.replace("_", "").replace("-", "").replace("=", "").isalnum() else ""
+
+
 def _sha(value: Any) -> str:
     text = str(value or "")
     return text if 7 <= len(text) <= 64 and all(ch in "0123456789abcdef" for ch in text) else ""
@@ -178,7 +198,9 @@ class GitHubForge(Forge, tr.GitHub):
                             merge_commit=_sha(item.get("merge_commit_sha")) or None,
                             head=_sha(head.get("sha")),
                             mergeable=mergeable if isinstance(mergeable, bool) else None,
-                            mergeable_state=_text(item.get("mergeable_state"), 64))
+                            mergeable_state=_text(item.get("mergeable_state"), 64),
+                            node_id=_node_id(item.get("node_id")),
+                            auto_merge=isinstance(item.get("auto_merge"), dict))
 
     def find_open_pull(self, branch: str, target: str) -> fc.PullFacts | None:
         owner = self.repository.partition("/")[0]
@@ -256,6 +278,35 @@ class GitHubForge(Forge, tr.GitHub):
         return MergeResult(bool(data.get("merged", True)), _sha(data.get("sha")) or None,
                            _text(data.get("message"), 500))
 
+    def _graphql_url(self) -> str:
+        """GitHub's GraphQL endpoint: ``https://api.github.com/graphql``; an Enterprise Server's ``/api/graphql``
+        next to its REST ``/api/v3``."""
+        if self.base.endswith("/api/v3"):
+            return self.base.removesuffix("/v3") + "/graphql"
+        return f"{self.base}/graphql"
+
+    def enable_auto_merge(self, number: int, node_id: str, method: str, sha: str) -> MergeResult:
+        what = f"enabling auto-merge on pull request #{number}"
+        if not node_id:
+            raise ForgeError(f"{self._where(what)}: the pull request's answer carried no node_id")
+        response = self._request("POST", self._graphql_url(), what=what,
+                                 json={"query": ENABLE_AUTO_MERGE,
+                                       "variables": {"id": node_id, "method": GRAPHQL_METHODS.get(method, "MERGE"),
+                                                     "head": _sha(sha) or None}})
+        body = self._parsed(response, self._where(what))
+        body = body if isinstance(body, dict) else {}
+        errors = body.get("errors")
+        if isinstance(errors, list) and errors:  # GitHub answers refusals as GraphQL errors with a 200
+            first = errors[0] if isinstance(errors[0], dict) else {}
+            return MergeResult(False, None, tr._scrubbed(_text(first.get("message"), 500), self._token)
+                               or "refused")
+        data = body.get("data") if isinstance(body.get("data"), dict) else {}
+        payload = data.get("enablePullRequestAutoMerge") if isinstance(data, dict) else None
+        pull = payload.get("pullRequest") if isinstance(payload, dict) else None
+        if not isinstance(pull, dict):
+            raise ForgeError(f"{self._where(what)}: the answer names no pull request")
+        return MergeResult(bool(pull.get("merged")), None, "")
+
 
     def checks(self, sha: str, required: tuple[str, ...]) -> list[cigate.Report]:
         commit = _sha(sha) or "invalid"
@@ -308,7 +359,8 @@ class GitLabForge(Forge, tr.GitLab):
                             state="open" if state in ("opened", "locked") else "closed", merged=merged,
                             merge_commit=(_sha(item.get("merge_commit_sha")) or _sha(item.get("squash_commit_sha"))
                                           or None),
-                            head=_sha(item.get("sha")), mergeable=mergeable, mergeable_state=detailed)
+                            head=_sha(item.get("sha")), mergeable=mergeable, mergeable_state=detailed,
+                            auto_merge=item.get("merge_when_pipeline_succeeds") is True)
 
     def find_open_pull(self, branch: str, target: str) -> fc.PullFacts | None:
         query = urllib.parse.urlencode({"state": "opened", "source_branch": branch, "target_branch": target,
@@ -406,6 +458,24 @@ class GitLabForge(Forge, tr.GitLab):
         if pull is None:
             return MergeResult(True, None, "")
         return MergeResult(pull.merged, pull.merge_commit, "")
+
+    def enable_auto_merge(self, number: int, node_id: str, method: str, sha: str) -> MergeResult:
+        what = f"setting merge request !{number} to merge when its pipeline succeeds"
+        response = self._once("PUT", f"{self._project_path()}/merge_requests/{int(number)}/merge", what=what,
+                              json={"sha": sha, "squash": method == "squash", "merge_when_pipeline_succeeds": True})
+        if response.status_code in REFUSALS:
+            return MergeResult(False, None, self._detail(response).strip("()") or "refused")
+        if response.status_code >= 300:
+            raise ForgeError(f"{self._where(what)}: unexpected answer {response.status_code} "
+                             f"{self._detail(response)}")
+        pull = self._pull(self._parsed(response, self._where(what)))
+        if pull is None:
+            raise ForgeError(f"{self._where(what)}: the answer names no merge request")
+        if pull.merged:
+            return MergeResult(True, pull.merge_commit, "")
+        if not pull.auto_merge:
+            return MergeResult(False, None, f"the merge request is not set to merge ({pull.mergeable_state})")
+        return MergeResult(False, None, "")
 
 
     def checks(self, sha: str, required: tuple[str, ...]) -> list[cigate.Report]:

@@ -60,7 +60,7 @@ def operations(exchanges: list[forge_contract.Exchange]) -> set[str]:
 
 
 DRIVEN = {"list_issues", "comment", "close_issue", "close", "facts", "find_open_pull", "get_pull", "reviews",
-          "open_pull", "post_status", "merge", "checks"}
+          "open_pull", "post_status", "merge", "checks", "enable_auto_merge"}
 """The clients' calls the tests below drive (``facts`` drives ``reviews``, and through it the review comments)."""
 
 
@@ -217,6 +217,52 @@ def test_the_stand_ins_own_reads_keep_the_contract(forge, tmp_path):
     forge.check_contract()
     assert operations(forge.github_exchanges()) == {"POST /repos/{owner}/{repo}/statuses/{sha}",
                                                     "GET /repos/{owner}/{repo}/commits/{ref}/statuses"}
+
+
+def test_auto_merge_keeps_githubs_rest_and_graphql_contracts(forge, tmp_path):
+    """``enable_auto_merge`` (GraphQL ``enablePullRequestAutoMerge``, against the pinned published schema) and the
+    REST reads around it (the pull request's ``node_id`` and ``auto_merge``, against the OpenAPI description)."""
+    forge.protected = False
+    forge.required_checks = ["ci/test"]
+    head = sample_repo.push_branch(forge.url, "longshot/demo/add", {"calc/add.py": "x = 1\n"}, tmp_path)
+    with github_forge(forge) as client:
+        opened = client.open_pull("longshot/demo/add", "main", "Add add()", "the body", ())
+        facts = client.facts(number=opened.number, branch="longshot/demo/add", target="main")
+        assert facts.node_id and not facts.auto_merge
+        stale = client.enable_auto_merge(opened.number, facts.node_id, "squash", "f" * 40)
+        assert not stale.merged and "head sha" in stale.message  # GitHub's refusal: a GraphQL error
+        assert client.enable_auto_merge(opened.number, facts.node_id, "squash", head) == rf.MergeResult(
+            False, None, "")
+        assert client.facts(number=opened.number, branch="", target="").auto_merge
+        forge.ci_status(PROJECT, head, "ci/test", "success")
+        after = client.get_pull(opened.number)
+        assert after is not None and after.merged and after.merge_commit
+    assert [r.path for r in forge.requests if r.method == "POST" and "graphql" in r.path] == ["/github/graphql"] * 2
+    forge.check_contract()
+
+
+class WrongFieldForge(rf.GitHubForge):
+    """A client asking for a field GitHub's schema does not have (``autoMerge`` for ``autoMergeRequest``)."""
+
+    def enable_auto_merge(self, number: int, node_id: str, method: str, sha: str) -> rf.MergeResult:
+        self._request("POST", self._graphql_url(), what="enabling auto-merge", json={
+            "query": rf.ENABLE_AUTO_MERGE.replace("autoMergeRequest", "autoMerge"),
+            "variables": {"id": node_id, "method": "MERGE", "head": sha}})
+        return rf.MergeResult(False, None, "")
+
+
+def test_the_check_catches_a_graphql_field_githubs_schema_lacks(tmp_path):
+    with forge_server(TOKEN, contract=False) as forge:
+        url = sample_repo.make(tmp_path)
+        forge.repo(PROJECT, url)
+        sample_repo.push_branch(url, "topic", {"f.txt": "x\n"}, tmp_path)
+        with github_forge(forge, WrongFieldForge) as client:
+            pull = client.open_pull("topic", "main", "t", "b", ())
+            client.enable_auto_merge(pull.number, pull.node_id, "merge", pull.head)
+        assert forge.pulls(PROJECT)[0].auto_merge is None  # refused, as GitHub refuses it
+        with pytest.raises(AssertionError) as caught:
+            forge.check_contract()
+    assert "Cannot query field 'autoMerge' on type 'PullRequest'" in str(caught.value)
 
 
 # --- the check catches what is wrong ------------------------------------------------------------------------------

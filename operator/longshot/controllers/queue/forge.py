@@ -121,6 +121,9 @@ class ForgeStep:
             ask = fc.Ask(branch=job.spec.branch, target=job.spec.target, commit=state.tested or job.spec.commit or "",
                          title=self._title(job, build), body=self._body(job, build), labels=tuple(settings.labels),
                          merge_method=settings.merge_method, reviewers=tuple(settings.reviewers))
+        auto = settings.auto_merge
+        if auto is not None and auto.enabled:
+            ask = replace(ask, auto_merge=auto.method, handed=state.pull is not None and state.pull.auto_merge)
         try:
             async with self.ctx.lanes.lane(job.namespace):
                 return await asyncio.to_thread(self._poll, settings, token, ask, state), None
@@ -141,7 +144,8 @@ class ForgeStep:
             if facts.exists:
                 pull = mj.PullRef(facts.number, facts.url, facts.head,
                                   facts.status_posted or (pull is not None and pull.status_posted
-                                                          and pull.head == facts.head))
+                                                          and pull.head == facts.head),
+                                  pull is not None and pull.auto_merge)
             events: list[mj.Event] = []
             for e in fc.decide(ask, facts):
                 match e:
@@ -156,9 +160,27 @@ class ForgeStep:
                         result = f.merge(e.number, e.method, e.sha)
                         events.append(self._event(fc.merge_outcome(e.number, result.merged, result.commit,
                                                                    result.message), pull))
+                    case fc.EnableAutoMerge():
+                        final, pull = self._hand_over(f, e, pull)
+                        if final is not None:
+                            return [*events, final]
                     case fc.Wait() | fc.Landed() | fc.Fail() | fc.RequestChanges():
                         events.append(self._event(e, pull))
         return events
+
+    @staticmethod
+    def _hand_over(f: rforge.Forge, e: fc.EnableAutoMerge,
+                   pull: mj.PullRef | None) -> tuple[mj.Event | None, mj.PullRef | None]:
+        """Hand the pull request to the forge's auto-merge: the event that ends the poll (merged at once, or
+        refused), else None and the pull request marked handed (the decision's ``Wait`` follows)."""
+        result = f.enable_auto_merge(e.number, e.node_id, e.method, e.sha)
+        if result.merged and result.commit:  # GitLab merges at once when nothing is pending
+            return mj.ForgeMerged(result.commit, f"pull request #{e.number} was merged by the forge as "
+                                                 f"{result.commit[:12]}"), pull
+        if not result.merged and result.message:  # refused: not handed; asked again at the next poll
+            return mj.ForgeWaiting("AutoMergeRefused", f"the forge refused auto-merge on pull request #{e.number}: "
+                                                       f"{result.message}; asked again at the next poll", pull), pull
+        return None, replace(pull, auto_merge=True) if pull is not None else None
 
     @staticmethod
     def _event(e: fc.Effect, pull: mj.PullRef | None) -> mj.Event:

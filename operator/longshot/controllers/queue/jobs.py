@@ -30,7 +30,8 @@ def job_state(ctx: ctxmod.Context, job: objects.MergeJob, build: objects.BuildRe
     phase = s.phase if s.phase in mj.PHASES else mj.QUEUED
     task = ctx.cache.tasks.get((job.namespace, job.task_name))
     pr = s.pull_request
-    pull = mj.PullRef(pr.number, pr.url or "", pr.head or "", pr.status_posted) if pr is not None else None
+    pull = (mj.PullRef(pr.number, pr.url or "", pr.head or "", pr.status_posted, pr.auto_merge) if pr is not None
+            else None)
     waiting_on_forge = next((x.message or "" for x in s.conditions if x.type == cond.AWAITING_FORGE), "") \
         if phase == mj.AWAITING_FORGE else ""
     return mj.JobState(
