@@ -59,7 +59,7 @@ def delivery_build(url, **spec):
     return b
 
 
-def finalized(custom, namespace, timeout=90):
+def finalized(custom, namespace, timeout=150):  # a loaded machine took over 90 s (2026-11-28)
     def done():
         b = get(custom, namespace, "buildrequests", "demo")
         c = condition(b, "Finalized")
