@@ -82,6 +82,7 @@ class GatewayThread:
 def settings_for(namespace: str, workdir: Path, **overrides: Any) -> GatewaySettings:
     base = GatewaySettings(port=0, metrics_port=0, namespace=namespace, mirror_dir=str(workdir / "gateway-mirrors"),
                            allow_file_urls=True, token_cache_seconds=1.0, usage_cache_seconds=0.0,
-                           progress_min_interval_seconds=0.0, default_backoff_seconds=5.0,
+                           progress_min_interval_seconds=0.0, heartbeat_write_seconds=0.0,
+                           default_backoff_seconds=5.0,
                            identity_cache_seconds=1.0, egress_allowed_cidrs="127.0.0.0/8,::1/128")
     return base.replace(**overrides)

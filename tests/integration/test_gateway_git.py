@@ -11,6 +11,8 @@ import git_servers
 import pytest
 from gateway_attempts import make_attempt, secret
 
+from longshot_testing import wait_for
+
 pytestmark = pytest.mark.integration
 
 PASSWORD = "s3cr3t-upstream-passw0rd"
@@ -311,3 +313,48 @@ def test_a_mirror_reads_the_upstream_head_once_then_follows_it_every_head_sync_s
     third = clone(a, gateway, namespace, tmp_path / "third")
     assert advertisements() == first + 3
     assert admin("symbolic-ref", "--short", "HEAD", cwd=third) == "trunk"
+
+
+def test_a_clone_is_served_while_another_attempts_push_is_held_upstream_and_the_push_still_lands(
+        gateway, attempt, forge, namespace, tmp_path):
+    """A mirror fetch no longer waits for the pushes in flight (it leaves their refs out): a push held in the
+    upstream's own pre-receive hook does not hold up another agent's clone, and when the push is let go it lands in
+    the upstream and in the mirror (no "reference already exists" from a fetch that wrote its ref first)."""
+    import threading
+
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    hook = forge.root / "app.git" / "hooks" / "pre-receive"
+    hook.parent.mkdir(exist_ok=True)
+    # the upstream holds the push until the test lets it go (a wait on a file the test writes, not a timed sleep)
+    hook.write_text(f"#!/bin/sh\ncat >/dev/null\ntouch {gate}/started\n"
+                    f"while [ ! -e {gate}/release ]; do sleep 0.05; done\n")
+    hook.chmod(0o755)
+    pusher = attempt()
+    work = clone(pusher, gateway, namespace, tmp_path / "work")
+    head = commit(work, "feature.txt")
+    ref = f"refs/heads/longshot/{namespace}/b1/b1-t1"
+    result: list[subprocess.CompletedProcess[str]] = []
+    push = threading.Thread(target=lambda: result.append(agent_git(
+        pusher.token, work, "push", "--porcelain", f"{gateway.url}/git/{namespace}/b1.git", f"HEAD:{ref}")))
+    push.start()
+    try:
+        wait_for(lambda: (gate / "started").exists(), timeout=60, what="the upstream holding the push")
+        # the push is in flight (the upstream holds it): another attempt's clone is served now, without its ref
+        other = attempt(task="b1-t2")
+        seen = agent_git(other.token, None, "clone", "--quiet", f"{gateway.url}/git/{namespace}/b1.git",
+                         str(tmp_path / "other"))
+        assert seen.returncode == 0, seen.stderr
+        assert push.is_alive() and not (gate / "release").exists()
+        branches = admin("for-each-ref", "--format=%(refname)", cwd=tmp_path / "other")
+        assert f"refs/remotes/origin/longshot/{namespace}/b1/b1-t1" not in branches.split()
+    finally:
+        (gate / "release").touch()
+        push.join(120)
+    assert result and result[0].returncode == 0, result and result[0].stderr
+    assert refs(forge)[ref] == head
+    # the mirror took the push's ref too: the next clone has it
+    again = agent_git(pusher.token, None, "clone", "--quiet", f"{gateway.url}/git/{namespace}/b1.git",
+                      str(tmp_path / "again"))
+    assert again.returncode == 0, again.stderr
+    assert admin("rev-parse", f"refs/remotes/origin/longshot/{namespace}/b1/b1-t1", cwd=tmp_path / "again") == head

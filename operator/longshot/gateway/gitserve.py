@@ -108,47 +108,83 @@ class Upstream:
 
 
 class MirrorLock:
-    """Pushes into a mirror run side by side (each moves its own attempt's refs); a fetch into it runs alone.
+    """Pushes into a mirror run side by side (each moves its own attempt's refs); a fetch runs beside them but
+    leaves the refs they are moving alone.
 
     A push's ``pre-receive`` hook updates the upstream first and the mirror's refs move after it. A fetch in
-    between (another agent's clone) would create the pushed ref in the mirror first, and git would then refuse
-    the push the upstream had accepted ("cannot lock ref ...: reference already exists"): seen with 20 agents
-    pushing to one repository. A waiting fetch goes first (new pushes wait for it), so fetches never starve.
+    between (another agent's clone) that wrote the pushed ref into the mirror first would make git refuse the push
+    the upstream had accepted ("cannot lock ref ...: reference already exists"): seen with 20 agents pushing to one
+    repository. Until 2026-11-28 a fetch therefore waited for every push in flight, and new pushes for it: clones
+    and pushes ran as one chain of fetches, each as long as the pushes it waited for (docs/benchmarks.md, the gateway
+    at fleet scale). Now a fetch starts at once and is told the refs being pushed (:meth:`fetch` yields them), which
+    it leaves out of its refspecs (``^ref``: neither written nor pruned); only a push that would start while a fetch
+    runs waits for it (a fetch started before the push's upstream update could otherwise see that update, with its
+    ref not left out), and a fetch waits for such pushes to register first, so neither starves.
     """
 
     def __init__(self) -> None:
         self._cond = asyncio.Condition()
-        self._pushes = 0
+        self._moving: dict[str, int] = {}
         self._fetching = False
-        self._fetches_waiting = 0
+        self._pushes_waiting = 0
+
+    @property
+    def pushes(self) -> int:
+        """Refs being pushed now (each counted once per push moving it)."""
+        return sum(self._moving.values())
 
     @contextlib.asynccontextmanager
-    async def push(self) -> AsyncIterator[None]:
+    async def push(self, refs: tuple[str, ...] = ()) -> AsyncIterator[None]:
         async with self._cond:
-            await self._cond.wait_for(lambda: not self._fetching and not self._fetches_waiting)
-            self._pushes += 1
+            self._pushes_waiting += 1
+            try:
+                await self._cond.wait_for(lambda: not self._fetching)
+            finally:
+                self._pushes_waiting -= 1
+            for ref in refs:
+                self._moving[ref] = self._moving.get(ref, 0) + 1
+            self._cond.notify_all()
         try:
             yield
         finally:
             async with self._cond:
-                self._pushes -= 1
+                for ref in refs:
+                    left = self._moving.get(ref, 0) - 1
+                    if left > 0:
+                        self._moving[ref] = left
+                    else:
+                        self._moving.pop(ref, None)
                 self._cond.notify_all()
 
     @contextlib.asynccontextmanager
-    async def fetch(self) -> AsyncIterator[None]:
+    async def fetch(self) -> AsyncIterator[frozenset[str]]:
+        """Run a fetch; yields the refs being pushed, which the fetch must leave out."""
         async with self._cond:
-            self._fetches_waiting += 1
-            try:
-                await self._cond.wait_for(lambda: not self._fetching and self._pushes == 0)
-            finally:
-                self._fetches_waiting -= 1
+            await self._cond.wait_for(lambda: not self._fetching and not self._pushes_waiting)
             self._fetching = True
+            moving = frozenset(self._moving)
         try:
-            yield
+            yield moving
         finally:
             async with self._cond:
                 self._fetching = False
                 self._cond.notify_all()
+
+
+FETCHED_PREFIXES = ("refs/heads/", "refs/tags/", "refs/longshot/")
+"""The namespaces a mirror fetch writes (its refspecs)."""
+
+
+def fetch_refspecs(moving: frozenset[str]) -> list[str]:
+    """The mirror fetch's refspecs, leaving out (``^ref``, git >= 2.29) the refs pushes are moving now. The refs are
+    the ref policy's exact names (never a pattern); one that is not a plain ref name is not passed to git."""
+    specs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*", "+refs/longshot/*:refs/longshot/*"]
+    specs += [f"^{ref}" for ref in sorted(moving)
+              if ref.startswith(FETCHED_PREFIXES) and _PLAIN_REF.match(ref)]
+    return specs
+
+
+_PLAIN_REF = re.compile(r"^refs/[A-Za-z0-9._/-]{1,250}$")
 
 
 class GitService:
@@ -291,12 +327,12 @@ class GitService:
                 for k, v in (("core.hooksPath", str(self.root / "hooks")), ("http.receivepack", "true")):
                     await self._git("config", k, v, cwd=path, env=env)
                 self._head_synced.pop(up.key, None)  # a new mirror (or one removed over its cap) reads it first
-            async with self.mirror_lock(up).fetch():
+            async with self.mirror_lock(up).fetch() as moving:
                 bound = await asyncio.to_thread(self._fetch_bound, path)
                 with self.credential_file(up) as credential:
                     code, out = await self._git(
                         "fetch", "--quiet", "--prune", "--no-tags", "--no-write-fetch-head", "--", up.url,
-                        "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*", "+refs/longshot/*:refs/longshot/*",
+                        *fetch_refspecs(moving),
                         cwd=path, env=ghook.with_include({**env, **up.env, **bound}, credential))
                 if code == 0:
                     code, out = await asyncio.to_thread(self._check_size, path, up)
@@ -424,7 +460,7 @@ class GitService:
             spool.seek(0)
             # the credential reaches only the hook's push, through a 0600 file removed when the push is over:
             # receive-pack and the index-pack it runs on the agent's pack see its path, never the credential
-            async with self.mirror_lock(up).push():
+            async with self.mirror_lock(up).push(tuple(c.ref for c in commands.commands)):
                 with self.credential_file(up) as credential:
                     if credential:
                         hook_env[ghook.CREDENTIALS_FILE] = credential

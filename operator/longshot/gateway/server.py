@@ -41,6 +41,7 @@ and caller before it reads a byte of the body.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import signal
 import time
@@ -110,7 +111,7 @@ class Gateway:
         """The build's MCP servers (spec.agent.mcpServers), their headers injected and their tools allowlisted."""
         self.mcp.on_call = self.ledger.mcp_call
         self.status = gstatus.TaskStatus(cluster)
-        self._progress_written: dict[tuple[str, str], float] = {}
+        self._progress_written: dict[tuple[str, str, int], float] = {}
         self.traces = traces.Relay(settings) if tracing.setup(tracing.GATEWAY, settings.tracing_endpoint) else None
         """Tracing (only with ``tracing_endpoint``): the relay of agents' spans."""
         self.door: ingress.Ingress | None = None
@@ -236,9 +237,14 @@ class Gateway:
             message = data.get("message")
             if message is not None and not isinstance(message, str):
                 return web.json_response({"error": "message must be a string"}, status=400), "bad_request"
-            key = (caller.namespace, caller.task)
+            key = (caller.namespace, caller.task, caller.attempt)
             now = time.monotonic()
-            if now - self._progress_written.get(key, -1e9) < self.settings.progress_min_interval_seconds:
+            # a message at most every progress_min_interval_seconds; a bare heartbeat (no message) only when the
+            # task's progress has not been written for heartbeat_write_seconds: the operator needs one every
+            # attempt.heartbeatSeconds (300 s), the runner sends one every 30 s (a status write each, per agent)
+            floor = (self.settings.progress_min_interval_seconds if message is not None
+                     else self.settings.heartbeat_write_seconds)
+            if now - self._progress_written.get(key, -1e9) < floor:
                 return web.json_response({"written": False}, status=202), "ok"
             self._progress_written[key] = now
             if len(self._progress_written) > 10_000:
@@ -536,6 +542,8 @@ def run(settings: GatewaySettings | None = None) -> int:
              settings.mirror_dir)
 
     async def main() -> None:
+        asyncio.get_running_loop().set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(settings.api_threads, thread_name_prefix="gateway-api"))
         served, _ = await serve(gateway, settings.address, settings.port, settings.metrics_port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

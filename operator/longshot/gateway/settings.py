@@ -42,9 +42,15 @@ class GatewaySettings(EnvSettings):
     allow_file_urls: EnvBool = False
     """Serve ``file://`` repositories (tests and single-machine setups only: a build could otherwise name
     any path the gateway can read)."""
-    token_cache_seconds: float = Field(default=30.0, ge=0)
+    token_cache_seconds: float = Field(default=120.0, ge=0, le=600)
     """How long a successful TokenReview is reused (the Pod, AgentTask and BuildRequest are read again every
-    ``identity_cache_seconds``)."""
+    ``identity_cache_seconds``, so an ended attempt or a deleted Pod still loses access within seconds). 120 s
+    since 2026-11-28 (30 s before): longer than the runner's 30 s heartbeat, so an agent's token is reviewed once
+    in two minutes rather than on nearly every request; at most 600 s, the floor of a projected token's lifetime."""
+    api_threads: int = Field(default=32, ge=1, le=256)
+    """Threads for the gateway's Kubernetes API calls (TokenReviews, the caller's Pod, task and build, status
+    writes): asyncio's default executor, which is otherwise ``min(32, cores + 4)``, 6 on two cores, and made a
+    thousand agents' heartbeats and git requests queue behind each other's API round trips."""
     token_denied_cache_seconds: float = Field(default=10.0, ge=0)
     """How long a token the API server refused is refused again without a TokenReview (keyed by the token's
     SHA-256, at most 4,096 tokens; the token itself is not kept): a caller repeating a bogus token costs one review
@@ -70,6 +76,10 @@ class GatewaySettings(EnvSettings):
     """Largest body of one ``POST /traces`` (an agent's batch of spans); a larger one is answered 413."""
     progress_min_interval_seconds: float = Field(default=1.0, ge=0)
     """Progress messages of one task closer together than this are acknowledged but not written."""
+    heartbeat_write_seconds: float = Field(default=60.0, ge=0, le=120)
+    """A bare heartbeat (``{"heartbeat": true}``, no message) is written to ``status.progress.lastHeartbeat`` only
+    when the attempt's progress was not written for this long; others are acknowledged. At most 120 s: the
+    operator ends an attempt whose heartbeat is older than its ``heartbeatSeconds`` (300 s by default)."""
     openai_url: str = DEFAULT_OPENAI_URL
     """Upstream of ``/model/openai/`` when a build sets no ``spec.agent.baseUrl``."""
     anthropic_url: str = DEFAULT_ANTHROPIC_URL
