@@ -5,8 +5,7 @@
 # the binary itself, with its own config; the Debian service it installs is not used) and tinyproxy (the
 # egress-proxy tests run it on loopback with their own config; its Debian service is not used either), skopeo
 # (make release/push copy images with it) and docker-registry (Distribution 2.8: the registry e2e test runs it on
-# loopback with its own config; its Debian service is not used), and runsc (gVisor: the local cluster's containerd
-# gets a `runsc` runtime handler for agents under a RuntimeClass, tests/e2e/test_sandbox.py).
+# loopback with its own config; its Debian service is not used).
 #
 #   hack/cluster/install-deps.sh           install what is missing (idempotent; runs apt-get update once)
 #   hack/cluster/install-deps.sh --check   exit 0 when everything is installed, 1 otherwise (no work)
@@ -16,8 +15,7 @@
 set -euo pipefail
 
 PACKAGES=(containerd runc containernetworking-plugins buildah debootstrap iptables iproute2 conntrack
-          socat ethtool dnsmasq-base git openssl make gcc libc6-dev prometheus tinyproxy skopeo docker-registry
-          runsc)
+          socat ethtool dnsmasq-base git openssl make gcc libc6-dev prometheus tinyproxy skopeo docker-registry)
 if [[ $# -gt 0 && "$1" != "--check" ]]; then
   PACKAGES=("$@")
   set --

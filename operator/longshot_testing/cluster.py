@@ -423,35 +423,9 @@ class LocalCluster:
         self._wait(proc, ready, 60)
         log(f"containerd up: {self.containerd_socket}")
 
-    def gvisor_runtime(self) -> Path | None:
-        """The OCI runtime binary containerd's ``runsc`` handler runs, when gVisor's ``runsc`` is installed (Debian's
-        package, ``hack/cluster/install-deps.sh``): a wrapper under the work directory that runs it with the
-        ``ptrace`` platform (no KVM here) and the Pod's own network namespace (``--network=host``: the node's
-        NetworkPolicy engine still sees the Pod's traffic), through containerd's runc shim (``BinaryName``), since
-        Debian ships no ``containerd-shim-runsc-v1``. None without ``runsc``."""
-        runsc = shutil.which("runsc")
-        if runsc is None:
-            return None
-        wrapper = self.workdir / "bin" / "runsc-ptrace"
-        wrapper.parent.mkdir(parents=True, exist_ok=True)
-        logs = self.workdir / "cp" / "logs" / "runsc"
-        logs.mkdir(parents=True, exist_ok=True)
-        wrapper.write_text(f"#!/bin/sh\nexec {runsc} --platform=ptrace --network=host "
-                           f"--debug-log={logs}/ \"$@\"\n")
-        wrapper.chmod(0o755)
-        return wrapper
-
     def containerd_config(self) -> str:
-        """The node's containerd config (its own root, state and socket under the work directory); with gVisor
-        installed, a second runtime handler ``runsc`` (:meth:`gvisor_runtime`) for a RuntimeClass to name."""
+        """The node's containerd config (its own root, state and socket under the work directory)."""
         d = self.workdir / "containerd"
-        gvisor = self.gvisor_runtime()
-        runsc = "" if gvisor is None else f"""
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc.options]
-        BinaryName = "{gvisor}"
-        SystemdCgroup = false"""
         return f"""version = 2
 root = "{d / 'root'}"
 state = "{d / 'state'}"
@@ -481,7 +455,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false{runsc}
+        SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{_cni_bin_dir()}"
     conf_dir = "{self.workdir / 'cni'}"

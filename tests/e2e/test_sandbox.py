@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import shlex
-import shutil
-import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import apply, build_request, is_kind, kget, node_sh, script_configmap, wait_for
+from .conftest import apply, build_request, kget, node_sh, script_configmap, wait_for
 
 # the first test also waits for the session cluster (cold: image builds, several minutes)
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
@@ -166,45 +162,5 @@ def test_a_builds_runtime_class_is_the_runtime_its_agent_runs_under(  # type: ig
         wait_for(done, 180, "the planner under the build's RuntimeClass to succeed")
         pod = kget(kubectl, "-n", namespace, "pod", "isolated-planner-a1") or {}
         assert pod["spec"]["runtimeClassName"] == name
-    finally:
-        kubectl("delete", "runtimeclass", name, "--wait=false", check=False)
-
-
-def test_an_agent_under_gvisor_runs_on_gvisors_kernel_and_its_attempt_completes(  # type: ignore[no-untyped-def]
-        operator, cluster, kubectl, namespace, git_repo) -> None:
-    """gVisor on the local cluster (issue 56): Debian's ``runsc`` (``hack/cluster/install-deps.sh``), containerd's
-    ``runsc`` handler (``LocalCluster.gvisor_runtime``: the ptrace platform, the runc shim). A RuntimeClass naming it,
-    a build with ``spec.agent.runtimeClassName``: the agent's commands see gVisor's kernel, not the node's, and the
-    attempt completes through the gateway (git over the Pod's network) as under runc."""
-    if is_kind(cluster):
-        pytest.skip("the kind nodes have no runsc handler: gVisor runs on the local cluster's node only")
-    if shutil.which("runsc") is None:
-        pytest.skip("gVisor's runsc is not installed (hack/cluster/install-deps.sh installs Debian's runsc)")
-    name = f"e2e-gvisor-{namespace[-6:]}"
-    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
-                                                   "metadata": {"name": name}, "handler": "runsc"}))
-    try:
-        script = ("roles:\n  planner:\n    - run: {command: 'cat /proc/version', timeout: 60}\n"
-                  "    - finish: {summary: nothing to plan, done: true}\n")
-        b = build_request("gvisor", git_repo, script="script", finalization=False)
-        b["spec"]["agent"]["runtimeClassName"] = name
-        began = time.monotonic()
-        apply(kubectl, namespace, script_configmap("script", script), b)
-
-        def done() -> dict[str, Any] | None:
-            t = kget(kubectl, "-n", namespace, "agenttask", "gvisor-planner")
-            conds = {c["type"]: c for c in (((t or {}).get("status") or {}).get("conditions") or [])}
-            return t if conds.get("Succeeded", {}).get("status") == "True" else None
-
-        wait_for(done, 240, "the planner under gVisor to succeed")
-        print(f"\nunder gVisor: the planner succeeded {time.monotonic() - began:.1f}s after the build was applied")
-        pod = kget(kubectl, "-n", namespace, "pod", "gvisor-planner-a1") or {}
-        assert pod["spec"]["runtimeClassName"] == name
-        logs = kubectl("-n", namespace, "logs", "gvisor-planner-a1", check=False).stdout
-        seen = [json.loads(line).get("result", "") for line in logs.splitlines()
-                if line.startswith("{") and '"tool_call"' in line and "run_command" in line]
-        host = Path("/proc/version").read_text().strip()
-        assert seen and "Linux version 4.4.0" in seen[0], (seen, logs[-2000:])  # gVisor's kernel answers
-        assert host not in seen[0], (host, seen)
     finally:
         kubectl("delete", "runtimeclass", name, "--wait=false", check=False)
