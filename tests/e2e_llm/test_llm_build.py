@@ -185,7 +185,12 @@ def test_a_real_model_plans_works_and_reviews_on_the_cluster(operator, cluster, 
     # the model's tool calls were executed in the Pods (the planner's finish at least, when it planned)
     assert calls_total > 0, report
     planner_status = planner.get("status") or {}
-    if planner_status.get("phase") == "Succeeded":
+    if planner_status.get("phase") == "Succeeded" and condition(br, "Planned").get("reason") == "RequestMet" and \
+            not [t for t in tasks if t["spec"].get("role") == "worker"]:
+        # the model said the request is already met (finish with done: true; a 270M model does, now and then, on an
+        # empty repository): no workers, and the build finalizes on that word with its sweep, truthfully
+        assert condition(br, "Finalized").get("status") == "True", br.get("status")
+    elif planner_status.get("phase") == "Succeeded":
         assert [t for t in tasks if t["spec"].get("role") == "worker"], report
     else:
         # no plan: the build says why, with the planner's reason
