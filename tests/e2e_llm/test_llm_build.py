@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from e2e.conftest import SYSTEM_NS
+
 from .conftest import ModelServer, kget, wait_for
 
 pytestmark = [pytest.mark.e2e_llm, pytest.mark.timeout(3600)]
@@ -95,7 +97,7 @@ def pod_events(kubectl, namespace: str, pod: str) -> list[dict[str, Any]]:  # ty
 
 def gateway_charges(kubectl, task: str) -> list[str]:  # type: ignore[no-untyped-def]
     """The gateway's log lines of calls of ``task`` charged at their reservation (no usage in the answer)."""
-    out = kubectl("-n", "longshot-system", "logs", "-l", "app.kubernetes.io/component=gateway", "--all-containers",
+    out = kubectl("-n", SYSTEM_NS, "logs", "-l", "app.kubernetes.io/component=gateway", "--all-containers",
                   "--tail=-1", "--max-log-requests=10",
                   check=False).stdout
     return [line for line in out.splitlines() if "charged its reservation" in line and f"/{task}" in line]

@@ -173,18 +173,14 @@ class MirrorLock:
 
 FETCHED_PREFIXES = ("refs/heads/", "refs/tags/", "refs/longshot/")
 """The namespaces a mirror fetch writes (its refspecs)."""
+_PLAIN_REF = re.compile(r"^refs/[A-Za-z0-9._/-]{1,250}$")
 
 
 def fetch_refspecs(moving: frozenset[str]) -> list[str]:
     """The mirror fetch's refspecs, leaving out (``^ref``, git >= 2.29) the refs pushes are moving now. The refs are
     the ref policy's exact names (never a pattern); one that is not a plain ref name is not passed to git."""
-    specs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*", "+refs/longshot/*:refs/longshot/*"]
-    specs += [f"^{ref}" for ref in sorted(moving)
-              if ref.startswith(FETCHED_PREFIXES) and _PLAIN_REF.match(ref)]
-    return specs
-
-
-_PLAIN_REF = re.compile(r"^refs/[A-Za-z0-9._/-]{1,250}$")
+    return [f"+{p}*:{p}*" for p in FETCHED_PREFIXES] + [
+        f"^{ref}" for ref in sorted(moving) if ref.startswith(FETCHED_PREFIXES) and _PLAIN_REF.match(ref)]
 
 
 class GitService:

@@ -240,8 +240,8 @@ class Gateway:
             key = (caller.namespace, caller.task, caller.attempt)
             now = time.monotonic()
             # a message at most every progress_min_interval_seconds; a bare heartbeat (no message) only when the
-            # task's progress has not been written for heartbeat_write_seconds: the operator needs one every
-            # attempt.heartbeatSeconds (300 s), the runner sends one every 30 s (a status write each, per agent)
+            # attempt's progress has not been written for heartbeat_write_seconds: the operator needs one every
+            # LONGSHOT_HEARTBEAT_TIMEOUT_SECONDS (300 s), the runner sends one every 30 s
             floor = (self.settings.progress_min_interval_seconds if message is not None
                      else self.settings.heartbeat_write_seconds)
             if now - self._progress_written.get(key, -1e9) < floor:

@@ -79,7 +79,8 @@ class GatewaySettings(EnvSettings):
     heartbeat_write_seconds: float = Field(default=60.0, ge=0, le=120)
     """A bare heartbeat (``{"heartbeat": true}``, no message) is written to ``status.progress.lastHeartbeat`` only
     when the attempt's progress was not written for this long; others are acknowledged. At most 120 s: the
-    operator ends an attempt whose heartbeat is older than its ``heartbeatSeconds`` (300 s by default)."""
+    operator ends an attempt whose heartbeat is older than ``LONGSHOT_HEARTBEAT_TIMEOUT_SECONDS`` (chart
+    ``agent.heartbeatTimeoutSeconds``, 300 s by default)."""
     openai_url: str = DEFAULT_OPENAI_URL
     """Upstream of ``/model/openai/`` when a build sets no ``spec.agent.baseUrl``."""
     anthropic_url: str = DEFAULT_ANTHROPIC_URL
