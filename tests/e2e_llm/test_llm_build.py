@@ -100,7 +100,10 @@ def gateway_charges(kubectl, task: str) -> list[str]:  # type: ignore[no-untyped
     out = kubectl("-n", SYSTEM_NS, "logs", "-l", "app.kubernetes.io/component=gateway", "--all-containers",
                   "--tail=-1", "--max-log-requests=10",
                   check=False).stdout
-    return [line for line in out.splitlines() if "charged its reservation" in line and f"/{task}" in line]
+    # the gateway logs "... of <ns>/<task> reports no usage...: charged its reservation": the task exactly, not a
+    # longer name it prefixes (hello-planner, hello-planner-1)
+    return [line for line in out.splitlines()
+            if "charged its reservation" in line and f"/{task} reports no usage" in line]
 
 
 def test_a_real_model_plans_works_and_reviews_on_the_cluster(operator, cluster, kubectl, namespace, git_repo,
