@@ -139,11 +139,17 @@ class GatewayAgents:
             if token is None:  # pushed and gone
                 continue
             with contextlib.suppress(RuntimeError):
-                self._posts.submit(self._beat, token)
+                self._posts.submit(self._beat, token, None, name)
             with self._cv:
                 heapq.heappush(self._beats, (time.monotonic() + HEARTBEAT_SECONDS, name))
 
-    def _beat(self, token: str, body: Mapping[str, Any] | None = None) -> None:
+    def _beat(self, token: str, body: Mapping[str, Any] | None = None, name: str | None = None) -> None:
+        """One heartbeat (or ``body``); a heartbeat of an agent that pushed and exited while it waited for a
+        thread is not sent (the runner's heartbeats end with its process)."""
+        if name is not None:
+            with self._lock:
+                if self._tokens.get(name) != token:
+                    return
         t = time.monotonic()
         try:
             data = json.dumps(body or {"heartbeat": True}).encode()

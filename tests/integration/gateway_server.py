@@ -1,8 +1,9 @@
 """The real longshot-gateway, in-process on a thread of its own (its own event loop), for the integration tier.
 
-It talks to the test control plane with the admin kubeconfig; the chart's RBAC for it is checked by
-test_gateway_rbac. ``allow_file_urls`` is on: the tier's repositories are file:// URLs. The egress policy lists
-loopback (``egress_allowed_cidrs``): the tier's git, model and tracker servers listen there.
+It talks to the test control plane with the admin kubeconfig; the chart's RBAC for it is checked by test_rbac. Its
+watch cache watches the test's namespace only (``watch_namespaces``). ``allow_file_urls`` is on: the tier's
+repositories are file:// URLs. The egress policy lists loopback (``egress_allowed_cidrs``): the tier's git, model
+and tracker servers listen there.
 """
 
 from __future__ import annotations
@@ -84,5 +85,6 @@ def settings_for(namespace: str, workdir: Path, **overrides: Any) -> GatewaySett
                            allow_file_urls=True, token_cache_seconds=1.0, usage_cache_seconds=0.0,
                            progress_min_interval_seconds=0.0, heartbeat_write_seconds=0.0,
                            default_backoff_seconds=5.0,
-                           identity_cache_seconds=1.0, egress_allowed_cidrs="127.0.0.0/8,::1/128")
+                           identity_cache_seconds=1.0, egress_allowed_cidrs="127.0.0.0/8,::1/128",
+                           watch_namespaces=namespace)
     return base.replace(**overrides)

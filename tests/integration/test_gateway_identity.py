@@ -55,8 +55,9 @@ def test_a_finished_pod_is_403(gateway, attempt, core_v1, namespace):
     a = attempt()
     finish_pod(core_v1, namespace, a.pod["metadata"]["name"], exit_code=0)
 
-    # the review of the token is cached briefly, the Pod is read on every request
-    r = progress(gateway, a.headers)
+    # the Pod is read from the gateway's watch cache: refused once the watch brings the Pod's new phase
+    r = wait_for(lambda: (lambda r: r if r.status_code != 202 else None)(progress(gateway, a.headers)), 30,
+                 "the finished Pod's requests to be refused")
     assert r.status_code == 403 and "Succeeded" in r.json()["error"]
 
 

@@ -169,6 +169,9 @@ def test_cluster_wide_every_write_the_code_does_passes_rbac_and_the_least_privil
             "create", "--dry-run=server", f"--as=system:serviceaccount:{system}:{release}-longshot", "-f", "-",
             input=probe, check=False).stderr, timeout=30, what="the -writes policy to take effect")
 
+        # the gateway's watch cache (gateway.watchcache) lists and watches Pods, AgentTasks and BuildRequests
+        assert gateway.watch().wait_synced(30), "the gateway's watch cache did not sync under the chart's RBAC"
+        gateway.stop_watching()
         b = create(custom, namespace, build_obj("b1"))
         t = create(custom, namespace, {"apiVersion": "longshot.dev/v1alpha1", "kind": "AgentTask",
                                        "metadata": {"name": "b1-t1", "labels": {"longshot.dev/build": "b1"}},

@@ -1,7 +1,8 @@
 """The gateway's Kubernetes calls (synchronous, official client; the server runs them in threads).
 
 Only what the gateway's RBAC (charts/longshot/templates/gateway-rbac.yaml) allows: TokenReviews; Pods,
-AgentTasks, BuildRequests, Secrets and the price ConfigMap read; AgentTask status patched; Events created; ledger
+AgentTasks and BuildRequests read, listed and watched (the watch cache, :mod:`watchcache`); Secrets and the price
+ConfigMap read; AgentTask status patched; Events created; ledger
 entries (ConfigMaps) created, read and patched.
 """
 
@@ -19,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from longshot import api
 from longshot.api import keys
 from longshot.core import ledger, names
+from longshot.gateway import watchcache
 from longshot.runtime import kube
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,19 @@ class Cluster:
         self.client = client
         self.kube = kube.Kube(client)
         self.auth = kubernetes.client.AuthenticationV1Api(client)
+        self.cache: watchcache.WatchCache | None = None
+        """The watch cache of Pods, live AgentTasks and BuildRequests (:meth:`watch`); None: every read is a GET."""
+
+    def watch(self, namespaces: tuple[str, ...] = ()) -> watchcache.WatchCache:
+        """Start the watch cache (every namespace, or each of ``namespaces``); reads use it from now on."""
+        self.cache = watchcache.WatchCache(self.client, namespaces)
+        self.cache.start()
+        return self.cache
+
+    def stop_watching(self) -> None:
+        if self.cache is not None:
+            self.cache.stop()
+            self.cache = None
 
     def review(self, token: str, audience: str) -> Review | None:
         """The Pod the token is bound to, or None when the API server does not accept it for ``audience``."""
@@ -68,14 +83,24 @@ class Cluster:
             return None
         return Review(namespace, account, str(pod_name), str(pod_uid))
 
-    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.kube.get_pod(namespace, name)
+    def _cached(self, kind: str, namespace: str, name: str, fresh: bool) -> tuple[bool, dict[str, Any] | None]:
+        if fresh or self.cache is None:
+            return False, None
+        return self.cache.get(kind, namespace, name)
 
-    def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.kube.get("AgentTask", namespace, name)
+    def get_pod(self, namespace: str, name: str, *, fresh: bool = False) -> dict[str, Any] | None:
+        """The Pod: from the watch cache when it holds it (and ``fresh`` is not asked), else read."""
+        held, pod = self._cached("Pod", namespace, name, fresh)
+        return pod if held else self.kube.get_pod(namespace, name)
 
-    def get_build(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.kube.get("BuildRequest", namespace, name)
+    def get_task(self, namespace: str, name: str, *, fresh: bool = False) -> dict[str, Any] | None:
+        """The AgentTask: from the watch cache when it holds it (a live task) and ``fresh`` is not asked, else read."""
+        held, task = self._cached("AgentTask", namespace, name, fresh)
+        return task if held else self.kube.get("AgentTask", namespace, name)
+
+    def get_build(self, namespace: str, name: str, *, fresh: bool = False) -> dict[str, Any] | None:
+        held, build = self._cached("BuildRequest", namespace, name, fresh)
+        return build if held else self.kube.get("BuildRequest", namespace, name)
 
     def get_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """The Secret's data, decoded. Never log the result."""

@@ -182,7 +182,7 @@ def children(cluster: gcluster.Cluster, caller: Caller) -> dict[str, Any]:
 
 
 def _current(cluster: gcluster.Cluster, caller: Caller) -> dict[str, Any]:
-    task = cluster.get_task(caller.namespace, caller.task)
+    task = cluster.get_task(caller.namespace, caller.task, fresh=True)  # rare, and written on what it reads
     if task is None or (task.get("metadata") or {}).get("uid") != (caller.task_obj.get("metadata") or {}).get("uid"):
         raise Refused(404, f"the AgentTask {caller.namespace}/{caller.task} is gone")
     return task

@@ -18,9 +18,11 @@ Agent Pods mount a projected token with audience ``longshot-gateway`` (``runtime
    (``runtime.pods.task_input``, the operator's own builder), never from the Pod's labels or task input
    annotation: anyone who may create Pods in the namespace writes those.
 
-Steps 2-4 are cached for ``identity_cache_seconds`` (2 s by default), keyed by the Pod's UID, in a bounded LRU:
-an attempt that ended, a Pod deleted or a task cancelled loses access at most that long after the API server
-knows it. Every request then takes a token from its attempt's bucket (``requests_per_second``,
+Steps 2-4 read the gateway's watch cache (:mod:`~longshot.gateway.watchcache`) when it runs: a caller it accepts
+is accepted; a refusal it would give is read again from the API server first (:meth:`Authenticator._confirmed_caller`).
+Their outcome is cached for ``identity_cache_seconds`` (2 s by default), keyed by the Pod's UID, in a bounded LRU:
+an attempt that ended, a Pod deleted or a task cancelled loses access at most that long (plus the watch's lag)
+after the API server knows it. Every request then takes a token from its attempt's bucket (``requests_per_second``,
 ``request_burst``): an attempt that sends more is answered 429 with ``Retry-After``.
 
 No token, or one the API server rejects: 401. A valid token whose Pod is finished, not an agent attempt, or not
@@ -209,7 +211,7 @@ class Authenticator:
                 raise cached[1]
             return cached[1]
         try:
-            caller: Caller | Denied = await asyncio.to_thread(self._caller, review)
+            caller: Caller | Denied = await asyncio.to_thread(self._confirmed_caller, review)
         except Denied as e:
             if e.status != 403:
                 raise  # a 503 (the UID is about to be recorded) is read again at the next request
@@ -222,9 +224,21 @@ class Authenticator:
             raise caller
         return caller
 
-    def _caller(self, review: gcluster.Review) -> Caller:
+    def _confirmed_caller(self, review: gcluster.Review) -> Caller:
+        """The caller of ``review`` from the gateway's watch cache (``watchcache``), when there is one; a refusal
+        from the cache is read again from the API server before it is final: a watch that lags may let an ended
+        attempt in for as long as it lags, never keep a caller out that the API server would let in."""
+        if getattr(self.cluster, "cache", None) is None:
+            return self._caller(review, fresh=True)
+        try:
+            return self._caller(review, fresh=False)
+        except Denied:
+            return self._caller(review, fresh=True)
+
+    def _caller(self, review: gcluster.Review, *, fresh: bool = True) -> Caller:
+        """The caller of ``review`` (steps 2-4); ``fresh``: read from the API server, not the watch cache."""
         ns = review.namespace
-        pod = self.cluster.get_pod(ns, review.pod_name)
+        pod = self.cluster.get_pod(ns, review.pod_name, fresh=fresh)
         if pod is None or (pod.get("metadata") or {}).get("uid") != review.pod_uid:
             raise Denied(403, f"the Pod {ns}/{review.pod_name} of this token no longer exists")
         meta, status = pod["metadata"], pod.get("status") or {}
@@ -236,7 +250,7 @@ class Authenticator:
         if owner is None or not owner.get("name") or not owner.get("uid"):
             raise Denied(403, f"the Pod {ns}/{review.pod_name} is not a Longshot agent Pod")
         task_name = str(owner["name"])
-        task = self.cluster.get_task(ns, task_name)
+        task = self.cluster.get_task(ns, task_name, fresh=fresh)
         if task is None or task["metadata"].get("uid") != owner.get("uid"):
             raise Denied(403, f"the AgentTask {ns}/{task_name} of this Pod no longer exists")
         # who the caller is comes from the AgentTask and the Pod UID the operator recorded for its current
@@ -245,7 +259,7 @@ class Authenticator:
         build_name = ((task.get("spec") or {}).get("buildRef") or {}).get("name")
         if not build_name:
             raise Denied(403, f"the AgentTask {ns}/{task_name} belongs to no build")
-        build = self.cluster.get_build(ns, str(build_name))
+        build = self.cluster.get_build(ns, str(build_name), fresh=fresh)
         if build is None:
             raise Denied(403, f"the BuildRequest {ns}/{build_name} no longer exists")
         try:
@@ -293,7 +307,7 @@ class Authenticator:
                 raise Denied(403, f"the Pod {ns}/{name} is neither a warm sandbox nor an agent attempt's Pod")
             if bound:
                 try:
-                    caller = await asyncio.to_thread(self._caller, review)
+                    caller = await asyncio.to_thread(self._confirmed_caller, review)
                 except Denied as e:
                     if e.status != 503:
                         raise

@@ -71,6 +71,14 @@ USAGE_CONFLICTS = Counter("longshot_gateway_status_conflicts_total",
                           "AgentTask status patches retried because another writer changed the task.",
                           registry=REGISTRY)
 
+WATCH_CACHE_READS = Counter("longshot_gateway_watch_cache_reads_total",
+                            "Reads of the watch cache (gateway.watchcache) by kind and result: hit, miss (not held: "
+                            "read from the API server), unsynced (the watch is not synced: read from the API server).",
+                            ["kind", "result"], registry=REGISTRY)
+WATCH_CACHE_OBJECTS = Gauge("longshot_gateway_watch_cache_objects",
+                            "Objects the watch cache holds, by kind (agent Pods, live AgentTasks, BuildRequests).",
+                            ["kind"], registry=REGISTRY)
+
 
 def _init() -> None:
     BUILD_INFO.labels(version=longshot.__version__).set(1)
@@ -89,6 +97,10 @@ def _init() -> None:
     for method in ("tools/list", "tools/call"):
         for result in ("ok", "refused", "upstream_error"):
             MCP_CALLS.labels(method=method, result=result)
+    for kind in ("Pod", "AgentTask", "BuildRequest"):
+        WATCH_CACHE_OBJECTS.labels(kind=kind)
+        for result in ("hit", "miss", "unsynced"):
+            WATCH_CACHE_READS.labels(kind=kind, result=result)
 
 
 _init()

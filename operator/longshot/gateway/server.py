@@ -562,14 +562,17 @@ def run(settings: GatewaySettings | None = None) -> int:
 class Served:
     """The gateway's two servers: the agents' port and the metrics port; ``cleanup()`` stops both."""
 
-    def __init__(self, agents: ingress.Server, probes: ingress.Server) -> None:
-        self.agents, self.probes = agents, probes
+    def __init__(self, agents: ingress.Server, probes: ingress.Server, cluster: gcluster.Cluster | None = None
+                 ) -> None:
+        self.agents, self.probes, self.cluster = agents, probes, cluster
 
     async def cleanup(self) -> None:
         try:
             await self.agents.cleanup()
         finally:
             await self.probes.cleanup()
+            if self.cluster is not None:  # the watch cache's threads
+                await asyncio.to_thread(self.cluster.stop_watching)
 
 
 async def serve(gateway: Gateway, host: str = "127.0.0.1", port: int = 0,
@@ -587,5 +590,7 @@ async def serve(gateway: Gateway, host: str = "127.0.0.1", port: int = 0,
     except BaseException:
         await probes.cleanup()
         raise
+    if gateway.settings.watch_cache:
+        gateway.cluster.watch(gateway.settings.watched_namespaces())
     gateway.serving = True
-    return Served(served, probes), bound
+    return Served(served, probes, gateway.cluster), bound

@@ -178,6 +178,14 @@ class GatewaySettings(EnvSettings):
     """``GET /v1/claim``: how often a waiting sandbox's Pod is read (one Pod read each; docs/warm-pools.md)."""
 
     # --- identity cache and per-attempt rate limit (docs/security.md) -----------------------------
+    watch_cache: EnvBool = True
+    """Read the callers' Pods, live AgentTasks and BuildRequests from a watch cache (list and watch, as
+    controller-runtime's cached client) instead of three GETs per caller every ``identity_cache_seconds``
+    (``gateway.watchcache``); a refusal is still confirmed with GETs. false: every read is a GET."""
+    watch_namespaces: str = ""
+    """Comma-separated namespaces the watch cache lists and watches (the chart: ``operator.watchNamespaces``);
+    empty: every namespace."""
+
     identity_cache_seconds: float = Field(default=2.0, ge=0)
     """How long the gateway reuses a caller's Pod, AgentTask and BuildRequest (keyed by the Pod's UID, at most
     4,096 callers): an attempt that ended, a deleted Pod or a cancelled task loses access at most this long after
@@ -187,6 +195,10 @@ class GatewaySettings(EnvSettings):
     ``Retry-After``. 0 turns the limit off."""
     request_burst: float = Field(default=200.0, ge=0)
     """Requests one attempt may send at once before ``requests_per_second`` applies."""
+
+    def watched_namespaces(self) -> tuple[str, ...]:
+        """``watch_namespaces`` as a tuple; empty for every namespace."""
+        return tuple(ns.strip() for ns in self.watch_namespaces.split(",") if ns.strip())
 
     def egress_policy(self) -> egress.Policy:
         """The egress policy of these settings; ``file://`` follows ``allow_file_urls``."""

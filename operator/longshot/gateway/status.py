@@ -41,8 +41,8 @@ class TaskStatus:
                ) -> dict[str, Any] | None:
         """Apply ``change`` to the caller's progress and write it; the written progress, or None when the task
         is gone or already on a later attempt. ``change`` returns None to write nothing."""
-        for _ in range(MAX_RETRIES):
-            task = self.cluster.get_task(caller.namespace, caller.task)
+        for i in range(MAX_RETRIES):  # the watch cache's copy first; after a conflict, the API server's
+            task = self.cluster.get_task(caller.namespace, caller.task, fresh=i > 0)
             if task is None or task["metadata"].get("uid") != caller.task_obj["metadata"].get("uid"):
                 return None
             current = (task.get("status") or {}).get("progress") or {}
@@ -104,8 +104,8 @@ class TaskStatus:
     def messages_delivered(self, caller: Caller, ids: list[int]) -> bool:
         """Record that messages ``ids`` were handed to the caller's runner (``status.messages.delivered``,
         ``core.messages.deliver``), fenced on the resourceVersion like the progress; False when the task is gone."""
-        for _ in range(MAX_RETRIES):
-            task = self.cluster.get_task(caller.namespace, caller.task)
+        for i in range(MAX_RETRIES):  # the watch cache's copy first; after a conflict, the API server's
+            task = self.cluster.get_task(caller.namespace, caller.task, fresh=i > 0)
             if task is None or task["metadata"].get("uid") != caller.task_obj["metadata"].get("uid"):
                 return False
             known = ((task.get("status") or {}).get("messages") or {}).get("delivered") or []

@@ -63,15 +63,15 @@ class FakeCluster:
     def review(self, token: str, audience: str) -> gcluster.Review | None:
         return gcluster.Review("ns", "default", self.pod["metadata"]["name"], self.pod["metadata"]["uid"])
 
-    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def get_pod(self, namespace: str, name: str, *, fresh: bool = False) -> dict[str, Any] | None:
         self.reads += 1
         return self.pod
 
-    def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def get_task(self, namespace: str, name: str, *, fresh: bool = False) -> dict[str, Any] | None:
         self.reads += 1
         return self.task
 
-    def get_build(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def get_build(self, namespace: str, name: str, *, fresh: bool = False) -> dict[str, Any] | None:
         self.reads += 1
         return self.build
 

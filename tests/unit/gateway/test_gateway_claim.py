@@ -42,14 +42,14 @@ class FakeCluster:
     def review(self, token: str, audience: str) -> gcluster.Review | None:
         return gcluster.Review("ns", "default", "b-warm-1", "pod-uid")
 
-    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def get_pod(self, namespace: str, name: str, *, fresh: bool = False) -> dict[str, Any] | None:
         self.reads += 1
         return self.pod
 
-    def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def get_task(self, namespace: str, name: str, *, fresh: bool = False) -> dict[str, Any] | None:
         return self.task
 
-    def get_build(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def get_build(self, namespace: str, name: str, *, fresh: bool = False) -> dict[str, Any] | None:
         return self.build
 
     def claim(self, *, record: bool) -> None:
