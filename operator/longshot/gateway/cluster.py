@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -24,6 +27,8 @@ from longshot.gateway import watchcache
 from longshot.runtime import kube
 
 log = logging.getLogger(__name__)
+SECRET_CACHE_SIZE = 1024
+"""Most Secrets held by the read cache (least recently used dropped)."""
 POD_NAME_KEY = "authentication.kubernetes.io/pod-name"
 POD_UID_KEY = "authentication.kubernetes.io/pod-uid"
 
@@ -47,6 +52,10 @@ class Cluster:
         self.client = client
         self.kube = kube.Kube(client)
         self.auth = kubernetes.client.AuthenticationV1Api(client)
+        self.secret_cache_seconds = 0.0
+        """How long a Secret read is reused (the gateway's ``secret_cache_seconds``); 0: read every time."""
+        self._secrets: OrderedDict[tuple[str, str], tuple[float, dict[str, str]]] = OrderedDict()
+        self._secrets_lock = threading.Lock()
         self.cache: watchcache.WatchCache | None = None
         """The watch cache of Pods, live AgentTasks and BuildRequests (:meth:`watch`); None: every read is a GET."""
 
@@ -103,8 +112,24 @@ class Cluster:
         return build if held else self.kube.get("BuildRequest", namespace, name)
 
     def get_secret(self, namespace: str, name: str) -> dict[str, str] | None:
-        """The Secret's data, decoded. Never log the result."""
-        return self.kube.get_secret(namespace, name)
+        """The Secret's data, decoded, reused for ``secret_cache_seconds`` (every git request and model call of a
+        build reads its credentials; a rotated credential is used from at most that long after). Never log it."""
+        ttl = self.secret_cache_seconds
+        key = (namespace, name)
+        now = time.monotonic()
+        if ttl > 0:
+            with self._secrets_lock:
+                hit = self._secrets.get(key)
+                if hit is not None and hit[0] > now:
+                    return dict(hit[1])
+        data = self.kube.get_secret(namespace, name)
+        if data is not None and ttl > 0:
+            with self._secrets_lock:
+                self._secrets[key] = (now + ttl, dict(data))
+                self._secrets.move_to_end(key)
+                while len(self._secrets) > SECRET_CACHE_SIZE:
+                    self._secrets.popitem(last=False)
+        return data
 
     def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
         return self.kube.get_configmap(namespace, name)

@@ -28,15 +28,12 @@ not print extra headers, and URLs are printed without user info.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
 import threading
 import time
-
-from longshot.core import scope as scopemod
 
 ZERO = re.compile(r"^0+$")
 USERINFO = re.compile(r"(://)[^/@\s]+@")
@@ -168,6 +165,11 @@ def check_scope(updates: list[list[str]], timeout: float) -> str | None:
     raw = os.environ.get("LONGSHOT_GATEWAY_SCOPE", "")
     if not raw:
         return None
+    # imported here: the hook runs once per push, and most pushes have no scope to check (a third of its start-up)
+    import json
+
+    from longshot.core import scope as scopemod
+
     entries = [str(e) for e in json.loads(raw)]
     base = os.environ.get("LONGSHOT_GATEWAY_SCOPE_BASE", "").split()
     checked = os.environ.get("LONGSHOT_GATEWAY_SCOPE_REF", "")

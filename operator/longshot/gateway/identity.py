@@ -5,10 +5,11 @@ Agent Pods mount a projected token with audience ``longshot-gateway`` (``runtime
 (the Anthropic convention). The gateway
 
 1. asks the API server (TokenReview, audiences ``[longshot-gateway]``) whether the token is valid and which
-   Pod (name and UID) it is bound to; successful reviews are reused for ``token_cache_seconds``, keyed by
-   the token's SHA-256 (the token itself is not kept). A refused token is refused again without a review for
-   ``denied_cache_seconds`` (10 s by default; same key, same bound of :data:`CACHE_SIZE`), so a caller that
-   repeats a bogus token costs the API server one TokenReview per window, not one per request;
+   Pod (name and UID) it is bound to; successful reviews are reused for ``token_cache_seconds`` and never past
+   the token's own expiry (its ``exp`` claim), keyed by the token's SHA-256 (the token itself is not kept). A
+   refused token is refused again without a review for ``denied_cache_seconds`` (10 s by default; same key, same
+   bound of :data:`CACHE_SIZE`), so a caller that repeats a bogus token costs the API server one TokenReview per
+   window, not one per request;
 2. reads that Pod: it must exist with that UID, be Pending or Running and not being deleted, and have an
    AgentTask as its controller (owner reference with ``controller: true``);
 3. reads that AgentTask (same UID as the owner reference): the Pod must be its **current** attempt's, the one
@@ -113,14 +114,29 @@ def token_from(headers: Mapping[str, str]) -> str | None:
     return token
 
 
+def _claims(token: str) -> Any:
+    """The claims of a JWT, not verified (bounded: :data:`CLAIMS_BUDGET`); raises ValueError when it has none."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise ValueError("not a JWT")
+    return boundedjson.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)), CLAIMS_BUDGET)
+
+
+def token_expiry(token: str) -> float | None:
+    """The ``exp`` claim of a ServiceAccount JWT (seconds since the epoch), or None. Not verified: read only after
+    the API server accepted the token, to keep its review no longer than the token lives. Pure."""
+    try:
+        exp = _claims(token).get("exp")
+    except (ValueError, AttributeError, TypeError):
+        return None
+    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+
+
 def claimed_pod(token: str, audience: str) -> tuple[str, str, str] | None:
     """The Pod ``(namespace, name, uid)`` a (not verified!) ServiceAccount JWT claims to be bound to, when it
     is for ``audience``; only used to tell a refused token of a deleted Pod (403) from a bad one (401)."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
     try:
-        claims = boundedjson.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)), CLAIMS_BUDGET)
+        claims = _claims(token)
         aud = claims.get("aud")
         k8s = claims["kubernetes.io"]
         pod = k8s["pod"]
@@ -135,13 +151,15 @@ class Authenticator:
     def __init__(self, cluster: gcluster.Cluster, *, audience: str, cache_seconds: float,
                  identity_cache_seconds: float = 0.0, rate: float = 0.0, burst: float = 1.0,
                  denied_cache_seconds: float = DENIED_CACHE_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
         self.cluster = cluster
         self.audience = audience
         self.cache_seconds = cache_seconds
         self.denied_cache_seconds = denied_cache_seconds
         self.identity_cache_seconds = identity_cache_seconds
         self.clock = clock
+        self.wall = wall
+        """Seconds since the epoch (a token's ``exp`` claim is on that clock)."""
         self.limiter = RateLimiter(rate, burst, clock)
         self._reviews: OrderedDict[str, tuple[float, gcluster.Review]] = OrderedDict()
         self._denied: OrderedDict[str, tuple[float, int, str]] = OrderedDict()
@@ -189,14 +207,20 @@ class Authenticator:
                     self._denied.popitem(last=False)
             raise denied
         self._denied.pop(key, None)
-        self._reviews[key] = (now + self.cache_seconds, review)
+        until = now + self.cache_seconds
+        expires = token_expiry(token)
+        if expires is not None:  # never past the token's own expiry
+            until = min(until, now + expires - self.wall())
+        if until <= now:
+            return review
+        self._reviews[key] = (until, review)
         self._reviews.move_to_end(key)
         while len(self._reviews) > CACHE_SIZE:
             self._reviews.popitem(last=False)
         return review
 
     def _pod_exists(self, namespace: str, name: str, uid: str) -> bool:
-        pod = self.cluster.get_pod(namespace, name)
+        pod = self.cluster.get_pod(namespace, name, fresh=True)  # a refusal's wording: from the API server
         return pod is not None and (pod.get("metadata") or {}).get("uid") == uid
 
     async def _lookup(self, review: gcluster.Review) -> Caller:

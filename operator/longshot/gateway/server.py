@@ -87,6 +87,8 @@ class Gateway:
     def __init__(self, cluster: gcluster.Cluster, settings: GatewaySettings) -> None:
         self.cluster = cluster
         self.settings = settings
+        if isinstance(cluster, gcluster.Cluster):  # (tests give stand-ins)
+            cluster.secret_cache_seconds = settings.secret_cache_seconds
         self.auth = identity.Authenticator(cluster, audience=settings.audience,
                                            cache_seconds=settings.token_cache_seconds,
                                            denied_cache_seconds=settings.token_denied_cache_seconds,

@@ -42,11 +42,13 @@ class GatewaySettings(EnvSettings):
     allow_file_urls: EnvBool = False
     """Serve ``file://`` repositories (tests and single-machine setups only: a build could otherwise name
     any path the gateway can read)."""
-    token_cache_seconds: float = Field(default=120.0, ge=0, le=600)
-    """How long a successful TokenReview is reused (the Pod, AgentTask and BuildRequest are read again every
-    ``identity_cache_seconds``, so an ended attempt or a deleted Pod still loses access within seconds). 120 s
-    since 2026-11-28 (30 s before): longer than the runner's 30 s heartbeat, so an agent's token is reviewed once
-    in two minutes rather than on nearly every request; at most 600 s, the floor of a projected token's lifetime."""
+    token_cache_seconds: float = Field(default=600.0, ge=0, le=600)
+    """How long a successful TokenReview is reused, never past the token's own ``exp`` (the Pod, AgentTask and
+    BuildRequest are checked on every lookup, from the watch cache, so an ended attempt or a deleted Pod still loses
+    access within seconds). 600 s since 2026-11-29 (120 s before, 30 s before that): an agent's token is reviewed
+    about once in its attempt (``make bench-fleet --through-gateway``: 5.9 reviews per merge at 120 s); at most
+    600 s, the floor of a projected token's lifetime. What a longer cache keeps accepting is a token the API server
+    would now refuse for another reason than its Pod: its ServiceAccount deleted, the signing key rotated."""
     api_threads: int = Field(default=32, ge=1, le=256)
     """Threads for the gateway's Kubernetes API calls (TokenReviews, the caller's Pod, task and build, status
     writes): asyncio's default executor, which is otherwise ``min(32, cores + 4)``, 6 on two cores, and made a
@@ -178,6 +180,10 @@ class GatewaySettings(EnvSettings):
     """``GET /v1/claim``: how often a waiting sandbox's Pod is read (one Pod read each; docs/warm-pools.md)."""
 
     # --- identity cache and per-attempt rate limit (docs/security.md) -----------------------------
+    secret_cache_seconds: float = Field(default=5.0, ge=0, le=60)
+    """How long a Secret a build names (its git or model credentials) is reused after it was read: every git request
+    read it before (6,704 ``GET secrets`` in a 600 s ``make bench-fleet --through-gateway``). A rotated credential is
+    used from at most this long after; 0 reads it every time."""
     watch_cache: EnvBool = True
     """Read the callers' Pods, live AgentTasks and BuildRequests from a watch cache (list and watch, as
     controller-runtime's cached client) instead of three GETs per caller every ``identity_cache_seconds``

@@ -4,6 +4,7 @@ AgentTask (never the Pod's annotation), identity lookups cached by Pod UID, requ
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from typing import Any
 
@@ -198,3 +199,45 @@ def test_the_refused_table_is_bounded_and_off_at_zero():
     refused(off, "x")
     refused(off, "x")
     assert c.reviews == before + 2
+
+
+class Reviews(FakeCluster):
+    def __init__(self, *a: Any) -> None:
+        super().__init__(*a)
+        self.reviews = 0
+
+    def review(self, token: str, audience: str) -> gcluster.Review | None:
+        self.reviews += 1
+        return super().review(token, audience)
+
+
+def _jwt(claims: dict[str, Any]) -> str:
+    part = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    return f"e30.{part}.sig"
+
+
+def test_a_tokens_review_is_reused_for_the_cache_window_and_never_past_the_tokens_expiry():
+    w = world()
+    c, clock = Reviews(w.pod, w.task, w.build), Clock()
+    a = identity.Authenticator(c, audience="longshot-gateway", cache_seconds=600, clock=clock,  # type: ignore[arg-type]
+                               wall=lambda: 1_000_000.0 + clock.now)
+    short = {"Authorization": f"Bearer {_jwt({'exp': 1_000_100})}"}  # expires 100 s from now
+    plain = {"Authorization": "Bearer not-a-jwt"}  # no exp claim: the cache window alone
+    for h in (short, plain):
+        asyncio.run(a.authenticate(h))
+    assert c.reviews == 2
+    clock.now = 99.0
+    for h in (short, plain):
+        asyncio.run(a.authenticate(h))
+    assert c.reviews == 2  # both still cached
+    clock.now = 100.5
+    asyncio.run(a.authenticate(short))
+    assert c.reviews == 3  # reviewed again at its expiry, not 600 s on
+    clock.now = 599.0
+    asyncio.run(a.authenticate(plain))
+    assert c.reviews == 3
+    clock.now = 601.0
+    asyncio.run(a.authenticate(plain))
+    assert c.reviews == 4
+    assert identity.token_expiry(_jwt({"exp": 5})) == 5.0
+    assert identity.token_expiry(_jwt({"exp": True})) is None and identity.token_expiry("x.y") is None
