@@ -86,5 +86,5 @@ def settings_for(namespace: str, workdir: Path, **overrides: Any) -> GatewaySett
                            progress_min_interval_seconds=0.0, heartbeat_write_seconds=0.0,
                            default_backoff_seconds=5.0,
                            identity_cache_seconds=1.0, egress_allowed_cidrs="127.0.0.0/8,::1/128",
-                           watch_namespaces=namespace)
+                           watch_namespaces=namespace, mirror_max_age_seconds=0.0)
     return base.replace(**overrides)

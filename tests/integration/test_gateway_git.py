@@ -358,3 +358,37 @@ def test_a_clone_is_served_while_another_attempts_push_is_held_upstream_and_the_
                       str(tmp_path / "again"))
     assert again.returncode == 0, again.stderr
     assert admin("rev-parse", f"refs/remotes/origin/longshot/{namespace}/b1/b1-t1", cwd=tmp_path / "again") == head
+
+
+def test_a_clone_is_served_from_a_fetch_of_the_last_seconds_and_a_push_always_waits_for_a_fresh_one(
+        control_plane, attempt, forge, namespace, tmp_path):
+    """``mirror_max_age_seconds``: a clone within that window of the mirror's last fetch costs the upstream nothing
+    (and may miss what reached it since); the ref advertisement of a push always follows a fetch that started after it
+    asked, so a push is never made against values the upstream no longer holds."""
+    from gateway_server import GatewayThread, settings_for
+
+    def advertisements() -> int:
+        return sum(1 for method, path, _ in forge.requests if method == "GET" and "/info/refs" in path)
+
+    settings = settings_for(namespace, tmp_path / "gw", mirror_max_age_seconds=30.0)
+    with GatewayThread(control_plane.kubeconfig, settings) as gw:
+        a = attempt()
+        first = clone(a, gw, namespace, tmp_path / "first")
+        fetched = advertisements()
+        # the upstream moves (the queue lands something): a clone within the window is served from the mirror
+        seed = tmp_path / "upstream-work"
+        admin("clone", "--quiet", str(forge.root / "app.git"), str(seed))
+        landed = commit(seed, "landed.txt")
+        admin("push", "--quiet", "origin", "main", cwd=seed)
+        second = clone(a, gw, namespace, tmp_path / "second")
+        assert advertisements() == fetched, "a clone within mirror_max_age_seconds fetched the upstream"
+        assert admin("rev-parse", "origin/main", cwd=second) == admin("rev-parse", "origin/main", cwd=first) != landed
+        # a push's advertisement fetches first: the agent's branch is pushed against the upstream as it is now
+        head = commit(second, "feature.txt")
+        ref = f"refs/heads/longshot/{namespace}/b1/b1-t1"
+        r = agent_git(a.token, second, "push", "--porcelain", f"{gw.url}/git/{namespace}/b1.git", f"HEAD:{ref}")
+        assert r.returncode == 0, r.stderr
+        assert advertisements() > fetched and refs(forge)[ref] == head
+        # and the clone after it (the window restarted by that fetch) has what landed
+        third = clone(a, gw, namespace, tmp_path / "third")
+        assert admin("rev-parse", "origin/main", cwd=third) == landed

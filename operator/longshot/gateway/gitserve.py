@@ -40,6 +40,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import re
 import shlex
@@ -305,13 +306,19 @@ class GitService:
     def mirror_lock(self, up: Upstream) -> MirrorLock:
         return self._mirror_locks.setdefault(up.key, MirrorLock())
 
-    async def refresh(self, up: Upstream) -> None:
-        """Bring the mirror up to date with the upstream: one fetch that started after this call did."""
+    async def refresh(self, up: Upstream, max_age: float = 0.0) -> None:
+        """Bring the mirror up to date with the upstream: one fetch that started after this call did, or at most
+        ``max_age`` seconds before it (a clone's: ``mirror_max_age_seconds``; a push's is 0)."""
         asked = time.monotonic()
+        if max_age > 0 and self._fetched.get(up.key, -math.inf) >= asked - max_age:
+            metrics.MIRROR_SERVED.labels(freshness="recent").inc()
+            return  # a fetch that started moments ago: served from it, without waiting for one that runs now
         lock = self._locks.setdefault(up.key, asyncio.Lock())
         async with lock:
-            if self._fetched.get(up.key, -1.0) >= asked:
-                return  # a fetch that started after we asked has just finished
+            if self._fetched.get(up.key, -math.inf) >= asked - max_age:
+                metrics.MIRROR_SERVED.labels(freshness="waited").inc()
+                return  # a fetch that started after we asked (or recently enough) has just finished
+            metrics.MIRROR_SERVED.labels(freshness="fetched").inc()
             started = time.monotonic()
             path = self.mirror(up)
             env = self.base_env()
@@ -385,7 +392,9 @@ class GitService:
         service = request.query.get("service", "")
         if service not in SERVICES:
             raise web.HTTPForbidden(text="only smart HTTP is served: git-upload-pack or git-receive-pack\n")
-        await self.refresh(up)
+        # a clone or fetch may be served from a fetch that started moments before it asked; a push's advertisement
+        # always waits for a fetch that started after it asked (the values it pushes against must be the upstream's)
+        await self.refresh(up, self.settings.mirror_max_age_seconds if service == "git-upload-pack" else 0.0)
         return await self._backend(request, caller, up, "info/refs", None)
 
     async def upload_pack(self, request: web.Request, caller: Caller, up: Upstream) -> web.StreamResponse:

@@ -56,6 +56,11 @@ GIT_PUSHES = Counter("longshot_gateway_git_pushes_total", "Pushes by result (for
                      ["result"], registry=REGISTRY)
 MIRROR_FETCH = Histogram("longshot_gateway_mirror_fetch_seconds", "Upstream fetches into a mirror.", ["result"],
                          buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=REGISTRY)
+MIRROR_SERVED = Counter("longshot_gateway_mirror_refreshes_total",
+                        "Ref advertisements by how the mirror was brought up to date: fetched (a fetch of its own), "
+                        "waited (a fetch that started after it asked, run by another request), recent (a clone's: a "
+                        "fetch that started at most LONGSHOT_GATEWAY_MIRROR_MAX_AGE_SECONDS before it asked).",
+                        ["freshness"], registry=REGISTRY)
 TOKEN_REVIEWS = Counter("longshot_gateway_token_reviews_total",
                         "TokenReviews the gateway asked the API server for, by result (accepted, refused); a "
                         "refused token is not reviewed again for LONGSHOT_GATEWAY_TOKEN_DENIED_CACHE_SECONDS.",
@@ -97,6 +102,8 @@ def _init() -> None:
     for method in ("tools/list", "tools/call"):
         for result in ("ok", "refused", "upstream_error"):
             MCP_CALLS.labels(method=method, result=result)
+    for freshness in ("fetched", "waited", "recent"):
+        MIRROR_SERVED.labels(freshness=freshness)
     for kind in ("Pod", "AgentTask", "BuildRequest"):
         WATCH_CACHE_OBJECTS.labels(kind=kind)
         for result in ("hit", "miss", "unsynced"):

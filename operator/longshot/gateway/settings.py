@@ -180,6 +180,12 @@ class GatewaySettings(EnvSettings):
     """``GET /v1/claim``: how often a waiting sandbox's Pod is read (one Pod read each; docs/warm-pools.md)."""
 
     # --- identity cache and per-attempt rate limit (docs/security.md) -----------------------------
+    mirror_max_age_seconds: float = Field(default=2.0, ge=0, le=30)
+    """A clone or fetch (``git-upload-pack``) is served from the mirror when its last upstream fetch started at most
+    this long before the request asked, without waiting for a fetch that runs now; otherwise, and always for a push,
+    the request waits for a fetch that started after it asked. So a clone may miss what reached the upstream in the
+    last this-many seconds (a commit another gateway replica took, the target's newest merge); 0: every clone waits
+    for a fresh fetch."""
     secret_cache_seconds: float = Field(default=5.0, ge=0, le=60)
     """How long a Secret a build names (its git or model credentials) is reused after it was read: every git request
     read it before (6,704 ``GET secrets`` in a 600 s ``make bench-fleet --through-gateway``). A rotated credential is
