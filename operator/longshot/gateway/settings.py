@@ -45,10 +45,11 @@ class GatewaySettings(EnvSettings):
     token_cache_seconds: float = Field(default=600.0, ge=0, le=600)
     """How long a successful TokenReview is reused, never past the token's own ``exp`` (the Pod, AgentTask and
     BuildRequest are checked on every lookup, from the watch cache, so an ended attempt or a deleted Pod still loses
-    access within seconds). 600 s since 2026-11-29 (120 s before, 30 s before that): an agent's token is reviewed
-    about once in its attempt (``make bench-fleet --through-gateway``: 5.9 reviews per merge at 120 s); at most
-    600 s, the floor of a projected token's lifetime. What a longer cache keeps accepting is a token the API server
-    would now refuse for another reason than its Pod: its ServiceAccount deleted, the signing key rotated."""
+    access within seconds). 600 s since the late night of 2026-11-28 (120 s before, 30 s before that): an agent's
+    token is reviewed about once in its attempt (``make bench-fleet --through-gateway``: 5.9 reviews per merge at
+    120 s, 3.1 at 600); at most 600 s, the floor of a projected token's lifetime. What a longer cache keeps
+    accepting is a token the API server would now refuse for another reason than its Pod: its ServiceAccount
+    deleted, the signing key rotated."""
     api_threads: int = Field(default=32, ge=1, le=256)
     """Threads for the gateway's Kubernetes API calls (TokenReviews, the caller's Pod, task and build, status
     writes): asyncio's default executor, which is otherwise ``min(32, cores + 4)``, 6 on two cores, and made a
