@@ -58,10 +58,12 @@ def install_policies(kubectl: Any, control_plane: Any, namespace: str, *sets: st
     docs = of_kinds(docs, "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ConfigMap")
     docs = [d for d in docs if d["kind"] != "ConfigMap" or d["metadata"]["name"].endswith("-agent-images")]
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
-    # the API server loads policies asynchronously: wait until alice is refused
-    probe = build("probe", repository__credentialsSecret="git-token")
-    wait_for(lambda: apply_as("alice", kubectl, namespace, probe, dry_run=True).returncode != 0, timeout=30,
-             what="the secret-access policy to take effect")
+    # the API server loads policies asynchronously, each on its own: wait until alice is refused by both, the
+    # BuildRequests' and the BuildSchedules' (CI once saw the second not yet loaded when the first refused)
+    probes = [build("probe", repository__credentialsSecret="git-token"),
+              schedule("probe", template=build("t", repository__credentialsSecret="git-token"))]
+    wait_for(lambda: all(apply_as("alice", kubectl, namespace, p, dry_run=True).returncode != 0 for p in probes),
+             timeout=30, what="the secret-access policies (BuildRequests and BuildSchedules) to take effect")
     return docs
 
 
