@@ -22,7 +22,7 @@ TRUSTED: dict[tuple[str, str], tuple[int, str]] = {
     ("api/boundedjson.py", "json.loads"): (1, "the bounded parser itself, after its budget is checked"),
     ("runtime/kube.py", "json.loads"): (1, "the Kubernetes API server's answer"),
     ("runtime/leader.py", "json.loads"): (2, "the Kubernetes API server's answers"),
-    ("gateway/watchcache.py", "json.loads"): (2, "the Kubernetes API server's lists and watch events"),
+    ("runtime/listwatch.py", "json.loads"): (2, "the Kubernetes API server's lists and watch events"),
     ("runtime/netpol.py", "json.loads"): (1, "the operator's own settings (chart values)"),
     ("core/egress.py", "json.loads"): (1, "the egress allowlist of the operator's own settings (chart values)"),
     ("core/admission.py", "json.loads"): (1, "the tenants, node selector and tolerations of the operator's own "

@@ -29,34 +29,25 @@ unsynced: the watch is not synced) and ``longshot_gateway_watch_cache_objects{ki
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import socket
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import kubernetes
-from kubernetes.watch.watch import iter_resp_lines
 
 from longshot import api
 from longshot.api import keys
 from longshot.gateway import metrics
-from longshot.runtime import kube
+from longshot.runtime import kube, listwatch
 
 log = logging.getLogger(__name__)
 
 WATCH_SECONDS: Final = 120
-"""One watch request's length (the API server ends it; the thread resumes from the last resourceVersion). A
-connection that stalls silently is given up :data:`READ_TIMEOUT_SECONDS` after its last byte."""
-READ_TIMEOUT_SECONDS: Final = WATCH_SECONDS + 30
+"""One watch request's length (the API server ends it; the thread resumes from the last resourceVersion)."""
 RETRY_SECONDS: Final = 2.0
 REFUSED_RETRY_SECONDS: Final = 60.0
 """After the API server refused a list (no right): how long until the next try."""
-PAGE: Final = 500
-"""Objects per list page."""
 KINDS: Final = ("Pod", "AgentTask", "BuildRequest")
 POD_SELECTOR: Final = keys.BUILD
 """The label every agent Pod and warm sandbox carries (``runtime.pods``): the Pods the cache holds."""
@@ -78,10 +69,6 @@ def kept(kind: str, body: Mapping[str, Any]) -> bool:
     if kind == "AgentTask":
         return live_task(body)
     return True
-
-
-class _Expired(Exception):
-    pass
 
 
 class Store:
@@ -146,52 +133,38 @@ def _key(body: Mapping[str, Any]) -> tuple[str, str]:
 
 
 class WatchCache:
-    """List and watch of :data:`KINDS` into a :class:`Store` each (see the module's docstring)."""
+    """List and watch of :data:`KINDS` into a :class:`Store` each (see the module's docstring), on
+    :class:`~longshot.runtime.listwatch.ListWatch`."""
 
     def __init__(self, client: kubernetes.client.ApiClient, namespaces: Sequence[str] = ()) -> None:
         self.core = kubernetes.client.CoreV1Api(client)
         self.custom = kubernetes.client.CustomObjectsApi(client)
         self.namespaces = tuple(namespaces) or ("",)
         self.stores = {kind: Store(kind) for kind in KINDS}
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._responses: set[Any] = set()
-        self._lock = threading.Lock()
+        self.watches = listwatch.ListWatch(
+            self._call, kinds=KINDS, namespaces=self.namespaces, name="gateway-watch",
+            on_list=lambda kind, ns, items: self.stores[kind].replace(ns, items),
+            on_event=lambda kind, type_, obj: self.stores[kind].apply(type_, obj),
+            on_unsync=lambda kind, ns: self.stores[kind].unsync(ns),
+            watch_seconds=WATCH_SECONDS, retry_seconds=RETRY_SECONDS, refused_retry_seconds=REFUSED_RETRY_SECONDS,
+            refused_hint="every read of one is a GET (grant list and watch, as the chart's gateway RBAC does)")
 
     def get(self, kind: str, namespace: str, name: str) -> tuple[bool, dict[str, Any] | None]:
         return self.stores[kind].get(namespace, name)
 
     def start(self) -> None:
-        for kind in KINDS:
-            for ns in self.namespaces:
-                t = threading.Thread(target=self._run, args=(kind, ns), daemon=True,
-                                     name=f"gateway-watch-{kind}-{ns or 'all'}")
-                t.start()
-                self._threads.append(t)
+        self.watches.start()
 
     def stop(self) -> None:
-        """Stop every watch: each stream's socket is shut down (a thread blocked reading it wakes up; closing the
-        response instead would wait for the read to return), then the threads are joined, 5 s in all at most."""
-        self._stop.set()
-        with self._lock:
-            for r in self._responses:
-                sock = getattr(getattr(r, "connection", None) or getattr(r, "_connection", None), "sock", None)
-                if sock is not None:
-                    with contextlib.suppress(OSError):
-                        sock.shutdown(socket.SHUT_RDWR)
-        deadline = time.monotonic() + 5
-        for t in self._threads:
-            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        """Stop every watch (sockets shut down, threads joined: 5 s in all at most)."""
+        self.watches.stop()
 
     def wait_synced(self, timeout: float) -> bool:
         """Whether every kind got synced within ``timeout`` seconds (tests and start-up logs)."""
-        return _wait(lambda: all(s.synced(ns) for s in self.stores.values() for ns in self.namespaces), timeout,
-                     self._stop)
-
-    # --- the API calls ------------------------------------------------------------------------------------
+        return self.watches.wait(lambda: all(s.synced(ns) for s in self.stores.values() for ns in self.namespaces),
+                                 timeout)
 
     def _call(self, kind: str, ns: str, **kw: Any) -> Any:
-        kw = {**kw, "_preload_content": False}
         if kind == "Pod":
             kw["label_selector"] = POD_SELECTOR
             return (self.core.list_namespaced_pod(ns, **kw) if ns else self.core.list_pod_for_all_namespaces(**kw))
@@ -199,75 +172,3 @@ class WatchCache:
         if ns:
             return self.custom.list_namespaced_custom_object(api.GROUP, api.VERSION, ns, plural, **kw)
         return self.custom.list_cluster_custom_object(api.GROUP, api.VERSION, plural, **kw)
-
-    def _list(self, kind: str, ns: str) -> tuple[list[dict[str, Any]], str]:
-        items: list[dict[str, Any]] = []
-        token: str | None = None
-        while True:
-            response = self._call(kind, ns, limit=PAGE, _continue=token, _request_timeout=(10, 60))
-            page = json.loads(response.data)
-            items.extend(page.get("items") or [])
-            meta = page.get("metadata") or {}
-            token = meta.get("continue")
-            if not token:
-                return items, str(meta.get("resourceVersion") or "")
-
-    def _events(self, kind: str, ns: str, rv: str) -> Iterator[dict[str, Any]]:
-        response = self._call(kind, ns, watch=True, resource_version=rv, allow_watch_bookmarks=True,
-                              timeout_seconds=WATCH_SECONDS, _request_timeout=(10, READ_TIMEOUT_SECONDS))
-        with self._lock:
-            self._responses.add(response)
-        try:
-            for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
-                yield json.loads(line)
-        finally:
-            with self._lock:
-                self._responses.discard(response)
-            response.release_conn()
-
-    def _run(self, kind: str, ns: str) -> None:
-        store = self.stores[kind]
-        refused = False
-        while not self._stop.is_set():
-            try:
-                items, rv = self._list(kind, ns)
-                store.replace(ns, items)
-                while not self._stop.is_set():
-                    for event in self._events(kind, ns, rv):
-                        obj = event.get("object") or {}
-                        kind_of_event = str(event.get("type"))
-                        if kind_of_event == "ERROR":
-                            raise _Expired(str(obj.get("message") or "the watch ended with an error"))
-                        rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
-                        if kind_of_event != "BOOKMARK":
-                            store.apply(kind_of_event, obj)
-            except _Expired as e:
-                store.unsync(ns)
-                log.info("the gateway's %s watch expired (%s); listing again", kind, e)
-            except Exception as e:  # the API server went away, no list/watch right, 429: GETs until it lists again
-                store.unsync(ns)
-                if self._stop.is_set():
-                    return
-                status = getattr(e, "status", None)
-                why = f"HTTP {status}" if status else f"{type(e).__name__}: {str(e)[:200]}"
-                if status in (401, 403):  # no list/watch right (an older chart): said once, tried again slowly
-                    if not refused:
-                        log.warning("the gateway may not list and watch %s in %s (%s): every read of one is a GET "
-                                    "(grant list and watch, as the chart's gateway RBAC does)", kind,
-                                    ns or "every namespace", why)
-                    refused = True
-                    self._stop.wait(REFUSED_RETRY_SECONDS)
-                    continue
-                log.warning("the gateway's %s watch failed (%s); its reads go to the API server, listing again in "
-                            "%.0f s", kind, why, RETRY_SECONDS)
-                self._stop.wait(RETRY_SECONDS)
-
-
-def _wait(cond: Callable[[], bool], timeout: float, stop: threading.Event) -> bool:
-    waited = 0.0
-    while not cond():
-        if waited >= timeout or stop.is_set():
-            return False
-        stop.wait(0.05)
-        waited += 0.05
-    return True
