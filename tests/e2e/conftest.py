@@ -238,7 +238,30 @@ def install_chart(cluster: lc.LocalCluster, *, replicas: int = 1, timeout: str =
          "--set", "rbac.secrets.clusterWide=true",
          "--set", "prompts.enabled=false", *extra, "--wait", f"--timeout={timeout}"],
         capture_output=True, text=True, env={**os.environ, "HELM_CACHE_HOME": str(cluster.workdir / "helm")})
-    assert helm.returncode == 0, helm.stderr
+    assert helm.returncode == 0, helm.stderr + install_diagnosis(cluster, namespace)
+
+
+def install_diagnosis(cluster: Any, namespace: str) -> str:
+    """What a failed ``helm --wait`` leaves to read, for the failure's message (CI keeps only the output): the
+    namespace's Pods with their conditions and container states, its last Events and the last lines of each
+    container's log (the local cluster's kubelet writes them under /var/log/pods)."""
+    def kubectl(*args: str) -> str:
+        r = subprocess.run([str(cluster.bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}", *args],
+                           capture_output=True, text=True, timeout=60)
+        return (r.stdout + r.stderr)[-6000:]
+
+    parts = ["\n--- pods", kubectl("-n", namespace, "get", "pods", "-o", "wide"),
+             "--- pod states", kubectl("-n", namespace, "get", "pods", "-o",
+                                       "jsonpath={range .items[*]}{.metadata.name}: {.status.conditions}"
+                                       " {.status.containerStatuses}{\"\\n\"}{end}"),
+             "--- events", kubectl("-n", namespace, "get", "events", "--sort-by=.lastTimestamp")]
+    for log in sorted(Path("/var/log/pods").glob(f"{namespace}_*/*/*.log")) if not is_kind(cluster) else ():
+        try:
+            tail = log.read_text(errors="replace").splitlines()[-25:]
+        except OSError as e:
+            tail = [f"unreadable: {e}"]
+        parts += [f"--- {log}", *tail]
+    return "\n".join(parts)
 
 
 def operator_pods(kubectl) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
