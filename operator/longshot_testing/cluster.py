@@ -5,6 +5,8 @@ plus what makes Pods really run:
 
 * a Linux bridge (``lsbr0``, ``10.244.0.1/24``) created up front: the API server, the kubelet and the
   git forge listen on its gateway address, so Pods reach them without DNS or kube-proxy;
+* an iptables filter chain accepting the bridge's forwarded traffic (:data:`FORWARD_CHAIN`: a Docker engine leaves
+  FORWARD's policy at DROP); NetworkPolicy's chain is kept before it;
 * an iptables DNAT rule for the ``kubernetes`` Service (``10.96.0.1:443`` to the API server), the one
   Service in-cluster clients need (there is no kube-proxy);
 * containerd with its own config, state, root and socket under the work directory (``restrict_oom_score_adj``
@@ -67,6 +69,10 @@ BRIDGE_IP = "10.244.0.1"
 POD_SUBNET = "10.244.0.0/24"
 KUBERNETES_SERVICE_IP = "10.96.0.1"
 NAT_CHAIN = "LONGSHOT-SVC"
+FORWARD_CHAIN = "LONGSHOT-FWD"
+"""Filter chain accepting forwarded traffic to and from the bridge, jumped to from FORWARD: a Docker engine that
+ran on this host (the kind tier, or a session before) leaves FORWARD's policy at DROP, even after it stopped, and
+without it Pod-to-Pod traffic (a Service's DNAT to a Pod included) would be dropped."""
 NODE_NAME = "longshot-node"
 GIT_PORT = 3000
 """Port of the git forge (smart HTTP) on the bridge address."""
@@ -334,6 +340,7 @@ class LocalCluster:
         if f" {BRIDGE_IP}/" not in _run("ip", "-4", "addr", "show", BRIDGE).stdout:
             _run("ip", "addr", "add", f"{BRIDGE_IP}/24", "dev", BRIDGE)
         _run("ip", "link", "set", BRIDGE, "up")
+        self._forward_accept()
         cni = self.workdir / "cni"
         cni.mkdir(parents=True, exist_ok=True)
         (cni / "10-longshot.conflist").write_text(json.dumps({
@@ -346,6 +353,18 @@ class LocalCluster:
                 {"type": "portmap", "capabilities": {"portMappings": True}},
             ],
         }, indent=2))
+
+    @staticmethod
+    def _forward_accept() -> None:
+        """Accept what the bridge forwards whatever FORWARD's policy (a Docker engine, running or gone, sets it to
+        DROP). Inserted first; NetworkPolicy's chain (``netpolicy``) puts itself before it when it starts."""
+        ipt = ("iptables", "-w")
+        if _run(*ipt, "-N", FORWARD_CHAIN, check=False).returncode != 0:
+            _run(*ipt, "-F", FORWARD_CHAIN)
+        for direction in ("-i", "-o"):
+            _run(*ipt, "-A", FORWARD_CHAIN, direction, BRIDGE, "-j", "ACCEPT")
+        if _run(*ipt, "-C", "FORWARD", "-j", FORWARD_CHAIN, check=False).returncode != 0:
+            _run(*ipt, "-I", "FORWARD", "1", "-j", FORWARD_CHAIN)
 
     def _service_nat(self, apiserver_port: int) -> None:
         """DNAT ``10.96.0.1:443`` to the API server: the ``kubernetes`` Service without kube-proxy."""
@@ -845,6 +864,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                     pass
             _run(*ipt, "-F", chain, check=False)
             _run(*ipt, "-X", chain, check=False)
+        while _run("iptables", "-w", "-D", "FORWARD", "-j", FORWARD_CHAIN, check=False).returncode == 0:
+            pass
+        _run("iptables", "-w", "-F", FORWARD_CHAIN, check=False)
+        _run("iptables", "-w", "-X", FORWARD_CHAIN, check=False)
         for veth in _run("ip", "-o", "link", "show", "master", BRIDGE, check=False).stdout.splitlines():
             _run("ip", "link", "delete", veth.split(":")[1].strip().split("@")[0], check=False)
         if _run("ip", "link", "show", BRIDGE, check=False).returncode == 0:
