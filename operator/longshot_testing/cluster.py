@@ -5,6 +5,8 @@ plus what makes Pods really run:
 
 * a Linux bridge (``lsbr0``, ``10.244.0.1/24``) created up front: the API server, the kubelet and the
   git forge listen on its gateway address, so Pods reach them without DNS or kube-proxy;
+* the Pod subnet routed to the bridge only (a route of it through a kind node, left by the kind tier, is deleted:
+  :meth:`LocalCluster.pod_route`);
 * an iptables filter chain accepting the bridge's forwarded traffic (:data:`FORWARD_CHAIN`: a Docker engine leaves
   FORWARD's policy at DROP); NetworkPolicy's chain is kept before it;
 * an iptables DNAT rule for the ``kubernetes`` Service (``10.96.0.1:443`` to the API server), the one
@@ -340,6 +342,7 @@ class LocalCluster:
         if f" {BRIDGE_IP}/" not in _run("ip", "-4", "addr", "show", BRIDGE).stdout:
             _run("ip", "addr", "add", f"{BRIDGE_IP}/24", "dev", BRIDGE)
         _run("ip", "link", "set", BRIDGE, "up")
+        self.pod_route()
         self._forward_accept()
         cni = self.workdir / "cni"
         cni.mkdir(parents=True, exist_ok=True)
@@ -353,6 +356,28 @@ class LocalCluster:
                 {"type": "portmap", "capabilities": {"portMappings": True}},
             ],
         }, indent=2))
+
+    @staticmethod
+    def pod_route() -> list[str]:
+        """The Pod subnet routed to the bridge, and only there: a route of it through another device (the kind
+        tier routes each kind node's podCIDR, ``10.244.0.0/24`` among them, through the node, and a session that
+        ends while kind is up leaves those routes with Docker's bridge) is deleted, else the host's traffic to the
+        Pods (the kubelet's probes, the API server's answers) would go to a kind node. The routes deleted."""
+        removed = []
+        for line in _run("ip", "-4", "route", "show", "exact", POD_SUBNET, check=False).stdout.splitlines():
+            words = line.split()
+            if not words or (f" dev {BRIDGE} " in f" {line} "):
+                continue
+            spec = [words[0]]
+            for key in ("via", "dev", "table", "metric"):
+                if key in words[:-1]:
+                    spec += [key, words[words.index(key) + 1]]
+            if _run("ip", "route", "del", *spec, check=False).returncode == 0:
+                removed.append(line.strip())
+                log(f"deleted a route of the Pod subnet through another device: {line.strip()}")
+        _run("ip", "route", "replace", POD_SUBNET, "dev", BRIDGE, "proto", "kernel", "scope", "link", "src",
+             BRIDGE_IP)
+        return removed
 
     @staticmethod
     def _forward_accept() -> None:
