@@ -96,13 +96,13 @@ def test_a_route_of_the_pod_subnet_through_another_device_is_taken_out(cluster, 
     ip = running_listeners(kubectl, namespace, "one")["one"]
     wait_for(lambda: host_connects(ip, PORT), 60, "the host reaching the listener")
     # what a kind node's route looks like once the local cluster's bridge came up after it: the stale route first
-    dummy = "lsstale0"
-    subprocess.run(["ip", "link", "del", dummy], capture_output=True)
+    other = "lsstale0"  # a bridge: the dummy module is not in every kernel (not here)
+    subprocess.run(["ip", "link", "del", other], capture_output=True)
     try:
-        for argv in (["ip", "link", "add", dummy, "type", "dummy"],
-                     ["ip", "addr", "add", "198.18.255.1/30", "dev", dummy], ["ip", "link", "set", dummy, "up"],
+        for argv in (["ip", "link", "add", other, "type", "bridge"],
+                     ["ip", "addr", "add", "198.18.255.1/30", "dev", other], ["ip", "link", "set", other, "up"],
                      ["ip", "route", "del", lc.POD_SUBNET, "dev", lc.BRIDGE],
-                     ["ip", "route", "add", lc.POD_SUBNET, "via", "198.18.255.2", "dev", dummy],
+                     ["ip", "route", "add", lc.POD_SUBNET, "via", "198.18.255.2", "dev", other],
                      ["ip", "route", "append", lc.POD_SUBNET, "dev", lc.BRIDGE, "proto", "kernel", "scope", "link",
                       "src", lc.BRIDGE_IP]):
             subprocess.run(argv, check=True, capture_output=True)
@@ -114,5 +114,5 @@ def test_a_route_of_the_pod_subnet_through_another_device_is_taken_out(cluster, 
         assert routes.count("\n") == 1 and f"dev {lc.BRIDGE}" in routes, routes
         assert host_connects(ip, PORT)
     finally:
-        subprocess.run(["ip", "link", "del", dummy], capture_output=True)
+        subprocess.run(["ip", "link", "del", other], capture_output=True)
         lc.LocalCluster.pod_route()
