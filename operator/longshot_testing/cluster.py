@@ -7,7 +7,7 @@ plus what makes Pods really run:
   git forge listen on its gateway address, so Pods reach them without DNS or kube-proxy;
 * the Pod subnet routed to the bridge only (a route of it through a kind node, left by the kind tier, is deleted:
   :meth:`LocalCluster.pod_route`);
-* an iptables filter chain accepting the bridge's forwarded traffic (:data:`FORWARD_CHAIN`: a Docker engine leaves
+* an iptables filter chain accepting the bridge's forwarded traffic (:data:`FORWARD_CHAIN`: a Docker engine may leave
   FORWARD's policy at DROP); NetworkPolicy's chain is kept before it;
 * an iptables DNAT rule for the ``kubernetes`` Service (``10.96.0.1:443`` to the API server), the one
   Service in-cluster clients need (there is no kube-proxy);
@@ -73,8 +73,8 @@ KUBERNETES_SERVICE_IP = "10.96.0.1"
 NAT_CHAIN = "LONGSHOT-SVC"
 FORWARD_CHAIN = "LONGSHOT-FWD"
 """Filter chain accepting forwarded traffic to and from the bridge, jumped to from FORWARD: a Docker engine that
-ran on this host (the kind tier, or a session before) leaves FORWARD's policy at DROP, even after it stopped, and
-without it Pod-to-Pod traffic (a Service's DNAT to a Pod included) would be dropped."""
+turned IP forwarding on itself (``hack/kind.sh docker-up`` turns it on first) leaves FORWARD's policy at DROP, even
+after it stopped, and without it Pod-to-Pod traffic (a Service's DNAT to a Pod included) would be dropped."""
 NODE_NAME = "longshot-node"
 GIT_PORT = 3000
 """Port of the git forge (smart HTTP) on the bridge address."""
@@ -381,7 +381,7 @@ class LocalCluster:
 
     @staticmethod
     def _forward_accept() -> None:
-        """Accept what the bridge forwards whatever FORWARD's policy (a Docker engine, running or gone, sets it to
+        """Accept what the bridge forwards whatever FORWARD's policy (a Docker engine, running or gone, may set it to
         DROP). Inserted first; NetworkPolicy's chain (``netpolicy``) puts itself before it when it starts."""
         ipt = ("iptables", "-w")
         if _run(*ipt, "-N", FORWARD_CHAIN, check=False).returncode != 0:

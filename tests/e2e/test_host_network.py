@@ -1,8 +1,8 @@
 """The local cluster on a host that other clusters' networking has passed through (``longshot_testing.cluster``):
 
-* FORWARD's policy at DROP, what a Docker engine leaves behind, even once it stopped: Pod-to-Pod traffic is forwarded
-  by the host's bridge, so without the cluster's own accept chain (``FORWARD_CHAIN``) an agent Pod would not reach
-  the gateway;
+* FORWARD's policy at DROP, what a Docker engine that turned IP forwarding on itself leaves behind, even once it
+  stopped: Pod-to-Pod traffic is forwarded by the host's bridge, so without the cluster's own accept chain
+  (``FORWARD_CHAIN``) an agent Pod would not reach the gateway;
 * a route of the Pod subnet through another device, what the kind tier leaves when a session ends while kind is up
   (it routes each kind node's podCIDR, ``10.244.0.0/24`` among them, through the node): the host's traffic to the
   Pods (the kubelet's probes, the API server's answers) would go there, and no Pod would ever be Ready
