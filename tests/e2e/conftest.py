@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -182,6 +183,31 @@ def kubectl(cluster: lc.LocalCluster) -> Callable[..., subprocess.CompletedProce
 def kget(kubectl, *args: str) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
     result = kubectl("get", *args, "-o", "json", check=False)
     return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+LISTENER_PORT = 8000
+
+
+def listener_pod(image: str, name: str = "listener") -> dict[str, Any]:
+    """A Pod ``name`` that listens on :data:`LISTENER_PORT` (Pod Security ``restricted``): a neighbour Pod in the
+    cluster's Pod range, for the tests of what reaches what."""
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "listener"}},
+            "spec": {"securityContext": {"runAsNonRoot": True, "runAsUser": 65532,
+                                         "seccompProfile": {"type": "RuntimeDefault"}},
+                     "containers": [{"name": "listener", "image": image, "imagePullPolicy": "Never",
+                                     "command": ["python", "-m", "http.server", "--bind", "0.0.0.0",
+                                                 str(LISTENER_PORT)],
+                                     "securityContext": {"allowPrivilegeEscalation": False,
+                                                         "capabilities": {"drop": ["ALL"]}}}]}}
+
+
+def host_connects(ip: str, port: int, timeout: float = 3.0) -> bool:
+    """Whether this host (the node: its traffic to Pods passes no Pod's policy) reaches ``ip:port``."""
+    try:
+        socket.create_connection((ip, port), timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def git_allow(cluster: Any) -> list[dict[str, Any]]:

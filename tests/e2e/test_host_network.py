@@ -10,45 +10,24 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
-from typing import Any
 
 import pytest
 
 from longshot_testing import cluster as lc
 
-from .conftest import apply, is_kind, kget, wait_for
+from .conftest import LISTENER_PORT, apply, host_connects, is_kind, kget, listener_pod, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
-PORT = 8000
 IMAGE = "docker.io/library/longshot-operator:dev"
 CONNECT = ("import socket, sys\ntry:\n    socket.create_connection((sys.argv[1], int(sys.argv[2])), 5).close()\n"
            "    print('open')\nexcept OSError as e:\n    print(type(e).__name__)\n")
 
 
-def listener(name: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"securityContext": {"runAsNonRoot": True, "runAsUser": 65532,
-                                         "seccompProfile": {"type": "RuntimeDefault"}},
-                     "containers": [{"name": "listener", "image": IMAGE, "imagePullPolicy": "Never",
-                                     "command": ["python", "-m", "http.server", "--bind", "0.0.0.0", str(PORT)],
-                                     "securityContext": {"allowPrivilegeEscalation": False,
-                                                         "capabilities": {"drop": ["ALL"]}}}]}}
-
-
-def host_connects(ip: str, port: int) -> bool:
-    try:
-        socket.create_connection((ip, port), 2).close()
-        return True
-    except OSError:
-        return False
-
-
 def running_listeners(kubectl, namespace: str, *names: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """Listener Pods ``names`` started and running: their addresses."""
-    apply(kubectl, namespace, *(listener(n) for n in names))
+    apply(kubectl, namespace, *(listener_pod(IMAGE, n) for n in names))
     ips = {}
     for name in names:
         pod = wait_for(lambda n=name: ((p := kget(kubectl, "-n", namespace, "pod", n)) or {}).get("status", {})
@@ -74,7 +53,7 @@ def test_pods_reach_each_other_when_the_hosts_forward_policy_drops(cluster, kube
     ips = running_listeners(kubectl, namespace, "one", "two")
 
     def connect() -> str:
-        r = kubectl("-n", namespace, "exec", "one", "--", "python", "-c", CONNECT, ips["two"], str(PORT),
+        r = kubectl("-n", namespace, "exec", "one", "--", "python", "-c", CONNECT, ips["two"], str(LISTENER_PORT),
                     check=False, timeout=60)
         assert r.returncode == 0, r.stderr
         return str(r.stdout.strip().splitlines()[-1])
@@ -94,7 +73,7 @@ def test_pods_reach_each_other_when_the_hosts_forward_policy_drops(cluster, kube
 def test_a_route_of_the_pod_subnet_through_another_device_is_taken_out(cluster, kubectl, namespace):  # type: ignore[no-untyped-def]
     local_root_cluster(cluster)
     ip = running_listeners(kubectl, namespace, "one")["one"]
-    wait_for(lambda: host_connects(ip, PORT), 60, "the host reaching the listener")
+    wait_for(lambda: host_connects(ip, LISTENER_PORT), 60, "the host reaching the listener")
     # what a kind node's route looks like once the local cluster's bridge came up after it: the stale route first
     other = "lsstale0"  # a bridge: the dummy module is not in every kernel (not here)
     subprocess.run(["ip", "link", "del", other], capture_output=True)
@@ -106,13 +85,13 @@ def test_a_route_of_the_pod_subnet_through_another_device_is_taken_out(cluster, 
                      ["ip", "route", "append", lc.POD_SUBNET, "dev", lc.BRIDGE, "proto", "kernel", "scope", "link",
                       "src", lc.BRIDGE_IP]):
             subprocess.run(argv, check=True, capture_output=True)
-        assert not host_connects(ip, PORT), "the stale route did not take the Pod's traffic (the test set-up)"
+        assert not host_connects(ip, LISTENER_PORT), "the stale route did not take the Pod's traffic (the test set-up)"
         removed = lc.LocalCluster.pod_route()
         assert removed and "via 198.18.255.2" in removed[0], removed
         routes = subprocess.run(["ip", "-4", "route", "show", "exact", lc.POD_SUBNET], capture_output=True,
                                 text=True).stdout
         assert routes.count("\n") == 1 and f"dev {lc.BRIDGE}" in routes, routes
-        assert host_connects(ip, PORT)
+        assert host_connects(ip, LISTENER_PORT)
     finally:
         subprocess.run(["ip", "link", "del", other], capture_output=True)
         lc.LocalCluster.pod_route()

@@ -6,7 +6,6 @@ are refused, while DNS, the API server (through its Service) and the git server 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,11 +14,19 @@ import pytest
 
 from longshot_testing import cluster as lc
 
-from .conftest import SYSTEM_NS, apply, host_reaches_pods, is_kind, kget, wait_for
+from .conftest import (
+    LISTENER_PORT,
+    SYSTEM_NS,
+    apply,
+    host_connects,
+    host_reaches_pods,
+    is_kind,
+    kget,
+    listener_pod,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
-
-LISTENER_PORT = 8000
 
 PROBE = """\
 import json, socket
@@ -46,32 +53,10 @@ def component_pod(kubectl, component: str) -> dict[str, Any]:  # type: ignore[no
     return running[0]  # type: ignore[no-any-return]
 
 
-def listener_pod(image: str) -> dict[str, Any]:
-    """A Pod that listens on LISTENER_PORT (Pod Security ``restricted``), in the test's namespace: a
-    neighbour Pod in the cluster's Pod range, which the system Pods' policies refuse (10.0.0.0/8 is excepted)."""
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "listener", "labels": {"app": "listener"}},
-            "spec": {"securityContext": {"runAsNonRoot": True, "runAsUser": 65532,
-                                         "seccompProfile": {"type": "RuntimeDefault"}},
-                     "containers": [{"name": "listener", "image": image, "imagePullPolicy": "Never",
-                                     "command": ["python", "-m", "http.server", "--bind", "0.0.0.0",
-                                                 str(LISTENER_PORT)],
-                                     "securityContext": {"allowPrivilegeEscalation": False,
-                                                         "capabilities": {"drop": ["ALL"]}}}]}}
-
-
 def iptables_rules() -> str | None:
     """``iptables -S`` of this host (the local cluster's node), None where it cannot be read (not root)."""
     result = subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True)
     return result.stdout if result.returncode == 0 else None
-
-
-def host_connects(ip: str, port: int) -> bool:
-    """Whether this host (the node: its traffic to Pods passes no Pod's policy) reaches ``ip:port``."""
-    try:
-        socket.create_connection((ip, port), 3).close()
-        return True
-    except OSError:
-        return False
 
 
 @pytest.mark.parametrize("component", ["gateway", "operator"])

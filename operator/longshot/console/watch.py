@@ -5,8 +5,8 @@ process whatever the number of people looking.
 The loop is :class:`~longshot.runtime.listwatch.ListWatch`: each kind has a thread that lists (every namespace, or
 each of ``namespaces``), hands the items to ``on_list``, then watches from the list's resourceVersion and hands each
 event to ``on_event``; a watch the API server ends is resumed from the last resourceVersion, an expired one (410)
-and any error start again with a list, after a short pause. The callbacks are called in the thread: the server
-passes them on to its event loop.
+starts again with a list at once, any other error after a short pause. The callbacks are called in the thread: the
+server passes them on to its event loop.
 """
 
 from __future__ import annotations

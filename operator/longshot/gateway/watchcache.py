@@ -9,8 +9,8 @@ the gateway's:
 
 * one thread per kind and namespace (every namespace, or each of ``LONGSHOT_GATEWAY_WATCH_NAMESPACES``) lists, then
   watches from the list's ``resourceVersion`` (bookmarks on; the API server ends a watch after
-  :data:`WATCH_SECONDS` and the thread resumes from the last version; an expired version (410) or any error lists
-  again after :data:`RETRY_SECONDS`);
+  :data:`WATCH_SECONDS` and the thread resumes from the last version; an expired version (410) lists again at
+  once, any other error after :data:`RETRY_SECONDS`: :mod:`longshot.runtime.listwatch`);
 * kept: Pods with the label ``longshot.dev/build`` (agent attempts and warm sandboxes), BuildRequests, and only the
   AgentTasks that are live (:func:`live_task`: their last attempt has not ended), so that ten thousand pending or
   finished tasks cost no memory; each object :func:`~longshot.runtime.kube.slim` (no managedFields);
@@ -29,7 +29,6 @@ unsynced: the watch is not synced) and ``longshot_gateway_watch_cache_objects{ki
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -40,8 +39,6 @@ from longshot import api
 from longshot.api import keys
 from longshot.gateway import metrics
 from longshot.runtime import kube, listwatch
-
-log = logging.getLogger(__name__)
 
 WATCH_SECONDS: Final = 120
 """One watch request's length (the API server ends it; the thread resumes from the last resourceVersion)."""
