@@ -4,8 +4,8 @@ cache, the console's live view).
 Each (kind, namespace) gets a thread that lists (paginated, :data:`PAGE` objects a page), hands the items to
 ``on_list``, then watches from the list's ``resourceVersion`` with bookmarks and hands each event to ``on_event``.
 The API server ends a watch after ``watch_seconds``; the thread resumes from the last resourceVersion it saw. An
-expired version (an ``ERROR`` event, 410) lists again at once; any other error calls ``on_unsync`` (what was held
-may be stale), waits ``retry_seconds`` and lists again. A 401 or 403 (no list or watch right) is logged once and
+expired version (an ``ERROR`` event, 410) and any other error both call ``on_unsync`` (what was held may be stale);
+the first lists again at once, the second after ``retry_seconds``. A 401 or 403 (no list or watch right) is logged once and
 tried again every ``refused_retry_seconds``.
 
 The API calls are made by the caller's ``call(kind, namespace, **kwargs)``, which returns the raw response
