@@ -5,8 +5,8 @@ Each (kind, namespace) gets a thread that lists (paginated, :data:`PAGE` objects
 ``on_list``, then watches from the list's ``resourceVersion`` with bookmarks and hands each event to ``on_event``.
 The API server ends a watch after ``watch_seconds``; the thread resumes from the last resourceVersion it saw. An
 expired version (an ``ERROR`` event, 410) and any other error both call ``on_unsync`` (what was held may be stale);
-the first lists again at once, the second after ``retry_seconds``. A 401 or 403 (no list or watch right) is logged once and
-tried again every ``refused_retry_seconds``.
+the first lists again at once, the second after ``retry_seconds``. A 401 or 403 (no list or watch right) is logged
+once and tried again every ``refused_retry_seconds``.
 
 The API calls are made by the caller's ``call(kind, namespace, **kwargs)``, which returns the raw response
 (``_preload_content=False``): the loop reads and parses each page and each event line itself, so no model objects
