@@ -97,6 +97,10 @@ class Readiness:
                                     tuple[int, datetime, str]]] = field(default_factory=dict)
     """Each task's scheduler view and its order, with what it was made from (the task object, its build, phase and
     readiness): a plan makes views only of the tasks that changed since the last one."""
+    requested: dict[cachemod.Key, tuple[objects.AgentTask, objects.BuildRequest, tuple[object, object],
+                                        admission.Resources]] = field(default_factory=dict)
+    """Each ready task's Pod requests (:func:`requests_of`), with the task, build and operator defaults they were
+    worked out from: a plan parses the amounts only of the tasks (or builds) that changed since the last one."""
     tokens: dict[str, int] = field(default_factory=dict)
     """Tenant -> its tokens in the last hour, as last counted (the tenants with a ``tokensPerHour``)."""
     tokens_counted: datetime | None = None
@@ -121,13 +125,26 @@ class Readiness:
         self.views[t.key] = (t, build, phase, ready, v, order)
         return order, v
 
+    def requests(self, ctx: ctxmod.Context, t: objects.AgentTask, build: objects.BuildRequest
+                 ) -> admission.Resources:
+        """:func:`requests_of`, worked out again only when the task, its build or the operator's defaults changed."""
+        defaults = (ctx.settings.default_cpu_request, ctx.settings.default_memory_request)
+        memo = self.requested.get(t.key)
+        if memo is not None and memo[0] is t and memo[1] is build and memo[2] == defaults:
+            return memo[3]
+        amounts = requests_of(ctx, t, build)
+        self.requested[t.key] = (t, build, defaults, amounts)
+        return amounts
+
     def trim(self, running: list[scheduler.TaskView], pending: dict[str, list[tuple[objects.AgentTask, bool]]]
              ) -> None:
         """Forget the views of tasks no plan reads any more (ended, or gone), once they are as many as the rest."""
-        if len(self.views) <= 2 * (len(running) + sum(len(w) for w in pending.values())) + 1024:
+        if max(len(self.views), len(self.requested)) <= 2 * (len(running) + sum(len(w) for w in pending.values())) \
+                + 1024:
             return
         keep = {(v.build.split("/", 1)[0], v.name) for v in running} | {t.key for w in pending.values() for t, _ in w}
         self.views = {k: m for k, m in self.views.items() if k in keep}
+        self.requested = {k: m for k, m in self.requested.items() if k in keep}
 
 
 def plan(ctx: ctxmod.Context, readiness: Readiness | None = None) -> Plan:
@@ -188,7 +205,8 @@ def plan(ctx: ctxmod.Context, readiness: Readiness | None = None) -> Plan:
             ns, name = bkey.split("/", 1)
             build = ctx.cache.builds.get((ns, name))
             ready_views = [readiness.keyed(t, bkey, tasks.PENDING, True,
-                                           requests_of(ctx, t, build) if build is not None else admission.NOTHING)
+                                           readiness.requests(ctx, t, build) if build is not None
+                                           else admission.NOTHING)
                            for t, ready in waiting if ready]
             candidates.extend(scheduler.head_of_line(ready_views, min(free, b.max_workers - busy[bkey])))
         else:  # it can start nothing now: one candidate says why (halted, suspended, budget) and starts nothing
@@ -340,8 +358,16 @@ def _gather(ctx: ctxmod.Context, ns: str, build_name: str, names: Iterable[str],
     for name in list(names):
         key = (ns, name)
         t = ctx.cache.tasks.get(key)
-        seat = _seat(ctx, t, key, build, ours or bool(admitted.get(key))) if t is not None else None
-        if t is None or seat is None:
+        if t is None:
+            continue
+        if not admitted.get(key) and (t.status.phase or tasks.PENDING) == tasks.PENDING:
+            # most of a large build: pending with no Pod in the cache, so neither admitted nor ended (``_seat``)
+            if t.spec.cancel or t.spec.suspend or not ours or ctx.fanout_of(t, build) is not None:
+                continue
+            seat = tasks.PENDING
+        else:
+            seat = _seat(ctx, t, key, build, ours or bool(admitted.get(key)))
+        if seat is None:
             continue
         if seat == ENDED:
             ended.setdefault(bkey, []).append(t)

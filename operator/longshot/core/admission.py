@@ -64,11 +64,14 @@ def quantity(text: str | int | float) -> Fraction:
     return Fraction(m.group(1)) * _SUFFIX[m.group(2)]
 
 
+@lru_cache(maxsize=1024)
 def cpu_millis(text: str | int | float) -> int:
-    """A cpu quantity in millicores, rounded up (``250m`` -> 250, ``1`` -> 1000)."""
+    """A cpu quantity in millicores, rounded up (``250m`` -> 250, ``1`` -> 1000). Kept per text: a plan reads the
+    same few amounts for every pending task."""
     return math.ceil(quantity(text) * 1000)
 
 
+@lru_cache(maxsize=1024)
 def memory_bytes(text: str | int | float) -> int:
     """A memory quantity in bytes, rounded up (``256Mi`` -> 268435456)."""
     return math.ceil(quantity(text))

@@ -295,3 +295,46 @@ def test_plans_made_one_after_another_read_each_task_as_it_is_now_not_as_an_earl
                                                        "ownerReferences": [owner("b0-t0")]},
                                           "status": {"phase": "Succeeded"}})  # a slot came free: two start
     assert dispatch.plan(ctx, readiness).admit == (("ns", "b0-t21"), ("ns", "b0-t2")) == every_candidate(ctx)[0]
+
+
+def test_a_tasks_requests_are_parsed_once_and_again_when_the_task_its_build_or_the_defaults_change(monkeypatch):
+    """``Readiness.requests`` keeps each ready task's Pod requests between plans (a plan of a large build would
+    parse every pending task's amounts otherwise), and works them out again from what changed."""
+    base = {"priority": 5, "scope": (), "cancel": False, "deleting": False, "conditions": True, "depends": [],
+            "tokens": 0, "phase": "Pending", "age": 1, "pod": "none"}
+    world = {"limit": 100, "killswitch": False, "builds": [{
+        "name": "b0", "workers": 1, "suspend": False, "budget": None, "owned": True, "misconfigured": False,
+        "tasks": [dict(base) for _ in range(3)]}]}
+    ctx = context_of(world)
+    parsed: list[str] = []
+    real = dispatch.requests_of
+
+    def counting(c: Any, t: Any, b: Any) -> Any:
+        parsed.append(t.name)
+        return real(c, t, b)
+
+    monkeypatch.setattr(dispatch, "requests_of", counting)
+    readiness = dispatch.Readiness()
+    dispatch.plan(ctx, readiness)
+    assert sorted(parsed) == ["b0-t0", "b0-t1", "b0-t2"]
+    parsed.clear()
+    dispatch.plan(ctx, readiness)
+    assert parsed == []  # nothing changed: nothing parsed again
+    t1 = ctx.cache.tasks[("ns", "b0-t1")].model_dump(by_alias=True, mode="json", exclude_none=True)
+    t1["metadata"]["resourceVersion"] = "5"
+    t1["spec"]["resources"] = {"requests": {"cpu": "2", "memory": "1Gi"}}
+    ctx.cache.observe("AgentTask", "MODIFIED", t1)
+    dispatch.plan(ctx, readiness)
+    assert parsed == ["b0-t1"]
+    assert readiness.requested[("ns", "b0-t1")][3] == dispatch.admission.Resources(2000, 2**30)
+    parsed.clear()
+    ctx.settings = ctx.settings.model_copy(update={"default_cpu_request": "500m"})
+    dispatch.plan(ctx, readiness)
+    assert sorted(parsed) == ["b0-t0", "b0-t1", "b0-t2"]  # the operator's defaults changed
+    assert readiness.requested[("ns", "b0-t0")][3].cpu == 500
+    parsed.clear()
+    build = ctx.cache.builds[("ns", "b0")].model_dump(by_alias=True, mode="json", exclude_none=True)
+    build["metadata"]["resourceVersion"] = "9"
+    ctx.cache.observe("BuildRequest", "MODIFIED", build)
+    dispatch.plan(ctx, readiness)
+    assert sorted(parsed) == ["b0-t0", "b0-t1", "b0-t2"]  # the build changed
