@@ -364,7 +364,7 @@ def _gather(ctx: ctxmod.Context, ns: str, build_name: str, names: Iterable[str],
             # most of a large build: pending with no Pod in the cache, so neither admitted nor ended (``_seat``)
             if t.spec.cancel or t.spec.suspend or not ours or ctx.fanout_of(t, build) is not None:
                 continue
-            seat = tasks.PENDING
+            seat: str | None = tasks.PENDING
         else:
             seat = _seat(ctx, t, key, build, ours or bool(admitted.get(key)))
         if seat is None:
