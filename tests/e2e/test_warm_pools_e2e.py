@@ -1,9 +1,12 @@
 """A build on warm sandboxes on the real cluster (docs/warm-pools.md): with ``spec.agent.warmPool`` its tasks claim
-Pods started ahead (the runner up, waiting at the gateway's /v1/claim), and the build still plans, works, merges and
-finalizes Passed with every file on main."""
+Pods started ahead (the runner up, waiting at the gateway's /v1/claim, its repository pre-cloned through the gateway:
+``preClone``), and the build still plans, works, merges and finalizes Passed with every file on main."""
 
 from __future__ import annotations
 
+import base64
+import gzip
+import json
 import subprocess
 from typing import Any
 
@@ -42,7 +45,7 @@ def test_a_build_on_warm_sandboxes_claims_them_and_finalizes_passed(  # type: ig
           build_request("warm", git_repo, script="script", workers={"max": 1}, agent={
               "backend": "scripted", "script": {"name": "script"}, "timeoutSeconds": 300,
               "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
-              "warmPool": {"size": 2}}))
+              "warmPool": {"size": 2, "preClone": True}}))
 
     def finalized() -> dict[str, Any] | None:
         c = condition(kget(kubectl, "-n", namespace, "br", "warm"), "Finalized")
@@ -61,6 +64,15 @@ def test_a_build_on_warm_sandboxes_claims_them_and_finalizes_passed(  # type: ig
     for t in tasks:
         for a in (t.get("status") or {}).get("attempts") or []:
             assert a.get("podUID"), (t["metadata"]["name"], a)
+    # the attempts that ran in a sandbox which had cloned before its claim fetched into that clone (the transcript's
+    # cloning event, in the attempts' ledger entries)
+    pre_cloned = []
+    for task, attempt in hits:
+        entry = kget(kubectl, "-n", namespace, "configmap", f"{task}-a{attempt}-ledger") or {}
+        raw = (entry.get("binaryData") or {}).get("transcript.jsonl.gz")
+        lines = gzip.decompress(base64.b64decode(raw)).decode().splitlines() if raw else []
+        pre_cloned += [e for e in map(json.loads, lines) if e.get("message") == "cloning" and "pre_cloned_seconds" in e]
+    assert pre_cloned, "no claimed attempt used its sandbox's pre-clone"
     files = subprocess.run(["git", "--git-dir", str(cluster.git_root / f"{namespace}.git"), "ls-tree", "--name-only",
                             "main"], check=True, capture_output=True, text=True).stdout.split()
     assert {f"{t}.txt" for t in TASKS} <= set(files), files

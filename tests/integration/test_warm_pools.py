@@ -4,19 +4,26 @@ replica was killed before its status write is adopted by the restarted operator,
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
+import subprocess
 import threading
 from collections import Counter
 from typing import Any
 
+import git_servers
 import httpx
 import kubernetes
 import pytest
-from gateway_attempts import pod_token, record_attempt
+from gateway_attempts import pod_token, record_attempt, secret
 from k8s_builders import build, create, get, list_of
 from kubelet_double import finish_pod, plan_handoff
 
+from longshot.agent import events, redact, runner
+from longshot.agent import gateway as agent_gateway
+from longshot.agent import settings as agent_settings
 from longshot.api import handoff as ho
 from longshot.api import keys
 from longshot.config import Settings
@@ -28,6 +35,10 @@ pytestmark = pytest.mark.integration
 
 def serialize(obj: Any) -> dict[str, Any]:
     return kubernetes.client.ApiClient().sanitize_for_serialization(obj)  # type: ignore[no-any-return]
+
+
+def api_client_of(core_v1: Any) -> Any:
+    return kubernetes.client.ApiClient(core_v1.api_client.configuration)
 
 
 def agent_task(custom: Any, namespace: str, name: str, build_name: str = "wb") -> dict[str, Any]:
@@ -165,3 +176,107 @@ def test_a_claim_whose_replica_was_killed_before_its_status_write_is_adopted_aft
     claimed_by = Counter((p.metadata.labels or {}).get(keys.WARM_CLAIM) for p in pods_now
                          if (p.metadata.labels or {}).get(keys.WARM_CLAIM))
     assert all(n == 1 for n in claimed_by.values()), claimed_by  # no sandbox holds two attempts
+
+
+# --- pre-clone (docs/warm-pools.md, "Pre-clone") ------------------------------------------------------------------
+
+PASSWORD = "s3cr3t-upstream-passw0rd"
+GIT_IDENTITY = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_AUTHOR_NAME": "t",
+                "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
+                "GIT_TERMINAL_PROMPT": "0"}
+
+
+def forge_commit(admin: Any, seed: Any, forge_repo: Any, name: str) -> str:
+    (seed / name).write_text(name)
+    admin("add", "-A", cwd=seed)
+    admin("commit", "--quiet", "-m", name, cwd=seed)
+    admin("push", "--quiet", str(forge_repo), "main", cwd=seed)
+    return str(admin("rev-parse", "HEAD", cwd=seed))
+
+
+def as_agent(token: str, *args: str, cwd: Any = None) -> Any:
+    """git as the runner runs it: the Pod's token as an extra header, nothing else."""
+    env = {**GIT_IDENTITY, "PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "GIT_CONFIG_COUNT": "1",
+           "GIT_CONFIG_KEY_0": "http.extraHeader", "GIT_CONFIG_VALUE_0": f"Authorization: Bearer {token}"}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_a_pre_cloning_sandbox_clones_its_builds_repository_before_its_claim_may_not_push_and_its_attempt_fetches(
+        core_v1, custom, namespace, gateway, tmp_path):
+    admin = git_servers.Git(GIT_IDENTITY, isolated=True, strip=True)
+    root, seed = tmp_path / "forge", tmp_path / "seed"
+    root.mkdir()
+    admin("init", "--quiet", "--bare", "-b", "main", str(root / "app.git"))
+    admin("init", "--quiet", "-b", "main", str(seed))
+    first = forge_commit(admin, seed, root / "app.git", "one")
+    with git_servers.git_http(root, git=admin, accounts=[("alice", PASSWORD)]) as forge:
+        secret(core_v1, namespace, "git-token", {"username": "alice", "password": PASSWORD})
+        repo = {"url": forge.url("app"), "credentialsSecret": "git-token"}
+        b = create(custom, namespace, build("pc", repository=repo, agent={"warmPool": {"size": 1, "preClone": True}}))
+        off = create(custom, namespace, build("nopc", repository=repo, agent={"warmPool": {"size": 1}}))
+        settings = Settings(identity="test", gateway_url=gateway.url)
+        operator = kube.Kube(api_client_of(core_v1))
+        sandbox = operator.create_pod(pods.build_warm_pod(b, settings, "pc-warm-1", 300))
+        other = operator.create_pod(pods.build_warm_pod(off, settings, "nopc-warm-1", 300))
+        assert sandbox is not None and other is not None
+        token, other_token = pod_token(core_v1, namespace, sandbox), pod_token(core_v1, namespace, other)
+        with httpx.Client(timeout=30) as http:
+            asked = http.get(f"{gateway.url}/v1/claim?wait=0", headers={"Authorization": f"Bearer {token}"})
+            assert (asked.status_code, asked.headers.get(ho.PRE_CLONE_HEADER)) == (204, f"{namespace}/pc")
+            plain = http.get(f"{gateway.url}/v1/claim?wait=0", headers={"Authorization": f"Bearer {other_token}"})
+            assert plain.status_code == 204 and ho.PRE_CLONE_HEADER not in plain.headers  # its pool does not
+            # before the claim: every other door still closed, the push's advertisement included
+            for url in (f"{gateway.url}/git/{namespace}/pc.git/info/refs?service=git-receive-pack",):
+                assert http.get(url, headers={"Authorization": f"Bearer {token}"}).status_code == 403
+            assert http.post(f"{gateway.url}/progress", json={"message": "x"},
+                             headers={"Authorization": f"Bearer {token}"}).status_code == 403
+        # the runner's pre-clone, as the warm sandbox runs it
+        (tmp_path / "token").write_text(token)
+        gw = agent_gateway.Gateway(url=gateway.url, token_file=tmp_path / "token")
+        env = {**GIT_IDENTITY, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LONGSHOT_WORKSPACE_DIR":
+               str(tmp_path / "ws"), "LONGSHOT_TASK_INPUT": str(tmp_path / "task.json")}
+        paths, tuning = agent_settings.Paths.from_env(env), agent_settings.Settings.from_env(env)
+        out = io.StringIO()
+        ev = events.Events(redact.Redactor(), stream=out)
+        warm = runner.PreClone(paths, gw, ev, env, 60)
+        warm(namespace, "pc")
+        assert warm.url == f"{gateway.url}/git/{namespace}/pc.git"
+        assert admin("rev-parse", "HEAD", cwd=paths.checkout) == first
+        assert token not in out.getvalue() and PASSWORD not in out.getvalue()
+        assert "alice" not in (paths.checkout / ".git" / "config").read_text()  # no credential in the clone
+        # it reads its own build's repository only, and pushes nothing before its claim
+        assert as_agent(token, "ls-remote", f"{gateway.url}/git/{namespace}/nopc.git").returncode != 0
+        admin("checkout", "--quiet", "-b", "sneak", cwd=paths.checkout)
+        refused = as_agent(token, "push", warm.url, "sneak:refs/heads/sneak", cwd=paths.checkout)
+        assert refused.returncode != 0 and "403" in refused.stderr
+        assert as_agent(other_token, "ls-remote", f"{gateway.url}/git/{namespace}/nopc.git").returncode != 0
+        admin("checkout", "--quiet", "main", cwd=paths.checkout)
+        admin("branch", "--quiet", "-D", "sneak", cwd=paths.checkout)
+        marker = paths.checkout / ".git" / "made-before-the-claim"
+        marker.write_text("x")
+        # the target moves on; then an attempt claims the sandbox
+        second = forge_commit(admin, seed, root / "app.git", "two")
+        t = agent_task(custom, namespace, "pc-t1", "pc")
+        claimed = operator.claim_pod(namespace, "pc-warm-1", pods.claim_patch(
+            pods.build_agent_pod(t, b, settings, 1), sandbox["metadata"]["resourceVersion"], 1000))
+        record_attempt(custom, namespace, "pc-t1", 1, claimed)
+        (tmp_path / "task.json").write_text("")
+        task = runner.load_task_input(paths.task_input, gw, sleep=lambda s: None)
+        assert task.task == "pc-t1"
+        access = runner.repository_access(task, paths, ev, gw)
+        attempt = runner.prepare(task, paths, tuning, ev, env, access, gw, sleep=lambda s: None,
+                                 rand=lambda: 0.5, pre_cloned=warm)
+        # fetched into the pre-clone, not cloned afresh: the checkout is the one made before the claim, at the new tip
+        assert admin("rev-parse", "HEAD", cwd=paths.checkout) == second == attempt.git.head()
+        assert (paths.checkout / "one").exists() and (paths.checkout / "two").exists()
+        assert marker.exists()
+        # a pre-clone that cannot be brought up to date is dropped, and the attempt clones afresh
+        admin("symbolic-ref", "--delete", "refs/remotes/origin/HEAD", cwd=paths.checkout)
+        again = runner.prepare(task, paths, tuning, ev, env, access, gw, sleep=lambda s: None, rand=lambda: 0.5,
+                               pre_cloned=warm)
+        assert again.git.head() == second and not marker.exists()
+        assert "could not be brought up to date" in out.getvalue()
+        lines = [json.loads(line) for line in out.getvalue().splitlines()]
+        cloning = next(e for e in lines if e.get("message") == "cloning")
+        assert "pre_cloned_seconds" in cloning
+        assert token not in out.getvalue()

@@ -17,6 +17,7 @@ import collections
 import contextlib
 import json
 import queue
+import re
 import threading
 import time
 import urllib.error
@@ -90,15 +91,21 @@ class Gateway:
         """Where the agent sends its spans (OTLP/HTTP): the gateway relays them to the collector."""
         return f"{self.url}/traces"
 
-    def claim(self, *, sleep: Callable[[float], None] = time.sleep, timeout: float = CLAIM_REQUEST_SECONDS) -> bytes:
+    def claim(self, *, sleep: Callable[[float], None] = time.sleep, timeout: float = CLAIM_REQUEST_SECONDS,
+              pre_clone: Callable[[str, str], None] | None = None) -> bytes:
         """A warm sandbox's wait for its claim (docs/warm-pools.md): ``GET /v1/claim`` again and again until the
         gateway answers 200 with the task input of the attempt bound to this Pod (its body, at most
         :data:`MAX_CLAIM_BYTES`). A 204 asks again at once; a connection error or a 429/503 after a pause (up to
         :data:`CLAIM_RETRY_SECONDS`); any other refusal (401, 403: the Pod was never claimed and will not be) is
-        a ConfigError: the runner exits and the operator deletes the sandbox."""
+        a ConfigError: the runner exits and the operator deletes the sandbox.
+
+        With ``pre_clone``, the first answered request does not wait (``wait=0``), and when its 204 names the
+        repository the sandbox may read before its claim (``handoff.PRE_CLONE_HEADER``: the build's pool
+        pre-clones), ``pre_clone(namespace, build)`` is called once, before the wait goes on."""
         pause = 0.2
+        asked = pre_clone is None
         while True:
-            request = urllib.request.Request(f"{self.url}/v1/claim", method="GET",
+            request = urllib.request.Request(f"{self.url}/v1/claim{'' if asked else '?wait=0'}", method="GET",
                                              headers={"Authorization": f"Bearer {self.token()}"})
             try:
                 with _OPENER.open(request, timeout=timeout) as response:
@@ -109,6 +116,11 @@ class Gateway:
                         return bytes(body)
                     response.read(MAX_CLAIM_BYTES)
                     pause = 0.2
+                    if not asked and pre_clone is not None:
+                        asked = True
+                        named = pre_clone_target(response.headers.get(handoff.PRE_CLONE_HEADER) or "")
+                        if named is not None:
+                            pre_clone(*named)
                     continue  # 204: not claimed yet
             except urllib.error.HTTPError as e:
                 e.close()
@@ -119,6 +131,18 @@ class Gateway:
                 pass
             sleep(pause)
             pause = min(pause * 2, CLAIM_RETRY_SECONDS)
+
+
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def pre_clone_target(value: str) -> tuple[str, str] | None:
+    """The namespace and build of a ``Longshot-Pre-Clone`` header (``<namespace>/<build>``, object names), or None
+    when there is none or it is not that. Pure."""
+    ns, sep, build = value.strip().partition("/")
+    if not sep or not _NAME.match(ns) or not _NAME.match(build) or len(ns) > 63:
+        return None
+    return ns, build
 
 
 class ProgressPoster:

@@ -56,7 +56,8 @@ def run(env: Mapping[str, str], *, sleep: Callable[[float], None] = time.sleep,
     try:
         tuning = settings.Settings.from_env(env)
         gateway = agent_gateway.Gateway.from_env(env)
-        task = load_task_input(paths.task_input, gateway, sleep=sleep)
+        warm = PreClone(paths, gateway, ev, env, tuning.git_timeout_seconds) if gateway is not None else None
+        task = load_task_input(paths.task_input, gateway, sleep=sleep, pre_clone=warm)
     except errors.AgentFailure as e:
         # Without a valid task there is no valid handoff: the message says why, for the attempt's reason.
         ev.log(str(e), level="error")
@@ -88,7 +89,8 @@ def run(env: Mapping[str, str], *, sleep: Callable[[float], None] = time.sleep,
                       "longshot.backend": task.backend.name},
             parent=parent, service=tracing.AGENT) as traced:
         try:
-            attempt = prepare(task, paths, tuning, ev, env, access, gateway, sleep=sleep, rand=rand)
+            attempt = prepare(task, paths, tuning, ev, env, access, gateway, sleep=sleep, rand=rand,
+                              pre_cloned=warm)
             attempt.inbox = inbox
             fields = roles.ROLES[task.role](attempt)
             result = make_handoff(task, attempt, **fields)
@@ -142,12 +144,49 @@ def start_tracing(env: Mapping[str, str], gateway: agent_gateway.Gateway | None,
     return parent if on else None
 
 
+class PreClone:
+    """A warm sandbox's clone of its build's repository, made while it waits for its claim when the build's pool
+    pre-clones (docs/warm-pools.md, "Pre-clone"): called with the namespace and build the gateway named, it clones
+    ``<gateway>/git/<namespace>/<build>.git`` into the checkout's place. A failure leaves nothing behind: the
+    attempt clones as a cold one does. :func:`prepare` keeps the clone only for an attempt of that very
+    repository, and brings it up to date with a fetch."""
+
+    def __init__(self, paths: settings.Paths, gateway: agent_gateway.Gateway, ev: events.Events,
+                 env: Mapping[str, str], timeout: float) -> None:
+        self.paths = paths
+        self.gateway = gateway
+        self.ev = ev
+        self.env = {k: v for k, v in env.items() if not k.startswith("LONGSHOT_GIT_ASKPASS")}
+        self.timeout = timeout
+        self.url: str | None = None
+        """The repository cloned into the checkout's place; None: none (not asked, or the clone failed)."""
+        self.seconds = 0.0
+
+    def __call__(self, namespace: str, build: str) -> None:
+        url = f"{self.gateway.url}/git/{namespace}/{build}.git"
+        start = time.monotonic()
+        shutil.rmtree(self.paths.checkout, ignore_errors=True)
+        self.paths.workspace.mkdir(parents=True, exist_ok=True)
+        git = gitops.Access(url=url, auth_env=_token_env(self.gateway, self.ev)).git(
+            self.paths.workspace, redactor=self.ev.redactor, timeout=self.timeout, base_env=self.env)
+        try:
+            git.clone(url, self.paths.checkout, attempts=1)
+        except errors.AgentFailure as e:
+            shutil.rmtree(self.paths.checkout, ignore_errors=True)
+            self.ev.log("pre-clone failed; the attempt will clone", level="warning", error=str(e))
+            return
+        self.url, self.seconds = url, time.monotonic() - start
+        self.ev.log("pre-cloned the build's repository", repository=gitops.sanitize_url(url),
+                    seconds=round(self.seconds, 2))
+
+
 def load_task_input(path: Path, gateway: agent_gateway.Gateway | None = None, *,
-                    sleep: Callable[[float], None] = time.sleep) -> handoff.TaskInput:
+                    sleep: Callable[[float], None] = time.sleep,
+                    pre_clone: Callable[[str, str], None] | None = None) -> handoff.TaskInput:
     """The attempt's task input: the file at ``path`` (the Pod's downward-API file of its task-input annotation).
     An empty file in a Pod with a gateway is a warm sandbox's (docs/warm-pools.md): it holds nothing task-specific
     until an attempt claims it, and the input comes from the gateway's ``GET /v1/claim`` then, checked as the file
-    would be."""
+    would be (``pre_clone``: see :meth:`Gateway.claim`)."""
     try:
         raw = path.read_text()
     except FileNotFoundError:
@@ -156,7 +195,7 @@ def load_task_input(path: Path, gateway: agent_gateway.Gateway | None = None, *,
         raise errors.ConfigError(f"cannot read the task input {path}: {e.strerror}") from None
     where = str(path)
     if not raw.strip() and gateway is not None:
-        claimed = gateway.claim(sleep=sleep)
+        claimed = gateway.claim(sleep=sleep, pre_clone=pre_clone)
         try:
             raw = claimed.decode()
         except UnicodeDecodeError:
@@ -183,20 +222,27 @@ def repository_access(task: handoff.TaskInput, paths: settings.Paths, ev: events
     credentials of the credentials directory (loaded later, in :func:`prepare`)."""
     if gateway is None:
         return gitops.Access(url=task.repository_url)
+    return gitops.Access(url=gateway.git_url(task), auth_env=_token_env(gateway, ev))
 
+
+def _token_env(gateway: agent_gateway.Gateway, ev: events.Events) -> Callable[[], dict[str, str]]:
+    """The variables that make one git send the Pod's token (read afresh each time), the token redacted."""
     def token_env() -> dict[str, str]:
         env = gateway.git_env()
         ev.redactor.add(env["GIT_CONFIG_VALUE_0"].removeprefix("Authorization: Bearer "))
         return env
 
-    return gitops.Access(url=gateway.git_url(task), auth_env=token_env)
+    return token_env
 
 
 def prepare(task: handoff.TaskInput, paths: settings.Paths, tuning: settings.Settings, ev: events.Events,
             env: Mapping[str, str], access: gitops.Access, gateway: agent_gateway.Gateway | None, *,
-            sleep: Callable[[float], None], rand: Callable[[], float]) -> roles.Attempt:
-    """Fresh workspace, credentials loaded (and registered for redaction), repository cloned."""
-    for stale in (paths.checkout, paths.scratch):
+            sleep: Callable[[float], None], rand: Callable[[], float],
+            pre_cloned: PreClone | None = None) -> roles.Attempt:
+    """Fresh workspace, credentials loaded (and registered for redaction), repository cloned (or, in a warm sandbox
+    that pre-cloned this attempt's repository, fetched into that clone)."""
+    kept = pre_cloned is not None and pre_cloned.url == access.url and paths.checkout.is_dir()
+    for stale in (paths.scratch,) if kept else (paths.checkout, paths.scratch):
         if stale.exists():
             shutil.rmtree(stale)
     paths.scratch.mkdir(parents=True, mode=0o700)
@@ -218,16 +264,20 @@ def prepare(task: handoff.TaskInput, paths: settings.Paths, tuning: settings.Set
     base_env = {k: v for k, v in env.items() if not k.startswith("LONGSHOT_GIT_ASKPASS")}
     clone = access.git(paths.workspace, redactor=ev.redactor, timeout=tuning.git_timeout_seconds,
                        base_env=base_env)
+    extra: dict[str, Any] = {"pre_cloned_seconds": round(pre_cloned.seconds, 2)} if kept and pre_cloned else {}
     ev.log("cloning", repository=gitops.sanitize_url(task.repository_url),
-           via="gateway" if gateway else "direct", credentials=access.credentials.kind)
+           via="gateway" if gateway else "direct", credentials=access.credentials.kind, **extra)
+    if kept:
+        kept = _bring_up_to_date(access, paths, tuning, ev, base_env)
     waits: list[float] = []
 
     def waiting(seconds: float) -> None:
         waits.append(seconds)
         sleep(seconds)
 
-    with tracing.span("git clone", service=tracing.AGENT):
-        clone.clone(access.url, paths.checkout, sleep=waiting)
+    if not kept:
+        with tracing.span("git clone", service=tracing.AGENT):
+            clone.clone(access.url, paths.checkout, sleep=waiting)
     if waits:  # the Pod's network (or the gateway) was not reachable at first: how long that cost
         ev.log("cloned after waiting for the network", retries=len(waits), waited_seconds=round(sum(waits), 2))
     git = access.git(paths.checkout, redactor=ev.redactor, timeout=tuning.git_timeout_seconds, base_env=base_env)
@@ -236,6 +286,25 @@ def prepare(task: handoff.TaskInput, paths: settings.Paths, tuning: settings.Set
     return roles.Attempt(task=task, paths=paths, settings=tuning, events=ev, git=git, api_key=api_key,
                          known_secrets=known, command_env=roles.command_env(paths.workspace, base_env),
                          sleep=sleep, rand=rand, gateway=gateway, key_source=key_source)
+
+
+def _bring_up_to_date(access: gitops.Access, paths: settings.Paths, tuning: settings.Settings, ev: events.Events,
+                      base_env: Mapping[str, str]) -> bool:
+    """A pre-cloned checkout made what a clone now would be: the branches fetched again (pruned, no tags) and the
+    default branch reset to its new tip. False (and the checkout removed) when that failed: the caller clones."""
+    git = access.git(paths.checkout, redactor=ev.redactor, timeout=tuning.git_timeout_seconds, base_env=base_env)
+    try:
+        with tracing.span("git fetch", service=tracing.AGENT):
+            git.run("fetch", "--quiet", "--prune", "--no-tags", access.url, "+refs/heads/*:refs/remotes/origin/*",
+                    what="fetch into the pre-cloned repository")
+            git.run("reset", "--quiet", "--hard", "refs/remotes/origin/HEAD",
+                    what="reset of the pre-cloned repository")
+    except errors.AgentFailure as e:
+        ev.log("the pre-cloned repository could not be brought up to date; cloning it afresh", level="warning",
+               error=str(e))
+        shutil.rmtree(paths.checkout, ignore_errors=True)
+        return False
+    return True
 
 
 def _read_secret(path: Path) -> str | None:

@@ -562,6 +562,10 @@ class WarmPool(Model):
     build's ready tasks need and its free worker slots allow, and empties when none is pending."""
     idle_seconds: int = Field(default=300, ge=30, le=3600)
     """A warm sandbox unclaimed for this long is deleted (and made again when demand comes back)."""
+    pre_clone: bool = False
+    """A warm sandbox clones the build's repository through longshot-gateway while it waits (before its claim it
+    may read that repository and nothing else); the attempt that claims it fetches what changed since instead of
+    cloning."""
 
 
 class AgentSettings(Model):

@@ -15,11 +15,14 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-CallerCheck = Literal["none", "agent-token", "sandbox-token", "webhook-signature", "person-token"]
+CallerCheck = Literal["none", "agent-token", "reader-token", "sandbox-token", "webhook-signature", "person-token"]
 """Who may call a route, checked before its body is read:
 
 * ``none``: anyone who can reach the port (probes, metrics); such a route reads no body.
 * ``agent-token``: an agent Pod's bound ServiceAccount token (the gateway's TokenReview); lanes per attempt.
+* ``reader-token``: as ``agent-token``, or the bound token of a warm sandbox not claimed yet whose build's pool
+  pre-clones (``spec.agent.warmPool.preClone``): such a caller may only read its own build's repository (the git
+  routes of a clone or fetch); lanes per Pod.
 * ``sandbox-token``: an agent Pod's bound ServiceAccount token (the gateway's TokenReview) whether or not an attempt
   was bound to it yet: a warm sandbox waiting for its claim (``GET /v1/claim`` only, no body); lanes per Pod.
 * ``webhook-signature``: anyone, in lanes per source address under a per-source token bucket; the body (bounded)

@@ -58,7 +58,7 @@ from aiohttp import web
 from longshot.api import sanitize
 from longshot.gateway import hook as ghook
 from longshot.gateway import metrics, pktline, refpolicy
-from longshot.gateway.identity import Caller
+from longshot.gateway.identity import Caller, Reader
 from longshot.gateway.settings import GatewaySettings
 from longshot.net import guard as gd
 from longshot.vcs import packlimit
@@ -221,7 +221,7 @@ class GitService:
                 "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "SSH_ASKPASS": "/bin/false",
                 "GCM_INTERACTIVE": "never", "GIT_NO_REPLACE_OBJECTS": "1"}
 
-    def upstream(self, caller: Caller, secret: Mapping[str, str] | None) -> Upstream:
+    def upstream(self, caller: Caller | Reader, secret: Mapping[str, str] | None) -> Upstream:
         repo = caller.build_spec.get("repository") or {}
         url = str(repo.get("url") or "")
         shown = sanitize.strip_userinfo(url)
@@ -388,7 +388,7 @@ class GitService:
 
     # --- requests ---------------------------------------------------------------------------------------
 
-    async def info_refs(self, request: web.Request, caller: Caller, up: Upstream) -> web.StreamResponse:
+    async def info_refs(self, request: web.Request, caller: Caller | Reader, up: Upstream) -> web.StreamResponse:
         service = request.query.get("service", "")
         if service not in SERVICES:
             raise web.HTTPForbidden(text="only smart HTTP is served: git-upload-pack or git-receive-pack\n")
@@ -397,7 +397,7 @@ class GitService:
         await self.refresh(up, self.settings.mirror_max_age_seconds if service == "git-upload-pack" else 0.0)
         return await self._backend(request, caller, up, "info/refs", None)
 
-    async def upload_pack(self, request: web.Request, caller: Caller, up: Upstream) -> web.StreamResponse:
+    async def upload_pack(self, request: web.Request, caller: Caller | Reader, up: Upstream) -> web.StreamResponse:
         body = _body(request, self.settings.max_fetch_request_bytes)
         return await self._backend(request, caller, up, "git-upload-pack", body)
 
@@ -476,7 +476,7 @@ class GitService:
         metrics.GIT_PUSHES.labels(result="forwarded").inc()
         return response
 
-    async def _backend(self, request: web.Request, caller: Caller, up: Upstream, suffix: str,
+    async def _backend(self, request: web.Request, caller: Caller | Reader, up: Upstream, suffix: str,
                        body: AsyncIterator[bytes] | None, extra_env: Mapping[str, str] | None = None
                        ) -> web.StreamResponse:
         """Run ``git http-backend`` on the mirror for this request and stream its answer."""

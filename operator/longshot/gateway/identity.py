@@ -46,7 +46,7 @@ from typing import Any, Final
 
 import pydantic
 
-from longshot.api import boundedjson, handoff, keys
+from longshot.api import boundedjson, common, handoff, keys
 from longshot.core import names
 from longshot.gateway import cluster as gcluster
 from longshot.gateway import metrics
@@ -93,6 +93,47 @@ class Caller:
     @property
     def build_spec(self) -> Mapping[str, Any]:
         return self.build_obj.get("spec") or {}
+
+
+@dataclass(frozen=True)
+class Reader:
+    """A warm sandbox not claimed yet, of a build whose pool pre-clones (``spec.agent.warmPool.preClone``): it may
+    read its own build's repository through the git routes of a clone or a fetch, and nothing else (the
+    ``reader-token`` caller check; docs/warm-pools.md, "Pre-clone")."""
+
+    namespace: str
+    pod: str
+    pod_uid: str
+    build: str
+    build_obj: Mapping[str, Any]
+
+    @property
+    def build_spec(self) -> Mapping[str, Any]:
+        return self.build_obj.get("spec") or {}
+
+
+def warm_build(pod: Mapping[str, Any], uid: str) -> tuple[str, str] | None:
+    """The name and UID of the BuildRequest whose unclaimed warm sandbox ``pod`` is: a Pod of UID ``uid``, Pending
+    or Running and not being deleted, labelled ``longshot.dev/warm-template``, whose controller is a BuildRequest
+    (no AgentTask: a claimed sandbox is its attempt's). None for any other Pod. Pure."""
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    if meta.get("uid") != uid or meta.get("deletionTimestamp") or status.get("phase") not in (None, "Pending",
+                                                                                             "Running"):
+        return None
+    if keys.WARM_TEMPLATE not in (meta.get("labels") or {}):
+        return None
+    controllers = [o for o in meta.get("ownerReferences") or [] if o.get("controller")]
+    if len(controllers) != 1 or controllers[0].get("kind") != "BuildRequest" \
+            or controllers[0].get("apiVersion") != common.API_VERSION:
+        return None
+    name, owner_uid = controllers[0].get("name"), controllers[0].get("uid")
+    return (str(name), str(owner_uid)) if name and owner_uid else None
+
+
+def pre_clones(build: Mapping[str, Any]) -> bool:
+    """The build's warm pool pre-clones its repository (``spec.agent.warmPool.preClone``). Pure."""
+    pool = ((build.get("spec") or {}).get("agent") or {}).get("warmPool") or {}
+    return pool.get("preClone") is True and int(pool.get("size") or 0) > 0
 
 
 def token_from(headers: Mapping[str, str]) -> str | None:
@@ -166,20 +207,45 @@ class Authenticator:
         """Refused tokens by SHA-256: until when, status and message (plain data: a stored exception's traceback
         would keep the frame, and the token in it, alive)."""
         self._callers: OrderedDict[str, tuple[float, Caller | Denied]] = OrderedDict()
+        self._readers: OrderedDict[str, tuple[float, Reader | None]] = OrderedDict()
+        """Warm sandboxes that may pre-clone (or not), by Pod UID, for ``identity_cache_seconds``."""
 
     async def authenticate(self, headers: Mapping[str, str]) -> Caller:
+        """The ``agent-token`` check: the attempt bound to the token's Pod."""
+        review = await self._review(self._token(headers))
+        caller = await self._lookup(review)
+        self._limit(review, f"attempt {caller.attempt} of {caller.namespace}/{caller.task}")
+        return caller
+
+    async def authenticate_reader(self, headers: Mapping[str, str]) -> Caller | Reader:
+        """The ``reader-token`` check: the attempt bound to the token's Pod, else, for a Pod no attempt is bound to,
+        a warm sandbox of a build whose pool pre-clones (:meth:`reader`); the attempt's refusal otherwise."""
+        review = await self._review(self._token(headers))
+        try:
+            caller: Caller | Reader = await self._lookup(review)
+        except Denied as e:
+            if e.status != 403:
+                raise
+            reader = await self.reader(review)
+            if reader is None:
+                raise
+            caller = reader
+        self._limit(review, f"the Pod {review.namespace}/{review.pod_name}")
+        return caller
+
+    @staticmethod
+    def _token(headers: Mapping[str, str]) -> str:
         token = token_from(headers)
         if token is None:
             raise Denied(401, "no gateway token: send the Pod's projected token (audience longshot-gateway) as "
                               "'Authorization: Bearer <token>'")
-        review = await self._review(token)
-        caller = await self._lookup(review)
+        return token
+
+    def _limit(self, review: gcluster.Review, who: str) -> None:
         wait = self.limiter.take(review.pod_uid)
         if wait > 0:
-            raise Denied(429, f"attempt {caller.attempt} of {caller.namespace}/{caller.task} sends more than "
-                              f"{self.limiter.rate:g} requests a second (bursts of {self.limiter.burst:g}); slow "
-                              "down", retry_after=wait)
-        return caller
+            raise Denied(429, f"{who} sends more than {self.limiter.rate:g} requests a second (bursts of "
+                              f"{self.limiter.burst:g}); slow down", retry_after=wait)
 
     async def _review(self, token: str) -> gcluster.Review:
         key = hashlib.sha256(token.encode()).hexdigest()
@@ -302,11 +368,36 @@ class Authenticator:
     async def sandbox(self, headers: Mapping[str, str]) -> gcluster.Review:
         """The ``sandbox-token`` check of ``GET /v1/claim``: a valid Pod-bound token (step 1), nothing more; what
         the Pod may have is decided by :meth:`claimed`."""
-        token = token_from(headers)
-        if token is None:
-            raise Denied(401, "no gateway token: send the Pod's projected token (audience longshot-gateway) as "
-                              "'Authorization: Bearer <token>'")
-        return await self._review(token)
+        return await self._review(self._token(headers))
+
+    async def reader(self, review: gcluster.Review) -> Reader | None:
+        """The warm sandbox of ``review`` as a reader of its build's repository: its Pod is an unclaimed warm
+        sandbox (:func:`warm_build`) of a BuildRequest of the same UID whose pool pre-clones (:func:`pre_clones`);
+        None otherwise. Read from the watch cache, a refusal confirmed from the API server (as a caller's); kept
+        for ``identity_cache_seconds`` by Pod UID."""
+        now = self.clock()
+        cached = self._readers.get(review.pod_uid)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        found = await asyncio.to_thread(self._reader, review, False)
+        if found is None and getattr(self.cluster, "cache", None) is not None:
+            found = await asyncio.to_thread(self._reader, review, True)
+        self._readers[review.pod_uid] = (now + self.identity_cache_seconds, found)
+        self._readers.move_to_end(review.pod_uid)
+        while len(self._readers) > CACHE_SIZE:
+            self._readers.popitem(last=False)
+        return found
+
+    def _reader(self, review: gcluster.Review, fresh: bool) -> Reader | None:
+        ns = review.namespace
+        pod = self.cluster.get_pod(ns, review.pod_name, fresh=fresh)
+        owner = warm_build(pod, review.pod_uid) if pod is not None else None
+        if owner is None:
+            return None
+        build = self.cluster.get_build(ns, owner[0], fresh=fresh)
+        if build is None or (build.get("metadata") or {}).get("uid") != owner[1] or not pre_clones(build):
+            return None
+        return Reader(namespace=ns, pod=review.pod_name, pod_uid=review.pod_uid, build=owner[0], build_obj=build)
 
     async def claimed(self, review: gcluster.Review, *, wait: float, poll: float,
                       sleep: Callable[[float], Any] = asyncio.sleep) -> tuple[Caller, Mapping[str, Any]] | None:

@@ -27,11 +27,13 @@
     POST /model/anthropic/v1/messages, ...            longshot.gateway.modelroutes)
     POST /mcp/<server>                                one JSON-RPC message to an MCP server of the build
                                                       (spec.agent.mcpServers): longshot.gateway.mcpproxy
-    GET  /v1/claim                                    a warm sandbox waits for its claim: its attempt's task
-                                                      input once bound (docs/warm-pools.md), else 204
+    GET  /v1/claim?wait=S                             a warm sandbox waits for its claim: its attempt's task
+                                                      input once bound (docs/warm-pools.md), else 204 (with
+                                                      the repository it may pre-clone, if its pool does)
 
 Every route of the agents' port needs the caller's Pod-bound token (``longshot.gateway.identity``), and every one
-but ``/v1/claim`` an attempt bound to that Pod (a warm sandbox is refused there until its claim); the metrics
+but ``/v1/claim`` an attempt bound to that Pod (a warm sandbox is refused there until its claim, except the clone and
+fetch of its own build's repository when its pool pre-clones: ``identity.Reader``); the metrics
 port answers anyone the NetworkPolicy lets in (Prometheus, the kubelet's probes), and no agent is. Every route is
 declared with its body limit, deadlines and per-attempt concurrency in :meth:`Gateway.ingress` (agents) and
 :meth:`Gateway.probes` (metrics and probes) and served through ``longshot.net.ingress``, which checks route, method
@@ -142,6 +144,17 @@ class Gateway:
         request[CALLER] = caller
         return (caller.namespace, caller.pod_uid), caller
 
+    async def reader_caller(self, request: web.Request) -> tuple[Hashable, identity.Caller | identity.Reader]:
+        """The ``reader-token`` caller check of the clone and fetch routes: the attempt bound to the token's Pod, or a
+        warm sandbox of a build whose pool pre-clones (its lane is the Pod, as an attempt's)."""
+        try:
+            caller = await self.auth.authenticate_reader(request.headers)
+        except identity.Denied as e:
+            raise ingress.Refused(e.status, e.message, e.headers) from None
+        if isinstance(caller, identity.Caller):
+            request[CALLER] = caller
+        return (caller.namespace, caller.pod_uid), caller
+
     async def sandbox_caller(self, request: web.Request) -> tuple[Hashable, gcluster.Review]:
         """The ``sandbox-token`` caller check of ``GET /v1/claim``: a valid Pod-bound token, bound attempt or not
         (its lane is the Pod)."""
@@ -165,12 +178,19 @@ class Gateway:
 
     async def git_route(self, request: web.Request, call: ingress.Call) -> web.StreamResponse:
         async def handle() -> tuple[web.StreamResponse, str]:
-            caller: identity.Caller = call.caller
+            caller: identity.Caller | identity.Reader = call.caller
             ns, build = request.match_info["ns"], request.match_info["build"]
             rest = request.path.rpartition(".git/")[2]
+            who = "this attempt" if isinstance(caller, identity.Caller) else f"the warm sandbox {caller.pod}"
             if (ns, build) != (caller.namespace, caller.build):
-                return _text(403, f"this attempt belongs to build {caller.namespace}/{caller.build}, not "
+                return _text(403, f"{who} belongs to build {caller.namespace}/{caller.build}, not "
                                   f"{ns}/{build}"), "forbidden"
+            if isinstance(caller, identity.Reader) and not (
+                    (request.method, rest) == ("POST", "git-upload-pack")
+                    or ((request.method, rest) == ("GET", "info/refs")
+                        and request.query.get("service") == "git-upload-pack")):
+                return _text(403, f"{who} is not claimed by an attempt yet: it may clone and fetch its build's "
+                                  "repository, nothing more"), "forbidden"
             secret_name = (caller.build_spec.get("repository") or {}).get("credentialsSecret")
             try:
                 secret = (await asyncio.to_thread(self.cluster.get_secret, ns, str(secret_name))
@@ -190,7 +210,7 @@ class Gateway:
                     return await self.git_service.info_refs(request, caller, upstream), "ok"
                 if request.method == "POST" and rest == "git-upload-pack":
                     return await self.git_service.upload_pack(request, caller, upstream), "ok"
-                if request.method == "POST" and rest == "git-receive-pack":
+                if request.method == "POST" and rest == "git-receive-pack" and isinstance(caller, identity.Caller):
                     response = await self.git_service.receive_pack(request, caller, upstream)
                     refused = response.content_type == "application/x-git-receive-pack-result" and isinstance(
                         response, web.Response)
@@ -322,12 +342,22 @@ class Gateway:
         async def handle() -> tuple[web.StreamResponse, str]:
             review: gcluster.Review = call.caller
             s = self.settings
+            asked = request.query.get("wait", "")
+            wait = s.claim_wait_seconds
+            if asked:
+                if not asked.isdigit() or len(asked) > 4:
+                    return web.json_response({"error": "wait must be a whole number of seconds"},
+                                             status=400), "bad_request"
+                wait = min(wait, float(asked))
             try:
-                found = await self.auth.claimed(review, wait=s.claim_wait_seconds, poll=s.claim_poll_seconds)
+                found = await self.auth.claimed(review, wait=wait, poll=s.claim_poll_seconds)
             except identity.Denied as e:
                 return web.json_response({"error": e.message}, status=e.status, headers=e.headers), _result(e.status)
             if found is None:
-                return web.Response(status=204), "ok"
+                # not claimed yet; a sandbox of a build whose pool pre-clones is told which repository it may read
+                reader = await self.auth.reader(review)
+                headers = {PRE_CLONE_HEADER: f"{reader.namespace}/{reader.build}"} if reader is not None else None
+                return web.Response(status=204, headers=headers), "ok"
             caller, pod = found
             request[CALLER] = caller
             raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(handoff.TASK_INPUT_ANNOTATION)
@@ -393,7 +423,8 @@ class Gateway:
         door = ingress.Ingress(
             ingress.Limits(max_connections=s.max_connections, header_seconds=s.header_timeout_seconds,
                            inflight_body_bytes=s.max_inflight_body_bytes),
-            {"agent-token": self.agent_caller, "sandbox-token": self.sandbox_caller}, render=_json_refused,
+            {"agent-token": self.agent_caller, "reader-token": self.reader_caller,
+             "sandbox-token": self.sandbox_caller}, render=_json_refused,
             on_refused=_count_refused)
         body_s, per = s.body_timeout_seconds, s.max_requests_per_attempt
         answer_s = body_s + 120.0  # an API server write or two after the body
@@ -416,9 +447,10 @@ class Gateway:
                        per, lane="messages"), self.messages_route)
         git_s, git_per = s.git_timeout_seconds + 60.0, s.max_git_requests_per_attempt
         repo = r"/git/{ns}/{build}.git"
-        door.add(Route("git-info-refs", f"{repo}/info/refs", ("GET",), "agent-token", 0, 0.0, git_s, git_per,
+        # a clone or fetch: also a warm sandbox of a build whose pool pre-clones (git_route: nothing but those)
+        door.add(Route("git-info-refs", f"{repo}/info/refs", ("GET",), "reader-token", 0, 0.0, git_s, git_per,
                        lane="git"), self.git_route, render=_text_refused)
-        door.add(Route("git-upload-pack", f"{repo}/git-upload-pack", ("POST",), "agent-token",
+        door.add(Route("git-upload-pack", f"{repo}/git-upload-pack", ("POST",), "reader-token",
                        s.max_fetch_request_bytes, git_s, git_s, git_per, lane="git", stream=True,
                        limit_name="max_fetch_request_bytes"),
                  self.git_route, render=_text_refused)
@@ -438,6 +470,7 @@ class Gateway:
 
 PROBE_LIMITS = ingress.Limits(max_connections=64, header_seconds=10.0, inflight_body_bytes=1024)
 """The metrics and probe port: no route reads a body; scrapes and probes hold few connections."""
+PRE_CLONE_HEADER = handoff.PRE_CLONE_HEADER
 PROGRESS_MAX_BYTES = 64 * 1024
 """Largest body of ``POST /progress``."""
 MESSAGES_MAX_WAIT = 25.0

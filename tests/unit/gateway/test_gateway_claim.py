@@ -157,3 +157,101 @@ def test_a_runner_with_an_empty_task_input_waits_for_its_claim_and_checks_it_as_
     # a Pod with a task input (a cold one) never asks
     (tmp_path / "task.json").write_text(json.dumps(TASK_INPUT.to_wire()))
     assert runner.load_task_input(tmp_path / "task.json", gw).task == "b-t" and len(seen) == 4
+
+
+# --- pre-clone (docs/warm-pools.md, "Pre-clone") ------------------------------------------------------------------
+
+def pre_cloning(c: FakeCluster, *, pre_clone: bool = True) -> FakeCluster:
+    """The Pod as the operator makes a warm sandbox (its controller reference with its apiVersion), of a build whose
+    pool pre-clones (or not)."""
+    c.pod["metadata"]["ownerReferences"][0]["apiVersion"] = "longshot.dev/v1alpha1"
+    c.build["metadata"]["uid"] = "b-uid"
+    c.build["spec"]["agent"] = {"warmPool": {"size": 2, "preClone": pre_clone}}
+    return c
+
+
+def test_a_warm_sandbox_of_a_pre_cloning_pool_reads_its_builds_repository_and_nothing_else_until_its_claim():
+    c = pre_cloning(FakeCluster())
+    a = authenticator(c)
+    reader = asyncio.run(a.authenticate_reader(HEADERS))
+    assert isinstance(reader, identity.Reader)
+    assert (reader.namespace, reader.build, reader.pod, reader.build_spec["repository"]["url"]) == (
+        "ns", "b", "b-warm-1", "https://x/r.git")
+    with pytest.raises(identity.Denied) as e:  # every other door of the agents' port is still closed
+        asyncio.run(a.authenticate(HEADERS))
+    assert e.value.status == 403
+    # after its claim (the identity cache replaced by the claim's wait) it is its attempt, on every door
+    c.claim(record=True)
+    review = asyncio.run(a.sandbox(HEADERS))
+    assert asyncio.run(a.claimed(review, wait=0, poll=0.1)) is not None
+    caller = asyncio.run(a.authenticate_reader(HEADERS))
+    assert isinstance(caller, identity.Caller) and (caller.task, caller.attempt) == ("b-t", 1)
+
+
+@pytest.mark.parametrize("change", ["pre_clone_off", "pool_off", "other_build_uid", "no_api_version", "ended",
+                                    "deleting", "not_warm", "two_controllers", "build_gone"])
+def test_a_pod_is_a_reader_only_as_an_unclaimed_live_warm_sandbox_of_a_pre_cloning_build_of_the_same_uid(change):
+    c = pre_cloning(FakeCluster(), pre_clone=change != "pre_clone_off")
+    meta = c.pod["metadata"]
+    if change == "pool_off":
+        c.build["spec"]["agent"]["warmPool"]["size"] = 0
+    elif change == "other_build_uid":
+        c.build["metadata"]["uid"] = "another-b-uid"  # a build of the same name made again
+    elif change == "no_api_version":
+        meta["ownerReferences"][0].pop("apiVersion")
+    elif change == "ended":
+        c.pod["status"] = {"phase": "Succeeded"}
+    elif change == "deleting":
+        meta["deletionTimestamp"] = "2025-01-01T00:00:00Z"
+    elif change == "not_warm":
+        meta["labels"].pop(keys.WARM_TEMPLATE)
+    elif change == "two_controllers":
+        meta["ownerReferences"].append({"apiVersion": "v1", "kind": "ReplicaSet", "name": "r", "uid": "u",
+                                        "controller": True})
+    elif change == "build_gone":
+        c.build = None  # type: ignore[assignment]
+    with pytest.raises(identity.Denied) as e:
+        asyncio.run(authenticator(c).authenticate_reader(HEADERS))
+    assert e.value.status == 403
+
+
+def test_the_pre_clone_header_names_a_namespace_and_a_build_or_nothing():
+    assert agent_gateway.pre_clone_target("ns/b") == ("ns", "b")
+    assert agent_gateway.pre_clone_target(" team-a/build.v2 ") == ("team-a", "build.v2")
+    for bad in ("", "ns", "ns/", "/b", "ns/b/c", "NS/b", "ns/../b", "ns/b;rm", "n" * 64 + "/b", "ns/-b"):
+        assert agent_gateway.pre_clone_target(bad) is None, bad
+
+
+def test_a_runner_in_a_pre_cloning_sandbox_asks_once_without_waiting_then_pre_clones_then_waits(
+        tmp_path: Path) -> None:
+    seen: list[str] = []
+    answers = [(204, {ho.PRE_CLONE_HEADER: "ns/b"}), (204, {ho.PRE_CLONE_HEADER: "ns/other"}), (200, {})]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            status, headers = answers.pop(0)
+            body = json.dumps(TASK_INPUT.to_wire()).encode() if status == 200 else b""
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "token").write_text("pod-token")
+        gw = agent_gateway.Gateway(url=f"http://127.0.0.1:{server.server_address[1]}", token_file=tmp_path / "token")
+        cloned: list[tuple[str, str]] = []
+        body = gw.claim(sleep=lambda s: None, pre_clone=lambda ns, b: cloned.append((ns, b)))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert json.loads(body)["task"] == "b-t"
+    assert seen == ["/v1/claim?wait=0", "/v1/claim", "/v1/claim"]  # only the first does not wait
+    assert cloned == [("ns", "b")]  # once, from the first answer

@@ -29,8 +29,10 @@ async def test_every_gateway_route_is_declared_with_its_limits(tmp_path: Any) ->
         assert readers == BODY_ROUTES
         for route in door.routes:
             assert route.problems() == []
-            # the agents' port serves agents only: attempts, and a warm sandbox on its claim's door alone
-            assert route.caller == ("sandbox-token" if route.name == "claim" else "agent-token"), route
+            # the agents' port serves agents only: attempts, and a warm sandbox on its claim's door, and on the
+            # clone and fetch of its own build's repository when its pool pre-clones (never a push)
+            assert route.caller == {"claim": "sandbox-token", "git-info-refs": "reader-token",
+                                    "git-upload-pack": "reader-token"}.get(route.name, "agent-token"), route
         # metrics and probes are on their own port, never on the agents' one
         probes = gateway.probes()
         probe_app = probes.app()
