@@ -225,6 +225,8 @@ def test_a_pre_cloning_sandbox_clones_its_builds_repository_before_its_claim_may
             assert (asked.status_code, asked.headers.get(ho.PRE_CLONE_HEADER)) == (204, f"{namespace}/pc")
             plain = http.get(f"{gateway.url}/v1/claim?wait=0", headers={"Authorization": f"Bearer {other_token}"})
             assert plain.status_code == 204 and ho.PRE_CLONE_HEADER not in plain.headers  # its pool does not
+            polled = http.get(f"{gateway.url}/v1/claim", headers={"Authorization": f"Bearer {token}"})
+            assert polled.status_code == 204 and ho.PRE_CLONE_HEADER not in polled.headers  # a long poll: not asked
             # before the claim: every other door still closed, the push's advertisement included
             for url in (f"{gateway.url}/git/{namespace}/pc.git/info/refs?service=git-receive-pack",):
                 assert http.get(url, headers={"Authorization": f"Bearer {token}"}).status_code == 403

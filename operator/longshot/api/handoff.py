@@ -332,8 +332,9 @@ TASK_INPUT_PATH = "/etc/longshot/task/task.json"
 ``longshot.dev/task-input`` annotation."""
 TASK_INPUT_ANNOTATION = keys.TASK_INPUT
 PRE_CLONE_HEADER = "Longshot-Pre-Clone"
-"""The header of longshot-gateway's ``204`` to ``GET /v1/claim`` when the waiting warm sandbox's pool pre-clones
-(``spec.agent.warmPool.preClone``): ``<namespace>/<build>``, whose repository it may clone before its claim."""
+"""The header of longshot-gateway's ``204`` to ``GET /v1/claim?wait=S`` when the waiting warm sandbox's pool
+pre-clones (``spec.agent.warmPool.preClone``): ``<namespace>/<build>``, whose repository it may clone before its
+claim."""
 GIT_CREDENTIALS_DIR = "/etc/longshot/git"
 """Mounted git Secret: files ``username`` + ``password`` or ``token``, or ``ssh-privatekey``."""
 LLM_CREDENTIALS_DIR = "/etc/longshot/llm"

@@ -358,16 +358,8 @@ def _gather(ctx: ctxmod.Context, ns: str, build_name: str, names: Iterable[str],
     for name in list(names):
         key = (ns, name)
         t = ctx.cache.tasks.get(key)
-        if t is None:
-            continue
-        if not admitted.get(key) and (t.status.phase or tasks.PENDING) == tasks.PENDING:
-            # most of a large build: pending with no Pod in the cache, so neither admitted nor ended (``_seat``)
-            if t.spec.cancel or t.spec.suspend or not ours or ctx.fanout_of(t, build) is not None:
-                continue
-            seat: str | None = tasks.PENDING
-        else:
-            seat = _seat(ctx, t, key, build, ours or bool(admitted.get(key)))
-        if seat is None:
+        seat = _seat(ctx, t, key, build, ours or bool(admitted.get(key))) if t is not None else None
+        if t is None or seat is None:
             continue
         if seat == ENDED:
             ended.setdefault(bkey, []).append(t)
@@ -400,6 +392,8 @@ def _seat(ctx: ctxmod.Context, t: objects.AgentTask, key: cachemod.Key, build: o
         return None
     if phase not in (tasks.PENDING, tasks.RUNNING) or ctx.fanout_of(t, build) is not None:
         return None
+    if phase == tasks.PENDING and not ctx.cache.pods_by_task.get(key):
+        return phase  # most of a large build: no Pod of it in the cache, so neither admitted nor ended
     if phase == tasks.PENDING and _next_pod_exists(ctx, t, key):
         return tasks.RUNNING  # admitted, its status not written yet (or interrupted): it holds a slot
     if slot_freed(ctx, t, build):

@@ -29,7 +29,8 @@
                                                       (spec.agent.mcpServers): longshot.gateway.mcpproxy
     GET  /v1/claim?wait=S                             a warm sandbox waits for its claim: its attempt's task
                                                       input once bound (docs/warm-pools.md), else 204 (with
-                                                      the repository it may pre-clone, if its pool does)
+                                                      ``wait``: the repository it may pre-clone, if its pool
+                                                      does)
 
 Every route of the agents' port needs the caller's Pod-bound token (``longshot.gateway.identity``), and every one
 but ``/v1/claim`` an attempt bound to that Pod (a warm sandbox is refused there until its claim, except the clone and
@@ -354,9 +355,10 @@ class Gateway:
             except identity.Denied as e:
                 return web.json_response({"error": e.message}, status=e.status, headers=e.headers), _result(e.status)
             if found is None:
-                # not claimed yet; a sandbox of a build whose pool pre-clones is told which repository it may read
-                reader = await self.auth.reader(review)
-                headers = {PRE_CLONE_HEADER: f"{reader.namespace}/{reader.build}"} if reader is not None else None
+                # not claimed yet. A request that set its wait (the runner's first) of a sandbox of a build whose pool
+                # pre-clones is told which repository it may read; the long polls after it cost no more reads
+                reader = await self.auth.reader(review) if asked else None
+                headers = {handoff.PRE_CLONE_HEADER: f"{reader.namespace}/{reader.build}"} if reader else None
                 return web.Response(status=204, headers=headers), "ok"
             caller, pod = found
             request[CALLER] = caller
@@ -470,7 +472,6 @@ class Gateway:
 
 PROBE_LIMITS = ingress.Limits(max_connections=64, header_seconds=10.0, inflight_body_bytes=1024)
 """The metrics and probe port: no route reads a body; scrapes and probes hold few connections."""
-PRE_CLONE_HEADER = handoff.PRE_CLONE_HEADER
 PROGRESS_MAX_BYTES = 64 * 1024
 """Largest body of ``POST /progress``."""
 MESSAGES_MAX_WAIT = 25.0

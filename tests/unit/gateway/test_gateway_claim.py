@@ -5,6 +5,7 @@ it, the Pod is that attempt's caller at once, whatever the identity cache held."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import json
 import threading
@@ -115,19 +116,23 @@ TASK_INPUT = ho.TaskInput(task="b-t", build="b", namespace="ns", role="worker", 
                           repository_url="https://x/r.git", branch="longshot/ns/b/b-t")
 
 
-@pytest.fixture
-def claim_server() -> Iterator[tuple[str, list[int]]]:
-    """A stand-in for the gateway's /v1/claim: 204 twice, then the task input."""
-    answers: list[int] = [204, 204, 200]
+@contextlib.contextmanager
+def claim_stand_in(answers: list[tuple[int, dict[str, str]]]) -> Iterator[tuple[str, list[str], list[int]]]:
+    """A stand-in for the gateway's /v1/claim answering ``answers`` in turn (status, headers; the task input with
+    a 200), then 403: its URL, and the paths and statuses it answered."""
+    paths: list[str] = []
     seen: list[int] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            assert self.path == "/v1/claim" and self.headers["Authorization"] == "Bearer pod-token"
-            status = answers.pop(0) if answers else 403
+            assert self.path.startswith("/v1/claim") and self.headers["Authorization"] == "Bearer pod-token"
+            status, headers = answers.pop(0) if answers else (403, {})
+            paths.append(self.path)
             seen.append(status)
             body = json.dumps(TASK_INPUT.to_wire()).encode() if status == 200 else b""
             self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -138,9 +143,19 @@ def claim_server() -> Iterator[tuple[str, list[int]]]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", paths, seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def claim_server() -> Iterator[tuple[str, list[int]]]:
+    """A stand-in for the gateway's /v1/claim: 204 twice, then the task input."""
+    with claim_stand_in([(204, {}), (204, {}), (200, {})]) as (url, paths, seen):
+        yield url, seen
+    assert set(paths) <= {"/v1/claim"}
 
 
 def test_a_runner_with_an_empty_task_input_waits_for_its_claim_and_checks_it_as_the_file(
@@ -224,34 +239,12 @@ def test_the_pre_clone_header_names_a_namespace_and_a_build_or_nothing():
 
 def test_a_runner_in_a_pre_cloning_sandbox_asks_once_without_waiting_then_pre_clones_then_waits(
         tmp_path: Path) -> None:
-    seen: list[str] = []
     answers = [(204, {ho.PRE_CLONE_HEADER: "ns/b"}), (204, {ho.PRE_CLONE_HEADER: "ns/other"}), (200, {})]
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(self.path)
-            status, headers = answers.pop(0)
-            body = json.dumps(TASK_INPUT.to_wire()).encode() if status == 200 else b""
-            self.send_response(status)
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            return None
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        (tmp_path / "token").write_text("pod-token")
-        gw = agent_gateway.Gateway(url=f"http://127.0.0.1:{server.server_address[1]}", token_file=tmp_path / "token")
-        cloned: list[tuple[str, str]] = []
+    (tmp_path / "token").write_text("pod-token")
+    cloned: list[tuple[str, str]] = []
+    with claim_stand_in(answers) as (url, seen, _):
+        gw = agent_gateway.Gateway(url=url, token_file=tmp_path / "token")
         body = gw.claim(sleep=lambda s: None, pre_clone=lambda ns, b: cloned.append((ns, b)))
-    finally:
-        server.shutdown()
-        server.server_close()
     assert json.loads(body)["task"] == "b-t"
     assert seen == ["/v1/claim?wait=0", "/v1/claim", "/v1/claim"]  # only the first does not wait
     assert cloned == [("ns", "b")]  # once, from the first answer
