@@ -77,6 +77,9 @@ class FakeKube:
         o = self.objects.get((kind, namespace, name))
         if o is None:
             return None
+        fence = (body.get("metadata") or {}).get("resourceVersion")
+        if fence and fence != o["metadata"]["resourceVersion"]:
+            raise kube.Conflict(kind, namespace, name, fence)
         for part, value in body.items():
             if isinstance(value, Mapping):
                 o.setdefault(part, {}).update(value)
@@ -94,7 +97,7 @@ class FakeKube:
         if o is None:
             return None
         if resource_version and o["metadata"]["resourceVersion"] != resource_version:
-            raise kube.Conflict(f"{kind} {namespace}/{name} changed")
+            raise kube.Conflict(kind, namespace, name, resource_version)
         current = o.setdefault("status", {})
         for k, v in status.items():
             if v is None:
@@ -129,7 +132,7 @@ class FakeKube:
             return None
         rv = (body.get("metadata") or {}).get("resourceVersion")
         if rv and rv != str(p["metadata"].get("resourceVersion", "")):
-            raise kube.Conflict(f"Pod {namespace}/{name} changed")
+            raise kube.Conflict("Pod", namespace, name, rv)
         meta = body.get("metadata") or {}
         for k in ("labels", "annotations"):
             p["metadata"].setdefault(k, {}).update(meta.get(k) or {})

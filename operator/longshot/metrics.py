@@ -136,6 +136,10 @@ EVENTS_DROPPED = Counter("longshot_events_dropped_total",
                          "Kubernetes Events not written: rate (an object's burst spent, or the same Event again "
                          "within 30 s) or routine (the build's budget of routine Events spent).", ["reason"],
                          registry=REGISTRY)
+READS_ANEW = Counter("longshot_cache_reads_anew_total",
+                     "Objects read anew from the API server after a write fenced on the version the operator held "
+                     "lost: the watch had not yet brought the newer version (a steady rise: a late or stalled watch).",
+                     ["kind"], registry=REGISTRY)
 TOKENS = Counter("longshot_tokens_total", "Model tokens reported by agent handoffs.", registry=REGISTRY)
 COST = Counter("longshot_cost_dollars_total", "Model cost reported by agent handoffs, in US dollars.",
                registry=REGISTRY)

@@ -157,6 +157,7 @@ UNIT_SUFFIXES = ("_seconds", "_bytes", "_ratio", "_dollars", "_cores", "_info")
 COUNTS = {
     # things counted: the name says what is counted (a count's unit is the thing)
     "longshot_tasks", "longshot_pending_tasks", "longshot_active_workers", "longshot_tenant_agents",
+    "longshot_cache_reads_anew",
     "longshot_builds_stalled", "longshot_admission_waiting_tasks", "longshot_merge_queue_depth",
     "longshot_workqueue_depth", "longshot_tenant_tokens_last_hour", "longshot_tokens", "longshot_gateway_tokens",
     "longshot_merges", "longshot_sweeps", "longshot_reconciles", "longshot_pod_failures", "longshot_finalizations",

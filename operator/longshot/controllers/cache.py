@@ -445,7 +445,7 @@ class Cache:
         old = self._superseded.get((kind, key))
         if old is not None and rv in old:
             return []  # a version older than one we wrote
-        if rv and self._version(kind, key) == rv:
+        if rv and self.resource_version(kind, key) == rv:
             return []  # the version we hold already (our own write's answer, then its watch event): nothing new
         if kind == "Pod":
             return self._store_pod(PodView.from_body(body))
@@ -457,7 +457,8 @@ class Cache:
             return []
         return self._store(obj)
 
-    def _version(self, kind: str, key: Key) -> str | None:
+    def resource_version(self, kind: str, key: Key) -> str | None:
+        """The resourceVersion of the object held (None: none is held)."""
         if kind == "Pod":
             pod = self.pods.get(key)
             return pod.resource_version if pod is not None else None
@@ -468,11 +469,22 @@ class Cache:
 
     def written(self, kind: str, body: Mapping[str, Any], based_on: str) -> list[Ref]:
         """Our own write returned ``body``; ``based_on`` is the version it replaced."""
+        return self._newer(kind, body, based_on)
+
+    def read_anew(self, kind: str, body: Mapping[str, Any]) -> list[Ref]:
+        """A GET returned ``body`` (a write fenced on the version held here lost: what is held is older than the API
+        server's, its watch event late). The version held is stored as superseded, so that its event, or the
+        watch's copy of it, arriving late does not bring it back."""
+        meta = body.get("metadata") or {}
+        held = self.resource_version(kind, (meta.get("namespace", ""), meta.get("name", "")))
+        return self._newer(kind, body, held or "")
+
+    def _newer(self, kind: str, body: Mapping[str, Any], replaced: str) -> list[Ref]:
         meta = body.get("metadata") or {}
         key: Key = (meta.get("namespace", ""), meta.get("name", ""))
-        if based_on:
+        if replaced and replaced != str(meta.get("resourceVersion", "")):
             memory = self._superseded.get((kind, key), ())
-            self._superseded[(kind, key)] = (*memory[1 - SUPERSEDED_MEMORY:], based_on)
+            self._superseded[(kind, key)] = (*memory[1 - SUPERSEDED_MEMORY:], replaced)
         return self.observe(kind, "MODIFIED", body)
 
     def _bury(self, uid: str) -> None:

@@ -13,7 +13,9 @@ Kubernetes API (``runtime.kube.KubeAPI``) from worker threads:
   10,000-task plan is taken in with 10,000 writes;
 * a status write is fenced on the resourceVersion the decision was made on, and is always the last action of a
   reconcile: a :class:`~longshot.runtime.kube.Conflict` propagates, the reconcile fails, and the work queue
-  retries it with backoff on a fresh read. Every side effect before it is idempotent, so a retry repeats nothing
+  retries it with backoff. The object is read anew (a GET) before the Conflict propagates, so the retry decides on
+  the API server's version even when the watch has not brought it (a late or stalled watch would otherwise have
+  every retry lose on the same stale version). Every side effect before it is idempotent, so a retry repeats nothing
   harmful;
 * the answer of a write goes into the cache at once (``Cache.written``), so the next reconcile decides on it, and
   the references it concerns (but the written object's own) are enqueued;
@@ -35,6 +37,7 @@ Nothing here decides: the executor only does what it is told, and says what it c
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -233,6 +236,8 @@ class Executor:
     """The routine-Event budget of each build (``RecordEvent.budget``)."""
     _shared: _EventBucket = field(default_factory=lambda: _EventBucket(tokens=0.0))
     """The routine Events of builds whose own budget is spent: one per ``ROUTINE_EVENT_INTERVAL`` for all."""
+    reads_anew: int = 0
+    """Objects read anew after a write fenced on the version held lost (the cache was behind the API server)."""
     _created: dict[tuple[str, str], str] = field(default_factory=dict)
     """UIDs of the Pods this executor created, by (namespace, name), until a status write records them."""
     _found: set[tuple[str, str]] = field(default_factory=set)
@@ -271,6 +276,34 @@ class Executor:
                 continue
             await self._one(actions[i])
             i += 1
+
+    async def _fenced(self, kind: str, namespace: str, name: str, write: Callable[..., dict[str, Any] | None],
+                      *args: Any) -> dict[str, Any] | None:
+        """``write(*args)``, a write fenced on the version the decision read. When it loses (a
+        :class:`~longshot.runtime.kube.Conflict`), the object is read anew before the Conflict propagates: the
+        version held was older than the API server's, and the retry decides on the newer one even when its watch
+        event is late (or lost: a watch that stalls until its client timeout), not on the same stale version again
+        and again, each try backing off longer."""
+        try:
+            return await asyncio.to_thread(write, *args)
+        except kube.Conflict:
+            await self._read_anew(kind, namespace, name)
+            raise
+
+    async def _read_anew(self, kind: str, namespace: str, name: str) -> None:
+        held = self.cache.resource_version(kind, (namespace, name))
+        try:
+            body = await asyncio.to_thread(self.kube.get, kind, namespace, name)
+        except Exception as e:  # the retry's backoff still applies; the watch may yet bring it
+            log.info("could not read %s %s/%s anew after a write lost: %s", kind, namespace, name, e)
+            return
+        if body is None or str((body.get("metadata") or {}).get("resourceVersion", "")) == held:
+            return  # gone (its watch event says so), or what is held is already the newest
+        self.reads_anew += 1
+        metrics.READS_ANEW.labels(kind).inc()
+        log.info("%s %s/%s: a write fenced on resourceVersion %s lost; read anew at %s", kind, namespace, name, held,
+                 (body.get("metadata") or {}).get("resourceVersion"))
+        self._mark(self.cache.read_anew(kind, body))
 
     async def _concurrently(self, actions: Sequence[Action]) -> None:
         """``actions`` by :data:`CREATE_CONCURRENCY` workers taking the next one in turn (a 10,000-task plan holds
@@ -311,14 +344,15 @@ class Executor:
                 if created is not None:
                     self._mark(self.cache.observe(str(created.get("kind")), "ADDED", created))
             case PatchObject():
-                patched = await asyncio.to_thread(self.kube.patch, a.kind, a.namespace, a.name, a.body)
+                patched = await self._fenced(a.kind, a.namespace, a.name, self.kube.patch, a.kind, a.namespace,
+                                             a.name, a.body)
                 if patched is not None:
                     self._mark(self.cache.observe(a.kind, "MODIFIED", patched))
             case WriteStatus():
                 status = self._with_pod_uids(a) if a.kind == "AgentTask" and self._created else a.status
                 again = a.kind == "AgentTask" and bool(self._found) and self._admits_found(a)
-                written = await asyncio.to_thread(self.kube.patch_status, a.kind, a.namespace, a.name, status,
-                                                  resource_version=a.resource_version)
+                written = await self._fenced(a.kind, a.namespace, a.name, functools.partial(
+                    self.kube.patch_status, resource_version=a.resource_version), a.kind, a.namespace, a.name, status)
                 self.writes += 1
                 if written is not None:
                     for c in a.counts:

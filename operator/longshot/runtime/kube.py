@@ -60,6 +60,11 @@ def refusal(e: BaseException) -> str | None:
 class Conflict(Exception):
     """The object changed since the resourceVersion a write was fenced on (HTTP 409)."""
 
+    def __init__(self, kind: str, namespace: str, name: str, resource_version: str | None) -> None:
+        super().__init__(f"{kind} {namespace}/{name} changed since resourceVersion {resource_version}")
+        self.kind, self.namespace, self.name = kind, namespace, name
+        self.resource_version = resource_version
+
 
 class Forbidden(Exception):
     """RBAC does not let this ServiceAccount read the object (HTTP 403): not the same as "it does not exist"."""
@@ -196,13 +201,16 @@ class Kube:
             raise
 
     def patch(self, kind: str, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Merge-patch the object (spec or metadata); None when it is gone."""
+        """Merge-patch the object (spec or metadata); None when it is gone; raises :class:`Conflict` when ``body``
+        is fenced (``metadata.resourceVersion``) and the object changed since."""
         try:
             return _obj(self.custom.patch_namespaced_custom_object(
                 api.GROUP, api.VERSION, namespace, PLURALS[kind], name, dict(body)))
         except ApiException as e:
             if e.status == 404:
                 return None
+            if e.status == 409:
+                raise Conflict(kind, namespace, name, (body.get("metadata") or {}).get("resourceVersion")) from None
             raise
 
     def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any], *,
@@ -219,8 +227,7 @@ class Kube:
             if e.status == 404:
                 return None
             if e.status == 409:
-                raise Conflict(f"{kind} {namespace}/{name} changed since resourceVersion {resource_version}") \
-                    from None
+                raise Conflict(kind, namespace, name, resource_version) from None
             raise
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
@@ -278,8 +285,7 @@ class Kube:
             if e.status == 404:
                 return None
             if e.status == 409:
-                raise Conflict(f"Pod {namespace}/{name} changed since resourceVersion "
-                               f"{(body.get('metadata') or {}).get('resourceVersion')}") from None
+                raise Conflict("Pod", namespace, name, (body.get("metadata") or {}).get("resourceVersion")) from None
             raise
 
     def delete_pod_at(self, namespace: str, name: str, resource_version: str) -> bool:

@@ -86,7 +86,8 @@ async def test_a_failed_status_write_is_retried_with_backoff_without_any_new_eve
     await sync()
     obj = fake.patch("BuildRequest", "ns", "b", {"spec": {"suspend": True}})
     m.observe("BuildRequest", "MODIFIED", obj)  # the one and only event
-    fake.fail_status[("BuildRequest", "b")] = [kube.Conflict("injected"), RuntimeError("a webhook refused once")]
+    fake.fail_status[("BuildRequest", "b")] = [kube.Conflict("BuildRequest", "ns", "b", "injected"),
+                                               RuntimeError("a webhook refused once")]
 
     def reconciles(result: str) -> float:
         return metrics.REGISTRY.get_sample_value("longshot_reconciles_total",

@@ -362,3 +362,39 @@ def test_collection_selectors_group_by_attempt_in_bounded_chunks_and_leave_the_o
     assert first.count(",") - 2 == ex.DELETE_COLLECTION_MAX - 1
     assert second.endswith(f"in (t{ex.DELETE_COLLECTION_MAX:03d})")
     assert third == "b=x,longshot.dev/attempt=3,longshot.dev/task in (v,w)"
+
+
+def build_manifest(name: str = "b") -> dict[str, Any]:
+    return {"apiVersion": "longshot.dev/v1alpha1", "kind": "BuildRequest",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"request": "p", "repository": {"url": "https://example.com/r.git"}}}
+
+
+@pytest.mark.parametrize("fenced", ["status", "metadata"])
+async def test_a_fenced_write_that_loses_reads_the_object_anew_so_the_retry_needs_no_watch_event(fenced: str):
+    """CI (2026-11-29): a build's status write lost seven times in a row over 32 s, each retry deciding on the same
+    version, because the watch event of a spec edit had not come. The lost write reads the object anew; a late watch
+    event carrying the version held then is not taken back."""
+    fake, clock = FakeKube(), Clock()
+    e = executor(fake, clock)
+    held = fake.create(build_manifest())
+    assert held is not None
+    e.cache.observe("BuildRequest", "ADDED", held)
+    edited = fake.patch("BuildRequest", "ns", "b", {"spec": {"request": "edited"}})  # its watch event is late
+    assert edited is not None
+    old_rv = held["metadata"]["resourceVersion"]
+    before = ex.metrics.READS_ANEW.labels("BuildRequest")._value.get()
+    write: ex.Action = (ex.WriteStatus("BuildRequest", "ns", "b", old_rv, {"phase": "Planning"}) if fenced == "status"
+                        else ex.PatchObject("BuildRequest", "ns", "b", {"metadata": {"finalizers": ["x"],
+                                                                                     "resourceVersion": old_rv}}))
+    with pytest.raises(ex.kube.Conflict):
+        await e.run([write])
+    got = e.cache.builds[("ns", "b")]
+    assert (got.metadata.resource_version, got.spec.request) == (edited["metadata"]["resourceVersion"], "edited")
+    assert e.reads_anew == 1 and ex.metrics.READS_ANEW.labels("BuildRequest")._value.get() - before == 1
+    assert e.queue.take() == [("BuildRequest", "ns", "b")]  # a spec edit concerns the build: reconciled anew
+    assert e.cache.observe("BuildRequest", "MODIFIED", held) == []  # the late event of the version replaced
+    assert e.cache.builds[("ns", "b")].spec.request == "edited"
+    with pytest.raises(ex.kube.Conflict):  # losing again to a version the cache holds already: no read counted
+        await e.run([ex.WriteStatus("BuildRequest", "ns", "b", old_rv, {"phase": "Planning"})])
+    assert e.reads_anew == 1

@@ -158,7 +158,8 @@ async def test_tokens_and_cost_are_counted_once_when_the_status_write_that_recor
     await sync(fake, m)
     tokens, cost = sample("longshot_tokens_total"), sample("longshot_cost_dollars_total")
     fake.finish_pod("ns", "b-planner-a1", 0, plan_of(1))
-    fake.fail_status[("AgentTask", "b-planner")] = [kube.Conflict("the gateway wrote progress meanwhile")]
+    fake.fail_status[("AgentTask", "b-planner")] = [kube.Conflict("AgentTask", "ns", "b-planner",
+                                                    "the gateway wrote progress meanwhile")]
     for _ in range(5):
         await sync(fake, m)
         clock.now += timedelta(seconds=2)
@@ -176,7 +177,8 @@ async def test_a_pod_failure_is_counted_once_when_the_status_write_that_records_
     failed = {"failure_class": "AgentError"}
     before = sample("longshot_pod_failures_total", failed)
     fake.finish_pod("ns", "b-planner-a1", 1, "it broke")
-    fake.fail_status[("AgentTask", "b-planner")] = [kube.Conflict("the gateway wrote progress meanwhile")]
+    fake.fail_status[("AgentTask", "b-planner")] = [kube.Conflict("AgentTask", "ns", "b-planner",
+                                                    "the gateway wrote progress meanwhile")]
     await sync(fake, m)
     clock.now += timedelta(seconds=2)
     await sync(fake, m)
@@ -227,7 +229,8 @@ async def test_a_success_whose_status_write_lost_creates_its_merge_job_once(monk
     fake.finish_pod("ns", "b-p0-a1", 0, json.dumps(ho.Handoff(
         task="b-p0", attempt=1, role="worker", outcome="succeeded", branch="longshot/ns/b/b-p0",
         commit=commit, summary="done").to_wire()))
-    fake.fail_status[("AgentTask", "b-p0")] = [kube.Conflict("the gateway wrote progress meanwhile")]
+    fake.fail_status[("AgentTask", "b-p0")] = [kube.Conflict("AgentTask", "ns", "b-p0",
+                                               "the gateway wrote progress meanwhile")]
     for _ in range(3):
         await sync(fake, m)
         clock.now += timedelta(seconds=2)
