@@ -56,6 +56,10 @@ GIT_PUSHES = Counter("longshot_gateway_git_pushes_total", "Pushes by result (for
                      ["result"], registry=REGISTRY)
 MIRROR_FETCH = Histogram("longshot_gateway_mirror_fetch_seconds", "Upstream fetches into a mirror.", ["result"],
                          buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=REGISTRY)
+MIRROR_REPACK = Histogram("longshot_gateway_mirror_repack_seconds",
+                          "Repacks of a mirror into one pack with a bitmap, run in the background after a fetch or a "
+                          "push once it held more than 8 packs or about 1,024 loose objects.", ["result"],
+                          buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=REGISTRY)
 MIRROR_SERVED = Counter("longshot_gateway_mirror_refreshes_total",
                         "Ref advertisements by how the mirror was brought up to date: fetched (a fetch of its own), "
                         "waited (a fetch that started after it asked, run by another request), recent (a clone's: a "
@@ -104,6 +108,8 @@ def _init() -> None:
             MCP_CALLS.labels(method=method, result=result)
     for freshness in ("fetched", "waited", "recent"):
         MIRROR_SERVED.labels(freshness=freshness)
+    for result in ("ok", "error"):
+        MIRROR_REPACK.labels(result=result)
     for kind in ("Pod", "AgentTask", "BuildRequest"):
         WATCH_CACHE_OBJECTS.labels(kind=kind)
         for result in ("hit", "miss", "unsynced"):
