@@ -471,12 +471,14 @@ class Cache:
         """Our own write returned ``body``; ``based_on`` is the version it replaced."""
         return self._newer(kind, body, based_on)
 
-    def read_anew(self, kind: str, body: Mapping[str, Any]) -> list[Ref]:
-        """A GET returned ``body`` (a write fenced on the version held here lost: what is held is older than the API
-        server's, its watch event late). The version held is stored as superseded, so that its event, or the
-        watch's copy of it, arriving late does not bring it back."""
+    def read_anew(self, kind: str, body: Mapping[str, Any], held: str | None) -> list[Ref]:
+        """A GET returned ``body``, asked for while this cache held version ``held`` (a write fenced on it lost: it
+        is older than the API server's, its watch event late). ``held`` is stored as superseded, so that its event
+        arriving late does not bring it back. When the cache holds another version by now (the watch brought one
+        while the GET was on its way, maybe newer than the GET's), the GET's answer is dropped."""
         meta = body.get("metadata") or {}
-        held = self.resource_version(kind, (meta.get("namespace", ""), meta.get("name", "")))
+        if self.resource_version(kind, (meta.get("namespace", ""), meta.get("name", ""))) != held:
+            return []
         return self._newer(kind, body, held or "")
 
     def _newer(self, kind: str, body: Mapping[str, Any], replaced: str) -> list[Ref]:

@@ -299,11 +299,13 @@ class Executor:
             return
         if body is None or str((body.get("metadata") or {}).get("resourceVersion", "")) == held:
             return  # gone (its watch event says so), or what is held is already the newest
+        if self.cache.resource_version(kind, (namespace, name)) != held:
+            return  # the watch brought another version while the GET was on its way: it may be newer than the GET's
         self.reads_anew += 1
         metrics.READS_ANEW.labels(kind).inc()
         log.info("%s %s/%s: a write fenced on resourceVersion %s lost; read anew at %s", kind, namespace, name, held,
                  (body.get("metadata") or {}).get("resourceVersion"))
-        self._mark(self.cache.read_anew(kind, body))
+        self._mark(self.cache.read_anew(kind, body, held))
 
     async def _concurrently(self, actions: Sequence[Action]) -> None:
         """``actions`` by :data:`CREATE_CONCURRENCY` workers taking the next one in turn (a 10,000-task plan holds

@@ -398,3 +398,32 @@ async def test_a_fenced_write_that_loses_reads_the_object_anew_so_the_retry_need
     with pytest.raises(ex.kube.Conflict):  # losing again to a version the cache holds already: no read counted
         await e.run([ex.WriteStatus("BuildRequest", "ns", "b", old_rv, {"phase": "Planning"})])
     assert e.reads_anew == 1
+
+
+async def test_a_read_anew_that_a_watch_event_overtook_is_dropped():
+    """The watch may deliver a version newer than the GET's answer while the GET is on its way: the answer must not
+    replace it (nor mark it superseded, which would have the cache ignore it for good)."""
+    fake, clock = FakeKube(), Clock()
+    e = executor(fake, clock)
+    held = fake.create(build_manifest())
+    assert held is not None
+    e.cache.observe("BuildRequest", "ADDED", held)
+    fake.patch("BuildRequest", "ns", "b", {"spec": {"request": "first edit"}})
+    real_get = fake.get
+    newest: dict[str, Any] = {}
+
+    def get(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        answer = real_get(kind, namespace, name)  # the first edit ...
+        newest.update(fake.patch("BuildRequest", "ns", "b", {"spec": {"request": "second edit"}}) or {})
+        e.cache.observe("BuildRequest", "MODIFIED", newest)  # ... overtaken by the watch's event of the second
+        return answer
+
+    fake.get = get  # type: ignore[method-assign]
+    with pytest.raises(ex.kube.Conflict):
+        await e.run([ex.WriteStatus("BuildRequest", "ns", "b", held["metadata"]["resourceVersion"],
+                                    {"phase": "Planning"})])
+    got = e.cache.builds[("ns", "b")]
+    assert (got.metadata.resource_version, got.spec.request) == (newest["metadata"]["resourceVersion"], "second edit")
+    assert e.reads_anew == 0
+    assert e.cache.read_anew("BuildRequest", held, "an older version") == []  # the cache's guard, directly
+    assert e.cache.builds[("ns", "b")].spec.request == "second edit"
