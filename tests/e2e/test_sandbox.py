@@ -52,9 +52,17 @@ class Node:
         return mine[0]
 
 
-def proc_status(node: Node, pid: int) -> dict[str, str]:
-    lines = node.read(f"/proc/{pid}/status").splitlines()
-    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
+def processes(node: Node, cgroup: str) -> dict[int, dict[str, str]]:
+    """``/proc/<pid>/status`` of every process in the cgroup, read in one shell on the node. A process that exits
+    between the listing and its read (the agent's short git commands) is left out rather than failing the read."""
+    out = node_sh(node.cluster, node.name,
+                  f"for p in $(cat {shlex.quote(cgroup)}/cgroup.procs); do "
+                  f"s=$(cat /proc/$p/status 2>/dev/null) && printf '@@pid %s\\n%s\\n' \"$p\" \"$s\"; done")
+    found: dict[int, dict[str, str]] = {}
+    for block in out.split("@@pid ")[1:]:
+        head, _, body = block.partition("\n")
+        found[int(head)] = {k: v.strip() for k, _, v in (line.partition(":") for line in body.splitlines())}
+    return found
 
 
 def test_agent_pod_runs_sandboxed_with_its_limits(operator, cluster, kubectl, namespace, git_repo) -> None:  # type: ignore[no-untyped-def]
@@ -80,16 +88,20 @@ def test_agent_pod_runs_sandboxed_with_its_limits(operator, cluster, kubectl, na
     cpu = node.container_cgroup("cpu", pod, cid)
     assert int(node.read(f"{cpu}/cpu.cfs_quota_us")) == 50_000
     assert int(node.read(f"{cpu}/cpu.cfs_period_us")) == 100_000
-    pids = [int(p) for p in node.read(f"{memory}/cgroup.procs").split()]
-    assert pids, "no process in the agent container's cgroup"
-    for pid in pids:
-        status = proc_status(node, pid)
-        assert status["Uid"].split() == ["65532"] * 4, status["Uid"]
-        assert status["Gid"].split() == ["65532"] * 4, status["Gid"]
-        assert status["CapEff"] == "0000000000000000" and status["CapBnd"] == "0000000000000000"
-        assert status["NoNewPrivs"] == "1"
-        assert status["Seccomp"] == "2"  # filter mode: the RuntimeDefault profile
-    init = min(pids)
+    # the script's `sleep 45` lives long enough to be read; the agent's own git commands may come and go meanwhile
+    def with_sleep() -> dict[int, dict[str, str]] | None:
+        ps = processes(node, memory)
+        return ps if any(status.get("Name") == "sleep" for status in ps.values()) else None
+
+    procs = wait_for(with_sleep, 60, "the agent's `sleep` in its container's cgroup")
+    for pid, status in procs.items():
+        assert status["Uid"].split() == ["65532"] * 4, (pid, status["Uid"])
+        assert status["Gid"].split() == ["65532"] * 4, (pid, status["Gid"])
+        assert status["CapEff"] == "0000000000000000" and status["CapBnd"] == "0000000000000000", pid
+        assert status["NoNewPrivs"] == "1", pid
+        assert status["Seccomp"] == "2", pid  # filter mode: the RuntimeDefault profile
+    # the container's init: pid 1 in its own pid namespace (the last NSpid field)
+    init = next(pid for pid, status in procs.items() if status.get("NSpid", "").split()[-1:] == ["1"])
     mountinfo = node.read(f"/proc/{init}/mountinfo").splitlines()
     root_mount = next(line.split() for line in mountinfo if line.split()[4] == "/")
     assert "ro" in root_mount[5].split(","), root_mount
