@@ -297,5 +297,12 @@ def gateway_report(samples: Any, quantile: Callable[[float, dict[float, float]],
                                                                   "result").items()) if v > 0)
         + "; token reviews " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(samples.by(
             "longshot_gateway_token_reviews_total", "result").items()) if v > 0))
+    stage_n = samples.by("longshot_gateway_git_stage_seconds_count", "stage")
+    stage_s = samples.by("longshot_gateway_git_stage_seconds_sum", "stage")
+    log("where git requests' time went (longshot_gateway_git_stage_seconds): " + "; ".join(
+        f"{st} {n:.0f}x {stage_s.get(st, 0):.0f}s in all, mean {stage_s.get(st, 0) / n:.3f}s p50 "
+        f"{quantile(0.5, samples.buckets('longshot_gateway_git_stage_seconds', stage=st)):.3f}s p95 "
+        f"{quantile(0.95, samples.buckets('longshot_gateway_git_stage_seconds', stage=st)):.3f}s"
+        for st, n in sorted(stage_n.items(), key=lambda kv: -stage_s.get(kv[0], 0)) if n > 0))
 
 

@@ -70,9 +70,16 @@ def commit(work: Path, name: str) -> str:
     return admin("rev-parse", "HEAD", cwd=work)
 
 
+def stage_counts() -> dict[str, float]:
+    from longshot.gateway import metrics
+    return {stage: metrics.REGISTRY.get_sample_value("longshot_gateway_git_stage_seconds_count", {"stage": stage})
+            or 0.0 for stage in metrics.GIT_STAGES}
+
+
 def test_clone_and_push_its_own_branch_with_the_builds_credential_injected(gateway, attempt, forge, namespace,
                                                                           tmp_path):
     a = attempt()
+    before = stage_counts()
     work = clone(a, gateway, namespace, tmp_path / "work")
     assert (work / "README.md").read_text() == "# app\n"
     head = commit(work, "feature.txt")
@@ -81,6 +88,9 @@ def test_clone_and_push_its_own_branch_with_the_builds_credential_injected(gatew
                   f"HEAD:refs/heads/longshot/{namespace}/b1/b1-t1")
     assert r.returncode == 0, r.stderr
     assert refs(forge)[f"refs/heads/longshot/{namespace}/b1/b1-t1"] == head
+    # every stage of a clone and a push was timed (longshot_gateway_git_stage_seconds)
+    timed = {stage for stage, n in stage_counts().items() if n > before[stage]}
+    assert timed == set(stage_counts()), sorted(set(stage_counts()) - timed)
     # the handoff ref too, forced as the runner does
     url = f"{gateway.url}/git/{namespace}/b1.git"
     r = agent_git(a.token, work, "push", url, f"+HEAD:refs/longshot/handoffs/{namespace}/b1/b1-t1/1")

@@ -123,6 +123,16 @@ class Upstream:
         return re.sub(r"(://)[^/@\s]+@", r"\1***@", text)
 
 
+@contextlib.contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Time the block as one stage of a git request (``longshot_gateway_git_stage_seconds``), however it ends."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        metrics.GIT_STAGE.labels(stage=name).observe(time.monotonic() - started)
+
+
 class MirrorLock:
     """Pushes into a mirror run side by side (each moves its own attempt's refs); a fetch runs beside them but
     leaves the refs they are moving alone.
@@ -438,12 +448,16 @@ class GitService:
             raise web.HTTPForbidden(text="only smart HTTP is served: git-upload-pack or git-receive-pack\n")
         # a clone or fetch may be served from a fetch that started moments before it asked; a push's advertisement
         # always waits for a fetch that started after it asked (the values it pushes against must be the upstream's)
-        await self.refresh(up, self.settings.mirror_max_age_seconds if service == "git-upload-pack" else 0.0)
-        return await self._backend(request, caller, up, "info/refs", None)
+        clone = service == "git-upload-pack"
+        with stage("refresh_clone" if clone else "refresh_push"):
+            await self.refresh(up, self.settings.mirror_max_age_seconds if clone else 0.0)
+        with stage("info_refs"):
+            return await self._backend(request, caller, up, "info/refs", None)
 
     async def upload_pack(self, request: web.Request, caller: Caller | Reader, up: Upstream) -> web.StreamResponse:
         body = _body(request, self.settings.max_fetch_request_bytes)
-        return await self._backend(request, caller, up, "git-upload-pack", body)
+        with stage("upload_pack"):
+            return await self._backend(request, caller, up, "git-upload-pack", body)
 
     async def receive_pack(self, request: web.Request, caller: Caller, up: Upstream) -> web.StreamResponse:
         policy = refpolicy.RefPolicy(namespace=caller.namespace, build=caller.build, task=caller.task,
@@ -501,16 +515,19 @@ class GitService:
 
         try:
             try:
-                spool.write(bytes(buf))
-                async for chunk in body:
-                    spool.write(chunk)
+                with stage("receive"):
+                    spool.write(bytes(buf))
+                    async for chunk in body:
+                        spool.write(chunk)
             except RequestTooLarge:
                 raise web.HTTPRequestEntityTooLarge(max_size=self.settings.max_push_bytes, actual_size=-1) from None
             spool.seek(0)
             # the credential reaches only the hook's push, through a 0600 file removed when the push is over:
             # receive-pack and the index-pack it runs on the agent's pack see its path, never the credential
+            asked = time.monotonic()
             async with self.mirror_lock(up).push(tuple(c.ref for c in commands.commands)):
-                with self.credential_file(up) as credential:
+                metrics.GIT_STAGE.labels(stage="push_lock").observe(time.monotonic() - asked)
+                with self.credential_file(up) as credential, stage("receive_pack"):
                     if credential:
                         hook_env[ghook.CREDENTIALS_FILE] = credential
                     response = await self._backend(request, caller, up, "git-receive-pack", whole(),

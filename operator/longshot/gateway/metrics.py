@@ -60,6 +60,16 @@ MIRROR_REPACK = Histogram("longshot_gateway_mirror_repack_seconds",
                           "Repacks of a mirror into one pack with a bitmap, run in the background after a fetch or a "
                           "push once it held more than 8 packs or about 1,024 loose objects.", ["result"],
                           buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=REGISTRY)
+GIT_STAGES = ("admit", "secret", "pin", "refresh_clone", "refresh_push", "receive", "push_lock", "info_refs",
+              "upload_pack", "receive_pack")
+GIT_STAGE = Histogram(
+    "longshot_gateway_git_stage_seconds",
+    "Where a git request's time goes, by stage: admit (its caller check: TokenReview and the attempt's lookup), "
+    "secret (the repository credentials Secret), pin (the upstream's addresses checked), refresh_clone and "
+    "refresh_push (a ref advertisement waiting for the mirror to be up to date), receive (a push's body spooled), "
+    "push_lock (a push waiting for the mirror's push lock), and git http-backend's run for info_refs, upload_pack and "
+    "receive_pack (the last with its pre-receive hook's push upstream).", ["stage"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=REGISTRY)
 MIRROR_SERVED = Counter("longshot_gateway_mirror_refreshes_total",
                         "Ref advertisements by how the mirror was brought up to date: fetched (a fetch of its own), "
                         "waited (a fetch that started after it asked, run by another request), recent (a clone's: a "

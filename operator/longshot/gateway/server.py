@@ -178,6 +178,9 @@ class Gateway:
         return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def git_route(self, request: web.Request, call: ingress.Call) -> web.StreamResponse:
+        # its caller check (TokenReview, the attempt's lookup) ran before this handler, from the request's head on
+        metrics.GIT_STAGE.labels(stage="admit").observe(asyncio.get_running_loop().time() - call.started)
+
         async def handle() -> tuple[web.StreamResponse, str]:
             caller: identity.Caller | identity.Reader = call.caller
             ns, build = request.match_info["ns"], request.match_info["build"]
@@ -194,8 +197,9 @@ class Gateway:
                                   "repository, nothing more"), "forbidden"
             secret_name = (caller.build_spec.get("repository") or {}).get("credentialsSecret")
             try:
-                secret = (await asyncio.to_thread(self.cluster.get_secret, ns, str(secret_name))
-                          if secret_name else None)
+                with gitserve.stage("secret"):
+                    secret = (await asyncio.to_thread(self.cluster.get_secret, ns, str(secret_name))
+                              if secret_name else None)
             except kubemod.Forbidden:
                 return _text(403, f"longshot-gateway may not read the repository credentials Secret {ns}/"
                                   f"{secret_name} (spec.repository.credentialsSecret): grant it with the chart's "
@@ -206,7 +210,8 @@ class Gateway:
             try:
                 upstream = self.git_service.upstream(caller, secret)
                 if rest in ("info/refs", "git-receive-pack"):  # the requests that reach the upstream
-                    await self.git_service.pin(upstream)
+                    with gitserve.stage("pin"):
+                        await self.git_service.pin(upstream)
                 if request.method == "GET" and rest == "info/refs":
                     return await self.git_service.info_refs(request, caller, upstream), "ok"
                 if request.method == "POST" and rest == "git-upload-pack":

@@ -104,6 +104,11 @@ class Call:
         self._reserved = 0
         self._read = False
 
+    @property
+    def started(self) -> float:
+        """The event loop's time when the request's head had arrived (before its caller check)."""
+        return self._started
+
     async def body(self) -> bytearray:
         """The body, read in chunks: 413 past ``max_body_bytes``, 408 past the body deadline, 503 when the
         replica's in-flight byte budget is full (:class:`Refused`)."""
