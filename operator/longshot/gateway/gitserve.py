@@ -217,7 +217,10 @@ class GitService:
         self.repos = self.root / "repos"
         self.keys = self.root / "keys"
         self.home = self.root / "home"
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._running: dict[str, tuple[float, asyncio.Task[None]]] = {}
+        """The fetch running into each mirror, with when it started."""
+        self._queued: dict[str, asyncio.Task[None]] = {}
+        """The fetch queued for each mirror: it starts when the running one ends."""
         self._mirror_locks: dict[str, MirrorLock] = {}
         self._fetched: dict[str, float] = {}
         self._head_synced: dict[str, float] = {}
@@ -334,57 +337,95 @@ class GitService:
 
     async def refresh(self, up: Upstream, max_age: float = 0.0) -> None:
         """Bring the mirror up to date with the upstream: one fetch that started after this call did, or at most
-        ``max_age`` seconds before it (a clone's: ``mirror_max_age_seconds``; a push's is 0)."""
+        ``max_age`` seconds before it (a clone's: ``mirror_max_age_seconds``; a push's is 0).
+
+        One fetch per mirror runs at a time, and every request waiting for the mirror waits on a shared fetch
+        rather than in line for a lock: one that is running, when it started late enough, else the one queued to
+        start when the running one ends (created by the first request that needs it, joined by the others). So a
+        fetch that ends wakes all of its waiters at once. (Until 2026-11-29 the waiters took a lock in turn, each
+        checking whether the last fetch had started after it asked: on a busy gateway each turn cost an event loop
+        pass, and a push waited 17 s at p50 for fetches that took 0.95 s: docs/benchmarks.md.) A fetch that fails
+        fails each of its waiters with its error."""
         asked = time.monotonic()
-        if max_age > 0 and self._fetched.get(up.key, -math.inf) >= asked - max_age:
+        key = up.key
+        if max_age > 0 and self._fetched.get(key, -math.inf) >= asked - max_age:
             metrics.MIRROR_SERVED.labels(freshness="recent").inc()
             return  # a fetch that started moments ago: served from it, without waiting for one that runs now
-        lock = self._locks.setdefault(up.key, asyncio.Lock())
-        async with lock:
-            if self._fetched.get(up.key, -math.inf) >= asked - max_age:
-                metrics.MIRROR_SERVED.labels(freshness="waited").inc()
-                return  # a fetch that started after we asked (or recently enough) has just finished
+        running = self._running.get(key)
+        if running is not None and running[0] >= asked - max_age:
+            metrics.MIRROR_SERVED.labels(freshness="waited").inc()
+            await asyncio.shield(running[1])  # started after this call asked (or recently enough): its outcome
+            return
+        queued = self._queued.get(key)
+        if queued is None:
             metrics.MIRROR_SERVED.labels(freshness="fetched").inc()
-            started = time.monotonic()
-            path = self.mirror(up)
-            env = self.base_env()
-            if not (path / "HEAD").exists():
-                code, out = await self._git("init", "--quiet", "--bare", str(path), cwd=self.root, env=env)
-                if code != 0:
-                    raise UpstreamError(f"cannot create the mirror: {out.strip()[-300:]}")
-                (path / "hooks").mkdir(exist_ok=True)
-                for k, v in (("core.hooksPath", str(self.root / "hooks")), ("http.receivepack", "true")):
-                    await self._git("config", k, v, cwd=path, env=env)
-                self._head_synced.pop(up.key, None)  # a new mirror (or one removed over its cap) reads it first
-            async with self.mirror_lock(up).fetch() as moving:
-                bound = await asyncio.to_thread(self._fetch_bound, path)
-                with self.credential_file(up) as credential:
-                    code, out = await self._git(
-                        "fetch", "--quiet", "--prune", "--no-tags", "--no-write-fetch-head", "--", up.url,
-                        *fetch_refspecs(moving),
-                        cwd=path, env=ghook.with_include({**env, **up.env, **bound}, credential))
-                if code == 0:
-                    code, out = await asyncio.to_thread(self._check_size, path, up)
-            elapsed = time.monotonic() - started
-            metrics.MIRROR_FETCH.labels(result="ok" if code == 0 else "error").observe(elapsed)
-            if code != 0:
-                detail = up.redact(out.strip())[-600:]
-                log.warning("mirror fetch failed: %s", sanitize.one_line(detail))
-                why = (f"the repository refused the credentials of spec.repository.credentialsSecret "
-                       f"{up.secret_name or '(none set)'}; " if _AUTH_FAILURE.search(out) else "")
-                if packlimit.is_over_limit(out):
-                    for tmp in (path / "objects" / "pack").glob("tmp_*"):  # what the stopped fetch left
-                        tmp.unlink(missing_ok=True)
-                    raise UpstreamError(
-                        f"the repository {up.redact(up.url)} is larger than the gateway's mirror cap of "
-                        f"{self.settings.mirror_max_bytes} bytes (LONGSHOT_GATEWAY_MIRROR_MAX_BYTES, chart value "
-                        "gateway.mirrorMaxBytes); the fetch was stopped at the cap")
-                raise UpstreamError(f"the gateway could not fetch the repository {up.redact(up.url)}: {why}{detail}")
-            if started - self._head_synced.get(up.key, -HEAD_SYNC_SECONDS) >= HEAD_SYNC_SECONDS:
-                await self._sync_head(path, up, env)
-                self._head_synced[up.key] = started
-            self._fetched[up.key] = started
+            queued = asyncio.get_running_loop().create_task(
+                self._queued_fetch(up, None if running is None else running[1]), name=f"fetch {key}")
+            queued.add_done_callback(_retrieved)
+            self._queued[key] = queued
+        else:
+            metrics.MIRROR_SERVED.labels(freshness="waited").inc()
+        await asyncio.shield(queued)
+
+    async def _queued_fetch(self, up: Upstream, after: asyncio.Task[None] | None) -> None:
+        """The fetch that starts when ``after`` (the one running when it was queued) has ended, however it ended:
+        it starts after every request that joined it had asked."""
+        if after is not None:
+            await asyncio.wait([after])
+        key = up.key
+        me = asyncio.current_task()
+        assert me is not None
+        if self._queued.get(key) is me:
+            del self._queued[key]
+        entry: tuple[float, asyncio.Task[None]] = (time.monotonic(), me)
+        self._running[key] = entry
+        try:
+            await self._fetch(up, entry[0])
+        finally:
+            if self._running.get(key) is entry:
+                del self._running[key]
         self.maintain(up)
+
+    async def _fetch(self, up: Upstream, started: float) -> None:
+        """One fetch into the mirror (created first when there is none); ``_fetched`` records its start."""
+        path = self.mirror(up)
+        env = self.base_env()
+        if not (path / "HEAD").exists():
+            code, out = await self._git("init", "--quiet", "--bare", str(path), cwd=self.root, env=env)
+            if code != 0:
+                raise UpstreamError(f"cannot create the mirror: {out.strip()[-300:]}")
+            (path / "hooks").mkdir(exist_ok=True)
+            for k, v in (("core.hooksPath", str(self.root / "hooks")), ("http.receivepack", "true")):
+                await self._git("config", k, v, cwd=path, env=env)
+            self._head_synced.pop(up.key, None)  # a new mirror (or one removed over its cap) reads it first
+        async with self.mirror_lock(up).fetch() as moving:
+            bound = await asyncio.to_thread(self._fetch_bound, path)
+            with self.credential_file(up) as credential:
+                code, out = await self._git(
+                    "fetch", "--quiet", "--prune", "--no-tags", "--no-write-fetch-head", "--", up.url,
+                    *fetch_refspecs(moving),
+                    cwd=path, env=ghook.with_include({**env, **up.env, **bound}, credential))
+            if code == 0:
+                code, out = await asyncio.to_thread(self._check_size, path, up)
+        elapsed = time.monotonic() - started
+        metrics.MIRROR_FETCH.labels(result="ok" if code == 0 else "error").observe(elapsed)
+        if code != 0:
+            detail = up.redact(out.strip())[-600:]
+            log.warning("mirror fetch failed: %s", sanitize.one_line(detail))
+            why = (f"the repository refused the credentials of spec.repository.credentialsSecret "
+                   f"{up.secret_name or '(none set)'}; " if _AUTH_FAILURE.search(out) else "")
+            if packlimit.is_over_limit(out):
+                for tmp in (path / "objects" / "pack").glob("tmp_*"):  # what the stopped fetch left
+                    tmp.unlink(missing_ok=True)
+                raise UpstreamError(
+                    f"the repository {up.redact(up.url)} is larger than the gateway's mirror cap of "
+                    f"{self.settings.mirror_max_bytes} bytes (LONGSHOT_GATEWAY_MIRROR_MAX_BYTES, chart value "
+                    "gateway.mirrorMaxBytes); the fetch was stopped at the cap")
+            raise UpstreamError(f"the gateway could not fetch the repository {up.redact(up.url)}: {why}{detail}")
+        if started - self._head_synced.get(up.key, -HEAD_SYNC_SECONDS) >= HEAD_SYNC_SECONDS:
+            await self._sync_head(path, up, env)
+            self._head_synced[up.key] = started
+        self._fetched[up.key] = started
 
     # --- maintenance ------------------------------------------------------------------------------------
 
@@ -645,6 +686,13 @@ def _write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    """A shared fetch's outcome is its waiters' (each sees its error); read here too, so that a fetch whose
+    waiters all went away is not reported as an error never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _why(failure: list[BaseException]) -> str:

@@ -122,7 +122,7 @@ class Ledger:
         out: list[str] = []
         for name in sorted(n for n in names if n):
             try:
-                secret = await asyncio.to_thread(self.cluster.get_secret, caller.namespace, name)
+                secret = await self.cluster.aget_secret(caller.namespace, name)
             except Exception:  # a Secret the gateway may not read holds nothing it could leak either
                 continue
             out += [v for v in (secret or {}).values() if isinstance(v, str)]

@@ -142,7 +142,7 @@ class McpProxy:
         if server.secret is None:
             return {}
         try:
-            secret = await asyncio.to_thread(self.cluster.get_secret, caller.namespace, server.secret)
+            secret = await self.cluster.aget_secret(caller.namespace, server.secret)
         except kubemod.Forbidden:
             raise mcpcalls.HeaderError(f"longshot-gateway may not read Secret {caller.namespace}/{server.secret} "
                                        "(spec.agent.mcpServers[].headersSecretRef): grant it with the chart's "

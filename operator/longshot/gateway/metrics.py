@@ -60,6 +60,10 @@ MIRROR_REPACK = Histogram("longshot_gateway_mirror_repack_seconds",
                           "Repacks of a mirror into one pack with a bitmap, run in the background after a fetch or a "
                           "push once it held more than 8 packs or about 1,024 loose objects.", ["result"],
                           buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=REGISTRY)
+LOOP_LAG = Histogram("longshot_gateway_event_loop_lag_seconds",
+                     "How late the gateway's event loop ran a callback due now (sampled every 0.5 s): every request "
+                     "waits that long for each of its turns.",
+                     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=REGISTRY)
 GIT_STAGES = ("admit", "secret", "pin", "refresh_clone", "refresh_push", "receive", "push_lock", "info_refs",
               "upload_pack", "receive_pack")
 GIT_STAGE = Histogram(

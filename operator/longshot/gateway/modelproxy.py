@@ -373,7 +373,7 @@ class ModelProxy:
         name = (caller.build_spec.get("agent") or {}).get("credentialsSecret")
         if not name:
             return None
-        secret = await asyncio.to_thread(self.cluster.get_secret, caller.namespace, str(name))
+        secret = await self.cluster.aget_secret(caller.namespace, str(name))
         key = ((secret or {}).get("api-key") or "").strip()
         return key or None
 

@@ -198,7 +198,7 @@ class Gateway:
             secret_name = (caller.build_spec.get("repository") or {}).get("credentialsSecret")
             try:
                 with gitserve.stage("secret"):
-                    secret = (await asyncio.to_thread(self.cluster.get_secret, ns, str(secret_name))
+                    secret = (await self.cluster.aget_secret(ns, str(secret_name))
                               if secret_name else None)
             except kubemod.Forbidden:
                 return _text(403, f"longshot-gateway may not read the repository credentials Secret {ns}/"
@@ -606,14 +606,29 @@ class Served:
     def __init__(self, agents: ingress.Server, probes: ingress.Server, cluster: gcluster.Cluster | None = None
                  ) -> None:
         self.agents, self.probes, self.cluster = agents, probes, cluster
+        self.lag = asyncio.get_running_loop().create_task(loop_lag(), name="event loop lag")
 
     async def cleanup(self) -> None:
+        self.lag.cancel()
         try:
             await self.agents.cleanup()
         finally:
             await self.probes.cleanup()
             if self.cluster is not None:  # the watch cache's threads
                 await asyncio.to_thread(self.cluster.stop_watching)
+
+
+LAG_SAMPLE_SECONDS = 0.5
+
+
+async def loop_lag() -> None:
+    """Sample the event loop's lag (``longshot_gateway_event_loop_lag_seconds``): how much later than asked a sleep
+    of :data:`LAG_SAMPLE_SECONDS` ends. Runs until cancelled."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + LAG_SAMPLE_SECONDS
+        await asyncio.sleep(LAG_SAMPLE_SECONDS)
+        metrics.LOOP_LAG.observe(max(0.0, loop.time() - due))
 
 
 async def serve(gateway: Gateway, host: str = "127.0.0.1", port: int = 0,

@@ -38,6 +38,9 @@ class FakeCluster:
     def get_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         return self.secrets.get((namespace, name))
 
+    async def aget_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        return self.get_secret(namespace, name)
+
 
 @dataclass(frozen=True)
 class Caller:

@@ -56,3 +56,20 @@ def test_a_missing_secret_is_not_cached_and_zero_reads_every_time(monkeypatch: p
     for _ in range(3):
         c2.get_secret("ns", "git")
     assert fake2.reads == 3
+
+
+async def test_from_the_event_loop_a_cached_secret_needs_no_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [10.0]
+    c, fake = cluster(5.0, monkeypatch, clock)
+    threads: list[object] = []
+
+    async def to_thread(fn, *args):  # type: ignore[no-untyped-def]
+        threads.append(fn)
+        return fn(*args)
+
+    monkeypatch.setattr(gcluster.asyncio, "to_thread", to_thread)
+    assert await c.aget_secret("ns", "git") == {"token": "one"}  # a miss: read in a thread
+    assert await c.aget_secret("ns", "git") == {"token": "one"}  # a hit: on the loop
+    assert len(threads) == 1 and fake.reads == 1
+    clock[0] = 16.0  # past the window: read again, in a thread
+    assert await c.aget_secret("ns", "git") == {"token": "one"} and len(threads) == 2 and fake.reads == 2
