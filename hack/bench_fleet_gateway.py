@@ -304,5 +304,11 @@ def gateway_report(samples: Any, quantile: Callable[[float, dict[float, float]],
         f"{quantile(0.5, samples.buckets('longshot_gateway_git_stage_seconds', stage=st)):.3f}s p95 "
         f"{quantile(0.95, samples.buckets('longshot_gateway_git_stage_seconds', stage=st)):.3f}s"
         for st, n in sorted(stage_n.items(), key=lambda kv: -stage_s.get(kv[0], 0)) if n > 0))
+    lag = samples.buckets("longshot_gateway_event_loop_lag_seconds")
+    lag_n = samples.by("longshot_gateway_event_loop_lag_seconds_count", "").get("", 0.0)
+    lag_s = samples.by("longshot_gateway_event_loop_lag_seconds_sum", "").get("", 0.0)
+    if lag_n > 0:
+        log(f"gateway event loop lag (longshot_gateway_event_loop_lag_seconds): {lag_n:.0f} samples, mean "
+            f"{lag_s / lag_n:.3f}s p50 {quantile(0.5, lag):.3f}s p95 {quantile(0.95, lag):.3f}s")
 
 

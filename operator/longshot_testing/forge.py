@@ -105,6 +105,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 class Forge(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128
+    """The listen backlog (socketserver's default is 5): with a fleet's pushes, fetches and the merge queue's git at
+    once, connections past 5 waiting to be accepted were dropped and their clients tried again a second later."""
 
     def __init__(self, root: Path, host: str, port: int, accounts: dict[str, str]) -> None:
         super().__init__((host, port), _Handler)

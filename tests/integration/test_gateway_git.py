@@ -402,3 +402,34 @@ def test_a_clone_is_served_from_a_fetch_of_the_last_seconds_and_a_push_always_wa
         # and the clone after it (the window restarted by that fetch) has what landed
         third = clone(a, gw, namespace, tmp_path / "third")
         assert admin("rev-parse", "origin/main", cwd=third) == landed
+
+
+def test_a_clone_sees_its_own_and_its_base_branch_not_the_other_tasks_branches_of_its_build(
+        gateway, attempt, forge, namespace, tmp_path):
+    """The build's other task branches are hidden from an attempt's clone (a repository holds one per task of every
+    build, and each clone took them all); the tips stay fetchable by id, and a reviewer (a judge reads its
+    candidates' branches) sees them all."""
+    seed = tmp_path / "seed-work"
+    admin("clone", "--quiet", str(forge.root / "app.git"), str(seed))
+    tips = {}
+    for branch in (f"longshot/{namespace}/b1/b1-t1", f"longshot/{namespace}/b1/b1-t2",
+                   f"longshot/{namespace}/b2/b2-t1"):
+        admin("checkout", "--quiet", "-B", branch, "origin/main", cwd=seed)
+        tips[branch] = commit(seed, branch.replace("/", "-") + ".txt")
+        admin("push", "--quiet", "origin", f"{branch}:refs/heads/{branch}", cwd=seed)
+
+    def branches(work: Path) -> set[str]:
+        out = admin("for-each-ref", "--format=%(refname:lstrip=3)", "refs/remotes/origin/", cwd=work)
+        return set(out.split()) - {"HEAD"}
+
+    worker = attempt()
+    work = clone(worker, gateway, namespace, tmp_path / "worker")
+    assert branches(work) == {"main", f"longshot/{namespace}/b1/b1-t1", f"longshot/{namespace}/b2/b2-t1"}
+    other = tips[f"longshot/{namespace}/b1/b1-t2"]
+    r = agent_git(worker.token, work, "fetch", "--quiet", f"{gateway.url}/git/{namespace}/b1.git", other)
+    assert r.returncode == 0, r.stderr
+    assert admin("cat-file", "-t", other, cwd=work) == "commit"
+    # a reviewer sees every branch
+    reviewer = attempt(task="b1-r", role="reviewer", branch=f"longshot/{namespace}/b1/b1-t2")
+    read = clone(reviewer, gateway, namespace, tmp_path / "reviewer")
+    assert branches(read) == {"main", *tips}

@@ -493,12 +493,13 @@ class GitService:
         with stage("refresh_clone" if clone else "refresh_push"):
             await self.refresh(up, self.settings.mirror_max_age_seconds if clone else 0.0)
         with stage("info_refs"):
-            return await self._backend(request, caller, up, "info/refs", None)
+            return await self._backend(request, caller, up, "info/refs", None,
+                                       extra_env=read_env(caller) if clone else None)
 
     async def upload_pack(self, request: web.Request, caller: Caller | Reader, up: Upstream) -> web.StreamResponse:
         body = _body(request, self.settings.max_fetch_request_bytes)
         with stage("upload_pack"):
-            return await self._backend(request, caller, up, "git-upload-pack", body)
+            return await self._backend(request, caller, up, "git-upload-pack", body, extra_env=read_env(caller))
 
     async def receive_pack(self, request: web.Request, caller: Caller, up: Upstream) -> web.StreamResponse:
         policy = refpolicy.RefPolicy(namespace=caller.namespace, build=caller.build, task=caller.task,
@@ -686,6 +687,23 @@ def _write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def read_env(caller: Caller | Reader) -> dict[str, str]:
+    """The environment of a clone's or fetch's ``git http-backend``: the build's other task branches hidden from it
+    (:func:`refpolicy.read_config`), as ``GIT_CONFIG_COUNT`` entries git reads after every config file."""
+    if isinstance(caller, Caller):
+        if caller.role == "reviewer":  # a judge reads its candidates' branches, which the operator tells it only
+            return {}
+        ti = caller.task_input  # as the operator derives it from the task alone: no stack or candidates in it
+        visible = [ti.branch, ti.base_branch, *(s.branch for s in ti.stack), *(c.branch for c in ti.candidates)]
+    else:
+        visible = [str((caller.build_spec.get("repository") or {}).get("baseBranch") or "")]
+    entries = refpolicy.read_config(caller.namespace, caller.build, visible)
+    env = {"GIT_CONFIG_COUNT": str(len(entries))}
+    for i, (key, value) in enumerate(entries):
+        env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
+    return env
 
 
 def _retrieved(task: asyncio.Task[None]) -> None:

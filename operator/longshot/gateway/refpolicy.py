@@ -11,8 +11,15 @@ An attempt may update exactly:
 The namespace in both keeps two tenants' builds of one name on one repository apart.
 
 Creating and (force-)updating those two is allowed; deleting any ref, and touching any other ref, is
-refused with a reason the agent sees in git's ``! [remote rejected] <ref> (<reason>)``. Reads are not
-restricted here.
+refused with a reason the agent sees in git's ``! [remote rejected] <ref> (<reason>)``.
+
+What a clone or fetch advertises (:func:`read_config`): every ref but the other tasks' branches of the build
+(``refs/heads/longshot/<namespace>/<build>/``), apart from those the attempt reads: its own branch and its base
+branch (``gitserve.read_env``; a reviewer, who may judge candidates, sees them all). A repository holds a branch
+per task of every build, and a clone of each took them all (a 1,000-agent run: 11,594 objects and 1,151 refs where
+its base branch held 5,112 objects).
+The commits at their tips may still be fetched by id (``uploadpack.allowTipSHA1InWant``): hiding is not a secret
+between one build's tasks.
 """
 
 from __future__ import annotations
@@ -97,3 +104,21 @@ def scope_env(policy: RefPolicy, *, enforce: bool, scope: Iterable[str], base_br
     commits = [c for c in stack_commits if re.fullmatch(r"[0-9a-f]{7,64}", c)]
     return {"LONGSHOT_GATEWAY_SCOPE": json.dumps(entries), "LONGSHOT_GATEWAY_SCOPE_REF": policy.branch_ref,
             "LONGSHOT_GATEWAY_SCOPE_BASE": " ".join([*bases, *commits])}
+
+
+def read_config(namespace: str, build: str, visible: Iterable[str]) -> list[tuple[str, str]]:
+    """git config entries (``uploadpack.*``) for a clone or fetch of an attempt of ``namespace/build``: the build's
+    task branches hidden from its advertisement, except ``visible`` (branch names without ``refs/heads/``: its own,
+    its base, its stack's and candidates' branches). Pure."""
+    try:
+        prefix = "refs/heads/" + names.build_branch_prefix(namespace, build)
+    except ValueError:
+        return []
+    shown = sorted(_under(prefix, visible))
+    return ([("uploadpack.hideRefs", prefix.rstrip("/"))] + [("uploadpack.hideRefs", f"!{ref}") for ref in shown]
+            + [("uploadpack.allowTipSHA1InWant", "true")])
+
+
+def _under(prefix: str, branches: Iterable[str]) -> set[str]:
+    return {f"refs/heads/{b}" for b in branches if b and f"refs/heads/{b}".startswith(prefix)
+            and valid_ref(f"refs/heads/{b}")}

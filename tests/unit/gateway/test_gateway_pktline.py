@@ -140,3 +140,13 @@ def test_a_build_of_the_same_name_in_another_namespace_shares_no_ref(ref):
     tenant_b = refpolicy.RefPolicy(namespace="other", build="b", task="b-t", attempt=2, role="worker",
                                    branch="longshot/ns/b/b-t")
     assert tenant_b.branch_ref is None  # a branch of namespace ns is never another namespace's attempt's
+
+
+def test_a_clone_hides_the_builds_other_task_branches_and_shows_the_ones_the_attempt_reads() -> None:
+    entries = refpolicy.read_config("ns", "b1", ["longshot/ns/b1/b1-t1", "main", "longshot/ns/b1/b1-t0",
+                                                 "longshot/ns/b2/b2-t1", "", "longshot/ns/b1/bad..name"])
+    assert entries == [("uploadpack.hideRefs", "refs/heads/longshot/ns/b1"),
+                       ("uploadpack.hideRefs", "!refs/heads/longshot/ns/b1/b1-t0"),
+                       ("uploadpack.hideRefs", "!refs/heads/longshot/ns/b1/b1-t1"),
+                       ("uploadpack.allowTipSHA1InWant", "true")]
+    assert refpolicy.read_config("", "b1", ["main"]) == []  # no build prefix: nothing hidden
