@@ -117,7 +117,7 @@ def test_invalid_plan_is_refused_with_a_reason_and_replanned(operator, core_v1, 
     start_and_plan(core_v1, custom, namespace, cyclic)
 
     b = wait_for(lambda: (lambda o: o if (condition(o, "Planned") or {}).get("reason") == "PlanRejected" else None)(
-        get(custom, namespace, "buildrequests", "demo")), timeout=30, what="Planned reason PlanRejected")
+        get(custom, namespace, "buildrequests", "demo")), timeout=90, what="Planned reason PlanRejected")
     assert "cycle" in condition(b, "Planned")["message"]
     # a bounded re-plan: a new planner task, whose description says why the plan was refused
     replanner = wait_task(custom, namespace, "demo-planner-1", lambda t: True, "exists")
@@ -150,13 +150,13 @@ def test_a_cancelled_planner_is_a_refused_plan_not_planning_forever(operator, co
     custom.patch_namespaced_custom_object("longshot.dev", "v1alpha1", namespace, "agenttasks", PLANNER,
                                           {"spec": {"cancel": True}})
     b = wait_for(lambda: (lambda o: o if (condition(o, "Planned") or {}).get("reason") == "PlanRejected" else None)(
-        get(custom, namespace, "buildrequests", "demo")), timeout=30, what="Planned reason PlanRejected")
+        get(custom, namespace, "buildrequests", "demo")), timeout=90, what="Planned reason PlanRejected")
     assert f"the planner task {PLANNER} was cancelled" in condition(b, "Planned")["message"]
     wait_pod(core_v1, namespace, "demo-planner-1-a1")  # the one re-plan
     custom.patch_namespaced_custom_object("longshot.dev", "v1alpha1", namespace, "agenttasks", "demo-planner-1",
                                           {"spec": {"cancel": True}})
     b = wait_for(lambda: (lambda o: o if (condition(o, "Stalled") or {}).get("status") == "True" else None)(
-        get(custom, namespace, "buildrequests", "demo")), timeout=30, what="Stalled=True")
+        get(custom, namespace, "buildrequests", "demo")), timeout=90, what="Stalled=True")
     assert condition(b, "Stalled")["reason"] == "PlanRejected"
     assert "demo-planner-1 was cancelled" in condition(b, "Stalled")["message"]
     assert condition(b, "Reconciling")["status"] == "False" and b["status"]["phase"] == "Failed"
