@@ -695,8 +695,9 @@ def read_env(caller: Caller | Reader) -> dict[str, str]:
     if isinstance(caller, Caller):
         if caller.role == "reviewer":  # a judge reads its candidates' branches, which the operator tells it only
             return {}
-        ti = caller.task_input  # as the operator derives it from the task alone: no stack or candidates in it
-        visible = [ti.branch, ti.base_branch, *(s.branch for s in ti.stack), *(c.branch for c in ti.candidates)]
+        # the task input as the gateway derives it from the task alone: its stack and candidates are not in it (a
+        # stacked worker fetches its dependencies' commits by id)
+        visible = [caller.task_input.branch, caller.task_input.base_branch]
     else:
         visible = [str((caller.build_spec.get("repository") or {}).get("baseBranch") or "")]
     entries = refpolicy.read_config(caller.namespace, caller.build, visible)

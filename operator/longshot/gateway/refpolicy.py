@@ -108,8 +108,8 @@ def scope_env(policy: RefPolicy, *, enforce: bool, scope: Iterable[str], base_br
 
 def read_config(namespace: str, build: str, visible: Iterable[str]) -> list[tuple[str, str]]:
     """git config entries (``uploadpack.*``) for a clone or fetch of an attempt of ``namespace/build``: the build's
-    task branches hidden from its advertisement, except ``visible`` (branch names without ``refs/heads/``: its own,
-    its base, its stack's and candidates' branches). Pure."""
+    task branches hidden from its advertisement, except ``visible`` (branch names without ``refs/heads/``: its own
+    and its base branch). Pure."""
     try:
         prefix = "refs/heads/" + names.build_branch_prefix(namespace, build)
     except ValueError:

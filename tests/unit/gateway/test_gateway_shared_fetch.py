@@ -54,13 +54,19 @@ def service(tmp_path):
     return s
 
 
+@pytest.fixture
+def fetches(service):
+    """The service's fetches, held by the test."""
+    held = HeldFetches(service)
+    service._fetch = held
+    return held
+
+
 def upstream(key: str = "k") -> gitserve.Upstream:
     return gitserve.Upstream(url="https://git.example.com/o/r.git", key=key, secret_name="")
 
 
-async def test_pushes_that_ask_during_a_fetch_share_one_fetch_that_starts_after_all_of_them_asked(service):
-    fetches = HeldFetches(service)
-    service._fetch = fetches  # type: ignore[method-assign]
+async def test_pushes_that_ask_during_a_fetch_share_one_fetch_that_starts_after_all_of_them_asked(service, fetches):
     up = upstream()
     first = asyncio.create_task(service.refresh(up))
     await fetches.next_began(1)
@@ -82,9 +88,7 @@ async def test_pushes_that_ask_during_a_fetch_share_one_fetch_that_starts_after_
     assert len(fetches.started) == 2 and not fetches.overlapped
 
 
-async def test_a_clone_joins_a_running_fetch_that_started_within_its_age_and_a_push_does_not(service):
-    fetches = HeldFetches(service)
-    service._fetch = fetches  # type: ignore[method-assign]
+async def test_a_clone_joins_a_running_fetch_that_started_within_its_age_and_a_push_does_not(service, fetches):
     up = upstream()
     push = asyncio.create_task(service.refresh(up))
     await fetches.next_began(1)
@@ -101,9 +105,7 @@ async def test_a_clone_joins_a_running_fetch_that_started_within_its_age_and_a_p
     assert len(fetches.started) == 2
 
 
-async def test_a_failed_fetch_fails_each_of_its_waiters_and_the_next_request_fetches_again(service):
-    fetches = HeldFetches(service)
-    service._fetch = fetches  # type: ignore[method-assign]
+async def test_a_failed_fetch_fails_each_of_its_waiters_and_the_next_request_fetches_again(service, fetches):
     up = upstream()
     waiters = [asyncio.create_task(service.refresh(up)) for _ in range(3)]
     await fetches.next_began(1)
@@ -117,9 +119,7 @@ async def test_a_failed_fetch_fails_each_of_its_waiters_and_the_next_request_fet
     await asyncio.wait_for(again, 5)
 
 
-async def test_a_waiter_that_goes_away_does_not_stop_the_fetch_the_others_wait_for(service):
-    fetches = HeldFetches(service)
-    service._fetch = fetches  # type: ignore[method-assign]
+async def test_a_waiter_that_goes_away_does_not_stop_the_fetch_the_others_wait_for(service, fetches):
     up = upstream()
     leaving = asyncio.create_task(service.refresh(up))  # it queued the fetch
     staying = asyncio.create_task(service.refresh(up))
@@ -132,9 +132,7 @@ async def test_a_waiter_that_goes_away_does_not_stop_the_fetch_the_others_wait_f
     await asyncio.wait_for(staying, 5)
 
 
-async def test_mirrors_fetch_independently(service):
-    fetches = HeldFetches(service)
-    service._fetch = fetches  # type: ignore[method-assign]
+async def test_mirrors_fetch_independently(service, fetches):
     one = asyncio.create_task(service.refresh(upstream("a")))
     other = asyncio.create_task(service.refresh(upstream("b")))
     await fetches.next_began(2)  # both at once: one fetch at a time is per mirror
