@@ -25,6 +25,7 @@ from longshot import api
 from longshot.api import keys
 from longshot.core import ledger, names
 from longshot.gateway import watchcache
+from longshot.gateway.flights import Flights
 from longshot.runtime import kube
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class Cluster:
         """How long a Secret read is reused (the gateway's ``secret_cache_seconds``); 0: read every time."""
         self._secrets: OrderedDict[tuple[str, str], tuple[float, dict[str, str]]] = OrderedDict()
         self._secrets_lock = threading.Lock()
+        self._secret_flights: Flights[dict[str, str] | None] = Flights()
+        """Reads of a Secret under way (:meth:`aget_secret`): requests that miss the cache together share one GET."""
         self.cache: watchcache.WatchCache | None = None
         """The watch cache of Pods, live AgentTasks and BuildRequests (:meth:`watch`); None: every read is a GET."""
 
@@ -118,7 +121,9 @@ class Cluster:
         hit = self._cached_secret(namespace, name)
         if hit is not None:
             return hit
-        return await asyncio.to_thread(self.get_secret, namespace, name)
+        found = await self._secret_flights.run((namespace, name),
+                                               lambda: asyncio.to_thread(self.get_secret, namespace, name))
+        return dict(found) if found is not None else None
 
     def _cached_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         if self.secret_cache_seconds <= 0:

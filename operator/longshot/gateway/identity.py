@@ -30,6 +30,10 @@ No token, or one the API server rejects: 401. A valid token whose Pod is finishe
 its task's current attempt, or a token the API server rejects because the Pod it is bound to was deleted: 403.
 The Pod of the current attempt before the operator recorded its UID (the agent started faster than the status
 write): 503 with ``Retry-After: 1``; the agent's git and model clients retry it.
+
+Requests that miss a cache at the same time share one look-up (:class:`Flights`): an agent's first clone, its
+heartbeat and its model call, which start together, cost one TokenReview and one read of Pod, task and build, not
+one each.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from longshot.api import boundedjson, common, handoff, keys
 from longshot.core import names
 from longshot.gateway import cluster as gcluster
 from longshot.gateway import metrics
+from longshot.gateway.flights import Flights
 from longshot.runtime import pods
 
 MAX_TOKEN_BYTES = 16 * 1024
@@ -209,6 +214,10 @@ class Authenticator:
         self._callers: OrderedDict[str, tuple[float, Caller | Denied]] = OrderedDict()
         self._readers: OrderedDict[str, tuple[float, Reader | None]] = OrderedDict()
         """Warm sandboxes that may pre-clone (or not), by Pod UID, for ``identity_cache_seconds``."""
+        self._review_flights: Flights[gcluster.Review] = Flights()
+        """TokenReviews under way, by the token's SHA-256."""
+        self._caller_flights: Flights[Caller] = Flights()
+        """Look-ups of a caller (Pod, task, build) under way, by Pod UID."""
 
     async def authenticate(self, headers: Mapping[str, str]) -> Caller:
         """The ``agent-token`` check: the attempt bound to the token's Pod."""
@@ -256,7 +265,12 @@ class Authenticator:
         refused = self._denied.get(key)
         if refused is not None and refused[0] > now:
             raise Denied(refused[1], refused[2])
+        return await self._review_flights.run(key, lambda: self._reviewed(key, token))
+
+    async def _reviewed(self, key: str, token: str) -> gcluster.Review:
+        """A TokenReview of ``token`` (SHA-256 ``key``), cached as accepted or refused."""
         review = await asyncio.to_thread(self.cluster.review, token, self.audience)
+        now = self.clock()
         metrics.TOKEN_REVIEWS.labels(result="refused" if review is None else "accepted").inc()
         if review is None:
             claimed = claimed_pod(token, self.audience)
@@ -300,12 +314,17 @@ class Authenticator:
             if isinstance(cached[1], Denied):
                 raise cached[1]
             return cached[1]
+        return await self._caller_flights.run(review.pod_uid, lambda: self._looked_up(review))
+
+    async def _looked_up(self, review: gcluster.Review) -> Caller:
+        """The caller of ``review`` read (watch cache, else API server) and cached, refused or not."""
         try:
             caller: Caller | Denied = await asyncio.to_thread(self._confirmed_caller, review)
         except Denied as e:
             if e.status != 403:
                 raise  # a 503 (the UID is about to be recorded) is read again at the next request
             caller = e  # a refused Pod is refused from the cache too: its requests cost no API reads
+        now = self.clock()
         self._callers[review.pod_uid] = (now + self.identity_cache_seconds, caller)
         self._callers.move_to_end(review.pod_uid)
         while len(self._callers) > CACHE_SIZE:

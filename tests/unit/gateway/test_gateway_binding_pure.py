@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from longshot.api import handoff as ho
 from longshot.gateway import cluster as gcluster
 from longshot.gateway import identity
+from longshot.gateway.flights import Flights
 
 pytestmark = pytest.mark.unit
 
@@ -241,3 +243,75 @@ def test_a_tokens_review_is_reused_for_the_cache_window_and_never_past_the_token
     assert c.reviews == 4
     assert identity.token_expiry(_jwt({"exp": 5})) == 5.0
     assert identity.token_expiry(_jwt({"exp": True})) is None and identity.token_expiry("x.y") is None
+
+
+class Held(FakeCluster):
+    """Reviews and reads that wait in their thread until the test lets them go; counted. ``refuse``: every token
+    is refused."""
+
+    def __init__(self, *a: Any, refuse: bool = False) -> None:
+        super().__init__(*a)
+        self.reviews = 0
+        self.refuse = refuse
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def review(self, token: str, audience: str) -> gcluster.Review | None:
+        self.reviews += 1
+        self.entered.set()
+        assert self.release.wait(10)
+        return None if self.refuse else super().review(token, audience)
+
+
+async def together(a: identity.Authenticator, c: Held, n: int) -> list[Any]:
+    """``n`` requests that arrive while the first one's TokenReview is under way."""
+    requests = [asyncio.create_task(a.authenticate(HEADERS)) for _ in range(n)]
+    assert await asyncio.to_thread(c.entered.wait, 10)
+    c.release.set()
+    return await asyncio.gather(*requests, return_exceptions=True)
+
+
+def test_requests_that_arrive_together_share_one_token_review_and_one_lookup():
+    w = world()
+    c = Held(w.pod, w.task, w.build)
+    a = auth(c, Clock(), identity_cache_seconds=2.0)
+    callers = asyncio.run(together(a, c, 20))
+    assert c.reviews == 1 and c.reads == 3  # one TokenReview; Pod, AgentTask and BuildRequest read once
+    assert {(x.pod_uid, x.attempt) for x in callers} == {("u1", 1)}
+    assert len(a._review_flights) == 0 and len(a._caller_flights) == 0  # nothing left under way
+
+
+def test_a_refusal_shared_by_requests_that_arrived_together_refuses_each_of_them():
+    w = world()
+    c = Held(w.pod, w.task, w.build, refuse=True)
+    a = auth(c, Clock())
+    outcomes = asyncio.run(together(a, c, 10))
+    assert c.reviews == 1
+    assert [type(o).__name__ for o in outcomes] == ["Denied"] * 10 and {o.status for o in outcomes} == {401}
+
+
+def test_a_waiter_that_goes_away_does_not_stop_the_shared_call_for_the_others():
+    async def run() -> tuple[list[str], int]:
+        shared: Flights[str] = Flights()
+        calls = 0
+        gate = asyncio.Event()
+
+        async def call() -> str:
+            nonlocal calls
+            calls += 1
+            await gate.wait()
+            return "done"
+
+        first = asyncio.create_task(shared.run("k", call))
+        second = asyncio.create_task(shared.run("k", call))
+        await asyncio.sleep(0)  # both are waiting on the one call
+        first.cancel()
+        gate.set()
+        got = [await second]
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        got.append(await shared.run("k", call))  # ended: the next asker starts a new call
+        return got, calls
+
+    got, calls = asyncio.run(run())
+    assert got == ["done", "done"] and calls == 2

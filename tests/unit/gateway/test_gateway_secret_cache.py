@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import kubernetes
@@ -73,3 +74,26 @@ async def test_from_the_event_loop_a_cached_secret_needs_no_thread(monkeypatch: 
     assert len(threads) == 1 and fake.reads == 1
     clock[0] = 16.0  # past the window: read again, in a thread
     assert await c.aget_secret("ns", "git") == {"token": "one"} and len(threads) == 2 and fake.reads == 2
+
+
+async def test_requests_that_miss_the_cache_together_share_one_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [10.0]
+    c, fake = cluster(5.0, monkeypatch, clock)
+    gate = asyncio.Event()
+    started: list[object] = []
+
+    async def to_thread(fn, *args):  # type: ignore[no-untyped-def]
+        started.append(fn)  # a read of the API server begins
+        await gate.wait()  # and is under way while the others arrive
+        return fn(*args)
+
+    monkeypatch.setattr(gcluster.asyncio, "to_thread", to_thread)
+    reads = [asyncio.create_task(c.aget_secret("ns", "git")) for _ in range(30)]
+    for _ in range(5):  # loop passes: each request has asked, the shared read has begun
+        await asyncio.sleep(0)
+    assert len(started) == 1
+    gate.set()
+    got = await asyncio.gather(*reads)
+    assert fake.reads == 1 and got == [{"token": "one"}] * 30
+    got[0]["token"] = "changed by a caller"  # each its own copy
+    assert got[1] == {"token": "one"}
