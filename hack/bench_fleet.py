@@ -1293,8 +1293,8 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
             api_before = apiserver_samples(cp)
             cpu0 = cpu_snapshot(procs)
             bench0 = proc_cpu(os.getpid())
-            gw_agents = (bench_fleet_gateway.GatewayAgents(core, gateway_url, GIT_ENV, work) if gateway_url
-                         else None)
+            gw_agents = (bench_fleet_gateway.GatewayAgents(core, gateway_url, GIT_ENV, work, args.agent_nice)
+                         if gateway_url else None)
             gw_before = gateway_samples(gateway_metrics)
             agents = Agents(api, repos, args, gw_agents)
             jobs = Jobs(api)
@@ -1338,7 +1338,8 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
                 threading.Thread(target=quiet.run, daemon=True, name="quiet-tenant").start()
             log(f"resumed {len(builds)} build(s): {args.agents} agents, think {args.think_seconds:g}s, gates "
                 f"{args.gate_seconds:g}s, culprits {args.gate_failure_rate:g}, {args.replicas} replica(s); run "
-                f"until every task is merged or {duration:.0f}s")
+                f"until every task is merged or {duration:.0f}s"
+                + (f"; the agents' git at nice {args.agent_nice}" if gw_agents is not None and args.agent_nice else ""))
             last_report, last_merge = start, start
             merged_before = 0
             filled: tuple[float, Samples] | None = None  # when the first fill ended, and the operator's metrics then
@@ -1506,6 +1507,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="one real longshot-gateway: the operator's Pods get its address, and the simulated "
                              "workers and fixers clone and push through it with Pod-bound tokens, as the runner does "
                              "(hack/bench_fleet_gateway.py); no floor run")
+    parser.add_argument("--agent-nice", type=int, default=0, choices=range(0, 20), metavar="0-19",
+                        help="with --through-gateway: the simulated agents' git (clone, commit, push) runs at this "
+                             "niceness, standing for agent Pods on other nodes (their git then takes only the CPU "
+                             "the operator, gateway, forge and API server leave); 0 (the default): as they are")
     parser.add_argument("--bin-dir", type=Path, default=None)
     parser.add_argument("--keep", type=Path, default=None, help="keep the work directory (logs, audit log) here")
     args = parser.parse_args(argv)

@@ -100,8 +100,12 @@ def start_gateway(spawn: Callable[..., subprocess.Popen[bytes]], work: Path, kub
 class GatewayAgents:
     """The simulated agents' git through the gateway: a Pod-bound token, the runner's clone, a commit, its push."""
 
-    def __init__(self, core: kubernetes.client.CoreV1Api, url: str, env: Mapping[str, str], work: Path) -> None:
+    def __init__(self, core: kubernetes.client.CoreV1Api, url: str, env: Mapping[str, str], work: Path,
+                 nice: int = 0) -> None:
         self.core = core
+        self.nice = nice
+        """The simulated agents' git runs at this niceness (``--agent-nice``): 0, or more to stand for agent Pods
+        on other nodes, whose git does not take the control plane's CPU."""
         self.url = url.rstrip("/")
         self.env = {k: v for k, v in env.items() if not k.startswith("GIT_CONFIG")} | {
             "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
@@ -118,6 +122,10 @@ class GatewayAgents:
         self._stop = threading.Event()
         self._posts = concurrent.futures.ThreadPoolExecutor(64, thread_name_prefix="heartbeat")
         threading.Thread(target=self._heartbeats, daemon=True, name="heartbeats").start()
+
+    def niced(self) -> list[str]:
+        """The prefix of each of the agents' git commands (``nice`` execs git: no process more)."""
+        return ["nice", "-n", str(self.nice)] if self.nice else []
 
     def stop(self) -> None:
         self._stop.set()
@@ -176,8 +184,8 @@ class GatewayAgents:
                "GIT_CONFIG_VALUE_0": f"Authorization: Bearer {token}"}
         delay = 0.5
         for attempt in range(8 if retry else 1):
-            p = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
-                               check=False)
+            p = subprocess.run([*self.niced(), "git", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                               timeout=600, check=False)
             if p.returncode == 0:
                 return p.stdout
             if not retry or attempt == 7 or not any(m in p.stderr for m in RETRY_MARKERS):
@@ -228,16 +236,16 @@ class GatewayAgents:
         """``ref``'s commit in the Pod's clone (``origin/<branch>``), or None."""
         with self._lock:
             dest, _ = self._clones[name]
-        p = subprocess.run(["git", "--git-dir", str(dest / "c" / ".git"), "rev-parse", "--verify", "--quiet",
-                            f"{ref}^{{commit}}"], env=self.env, capture_output=True, text=True, check=False)
+        p = subprocess.run([*self.niced(), "git", "--git-dir", str(dest / "c" / ".git"), "rev-parse", "--verify",
+                            "--quiet", f"{ref}^{{commit}}"], env=self.env, capture_output=True, text=True, check=False)
         return p.stdout.strip() or None
 
     def read(self, name: str, spec: str) -> str | None:
         """The object id of ``spec`` (``<commit>:<path>``) in the Pod's clone, or None."""
         with self._lock:
             dest, _ = self._clones[name]
-        p = subprocess.run(["git", "--git-dir", str(dest / "c" / ".git"), "rev-parse", "--verify", "--quiet", spec],
-                           env=self.env, capture_output=True, text=True, check=False)
+        p = subprocess.run([*self.niced(), "git", "--git-dir", str(dest / "c" / ".git"), "rev-parse", "--verify",
+                            "--quiet", spec], env=self.env, capture_output=True, text=True, check=False)
         return p.stdout.strip() or None
 
     def commit_and_push(self, name: str, start: str, branch: str, path: str, content: bytes, message: str) -> str:
@@ -251,8 +259,8 @@ class GatewayAgents:
                  "GIT_COMMITTER_EMAIL": "agent@longshot.local"}
 
         def plumb(*args: str, data: bytes | None = None) -> str:
-            return subprocess.run(["git", "--git-dir", git_dir, *args], env=index, input=data, capture_output=True,
-                                  check=True).stdout.decode().strip()
+            return subprocess.run([*self.niced(), "git", "--git-dir", git_dir, *args], env=index, input=data,
+                                  capture_output=True, check=True).stdout.decode().strip()
 
         try:
             plumb("read-tree", start)

@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import functools
 import hashlib
 import logging
 import math
@@ -47,7 +46,6 @@ import re
 import shlex
 import shutil
 import stat
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,26 +61,13 @@ from longshot.gateway import metrics, pktline, refpolicy
 from longshot.gateway.identity import Caller, Reader
 from longshot.gateway.settings import GatewaySettings
 from longshot.net import guard as gd
-from longshot.vcs import packlimit
+from longshot.vcs import gitexec, packlimit
 
 log = logging.getLogger(__name__)
 CHUNK = 64 * 1024
 SERVICES = ("git-upload-pack", "git-receive-pack")
 _GIT_PROTOCOL = re.compile(r"^[A-Za-z0-9=:._-]{1,200}$")
 
-
-@functools.cache
-def http_backend() -> tuple[str, ...]:
-    """How the gateway starts ``git http-backend``: the program itself from git's exec path, when it is there, so
-    that each git request costs one process fewer (``git http-backend`` is a ``git`` that starts it and waits: a
-    thousand agents made 10,000 of them in 600 s); else through ``git``."""
-    with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
-        out = subprocess.run(["git", "--exec-path"], capture_output=True, check=True, timeout=30,
-                             env={k: v for k, v in os.environ.items() if k in ("PATH", "HOME")})
-        program = Path(out.stdout.decode().strip()) / "git-http-backend"
-        if program.is_absolute() and os.access(program, os.X_OK):
-            return (str(program),)
-    return ("git", "http-backend")
 HOOK = """#!/bin/sh
 # Longshot gateway: check the refs again and push them to the upstream before the mirror accepts them.
 exec {python} -m longshot.gateway.hook
@@ -610,7 +595,7 @@ class GitService:
         if protocol and _GIT_PROTOCOL.match(protocol):
             env["GIT_PROTOCOL"] = protocol
         proc = await asyncio.create_subprocess_exec(
-            *http_backend(), cwd=self.repos, env=env, stdin=asyncio.subprocess.PIPE,
+            *gitexec.http_backend(), cwd=self.repos, env=env, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         stdin, stdout, stderr = proc.stdin, proc.stdout, proc.stderr
