@@ -36,7 +36,9 @@ def llm_build_request(name: str, repo_url: str, server: ModelServer) -> dict[str
         "spec": {
             "request": REQUEST,
             "repository": {"url": repo_url, "baseBranch": "main", "credentialsSecret": "git-token"},
-            "planner": {"maxTasks": 3, "maxDepth": 0, "maxReplans": 1},
+            # one iteration: a 270M model that writes nothing is planned again each iteration (three by default), and
+            # the tier took 19 min instead of 2 to 11 in a CI rehearsal of 2026-11-29; one plan, its workers, the sweep
+            "planner": {"maxTasks": 3, "maxDepth": 0, "maxReplans": 1, "maxIterations": 1},
             # nobody watches this build: no ask tool (a 270M model called it on most first turns, and each question
             # stops the task until a person answers; the tier ran planners only)
             "agent": {"backend": "openai", "model": server.model, "baseUrl": server.base_url, "allowQuestions": False,
@@ -189,13 +191,16 @@ def test_a_real_model_plans_works_and_reviews_on_the_cluster(operator, cluster, 
 
     # the model's tool calls were executed in the Pods (the planner's finish at least, when it planned)
     assert calls_total > 0, report
-    planner_status = planner.get("status") or {}
-    if planner_status.get("phase") == "Succeeded" and condition(br, "Planned").get("reason") == "RequestMet" and \
+    # the build planned when one of its planners succeeded: the first, or the one its refusal was planned again by
+    # (maxReplans), whose plan the build then ran to its end (Ready true)
+    planned = (planner.get("status") or {}).get("phase") == "Succeeded" or any(
+        t["spec"].get("role") == "planner" and (t.get("status") or {}).get("phase") == "Succeeded" for t in tasks)
+    if planned and condition(br, "Planned").get("reason") == "RequestMet" and \
             not [t for t in tasks if t["spec"].get("role") == "worker"]:
         # the model said the request is already met (finish with done: true; a 270M model does, now and then, on an
         # empty repository): no workers, and the build finalizes on that word with its sweep, truthfully
         assert condition(br, "Finalized").get("status") == "True", br.get("status")
-    elif planner_status.get("phase") == "Succeeded":
+    elif planned:
         assert [t for t in tasks if t["spec"].get("role") == "worker"], report
     else:
         # no plan: the build says why, with the planner's reason
