@@ -78,7 +78,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                "REMOTE_USER": user, "REMOTE_ADDR": self.client_address[0], "GATEWAY_INTERFACE": "CGI/1.1",
                "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
                "GIT_PROTOCOL": self.headers.get("Git-Protocol", "")}
-        out = subprocess.run([*gitexec.http_backend()], input=body, capture_output=True, env=env, check=False).stdout
+        out = subprocess.run(list(gitexec.http_backend()), input=body, capture_output=True, env=env, check=False).stdout
         head, sep, payload = out.partition(b"\r\n\r\n")
         if not sep:
             head, _, payload = out.partition(b"\n\n")

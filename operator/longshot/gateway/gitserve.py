@@ -67,7 +67,6 @@ log = logging.getLogger(__name__)
 CHUNK = 64 * 1024
 SERVICES = ("git-upload-pack", "git-receive-pack")
 _GIT_PROTOCOL = re.compile(r"^[A-Za-z0-9=:._-]{1,200}$")
-
 HOOK = """#!/bin/sh
 # Longshot gateway: check the refs again and push them to the upstream before the mirror accepts them.
 exec {python} -m longshot.gateway.hook

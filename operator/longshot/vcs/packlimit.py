@@ -26,9 +26,10 @@ import os
 import shlex
 import shutil
 import stat
-import subprocess
 import tempfile
 from pathlib import Path
+
+from longshot.vcs import gitexec
 
 MAX_INPUT_ENV = "LONGSHOT_GIT_MAX_INPUT_BYTES"
 MAX_OBJECTS_ENV = "LONGSHOT_GIT_MAX_OBJECTS"
@@ -71,16 +72,10 @@ exec {git} "$@"
 """
 
 
-def _real_exec_path() -> Path:
-    out = subprocess.run(["git", "--exec-path"], capture_output=True, check=True, timeout=30,
-                         env={k: v for k, v in os.environ.items() if k != "GIT_EXEC_PATH"})
-    return Path(out.stdout.decode().strip())
-
-
 @functools.lru_cache(maxsize=1)
 def exec_dir() -> Path:
     """The wrapping exec path (made once per process, in a private temporary directory removed at exit)."""
-    real = _real_exec_path()
+    real = gitexec.exec_path()
     git = real / "git"
     if not git.exists():
         found = shutil.which("git")

@@ -72,4 +72,3 @@ def test_file_urls_only_when_allowed(service, tmp_path):
     assert allowed.upstream(caller("file:///srv/r.git"), None).url == "file:///srv/r.git"
     assert "[protocol \"file\"]" in allowed.config.read_text()
     assert "[protocol \"file\"]" not in service.config.read_text()
-
