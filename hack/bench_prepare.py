@@ -175,6 +175,10 @@ class CountingWorkspace(vws.Workspace):
         self.calls[vws._subcommand(args)] += 1
         return super().git(*args, input=input, check=check, ok=ok, env=env)
 
+    def popen(self, *args: str) -> subprocess.Popen[bytes]:
+        self.calls[vws._subcommand(args)] += 1
+        return super().popen(*args)
+
 
 def outcome(m: q.Applied | q.DidNotApply | q.AlreadyOnTarget) -> str:
     return type(m).__name__

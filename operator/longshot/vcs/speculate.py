@@ -55,6 +55,7 @@ from git.objects.util import altz_to_utctz_str
 
 from longshot.core import mergequeue as q
 from longshot.core import names, roadmap
+from longshot.vcs import gitobjects
 from longshot.vcs import merge as vmerge
 from longshot.vcs import workspace as ws
 
@@ -375,30 +376,49 @@ def own_commits(w: ws.Workspace, base: str, commits: Sequence[vmerge._Commit], s
 
 
 def _replay(w: ws.Workspace, base: str, base_tree: str, m: Member, commits: Sequence[vmerge._Commit],
-            stacked: set[str], trees: dict[str, str]) -> str | list[str]:
+            stacked: set[str], trees: dict[str, str], objs: gitobjects.Objects | None = None) -> str | list[str]:
     """Cherry-pick ``commits`` one by one onto ``base`` with plumbing: the new head, or the conflicting files. A
     commit whose parent is not ``base``'s ancestor (on the branch, or a stacked-on dependency commit) is picked
-    against a scaffold commit so that its parent is the merge base: only its own change is applied."""
-    on_branch = {c.sha for c in commits}
+    against a scaffold commit so that its parent is the merge base: only its own change is applied. The merge base
+    of each pick is thus the commit's parent; with ``objs``, a pick that is a trivial three-way merge is computed
+    and committed in this process (:mod:`longshot.vcs.gitobjects`), the others by git."""
+    on_branch = {c.sha: c.tree for c in commits}
     head, head_tree = base, base_tree
     for c in commits:
         if len(c.parents) != 1:
             continue
         parent = c.parents[0]
-        if parent not in on_branch and parent not in stacked:
-            ours = head
-        else:
-            ours = vmerge._commit_tree(w, head_tree, [parent], "longshot: scaffold\n")
-        tree, files = vmerge._merge_tree(w, ours, c.sha)
-        if files:
-            return vmerge._rebase_conflict_files(w, base, m.commit, files)
+        tree = _fast_pick(objs, c, on_branch.get(parent), head_tree) if objs is not None else None
+        if tree is None:
+            if parent not in on_branch and parent not in stacked:
+                ours = head
+            else:
+                ours = vmerge._commit_tree(w, head_tree, [parent], "longshot: scaffold\n")
+            tree, files = vmerge._merge_tree(w, ours, c.sha)
+            if files:
+                return vmerge._rebase_conflict_files(w, base, m.commit, files)
         if tree == head_tree:
             continue
-        env = {"GIT_AUTHOR_NAME": c.author_name, "GIT_AUTHOR_EMAIL": c.author_email, "GIT_AUTHOR_DATE": c.author_date}
-        head = vmerge._commit_tree(w, tree, [head], _trailers(c.message, m), env=env)
-        head_tree = tree
+        message = _trailers(c.message, m)
+        written = gitobjects.commit(objs, tree, [head], message, (c.author_name, c.author_email, c.author_date)
+                                    ) if objs is not None else None
+        if written is None:
+            env = {"GIT_AUTHOR_NAME": c.author_name, "GIT_AUTHOR_EMAIL": c.author_email,
+                   "GIT_AUTHOR_DATE": c.author_date}
+            written = vmerge._commit_tree(w, tree, [head], message, env=env)
+        head, head_tree = written, tree
         trees[head] = tree
     return head
+
+
+def _fast_pick(objs: gitobjects.Objects, c: vmerge._Commit, parent_tree: str | None, head_tree: str) -> str | None:
+    """The tree of ``c`` picked onto ``head_tree`` (merge base: ``c``'s parent, whose tree is ``parent_tree`` when
+    the branch read it) without git, or None when git is to merge it."""
+    try:
+        return gitobjects.pick(objs, parent_tree or objs.tree_of(c.parents[0]), c.tree, head_tree)
+    except gitobjects.Malformed as e:
+        log.debug("commit %s is picked by git: %s", c.sha[:12], e)
+        return None
 
 
 def _commit(w: ws.Workspace, trees: dict[str, str], tree: str, parents: Sequence[str], message: str) -> str:
@@ -409,7 +429,7 @@ def _commit(w: ws.Workspace, trees: dict[str, str], tree: str, parents: Sequence
 
 
 def _apply(w: ws.Workspace, base: str, m: Member, trees: dict[str, str] | None = None,
-           branches: _Branches | None = None) -> str | list[str]:
+           branches: _Branches | None = None, objs: gitobjects.Objects | None = None) -> str | list[str]:
     """``m`` applied on ``base`` with its strategy: the new commit, or the conflicting files.
 
     A stacked member (``stacked_on``) is restacked: only its own commits are replayed onto ``base`` (which holds
@@ -430,7 +450,7 @@ def _apply(w: ws.Workspace, base: str, m: Member, trees: dict[str, str] | None =
         # a branch with no commit of its own would "land" as nothing: never trust stackedOn that far (the agent
         # reports it); the branch is then replayed whole, as without a stack
         if stacked and own and not any(len(c.parents) > 1 for c in own):
-            result = _replay(w, base, base_tree, m, own, stacked, trees)
+            result = _replay(w, base, base_tree, m, own, stacked, trees, objs)
             if isinstance(result, list) or result == base or m.strategy != "merge-commit":
                 return result
             tree = trees.get(result) or w.out("rev-parse", f"{result}^{{tree}}")
@@ -463,7 +483,7 @@ def _apply(w: ws.Workspace, base: str, m: Member, trees: dict[str, str] | None =
         message = (f"{m.branch}: {subject}\n\nSquashed from {len(commits)} commits of {m.branch} (it merged the "
                    "target to resolve conflicts).\n")
         return _commit(w, trees, tree, [base], _trailers(message, m))
-    return _replay(w, base, base_tree, m, commits, set(), trees)
+    return _replay(w, base, base_tree, m, commits, set(), trees, objs)
 
 
 MAX_ROADMAP_BYTES = 1024 * 1024
@@ -580,7 +600,7 @@ def prepare(w: ws.Workspace, target: str, members: Sequence[Member], onto: str |
     """Build the batch's speculative commits on the target's current head, or, for a batch stacked on the batch
     under test, on ``onto`` (that batch's longest speculative commit, fetched from its queue branch
     ``onto_branch`` when another replica built it)."""
-    with w.locked():
+    with w.locked(), gitobjects.Objects(w) as objs:
         tip, ids = _fetch(w, target, members)
         base = tip
         if onto is not None:
@@ -596,9 +616,9 @@ def prepare(w: ws.Workspace, target: str, members: Sequence[Member], onto: str |
             if found is not None:
                 out.append(q.AlreadyOnTarget(m.name, found))
                 continue
-            result = _apply(w, head, m, trees, branches)
+            result = _apply(w, head, m, trees, branches, objs)
             if isinstance(result, list):
-                with_target = head == tip or isinstance(_apply(w, tip, m, trees, branches), list)
+                with_target = head == tip or isinstance(_apply(w, tip, m, trees, branches, objs), list)
                 out.append(q.DidNotApply(m.name, tuple(result), with_target))
                 continue
             if result == head:

@@ -371,6 +371,14 @@ class Workspace:
             self.check_size()
         return proc
 
+    def popen(self, *args: str) -> subprocess.Popen[bytes]:
+        """A long-lived local ``git <args>`` in the workspace (``cat-file --batch``), standard input and output piped;
+        the caller ends it. Never a command that reaches the remote (it would bypass the egress pins)."""
+        if _subcommand(args) in REMOTE_COMMANDS:
+            raise ValueError(f"git {_subcommand(args)} reaches the remote: use Workspace.git")
+        return subprocess.Popen(["git", *GIT_OPTIONS, "--git-dir", str(self.path), *args], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=self.env)
+
     def size(self) -> int:
         """Bytes of the workspace's objects (``git count-objects -v``: loose, packed and garbage)."""
         out = subprocess.run(["git", *GIT_OPTIONS, "--git-dir", str(self.path), "count-objects", "-v"],
