@@ -44,6 +44,14 @@ MAX_TREE_BYTES: Final = 4 * 1024 * 1024
 """Largest tree object read here (a directory of about 100,000 entries); larger ones are left to git."""
 MAX_CHANGES: Final = 2_000
 """Most changed paths one commit may have for the fast path; more are left to git."""
+COMMIT_MAX_BYTES: Final = 1024 * 1024
+"""Largest commit object read here (its message is the agent's)."""
+PIPELINE: Final = 256
+"""Objects asked of ``cat-file`` at once: their ids (41 bytes each) fit in a pipe's buffer, so the requests are
+written whole even while the process waits for its answers to be read."""
+PREFETCH_MAX_TREES: Final = 4096
+"""Most trees one preparation reads ahead (:func:`prefetch`); a pick past them reads its own."""
+
 TREE_MODE: Final = b"40000"
 MODES: Final = frozenset({TREE_MODE, b"100644", b"100755", b"120000", b"160000"})
 """The modes git writes in a tree; a tree with another (``040000``, ``100664``...) is left to git."""
@@ -70,6 +78,7 @@ class Objects:
         self.clock = clock
         self._proc: subprocess.Popen[bytes] | None = None
         self._trees: dict[str, dict[bytes, Entry]] = {}
+        self._commit_trees: dict[str, str] = {}
         self._dir = Path(w.path) / "objects"
         self.written = 0
         """Objects this instance wrote (new trees and commits)."""
@@ -97,36 +106,74 @@ class Objects:
     def read(self, oid: str, limit: int | None = None) -> tuple[str, bytes]:
         """``(type, body)`` of object ``oid``; :class:`Malformed` when missing or larger than ``limit`` (default
         :data:`MAX_TREE_BYTES`)."""
+        got = self.read_many([oid], limit).get(oid)
+        if isinstance(got, Malformed):
+            raise got
+        if got is None:
+            raise Malformed(f"git cat-file stopped before object {oid}")
+        return got
+
+    def read_many(self, oids: Sequence[str], limit: int | None = None
+                  ) -> dict[str, tuple[str, bytes] | Malformed]:
+        """Objects ``oids`` read with one round trip to ``cat-file`` per :data:`PIPELINE` of them (each would
+        otherwise wait for the process to be scheduled, which on a loaded machine is most of the time): each
+        ``(type, body)``, or :class:`Malformed` (not an id, missing, over ``limit``). When the process fails or an
+        object is over the bound it is ended (its output is out of step): the objects not read yet are not in the
+        answer."""
         limit = MAX_TREE_BYTES if limit is None else limit
-        if not _OID.fullmatch(oid.encode()):
-            raise Malformed(f"not an object id: {oid[:60]!r}")
-        proc = self._process()
-        assert proc.stdin is not None and proc.stdout is not None
-        try:
-            proc.stdin.write(f"{oid}\n".encode())
-            proc.stdin.flush()
-            header = proc.stdout.readline(200).split()
-            if len(header) == 2 and header[1] == b"missing":
-                raise Malformed(f"object {oid} is missing")
-            if len(header) != 3 or header[0] != oid.encode() or not header[2].isdigit():
-                raise Malformed(f"git cat-file answered {b' '.join(header)[:100]!r} for {oid}")
-            size = int(header[2])
-            if size > limit:
-                self.close()  # the body is not read: the process's output is out of step now
-                raise Malformed(f"object {oid} has {size} bytes, over {limit}")
-            body = proc.stdout.read(size + 1)
-        except (OSError, ValueError) as e:
-            self.close()
-            raise Malformed(f"git cat-file failed reading {oid}: {e}") from None
-        if len(body) != size + 1:
-            self.close()
-            raise Malformed(f"git cat-file ended while reading {oid}")
-        return header[1].decode(), body[:-1]
+        out: dict[str, tuple[str, bytes] | Malformed] = {}
+        todo = []
+        for oid in dict.fromkeys(oids):
+            if _OID.fullmatch(oid.encode()):
+                todo.append(oid)
+            else:
+                out[oid] = Malformed(f"not an object id: {oid[:60]!r}")
+        for start in range(0, len(todo), PIPELINE):
+            chunk = todo[start:start + PIPELINE]
+            proc = self._process()
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                proc.stdin.write("".join(f"{oid}\n" for oid in chunk).encode())
+                proc.stdin.flush()
+                for oid in chunk:
+                    header = proc.stdout.readline(200).split()
+                    if len(header) == 2 and header[0] == oid.encode() and header[1] == b"missing":
+                        out[oid] = Malformed(f"object {oid} is missing")
+                        continue
+                    if len(header) != 3 or header[0] != oid.encode() or not header[2].isdigit():
+                        raise OSError(f"git cat-file answered {b' '.join(header)[:100]!r} for {oid}")
+                    size = int(header[2])
+                    if size > limit:
+                        out[oid] = Malformed(f"object {oid} has {size} bytes, over {limit}")
+                        self.close()  # its body is not read: the process's output is out of step now
+                        return out
+                    body = proc.stdout.read(size + 1)
+                    if len(body) != size + 1:
+                        raise OSError(f"git cat-file ended while reading {oid}")
+                    out[oid] = (header[1].decode(), body[:-1])
+            except OSError as e:
+                self.close()
+                for oid in chunk:
+                    out.setdefault(oid, Malformed(f"git cat-file failed: {e}"))
+                return out
+        return out
+
+    def load(self, oids: Sequence[str]) -> None:
+        """The trees among ``oids`` not read yet, read together (:meth:`read_many`) and kept for :meth:`tree`; one
+        that does not parse or is not a tree is left out (a :meth:`tree` of it raises)."""
+        for oid, got in self.read_many([o for o in oids if o not in self._trees]).items():
+            if not isinstance(got, Malformed) and got[0] == "tree":
+                with contextlib.suppress(Malformed):
+                    self._trees[oid] = parse_tree(got[1])
 
     def _process(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
             self._proc = self.w.popen("cat-file", "--batch")
         return self._proc
+
+    def cached(self, oid: str) -> dict[bytes, Entry] | None:
+        """The entries of tree ``oid`` when read already, else None (no read)."""
+        return self._trees.get(oid)
 
     def tree(self, oid: str) -> dict[bytes, Entry]:
         """The entries of tree ``oid`` by name (read once)."""
@@ -140,10 +187,23 @@ class Objects:
 
     def tree_of(self, commit: str) -> str:
         """The tree of commit ``commit``."""
-        kind, body = self.read(commit, limit=1024 * 1024)
+        known = self._commit_trees.get(commit)
+        if known is not None:
+            return known
+        kind, body = self.read(commit, limit=COMMIT_MAX_BYTES)
         if kind != "commit" or not body.startswith(b"tree ") or not _OID.fullmatch(body[5:45]):
             raise Malformed(f"{commit} is not a commit with a tree")
-        return body[5:45].decode()
+        tree = self._commit_trees[commit] = body[5:45].decode()
+        return tree
+
+    def trees_of(self, commits: Sequence[str]) -> None:
+        """The trees of ``commits`` read together and kept for :meth:`tree_of` (those that do not parse are left
+        out)."""
+        wanted = [c for c in commits if c not in self._commit_trees]
+        for oid, got in self.read_many(wanted, limit=COMMIT_MAX_BYTES).items():
+            if not isinstance(got, Malformed) and got[0] == "commit" and got[1].startswith(b"tree ") \
+                    and _OID.fullmatch(got[1][5:45]):
+                self._commit_trees[oid] = got[1][5:45].decode()
 
     # --- writing ---------------------------------------------------------------------------------------------
 
@@ -232,6 +292,36 @@ def changes(objs: Objects, old: str, new: str) -> list[tuple[Path_, Entry | None
             if len(out) > MAX_CHANGES or len(prefix) > 256:
                 raise Malformed(f"more than {MAX_CHANGES} changed paths")
     return out
+
+
+def prefetch(objs: Objects, picks: Sequence[tuple[str, str | None, str]], head_tree: str) -> None:
+    """Read ahead, level by level, the trees the picks ``(parent commit, its tree if known, commit's tree)`` onto
+    ``head_tree`` will look at: each commit's and its parent's trees where they differ, and the head's at the same
+    paths. A batch of 32 then costs a few round trips to ``cat-file`` instead of one per tree (about 200). At most
+    :data:`PREFETCH_MAX_TREES`; anything not read ahead is read when a pick needs it."""
+    objs.trees_of([p for p, tree, _ in picks if tree is None])
+    level: set[tuple[str, str, str | None]] = set()
+    for parent, tree, mine in picks:
+        known = tree or objs._commit_trees.get(parent)
+        if known is not None and known != mine:
+            level.add((known, mine, head_tree))
+    budget = PREFETCH_MAX_TREES
+    while level and budget > 0:
+        wanted = list(dict.fromkeys(t for triple in level for t in triple if t is not None))[:budget]
+        budget -= len(wanted)
+        objs.load(wanted)
+        below: set[tuple[str, str, str | None]] = set()
+        for old, new, head in level:
+            to, tn = objs.cached(old), objs.cached(new)
+            th = objs.cached(head) if head is not None else None
+            if to is None or tn is None:
+                continue
+            for name in to.keys() & tn.keys():
+                eo, en = to[name], tn[name]
+                if eo != en and _is_tree(eo) and _is_tree(en):
+                    eh = th.get(name) if th is not None else None
+                    below.add((eo[1], en[1], eh[1] if eh is not None and _is_tree(eh) else None))
+        level = below
 
 
 def _lookup(objs: Objects, tree: str, path: Path_) -> tuple[Entry | None, bool]:

@@ -611,6 +611,7 @@ def prepare(w: ws.Workspace, target: str, members: Sequence[Member], onto: str |
         branches = _read_branches(w, tip, base, members, ids)
         merged = _merged_on_target(w, tip, members, branches)
         trees: dict[str, str] = {}
+        _read_ahead(objs, base, branches, trees)
         for i, m in enumerate(members):
             found = merged[i] if i in merged else already_merged(w, tip, m)
             if found is not None:
@@ -633,6 +634,19 @@ def prepare(w: ws.Workspace, target: str, members: Sequence[Member], onto: str |
                 branches.advance(head, m)
             out.append(q.Applied(m.name, result))
         return q.Prepared(base, tuple(out), target=tip if onto is not None else None)
+
+
+def _read_ahead(objs: gitobjects.Objects, base: str, branches: _Branches | None, trees: dict[str, str]) -> None:
+    """The batch's base tree, and the trees its members' picks will read, read ahead together
+    (``gitobjects.prefetch``)."""
+    try:
+        trees[base] = objs.tree_of(base)
+    except gitobjects.Malformed:
+        return  # asked of git by the first pick
+    if branches is not None:
+        known = branches.known
+        gitobjects.prefetch(objs, [(c.parents[0], known[c.parents[0]].tree if c.parents[0] in known else None, c.tree)
+                                   for c in known.values() if len(c.parents) == 1], trees[base])
 
 
 def _fetch_speculative(w: ws.Workspace, commit: str, queue_branch_: str | None, local: str) -> None:

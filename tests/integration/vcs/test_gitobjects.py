@@ -190,3 +190,41 @@ def test_git_reads_every_object_written_here(w: ws.Workspace) -> None:
                              capture_output=True, check=True).stdout.decode().split()
     assert listing == ["b.py", "src/deep/a.py", "src/deep/c.py", "src/new/d.py"]
     assert git(w, "cat-file", "-p", f"{tree}:b.py") == "b, moved on"
+
+
+def test_read_ahead_leaves_the_picks_nothing_to_read(w: ws.Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch's picks read their trees ahead, level by level (``prefetch``): a few round trips to ``cat-file`` for
+    the batch, none in the picks themselves."""
+    base = commit_files(w, None, {f"work/{i:02x}/seed.txt": "s\n" for i in range(16)} | {"README.md": "r\n"})
+    commits = [commit_files(w, base, {f"work/{i % 16:02x}/t{i}.txt": f"{i}\n"}) for i in range(12)]
+    trips: list[int] = []
+    real = go.Objects.read_many
+
+    def counted(self: go.Objects, oids, limit=None):  # type: ignore[no-untyped-def]
+        trips.append(len(oids))
+        return real(self, oids, limit)
+
+    monkeypatch.setattr(go.Objects, "read_many", counted)
+    with go.Objects(w) as objs:
+        go.prefetch(objs, [(base, None, tree_of(w, c)) for c in commits], tree_of(w, base))
+        ahead = len(trips)
+        head = tree_of(w, base)
+        for c in commits:
+            picked = go.pick(objs, objs.tree_of(base), tree_of(w, c), head)
+            assert picked is not None
+            head = picked
+        assert len(trips) == ahead, trips[ahead:]  # the picks read nothing
+    assert ahead <= 4, trips  # the parents' commits, then one round trip per level (root, work/, work/xx)
+    listing = w.out("ls-tree", "-r", "--name-only", head).split()
+    assert [p for p in listing if "/t" in p] == sorted(f"work/{i % 16:02x}/t{i}.txt" for i in range(12))
+
+
+def test_an_object_over_the_bound_in_a_read_ahead_ends_it_and_the_rest_is_read_alone(
+        w: ws.Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    small = commit_files(w, None, {"a.py": "a\n"})
+    wide = commit_files(w, None, {f"f{i}.py": "x\n" for i in range(30)})
+    monkeypatch.setattr(go, "MAX_TREE_BYTES", 200)
+    with go.Objects(w) as objs:
+        got = objs.read_many([tree_of(w, wide), tree_of(w, small)])
+        assert isinstance(got[tree_of(w, wide)], go.Malformed) and tree_of(w, small) not in got
+        assert objs.tree(tree_of(w, small)) == {b"a.py": (b"100644", git(w, "rev-parse", f"{small}:a.py"))}
