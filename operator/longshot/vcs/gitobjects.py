@@ -60,7 +60,8 @@ Entry = tuple[bytes, str]
 Path_ = tuple[bytes, ...]
 
 _OID = re.compile(rb"[0-9a-f]{40}")
-_DATE = re.compile(r"[0-9]{1,12} [+-][0-9]{4}")
+_DATE = re.compile(r"(0|[1-9][0-9]{0,11}) [+-](0[0-9]|1[0-4])[0-5][0-9]")
+"""A raw date git writes back as it is: no leading zero, an offset within 14 hours and under 60 minutes."""
 _CRUD: Final = frozenset(b" \t\n\r\x0b\x0c.,:;<>\"\\'") | frozenset(range(0, 33))
 """The characters git's ``fmt_ident`` strips from the ends of a name or an email (``ident.c``: ``crud``)."""
 
@@ -378,7 +379,7 @@ def _ident(name: str, email: str) -> bytes | None:
     except UnicodeEncodeError:
         return None
     for part in (n, e):
-        if (part and (part[0] in _CRUD or part[-1] in _CRUD)) or any(c in part for c in b"<>\n"):
+        if (part and (part[0] in _CRUD or part[-1] in _CRUD)) or any(c in part for c in b"<>\n\0"):
             return None
     if not n or not e:
         return None

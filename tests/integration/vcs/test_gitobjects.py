@@ -136,7 +136,9 @@ def test_a_commit_written_here_is_the_one_git_commit_tree_writes(w: ws.Workspace
 
 @pytest.mark.parametrize("name,email,date", [(" padded", "e@x", "1 +0000"), ("dot.", "e@x", "1 +0000"),
                                              ("a<b", "e@x", "1 +0000"), ("", "e@x", "1 +0000"),
-                                             ("n", "", "1 +0000"), ("n", "e@x", "yesterday")])
+                                             ("n", "", "1 +0000"), ("n", "e@x", "yesterday"),
+                                             ("n", "e@x", "01 +0000"), ("n", "e@x", "1 +9999"),
+                                             ("n", "e@x", "1 +0160"), ("a\0b", "e@x", "1 +0000")])
 def test_an_author_git_would_write_otherwise_is_left_to_git(name: str, email: str, date: str) -> None:
     tree = EMPTY_TREE
     assert go.commit_bytes(tree, [], (name, email, date), ("L", "l@x", "1 +0000"), "m\n") is None
