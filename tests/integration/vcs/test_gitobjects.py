@@ -230,3 +230,16 @@ def test_an_object_over_the_bound_in_a_read_ahead_ends_it_and_the_rest_is_read_a
         got = objs.read_many([tree_of(w, wide), tree_of(w, small)])
         assert isinstance(got[tree_of(w, wide)], go.Malformed) and tree_of(w, small) not in got
         assert objs.tree(tree_of(w, small)) == {b"a.py": (b"100644", git(w, "rev-parse", f"{small}:a.py"))}
+
+
+def test_a_preparation_reads_at_most_its_budget_of_bytes_then_leaves_every_pick_to_git(
+        w: ws.Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tenant's branch of many large trees does not grow the operator's memory: past ``MAX_READ_BYTES`` read by
+    one preparation, every read is refused (``Malformed``: the pick goes to git)."""
+    base = commit_files(w, None, {f"f{i:03d}.py": "x\n" for i in range(100)})
+    other = commit_files(w, None, {f"g{i:03d}.py": "y\n" for i in range(100)})
+    monkeypatch.setattr(go, "MAX_READ_BYTES", 5000)  # each root tree is about 3,300 bytes
+    with go.Objects(w) as objs:
+        assert len(objs.tree(tree_of(w, base))) == 100
+        with pytest.raises(go.Malformed):
+            objs.tree(tree_of(w, other))
