@@ -54,6 +54,9 @@ class Ci:
         self.lock = threading.Lock()
         self.scratch = Path(tempfile.mkdtemp(prefix="ci-standin-"))
         self.stopping = threading.Event()
+        self.jobs: set[subprocess.Popen[str]] = set()
+        """Runs in progress, each its own process group: ended with the stand-in (a `sleep` in a run's command
+        would otherwise outlive it)."""
 
     # --- the forge ---------------------------------------------------------------------------------
 
@@ -116,7 +119,14 @@ class Ci:
         work.mkdir(parents=True)
         script = (f"git --git-dir={self.args.git_dir} archive {sha} | tar -x -C {work} && cd {work} && "
                   + (f"sleep {self.args.delay} && " if self.args.delay > 0 else "") + self.args.command)
-        proc = subprocess.run(["sh", "-c", script], env=ENV, capture_output=True, text=True, check=False)
+        job = subprocess.Popen(["sh", "-c", script], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+        with self.lock:
+            self.jobs.add(job)
+        stdout, stderr = job.communicate()
+        with self.lock:
+            self.jobs.discard(job)
+        proc = subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr)
         shutil.rmtree(work, ignore_errors=True)
         if self.stopping.is_set():
             return
@@ -135,6 +145,10 @@ class Ci:
                     continue  # one run a commit (GitHub runs a workflow once per pushed commit and ref; enough)
                 threading.Thread(target=self.run, args=(sha, ref), daemon=True).start()
             self.stopping.wait(0.1)
+        with self.lock:
+            for job in self.jobs:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(job.pid, signal.SIGKILL)
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
