@@ -205,10 +205,24 @@ def test_a_real_model_plans_works_and_reviews_on_the_cluster(operator, cluster, 
     else:
         # no plan: the build says why, with the planner's reason
         assert condition(br, "Ready").get("status") != "True", br.get("status")
-    # the build's usage is the sum of its attempts' tokens
-    attempts_tokens = sum(a.get("tokens", 0) for t in tasks for a in (t.get("status") or {}).get("attempts") or [])
-    assert ((br.get("status") or {}).get("usage") or {}).get("tokens") == attempts_tokens, br.get("status")
-    # and its cost the sum of their costs, not zero: the price table reached the gateway
-    attempts_cost = sum(a.get("cost", 0) for t in tasks for a in (t.get("status") or {}).get("attempts") or [])
-    assert attempts_cost > 0, report
-    assert abs(((br.get("status") or {}).get("usage") or {}).get("cost", 0) - attempts_cost) < 1e-6, br.get("status")
+    # the build's usage is the sum of its attempts' tokens and costs. A call in flight when an attempt's Pod ended is
+    # charged when its answer reaches the gateway, after the attempt was recorded: the build counts it at once, the
+    # attempt's record once the task's reconcile raised it (core.tasks.late_usage), so the two agree within a
+    # reconcile of the last charge
+    last: list[Any] = []
+
+    def usage_agrees() -> tuple[int, float] | None:
+        b, ts = kget(kubectl, "-n", namespace, "br", "hello"), tasks_of(kubectl, namespace, "hello")
+        records = [a for t in ts for a in (t.get("status") or {}).get("attempts") or []]
+        tokens, cost = sum(a.get("tokens", 0) for a in records), sum(a.get("cost", 0) for a in records)
+        used = (b.get("status") or {}).get("usage") or {}
+        last[:] = [used, tokens, cost, [(t["metadata"]["name"], (t.get("status") or {}).get("progress")) for t in ts]]
+        return (tokens, cost) if used.get("tokens") == tokens and abs(used.get("cost", 0) - cost) < 1e-6 else None
+
+    try:
+        attempts_tokens, attempts_cost = wait_for(usage_agrees, 60, "the build's usage to equal its attempts'",
+                                                  interval=2)
+    except TimeoutError:
+        raise AssertionError(f"build usage, attempts' tokens and cost, progress: {last}") from None
+    # and its cost not zero: the price table reached the gateway
+    assert attempts_tokens > 0 and attempts_cost > 0, report

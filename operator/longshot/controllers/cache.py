@@ -601,6 +601,9 @@ class Cache:
                 return []
             self.version += 1
             self._task_changed((ns, obj.build_name), name)
+            if _ended_attempt_metered(obj):
+                # a call charged after its attempt was recorded: the task raises the attempt's figures
+                return [("BuildRequest", ns, obj.build_name), ("AgentTask", ns, name)]
             return [("BuildRequest", ns, obj.build_name)]
         self.version += 1
         if old is not None and ((old.status.phase == tasks.RUNNING and obj.status.phase != tasks.RUNNING)
@@ -854,6 +857,14 @@ def progress_only(old: objects.AgentTask, new: objects.AgentTask) -> bool:
         return False
     a, b = old.status, new.status
     return all(getattr(a, f) == getattr(b, f) for f in type(b).model_fields if f != "progress")
+
+
+def _ended_attempt_metered(task: objects.AgentTask) -> bool:
+    """Whether the progress meters an attempt the task already recorded as ended (``tasks.late_usage``)."""
+    p = task.status.progress
+    if p is None or p.attempt is None:
+        return False
+    return any(a.number == p.attempt and a.end_time is not None for a in task.status.attempts)
 
 
 def _metered(task: objects.AgentTask) -> tuple[object, ...]:

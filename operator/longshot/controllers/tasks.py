@@ -150,7 +150,8 @@ class TaskReconciler:
         events, pre = await self._observe(task, build, state, now)
         children = delegating.children_status(self.ctx, task, build)
         extra = {"children": children} if children is not None else None
-        return self._decide(task, build, state, events, now, pre, extra, pod_uid=self._unrecorded_uid(task, state))
+        return self._decide(task, build, state, events, now, pre, extra, pod_uid=self._unrecorded_uid(task, state),
+                            late=self._late_usage(task))
 
     async def _fanout(self, task: objects.AgentTask, build: objects.BuildRequest, state: tasks.TaskState,
                       fan: Any, now: datetime) -> list[ex.Action]:
@@ -438,6 +439,18 @@ class TaskReconciler:
 
     # --- deciding and acting -----------------------------------------------------------------------
 
+    def _late_usage(self, task: objects.AgentTask) -> list[tasks.Effect]:
+        """A call the gateway metered for an attempt after the attempt was recorded (``tasks.late_usage``)."""
+        progress = task.status.progress
+        number = getattr(progress, "attempt", None)
+        if progress is None or number is None:
+            return []
+        record = next((a for a in task.status.attempts if a.number == number), None)
+        if record is None:
+            return []
+        return tasks.late_usage(number, record.pod, record.end_time is not None,
+                                tasks.Usage(record.tokens, record.cost), self._metered(task, number))
+
     def _unrecorded_uid(self, task: objects.AgentTask, state: tasks.TaskState) -> tuple[int, str] | None:
         """(attempt, Pod UID) when the current or next attempt's Pod is this task's own (its controller) but its UID
         is not on the attempt yet: a Pod adopted after a restart, or a status write that carried no UID."""
@@ -454,9 +467,11 @@ class TaskReconciler:
 
     def _decide(self, task: objects.AgentTask, build: objects.BuildRequest, state: tasks.TaskState,
                 events: Sequence[tasks.Event], now: datetime, pre: list[ex.Action],
-                extra: dict[str, Any] | None = None, pod_uid: tuple[int, str] | None = None) -> list[ex.Action]:
+                extra: dict[str, Any] | None = None, pod_uid: tuple[int, str] | None = None,
+                late: Sequence[tasks.Effect] = ()) -> list[ex.Action]:
         state, effects, invalid = fx.fold(lambda s, e: tasks.decide(s, e, now=now, rand=self.ctx.rand), state,
                                           events)
+        effects = [*effects, *late]
         for err in invalid:
             log.error("task %s/%s: %s", task.namespace, task.name, err)
         if pod_uid is not None and pod_uid[0] != state.attempt:

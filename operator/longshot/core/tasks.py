@@ -1097,6 +1097,24 @@ def initial_conditions(message: str = PENDING_MESSAGE) -> list[Effect]:
             for t, s, r, m in INITIAL_CONDITIONS]
 
 
+def late_usage(number: int, pod: str, ended: bool, recorded: Usage, metered: Usage | None) -> list[Effect]:
+    """An ended attempt's usage raised to what the gateway metered for it after its end.
+
+    A model call in flight when the attempt's Pod stopped (killed at its deadline, cancelled, hung) is charged when
+    its answer reaches the gateway, which adds it to ``status.progress`` while the progress is still that attempt's:
+    after the operator recorded the attempt (``status.attempts[number]``). The build's usage counts it already
+    (``core.usage``: the larger of the two); this makes the attempt's record say so too, and counts the difference
+    in ``longshot_tokens_total``. ``metered`` is the progress's usage when it belongs to attempt ``number`` (None
+    otherwise); nothing when the attempt has not ended (its end records the metered figures) or nothing grew."""
+    if not ended or metered is None:
+        return []
+    tokens, cost = max(recorded.tokens, metered.tokens), max(recorded.cost, metered.cost)
+    if tokens == recorded.tokens and cost == recorded.cost:
+        return []
+    return [RecordAttempt(number, pod, tokens=tokens, cost=cost),
+            CountUsage(tokens - recorded.tokens, round(cost - recorded.cost, 9))]
+
+
 def heartbeat_silence(last_heartbeat: datetime | None, started: datetime | None, now: datetime) -> float | None:
     """Seconds since the running attempt last showed life: its last heartbeat, or its start when it has not
     reported yet (the later of the two). None when neither is known."""

@@ -169,6 +169,37 @@ async def test_tokens_and_cost_are_counted_once_when_the_status_write_that_recor
     assert sample("longshot_cost_dollars_total") == pytest.approx(cost + 0.25)
 
 
+async def test_a_call_metered_after_its_attempt_ended_raises_the_attempt_s_record_and_the_counter():
+    """CI (e2e-llm): a model call in flight when the planner's Pod ended was charged by the gateway after the operator
+    had recorded the attempt; the build's usage counted it (the larger of record and meter) but the attempt's record
+    never did, so the build's usage was more than the sum of its attempts (47,041 against 39,901 tokens)."""
+    fake, clock, mono = FakeKube(), Clock(), [0.0]
+    m = manager(fake, clock, mono)
+    fake.create(build())
+    await sync(fake, m)
+    rv = fake.objects[("AgentTask", "ns", "b-planner")]["metadata"]["resourceVersion"]
+    fake.patch_status("AgentTask", "ns", "b-planner", {"progress": {"attempt": 1, "tokens": 1000, "cost": 0.25}},
+                      resource_version=rv)
+    await sync(fake, m)
+    fake.finish_pod("ns", "b-planner-a1", 0, plan_of(1))
+    await sync(fake, m)
+    planner = status(fake, "AgentTask", "b-planner")
+    assert planner["phase"] == "Succeeded" and planner["attempts"][0]["tokens"] == 1000
+    tokens, cost = sample("longshot_tokens_total"), sample("longshot_cost_dollars_total")
+    rv = fake.objects[("AgentTask", "ns", "b-planner")]["metadata"]["resourceVersion"]
+    fake.patch_status("AgentTask", "ns", "b-planner", {"progress": {"attempt": 1, "tokens": 1700, "cost": 0.5}},
+                      resource_version=rv)  # the answer of the call in flight, charged now
+    await sync(fake, m)
+    attempt = status(fake, "AgentTask", "b-planner")["attempts"][0]
+    assert (attempt["tokens"], attempt["cost"]) == (1700, 0.5)
+    assert attempt["endTime"] == planner["attempts"][0]["endTime"]  # the same ended attempt, nothing else changed
+    assert sample("longshot_tokens_total") == tokens + 700
+    assert sample("longshot_cost_dollars_total") == pytest.approx(cost + 0.25)
+    assert status(fake, "BuildRequest", "b")["usage"]["tokens"] == 1700
+    await sync(fake, m)  # and once only
+    assert sample("longshot_tokens_total") == tokens + 700
+
+
 async def test_a_pod_failure_is_counted_once_when_the_status_write_that_records_it_lost_once():
     fake, clock, mono = FakeKube(), Clock(), [0.0]
     m = manager(fake, clock, mono)

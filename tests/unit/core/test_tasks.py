@@ -478,3 +478,21 @@ def test_a_pod_that_will_never_start_is_deleted_at_once_whatever_the_event_means
     assert not of(effects, DeletePod)
     _, effects = decide(running(2), PodFinished({}, None, 1, outcome=never, stuck=True))  # an older attempt's
     assert of(effects, DeletePod) == [DeletePod("b-t1-a1", grace_seconds=0)]
+
+
+# --- a call metered after its attempt ended ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("ended", "recorded", "metered", "expected"), [
+    (True, tasks.Usage(1000, 0.25), tasks.Usage(1700, 0.5),
+     [tasks.RecordAttempt(2, "t-a2", tokens=1700, cost=0.5), tasks.CountUsage(700, 0.25)]),
+    (True, tasks.Usage(1000, 0.25), tasks.Usage(1000, 0.25), []),  # nothing grew
+    (True, tasks.Usage(1200, 0.25), tasks.Usage(1000, 0.25), []),  # the handoff said more: the record stays
+    (True, tasks.Usage(1000, 0.25), tasks.Usage(900, 0.3),  # field by field the larger
+     [tasks.RecordAttempt(2, "t-a2", tokens=1000, cost=0.3), tasks.CountUsage(0, 0.05)]),
+    (False, tasks.Usage(0, 0.0), tasks.Usage(1700, 0.5), []),  # running: its end records the meter
+    (True, tasks.Usage(1000, 0.25), None, []),  # the progress is another attempt's
+])
+def test_an_ended_attempt_s_record_rises_to_what_the_gateway_metered_after_its_end(
+        ended: bool, recorded: tasks.Usage, metered: tasks.Usage | None, expected: list[Any]) -> None:
+    assert tasks.late_usage(2, "t-a2", ended, recorded, metered) == expected
