@@ -42,7 +42,9 @@ def llm_build_request(name: str, repo_url: str, server: ModelServer) -> dict[str
             # nobody watches this build: no ask tool (a 270M model called it on most first turns, and each question
             # stops the task until a person answers; the tier ran planners only)
             "agent": {"backend": "openai", "model": server.model, "baseUrl": server.base_url, "allowQuestions": False,
-                      "timeoutSeconds": 900, "maxTurns": 8,  # a 270M model wanders: its last turns must finish
+                      # a 270M model wanders: its last turns must finish; an attempt killed at its deadline is a
+                      # Timeout the checks below accept (a CI run of 2026-11-29 spent 22 min here, one attempt 900 s)
+                      "timeoutSeconds": 600, "maxTurns": 8,
                       "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
                                     "limits": {"cpu": "1", "memory": "512Mi"}}},
             "workers": {"max": 1},
