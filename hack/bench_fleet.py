@@ -732,12 +732,29 @@ class Jobs:
 # --- the cluster pieces --------------------------------------------------------------------------------------
 
 
-def spawn(name: str, argv: list[str], workdir: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+def spawn(name: str, argv: list[str], workdir: Path, env: Mapping[str, str] | None = None,
+          nice: int = 0) -> subprocess.Popen[bytes]:
+    """``argv`` in a session of its own; ``nice``: that session's CPU weight (:func:`set_group_nice`)."""
     out = (workdir / f"{name}.log").open("ab")
     p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                          start_new_session=True, env=dict(env) if env is not None else None)
     out.close()
+    if nice:
+        set_group_nice(p.pid, nice)
     return p
+
+
+def set_group_nice(pid: int, nice: int) -> None:
+    """The niceness of the scheduling group of ``pid``'s session, and so of every process it starts.
+
+    With the kernel's session autogroups on (``/proc/sys/kernel/sched_autogroup_enabled``, as on this machine),
+    ``nice`` or ``setpriority`` on a process weighs it only against the processes of its own session; each session
+    gets an equal share of the CPU against the others. The group's own niceness (``/proc/<pid>/autogroup``) is what
+    weighs sessions against each other. Without autogroups, the process's own niceness is set instead."""
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text(f"{nice}\n")
+    except OSError:
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
 
 
 def stop_process(p: subprocess.Popen[bytes]) -> None:
@@ -822,14 +839,14 @@ def ready_nodes(core: kubernetes.client.CoreV1Api) -> int:
     return ready
 
 
-def start_forge(work: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+def start_forge(work: Path, nice: int = 0) -> tuple[subprocess.Popen[bytes], str, str]:
     creds = work / "forge-credentials"
     password = secrets.token_urlsafe(18)
     creds.write_text(f"{FORGE_USER}:{password}\n")
     creds.chmod(0o600)
     port = controlplane.free_port()
     p = spawn("forge", [sys.executable, "-m", "longshot_testing.forge", f"--root={work / 'git'}",
-                        "--host=127.0.0.1", f"--port={port}", f"--credentials={creds}"], work)
+                        "--host=127.0.0.1", f"--port={port}", f"--credentials={creds}"], work, nice=nice)
     controlplane.wait_until(lambda: _connects(port), 30, "the git forge")
     return p, f"http://127.0.0.1:{port}", password
 
@@ -1230,7 +1247,7 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
             kwok_nodes(core, nodes, per_node)
             controlplane.wait_until(lambda: ready_nodes(core) >= nodes, 60, f"{nodes} kwok nodes Ready", 0.5)
             (work / "git").mkdir()
-            procs["forge"], forge_url, password = start_forge(work)
+            procs["forge"], forge_url, password = start_forge(work, args.forge_nice)
             for ns in ([NS, QUIET_NS] if args.tenants > 1 else [NS]):
                 core.create_namespace({"metadata": {"name": ns}})
                 controlplane.wait_until(lambda ns=ns: core.list_namespaced_service_account(ns).items, 60,
@@ -1262,7 +1279,7 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
                     env.update(LONGSHOT_ADMISSION_CAPACITY="auto", LONGSHOT_ADMISSION_REFRESH_SECONDS="2")
                     watched += ["--namespace", QUIET_NS]
                 procs[f"operator-{r}"] = spawn(f"operator-{r}", [sys.executable, "-m", "longshot", "operator",
-                                                                 *watched], work, env)
+                                                                 *watched], work, env, nice=args.operator_nice)
             operators = {n: p for n, p in procs.items() if n.startswith("operator-")}
             share = -(-args.tasks // args.repos)
             per_build = max(1, args.agents // args.repos)
@@ -1339,7 +1356,9 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
             log(f"resumed {len(builds)} build(s): {args.agents} agents, think {args.think_seconds:g}s, gates "
                 f"{args.gate_seconds:g}s, culprits {args.gate_failure_rate:g}, {args.replicas} replica(s); run "
                 f"until every task is merged or {duration:.0f}s"
-                + (f"; the agents' git at nice {args.agent_nice}" if gw_agents is not None and args.agent_nice else ""))
+                + (f"; the agents' git at nice {args.agent_nice}" if gw_agents is not None and args.agent_nice else "")
+                + (f"; the operator at nice {args.operator_nice}" if args.operator_nice else "")
+                + (f"; the forge at nice {args.forge_nice}" if args.forge_nice else ""))
             last_report, last_merge = start, start
             merged_before = 0
             filled: tuple[float, Samples] | None = None  # when the first fill ended, and the operator's metrics then
@@ -1511,6 +1530,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --through-gateway: the simulated agents' git (clone, commit, push) runs at this "
                              "niceness, standing for agent Pods on other nodes (their git then takes only the CPU "
                              "the operator, gateway, forge and API server leave); 0 (the default): as they are")
+    parser.add_argument("--operator-nice", type=int, default=0, choices=range(-20, 1), metavar="-20-0",
+                        help="the operator replicas (and their git) run at this niceness (root only): the CPU share "
+                             "their Pods' requests guarantee them on a real node (cpu.shares), which bare processes "
+                             "on a loaded machine do not have; 0 (the default): as they are")
+    parser.add_argument("--forge-nice", type=int, default=0, choices=range(-20, 1), metavar="-20-0",
+                        help="the git forge (and its git) runs at this niceness (root only): a hosted forge is not on "
+                             "the operator's node and does not wait for its CPU; 0 (the default): as it is")
     parser.add_argument("--bin-dir", type=Path, default=None)
     parser.add_argument("--keep", type=Path, default=None, help="keep the work directory (logs, audit log) here")
     args = parser.parse_args(argv)

@@ -124,8 +124,13 @@ class GatewayAgents:
         threading.Thread(target=self._heartbeats, daemon=True, name="heartbeats").start()
 
     def niced(self) -> list[str]:
-        """The prefix of each of the agents' git commands (``nice`` execs git: no process more)."""
-        return ["nice", "-n", str(self.nice)] if self.nice else []
+        """The prefix of each of the agents' git commands: a session of its own whose scheduling group has that
+        niceness (``bench_fleet.set_group_nice``: with autogroups on, a process's own niceness weighs it only
+        against its own session, here the benchmark's threads), then git in place of the shell."""
+        if not self.nice:
+            return []
+        return ["setsid", "-w", "sh", "-c", f'echo {self.nice} > /proc/self/autogroup 2>/dev/null || renice -n '
+                f'{self.nice} -p $$ >/dev/null; exec "$@"', "sh"]
 
     def stop(self) -> None:
         self._stop.set()
