@@ -441,9 +441,8 @@ class TaskReconciler:
 
     def _late_usage(self, task: objects.AgentTask) -> list[tasks.Effect]:
         """A call the gateway metered for an attempt after the attempt was recorded (``tasks.late_usage``)."""
-        progress = task.status.progress
-        number = getattr(progress, "attempt", None)
-        if progress is None or number is None:
+        number = getattr(task.status.progress, "attempt", None)
+        if number is None:
             return []
         record = next((a for a in task.status.attempts if a.number == number), None)
         if record is None:

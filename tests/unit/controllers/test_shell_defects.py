@@ -146,15 +146,20 @@ def sample(name: str, labels: dict[str, str] | None = None) -> float:
     return metrics.REGISTRY.get_sample_value(name, labels or {}) or 0.0
 
 
+def meter(fake: FakeKube, tokens: int, cost: float) -> None:
+    """The gateway's progress write of the planner's first attempt: its metered usage so far."""
+    rv = fake.objects[("AgentTask", "ns", "b-planner")]["metadata"]["resourceVersion"]
+    fake.patch_status("AgentTask", "ns", "b-planner", {"progress": {"attempt": 1, "tokens": tokens, "cost": cost}},
+                      resource_version=rv)
+
+
 async def test_tokens_and_cost_are_counted_once_when_the_status_write_that_records_them_lost_once():
     """An attempt with 1,000 metered tokens whose write lost once made longshot_tokens_total grow by 2,000."""
     fake, clock, mono = FakeKube(), Clock(), [0.0]
     m = manager(fake, clock, mono)
     fake.create(build())
     await sync(fake, m)
-    rv = fake.objects[("AgentTask", "ns", "b-planner")]["metadata"]["resourceVersion"]
-    fake.patch_status("AgentTask", "ns", "b-planner", {"progress": {"attempt": 1, "tokens": 1000, "cost": 0.25}},
-                      resource_version=rv)
+    meter(fake, 1000, 0.25)
     await sync(fake, m)
     tokens, cost = sample("longshot_tokens_total"), sample("longshot_cost_dollars_total")
     fake.finish_pod("ns", "b-planner-a1", 0, plan_of(1))
@@ -177,18 +182,14 @@ async def test_a_call_metered_after_its_attempt_ended_raises_the_attempt_s_recor
     m = manager(fake, clock, mono)
     fake.create(build())
     await sync(fake, m)
-    rv = fake.objects[("AgentTask", "ns", "b-planner")]["metadata"]["resourceVersion"]
-    fake.patch_status("AgentTask", "ns", "b-planner", {"progress": {"attempt": 1, "tokens": 1000, "cost": 0.25}},
-                      resource_version=rv)
+    meter(fake, 1000, 0.25)
     await sync(fake, m)
     fake.finish_pod("ns", "b-planner-a1", 0, plan_of(1))
     await sync(fake, m)
     planner = status(fake, "AgentTask", "b-planner")
     assert planner["phase"] == "Succeeded" and planner["attempts"][0]["tokens"] == 1000
     tokens, cost = sample("longshot_tokens_total"), sample("longshot_cost_dollars_total")
-    rv = fake.objects[("AgentTask", "ns", "b-planner")]["metadata"]["resourceVersion"]
-    fake.patch_status("AgentTask", "ns", "b-planner", {"progress": {"attempt": 1, "tokens": 1700, "cost": 0.5}},
-                      resource_version=rv)  # the answer of the call in flight, charged now
+    meter(fake, 1700, 0.5)  # the answer of the call in flight, charged now
     await sync(fake, m)
     attempt = status(fake, "AgentTask", "b-planner")["attempts"][0]
     assert (attempt["tokens"], attempt["cost"]) == (1700, 0.5)
