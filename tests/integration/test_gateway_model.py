@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import threading
 
 import httpx
 import pytest
 from gateway_attempts import make_attempt, secret
 from gateway_fakes import Reply, anthropic_json, anthropic_stream, fake_model, openai_json, openai_stream
 from gateway_server import GatewayThread
+
+from longshot.core import usage
 
 pytestmark = pytest.mark.integration
 
@@ -184,6 +187,36 @@ def test_two_replicas_metering_one_task_at_once_lose_no_update(
     p = a.progress(custom)
     assert (p["calls"], p["tokens"], p["inputTokens"]) == (calls, 15 * calls, 10 * calls)
     assert p["cost"] == pytest.approx(calls * (10 * 2 + 5 * 8) / 1e6)
+
+
+def test_a_call_answered_after_the_task_s_next_attempt_started_metering_is_kept_for_its_own_attempt(
+        gateway, setup, model, core_v1, custom, namespace):
+    """A model call in flight when its attempt's Pod stopped is charged when its answer arrives; by then the operator
+    may have recorded the attempt and the next one written its first progress. The charge goes to
+    ``progress.earlier`` (it was dropped), and the build's usage counts it (``core.usage``)."""
+    a = openai_attempt(core_v1, custom, namespace, gateway, model)
+    held = threading.Event()
+    model.script(Reply(body=openai_json("gpt-test", (1000, 500)), hold=held))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        call = pool.submit(chat, gateway, a)
+        assert model.server.arrived.wait(60)
+        # meanwhile: attempt 1 recorded as ended with what was metered before (100 tokens), attempt 2 metering
+        first = custom.get_namespaced_custom_object_status("longshot.dev", "v1alpha1", namespace, "agenttasks",
+                                                           a.task["metadata"]["name"])["status"]["attempts"][0]
+        attempts = [{**first, "tokens": 100, "cost": 0.001, "endTime": "2026-11-29T10:00:00Z"},
+                    {"number": 2, "pod": f"{a.task['metadata']['name']}-a2"}]
+        custom.patch_namespaced_custom_object_status(
+            "longshot.dev", "v1alpha1", namespace, "agenttasks", a.task["metadata"]["name"],
+            {"status": {"attempts": attempts, "progress": {"attempt": 2, "tokens": 7, "cost": 0.0}}})
+        held.set()
+        assert call.result().status_code == 200
+    p = a.progress(custom)
+    assert (p["attempt"], p["tokens"], p["cost"]) == (2, 7, 0)  # attempt 2's own figures untouched
+    assert [(e["attempt"], e["tokens"]) for e in p["earlier"]] == [(1, 1600)]  # its record's 100 and the call's 1,500
+    assert p["earlier"][0]["cost"] == pytest.approx(0.001 + (1000 * 2 + 500 * 8) / 1e6)
+    task = custom.get_namespaced_custom_object("longshot.dev", "v1alpha1", namespace, "agenttasks",
+                                               a.task["metadata"]["name"])
+    assert usage.task_usage(task).tokens == 1607
 
 
 def test_a_listed_get_route_is_forwarded_without_its_query_and_not_metered(

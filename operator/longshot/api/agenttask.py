@@ -251,6 +251,17 @@ class HandoffSummary(Model):
     ``spec.stackedOn``."""
 
 
+class EarlierUsage(Model):
+    """What the gateway metered in all for an earlier attempt, with a call charged after the progress moved on."""
+
+    attempt: int = Field(ge=1)
+    """The attempt."""
+    tokens: int = Field(default=0, ge=0)
+    """Its tokens in all (its record's, or what was metered while it ran, the larger, plus the late calls)."""
+    cost: float = Field(default=0.0, ge=0)
+    """Its cost in all, counted the same way."""
+
+
 class Progress(Model):
     """Live progress of the running attempt."""
 
@@ -277,6 +288,10 @@ class Progress(Model):
     """Until when the gateway holds this build's calls to ``backoffApi`` after the upstream answered 429."""
     backoff_api: Literal["openai", "anthropic"] | None = None
     """The model API ``backoffUntil`` is about."""
+    earlier: list[EarlierUsage] = Field(default_factory=list, max_length=8)
+    """Earlier attempts' usage charged by the gateway after this progress moved past them (a model call answered
+    after its attempt's Pod stopped, once the next attempt had started); the operator raises each attempt's
+    record in ``attempts`` to it (docs/orchestration.md)."""
 
 
 class Candidate(Model):

@@ -860,16 +860,24 @@ def progress_only(old: objects.AgentTask, new: objects.AgentTask) -> bool:
 
 
 def _ended_attempt_metered(task: objects.AgentTask) -> bool:
-    """Whether the progress meters an attempt the task already recorded as ended (``tasks.late_usage``)."""
+    """Whether the progress meters an attempt the task already recorded as ended (``tasks.late_usage``), or keeps
+    an earlier attempt's late charge (``progress.earlier``) its record does not show yet."""
     p = task.status.progress
-    if p is None or p.attempt is None:
+    if p is None:
         return False
-    return any(a.number == p.attempt and a.end_time is not None for a in task.status.attempts)
+    if p.attempt is not None and any(a.number == p.attempt and a.end_time is not None for a in task.status.attempts):
+        return True
+    for e in p.earlier:
+        record = next((a for a in task.status.attempts if a.number == e.attempt), None)
+        if record is not None and (e.tokens > record.tokens or e.cost > record.cost):
+            return True
+    return False
 
 
 def _metered(task: objects.AgentTask) -> tuple[object, ...]:
     """What of a task's progress the build reads: its usage (``controllers.context``: usage and budget)."""
     p = task.status.progress
+    late = tuple((e.attempt, e.tokens, e.cost) for e in p.earlier) if p is not None else ()
     if p is None or not (p.tokens or p.cost):
-        return (0, 0.0)  # an attempt's first heartbeat starts its figures at zero: no usage either way
-    return (p.attempt, p.tokens, p.cost)
+        return (0, 0.0, late)  # an attempt's first heartbeat starts its figures at zero: no usage either way
+    return (p.attempt, p.tokens, p.cost, late)

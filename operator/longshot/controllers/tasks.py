@@ -52,7 +52,7 @@ from longshot.controllers import context as ctxmod
 from longshot.controllers import delegating, taskinput, warmpools
 from longshot.controllers import executor as ex
 from longshot.controllers import fanout as fanoutc
-from longshot.core import binding, failures, fanout, forge, ledger, manifests, personas, tasks
+from longshot.core import binding, failures, fanout, forge, ledger, manifests, personas, tasks, usage
 from longshot.core import effects as fx
 from longshot.core.effects import EmitEvent, SetCondition
 from longshot.runtime import handoffs, pods
@@ -440,15 +440,25 @@ class TaskReconciler:
     # --- deciding and acting -----------------------------------------------------------------------
 
     def _late_usage(self, task: objects.AgentTask) -> list[tasks.Effect]:
-        """A call the gateway metered for an attempt after the attempt was recorded (``tasks.late_usage``)."""
-        number = getattr(task.status.progress, "attempt", None)
-        if number is None:
+        """Calls the gateway metered for attempts after they were recorded (``tasks.late_usage``): in the progress
+        while it is still the ended attempt's, in ``progress.earlier`` once it moved on (``core.usage.metered``)."""
+        progress = task.status.progress
+        if progress is None:
             return []
-        record = next((a for a in task.status.attempts if a.number == number), None)
-        if record is None:
-            return []
-        return tasks.late_usage(number, record.pod, record.end_time is not None,
-                                tasks.Usage(record.tokens, record.cost), self._metered(task, number))
+        numbers = {e.attempt for e in progress.earlier}
+        if progress.attempt is not None:
+            numbers.add(progress.attempt)
+        wire = progress.model_dump(by_alias=True, mode="json") if numbers else {}
+        out: list[tasks.Effect] = []
+        for number in sorted(numbers):
+            record = next((a for a in task.status.attempts if a.number == number), None)
+            if record is None:
+                continue
+            found = usage.metered(wire, number)
+            out += tasks.late_usage(number, record.pod, record.end_time is not None,
+                                    tasks.Usage(record.tokens, record.cost),
+                                    None if found is None else tasks.Usage(found.tokens, found.cost))
+        return out
 
     def _unrecorded_uid(self, task: objects.AgentTask, state: tasks.TaskState) -> tuple[int, str] | None:
         """(attempt, Pod UID) when the current or next attempt's Pod is this task's own (its controller) but its UID

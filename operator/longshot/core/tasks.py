@@ -1104,8 +1104,10 @@ def late_usage(number: int, pod: str, ended: bool, recorded: Usage, metered: Usa
     its answer reaches the gateway, which adds it to ``status.progress`` while the progress is still that attempt's:
     after the operator recorded the attempt (``status.attempts[number]``). The build's usage counts it already
     (``core.usage``: the larger of the two); this makes the attempt's record say so too, and counts the difference
-    in ``longshot_tokens_total``. ``metered`` is the progress's usage when it belongs to attempt ``number`` (None
-    otherwise); nothing when the attempt has not ended (its end records the metered figures) or nothing grew."""
+    in ``longshot_tokens_total``. Once the task's next attempt has started metering, the gateway keeps such a charge
+    in ``progress.earlier`` instead (``core.usage.charge_late``). ``metered`` is what the gateway metered for attempt
+    ``number`` (``core.usage.metered``: the progress while it is that attempt's, and ``progress.earlier``), None when
+    nothing; nothing when the attempt has not ended (its end records the metered figures) or nothing grew."""
     if not ended or metered is None:
         return []
     tokens, cost = max(recorded.tokens, metered.tokens), max(recorded.cost, metered.cost)

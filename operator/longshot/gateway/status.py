@@ -5,7 +5,9 @@ Every write reads the task, changes ``status.progress`` and patches it with the 
 read; a 409 (another gateway replica, or the operator, wrote in between) means read again and redo the
 change. So two replicas metering the same attempt at once never lose an increment. Figures belong to
 one attempt (``progress.attempt``): the first write of a new attempt starts from zero, and a late write
-of an older attempt is dropped.
+of an older attempt is dropped, except a model call's charge: that goes to ``progress.earlier``, the
+older attempt's total (``core.usage.charge_late``), as does what the old attempt's progress metered beyond its
+record when a new attempt's progress replaces it (``core.usage.carry``). No charge is lost to a new attempt.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from longshot.api import conditions, sanitize
 from longshot.core import messages as core_messages
+from longshot.core import usage as core_usage
 from longshot.gateway import cluster as gcluster
 from longshot.gateway import metrics
 from longshot.gateway.identity import Caller
@@ -37,24 +40,37 @@ class TaskStatus:
         self.cluster = cluster
         self.now = now
 
-    def update(self, caller: Caller, change: Callable[[dict[str, Any]], dict[str, Any] | None]
-               ) -> dict[str, Any] | None:
+    def update(self, caller: Caller, change: Callable[[dict[str, Any]], dict[str, Any] | None],
+               late: core_usage.Totals | None = None) -> dict[str, Any] | None:
         """Apply ``change`` to the caller's progress and write it; the written progress, or None when the task
-        is gone or already on a later attempt. ``change`` returns None to write nothing."""
+        is gone or already on a later attempt. ``change`` returns None to write nothing. ``late``: the charge
+        ``change`` adds, kept in ``progress.earlier`` when the task is already on a later attempt."""
         for i in range(MAX_RETRIES):  # the watch cache's copy first; after a conflict, the API server's
             task = self.cluster.get_task(caller.namespace, caller.task, fresh=i > 0)
             if task is None or task["metadata"].get("uid") != caller.task_obj["metadata"].get("uid"):
                 return None
-            current = (task.get("status") or {}).get("progress") or {}
+            status = task.get("status") or {}
+            current = status.get("progress") or {}
+            attempts = [a for a in status.get("attempts") or [] if isinstance(a, dict)]
             attempt = current.get("attempt")
             if isinstance(attempt, int) and attempt > caller.attempt:
-                log.warning("dropping a progress update of %s/%s attempt %d: the task is on attempt %d",
-                            caller.namespace, caller.task, caller.attempt, attempt)
-                return None
-            base = {**fresh(caller.attempt), **current} if attempt == caller.attempt else fresh(caller.attempt)
-            new = change(dict(base))
-            if new is None:
-                return base
+                if late is None or not (late.tokens or late.cost):
+                    log.warning("dropping a progress update of %s/%s attempt %d: the task is on attempt %d",
+                                caller.namespace, caller.task, caller.attempt, attempt)
+                    return None
+                new = {"earlier": core_usage.charge_late(current, attempts, caller.attempt, late)}
+            elif attempt == caller.attempt:
+                changed = change({**fresh(caller.attempt), **current})
+                if changed is None:
+                    return {**fresh(caller.attempt), **current}
+                new = changed
+            else:
+                changed = change(fresh(caller.attempt))
+                if changed is None:
+                    return fresh(caller.attempt)
+                new = changed
+                if (kept := core_usage.carry(current, attempts)) is not None:
+                    new["earlier"] = kept  # (absent: the merge patch leaves the list as it is)
             try:
                 self.cluster.patch_task_status(caller.namespace, caller.task, task["metadata"]["resourceVersion"],
                                                {"progress": new})
@@ -74,7 +90,7 @@ class TaskStatus:
             p["lastHeartbeat"] = conditions.rfc3339(self.now())
             return p
 
-        return self.update(caller, change)
+        return self.update(caller, change, late=core_usage.Totals(input_tokens + output_tokens, round(cost, 9)))
 
     def add_mcp_call(self, caller: Caller) -> dict[str, Any] | None:
         """One more MCP tool call forwarded for the attempt (``progress.mcpCalls``)."""

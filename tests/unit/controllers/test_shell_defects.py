@@ -146,21 +146,27 @@ def sample(name: str, labels: dict[str, str] | None = None) -> float:
     return metrics.REGISTRY.get_sample_value(name, labels or {}) or 0.0
 
 
-def meter(fake: FakeKube, tokens: int, cost: float) -> None:
-    """The gateway's progress write of the planner's first attempt: its metered usage so far."""
+def meter(fake: FakeKube, tokens: int, cost: float, attempt: int = 1, **more: object) -> None:
+    """The gateway's progress write of the planner's attempt: its metered usage so far."""
     rv = fake.objects[("AgentTask", "ns", "b-planner")]["metadata"]["resourceVersion"]
-    fake.patch_status("AgentTask", "ns", "b-planner", {"progress": {"attempt": 1, "tokens": tokens, "cost": cost}},
-                      resource_version=rv)
+    fake.patch_status("AgentTask", "ns", "b-planner",
+                      {"progress": {"attempt": attempt, "tokens": tokens, "cost": cost, **more}}, resource_version=rv)
 
 
-async def test_tokens_and_cost_are_counted_once_when_the_status_write_that_records_them_lost_once():
-    """An attempt with 1,000 metered tokens whose write lost once made longshot_tokens_total grow by 2,000."""
+async def metered_planner(tokens: int, cost: float) -> tuple[FakeKube, Clock, Any]:
+    """A build whose planner's first attempt runs, with ``tokens`` and ``cost`` metered by the gateway so far."""
     fake, clock, mono = FakeKube(), Clock(), [0.0]
     m = manager(fake, clock, mono)
     fake.create(build())
     await sync(fake, m)
-    meter(fake, 1000, 0.25)
+    meter(fake, tokens, cost)
     await sync(fake, m)
+    return fake, clock, m
+
+
+async def test_tokens_and_cost_are_counted_once_when_the_status_write_that_records_them_lost_once():
+    """An attempt with 1,000 metered tokens whose write lost once made longshot_tokens_total grow by 2,000."""
+    fake, clock, m = await metered_planner(1000, 0.25)
     tokens, cost = sample("longshot_tokens_total"), sample("longshot_cost_dollars_total")
     fake.finish_pod("ns", "b-planner-a1", 0, plan_of(1))
     fake.fail_status[("AgentTask", "b-planner")] = [kube.Conflict("AgentTask", "ns", "b-planner",
@@ -178,12 +184,7 @@ async def test_a_call_metered_after_its_attempt_ended_raises_the_attempt_s_recor
     """CI (e2e-llm): a model call in flight when the planner's Pod ended was charged by the gateway after the operator
     had recorded the attempt; the build's usage counted it (the larger of record and meter) but the attempt's record
     never did, so the build's usage was more than the sum of its attempts (47,041 against 39,901 tokens)."""
-    fake, clock, mono = FakeKube(), Clock(), [0.0]
-    m = manager(fake, clock, mono)
-    fake.create(build())
-    await sync(fake, m)
-    meter(fake, 1000, 0.25)
-    await sync(fake, m)
+    fake, _, m = await metered_planner(1000, 0.25)
     fake.finish_pod("ns", "b-planner-a1", 0, plan_of(1))
     await sync(fake, m)
     planner = status(fake, "AgentTask", "b-planner")
@@ -197,6 +198,33 @@ async def test_a_call_metered_after_its_attempt_ended_raises_the_attempt_s_recor
     assert sample("longshot_tokens_total") == tokens + 700
     assert sample("longshot_cost_dollars_total") == pytest.approx(cost + 0.25)
     assert status(fake, "BuildRequest", "b")["usage"]["tokens"] == 1700
+    await sync(fake, m)  # and once only
+    assert sample("longshot_tokens_total") == tokens + 700
+
+
+async def test_a_call_charged_after_the_next_attempt_started_metering_raises_the_earlier_attempt_s_record():
+    """A late charge that reached the gateway after the task's next attempt had written its first progress was
+    dropped: not in the attempt's record, not in the build's usage, not in the counter. The gateway now keeps it in
+    ``progress.earlier`` (``core.usage.charge_late``) and the task raises that attempt's record from it."""
+    fake, clock, m = await metered_planner(1000, 0.25)
+    fake.finish_pod("ns", "b-planner-a1", 1, "it broke")
+    for _ in range(30):  # its backoff, then attempt 2
+        await sync(fake, m)
+        if any(a["number"] == 2 for a in status(fake, "AgentTask", "b-planner").get("attempts") or []):
+            break
+        clock.now += timedelta(seconds=5)
+    first = status(fake, "AgentTask", "b-planner")["attempts"][0]
+    assert (first["number"], first["tokens"], first["cost"]) == (1, 1000, 0.25) and first.get("endTime")
+    tokens, cost = sample("longshot_tokens_total"), sample("longshot_cost_dollars_total")
+    meter(fake, 10, 0.0, attempt=2)
+    await sync(fake, m)
+    meter(fake, 10, 0.0, attempt=2, earlier=[{"attempt": 1, "tokens": 1700, "cost": 0.5}])  # a late charge of 700
+    await sync(fake, m)
+    first = status(fake, "AgentTask", "b-planner")["attempts"][0]
+    assert (first["tokens"], first["cost"]) == (1700, 0.5)
+    assert sample("longshot_tokens_total") == tokens + 700
+    assert sample("longshot_cost_dollars_total") == pytest.approx(cost + 0.25)
+    assert status(fake, "BuildRequest", "b")["usage"]["tokens"] == 1710
     await sync(fake, m)  # and once only
     assert sample("longshot_tokens_total") == tokens + 700
 
