@@ -1258,7 +1258,7 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
             if args.through_gateway:  # one real longshot-gateway between the agents and the forge
                 gw_port, gateway_metrics = controlplane.free_port(), controlplane.free_port()
                 procs["gateway"] = bench_fleet_gateway.start_gateway(spawn, work, cp.kubeconfig, NS, gw_port,
-                                                                     gateway_metrics, ROOT)
+                                                                     gateway_metrics, ROOT, args.gateway_nice)
                 controlplane.wait_until(lambda: _connects(gw_port), 60, "longshot-gateway")
                 gateway_url = f"http://127.0.0.1:{gw_port}"
             audit_start = audit_log.stat().st_size
@@ -1358,7 +1358,8 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
                 f"until every task is merged or {duration:.0f}s"
                 + (f"; the agents' git at nice {args.agent_nice}" if gw_agents is not None and args.agent_nice else "")
                 + (f"; the operator at nice {args.operator_nice}" if args.operator_nice else "")
-                + (f"; the forge at nice {args.forge_nice}" if args.forge_nice else ""))
+                + (f"; the forge at nice {args.forge_nice}" if args.forge_nice else "")
+                + (f"; the gateway at nice {args.gateway_nice}" if gateway_url and args.gateway_nice else ""))
             last_report, last_merge = start, start
             merged_before = 0
             filled: tuple[float, Samples] | None = None  # when the first fill ended, and the operator's metrics then
@@ -1537,6 +1538,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--forge-nice", type=int, default=0, choices=range(-20, 1), metavar="-20-0",
                         help="the git forge (and its git) runs at this niceness (root only): a hosted forge is not on "
                              "the operator's node and does not wait for its CPU; 0 (the default): as it is")
+    parser.add_argument("--gateway-nice", type=int, default=0, choices=range(-20, 1), metavar="-20-0",
+                        help="with --through-gateway: the gateway (and its git) runs at this niceness (root only), "
+                             "the CPU share its Pods' requests give it on a node; 0 (the default): as it is")
     parser.add_argument("--bin-dir", type=Path, default=None)
     parser.add_argument("--keep", type=Path, default=None, help="keep the work directory (logs, audit log) here")
     args = parser.parse_args(argv)

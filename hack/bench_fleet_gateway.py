@@ -87,14 +87,15 @@ class GitTimes:
 
 
 def start_gateway(spawn: Callable[..., subprocess.Popen[bytes]], work: Path, kubeconfig: Path, namespace: str,
-                  port: int, metrics_port: int, root: Path) -> subprocess.Popen[bytes]:
-    """One real gateway process: ``python -m longshot gateway`` with the admin kubeconfig."""
+                  port: int, metrics_port: int, root: Path, nice: int = 0) -> subprocess.Popen[bytes]:
+    """One real gateway process: ``python -m longshot gateway`` with the admin kubeconfig; ``nice``: its session's
+    CPU weight (``--gateway-nice``)."""
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "LONGSHOT_GATEWAY_PORT": str(port),
            "LONGSHOT_GATEWAY_METRICS_PORT": str(metrics_port), "LONGSHOT_GATEWAY_ADDRESS": "127.0.0.1",
            "LONGSHOT_GATEWAY_NAMESPACE": namespace, "LONGSHOT_GATEWAY_MIRROR_DIR": str(work / "gateway-mirrors"),
            "LONGSHOT_GATEWAY_EGRESS_ALLOWED_CIDRS": "127.0.0.0/8",
            "PYTHONPATH": f"{root / 'operator'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return spawn("gateway", [sys.executable, "-m", "longshot", "gateway"], work, env)
+    return spawn("gateway", [sys.executable, "-m", "longshot", "gateway"], work, env, nice=nice)
 
 
 class GatewayAgents:

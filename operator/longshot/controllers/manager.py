@@ -59,6 +59,7 @@ from longshot.controllers import standing as standingc
 from longshot.controllers import tasks as tasksc
 from longshot.core import builds, lanes, standing
 from longshot.core import mergejobs as mj
+from longshot.core import tasks as core_tasks
 from longshot.net import guard as gd
 from longshot.runtime import capacity, kube, netpol, preflight
 
@@ -240,9 +241,12 @@ class Manager:
         return standingc.delivery(self.ctx, schedule, path, headers, body)
 
     def _delivery_task(self, ref: workqueue.Ref) -> bool:
-        """A gate, review, sweep or final task: the merge queue or the build's finalization waits for its end, so its
-        reconciles go ahead of the workers' (``WorkQueue``'s urgent tier)."""
-        return self.cache.delivery_task((ref[1], ref[2]))
+        """A gate, review, sweep or final task that has not finished: the merge queue or the build's finalization
+        waits for its end, so its reconciles go ahead of the workers' (``WorkQueue``'s urgent tier), a resync's
+        too. A finished one waits in its tier: nothing waits for it."""
+        key = (ref[1], ref[2])
+        task = self.cache.tasks.get(key)
+        return task is not None and task.status.phase not in core_tasks.TERMINAL and self.cache.delivery_task(key)
 
     def _reconcile(self, kind: str, ref: workqueue.Ref) -> Any:
         return self.reconcilers[kind](ref[1], ref[2])

@@ -156,9 +156,14 @@ class WorkQueue(Generic[T]):
         self.wake.set()
 
     def add_low(self, refs: Iterable[T]) -> None:
-        """Mark ``refs`` dirty behind everything else (a resync): one already dirty keeps its place."""
+        """Mark ``refs`` dirty behind everything else (a resync): one already dirty keeps its place. One that the
+        ``urgent`` classifier names goes ahead of all others, as :meth:`add` puts it: a replica that got its shards
+        back marks every object at once, and a gate whose Pod ended while the shard was away (its event dropped:
+        the replica did not own it) waited behind 10,000 tasks while the merge queue waited for it."""
         for r in refs:
-            if not self._is_dirty(r):
+            if self.urgent is not None and self.urgent(r):
+                self._mark(r)
+            elif not self._is_dirty(r):
                 self._list(r, LOW)
         self.wake.set()
 

@@ -100,6 +100,13 @@ def test_urgent_references_are_handed_out_first_whatever_came_before():
     assert q.take(2) == ["gate-1", "worker-1"]
 
 
+def test_a_resync_marks_an_urgent_reference_urgent_not_low():
+    q: WorkQueue[str] = WorkQueue(Clock(), urgent=lambda r: r.startswith("gate"))
+    q.add("event")
+    q.add_low([*(f"resync-{i}" for i in range(100)), "gate-1", "event"])
+    assert q.take(3) == ["gate-1", "event", "resync-0"]
+
+
 async def test_a_worker_waiting_on_get_is_handed_the_urgent_reference_first():
     q: WorkQueue[str] = WorkQueue(Clock(), urgent=lambda r: r == "gate")
     q.add_low(["resync"])
