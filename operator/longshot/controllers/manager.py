@@ -244,9 +244,8 @@ class Manager:
         """A gate, review, sweep or final task that has not finished: the merge queue or the build's finalization
         waits for its end, so its reconciles go ahead of the workers' (``WorkQueue``'s urgent tier), a resync's
         too. A finished one waits in its tier: nothing waits for it."""
-        key = (ref[1], ref[2])
-        task = self.cache.tasks.get(key)
-        return task is not None and task.status.phase not in core_tasks.TERMINAL and self.cache.delivery_task(key)
+        task = self.cache.tasks.get((ref[1], ref[2]))
+        return task is not None and task.status.phase not in core_tasks.TERMINAL and cachemod.purpose(task) is not None
 
     def _reconcile(self, kind: str, ref: workqueue.Ref) -> Any:
         return self.reconcilers[kind](ref[1], ref[2])

@@ -59,17 +59,13 @@ class TaskStatus:
                                 caller.namespace, caller.task, caller.attempt, attempt)
                     return None
                 new = {"earlier": core_usage.charge_late(current, attempts, caller.attempt, late)}
-            elif attempt == caller.attempt:
-                changed = change({**fresh(caller.attempt), **current})
-                if changed is None:
-                    return {**fresh(caller.attempt), **current}
-                new = changed
             else:
-                changed = change(fresh(caller.attempt))
+                base = {**fresh(caller.attempt), **current} if attempt == caller.attempt else fresh(caller.attempt)
+                changed = change(dict(base))
                 if changed is None:
-                    return fresh(caller.attempt)
+                    return base
                 new = changed
-                if (kept := core_usage.carry(current, attempts)) is not None:
+                if attempt != caller.attempt and (kept := core_usage.carry(current, attempts)) is not None:
                     new["earlier"] = kept  # (absent: the merge patch leaves the list as it is)
             try:
                 self.cluster.patch_task_status(caller.namespace, caller.task, task["metadata"]["resourceVersion"],
