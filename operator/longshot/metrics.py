@@ -130,6 +130,9 @@ WARM_CLAIMS = Counter("longshot_warm_pool_claims_total", "Attempts of builds wit
                       ["result"], registry=REGISTRY)
 WARM_READY = Gauge("longshot_warm_pool_ready_sandboxes", "Warm sandboxes running and unclaimed, across this "
                    "replica's builds (docs/warm-pools.md).", registry=REGISTRY)
+WARM_HELD_BACK = Gauge("longshot_warm_pool_held_back_sandboxes", "Warm sandboxes this replica's pools want (size and "
+                       "pending tasks) and the room does not give them: the operator's max_workers, or their tenant's "
+                       "maxAgents, cpu or memory, less what runs (docs/warm-pools.md).", registry=REGISTRY)
 POD_FAILURES = Counter("longshot_pod_failures_total", "Failed agent Pod attempts by failure class.",
                        ["failure_class"], registry=REGISTRY)
 EVENTS_DROPPED = Counter("longshot_events_dropped_total",

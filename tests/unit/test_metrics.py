@@ -166,7 +166,8 @@ COUNTS = {
     "longshot_gateway_requests", "longshot_gateway_model_calls", "longshot_gateway_unpriced_calls",
     "longshot_gateway_estimated_calls", "longshot_gateway_git_pushes", "longshot_gateway_mcp_calls",
     "longshot_gateway_status_conflicts", "longshot_gateway_token_reviews", "longshot_warm_pool_claims",
-    "longshot_warm_pool_ready_sandboxes", "longshot_gateway_watch_cache_reads", "longshot_gateway_watch_cache_objects",
+    "longshot_warm_pool_ready_sandboxes", "longshot_warm_pool_held_back_sandboxes",
+    "longshot_gateway_watch_cache_reads", "longshot_gateway_watch_cache_objects",
     "longshot_gateway_mirror_refreshes",
     # states: an enumeration or a flag, 0/1 per label value
     "longshot_replica_role", "longshot_admission_capacity_mode", "longshot_tenant_held",

@@ -16,6 +16,7 @@ import logging
 import secrets
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -91,21 +92,38 @@ def _upcoming(ctx: ctxmod.Context, build: objects.BuildRequest) -> int:
     return n
 
 
-def _tenant_room(ctx: ctxmod.Context, namespace: str, running: dict[str, int]) -> int | None:
-    policy = admission.policy_of(ctx.settings.tenants(), namespace)
-    if policy.max_agents is None:
-        return None
-    return policy.max_agents - running.get(namespace, 0)
+def _rooms(ctx: ctxmod.Context, ours: set[tuple[str, str]]) -> tuple[int, dict[str, warmpool.TenantRoom]]:
+    """What the pools of this replica's builds (``ours``: namespace and build label) may hold, before they are
+    divided (``core.warmpool.allot``): the operator's ``max_workers`` and each tenant's ``maxAgents``, cpu and memory
+    (``LONGSHOT_ADMISSION_TENANTS``), less the agents running (any replica's: the cache holds every agent Pod) and
+    the warm Pods of builds not divided here (another replica's)."""
+    tenants = ctx.settings.tenants()
+    held: dict[str, tuple[int, admission.Resources]] = defaultdict(lambda: (0, admission.NOTHING))
+    total = 0
+    for p in ctx.cache.pods.values():
+        if p.ended or (p.warm and (p.namespace, p.build) in ours):
+            continue
+        if p.task is None and not p.warm:
+            continue  # not an agent Pod of an attempt
+        n, used = held[p.namespace]
+        held[p.namespace] = (n + 1, used + p.requests)
+        total += 1
+    out: dict[str, warmpool.TenantRoom] = {}
+    for ns in {ns for ns, _ in ours}:
+        policy = admission.policy_of(tenants, ns)
+        n, used = held.get(ns, (0, admission.NOTHING))
+        out[ns] = warmpool.TenantRoom(
+            weight=policy.weight,
+            agents=None if policy.max_agents is None else policy.max_agents - n,
+            resources=None if policy.limit is None else policy.limit - used)
+    return ctx.settings.max_workers - total, out
 
 
 def plans(ctx: ctxmod.Context, now: datetime) -> list[tuple[objects.BuildRequest, warmpool.PoolPlan]]:
-    """``core.warmpool.plan`` for every build of this replica that keeps a pool or still has warm Pods."""
+    """``core.warmpool.plan`` for every build of this replica that keeps a pool or still has warm Pods, each at most
+    its share of the room (``core.warmpool.allot``)."""
     warm_builds = {(p.namespace, p.build) for p in ctx.cache.pods.values() if p.warm}
-    running: dict[str, int] = defaultdict(int)
-    for p in ctx.cache.pods.values():
-        if p.task is not None and not p.ended:
-            running[p.namespace] += 1
-    out = []
+    asked: list[tuple[objects.BuildRequest, warmpool.PoolFacts, warmpool.Want]] = []
     for build in list(ctx.cache.builds.values()):
         size, idle = size_of(ctx, build)
         if size <= 0 and (build.namespace, names.fit(build.name)) not in warm_builds:
@@ -114,11 +132,20 @@ def plans(ctx: ctxmod.Context, now: datetime) -> list[tuple[objects.BuildRequest
             continue
         active = not (build.spec.suspend or build.metadata.deleting or ctx.killswitch or ctx.budget_spent(build)
                       or build.status.completion_time is not None)
-        facts = warmpool.PoolFacts(size=size, template=pods.warm_template(_dict(build), ctx.settings), active=active,
-                                   upcoming=_upcoming(ctx, build), idle_seconds=idle,
-                                   tenant_room=_tenant_room(ctx, build.namespace, running))
-        out.append((build, warmpool.plan(facts, sandboxes(ctx, build, now), now=now)))
-    return out
+        spec = pods.warm_spec(_dict(build), ctx.settings)
+        facts = warmpool.PoolFacts(size=size, template=warmpool.template_hash(spec), active=active,
+                                   upcoming=_upcoming(ctx, build), idle_seconds=idle)
+        want = warmpool.Want(f"{build.namespace}/{build.name}", build.namespace, warmpool.wanted(facts),
+                             admission.pod_requests(spec))
+        asked.append((build, facts, want))
+    if not asked:
+        metrics.WARM_HELD_BACK.set(0)
+        return []
+    room, tenants = _rooms(ctx, {(b.namespace, names.fit(b.name)) for b, _, _ in asked})
+    given = warmpool.allot([w for _, _, w in asked], room=room, tenants=tenants)
+    metrics.WARM_HELD_BACK.set(sum(w.want - given[w.key] for _, _, w in asked))
+    return [(build, warmpool.plan(replace(facts, room=given[want.key]), sandboxes(ctx, build, now), now=now))
+            for build, facts, want in asked]
 
 
 async def maintain(ctx: ctxmod.Context) -> None:

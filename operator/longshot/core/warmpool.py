@@ -25,20 +25,26 @@ Claimed, unrecorded     the replica dies before that write     the task's next r
 Recorded                the attempt ends                       deleted as any attempt's Pod: never reused
 ======================  =====================================  =============================================
 
-**Pool size** (:func:`plan`): while the build is active, ``min(size, upcoming, tenant room)`` sandboxes of the
-current template, where ``upcoming`` is the build's pending tasks (the queue's demand) and the tenant room is its
-``maxAgents`` less its running agents (a pool never holds what its tenant may not run). Fairness across tenants is
+**Pool size** (:func:`plan`): while the build is active, ``min(size, upcoming, allotted)`` sandboxes of the
+current template, where ``upcoming`` is the build's pending tasks (the queue's demand) and ``allotted`` is its share
+of the room that :func:`allot` divides between the pools: what the operator's ``max_workers`` and each tenant's
+``maxAgents``, cpu and memory leave after the running agents (a warm sandbox holds a Pod, its requests and a slot
+it will run in: a pool never holds what its tenant, or the operator, may not run), given out one sandbox at a time to
+the tenant with the fewest for its weight, and within a tenant to its build with the fewest. Which task starts stays
 the scheduler's: a sandbox changes how fast a Pod starts, never which task starts.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
+
+from longshot.core.admission import NOTHING, Resources
 
 HASH_LEN: Final = 16
 TRACEPARENT_ENV: Final = "TRACEPARENT"
@@ -109,8 +115,9 @@ class PoolFacts:
     upcoming: int
     """Its pending tasks (not running, not ended): the queue's demand."""
     idle_seconds: int = 300
-    tenant_room: int | None = None
-    """Agents its namespace may still start (``maxAgents`` less its running agents); None: no limit."""
+    room: int | None = None
+    """The sandboxes :func:`allot` gives this build (its share of the operator's and its tenant's room); None: no
+    limit."""
 
 
 @dataclass(frozen=True)
@@ -124,13 +131,18 @@ class PoolPlan:
     """Unclaimed warm Pods of the current template that run (the gauge)."""
 
 
-def target(facts: PoolFacts) -> int:
-    """How many warm Pods the build keeps: 0 while it is not active or has no pending task, else
-    ``min(size, upcoming, tenant room)``."""
+def wanted(facts: PoolFacts) -> int:
+    """How many warm Pods the build asks for, before :func:`allot`: 0 while it is not active or has no pending task,
+    else ``min(size, upcoming)``."""
     if not facts.active or facts.size <= 0 or facts.upcoming <= 0:
         return 0
-    room = facts.upcoming if facts.tenant_room is None else min(facts.upcoming, max(0, facts.tenant_room))
-    return min(facts.size, room)
+    return min(facts.size, facts.upcoming)
+
+
+def target(facts: PoolFacts) -> int:
+    """How many warm Pods the build keeps: :func:`wanted`, at most its ``room`` (:func:`allot`)."""
+    want = wanted(facts)
+    return want if facts.room is None else min(want, max(0, facts.room))
 
 
 def plan(facts: PoolFacts, sandboxes: Iterable[Sandbox], *, now: datetime) -> PoolPlan:
@@ -167,3 +179,99 @@ def plan(facts: PoolFacts, sandboxes: Iterable[Sandbox], *, now: datetime) -> Po
     kept = [s for s in live if s not in delete]
     ready = sum(1 for s in kept if s.ready)
     return PoolPlan(create=max(0, want - len(kept)), delete=tuple(delete), target=want, ready=ready)
+
+
+# --- the room, divided between the pools -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Want:
+    """One build's ask of :func:`allot`."""
+
+    key: str
+    """The build (``namespace/name``)."""
+    tenant: str
+    """Its namespace."""
+    want: int
+    """:func:`wanted`."""
+    requests: Resources = NOTHING
+    """What one of its sandboxes requests (cpu, memory)."""
+
+
+@dataclass(frozen=True)
+class TenantRoom:
+    """What one tenant's pools may still hold."""
+
+    weight: float = 1.0
+    """Its weight in fair sharing (``core.admission.TenantPolicy.weight``)."""
+    agents: int | None = None
+    """Its ``maxAgents`` less its running agents and the warm Pods of pools not divided here; None: no limit."""
+    resources: Resources | None = None
+    """Its cpu and memory limit less what those Pods request; None: no limit."""
+
+
+def allot(wants: Sequence[Want], *, room: int | None,
+          tenants: Mapping[str, TenantRoom] | None = None) -> dict[str, int]:
+    """``{build: sandboxes}``: the room divided between the pools, each given at most its ``want``.
+
+    ``room`` is what the operator may still run (``max_workers`` less its running agents and the warm Pods of pools
+    not divided here; None: no limit). It is given out one sandbox at a time:
+
+    ==========================================  ==================================================================
+    step                                        decision
+    ==========================================  ==================================================================
+    which tenant                                the one with the fewest sandboxes given for its weight (then by
+                                                name) among those with a build that still wants one and fits
+    which of its builds                         the one with the fewest given (then in ``wants``' order)
+    a build wants no more                       left out
+    one more sandbox of a build would pass its  that build left out (its tenant's other builds may still fit)
+    tenant's agents, cpu or memory room
+    the room is used up, or no build is left    done
+    ==========================================  ==================================================================
+
+    So while the room lasts every pool gets what it wants; when it does not, each tenant gets a share in proportion
+    to its weight (a tenant that wants less than its share leaves the rest to the others), and no tenant's pools hold
+    more than its limits leave.
+    """
+    tenants = tenants or {}
+    given = {w.key: 0 for w in wants}
+    by_tenant: dict[str, list[tuple[int, int, Want]]] = {}
+    for i, w in enumerate(wants):
+        if w.want > 0:
+            by_tenant.setdefault(w.tenant, []).append((0, i, w))
+    left_agents = {t: tenants[t].agents if t in tenants else None for t in by_tenant}
+    left_res = {t: tenants[t].resources if t in tenants else None for t in by_tenant}
+    weight = {t: max(tenants[t].weight, 1e-9) if t in tenants else 1.0 for t in by_tenant}
+    for builds in by_tenant.values():
+        heapq.heapify(builds)
+    count = dict.fromkeys(by_tenant, 0)
+    order = [(0.0, t) for t in sorted(by_tenant)]
+    heapq.heapify(order)
+    left = room
+    while order and (left is None or left > 0):
+        _, t = heapq.heappop(order)
+        builds = by_tenant[t]
+        agents = left_agents[t]
+        if agents is not None and agents <= 0:
+            continue  # the tenant is full: none of its builds gets more
+        res = left_res[t]
+        while builds:
+            n, i, w = builds[0]
+            if n >= w.want or (res is not None and (w.requests.cpu > res.cpu or w.requests.memory > res.memory)):
+                heapq.heappop(builds)  # wants no more, or one more passes its tenant's cpu or memory
+                continue
+            break
+        if not builds:
+            continue
+        n, i, w = heapq.heappop(builds)
+        given[w.key] = n + 1
+        heapq.heappush(builds, (n + 1, i, w))
+        count[t] += 1
+        if agents is not None:
+            left_agents[t] = agents - 1
+        if res is not None:
+            left_res[t] = Resources(res.cpu - w.requests.cpu, res.memory - w.requests.memory, res.pods)
+        if left is not None:
+            left -= 1
+        heapq.heappush(order, (count[t] / weight[t], t))
+    return given

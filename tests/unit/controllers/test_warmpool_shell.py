@@ -28,9 +28,10 @@ def agent_task(name: str) -> dict[str, Any]:
             "spec": {"buildRef": {"name": "b"}, "description": f"do {name}", "role": "worker"}}
 
 
-def wired(size: int = 2, tasks: tuple[str, ...] = ("b-t1",)) -> tuple[FakeKube, managermod.Manager]:
+def wired(size: int = 2, tasks: tuple[str, ...] = ("b-t1",), settings: config.Settings = SETTINGS
+          ) -> tuple[FakeKube, managermod.Manager]:
     fake = FakeKube()
-    m = managermod.Manager(fake, SETTINGS, clock=Clock(), rand=lambda: 0.5, monotonic=lambda: 0.0)
+    m = managermod.Manager(fake, settings, clock=Clock(), rand=lambda: 0.5, monotonic=lambda: 0.0)
     m.ctx.preflight = lambda k, b: None
     b = build(agent={"warmPool": {"size": size}})
     b["metadata"]["finalizers"] = [cleanup.FINALIZER]
@@ -165,3 +166,30 @@ async def test_an_attempt_whose_timeout_does_not_fit_in_a_sandboxs_deadline_does
     actions = await m.tasks.admit(("ns", "b-long"))
     (create,) = [a for a in actions if isinstance(a, ex.CreatePod)]
     assert (create.pooled, create.warm) == (True, ())  # a miss: cold, no write wasted on a claim the API refuses
+
+
+async def test_the_pool_holds_no_more_than_max_workers_leaves_after_running_agents_and_other_replicas_pools():
+    settings = SETTINGS.model_copy(update={"max_workers": 4})
+    fake, m = wired(size=4, tasks=("b-t1", "b-t2", "b-t3", "b-t4", "b-t5"), settings=settings)
+    # an agent running for a build of another namespace, and a warm Pod of a build another replica keeps
+    other = build("o") | {"metadata": {"name": "o", "namespace": "ns2", "uid": "uid-o"}}
+    running = pods.build_agent_pod(agent_task("o-t1") | {"metadata": {"name": "o-t1", "namespace": "ns2",
+                                                                      "uid": "uid-o-t1"}}, other, settings, 1)
+    made = fake.create(running)
+    assert made is not None
+    made["status"] = {"phase": "Running"}
+    m.observe("Pod", "ADDED", made)
+    theirs = fake.create(pods.build_warm_pod(other, settings, "o-warm-1", 300))
+    assert theirs is not None
+    m.observe("Pod", "ADDED", theirs)
+    await warmpools.maintain(m.ctx)
+    ours = [n for n in warm_pods(fake) if n.startswith("b-warm-")]
+    assert len(ours) == 2  # 4 - the running agent - their warm Pod, not the 4 the pool wants
+    assert metrics.REGISTRY.get_sample_value("longshot_warm_pool_held_back_sandboxes") == 2
+
+
+async def test_a_tenants_cpu_limit_bounds_its_pool():
+    settings = SETTINGS.model_copy(update={"admission_tenants": '{"ns": {"cpu": "600m", "memory": "64Gi"}}'})
+    fake, m = wired(size=4, tasks=("b-t1", "b-t2", "b-t3", "b-t4"), settings=settings)
+    await warmpools.maintain(m.ctx)
+    assert len(warm_pods(fake)) == 2  # two of 250m fit in 600m, a third does not
