@@ -94,29 +94,35 @@ def _upcoming(ctx: ctxmod.Context, build: objects.BuildRequest) -> int:
 
 def _rooms(ctx: ctxmod.Context, ours: set[tuple[str, str]]) -> tuple[int, dict[str, warmpool.TenantRoom]]:
     """What the pools of this replica's builds (``ours``: namespace and build label) may hold, before they are
-    divided (``core.warmpool.allot``): the operator's ``max_workers`` and each tenant's ``maxAgents``, cpu and memory
-    (``LONGSHOT_ADMISSION_TENANTS``), less the agents running (any replica's: the cache holds every agent Pod) and
-    the warm Pods of builds not divided here (another replica's)."""
+    divided (``core.warmpool.allot``): the operator's ``max_workers``; each tenant's ``maxAgents``, cpu and memory
+    (``LONGSHOT_ADMISSION_TENANTS``) and what its ResourceQuotas leave for agent Pods (read with the cluster's room
+    when admission counts capacity: ``Context.cluster``); less the agents running (any replica's: the cache holds
+    every agent Pod) and the warm Pods of builds not divided here (another replica's)."""
     tenants = ctx.settings.tenants()
-    held: dict[str, tuple[int, admission.Resources]] = defaultdict(lambda: (0, admission.NOTHING))
-    total = 0
+    count: dict[str, int] = defaultdict(int)
+    held: dict[str, admission.Resources] = defaultdict(lambda: admission.NOTHING)
     for p in ctx.cache.pods.values():
         if p.ended or (p.warm and (p.namespace, p.build) in ours):
             continue
         if p.task is None and not p.warm:
             continue  # not an agent Pod of an attempt
-        n, used = held[p.namespace]
-        held[p.namespace] = (n + 1, used + p.requests)
-        total += 1
+        count[p.namespace] += 1
+        held[p.namespace] = held[p.namespace] + p.requests
+    quotas = ctx.cluster.quotas if ctx.cluster is not None else {}
     out: dict[str, warmpool.TenantRoom] = {}
     for ns in {ns for ns, _ in ours}:
         policy = admission.policy_of(tenants, ns)
-        n, used = held.get(ns, (0, admission.NOTHING))
-        out[ns] = warmpool.TenantRoom(
-            weight=policy.weight,
-            agents=None if policy.max_agents is None else policy.max_agents - n,
-            resources=None if policy.limit is None else policy.limit - used)
-    return ctx.settings.max_workers - total, out
+        n, used = count.get(ns, 0), held.get(ns, admission.NOTHING)
+        agents = None if policy.max_agents is None else policy.max_agents - n
+        resources = None if policy.limit is None else policy.limit - used
+        quota = quotas.get(ns)
+        if quota is not None:  # what the quotas leave for agent Pods, less the agent Pods (each one Pod of it)
+            if quota.pods < admission.UNLIMITED:
+                agents = quota.pods - n if agents is None else min(agents, quota.pods - n)
+            left = quota - used
+            resources = left if resources is None else resources.least(left)
+        out[ns] = warmpool.TenantRoom(weight=policy.weight, agents=agents, resources=resources)
+    return ctx.settings.max_workers - sum(count.values()), out
 
 
 def plans(ctx: ctxmod.Context, now: datetime) -> list[tuple[objects.BuildRequest, warmpool.PoolPlan]]:

@@ -193,3 +193,20 @@ async def test_a_tenants_cpu_limit_bounds_its_pool():
     fake, m = wired(size=4, tasks=("b-t1", "b-t2", "b-t3", "b-t4"), settings=settings)
     await warmpools.maintain(m.ctx)
     assert len(warm_pods(fake)) == 2  # two of 250m fit in 600m, a third does not
+
+
+async def test_the_namespaces_resource_quota_bounds_its_pool():
+    from longshot.core import admission
+    from longshot.runtime import capacity
+    fake, m = wired(size=4, tasks=("b-t1", "b-t2", "b-t3", "b-t4"))
+    # the quota leaves three Pods for agent Pods (read with the cluster's room), and one agent of the build runs
+    m.ctx.cluster = capacity.ClusterFacts(nodes=(), quotas={"ns": admission.Resources(
+        cpu=admission.UNLIMITED, memory=admission.UNLIMITED, pods=3)})
+    running = pods.build_agent_pod(agent_task("b-t0") | {"metadata": {"name": "b-t0", "namespace": "ns",
+                                                                      "uid": "uid-b-t0"}},
+                                   fake.objects[("BuildRequest", "ns", "b")], SETTINGS, 1)
+    made = fake.create(running)
+    assert made is not None
+    m.observe("Pod", "ADDED", made | {"status": {"phase": "Running"}})
+    await warmpools.maintain(m.ctx)
+    assert len(warm_pods(fake)) == 2  # 3 Pods of quota - the running agent: not the 4 the pool wants
