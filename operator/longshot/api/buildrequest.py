@@ -558,8 +558,10 @@ class WarmPool(Model):
     with the runner up and the image pulled, holding no task, input or credential until an attempt claims one."""
 
     size: int = Field(default=0, ge=0, le=MAX_WARM_POOL)
-    """Most warm sandboxes kept for this build (0: off, every attempt starts cold). The pool holds no more than the
-    build's ready tasks need and its free worker slots allow, and empties when none is pending."""
+    """Most warm sandboxes kept for this build (0: off, every attempt starts cold). The builds of one repository in a
+    namespace whose workers run the same template share one pool, of the largest of their sizes. It holds no more
+    than their pending tasks need and the operator's and the tenant's room allow, and empties when none is
+    pending."""
     idle_seconds: int = Field(default=300, ge=30, le=3600)
     """A warm sandbox unclaimed for this long is deleted (and made again when demand comes back)."""
     pre_clone: bool = False

@@ -100,6 +100,8 @@ class PodView:
     """A claimed warm sandbox: the name its attempt's Pod would have had cold (label ``longshot.dev/warm-claim``).
     The cache keeps it under that name, so the task finds its attempt's Pod where it looks for a cold one; ``name``
     stays the Pod's own (deletes, reads)."""
+    deadline: int | None = None
+    """A warm sandbox's ``spec.activeDeadlineSeconds`` (a claim may only lower it); None for any other Pod."""
 
     @property
     def key(self) -> Key:
@@ -158,7 +160,13 @@ class PodView:
                    created=timeutil.parse(meta.get("creationTimestamp")),
                    deleting=meta.get("deletionTimestamp") is not None, status=keep, owner_uid=controller,
                    node=node, requests=admission.pod_requests(spec), unschedulable_since=unschedulable,
-                   build=str(labels.get(keys.BUILD) or ""), warm_template=warm, claimed_as=claimed_as)
+                   build=str(labels.get(keys.BUILD) or ""), warm_template=warm, claimed_as=claimed_as,
+                   deadline=_deadline(spec) if warm and not controller else None)
+
+
+def _deadline(spec: Mapping[str, Any]) -> int | None:
+    value = spec.get("activeDeadlineSeconds")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class _Shared:

@@ -1,12 +1,16 @@
 """Warm pools of agent sandboxes, the shell (decisions: ``core.warmpool``; docs/warm-pools.md).
 
-* :func:`create_action`: an attempt's Pod create becomes a claim of a warm sandbox of the same template when its
-  build keeps a pool (the executor tries them in ``core.warmpool.claim_order``, one fenced write each, and creates
-  the Pod cold when none is left: a miss).
-* :func:`maintain`: after each dispatch, for each build of this replica that keeps a pool (or still has warm Pods),
-  create the warm Pods ``core.warmpool.plan`` asks for and delete the ones it gives up (fenced on their
-  resourceVersion, so that a claim that won first is never undone). A failure is logged and the next dispatch (a
-  Pod's change, the resync) plans again.
+A pool is the warm Pods of one template in one shard (a tenant's use of a repository: one namespace, one
+repository, one credentials Secret): every build of the shard whose worker template it is shares it, whichever of
+them made its Pods. The shard is held by one replica, so one replica plans each pool.
+
+* :func:`create_action`: an attempt's Pod create becomes a claim of a warm sandbox of the same template in its
+  build's shard when its build keeps a pool (the executor tries them in ``core.warmpool.claim_order``, one fenced
+  write each, and creates the Pod cold when none is left: a miss).
+* :func:`maintain`: after each dispatch, for each pool of this replica's builds (or warm Pods left), create the
+  warm Pods ``core.warmpool.plan`` asks for, at most its share of the room (``core.warmpool.allot``), and delete the
+  ones it gives up (fenced on their resourceVersion, so that a claim that won first is never undone). A failure is
+  logged and the next dispatch (a Pod's change, the resync) plans again.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import logging
 import secrets
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -48,18 +52,26 @@ def _dict(obj: objects.Resource) -> dict[str, Any]:
     return obj.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
+def _shard_labels(ctx: ctxmod.Context, build: objects.BuildRequest) -> set[str]:
+    """The ``longshot.dev/build`` labels of the builds of ``build``'s shard (its own included)."""
+    shard = ctx.cache.shard_of(build)
+    return {names.fit(b.name) for b in list(ctx.cache.builds.values())
+            if b.namespace == build.namespace and ctx.cache.shard_of(b) == shard}
+
+
 def sandboxes(ctx: ctxmod.Context, build: objects.BuildRequest, now: datetime) -> list[warmpool.Sandbox]:
-    """The build's warm Pods in the cache (unclaimed: a claimed one is its attempt's)."""
-    label = names.fit(build.name)
+    """The warm Pods an attempt of the build may claim: those of every build of its shard (its tenant's repository),
+    unclaimed (a claimed one is its attempt's)."""
+    labels = _shard_labels(ctx, build)
     return [_sandbox(p) for p in ctx.cache.pods.values()
-            if p.warm and p.namespace == build.namespace and p.build == label]
+            if p.warm and p.namespace == build.namespace and p.build in labels]
 
 
 def _sandbox(p: cachemod.PodView) -> warmpool.Sandbox:
     running = p.phase == "Running"
     return warmpool.Sandbox(name=p.name, uid=p.uid, resource_version=p.resource_version, template=p.warm_template,
                             created=p.created, phase=p.phase, ready=running, deleting=p.deleting,
-                            claimed=bool(p.owner_uid))
+                            claimed=bool(p.owner_uid), deadline=p.deadline)
 
 
 def create_action(ctx: ctxmod.Context, build: objects.BuildRequest, manifest: dict[str, Any]) -> ex.CreatePod:
@@ -72,10 +84,11 @@ def create_action(ctx: ctxmod.Context, build: objects.BuildRequest, manifest: di
     order = warmpool.claim_order(sandboxes(ctx, build, now), pods.attempt_template(manifest))
     # a claim lowers the sandbox's deadline to its age plus the attempt's timeout: one that has not that much left
     # (an attempt with a longer timeout of its own, a sandbox past its idle time) is not tried
-    room = pods.warm_deadline(_dict(build), idle) - ex.CLAIM_SLACK_SECONDS
+    default = pods.warm_deadline(_dict(build), idle)
     timeout = int(manifest["spec"].get("activeDeadlineSeconds") or 0)
     ages = [(s, int((now - s.created).total_seconds()) + 1 if s.created is not None else 0) for s in order]
-    warm = tuple(ex.WarmCandidate(s.name, s.resource_version, age) for s, age in ages if age + timeout <= room)[
+    warm = tuple(ex.WarmCandidate(s.name, s.resource_version, age) for s, age in ages
+                 if age + timeout <= (s.deadline if s.deadline is not None else default) - ex.CLAIM_SLACK_SECONDS)[
         :MAX_CANDIDATES]
     return ex.CreatePod(manifest, warm=warm, pooled=True)
 
@@ -125,33 +138,88 @@ def _rooms(ctx: ctxmod.Context, ours: set[tuple[str, str]]) -> tuple[int, dict[s
     return ctx.settings.max_workers - sum(count.values()), out
 
 
-def plans(ctx: ctxmod.Context, now: datetime) -> list[tuple[objects.BuildRequest, warmpool.PoolPlan]]:
-    """``core.warmpool.plan`` for every build of this replica that keeps a pool or still has warm Pods, each at most
-    its share of the room (``core.warmpool.allot``)."""
-    warm_builds = {(p.namespace, p.build) for p in ctx.cache.pods.values() if p.warm}
-    asked: list[tuple[objects.BuildRequest, warmpool.PoolFacts, warmpool.Want]] = []
+@dataclass
+class Pool:
+    """One pool: the warm Pods of one template in one shard, and the builds of this replica that share it."""
+
+    namespace: str
+    shard: str
+    template: str
+    builds: list[tuple[objects.BuildRequest, int, int, bool, int]] = field(default_factory=list)
+    """(build, size, idle seconds, active, pending tasks) of each build of the shard whose template this is and
+    that keeps a pool."""
+    requests: admission.Resources = admission.NOTHING
+    sandboxes: list[warmpool.Sandbox] = field(default_factory=list)
+    labels: set[str] = field(default_factory=set)
+    """The ``longshot.dev/build`` labels of its builds and of the builds that made its warm Pods."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}|{self.shard}|{self.template}"
+
+    @property
+    def creator(self) -> objects.BuildRequest | None:
+        """The build its new warm Pods are made for (their controller): the active one with the most pending
+        tasks, then by name; None when none is active."""
+        active = [(b, n) for b, size, _, on, n in self.builds if on and size > 0]
+        return min(active, key=lambda x: (-x[1], x[0].name))[0] if active else None
+
+    def facts(self) -> warmpool.PoolFacts:
+        """The pool as one build of ``core.warmpool.plan``: the largest size and idle time of its active builds,
+        their pending tasks together."""
+        on = [(size, idle, n) for _, size, idle, active, n in self.builds if active and size > 0]
+        idle = max((i for _, i, _ in on), default=max((i for _, _, i, _, _ in self.builds), default=300))
+        return warmpool.PoolFacts(size=max((s for s, _, _ in on), default=0), template=self.template,
+                                  active=bool(on), upcoming=sum(n for _, _, n in on), idle_seconds=idle)
+
+
+def pools(ctx: ctxmod.Context, now: datetime) -> list[Pool]:
+    """The pools of this replica's builds that keep one or still have warm Pods: each build's current template in its
+    shard, and the templates of warm Pods left (a build's spec changed: no build shares them, so they go)."""
+    warm: dict[tuple[str, str], list[cachemod.PodView]] = defaultdict(list)
+    for p in ctx.cache.pods.values():
+        if p.warm:
+            warm[(p.namespace, p.build)].append(p)
+    out: dict[tuple[str, str, str], Pool] = {}
     for build in list(ctx.cache.builds.values()):
         size, idle = size_of(ctx, build)
-        if size <= 0 and (build.namespace, names.fit(build.name)) not in warm_builds:
+        left = warm.get((build.namespace, names.fit(build.name)), [])
+        if size <= 0 and not left:
             continue
         if not ctx.owns_build(build):
             continue
-        active = not (build.spec.suspend or build.metadata.deleting or ctx.killswitch or ctx.budget_spent(build)
-                      or build.status.completion_time is not None)
-        spec = pods.warm_spec(_dict(build), ctx.settings)
-        facts = warmpool.PoolFacts(size=size, template=warmpool.template_hash(spec), active=active,
-                                   upcoming=_upcoming(ctx, build), idle_seconds=idle)
-        want = warmpool.Want(f"{build.namespace}/{build.name}", build.namespace, warmpool.wanted(facts),
-                             admission.pod_requests(spec))
-        asked.append((build, facts, want))
-    if not asked:
+        shard = ctx.cache.shard_of(build)
+        if size > 0:
+            active = not (build.spec.suspend or build.metadata.deleting or ctx.killswitch
+                          or ctx.budget_spent(build) or build.status.completion_time is not None)
+            spec = pods.warm_spec(_dict(build), ctx.settings)
+            template = warmpool.template_hash(spec)
+            pool = out.setdefault((build.namespace, shard, template), Pool(build.namespace, shard, template))
+            pool.builds.append((build, size, idle, active, _upcoming(ctx, build) if active else 0))
+            pool.requests = admission.pod_requests(spec)
+            pool.labels.add(names.fit(build.name))
+        for p in left:
+            pool = out.setdefault((build.namespace, shard, p.warm_template),
+                                  Pool(build.namespace, shard, p.warm_template))
+            pool.sandboxes.append(_sandbox(p))
+            pool.labels.add(p.build)
+    return sorted(out.values(), key=lambda p: p.key)
+
+
+def plans(ctx: ctxmod.Context, now: datetime) -> list[tuple[Pool, warmpool.PoolPlan]]:
+    """``core.warmpool.plan`` for every pool of this replica, each at most its share of the room
+    (``core.warmpool.allot``)."""
+    todo = pools(ctx, now)
+    if not todo:
         metrics.WARM_HELD_BACK.set(0)
         return []
-    room, tenants = _rooms(ctx, {(b.namespace, names.fit(b.name)) for b, _, _ in asked})
-    given = warmpool.allot([w for _, _, w in asked], room=room, tenants=tenants)
-    metrics.WARM_HELD_BACK.set(sum(w.want - given[w.key] for _, _, w in asked))
-    return [(build, warmpool.plan(replace(facts, room=given[want.key]), sandboxes(ctx, build, now), now=now))
-            for build, facts, want in asked]
+    asked = [(pool, pool.facts()) for pool in todo]
+    wants = [warmpool.Want(pool.key, pool.namespace, warmpool.wanted(facts), pool.requests) for pool, facts in asked]
+    room, tenants = _rooms(ctx, {(p.namespace, label) for p in todo for label in p.labels})
+    given = warmpool.allot(wants, room=room, tenants=tenants)
+    metrics.WARM_HELD_BACK.set(sum(w.want - given[w.key] for w in wants))
+    return [(pool, warmpool.plan(replace(facts, room=given[pool.key]), pool.sandboxes, now=now))
+            for pool, facts in asked]
 
 
 async def maintain(ctx: ctxmod.Context) -> None:
@@ -159,36 +227,37 @@ async def maintain(ctx: ctxmod.Context) -> None:
     now = ctx.clock()
     todo = plans(ctx, now)
     metrics.WARM_READY.set(sum(p.ready for _, p in todo))
-    jobs = [_apply(ctx, b, p) for b, p in todo if p.create or p.delete]
+    jobs = [_apply(ctx, pool, p) for pool, p in todo if p.create or p.delete]
     if jobs:
         await asyncio.gather(*jobs)
 
 
-async def _apply(ctx: ctxmod.Context, build: objects.BuildRequest, plan: warmpool.PoolPlan) -> None:
-    _, idle = size_of(ctx, build)
-    body = _dict(build)
-    for _ in range(min(plan.create, MAX_CREATES)):
-        name = names.child_name(names.fit(build.name)[:40], f"warm-{secrets.token_hex(3)}")
-        manifest = pods.build_warm_pod(body, ctx.settings, name, idle)
-        try:
-            made = await asyncio.to_thread(ctx.kube.create_pod, manifest)
-        except Exception as e:
-            log.warning("build %s/%s: creating warm Pod %s failed (%s)", build.namespace, build.name, name,
-                        kube.refusal(e) if kube.is_api_error(e) else f"{type(e).__name__}: {e}")
-            return
-        if made is not None:
-            ctx.observe("Pod", "ADDED", made)
-    await _delete(ctx, build, plan.delete)
+async def _apply(ctx: ctxmod.Context, pool: Pool, plan: warmpool.PoolPlan) -> None:
+    creator = pool.creator
+    if creator is not None:
+        _, idle = size_of(ctx, creator)
+        body = _dict(creator)
+        for _ in range(min(plan.create, MAX_CREATES)):
+            name = names.child_name(names.fit(creator.name)[:40], f"warm-{secrets.token_hex(3)}")
+            manifest = pods.build_warm_pod(body, ctx.settings, name, idle)
+            try:
+                made = await asyncio.to_thread(ctx.kube.create_pod, manifest)
+            except Exception as e:
+                log.warning("build %s/%s: creating warm Pod %s failed (%s)", creator.namespace, creator.name, name,
+                            kube.refusal(e) if kube.is_api_error(e) else f"{type(e).__name__}: {e}")
+                break
+            if made is not None:
+                ctx.observe("Pod", "ADDED", made)
+    await _delete(ctx, pool.namespace, plan.delete)
 
 
-async def _delete(ctx: ctxmod.Context, build: objects.BuildRequest, gone: Iterable[warmpool.Sandbox]) -> None:
+async def _delete(ctx: ctxmod.Context, namespace: str, gone: Iterable[warmpool.Sandbox]) -> None:
     for s in gone:
         try:
-            deleted = await asyncio.to_thread(ctx.kube.delete_pod_at, build.namespace, s.name, s.resource_version)
+            deleted = await asyncio.to_thread(ctx.kube.delete_pod_at, namespace, s.name, s.resource_version)
         except Exception as e:
-            log.warning("build %s/%s: deleting warm Pod %s failed (%s)", build.namespace, build.name, s.name,
+            log.warning("deleting warm Pod %s/%s failed (%s)", namespace, s.name,
                         kube.refusal(e) if kube.is_api_error(e) else f"{type(e).__name__}: {e}")
             continue
         if not deleted:
-            log.info("build %s/%s: warm Pod %s changed before its delete (claimed?); kept", build.namespace,
-                     build.name, s.name)
+            log.info("warm Pod %s/%s changed before its delete (claimed?); kept", namespace, s.name)

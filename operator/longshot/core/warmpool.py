@@ -3,7 +3,9 @@
 A warm sandbox is an agent Pod of a build's worker template started ahead of any task: the runner up, the image
 pulled, and nothing task-specific in it (no task input, no task labels, no credential: its token is Pod-bound and
 the gateway serves a Pod only once its controller is an AgentTask whose current attempt recorded its UID). Its
-controller is the BuildRequest; its label ``longshot.dev/warm-template`` is :func:`template_hash` of its spec.
+controller is the BuildRequest that made it; its label ``longshot.dev/warm-template`` is :func:`template_hash` of its
+spec. A pool is the warm Pods of one template in one shard (a tenant's repository): every build of the shard whose
+workers run that template claims from it, and :func:`plan` sizes it as one build (the shell sums their demand).
 
 **Claim** (one attempt, one sandbox). An attempt whose cold Pod would have the same template hash claims a warm
 Pod with one write: a patch fenced on the Pod's ``resourceVersion`` that makes the AgentTask its controller, adds
@@ -25,12 +27,12 @@ Claimed, unrecorded     the replica dies before that write     the task's next r
 Recorded                the attempt ends                       deleted as any attempt's Pod: never reused
 ======================  =====================================  =============================================
 
-**Pool size** (:func:`plan`): while the build is active, ``min(size, upcoming, allotted)`` sandboxes of the
-current template, where ``upcoming`` is the build's pending tasks (the queue's demand) and ``allotted`` is its share
+**Pool size** (:func:`plan`): while a build of the pool is active, ``min(size, upcoming, allotted)`` sandboxes of
+its template, where ``upcoming`` is its builds' pending tasks (the queue's demand) and ``allotted`` is its share
 of the room that :func:`allot` divides between the pools: what the operator's ``max_workers`` and each tenant's
 ``maxAgents``, cpu and memory leave after the running agents (a warm sandbox holds a Pod, its requests and a slot
 it will run in: a pool never holds what its tenant, or the operator, may not run), given out one sandbox at a time to
-the tenant with the fewest for its weight, and within a tenant to its build with the fewest. Which task starts stays
+the tenant with the fewest for its weight, and within a tenant to its pool with the fewest. Which task starts stays
 the scheduler's: a sandbox changes how fast a Pod starts, never which task starts.
 """
 
@@ -75,7 +77,7 @@ def template_hash(spec: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Sandbox:
-    """A warm Pod of one build, as the operator's cache sees it."""
+    """A warm Pod of one pool, as the operator's cache sees it."""
 
     name: str
     uid: str
@@ -88,6 +90,8 @@ class Sandbox:
     deleting: bool = False
     claimed: bool = False
     """Its controller is an AgentTask already (claimed, the attempt's status may not say so yet)."""
+    deadline: int | None = None
+    """Its ``activeDeadlineSeconds``, from its start: a claim may only lower it (None: not known)."""
 
     @property
     def ended(self) -> bool:

@@ -210,3 +210,91 @@ async def test_the_namespaces_resource_quota_bounds_its_pool():
     m.observe("Pod", "ADDED", made | {"status": {"phase": "Running"}})
     await warmpools.maintain(m.ctx)
     assert len(warm_pods(fake)) == 2  # 3 Pods of quota - the running agent: not the 4 the pool wants
+
+
+# --- one pool per template in a shard, shared by its builds ------------------------------------------------------
+
+def with_build(fake: FakeKube, m: managermod.Manager, name: str, tasks: tuple[str, ...] = (), *, size: int = 2,
+               url: str = "https://git.example/r.git", **spec: Any) -> dict[str, Any]:
+    b = build(name, agent={"warmPool": {"size": size}}, **spec)
+    b["spec"]["repository"]["url"] = url
+    b["metadata"]["finalizers"] = [cleanup.FINALIZER]
+    made = fake.create(b)
+    assert made is not None
+    m.observe("BuildRequest", "ADDED", made)
+    for t in tasks:
+        task = agent_task(t)
+        task["metadata"]["labels"]["longshot.dev/build"] = name
+        task["spec"]["buildRef"]["name"] = name
+        created = fake.create(task)
+        assert created is not None
+        m.observe("AgentTask", "ADDED", created)
+    return made
+
+
+async def test_the_builds_of_one_repository_and_template_share_one_pool_sized_from_their_pending_tasks_together():
+    fake, m = wired(size=2, tasks=("b-t1", "b-t2", "b-t3"))
+    with_build(fake, m, "c", ("c-t1", "c-t2", "c-t3"), size=2)
+    await warmpools.maintain(m.ctx)
+    assert len(warm_pods(fake)) == 2  # one pool of size 2 for both builds' six pending tasks, not 2 + 2
+    (pool,) = warmpools.pools(m.ctx, m.ctx.clock())
+    assert {b.name for b, *_ in pool.builds} == {"b", "c"} and pool.facts().upcoming == 6
+
+
+async def test_an_attempt_claims_a_sandbox_another_build_of_its_repository_made_and_never_one_of_another_repository():
+    fake, m = wired(size=1, tasks=())
+    with_build(fake, m, "other", ("other-t1",), size=1, url="https://git.example/elsewhere.git")
+    with_build(fake, m, "c", ("c-t1",), size=1)
+    b_task = fake.create(agent_task("b-t1"))
+    assert b_task is not None
+    m.observe("AgentTask", "ADDED", b_task)
+    await warmpools.maintain(m.ctx)
+    made = warm_pods(fake)
+    by_build = {p["metadata"]["labels"]["longshot.dev/build"] for p in made.values()}
+    assert len(made) == 2 and "other" in by_build  # one pool per repository
+    for name in made:
+        run(fake, m, name)
+    # build c's task claims the sandbox of its repository's pool, whichever build made it, never the other's
+    ours = next(n for n, p in made.items() if p["metadata"]["labels"]["longshot.dev/build"] != "other")
+    actions = await m.tasks.admit(("ns", "c-t1"))
+    (create,) = [a for a in actions if isinstance(a, ex.CreatePod)]
+    assert [c.name for c in create.warm] == [ours]
+    await m.executor.run(actions)
+    claimed = fake.pods[("ns", ours)]
+    assert claimed["metadata"]["labels"]["longshot.dev/build"] == "c"  # the claimer's labels, its task's controller
+    assert claimed["metadata"]["ownerReferences"][0]["name"] == "c-t1"
+
+
+async def test_a_finished_builds_sandboxes_stay_for_the_next_build_of_its_repository_and_go_when_none_wants_them():
+    fake, m = wired(size=2, tasks=("b-t1", "b-t2"))
+    await warmpools.maintain(m.ctx)
+    made = set(warm_pods(fake))
+    assert len(made) == 2
+    # build b is finished (its tasks are gone from the queue); build c of the same repository and template waits
+    done = fake.objects[("BuildRequest", "ns", "b")]
+    done["status"] = {**(done.get("status") or {}), "completionTime": "2025-01-01T00:00:00Z"}
+    m.observe("BuildRequest", "MODIFIED", fake._stamp(done))
+    with_build(fake, m, "c", ("c-t1", "c-t2"), size=2)
+    await warmpools.maintain(m.ctx)
+    assert set(warm_pods(fake)) == made  # kept and shared: c needs no new one
+    # c is finished too: nobody shares the pool, its sandboxes go
+    c = fake.objects[("BuildRequest", "ns", "c")]
+    c["status"] = {**(c.get("status") or {}), "completionTime": "2025-01-01T00:00:00Z"}
+    m.observe("BuildRequest", "MODIFIED", fake._stamp(c))
+    await warmpools.maintain(m.ctx)
+    assert warm_pods(fake) == {}
+
+
+async def test_a_sandbox_made_for_a_shorter_attempt_timeout_is_not_tried_by_a_longer_one_of_another_build():
+    fake, m = wired(size=1, tasks=("b-t1",))
+    await warmpools.maintain(m.ctx)
+    (name,) = warm_pods(fake)
+    run(fake, m, name)
+    # build c: the same template (the timeout is not part of it), attempts of 20 hours; b's sandbox lives 45 min
+    with_build(fake, m, "c", ("c-t1",), size=1)
+    c = fake.objects[("BuildRequest", "ns", "c")]
+    c["spec"]["agent"]["timeoutSeconds"] = 72000
+    m.observe("BuildRequest", "MODIFIED", fake._stamp(c))
+    actions = await m.tasks.admit(("ns", "c-t1"))
+    (create,) = [a for a in actions if isinstance(a, ex.CreatePod)]
+    assert name not in [w.name for w in create.warm]
