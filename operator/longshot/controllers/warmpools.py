@@ -217,8 +217,11 @@ def plans(ctx: ctxmod.Context, now: datetime) -> list[tuple[Pool, warmpool.PoolP
     wants = [warmpool.Want(pool.key, pool.namespace, warmpool.wanted(facts), pool.requests) for pool, facts in asked]
     room, tenants = _rooms(ctx, {(p.namespace, label) for p in todo for label in p.labels})
     given = warmpool.allot(wants, room=room, tenants=tenants)
+    # what each pool may hold past its demand, up to its size: beyond it (the room shrank) its sandboxes go at once
+    bound = warmpool.holdable(wants, given, {pool.key: facts.size if facts.active else 0 for pool, facts in asked},
+                              room=room, tenants=tenants)
     metrics.WARM_HELD_BACK.set(sum(w.want - given[w.key] for w in wants))
-    return [(pool, warmpool.plan(replace(facts, room=given[pool.key]), pool.sandboxes, now=now))
+    return [(pool, warmpool.plan(replace(facts, room=given[pool.key], bound=bound[pool.key]), pool.sandboxes, now=now))
             for pool, facts in asked]
 
 

@@ -120,7 +120,11 @@ class PoolFacts:
     """Its pending tasks (not running, not ended): the queue's demand."""
     idle_seconds: int = 300
     room: int | None = None
-    """The sandboxes :func:`allot` gives this build (its share of the operator's and its tenant's room); None: no
+    """The sandboxes :func:`allot` gives this build for its demand (its share of the operator's and its tenant's
+    room); None: no limit."""
+    bound: int | None = None
+    """The most it may hold whatever its demand: its share of that room at its full ``size`` (:func:`allot` with
+    each pool asking its size). Sandboxes beyond it are deleted at once, not after ``idle_seconds``; None: no
     limit."""
 
 
@@ -150,7 +154,7 @@ def target(facts: PoolFacts) -> int:
 
 
 def plan(facts: PoolFacts, sandboxes: Iterable[Sandbox], *, now: datetime) -> PoolPlan:
-    """What to do with a build's warm pool.
+    """What to do with a warm pool.
 
     ============================================  ============================================
     sandbox                                       decision
@@ -159,6 +163,8 @@ def plan(facts: PoolFacts, sandboxes: Iterable[Sandbox], *, now: datetime) -> Po
     ended (its runner exited, deadline passed)    deleted
     of another template (the build's spec         deleted
     changed)
+    beyond ``bound`` (the room shrank: the        deleted at once, the last of
+    operator's or the tenant's limits)            :func:`claim_order` first
     beyond the target (demand fell), while the    deleted after ``idle_seconds`` of age,
     build is active                               youngest kept (it has the longest to live)
     the build is not active, or its pool is off   deleted
@@ -175,6 +181,11 @@ def plan(facts: PoolFacts, sandboxes: Iterable[Sandbox], *, now: datetime) -> Po
             delete.append(s)
         else:
             live.append(s)
+    if facts.bound is not None and len(live) > max(0, facts.bound):
+        order = claim_order(live, facts.template)
+        over = order[max(0, facts.bound):]
+        delete.extend(over)
+        live = [s for s in live if s not in over]
     live.sort(key=lambda s: (s.created or now, s.name), reverse=True)  # youngest first: kept first
     for s in live[want:]:
         age = (now - s.created).total_seconds() if s.created is not None else facts.idle_seconds
@@ -279,3 +290,27 @@ def allot(wants: Sequence[Want], *, room: int | None,
             left -= 1
         heapq.heappush(order, (count[t] / weight[t], t))
     return given
+
+
+def holdable(wants: Sequence[Want], given: Mapping[str, int], sizes: Mapping[str, int], *, room: int | None,
+             tenants: Mapping[str, TenantRoom] | None = None) -> dict[str, int]:
+    """``{pool: most sandboxes it may hold}``: what :func:`allot` gave it for its demand (``given``), plus its share
+    of the room the demand left, up to its size (:func:`allot` again: each pool asks ``size - given`` of the room
+    and the tenants' limits less what ``given`` took). Sandboxes a pool keeps past its demand (waiting out their
+    ``idle_seconds``) stay within it; together, never more than the room."""
+    tenants = tenants or {}
+    spare = None if room is None else room - sum(given.get(w.key, 0) for w in wants)
+    took: dict[str, tuple[int, Resources]] = {}
+    for w in wants:
+        n, used = took.get(w.tenant, (0, NOTHING))
+        g = given.get(w.key, 0)
+        took[w.tenant] = (n + g, Resources(used.cpu + g * w.requests.cpu, used.memory + g * w.requests.memory))
+    left: dict[str, TenantRoom] = {}
+    for t, (n, used) in took.items():
+        tr = tenants.get(t, TenantRoom())
+        left[t] = TenantRoom(weight=tr.weight, agents=None if tr.agents is None else tr.agents - n,
+                             resources=None if tr.resources is None else Resources(
+                                 tr.resources.cpu - used.cpu, tr.resources.memory - used.memory, tr.resources.pods))
+    extra = allot([Want(w.key, w.tenant, max(0, sizes.get(w.key, 0) - given.get(w.key, 0)), w.requests)
+                   for w in wants], room=spare, tenants=left)
+    return {w.key: given.get(w.key, 0) + extra[w.key] for w in wants}

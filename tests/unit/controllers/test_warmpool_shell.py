@@ -298,3 +298,20 @@ async def test_a_sandbox_made_for_a_shorter_attempt_timeout_is_not_tried_by_a_lo
     actions = await m.tasks.admit(("ns", "c-t1"))
     (create,) = [a for a in actions if isinstance(a, ex.CreatePod)]
     assert name not in [w.name for w in create.warm]
+
+
+async def test_when_other_agents_take_the_room_the_pools_sandboxes_go_at_once_not_after_idle_seconds():
+    settings = SETTINGS.model_copy(update={"max_workers": 3})
+    fake, m = wired(size=3, tasks=("b-t1", "b-t2", "b-t3"), settings=settings)
+    await warmpools.maintain(m.ctx)
+    assert len(warm_pods(fake)) == 3
+    # two agents of another namespace start: the operator may run one more Pod, so the pool may hold one
+    other = build("o") | {"metadata": {"name": "o", "namespace": "ns2", "uid": "uid-o"}}
+    for name in ("o-t1", "o-t2"):
+        running = pods.build_agent_pod(agent_task(name) | {"metadata": {"name": name, "namespace": "ns2",
+                                                                        "uid": f"uid-{name}"}}, other, settings, 1)
+        made = fake.create(running)
+        assert made is not None
+        m.observe("Pod", "ADDED", made | {"status": {"phase": "Running"}})
+    await warmpools.maintain(m.ctx)
+    assert len(warm_pods(fake)) == 1  # the sandboxes were seconds old: gone at once, not after 300 s

@@ -194,3 +194,54 @@ def test_allot_never_passes_a_bound_and_never_leaves_a_tenant_short_while_anothe
         if not stopped:
             assert all(shares[o] - 1 / tenants.get(o, warmpool.TenantRoom()).weight <= shares[t] + 1e-9
                        for o in per if o != t), (t, shares)
+
+
+def test_sandboxes_past_the_bound_go_at_once_those_a_claim_would_try_last_first():
+    pool = [sandbox("old-ready", age=100, ready=True), sandbox("young-ready", age=10, ready=True),
+            sandbox("old-pending", age=90), sandbox("young-pending", age=5)]
+    p = warmpool.plan(facts(upcoming=4, room=2, bound=2), pool, now=NOW)
+    assert {s.name for s in p.delete} == {"old-pending", "young-pending"} and p.create == 0
+    # within the bound, past the target: kept until idle_seconds, as before
+    p = warmpool.plan(facts(upcoming=1, room=1, bound=4), pool, now=NOW)
+    assert p.delete == () and p.create == 0
+    assert set(warmpool.plan(facts(room=0, bound=0), pool, now=NOW).delete) == set(pool)  # no room left at all
+
+
+def test_what_a_pool_may_hold_past_its_demand_is_its_share_of_what_the_demand_left():
+    wants = [want("a/p", 2), want("b/p", 32)]
+    given = warmpool.allot(wants, room=10)
+    assert given == {"a/p": 2, "b/p": 8}
+    # the demand took the whole room: nothing more to hold
+    assert warmpool.holdable(wants, given, {"a/p": 32, "b/p": 32}, room=10) == given
+    # room left: shared, up to each size
+    assert warmpool.holdable(wants, {"a/p": 2, "b/p": 2}, {"a/p": 4, "b/p": 32}, room=10) == {"a/p": 4, "b/p": 6}
+    tenants = {"a": warmpool.TenantRoom(agents=3)}
+    assert warmpool.holdable(wants, {"a/p": 2, "b/p": 2}, {"a/p": 8, "b/p": 2}, room=None, tenants=tenants) == {
+        "a/p": 3, "b/p": 2}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 40), st.integers(0, 40), st.integers(0, 900)),
+                max_size=6),
+       st.one_of(st.none(), st.integers(-3, 60)),
+       st.dictionaries(st.sampled_from("abc"), st.tuples(st.one_of(st.none(), st.integers(-2, 30)),
+                                                          st.one_of(st.none(), st.integers(0, 8000))), max_size=3))
+def test_holdable_never_passes_the_room_nor_a_tenants_limits_and_never_goes_below_the_demands_share(
+        raw, room, raw_tenants):
+    wants = [want(f"{t}/p{i}", min(n, size), t, Resources(cpu=cpu, memory=0))
+             for i, (t, n, size, cpu) in enumerate(raw)]
+    sizes = {f"{t}/p{i}": size for i, (t, _, size, _) in enumerate(raw)}
+    tenants = {t: warmpool.TenantRoom(agents=agents, resources=None if cpu is None else Resources(cpu=cpu,
+                                                                                                   memory=1 << 40))
+               for t, (agents, cpu) in raw_tenants.items()}
+    given = warmpool.allot(wants, room=room, tenants=tenants)
+    held = warmpool.holdable(wants, given, sizes, room=room, tenants=tenants)
+    assert all(given[w.key] <= held[w.key] <= max(sizes[w.key], given[w.key]) for w in wants)
+    if room is not None:
+        assert sum(held.values()) <= max(0, room)
+    for t, tr in tenants.items():
+        mine = [w for w in wants if w.tenant == t]
+        if tr.agents is not None:
+            assert sum(held[w.key] for w in mine) <= max(0, tr.agents)
+        if tr.resources is not None:
+            assert sum(held[w.key] * w.requests.cpu for w in mine) <= tr.resources.cpu
