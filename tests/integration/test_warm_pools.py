@@ -178,6 +178,41 @@ def test_a_claim_whose_replica_was_killed_before_its_status_write_is_adopted_aft
     assert all(n == 1 for n in claimed_by.values()), claimed_by  # no sandbox holds two attempts
 
 
+def test_a_build_claims_a_sandbox_another_build_of_its_repository_made(operator_process, core_v1, custom, namespace):
+    """One pool per repository and template (docs/warm-pools.md): the second build's first attempt runs in a
+    sandbox the pool made for the first build, claimed through the real API server."""
+    operator_process()
+    create(custom, namespace, build("wa", workers={"max": 1}, agent={"warmPool": {"size": 2}}))
+    planner = wait_for(lambda: next((p for p in agent_pods(core_v1, namespace)
+                                     if (p.metadata.labels or {}).get(keys.TASK) == "wa-planner"), None),
+                       timeout=60, what="wa's planner Pod")
+    finish_pod(core_v1, namespace, planner.metadata.name,
+               message=plan_handoff("wa-planner", [{"name": f"t{i}", "description": f"task {i}"} for i in range(3)]))
+
+    def made_for_wa() -> list[Any] | None:
+        warm = [p for p in agent_pods(core_v1, namespace) if keys.WARM_TEMPLATE in (p.metadata.labels or {})
+                and p.metadata.owner_references[0].kind == "BuildRequest"
+                and p.metadata.owner_references[0].name == "wa"]
+        return warm if len(warm) == 2 else None
+
+    made = {p.metadata.name for p in wait_for(made_for_wa, timeout=60, what="wa's two warm sandboxes")}
+    # wa runs one task at a time and its other two wait: the next build of the repository starts its planner
+    create(custom, namespace, build("wb", workers={"max": 1}, agent={"warmPool": {"size": 2}}))
+
+    def wb_planner() -> Any:
+        return next((p for p in agent_pods(core_v1, namespace)
+                     if (p.metadata.labels or {}).get(keys.TASK) == "wb-planner"), None)
+
+    pod = wait_for(wb_planner, timeout=60, what="wb's planner Pod")
+    assert pod.metadata.name in made, (pod.metadata.name, made)  # a sandbox wa's pool made, not a cold Pod
+    assert [(o.kind, o.name) for o in pod.metadata.owner_references] == [("AgentTask", "wb-planner")]
+    assert pod.metadata.labels[keys.BUILD] == "wb"
+    t = wait_for(lambda: (lambda t: t if ((t.get("status") or {}).get("attempts") or [{}])[0].get("podUID")
+                          else None)(get(custom, namespace, "agenttasks", "wb-planner")),
+                 timeout=60, what="wb's planner attempt recorded")
+    assert t["status"]["attempts"][0]["podUID"] == pod.metadata.uid
+
+
 # --- pre-clone (docs/warm-pools.md, "Pre-clone") ------------------------------------------------------------------
 
 PASSWORD = "s3cr3t-upstream-passw0rd"
