@@ -1231,6 +1231,8 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
         try:
             for p in cp.processes:
                 procs[p.name] = p.popen
+                if args.apiserver_nice and p.name in ("kube-apiserver", "etcd"):
+                    set_group_nice(p.popen.pid, args.apiserver_nice)
             cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
             cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
             api = kubernetes.config.new_client_from_config(config_file=str(cp.kubeconfig))
@@ -1359,7 +1361,8 @@ def run(args: argparse.Namespace, work: Path, bin_dir: Path, result: Result, beg
                 + (f"; the agents' git at nice {args.agent_nice}" if gw_agents is not None and args.agent_nice else "")
                 + (f"; the operator at nice {args.operator_nice}" if args.operator_nice else "")
                 + (f"; the forge at nice {args.forge_nice}" if args.forge_nice else "")
-                + (f"; the gateway at nice {args.gateway_nice}" if gateway_url and args.gateway_nice else ""))
+                + (f"; the gateway at nice {args.gateway_nice}" if gateway_url and args.gateway_nice else "")
+                + (f"; the API server and etcd at nice {args.apiserver_nice}" if args.apiserver_nice else ""))
             last_report, last_merge = start, start
             merged_before = 0
             filled: tuple[float, Samples] | None = None  # when the first fill ended, and the operator's metrics then
@@ -1541,6 +1544,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway-nice", type=int, default=0, choices=range(-20, 1), metavar="-20-0",
                         help="with --through-gateway: the gateway (and its git) runs at this niceness (root only), "
                              "the CPU share its Pods' requests give it on a node; 0 (the default): as it is")
+    parser.add_argument("--apiserver-nice", type=int, default=0, choices=range(-20, 1), metavar="-20-0",
+                        help="kube-apiserver and etcd run at this niceness (root only): the CPU share of a control "
+                             "plane on nodes of its own; 0 (the default): as they are")
     parser.add_argument("--bin-dir", type=Path, default=None)
     parser.add_argument("--keep", type=Path, default=None, help="keep the work directory (logs, audit log) here")
     args = parser.parse_args(argv)
