@@ -240,9 +240,11 @@ async def _apply(ctx: ctxmod.Context, pool: Pool, plan: warmpool.PoolPlan) -> No
     if creator is not None:
         _, idle = size_of(ctx, creator)
         body = _dict(creator)
+        # the longest deadline of the pool's active builds: any of their attempts may claim what is made for one
+        lifetime = max(pods.warm_deadline(_dict(b), i) for b, size, i, on, _ in pool.builds if on and size > 0)
         for _ in range(min(plan.create, MAX_CREATES)):
             name = names.child_name(names.fit(creator.name)[:40], f"warm-{secrets.token_hex(3)}")
-            manifest = pods.build_warm_pod(body, ctx.settings, name, idle)
+            manifest = pods.build_warm_pod(body, ctx.settings, name, idle, lifetime=lifetime)
             try:
                 made = await asyncio.to_thread(ctx.kube.create_pod, manifest)
             except Exception as e:

@@ -456,16 +456,18 @@ def warm_deadline(build: Mapping[str, Any], idle_seconds: int) -> int:
     return timeout_of(_template_task(build), build) + idle_seconds + WARM_MARGIN_SECONDS
 
 
-def build_warm_pod(build: Mapping[str, Any], settings: Settings, name: str, idle_seconds: int) -> dict[str, Any]:
+def build_warm_pod(build: Mapping[str, Any], settings: Settings, name: str, idle_seconds: int, *,
+                   lifetime: int | None = None) -> dict[str, Any]:
     """A warm sandbox of ``build``: the Pod :func:`build_agent_pod` makes for a worker of the build, less everything
     task-specific (no task or attempt labels, no task input annotation, so its task-input file is empty and its
-    runner waits for a claim at the gateway), controlled by the BuildRequest until an attempt claims it."""
+    runner waits for a claim at the gateway), controlled by the BuildRequest until an attempt claims it. Its deadline
+    is ``lifetime`` (a pool shared by builds: the longest of theirs), else :func:`warm_deadline` of the build."""
     bmeta = build["metadata"]
     pod = build_agent_pod(_template_task(build), build, settings, 1)
     template = warmpool.template_hash(pod["spec"])
     labels = {k: v for k, v in pod["metadata"]["labels"].items() if k not in (TASK_LABEL, ATTEMPT_LABEL, ROLE_LABEL)}
     labels[keys.WARM_TEMPLATE] = template
-    lifetime = warm_deadline(build, idle_seconds)
+    lifetime = warm_deadline(build, idle_seconds) if lifetime is None else lifetime
     pod["spec"]["activeDeadlineSeconds"] = lifetime
     for volume in pod["spec"]["volumes"]:
         for source in (volume.get("projected") or {}).get("sources") or []:

@@ -315,3 +315,19 @@ async def test_when_other_agents_take_the_room_the_pools_sandboxes_go_at_once_no
         m.observe("Pod", "ADDED", made | {"status": {"phase": "Running"}})
     await warmpools.maintain(m.ctx)
     assert len(warm_pods(fake)) == 1  # the sandboxes were seconds old: gone at once, not after 300 s
+
+
+async def test_a_shared_pools_sandboxes_live_long_enough_for_the_longest_attempts_of_its_builds():
+    fake, m = wired(size=1, tasks=("b-t1", "b-t2"))  # b: 30-minute attempts, the most pending: the creator
+    c = with_build(fake, m, "c", ("c-t1",), size=1)
+    c["spec"]["agent"]["timeoutSeconds"] = 7200  # c: 2-hour attempts, same template
+    m.observe("BuildRequest", "MODIFIED", fake._stamp(c))
+    await warmpools.maintain(m.ctx)
+    (name,) = warm_pods(fake)
+    sandbox = fake.pods[("ns", name)]
+    assert sandbox["metadata"]["ownerReferences"][0]["name"] == "b"
+    assert sandbox["spec"]["activeDeadlineSeconds"] == pods.warm_deadline(c, 300)  # c's, the longer
+    run(fake, m, name)
+    actions = await m.tasks.admit(("ns", "c-t1"))
+    (create,) = [a for a in actions if isinstance(a, ex.CreatePod)]
+    assert [w.name for w in create.warm] == [name]  # c's attempt may claim what was made for b
