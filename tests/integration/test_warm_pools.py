@@ -128,16 +128,22 @@ def agent_pods(core: Any, namespace: str) -> list[Any]:
     return core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/managed-by=longshot-operator").items
 
 
+def pooled_build_planned(custom: Any, core: Any, namespace: str, name: str) -> None:
+    """Build ``name`` (one worker at a time, a pool of 2) made, and its planner's Pod ended with a plan of 3 tasks."""
+    create(custom, namespace, build(name, workers={"max": 1}, agent={"warmPool": {"size": 2}}))
+    planner = wait_for(lambda: next((p for p in agent_pods(core, namespace)
+                                     if (p.metadata.labels or {}).get(keys.TASK) == f"{name}-planner"), None),
+                       timeout=60, what=f"{name}'s planner Pod")
+    finish_pod(core, namespace, planner.metadata.name,
+               message=plan_handoff(f"{name}-planner",
+                                    [{"name": f"t{i}", "description": f"task {i}"} for i in range(3)]))
+
+
 def test_a_claim_whose_replica_was_killed_before_its_status_write_is_adopted_after_the_restart(
         operator_process, core_v1, custom, namespace, gateway):
     first = operator_process()
-    create(custom, namespace, build("wp", workers={"max": 1}, agent={"warmPool": {"size": 2}}))
     # the planner's Pod: cold, or a warm one claimed (the pool grows for the pending planner too)
-    planner = wait_for(lambda: next((p for p in agent_pods(core_v1, namespace)
-                                     if (p.metadata.labels or {}).get(keys.TASK) == "wp-planner"), None),
-                       timeout=60, what="the planner Pod")
-    finish_pod(core_v1, namespace, planner.metadata.name,
-               message=plan_handoff("wp-planner", [{"name": f"t{i}", "description": f"task {i}"} for i in range(3)]))
+    pooled_build_planned(custom, core_v1, namespace, "wp")
 
     def warm_ready() -> list[Any] | None:
         warm = [p for p in agent_pods(core_v1, namespace) if keys.WARM_TEMPLATE in (p.metadata.labels or {})
@@ -182,12 +188,7 @@ def test_a_build_claims_a_sandbox_another_build_of_its_repository_made(operator_
     """One pool per repository and template (docs/warm-pools.md): the second build's first attempt runs in a
     sandbox the pool made for the first build, claimed through the real API server."""
     operator_process()
-    create(custom, namespace, build("wa", workers={"max": 1}, agent={"warmPool": {"size": 2}}))
-    planner = wait_for(lambda: next((p for p in agent_pods(core_v1, namespace)
-                                     if (p.metadata.labels or {}).get(keys.TASK) == "wa-planner"), None),
-                       timeout=60, what="wa's planner Pod")
-    finish_pod(core_v1, namespace, planner.metadata.name,
-               message=plan_handoff("wa-planner", [{"name": f"t{i}", "description": f"task {i}"} for i in range(3)]))
+    pooled_build_planned(custom, core_v1, namespace, "wa")
 
     def made_for_wa() -> list[Any] | None:
         warm = [p for p in agent_pods(core_v1, namespace) if keys.WARM_TEMPLATE in (p.metadata.labels or {})

@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from longshot import metrics
 from longshot.api import objects
@@ -62,9 +62,19 @@ def _shard_labels(ctx: ctxmod.Context, build: objects.BuildRequest) -> set[str]:
 def sandboxes(ctx: ctxmod.Context, build: objects.BuildRequest, now: datetime) -> list[warmpool.Sandbox]:
     """The warm Pods an attempt of the build may claim: those of every build of its shard (its tenant's repository),
     unclaimed (a claimed one is its attempt's)."""
-    labels = _shard_labels(ctx, build)
+    shard = ctx.cache.shard_of(build)
+    labels: set[str] | None = None
+
+    def of_shard(label: str) -> bool:
+        nonlocal labels
+        maker = ctx.cache.builds.get((build.namespace, label))
+        if maker is not None:
+            return ctx.cache.shard_of(maker) == shard
+        labels = _shard_labels(ctx, build) if labels is None else labels  # a name cut to fit a label
+        return label in labels
+
     return [_sandbox(p) for p in ctx.cache.pods.values()
-            if p.warm and p.namespace == build.namespace and p.build in labels]
+            if p.warm and p.namespace == build.namespace and of_shard(p.build)]
 
 
 def _sandbox(p: cachemod.PodView) -> warmpool.Sandbox:
@@ -138,6 +148,18 @@ def _rooms(ctx: ctxmod.Context, ours: set[tuple[str, str]]) -> tuple[int, dict[s
     return ctx.settings.max_workers - sum(count.values()), out
 
 
+class Member(NamedTuple):
+    """A build of this replica that shares a pool."""
+
+    build: objects.BuildRequest
+    size: int
+    idle: int
+    """Its pool's idle seconds."""
+    active: bool
+    pending: int
+    """Its pending tasks (0 while it is not active)."""
+
+
 @dataclass
 class Pool:
     """One pool: the warm Pods of one template in one shard, and the builds of this replica that share it."""
@@ -145,9 +167,8 @@ class Pool:
     namespace: str
     shard: str
     template: str
-    builds: list[tuple[objects.BuildRequest, int, int, bool, int]] = field(default_factory=list)
-    """(build, size, idle seconds, active, pending tasks) of each build of the shard whose template this is and
-    that keeps a pool."""
+    builds: list[Member] = field(default_factory=list)
+    """The builds of the shard whose worker template this is and that keep a pool."""
     requests: admission.Resources = admission.NOTHING
     sandboxes: list[warmpool.Sandbox] = field(default_factory=list)
     labels: set[str] = field(default_factory=set)
@@ -158,19 +179,23 @@ class Pool:
         return f"{self.namespace}|{self.shard}|{self.template}"
 
     @property
-    def creator(self) -> objects.BuildRequest | None:
+    def active(self) -> list[Member]:
+        """Its builds that are active (and keep a pool)."""
+        return [m for m in self.builds if m.active and m.size > 0]
+
+    @property
+    def creator(self) -> Member | None:
         """The build its new warm Pods are made for (their controller): the active one with the most pending
         tasks, then by name; None when none is active."""
-        active = [(b, n) for b, size, _, on, n in self.builds if on and size > 0]
-        return min(active, key=lambda x: (-x[1], x[0].name))[0] if active else None
+        return min(self.active, key=lambda m: (-m.pending, m.build.name), default=None)
 
     def facts(self) -> warmpool.PoolFacts:
         """The pool as one build of ``core.warmpool.plan``: the largest size and idle time of its active builds,
         their pending tasks together."""
-        on = [(size, idle, n) for _, size, idle, active, n in self.builds if active and size > 0]
-        idle = max((i for _, i, _ in on), default=max((i for _, _, i, _, _ in self.builds), default=300))
-        return warmpool.PoolFacts(size=max((s for s, _, _ in on), default=0), template=self.template,
-                                  active=bool(on), upcoming=sum(n for _, _, n in on), idle_seconds=idle)
+        on = self.active
+        idle = max((m.idle for m in on), default=max((m.idle for m in self.builds), default=300))
+        return warmpool.PoolFacts(size=max((m.size for m in on), default=0), template=self.template,
+                                  active=bool(on), upcoming=sum(m.pending for m in on), idle_seconds=idle)
 
 
 def pools(ctx: ctxmod.Context, now: datetime) -> list[Pool]:
@@ -195,7 +220,7 @@ def pools(ctx: ctxmod.Context, now: datetime) -> list[Pool]:
             spec = pods.warm_spec(_dict(build), ctx.settings)
             template = warmpool.template_hash(spec)
             pool = out.setdefault((build.namespace, shard, template), Pool(build.namespace, shard, template))
-            pool.builds.append((build, size, idle, active, _upcoming(ctx, build) if active else 0))
+            pool.builds.append(Member(build, size, idle, active, _upcoming(ctx, build) if active else 0))
             pool.requests = admission.pod_requests(spec)
             pool.labels.add(names.fit(build.name))
         for p in left:
@@ -218,8 +243,7 @@ def plans(ctx: ctxmod.Context, now: datetime) -> list[tuple[Pool, warmpool.PoolP
     room, tenants = _rooms(ctx, {(p.namespace, label) for p in todo for label in p.labels})
     given = warmpool.allot(wants, room=room, tenants=tenants)
     # what each pool may hold past its demand, up to its size: beyond it (the room shrank) its sandboxes go at once
-    bound = warmpool.holdable(wants, given, {pool.key: facts.size if facts.active else 0 for pool, facts in asked},
-                              room=room, tenants=tenants)
+    bound = warmpool.holdable(wants, given, {pool.key: facts.size for pool, facts in asked}, room=room, tenants=tenants)
     metrics.WARM_HELD_BACK.set(sum(w.want - given[w.key] for w in wants))
     return [(pool, warmpool.plan(replace(facts, room=given[pool.key], bound=bound[pool.key]), pool.sandboxes, now=now))
             for pool, facts in asked]
@@ -237,18 +261,18 @@ async def maintain(ctx: ctxmod.Context) -> None:
 
 async def _apply(ctx: ctxmod.Context, pool: Pool, plan: warmpool.PoolPlan) -> None:
     creator = pool.creator
-    if creator is not None:
-        _, idle = size_of(ctx, creator)
-        body = _dict(creator)
+    if creator is not None and plan.create:
+        build = creator.build
+        body = _dict(build)
         # the longest deadline of the pool's active builds: any of their attempts may claim what is made for one
-        lifetime = max(pods.warm_deadline(_dict(b), i) for b, size, i, on, _ in pool.builds if on and size > 0)
+        lifetime = max(pods.warm_deadline(_dict(m.build), m.idle) for m in pool.active)
         for _ in range(min(plan.create, MAX_CREATES)):
-            name = names.child_name(names.fit(creator.name)[:40], f"warm-{secrets.token_hex(3)}")
-            manifest = pods.build_warm_pod(body, ctx.settings, name, idle, lifetime=lifetime)
+            name = names.child_name(names.fit(build.name)[:40], f"warm-{secrets.token_hex(3)}")
+            manifest = pods.build_warm_pod(body, ctx.settings, name, creator.idle, lifetime=lifetime)
             try:
                 made = await asyncio.to_thread(ctx.kube.create_pod, manifest)
             except Exception as e:
-                log.warning("build %s/%s: creating warm Pod %s failed (%s)", creator.namespace, creator.name, name,
+                log.warning("build %s/%s: creating warm Pod %s failed (%s)", build.namespace, build.name, name,
                             kube.refusal(e) if kube.is_api_error(e) else f"{type(e).__name__}: {e}")
                 break
             if made is not None:

@@ -201,10 +201,10 @@ def plan(facts: PoolFacts, sandboxes: Iterable[Sandbox], *, now: datetime) -> Po
 
 @dataclass(frozen=True)
 class Want:
-    """One build's ask of :func:`allot`."""
+    """One pool's ask of :func:`allot`."""
 
     key: str
-    """The build (``namespace/name``)."""
+    """The pool."""
     tenant: str
     """Its namespace."""
     want: int
@@ -227,7 +227,7 @@ class TenantRoom:
 
 def allot(wants: Sequence[Want], *, room: int | None,
           tenants: Mapping[str, TenantRoom] | None = None) -> dict[str, int]:
-    """``{build: sandboxes}``: the room divided between the pools, each given at most its ``want``.
+    """``{pool: sandboxes}``: the room divided between the pools, each given at most its ``want``.
 
     ``room`` is what the operator may still run (``max_workers`` less its running agents and the warm Pods of pools
     not divided here; None: no limit). It is given out one sandbox at a time:
@@ -236,12 +236,12 @@ def allot(wants: Sequence[Want], *, room: int | None,
     step                                        decision
     ==========================================  ==================================================================
     which tenant                                the one with the fewest sandboxes given for its weight (then by
-                                                name) among those with a build that still wants one and fits
-    which of its builds                         the one with the fewest given (then in ``wants``' order)
-    a build wants no more                       left out
-    one more sandbox of a build would pass its  that build left out (its tenant's other builds may still fit)
+                                                name) among those with a pool that still wants one and fits
+    which of its pools                          the one with the fewest given (then in ``wants``' order)
+    a pool wants no more                        left out
+    one more sandbox of a pool would pass its   that pool left out (its tenant's other pools may still fit)
     tenant's agents, cpu or memory room
-    the room is used up, or no build is left    done
+    the room is used up, or no pool is left     done
     ==========================================  ==================================================================
 
     So while the room lasts every pool gets what it wants; when it does not, each tenant gets a share in proportion

@@ -434,14 +434,10 @@ def _template_task(build: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def warm_spec(build: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
-    """The Pod spec of the build's worker template (:func:`build_warm_pod`'s)."""
+    """The Pod spec of the build's worker template (:func:`build_warm_pod`'s); ``core.warmpool.template_hash`` of it
+    is what its warm Pods carry."""
     spec: dict[str, Any] = build_agent_pod(_template_task(build), build, settings, 1)["spec"]
     return spec
-
-
-def warm_template(build: Mapping[str, Any], settings: Settings) -> str:
-    """The hash (``core.warmpool.template_hash``) of the build's worker template: what its warm Pods carry."""
-    return warmpool.template_hash(warm_spec(build, settings))
 
 
 def attempt_template(pod: Mapping[str, Any]) -> str:

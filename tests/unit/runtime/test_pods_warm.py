@@ -11,6 +11,7 @@ import pytest
 from longshot.api import handoff as ho
 from longshot.api import keys
 from longshot.config import Settings
+from longshot.core import warmpool
 from longshot.runtime import pods
 
 pytestmark = pytest.mark.unit
@@ -56,13 +57,13 @@ def test_a_warm_pod_holds_nothing_of_a_task_and_belongs_to_its_build():
 def test_a_warm_pod_shares_its_template_with_every_worker_attempt_of_the_build_and_only_those():
     p = warm()
     template = p["metadata"]["labels"][keys.WARM_TEMPLATE]
-    assert template == pods.warm_template(build_request(), SETTINGS)
+    assert template == warmpool.template_hash(pods.warm_spec(build_request(), SETTINGS))
     for t, attempt in ((task("app-t1"), 1), (task("app-t2", role="planner"), 3)):
         assert pods.attempt_template(pods.build_agent_pod(t, build_request(), SETTINGS, attempt)) == template
     # another image, or resources of its own: no claim (a miss), the attempt starts cold
     other = task("app-t3", agent={"resources": {"limits": {"memory": "4Gi"}}})
     assert pods.attempt_template(pods.build_agent_pod(other, build_request(), SETTINGS, 1)) != template
-    assert pods.warm_template(build_request(image="other:1"), SETTINGS) != template
+    assert warmpool.template_hash(pods.warm_spec(build_request(image="other:1"), SETTINGS)) != template
     # its deadline covers its wait: the claim lowers it
     assert p["spec"]["activeDeadlineSeconds"] == 900 + 300 + pods.WARM_MARGIN_SECONDS
 
