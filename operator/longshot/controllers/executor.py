@@ -244,7 +244,7 @@ class Executor:
     """Pods whose creation found the name taken, by (namespace, name), until the status write that admits them."""
 
     async def run(self, actions: Sequence[Action]) -> None:
-        """Carry out ``actions`` in order; raises on the first one that fails (after logging it).
+        """Carry out ``actions`` in order, requeues last; raises on the first one that fails (after logging it).
 
         Consecutive creations of custom objects (a plan's tasks) and ledger entries are independent and idempotent:
         they run concurrently, at most :data:`CREATE_CONCURRENCY` at a time, and the actions after them wait for all
@@ -253,7 +253,19 @@ class Executor:
         different objects (a merge queue's reconcile writes every MergeJob it moved: one after the other, 60 writes
         of a second each under load held its worker for a minute), each fenced on its own version, with the Events and
         requeues between them (a landed batch is an Event and a status write per member: interleaved, they ran one
-        at a time)."""
+        at a time).
+
+        Requeues go to the work queue last, once everything else was carried out: controller-runtime's
+        ``Result`` applies after the reconcile's writes too, and not at all when one failed (the reconcile is
+        retried, and decides its requeues again). A requeue first could start the reconcile it asks for
+        while this one's writes were still on the way, which then decided on what they replaced and had nothing to
+        wake it again (the forge key of a candidate handed to its pull request waited a whole resync: 60 s)."""
+        requeues = [a for a in actions if isinstance(a, Requeue)]
+        await self._run([a for a in actions if not isinstance(a, Requeue)] if requeues else actions)
+        for a in requeues:
+            self.queue.add_at(a.ref, a.at)
+
+    async def _run(self, actions: Sequence[Action]) -> None:
         i = 0
         while i < len(actions):
             j = i

@@ -427,3 +427,48 @@ async def test_a_read_anew_that_a_watch_event_overtook_is_dropped():
     assert e.reads_anew == 0
     assert e.cache.read_anew("BuildRequest", held, "an older version") == []  # the cache's guard, directly
     assert e.cache.builds[("ns", "b")].spec.request == "second edit"
+
+
+class Ordered:
+    """An in-memory API and a work queue that write into one log, so a test sees what came before what."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+
+    def add_all(self, refs: Any) -> None:
+        self.log += [f"queued {r[2]}" for r in refs]
+
+    def add_at(self, ref: Any, when: datetime) -> None:
+        self.log.append(f"queued {ref[2]}")
+
+
+class LoggedStatus(FakeKube):
+    def __init__(self, log: list[str], fail: str = "") -> None:
+        super().__init__()
+        self.log, self.fail = log, fail
+
+    def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any], *,
+                     resource_version: str | None = None) -> dict[str, Any] | None:
+        self.log.append(f"wrote {name}")
+        if name == self.fail:
+            raise RuntimeError("the API server went away")
+        return super().patch_status(kind, namespace, name, status, resource_version=resource_version)
+
+
+async def test_requeues_go_to_the_queue_after_the_writes_of_their_reconcile_and_not_when_one_fails():
+    """A merge queue's reconcile handed a candidate to its pull request: it asked for the candidate's forge key
+    first and wrote the MergeJob's AwaitingForge after. The forge key's reconcile ran in between, read the job
+    before that write, decided nothing, and nothing woke it until the resync a minute later (integration tests of
+    pull requests took 11 s or 67 s, at random)."""
+    order, clock = Ordered(), Clock()
+    fake = LoggedStatus(order.log, fail="b")
+    for name in ("a", "b"):
+        fake.create(task(name))
+    e = ex.Executor(fake, cachemod.Cache(), order, clock)
+    await e.run([ex.Requeue(("Queue", "", "forge-a"), clock.now), ex.RecordEvent(ref("a", "uid-a"), "Normal", "X", "x"),
+                 ex.WriteStatus("AgentTask", "ns", "a", "", {"phase": "Running"})])
+    assert [x for x in order.log if x != "queued b"] == ["wrote a", "queued forge-a"]  # (b: the task's build)
+    order.log.clear()
+    with pytest.raises(RuntimeError):
+        await e.run([ex.Requeue(("Queue", "", "timer"), clock.now), ex.WriteStatus("AgentTask", "ns", "b", "", {})])
+    assert order.log == ["wrote b"]  # a failed reconcile is retried (with backoff) and asks for its requeues again
