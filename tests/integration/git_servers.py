@@ -210,12 +210,13 @@ class _SlowHandler(_GitHTTPHandler):
         finally:
             with self.server.lock:
                 self.server.in_flight -= 1
+                self.server.answered += 1
 
 
 class SlowGitHTTPServer(GitHTTPServer):
     """git smart HTTP with no authentication whose ref advertisement (``GET .../info/refs``, the first request of
     ``git ls-remote``, fetch and push) comes ``delay`` seconds late; counts the advertisements being served now
-    (``in_flight``) and ever (``seen``)."""
+    (``in_flight``), ever (``seen``) and answered (``answered``)."""
 
     def __init__(self, root: Path, *, git: Git, delay: float) -> None:
         super().__init__(root, git=git, headers={"": "anonymous"})
@@ -224,6 +225,7 @@ class SlowGitHTTPServer(GitHTTPServer):
         self.lock = threading.Lock()
         self.in_flight = 0
         self.seen = 0
+        self.answered = 0
 
 
 @contextlib.contextmanager

@@ -3,10 +3,11 @@
 The operator runs in-process with kopf's runner (its watches are the event pump, each kind has the workers it has in
 production) and watches two namespaces. Tenant A creates 8 (then 16) builds whose configuration check takes 4 s: the
 preflight's ``git ls-remote`` of A's repository, served by a real git smart-HTTP server that answers its ref
-advertisement 4 s late. While A's checks hold BuildRequest workers, tenant B, a tenant already (an earlier build of
+advertisement 8 s late. While A's checks hold BuildRequest workers, tenant B, a tenant already (an earlier build of
 B's runs, so its watch is up and its repository's shard held), creates one build: its planner's agent Pod (a build's
-first Pod; no kubelet runs here, the Pod object is what the operator creates) must appear within 2 s. Without the
-work queues' turns between namespaces, A's checks held every BuildRequest worker and B waited for them.
+first Pod; no kubelet runs here, the Pod object is what the operator creates) must appear before the first of A's
+checks is answered (it takes about 1 s). Without the work queues' turns between namespaces, A's checks held every
+BuildRequest worker and B waited for them.
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ from k8s_builders import build, create
 
 from longshot_testing import wait_for
 
-SLOW_SECONDS = 4.0
-"""How late A's repository answers ``git ls-remote`` (its ref advertisement)."""
-BOUND_SECONDS = 2.0
-"""How soon B's first agent Pod must appear after B's build is created."""
+SLOW_SECONDS = 8.0
+"""How late A's repository answers ``git ls-remote`` (its ref advertisement): B's first Pod must come before the
+first answer, so this is the margin a loaded machine has (B's Pod takes about 1 s alone, 2.6 s in the loaded tier)."""
 MANAGED = "app.kubernetes.io/managed-by=longshot-operator"
 
 
@@ -73,6 +73,10 @@ def test_a_tenants_slow_repository_does_not_delay_another_tenants_first_pod(
     took = time.monotonic() - started
     print(f"tenant B's first agent Pod after {took:.2f}s ({slow_builds} slow builds of tenant A; "
           f"{server.seen} of A's checks started by then)")
-    busy = server.in_flight
-    assert took < BOUND_SECONDS, f"tenant B's first agent Pod took {took:.2f}s behind {slow_builds} slow builds"
+    with server.lock:
+        busy, answered = server.in_flight, server.answered
+    # B's Pod came before the first of A's checks was answered: it waited for none of them (before the lanes, B's
+    # build waited for a BuildRequest worker, and the first one free was one whose check of A's had been answered).
+    # An order of events, not a bound on seconds: a loaded machine slows both sides alike.
+    assert answered == 0, f"tenant B's first agent Pod came after {answered} of A's checks ({took:.2f}s)"
     assert busy > 0  # A's checks were still going on when B's Pod appeared: the test measured what it says
