@@ -181,7 +181,8 @@ def test_eligible_issues_become_builds_that_finalize_comment_close_and_a_webhook
 def test_a_bad_tracker_setting_is_a_condition_naming_the_field(operator, core_v1, custom, namespace, tmp_path,
                                                                tracker):
     url = sample_repo.make(tmp_path)
-    create(custom, namespace, intake_build(url, tracker.github_url))  # its Secret does not exist yet
+    # its Secret does not exist yet; a configuration error is tried again after pollSeconds, at most 30 s
+    create(custom, namespace, intake_build(url, tracker.github_url, poll_seconds=10))
 
     def ready_reason(want):
         def check():

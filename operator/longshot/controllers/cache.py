@@ -41,7 +41,7 @@ from typing import Any, ClassVar, Final, Literal, TypeVar
 import pydantic
 
 from longshot.api import keys, objects, timeutil
-from longshot.core import admission, failures, fanout, names, tasks
+from longshot.core import admission, failures, fanout, names, standing, tasks
 from longshot.vcs import workspace as vws
 
 log = logging.getLogger("longshot.cache")
@@ -512,7 +512,7 @@ class Cache:
         if kind == "BuildRequest":
             gone = self.builds.pop(key, None)
             self.changes[key] += 1
-            return [("BuildRequest", *key), *(schedule_refs(gone) if gone is not None else ())]
+            return [("BuildRequest", *key), *(schedule_refs(gone) + intake_refs(gone) if gone is not None else ())]
         if kind == "BuildSchedule":
             self.schedules.pop(key, None)
             return [("BuildSchedule", *key)]
@@ -565,7 +565,7 @@ class Cache:
 
     def _store(self, obj: objects.Resource) -> list[Ref]:
         if isinstance(obj, objects.BuildRequest):
-            return [*self._store_build(obj), *schedule_refs(obj)]
+            return [*self._store_build(obj), *schedule_refs(obj), *intake_refs(obj)]
         if isinstance(obj, objects.BuildSchedule):
             self.schedules[obj.key] = obj
             return [("BuildSchedule", *obj.key)]
@@ -844,6 +844,17 @@ def schedule_refs(build: objects.BuildRequest) -> list[Ref]:
     included, and its deletion wake its schedule (a finished child frees a Forbid schedule, counts in its history)."""
     return [("BuildSchedule", build.namespace, o.name) for o in build.metadata.owner_references
             if o.kind == "BuildSchedule" and o.controller]
+
+
+def intake_refs(build: objects.BuildRequest) -> list[Ref]:
+    """The standing intake that started ``build`` (its controller owner; the build has the intake label), as a
+    reference: any change of a child, its status included, and its deletion wake its intake (it comments on the
+    issue and closes it). Here, not in the watch's path alone: the child's own status write (the executor's,
+    :meth:`Cache.written`) makes its watch event no news, and the intake waited for the resync (60 s)."""
+    if standing.PARENT_LABEL not in build.metadata.labels:
+        return []
+    return [("BuildRequest", build.namespace, o.name) for o in build.metadata.owner_references
+            if o.kind == "BuildRequest" and o.controller]
 
 
 def _has_build_owner(build: objects.BuildRequest) -> bool:

@@ -22,9 +22,9 @@ the dispatch controller (``controllers/dispatcher.py``), the killswitch, the res
   ``STEP_FAILURES_UNHEALTHY`` times in a row, a controller's reconcile has run past its stall limit, the dispatcher
   is wedged or keeps failing, or the replica lost its footing: the liveness probe restarts a wedged operator.
 * ``ready()`` (``/readyz``) is ``healthy()`` once the manager runs.
-* A standing intake's child build (label ``longshot.dev/intake``) that changes enqueues its intake too; the
-  webhook server's ``POST /intake/<namespace>/<name>`` (:meth:`Manager.webhook`) schedules a poll of an intake on the
-  event loop.
+* A standing intake's child build (label ``longshot.dev/intake``) that changes enqueues its intake too
+  (``cache.intake_refs``, for a watch event and for the executor's own write alike); the webhook server's
+  ``POST /intake/<namespace>/<name>`` (:meth:`Manager.webhook`) schedules a poll of an intake on the event loop.
 * Tests drive the controllers by hand (``tests/driving.py``: one turn of every kind, in ``ORDER``) through the same
   ``process`` path the workers take.
 
@@ -57,7 +57,7 @@ from longshot.controllers import queue as mqc
 from longshot.controllers import schedules as schedulesc
 from longshot.controllers import standing as standingc
 from longshot.controllers import tasks as tasksc
-from longshot.core import builds, lanes, standing
+from longshot.core import builds, lanes
 from longshot.core import mergejobs as mj
 from longshot.core import tasks as core_tasks
 from longshot.net import guard as gd
@@ -204,29 +204,9 @@ class Manager:
                 if self.leadership is not None and build is not None and not self.leadership.knows(
                         self.cache.shard_of(build)):
                     self.leadership.poke()  # a new repository: its shard is taken now, not at the next poll
-                parent = self._intake_of(r[1], r[2], body if build is None else None)
-                if parent is not None:  # a standing intake's child changed: its intake comments and closes
-                    self.queue.add(("BuildRequest", r[1], parent))
         self.queue.add_all(refs)
         if refs:
             self.dispatcher.poke(f"a {kind} changed")
-
-    def _intake_of(self, namespace: str, name: str, body: Mapping[str, Any] | None) -> str | None:
-        """The standing intake that started the build ``namespace/name`` (its owner), else None."""
-        build = self.cache.builds.get((namespace, name))
-        labels = build.metadata.labels if build is not None else ((body or {}).get("metadata") or {}).get(
-            "labels") or {}
-        if standing.PARENT_LABEL not in labels:
-            return None
-        owners = build.metadata.owner_references if build is not None else []
-        for o in owners:
-            if o.kind == "BuildRequest" and o.controller:
-                return o.name
-        meta = (body or {}).get("metadata") or {}
-        for o in meta.get("ownerReferences") or []:
-            if isinstance(o, dict) and o.get("kind") == "BuildRequest" and o.get("controller"):
-                return str(o.get("name"))
-        return None
 
     def webhook(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str]:
         """A webhook delivery (a worker thread of the webhook server): ``controllers.standing.delivery``; the poll it

@@ -495,3 +495,31 @@ def test_a_build_s_status_only_change_wakes_nothing_but_a_spec_edit_or_a_child_s
     c.observe("BuildRequest", "ADDED", {**again, "metadata": child_meta})
     child_done = {**again, "metadata": {**child_meta, "resourceVersion": "6"}, "status": {"phase": "Finalized"}}
     assert ("BuildRequest", "ns", "child") in c.observe("BuildRequest", "MODIFIED", child_done)
+
+
+async def test_an_intake_child_s_own_status_write_wakes_its_intake_and_so_does_its_deletion():
+    """A standing intake comments on and closes an issue when its child build finalizes. Only the watch path woke
+    the intake, and the child's own status write made its watch event no news: the intake waited for the resync
+    (an integration test of the intake took 122 s, 45 of them waiting)."""
+    fake, clock = FakeKube(), datetime(2025, 1, 1, tzinfo=UTC)
+    intake = build()
+    child = {**build(), "metadata": {**build()["metadata"], "name": "b-i1", "uid": "uid-i1",
+                                     "labels": {"longshot.dev/intake": "b"}, "ownerReferences": [
+                                         {"apiVersion": "longshot.dev/v1alpha1", "kind": "BuildRequest",
+                                          "name": "b", "uid": "uid-b", "controller": True}]}}
+    stranger = {**child, "metadata": {**child["metadata"], "name": "other", "uid": "uid-o", "labels": {}}}
+    for body in (intake, child, stranger):
+        fake.create(body)
+    cache, queue = cachemod.Cache(), workqueue.WorkQueue(lambda: clock)
+    for body in (intake, child, stranger):
+        cache.observe("BuildRequest", "ADDED", fake.get("BuildRequest", "ns", body["metadata"]["name"]))
+    e = ex.Executor(fake, cache, queue, lambda: clock)
+    def version(name: str) -> str:
+        return str(fake.get("BuildRequest", "ns", name)["metadata"]["resourceVersion"])
+
+    await e.run([ex.WriteStatus("BuildRequest", "ns", "b-i1", version("b-i1"), {"phase": "Finalized"})])
+    assert queue.take() == [("BuildRequest", "ns", "b")]  # the intake, not the child (its own write)
+    await e.run([ex.WriteStatus("BuildRequest", "ns", "other", version("other"), {"phase": "Finalized"})])
+    assert queue.take() == []  # an owned build without the intake label is no intake's child
+    assert ("BuildRequest", "ns", "b") in cache.observe("BuildRequest", "DELETED", fake.get("BuildRequest", "ns",
+                                                                                              "b-i1"))
