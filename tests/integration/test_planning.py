@@ -485,16 +485,26 @@ def heartbeat_bound(operator_env, monkeypatch):
     return 4
 
 
-def test_heartbeats_through_the_gateway_keep_a_long_attempt_alive(heartbeat_bound, operator, api_client, core_v1,
-                                                                   custom, namespace, tmp_path):
+@pytest.fixture
+def roomy_heartbeat_bound(operator_env, monkeypatch):
+    """The operator under test treats 8 s without a heartbeat as hung. Silence counts from the attempt's admission,
+    so an agent's start (its Pod made, its runner up, its first heartbeat through the gateway) must fit in it too:
+    4 s did not on a loaded CI machine, where every attempt of a quick worker failed as hung."""
+    operator_env["LONGSHOT_HEARTBEAT_TIMEOUT_SECONDS"] = "8"
+    monkeypatch.setenv("LONGSHOT_HEARTBEAT_TIMEOUT_SECONDS", "8")
+    return 8
+
+
+def test_heartbeats_through_the_gateway_keep_a_long_attempt_alive(roomy_heartbeat_bound, operator, api_client,
+                                                                   core_v1, custom, namespace, tmp_path):
     from process_kubelet import ProcessKubelet
 
     url = sample_repo.make(tmp_path)
-    script = {"roles": {"planner": [{"run": {"command": "sleep 9", "check": True}},
+    script = {"roles": {"planner": [{"run": {"command": "sleep 18", "check": True}},
                                     {"finish": {"summary": "slow", "tasks": [{"name": "a", "description": "a"}]}}]},
               "tasks": {"a": [{"write": {"path": "a.txt", "content": "a\n"}}, {"finish": "a"}]}}
     script_configmap(core_v1, namespace, script)
-    # the runner beats every second; the attempt runs for 9 s, more than twice the bound
+    # the runner beats every second; the attempt runs for 18 s, more than twice the bound
     with ProcessKubelet(api_client, namespace, tmp_path / "kubelet", env={"LONGSHOT_HEARTBEAT_SECONDS": "1"}):
         create(custom, namespace, delivery_build(url, planner={"maxIterations": 1},
                                                  qualityGate={"profile": "minimal", "testCommand": "true"}))
