@@ -244,7 +244,7 @@ class Executor:
     """Pods whose creation found the name taken, by (namespace, name), until the status write that admits them."""
 
     async def run(self, actions: Sequence[Action]) -> None:
-        """Carry out ``actions`` in order, requeues last; raises on the first one that fails (after logging it).
+        """Carry out ``actions`` in order, requeues last (even when one fails); raises on the first one that fails.
 
         Consecutive creations of custom objects (a plan's tasks) and ledger entries are independent and idempotent:
         they run concurrently, at most :data:`CREATE_CONCURRENCY` at a time, and the actions after them wait for all
@@ -256,14 +256,19 @@ class Executor:
         at a time).
 
         Requeues go to the work queue last, once everything else was carried out: controller-runtime's
-        ``Result`` applies after the reconcile's writes too, and not at all when one failed (the reconcile is
-        retried, and decides its requeues again). A requeue first could start the reconcile it asks for
-        while this one's writes were still on the way, which then decided on what they replaced and had nothing to
-        wake it again (the forge key of a candidate handed to its pull request waited a whole resync: 60 s)."""
+        ``Result`` applies after the reconcile's writes too. They are queued when one failed as well: the writes
+        that went through before it may have been the last change of what a requeue wakes (a queue's reconcile moved
+        three MergeJobs and one write lost: its retry decides without the two that moved, and asks for nothing for
+        them), and a reconcile woken for nothing reads and decides nothing. A requeue first could start the
+        reconcile it asks for while this one's writes were still on the way, which then decided on what they
+        replaced and had nothing to wake it again (the forge key of a candidate handed to its pull request waited a
+        whole resync: 60 s)."""
         requeues = [a for a in actions if isinstance(a, Requeue)]
-        await self._run([a for a in actions if not isinstance(a, Requeue)] if requeues else actions)
-        for a in requeues:
-            self.queue.add_at(a.ref, a.at)
+        try:
+            await self._run([a for a in actions if not isinstance(a, Requeue)] if requeues else actions)
+        finally:
+            for a in requeues:
+                self.queue.add_at(a.ref, a.at)
 
     async def _run(self, actions: Sequence[Action]) -> None:
         i = 0
