@@ -1,7 +1,7 @@
 """Tenants in their own lanes, on the real manager (issue 51): one tenant's slow repository does not starve another.
 
 The operator runs in-process with kopf's runner (its watches are the event pump, each kind has the workers it has in
-production) and watches two namespaces. Tenant A creates 8 (then 16) builds whose configuration check takes 4 s: the
+production) and watches two namespaces. Tenant A creates 8 (then 16) builds whose configuration check takes 8 s: the
 preflight's ``git ls-remote`` of A's repository, served by a real git smart-HTTP server that answers its ref
 advertisement 8 s late. While A's checks hold BuildRequest workers, tenant B, a tenant already (an earlier build of
 B's runs, so its watch is up and its repository's shard held), creates one build: its planner's agent Pod (a build's

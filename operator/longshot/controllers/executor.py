@@ -251,18 +251,18 @@ class Executor:
         of them (the first failure is raised once every one of them has been tried); an ended worker's MergeJob and
         ledger entry are one round trip before its status write, not two. So do consecutive status writes of
         different objects (a merge queue's reconcile writes every MergeJob it moved: one after the other, 60 writes
-        of a second each under load held its worker for a minute), each fenced on its own version, with the Events and
-        requeues between them (a landed batch is an Event and a status write per member: interleaved, they ran one
+        of a second each under load held its worker for a minute), each fenced on its own version, with the Events
+        between them (a landed batch is an Event and a status write per member: interleaved, they ran one
         at a time).
 
         Requeues go to the work queue last, once everything else was carried out: controller-runtime's
         ``Result`` applies after the reconcile's writes too. They are queued when one failed as well: the writes
-        that went through before it may have been the last change of what a requeue wakes (a queue's reconcile moved
-        three MergeJobs and one write lost: its retry decides without the two that moved, and asks for nothing for
-        them), and a reconcile woken for nothing reads and decides nothing. A requeue first could start the
-        reconcile it asks for while this one's writes were still on the way, which then decided on what they
-        replaced and had nothing to wake it again (the forge key of a candidate handed to its pull request waited a
-        whole resync: 60 s)."""
+        that went through before it may have been the last change of what a requeue wakes (a queue's reconcile that
+        moved three MergeJobs and lost one write is retried on the two that moved: it may not ask again for what
+        their move asked for), and a reconcile woken for nothing reads and decides nothing. A requeue first could
+        start the reconcile it asks for while this one's writes were still on the way, which then decided on what
+        they replaced and had nothing to wake it again (the forge key of a candidate handed to its pull request
+        waited a whole resync: 60 s)."""
         requeues = [a for a in actions if isinstance(a, Requeue)]
         try:
             await self._run([a for a in actions if not isinstance(a, Requeue)] if requeues else actions)
@@ -284,7 +284,7 @@ class Executor:
                         if (a.kind, a.namespace, a.name) in objs:
                             break  # a second write of one object waits for the first
                         objs.add((a.kind, a.namespace, a.name))
-                    elif not isinstance(a, (RecordEvent, Requeue)):
+                    elif not isinstance(a, RecordEvent):
                         break
                     j += 1
             if j - i > 1:
